@@ -1,0 +1,288 @@
+"""Adapter files: one small .safetensors per adapter, validated against its target on load.
+
+Layout, chosen so that a LiDB adapter for SD1.5 stays under 60 KB:
+
+* one flat 1-D tensor per param name (``A_train``, ``B_train``, ...), layers concatenated in
+  the order of the layer list; shapes are not stored, the space derives them;
+* optionally ``buffer.<name>`` tensors when the bases are stored instead of regenerated;
+* metadata strings: format, space and config, seed, basis checksum, the layer list once
+  (zlib-compressed JSON of [name, out, in]), layer set, base model, identifier token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from lowdim import __version__
+from lowdim import functional as F
+from lowdim.errors import AdapterFileError
+from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
+from lowdim.inject.select import exact_layers
+from lowdim.spaces.base import LayerSpec, Space
+
+FORMAT = "lowdim.adapter"
+FORMAT_VERSION = "1"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+BUFFER_PREFIX = "buffer."
+
+
+@dataclass
+class AdapterFile:
+    """An adapter read from disk, independent of any model."""
+
+    path: Path
+    space: Space
+    seed: int
+    layers: list[LayerSpec]
+    params: LayerTensors
+    stored_buffers: LayerTensors | None
+    checksum: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def buffers(self) -> LayerTensors:
+        """The stored bases, or bases regenerated from the seed."""
+        if self.stored_buffers is not None:
+            return self.stored_buffers
+        return {layer.name: _regenerate(self.space, layer, self.seed) for layer in self.layers}
+
+    def lora_factors(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Plain LoRA (down, up) per layer, exact: what backends turn into their key formats."""
+        buffers = self.buffers()
+        return {
+            layer.name: self.space.factors(
+                {k: v.float() for k, v in self.params[layer.name].items()}, buffers[layer.name]
+            )
+            for layer in self.layers
+        }
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.space.num_params(layer) for layer in self.layers)
+
+
+def _regenerate(space: Space, layer: LayerSpec, seed: int) -> dict[str, Tensor]:
+    return {k: v.float() for k, v in space.make_buffers(layer, F.layer_seed(seed, layer.name)).items()}
+
+
+def _checksum(buffers: LayerTensors, layers: list[LayerSpec]) -> str | None:
+    flat = [buffers[layer.name][k] for layer in layers for k in sorted(buffers[layer.name])]
+    return F.basis_checksum(flat) if flat else None
+
+
+# -- writing ---------------------------------------------------------------------------------
+def save_adapter(
+    path: str | os.PathLike,
+    model: nn.Module | Adapters,
+    name: str = "default",
+    *,
+    dtype: str = "fp32",
+    store_bases: bool = False,
+    sample: int | None = None,
+    base_model: str = "",
+    token: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write adapter ``name`` atomically. ``sample`` picks one adapter of a per-sample batch."""
+    adapters = model if isinstance(model, Adapters) else Adapters(model)
+    info = adapters.info(name)
+    if dtype not in DTYPES:
+        raise AdapterFileError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    params, buffers = adapters.tensors(name), adapters.buffers(name)
+    if info.batch is not None:
+        if sample is None or not 0 <= sample < info.batch:
+            raise AdapterFileError(f"adapter '{name}' holds {info.batch} per-sample adapters: pass sample=0..{info.batch - 1}")
+        params = {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
+    tensors = _flatten(params, info.layers, DTYPES[dtype])
+    if store_bases:
+        flat = _flatten(buffers, info.layers, torch.float32)
+        tensors.update({BUFFER_PREFIX + k: v for k, v in flat.items()})
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "lowdim_version": __version__,
+        "space": info.space.name,
+        "space_config": json.dumps(info.space.config.to_dict(), separators=(",", ":")),
+        "seed": str(info.seed),
+        "basis_checksum": _checksum(buffers, info.layers) or "",
+        "layers": _pack_layers(info.layers),
+        "layer_set": info.layer_set,
+        "base_model": base_model or str(info.metadata.get("base_model", "")),
+        "token": token or str(info.metadata.get("token", "")),
+        "dtype": dtype,
+        "num_params": str(info.num_params),
+        "extra": json.dumps(extra or {}, separators=(",", ":")),
+    }
+    return atomic_save(tensors, metadata, Path(path))
+
+
+def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
+    """safetensors write to a temp file in the same folder, then an atomic rename."""
+    _refuse_pickle(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _flatten(per_layer: LayerTensors, layers: list[LayerSpec], dtype: torch.dtype) -> dict[str, Tensor]:
+    chunks: dict[str, list[Tensor]] = {}
+    for layer in layers:
+        for key, value in per_layer[layer.name].items():
+            chunks.setdefault(key, []).append(value.detach().to("cpu", dtype).reshape(-1))
+    return {key: torch.cat(values) for key, values in chunks.items()}
+
+
+def _pack_layers(layers: list[LayerSpec]) -> str:
+    raw = json.dumps([[layer.name, layer.out_features, layer.in_features] for layer in layers], separators=(",", ":"))
+    return "zlib:" + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
+
+
+def _unpack_layers(packed: str, path: Path) -> list[LayerSpec]:
+    try:
+        raw = zlib.decompress(base64.b64decode(packed.removeprefix("zlib:"))) if packed.startswith("zlib:") else packed
+        return [LayerSpec(str(n), int(o), int(i)) for n, o, i in json.loads(raw)]
+    except (ValueError, TypeError, zlib.error) as error:
+        raise AdapterFileError(f"{path}: the layer list in the metadata is corrupted ({error})") from None
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise AdapterFileError(
+            f"{path}: '{path.suffix}' files can hold pickled code; lowdim reads and writes .safetensors only"
+        )
+
+
+def read_adapter(path: str | os.PathLike) -> AdapterFile:
+    """Read and check an adapter file on its own (layers, space, tensor sizes)."""
+    from lowdim.registry import get_registry
+
+    path = Path(path)
+    _refuse_pickle(path)
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: no such adapter file")
+    tensors, metadata = _load_safetensors(path)
+    if metadata.get("format") != FORMAT:
+        raise AdapterFileError(f"{path}: not a lowdim adapter (metadata 'format' is {metadata.get('format')!r})")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise AdapterFileError(f"{path}: adapter format version {metadata.get('format_version')} is not supported")
+    try:
+        space = get_registry().make_space(metadata["space"], json.loads(metadata["space_config"]))
+        seed = int(metadata["seed"])
+    except (KeyError, ValueError) as error:
+        raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
+    layers = _unpack_layers(metadata.get("layers", "[]"), path)
+    buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
+    param_tensors = {k: v for k, v in tensors.items() if not k.startswith(BUFFER_PREFIX)}
+    params = _unflatten(param_tensors, layers, space.param_shapes, path)
+    stored = None
+    if buffer_tensors:
+        stored = _unflatten(buffer_tensors, layers, lambda layer: _buffer_shapes(space, layer), path)
+    return AdapterFile(path, space, seed, layers, params, stored, metadata.get("basis_checksum") or None, metadata)
+
+
+def _buffer_shapes(space: Space, layer: LayerSpec) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in space.make_buffers(layer, 0).items()}
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise AdapterFileError(f"{path}: not a readable safetensors file (truncated or corrupted?): {error}") from None
+
+
+def _unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Any, path: Path) -> LayerTensors:
+    offsets = dict.fromkeys(flat, 0)
+    result: LayerTensors = {}
+    for layer in layers:
+        result[layer.name] = {}
+        for key, shape in shapes_of(layer).items():
+            if key not in flat:
+                raise AdapterFileError(f"{path}: tensor '{key}' is missing")
+            size = int(torch.Size(shape).numel())
+            chunk = flat[key][offsets[key] : offsets[key] + size]
+            if chunk.numel() != size:
+                raise AdapterFileError(f"{path}: tensor '{key}' is too short for layer {layer.name}")
+            result[layer.name][key] = chunk.reshape(shape)
+            offsets[key] += size
+    leftover = [key for key, value in flat.items() if offsets[key] != value.numel()]
+    if leftover:
+        raise AdapterFileError(f"{path}: tensor(s) {', '.join(leftover)} hold more values than the layers need")
+    return result
+
+
+def load_adapter(
+    path: str | os.PathLike,
+    model: nn.Module | Adapters,
+    name: str | None = None,
+    *,
+    scale: float = 1.0,
+    verify_bases: bool = True,
+) -> AdapterInfo:
+    """Inject the adapter stored at ``path`` into ``model``, after checking that it fits."""
+    adapters = model if isinstance(model, Adapters) else Adapters(model)
+    adapter = read_adapter(path)
+    validate_against(adapter, adapters.model)
+    name = name or Path(path).stem.replace("-", "_").replace(".", "_")
+    if not name.isidentifier():
+        name = "adapter"
+    targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
+    info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
+    info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")})
+    if adapter.stored_buffers is not None:
+        adapters.load_buffers(name, adapter.stored_buffers)
+    elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:
+        adapters.delete(name)
+        raise AdapterFileError(
+            f"{adapter.path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
+            f"trained with (checksum mismatch); re-save it with store_bases=True (--store-bases) on the original machine"
+        )
+    adapters.load_tensors(name, {k: {p: v.float() for p, v in t.items()} for k, t in adapter.params.items()})
+    return info
+
+
+def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
+    """Every layer of the file must exist in the model with the same shape; list all that don't."""
+    from lowdim.inject.select import candidate_layers
+
+    present = {}
+    for name, module in candidate_layers(model):
+        weight = module.weight
+        present[name] = (weight.shape[0], weight.shape[1])
+    problems = []
+    for layer in adapter.layers:
+        shape = present.get(layer.name)
+        if shape is None:
+            problems.append(f"{layer.name} (missing in model)")
+        elif shape != (layer.out_features, layer.in_features):
+            problems.append(
+                f"{layer.name} (file {layer.out_features}x{layer.in_features}, model {shape[0]}x{shape[1]})"
+            )
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        base = adapter.metadata.get("base_model") or "another model"
+        raise AdapterFileError(f"{adapter.path} was made for {base} and does not fit this model: {shown}")

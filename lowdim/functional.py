@@ -1,0 +1,93 @@
+"""Pure tensor math shared by every weight space. No nn.Module, no state.
+
+Orientation follows torch: a linear weight is (out, in) and a layer computes y = x @ W.T.
+A low-rank update is kept as two factors, ``down`` (r, in) and ``up`` (out, r), so that
+ΔW = up @ down. Factors may carry leading batch dimensions (one adapter per sample).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+
+def layer_seed(adapter_seed: int, layer_name: str) -> int:
+    """A 63-bit seed for one layer, stable across platforms and Python versions.
+
+    Hashing the name (not enumerating layers) keeps a layer's bases fixed when other layers are
+    added or removed from the layer set.
+    """
+    digest = hashlib.sha256(f"{int(adapter_seed)}:{layer_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def orthonormal_columns(rows: int, cols: int, generator: torch.Generator) -> Tensor:
+    """A (rows, cols) float64 matrix with orthonormal columns, reproducible from the generator.
+
+    QR of a Gaussian matrix is Haar-distributed only once the signs are fixed (diag(R) > 0);
+    fixing them also makes the result independent of the LAPACK sign convention.
+    """
+    if cols > rows:
+        raise ValueError(f"cannot fit {cols} orthonormal columns in dimension {rows}")
+    gaussian = torch.randn(rows, cols, generator=generator, dtype=torch.float64, device="cpu")
+    q, r = torch.linalg.qr(gaussian, mode="reduced")
+    signs = torch.sign(torch.diagonal(r))
+    signs[signs == 0] = 1.0
+    return q * signs
+
+
+def basis_checksum(tensors: list[Tensor]) -> str:
+    """A short checksum of frozen bases that tolerates last-bit float noise between platforms.
+
+    Values are rounded to a 2^-20 grid before hashing, so ulp-level differences from another
+    LAPACK still match, while a genuinely different basis never does.
+    """
+    hasher = hashlib.sha256()
+    for tensor in tensors:
+        grid = torch.round(tensor.detach().to(torch.float64).cpu() * (1 << 20)).to(torch.int64)
+        hasher.update(str(tuple(grid.shape)).encode())
+        hasher.update(grid.contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+def lowrank_delta(down: Tensor, up: Tensor) -> Tensor:
+    """Dense ΔW = up @ down, batched over leading dimensions."""
+    return up @ down
+
+
+def lowrank_apply(x: Tensor, down: Tensor, up: Tensor) -> Tensor:
+    """x @ ΔW.T computed as (x @ down.T) @ up.T, never forming ΔW.
+
+    With unbatched factors, x is (..., in). With factors batched as (B, r, in) and (B, out, r),
+    x is (N, ..., in) where N is a multiple of B: sample j uses adapter j % B. That is the layout
+    classifier-free guidance produces when it concatenates [uncond, cond] copies of a batch.
+    """
+    down = down.to(x.dtype)
+    up = up.to(x.dtype)
+    if down.dim() == 2:
+        return (x @ down.T) @ up.T
+    batch = down.shape[0]
+    if x.shape[0] % batch:
+        raise ValueError(f"input batch {x.shape[0]} is not a multiple of the adapter batch {batch}")
+    tiles = x.shape[0] // batch
+    grouped = x.reshape(tiles, batch, -1, x.shape[-1])
+    hidden = torch.einsum("tbli,bri->tblr", grouped, down)
+    out = torch.einsum("tblr,bor->tblo", hidden, up)
+    return out.reshape(*x.shape[:-1], up.shape[-2])
+
+
+def concat_factors(factors: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Exact LoRA form of a sum of low-rank updates: ranks add, factors concatenate."""
+    downs = [down for down, _ in factors]
+    ups = [up for _, up in factors]
+    return torch.cat(downs, dim=-2), torch.cat(ups, dim=-1)
+
+
+def numerical_rank(matrix: Tensor, rtol: float = 1e-6) -> int:
+    """Number of singular values above rtol times the largest (0 for a zero matrix)."""
+    values = torch.linalg.svdvals(matrix.to(torch.float64))
+    if values.numel() == 0 or values[0] == 0:
+        return 0
+    return int((values > rtol * values[0]).sum())

@@ -1,0 +1,113 @@
+"""nn.Module wrappers that add adapters to a linear (or 1x1 conv) layer.
+
+The math lives in the spaces; these modules only own tensors and flags and route the forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lowdim import functional as F
+from lowdim.errors import LowdimError
+from lowdim.spaces.base import LayerSpec, Space, Tensors
+
+
+class AdapterSlot(nn.Module):
+    """One adapter's tensors on one layer, plus its scale and state flags."""
+
+    def __init__(self, space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
+        super().__init__()
+        self.space = space
+        self.layer = layer
+        trainable = set(space.trainable_names(layer))
+        self.params = nn.ParameterDict(
+            {name: nn.Parameter(value, requires_grad=name in trainable) for name, value in params.items()}
+        )
+        self.buffer_names = list(buffers)
+        for name, value in buffers.items():
+            self.register_buffer(name, value, persistent=False)
+        self.scale = 1.0
+        self.enabled = True
+        self.merged_scale: float | None = None  # set while the whole update is folded into the base
+        self.frozen_merged_scale: float | None = None  # set while only a stack's frozen part is
+        self.override: Tensors | None = None
+
+    def tensors(self) -> Tensors:
+        return self.override if self.override is not None else dict(self.params.items())
+
+    def buffers_dict(self) -> Tensors:
+        return {name: getattr(self, name) for name in self.buffer_names}
+
+    @property
+    def batch_size(self) -> int | None:
+        """Number of per-sample adapters, or None for one shared adapter."""
+        shapes = self.space.param_shapes(self.layer)
+        for name, value in self.tensors().items():
+            extra = value.dim() - len(shapes[name])
+            return value.shape[0] if extra == 1 else None
+        return None
+
+    def live_factors(self) -> tuple[Tensor, Tensor] | None:
+        """The factors the forward must still add (None when everything is merged or disabled)."""
+        if not self.enabled or self.merged_scale is not None:
+            return None
+        params, buffers = self.tensors(), self.buffers_dict()
+        if self.frozen_merged_scale is not None:
+            return self.space.split_factors(params, buffers)[1]
+        return self.space.factors(params, buffers)
+
+    def factors_for_merge(self, part: str) -> tuple[Tensor, Tensor] | None:
+        params, buffers = self.tensors(), self.buffers_dict()
+        if self.batch_size is not None:
+            raise LowdimError(
+                f"cannot merge per-sample adapters into layer {self.layer.name}: pick one sample first"
+            )
+        frozen, trainable = self.space.split_factors(params, buffers)
+        if part == "frozen":
+            return frozen
+        if self.frozen_merged_scale is not None:
+            return trainable
+        return self.space.factors(params, buffers)
+
+
+class AdapterLayer(nn.Module):
+    """Wraps a base nn.Linear or 1x1 nn.Conv2d and adds the live adapters' updates."""
+
+    is_lowdim_wrapper = True
+
+    def __init__(self, base_layer: nn.Module, name: str) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.layer_name = name
+        self.slots = nn.ModuleDict()
+
+    @property
+    def spec(self) -> LayerSpec:
+        weight = self.base_layer.weight
+        return LayerSpec(self.layer_name, weight.shape[0], weight.shape[1])
+
+    @property
+    def is_conv(self) -> bool:
+        return isinstance(self.base_layer, nn.Conv2d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        result = self.base_layer(x)
+        for slot in self.slots.values():
+            factors = slot.live_factors()
+            if factors is None:
+                continue
+            result = result + slot.scale * self._apply(x, *factors)
+        return result
+
+    def _apply(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:
+        if not self.is_conv:
+            return F.lowrank_apply(x, down, up)
+        channels_last = x.movedim(1, -1)
+        return F.lowrank_apply(channels_last, down, up).movedim(-1, 1)
+
+    @torch.no_grad()
+    def add_to_weight(self, down: Tensor, up: Tensor, scale: float) -> None:
+        weight = self.base_layer.weight
+        delta = F.lowrank_delta(down.to(torch.float32), up.to(torch.float32)) * scale
+        weight.add_(delta.reshape(weight.shape).to(weight.dtype))

@@ -1,0 +1,293 @@
+"""Adapters on any torch model: add, scale, enable, merge, per-sample batches, remove.
+
+State lives on the model itself (the wrapper modules plus one attribute), so an ``Adapters``
+object is a cheap view: ``Adapters(model)`` anywhere sees the same adapters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lowdim import functional as F
+from lowdim.errors import LowdimError
+from lowdim.inject.layer import AdapterLayer, AdapterSlot
+from lowdim.inject.select import LayerSet, exact_layers, select_layers
+from lowdim.spaces.base import LayerSpec, Space
+
+log = logging.getLogger("lowdim")
+STATE_ATTR = "_lowdim_adapters"
+LayerTensors = dict[str, dict[str, Tensor]]
+
+
+@dataclass
+class AdapterInfo:
+    """What identifies an adapter: its space, seed and the layers it covers."""
+
+    name: str
+    space: Space
+    seed: int
+    layers: list[LayerSpec]
+    layer_set: str
+    batch: int | None = None
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.space.num_params(layer) for layer in self.layers)
+
+
+class Adapters:
+    """A view of the adapters injected into ``model``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        if not hasattr(model, STATE_ATTR):
+            object.__setattr__(model, STATE_ATTR, {})
+        self._infos: dict[str, AdapterInfo] = getattr(model, STATE_ATTR)
+
+    # -- adding and removing --------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        space: Space,
+        targets: LayerSet | str | list[str],
+        *,
+        seed: int = 0,
+        scale: float = 1.0,
+        batch: int | None = None,
+    ) -> AdapterInfo:
+        """Inject a fresh adapter (ΔW = 0 with the space's default init) into every target layer."""
+        if not name.isidentifier():
+            raise LowdimError(f"adapter name '{name}' must be a Python identifier (letters, digits, _)")
+        if name in self._infos:
+            raise LowdimError(f"an adapter named '{name}' already exists on this model")
+        layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
+        info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch)
+        for layer_name, module in select_layers(self.model, layer_set):
+            wrapper = self._wrap(layer_name, module)
+            layer = wrapper.spec
+            slot = self._new_slot(space, layer, info.seed, batch)
+            slot.to(device=wrapper.base_layer.weight.device)
+            slot.scale = scale
+            wrapper.slots[name] = slot
+            info.layers.append(layer)
+            if note := space.describe(layer):
+                info.notes.append(note)
+        if info.notes:
+            log.info("adapter '%s': %d layer(s) clamped, e.g. %s", name, len(info.notes), info.notes[0])
+        self._infos[name] = info
+        return info
+
+    def _new_slot(self, space: Space, layer: LayerSpec, seed: int, batch: int | None) -> AdapterSlot:
+        generator = torch.Generator(device="cpu").manual_seed(F.layer_seed(seed, layer.name + "#init"))
+        params = space.init_params(layer, generator)
+        if batch is not None:
+            params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
+        buffers = space.make_buffers(layer, F.layer_seed(seed, layer.name))
+        buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
+        return AdapterSlot(space, layer, params, buffers)
+
+    def _wrap(self, layer_name: str, module: nn.Module) -> AdapterLayer:
+        if isinstance(module, AdapterLayer):
+            return module
+        parent_name, _, child = layer_name.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        current = getattr(parent, child)
+        if isinstance(current, AdapterLayer):
+            return current
+        wrapper = AdapterLayer(current, layer_name)
+        setattr(parent, child, wrapper)
+        return wrapper
+
+    def delete(self, name: str) -> None:
+        """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""
+        self.info(name)
+        self.unmerge(name)
+        for wrapper in self._wrappers(name):
+            del wrapper.slots[name]
+            if not len(wrapper.slots):
+                self._unwrap(wrapper)
+        del self._infos[name]
+
+    def remove_all(self) -> None:
+        """Remove every adapter and restore the original modules and weights."""
+        for name in list(self._infos):
+            self.delete(name)
+
+    def _unwrap(self, wrapper: AdapterLayer) -> None:
+        parent_name, _, child = wrapper.layer_name.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        setattr(parent, child, wrapper.base_layer)
+
+    # -- lookup ---------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._infos)
+
+    def info(self, name: str) -> AdapterInfo:
+        if name not in self._infos:
+            known = ", ".join(self._infos) or "none"
+            raise LowdimError(f"no adapter named '{name}' on this model; present: {known}")
+        return self._infos[name]
+
+    def _wrappers(self, name: str) -> Iterator[AdapterLayer]:
+        for module in self.model.modules():
+            if isinstance(module, AdapterLayer) and name in module.slots:
+                yield module
+
+    def slots(self, name: str) -> dict[str, AdapterSlot]:
+        """Layer name -> this adapter's slot, in model order."""
+        self.info(name)
+        return {wrapper.layer_name: wrapper.slots[name] for wrapper in self._wrappers(name)}
+
+    def parameters(self, name: str) -> list[nn.Parameter]:
+        """The trainable parameters of one adapter, for an optimiser."""
+        return [p for slot in self.slots(name).values() for p in slot.params.values() if p.requires_grad]
+
+    def tensors(self, name: str) -> LayerTensors:
+        """Layer name -> {param name -> tensor} (the stored params, not the buffers)."""
+        return {layer: dict(slot.tensors()) for layer, slot in self.slots(name).items()}
+
+    def buffers(self, name: str) -> LayerTensors:
+        return {layer: slot.buffers_dict() for layer, slot in self.slots(name).items()}
+
+    @torch.no_grad()
+    def load_tensors(self, name: str, tensors: LayerTensors) -> None:
+        """Copy params in; every layer and param of the adapter must be given, with its shape."""
+        slots = self.slots(name)
+        missing = sorted(set(slots) - set(tensors))
+        extra = sorted(set(tensors) - set(slots))
+        if missing or extra:
+            raise LowdimError(f"adapter '{name}': missing layers {missing[:3]}, unexpected layers {extra[:3]}")
+        for layer, slot in slots.items():
+            for param_name, param in slot.params.items():
+                value = tensors[layer].get(param_name)
+                if value is None or value.shape != param.shape:
+                    got = None if value is None else tuple(value.shape)
+                    raise LowdimError(f"{layer}.{param_name}: expected shape {tuple(param.shape)}, got {got}")
+                param.copy_(value)
+
+    @torch.no_grad()
+    def load_buffers(self, name: str, buffers: LayerTensors) -> None:
+        for layer, slot in self.slots(name).items():
+            for buffer_name in slot.buffer_names:
+                getattr(slot, buffer_name).copy_(buffers[layer][buffer_name])
+
+    @contextlib.contextmanager
+    def override(self, name: str, tensors: LayerTensors) -> Iterator[None]:
+        """Run the model with computed tensors (e.g. a hypernetwork's output) in place of the params.
+
+        Tensors may carry a leading batch dimension: sample j of the input uses adapter j % B.
+        Gradients flow back into whatever produced them.
+        """
+        slots = self.slots(name)
+        try:
+            for layer, slot in slots.items():
+                slot.override = tensors[layer]
+            yield
+        finally:
+            for slot in slots.values():
+                slot.override = None
+
+    # -- scale, enable, merge -------------------------------------------------------------
+    def set_scale(self, name: str, scale: float) -> None:
+        for slot in self.slots(name).values():
+            if slot.merged_scale is not None:
+                raise LowdimError(f"adapter '{name}' is merged; unmerge it before changing its scale")
+            slot.scale = float(scale)
+
+    def enable(self, name: str, enabled: bool = True) -> None:
+        for slot in self.slots(name).values():
+            slot.enabled = enabled
+
+    def disable(self, name: str) -> None:
+        self.enable(name, False)
+
+    def merge(self, name: str, part: str = "all") -> None:
+        """Fold the update into the base weights, so inference costs nothing extra.
+
+        ``part='frozen'`` folds only a stack's frozen components (HyperDreamBooth §4.3).
+        """
+        for wrapper in self._wrappers(name):
+            slot = wrapper.slots[name]
+            if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
+                continue
+            factors = slot.factors_for_merge(part)
+            if factors is not None:
+                wrapper.add_to_weight(*factors, slot.scale)
+            if part == "frozen":
+                slot.frozen_merged_scale = slot.scale
+            else:
+                slot.merged_scale = slot.scale
+
+    def unmerge(self, name: str) -> None:
+        """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
+        for wrapper in self._wrappers(name):
+            slot = wrapper.slots[name]
+            if slot.merged_scale is not None:
+                scale, slot.merged_scale = slot.merged_scale, None
+                factors = slot.factors_for_merge("all")
+                if factors is not None:
+                    wrapper.add_to_weight(*factors, -scale)
+            if slot.frozen_merged_scale is not None:
+                frozen = slot.factors_for_merge("frozen")
+                scale, slot.frozen_merged_scale = slot.frozen_merged_scale, None
+                if frozen is not None:
+                    wrapper.add_to_weight(*frozen, -scale)
+
+    # -- export ---------------------------------------------------------------------------
+    def lora_factors(self, name: str) -> dict[str, tuple[Tensor, Tensor]]:
+        """Exact LoRA form of the whole update per layer, scale folded into ``up``."""
+        result = {}
+        for layer, slot in self.slots(name).items():
+            down, up = slot.space.factors(slot.tensors(), slot.buffers_dict())
+            result[layer] = (down.detach(), up.detach() * slot.scale)
+        return result
+
+    def delta(self, name: str, layer: str) -> Tensor:
+        slot = self.slots(name)[layer]
+        return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
+
+
+def relax_rank(
+    adapters: Adapters, name: str, new_name: str, trainable: Space, *, merge_frozen: bool = True
+) -> AdapterInfo:
+    """HyperDreamBooth §4.3: freeze adapter ``name`` and add a trainable space beside it.
+
+    The result is one stack adapter ``new_name`` (the old one is deleted). With ``merge_frozen``
+    the frozen part is folded into the base weights, as the paper does before fast finetuning;
+    export still sees the whole stack.
+    """
+    from lowdim.spaces.stack import StackSpace
+
+    old = adapters.info(name)
+    stack = StackSpace.of([(old.space, old.seed)], trainable, merge_frozen=merge_frozen)
+    targets = exact_layers(old.layer_set, [layer.name for layer in old.layers])
+    frozen = adapters.tensors(name)
+    scale = next(iter(adapters.slots(name).values())).scale
+    adapters.delete(name)
+    # The stack keeps the old scale, so the model's output is unchanged by the relaxation.
+    info = adapters.add(new_name, stack, targets, seed=old.seed, batch=old.batch, scale=scale)
+    with torch.no_grad():
+        for layer, slot in adapters.slots(new_name).items():
+            for param_name, value in frozen[layer].items():
+                slot.params[f"c0_{param_name}"].copy_(value)
+    if merge_frozen:
+        adapters.merge(new_name, part="frozen")
+    return info
+
+
+def inject(
+    model: nn.Module, space: Space, targets: LayerSet | str | list[str], name: str = "default", **kwargs: Any
+) -> Adapters:
+    """Add one adapter to ``model`` and return the model's ``Adapters`` view."""
+    adapters = Adapters(model)
+    adapters.add(name, space, targets, **kwargs)
+    return adapters

@@ -1,0 +1,92 @@
+"""Choosing target layers: named layer sets made of name patterns and a layer-type filter."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from lowdim.errors import LowdimError
+
+LAYER_TYPES = ("linear", "conv1x1")
+
+
+@dataclass(frozen=True)
+class LayerSet:
+    """Layers whose dotted names match any ``include`` pattern and no ``exclude`` pattern.
+
+    Patterns are shell globs over the full dotted name (``*`` crosses dots), or regular
+    expressions when prefixed with ``re:`` (matched against the full name).
+    """
+
+    name: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    types: tuple[str, ...] = ("linear",)
+    description: str = ""
+
+    @classmethod
+    def from_patterns(cls, patterns: str | Sequence[str], name: str | None = None) -> LayerSet:
+        if isinstance(patterns, str):
+            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+        return cls(name=name or ",".join(patterns), include=tuple(patterns), types=LAYER_TYPES)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+        return "conv1x1"
+    return None
+
+
+def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> list[tuple[str, nn.Module]]:
+    wanted = set(types)
+    found = []
+    for name, module in model.named_modules():
+        if getattr(module, "is_lowdim_wrapper", False):
+            module = module.base_layer
+        if name.endswith(".base_layer"):
+            continue
+        if layer_kind(module) in wanted:
+            found.append((name, module))
+    return found
+
+
+def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.Module]]:
+    """Matching (name, module) pairs in model order; a pattern that matches nothing is an error."""
+    candidates = candidate_layers(model, layer_set.types)
+    names = [name for name, _ in candidates]
+    for pattern in layer_set.include:
+        if not any(_matches(pattern, name) for name in names):
+            raise LowdimError(_no_match_message(pattern, layer_set, names))
+    return [
+        (name, module)
+        for name, module in candidates
+        if any(_matches(p, name) for p in layer_set.include) and not any(_matches(p, name) for p in layer_set.exclude)
+    ]
+
+
+def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str]) -> str:
+    close = difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3)
+    examples = close or names[:3]
+    where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
+    return (
+        f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer; "
+        f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
+    )
+
+
+def exact_layers(name: str, layer_names: Sequence[str]) -> LayerSet:
+    """A layer set of exactly these modules (names are matched literally, not as globs)."""
+    return LayerSet(name=name, include=tuple("re:" + re.escape(n) for n in layer_names), types=LAYER_TYPES)

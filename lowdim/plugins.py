@@ -1,0 +1,88 @@
+"""Discovery of plugins: lowdim's built-ins, then every entry point in the ``lowdim`` group.
+
+A plugin that fails to import, or whose hook raises, costs a warning naming it; everything
+else keeps working. Tests bypass discovery by building a PluginManager from explicit modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from lowdim import hookspecs
+from lowdim.errors import PluginError
+
+ENTRY_POINT_GROUP = "lowdim"
+BUILTIN_MODULES = ("lowdim.spaces.builtin",)
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded or raised inside a hook; lowdim went on without it."""
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager("lowdim")
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def build_plugin_manager(
+    modules: Iterable[str | ModuleType] = BUILTIN_MODULES, load_entry_points: bool | None = None
+) -> pluggy.PluginManager:
+    """Built-ins plus (unless disabled, e.g. by LOWDIM_NO_PLUGINS=1) installed entry points."""
+    manager = new_plugin_manager()
+    for module in modules:
+        manager.register(importlib.import_module(module) if isinstance(module, str) else module)
+    if load_entry_points is None:
+        load_entry_points = not os.environ.get("LOWDIM_NO_PLUGINS")
+    if load_entry_points:
+        _load_entry_points(manager)
+    return manager
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if manager.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            plugin = entry_point.load()
+            manager.register(plugin, name=entry_point.name)
+        except Exception as error:  # a broken third-party plugin must not break lowdim
+            warnings.warn(
+                f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: {error}",
+                PluginWarning,
+                stacklevel=2,
+            )
+
+
+def call_each(
+    manager: pluggy.PluginManager, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]]
+) -> None:
+    """Call one hook on every plugin separately, so one raising plugin cannot hide the others.
+
+    ``make_kwargs(plugin_name)`` builds each call's arguments, so callbacks know who calls them.
+    A PluginError (two plugins claiming one name) is the user's to fix and is not swallowed.
+    """
+    for impl in getattr(manager.hook, hook_name).get_hookimpls():
+        try:
+            impl.function(**make_kwargs(impl.plugin_name))
+        except PluginError:
+            raise
+        except Exception as error:
+            warnings.warn(
+                f"plugin '{impl.plugin_name}' raised in {hook_name} and was skipped: {error}",
+                PluginWarning,
+                stacklevel=2,
+            )
+
+
+def plugin_names(manager: pluggy.PluginManager) -> Iterator[str]:
+    for plugin in manager.get_plugins():
+        yield manager.get_name(plugin) or repr(plugin)

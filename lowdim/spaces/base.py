@@ -1,0 +1,164 @@
+"""The contract every weight space fulfils, whether built in or added by a plugin.
+
+A space is pure math: it knows how to create the tensors of one adapted layer, how to turn
+them into LoRA factors (down, up), and from there the dense delta and the bypass forward.
+It holds no tensors itself; the injection layer (``lowdim.inject``) owns those.
+
+Two kinds of per-layer tensors exist:
+
+* *params*: what an adapter file stores (trainable ones and, for stacks, frozen components);
+* *buffers*: frozen state a space can regenerate from a seed (LiDB's random bases), so files
+  need not store it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from lowdim import functional as F
+from lowdim.errors import ConfigError
+
+Tensors = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One target layer: its dotted module name and the (out, in) shape of its weight."""
+
+    name: str
+    out_features: int
+    in_features: int
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A config field that carries its own help text (shown by ``lowdim spaces --verbose``)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class SpaceConfig:
+    """Base of every space config. Subclasses add fields made with ``option``."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the bad value. Called once when a space is built."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SpaceConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+class Space(ABC):
+    """A low-dimensional parameterisation of a linear layer's weight update ΔW."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    config_class: ClassVar[type[SpaceConfig]]
+
+    def __init__(self, config: SpaceConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.config_class.from_dict(overrides)
+        elif overrides:
+            config = self.config_class.from_dict({**config.to_dict(), **overrides})
+        elif not isinstance(config, self.config_class):
+            raise ConfigError(f"space '{self.name}' expects a {self.config_class.__name__}")
+        config.validate()
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    # -- what every space must define -------------------------------------------------------
+    @abstractmethod
+    def param_shapes(self, layer: LayerSpec) -> dict[str, tuple[int, ...]]:
+        """Shapes of the stored tensors of one layer, in a fixed order."""
+
+    @abstractmethod
+    def init_params(self, layer: LayerSpec, generator: torch.Generator) -> Tensors:
+        """Fresh float32 params for one layer. The default config must give ΔW = 0."""
+
+    @abstractmethod
+    def factors(self, params: Tensors, buffers: Tensors) -> tuple[Tensor, Tensor]:
+        """Exact LoRA form (down (..., r, in), up (..., out, r)), scaling included."""
+
+    # -- optional hooks with sensible defaults ---------------------------------------------
+    def trainable_names(self, layer: LayerSpec) -> list[str]:
+        """Which params an optimiser updates. Stacks freeze some of theirs."""
+        return list(self.param_shapes(layer))
+
+    def make_buffers(self, layer: LayerSpec, seed: int) -> Tensors:
+        """Frozen state regenerated from the layer's seed; float64 on CPU, cast by the caller."""
+        return {}
+
+    def rank(self, layer: LayerSpec) -> int:
+        """An upper bound on rank(ΔW): the width of the LoRA factors."""
+        down_shape = self._factor_shapes(layer)[0]
+        return down_shape[0]
+
+    def delta(self, params: Tensors, buffers: Tensors) -> Tensor:
+        down, up = self.factors(params, buffers)
+        return F.lowrank_delta(down, up)
+
+    def bypass(self, x: Tensor, params: Tensors, buffers: Tensors) -> Tensor:
+        down, up = self.factors(params, buffers)
+        return F.lowrank_apply(x, down, up)
+
+    def split_factors(
+        self, params: Tensors, buffers: Tensors
+    ) -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor]]:
+        """(frozen part, trainable part) of the update; a stack can merge the frozen one."""
+        return None, self.factors(params, buffers)
+
+    def num_params(self, layer: LayerSpec) -> int:
+        shapes = self.param_shapes(layer)
+        return sum(_numel(shapes[name]) for name in self.trainable_names(layer))
+
+    def describe(self, layer: LayerSpec) -> str | None:
+        """A note about this layer (a clamped dimension, say), or None."""
+        return None
+
+    @classmethod
+    def sample_config(cls, rng: random.Random, layer: LayerSpec) -> SpaceConfig:
+        """A random valid config for ``layer``; the shared contract tests draw from it."""
+        return cls.config_class()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _factor_shapes(self, layer: LayerSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        params = {k: torch.zeros(s, device="meta") for k, s in self.param_shapes(layer).items()}
+        buffers = {k: v.to("meta") for k, v in self.make_buffers(layer, 0).items()}
+        down, up = self.factors(params, buffers)
+        return tuple(down.shape), tuple(up.shape)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
