@@ -103,7 +103,9 @@ def save_adapter(
     params, buffers = adapters.tensors(name), adapters.buffers(name)
     if info.batch is not None:
         if sample is None or not 0 <= sample < info.batch:
-            raise AdapterFileError(f"adapter '{name}' holds {info.batch} per-sample adapters: pass sample=0..{info.batch - 1}")
+            raise AdapterFileError(
+                f"adapter '{name}' holds {info.batch} per-sample adapters: pass sample=0..{info.batch - 1}"
+            )
         params = {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
     tensors = _flatten(params, info.layers, DTYPES[dtype])
     if store_bases:
@@ -243,13 +245,11 @@ def load_adapter(
     scale: float = 1.0,
     verify_bases: bool = True,
 ) -> AdapterInfo:
-    """Inject the adapter stored at ``path`` into ``model``, after checking that it fits."""
+    """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default "default"), after checking it fits."""
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     adapter = read_adapter(path)
     validate_against(adapter, adapters.model)
-    name = name or Path(path).stem.replace("-", "_").replace(".", "_")
-    if not name.isidentifier():
-        name = "adapter"
+    name = name or "default"
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
     info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
     info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")})
@@ -259,7 +259,7 @@ def load_adapter(
         adapters.delete(name)
         raise AdapterFileError(
             f"{adapter.path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
-            f"trained with (checksum mismatch); re-save it with store_bases=True (--store-bases) on the original machine"
+            f"trained with (checksum mismatch); re-save it with store_bases=True on the original machine"
         )
     adapters.load_tensors(name, {k: {p: v.float() for p, v in t.items()} for k, t in adapter.params.items()})
     return info

@@ -39,7 +39,9 @@ def build_plugin_manager(
     """Built-ins plus (unless disabled, e.g. by LOWDIM_NO_PLUGINS=1) installed entry points."""
     manager = new_plugin_manager()
     for module in modules:
-        manager.register(importlib.import_module(module) if isinstance(module, str) else module)
+        plugin = importlib.import_module(module) if isinstance(module, str) else module
+        is_builtin = isinstance(module, str) and module in BUILTIN_MODULES
+        manager.register(plugin, name="builtin" if is_builtin else None)
     if load_entry_points is None:
         load_entry_points = not os.environ.get("LOWDIM_NO_PLUGINS")
     if load_entry_points:

@@ -109,5 +109,7 @@ class AdapterLayer(nn.Module):
     @torch.no_grad()
     def add_to_weight(self, down: Tensor, up: Tensor, scale: float) -> None:
         weight = self.base_layer.weight
-        delta = F.lowrank_delta(down.to(torch.float32), up.to(torch.float32)) * scale
+        # At least fp32 for the product, so an fp16 base gains a correctly rounded delta.
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        delta = F.lowrank_delta(down.to(dtype), up.to(dtype)) * scale
         weight.add_(delta.reshape(weight.shape).to(weight.dtype))

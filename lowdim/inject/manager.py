@@ -63,8 +63,13 @@ class Adapters:
         seed: int = 0,
         scale: float = 1.0,
         batch: int | None = None,
+        device: torch.device | str | None = None,
     ) -> AdapterInfo:
-        """Inject a fresh adapter (ΔW = 0 with the space's default init) into every target layer."""
+        """Inject a fresh adapter (ΔW = 0 with the space's default init) into every target layer.
+
+        Adapter tensors live on each layer's device unless ``device`` says otherwise (a model on
+        the meta device can still carry real adapter tensors, e.g. to measure file sizes).
+        """
         if not name.isidentifier():
             raise LowdimError(f"adapter name '{name}' must be a Python identifier (letters, digits, _)")
         if name in self._infos:
@@ -75,7 +80,7 @@ class Adapters:
             wrapper = self._wrap(layer_name, module)
             layer = wrapper.spec
             slot = self._new_slot(space, layer, info.seed, batch)
-            slot.to(device=wrapper.base_layer.weight.device)
+            slot.to(device=device or wrapper.base_layer.weight.device)
             slot.scale = scale
             wrapper.slots[name] = slot
             info.layers.append(layer)

@@ -53,11 +53,16 @@ def layer_kind(module: nn.Module) -> str | None:
 def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> list[tuple[str, nn.Module]]:
     wanted = set(types)
     found = []
+    # nn.MultiheadAttention reads out_proj.weight directly instead of calling it: a wrapper would break it.
+    opaque = {f"{name}.out_proj" if name else "out_proj"
+              for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)}
     for name, module in model.named_modules():
+        if name in opaque:
+            continue
         if getattr(module, "is_lowdim_wrapper", False):
             module = module.base_layer
-        if name.endswith(".base_layer"):
-            continue
+        if not name or name.endswith(".base_layer"):
+            continue  # the root module cannot be swapped in place; wrappers' inner layers are not targets
         if layer_kind(module) in wanted:
             found.append((name, module))
     return found
@@ -78,8 +83,9 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
 
 
 def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str]) -> str:
-    close = difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3)
-    examples = close or names[:3]
+    tail = pattern.rsplit(".", 1)[-1]
+    same_tail = [name for name in names if name.rsplit(".", 1)[-1] == tail][:3]
+    examples = same_tail or difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3) or names[:3]
     where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
     return (
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer; "

@@ -55,7 +55,8 @@ class LidbSpace(Space):
         b = min(self.config.b, layer.in_features)
         if a < self.config.rank or b < self.config.rank:
             raise ConfigError(
-                f"lidb: layer {layer.name} ({layer.out_features}x{layer.in_features}) is too small for rank {self.config.rank}"
+                f"lidb: layer {layer.name} ({layer.out_features}x{layer.in_features}) "
+                f"is too small for rank {self.config.rank}"
             )
         return a, b
 

@@ -1,0 +1,1 @@
+"""The ``lowdim`` command line (Typer). Commands are thin: logic lives in importable functions."""

@@ -1,0 +1,115 @@
+"""``lowdim spaces``, ``lowdim models`` and ``lowdim inspect``: what exists and what it costs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lowdim.registry import get_registry
+from lowdim.sizing import BYTES, SizeReport, adapter_file_bytes, size_report
+
+out = Console()
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``["a=64", "init=gaussian"]`` -> {"a": 64, "init": "gaussian"} (values parsed as JSON when they can be)."""
+    from lowdim.errors import ConfigError
+
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{pair}'")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def spaces(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list every config option.")] = False):
+    """List the weight spaces from lowdim and installed plugins."""
+    registry = get_registry()
+    table = Table(title="Weight spaces", show_lines=verbose)
+    for column in ("name", "plugin", "summary"):
+        table.add_column(column)
+    for name, entry in sorted(registry.spaces.items()):
+        summary = entry.value.summary
+        if verbose:
+            defaults = entry.value.config_class()
+            options = [f"  {k} = {getattr(defaults, k)!r}: {h}" for k, h in entry.value.config_class.help().items()]
+            summary = "\n".join([summary, *options])
+        table.add_row(name, entry.plugin, summary)
+    out.print(table)
+
+
+def models():
+    """List the model backends (architectures) from lowdim and installed plugins."""
+    registry = get_registry()
+    table = Table(title="Models")
+    for column in ("name", "aliases", "layer sets (default first)", "description"):
+        table.add_column(column)
+    for name in registry.backend_names():
+        backend = registry.backend(name)
+        sets = [backend.default_layer_set] + [s for s in backend.layer_sets if s != backend.default_layer_set]
+        table.add_row(name, ", ".join(backend.aliases), ", ".join(sets), backend.description)
+    out.print(table)
+
+
+def inspect_sizes(model: str, space: str, layers: str | None, options: dict, file_sizes: bool = True) -> SizeReport:
+    """The size report behind ``lowdim inspect``; with ``file_sizes`` it also writes real files to measure."""
+    registry = get_registry()
+    backend = registry.backend(model)
+    chosen_space = registry.make_space(space, options)
+    skeleton, layer_set = backend.skeleton(), backend.resolve_layer_set(layers)
+    report = size_report(skeleton, chosen_space, layer_set, backend.layer_group)
+    if file_sizes:
+        report.file_bytes = {dtype: adapter_file_bytes(skeleton, chosen_space, layer_set, dtype) for dtype in BYTES}
+    return report
+
+
+def inspect(
+    model: Annotated[str, typer.Option("--model", "-m", help="Architecture name, e.g. sd15 (see `lowdim models`).")],
+    space: Annotated[str, typer.Option("--space", "-s", help="Weight space, e.g. lidb or lora (see `lowdim spaces`).")],
+    layers: Annotated[str | None, typer.Option(
+        "--layers", "-l", help="Layer set name (e.g. unet+text, text) or comma-separated glob patterns.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Space option KEY=VALUE, repeatable, e.g. --set a=64 --set rank=2.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    files: Annotated[bool, typer.Option(
+        help="Also write a fresh adapter file per dtype to report its real size on disk.")] = True,
+):
+    """Count trainable parameters and bytes of a space on an architecture, per layer group.
+
+    No weights are downloaded: the architecture is built on PyTorch's meta device.
+
+    Example: [bold]lowdim inspect --model sd15 --space lidb[/]
+    """
+    report = inspect_sizes(model, space, layers, parse_options(set_ or []), file_sizes=files)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table(title=f"{space} on {model}, layer set '{report.layer_set}'")
+    for column in ("layer group", "layers", "trainable params", "fp32 bytes", "fp16 bytes"):
+        table.add_column(column, justify="left" if column == "layer group" else "right")
+    for row in report.rows:
+        table.add_row(row.group, f"{row.layers}", f"{row.params:,}", f"{row.bytes_fp32:,}", f"{row.bytes_fp16:,}")
+    total = report.total
+    table.add_row("[bold]total", f"[bold]{total.layers}", f"[bold]{total.params:,}",
+                  f"[bold]{total.bytes_fp32:,}", f"[bold]{total.bytes_fp16:,}")
+    out.print(table)
+    if report.file_bytes:
+        sizes = ", ".join(f"{size:,} bytes in {dtype}" for dtype, size in report.file_bytes.items())
+        out.print(f"Adapter file on disk (tensors + metadata): {sizes}")
+    if report.notes:
+        out.print(f"[dim]{len(report.notes)} layer(s) clamped, e.g. {report.notes[0]}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(spaces)
+    app.command()(models)
+    app.command()(inspect)

@@ -1,0 +1,70 @@
+"""Entry point of the ``lowdim`` command: built-in commands, plugin commands, and error policy.
+
+User mistakes (LowdimError) print one red line and exit 1; Ctrl-C exits 130. Anything else is
+a bug in lowdim or a plugin and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+import typer
+from rich.console import Console
+
+from cli import info_commands
+from lowdim.errors import LowdimError
+
+app = typer.Typer(
+    name="lowdim",
+    help="Tiny, fast personalization of text-to-image models in low-dimensional weight spaces.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+
+info_commands.register(app)
+
+
+def _add_plugin_commands() -> None:
+    from lowdim.plugins import call_each
+    from lowdim.registry import get_registry
+
+    manager = get_registry().manager
+    if manager is not None:
+        call_each(manager, "register_commands", lambda _plugin: {"cli": app})
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]Warning:[/] {message}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and, as a script, exits with) the exit code."""
+    warnings.showwarning = _show_warning
+    try:
+        _add_plugin_commands()
+        app(args=argv, prog_name="lowdim", standalone_mode=False)
+        return 0
+    except LowdimError as error:
+        err.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
+        return 1
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
+        return 130
+
+
+def script() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    script()

@@ -1,0 +1,67 @@
+"""The ``lowdim`` command: numbers users rely on, JSON output, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cli.main import main
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_inspect_reports_the_papers_lidb_count_on_sd15(capsys):
+    code, out, _ = run(capsys, "inspect", "--model", "sd15", "--space", "lidb", "--json")
+    assert code == 0
+    report = json.loads(out)
+    total = report["groups"][-1]
+    assert (total["layers"], total["params"], total["bytes_fp32"]) == (176, 26_400, 105_600)
+    groups = {g["group"]: g["layers"] for g in report["groups"][:-1]}
+    assert groups == {"unet self-attention": 64, "unet cross-attention": 64, "text encoder attention": 48}
+    assert report["file_bytes"]["fp16"] <= 60_000
+
+
+def test_inspect_lora_rank_1_and_options(capsys):
+    code, out, _ = run(capsys, "inspect", "-m", "sd15", "-s", "lora", "--json", "--no-files")
+    assert code == 0 and json.loads(out)["groups"][-1]["params"] == 273_024
+    code, out, _ = run(capsys, "inspect", "-m", "sd15", "-s", "lidb", "--set", "a=10", "--set", "b=5",
+                       "--layers", "text", "--no-files")
+    assert code == 0
+    assert "720" in out  # 48 text layers x (10 + 5)
+    assert "text encoder attention" in out and "unet" not in out.split("layer set")[1]
+
+
+def test_spaces_lists_builtins_and_plugins(capsys):
+    code, out, _ = run(capsys, "spaces", "--verbose")
+    assert code == 0
+    for name in ("lora", "lidb", "stack", "vera", "aux_scale"):
+        assert name in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["inspect", "-m", "sd15", "-s", "nope", "--no-files"], "unknown space 'nope'; known: lidb, lora, stack"),
+    (["inspect", "-m", "sd99", "-s", "lidb", "--no-files"], "unknown model 'sd99'"),
+    (["inspect", "-m", "sd15", "-s", "lidb", "--set", "a=0", "--no-files"], "lidb: a must be an integer >= 1"),
+    (["inspect", "-m", "sd15", "-s", "lidb", "--set", "a", "--no-files"], "--set expects KEY=VALUE"),
+    (["inspect", "-m", "sd15", "-s", "lidb", "-l", "unet.*.attn9.to_q", "--no-files"], "matches no"),
+])
+def test_user_mistakes_print_one_line_and_exit_1(capsys, args, message):
+    code, out, err = run(capsys, *args)
+    assert code == 1
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err + out
+
+
+def test_the_installed_script_exits_non_zero_without_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "cli.main", "inspect", "-m", "sd15", "-s", "zzz"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: unknown space 'zzz'")
+    assert "Traceback" not in result.stderr

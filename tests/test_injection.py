@@ -1,0 +1,162 @@
+"""Injection into arbitrary torch models: selection, several adapters, scale, remove, per-sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim.inject import AdapterLayer, LayerSet
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_q = nn.Linear(8, 8)
+        self.to_v = nn.Linear(8, 8)
+        self.mix = nn.Conv2d(8, 8, kernel_size=1)
+        self.spatial = nn.Conv2d(8, 8, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, 8, H, W)
+        tokens = x.flatten(2).transpose(1, 2)
+        tokens = self.to_q(tokens) + self.to_v(tokens)
+        image = tokens.transpose(1, 2).reshape(x.shape)
+        return self.spatial(self.mix(image))
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(Block(), Block())
+
+
+def randomize(adapters: lowdim.Adapters, name: str) -> None:
+    with torch.no_grad():
+        for param in adapters.parameters(name):
+            param.copy_(torch.randn_like(param) * 0.3)
+
+
+def test_layer_sets_select_by_pattern_and_type():
+    model = make_model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora"), LayerSet("qv", ("*.to_q", "*.to_v")))
+    assert [layer.name for layer in adapters.info("default").layers] == ["0.to_q", "0.to_v", "1.to_q", "1.to_v"]
+    convs = lowdim.inject(make_model(), lowdim.get_space("lora"), [r"re:.*\.(mix|spatial)"])
+    # 3x3 convolutions are not adaptable as linear maps; only the 1x1 ones are picked.
+    assert [layer.name for layer in convs.info("default").layers] == ["0.mix", "1.mix"]
+    with pytest.raises(LowdimError, match="spatial"):
+        lowdim.inject(make_model(), lowdim.get_space("lora"), ["*.spatial"])
+
+
+def test_a_pattern_that_matches_nothing_lists_real_names():
+    with pytest.raises(LowdimError) as error:
+        lowdim.inject(make_model(), lowdim.get_space("lora"), ["*.to_k"])
+    message = str(error.value)
+    assert "*.to_k" in message and "to_q" in message
+    assert "\n" not in message
+
+
+def test_named_adapters_have_scales_and_can_be_enabled_and_disabled():
+    model = make_model()
+    x = torch.randn(2, 8, 3, 3)
+    base = model(x)
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["*.to_q", "*.mix"], name="alice")
+    adapters.add("bob", lowdim.get_space("lidb", a=4, b=4), ["*.to_v"], seed=1)
+    randomize(adapters, "alice")
+    randomize(adapters, "bob")
+    both = model(x)
+    adapters.disable("bob")
+    only_alice = model(x)
+    adapters.set_scale("alice", 0.0)
+    assert torch.allclose(model(x), base, atol=1e-6)
+    adapters.set_scale("alice", 1.0)
+    adapters.enable("bob")
+    assert torch.allclose(model(x), both, atol=1e-6)
+    assert not torch.allclose(only_alice, both)
+    layer = model[0].to_q
+    tokens = torch.randn(5, 8)
+    once = layer(tokens) - layer.base_layer(tokens)
+    adapters.set_scale("alice", 2.0)
+    assert torch.allclose(layer(tokens) - layer.base_layer(tokens), 2 * once, atol=1e-5)
+
+
+def test_remove_restores_the_original_modules_and_state_dict():
+    model = make_model()
+    originals = {name: module for name, module in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    adapters = lowdim.inject(model, lowdim.get_space("lidb", a=4, b=4), ["*.to_q", "*.mix"])
+    randomize(adapters, "default")
+    adapters.merge("default")
+    assert any(isinstance(m, AdapterLayer) for m in model.modules())
+    adapters.remove_all()
+    assert not any(isinstance(m, AdapterLayer) for m in model.modules())
+    assert {name: module for name, module in model.named_modules()} == originals
+    assert all(torch.allclose(model.state_dict()[k], v, atol=1e-6) for k, v in state.items())
+    assert adapters.names() == []
+
+
+def test_merged_adapter_is_inference_free_and_refuses_rescaling():
+    model = make_model()
+    x = torch.randn(2, 8, 3, 3)
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=3), ["*.to_q", "*.mix"])
+    randomize(adapters, "default")
+    expected = model(x)
+    adapters.merge("default")
+    assert all(slot.live_factors() is None for slot in adapters.slots("default").values())
+    assert torch.allclose(model(x), expected, atol=1e-5)
+    with pytest.raises(LowdimError, match="merged"):
+        adapters.set_scale("default", 0.5)
+
+
+def test_per_sample_adapters_run_different_subjects_in_one_forward():
+    x = torch.randn(3, 8, 2, 2)
+    batched_model = make_model()
+    adapters = lowdim.inject(batched_model, lowdim.get_space("lidb", a=5, b=3), ["*.to_q", "*.mix"], batch=3)
+    randomize(adapters, "default")
+    batched = batched_model(torch.cat([x, x]))  # CFG-style tiling: sample j uses subject j % 3
+    for subject in range(3):
+        single = make_model()
+        one = lowdim.inject(single, lowdim.get_space("lidb", a=5, b=3), ["*.to_q", "*.mix"])
+        one.load_tensors("default", {layer: {k: v[subject] for k, v in t.items()}
+                                     for layer, t in adapters.tensors("default").items()})
+        expected = single(x[subject : subject + 1])
+        assert torch.allclose(batched[subject : subject + 1], expected, atol=1e-5)
+        assert torch.allclose(batched[3 + subject : 4 + subject], expected, atol=1e-5)
+    with pytest.raises(LowdimError, match="per-sample"):
+        adapters.merge("default")
+
+
+def test_override_runs_computed_tensors_and_gradients_reach_their_producer():
+    model = make_model()
+    adapters = lowdim.inject(model, lowdim.get_space("lidb", a=4, b=4), ["*.to_q"])
+    producer = nn.Linear(1, 8)  # stands in for a hypernetwork
+    shapes = {layer: {k: v.shape for k, v in t.items()} for layer, t in adapters.tensors("default").items()}
+    flat = producer(torch.ones(2, 1))  # two samples
+    predicted = {
+        layer: {"A_train": flat[:, :4].reshape(2, 4, 1), "B_train": flat[:, 4:].reshape(2, 1, 4)}
+        for layer in shapes
+    }
+    x = torch.randn(2, 8, 2, 2)
+    with adapters.override("default", predicted):
+        model(x).pow(2).sum().backward()
+    assert producer.weight.grad is not None and producer.weight.grad.abs().sum() > 0
+    assert all(slot.override is None for slot in adapters.slots("default").values())
+
+
+def test_duplicate_and_invalid_adapter_names_are_errors():
+    model = make_model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora"), ["*.to_q"])
+    with pytest.raises(LowdimError, match="already exists"):
+        adapters.add("default", lowdim.get_space("lora"), ["*.to_v"])
+    with pytest.raises(LowdimError, match="identifier"):
+        adapters.add("my adapter", lowdim.get_space("lora"), ["*.to_v"])
+    with pytest.raises(LowdimError, match="present: default"):
+        adapters.info("nope")
+
+
+def test_multihead_attention_out_proj_is_not_a_target_because_torch_bypasses_its_forward():
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16)
+    with pytest.raises(LowdimError, match="self_attn.out_proj.*matches no"):
+        lowdim.inject(layer, lowdim.get_space("lora"), ["self_attn.out_proj"])
+    adapters = lowdim.inject(layer, lowdim.get_space("lora"), ["linear1", "linear2"])
+    assert [spec.name for spec in adapters.info("default").layers] == ["linear1", "linear2"]

@@ -1,0 +1,117 @@
+"""Plugins: entry-point discovery, isolation of broken plugins, and name conflicts."""
+
+from __future__ import annotations
+
+import types
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint
+
+import pytest
+import torch
+from torch import nn
+
+import lowdim
+from lowdim import plugins
+from lowdim.errors import PluginError
+from lowdim.hookspecs import hookimpl
+from lowdim.spaces import Space, SpaceConfig, option
+
+
+@dataclass
+class ScalarConfig(SpaceConfig):
+    rank: int = option(1, "unused; kept for the example")
+
+
+class ScalarSpace(Space):
+    """ΔW = s · u vᵀ with frozen random u, v and one trainable number s: an outside plugin's space."""
+
+    name = "scalar"
+    config_class = ScalarConfig
+
+    def param_shapes(self, layer):
+        return {"s": (1,)}
+
+    def init_params(self, layer, generator):
+        return {"s": torch.zeros(1)}
+
+    def make_buffers(self, layer, seed):
+        generator = torch.Generator().manual_seed(seed)
+        return {"u": torch.randn(layer.out_features, 1, generator=generator, dtype=torch.float64),
+                "v": torch.randn(1, layer.in_features, generator=generator, dtype=torch.float64)}
+
+    def factors(self, params, buffers):
+        return buffers["v"].to(params["s"].dtype), buffers["u"].to(params["s"].dtype) * params["s"][..., None]
+
+
+def plugin_module(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook_name, function in hooks.items():
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def test_a_space_added_from_outside_works_everywhere_without_editing_lowdim(tmp_path):
+    outside = plugin_module("outside", register_spaces=lambda register: register(ScalarSpace))
+    registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", outside])
+    assert registry.spaces["scalar"].plugin == "outside" and registry.spaces["lora"].plugin == "builtin"
+    with lowdim.use_registry(registry):
+        model = nn.Sequential(nn.Linear(4, 3))
+        adapters = lowdim.inject(model, lowdim.get_space("scalar"), ["0"], seed=2)
+        with torch.no_grad():
+            adapters.parameters("default")[0].fill_(0.5)
+        path = lowdim.save_adapter(tmp_path / "s.safetensors", model)
+        fresh = nn.Sequential(nn.Linear(4, 3))
+        fresh.load_state_dict({"0.weight": model[0].base_layer.weight, "0.bias": model[0].base_layer.bias})
+        lowdim.load_adapter(path, fresh)
+        x = torch.randn(2, 4)
+        assert torch.allclose(fresh(x), model(x))
+    assert "scalar" not in lowdim.get_registry().spaces
+
+
+def test_a_plugin_that_raises_is_skipped_with_a_warning_naming_it():
+    def explode(register):
+        raise RuntimeError("boom")
+
+    broken = plugin_module("broken_plugin", register_spaces=explode)
+    with pytest.warns(plugins.PluginWarning, match="broken_plugin.*boom"):
+        registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", broken])
+    assert {"lora", "lidb", "stack"} <= set(registry.spaces)
+
+
+def test_an_entry_point_that_fails_to_import_is_skipped_with_a_warning(monkeypatch):
+    missing = EntryPoint(name="ghost", value="no_such_module_anywhere", group="lowdim")
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [missing])
+    with pytest.warns(plugins.PluginWarning, match="ghost.*failed to load"):
+        registry = lowdim.Registry.from_plugins(load_entry_points=True)
+    assert "lidb" in registry.spaces
+
+
+def test_two_plugins_registering_one_name_is_a_clear_error():
+    class FakeLora(ScalarSpace):
+        name = "lora"
+
+    clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
+    expected = "space 'lora' is registered twice: by plugin 'builtin' and by plugin 'clashing'"
+    with pytest.raises(PluginError, match=expected):
+        lowdim.Registry.from_plugins(["lowdim.spaces.builtin", clash])
+
+
+def test_unknown_space_lists_the_known_ones():
+    with pytest.raises(lowdim.ConfigError, match="unknown space 'lidbb'; known: .*lidb.*lora"):
+        lowdim.get_space("lidbb")
+
+
+def test_installed_first_party_plugins_are_discovered_through_entry_points():
+    registry = lowdim.Registry.from_plugins(load_entry_points=True)
+    assert registry.spaces["vera"].plugin == "vera"  # plugins/lowdim-vera, installed separately
+    assert registry.backends["sd15"].plugin == "sd"   # the SD backend registers like any plugin
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lowdim.Registry.from_plugins(load_entry_points=True)  # nothing installed warns
+
+
+def test_plugin_spaces_run_through_the_shared_contract_suite():
+    import test_space_contract
+
+    assert {"lora", "lidb", "stack", "vera"} <= set(test_space_contract.SPACES)

@@ -1,0 +1,84 @@
+"""Rank-relaxed stacks (paper §4.3): sum, rank, exact export and merging the frozen part."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import lowdim
+from lowdim import functional as F
+from lowdim.spaces import LayerSpec, StackSpace
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+@FAST
+@given(out_features=st.integers(2, 20), in_features=st.integers(2, 20), seed=st.integers(0, 2**31),
+       draw=st.integers(0, 2**31))
+def test_stack_delta_is_the_sum_of_components_and_rank_at_most_the_sum(out_features, in_features, seed, draw):
+    layer = LayerSpec("blk.q", out_features, in_features)
+    stack = StackSpace(StackSpace.sample_config(random.Random(draw), layer))
+    generator = torch.Generator().manual_seed(seed)
+    params = {k: torch.randn(v.shape, generator=generator, dtype=torch.float64)
+              for k, v in stack.init_params(layer, generator).items()}
+    buffers = {k: v for k, v in stack.make_buffers(layer, seed).items()}
+    parts = [
+        space.delta(stack._take(params, i), stack._take(buffers, i)) for i, space in enumerate(stack.components)
+    ]
+    assert torch.allclose(stack.delta(params, buffers), sum(parts), atol=1e-9)
+    down, up = stack.factors(params, buffers)
+    assert down.shape[0] == sum(space.rank(layer) for space in stack.components)
+    assert torch.allclose(up @ down, sum(parts), atol=1e-9)
+    assert F.numerical_rank(stack.delta(params, buffers)) <= stack.rank(layer)
+
+
+def test_only_the_trainable_component_trains():
+    layer = LayerSpec("q", 30, 20)
+    stack = StackSpace(components=[{"space": "lidb", "config": {}}, {"space": "lora", "config": {"rank": 4}}])
+    assert stack.trainable_names(layer) == ["c1_down", "c1_up"]
+    assert stack.num_params(layer) == 4 * (30 + 20)
+
+
+def _trained_lidb(seed: int = 5) -> tuple[nn.Module, lowdim.Adapters, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 40), nn.GELU(), nn.Linear(40, 16))
+    adapters = lowdim.inject(model, lowdim.get_space("lidb", a=12, b=10), ["0", "2"], seed=seed, name="hyper")
+    with torch.no_grad():
+        for param in adapters.parameters("hyper"):
+            param.copy_(torch.randn_like(param))
+    x = torch.randn(6, 24)
+    return model, adapters, x, model(x).detach()
+
+
+def test_relax_rank_keeps_the_prediction_and_exports_an_exact_rank_r_plus_1_lora():
+    for merge_frozen in (False, True):
+        model, adapters, x, predicted = _trained_lidb()
+        old_factors = adapters.lora_factors("hyper")
+        lowdim.relax_rank(adapters, "hyper", "fast", lowdim.get_space("lora", rank=4), merge_frozen=merge_frozen)
+        assert torch.allclose(model(x), predicted, atol=1e-5)
+        trainable = adapters.parameters("fast")
+        assert {tuple(p.shape) for p in trainable} == {(4, 24), (40, 4), (4, 40), (16, 4)}
+        with torch.no_grad():
+            for param in trainable:
+                param.add_(torch.randn_like(param) * 0.1)
+        factors = adapters.lora_factors("fast")
+        for layer, (down, up) in factors.items():
+            assert down.shape[0] == 1 + 4
+            # The frozen part of the export is exactly the predicted LiDB update.
+            assert torch.allclose(up[:, :1] @ down[:1], old_factors[layer][1] @ old_factors[layer][0], atol=1e-6)
+            delta = adapters.delta("fast", layer)
+            assert torch.allclose(up @ down, delta, atol=1e-6)
+
+
+def test_merged_frozen_part_changes_base_weights_but_not_outputs_and_unmerges():
+    model, adapters, x, predicted = _trained_lidb()
+    base = model[0].base_layer.weight.detach().clone()
+    lowdim.relax_rank(adapters, "hyper", "fast", lowdim.get_space("lora", rank=2), merge_frozen=True)
+    assert not torch.allclose(model[0].base_layer.weight, base)
+    assert torch.allclose(model(x), predicted, atol=1e-5)
+    adapters.remove_all()
+    assert torch.allclose(model[0].weight, base, atol=1e-6)
