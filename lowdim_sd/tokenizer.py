@@ -1,0 +1,73 @@
+"""A CLIP-compatible byte-level BPE tokenizer built from a word list, with no download.
+
+Tiny models (tests, TinyFaces) need real tokenizer files that ``CLIPTokenizer.from_pretrained``
+reads. Every byte is in the vocabulary, so any text tokenizes (a rare identifier such as "sks"
+becomes a few byte tokens); the given words get whole-word tokens through chains of merges.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+SPECIAL = ("<|startoftext|>", "<|endoftext|>")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[str]]:
+    """(vocab, merges) in CLIP's layout: bytes, bytes + '</w>', merged tokens, then specials."""
+    alphabet = list(bytes_to_unicode().values())
+    tokens = alphabet + [symbol + "</w>" for symbol in alphabet]
+    merges: list[str] = []
+    seen = set(tokens)
+    byte_map = bytes_to_unicode()
+    # Longer words first: their merges then outrank a shorter word's, so "hat" is not split as "h" + "at".
+    # CLIP's pre-tokenizer splits letters from digits and punctuation, so the words are split the same way.
+    pieces = {piece for w in words for piece in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", w.lower())}
+    for word in sorted(pieces, key=lambda w: (-len(w), w)):
+        symbols = [byte_map[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        current = symbols[0]
+        for symbol in symbols[1:]:
+            merged = current + symbol
+            if merged not in seen:
+                merges.append(f"{current} {symbol}")
+                tokens.append(merged)
+                seen.add(merged)
+            current = merged
+    tokens += list(SPECIAL)
+    return {token: index for index, token in enumerate(tokens)}, merges
+
+
+def write_clip_tokenizer(folder: str | Path, words: Iterable[str], max_length: int = 77) -> Path:
+    """Write vocab.json, merges.txt and tokenizer_config.json that CLIPTokenizer loads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = build_vocab(words)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    config = {"model_max_length": max_length, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True,
+              "bos_token": SPECIAL[0], "eos_token": SPECIAL[1], "unk_token": SPECIAL[1], "pad_token": SPECIAL[1]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    special = {"bos_token": SPECIAL[0], "eos_token": SPECIAL[1], "unk_token": SPECIAL[1], "pad_token": SPECIAL[1]}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
+    return folder
+
+
+def vocab_size(words: Iterable[str]) -> int:
+    return len(build_vocab(words)[0])
