@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 
-from cli import info_commands
+from cli import info_commands, sd_commands
 from lowdim.errors import LowdimError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 info_commands.register(app)
+sd_commands.register(app)
 
 
 def _add_plugin_commands() -> None:

@@ -11,15 +11,26 @@ from lowdim_sd import architecture
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
-class SD15Backend(Backend):
-    name = "sd15"
-    aliases = ("sd1.5", "stable-diffusion-1.5")
-    description = f"Stable Diffusion 1.5 ({SD15_HUB_ID}); UNet + CLIP ViT-L/14 text encoder"
+class SDBackend(Backend):
+    """Any SD1.x-architecture model. ``source`` is what ``--model NAME`` loads: a hub id or a folder.
+
+    Plugins register their own SD1.x models (e.g. TinyFaces) as instances with another name and source.
+    """
+
     layer_sets = architecture.LAYER_SETS
     default_layer_set = "unet+text"
 
+    def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
+                 skeleton=None) -> None:
+        self.name, self.source, self.description, self.aliases = name, source, description, aliases
+        self._skeleton = skeleton
+
     def skeleton(self) -> nn.Module:
-        return architecture.sd15_skeleton()
+        if self._skeleton is None:
+            from lowdim_sd.loading import load_sd
+
+            return load_sd(self.name).modules
+        return self._skeleton()
 
     def layer_group(self, layer_name: str) -> str:
         return architecture.layer_group(layer_name)
@@ -27,4 +38,7 @@ class SD15Backend(Backend):
 
 @hookimpl
 def register_backends(register):
-    register(SD15Backend())
+    register(SDBackend(
+        "sd15", SD15_HUB_ID, aliases=("sd1.5", "stable-diffusion-1.5"), skeleton=architecture.sd15_skeleton,
+        description=f"Stable Diffusion 1.5 ({SD15_HUB_ID}); UNet + CLIP ViT-L/14 text encoder",
+    ))

@@ -14,8 +14,10 @@ import torch
 
 from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
 
-TINY_WORDS = ("a photo of face pencil sketch pop-art poster at night on red background wearing hat "
-              "person portrait painting in the style van gogh").split()
+TINY_WORDS = (
+    "a", "photo", "of", "face", "pencil", "sketch", "pop-art", "poster", "at", "night", "on", "red", "background",
+    "wearing", "hat", "person", "portrait", "painting", "in", "the", "style", "van", "gogh",
+)
 
 TINY_UNET = {
     "sample_size": 8,

@@ -1,0 +1,141 @@
+"""``lowdim train``, ``lowdim generate`` and ``lowdim export``: thin wrappers over lowdim_sd.workflows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cli.info_commands import parse_options
+
+out = Console()
+
+Model = Annotated[str, typer.Option(
+    "--model", "-m", help="sd15, tinyfaces, any registered name, a hub id, a diffusers folder or a .safetensors file.")]
+Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")]
+Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
+ModelConfig = Annotated[str | None, typer.Option(
+    help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture.")]
+
+
+def train(
+    model: Model,
+    images: Annotated[list[Path] | None, typer.Option(
+        "--images", "-i", help="Reference image(s) or a folder of them (repeatable).")] = None,
+    subjects: Annotated[Path | None, typer.Option(
+        help="A folder with one sub-folder of images per subject: K adapters trained in one batch.")] = None,
+    space: Annotated[str, typer.Option("--space", "-s", help="Weight space (see `lowdim spaces`).")] = "lidb",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
+    layers: Annotated[str | None, typer.Option(
+        help="Layer set: unet+text (default, the paper's), unet, unet-self, unet-cross, text, or globs.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Full DreamBooth baseline: train the UNet itself.")] = False,
+    train_text_encoder: Annotated[bool, typer.Option(help="With --full, also train the text encoder.")] = False,
+    init: Annotated[Path | None, typer.Option(
+        help="Rank-relaxed fast finetuning (paper §4.3) from this adapter, e.g. a predicted LiDB.")] = None,
+    rank: Annotated[int, typer.Option(help="With --init: rank of the new LoRA (r > 1 relaxes the rank).")] = 4,
+    merge_frozen: Annotated[bool, typer.Option(help="With --init: fold the initial adapter into the weights.")] = True,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default 400; 40 with --init).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Learning rate (default: full 5e-6, lora 1e-4, lidb 2e-3, --init 1e-3).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per subject per step.")] = 1,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    prompt: Annotated[str, typer.Option(help="Training prompt; [V] is replaced by --token.")] = "a [V] face",
+    token: Annotated[str, typer.Option(help="The rare identifier that [V] stands for.")] = "sks",
+    seed: Annotated[int, typer.Option(help="Seed of init, noise, timesteps and augmentation.")] = 0,
+    augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 0,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapters, checkpoints).")] = Path("out"),
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    model_config: ModelConfig = None,
+):
+    """Personalize a model on reference images: LiDB by default, any space, full DreamBooth, or rank-relaxed.
+
+    Examples:
+
+      lowdim train -m tinyfaces -i face.png --out me              (LiDB, 400 steps)
+
+      lowdim train -m sd15 -i photos/ --space lora --set rank=4    (LoRA DreamBooth)
+
+      lowdim train -m sd15 -i face.jpg --init predicted.safetensors --rank 4   (fast finetune, 40 steps)
+
+      lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
+    """
+    from lowdim_sd.train import TrainConfig
+    from lowdim_sd.workflows import TrainJob, run_train
+
+    config = TrainConfig(
+        steps=steps or (40 if init else 400), batch_size=batch_size, grad_accum=grad_accum, prompt=prompt,
+        token=token, seed=seed, augment=augment, mixed_precision=mixed_precision,
+        gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every)
+    job = TrainJob(model=model, images=images or [], subjects=subjects, space=space,
+                   space_options=parse_options(set_ or []), layers=layers, full=full,
+                   train_text_encoder=train_text_encoder, initial=init, rank=rank, merge_frozen=merge_frozen,
+                   out=out_dir, resume=resume, device=device, dtype=dtype, model_config=model_config,
+                   learning_rate=lr, config=config)
+    result = run_train(job)
+    for path in result.outputs:
+        out.print(f"wrote [bold]{path}[/]")
+    out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s")
+
+
+def generate(
+    model: Model,
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable); [V] is the subject.")],
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", "-a", help="Adapter file, optionally with a scale: me.safetensors:0.8 (repeatable).")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeatable); one image per prompt and seed.")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    scheduler: Annotated[str, typer.Option(help="ddim, dpm++, euler, euler-a, pndm or ddpm.")] = "ddim",
+    token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the adapter's own).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    model_config: ModelConfig = None,
+):
+    """Generate images with zero or more adapters; writes one PNG per image and a labelled grid.png.
+
+    Example: lowdim generate -m tinyfaces -a me/face.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
+    """
+    from lowdim_sd.generate import GenerateConfig, attach_adapters, parse_adapter_arg, save_generated
+    from lowdim_sd.generate import generate as run
+    from lowdim_sd.loading import load_sd
+
+    sd = load_sd(model, device, dtype, model_config)
+    tokens = attach_adapters(sd, [parse_adapter_arg(a) for a in adapter or []])
+    config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
+                            negative_prompt=negative, scheduler=scheduler, token=token)
+    paths, grid = save_generated(run(sd, config, tokens), out_dir, ncol=len(config.seeds))
+    out.print(f"wrote {len(paths)} images and [bold]{grid}[/]")
+
+
+def export(
+    adapter: Annotated[Path, typer.Argument(help="A lowdim adapter (.safetensors).")],
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="diffusers (peft keys) or kohya (A1111, ComfyUI).")] = "diffusers",
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output file (default: NAME.FORMAT.safetensors).")] = None,
+    dtype: Annotated[str, typer.Option(help="fp16 or fp32.")] = "fp16",
+):
+    """Export an adapter as a plain LoRA that diffusers, ComfyUI and A1111 load (a stack exports exactly).
+
+    Example: lowdim export me.safetensors --format kohya
+    """
+    from lowdim_sd.export import export_adapter
+
+    target = out_path or adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
+    written = export_adapter(adapter, target, fmt, dtype=dtype)
+    out.print(f"wrote [bold]{written}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(generate)
+    app.command()(export)

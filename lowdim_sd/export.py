@@ -1,0 +1,179 @@
+"""Export any lowdim adapter as a plain LoRA in the two layouts Stable Diffusion tools read.
+
+Every lowdim space has an exact LoRA form (``lora_factors``: down (r, in), up (out, r), with all
+scaling folded into ``up``), so export is only renaming, reshaping and choosing alphas that make
+each reader apply a scale of exactly 1:
+
+* ``diffusers``: the peft layout ``StableDiffusionPipeline.load_lora_weights`` reads natively,
+  ``unet.<module>.lora_A.weight`` (down) / ``.lora_B.weight`` (up), ``text_encoder.<module>...``.
+  No alphas: diffusers (``get_peft_kwargs``) then sets ``lora_alpha = r``, i.e. scale 1.0.
+* ``kohya``: kohya-ss / A1111 / ComfyUI, ``lora_unet_<module, dots as underscores>.lora_down.weight``,
+  ``.lora_up.weight`` and a scalar ``.alpha`` equal to the rank (scale alpha / rank = 1);
+  ``lora_te_text_model_...`` for CLIP. Diffusers reads it via ``_convert_non_diffusers_lora_to_diffusers``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim.files import DTYPES, atomic_save, read_adapter
+
+FORMATS = ("diffusers", "kohya")
+COMPONENTS = ("unet", "text_encoder")
+KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
+Factors = Mapping[str, tuple[Tensor, Tensor]]
+
+# The 1x1 convolutions of an SD 1.x UNet (use_linear_projection=False): the transformers' proj_in /
+# proj_out and the resnets' conv_shortcut. Adapter files store names and shapes, not layer types, and
+# LoRA readers need conv factors as 4-D (r, in, 1, 1) / (out, r, 1, 1) tensors.
+_SD1_CONV1X1 = re.compile(r"unet\.(.+\.)?(attentions\.\d+\.proj_(in|out)|resnets\.\d+\.conv_shortcut)")
+
+
+class ExportError(LowdimError):
+    """An adapter that cannot be written as an SD LoRA (format, dtype, layer names or factor shapes)."""
+
+
+def sd1_conv1x1_layers(names: Iterable[str]) -> set[str]:
+    """The names among ``names`` that are 1x1 convolutions in an SD 1.x UNet."""
+    return {name for name in names if _SD1_CONV1X1.fullmatch(name)}
+
+
+def split_layer_name(name: str) -> tuple[str, str]:
+    """``unet.a.b`` -> ("unet", "a.b"); text encoder paths are given the ``text_model.`` prefix.
+
+    transformers >= 5 flattens CLIPTextModel (``encoder.layers.0...``) while SD checkpoints, kohya,
+    A1111 and older transformers say ``text_model.encoder.layers.0...``; diffusers strips that prefix
+    again when the loaded text encoder is flat, so the prefixed form is the one every reader accepts.
+    """
+    component, _, path = name.partition(".")
+    if component not in COMPONENTS or not path:
+        raise ExportError(
+            f"layer '{name}' is not a Stable Diffusion layer: SD LoRA files only hold layers whose names start "
+            f"with {' or '.join(c + '.' for c in COMPONENTS)}"
+        )
+    if component == "text_encoder" and not path.startswith(("text_model.", "text_projection")):
+        path = "text_model." + path
+    return component, path
+
+
+def _checked(name: str, down: Tensor, up: Tensor, conv: bool) -> tuple[Tensor, Tensor]:
+    if down.dim() != 2 or up.dim() != 2 or down.shape[0] != up.shape[1]:
+        raise ExportError(
+            f"layer '{name}': expected factors down (r, in) and up (out, r), got {tuple(down.shape)} and "
+            f"{tuple(up.shape)} (per-sample adapters must be saved one sample at a time)"
+        )
+    down, up = down.detach().to("cpu", torch.float32), up.detach().to("cpu", torch.float32)
+    if conv:
+        down, up = down[:, :, None, None], up[:, :, None, None]
+    return down.contiguous(), up.contiguous()
+
+
+def _uniform_rank(factors: Factors) -> dict[str, tuple[Tensor, Tensor]]:
+    """Zero-pad every layer to the largest rank: the same ΔW = up @ down, one rank for the whole file.
+
+    Readers disagree on per-layer ranks: diffusers maps kohya per-layer alphas onto its own module
+    names imperfectly, and older diffusers gave every layer the first layer's alpha. With one rank
+    (and one alpha) every reader applies scale 1. lowdim spaces already have one rank per adapter,
+    so this normally changes nothing.
+    """
+    rank = max((down.shape[0] for down, _ in factors.values()), default=0)
+    padded = {}
+    for name, (down, up) in factors.items():
+        missing = rank - down.shape[0]
+        if missing > 0 and down.dim() == 2 and up.dim() == 2:
+            down = torch.cat([down, down.new_zeros(missing, down.shape[1])], dim=0)
+            up = torch.cat([up, up.new_zeros(up.shape[0], missing)], dim=1)
+        padded[name] = (down, up)
+    return padded
+
+
+def to_diffusers(factors: Factors, conv_layers: Collection[str] = ()) -> dict[str, Tensor]:
+    """The diffusers/peft LoRA state dict that ``load_lora_weights`` reads with scale 1.0."""
+    tensors: dict[str, Tensor] = {}
+    for name, (down, up) in _uniform_rank(factors).items():
+        component, path = split_layer_name(name)
+        down, up = _checked(name, down, up, name in conv_layers)
+        tensors[f"{component}.{path}.lora_A.weight"] = down
+        tensors[f"{component}.{path}.lora_B.weight"] = up
+    return tensors
+
+
+def kohya_name(name: str) -> str:
+    """``unet.down_blocks.0.attn1.to_q`` -> ``lora_unet_down_blocks_0_attn1_to_q`` (kohya's module naming)."""
+    component, path = split_layer_name(name)
+    return KOHYA_PREFIX[component] + path.replace(".", "_")
+
+
+def to_kohya(factors: Factors, conv_layers: Collection[str] = ()) -> dict[str, Tensor]:
+    """The kohya-ss state dict (A1111, ComfyUI, diffusers' converter): alpha = rank, so scale 1."""
+    tensors: dict[str, Tensor] = {}
+    for name, (down, up) in _uniform_rank(factors).items():
+        key = kohya_name(name)
+        if f"{key}.lora_down.weight" in tensors:
+            # Dots and underscores both become '_': two names may collide, and one would silently vanish.
+            raise ExportError(f"layer '{name}' maps to the kohya name '{key}' of another layer")
+        down, up = _checked(name, down, up, name in conv_layers)
+        tensors[f"{key}.lora_down.weight"] = down
+        tensors[f"{key}.lora_up.weight"] = up
+        # A 0-dim tensor, as kohya writes it; every reader scales the update by alpha / rank.
+        tensors[f"{key}.alpha"] = torch.tensor(float(down.shape[0]))
+    return tensors
+
+
+CONVERTERS = {"diffusers": to_diffusers, "kohya": to_kohya}
+
+
+def export_adapter(
+    adapter_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    fmt: str = "diffusers",
+    dtype: str = "fp16",
+    conv_layers: Collection[str] | None = None,
+) -> Path:
+    """Read a lowdim adapter file and write it atomically as a ``fmt`` LoRA .safetensors.
+
+    ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet.
+    """
+    if fmt not in CONVERTERS:
+        raise ExportError(f"unknown LoRA format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    source, target = Path(adapter_path), Path(out_path)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
+    adapter = read_adapter(source)
+    factors = adapter.lora_factors()
+    if not factors:
+        raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")
+    if conv_layers is None:
+        conv_layers = sd1_conv1x1_layers(factors)
+    tensors = CONVERTERS[fmt](factors, conv_layers)
+    tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
+    ranks = sorted({down.shape[0] for down, _ in factors.values()})
+    rank = max(ranks)  # the file's rank after _uniform_rank
+    meta = adapter.metadata
+    metadata = {
+        # safetensors' own convention ("pt"), which some HF loaders check; the LoRA layout has its own key.
+        "format": "pt",
+        "lora_format": fmt,
+        "source_adapter": source.name,
+        "space": meta.get("space", adapter.space.name),
+        "space_config": meta.get("space_config", ""),
+        "base_model": meta.get("base_model", ""),
+        "token": meta.get("token", ""),
+        "rank": str(rank),
+        "dtype": dtype,
+        "lowdim_version": meta.get("lowdim_version", ""),
+    }
+    if fmt == "kohya":
+        # What A1111's extra-networks page and kohya's tools show for a LoRA.
+        metadata.update({"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
+                         "ss_network_alpha": str(rank), "ss_base_model_version": "sd_v1"})
+    return atomic_save(tensors, metadata, target)

@@ -1,0 +1,108 @@
+"""Text-to-image with any number of lowdim adapters, each at its own scale; PNGs plus a labelled grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim_sd.loading import SDModel
+
+IDENTIFIER = "[V]"
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
+
+@dataclass
+class GenerateConfig:
+    prompts: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: int = 30
+    guidance: float = 5.0
+    negative_prompt: str = ""
+    scheduler: str = "ddim"
+    token: str | None = None  # replaces [V]; default: the first adapter's identifier token
+
+
+@dataclass
+class Generated:
+    prompt: str
+    seed: int
+    image: Image.Image
+
+
+def parse_adapter_arg(text: str) -> tuple[Path, float]:
+    """'me.safetensors' or 'me.safetensors:0.8' -> (path, scale)."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path and not path.endswith(("/", "\\")):
+        try:
+            return Path(path), float(scale)
+        except ValueError:
+            pass
+    return Path(text), 1.0
+
+
+def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[str]:
+    """Load each adapter under its own name and scale; returns their identifier tokens."""
+    view = lowdim.Adapters(model.modules)
+    tokens = []
+    for index, (path, scale) in enumerate(adapters):
+        info = lowdim.load_adapter(path, view, name=f"a{index}", scale=scale)
+        tokens.append(info.metadata.get("token") or "")
+    return tokens
+
+
+def set_scheduler(model: SDModel, name: str) -> None:
+    if name not in SCHEDULERS:
+        raise LowdimError(f"unknown scheduler '{name}'; known: {', '.join(SCHEDULERS)}")
+    import diffusers
+
+    scheduler_class = getattr(diffusers, SCHEDULERS[name])
+    model.pipe.scheduler = scheduler_class.from_config(model.pipe.scheduler.config)
+
+
+def fill(prompt: str, token: str) -> str:
+    return prompt.replace(IDENTIFIER, token)
+
+
+@torch.no_grad()
+def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None) -> list[Generated]:
+    """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token."""
+    set_scheduler(model, config.scheduler)
+    token = config.token or next((t for t in tokens or [] if t), "sks")
+    results = []
+    for prompt in config.prompts:
+        for seed in config.seeds:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            image = model.pipe(
+                fill(prompt, token), negative_prompt=config.negative_prompt or None,
+                num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generator,
+                height=model.resolution, width=model.resolution,
+            ).images[0]
+            results.append(Generated(prompt, seed, image))
+    return results
+
+
+def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None) -> tuple[list[Path], Path]:
+    """PNGs named by prompt and seed, plus grid.png with each prompt under its picture."""
+    from lowdim_sd.grid import save_grid
+    from lowdim_sd.images import save_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, item in enumerate(results):
+        slug = "".join(c if c.isalnum() else "-" for c in item.prompt.lower()).strip("-")[:60]
+        paths.append(save_png(item.image, out_dir / f"{index:03d}-{slug}-seed{item.seed}.png"))
+    captions = [f"{item.prompt} (seed {item.seed})" for item in results]
+    grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)
+    return paths, grid

@@ -1,0 +1,244 @@
+"""Reference images in, pictures out: loading, augmentation and saving of image tensors.
+
+Images travel as float32 tensors of shape (3, H, W) or (N, 3, H, W) with values in [-1, 1], the range
+the SD VAE expects. Everything a user can get wrong (a missing file, a corrupt or tiny picture, an empty
+folder) raises :class:`ImageError` with one line that names the file, so the CLI can print it as is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lowdim.errors import LowdimError
+
+PathLike = str | os.PathLike
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# Modes holding more than 8 bits per pixel: PIL's convert() clips them at 255 instead of rescaling.
+_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# Errors PIL raises for bytes it cannot decode: UnidentifiedImageError and "image file is truncated"
+# are OSErrors; some plugins raise SyntaxError or ValueError on malformed headers.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError)
+
+
+class ImageError(LowdimError):
+    """A reference image or folder that cannot be used: missing, unreadable, or too small."""
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.Tensor:
+    """Load one picture as a (3, size, size) float32 tensor in [-1, 1].
+
+    The picture is turned upright (EXIF orientation), converted to RGB (transparency over white),
+    center-cropped to a square and resized with LANCZOS. A shorter side below ``min_side`` (default
+    ``size // 2``) is an error, since upscaling that far only invents blur; a shorter side between
+    ``min_side`` and ``size`` is upscaled with a warning.
+    """
+    path = Path(path)
+    min_side = size // 2 if min_side is None else min_side
+    image = _open_rgb(path)
+    width, height = image.size
+    if min(width, height) < min_side:
+        raise ImageError(
+            f"image {path} is too small: {width}x{height} pixels, its shorter side must be at least {min_side}"
+        )
+    if min(width, height) < size:
+        warnings.warn(f"image {path} is {width}x{height} pixels; upscaling it to {size}x{size}", stacklevel=2)
+    return _pil_to_tensor(_center_square(image, size))
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    """Decode the whole file now (PIL is lazy), so corrupt or truncated data fails here, naming the file."""
+    if not path.exists():
+        raise ImageError(f"image file {path} not found")
+    if not path.is_file():
+        raise ImageError(f"image path {path} is not a file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            return _to_rgb(upright)
+    except Image.DecompressionBombError as error:  # PIL's guard against absurd sizes: say so, not "corrupt"
+        raise ImageError(f"image {path} is too large to open safely: {_one_line(error)}") from error
+    except UnidentifiedImageError as error:
+        raise ImageError(f"file {path} is not a readable image (corrupt or truncated?)") from error
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"file {path} is not a readable image (corrupt or truncated?): {_one_line(error)}") from error
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _WIDE_MODES:
+        return _wide_to_rgb(image)
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        # Composite over white: a transparent background would otherwise decode as black (or garbage).
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+
+
+def _wide_to_rgb(image: Image.Image) -> Image.Image:
+    """Rescale 16/32-bit grayscale to 8 bits by its value range, instead of PIL's clipping at 255."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    if image.mode.startswith("I;16"):
+        scale = 65535.0
+    elif image.mode == "F":  # float pictures are usually in [0, 1]; otherwise treat them like integers
+        scale = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0 if peak <= 65535.0 else peak
+    else:  # mode I: 8-bit data, 16-bit PNG data (older PIL) or arbitrary int32
+        scale = 255.0 if peak <= 255.0 else 65535.0 if peak <= 65535.0 else peak
+    gray = np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def _center_square(image: Image.Image, size: int) -> Image.Image:
+    """Crop the largest centered square, then resize it.
+
+    Cropping first (rather than resize's ``box``) keeps the filter from reaching into the cut-off sides,
+    which would tint the border columns with what was cropped away.
+    """
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    if side == size:
+        return square
+    # reducing_gap shrinks huge photos by fast integer steps first: much faster, visually the same.
+    return square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.uint8)  # (H, W, 3)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32)
+    return (tensor / 127.5 - 1.0).contiguous()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# ------------------------------------------------------------------------------------------- collecting
+
+
+def collect_images(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The image files named by ``paths``: a folder, one file, or a list of files and folders.
+
+    Folders are scanned non-recursively and sorted by name, keeping files whose extension is an image
+    extension; other files are skipped with one warning (hidden files such as .DS_Store silently).
+    Files listed by name are kept whatever their extension: the user asked for them, and load_image
+    reports it clearly if one is not a picture.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise ImageError("no reference images given")
+    found: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found.extend(_scan_folder(item))
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise ImageError(f"image file {item} not found")
+    return found
+
+
+def _scan_folder(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    if not images:
+        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise ImageError(f"folder {folder} holds no image files (looked for {extensions})")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {shown}", stacklevel=3)
+    return images
+
+
+def load_references(paths: PathLike | Sequence[PathLike], size: int, min_side: int | None = None) -> torch.Tensor:
+    """All reference pictures named by ``paths`` (see collect_images) as an (N, 3, size, size) tensor."""
+    return torch.stack([load_image(path, size, min_side) for path in collect_images(paths)])
+
+
+# ----------------------------------------------------------------------------------------- augmentation
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True, max_crop: float = 0.1) -> torch.Tensor:
+    """Per image: a random horizontal flip, then a random crop of scale (1 - u * max_crop), u ~ U(0, 1),
+    at a random position, resized back to the full size (bilinear, antialiased).
+
+    Deterministic: the same generator state gives identical output. Each call draws exactly 4 numbers
+    per image from ``generator`` whatever ``flip`` and ``max_crop`` are, so the random stream (and any
+    later draws) does not depend on those options. Same shape and dtype out as in; values stay within
+    each image's own value range (so [-1, 1] in, [-1, 1] out), since resampling is clamped.
+    """
+    if images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"augment expects a float (N, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
+    if not 0.0 <= max_crop < 1.0:
+        raise ValueError(f"max_crop must be in [0, 1), got {max_crop}")
+    draws = torch.rand(images.shape[0], 4, generator=generator, dtype=torch.float64).tolist()
+    if not draws:
+        return images.clone()
+    return torch.stack([_augment_one(image, draw, flip, max_crop) for image, draw in zip(images, draws, strict=True)])
+
+
+def _augment_one(image: torch.Tensor, draw: list[float], flip: bool, max_crop: float) -> torch.Tensor:
+    flip_draw, scale_draw, top_draw, left_draw = draw
+    if flip and flip_draw < 0.5:
+        image = image.flip(-1)
+    height, width = image.shape[-2:]
+    scale = 1.0 - scale_draw * max_crop
+    crop_h, crop_w = max(1, round(scale * height)), max(1, round(scale * width))
+    if (crop_h, crop_w) == (height, width):
+        return image.clone()  # no resampling, so flip-only is an exact mirror
+    top = min(int(top_draw * (height - crop_h + 1)), height - crop_h)
+    left = min(int(left_draw * (width - crop_w + 1)), width - crop_w)
+    crop = image[:, top:top + crop_h, left:left + crop_w].unsqueeze(0).to(torch.float32)
+    resized = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False, antialias=True)[0]
+    # Float rounding in the filter can step a hair outside the input's range; [-1, 1] must stay exact.
+    return resized.clamp(image.min().item(), image.max().item()).to(image.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(N, 3, H, W) or (3, H, W) tensors in [-1, 1] to RGB pictures (values outside are clipped)."""
+    batch = images.unsqueeze(0) if images.dim() == 3 else images
+    if batch.dim() != 4 or batch.shape[1] != 3:
+        raise ValueError(f"to_pil expects (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+    pixels = ((batch.detach().to("cpu", torch.float32).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(p.permute(1, 2, 0).numpy(), mode="RGB") for p in pixels]
+
+
+def save_png(image: Image.Image, path: PathLike) -> Path:
+    """Write a PNG through a temp file in the same folder and an atomic rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(temp, format="PNG")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_images(images: torch.Tensor | Sequence[Image.Image], folder: PathLike, prefix: str = "image") -> list[Path]:
+    """Save a batch as ``folder/{prefix}_{index:03d}.png`` (atomically, one by one); returns the paths."""
+    pictures = to_pil(images) if isinstance(images, torch.Tensor) else list(images)
+    stem = f"{prefix}_" if prefix else ""
+    return [save_png(picture, Path(folder) / f"{stem}{index:03d}.png") for index, picture in enumerate(pictures)]

@@ -1,0 +1,150 @@
+"""Loading Stable Diffusion 1.x models: an alias, a hub id, a local folder, or a single .safetensors file.
+
+Whatever the source, the result is a diffusers ``StableDiffusionPipeline`` plus a ModuleDict view
+``{"unet", "text_encoder"}`` whose dotted names are the layer names lowdim adapters use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lowdim.errors import LowdimError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+class ModelLoadError(LowdimError):
+    """The model could not be found or read."""
+
+
+@dataclass
+class SDModel:
+    """A loaded SD1.x pipeline and where it came from."""
+
+    pipe: Any
+    name: str
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def modules(self) -> nn.ModuleDict:
+        """UNet and text encoder under the names every lowdim layer name starts with."""
+        if not hasattr(self, "_modules"):
+            self._modules = nn.ModuleDict({"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder})
+        return self._modules
+
+    @property
+    def resolution(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise LowdimError(f"device '{device}' was requested but CUDA is not available; use --device cpu")
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' is fp16 on accelerators and fp32 on CPU, where half precision is slow and fragile."""
+    if dtype == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if dtype not in DTYPES:
+        raise LowdimError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
+    return DTYPES[dtype]
+
+
+@contextlib.contextmanager
+def _quiet_libraries():
+    """diffusers/transformers chatter (progress bars, offline notices) is not for our users."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch_dtype: still the only spelling older diffusers know
+            yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+
+
+def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
+    """``source`` is a local diffusers folder, a single-file checkpoint, or a hub id."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(source).expanduser()
+    kwargs = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
+    if path.is_file() and path.suffix.lower() == ".safetensors":
+        try:
+            return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
+        except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
+            hint = "" if config else " (offline? pass --model-config, a local diffusers folder of the same model)"
+            reason = _first_line(error)
+            raise ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}") from None
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+        return StableDiffusionPipeline.from_pretrained(str(path), **kwargs)
+    if path.suffix or os.sep in source and not _looks_like_hub_id(source):
+        raise ModelLoadError(f"{source}: no such model file or folder")
+    try:
+        return StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except OSError as error:
+        raise ModelLoadError(
+            f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "
+            f"local cache nor reachable; download it where there is network, then pass --model PATH "
+            f"(a diffusers folder or a .safetensors checkpoint)"
+        ) from error
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:
+    """Load ``model``: a registered name or alias (sd15, tinyfaces, ...), a hub id, a folder or a file."""
+    from lowdim.registry import get_registry
+
+    registry = get_registry()
+    backend = registry.backends.get(model)
+    source = getattr(backend.value, "source", None) if backend else None
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    with _quiet_libraries():
+        pipe = load_pipeline(str(source or model), torch_dtype, config)
+    pipe.to(torch_device)
+    pipe.set_progress_bar_config(disable=True)
+    for part in (pipe.unet, pipe.text_encoder, pipe.vae):
+        part.requires_grad_(False)
+    return SDModel(pipe, model, str(source or model), torch_device, torch_dtype)

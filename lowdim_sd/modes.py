@@ -1,0 +1,111 @@
+"""What trains in each mode. Every mode gives the engine a ``Trainable`` (see ``lowdim_sd.train``).
+
+(a) full DreamBooth: the UNet (and optionally the text encoder) itself;
+(b, c, any plugin space) an adapter of a registered space, one per subject;
+(d) rank-relaxed fast finetuning: an initial adapter frozen (or merged) plus a new LoRA of rank r.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import lowdim
+from lowdim.backends import Backend
+from lowdim.inject import LayerSet
+from lowdim.spaces.base import Space
+from lowdim_sd import architecture
+from lowdim_sd.loading import SDModel
+
+ADAPTER = "subject"
+
+
+def resolve_layers(name_or_patterns: str | None) -> LayerSet:
+    """A named SD layer set (default unet+text, the paper's) or comma-separated glob patterns."""
+    backend = Backend()
+    backend.name, backend.layer_sets, backend.default_layer_set = "sd", architecture.LAYER_SETS, "unet+text"
+    return backend.resolve_layer_set(name_or_patterns)
+
+
+class AdapterTrainable:
+    """An adapter (of any space) trained for one subject, or K subjects in one batch."""
+
+    def __init__(self, model: SDModel, name: str, subject_names: list[str], metadata: dict[str, str]) -> None:
+        self.model = model
+        self.adapters = lowdim.Adapters(model.modules)
+        self.name = name
+        self.subject_names = subject_names
+        self.num_subjects = len(subject_names)
+        self.metadata = metadata
+        self.parameters = self.adapters.parameters(name)
+
+    def state(self) -> dict[str, Tensor]:
+        return {f"{layer}/{key}": value.detach().cpu()
+                for layer, params in self.adapters.tensors(self.name).items() for key, value in params.items()}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        nested: dict[str, dict[str, Tensor]] = {}
+        for key, value in tensors.items():
+            layer, _, param = key.rpartition("/")
+            nested.setdefault(layer, {})[param] = value
+        self.adapters.load_tensors(self.name, nested)
+
+    def save(self, out_dir: Path) -> list[Path]:
+        batched = self.adapters.info(self.name).batch is not None
+        return [
+            lowdim.save_adapter(Path(out_dir) / f"{subject}.safetensors", self.adapters, self.name,
+                                sample=index if batched else None, **self.metadata)
+            for index, subject in enumerate(self.subject_names)
+        ]
+
+
+def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: int = 0,
+                      subject_names: list[str] | None = None, token: str = "sks") -> AdapterTrainable:
+    """Inject a fresh adapter; with several subject names, one per-sample adapter each."""
+    names = subject_names or ["adapter"]
+    batch = len(names) if len(names) > 1 else None
+    lowdim.Adapters(model.modules).add(ADAPTER, space, layers, seed=seed, batch=batch)
+    return AdapterTrainable(model, ADAPTER, names, {"base_model": model.source, "token": token})
+
+
+def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merge_frozen: bool = True,
+                           subject_name: str = "adapter", token: str | None = None) -> AdapterTrainable:
+    """Paper §4.3: load ``initial`` (e.g. a predicted LiDB), freeze or merge it, add a LoRA of rank r."""
+    adapters = lowdim.Adapters(model.modules)
+    info = lowdim.load_adapter(initial, adapters, name="initial")
+    lowdim.relax_rank(adapters, "initial", ADAPTER, lowdim.get_space("lora", rank=rank), merge_frozen=merge_frozen)
+    metadata = {"base_model": model.source, "token": token or info.metadata.get("token") or "sks"}
+    return AdapterTrainable(model, ADAPTER, [subject_name], metadata)
+
+
+class FullTrainable:
+    """Full DreamBooth: every UNet weight (and the text encoder's, if asked) trains."""
+
+    num_subjects = 1
+
+    def __init__(self, model: SDModel, train_text_encoder: bool = False) -> None:
+        self.model = model
+        self.parts = {"unet": model.pipe.unet}
+        if train_text_encoder:
+            self.parts["text_encoder"] = model.pipe.text_encoder
+        self.parameters = []
+        for part in self.parts.values():
+            part.requires_grad_(True)
+            self.parameters += [p for p in part.parameters()]
+
+    def state(self) -> dict[str, Tensor]:
+        return {f"{name}.{key}": value.detach().cpu().clone()
+                for name, part in self.parts.items() for key, value in part.state_dict().items()}
+
+    @torch.no_grad()
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        for name, part in self.parts.items():
+            prefix = name + "."
+            part.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+    def save(self, out_dir: Path) -> list[Path]:
+        folder = Path(out_dir) / "model"
+        self.model.pipe.save_pretrained(folder, safe_serialization=True)
+        return [folder]

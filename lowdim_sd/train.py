@@ -1,0 +1,240 @@
+"""One training engine for every mode: full DreamBooth, LoRA, LiDB, rank-relaxed, any plugin space.
+
+What trains is a ``Trainable`` (see ``lowdim_sd.modes``); the engine only knows the denoising loss.
+Randomness is drawn from generators seeded by (subject seed, step, micro-step), never from a
+running stream, so a resumed run sees exactly the data an uninterrupted one would, and a subject
+trained in a batch of K sees exactly what it would see trained alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim_sd import checkpoints
+from lowdim_sd.loading import SDModel
+
+IDENTIFIER = "[V]"
+
+
+class TrainingDiverged(LowdimError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+class Trainable(Protocol):
+    parameters: list[Tensor]
+    num_subjects: int  # > 1 means every parameter has a leading subject dimension
+
+    def state(self) -> dict[str, Tensor]: ...
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None: ...
+
+    def save(self, out_dir: Path) -> list[Path]: ...
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 400
+    learning_rate: float = 1e-3
+    batch_size: int = 1
+    grad_accum: int = 1
+    prompt: str = "a [V] face"
+    token: str = "sks"
+    seed: int = 0
+    augment: bool = True
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class Subject:
+    images: Tensor  # (N, 3, H, W) in [-1, 1]
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    start_step: int = 0
+    outputs: list[Path] = field(default_factory=list)
+
+
+def fill_prompt(prompt: str, token: str) -> str:
+    if IDENTIFIER not in prompt:
+        warnings.warn(f"prompt '{prompt}' has no {IDENTIFIER}: the subject will not be tied to an identifier",
+                      stacklevel=2)
+    return prompt.replace(IDENTIFIER, token)
+
+
+def _generator(seed: int, step: int, micro: int) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{step}:{micro}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def _subject_draws(model: SDModel, subject: Subject, config: TrainConfig, step: int, micro: int):
+    """(images, latent noise, diffusion noise, timesteps) for one subject from its own generator."""
+    from lowdim_sd.images import augment
+
+    generator = _generator(subject.seed, step, micro)
+    picks = torch.randint(0, len(subject.images), (config.batch_size,), generator=generator)
+    images = subject.images[picks]
+    if config.augment:
+        images = augment(images, generator)
+    channels = model.pipe.unet.config.in_channels
+    latent_size = images.shape[-1] // model.pipe.vae_scale_factor
+    shape = (config.batch_size, channels, latent_size, latent_size)
+    vae_noise = torch.randn(shape, generator=generator)
+    noise = torch.randn(shape, generator=generator)
+    steps = model.pipe.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (config.batch_size,), generator=generator)
+    return images, vae_noise, noise, timesteps
+
+
+def _interleave(parts: list[Tensor]) -> Tensor:
+    """Sample j of the batch belongs to subject j % K: the per-sample adapter layout."""
+    return torch.stack(parts, dim=1).flatten(0, 1)
+
+
+def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
+                     input_ids: Tensor) -> Tensor:
+    """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type."""
+    from diffusers import DDPMScheduler
+
+    draws = [_subject_draws(model, s, config, step, micro) for s in subjects]
+    device, dtype = model.device, model.dtype
+    images, vae_noise, noise, timesteps = (_interleave([d[i] for d in draws]).to(device) for i in range(4))
+    pipe = model.pipe
+    with torch.no_grad():
+        posterior = pipe.vae.encode(images.to(dtype)).latent_dist
+        latents = (posterior.mean + posterior.std * vae_noise.to(dtype)) * pipe.vae.config.scaling_factor
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    noisy = scheduler.add_noise(latents, noise.to(dtype), timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise.to(dtype), timesteps)
+    else:
+        target = noise
+    hidden = pipe.text_encoder(input_ids.repeat(len(images), 1).to(device))[0]
+    prediction = pipe.unet(noisy, timesteps, hidden).sample
+    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+    return per_sample.view(config.batch_size, len(subjects)).mean(0)
+
+
+def _autocast(model: SDModel, mixed_precision: str):
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    if dtype is None:
+        raise LowdimError(f"mixed precision must be no, fp16 or bf16; got '{mixed_precision}'")
+    return torch.autocast(model.device.type, dtype=dtype)
+
+
+def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
+    """Clip each subject's gradient on its own, so batching never couples subjects."""
+    grads = [p.grad for p in trainable.parameters if p.grad is not None]
+    if not grads:
+        return
+    if trainable.num_subjects == 1:
+        torch.nn.utils.clip_grad_norm_(trainable.parameters, max_norm)
+        return
+    squared = sum(g.float().pow(2).flatten(1).sum(1) for g in grads)
+    factors = (max_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(factors.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype))
+
+
+def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config: TrainConfig,
+          out_dir: Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Optimise ``trainable`` on the subjects' images; checkpoints and outputs go to ``out_dir``."""
+    if len(subjects) != trainable.num_subjects:
+        raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
+    optimizer = torch.optim.AdamW(trainable.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    result = TrainResult()
+    if resume and out_dir is not None:
+        result.start_step = checkpoints.restore(out_dir, trainable, optimizer)
+    prompt = fill_prompt(config.prompt, config.token)
+    input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
+                                     max_length=model.pipe.tokenizer.model_max_length).input_ids
+    _set_train_mode(model, config.gradient_checkpointing)
+    started = time.perf_counter()
+    step = result.start_step
+    with checkpoints.progress_bar(config.steps, result.start_step, enabled=progress) as advance:
+        try:
+            for step in range(result.start_step, config.steps):
+                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids)
+                _guard(loss, step, trainable, optimizer, out_dir, config)
+                optimizer.step()
+                result.losses.append(loss)
+                advance(loss)
+                if out_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                    checkpoints.save(out_dir, step + 1, trainable, optimizer, config.keep_checkpoints)
+            step = config.steps
+        except KeyboardInterrupt:
+            if out_dir is not None:
+                path = checkpoints.save(out_dir, step, trainable, optimizer, config.keep_checkpoints)
+                warnings.warn(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume",
+                              stacklevel=2)
+            raise
+        finally:
+            _set_eval_mode(model)
+    result.seconds = time.perf_counter() - started
+    if out_dir is not None:
+        result.outputs = trainable.save(out_dir)
+    return result
+
+
+def _one_step(model, subjects, trainable, optimizer, config, step, input_ids) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    try:
+        for micro in range(config.grad_accum):
+            with _autocast(model, config.mixed_precision):
+                losses = denoising_losses(model, subjects, config, step, micro, input_ids)
+            # Summing over subjects gives each subject's slice exactly its own gradient.
+            (losses.sum() / config.grad_accum).backward()
+            total += float(losses.detach().mean()) / config.grad_accum
+    except torch.cuda.OutOfMemoryError:
+        raise LowdimError("out of GPU memory: try --gradient-checkpointing, a smaller --batch-size, "
+                          "or --dtype fp16/bf16") from None
+    if config.max_grad_norm:
+        clip_per_subject(trainable, config.max_grad_norm)
+    return total
+
+
+def _guard(loss: float, step: int, trainable, optimizer, out_dir: Path | None, config: TrainConfig) -> None:
+    grads_finite = all(torch.isfinite(p.grad).all() for p in trainable.parameters if p.grad is not None)
+    if math.isfinite(loss) and grads_finite:
+        return
+    kept = "no checkpoint was written (no --out)"
+    if out_dir is not None:  # the parameters are still the last finite ones: nothing was applied yet
+        kept = f"the last good state is saved in {checkpoints.save(out_dir, step, trainable, optimizer, 10**6)}"
+    raise TrainingDiverged(f"loss became {loss} at step {step + 1}; training stopped and {kept}; "
+                           f"try a lower --lr or --mixed-precision no")
+
+
+def _set_train_mode(model: SDModel, gradient_checkpointing: bool) -> None:
+    pipe = model.pipe
+    pipe.unet.train()
+    pipe.text_encoder.train()
+    if gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+        pipe.text_encoder.gradient_checkpointing_enable()
+
+
+def _set_eval_mode(model: SDModel) -> None:
+    model.pipe.unet.eval()
+    model.pipe.text_encoder.eval()

@@ -1,0 +1,13 @@
+"""Where the pretrained TinyFaces text-to-image model ships inside the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def model_path() -> Path:
+    """Folder of the exported StableDiffusionPipeline (``from_pretrained`` reads it).
+
+    Written by ``python -m lowdim_tinyfaces.train_model``; shipped as package data.
+    """
+    return Path(__file__).resolve().parent / "model"

@@ -1,0 +1,150 @@
+"""Stage 2 (UNet + text encoder on scaled VAE latents) and the diffusers export."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .grid import save_grid
+from .identity import CARDINALITIES
+from .styles import STYLES
+from .train_config import (
+    TrainConfig,
+    build_sample_scheduler,
+    build_train_scheduler,
+    training_prompts,
+)
+from .train_state import EMA
+from .train_steps import (
+    EVAL_STREAM,
+    UNET_STAGE,
+    diffusion_loss,
+    render_batch,
+    sample_latents,
+    to_uint8,
+    torch_gen,
+)
+from .world import render_tensor
+
+GRID_SEEDS = 6  # columns of the sample grids
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    # Padded to model_max_length exactly as StableDiffusionPipeline does at inference.
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+def real_grid(cfg: TrainConfig) -> np.ndarray:
+    """Rows = styles, columns = random identities: what the samples should look like."""
+    rows = []
+    for s in range(len(STYLES)):
+        rng = np.random.default_rng([cfg.seed, EVAL_STREAM, 7, s])
+        levels = rng.integers(0, CARDINALITIES, size=(GRID_SEEDS, len(CARDINALITIES)))
+        rows.append(render_tensor(levels, s, rng.integers(0, 2**62, GRID_SEEDS), cfg.image_size))
+    return to_uint8(torch.cat(rows))
+
+
+@torch.no_grad()
+def sample_grid(unet: nn.Module, text_encoder: nn.Module, tokenizer, vae, steps: int = 25,
+                guidance: float = 4.0) -> np.ndarray:
+    """Rows = styles, columns = fixed noise seeds (the same seeds in every row)."""
+    unet.eval()
+    text_encoder.eval()
+    cond = tokenize(tokenizer, [p for p in training_prompts() for _ in range(GRID_SEEDS)])
+    uncond = tokenize(tokenizer, [""])
+    out = []
+    for p in range(len(STYLES)):
+        # Re-seeded per row so each column starts from the same noise in every style.
+        g = torch.Generator().manual_seed(1234)
+        rows = cond[p * GRID_SEEDS:(p + 1) * GRID_SEEDS]
+        lat = sample_latents(unet, text_encoder, rows, uncond, build_sample_scheduler(), g,
+                             steps, guidance)
+        out.append(vae.decode(lat / vae.config.scaling_factor).sample)
+    return to_uint8(torch.cat(out))
+
+
+def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, vae,
+               unet: nn.Module, text_encoder: nn.Module, tokenizer):
+    from .train_model import run_stage
+
+    params = sum(p.numel() for p in unet.parameters()) / 1e6
+    tparams = sum(p.numel() for p in text_encoder.parameters()) / 1e6
+    log(f"UNet params {params:.2f}M, text encoder {tparams:.2f}M")
+    save_grid(out / "samples" / "real.png", real_grid(cfg), ncol=GRID_SEEDS, upscale=3)
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    opt = torch.optim.AdamW([p for m in modules.values() for p in m.parameters()],
+                            lr=cfg.unet_lr, weight_decay=1e-2)
+    ema = EMA(modules, cfg.ema_decay)
+    scheduler = build_train_scheduler()
+    prompts = training_prompts() + [""]  # last row = the empty prompt for guidance
+    prompt_ids = tokenize(tokenizer, prompts)
+    empty = len(prompts) - 1
+    sf = vae.config.scaling_factor
+
+    def step_fn(step: int) -> dict[str, float]:
+        unet.train()
+        text_encoder.train()
+        images, style_ids = render_batch(cfg.seed, UNET_STAGE, step, cfg.unet_batch,
+                                         cfg.image_size)
+        gen = torch_gen(cfg.seed, UNET_STAGE, step)
+        with torch.no_grad():
+            latents = vae.encode(images).latent_dist.sample(generator=gen) * sf
+        idx = torch.from_numpy(style_ids)
+        drop = torch.rand(len(idx), generator=gen) < cfg.prompt_dropout
+        idx = torch.where(drop, torch.full_like(idx, empty), idx)
+        loss = diffusion_loss(unet, text_encoder, latents, prompt_ids, idx, scheduler, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        opt.step()
+        return {"loss": loss.item()}
+
+    def ema_copies() -> tuple[nn.Module, nn.Module]:
+        u, t = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+        ema.copy_to({"unet": u, "text_encoder": t})
+        return u, t
+
+    def on_sample(step: int) -> None:
+        u, t = ema_copies()
+        save_grid(out / "samples" / f"unet_{step:06d}.png", sample_grid(u, t, tokenizer, vae),
+                  ncol=GRID_SEEDS, upscale=3)
+
+    run_stage("unet", out, budget_s, modules, opt, cfg.unet_lr, step_fn, cfg, log, resume,
+              ema=ema, on_sample=on_sample)
+    u, t = ema_copies()
+    return u.eval(), t.eval()
+
+
+def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Path, log) -> None:
+    """Save an fp16 StableDiffusionPipeline folder, reload it in fp32 and sample a grid."""
+    from diffusers import StableDiffusionPipeline
+
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    pipe = StableDiffusionPipeline(
+        vae=copy.deepcopy(vae).half(), text_encoder=copy.deepcopy(text_encoder).half(),
+        tokenizer=tokenizer, unet=copy.deepcopy(unet).half(), scheduler=build_sample_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(model_dir, safe_serialization=True)
+    size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
+    log(f"exported {model_dir} ({size:.1f} MiB)")
+    # Verify through the public loader, as users will load it.
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    images = []
+    for prompt in training_prompts():
+        g = torch.Generator().manual_seed(1234)
+        res = pipe([prompt] * GRID_SEEDS, num_inference_steps=25, guidance_scale=4.0,
+                   generator=g, output_type="np")
+        images.append(res.images)
+    grid = (np.concatenate(images) * 255).round().astype(np.uint8)
+    assert grid.shape[1:] == (32, 32, 3), grid.shape
+    save_grid(out / "samples" / "final_pipeline.png", grid, ncol=GRID_SEEDS, upscale=3)
+    log(f"reloaded pipeline OK; final grid {out / 'samples' / 'final_pipeline.png'}")

@@ -1,0 +1,164 @@
+"""The SD training engine on a tiny pipeline: loss, images, resume, precision, batching, guards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lowdim
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
+from lowdim_sd.train import Subject, TrainConfig, TrainingDiverged, denoising_losses, train
+
+FAST = TrainConfig(steps=6, learning_rate=5e-2, augment=False, prompt="a [V] face")
+
+
+def held_out_loss(model, subjects, config, trainable_input_ids=None) -> torch.Tensor:
+    """Mean loss over fixed draws (steps 10_000..10_007): the same noise before and after training."""
+    ids = model.pipe.tokenizer("a sks face", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return torch.stack([denoising_losses(model, subjects, config, 10_000 + i, 0, ids) for i in range(8)]).mean(0)
+
+
+def images_of(model, prompt="a photo of a sks face", seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return model.pipe(prompt, num_inference_steps=3, guidance_scale=3.0, generator=generator, height=16, width=16,
+                      output_type="np").images
+
+
+@pytest.mark.parametrize("space, lr", [("lidb", 2e-2), ("lora", 2e-2), ("vera", 2e-1)])
+def test_training_lowers_the_loss_on_a_fixed_image(tiny_sd, faces, space, lr):
+    model = load_sd(str(tiny_sd))
+    subjects = [Subject(faces[:1], seed=1)]
+    trainable = adapter_trainable(model, lowdim.get_space(space), resolve_layers(None))
+    before = held_out_loss(model, subjects, FAST)
+    train(model, subjects, trainable, TrainConfig(steps=40, learning_rate=lr, augment=False), progress=False)
+    after = held_out_loss(model, subjects, FAST)
+    assert after < 0.9 * before
+
+
+def test_zero_init_adapter_leaves_images_bit_identical_and_training_changes_them(tiny_sd, faces):
+    model = load_sd(str(tiny_sd))
+    base = images_of(model)
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    assert (images_of(model) == base).all()
+    train(model, [Subject(faces, 0)], trainable, FAST, progress=False)
+    trained = images_of(model)
+    assert abs(trained - base).max() > 1e-3
+    lowdim.Adapters(model.modules).disable("subject")
+    assert (images_of(model) == base).all()
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_sd, faces, tmp_path):
+    def run(out, steps, resume=False):
+        model = load_sd(str(tiny_sd))
+        trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+        config = TrainConfig(steps=steps, learning_rate=2e-2, augment=True, checkpoint_every=2)
+        result = train(model, [Subject(faces, 5)], trainable, config, out_dir=out, resume=resume, progress=False)
+        return trainable.state(), result
+
+    straight, _ = run(tmp_path / "a", 6)
+    run(tmp_path / "b", 4)
+    resumed, result = run(tmp_path / "b", 6, resume=True)
+    assert result.start_step == 4 and len(result.losses) == 2
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+@pytest.mark.parametrize("dtype, mixed", [("fp32", "bf16"), ("bf16", "no"), ("fp16", "no"), ("fp32", "fp16")])
+def test_half_precision_paths_run(tiny_sd, faces, dtype, mixed):
+    model = load_sd(str(tiny_sd), dtype=dtype)
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    config = TrainConfig(steps=2, learning_rate=1e-2, augment=False, mixed_precision=mixed)
+    result = train(model, [Subject(faces, 0)], trainable, config, progress=False)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert all(p.dtype == torch.float32 for p in trainable.parameters)  # adapters train in fp32
+
+
+def test_batched_subjects_equal_training_each_alone(tiny_sd, faces):
+    """K subjects in one batch reach, within 1e-4, the parameters each reaches trained alone."""
+    other = torch.flip(faces, dims=[-1]) * 0.5
+    subjects = [Subject(faces, 11), Subject(other, 12), Subject(faces[:1], 13)]
+    config = TrainConfig(steps=4, learning_rate=2e-2, augment=True)
+    model = load_sd(str(tiny_sd))
+    batched = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=["a", "b", "c"])
+    train(model, subjects, batched, config, progress=False)
+    together = batched.state()
+    for index, subject in enumerate(subjects):
+        alone_model = load_sd(str(tiny_sd))
+        alone = adapter_trainable(alone_model, lowdim.get_space("lidb"), resolve_layers(None))
+        train(alone_model, [subject], alone, config, progress=False)
+        for key, value in alone.state().items():
+            assert torch.allclose(together[key][index], value, atol=1e-4), key
+
+
+def test_v_prediction_models_train(tiny_sd_v, faces):
+    model = load_sd(str(tiny_sd_v))
+    assert model.pipe.scheduler.config.prediction_type == "v_prediction"
+    trainable = adapter_trainable(model, lowdim.get_space("lora", rank=2), resolve_layers("unet"))
+    result = train(model, [Subject(faces, 0)], trainable, FAST, progress=False)
+    assert len(result.losses) == FAST.steps
+
+
+def test_full_dreambooth_changes_unet_weights_only(tiny_sd, faces, tmp_path):
+    model = load_sd(str(tiny_sd))
+    before = {k: v.clone() for k, v in model.pipe.unet.state_dict().items()}
+    text_before = {k: v.clone() for k, v in model.pipe.text_encoder.state_dict().items()}
+    result = train(model, [Subject(faces, 0)], FullTrainable(model), TrainConfig(steps=2, learning_rate=1e-3),
+                   out_dir=tmp_path, progress=False)
+    assert any(not torch.equal(before[k], v) for k, v in model.pipe.unet.state_dict().items())
+    assert all(torch.equal(text_before[k], v) for k, v in model.pipe.text_encoder.state_dict().items())
+    assert (result.outputs[0] / "model_index.json").is_file()
+
+
+def test_rank_relaxed_finetuning_starts_from_the_initial_adapter(tiny_sd, faces, tmp_path):
+    model = load_sd(str(tiny_sd))
+    first = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    train(model, [Subject(faces, 0)], first, FAST, out_dir=tmp_path / "lidb", progress=False)
+    predicted = images_of(model)
+    fresh = load_sd(str(tiny_sd))
+    relaxed = rank_relaxed_trainable(fresh, tmp_path / "lidb" / "adapter.safetensors", rank=3)
+    assert abs(images_of(fresh) - predicted).max() < 1e-4  # relaxing the rank changes nothing by itself
+    result = train(fresh, [Subject(faces, 0)], relaxed, FAST, out_dir=tmp_path / "fast", progress=False)
+    exported = lowdim.read_adapter(result.outputs[0]).lora_factors()
+    assert {down.shape[0] for down, _ in exported.values()} == {1 + 3}
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_sd, faces, tmp_path, monkeypatch):
+    from lowdim_sd import train as engine
+
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    real = engine.denoising_losses
+    monkeypatch.setattr(engine, "denoising_losses",
+                        lambda m, s, c, step, *a: real(m, s, c, step, *a) * (float("nan") if step == 3 else 1.0))
+    with pytest.raises(TrainingDiverged, match="step 4.*last good state is saved"):
+        train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, progress=False)
+    assert (tmp_path / "checkpoints" / "step-000003" / "state.json").is_file()
+    assert all(torch.isfinite(p).all() for p in trainable.parameters)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes_from_it(tiny_sd, faces, tmp_path, monkeypatch):
+    from lowdim_sd import train as engine
+
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    real = engine.denoising_losses
+
+    def interrupt(m, s, c, step, *a):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(m, s, c, step, *a)
+
+    monkeypatch.setattr(engine, "denoising_losses", interrupt)
+    with pytest.warns(UserWarning, match="interrupted at step 2"), pytest.raises(KeyboardInterrupt):
+        train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, progress=False)
+    monkeypatch.setattr(engine, "denoising_losses", real)
+    result = train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, resume=True, progress=False)
+    assert result.start_step == 2
+
+
+def test_a_prompt_without_the_identifier_warns(tiny_sd, faces):
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    with pytest.warns(UserWarning, match="has no \\[V\\]"):
+        train(model, [Subject(faces, 0)], trainable, TrainConfig(steps=1, prompt="a face"), progress=False)
