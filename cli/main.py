@@ -30,13 +30,18 @@ info_commands.register(app)
 sd_commands.register(app)
 
 
+_commands_added_for: set[int] = set()
+
+
 def _add_plugin_commands() -> None:
+    """Once per registry: main() may run many times in one process (tests, embedding)."""
     from lowdim.plugins import call_each
     from lowdim.registry import get_registry
 
-    manager = get_registry().manager
-    if manager is not None:
-        call_each(manager, "register_commands", lambda _plugin: {"cli": app})
+    registry = get_registry()
+    if registry.manager is not None and id(registry) not in _commands_added_for:
+        _commands_added_for.add(id(registry))
+        call_each(registry.manager, "register_commands", lambda _plugin: {"cli": app})
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -72,9 +72,10 @@ def lowrank_apply(x: Tensor, down: Tensor, up: Tensor) -> Tensor:
     if x.shape[0] % batch:
         raise ValueError(f"input batch {x.shape[0]} is not a multiple of the adapter batch {batch}")
     tiles = x.shape[0] // batch
-    grouped = x.reshape(tiles, batch, -1, x.shape[-1])
-    hidden = torch.einsum("tbli,bri->tblr", grouped, down)
-    out = torch.einsum("tblr,bor->tblo", hidden, up)
+    # (tiles, B, L, in) -> (B, tiles·L, in): one batched matmul per factor, each adapter on its samples.
+    grouped = x.reshape(tiles, batch, -1, x.shape[-1]).transpose(0, 1).reshape(batch, -1, x.shape[-1])
+    out = torch.bmm(torch.bmm(grouped, down.transpose(1, 2)), up.transpose(1, 2))
+    out = out.reshape(batch, tiles, -1, up.shape[-2]).transpose(0, 1)
     return out.reshape(*x.shape[:-1], up.shape[-2])
 
 

@@ -45,6 +45,15 @@ class SDModel:
         return self._modules
 
     @property
+    def noise_scheduler(self):
+        """The training-time (DDPM) view of the pipeline's scheduler: same betas, same prediction type."""
+        if not hasattr(self, "_noise_scheduler"):
+            from diffusers import DDPMScheduler
+
+            self._noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        return self._noise_scheduler
+
+    @property
     def resolution(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 

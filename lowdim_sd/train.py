@@ -113,8 +113,6 @@ def _interleave(parts: list[Tensor]) -> Tensor:
 def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
                      input_ids: Tensor) -> Tensor:
     """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type."""
-    from diffusers import DDPMScheduler
-
     draws = [_subject_draws(model, s, config, step, micro) for s in subjects]
     device, dtype = model.device, model.dtype
     images, vae_noise, noise, timesteps = (_interleave([d[i] for d in draws]).to(device) for i in range(4))
@@ -122,7 +120,7 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
     with torch.no_grad():
         posterior = pipe.vae.encode(images.to(dtype)).latent_dist
         latents = (posterior.mean + posterior.std * vae_noise.to(dtype)) * pipe.vae.config.scaling_factor
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    scheduler = model.noise_scheduler
     noisy = scheduler.add_noise(latents, noise.to(dtype), timesteps)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise.to(dtype), timesteps)

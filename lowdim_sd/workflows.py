@@ -58,7 +58,7 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
     else:
         if not job.images:
             raise LowdimError("no reference images: pass --images FILE_OR_FOLDER (or --subjects FOLDER)")
-        names = [Path(job.images[0]).stem if len(job.images) == 1 else "adapter"]
+        names = ["adapter"]
         images = [load_references(collect_images(job.images), resolution)]
     seed = job.config.seed
     return names, [Subject(batch, seed + index) for index, batch in enumerate(images)]

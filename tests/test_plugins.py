@@ -115,3 +115,23 @@ def test_plugin_spaces_run_through_the_shared_contract_suite():
     import test_space_contract
 
     assert {"lora", "lidb", "stack", "vera"} <= set(test_space_contract.SPACES)
+
+
+def test_plugins_can_add_cli_commands(capsys):
+    import typer
+
+    from cli.main import app, main
+
+    def hello(name: str = "world"):
+        """Say hello (from a plugin)."""
+        print(f"hello {name}")
+
+    commands = plugin_module("greeter", register_commands=lambda cli: cli.command()(hello))
+    registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", commands])
+    try:
+        with lowdim.use_registry(registry):
+            assert main(["hello", "--name", "plugin"]) == 0
+        assert "hello plugin" in capsys.readouterr().out
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands if c.callback is not hello]
+    assert isinstance(app, typer.Typer)

@@ -162,3 +162,14 @@ def test_a_prompt_without_the_identifier_warns(tiny_sd, faces):
     trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
     with pytest.warns(UserWarning, match="has no \\[V\\]"):
         train(model, [Subject(faces, 0)], trainable, TrainConfig(steps=1, prompt="a face"), progress=False)
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny_sd, faces):
+    states = []
+    for checkpointing in (False, True):
+        model = load_sd(str(tiny_sd))
+        trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+        config = TrainConfig(steps=2, learning_rate=1e-2, augment=False, gradient_checkpointing=checkpointing)
+        train(model, [Subject(faces, 0)], trainable, config, progress=False)
+        states.append(trainable.state())
+    assert all(torch.allclose(states[0][k], states[1][k], atol=1e-5) for k in states[0])

@@ -13,6 +13,7 @@ from .identity import (
     identities_to_array,
     sample_identities,
 )
+from .model_files import model_path
 from .nuisance import Nuisance
 from .styles import STYLE_TEMPLATES, STYLES, TRAINING_SUBJECT, prompt_for
 from .world import Batch, iter_dataset, render, render_tensor, sample_dataset
@@ -33,6 +34,7 @@ __all__ = [
     "encode_identities",
     "identities_to_array",
     "iter_dataset",
+    "model_path",
     "prompt_for",
     "render",
     "render_grid",

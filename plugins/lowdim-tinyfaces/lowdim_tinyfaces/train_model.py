@@ -66,6 +66,40 @@ def lr_scale(step: int, frac: float, warmup: int = 100) -> float:
     return w * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+MAX_THREADS = [2]  # set from --threads; a list so main() can update it
+
+
+class ThreadTuner:
+    """Re-picks 1 or 2 torch threads every ``period`` steps by timing a few steps of each.
+
+    The 2 cores are shared with other jobs: measured here, a VAE step took 0.43 s with 2
+    threads on an idle machine but ~5 s when two other processes were busy (OpenMP threads
+    waiting on each other), while 1 thread took ~1.5 s. Load changes over a run, so re-test.
+    """
+
+    def __init__(self, max_threads: int, period: int = 60, probe: int = 4) -> None:
+        self.max_threads, self.period, self.probe = max_threads, period, probe
+        self.times: dict[int, list[float]] = {}
+        self.best = max_threads
+
+    def threads_for(self, step: int) -> int:
+        k = step % self.period
+        if self.max_threads > 1 and k < 2 * self.probe:
+            return 1 if k < self.probe else self.max_threads
+        return self.best
+
+    def record(self, step: int, threads: int, seconds: float) -> None:
+        k = step % self.period
+        if k >= 2 * self.probe or self.max_threads == 1:
+            return
+        self.times.setdefault(threads, []).append(seconds)
+        if k == 2 * self.probe - 1:
+            # Median of the last probes, dropping the first of each (thread-pool warm-up).
+            med = {t: float(np.median(v[1:] or v)) for t, v in self.times.items()}
+            self.best = min(med, key=med.get)
+            self.times = {}
+
+
 def run_stage(
     name: str,
     out: Path,
@@ -79,6 +113,7 @@ def run_stage(
     resume: bool,
     ema: EMA | None = None,
     on_sample: Callable[[int], None] | None = None,
+    max_threads: int | None = None,
 ) -> dict:
     """Generic time-budgeted loop with periodic checkpoints and sample grids."""
     meta = load_checkpoint(out, name, modules, opt, ema) if resume else None
@@ -90,6 +125,7 @@ def run_stage(
     start, elapsed0 = time.time(), state["elapsed"]
     last_ckpt = last_sample = last_log = time.time()
     step, losses, log_step = state["step"], [], state["step"]
+    tuner = ThreadTuner(max_threads or MAX_THREADS[0])
 
     def save() -> None:
         state.update(step=step, elapsed=elapsed0 + time.time() - start)
@@ -101,7 +137,11 @@ def run_stage(
             break
         for g in opt.param_groups:
             g["lr"] = base_lr * lr_scale(step, elapsed / budget_s)
+        threads = tuner.threads_for(step)
+        torch.set_num_threads(threads)
+        t0 = time.time()
         losses.append(step_fn(step))
+        tuner.record(step, threads, time.time() - t0)
         step += 1
         if ema is not None:
             ema.update(modules, step)
@@ -111,7 +151,7 @@ def run_stage(
             rate = (step - log_step) / (now - last_log)
             parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
             log(f"[{name}] step {step} {parts} lr={opt.param_groups[0]['lr']:.2e} "
-                f"it/s={rate:.2f} t={elapsed:.0f}/{budget_s:.0f}s")
+                f"it/s={rate:.2f} threads={tuner.best} t={elapsed:.0f}/{budget_s:.0f}s")
             losses, last_log, log_step = [], now, step
         if now - last_ckpt > cfg.checkpoint_minutes * 60:
             save()
@@ -179,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    MAX_THREADS[0] = args.threads
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = Logger(out / "train.log")

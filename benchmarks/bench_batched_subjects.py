@@ -1,0 +1,64 @@
+"""Subjects per hour: K subjects trained in one batch (per-sample adapters) versus one after another.
+
+    python benchmarks/bench_batched_subjects.py [--model PATH] [--subjects 8] [--steps 20] [--space lidb]
+
+Without --model it builds the tiny in-process SD pipeline (lowdim_sd.tiny). Prints one table of
+times and the ratio from a single run; both arms run interleaved, so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+import lowdim
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import adapter_trainable, resolve_layers
+from lowdim_sd.tiny import save_tiny_pipeline
+from lowdim_sd.train import Subject, TrainConfig, train
+
+
+def timed_run(model_path: str, subjects: list[Subject], space: str, config: TrainConfig) -> float:
+    model = load_sd(model_path)
+    names = [f"s{i}" for i in range(len(subjects))]
+    trainable = adapter_trainable(model, lowdim.get_space(space), resolve_layers(None), subject_names=names)
+    started = time.perf_counter()
+    train(model, subjects, trainable, config, progress=False)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="SD1.x folder or name (default: tiny in-process pipeline)")
+    parser.add_argument("--subjects", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--space", default="lidb")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp()
+    model_path = args.model or str(save_tiny_pipeline(folder))
+    resolution = load_sd(model_path).resolution
+    generator = torch.Generator().manual_seed(0)
+    subjects = [Subject(torch.rand(2, 3, resolution, resolution, generator=generator) * 2 - 1, seed=i)
+                for i in range(args.subjects)]
+    config = TrainConfig(steps=args.steps, learning_rate=1e-3)
+    timed_run(model_path, subjects[:1], args.space, TrainConfig(steps=2))  # warm-up: imports, allocator
+    sequential, batched = [], []
+    for _ in range(args.repeats):
+        sequential.append(sum(timed_run(model_path, [s], args.space, config) for s in subjects))
+        batched.append(timed_run(model_path, subjects, args.space, config))
+    seq, bat = min(sequential), min(batched)
+    k = args.subjects
+    print(f"model={args.model or 'tiny in-process'} space={args.space} K={k} steps={args.steps} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"{'arm':<12}{'seconds':>10}{'subjects/hour':>16}")
+    print(f"{'sequential':<12}{seq:>10.2f}{k * 3600 / seq:>16.0f}")
+    print(f"{'batched':<12}{bat:>10.2f}{k * 3600 / bat:>16.0f}")
+    print(f"speed-up batched/sequential: {seq / bat:.2f}x (goal >= 4x at K=8)")
+
+
+if __name__ == "__main__":
+    main()

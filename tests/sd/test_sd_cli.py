@@ -1,0 +1,107 @@
+"""``lowdim train / generate / export`` end to end on a tiny pipeline folder, and their bad-input errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+import lowdim
+from cli.main import main
+from lowdim_sd.images import save_images
+from lowdim_sd.loading import ModelLoadError, load_sd
+
+
+@pytest.fixture
+def refs(tmp_path):
+    images = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    save_images(images, tmp_path / "refs", "me")
+    return tmp_path / "refs"
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_train_generate_export_round_trip(tiny_sd, refs, tmp_path, capsys):
+    code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 3, "--out", tmp_path / "run",
+                     "--token", "zwx")
+    assert code == 0, text
+    adapter = tmp_path / "run" / "adapter.safetensors"
+    meta = lowdim.read_adapter(adapter).metadata
+    assert meta["space"] == "lidb" and meta["token"] == "zwx" and meta["base_model"] == str(tiny_sd)
+    code, text = run(capsys, "generate", "-m", tiny_sd, "-a", f"{adapter}:0.5", "-p", "a photo of a [V] face",
+                     "-p", "a [V] face at night", "--seed", 1, "--seed", 2, "--steps", 2, "-o", tmp_path / "img")
+    assert code == 0, text
+    pngs = sorted((tmp_path / "img").glob("*.png"))
+    assert len(pngs) == 5 and Image.open(tmp_path / "img" / "grid.png").width > 2 * 128
+    code, text = run(capsys, "export", adapter, "--format", "kohya")
+    assert code == 0, text
+    with safe_open(str(tmp_path / "run" / "adapter.kohya.safetensors"), "pt") as handle:
+        assert any(key.startswith("lora_unet_") and key.endswith(".alpha") for key in handle.keys())
+
+
+def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys):
+    people = tmp_path / "people"
+    for name in ("ann", "bob", "cyd"):
+        (people / name).mkdir(parents=True)
+        for png in refs.glob("*.png"):
+            (people / name / png.name).write_bytes(png.read_bytes())
+    code, text = run(capsys, "train", "-m", tiny_sd, "--subjects", people, "--steps", 2, "--out", tmp_path / "b",
+                     "--space", "lora", "--set", "rank=2")
+    assert code == 0, text
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.safetensors")) == [
+        "ann.safetensors", "bob.safetensors", "cyd.safetensors"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("empty", "holds no image files"),
+    ("corrupt", "not a readable image"),
+    ("tiny", "too small"),
+    ("model", "no such model file or folder"),
+    ("pickle", "pickle checkpoints can run code"),
+    ("space", "unknown space 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_1(tiny_sd, refs, tmp_path, capsys, setup, message):
+    images, model, space = refs, tiny_sd, "lidb"
+    if setup == "empty":
+        images = tmp_path / "empty"
+        images.mkdir()
+    elif setup == "corrupt":
+        images = tmp_path / "bad.png"
+        images.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    elif setup == "tiny":
+        images = tmp_path / "small.png"
+        Image.new("RGB", (3, 3)).save(images)
+    elif setup == "model":
+        model = tmp_path / "no_such_model"
+    elif setup == "pickle":
+        model = tmp_path / "model.ckpt"
+        model.write_bytes(b"\x80")
+    elif setup == "space":
+        space = "nope"
+    code, text = run(capsys, "train", "-m", model, "-i", images, "--steps", 1, "--out", tmp_path / "o",
+                     "--space", space)
+    assert code == 1
+    assert message in " ".join(text.split()) and "Traceback" not in text
+    assert [line for line in text.splitlines() if line.strip()][0].startswith("Error:")
+
+
+def test_sd15_offline_says_what_it_looked_for_and_how_to_pass_a_path(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as error:
+        load_sd("sd15")
+    text = str(error.value)
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in text and "--model PATH" in text
+    assert "\n" not in text
+
+
+def test_registered_alias_local_folder_and_devices(tiny_sd):
+    model = load_sd(str(tiny_sd), device="cpu", dtype="bf16")
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu" and model.resolution == 16
+    assert sorted(model.modules.keys()) == ["text_encoder", "unet"]
+    with pytest.raises(lowdim.LowdimError, match="dtype must be"):
+        load_sd(str(tiny_sd), dtype="fp8")
