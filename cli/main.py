@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 
-from cli import info_commands, sd_commands
+from cli import info_commands, personalize_command, sd_commands
 from lowdim.errors import LowdimError
 
 app = typer.Typer(
@@ -26,8 +26,14 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+# Typer >= 0.25 vendors click: accept both its exception classes and click's own.
+EXITS = (click.exceptions.Exit, typer.Exit)
+USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
+
 info_commands.register(app)
 sd_commands.register(app)
+personalize_command.register(app)
 
 
 _commands_added_for: set[int] = set()
@@ -58,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except LowdimError as error:
         err.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
         return 1
-    except click.exceptions.Exit as done:
+    except EXITS as done:
         return done.exit_code
-    except click.ClickException as error:
+    except USAGE_ERRORS as error:
         error.show()
         return error.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except ABORTS:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
         return 130
 

@@ -20,6 +20,9 @@ class Backend:
     description: str = ""
     layer_sets: dict[str, LayerSet] = {}
     default_layer_set: str = ""
+    # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
+    preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
+                                        "a pencil sketch of a [V] face", "a [V] face at night")
 
     def skeleton(self) -> nn.Module:
         raise NotImplementedError

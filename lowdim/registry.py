@@ -32,6 +32,7 @@ class Registry:
     backends: dict[str, Entry] = field(default_factory=dict)
     heads: dict[str, Entry] = field(default_factory=dict)
     metrics: dict[str, Entry] = field(default_factory=dict)
+    datasets: dict[str, Entry] = field(default_factory=dict)
     manager: pluggy.PluginManager | None = None
 
     @classmethod
@@ -41,6 +42,7 @@ class Registry:
         registry._collect(manager, "register_backends", registry._add_backend)
         registry._collect(manager, "register_heads", registry._add_named(registry.heads, "head"))
         registry._collect(manager, "register_metrics", registry._add_named(registry.metrics, "metric"))
+        registry._collect(manager, "register_datasets", registry._add_named(registry.datasets, "dataset"))
         return registry
 
     @classmethod

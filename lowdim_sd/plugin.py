@@ -21,9 +21,11 @@ class SDBackend(Backend):
     default_layer_set = "unet+text"
 
     def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
-                 skeleton=None) -> None:
+                 skeleton=None, preview_prompts: tuple[str, ...] | None = None) -> None:
         self.name, self.source, self.description, self.aliases = name, source, description, aliases
         self._skeleton = skeleton
+        if preview_prompts:
+            self.preview_prompts = preview_prompts
 
     def skeleton(self) -> nn.Module:
         if self._skeleton is None:

@@ -1,0 +1,61 @@
+"""``lowdim personalize``: the main job, a thin wrapper over lowdim_sd.personalize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.info_commands import parse_options
+from cli.sd_commands import Device, Dtype, Model
+
+out = Console()
+
+
+def personalize(
+    model: Model,
+    image: Annotated[Path, typer.Option("--image", "-i", help="One face image (any common format).")],
+    space: Annotated[str, typer.Option("--space", "-s", help="Space of the initial adapter (default: LiDB).")] = "lidb",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
+    steps: Annotated[int, typer.Option(help="Fast-finetuning steps (the paper uses 40).")] = 40,
+    rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (r > 1).")] = 4,
+    lr: Annotated[float, typer.Option(help="Fast-finetuning learning rate.")] = 1e-3,
+    token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
+    seed: Annotated[int, typer.Option(help="Seed of init, noise and preview.")] = 0,
+    export: Annotated[list[str] | None, typer.Option(
+        help="Also export as a plain LoRA: diffusers and/or kohya (repeatable).")] = None,
+    preview: Annotated[bool, typer.Option(help="Write preview.png: the subject in several styles.")] = True,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("personalized"),
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+):
+    """Personalize a model from ONE face image: initial adapter, then rank-relaxed fast finetuning.
+
+    Example: lowdim personalize --model tinyfaces --image examples/face.png --out me
+    """
+    from lowdim_sd.personalize import PersonalizeJob
+    from lowdim_sd.personalize import personalize as run
+
+    job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
+                         layers=layers, steps=steps, rank=rank, learning_rate=lr, token=token, seed=seed,
+                         out=out_dir, export=export or [], preview=preview, device=device, dtype=dtype)
+    result = run(job)
+    table = Table(title="stages")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, seconds in result.stages.items():
+        table.add_row(name, f"{seconds:.2f}")
+    table.add_row("[bold]total", f"[bold]{sum(result.stages.values()):.2f}")
+    out.print(table)
+    size = result.adapter.stat().st_size
+    out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)")
+    for path in [*result.exports, *([result.preview] if result.preview else [])]:
+        out.print(f"wrote [bold]{path}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(personalize)

@@ -1,0 +1,112 @@
+"""``lowdim personalize``: one face image in, a tiny adapter (and a preview grid) out, with stage times.
+
+The pipeline is the paper's phase 2: an initial adapter in the chosen space (the hypernetwork's
+prediction once one is given; zero otherwise, the paper's "No Hyper" ablation), frozen, plus a
+LoRA of rank r > 1 trained for a few steps (rank-relaxed fast finetuning, §4.3).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lowdim
+from lowdim.registry import get_registry
+from lowdim_sd.images import load_image, to_pil
+from lowdim_sd.loading import SDModel, load_sd
+from lowdim_sd.modes import AdapterTrainable, resolve_layers
+from lowdim_sd.train import Subject, TrainConfig, train
+
+
+@dataclass
+class PersonalizeJob:
+    model: str
+    image: Path
+    space: str = "lidb"
+    space_options: dict = field(default_factory=dict)
+    layers: str | None = None
+    steps: int = 40
+    rank: int = 4
+    learning_rate: float = 1e-3
+    token: str = "sks"
+    seed: int = 0
+    out: Path = Path("personalized")
+    export: list[str] = field(default_factory=list)
+    preview: bool = True
+    preview_steps: int = 30
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass
+class PersonalizeResult:
+    adapter: Path
+    exports: list[Path] = field(default_factory=list)
+    preview: Path | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+
+
+@contextmanager
+def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.stages[name] = time.perf_counter() - started
+
+
+def fast_finetune_trainable(model: SDModel, job: PersonalizeJob) -> AdapterTrainable:
+    """A stack: the initial adapter (frozen, zero without a hypernetwork) plus a trainable LoRA of rank r."""
+    from lowdim.spaces.stack import StackSpace
+
+    initial = lowdim.get_space(job.space, job.space_options)
+    stack = StackSpace.of([(initial, job.seed)], lowdim.get_space("lora", rank=job.rank))
+    lowdim.Adapters(model.modules).add("subject", stack, resolve_layers(job.layers), seed=job.seed)
+    return AdapterTrainable(model, "subject", ["adapter"], {"base_model": model.source, "token": job.token})
+
+
+def preview_prompts(model_name: str) -> tuple[str, ...]:
+    from lowdim.backends import Backend
+
+    entry = get_registry().backends.get(model_name)
+    return entry.value.preview_prompts if entry else Backend.preview_prompts
+
+
+def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
+    result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
+    with stage(result, "load model"):
+        model = load_sd(job.model, job.device, job.dtype)
+    with stage(result, "read image"):
+        reference = load_image(job.image, model.resolution)
+    with stage(result, "initial weights"):
+        trainable = fast_finetune_trainable(model, job)
+    with stage(result, "fast finetune"):
+        config = TrainConfig(steps=job.steps, learning_rate=job.learning_rate, token=job.token, seed=job.seed)
+        trained = train(model, [Subject(reference[None], job.seed)], trainable, config, out_dir=job.out,
+                        progress=progress)
+        result.losses, result.adapter = trained.losses, trained.outputs[0]
+    if job.export:
+        from lowdim_sd.export import export_adapter
+
+        with stage(result, "export"):
+            result.exports = [export_adapter(result.adapter, job.out / f"adapter.{fmt}.safetensors", fmt)
+                              for fmt in job.export]
+    if job.preview:
+        with stage(result, "preview"):
+            result.preview = render_preview(model, reference, job)
+    return result
+
+
+def render_preview(model: SDModel, reference, job: PersonalizeJob) -> Path:
+    from lowdim_sd.generate import GenerateConfig, generate
+    from lowdim_sd.grid import save_grid
+
+    prompts = list(preview_prompts(job.model))
+    config = GenerateConfig(prompts=prompts, seeds=[job.seed], steps=job.preview_steps, token=job.token)
+    images = [to_pil(reference[None])[0]] + [item.image for item in generate(model, config)]
+    captions = ["reference"] + prompts
+    return save_grid(job.out / "preview.png", images, captions, ncol=len(images))

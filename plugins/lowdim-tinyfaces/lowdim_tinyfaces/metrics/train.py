@@ -1,0 +1,163 @@
+"""Train the two metric models and export them to ``weights/``.
+
+    python -m lowdim_tinyfaces.metrics.train --out runs/metrics
+
+Deterministic given the seed and thread count (one thread by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from ..styles import STYLES
+from ..world import render_tensor
+from . import evaluate
+from .data import degrade, identity_index, other_styles, sample_levels, seeds
+from .identity import NAME as ID_NAME
+from .identity import IdentityEncoder
+from .nets import WEIGHTS_DIR, num_params, save_weights
+from .style import NAME as STYLE_NAME
+from .style import StyleClassifier
+
+
+def _lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def nt_xent(emb: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Supervised contrastive loss on unit embeddings; positives share a label."""
+    logits = emb @ emb.T / tau
+    eye = torch.eye(len(emb), dtype=torch.bool)
+    logits = logits.masked_fill(eye, -1e9)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    logp = logits.log_softmax(1)
+    return -(logp * pos).sum(1).div(pos.sum(1).clamp_min(1)).mean()
+
+
+def train_style(args: argparse.Namespace, log) -> StyleClassifier:
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    model = StyleClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.style_lr, weight_decay=1e-4)
+    t0 = time.time()
+    for step in range(args.style_steps):
+        lv = sample_levels(args.style_batch, rng, 0)
+        st = rng.integers(0, len(STYLES), args.style_batch)
+        x = degrade(render_tensor(lv, list(st), seeds(len(st), rng)), gen)
+        _set_lr(opt, _lr(step, args.style_steps, args.style_lr))
+        loss = F.cross_entropy(model(x), torch.from_numpy(st))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.style_steps - 1:
+            log({"model": "style", "step": step, "loss": loss.item(), "t": time.time() - t0})
+    return model.eval()
+
+
+def train_identity(args: argparse.Namespace, log) -> IdentityEncoder:
+    torch.manual_seed(args.seed + 1)
+    rng = np.random.default_rng(args.seed + 1)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    model = IdentityEncoder()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.id_lr, weight_decay=1e-4)
+    k = args.id_identities
+    t0 = time.time()
+    for step in range(args.id_steps):
+        lv = sample_levels(k, rng, 0)
+        s1 = rng.integers(0, len(STYLES), k)
+        s2 = other_styles(s1, rng)
+        levels = np.concatenate([lv, lv])
+        x = render_tensor(levels, list(np.concatenate([s1, s2])), seeds(2 * k, rng))
+        x = degrade(x, gen)
+        labels = torch.from_numpy(identity_index(levels))
+        _set_lr(opt, _lr(step, args.id_steps, args.id_lr))
+        model.train()
+        emb, logits = model(x)
+        target = torch.from_numpy(levels)
+        ce = sum(F.cross_entropy(lg, target[:, f]) for f, lg in enumerate(logits)) / len(logits)
+        con = nt_xent(emb, labels, args.tau)
+        loss = ce + args.con_weight * con
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.id_steps - 1:
+            acc = np.mean([(lg.argmax(1) == target[:, f]).float().mean().item()
+                           for f, lg in enumerate(logits)])
+            log({"model": "identity", "step": step, "ce": ce.item(), "con": con.item(),
+                 "factor_acc": float(acc), "t": time.time() - t0})
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/metrics"))
+    p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--style-steps", type=int, default=300)
+    p.add_argument("--style-batch", type=int, default=64)
+    p.add_argument("--style-lr", type=float, default=3e-3)
+    p.add_argument("--id-steps", type=int, default=1100)
+    p.add_argument("--id-identities", type=int, default=48, help="per batch; 2 views each")
+    p.add_argument("--id-lr", type=float, default=2e-3)
+    p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument("--con-weight", type=float, default=0.5)
+    p.add_argument("--skip-style", action="store_true")
+    p.add_argument("--skip-identity", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_file = (args.out / "train_log.jsonl").open("a")
+
+    def log(rec: dict) -> None:
+        print(json.dumps(rec), flush=True)
+        log_file.write(json.dumps(rec) + "\n")
+        log_file.flush()
+
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if not args.skip_style:
+        t0 = time.time()
+        style = train_style(args, log)
+        cfg = {"model": style.config, "params": num_params(style), "train_seconds": time.time() - t0}
+        save_weights(style, cfg, STYLE_NAME, args.weights_dir)
+        report["style"] = {
+            **cfg,
+            "accuracy_clean": evaluate.style_accuracy(style, seed=11),
+            "accuracy_degraded": evaluate.style_accuracy(style, seed=11, degraded=True),
+        }
+        log({"style_report": report["style"]})
+    if not args.skip_identity:
+        t0 = time.time()
+        enc = train_identity(args, log)
+        cfg = {"model": enc.config, "params": num_params(enc), "train_seconds": time.time() - t0}
+        save_weights(enc, cfg, ID_NAME, args.weights_dir)
+        report["identity"] = {
+            **cfg,
+            "factor_accuracy_clean": evaluate.factor_accuracy(enc, seed=12),
+            "factor_accuracy_degraded": evaluate.factor_accuracy(enc, seed=12, degraded=True),
+            "verification_clean": evaluate.verification_report(enc, seed=13),
+            "verification_degraded": evaluate.verification_report(enc, seed=13, degraded=True),
+        }
+        log({"identity_report": report["identity"]})
+    name = "report.json" if not (args.skip_style or args.skip_identity) else "report_partial.json"
+    (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
