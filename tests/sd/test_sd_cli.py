@@ -41,7 +41,7 @@ def test_train_generate_export_round_trip(tiny_sd, refs, tmp_path, capsys):
     code, text = run(capsys, "export", adapter, "--format", "kohya")
     assert code == 0, text
     with safe_open(str(tmp_path / "run" / "adapter.kohya.safetensors"), "pt") as handle:
-        assert any(key.startswith("lora_unet_") and key.endswith(".alpha") for key in handle.keys())
+        assert any(key.startswith("lora_unet_") and key.endswith(".alpha") for key in handle.keys())  # noqa: SIM118
 
 
 def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys):

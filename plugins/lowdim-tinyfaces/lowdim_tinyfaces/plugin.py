@@ -1,4 +1,4 @@
-"""Registers TinyFaces with lowdim: the model alias ``tinyfaces`` and the renderer as a data source."""
+"""Registers TinyFaces with lowdim: the model alias ``tinyfaces``, the renderer as a data source."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def register_backends(register):
 
     register(SDBackend(
         "tinyfaces", str(model_path()), preview_prompts=preview_prompts(),
-        description="TinyFaces: a 32x32 SD-architecture model trained by lowdim on its procedural face world",
+        description="TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces",
     ))
 
 
