@@ -20,7 +20,9 @@ from lowdim import hookspecs
 from lowdim.errors import PluginError
 
 ENTRY_POINT_GROUP = "lowdim"
-BUILTIN_MODULES = ("lowdim.spaces.builtin",)
+BUILTIN_MODULES = ("lowdim.spaces.builtin", "lowdim.hyper.builtin")
+# Names shown as "plugin" in `lowdim spaces`; pluggy needs them distinct.
+BUILTIN_NAMES = {"lowdim.spaces.builtin": "builtin", "lowdim.hyper.builtin": "builtin-heads"}
 
 
 class PluginWarning(UserWarning):
@@ -40,8 +42,7 @@ def build_plugin_manager(
     manager = new_plugin_manager()
     for module in modules:
         plugin = importlib.import_module(module) if isinstance(module, str) else module
-        is_builtin = isinstance(module, str) and module in BUILTIN_MODULES
-        manager.register(plugin, name="builtin" if is_builtin else None)
+        manager.register(plugin, name=BUILTIN_NAMES.get(module) if isinstance(module, str) else None)
     if load_entry_points is None:
         load_entry_points = not os.environ.get("LOWDIM_NO_PLUGINS")
     if load_entry_points:

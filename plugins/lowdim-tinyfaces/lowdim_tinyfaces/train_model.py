@@ -11,6 +11,7 @@ a run is always the low-LR part). Data is rendered on the fly, never stored.
 from __future__ import annotations
 
 import argparse
+import calendar
 import dataclasses
 import json
 import math
@@ -66,6 +67,7 @@ def lr_scale(step: int, frac: float, warmup: int = 100) -> float:
     return w * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+MAX_STEP_SECONDS = 60.0  # longest plausible step incl. a sample grid; longer = paused
 MAX_THREADS = [2]  # set from --threads; a list so main() can update it
 
 
@@ -77,19 +79,23 @@ class ThreadTuner:
     waiting on each other), while 1 thread took ~1.5 s. Load changes over a run, so re-test.
     """
 
-    def __init__(self, max_threads: int, period: int = 60, probe: int = 4) -> None:
+    def __init__(self, max_threads: int, period: int = 250, probe: int = 3) -> None:
+        # Probing is not free: the losing setting can be ~10x slower, so probe rarely.
         self.max_threads, self.period, self.probe = max_threads, period, probe
         self.times: dict[int, list[float]] = {}
         self.best = max_threads
+        self.first: int | None = None  # probe right away after a (re)start, then periodically
 
     def threads_for(self, step: int) -> int:
-        k = step % self.period
+        if self.first is None:
+            self.first = step
+        k = (step - self.first) % self.period
         if self.max_threads > 1 and k < 2 * self.probe:
             return 1 if k < self.probe else self.max_threads
         return self.best
 
     def record(self, step: int, threads: int, seconds: float) -> None:
-        k = step % self.period
+        k = (step - (self.first or 0)) % self.period
         if k >= 2 * self.probe or self.max_threads == 1:
             return
         self.times.setdefault(threads, []).append(seconds)
@@ -114,29 +120,40 @@ def run_stage(
     ema: EMA | None = None,
     on_sample: Callable[[int], None] | None = None,
     max_threads: int | None = None,
+    deadline: float | None = None,
 ) -> dict:
-    """Generic time-budgeted loop with periodic checkpoints and sample grids."""
+    """Generic time-budgeted loop with periodic checkpoints and sample grids.
+
+    ``budget_s`` counts active seconds across resumes; ``deadline`` (unix time) also
+    shrinks the budget so the stage, and its LR annealing, end by then.
+    """
     meta = load_checkpoint(out, name, modules, opt, ema) if resume else None
     state = {"step": 0, "elapsed": 0.0, "done": False} if meta is None else meta
     if meta is not None:
         log(f"[{name}] resumed at step {state['step']} ({state['elapsed']:.0f}s used)")
     if state["done"]:
         return state
-    start, elapsed0 = time.time(), state["elapsed"]
+    elapsed = state["elapsed"]
+    tick = time.time()
     last_ckpt = last_sample = last_log = time.time()
     step, losses, log_step = state["step"], [], state["step"]
     tuner = ThreadTuner(max_threads or MAX_THREADS[0])
 
     def save() -> None:
-        state.update(step=step, elapsed=elapsed0 + time.time() - start)
+        state.update(step=step, elapsed=elapsed)
         save_checkpoint(out, name, modules, opt, ema, state)
 
     while True:
-        elapsed = elapsed0 + time.time() - start
-        if elapsed >= budget_s:
+        now = time.time()
+        # Active time only: a gap far longer than any step means the process was paused
+        # (SIGSTOP by a neighbour, suspend); that time must not eat the training budget.
+        elapsed += min(now - tick, MAX_STEP_SECONDS)
+        tick = now
+        budget = budget_s if deadline is None else min(budget_s, elapsed + deadline - now)
+        if elapsed >= budget:
             break
         for g in opt.param_groups:
-            g["lr"] = base_lr * lr_scale(step, elapsed / budget_s)
+            g["lr"] = base_lr * lr_scale(step, elapsed / budget)
         threads = tuner.threads_for(step)
         torch.set_num_threads(threads)
         t0 = time.time()
@@ -151,7 +168,7 @@ def run_stage(
             rate = (step - log_step) / (now - last_log)
             parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
             log(f"[{name}] step {step} {parts} lr={opt.param_groups[0]['lr']:.2e} "
-                f"it/s={rate:.2f} threads={tuner.best} t={elapsed:.0f}/{budget_s:.0f}s")
+                f"it/s={rate:.2f} threads={tuner.best} t={elapsed:.0f}/{budget:.0f}s")
             losses, last_log, log_step = [], now, step
         if now - last_ckpt > cfg.checkpoint_minutes * 60:
             save()
@@ -217,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--micro", action="store_true", help="toy config for smoke tests")
     ap.add_argument("--model-dir", type=Path, default=None, help="export folder (default: package)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--deadline", default=None,
+                    help="UTC HH:MM by which UNet training must stop (export follows)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     MAX_THREADS[0] = args.threads
@@ -243,8 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = build_tokenizer(out / "tokenizer", cfg.max_text_length)
     torch.manual_seed(cfg.seed + 1)
     unet, text_encoder = build_unet(cfg), build_text_encoder(cfg)
+    deadline = None
+    if args.deadline:
+        hh, mm = (int(x) for x in args.deadline.split(":"))
+        day = time.gmtime()
+        deadline = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, 0))
     unet, text_encoder = train_unet(cfg, out, unet_budget, log, args.resume, vae, unet,
-                                    text_encoder, tokenizer)
+                                    text_encoder, tokenizer, deadline)
     model_dir = args.model_dir or model_path()
     export_pipeline(model_dir, vae, unet, text_encoder, tokenizer, out, log)
 

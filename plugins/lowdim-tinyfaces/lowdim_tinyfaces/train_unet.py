@@ -70,7 +70,8 @@ def sample_grid(unet: nn.Module, text_encoder: nn.Module, tokenizer, vae, steps:
 
 
 def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, vae,
-               unet: nn.Module, text_encoder: nn.Module, tokenizer):
+               unet: nn.Module, text_encoder: nn.Module, tokenizer,
+               deadline: float | None = None):
     from .train_model import run_stage
 
     params = sum(p.numel() for p in unet.parameters()) / 1e6
@@ -116,7 +117,7 @@ def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, 
                   ncol=GRID_SEEDS, upscale=3)
 
     run_stage("unet", out, budget_s, modules, opt, cfg.unet_lr, step_fn, cfg, log, resume,
-              ema=ema, on_sample=on_sample)
+              ema=ema, on_sample=on_sample, deadline=deadline)
     u, t = ema_copies()
     return u.eval(), t.eval()
 

@@ -1,0 +1,71 @@
+"""The hypernetwork's options (HyperDreamBooth §4.2), one dataclass with help text per field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lowdim.spaces.base import SpaceConfig, option, require
+
+GROUPINGS = ("shape", "layer")
+
+
+@dataclass
+class HyperConfig(SpaceConfig):
+    """Options of a hypernetwork. Reuses SpaceConfig for from_dict/to_dict/help and unknown-key errors."""
+
+    architecture: str = option("transformer", "Registered head (register_heads) that builds the network.")
+    encoder: str = option(
+        "google/vit-huge-patch14-224-in21k",
+        "Hub id of the image encoder (any transformers vision model); a label only when encoder_config is set.",
+    )
+    encoder_config: dict[str, Any] | None = option(
+        None, "A transformers vision config (object or dict with model_type): build it randomly initialised, "
+        "offline, instead of downloading encoder.",
+    )
+    freeze_encoder: bool = option(False, "Keep the encoder fixed (no grad, eval mode); its projection still trains.")
+    width: int = option(512, "Width of the decoder (weight tokens and projected image features).")
+    decoder_layers: int = option(2, "Transformer decoder layers; the paper uses 2.")
+    attention_heads: int = option(8, "Attention heads per decoder layer; must divide width.")
+    feedforward: int | None = option(None, "Hidden width of the decoder's MLP; None means 4 * width.")
+    dropout: float = option(0.0, "Dropout inside the decoder.")
+    iterations: int = option(4, "Default number s of refinement steps (θ_k = θ_{k-1} + Δ, k = 1..s).")
+    head_grouping: str = option(
+        "shape", "'shape': one output head shared by all layers with identical trainable shapes; 'layer': one each."
+    )
+    token_grouping: str = option("shape", "'shape' or 'layer': sharing of the linear embedding of weight tokens.")
+    head_init_scale: float = option(1e-3, "Multiplier on the heads' initial weights, so θ_1 starts near zero.")
+    detach_iterates: bool = option(
+        False, "Feed θ_{k-1} back without gradient (ReStyle-style); the sum θ_k itself keeps its graph."
+    )
+
+    def __post_init__(self) -> None:
+        self.encoder_config = normalize_encoder_config(self.encoder_config)
+
+    def validate(self) -> None:
+        for name in ("width", "decoder_layers", "attention_heads", "iterations"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, f"hyper: {name} must be an integer >= 1, got {value!r}")
+        require(self.width % self.attention_heads == 0,
+                f"hyper: attention_heads ({self.attention_heads}) must divide width ({self.width})")
+        require(self.feedforward is None or (isinstance(self.feedforward, int) and self.feedforward >= 1),
+                f"hyper: feedforward must be None or an integer >= 1, got {self.feedforward!r}")
+        require(0.0 <= self.dropout < 1.0, f"hyper: dropout must be in [0, 1), got {self.dropout!r}")
+        require(self.head_init_scale >= 0, f"hyper: head_init_scale must be >= 0, got {self.head_init_scale!r}")
+        for name in ("head_grouping", "token_grouping"):
+            value = getattr(self, name)
+            require(value in GROUPINGS, f"hyper: {name} must be one of {', '.join(GROUPINGS)}, got {value!r}")
+        require(bool(self.encoder) or self.encoder_config is not None,
+                "hyper: give an encoder hub id or an encoder_config")
+        require(self.encoder_config is None or "model_type" in self.encoder_config,
+                "hyper: encoder_config needs a 'model_type' (e.g. 'vit', 'clip_vision_model', 'dinov2')")
+
+
+def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
+    """A plain JSON-able dict, so configs compare, print and store in file metadata alike."""
+    if config is None:
+        return None
+    if hasattr(config, "to_json_string"):  # a transformers PretrainedConfig
+        return json.loads(config.to_json_string(use_diff=False))
+    return dict(config)

@@ -1,0 +1,84 @@
+"""Image encoder: any transformers vision model, returning its token features (B, T, D).
+
+transformers is imported inside functions only: ``import lowdim`` must stay light, and the
+generic core never depends on a diffusion library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lowdim.errors import LowdimError
+from lowdim.hyper.config import normalize_encoder_config
+
+# Keys of a transformers config that say nothing about the architecture or its weights.
+VOLATILE_KEYS = frozenset({"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"})
+
+
+def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
+    """A vision model from a config dict (random init, offline) or from the hub (pretrained)."""
+    from transformers import AutoConfig, AutoModel
+
+    if config is not None:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        model_type = config["model_type"]
+        if model_type not in CONFIG_MAPPING:
+            raise LowdimError(f"unknown transformers model_type '{model_type}' in encoder_config")
+        parsed = CONFIG_MAPPING[model_type].from_dict(config)
+        # A composite config (CLIP, SigLIP): keep only its vision tower.
+        parsed = getattr(parsed, "vision_config", None) or parsed
+        return AutoModel.from_config(parsed)
+    hub_config = AutoConfig.from_pretrained(hub_id)
+    vision_config = getattr(hub_config, "vision_config", None)
+    if vision_config is None:
+        return AutoModel.from_pretrained(hub_id)
+    from transformers import MODEL_MAPPING
+
+    # e.g. CLIPVisionModel reads the vision half of a full CLIP checkpoint.
+    return MODEL_MAPPING[type(vision_config)].from_pretrained(hub_id)
+
+
+class ImageEncoder(nn.Module):
+    """Vision backbone plus a LayerNorm + linear projection to the decoder's width.
+
+    ``frozen`` freezes the backbone only: the projection always trains, so a frozen pretrained
+    encoder can still be adapted to the decoder.
+    """
+
+    def __init__(self, hub_id: str, config: Any, out_width: int, *, frozen: bool = False) -> None:
+        super().__init__()
+        self.hub_id = hub_id
+        self.backbone = build_vision_model(hub_id, normalize_encoder_config(config))
+        # Stored with the hypernetwork, so a file rebuilds this exact backbone without a download.
+        self.config_dict: dict[str, Any] = normalize_encoder_config(self.backbone.config) or {}
+        self.width = int(self.backbone.config.hidden_size)
+        self.norm = nn.LayerNorm(self.width)
+        self.proj = nn.Linear(self.width, out_width)
+        self.frozen = frozen
+        if frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        if self.frozen:  # dropout and the like must stay off in a frozen backbone
+            self.backbone.eval()
+        return self
+
+    def features(self, pixel_values: Tensor) -> Tensor:
+        """The backbone's last_hidden_state (B, T, width)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            return self.backbone(pixel_values=pixel_values).last_hidden_state
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """Projected token features (B, T, out_width)."""
+        return self.proj(self.norm(self.features(pixel_values)))
+
+
+def comparable(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The architecture-defining part of an encoder config."""
+    return {k: v for k, v in (config or {}).items() if k not in VOLATILE_KEYS}

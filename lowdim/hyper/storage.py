@@ -1,0 +1,166 @@
+"""Hypernetwork files: safetensors weights + JSON metadata (no pickle), checked on load.
+
+A hypernetwork only makes sense for the (base model, space, layer set, layers, encoder) it was
+trained for, so all of them are recorded, and a load against another target lists every field
+that differs instead of failing on the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lowdim import __version__
+from lowdim.errors import LowdimError
+from lowdim.files import _load_safetensors, _refuse_pickle, atomic_save
+from lowdim.hyper.config import HyperConfig, normalize_encoder_config
+from lowdim.hyper.encoder import comparable
+from lowdim.spaces.base import LayerSpec, Space
+
+FORMAT = "lowdim.hypernet"
+FORMAT_VERSION = "1"
+KNOWN_KEYS = ("model", "layer_set")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``net`` atomically. ``metadata``: 'model' and 'layer_set' are recorded as such, the rest as extra."""
+    metadata = dict(metadata or {})
+    # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
+    encoder = getattr(net, "encoder", None)
+    tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "lowdim_version": __version__,
+        "hyper_config": _dumps(net.config.to_dict()),
+        "space": net.space.name,
+        "space_config": _dumps(net.space.config.to_dict()),
+        "layers": _dumps([[layer.name, layer.out_features, layer.in_features] for layer in net.layers]),
+        "encoder": str(getattr(encoder, "hub_id", "")),
+        "encoder_config": _dumps(getattr(encoder, "config_dict", {})),
+        "model": str(metadata.pop("model", "")),
+        "layer_set": str(metadata.pop("layer_set", "")),
+        "extra": _dumps(metadata),
+    }
+    return atomic_save(tensors, header, Path(path))
+
+
+def load_hypernet(
+    path: str | os.PathLike,
+    *,
+    model: str | None = None,
+    space: Space | None = None,
+    layer_set: str | None = None,
+    layers: Sequence[LayerSpec] | None = None,
+    encoder: Any = None,
+    registry: Any = None,
+) -> nn.Module:
+    """Rebuild the stored hypernetwork (offline: the encoder is rebuilt from its stored config).
+
+    Each given expectation (base model id, space, layer set name, layer list, encoder hub id or
+    config) is compared with the file; all differences are listed in one LowdimError.
+    """
+    from lowdim.hyper.network import build_hypernet
+    from lowdim.registry import get_registry
+
+    path = Path(path)
+    _refuse_pickle(path)
+    if not path.is_file():
+        raise LowdimError(f"{path}: no such hypernetwork file")
+    tensors, header = _load_safetensors(path)
+    if header.get("format") != FORMAT:
+        raise LowdimError(f"{path}: not a lowdim hypernetwork (metadata 'format' is {header.get('format')!r})")
+    stored = _read_header(header, path)
+    differences = _differences(stored, model=model, space=space, layer_set=layer_set, layers=layers, encoder=encoder)
+    if differences:
+        raise LowdimError(f"{path} does not fit the requested target: {'; '.join(differences)}")
+    registry = registry or get_registry()
+    stored_space = registry.make_space(stored["space"], stored["space_config"])
+    # The backbone's own config, so the encoder is rebuilt offline; its weights come from the file.
+    encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
+    config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
+    net = build_hypernet(config, stored_space, stored["layers"], registry)
+    net.load_state_dict(tensors, strict=True)
+    net.metadata = {"model": stored["model"], "layer_set": stored["layer_set"], **stored["extra"]}
+    return net
+
+
+def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
+    try:
+        return {
+            "hyper_config": json.loads(header["hyper_config"]),
+            "space": header["space"],
+            "space_config": json.loads(header["space_config"]),
+            "layers": [LayerSpec(str(n), int(o), int(i)) for n, o, i in json.loads(header["layers"])],
+            "encoder": header["encoder"],
+            "encoder_config": json.loads(header["encoder_config"]),
+            "model": header.get("model", ""),
+            "layer_set": header.get("layer_set", ""),
+            "extra": json.loads(header.get("extra") or "{}"),
+        }
+    except (KeyError, ValueError, TypeError) as error:
+        raise LowdimError(f"{path}: incomplete or corrupted hypernetwork metadata ({error})") from None
+
+
+def _differences(stored: dict[str, Any], **expected: Any) -> list[str]:
+    """One line per expectation that the file does not meet."""
+    found = []
+    if expected["model"] is not None and expected["model"] != stored["model"]:
+        found.append(f"model: file {stored['model']!r}, expected {expected['model']!r}")
+    space = expected["space"]
+    if space is not None and (space.name, space.config.to_dict()) != (stored["space"], stored["space_config"]):
+        found.append(
+            f"space: file {stored['space']} {_dumps(stored['space_config'])}, "
+            f"expected {space.name} {_dumps(space.config.to_dict())}"
+        )
+    if expected["layer_set"] is not None and expected["layer_set"] != stored["layer_set"]:
+        found.append(f"layer_set: file {stored['layer_set']!r}, expected {expected['layer_set']!r}")
+    if expected["layers"] is not None:
+        found.extend(_layer_differences(stored["layers"], list(expected["layers"])))
+    if expected["encoder"] is not None:
+        found.extend(_encoder_differences(stored, expected["encoder"]))
+    return found
+
+
+def _layer_differences(stored: list[LayerSpec], expected: list[LayerSpec]) -> list[str]:
+    if stored == expected:
+        return []
+    by_name = {layer.name: layer for layer in stored}
+    wanted = {layer.name: layer for layer in expected}
+    missing = [name for name in wanted if name not in by_name]
+    extra = [name for name in by_name if name not in wanted]
+    reshaped = [
+        f"{name} (file {by_name[name].out_features}x{by_name[name].in_features}, "
+        f"expected {layer.out_features}x{layer.in_features})"
+        for name, layer in wanted.items()
+        if name in by_name and by_name[name] != layer
+    ]
+    parts = [f"{label} {_shown(items)}" for label, items in
+             (("missing from file:", missing), ("not expected:", extra), ("shape differs:", reshaped)) if items]
+    return [f"layers: {'; '.join(parts) or 'same layers in another order'}"]
+
+
+def _encoder_differences(stored: dict[str, Any], expected: Any) -> list[str]:
+    if isinstance(expected, str):
+        if expected == stored["encoder"]:
+            return []
+        return [f"encoder: file {stored['encoder']!r}, expected {expected!r}"]
+    have, want = comparable(stored["encoder_config"]), comparable(normalize_encoder_config(expected))
+    keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if not keys:
+        return []
+    return ["encoder config: " + _shown([f"{k} (file {have.get(k)!r}, expected {want.get(k)!r})" for k in keys])]
+
+
+def _shown(items: list[str], limit: int = 5) -> str:
+    more = f", and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
