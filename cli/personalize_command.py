@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cli.info_commands import parse_options
 from cli.sd_commands import Device, Dtype, Model
+from lowdim.errors import LowdimError
 
 out = Console()
 
@@ -29,6 +30,12 @@ def personalize(
     export: Annotated[list[str] | None, typer.Option(
         help="Also export as a plain LoRA: diffusers and/or kohya (repeatable).")] = None,
     preview: Annotated[bool, typer.Option(help="Write preview.png: the subject in several styles.")] = True,
+    hypernet: Annotated[Path | None, typer.Option(
+        help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image.")] = None,
+    no_hyper: Annotated[bool, typer.Option("--no-hyper", help="Ablation: fast finetune from zero.")] = False,
+    only_hyper: Annotated[bool, typer.Option("--only-hyper", help="Ablation: the prediction alone.")] = False,
+    iterations: Annotated[int | None, typer.Option(
+        help="Hypernetwork refinement iterations k (default: the checkpoint's).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("personalized"),
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -42,7 +49,10 @@ def personalize(
 
     job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, token=token, seed=seed,
-                         out=out_dir, export=export or [], preview=preview, device=device, dtype=dtype)
+                         out=out_dir, export=export or [], preview=preview, device=device, dtype=dtype,
+                         hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations)
+    if only_hyper and hypernet is None:
+        raise LowdimError("--only-hyper needs --hypernet CKPT: without a prediction there is nothing to keep")
     result = run(job)
     table = Table(title="stages")
     table.add_column("stage")

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 import lowdim
 from lowdim.registry import get_registry
 from lowdim_sd.images import load_image, to_pil
@@ -39,6 +41,10 @@ class PersonalizeJob:
     preview_steps: int = 30
     device: str = "auto"
     dtype: str = "auto"
+    hypernet: Path | None = None  # a trained hypernetwork checkpoint (phase 1)
+    no_hyper: bool = False  # ablation: fast finetune from zero even when a hypernetwork is given
+    only_hyper: bool = False  # ablation: the prediction alone, no finetuning
+    iterations: int | None = None  # hypernetwork refinement steps (default: the checkpoint's)
 
 
 @dataclass
@@ -59,14 +65,47 @@ def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
         result.stages[name] = time.perf_counter() - started
 
 
-def fast_finetune_trainable(model: SDModel, job: PersonalizeJob) -> AdapterTrainable:
-    """A stack: the initial adapter (frozen, zero without a hypernetwork) plus a trainable LoRA of rank r."""
+def initial_trainable(model: SDModel, job: PersonalizeJob, predicted: dict | None) -> AdapterTrainable:
+    """The adapter to finetune: the initial one (predicted, or zero) frozen and merged, plus LoRA rank r.
+
+    With ``only_hyper`` it is the predicted adapter alone, in its own space.
+    """
     from lowdim.spaces.stack import StackSpace
 
     initial = lowdim.get_space(job.space, job.space_options)
-    stack = StackSpace.of([(initial, job.seed)], lowdim.get_space("lora", rank=job.rank))
-    lowdim.Adapters(model.modules).add("subject", stack, resolve_layers(job.layers), seed=job.seed)
-    return AdapterTrainable(model, "subject", ["adapter"], {"base_model": model.source, "token": job.token})
+    adapters = lowdim.Adapters(model.modules)
+    metadata = {"base_model": model.source, "token": job.token}
+    layers = resolve_layers(job.layers)
+    if job.only_hyper:
+        adapters.add("subject", initial, layers, seed=job.seed)
+        if predicted is not None:
+            adapters.load_tensors("subject", {k: {p: v[0] for p, v in t.items()} for k, t in predicted.items()})
+        return AdapterTrainable(model, "subject", ["adapter"], metadata)
+    stack = StackSpace.of([(initial, job.seed)], lowdim.get_space("lora", rank=job.rank), merge_frozen=True)
+    adapters.add("subject", stack, layers, seed=job.seed)
+    if predicted is not None:
+        with torch.no_grad():
+            for layer, slot in adapters.slots("subject").items():
+                for name, value in predicted[layer].items():
+                    slot.params[f"c0_{name}"].copy_(value[0])
+        adapters.merge("subject", part="frozen")  # the paper adds the prediction to the weights (§4.3)
+    return AdapterTrainable(model, "subject", ["adapter"], metadata)
+
+
+def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor) -> dict | None:
+    """The hypernetwork's LiDB prediction for the reference image, checked against this target."""
+    if job.hypernet is None or job.no_hyper:
+        return None
+    from lowdim.hyper import load_hypernet
+    from lowdim.sizing import layer_specs
+
+    layer_set = resolve_layers(job.layers)
+    net = load_hypernet(job.hypernet, model=job.model, space=lowdim.get_space(job.space, job.space_options),
+                        layer_set=layer_set.name, layers=layer_specs(model.modules, layer_set))
+    size = int(getattr(net.encoder.backbone.config, "image_size", reference.shape[-1]))
+    image = torch.nn.functional.interpolate(reference[None], size=(size, size), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        return net.eval()(image, iterations=job.iterations)
 
 
 def preview_prompts(model_name: str) -> tuple[str, ...]:
@@ -82,12 +121,14 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         model = load_sd(job.model, job.device, job.dtype)
     with stage(result, "read image"):
         reference = load_image(job.image, model.resolution)
-    with stage(result, "initial weights"):
-        trainable = fast_finetune_trainable(model, job)
+    with stage(result, "hypernetwork"):
+        predicted = predict_initial(model, job, reference)
+        trainable = initial_trainable(model, job, predicted)
     with stage(result, "fast finetune"):
-        config = TrainConfig(steps=job.steps, learning_rate=job.learning_rate, token=job.token, seed=job.seed)
+        steps = 0 if job.only_hyper else job.steps
+        config = TrainConfig(steps=steps, learning_rate=job.learning_rate, token=job.token, seed=job.seed)
         trained = train(model, [Subject(reference[None], job.seed)], trainable, config, out_dir=job.out,
-                        progress=progress)
+                        progress=progress and steps > 0)
         result.losses, result.adapter = trained.losses, trained.outputs[0]
     if job.export:
         from lowdim_sd.export import export_adapter

@@ -1,0 +1,72 @@
+"""``lowdim personalize``: phase 2 with and without a hypernetwork, its ablation flags, and stage times."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lowdim
+from lowdim.hyper import HyperConfig, HyperNetwork, save_hypernet
+from lowdim.sizing import layer_specs
+from lowdim_sd.images import save_images
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import resolve_layers
+from lowdim_sd.personalize import PersonalizeJob, personalize
+
+TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32}
+
+
+@pytest.fixture
+def face(tmp_path):
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    return save_images(image, tmp_path, "face")[0]
+
+
+@pytest.fixture
+def hypernet(tiny_sd, tmp_path):
+    """A (random) hypernetwork for the tiny model's default layer set, with visible predictions."""
+    model = load_sd(str(tiny_sd))
+    layers = layer_specs(model.modules, resolve_layers(None))
+    config = HyperConfig(encoder_config=TINY_VIT, width=16, attention_heads=2, iterations=2, head_init_scale=1.0)
+    torch.manual_seed(0)
+    net = HyperNetwork(config, lowdim.get_space("lidb"), layers)
+    return save_hypernet(tmp_path / "hyper.safetensors", net, {"model": str(tiny_sd), "layer_set": "unet+text"})
+
+
+def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:
+    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, steps=3, preview=False, **kwargs)
+
+
+def test_without_hypernetwork_it_fast_finetunes_a_relaxed_stack(tiny_sd, face, tmp_path):
+    result = personalize(job(tiny_sd, face, tmp_path / "a", rank=3, export=["kohya"]), progress=False)
+    adapter = lowdim.read_adapter(result.adapter)
+    assert adapter.space.name == "stack" and len(result.losses) == 3
+    assert {down.shape[0] for down, _ in adapter.lora_factors().values()} == {1 + 3}
+    assert {"load model", "read image", "hypernetwork", "fast finetune", "export"} <= set(result.stages)
+    assert result.exports[0].is_file()
+
+
+def test_only_hyper_writes_exactly_the_prediction(tiny_sd, face, tmp_path, hypernet):
+    result = personalize(job(tiny_sd, face, tmp_path / "b", hypernet=hypernet, only_hyper=True), progress=False)
+    adapter = lowdim.read_adapter(result.adapter)
+    assert adapter.space.name == "lidb" and result.losses == []
+    assert sum(float(t.abs().sum()) for p in adapter.params.values() for t in p.values()) > 0
+
+
+def test_hypernetwork_prediction_is_the_frozen_start_of_fast_finetuning(tiny_sd, face, tmp_path, hypernet):
+    only = personalize(job(tiny_sd, face, tmp_path / "c", hypernet=hypernet, only_hyper=True), progress=False)
+    full = personalize(job(tiny_sd, face, tmp_path / "d", hypernet=hypernet, iterations=2), progress=False)
+    predicted = lowdim.read_adapter(only.adapter).params
+    stacked = lowdim.read_adapter(full.adapter).params
+    for layer, params in predicted.items():
+        for name, value in params.items():
+            assert torch.equal(stacked[layer][f"c0_{name}"], value)  # frozen while the LoRA trained
+    none = personalize(job(tiny_sd, face, tmp_path / "e", hypernet=hypernet, no_hyper=True), progress=False)
+    assert all(float(v.abs().sum()) == 0 for p in lowdim.read_adapter(none.adapter).params.values()
+               for k, v in p.items() if k.startswith("c0_A"))
+
+
+def test_a_hypernetwork_for_another_target_lists_the_differences(tiny_sd, face, tmp_path, hypernet):
+    with pytest.raises(lowdim.LowdimError, match="does not fit the requested target.*layer"):
+        personalize(job(tiny_sd, face, tmp_path / "f", hypernet=hypernet, layers="unet"), progress=False)
