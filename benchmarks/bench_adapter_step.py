@@ -36,19 +36,10 @@ from torch import nn
 
 import lowdim
 from lowdim_sd.architecture import LAYER_SETS, build_components
+from lowdim_sd.tiny import TINY_UNET
 
-UNET_CONFIG = {
-    "sample_size": 16,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [32, 64],
-    "layers_per_block": 1,
-    "cross_attention_dim": 64,
-    "attention_head_dim": 8,
-    "norm_num_groups": 8,
-}
+# The tests' tiny UNet, at 16x16 latents and a 64-wide text encoder.
+UNET_CONFIG = {**TINY_UNET, "sample_size": 16, "cross_attention_dim": 64}
 TEXT_CONFIG = {
     "vocab_size": 1000,
     "hidden_size": 64,

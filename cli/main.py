@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 
-from cli import info_commands, personalize_command, sd_commands
+from cli import hyper_commands, info_commands, personalize_command, sd_commands
 from lowdim.errors import LowdimError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
 info_commands.register(app)
 sd_commands.register(app)
 personalize_command.register(app)
+hyper_commands.register(app)
 
 
 _commands_added_for: set[int] = set()

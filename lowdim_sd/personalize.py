@@ -104,6 +104,8 @@ def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor
                         layer_set=layer_set.name, layers=layer_specs(model.modules, layer_set))
     size = int(getattr(net.encoder.backbone.config, "image_size", reference.shape[-1]))
     image = torch.nn.functional.interpolate(reference[None], size=(size, size), mode="bilinear", antialias=True)
+    # The prediction lives in the bases of the seed the training weights were made with.
+    job.seed = int(net.metadata.get("adapter_seed", job.seed))
     with torch.no_grad():
         return net.eval()(image, iterations=job.iterations)
 

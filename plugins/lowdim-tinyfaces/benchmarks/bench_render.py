@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import torch
-
 from lowdim_tinyfaces import CARDINALITIES, STYLES, render
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from lowdim.hookspecs import hookimpl
-
 from lowdim_tinyfaces.model_files import model_path
 from lowdim_tinyfaces.styles import STYLES, prompt_for
 
@@ -27,3 +26,11 @@ def register_datasets(register):
     from lowdim_tinyfaces import world
 
     register("tinyfaces", world.sample_dataset)
+
+
+@hookimpl
+def register_metrics(register):
+    from lowdim_tinyfaces.metrics import load_identity_encoder, load_style_classifier
+
+    register("tinyfaces-identity", load_identity_encoder)
+    register("tinyfaces-style", load_style_classifier)

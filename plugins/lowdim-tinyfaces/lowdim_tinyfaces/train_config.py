@@ -112,8 +112,9 @@ class TrainConfig:
 
 def build_tokenizer(folder: Path, max_length: int):
     """Write CLIP tokenizer files for our vocabulary into ``folder`` and load them."""
-    from lowdim_sd.tokenizer import write_clip_tokenizer
     from transformers import CLIPTokenizer
+
+    from lowdim_sd.tokenizer import write_clip_tokenizer
 
     write_clip_tokenizer(folder, tokenizer_words(), max_length=max_length)
     return CLIPTokenizer.from_pretrained(folder)
@@ -126,8 +127,9 @@ def build_vae(cfg: TrainConfig):
 
 
 def build_text_encoder(cfg: TrainConfig):
-    from lowdim_sd.tokenizer import vocab_size
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from lowdim_sd.tokenizer import vocab_size
 
     size = vocab_size(tokenizer_words())
     # CLIP's convention: the two special tokens are the last ids; pad = eos.

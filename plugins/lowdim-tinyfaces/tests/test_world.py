@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from lowdim_tinyfaces import (
     CARDINALITIES,
     ENCODING_DIM,

@@ -81,9 +81,7 @@ def verification_report(
     return {
         "threshold": t,
         "accuracy": balanced_accuracy(tpos, tneg, t),
-        "same_style_accuracy": balanced_accuracy(
-            test["pos_same_style"], test["neg_same_style"], t
-        ),
+        "same_style_accuracy": balanced_accuracy(test["pos_same_style"], test["neg_same_style"], t),
         "cross_style_accuracy": balanced_accuracy(
             test["pos_cross_style"], test["neg_cross_style"], t
         ),

@@ -35,7 +35,7 @@ def save_weights(module: nn.Module, config: dict, name: str, directory: Path | N
         tensors[key] = (value.half() if value.is_floating_point() else value).contiguous()
     path = directory / f"{name}.safetensors"
     save_file(tensors, str(path), metadata={"format": "pt", "config": json.dumps(config)})
-    (directory / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (directory / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 

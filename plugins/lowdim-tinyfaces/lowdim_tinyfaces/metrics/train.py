@@ -97,10 +97,22 @@ def train_identity(args: argparse.Namespace, log) -> IdentityEncoder:
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == args.id_steps - 1:
-            acc = np.mean([(lg.argmax(1) == target[:, f]).float().mean().item()
-                           for f, lg in enumerate(logits)])
-            log({"model": "identity", "step": step, "ce": ce.item(), "con": con.item(),
-                 "factor_acc": float(acc), "t": time.time() - t0})
+            acc = np.mean(
+                [
+                    (lg.argmax(1) == target[:, f]).float().mean().item()
+                    for f, lg in enumerate(logits)
+                ]
+            )
+            log(
+                {
+                    "model": "identity",
+                    "step": step,
+                    "ce": ce.item(),
+                    "con": con.item(),
+                    "factor_acc": float(acc),
+                    "t": time.time() - t0,
+                }
+            )
     return model.eval()
 
 
@@ -134,7 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_style:
         t0 = time.time()
         style = train_style(args, log)
-        cfg = {"model": style.config, "params": num_params(style), "train_seconds": time.time() - t0}
+        cfg = {
+            "model": style.config,
+            "params": num_params(style),
+            "train_seconds": time.time() - t0,
+        }
         save_weights(style, cfg, STYLE_NAME, args.weights_dir)
         report["style"] = {
             **cfg,
@@ -146,7 +162,6 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         enc = train_identity(args, log)
         cfg = {"model": enc.config, "params": num_params(enc), "train_seconds": time.time() - t0}
-        save_weights(enc, cfg, ID_NAME, args.weights_dir)
         report["identity"] = {
             **cfg,
             "factor_accuracy_clean": evaluate.factor_accuracy(enc, seed=12),
@@ -154,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
             "verification_clean": evaluate.verification_report(enc, seed=13),
             "verification_degraded": evaluate.verification_report(enc, seed=13, degraded=True),
         }
+        # The validation-chosen threshold (clean renders) ships with the weights.
+        cfg["threshold"] = report["identity"]["verification_clean"]["threshold"]
+        save_weights(enc, cfg, ID_NAME, args.weights_dir)
         log({"identity_report": report["identity"]})
     name = "report.json" if not (args.skip_style or args.skip_identity) else "report_partial.json"
     (args.out / name).write_text(json.dumps(report, indent=2) + "\n")

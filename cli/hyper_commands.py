@@ -1,0 +1,171 @@
+"""``lowdim precompute`` and ``lowdim train-hypernet``: phases 0 and 1, thin wrappers over lowdim_sd."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cli.info_commands import parse_options
+from cli.sd_commands import Dtype, ModelConfig
+from lowdim.errors import LowdimError
+
+out = Console()
+
+
+def precompute(
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="sd15, tinyfaces, any registered name, a hub id, a diffusers folder or a .safetensors.")],
+    identities: Annotated[Path, typer.Option(
+        "--identities", "-i", help="One sub-folder of images per identity, or a flat folder: one identity per image.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Weight dataset folder (shards + index.json).")] = Path(
+        "weights"),
+    space: Annotated[str, typer.Option("--space", "-s", help="Weight space of the adapters (default: LiDB).")] = "lidb",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per identity.")] = 400,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the space's, lidb 2e-3).")] = None,
+    batch_subjects: Annotated[int, typer.Option(
+        help="Identities trained together in one batch (K per-sample adapters); one shard each.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images per identity per step.")] = 1,
+    prompt: Annotated[str, typer.Option(help="Training prompt; [V] is replaced by --token.")] = "a [V] face",
+    token: Annotated[str, typer.Option(help="The rare identifier that [V] stands for.")] = "sks",
+    seed: Annotated[int, typer.Option(
+        help="Adapter seed (LiDB bases; use the same at personalize) and base of the per-identity seeds.")] = 0,
+    augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N identities (sorted by name).")] = None,
+    device: Annotated[str, typer.Option(
+        help="auto (under accelerate launch: each process's GPU), cpu, cuda, cuda:1, mps.")] = "auto",
+    dtype: Dtype = "auto",
+    model_config: ModelConfig = None,
+):
+    """Phase 0: optimise one adapter per identity and store them as a sharded weight dataset.
+
+    Resumable: identities already in --out are skipped. Under `accelerate launch` each process trains
+    its share of the identities; the main process merges the index at the end.
+
+    Examples:
+
+      lowdim precompute -m tinyfaces -i faces/ -o weights --steps 400 --batch-subjects 8
+
+      accelerate launch -m cli.main precompute -m sd15 -i celebahq/ -o weights
+    """
+    from lowdim_sd.precompute import PrecomputeJob
+    from lowdim_sd.precompute import precompute as run
+
+    job = PrecomputeJob(model=model, identities=identities, out=out_dir, space=space,
+                        space_options=parse_options(set_ or []), layers=layers, steps=steps, learning_rate=lr,
+                        batch_subjects=batch_subjects, batch_size=batch_size, prompt=prompt, token=token, seed=seed,
+                        augment=augment, mixed_precision=mixed_precision,
+                        gradient_checkpointing=gradient_checkpointing, device=device, dtype=dtype,
+                        model_config=model_config, limit=limit)
+    result = run(job)
+    out.print(f"trained {len(result.trained)} identities into {len(result.shards)} shard(s), "
+              f"skipped {len(result.skipped)} already done; index: [bold]{result.index}[/]")
+
+
+def encoder_config_option(value: str | None):
+    """'tiny', a JSON object, or a path to a JSON file."""
+    from lowdim_sd.hypertrain import TINY_ENCODER
+
+    if value is None:
+        return None
+    if value == "tiny":
+        return dict(TINY_ENCODER)
+    text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).is_file() else value
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError:
+        raise LowdimError(f"--encoder-config must be 'tiny', a JSON object or a JSON file; got '{value}'") from None
+    if not isinstance(config, dict):
+        raise LowdimError("--encoder-config must be a JSON object (a transformers vision config)")
+    return config
+
+
+def train_hypernet(
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="A `lowdim precompute` folder.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="The SD model (default: the one the weights were made with); recorded in the "
+        "checkpoint, so pass the same string to `lowdim personalize --model`.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("hypernet"),
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="(image, weights) pairs per step and process.")] = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    alpha: Annotated[float, typer.Option(help="Weight α of the diffusion loss (eq. 2); 0: none, no SD model.")] = 1.0,
+    beta: Annotated[float, typer.Option(help="Weight β of the weight-space loss ‖θ̂ − θ‖² (eq. 2).")] = 1.0,
+    diffusion_iterates: Annotated[str, typer.Option(
+        help="all: diffusion loss on every iterate θ̂_1..θ̂_s (one s·B batch); last: on θ̂_s only.")] = "all",
+    encoder: Annotated[str | None, typer.Option(
+        help="Hub id of the image encoder (pretrained), e.g. google/vit-huge-patch14-224-in21k.")] = None,
+    encoder_config: Annotated[str | None, typer.Option(
+        help="Random-init encoder instead: 'tiny', a JSON transformers vision config, or a .json file.")] = None,
+    freeze_encoder: Annotated[bool, typer.Option(help="Keep the encoder backbone fixed.")] = False,
+    iterations: Annotated[int | None, typer.Option(help="Refinement iterations s (default 4).")] = None,
+    width: Annotated[int | None, typer.Option(help="Decoder width (default 512).")] = None,
+    decoder_layers: Annotated[int | None, typer.Option(help="Decoder layers (default 2, the paper's).")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (default 8; must divide --width).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other hypernetwork option KEY=VALUE (see docs/hypernetwork.md), repeatable.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of identities held out for validation.")] = 0.0,
+    val_identities: Annotated[int | None, typer.Option(help="Number of held-out identities (overrides).")] = None,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps (and at step 0 and the end).")] = 100,
+    log_every: Annotated[int, typer.Option(help="Write training losses to metrics.jsonl every N steps.")] = 10,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 500,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of init, data order, split, noise and timesteps.")] = 0,
+    augment: Annotated[bool, typer.Option(help="Random flips and crops in the diffusion term.")] = True,
+    all_images: Annotated[bool, typer.Option(help="Use every image of an identity, not just its first.")] = False,
+    prompt: Annotated[str | None, typer.Option(
+        help="Prompt of the diffusion term (default: the precompute prompt, 'a [V] face').")] = None,
+    token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the precompute token).")] = None,
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (accelerate autocast).")] = "no",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="UNet gradient checkpointing.")] = False,
+    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Force the CPU even where a GPU is available.")] = False,
+    dtype: Dtype = "auto",
+    model_config: ModelConfig = None,
+):
+    """Phase 1: train a hypernetwork on (image, precomputed weights) pairs, L = α·diffusion + β·‖θ̂ − θ‖².
+
+    Examples:
+
+      lowdim train-hypernet -w weights --encoder-config tiny --steps 200 --val-identities 2 -o hyper
+
+      accelerate launch -m cli.main train-hypernet -w weights --encoder google/vit-huge-patch14-224-in21k
+
+    The result, --out/hypernet.safetensors, is what `lowdim personalize --hypernet` takes.
+    """
+    from lowdim_sd.hypertrain import HyperTrainJob
+    from lowdim_sd.hypertrain import train_hypernet as run
+
+    hyper = parse_options(set_ or [])
+    named = {"encoder": encoder, "encoder_config": encoder_config_option(encoder_config), "iterations": iterations,
+             "width": width, "decoder_layers": decoder_layers, "attention_heads": heads}
+    hyper.update({key: value for key, value in named.items() if value is not None})
+    if freeze_encoder:
+        hyper["freeze_encoder"] = True
+    job = HyperTrainJob(weights=weights, model=model, out=out_dir, hyper=hyper, steps=steps, batch_size=batch_size,
+                        learning_rate=lr, weight_decay=weight_decay, alpha=alpha, beta=beta,
+                        diffusion_iterates=diffusion_iterates, val_fraction=val_fraction,
+                        val_identities=val_identities, val_every=val_every, log_every=log_every,
+                        checkpoint_every=checkpoint_every, resume=resume, seed=seed, augment=augment,
+                        all_images=all_images, prompt=prompt, token=token, mixed_precision=mixed_precision,
+                        gradient_checkpointing=gradient_checkpointing, num_workers=num_workers, cpu=cpu, dtype=dtype,
+                        model_config=model_config)
+    result = run(job)
+    if not result.main_process:
+        return
+    out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s (from step {result.start_step}); "
+              f"{len(result.train_names)} training and {len(result.val_names)} held-out identities")
+    out.print(f"wrote [bold]{result.path}[/] and {result.metrics}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(precompute)
+    app.command("train-hypernet")(train_hypernet)

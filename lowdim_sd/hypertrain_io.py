@@ -1,0 +1,128 @@
+"""Bookkeeping of ``lowdim train-hypernet``: data order, the train/val split, checkpoints and metrics.
+
+Split from ``lowdim_sd.hypertrain`` to keep each module short; nothing here touches a model's forward.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim.files import atomic_save
+from lowdim_sd import checkpoints
+from lowdim_sd.precompute import WeightDataset
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Item indices for steps [start, steps): epoch e is a permutation seeded by (seed, e)."""
+
+    def __init__(self, size: int, per_step: int, seed: int, start: int, steps: int) -> None:
+        self.size, self.per_step, self.seed, self.start, self.steps = size, per_step, seed, start, steps
+
+    def _permutation(self, epoch: int) -> list[int]:
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist()
+
+    def __iter__(self):
+        epoch, order = -1, []
+        for position in range(self.start * self.per_step, self.steps * self.per_step):
+            if position // self.size != epoch:
+                epoch = position // self.size
+                order = self._permutation(epoch)
+            yield order[position % self.size]
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.per_step
+
+
+class Pairs(torch.utils.data.Dataset):
+    """WeightDataset items plus the identity's number (which seeds its noise)."""
+
+    def __init__(self, dataset: WeightDataset, numbers: dict[str, int]) -> None:
+        self.dataset, self.numbers = dataset, numbers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int):
+        image, weights = self.dataset[item]
+        return image, weights, self.numbers[self.dataset.names[self.dataset.identity(item)]]
+
+
+def split_identities(names: list[str], job, out: Path) -> tuple[list[str], list[str]]:
+    """(train, val): a seeded shuffle; stored in out/split.json so a resumed run keeps it."""
+    path = out / "split.json"
+    if job.resume and path.is_file():
+        split = json.loads(path.read_text())
+        unknown = sorted(set(split["train"] + split["val"]) - set(names))
+        if unknown:
+            raise LowdimError(f"{path} names identities the weights lack ({', '.join(unknown[:3])}); "
+                              f"resume with the same --weights")
+        return split["train"], split["val"]
+    count = job.val_identities if job.val_identities is not None else round(job.val_fraction * len(names))
+    if not 0 <= count < len(names):
+        raise LowdimError(f"{count} held-out identities of {len(names)}: at least one must be left to train on")
+    shuffled = sorted(names)
+    random.Random(job.seed).shuffle(shuffled)
+    val, train = sorted(shuffled[:count]), sorted(shuffled[count:])
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"train": train, "val": val}, indent=1))
+    return train, val
+
+
+class MetricsLog:
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def trim_metrics(path: Path, start: int) -> None:
+    """A resumed run rewrites what came after its checkpoint: keep only records up to ``start``."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def save_checkpoint(out: Path, step: int, net, optimizer, trainable: list[Tensor], metadata: dict,
+                     keep: int) -> Path:
+    from lowdim.hyper import save_hypernet
+
+    folder = out / checkpoints.FOLDER / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_hypernet(folder / "hypernet.safetensors", net, {**metadata, "steps": step})
+    state = getattr(optimizer, "optimizer", optimizer).state
+    tensors = {f"{index}.{key}": torch.as_tensor(value).detach().cpu()
+               for index, param in enumerate(trainable) for key, value in state.get(param, {}).items()}
+    atomic_save(tensors, {"step": str(step)}, folder / "optimizer.safetensors")
+    checkpoints._write_json(folder / "state.json", {"step": step, "time": time.time()})  # last: marks it complete
+    for old in sorted((out / checkpoints.FOLDER).glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_optimizer(optimizer, trainable: list[Tensor], path: Path) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        saved = load_file(str(path))
+    except Exception as error:  # OSError or safetensors' own error
+        raise LowdimError(f"{path}: unreadable optimizer state ({error}); delete the checkpoint folder") from None
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in saved.items():
+        index, _, name = key.partition(".")
+        state.setdefault(int(index), {})[name] = value
+    if any(index >= len(trainable) for index in state):
+        raise LowdimError(f"{path}: optimizer state for another network; delete the checkpoint folder")
+    # load_state_dict puts each tensor where the optimizer wants it (e.g. Adam's step stays on the CPU).
+    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})

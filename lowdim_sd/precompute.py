@@ -1,0 +1,339 @@
+"""Phase 0 of HyperDreamBooth: one optimised adapter per identity, stored as a sharded weight dataset.
+
+The hypernetwork (phase 1, ``lowdim_sd.hypertrain``) learns from (image, θ) pairs, where θ are the
+"pre-optimized weight parameters of the personalized model" of eq. 2. This module produces them:
+identities are trained K at a time with the batched multi-subject engine (K per-sample adapters in
+one batch, each identical to training it alone), and each batch of K becomes one shard.
+
+Layout of the output folder::
+
+    out/index.json                    what every row is (see ``read_index``)
+    out/shard-00000.safetensors       key "layer/param" -> (rows, *shape): the trainable params
+    out/shard-p1-00000.safetensors    shards of process 1 when run under ``accelerate launch``
+    out/index-p1.json                 process 1's part of the index until the main process merges it
+
+Resuming skips identities already in the index. A shard is written atomically before the index
+names it, so an interrupted run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim.files import atomic_save
+from lowdim.spaces.base import LayerSpec
+from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_image, load_references
+
+FORMAT = "lowdim.weights"
+FORMAT_VERSION = "1"
+INDEX = "index.json"
+# Header fields that must agree between a resumed run and the folder it extends.
+IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layers", "resolution", "config")
+
+
+@dataclass
+class Identity:
+    name: str
+    images: list[Path]
+
+
+@dataclass
+class PrecomputeJob:
+    """Everything ``lowdim precompute`` needs; one field per CLI option."""
+
+    model: str
+    identities: Path
+    out: Path = Path("weights")
+    space: str = "lidb"
+    space_options: dict = field(default_factory=dict)
+    layers: str | None = None
+    steps: int = 400
+    learning_rate: float | None = None  # default: the space's usual rate (lidb 2e-3)
+    batch_subjects: int = 8
+    batch_size: int = 1
+    prompt: str = "a [V] face"
+    token: str = "sks"
+    seed: int = 0
+    augment: bool = True
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    model_config: str | None = None
+    limit: int | None = None  # only the first N identities (sorted by name)
+
+
+@dataclass
+class PrecomputeResult:
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    shards: list[Path] = field(default_factory=list)
+    index: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------ identities
+
+
+def discover_identities(folder: Path) -> list[Identity]:
+    """One identity per sub-folder (all its images), or, in a folder without sub-folders, one per image."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LowdimError(f"{folder}: no such folder of identities")
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subfolders:
+        loose = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if loose:
+            warnings.warn(f"{folder}: {len(loose)} image(s) beside the identity sub-folders are ignored, "
+                          f"e.g. {loose[0]}", stacklevel=2)
+        return [Identity(sub.name, collect_images(sub)) for sub in subfolders]
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        raise LowdimError(f"{folder}: no identities: expected one sub-folder of images per identity, "
+                          f"or image files (one identity each)")
+    identities: dict[str, Identity] = {}
+    for path in images:
+        if path.stem in identities:
+            raise LowdimError(f"{folder}: two images are named {path.stem} ({identities[path.stem].images[0].name}, "
+                              f"{path.name}); rename one, each flat image is an identity named by its stem")
+        identities[path.stem] = Identity(path.stem, [path])
+    return list(identities.values())
+
+
+# ----------------------------------------------------------------------------------------------- index
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        Path(temp).write_text(json.dumps(payload, indent=1))
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise LowdimError(f"{path}: unreadable weight index ({error})") from None
+
+
+def read_index(folder: Path) -> dict:
+    """The merged index of a weight folder: ``index.json`` plus any per-process ``index-p*.json`` parts.
+
+    Keys: format, model, space, space_config, seed, layer_set, layers ([name, out, in]), resolution,
+    root (the identities folder), config (training options), identities ([{name, shard, row, images, seed}]).
+    """
+    folder = Path(folder)
+    parts = [folder / INDEX] if (folder / INDEX).is_file() else []
+    parts += sorted(folder.glob("index-p*.json"))
+    if not parts:
+        raise LowdimError(f"{folder}: not a weight dataset (no {INDEX}); create one with `lowdim precompute`")
+    merged: dict | None = None
+    seen: set[str] = set()
+    for path in parts:
+        index = _read_json(path)
+        if index.get("format") != FORMAT:
+            raise LowdimError(f"{path}: not a lowdim weight index (format {index.get('format')!r})")
+        if merged is None:
+            merged = {**index, "identities": []}
+        elif any(index.get(key) != merged.get(key) for key in IDENTITY_FIELDS):
+            raise LowdimError(f"{path}: made with other settings than {parts[0].name}; they cannot be merged")
+        for entry in index["identities"]:
+            if entry["name"] not in seen:
+                seen.add(entry["name"])
+                merged["identities"].append(entry)
+    return merged
+
+
+def merge_index(folder: Path) -> Path:
+    """Fold the per-process parts into ``index.json`` and remove them (the main process, at the end)."""
+    folder = Path(folder)
+    merged = read_index(folder)
+    merged["identities"].sort(key=lambda entry: entry["name"])
+    _write_json(folder / INDEX, merged)
+    for part in folder.glob("index-p*.json"):
+        part.unlink(missing_ok=True)
+    return folder / INDEX
+
+
+def _shard_name(folder: Path, rank: int, processes: int) -> str:
+    prefix = "shard-" if processes == 1 else f"shard-p{rank}-"
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.safetensors$")
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return f"{prefix}{max(numbers, default=-1) + 1:05d}.safetensors"
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> PrecomputeResult:
+    """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
+    from accelerate import PartialState
+
+    from lowdim.sizing import layer_specs
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.modes import adapter_trainable, resolve_layers
+    from lowdim_sd.train import Subject, TrainConfig
+    from lowdim_sd.workflows import DEFAULT_LR
+
+    if job.batch_subjects < 1 or job.steps < 1:
+        raise LowdimError("--batch-subjects and --steps must be at least 1")
+    identities = discover_identities(job.identities)[: job.limit]
+    state = PartialState(cpu=job.device == "cpu")
+    rank, processes = state.process_index, state.num_processes
+    device = str(state.device) if job.device == "auto" and processes > 1 else job.device
+    model = model or load_sd(job.model, device, job.dtype, job.model_config)
+    space = lowdim.get_space(job.space, job.space_options)
+    layer_set = resolve_layers(job.layers)
+    config = TrainConfig(steps=job.steps, learning_rate=job.learning_rate or DEFAULT_LR.get(job.space, 1e-4),
+                         batch_size=job.batch_size, prompt=job.prompt, token=job.token, seed=job.seed,
+                         augment=job.augment, mixed_precision=job.mixed_precision,
+                         gradient_checkpointing=job.gradient_checkpointing)
+    root = Path(job.identities).resolve()
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "lowdim_version": lowdim.__version__,
+        "model": job.model, "space": space.name, "space_config": space.config.to_dict(), "seed": job.seed,
+        "layer_set": layer_set.name,
+        "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
+        "resolution": model.resolution, "root": str(root),
+        "config": {key: value for key, value in asdict(config).items() if key not in ("checkpoint_every",
+                                                                                      "keep_checkpoints")},
+    }
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = _done_identities(out, header)
+    result = PrecomputeResult(index=out / INDEX)
+    # The seed of an identity is its position in the sorted list: independent of batching and of the split.
+    mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
+    pending = [(number, identity) for number, identity in mine if identity.name not in done]
+    result.skipped = [identity.name for _, identity in mine if identity.name in done]
+    index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
+    own = _read_json(index_path) if index_path.is_file() else {**header, "identities": []}
+    for start in range(0, len(pending), job.batch_subjects):
+        batch = pending[start: start + job.batch_subjects]
+        names = [identity.name for _, identity in batch]
+        subjects = [Subject(load_references(identity.images, model.resolution), job.seed + number)
+                    for number, identity in batch]
+        trainable = adapter_trainable(model, space, layer_set, seed=job.seed, subject_names=names, token=job.token)
+        try:
+            train(model, subjects, trainable, config, out_dir=None, progress=progress)
+            rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
+        finally:
+            lowdim.Adapters(model.modules).delete(trainable.name)
+        shard = out / _shard_name(out, rank, processes)
+        atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
+        own["identities"] += [
+            {"name": identity.name, "shard": shard.name, "row": row, "seed": job.seed + number,
+             "images": [_relative(path, root) for path in identity.images]}
+            for row, (number, identity) in enumerate(batch)
+        ]
+        _write_json(index_path, own)
+        result.trained += names
+        result.shards.append(shard)
+    if not index_path.is_file():
+        _write_json(index_path, own)  # nothing new to train here: still leave a readable index
+    state.wait_for_everyone()
+    if state.is_main_process and any(out.glob("index-p*.json")):
+        merge_index(out)
+    return result
+
+
+def train(*args, **kwargs):
+    """The training engine (a module-level name, so tests can count calls)."""
+    from lowdim_sd.train import train as run
+
+    return run(*args, **kwargs)
+
+
+def _relative(path: Path, root: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _done_identities(out: Path, header: dict) -> set[str]:
+    if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
+        return set()
+    existing = read_index(out)
+    different = [key for key in IDENTITY_FIELDS if existing.get(key) != header[key]]
+    if different:
+        shown = ", ".join(f"{key} ({existing.get(key)!r} there, {header[key]!r} now)" for key in different[:2])
+        raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
+    return {entry["name"] for entry in existing["identities"]}
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+class WeightDataset(torch.utils.data.Dataset):
+    """(image, θ) pairs of a weight folder: ``dataset[i]`` is ``(image (3, S, S) in [-1, 1], {layer: {param}})``.
+
+    The image is the identity's first reference image at the folder's resolution (``all_images``: one
+    item per image, each with its identity's weights). Shards are read lazily, row by row.
+    """
+
+    def __init__(self, folder: Path, *, image_root: Path | None = None, all_images: bool = False,
+                 names: list[str] | None = None) -> None:
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        self.root = Path(image_root or self.index["root"])
+        entries = sorted(self.index["identities"], key=lambda entry: entry["name"])
+        if names is not None:
+            by_name = {entry["name"]: entry for entry in entries}
+            missing = [name for name in names if name not in by_name]
+            if missing:
+                raise LowdimError(f"{self.folder}: no identity named {', '.join(missing[:3])}")
+            entries = [by_name[name] for name in names]
+        self.entries = entries
+        self.names = [entry["name"] for entry in entries]
+        self.items = [(number, image) for number, entry in enumerate(entries)
+                      for image in (entry["images"] if all_images else entry["images"][:1])]
+        self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
+        self.resolution = int(self.index["resolution"])
+
+    @property
+    def space(self):
+        return lowdim.get_space(self.index["space"], self.index["space_config"])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def identity(self, item: int) -> int:
+        """Position (in ``names``) of the identity of item ``item``."""
+        return self.items[item][0]
+
+    def weights(self, number: int) -> dict[str, dict[str, Tensor]]:
+        from safetensors import safe_open
+
+        entry = self.entries[number]
+        nested: dict[str, dict[str, Tensor]] = {}
+        path = self.folder / entry["shard"]
+        try:
+            with safe_open(str(path), framework="pt") as shard:
+                for key in shard.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    layer, _, param = key.rpartition("/")
+                    nested.setdefault(layer, {})[param] = shard.get_slice(key)[entry["row"]]
+        except Exception as error:  # OSError, or safetensors' own error type
+            raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
+        return nested
+
+    def image(self, item: int) -> Tensor:
+        path = Path(self.items[item][1])
+        return load_image(path if path.is_absolute() else self.root / path, self.resolution)
+
+    def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
+        return self.image(item), self.weights(self.items[item][0])

@@ -1,0 +1,148 @@
+"""``lowdim train-hypernet`` (phase 1): losses of eq. 2, held-out validation, resume, and phase 2 reading it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import lowdim
+import lowdim_sd.hypertrain as ht
+from cli.main import main
+from lowdim.hyper import load_hypernet
+from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
+from lowdim_sd.images import save_images
+from lowdim_sd.personalize import PersonalizeJob, personalize
+from lowdim_sd.precompute import PrecomputeJob, precompute
+
+TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32}
+HYPER = {"encoder_config": TINY_VIT, "width": 16, "attention_heads": 2, "iterations": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_sd, tmp_path_factory):
+    """A weight dataset of four identities (one random 16x16 image each)."""
+    folder = tmp_path_factory.mktemp("hyperdata")
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    save_images(images, folder / "faces", "person")
+    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w", steps=3,
+                             batch_subjects=4), progress=False)
+    return folder / "w"
+
+
+def job(weights, out, **kwargs) -> HyperTrainJob:
+    options = {"hyper": HYPER, "steps": 3, "batch_size": 2, "val_identities": 1, "val_every": 2, "log_every": 1,
+               "checkpoint_every": 2, **kwargs}
+    return HyperTrainJob(weights=weights, out=out, **options)
+
+
+def records(path, split: str) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == split]
+
+
+def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(weights, tiny_sd, tmp_path,
+                                                                              monkeypatch):
+    seen = []
+    real = ht.pair_losses
+    monkeypatch.setattr(ht, "pair_losses", lambda net, diffusion, batch, step, job, *, train: seen.append(
+        (train, batch[2].tolist())) or real(net, diffusion, batch, step, job, train=train))
+    result = train_hypernet(job(weights, tmp_path / "h"), progress=False)
+    assert len(result.losses) == 3 and result.path.is_file()
+    assert len(result.val_names) == 1 and not set(result.val_names) & set(result.train_names)
+    assert sorted(result.train_names + result.val_names) == ["person_000", "person_001", "person_002", "person_003"]
+    held_out = int(result.val_names[0].split("_")[1])
+    assert all(held_out not in numbers for training, numbers in seen if training)
+    assert {n for training, numbers in seen if not training for n in numbers} == {held_out}
+    val = records(result.metrics, "val")
+    assert [r["step"] for r in val] == [0, 2, 3]
+    assert all(r["identities"] == result.val_names and r["diffusion_loss"] > 0 and r["weight_loss"] > 0
+               and len(r["weight_loss_per_iterate"]) == 2 for r in val)
+    train = records(result.metrics, "train")
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert all(r["loss"] == pytest.approx(r["diffusion_loss"] + r["weight_loss"], rel=1e-5) for r in train)
+
+    net = load_hypernet(result.path)
+    assert net.metadata["model"] == str(tiny_sd) and net.metadata["layer_set"] == "unet+text"
+    assert net.metadata["alpha"] == 1.0 and net.metadata["beta"] == 1.0 and net.metadata["adapter_seed"] == 0
+    face = save_images(torch.rand(1, 3, 16, 16) * 2 - 1, tmp_path, "face")[0]
+    made = personalize(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=result.path, only_hyper=True,
+                                      preview=False, out=tmp_path / "me"), progress=False)
+    assert lowdim.read_adapter(made.adapter).space.name == "lidb"
+
+
+def test_beta_only_never_runs_the_diffusion_model_and_the_weight_loss_falls(weights, tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("no diffusion forward with alpha=0")
+
+    monkeypatch.setattr(ht, "denoising_losses", forbidden)
+    monkeypatch.setattr("lowdim_sd.loading.load_sd", forbidden)
+    result = train_hypernet(job(weights, tmp_path / "h", alpha=0.0, steps=15, batch_size=3, learning_rate=1e-3,
+                                val_every=5, checkpoint_every=0), progress=False)
+    train = records(result.metrics, "train")
+    assert all(r["diffusion_loss"] is None and r["loss"] == pytest.approx(r["weight_loss"]) for r in train)
+    assert train[-1]["weight_loss"] < 0.9 * train[0]["weight_loss"]  # the same 3 training pairs each step
+    val = records(result.metrics, "val")
+    assert [r["step"] for r in val] == [0, 5, 10, 15] and all(r["diffusion_loss"] is None for r in val)
+
+
+def test_alpha_only_is_the_diffusion_loss_of_every_iterate(weights, tmp_path, monkeypatch):
+    sizes = []
+    real = ht.denoising_losses
+    monkeypatch.setattr(ht, "denoising_losses", lambda model, subjects, *a: sizes.append(len(subjects)) or real(
+        model, subjects, *a))
+    result = train_hypernet(job(weights, tmp_path / "h", beta=0.0, steps=2, val_every=0), progress=False)
+    assert all(r["loss"] == pytest.approx(r["diffusion_loss"]) for r in records(result.metrics, "train"))
+    assert sizes == [2 * 2, 2 * 2]  # batch of 2 pairs, both iterates, one UNet batch per step
+    train_hypernet(job(weights, tmp_path / "l", beta=0.0, steps=1, val_every=0, diffusion_iterates="last"),
+                   progress=False)
+    assert sizes[-1] == 2
+    with pytest.raises(lowdim.LowdimError, match="not both 0"):
+        train_hypernet(job(weights, tmp_path / "z", alpha=0.0, beta=0.0), progress=False)
+
+
+def test_resume_continues_from_the_checkpoint_exactly(weights, tmp_path):
+    whole = train_hypernet(job(weights, tmp_path / "a", steps=4), progress=False)
+    train_hypernet(job(weights, tmp_path / "b", steps=2), progress=False)
+    assert (tmp_path / "b" / "checkpoints" / "step-000002" / "state.json").is_file()
+    rest = train_hypernet(job(weights, tmp_path / "b", steps=4, resume=True), progress=False)
+    assert rest.start_step == 2 and rest.losses == whole.losses[2:]
+    expected, got = load_file(str(whole.path)), load_file(str(rest.path))
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert [r["step"] for r in records(rest.metrics, "train")] == [1, 2, 3, 4]
+    with pytest.raises(lowdim.LowdimError, match="checkpoints of an earlier run.*--resume"):
+        train_hypernet(job(weights, tmp_path / "b", steps=4), progress=False)
+
+
+def test_cli_train_hypernet(weights, tmp_path, capsys):
+    code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
+                 json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "2",
+                 "--batch-size", "2", "--val-fraction", "0.25", "--val-every", "1", "--checkpoint-every", "0",
+                 "--alpha", "0.5", "--beta", "2", "--freeze-encoder"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "3 training and 1 held-out identities" in text
+    net = load_hypernet(tmp_path / "h" / "hypernet.safetensors")
+    assert net.config.iterations == 1 and net.metadata["alpha"] == 0.5 and net.metadata["beta"] == 2.0
+    assert net.config.freeze_encoder and net.config.encoder_config["hidden_size"] == 16
+    code = main(["train-hypernet", "-w", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
+    assert code == 1 and "not a weight dataset" in capsys.readouterr().err
+
+
+def test_encoder_config_option():
+    from cli.hyper_commands import encoder_config_option
+
+    assert encoder_config_option("tiny")["model_type"] == "vit" and encoder_config_option(None) is None
+    assert encoder_config_option('{"model_type": "dinov2"}') == {"model_type": "dinov2"}
+    with pytest.raises(lowdim.LowdimError, match="--encoder-config must be"):
+        encoder_config_option("{not json")

@@ -1,0 +1,153 @@
+"""``lowdim precompute`` (phase 0): shards + index, resume, multi-process parts, WeightDataset, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lowdim
+import lowdim_sd.precompute as pre
+from cli.main import main
+from lowdim_sd.images import ImageError, load_references, save_images
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import adapter_trainable, resolve_layers
+from lowdim_sd.precompute import PrecomputeJob, WeightDataset, merge_index, precompute, read_index
+from lowdim_sd.train import Subject, TrainConfig, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def people(tmp_path):
+    """Three identities (one or two 16x16 images each) in one sub-folder each."""
+    for number, count in enumerate((2, 1, 1)):
+        images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(number)) * 2 - 1
+        save_images(images, tmp_path / "people" / f"person{number}", "img")
+    return tmp_path / "people"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_sd):
+    return load_sd(str(tiny_sd))
+
+
+def job(tiny_sd, people, out, **kwargs) -> PrecomputeJob:
+    return PrecomputeJob(model=str(tiny_sd), identities=people, out=out, **{"steps": 2, "batch_subjects": 2, **kwargs})
+
+
+def test_writes_shards_and_an_index_whose_rows_are_the_batched_training_result(tiny_sd, people, tmp_path, model):
+    result = precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model)
+    assert [p.name for p in result.shards] == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    index = read_index(tmp_path / "w")
+    assert index["space"] == "lidb" and index["layer_set"] == "unet+text" and index["model"] == str(tiny_sd)
+    assert [(e["name"], e["shard"], e["row"]) for e in index["identities"]] == [
+        ("person0", "shard-00000.safetensors", 0), ("person1", "shard-00000.safetensors", 1),
+        ("person2", "shard-00001.safetensors", 0)]
+    assert index["identities"][0]["images"] == ["person0/img_000.png", "person0/img_001.png"]
+
+    # The same two identities trained again by hand, as `lowdim train --subjects` would.
+    names = ["person0", "person1"]
+    subjects = [Subject(load_references(people / name, 16), seed) for seed, name in enumerate(names)]
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=names)
+    train(model, subjects, trainable, TrainConfig(steps=2, learning_rate=2e-3), progress=False)
+    expected = trainable.state()
+    lowdim.Adapters(model.modules).delete(trainable.name)
+
+    dataset = WeightDataset(tmp_path / "w")
+    assert dataset.names == ["person0", "person1", "person2"] and len(dataset) == 3
+    assert [layer.name for layer in dataset.layers] == [e[0] for e in index["layers"]]
+    for row in range(2):
+        image, weights = dataset[row]
+        assert image.shape == (3, 16, 16)
+        assert {f"{layer}/{param}" for layer, p in weights.items() for param in p} == set(expected)
+        for layer, params in weights.items():
+            for param, value in params.items():
+                assert torch.equal(value, expected[f"{layer}/{param}"][row])
+    assert sum(float(v.abs().sum()) for p in dataset[2][1].values() for v in p.values()) > 0
+    assert len(WeightDataset(tmp_path / "w", all_images=True)) == 4
+
+
+def test_resume_skips_identities_already_done(tiny_sd, people, tmp_path, model, monkeypatch):
+    calls = []
+    real = pre.train
+    monkeypatch.setattr(pre, "train", lambda model, subjects, *a, **k: calls.append(len(subjects)) or real(
+        model, subjects, *a, **k))
+    first = precompute(job(tiny_sd, people, tmp_path / "w", limit=2), progress=False, model=model)
+    stamp = first.shards[0].stat().st_mtime_ns
+    second = precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model)
+    assert calls == [2, 1] and second.trained == ["person2"] and second.skipped == ["person0", "person1"]
+    assert first.shards[0].stat().st_mtime_ns == stamp
+    assert [e["name"] for e in read_index(tmp_path / "w")["identities"]] == ["person0", "person1", "person2"]
+    assert precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model).trained == []
+    with pytest.raises(lowdim.LowdimError, match="other settings.*space"):
+        precompute(job(tiny_sd, people, tmp_path / "w", space="lora"), progress=False, model=model)
+
+
+class FakeState:
+    """What PartialState tells process ``rank`` of two."""
+
+    def __init__(self, rank: int) -> None:
+        self.process_index, self.num_processes, self.is_main_process = rank, 2, rank == 0
+        self.device = torch.device("cpu")
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def test_processes_split_identities_and_the_index_merges(tiny_sd, people, tmp_path, model, monkeypatch):
+    import accelerate
+
+    out = tmp_path / "w"
+    for rank in (1, 0):  # rank 0, the main process, finishes last and merges
+        monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank, **_: FakeState(rank))
+        if rank == 1:
+            result = precompute(job(tiny_sd, people, out), progress=False, model=model)
+            assert result.trained == ["person1"] and (out / "shard-p1-00000.safetensors").is_file()
+            assert [e["name"] for e in read_index(out)["identities"]] == ["person1"]  # merged on read
+    precompute(job(tiny_sd, people, out), progress=False, model=model)
+    assert not list(out.glob("index-p*.json"))
+    entries = json.loads((out / "index.json").read_text())["identities"]
+    assert [(e["name"], e["shard"]) for e in entries] == [
+        ("person0", "shard-p0-00000.safetensors"), ("person1", "shard-p1-00000.safetensors"),
+        ("person2", "shard-p0-00000.safetensors")]
+    assert merge_index(out) == out / "index.json" and len(WeightDataset(out)) == 3
+
+
+def test_a_flat_folder_is_one_identity_per_image(tiny_sd, tmp_path, model):
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    save_images(images, tmp_path / "flat", "face")
+    precompute(job(tiny_sd, tmp_path / "flat", tmp_path / "w", batch_subjects=8), progress=False, model=model)
+    dataset = WeightDataset(tmp_path / "w")
+    assert dataset.names == ["face_000", "face_001", "face_002"]
+    assert {e["shard"] for e in dataset.index["identities"]} == {"shard-00000.safetensors"}
+
+
+def test_bad_inputs_are_one_line_errors(tiny_sd, tmp_path, model, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(lowdim.LowdimError, match="no identities"):
+        precompute(job(tiny_sd, tmp_path / "empty", tmp_path / "w"), progress=False, model=model)
+    (tmp_path / "bad" / "someone").mkdir(parents=True)
+    (tmp_path / "bad" / "someone" / "face.png").write_bytes(b"not a picture")
+    with pytest.raises(ImageError, match="face.png is not a readable image") as caught:
+        precompute(job(tiny_sd, tmp_path / "bad", tmp_path / "w"), progress=False, model=model)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(lowdim.LowdimError, match="not a weight dataset"):
+        WeightDataset(tmp_path / "empty")
+    code = main(["precompute", "-m", str(tiny_sd), "-i", str(tmp_path / "nowhere"), "-o", str(tmp_path / "w")])
+    assert code == 1 and "no such folder of identities" in capsys.readouterr().err
+
+
+def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
+    code = main(["precompute", "-m", str(tiny_sd), "-i", str(people), "-o", str(tmp_path / "w"), "--steps", "1",
+                 "--batch-subjects", "3", "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "trained 3 identities into 1 shard(s)" in text and len(WeightDataset(tmp_path / "w")) == 3
