@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--style-steps", type=int, default=300)
     p.add_argument("--style-batch", type=int, default=64)
     p.add_argument("--style-lr", type=float, default=3e-3)
-    p.add_argument("--id-steps", type=int, default=1100)
+    p.add_argument("--id-steps", type=int, default=1500)
     p.add_argument("--id-identities", type=int, default=48, help="per batch; 2 views each")
     p.add_argument("--id-lr", type=float, default=2e-3)
     p.add_argument("--tau", type=float, default=0.1)
