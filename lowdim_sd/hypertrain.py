@@ -36,6 +36,7 @@ from lowdim_sd.hypertrain_io import (
     split_identities,
     trim_metrics,
 )
+from lowdim_sd.loading import accelerator_available
 from lowdim_sd.precompute import WeightDataset, read_index
 from lowdim_sd.train import Subject, TrainConfig, TrainingDiverged, denoising_losses, fill_prompt
 
@@ -222,7 +223,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     try:
         # Encoders carry parts the hypernetwork never uses (e.g. ViT's pooler): DDP must not wait for their grads.
         unused = DistributedDataParallelKwargs(find_unused_parameters=True)
-        accelerator = Accelerator(mixed_precision=job.mixed_precision, cpu=job.cpu, kwargs_handlers=[unused])
+        cpu = job.cpu or not accelerator_available()  # else accelerate stays single-process on CPU machines
+        accelerator = Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
     except ValueError as error:  # accelerate's state is per process: one setting for the process's lifetime
         raise LowdimError(f"accelerate: {error}") from None
     train_set = WeightDataset(job.weights, names=train_names, all_images=job.all_images)

@@ -70,6 +70,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def accelerator_available() -> bool:
+    """Whether HF accelerate should use devices; without one it must be told cpu=True to go multi-process."""
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """'auto' is fp16 on accelerators and fp32 on CPU, where half precision is slow and fragile."""
     if dtype == "auto":

@@ -186,7 +186,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     from accelerate import PartialState
 
     from lowdim.sizing import layer_specs
-    from lowdim_sd.loading import load_sd
+    from lowdim_sd.loading import accelerator_available, load_sd
     from lowdim_sd.modes import adapter_trainable, resolve_layers
     from lowdim_sd.train import Subject, TrainConfig
     from lowdim_sd.workflows import DEFAULT_LR
@@ -194,7 +194,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     if job.batch_subjects < 1 or job.steps < 1:
         raise LowdimError("--batch-subjects and --steps must be at least 1")
     identities = discover_identities(job.identities)[: job.limit]
-    state = PartialState(cpu=job.device == "cpu")
+    state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
     rank, processes = state.process_index, state.num_processes
     device = str(state.device) if job.device == "auto" and processes > 1 else job.device
     model = model or load_sd(job.model, device, job.dtype, job.model_config)

@@ -85,6 +85,7 @@ class ThreadTuner:
         self.times: dict[int, list[float]] = {}
         self.best = max_threads
         self.first: int | None = None  # probe right away after a (re)start, then periodically
+        self.reference: float | None = None  # step time of the winner at the last probe
 
     def threads_for(self, step: int) -> int:
         if self.first is None:
@@ -96,13 +97,19 @@ class ThreadTuner:
 
     def record(self, step: int, threads: int, seconds: float) -> None:
         k = (step - (self.first or 0)) % self.period
-        if k >= 2 * self.probe or self.max_threads == 1:
+        if self.max_threads == 1:
+            return
+        if k >= 2 * self.probe:
+            # Load changed (e.g. 2 threads went from fastest to 10x slower): re-probe now.
+            if self.reference is not None and seconds > 2.5 * self.reference:
+                self.first, self.reference = step + 1, None
             return
         self.times.setdefault(threads, []).append(seconds)
         if k == 2 * self.probe - 1:
             # Median of the last probes, dropping the first of each (thread-pool warm-up).
             med = {t: float(np.median(v[1:] or v)) for t, v in self.times.items()}
             self.best = min(med, key=med.get)
+            self.reference = med[self.best]
             self.times = {}
 
 
