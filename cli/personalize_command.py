@@ -22,9 +22,11 @@ def personalize(
     space: Annotated[str, typer.Option("--space", "-s", help="Space of the initial adapter (default: LiDB).")] = "lidb",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
     layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
-    steps: Annotated[int, typer.Option(help="Fast-finetuning steps (the paper uses 40).")] = 40,
+    steps: Annotated[int | None, typer.Option(
+        help="Fast-finetuning steps (default: 40 with --hypernet, as in the paper; 600 from zero).")] = None,
     rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (r > 1).")] = 4,
-    lr: Annotated[float, typer.Option(help="Fast-finetuning learning rate.")] = 1e-3,
+    lr: Annotated[float | None, typer.Option(
+        help="Fast-finetuning learning rate (default: 1e-3 with --hypernet, 3e-3 from zero).")] = None,
     token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
     seed: Annotated[int, typer.Option(help="Seed of init, noise and preview.")] = 0,
     export: Annotated[list[str] | None, typer.Option(

@@ -30,9 +30,9 @@ class PersonalizeJob:
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
-    steps: int = 40
+    steps: int | None = None  # default: 40 with a hypernetwork (the paper), SCRATCH_STEPS without
     rank: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None  # default: 1e-3 with a hypernetwork, 3e-3 without
     token: str = "sks"
     seed: int = 0
     out: Path = Path("personalized")
@@ -45,6 +45,16 @@ class PersonalizeJob:
     no_hyper: bool = False  # ablation: fast finetune from zero even when a hypernetwork is given
     only_hyper: bool = False  # ablation: the prediction alone, no finetuning
     iterations: int | None = None  # hypernetwork refinement steps (default: the checkpoint's)
+
+
+SCRATCH_STEPS = 600  # from zero, 40 steps barely move the identity (see docs/sd.md)
+
+
+def schedule(job: PersonalizeJob) -> tuple[int, float]:
+    """(steps, learning rate): the paper's 40 steps after a prediction; more without one."""
+    if job.hypernet is not None:  # --no-hyper keeps the same budget: that is the paper's ablation
+        return (40 if job.steps is None else job.steps), job.learning_rate or 1e-3
+    return (SCRATCH_STEPS if job.steps is None else job.steps), job.learning_rate or 3e-3
 
 
 @dataclass
@@ -127,8 +137,9 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         predicted = predict_initial(model, job, reference)
         trainable = initial_trainable(model, job, predicted)
     with stage(result, "fast finetune"):
-        steps = 0 if job.only_hyper else job.steps
-        config = TrainConfig(steps=steps, learning_rate=job.learning_rate, token=job.token, seed=job.seed)
+        steps, learning_rate = schedule(job)
+        steps = 0 if job.only_hyper else steps
+        config = TrainConfig(steps=steps, learning_rate=learning_rate, token=job.token, seed=job.seed)
         trained = train(model, [Subject(reference[None], job.seed)], trainable, config, out_dir=job.out,
                         progress=progress and steps > 0)
         result.losses, result.adapter = trained.losses, trained.outputs[0]
