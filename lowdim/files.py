@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from lowdim import __version__
@@ -179,12 +179,7 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
     from lowdim.registry import get_registry
 
     path = Path(path)
-    _refuse_pickle(path)
-    if not path.is_file():
-        raise AdapterFileError(f"{path}: no such adapter file")
-    tensors, metadata = _load_safetensors(path)
-    if metadata.get("format") != FORMAT:
-        raise AdapterFileError(f"{path}: not a lowdim adapter (metadata 'format' is {metadata.get('format')!r})")
+    tensors, metadata = read_checked(path, FORMAT, "adapter")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise AdapterFileError(f"{path}: adapter format version {metadata.get('format_version')} is not supported")
     try:
@@ -206,15 +201,20 @@ def _buffer_shapes(space: Space, layer: LayerSpec) -> dict[str, tuple[int, ...]]
     return {k: tuple(v.shape) for k, v in space.make_buffers(layer, 0).items()}
 
 
-def _load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError) -> tuple[dict, dict]:
+    """(tensors, metadata) of a lowdim safetensors file of format ``fmt``, or one clear error naming ``path``."""
+    _refuse_pickle(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {kind} file")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="pt") as handle:  # one pass: metadata and tensors
             metadata = handle.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise AdapterFileError(f"{path}: not a readable safetensors file (truncated or corrupted?): {error}") from None
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as problem:
+        raise error(f"{path}: not a readable safetensors file (truncated or corrupted?): {problem}") from None
+    if metadata.get("format") != fmt:
+        raise error(f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})")
+    return tensors, metadata
 
 
 def _unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Any, path: Path) -> LayerTensors:

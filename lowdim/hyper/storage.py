@@ -17,7 +17,7 @@ from torch import nn
 
 from lowdim import __version__
 from lowdim.errors import LowdimError
-from lowdim.files import _load_safetensors, _refuse_pickle, atomic_save
+from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
 from lowdim.hyper.encoder import comparable
 from lowdim.spaces.base import LayerSpec, Space
@@ -73,12 +73,7 @@ def load_hypernet(
     from lowdim.registry import get_registry
 
     path = Path(path)
-    _refuse_pickle(path)
-    if not path.is_file():
-        raise LowdimError(f"{path}: no such hypernetwork file")
-    tensors, header = _load_safetensors(path)
-    if header.get("format") != FORMAT:
-        raise LowdimError(f"{path}: not a lowdim hypernetwork (metadata 'format' is {header.get('format')!r})")
+    tensors, header = read_checked(path, FORMAT, "hypernetwork", LowdimError)
     stored = _read_header(header, path)
     differences = _differences(stored, model=model, space=space, layer_set=layer_set, layers=layers, encoder=encoder)
     if differences:
