@@ -39,6 +39,13 @@ def precompute(
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N identities (sorted by name).")] = None,
+    crop: Annotated[bool | None, typer.Option(
+        "--crop/--no-crop", help="Crop every image to the face, aligned (needs the faces extra); default: the "
+        "model's setting (on for sd15 and model paths, off for tinyfaces).", show_default=False)] = None,
+    crop_margin: Annotated[float, typer.Option(
+        help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")] = 0.6,
+    face_index: Annotated[int | None, typer.Option(
+        help="Which face when an image has several (0 is the largest; default: the largest).")] = None,
     device: Annotated[str, typer.Option(
         help="auto (under accelerate launch: each process's GPU), cpu, cuda, cuda:1, mps.")] = "auto",
     dtype: Dtype = "auto",
@@ -63,7 +70,8 @@ def precompute(
                         batch_subjects=batch_subjects, batch_size=batch_size, prompt=prompt, token=token, seed=seed,
                         augment=augment, mixed_precision=mixed_precision,
                         gradient_checkpointing=gradient_checkpointing, device=device, dtype=dtype,
-                        model_config=model_config, limit=limit)
+                        model_config=model_config, limit=limit, crop=crop, crop_margin=crop_margin,
+                        face_index=face_index)
     result = run(job)
     out.print(f"trained {len(result.trained)} identities into {len(result.shards)} shard(s), "
               f"skipped {len(result.skipped)} already done; index: [bold]{result.index}[/]")
@@ -94,6 +102,8 @@ def train_hypernet(
         "checkpoint, so pass the same string to `lowdim personalize --model`.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("hypernet"),
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Stop early once training has run this many minutes, saving the hypernetwork as usual.")] = None,
     batch_size: Annotated[int, typer.Option(help="(image, weights) pairs per step and process.")] = 4,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
@@ -150,7 +160,8 @@ def train_hypernet(
     hyper.update({key: value for key, value in named.items() if value is not None})
     if freeze_encoder:
         hyper["freeze_encoder"] = True
-    job = HyperTrainJob(weights=weights, model=model, out=out_dir, hyper=hyper, steps=steps, batch_size=batch_size,
+    job = HyperTrainJob(weights=weights, model=model, out=out_dir, hyper=hyper, steps=steps, max_minutes=max_minutes,
+                        batch_size=batch_size,
                         learning_rate=lr, weight_decay=weight_decay, alpha=alpha, beta=beta,
                         diffusion_iterates=diffusion_iterates, val_fraction=val_fraction,
                         val_identities=val_identities, val_every=val_every, log_every=log_every,

@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 
-from cli import hyper_commands, info_commands, personalize_command, sd_commands
+from cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
 from lowdim.errors import LowdimError
 
 app = typer.Typer(
@@ -35,6 +35,8 @@ info_commands.register(app)
 sd_commands.register(app)
 personalize_command.register(app)
 hyper_commands.register(app)
+bench_command.register(app)
+eval_command.register(app)
 
 
 _commands_added_for: set[int] = set()

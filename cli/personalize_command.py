@@ -38,6 +38,13 @@ def personalize(
     only_hyper: Annotated[bool, typer.Option("--only-hyper", help="Ablation: the prediction alone.")] = False,
     iterations: Annotated[int | None, typer.Option(
         help="Hypernetwork refinement iterations k (default: the checkpoint's).")] = None,
+    crop: Annotated[bool | None, typer.Option(
+        "--crop/--no-crop", help="Crop the image to the face, aligned (needs the faces extra); default: the model's "
+        "setting (on for sd15 and model paths, off for tinyfaces).", show_default=False)] = None,
+    crop_margin: Annotated[float, typer.Option(
+        help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")] = 0.6,
+    face_index: Annotated[int | None, typer.Option(
+        help="Which face when the photo has several (0 is the largest; default: the largest).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("personalized"),
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -52,7 +59,8 @@ def personalize(
     job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, token=token, seed=seed,
                          out=out_dir, export=export or [], preview=preview, device=device, dtype=dtype,
-                         hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations)
+                         hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,
+                         crop=crop, crop_margin=crop_margin, face_index=face_index)
     if only_hyper and hypernet is None:
         raise LowdimError("--only-hyper needs --hypernet CKPT: without a prediction there is nothing to keep")
     result = run(job)

@@ -20,9 +20,19 @@ class Backend:
     description: str = ""
     layer_sets: dict[str, LayerSet] = {}
     default_layer_set: str = ""
+    # Its subjects are face photos, cropped to the face by default (False: a face detector can't read them).
+    crops_faces: bool = True
     # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
     preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
                                         "a pencil sketch of a [V] face", "a [V] face at night")
+    # Prompts of `lowdim bench quality`: styles and recontextualisations, like the paper's 30.
+    bench_prompts: tuple[str, ...] = (
+        "a photo of a [V] face", "a close-up portrait of a [V] face", "a pencil sketch of a [V] face",
+        "a painting of a [V] face in the style of van gogh", "a pop-art poster of a [V] face",
+        "a [V] face at night", "a [V] face on a red background", "a [V] face wearing a hat",
+        "a [V] face at the beach", "a [V] face in a cyberpunk city", "a watercolor painting of a [V] face",
+        "a [V] face wearing sunglasses",
+    )
 
     def skeleton(self) -> nn.Module:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
 
 
 def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None) -> tuple[list[Path], Path]:
-    """PNGs named by prompt and seed, plus grid.png with each prompt under its picture."""
+    """PNGs named by prompt and seed, grid.png with each prompt under its picture, and prompts.json."""
     from lowdim_sd.grid import save_grid
     from lowdim_sd.images import save_png
 
@@ -103,6 +104,10 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     for index, item in enumerate(results):
         slug = "".join(c if c.isalnum() else "-" for c in item.prompt.lower()).strip("-")[:60]
         paths.append(save_png(item.image, out_dir / f"{index:03d}-{slug}-seed{item.seed}.png"))
+    # prompts.json makes the folder an eval folder: `lowdim eval OUT --references face.jpg` (docs/eval.md).
+    entries = [{"image": path.name, "prompt": item.prompt, "seed": item.seed}
+               for path, item in zip(paths, results, strict=True)]
+    (out_dir / "prompts.json").write_text(json.dumps({"images": entries}, indent=1) + "\n", encoding="utf-8")
     captions = [f"{item.prompt} (seed {item.seed})" for item in results]
     grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)
     return paths, grid

@@ -55,6 +55,7 @@ class HyperTrainJob:
     out: Path = Path("hypernet")
     hyper: dict = field(default_factory=dict)  # HyperConfig options: encoder, encoder_config, width, iterations...
     steps: int = 1000
+    max_minutes: float | None = None  # stop early (and save as usual) once training has run this long
     batch_size: int = 4  # per process
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
@@ -299,6 +300,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                 if job.checkpoint_every and step % job.checkpoint_every == 0 and main:
                     save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
                                      job.keep_checkpoints)
+                if out_of_time(accelerator, started, job.max_minutes):
+                    break
         except KeyboardInterrupt:
             if main:
                 path = save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
@@ -313,6 +316,14 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         save_hypernet(result.path, accelerator.unwrap_model(net), {**metadata, "steps": step})
     result.seconds = time.perf_counter() - started
     return result
+
+
+def out_of_time(accelerator, started: float, max_minutes: float | None) -> bool:
+    """Whether the time budget is spent; every process agrees, so none waits for the others forever."""
+    if max_minutes is None:
+        return False
+    late = torch.tensor(float(time.perf_counter() - started > 60 * max_minutes), device=accelerator.device)
+    return float(accelerator.reduce(late, reduction="max")) > 0
 
 
 def _mean(accelerator, value: Tensor | None) -> float | None:

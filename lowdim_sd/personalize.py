@@ -17,7 +17,8 @@ import torch
 
 import lowdim
 from lowdim.registry import get_registry
-from lowdim_sd.images import load_image, to_pil
+from lowdim_sd.face_inputs import load_face_image, resolve_crop
+from lowdim_sd.images import to_pil
 from lowdim_sd.loading import SDModel, load_sd
 from lowdim_sd.modes import AdapterTrainable, resolve_layers
 from lowdim_sd.train import Subject, TrainConfig, train
@@ -45,6 +46,9 @@ class PersonalizeJob:
     no_hyper: bool = False  # ablation: fast finetune from zero even when a hypernetwork is given
     only_hyper: bool = False  # ablation: the prediction alone, no finetuning
     iterations: int | None = None  # hypernetwork refinement steps (default: the checkpoint's)
+    crop: bool | None = None  # crop the image to the face; None: the backend's default (see face_inputs)
+    crop_margin: float = 0.6  # room around the face, as a fraction of its width on each side
+    face_index: int | None = None  # which face when there are several (0: the largest)
 
 
 SCRATCH_STEPS = 600  # from zero, 40 steps barely move the identity (see docs/sd.md)
@@ -129,10 +133,12 @@ def preview_prompts(model_name: str) -> tuple[str, ...]:
 
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
     result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
+    crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     with stage(result, "load model"):
         model = load_sd(job.model, job.device, job.dtype)
     with stage(result, "read image"):
-        reference = load_image(job.image, model.resolution)
+        # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
+        reference = load_face_image(job.image, model.resolution, crop, job.crop_margin, job.face_index)
     with stage(result, "hypernetwork"):
         predicted = predict_initial(model, job, reference)
         trainable = initial_trainable(model, job, predicted)

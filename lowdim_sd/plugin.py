@@ -21,11 +21,16 @@ class SDBackend(Backend):
     default_layer_set = "unet+text"
 
     def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
-                 skeleton=None, preview_prompts: tuple[str, ...] | None = None) -> None:
+                 skeleton=None, preview_prompts: tuple[str, ...] | None = None,
+                 bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None) -> None:
         self.name, self.source, self.description, self.aliases = name, source, description, aliases
         self._skeleton = skeleton
         if preview_prompts:
             self.preview_prompts = preview_prompts
+        if bench_prompts:
+            self.bench_prompts = bench_prompts
+        if crops_faces is not None:
+            self.crops_faces = crops_faces
 
     def skeleton(self) -> nn.Module:
         if self._skeleton is None:
@@ -44,3 +49,12 @@ def register_backends(register):
         "sd15", SD15_HUB_ID, aliases=("sd1.5", "stable-diffusion-1.5"), skeleton=architecture.sd15_skeleton,
         description=f"Stable Diffusion 1.5 ({SD15_HUB_ID}); UNet + CLIP ViT-L/14 text encoder",
     ))
+
+
+@hookimpl
+def register_metrics(register):
+    """The paper's four metrics (``lowdim eval``); each loads its model only when built."""
+    from lowdim_sd.eval.paper_metrics import FACTORIES
+
+    for name, factory in FACTORIES.items():
+        register(name, factory)

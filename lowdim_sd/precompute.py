@@ -33,7 +33,8 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 from lowdim.spaces.base import LayerSpec
-from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_image, load_references
+from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
+from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 
 FORMAT = "lowdim.weights"
 FORMAT_VERSION = "1"
@@ -72,6 +73,9 @@ class PrecomputeJob:
     dtype: str = "auto"
     model_config: str | None = None
     limit: int | None = None  # only the first N identities (sorted by name)
+    crop: bool | None = None  # crop every image to the face; None: the backend's default (see face_inputs)
+    crop_margin: float = 0.6
+    face_index: int | None = None  # which face when there are several (0: the largest)
 
 
 @dataclass
@@ -194,6 +198,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     if job.batch_subjects < 1 or job.steps < 1:
         raise LowdimError("--batch-subjects and --steps must be at least 1")
     identities = discover_identities(job.identities)[: job.limit]
+    crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
     rank, processes = state.process_index, state.num_processes
     device = str(state.device) if job.device == "auto" and processes > 1 else job.device
@@ -212,7 +217,8 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
         "resolution": model.resolution, "root": str(root),
         "config": {key: value for key, value in asdict(config).items() if key not in ("checkpoint_every",
-                                                                                      "keep_checkpoints")},
+                                                                                      "keep_checkpoints")}
+                  | crop_settings(crop, job.crop_margin, job.face_index),  # other pixels, other θ: no resume
     }
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -227,8 +233,9 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     for start in range(0, len(pending), job.batch_subjects):
         batch = pending[start: start + job.batch_subjects]
         names = [identity.name for _, identity in batch]
-        subjects = [Subject(load_references(identity.images, model.resolution), job.seed + number)
-                    for number, identity in batch]
+        subjects = [Subject(torch.stack([load_face_image(path, model.resolution, crop, job.crop_margin,
+                                                         job.face_index) for path in identity.images]),
+                            job.seed + number) for number, identity in batch]
         trainable = adapter_trainable(model, space, layer_set, seed=job.seed, subject_names=names, token=job.token)
         try:
             train(model, subjects, trainable, config, out_dir=None, progress=progress)
@@ -269,6 +276,8 @@ def _done_identities(out: Path, header: dict) -> set[str]:
     if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
         return set()
     existing = read_index(out)
+    # Indexes from before face cropping existed were made from the images as they are.
+    existing["config"] = {**crop_settings(False, 0.0, None), **existing.get("config", {})}
     different = [key for key in IDENTITY_FIELDS if existing.get(key) != header[key]]
     if different:
         shown = ", ".join(f"{key} ({existing.get(key)!r} there, {header[key]!r} now)" for key in different[:2])
@@ -304,6 +313,10 @@ class WeightDataset(torch.utils.data.Dataset):
                       for image in (entry["images"] if all_images else entry["images"][:1])]
         self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
         self.resolution = int(self.index["resolution"])
+        # The hypernetwork must see the images the way precompute trained on them: cropped alike.
+        config = self.index.get("config", {})
+        self.crop = bool(config.get("crop", False))
+        self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
 
     @property
     def space(self):
@@ -333,7 +346,8 @@ class WeightDataset(torch.utils.data.Dataset):
 
     def image(self, item: int) -> Tensor:
         path = Path(self.items[item][1])
-        return load_image(path if path.is_absolute() else self.root / path, self.resolution)
+        return load_face_image(path if path.is_absolute() else self.root / path, self.resolution, self.crop,
+                               self.crop_margin, self.face_index)
 
     def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
         return self.image(item), self.weights(self.items[item][0])

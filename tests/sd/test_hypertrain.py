@@ -37,7 +37,7 @@ def weights(tiny_sd, tmp_path_factory):
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
     save_images(images, folder / "faces", "person")
     precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w", steps=3,
-                             batch_subjects=4), progress=False)
+                             batch_subjects=4, crop=False), progress=False)
     return folder / "w"
 
 
@@ -77,7 +77,7 @@ def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(w
     assert net.metadata["alpha"] == 1.0 and net.metadata["beta"] == 1.0 and net.metadata["adapter_seed"] == 0
     face = save_images(torch.rand(1, 3, 16, 16) * 2 - 1, tmp_path, "face")[0]
     made = personalize(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=result.path, only_hyper=True,
-                                      preview=False, out=tmp_path / "me"), progress=False)
+                                      preview=False, crop=False, out=tmp_path / "me"), progress=False)
     assert lowdim.read_adapter(made.adapter).space.name == "lidb"
 
 

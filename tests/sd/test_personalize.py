@@ -35,7 +35,7 @@ def hypernet(tiny_sd, tmp_path):
 
 
 def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:
-    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, steps=3, preview=False, **kwargs)
+    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, steps=3, preview=False, crop=False, **kwargs)
 
 
 def test_without_hypernetwork_it_fast_finetunes_a_relaxed_stack(tiny_sd, face, tmp_path):

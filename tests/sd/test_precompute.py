@@ -40,7 +40,8 @@ def model(tiny_sd):
 
 
 def job(tiny_sd, people, out, **kwargs) -> PrecomputeJob:
-    return PrecomputeJob(model=str(tiny_sd), identities=people, out=out, **{"steps": 2, "batch_subjects": 2, **kwargs})
+    return PrecomputeJob(model=str(tiny_sd), identities=people, out=out,
+                         **{"steps": 2, "batch_subjects": 2, "crop": False, **kwargs})
 
 
 def test_writes_shards_and_an_index_whose_rows_are_the_batched_training_result(tiny_sd, people, tmp_path, model):
@@ -147,7 +148,7 @@ def test_bad_inputs_are_one_line_errors(tiny_sd, tmp_path, model, capsys):
 
 def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
     code = main(["precompute", "-m", str(tiny_sd), "-i", str(people), "-o", str(tmp_path / "w"), "--steps", "1",
-                 "--batch-subjects", "3", "--device", "cpu"])
+                 "--no-crop", "--batch-subjects", "3", "--device", "cpu"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "trained 3 identities into 1 shard(s)" in text and len(WeightDataset(tmp_path / "w")) == 3

@@ -11,13 +11,19 @@ def preview_prompts() -> tuple[str, ...]:
     return tuple(prompt_for(style, "[V] face") for style in STYLES)
 
 
+def bench_prompts() -> tuple[str, ...]:
+    """Every style with the training subject, then again with "person", a word no training caption used."""
+    return preview_prompts() + tuple(prompt_for(style, "[V] person") for style in STYLES)
+
+
 @hookimpl
 def register_backends(register):
     from lowdim_sd.plugin import SDBackend
 
     register(SDBackend(
-        "tinyfaces", str(model_path()), preview_prompts=preview_prompts(),
+        "tinyfaces", str(model_path()), preview_prompts=preview_prompts(), bench_prompts=bench_prompts(),
         description="TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces",
+        crops_faces=False,  # 32x32 cartoon faces: a face detector finds nothing in them, use them as they are
     ))
 
 
@@ -30,7 +36,15 @@ def register_datasets(register):
 
 @hookimpl
 def register_metrics(register):
-    from lowdim_tinyfaces.metrics import load_identity_encoder, load_style_classifier
+    """tinyfaces-identity, tinyfaces-style and tinyfaces-image: ``lowdim.metrics.Metric`` factories."""
+    from lowdim_tinyfaces.metrics.plugin_metrics import FACTORIES
 
-    register("tinyfaces-identity", load_identity_encoder)
-    register("tinyfaces-style", load_style_classifier)
+    for name, factory in FACTORIES.items():
+        register(name, factory)
+
+
+@hookimpl
+def register_commands(cli):
+    from lowdim_tinyfaces.commands import register
+
+    register(cli)

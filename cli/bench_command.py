@@ -1,0 +1,94 @@
+"""``lowdim bench quality``: the paper's Tables 1-3 on held-out identities, a thin wrapper over lowdim_sd.bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.sd_commands import Device, Dtype
+
+out = Console()
+bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@bench.command()
+def quality(
+    identities: Annotated[Path, typer.Option(
+        "--identities", "-i", help="Flat folder: one reference image per HELD-OUT identity (never used in training).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name, hub id or folder.")] = "tinyfaces",
+    hypernet: Annotated[Path | None, typer.Option(
+        help="Trained hypernetwork checkpoint; needed by ours, ours-k1 and only-hyper.")] = None,
+    methods: Annotated[str | None, typer.Option(
+        help="Comma list of rows (default: all): ours, ours-k1, only-hyper, no-hyper, lidb-db, lora-db, "
+             "dreambooth, db-agg-1, db-agg-2, base.")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(
+        help="A prompt with [V], repeatable (default: the model's bench prompts).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N identities (sorted by file name).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of training noise and of prompt k's image (seed + k).")] = 0,
+    sample_steps: Annotated[int, typer.Option(help="Sampling steps per image.")] = 25,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes sharing the tasks (one GPU serves several).")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")] = None,
+    batch_subjects: Annotated[int, typer.Option(
+        min=1, help="Train the LoRA/LiDB DreamBooth rows this many identities at once (same adapters, "
+                    "much faster on a GPU; time per subject is the batch's divided by K).")] = 1,
+    gallery_identities: Annotated[int, typer.Option(help="Rows of gallery.png.")] = 4,
+    gallery_prompts: Annotated[str, typer.Option(help="Comma list of prompt numbers shown in gallery.png.")] = "0,3,5",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
+        "bench-quality"),
+    device: Device = "auto",
+    dtype: Dtype = "fp32",
+):
+    """Personalize every held-out identity with every method, generate every prompt, score, tabulate.
+
+    Writes OUT/table.md, OUT/table.json and OUT/gallery.png; per-task results under OUT/results resume an
+    interrupted run. Example (TinyFaces, see docs/results.md):
+
+      lowdim tinyfaces-identities -o heldout --count 50 --split test
+
+      lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
+    """
+    from lowdim_sd.bench.methods import METHODS
+    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, run_quality
+    from lowdim_sd.bench.report import aggregate, write_reports
+
+    job = QualityJob(identities=identities, model=model, out=out_dir, hypernet=hypernet,
+                     methods=_split(methods) or list(METHODS), metrics=_split(metrics) or list(DEFAULT_METRICS),
+                     prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
+                     workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
+    results = run_quality(job)
+    rows, columns = aggregate(results, job.methods)
+    paths = write_reports(job, results, rows, columns, gallery_identities,
+                          [int(k) for k in gallery_prompts.split(",") if k.strip()])
+    show(rows, columns)
+    skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
+    for name, reason in skipped.items():
+        out.print(f"[yellow]skipped metric {name}:[/] {reason}")
+    for path in paths:
+        out.print(f"wrote [bold]{path}[/]")
+
+
+def show(rows, columns) -> None:
+    from lowdim_sd.bench.report import table_rows
+
+    header, body = table_rows(rows, columns)
+    table = Table(title="bench quality (mean ± s.e. over identities)")
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for cells in body:
+        table.add_row(*cells)
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench, name="bench")

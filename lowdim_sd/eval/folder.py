@@ -1,0 +1,284 @@
+"""The eval folder: generated images plus ``prompts.json`` (or ``prompts.csv``) naming each one's prompt.
+
+prompts.json::
+
+    {"token": "sks",                                   optional: the identifier CLIP-T removes
+     "references": ["../me/face.jpg"],                 optional: references of every image
+     "images": [{"image": "000.png", "prompt": "a sks face at night",
+                 "references": ["refs/other.jpg"]}]}   optional per image: its own references
+
+``"images"`` may also map file names to prompts: ``{"000.png": "a sks face at night"}``. prompts.csv
+has a header ``image,prompt[,references]``, references separated by ``;``. Paths are relative to
+the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json.
+
+A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
+skipped with a :class:`SkippedImageWarning` and the rest are evaluated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from lowdim.errors import LowdimError
+from lowdim.metrics import Sample
+
+PROMPT_FILES = ("prompts.json", "prompts.csv")
+MIN_SIDE = 16  # below this no metric model sees anything but a blur
+MAX_SIDE = 2048  # larger pictures are shrunk on load: every metric model resizes to 224 px or less
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Written by `lowdim generate` next to the images; it is not one of them.
+_GENERATE_GRID = "grid.png"
+
+
+class EvalFolderError(LowdimError):
+    """An eval folder that can't be read: no prompts file, a malformed one, or no usable image."""
+
+
+class EvalWarning(UserWarning):
+    """Something in an eval folder that the run goes on without."""
+
+
+class SkippedImageWarning(EvalWarning):
+    """An image (generated or reference) that is missing, not an image, or too small: left out."""
+
+
+class ImageSizeWarning(EvalWarning):
+    """A huge image, shrunk on load."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the prompts file: a generated image, its prompt, and its own references (if any)."""
+
+    image: str
+    prompt: str
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptsFile:
+    path: Path
+    entries: list[Entry]
+    token: str | None = None
+    references: tuple[str, ...] = ()
+
+
+@dataclass
+class EvalSet:
+    """The samples an eval runs on, in prompts-file order, and the names of the images left out."""
+
+    folder: Path
+    samples: list[Sample]
+    skipped: list[str] = field(default_factory=list)
+
+
+# -- reading the prompts file -------------------------------------------------------------------------
+
+
+def read_prompts(folder: Path) -> PromptsFile:
+    """Parse ``folder``'s prompts.json or prompts.csv; raises EvalFolderError naming what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvalFolderError(f"eval folder {folder} not found" if not folder.exists() else
+                              f"{folder} is not a folder; pass the folder of generated images")
+    for name in PROMPT_FILES:
+        path = folder / name
+        if path.is_file():
+            return _read_json(path) if name.endswith(".json") else _read_csv(path)
+    raise EvalFolderError(f"{folder} has no {' or '.join(PROMPT_FILES)} saying each image's prompt "
+                          f"(see docs/eval.md; `lowdim generate` writes one)")
+
+
+def _read_json(path: Path) -> PromptsFile:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise EvalFolderError(f"{path} is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise EvalFolderError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, "
+                              f"column {error.colno}") from None
+    if isinstance(data, list):
+        data = {"images": data}
+    if not isinstance(data, dict) or "images" not in data:
+        raise EvalFolderError(f"{path} must be an object with an \"images\" list (see docs/eval.md)")
+    images = data["images"]
+    if isinstance(images, dict):
+        images = [{"image": key, **(value if isinstance(value, dict) else {"prompt": value})}
+                  for key, value in images.items()]
+    if not isinstance(images, list):
+        raise EvalFolderError(f"{path}: \"images\" must be a list or an object, got {type(images).__name__}")
+    token = data.get("token")
+    if token is not None and not isinstance(token, str):
+        raise EvalFolderError(f"{path}: \"token\" must be a string, got {token!r}")
+    entries = [_entry(item, f"{path}: image entry {index}") for index, item in enumerate(images)]
+    return PromptsFile(path, entries, token or None, _paths(data.get("references", []), f"{path}: references"))
+
+
+def _entry(item: Any, where: str) -> Entry:
+    if not isinstance(item, dict):
+        raise EvalFolderError(f"{where} must be an object with \"image\" and \"prompt\", got {item!r}")
+    image, prompt = item.get("image"), item.get("prompt")
+    if not isinstance(image, str) or not image:
+        raise EvalFolderError(f"{where} has no \"image\" file name")
+    if not isinstance(prompt, str):
+        raise EvalFolderError(f"{where} ({image}) has no \"prompt\" string")
+    return Entry(image, prompt, _paths(item.get("references", []), f"{where} ({image}): references"))
+
+
+def _paths(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise EvalFolderError(f"{where} must be a list of paths, got {value!r}")
+    return tuple(value)
+
+
+def _read_csv(path: Path) -> PromptsFile:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise EvalFolderError(f"{path} is not a readable CSV file: {error}") from None
+    if not rows or not {"image", "prompt"} <= set(rows[0]):
+        raise EvalFolderError(f"{path} needs a header line 'image,prompt' (optionally ',references') and rows")
+    entries = []
+    for line, row in enumerate(rows, start=2):
+        if not row["image"] or row["prompt"] is None:
+            raise EvalFolderError(f"{path}, line {line}: needs an image file name and a prompt")
+        refs = tuple(r.strip() for r in (row.get("references") or "").split(";") if r.strip())
+        entries.append(Entry(row["image"].strip(), row["prompt"], refs))
+    return PromptsFile(path, entries)
+
+
+# -- loading images -----------------------------------------------------------------------------------
+
+
+def open_image(path: Path, label: str) -> Image.Image | None:
+    """An upright RGB picture, or None with a SkippedImageWarning saying why it can't be used."""
+    def skip(reason: str) -> None:
+        warnings.warn(SkippedImageWarning(f"skipping {label} {path}: {reason}"), stacklevel=3)
+
+    if not path.is_file():
+        return skip("no such file" if not path.exists() else "not a file")
+    try:
+        with Image.open(path) as opened:
+            opened.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at a reduced scale
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except Image.DecompressionBombError:
+        return skip("too many pixels to open safely")
+    except (OSError, SyntaxError, ValueError):
+        return skip("not a readable image")
+    if min(image.size) < MIN_SIDE:
+        return skip(f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})")
+    if max(image.size) > MAX_SIDE:
+        warnings.warn(ImageSizeWarning(f"{label} {path} is {image.width}x{image.height}; shrunk to at most "
+                                       f"{MAX_SIDE} px on its long side"), stacklevel=2)
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    image.info["source"] = str(path)  # metrics name the file in their warnings
+    return image
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    """Reference paths with folders replaced by the image files in them (sorted, non-recursive)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(path)
+    return out
+
+
+class _References:
+    """Each reference file opened (and cropped) once, however many samples share it."""
+
+    def __init__(self, crop: bool, size: int, margin: float) -> None:
+        self.crop, self.size, self.margin = crop, size, margin
+        self._cache: dict[Path, Image.Image | None] = {}
+
+    def load(self, paths: Sequence[Path]) -> tuple[Image.Image, ...]:
+        images = []
+        for path in _expand(paths):
+            if path not in self._cache:
+                self._cache[path] = self._open(path)
+            if self._cache[path] is not None:
+                images.append(self._cache[path])
+        return tuple(images)
+
+    def opened(self) -> list[Path]:
+        return list(self._cache)
+
+    def _open(self, path: Path) -> Image.Image | None:
+        image = open_image(path, "reference")
+        if image is None or not self.crop:
+            return image
+        from lowdim_sd.faces import FaceNotFound, NoFaceWarning, crop_face
+
+        try:
+            cropped = crop_face(image, size=self.size, margin=self.margin, name=str(path))
+        except FaceNotFound as error:
+            warnings.warn(NoFaceWarning(f"{error}; using reference {path} uncropped"), stacklevel=2)
+            return image
+        cropped.info["source"] = str(path)
+        return cropped
+
+
+def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | None = None, crop: bool = False,
+                  crop_size: int = 512, margin: float = 0.6) -> EvalSet:
+    """Read the prompts file and open every image it names, with its references.
+
+    ``references`` (from the command line) replace the file's shared references; an image's own
+    references always win. ``token`` overrides the file's. ``crop`` crops references to the face
+    (generated images are scored as they are).
+    """
+    folder = Path(folder)
+    prompts = read_prompts(folder)
+    shared = list(references) or [folder / r for r in prompts.references]
+    refs = _References(crop, crop_size, margin)
+    samples, skipped = [], []
+    for entry in prompts.entries:
+        image = open_image(folder / entry.image, "generated image")
+        if image is None:
+            skipped.append(entry.image)
+            continue
+        own = [folder / r for r in entry.references] or shared
+        samples.append(_sample(image, refs.load(own), entry, token or prompts.token))
+    _warn_unlisted(folder, prompts, refs.opened())
+    _warn_without_references(samples)
+    if not samples:
+        raise EvalFolderError(f"no usable generated image in {folder}: {len(skipped)} listed in "
+                              f"{prompts.path.name}, none could be read")
+    return EvalSet(folder, samples, skipped)
+
+
+def _sample(image: Image.Image, references: tuple[Image.Image, ...], entry: Entry, token: str | None) -> Sample:
+    prompt = entry.prompt
+    if "[V]" in prompt:  # a template prompt ("a [V] face"): fill it, or remove "[V]" itself for CLIP-T
+        prompt, token = (prompt.replace("[V]", token), token) if token else (prompt, "[V]")
+    return Sample(image=image, references=references, prompt=prompt, token=token, name=entry.image)
+
+
+def _warn_unlisted(folder: Path, prompts: PromptsFile, references: list[Path]) -> None:
+    listed = {Path(e.image).name for e in prompts.entries}
+    listed |= {p.name for p in references if p.parent.resolve() == folder.resolve()}
+    unlisted = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                      and p.name not in listed and p.name != _GENERATE_GRID)
+    if unlisted:
+        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        warnings.warn(EvalWarning(f"{len(unlisted)} image(s) in {folder} are not in {prompts.path.name} and are "
+                                  f"not evaluated: {shown}"), stacklevel=3)
+
+
+def _warn_without_references(samples: list[Sample]) -> None:
+    bare = [s.name for s in samples if not s.references]
+    if bare:
+        warnings.warn(EvalWarning(f"{len(bare)} image(s) have no usable reference image ({bare[0]} ...): "
+                                  f"image metrics count them as misses; pass --references"), stacklevel=3)

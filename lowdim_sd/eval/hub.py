@@ -1,0 +1,96 @@
+"""Load a transformers model for a metric from a folder, the Hugging Face cache, or (if reachable) the hub.
+
+Without network, ``from_pretrained`` on an uncached hub id retries for about a minute before it
+fails. A metric should instead be skipped at once with a note, so the cache is tried first, and the
+hub only when a connection to it opens within a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lowdim.metrics import MetricUnavailable
+
+# Errors transformers raises for a folder or id it can't use (missing files, a wrong config).
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub accepts a TCP connection now (False when offline mode is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def looks_like_path(source: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything else (``./x``, ``/x``, ``a/b/c``, ``~``) is a path."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' chatter (unused weights, progress bars) is not for our users."""
+    from transformers.utils import logging as transformers_logging
+
+    level, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        transformers_logging.set_verbosity(level)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str) -> Any:
+    """``load(source, **kwargs)`` (a ``from_pretrained``), or MetricUnavailable saying what to do.
+
+    ``what`` names the model in messages ("DINO"); ``flag`` is the CLI option that takes a path.
+    """
+    path = Path(source).expanduser()
+    with quiet_transformers():
+        if path.is_dir():
+            try:
+                return load(str(path))
+            except _LOAD_ERRORS as error:
+                raise MetricUnavailable(f"could not load the {what} model from {path}: {_first_line(error)}") from None
+        if looks_like_path(source) or path.exists():
+            raise MetricUnavailable(f"{what} model folder {source} not found; pass {flag} with a model folder")
+        try:
+            return load(source, local_files_only=True)
+        except _LOAD_ERRORS:
+            pass  # not in the cache: try the hub below
+        if not hub_reachable():
+            raise MetricUnavailable(
+                f"{what} model '{source}' is not in the Hugging Face cache and the hub can't be reached; "
+                f"download it where there is network, or pass {flag} PATH to a local copy")
+        try:
+            return load(source)
+        except _LOAD_ERRORS as error:
+            raise MetricUnavailable(f"could not load the {what} model '{source}': {_first_line(error)}") from None

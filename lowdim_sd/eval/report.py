@@ -1,0 +1,191 @@
+"""Run registered metrics over samples and write the table: eval.json (every score) and eval.md.
+
+Metrics come from the registry (``register_metrics`` hook), so plugin metrics such as
+``tinyfaces-identity`` run exactly like the paper's four. A metric whose model can't be loaded is
+skipped with its reason; warnings raised while loading or scoring (no face found, an unreadable
+image) become the report's notes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lowdim.errors import LowdimError
+from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, summarize
+
+# Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError)
+
+
+@dataclass
+class MetricResult:
+    name: str
+    column: str
+    scores: list[float | None]
+
+    @property
+    def summary(self) -> Summary:
+        return summarize(self.scores)
+
+
+@dataclass
+class EvalReport:
+    """What ``lowdim eval`` found: one result per metric that ran, and why the others did not."""
+
+    images: list[str]
+    prompts: list[str]
+    results: list[MetricResult]
+    skipped_metrics: dict[str, str] = field(default_factory=dict)
+    skipped_images: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": {r.name: {"column": r.column, **vars(r.summary)} for r in self.results},
+            "skipped_metrics": self.skipped_metrics,
+            "skipped_images": self.skipped_images,
+            "images": [{"image": name, "prompt": self.prompts[i], "scores": {r.name: r.scores[i] for r in self.results}}
+                       for i, name in enumerate(self.images)],
+            "notes": self.notes,
+        }
+
+    def to_markdown(self) -> str:
+        lines = ["# lowdim eval", ""]
+        if self.results:
+            lines += _md_table(["", *(f"{r.column} ↑" for r in self.results)], [
+                ["mean", *(_fmt(r.summary.mean, "–") for r in self.results)],
+                ["scored", *(str(r.summary.scored) for r in self.results)],
+                ["misses", *(str(r.summary.misses) for r in self.results)],
+            ])
+        left_out = [f"- {name} skipped: {reason}" for name, reason in self.skipped_metrics.items()]
+        if self.skipped_images:
+            left_out += [f"- {len(self.skipped_images)} image(s) left out: {', '.join(self.skipped_images)}"]
+        lines += ["", *left_out] if left_out else []
+        if self.results:
+            lines += ["", "## Per image", ""]
+            lines += _md_table(["image", *(r.column for r in self.results)],
+                               [[name, *(_fmt(r.scores[i]) for r in self.results)]
+                                for i, name in enumerate(self.images)])
+        if self.notes:
+            lines += ["", "## Notes", "", *(f"- {note}" for note in self.notes)]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, missing: str = "miss") -> str:
+    return missing if value is None else f"{value:.3f}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
+
+
+# -- loading metrics ----------------------------------------------------------------------------------
+
+
+def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The shared options (e.g. device) that ``factory`` takes; a factory with **kwargs takes all."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None,
+                 shared: dict[str, Any] | None = None) -> tuple[dict[str, Metric], dict[str, str]]:
+    """Build each named metric from the registry: (loaded metrics, {skipped name: reason}).
+
+    ``options[name]`` go to that metric's factory as given (an unknown key is an error);
+    ``shared`` options (device) go to every factory that has a parameter of that name.
+    """
+    from lowdim.registry import get_registry
+
+    registry, options = get_registry(), options or {}
+    unknown = [n for n in names if n not in registry.metrics]
+    if unknown:
+        raise LowdimError(f"unknown metric '{unknown[0]}'; registered: {', '.join(sorted(registry.metrics)) or 'none'}")
+    for name in options:
+        if name not in names:
+            raise LowdimError(f"options given for metric '{name}', which is not among --metrics {','.join(names)}")
+    loaded, skipped = {}, {}
+    for name in names:
+        factory = registry.metrics[name].value
+        kwargs = {**_accepted(factory, shared or {}), **options.get(name, {})}
+        try:
+            loaded[name] = factory(**kwargs)
+        except MetricUnavailable as error:
+            skipped[name] = str(error)
+        except TypeError as error:
+            if options.get(name):
+                raise LowdimError(f"metric '{name}' rejected its options {options[name]}: {error}") from None
+            raise
+        except _LOAD_ERRORS as error:
+            skipped[name] = f"its model could not be loaded: {error}".splitlines()[0]
+    return loaded, skipped
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def score_all(metric: Metric, samples: Sequence[Sample], chunk: int,
+              advance: Callable[[int], None] | None) -> list[float | None]:
+    """The metric over all samples, ``chunk`` at a time so a progress bar can move."""
+    scores: list[float | None] = []
+    for start in range(0, len(samples), chunk):
+        part = samples[start:start + chunk]
+        got = list(metric.score(part))
+        if len(got) != len(part):
+            raise LowdimError(f"metric '{metric.name}' returned {len(got)} scores for {len(part)} images")
+        # A NaN (e.g. a zero feature vector) is a miss: it must not poison the mean or the JSON.
+        scores.extend(None if s is None or math.isnan(float(s)) else float(s) for s in got)
+        if advance:
+            advance(len(part))
+    return scores
+
+
+def run_metrics(samples: Sequence[Sample], metrics: dict[str, Metric], skipped_metrics: dict[str, str] | None = None,
+                chunk: int = 8, advance: Callable[[int], None] | None = None) -> EvalReport:
+    """Score every sample with every loaded metric; warnings raised meanwhile become notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [MetricResult(name, metric.column, score_all(metric, samples, chunk, advance))
+                   for name, metric in metrics.items()]
+    return EvalReport(images=[s.name or f"#{i}" for i, s in enumerate(samples)],
+                      prompts=[s.prompt for s in samples], results=results,
+                      skipped_metrics=dict(skipped_metrics or {}), notes=notes_of(caught))
+
+
+_LIBRARY_CHATTER = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def notes_of(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """Warning messages for the user (not libraries' deprecation chatter), each once, in order."""
+    return list(dict.fromkeys(str(w.message) for w in caught if not issubclass(w.category, _LIBRARY_CHATTER)))
+
+
+def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
+    """Write ``out/eval.json`` and ``out/eval.md`` (each atomically: temp file, then rename)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
+                       ("eval.md", report.to_markdown())):
+        target = out / name
+        temp = target.with_name(f".{name}.tmp{os.getpid()}")
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, target)
+        written.append(target)
+    return written[0], written[1]

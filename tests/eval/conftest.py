@@ -1,0 +1,120 @@
+"""Fixtures for lowdim eval: real face photos fetched from PyPI packages, and tiny random CLIP / DINO models.
+
+No third-party photo is committed: the face_recognition sdist's test images (five photos of one
+person, one of another) are downloaded with pip into pytest's cache on first use, and
+scikit-image's astronaut ships inside scikit-image. Without the registry those tests skip.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+FACE_RECOGNITION_SDIST = "face_recognition==1.3.0"
+# Files in the sdist's tests/test_images/: who is in each.
+PHOTOS = {"obama.jpg": "obama", "obama2.jpg": "obama", "obama3.jpg": "obama",
+          "obama_partial_face2.jpg": "obama", "biden.jpg": "biden"}
+CLIP_WORDS = ["a", "photo", "of", "face", "at", "night", "pencil", "sketch", "dog", "sks"]
+
+
+def _download_sdist(folder: Path) -> Path:
+    found = sorted(folder.glob("face_recognition-1.3.0.tar.gz"))
+    if found:
+        return found[0]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+               "--disable-pip-version-check", "-d", str(folder), FACE_RECOGNITION_SDIST]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"pip download {FACE_RECOGNITION_SDIST} timed out (no package registry?)")
+    found = sorted(folder.glob("face_recognition-1.3.0.tar.gz"))
+    if done.returncode != 0 or not found:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"could not pip download {FACE_RECOGNITION_SDIST} for its test photos: {last}")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def face_photos(request, tmp_path_factory) -> dict[str, Image.Image]:
+    """{file name: RGB photo} from the face_recognition sdist (cached under .pytest_cache)."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: download each run
+    folder = cache.mkdir("lowdim-face-photos") if cache else tmp_path_factory.mktemp("face-photos")
+    sdist = _download_sdist(Path(folder))
+    photos = {}
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            name = Path(member.name).name
+            if "/tests/test_images/" in member.name and name in PHOTOS:
+                data = archive.extractfile(member).read()
+                photo = Image.open(io.BytesIO(data)).convert("RGB")
+                photo.thumbnail((800, 800))  # faces stay over 150 px; detection on 2-core CI stays fast
+                photos[name] = photo
+    missing = set(PHOTOS) - set(photos)
+    assert not missing, f"{sdist.name} no longer holds {sorted(missing)}"
+    return photos
+
+
+@pytest.fixture(scope="session")
+def photo_people() -> dict[str, str]:
+    """{file name: who is in it} for the face_photos."""
+    return dict(PHOTOS)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Image.Image:
+    data = pytest.importorskip("skimage.data")
+    return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A random CLIP (model, image processor, tokenizer) saved as a local folder, loaded by path."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
+
+    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    torch.manual_seed(0)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    size = vocab_size(CLIP_WORDS)
+    # CLIP pools the text at the end-of-text token: its id must be the tokenizer's (the last two are specials).
+    ids = {"bos_token_id": size - 2, "eos_token_id": size - 1, "pad_token_id": size - 1}
+    config = CLIPConfig(text_config={**layers, **ids, "vocab_size": size, "max_position_embeddings": 77},
+                        vision_config={**layers, "image_size": 32, "patch_size": 8}, projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    write_clip_tokenizer(folder, CLIP_WORDS)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dino(tmp_path_factory) -> Path:
+    """A random ViT saved without an image processor: the metric falls back to ImageNet preprocessing."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path_factory.mktemp("dino") / "tiny-dino"
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=37)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def noise():
+    """noise(seed, size=48): a random RGB picture, a stand-in for a generated image with no face."""
+    import numpy as np
+
+    def make(seed: int, size: int = 48) -> Image.Image:
+        pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        return Image.fromarray(pixels)
+
+    return make

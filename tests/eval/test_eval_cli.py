@@ -1,0 +1,138 @@
+"""``lowdim eval`` end to end on tiny local models: the table, eval.json / eval.md, skips and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli.eval_command import metric_options
+from cli.main import main
+from lowdim.errors import LowdimError
+from lowdim.metrics import MetricUnavailable
+from lowdim.registry import Registry, use_registry
+from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
+
+pytestmark = pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def folder(tmp_path, noise):
+    (tmp_path / "ref.png").write_bytes(b"")
+    noise(9).save(tmp_path / "ref.png")
+    for i in range(3):
+        noise(i).save(tmp_path / f"{i}.png")
+    (tmp_path / "prompts.json").write_text(json.dumps({"token": "sks", "references": ["ref.png"], "images": [
+        {"image": f"{i}.png", "prompt": p} for i, p in enumerate(["a sks face", "a sks face at night", "a sks dog"])]}))
+    return tmp_path
+
+
+def test_eval_writes_the_table_json_and_markdown(capsys, folder, tiny_clip, tiny_dino, tmp_path):
+    out = tmp_path / "results"
+    code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "dino,clip-i,clip-t", "--dino-model", tiny_dino,
+                               "--clip-model", tiny_clip, "--device", "cpu", "--out", out, "--no-progress")
+    assert code == 0, stderr
+    assert "DINO" in stdout and "CLIP-I" in stdout and "CLIP-T" in stdout
+    report = json.loads((out / "eval.json").read_text())
+    assert list(report["metrics"]) == ["dino", "clip-i", "clip-t"]
+    assert report["metrics"]["dino"]["scored"] == 3 and report["metrics"]["dino"]["misses"] == 0
+    assert [im["image"] for im in report["images"]] == ["0.png", "1.png", "2.png"]
+    assert report["images"][1]["prompt"] == "a sks face at night"
+    scores = [im["scores"]["clip-t"] for im in report["images"]]
+    assert report["metrics"]["clip-t"]["mean"] == pytest.approx(sum(scores) / 3)
+    markdown = (out / "eval.md").read_text()
+    assert "|  | DINO ↑ | CLIP-I ↑ | CLIP-T ↑ |" in markdown and "## Per image" in markdown
+
+
+def test_an_unavailable_metric_is_skipped_and_the_others_run(capsys, folder, tiny_clip, tmp_path):
+    code, stdout, _ = run(capsys, "eval", folder, "--metrics", "dino,clip-t", "--dino-model", tmp_path / "none" / "x",
+                          "--clip-model", tiny_clip, "--device", "cpu", "--out", tmp_path / "r", "--no-progress")
+    assert code == 0
+    assert "skipped dino:" in stdout and "--dino-model" in stdout
+    report = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert list(report["metrics"]) == ["clip-t"] and "dino" in report["skipped_metrics"]
+
+
+def test_input_errors_are_one_red_line(capsys, folder, tmp_path, tiny_clip):
+    code, _, err = run(capsys, "eval", tmp_path / "empty-dir-that-is-missing")
+    assert code == 1 and "eval folder" in err and "not found" in err
+    code, _, err = run(capsys, "eval", folder, "--metrics", "dino,nope")
+    assert code == 1 and "unknown metric 'nope'" in err
+    code, _, err = run(capsys, "eval", folder, "--metrics", "clip-t", "--set", "clip-t.batch_size", "--no-progress")
+    assert code == 1 and "METRIC.KEY=VALUE" in err
+    code, _, err = run(capsys, "eval", folder, "--metrics", "clip-t", "--clip-model", tiny_clip,
+                       "--set", "clip-t.colour=red", "--no-progress")
+    assert code == 1 and "rejected its options" in err
+    code, _, err = run(capsys, "eval", folder, "--metrics", "dino", "--dino-model", tmp_path / "no" / "model",
+                       "--no-progress")
+    assert code == 1 and "no metric could run: dino:" in err
+
+
+def test_help_teaches_the_folder_format_and_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping inside the strings looked for
+    code, stdout, _ = run(capsys, "eval", "--help")
+    assert code == 0
+    for text in ("prompts.json", "face-rec,dino,clip-i,clip-t", "--no-crop", "--references", "facebook/dino-vits16"):
+        assert text in stdout
+
+
+def test_metric_names_and_options_parse():
+    assert parse_metric_names(" face-rec, dino ,") == ("face-rec", "dino")
+    with pytest.raises(LowdimError, match="empty"):
+        parse_metric_names(" , ")
+    with pytest.raises(LowdimError, match="twice"):
+        parse_metric_names("dino,dino")
+    names = ("clip-t", "dino")
+    assert metric_options(["dino.batch_size=4"], "d", "c", "f", names) == {
+        "dino": {"model": "d", "batch_size": 4}, "clip-t": {"model": "c"}}
+
+
+class _Fixed:
+    """A plugin-style metric: the eval runs any registered Metric, chunk by chunk."""
+
+    name, column = "fixed", "Fixed"
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device, self.calls = device, []
+
+    def score(self, samples):
+        self.calls.append(len(samples))
+        return [None if "dog" in s.prompt else 0.5 for s in samples]
+
+
+class _Plugin:
+    made: list[_Fixed] = []
+
+    @staticmethod
+    def register_metrics(register):
+        def fixed(device: str = "cpu"):
+            _Plugin.made.append(_Fixed(device))
+            return _Plugin.made[-1]
+
+        def unavailable():
+            raise MetricUnavailable("no weights here")
+
+        register("fixed", fixed)
+        register("gone", unavailable)
+
+
+def test_registered_plugin_metrics_run_with_misses_notes_and_progress(folder):
+    from lowdim.hookspecs import hookimpl
+
+    plugin = type("plugin", (), {"register_metrics": staticmethod(hookimpl(_Plugin.register_metrics))})
+    steps = []
+    with use_registry(Registry.from_plugins([plugin])):
+        report = run_eval(EvalJob(folder=folder, metrics=("fixed", "gone"), device="meta", chunk=2),
+                          progress=lambda total: steps.append(total) or steps.append)
+    (result,) = report.results
+    assert result.scores == [0.5, 0.5, None] and result.summary.misses == 1
+    assert report.skipped_metrics == {"gone": "no weights here"}
+    assert _Plugin.made[-1].device == "meta" and _Plugin.made[-1].calls == [2, 1]
+    assert steps == [3, 2, 1]
+    assert "| misses | 1 |" in report.to_markdown()
