@@ -46,6 +46,8 @@ def quality(
     gallery_prompts: Annotated[str, typer.Option(help="Comma list of prompt numbers shown in gallery.png.")] = "0,3,5",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
         "bench-quality"),
+    run: Annotated[bool, typer.Option(
+        help="--no-run: only tabulate the results already in --out (a partial or shared run).")] = True,
     device: Device = "auto",
     dtype: Dtype = "fp32",
 ):
@@ -66,7 +68,7 @@ def quality(
                      methods=_split(methods) or list(METHODS), metrics=_split(metrics) or list(DEFAULT_METRICS),
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
                      workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
-    results = run_quality(job)
+    results = run_quality(job, run=run)
     rows, columns = aggregate(results, job.methods)
     paths = write_reports(job, results, rows, columns, gallery_identities,
                           [int(k) for k in gallery_prompts.split(",") if k.strip()])

@@ -22,6 +22,8 @@ class Backend:
     default_layer_set: str = ""
     # Its subjects are face photos, cropped to the face by default (False: a face detector can't read them).
     crops_faces: bool = True
+    # A trained hypernetwork checkpoint for this model: `lowdim personalize` starts from its prediction.
+    default_hypernet: str | None = None
     # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
     preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
                                         "a pencil sketch of a [V] face", "a [V] face at night")

@@ -301,6 +301,11 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                     save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
                                      job.keep_checkpoints)
                 if out_of_time(accelerator, started, job.max_minutes):
+                    if val_set is not None and job.val_every and step % job.val_every:
+                        if main:  # the stopping step gets its validation, as the last step would
+                            log.write({"step": step, "split": "val", **evaluate(_unwrap(net), diffusion, val_set,
+                                                                               job, numbers)})
+                        accelerator.wait_for_everyone()
                     break
         except KeyboardInterrupt:
             if main:

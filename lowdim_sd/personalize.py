@@ -124,6 +124,13 @@ def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor
         return net.eval()(image, iterations=job.iterations)
 
 
+def default_hypernet(model_name: str) -> Path | None:
+    """The hypernetwork the model's backend ships, if any (TinyFaces does)."""
+    entry = get_registry().backends.get(model_name)
+    path = getattr(entry.value, "default_hypernet", None) if entry else None
+    return Path(path) if path else None
+
+
 def preview_prompts(model_name: str) -> tuple[str, ...]:
     from lowdim.backends import Backend
 
@@ -133,6 +140,7 @@ def preview_prompts(model_name: str) -> tuple[str, ...]:
 
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
     result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
+    job.hypernet = job.hypernet or default_hypernet(job.model)
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     with stage(result, "load model"):
         model = load_sd(job.model, job.device, job.dtype)

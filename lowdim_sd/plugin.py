@@ -22,7 +22,8 @@ class SDBackend(Backend):
 
     def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
                  skeleton=None, preview_prompts: tuple[str, ...] | None = None,
-                 bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None) -> None:
+                 bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None,
+                 default_hypernet: str | None = None) -> None:
         self.name, self.source, self.description, self.aliases = name, source, description, aliases
         self._skeleton = skeleton
         if preview_prompts:
@@ -31,6 +32,8 @@ class SDBackend(Backend):
             self.bench_prompts = bench_prompts
         if crops_faces is not None:
             self.crops_faces = crops_faces
+        if default_hypernet:
+            self.default_hypernet = default_hypernet
 
     def skeleton(self) -> nn.Module:
         if self._skeleton is None:

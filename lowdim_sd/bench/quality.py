@@ -117,10 +117,10 @@ def write_json(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None) -> list[dict]:
-    """Run every task not already done; returns all results (old and new)."""
+def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None, run: bool = True) -> list[dict]:
+    """Run every task not already done (none with ``run=False``); returns all results there are."""
     tasks = prepare(job)
-    todo = [t for t in tasks if not result_path(job.out, t).exists()]
+    todo = [t for t in tasks if run and not result_path(job.out, t).exists()]
     if todo and job.batch_subjects > 1:
         from lowdim_sd.bench.batched import train_batched
 

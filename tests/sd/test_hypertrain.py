@@ -146,3 +146,14 @@ def test_encoder_config_option():
     assert encoder_config_option('{"model_type": "dinov2"}') == {"model_type": "dinov2"}
     with pytest.raises(lowdim.LowdimError, match="--encoder-config must be"):
         encoder_config_option("{not json")
+
+
+def test_a_time_budget_stops_early_validates_and_saves(weights, tmp_path):
+    from safetensors import safe_open
+
+    result = train_hypernet(job(weights, tmp_path / "h", steps=50, max_minutes=0.0, val_identities=1, val_every=7),
+                            progress=False)
+    assert len(result.losses) == 1  # the budget was spent after the first step
+    assert records(result.metrics, "val")[-1]["step"] == 1
+    with safe_open(str(result.path), "pt") as handle:
+        assert json.loads(handle.metadata()["extra"])["steps"] == 1

@@ -26,7 +26,8 @@ def write_identities(
 ) -> list[Path]:
     """Write ``count`` identities as ``out/id-00000.png`` ... plus ``.identities.json`` (their factor levels).
 
-    Deterministic in (count, split, seed); a larger ``count`` with the same seed extends a smaller one.
+    Deterministic in (count, split, seed). Another ``count`` draws another set (identities are sampled
+    by rejection in batches sized by it), so keep the count fixed for a folder that weights refer to.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")

@@ -11,3 +11,8 @@ def model_path() -> Path:
     Written by ``python -m lowdim_tinyfaces.train_model``; shipped as package data.
     """
     return Path(__file__).resolve().parent / "model"
+
+
+def hypernet_path() -> Path:
+    """The TinyFaces hypernetwork (phase 1 of HyperDreamBooth), trained as docs/results.md describes."""
+    return Path(__file__).resolve().parent / "hypernet" / "hypernet.safetensors"

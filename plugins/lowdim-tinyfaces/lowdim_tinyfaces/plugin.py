@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lowdim.hookspecs import hookimpl
-from lowdim_tinyfaces.model_files import model_path
+from lowdim_tinyfaces.model_files import hypernet_path, model_path
 from lowdim_tinyfaces.styles import STYLES, prompt_for
 
 
@@ -23,6 +23,7 @@ def register_backends(register):
     register(SDBackend(
         "tinyfaces", str(model_path()), preview_prompts=preview_prompts(), bench_prompts=bench_prompts(),
         description="TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces",
+        default_hypernet=str(hypernet_path()) if hypernet_path().exists() else None,
         crops_faces=False,  # 32x32 cartoon faces: a face detector finds nothing in them, use them as they are
     ))
 

@@ -1,0 +1,154 @@
+"""`lowdim bench quality`: statistics, resumable tasks shared by processes, batched rows, the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from cli.main import main
+from lowdim.errors import LowdimError
+from lowdim_sd.bench import methods as bench_methods
+from lowdim_sd.bench.claims import claim, release
+from lowdim_sd.bench.quality import QualityJob, result_path, run_quality
+from lowdim_sd.bench.report import aggregate, markdown, mean_se, per_identity_mean, write_reports
+
+finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False)
+
+
+@given(st.lists(finite, min_size=1, max_size=40))
+def test_mean_and_standard_error_match_the_textbook(values):
+    cell = mean_se(values)
+    assert cell.n == len(values)
+    assert min(values) - 1e-9 <= cell.mean <= max(values) + 1e-9
+    expected = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    assert cell.se == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+@given(st.lists(st.one_of(st.none(), finite), max_size=20))
+def test_per_identity_mean_leaves_misses_out(scores):
+    kept = [s for s in scores if s is not None]
+    value = per_identity_mean(scores)
+    assert (value is None) == (not kept)
+    if kept:
+        assert value == pytest.approx(sum(kept) / len(kept))
+
+
+def record(method, identity, scores, seconds=1.0, hypernet=None):
+    return {"method": method, "identity": identity, "reference": "", "seconds": seconds, "bytes": 100,
+            "hypernet": hypernet, "scores": {"m": scores}, "columns": {"m": "M"}, "skipped": {}}
+
+
+def test_cells_average_prompts_first_then_identities():
+    results = [record("base", "a", [1.0, 0.0, None]), record("base", "b", [1.0, 1.0, 1.0])]
+    rows, columns = aggregate(results, ["base"])
+    assert columns == {"m": "M"}
+    cell = rows[0].cells["m"]
+    assert cell.mean == pytest.approx(0.75) and cell.n == 2  # (0.5 + 1.0) / 2, not 4 / 5
+    assert rows[0].misses == 1
+    assert "| Base model | 0.750 ± 0.250 |" in markdown(rows, columns)
+
+
+def test_a_row_mixing_two_hypernetworks_is_refused():
+    results = [record("ours", "a", [1.0], hypernet="h1"), record("ours", "b", [1.0], hypernet="h2")]
+    with pytest.raises(LowdimError, match="different hypernetworks"):
+        aggregate(results, ["ours"])
+
+
+def test_a_claimed_task_is_skipped_until_released_and_a_dead_owners_claim_is_taken_over(tmp_path):
+    path = tmp_path / "results" / "m" / "a.json"
+    assert claim(path)
+    assert not claim(path)  # this process is alive and holds it
+    release(path)
+    assert claim(path)
+    path.with_suffix(".claim").write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 12345}))
+    assert claim(path)  # no such process: stale
+
+
+@pytest.fixture
+def identities(tmp_path, faces):
+    folder = tmp_path / "ids"
+    folder.mkdir()
+    for index, face in enumerate(faces):
+        pixels = ((face.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"id-{index}.png")
+    return folder
+
+
+@pytest.fixture
+def quick_methods(monkeypatch):
+    """The real rows with a few training steps each, so the tiny model trains them in a blink."""
+    table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
+    monkeypatch.setattr(bench_methods, "METHODS", table)
+    for module in ("lowdim_sd.bench.quality", "lowdim_sd.bench.batched", "lowdim_sd.bench.report"):
+        monkeypatch.setattr(f"{module}.METHODS", table)
+    return table
+
+
+def job_for(tiny_sd, identities, out, **options):
+    return QualityJob(identities=identities, model=str(tiny_sd), out=out, metrics=[], prompts=["a [V] face"],
+                      sample_steps=2, **options)
+
+
+def test_runs_every_task_once_resumes_and_refuses_other_settings(tiny_sd, identities, tmp_path, quick_methods):
+    out = tmp_path / "bench"
+    job = job_for(tiny_sd, identities, out, methods=["base", "db-agg-2"])
+    results = run_quality(job)
+    assert sorted((r["method"], r["identity"]) for r in results) == [
+        ("base", "id-0"), ("base", "id-1"), ("db-agg-2", "id-0"), ("db-agg-2", "id-1")]
+    assert all((out / "images" / r["method"] / r["identity"] / "00.png").exists() for r in results)
+    assert next(r for r in results if r["method"] == "db-agg-2")["bytes"] > 0
+    stamp = result_path(out, type("T", (), {"method": "base", "identity": "id-0"})).stat().st_mtime_ns
+    assert len(run_quality(job_for(tiny_sd, identities, out, methods=["base", "db-agg-2"]))) == 4
+    assert result_path(out, type("T", (), {"method": "base", "identity": "id-0"})).stat().st_mtime_ns == stamp
+    with pytest.raises(LowdimError, match="other settings"):
+        run_quality(job_for(tiny_sd, identities, out, methods=["base"], seed=1))
+    rows, columns = aggregate(results, job.methods)
+    paths = write_reports(job, results, rows, columns, 2, [0])
+    assert [p.name for p in paths] == ["table.md", "table.json", "gallery.png"]
+
+
+def test_batched_adapter_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, identities, tmp_path,
+                                                                          quick_methods):
+    from safetensors.torch import load_file
+
+    alone = job_for(tiny_sd, identities, tmp_path / "alone", methods=["lidb-db"])
+    together = job_for(tiny_sd, identities, tmp_path / "together", methods=["lidb-db"], batch_subjects=2)
+    from lowdim_sd.bench.batched import adapter_path, train_batched
+    from lowdim_sd.bench.methods import personalize_subject
+    from lowdim_sd.bench.quality import prepare
+    from lowdim_sd.images import load_image
+    from lowdim_sd.loading import load_sd
+
+    tasks = prepare(together)
+    train_batched(together, tasks, 2)
+    for task in tasks:
+        model = load_sd(str(tiny_sd))
+        work = tmp_path / "alone" / task.identity
+        done = personalize_subject(model, quick_methods["lidb-db"], load_image(task.reference, 16), work,
+                                   None, alone.token, alone.seed)
+        mine, batched = load_file(done.file), load_file(adapter_path(together.out, "lidb-db", task.identity))
+        assert mine.keys() == batched.keys()
+        for key, value in mine.items():
+            assert torch.allclose(value.float(), batched[key].float(), atol=1e-4), key
+
+
+def test_command_reports_a_bad_identities_folder_in_one_line(tmp_path, capsys):
+    code = main(["bench", "quality", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0]
+
+
+def test_unknown_method_is_named(tmp_path, identities, capsys):
+    code = main(["bench", "quality", "-i", str(identities), "--methods", "ours,dreamboth", "-o", str(tmp_path / "o")])
+    assert code == 1
+    assert "dreamboth" in capsys.readouterr().err
