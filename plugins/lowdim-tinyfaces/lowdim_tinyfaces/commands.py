@@ -15,7 +15,7 @@ def tinyfaces_identities(
     count: Annotated[int, typer.Option(min=1, help="Number of identities (one image each).")] = 500,
     split: Annotated[str, typer.Option(
         help="Identity split: train (for precompute), val, or test (held out everywhere: benchmarks).")] = "train",
-    seed: Annotated[int, typer.Option(help="Seed; the same seed, count and split always give the same identities.")] = 0,
+    seed: Annotated[int, typer.Option(help="Same seed, count and split: same identities.")] = 0,
     style: Annotated[str, typer.Option(help="Style of the reference images.")] = "photo",
 ):
     """Write TinyFaces identities as a flat image folder, the input of `lowdim precompute` and `lowdim bench`.
