@@ -44,6 +44,8 @@ def quality(
                     "much faster on a GPU; time per subject is the batch's divided by K).")] = 1,
     gallery_identities: Annotated[int, typer.Option(help="Rows of gallery.png.")] = 4,
     gallery_prompts: Annotated[str, typer.Option(help="Comma list of prompt numbers shown in gallery.png.")] = "0,3,5",
+    gallery_methods: Annotated[str | None, typer.Option(
+        help="Comma list of rows shown in gallery.png (default: all).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
         "bench-quality"),
     run: Annotated[bool, typer.Option(
@@ -71,7 +73,7 @@ def quality(
     results = run_quality(job, run=run)
     rows, columns = aggregate(results, job.methods)
     paths = write_reports(job, results, rows, columns, gallery_identities,
-                          [int(k) for k in gallery_prompts.split(",") if k.strip()])
+                          [int(k) for k in gallery_prompts.split(",") if k.strip()], _split(gallery_methods))
     show(rows, columns)
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
     for name, reason in skipped.items():

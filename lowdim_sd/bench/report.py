@@ -127,7 +127,7 @@ def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[st
 
 
 def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, str], gallery_identities: int,
-                  gallery_prompts: list[int]) -> list[Path]:
+                  gallery_prompts: list[int], gallery_methods: list[str] | None = None) -> list[Path]:
     """OUT/table.md, OUT/table.json and (when there are images) OUT/gallery.png."""
     from lowdim_sd.bench.quality import settings, write_json
 
@@ -135,10 +135,11 @@ def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, 
     (out / "table.md").write_text(markdown(rows, columns))
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
+    shown = [m for m in (gallery_methods or job.methods) if m in job.methods]
     done = {r["identity"] for r in results if all(
-        any(x["identity"] == r["identity"] and x["method"] == m for x in results) for m in job.methods)}
+        any(x["identity"] == r["identity"] and x["method"] == m for x in results) for m in shown)}
     identities = sorted(done)[:gallery_identities]
     prompts = [k for k in gallery_prompts if 0 <= k < len(job.prompts)]
     if identities and prompts:
-        paths.append(gallery(out, results, job.methods, job.prompts, identities, prompts, out / "gallery.png"))
+        paths.append(gallery(out, results, shown, job.prompts, identities, prompts, out / "gallery.png"))
     return paths

@@ -1,0 +1,52 @@
+"""The ceiling of docs/results.md's table: TinyFaces renders of each held-out identity in each prompted style.
+
+Scores renders (not generated images) with the same metrics as `lowdim bench quality`, so the table's
+numbers can be read against what a perfect personalization would get.
+
+    python benchmarks/tinyfaces_ceiling.py runs/tinyfaces/heldout
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from lowdim_tinyfaces.folders import read_levels
+from lowdim_tinyfaces.styles import STYLE_TEMPLATES
+from lowdim_tinyfaces.world import render
+from PIL import Image
+
+from lowdim.metrics import Sample
+from lowdim.registry import get_registry
+from lowdim_sd.bench.quality import DEFAULT_METRICS, bench_prompts
+from lowdim_sd.bench.report import mean_se
+
+
+def prompted_style(prompt: str) -> str:
+    for name, template in STYLE_TEMPLATES.items():
+        head, _, tail = template.partition("{subject}")
+        if prompt.startswith(head) and prompt.endswith(tail):
+            return name
+    raise ValueError(prompt)
+
+
+def main(folder: str) -> None:
+    levels = read_levels(folder)
+    prompts = [p.replace("[V]", "sks") for p in bench_prompts("tinyfaces")]
+    metrics = {name: get_registry().metrics[name].value() for name in DEFAULT_METRICS}
+    per_identity: dict[str, list[float]] = {name: [] for name in metrics}
+    for index, (name, level) in enumerate(sorted(levels.items())):
+        reference = Image.open(f"{folder}/{name}.png").convert("RGB")
+        styles = [prompted_style(p) for p in prompts]
+        seeds = np.arange(len(prompts)) + 1000 * (index + 1)  # other nuisances than the reference's
+        images = render(np.stack([level] * len(prompts)), styles, seeds)
+        samples = [Sample(Image.fromarray(img), (reference,), p, "sks") for img, p in zip(images, prompts, strict=True)]
+        for metric_name, metric in metrics.items():
+            scores = [s for s in metric.score(samples) if s is not None]
+            per_identity[metric_name].append(sum(scores) / len(scores))
+    for metric_name, values in per_identity.items():
+        print(f"{metrics[metric_name].column}: {mean_se(values).text()} over {len(values)} identities")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/tinyfaces/heldout")
