@@ -26,7 +26,7 @@ def personalize(
         help="Fast-finetuning steps (default: 40 with --hypernet, as in the paper; 600 from zero).")] = None,
     rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (r > 1).")] = 4,
     lr: Annotated[float | None, typer.Option(
-        help="Fast-finetuning learning rate (default: 1e-3 with --hypernet, 3e-3 from zero).")] = None,
+        help="Fast-finetuning learning rate (default: 3e-3).")] = None,
     token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
     seed: Annotated[int, typer.Option(help="Seed of init, noise and preview.")] = 0,
     export: Annotated[list[str] | None, typer.Option(

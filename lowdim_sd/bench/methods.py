@@ -36,12 +36,12 @@ class Method:
 # Learning rates of the DreamBooth rows follow lowdim train's defaults (workflows.DEFAULT_LR); the
 # aggressive variants raise them as the paper does when it cuts the iterations (Table 2).
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("ours", "Ours", "hyper", steps=40, learning_rate=1e-3,
+    Method("ours", "Ours", "hyper", steps=40, learning_rate=3e-3,
            note="hypernetwork prediction, then 40 steps of rank-relaxed fast finetuning"),
-    Method("ours-k1", "Ours (k=1)", "hyper", steps=40, learning_rate=1e-3, iterations=1,
+    Method("ours-k1", "Ours (k=1)", "hyper", steps=40, learning_rate=3e-3, iterations=1,
            note="as Ours, with one hypernetwork iteration instead of the checkpoint's"),
     Method("only-hyper", "Only Hyper", "hyper", steps=0, note="the hypernetwork prediction alone"),
-    Method("no-hyper", "No Hyper", "hyper", steps=40, learning_rate=1e-3, use_hypernet=False,
+    Method("no-hyper", "No Hyper", "hyper", steps=40, learning_rate=3e-3, use_hypernet=False,
            note="40 steps of rank-relaxed fast finetuning from zero"),
     Method("lidb-db", "LiDB DreamBooth", "dreambooth", steps=400, learning_rate=5e-3, space="lidb",
            note="LiDB trained from zero, the precompute recipe"),

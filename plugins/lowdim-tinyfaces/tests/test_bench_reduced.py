@@ -1,7 +1,8 @@
 """A reduced `lowdim bench quality` on TinyFaces: it must keep the ordering the full run showed.
 
-The full run (docs/results.md) used 50 held-out identities and 12 prompts; this one uses 3 and the
-6 "[V] face" prompts, and only the fast rows, so that CI notices when a change breaks quality.
+The full run (docs/results.md) scored 10 rows on 50 held-out identities; this one runs the four fast
+rows on the first 3 of the same identities with the same prompts and seeds, and checks the orderings
+the full run showed, so that CI notices when a change breaks quality.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import pytest
 from lowdim_tinyfaces.folders import write_identities
 from lowdim_tinyfaces.model_files import hypernet_path
 
-from lowdim.registry import get_registry
 from lowdim_sd.bench.quality import QualityJob, run_quality
 from lowdim_sd.bench.report import aggregate
 
@@ -24,10 +24,9 @@ def table(tmp_path_factory):
         pytest.fail(f"the TinyFaces hypernetwork is missing: {hypernet_path()}")
     root = tmp_path_factory.mktemp("bench")
     identities = root / "heldout"
-    write_identities(identities, 3, split="test", seed=0)
-    prompts = list(get_registry().backends["tinyfaces"].value.bench_prompts[:6])
+    write_identities(identities, 50, split="test", seed=0)  # the full run's identities; we use 3
     job = QualityJob(identities=identities, out=root / "out", methods=["ours", "only-hyper", "no-hyper", "base"],
-                     prompts=prompts, hypernet=hypernet_path(), sample_steps=20, device="cpu")
+                     hypernet=hypernet_path(), limit=3, device="cpu")
     rows, _ = aggregate(run_quality(job), job.methods)
     return {row.method: row for row in rows}
 
@@ -36,18 +35,22 @@ def test_every_row_scores_every_identity(table):
     assert all(row.identities == 3 and row.cells[IDENTITY].n == 3 for row in table.values())
 
 
-def test_personalization_moves_identity_above_the_base_model(table):
-    base = table["base"].cells[IDENTITY].mean
-    for method in ("ours", "no-hyper"):
-        assert table[method].cells[IDENTITY].mean > base + 0.1, method
+def identity(table, method: str) -> float:
+    return table[method].cells[IDENTITY].mean
 
 
-def test_the_hypernetwork_start_helps_the_fast_finetune(table):
-    assert table["ours"].cells[IDENTITY].mean > table["no-hyper"].cells[IDENTITY].mean
+def test_identity_fidelity_keeps_the_full_runs_order(table):
+    # Full run: ours 0.19 > no-hyper 0.06 > base -0.02, only-hyper 0.03; ours beats both ablations.
+    assert identity(table, "ours") > identity(table, "no-hyper") > identity(table, "base")
+    assert identity(table, "ours") > identity(table, "only-hyper") > identity(table, "base")
+    assert identity(table, "ours") > identity(table, "base") + 0.1
 
 
-def test_ours_keeps_following_prompts(table):
-    assert table["ours"].cells["tinyfaces-style"].mean >= 0.5
+def test_prompt_fidelity_keeps_the_full_runs_order(table):
+    # Full run: base 1.00 > no-hyper 0.64 > ours 0.51: personalizing costs some prompt following.
+    style = {method: row.cells["tinyfaces-style"].mean for method, row in table.items()}
+    assert style["base"] == 1.0
+    assert style["base"] > style["no-hyper"] > style["ours"] >= 0.4
 
 
 def test_the_adapter_file_is_small(table):
