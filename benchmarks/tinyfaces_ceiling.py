@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 from lowdim_tinyfaces.folders import read_levels
-from lowdim_tinyfaces.styles import STYLE_TEMPLATES
+from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style
 from lowdim_tinyfaces.world import render
 from PIL import Image
 
@@ -20,14 +20,6 @@ from lowdim.metrics import Sample
 from lowdim.registry import get_registry
 from lowdim_sd.bench.quality import DEFAULT_METRICS, bench_prompts
 from lowdim_sd.bench.report import mean_se
-
-
-def prompted_style(prompt: str) -> str:
-    for name, template in STYLE_TEMPLATES.items():
-        head, _, tail = template.partition("{subject}")
-        if prompt.startswith(head) and prompt.endswith(tail):
-            return name
-    raise ValueError(prompt)
 
 
 def main(folder: str) -> None:

@@ -19,7 +19,6 @@ _JOB = None
 def _init_worker(job, threads: int) -> None:
     global _JOB
     _JOB = job
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch.set_num_threads(threads)
 
 

@@ -8,6 +8,15 @@ import torch
 from lowdim_sd.tiny import save_tiny_pipeline
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread during the test, whatever the code under test (accelerate, CLI) sets."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """Path of a tiny random SD pipeline folder (epsilon prediction)."""

@@ -23,12 +23,7 @@ from lowdim_sd.precompute import INDEX, PrecomputeJob, WeightDataset, precompute
 needs_faces = pytest.mark.skipif(not faces.faces_available(), reason="the faces extra (dlib-bin) is not installed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,7 @@ TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size
 HYPER = {"encoder_config": TINY_VIT, "width": 16, "attention_heads": 2, "iterations": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

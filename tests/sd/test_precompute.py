@@ -16,13 +16,7 @@ from lowdim_sd.modes import adapter_trainable, resolve_layers
 from lowdim_sd.precompute import PrecomputeJob, WeightDataset, merge_index, precompute, read_index
 from lowdim_sd.train import Subject, TrainConfig, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
