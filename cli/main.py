@@ -1,7 +1,8 @@
 """Entry point of the ``lowdim`` command: built-in commands, plugin commands, and error policy.
 
-User mistakes (LowdimError) print one red line and exit 1; Ctrl-C exits 130. Anything else is
-a bug in lowdim or a plugin and keeps its traceback.
+User mistakes (LowdimError) print one red line and exit 1, and so does running out of accelerator
+memory, which is a sizing choice rather than a bug; Ctrl-C exits 130. Anything else is a bug in
+lowdim or a plugin and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(f"[yellow]Warning:[/] {message}", highlight=False)
 
 
+OUT_OF_MEMORY_HINT = ("out of {device} memory: try a smaller --batch-size, --dtype fp16 or bf16, "
+                      "--gradient-checkpointing where the command has it, or --device cpu")
+
+
+def _out_of_memory_device(error: BaseException) -> str | None:
+    """'GPU'/'MPS' when ``error`` is torch's out-of-memory error; torch is only imported if loaded."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(error, oom):
+        return "GPU"
+    if isinstance(error, RuntimeError) and "MPS backend out of memory" in str(error):
+        return "MPS"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit code."""
     warnings.showwarning = _show_warning
@@ -72,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     except USAGE_ERRORS as error:
         error.show()
         return error.exit_code
+    except RuntimeError as error:
+        device = _out_of_memory_device(error)
+        if device is None:
+            raise
+        err.print(f"[bold red]Error:[/] {OUT_OF_MEMORY_HINT.format(device=device)}", highlight=False, soft_wrap=True)
+        return 1
     except ABORTS:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
         return 130

@@ -181,10 +181,12 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
                 if out_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                     checkpoints.save(out_dir, step + 1, trainable, optimizer, config.keep_checkpoints)
             step = config.steps
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+            # Both leave the parameters at the last completed step, so that state is worth keeping.
             if out_dir is not None:
                 path = checkpoints.save(out_dir, step, trainable, optimizer, config.keep_checkpoints)
-                warnings.warn(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume",
+                why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+                warnings.warn(f"{why} at step {step}; checkpoint saved to {path}; continue with --resume",
                               stacklevel=2)
             raise
         finally:
@@ -198,16 +200,12 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
 def _one_step(model, subjects, trainable, optimizer, config, step, input_ids) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    try:
-        for micro in range(config.grad_accum):
-            with _autocast(model, config.mixed_precision):
-                losses = denoising_losses(model, subjects, config, step, micro, input_ids)
-            # Summing over subjects gives each subject's slice exactly its own gradient.
-            (losses.sum() / config.grad_accum).backward()
-            total += float(losses.detach().mean()) / config.grad_accum
-    except torch.cuda.OutOfMemoryError:
-        raise LowdimError("out of GPU memory: try --gradient-checkpointing, a smaller --batch-size, "
-                          "or --dtype fp16/bf16") from None
+    for micro in range(config.grad_accum):
+        with _autocast(model, config.mixed_precision):
+            losses = denoising_losses(model, subjects, config, step, micro, input_ids)
+        # Summing over subjects gives each subject's slice exactly its own gradient.
+        (losses.sum() / config.grad_accum).backward()
+        total += float(losses.detach().mean()) / config.grad_accum
     if config.max_grad_norm:
         clip_per_subject(trainable, config.max_grad_norm)
     return total
@@ -230,7 +228,9 @@ def _set_train_mode(model: SDModel, gradient_checkpointing: bool) -> None:
     pipe.text_encoder.train()
     if gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
-        pipe.text_encoder.gradient_checkpointing_enable()
+        text = pipe.text_encoder  # transformers 5 renamed the switch; older releases only have the old name
+        enable = getattr(text, "activation_checkpointing_enable", None) or text.gradient_checkpointing_enable
+        enable()
 
 
 def _set_eval_mode(model: SDModel) -> None:

@@ -8,6 +8,7 @@ of those per-identity averages across identities.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,10 +137,14 @@ def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, 
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
     shown = [m for m in (gallery_methods or job.methods) if m in job.methods]
-    done = {r["identity"] for r in results if all(
-        any(x["identity"] == r["identity"] and x["method"] == m for x in results) for m in shown)}
-    identities = sorted(done)[:gallery_identities]
     prompts = [k for k in gallery_prompts if 0 <= k < len(job.prompts)]
+    # Scores can outlive images (the results archive keeps only the JSON), so look for the files themselves.
+    pictured = sorted({r["identity"] for r in results if all(
+        (out / "images" / m / r["identity"] / f"{k:02d}.png").is_file() for m in shown for k in prompts)})
+    identities = pictured[:gallery_identities]
     if identities and prompts:
         paths.append(gallery(out, results, shown, job.prompts, identities, prompts, out / "gallery.png"))
+    elif results and prompts:
+        warnings.warn(f"no gallery: no identity has images in {out / 'images'} for every shown method "
+                      f"({', '.join(shown)}); rerun those rows to make them", stacklevel=2)
     return paths

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 
 import pytest
@@ -114,6 +115,12 @@ def test_runs_every_task_once_resumes_and_refuses_other_settings(tiny_sd, identi
     rows, columns = aggregate(results, job.methods)
     paths = write_reports(job, results, rows, columns, 2, [0])
     assert [p.name for p in paths] == ["table.md", "table.json", "gallery.png"]
+    # Scores without their images (as unpacked from a results archive): the table, and no gallery.
+    shutil.rmtree(out / "images" / "db-agg-2")
+    (out / "gallery.png").unlink()
+    with pytest.warns(UserWarning, match="no gallery"):
+        paths = write_reports(job, results, rows, columns, 2, [0], ["db-agg-2"])
+    assert [p.name for p in paths] == ["table.md", "table.json"] and not (out / "gallery.png").exists()
 
 
 def test_batched_adapter_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, identities, tmp_path,

@@ -105,3 +105,39 @@ def test_registered_alias_local_folder_and_devices(tiny_sd):
     assert sorted(model.modules.keys()) == ["text_encoder", "unet"]
     with pytest.raises(lowdim.LowdimError, match="dtype must be"):
         load_sd(str(tiny_sd), dtype="fp8")
+
+
+def test_out_of_memory_is_one_line_with_what_to_try_and_keeps_a_checkpoint(tiny_sd, refs, tmp_path, capsys,
+                                                                             monkeypatch):
+    from lowdim_sd import train as engine
+
+    real = engine.denoising_losses
+
+    def exhaust(m, s, c, step, *a):
+        if step == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(m, s, c, step, *a)
+
+    monkeypatch.setattr(engine, "denoising_losses", exhaust)
+    args = ("train", "-m", tiny_sd, "-i", refs, "--steps", 4, "--out", tmp_path / "o")
+    code, text = run(capsys, *args)
+    assert code == 1 and "Traceback" not in text
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    assert "out of memory at step 2; checkpoint saved" in " ".join(lines)
+    error = [line for line in lines if line.startswith("Error:")]
+    assert len(error) == 1 and "out of GPU memory" in error[0] and "--batch-size" in error[0]
+    monkeypatch.setattr(engine, "denoising_losses", real)
+    code, text = run(capsys, *args, "--resume")
+    assert code == 0, text
+    assert "2 steps in" in text  # only the steps the out-of-memory stop had not done
+
+
+def test_errors_that_are_not_out_of_memory_keep_their_traceback(monkeypatch):
+    import cli.main as cli_main
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli_main, "app", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["spaces"])
