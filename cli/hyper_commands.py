@@ -64,14 +64,14 @@ def precompute(
     """
     from lowdim_sd.precompute import PrecomputeJob
     from lowdim_sd.precompute import precompute as run
+    from lowdim_sd.train import TrainConfig
 
+    config = TrainConfig(steps=steps, batch_size=batch_size, prompt=prompt, token=token, seed=seed, augment=augment,
+                         mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing)
     job = PrecomputeJob(model=model, identities=identities, out=out_dir, space=space,
-                        space_options=parse_options(set_ or []), layers=layers, steps=steps, learning_rate=lr,
-                        batch_subjects=batch_subjects, batch_size=batch_size, prompt=prompt, token=token, seed=seed,
-                        augment=augment, mixed_precision=mixed_precision,
-                        gradient_checkpointing=gradient_checkpointing, device=device, dtype=dtype,
-                        model_config=model_config, limit=limit, crop=crop, crop_margin=crop_margin,
-                        face_index=face_index)
+                        space_options=parse_options(set_ or []), layers=layers, learning_rate=lr,
+                        batch_subjects=batch_subjects, device=device, dtype=dtype, model_config=model_config,
+                        limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index, config=config)
     result = run(job)
     out.print(f"trained {len(result.trained)} identities into {len(result.shards)} shard(s), "
               f"skipped {len(result.skipped)} already done; index: [bold]{result.index}[/]")

@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lowdim_sd.faces import DEFAULT_MARGIN, INSTALL_HINT, FacesUnavailable, FaceWarning, faces_available
-from lowdim_sd.images import PathLike, _open_rgb, _pil_to_tensor, load_image
+from lowdim_sd.images import PathLike, load_image, open_rgb, pil_to_tensor
 
 NO_EXTRA = "install lowdim[faces] to crop faces; using the image as it is"
 
@@ -64,7 +64,7 @@ def load_face_image(path: PathLike, resolution: int, crop: bool | None = None, m
     from lowdim_sd.faces import crop_face
 
     path = Path(path)
-    return _pil_to_tensor(crop_face(_open_rgb(path), size=resolution, margin=margin, index=index, name=str(path)))
+    return pil_to_tensor(crop_face(open_rgb(path), size=resolution, margin=margin, index=index, name=str(path)))
 
 
 def crop_settings(crop: bool, margin: float, index: int | None) -> dict:

@@ -47,7 +47,7 @@ def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.
     """
     path = Path(path)
     min_side = size // 2 if min_side is None else min_side
-    image = _open_rgb(path)
+    image = open_rgb(path)
     width, height = image.size
     if min(width, height) < min_side:
         raise ImageError(
@@ -55,11 +55,16 @@ def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.
         )
     if min(width, height) < size:
         warnings.warn(f"image {path} is {width}x{height} pixels; upscaling it to {size}x{size}", stacklevel=2)
-    return _pil_to_tensor(_center_square(image, size))
+    return pil_to_tensor(_center_square(image, size))
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    """Decode the whole file now (PIL is lazy), so corrupt or truncated data fails here, naming the file."""
+def open_rgb(path: PathLike) -> Image.Image:
+    """The picture at ``path`` as an upright (EXIF orientation) RGB PIL image, transparency over white.
+
+    The whole file is decoded now (PIL is lazy), so corrupt or truncated data fails here: a missing,
+    unreadable or absurdly large file is an :class:`ImageError` naming it.
+    """
+    path = Path(path)
     if not path.exists():
         raise ImageError(f"image file {path} not found")
     if not path.is_file():
@@ -118,7 +123,8 @@ def _center_square(image: Image.Image, size: int) -> Image.Image:
     return square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a (3, H, W) float32 tensor in [-1, 1], the range the SD VAE expects."""
     array = np.asarray(image, dtype=np.uint8)  # (H, W, 3)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32)
     return (tensor / 127.5 - 1.0).contiguous()

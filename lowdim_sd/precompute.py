@@ -23,7 +23,7 @@ import os
 import re
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,12 +35,16 @@ from lowdim.files import atomic_save
 from lowdim.spaces.base import LayerSpec
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
+from lowdim_sd.train import Subject, TrainConfig
 
 FORMAT = "lowdim.weights"
 FORMAT_VERSION = "1"
 INDEX = "index.json"
 # Header fields that must agree between a resumed run and the folder it extends.
 IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layers", "resolution", "config")
+# TrainConfig fields left out of the index's "config": precompute trains without an output folder, so
+# nothing is checkpointed and they cannot change θ. Every other field is recorded, new ones included.
+NOT_RECORDED = ("checkpoint_every", "keep_checkpoints")
 
 
 @dataclass
@@ -51,7 +55,9 @@ class Identity:
 
 @dataclass
 class PrecomputeJob:
-    """Everything ``lowdim precompute`` needs; one field per CLI option."""
+    """Everything ``lowdim precompute`` needs: the training options in ``config``, as in ``TrainJob``,
+    and one field per other CLI option. ``config.seed`` is also the adapter seed (LiDB's bases).
+    """
 
     model: str
     identities: Path
@@ -59,16 +65,10 @@ class PrecomputeJob:
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
-    steps: int = 400
-    learning_rate: float | None = None  # default: the space's usual rate (lidb 2e-3)
+    # Overrides config.learning_rate; None: the space's usual rate (lidb 2e-3), which a TrainConfig
+    # default cannot express since it depends on the space.
+    learning_rate: float | None = None
     batch_subjects: int = 8
-    batch_size: int = 1
-    prompt: str = "a [V] face"
-    token: str = "sks"
-    seed: int = 0
-    augment: bool = True
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
     device: str = "auto"
     dtype: str = "auto"
     model_config: str | None = None
@@ -76,6 +76,7 @@ class PrecomputeJob:
     crop: bool | None = None  # crop every image to the face; None: the backend's default (see face_inputs)
     crop_margin: float = 0.6
     face_index: int | None = None  # which face when there are several (0: the largest)
+    config: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
@@ -189,13 +190,11 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
     from accelerate import PartialState
 
-    from lowdim.sizing import layer_specs
     from lowdim_sd.loading import accelerator_available, load_sd
     from lowdim_sd.modes import adapter_trainable, resolve_layers
-    from lowdim_sd.train import Subject, TrainConfig
-    from lowdim_sd.workflows import DEFAULT_LR
 
-    if job.batch_subjects < 1 or job.steps < 1:
+    config = training_config(job)
+    if job.batch_subjects < 1 or config.steps < 1:
         raise LowdimError("--batch-subjects and --steps must be at least 1")
     identities = discover_identities(job.identities)[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
@@ -205,21 +204,8 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     model = model or load_sd(job.model, device, job.dtype, job.model_config)
     space = lowdim.get_space(job.space, job.space_options)
     layer_set = resolve_layers(job.layers)
-    config = TrainConfig(steps=job.steps, learning_rate=job.learning_rate or DEFAULT_LR.get(job.space, 1e-4),
-                         batch_size=job.batch_size, prompt=job.prompt, token=job.token, seed=job.seed,
-                         augment=job.augment, mixed_precision=job.mixed_precision,
-                         gradient_checkpointing=job.gradient_checkpointing)
-    root = Path(job.identities).resolve()
-    header = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "lowdim_version": lowdim.__version__,
-        "model": job.model, "space": space.name, "space_config": space.config.to_dict(), "seed": job.seed,
-        "layer_set": layer_set.name,
-        "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
-        "resolution": model.resolution, "root": str(root),
-        "config": {key: value for key, value in asdict(config).items() if key not in ("checkpoint_every",
-                                                                                      "keep_checkpoints")}
-                  | crop_settings(crop, job.crop_margin, job.face_index),  # other pixels, other θ: no resume
-    }
+    header = index_header(job, config, model, space, layer_set, crop)
+    root = Path(header["root"])
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     done = _done_identities(out, header)
@@ -235,8 +221,9 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         names = [identity.name for _, identity in batch]
         subjects = [Subject(torch.stack([load_face_image(path, model.resolution, crop, job.crop_margin,
                                                          job.face_index) for path in identity.images]),
-                            job.seed + number) for number, identity in batch]
-        trainable = adapter_trainable(model, space, layer_set, seed=job.seed, subject_names=names, token=job.token)
+                            config.seed + number) for number, identity in batch]
+        trainable = adapter_trainable(model, space, layer_set, seed=config.seed, subject_names=names,
+                                      token=config.token)
         try:
             train(model, subjects, trainable, config, out_dir=None, progress=progress)
             rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
@@ -245,7 +232,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         shard = out / _shard_name(out, rank, processes)
         atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
         own["identities"] += [
-            {"name": identity.name, "shard": shard.name, "row": row, "seed": job.seed + number,
+            {"name": identity.name, "shard": shard.name, "row": row, "seed": config.seed + number,
              "images": [_relative(path, root) for path in identity.images]}
             for row, (number, identity) in enumerate(batch)
         ]
@@ -258,6 +245,33 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result
+
+
+def training_config(job: PrecomputeJob) -> TrainConfig:
+    """``job.config`` with the learning rate resolved (``job.learning_rate``, else the space's default)."""
+    from lowdim_sd.workflows import DEFAULT_LR
+
+    return replace(job.config, learning_rate=job.learning_rate or DEFAULT_LR.get(job.space, 1e-4))
+
+
+def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:
+    """The index's ``config``: the training options that shape θ, and the face crop (other pixels, other θ)."""
+    options = {key: value for key, value in asdict(config).items() if key not in NOT_RECORDED}
+    return options | crop_settings(crop, margin, face_index)
+
+
+def index_header(job: PrecomputeJob, config: TrainConfig, model, space, layer_set, crop: bool) -> dict:
+    """Every index field but ``identities``; those in ``IDENTITY_FIELDS`` must match to resume."""
+    from lowdim.sizing import layer_specs
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "lowdim_version": lowdim.__version__,
+        "model": job.model, "space": space.name, "space_config": space.config.to_dict(), "seed": config.seed,
+        "layer_set": layer_set.name,
+        "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
+        "resolution": model.resolution, "root": str(Path(job.identities).resolve()),
+        "config": recorded_settings(config, crop, job.crop_margin, job.face_index),
+    }
 
 
 def train(*args, **kwargs):
@@ -317,6 +331,11 @@ class WeightDataset(torch.utils.data.Dataset):
         config = self.index.get("config", {})
         self.crop = bool(config.get("crop", False))
         self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
+        # Cropping runs a face detector, far slower than decoding the file, and train-hypernet reads
+        # every image each epoch: so each image is cropped once, on its first read, and kept in memory
+        # as uint8 (resolution² × 3 bytes: 0.75 MiB at 512). DataLoader workers each fill their own
+        # copy; train-hypernet's loader lives for the whole run, so that is once per image and worker.
+        self._crops: dict[Path, Tensor] = {}
 
     @property
     def space(self):
@@ -346,8 +365,13 @@ class WeightDataset(torch.utils.data.Dataset):
 
     def image(self, item: int) -> Tensor:
         path = Path(self.items[item][1])
-        return load_face_image(path if path.is_absolute() else self.root / path, self.resolution, self.crop,
-                               self.crop_margin, self.face_index)
+        path = path if path.is_absolute() else self.root / path
+        if not self.crop:
+            return load_face_image(path, self.resolution, crop=False)
+        if path not in self._crops:
+            face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
+            self._crops[path] = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
+        return self._crops[path].to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
 
     def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
         return self.image(item), self.weights(self.items[item][0])

@@ -3,16 +3,22 @@
 Each round trip trains an adapter for a few steps, saves it, loads it into a freshly built base
 model with the same weights, and compares outputs. The BERT part reuses the functions of
 ``examples/lidb_on_bert.py``, loaded from its file so that ``examples`` need not be a package.
+The encoder part also checks PyTorch's fused inference fast path, which reads ``linear1.weight``
+instead of calling ``linear1``: it must see the live adapters.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import lowdim
@@ -102,8 +108,7 @@ def build_encoder(seed: int) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(d_model=32, nhead=2, dim_feedforward=64, dropout=0.0, batch_first=True)
     model = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
     model.requires_grad_(False)
-    # Training mode keeps PyTorch's fused inference fast path (which reads linear1.weight directly,
-    # bypassing any wrapper) off; with dropout=0 it computes the same function as eval mode.
+    # Training mode, as for training; with dropout=0 it computes the same function as eval mode.
     return model.train()
 
 
@@ -139,3 +144,114 @@ def test_transformer_encoder_lora_round_trip(tmp_path):
         trained_out = model(probe)
     assert (trained_out - base_out).abs().max() > 1e-3
     assert torch.allclose(reloaded_out, trained_out, rtol=1e-6, atol=1e-6)
+
+
+# -- nn.TransformerEncoder's fused fast path ---------------------------------------------------------
+# In eval mode with no gradient needed, nn.TransformerEncoder(Layer) skips its submodules' forwards
+# and runs torch._transformer_encoder_layer_fwd on linear1.weight, linear2.weight, ... (with a
+# padding mask, on a nested tensor). The adapter wrapper must hand it the effective weights.
+FAST_PATH = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUSED_MODES = ("no_grad", "inference_mode")  # eval mode and no gradient: torch takes the fused kernel
+MODES = FUSED_MODES + ("train", "eval_grad")  # eval_grad: eval mode, the adapter's params require grad
+
+
+def fast_encoder(seed: int, num_layers: int) -> nn.TransformerEncoder:
+    """Meets every condition of the fast path: batch_first, even heads, relu, frozen base weights."""
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=24, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, num_layers=num_layers).requires_grad_(False).eval()
+
+
+def fast_data(seed: int, padded: bool, n: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, 16, generator=generator)
+    if not padded:
+        return x, None
+    lengths = torch.randint(1, 6, (n,), generator=generator)
+    return x, torch.arange(5)[None, :] >= lengths[:, None]  # True = padding, at least one real token
+
+
+def run_encoder(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, mode: str) -> tuple[torch.Tensor, int]:
+    """The output (padded positions zeroed: the fused path leaves them 0) and the number of fused calls."""
+    model.train(mode == "train")
+    context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode, torch.enable_grad)
+    fused = mock.patch.object(torch, "_transformer_encoder_layer_fwd", wraps=torch._transformer_encoder_layer_fwd)
+    with fused as calls, context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "nested tensors are in prototype stage"
+        out = model(x, src_key_padding_mask=mask)
+        if mask is not None:
+            out = out.masked_fill(mask[..., None], 0.0)
+    return out, calls.call_count
+
+
+def randomize(adapters: lowdim.Adapters, name: str, seed: int) -> None:
+    """Non-zero adapter tensors, so that ΔW ≠ 0 and equal outputs prove something."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = adapters.tensors(name)
+    adapters.load_tensors(name, {
+        layer: {k: 0.3 * torch.randn(v.shape, generator=generator) for k, v in params.items()}
+        for layer, params in tensors.items()
+    })
+
+
+def encoder_space(space_name: str) -> lowdim.Space:
+    return lowdim.get_space("lidb", a=12, b=8, rank=1) if space_name == "lidb" else lowdim.get_space("lora", rank=2)
+
+
+@FAST_PATH
+@given(space_name=st.sampled_from(["lora", "lidb"]), mode=st.sampled_from(MODES), num_layers=st.integers(1, 2),
+       scale=st.sampled_from([1.0, 0.5, -2.0]), padded=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_encoder_with_live_adapter_equals_merged_in_every_mode(space_name, mode, num_layers, scale, padded, seed):
+    model = fast_encoder(seed, num_layers)
+    x, mask = fast_data(seed, padded)
+    base, base_fused = run_encoder(model, x, mask, mode)
+    assert base_fused == (0 if mode == "train" else num_layers)  # the test really covers the fast path
+
+    adapters = lowdim.inject(model, encoder_space(space_name), ENCODER_TARGETS, seed=seed, scale=scale)
+    randomize(adapters, "default", seed)
+    live, fused = run_encoder(model, x, mask, mode)
+    # A live adapter whose params require grad turns the fast path off only where a gradient is wanted.
+    assert fused == (num_layers if mode in FUSED_MODES else 0)
+    assert (live - base).abs().max() > 1e-3
+    if mode not in FUSED_MODES:
+        live.square().sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapters.parameters("default"))
+
+    adapters.disable("default")
+    disabled, _ = run_encoder(model, x, mask, mode)
+    assert torch.allclose(disabled, base, rtol=1e-6, atol=1e-6)
+    adapters.enable("default")
+
+    adapters.merge("default")
+    merged, _ = run_encoder(model, x, mask, mode)
+    assert torch.allclose(live, merged, rtol=1e-5, atol=1e-5), (live - merged).abs().max()
+
+
+@FAST_PATH
+@given(batch=st.integers(2, 3), mode=st.sampled_from(FUSED_MODES), padded=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_encoder_per_sample_adapters_turn_the_fast_path_off(batch, mode, padded, seed):
+    model = fast_encoder(seed, 2)
+    x, mask = fast_data(seed, padded, n=2 * batch)  # the input batch must be a multiple of the adapter batch
+    adapters = lowdim.Adapters(model)
+    adapters.add("subjects", encoder_space("lora"), ENCODER_TARGETS, seed=seed, batch=batch)
+    randomize(adapters, "subjects", seed)
+    out, fused = run_encoder(model, x, mask, mode)
+    assert fused == 0  # no single weight holds per-sample adapters: torch calls the layers instead
+
+    tensors = adapters.tensors("subjects")
+    for j in range(x.shape[0]):
+        # Sample j uses adapter j % batch; with that adapter alone the fast path runs again.
+        one = {layer: {k: v[j % batch] for k, v in params.items()} for layer, params in tensors.items()}
+        row_mask = None if mask is None else mask[j:j + 1]
+        with adapters.override("subjects", one):
+            expected, expected_fused = run_encoder(model, x[j:j + 1], row_mask, mode)
+        assert expected_fused == 2
+        assert torch.allclose(out[j:j + 1], expected, rtol=1e-5, atol=1e-5), (out[j:j + 1] - expected).abs().max()
+
+    weight = model.layers[0].linear1.weight
+    assert weight.shape == (24, 16) and weight.dtype == torch.float32
+    with pytest.raises(lowdim.LowdimError, match="layers.0.linear1 carries per-sample adapters"):
+        nn.functional.linear(x, weight)
+    with pytest.raises(lowdim.LowdimError, match="per-sample"):
+        weight.T  # noqa: B018 (a silent base weight would ignore the adapters)

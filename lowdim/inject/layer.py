@@ -71,6 +71,33 @@ class AdapterSlot(nn.Module):
         return self.space.factors(params, buffers)
 
 
+class _PerSampleWeight(Tensor):
+    """What ``AdapterLayer.weight`` gives while a per-sample adapter is live: no single matrix is right.
+
+    A tensor subclass makes ``torch.overrides.has_torch_function`` true, which every fused fast
+    path checks, so they fall back to calling the module. Computing with it (``.T`` and ``.data``
+    included) is an error, never a silent fallback to the base weight; metadata reads are fine.
+    """
+
+    _METADATA = frozenset({"shape", "dtype", "device", "layout", "ndim", "requires_grad", "is_leaf",
+                           "is_nested", "is_cuda", "is_meta", "is_sparse", "is_quantized"})
+    _METHODS = frozenset({"size", "dim", "numel", "__repr__", "__format__"})
+    layer_name = "?"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", None)
+        getter = getattr(getattr(func, "__self__", None), "__name__", None) if name == "__get__" else None
+        if name in cls._METHODS or getter in cls._METADATA:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {}))
+        layer = next((a.layer_name for a in args if isinstance(a, _PerSampleWeight)), cls.layer_name)
+        raise LowdimError(
+            f"layer {layer} carries per-sample adapters, which no single weight matrix represents: "
+            f"it works only where the model calls the layer, not where it reads layer.weight"
+        )
+
+
 class AdapterLayer(nn.Module):
     """Wraps a base nn.Linear or 1x1 nn.Conv2d and adds the live adapters' updates."""
 
@@ -90,6 +117,42 @@ class AdapterLayer(nn.Module):
     @property
     def is_conv(self) -> bool:
         return isinstance(self.base_layer, nn.Conv2d)
+
+    # Some torch modules read a linear's ``weight``/``bias`` instead of calling it, above all the fused
+    # inference fast path of nn.TransformerEncoder(Layer) (eval mode, no grad needed). So the wrapper
+    # exposes the effective weight W + Σ scale·ΔW of its live adapters, and a fused kernel computes
+    # exactly what the merged model computes, at full speed. Making the fast path decline instead is
+    # weaker: nn.MultiheadAttention reads out_proj.weight on its slow path too, forward hooks slow
+    # every call and nn.TransformerEncoder's nested-tensor check ignores them, and
+    # torch.backends.mha.set_fastpath_enabled is process-global. Forwards never read these
+    # properties, so layers that are called (all of the SD path) pay nothing.
+    @property
+    def weight(self) -> Tensor:
+        return self.effective_weight()
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base_layer.bias
+
+    def effective_weight(self) -> Tensor:
+        """Base weight plus every live, unmerged update (the base Parameter itself when none is live).
+
+        Differentiable in the adapter tensors. With a per-sample adapter live, a stand-in that makes
+        torch's fast paths call the module and refuses to be computed with.
+        """
+        weight = self.base_layer.weight
+        for slot in self.slots.values():
+            factors = slot.live_factors()
+            if factors is None:
+                continue
+            down, up = factors
+            if down.dim() > 2:
+                stand_in = weight.detach().as_subclass(_PerSampleWeight)
+                stand_in.layer_name = self.layer_name
+                return stand_in
+            delta = F.lowrank_delta(down.to(weight.dtype), up.to(weight.dtype)) * slot.scale
+            weight = weight + delta.reshape(weight.shape)
+        return weight
 
     def forward(self, x: Tensor) -> Tensor:
         result = self.base_layer(x)

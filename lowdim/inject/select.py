@@ -53,7 +53,9 @@ def layer_kind(module: nn.Module) -> str | None:
 def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> list[tuple[str, nn.Module]]:
     wanted = set(types)
     found = []
-    # nn.MultiheadAttention reads out_proj.weight directly instead of calling it: a wrapper would break it.
+    # nn.MultiheadAttention never calls out_proj, it reads out_proj.weight. A wrapper would hand it the
+    # effective weight (AdapterLayer.weight), right for one shared adapter, but per-sample adapters
+    # cannot be one weight, so out_proj stays out of the candidates.
     opaque = {f"{name}.out_proj" if name else "out_proj"
               for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)}
     for name, module in model.named_modules():

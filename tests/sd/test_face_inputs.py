@@ -19,6 +19,7 @@ from lowdim_sd.images import load_image
 from lowdim_sd.loading import load_sd
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.precompute import INDEX, PrecomputeJob, WeightDataset, precompute, read_index
+from lowdim_sd.train import TrainConfig
 
 needs_faces = pytest.mark.skipif(not faces.faces_available(), reason="the faces extra (dlib-bin) is not installed")
 
@@ -147,7 +148,8 @@ def flat_people(tmp_path):
 
 
 def precompute_job(tiny_sd, people, out, **kwargs) -> PrecomputeJob:
-    return PrecomputeJob(model=str(tiny_sd), identities=people, out=out, **{"steps": 1, "batch_subjects": 2, **kwargs})
+    return PrecomputeJob(model=str(tiny_sd), identities=people, out=out, config=TrainConfig(steps=1),
+                         **{"batch_subjects": 2, **kwargs})
 
 
 def test_precompute_records_the_crop_and_refuses_to_resume_with_other_settings(tiny_sd, flat_people, tmp_path,

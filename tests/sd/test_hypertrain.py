@@ -16,6 +16,7 @@ from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
 from lowdim_sd.images import save_images
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.precompute import PrecomputeJob, precompute
+from lowdim_sd.train import TrainConfig
 
 TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
             "num_attention_heads": 2, "intermediate_size": 32}
@@ -31,8 +32,8 @@ def weights(tiny_sd, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hyperdata")
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
     save_images(images, folder / "faces", "person")
-    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w", steps=3,
-                             batch_subjects=4, crop=False), progress=False)
+    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w",
+                             config=TrainConfig(steps=3), batch_subjects=4, crop=False), progress=False)
     return folder / "w"
 
 

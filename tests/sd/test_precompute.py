@@ -8,8 +8,11 @@ import pytest
 import torch
 
 import lowdim
+import lowdim_sd.face_inputs as face_inputs
+import lowdim_sd.faces as faces
 import lowdim_sd.precompute as pre
 from cli.main import main
+from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.images import ImageError, load_references, save_images
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
@@ -35,7 +38,7 @@ def model(tiny_sd):
 
 def job(tiny_sd, people, out, **kwargs) -> PrecomputeJob:
     return PrecomputeJob(model=str(tiny_sd), identities=people, out=out,
-                         **{"steps": 2, "batch_subjects": 2, "crop": False, **kwargs})
+                         **{"config": TrainConfig(steps=2), "batch_subjects": 2, "crop": False, **kwargs})
 
 
 def test_writes_shards_and_an_index_whose_rows_are_the_batched_training_result(tiny_sd, people, tmp_path, model):
@@ -86,6 +89,29 @@ def test_resume_skips_identities_already_done(tiny_sd, people, tmp_path, model, 
         precompute(job(tiny_sd, people, tmp_path / "w", space="lora"), progress=False, model=model)
 
 
+def test_the_index_records_every_training_option_and_resumes_only_with_the_same(tiny_sd, people, tmp_path, model):
+    precompute(job(tiny_sd, people, tmp_path / "w", limit=1), progress=False, model=model)
+    index = read_index(tmp_path / "w")
+    # The layout precompute has always written: TrainConfig's fields (less checkpointing) and the crop.
+    # A new TrainConfig field lands here too, and older folders then refuse to resume unless
+    # _done_identities back-fills it (as it does the crop): update this knowingly.
+    assert index["config"] == {
+        "steps": 2, "learning_rate": 2e-3, "batch_size": 1, "grad_accum": 1, "prompt": "a [V] face", "token": "sks",
+        "seed": 0, "augment": True, "mixed_precision": "no", "gradient_checkpointing": False, "max_grad_norm": 1.0,
+        "weight_decay": 0.0, "crop": False, "crop_margin": None, "face_index": None}
+    assert index["seed"] == 0
+    # Checkpointing never applies to precompute (no output folder), so it does not block resuming.
+    again = job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, checkpoint_every=5))
+    assert precompute(again, progress=False, model=model).skipped == ["person0"]
+    # Any other option is a setting, including those the CLI leaves at their default.
+    other = job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, weight_decay=0.1))
+    with pytest.raises(lowdim.LowdimError, match="other settings.*config"):
+        precompute(other, progress=False, model=model)
+    with pytest.raises(lowdim.LowdimError, match="other settings.*seed"):
+        precompute(job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, seed=1)), progress=False,
+                   model=model)
+
+
 class FakeState:
     """What PartialState tells process ``rank`` of two."""
 
@@ -123,6 +149,26 @@ def test_a_flat_folder_is_one_identity_per_image(tiny_sd, tmp_path, model):
     dataset = WeightDataset(tmp_path / "w")
     assert dataset.names == ["face_000", "face_001", "face_002"]
     assert {e["shard"] for e in dataset.index["identities"]} == {"shard-00000.safetensors"}
+
+
+def test_the_dataset_crops_each_image_once(tiny_sd, people, tmp_path, model, monkeypatch):
+    crops = []
+
+    def crop_face(image, size, margin, index, name):  # stands in for the detector: counts its calls
+        crops.append(name)
+        return image.resize((size, size))
+
+    monkeypatch.setattr(faces, "crop_face", crop_face)
+    monkeypatch.setattr(face_inputs, "faces_available", lambda: True)
+    precompute(job(tiny_sd, people, tmp_path / "w", crop=True), progress=False, model=model)
+    dataset = WeightDataset(tmp_path / "w", all_images=True)
+    crops.clear()
+    for _ in range(2):  # two epochs
+        images = [dataset[item][0] for item in range(len(dataset))]
+    paths = sorted(str(path.resolve()) for path in people.glob("*/*.png"))
+    assert sorted(crops) == paths and len(paths) == 4  # once per image, not per read
+    for image, path in zip(images, paths, strict=True):  # the cached pixels are the crop, exactly
+        assert torch.equal(image, load_face_image(path, 16, crop=True, margin=0.6))
 
 
 def test_bad_inputs_are_one_line_errors(tiny_sd, tmp_path, model, capsys):

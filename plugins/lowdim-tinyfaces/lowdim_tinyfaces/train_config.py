@@ -120,6 +120,20 @@ def build_tokenizer(folder: Path, max_length: int):
     return CLIPTokenizer.from_pretrained(folder)
 
 
+def write_bpe_files(folder: Path) -> None:
+    """Write vocab.json and merges.txt from ``folder``'s tokenizer.json when saving left them out.
+
+    transformers 5 saves a CLIPTokenizer as tokenizer.json alone, but transformers 4's CLIPTokenizer
+    (what diffusers loads for model_index.json's "CLIPTokenizer") reads only vocab.json + merges.txt.
+    Taken from tokenizer.json's own BPE model, so both give the same token ids.
+    """
+    from tokenizers import Tokenizer
+
+    if (folder / "vocab.json").exists() or not (folder / "tokenizer.json").exists():
+        return  # transformers 4 wrote them already
+    Tokenizer.from_file(str(folder / "tokenizer.json")).model.save(str(folder))
+
+
 def build_vae(cfg: TrainConfig):
     from diffusers import AutoencoderKL
 

@@ -18,6 +18,7 @@ from .train_config import (
     build_sample_scheduler,
     build_train_scheduler,
     training_prompts,
+    write_bpe_files,
 )
 from .train_state import EMA
 from .train_steps import (
@@ -134,6 +135,7 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(model_dir, safe_serialization=True)
+    write_bpe_files(model_dir / "tokenizer")  # so transformers 4 can load the folder too
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
     log(f"exported {model_dir} ({size:.1f} MiB)")
     # Verify through the public loader, as users will load it.

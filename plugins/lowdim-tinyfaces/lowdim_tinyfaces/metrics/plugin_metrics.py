@@ -13,8 +13,8 @@ Images are resized to the models' 32x32 and scaled to [-1, 1]. Registered by ``p
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from lowdim.metrics import MetricUnavailable, Sample, mean_cosine
 from ..styles import STYLE_TEMPLATES
 
 SIZE = 32
+T = TypeVar("T")
 
 
 def to_tensor(images: Sequence[Any], size: int = SIZE) -> Tensor:
@@ -69,9 +70,15 @@ def prompted_style(prompt: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _unavailable(what: str, error: Exception) -> MetricUnavailable:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return MetricUnavailable(f"the TinyFaces {what} could not be loaded ({reason}); reinstall lowdim-tinyfaces")
+def _load(what: str, loader: Callable[[], T]) -> T:
+    """``loader()``; a missing or unreadable model file becomes ``MetricUnavailable``, so lowdim eval
+    skips this metric with the reason instead of failing the whole run."""
+    try:
+        return loader()
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MetricUnavailable(f"the TinyFaces {what} could not be loaded ({reason}); "
+                                "reinstall lowdim-tinyfaces") from None
 
 
 class IdentityMetric:
@@ -80,10 +87,7 @@ class IdentityMetric:
     def __init__(self, directory: str | None = None) -> None:
         from . import load_identity_encoder
 
-        try:
-            self.encoder = load_identity_encoder(directory)
-        except (OSError, ValueError, KeyError) as error:
-            raise _unavailable("identity encoder", error) from None
+        self.encoder = _load("identity encoder", lambda: load_identity_encoder(directory))
 
     def score(self, samples: Sequence[Sample]) -> list[float | None]:
         generated = self.encoder.embed(to_tensor([s.image for s in samples])).numpy()
@@ -97,10 +101,7 @@ class StyleMetric:
     def __init__(self, directory: str | None = None) -> None:
         from . import load_style_classifier
 
-        try:
-            self.classifier = load_style_classifier(directory)
-        except (OSError, ValueError, KeyError) as error:
-            raise _unavailable("style classifier", error) from None
+        self.classifier = _load("style classifier", lambda: load_style_classifier(directory))
 
     def score(self, samples: Sequence[Sample]) -> list[float | None]:
         predicted = self.classifier.predict(to_tensor([s.image for s in samples])).tolist()
@@ -110,6 +111,12 @@ class StyleMetric:
             wanted = prompted_style(sample.prompt)
             out.append(None if wanted is None else float(styles[index] == wanted))
         return out
+
+
+def _load_vae(source: str, device: str) -> Any:
+    from diffusers import AutoencoderKL  # optional: only this metric needs diffusers
+
+    return AutoencoderKL.from_pretrained(source, subfolder="vae").to(device).eval()
 
 
 class ImageMetric:
@@ -122,13 +129,9 @@ class ImageMetric:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         source = str(model or model_files.model_path())
         try:
-            from diffusers import AutoencoderKL
-
-            self.vae = AutoencoderKL.from_pretrained(source, subfolder="vae").to(device).eval()
+            self.vae = _load(f"VAE ({source}/vae)", lambda: _load_vae(source, device))
         except ImportError as error:
             raise MetricUnavailable(f"tinyfaces-image needs diffusers ({error}); pip install 'lowdim[sd]'") from None
-        except (OSError, ValueError, KeyError) as error:
-            raise _unavailable(f"VAE ({source}/vae)", error) from None
         self.device = device
 
     @torch.no_grad()
