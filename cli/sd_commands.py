@@ -1,4 +1,4 @@
-"""``lowdim train``, ``lowdim generate`` and ``lowdim export``: thin wrappers over lowdim_sd.workflows."""
+"""``lowdim train``, ``generate``, ``export`` and ``merge``: thin wrappers over lowdim_sd."""
 
 from __future__ import annotations
 
@@ -135,7 +135,35 @@ def export(
     out.print(f"wrote [bold]{written}[/]")
 
 
+def merge(
+    model: Model,
+    adapter: Annotated[list[str], typer.Option(
+        "--adapter", "-a", help="Adapter file, optionally with a scale: me.safetensors:0.8 (repeatable).")],
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", help="A .safetensors file (single-file) or a new folder (diffusers).")],
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="single-file (A1111/ComfyUI checkpoint layout) or diffusers (a pipeline folder).")]
+    = "single-file",
+    dtype: Dtype = "auto",
+    model_config: ModelConfig = None,
+):
+    """Fold adapters into the model's weights and save the whole model: no adapter needed to use it.
+
+    For tools without LoRA support, or to run with zero adapter overhead; `lowdim export` writes a plain LoRA instead.
+
+    Example: lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
+    """
+    from lowdim_sd.generate import parse_adapter_arg
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.merged_model import save_merged
+
+    sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
+    written = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt)
+    out.print(f"wrote [bold]{written}[/]")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(train)
     app.command()(generate)
     app.command()(export)
+    app.command()(merge)

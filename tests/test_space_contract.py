@@ -151,6 +151,24 @@ def test_merged_path_equals_bypass_path_and_unmerge_restores(space_name, case, s
 
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
+@given(case=cases(), scale=st.sampled_from([1.0, -0.5]))
+def test_merge_and_unload_leaves_a_plain_model_that_computes_the_bypass_output(space_name, case, scale):
+    model = _model(case["layer"], case["dtype"])
+    space, _, _ = build(space_name, case)
+    adapters = lowdim.inject(model, space, ["0", "2"], seed=case["seed"], scale=scale)
+    with torch.no_grad():
+        for param in adapters.parameters("default"):
+            param.copy_(torch.randn_like(param))
+    x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
+    bypass = model(x)
+    adapters.merge_and_unload()
+    assert [type(m) for m in model] == [nn.Linear, nn.Tanh, nn.Linear] and adapters.names() == []
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert close(model(x), bypass, case["dtype"])
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
 @given(case=cases(), dtype=st.sampled_from(["fp32", "fp16", "bf16"]))
 def test_save_load_round_trip(space_name, case, dtype, tmp_path_factory):
     model = _model(case["layer"], torch.float32)

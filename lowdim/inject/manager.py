@@ -116,6 +116,17 @@ class Adapters:
         """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""
         self.info(name)
         self.unmerge(name)
+        self._detach(name)
+
+    def merge_and_unload(self, names: list[str] | None = None) -> None:
+        """Fold adapters (default: all) into the base weights for good and remove them, leaving the
+        plain modules: a model to save or ship that needs no lowdim (peft's ``merge_and_unload``)."""
+        for name in list(names or self._infos):
+            self.info(name)
+            self.merge(name)
+            self._detach(name)
+
+    def _detach(self, name: str) -> None:
         for wrapper in self._wrappers(name):
             del wrapper.slots[name]
             if not len(wrapper.slots):

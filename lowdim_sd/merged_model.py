@@ -1,0 +1,58 @@
+"""``lowdim merge``: fold adapters into a model's weights and save the whole model.
+
+For tools with no LoRA support and for deployments that want zero adapter overhead. The output is
+either one original-layout checkpoint (what A1111 and ComfyUI load as a model) or a diffusers folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim_sd.generate import attach_adapters
+from lowdim_sd.ldm_checkpoint import save_single_file
+from lowdim_sd.loading import SDModel
+
+FORMATS = ("single-file", "diffusers")
+
+
+def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file") -> Path:
+    """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``."""
+    if fmt not in FORMATS:
+        raise LowdimError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
+    if not adapters:
+        raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
+    out = Path(out)
+    _check_target(out, fmt)
+    attach_adapters(model, adapters)
+    lowdim.Adapters(model.modules).merge_and_unload()
+    if fmt == "single-file":
+        return save_single_file(model.pipe, out)
+    return _save_folder(model, out)
+
+
+def _check_target(out: Path, fmt: str) -> None:
+    """Before the model is touched: a bad --out should cost nothing."""
+    if fmt == "diffusers" and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out")
+    if fmt == "single-file" and (out.is_dir() or out.suffix.lower() != ".safetensors"):
+        raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors")
+
+
+def _save_folder(model: SDModel, out: Path) -> Path:
+    """Write next to ``out`` and rename at the end, so an interrupted save leaves no half folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.pipe.save_pretrained(staging, safe_serialization=True)
+        if out.is_dir():
+            out.rmdir()  # empty (checked above); os.replace cannot replace a folder
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

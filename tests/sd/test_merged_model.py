@@ -1,0 +1,87 @@
+"""`lowdim merge`: adapters folded into the weights, saved as a whole model that needs no adapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lowdim
+from cli.main import main
+from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import resolve_layers
+
+CONFIG = GenerateConfig(prompts=["a photo of a face"], seeds=[1], steps=2)
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_sd, tmp_path_factory):
+    """Two non-zero adapters of different spaces on the tiny model."""
+    folder = tmp_path_factory.mktemp("adapters")
+    paths = []
+    for index, space in enumerate(("lidb", "lora")):
+        model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+        view = lowdim.Adapters(model.modules)
+        view.add("default", lowdim.get_space(space), resolve_layers(None), seed=index)
+        generator = torch.Generator().manual_seed(index)
+        for parameter in view.parameters("default"):
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
+        paths.append(lowdim.save_adapter(folder / f"{space}.safetensors", view, "default"))
+    return paths
+
+
+def _image(model) -> np.ndarray:
+    return np.asarray(generate(model, CONFIG)[0].image, dtype=np.int16)
+
+
+@pytest.mark.parametrize("fmt, name", [("single-file", "me.safetensors"), ("diffusers", "me")])
+def test_merged_model_draws_what_the_model_with_its_adapters_draws(tiny_sd, two_adapters, tmp_path, capsys,
+                                                                   one_thread, fmt, name):
+    live = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    attach_adapters(live, [(two_adapters[0], 0.7), (two_adapters[1], 1.0)])
+    with_adapters = _image(live)
+    base = _image(load_sd(str(tiny_sd), device="cpu", dtype="fp32"))
+    out = tmp_path / name
+    code = main(["merge", "-m", str(tiny_sd), "-a", f"{two_adapters[0]}:0.7", "-a", str(two_adapters[1]),
+                 "-o", str(out), "--format", fmt])
+    assert code == 0, capsys.readouterr().err
+    merged = load_sd(str(out), device="cpu", dtype="fp32", config=str(tiny_sd) if fmt == "single-file" else None)
+    assert not any(getattr(m, "is_lowdim_wrapper", False) for m in merged.modules.modules())
+    drawn = _image(merged)
+    assert np.abs(drawn - base).max() > 10  # the adapters matter...
+    assert np.abs(drawn - with_adapters).max() <= 1  # ...and the merged model draws them (8-bit rounding)
+
+
+def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(tiny_sd, two_adapters):
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    layer = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    before = model.modules.get_submodule(layer).weight.detach().clone()
+    attach_adapters(model, [(two_adapters[1], 0.5)])
+    view = lowdim.Adapters(model.modules)
+    expected = model.modules.get_submodule(layer).effective_weight().detach().clone()
+    view.merge_and_unload()
+    module = model.modules.get_submodule(layer)
+    assert type(module) is torch.nn.Linear and view.names() == []
+    assert torch.allclose(module.weight, expected, atol=1e-6) and not torch.allclose(module.weight, before)
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("folder-exists", "already exists and is not an empty folder"),
+    ("not-safetensors", "needs a file name ending in .safetensors"),
+    ("format", "unknown format 'ckpt'"),
+])
+def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_path, capsys, setup, message):
+    fmt, out = "single-file", tmp_path / "me.safetensors"
+    if setup == "folder-exists":
+        fmt, out = "diffusers", tmp_path / "taken"
+        (out / "keep.txt").parent.mkdir()
+        (out / "keep.txt").write_text("mine")
+    elif setup == "not-safetensors":
+        out = tmp_path / "me.ckpt"
+    else:
+        fmt = "ckpt"
+    code = main(["merge", "-m", str(tiny_sd), "-a", str(two_adapters[0]), "-o", str(out), "--format", fmt])
+    text = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and message in text and "Traceback" not in text
+    assert sorted(p.name for p in tmp_path.rglob("*")) == (["keep.txt", "taken"] if setup == "folder-exists" else [])
