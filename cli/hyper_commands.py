@@ -96,7 +96,8 @@ def encoder_config_option(value: str | None):
 
 
 def train_hypernet(
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="A `lowdim precompute` folder.")],
+    weights: Annotated[list[Path], typer.Option("--weights", "-w", help=(
+        "A `lowdim precompute` folder; repeat to train on several made alike (same model, space and recipe)."))],
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="The SD model (default: the one the weights were made with); recorded in the "
         "checkpoint, so pass the same string to `lowdim personalize --model`.")] = None,

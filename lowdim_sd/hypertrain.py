@@ -37,8 +37,8 @@ from lowdim_sd.hypertrain_io import (
     trim_metrics,
 )
 from lowdim_sd.loading import accelerator_available
-from lowdim_sd.precompute import WeightDataset, read_index
 from lowdim_sd.train import Subject, TrainConfig, TrainingDiverged, denoising_losses, fill_prompt
+from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
 
 ADAPTER = "hyper"
 VAL_STEP = 10**9  # the "step" validation noise is drawn for: the same every time, so values compare
@@ -50,7 +50,7 @@ TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_
 class HyperTrainJob:
     """Everything ``lowdim train-hypernet`` needs; one field per CLI option."""
 
-    weights: Path  # a `lowdim precompute` folder
+    weights: Folders  # a `lowdim precompute` folder, or several made alike
     model: str | None = None  # default: the model the weights were made with
     out: Path = Path("hypernet")
     hyper: dict = field(default_factory=dict)  # HyperConfig options: encoder, encoder_config, width, iterations...
@@ -209,11 +209,11 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
     if job.diffusion_iterates not in ("all", "last"):
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
-    index = read_index(job.weights)
+    full = WeightDataset(job.weights)
+    index = full.index
     job.model = job.model or index["model"]
     if job.model != index["model"]:
         warnings.warn(f"the weights were made with {index['model']}; training for {job.model}", stacklevel=2)
-    full = WeightDataset(job.weights)
     numbers = {name: number for number, name in enumerate(full.names)}
     out = Path(job.out)
     folder = checkpoints.latest(out)
@@ -259,7 +259,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=out / "metrics.jsonl")
     metadata = {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
-                "adapter_seed": int(index["seed"]), "weights": str(job.weights)}
+                "adapter_seed": int(index["seed"]), "weights": ", ".join(map(str, as_folders(job.weights)))}
     main = result.main_process = accelerator.is_main_process
     if main:
         trim_metrics(result.metrics, start if job.resume else -1)

@@ -17,7 +17,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 from lowdim_sd import checkpoints
-from lowdim_sd.precompute import WeightDataset
+from lowdim_sd.weight_dataset import WeightDataset
 
 
 class StepSampler(torch.utils.data.Sampler):

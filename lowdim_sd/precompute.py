@@ -27,12 +27,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
-from lowdim.spaces.base import LayerSpec
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.train import Subject, TrainConfig
@@ -300,78 +298,3 @@ def _done_identities(out: Path, header: dict) -> set[str]:
 
 
 # ------------------------------------------------------------------------------------------- reading
-
-
-class WeightDataset(torch.utils.data.Dataset):
-    """(image, θ) pairs of a weight folder: ``dataset[i]`` is ``(image (3, S, S) in [-1, 1], {layer: {param}})``.
-
-    The image is the identity's first reference image at the folder's resolution (``all_images``: one
-    item per image, each with its identity's weights). Shards are read lazily, row by row.
-    """
-
-    def __init__(self, folder: Path, *, image_root: Path | None = None, all_images: bool = False,
-                 names: list[str] | None = None) -> None:
-        self.folder = Path(folder)
-        self.index = read_index(self.folder)
-        self.root = Path(image_root or self.index["root"])
-        entries = sorted(self.index["identities"], key=lambda entry: entry["name"])
-        if names is not None:
-            by_name = {entry["name"]: entry for entry in entries}
-            missing = [name for name in names if name not in by_name]
-            if missing:
-                raise LowdimError(f"{self.folder}: no identity named {', '.join(missing[:3])}")
-            entries = [by_name[name] for name in names]
-        self.entries = entries
-        self.names = [entry["name"] for entry in entries]
-        self.items = [(number, image) for number, entry in enumerate(entries)
-                      for image in (entry["images"] if all_images else entry["images"][:1])]
-        self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
-        self.resolution = int(self.index["resolution"])
-        # The hypernetwork must see the images the way precompute trained on them: cropped alike.
-        config = self.index.get("config", {})
-        self.crop = bool(config.get("crop", False))
-        self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
-        # Cropping runs a face detector, far slower than decoding the file, and train-hypernet reads
-        # every image each epoch: so each image is cropped once, on its first read, and kept in memory
-        # as uint8 (resolution² × 3 bytes: 0.75 MiB at 512). DataLoader workers each fill their own
-        # copy; train-hypernet's loader lives for the whole run, so that is once per image and worker.
-        self._crops: dict[Path, Tensor] = {}
-
-    @property
-    def space(self):
-        return lowdim.get_space(self.index["space"], self.index["space_config"])
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def identity(self, item: int) -> int:
-        """Position (in ``names``) of the identity of item ``item``."""
-        return self.items[item][0]
-
-    def weights(self, number: int) -> dict[str, dict[str, Tensor]]:
-        from safetensors import safe_open
-
-        entry = self.entries[number]
-        nested: dict[str, dict[str, Tensor]] = {}
-        path = self.folder / entry["shard"]
-        try:
-            with safe_open(str(path), framework="pt") as shard:
-                for key in shard.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    layer, _, param = key.rpartition("/")
-                    nested.setdefault(layer, {})[param] = shard.get_slice(key)[entry["row"]]
-        except Exception as error:  # OSError, or safetensors' own error type
-            raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
-        return nested
-
-    def image(self, item: int) -> Tensor:
-        path = Path(self.items[item][1])
-        path = path if path.is_absolute() else self.root / path
-        if not self.crop:
-            return load_face_image(path, self.resolution, crop=False)
-        if path not in self._crops:
-            face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
-            self._crops[path] = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
-        return self._crops[path].to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
-
-    def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
-        return self.image(item), self.weights(self.items[item][0])

@@ -18,8 +18,9 @@ from lowdim_sd.faces import FaceNotFound, FacesUnavailable, FaceWarning
 from lowdim_sd.images import load_image
 from lowdim_sd.loading import load_sd
 from lowdim_sd.personalize import PersonalizeJob, personalize
-from lowdim_sd.precompute import INDEX, PrecomputeJob, WeightDataset, precompute, read_index
+from lowdim_sd.precompute import INDEX, PrecomputeJob, precompute, read_index
 from lowdim_sd.train import TrainConfig
+from lowdim_sd.weight_dataset import WeightDataset
 
 needs_faces = pytest.mark.skipif(not faces.faces_available(), reason="the faces extra (dlib-bin) is not installed")
 

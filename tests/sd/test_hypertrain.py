@@ -17,6 +17,7 @@ from lowdim_sd.images import save_images
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.precompute import PrecomputeJob, precompute
 from lowdim_sd.train import TrainConfig
+from lowdim_sd.weight_dataset import WeightDataset
 
 TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
             "num_attention_heads": 2, "intermediate_size": 32}
@@ -35,6 +36,20 @@ def weights(tiny_sd, tmp_path_factory):
     precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w",
                              config=TrainConfig(steps=3), batch_subjects=4, crop=False), progress=False)
     return folder / "w"
+
+
+def weight_folder(tiny_sd, folder, name: str, count: int, seed: int, steps: int = 3):
+    images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    save_images(images, folder / f"faces-{name}", "person")
+    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / f"faces-{name}", out=folder / name,
+                             config=TrainConfig(steps=steps), batch_subjects=4, crop=False), progress=False)
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def more_weights(tiny_sd, tmp_path_factory):
+    """Two more identities, made alike in another folder (with the same identity names as ``weights``)."""
+    return weight_folder(tiny_sd, tmp_path_factory.mktemp("more"), "w2", 2, seed=10)
 
 
 def job(weights, out, **kwargs) -> HyperTrainJob:
@@ -153,3 +168,25 @@ def test_a_time_budget_stops_early_validates_and_saves(weights, tmp_path):
     assert records(result.metrics, "val")[-1]["step"] == 1
     with safe_open(str(result.path), "pt") as handle:
         assert json.loads(handle.metadata()["extra"])["steps"] == 1
+
+
+def test_several_weight_folders_read_as_one_data_set(weights, more_weights, tmp_path):
+    both = WeightDataset([weights, more_weights])
+    assert both.names == [f"w/person_00{i}" for i in range(4)] + ["w2/person_000", "w2/person_001"]
+    for folder, offset in ((weights, 0), (more_weights, 4)):
+        alone = WeightDataset(folder)
+        for item in range(len(alone)):
+            image, theta = both[offset + item]
+            want_image, want_theta = alone[item]
+            assert torch.equal(image, want_image)
+            assert all(torch.equal(theta[layer][k], v) for layer, p in want_theta.items() for k, v in p.items())
+    result = train_hypernet(job([weights, more_weights], tmp_path / "h", steps=2, val_identities=2), progress=False)
+    assert sorted(result.train_names + result.val_names) == sorted(both.names)
+
+
+def test_weight_folders_made_differently_or_named_alike_are_refused(tiny_sd, weights, tmp_path):
+    other_recipe = weight_folder(tiny_sd, tmp_path, "w3", 1, seed=11, steps=4)
+    with pytest.raises(lowdim.LowdimError, match="made with other settings.*config"):
+        WeightDataset([weights, other_recipe])
+    with pytest.raises(lowdim.LowdimError, match="distinct names"):
+        WeightDataset([weights, weight_folder(tiny_sd, tmp_path / "elsewhere", "w", 1, seed=12)])

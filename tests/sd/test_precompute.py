@@ -16,8 +16,9 @@ from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.images import ImageError, load_references, save_images
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.precompute import PrecomputeJob, WeightDataset, merge_index, precompute, read_index
+from lowdim_sd.precompute import PrecomputeJob, merge_index, precompute, read_index
 from lowdim_sd.train import Subject, TrainConfig, train
+from lowdim_sd.weight_dataset import WeightDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

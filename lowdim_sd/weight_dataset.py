@@ -1,0 +1,138 @@
+"""Reading `lowdim precompute` folders: the (image, θ) pairs the hypernetwork trains on.
+
+Several folders read as one data set when they were made alike (same model, space, layers and
+training recipe), so a data set can grow by precomputing new identities into a new folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim.spaces.base import LayerSpec
+from lowdim_sd.face_inputs import load_face_image
+from lowdim_sd.precompute import IDENTITY_FIELDS, read_index
+
+Folders = str | Path | Sequence[str | Path]
+
+
+def as_folders(folders: Folders) -> list[Path]:
+    """One folder or several, as a list of paths."""
+    if isinstance(folders, (str, Path)):
+        return [Path(folders)]
+    return [Path(folder) for folder in folders]
+
+
+class WeightDataset(torch.utils.data.Dataset):
+    """(image, θ) pairs of one or more weight folders: ``dataset[i]`` is ``(image (3, S, S) in [-1, 1],
+    {layer: {param}})``.
+
+    The image is the identity's first reference image at the folders' resolution (``all_images``: one
+    item per image, each with its identity's weights). Shards are read lazily, row by row. With several
+    folders, identity names are ``FOLDER_NAME/NAME``, so equal names in two folders stay apart.
+    """
+
+    def __init__(self, folders: Folders, *, image_root: Path | None = None, all_images: bool = False,
+                 names: list[str] | None = None) -> None:
+        self.folders = as_folders(folders)
+        if not self.folders:
+            raise LowdimError("no weight folder given")
+        indexes = [read_index(folder) for folder in self.folders]
+        _check_alike(self.folders, indexes)
+        self.index = indexes[0]
+        if image_root is not None and len(self.folders) > 1:
+            raise LowdimError("image_root only applies to one weight folder")
+        self.roots = [Path(image_root or index["root"]) for index in indexes]
+        entries = _named_entries(self.folders, indexes)
+        if names is not None:
+            by_name = {entry["name"]: entry for entry in entries}
+            missing = [name for name in names if name not in by_name]
+            if missing:
+                shown = ", ".join(str(folder) for folder in self.folders)
+                raise LowdimError(f"{shown}: no identity named {', '.join(missing[:3])}")
+            entries = [by_name[name] for name in names]
+        self.entries = entries
+        self.names = [entry["name"] for entry in entries]
+        self.items = [(number, image) for number, entry in enumerate(entries)
+                      for image in (entry["images"] if all_images else entry["images"][:1])]
+        self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
+        self.resolution = int(self.index["resolution"])
+        # The hypernetwork must see the images the way precompute trained on them: cropped alike
+        # (the folders agree on it: the crop is part of the recipe _check_alike compares).
+        config = self.index.get("config", {})
+        self.crop = bool(config.get("crop", False))
+        self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
+        # Cropping runs a face detector, far slower than decoding the file, and train-hypernet reads
+        # every image each epoch: so each image is cropped once, on its first read, and kept in memory
+        # as uint8 (resolution² × 3 bytes: 0.75 MiB at 512). DataLoader workers each fill their own
+        # copy; train-hypernet's loader lives for the whole run, so that is once per image and worker.
+        self._crops: dict[Path, Tensor] = {}
+
+    @property
+    def space(self):
+        return lowdim.get_space(self.index["space"], self.index["space_config"])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def identity(self, item: int) -> int:
+        """Position (in ``names``) of the identity of item ``item``."""
+        return self.items[item][0]
+
+    def weights(self, number: int) -> dict[str, dict[str, Tensor]]:
+        from safetensors import safe_open
+
+        entry = self.entries[number]
+        nested: dict[str, dict[str, Tensor]] = {}
+        path = self.folders[entry["folder"]] / entry["shard"]
+        try:
+            with safe_open(str(path), framework="pt") as shard:
+                for key in shard.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    layer, _, param = key.rpartition("/")
+                    nested.setdefault(layer, {})[param] = shard.get_slice(key)[entry["row"]]
+        except Exception as error:  # OSError, or safetensors' own error type
+            raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
+        return nested
+
+    def image(self, item: int) -> Tensor:
+        number, name = self.items[item]
+        path = Path(name)
+        path = path if path.is_absolute() else self.roots[self.entries[number]["folder"]] / path
+        if not self.crop:
+            return load_face_image(path, self.resolution, crop=False)
+        if path not in self._crops:
+            face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
+            self._crops[path] = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
+        return self._crops[path].to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
+
+    def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
+        return self.image(item), self.weights(self.items[item][0])
+
+
+def _check_alike(folders: list[Path], indexes: list[dict]) -> None:
+    """θ from another model, space, layer list or recipe would teach the hypernetwork two targets."""
+    first = indexes[0]
+    for folder, index in zip(folders[1:], indexes[1:], strict=True):
+        different = [key for key in IDENTITY_FIELDS if index.get(key) != first.get(key)]
+        if different:
+            raise LowdimError(f"{folder}: made with other settings than {folders[0]} ({', '.join(different)}); "
+                              f"only weight folders made alike can train one hypernetwork")
+
+
+def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
+    """Every identity entry, sorted by name, with its folder's position and (for several) a qualified name."""
+    qualify = len(folders) > 1
+    if qualify and len({folder.name for folder in folders}) < len(folders):
+        raise LowdimError(f"weight folders need distinct names to keep their identities apart: "
+                          f"{', '.join(str(folder) for folder in folders)}")
+    entries = []
+    for position, (folder, index) in enumerate(zip(folders, indexes, strict=True)):
+        for entry in sorted(index["identities"], key=lambda item: item["name"]):
+            name = f"{folder.name}/{entry['name']}" if qualify else entry["name"]
+            entries.append({**entry, "name": name, "folder": position})
+    return entries
