@@ -58,8 +58,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(f"[yellow]Warning:[/] {message}", highlight=False)
 
 
-OUT_OF_MEMORY_HINT = ("out of {device} memory: try a smaller --batch-size, --dtype fp16 or bf16, "
-                      "--gradient-checkpointing where the command has it, or --device cpu")
+OUT_OF_MEMORY_HINT = ("out of {device} memory: try a smaller batch (--batch-size, --batch-subjects), --dtype fp16 "
+                      "or bf16, or --gradient-checkpointing where the command has them, or the CPU")
 
 
 def _out_of_memory_device(error: BaseException) -> str | None:
@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         device = _out_of_memory_device(error)
         if device is None:
             raise
-        err.print(f"[bold red]Error:[/] {OUT_OF_MEMORY_HINT.format(device=device)}", highlight=False, soft_wrap=True)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({detail})" if detail else "")
+        err.print(f"[bold red]Error:[/] {hint}", highlight=False, soft_wrap=True)
         return 1
     except ABORTS:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")

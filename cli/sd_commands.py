@@ -158,8 +158,11 @@ def merge(
     from lowdim_sd.merged_model import save_merged
 
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
-    written = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt)
+    written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt)
     out.print(f"wrote [bold]{written}[/]")
+    if tokens:
+        names = ", ".join(dict.fromkeys(tokens))
+        out.print(f"prompts name the subject with its identifier: {names} (e.g. 'a photo of {tokens[0]} face')")
 
 
 def register(app: typer.Typer) -> None:

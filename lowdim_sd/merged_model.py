@@ -20,19 +20,22 @@ from lowdim_sd.loading import SDModel
 FORMATS = ("single-file", "diffusers")
 
 
-def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file") -> Path:
-    """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``."""
+def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path,
+                fmt: str = "single-file") -> tuple[Path, list[str]]:
+    """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``.
+
+    Returns the written path and the adapters' identifier tokens, which prompts must still use.
+    """
     if fmt not in FORMATS:
         raise LowdimError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
     out = Path(out)
     _check_target(out, fmt)
-    attach_adapters(model, adapters)
+    tokens = attach_adapters(model, adapters)
     lowdim.Adapters(model.modules).merge_and_unload()
-    if fmt == "single-file":
-        return save_single_file(model.pipe, out)
-    return _save_folder(model, out)
+    written = save_single_file(model.pipe, out) if fmt == "single-file" else _save_folder(model, out)
+    return written, [token for token in tokens if token]
 
 
 def _check_target(out: Path, fmt: str) -> None:
@@ -41,6 +44,8 @@ def _check_target(out: Path, fmt: str) -> None:
         raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out")
     if fmt == "single-file" and (out.is_dir() or out.suffix.lower() != ".safetensors"):
         raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors")
+    if fmt == "single-file" and out.exists():  # it may well be the base model itself
+        raise LowdimError(f"{out}: already exists; pick a new --out")
 
 
 def _save_folder(model: SDModel, out: Path) -> Path:

@@ -284,12 +284,16 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def with_crop_defaults(config: dict) -> dict:
+    """An index's training settings; indexes from before face cropping existed were made uncropped."""
+    return {**crop_settings(False, 0.0, None), **config}
+
+
 def _done_identities(out: Path, header: dict) -> set[str]:
     if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
         return set()
     existing = read_index(out)
-    # Indexes from before face cropping existed were made from the images as they are.
-    existing["config"] = {**crop_settings(False, 0.0, None), **existing.get("config", {})}
+    existing["config"] = with_crop_defaults(existing.get("config", {}))
     different = [key for key in IDENTITY_FIELDS if existing.get(key) != header[key]]
     if different:
         shown = ", ".join(f"{key} ({existing.get(key)!r} there, {header[key]!r} now)" for key in different[:2])

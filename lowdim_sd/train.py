@@ -169,25 +169,31 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
                                      max_length=model.pipe.tokenizer.model_max_length).input_ids
     _set_train_mode(model, config.gradient_checkpointing)
     started = time.perf_counter()
-    step = result.start_step
+    step, updating = result.start_step, False
     with checkpoints.progress_bar(config.steps, result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids)
                 _guard(loss, step, trainable, optimizer, out_dir, config)
+                updating = True
                 optimizer.step()
+                updating = False
                 result.losses.append(loss)
                 advance(loss)
                 if out_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                     checkpoints.save(out_dir, step + 1, trainable, optimizer, config.keep_checkpoints)
             step = config.steps
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-            # Both leave the parameters at the last completed step, so that state is worth keeping.
-            if out_dir is not None:
+            why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+            # Before the update, the parameters are still those of the last completed step: worth keeping.
+            # Inside it, AdamW may have moved some tensors and not others, so only older checkpoints stand.
+            if out_dir is not None and not updating:
                 path = checkpoints.save(out_dir, step, trainable, optimizer, config.keep_checkpoints)
-                why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
                 warnings.warn(f"{why} at step {step}; checkpoint saved to {path}; continue with --resume",
                               stacklevel=2)
+            elif out_dir is not None:
+                warnings.warn(f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it "
+                              f"was saved; --resume continues from the last periodic one", stacklevel=2)
             raise
         finally:
             _set_eval_mode(model)

@@ -16,7 +16,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.spaces.base import LayerSpec
 from lowdim_sd.face_inputs import load_face_image
-from lowdim_sd.precompute import IDENTITY_FIELDS, read_index
+from lowdim_sd.precompute import IDENTITY_FIELDS, read_index, with_crop_defaults
 
 Folders = str | Path | Sequence[str | Path]
 
@@ -116,9 +116,13 @@ class WeightDataset(torch.utils.data.Dataset):
 
 def _check_alike(folders: list[Path], indexes: list[dict]) -> None:
     """θ from another model, space, layer list or recipe would teach the hypernetwork two targets."""
+    indexes = [{**index, "config": with_crop_defaults(index.get("config", {}))} for index in indexes]
     first = indexes[0]
     for folder, index in zip(folders[1:], indexes[1:], strict=True):
         different = [key for key in IDENTITY_FIELDS if index.get(key) != first.get(key)]
+        if different == ["config"]:
+            different = [f"config.{key}" for key in sorted(set(index["config"]) | set(first["config"]))
+                         if index["config"].get(key) != first["config"].get(key)]
         if different:
             raise LowdimError(f"{folder}: made with other settings than {folders[0]} ({', '.join(different)}); "
                               f"only weight folders made alike can train one hypernetwork")
@@ -127,12 +131,14 @@ def _check_alike(folders: list[Path], indexes: list[dict]) -> None:
 def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
     """Every identity entry, sorted by name, with its folder's position and (for several) a qualified name."""
     qualify = len(folders) > 1
-    if qualify and len({folder.name for folder in folders}) < len(folders):
+    if qualify and len({folder.resolve().name for folder in folders}) < len(folders):
         raise LowdimError(f"weight folders need distinct names to keep their identities apart: "
                           f"{', '.join(str(folder) for folder in folders)}")
     entries = []
     for position, (folder, index) in enumerate(zip(folders, indexes, strict=True)):
-        for entry in sorted(index["identities"], key=lambda item: item["name"]):
-            name = f"{folder.name}/{entry['name']}" if qualify else entry["name"]
+        for entry in index["identities"]:
+            name = f"{folder.resolve().name}/{entry['name']}" if qualify else entry["name"]
             entries.append({**entry, "name": name, "folder": position})
-    return entries
+    # Sorted by name, not by folder order: an identity's number seeds its noise, so `-w a -w b` and
+    # `-w b -w a` must be the same run.
+    return sorted(entries, key=lambda entry: entry["name"])

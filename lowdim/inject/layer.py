@@ -80,8 +80,9 @@ class _PerSampleWeight(Tensor):
     """
 
     _METADATA = frozenset({"shape", "dtype", "device", "layout", "ndim", "requires_grad", "is_leaf",
-                           "is_nested", "is_cuda", "is_meta", "is_sparse", "is_quantized"})
-    _METHODS = frozenset({"size", "dim", "numel", "__repr__", "__format__"})
+                           "is_nested", "is_cuda", "is_meta", "is_sparse", "is_quantized", "nbytes", "itemsize"})
+    _METHODS = frozenset({"size", "dim", "numel", "__repr__", "__format__", "is_floating_point", "element_size",
+                          "is_contiguous", "stride"})
     layer_name = "?"
 
     @classmethod

@@ -121,7 +121,7 @@ class Adapters:
     def merge_and_unload(self, names: list[str] | None = None) -> None:
         """Fold adapters (default: all) into the base weights for good and remove them, leaving the
         plain modules: a model to save or ship that needs no lowdim (peft's ``merge_and_unload``)."""
-        for name in list(names or self._infos):
+        for name in list(self._infos if names is None else names):
             self.info(name)
             self.merge(name)
             self._detach(name)

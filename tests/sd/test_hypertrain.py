@@ -173,6 +173,7 @@ def test_a_time_budget_stops_early_validates_and_saves(weights, tmp_path):
 def test_several_weight_folders_read_as_one_data_set(weights, more_weights, tmp_path):
     both = WeightDataset([weights, more_weights])
     assert both.names == [f"w/person_00{i}" for i in range(4)] + ["w2/person_000", "w2/person_001"]
+    assert WeightDataset([more_weights, weights]).names == both.names  # numbers seed noise: order-free
     for folder, offset in ((weights, 0), (more_weights, 4)):
         alone = WeightDataset(folder)
         for item in range(len(alone)):

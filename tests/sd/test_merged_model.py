@@ -60,6 +60,8 @@ def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(ti
     attach_adapters(model, [(two_adapters[1], 0.5)])
     view = lowdim.Adapters(model.modules)
     expected = model.modules.get_submodule(layer).effective_weight().detach().clone()
+    view.merge_and_unload([])  # an empty list is no adapter, not every adapter
+    assert view.names() == ["a0"]
     view.merge_and_unload()
     module = model.modules.get_submodule(layer)
     assert type(module) is torch.nn.Linear and view.names() == []
@@ -70,6 +72,7 @@ def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(ti
     ("folder-exists", "already exists and is not an empty folder"),
     ("not-safetensors", "needs a file name ending in .safetensors"),
     ("format", "unknown format 'ckpt'"),
+    ("file-exists", "already exists; pick a new --out"),
 ])
 def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_path, capsys, setup, message):
     fmt, out = "single-file", tmp_path / "me.safetensors"
@@ -79,9 +82,14 @@ def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_pa
         (out / "keep.txt").write_text("mine")
     elif setup == "not-safetensors":
         out = tmp_path / "me.ckpt"
+    elif setup == "file-exists":  # e.g. the base model itself: never overwritten
+        out.write_bytes(b"precious")
     else:
         fmt = "ckpt"
     code = main(["merge", "-m", str(tiny_sd), "-a", str(two_adapters[0]), "-o", str(out), "--format", fmt])
     text = " ".join(capsys.readouterr().err.split())
     assert code == 1 and message in text and "Traceback" not in text
-    assert sorted(p.name for p in tmp_path.rglob("*")) == (["keep.txt", "taken"] if setup == "folder-exists" else [])
+    kept = {"folder-exists": ["keep.txt", "taken"], "file-exists": ["me.safetensors"]}.get(setup, [])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == kept
+    if setup == "file-exists":
+        assert out.read_bytes() == b"precious"

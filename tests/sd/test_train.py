@@ -157,6 +157,26 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes_from_it(tiny_sd, faces, tmp_path,
     assert result.start_step == 2
 
 
+def test_a_stop_inside_the_optimizer_update_keeps_only_the_older_checkpoints(tiny_sd, faces, tmp_path,
+                                                                            monkeypatch):
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    real, calls = torch.optim.AdamW.step, []
+
+    def exhaust(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # the update of step 4, after the checkpoint of step 2
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", exhaust)
+    config = TrainConfig(steps=6, learning_rate=5e-2, augment=False, checkpoint_every=2)
+    with pytest.warns(UserWarning, match="inside the optimizer update of step 4"), \
+            pytest.raises(torch.OutOfMemoryError):
+        train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000002"]
+
+
 def test_a_prompt_without_the_identifier_warns(tiny_sd, faces):
     model = load_sd(str(tiny_sd))
     trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
