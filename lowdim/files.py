@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,16 +134,32 @@ def save_adapter(
 def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
     """safetensors write to a temp file in the same folder, then an atomic rename."""
     _refuse_pickle(path)
+    return atomic_write(Path(path), lambda temp: save_file({k: v.contiguous() for k, v in tensors.items()},
+                                                           temp, metadata=metadata))
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
+    """``write(temp)`` fills a temp file beside ``path``, which then replaces ``path`` in one rename:
+    readers see the old file or the new one, never half of one, and a failed write leaves nothing."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
+        write(temp)
+        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would not
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _flatten(per_layer: LayerTensors, layers: list[LayerSpec], dtype: torch.dtype) -> dict[str, Tensor]:

@@ -8,7 +8,6 @@ folder) raises :class:`ImageError` with one line that names the file, so the CLI
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 
 PathLike = str | os.PathLike
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -230,17 +230,7 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 def save_png(image: Image.Image, path: PathLike) -> Path:
     """Write a PNG through a temp file in the same folder and an atomic rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        image.save(temp, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(Path(path), lambda temp: image.save(temp, format="PNG"))
 
 
 def save_images(images: torch.Tensor | Sequence[Image.Image], folder: PathLike, prefix: str = "image") -> list[Path]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.files import current_umask
 from lowdim_sd.generate import attach_adapters
 from lowdim_sd.ldm_checkpoint import save_single_file
 from lowdim_sd.loading import SDModel
@@ -52,6 +53,7 @@ def _save_folder(model: SDModel, out: Path) -> Path:
     """Write next to ``out`` and rename at the end, so an interrupted save leaves no half folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700: other users (a server) could not read it
     try:
         model.pipe.save_pretrained(staging, safe_serialization=True)
         if out.is_dir():

@@ -19,9 +19,7 @@ names it, so an interrupted run loses at most the batch in flight.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,7 +28,7 @@ import torch
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_save
+from lowdim.files import atomic_save, atomic_write
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.train import Subject, TrainConfig
@@ -118,14 +116,7 @@ def discover_identities(folder: Path) -> list[Identity]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        Path(temp).write_text(json.dumps(payload, indent=1))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(payload, indent=1)))
 
 
 def _read_json(path: Path) -> dict:

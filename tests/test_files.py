@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,3 +142,18 @@ def test_sd15_lidb_file_in_fp16_is_at_most_60_kb():
     backend = lowdim.get_registry().backend("sd15")
     size = adapter_file_bytes(backend.skeleton(), lowdim.get_space("lidb"), backend.resolve_layer_set(None), "fp16")
     assert 52_800 < size <= 60_000
+
+
+def test_atomic_writes_get_the_permissions_a_plain_open_gives(tmp_path):
+    import os
+    import stat
+
+    from lowdim.files import atomic_write
+
+    previous = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "note.txt", lambda temp: Path(temp).write_text("hi"))
+    finally:
+        os.umask(previous)
+    assert path.read_text() == "hi" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["note.txt"]
