@@ -23,6 +23,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,6 +33,11 @@ from lowdim.files import atomic_save, atomic_write
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.train import Subject, TrainConfig
+
+if TYPE_CHECKING:
+    from lowdim.inject import LayerSet
+    from lowdim.spaces.base import Space
+    from lowdim_sd.loading import SDModel
 
 FORMAT = "lowdim.weights"
 FORMAT_VERSION = "1"
@@ -249,7 +255,8 @@ def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index
     return options | crop_settings(crop, margin, face_index)
 
 
-def index_header(job: PrecomputeJob, config: TrainConfig, model, space, layer_set, crop: bool) -> dict:
+def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space: Space, layer_set: LayerSet,
+                 crop: bool) -> dict:
     """Every index field but ``identities``; those in ``IDENTITY_FIELDS`` must match to resume."""
     from lowdim.sizing import layer_specs
 

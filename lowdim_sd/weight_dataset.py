@@ -14,7 +14,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.spaces.base import LayerSpec
+from lowdim.spaces.base import LayerSpec, Space
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.precompute import IDENTITY_FIELDS, read_index, with_crop_defaults
 
@@ -74,7 +74,7 @@ class WeightDataset(torch.utils.data.Dataset):
         self._crops: dict[Path, Tensor] = {}
 
     @property
-    def space(self):
+    def space(self) -> Space:
         return lowdim.get_space(self.index["space"], self.index["space_config"])
 
     def __len__(self) -> int:
