@@ -291,12 +291,22 @@ def _done_identities(out: Path, header: dict) -> set[str]:
     if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
         return set()
     existing = read_index(out)
-    existing["config"] = with_crop_defaults(existing.get("config", {}))
-    different = [key for key in IDENTITY_FIELDS if existing.get(key) != header[key]]
+    different = differing_settings(existing, header)
     if different:
-        shown = ", ".join(f"{key} ({existing.get(key)!r} there, {header[key]!r} now)" for key in different[:2])
+        shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
     return {entry["name"] for entry in existing["identities"]}
+
+
+def differing_settings(index: dict, other: dict) -> list[tuple[str, object, object]]:
+    """(field, index's value, other's value) for each of ``IDENTITY_FIELDS`` that differs, training
+    options named one by one (``config.steps``) rather than as two whole dicts."""
+    configs = [with_crop_defaults(index.get("config", {})), with_crop_defaults(other.get("config", {}))]
+    found = [(key, index.get(key), other.get(key)) for key in IDENTITY_FIELDS
+             if key != "config" and index.get(key) != other.get(key)]
+    keys = sorted(set(configs[0]) | set(configs[1]))
+    return found + [(f"config.{key}", configs[0].get(key), configs[1].get(key)) for key in keys
+                    if configs[0].get(key) != configs[1].get(key)]
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -16,7 +16,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim_sd.face_inputs import load_face_image
-from lowdim_sd.precompute import IDENTITY_FIELDS, read_index, with_crop_defaults
+from lowdim_sd.precompute import differing_settings, read_index
 
 Folders = str | Path | Sequence[str | Path]
 
@@ -116,13 +116,8 @@ class WeightDataset(torch.utils.data.Dataset):
 
 def _check_alike(folders: list[Path], indexes: list[dict]) -> None:
     """θ from another model, space, layer list or recipe would teach the hypernetwork two targets."""
-    indexes = [{**index, "config": with_crop_defaults(index.get("config", {}))} for index in indexes]
-    first = indexes[0]
     for folder, index in zip(folders[1:], indexes[1:], strict=True):
-        different = [key for key in IDENTITY_FIELDS if index.get(key) != first.get(key)]
-        if different == ["config"]:
-            different = [f"config.{key}" for key in sorted(set(index["config"]) | set(first["config"]))
-                         if index["config"].get(key) != first["config"].get(key)]
+        different = [key for key, _, _ in differing_settings(index, indexes[0])]
         if different:
             raise LowdimError(f"{folder}: made with other settings than {folders[0]} ({', '.join(different)}); "
                               f"only weight folders made alike can train one hypernetwork")

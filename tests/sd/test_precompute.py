@@ -106,7 +106,7 @@ def test_the_index_records_every_training_option_and_resumes_only_with_the_same(
     assert precompute(again, progress=False, model=model).skipped == ["person0"]
     # Any other option is a setting, including those the CLI leaves at their default.
     other = job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, weight_decay=0.1))
-    with pytest.raises(lowdim.LowdimError, match="other settings.*config"):
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: config.weight_decay \(0.0 there, 0.1 now\);"):
         precompute(other, progress=False, model=model)
     with pytest.raises(lowdim.LowdimError, match="other settings.*seed"):
         precompute(job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, seed=1)), progress=False,
