@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_save
+from lowdim.files import atomic_save, atomic_write
 
 FOLDER = "checkpoints"
 
@@ -42,9 +41,8 @@ def save(out_dir: Path, step: int, trainable, optimizer: torch.optim.Optimizer, 
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(payload))
-    os.replace(temp, path)  # state.json is written last: its presence marks a complete checkpoint
+    # state.json is written last: its (atomic) presence marks a complete checkpoint
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(payload)))
 
 
 def latest(out_dir: Path) -> Path | None:

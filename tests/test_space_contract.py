@@ -126,19 +126,24 @@ def test_default_init_leaves_model_output_unchanged(space_name, case):
     assert torch.equal(model(x), before)
 
 
-@pytest.mark.parametrize("space_name", SPACES)
-@PROPERTY
-@given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]))
-def test_merged_path_equals_bypass_path_and_unmerge_restores(space_name, case, scale):
-    model = _model(case["layer"], case["dtype"])
-    weights = {k: v.clone() for k, v in model.state_dict().items()}
+def _random_adapter(model: nn.Module, space_name: str, case: dict, scale: float):
+    """A non-zero adapter on layers 0 and 2, an input, and the model's (bypass) output for it."""
     space, _, _ = build(space_name, case)
     adapters = lowdim.inject(model, space, ["0", "2"], seed=case["seed"], scale=scale)
     with torch.no_grad():
         for param in adapters.parameters("default"):
             param.copy_(torch.randn_like(param))
     x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
-    bypass = model(x)
+    return adapters, x, model(x)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]))
+def test_merged_path_equals_bypass_path_and_unmerge_restores(space_name, case, scale):
+    model = _model(case["layer"], case["dtype"])
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    adapters, x, bypass = _random_adapter(model, space_name, case, scale)
     adapters.merge("default")
     assert close(model(x), bypass, case["dtype"])
     adapters.unmerge("default")
@@ -154,13 +159,7 @@ def test_merged_path_equals_bypass_path_and_unmerge_restores(space_name, case, s
 @given(case=cases(), scale=st.sampled_from([1.0, -0.5]))
 def test_merge_and_unload_leaves_a_plain_model_that_computes_the_bypass_output(space_name, case, scale):
     model = _model(case["layer"], case["dtype"])
-    space, _, _ = build(space_name, case)
-    adapters = lowdim.inject(model, space, ["0", "2"], seed=case["seed"], scale=scale)
-    with torch.no_grad():
-        for param in adapters.parameters("default"):
-            param.copy_(torch.randn_like(param))
-    x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
-    bypass = model(x)
+    adapters, x, bypass = _random_adapter(model, space_name, case, scale)
     adapters.merge_and_unload()
     assert [type(m) for m in model] == [nn.Linear, nn.Tanh, nn.Linear] and adapters.names() == []
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]

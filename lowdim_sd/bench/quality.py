@@ -8,7 +8,6 @@ file, so an interrupted run resumes where it stopped and ``--workers`` processes
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 from lowdim.metrics import MetricUnavailable, Sample
 from lowdim_sd.bench.methods import METHODS, Personalized, parse_methods, personalize_subject
 
@@ -111,10 +111,7 @@ def prepare(job: QualityJob) -> list[Task]:
 
 
 def write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(record, indent=1)))
 
 
 def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None, run: bool = True) -> list[dict]:

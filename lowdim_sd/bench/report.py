@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 from lowdim_sd.bench.methods import METHODS
 
 
@@ -133,7 +134,7 @@ def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, 
     from lowdim_sd.bench.quality import settings, write_json
 
     out = Path(job.out)
-    (out / "table.md").write_text(markdown(rows, columns))
+    atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
     shown = [m for m in (gallery_methods or job.methods) if m in job.methods]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, summarize
 
 # Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
@@ -183,9 +183,5 @@ def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
     written = []
     for name, text in (("eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
                        ("eval.md", report.to_markdown())):
-        target = out / name
-        temp = target.with_name(f".{name}.tmp{os.getpid()}")
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, target)
-        written.append(target)
+        written.append(atomic_write(out / name, lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8")))
     return written[0], written[1]
