@@ -228,8 +228,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         accelerator = Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
     except ValueError as error:  # accelerate's state is per process: one setting for the process's lifetime
         raise LowdimError(f"accelerate: {error}") from None
-    train_set = WeightDataset(job.weights, names=train_names, all_images=job.all_images)
-    val_set = WeightDataset(job.weights, names=val_names) if val_names else None
+    train_set = full.subset(train_names, all_images=job.all_images)
+    val_set = full.subset(val_names) if val_names else None
 
     if folder is not None:
         from lowdim.hyper import load_hypernet

@@ -6,6 +6,8 @@ training recipe), so a data set can grow by precomputing new identities into a n
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.precompute import differing_settings, read_index
 
 Folders = str | Path | Sequence[str | Path]
+DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px
 
 
 def as_folders(folders: Folders) -> list[Path]:
@@ -38,17 +41,34 @@ class WeightDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, folders: Folders, *, image_root: Path | None = None, all_images: bool = False,
-                 names: list[str] | None = None) -> None:
+                 names: list[str] | None = None, crop_cache_bytes: int = DEFAULT_CROP_CACHE_BYTES) -> None:
         self.folders = as_folders(folders)
         if not self.folders:
             raise LowdimError("no weight folder given")
-        indexes = [read_index(folder) for folder in self.folders]
-        _check_alike(self.folders, indexes)
-        self.index = indexes[0]
+        self._indexes = [read_index(folder) for folder in self.folders]
+        _check_alike(self.folders, self._indexes)
+        self.index = self._indexes[0]
         if image_root is not None and len(self.folders) > 1:
             raise LowdimError("image_root only applies to one weight folder")
-        self.roots = [Path(image_root or index["root"]) for index in indexes]
-        entries = _named_entries(self.folders, indexes)
+        self.roots = [Path(image_root or index["root"]) for index in self._indexes]
+        self._all_entries = _named_entries(self.folders, self._indexes)
+        self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
+        self.resolution = int(self.index["resolution"])
+        # The hypernetwork must see the images the way precompute trained on them: cropped alike
+        # (the folders agree on it: the crop is part of the recipe _check_alike compares).
+        config = self.index.get("config", {})
+        self.crop = bool(config.get("crop", False))
+        self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
+        self._select(names, all_images, crop_cache_bytes)
+
+    def subset(self, names: list[str], *, all_images: bool = False) -> WeightDataset:
+        """The named identities of the same folders (train/validation splits), without reading the indexes again."""
+        other = copy.copy(self)
+        other._select(names, all_images, self._crops.max_bytes)
+        return other
+
+    def _select(self, names: list[str] | None, all_images: bool, crop_cache_bytes: int) -> None:
+        entries = self._all_entries
         if names is not None:
             by_name = {entry["name"]: entry for entry in entries}
             missing = [name for name in names if name not in by_name]
@@ -60,18 +80,11 @@ class WeightDataset(torch.utils.data.Dataset):
         self.names = [entry["name"] for entry in entries]
         self.items = [(number, image) for number, entry in enumerate(entries)
                       for image in (entry["images"] if all_images else entry["images"][:1])]
-        self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
-        self.resolution = int(self.index["resolution"])
-        # The hypernetwork must see the images the way precompute trained on them: cropped alike
-        # (the folders agree on it: the crop is part of the recipe _check_alike compares).
-        config = self.index.get("config", {})
-        self.crop = bool(config.get("crop", False))
-        self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
         # Cropping runs a face detector, far slower than decoding the file, and train-hypernet reads
-        # every image each epoch: so each image is cropped once, on its first read, and kept in memory
-        # as uint8 (resolution² × 3 bytes: 0.75 MiB at 512). DataLoader workers each fill their own
-        # copy; train-hypernet's loader lives for the whole run, so that is once per image and worker.
-        self._crops: dict[Path, Tensor] = {}
+        # every image each epoch: so a cropped image is kept as uint8 (resolution² × 3 bytes: 0.75 MiB
+        # at 512) up to a memory budget, least recently used out first. DataLoader workers each fill
+        # their own cache.
+        self._crops = _CropCache(crop_cache_bytes)
 
     @property
     def space(self) -> Space:
@@ -105,13 +118,42 @@ class WeightDataset(torch.utils.data.Dataset):
         path = path if path.is_absolute() else self.roots[self.entries[number]["folder"]] / path
         if not self.crop:
             return load_face_image(path, self.resolution, crop=False)
-        if path not in self._crops:
+        pixels = self._crops.get(path)
+        if pixels is None:
             face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
-            self._crops[path] = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
-        return self._crops[path].to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
+            pixels = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
+            self._crops.put(path, pixels)
+        return pixels.to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
 
     def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
         return self.image(item), self.weights(self.items[item][0])
+
+
+class _CropCache:
+    """uint8 crops by path, least recently used dropped first once they pass ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[Path, Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, path: Path) -> Tensor | None:
+        pixels = self._items.get(path)
+        if pixels is not None:
+            self._items.move_to_end(path)
+        return pixels
+
+    def put(self, path: Path, pixels: Tensor) -> None:
+        if pixels.nbytes > self.max_bytes:
+            return
+        self._items[path] = pixels
+        self.bytes += pixels.nbytes
+        while self.bytes > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= dropped.nbytes
 
 
 def _check_alike(folders: list[Path], indexes: list[dict]) -> None:

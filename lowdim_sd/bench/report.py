@@ -146,6 +146,7 @@ def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, 
     if identities and prompts:
         paths.append(gallery(out, results, shown, job.prompts, identities, prompts, out / "gallery.png"))
     elif results and prompts:
+        stale = f"; {out / 'gallery.png'} is from an earlier run" if (out / "gallery.png").is_file() else ""
         warnings.warn(f"no gallery: no identity has images in {out / 'images'} for every shown method "
-                      f"({', '.join(shown)}); rerun those rows to make them", stacklevel=2)
+                      f"({', '.join(shown)}); rerun those rows to make them{stale}", stacklevel=2)
     return paths

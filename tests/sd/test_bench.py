@@ -117,9 +117,12 @@ def test_runs_every_task_once_resumes_and_refuses_other_settings(tiny_sd, identi
     assert [p.name for p in paths] == ["table.md", "table.json", "gallery.png"]
     # Scores without their images (as unpacked from a results archive): the table, and no gallery.
     shutil.rmtree(out / "images" / "db-agg-2")
+    with pytest.warns(UserWarning, match="no gallery.*gallery.png is from an earlier run"):
+        write_reports(job, results, rows, columns, 2, [0], ["db-agg-2"])
     (out / "gallery.png").unlink()
-    with pytest.warns(UserWarning, match="no gallery"):
+    with pytest.warns(UserWarning, match="no gallery") as caught:
         paths = write_reports(job, results, rows, columns, 2, [0], ["db-agg-2"])
+    assert "earlier run" not in str(caught[0].message)
     assert [p.name for p in paths] == ["table.md", "table.json"] and not (out / "gallery.png").exists()
 
 

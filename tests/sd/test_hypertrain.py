@@ -185,6 +185,23 @@ def test_several_weight_folders_read_as_one_data_set(weights, more_weights, tmp_
     assert sorted(result.train_names + result.val_names) == sorted(both.names)
 
 
+def test_a_subset_reads_like_a_fresh_data_set_without_reading_the_indexes(weights, more_weights, monkeypatch):
+    import lowdim_sd.weight_dataset as wd
+
+    both = WeightDataset([weights, more_weights])
+    names = ["w2/person_001", "w/person_002"]
+    fresh = WeightDataset([weights, more_weights], names=names, all_images=True)
+    monkeypatch.setattr(wd, "read_index", lambda folder: pytest.fail(f"read {folder} again"))
+    part = both.subset(names, all_images=True)
+    assert part.names == names and part.items == fresh.items and len(part) == len(fresh)
+    for item in range(len(part)):
+        assert torch.equal(part[item][0], fresh[item][0])
+        assert all(torch.equal(part[item][1][layer][k], v) for layer, p in fresh[item][1].items() for k, v in p.items())
+    assert len(both) == 6 and both.names[0] == "w/person_000"  # the whole set is untouched
+    with pytest.raises(lowdim.LowdimError, match="no identity named nobody"):
+        both.subset(["nobody"])
+
+
 def test_weight_folders_made_differently_or_named_alike_are_refused(tiny_sd, weights, tmp_path):
     other_recipe = weight_folder(tiny_sd, tmp_path, "w3", 1, seed=11, steps=4)
     with pytest.raises(lowdim.LowdimError, match="made with other settings.*config"):

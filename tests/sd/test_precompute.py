@@ -172,6 +172,31 @@ def test_the_dataset_crops_each_image_once(tiny_sd, people, tmp_path, model, mon
         assert torch.equal(image, load_face_image(path, 16, crop=True, margin=0.6))
 
 
+def test_the_crop_cache_keeps_to_its_memory_budget(tiny_sd, people, tmp_path, model, monkeypatch):
+    crops = []
+
+    def crop_face(image, size, margin, index, name):
+        crops.append(name)
+        return image.resize((size, size))
+
+    monkeypatch.setattr(faces, "crop_face", crop_face)
+    monkeypatch.setattr(face_inputs, "faces_available", lambda: True)
+    precompute(job(tiny_sd, people, tmp_path / "w", crop=True), progress=False, model=model)
+    crop_bytes = 16 * 16 * 3
+    dataset = WeightDataset(tmp_path / "w", all_images=True, crop_cache_bytes=2 * crop_bytes)
+    crops.clear()
+    first = dataset[0][0]
+    assert torch.equal(dataset[0][0], first) and len(crops) == 1  # a hit
+    for item in range(len(dataset)):
+        dataset[item]
+    assert len(dataset._crops) == 2 and dataset._crops.bytes == 2 * crop_bytes  # the two most recent stay
+    crops.clear()
+    assert torch.equal(dataset[0][0], first) and len(crops) == 1  # dropped, so cropped again, alike
+    assert torch.equal(dataset[3][0], dataset[3][0]) and len(crops) == 1  # still cached
+    none_kept = WeightDataset(tmp_path / "w", crop_cache_bytes=0)
+    assert torch.equal(none_kept[0][0], first) and len(none_kept._crops) == 0
+
+
 def test_bad_inputs_are_one_line_errors(tiny_sd, tmp_path, model, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(lowdim.LowdimError, match="no identities"):

@@ -139,7 +139,7 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
     log(f"exported {model_dir} ({size:.1f} MiB)")
     # Verify through the public loader, as users will load it.
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir).to(dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     images = []
     for prompt in training_prompts():

@@ -48,7 +48,7 @@ def test_exported_model_loads_and_generates() -> None:
 
     size = sum(f.stat().st_size for f in model_path().rglob("*") if f.is_file())
     assert size <= MAX_MB * 2**20, size
-    pipe = StableDiffusionPipeline.from_pretrained(model_path(), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(model_path()).to(dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a photo of a face", num_inference_steps=2, guidance_scale=4.0,
                generator=torch.Generator().manual_seed(0), output_type="np")
