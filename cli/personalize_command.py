@@ -23,12 +23,15 @@ def personalize(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
     layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
     steps: Annotated[int | None, typer.Option(
-        help="Fast-finetuning steps (default: 40 with --hypernet, as in the paper; 600 from zero).")] = None,
+        help="Fast-finetuning steps (default: 40 after a hypernetwork's prediction, as in the paper: "
+             "--hypernet, or the one the model ships, as tinyfaces does; 600 from zero).")] = None,
     rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (r > 1).")] = 4,
     lr: Annotated[float | None, typer.Option(
         help="Fast-finetuning learning rate (default: 3e-3).")] = None,
     token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
-    seed: Annotated[int, typer.Option(help="Seed of init, noise and preview.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the LoRA's init, the training noise and the preview (a hypernetwork's prediction keeps "
+             "the bases seed it was trained with).")] = 0,
     export: Annotated[list[str] | None, typer.Option(
         help="Also export as a plain LoRA: diffusers and/or kohya (repeatable).")] = None,
     preview: Annotated[bool, typer.Option(help="Write preview.png: the subject in several styles.")] = True,

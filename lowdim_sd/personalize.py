@@ -35,7 +35,10 @@ class PersonalizeJob:
     rank: int = 4
     learning_rate: float | None = None  # default: 3e-3 (chosen on validation identities, docs/results.md)
     token: str = "sks"
-    seed: int = 0
+    seed: int = 0  # the LoRA's init, the training noise and the preview
+    # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork
+    # sets it to the seed of the weights it learned from, since its predictions live in those bases.
+    bases_seed: int | None = None
     out: Path = Path("personalized")
     export: list[str] = field(default_factory=list)
     preview: bool = True
@@ -90,12 +93,13 @@ def initial_trainable(model: SDModel, job: PersonalizeJob, predicted: dict | Non
     adapters = lowdim.Adapters(model.modules)
     metadata = {"base_model": model.source, "token": job.token}
     layers = resolve_layers(job.layers)
+    bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if job.only_hyper:
-        adapters.add("subject", initial, layers, seed=job.seed)
+        adapters.add("subject", initial, layers, seed=bases_seed)
         if predicted is not None:
             adapters.load_tensors("subject", {k: {p: v[0] for p, v in t.items()} for k, t in predicted.items()})
         return AdapterTrainable(model, "subject", ["adapter"], metadata)
-    stack = StackSpace.of([(initial, job.seed)], lowdim.get_space("lora", rank=job.rank), merge_frozen=True)
+    stack = StackSpace.of([(initial, bases_seed)], lowdim.get_space("lora", rank=job.rank), merge_frozen=True)
     adapters.add("subject", stack, layers, seed=job.seed)
     if predicted is not None:
         with torch.no_grad():
@@ -119,7 +123,7 @@ def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor
     size = int(getattr(net.encoder.backbone.config, "image_size", reference.shape[-1]))
     image = torch.nn.functional.interpolate(reference[None], size=(size, size), mode="bilinear", antialias=True)
     # The prediction lives in the bases of the seed the training weights were made with.
-    job.seed = int(net.metadata.get("adapter_seed", job.seed))
+    job.bases_seed = int(net.metadata.get("adapter_seed", job.seed))
     with torch.no_grad():
         return net.eval()(image, iterations=job.iterations)
 

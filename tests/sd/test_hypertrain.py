@@ -90,6 +90,11 @@ def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(w
     made = personalize(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=result.path, only_hyper=True,
                                       preview=False, crop=False, out=tmp_path / "me"), progress=False)
     assert lowdim.read_adapter(made.adapter).space.name == "lidb"
+    # --seed still seeds the LoRA, the noise and the preview; the prediction's bases come from the weights' seed.
+    relaxed = personalize(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=result.path, steps=1, seed=5,
+                                         preview=False, crop=False, out=tmp_path / "me5"), progress=False)
+    stacked = lowdim.read_adapter(relaxed.adapter)
+    assert stacked.seed == 5 and stacked.space.config.components[0]["seed"] == 0
 
 
 def test_beta_only_never_runs_the_diffusion_model_and_the_weight_loss_falls(weights, tmp_path, monkeypatch):
