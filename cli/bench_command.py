@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.sd_commands import Device, Dtype
+from cli.sd_commands import Device
+from lowdim.errors import LowdimError
 
 out = Console()
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
@@ -17,6 +18,21 @@ bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_arg
 
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+DEFAULT_GALLERY_PROMPTS = (0, 3, 5)
+
+
+def prompt_numbers(text: str | None, prompts: list[str]) -> list[int]:
+    """--gallery-prompts as indices into ``prompts``; a typo is named before any work starts."""
+    if text is None:  # the default fits any prompt list; only numbers the user typed must exist
+        return [k for k in DEFAULT_GALLERY_PROMPTS if k < len(prompts)]
+    numbers = []
+    for part in _split(text) or []:
+        if not part.isdigit() or int(part) >= len(prompts):
+            raise LowdimError(f"--gallery-prompts: '{part}' is not a prompt number (0 to {len(prompts) - 1})")
+        numbers.append(int(part))
+    return numbers
 
 
 @bench.command()
@@ -37,13 +53,15 @@ def quality(
     seed: Annotated[int, typer.Option(help="Seed of training noise and of prompt k's image (seed + k).")] = 0,
     sample_steps: Annotated[int, typer.Option(help="Sampling steps per image.")] = 25,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
-    workers: Annotated[int, typer.Option(min=1, help="Processes sharing the tasks (one GPU serves several).")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes sharing the tasks (one GPU serves several).")] = 1,
     threads: Annotated[int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")] = None,
     batch_subjects: Annotated[int, typer.Option(
-        min=1, help="Train the LoRA/LiDB DreamBooth rows this many identities at once (same adapters, "
+        help="Train the LoRA/LiDB DreamBooth rows this many identities at once (same adapters, "
                     "much faster on a GPU; time per subject is the batch's divided by K).")] = 1,
     gallery_identities: Annotated[int, typer.Option(help="Rows of gallery.png.")] = 4,
-    gallery_prompts: Annotated[str, typer.Option(help="Comma list of prompt numbers shown in gallery.png.")] = "0,3,5",
+    gallery_prompts: Annotated[str | None, typer.Option(
+        help="Comma list of prompt numbers (from 0) shown in gallery.png (default: 0,3,5 of those there are); "
+             "empty: no gallery.")] = None,
     gallery_methods: Annotated[str | None, typer.Option(
         help="Comma list of rows shown in gallery.png (default: all).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
@@ -51,7 +69,9 @@ def quality(
     run: Annotated[bool, typer.Option(
         help="--no-run: only tabulate the results already in --out (a partial or shared run).")] = True,
     device: Device = "auto",
-    dtype: Dtype = "fp32",
+    dtype: Annotated[str, typer.Option(
+        help="Model weights: fp32 (the default, on every device), fp16, bf16, or auto (fp16 on GPU, fp32 on CPU).")
+    ] = "fp32",
 ):
     """Personalize every held-out identity with every method, generate every prompt, score, tabulate.
 
@@ -62,18 +82,26 @@ def quality(
 
       lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
     """
-    from lowdim_sd.bench.methods import METHODS
-    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, run_quality
+    from lowdim_sd.bench.methods import METHODS, parse_methods
+    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality
     from lowdim_sd.bench.report import aggregate, write_reports
 
     job = QualityJob(identities=identities, model=model, out=out_dir, hypernet=hypernet,
                      methods=_split(methods) or list(METHODS), metrics=_split(metrics) or list(DEFAULT_METRICS),
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
                      workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
+    # The gallery options are only used at the end: check them before hours of work, not after.
+    check_job(job)
+    shown_prompts = prompt_numbers(gallery_prompts, job.prompts)
+    if gallery_identities < 1:
+        raise LowdimError(f"--gallery-identities must be at least 1; got {gallery_identities}")
+    try:
+        parse_methods(gallery_methods or "")
+    except LowdimError as error:
+        raise LowdimError(f"--gallery-methods: {error}") from None
     results = run_quality(job, run=run)
     rows, columns = aggregate(results, job.methods)
-    paths = write_reports(job, results, rows, columns, gallery_identities,
-                          [int(k) for k in gallery_prompts.split(",") if k.strip()], _split(gallery_methods))
+    paths = write_reports(job, results, rows, columns, gallery_identities, shown_prompts, _split(gallery_methods))
     show(rows, columns)
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
     for name, reason in skipped.items():

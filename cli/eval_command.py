@@ -83,7 +83,8 @@ def eval_(
         help="Comma list of registered metrics: face-rec, dino, clip-i, clip-t (the paper's four), "
              "tinyfaces-identity, tinyfaces-style, tinyfaces-image, or a plugin's.")] = DEFAULT_METRICS,
     references: Annotated[list[Path] | None, typer.Option(
-        "--references", "-r", help="Reference image(s) or folder (repeatable); replace the prompts file's.")] = None,
+        "--references", "-r",
+        help="Reference image(s) or folder (repeatable); replace the prompts file's. Each must be an image.")] = None,
     token: Annotated[str | None, typer.Option(
         help="The identifier in the prompts (e.g. sks); CLIP-T removes it. Default: the prompts file's.")] = None,
     crop: Annotated[bool, typer.Option(
@@ -105,8 +106,10 @@ def eval_(
 ):
     """Score generated images with the paper's metrics: Face Rec, DINO, CLIP-I and CLIP-T.
 
-    FOLDER holds the images and a prompts.json naming each one's prompt and reference photo(s)
-    (`lowdim generate` writes one; see docs/eval.md). A metric whose model can't be had offline is
+    FOLDER holds the images and a prompts.json (or prompts.csv) naming each one's prompt and, optionally,
+    its reference photo(s); see docs/eval.md. `lowdim generate` writes a prompts.json with each image's
+    prompt ([V] left in) and seed but no references: give the reference photo(s) with -r/--references,
+    which identity and image metrics compare with. A metric whose model can't be had offline is
     skipped with a note, and the others still run.
 
     Examples:
@@ -115,7 +118,7 @@ def eval_(
 
       lowdim eval images/ --metrics face-rec,clip-t --clip-model ~/models/clip-vit-large-patch14
 
-      lowdim eval images/ --metrics tinyfaces-identity,tinyfaces-style,tinyfaces-image
+      lowdim eval images/ -r heldout/id-00003.png --metrics tinyfaces-identity,tinyfaces-style,tinyfaces-image
     """
     from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
     from lowdim_sd.eval.report import write_report

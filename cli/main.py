@@ -13,9 +13,10 @@ import warnings
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
-from lowdim.errors import LowdimError
+from lowdim.errors import LowdimError, first_line
 
 app = typer.Typer(
     name="lowdim",
@@ -25,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)  # messages quote user text: 'face:abc:' is no emoji
 
 # Typer >= 0.25 vendors click: accept both its exception classes and click's own.
 EXITS = (click.exceptions.Exit, typer.Exit)
@@ -55,7 +56,7 @@ def _add_plugin_commands() -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err.print(f"[yellow]Warning:[/] {message}", highlight=False)
+    err.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
 
 
 OUT_OF_MEMORY_HINT = ("out of {device} memory: try a smaller batch (--batch-size, --batch-subjects), --dtype fp16 "
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="lowdim", standalone_mode=False)
         return 0
     except LowdimError as error:
-        err.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 1
     except EXITS as done:
         return done.exit_code
@@ -92,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         device = _out_of_memory_device(error)
         if device is None:
             raise
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({detail})" if detail else "")
-        err.print(f"[bold red]Error:[/] {hint}", highlight=False, soft_wrap=True)
+        hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
+        err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False, soft_wrap=True)
         return 1
     except ABORTS:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")

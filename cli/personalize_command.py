@@ -11,7 +11,6 @@ from rich.table import Table
 
 from cli.info_commands import parse_options
 from cli.sd_commands import Device, Dtype, Model
-from lowdim.errors import LowdimError
 
 out = Console()
 
@@ -24,7 +23,8 @@ def personalize(
     layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
     steps: Annotated[int | None, typer.Option(
         help="Fast-finetuning steps (default: 40 after a hypernetwork's prediction, as in the paper: "
-             "--hypernet, or the one the model ships, as tinyfaces does; 600 from zero).")] = None,
+             "--hypernet, or the one the model ships, as tinyfaces does; --no-hyper keeps 40, the paper's "
+             "ablation; 600 with no hypernetwork at all).")] = None,
     rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (r > 1).")] = 4,
     lr: Annotated[float | None, typer.Option(
         help="Fast-finetuning learning rate (default: 3e-3).")] = None,
@@ -36,7 +36,8 @@ def personalize(
         help="Also export as a plain LoRA: diffusers and/or kohya (repeatable).")] = None,
     preview: Annotated[bool, typer.Option(help="Write preview.png: the subject in several styles.")] = True,
     hypernet: Annotated[Path | None, typer.Option(
-        help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image.")] = None,
+        help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image "
+             "(default: the one the model ships, if it fits --space and --layers; tinyfaces ships one).")] = None,
     no_hyper: Annotated[bool, typer.Option("--no-hyper", help="Ablation: fast finetune from zero.")] = False,
     only_hyper: Annotated[bool, typer.Option("--only-hyper", help="Ablation: the prediction alone.")] = False,
     iterations: Annotated[int | None, typer.Option(
@@ -64,8 +65,6 @@ def personalize(
                          out=out_dir, export=export or [], preview=preview, device=device, dtype=dtype,
                          hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,
                          crop=crop, crop_margin=crop_margin, face_index=face_index)
-    if only_hyper and hypernet is None:
-        raise LowdimError("--only-hyper needs --hypernet CKPT: without a prediction there is nothing to keep")
     result = run(job)
     table = Table(title="stages")
     table.add_column("stage")

@@ -34,7 +34,8 @@ def train(
     train_text_encoder: Annotated[bool, typer.Option(help="With --full, also train the text encoder.")] = False,
     init: Annotated[Path | None, typer.Option(
         help="Rank-relaxed fast finetuning (paper §4.3) from this adapter, e.g. a predicted LiDB.")] = None,
-    rank: Annotated[int, typer.Option(help="With --init: rank of the new LoRA (r > 1 relaxes the rank).")] = 4,
+    rank: Annotated[int | None, typer.Option(
+        help="With --init: rank of the new LoRA (r > 1 relaxes the rank; default 4).")] = None,
     merge_frozen: Annotated[bool, typer.Option(help="With --init: fold the initial adapter into the weights.")] = True,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (default 400; 40 with --init).")] = None,
     lr: Annotated[float | None, typer.Option(
@@ -66,16 +67,21 @@ def train(
 
       lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
     """
+    from lowdim.errors import LowdimError
     from lowdim_sd.train import TrainConfig
     from lowdim_sd.workflows import TrainJob, run_train
 
+    if rank is not None and init is None:
+        raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
+                          "scratch use --space lora --set rank=N")
     config = TrainConfig(
-        steps=steps or (40 if init else 400), batch_size=batch_size, grad_accum=grad_accum, prompt=prompt,
-        token=token, seed=seed, augment=augment, mixed_precision=mixed_precision,
+        steps=(40 if init else 400) if steps is None else steps, batch_size=batch_size, grad_accum=grad_accum,
+        prompt=prompt, token=token, seed=seed, augment=augment, mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every)
     job = TrainJob(model=model, images=images or [], subjects=subjects, space=space,
                    space_options=parse_options(set_ or []), layers=layers, full=full,
-                   train_text_encoder=train_text_encoder, initial=init, rank=rank, merge_frozen=merge_frozen,
+                   train_text_encoder=train_text_encoder, initial=init, rank=4 if rank is None else rank,
+                   merge_frozen=merge_frozen,
                    out=out_dir, resume=resume, device=device, dtype=dtype, model_config=model_config,
                    learning_rate=lr, config=config)
     result = run_train(job)
@@ -104,15 +110,20 @@ def generate(
 
     Example: lowdim generate -m tinyfaces -a me/face.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
     """
-    from lowdim_sd.generate import GenerateConfig, attach_adapters, parse_adapter_arg, save_generated
+    from lowdim.errors import LowdimError
+    from lowdim_sd.generate import GenerateConfig, attach_adapters, check_config, parse_adapter_arg, save_generated
     from lowdim_sd.generate import generate as run
     from lowdim_sd.loading import load_sd
 
-    sd = load_sd(model, device, dtype, model_config)
-    tokens = attach_adapters(sd, [parse_adapter_arg(a) for a in adapter or []])
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
                             negative_prompt=negative, scheduler=scheduler, token=token)
-    paths, grid = save_generated(run(sd, config, tokens), out_dir, ncol=len(config.seeds))
+    check_config(config)  # before minutes of model loading and drawing, not after
+    adapters = [parse_adapter_arg(a) for a in adapter or []]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LowdimError(f"{out_dir}: a file, where --out needs a folder for the images")
+    sd = load_sd(model, device, dtype, model_config)
+    tokens = attach_adapters(sd, adapters)
+    paths, grid = save_generated(run(sd, config, tokens, progress=True), out_dir, ncol=len(config.seeds))
     out.print(f"wrote {len(paths)} images and [bold]{grid}[/]")
 
 
@@ -122,7 +133,7 @@ def export(
         "--format", "-f", help="diffusers (peft keys) or kohya (A1111, ComfyUI).")] = "diffusers",
     out_path: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Output file (default: NAME.FORMAT.safetensors).")] = None,
-    dtype: Annotated[str, typer.Option(help="fp16 or fp32.")] = "fp16",
+    dtype: Annotated[str, typer.Option(help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
 ):
     """Export an adapter as a plain LoRA that diffusers, ComfyUI and A1111 load (a stack exports exactly).
 

@@ -15,3 +15,9 @@ class AdapterFileError(LowdimError):
 
 class PluginError(LowdimError):
     """A plugin that registers a name someone else already owns."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (or its type's name): enough to say what went wrong."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

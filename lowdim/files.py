@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lowdim import __version__
 from lowdim import functional as F
-from lowdim.errors import AdapterFileError
+from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.select import exact_layers
 from lowdim.spaces.base import LayerSpec, Space
@@ -142,6 +142,8 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     """``write(temp)`` fills a temp file beside ``path``, which then replaces ``path`` in one rename:
     readers see the old file or the new one, never half of one, and a failed write leaves nothing."""
     path = Path(path)
+    if path.is_dir():
+        raise LowdimError(f"{path}: is a folder; give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
@@ -222,7 +224,8 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
     """(tensors, metadata) of a lowdim safetensors file of format ``fmt``, or one clear error naming ``path``."""
     _refuse_pickle(path)
     if not path.is_file():
-        raise error(f"{path}: no such {kind} file")
+        found = "is a folder; expected a .safetensors {} file" if path.is_dir() else "no such {} file"
+        raise error(f"{path}: {found.format(kind)}")
     try:
         with safe_open(str(path), framework="pt") as handle:  # one pass: metadata and tensors
             metadata = handle.metadata() or {}

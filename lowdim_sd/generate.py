@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,14 +46,21 @@ class Generated:
 
 
 def parse_adapter_arg(text: str) -> tuple[Path, float]:
-    """'me.safetensors' or 'me.safetensors:0.8' -> (path, scale)."""
+    """'me.safetensors' or 'me.safetensors:0.8' -> (path, scale).
+
+    A colon that is part of the name (an existing file, a drive letter) is kept in the path.
+    """
     path, sep, scale = text.rpartition(":")
-    if sep and path and not path.endswith(("/", "\\")):
-        try:
-            return Path(path), float(scale)
-        except ValueError:
-            pass
-    return Path(text), 1.0
+    if not sep or not path or path.endswith(("/", "\\")) or Path(text).exists() or len(path) == 1:
+        return Path(text), 1.0
+    try:
+        value = float(scale)
+    except ValueError:
+        raise LowdimError(f"'{text}': the scale after ':' must be a number (FILE or FILE:SCALE), "
+                          f"got '{scale}'") from None
+    if not math.isfinite(value):
+        raise LowdimError(f"'{text}': the scale must be a finite number, got '{scale}'")
+    return Path(path), value
 
 
 def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[str]:
@@ -61,6 +71,22 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[
         info = lowdim.load_adapter(path, view, name=f"a{index}", scale=scale)
         tokens.append(info.metadata.get("token") or "")
     return tokens
+
+
+# PNDM's Runge-Kutta warm-up takes its first steps in fours: fewer fail inside diffusers.
+MIN_STEPS = {"pndm": 4}
+
+
+def check_config(config: GenerateConfig) -> None:
+    """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
+    if config.scheduler not in SCHEDULERS:
+        raise LowdimError(f"unknown scheduler '{config.scheduler}'; known: {', '.join(SCHEDULERS)}")
+    least = MIN_STEPS.get(config.scheduler, 1)
+    if config.steps < least:
+        raise LowdimError(f"--steps must be at least {least} with the {config.scheduler} scheduler, "
+                          f"got {config.steps}")
+    if not math.isfinite(config.guidance):
+        raise LowdimError(f"--guidance must be a finite number, got {config.guidance}")
 
 
 def set_scheduler(model: SDModel, name: str) -> None:
@@ -77,13 +103,16 @@ def fill(prompt: str, token: str) -> str:
 
 
 @torch.no_grad()
-def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None) -> list[Generated]:
+def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None,
+             progress: bool = False) -> list[Generated]:
     """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token."""
+    check_config(config)
     set_scheduler(model, config.scheduler)
     token = config.token or next((t for t in tokens or [] if t), "sks")
+    jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     results = []
-    for prompt in config.prompts:
-        for seed in config.seeds:
+    with _image_bar(len(jobs), progress) as advance:
+        for prompt, seed in jobs:
             generator = torch.Generator(device="cpu").manual_seed(seed)
             image = model.pipe(
                 fill(prompt, token), negative_prompt=config.negative_prompt or None,
@@ -91,7 +120,21 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
                 height=model.resolution, width=model.resolution,
             ).images[0]
             results.append(Generated(prompt, seed, image))
+            advance()
     return results
+
+
+@contextmanager
+def _image_bar(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("generate", total=total)
+        yield lambda: bar.update(task, advance=1)
 
 
 def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None) -> tuple[list[Path], Path]:

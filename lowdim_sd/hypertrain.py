@@ -199,6 +199,21 @@ def evaluate(net, diffusion: Diffusion | None, dataset: WeightDataset, job: Hype
 # ---------------------------------------------------------------------------------------- run
 
 
+def check_counts(job: HyperTrainJob) -> None:
+    """Counts and rates that must be positive, named as the CLI spells them."""
+    positive = {"--steps": job.steps, "--batch-size": job.batch_size, "--lr": job.learning_rate,
+                "keep_checkpoints": job.keep_checkpoints}
+    at_least_zero = {"--val-every": job.val_every, "--log-every": job.log_every,  # 0: never
+                     "--checkpoint-every": job.checkpoint_every, "--weight-decay": job.weight_decay,
+                     "--num-workers": job.num_workers}
+    for name, value in positive.items():
+        if not value > 0:
+            raise LowdimError(f"{name} must be > 0, got {value}")
+    for name, value in at_least_zero.items():
+        if not value >= 0:
+            raise LowdimError(f"{name} must be >= 0, got {value}")
+
+
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -207,6 +222,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 
     if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
         raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
+    check_counts(job)
     if job.diffusion_iterates not in ("all", "last"):
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
     full = WeightDataset(job.weights)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowdim.errors import LowdimError
+from lowdim.errors import LowdimError, first_line
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -36,6 +36,15 @@ class SDModel:
     source: str
     device: torch.device
     dtype: torch.dtype
+
+    @property
+    def base_model_id(self) -> str:
+        """What adapter files record as their base model: the hub id, or the name the user gave.
+
+        A backend whose weights ship on disk (TinyFaces) is recorded by its name, not by a path
+        that only exists on this machine.
+        """
+        return self.name if self.source != self.name and Path(self.source).exists() else self.source
 
     @property
     def modules(self) -> nn.ModuleDict:
@@ -60,9 +69,13 @@ class SDModel:
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise LowdimError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
             raise LowdimError(f"device '{device}' was requested but CUDA is not available; use --device cpu")
-        return torch.device(device)
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -119,7 +132,7 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
             return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
         except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
             hint = "" if config else " (offline? pass --model-config, a local diffusers folder of the same model)"
-            reason = _first_line(error)
+            reason = first_line(error)
             raise ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}") from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -141,10 +154,6 @@ def _looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:

@@ -67,7 +67,7 @@ def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: i
     names = subject_names or ["adapter"]
     batch = len(names) if len(names) > 1 else None
     lowdim.Adapters(model.modules).add(ADAPTER, space, layers, seed=seed, batch=batch)
-    return AdapterTrainable(model, ADAPTER, names, {"base_model": model.source, "token": token})
+    return AdapterTrainable(model, ADAPTER, names, {"base_model": model.base_model_id, "token": token})
 
 
 def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merge_frozen: bool = True,
@@ -76,7 +76,7 @@ def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merg
     adapters = lowdim.Adapters(model.modules)
     info = lowdim.load_adapter(initial, adapters, name="initial")
     lowdim.relax_rank(adapters, "initial", ADAPTER, lowdim.get_space("lora", rank=rank), merge_frozen=merge_frozen)
-    metadata = {"base_model": model.source, "token": token or info.metadata.get("token") or "sks"}
+    metadata = {"base_model": model.base_model_id, "token": token or info.metadata.get("token") or "sks"}
     return AdapterTrainable(model, ADAPTER, [subject_name], metadata)
 
 

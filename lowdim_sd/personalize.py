@@ -7,7 +7,9 @@ LoRA of rank r > 1 trained for a few steps (rank-relaxed fast finetuning, §4.3)
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 import lowdim
+from lowdim.errors import LowdimError
 from lowdim.registry import get_registry
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.images import to_pil
@@ -91,7 +94,7 @@ def initial_trainable(model: SDModel, job: PersonalizeJob, predicted: dict | Non
 
     initial = lowdim.get_space(job.space, job.space_options)
     adapters = lowdim.Adapters(model.modules)
-    metadata = {"base_model": model.source, "token": job.token}
+    metadata = {"base_model": model.base_model_id, "token": job.token}
     layers = resolve_layers(job.layers)
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if job.only_hyper:
@@ -135,6 +138,43 @@ def default_hypernet(model_name: str) -> Path | None:
     return Path(path) if path else None
 
 
+def fitting_default_hypernet(job: PersonalizeJob) -> Path | None:
+    """The backend's hypernetwork when it predicts the space and layers asked for; else None, with a note.
+
+    A shipped default must not turn --space/--set/--layers into errors about a file the user never named.
+    """
+    from safetensors import safe_open
+
+    path = default_hypernet(job.model)
+    if path is None:
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    space = lowdim.get_space(job.space, job.space_options)
+    made_for = (header.get("space"), json.loads(header.get("space_config", "null")), header.get("layer_set"))
+    if made_for == (space.name, space.config.to_dict(), resolve_layers(job.layers).name):
+        return path
+    warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
+                  f"layers asked for: starting from zero ({SCRATCH_STEPS} steps unless --steps)", stacklevel=2)
+    return None
+
+
+def check_job(job: PersonalizeJob) -> None:
+    """Every setting that can be checked without the model, before it loads."""
+    from lowdim_sd.export import FORMATS
+
+    unknown = [fmt for fmt in job.export if fmt not in FORMATS]
+    if unknown:
+        raise LowdimError(f"unknown --export format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
+    if job.rank < 1:
+        raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+    if job.only_hyper and job.hypernet is None:
+        raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
+                          "nothing to keep")
+    steps, learning_rate = schedule(job)
+    TrainConfig(steps=steps, learning_rate=learning_rate).validate()
+
+
 def preview_prompts(model_name: str) -> tuple[str, ...]:
     from lowdim.backends import Backend
 
@@ -144,7 +184,8 @@ def preview_prompts(model_name: str) -> tuple[str, ...]:
 
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
     result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
-    job.hypernet = job.hypernet or default_hypernet(job.model)
+    job.hypernet = job.hypernet or fitting_default_hypernet(job)
+    check_job(job)
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     with stage(result, "load model"):
         model = load_sd(job.model, job.device, job.dtype)

@@ -96,7 +96,8 @@ def discover_identities(folder: Path) -> list[Identity]:
     """One identity per sub-folder (all its images), or, in a folder without sub-folders, one per image."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise LowdimError(f"{folder}: no such folder of identities")
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise LowdimError(f"{folder}: {what} of identities (one sub-folder, or one image, per identity)")
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subfolders:
         loose = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]

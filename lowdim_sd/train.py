@@ -25,6 +25,7 @@ from lowdim_sd import checkpoints
 from lowdim_sd.loading import SDModel
 
 IDENTIFIER = "[V]"
+MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 class TrainingDiverged(LowdimError):
@@ -58,6 +59,26 @@ class TrainConfig:
     weight_decay: float = 0.0
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+
+    def validate(self) -> None:
+        """One line naming the first setting no training can run with (before any model loads)."""
+        problems = [
+            (self.steps < 0, f"--steps must be >= 0, got {self.steps}"),
+            (not (math.isfinite(self.learning_rate) and self.learning_rate > 0),
+             f"--lr must be a positive number, got {self.learning_rate}"),
+            (self.batch_size < 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum < 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
+            (self.mixed_precision not in MIXED_PRECISION,
+             f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got '{self.mixed_precision}'"),
+            (self.max_grad_norm is not None and not self.max_grad_norm > 0,
+             f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}"),
+            (not self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.checkpoint_every < 0, f"--checkpoint-every must be >= 0 (0: never), got {self.checkpoint_every}"),
+            (self.keep_checkpoints < 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
+        ]
+        for failed, message in problems:
+            if failed:
+                raise LowdimError(message)
 
 
 @dataclass
@@ -158,6 +179,7 @@ def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
 def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config: TrainConfig,
           out_dir: Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Optimise ``trainable`` on the subjects' images; checkpoints and outputs go to ``out_dir``."""
+    config.validate()
     if len(subjects) != trainable.num_subjects:
         raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
     optimizer = torch.optim.AdamW(trainable.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -81,10 +81,13 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
 
 
 def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
+    config = job.config
+    config.learning_rate = job.learning_rate or DEFAULT_LR.get(mode_of(job), 1e-4)
+    config.validate()
+    if job.rank < 1:
+        raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     model = model or load_sd(job.model, job.device, job.dtype, job.model_config)
     names, subjects = subject_sets(job, model.resolution)
     trainable = build_trainable(job, model, names)
-    config = job.config
-    config.learning_rate = job.learning_rate or DEFAULT_LR.get(mode_of(job), 1e-4)
     job.out.mkdir(parents=True, exist_ok=True)
     return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)

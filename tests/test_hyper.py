@@ -302,3 +302,16 @@ def test_the_transformer_head_is_registered_and_others_can_plug_in():
     assert isinstance(build_hypernet(config, make_net().space, LAYERS, registry), Constant)
     with pytest.raises(LowdimError, match="unknown hypernetwork head 'nope'; known: constant, transformer"):
         build_hypernet(HyperConfig(architecture="nope"), make_net().space, LAYERS, registry)
+
+
+def test_an_encoder_that_is_neither_cached_nor_reachable_is_one_line_at_once(monkeypatch, tmp_path):
+    import lowdim.hub
+    from lowdim.hyper.encoder import build_vision_model
+
+    monkeypatch.setattr(lowdim.hub, "hub_reachable", lambda: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cache lookup itself must not go online either
+    with pytest.raises(LowdimError, match="'someone/no-such-encoder' is not in the Hugging Face cache and the hub "
+                                          "can't be reached.*--encoder-config tiny"):
+        build_vision_model("someone/no-such-encoder", None)
+    with pytest.raises(LowdimError, match="image encoder folder './missing' not found"):
+        build_vision_model("./missing", None)

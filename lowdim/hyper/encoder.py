@@ -6,12 +6,13 @@ generic core never depends on a diffusion library.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lowdim.errors import LowdimError
+from lowdim.errors import LowdimError, first_line
 from lowdim.hyper.config import normalize_encoder_config
 
 # Keys of a transformers config that say nothing about the architecture or its weights.
@@ -32,14 +33,39 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
         # A composite config (CLIP, SigLIP): keep only its vision tower.
         parsed = getattr(parsed, "vision_config", None) or parsed
         return AutoModel.from_config(parsed)
-    hub_config = AutoConfig.from_pretrained(hub_id)
+    offline = _cache_only(hub_id)
+    try:
+        hub_config = AutoConfig.from_pretrained(hub_id, local_files_only=offline)
+    except OSError as error:
+        raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
     vision_config = getattr(hub_config, "vision_config", None)
     if vision_config is None:
-        return AutoModel.from_pretrained(hub_id)
+        return AutoModel.from_pretrained(hub_id, local_files_only=offline)
     from transformers import MODEL_MAPPING
 
     # e.g. CLIPVisionModel reads the vision half of a full CLIP checkpoint.
-    return MODEL_MAPPING[type(vision_config)].from_pretrained(hub_id)
+    return MODEL_MAPPING[type(vision_config)].from_pretrained(hub_id, local_files_only=offline)
+
+
+def _cache_only(hub_id: str) -> bool:
+    """True when the encoder must come from a folder or the cache; one line (not a minute of retries) if it can't."""
+    from transformers import AutoConfig
+
+    from lowdim.hub import hub_reachable, looks_like_path
+
+    if looks_like_path(hub_id):
+        if not Path(hub_id).expanduser().is_dir():
+            raise LowdimError(f"image encoder folder '{hub_id}' not found")
+        return True
+    try:
+        AutoConfig.from_pretrained(hub_id, local_files_only=True)
+        return True
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise LowdimError(f"image encoder '{hub_id}' is not in the Hugging Face cache and the hub can't be reached; "
+                          f"download it where there is network, pass a local folder, or use --encoder-config tiny")
+    return False
 
 
 class ImageEncoder(nn.Module):

@@ -78,6 +78,8 @@ def plan(job: QualityJob) -> list[Task]:
     if not Path(job.identities).is_dir():
         raise LowdimError(f"{job.identities}: not a folder of reference images (one per identity)")
     references = collect_images(job.identities)[: job.limit]
+    if not references:
+        raise LowdimError(f"{job.identities}: no reference images in this folder (one per identity)")
     parse_methods(",".join(job.methods))
     tasks = [Task(m, ref.stem, str(ref)) for ref in references for m in job.methods]
     random.Random(job.seed).shuffle(tasks)  # methods interleave, so workers share the machine evenly
@@ -88,13 +90,45 @@ def result_path(out: Path, task: Task) -> Path:
     return Path(out) / "results" / task.method / f"{task.identity}.json"
 
 
-def prepare(job: QualityJob) -> list[Task]:
-    """Fill defaults, check the output folder's settings (or write them), and list the tasks."""
+def check_job(job: QualityJob) -> None:
+    """Fill the default prompts and refuse impossible settings, before any model loads or file is written."""
     job.prompts = job.prompts or bench_prompts(job.model)
     if len(job.prompts) == 0:
         raise LowdimError("no prompts: pass --prompt at least once")
+    counts = {"--sample-steps": job.sample_steps, "--workers": job.workers, "--batch-subjects": job.batch_subjects,
+              "--limit": job.limit, "--threads": job.threads}
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            raise LowdimError(f"{option} must be at least 1; got {value}")
     if job.hypernet is not None and not Path(job.hypernet).is_file():
         raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
+    from lowdim.registry import get_registry
+    from lowdim_sd.loading import resolve_device, resolve_dtype
+
+    resolve_dtype(job.dtype, resolve_device(job.device))
+    registry = get_registry()
+    unknown = [name for name in job.metrics if name not in registry.metrics]
+    if unknown:
+        raise LowdimError(f"unknown metric(s) {', '.join(unknown)}; "
+                          f"registered: {', '.join(registry.metrics) or 'none'}")
+
+
+def needs_hypernet(method: str) -> bool:
+    return METHODS[method].kind == "hyper" and METHODS[method].use_hypernet
+
+
+def prepare(job: QualityJob, run: bool = True) -> list[Task]:
+    """Check the job and the output folder's settings (or write them), and list the tasks.
+
+    With ``run`` the hypernetwork is required only by the rows still to run: a resumed run whose
+    hypernetwork rows are done, or a tabulation, does without it.
+    """
+    check_job(job)
+    tasks = plan(job)
+    missing = sorted({t.method for t in tasks if needs_hypernet(t.method) and not result_path(job.out, t).exists()})
+    if run and missing and job.hypernet is None:
+        raise LowdimError(f"method(s) {', '.join(missing)} need a trained hypernetwork: pass --hypernet CKPT "
+                          f"or leave them out of --methods")
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = settings(job)
@@ -107,7 +141,7 @@ def prepare(job: QualityJob) -> list[Task]:
                               f"use another --out or delete it")
     else:
         write_json(stored, wanted)
-    return plan(job)
+    return tasks
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -116,7 +150,7 @@ def write_json(path: Path, record: dict) -> None:
 
 def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None, run: bool = True) -> list[dict]:
     """Run every task not already done (none with ``run=False``); returns all results there are."""
-    tasks = prepare(job)
+    tasks = prepare(job, run)
     todo = [t for t in tasks if run and not result_path(job.out, t).exists()]
     if todo and job.batch_subjects > 1:
         from lowdim_sd.bench.batched import train_batched

@@ -9,7 +9,8 @@ prompts.json::
 
 ``"images"`` may also map file names to prompts: ``{"000.png": "a sks face at night"}``. prompts.csv
 has a header ``image,prompt[,references]``, references separated by ``;``. Paths are relative to
-the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json.
+the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json with
+each image's prompt (with ``[V]``) and seed only, no references: give them on the command line.
 
 A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
 skipped with a :class:`SkippedImageWarning` and the rest are evaluated.
@@ -163,24 +164,30 @@ def _read_csv(path: Path) -> PromptsFile:
 
 def open_image(path: Path, label: str) -> Image.Image | None:
     """An upright RGB picture, or None with a SkippedImageWarning saying why it can't be used."""
-    def skip(reason: str) -> None:
-        warnings.warn(SkippedImageWarning(f"skipping {label} {path}: {reason}"), stacklevel=3)
+    image = _read_image(path, label)
+    if isinstance(image, str):
+        warnings.warn(SkippedImageWarning(f"skipping {label} {path}: {image}"), stacklevel=2)
+        return None
+    return image
 
+
+def _read_image(path: Path, label: str) -> Image.Image | str:
+    """An upright RGB picture, or the reason it can't be used."""
     if not path.is_file():
-        return skip("no such file" if not path.exists() else "not a file")
+        return "no such file" if not path.exists() else "not a file"
     try:
         with Image.open(path) as opened:
             opened.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at a reduced scale
             image = ImageOps.exif_transpose(opened).convert("RGB")
     except Image.DecompressionBombError:
-        return skip("too many pixels to open safely")
+        return "too many pixels to open safely"
     except (OSError, SyntaxError, ValueError):
-        return skip("not a readable image")
+        return "not a readable image"
     if min(image.size) < MIN_SIDE:
-        return skip(f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})")
+        return f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})"
     if max(image.size) > MAX_SIDE:
         warnings.warn(ImageSizeWarning(f"{label} {path} is {image.width}x{image.height}; shrunk to at most "
-                                       f"{MAX_SIDE} px on its long side"), stacklevel=2)
+                                       f"{MAX_SIDE} px on its long side"), stacklevel=3)
         image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     image.info["source"] = str(path)  # metrics name the file in their warnings
     return image
@@ -216,8 +223,23 @@ class _References:
     def opened(self) -> list[Path]:
         return list(self._cache)
 
-    def _open(self, path: Path) -> Image.Image | None:
-        image = open_image(path, "reference")
+    def require(self, paths: Sequence[Path]) -> None:
+        """Open references the user named: one that can't be used is an error naming it, not misses."""
+        for path in paths:
+            if path.is_dir() and not _expand([path]):
+                raise EvalFolderError(f"reference folder {path} (--references) holds no images "
+                                      f"({', '.join(IMAGE_SUFFIXES)})")
+        for path in _expand(paths):
+            if path not in self._cache:
+                self._cache[path] = self._open(path, strict=True)
+
+    def _open(self, path: Path, strict: bool = False) -> Image.Image | None:
+        if strict:
+            image = _read_image(path, "reference")
+            if isinstance(image, str):
+                raise EvalFolderError(f"reference {path} (--references): {image}")
+        else:
+            image = open_image(path, "reference")
         if image is None or not self.crop:
             return image
         from lowdim_sd.faces import FaceNotFound, NoFaceWarning, crop_face
@@ -235,14 +257,15 @@ def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | No
                   crop_size: int = 512, margin: float = 0.6) -> EvalSet:
     """Read the prompts file and open every image it names, with its references.
 
-    ``references`` (from the command line) replace the file's shared references; an image's own
-    references always win. ``token`` overrides the file's. ``crop`` crops references to the face
-    (generated images are scored as they are).
+    ``references`` (from the command line) replace the file's shared references, and each must be
+    usable (else EvalFolderError); an image's own references always win. ``token`` overrides the
+    file's. ``crop`` crops references to the face (generated images are scored as they are).
     """
     folder = Path(folder)
     prompts = read_prompts(folder)
     shared = list(references) or [folder / r for r in prompts.references]
     refs = _References(crop, crop_size, margin)
+    refs.require(list(references))
     samples, skipped = [], []
     for entry in prompts.entries:
         image = open_image(folder / entry.image, "generated image")
@@ -281,4 +304,6 @@ def _warn_without_references(samples: list[Sample]) -> None:
     bare = [s.name for s in samples if not s.references]
     if bare:
         warnings.warn(EvalWarning(f"{len(bare)} image(s) have no usable reference image ({bare[0]} ...): "
-                                  f"image metrics count them as misses; pass --references"), stacklevel=3)
+                                  f"image and identity metrics count them as misses; pass the reference "
+                                  f"photo(s) with --references/-r FILE_OR_FOLDER or list them in the prompts "
+                                  f"file"), stacklevel=3)

@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import warnings
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from lowdim.errors import first_line
+from lowdim.hub import hub_reachable, looks_like_path
 from lowdim.metrics import MetricUnavailable
 
 # Errors transformers raises for a folder or id it can't use (missing files, a wrong config).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
-
-
-@lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub accepts a TCP connection now (False when offline mode is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def looks_like_path(source: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else (``./x``, ``/x``, ``a/b/c``, ``~``) is a path."""
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
 
 
 @contextlib.contextmanager
@@ -63,10 +41,6 @@ def quiet_transformers() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
 
 def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str) -> Any:
     """``load(source, **kwargs)`` (a ``from_pretrained``), or MetricUnavailable saying what to do.
@@ -79,7 +53,7 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str)
             try:
                 return load(str(path))
             except _LOAD_ERRORS as error:
-                raise MetricUnavailable(f"could not load the {what} model from {path}: {_first_line(error)}") from None
+                raise MetricUnavailable(f"could not load the {what} model from {path}: {first_line(error)}") from None
         if looks_like_path(source) or path.exists():
             raise MetricUnavailable(f"{what} model folder {source} not found; pass {flag} with a model folder")
         try:
@@ -93,4 +67,4 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str)
         try:
             return load(source)
         except _LOAD_ERRORS as error:
-            raise MetricUnavailable(f"could not load the {what} model '{source}': {_first_line(error)}") from None
+            raise MetricUnavailable(f"could not load the {what} model '{source}': {first_line(error)}") from None

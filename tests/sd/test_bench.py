@@ -162,3 +162,51 @@ def test_unknown_method_is_named(tmp_path, identities, capsys):
     code = main(["bench", "quality", "-i", str(identities), "--methods", "ours,dreamboth", "-o", str(tmp_path / "o")])
     assert code == 1
     assert "dreamboth" in capsys.readouterr().err
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_missing_identities_folder_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", "quality", "-i", str(tmp_path / "missing"), "-o", str(out), "--methods", "base"]) == 1
+    assert "missing" in one_line_error(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value", "named"), [
+    ("--sample-steps", "-1", "--sample-steps"), ("--sample-steps", "0", "--sample-steps"), ("--limit", "0", "--limit"),
+    ("--workers", "0", "--workers"), ("--threads", "0", "--threads"), ("--batch-subjects", "0", "--batch-subjects"),
+    ("--gallery-identities", "0", "--gallery-identities"), ("--gallery-prompts", "a,b", "'a'"),
+    ("--gallery-prompts", "0,-1", "'-1'"), ("--gallery-prompts", "1", "'1'"), ("--gallery-methods", "bse", "bse"),
+    ("--metrics", "nope", "nope"), ("--dtype", "fp8", "fp8")])
+def test_bad_options_are_one_line_naming_them_before_anything_is_written(tmp_path, identities, capsys, option,
+                                                                         value, named):
+    out = tmp_path / "out"
+    for run in ("--run", "--no-run"):
+        code = main(["bench", "quality", "-i", str(identities), "-o", str(out), "--methods", "base",
+                     "--prompt", "a [V] face", option, value, run])
+        assert code == 1
+        assert named in one_line_error(capsys)
+        assert not out.exists()
+
+
+def test_rows_needing_a_hypernetwork_are_refused_before_any_work(tmp_path, identities, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", "quality", "-i", str(identities), "-o", str(out), "--methods", "base,ours"]) == 1
+    line = one_line_error(capsys)
+    assert "ours" in line and "--hypernet" in line and not out.exists()
+    # Tabulating needs no hypernetwork.
+    assert main(["bench", "quality", "-i", str(identities), "-o", str(out), "--methods", "ours", "--no-run",
+                 "--metrics", "tinyfaces-style"]) == 0
+
+
+def test_the_default_gallery_prompts_fit_a_single_prompt_and_dtype_help_matches_its_default(capsys):
+    from cli.bench_command import prompt_numbers
+
+    assert prompt_numbers(None, ["a [V] face"]) == [0] and prompt_numbers("", ["a", "b"]) == []
+    assert main(["bench", "quality", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "fp32 (the default" in text and "[default: fp32]" in text

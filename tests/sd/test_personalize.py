@@ -70,3 +70,18 @@ def test_hypernetwork_prediction_is_the_frozen_start_of_fast_finetuning(tiny_sd,
 def test_a_hypernetwork_for_another_target_lists_the_differences(tiny_sd, face, tmp_path, hypernet):
     with pytest.raises(lowdim.LowdimError, match="does not fit the requested target.*layer"):
         personalize(job(tiny_sd, face, tmp_path / "f", hypernet=hypernet, layers="unet"), progress=False)
+
+
+def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face, tmp_path, hypernet, monkeypatch):
+    import lowdim_sd.personalize as personalize_module
+
+    monkeypatch.setattr(personalize_module, "default_hypernet", lambda model_name: hypernet)
+    shipped = personalize(job(tiny_sd, face, tmp_path / "g", only_hyper=True), progress=False)
+    named = personalize(job(tiny_sd, face, tmp_path / "h", hypernet=hypernet, only_hyper=True), progress=False)
+    assert lowdim.read_adapter(shipped.adapter).params.keys() == lowdim.read_adapter(named.adapter).params.keys()
+    for layer, params in lowdim.read_adapter(named.adapter).params.items():
+        assert all(torch.equal(lowdim.read_adapter(shipped.adapter).params[layer][k], v) for k, v in params.items())
+    with pytest.warns(UserWarning, match="hypernetwork predicts lidb on unet\\+text layers.*starting from zero"):
+        other = personalize(job(tiny_sd, face, tmp_path / "i", layers="unet"), progress=False)
+    assert all(float(v.abs().sum()) == 0 for p in lowdim.read_adapter(other.adapter).params.values()
+               for k, v in p.items() if k.startswith("c0_A"))

@@ -90,6 +90,54 @@ def test_bad_input_is_one_line_and_exit_1(tiny_sd, refs, tmp_path, capsys, setup
     assert [line for line in text.splitlines() if line.strip()][0].startswith("Error:")
 
 
+BAD_SETTINGS = [
+    (["train", "--steps", -2], "--steps must be >= 0, got -2"),
+    (["train", "--lr", -1], "--lr must be a positive number, got -1.0"),
+    (["train", "--batch-size", 0], "--batch-size must be >= 1, got 0"),
+    (["train", "--grad-accum", 0], "--grad-accum must be >= 1, got 0"),
+    (["train", "--mixed-precision", "fp8"], "--mixed-precision must be one of no, fp16, bf16, got 'fp8'"),
+    (["train", "--checkpoint-every", -1], "--checkpoint-every must be >= 0"),
+    (["train", "--rank", 8], "--rank is the rank of the LoRA trained on top of --init"),
+    (["train", "--device", "gpu"], "unknown device 'gpu'"),
+    (["personalize", "--steps", -3], "--steps must be >= 0, got -3"),
+    (["personalize", "--export", "onnx"], "unknown --export format 'onnx'"),
+    (["personalize", "--only-hyper"], "--only-hyper needs a hypernetwork"),
+    (["generate", "--steps", 0], "--steps must be at least 1 with the ddim scheduler, got 0"),
+    (["generate", "--scheduler", "pndm", "--steps", 3], "--steps must be at least 4 with the pndm scheduler"),
+    (["generate", "-a", "me.safetensors:abc"], "'me.safetensors:abc': the scale after ':' must be a number"),
+    (["generate", "-a", "me.safetensors:nan"], "the scale must be a finite number, got 'nan'"),
+    (["generate", "-a", "me:smile:"], "'me:smile:': the scale after ':' must be a number"),  # no emoji
+    (["generate", "-o", "REFS_FILE"], "a file, where --out needs a folder"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_SETTINGS, ids=[" ".join(map(str, a)) for a, _ in BAD_SETTINGS])
+def test_settings_nothing_can_run_with_are_one_line_errors_before_any_work(tiny_sd, refs, tmp_path, capsys,
+                                                                          monkeypatch, args, message):
+    import lowdim_sd.loading
+
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    command, *options = args
+    first_image = sorted(refs.iterdir())[0]
+    options = [str(first_image) if option == "REFS_FILE" else option for option in options]
+    inputs = {"train": ["-i", refs, "--out", tmp_path / "o"],
+              "personalize": ["-i", first_image, "--out", tmp_path / "o"],
+              "generate": ["-p", "a [V] face"] + ([] if "-o" in options else ["-o", tmp_path / "o"])}[command]
+    code, text = run(capsys, command, "-m", tiny_sd, *inputs, *options)
+    assert code == 1 and "Traceback" not in text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_exporting_onto_a_folder_or_from_one_names_it(tiny_sd, refs, tmp_path, capsys):
+    assert run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 1, "--out", tmp_path / "run")[0] == 0
+    code, text = run(capsys, "export", tmp_path / "run" / "adapter.safetensors", "-o", refs)
+    assert code == 1 and f"{refs}: is a folder; give a file name to write" in " ".join(text.split())
+    code, text = run(capsys, "export", refs)
+    assert code == 1 and f"{refs}: is a folder; expected a .safetensors adapter file" in " ".join(text.split())
+
+
 def test_sd15_offline_says_what_it_looked_for_and_how_to_pass_a_path(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError) as error:

@@ -29,6 +29,11 @@ def tinyfaces_identities(
         raise LowdimError(f"--split must be one of {', '.join(SPLITS)}; got '{split}'")
     if style not in STYLES:
         raise LowdimError(f"--style must be one of {', '.join(STYLES)}; got '{style}'")
+    # mkdir would fail with a traceback on a file anywhere along the path, after all the rendering.
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = f"--out {out}" if blocking == out else f"--out {out}: {blocking}"
+        raise LowdimError(f"{where} is a file, not a folder; pass a folder to write the identities into")
     paths = write_identities(out, count, split, seed, style)
     typer.echo(f"wrote {len(paths)} identities ({split} split) to {out}")
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lowdim.errors import first_line
 from lowdim.metrics import MetricUnavailable, Sample, mean_cosine
 
 from ..styles import STYLE_TEMPLATES
@@ -76,7 +77,7 @@ def _load(what: str, loader: Callable[[], T]) -> T:
     try:
         return loader()
     except (OSError, ValueError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise MetricUnavailable(f"the TinyFaces {what} could not be loaded ({reason}); "
                                 "reinstall lowdim-tinyfaces") from None
 
