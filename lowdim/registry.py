@@ -88,7 +88,7 @@ class Registry:
         space_class = self.space_class(name)
         if isinstance(config, SpaceConfig):
             return space_class(config)
-        return space_class(space_class.config_class.from_dict(dict(config or {})))
+        return space_class(space_class.config_class.from_dict(dict(config or {}), name))
 
     def backend(self, name: str) -> Any:
         return self._lookup(self.backends, "model", name)

@@ -31,6 +31,8 @@ class AdapterSlot(nn.Module):
         self.enabled = True
         self.merged_scale: float | None = None  # set while the whole update is folded into the base
         self.frozen_merged_scale: float | None = None  # set while only a stack's frozen part is
+        self.merged_factors: tuple[Tensor, Tensor] | None = None  # what merge added, for unmerge
+        self.frozen_merged_factors: tuple[Tensor, Tensor] | None = None
         self.override: Tensors | None = None
 
     def tensors(self) -> Tensors:
@@ -161,10 +163,10 @@ class AdapterLayer(nn.Module):
             factors = slot.live_factors()
             if factors is None:
                 continue
-            result = result + slot.scale * self._apply(x, *factors)
+            result = result + slot.scale * self._low_rank_update(x, *factors)
         return result
 
-    def _apply(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:
+    def _low_rank_update(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:  # not _apply: nn.Module owns it
         if not self.is_conv:
             return F.lowrank_apply(x, down, up)
         channels_last = x.movedim(1, -1)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,22 +72,35 @@ class Adapters:
         Adapter tensors live on each layer's device unless ``device`` says otherwise (a model on
         the meta device can still carry real adapter tensors, e.g. to measure file sizes).
         """
-        if not name.isidentifier():
-            raise LowdimError(f"adapter name '{name}' must be a Python identifier (letters, digits, _)")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
         if name in self._infos:
             raise LowdimError(f"an adapter named '{name}' already exists on this model")
+        if not isinstance(space, Space):
+            raise LowdimError(f"adapter '{name}': expected a Space instance (lowdim.get_space(...)), got {space!r}")
+        if batch is not None and (not isinstance(batch, int) or batch < 1):
+            raise LowdimError(f"adapter '{name}': batch must be a positive integer or None, got {batch!r}")
+        if not isinstance(seed, int):
+            raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
         layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
         info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch)
-        for layer_name, module in select_layers(self.model, layer_set):
-            wrapper = self._wrap(layer_name, module)
-            layer = wrapper.spec
+        chosen = select_layers(self.model, layer_set)
+        if not chosen:
+            raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
+        # Every slot is built (and every layer checked by the space) before the model is touched:
+        # a layer the space refuses must not leave half an adapter behind.
+        slots = []
+        for layer_name, module in chosen:
+            layer = _spec(layer_name, module)
             slot = self._new_slot(space, layer, info.seed, batch)
-            slot.to(device=device or wrapper.base_layer.weight.device)
+            slot.to(device=device or _weight(module).device)
             slot.scale = scale
-            wrapper.slots[name] = slot
+            slots.append((layer_name, module, slot))
             info.layers.append(layer)
             if note := space.describe(layer):
                 info.notes.append(note)
+        for layer_name, module, slot in slots:
+            self._wrap(layer_name, module).slots[name] = slot
         if info.notes:
             log.info("adapter '%s': %d layer(s) clamped, e.g. %s", name, len(info.notes), info.notes[0])
         self._infos[name] = info
@@ -214,13 +229,20 @@ class Adapters:
 
     # -- scale, enable, merge -------------------------------------------------------------
     def set_scale(self, name: str, scale: float) -> None:
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+            raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
         for slot in self.slots(name).values():
-            if slot.merged_scale is not None:
-                raise LowdimError(f"adapter '{name}' is merged; unmerge it before changing its scale")
+            if slot.merged_scale is not None or slot.frozen_merged_scale is not None:
+                raise LowdimError(f"adapter '{name}' is merged (in part, for a relaxed stack); unmerge it before "
+                                  f"changing its scale")
             slot.scale = float(scale)
 
     def enable(self, name: str, enabled: bool = True) -> None:
         for slot in self.slots(name).values():
+            if slot.merged_scale is not None or slot.frozen_merged_scale is not None:
+                # What is in the weights would stay applied, whatever the flag says.
+                raise LowdimError(f"adapter '{name}' is merged (in part, for a relaxed stack); unmerge it before "
+                                  f"enabling or disabling it")
             slot.enabled = enabled
 
     def disable(self, name: str) -> None:
@@ -229,34 +251,42 @@ class Adapters:
     def merge(self, name: str, part: str = "all") -> None:
         """Fold the update into the base weights, so inference costs nothing extra.
 
-        ``part='frozen'`` folds only a stack's frozen components (HyperDreamBooth §4.3).
+        ``part='frozen'`` folds only a stack's frozen components (HyperDreamBooth §4.3). What was
+        added is kept, so ``unmerge`` removes exactly that even if the params change meanwhile.
         """
+        if part not in ("all", "frozen"):
+            raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
+        tied = _tied_weights(self.model)
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
+            if not slot.enabled:
+                raise LowdimError(f"adapter '{name}' is disabled; enable it to merge it")
             if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
                 continue
+            if id(wrapper.base_layer.weight) in tied:
+                warnings.warn(f"layer {wrapper.layer_name} shares its weight with another module (tied embeddings?): "
+                              f"merging adapter '{name}' changes that module too", stacklevel=2)
             factors = slot.factors_for_merge(part)
             if factors is not None:
+                factors = (factors[0].detach().clone(), factors[1].detach().clone())
                 wrapper.add_to_weight(*factors, slot.scale)
             if part == "frozen":
-                slot.frozen_merged_scale = slot.scale
+                slot.frozen_merged_scale, slot.frozen_merged_factors = slot.scale, factors
             else:
-                slot.merged_scale = slot.scale
+                slot.merged_scale, slot.merged_factors = slot.scale, factors
 
     def unmerge(self, name: str) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
             if slot.merged_scale is not None:
-                scale, slot.merged_scale = slot.merged_scale, None
-                factors = slot.factors_for_merge("all")
-                if factors is not None:
-                    wrapper.add_to_weight(*factors, -scale)
+                if slot.merged_factors is not None:
+                    wrapper.add_to_weight(*slot.merged_factors, -slot.merged_scale)
+                slot.merged_scale = slot.merged_factors = None
             if slot.frozen_merged_scale is not None:
-                frozen = slot.factors_for_merge("frozen")
-                scale, slot.frozen_merged_scale = slot.frozen_merged_scale, None
-                if frozen is not None:
-                    wrapper.add_to_weight(*frozen, -scale)
+                if slot.frozen_merged_factors is not None:
+                    wrapper.add_to_weight(*slot.frozen_merged_factors, -slot.frozen_merged_scale)
+                slot.frozen_merged_scale = slot.frozen_merged_factors = None
 
     # -- export ---------------------------------------------------------------------------
     def lora_factors(self, name: str) -> dict[str, tuple[Tensor, Tensor]]:
@@ -268,8 +298,28 @@ class Adapters:
         return result
 
     def delta(self, name: str, layer: str) -> Tensor:
-        slot = self.slots(name)[layer]
+        slots = self.slots(name)
+        if layer not in slots:
+            raise LowdimError(f"adapter '{name}' has no layer '{layer}'; e.g. {', '.join(list(slots)[:3])}")
+        slot = slots[layer]
         return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
+
+
+def _tied_weights(model: nn.Module) -> set[int]:
+    """ids of parameters that more than one module holds (e.g. an LM head tied to the embeddings)."""
+    counts: dict[int, int] = {}
+    for _, parameter in model.named_parameters(remove_duplicate=False):
+        counts[id(parameter)] = counts.get(id(parameter), 0) + 1
+    return {key for key, count in counts.items() if count > 1}
+
+
+def _weight(module: nn.Module) -> Tensor:
+    return module.base_layer.weight if isinstance(module, AdapterLayer) else module.weight
+
+
+def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
+    weight = _weight(module)
+    return LayerSpec(layer_name, weight.shape[0], weight.shape[1])
 
 
 def relax_rank(

@@ -38,14 +38,20 @@ class LayerSet:
 
 def _matches(pattern: str, name: str) -> bool:
     if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
+        try:
+            return re.fullmatch(pattern[3:], name) is not None
+        except re.error as error:
+            raise LowdimError(f"layer pattern '{pattern}' is not a valid regular expression: {error}") from None
     return fnmatch.fnmatchcase(name, pattern)
 
 
 def layer_kind(module: nn.Module) -> str | None:
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+    # Only a 1x1 conv that maps each pixel on its own is a linear layer per pixel (stride or padding
+    # change the output grid, which a per-pixel update cannot follow).
+    if (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+            and module.stride == (1, 1) and module.padding in ((0, 0), "valid")):
         return "conv1x1"
     return None
 
@@ -56,8 +62,7 @@ def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> li
     # nn.MultiheadAttention never calls out_proj, it reads out_proj.weight. A wrapper would hand it the
     # effective weight (AdapterLayer.weight), right for one shared adapter, but per-sample adapters
     # cannot be one weight, so out_proj stays out of the candidates.
-    opaque = {f"{name}.out_proj" if name else "out_proj"
-              for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)}
+    opaque = _opaque_layers(model)
     for name, module in model.named_modules():
         if name in opaque:
             continue
@@ -70,12 +75,21 @@ def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> li
     return found
 
 
+def _opaque_layers(model: nn.Module) -> set[str]:
+    return {f"{name}.out_proj" if name else "out_proj"
+            for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)}
+
+
 def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.Module]]:
     """Matching (name, module) pairs in model order; a pattern that matches nothing is an error."""
     candidates = candidate_layers(model, layer_set.types)
     names = [name for name, _ in candidates]
     for pattern in layer_set.include:
         if not any(_matches(pattern, name) for name in names):
+            opaque = [name for name in _opaque_layers(model) if _matches(pattern, name)]
+            if opaque:
+                raise LowdimError(f"pattern '{pattern}' matches only {opaque[0]}, the out_proj of an "
+                                  f"nn.MultiheadAttention, which reads that weight directly: it cannot carry adapters")
             raise LowdimError(_no_match_message(pattern, layer_set, names))
     return [
         (name, module)

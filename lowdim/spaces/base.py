@@ -14,7 +14,11 @@ Two kinds of per-layer tensors exist:
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import random
+import re
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -53,7 +57,7 @@ class SpaceConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SpaceConfig:
+    def from_dict(cls, values: dict[str, Any], space_name: str = "") -> SpaceConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -61,13 +65,44 @@ class SpaceConfig:
                 f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        config = cls(**values)
+        prefix = f"{space_name}: " if space_name else ""
+        config = cls(**{name: _checked_type(cls, name, value, prefix) for name, value in values.items()})
         config.validate()
         return config
 
     @classmethod
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _checked_type(config_class: type, name: str, value: Any, prefix: str = "") -> Any:
+    """``value`` as the option's declared scalar type (int, float, bool, str, optionally None), or ConfigError.
+
+    Options arrive from JSON, the command line and numpy; a string where a number belongs would
+    otherwise surface as a TypeError deep inside ``validate``.
+    """
+    declared = str(typing.get_type_hints(config_class).get(name, Any))
+    optional = "None" in declared or "Optional" in declared
+    if value is None and optional:
+        return None
+    kinds = [kind for kind in ("bool", "int", "float", "str") if re.search(rf"\b{kind}\b", declared)]
+    if not kinds or declared.startswith(("list", "dict", "tuple", "typing.List", "typing.Dict")):
+        return value
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if "int" in kinds and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if "int" in kinds and "float" not in kinds and isinstance(value, float) and value.is_integer():
+        return int(value)  # 100.0 from a JSON or YAML file
+    if "float" in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{prefix}option {name} must be a finite number, got {value!r}")
+        return float(value)
+    if "str" in kinds and isinstance(value, str):
+        return value
+    wanted = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+    expected = " or ".join(wanted[kind] for kind in kinds) + (" or null" if optional else "")
+    raise ConfigError(f"{prefix}option {name} must be {expected}, got {value!r}")
 
 
 def require(condition: bool, message: str) -> None:
@@ -84,9 +119,9 @@ class Space(ABC):
 
     def __init__(self, config: SpaceConfig | None = None, **overrides: Any) -> None:
         if config is None:
-            config = self.config_class.from_dict(overrides)
+            config = self.config_class.from_dict(overrides, self.name)
         elif overrides:
-            config = self.config_class.from_dict({**config.to_dict(), **overrides})
+            config = self.config_class.from_dict({**config.to_dict(), **overrides}, self.name)
         elif not isinstance(config, self.config_class):
             raise ConfigError(f"space '{self.name}' expects a {self.config_class.__name__}")
         config.validate()
