@@ -126,7 +126,7 @@ def save_adapter(
         "token": token or str(info.metadata.get("token", "")),
         "dtype": dtype,
         "num_params": str(info.num_params),
-        "extra": json.dumps(extra or {}, separators=(",", ":")),
+        "extra": _json_extra(extra or {}),
     }
     return atomic_save(tensors, metadata, Path(path))
 
@@ -155,6 +155,17 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _json_extra(extra: dict[str, Any]) -> str:
+    """``extra`` as compact JSON; a value JSON cannot hold (a tensor, a path object) is named."""
+    for key, value in extra.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise LowdimError(f"save_adapter extra['{key}']: {type(value).__name__} is not JSON (file metadata "
+                              f"is text; store numbers, strings, lists or dicts)") from None
+    return json.dumps(extra, separators=(",", ":"))
 
 
 def current_umask() -> int:

@@ -211,6 +211,8 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     if job.preview:
         with stage(result, "preview"):
             result.preview = render_preview(model, reference, job)
+    elif (job.out / "preview.png").is_file():
+        warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
     return result
 
 

@@ -133,3 +133,26 @@ def test_strided_or_padded_1x1_convs_are_not_targets():
     model = nn.Sequential(nn.Conv2d(4, 8, 1, stride=2), nn.Conv2d(8, 8, 1, padding=1), nn.Conv2d(8, 8, 1))
     adapters = lowdim.inject(model, lowdim.get_space("lora"), ["*"])
     assert [layer.name for layer in adapters.info("default").layers] == ["2"]
+
+
+def test_per_sample_mismatches_and_bad_overrides_name_the_layer():
+    model = mlp()
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["0"], batch=3)
+    with pytest.raises(LowdimError, match=r"layer 0: per-sample adapters for 3 samples, but the input \(4, 8\)"):
+        model(torch.randn(4, 8))
+    good = {layer: {k: v.clone() for k, v in p.items()} for layer, p in adapters.tensors("default").items()}
+    with pytest.raises(LowdimError, match=r"missing layers \['0'\]"), adapters.override("default", {}):
+        pass
+    wrong = {"0": {**good["0"], "up": torch.zeros(3, 16, 5)}}
+    with pytest.raises(LowdimError, match=r"0.up must have shape \(16, 2\)"), adapters.override("default", wrong):
+        pass
+    with adapters.override("default", good):
+        assert model(torch.randn(3, 8)).shape == (3, 6)
+
+
+def test_save_adapter_names_extra_metadata_that_is_not_json(tmp_path):
+    model = mlp()
+    lowdim.inject(model, lowdim.get_space("lora"), ["0"])
+    with pytest.raises(LowdimError, match=r"extra\['step'\]: Tensor is not JSON"):
+        lowdim.save_adapter(tmp_path / "a.safetensors", model, extra={"step": torch.tensor(3)})
+    assert not (tmp_path / "a.safetensors").exists()

@@ -167,6 +167,10 @@ class AdapterLayer(nn.Module):
         return result
 
     def _low_rank_update(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:  # not _apply: nn.Module owns it
+        if down.dim() > 2 and (x.dim() < 2 or x.shape[0] % down.shape[0]):
+            raise LowdimError(f"layer {self.layer_name}: per-sample adapters for {down.shape[0]} samples, but "
+                              f"the input {tuple(x.shape)} has no batch dimension that is a multiple of it "
+                              f"(batch first)")
         if not self.is_conv:
             return F.lowrank_apply(x, down, up)
         channels_last = x.movedim(1, -1)

@@ -219,6 +219,7 @@ class Adapters:
         Gradients flow back into whatever produced them.
         """
         slots = self.slots(name)
+        _check_override(name, slots, tensors)
         try:
             for layer, slot in slots.items():
                 slot.override = tensors[layer]
@@ -303,6 +304,20 @@ class Adapters:
             raise LowdimError(f"adapter '{name}' has no layer '{layer}'; e.g. {', '.join(list(slots)[:3])}")
         slot = slots[layer]
         return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
+
+
+def _check_override(name: str, slots: dict[str, AdapterSlot], tensors: LayerTensors) -> None:
+    """Every layer, every param, each of the stored shape (plus at most one leading batch dimension)."""
+    missing, extra = sorted(set(slots) - set(tensors)), sorted(set(tensors) - set(slots))
+    if missing or extra:
+        raise LowdimError(f"override of adapter '{name}': missing layers {missing[:3]}, unexpected layers {extra[:3]}")
+    for layer, slot in slots.items():
+        for param, shape in slot.space.param_shapes(slot.layer).items():
+            value = tensors[layer].get(param)
+            if value is None or tuple(value.shape[-len(shape):]) != tuple(shape) or value.dim() > len(shape) + 1:
+                got = None if value is None else tuple(value.shape)
+                raise LowdimError(f"override of adapter '{name}': {layer}.{param} must have shape {tuple(shape)} "
+                                  f"(optionally with a leading batch dimension), got {got}")
 
 
 def _tied_weights(model: nn.Module) -> set[int]:

@@ -85,3 +85,10 @@ def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face,
         other = personalize(job(tiny_sd, face, tmp_path / "i", layers="unet"), progress=False)
     assert all(float(v.abs().sum()) == 0 for p in lowdim.read_adapter(other.adapter).params.values()
                for k, v in p.items() if k.startswith("c0_A"))
+
+
+def test_an_older_preview_left_in_the_folder_is_pointed_out(tiny_sd, face, tmp_path):
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "preview.png").write_bytes(b"old")
+    with pytest.warns(UserWarning, match="preview.png is from an earlier run"):
+        personalize(job(tiny_sd, face, tmp_path / "k"), progress=False)
