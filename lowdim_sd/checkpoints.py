@@ -27,14 +27,16 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameters: list[Tensor
     return tensors
 
 
-def save(out_dir: Path, step: int, trainable, optimizer: torch.optim.Optimizer, keep: int) -> Path:
-    """Write step-NNNNNN/ with the trainable state, optimizer state and the step; prune old ones."""
+def save(out_dir: Path, step: int, trainable, optimizer: torch.optim.Optimizer, keep: int,
+         settings: dict | None = None) -> Path:
+    """Write step-NNNNNN/ with the trainable state, optimizer state, the step and the run's settings;
+    prune old ones."""
     folder = Path(out_dir) / FOLDER / f"step-{step:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save(trainable.state(), {"step": str(step)}, folder / "trainable.safetensors")
     atomic_save(_optimizer_tensors(optimizer, trainable.parameters), {"step": str(step)},
                 folder / "optimizer.safetensors")
-    _write_json(folder / "state.json", {"step": step, "time": time.time()})
+    _write_json(folder / "state.json", {"step": step, "time": time.time(), "settings": settings or {}})
     for old in sorted((Path(out_dir) / FOLDER).glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
@@ -50,15 +52,21 @@ def latest(out_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def restore(out_dir: Path, trainable, optimizer: torch.optim.Optimizer) -> int:
-    """Load the latest complete checkpoint; returns its step (0 when there is none)."""
+def restore(out_dir: Path, trainable, optimizer: torch.optim.Optimizer, settings: dict | None = None) -> int:
+    """Load the latest complete checkpoint; returns its step (0 when there is none).
+
+    A checkpoint made with other ``settings`` is refused, naming each difference: resuming it would
+    silently continue another run (other bases, data or recipe).
+    """
     folder = latest(out_dir)
     if folder is None:
         return 0
     try:
+        state = json.loads((folder / "state.json").read_text())
+        _check_settings(folder, state.get("settings") or {}, settings or {})
         trainable.load_state(load_file(str(folder / "trainable.safetensors")))
         saved = load_file(str(folder / "optimizer.safetensors"))
-        step = int(json.loads((folder / "state.json").read_text())["step"])
+        step = int(state["step"])
     except (OSError, ValueError, KeyError) as error:
         raise LowdimError(f"{folder}: checkpoint is unreadable ({error}); delete it to resume from an older one") \
             from None
@@ -68,6 +76,22 @@ def restore(out_dir: Path, trainable, optimizer: torch.optim.Optimizer) -> int:
         if state:
             optimizer.state[param] = state
     return step
+
+
+def _check_settings(folder: Path, stored: dict, current: dict) -> None:
+    current = json.loads(json.dumps(current))  # as stored: tuples become lists
+    if not stored or not current or stored == current:
+        return  # checkpoints from before settings were recorded resume as they always did
+    old, new = stored.get("trainable", {}), current.get("trainable", {})
+    different = [_difference(key, stored, current) for key in sorted(set(stored) | set(current))
+                 if key != "trainable" and stored.get(key) != current.get(key)]
+    different += [_difference(key, old, new) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {'; '.join(different)}; resume with the "
+                      f"same options, or choose another --out")
+
+
+def _difference(key: str, stored: dict, current: dict) -> str:
+    return f"{key} ({stored.get(key)} there, {current.get(key)} now)"
 
 
 @contextlib.contextmanager

@@ -115,7 +115,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
         for prompt, seed in jobs:
             generator = torch.Generator(device="cpu").manual_seed(seed)
             image = model.pipe(
-                fill(prompt, token), negative_prompt=config.negative_prompt or None,
+                fill(prompt, token), negative_prompt=fill(config.negative_prompt, token) or None,
                 num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generator,
                 height=model.resolution, width=model.resolution,
             ).images[0]

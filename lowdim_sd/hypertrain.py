@@ -36,7 +36,7 @@ from lowdim_sd.hypertrain_io import (
     split_identities,
     trim_metrics,
 )
-from lowdim_sd.loading import accelerator_available
+from lowdim_sd.loading import accelerator_available, canonical_model
 from lowdim_sd.train import Subject, TrainConfig, TrainingDiverged, denoising_losses, fill_prompt
 from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
 
@@ -227,8 +227,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
     full = WeightDataset(job.weights)
     index = full.index
-    job.model = job.model or index["model"]
-    if job.model != index["model"]:
+    job.model = canonical_model(job.model or index["model"])
+    if job.model != canonical_model(index["model"]):
         warnings.warn(f"the weights were made with {index['model']}; training for {job.model}", stacklevel=2)
     numbers = {name: number for number, name in enumerate(full.names)}
     out = Path(job.out)
@@ -236,6 +236,10 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     if folder is not None and not job.resume:
         raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
                           f"continue it, or choose another --out")
+    if folder is None and (out / "hypernet.safetensors").is_file():
+        # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
+        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
+                          f"--out (or save checkpoints with --checkpoint-every to continue runs later)")
     train_names, val_names = split_identities(full.names, job, out)
     try:
         # Encoders carry parts the hypernetwork never uses (e.g. ViT's pooler): DDP must not wait for their grads.
@@ -281,7 +285,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         trim_metrics(result.metrics, start if job.resume else -1)
     log = MetricsLog(result.metrics, main)
     started = time.perf_counter()
-    step = start
+    step, updating = start, False
     with checkpoints.progress_bar(job.steps, start, enabled=progress and main) as advance:
         if val_set is not None and job.val_every and start == 0:
             if main:
@@ -298,8 +302,10 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                 accelerator.backward(loss)
                 if job.max_grad_norm:
                     accelerator.clip_grad_norm_(trainable, job.max_grad_norm)
+                updating = True  # a stop from here on may leave the update half applied, or the step uncounted
                 optimizer.step()
                 step += 1
+                updating = False
                 value, weight, denoise = (_mean(accelerator, losses[key]) for key in ("loss", "weight_loss",
                                                                                       "diffusion_loss"))
                 result.losses.append(value)
@@ -324,11 +330,14 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                         accelerator.wait_for_everyone()
                     break
         except KeyboardInterrupt:
-            if main:
+            if main and not updating:
                 path = save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
                                        job.keep_checkpoints)
                 warnings.warn(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume",
                               stacklevel=2)
+            elif main:
+                warnings.warn(f"interrupted inside the optimizer update of step {step + 1}, so no checkpoint of it "
+                              f"was saved; --resume continues from the last periodic one", stacklevel=2)
             raise
     accelerator.wait_for_everyone()
     if main:

@@ -67,6 +67,17 @@ class SDModel:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 
 
+def canonical_model(model: str) -> str:
+    """How files record a model: a registered name or hub id as given, a local path made absolute, so a
+    hypernetwork or weight folder made from ``./sd`` still matches ``/home/me/sd`` (or ``sd`` elsewhere)."""
+    from lowdim.registry import get_registry
+
+    if get_registry().backends.get(model) is not None:
+        return model
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device != "auto":
         try:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -52,6 +53,16 @@ class AdapterTrainable:
             nested.setdefault(layer, {})[param] = value
         self.adapters.load_tensors(self.name, nested)
 
+    def signature(self) -> dict:
+        """What a checkpoint of this adapter must match to resume: space, seed, layers, subjects, frozen part."""
+        info = self.adapters.info(self.name)
+        frozen = [p.detach().cpu().float().contiguous() for slot in self.adapters.slots(self.name).values()
+                  for p in slot.params.values() if not p.requires_grad]
+        digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in frozen)).hexdigest()[:16] if frozen else ""
+        return {"space": info.space.name, "space_config": info.space.config.to_dict(), "seed": info.seed,
+                "layer_set": info.layer_set, "layers": len(info.layers), "subjects": list(self.subject_names),
+                "frozen_part": digest}
+
     def save(self, out_dir: Path) -> list[Path]:
         batched = self.adapters.info(self.name).batch is not None
         return [
@@ -84,6 +95,7 @@ class FullTrainable:
     """Full DreamBooth: every UNet weight (and the text encoder's, if asked) trains."""
 
     num_subjects = 1
+    trains_model_weights = True  # AdamW then updates the model's own tensors, in the model's dtype
 
     def __init__(self, model: SDModel, train_text_encoder: bool = False) -> None:
         self.model = model
@@ -94,6 +106,9 @@ class FullTrainable:
         for part in self.parts.values():
             part.requires_grad_(True)
             self.parameters += [p for p in part.parameters()]
+
+    def signature(self) -> dict:
+        return {"full": list(self.parts)}
 
     def state(self) -> dict[str, Tensor]:
         return {f"{name}.{key}": value.detach().cpu().clone()

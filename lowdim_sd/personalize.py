@@ -7,6 +7,7 @@ LoRA of rank r > 1 trained for a few steps (rank-relaxed fast finetuning, §4.3)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -22,7 +23,7 @@ from lowdim.errors import LowdimError
 from lowdim.registry import get_registry
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.images import to_pil
-from lowdim_sd.loading import SDModel, load_sd
+from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import AdapterTrainable, resolve_layers
 from lowdim_sd.train import Subject, TrainConfig, train
 
@@ -121,8 +122,9 @@ def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor
     from lowdim.sizing import layer_specs
 
     layer_set = resolve_layers(job.layers)
-    net = load_hypernet(job.hypernet, model=job.model, space=lowdim.get_space(job.space, job.space_options),
-                        layer_set=layer_set.name, layers=layer_specs(model.modules, layer_set))
+    space = lowdim.get_space(job.space, job.space_options)
+    net = load_hypernet(job.hypernet, model=canonical_model(job.model), space=space, layer_set=layer_set.name,
+                        layers=layer_specs(model.modules, layer_set))
     size = int(getattr(net.encoder.backbone.config, "image_size", reference.shape[-1]))
     image = torch.nn.functional.interpolate(reference[None], size=(size, size), mode="bilinear", antialias=True)
     # The prediction lives in the bases of the seed the training weights were made with.
@@ -198,6 +200,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     with stage(result, "fast finetune"):
         steps, learning_rate = schedule(job)
         steps = 0 if job.only_hyper else steps
+        trainable.metadata["extra"] = recipe(job, steps, learning_rate, crop)
         config = TrainConfig(steps=steps, learning_rate=learning_rate, token=job.token, seed=job.seed)
         trained = train(model, [Subject(reference[None], job.seed)], trainable, config, out_dir=job.out,
                         progress=progress and steps > 0)
@@ -214,6 +217,25 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     elif (job.out / "preview.png").is_file():
         warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
     return result
+
+
+def recipe(job: PersonalizeJob, steps: int, learning_rate: float, crop: bool) -> dict:
+    """What made this adapter, stored in its file: enough to run it again."""
+    hypernet = None
+    if job.hypernet is not None and not job.no_hyper:
+        hypernet = {"file": Path(job.hypernet).name, "sha256": _sha256(Path(job.hypernet))[:16],
+                    "iterations": job.iterations, "bases_seed": job.bases_seed}
+    return {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
+            "only_hyper": job.only_hyper, "steps": steps, "learning_rate": learning_rate, "rank": job.rank,
+            "seed": job.seed, "crop": crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def render_preview(model: SDModel, reference, job: PersonalizeJob) -> Path:

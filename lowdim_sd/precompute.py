@@ -32,6 +32,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
+from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import Subject, TrainConfig
 
 if TYPE_CHECKING:
@@ -263,7 +264,8 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space:
 
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "lowdim_version": lowdim.__version__,
-        "model": job.model, "space": space.name, "space_config": space.config.to_dict(), "seed": config.seed,
+        "model": canonical_model(job.model), "space": space.name, "space_config": space.config.to_dict(),
+        "seed": config.seed,
         "layer_set": layer_set.name,
         "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
         "resolution": model.resolution, "root": str(Path(job.identities).resolve()),
@@ -296,6 +298,10 @@ def _done_identities(out: Path, header: dict) -> set[str]:
     if different:
         shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
+    if existing.get("root") and existing["root"] != header["root"]:
+        # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
+        raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
+                          f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
     return {entry["name"] for entry in existing["identities"]}
 
 

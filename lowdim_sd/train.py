@@ -9,6 +9,7 @@ trained in a batch of K sees exactly what it would see trained alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import time
@@ -180,12 +181,20 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
           out_dir: Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Optimise ``trainable`` on the subjects' images; checkpoints and outputs go to ``out_dir``."""
     config.validate()
+    check_precision(model, config, trainable)
     if len(subjects) != trainable.num_subjects:
         raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
     optimizer = torch.optim.AdamW(trainable.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     result = TrainResult()
+    settings = run_settings(config, trainable)
+
+    def checkpoint(at: int, keep: int = config.keep_checkpoints) -> Path:
+        return checkpoints.save(out_dir, at, trainable, optimizer, keep, settings)
+
     if resume and out_dir is not None:
-        result.start_step = checkpoints.restore(out_dir, trainable, optimizer)
+        result.start_step = checkpoints.restore(out_dir, trainable, optimizer, settings)
+        if result.start_step > config.steps:
+            raise LowdimError(f"{out_dir}: its checkpoint is at step {result.start_step}, past --steps {config.steps}")
     prompt = fill_prompt(config.prompt, config.token)
     input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
                                      max_length=model.pipe.tokenizer.model_max_length).input_ids
@@ -196,21 +205,21 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
         try:
             for step in range(result.start_step, config.steps):
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids)
-                _guard(loss, step, trainable, optimizer, out_dir, config)
+                _guard(loss, step, trainable, out_dir, checkpoint)
                 updating = True
                 optimizer.step()
                 updating = False
                 result.losses.append(loss)
                 advance(loss)
                 if out_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-                    checkpoints.save(out_dir, step + 1, trainable, optimizer, config.keep_checkpoints)
+                    checkpoint(step + 1)
             step = config.steps
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
             why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
             # Before the update, the parameters are still those of the last completed step: worth keeping.
             # Inside it, AdamW may have moved some tensors and not others, so only older checkpoints stand.
             if out_dir is not None and not updating:
-                path = checkpoints.save(out_dir, step, trainable, optimizer, config.keep_checkpoints)
+                path = checkpoint(step)
                 warnings.warn(f"{why} at step {step}; checkpoint saved to {path}; continue with --resume",
                               stacklevel=2)
             elif out_dir is not None:
@@ -223,6 +232,28 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     if out_dir is not None:
         result.outputs = trainable.save(out_dir)
     return result
+
+
+# Options a resumed run may change: how long it runs and how it checkpoints, not what it computes.
+RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints")
+
+
+def run_settings(config: TrainConfig, trainable: Trainable) -> dict:
+    """What a checkpoint records so that only the same run resumes from it."""
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE}
+    signature = getattr(trainable, "signature", None)
+    return {**options, "trainable": signature() if signature else {}}
+
+
+def check_precision(model: SDModel, config: TrainConfig, trainable: Trainable) -> None:
+    """Combinations that fail halfway or silently train nothing, refused up front."""
+    half = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(model.dtype)
+    if half and getattr(trainable, "trains_model_weights", False):
+        raise LowdimError(f"full DreamBooth updates the model's own weights, which AdamW cannot do in {half} "
+                          f"(updates vanish or overflow): load it with --dtype fp32, with --mixed-precision for speed")
+    if half and config.mixed_precision not in ("no", half):
+        raise LowdimError(f"--mixed-precision {config.mixed_precision} with a {half} model: use "
+                          f"--mixed-precision no (the model already runs in {half}) or --dtype fp32")
 
 
 def _one_step(model, subjects, trainable, optimizer, config, step, input_ids) -> float:
@@ -239,13 +270,13 @@ def _one_step(model, subjects, trainable, optimizer, config, step, input_ids) ->
     return total
 
 
-def _guard(loss: float, step: int, trainable, optimizer, out_dir: Path | None, config: TrainConfig) -> None:
+def _guard(loss: float, step: int, trainable, out_dir: Path | None, checkpoint) -> None:
     grads_finite = all(torch.isfinite(p.grad).all() for p in trainable.parameters if p.grad is not None)
     if math.isfinite(loss) and grads_finite:
         return
     kept = "no checkpoint was written (no --out)"
     if out_dir is not None:  # the parameters are still the last finite ones: nothing was applied yet
-        kept = f"the last good state is saved in {checkpoints.save(out_dir, step, trainable, optimizer, 10**6)}"
+        kept = f"the last good state is saved in {checkpoint(step, keep=10**6)}"
     raise TrainingDiverged(f"loss became {loss} at step {step + 1}; training stopped and {kept}; "
                            f"try a lower --lr or --mixed-precision no")
 

@@ -86,7 +86,9 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
     config.validate()
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
-    model = model or load_sd(job.model, job.device, job.dtype, job.model_config)
+    # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
+    dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype
+    model = model or load_sd(job.model, job.device, dtype, job.model_config)
     names, subjects = subject_sets(job, model.resolution)
     trainable = build_trainable(job, model, names)
     job.out.mkdir(parents=True, exist_ok=True)

@@ -156,3 +156,15 @@ def test_save_adapter_names_extra_metadata_that_is_not_json(tmp_path):
     with pytest.raises(LowdimError, match=r"extra\['step'\]: Tensor is not JSON"):
         lowdim.save_adapter(tmp_path / "a.safetensors", model, extra={"step": torch.tensor(3)})
     assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_a_cast_model_keeps_fp32_bases_so_its_adapter_file_reloads(tmp_path):
+    model = mlp()
+    adapters = randomized(model, "lidb")
+    model.half()
+    slot = next(iter(adapters.slots("default").values()))
+    assert all(buffer.dtype == torch.float32 for buffer in slot.buffers_dict().values())
+    lowdim.save_adapter(tmp_path / "a.safetensors", model)
+    fresh = mlp()
+    lowdim.load_adapter(tmp_path / "a.safetensors", fresh)  # the basis checksum matches
+    assert torch.allclose(fresh(torch.ones(1, 8)), model.float()(torch.ones(1, 8)), atol=1e-2)

@@ -38,6 +38,16 @@ class AdapterSlot(nn.Module):
     def tensors(self) -> Tensors:
         return self.override if self.override is not None else dict(self.params.items())
 
+    def _apply(self, fn, recurse: bool = True):
+        """Moves reach the frozen bases, casts do not: ``model.half()`` must not round LiDB's bases (the
+        file's checksum and every reload regenerate them in fp32); the factors cast them at use."""
+        frozen = {name: self._buffers.pop(name) for name in self.buffer_names}
+        super()._apply(fn, recurse)
+        for name, buffer in frozen.items():
+            moved = fn(buffer)
+            self._buffers[name] = moved if moved.dtype == buffer.dtype else buffer.to(moved.device)
+        return self
+
     def buffers_dict(self) -> Tensors:
         return {name: getattr(self, name) for name in self.buffer_names}
 

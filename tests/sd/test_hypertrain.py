@@ -213,3 +213,22 @@ def test_weight_folders_made_differently_or_named_alike_are_refused(tiny_sd, wei
         WeightDataset([weights, other_recipe])
     with pytest.raises(lowdim.LowdimError, match="distinct names"):
         WeightDataset([weights, weight_folder(tiny_sd, tmp_path / "elsewhere", "w", 1, seed=12)])
+
+
+def test_a_finished_run_without_checkpoints_is_not_overwritten(weights, tmp_path):
+    train_hypernet(job(weights, tmp_path / "h", steps=1, checkpoint_every=0, val_identities=0), progress=False)
+    for resume in (False, True):
+        with pytest.raises(lowdim.LowdimError, match="holds a finished hypernetwork and no checkpoint"):
+            train_hypernet(job(weights, tmp_path / "h", steps=2, checkpoint_every=0, val_identities=0,
+                               resume=resume), progress=False)
+
+
+def test_precompute_refuses_to_resume_with_other_identities(tiny_sd, tmp_path):
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    for folder in ("a", "b"):
+        save_images(images, tmp_path / folder, "person")
+    precompute(PrecomputeJob(model=str(tiny_sd), identities=tmp_path / "a", out=tmp_path / "w",
+                             config=TrainConfig(steps=1), crop=False), progress=False)
+    with pytest.raises(lowdim.LowdimError, match="holds weights of the identities in .*a, not .*b"):
+        precompute(PrecomputeJob(model=str(tiny_sd), identities=tmp_path / "b", out=tmp_path / "w",
+                                 config=TrainConfig(steps=1), crop=False), progress=False)

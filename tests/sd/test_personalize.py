@@ -92,3 +92,24 @@ def test_an_older_preview_left_in_the_folder_is_pointed_out(tiny_sd, face, tmp_p
     (tmp_path / "k" / "preview.png").write_bytes(b"old")
     with pytest.warns(UserWarning, match="preview.png is from an earlier run"):
         personalize(job(tiny_sd, face, tmp_path / "k"), progress=False)
+
+
+def test_the_adapter_file_records_how_it_was_made(tiny_sd, face, tmp_path, hypernet):
+    import json
+
+    result = personalize(job(tiny_sd, face, tmp_path / "m", hypernet=hypernet, seed=3, iterations=1), progress=False)
+    made = json.loads(lowdim.read_adapter(result.adapter).metadata["extra"])
+    assert made["steps"] == 3 and made["seed"] == 3 and made["rank"] == 4 and made["image"] == face.name
+    assert made["hypernet"]["file"] == hypernet.name and made["hypernet"]["iterations"] == 1
+    assert len(made["hypernet"]["sha256"]) == 16 and made["hypernet"]["bases_seed"] == 3  # none recorded: --seed
+    scratch = personalize(job(tiny_sd, face, tmp_path / "n"), progress=False)
+    assert json.loads(lowdim.read_adapter(scratch.adapter).metadata["extra"])["hypernet"] is None
+
+
+def test_a_hypernetwork_matches_its_model_however_the_path_is_spelled(tiny_sd, face, tmp_path, hypernet,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tiny_sd.parent)
+    relative = f"./{tiny_sd.name}"  # the fixture recorded the absolute path
+    result = personalize(PersonalizeJob(model=relative, image=face, out=tmp_path / "o", steps=1, preview=False,
+                                        crop=False, hypernet=hypernet, only_hyper=True), progress=False)
+    assert result.adapter.is_file()

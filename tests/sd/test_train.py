@@ -64,6 +64,38 @@ def test_resume_equals_an_uninterrupted_run(tiny_sd, faces, tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+@pytest.mark.parametrize("change, named", [
+    ({"seed": 5}, "seed (0 there, 5 now)"),
+    ({"learning_rate": 0.5}, "learning_rate (0.02 there, 0.5 now)"),
+    ({"space": lowdim.get_space("lidb", rank=2)}, "space_config"),
+    ({"space": lowdim.get_space("lora")}, "space (lidb there, lora now)"),
+    ({"steps": 1}, "checkpoint is at step 2, past --steps 1"),
+])
+def test_resume_refuses_a_checkpoint_of_another_run(tiny_sd, faces, tmp_path, change, named):
+    def run(resume=False, seed=0, learning_rate=2e-2, space=None, steps=4):
+        model = load_sd(str(tiny_sd))
+        trainable = adapter_trainable(model, space or lowdim.get_space("lidb"), resolve_layers(None), seed=seed)
+        config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_every=2)
+        return train(model, [Subject(faces, seed)], trainable, config, out_dir=tmp_path, resume=resume,
+                     progress=False)
+
+    run(steps=2)
+    with pytest.raises(lowdim.LowdimError, match=named.replace("(", r"\(").replace(")", r"\)")) as error:
+        run(resume=True, **change)
+    assert "\n" not in str(error.value)
+    assert run(resume=True).start_step == 2  # the same run still resumes
+
+
+def test_precision_combinations_that_cannot_train_are_refused(tiny_sd, faces):
+    half = load_sd(str(tiny_sd), dtype="fp16")
+    with pytest.raises(lowdim.LowdimError, match="full DreamBooth updates the model's own weights.*fp16"):
+        train(half, [Subject(faces, 0)], FullTrainable(half), TrainConfig(steps=1), progress=False)
+    bf16 = load_sd(str(tiny_sd), dtype="bf16")
+    trainable = adapter_trainable(bf16, lowdim.get_space("lidb"), resolve_layers(None))
+    with pytest.raises(lowdim.LowdimError, match="--mixed-precision fp16 with a bf16 model"):
+        train(bf16, [Subject(faces, 0)], trainable, TrainConfig(steps=1, mixed_precision="fp16"), progress=False)
+
+
 @pytest.mark.parametrize("dtype, mixed", [("fp32", "bf16"), ("bf16", "no"), ("fp16", "no"), ("fp32", "fp16")])
 def test_half_precision_paths_run(tiny_sd, faces, dtype, mixed):
     model = load_sd(str(tiny_sd), dtype=dtype)
