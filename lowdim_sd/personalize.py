@@ -170,6 +170,8 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"unknown --export format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+    if job.only_hyper and job.no_hyper:
+        raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
     if job.only_hyper and job.hypernet is None:
         raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
                           "nothing to keep")

@@ -191,8 +191,10 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     from lowdim_sd.modes import adapter_trainable, resolve_layers
 
     config = training_config(job)
-    if job.batch_subjects < 1 or config.steps < 1:
-        raise LowdimError("--batch-subjects and --steps must be at least 1")
+    for option, value in (("--batch-subjects", job.batch_subjects), ("--steps", config.steps),
+                          ("--limit", 1 if job.limit is None else job.limit)):
+        if value < 1:
+            raise LowdimError(f"{option} must be at least 1, got {value}")
     identities = discover_identities(job.identities)[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))

@@ -210,6 +210,10 @@ def test_bad_inputs_are_one_line_errors(tiny_sd, tmp_path, model, capsys):
         WeightDataset(tmp_path / "empty")
     code = main(["precompute", "-m", str(tiny_sd), "-i", str(tmp_path / "nowhere"), "-o", str(tmp_path / "w")])
     assert code == 1 and "no such folder of identities" in capsys.readouterr().err
+    for option, value in (("--limit", -1), ("--batch-subjects", 0), ("--steps", 0)):
+        code = main(["precompute", "-m", str(tiny_sd), "-i", str(tmp_path / "bad"), "-o", str(tmp_path / "w"),
+                     option, str(value)])
+        assert code == 1 and f"{option} must be at least 1, got {value}" in capsys.readouterr().err
 
 
 def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
