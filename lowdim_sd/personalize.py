@@ -218,6 +218,11 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
             result.preview = render_preview(model, reference, job)
     elif (job.out / "preview.png").is_file():
         warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
+    from lowdim_sd.export import FORMATS
+
+    for stale in (job.out / f"adapter.{fmt}.safetensors" for fmt in FORMATS if fmt not in job.export):
+        if stale.is_file():
+            warnings.warn(f"{stale} is from an earlier run, not of this adapter", stacklevel=2)
     return result
 
 

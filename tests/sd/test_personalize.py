@@ -90,8 +90,11 @@ def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face,
 def test_an_older_preview_left_in_the_folder_is_pointed_out(tiny_sd, face, tmp_path):
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "preview.png").write_bytes(b"old")
-    with pytest.warns(UserWarning, match="preview.png is from an earlier run"):
+    (tmp_path / "k" / "adapter.kohya.safetensors").write_bytes(b"old")
+    with pytest.warns(UserWarning) as caught:
         personalize(job(tiny_sd, face, tmp_path / "k"), progress=False)
+    stale = sorted(str(w.message) for w in caught if "earlier run" in str(w.message))
+    assert len(stale) == 2 and "adapter.kohya.safetensors" in stale[0] and "preview.png" in stale[1]
 
 
 def test_the_adapter_file_records_how_it_was_made(tiny_sd, face, tmp_path, hypernet):
