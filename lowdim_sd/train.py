@@ -199,15 +199,17 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
                                      max_length=model.pipe.tokenizer.model_max_length).input_ids
     _set_train_mode(model, config.gradient_checkpointing)
+    scaler = _grad_scaler(model, config)
     started = time.perf_counter()
     step, updating = result.start_step, False
     with checkpoints.progress_bar(config.steps, result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
-                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids)
-                _guard(loss, step, trainable, out_dir, checkpoint)
+                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler)
+                _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
                 updating = True
-                optimizer.step()
+                scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
+                scaler.update()
                 updating = False
                 result.losses.append(loss)
                 advance(loss)
@@ -256,22 +258,34 @@ def check_precision(model: SDModel, config: TrainConfig, trainable: Trainable) -
                           f"--mixed-precision no (the model already runs in {half}) or --dtype fp32")
 
 
-def _one_step(model, subjects, trainable, optimizer, config, step, input_ids) -> float:
+def _grad_scaler(model: SDModel, config: TrainConfig) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 autocast on a GPU, where small gradients would underflow to zero; a
+    disabled scaler (every call a pass-through) everywhere else. bf16 has fp32's range: no scaling."""
+    enabled = config.mixed_precision == "fp16" and model.device.type == "cuda"
+    return torch.amp.GradScaler(model.device.type, enabled=enabled)
+
+
+def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
         with _autocast(model, config.mixed_precision):
             losses = denoising_losses(model, subjects, config, step, micro, input_ids)
         # Summing over subjects gives each subject's slice exactly its own gradient.
-        (losses.sum() / config.grad_accum).backward()
+        scaler.scale(losses.sum() / config.grad_accum).backward()
         total += float(losses.detach().mean()) / config.grad_accum
+    scaler.unscale_(optimizer)  # clip true gradients, not scaled ones
     if config.max_grad_norm:
         clip_per_subject(trainable, config.max_grad_norm)
     return total
 
 
-def _guard(loss: float, step: int, trainable, out_dir: Path | None, checkpoint) -> None:
-    grads_finite = all(torch.isfinite(p.grad).all() for p in trainable.parameters if p.grad is not None)
+def _guard(loss: float, step: int, trainable, out_dir: Path | None, checkpoint,
+           overflow_is_skipped: bool = False) -> None:
+    # With loss scaling, infinite gradients are an overflow the scaler answers by skipping the step
+    # and lowering its scale; only a non-finite loss means training itself went wrong.
+    grads_finite = overflow_is_skipped or all(
+        torch.isfinite(p.grad).all() for p in trainable.parameters if p.grad is not None)
     if math.isfinite(loss) and grads_finite:
         return
     kept = "no checkpoint was written (no --out)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -84,6 +86,27 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_sd, faces, tmp_path, ch
         run(resume=True, **change)
     assert "\n" not in str(error.value)
     assert run(resume=True).start_step == 2  # the same run still resumes
+
+
+def test_fp16_loss_scaling_skips_overflowing_steps_and_trains_on_the_rest(tiny_sd, faces, monkeypatch):
+    import lowdim_sd.train as engine
+
+    # What a GPU gets with --mixed-precision fp16; CPU autocast runs the same scaler logic.
+    scalers = []
+    monkeypatch.setattr(engine, "_grad_scaler", lambda model, config: scalers.append(
+        torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1)) or scalers[-1])
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    trainable.parameters[0].data.normal_(0.0, 0.01)  # every factor live, so every gradient is non-zero
+    start = [p.detach().clone() for p in trainable.parameters]
+    config = TrainConfig(steps=1, learning_rate=1e-2, mixed_precision="fp16", augment=False)
+    train(model, [Subject(faces, 0)], trainable, config, progress=False)  # 2^40 overflows fp16: no raise
+    assert all(torch.equal(p, s) for p, s in zip(trainable.parameters, start, strict=True))  # skipped
+    assert scalers[-1].get_scale() < 2.0**40
+    config = TrainConfig(steps=40, learning_rate=1e-2, mixed_precision="fp16", augment=False)
+    result = train(model, [Subject(faces, 0)], trainable, config, progress=False)
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert any(not torch.equal(p, s) for p, s in zip(trainable.parameters, start, strict=True))  # then it trains
 
 
 def test_precision_combinations_that_cannot_train_are_refused(tiny_sd, faces):
