@@ -10,7 +10,15 @@ import torch
 import lowdim
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, TrainingDiverged, denoising_losses, train
+from lowdim_sd.train import (
+    Subject,
+    TrainConfig,
+    TrainingDiverged,
+    _interleave,
+    clip_per_subject,
+    denoising_losses,
+    train,
+)
 
 FAST = TrainConfig(steps=6, learning_rate=5e-2, augment=False, prompt="a [V] face")
 
@@ -248,3 +256,42 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_sd, faces):
         train(model, [Subject(faces, 0)], trainable, config, progress=False)
         states.append(trainable.state())
     assert all(torch.allclose(states[0][k], states[1][k], atol=1e-5) for k in states[0])
+
+
+class _TwoSubjects:
+    def __init__(self, parameters):
+        self.parameters, self.num_subjects = parameters, 2
+
+
+def test_clipping_is_per_subject_a_small_gradient_is_left_alone():
+    param = torch.zeros(2, 3, requires_grad=True)
+    param.grad = torch.tensor([[30.0, 40.0, 0.0], [0.3, 0.4, 0.0]])  # norms 50 and 0.5
+    clip_per_subject(_TwoSubjects([param]), 1.0)
+    assert torch.allclose(param.grad[1], torch.tensor([0.3, 0.4, 0.0]))
+    assert torch.allclose(param.grad[0].norm(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_the_v_prediction_target_is_the_velocity(tiny_sd_v, faces, monkeypatch):
+    model = load_sd(str(tiny_sd_v))
+    scheduler = model.noise_scheduler
+    captured = {}
+    add_noise = scheduler.add_noise
+
+    def record(latents, noise, timesteps):
+        captured["velocity"] = scheduler.get_velocity(latents, noise, timesteps)
+        return add_noise(latents, noise, timesteps)
+
+    class Output:
+        def __init__(self, sample):
+            self.sample = sample
+
+    monkeypatch.setattr(scheduler, "add_noise", record)
+    monkeypatch.setattr(model.pipe.unet, "forward", lambda *args, **kwargs: Output(captured["velocity"]))
+    ids = model.pipe.tokenizer("a sks face", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():  # a UNet that predicts the true velocity has zero loss
+        assert denoising_losses(model, [Subject(faces, 0)], TrainConfig(augment=False), 0, 0, ids).max() < 1e-8
+
+
+def test_sample_j_of_a_batch_belongs_to_subject_j_mod_k():
+    parts = [torch.full((2, 1), float(subject)) for subject in range(3)]  # 2 images per subject
+    assert _interleave(parts).flatten().tolist() == [0, 1, 2, 0, 1, 2]
