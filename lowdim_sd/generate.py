@@ -79,8 +79,7 @@ MIN_STEPS = {"pndm": 4}
 
 def check_config(config: GenerateConfig) -> None:
     """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
-    if config.scheduler not in SCHEDULERS:
-        raise LowdimError(f"unknown scheduler '{config.scheduler}'; known: {', '.join(SCHEDULERS)}")
+    _check_scheduler(config.scheduler)
     least = MIN_STEPS.get(config.scheduler, 1)
     if config.steps < least:
         raise LowdimError(f"--steps must be at least {least} with the {config.scheduler} scheduler, "
@@ -89,9 +88,13 @@ def check_config(config: GenerateConfig) -> None:
         raise LowdimError(f"--guidance must be a finite number, got {config.guidance}")
 
 
-def set_scheduler(model: SDModel, name: str) -> None:
+def _check_scheduler(name: str) -> None:
     if name not in SCHEDULERS:
         raise LowdimError(f"unknown scheduler '{name}'; known: {', '.join(SCHEDULERS)}")
+
+
+def set_scheduler(model: SDModel, name: str) -> None:
+    _check_scheduler(name)
     import diffusers
 
     scheduler_class = getattr(diffusers, SCHEDULERS[name])

@@ -166,7 +166,6 @@ def _looks_like_hub_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
 
 
-
 def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:
     """Load ``model``: a registered name or alias (sd15, tinyfaces, ...), a hub id, a folder or a file."""
     from lowdim.registry import get_registry

@@ -230,19 +230,21 @@ def recipe(job: PersonalizeJob, steps: int, learning_rate: float, crop: bool) ->
     """What made this adapter, stored in its file: enough to run it again."""
     hypernet = None
     if job.hypernet is not None and not job.no_hyper:
-        hypernet = {"file": Path(job.hypernet).name, "sha256": _sha256(Path(job.hypernet))[:16],
+        hypernet = {"file": Path(job.hypernet).name, "sha256": _header_digest(Path(job.hypernet)),
                     "iterations": job.iterations, "bases_seed": job.bases_seed}
     return {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
             "only_hyper": job.only_hyper, "steps": steps, "learning_rate": learning_rate, "rank": job.rank,
             "seed": job.seed, "crop": crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _header_digest(path: Path) -> str:
+    """16 hex digits of sha256 over the checkpoint's metadata (config, layers, training run and step):
+    it tells checkpoints apart without reading gigabytes of weights a second time."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def render_preview(model: SDModel, reference, job: PersonalizeJob) -> Path:

@@ -157,9 +157,7 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
 def _autocast(model: SDModel, mixed_precision: str):
     if mixed_precision == "no":
         return contextlib.nullcontext()
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
-    if dtype is None:
-        raise LowdimError(f"mixed precision must be no, fp16 or bf16; got '{mixed_precision}'")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]  # checked by TrainConfig.validate
     return torch.autocast(model.device.type, dtype=dtype)
 
 

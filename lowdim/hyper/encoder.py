@@ -21,7 +21,7 @@ VOLATILE_KEYS = frozenset({"transformers_version", "_name_or_path", "architectur
 
 def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
     """A vision model from a config dict (random init, offline) or from the hub (pretrained)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     if config is not None:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -33,11 +33,7 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
         # A composite config (CLIP, SigLIP): keep only its vision tower.
         parsed = getattr(parsed, "vision_config", None) or parsed
         return AutoModel.from_config(parsed)
-    offline = _cache_only(hub_id)
-    try:
-        hub_config = AutoConfig.from_pretrained(hub_id, local_files_only=offline)
-    except OSError as error:
-        raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
+    hub_config, offline = _pretrained_config(hub_id)
     vision_config = getattr(hub_config, "vision_config", None)
     if vision_config is None:
         return AutoModel.from_pretrained(hub_id, local_files_only=offline)
@@ -47,25 +43,27 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
     return MODEL_MAPPING[type(vision_config)].from_pretrained(hub_id, local_files_only=offline)
 
 
-def _cache_only(hub_id: str) -> bool:
-    """True when the encoder must come from a folder or the cache; one line (not a minute of retries) if it can't."""
+def _pretrained_config(hub_id: str) -> tuple[Any, bool]:
+    """(the encoder's config, whether its weights come from a folder or the cache): the folder, then the
+    cache, then the hub only if it answers, so an offline machine gets one line, not a minute of retries."""
     from transformers import AutoConfig
 
     from lowdim.hub import hub_reachable, looks_like_path
 
-    if looks_like_path(hub_id):
-        if not Path(hub_id).expanduser().is_dir():
-            raise LowdimError(f"image encoder folder '{hub_id}' not found")
-        return True
+    if looks_like_path(hub_id) and not Path(hub_id).expanduser().is_dir():
+        raise LowdimError(f"image encoder folder '{hub_id}' not found")
     try:
-        AutoConfig.from_pretrained(hub_id, local_files_only=True)
-        return True
-    except OSError:
-        pass
+        return AutoConfig.from_pretrained(hub_id, local_files_only=True), True
+    except OSError as error:
+        if looks_like_path(hub_id):
+            raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
     if not hub_reachable():
         raise LowdimError(f"image encoder '{hub_id}' is not in the Hugging Face cache and the hub can't be reached; "
                           f"download it where there is network, pass a local folder, or use --encoder-config tiny")
-    return False
+    try:
+        return AutoConfig.from_pretrained(hub_id), False
+    except OSError as error:
+        raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
 
 
 class ImageEncoder(nn.Module):

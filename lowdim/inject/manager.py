@@ -233,17 +233,12 @@ class Adapters:
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
             raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
         for slot in self.slots(name).values():
-            if slot.merged_scale is not None or slot.frozen_merged_scale is not None:
-                raise LowdimError(f"adapter '{name}' is merged (in part, for a relaxed stack); unmerge it before "
-                                  f"changing its scale")
+            _refuse_if_merged(name, slot, "changing its scale")
             slot.scale = float(scale)
 
     def enable(self, name: str, enabled: bool = True) -> None:
         for slot in self.slots(name).values():
-            if slot.merged_scale is not None or slot.frozen_merged_scale is not None:
-                # What is in the weights would stay applied, whatever the flag says.
-                raise LowdimError(f"adapter '{name}' is merged (in part, for a relaxed stack); unmerge it before "
-                                  f"enabling or disabling it")
+            _refuse_if_merged(name, slot, "enabling or disabling it")  # the weights would keep it applied
             slot.enabled = enabled
 
     def disable(self, name: str) -> None:
@@ -318,6 +313,11 @@ def _check_override(name: str, slots: dict[str, AdapterSlot], tensors: LayerTens
                 got = None if value is None else tuple(value.shape)
                 raise LowdimError(f"override of adapter '{name}': {layer}.{param} must have shape {tuple(shape)} "
                                   f"(optionally with a leading batch dimension), got {got}")
+
+
+def _refuse_if_merged(name: str, slot: AdapterSlot, action: str) -> None:
+    if slot.merged_scale is not None or slot.frozen_merged_scale is not None:
+        raise LowdimError(f"adapter '{name}' is merged (in part, for a relaxed stack); unmerge it before {action}")
 
 
 def _tied_weights(model: nn.Module) -> set[int]:

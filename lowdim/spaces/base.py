@@ -17,7 +17,7 @@ import dataclasses
 import math
 import numbers
 import random
-import re
+import types
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -81,26 +81,28 @@ def _checked_type(config_class: type, name: str, value: Any, prefix: str = "") -
     Options arrive from JSON, the command line and numpy; a string where a number belongs would
     otherwise surface as a TypeError deep inside ``validate``.
     """
-    declared = str(typing.get_type_hints(config_class).get(name, Any))
-    optional = "None" in declared or "Optional" in declared
+    declared = typing.get_type_hints(config_class).get(name, Any)
+    union = typing.get_origin(declared) in (typing.Union, types.UnionType)  # float | None, Optional[float]
+    parts = set(typing.get_args(declared)) if union else {declared}
+    optional = type(None) in parts
     if value is None and optional:
         return None
-    kinds = [kind for kind in ("bool", "int", "float", "str") if re.search(rf"\b{kind}\b", declared)]
-    if not kinds or declared.startswith(("list", "dict", "tuple", "typing.List", "typing.Dict")):
+    kinds = [kind for kind in (bool, int, float, str) if kind in parts]
+    if not kinds:  # lists, dicts, Any: the config's own validate() checks them
         return value
-    if "bool" in kinds and isinstance(value, bool):
+    if bool in kinds and isinstance(value, bool):
         return value
-    if "int" in kinds and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if int in kinds and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if "int" in kinds and "float" not in kinds and isinstance(value, float) and value.is_integer():
+    if int in kinds and float not in kinds and isinstance(value, float) and value.is_integer():
         return int(value)  # 100.0 from a JSON or YAML file
-    if "float" in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if float in kinds and isinstance(value, numbers.Real) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ConfigError(f"{prefix}option {name} must be a finite number, got {value!r}")
         return float(value)
-    if "str" in kinds and isinstance(value, str):
+    if str in kinds and isinstance(value, str):
         return value
-    wanted = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+    wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     expected = " or ".join(wanted[kind] for kind in kinds) + (" or null" if optional else "")
     raise ConfigError(f"{prefix}option {name} must be {expected}, got {value!r}")
 

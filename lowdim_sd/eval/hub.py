@@ -41,7 +41,6 @@ def quiet_transformers() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-
 def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str) -> Any:
     """``load(source, **kwargs)`` (a ``from_pretrained``), or MetricUnavailable saying what to do.
 
