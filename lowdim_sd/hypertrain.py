@@ -14,7 +14,6 @@ an uninterrupted one would do.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import warnings
@@ -24,24 +23,25 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-import lowdim
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints
 from lowdim_sd.hypertrain_io import (
+    FeatureCache,
+    Images,
     MetricsLog,
     Pairs,
     StepSampler,
+    all_targets,
     load_optimizer,
     save_checkpoint,
     split_identities,
     trim_metrics,
 )
+from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.loading import accelerator_available, canonical_model
-from lowdim_sd.train import Subject, TrainConfig, TrainingDiverged, denoising_losses, fill_prompt
+from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
 
-ADAPTER = "hyper"
-VAL_STEP = 10**9  # the "step" validation noise is drawn for: the same every time, so values compare
 TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
                 "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -62,6 +62,11 @@ class HyperTrainJob:
     alpha: float = 1.0  # diffusion term
     beta: float = 1.0  # weight term
     diffusion_iterates: str = "all"  # "all": D on every θ̂_k; "last": on θ̂_s only (s times cheaper)
+    # "noise": D regresses the noise (eq. 2); "teacher": the model's own prediction with the target θ
+    diffusion_target: str = "noise"
+    # Folders of identities without a precomputed θ: each step adds extra_batch_size of them to D only
+    extra_images: list[Path] = field(default_factory=list)
+    extra_batch_size: int | None = None  # default: batch_size
     val_fraction: float = 0.0
     val_identities: int | None = None  # overrides val_fraction
     val_every: int = 100
@@ -101,101 +106,6 @@ class HyperTrainResult:
 # -------------------------------------------------------------------------------------- losses
 
 
-class Diffusion:
-    """The frozen SD model with one injected adapter that predicted tensors override."""
-
-    def __init__(self, job: HyperTrainJob, index: dict, layers, device: torch.device) -> None:
-        from lowdim.sizing import layer_specs
-        from lowdim_sd.loading import load_sd
-        from lowdim_sd.modes import resolve_layers
-
-        self.model = load_sd(job.model, str(device), job.dtype, job.model_config)
-        layer_set = resolve_layers(index["layer_set"])
-        if layer_specs(self.model.modules, layer_set) != list(layers):
-            raise LowdimError(f"{job.model}: its {layer_set.name} layers differ from those the weights in "
-                              f"{job.weights} were made for ({index['model']})")
-        space = lowdim.get_space(index["space"], index["space_config"])
-        self.adapters = lowdim.Adapters(self.model.modules)
-        self.adapters.add(ADAPTER, space, layer_set, seed=int(index["seed"]), batch=None)
-        for param in self.adapters.parameters(ADAPTER):
-            param.requires_grad_(False)
-        config = index["config"]
-        self.config = TrainConfig(batch_size=1, seed=job.seed, augment=job.augment,
-                                  prompt=job.prompt or config["prompt"], token=job.token or config["token"])
-        tokenizer = self.model.pipe.tokenizer
-        prompt = fill_prompt(self.config.prompt, self.config.token)
-        self.input_ids = tokenizer(prompt, padding="max_length", truncation=True,
-                                   max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-        if job.gradient_checkpointing:
-            self.model.pipe.unet.train()
-            self.model.pipe.unet.enable_gradient_checkpointing()
-
-    def loss(self, iterates: list[dict], images: Tensor, seeds: list[int], step: int, augment: bool) -> Tensor:
-        """Mean denoising loss over iterates and samples; iterate k's tensors drive samples k·B .. k·B + B − 1."""
-        params = {layer: {name: torch.cat([theta[layer][name] for theta in iterates]) for name in tensors}
-                  for layer, tensors in iterates[0].items()}
-        images = images.detach().cpu().float()
-        subjects = [Subject(images[j: j + 1], seed) for _ in iterates for j, seed in enumerate(seeds)]
-        config = dataclasses.replace(self.config, augment=augment)
-        with self.adapters.override(ADAPTER, params):
-            return denoising_losses(self.model, subjects, config, step, 0, self.input_ids).mean()
-
-
-def encoder_input(net, images: Tensor) -> Tensor:
-    """The images at the encoder's input size ([-1, 1], as ``lowdim personalize`` feeds them)."""
-    size = int(getattr(net.encoder.backbone.config, "image_size", images.shape[-1]))
-    if images.shape[-1] == size:
-        return images
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
-
-
-def pair_losses(net, diffusion: Diffusion | None, batch, step: int, job: HyperTrainJob, *, train: bool) -> dict:
-    """{'loss', 'weight_loss', 'diffusion_loss', 'per_iterate'} for one batch (tensors with graph)."""
-    from lowdim.hyper import weight_loss
-
-    images, target, numbers = batch
-    iterates = net(encoder_input(_unwrap(net), images), return_all=True)
-    per_iterate = torch.stack([weight_loss(theta, target) for theta in iterates])
-    weight = per_iterate.mean()
-    losses = {"weight_loss": weight, "per_iterate": per_iterate.detach(), "diffusion_loss": None}
-    total = job.beta * weight
-    if diffusion is not None:
-        chosen = iterates if train and job.diffusion_iterates == "all" else iterates[-1:]
-        seeds = [job.seed * 1_000_003 + int(n) for n in numbers]
-        denoise = diffusion.loss(chosen, images, seeds, step if train else VAL_STEP, job.augment and train)
-        losses["diffusion_loss"] = denoise
-        total = total + job.alpha * denoise
-    losses["loss"] = total
-    return losses
-
-
-def _unwrap(net):
-    return getattr(net, "module", net)
-
-
-@torch.no_grad()
-def evaluate(net, diffusion: Diffusion | None, dataset: WeightDataset, job: HyperTrainJob,
-             numbers: dict[str, int]) -> dict:
-    """Validation: weight loss (of θ̂_s, and per iterate) and diffusion loss of θ̂_s, with fixed noise."""
-    was_training = net.training
-    net.eval()
-    loader = torch.utils.data.DataLoader(Pairs(dataset, numbers), batch_size=job.batch_size, shuffle=False)
-    device = next(net.parameters()).device
-    weight, per_iterate, denoise, count = 0.0, None, 0.0, 0
-    for images, target, ids in loader:
-        target = {layer: {k: v.to(device) for k, v in p.items()} for layer, p in target.items()}
-        losses = pair_losses(net, diffusion, (images.to(device), target, ids), VAL_STEP, job, train=False)
-        size = len(images)
-        weight += float(losses["per_iterate"][-1]) * size
-        per_iterate = losses["per_iterate"] * size + (0 if per_iterate is None else per_iterate)
-        if losses["diffusion_loss"] is not None:
-            denoise += float(losses["diffusion_loss"]) * size
-        count += size
-    net.train(was_training)
-    return {"weight_loss": weight / count, "weight_loss_per_iterate": (per_iterate / count).tolist(),
-            "diffusion_loss": denoise / count if diffusion is not None else None, "identities": dataset.names}
-
-
 # ---------------------------------------------------------------------------------------- run
 
 
@@ -225,6 +135,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     check_counts(job)
     if job.diffusion_iterates not in ("all", "last"):
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
+    if job.diffusion_target not in ("noise", "teacher"):
+        raise LowdimError(f"--diffusion-target must be noise or teacher, got '{job.diffusion_target}'")
     full = WeightDataset(job.weights)
     index = full.index
     job.model = canonical_model(job.model or index["model"])
@@ -265,6 +177,13 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
             raise LowdimError(f"could not load the image encoder '{config.encoder}' (offline, or not a vision "
                               f"model?); pass a local folder, or --encoder-config for a random one") from None
         start = 0
+    standardize = folder is None and bool(getattr(net.config, "standardize", False))
+    targets = all_targets(train_set) if standardize or val_set is not None else None
+    if standardize:
+        net.set_target_statistics(targets)
+    mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()} if targets else None
+    frozen = bool(getattr(net.config, "freeze_encoder", False))
+    train_cache, val_cache = (FeatureCache(), FeatureCache()) if frozen else (None, None)
     net.to(accelerator.device).train()
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay)
@@ -274,7 +193,10 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     sampler = StepSampler(len(train_set), job.batch_size * accelerator.num_processes, job.seed, start, job.steps)
     loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
                                          num_workers=job.num_workers)
+    extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
     net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+    extras = iter(accelerator.prepare(extra)) if extra is not None else None
+    extra_cache = FeatureCache() if frozen and extras is not None else None
 
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=out / "metrics.jsonl")
@@ -284,18 +206,25 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     if main:
         trim_metrics(result.metrics, start if job.resume else -1)
     log = MetricsLog(result.metrics, main)
+
+    def validate() -> dict:
+        return evaluate(unwrap(net), diffusion, val_set, job, numbers, val_cache, mean)
+
     started = time.perf_counter()
     step, updating = start, False
     with checkpoints.progress_bar(job.steps, start, enabled=progress and main) as advance:
         if val_set is not None and job.val_every and start == 0:
             if main:
-                log.write({"step": 0, "split": "val", **evaluate(_unwrap(net), diffusion, val_set, job, numbers)})
+                log.write({"step": 0, "split": "val", **validate()})
             accelerator.wait_for_everyone()
         try:
             for batch in loader:
                 optimizer.zero_grad(set_to_none=True)
                 with accelerator.autocast():
-                    losses = pair_losses(net, diffusion, batch, step, job, train=True)
+                    losses = pair_losses(net, diffusion, batch, step, job, train=True, cache=train_cache)
+                    if extras is not None:
+                        losses["loss"] = losses["loss"] + job.alpha * extra_loss(net, diffusion, next(extras), step,
+                                                                                job, extra_cache)
                 loss = losses["loss"]
                 if not torch.isfinite(loss.detach()):
                     raise TrainingDiverged(f"loss became {float(loss)} at step {step + 1}; try a lower --lr")
@@ -316,8 +245,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                                "time": time.time()})
                 if val_set is not None and job.val_every and (step % job.val_every == 0 or step == job.steps):
                     if main:
-                        log.write({"step": step, "split": "val", **evaluate(_unwrap(net), diffusion, val_set, job,
-                                                                           numbers)})
+                        log.write({"step": step, "split": "val", **validate()})
                     accelerator.wait_for_everyone()
                 if job.checkpoint_every and step % job.checkpoint_every == 0 and main:
                     save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
@@ -325,8 +253,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                 if out_of_time(accelerator, started, job.max_minutes):
                     if val_set is not None and job.val_every and step % job.val_every:
                         if main:  # the stopping step gets its validation, as the last step would
-                            log.write({"step": step, "split": "val", **evaluate(_unwrap(net), diffusion, val_set,
-                                                                               job, numbers)})
+                            log.write({"step": step, "split": "val", **validate()})
                         accelerator.wait_for_everyone()
                     break
         except KeyboardInterrupt:
@@ -346,6 +273,18 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         save_hypernet(result.path, accelerator.unwrap_model(net), {**metadata, "steps": step})
     result.seconds = time.perf_counter() - started
     return result
+
+
+def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, processes: int):
+    """Batches of ``--extra-images`` in their own seeded order (resumes like the pairs), or None."""
+    if not job.extra_images:
+        return None
+    if job.alpha <= 0:
+        raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
+    images = Images([Path(folder) for folder in job.extra_images], like)
+    size = job.extra_batch_size or job.batch_size
+    sampler = StepSampler(len(images), size * processes, job.seed + 1, start, job.steps)
+    return torch.utils.data.DataLoader(images, batch_size=size, sampler=sampler, num_workers=job.num_workers)
 
 
 def out_of_time(accelerator, started: float, max_minutes: float | None) -> bool:

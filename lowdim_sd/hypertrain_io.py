@@ -42,7 +42,8 @@ class StepSampler(torch.utils.data.Sampler):
 
 
 class Pairs(torch.utils.data.Dataset):
-    """WeightDataset items plus the identity's number (which seeds its noise)."""
+    """WeightDataset items plus the identity's number (which seeds its noise) and the item's index (which
+    keys a frozen encoder's cached features)."""
 
     def __init__(self, dataset: WeightDataset, numbers: dict[str, int]) -> None:
         self.dataset, self.numbers = dataset, numbers
@@ -52,7 +53,58 @@ class Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int):
         image, weights = self.dataset[item]
-        return image, weights, self.numbers[self.dataset.names[self.dataset.identity(item)]]
+        return image, weights, self.numbers[self.dataset.names[self.dataset.identity(item)]], item
+
+
+class Images(torch.utils.data.Dataset):
+    """Identities without a precomputed θ (the first image of each), for the diffusion term only:
+    (image, identity number, item). Read and cropped like the weight data set's images."""
+
+    NUMBER_OFFSET = 10**7  # their noise seeds never meet those of the weight data set's identities
+
+    def __init__(self, folders: list[Path], like: WeightDataset) -> None:
+        from lowdim_sd.precompute import discover_identities
+
+        self.paths = [identity.images[0] for folder in folders for identity in discover_identities(folder)]
+        self.like = like
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int):
+        from lowdim_sd.face_inputs import load_face_image
+
+        like = self.like
+        image = load_face_image(self.paths[item], like.resolution, like.crop, like.crop_margin, like.face_index)
+        return image, self.NUMBER_OFFSET + item, item
+
+
+class FeatureCache:
+    """A frozen encoder backbone's features of each item of one data set, computed on first use.
+
+    The encoder sees un-augmented images, so with a frozen backbone its output for an item never
+    changes: phase 1 then runs the backbone once per image instead of once per step.
+    """
+
+    def __init__(self) -> None:
+        self.features: dict[int, Tensor] = {}
+
+    def get(self, encoder, images: Tensor, items: Tensor) -> Tensor:
+        keys = [int(item) for item in items]
+        missing = [j for j, key in enumerate(keys) if key not in self.features]
+        if missing:
+            with torch.no_grad():
+                computed = encoder.features(images[missing])
+            for j, value in zip(missing, computed, strict=True):
+                self.features[keys[j]] = value.detach()
+        return torch.stack([self.features[key] for key in keys])
+
+
+def all_targets(dataset: WeightDataset) -> dict[str, dict[str, Tensor]]:
+    """Every identity's θ stacked: {layer: {param: (N, *shape)}}."""
+    rows = [dataset.weights(number) for number in range(len(dataset.names))]
+    return {layer: {k: torch.stack([row[layer][k] for row in rows]) for k in params} for layer, params in
+            rows[0].items()}
 
 
 def split_identities(names: list[str], job, out: Path) -> tuple[list[str], list[str]]:

@@ -125,8 +125,7 @@ def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor
     space = lowdim.get_space(job.space, job.space_options)
     net = load_hypernet(job.hypernet, model=canonical_model(job.model), space=space, layer_set=layer_set.name,
                         layers=layer_specs(model.modules, layer_set))
-    size = int(getattr(net.encoder.backbone.config, "image_size", reference.shape[-1]))
-    image = torch.nn.functional.interpolate(reference[None], size=(size, size), mode="bilinear", antialias=True)
+    image = reference[None]  # the encoder resizes (and normalises) it as it was trained to
     # The prediction lives in the bases of the seed the training weights were made with.
     job.bases_seed = int(net.metadata.get("adapter_seed", job.seed))
     with torch.no_grad():

@@ -79,6 +79,9 @@ class PrecomputeJob:
     crop: bool | None = None  # crop every image to the face; None: the backend's default (see face_inputs)
     crop_margin: float = 0.6
     face_index: int | None = None  # which face when there are several (0: the largest)
+    # Every identity draws the same augmentations, noise and timesteps (seed config.seed), so two
+    # identities' θ differ by their faces only, not by their optimisation's random draws.
+    shared_noise: bool = False
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -210,6 +213,9 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     done = _done_identities(out, header)
     result = PrecomputeResult(index=out / INDEX)
     # The seed of an identity is its position in the sorted list: independent of batching and of the split.
+    def draws_seed(number: int) -> int:
+        return config.seed if job.shared_noise else config.seed + number
+
     mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
     pending = [(number, identity) for number, identity in mine if identity.name not in done]
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
@@ -220,7 +226,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         names = [identity.name for _, identity in batch]
         subjects = [Subject(torch.stack([load_face_image(path, model.resolution, crop, job.crop_margin,
                                                          job.face_index) for path in identity.images]),
-                            config.seed + number) for number, identity in batch]
+                            draws_seed(number)) for number, identity in batch]
         trainable = adapter_trainable(model, space, layer_set, seed=config.seed, subject_names=names,
                                       token=config.token)
         try:
@@ -231,7 +237,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         shard = out / _shard_name(out, rank, processes)
         atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
         own["identities"] += [
-            {"name": identity.name, "shard": shard.name, "row": row, "seed": config.seed + number,
+            {"name": identity.name, "shard": shard.name, "row": row, "seed": draws_seed(number),
              "images": [_relative(path, root) for path in identity.images]}
             for row, (number, identity) in enumerate(batch)
         ]
@@ -271,7 +277,9 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space:
         "layer_set": layer_set.name,
         "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
         "resolution": model.resolution, "root": str(Path(job.identities).resolve()),
-        "config": recorded_settings(config, crop, job.crop_margin, job.face_index),
+        "config": recorded_settings(config, crop, job.crop_margin, job.face_index)
+        # Recorded only when on, so folders made before the option existed still resume.
+        | ({"shared_noise": True} if job.shared_noise else {}),
     }
 
 

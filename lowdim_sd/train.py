@@ -133,8 +133,12 @@ def _interleave(parts: list[Tensor]) -> Tensor:
 
 
 def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
-                     input_ids: Tensor) -> Tensor:
-    """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type."""
+                     input_ids: Tensor, teacher=None) -> Tensor:
+    """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type.
+
+    ``teacher(noisy, timesteps)``, when given, replaces the regression target (the noise, or v) with its
+    own prediction: distillation, whose target carries none of the noise's variance.
+    """
     draws = [_subject_draws(model, s, config, step, micro) for s in subjects]
     device, dtype = model.device, model.dtype
     images, vae_noise, noise, timesteps = (_interleave([d[i] for d in draws]).to(device) for i in range(4))
@@ -148,6 +152,9 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
         target = scheduler.get_velocity(latents, noise.to(dtype), timesteps)
     else:
         target = noise
+    if teacher is not None:
+        with torch.no_grad():
+            target = teacher(noisy, timesteps)
     hidden = pipe.text_encoder(input_ids.repeat(len(images), 1).to(device))[0]
     prediction = pipe.unet(noisy, timesteps, hidden).sample
     per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)

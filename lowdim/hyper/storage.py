@@ -25,6 +25,7 @@ from lowdim.spaces.base import LayerSpec, Space
 FORMAT = "lowdim.hypernet"
 FORMAT_VERSION = "1"
 KNOWN_KEYS = ("model", "layer_set")
+BACKBONE = "encoder.backbone."
 
 
 def _dumps(value: Any) -> str:
@@ -37,6 +38,8 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
     encoder = getattr(net, "encoder", None)
     tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    if not getattr(encoder, "stored_in_file", True):  # a frozen packaged encoder: rebuilt from its package
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(BACKBONE)}
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -47,6 +50,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "layers": _dumps([[layer.name, layer.out_features, layer.in_features] for layer in net.layers]),
         "encoder": str(getattr(encoder, "hub_id", "")),
         "encoder_config": _dumps(getattr(encoder, "config_dict", {})),
+        "encoder_weights": "file" if getattr(encoder, "stored_in_file", True) else "package",
         "model": str(metadata.pop("model", "")),
         "layer_set": str(metadata.pop("layer_set", "")),
         "extra": _dumps(metadata),
@@ -84,9 +88,21 @@ def load_hypernet(
     encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
     config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
     net = build_hypernet(config, stored_space, stored["layers"], registry)
-    net.load_state_dict(tensors, strict=True)
+    if header.get("encoder_weights") == "package":
+        own = {k: v for k, v in net.state_dict().items() if not k.startswith(BACKBONE)}
+        _check_keys(path, set(own), set(tensors))
+        net.load_state_dict(tensors, strict=False)
+    else:
+        net.load_state_dict(tensors, strict=True)
     net.metadata = {"model": stored["model"], "layer_set": stored["layer_set"], **stored["extra"]}
     return net
+
+
+def _check_keys(path: Path, expected: set[str], found: set[str]) -> None:
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    if missing or extra:
+        raise LowdimError(f"{path}: tensors do not fit the stored hypernetwork config (missing: "
+                          f"{_shown(missing) or 'none'}; unexpected: {_shown(extra) or 'none'})")
 
 
 def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:

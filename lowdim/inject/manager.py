@@ -220,13 +220,14 @@ class Adapters:
         """
         slots = self.slots(name)
         _check_override(name, slots, tensors)
+        outer = {layer: slot.override for layer, slot in slots.items()}  # overrides nest: the outer one returns
         try:
             for layer, slot in slots.items():
                 slot.override = tensors[layer]
             yield
         finally:
-            for slot in slots.values():
-                slot.override = None
+            for layer, slot in slots.items():
+                slot.override = outer[layer]
 
     # -- scale, enable, merge -------------------------------------------------------------
     def set_scale(self, name: str, scale: float) -> None:

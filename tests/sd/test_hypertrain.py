@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import lowdim
-import lowdim_sd.hypertrain as ht
+import lowdim_sd.hypertrain_losses as hl
 from cli.main import main
 from lowdim.hyper import load_hypernet
 from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
@@ -65,9 +65,9 @@ def records(path, split: str) -> list[dict]:
 def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(weights, tiny_sd, tmp_path,
                                                                               monkeypatch):
     seen = []
-    real = ht.pair_losses
-    monkeypatch.setattr(ht, "pair_losses", lambda net, diffusion, batch, step, job, *, train: seen.append(
-        (train, batch[2].tolist())) or real(net, diffusion, batch, step, job, train=train))
+    real = hl.pair_losses
+    monkeypatch.setattr(hl, "pair_losses", lambda net, diffusion, batch, step, job, *, train, cache=None: seen.append(
+        (train, batch[2].tolist())) or real(net, diffusion, batch, step, job, train=train, cache=cache))
     result = train_hypernet(job(weights, tmp_path / "h"), progress=False)
     assert len(result.losses) == 3 and result.path.is_file()
     assert len(result.val_names) == 1 and not set(result.val_names) & set(result.train_names)
@@ -101,7 +101,7 @@ def test_beta_only_never_runs_the_diffusion_model_and_the_weight_loss_falls(weig
     def forbidden(*args, **kwargs):
         raise AssertionError("no diffusion forward with alpha=0")
 
-    monkeypatch.setattr(ht, "denoising_losses", forbidden)
+    monkeypatch.setattr(hl, "denoising_losses", forbidden)
     monkeypatch.setattr("lowdim_sd.loading.load_sd", forbidden)
     result = train_hypernet(job(weights, tmp_path / "h", alpha=0.0, steps=15, batch_size=3, learning_rate=1e-3,
                                 val_every=5, checkpoint_every=0), progress=False)
@@ -114,8 +114,8 @@ def test_beta_only_never_runs_the_diffusion_model_and_the_weight_loss_falls(weig
 
 def test_alpha_only_is_the_diffusion_loss_of_every_iterate(weights, tmp_path, monkeypatch):
     sizes = []
-    real = ht.denoising_losses
-    monkeypatch.setattr(ht, "denoising_losses", lambda model, subjects, *a: sizes.append(len(subjects)) or real(
+    real = hl.denoising_losses
+    monkeypatch.setattr(hl, "denoising_losses", lambda model, subjects, *a: sizes.append(len(subjects)) or real(
         model, subjects, *a))
     result = train_hypernet(job(weights, tmp_path / "h", beta=0.0, steps=2, val_every=0), progress=False)
     assert all(r["loss"] == pytest.approx(r["diffusion_loss"]) for r in records(result.metrics, "train"))
@@ -232,3 +232,111 @@ def test_precompute_refuses_to_resume_with_other_identities(tiny_sd, tmp_path):
     with pytest.raises(lowdim.LowdimError, match="holds weights of the identities in .*a, not .*b"):
         precompute(PrecomputeJob(model=str(tiny_sd), identities=tmp_path / "b", out=tmp_path / "w",
                                  config=TrainConfig(steps=1), crop=False), progress=False)
+
+
+def test_a_frozen_encoder_runs_once_per_image_and_trains_exactly_as_without_the_cache(weights, tmp_path,
+                                                                                   monkeypatch):
+    frozen = {**HYPER, "freeze_encoder": True}
+    calls = []
+    real = hl.FeatureCache.get
+
+    def counting(self, encoder, images, items):
+        calls.append(len(self.features))
+        return real(self, encoder, images, items)
+
+    monkeypatch.setattr(hl.FeatureCache, "get", counting)
+    cached = train_hypernet(job(weights, tmp_path / "c", hyper=frozen, steps=6, val_every=3), progress=False)
+    seen = []
+    monkeypatch.setattr(hl.FeatureCache, "get", lambda self, encoder, images, items: seen.append(1) or None)
+    direct = train_hypernet(job(weights, tmp_path / "d", hyper=frozen, steps=6, val_every=3), progress=False)
+    assert calls and max(calls) <= 4  # four identities: features are computed once each, then reused
+    assert cached.losses == pytest.approx(direct.losses, rel=1e-5)
+    expected, got = load_file(str(direct.path)), load_file(str(cached.path))
+    assert all(torch.allclose(expected[key], got[key], atol=1e-6) for key in expected)
+
+
+def test_validation_reports_the_weight_loss_against_zero_and_mean_predictions(weights, tmp_path):
+    result = train_hypernet(job(weights, tmp_path / "h", alpha=0.0, steps=2, val_every=2), progress=False)
+    data = WeightDataset(weights)
+    val = records(result.metrics, "val")[-1]
+    target = data.weights(data.names.index(val["identities"][0]))
+    zero = sum(float(v.pow(2).sum()) for p in target.values() for v in p.values())
+    assert val["weight_loss_vs_zero"] == pytest.approx(val["weight_loss"] / zero, rel=1e-4)
+    train = [data.weights(data.names.index(n)) for n in result.train_names]
+    mean = sum(float((t[layer][k] - sum(x[layer][k] for x in train) / len(train)).pow(2).sum())
+               for t in [target] for layer in t for k in t[layer])
+    assert val["weight_loss_vs_mean"] == pytest.approx(val["weight_loss"] / mean, rel=1e-4)
+
+
+def test_standardize_fits_the_training_targets_and_starts_at_their_mean(weights, tmp_path):
+    result = train_hypernet(job(weights, tmp_path / "h", hyper={**HYPER, "standardize": True}, alpha=0.0,
+                                steps=1, learning_rate=1e-9, val_every=1), progress=False)
+    val = records(result.metrics, "val")
+    assert val[0]["weight_loss_vs_mean"] == pytest.approx(1.0, abs=1e-3)  # z = 0 at step 0: the mean, exactly
+    net = load_hypernet(result.path)
+    data = WeightDataset(weights)
+    layer = data.layers[0].name
+    train = torch.stack([data.weights(data.names.index(n))[layer]["A_train"] for n in result.train_names])
+    mean, std = net.target_mean0, net.target_std0
+    assert net.head_groups.members[0][0] == 0  # layer 0 is row 0 of group 0; A_train comes first in its row
+    torch.testing.assert_close(mean[0, : train[0].numel()], train.flatten(1).mean(0), atol=1e-6, rtol=1e-5)
+    assert (std > 0).all()
+
+
+def test_the_teacher_target_is_the_model_with_the_precomputed_weights(weights, tmp_path, monkeypatch):
+    targets = []
+    real = hl.denoising_losses
+
+    def spy(model, subjects, config, step, micro, input_ids, teacher=None):
+        if teacher is not None:
+            original = teacher
+
+            def recording(noisy, timesteps):
+                out = original(noisy, timesteps)
+                targets.append((noisy, timesteps, out))
+                return out
+            teacher = recording
+        return real(model, subjects, config, step, micro, input_ids, teacher)
+
+    monkeypatch.setattr(hl, "denoising_losses", spy)
+    result = train_hypernet(job(weights, tmp_path / "h", beta=0.0, steps=1, val_every=0, batch_size=1,
+                                diffusion_iterates="last", diffusion_target="teacher"), progress=False)
+    assert len(targets) == 1 and result.losses[0] > 0
+    noisy, timesteps, out = targets[0]
+    # Recompute: the same model, with one plain adapter holding the identity's precomputed θ.
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.modes import resolve_layers
+
+    data = WeightDataset(weights)
+    model = load_sd(data.index["model"], "cpu", "fp32")
+    adapters = lowdim.Adapters(model.modules)
+    adapters.add("t", data.space, resolve_layers(data.index["layer_set"]), seed=int(data.index["seed"]))
+    candidates = []
+    for number in range(len(data.names)):
+        adapters.load_tensors("t", data.weights(number))
+        with torch.no_grad():
+            ids = model.pipe.tokenizer("a sks face", padding="max_length", truncation=True,
+                                       max_length=model.pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+            hidden = model.pipe.text_encoder(ids)[0]
+            candidates.append(model.pipe.unet(noisy, timesteps, hidden).sample)
+    assert any(torch.allclose(c, out, atol=1e-5) for c in candidates)  # one identity's own θ made the target
+    with pytest.raises(lowdim.LowdimError, match="--diffusion-target"):
+        train_hypernet(job(weights, tmp_path / "x", diffusion_target="clean"), progress=False)
+
+
+def test_extra_images_without_weights_add_their_diffusion_loss_only(weights, tmp_path, monkeypatch):
+    extra = tmp_path / "extra"
+    save_images(torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1, extra, "fresh")
+    sizes = []
+    real = hl.denoising_losses
+    monkeypatch.setattr(hl, "denoising_losses", lambda model, subjects, *a: sizes.append(
+        sorted({s.seed for s in subjects})) or real(model, subjects, *a))
+    result = train_hypernet(job(weights, tmp_path / "h", steps=2, val_every=0, diffusion_iterates="last",
+                                extra_images=[extra], extra_batch_size=2), progress=False)
+    assert len(result.losses) == 2
+    # per step: the pairs' D, then the extra images' D with seeds past every weight identity's
+    pairs, extras = sizes[0::2], sizes[1::2]
+    assert len(extras) == 2 and all(len(seeds) == 2 for seeds in extras)
+    assert all(seed >= 10**7 for seeds in extras for seed in seeds) and all(s < 10**7 for x in pairs for s in x)
+    with pytest.raises(lowdim.LowdimError, match="--extra-images.*--alpha"):
+        train_hypernet(job(weights, tmp_path / "z", alpha=0.0, extra_images=[extra]), progress=False)

