@@ -39,6 +39,12 @@ def precompute(
     shared_noise: Annotated[bool, typer.Option(
         help="Every identity draws the same noise, timesteps and augmentations, so adapters differ by face only "
         "(easier targets for a hypernetwork).")] = False,
+    optimizer: Annotated[str, typer.Option(
+        help="adamw, or sgd (momentum 0.9): θ then is a smooth function of the images, which a hypernetwork can "
+        "learn; AdamW moves noisy coordinates as far as informative ones.")] = "adamw",
+    init: Annotated[Path | None, typer.Option(
+        help="Start every identity from this instead of the space's init: a lowdim adapter file, or a weight "
+        "folder (its mean θ) made with the same space, seed and layers.")] = None,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N identities (sorted by name).")] = None,
@@ -70,12 +76,13 @@ def precompute(
     from lowdim_sd.train import TrainConfig
 
     config = TrainConfig(steps=steps, batch_size=batch_size, prompt=prompt, token=token, seed=seed, augment=augment,
-                         mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing)
+                         mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+                         optimizer=optimizer)
     job = PrecomputeJob(model=model, identities=identities, out=out_dir, space=space,
                         space_options=parse_options(set_ or []), layers=layers, learning_rate=lr,
                         batch_subjects=batch_subjects, device=device, dtype=dtype, model_config=model_config,
                         limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index,
-                        shared_noise=shared_noise, config=config)
+                        shared_noise=shared_noise, init=init, config=config)
     result = run(job)
     out.print(f"trained {len(result.trained)} identities into {len(result.shards)} shard(s), "
               f"skipped {len(result.skipped)} already done; index: [bold]{result.index}[/]")

@@ -222,3 +222,45 @@ def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "trained 3 identities into 1 shard(s)" in text and len(WeightDataset(tmp_path / "w")) == 3
+
+
+def test_shared_noise_gives_identical_images_identical_weights_and_is_recorded(tiny_sd, tmp_path, model):
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    for name in ("a", "b"):  # two identities with the same picture: only their noise seeds differ
+        save_images(image, tmp_path / "twins" / name, "img")
+    shared = precompute(job(tiny_sd, tmp_path / "twins", tmp_path / "s", shared_noise=True), progress=False,
+                        model=model)
+    apart = precompute(job(tiny_sd, tmp_path / "twins", tmp_path / "p"), progress=False, model=model)
+    for result, same in ((shared, True), (apart, False)):
+        data = WeightDataset(result.index.parent)
+        first, second = data.weights(0), data.weights(1)
+        equal = all(torch.equal(first[layer][k], second[layer][k]) for layer in first for k in first[layer])
+        assert equal is same
+    index = read_index(tmp_path / "s")
+    assert index["config"]["shared_noise"] is True and {e["seed"] for e in index["identities"]} == {0}
+    assert "shared_noise" not in read_index(tmp_path / "p")["config"]  # older folders still resume
+    with pytest.raises(lowdim.LowdimError, match="other settings|differ"):
+        precompute(job(tiny_sd, tmp_path / "twins", tmp_path / "s"), progress=False, model=model)
+
+
+def test_init_starts_every_identity_from_a_folders_mean(tiny_sd, people, tmp_path, model, monkeypatch):
+    from lowdim_sd.hypertrain_io import all_targets
+
+    first = precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model)
+    mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in all_targets(WeightDataset(
+        first.index.parent)).items()}
+    starts = []
+    real = pre.train
+    monkeypatch.setattr(pre, "train", lambda model, subjects, trainable, *a, **k: starts.append(
+        {key: value.clone() for key, value in trainable.state().items()}) or real(model, subjects, trainable, *a,
+                                                                                     **k))
+    precompute(job(tiny_sd, people, tmp_path / "warm", init=tmp_path / "w"), progress=False, model=model)
+    layer, param = next((layer, k) for layer, p in mean.items() for k in p)
+    for state in starts:  # every row of every batch began at the mean
+        rows = state[f"{layer}/{param}"]
+        rows = rows if rows.dim() > mean[layer][param].dim() else rows[None]
+        assert all(torch.allclose(row, mean[layer][param]) for row in rows)
+    assert len(read_index(tmp_path / "warm")["config"]["init"]) == 64
+    other = precompute(job(tiny_sd, people, tmp_path / "x", space_options={"a": 4}), progress=False, model=model)
+    with pytest.raises(lowdim.LowdimError, match="--init .*space differs"):
+        precompute(job(tiny_sd, people, tmp_path / "y", init=other.index.parent), progress=False, model=model)

@@ -295,3 +295,22 @@ def test_the_v_prediction_target_is_the_velocity(tiny_sd_v, faces, monkeypatch):
 def test_sample_j_of_a_batch_belongs_to_subject_j_mod_k():
     parts = [torch.full((2, 1), float(subject)) for subject in range(3)]  # 2 images per subject
     assert _interleave(parts).flatten().tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_sgd_takes_plain_momentum_steps_along_the_clipped_gradient(tiny_sd, faces):
+    model = load_sd(str(tiny_sd))
+    subjects = [Subject(faces[:1], seed=1)]
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    with torch.no_grad():
+        for param in trainable.parameters:  # LoRA's up starts at 0: give every factor a gradient
+            param.normal_(0, 0.1)
+    before = [p.detach().clone() for p in trainable.parameters]
+    config = TrainConfig(steps=1, learning_rate=0.5, augment=False, optimizer="sgd", max_grad_norm=None)
+    ids = model.pipe.tokenizer("a sks face", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    loss = denoising_losses(model, subjects, config, 0, 0, ids).mean()
+    grads = torch.autograd.grad(loss, trainable.parameters)
+    train(model, subjects, trainable, config, progress=False)
+    for start, grad, param in zip(before, grads, trainable.parameters, strict=True):
+        torch.testing.assert_close(param.detach(), start - 0.5 * grad, atol=1e-6, rtol=1e-4)
+    with pytest.raises(lowdim.LowdimError, match="--optimizer must be one of adamw, sgd"):
+        TrainConfig(optimizer="adam").validate()

