@@ -162,6 +162,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         raise LowdimError(f"accelerate: {error}") from None
     train_set = full.subset(train_names, all_images=job.all_images)
     val_set = full.subset(val_names) if val_names else None
+    if job.hyper.get("architecture") == "retrieval":
+        return fill_retrieval(job, train_set, val_set, numbers, out)
 
     if folder is not None:
         from lowdim.hyper import load_hypernet
@@ -271,6 +273,37 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         from lowdim.hyper import save_hypernet
 
         save_hypernet(result.path, accelerator.unwrap_model(net), {**metadata, "steps": step})
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
+                   numbers: dict[str, int], out: Path) -> HyperTrainResult:
+    """The retrieval head's "training": store every training identity's features and θ, validate, save."""
+    from lowdim.hyper import HyperConfig, build_hypernet, save_hypernet
+
+    started = time.perf_counter()
+    if job.all_images:
+        raise LowdimError("the retrieval head stores one key per identity: drop --all-images")
+    config = HyperConfig.from_dict({**job.hyper, "bank_size": len(train_set.names)})
+    net = build_hypernet(config, train_set.space, train_set.layers).eval()
+    with torch.no_grad():
+        features = torch.cat([net.encoder.features(torch.stack([train_set.image(item) for item in
+                                                                range(start, min(start + 32, len(train_set)))]))[:, :1]
+                              for start in range(0, len(train_set), 32)])
+    targets = all_targets(train_set)
+    net.fill(features, targets)
+    result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
+                              val_names=val_set.names if val_set else [], metrics=out / "metrics.jsonl")
+    log = MetricsLog(result.metrics, True)
+    if val_set is not None:
+        mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}
+        log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job,
+                                                          numbers, FeatureCache(), mean)})
+    index = train_set.index
+    save_hypernet(result.path, net, {"model": job.model, "layer_set": index["layer_set"], "alpha": 0.0,
+                                     "beta": 0.0, "adapter_seed": int(index["seed"]),
+                                     "weights": ", ".join(map(str, as_folders(job.weights))), "steps": 0})
     result.seconds = time.perf_counter() - started
     return result
 

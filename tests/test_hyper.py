@@ -463,3 +463,43 @@ def test_a_packaged_file_with_missing_own_tensors_is_refused_by_name(tmp_path, m
     save_file(tensors, str(path), metadata=header)
     with pytest.raises(LowdimError, match="missing: position"):
         load_hypernet(path)
+
+
+# -- the retrieval head -----------------------------------------------------------------------
+def retrieval_net(count: int = 5):
+    torch.manual_seed(0)
+    config = HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=count)
+    return build_hypernet(config, lowdim.get_space("lidb", a=6, b=5), LAYERS)
+
+
+def test_retrieval_answers_each_stored_image_with_its_own_weights_and_a_look_alike_with_its_neighbours():
+    net = retrieval_net(5).eval()
+    stored = images(5, seed=2)
+    targets = random_targets(net, 5)
+    with torch.no_grad():
+        net.fill(net.encoder.features(stored), targets)
+        exact = net(stored)
+        near = net(stored[[3, 1]] + 0.01 * images(2, seed=7))  # a slightly different picture of 3 and 1
+    for layer, params in targets.items():
+        for name, value in params.items():
+            torch.testing.assert_close(exact[layer][name], value)
+            torch.testing.assert_close(near[layer][name], value[[3, 1]])
+
+
+def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp_path):
+    net = retrieval_net(4).eval()
+    stored = images(4, seed=3)
+    targets = random_targets(net, 4)
+    with torch.no_grad():
+        net.fill(net.encoder.features(stored), targets)
+    save_hypernet(tmp_path / "r.safetensors", net)
+    loaded = load_hypernet(tmp_path / "r.safetensors").eval()
+    assert loaded.config.architecture == "retrieval" and loaded.config.bank_size == 4
+    with torch.no_grad():
+        again = loaded(stored[[2]], return_all=True)
+    assert len(again) == 1
+    torch.testing.assert_close(again[0][LAYERS[0].name]["A_train"], targets[LAYERS[0].name]["A_train"][[2]])
+    with pytest.raises(LowdimError, match="holds 4 identities, got 2"):
+        net.fill(torch.zeros(2, 5, net.encoder.width), targets)
+    with pytest.raises(LowdimError, match="bank_size >= 1"):
+        retrieval_net(0)

@@ -35,6 +35,8 @@ class HyperConfig(SpaceConfig):
     encoder_pool: int = option(
         0, "0: the decoder attends to every encoder token; N: to the first (CLS) token plus the patch tokens "
         "average-pooled to an N x N grid (far cheaper: the decoder re-reads its memory every iteration).")
+    bank_size: int = option(
+        0, "retrieval head only: the number of stored identities (train-hypernet sets it to its training set).")
     standardize: bool = option(
         False, "Predict the residual to the training targets' mean, per coordinate in units of their spread "
         "(θ = mean + std ⊙ z); train-hypernet fits mean and std and takes the weight loss in z.")
@@ -71,6 +73,8 @@ class HyperConfig(SpaceConfig):
         require(self.encoder_input_size is None or (isinstance(self.encoder_input_size, int)
                                                     and 8 <= self.encoder_input_size <= 1024),
                 f"hyper: encoder_input_size must be None or an integer in [8, 1024], got {self.encoder_input_size!r}")
+        require(isinstance(self.bank_size, int) and self.bank_size >= 0,
+                f"hyper: bank_size must be an integer >= 0, got {self.bank_size!r}")
         require(isinstance(self.encoder_pool, int) and 0 <= self.encoder_pool <= 64,
                 f"hyper: encoder_pool must be an integer in [0, 64], got {self.encoder_pool!r}")
         for name in ("head_grouping", "token_grouping"):

@@ -340,3 +340,25 @@ def test_extra_images_without_weights_add_their_diffusion_loss_only(weights, tmp
     assert all(seed >= 10**7 for seeds in extras for seed in seeds) and all(s < 10**7 for x in pairs for s in x)
     with pytest.raises(lowdim.LowdimError, match="--extra-images.*--alpha"):
         train_hypernet(job(weights, tmp_path / "z", alpha=0.0, extra_images=[extra]), progress=False)
+
+
+def test_a_retrieval_head_stores_the_training_identities_and_personalize_predicts_a_look_alikes_weights(
+        weights, tiny_sd, tmp_path):
+    result = train_hypernet(job(weights, tmp_path / "r", hyper={"encoder_config": TINY_VIT,
+                                                                 "architecture": "retrieval"}), progress=False)
+    net = load_hypernet(result.path)
+    assert net.config.bank_size == 3 and result.losses == [] and len(result.val_names) == 1
+    data = WeightDataset(weights)
+    val = records(result.metrics, "val")[0]
+    assert val["weight_loss"] > 0 and val["weight_loss_vs_mean"] > 0
+    train = data.subset(result.train_names)
+    with torch.no_grad():  # a training identity's own image retrieves its own θ
+        predicted = net.eval()(train.image(1)[None])
+    expected = train.weights(1)
+    assert all(torch.equal(predicted[layer][k][0], expected[layer][k]) for layer in expected for k in expected[layer])
+    face = save_images(train.image(1)[None], tmp_path, "face")[0]
+    made = personalize(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=result.path, only_hyper=True,
+                                      preview=False, crop=False, out=tmp_path / "me"), progress=False)
+    stored = lowdim.read_adapter(made.adapter)
+    layer = next(iter(expected))
+    torch.testing.assert_close(stored.params[layer]["A_train"].float(), expected[layer]["A_train"], atol=1e-3, rtol=1e-3)

@@ -1,0 +1,80 @@
+"""The "retrieval" head: predict the θ of the training identity whose image looks most alike.
+
+A regression hypernetwork must learn a smooth map from image to θ, but precomputed θ are not a smooth
+function of the face: each is one of many adapters that render it, picked by its optimisation's path
+(docs/results.md, "The hypernetwork ladder"). A retrieval head does not interpolate between them: it
+keeps the training identities' encoder features (keys) and θ (values), and answers an image with the
+θ of its nearest key by cosine similarity. With a pretrained encoder that knows faces, that is an
+adapter of a look-alike, which is a far better start for rank-relaxed finetuning (§4.3) than the mean.
+
+It is a registered head like "transformer" (``HyperConfig(architecture="retrieval", bank_size=N)``),
+saved and loaded by ``save_hypernet``/``load_hypernet`` with its bank as buffers; ``fill`` sets the
+bank, which is all its "training" is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lowdim.errors import LowdimError
+from lowdim.hyper.config import HyperConfig
+from lowdim.hyper.encoder import ImageEncoder
+from lowdim.hyper.layout import Grouping, LayerTensors, param_layout, params_to_state, state_to_params
+from lowdim.spaces.base import LayerSpec, Space
+
+
+class RetrievalHead(nn.Module):
+    """θ of the nearest of ``bank_size`` stored identities; the encoder's first (CLS) token is the key."""
+
+    def __init__(self, config: HyperConfig, space: Space, layers: Sequence[LayerSpec]) -> None:
+        super().__init__()
+        config.validate()
+        if config.bank_size < 1:
+            raise LowdimError("the retrieval head needs bank_size >= 1 (the number of stored identities)")
+        self.config, self.space, self.layers = config, space, list(layers)
+        self.groups = Grouping.build([param_layout(space, layer) for layer in self.layers], "shape")
+        # The bank is only as good as the encoder's notion of "alike": it is always frozen.
+        self.encoder = ImageEncoder(config.encoder, config.encoder_config, 1, frozen=True,
+                                    input_size=config.encoder_input_size, normalize=config.encoder_normalize)
+        self.encoder.proj.requires_grad_(False)
+        self.encoder.norm.requires_grad_(False)
+        self.register_buffer("keys", torch.zeros(config.bank_size, self.encoder.width))
+        for index, (layout, members) in enumerate(zip(self.groups.layouts, self.groups.members, strict=True)):
+            self.register_buffer(f"values{index}", torch.zeros(config.bank_size, len(members), layout.numel))
+        self.metadata: dict = {}
+
+    @torch.no_grad()
+    def fill(self, features: Tensor, targets: LayerTensors) -> None:
+        """Store the identities: backbone features (N, T, D) of their images and their θ ({layer: {param: (N,...)}})."""
+        if len(features) != self.config.bank_size:
+            raise LowdimError(f"the retrieval bank holds {self.config.bank_size} identities, got {len(features)}")
+        self.keys.copy_(torch.nn.functional.normalize(features[:, 0].float(), dim=-1))
+        for index, values in enumerate(params_to_state(self.groups, self.layers, targets)):
+            getattr(self, f"values{index}").copy_(values)
+
+    def nearest(self, images: Tensor | None, features: Tensor | None = None) -> Tensor:
+        """Index of the nearest stored identity for each image (B,)."""
+        with torch.no_grad():
+            features = self.encoder.features(images) if features is None else features
+        query = torch.nn.functional.normalize(features[:, 0].float(), dim=-1)
+        return (query @ self.keys.T).argmax(dim=1)
+
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: bool = False,
+                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors | list:
+        """The nearest identity's θ for each image. There is nothing to refine: ``iterations`` and ``init``
+        are accepted for the common head interface and ignored; ``return_all`` gives a one-element list."""
+        chosen = self.nearest(images, features)
+        state = [getattr(self, f"values{i}").index_select(0, chosen) for i in range(len(self.groups.layouts))]
+        params = state_to_params(self.groups, self.layers, state)
+        return [params] if return_all else params
+
+    def num_predicted(self) -> int:
+        return sum(self.space.num_params(layer) for layer in self.layers)
+
+
+def build_retrieval(config: HyperConfig, space: Space, layers: Sequence[LayerSpec]) -> RetrievalHead:
+    """Factory of the built-in 'retrieval' head (registered through register_heads)."""
+    return RetrievalHead(config, space, layers)
