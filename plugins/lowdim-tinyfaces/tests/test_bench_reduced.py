@@ -40,10 +40,17 @@ def identity(table, method: str) -> float:
 
 
 def test_identity_fidelity_keeps_the_full_runs_order(table):
-    # Full run: ours 0.19 > no-hyper 0.06 > base -0.02, only-hyper 0.03; ours beats both ablations.
+    # Full run (docs/results.md): ours > only-hyper > no-hyper > base; ours beats both ablations.
     assert identity(table, "ours") > identity(table, "no-hyper") > identity(table, "base")
-    assert identity(table, "ours") > identity(table, "only-hyper") > identity(table, "base")
-    assert identity(table, "ours") > identity(table, "base") + 0.1
+    assert identity(table, "ours") > identity(table, "only-hyper") > identity(table, "no-hyper")
+    assert identity(table, "ours") > identity(table, "base") + 0.15
+
+
+def test_the_prediction_alone_carries_identity(table):
+    # The hypernetwork must predict the face, not a mean adapter: the one-pass prediction is clearly
+    # above the base model (full run: +0.18 ± 0.02 over the same 50 identities), which a network that
+    # ignores its input is not (the first run's: +0.05).
+    assert identity(table, "only-hyper") > identity(table, "base") + 0.1
 
 
 def test_prompt_fidelity_keeps_the_full_runs_order(table):
