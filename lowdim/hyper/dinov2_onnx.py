@@ -195,8 +195,10 @@ def load_packaged_encoder() -> torch.nn.Module:
     stamp = folder / "source.json"
     digest = _file_digest(source)
     if not stamp.is_file() or json.loads(stamp.read_text()).get("sha256") != digest:
+        from lowdim.files import atomic_write
+
         convert(source, folder)
-        stamp.write_text(json.dumps({"source": str(source), "sha256": digest}))
+        atomic_write(stamp, lambda temp: Path(temp).write_text(json.dumps({"source": str(source), "sha256": digest})))
     return Dinov2Model.from_pretrained(folder, local_files_only=True).eval()
 
 

@@ -361,4 +361,5 @@ def test_a_retrieval_head_stores_the_training_identities_and_personalize_predict
                                       preview=False, crop=False, out=tmp_path / "me"), progress=False)
     stored = lowdim.read_adapter(made.adapter)
     layer = next(iter(expected))
-    torch.testing.assert_close(stored.params[layer]["A_train"].float(), expected[layer]["A_train"], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(stored.params[layer]["A_train"].float(), expected[layer]["A_train"], atol=1e-3,
+                               rtol=1e-3)
