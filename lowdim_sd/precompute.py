@@ -33,6 +33,7 @@ from lowdim.files import atomic_save, atomic_write
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.loading import canonical_model
+from lowdim_sd.precompute_start import read_start, start_digest, start_from
 from lowdim_sd.train import Subject, TrainConfig
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     model = model or load_sd(job.model, device, job.dtype, job.model_config)
     space = lowdim.get_space(job.space, job.space_options)
     layer_set = resolve_layers(job.layers)
-    initial = _read_start(job.init, model, space, layer_set, config.seed) if job.init is not None else None
+    initial = read_start(job.init, model, space, layer_set, config.seed) if job.init is not None else None
     header = index_header(job, config, model, space, layer_set, crop, initial)
     root = Path(header["root"])
     out = Path(job.out)
@@ -234,7 +235,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         trainable = adapter_trainable(model, space, layer_set, seed=config.seed, subject_names=names,
                                       token=config.token)
         if initial is not None:
-            _start_from(model, initial, len(batch))
+            start_from(model, initial, len(batch))
         try:
             train(model, subjects, trainable, config, out_dir=None, progress=progress)
             rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
@@ -288,75 +289,8 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space:
         "config": recorded_settings(config, crop, job.crop_margin, job.face_index)
         # Recorded only when on, so folders made before the option existed still resume.
         | ({"shared_noise": True} if job.shared_noise else {})
-        | ({"init": _start_digest(initial)} if initial is not None else {}),
+        | ({"init": start_digest(initial)} if initial is not None else {}),
     }
-
-
-def _read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, seed: int) -> dict:
-    """The start adapter's tensors, checked against this model (by loading it), space, layers and seed."""
-    from lowdim.sizing import layer_specs
-    from lowdim_sd.modes import ADAPTER
-
-    if Path(path).is_dir():
-        return _mean_start(Path(path), space, seed, [s.name for s in layer_specs(model.modules, layer_set)])
-    probe = lowdim.Adapters(model.modules)
-    info = lowdim.load_adapter(path, probe, name=ADAPTER + "-start")
-    try:
-        found = {"space": (info.space.name, info.space.config.to_dict()), "seed": info.seed,
-                 "layers": [layer.name for layer in info.layers]}
-        wanted = {"space": (space.name, space.config.to_dict()), "seed": seed,
-                  "layers": [layer.name for layer in layer_specs(model.modules, layer_set)]}
-        for key, value in found.items():
-            if value != wanted[key]:
-                raise LowdimError(f"--init {path}: its {key} differs from this precompute's ({_short(value)} "
-                                  f"against {_short(wanted[key])})")
-        return probe.tensors(ADAPTER + "-start")
-    finally:
-        probe.delete(ADAPTER + "-start")
-
-
-def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dict:
-    """The mean θ of a weight folder made with the same space, seed and layers."""
-    from lowdim_sd.hypertrain_io import all_targets
-    from lowdim_sd.weight_dataset import WeightDataset
-
-    data = WeightDataset(folder)
-    found = {"space": (data.space.name, data.space.config.to_dict()), "seed": int(data.index["seed"]),
-             "layers": [layer.name for layer in data.layers]}
-    wanted = {"space": (space.name, space.config.to_dict()), "seed": seed, "layers": layers}
-    for key, value in found.items():
-        if value != wanted[key]:
-            raise LowdimError(f"--init {folder}: its {key} differs from this precompute's ({_short(value)} against "
-                              f"{_short(wanted[key])})")
-    return {layer: {k: v.mean(0) for k, v in params.items()} for layer, params in all_targets(data).items()}
-
-
-def _short(value) -> str:
-    text = str(value)
-    return text if len(text) < 80 else text[:77] + "..."
-
-
-def _start_from(model: SDModel, start: dict, rows: int) -> None:
-    """Every identity's adapter (row) starts at the same tensors."""
-    from lowdim_sd.modes import ADAPTER
-
-    with torch.no_grad():
-        for layer, slot in lowdim.Adapters(model.modules).slots(ADAPTER).items():
-            for name, param in slot.params.items():
-                value = start[layer][name].to(param.dtype)
-                param.copy_(value.expand(rows, *value.shape) if rows > 1 else value)
-
-
-def _start_digest(start: dict) -> str:
-    """Of the start tensors themselves: the same start from a file or a folder's mean is the same recipe."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for layer in sorted(start):
-        for name in sorted(start[layer]):
-            digest.update(f"{layer}/{name}".encode())
-            digest.update(start[layer][name].detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def train(*args, **kwargs):

@@ -1,0 +1,203 @@
+"""The hypernetwork levers of the ladder (docs/results.md): standardized targets, pooled memory, cached
+features, encoder input, packaged encoders that files do not store, and the retrieval head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_hyper import LAYERS, images, make_net, vit_config
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim.hyper import HyperConfig, HyperNetwork, build_hypernet, load_hypernet, save_hypernet
+
+transformers = pytest.importorskip("transformers")
+
+
+
+# -- standardized targets, pooled memory, cached features ---------------------------------------
+def random_targets(net: HyperNetwork, count: int, seed: int = 3) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {layer.name: {name: torch.randn(count, *shape, generator=generator) * (1 + index)
+                         for index, (name, shape) in enumerate(net.space.param_shapes(layer).items())}
+            for layer in net.layers}
+
+
+def test_a_standardizing_network_starts_at_the_targets_mean_and_its_coordinates_are_z_scores():
+    net = make_net(standardize=True, head_init_scale=0.0)
+    targets = random_targets(net, 50)
+    net.set_target_statistics(targets)
+    predicted = net(images(2))
+    for layer, params in targets.items():
+        for name, value in params.items():
+            torch.testing.assert_close(predicted[layer][name], value.mean(0).expand(2, *value.shape[1:]))
+    z = torch.cat([part.flatten(1) for part in net.standardized(targets)], dim=1)
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(z.shape[1]), atol=1e-4, rtol=0)
+
+
+@given(st.integers(0, 2**16), st.floats(0.01, 100.0))
+@settings(max_examples=20, deadline=None)
+def test_standardized_coordinates_round_trip_to_the_same_params(seed, spread):
+    net = make_net(standardize=True)
+    net.set_target_statistics({k: {n: v * spread for n, v in p.items()} for k, p in random_targets(net, 8).items()})
+    params = {k: {n: v * spread for n, v in p.items()} for k, p in random_targets(net, 3, seed).items()}
+    back = net.to_params(net.from_params(params))
+    for layer, tensors in params.items():
+        for name, value in tensors.items():
+            torch.testing.assert_close(back[layer][name], value, rtol=1e-5, atol=1e-5 * spread)
+
+
+def test_a_near_constant_coordinate_does_not_blow_up_its_z_score():
+    net = make_net(standardize=True)
+    targets = random_targets(net, 20)
+    first = next(iter(targets))
+    name = next(iter(targets[first]))
+    targets[first][name][:, 0] = 1.0  # the same value for every identity
+    net.set_target_statistics(targets)
+    assert torch.isfinite(torch.cat([z.flatten() for z in net.standardized(targets)])).all()
+
+
+def test_statistics_need_a_standardizing_network():
+    net = make_net()
+    with pytest.raises(LowdimError, match="standardize=True"):
+        net.set_target_statistics(random_targets(net, 4))
+
+
+def test_given_backbone_features_give_the_same_prediction_as_the_images():
+    net = make_net(encoder_pool=2).eval()
+    batch = images(3)
+    with torch.no_grad():
+        features = net.encoder.features(batch)
+        direct, cached = net(batch), net(None, features=features)
+    for layer, params in direct.items():
+        for name, value in params.items():
+            torch.testing.assert_close(cached[layer][name], value)
+
+
+def test_pooling_keeps_the_first_token_and_averages_the_patch_grid():
+    from lowdim.hyper import ImageEncoder
+
+    encoder = ImageEncoder("tiny", vit_config(), out_width=8, pool=2)
+    features = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)  # 1 + 4x4 patches
+    pooled = encoder.pooled(features)
+    assert pooled.shape == (2, 5, 3)
+    torch.testing.assert_close(pooled[:, 0], features[:, 0])
+    grid = features[:, 1:].reshape(2, 4, 4, 3)
+    torch.testing.assert_close(pooled[:, 1], grid[:, :2, :2].mean((1, 2)))  # top-left 2x2 block
+    torch.testing.assert_close(pooled[:, 4], grid[:, 2:, 2:].mean((1, 2)))
+
+
+def test_encoder_input_is_resized_and_normalised_as_configured():
+    from lowdim.hyper import ImageEncoder
+
+    encoder = ImageEncoder("tiny", vit_config(), out_width=8, input_size=16, normalize="imagenet")
+    white = torch.ones(1, 3, 32, 32)  # +1 in [-1, 1] is 1.0 in [0, 1]
+    prepared = encoder.prepare(white)
+    assert prepared.shape == (1, 3, 16, 16)
+    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(prepared[0, :, 0, 0], expected)
+    plain = ImageEncoder("tiny", vit_config(), out_width=8)
+    assert plain.prepare(white) is white  # the config's own size, no normalisation: untouched
+
+
+def test_a_standardizing_network_saves_and_loads_its_statistics(tmp_path):
+    net = make_net(standardize=True)
+    net.set_target_statistics(random_targets(net, 10))
+    save_hypernet(tmp_path / "h.safetensors", net)
+    loaded = load_hypernet(tmp_path / "h.safetensors")
+    batch = images(2)
+    with torch.no_grad():
+        before, after = net.eval()(batch), loaded.eval()(batch)
+    for layer, params in before.items():
+        for name, value in params.items():
+            torch.testing.assert_close(after[layer][name], value)
+
+
+def test_a_frozen_packaged_encoder_is_rebuilt_from_its_package_not_stored(tmp_path, monkeypatch):
+    from lowdim.hyper import encoder as encoders
+
+    torch.manual_seed(5)
+    backbone = transformers.ViTModel(vit_config())
+    monkeypatch.setitem(encoders.PACKAGED_ENCODERS, "test/packaged-vit", (lambda: backbone, 32))
+    net = make_net(encoder="test/packaged-vit", encoder_config=None, freeze_encoder=True)
+    path = save_hypernet(tmp_path / "h.safetensors", net)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys, header = list(handle.keys()), handle.metadata()
+    assert header["encoder_weights"] == "package" and keys
+    assert not [k for k in keys if k.startswith("encoder.backbone.")]
+    loaded = load_hypernet(path)
+    batch = images(2)
+    with torch.no_grad():
+        before, after = net.eval()(batch), loaded.eval()(batch)
+    for layer, params in before.items():
+        for name, value in params.items():
+            torch.testing.assert_close(after[layer][name], value)
+    trainable = make_net(encoder="test/packaged-vit", encoder_config=None)  # finetuned: its weights are stored
+    save_hypernet(tmp_path / "t.safetensors", trainable)
+    with safe_open(str(tmp_path / "t.safetensors"), framework="pt") as handle:
+        assert any(k.startswith("encoder.backbone.") for k in handle.keys())  # noqa: SIM118
+
+
+def test_a_packaged_file_with_missing_own_tensors_is_refused_by_name(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    from lowdim.hyper import encoder as encoders
+
+    monkeypatch.setitem(encoders.PACKAGED_ENCODERS, "test/packaged-vit", (lambda: transformers.ViTModel(
+        vit_config()), 32))
+    net = make_net(encoder="test/packaged-vit", encoder_config=None, freeze_encoder=True)
+    path = save_hypernet(tmp_path / "h.safetensors", net)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    tensors = load_file(path)
+    tensors.pop("position")
+    save_file(tensors, str(path), metadata=header)
+    with pytest.raises(LowdimError, match="missing: position"):
+        load_hypernet(path)
+
+
+# -- the retrieval head -----------------------------------------------------------------------
+def retrieval_net(count: int = 5):
+    torch.manual_seed(0)
+    config = HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=count)
+    return build_hypernet(config, lowdim.get_space("lidb", a=6, b=5), LAYERS)
+
+
+def test_retrieval_answers_each_stored_image_with_its_own_weights_and_a_look_alike_with_its_neighbours():
+    net = retrieval_net(5).eval()
+    stored = images(5, seed=2)
+    targets = random_targets(net, 5)
+    with torch.no_grad():
+        net.fill(net.encoder.features(stored), targets)
+        exact = net(stored)
+        near = net(stored[[3, 1]] + 0.01 * images(2, seed=7))  # a slightly different picture of 3 and 1
+    for layer, params in targets.items():
+        for name, value in params.items():
+            torch.testing.assert_close(exact[layer][name], value)
+            torch.testing.assert_close(near[layer][name], value[[3, 1]])
+
+
+def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp_path):
+    net = retrieval_net(4).eval()
+    stored = images(4, seed=3)
+    targets = random_targets(net, 4)
+    with torch.no_grad():
+        net.fill(net.encoder.features(stored), targets)
+    save_hypernet(tmp_path / "r.safetensors", net)
+    loaded = load_hypernet(tmp_path / "r.safetensors").eval()
+    assert loaded.config.architecture == "retrieval" and loaded.config.bank_size == 4
+    with torch.no_grad():
+        again = loaded(stored[[2]], return_all=True)
+    assert len(again) == 1
+    torch.testing.assert_close(again[0][LAYERS[0].name]["A_train"], targets[LAYERS[0].name]["A_train"][[2]])
+    with pytest.raises(LowdimError, match="holds 4 identities, got 2"):
+        net.fill(torch.zeros(2, 5, net.encoder.width), targets)
+    with pytest.raises(LowdimError, match="bank_size >= 1"):
+        retrieval_net(0)
