@@ -130,6 +130,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 
     from lowdim.hyper import HyperConfig, build_hypernet
 
+    if job.extra_images and job.alpha <= 0:  # before any model or data loads
+        raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
     if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
         raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
     check_counts(job)
@@ -312,8 +314,6 @@ def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, pro
     """Batches of ``--extra-images`` in their own seeded order (resumes like the pairs), or None."""
     if not job.extra_images:
         return None
-    if job.alpha <= 0:
-        raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
     images = Images([Path(folder) for folder in job.extra_images], like)
     size = job.extra_batch_size or job.batch_size
     sampler = StepSampler(len(images), size * processes, job.seed + 1, start, job.steps)

@@ -103,17 +103,21 @@ def test_encoder_input_is_resized_and_normalised_as_configured():
     assert plain.prepare(white) is white  # the config's own size, no normalisation: untouched
 
 
-def test_a_standardizing_network_saves_and_loads_its_statistics(tmp_path):
-    net = make_net(standardize=True)
-    net.set_target_statistics(random_targets(net, 10))
-    save_hypernet(tmp_path / "h.safetensors", net)
-    loaded = load_hypernet(tmp_path / "h.safetensors")
+def assert_same_predictions(net, loaded) -> None:
     batch = images(2)
     with torch.no_grad():
         before, after = net.eval()(batch), loaded.eval()(batch)
     for layer, params in before.items():
         for name, value in params.items():
             torch.testing.assert_close(after[layer][name], value)
+
+
+def test_a_standardizing_network_saves_and_loads_its_statistics(tmp_path):
+    net = make_net(standardize=True)
+    net.set_target_statistics(random_targets(net, 10))
+    save_hypernet(tmp_path / "h.safetensors", net)
+    loaded = load_hypernet(tmp_path / "h.safetensors")
+    assert_same_predictions(net, loaded)
 
 
 def test_a_frozen_packaged_encoder_is_rebuilt_from_its_package_not_stored(tmp_path, monkeypatch):
@@ -131,12 +135,7 @@ def test_a_frozen_packaged_encoder_is_rebuilt_from_its_package_not_stored(tmp_pa
     assert header["encoder_weights"] == "package" and keys
     assert not [k for k in keys if k.startswith("encoder.backbone.")]
     loaded = load_hypernet(path)
-    batch = images(2)
-    with torch.no_grad():
-        before, after = net.eval()(batch), loaded.eval()(batch)
-    for layer, params in before.items():
-        for name, value in params.items():
-            torch.testing.assert_close(after[layer][name], value)
+    assert_same_predictions(net, loaded)
     trainable = make_net(encoder="test/packaged-vit", encoder_config=None)  # finetuned: its weights are stored
     save_hypernet(tmp_path / "t.safetensors", trainable)
     with safe_open(str(tmp_path / "t.safetensors"), framework="pt") as handle:
