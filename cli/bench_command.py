@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.sd_commands import Device
+from lowdim_cli.sd_commands import Device, ModelConfig
 from lowdim.errors import LowdimError
 
 out = Console()
@@ -40,6 +40,7 @@ def quality(
     identities: Annotated[Path, typer.Option(
         "--identities", "-i", help="Flat folder: one reference image per HELD-OUT identity (never used in training).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model name, hub id or folder.")] = "tinyfaces",
+    model_config: ModelConfig = None,
     hypernet: Annotated[Path | None, typer.Option(
         help="Trained hypernetwork checkpoint; needed by ours, ours-k1 and only-hyper.")] = None,
     methods: Annotated[str | None, typer.Option(
@@ -86,7 +87,7 @@ def quality(
     from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality
     from lowdim_sd.bench.report import aggregate, write_reports
 
-    job = QualityJob(identities=identities, model=model, out=out_dir, hypernet=hypernet,
+    job = QualityJob(identities=identities, model=model, model_config=model_config, out=out_dir, hypernet=hypernet,
                      methods=_split(methods) or list(METHODS), metrics=_split(metrics) or list(DEFAULT_METRICS),
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
                      workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
@@ -123,4 +124,7 @@ def show(rows, columns) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from lowdim_cli.bench_speed_command import speed
+
+    bench.command()(speed)
     app.add_typer(bench, name="bench")

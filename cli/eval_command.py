@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.info_commands import parse_options
+from lowdim_cli.info_commands import parse_options
 from lowdim.errors import LowdimError
 
 out = Console()
@@ -44,13 +44,12 @@ def progress_bar(show: bool) -> Iterator:
     if not show:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from lowdim_sd.runs import progress
 
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=out, transient=True) as bar:
-        def start(total: int):
-            task = bar.add_task("scoring", total=total)
-            return lambda n: bar.advance(task, n)
+    with contextlib.ExitStack() as stack:
+        def start(total: int):  # run_eval calls it once, when it knows the total
+            advance = stack.enter_context(progress(total, "scoring", loss=False, transient=True, console=out))
+            return lambda n: advance(steps=n)
 
         yield start
 

@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.info_commands import parse_options
-from cli.sd_commands import Dtype, ModelConfig
+from lowdim_cli.info_commands import parse_options
+from lowdim_cli.sd_commands import Dtype, ModelConfig, Resolution
 from lowdim.errors import LowdimError
+from lowdim_sd import defaults
 
 out = Console()
 
@@ -26,7 +27,7 @@ def precompute(
     space: Annotated[str, typer.Option("--space", "-s", help="Weight space of the adapters (default: LiDB).")] = "lidb",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
     layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps per identity.")] = 400,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per identity.")] = defaults.STEPS,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: the space's, lidb 2e-3).")] = None,
     batch_subjects: Annotated[int, typer.Option(
         help="Identities trained together in one batch (K per-sample adapters); one shard each.")] = 8,
@@ -57,6 +58,7 @@ def precompute(
         help="Which face when an image has several (0 is the largest; default: the largest).")] = None,
     device: Annotated[str, typer.Option(
         help="auto (under accelerate launch: each process's GPU), cpu, cuda, cuda:1, mps.")] = "auto",
+    resolution: Resolution = None,
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
 ):
@@ -69,7 +71,7 @@ def precompute(
 
       lowdim precompute -m tinyfaces -i faces/ -o weights --steps 400 --batch-subjects 8
 
-      accelerate launch -m cli.main precompute -m sd15 -i celebahq/ -o weights
+      accelerate launch -m lowdim_cli.main precompute -m sd15 -i celebahq/ -o weights
     """
     from lowdim_sd.precompute import PrecomputeJob
     from lowdim_sd.precompute import precompute as run
@@ -81,6 +83,7 @@ def precompute(
     job = PrecomputeJob(model=model, identities=identities, out=out_dir, space=space,
                         space_options=parse_options(set_ or []), layers=layers, learning_rate=lr,
                         batch_subjects=batch_subjects, device=device, dtype=dtype, model_config=model_config,
+                        resolution=resolution,
                         limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index,
                         shared_noise=shared_noise, init=init, config=config)
     result = run(job)
@@ -113,7 +116,7 @@ def train_hypernet(
         "--model", "-m", help="The SD model (default: the one the weights were made with); recorded in the "
         "checkpoint, so pass the same string to `lowdim personalize --model`.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("hypernet"),
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = defaults.HYPERNET_STEPS,
     max_minutes: Annotated[float | None, typer.Option(
         help="Stop early once training has run this many minutes, saving the hypernetwork as usual.")] = None,
     batch_size: Annotated[int, typer.Option(help="(image, weights) pairs per step and process.")] = 4,
@@ -174,7 +177,7 @@ def train_hypernet(
 
       lowdim train-hypernet -w weights --encoder-config tiny --steps 200 --val-identities 2 -o hyper
 
-      accelerate launch -m cli.main train-hypernet -w weights --encoder google/vit-huge-patch14-224-in21k
+      accelerate launch -m lowdim_cli.main train-hypernet -w weights --encoder google/vit-huge-patch14-224-in21k
 
     The result, --out/hypernet.safetensors, is what `lowdim personalize --hypernet` takes.
     """

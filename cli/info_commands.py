@@ -60,12 +60,29 @@ def models():
     out.print(table)
 
 
-def inspect_sizes(model: str, space: str, layers: str | None, options: dict, file_sizes: bool = True) -> SizeReport:
+def model_backend(model: str, model_config: str | None = None):
+    """The backend of ``--model``: a registered name, else (a path or a hub id) an SD1.x model read from it."""
+    from pathlib import Path
+
+    registry = get_registry()
+    if registry.backends.get(model) is None and ("/" in model or Path(model).expanduser().exists()):
+        from lowdim_sd.skeletons import path_backend
+
+        return path_backend(model, model_config)
+    return registry.backend(model)  # a registered name, or the one-line "unknown model" error
+
+
+def inspect_sizes(model: str, space: str, layers: str | None, options: dict, file_sizes: bool = True,
+                  model_config: str | None = None) -> SizeReport:
     """The size report behind ``lowdim inspect``; with ``file_sizes`` it also writes real files to measure."""
     registry = get_registry()
-    backend = registry.backend(model)
+    backend = model_backend(model, model_config)
     chosen_space = registry.make_space(space, options)
     skeleton, layer_set = backend.skeleton(), backend.resolve_layer_set(layers)
+    if getattr(chosen_space, "learns_tokens", False) and layers is None:
+        from lowdim.inject.select import TOKEN_EMBEDDINGS
+
+        layer_set = TOKEN_EMBEDDINGS
     report = size_report(skeleton, chosen_space, layer_set, backend.layer_group)
     if file_sizes:
         report.file_bytes = {dtype: adapter_file_bytes(skeleton, chosen_space, layer_set, dtype) for dtype in BYTES}
@@ -73,7 +90,9 @@ def inspect_sizes(model: str, space: str, layers: str | None, options: dict, fil
 
 
 def inspect(
-    model: Annotated[str, typer.Option("--model", "-m", help="Architecture name, e.g. sd15 (see `lowdim models`).")],
+    model: Annotated[str, typer.Option("--model", "-m", help=(
+        "sd15, tinyfaces, any registered name (see `lowdim models`), a hub id, a diffusers folder or a "
+        ".safetensors file; a folder or hub id is read from its config files alone."))],
     space: Annotated[str, typer.Option("--space", "-s", help="Weight space, e.g. lidb or lora (see `lowdim spaces`).")],
     layers: Annotated[str | None, typer.Option(
         "--layers", "-l", help="Layer set name (e.g. unet+text, text) or comma-separated glob patterns.")] = None,
@@ -82,14 +101,19 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     files: Annotated[bool, typer.Option(
         help="Also write a fresh adapter file per dtype to report its real size on disk.")] = True,
+    model_config: Annotated[str | None, typer.Option(
+        help="With a single-file .safetensors model: a local diffusers folder of the same architecture (then "
+             "only its configs are read; without it the file's weights are loaded to tell the variant).")] = None,
 ):
     """Count trainable parameters and bytes of a space on an architecture, per layer group.
 
-    No weights are downloaded: the architecture is built on PyTorch's meta device.
+    No weights are downloaded: the architecture is built on PyTorch's meta device (from the config
+    files of a folder or hub id; a single file without --model-config is loaded to read it).
 
     Example: [bold]lowdim inspect --model sd15 --space lidb[/]
     """
-    report = inspect_sizes(model, space, layers, parse_options(set_ or []), file_sizes=files)
+    report = inspect_sizes(model, space, layers, parse_options(set_ or []), file_sizes=files,
+                           model_config=model_config)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return

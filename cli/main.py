@@ -1,12 +1,14 @@
 """Entry point of the ``lowdim`` command: built-in commands, plugin commands, and error policy.
 
 User mistakes (LowdimError) print one red line and exit 1, and so does running out of accelerator
-memory, which is a sizing choice rather than a bug; Ctrl-C exits 130. Anything else is a bug in
+memory, which is a sizing choice rather than a bug. Ctrl-C exits 130 from every command, printing
+what the run kept and how to continue (``lowdim_sd.runs.Interrupted``). Anything else is a bug in
 lowdim or a plugin and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
+from lowdim_cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
 from lowdim.errors import LowdimError, first_line
 
 app = typer.Typer(
@@ -74,13 +76,59 @@ def _out_of_memory_device(error: BaseException) -> str | None:
     return None
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+
+
+class _Stopped(Exception):
+    """A command's Ctrl-C carried past Typer, which would turn it into a bare exit code."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(str(interrupt))
+        self.interrupt = interrupt
+
+
+def _catch_interrupts(typer_app: typer.Typer) -> None:
+    """Wrap each command once so its KeyboardInterrupt, with what the run kept, reaches ``main``."""
+    for command in getattr(typer_app, "registered_commands", []):
+        callback = command.callback
+        if callback is None or getattr(callback, "_lowdim_stops", False):
+            continue
+
+        @functools.wraps(callback)
+        def run(*args, _callback=callback, **kwargs):
+            try:
+                return _callback(*args, **kwargs)
+            except KeyboardInterrupt as stop:
+                raise _Stopped(stop) from stop
+
+        run._lowdim_stops = True
+        command.callback = run
+    for group in getattr(typer_app, "registered_groups", []):  # `lowdim bench quality` and the like
+        if group.typer_instance is not None:
+            _catch_interrupts(group.typer_instance)
+
+
+def _interrupted(note: str) -> int:
+    if note:
+        err.print(f"[yellow]{escape(note[:1].upper() + note[1:])}[/]", highlight=False, soft_wrap=True)
+    else:
+        err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
+    return INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and, as a script, exits with) the exit code."""
     warnings.showwarning = _show_warning
     try:
         _add_plugin_commands()
-        app(args=argv, prog_name="lowdim", standalone_mode=False)
-        return 0
+        _catch_interrupts(app)
+        code = app(args=argv, prog_name="lowdim", standalone_mode=False)
+        # Typer answers a Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
+        return _interrupted("") if code == INTERRUPTED else 0
+    except _Stopped as stopped:
+        return _interrupted(str(stopped.interrupt))
+    except ABORTS:
+        return _interrupted("")
     except LowdimError as error:
         err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 1
@@ -96,9 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
         err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False, soft_wrap=True)
         return 1
-    except ABORTS:
-        err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
-        return 130
 
 
 def script() -> None:

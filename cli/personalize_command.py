@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.info_commands import parse_options
-from cli.sd_commands import Device, Dtype, Model
+from lowdim_cli.info_commands import parse_options
+from lowdim_cli.sd_commands import Device, Dtype, Model, ModelConfig, Resolution, SaveDtype
+from lowdim_sd import defaults
 
 out = Console()
 
@@ -22,12 +23,13 @@ def personalize(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
     layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
     steps: Annotated[int | None, typer.Option(
-        help="Fast-finetuning steps (default: 40 after a hypernetwork's prediction, as in the paper: "
-             "--hypernet, or the one the model ships, as tinyfaces does; --no-hyper keeps 40, the paper's "
-             "ablation; 600 with no hypernetwork at all).")] = None,
+        help=f"Fast-finetuning steps (default: {defaults.FINETUNE_STEPS} after a hypernetwork's prediction, as in "
+             f"the paper: --hypernet, or the one the model ships, as tinyfaces does; --no-hyper keeps "
+             f"{defaults.FINETUNE_STEPS}, the paper's ablation; {defaults.SCRATCH_STEPS} with no hypernetwork at "
+             f"all).")] = None,
     rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (r > 1).")] = 4,
     lr: Annotated[float | None, typer.Option(
-        help="Fast-finetuning learning rate (default: 3e-3).")] = None,
+        help=f"Fast-finetuning learning rate (default: {defaults.FINETUNE_LR:g}).")] = None,
     token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
     seed: Annotated[int, typer.Option(
         help="Seed of the LoRA's init, the training noise and the preview (a hypernetwork's prediction keeps "
@@ -35,6 +37,9 @@ def personalize(
     export: Annotated[list[str] | None, typer.Option(
         help="Also export as a plain LoRA: diffusers and/or kohya (repeatable).")] = None,
     preview: Annotated[bool, typer.Option(help="Write preview.png: the subject in several styles.")] = True,
+    preview_steps: Annotated[int, typer.Option(
+        help="Denoising steps per preview image; on a CPU the preview is most of the run, so fewer is "
+             "much faster (or --no-preview).")] = 30,
     hypernet: Annotated[Path | None, typer.Option(
         help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image "
              "(default: the one the model ships, if it fits --space and --layers; tinyfaces ships one).")] = None,
@@ -50,8 +55,13 @@ def personalize(
     face_index: Annotated[int | None, typer.Option(
         help="Which face when the photo has several (0 is the largest; default: the largest).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("personalized"),
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace the adapter, exports and preview an earlier run left in --out.")] = False,
+    resolution: Resolution = None,
+    save_dtype: SaveDtype = "fp16",
     device: Device = "auto",
     dtype: Dtype = "auto",
+    model_config: ModelConfig = None,
 ):
     """Personalize a model from ONE face image: initial adapter, then rank-relaxed fast finetuning.
 
@@ -62,9 +72,11 @@ def personalize(
 
     job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, token=token, seed=seed,
-                         out=out_dir, export=export or [], preview=preview, device=device, dtype=dtype,
+                         out=out_dir, export=export or [], preview=preview, preview_steps=preview_steps,
+                         resolution=resolution, save_dtype=save_dtype, device=device, dtype=dtype,
+                         model_config=model_config,
                          hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,
-                         crop=crop, crop_margin=crop_margin, face_index=face_index)
+                         crop=crop, crop_margin=crop_margin, face_index=face_index, overwrite=overwrite)
     result = run(job)
     table = Table(title="stages")
     table.add_column("stage")

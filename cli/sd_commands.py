@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.info_commands import parse_options
+from lowdim_cli.info_commands import parse_options
+from lowdim_sd import defaults
 
 out = Console()
 
@@ -18,6 +19,12 @@ Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu,
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
     help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture.")]
+SaveDtype = Annotated[str, typer.Option(
+    help="Tensors of the adapter file: fp16 (half the bytes of fp32, e.g. 54 KB for an SD1.5 LiDB; the "
+         "difference is far below what changes an image), fp32 or bf16.")]
+Resolution = Annotated[int | None, typer.Option(
+    help="Image side in pixels, a multiple of 8 (default: the model's, 512 for sd15); lower is faster, "
+         "the model draws best at its own.", show_default=False)]
 
 
 def train(
@@ -37,9 +44,10 @@ def train(
     rank: Annotated[int | None, typer.Option(
         help="With --init: rank of the new LoRA (r > 1 relaxes the rank; default 4).")] = None,
     merge_frozen: Annotated[bool, typer.Option(help="With --init: fold the initial adapter into the weights.")] = True,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps (default 400; 40 with --init).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help=f"Optimizer steps (default {defaults.STEPS}; {defaults.FINETUNE_STEPS} with --init).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Learning rate (default: full 5e-6, lora 1e-4, lidb 2e-3, --init 1e-3).")] = None,
+        help="Learning rate (default: full 5e-6, lora 1e-4, lidb 2e-3, ti 5e-3, --init 1e-3).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per subject per step.")] = 1,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
     prompt: Annotated[str, typer.Option(help="Training prompt; [V] is replaced by --token.")] = "a [V] face",
@@ -51,6 +59,10 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapters, checkpoints).")] = Path("out"),
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace the adapters of an earlier run in --out (and start over on its checkpoints).")] = False,
+    resolution: Resolution = None,
+    save_dtype: SaveDtype = "fp16",
     device: Device = "auto",
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
@@ -75,15 +87,17 @@ def train(
         raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
                           "scratch use --space lora --set rank=N")
     config = TrainConfig(
-        steps=(40 if init else 400) if steps is None else steps, batch_size=batch_size, grad_accum=grad_accum,
+        steps=(defaults.FINETUNE_STEPS if init else defaults.STEPS) if steps is None else steps,
+        batch_size=batch_size, grad_accum=grad_accum,
         prompt=prompt, token=token, seed=seed, augment=augment, mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every)
     job = TrainJob(model=model, images=images or [], subjects=subjects, space=space,
                    space_options=parse_options(set_ or []), layers=layers, full=full,
                    train_text_encoder=train_text_encoder, initial=init, rank=4 if rank is None else rank,
                    merge_frozen=merge_frozen,
-                   out=out_dir, resume=resume, device=device, dtype=dtype, model_config=model_config,
-                   learning_rate=lr, config=config)
+                   out=out_dir, resume=resume, overwrite=overwrite, device=device, dtype=dtype,
+                   model_config=model_config,
+                   learning_rate=lr, config=config, resolution=resolution, save_dtype=save_dtype)
     result = run_train(job)
     for path in result.outputs:
         out.print(f"wrote [bold]{path}[/]")
@@ -102,6 +116,7 @@ def generate(
     scheduler: Annotated[str, typer.Option(help="ddim, dpm++, euler, euler-a, pndm or ddpm.")] = "ddim",
     token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the adapter's own).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
+    resolution: Resolution = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
@@ -116,32 +131,40 @@ def generate(
     from lowdim_sd.loading import load_sd
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
-                            negative_prompt=negative, scheduler=scheduler, token=token)
+                            negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution)
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     if out_dir.exists() and not out_dir.is_dir():
         raise LowdimError(f"{out_dir}: a file, where --out needs a folder for the images")
-    sd = load_sd(model, device, dtype, model_config)
-    tokens = attach_adapters(sd, adapters)
-    paths, grid = save_generated(run(sd, config, tokens, progress=True), out_dir, ncol=len(config.seeds))
+    from lowdim_sd.runs import output_folder
+
+    with output_folder(out_dir):  # usable before the model loads, and one run at a time
+        sd = load_sd(model, device, dtype, model_config)
+        tokens = attach_adapters(sd, adapters)
+        paths, grid = save_generated(run(sd, config, tokens, progress=True), out_dir, ncol=len(config.seeds))
     out.print(f"wrote {len(paths)} images and [bold]{grid}[/]")
 
 
 def export(
     adapter: Annotated[Path, typer.Argument(help="A lowdim adapter (.safetensors).")],
     fmt: Annotated[str, typer.Option(
-        "--format", "-f", help="diffusers (peft keys) or kohya (A1111, ComfyUI).")] = "diffusers",
+        "--format", "-f", help="diffusers (peft keys) or kohya (A1111, ComfyUI); a Textual Inversion "
+                               "embedding: diffusers or a1111 (A1111, ComfyUI).")] = "diffusers",
     out_path: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Output file (default: NAME.FORMAT.safetensors).")] = None,
     dtype: Annotated[str, typer.Option(help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ):
     """Export an adapter as a plain LoRA that diffusers, ComfyUI and A1111 load (a stack exports exactly).
 
     Example: lowdim export me.safetensors --format kohya
     """
     from lowdim_sd.export import export_adapter
+    from lowdim_sd.runs import refuse_overwrite
 
     target = out_path or adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
+    if not target.is_dir():  # export_adapter names a folder given as -o
+        refuse_overwrite([target], overwrite, other="choose another -o")
     written = export_adapter(adapter, target, fmt, dtype=dtype)
     out.print(f"wrote [bold]{written}[/]")
 

@@ -13,6 +13,8 @@ class Backend:
 
     A backend names an architecture, its layer sets, and how to build it. ``skeleton()`` builds
     the architecture on the meta device, which is enough to count parameters without weights.
+    What a backend's workflows need beyond that (the SD backend's face prompts, say) lives on
+    the backend's own subclass, not here.
     """
 
     name: str = ""
@@ -20,21 +22,6 @@ class Backend:
     description: str = ""
     layer_sets: dict[str, LayerSet] = {}
     default_layer_set: str = ""
-    # Its subjects are face photos, cropped to the face by default (False: a face detector can't read them).
-    crops_faces: bool = True
-    # A trained hypernetwork checkpoint for this model: `lowdim personalize` starts from its prediction.
-    default_hypernet: str | None = None
-    # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
-    preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
-                                        "a pencil sketch of a [V] face", "a [V] face at night")
-    # Prompts of `lowdim bench quality`: styles and recontextualisations, like the paper's 30.
-    bench_prompts: tuple[str, ...] = (
-        "a photo of a [V] face", "a close-up portrait of a [V] face", "a pencil sketch of a [V] face",
-        "a painting of a [V] face in the style of van gogh", "a pop-art poster of a [V] face",
-        "a [V] face at night", "a [V] face on a red background", "a [V] face wearing a hat",
-        "a [V] face at the beach", "a [V] face in a cyberpunk city", "a watercolor painting of a [V] face",
-        "a [V] face wearing sunglasses",
-    )
 
     def skeleton(self) -> nn.Module:
         raise NotImplementedError

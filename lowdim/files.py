@@ -29,6 +29,16 @@ from torch import Tensor, nn
 from lowdim import __version__
 from lowdim import functional as F
 from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.filecheck import (
+    buffer_shapes,
+    check_finite,
+    check_flat,
+    check_regeneration,
+    checked_layers,
+    describe_foreign,
+    inflate,
+    not_ours,
+)
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.select import exact_layers
 from lowdim.spaces.base import LayerSpec, Space
@@ -57,17 +67,33 @@ class AdapterFile:
         """The stored bases, or bases regenerated from the seed."""
         if self.stored_buffers is not None:
             return self.stored_buffers
+        check_regeneration(self.space, self.layers, self.path)
         return {layer.name: _regenerate(self.space, layer, self.seed) for layer in self.layers}
 
     def lora_factors(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """Plain LoRA (down, up) per layer, exact: what backends turn into their key formats."""
-        buffers = self.buffers()
-        return {
-            layer.name: self.space.factors(
-                {k: v.float() for k, v in self.params[layer.name].items()}, buffers[layer.name]
-            )
-            for layer in self.layers
-        }
+        """Plain LoRA (down, up) per layer, exact: what backends turn into their key formats.
+
+        Regenerated bases are made one layer at a time (a file's sizes are all that bounds them here)
+        and checked against the file's checksum exactly as loading checks them.
+        """
+        factors = {}
+
+        def bases(source: Callable[[LayerSpec], dict[str, Tensor]]) -> Any:
+            for layer in self.layers:
+                made = source(layer)
+                params = {k: v.float() for k, v in self.params[layer.name].items()}
+                factors[layer.name] = self.space.factors(params, made)
+                yield from (made[key] for key in sorted(made))
+
+        if self.stored_buffers is not None:
+            for _ in bases(lambda layer: self.stored_buffers[layer.name]):
+                pass
+            return factors
+        check_regeneration(self.space, self.layers, self.path)
+        digest = F.basis_checksum(bases(lambda layer: _regenerate(self.space, layer, self.seed)))
+        if self.checksum and digest != self.checksum:
+            raise bases_mismatch(self.path)
+        return factors
 
     @property
     def num_params(self) -> int:
@@ -81,6 +107,13 @@ def _regenerate(space: Space, layer: LayerSpec, seed: int) -> dict[str, Tensor]:
 def _checksum(buffers: LayerTensors, layers: list[LayerSpec]) -> str | None:
     flat = [buffers[layer.name][k] for layer in layers for k in sorted(buffers[layer.name])]
     return F.basis_checksum(flat) if flat else None
+
+
+def bases_mismatch(path: Path) -> AdapterFileError:
+    return AdapterFileError(
+        f"{path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
+        f"trained with (checksum mismatch); re-save it with store_bases=True on the original machine"
+    )
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -190,10 +223,12 @@ def _pack_layers(layers: list[LayerSpec]) -> str:
 
 def _unpack_layers(packed: str, path: Path) -> list[LayerSpec]:
     try:
-        raw = zlib.decompress(base64.b64decode(packed.removeprefix("zlib:"))) if packed.startswith("zlib:") else packed
-        return [LayerSpec(str(n), int(o), int(i)) for n, o, i in json.loads(raw)]
-    except (ValueError, TypeError, zlib.error) as error:
+        raw = inflate(base64.b64decode(packed.removeprefix("zlib:")), "layer list", path) \
+            if packed.startswith("zlib:") else packed
+        entries = json.loads(raw)
+    except (ValueError, TypeError) as error:
         raise AdapterFileError(f"{path}: the layer list in the metadata is corrupted ({error})") from None
+    return checked_layers(entries, path)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -204,8 +239,9 @@ def _refuse_pickle(path: Path) -> None:
         )
 
 
-def read_adapter(path: str | os.PathLike) -> AdapterFile:
-    """Read and check an adapter file on its own (layers, space, tensor sizes)."""
+def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> AdapterFile:
+    """Read and check an adapter file (layers, space, tensor sizes, finite floats); with ``model``, its layers
+    are checked against the model's before any tensor is shaped or basis made."""
     from lowdim.registry import get_registry
 
     path = Path(path)
@@ -218,17 +254,20 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
     layers = _unpack_layers(metadata.get("layers", "[]"), path)
+    adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata)
+    if model is not None:
+        validate_against(adapter, model)
+    check_flat(tensors, path)
     buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
     param_tensors = {k: v for k, v in tensors.items() if not k.startswith(BUFFER_PREFIX)}
-    params = _unflatten(param_tensors, layers, space.param_shapes, path)
-    stored = None
+    adapter.params = _unflatten(param_tensors, layers, space.param_shapes, path)
+    check_finite(adapter.params, path)
     if buffer_tensors:
-        stored = _unflatten(buffer_tensors, layers, lambda layer: _buffer_shapes(space, layer), path)
-    return AdapterFile(path, space, seed, layers, params, stored, metadata.get("basis_checksum") or None, metadata)
-
-
-def _buffer_shapes(space: Space, layer: LayerSpec) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in space.make_buffers(layer, 0).items()}
+        if model is None:  # the model bounds the sizes; without one, the file's must be sane
+            check_regeneration(space, layers, path)
+        adapter.stored_buffers = _unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path)
+        check_finite(adapter.stored_buffers, path, "stored basis")
+    return adapter
 
 
 def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError) -> tuple[dict, dict]:
@@ -237,14 +276,20 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
     if not path.is_file():
         found = "is a folder; expected a .safetensors {} file" if path.is_dir() else "no such {} file"
         raise error(f"{path}: {found.format(kind)}")
+    foreign = describe_foreign(path)
+    if foreign is not None:
+        raise error(f"{path}: this is {foreign}; lowdim reads .safetensors files only")
     try:
-        with safe_open(str(path), framework="pt") as handle:  # one pass: metadata and tensors
+        with safe_open(str(path), framework="pt") as handle:  # one pass: metadata, then tensors if ours
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            keys = list(handle.keys())
+            # Another file's tensors are never loaded: a checkpoint passed by mistake would cost gigabytes.
+            ours = metadata.get("format") == fmt
+            tensors = {key: handle.get_tensor(key) for key in keys} if ours else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as problem:
         raise error(f"{path}: not a readable safetensors file (truncated or corrupted?): {problem}") from None
-    if metadata.get("format") != fmt:
-        raise error(f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})")
+    if not ours:
+        raise error(not_ours(path, kind, metadata, keys))
     return tensors, metadata
 
 
@@ -278,8 +323,7 @@ def load_adapter(
 ) -> AdapterInfo:
     """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default "default"), after checking it fits."""
     adapters = model if isinstance(model, Adapters) else Adapters(model)
-    adapter = read_adapter(path)
-    validate_against(adapter, adapters.model)
+    adapter = read_adapter(path, adapters.model)
     name = name or "default"
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
     info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
@@ -288,20 +332,17 @@ def load_adapter(
         adapters.load_buffers(name, adapter.stored_buffers)
     elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:
         adapters.delete(name)
-        raise AdapterFileError(
-            f"{adapter.path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
-            f"trained with (checksum mismatch); re-save it with store_bases=True on the original machine"
-        )
+        raise bases_mismatch(adapter.path)
     adapters.load_tensors(name, {k: {p: v.float() for p, v in t.items()} for k, t in adapter.params.items()})
     return info
 
 
 def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
     """Every layer of the file must exist in the model with the same shape; list all that don't."""
-    from lowdim.inject.select import candidate_layers
+    from lowdim.inject.select import EMBEDDING, LAYER_TYPES, candidate_layers
 
     present = {}
-    for name, module in candidate_layers(model):
+    for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING)):
         weight = module.weight
         present[name] = (weight.shape[0], weight.shape[1])
     problems = []

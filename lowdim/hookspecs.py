@@ -36,10 +36,5 @@ def register_metrics(register: Callable[[str, Callable[..., Any]], None]) -> Non
 
 
 @hookspec
-def register_datasets(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Register data sources (e.g. a renderer of synthetic identities): ``register(name, factory)``."""
-
-
-@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``lowdim`` Typer app: ``@cli.command()`` on your functions."""

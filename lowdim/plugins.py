@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
@@ -84,8 +84,3 @@ def call_each(
                 PluginWarning,
                 stacklevel=2,
             )
-
-
-def plugin_names(manager: pluggy.PluginManager) -> Iterator[str]:
-    for plugin in manager.get_plugins():
-        yield manager.get_name(plugin) or repr(plugin)

@@ -32,7 +32,6 @@ class Registry:
     backends: dict[str, Entry] = field(default_factory=dict)
     heads: dict[str, Entry] = field(default_factory=dict)
     metrics: dict[str, Entry] = field(default_factory=dict)
-    datasets: dict[str, Entry] = field(default_factory=dict)
     manager: pluggy.PluginManager | None = None
 
     @classmethod
@@ -42,7 +41,6 @@ class Registry:
         registry._collect(manager, "register_backends", registry._add_backend)
         registry._collect(manager, "register_heads", registry._add_named(registry.heads, "head"))
         registry._collect(manager, "register_metrics", registry._add_named(registry.metrics, "metric"))
-        registry._collect(manager, "register_datasets", registry._add_named(registry.datasets, "dataset"))
         return registry
 
     @classmethod
@@ -86,9 +84,9 @@ class Registry:
 
     def make_space(self, name: str, config: dict[str, Any] | SpaceConfig | None = None) -> Space:
         space_class = self.space_class(name)
-        if isinstance(config, SpaceConfig):
-            return space_class(config)
-        return space_class(space_class.config_class.from_dict(dict(config or {}), name))
+        if not isinstance(config, SpaceConfig):
+            config = space_class.config_class.from_dict(dict(config or {}), name)
+        return space_class.build(config, self)
 
     def backend(self, name: str) -> Any:
         return self._lookup(self.backends, "model", name)

@@ -58,6 +58,8 @@ LAYER_SETS = {
 
 
 def layer_group(layer_name: str) -> str:
+    if layer_name.startswith("text_encoder.") and layer_name.endswith("token_embedding"):
+        return "text encoder token embedding"  # Textual Inversion's rows
     if layer_name.startswith("text_encoder."):
         return "text encoder attention"
     if ".attn1." in layer_name:

@@ -1,12 +1,17 @@
-"""Training checkpoints (safetensors + JSON, written atomically) and the progress bar."""
+"""Resumable checkpoints of every training run (safetensors + JSON, written atomically).
+
+``out/checkpoints/step-NNNNNN/`` holds the trained state, the optimizer state and ``state.json``,
+written last: its presence marks a complete checkpoint. ``save``/``restore`` serve the SD engine
+(``lowdim_sd.train``), ``save_hypernet``/``load_optimizer`` the hypernetwork (``lowdim_sd.hypertrain``);
+both share the layout, the completion marker and the pruning.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -20,36 +25,73 @@ FOLDER = "checkpoints"
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameters: list[Tensor]) -> dict[str, Tensor]:
-    tensors = {}
-    for index, param in enumerate(parameters):
-        for key, value in optimizer.state.get(param, {}).items():
-            tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu()
-    return tensors
+    return _optimizer_tensors_of(optimizer.state, parameters)
 
 
 def save(out_dir: Path, step: int, trainable, optimizer: torch.optim.Optimizer, keep: int,
          settings: dict | None = None) -> Path:
     """Write step-NNNNNN/ with the trainable state, optimizer state, the step and the run's settings;
     prune old ones."""
-    folder = Path(out_dir) / FOLDER / f"step-{step:06d}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = step_folder(out_dir, step)
     atomic_save(trainable.state(), {"step": str(step)}, folder / "trainable.safetensors")
     atomic_save(_optimizer_tensors(optimizer, trainable.parameters), {"step": str(step)},
                 folder / "optimizer.safetensors")
-    _write_json(folder / "state.json", {"step": step, "time": time.time(), "settings": settings or {}})
-    for old in sorted((Path(out_dir) / FOLDER).glob("step-*"))[:-keep]:
+    return complete(folder, {"step": step, "time": time.time(), "settings": settings or {}}, keep)
+
+
+def step_folder(out_dir: Path, step: int) -> Path:
+    folder = Path(out_dir) / FOLDER / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def complete(folder: Path, state: dict, keep: int) -> Path:
+    """Write ``state.json`` (last: its atomic presence marks the checkpoint complete); keep the newest ``keep``."""
+    atomic_write(folder / "state.json", lambda temp: Path(temp).write_text(json.dumps(state)))
+    for old in sorted(folder.parent.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    # state.json is written last: its (atomic) presence marks a complete checkpoint
-    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(payload)))
+def save_hypernet(out: Path, step: int, net, optimizer, trainable: list[Tensor], metadata: dict, keep: int) -> Path:
+    """A hypernetwork checkpoint: the network as a hypernet file (what personalize reads) and AdamW's state."""
+    from lowdim.hyper import save_hypernet as write_net
+
+    folder = step_folder(out, step)
+    write_net(folder / "hypernet.safetensors", net, {**metadata, "steps": step})
+    state = getattr(optimizer, "optimizer", optimizer).state  # accelerate wraps the optimizer
+    atomic_save(_optimizer_tensors_of(state, trainable), {"step": str(step)}, folder / "optimizer.safetensors")
+    return complete(folder, {"step": step, "time": time.time()}, keep)
+
+
+def _optimizer_tensors_of(state: dict, parameters: list[Tensor]) -> dict[str, Tensor]:
+    return {f"{index}.{key}": torch.as_tensor(value).detach().cpu()
+            for index, param in enumerate(parameters) for key, value in state.get(param, {}).items()}
+
+
+def load_optimizer(optimizer, trainable: list[Tensor], path: Path) -> None:
+    """Load a hypernetwork checkpoint's optimizer state through ``load_state_dict``."""
+    try:
+        saved = load_file(str(path))
+    except Exception as error:  # OSError or safetensors' own error
+        raise LowdimError(f"{path}: unreadable optimizer state ({error}); delete the checkpoint folder") from None
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in saved.items():
+        index, _, name = key.partition(".")
+        state.setdefault(int(index), {})[name] = value
+    if any(index >= len(trainable) for index in state):
+        raise LowdimError(f"{path}: optimizer state for another network; delete the checkpoint folder")
+    # load_state_dict puts each tensor where the optimizer wants it (e.g. Adam's step stays on the CPU).
+    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+
+
+def saved_step(folder: Path) -> int:
+    return int(json.loads((folder / "state.json").read_text())["step"])
 
 
 def latest(out_dir: Path) -> Path | None:
-    complete = [f for f in sorted((Path(out_dir) / FOLDER).glob("step-*")) if (f / "state.json").is_file()]
-    return complete[-1] if complete else None
+    done = [f for f in sorted((Path(out_dir) / FOLDER).glob("step-*")) if (f / "state.json").is_file()]
+    return done[-1] if done else None
 
 
 def restore(out_dir: Path, trainable, optimizer: torch.optim.Optimizer, settings: dict | None = None) -> int:
@@ -84,8 +126,11 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
         return  # checkpoints from before settings were recorded resume as they always did
     old, new = stored.get("trainable", {}), current.get("trainable", {})
     different = [_difference(key, stored, current) for key in sorted(set(stored) | set(current))
-                 if key != "trainable" and stored.get(key) != current.get(key)]
+                 if key not in ("trainable", "inputs") and stored.get(key) != current.get(key)]
     different += [_difference(key, old, new) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    different += _input_differences(stored.get("inputs"), current.get("inputs") or {})
+    if not different:
+        return
     raise LowdimError(f"{folder}: checkpoint of a run with other settings: {'; '.join(different)}; resume with the "
                       f"same options, or choose another --out")
 
@@ -94,32 +139,49 @@ def _difference(key: str, stored: dict, current: dict) -> str:
     return f"{key} ({stored.get(key)} there, {current.get(key)} now)"
 
 
-@contextlib.contextmanager
-def progress_bar(total: int, start: int, enabled: bool = True) -> Iterator[Callable[[float], None]]:
-    """A rich progress bar with loss and speed; ``advance(loss)`` moves it one step."""
-    if not enabled:
-        yield lambda loss: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def inputs_digest(model, subjects: list, names: list[str]) -> dict:
+    """What a run trains on, for ``restore`` to compare: each subject's reference pixels (as loaded, so
+    cropping and resizing count) and a fingerprint of the base model's weights."""
+    images = {name: _digest([subject.images]) for name, subject in zip(names, subjects, strict=True)}
+    return {"images": images, "model": weights_fingerprint(model)}
 
-    columns = [TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("train", total=total, completed=start, loss="-", speed="")
-        started, done = time.perf_counter(), 0
 
-        def advance(loss: float) -> None:
-            nonlocal done
-            done += 1
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            speed = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
-            bar.update(task, advance=1, loss=f"{loss:.4f}", speed=speed)
+def weights_fingerprint(model) -> str:
+    """sha256 over every UNet, text encoder and VAE tensor's name, shape, dtype and up to 4096 evenly spaced
+    values: another model (or another --dtype) differs, at a cost of milliseconds even for SD1.5 (hashing
+    all 1.1 B weights would take seconds on every run)."""
+    digest = hashlib.sha256()
+    pipe = model.pipe
+    for part in ("unet", "text_encoder", "vae"):
+        for name, tensor in getattr(pipe, part).state_dict().items():
+            if ".slots." in name:  # lowdim's own adapters are the run's trainable state, not the base model
+                continue
+            name = name.replace(".base_layer.", ".")  # the wrapped layer's weights, under their own name
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)][:4096]
+            digest.update(f"{part}.{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(sample.cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
-        yield advance
+
+def _digest(tensors: list[Tensor]) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _input_differences(stored: dict | None, current: dict) -> list[str]:
+    if not stored:  # checkpoints from before inputs were recorded
+        return []
+    found = []
+    old, new = stored.get("images", {}), current.get("images", {})
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            found.append(f"the reference images of '{name}' differ (pixels, crop or size; digest {old.get(name)} "
+                         f"there, {new.get(name)} now)")
+    if stored.get("model") != current.get("model"):
+        found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "
+                     f"now: another model, or another --dtype)")
+    return found

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -137,23 +138,33 @@ def export_adapter(
     dtype: str = "fp16",
     conv_layers: Collection[str] | None = None,
 ) -> Path:
-    """Read a lowdim adapter file and write it atomically as a ``fmt`` LoRA .safetensors.
+    """Read a lowdim adapter file and write it atomically as a ``fmt`` LoRA .safetensors (a Textual
+    Inversion file as an embedding: ``fmt`` diffusers or a1111, see ``lowdim_sd.textual_inversion``).
 
     ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet.
     """
-    if fmt not in CONVERTERS:
-        raise ExportError(f"unknown LoRA format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     source, target = Path(adapter_path), Path(out_path)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
+    from lowdim_sd.textual_inversion import export_embedding, is_embedding_file
+
+    if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
+        return export_embedding(source, target, fmt, DTYPES[dtype])
     adapter = read_adapter(source)
     factors = adapter.lora_factors()
     if not factors:
         raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")
+    if fmt not in CONVERTERS:
+        raise ExportError(f"unknown LoRA format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if conv_layers is None:
         conv_layers = sd1_conv1x1_layers(factors)
+    if fmt == "diffusers" and any(name.startswith("unet.") for name in factors):
+        # Its peft keys load in diffusers; ComfyUI maps only kohya names onto the UNet and skips the rest.
+        warnings.warn(f"{target.name}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
+                      f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
+                      f"--format kohya", stacklevel=2)
     tensors = CONVERTERS[fmt](factors, conv_layers)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
     ranks = sorted({down.shape[0] for down, _ in factors.values()})

@@ -1,7 +1,7 @@
 """Reference photos for ``lowdim personalize`` and ``lowdim precompute``: the face cropped out, or the image as is.
 
 Both commands take ``--crop/--no-crop``, ``--crop-margin`` and ``--face-index``. Left unset, ``--crop``
-follows the model's backend (``Backend.crops_faces``: True for sd15 and for unregistered models,
+follows the model's backend (``SDBackend.crops_faces``: True for sd15 and for unregistered models,
 False for TinyFaces, whose 32x32 cartoons a face detector can't read). The crop needs the ``faces``
 extra: asked for explicitly without it, that is an error; by default, a warning and the image is used
 as it is, so a plain install keeps working.

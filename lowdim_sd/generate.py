@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +34,7 @@ class GenerateConfig:
     negative_prompt: str = ""
     scheduler: str = "ddim"
     token: str | None = None  # replaces [V]; default: the first adapter's identifier token
+    resolution: int | None = None  # image side in pixels; default: the model's own
 
 
 @dataclass
@@ -64,10 +63,19 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
 
 
 def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[str]:
-    """Load each adapter under its own name and scale; returns their identifier tokens."""
+    """Load each adapter under its own name and scale; returns their identifier tokens.
+
+    A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
+    ``load_textual_inversion`` does, so it combines with weight adapters.
+    """
+    from lowdim_sd.textual_inversion import is_embedding_file, load_embedding
+
     view = lowdim.Adapters(model.modules)
     tokens = []
     for index, (path, scale) in enumerate(adapters):
+        if is_embedding_file(path):
+            tokens.append(load_embedding(model, path, scale))
+            continue
         info = lowdim.load_adapter(path, view, name=f"a{index}", scale=scale)
         tokens.append(info.metadata.get("token") or "")
     return tokens
@@ -80,12 +88,19 @@ MIN_STEPS = {"pndm": 4}
 def check_config(config: GenerateConfig) -> None:
     """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
     _check_scheduler(config.scheduler)
+    check_resolution(config.resolution)
     least = MIN_STEPS.get(config.scheduler, 1)
     if config.steps < least:
         raise LowdimError(f"--steps must be at least {least} with the {config.scheduler} scheduler, "
                           f"got {config.steps}")
     if not math.isfinite(config.guidance):
         raise LowdimError(f"--guidance must be a finite number, got {config.guidance}")
+
+
+def check_resolution(resolution: int | None) -> None:
+    """A side SD can draw and train at: whole latent pixels (the VAE downsamples by 8 in every SD 1.x)."""
+    if resolution is not None and (resolution < 8 or resolution % 8):
+        raise LowdimError(f"--resolution must be a positive multiple of 8, got {resolution}")
 
 
 def _check_scheduler(name: str) -> None:
@@ -113,31 +128,21 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     set_scheduler(model, config.scheduler)
     token = config.token or next((t for t in tokens or [] if t), "sks")
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
+    size = config.resolution or model.resolution
     results = []
-    with _image_bar(len(jobs), progress) as advance:
+    from lowdim_sd.runs import progress as bar
+
+    with bar(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
         for prompt, seed in jobs:
             generator = torch.Generator(device="cpu").manual_seed(seed)
             image = model.pipe(
                 fill(prompt, token), negative_prompt=fill(config.negative_prompt, token) or None,
                 num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generator,
-                height=model.resolution, width=model.resolution,
+                height=size, width=size,
             ).images[0]
             results.append(Generated(prompt, seed, image))
             advance()
     return results
-
-
-@contextmanager
-def _image_bar(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("generate", total=total)
-        yield lambda: bar.update(task, advance=1)
 
 
 def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None) -> tuple[list[Path], Path]:

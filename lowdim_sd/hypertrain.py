@@ -14,7 +14,6 @@ an uninterrupted one would do.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim_sd import checkpoints
+from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
     Images,
@@ -32,8 +31,6 @@ from lowdim_sd.hypertrain_io import (
     Pairs,
     StepSampler,
     all_targets,
-    load_optimizer,
-    save_checkpoint,
     split_identities,
     trim_metrics,
 )
@@ -54,7 +51,7 @@ class HyperTrainJob:
     model: str | None = None  # default: the model the weights were made with
     out: Path = Path("hypernet")
     hyper: dict = field(default_factory=dict)  # HyperConfig options: encoder, encoder_config, width, iterations...
-    steps: int = 1000
+    steps: int = defaults.HYPERNET_STEPS
     max_minutes: float | None = None  # stop early (and save as usual) once training has run this long
     batch_size: int = 4  # per process
     learning_rate: float = 1e-4
@@ -124,13 +121,9 @@ def check_counts(job: HyperTrainJob) -> None:
             raise LowdimError(f"{name} must be >= 0, got {value}")
 
 
-def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
-    """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    from lowdim.hyper import HyperConfig, build_hypernet
-
-    if job.extra_images and job.alpha <= 0:  # before any model or data loads
+def check_job(job: HyperTrainJob) -> None:
+    """Settings nothing can train with, refused before any model or data loads."""
+    if job.extra_images and job.alpha <= 0:
         raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
     if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
         raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
@@ -139,6 +132,15 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
     if job.diffusion_target not in ("noise", "teacher"):
         raise LowdimError(f"--diffusion-target must be noise or teacher, got '{job.diffusion_target}'")
+
+
+@runs.one_run_per_folder(lambda job: job.out, check=check_job)
+def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
+    """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    from lowdim.hyper import HyperConfig, build_hypernet
+
     full = WeightDataset(job.weights)
     index = full.index
     job.model = canonical_model(job.model or index["model"])
@@ -171,7 +173,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         from lowdim.hyper import load_hypernet
 
         net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
-        start = int(json.loads((folder / "state.json").read_text())["step"])
+        start = checkpoints.saved_step(folder)
     else:
         torch.manual_seed(job.seed)
         config = HyperConfig.from_dict(job.hyper)
@@ -192,7 +194,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay)
     if folder is not None:
-        load_optimizer(optimizer, trainable, folder / "optimizer.safetensors")
+        checkpoints.load_optimizer(optimizer, trainable, folder / "optimizer.safetensors")
     diffusion = Diffusion(job, index, full.layers, accelerator.device) if job.alpha > 0 else None
     sampler = StepSampler(len(train_set), job.batch_size * accelerator.num_processes, job.seed, start, job.steps)
     loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
@@ -216,7 +218,11 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 
     started = time.perf_counter()
     step, updating = start, False
-    with checkpoints.progress_bar(job.steps, start, enabled=progress and main) as advance:
+    def checkpoint() -> Path:
+        return checkpoints.save_hypernet(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
+                                         job.keep_checkpoints)
+
+    with runs.progress(job.steps, start=start, enabled=progress and main) as advance:
         if val_set is not None and job.val_every and start == 0:
             if main:
                 log.write({"step": 0, "split": "val", **validate()})
@@ -252,24 +258,17 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                         log.write({"step": step, "split": "val", **validate()})
                     accelerator.wait_for_everyone()
                 if job.checkpoint_every and step % job.checkpoint_every == 0 and main:
-                    save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
-                                     job.keep_checkpoints)
+                    checkpoint()
                 if out_of_time(accelerator, started, job.max_minutes):
                     if val_set is not None and job.val_every and step % job.val_every:
                         if main:  # the stopping step gets its validation, as the last step would
                             log.write({"step": step, "split": "val", **validate()})
                         accelerator.wait_for_everyone()
                     break
-        except KeyboardInterrupt:
-            if main and not updating:
-                path = save_checkpoint(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
-                                       job.keep_checkpoints)
-                warnings.warn(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume",
-                              stacklevel=2)
-            elif main:
-                warnings.warn(f"interrupted inside the optimizer update of step {step + 1}, so no checkpoint of it "
-                              f"was saved; --resume continues from the last periodic one", stacklevel=2)
-            raise
+        except KeyboardInterrupt as stop:
+            # Only the main process writes; the others stop with the same words.
+            save = checkpoint if main else (lambda: out / checkpoints.FOLDER / f"step-{step:06d}")
+            runs.reraise(stop, runs.stop_note(stop, step, updating, save, last=checkpoints.latest(out)))
     accelerator.wait_for_everyone()
     if main:
         from lowdim.hyper import save_hypernet

@@ -1,4 +1,5 @@
-"""Bookkeeping of ``lowdim train-hypernet``: data order, the train/val split, checkpoints and metrics.
+"""Bookkeeping of ``lowdim train-hypernet``: data order, the train/val split and metrics (checkpoints:
+``lowdim_sd.checkpoints``).
 
 Split from ``lowdim_sd.hypertrain`` to keep each module short; nothing here touches a model's forward.
 """
@@ -7,16 +8,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import time
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_save
-from lowdim_sd import checkpoints
 from lowdim_sd.weight_dataset import WeightDataset
 
 
@@ -144,37 +141,3 @@ def trim_metrics(path: Path, start: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
     path.write_text("".join(line + "\n" for line in kept))
-
-
-def save_checkpoint(out: Path, step: int, net, optimizer, trainable: list[Tensor], metadata: dict,
-                     keep: int) -> Path:
-    from lowdim.hyper import save_hypernet
-
-    folder = out / checkpoints.FOLDER / f"step-{step:06d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_hypernet(folder / "hypernet.safetensors", net, {**metadata, "steps": step})
-    state = getattr(optimizer, "optimizer", optimizer).state
-    tensors = {f"{index}.{key}": torch.as_tensor(value).detach().cpu()
-               for index, param in enumerate(trainable) for key, value in state.get(param, {}).items()}
-    atomic_save(tensors, {"step": str(step)}, folder / "optimizer.safetensors")
-    checkpoints._write_json(folder / "state.json", {"step": step, "time": time.time()})  # last: marks it complete
-    for old in sorted((out / checkpoints.FOLDER).glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
-def load_optimizer(optimizer, trainable: list[Tensor], path: Path) -> None:
-    from safetensors.torch import load_file
-
-    try:
-        saved = load_file(str(path))
-    except Exception as error:  # OSError or safetensors' own error
-        raise LowdimError(f"{path}: unreadable optimizer state ({error}); delete the checkpoint folder") from None
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in saved.items():
-        index, _, name = key.partition(".")
-        state.setdefault(int(index), {})[name] = value
-    if any(index >= len(trainable) for index in state):
-        raise LowdimError(f"{path}: optimizer state for another network; delete the checkpoint folder")
-    # load_state_dict puts each tensor where the optimizer wants it (e.g. Adam's step stays on the CPU).
-    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lowdim.errors import LowdimError, first_line
+from lowdim.filecheck import describe_foreign
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -139,6 +140,13 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
     if path.is_file() and path.suffix.lower() == ".safetensors":
+        foreign = describe_foreign(path)
+        if foreign is not None:
+            raise ModelLoadError(f"{path}: this is {foreign}; pickles can run code when loaded: convert it to a real "
+                                 f".safetensors first")
+        from lowdim_sd.weights_folder import check_single_file
+
+        check_single_file(path, config)
         try:
             return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
         except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
@@ -148,7 +156,10 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
-        return StableDiffusionPipeline.from_pretrained(str(path), **kwargs)
+        from lowdim_sd.weights_folder import check_weights_folder
+
+        check_weights_folder(path)
+        return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=True, **kwargs)
     if path.suffix or os.sep in source and not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
     try:

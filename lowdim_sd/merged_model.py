@@ -17,6 +17,7 @@ from lowdim.files import current_umask
 from lowdim_sd.generate import attach_adapters
 from lowdim_sd.ldm_checkpoint import save_single_file
 from lowdim_sd.loading import SDModel
+from lowdim_sd.textual_inversion import is_embedding_file
 
 FORMATS = ("single-file", "diffusers")
 
@@ -25,7 +26,9 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path,
                 fmt: str = "single-file") -> tuple[Path, list[str]]:
     """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``.
 
-    Returns the written path and the adapters' identifier tokens, which prompts must still use.
+    Returns the written path and the adapters' identifier tokens, which prompts must still use. A Textual
+    Inversion embedding is folded in as its tokens (tokenizer) and rows (text encoder), so it needs the
+    diffusers format.
     """
     if fmt not in FORMATS:
         raise LowdimError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
@@ -33,6 +36,12 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path,
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
     out = Path(out)
     _check_target(out, fmt)
+    embeddings = [path for path, _ in adapters if is_embedding_file(path)]
+    if embeddings and fmt == "single-file":
+        # The new tokens live in the tokenizer, which an A1111/ComfyUI checkpoint does not hold.
+        raise LowdimError(f"{embeddings[0]}: a Textual Inversion embedding adds tokens to the tokenizer, which a "
+                          f"single-file checkpoint cannot hold; merge with --format diffusers, or keep the "
+                          f"embedding beside the model (lowdim export --format a1111)")
     tokens = attach_adapters(model, adapters)
     lowdim.Adapters(model.modules).merge_and_unload()
     written = save_single_file(model.pipe, out) if fmt == "single-file" else _save_folder(model, out)

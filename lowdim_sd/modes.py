@@ -15,6 +15,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.backends import Backend
+from lowdim.errors import LowdimError
 from lowdim.inject import LayerSet
 from lowdim.spaces.base import Space
 from lowdim_sd import architecture
@@ -33,8 +34,10 @@ def resolve_layers(name_or_patterns: str | None) -> LayerSet:
 class AdapterTrainable:
     """An adapter (of any space) trained for one subject, or K subjects in one batch."""
 
-    def __init__(self, model: SDModel, name: str, subject_names: list[str], metadata: dict[str, str]) -> None:
+    def __init__(self, model: SDModel, name: str, subject_names: list[str], metadata: dict[str, str],
+                 save_dtype: str = "fp32") -> None:
         self.model = model
+        self.save_dtype = save_dtype  # of the files ``save`` writes; checkpoints keep full precision
         self.adapters = lowdim.Adapters(model.modules)
         self.name = name
         self.subject_names = subject_names
@@ -67,28 +70,46 @@ class AdapterTrainable:
         batched = self.adapters.info(self.name).batch is not None
         return [
             lowdim.save_adapter(Path(out_dir) / f"{subject}.safetensors", self.adapters, self.name,
-                                sample=index if batched else None, **self.metadata)
+                                sample=index if batched else None, dtype=self.save_dtype, **self.metadata)
             for index, subject in enumerate(self.subject_names)
         ]
 
 
 def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: int = 0,
-                      subject_names: list[str] | None = None, token: str = "sks") -> AdapterTrainable:
+                      subject_names: list[str] | None = None, token: str = "sks",
+                      save_dtype: str = "fp32") -> AdapterTrainable:
     """Inject a fresh adapter; with several subject names, one per-sample adapter each."""
+    if getattr(space, "learns_tokens", False):  # else it would write rows of the attention weights
+        raise LowdimError(f"space '{space.name}' learns token vectors, not weight layers: train it with "
+                          f"`lowdim train --space {space.name}`")
     names = subject_names or ["adapter"]
     batch = len(names) if len(names) > 1 else None
     lowdim.Adapters(model.modules).add(ADAPTER, space, layers, seed=seed, batch=batch)
-    return AdapterTrainable(model, ADAPTER, names, {"base_model": model.base_model_id, "token": token})
+    return AdapterTrainable(model, ADAPTER, names, {"base_model": model.base_model_id, "token": token},
+                            save_dtype=save_dtype)
+
+
+def relaxed_trainable(model: SDModel, initial: str, *, rank: int = 4, merge_frozen: bool = True,
+                      seed: int | None = None, subject_name: str = "adapter", metadata: dict[str, str],
+                      save_dtype: str = "fp32") -> AdapterTrainable:
+    """Paper §4.3, the one rank-relaxation path (personalize, ``train --init``, the bench rows): the model's
+    adapter ``initial`` frozen (merged into the weights with ``merge_frozen``) plus a new LoRA of rank r.
+
+    ``seed`` seeds the LoRA's init (default: the initial adapter's seed).
+    """
+    lowdim.relax_rank(lowdim.Adapters(model.modules), initial, ADAPTER, lowdim.get_space("lora", rank=rank),
+                      merge_frozen=merge_frozen, seed=seed)
+    return AdapterTrainable(model, ADAPTER, [subject_name], metadata, save_dtype=save_dtype)
 
 
 def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merge_frozen: bool = True,
-                           subject_name: str = "adapter", token: str | None = None) -> AdapterTrainable:
-    """Paper §4.3: load ``initial`` (e.g. a predicted LiDB), freeze or merge it, add a LoRA of rank r."""
-    adapters = lowdim.Adapters(model.modules)
-    info = lowdim.load_adapter(initial, adapters, name="initial")
-    lowdim.relax_rank(adapters, "initial", ADAPTER, lowdim.get_space("lora", rank=rank), merge_frozen=merge_frozen)
+                           subject_name: str = "adapter", token: str | None = None,
+                           save_dtype: str = "fp32") -> AdapterTrainable:
+    """Paper §4.3 from a file: load ``initial`` (e.g. a predicted LiDB), then ``relaxed_trainable``."""
+    info = lowdim.load_adapter(initial, lowdim.Adapters(model.modules), name="initial")
     metadata = {"base_model": model.base_model_id, "token": token or info.metadata.get("token") or "sks"}
-    return AdapterTrainable(model, ADAPTER, [subject_name], metadata)
+    return relaxed_trainable(model, "initial", rank=rank, merge_frozen=merge_frozen, subject_name=subject_name,
+                             metadata=metadata, save_dtype=save_dtype)
 
 
 class FullTrainable:

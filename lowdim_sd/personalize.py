@@ -3,33 +3,44 @@
 The pipeline is the paper's phase 2: an initial adapter in the chosen space (the hypernetwork's
 prediction once one is given; zero otherwise, the paper's "No Hyper" ablation), frozen, plus a
 LoRA of rank r > 1 trained for a few steps (rank-relaxed fast finetuning, §4.3).
+
+Read top-down: ``resolve_run`` turns the job (what was asked) into a frozen ``PersonalizeRun``
+(what it targets) before anything loads; ``personalize`` then loads, predicts, finetunes, exports
+and previews with it. Nothing changes the job on the way.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.files import DTYPES
+from lowdim.hyper.storage import HypernetFile, read_hypernet
+from lowdim.inject import LayerSet
 from lowdim.registry import get_registry
+from lowdim.spaces.base import Space
+from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
+from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import to_pil
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
-from lowdim_sd.modes import AdapterTrainable, resolve_layers
+from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.train import Subject, TrainConfig, train
 
 
-@dataclass
+@dataclass(frozen=True)
 class PersonalizeJob:
+    """What was asked, one field per CLI option; frozen: a run reads it, never changes it."""
+
     model: str
     image: Path
     space: str = "lidb"
@@ -40,8 +51,8 @@ class PersonalizeJob:
     learning_rate: float | None = None  # default: 3e-3 (chosen on validation identities, docs/results.md)
     token: str = "sks"
     seed: int = 0  # the LoRA's init, the training noise and the preview
-    # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork
-    # sets it to the seed of the weights it learned from, since its predictions live in those bases.
+    # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
+    # prediction overrides it with the seed of the weights it learned from, since it lives in those bases.
     bases_seed: int | None = None
     out: Path = Path("personalized")
     export: list[str] = field(default_factory=list)
@@ -49,6 +60,9 @@ class PersonalizeJob:
     preview_steps: int = 30
     device: str = "auto"
     dtype: str = "auto"
+    model_config: str | None = None  # a single-file model offline: a diffusers folder of its architecture
+    resolution: int | None = None  # image side for training and preview (None: the model's)
+    save_dtype: str = "fp16"  # tensors of the adapter file: fp16 halves it and loses nothing that matters
     hypernet: Path | None = None  # a trained hypernetwork checkpoint (phase 1)
     no_hyper: bool = False  # ablation: fast finetune from zero even when a hypernetwork is given
     only_hyper: bool = False  # ablation: the prediction alone, no finetuning
@@ -56,16 +70,27 @@ class PersonalizeJob:
     crop: bool | None = None  # crop the image to the face; None: the backend's default (see face_inputs)
     crop_margin: float = 0.6  # room around the face, as a fraction of its width on each side
     face_index: int | None = None  # which face when there are several (0: the largest)
+    overwrite: bool = False  # replace the files an earlier run wrote to ``out`` (else refused)
 
 
-SCRATCH_STEPS = 600  # from zero, 40 steps barely move the identity (see docs/sd.md)
+SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)
 
 
-def schedule(job: PersonalizeJob) -> tuple[int, float]:
-    """(steps, learning rate): the paper's 40 steps after a prediction; more without one."""
-    if job.hypernet is not None:  # --no-hyper keeps the same budget: that is the paper's ablation
-        return (40 if job.steps is None else job.steps), job.learning_rate or 3e-3
-    return (SCRATCH_STEPS if job.steps is None else job.steps), job.learning_rate or 3e-3
+@dataclass(frozen=True)
+class PersonalizeRun:
+    """What a personalize run targets, resolved once from the job before the model loads."""
+
+    job: PersonalizeJob
+    backend: Any  # the registered backend of --model; None for a path or hub id
+    space: Space  # of the initial adapter
+    layers: LayerSet
+    hypernet: HypernetFile | None  # the file the prediction comes from; None: no prediction
+    seed: int
+    bases_seed: int  # of the initial adapter's frozen bases
+    steps: int  # fast-finetuning steps actually run (0 with --only-hyper)
+    learning_rate: float
+    crop: bool
+    preview_prompts: tuple[str, ...]
 
 
 @dataclass
@@ -86,82 +111,8 @@ def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
         result.stages[name] = time.perf_counter() - started
 
 
-def initial_trainable(model: SDModel, job: PersonalizeJob, predicted: dict | None) -> AdapterTrainable:
-    """The adapter to finetune: the initial one (predicted, or zero) frozen and merged, plus LoRA rank r.
-
-    With ``only_hyper`` it is the predicted adapter alone, in its own space.
-    """
-    from lowdim.spaces.stack import StackSpace
-
-    initial = lowdim.get_space(job.space, job.space_options)
-    adapters = lowdim.Adapters(model.modules)
-    metadata = {"base_model": model.base_model_id, "token": job.token}
-    layers = resolve_layers(job.layers)
-    bases_seed = job.seed if job.bases_seed is None else job.bases_seed
-    if job.only_hyper:
-        adapters.add("subject", initial, layers, seed=bases_seed)
-        if predicted is not None:
-            adapters.load_tensors("subject", {k: {p: v[0] for p, v in t.items()} for k, t in predicted.items()})
-        return AdapterTrainable(model, "subject", ["adapter"], metadata)
-    stack = StackSpace.of([(initial, bases_seed)], lowdim.get_space("lora", rank=job.rank), merge_frozen=True)
-    adapters.add("subject", stack, layers, seed=job.seed)
-    if predicted is not None:
-        with torch.no_grad():
-            for layer, slot in adapters.slots("subject").items():
-                for name, value in predicted[layer].items():
-                    slot.params[f"c0_{name}"].copy_(value[0])
-        adapters.merge("subject", part="frozen")  # the paper adds the prediction to the weights (§4.3)
-    return AdapterTrainable(model, "subject", ["adapter"], metadata)
-
-
-def predict_initial(model: SDModel, job: PersonalizeJob, reference: torch.Tensor) -> dict | None:
-    """The hypernetwork's LiDB prediction for the reference image, checked against this target."""
-    if job.hypernet is None or job.no_hyper:
-        return None
-    from lowdim.hyper import load_hypernet
-    from lowdim.sizing import layer_specs
-
-    layer_set = resolve_layers(job.layers)
-    space = lowdim.get_space(job.space, job.space_options)
-    net = load_hypernet(job.hypernet, model=canonical_model(job.model), space=space, layer_set=layer_set.name,
-                        layers=layer_specs(model.modules, layer_set))
-    image = reference[None]  # the encoder resizes (and normalises) it as it was trained to
-    # The prediction lives in the bases of the seed the training weights were made with.
-    job.bases_seed = int(net.metadata.get("adapter_seed", job.seed))
-    with torch.no_grad():
-        return net.eval()(image, iterations=job.iterations)
-
-
-def default_hypernet(model_name: str) -> Path | None:
-    """The hypernetwork the model's backend ships, if any (TinyFaces does)."""
-    entry = get_registry().backends.get(model_name)
-    path = getattr(entry.value, "default_hypernet", None) if entry else None
-    return Path(path) if path else None
-
-
-def fitting_default_hypernet(job: PersonalizeJob) -> Path | None:
-    """The backend's hypernetwork when it predicts the space and layers asked for; else None, with a note.
-
-    A shipped default must not turn --space/--set/--layers into errors about a file the user never named.
-    """
-    from safetensors import safe_open
-
-    path = default_hypernet(job.model)
-    if path is None:
-        return None
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    space = lowdim.get_space(job.space, job.space_options)
-    made_for = (header.get("space"), json.loads(header.get("space_config", "null")), header.get("layer_set"))
-    if made_for == (space.name, space.config.to_dict(), resolve_layers(job.layers).name):
-        return path
-    warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
-                  f"layers asked for: starting from zero ({SCRATCH_STEPS} steps unless --steps)", stacklevel=2)
-    return None
-
-
 def check_job(job: PersonalizeJob) -> None:
-    """Every setting that can be checked without the model, before it loads."""
+    """Every setting that can be checked without the model or any file, before anything loads."""
     from lowdim_sd.export import FORMATS
 
     unknown = [fmt for fmt in job.export if fmt not in FORMATS]
@@ -171,40 +122,128 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     if job.only_hyper and job.no_hyper:
         raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
-    if job.only_hyper and job.hypernet is None:
+    if job.save_dtype not in DTYPES:
+        raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
+    if job.preview and job.preview_steps < 1:
+        raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
+    check_resolution(job.resolution)
+
+
+def default_hypernet(backend: Any) -> Path | None:
+    """The hypernetwork the model's backend ships, if any (TinyFaces does)."""
+    path = getattr(backend, "default_hypernet", None)
+    return Path(path) if path else None
+
+
+def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
+                     layers: LayerSet) -> tuple[bool, HypernetFile | None]:
+    """(whether a hypernetwork is in play, the file to predict with), reading a file at most once.
+
+    The backend's own hypernetwork counts only when it predicts the space and layers asked for: a
+    shipped default must not turn --space/--set/--layers into errors about a file the user never
+    named. It is not even opened when it cannot matter (--no-hyper with --steps given).
+    """
+    if job.hypernet is not None:
+        return True, (None if job.no_hyper else read_hypernet(job.hypernet))
+    path = default_hypernet(backend)
+    if path is None or (job.no_hyper and job.steps is not None):
+        return False, None
+    shipped = read_hypernet(path)
+    wanted = (space.name, space.config.to_dict(), layers.name)
+    if shipped.made_for == wanted:
+        return True, (None if job.no_hyper else shipped)
+    made_for = shipped.made_for
+    warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
+                  f"layers asked for: starting from zero ({SCRATCH_STEPS} steps unless --steps)", stacklevel=3)
+    return False, None
+
+
+def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
+    """The run's targets, resolved once: backend, space, layer set, hypernetwork, seeds, schedule, crop."""
+    from lowdim_sd.plugin import SDBackend
+
+    check_job(job)
+    entry = get_registry().backends.get(job.model)
+    backend = entry.value if entry else None
+    space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers)
+    if getattr(space, "learns_tokens", False):
+        raise LowdimError(f"--space {job.space} learns token embeddings, not weights: personalize relaxes a weight "
+                          f"space's rank (lidb, lora, ...); train an embedding with `lowdim train --space {job.space}`")
+    in_play, hypernet = resolve_hypernet(job, backend, space, layers)
+    if job.only_hyper and not in_play:
         raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
                           "nothing to keep")
-    steps, learning_rate = schedule(job)
+    # --no-hyper keeps the hypernetwork's budget: that is the paper's ablation.
+    steps = job.steps if job.steps is not None else (defaults.FINETUNE_STEPS if in_play else SCRATCH_STEPS)
+    learning_rate = job.learning_rate or defaults.FINETUNE_LR
     TrainConfig(steps=steps, learning_rate=learning_rate).validate()
-
-
-def preview_prompts(model_name: str) -> tuple[str, ...]:
-    from lowdim.backends import Backend
-
-    entry = get_registry().backends.get(model_name)
-    return entry.value.preview_prompts if entry else Backend.preview_prompts
-
-
-def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
-    result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
-    job.hypernet = job.hypernet or fitting_default_hypernet(job)
-    check_job(job)
+    bases_seed = job.seed if job.bases_seed is None else job.bases_seed
+    if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
+        bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
+    prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
+    return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
+                          0 if job.only_hyper else steps, learning_rate, crop, prompts)
+
+
+def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor) -> dict | None:
+    """The hypernetwork's prediction for the reference image, checked against this model and target."""
+    if run.hypernet is None:
+        return None
+    from lowdim.hyper import load_hypernet
+    from lowdim.sizing import layer_specs
+
+    net = load_hypernet(run.hypernet, model=canonical_model(run.job.model), space=run.space,
+                        layer_set=run.layers.name, layers=layer_specs(model.modules, run.layers))
+    net = net.to(model.device)  # on the model's GPU, not the CPU it was read to: seconds on SD1.5's ViT-H
+    image = reference[None].to(model.device)  # the encoder resizes (and normalises) it as it was trained to
+    with torch.no_grad():
+        return net.eval()(image, iterations=run.job.iterations)
+
+
+def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | None) -> AdapterTrainable:
+    """The adapter to finetune: the initial one (predicted, or zero) frozen and merged, plus LoRA rank r.
+
+    With ``only_hyper`` it is the predicted adapter alone, in its own space.
+    """
+    job = run.job
+    adapters = lowdim.Adapters(model.modules)
+    metadata = {"base_model": model.base_model_id, "token": job.token}
+    name = ADAPTER if job.only_hyper else "initial"
+    adapters.add(name, run.space, run.layers, seed=run.bases_seed)
+    if predicted is not None:
+        adapters.load_tensors(name, {k: {p: v[0] for p, v in t.items()} for k, t in predicted.items()})
+    if job.only_hyper:
+        return AdapterTrainable(model, ADAPTER, ["adapter"], metadata, save_dtype=job.save_dtype)
+    # The paper adds the prediction to the weights (§4.3): merge_frozen; the LoRA's init comes from --seed.
+    return relaxed_trainable(model, name, rank=job.rank, seed=run.seed, metadata=metadata,
+                             save_dtype=job.save_dtype)
+
+
+def written_files(job: PersonalizeJob) -> list[Path]:
+    """What a run writes to ``job.out``: an earlier run's copies are replaced only with --overwrite."""
+    return [job.out / "adapter.safetensors", *(job.out / f"adapter.{fmt}.safetensors" for fmt in job.export),
+            *([job.out / "preview.png"] if job.preview else [])]
+
+
+@runs.one_run_per_folder(lambda job: job.out, written_files, check=check_job)  # bad settings: no folder made
+def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
+    run = resolve_run(job)
+    result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
     with stage(result, "load model"):
-        model = load_sd(job.model, job.device, job.dtype)
+        model = load_sd(job.model, job.device, job.dtype, job.model_config)
+    resolution = job.resolution or model.resolution
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
-        reference = load_face_image(job.image, model.resolution, crop, job.crop_margin, job.face_index)
+        reference = load_face_image(job.image, resolution, run.crop, job.crop_margin, job.face_index)
     with stage(result, "hypernetwork"):
-        predicted = predict_initial(model, job, reference)
-        trainable = initial_trainable(model, job, predicted)
+        predicted = predict_initial(model, run, reference)
+        trainable = initial_trainable(model, run, predicted)
     with stage(result, "fast finetune"):
-        steps, learning_rate = schedule(job)
-        steps = 0 if job.only_hyper else steps
-        trainable.metadata["extra"] = recipe(job, steps, learning_rate, crop)
-        config = TrainConfig(steps=steps, learning_rate=learning_rate, token=job.token, seed=job.seed)
-        trained = train(model, [Subject(reference[None], job.seed)], trainable, config, out_dir=job.out,
-                        progress=progress and steps > 0)
+        trainable.metadata["extra"] = recipe(run)
+        config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, token=job.token, seed=run.seed)
+        trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
+                        progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
     if job.export:
         from lowdim_sd.export import export_adapter
@@ -214,7 +253,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
                               for fmt in job.export]
     if job.preview:
         with stage(result, "preview"):
-            result.preview = render_preview(model, reference, job)
+            result.preview = render_preview(model, reference, run, resolution)
     elif (job.out / "preview.png").is_file():
         warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
     from lowdim_sd.export import FORMATS
@@ -225,33 +264,27 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     return result
 
 
-def recipe(job: PersonalizeJob, steps: int, learning_rate: float, crop: bool) -> dict:
+def recipe(run: PersonalizeRun) -> dict:
     """What made this adapter, stored in its file: enough to run it again."""
-    hypernet = None
-    if job.hypernet is not None and not job.no_hyper:
-        hypernet = {"file": Path(job.hypernet).name, "sha256": _header_digest(Path(job.hypernet)),
-                    "iterations": job.iterations, "bases_seed": job.bases_seed}
-    return {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
-            "only_hyper": job.only_hyper, "steps": steps, "learning_rate": learning_rate, "rank": job.rank,
-            "seed": job.seed, "crop": crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
+    job, hypernet = run.job, None
+    if run.hypernet is not None:
+        hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
+                    "bases_seed": run.bases_seed}
+    made = {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
+            "only_hyper": job.only_hyper, "steps": run.steps, "learning_rate": run.learning_rate, "rank": job.rank,
+            "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
+    if job.resolution is not None:  # only when asked: the model's own is implied by its name
+        made["resolution"] = job.resolution
+    return made
 
 
-def _header_digest(path: Path) -> str:
-    """16 hex digits of sha256 over the checkpoint's metadata (config, layers, training run and step):
-    it tells checkpoints apart without reading gigabytes of weights a second time."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    return hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def render_preview(model: SDModel, reference, job: PersonalizeJob) -> Path:
-    from lowdim_sd.generate import GenerateConfig, generate
+def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int) -> Path:
+    from lowdim_sd import generate as drawing
     from lowdim_sd.grid import save_grid
 
-    prompts = list(preview_prompts(job.model))
-    config = GenerateConfig(prompts=prompts, seeds=[job.seed], steps=job.preview_steps, token=job.token)
-    images = [to_pil(reference[None])[0]] + [item.image for item in generate(model, config)]
+    job, prompts = run.job, list(run.preview_prompts)
+    config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps, token=job.token,
+                                    resolution=resolution)
+    images = [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(model, config)]
     captions = ["reference"] + prompts
     return save_grid(job.out / "preview.png", images, captions, ncol=len(images))

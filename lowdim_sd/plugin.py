@@ -19,6 +19,21 @@ class SDBackend(Backend):
 
     layer_sets = architecture.LAYER_SETS
     default_layer_set = "unet+text"
+    # Its subjects are face photos, cropped to the face by default (False: a face detector can't read them).
+    crops_faces: bool = True
+    # A trained hypernetwork checkpoint for this model: `lowdim personalize` starts from its prediction.
+    default_hypernet: str | None = None
+    # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
+    preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
+                                        "a pencil sketch of a [V] face", "a [V] face at night")
+    # Prompts of `lowdim bench quality`: styles and recontextualisations, like the paper's 30.
+    bench_prompts: tuple[str, ...] = (
+        "a photo of a [V] face", "a close-up portrait of a [V] face", "a pencil sketch of a [V] face",
+        "a painting of a [V] face in the style of van gogh", "a pop-art poster of a [V] face",
+        "a [V] face at night", "a [V] face on a red background", "a [V] face wearing a hat",
+        "a [V] face at the beach", "a [V] face in a cyberpunk city", "a watercolor painting of a [V] face",
+        "a [V] face wearing sunglasses",
+    )
 
     def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
                  skeleton=None, preview_prompts: tuple[str, ...] | None = None,

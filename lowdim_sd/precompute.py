@@ -30,6 +30,7 @@ import torch
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
+from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.loading import canonical_model
@@ -76,6 +77,7 @@ class PrecomputeJob:
     device: str = "auto"
     dtype: str = "auto"
     model_config: str | None = None
+    resolution: int | None = None  # image side the adapters train at (None: the model's); recorded in the index
     limit: int | None = None  # only the first N identities (sorted by name)
     crop: bool | None = None  # crop every image to the face; None: the backend's default (see face_inputs)
     crop_margin: float = 0.6
@@ -190,6 +192,18 @@ def _shard_name(folder: Path, rank: int, processes: int) -> str:
 # ----------------------------------------------------------------------------------------------- run
 
 
+def check_job(job: PrecomputeJob) -> None:
+    """Counts no precompute can run with, refused before anything loads or is written."""
+    for option, value in (("--batch-subjects", job.batch_subjects), ("--steps", job.config.steps),
+                          ("--limit", 1 if job.limit is None else job.limit)):
+        if value < 1:
+            raise LowdimError(f"{option} must be at least 1, got {value}")
+    from lowdim_sd.generate import check_resolution
+
+    check_resolution(job.resolution)
+
+
+@runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> PrecomputeResult:
     """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
     from accelerate import PartialState
@@ -198,10 +212,6 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     from lowdim_sd.modes import adapter_trainable, resolve_layers
 
     config = training_config(job)
-    for option, value in (("--batch-subjects", job.batch_subjects), ("--steps", config.steps),
-                          ("--limit", 1 if job.limit is None else job.limit)):
-        if value < 1:
-            raise LowdimError(f"{option} must be at least 1, got {value}")
     identities = discover_identities(job.identities)[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
@@ -226,31 +236,38 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     own = _read_json(index_path) if index_path.is_file() else {**header, "identities": []}
-    for start in range(0, len(pending), job.batch_subjects):
-        batch = pending[start: start + job.batch_subjects]
-        names = [identity.name for _, identity in batch]
-        subjects = [Subject(torch.stack([load_face_image(path, model.resolution, crop, job.crop_margin,
-                                                         job.face_index) for path in identity.images]),
-                            draws_seed(number)) for number, identity in batch]
-        trainable = adapter_trainable(model, space, layer_set, seed=config.seed, subject_names=names,
-                                      token=config.token)
-        if initial is not None:
-            start_from(model, initial, len(batch))
-        try:
-            train(model, subjects, trainable, config, out_dir=None, progress=progress)
-            rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
-        finally:
-            lowdim.Adapters(model.modules).delete(trainable.name)
-        shard = out / _shard_name(out, rank, processes)
-        atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
-        own["identities"] += [
-            {"name": identity.name, "shard": shard.name, "row": row, "seed": draws_seed(number),
-             "images": [_relative(path, root) for path in identity.images]}
-            for row, (number, identity) in enumerate(batch)
-        ]
-        _write_json(index_path, own)
-        result.trained += names
-        result.shards.append(shard)
+    try:
+        for start in range(0, len(pending), job.batch_subjects):
+            batch = pending[start: start + job.batch_subjects]
+            names = [identity.name for _, identity in batch]
+            size = job.resolution or model.resolution
+            subjects = [Subject(torch.stack([load_face_image(path, size, crop, job.crop_margin,
+                                                             job.face_index) for path in identity.images]),
+                                draws_seed(number)) for number, identity in batch]
+            trainable = adapter_trainable(model, space, layer_set, seed=config.seed, subject_names=names,
+                                          token=config.token)
+            if initial is not None:
+                start_from(model, initial, len(batch))
+            try:
+                train(model, subjects, trainable, config, out_dir=None, progress=progress)
+                rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
+            finally:
+                lowdim.Adapters(model.modules).delete(trainable.name)
+            shard = out / _shard_name(out, rank, processes)
+            atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
+            own["identities"] += [
+                {"name": identity.name, "shard": shard.name, "row": row, "seed": draws_seed(number),
+                 "images": [_relative(path, root) for path in identity.images]}
+                for row, (number, identity) in enumerate(batch)
+            ]
+            _write_json(index_path, own)
+            result.trained += names
+            result.shards.append(shard)
+    except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+        kept = len(own["identities"])
+        runs.reraise(stop, f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'out of memory'} with "
+                           f"{len(result.trained)} identities trained in this run; {kept} are kept in {index_path} "
+                           f"(the batch in flight is lost); {runs.RERUN} to continue: done identities are skipped")
     if not index_path.is_file():
         _write_json(index_path, own)  # nothing new to train here: still leave a readable index
     state.wait_for_everyone()
@@ -263,7 +280,7 @@ def training_config(job: PrecomputeJob) -> TrainConfig:
     """``job.config`` with the learning rate resolved (``job.learning_rate``, else the space's default)."""
     from lowdim_sd.workflows import DEFAULT_LR
 
-    return replace(job.config, learning_rate=job.learning_rate or DEFAULT_LR.get(job.space, 1e-4))
+    return replace(job.config, learning_rate=job.learning_rate or DEFAULT_LR.get(job.space, defaults.OTHER_LR))
 
 
 def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:
@@ -285,7 +302,7 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space:
         "seed": config.seed,
         "layer_set": layer_set.name,
         "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
-        "resolution": model.resolution, "root": str(Path(job.identities).resolve()),
+        "resolution": job.resolution or model.resolution, "root": str(Path(job.identities).resolve()),
         "config": recorded_settings(config, crop, job.crop_margin, job.face_index)
         # Recorded only when on, so folders made before the option existed still resume.
         | ({"shared_noise": True} if job.shared_noise else {})

@@ -8,7 +8,6 @@ trained in a batch of K sees exactly what it would see trained alone.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import math
@@ -22,11 +21,11 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim_sd import checkpoints
+from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.loading import SDModel
 
 IDENTIFIER = "[V]"
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = runs.MIXED_PRECISION
 
 
 class TrainingDiverged(LowdimError):
@@ -49,7 +48,7 @@ OPTIMIZERS = ("adamw", "sgd")
 
 @dataclass
 class TrainConfig:
-    steps: int = 400
+    steps: int = defaults.STEPS
     learning_rate: float = 1e-3
     batch_size: int = 1
     grad_accum: int = 1
@@ -169,13 +168,6 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
     return per_sample.view(config.batch_size, len(subjects)).mean(0)
 
 
-def _autocast(model: SDModel, mixed_precision: str):
-    if mixed_precision == "no":
-        return contextlib.nullcontext()
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]  # checked by TrainConfig.validate
-    return torch.autocast(model.device.type, dtype=dtype)
-
-
 def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
     """Clip each subject's gradient on its own, so batching never couples subjects."""
     grads = [p.grad for p in trainable.parameters if p.grad is not None]
@@ -191,8 +183,13 @@ def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
 
 
 def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config: TrainConfig,
-          out_dir: Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Optimise ``trainable`` on the subjects' images; checkpoints and outputs go to ``out_dir``."""
+          out_dir: Path | None = None, resume: bool = False, progress: bool = True,
+          continue_with: str | None = runs.RESUME) -> TrainResult:
+    """Optimise ``trainable`` on the subjects' images; checkpoints and outputs go to ``out_dir``.
+
+    ``continue_with`` says how a stopped run goes on (default: --resume); None where nothing can resume
+    a checkpoint, so a stop keeps none.
+    """
     config.validate()
     check_precision(model, config, trainable)
     if len(subjects) != trainable.num_subjects:
@@ -200,6 +197,10 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     optimizer = make_optimizer(trainable.parameters, config)
     result = TrainResult()
     settings = run_settings(config, trainable)
+    if out_dir is not None:  # before the loop, and before a restore changes the weights of full DreamBooth
+        names = getattr(trainable, "subject_names", None) or [str(n) for n in range(len(subjects))]
+        settings["inputs"] = checkpoints.inputs_digest(model, subjects, names)
+        runs.check_space(Path(out_dir), 4 * sum(p.numel() * p.element_size() for p in trainable.parameters))
 
     def checkpoint(at: int, keep: int = config.keep_checkpoints) -> Path:
         return checkpoints.save(out_dir, at, trainable, optimizer, keep, settings)
@@ -212,10 +213,10 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
                                      max_length=model.pipe.tokenizer.model_max_length).input_ids
     _set_train_mode(model, config.gradient_checkpointing)
-    scaler = _grad_scaler(model, config)
+    scaler = runs.grad_scaler(model.device, config.mixed_precision)
     started = time.perf_counter()
     step, updating = result.start_step, False
-    with checkpoints.progress_bar(config.steps, result.start_step, enabled=progress) as advance:
+    with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler)
@@ -230,17 +231,10 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
                     checkpoint(step + 1)
             step = config.steps
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-            why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
-            # Before the update, the parameters are still those of the last completed step: worth keeping.
-            # Inside it, AdamW may have moved some tensors and not others, so only older checkpoints stand.
-            if out_dir is not None and not updating:
-                path = checkpoint(step)
-                warnings.warn(f"{why} at step {step}; checkpoint saved to {path}; continue with --resume",
-                              stacklevel=2)
-            elif out_dir is not None:
-                warnings.warn(f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it "
-                              f"was saved; --resume continues from the last periodic one", stacklevel=2)
-            raise
+            if out_dir is None:
+                raise  # nothing of this run is the engine's to keep: the caller says what it kept
+            runs.reraise(stop, runs.stop_note(stop, step, updating, lambda: checkpoint(step), continue_with,
+                                              last=checkpoints.latest(out_dir)))
         finally:
             _set_eval_mode(model)
     result.seconds = time.perf_counter() - started
@@ -279,18 +273,11 @@ def check_precision(model: SDModel, config: TrainConfig, trainable: Trainable) -
                           f"--mixed-precision no (the model already runs in {half}) or --dtype fp32")
 
 
-def _grad_scaler(model: SDModel, config: TrainConfig) -> torch.amp.GradScaler:
-    """Loss scaling for fp16 autocast on a GPU, where small gradients would underflow to zero; a
-    disabled scaler (every call a pass-through) everywhere else. bf16 has fp32's range: no scaling."""
-    enabled = config.mixed_precision == "fp16" and model.device.type == "cuda"
-    return torch.amp.GradScaler(model.device.type, enabled=enabled)
-
-
 def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
-        with _autocast(model, config.mixed_precision):
+        with runs.autocast(model.device, config.mixed_precision):
             losses = denoising_losses(model, subjects, config, step, micro, input_ids)
         # Summing over subjects gives each subject's slice exactly its own gradient.
         scaler.scale(losses.sum() / config.grad_accum).backward()

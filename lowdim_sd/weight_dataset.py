@@ -174,8 +174,18 @@ def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
     entries = []
     for position, (folder, index) in enumerate(zip(folders, indexes, strict=True)):
         for entry in index["identities"]:
+            _check_shard_name(folder, entry)
             name = f"{folder.resolve().name}/{entry['name']}" if qualify else entry["name"]
             entries.append({**entry, "name": name, "folder": position})
     # Sorted by name, not by folder order: an identity's number seeds its noise, so `-w a -w b` and
     # `-w b -w a` must be the same run.
     return sorted(entries, key=lambda entry: entry["name"])
+
+
+def _check_shard_name(folder: Path, entry: dict) -> None:
+    """A shard is a plain file of its own folder: an index must not point lowdim at files elsewhere."""
+    shard = entry.get("shard")
+    if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", "..") \
+            or not shard.endswith(".safetensors"):
+        raise LowdimError(f"{folder}: identity {entry.get('name')!r} names shard {shard!r}; a shard must be a "
+                          f"plain .safetensors file name inside the weight folder")

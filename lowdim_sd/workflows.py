@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.files import DTYPES as SAVE_DTYPES
+from lowdim_sd import checkpoints, defaults, runs
+from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import collect_images, load_references
 from lowdim_sd.loading import SDModel, load_sd
 from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
+from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 
-DEFAULT_LR = {"full": 5e-6, "lora": 1e-4, "lidb": 2e-3, "relaxed": 1e-3}
+DEFAULT_LR = defaults.LEARNING_RATES  # the name other modules import
 
 
 @dataclass
@@ -32,9 +38,12 @@ class TrainJob:
     merge_frozen: bool = True
     out: Path = Path("out")
     resume: bool = False
+    overwrite: bool = False  # replace the adapters of an earlier run, or start over on its checkpoints
     device: str = "auto"
     dtype: str = "auto"
     model_config: str | None = None
+    resolution: int | None = None  # image side for training (None: the model's)
+    save_dtype: str = "fp16"  # tensors of the adapter files (full DreamBooth saves the model as it is)
     learning_rate: float | None = None
     config: TrainConfig = field(default_factory=TrainConfig)
 
@@ -74,22 +83,57 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
         if len(names) > 1:
             raise LowdimError("rank-relaxed finetuning starts from one adapter; use --images, not --subjects")
         return rank_relaxed_trainable(model, job.initial, rank=job.rank, merge_frozen=job.merge_frozen,
-                                      subject_name=names[0], token=job.config.token)
+                                      subject_name=names[0], token=job.config.token, save_dtype=job.save_dtype)
     space = lowdim.get_space(job.space, job.space_options)
+    if learns_tokens(space):
+        if job.layers is not None:
+            raise LowdimError(f"--layers does not apply to --space {job.space}: it learns token vectors in the "
+                              f"text encoder's input embedding, not weight layers")
+        return ti_trainable(model, space, token=job.config.token, seed=job.config.seed, subject_names=names,
+                            save_dtype=job.save_dtype)
     return adapter_trainable(model, space, resolve_layers(job.layers), seed=job.config.seed, subject_names=names,
-                             token=job.config.token)
+                             token=job.config.token, save_dtype=job.save_dtype)
 
 
-def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
-    config = job.config
-    config.learning_rate = job.learning_rate or DEFAULT_LR.get(mode_of(job), 1e-4)
-    config.validate()
+def check_train_job(job: TrainJob) -> None:
+    """Settings no training can run with, refused before anything loads or is written."""
+    job.config.learning_rate = job.learning_rate or DEFAULT_LR.get(mode_of(job), defaults.OTHER_LR)
+    job.config.validate()
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+    if job.save_dtype not in SAVE_DTYPES:
+        raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'")
+    check_resolution(job.resolution)
+
+
+def output_names(job: TrainJob) -> list[Path]:
+    """The files (or folder) the run writes into ``job.out``; a resumed run replaces its own."""
+    if job.resume and checkpoints.latest(job.out) is not None:
+        return []
+    if job.full:
+        return [Path(job.out) / "model"]
+    if job.subjects is not None and Path(job.subjects).is_dir():
+        return [Path(job.out) / f"{p.name}.safetensors" for p in sorted(Path(job.subjects).iterdir()) if p.is_dir()]
+    return [Path(job.out) / "adapter.safetensors"]
+
+
+@runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
+def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
+    config = job.config
+    earlier = checkpoints.latest(job.out)
+    if earlier is not None and not job.resume:
+        if not job.overwrite:
+            raise LowdimError(f"{job.out} holds checkpoints of an earlier run (latest {earlier.name}); pass --resume "
+                              f"to continue it, --overwrite to start over, or choose another --out")
+        shutil.rmtree(Path(job.out) / checkpoints.FOLDER)  # else they would pass for this run's at --resume
     # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
     dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype
     model = model or load_sd(job.model, job.device, dtype, job.model_config)
-    names, subjects = subject_sets(job, model.resolution)
+    names, subjects = subject_sets(job, job.resolution or model.resolution)
     trainable = build_trainable(job, model, names)
+    if learns_tokens(job.space) and not job.full and job.initial is None:
+        # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
+        vectors = lowdim.Adapters(model.modules).info(trainable.name).space.config.vectors
+        config = dataclasses.replace(config, token=prompt_token(config.token, vectors))
     job.out.mkdir(parents=True, exist_ok=True)
     return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cli.main import main
+from lowdim_cli.main import main
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -60,7 +60,7 @@ def test_user_mistakes_print_one_line_and_exit_1(capsys, args, message):
 
 
 def test_the_installed_script_exits_non_zero_without_a_traceback():
-    result = subprocess.run([sys.executable, "-m", "cli.main", "inspect", "-m", "sd15", "-s", "zzz"],
+    result = subprocess.run([sys.executable, "-m", "lowdim_cli.main", "inspect", "-m", "sd15", "-s", "zzz"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith("Error: unknown space 'zzz'")

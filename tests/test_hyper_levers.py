@@ -200,3 +200,30 @@ def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp
         net.fill(torch.zeros(2, 5, net.encoder.width), targets)
     with pytest.raises(LowdimError, match="bank_size >= 1"):
         retrieval_net(0)
+
+
+def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_rounding(tmp_path):
+    torch.manual_seed(0)
+    space = lowdim.get_space("lidb", a=6, b=5)
+    nets = {dtype: build_hypernet(HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=4,
+                                              bank_dtype=dtype), space, LAYERS).eval()
+            for dtype in ("float32", "float16")}
+    stored = images(4, seed=3)
+    targets = random_targets(nets["float32"], 4)
+    sizes = {}
+    for dtype, net in nets.items():
+        with torch.no_grad():
+            net.fill(net.encoder.features(stored), targets)
+        save_hypernet(tmp_path / f"{dtype}.safetensors", net)
+        sizes[dtype] = sum(v.numel() * v.element_size() for k, v in net.state_dict().items() if "values" in k)
+    assert sizes["float16"] * 2 == sizes["float32"]
+    loaded = load_hypernet(tmp_path / "float16.safetensors").eval()
+    assert loaded.config.bank_dtype == "float16"
+    with torch.no_grad():
+        predicted = loaded(stored)
+    for layer, params in targets.items():
+        for name, value in params.items():
+            assert predicted[layer][name].dtype == torch.float32
+            torch.testing.assert_close(predicted[layer][name], value, rtol=1e-3, atol=1e-4)
+    with pytest.raises(LowdimError, match="bank_dtype must be one of"):
+        HyperConfig(architecture="retrieval", bank_size=1, bank_dtype="int8").validate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import types
 
 import torch
 from hypothesis import given, settings
@@ -11,7 +12,8 @@ from torch import nn
 
 import lowdim
 from lowdim import functional as F
-from lowdim.spaces import LayerSpec, StackSpace
+from lowdim.hookspecs import hookimpl
+from lowdim.spaces import LayerSpec, LoraSpace, StackSpace
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -82,3 +84,37 @@ def test_merged_frozen_part_changes_base_weights_but_not_outputs_and_unmerges():
     assert torch.allclose(model(x), predicted, atol=1e-5)
     adapters.remove_all()
     assert torch.allclose(model[0].weight, base, atol=1e-6)
+
+
+def test_merge_frozen_is_what_relax_rank_acts_on_and_a_file_records_it_but_loading_never_merges(tmp_path):
+    for merge_frozen in (False, True):
+        model, adapters, x, predicted = _trained_lidb()
+        base = model[0].base_layer.weight.detach().clone()
+        info = lowdim.relax_rank(adapters, "hyper", "fast", lowdim.get_space("lora", rank=2), merge_frozen=merge_frozen)
+        assert info.space.config.merge_frozen is merge_frozen
+        assert torch.equal(model[0].base_layer.weight, base) is not merge_frozen
+        path = lowdim.save_adapter(tmp_path / f"{merge_frozen}.safetensors", model, name="fast")
+        assert lowdim.read_adapter(path).space.config.merge_frozen is merge_frozen
+        fresh, _, _, _ = _trained_lidb()
+        lowdim.Adapters(fresh).remove_all()
+        lowdim.load_adapter(path, fresh)
+        assert torch.equal(fresh[0].base_layer.weight, base)  # the output is the same either way
+        assert torch.allclose(fresh(x), predicted, atol=1e-5)
+
+
+class WideLora(LoraSpace):
+    name = "widelora"
+
+
+def test_a_stack_builds_its_components_from_the_registry_that_builds_it():
+    plugin = types.ModuleType("wide")
+    plugin.register_spaces = hookimpl(lambda register: register(WideLora))
+    registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", plugin])
+    components = [{"space": "widelora", "config": {"rank": 2}}, {"space": "lora", "config": {}}]
+    stack = registry.make_space("stack", {"components": components})  # no use_registry: not the process-wide one
+    assert [type(space) for space in stack.components] == [WideLora, LoraSpace]
+    assert "widelora" not in lowdim.get_registry().spaces
+    # Already-built spaces are used as they are, whichever registry (if any) made them.
+    built = StackSpace.of([(WideLora(rank=3), 7)], LoraSpace(rank=2))
+    assert [type(space) for space in built.components] == [WideLora, LoraSpace]
+    assert built.rank(LayerSpec("q", 8, 6)) == 5

@@ -10,6 +10,7 @@ from lowdim.spaces.base import SpaceConfig, option, require
 
 GROUPINGS = ("shape", "layer")
 NORMALIZATIONS = ("auto", "none", "imagenet")
+BANK_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -37,6 +38,9 @@ class HyperConfig(SpaceConfig):
         "average-pooled to an N x N grid (far cheaper: the decoder re-reads its memory every iteration).")
     bank_size: int = option(
         0, "retrieval head only: the number of stored identities (train-hypernet sets it to its training set).")
+    bank_dtype: str = option(
+        "float32", "retrieval head only: how the stored θ are kept; 'float16' halves the file (θ are saved as "
+        "fp16 adapters anyway) at a relative rounding of 5e-4.")
     standardize: bool = option(
         False, "Predict the residual to the training targets' mean, per coordinate in units of their spread "
         "(θ = mean + std ⊙ z); train-hypernet fits mean and std and takes the weight loss in z.")
@@ -75,6 +79,8 @@ class HyperConfig(SpaceConfig):
                 f"hyper: encoder_input_size must be None or an integer in [8, 1024], got {self.encoder_input_size!r}")
         require(isinstance(self.bank_size, int) and self.bank_size >= 0,
                 f"hyper: bank_size must be an integer >= 0, got {self.bank_size!r}")
+        require(self.bank_dtype in BANK_DTYPES,
+                f"hyper: bank_dtype must be one of {', '.join(BANK_DTYPES)}, got {self.bank_dtype!r}")
         require(isinstance(self.encoder_pool, int) and 0 <= self.encoder_pool <= 64,
                 f"hyper: encoder_pool must be an integer in [0, 64], got {self.encoder_pool!r}")
         for name in ("head_grouping", "token_grouping"):

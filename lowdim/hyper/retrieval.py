@@ -42,8 +42,10 @@ class RetrievalHead(nn.Module):
         self.encoder.proj.requires_grad_(False)
         self.encoder.norm.requires_grad_(False)
         self.register_buffer("keys", torch.zeros(config.bank_size, self.encoder.width))
+        dtype = getattr(torch, config.bank_dtype)
         for index, (layout, members) in enumerate(zip(self.groups.layouts, self.groups.members, strict=True)):
-            self.register_buffer(f"values{index}", torch.zeros(config.bank_size, len(members), layout.numel))
+            self.register_buffer(f"values{index}", torch.zeros(config.bank_size, len(members), layout.numel,
+                                                               dtype=dtype))
         self.metadata: dict = {}
 
     @torch.no_grad()
@@ -67,7 +69,7 @@ class RetrievalHead(nn.Module):
         """The nearest identity's θ for each image. There is nothing to refine: ``iterations`` and ``init``
         are accepted for the common head interface and ignored; ``return_all`` gives a one-element list."""
         chosen = self.nearest(images, features)
-        state = [getattr(self, f"values{i}").index_select(0, chosen) for i in range(len(self.groups.layouts))]
+        state = [getattr(self, f"values{i}").index_select(0, chosen).float() for i in range(len(self.groups.layouts))]
         params = state_to_params(self.groups, self.layers, state)
         return [params] if return_all else params
 

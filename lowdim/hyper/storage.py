@@ -7,19 +7,23 @@ that differs instead of failing on the first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from lowdim import __version__
 from lowdim.errors import LowdimError
+from lowdim.filecheck import checked_layers
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
 from lowdim.hyper.encoder import comparable
+from lowdim.hyper.safety import check_offline, checked_build
 from lowdim.spaces.base import LayerSpec, Space
 
 FORMAT = "lowdim.hypernet"
@@ -58,8 +62,46 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     return atomic_save(tensors, header, Path(path))
 
 
+@dataclass(frozen=True)
+class HypernetFile:
+    """A hypernetwork file read once: its tensors and its checked header (``read_hypernet``).
+
+    What a caller needs before deciding to build the network (what it was made for, the seed of the
+    weights it learned from, a digest that tells checkpoints apart) is here, so nothing else parses
+    the header, and ``load_hypernet`` builds from it without opening the file again.
+    """
+
+    path: Path
+    header: Mapping[str, str]  # the file's metadata strings, as stored
+    stored: Mapping[str, Any]  # the same, parsed and checked
+    tensors: Mapping[str, Tensor]
+
+    @property
+    def made_for(self) -> tuple[str, dict, str]:
+        """(space name, space config, layer set name) the hypernetwork predicts."""
+        return self.stored["space"], self.stored["space_config"], self.stored["layer_set"]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What a built network's ``.metadata`` holds: model, layer set and the training run's extras."""
+        return {"model": self.stored["model"], "layer_set": self.stored["layer_set"], **self.stored["extra"]}
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of sha256 over the header (config, layers, training run and step): it tells
+        checkpoints apart without hashing the weights."""
+        return hashlib.sha256(json.dumps(dict(self.header), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_hypernet(path: str | os.PathLike) -> HypernetFile:
+    """Read a hypernetwork file once: tensors and header, checked; a broken file is one LowdimError."""
+    path = Path(path)
+    tensors, header = read_checked(path, FORMAT, "hypernetwork", LowdimError)
+    return HypernetFile(path, header, _read_header(header, path), tensors)
+
+
 def load_hypernet(
-    path: str | os.PathLike,
+    path: str | os.PathLike | HypernetFile,
     *,
     model: str | None = None,
     space: Space | None = None,
@@ -71,14 +113,14 @@ def load_hypernet(
     """Rebuild the stored hypernetwork (offline: the encoder is rebuilt from its stored config).
 
     Each given expectation (base model id, space, layer set name, layer list, encoder hub id or
-    config) is compared with the file; all differences are listed in one LowdimError.
+    config) is compared with the file; all differences are listed in one LowdimError. ``path`` may be
+    a file already read by ``read_hypernet``.
     """
     from lowdim.hyper.network import build_hypernet
     from lowdim.registry import get_registry
 
-    path = Path(path)
-    tensors, header = read_checked(path, FORMAT, "hypernetwork", LowdimError)
-    stored = _read_header(header, path)
+    read = path if isinstance(path, HypernetFile) else read_hypernet(path)
+    path, tensors, header, stored = read.path, dict(read.tensors), read.header, read.stored
     differences = _differences(stored, model=model, space=space, layer_set=layer_set, layers=layers, encoder=encoder)
     if differences:
         raise LowdimError(f"{path} does not fit the requested target: {'; '.join(differences)}")
@@ -87,22 +129,13 @@ def load_hypernet(
     # The backbone's own config, so the encoder is rebuilt offline; its weights come from the file.
     encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
     config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
-    net = build_hypernet(config, stored_space, stored["layers"], registry)
-    if header.get("encoder_weights") == "package":
-        own = {k: v for k, v in net.state_dict().items() if not k.startswith(BACKBONE)}
-        _check_keys(path, set(own), set(tensors))
-        net.load_state_dict(tensors, strict=False)
-    else:
-        net.load_state_dict(tensors, strict=True)
-    net.metadata = {"model": stored["model"], "layer_set": stored["layer_set"], **stored["extra"]}
+    package = header.get("encoder_weights") == "package"
+    check_offline(config.encoder, config.encoder_config, header.get("encoder_weights", "file"), encoder, path)
+    net = checked_build(lambda *args: build_hypernet(*args, registry), config, stored_space, stored["layers"],
+                        tensors, package, path)
+    net.load_state_dict(tensors, strict=not package)
+    net.metadata = read.metadata
     return net
-
-
-def _check_keys(path: Path, expected: set[str], found: set[str]) -> None:
-    missing, extra = sorted(expected - found), sorted(found - expected)
-    if missing or extra:
-        raise LowdimError(f"{path}: tensors do not fit the stored hypernetwork config (missing: "
-                          f"{_shown(missing) or 'none'}; unexpected: {_shown(extra) or 'none'})")
 
 
 def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
@@ -111,7 +144,7 @@ def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
             "hyper_config": json.loads(header["hyper_config"]),
             "space": header["space"],
             "space_config": json.loads(header["space_config"]),
-            "layers": [LayerSpec(str(n), int(o), int(i)) for n, o, i in json.loads(header["layers"])],
+            "layers": checked_layers(json.loads(header["layers"]), path, LowdimError),
             "encoder": header["encoder"],
             "encoder_config": json.loads(header["encoder_config"]),
             "model": header.get("model", ""),

@@ -1,4 +1,4 @@
-"""nn.Module wrappers that add adapters to a linear (or 1x1 conv) layer.
+"""nn.Module wrappers that add adapters to a linear (or 1x1 conv, or embedding) layer.
 
 The math lives in the spaces; these modules only own tensors and flags and route the forward.
 """
@@ -112,7 +112,11 @@ class _PerSampleWeight(Tensor):
 
 
 class AdapterLayer(nn.Module):
-    """Wraps a base nn.Linear or 1x1 nn.Conv2d and adds the live adapters' updates."""
+    """Wraps a base nn.Linear, 1x1 nn.Conv2d or nn.Embedding and adds the live adapters' updates.
+
+    An embedding's weight E (vocab, width) is the (out, in) matrix of the update, so a lookup of
+    token t adds row t of ΔE = up @ down, i.e. up[t] @ down: the same factors merge and export use.
+    """
 
     is_lowdim_wrapper = True
 
@@ -130,6 +134,10 @@ class AdapterLayer(nn.Module):
     @property
     def is_conv(self) -> bool:
         return isinstance(self.base_layer, nn.Conv2d)
+
+    @property
+    def is_embedding(self) -> bool:
+        return isinstance(self.base_layer, nn.Embedding)
 
     # Some torch modules read a linear's ``weight``/``bias`` instead of calling it, above all the fused
     # inference fast path of nn.TransformerEncoder(Layer) (eval mode, no grad needed). So the wrapper
@@ -181,6 +189,8 @@ class AdapterLayer(nn.Module):
             raise LowdimError(f"layer {self.layer_name}: per-sample adapters for {down.shape[0]} samples, but "
                               f"the input {tuple(x.shape)} has no batch dimension that is a multiple of it "
                               f"(batch first)")
+        if self.is_embedding:
+            return _embedding_update(x, down, up).to(self.base_layer.weight.dtype)
         if not self.is_conv:
             return F.lowrank_apply(x, down, up)
         channels_last = x.movedim(1, -1)
@@ -193,3 +203,18 @@ class AdapterLayer(nn.Module):
         dtype = torch.promote_types(weight.dtype, torch.float32)
         delta = F.lowrank_delta(down.to(dtype), up.to(dtype)) * scale
         weight.add_(delta.reshape(weight.shape).to(weight.dtype))
+
+
+def _embedding_update(ids: Tensor, down: Tensor, up: Tensor) -> Tensor:
+    """Rows ``ids`` of ΔE = up @ down, as up[ids] @ down, never forming ΔE (vocab x width).
+
+    Batched factors (B, vocab, r) / (B, r, width): sample j of ``ids`` (N, ...) uses adapter j % B.
+    """
+    if up.dim() == 2:
+        return nn.functional.embedding(ids, up) @ down
+    batch = up.shape[0]
+    tiles = ids.shape[0] // batch
+    grouped = ids.reshape(tiles, batch, -1)  # sample j = tile * B + b
+    picked = up[torch.arange(batch, device=ids.device)[None, :, None], grouped]  # (tiles, B, L, r)
+    rows = torch.einsum("tblr,brw->tblw", picked, down.to(picked.dtype))
+    return rows.reshape(*ids.shape, down.shape[-1])

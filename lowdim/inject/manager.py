@@ -339,13 +339,15 @@ def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
 
 
 def relax_rank(
-    adapters: Adapters, name: str, new_name: str, trainable: Space, *, merge_frozen: bool = True
+    adapters: Adapters, name: str, new_name: str, trainable: Space, *, merge_frozen: bool = True,
+    seed: int | None = None,
 ) -> AdapterInfo:
     """HyperDreamBooth §4.3: freeze adapter ``name`` and add a trainable space beside it.
 
     The result is one stack adapter ``new_name`` (the old one is deleted). With ``merge_frozen``
     the frozen part is folded into the base weights, as the paper does before fast finetuning;
-    export still sees the whole stack.
+    export still sees the whole stack. ``seed`` seeds the trainable part's init (default: the old
+    adapter's seed); the frozen part keeps the old adapter's seed and bases either way.
     """
     from lowdim.spaces.stack import StackSpace
 
@@ -356,12 +358,13 @@ def relax_rank(
     scale = next(iter(adapters.slots(name).values())).scale
     adapters.delete(name)
     # The stack keeps the old scale, so the model's output is unchanged by the relaxation.
-    info = adapters.add(new_name, stack, targets, seed=old.seed, batch=old.batch, scale=scale)
+    info = adapters.add(new_name, stack, targets, seed=old.seed if seed is None else seed, batch=old.batch,
+                        scale=scale)
     with torch.no_grad():
         for layer, slot in adapters.slots(new_name).items():
-            for param_name, value in frozen[layer].items():
-                slot.params[f"c0_{param_name}"].copy_(value)
-    if merge_frozen:
+            for key, value in stack.component_keys(0, frozen[layer]).items():
+                slot.params[key].copy_(value)
+    if stack.config.merge_frozen:  # the stack's config is what a saved file records
         adapters.merge(new_name, part="frozen")
     return info
 

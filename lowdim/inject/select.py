@@ -13,6 +13,9 @@ from torch import nn
 from lowdim.errors import LowdimError
 
 LAYER_TYPES = ("linear", "conv1x1")
+# Token embeddings are targets only when asked for by kind (Textual Inversion): a glob such as
+# "text_encoder.*" must keep meaning the linear layers it always meant.
+EMBEDDING = "embedding"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class LayerSet:
         return cls(name=name or ",".join(patterns), include=tuple(patterns), types=LAYER_TYPES)
 
 
+# The input token embedding under the names CLIP, LLaMA-style and GPT-2-style models give it: where a
+# token space (Textual Inversion) goes when no layers are named.
+TOKEN_EMBEDDINGS = LayerSet("token-embedding", ("re:.*(token_embedding|embed_tokens|wte)",), types=(EMBEDDING,),
+                            description="the text encoder's input token embedding (Textual Inversion)")
+
+
 def _matches(pattern: str, name: str) -> bool:
     if pattern.startswith("re:"):
         try:
@@ -48,6 +57,8 @@ def _matches(pattern: str, name: str) -> bool:
 def layer_kind(module: nn.Module) -> str | None:
     if isinstance(module, nn.Linear):
         return "linear"
+    if isinstance(module, nn.Embedding):
+        return EMBEDDING
     # Only a 1x1 conv that maps each pixel on its own is a linear layer per pixel (stride or padding
     # change the output grid, which a per-pixel update cannot follow).
     if (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
@@ -110,5 +121,6 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str]) -> st
 
 
 def exact_layers(name: str, layer_names: Sequence[str]) -> LayerSet:
-    """A layer set of exactly these modules (names are matched literally, not as globs)."""
-    return LayerSet(name=name, include=tuple("re:" + re.escape(n) for n in layer_names), types=LAYER_TYPES)
+    """A layer set of exactly these modules (names are matched literally, not as globs), embeddings included."""
+    return LayerSet(name=name, include=tuple("re:" + re.escape(n) for n in layer_names),
+                    types=(*LAYER_TYPES, EMBEDDING))

@@ -1,7 +1,10 @@
 """The contract every weight space fulfils, whether built in or added by a plugin.
 
-A space is pure math: it knows how to create the tensors of one adapted layer, how to turn
-them into LoRA factors (down, up), and from there the dense delta and the bypass forward.
+A space is pure math: it knows how to create the tensors of one adapted layer and how to turn
+them into LoRA factors (down, up). Everything that runs is built from those factors: the wrapped
+layer's forward (``functional.lowrank_apply``), merging into the weights, the dense delta and
+export. So a space cannot make its forward disagree with what it merges or exports; the contract
+suite checks the factors against each space's own formula for ΔW instead.
 It holds no tensors itself; the injection layer (``lowdim.inject``) owns those.
 
 Two kinds of per-layer tensors exist:
@@ -21,7 +24,7 @@ import types
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -163,10 +166,6 @@ class Space(ABC):
         down, up = self.factors(params, buffers)
         return F.lowrank_delta(down, up)
 
-    def bypass(self, x: Tensor, params: Tensors, buffers: Tensors) -> Tensor:
-        down, up = self.factors(params, buffers)
-        return F.lowrank_apply(x, down, up)
-
     def split_factors(
         self, params: Tensors, buffers: Tensors
     ) -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor]]:
@@ -186,12 +185,28 @@ class Space(ABC):
         """A random valid config for ``layer``; the shared contract tests draw from it."""
         return cls.config_class()
 
+    @classmethod
+    def build(cls, config: SpaceConfig, registry: SpaceMaker) -> Space:
+        """The space for ``config``, as ``registry.make_space`` builds it.
+
+        A space made of other spaces (the stack) overrides this to build its parts from the same
+        registry, so a registry built apart from the process-wide one (a test's, an embedder's)
+        resolves its own plugins' spaces.
+        """
+        return cls(config)
+
     # -- helpers ---------------------------------------------------------------------------
     def _factor_shapes(self, layer: LayerSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
         params = {k: torch.zeros(s, device="meta") for k, s in self.param_shapes(layer).items()}
         buffers = {k: v.to("meta") for k, v in self.make_buffers(layer, 0).items()}
         down, up = self.factors(params, buffers)
         return tuple(down.shape), tuple(up.shape)
+
+
+class SpaceMaker(Protocol):
+    """What builds spaces by name: ``lowdim.Registry`` (named here, not imported: it imports this module)."""
+
+    def make_space(self, name: str, config: dict[str, Any] | SpaceConfig | None = None) -> Space: ...
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -4,6 +4,7 @@ from lowdim.hookspecs import hookimpl
 from lowdim.spaces.lidb import LidbSpace
 from lowdim.spaces.lora import LoraSpace
 from lowdim.spaces.stack import StackSpace
+from lowdim.spaces.ti import TextualInversionSpace
 
 
 @hookimpl
@@ -11,3 +12,4 @@ def register_spaces(register):
     register(LoraSpace)
     register(LidbSpace)
     register(StackSpace)
+    register(TextualInversionSpace)

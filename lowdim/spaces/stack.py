@@ -15,7 +15,9 @@ import torch
 from torch import Tensor
 
 from lowdim import functional as F
-from lowdim.spaces.base import LayerSpec, Space, SpaceConfig, Tensors, require
+from lowdim.spaces.base import LayerSpec, Space, SpaceConfig, SpaceMaker, Tensors, require
+from lowdim.spaces.lidb import LidbSpace
+from lowdim.spaces.lora import LoraSpace
 
 
 def _default_components() -> list[dict[str, Any]]:
@@ -29,6 +31,8 @@ class StackConfig(SpaceConfig):
         metadata={"help": "Components as [{'space': name, 'config': {...}, 'seed': optional int}, ...]."},
     )
     trainable: int = field(default=-1, metadata={"help": "Index of the one trainable component (-1: the last)."})
+    # Read by relax_rank, which folds the frozen part into the base weights when it is set. A file
+    # records it; loading a file never merges (the output is the same either way).
     merge_frozen: bool = field(
         default=False, metadata={"help": "Fold the frozen components into the base weights, as the paper does."}
     )
@@ -50,24 +54,41 @@ class StackSpace(Space):
     config_class = StackConfig
     config: StackConfig
 
-    def __init__(self, config: StackConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: StackConfig | None = None, *, registry: SpaceMaker | None = None,
+                 component_spaces: list[Space] | None = None, **overrides: Any) -> None:
+        """``registry`` resolves the components' names (``registry.make_space`` passes itself); a stack
+        built directly falls back to the process-wide one, as ``lowdim.get_space`` does.
+        ``component_spaces``: the components already built, one per config entry."""
         super().__init__(config, **overrides)
-        from lowdim.registry import get_registry
+        if component_spaces is None:
+            if registry is None:
+                from lowdim.registry import get_registry
 
-        registry = get_registry()
-        self.components: list[Space] = [
-            registry.make_space(c["space"], c.get("config") or {}) for c in self.config.components
-        ]
+                registry = get_registry()
+            component_spaces = [
+                registry.make_space(c["space"], c.get("config") or {}) for c in self.config.components
+            ]
+        names = [c["space"] for c in self.config.components]
+        require([space.name for space in component_spaces] == names,
+                f"stack: component spaces {[space.name for space in component_spaces]} do not match {names}")
+        self.components: list[Space] = list(component_spaces)
         self.trainable_index = self.config.trainable % len(self.components)
 
     @classmethod
+    def build(cls, config: SpaceConfig, registry: SpaceMaker) -> StackSpace:
+        return cls(config, registry=registry)
+
+    @classmethod
     def of(cls, frozen: list[tuple[Space, int | None]], trainable: Space, merge_frozen: bool = False) -> StackSpace:
-        """A stack of already-built spaces: (space, adapter seed or None) frozen, then the trainable one."""
+        """A stack of already-built spaces: (space, adapter seed or None) frozen, then the trainable one.
+
+        The spaces are used as they are, so no registry needs to know them."""
         components = [
             {"space": space.name, "config": space.config.to_dict(), "seed": seed} for space, seed in frozen
         ]
         components.append({"space": trainable.name, "config": trainable.config.to_dict()})
-        return cls(StackConfig(components=components, trainable=-1, merge_frozen=merge_frozen))
+        config = StackConfig(components=components, trainable=-1, merge_frozen=merge_frozen)
+        return cls(config, component_spaces=[space for space, _ in frozen] + [trainable])
 
     def _prefixed(self, index: int, names: Any) -> list[str]:
         return [f"c{index}_{name}" for name in names]
@@ -76,6 +97,17 @@ class StackSpace(Space):
     def _take(tensors: Tensors, index: int) -> Tensors:
         prefix = f"c{index}_"
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    @staticmethod
+    def component_keys(index: int, tensors: Tensors) -> Tensors:
+        """Component ``index``'s tensors under the names the stack gives them: its key layout is its own,
+        so code that fills a component (``relax_rank``) never spells the prefix."""
+        return {f"c{index}_{k}": v for k, v in tensors.items()}
+
+    @classmethod
+    def component_tensors(cls, tensors: Tensors, index: int) -> Tensors:
+        """Component ``index``'s tensors out of the stack's, under the component's own names."""
+        return cls._take(tensors, index)
 
     def param_shapes(self, layer: LayerSpec) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {}
@@ -133,12 +165,9 @@ class StackSpace(Space):
 
     @classmethod
     def sample_config(cls, rng: random.Random, layer: LayerSpec) -> StackConfig:
-        from lowdim.registry import get_registry
-
-        registry = get_registry()
         components = []
         for _ in range(rng.randint(1, 3)):
-            name = rng.choice(["lora", "lidb"])
-            config = registry.space_class(name).sample_config(rng, layer)
-            components.append({"space": name, "config": config.to_dict()})
+            space_class = rng.choice([LoraSpace, LidbSpace])  # the built-in components, in any registry
+            config = space_class.sample_config(rng, layer)
+            components.append({"space": space_class.name, "config": config.to_dict()})
         return StackConfig(components=components, trainable=rng.randrange(len(components)))

@@ -54,7 +54,7 @@ def _train_chunk(job, method: Method, chunk: list) -> None:
     from lowdim_sd.modes import adapter_trainable, resolve_layers
     from lowdim_sd.train import Subject, TrainConfig, train
 
-    model = load_sd(job.model, job.device, job.dtype)
+    model = load_sd(job.model, job.device, job.dtype, job.model_config)
     subjects = [Subject(load_image(t.reference, model.resolution)[None], job.seed) for t in chunk]
     options = {"rank": method.rank} if method.space == "lora" else {}
     names = [t.identity for t in chunk]

@@ -22,7 +22,7 @@ from lowdim_sd.train import Subject, TrainConfig, train
 class Method:
     name: str  # command-line name
     label: str  # table row, as in the paper
-    kind: str  # "hyper": our pipeline (personalize.py) | "dreambooth": lowdim train's modes | "base"
+    kind: str  # "hyper": our pipeline (personalize.py) | "dreambooth": lowdim train's modes | "ti" | "base"
     steps: int = 0
     learning_rate: float | None = None
     space: str = "lidb"
@@ -53,6 +53,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            note="400 steps at 4x the learning rate"),
     Method("db-agg-2", "DreamBooth-Agg-2", "dreambooth", steps=40, learning_rate=1e-4, full=True,
            note="40 steps at 20x the learning rate"),
+    # The paper's rate: base 5e-3 scaled by its batch (4) and GPUs (2); chosen over the unscaled 5e-3 on
+    # validation identities (docs/results.md, "The rows").
+    Method("ti", "Textual Inversion", "ti", steps=5000, learning_rate=4e-2, space="ti",
+           note="one token vector from 'face', the paper's 5,000 steps at its effective rate 0.04"),
     Method("base", "Base model", "base", note="no personalization: the floor"),
 )}
 
@@ -80,6 +84,8 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
         return Personalized(None, 0, 0.0)
     if method.kind == "hyper":
         file = _hyper_pipeline(model, method, reference, work_dir, hypernet, token, seed)
+    elif method.kind == "ti":
+        file = _textual_inversion(model, method, reference, work_dir, token, seed)
     else:
         file = _dreambooth(model, method, reference, work_dir, token, seed)
     if model.device.type == "cuda":
@@ -90,18 +96,22 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
 
 def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                     hypernet: Path | None, token: str, seed: int) -> Path:
-    from lowdim_sd.personalize import PersonalizeJob, initial_trainable, predict_initial
+    from lowdim_sd.personalize import PersonalizeJob, initial_trainable, predict_initial, resolve_run
 
     if method.use_hypernet and hypernet is None:
         raise LowdimError(f"method '{method.name}' needs a trained hypernetwork: pass --hypernet CKPT")
+    # personalize's own run, on a model already loaded: the rows differ from `lowdim personalize` only in
+    # what the table needs (fp32 files, so every row's bytes compare; no crop of an already prepared image).
     job = PersonalizeJob(model=model.name, image=Path("-"), space=method.space, steps=method.steps,
                          rank=method.rank, learning_rate=method.learning_rate, token=token, seed=seed,
                          out=work_dir, hypernet=hypernet if method.use_hypernet else None,
-                         only_hyper=method.steps == 0, iterations=method.iterations)
-    predicted = predict_initial(model, job, reference.to(model.device))
-    trainable = initial_trainable(model, job, predicted)
-    config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-3, token=token, seed=job.seed)
-    return train(model, [Subject(reference[None], job.seed)], trainable, config, out_dir=work_dir,
+                         no_hyper=not method.use_hypernet, only_hyper=method.steps == 0,
+                         iterations=method.iterations, crop=False, save_dtype="fp32")
+    run = resolve_run(job)
+    predicted = predict_initial(model, run, reference.to(model.device))
+    trainable = initial_trainable(model, run, predicted)
+    config = TrainConfig(steps=run.steps, learning_rate=method.learning_rate or 1e-3, token=token, seed=run.seed)
+    return train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir,
                  progress=False).outputs[0]
 
 
@@ -118,6 +128,20 @@ def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_di
                                       seed=seed, token=token)
     config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-4, token=token, seed=seed)
     # Full DreamBooth's output is the saved pipeline; _size counts its finetuned parts only.
+    return train(model, [Subject(reference[None], seed)], trainable, config, out_dir=work_dir,
+                 progress=False).outputs[0]
+
+
+def _textual_inversion(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
+                       token: str, seed: int) -> Path:
+    """Gal et al. 2022 on one image: new vectors for [V], the model itself frozen."""
+    import lowdim
+    from lowdim_sd.textual_inversion import prompt_token, ti_trainable
+
+    space = lowdim.get_space("ti")
+    trainable = ti_trainable(model, space, token=token, seed=seed)
+    config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 5e-3,
+                         token=prompt_token(token, space.config.vectors), seed=seed)
     return train(model, [Subject(reference[None], seed)], trainable, config, out_dir=work_dir,
                  progress=False).outputs[0]
 

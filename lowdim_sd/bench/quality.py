@@ -30,6 +30,7 @@ RESULT_VERSION = 1
 class QualityJob:
     identities: Path  # a flat folder: one reference image per held-out identity
     model: str = "tinyfaces"
+    model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
     out: Path = Path("bench-quality")
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     prompts: list[str] | None = None  # default: the backend's bench_prompts
@@ -55,11 +56,11 @@ class Task:
 
 
 def bench_prompts(model: str) -> list[str]:
-    from lowdim.backends import Backend
     from lowdim.registry import get_registry
+    from lowdim_sd.plugin import SDBackend
 
     entry = get_registry().backends.get(model)
-    return list(getattr(entry.value, "bench_prompts", None) if entry else Backend.bench_prompts)
+    return list(getattr(entry.value, "bench_prompts", SDBackend.bench_prompts) if entry else SDBackend.bench_prompts)
 
 
 def settings(job: QualityJob) -> dict:
@@ -159,7 +160,7 @@ def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = 
     if todo:
         from lowdim_sd.bench.workers import run_tasks
 
-        run_tasks(job, todo, on_done)
+        run_tasks(job, todo, run_task, on_done)
     return [json.loads(result_path(job.out, t).read_text()) for t in tasks if result_path(job.out, t).exists()]
 
 
@@ -214,7 +215,7 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     from lowdim_sd.loading import load_sd
 
     method = METHODS[task.method]
-    model = load_sd(job.model, job.device, job.dtype)
+    model = load_sd(job.model, job.device, job.dtype, job.model_config)
     reference = load_image(task.reference, model.resolution)
     work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))
     try:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cli.eval_command import metric_options
-from cli.main import main
+from lowdim_cli.eval_command import metric_options
+from lowdim_cli.main import main
 from lowdim.errors import LowdimError
 from lowdim.metrics import MetricUnavailable
 from lowdim.registry import Registry, use_registry

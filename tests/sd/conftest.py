@@ -34,3 +34,38 @@ def faces():
     """Two fixed 16x16 'reference images' in [-1, 1]."""
     generator = torch.Generator().manual_seed(3)
     return torch.rand(2, 3, 16, 16, generator=generator) * 2 - 1
+
+
+@pytest.fixture
+def face(tmp_path):
+    """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""
+    from lowdim_sd.images import save_images
+
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    return save_images(image, tmp_path, "face")[0]
+
+
+TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32}
+
+
+@pytest.fixture
+def make_hypernet(tiny_sd, tmp_path):
+    """``make_hypernet(iterations, **metadata)``: a random hypernetwork file for the tiny model's default
+    layer set, with visible predictions (large head init)."""
+    import lowdim
+    from lowdim.hyper import HyperConfig, HyperNetwork, save_hypernet
+    from lowdim.sizing import layer_specs
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.modes import resolve_layers
+
+    def make(iterations: int, **metadata):
+        layers = layer_specs(load_sd(str(tiny_sd)).modules, resolve_layers(None))
+        config = HyperConfig(encoder_config=TINY_VIT, width=16, attention_heads=2, iterations=iterations,
+                             head_init_scale=1.0)
+        torch.manual_seed(0)
+        net = HyperNetwork(config, lowdim.get_space("lidb"), layers)
+        return save_hypernet(tmp_path / "hyper.safetensors", net,
+                             {"model": str(tiny_sd), "layer_set": "unet+text", **metadata})
+
+    return make

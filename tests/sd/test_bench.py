@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim.errors import LowdimError
 from lowdim_sd.bench import methods as bench_methods
 from lowdim_sd.bench.claims import claim, release
@@ -204,7 +204,7 @@ def test_rows_needing_a_hypernetwork_are_refused_before_any_work(tmp_path, ident
 
 
 def test_the_default_gallery_prompts_fit_a_single_prompt_and_dtype_help_matches_its_default(capsys):
-    from cli.bench_command import prompt_numbers
+    from lowdim_cli.bench_command import prompt_numbers
 
     assert prompt_numbers(None, ["a [V] face"]) == [0] and prompt_numbers("", ["a", "b"]) == []
     assert main(["bench", "quality", "--help"]) == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim_sd.eval.folder import EvalFolderError, load_eval_set
 
 

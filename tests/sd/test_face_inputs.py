@@ -12,7 +12,7 @@ import lowdim
 import lowdim_sd.face_inputs as face_inputs
 import lowdim_sd.faces as faces
 import lowdim_sd.personalize as personalize_module
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim_sd.face_inputs import backend_crops, load_face_image, resolve_crop
 from lowdim_sd.faces import FaceNotFound, FacesUnavailable, FaceWarning
 from lowdim_sd.images import load_image

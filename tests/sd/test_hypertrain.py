@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import lowdim
 import lowdim_sd.hypertrain_losses as hl
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim.hyper import load_hypernet
 from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
 from lowdim_sd.images import save_images
@@ -156,7 +156,7 @@ def test_cli_train_hypernet(weights, tmp_path, capsys):
 
 
 def test_encoder_config_option():
-    from cli.hyper_commands import encoder_config_option
+    from lowdim_cli.hyper_commands import encoder_config_option
 
     assert encoder_config_option("tiny")["model_type"] == "vit" and encoder_config_option(None) is None
     assert encoder_config_option('{"model_type": "dinov2"}') == {"model_type": "dinov2"}
@@ -363,3 +363,27 @@ def test_a_retrieval_head_stores_the_training_identities_and_personalize_predict
     layer = next(iter(expected))
     torch.testing.assert_close(stored.params[layer]["A_train"].float(), expected[layer]["A_train"], atol=1e-3,
                                rtol=1e-3)
+
+
+def test_ctrl_c_exits_130_keeps_a_checkpoint_and_resume_continues_from_it(weights, tmp_path, capsys, monkeypatch):
+    import lowdim_sd.hypertrain as ht
+
+    real, calls = ht.pair_losses, []
+
+    def stop_in_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ht, "pair_losses", stop_in_step_2)
+    args = ["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config", json.dumps(TINY_VIT),
+            "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "3", "--batch-size", "2",
+            "--checkpoint-every", "0", "--alpha", "0"]
+    code = main(args)
+    text = " ".join(capsys.readouterr().err.split())
+    assert code == 130 and "Interrupted at step 1; checkpoint saved to" in text and "plus --resume" in text
+    assert (tmp_path / "h" / "checkpoints" / "step-000001" / "state.json").is_file()
+    monkeypatch.undo()
+    code = main(args + ["--resume"])
+    assert code == 0 and "2 steps in" in capsys.readouterr().out

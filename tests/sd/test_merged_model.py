@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lowdim
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import resolve_layers

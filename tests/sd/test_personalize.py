@@ -6,32 +6,13 @@ import pytest
 import torch
 
 import lowdim
-from lowdim.hyper import HyperConfig, HyperNetwork, save_hypernet
-from lowdim.sizing import layer_specs
-from lowdim_sd.images import save_images
-from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import resolve_layers
 from lowdim_sd.personalize import PersonalizeJob, personalize
 
-TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "intermediate_size": 32}
-
 
 @pytest.fixture
-def face(tmp_path):
-    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
-    return save_images(image, tmp_path, "face")[0]
-
-
-@pytest.fixture
-def hypernet(tiny_sd, tmp_path):
+def hypernet(make_hypernet):
     """A (random) hypernetwork for the tiny model's default layer set, with visible predictions."""
-    model = load_sd(str(tiny_sd))
-    layers = layer_specs(model.modules, resolve_layers(None))
-    config = HyperConfig(encoder_config=TINY_VIT, width=16, attention_heads=2, iterations=2, head_init_scale=1.0)
-    torch.manual_seed(0)
-    net = HyperNetwork(config, lowdim.get_space("lidb"), layers)
-    return save_hypernet(tmp_path / "hyper.safetensors", net, {"model": str(tiny_sd), "layer_set": "unet+text"})
+    return make_hypernet(2)
 
 
 def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:

@@ -11,7 +11,7 @@ import lowdim
 import lowdim_sd.face_inputs as face_inputs
 import lowdim_sd.faces as faces
 import lowdim_sd.precompute as pre
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.images import ImageError, load_references, save_images
 from lowdim_sd.loading import load_sd

@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import lowdim
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim_sd.images import save_images
 from lowdim_sd.loading import ModelLoadError, load_sd
 
@@ -182,7 +182,7 @@ def test_out_of_memory_is_one_line_with_what_to_try_and_keeps_a_checkpoint(tiny_
 
 
 def test_errors_that_are_not_out_of_memory_keep_their_traceback(monkeypatch):
-    import cli.main as cli_main
+    import lowdim_cli.main as cli_main
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("a bug")

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 import lowdim
-from cli.main import main
+from lowdim_cli.main import main
 from lowdim_sd.architecture import LAYER_SETS, SD15_TEXT_CONFIG, SD15_UNET_CONFIG
 from lowdim_sd.generate import GenerateConfig, generate
 from lowdim_sd.ldm_checkpoint import ldm_state_dict, save_single_file

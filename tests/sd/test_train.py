@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -96,12 +97,44 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_sd, faces, tmp_path, ch
     assert run(resume=True).start_step == 2  # the same run still resumes
 
 
+@pytest.fixture(scope="module")
+def other_sd(tmp_path_factory):
+    """Another base model of the same architecture (other random weights)."""
+    from lowdim_sd.tiny import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("other") / "pipe", seed=1)
+
+
+@pytest.mark.parametrize("change, named", [
+    ("images", "the reference images of 'adapter' differ (pixels, crop or size; digest "),
+    ("crop", "the reference images of 'adapter' differ"),
+    ("model", "the base model differs (weights digest "),
+])
+def test_resume_refuses_other_reference_images_or_another_base_model(tiny_sd, other_sd, faces, tmp_path, change,
+                                                                    named):
+    def run(images=faces, model_path=tiny_sd, resume=False, steps=2):
+        model = load_sd(str(model_path))
+        trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+        config = TrainConfig(steps=steps, learning_rate=2e-2, checkpoint_every=2)
+        return train(model, [Subject(images, 0)], trainable, config, out_dir=tmp_path, resume=resume,
+                     progress=False)
+
+    run()
+    other = {"images": {"images": faces.flip(-1)},
+             "crop": {"images": torch.nn.functional.interpolate(faces[..., 2:-2, 2:-2], size=(16, 16))},
+             "model": {"model_path": other_sd}}[change]
+    with pytest.raises(lowdim.LowdimError, match=re.escape(named)) as error:
+        run(resume=True, steps=4, **other)
+    assert "\n" not in str(error.value)
+    assert run(resume=True, steps=4).start_step == 2  # the same images and model still resume
+
+
 def test_fp16_loss_scaling_skips_overflowing_steps_and_trains_on_the_rest(tiny_sd, faces, monkeypatch):
     import lowdim_sd.train as engine
 
     # What a GPU gets with --mixed-precision fp16; CPU autocast runs the same scaler logic.
     scalers = []
-    monkeypatch.setattr(engine, "_grad_scaler", lambda model, config: scalers.append(
+    monkeypatch.setattr(engine.runs, "grad_scaler", lambda device, mixed: scalers.append(
         torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1)) or scalers[-1])
     model = load_sd(str(tiny_sd))
     trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
@@ -213,7 +246,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes_from_it(tiny_sd, faces, tmp_path,
         return real(m, s, c, step, *a)
 
     monkeypatch.setattr(engine, "denoising_losses", interrupt)
-    with pytest.warns(UserWarning, match="interrupted at step 2"), pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 2; checkpoint saved to .*step-000002; "
+                                                "continue with the same command plus --resume"):
         train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, progress=False)
     monkeypatch.setattr(engine, "denoising_losses", real)
     result = train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, resume=True, progress=False)
@@ -238,6 +272,30 @@ def test_a_stop_inside_the_optimizer_update_keeps_only_the_older_checkpoints(tin
             pytest.raises(torch.OutOfMemoryError):
         train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path, progress=False)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000002"]
+
+
+@pytest.mark.parametrize("every, said", [
+    (0, "no checkpoint of it was saved and there is no earlier one; rerun the same command to start over"),
+    (2, "the same command plus --resume continues from the last periodic one, "),
+])
+def test_ctrl_c_inside_the_optimizer_update_names_what_is_left_or_says_rerun(tiny_sd, faces, tmp_path, monkeypatch,
+                                                                            every, said):
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    real, calls = torch.optim.AdamW.step, []
+
+    def stop(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", stop)
+    config = TrainConfig(steps=6, learning_rate=5e-2, augment=False, checkpoint_every=every)
+    with pytest.raises(KeyboardInterrupt, match=re.escape(said)):
+        train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert kept == (["step-000002"] if every else [])
 
 
 def test_a_prompt_without_the_identifier_warns(tiny_sd, faces):

@@ -1,4 +1,8 @@
-"""Registers TinyFaces with lowdim: the model alias ``tinyfaces``, the renderer as a data source."""
+"""Registers TinyFaces with lowdim: the model alias ``tinyfaces``, its metrics and its commands.
+
+The renderer of synthetic identities is imported directly (``lowdim_tinyfaces.world.sample_dataset``):
+nothing in lowdim looks data sources up by name, so there is no hook for them.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +30,6 @@ def register_backends(register):
         default_hypernet=str(hypernet_path()) if hypernet_path().exists() else None,
         crops_faces=False,  # 32x32 cartoon faces: a face detector finds nothing in them, use them as they are
     ))
-
-
-@hookimpl
-def register_datasets(register):
-    from lowdim_tinyfaces import world
-
-    register("tinyfaces", world.sample_dataset)
 
 
 @hookimpl

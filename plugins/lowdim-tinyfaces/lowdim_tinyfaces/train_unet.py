@@ -20,6 +20,7 @@ from .train_config import (
     training_prompts,
     write_bpe_files,
 )
+from .train_loop import run_stage
 from .train_state import EMA
 from .train_steps import (
     EVAL_STREAM,
@@ -73,8 +74,6 @@ def sample_grid(unet: nn.Module, text_encoder: nn.Module, tokenizer, vae, steps:
 def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, vae,
                unet: nn.Module, text_encoder: nn.Module, tokenizer,
                deadline: float | None = None):
-    from .train_model import run_stage
-
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     tparams = sum(p.numel() for p in text_encoder.parameters()) / 1e6
     log(f"UNet params {params:.2f}M, text encoder {tparams:.2f}M")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.main import main
+from lowdim_cli.main import main
 
 
 @pytest.mark.parametrize("target", ["face.png", "face.png/sub"])

@@ -15,11 +15,10 @@ from lowdim_sd.personalize import PersonalizeJob, personalize
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "face.png"
 
 
-def test_the_plugin_registers_model_dataset_and_metrics():
+def test_the_plugin_registers_model_and_metrics():
     registry = lowdim.get_registry()
     assert registry.backends["tinyfaces"].plugin == "tinyfaces"
     assert registry.backends["tinyfaces"].value.source == str(model_path())
-    assert "tinyfaces" in registry.datasets
     assert {"tinyfaces-identity", "tinyfaces-style"} <= set(registry.metrics)
 
 

@@ -115,7 +115,7 @@ def test_missing_weights_are_unavailable(tmp_path):
 def test_lowdim_eval_runs_the_tinyfaces_metrics(tmp_path, levels, references, capsys):
     import json
 
-    from cli.main import main
+    from lowdim_cli.main import main
 
     references[0].save(tmp_path / "me.png")
     entries = []

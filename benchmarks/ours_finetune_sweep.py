@@ -1,0 +1,36 @@
+"""The ladder's rung 6: Ours' rank-relaxed finetune at other learning rates and lengths, on VALIDATION
+identities (docs/results.md). The bench's "ours" row is the paper's recipe (40 steps) at the rate chosen
+on validation (3e-3); this runs the same row with another rate and step count into its own folder.
+
+    lowdim tinyfaces-identities -o runs/ladder/val-ids --count 16 --split val   # or VAL_IDS=FOLDER
+    python benchmarks/ours_finetune_sweep.py 1e-2 40 runs/ladder/sweep-ours-1e-2-40 [HYPERNET]
+    python benchmarks/ours_finetune_sweep.py 6e-3 80 runs/ladder/sweep-ours-6e-3-80
+
+HYPERNET defaults to TinyFaces' shipped one. Two folders pair up by identity through
+their per-identity results (results/ours/*.json).
+"""
+
+import dataclasses
+import os
+import sys
+
+from lowdim_sd.bench import methods
+
+
+def main(argv: list[str]) -> int:
+    rate, steps, out = float(argv[0]), int(argv[1]), argv[2]
+    hypernet = argv[3] if len(argv) > 3 else None
+    identities = os.environ.get("VAL_IDS", "runs/ladder/val-ids")
+    methods.METHODS["ours"] = dataclasses.replace(methods.METHODS["ours"], learning_rate=rate, steps=steps)
+    from lowdim_cli.main import main as lowdim
+
+    if hypernet is None:
+        from lowdim.registry import get_registry
+
+        hypernet = str(get_registry().backends["tinyfaces"].value.default_hypernet)
+    return lowdim(["bench", "quality", "-i", identities, "--limit", "16", "--hypernet", hypernet,
+                   "-o", out, "--methods", "ours", "--gallery-prompts", ""])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

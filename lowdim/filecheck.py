@@ -1,0 +1,171 @@
+"""Bounds and sanity checks for files lowdim reads: nothing a file says is believed before it is checked.
+
+A file is small, but the sizes written in it (layer widths, a compressed layer list, an encoder
+config) decide how much lowdim allocates. Every such size is checked against a sane bound, and
+against the model or the file's own tensors, before anything is built from it; tensors must hold
+finite floats. Each refusal is one line naming the file and the layer, param or tensor.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.spaces.base import LayerSpec, Space
+
+MAX_FEATURES = 1 << 16  # in/out width of one layer: 65536, far above any diffusion model's (Flux: 12288)
+MAX_LAYERS = 1 << 16  # layers in one file (SD1.5's largest layer set: 264; SDXL: about 2,000)
+MAX_NAME = 512  # characters of one layer name
+MAX_INFLATED = 16 << 20  # bytes a compressed metadata field may inflate to (SD1.5's layer list: about 20 KB)
+# Basis values regenerated from a seed where no model bounds them (export), per layer (256 MB in float64;
+# SD1.5's largest LiDB layer: 1 M) and per file (generated one layer at a time, so this bounds time).
+MAX_LAYER_REGENERATED = 1 << 25
+MAX_REGENERATED = 1 << 29
+MAX_DEPTH = 512  # layers or blocks in a config (ViT-g: 40; SD's UNet: 2 per block)
+MAX_SIZE = 1 << 24  # any other integer in a config (widths, vocabulary, bank size, image size)
+DEPTH_KEY = re.compile(r"layers|depth|blocks", re.IGNORECASE)
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+DIFFUSERS_LORA = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
+                  ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight")
+KOHYA_LORA = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1")
+
+
+def inflate(data: bytes, what: str, path: Path, limit: int = MAX_INFLATED) -> bytes:
+    """zlib-decompress at most ``limit`` bytes: a compressed field cannot become a memory bomb."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, limit)
+    except zlib.error as error:
+        raise AdapterFileError(f"{path}: the {what} in the metadata is corrupted ({error})") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise AdapterFileError(f"{path}: the {what} in the metadata inflates past {limit >> 20} MB or is cut short; "
+                               f"refusing it")
+    return raw
+
+
+def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterFileError) -> list[LayerSpec]:
+    """[[name, out, in], ...] from a file as LayerSpecs, each size within the sane bounds."""
+    if not isinstance(entries, list):
+        raise error(f"{path}: the layer list in the metadata is not a list")
+    if len(entries) > MAX_LAYERS:
+        raise error(f"{path}: the metadata lists {len(entries)} layers, more than the {MAX_LAYERS} lowdim accepts")
+    layers = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
+            raise error(f"{path}: a layer list entry is not [name, out, in]: {str(entry)[:80]}")
+        name, out, inp = entry
+        if not name or len(name) > MAX_NAME:
+            raise error(f"{path}: a layer name in the metadata is empty or longer than {MAX_NAME} characters")
+        for size in (out, inp):
+            if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_FEATURES:
+                raise error(f"{path}: layer {name} has size {out!r}x{inp!r} in the metadata; each size must be an "
+                            f"integer in [1, {MAX_FEATURES}]")
+        layers.append(LayerSpec(name, out, inp))
+    return layers
+
+
+def describe_foreign(path: Path) -> str | None:
+    """What a file named .safetensors really is, when its first bytes say it is a pickle (None: no idea)."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (a torch.save pickle checkpoint?), not safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a pickle (torch.save / pickle.dump), not safetensors"
+    return None
+
+
+def foreign_lora(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:
+    """'diffusers/peft' or 'kohya' when the tensor names are another tool's LoRA layout."""
+    keys = list(keys)
+    if metadata.get("lora_format") in ("diffusers", "kohya"):
+        return "diffusers/peft" if metadata["lora_format"] == "diffusers" else "kohya"
+    if any(key.endswith(DIFFUSERS_LORA) for key in keys):
+        return "diffusers/peft"
+    if any(key.endswith(KOHYA_LORA) or key.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for key in keys):
+        return "kohya"
+    return None
+
+
+def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[str]) -> str:
+    """The one line for a safetensors file that is not a lowdim ``kind``."""
+    style = foreign_lora(keys, metadata)
+    if style is not None:
+        return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it in diffusers (pipe.load_lora_weights), "
+                f"A1111 or ComfyUI; lowdim reads only the adapter files it writes (lowdim export makes LoRAs of them)")
+    return f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})"
+
+
+def check_flat(tensors: Mapping[str, Tensor], path: Path) -> None:
+    """Adapter tensors are flat 1-D floats, one per param kind."""
+    for key, value in tensors.items():
+        if value.dtype not in FLOATS:
+            raise AdapterFileError(f"{path}: tensor '{key}' holds {str(value.dtype).removeprefix('torch.')}, "
+                                   f"not floats")
+        if value.dim() != 1:
+            raise AdapterFileError(f"{path}: tensor '{key}' is {value.dim()}-D {tuple(value.shape)}, where a lowdim "
+                                   f"adapter stores 1-D (one flat tensor per param, layers concatenated)")
+
+
+def check_finite(per_layer: Mapping[str, Mapping[str, Tensor]], path: Path, what: str = "param") -> None:
+    """Every value finite; the first layer and param that is not are named."""
+    for layer, tensors in per_layer.items():
+        for key, value in tensors.items():
+            if not bool(torch.isfinite(value).all()):
+                raise AdapterFileError(f"{path}: layer {layer} {what} '{key}' holds NaN or Inf values (a diverged "
+                                       f"run?); refusing it")
+
+
+def buffer_shapes(space: Space, layer: LayerSpec) -> dict[str, tuple[int, ...]]:
+    """The shapes of ``space.make_buffers(layer)`` (made once: call ``check_regeneration`` first)."""
+    return {key: tuple(value.shape) for key, value in space.make_buffers(layer, 0).items()}
+
+
+def regeneration_cost(space: Space, layer: LayerSpec) -> int:
+    """An upper bound on the basis values ``make_buffers`` makes for ``layer``, from shapes alone: bases map
+    the layer's sides to its trained params (LiDB: out x a + b x in <= (out + in) x (a + b); VeRA alike)."""
+    params = sum(int(torch.Size(shape).numel()) for shape in space.param_shapes(layer).values())
+    return (layer.out_features + layer.in_features) * max(params, 1)
+
+
+def check_regeneration(space: Space, layers: list[LayerSpec], path: Path) -> None:
+    """The bases regenerated for ``layers`` stay within sane bounds, checked before any is made: no model
+    bounds them when a file is read on its own (export), so its stated sizes alone must be sane."""
+    total = 0
+    for layer in layers:
+        cost = regeneration_cost(space, layer)
+        if cost > MAX_LAYER_REGENERATED:
+            raise AdapterFileError(f"{path}: layer {layer.name} ({layer.out_features}x{layer.in_features}) would need "
+                                   f"about {cost} regenerated basis values, more than the {MAX_LAYER_REGENERATED} "
+                                   f"lowdim makes for one layer; refusing the sizes in its metadata")
+        total += cost
+    if total > MAX_REGENERATED:
+        raise AdapterFileError(f"{path}: its layers would need about {total} regenerated basis values, more than the "
+                               f"{MAX_REGENERATED} lowdim makes for one file; refusing the sizes in its metadata")
+
+
+def check_sizes(config: Any, path: Path, where: str) -> None:
+    """Every integer of a (nested) config within a sane bound, depths within a tighter one."""
+    for key, value in _integers(config, ""):
+        bound = MAX_DEPTH if DEPTH_KEY.search(key) else MAX_SIZE
+        if value > bound:  # negative values are sentinels (-1: none), never sizes
+            raise LowdimError(f"{path}: {where} '{key}' is {value}; lowdim accepts at most {bound} here")
+
+
+def _integers(value: Any, key: str) -> list[tuple[str, int]]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [(key, value)]
+    if isinstance(value, Mapping):
+        return [found for k, v in value.items() for found in _integers(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list):
+        return [found for v in value for found in _integers(v, key)]
+    return []

@@ -1,0 +1,85 @@
+"""Building a hypernetwork from a file without trusting the file.
+
+The header's configs decide the architecture, hence how much is allocated; the encoder's decides
+whether transformers goes to the hub. So before anything real is built: every size is within a
+sane bound, the encoder can be rebuilt offline (or the caller named its hub id on purpose), and the
+architecture, built on the meta device (no memory), has exactly the tensors the file holds, every
+one of them finite floats. A hostile or broken file gets one line naming the tensor or setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lowdim.errors import LowdimError
+from lowdim.filecheck import FLOATS, check_sizes
+from lowdim.hyper.config import HyperConfig
+from lowdim.hyper.encoder import is_packaged
+from lowdim.spaces.base import LayerSpec, Space
+
+# Config switches that make transformers fetch other weights (timm or hub backbones) while building.
+FETCHING_KEYS = ("use_pretrained_backbone", "use_timm_backbone")
+BACKBONE = "encoder.backbone."
+
+
+def check_offline(encoder: str, encoder_config: dict | None, weights: str, requested: Any, path: Path) -> None:
+    """The encoder is rebuilt from the file or a package, unless the caller asked for this hub id by name."""
+    if weights == "package" and not is_packaged(encoder):
+        raise LowdimError(f"{path}: says its encoder '{encoder}' comes from a package, but no package provides it "
+                          f"(the file lacks the encoder's weights)")
+    if is_packaged(encoder):
+        return
+    if encoder_config is None:
+        if isinstance(requested, str) and requested == encoder:
+            return  # the caller named this hub id: downloading it is what they asked for
+        raise LowdimError(f"{path}: stores no encoder_config for its image encoder '{encoder}', so rebuilding it "
+                          f"would go to the hub; pass encoder='{encoder}' to allow that, or re-save it with the "
+                          f"encoder's config")
+    for key in FETCHING_KEYS:
+        if _any_true(encoder_config, key):
+            raise LowdimError(f"{path}: its encoder_config sets '{key}', which downloads weights while building; "
+                              f"lowdim rebuilds file encoders offline only")
+
+
+def _any_true(config: Any, key: str) -> bool:
+    if isinstance(config, Mapping):
+        return bool(config.get(key)) or any(_any_true(v, key) for v in config.values())
+    return False
+
+
+def checked_build(build: Any, config: HyperConfig, space: Space, layers: list[LayerSpec],
+                  tensors: Mapping[str, Tensor], package: bool, path: Path) -> nn.Module:
+    """``build(config, space, layers)``, after the meta-device twin proved it fits ``tensors`` exactly."""
+    check_sizes(config.to_dict(), path, "hyper_config")
+    with torch.device("meta"):
+        twin = build(config, space, layers)
+    expected = {k: v for k, v in twin.state_dict().items() if not (package and k.startswith(BACKBONE))}
+    check_tensors(expected, tensors, path)
+    return build(config, space, layers)
+
+
+def check_tensors(expected: Mapping[str, Tensor], found: Mapping[str, Tensor], path: Path) -> None:
+    """Same names, same shapes, floats where floats are expected, finite values; the first offence named."""
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise LowdimError(f"{path}: tensors do not fit the stored hypernetwork config (missing: "
+                          f"{_shown(missing) or 'none'}; unexpected: {_shown(extra) or 'none'})")
+    for key, want in expected.items():
+        have = found[key]
+        if have.shape != want.shape:
+            raise LowdimError(f"{path}: tensor '{key}' is {have.dim()}-D {tuple(have.shape)}, where the stored config "
+                              f"expects {want.dim()}-D {tuple(want.shape)}")
+        if want.dtype in FLOATS and have.dtype not in FLOATS:
+            raise LowdimError(f"{path}: tensor '{key}' holds {str(have.dtype).removeprefix('torch.')}, not floats")
+        if have.dtype in FLOATS and not bool(torch.isfinite(have).all()):
+            raise LowdimError(f"{path}: tensor '{key}' holds NaN or Inf values (a diverged run?); refusing it")
+
+
+def _shown(items: list[str], limit: int = 5) -> str:
+    more = f", and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

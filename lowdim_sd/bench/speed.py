@@ -1,0 +1,179 @@
+"""``lowdim bench speed``: seconds of every step from one photo to a personalized SD1.5, side by side.
+
+One prepared run: the settings are checked, the random-weight model is built and saved once, then
+each task measures and stores its results in OUT/measurements/ at once, so an interrupted run
+resumes where it stopped (a rerun skips what is stored). At the end OUT/speed.json and OUT/table.md
+hold the whole table. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
+from lowdim_sd import runs
+from lowdim_sd.bench import speed_adapters as adapters
+from lowdim_sd.bench import speed_measures as measures
+from lowdim_sd.bench.speed_report import build_report, labels, markdown
+from lowdim_sd.bench.speed_setup import SCALES, Scale, Settings, machine, photo_path, resolve_settings, saved_model
+from lowdim_sd.bench.speed_timing import skipped
+
+SETTINGS_FILE = "settings.json"
+MEASUREMENTS = "measurements"
+
+
+@dataclass(frozen=True)
+class SpeedJob:
+    """What was asked, one field per CLI option."""
+
+    out: Path
+    quick: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    resolution: int | None = None
+    repeats: int | None = None
+    photo: Path | None = None
+    model_dir: Path | None = None  # where the random model is saved (default OUT/model)
+    overwrite: bool = False
+    only: tuple[str, ...] = ()  # task names; empty: all
+    run: bool = True  # False: only tabulate what OUT already holds
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: measures ``keys`` together (variants timed side by side belong to one task)."""
+
+    name: str
+    keys: tuple[str, ...]
+    run: Callable[[measures.SpeedContext], dict]
+
+
+def tasks(scale: Scale) -> list[Task]:
+    """In run order. Full DreamBooth comes last: it trains (and so spoils) the model's own weights."""
+    steps = [f"step_{who}_r{rank}" for rank in (1, 4) for who in ("lowdim", "peft")]
+    return [
+        Task("load", ("load",), measures.measure_load),
+        Task("crop", ("crop",), measures.measure_crop),
+        Task("hypernet", ("hyper_k1", "hyper_k4"), measures.measure_hypernet),
+        Task("merge", ("merge",), measures.measure_merge),
+        Task("finetune", ("finetune",), measures.measure_finetune),
+        Task("generate", ("generate",), measures.measure_generate),
+        Task("lora-db", ("lora_db",), measures.measure_lora_dreambooth),
+        Task("adapter-step", ("step_lora_r1", "step_lidb"), adapters.measure_adapter_step),
+        Task("adapter-infer", ("infer_none", "infer_lidb_unmerged", "infer_lidb_merged"),
+             adapters.measure_adapter_inference),
+        Task("peft-step", tuple(steps), partial(adapters.measure_peer, train=True)),
+        Task("peft-infer", tuple(key.replace("step_", "infer_") for key in steps),
+             partial(adapters.measure_peer, train=False)),
+        *[Task(f"precompute-k{k}", (f"batched_k{k}",), partial(measures.measure_batched, subjects=k))
+          for k in scale.subjects],
+        Task("full-db", ("full_db",), measures.measure_full_dreambooth),
+    ]
+
+
+def chosen_tasks(scale: Scale, only: tuple[str, ...]) -> list[Task]:
+    """The tasks ``--only`` names (all without it), in run order; an unknown name is one line."""
+    plan = tasks(scale)
+    unknown = [name for name in only if name not in {task.name for task in plan}]
+    if unknown:
+        raise LowdimError(f"--only: unknown task '{unknown[0]}'; choose from {', '.join(t.name for t in plan)}")
+    return [task for task in plan if not only or task.name in only]
+
+
+class Store:
+    """OUT/settings.json and one JSON file per measurement, each written atomically."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.folder = self.out / MEASUREMENTS
+
+    def claim(self, settings: Settings, overwrite: bool) -> None:
+        """Make OUT this run's; results measured under other settings are refused (or, with overwrite, dropped)."""
+        if self.out.exists() and not self.out.is_dir():
+            raise LowdimError(f"--out {self.out}: is a file; give a folder")
+        path = self.out / SETTINGS_FILE
+        if path.is_file():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if stored != settings.to_dict() and not overwrite:
+                changed = ", ".join(f"{key} {stored.get(key)} -> {value}" for key, value in settings.to_dict().items()
+                                    if stored.get(key) != value)
+                raise LowdimError(f"{self.out} holds measurements made with other settings ({changed}); pass "
+                                  f"another --out, or --overwrite to drop them")
+        if overwrite and self.folder.is_dir():
+            shutil.rmtree(self.folder)
+        _write_json(path, settings.to_dict())
+
+    def done(self, keys: tuple[str, ...]) -> bool:
+        return all((self.folder / f"{key}.json").is_file() for key in keys)
+
+    def save(self, key: str, entry: dict) -> None:
+        _write_json(self.folder / f"{key}.json", entry)
+
+    def load(self, keys: list[str]) -> dict[str, dict]:
+        found = {}
+        for key in keys:
+            path = self.folder / f"{key}.json"
+            if path.is_file():
+                found[key] = json.loads(path.read_text(encoding="utf-8"))
+        return found
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=1) + "\n"
+    atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+
+
+def run_speed(job: SpeedJob, progress: bool = True, console=None) -> dict:
+    """Measure what is not yet stored in ``job.out``, then write and return the whole report."""
+    settings = resolve_settings(job.quick, job.device, job.dtype, job.resolution, job.repeats)
+    scale = SCALES[settings.scale]
+    chosen = chosen_tasks(scale, job.only)
+    if job.photo is not None and not Path(job.photo).is_file():
+        raise LowdimError(f"--photo {job.photo}: no such file")
+    store = Store(job.out)
+    store.claim(settings, job.overwrite)
+    pending = [task for task in chosen if not store.done(task.keys)]
+    if pending and job.run:
+        measure(pending, settings, scale, job, store, progress, console)
+    keys = [key for task in tasks(scale) for key in task.keys]
+    report = build_report(settings, scale, store.load(keys), machine())
+    _write_json(job.out / "speed.json", report)
+    atomic_write(job.out / "table.md", lambda temp: Path(temp).write_text(markdown(report, scale), encoding="utf-8"))
+    return report
+
+
+def measure(pending: list[Task], settings: Settings, scale: Scale, job: SpeedJob, store: Store, progress: bool,
+            console) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    names = labels(scale)
+    photo, note = photo_path(job.photo, job.out)
+    model_dir = Path(job.model_dir or job.out / "model")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=False, **({"console": console} if console else {})) as bar:
+        task_id = bar.add_task("building the random model", total=len(pending))
+        saved_model(model_dir, scale)
+        torch.empty(0, device=settings.device)  # the device's context starts here, not inside the first timing
+        context = measures.SpeedContext(settings, scale, model_dir, photo, note, names)
+        for task in pending:
+            bar.update(task_id, description=task.name)
+            try:
+                entries = task.run(context)
+            except torch.OutOfMemoryError:
+                context.drop_model()
+                entries = {key: skipped(names[key], f"out of memory on {settings.device}") for key in task.keys}
+            except KeyboardInterrupt as stop:
+                kept = sum(store.done((key,)) for key in names)
+                runs.reraise(stop, f"interrupted during '{task.name}'; {kept} measurements are kept in "
+                                   f"{store.folder}; {runs.RERUN} to measure the rest")
+            for key, entry in entries.items():
+                store.save(key, entry)
+            bar.advance(task_id)

@@ -1,0 +1,216 @@
+"""What ``lowdim bench speed`` measures with: its two scales, the random-weight model it builds, the checks.
+
+Nothing is downloaded. The full scale is SD1.5's architecture (UNet, CLIP ViT-L/14 text encoder, VAE)
+and the paper's ViT-H/14 hypernetwork encoder, all built from their configs with random weights: speed
+depends on shapes, not on what the weights learned. The quick scale is the tests' tiny pipeline and a
+tiny ViT, for CI. The model is saved once as a diffusers folder, so "model load" times the real loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lowdim.errors import LowdimError
+from lowdim_sd.architecture import SD15_TEXT_CONFIG, SD15_UNET_CONFIG
+
+SD15_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+}
+
+# The paper's encoder (§4.2): ViT-H/14 at 224 px, what HyperConfig's default hub id names.
+VIT_H14 = {"model_type": "vit", "hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
+           "intermediate_size": 5120, "image_size": 224, "patch_size": 14}
+VIT_TINY = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 64, "image_size": 32, "patch_size": 8}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big the models are and how much each measurement repeats."""
+
+    name: str
+    resolution: int  # default image side
+    finetune_steps: int  # the paper's 40 rank-relaxed steps, also the LoRA and full DreamBooth runs
+    sample_steps: int  # one generation's denoising steps
+    dreambooth_steps: int  # what full DreamBooth's time is extrapolated to (the paper's 1,200)
+    batch_steps: int  # steps of each batched-precompute run
+    subjects: tuple[int, ...]  # K of the batched-precompute runs
+    rounds: int  # alternations of side-by-side variants
+    repeats: int  # timed calls per variant per round
+    warmup: int  # untimed calls before them
+    encoder: str  # "vit-h14" or "vit-tiny"
+
+
+SCALES = {
+    "full": Scale("full", 512, 40, 30, 1200, 10, (1, 8, 16, 32), rounds=3, repeats=5, warmup=2,
+                  encoder="vit-h14"),
+    "quick": Scale("quick", 16, 3, 3, 1200, 2, (1, 8, 16, 32), rounds=1, repeats=2, warmup=1,
+                   encoder="vit-tiny"),
+}
+ENCODERS = {"vit-h14": VIT_H14, "vit-tiny": VIT_TINY}
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a measurement depends on; results measured under other settings never mix."""
+
+    scale: str
+    device: str  # resolved: cpu, cuda, cuda:1, mps
+    dtype: str  # resolved: fp32, fp16 or bf16
+    resolution: int
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_settings(quick: bool, device: str, dtype: str, resolution: int | None,
+                     repeats: int | None) -> Settings:
+    """Every bad option as one line, before any model is built (the device, the dtype on it, the side)."""
+    from lowdim_sd.loading import resolve_device
+
+    scale = SCALES["quick" if quick else "full"]
+    torch_device = resolve_device(device)  # a missing CUDA is one line here
+    if dtype not in DTYPES:
+        raise LowdimError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    chosen = ("fp16" if torch_device.type in ("cuda", "mps") else "fp32") if dtype == "auto" else dtype
+    check_dtype(chosen, torch_device)
+    side = resolution if resolution is not None else scale.resolution
+    if side < 8 or side % 8:
+        raise LowdimError(f"--resolution must be a positive multiple of 8 (the VAE works in 8 px latents), "
+                          f"got {side}")
+    if repeats is not None and repeats < 1:
+        raise LowdimError(f"--repeats must be >= 1, got {repeats}")
+    return Settings(scale.name, str(torch_device), chosen, side, repeats or scale.repeats)
+
+
+def check_dtype(dtype: str, device: torch.device) -> None:
+    """Half precision the device cannot train in is refused, not measured at a crawl."""
+    if device.type == "cpu" and dtype == "fp16":
+        raise LowdimError("--dtype fp16 on a CPU: CPUs do not train in fp16 (no fast kernels, overflowing "
+                          "gradients); use --dtype fp32, or bf16 on a CPU with AVX512-BF16 or AMX")
+    if device.type == "cpu" and dtype == "bf16" and not cpu_has_bf16():
+        raise LowdimError("--dtype bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 runs "
+                          "emulated, slower than fp32; use --dtype fp32")
+    if device.type == "cuda" and dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        raise LowdimError(f"--dtype bf16: {torch.cuda.get_device_name(device)} has no bf16; use --dtype fp16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively; where the flags cannot be read, it is assumed to."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build_pipeline(scale: Scale, seed: int = 0):
+    """A StableDiffusionPipeline of the scale's architecture with random weights."""
+    from lowdim_sd.tiny import build_tiny_pipeline
+
+    if scale.name == "quick":
+        return build_tiny_pipeline(seed)
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from lowdim_sd.tiny import TINY_WORDS
+    from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as folder:  # a word-list tokenizer: only the text encoder's size matters
+        tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder, TINY_WORDS))
+    size = vocab_size(TINY_WORDS)
+    text = CLIPTextModel(CLIPTextConfig(**{**SD15_TEXT_CONFIG, "bos_token_id": size - 2, "eos_token_id": size - 1,
+                                           "pad_token_id": size - 1}))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                              clip_sample=False, set_alpha_to_one=False)
+    return StableDiffusionPipeline(vae=AutoencoderKL(**SD15_VAE_CONFIG), text_encoder=text, tokenizer=tokenizer,
+                                   unet=UNet2DConditionModel(**SD15_UNET_CONFIG), scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+READY = "lowdim-speed-model.json"  # written last: a folder without it is a save that was cut short
+
+
+def saved_model(folder: Path, scale: Scale) -> Path:
+    """The scale's random pipeline as a diffusers folder in ``folder``, built and saved once."""
+    marker = folder / READY
+    if marker.is_file() and json.loads(marker.read_text()).get("scale") == scale.name:
+        return folder
+    pipe = build_pipeline(scale)
+    with quiet_libraries():  # their casting notes and shard-writing bars would break into the benchmark's bar
+        if scale.name == "full":  # half the disk and the load; loading casts to the dtype each measurement asks
+            pipe.to(torch.float16)
+        pipe.save_pretrained(folder, safe_serialization=True)
+    marker.write_text(json.dumps({"scale": scale.name}) + "\n")
+    return folder
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, level in zip((diffusers_logging, transformers_logging), levels, strict=True):
+            library.set_verbosity(level)
+            library.enable_progress_bar()
+
+
+def photo_path(photo: Path | None, folder: Path) -> tuple[Path | None, str]:
+    """(a photo with a face, where it came from): the user's, else scikit-image's astronaut, else none."""
+    if photo is not None:
+        if not photo.is_file():
+            raise LowdimError(f"--photo {photo}: no such file")
+        return photo, str(photo)
+    target = folder / "astronaut.png"
+    if not target.is_file():
+        try:
+            from PIL import Image
+            from skimage import data
+        except ImportError:
+            return None, "no photo: pass --photo (or install scikit-image for its astronaut)"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.astronaut()).save(target)
+    return target, "scikit-image's astronaut (512x512, one face)"
+
+
+def machine() -> dict:
+    """What the numbers were measured on, stored beside them."""
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "argv": sys.argv}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    for package in ("diffusers", "transformers", "peft"):
+        try:
+            info[package] = __import__(package).__version__
+        except ImportError:
+            info[package] = None
+    return info

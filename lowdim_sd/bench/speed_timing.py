@@ -1,0 +1,83 @@
+"""Timing for ``lowdim bench speed``: synchronised wall clocks, side-by-side variants, one record format.
+
+A GPU runs asynchronously, so every timed call ends with a device synchronisation; otherwise a
+clock would measure how fast work is queued, not done. Variants compared with each other are
+timed in alternating blocks (the order rotating every round), so drift in the machine's speed
+(other jobs, clocks, heat) hits each of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+# A variant's setup prepares it (injects an adapter, builds an optimizer) and returns the call to time
+# and the teardown that undoes the setup; neither setup nor teardown is timed.
+Setup = Callable[[], tuple[Callable[[], None], Callable[[], None]]]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Clock:
+    """Seconds of whole calls on one device, each ending with a synchronisation."""
+
+    device: torch.device
+    samples: list[float] = field(default_factory=list)
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        synchronize(self.device)
+        started = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.samples.append(time.perf_counter() - started)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    clock = Clock(device)
+    for _ in range(repeats):
+        with clock.timed():
+            fn()
+    return clock.samples
+
+
+def side_by_side(variants: dict[str, Setup], device: torch.device, rounds: int, repeats: int,
+                 warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant: ``rounds`` blocks each, in an order that rotates every round."""
+    names = list(variants)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, teardown = variants[name]()
+            try:
+                samples[name] += time_calls(fn, device, repeats, warmup)
+            finally:
+                teardown()
+    return samples
+
+
+def record(label: str, samples: list[float], **detail: object) -> dict:
+    """One measurement as stored on disk and in the JSON: its samples and their median and quartiles."""
+    quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+    return {"label": label, "seconds": statistics.median(samples), "p25": quartiles[0], "p75": quartiles[2],
+            "samples": samples, "detail": detail}
+
+
+def skipped(label: str, reason: str) -> dict:
+    """A measurement that could not run here (no face detector, out of memory): the table says why."""
+    return {"label": label, "seconds": None, "skipped": reason}

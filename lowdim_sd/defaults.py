@@ -1,0 +1,13 @@
+"""Defaults of the SD backend's training runs, each in one place (CLI help texts read them from here)."""
+
+from __future__ import annotations
+
+STEPS = 400  # `lowdim train` and `precompute` from scratch
+FINETUNE_STEPS = 40  # rank-relaxed fast finetuning after an initial adapter (the paper's §4.3)
+SCRATCH_STEPS = 600  # `personalize` with no hypernetwork: from zero, 40 steps barely move the identity
+HYPERNET_STEPS = 1000  # `train-hypernet`
+FINETUNE_LR = 3e-3  # personalize's fast finetuning (chosen on validation identities, docs/results.md)
+# `train` / `precompute` learning rate per mode (a space's name, "full", or "relaxed" for --init)
+# ti: Textual Inversion's base rate (Gal et al. 2022, before their scaling by batch size and GPUs)
+LEARNING_RATES = {"full": 5e-6, "lora": 1e-4, "lidb": 2e-3, "relaxed": 1e-3, "ti": 5e-3}
+OTHER_LR = 1e-4  # a plugin space not listed above

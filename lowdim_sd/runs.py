@@ -1,0 +1,305 @@
+"""The skeleton every training run shares (``train``, ``precompute``, ``train-hypernet``, ``personalize``).
+
+One place for each policy a run follows around its loop:
+
+* the output folder: checked usable before any work, locked to one run at a time, cleared of the
+  temp files a crashed write left behind, and never overwritten without ``--overwrite``;
+* a stop (Ctrl-C, out of memory): what was kept and how to continue, one line; Ctrl-C becomes
+  ``Interrupted``, which the CLI prints before exiting 130;
+* hand-written mixed precision for the single-process engine (see ``autocast``);
+* the rich progress bar.
+
+Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defaults``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+
+from lowdim.errors import LowdimError
+
+LOCK = ".lowdim.lock"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+RESUME = "the same command plus --resume"
+RERUN = "rerun the same command"
+# Below this, even the lock and an adapter may not fit (a probe write can pass on a full disk: reserved blocks).
+MIN_FREE_BYTES = 2**20
+# A lock file still empty this long after it was made belongs to a run that died while taking it.
+LOCK_GRACE_SECONDS = 10.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``str()`` says what was kept and how to continue (the CLI prints it, exit 130).
+
+    A KeyboardInterrupt still, so code that stops on Ctrl-C keeps stopping.
+    """
+
+
+# ------------------------------------------------------------------------------------------------ stops
+
+
+def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[], Path] | None,
+              continue_with: str | None = RESUME, last: Path | None = None) -> str:
+    """Keep what a stopped loop can keep and say so in one line.
+
+    Before the optimizer update the parameters are those of the last completed step: worth a
+    checkpoint. Inside it, AdamW may have moved some tensors and not others, so only older
+    checkpoints stand (``last``, the newest one, if any). ``save`` is None where nothing can resume (no
+    output folder, or a command without --resume): then nothing is written and the way on is to rerun.
+    """
+    why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+    if save is None or continue_with is None:
+        return f"{why} at step {step}; nothing was kept; {RERUN} to start over"
+    if not updating:
+        return f"{why} at step {step}; checkpoint saved to {save()}; continue with {continue_with}"
+    if last is None:
+        return (f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it was saved and "
+                f"there is no earlier one; {RERUN} to start over")
+    return (f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it was saved; "
+            f"{continue_with} continues from the last periodic one, {last}")
+
+
+def reraise(stop: BaseException, note: str) -> NoReturn:
+    """Ctrl-C becomes ``Interrupted(note)``; any other stop is warned about and raised as it was."""
+    if isinstance(stop, KeyboardInterrupt):
+        raise Interrupted(note) from stop
+    warnings.warn(note, stacklevel=3)
+    raise stop
+
+
+# ------------------------------------------------------------------------------------------ the folder
+
+
+def check_usable(out: Path, needed_bytes: int = 0) -> None:
+    """One line when ``out`` cannot hold the run's files: a file, not creatable, read-only, or full."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LowdimError(f"--out {out}: a file, where a folder is needed")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".lowdim-probe-{os.getpid()}.tmp"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as error:
+        raise LowdimError(f"--out {out}: not writable ({error.strerror or error})") from None
+    check_space(out, max(needed_bytes, MIN_FREE_BYTES))
+
+
+def check_space(out: Path, needed_bytes: int) -> None:
+    """One line when the disk holding ``out`` (or the folder it will be made in) lacks ``needed_bytes``."""
+    if not needed_bytes:
+        return
+    existing = Path(out).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise LowdimError(f"--out {out}: {free / 2**20:.1f} MB free, the run needs about "
+                          f"{needed_bytes / 2**20:.1f} MB; free some space or choose another --out")
+
+
+def refuse_overwrite(paths: list[Path], overwrite: bool, other: str = "choose another --out") -> None:
+    """Existing outputs are replaced only with ``--overwrite`` (the policy of every command)."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise LowdimError(f"{existing[0]}{more}: already exists; pass --overwrite to replace it, or {other}")
+
+
+# ``atomic_write``'s temp names: ".<file name>.<8 characters of mkstemp>.tmp"
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def clean_stray_temps(out: Path) -> list[Path]:
+    """Remove the temp files of writes a killed run left half done, where lowdim writes: ``out`` itself
+    and its checkpoint folders (never deeper: ``--out .`` must not sweep a home folder)."""
+    out = Path(out)
+    folders = [out, *sorted((out / "checkpoints").glob("step-*"))]
+    removed = [temp for folder in folders if folder.is_dir() for temp in folder.iterdir()
+               if TEMP_NAME.match(temp.name) and temp.is_file()]
+    for temp in removed:
+        temp.unlink(missing_ok=True)
+    return removed
+
+
+def _holder_record() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv), "started": time.time()}
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(record: dict | None, path: Path) -> bool:
+    if record is None:  # empty or torn: a run taking the lock right now, or one that died doing so
+        with contextlib.suppress(OSError):
+            return time.time() - path.stat().st_mtime < LOCK_GRACE_SECONDS
+        return False
+    if record.get("host") != socket.gethostname():
+        return True  # another machine's process cannot be probed from here
+    try:
+        os.kill(int(record.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _describe(record: dict | None) -> str:
+    if record is None:
+        return "a run that is starting"
+    return f"pid {record.get('pid')} on {record.get('host')}: {record.get('command') or '?'}"
+
+
+def acquire_lock(out: Path) -> dict:
+    """Take ``out/.lowdim.lock`` or say who holds it; a dead holder's lock is taken over."""
+    path = Path(out) / LOCK
+    mine = _holder_record()
+    for _attempt in range(3):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if _alive(holder, path):
+                raise LowdimError(f"--out {out} is in use by another run ({_describe(holder)}); wait for it to end or "
+                                  f"choose another --out (if that run is gone, delete {path})") from None
+            warnings.warn(f"{out}: taking over the lock of a run that ended without releasing it "
+                          f"({_describe(holder)})", stacklevel=3)
+            # Two runs that find the same dead lock at the same instant can both end up holding it (the
+            # second's unlink may remove the first's new lock): a window one unlink wide, accepted.
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(handle, "w") as file:
+            json.dump(mine, file)
+        return mine
+    raise LowdimError(f"--out {out}: could not take {path}; another run keeps taking it")
+
+
+def release_lock(out: Path, mine: dict) -> None:
+    path = Path(out) / LOCK
+    if _read_lock(path) == mine:  # never remove a lock that a later run took over
+        path.unlink(missing_ok=True)
+
+
+def _main_process() -> bool:
+    # Under `accelerate launch` every process runs the command on the same --out: rank 0 holds it for all.
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def output_folder(out: Path, outputs: list[Path] = (), overwrite: bool = False,
+                  needed_bytes: int = 0) -> Iterator[Path]:
+    """Hold ``out`` for one run: usable, not overwriting ``outputs`` unless asked, locked, cleaned."""
+    out = Path(out)
+    refuse_overwrite(list(outputs), overwrite)
+    created = not out.exists()
+    check_usable(out, needed_bytes)
+    if not _main_process():
+        yield out
+        return
+    mine = acquire_lock(out)
+    try:
+        clean_stray_temps(out)
+        yield out
+    except BaseException:
+        release_lock(out, mine)
+        if created and not any(out.iterdir()):  # a run that failed before writing leaves no empty --out
+            out.rmdir()
+        raise
+    release_lock(out, mine)
+
+
+def one_run_per_folder(out_of: Callable, outputs_of: Callable | None = None,
+                       check: Callable | None = None) -> Callable:
+    """Decorate a ``run(job, ...)`` so it holds ``out_of(job)`` (see ``output_folder``) while it runs.
+
+    ``check(job)`` first refuses settings nothing can run with, before the folder is made;
+    ``outputs_of(job)`` lists the files the run would replace, which ``job.overwrite`` allows.
+    """
+    def decorate(run: Callable) -> Callable:
+        @functools.wraps(run)
+        def held(job, *args, **kwargs):
+            if check is not None:
+                check(job)
+            outputs = outputs_of(job) if outputs_of else []
+            with output_folder(out_of(job), outputs, bool(getattr(job, "overwrite", False))):
+                return run(job, *args, **kwargs)
+        return held
+    return decorate
+
+
+# ------------------------------------------------------------------------------------------ precision
+
+
+def autocast(device: torch.device, mixed_precision: str):
+    """Autocast for the single-process engine; accelerate's would fix one setting per process."""
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 autocast on a GPU, where small gradients would underflow to zero; a
+    disabled scaler (every call a pass-through) everywhere else. bf16 has fp32's range: no scaling."""
+    return torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16" and device.type == "cuda")
+
+
+# ------------------------------------------------------------------------------------------- progress
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
+             transient: bool = False, console=None) -> Iterator[Callable[..., None]]:
+    """The one rich progress bar of lowdim: steps done of ``total``, elapsed and remaining time.
+
+    ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
+    and the speed; ``label`` renames the bar (e.g. the task just finished).
+    """
+    if not enabled:
+        yield lambda *args, **kwargs: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    extra = [TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}")] if loss else []
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, transient=transient, **({"console": console} if console else {})) as bar:
+        task = bar.add_task(label, total=total, completed=start, loss="-", speed="")
+        started, done = time.perf_counter(), 0
+
+        def advance(value: float | None = None, steps: int = 1, label: str | None = None) -> None:
+            nonlocal done
+            done += steps
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            speed = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+            shown = "-" if value is None else f"{value:.4f}"
+            bar.update(task, advance=steps, loss=shown, speed=speed, **({"description": label} if label else {}))
+
+        yield advance

@@ -1,0 +1,240 @@
+"""Textual Inversion on an SD pipeline: the tokens of [V], training, loading and checking embedding files.
+
+The space (``lowdim.spaces.ti``) only knows rows of a matrix; this module owns what needs the
+tokenizer and the text encoder:
+
+* the identifier becomes n new tokens, ``token``, ``token_1``, ... (diffusers' naming, so its
+  pipelines expand a multi-vector identifier in prompts), appended to the vocabulary with zero rows;
+* training injects the space on the token embedding only, starting from the init word's vector;
+* a TI file is loaded as an embedding (tokens added, rows written), the way diffusers'
+  ``load_textual_inversion`` does, so any number of embeddings and weight adapters load together and
+  ``merge_and_unload`` folds the weight adapters while the rows already are weights.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+import lowdim
+from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.files import read_adapter
+from lowdim.inject.layer import AdapterLayer
+from lowdim.inject.select import EMBEDDING, LayerSet
+from lowdim.spaces.base import Space
+from lowdim_sd.loading import SDModel
+from lowdim_sd.modes import ADAPTER, AdapterTrainable
+
+SPACE = "ti"
+
+
+class EmbeddingError(AdapterFileError):
+    """A Textual Inversion embedding that does not fit the model, or whose token is taken."""
+
+
+def learns_tokens(space: Space | str) -> bool:
+    """Whether a space (or a space name) writes new token rows instead of adapting weight layers."""
+    if isinstance(space, str):
+        entry = lowdim.get_registry().spaces.get(space)
+        return bool(entry and getattr(entry.value, "learns_tokens", False))
+    return bool(getattr(space, "learns_tokens", False))
+
+
+def token_names(token: str, vectors: int) -> list[str]:
+    """``sks``, ``sks_1``, ``sks_2``: one token per vector, named as diffusers names them."""
+    return [token] + [f"{token}_{index}" for index in range(1, vectors)]
+
+
+def prompt_token(token: str, vectors: int) -> str:
+    """What [V] becomes in a training prompt: every vector's token, in order."""
+    return " ".join(token_names(token, vectors))
+
+
+def embedding_layer_name(model: SDModel) -> str:
+    """The token embedding's name in ``model.modules`` (transformers 5 dropped the ``text_model.`` level)."""
+    table = model.pipe.text_encoder.get_input_embeddings()
+    for name, module in model.pipe.text_encoder.named_modules():
+        if module is table:
+            return f"text_encoder.{name}"
+    raise LowdimError("the text encoder's input embedding is not one of its modules; Textual Inversion needs it")
+
+
+def _table(model: SDModel) -> torch.nn.Embedding:
+    table = model.pipe.text_encoder.get_input_embeddings()
+    if isinstance(table, AdapterLayer):
+        raise LowdimError("the token embedding already carries a Textual Inversion adapter: load embeddings "
+                          "before injecting one")
+    return table
+
+
+def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> list[int]:
+    """Append the identifier's n tokens to the tokenizer and n zero rows to the embedding; their ids."""
+    tokenizer = model.pipe.tokenizer
+    names = token_names(token, vectors)
+    where = f"{source}: " if source else ""
+    taken = [name for name in names if name in tokenizer.added_tokens_encoder]
+    if taken:
+        raise EmbeddingError(f"{where}token '{taken[0]}' is already claimed by another embedding; two embeddings "
+                             f"cannot share a token (train or load one with another --token)")
+    if any(not name or name.split() != [name] for name in names):
+        raise LowdimError(f"{where}the identifier {token!r} must be one word without spaces")
+    if token in tokenizer.get_vocab():
+        raise LowdimError(f"{where}the identifier '{token}' is itself a token of the vocabulary, which cannot "
+                          f"get a second row; choose another --token")
+    pieces = tokenizer.tokenize(token)
+    if len(pieces) == 1:
+        warnings.warn(f"the identifier '{token}' is already a word of the vocabulary ({pieces[0]}); its "
+                      f"embedding now stands for the subject in every prompt that uses it", stacklevel=2)
+    table = _table(model)
+    rows = table.weight.shape[0]
+    if len(tokenizer) != rows:  # the tokenizer's ids must be the table's rows, or new ids miss new rows
+        raise LowdimError(f"the tokenizer has {len(tokenizer)} tokens but the text encoder's embedding {rows} "
+                          f"rows; Textual Inversion needs them equal")
+    tokenizer.add_tokens(names)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if ids != list(range(rows, rows + vectors)) or tokenizer.tokenize(" ".join(names)) != names:
+        raise LowdimError(f"{where}this tokenizer does not keep the identifier '{token}' as its own token "
+                          f"(it lowercases text?); choose a lowercase identifier")
+    text_encoder = model.pipe.text_encoder
+    # No mean resizing: the rows are zeroed anyway, and its covariance of SD's 49408x768 table costs seconds.
+    text_encoder.resize_token_embeddings(rows + vectors, mean_resizing=False)
+    table = text_encoder.get_input_embeddings()
+    with torch.no_grad():
+        table.weight[rows:] = 0  # the space's ΔE is then the rows themselves
+    table.weight.requires_grad_(False)  # resizing makes a fresh, trainable Parameter
+    return ids
+
+
+def init_vector(model: SDModel, word: str) -> Tensor:
+    """The embedding of ``word``, which must be one token: the paper's init of the new vectors."""
+    tokenizer = model.pipe.tokenizer
+    pieces = tokenizer.tokenize(word)
+    if len(pieces) != 1:
+        raise LowdimError(f"init_word '{word}' is split into {len(pieces)} tokens by this tokenizer "
+                          f"({' + '.join(pieces)}); choose a word that is one token, e.g. --set init_word=face")
+    row = tokenizer.convert_tokens_to_ids(pieces)[0]
+    return _table(model).weight[row].detach().float().clone()
+
+
+def ti_trainable(model: SDModel, space: Space, *, token: str = "sks", seed: int = 0,
+                 subject_names: list[str] | None = None, save_dtype: str = "fp32") -> AdapterTrainable:
+    """Tokens for [V], then the space on the token embedding alone, its vectors at the init word's embedding.
+
+    With several subject names each subject gets its own vectors (one per-sample adapter each) behind
+    the same tokens, exactly as if trained alone.
+    """
+    names = subject_names or ["adapter"]
+    start = init_vector(model, space.config.init_word)  # before any change: a bad init word costs nothing
+    add_tokens(model, token, space.config.vectors)
+    layer = embedding_layer_name(model)
+    targets = LayerSet("token-embedding", (layer,), types=(EMBEDDING,))
+    adapters = lowdim.Adapters(model.modules)
+    adapters.add(ADAPTER, space, targets, seed=seed, batch=len(names) if len(names) > 1 else None)
+    with torch.no_grad():
+        for param in adapters.parameters(ADAPTER):
+            param.copy_(start.expand(param.shape))
+    return AdapterTrainable(model, ADAPTER, names, {"base_model": model.base_model_id, "token": token},
+                            save_dtype=save_dtype)
+
+
+# -- files ------------------------------------------------------------------------------------
+@dataclass
+class Embedding:
+    """A TI file's vectors, its token and the text encoder it was made for."""
+
+    path: Path
+    token: str
+    vectors: Tensor  # (n, width), the file's scale folded in
+    vocabulary: int  # the base vocabulary the file's tokens were appended to
+    base_model: str
+
+
+def is_embedding_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a lowdim adapter of a token space (read from its metadata alone)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception:  # unreadable: the adapter reader then says what is wrong with it
+        return False
+    return metadata.get("format") == "lowdim.adapter" and learns_tokens(metadata.get("space", ""))
+
+
+def read_embedding(path: str | os.PathLike, scale: float = 1.0) -> Embedding:
+    """Read and check a TI adapter file on its own (one token-embedding layer, a token, finite vectors)."""
+    adapter = read_adapter(path)
+    path = Path(path)
+    if not learns_tokens(adapter.space) or len(adapter.layers) != 1:
+        raise EmbeddingError(f"{path}: not a Textual Inversion embedding (space '{adapter.space.name}', "
+                             f"{len(adapter.layers)} layers)")
+    layer = adapter.layers[0]
+    if not layer.name.startswith("text_encoder.") or not layer.name.endswith("embeddings.token_embedding"):
+        raise EmbeddingError(f"{path}: its layer {layer.name} is not a text encoder's token embedding")
+    token = adapter.metadata.get("token", "")
+    if not token:
+        raise EmbeddingError(f"{path}: the file names no token for its vectors")
+    down, _ = adapter.lora_factors()[layer.name]
+    vectors = down.float() * scale
+    return Embedding(path, token, vectors, layer.out_features - len(vectors), adapter.metadata.get("base_model", ""))
+
+
+def check_fits(embedding: Embedding, model: SDModel) -> None:
+    """Refuse an embedding made for another text encoder, naming both widths (or vocabularies)."""
+    table = _table(model)
+    width = table.weight.shape[1]
+    made_for = f" ({embedding.base_model})" if embedding.base_model else ""
+    if embedding.vectors.shape[1] != width:
+        raise EmbeddingError(f"{embedding.path}: made for a text encoder of width {embedding.vectors.shape[1]}"
+                             f"{made_for}, but this model's text encoder has width {width}")
+    vocabulary = model.pipe.tokenizer.vocab_size
+    if embedding.vocabulary != vocabulary:
+        raise EmbeddingError(f"{embedding.path}: made for a text encoder with a vocabulary of "
+                             f"{embedding.vocabulary} tokens{made_for}, but this model's has {vocabulary}")
+
+
+def load_embedding(model: SDModel, path: str | os.PathLike, scale: float = 1.0) -> str:
+    """Add the file's tokens to ``model`` with its vectors (times ``scale``) as their rows; returns the token."""
+    embedding = read_embedding(path, scale)
+    check_fits(embedding, model)
+    ids = add_tokens(model, embedding.token, len(embedding.vectors), source=str(path))
+    with torch.no_grad():
+        table = model.pipe.text_encoder.get_input_embeddings().weight
+        table[ids] = embedding.vectors.to(table.device, table.dtype)
+    return embedding.token
+
+
+# -- export ---------------------------------------------------------------------------------
+EXPORT_FORMATS = ("diffusers", "a1111")
+
+
+def to_diffusers(embedding: Embedding) -> dict[str, Tensor]:
+    """``{token: (n, width)}``: what diffusers' ``load_textual_inversion`` reads (a one-key state dict)."""
+    return {embedding.token: embedding.vectors}
+
+
+def to_a1111(embedding: Embedding) -> dict[str, Tensor]:
+    """``{"emb_params": (n, width)}``: A1111's and ComfyUI's .safetensors embedding; they name it by its file."""
+    return {"emb_params": embedding.vectors}
+
+
+def export_embedding(source: str | os.PathLike, target: str | os.PathLike, fmt: str = "diffusers",
+                     dtype: torch.dtype = torch.float16) -> Path:
+    """Write a TI adapter as a plain embedding file (atomically), with what it was made for as metadata."""
+    from lowdim.files import atomic_save
+
+    if fmt not in EXPORT_FORMATS:
+        raise EmbeddingError(f"{source}: a Textual Inversion embedding exports as {' or '.join(EXPORT_FORMATS)}, "
+                             f"not '{fmt}' (it is an embedding, not a LoRA)")
+    embedding = read_embedding(source)
+    tensors = {key: value.to(dtype) for key, value in (to_diffusers if fmt == "diffusers" else to_a1111)(
+        embedding).items()}
+    metadata = {"format": "pt", "embedding_format": fmt, "token": embedding.token, "name": embedding.token,
+                "vectors": str(len(embedding.vectors)), "width": str(embedding.vectors.shape[1]),
+                "vocabulary": str(embedding.vocabulary), "base_model": embedding.base_model,
+                "source_adapter": Path(source).name, "space": SPACE}
+    return atomic_save(tensors, metadata, Path(target))

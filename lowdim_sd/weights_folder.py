@@ -1,0 +1,144 @@
+"""A diffusers folder is checked before diffusers reads it: no pickles, no shard outside the folder, and
+no config that describes a far bigger model than its weights hold.
+
+diffusers falls back to a component's pickle (``*.bin``) weights, follows an index's shard paths
+wherever they point, and allocates whatever a ``config.json`` describes before it finds that the
+weights do not fit: a 2 KB edited config makes it try tens of GB. Each component is therefore built
+on the meta device (no memory) and its size compared with what the safetensors headers hold.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from lowdim.errors import LowdimError, first_line
+from lowdim.filecheck import check_sizes
+from lowdim_sd.loading import PICKLE_SUFFIXES, ModelLoadError
+
+WEIGHT_PICKLES = (*PICKLE_SUFFIXES, ".pkl", ".pickle")
+MAX_INDEX_BYTES = 64 << 20  # a shard index of SDXL's UNet is about 100 KB
+MAX_CONFIG_BYTES = 1 << 20  # a config.json or model_index.json (SD1.5's largest: 2 KB)
+LIBRARIES = ("diffusers", "transformers")
+# What a model may hold beyond its stored weights (tied or recomputed tensors) before the config is
+# taken to describe another, bigger model.
+SLACK_FACTOR, SLACK_VALUES = 2, 1 << 20
+
+
+def check_weights_folder(folder: Path) -> None:
+    """Every component's weights are safetensors, each shard index stays inside its folder, and every
+    component's config describes a model no bigger than its weights."""
+    for part in sorted(sub for sub in folder.iterdir() if sub.is_dir()):
+        files = sorted(entry.name for entry in part.iterdir() if entry.is_file())
+        pickles = [name for name in files if name.lower().endswith(WEIGHT_PICKLES)]
+        if pickles and not any(name.endswith(".safetensors") for name in files):
+            raise ModelLoadError(
+                f"{part / pickles[0]}: pickle weights can run code when loaded; lowdim loads .safetensors only "
+                f"(re-save the pipeline with save_pretrained(..., safe_serialization=True) where you trust it)")
+        for index in part.glob("*.safetensors.index.json"):
+            check_shard_index(index)
+    for part, model_class in components(folder):
+        stored = stored_values(sorted(part.glob("*.safetensors")))
+        if stored:
+            check_config_fits(part, model_class, stored)
+
+
+def check_single_file(checkpoint: Path, config: str | None) -> None:
+    """A ``--model-config`` folder's configs describe no model bigger than the checkpoint's weights."""
+    folder = Path(config).expanduser() if config else None
+    if folder is None or not (folder / "model_index.json").is_file():
+        return
+    try:
+        stored = stored_values([checkpoint])
+    except ModelLoadError:  # unreadable: the checkpoint loader below says so in its own words
+        return
+    for part, model_class in components(folder):
+        check_config_fits(part, model_class, stored)
+
+
+def check_shard_index(index: Path) -> None:
+    """An index's shards: plain names of .safetensors files inside the index's folder, all present."""
+    if index.stat().st_size > MAX_INDEX_BYTES:
+        raise ModelLoadError(f"{index}: a shard index of {index.stat().st_size >> 20} MB; refusing it")
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{index}: not a readable shard index ({first_line(error)})") from None
+    for shard in sorted(shards, key=str):
+        parts = Path(shard).parts if isinstance(shard, str) else ("..",)
+        if not parts or Path(shard).is_absolute() or ".." in parts or "\\" in shard:
+            raise ModelLoadError(f"{index}: shard path {shard!r} leaves the weights folder {index.parent}; "
+                                 f"refusing it")
+        if not shard.endswith(".safetensors"):
+            raise ModelLoadError(f"{index}: shard '{shard}' is not a .safetensors file; lowdim loads .safetensors "
+                                 f"only")
+        if not (index.parent / shard).is_file():
+            raise ModelLoadError(f"{index}: shard '{shard}' is missing from {index.parent}")
+
+
+def components(folder: Path) -> list[tuple[Path, type]]:
+    """(sub-folder, model class) of each diffusers/transformers model that model_index.json lists."""
+    index = _json(folder / "model_index.json")
+    found = []
+    for name, entry in index.items():
+        if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES):
+            continue
+        part = folder / name
+        model_class = getattr(importlib.import_module(entry[0]), str(entry[1]), None)
+        if part.is_dir() and (part / "config.json").is_file() and isinstance(model_class, type) \
+                and issubclass(model_class, torch.nn.Module):
+            found.append((part, model_class))
+    return found
+
+
+def stored_values(files: list[Path]) -> int:
+    """How many values the safetensors files hold, from their headers (no tensor is read)."""
+    total = 0
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    total += int(torch.Size(handle.get_slice(key).get_shape()).numel())
+        except Exception as error:  # safetensors' own error type, OSError: diffusers will say it better
+            raise ModelLoadError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
+    return total
+
+
+def check_config_fits(part: Path, model_class: type, stored: int) -> None:
+    """The model ``part/config.json`` describes, built on the meta device, holds about ``stored`` values."""
+    config = _json(part / "config.json")
+    check_sizes(config, part / "config.json", "config")
+    try:
+        with torch.device("meta"):
+            model = _build(model_class, part)
+    except LowdimError:
+        raise
+    except Exception:  # a config diffusers cannot build from: from_pretrained will name the problem
+        return
+    described = sum(int(value.numel()) for value in model.state_dict().values())
+    if described > SLACK_FACTOR * stored + SLACK_VALUES:
+        raise ModelLoadError(f"{part / 'config.json'}: describes a {model_class.__name__} of {described} values, "
+                             f"but its weights hold {stored}; refusing to build it (an edited config?)")
+
+
+def _build(model_class: type, part: Path) -> torch.nn.Module:
+    if hasattr(model_class, "from_config") and hasattr(model_class, "load_config"):  # diffusers
+        return model_class.from_config(model_class.load_config(part))
+    config = model_class.config_class.from_pretrained(part, local_files_only=True)  # transformers
+    return model_class(config)
+
+
+def _json(path: Path) -> dict:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{path}: a config of {path.stat().st_size >> 10} KB; refusing it")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{path}: not readable JSON ({first_line(error)})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: not a JSON object")
+    return data

@@ -1,0 +1,108 @@
+"""Model folders and files that would make diffusers run pickles or read outside the weights folder are
+refused before diffusers sees them, each with one line naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lowdim_cli.main import main
+from lowdim.errors import LowdimError
+from lowdim_sd.loading import ModelLoadError, load_pipeline
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture
+def copied(tiny_sd, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_sd, tmp_path / "pipe"))
+
+
+def test_a_folder_with_pickle_weights_is_refused_with_the_documented_line(copied, capsys):
+    unet = copied / "unet"
+    torch.save(load_file(unet / WEIGHTS), unet / "diffusion_pytorch_model.bin")  # diffusers would load this
+    (unet / WEIGHTS).unlink()
+    message = (f"{unet / 'diffusion_pytorch_model.bin'}: pickle weights can run code when loaded; lowdim loads "
+               f".safetensors only")
+    with pytest.raises(ModelLoadError, match=message.replace(".", r"\.")):
+        load_pipeline(str(copied), torch.float32)
+    code = main(["generate", "-m", str(copied), "-p", "a photo", "--out", str(copied.parent / "images")])
+    err = capsys.readouterr().err
+    assert code == 1 and message in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_pickles_next_to_safetensors_are_never_read(copied, monkeypatch):
+    unet = copied / "unet"
+    (unet / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04not read")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was loaded"))
+    assert load_pipeline(str(copied), torch.float32).unet is not None
+
+
+@pytest.mark.parametrize("shard", ["../../outside.safetensors", "/etc/outside.safetensors", "sub/../../x.safetensors"])
+def test_index_shard_paths_must_stay_inside_the_weights_folder(copied, shard):
+    unet = copied / "unet"
+    (copied.parent / "outside.safetensors").write_bytes((unet / WEIGHTS).read_bytes())
+    (unet / WEIGHTS).unlink()
+    weight_map = dict.fromkeys(load_file(copied.parent / "outside.safetensors"), shard)
+    (unet / f"{WEIGHTS}.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    with pytest.raises(ModelLoadError, match=f"shard path '{shard}' leaves the weights folder"):
+        load_pipeline(str(copied), torch.float32)
+
+
+def test_index_shards_must_be_present_safetensors(copied):
+    index = copied / "unet" / f"{WEIGHTS}.index.json"
+    index.write_text(json.dumps({"weight_map": {"conv_in.weight": "part-1.safetensors"}}))
+    with pytest.raises(ModelLoadError, match="shard 'part-1.safetensors' is missing"):
+        load_pipeline(str(copied), torch.float32)
+    index.write_text(json.dumps({"weight_map": {"conv_in.weight": "part-1.bin"}}))
+    with pytest.raises(ModelLoadError, match="shard 'part-1.bin' is not a .safetensors file"):
+        load_pipeline(str(copied), torch.float32)
+    index.write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not a readable shard index"):
+        load_pipeline(str(copied), torch.float32)
+
+
+def test_a_pickle_renamed_safetensors_checkpoint_is_named(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ModelLoadError, match="model.safetensors: this is a zip archive .*convert it to a real"):
+        load_pipeline(str(path), torch.float32)
+    save_file({"x": torch.zeros(1)}, str(path))  # a real safetensors file goes on to diffusers
+    with pytest.raises(ModelLoadError, match="could not load it as an SD1.x checkpoint"):
+        load_pipeline(str(path), torch.float32)
+
+
+def inflated_unet_config(folder: Path, factor: int = 512) -> None:
+    """The UNet's config.json edited to describe a model ~250 000 times its weights (2 KB of text)."""
+    config_path = folder / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["block_out_channels"] = [width * factor for width in config["block_out_channels"]]
+    config_path.write_text(json.dumps(config))
+
+
+def test_a_config_describing_a_far_bigger_model_than_its_weights_is_refused_before_it_is_built(copied):
+    inflated_unet_config(copied)  # diffusers itself would try to allocate about 38 GB here
+    with pytest.raises(ModelLoadError, match=r"unet/config.json: describes a UNet2DConditionModel of \d+ values, but "
+                                             r"its weights hold \d+; refusing to build it"):
+        load_pipeline(str(copied), torch.float32)
+
+
+def test_absurd_depths_in_a_config_are_refused(copied):
+    config_path = copied / "text_encoder" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "num_hidden_layers": 10**6}))
+    with pytest.raises(LowdimError, match="config 'num_hidden_layers' is 1000000; lowdim accepts at most 512"):
+        load_pipeline(str(copied), torch.float32)
+
+
+def test_a_model_config_folder_cannot_inflate_a_single_file_checkpoint(copied, tmp_path):
+    from lowdim_sd.ldm_checkpoint import save_single_file
+
+    checkpoint = save_single_file(load_pipeline(str(copied), torch.float32), tmp_path / "model.safetensors")
+    inflated_unet_config(copied)
+    with pytest.raises(ModelLoadError, match="describes a UNet2DConditionModel"):
+        load_pipeline(str(checkpoint), torch.float32, config=str(copied))

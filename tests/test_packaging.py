@@ -1,0 +1,33 @@
+"""The wheel's package list: every package folder is installed, and the CLI under a name of ours."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setuptools_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_package_folder_is_installed_and_the_cli_as_lowdim_cli():
+    config = setuptools_config()
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for top in ("lowdim", "lowdim_sd")
+               for p in (ROOT / top).rglob("__init__.py")}
+    assert folders | {"lowdim_cli"} == set(config["packages"])
+    assert config["package-dir"] == {"lowdim_cli": "cli"}
+    assert "cli" not in config["packages"]  # a top-level "cli" collides with other distributions
+
+
+def test_no_code_imports_the_cli_folder_by_its_folder_name():
+    # Imported as both cli and lowdim_cli, every module of the CLI would exist twice.
+    pattern = re.compile(r"^\s*(from cli[. ]|import cli\b)", re.MULTILINE)
+    offenders = [str(p.relative_to(ROOT)) for top in ("lowdim", "lowdim_sd", "cli", "tests", "plugins", "benchmarks")
+                 for p in (ROOT / top).rglob("*.py") if "build" not in p.parts and pattern.search(p.read_text())]
+    assert offenders == []
