@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lowdim_cli.sd_commands import Device, ModelConfig
 from lowdim.errors import LowdimError
+from lowdim_cli.sd_commands import Device, ModelConfig
 
 out = Console()
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)

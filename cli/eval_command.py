@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lowdim_cli.info_commands import parse_options
 from lowdim.errors import LowdimError
+from lowdim_cli.info_commands import parse_options
 
 out = Console()
 MAX_NOTES_SHOWN = 10

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lowdim.errors import LowdimError
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import Dtype, ModelConfig, Resolution
-from lowdim.errors import LowdimError
 from lowdim_sd import defaults
 
 out = Console()

@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lowdim_cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
 from lowdim.errors import LowdimError, first_line
+from lowdim_cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
 
 app = typer.Typer(
     name="lowdim",

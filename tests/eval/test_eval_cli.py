@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from lowdim_cli.eval_command import metric_options
-from lowdim_cli.main import main
 from lowdim.errors import LowdimError
 from lowdim.metrics import MetricUnavailable
 from lowdim.registry import Registry, use_registry
+from lowdim_cli.eval_command import metric_options
+from lowdim_cli.main import main
 from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
 
 pytestmark = pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from lowdim_cli.main import main
 from lowdim.errors import LowdimError
+from lowdim_cli.main import main
 from lowdim_sd.bench import methods as bench_methods
 from lowdim_sd.bench.claims import claim, release
 from lowdim_sd.bench.quality import QualityJob, result_path, run_quality

@@ -9,8 +9,8 @@ import statistics
 import pytest
 import torch
 
-from lowdim_cli.main import main
 from lowdim.errors import LowdimError
+from lowdim_cli.main import main
 from lowdim_sd.bench import speed_measures
 from lowdim_sd.bench.speed import SpeedJob, Store, run_speed, tasks
 from lowdim_sd.bench.speed_report import build_report

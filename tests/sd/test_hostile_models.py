@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lowdim_cli.main import main
 from lowdim.errors import LowdimError
+from lowdim_cli.main import main
 from lowdim_sd.loading import ModelLoadError, load_pipeline
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 import lowdim
 import lowdim_sd.hypertrain_losses as hl
-from lowdim_cli.main import main
 from lowdim.hyper import load_hypernet
+from lowdim_cli.main import main
 from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
 from lowdim_sd.images import save_images
 from lowdim_sd.personalize import PersonalizeJob, personalize

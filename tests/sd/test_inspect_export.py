@@ -7,8 +7,8 @@ import json
 import pytest
 
 import lowdim
-from lowdim_cli.main import main
 from lowdim.sizing import layer_specs
+from lowdim_cli.main import main
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import resolve_layers
 
