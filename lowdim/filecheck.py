@@ -75,6 +75,10 @@ def describe_foreign(path: Path) -> str | None:
     """What a file named .safetensors really is, when its first bytes say it is a pickle (None: no idea)."""
     with open(path, "rb") as handle:
         head = handle.read(16)
+    # A safetensors file opens with its JSON header's length and then "{"; that length's low byte can be
+    # 0x80, which alone would read as a pickle's first opcode.
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return None
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive (a torch.save pickle checkpoint?), not safetensors"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:

@@ -235,3 +235,16 @@ def test_a_file_of_another_format_is_refused_without_loading_its_tensors(tmp_pat
     with pytest.raises(AdapterFileError, match="not a lowdim adapter \\(metadata 'format' is 'pt'\\)"):
         lowdim.read_adapter(path)
     assert loaded == []
+
+
+
+def test_a_safetensors_whose_header_length_looks_like_a_pickle_opcode_still_reads(tmp_path):
+    # The header length's low byte can be 0x80 followed by 2..5: a pickle's opening bytes.
+    for pad in range(2000):
+        path = tmp_path / "x.safetensors"
+        save_file({"t": torch.zeros(1)}, str(path), metadata={"pad": "x" * pad})
+        head = path.read_bytes()[:2]
+        if head[0] == 0x80 and 2 <= head[1] <= 5:
+            assert filecheck.describe_foreign(path) is None
+            return
+    pytest.fail("no padding gave a header length that opens like a pickle")
