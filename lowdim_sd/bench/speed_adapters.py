@@ -8,6 +8,7 @@ UNet forward at batch 2, what each denoising step of a guided generation costs.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ import torch
 import lowdim
 from lowdim.inject.select import select_layers
 from lowdim_sd.bench.speed_measures import LAYERS, PROMPT, SpeedContext
-from lowdim_sd.bench.speed_timing import Setup, record, side_by_side
+from lowdim_sd.bench.speed_timing import Setup, record, side_by_side, skipped
 from lowdim_sd.loading import SDModel
 
 BENCH = "bench"  # the adapter name every variant injects
@@ -137,6 +138,9 @@ def measure_adapter_inference(ctx: SpeedContext) -> dict:
 
 def measure_peer(ctx: SpeedContext, train: bool) -> dict:
     kind = "step" if train else "infer"
+    if importlib.util.find_spec("peft") is None:  # peft is only a test dependency of lowdim
+        keys = [f"{kind}_{who}_r{rank}" for rank in (1, 4) for who in ("lowdim", "peft")]
+        return {key: skipped(ctx.label(key), "peft is not installed (pip install peft)") for key in keys}
     variants = {}
     for rank in (1, 4):
         variants[f"{kind}_lowdim_r{rank}"] = lowdim_variant(ctx, "lora", train, rank=rank)

@@ -173,3 +173,15 @@ def test_only_names_known_tasks(tmp_path):
 def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     assert main(["bench", "speed", "--device", "cuda", "--out", str(tmp_path / "speed")]) == 1
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_without_peft_the_peer_rows_say_why_and_the_run_goes_on(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    out = tmp_path / "speed"
+    run_speed(SpeedJob(out=out, quick=True, device="cpu", only=("peft-step",)))
+    stored = [json.loads(path.read_text()) for path in out.rglob("*.json") if "step_" in path.name]
+    assert len(stored) == 4 and all("peft is not installed" in entry["skipped"] for entry in stored)
