@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from safetensors_edit import rewrite
 from torch import nn
 
 import lowdim
@@ -41,15 +42,6 @@ def saved(tmp_path: Path, space: str = "lidb", store: bool = False, **options) -
         for param in adapters.parameters("default"):
             param.copy_(torch.randn_like(param))
     return lowdim.save_adapter(tmp_path / "me.safetensors", model, store_bases=store)
-
-
-def rewrite(path: Path, tensors=None, **metadata: str) -> Path:
-    """The file at ``path`` with some tensors and metadata values replaced."""
-    with safe_open(str(path), framework="pt") as handle:
-        old_meta = handle.metadata()
-        old = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    save_file({**old, **(tensors or {})}, str(path), metadata={**old_meta, **metadata})
-    return path
 
 
 def packed(layers) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from safetensors_edit import rewrite
 
 import lowdim
 from lowdim.errors import LowdimError
@@ -31,14 +32,6 @@ def hyper_file(tmp_path) -> Path:
                          feedforward=64, iterations=2)
     net = HyperNetwork(config, lowdim.get_space("lidb", a=6, b=5), LAYERS)
     return save_hypernet(tmp_path / "hyper.safetensors", net, {"model": "tiny-sd", "layer_set": "qo"})
-
-
-def rewrite(path: Path, tensors=None, **metadata: str) -> Path:
-    with safe_open(str(path), framework="pt") as handle:
-        old_meta = handle.metadata()
-        old = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    save_file({**old, **(tensors or {})}, str(path), metadata={**old_meta, **metadata})
-    return path
 
 
 def header(path: Path, key: str) -> dict:
