@@ -45,7 +45,7 @@ def quality(
         help="Trained hypernetwork checkpoint; needed by ours, ours-k1 and only-hyper.")] = None,
     methods: Annotated[str | None, typer.Option(
         help="Comma list of rows (default: all): ours, ours-k1, only-hyper, no-hyper, lidb-db, lora-db, "
-             "dreambooth, db-agg-1, db-agg-2, base.")] = None,
+             "dreambooth, db-agg-1, db-agg-2, ti, base.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(
@@ -57,8 +57,8 @@ def quality(
     workers: Annotated[int, typer.Option(help="Processes sharing the tasks (one GPU serves several).")] = 1,
     threads: Annotated[int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")] = None,
     batch_subjects: Annotated[int, typer.Option(
-        help="Train the LoRA/LiDB DreamBooth rows this many identities at once (same adapters, "
-                    "much faster on a GPU; time per subject is the batch's divided by K).")] = 1,
+        help="Train the LoRA/LiDB DreamBooth and Textual Inversion rows this many identities at once "
+             "(same adapters, much faster; time per subject is the batch's divided by K).")] = 1,
     gallery_identities: Annotated[int, typer.Option(help="Rows of gallery.png.")] = 4,
     gallery_prompts: Annotated[str | None, typer.Option(
         help="Comma list of prompt numbers (from 0) shown in gallery.png (default: 0,3,5 of those there are); "

@@ -1,6 +1,6 @@
-"""Adapter DreamBooth rows trained K identities at a time with the batched multi-subject engine.
+"""Adapter DreamBooth rows and Textual Inversion trained K identities at a time (the batched engine).
 
-Per-sample adapters give each identity exactly its own gradient and its own noise draws, so the
+Per-sample adapters (or per-sample token vectors) give each identity exactly its own gradient and its own noise draws, so the
 adapters equal those of one-at-a-time training (tests/sd/test_train.py checks this), at a fraction of
 the cost on an accelerator. Each identity's adapter is stored as a file; its task then only loads it,
 generates and scores. Its time is the batch's wall time divided by the identities in the batch.
@@ -20,7 +20,7 @@ from lowdim_sd.bench.methods import METHODS, Method
 
 
 def batchable(method: Method) -> bool:
-    return method.kind == "dreambooth" and not method.full
+    return (method.kind == "dreambooth" and not method.full) or method.kind == "ti"
 
 
 def adapter_path(out: Path, method: str, identity: str) -> Path:
@@ -52,19 +52,24 @@ def _train_chunk(job, method: Method, chunk: list) -> None:
     from lowdim_sd.images import load_image
     from lowdim_sd.loading import load_sd
     from lowdim_sd.modes import adapter_trainable, resolve_layers
+    from lowdim_sd.textual_inversion import prompt_token, ti_trainable
     from lowdim_sd.train import Subject, TrainConfig, train
 
     model = load_sd(job.model, job.device, job.dtype, job.model_config)
     subjects = [Subject(load_image(t.reference, model.resolution)[None], job.seed) for t in chunk]
     options = {"rank": method.rank} if method.space == "lora" else {}
-    names = [t.identity for t in chunk]
+    names = [t.identity for t in chunk] if len(chunk) > 1 else None
     work = Path(tempfile.mkdtemp(prefix=f"batch-{method.name}-", dir=job.out))
     try:
         started = time.perf_counter()
-        trainable = adapter_trainable(model, lowdim.get_space(method.space, options), resolve_layers(None),
-                                      seed=job.seed, subject_names=names if len(names) > 1 else None,
-                                      token=job.token)
-        config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-4, token=job.token,
+        space, token = lowdim.get_space(method.space, options), job.token
+        if method.kind == "ti":  # the same recipe as methods._textual_inversion, K subjects' vectors at once
+            trainable = ti_trainable(model, space, token=job.token, seed=job.seed, subject_names=names)
+            token = prompt_token(job.token, space.config.vectors)
+        else:
+            trainable = adapter_trainable(model, space, resolve_layers(None), seed=job.seed, subject_names=names,
+                                          token=job.token)
+        config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-4, token=token,
                              seed=job.seed)
         outputs = train(model, subjects, trainable, config, out_dir=work, progress=False).outputs
         if model.device.type == "cuda":

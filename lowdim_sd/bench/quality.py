@@ -42,7 +42,7 @@ class QualityJob:
     sample_steps: int = 25
     guidance: float = 4.0
     workers: int = 1
-    batch_subjects: int = 1  # > 1: adapter DreamBooth rows train this many identities at once (same result)
+    batch_subjects: int = 1  # > 1: adapter DreamBooth and TI rows train this many identities at once (same result)
     threads: int | None = None  # torch threads per worker (default: cores / workers)
     device: str = "auto"
     dtype: str = "fp32"

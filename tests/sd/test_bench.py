@@ -126,12 +126,13 @@ def test_runs_every_task_once_resumes_and_refuses_other_settings(tiny_sd, identi
     assert [p.name for p in paths] == ["table.md", "table.json"] and not (out / "gallery.png").exists()
 
 
-def test_batched_adapter_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, identities, tmp_path,
-                                                                          quick_methods):
+@pytest.mark.parametrize("method", ["lidb-db", "ti"])
+def test_batched_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, identities, tmp_path, quick_methods,
+                                                                  method):
     from safetensors.torch import load_file
 
-    alone = job_for(tiny_sd, identities, tmp_path / "alone", methods=["lidb-db"])
-    together = job_for(tiny_sd, identities, tmp_path / "together", methods=["lidb-db"], batch_subjects=2)
+    alone = job_for(tiny_sd, identities, tmp_path / "alone", methods=[method])
+    together = job_for(tiny_sd, identities, tmp_path / "together", methods=[method], batch_subjects=2)
     from lowdim_sd.bench.batched import adapter_path, train_batched
     from lowdim_sd.bench.methods import personalize_subject
     from lowdim_sd.bench.quality import prepare
@@ -143,9 +144,9 @@ def test_batched_adapter_rows_give_the_adapters_of_one_at_a_time_training(tiny_s
     for task in tasks:
         model = load_sd(str(tiny_sd))
         work = tmp_path / "alone" / task.identity
-        done = personalize_subject(model, quick_methods["lidb-db"], load_image(task.reference, 16), work,
+        done = personalize_subject(model, quick_methods[method], load_image(task.reference, 16), work,
                                    None, alone.token, alone.seed)
-        mine, batched = load_file(done.file), load_file(adapter_path(together.out, "lidb-db", task.identity))
+        mine, batched = load_file(done.file), load_file(adapter_path(together.out, method, task.identity))
         assert mine.keys() == batched.keys()
         for key, value in mine.items():
             assert torch.allclose(value.float(), batched[key].float(), atol=1e-4), key
