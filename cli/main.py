@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from lowdim.errors import LowdimError, first_line
-from lowdim_cli import bench_command, eval_command, hyper_commands, info_commands, personalize_command, sd_commands
+from lowdim_cli import (
+    bench_command,
+    eval_command,
+    hyper_commands,
+    info_commands,
+    personalize_command,
+    sd_commands,
+    ui_command,
+)
 
 app = typer.Typer(
     name="lowdim",
@@ -41,6 +49,7 @@ personalize_command.register(app)
 hyper_commands.register(app)
 bench_command.register(app)
 eval_command.register(app)
+ui_command.register(app)
 
 
 _commands_added_for: set[int] = set()

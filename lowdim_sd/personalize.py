@@ -100,10 +100,12 @@ class PersonalizeResult:
     preview: Path | None = None
     stages: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
+    gallery: list[tuple[str, Any]] = field(default_factory=list)  # (caption, PIL image): the preview's cells
 
 
 @contextmanager
 def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
+    runs.report(name, 0, 1)
     started = time.perf_counter()
     try:
         yield
@@ -253,7 +255,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
                               for fmt in job.export]
     if job.preview:
         with stage(result, "preview"):
-            result.preview = render_preview(model, reference, run, resolution)
+            result.preview, result.gallery = render_preview(model, reference, run, resolution)
     elif (job.out / "preview.png").is_file():
         warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
     from lowdim_sd.export import FORMATS
@@ -278,7 +280,9 @@ def recipe(run: PersonalizeRun) -> dict:
     return made
 
 
-def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int) -> Path:
+def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
+                   resolution: int) -> tuple[Path, list[tuple[str, Any]]]:
+    """preview.png: the reference, then the subject in each preview prompt; and those cells, captioned."""
     from lowdim_sd import generate as drawing
     from lowdim_sd.grid import save_grid
 
@@ -287,4 +291,5 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
                                     resolution=resolution)
     images = [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(model, config)]
     captions = ["reference"] + prompts
-    return save_grid(job.out / "preview.png", images, captions, ncol=len(images))
+    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(images))
+    return grid, list(zip(captions, images, strict=True))

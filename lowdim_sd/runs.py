@@ -7,7 +7,7 @@ One place for each policy a run follows around its loop:
 * a stop (Ctrl-C, out of memory): what was kept and how to continue, one line; Ctrl-C becomes
   ``Interrupted``, which the CLI prints before exiting 130;
 * hand-written mixed precision for the single-process engine (see ``autocast``);
-* the rich progress bar.
+* the rich progress bar, and the listener that sees every bar (the web UI's progress).
 
 Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defaults``.
 """
@@ -15,6 +15,7 @@ Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defa
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -194,6 +195,12 @@ def acquire_lock(out: Path) -> dict:
     raise LowdimError(f"--out {out}: could not take {path}; another run keeps taking it")
 
 
+def folder_in_use(out: Path) -> bool:
+    """Whether a live run holds ``out``'s lock (a dead run's lock does not count)."""
+    path = Path(out) / LOCK
+    return path.exists() and _alive(_read_lock(path), path)
+
+
 def release_lock(out: Path, mine: dict) -> None:
     path = Path(out) / LOCK
     if _read_lock(path) == mine:  # never remove a lock that a later run took over
@@ -267,6 +274,29 @@ def grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradSca
 # ------------------------------------------------------------------------------------------- progress
 
 
+# A listener hears (label, done, total) from every bar and every stage, whether or not a terminal bar
+# is drawn: a context variable, so the web UI's job thread hears its own run and no other.
+_LISTENER: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "lowdim_progress_listener", default=None)
+
+
+@contextlib.contextmanager
+def listen(callback: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Call ``callback(label, done, total)`` on every progress step and stage start within the block."""
+    token = _LISTENER.set(callback)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
+
+
+def report(label: str, done: int, total: int) -> None:
+    """Tell the listener, if any, that ``label`` is at ``done`` of ``total`` (a stage starting: 0 of 1)."""
+    listener = _LISTENER.get()
+    if listener is not None:
+        listener(label, done, total)
+
+
 @contextlib.contextmanager
 def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
              transient: bool = False, console=None) -> Iterator[Callable[..., None]]:
@@ -274,9 +304,17 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
 
     ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
     and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
+    Disabled, it draws nothing, and the listener still hears each step.
     """
+    state = {"label": label, "done": start}
+
+    def heard(steps: int, new_label: str | None) -> None:
+        state["done"] += steps
+        state["label"] = new_label or state["label"]
+        report(state["label"], state["done"], total)
+
     if not enabled:
-        yield lambda *args, **kwargs: None
+        yield lambda value=None, steps=1, label=None: heard(steps, label)
         return
     from rich.progress import (
         BarColumn,
@@ -301,5 +339,6 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
             speed = "" if not done else f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
             shown = "-" if value is None else f"{value:.4f}"
             bar.update(task, advance=steps, loss=shown, speed=speed, **({"description": label} if label else {}))
+            heard(steps, label)
 
         yield advance

@@ -1,9 +1,9 @@
 """Adapter DreamBooth rows and Textual Inversion trained K identities at a time (the batched engine).
 
-Per-sample adapters (or per-sample token vectors) give each identity exactly its own gradient and its own noise draws, so the
-adapters equal those of one-at-a-time training (tests/sd/test_train.py checks this), at a fraction of
-the cost on an accelerator. Each identity's adapter is stored as a file; its task then only loads it,
-generates and scores. Its time is the batch's wall time divided by the identities in the batch.
+Per-sample adapters (or per-sample token vectors) give each identity exactly its own gradient and its
+own noise draws, so the adapters equal those of one-at-a-time training (tests/sd/test_bench.py checks
+this for both kinds), at a fraction of the cost. Each identity's adapter is stored as a file; its task
+then only loads it, generates and scores. Its time is the batch's wall time divided by the identities in the batch.
 """
 
 from __future__ import annotations

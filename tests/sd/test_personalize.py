@@ -16,7 +16,8 @@ def hypernet(make_hypernet):
 
 
 def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:
-    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, steps=3, preview=False, crop=False, **kwargs)
+    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, **{"steps": 3, "preview": False, "crop": False,
+                                                                       **kwargs})
 
 
 def test_without_hypernetwork_it_fast_finetunes_a_relaxed_stack(tiny_sd, face, tmp_path):
@@ -97,3 +98,25 @@ def test_a_hypernetwork_matches_its_model_however_the_path_is_spelled(tiny_sd, f
     result = personalize(PersonalizeJob(model=relative, image=face, out=tmp_path / "o", steps=1, preview=False,
                                         crop=False, hypernet=hypernet, only_hyper=True), progress=False)
     assert result.adapter.is_file()
+
+
+def test_a_listener_sees_every_stage_and_each_bars_steps_without_a_terminal_bar(tiny_sd, face, tmp_path, capsys):
+    from lowdim_sd import runs
+
+    heard: list[tuple[str, int, int]] = []
+    with runs.listen(lambda label, done, total: heard.append((label, done, total))):
+        result = personalize(job(tiny_sd, face, tmp_path / "l", preview=True, preview_steps=1), progress=False)
+    stages = [label for label, done, total in heard if (done, total) == (0, 1) and label in result.stages]
+    assert stages == list(result.stages)  # every stage, in the order it ran
+    assert [(done, total) for label, done, total in heard if label == "training"] == [(1, 3), (2, 3), (3, 3)]
+    assert ("generating", len(result.gallery) - 1, len(result.gallery) - 1) in heard
+    assert capsys.readouterr().err == ""  # progress=False: nothing drawn on the terminal
+
+
+def test_the_gallery_holds_the_reference_then_one_picture_per_preview_prompt(tiny_sd, face, tmp_path):
+    result = personalize(job(tiny_sd, face, tmp_path / "p", preview=True, preview_steps=1), progress=False)
+    captions = [caption for caption, _ in result.gallery]
+    assert captions[0] == "reference" and len(captions) > 2
+    assert all(image.size == result.gallery[0][1].size for _, image in result.gallery)
+    quiet = personalize(job(tiny_sd, face, tmp_path / "q"), progress=False)
+    assert quiet.gallery == []

@@ -1,0 +1,172 @@
+"""``lowdim ui`` in a real browser: Debian's headless Chromium drives the page the way a person would.
+
+Needs ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped, saying so, where no
+browser can be installed. ``LOWDIM_UI_SCREENSHOT=docs/images/ui.png`` also keeps the finished page's
+screenshot there, made with the page's default recipe instead of a few quick steps (how the one in
+the README was made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+pytest.importorskip("selenium", reason="the browser test drives Chromium with selenium (pip install selenium)")
+pytest.importorskip("peft", reason="diffusers' load_lora_weights needs the peft backend (pip install peft)")
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+if not (CHROMIUM and DRIVER):
+    pytest.skip("no Chromium here (apt install chromium chromium-driver; .ci/run does)", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+FACE = ROOT / "examples" / "face.png"
+PROMPT = "a photo of a sks face wearing a hat"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``lowdim ui --model tinyfaces`` on a free port, as a user starts it; its out folder."""
+    port, out = free_port(), tmp_path / "ui-runs"
+    log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 - read back on failure
+    process = subprocess.Popen([sys.executable, "-m", "lowdim_cli.main", "ui", "--model", "tinyfaces", "--port",
+                                str(port), "--out", str(out)], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "2"})
+    try:
+        deadline = time.time() + 120
+        while "serving on" not in (tmp_path / "server.log").read_text():
+            assert process.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}/", out
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+def wait(driver, condition, seconds: float = 120):
+    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+
+
+def text_of(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def set_number(driver, selector: str, value: int) -> None:
+    field = driver.find_element(By.CSS_SELECTOR, selector)
+    field.clear()
+    field.send_keys(str(value))
+
+
+def shows(driver, words: str) -> bool:
+    return bool(driver.find_elements(By.XPATH, f"//*[contains(text(), '{words}')]"))
+
+
+def test_drop_a_photo_personalize_and_download_an_export_that_diffusers_loads(server, browser, tmp_path):
+    url, out = server
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(FACE))
+    wait(browser, lambda d: "as it is" in text_of(d, "crop-note"))  # tinyfaces trains on the photo uncropped
+    if not os.environ.get("LOWDIM_UI_SCREENSHOT"):
+        set_number(browser, "#steps input", 5)
+        set_number(browser, "#preview-steps input[type=number]", 2)
+    browser.find_element(By.ID, "personalize").click()
+    time.sleep(0.5)
+    browser.find_element(By.ID, "personalize").click()  # a second click while the first runs: refused, said so
+    wait(browser, lambda d: shows(d, "is already running"), 60)
+    wait(browser, lambda d: "done in" in text_of(d, "stages"), 240)
+    assert "fast finetune" in text_of(browser, "stages")
+    pictures = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
+    assert len(pictures) >= 3  # the reference and the subject in the model's styles
+    [run] = [p for p in out.iterdir() if not p.name.startswith(".")]  # the refused click left no run
+    screenshot = tmp_path / "ui.png"
+    browser.save_screenshot(str(screenshot))
+    if os.environ.get("LOWDIM_UI_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["LOWDIM_UI_SCREENSHOT"])
+
+    [link] = [a for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")
+              if (a.get_attribute("href") or "").endswith("adapter.kohya.safetensors")]
+    link.click()
+    downloaded = browser.downloads / "adapter.kohya.safetensors"
+    wait(browser, lambda _: downloaded.is_file(), 30)
+    assert downloaded.read_bytes() == (run / "adapter.kohya.safetensors").read_bytes()
+    assert_diffusers_draws_what_lowdim_draws(downloaded, run / "adapter.safetensors")
+
+
+def assert_diffusers_draws_what_lowdim_draws(kohya: Path, adapter: Path) -> None:
+    """Plain diffusers with the downloaded file draws lowdim's own picture (the export tests' fp16 tolerance)."""
+    from diffusers import StableDiffusionPipeline
+    from peft.tuners.lora import LoraLayer
+
+    import lowdim
+    from lowdim.registry import get_registry
+    from lowdim_sd.generate import attach_adapters
+    from lowdim_sd.loading import load_sd
+
+    def draw(pipe) -> np.ndarray:
+        generator = torch.Generator().manual_seed(7)
+        return pipe(PROMPT, num_inference_steps=4, generator=generator, output_type="np").images
+
+    plain = StableDiffusionPipeline.from_pretrained(str(get_registry().backends["tinyfaces"].value.source),
+                                                    torch_dtype=torch.float32, safety_checker=None)
+    plain.set_progress_bar_config(disable=True)
+    base = draw(plain)
+    plain.load_lora_weights(str(kohya))
+    layers = sum(isinstance(m, LoraLayer) for part in (plain.unet, plain.text_encoder) for m in part.modules())
+    assert layers == len(lowdim.read_adapter(adapter).layers)
+    ours = load_sd("tinyfaces", "cpu", "fp32")
+    attach_adapters(ours, [(adapter, 1.0)])
+    expected = draw(ours.pipe)
+    assert np.abs(expected - base).max() > 0.05  # the adapter changes the picture, so equality means something
+    assert np.abs(draw(plain) - expected).max() < 1e-2
+
+
+def test_bad_uploads_are_said_on_the_page_and_the_server_keeps_serving(server, browser, tmp_path):
+    url, out = server
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not a picture")
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(not_image))
+    wait(browser, lambda d: "notes.png is not an image" in text_of(d, "crop-note"), 60)
+    browser.find_element(By.ID, "personalize").click()
+    wait(browser, lambda d: shows(d, "is not an image"), 60)
+    browser.get(url)  # the server still answers, and nothing was written for the bad photo
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
+    assert [p for p in out.iterdir() if not p.name.startswith(".")] == []

@@ -1,0 +1,235 @@
+"""``lowdim ui`` without a browser: the Studio's runs, its one job slot, and every bad input's one line."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lowdim.errors import LowdimError
+from lowdim_sd import runs
+from lowdim_sd.ui import studio as studio_module
+from lowdim_sd.ui.studio import (
+    Busy,
+    RunSettings,
+    Studio,
+    StudioConfig,
+    check_model,
+    check_photo,
+    clean_partials,
+    crop_preview,
+    list_runs,
+    read_run,
+)
+
+
+@pytest.fixture
+def studio(tmp_path, tiny_sd) -> Studio:
+    return Studio(StudioConfig(model=str(tiny_sd), out=tmp_path / "ui"))
+
+
+def settings(tiny_sd, **kwargs) -> RunSettings:
+    return RunSettings(model=str(tiny_sd), **{"steps": 2, "crop": False, "preview_steps": 1, **kwargs})
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` pixels: enough for a reader of the header, tiny on disk."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk
+                     + struct.pack(">I", zlib.crc32(chunk)) + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    return path
+
+
+def test_a_run_appears_complete_in_its_own_folder_and_reopens(studio, tiny_sd, face):
+    heard = []
+    record = studio.personalize(face, settings(tiny_sd), lambda *event: heard.append(event))
+    assert list_runs(studio.config.out) == [record.name] and record.folder.is_dir()
+    assert {"load model", "fast finetune", "export", "preview"} <= set(record.stages)
+    assert [label for label, done, _ in heard if done == 0] == list(record.stages)
+    assert set(record.downloads) == {"lowdim adapter", *studio_module.EXPORTS.values()}
+    assert all(path.is_file() and path.parent == record.folder for path in record.downloads.values())
+    assert record.gallery[0][1] == "reference" and all(path.is_file() for path, _ in record.gallery)
+    assert (record.folder / "photo.png").is_file() and not (record.folder / runs.LOCK).exists()
+    again = read_run(studio.config.out, record.name)
+    assert (again.gallery, again.downloads, again.stages) == (record.gallery, record.downloads, record.stages)
+    second = studio.personalize(face, settings(tiny_sd, seed=1))
+    assert second.name != record.name and list_runs(studio.config.out) == sorted([record.name, second.name])[::-1]
+
+
+def test_a_failed_run_leaves_no_folder_and_frees_the_slot(studio, tiny_sd, face, monkeypatch):
+    import lowdim_sd.personalize as personalize_module
+
+    def fails_while_writing(job, progress=True):
+        job.out.mkdir(parents=True)
+        (job.out / "adapter.safetensors").write_bytes(b"half")
+        raise LowdimError("the disk is full")
+
+    monkeypatch.setattr(personalize_module, "personalize", fails_while_writing)
+    with pytest.raises(LowdimError, match="disk is full"):
+        studio.personalize(face, settings(tiny_sd))
+    assert list(studio.config.out.iterdir()) == []
+    monkeypatch.undo()
+    assert studio.personalize(face, settings(tiny_sd)).folder.is_dir()  # the slot was released
+
+
+def test_a_second_job_is_refused_at_once_while_one_runs(studio, tiny_sd, face):
+    started, finish = threading.Event(), threading.Event()
+
+    def hold():
+        with studio.job("a personalization"):
+            started.set()
+            finish.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert started.wait(10)
+        with pytest.raises(Busy, match="a personalization is already running.*one job runs at a time"):
+            studio.personalize(face, settings(tiny_sd))
+        with pytest.raises(Busy):
+            studio.evaluate([face], face, "a [V] face")
+    finally:
+        finish.set()
+        holder.join()
+    assert list_runs(studio.config.out) == []
+
+
+def test_leftovers_of_a_killed_server_go_but_a_live_runs_folder_stays(tmp_path):
+    out = tmp_path / "ui"
+    dead, live = out / ".old.partial", out / ".now.partial"
+    dead.mkdir(parents=True)
+    live.mkdir()
+    (dead / runs.LOCK).write_text(json.dumps({"pid": 2**22 + 12345, "host": "x"}))
+    (dead / runs.LOCK).write_text(json.dumps({**json.loads((dead / runs.LOCK).read_text()),
+                                              "host": __import__("socket").gethostname()}))
+    runs.acquire_lock(live)
+    assert clean_partials(out) == [dead]
+    assert live.is_dir() and not dead.exists()
+
+
+def test_photos_that_are_not_images_or_too_large_are_one_line_naming_the_file(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(LowdimError, match="notes.png is not an image") as caught:
+        check_photo(text)
+    assert "\n" not in str(caught.value)
+    huge = png_header(tmp_path / "huge.png", 8000, 6000)
+    with pytest.raises(LowdimError, match=r"huge.png is 8000x6000 pixels \(48 MP\); photos up to 40 MP"):
+        check_photo(huge)
+    assert check_photo(png_header(tmp_path / "ok.png", 6000, 6000)).name == "ok.png"  # 36 MP: accepted
+
+
+def test_the_crop_preview_says_what_the_model_will_learn(tmp_path, tiny_sd, face):
+    pytest.importorskip("skimage")
+    from skimage import data
+
+    from lowdim_sd.faces import faces_available
+
+    kept = crop_preview(face, str(tiny_sd), crop=False)
+    assert kept.faces == 0 and "as it is" in kept.message and kept.image.size == (256, 256)
+    if not faces_available():
+        pytest.skip("the faces extra is not installed")
+    with pytest.raises(LowdimError, match=r"no face found in face_000\.png"):
+        crop_preview(face, str(tiny_sd), crop=True)
+    astronaut = data.astronaut()
+    Image.fromarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)).save(tmp_path / "two.png")
+    both = crop_preview(tmp_path / "two.png", str(tiny_sd))
+    assert both.faces == 2 and "2 faces found: showing face 0" in both.message
+    other = crop_preview(tmp_path / "two.png", str(tiny_sd), face_index=1)
+    assert np.abs(np.asarray(other.image, float) - np.asarray(both.image, float)).mean() > 1
+
+
+def test_an_unknown_model_is_named(tmp_path, tiny_sd):
+    assert check_model(str(tiny_sd)) == str(tiny_sd) and check_model("tinyfaces") == "tinyfaces"
+    assert check_model("runwayml/stable-diffusion-v1-5") == "runwayml/stable-diffusion-v1-5"
+    with pytest.raises(LowdimError, match=r"model '.*nowhere' is neither an installed model \(.*tinyfaces"):
+        check_model(str(tmp_path / "nowhere"))
+
+
+def test_drawing_uses_the_runs_adapter_and_leaves_the_model_as_it_was(studio, tiny_sd, face):
+    record = studio.personalize(face, settings(tiny_sd))
+    drawn = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=2)
+    assert [caption for _, caption in drawn] == ["a [V] face (seed 3, scale 1)", "a [V] face (seed 4, scale 1)"]
+    off = studio.draw(record.name, "a [V] face", scale=0.0, seed=3, steps=2, count=1)
+    on_again = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=1)
+    pixels = [np.asarray(image, float) for image in (drawn[0][0], off[0][0], on_again[0][0])]
+    assert np.abs(pixels[0] - pixels[1]).max() > 0 and np.array_equal(pixels[0], pixels[2])
+    with pytest.raises(LowdimError, match=r"the prompt has no \[V\]"):
+        studio.draw(record.name, "a face")
+    with pytest.raises(LowdimError, match="no finished run '../x'"):
+        studio.draw("../x", "a [V] face")
+
+
+def test_scoring_dropped_pictures_gives_the_eval_table(studio, tmp_path):
+    pytest.importorskip("skimage")
+    from skimage import data
+
+    from lowdim_sd.faces import faces_available
+
+    if not faces_available():
+        pytest.skip("the faces extra is not installed")
+    Image.fromarray(data.astronaut()).save(tmp_path / "me.png")
+    table = studio.evaluate([tmp_path / "me.png", tmp_path / "me.png"], tmp_path / "me.png", "a photo of [V]",
+                            metrics="face-rec")
+    assert "| mean |" in table and "| scored | 2 |" in table
+    with pytest.raises(LowdimError, match="drop at least one generated picture"):
+        studio.evaluate([], tmp_path / "me.png", "a [V]")
+
+
+def test_the_command_refuses_a_taken_port_an_unknown_model_or_no_gradio_in_one_line(tmp_path, capsys,
+                                                                                    monkeypatch):
+    import builtins
+    import socket
+
+    from lowdim_cli.main import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["ui", "--port", str(port), "--out", str(tmp_path / "ui")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and f"port {port} on 127.0.0.1 is already in use" in err[0]
+    code = main(["ui", "--model", str(tmp_path / "missing-model"), "--port", str(port)])  # named before the port
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "missing-model' is neither an installed model" in err[0]
+    real_import = builtins.__import__
+
+    def no_gradio(name, *args, **kwargs):
+        if name == "gradio":
+            raise ImportError("No module named 'gradio'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gradio)
+    code = main(["ui"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "pip install 'lowdim[ui]'" in err[0]
+    assert not (tmp_path / "ui").exists()  # nothing was created for a server that never started
+
+
+def test_a_lowdim_error_on_the_page_is_its_first_line_and_others_are_named_unexpected(capsys):
+    gr = pytest.importorskip("gradio")
+    from lowdim_sd.ui.page import on_page
+
+    @on_page
+    def mistaken():
+        raise LowdimError("photo.png is not an image\n(details)")
+
+    @on_page
+    def broken():
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(gr.Error) as caught:
+        mistaken()
+    assert caught.value.message == "photo.png is not an image"
+    with pytest.raises(gr.Error) as caught:
+        broken()
+    assert caught.value.message == "unexpected error: division by zero (details in the terminal)"
+    assert "ZeroDivisionError" in capsys.readouterr().err
