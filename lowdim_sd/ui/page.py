@@ -69,13 +69,16 @@ def build_page(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="lowdim", analytics_enabled=False) as page:
         gr.Markdown(INTRO)
         with gr.Tab("Personalize"):
-            personalize_tab(studio, models)
+            earlier = personalize_tab(studio, models)
         with gr.Tab("Evaluate"):
             evaluate_tab(studio)
+        # On every page load, not once at start: a tab opened later lists the runs made since.
+        page.load(lambda: gr.update(choices=list_runs(studio.config.out)), outputs=earlier)
     return page
 
 
-def personalize_tab(studio: Studio, models: list[str]) -> None:
+def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
+    """The main tab; returns its list of earlier runs, which the page refreshes on every load."""
     config = studio.config
     with gr.Row():
         with gr.Column(scale=1):
@@ -107,7 +110,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> None:
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")
     with gr.Row():
         earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out})", elem_id="earlier")
-        reopen = gr.Button("Open")
+        reopen = gr.Button("Open", elem_id="open")
     current = gr.State(None)
 
     @on_page
@@ -163,6 +166,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> None:
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
     reopen.click(open_run, [earlier], outputs, **unlimited)
     draw.click(draw_more, [current, prompt, scale, draw_seed, preview_steps], [drawn], **unlimited)
+    return earlier
 
 
 def evaluate_tab(studio: Studio) -> None:

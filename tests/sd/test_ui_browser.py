@@ -167,6 +167,21 @@ def test_bad_uploads_are_said_on_the_page_and_the_server_keeps_serving(server, b
     wait(browser, lambda d: "notes.png is not an image" in text_of(d, "crop-note"), 60)
     browser.find_element(By.ID, "personalize").click()
     wait(browser, lambda d: shows(d, "is not an image"), 60)
-    browser.get(url)  # the server still answers, and nothing was written for the bad photo
+    assert [p for p in out.iterdir() if not p.name.startswith(".")] == []  # nothing written for the bad photo
+
+
+def test_a_page_opened_later_lists_the_runs_made_since_and_reopens_them(server, browser):
+    url, out = server
+    browser.get(url)  # the server started before this run existed
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
-    assert [p for p in out.iterdir() if not p.name.startswith(".")] == []
+    from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+
+    run = Studio(StudioConfig(out=out)).personalize(FACE, RunSettings(model="tinyfaces", steps=1, preview_steps=1))
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#earlier input"))
+    browser.find_element(By.CSS_SELECTOR, "#earlier input").click()
+    option = wait(browser, lambda d: d.find_elements(By.XPATH, f"//li[contains(., '{run.name}')]"), 30)[0]
+    option.click()
+    browser.find_element(By.ID, "open").click()
+    wait(browser, lambda d: run.name in text_of(d, "stages") and "done in" in text_of(d, "stages"), 60)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery img")) == len(run.gallery)
