@@ -315,5 +315,15 @@ def _set_train_mode(model: SDModel, gradient_checkpointing: bool) -> None:
 
 
 def _set_eval_mode(model: SDModel) -> None:
-    model.pipe.unet.eval()
-    model.pipe.text_encoder.eval()
+    """Back to inference, checkpointing off: a later run on the same model chooses its own."""
+    pipe = model.pipe
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    if pipe.unet.is_gradient_checkpointing:
+        pipe.unet.disable_gradient_checkpointing()
+    text = pipe.text_encoder  # transformers 5 renamed the switch and its flag; older releases have the old names
+    checkpointing = getattr(text, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(text, "is_gradient_checkpointing", False)
+    if checkpointing:
+        (getattr(text, "activation_checkpointing_disable", None) or text.gradient_checkpointing_disable)()

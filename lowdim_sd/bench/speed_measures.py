@@ -19,7 +19,7 @@ import lowdim
 from lowdim_sd import defaults
 from lowdim_sd.architecture import LAYER_SETS
 from lowdim_sd.bench.speed_setup import ENCODERS, Scale, Settings
-from lowdim_sd.bench.speed_timing import Clock, record, side_by_side, skipped, time_calls
+from lowdim_sd.bench.speed_timing import Clock, peak_memory, record, side_by_side, skipped, time_calls
 from lowdim_sd.loading import SDModel, load_sd
 
 if TYPE_CHECKING:
@@ -178,12 +178,13 @@ def measure_merge(ctx: SpeedContext) -> dict:
 
 
 def train_seconds(ctx: SpeedContext, model: SDModel, trainable, steps: int, learning_rate: float,
-                  subjects: int = 1, mixed_precision: str = "no") -> list[float]:
+                  subjects: int = 1, mixed_precision: str = "no", checkpointing: bool = False) -> list[float]:
     """One timed run of the training engine (``train``), as personalize, train and precompute call it."""
     from lowdim_sd.train import Subject, TrainConfig, train
 
     reference = ctx.reference()[None]
-    config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=0, mixed_precision=mixed_precision)
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=0, mixed_precision=mixed_precision,
+                         gradient_checkpointing=checkpointing)
     clock = Clock(ctx.device)
     with clock.timed():
         train(model, [Subject(reference, seed) for seed in range(subjects)], trainable, config, progress=False)
@@ -196,6 +197,28 @@ def measure_finetune(ctx: SpeedContext) -> dict:
     steps = ctx.scale.finetune_steps
     samples = train_seconds(ctx, model, trainable, steps, defaults.FINETUNE_LR)
     return {"finetune": record(ctx.label("finetune"), samples, steps=steps)}
+
+
+def measure_memory(ctx: SpeedContext) -> dict:
+    """Peak memory of personalize's path (prediction k=4, merge, a few finetune steps), without and with
+    gradient checkpointing; each record's seconds are its steps' (what checkpointing costs in time)."""
+    found = {}
+    # Checkpointing first: memory the allocator keeps after the larger run would hide the smaller peak.
+    for key, checkpointing in (("memory_gc", True), ("memory", False)):
+        model = ctx.model()
+        with peak_memory(ctx.device) as peak:
+            with torch.no_grad():
+                prediction = ctx.hypernet()(ctx.image(), iterations=4)
+            trainable = relaxed_start(model, prediction)
+            samples = train_seconds(ctx, model, trainable, ctx.scale.memory_steps, defaults.FINETUNE_LR,
+                                    checkpointing=checkpointing)
+        if peak.bytes is None:
+            found[key] = skipped(ctx.label(key), f"no way to read peak memory on {ctx.device} here")
+            continue
+        found[key] = record(ctx.label(key), samples, peak_bytes=peak.bytes, peak_of=peak.kind,
+                            steps=ctx.scale.memory_steps, gradient_checkpointing=checkpointing)
+        found[key]["peak_bytes"] = peak.bytes
+    return found
 
 
 def measure_generate(ctx: SpeedContext) -> dict:

@@ -24,6 +24,8 @@ def labels(scale: Scale) -> dict[str, str]:
         "merge": "merge the prediction, add LoRA r=4",
         "finetune": f"{steps} rank-relaxed finetune steps",
         "generate": f"one {scale.sample_steps}-step generation (guided)",
+        "memory": f"personalize path: prediction, merge, {scale.memory_steps} steps",
+        "memory_gc": "the same with gradient checkpointing",
         "lora_db": f"{steps} LoRA DreamBooth steps (r=4)",
         "full_db": f"{steps} full DreamBooth steps (UNet + text encoder)",
         "step_lora_r1": "train step, LoRA r=1",
@@ -50,6 +52,7 @@ def sections(scale: Scale) -> list[tuple[str, list[str]]]:
         ("adapter cost", ["step_lora_r1", "step_lidb", "infer_none", "infer_lidb_unmerged", "infer_lidb_merged"]),
         ("lowdim against peft, same layers", kinds),
         ("batched precompute", [f"batched_k{k}" for k in scale.subjects]),
+        ("peak memory (seconds: the steps')", ["memory", "memory_gc"]),
     ]
 
 
@@ -139,14 +142,22 @@ def ratios(scale: Scale) -> list[tuple[str, str, Term, Term, Goal | None]]:
     return rows
 
 
+def memory_ratios() -> list[tuple[str, str, Term, Term, Goal | None]]:
+    """Ratios of peak bytes (not seconds): what gradient checkpointing saves."""
+    return [("checkpointing_memory", "peak memory, gradient checkpointing / without", Term(("memory_gc",)),
+             Term(("memory",)), None)]
+
+
 def build_report(settings: Settings, scale: Scale, measurements: dict[str, dict], machine: dict) -> dict:
     """Everything the table shows, as the JSON stores it."""
     seconds = {key: value.get("seconds") for key, value in measurements.items()}
+    peaks = {key: value.get("peak_bytes") for key, value in measurements.items()}
     sums = {key: {"label": label, "seconds": term.value(seconds), "sum_of": list(term.keys), "factor": term.factor}
             for key, (label, term) in derived(scale).items()}
     rows = []
-    for key, label, top, bottom, goal in ratios(scale):
-        num, den = top.value(seconds), bottom.value(seconds)
+    for (key, label, top, bottom, goal), of in [*((row, seconds) for row in ratios(scale)),
+                                                *((row, peaks) for row in memory_ratios())]:
+        num, den = top.value(of), bottom.value(of)
         value = num / den if num is not None and den else None
         rows.append({"id": key, "label": label, "value": value, "numerator": num, "denominator": den,
                      "goal": goal.text() if goal else None, "met": goal.met(value, settings) if goal else None,
@@ -167,6 +178,8 @@ def table_rows(report: dict, scale: Scale) -> list[tuple[str, list[list[str]]]]:
         if entry.get("skipped"):
             return [entry["label"], "-", f"skipped: {entry['skipped']}", "", ""]
         spread = f"{entry['p25']:.3g}–{entry['p75']:.3g}" if len(entry.get("samples", [])) > 1 else ""
+        if entry.get("peak_bytes"):
+            spread = f"peak {entry['peak_bytes'] / 2**30:.2f} GiB"
         return [entry["label"], f"{entry['seconds']:.4g}", spread, "", ""]
 
     names = labels(scale)

@@ -55,6 +55,7 @@ class Scale:
     repeats: int  # timed calls per variant per round
     warmup: int  # untimed calls before them
     encoder: str  # "vit-h14" or "vit-tiny"
+    memory_steps: int = 2  # finetune steps of the peak-memory runs (the peak is reached in the first)
 
 
 SCALES = {

@@ -11,8 +11,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -81,3 +82,44 @@ def record(label: str, samples: list[float], **detail: object) -> dict:
 def skipped(label: str, reason: str) -> dict:
     """A measurement that could not run here (no face detector, out of memory): the table says why."""
     return {"label": label, "seconds": None, "skipped": reason}
+
+
+@dataclass
+class Peak:
+    """The most memory in use during a block: bytes (None where it cannot be read) and what they count."""
+
+    bytes: int | None = None
+    kind: str = ""
+
+
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def _resident_peak() -> int | None:
+    """The process's peak resident memory (Linux VmHWM) in bytes, or None where /proc does not say."""
+    with suppress(OSError):
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[Peak]:
+    """Measure the peak during the block: torch's reserved memory on a GPU (what the card must hold), the
+    process's resident memory on a CPU (Linux resets its peak on writing 5 to clear_refs)."""
+    peak = Peak()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield peak
+        synchronize(device)
+        peak.bytes, peak.kind = torch.cuda.max_memory_reserved(device), "GPU memory reserved by torch"
+        return
+    reset = False
+    with suppress(OSError):
+        PROC_CLEAR_REFS.write_text("5")
+        reset = True
+    yield peak
+    if reset:
+        peak.bytes, peak.kind = _resident_peak(), "peak resident memory of the process"

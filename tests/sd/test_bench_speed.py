@@ -47,10 +47,15 @@ def test_quick_run_measures_every_row_and_writes_table_and_json(quick_run):
             continue
         assert entry["seconds"] > 0 and entry["seconds"] == pytest.approx(statistics.median(entry["samples"])), key
     assert measurements["finetune"]["detail"]["steps"] == QUICK.finetune_steps
+    for key, checkpointing in (("memory", False), ("memory_gc", True)):  # Linux: the process's resident peak
+        entry = measurements[key]
+        assert entry["peak_bytes"] > 100 * 2**20 and entry["detail"]["peak_of"] == "peak resident memory of the process"
+        assert entry["detail"]["gradient_checkpointing"] is checkpointing
     assert measurements["batched_k32"]["subjects_per_hour"] == pytest.approx(3600 * 32 / measurements[
         "batched_k32"]["seconds"])
     table = (quick_run / "table.md").read_text()
-    for title in ("personalize, stage by stage", "DreamBooth", "lowdim against peft", "batched precompute", "ratios"):
+    for title in ("personalize, stage by stage", "DreamBooth", "lowdim against peft", "batched precompute",
+                  "peak memory", "ratios"):
         assert title in table
     assert len([line for line in table.splitlines() if line.startswith("| ")]) >= len(ALL_KEYS) + len(
         report["ratios"])
@@ -69,6 +74,8 @@ def test_quick_run_ratios_come_from_the_measured_seconds(quick_run):
     assert ratios["merged_vs_none"] == pytest.approx(s["infer_lidb_merged"] / s["infer_none"])
     assert ratios["infer_lowdim_vs_peft_r4"] == pytest.approx(s["infer_lowdim_r4"] / s["infer_peft_r4"])
     assert ratios["batched_k8_speedup"] == pytest.approx(8 * s["batched_k1"] / s["batched_k8"])
+    peaks = {key: report["measurements"][key]["peak_bytes"] for key in ("memory", "memory_gc")}
+    assert ratios["checkpointing_memory"] == pytest.approx(peaks["memory_gc"] / peaks["memory"])
     # the tiny models of the quick scale say nothing about SD1.5's goals: none is judged
     assert all(row["met"] is None for row in report["ratios"])
 

@@ -120,3 +120,33 @@ def test_the_gallery_holds_the_reference_then_one_picture_per_preview_prompt(tin
     assert all(image.size == result.gallery[0][1].size for _, image in result.gallery)
     quiet = personalize(job(tiny_sd, face, tmp_path / "q"), progress=False)
     assert quiet.gallery == []
+
+
+def test_gradient_checkpointing_gives_the_same_adapter_and_is_off_again_afterwards(tiny_sd, face, tmp_path,
+                                                                                   monkeypatch):
+    import lowdim_sd.train as train_module
+
+    seen = []
+    real = train_module._set_eval_mode
+    monkeypatch.setattr(train_module, "_set_eval_mode",
+                        lambda model: (seen.append(model.pipe.unet.is_gradient_checkpointing), real(model),
+                                       seen.append(model.pipe.unet.is_gradient_checkpointing)))
+    plain = personalize(job(tiny_sd, face, tmp_path / "plain"), progress=False)
+    saving = personalize(job(tiny_sd, face, tmp_path / "gc", gradient_checkpointing=True), progress=False)
+    assert seen == [False, False, True, False]  # on while training, off again once done
+    ours, theirs = lowdim.read_adapter(plain.adapter).params, lowdim.read_adapter(saving.adapter).params
+    for layer, params in ours.items():
+        for name, value in params.items():
+            assert torch.allclose(value.float(), theirs[layer][name].float(), atol=1e-3), (layer, name)
+
+
+def test_checkpointing_is_the_default_on_small_gpus_only(monkeypatch):
+    from types import SimpleNamespace
+
+    from lowdim_sd import defaults
+
+    assert defaults.gradient_checkpointing_for(torch.device("cpu")) is False
+    for gigabytes, expected in ((8, True), (11.9, True), (24, False), (141, False)):
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda device, size=gigabytes: SimpleNamespace(total_memory=int(size * 2**30)))
+        assert defaults.gradient_checkpointing_for(torch.device("cuda", 0)) is expected, gigabytes
