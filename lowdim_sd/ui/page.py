@@ -179,7 +179,8 @@ def evaluate_tab(studio: Studio) -> None:
     with gr.Row():
         prompt = gr.Textbox("a photo of a [V] face", label="Their prompt (for CLIP-T)")
         token = gr.Textbox("sks", label="Identifier that [V] stood for")
-        metrics = gr.Textbox(",".join(PAPER_METRICS), label="Metrics (registered names, comma list)")
+        metrics = gr.Textbox(",".join(PAPER_METRICS), label="Metrics (registered names, comma list)",
+                             elem_id="metrics")
     score = gr.Button("Score", variant="primary", elem_id="score")
     table = gr.Markdown(elem_id="eval-table")
 

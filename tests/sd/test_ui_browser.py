@@ -44,9 +44,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """``lowdim ui --model tinyfaces`` on a free port, as a user starts it; its out folder."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``lowdim ui --model tinyfaces`` on a free port, as a user starts it (once for the module); its out folder."""
+    tmp_path = tmp_path_factory.mktemp("ui-server")
     port, out = free_port(), tmp_path / "ui-runs"
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 - read back on failure
     process = subprocess.Popen([sys.executable, "-m", "lowdim_cli.main", "ui", "--model", "tinyfaces", "--port",
@@ -93,12 +94,17 @@ def set_number(driver, selector: str, value: int) -> None:
     field.send_keys(str(value))
 
 
+def finished_runs(out: Path) -> set[Path]:
+    return {p for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+
+
 def shows(driver, words: str) -> bool:
     return bool(driver.find_elements(By.XPATH, f"//*[contains(text(), '{words}')]"))
 
 
 def test_drop_a_photo_personalize_and_download_an_export_that_diffusers_loads(server, browser, tmp_path):
     url, out = server
+    before = finished_runs(out)
     browser.get(url)
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
     browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(FACE))
@@ -114,7 +120,7 @@ def test_drop_a_photo_personalize_and_download_an_export_that_diffusers_loads(se
     assert "fast finetune" in text_of(browser, "stages")
     pictures = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
     assert len(pictures) >= 3  # the reference and the subject in the model's styles
-    [run] = [p for p in out.iterdir() if not p.name.startswith(".")]  # the refused click left no run
+    [run] = finished_runs(out) - before  # the refused click left no run
     screenshot = tmp_path / "ui.png"
     browser.save_screenshot(str(screenshot))
     if os.environ.get("LOWDIM_UI_SCREENSHOT"):
@@ -159,6 +165,7 @@ def assert_diffusers_draws_what_lowdim_draws(kohya: Path, adapter: Path) -> None
 
 def test_bad_uploads_are_said_on_the_page_and_the_server_keeps_serving(server, browser, tmp_path):
     url, out = server
+    before = finished_runs(out)
     not_image = tmp_path / "notes.png"
     not_image.write_text("not a picture")
     browser.get(url)
@@ -167,7 +174,7 @@ def test_bad_uploads_are_said_on_the_page_and_the_server_keeps_serving(server, b
     wait(browser, lambda d: "notes.png is not an image" in text_of(d, "crop-note"), 60)
     browser.find_element(By.ID, "personalize").click()
     wait(browser, lambda d: shows(d, "is not an image"), 60)
-    assert [p for p in out.iterdir() if not p.name.startswith(".")] == []  # nothing written for the bad photo
+    assert finished_runs(out) == before  # nothing written for the bad photo
 
 
 def test_a_page_opened_later_lists_the_runs_made_since_and_reopens_them(server, browser):
@@ -185,3 +192,20 @@ def test_a_page_opened_later_lists_the_runs_made_since_and_reopens_them(server, 
     browser.find_element(By.ID, "open").click()
     wait(browser, lambda d: run.name in text_of(d, "stages") and "done in" in text_of(d, "stages"), 60)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery img")) == len(run.gallery)
+
+
+def test_the_evaluate_tab_scores_dropped_pictures(server, browser):
+    url, _ = server
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.XPATH, "//button[@role='tab'][contains(., 'Evaluate')]"))
+    browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Evaluate')]").click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#generated input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#generated input[type=file]").send_keys(str(FACE))
+    browser.find_element(By.CSS_SELECTOR, "#reference input[type=file]").send_keys(str(FACE))
+    metrics = browser.find_element(By.CSS_SELECTOR, "#metrics textarea")
+    metrics.clear()
+    metrics.send_keys("tinyfaces-image")
+    time.sleep(1)  # the uploads reach the server
+    browser.find_element(By.ID, "score").click()
+    wait(browser, lambda d: "scored" in text_of(d, "eval-table"), 120)
+    assert "1.000" in text_of(browser, "eval-table")  # a picture against itself: image similarity 1
