@@ -90,7 +90,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
             model = gr.Dropdown(models, value=config.model, allow_custom_value=True, label="Model",
                                 info="an installed model, or a local diffusers folder or .safetensors file",
                                 elem_id="model")
-            use_hyper = gr.Checkbox(True, label="Start from the hypernetwork's prediction (off: from zero)")
+            use_hyper = gr.Checkbox(True, label=f"Start from the hypernetwork's prediction (off: from zero, which "
+                                                f"needs about {defaults.SCRATCH_STEPS} steps)")
             steps = gr.Number(defaults.FINETUNE_STEPS, precision=0, minimum=1, label="Finetune steps",
                               info="the paper: 40 after the prediction", elem_id="steps")
             rank = gr.Slider(2, 16, value=4, step=1, label="Rank of the relaxed LoRA")
@@ -161,6 +162,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     # otherwise drop a click while its event runs, or queue it out of sight).
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
     photo.change(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
+    model.change(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     outputs = [gallery, downloads, stages, earlier, current]
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
