@@ -2,7 +2,7 @@
 # The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
-# (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 extra; `all` runs every one but extra, about 3 hours on 2 cores).
+# (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 r7 extra; `all` runs every one but extra, about 3 hours on 2 cores).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
 VAL=${VAL:-16}                      # validation identities in the bench
@@ -90,6 +90,14 @@ rung() {
           [ -f "$RUN/sweep-ours-$1-$2/table.md" ] || python benchmarks/ours_finetune_sweep.py "$1" "$2" \
             "$RUN/sweep-ours-$1-$2"
         done ;;
+    # r7: the shipped bank with keys averaged over the reference and 4 more photo renders per identity
+    r7) SHIPPED=plugins/lowdim-tinyfaces/lowdim_tinyfaces/hypernet/hypernet.safetensors
+        mkdir -p "$RUN/r7-ship" "$RUN/r7-avgkeys"
+        cp "$SHIPPED" "$RUN/r7-ship/hypernet.safetensors"
+        [ -f "$RUN/r7-avgkeys/hypernet.safetensors" ] || python benchmarks/averaged_keys.py "$SHIPPED" \
+          "$RUN/w-shared" "$RUN/train-ids" "$RUN/r7-avgkeys"
+        bench r7-ship only-hyper
+        bench r7-avgkeys only-hyper ;;
     # not run at a scale that shows an effect: unlimited identities with no target, diffusion term only
     extra) lowdim tinyfaces-identities -o "$RUN/extra-ids" --count 544 --split train --seed 1
         train extra "${DINO[@]}" "${COMMON[@]}" --standardize --alpha 1 --beta 0.01 --diffusion-iterates last \
