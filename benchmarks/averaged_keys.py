@@ -37,10 +37,11 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=4)
     args = parser.parse_args()
 
-    from lowdim.hyper.storage import load_hypernet, read_hypernet, save_hypernet
-    from lowdim_sd.weight_dataset import WeightDataset
     from lowdim_tinyfaces.folders import read_levels
     from lowdim_tinyfaces.world import render_tensor
+
+    from lowdim.hyper.storage import load_hypernet, read_hypernet, save_hypernet
+    from lowdim_sd.weight_dataset import WeightDataset
 
     file = read_hypernet(args.hypernet)
     net = load_hypernet(file).eval()
