@@ -178,6 +178,8 @@ def merge(
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="single-file (A1111/ComfyUI checkpoint layout) or diffusers (a pipeline folder).")]
     = "single-file",
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier merge at --out, whole (never the base model itself).")] = False,
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
 ):
@@ -191,8 +193,12 @@ def merge(
     from lowdim_sd.loading import load_sd
     from lowdim_sd.merged_model import save_merged
 
+    from lowdim.registry import get_registry
+
+    backend = get_registry().backends.get(model)
+    source = Path(getattr(backend.value, "source", None) or model) if backend else Path(model)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
-    written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt)
+    written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt, overwrite, source)
     out.print(f"wrote [bold]{written}[/]")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))

@@ -22,20 +22,21 @@ from lowdim_sd.textual_inversion import is_embedding_file
 FORMATS = ("single-file", "diffusers")
 
 
-def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path,
-                fmt: str = "single-file") -> tuple[Path, list[str]]:
+def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file",
+                overwrite: bool = False, source: Path | None = None) -> tuple[Path, list[str]]:
     """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``.
 
     Returns the written path and the adapters' identifier tokens, which prompts must still use. A Textual
     Inversion embedding is folded in as its tokens (tokenizer) and rows (text encoder), so it needs the
-    diffusers format.
+    diffusers format. ``overwrite`` replaces an earlier output whole, never ``source`` (the base model's
+    own file or folder).
     """
     if fmt not in FORMATS:
         raise LowdimError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
     out = Path(out)
-    _check_target(out, fmt)
+    _check_target(out, fmt, overwrite, source)
     embeddings = [path for path, _ in adapters if is_embedding_file(path)]
     if embeddings and fmt == "single-file":
         # The new tokens live in the tokenizer, which an A1111/ComfyUI checkpoint does not hold.
@@ -48,14 +49,18 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path,
     return written, [token for token in tokens if token]
 
 
-def _check_target(out: Path, fmt: str) -> None:
+def _check_target(out: Path, fmt: str, overwrite: bool = False, source: Path | None = None) -> None:
     """Before the model is touched: a bad --out should cost nothing."""
-    if fmt == "diffusers" and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out")
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise LowdimError(f"{out}: is the base model itself, which merge never replaces; pick a new --out")
+    if fmt == "diffusers" and out.exists() and not out.is_dir():
+        raise LowdimError(f"{out}: already exists and is not a folder; pick a new --out")
+    if fmt == "diffusers" and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out or pass --overwrite")
     if fmt == "single-file" and (out.is_dir() or out.suffix.lower() != ".safetensors"):
         raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors")
-    if fmt == "single-file" and out.exists():  # it may well be the base model itself
-        raise LowdimError(f"{out}: already exists; pick a new --out")
+    if fmt == "single-file" and out.exists() and not overwrite:
+        raise LowdimError(f"{out}: already exists; pick a new --out or pass --overwrite")
 
 
 def _save_folder(model: SDModel, out: Path) -> Path:
@@ -65,9 +70,13 @@ def _save_folder(model: SDModel, out: Path) -> Path:
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700: other users (a server) could not read it
     try:
         model.pipe.save_pretrained(staging, safe_serialization=True)
-        if out.is_dir():
-            out.rmdir()  # empty (checked above); os.replace cannot replace a folder
+        earlier = None
+        if out.is_dir():  # empty, or --overwrite (checked above); os.replace cannot replace a folder
+            earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, earlier / "model")
         os.replace(staging, out)
+        if earlier is not None:
+            shutil.rmtree(earlier, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -72,7 +72,7 @@ def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(ti
     ("folder-exists", "already exists and is not an empty folder"),
     ("not-safetensors", "needs a file name ending in .safetensors"),
     ("format", "unknown format 'ckpt'"),
-    ("file-exists", "already exists; pick a new --out"),
+    ("file-exists", "already exists; pick a new --out or pass --overwrite"),
 ])
 def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_path, capsys, setup, message):
     fmt, out = "single-file", tmp_path / "me.safetensors"
@@ -93,3 +93,35 @@ def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_pa
     assert sorted(p.name for p in tmp_path.rglob("*")) == kept
     if setup == "file-exists":
         assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("fmt, name", [("single-file", "me.safetensors"), ("diffusers", "me-model")])
+def test_overwrite_replaces_an_earlier_merge_whole(tiny_sd, two_adapters, tmp_path, capsys, fmt, name):
+    from safetensors.torch import load_file
+
+    out = tmp_path / name
+
+    def merged(adapter: str, *flags: str) -> int:
+        return main(["merge", "-m", str(tiny_sd), "-a", adapter, "-o", str(out), "--format", fmt, *flags])
+
+    def weights() -> dict:
+        files = [out] if fmt == "single-file" else sorted(out.rglob("*.safetensors"))
+        return {f"{file.name}:{key}": value for file in files for key, value in load_file(file).items()}
+
+    assert merged(str(two_adapters[0])) == 0
+    first = weights()
+    if fmt == "diffusers":
+        (out / "stray.txt").write_text("from before")
+    assert merged(f"{two_adapters[0]}:0.5") == 1 and "--overwrite" in capsys.readouterr().err
+    assert merged(f"{two_adapters[0]}:0.5", "--overwrite") == 0
+    second = weights()
+    assert first.keys() == second.keys() and any(not torch.equal(first[k], second[k]) for k in first)
+    assert fmt == "single-file" or not (out / "stray.txt").exists()  # the folder is the new model, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no staging or old copy left
+
+
+def test_overwrite_never_replaces_the_base_model_itself(tiny_sd, two_adapters, capsys):
+    code = main(["merge", "-m", str(tiny_sd), "-a", str(two_adapters[0]), "-o", str(tiny_sd), "--format",
+                 "diffusers", "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "is the base model itself" in err[0]
