@@ -189,11 +189,10 @@ def merge(
 
     Example: lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
+    from lowdim.registry import get_registry
     from lowdim_sd.generate import parse_adapter_arg
     from lowdim_sd.loading import load_sd
     from lowdim_sd.merged_model import save_merged
-
-    from lowdim.registry import get_registry
 
     backend = get_registry().backends.get(model)
     source = Path(getattr(backend.value, "source", None) or model) if backend else Path(model)
