@@ -265,7 +265,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                             log.write({"step": step, "split": "val", **validate()})
                         accelerator.wait_for_everyone()
                     break
-        except KeyboardInterrupt as stop:
+        except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
             # Only the main process writes; the others stop with the same words.
             save = checkpoint if main else (lambda: out / checkpoints.FOLDER / f"step-{step:06d}")
             runs.reraise(stop, runs.stop_note(stop, step, updating, save, last=checkpoints.latest(out)))

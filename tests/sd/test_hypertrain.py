@@ -387,3 +387,28 @@ def test_ctrl_c_exits_130_keeps_a_checkpoint_and_resume_continues_from_it(weight
     monkeypatch.undo()
     code = main(args + ["--resume"])
     assert code == 0 and "2 steps in" in capsys.readouterr().out
+
+
+def test_out_of_memory_keeps_a_checkpoint_says_so_and_resume_continues(weights, tmp_path, capsys, monkeypatch):
+    import lowdim_sd.hypertrain as ht
+
+    real, calls = ht.pair_losses, []
+
+    def full_in_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ht, "pair_losses", full_in_step_2)
+    args = ["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config", json.dumps(TINY_VIT),
+            "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "3", "--batch-size", "2",
+            "--checkpoint-every", "0", "--alpha", "0"]
+    code = main(args)
+    text = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "Traceback" not in text
+    assert "out of memory at step 1; checkpoint saved to" in text and "plus --resume" in text
+    assert "--batch-size" in text  # the CLI's hint of what to change
+    monkeypatch.undo()
+    code = main(args + ["--resume"])
+    assert code == 0 and "2 steps in" in capsys.readouterr().out
