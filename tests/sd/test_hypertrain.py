@@ -365,7 +365,13 @@ def test_a_retrieval_head_stores_the_training_identities_and_personalize_predict
                                rtol=1e-3)
 
 
-def test_ctrl_c_exits_130_keeps_a_checkpoint_and_resume_continues_from_it(weights, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("stop, code, said", [
+    (KeyboardInterrupt(), 130, "Interrupted at step 1; checkpoint saved to"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1,
+     "out of memory at step 1; checkpoint saved to"),
+])
+def test_a_stop_keeps_a_checkpoint_says_so_and_resume_continues_from_it(weights, tmp_path, capsys, monkeypatch,
+                                                                       stop, code, said):
     import lowdim_sd.hypertrain as ht
 
     real, calls = ht.pair_losses, []
@@ -373,42 +379,18 @@ def test_ctrl_c_exits_130_keeps_a_checkpoint_and_resume_continues_from_it(weight
     def stop_in_step_2(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            raise stop
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ht, "pair_losses", stop_in_step_2)
     args = ["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config", json.dumps(TINY_VIT),
             "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "3", "--batch-size", "2",
             "--checkpoint-every", "0", "--alpha", "0"]
-    code = main(args)
+    assert main(args) == code
     text = " ".join(capsys.readouterr().err.split())
-    assert code == 130 and "Interrupted at step 1; checkpoint saved to" in text and "plus --resume" in text
+    assert said in text and "plus --resume" in text and "Traceback" not in text
     assert (tmp_path / "h" / "checkpoints" / "step-000001" / "state.json").is_file()
+    if code == 1:
+        assert "--batch-size" in text  # the CLI's hint of what to change
     monkeypatch.undo()
-    code = main(args + ["--resume"])
-    assert code == 0 and "2 steps in" in capsys.readouterr().out
-
-
-def test_out_of_memory_keeps_a_checkpoint_says_so_and_resume_continues(weights, tmp_path, capsys, monkeypatch):
-    import lowdim_sd.hypertrain as ht
-
-    real, calls = ht.pair_losses, []
-
-    def full_in_step_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ht, "pair_losses", full_in_step_2)
-    args = ["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config", json.dumps(TINY_VIT),
-            "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "3", "--batch-size", "2",
-            "--checkpoint-every", "0", "--alpha", "0"]
-    code = main(args)
-    text = " ".join(capsys.readouterr().err.split())
-    assert code == 1 and "Traceback" not in text
-    assert "out of memory at step 1; checkpoint saved to" in text and "plus --resume" in text
-    assert "--batch-size" in text  # the CLI's hint of what to change
-    monkeypatch.undo()
-    code = main(args + ["--resume"])
-    assert code == 0 and "2 steps in" in capsys.readouterr().out
+    assert main(args + ["--resume"]) == 0 and "2 steps in" in capsys.readouterr().out
