@@ -200,13 +200,13 @@ def run_task(job: QualityJob, task: Task) -> dict | None:
 
 
 def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> Personalized:
-    import lowdim
     from lowdim_sd.bench.batched import pretrained
+    from lowdim_sd.generate import attach_adapters
 
     ready = pretrained(job.out, task.method, task.identity)
     if ready is None:
         return personalize_subject(model, METHODS[task.method], reference, work, job.hypernet, job.token, job.seed)
-    lowdim.load_adapter(ready[0], lowdim.Adapters(model.modules), name="subject")
+    attach_adapters(model, [(ready[0], 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
     return Personalized(ready[0], ready[0].stat().st_size, ready[1])
 
 

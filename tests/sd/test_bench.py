@@ -9,6 +9,7 @@ import os
 import shutil
 import statistics
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -150,6 +151,17 @@ def test_batched_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, ident
         assert mine.keys() == batched.keys()
         for key, value in mine.items():
             assert torch.allclose(value.float(), batched[key].float(), atol=1e-4), key
+    # The tasks then load the batch's files (a TI file as an embedding) and score what they draw.
+    from lowdim_sd.bench.quality import run_quality
+
+    scored = {r["identity"]: r for r in run_quality(together)}
+    apart = {r["identity"]: r for r in run_quality(alone)}
+    assert sorted(scored) == sorted(apart) == sorted(t.identity for t in tasks)
+    for identity, record in scored.items():
+        assert record["bytes"] == apart[identity]["bytes"]
+        drawn = [np.asarray(Image.open(job.out / "images" / method / identity / "00.png"), float)
+                 for job in (together, alone)]
+        assert np.abs(drawn[0] - drawn[1]).max() <= 2, identity  # the same picture, to rounding
 
 
 def test_command_reports_a_bad_identities_folder_in_one_line(tmp_path, capsys):
