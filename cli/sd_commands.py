@@ -189,15 +189,12 @@ def merge(
 
     Example: lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
-    from lowdim.registry import get_registry
     from lowdim_sd.generate import parse_adapter_arg
     from lowdim_sd.loading import load_sd
     from lowdim_sd.merged_model import save_merged
 
-    backend = get_registry().backends.get(model)
-    source = Path(getattr(backend.value, "source", None) or model) if backend else Path(model)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
-    written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt, overwrite, source)
+    written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt, overwrite)
     out.print(f"wrote [bold]{written}[/]")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))

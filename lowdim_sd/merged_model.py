@@ -23,20 +23,20 @@ FORMATS = ("single-file", "diffusers")
 
 
 def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file",
-                overwrite: bool = False, source: Path | None = None) -> tuple[Path, list[str]]:
+                overwrite: bool = False) -> tuple[Path, list[str]]:
     """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``.
 
     Returns the written path and the adapters' identifier tokens, which prompts must still use. A Textual
     Inversion embedding is folded in as its tokens (tokenizer) and rows (text encoder), so it needs the
-    diffusers format. ``overwrite`` replaces an earlier output whole, never ``source`` (the base model's
-    own file or folder).
+    diffusers format. ``overwrite`` replaces an earlier output whole, never the file or folder ``model``
+    was loaded from.
     """
     if fmt not in FORMATS:
         raise LowdimError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
     out = Path(out)
-    _check_target(out, fmt, overwrite, source)
+    _check_target(out, fmt, overwrite, Path(model.source))
     embeddings = [path for path, _ in adapters if is_embedding_file(path)]
     if embeddings and fmt == "single-file":
         # The new tokens live in the tokenizer, which an A1111/ComfyUI checkpoint does not hold.
@@ -49,9 +49,9 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     return written, [token for token in tokens if token]
 
 
-def _check_target(out: Path, fmt: str, overwrite: bool = False, source: Path | None = None) -> None:
-    """Before the model is touched: a bad --out should cost nothing."""
-    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+def _check_target(out: Path, fmt: str, overwrite: bool, source: Path) -> None:
+    """Before the model is changed or written: a bad --out should cost nothing."""
+    if out.exists() and out.resolve() == source.resolve():
         raise LowdimError(f"{out}: is the base model itself, which merge never replaces; pick a new --out")
     if fmt == "diffusers" and out.exists() and not out.is_dir():
         raise LowdimError(f"{out}: already exists and is not a folder; pick a new --out")

@@ -215,9 +215,8 @@ def measure_memory(ctx: SpeedContext) -> dict:
         if peak.bytes is None:
             found[key] = skipped(ctx.label(key), f"no way to read peak memory on {ctx.device} here")
             continue
-        found[key] = record(ctx.label(key), samples, peak_bytes=peak.bytes, peak_of=peak.kind,
-                            steps=ctx.scale.memory_steps, gradient_checkpointing=checkpointing)
-        found[key]["peak_bytes"] = peak.bytes
+        found[key] = {**record(ctx.label(key), samples, peak_of=peak.kind, steps=ctx.scale.memory_steps,
+                               gradient_checkpointing=checkpointing), "peak_bytes": peak.bytes}
     return found
 
 

@@ -15,7 +15,7 @@ import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
-from lowdim_sd.ui.studio import RunRecord, RunSettings, Studio, crop_preview, list_runs
+from lowdim_sd.ui.studio import RunRecord, RunSettings, Studio, crop_preview, list_runs, read_run
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
          "Drop a face photo, check the crop, press **Personalize**. The hypernetwork predicts a tiny adapter from "
@@ -147,8 +147,6 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     def open_run(name: str | None):
         if not name:
             raise LowdimError("pick an earlier run first")
-        from lowdim_sd.ui.studio import read_run
-
         return shown(read_run(config.out, name))
 
     @on_page

@@ -252,9 +252,9 @@ class Studio:
             result = personalize(job, progress=False)
         shutil.copyfile(photo, work / f"photo{photo.suffix.lower()}")
         gallery = []
+        (work / "gallery").mkdir()
         for index, (caption, image) in enumerate(result.gallery):
             file = f"gallery/{index:02d}.png"
-            (work / "gallery").mkdir(exist_ok=True)
             image.save(work / file)
             gallery.append({"file": file, "caption": caption})
         downloads = {"lowdim adapter": result.adapter.name,
