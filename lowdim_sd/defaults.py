@@ -11,16 +11,3 @@ FINETUNE_LR = 3e-3  # personalize's fast finetuning (chosen on validation identi
 # ti: Textual Inversion's base rate (Gal et al. 2022, before their scaling by batch size and GPUs)
 LEARNING_RATES = {"full": 5e-6, "lora": 1e-4, "lidb": 2e-3, "relaxed": 1e-3, "ti": 5e-3}
 OTHER_LR = 1e-4  # a plugin space not listed above
-
-# personalize checkpoints gradients by default on a GPU smaller than this: SD1.5's fp16 training step at
-# 512 px then fits an 8 GB card with room for the preview (docs/benchmarks.md, "Memory").
-SMALL_GPU_BYTES = 12 * 2**30
-
-
-def gradient_checkpointing_for(device) -> bool:
-    """personalize's default for ``--gradient-checkpointing``: on for a CUDA GPU under SMALL_GPU_BYTES."""
-    if getattr(device, "type", str(device)) != "cuda":
-        return False
-    import torch
-
-    return torch.cuda.get_device_properties(device).total_memory < SMALL_GPU_BYTES

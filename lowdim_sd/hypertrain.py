@@ -14,6 +14,7 @@ an uninterrupted one would do.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs
+from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
     Images,
@@ -64,6 +66,8 @@ class HyperTrainJob:
     # Folders of identities without a precomputed θ: each step adds extra_batch_size of them to D only
     extra_images: list[Path] = field(default_factory=list)
     extra_batch_size: int | None = None  # default: batch_size
+    # A frozen encoder's features, precomputed (`lowdim encoder-features`): its package need not be here
+    features: Path | None = None
     val_fraction: float = 0.0
     val_identities: int | None = None  # overrides val_fraction
     val_every: int = 100
@@ -123,6 +127,8 @@ def check_counts(job: HyperTrainJob) -> None:
 
 def check_job(job: HyperTrainJob) -> None:
     """Settings nothing can train with, refused before any model or data loads."""
+    if job.features is not None and not job.hyper.get("freeze_encoder"):
+        raise LowdimError("--features stand in for a frozen encoder: add --freeze-encoder")
     if job.extra_images and job.alpha <= 0:
         raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
     if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
@@ -172,13 +178,15 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     if folder is not None:
         from lowdim.hyper import load_hypernet
 
-        net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
+        with encoder_weights_context(job):
+            net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
         start = checkpoints.saved_step(folder)
     else:
         torch.manual_seed(job.seed)
         config = HyperConfig.from_dict(job.hyper)
         try:
-            net = build_hypernet(config, full.space, full.layers)
+            with encoder_weights_context(job):
+                net = build_hypernet(config, full.space, full.layers)
         except OSError:
             raise LowdimError(f"could not load the image encoder '{config.encoder}' (offline, or not a vision "
                               f"model?); pass a local folder, or --encoder-config for a random one") from None
@@ -189,7 +197,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         net.set_target_statistics(targets)
     mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()} if targets else None
     frozen = bool(getattr(net.config, "freeze_encoder", False))
-    train_cache, val_cache = (FeatureCache(), FeatureCache()) if frozen else (None, None)
+    stored = StoredFeatures(job.features, unwrap(net).encoder) if job.features is not None else None
+    train_cache, val_cache = (FeatureCache(stored), FeatureCache(stored)) if frozen else (None, None)
     net.to(accelerator.device).train()
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay)
@@ -202,7 +211,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
     net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
     extras = iter(accelerator.prepare(extra)) if extra is not None else None
-    extra_cache = FeatureCache() if frozen and extras is not None else None
+    extra_cache = FeatureCache(stored) if frozen and extras is not None else None
 
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=out / "metrics.jsonl")
@@ -307,6 +316,13 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
                                      "weights": ", ".join(map(str, as_folders(job.weights))), "steps": 0})
     result.seconds = time.perf_counter() - started
     return result
+
+
+def encoder_weights_context(job: HyperTrainJob):
+    """With --features, a packaged frozen encoder is built without its package (its weights never run)."""
+    from lowdim.hyper.encoder import packaged_weights_unused
+
+    return packaged_weights_unused() if job.features is not None else contextlib.nullcontext()
 
 
 def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, processes: int):

@@ -71,7 +71,7 @@ class PersonalizeJob:
     crop_margin: float = 0.6  # room around the face, as a fraction of its width on each side
     face_index: int | None = None  # which face when there are several (0: the largest)
     overwrite: bool = False  # replace the files an earlier run wrote to ``out`` (else refused)
-    gradient_checkpointing: bool | None = None  # None: on for GPUs under defaults.SMALL_GPU_BYTES
+    gradient_checkpointing: bool = False  # at 512 px it saves nothing measurable on a GPU (docs/benchmarks.md)
 
 
 SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)
@@ -244,11 +244,8 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         trainable = initial_trainable(model, run, predicted)
     with stage(result, "fast finetune"):
         trainable.metadata["extra"] = recipe(run)
-        checkpointing = job.gradient_checkpointing
-        if checkpointing is None:
-            checkpointing = defaults.gradient_checkpointing_for(model.device)
         config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, token=job.token, seed=run.seed,
-                             gradient_checkpointing=checkpointing)
+                             gradient_checkpointing=job.gradient_checkpointing)
         trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]

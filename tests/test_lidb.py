@@ -103,3 +103,18 @@ def test_zero_init_trains_a_train_from_zero_with_nonzero_gradient():
     model(torch.randn(5, 20)).pow(2).sum().backward()
     a_train = adapters.slots("default")["0"].params["A_train"]
     assert a_train.grad is not None and a_train.grad.abs().sum() > 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(out=st.integers(2, 40), inp=st.integers(2, 40), seed=st.integers(0, 2**31 - 1))
+def test_cached_bases_are_the_seeded_draw_and_callers_cannot_change_them(out, inp, seed):
+    from lowdim.spaces.lidb import _bases
+
+    space = lowdim.get_space("lidb", a=min(out, 3), b=min(inp, 2), aux_scale=2.0)
+    layer = LayerSpec("layer", out, inp)
+    first = space.make_buffers(layer, seed)
+    fresh_a, fresh_b = _bases.__wrapped__(out, inp, min(out, 3), min(inp, 2), seed)  # no cache
+    torch.testing.assert_close(first["A_aux"], fresh_a * 2.0, rtol=0, atol=0)
+    torch.testing.assert_close(first["B_aux"], fresh_b * 2.0, rtol=0, atol=0)
+    first["A_aux"].zero_()  # a caller's tensor is its own
+    torch.testing.assert_close(space.make_buffers(layer, seed)["A_aux"], fresh_a * 2.0, rtol=0, atol=0)

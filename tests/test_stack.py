@@ -36,6 +36,11 @@ def test_stack_delta_is_the_sum_of_components_and_rank_at_most_the_sum(out_featu
     assert down.shape[0] == sum(space.rank(layer) for space in stack.components)
     assert torch.allclose(up @ down, sum(parts), atol=1e-9)
     assert F.numerical_rank(stack.delta(params, buffers)) <= stack.rank(layer)
+    frozen, trainable = stack.split_factors(params, buffers)
+    alone = stack.trainable_factors(params, buffers)  # what a merged stack's forward computes
+    assert all(torch.equal(a, b) for a, b in zip(alone, trainable, strict=True))
+    rebuilt = F.lowrank_delta(*alone) + (F.lowrank_delta(*frozen) if frozen is not None else 0)
+    assert torch.allclose(rebuilt, sum(parts), atol=1e-9)
 
 
 def test_only_the_trainable_component_trains():

@@ -6,7 +6,8 @@ generic core never depends on a diffusion library.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_SHAPES_ONLY = False
+
+
 def is_packaged(hub_id: str) -> bool:
     return hub_id in PACKAGED_ENCODERS
+
+
+@contextmanager
+def packaged_weights_unused() -> Iterator[None]:
+    """Within it, a packaged encoder is built with random weights: for a frozen backbone whose features are
+    read from a file, on a machine without the package. The backbone must then never run."""
+    global _SHAPES_ONLY
+    before, _SHAPES_ONLY = _SHAPES_ONLY, True
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY = before
 
 
 def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
@@ -47,8 +63,10 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
     from transformers import AutoModel
 
     if is_packaged(hub_id):
-        if hub_id == DINOV2 and torch.get_default_device().type == "meta":  # shapes only (a file being
-            return AutoModel.from_config(_dinov2_config())  # checked): no conversion of the package
+        # Shapes only, no conversion of the package: a file being checked (meta device), or a frozen
+        # backbone whose features come precomputed (``packaged_weights_unused``).
+        if hub_id == DINOV2 and (torch.get_default_device().type == "meta" or _SHAPES_ONLY):
+            return AutoModel.from_config(_dinov2_config())
         return PACKAGED_ENCODERS[hub_id][0]()
     if config is not None:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -114,6 +132,7 @@ class ImageEncoder(nn.Module):
         self.hub_id = hub_id
         self.normalize = ("imagenet" if is_packaged(hub_id) else "none") if normalize == "auto" else normalize
         self.backbone = build_vision_model(hub_id, normalize_encoder_config(config))
+        self.placeholder = _SHAPES_ONLY and is_packaged(hub_id)  # random weights: must never run
         # Stored with the hypernetwork, so a file rebuilds this exact backbone without a download.
         self.config_dict: dict[str, Any] = normalize_encoder_config(self.backbone.config) or {}
         self.width = int(self.backbone.config.hidden_size)
@@ -148,6 +167,9 @@ class ImageEncoder(nn.Module):
 
     def features(self, pixel_values: Tensor) -> Tensor:
         """The backbone's last_hidden_state (B, T, width) of images in [-1, 1]."""
+        if self.placeholder:
+            raise LowdimError(f"the {self.hub_id} backbone was built without its weights (its features were to come "
+                              f"from a --features file); install its package to compute features")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.backbone(pixel_values=self.prepare(pixel_values)).last_hidden_state
 

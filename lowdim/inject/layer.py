@@ -66,7 +66,7 @@ class AdapterSlot(nn.Module):
             return None
         params, buffers = self.tensors(), self.buffers_dict()
         if self.frozen_merged_scale is not None:
-            return self.space.split_factors(params, buffers)[1]
+            return self.space.trainable_factors(params, buffers)
         return self.space.factors(params, buffers)
 
     def factors_for_merge(self, part: str) -> tuple[Tensor, Tensor] | None:
@@ -181,7 +181,8 @@ class AdapterLayer(nn.Module):
             factors = slot.live_factors()
             if factors is None:
                 continue
-            result = result + slot.scale * self._low_rank_update(x, *factors)
+            update = self._low_rank_update(x, *factors)
+            result = result + (update if slot.scale == 1.0 else slot.scale * update)
         return result
 
     def _low_rank_update(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:  # not _apply: nn.Module owns it

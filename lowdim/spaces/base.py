@@ -172,6 +172,10 @@ class Space(ABC):
         """(frozen part, trainable part) of the update; a stack can merge the frozen one."""
         return None, self.factors(params, buffers)
 
+    def trainable_factors(self, params: Tensors, buffers: Tensors) -> tuple[Tensor, Tensor]:
+        """``split_factors(...)[1]``, what a forward adds once the frozen part is merged, computed alone."""
+        return self.split_factors(params, buffers)[1]
+
     def num_params(self, layer: LayerSpec) -> int:
         shapes = self.param_shapes(layer)
         return sum(_numel(shapes[name]) for name in self.trainable_names(layer))

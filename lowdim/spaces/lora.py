@@ -54,7 +54,8 @@ class LoraSpace(Space):
         return {"down": down, "up": up}
 
     def factors(self, params: Tensors, buffers: Tensors) -> tuple[Tensor, Tensor]:
-        return params["down"], params["up"] * self.scaling
+        # A multiply by 1 is still a kernel launch per layer and forward, what bounds a GPU step at batch 1.
+        return params["down"], params["up"] if self.scaling == 1.0 else params["up"] * self.scaling
 
     def rank(self, layer: LayerSpec) -> int:
         return self.config.rank

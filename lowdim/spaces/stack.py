@@ -151,6 +151,11 @@ class StackSpace(Space):
     def delta(self, params: Tensors, buffers: Tensors) -> Tensor:
         return sum(F.lowrank_delta(d, u) for d, u in self.component_factors(params, buffers))
 
+    def trainable_factors(self, params: Tensors, buffers: Tensors) -> tuple[Tensor, Tensor]:
+        # Every forward of fast finetuning asks for this: the merged frozen part is not recomputed.
+        index = self.trainable_index
+        return self.components[index].factors(self._take(params, index), self._take(buffers, index))
+
     def split_factors(self, params: Tensors, buffers: Tensors):
         factors = self.component_factors(params, buffers)
         trainable = factors.pop(self.trainable_index)

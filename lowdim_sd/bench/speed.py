@@ -64,7 +64,7 @@ def tasks(scale: Scale) -> list[Task]:
         Task("crop", ("crop",), measures.measure_crop),
         Task("hypernet", ("hyper_k1", "hyper_k4"), measures.measure_hypernet),
         Task("merge", ("merge",), measures.measure_merge),
-        Task("finetune", ("finetune",), measures.measure_finetune),
+        Task("finetune", ("finetune", "warmup"), measures.measure_finetune),
         Task("memory", ("memory", "memory_gc"), measures.measure_memory),
         Task("generate", ("generate",), measures.measure_generate),
         Task("lora-db", ("lora_db",), measures.measure_lora_dreambooth),

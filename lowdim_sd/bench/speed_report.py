@@ -22,7 +22,8 @@ def labels(scale: Scale) -> dict[str, str]:
         "hyper_k1": f"hypernetwork prediction k=1 ({encoder} + decoder)",
         "hyper_k4": f"hypernetwork prediction k=4 ({encoder} + decoder)",
         "merge": "merge the prediction, add LoRA r=4",
-        "finetune": f"{steps} rank-relaxed finetune steps",
+        "finetune": f"{steps} rank-relaxed finetune steps (warm)",
+        "warmup": "first training run's one-time set-up (once per process)",
         "generate": f"one {scale.sample_steps}-step generation (guided)",
         "memory": f"personalize path: prediction, merge, {scale.memory_steps} steps",
         "memory_gc": "the same with gradient checkpointing",
@@ -47,7 +48,8 @@ def sections(scale: Scale) -> list[tuple[str, list[str]]]:
     """(title, measurement ids) in the order of the table."""
     kinds = [f"{kind}_{who}_r{rank}" for kind in ("step", "infer") for rank in (1, 4) for who in ("lowdim", "peft")]
     return [
-        ("personalize, stage by stage", ["load", "crop", "hyper_k1", "hyper_k4", "merge", "finetune", "generate"]),
+        ("personalize, stage by stage", ["load", "crop", "hyper_k1", "hyper_k4", "merge", "finetune", "warmup",
+                                         "generate"]),
         ("DreamBooth, the same steps", ["lora_db", "full_db"]),
         ("adapter cost", ["step_lora_r1", "step_lidb", "infer_none", "infer_lidb_unmerged", "infer_lidb_merged"]),
         ("lowdim against peft, same layers", kinds),
@@ -106,8 +108,8 @@ def derived(scale: Scale) -> dict[str, tuple[str, Term]]:
         "personalize": (f"personalize: prediction k=4 + merge + {steps} steps", Term(("hyper_k4", "merge",
                                                                                       "finetune"))),
         # The crop runs on the CPU whatever the device, and needs the faces extra: left out of the sum.
-        "personalize_whole": ("whole path: load, prediction, merge, steps, one generation (no crop)",
-                              Term(("load", "hyper_k4", "merge", "finetune", "generate"))),
+        "personalize_whole": ("whole path: load, prediction, merge, set-up, steps, one generation (no crop)",
+                              Term(("load", "hyper_k4", "merge", "warmup", "finetune", "generate"))),
         "full_db_extrapolated": (f"full DreamBooth, {full:,} steps ({steps} measured x {full / steps:g})",
                                  Term(("full_db",), full / steps)),
     }

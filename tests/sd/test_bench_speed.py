@@ -45,8 +45,13 @@ def test_quick_run_measures_every_row_and_writes_table_and_json(quick_run):
         if entry.get("skipped"):  # only the crop may be missing here, and only without a face detector
             assert key == "crop", entry
             continue
-        assert entry["seconds"] > 0 and entry["seconds"] == pytest.approx(statistics.median(entry["samples"])), key
+        assert entry["seconds"] == pytest.approx(statistics.median(entry["samples"])), key
+        assert entry["seconds"] > 0 or key == "warmup", key  # a warm-up can cost nothing on a CPU
     assert measurements["finetune"]["detail"]["steps"] == QUICK.finetune_steps
+    warmup = measurements["warmup"]  # the first run's cost beyond its steps' warm time, never negative
+    assert warmup["detail"]["first_run_seconds"] > 0 and warmup["seconds"] == pytest.approx(max(
+        0.0, warmup["detail"]["first_run_seconds"] - warmup["detail"]["first_run_steps"]
+        * measurements["finetune"]["seconds"] / QUICK.finetune_steps))
     for key, checkpointing in (("memory", False), ("memory_gc", True)):  # Linux: the process's resident peak
         entry = measurements[key]
         assert entry["peak_bytes"] > 100 * 2**20 and entry["detail"]["peak_of"] == "peak resident memory of the process"
@@ -68,6 +73,8 @@ def test_quick_run_ratios_come_from_the_measured_seconds(quick_run):
     ratios = {row["id"]: row["value"] for row in report["ratios"]}
     personalize = s["hyper_k4"] + s["merge"] + s["finetune"]
     assert report["derived"]["personalize"]["seconds"] == pytest.approx(personalize)
+    assert report["derived"]["personalize_whole"]["seconds"] == pytest.approx(
+        personalize + s["load"] + s["warmup"] + s["generate"])
     dreambooth = s["full_db"] / QUICK.finetune_steps * QUICK.dreambooth_steps
     assert ratios["dreambooth_vs_personalize"] == pytest.approx(dreambooth / personalize)
     assert ratios["lidb_vs_lora_r1"] == pytest.approx(s["step_lidb"] / s["step_lora_r1"])

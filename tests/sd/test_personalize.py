@@ -138,15 +138,3 @@ def test_gradient_checkpointing_gives_the_same_adapter_and_is_off_again_afterwar
     for layer, params in ours.items():
         for name, value in params.items():
             assert torch.allclose(value.float(), theirs[layer][name].float(), atol=1e-3), (layer, name)
-
-
-def test_checkpointing_is_the_default_on_small_gpus_only(monkeypatch):
-    from types import SimpleNamespace
-
-    from lowdim_sd import defaults
-
-    assert defaults.gradient_checkpointing_for(torch.device("cpu")) is False
-    for gigabytes, expected in ((8, True), (11.9, True), (24, False), (141, False)):
-        monkeypatch.setattr(torch.cuda, "get_device_properties",
-                            lambda device, size=gigabytes: SimpleNamespace(total_memory=int(size * 2**30)))
-        assert defaults.gradient_checkpointing_for(torch.device("cuda", 0)) is expected, gigabytes

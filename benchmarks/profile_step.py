@@ -1,0 +1,68 @@
+"""Where a rank-relaxed finetune step's time goes: torch.profiler over warm steps of personalize's path.
+
+Issue 18's GPU goal (personalize in ≤ 5 s) needs a step well under 0.1 s at 512 px; this says whether a
+step is bound by the GPU's kernels or by the host launching them, and which operations cost most.
+
+    python benchmarks/profile_step.py MODEL_DIR [--device cuda] [--dtype fp16] [--steps 4] > profile.txt
+
+MODEL_DIR is any diffusers SD folder, e.g. the random SD1.5 that `lowdim bench speed` saves in OUT/model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import lowdim
+from lowdim_sd import defaults
+from lowdim_sd.architecture import LAYER_SETS
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import relaxed_trainable
+from lowdim_sd.train import Subject, TrainConfig, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="fp16")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--resolution", type=int, default=None)
+    args = parser.parse_args()
+    model = load_sd(args.model_dir, args.device, args.dtype)
+    adapters = lowdim.Adapters(model.modules)
+    adapters.add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
+    trainable = relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "profile", "token": "sks"})
+    size = args.resolution or model.resolution
+    subjects = [Subject(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1, 0)]
+
+    def run(steps: int) -> float:
+        config = TrainConfig(steps=steps, learning_rate=defaults.FINETUNE_LR, seed=0)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        train(model, subjects, trainable, config, progress=False)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    print(f"first run of 2 steps: {run(2):.3f} s (includes the one-time set-up)")
+    print(f"warm: {run(args.steps) / args.steps:.4f} s per step over {args.steps} steps")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if model.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        wall = run(args.steps)
+    events = prof.key_averages()
+    device_time = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+    launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel")))
+    print(f"profiled: {wall / args.steps:.4f} s per step wall; kernels {device_time / args.steps:.4f} s per step; "
+          f"{launches / args.steps:.0f} kernel launches per step")
+    for key in (["self_cuda_time_total"] if model.device.type == "cuda" else []) + ["self_cpu_time_total"]:
+        print(f"\n== top operations by {key} ==")
+        print(events.table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Precomputed features of a frozen image encoder, so phase 1 can run where the encoder cannot.
+
+A frozen backbone's output for an image never changes, so it can be computed once, on any machine
+that has the encoder (``lowdim encoder-features``), and read by ``train-hypernet --features`` on a
+machine that has only the hypernetwork's own weights, e.g. a GPU box with no copy of the encoder.
+
+Features are keyed by the image's own 8-bit pixels (a digest of what the encoder sees), not by file
+name or identity: a weight folder, its split and ``--extra-images`` all find their images, and an
+image the file was not made from is refused by name instead of silently getting another's features.
+With ``encoder_pool`` the pooled tokens are stored (1 + pool² per image instead of 257 for DINOv2);
+pooling them again is a no-op, so the network reads them exactly as it reads the full ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim.files import atomic_save, read_checked
+
+FORMAT = "lowdim.encoder_features"
+BATCH = 32
+
+
+def image_key(image: Tensor) -> str:
+    """A digest of an image in [-1, 1] as 8-bit pixels: equal for the same picture read twice anywhere."""
+    pixels = ((image.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return hashlib.sha1(pixels.contiguous().numpy().tobytes()).hexdigest()[:20]
+
+
+def encoder_signature(encoder) -> dict:
+    """What decides an encoder's features: which backbone, how images are prepared, and the pooling."""
+    return {"encoder": str(encoder.hub_id), "input_size": int(encoder.input_size),
+            "normalize": str(encoder.normalize), "pool": int(encoder.pool)}
+
+
+@torch.no_grad()
+def compute_features(encoder, images: Iterable[Tensor], progress=None) -> tuple[list[str], Tensor]:
+    """(keys, features (N, T, D)) of each distinct image: the backbone's tokens, pooled if the encoder pools."""
+    keys, rows, batch = [], [], []
+
+    def flush() -> None:
+        tokens = encoder.features(torch.stack(batch))
+        rows.append((encoder.pooled(tokens) if encoder.pool else tokens).float().cpu())
+        batch.clear()
+
+    seen = set()
+    for image in images:
+        key = image_key(image)
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+            batch.append(image)
+        if len(batch) == BATCH:
+            flush()
+        if progress is not None:
+            progress()
+    if batch:
+        flush()
+    if not keys:
+        raise LowdimError("no images to compute encoder features of")
+    return keys, torch.cat(rows)
+
+
+def save_features(path: Path, encoder, keys: list[str], features: Tensor) -> Path:
+    signature = {key: str(value) for key, value in encoder_signature(encoder).items()}
+    metadata = {"format": FORMAT, "keys": json.dumps(keys), **signature}
+    return atomic_save({"features": features.to(torch.float16)}, metadata, Path(path))
+
+
+def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, pool: int, resolution: int,
+                          crop: bool, progress: bool = True) -> tuple[Path, int]:
+    """Compute and save the frozen encoder's features of the identity folders' images; (file, images)."""
+    from lowdim.hyper.encoder import ImageEncoder
+    from lowdim_sd import runs
+    from lowdim_sd.face_inputs import load_face_image
+    from lowdim_sd.generate import check_resolution
+
+    check_resolution(resolution)
+    paths = [path for folder in folders for path in _identity_images(folder)]
+    if not paths:
+        raise LowdimError(f"no images in {', '.join(map(str, folders))}")
+    encoder = ImageEncoder(encoder_name, None, 1, frozen=True, pool=pool).eval()
+    images = (load_face_image(path, resolution, crop) for path in paths)
+    with runs.progress(len(paths), "encoder features", enabled=progress, loss=False) as advance:
+        keys, features = compute_features(encoder, images, progress=advance)
+    return save_features(out, encoder, keys, features), len(keys)
+
+
+def _identity_images(folder: Path) -> list[Path]:
+    from lowdim_sd.precompute import discover_identities
+
+    return [path for identity in discover_identities(folder) for path in identity.images]
+
+
+class StoredFeatures:
+    """A feature file checked against the encoder it stands in for; ``get`` looks images up by their pixels."""
+
+    def __init__(self, path: Path, encoder) -> None:
+        self.path = Path(path)
+        tensors, metadata = read_checked(self.path, FORMAT, "encoder features", LowdimError)
+        expected = {k: str(v) for k, v in encoder_signature(encoder).items()}
+        differing = [f"{k} {metadata.get(k)!r} (the network's: {v!r})" for k, v in expected.items()
+                     if metadata.get(k) != v]
+        if differing:
+            raise LowdimError(f"{self.path}: made for another encoder setting: {'; '.join(differing)}")
+        try:
+            keys = json.loads(metadata["keys"])
+        except (KeyError, ValueError):
+            raise LowdimError(f"{self.path}: its list of image keys is missing or not JSON") from None
+        features = tensors.get("features")
+        if features is None or features.dim() != 3 or len(keys) != len(features) \
+                or features.shape[-1] != encoder.width:
+            raise LowdimError(f"{self.path}: expected a (images, tokens, {encoder.width}) 'features' tensor for "
+                              f"{len(keys)} images")
+        self.rows = {key: row for key, row in zip(keys, features, strict=True)}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, images: Tensor, names: list[str] | None = None) -> Tensor:
+        """Features of a batch of images (B, 3, S, S) in [-1, 1], as float32 on the images' device."""
+        found = []
+        for position, image in enumerate(images):
+            row = self.rows.get(image_key(image))
+            if row is None:
+                which = names[position] if names else f"image {position} of a batch"
+                raise LowdimError(f"{self.path}: no features for {which}; compute them from the same images "
+                                  f"(`lowdim encoder-features`)")
+            found.append(row)
+        return torch.stack(found).to(images.device, torch.float32)
