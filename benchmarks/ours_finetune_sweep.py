@@ -6,6 +6,9 @@ on validation (3e-3); this runs the same row with another rate and step count in
     python benchmarks/ours_finetune_sweep.py 1e-2 40 runs/ladder/sweep-ours-1e-2-40 [HYPERNET]
     python benchmarks/ours_finetune_sweep.py 6e-3 80 runs/ladder/sweep-ours-6e-3-80
 
+RELAX=0 in the environment (rung 9) finetunes the prediction itself, in its own space (LiDB), instead of
+a rank-relaxed LoRA on top of it: LiDB DreamBooth's recipe, started from the prediction.
+
 HYPERNET defaults to TinyFaces' shipped one. Two folders pair up by identity through
 their per-identity results (results/ours/*.json).
 """
@@ -22,6 +25,8 @@ def main(argv: list[str]) -> int:
     hypernet = argv[3] if len(argv) > 3 else None
     identities = os.environ.get("VAL_IDS", "runs/ladder/val-ids")
     methods.METHODS["ours"] = dataclasses.replace(methods.METHODS["ours"], learning_rate=rate, steps=steps)
+    if os.environ.get("RELAX") == "0":
+        keep_prediction_trainable()
     from lowdim_cli.main import main as lowdim
 
     if hypernet is None:
@@ -30,6 +35,23 @@ def main(argv: list[str]) -> int:
         hypernet = str(get_registry().backends["tinyfaces"].value.default_hypernet)
     return lowdim(["bench", "quality", "-i", identities, "--limit", "16", "--hypernet", hypernet,
                    "-o", out, "--methods", "ours", "--gallery-prompts", ""])
+
+
+def keep_prediction_trainable() -> None:
+    """personalize's finetune trains the predicted adapter itself (no frozen copy, no LoRA on top)."""
+    from lowdim_sd import personalize
+    from lowdim_sd.modes import ADAPTER, AdapterTrainable
+
+    def trainable(model, run, predicted):
+        import lowdim
+
+        adapters = lowdim.Adapters(model.modules)
+        adapters.add(ADAPTER, run.space, run.layers, seed=run.bases_seed)
+        adapters.load_tensors(ADAPTER, {k: {p: v[0] for p, v in t.items()} for k, t in predicted.items()})
+        return AdapterTrainable(model, ADAPTER, ["adapter"], {"base_model": model.base_model_id,
+                                                              "token": run.job.token})
+
+    personalize.initial_trainable = trainable
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18 point 2: `lowdim bench speed` at SD1.5 scale (512 px, fp16, random weights) on one GPU of
 # the H100/H200 class, in one call of at most 8 minutes; results land in $OUT (the device tool's
-# output folder): speed.json, table.md, log.txt, gpu.txt and measurements.tgz, 5 files.
+# output folder): speed.json, table.md, log.txt, gpu.txt, measurements.tgz and profile.txt, 6 files.
 #
 # Prepare once, on the machine you call from (the GPU machine reaches no registry; its image has
 # torch, transformers, peft, accelerate, typer, rich and scikit-image, but not diffusers):
@@ -9,11 +9,13 @@
 #   echo /.wheels/ >> .git/info/exclude      # so the wheels travel by `carry`, never into a commit
 # Then run it from the repository root there, carrying .wheels:
 #   device run: command "bash benchmarks/speed_gpu.sh", carry [".wheels"], timeout_s 560
-# A CPU smoke of the script itself: OUT=/tmp/speed-out ARGS="--quick --device cpu" bash benchmarks/speed_gpu.sh
+# A CPU smoke of the script itself: OUT=/tmp/speed-out ARGS="--quick --device cpu" \
+#   ARGS_PROFILE="--device cpu --dtype fp32" bash benchmarks/speed_gpu.sh
 set -uo pipefail
 OUT=${OUT:-out/speed-gpu}
 WORK=${WORK:-/tmp/lowdim-speed}       # measurements and the 2 GB random model: not under $OUT (8 files come back)
 ARGS=${ARGS:---device cuda --dtype fp16}
+ARGS_PROFILE=${ARGS_PROFILE:---device cuda --dtype fp16}
 BUDGET=${BUDGET:-400}                 # seconds for measuring; the rest of the 8 minutes: setup and the table
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -41,4 +43,7 @@ echo "measuring ended with status ${PIPESTATUS[0]} after $(( $(date +%s) - start
 $PY -m lowdim_cli.main bench speed $ARGS --out "$WORK" --no-run 2>&1 | tee -a "$OUT/log.txt"
 cp "$WORK/speed.json" "$WORK/table.md" "$OUT/" 2>/dev/null
 tar czf "$OUT/measurements.tgz" -C "$WORK" settings.json measurements
+# Where a finetune step's time goes (kernels or the host launching them): the next fix needs this.
+[ -f "$WORK/model/model_index.json" ] && timeout "${PROFILE_SECONDS:-90}" $PY benchmarks/profile_step.py \
+  "$WORK/model" $ARGS_PROFILE --steps 3 > "$OUT/profile.txt" 2>&1
 echo "total $(( $(date +%s) - started )) s" | tee -a "$OUT/log.txt"
