@@ -127,7 +127,7 @@ class StoredFeatures:
     def get(self, images: Tensor, names: list[str] | None = None) -> Tensor:
         """Features of a batch of images (B, 3, S, S) in [-1, 1], as float32 on the images' device."""
         found = []
-        for position, image in enumerate(images):
+        for position, image in enumerate(images.detach().float().cpu()):  # one read-back for the batch
             row = self.rows.get(image_key(image))
             if row is None:
                 which = names[position] if names else f"image {position} of a batch"

@@ -88,13 +88,12 @@ class FeatureCache:
         self.stored = stored  # a ``StoredFeatures`` file: every image is looked up there, none computed
 
     def get(self, encoder, images: Tensor, items: Tensor) -> Tensor:
-        if self.stored is not None:
-            return self.stored.get(images)
         keys = [int(item) for item in items]
         missing = [j for j, key in enumerate(keys) if key not in self.features]
         if missing:
-            with torch.no_grad():
-                computed = encoder.features(images[missing])
+            with torch.no_grad():  # a file's rows are looked up once per item too: no pixels read back each step
+                computed = (self.stored.get(images[missing]) if self.stored is not None
+                            else encoder.features(images[missing]))
             for j, value in zip(missing, computed, strict=True):
                 self.features[keys[j]] = value.detach()
         return torch.stack([self.features[key] for key in keys])
