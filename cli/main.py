@@ -9,6 +9,7 @@ lowdim or a plugin and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 
@@ -111,10 +112,21 @@ def _catch_interrupts(typer_app: typer.Typer) -> None:
                 raise _Stopped(stop) from stop
 
         run._lowdim_stops = True
+        run.__doc__ = reflow(callback.__doc__)
         command.callback = run
     for group in getattr(typer_app, "registered_groups", []):  # `lowdim bench quality` and the like
         if group.typer_instance is not None:
             _catch_interrupts(group.typer_instance)
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring for --help: the lines of each prose paragraph joined, so the terminal wraps them (rich keeps
+    every newline of a docstring, which broke sentences mid-line); indented lines, such as examples, stay."""
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(paragraph if any(line.startswith(" ") for line in paragraph.splitlines())
+                       else " ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
 
 
 def _interrupted(note: str) -> int:

@@ -65,3 +65,30 @@ def test_the_installed_script_exits_non_zero_without_a_traceback():
     assert result.returncode == 1
     assert result.stderr.startswith("Error: unknown space 'zzz'")
     assert "Traceback" not in result.stderr
+
+
+def test_help_prose_is_reflowed_and_examples_keep_their_lines():
+    from lowdim_cli.main import reflow
+
+    doc = """First line
+        continues here.
+
+        Second paragraph,
+        two lines.
+
+          lowdim example --one
+          lowdim example --two
+        """
+    assert reflow(doc) == ("First line continues here.\n\nSecond paragraph, two lines.\n\n"
+                           "  lowdim example --one\n  lowdim example --two")
+    assert reflow(None) is None
+
+
+def test_a_command_help_joins_the_lines_of_its_docstring(capsys):
+    import typer
+
+    from lowdim_cli.main import app
+
+    assert main(["encoder-features", "--help"]) == 0  # commands are wrapped (and their help reflowed) by now
+    command = typer.main.get_command(app).commands["encoder-features"]
+    assert "for each training image. This writes it, keyed by" in command.help  # one line in the source's two
