@@ -7,6 +7,7 @@
 # (`lowdim encoder-features`) and read there with `train-hypernet --features`.
 #
 # Here, once:   bash benchmarks/hyper_gpu.sh prepare      # .gpu13/: the identities and their features
+#               echo /.gpu13/ >> .git/info/exclude        # it travels by `carry`, never into a commit
 #               (and the diffusers wheel in .wheels/, as benchmarks/speed_gpu.sh says)
 # There:        device run: command "bash benchmarks/hyper_gpu.sh", carry [".wheels", ".gpu13"], timeout_s 330
 # Results in $OUT: hypernet.safetensors, metrics.jsonl, log.txt, gpu.txt, precompute.json.
