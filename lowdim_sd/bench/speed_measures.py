@@ -290,9 +290,7 @@ def measure_batched(ctx: SpeedContext, subjects: int) -> dict:
 
     key, model, steps = f"batched_k{subjects}", ctx.model(), ctx.scale.batch_steps
     names = [f"s{index}" for index in range(subjects)]
-    for timed_steps in (1, steps):  # one untimed step first: the batch's first allocations and kernel choices
-        trainable = adapter_trainable(model, lowdim.get_space("lidb"), LAYERS, subject_names=names)
-        samples = train_seconds(ctx, model, trainable, timed_steps, defaults.LEARNING_RATES["lidb"],
-                                subjects=subjects)
-        model = ctx.model()
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), LAYERS, subject_names=names)
+    # train_seconds warms up first: the batch's first allocations and kernel choices stay untimed
+    samples = train_seconds(ctx, model, trainable, steps, defaults.LEARNING_RATES["lidb"], subjects=subjects)
     return {key: record(ctx.label(key), samples, subjects=subjects, steps=steps)}

@@ -69,3 +69,21 @@ def make_hypernet(tiny_sd, tmp_path):
                              {"model": str(tiny_sd), "layer_set": "unet+text", **metadata})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def weight_folders(tiny_sd):
+    """``make(folder, name, count, seed, steps=3)``: a `precompute` folder ``folder/name`` of ``count`` random 16x16
+    identities (named person_000...), their images in ``folder/faces-name``."""
+    from lowdim_sd.images import save_images
+    from lowdim_sd.precompute import PrecomputeJob, precompute
+    from lowdim_sd.train import TrainConfig
+
+    def make(folder, name: str, count: int, seed: int, steps: int = 3):
+        images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        save_images(images, folder / f"faces-{name}", "person")
+        precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / f"faces-{name}", out=folder / name,
+                                 config=TrainConfig(steps=steps), batch_subjects=4, crop=False), progress=False)
+        return folder / name
+
+    return make

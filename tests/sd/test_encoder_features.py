@@ -12,9 +12,6 @@ from lowdim.hyper import HyperConfig, build_hypernet
 from lowdim_cli.main import main
 from lowdim_sd.feature_file import StoredFeatures, compute_features, image_key, save_features
 from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
-from lowdim_sd.images import save_images
-from lowdim_sd.precompute import PrecomputeJob, precompute
-from lowdim_sd.train import TrainConfig
 from lowdim_sd.weight_dataset import WeightDataset
 
 TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1,
@@ -26,13 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(tiny_sd, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("featuredata")
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    save_images(images, folder / "faces", "person")
-    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w",
-                             config=TrainConfig(steps=3), batch_subjects=4, crop=False), progress=False)
-    return folder / "w"
+def weights(weight_folders, tmp_path_factory):
+    return weight_folders(tmp_path_factory.mktemp("featuredata"), "w", 4, seed=3)
 
 
 def network(weights, hyper=FROZEN, seed: int = 0):
@@ -115,7 +107,7 @@ def test_cli_writes_features_that_train_hypernet_reads(weights, tmp_path, capsys
 
     encoder_folder = tmp_path / "vit"
     ViTModel(ViTConfig(**{k: v for k, v in TINY_VIT.items() if k != "model_type"})).save_pretrained(encoder_folder)
-    faces = weights.parent / "faces"
+    faces = weights.parent / "faces-w"
     out = tmp_path / "f.safetensors"
     assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
                  "--pool", "2", "-o", str(out)]) == 0

@@ -28,28 +28,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(tiny_sd, tmp_path_factory):
+def weights(weight_folders, tmp_path_factory):
     """A weight dataset of four identities (one random 16x16 image each)."""
-    folder = tmp_path_factory.mktemp("hyperdata")
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
-    save_images(images, folder / "faces", "person")
-    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / "faces", out=folder / "w",
-                             config=TrainConfig(steps=3), batch_subjects=4, crop=False), progress=False)
-    return folder / "w"
-
-
-def weight_folder(tiny_sd, folder, name: str, count: int, seed: int, steps: int = 3):
-    images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-    save_images(images, folder / f"faces-{name}", "person")
-    precompute(PrecomputeJob(model=str(tiny_sd), identities=folder / f"faces-{name}", out=folder / name,
-                             config=TrainConfig(steps=steps), batch_subjects=4, crop=False), progress=False)
-    return folder / name
+    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
 
 
 @pytest.fixture(scope="module")
-def more_weights(tiny_sd, tmp_path_factory):
+def more_weights(weight_folders, tmp_path_factory):
     """Two more identities, made alike in another folder (with the same identity names as ``weights``)."""
-    return weight_folder(tiny_sd, tmp_path_factory.mktemp("more"), "w2", 2, seed=10)
+    return weight_folders(tmp_path_factory.mktemp("more"), "w2", 2, seed=10)
 
 
 def job(weights, out, **kwargs) -> HyperTrainJob:
@@ -207,12 +194,12 @@ def test_a_subset_reads_like_a_fresh_data_set_without_reading_the_indexes(weight
         both.subset(["nobody"])
 
 
-def test_weight_folders_made_differently_or_named_alike_are_refused(tiny_sd, weights, tmp_path):
-    other_recipe = weight_folder(tiny_sd, tmp_path, "w3", 1, seed=11, steps=4)
+def test_weight_folders_made_differently_or_named_alike_are_refused(weight_folders, weights, tmp_path):
+    other_recipe = weight_folders(tmp_path, "w3", 1, seed=11, steps=4)
     with pytest.raises(lowdim.LowdimError, match="made with other settings.*config"):
         WeightDataset([weights, other_recipe])
     with pytest.raises(lowdim.LowdimError, match="distinct names"):
-        WeightDataset([weights, weight_folder(tiny_sd, tmp_path / "elsewhere", "w", 1, seed=12)])
+        WeightDataset([weights, weight_folders(tmp_path / "elsewhere", "w", 1, seed=12)])
 
 
 def test_a_finished_run_without_checkpoints_is_not_overwritten(weights, tmp_path):
