@@ -38,6 +38,7 @@ from lowdim_sd.hypertrain_io import (
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.loading import accelerator_available, canonical_model
+from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
 from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
 
@@ -68,6 +69,9 @@ class HyperTrainJob:
     extra_batch_size: int | None = None  # default: batch_size
     # A frozen encoder's features, precomputed (`lowdim encoder-features`): its package need not be here
     features: Path | None = None
+    # Retrieval head with key_dim: photos of the same people (one sub-folder each) to learn its keys from
+    key_pairs: Path | None = None
+    key_steps: int = 750
     val_fraction: float = 0.0
     val_identities: int | None = None  # overrides val_fraction
     val_every: int = 100
@@ -127,7 +131,9 @@ def check_counts(job: HyperTrainJob) -> None:
 
 def check_job(job: HyperTrainJob) -> None:
     """Settings nothing can train with, refused before any model or data loads."""
-    if job.features is not None and not job.hyper.get("freeze_encoder"):
+    check_retrieval_job(job)
+    retrieval = job.hyper.get("architecture") == "retrieval"  # its encoder is always frozen
+    if job.features is not None and not (job.hyper.get("freeze_encoder") or retrieval):
         raise LowdimError("--features stand in for a frozen encoder: add --freeze-encoder")
     if job.extra_images and job.alpha <= 0:
         raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
@@ -173,7 +179,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     train_set = full.subset(train_names, all_images=job.all_images)
     val_set = full.subset(val_names) if val_names else None
     if job.hyper.get("architecture") == "retrieval":
-        return fill_retrieval(job, train_set, val_set, numbers, out)
+        return fill_retrieval(job, train_set, val_set, numbers, out, progress)
 
     if folder is not None:
         from lowdim.hyper import load_hypernet
@@ -283,37 +289,6 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         from lowdim.hyper import save_hypernet
 
         save_hypernet(result.path, accelerator.unwrap_model(net), {**metadata, "steps": step})
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
-                   numbers: dict[str, int], out: Path) -> HyperTrainResult:
-    """The retrieval head's "training": store every training identity's features and θ, validate, save."""
-    from lowdim.hyper import HyperConfig, build_hypernet, save_hypernet
-
-    started = time.perf_counter()
-    if job.all_images:
-        raise LowdimError("the retrieval head stores one key per identity: drop --all-images")
-    config = HyperConfig.from_dict({**job.hyper, "bank_size": len(train_set.names)})
-    net = build_hypernet(config, train_set.space, train_set.layers).eval()
-    with torch.no_grad():
-        features = torch.cat([net.encoder.features(torch.stack([train_set.image(item) for item in
-                                                                range(start, min(start + 32, len(train_set)))]))[:, :1]
-                              for start in range(0, len(train_set), 32)])
-    targets = all_targets(train_set)
-    net.fill(features, targets)
-    result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
-                              val_names=val_set.names if val_set else [], metrics=out / "metrics.jsonl")
-    log = MetricsLog(result.metrics, True)
-    if val_set is not None:
-        mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}
-        log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job,
-                                                          numbers, FeatureCache(), mean)})
-    index = train_set.index
-    save_hypernet(result.path, net, {"model": job.model, "layer_set": index["layer_set"], "alpha": 0.0,
-                                     "beta": 0.0, "adapter_seed": int(index["seed"]),
-                                     "weights": ", ".join(map(str, as_folders(job.weights))), "steps": 0})
     result.seconds = time.perf_counter() - started
     return result
 

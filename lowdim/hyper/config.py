@@ -41,6 +41,10 @@ class HyperConfig(SpaceConfig):
     bank_dtype: str = option(
         "float32", "retrieval head only: how the stored θ are kept; 'float16' halves the file (θ are saved as "
         "fp16 adapters anyway) at a relative rounding of 5e-4.")
+    key_dim: int = option(
+        0, "retrieval head only: 0 keys identities by the encoder's first (CLS) token; N by a learned N-dim "
+        "identity embedding of the first token plus the encoder_pool grid (train-hypernet --key-pairs).")
+    key_hidden: int = option(512, "retrieval head only: hidden width of the learned key projection.")
     standardize: bool = option(
         False, "Predict the residual to the training targets' mean, per coordinate in units of their spread "
         "(θ = mean + std ⊙ z); train-hypernet fits mean and std and takes the weight loss in z.")
@@ -81,6 +85,9 @@ class HyperConfig(SpaceConfig):
                 f"hyper: bank_size must be an integer >= 0, got {self.bank_size!r}")
         require(self.bank_dtype in BANK_DTYPES,
                 f"hyper: bank_dtype must be one of {', '.join(BANK_DTYPES)}, got {self.bank_dtype!r}")
+        for name in ("key_dim", "key_hidden"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, f"hyper: {name} must be an integer >= 0, got {value!r}")
         require(isinstance(self.encoder_pool, int) and 0 <= self.encoder_pool <= 64,
                 f"hyper: encoder_pool must be an integer in [0, 64], got {self.encoder_pool!r}")
         for name in ("head_grouping", "token_grouping"):

@@ -9,7 +9,8 @@ adapter of a look-alike, which is a far better start for rank-relaxed finetuning
 
 It is a registered head like "transformer" (``HyperConfig(architecture="retrieval", bank_size=N)``),
 saved and loaded by ``save_hypernet``/``load_hypernet`` with its bank as buffers; ``fill`` sets the
-bank, which is all its "training" is.
+bank. Keys are the encoder's CLS token, or with ``key_dim`` a learned identity embedding
+(``retrieval_keys``), trained by ``fit_key_projection`` before ``fill``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from lowdim.errors import LowdimError
 from lowdim.hyper.config import HyperConfig
 from lowdim.hyper.encoder import ImageEncoder
 from lowdim.hyper.layout import Grouping, LayerTensors, param_layout, params_to_state, state_to_params
+from lowdim.hyper.retrieval_keys import KeyProjection, key_tokens
 from lowdim.spaces.base import LayerSpec, Space
 
 
 class RetrievalHead(nn.Module):
-    """θ of the nearest of ``bank_size`` stored identities; the encoder's first (CLS) token is the key."""
+    """θ of the nearest of ``bank_size`` stored identities by cosine of their keys (CLS token or learned)."""
 
     def __init__(self, config: HyperConfig, space: Space, layers: Sequence[LayerSpec]) -> None:
         super().__init__()
@@ -38,10 +40,15 @@ class RetrievalHead(nn.Module):
         self.groups = Grouping.build([param_layout(space, layer) for layer in self.layers], "shape")
         # The bank is only as good as the encoder's notion of "alike": it is always frozen.
         self.encoder = ImageEncoder(config.encoder, config.encoder_config, 1, frozen=True,
-                                    input_size=config.encoder_input_size, normalize=config.encoder_normalize)
+                                    input_size=config.encoder_input_size, normalize=config.encoder_normalize,
+                                    pool=config.encoder_pool)
         self.encoder.proj.requires_grad_(False)
         self.encoder.norm.requires_grad_(False)
-        self.register_buffer("keys", torch.zeros(config.bank_size, self.encoder.width))
+        self.key_projection = None
+        if config.key_dim:
+            tokens = 1 + config.encoder_pool ** 2 if config.encoder_pool else 1
+            self.key_projection = KeyProjection(tokens * self.encoder.width, config.key_hidden, config.key_dim)
+        self.register_buffer("keys", torch.zeros(config.bank_size, config.key_dim or self.encoder.width))
         dtype = getattr(torch, config.bank_dtype)
         for index, (layout, members) in enumerate(zip(self.groups.layouts, self.groups.members, strict=True)):
             self.register_buffer(f"values{index}", torch.zeros(config.bank_size, len(members), layout.numel,
@@ -53,16 +60,27 @@ class RetrievalHead(nn.Module):
         """Store the identities: backbone features (N, T, D) of their images and their θ ({layer: {param: (N,...)}})."""
         if len(features) != self.config.bank_size:
             raise LowdimError(f"the retrieval bank holds {self.config.bank_size} identities, got {len(features)}")
-        self.keys.copy_(torch.nn.functional.normalize(features[:, 0].float(), dim=-1))
+        self.keys.copy_(self.key(features))
         for index, values in enumerate(params_to_state(self.groups, self.layers, targets)):
             getattr(self, f"values{index}").copy_(values)
+
+    def key_input(self, features: Tensor) -> Tensor:
+        """What a key is made of: backbone features (B, T, D), full or already pooled, to key tokens."""
+        return key_tokens(self.encoder.pooled(features) if self.encoder.pool else features, self.encoder.pool)
+
+    @torch.no_grad()
+    def key(self, features: Tensor) -> Tensor:
+        """Unit keys (B, K) of backbone features (B, T, D)."""
+        tokens = self.key_input(features)
+        if self.key_projection is None:
+            return torch.nn.functional.normalize(tokens[:, 0].float(), dim=-1)
+        return self.key_projection(tokens.to(self.keys.device))
 
     def nearest(self, images: Tensor | None, features: Tensor | None = None) -> Tensor:
         """Index of the nearest stored identity for each image (B,)."""
         with torch.no_grad():
             features = self.encoder.features(images) if features is None else features
-        query = torch.nn.functional.normalize(features[:, 0].float(), dim=-1)
-        return (query @ self.keys.T).argmax(dim=1)
+        return (self.key(features) @ self.keys.T).argmax(dim=1)
 
     def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: bool = False,
                 init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors | list:

@@ -17,10 +17,16 @@ def tinyfaces_identities(
         help="Identity split: train (for precompute), val, or test (held out everywhere: benchmarks).")] = "train",
     seed: Annotated[int, typer.Option(help="Same seed, count and split: same identities.")] = 0,
     style: Annotated[str, typer.Option(help="Style of the reference images.")] = "photo",
+    renders: Annotated[int, typer.Option(min=1, max=64, help="Photos per identity; above 1 each identity is a "
+                                         "sub-folder of them (other pose, light, clothes), e.g. for "
+                                         "`train-hypernet --key-pairs`.")] = 1,
 ):
     """Write TinyFaces identities as a flat image folder, the input of `lowdim precompute` and `lowdim bench`.
 
     Example: lowdim tinyfaces-identities -o faces --count 500 --split train
+
+    Photos of the same people for learned retrieval keys: lowdim tinyfaces-identities -o people --count 3000
+    --split train --seed 1 --renders 2
     """
     from lowdim.errors import LowdimError
     from lowdim_tinyfaces.styles import STYLES
@@ -34,7 +40,7 @@ def tinyfaces_identities(
     if blocking is not None:
         where = f"--out {out}" if blocking == out else f"--out {out}: {blocking}"
         raise LowdimError(f"{where} is a file, not a folder; pass a folder to write the identities into")
-    paths = write_identities(out, count, split, seed, style)
+    paths = write_identities(out, count, split, seed, style, renders=renders)
     typer.echo(f"wrote {len(paths)} identities ({split} split) to {out}")
 
 

@@ -19,3 +19,20 @@ def test_an_out_path_through_a_file_is_one_line_naming_it(tmp_path, capsys, targ
 def test_writes_count_identities(tmp_path, capsys):
     assert main(["tinyfaces-identities", "-o", str(tmp_path / "ids"), "--count", "2", "--split", "test"]) == 0
     assert sorted(p.name for p in (tmp_path / "ids").glob("*.png")) == ["id-00000.png", "id-00001.png"]
+
+
+def test_renders_write_one_sub_folder_of_photos_per_person_starting_with_the_flat_image(tmp_path):
+    from lowdim_tinyfaces.folders import read_levels
+    from PIL import Image
+
+    from lowdim_sd.precompute import discover_identities
+
+    assert main(["tinyfaces-identities", "-o", str(tmp_path / "flat"), "--count", "3"]) == 0
+    assert main(["tinyfaces-identities", "-o", str(tmp_path / "people"), "--count", "3", "--renders", "3"]) == 0
+    found = discover_identities(tmp_path / "people")
+    assert [p.name for p in found] == ["id-00000", "id-00001", "id-00002"]
+    assert all([i.name for i in p.images] == ["0.png", "1.png", "2.png"] for p in found)
+    assert set(read_levels(tmp_path / "people")) == {"id-00000", "id-00001", "id-00002"}
+    pixels = [[Image.open(i).tobytes() for i in person.images] for person in found]
+    assert pixels[1][0] == Image.open(tmp_path / "flat" / "id-00001.png").tobytes()  # same person, same first photo
+    assert len({photo for person in pixels for photo in person}) == 9  # every other photo differs

@@ -1,0 +1,122 @@
+"""``train-hypernet`` for the retrieval head: store each training identity's key and θ (no gradient steps).
+
+With ``--set key_dim=N`` the keys are a learned identity embedding (``lowdim.hyper.retrieval_keys``),
+trained first on ``--key-pairs``: an identity folder whose sub-folders hold two or more photos of one
+person each (``lowdim tinyfaces-identities --renders 2`` writes one). Backbone features come from the
+frozen encoder, or from ``--features`` (``lowdim encoder-features`` over the same images) where the
+encoder is slow or absent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim_sd import runs
+from lowdim_sd.feature_file import StoredFeatures
+from lowdim_sd.hypertrain_io import FeatureCache, MetricsLog, all_targets
+from lowdim_sd.hypertrain_losses import evaluate
+from lowdim_sd.weight_dataset import WeightDataset, as_folders
+
+BATCH = 32
+
+
+def check_retrieval_job(job) -> None:
+    """Key options that cannot work together, refused before anything loads."""
+    retrieval = job.hyper.get("architecture") == "retrieval"
+    if job.key_pairs is not None and not retrieval:
+        raise LowdimError("--key-pairs trains the retrieval head's keys: add --set architecture=retrieval")
+    if retrieval and int(job.hyper.get("key_dim") or 0) and job.key_pairs is None:
+        raise LowdimError("key_dim > 0 learns the keys from photos of the same people: add --key-pairs FOLDER "
+                          "(one sub-folder of two or more photos per identity)")
+    if retrieval and job.key_pairs is not None and not int(job.hyper.get("key_dim") or 0):
+        raise LowdimError("--key-pairs trains a learned key: add --set key_dim=64 (0 keys by the CLS token)")
+    if job.key_steps < 1:
+        raise LowdimError(f"--key-steps must be >= 1, got {job.key_steps}")
+
+
+def fill_retrieval(job, train_set: WeightDataset, val_set: WeightDataset | None, numbers: dict[str, int],
+                   out: Path, progress: bool = True):
+    """The retrieval head's "training": learn its keys if asked, store every training identity, validate, save."""
+    from lowdim.hyper import HyperConfig, build_hypernet, save_hypernet
+    from lowdim_sd.hypertrain import HyperTrainResult, encoder_weights_context
+
+    started = time.perf_counter()
+    if job.all_images:
+        raise LowdimError("the retrieval head stores one key per identity: drop --all-images")
+    config = HyperConfig.from_dict({**job.hyper, "bank_size": len(train_set.names)})
+    torch.manual_seed(job.seed)  # a randomly initialised encoder is then the same in every run
+    with encoder_weights_context(job):
+        net = build_hypernet(config, train_set.space, train_set.layers).eval()
+    stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
+    extra = {}
+    if net.key_projection is not None:
+        extra = learn_keys(net, job, train_set, stored, progress)
+    images = (train_set.image(item) for item in range(len(train_set)))
+    net.fill(backbone_features(net, images, stored, train_set.names), all_targets(train_set))
+    result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
+                              val_names=val_set.names if val_set else [], metrics=out / "metrics.jsonl")
+    log = MetricsLog(result.metrics, True)
+    if val_set is not None:
+        targets = all_targets(train_set)
+        mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}
+        log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job, numbers, FeatureCache(), mean)})
+    index = train_set.index
+    save_hypernet(result.path, net, {"model": job.model, "layer_set": index["layer_set"], "alpha": 0.0,
+                                     "beta": 0.0, "adapter_seed": int(index["seed"]),
+                                     "weights": ", ".join(map(str, as_folders(job.weights))), "steps": 0, **extra})
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def learn_keys(net, job, like: WeightDataset, stored: StoredFeatures | None, progress: bool) -> dict:
+    """Train the head's key projection on ``job.key_pairs``, reading photos as ``like`` reads its references."""
+    from lowdim.hyper.retrieval_keys import fit_key_projection
+    from lowdim_sd.face_inputs import load_face_image
+    from lowdim_sd.precompute import discover_identities
+
+    people = [person for person in discover_identities(Path(job.key_pairs)) if len(person.images) >= 2]
+    if len(people) < 2:
+        raise LowdimError(f"{job.key_pairs}: key training needs two or more identity sub-folders with two or more "
+                          f"photos each; found {len(people)}")
+    paths = [path for person in people for path in person.images]
+    images = (load_face_image(path, like.resolution, True, like.crop_margin, like.face_index)
+              if like.crop else load_face_image(path, like.resolution, crop=False) for path in paths)
+    features = backbone_features(net, images, stored, [str(p) for p in paths], progress, "key photos' features")
+    tokens = net.key_input(features)
+    identities = list(tokens.split([len(person.images) for person in people]))
+    torch.manual_seed(job.seed)
+    with runs.progress(job.key_steps, "key training", enabled=progress) as advance:
+        fit = fit_key_projection(net.key_projection, identities, steps=job.key_steps, seed=job.seed,
+                                 progress=advance)
+    return {**fit.as_metadata(), "key_pairs": str(job.key_pairs)}
+
+
+@torch.no_grad()
+def backbone_features(net, images: Iterable[Tensor], stored: StoredFeatures | None, names: list[str],
+                      progress: bool = False, label: str = "encoder features") -> Tensor:
+    """Backbone features (N, T, D) of the images, pooled as the head pools: stored ones, else computed."""
+    rows, batch = [], []
+    with runs.progress(len(names), label, enabled=progress, loss=False) as advance:
+        def flush() -> None:
+            stack = torch.stack(batch)
+            if stored is not None:
+                found = stored.get(stack, names[len(rows) * BATCH:][:len(batch)])
+            else:
+                found = net.encoder.features(stack)
+            rows.append((net.encoder.pooled(found) if net.encoder.pool else found[:, :1]).float().cpu())
+            batch.clear()
+
+        for image in images:
+            batch.append(image)
+            if len(batch) == BATCH:
+                flush()
+            advance()
+        if batch:
+            flush()
+    return torch.cat(rows)

@@ -1,0 +1,103 @@
+"""``train-hypernet --set architecture=retrieval --set key_dim=N --key-pairs PEOPLE``: learned keys end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lowdim.hyper import load_hypernet
+from lowdim.hyper.storage import read_hypernet
+from lowdim_cli.main import main
+from lowdim_sd.feature_file import compute_features, save_features
+from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
+from lowdim_sd.images import save_images
+from lowdim_sd.weight_dataset import WeightDataset
+
+TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32}
+KEYED = {"encoder_config": TINY_VIT, "architecture": "retrieval", "key_dim": 4, "key_hidden": 8,
+         "encoder_pool": 2, "freeze_encoder": True}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def weights(weight_folders, tmp_path_factory):
+    return weight_folders(tmp_path_factory.mktemp("keysdata"), "w", 3, seed=4)
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    """Six people, two 16x16 photos each: one face plus a little noise."""
+    folder = tmp_path_factory.mktemp("people")
+    generator = torch.Generator().manual_seed(1)
+    for person in range(6):
+        face = torch.rand(1, 3, 16, 16, generator=generator) * 2 - 1
+        photos = (face + 0.1 * torch.randn(2, 3, 16, 16, generator=generator)).clamp(-1, 1)
+        save_images(photos, folder / f"p{person}", "photo")
+    return folder
+
+
+def job(weights, out, **kwargs) -> HyperTrainJob:
+    return HyperTrainJob(weights=weights, out=out, **{"hyper": KEYED, "val_identities": 0, "key_steps": 5, **kwargs})
+
+
+def test_learned_keys_are_trained_stored_and_each_identity_retrieves_its_own_weights(weights, people, tmp_path):
+    result = train_hypernet(job(weights, tmp_path / "k", key_pairs=people), progress=False)
+    net = load_hypernet(result.path).eval()
+    assert net.config.key_dim == 4 and net.keys.shape == (3, 4)
+    extra = json.loads(read_hypernet(result.path).header["extra"])
+    assert extra["key_identities"] == 6 and extra["key_images"] == 12 and extra["key_steps"] == 5
+    data = WeightDataset(weights)
+    with torch.no_grad():
+        chosen = net.nearest(torch.stack([data.image(i) for i in range(3)]))
+    assert chosen.tolist() == [0, 1, 2]
+
+
+def test_stored_features_give_the_same_keys_as_the_encoder(weights, people, tmp_path):
+    from lowdim.hyper import HyperConfig, build_hypernet
+    from lowdim_sd.face_inputs import load_face_image
+    from lowdim_sd.precompute import discover_identities
+
+    made = load_hypernet(train_hypernet(job(weights, tmp_path / "a", key_pairs=people), progress=False).path)
+    data = WeightDataset(weights)
+    torch.manual_seed(0)  # the seed fill_retrieval builds with: the same random encoder
+    net = build_hypernet(HyperConfig.from_dict({**KEYED, "bank_size": 3}), data.space, data.layers)
+    paths = [p for person in discover_identities(people) for p in person.images]
+    images = [load_face_image(p, data.resolution, crop=False) for p in paths] + [data.image(i) for i in range(3)]
+    keys, features = compute_features(net.encoder, images)
+    file = save_features(tmp_path / "f.safetensors", net.encoder, keys, features)
+    assert features.shape[1] == 5  # stored pooled, as the head reads them
+    stored = load_hypernet(train_hypernet(job(weights, tmp_path / "b", key_pairs=people, features=file),
+                                          progress=False).path)
+    # fp16 storage of the features moves the keys a little, never which one is nearest
+    torch.testing.assert_close(stored.keys, made.keys, atol=1e-2, rtol=1e-2)
+    assert torch.equal((stored.keys @ stored.keys.T).argmax(1), (made.keys @ made.keys.T).argmax(1))
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"hyper": {**KEYED, "key_dim": 0}}, "add --set key_dim=64"),
+    ({"hyper": {**KEYED, "architecture": "transformer"}}, "add --set architecture=retrieval"),
+    ({"key_pairs": None}, "add --key-pairs FOLDER"),
+    ({"key_steps": 0}, "--key-steps must be >= 1"),
+])
+def test_key_options_that_cannot_work_are_one_line_before_anything_loads(weights, people, tmp_path, capsys,
+                                                                            change, said):
+    options = {"key_pairs": people, **change}
+    with pytest.raises(Exception, match=said.replace("-", "\\-")):
+        train_hypernet(job(weights, tmp_path / "x", **options), progress=False)
+    assert not (tmp_path / "x" / "hypernet.safetensors").exists()
+
+
+def test_a_people_folder_with_single_photos_is_refused_by_name(weights, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    save_images(torch.zeros(3, 3, 16, 16), flat, "one")
+    code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "y"), "--encoder-config",
+                 '{"model_type": "vit", "image_size": 16, "patch_size": 4, "hidden_size": 16, '
+                 '"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}',
+                 "--set", "architecture=retrieval", "--set", "key_dim=4", "--set", "encoder_pool=2",
+                 "--key-pairs", str(flat), "--val-identities", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and str(flat) in err[0] and "two or more photos" in err[0]
