@@ -7,6 +7,7 @@ bank key through it and writes OUT/hypernet.safetensors. This is `train-hypernet
 --key-pairs PEOPLE` for a bank whose precompute folder is not at hand; both call the same functions.
 
     python benchmarks/learned_keys.py HYPERNET BANK_IMAGES PEOPLE OUT [--features F] [--key-dim 64] [--pool 2]
+        [--renders 2 --prompt "a sks face"]
 
 BANK_IMAGES: the flat identity folder the bank was filled from, in bank order (id-00000.png ...); the first
 bank_size images are used and each must give back its stored key (checked). --features: a
@@ -33,13 +34,16 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2)
     parser.add_argument("--steps", type=int, default=750)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--renders", type=int, default=0, help="also key each θ by N images made with it")
+    parser.add_argument("--prompt", default="a sks face", help="the renders' prompt: the precompute prompt")
     args = parser.parse_args()
 
     from lowdim.hyper import HyperConfig, build_hypernet
     from lowdim.hyper.storage import load_hypernet, read_hypernet, save_hypernet
     from lowdim_sd.face_inputs import load_face_image
     from lowdim_sd.feature_file import StoredFeatures
-    from lowdim_sd.retrieval_fill import backbone_features, learn_keys
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.retrieval_fill import backbone_features, learn_keys, render_bank_features
 
     file = read_hypernet(args.hypernet)
     old = load_hypernet(file).eval()
@@ -66,6 +70,11 @@ def main() -> None:
 
     extra = learn_keys(net, Job, Like, stored, True)
     net.keys.copy_(net.key(features))
+    if args.renders:
+        model = load_sd(file.header["model"], "auto", "fp32")
+        net.add_render_keys(render_bank_features(net, model, file.header["layer_set"], old.metadata.get(
+            "adapter_seed", 0), args.prompt, args.renders, args.seed))
+        extra.update(key_renders=args.renders, key_render_prompt=args.prompt)
     same = (net.nearest(None, features) == torch.arange(config.bank_size)).float().mean()
     print(f"keys: {json.dumps(extra)}; each bank image finds itself: {same:.3f}")
     metadata = json.loads(file.header.get("extra", "{}"))

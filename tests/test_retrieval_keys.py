@@ -98,3 +98,19 @@ def test_a_keyed_bank_reads_the_pooled_grid_and_round_trips_with_its_projection(
             torch.testing.assert_close(again[layer][name], value[[2, 0]])
     with pytest.raises(LowdimError, match="key_dim must be an integer >= 0"):
         HyperConfig(architecture="retrieval", bank_size=1, key_dim=-1).validate()
+
+
+def test_render_keys_average_each_reference_with_what_its_weights_render():
+    net = keyed_net(3)
+    stored = images(3, seed=3)
+    with torch.no_grad():
+        features = net.encoder.features(stored)
+        net.fill(features, random_targets(net, 3))
+        by_reference = net.keys.clone()
+        renders = net.encoder.features(images(6, seed=9)).view(3, 2, *features.shape[1:])
+        net.add_render_keys(renders)
+    rendered = torch.nn.functional.normalize(torch.stack([net.key(renders[:, r]) for r in range(2)], 1).mean(1), dim=-1)
+    torch.testing.assert_close(net.keys, torch.nn.functional.normalize(by_reference + rendered, dim=-1))
+    torch.testing.assert_close(net.keys.norm(dim=-1), torch.ones(3))
+    with pytest.raises(LowdimError, match="render features for 2 identities; the bank holds 3"):
+        net.add_render_keys(renders[:2])

@@ -64,6 +64,22 @@ class RetrievalHead(nn.Module):
         for index, values in enumerate(params_to_state(self.groups, self.layers, targets)):
             getattr(self, f"values{index}").copy_(values)
 
+    @torch.no_grad()
+    def add_render_keys(self, features: Tensor) -> None:
+        """Key each stored θ by its reference and by what it renders: features (N, R, T, D) of R images made
+        with θ_i; each key becomes the normalised sum of the reference's key and the renders' mean key."""
+        if features.shape[:1] != self.keys.shape[:1]:
+            raise LowdimError(f"render features for {features.shape[0]} identities; the bank holds "
+                              f"{self.keys.shape[0]}")
+        renders = torch.stack([self.key(features[:, r]) for r in range(features.shape[1])], dim=1)
+        renders = torch.nn.functional.normalize(renders.mean(1), dim=-1)
+        self.keys.copy_(torch.nn.functional.normalize(self.keys + renders, dim=-1))
+
+    def stored_params(self, item: int) -> LayerTensors:
+        """The θ stored for identity ``item``: {layer: {param: (1, ...)}}."""
+        state = [getattr(self, f"values{i}")[item: item + 1].float() for i in range(len(self.groups.layouts))]
+        return state_to_params(self.groups, self.layers, state)
+
     def key_input(self, features: Tensor) -> Tensor:
         """What a key is made of: backbone features (B, T, D), full or already pooled, to key tokens."""
         return key_tokens(self.encoder.pooled(features) if self.encoder.pool else features, self.encoder.pool)

@@ -101,3 +101,26 @@ def test_a_people_folder_with_single_photos_is_refused_by_name(weights, tmp_path
                  "--key-pairs", str(flat), "--val-identities", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and str(flat) in err[0] and "two or more photos" in err[0]
+
+
+def test_key_renders_key_each_weight_by_the_images_the_model_makes_with_it(weights, people, tmp_path, monkeypatch):
+    import lowdim_sd.retrieval_fill as rf
+
+    seen = {}
+    real = rf.render_bank_features
+
+    def spy(net, model, layer_set, adapter_seed, prompt, renders, seed=0, progress=True):
+        made = real(net, model, layer_set, adapter_seed, prompt, renders, seed, progress)
+        seen.update(prompt=prompt, shape=tuple(made.shape))
+        return made
+
+    monkeypatch.setattr(rf, "render_bank_features", spy)
+    plain = load_hypernet(train_hypernet(job(weights, tmp_path / "p", key_pairs=people), progress=False).path)
+    path = train_hypernet(job(weights, tmp_path / "r", key_pairs=people, key_renders=2), progress=False).path
+    rendered = load_hypernet(path)
+    assert seen["shape"][:2] == (3, 2) and "[V]" not in seen["prompt"]
+    assert json.loads(read_hypernet(path).header["extra"])["key_renders"] == 2
+    assert not torch.allclose(rendered.keys, plain.keys)
+    torch.testing.assert_close(rendered.keys.norm(dim=-1), torch.ones(3))
+    with pytest.raises(Exception, match="--key-renders must be between 0 and 16"):
+        train_hypernet(job(weights, tmp_path / "z", key_pairs=people, key_renders=17), progress=False)
