@@ -7,7 +7,7 @@ bank key through it and writes OUT/hypernet.safetensors. This is `train-hypernet
 --key-pairs PEOPLE` for a bank whose precompute folder is not at hand; both call the same functions.
 
     python benchmarks/learned_keys.py HYPERNET BANK_IMAGES PEOPLE OUT [--features F] [--key-dim 64] [--pool 2]
-        [--renders 2 --prompt "a sks face"]
+        [--renders 2 --prompt "a photo of a sks face"]
 
 BANK_IMAGES: the flat identity folder the bank was filled from, in bank order (id-00000.png ...); the first
 bank_size images are used and each must give back its stored key (checked). --features: a
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=750)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--renders", type=int, default=0, help="also key each θ by N images made with it")
-    parser.add_argument("--prompt", default="a sks face", help="the renders' prompt: the precompute prompt")
+    parser.add_argument("--prompt", default="a photo of a sks face", help="the renders' prompt")
     args = parser.parse_args()
 
     from lowdim.hyper import HyperConfig, build_hypernet

