@@ -62,13 +62,8 @@ def main() -> None:
         raise SystemExit(f"{args.bank_images} is not the bank's image folder (first-token agreement "
                          f"{agreement.min():.3f} with the stored keys)")
 
-    class Like:  # how learn_keys reads photos: as the bank's references were read
-        resolution, crop, crop_margin, face_index = side, False, 0.0, None
-
-    class Job:
-        key_pairs, key_steps, seed = args.people, args.steps, args.seed
-
-    extra = learn_keys(net, Job, Like, stored, True)
+    extra = learn_keys(net, args.people, lambda path: load_face_image(path, side, crop=False), stored, args.steps,
+                       args.seed, True)
     net.keys.copy_(net.key(features))
     if args.renders:
         model = load_sd(file.header["model"], "auto", "fp32")

@@ -12,7 +12,7 @@ the θ whose reference photo did (docs/results.md, rung 10b).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -63,16 +63,17 @@ def fill_retrieval(job, train_set: WeightDataset, val_set: WeightDataset | None,
     stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
     extra = {}
     if net.key_projection is not None:
-        extra = learn_keys(net, job, train_set, stored, progress)
+        extra = learn_keys(net, Path(job.key_pairs), photo_reader(train_set), stored, job.key_steps, job.seed,
+                           progress)
     images = (train_set.image(item) for item in range(len(train_set)))
-    net.fill(backbone_features(net, images, stored, train_set.names), all_targets(train_set))
+    targets = all_targets(train_set)
+    net.fill(backbone_features(net, images, stored, train_set.names), targets)
     if job.key_renders:
         extra.update(add_render_keys(net, job, train_set, progress))
     result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
                               val_names=val_set.names if val_set else [], metrics=out / "metrics.jsonl")
     log = MetricsLog(result.metrics, True)
     if val_set is not None:
-        targets = all_targets(train_set)
         mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}
         log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job, numbers, FeatureCache(), mean)})
     index = train_set.index
@@ -83,27 +84,33 @@ def fill_retrieval(job, train_set: WeightDataset, val_set: WeightDataset | None,
     return result
 
 
-def learn_keys(net, job, like: WeightDataset, stored: StoredFeatures | None, progress: bool) -> dict:
-    """Train the head's key projection on ``job.key_pairs``, reading photos as ``like`` reads its references."""
-    from lowdim.hyper.retrieval_keys import fit_key_projection
+def photo_reader(like: WeightDataset) -> Callable[[Path], Tensor]:
+    """Read a photo as ``like`` reads its references: same resolution, cropped to the face alike."""
     from lowdim_sd.face_inputs import load_face_image
+
+    if like.crop:
+        return lambda path: load_face_image(path, like.resolution, True, like.crop_margin, like.face_index)
+    return lambda path: load_face_image(path, like.resolution, crop=False)
+
+
+def learn_keys(net, people_folder: Path, read_photo: Callable[[Path], Tensor], stored: StoredFeatures | None,
+               steps: int, seed: int, progress: bool) -> dict:
+    """Train the head's key projection on the people of ``people_folder`` (sub-folders of 2+ photos each)."""
+    from lowdim.hyper.retrieval_keys import fit_key_projection
     from lowdim_sd.precompute import discover_identities
 
-    people = [person for person in discover_identities(Path(job.key_pairs)) if len(person.images) >= 2]
+    people = [person for person in discover_identities(people_folder) if len(person.images) >= 2]
     if len(people) < 2:
-        raise LowdimError(f"{job.key_pairs}: key training needs two or more identity sub-folders with two or more "
+        raise LowdimError(f"{people_folder}: key training needs two or more identity sub-folders with two or more "
                           f"photos each; found {len(people)}")
     paths = [path for person in people for path in person.images]
-    images = (load_face_image(path, like.resolution, True, like.crop_margin, like.face_index)
-              if like.crop else load_face_image(path, like.resolution, crop=False) for path in paths)
-    features = backbone_features(net, images, stored, [str(p) for p in paths], progress, "key photos' features")
-    tokens = net.key_input(features)
-    identities = list(tokens.split([len(person.images) for person in people]))
-    torch.manual_seed(job.seed)
-    with runs.progress(job.key_steps, "key training", enabled=progress) as advance:
-        fit = fit_key_projection(net.key_projection, identities, steps=job.key_steps, seed=job.seed,
-                                 progress=advance)
-    return {**fit.as_metadata(), "key_pairs": str(job.key_pairs)}
+    features = backbone_features(net, map(read_photo, paths), stored, [str(p) for p in paths], progress,
+                                 "key photos' features")
+    identities = list(net.key_input(features).split([len(person.images) for person in people]))
+    torch.manual_seed(seed)
+    with runs.progress(steps, "key training", enabled=progress) as advance:
+        fit = fit_key_projection(net.key_projection, identities, steps=steps, seed=seed, progress=advance)
+    return {**fit.as_metadata(), "key_pairs": str(people_folder)}
 
 
 def add_render_keys(net, job, train_set: WeightDataset, progress: bool) -> dict:

@@ -24,7 +24,7 @@ from lowdim.errors import LowdimError
 from lowdim.hyper.config import HyperConfig
 from lowdim.hyper.encoder import ImageEncoder
 from lowdim.hyper.layout import Grouping, LayerTensors, param_layout, params_to_state, state_to_params
-from lowdim.hyper.retrieval_keys import KeyProjection, key_tokens
+from lowdim.hyper.retrieval_keys import KeyProjection
 from lowdim.spaces.base import LayerSpec, Space
 
 
@@ -81,8 +81,9 @@ class RetrievalHead(nn.Module):
         return state_to_params(self.groups, self.layers, state)
 
     def key_input(self, features: Tensor) -> Tensor:
-        """What a key is made of: backbone features (B, T, D), full or already pooled, to key tokens."""
-        return key_tokens(self.encoder.pooled(features) if self.encoder.pool else features, self.encoder.pool)
+        """What a key is made of: the first token, plus the pooled grid with encoder_pool (features full or
+        already pooled: pooling again is a no-op)."""
+        return self.encoder.pooled(features) if self.encoder.pool else features[:, :1]
 
     @torch.no_grad()
     def key(self, features: Tensor) -> Tensor:

@@ -23,11 +23,6 @@ from torch import Tensor, nn
 from lowdim.errors import LowdimError
 
 
-def key_tokens(features: Tensor, pool: int) -> Tensor:
-    """The tokens a key is made of: with ``pool`` the first token and the pooled grid, else the first token."""
-    return features if pool else features[:, :1]
-
-
 def info_nce(first: Tensor, second: Tensor, temperature: float) -> Tensor:
     """Symmetric InfoNCE of two batches of unit keys; row i of each shows the same identity."""
     logits = first @ second.T / temperature
