@@ -25,7 +25,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
 from lowdim.hyper.storage import HypernetFile, read_hypernet
-from lowdim.inject import LayerSet
+from lowdim.inject import LayerSet, covers
 from lowdim.registry import get_registry
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
@@ -152,13 +152,24 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     if path is None or (job.no_hyper and job.steps is not None):
         return False, None
     shipped = read_hypernet(path)
-    wanted = (space.name, space.config.to_dict(), layers.name)
-    if shipped.made_for == wanted:
-        return True, (None if job.no_hyper else shipped)
     made_for = shipped.made_for
+    if made_for[:2] == (space.name, space.config.to_dict()) and predicts_layers(shipped, layers):
+        return True, (None if job.no_hyper else shipped)
     warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
                   f"layers asked for: starting from zero ({SCRATCH_STEPS} steps unless --steps)", stacklevel=3)
     return False, None
+
+
+def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:
+    """Whether the hypernetwork predicts every layer of ``layers``: its own set, or one that covers it
+    (`--layers unet` with a unet+text network keeps the UNet part of its prediction)."""
+    made_for = hypernet.made_for[2]
+    if made_for == layers.name:
+        return True
+    try:
+        return covers(resolve_layers(made_for), layers)
+    except LowdimError:  # a set this version does not know: load_hypernet names the difference
+        return False
 
 
 def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
@@ -196,12 +207,19 @@ def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor
     from lowdim.hyper import load_hypernet
     from lowdim.sizing import layer_specs
 
+    # A network made for a wider layer set (checked by predicts_layers) is loaded for its own set, and its
+    # prediction cut down to the layers asked for; any other mismatch is load_hypernet's one-line error.
+    own = run.layers
+    if predicts_layers(run.hypernet, run.layers):
+        own = resolve_layers(run.hypernet.made_for[2])
     net = load_hypernet(run.hypernet, model=canonical_model(run.job.model), space=run.space,
-                        layer_set=run.layers.name, layers=layer_specs(model.modules, run.layers))
+                        layer_set=own.name, layers=layer_specs(model.modules, own))
     net = net.to(model.device)  # on the model's GPU, not the CPU it was read to: seconds on SD1.5's ViT-H
     image = reference[None].to(model.device)  # the encoder resizes (and normalises) it as it was trained to
     with torch.no_grad():
-        return net.eval()(image, iterations=run.job.iterations)
+        predicted = net.eval()(image, iterations=run.job.iterations)
+    wanted = {spec.name for spec in layer_specs(model.modules, run.layers)}
+    return {name: params for name, params in predicted.items() if name in wanted}
 
 
 def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | None) -> AdapterTrainable:

@@ -39,6 +39,17 @@ class LayerSet:
         return cls(name=name or ",".join(patterns), include=tuple(patterns), types=LAYER_TYPES)
 
 
+def covers(outer: LayerSet, inner: LayerSet) -> bool:
+    """Whether every layer ``inner`` selects, in any model, is one ``outer`` selects too.
+
+    Decided from the patterns alone (no model needed), so it is conservative: True when inner's
+    include patterns and layer types are among outer's and outer excludes nothing inner keeps.
+    An adapter made for ``outer`` can then be cut down to ``inner`` layer by layer.
+    """
+    return (set(inner.include) <= set(outer.include) and set(outer.exclude) <= set(inner.exclude)
+            and set(inner.types) <= set(outer.types))
+
+
 # The input token embedding under the names CLIP, LLaMA-style and GPT-2-style models give it: where a
 # token space (Textual Inversion) goes when no layers are named.
 TOKEN_EMBEDDINGS = LayerSet("token-embedding", ("re:.*(token_embedding|embed_tokens|wte)",), types=(EMBEDDING,),

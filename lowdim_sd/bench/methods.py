@@ -30,6 +30,7 @@ class Method:
     full: bool = False
     use_hypernet: bool = True
     iterations: int | None = None  # hypernetwork refinement steps k; None: the checkpoint's
+    layers: str | None = None  # hyper rows: the layer set of the prediction and the finetune (None: the paper's)
     note: str = ""
 
 
@@ -41,6 +42,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ours-k1", "Ours (k=1)", "hyper", steps=40, learning_rate=3e-3, iterations=1,
            note="as Ours, with one hypernetwork iteration instead of the checkpoint's"),
     Method("only-hyper", "Only Hyper", "hyper", steps=0, note="the hypernetwork prediction alone"),
+    # The trade the ladder found (docs/results.md, rung 11): the text encoder's part of an adapter carries
+    # some identity and overwrites the words after [V] ("at night"); without it prompts are followed.
+    Method("ours-unet", "Ours (UNet layers)", "hyper", steps=40, learning_rate=3e-3, layers="unet",
+           note="as Ours, with the UNet part of the prediction only and a UNet-only finetune"),
+    Method("only-hyper-unet", "Only Hyper (UNet layers)", "hyper", steps=0, layers="unet",
+           note="the UNet part of the hypernetwork prediction alone"),
     Method("no-hyper", "No Hyper", "hyper", steps=40, learning_rate=3e-3, use_hypernet=False,
            note="40 steps of rank-relaxed fast finetuning from zero"),
     Method("lidb-db", "LiDB DreamBooth", "dreambooth", steps=400, learning_rate=5e-3, space="lidb",
@@ -102,9 +109,9 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
         raise LowdimError(f"method '{method.name}' needs a trained hypernetwork: pass --hypernet CKPT")
     # personalize's own run, on a model already loaded: the rows differ from `lowdim personalize` only in
     # what the table needs (fp32 files, so every row's bytes compare; no crop of an already prepared image).
-    job = PersonalizeJob(model=model.name, image=Path("-"), space=method.space, steps=method.steps,
-                         rank=method.rank, learning_rate=method.learning_rate, token=token, seed=seed,
-                         out=work_dir, hypernet=hypernet if method.use_hypernet else None,
+    job = PersonalizeJob(model=model.name, image=Path("-"), space=method.space, layers=method.layers,
+                         steps=method.steps, rank=method.rank, learning_rate=method.learning_rate, token=token,
+                         seed=seed, out=work_dir, hypernet=hypernet if method.use_hypernet else None,
                          no_hyper=not method.use_hypernet, only_hyper=method.steps == 0,
                          iterations=method.iterations, crop=False, save_dtype="fp32")
     run = resolve_run(job)

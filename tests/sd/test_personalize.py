@@ -51,7 +51,18 @@ def test_hypernetwork_prediction_is_the_frozen_start_of_fast_finetuning(tiny_sd,
 
 def test_a_hypernetwork_for_another_target_lists_the_differences(tiny_sd, face, tmp_path, hypernet):
     with pytest.raises(lowdim.LowdimError, match="does not fit the requested target.*layer"):
-        personalize(job(tiny_sd, face, tmp_path / "f", hypernet=hypernet, layers="unet"), progress=False)
+        personalize(job(tiny_sd, face, tmp_path / "f", hypernet=hypernet, layers="*attn1.to_q"), progress=False)
+
+
+def test_a_narrower_layer_set_keeps_exactly_its_part_of_the_prediction(tiny_sd, face, tmp_path, hypernet):
+    whole = personalize(job(tiny_sd, face, tmp_path / "w", hypernet=hypernet, only_hyper=True), progress=False)
+    unet = personalize(job(tiny_sd, face, tmp_path / "u", hypernet=hypernet, only_hyper=True, layers="unet"),
+                       progress=False)
+    whole_params, unet_params = (lowdim.read_adapter(r.adapter).params for r in (whole, unet))
+    assert unet_params and set(unet_params) == {name for name in whole_params if name.startswith("unet.")}
+    assert len(unet_params) < len(whole_params)  # the text encoder's part is left out, not zeroed
+    for layer, params in unet_params.items():
+        assert all(torch.equal(whole_params[layer][k], v) for k, v in params.items())
 
 
 def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face, tmp_path, hypernet, monkeypatch):
@@ -64,7 +75,7 @@ def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face,
     for layer, params in lowdim.read_adapter(named.adapter).params.items():
         assert all(torch.equal(lowdim.read_adapter(shipped.adapter).params[layer][k], v) for k, v in params.items())
     with pytest.warns(UserWarning, match="hypernetwork predicts lidb on unet\\+text layers.*starting from zero"):
-        other = personalize(job(tiny_sd, face, tmp_path / "i", layers="unet"), progress=False)
+        other = personalize(job(tiny_sd, face, tmp_path / "i", layers="*attn1.to_q"), progress=False)
     assert all(float(v.abs().sum()) == 0 for p in lowdim.read_adapter(other.adapter).params.values()
                for k, v in p.items() if k.startswith("c0_A"))
 

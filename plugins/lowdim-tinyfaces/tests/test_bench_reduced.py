@@ -1,6 +1,6 @@
 """A reduced `lowdim bench quality` on TinyFaces: it must keep the ordering the full run showed.
 
-The full run (docs/results.md) scored 10 rows on 50 held-out identities; this one runs the four fast
+The full run (docs/results.md) scored 10 rows on 50 held-out identities; this one runs the five fast
 rows on the first 3 of the same identities with the same prompts and seeds, and checks the orderings
 the full run showed, so that CI notices when a change breaks quality.
 """
@@ -25,7 +25,8 @@ def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     identities = root / "heldout"
     write_identities(identities, 50, split="test", seed=0)  # the full run's identities; we use 3
-    job = QualityJob(identities=identities, out=root / "out", methods=["ours", "only-hyper", "no-hyper", "base"],
+    job = QualityJob(identities=identities, out=root / "out", methods=["ours", "only-hyper", "no-hyper", "base",
+                                                                   "only-hyper-unet"],
                      hypernet=hypernet_path(), limit=3, device="cpu")
     rows, _ = aggregate(run_quality(job), job.methods)
     return {row.method: row for row in rows}
@@ -58,6 +59,14 @@ def test_prompt_fidelity_keeps_the_full_runs_order(table):
     style = {method: row.cells["tinyfaces-style"].mean for method, row in table.items()}
     assert style["base"] == 1.0
     assert style["base"] > style["no-hyper"] > style["ours"] >= 0.4
+
+
+def test_without_the_text_encoder_the_prediction_follows_the_prompt(table):
+    # Full run (docs/results.md, rung 11): the text encoder's part of the prediction overwrites the words
+    # after [V] ("at night"); the UNet part alone keeps them (style 0.50 -> 0.85) and still carries identity.
+    style = {method: row.cells["tinyfaces-style"].mean for method, row in table.items()}
+    assert style["only-hyper-unet"] > style["only-hyper"] + 0.2
+    assert identity(table, "only-hyper-unet") > identity(table, "base")
 
 
 def test_the_adapter_file_is_small(table):
