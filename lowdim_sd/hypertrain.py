@@ -295,10 +295,12 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 
 
 def encoder_weights_context(job: HyperTrainJob):
-    """With --features, a packaged frozen encoder is built without its package (its weights never run)."""
+    """With --features, a packaged frozen encoder is built without its package (its weights never run);
+    not with --key-renders, whose images the model makes on the spot and the backbone must see."""
     from lowdim.hyper.encoder import packaged_weights_unused
 
-    return packaged_weights_unused() if job.features is not None else contextlib.nullcontext()
+    shapes_only = job.features is not None and not job.key_renders
+    return packaged_weights_unused() if shapes_only else contextlib.nullcontext()
 
 
 def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, processes: int):

@@ -124,3 +124,16 @@ def test_key_renders_key_each_weight_by_the_images_the_model_makes_with_it(weigh
     torch.testing.assert_close(rendered.keys.norm(dim=-1), torch.ones(3))
     with pytest.raises(Exception, match="--key-renders must be between 0 and 16"):
         train_hypernet(job(weights, tmp_path / "z", key_pairs=people, key_renders=17), progress=False)
+
+
+def test_key_renders_run_the_packaged_backbone_even_when_photo_features_are_stored(weights, tmp_path):
+    # --features lets a packaged frozen backbone be built without its weights, but the images the model
+    # makes with each θ (--key-renders) are new, so the backbone must have its real weights to see them.
+    from lowdim.hyper import encoder
+    from lowdim_sd.hypertrain import encoder_weights_context
+
+    stored = tmp_path / "features.safetensors"
+    with encoder_weights_context(job(weights, tmp_path / "a", features=stored)):
+        assert encoder._SHAPES_ONLY
+    with encoder_weights_context(job(weights, tmp_path / "b", features=stored, key_renders=2)):
+        assert not encoder._SHAPES_ONLY
