@@ -209,15 +209,15 @@ def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor
 
     # A network made for a wider layer set (checked by predicts_layers) is loaded for its own set, and its
     # prediction cut down to the layers asked for; any other mismatch is load_hypernet's one-line error.
-    own = run.layers
-    if predicts_layers(run.hypernet, run.layers):
-        own = resolve_layers(run.hypernet.made_for[2])
+    own = resolve_layers(run.hypernet.made_for[2]) if predicts_layers(run.hypernet, run.layers) else run.layers
     net = load_hypernet(run.hypernet, model=canonical_model(run.job.model), space=run.space,
                         layer_set=own.name, layers=layer_specs(model.modules, own))
     net = net.to(model.device)  # on the model's GPU, not the CPU it was read to: seconds on SD1.5's ViT-H
     image = reference[None].to(model.device)  # the encoder resizes (and normalises) it as it was trained to
     with torch.no_grad():
         predicted = net.eval()(image, iterations=run.job.iterations)
+    if own.name == run.layers.name:
+        return predicted
     wanted = {spec.name for spec in layer_specs(model.modules, run.layers)}
     return {name: params for name, params in predicted.items() if name in wanted}
 
