@@ -2,7 +2,7 @@
 # The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
-# (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 r7 extra; `all` runs every one but extra, about 3 hours on 2 cores).
+# (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 r7 r12 extra; `all` runs every one but extra, about 3 hours on 2 cores).
 # Rung 8 needs a GPU: benchmarks/hyper_gpu.sh (its header says how).
 set -euo pipefail
 RUN=${RUN:-runs/ladder}
@@ -88,9 +88,17 @@ rung() {
     # r6: Ours' finetune at other rates and lengths, from the shipped hypernetwork
     r6) for cfg in "3e-3 40" "1e-2 40" "2e-2 40" "6e-3 80"; do
           set -- $cfg
-          [ -f "$RUN/sweep-ours-$1-$2/table.md" ] || python benchmarks/ours_finetune_sweep.py "$1" "$2" \
+          [ -f "$RUN/sweep-ours-$1-$2/table.md" ] || BATCH=1 python benchmarks/ours_finetune_sweep.py "$1" "$2" \
             "$RUN/sweep-ours-$1-$2"
         done ;;
+    # r12: several copies of the image per finetune step (BATCH), 40 steps; r12b: No Hyper with the shipped one
+    r12) for cfg in "2 6e-3" "2 1e-2" "4 3e-3" "4 6e-3" "4 1e-2" "8 6e-3" "8 1e-2"; do
+          set -- $cfg
+          [ -f "$RUN/r12-b$1-$2/table.md" ] || BATCH=$1 python benchmarks/ours_finetune_sweep.py "$2" 40 \
+            "$RUN/r12-b$1-$2"
+        done
+        [ -f "$RUN/r12b/table.md" ] || BATCH=8 METHOD=no-hyper python benchmarks/ours_finetune_sweep.py 1e-2 40 \
+          "$RUN/r12b" ;;
     # r7: the shipped bank with keys averaged over the reference and 4 more photo renders per identity
     r7) SHIPPED=plugins/lowdim-tinyfaces/lowdim_tinyfaces/hypernet/hypernet.safetensors
         mkdir -p "$RUN/r7-ship" "$RUN/r7-avgkeys"

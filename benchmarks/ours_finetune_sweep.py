@@ -1,10 +1,14 @@
-"""The ladder's rung 6: Ours' rank-relaxed finetune at other learning rates and lengths, on VALIDATION
-identities (docs/results.md). The bench's "ours" row is the paper's recipe (40 steps) at the rate chosen
-on validation (3e-3); this runs the same row with another rate and step count into its own folder.
+"""The ladder's rungs 6 and 12: Ours' rank-relaxed finetune at other learning rates, lengths and batches, on
+VALIDATION identities (docs/results.md). The bench's "ours" row is the paper's recipe (40 steps) with the
+model's batch and rate (TinyFaces: 8 copies of the image per step at 1e-2, chosen on validation by rung 12);
+this runs the same row with another rate and step count into its own folder.
 
     lowdim tinyfaces-identities -o runs/ladder/val-ids --count 16 --split val   # or VAL_IDS=FOLDER
     python benchmarks/ours_finetune_sweep.py 1e-2 40 runs/ladder/sweep-ours-1e-2-40 [HYPERNET]
     python benchmarks/ours_finetune_sweep.py 6e-3 80 runs/ladder/sweep-ours-6e-3-80
+
+BATCH=N sets the copies of the image per step (rung 6 was BATCH=1, the earlier default); METHOD=no-hyper
+runs the No Hyper row with the same recipe instead (rung 12b).
 
 RELAX=0 in the environment (rung 9) finetunes the prediction itself, in its own space (LiDB), instead of
 a rank-relaxed LoRA on top of it: LiDB DreamBooth's recipe, started from the prediction.
@@ -24,7 +28,12 @@ def main(argv: list[str]) -> int:
     rate, steps, out = float(argv[0]), int(argv[1]), argv[2]
     hypernet = argv[3] if len(argv) > 3 else None
     identities = os.environ.get("VAL_IDS", "runs/ladder/val-ids")
-    methods.METHODS["ours"] = dataclasses.replace(methods.METHODS["ours"], learning_rate=rate, steps=steps)
+    row = os.environ.get("METHOD", "ours")
+    methods.METHODS[row] = dataclasses.replace(methods.METHODS[row], learning_rate=rate, steps=steps)
+    if os.environ.get("BATCH"):
+        from lowdim.registry import get_registry
+
+        get_registry().backends["tinyfaces"].value.finetune_batch = int(os.environ["BATCH"])
     if os.environ.get("RELAX") == "0":
         keep_prediction_trainable()
     from lowdim_cli.main import main as lowdim
@@ -34,7 +43,7 @@ def main(argv: list[str]) -> int:
 
         hypernet = str(get_registry().backends["tinyfaces"].value.default_hypernet)
     return lowdim(["bench", "quality", "-i", identities, "--limit", "16", "--hypernet", hypernet,
-                   "-o", out, "--methods", "ours", "--gallery-prompts", ""])
+                   "-o", out, "--methods", row, "--gallery-prompts", ""])
 
 
 def keep_prediction_trainable() -> None:

@@ -48,7 +48,8 @@ class PersonalizeJob:
     layers: str | None = None
     steps: int | None = None  # default: 40 with a hypernetwork (the paper), SCRATCH_STEPS without
     rank: int = 4
-    learning_rate: float | None = None  # default: 3e-3 (chosen on validation identities, docs/results.md)
+    learning_rate: float | None = None  # default: the model's finetune_lr after a prediction, else FINETUNE_LR
+    batch_size: int | None = None  # images per finetune step; default: the model's finetune_batch after a prediction
     token: str = "sks"
     seed: int = 0  # the LoRA's init, the training noise and the preview
     # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
@@ -90,6 +91,7 @@ class PersonalizeRun:
     bases_seed: int  # of the initial adapter's frozen bases
     steps: int  # fast-finetuning steps actually run (0 with --only-hyper)
     learning_rate: float
+    batch_size: int
     crop: bool
     preview_prompts: tuple[str, ...]
 
@@ -187,17 +189,26 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     if job.only_hyper and not in_play:
         raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
                           "nothing to keep")
-    # --no-hyper keeps the hypernetwork's budget: that is the paper's ablation.
-    steps = job.steps if job.steps is not None else (defaults.FINETUNE_STEPS if in_play else SCRATCH_STEPS)
-    learning_rate = job.learning_rate or defaults.FINETUNE_LR
-    TrainConfig(steps=steps, learning_rate=learning_rate).validate()
+    steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
+    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size).validate()
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
         bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
-                          0 if job.only_hyper else steps, learning_rate, crop, prompts)
+                          0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts)
+
+
+def finetune_schedule(job: PersonalizeJob, backend: Any, in_play: bool) -> tuple[int, int, float]:
+    """(steps, images per step, learning rate): what was asked, else the model's recipe for the fast finetune
+    after a prediction, else the from-zero one. --no-hyper keeps the prediction's recipe: the paper's ablation."""
+    from lowdim_sd.plugin import SDBackend
+
+    recipe = backend if (in_play or job.no_hyper) and backend is not None else SDBackend
+    steps = job.steps if job.steps is not None else (defaults.FINETUNE_STEPS if in_play else SCRATCH_STEPS)
+    batch_size = job.batch_size if job.batch_size is not None else getattr(recipe, "finetune_batch", 1)
+    return steps, batch_size, job.learning_rate or getattr(recipe, "finetune_lr", defaults.FINETUNE_LR)
 
 
 def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor) -> dict | None:
@@ -262,8 +273,8 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         trainable = initial_trainable(model, run, predicted)
     with stage(result, "fast finetune"):
         trainable.metadata["extra"] = recipe(run)
-        config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, token=job.token, seed=run.seed,
-                             gradient_checkpointing=job.gradient_checkpointing)
+        config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size,
+                             token=job.token, seed=run.seed, gradient_checkpointing=job.gradient_checkpointing)
         trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
@@ -293,7 +304,8 @@ def recipe(run: PersonalizeRun) -> dict:
         hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
                     "bases_seed": run.bases_seed}
     made = {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
-            "only_hyper": job.only_hyper, "steps": run.steps, "learning_rate": run.learning_rate, "rank": job.rank,
+            "only_hyper": job.only_hyper, "steps": run.steps, "learning_rate": run.learning_rate,
+            "batch_size": run.batch_size, "rank": job.rank,
             "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
     if job.resolution is not None:  # only when asked: the model's own is implied by its name
         made["resolution"] = job.resolution

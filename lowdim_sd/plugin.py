@@ -6,7 +6,7 @@ from torch import nn
 
 from lowdim.backends import Backend
 from lowdim.hookspecs import hookimpl
-from lowdim_sd import architecture
+from lowdim_sd import architecture, defaults
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -23,6 +23,9 @@ class SDBackend(Backend):
     crops_faces: bool = True
     # A trained hypernetwork checkpoint for this model: `lowdim personalize` starts from its prediction.
     default_hypernet: str | None = None
+    # The fast finetune after a prediction (and the --no-hyper ablation of it): images per step and rate.
+    finetune_batch: int = defaults.FINETUNE_BATCH
+    finetune_lr: float = defaults.FINETUNE_LR
     # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
     preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
                                         "a pencil sketch of a [V] face", "a [V] face at night")
@@ -38,7 +41,8 @@ class SDBackend(Backend):
     def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
                  skeleton=None, preview_prompts: tuple[str, ...] | None = None,
                  bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None,
-                 default_hypernet: str | None = None) -> None:
+                 default_hypernet: str | None = None, finetune_batch: int | None = None,
+                 finetune_lr: float | None = None) -> None:
         self.name, self.source, self.description, self.aliases = name, source, description, aliases
         self._skeleton = skeleton
         if preview_prompts:
@@ -49,6 +53,10 @@ class SDBackend(Backend):
             self.crops_faces = crops_faces
         if default_hypernet:
             self.default_hypernet = default_hypernet
+        if finetune_batch:
+            self.finetune_batch = finetune_batch
+        if finetune_lr:
+            self.finetune_lr = finetune_lr
 
     def skeleton(self) -> nn.Module:
         if self._skeleton is None:

@@ -24,7 +24,7 @@ class Method:
     label: str  # table row, as in the paper
     kind: str  # "hyper": our pipeline (personalize.py) | "dreambooth": lowdim train's modes | "ti" | "base"
     steps: int = 0
-    learning_rate: float | None = None
+    learning_rate: float | None = None  # hyper rows: None is personalize's default for the model
     space: str = "lidb"
     rank: int = 4  # LoRA rank of the rank-relaxed finetune (hyper) or of LoRA DreamBooth
     full: bool = False
@@ -37,18 +37,18 @@ class Method:
 # Learning rates of the DreamBooth rows follow lowdim train's defaults (workflows.DEFAULT_LR); the
 # aggressive variants raise them as the paper does when it cuts the iterations (Table 2).
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("ours", "Ours", "hyper", steps=40, learning_rate=3e-3,
+    Method("ours", "Ours", "hyper", steps=40,
            note="hypernetwork prediction, then 40 steps of rank-relaxed fast finetuning"),
-    Method("ours-k1", "Ours (k=1)", "hyper", steps=40, learning_rate=3e-3, iterations=1,
+    Method("ours-k1", "Ours (k=1)", "hyper", steps=40, iterations=1,
            note="as Ours, with one hypernetwork iteration instead of the checkpoint's"),
     Method("only-hyper", "Only Hyper", "hyper", steps=0, note="the hypernetwork prediction alone"),
     # The trade the ladder found (docs/results.md, rung 11): the text encoder's part of an adapter carries
     # some identity and overwrites the words after [V] ("at night"); without it prompts are followed.
-    Method("ours-unet", "Ours (UNet layers)", "hyper", steps=40, learning_rate=3e-3, layers="unet",
+    Method("ours-unet", "Ours (UNet layers)", "hyper", steps=40, layers="unet",
            note="as Ours, with the UNet part of the prediction only and a UNet-only finetune"),
     Method("only-hyper-unet", "Only Hyper (UNet layers)", "hyper", steps=0, layers="unet",
            note="the UNet part of the hypernetwork prediction alone"),
-    Method("no-hyper", "No Hyper", "hyper", steps=40, learning_rate=3e-3, use_hypernet=False,
+    Method("no-hyper", "No Hyper", "hyper", steps=40, use_hypernet=False,
            note="40 steps of rank-relaxed fast finetuning from zero"),
     Method("lidb-db", "LiDB DreamBooth", "dreambooth", steps=400, learning_rate=5e-3, space="lidb",
            note="LiDB trained from zero, the precompute recipe"),
@@ -117,7 +117,8 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
     run = resolve_run(job)
     predicted = predict_initial(model, run, reference.to(model.device))
     trainable = initial_trainable(model, run, predicted)
-    config = TrainConfig(steps=run.steps, learning_rate=method.learning_rate or 1e-3, token=token, seed=run.seed)
+    config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size, token=token,
+                         seed=run.seed)
     return train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir,
                  progress=False).outputs[0]
 

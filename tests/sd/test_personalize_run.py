@@ -71,6 +71,37 @@ def test_no_hyper_resolves_no_prediction_but_keeps_the_papers_budget(tiny_sd, fa
     assert resolved.hypernet is None and resolved.steps == 40 and resolved.bases_seed == 0
 
 
+def test_the_fast_finetune_takes_the_models_batch_and_rate_after_a_prediction_and_for_its_ablation(tiny_sd, face):
+    from lowdim_sd.personalize import finetune_schedule
+    from lowdim_sd.plugin import SDBackend
+
+    tuned = SDBackend("tuned", str(tiny_sd), finetune_batch=4, finetune_lr=1e-2)
+    asked = PersonalizeJob(model="tuned", image=face)
+    assert finetune_schedule(asked, tuned, in_play=True) == (40, 4, 1e-2)
+    assert finetune_schedule(dataclasses.replace(asked, no_hyper=True, steps=40), tuned, in_play=False) == (40, 4, 1e-2)
+    # From zero (no prediction, no ablation asked) the model's 40-step recipe does not apply.
+    assert finetune_schedule(asked, tuned, in_play=False) == (600, 1, 3e-3)
+    assert finetune_schedule(asked, None, in_play=True) == (40, 1, 3e-3)  # a path or hub id: SD1.x defaults
+    overridden = dataclasses.replace(asked, batch_size=2, learning_rate=5e-4, steps=7)
+    assert finetune_schedule(overridden, tuned, in_play=True) == (7, 2, 5e-4)
+
+
+def test_the_adapter_file_records_the_finetunes_batch(tiny_sd, face, tmp_path, hypernet, monkeypatch):
+    import lowdim_sd.personalize as personalize_module
+
+    seen = []
+    real = personalize_module.train
+    monkeypatch.setattr(personalize_module, "train", lambda *a, **k: seen.append(a[3].batch_size) or real(*a, **k))
+    result = personalize(job(tiny_sd, face, tmp_path / "batch", hypernet=hypernet, batch_size=2), progress=False)
+    made = json.loads(lowdim.read_adapter(result.adapter).metadata["extra"])
+    assert seen == [2] and made["batch_size"] == 2
+
+
+def test_a_batch_below_one_is_refused_before_the_model_loads(tiny_sd, face, tmp_path, capsys):
+    code, text = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "x", "--batch-size", "0")
+    assert code != 0 and "--batch-size must be >= 1, got 0" in text and not (tmp_path / "x").exists()
+
+
 def test_the_hypernetwork_file_is_read_once_per_run(tiny_sd, face, tmp_path, hypernet, monkeypatch):
     import lowdim_sd.personalize as personalize_module
 
