@@ -207,7 +207,9 @@ def finetune_schedule(job: PersonalizeJob, backend: Any, in_play: bool) -> tuple
 
     recipe = backend if (in_play or job.no_hyper) and backend is not None else SDBackend
     steps = job.steps if job.steps is not None else (defaults.FINETUNE_STEPS if in_play else SCRATCH_STEPS)
-    batch_size = job.batch_size if job.batch_size is not None else getattr(recipe, "finetune_batch", 1)
+    batch_size = job.batch_size
+    if batch_size is None:  # 0 stays: TrainConfig.validate names it
+        batch_size = getattr(recipe, "finetune_batch", defaults.FINETUNE_BATCH)
     return steps, batch_size, job.learning_rate or getattr(recipe, "finetune_lr", defaults.FINETUNE_LR)
 
 
