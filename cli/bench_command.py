@@ -42,7 +42,8 @@ def quality(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model name, hub id or folder.")] = "tinyfaces",
     model_config: ModelConfig = None,
     hypernet: Annotated[Path | None, typer.Option(
-        help="Trained hypernetwork checkpoint; needed by ours, ours-k1 and only-hyper.")] = None,
+        help="Trained hypernetwork checkpoint for ours, ours-k1 and only-hyper; "
+             "default: the one the model ships (TinyFaces does).")] = None,
     methods: Annotated[str | None, typer.Option(
         help="Comma list of rows (default: all): ours, ours-k1, only-hyper, no-hyper, lidb-db, lora-db, "
              "dreambooth, db-agg-1, db-agg-2, ti, base.")] = None,

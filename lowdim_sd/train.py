@@ -162,10 +162,22 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
     if teacher is not None:
         with torch.no_grad():
             target = teacher(noisy, timesteps)
-    hidden = pipe.text_encoder(input_ids.repeat(len(images), 1).to(device))[0]
+    hidden = _encode_prompt(pipe.text_encoder, input_ids.to(device), len(subjects), len(images))
     prediction = pipe.unet(noisy, timesteps, hidden).sample
     per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
     return per_sample.view(config.batch_size, len(subjects)).mean(0)
+
+
+def _encode_prompt(text_encoder, input_ids: Tensor, subjects: int, samples: int) -> Tensor:
+    """The prompt's hidden states for every sample of the batch.
+
+    With one subject every copy sees the same prompt through the same text encoder, so it is encoded
+    once and broadcast (the gradient sums over the copies as before, at 1/batch of the encoder's work);
+    several subjects carry per-sample adapters in the encoder, so each sample is encoded on its own.
+    """
+    if subjects == 1:
+        return text_encoder(input_ids)[0].expand(samples, -1, -1)
+    return text_encoder(input_ids.repeat(samples, 1))[0]
 
 
 def clip_per_subject(trainable: Trainable, max_norm: float) -> None:

@@ -55,6 +55,15 @@ class Task:
     reference: str
 
 
+def shipped_hypernet(model: str) -> Path | None:
+    """The hypernetwork the model's backend ships (TinyFaces does), so hyper rows run without --hypernet."""
+    from lowdim.registry import get_registry
+
+    entry = get_registry().backends.get(model)
+    path = getattr(entry.value, "default_hypernet", None) if entry else None
+    return Path(path) if path else None
+
+
 def bench_prompts(model: str) -> list[str]:
     from lowdim.registry import get_registry
     from lowdim_sd.plugin import SDBackend
@@ -128,8 +137,10 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     tasks = plan(job)
     missing = sorted({t.method for t in tasks if needs_hypernet(t.method) and not result_path(job.out, t).exists()})
     if run and missing and job.hypernet is None:
-        raise LowdimError(f"method(s) {', '.join(missing)} need a trained hypernetwork: pass --hypernet CKPT "
-                          f"or leave them out of --methods")
+        job.hypernet = shipped_hypernet(job.model)
+    if run and missing and job.hypernet is None:
+        raise LowdimError(f"method(s) {', '.join(missing)} need a trained hypernetwork: model '{job.model}' ships "
+                          f"none, so pass --hypernet CKPT or leave them out of --methods")
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = settings(job)

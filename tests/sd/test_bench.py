@@ -206,14 +206,16 @@ def test_bad_options_are_one_line_naming_them_before_anything_is_written(tmp_pat
         assert not out.exists()
 
 
-def test_rows_needing_a_hypernetwork_are_refused_before_any_work(tmp_path, identities, capsys):
+def test_rows_needing_a_hypernetwork_are_refused_before_any_work(tmp_path, tiny_sd, identities, capsys):
     out = tmp_path / "out"
-    assert main(["bench", "quality", "-i", str(identities), "-o", str(out), "--methods", "base,ours"]) == 1
+    # A model folder ships no hypernetwork, so the hyper rows need --hypernet.
+    assert main(["bench", "quality", "-i", str(identities), "-m", str(tiny_sd), "-o", str(out),
+                 "--methods", "base,ours"]) == 1
     line = one_line_error(capsys)
     assert "ours" in line and "--hypernet" in line and not out.exists()
     # Tabulating needs no hypernetwork.
-    assert main(["bench", "quality", "-i", str(identities), "-o", str(out), "--methods", "ours", "--no-run",
-                 "--metrics", "tinyfaces-style"]) == 0
+    assert main(["bench", "quality", "-i", str(identities), "-m", str(tiny_sd), "-o", str(out), "--methods", "ours",
+                 "--no-run", "--metrics", "tinyfaces-style"]) == 0
 
 
 def test_the_default_gallery_prompts_fit_a_single_prompt_and_dtype_help_matches_its_default(capsys):

@@ -372,3 +372,32 @@ def test_sgd_takes_plain_momentum_steps_along_the_clipped_gradient(tiny_sd, face
         torch.testing.assert_close(param.detach(), start - 0.5 * grad, atol=1e-6, rtol=1e-4)
     with pytest.raises(lowdim.LowdimError, match="--optimizer must be one of adamw, sgd"):
         TrainConfig(optimizer="adam").validate()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_one_subjects_copies_share_one_prompt_encoding_with_the_same_loss_and_gradient(tiny_sd, faces, batch_size,
+                                                                                        monkeypatch):
+    # The prompt is encoded once and broadcast over the copies; encoding it once per copy, as several
+    # subjects must, gives the same loss and the same gradient on the text encoder's adapter.
+    from lowdim_sd import train as engine
+
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    with torch.no_grad():
+        for param in trainable.parameters:
+            param.normal_(0, 0.1)
+    config = TrainConfig(batch_size=batch_size, augment=True)
+    ids = model.pipe.tokenizer("a sks face", padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+    def loss_and_grads():
+        loss = denoising_losses(model, [Subject(faces[:2], seed=3)], config, 5, 0, ids).mean()
+        return loss.detach(), torch.autograd.grad(loss, trainable.parameters)
+
+    shared, shared_grads = loss_and_grads()
+    monkeypatch.setattr(engine, "_encode_prompt", lambda encoder, input_ids, subjects, samples:
+                        encoder(input_ids.repeat(samples, 1))[0])
+    repeated, repeated_grads = loss_and_grads()
+    torch.testing.assert_close(shared, repeated)
+    for a, b in zip(shared_grads, repeated_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in shared_grads)

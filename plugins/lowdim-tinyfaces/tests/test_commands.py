@@ -36,3 +36,14 @@ def test_renders_write_one_sub_folder_of_photos_per_person_starting_with_the_fla
     pixels = [[Image.open(i).tobytes() for i in person.images] for person in found]
     assert pixels[1][0] == Image.open(tmp_path / "flat" / "id-00001.png").tobytes()  # same person, same first photo
     assert len({photo for person in pixels for photo in person}) == 9  # every other photo differs
+
+
+def test_bench_quality_uses_the_shipped_hypernetwork_when_none_is_named(tmp_path):
+    from lowdim_tinyfaces.model_files import hypernet_path
+
+    from lowdim_sd.bench.quality import QualityJob, prepare
+
+    assert main(["tinyfaces-identities", "-o", str(tmp_path / "ids"), "--count", "1", "--split", "test"]) == 0
+    job = QualityJob(identities=tmp_path / "ids", out=tmp_path / "out", methods=["only-hyper"], metrics=[])
+    assert [task.method for task in prepare(job)] == ["only-hyper"]
+    assert job.hypernet == hypernet_path()
