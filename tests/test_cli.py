@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,34 @@ def test_a_command_help_joins_the_lines_of_its_docstring(capsys):
     assert main(["encoder-features", "--help"]) == 0  # commands are wrapped (and their help reflowed) by now
     command = typer.main.get_command(app).commands["encoder-features"]
     assert "for each training image. This writes it, keyed by" in command.help  # one line in the source's two
+
+
+@pytest.mark.parametrize("environ, load, expected", [
+    ({}, 0.0, None),                                        # idle: OpenMP's own spinning is 2x faster on small ops
+    ({}, 1.0, "PASSIVE"),                                   # another job holds a core: spinning waiters stall
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, 3.0, None),             # the user's choice is kept
+    ({}, None, None),                                       # no load average on this platform
+])
+def test_openmp_waiters_sleep_only_on_a_busy_machine(environ, load, expected):
+    from lowdim_cli import omp_wait_policy
+
+    assert omp_wait_policy(environ, load) == expected
+
+
+def test_importing_the_command_keeps_the_users_wait_policy():
+    probe = "import os, lowdim_cli; print(os.environ.get('OMP_WAIT_POLICY'))"
+    chosen = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"},
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert chosen == "ACTIVE"
+
+
+def test_bench_workers_are_spawned_with_sleeping_waiters_and_the_setting_is_undone(monkeypatch):
+    from lowdim_sd.bench.workers import sleeping_waiters
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with sleeping_waiters():
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with sleeping_waiters():
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

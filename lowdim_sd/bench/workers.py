@@ -8,6 +8,7 @@ unpickle it), which keeps this module free of what a task is.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -49,10 +50,23 @@ def run_tasks(job, tasks: list, run: RunTask, on_done: Callable | None = None) -
                 finished(task, run(job, task))
             return
         context = multiprocessing.get_context("spawn")
-        with context.Pool(job.workers, _init_worker, (job, threads_per_worker(job), run)) as pool:
+        with sleeping_waiters(), context.Pool(job.workers, _init_worker, (job, threads_per_worker(job), run)) as pool:
             try:
                 for task, record in pool.imap_unordered(_run_in_worker, tasks):
                     finished(task, record)
             except KeyboardInterrupt:
                 pool.terminate()
                 raise
+
+
+@contextlib.contextmanager
+def sleeping_waiters():
+    """Workers share the cores, so their OpenMP threads must sleep, not spin, while they wait (a spinning
+    waiter holds a core another worker needs); spawned workers read this when their torch loads."""
+    before = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
