@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,14 +164,19 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
 
 def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:
     """Whether the hypernetwork predicts every layer of ``layers``: its own set, or one that covers it
-    (`--layers unet` with a unet+text network keeps the UNet part of its prediction)."""
+    (`--layers unet` with a unet+text network keeps the UNet part of its prediction).
+
+    Decided from the patterns. Globs also select 1x1 convolutions, which a named set may leave out; a
+    glob that really meets one on the model is named by predict_initial, so the types do not decide here.
+    """
     made_for = hypernet.made_for[2]
     if made_for == layers.name:
         return True
     try:
-        return covers(resolve_layers(made_for), layers)
+        own = resolve_layers(made_for)
     except LowdimError:  # a set this version does not know: load_hypernet names the difference
         return False
+    return covers(own, replace(layers, types=tuple(t for t in layers.types if t in own.types)))
 
 
 def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
@@ -232,6 +237,10 @@ def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor
     if own.name == run.layers.name:
         return predicted
     wanted = {spec.name for spec in layer_specs(model.modules, run.layers)}
+    unpredicted = sorted(wanted - predicted.keys())
+    if unpredicted:
+        raise LowdimError(f"{run.hypernet.path}: the hypernetwork predicts no layer {unpredicted[0]} (it was made "
+                          f"for {own.name}); leave that layer out of --layers")
     return {name: params for name, params in predicted.items() if name in wanted}
 
 

@@ -65,6 +65,19 @@ def test_a_narrower_layer_set_keeps_exactly_its_part_of_the_prediction(tiny_sd, 
         assert all(torch.equal(whole_params[layer][k], v) for k, v in params.items())
 
 
+def test_globs_naming_the_networks_own_patterns_keep_their_part_of_the_prediction(tiny_sd, face, tmp_path, hypernet):
+    # Comma-separated globs also select 1x1 convolutions; the network's set does not, which must not
+    # matter when the globs meet only attention projections.
+    whole = personalize(job(tiny_sd, face, tmp_path / "w", hypernet=hypernet, only_hyper=True), progress=False)
+    cut = personalize(job(tiny_sd, face, tmp_path / "q", hypernet=hypernet, only_hyper=True,
+                          layers="unet.*.attn1.to_q,unet.*.attn2.to_out.0"), progress=False)
+    whole_params, cut_params = (lowdim.read_adapter(r.adapter).params for r in (whole, cut))
+    assert cut_params and all(name.endswith(("attn1.to_q", "attn2.to_out.0")) for name in cut_params)
+    assert set(cut_params) == {n for n in whole_params if n.endswith(("attn1.to_q", "attn2.to_out.0"))}
+    for layer, params in cut_params.items():
+        assert all(torch.equal(whole_params[layer][k], v) for k, v in params.items())
+
+
 def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face, tmp_path, hypernet, monkeypatch):
     import lowdim_sd.personalize as personalize_module
 
