@@ -78,6 +78,26 @@ def test_globs_naming_the_networks_own_patterns_keep_their_part_of_the_predictio
         assert all(torch.equal(whole_params[layer][k], v) for k, v in params.items())
 
 
+def test_a_glob_meeting_a_layer_the_network_does_not_predict_is_named(tiny_sd, face, tmp_path, hypernet,
+                                                                      monkeypatch):
+    # As if the model had a 1x1 convolution that the globs select and the network's own set leaves out.
+    from types import SimpleNamespace
+
+    import lowdim.sizing as sizing
+
+    real = sizing.layer_specs
+    extra = "unet.mid_block.attentions.0.proj_in"
+
+    def with_a_convolution(modules, layers):
+        specs = list(real(modules, layers))
+        return specs if layers.name == "unet+text" else [*specs, SimpleNamespace(name=extra)]
+
+    monkeypatch.setattr(sizing, "layer_specs", with_a_convolution)
+    with pytest.raises(lowdim.LowdimError, match=f"predicts no layer {extra} .*made for unet\\+text"):
+        personalize(job(tiny_sd, face, tmp_path / "v", hypernet=hypernet, only_hyper=True,
+                        layers="unet.*.attn1.to_q"), progress=False)
+
+
 def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face, tmp_path, hypernet, monkeypatch):
     import lowdim_sd.personalize as personalize_module
 
