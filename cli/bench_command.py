@@ -45,8 +45,8 @@ def quality(
         help="Trained hypernetwork checkpoint for ours, ours-k1 and only-hyper; "
              "default: the one the model ships (TinyFaces does).")] = None,
     methods: Annotated[str | None, typer.Option(
-        help="Comma list of rows (default: all): ours, ours-k1, only-hyper, no-hyper, lidb-db, lora-db, "
-             "dreambooth, db-agg-1, db-agg-2, ti, base.")] = None,
+        help="Comma list of rows (default: all): ours, ours-k1, only-hyper, ours-unet, only-hyper-unet, "
+             "ours-styles, no-hyper, lidb-db, lora-db, dreambooth, db-agg-1, db-agg-2, ti, base.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(

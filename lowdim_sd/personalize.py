@@ -50,6 +50,7 @@ class PersonalizeJob:
     rank: int = 4
     learning_rate: float | None = None  # default: the model's finetune_lr after a prediction, else FINETUNE_LR
     batch_size: int | None = None  # images per finetune step; default: the model's finetune_batch after a prediction
+    keep_styles: float = 0.0  # > 0: weight of lowdim_sd.style_delta's loss over the preview's style prompts
     token: str = "sks"
     seed: int = 0  # the LoRA's init, the training noise and the preview
     # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
@@ -195,7 +196,9 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
         raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
                           "nothing to keep")
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
-    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size).validate()
+    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, keep_styles=job.keep_styles).validate()
+    if job.keep_styles and job.only_hyper:
+        raise LowdimError("--keep-styles shapes the fast finetune, which --only-hyper skips")
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
         bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
@@ -259,8 +262,9 @@ def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | Non
     if job.only_hyper:
         return AdapterTrainable(model, ADAPTER, ["adapter"], metadata, save_dtype=job.save_dtype)
     # The paper adds the prediction to the weights (§4.3): merge_frozen; the LoRA's init comes from --seed.
+    # --keep-styles switches the whole adapter off for the base model's predictions, so nothing is merged.
     return relaxed_trainable(model, name, rank=job.rank, seed=run.seed, metadata=metadata,
-                             save_dtype=job.save_dtype)
+                             save_dtype=job.save_dtype, merge_frozen=not job.keep_styles)
 
 
 def written_files(job: PersonalizeJob) -> list[Path]:
@@ -284,8 +288,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         trainable = initial_trainable(model, run, predicted)
     with stage(result, "fast finetune"):
         trainable.metadata["extra"] = recipe(run)
-        config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size,
-                             token=job.token, seed=run.seed, gradient_checkpointing=job.gradient_checkpointing)
+        config = finetune_config(run)
         trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
@@ -308,6 +311,14 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     return result
 
 
+def finetune_config(run: PersonalizeRun) -> TrainConfig:
+    """The fast finetune's settings, one place for personalize and the bench rows that repeat it."""
+    job = run.job
+    return TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size,
+                       token=job.token, seed=run.seed, gradient_checkpointing=job.gradient_checkpointing,
+                       keep_styles=job.keep_styles, style_prompts=run.preview_prompts)
+
+
 def recipe(run: PersonalizeRun) -> dict:
     """What made this adapter, stored in its file: enough to run it again."""
     job, hypernet = run.job, None
@@ -320,6 +331,8 @@ def recipe(run: PersonalizeRun) -> dict:
             "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
     if job.resolution is not None:  # only when asked: the model's own is implied by its name
         made["resolution"] = job.resolution
+    if job.keep_styles:
+        made["keep_styles"] = job.keep_styles
     return made
 
 

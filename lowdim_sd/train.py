@@ -65,6 +65,9 @@ class TrainConfig:
     # "adamw", or "sgd" (momentum 0.9): plain gradient steps, whose result is a smooth function of the
     # images; AdamW's per-coordinate normalisation moves weak, noisy coordinates as far as strong ones.
     optimizer: str = "adamw"
+    # > 0: add lowdim_sd.style_delta's loss with this weight, over these prompts (each with [V]).
+    keep_styles: float = 0.0
+    style_prompts: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """One line naming the first setting no training can run with (before any model loads)."""
@@ -83,6 +86,8 @@ class TrainConfig:
             (self.keep_checkpoints < 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (self.optimizer not in OPTIMIZERS,
              f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'"),
+            (not (math.isfinite(self.keep_styles) and self.keep_styles >= 0),
+             f"--keep-styles must be a number >= 0, got {self.keep_styles}"),
         ]
         for failed, message in problems:
             if failed:
@@ -224,6 +229,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     prompt = fill_prompt(config.prompt, config.token)
     input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
                                      max_length=model.pipe.tokenizer.model_max_length).input_ids
+    extra = _style_term(model, subjects, trainable, config)
     _set_train_mode(model, config.gradient_checkpointing)
     scaler = runs.grad_scaler(model.device, config.mixed_precision)
     started = time.perf_counter()
@@ -231,7 +237,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
-                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler)
+                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, extra)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
                 updating = True
                 scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
@@ -285,12 +291,29 @@ def check_precision(model: SDModel, config: TrainConfig, trainable: Trainable) -
                           f"--mixed-precision no (the model already runs in {half}) or --dtype fp32")
 
 
-def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler) -> float:
+def _style_term(model, subjects, trainable, config: TrainConfig):
+    """``(step, micro) -> loss`` of --keep-styles for the one subject, or None when it is off."""
+    if not config.keep_styles:
+        return None
+    from lowdim_sd.style_delta import style_delta_loss, style_prompts
+
+    if len(subjects) != 1 or not hasattr(trainable, "adapters"):
+        raise LowdimError("--keep-styles trains one subject's adapter at a time")
+    prompts = style_prompts(model.pipe.tokenizer, list(config.style_prompts), config.prompt, config.token)
+    reference = subjects[0].images[:1]
+    return lambda step, micro: config.keep_styles * style_delta_loss(
+        model, reference, prompts, trainable.adapters, trainable.name,
+        _generator(subjects[0].seed + 1, step, micro))
+
+
+def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, extra=None) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
         with runs.autocast(model.device, config.mixed_precision):
             losses = denoising_losses(model, subjects, config, step, micro, input_ids)
+            if extra is not None:
+                losses = losses + extra(step, micro)
         # Summing over subjects gives each subject's slice exactly its own gradient.
         scaler.scale(losses.sum() / config.grad_accum).backward()
         total += float(losses.detach().mean()) / config.grad_accum

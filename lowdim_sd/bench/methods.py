@@ -31,6 +31,7 @@ class Method:
     use_hypernet: bool = True
     iterations: int | None = None  # hypernetwork refinement steps k; None: the checkpoint's
     layers: str | None = None  # hyper rows: the layer set of the prediction and the finetune (None: the paper's)
+    keep_styles: float = 0.0  # hyper rows: personalize --keep-styles
     note: str = ""
 
 
@@ -48,6 +49,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            note="as Ours, with the UNet part of the prediction only and a UNet-only finetune"),
     Method("only-hyper-unet", "Only Hyper (UNet layers)", "hyper", steps=0, layers="unet",
            note="the UNet part of the hypernetwork prediction alone"),
+    # The other side of that trade, from the finetune (rung 12f): a loss that keeps what style words add.
+    Method("ours-styles", "Ours (keep styles 0.2)", "hyper", steps=40, keep_styles=0.2,
+           note="as Ours, with personalize --keep-styles 0.2"),
     Method("no-hyper", "No Hyper", "hyper", steps=40, use_hypernet=False,
            note="40 steps of rank-relaxed fast finetuning from zero"),
     Method("lidb-db", "LiDB DreamBooth", "dreambooth", steps=400, learning_rate=5e-3, space="lidb",
@@ -103,7 +107,13 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
 
 def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                     hypernet: Path | None, token: str, seed: int) -> Path:
-    from lowdim_sd.personalize import PersonalizeJob, initial_trainable, predict_initial, resolve_run
+    from lowdim_sd.personalize import (
+        PersonalizeJob,
+        finetune_config,
+        initial_trainable,
+        predict_initial,
+        resolve_run,
+    )
 
     if method.use_hypernet and hypernet is None:
         raise LowdimError(f"method '{method.name}' needs a trained hypernetwork: pass --hypernet CKPT")
@@ -113,12 +123,12 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
                          steps=method.steps, rank=method.rank, learning_rate=method.learning_rate, token=token,
                          seed=seed, out=work_dir, hypernet=hypernet if method.use_hypernet else None,
                          no_hyper=not method.use_hypernet, only_hyper=method.steps == 0,
-                         iterations=method.iterations, crop=False, save_dtype="fp32")
+                         iterations=method.iterations, crop=False, save_dtype="fp32",
+                         keep_styles=method.keep_styles)
     run = resolve_run(job)
     predicted = predict_initial(model, run, reference.to(model.device))
     trainable = initial_trainable(model, run, predicted)
-    config = TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size, token=token,
-                         seed=run.seed)
+    config = finetune_config(run)
     return train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir,
                  progress=False).outputs[0]
 

@@ -225,3 +225,11 @@ def test_the_default_gallery_prompts_fit_a_single_prompt_and_dtype_help_matches_
     assert main(["bench", "quality", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "fp32 (the default" in text and "[default: fp32]" in text
+
+
+def test_the_methods_help_names_every_row(capsys):
+    from lowdim_sd.bench.methods import METHODS
+
+    assert main(["bench", "quality", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert all(f"{name}," in text or f"{name}." in text for name in METHODS)

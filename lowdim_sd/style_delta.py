@@ -1,0 +1,96 @@
+"""Keeping the style words through the fast finetune: a loss that says what each style adds.
+
+A fast finetune on one photo teaches "[V]" the face, and also teaches the words after it to draw that
+photo: on TinyFaces "a [V] face at night" comes out as a daylight photo (docs/results.md, rungs 11-12f).
+For a style prompt S with the identifier, this loss pulls the adapted model's prediction on a noisy copy
+of the reference toward
+
+    adapted("a [V] face")  +  base(S without [V])  -  base("a face")
+
+with no gradient through the target: the face from the adapter, and from the base model what the style
+words add to a face. ``personalize --keep-styles λ`` adds it with weight λ; the base model's predictions
+come from the same weights with the adapter switched off, so its frozen part must not be merged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim_sd.generate import IDENTIFIER
+
+STYLE_SAMPLES = 2  # style prompts per step: rung 12f's setting
+
+
+@dataclass(frozen=True)
+class StylePrompts:
+    """Token ids of the style prompts with and without the identifier, and of the training prompt."""
+
+    styled: Tensor  # (S, L): each style prompt with the identifier
+    styled_class: Tensor  # (S, L): the same without it
+    plain: Tensor  # (1, L): the training prompt with the identifier
+    plain_class: Tensor  # (1, L): the same without it
+
+
+def without_identifier(prompt: str) -> str:
+    """ "a [V] face at night" -> "a face at night": the class prompt the base model already knows."""
+    return re.sub(r"\s+", " ", prompt.replace(IDENTIFIER, "")).strip()
+
+
+def style_prompts(tokenizer, prompts: list[str], training_prompt: str, token: str) -> StylePrompts:
+    """The style prompts (each with [V]) that differ from the training prompt, tokenized once."""
+    styles = [p for p in prompts if IDENTIFIER in p and p != training_prompt]
+    if not styles:
+        raise LowdimError(f"--keep-styles needs style prompts with {IDENTIFIER} other than '{training_prompt}'")
+
+    def ids(texts: list[str]) -> Tensor:
+        return tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt",
+                         max_length=tokenizer.model_max_length).input_ids
+
+    return StylePrompts(styled=ids([p.replace(IDENTIFIER, token) for p in styles]),
+                        styled_class=ids([without_identifier(p) for p in styles]),
+                        plain=ids([training_prompt.replace(IDENTIFIER, token)]),
+                        plain_class=ids([without_identifier(training_prompt)]))
+
+
+@contextmanager
+def base_model(adapters, name: str) -> Iterator[None]:
+    """The model without adapter ``name`` (refused, naming it, when part of it is merged into the weights)."""
+    adapters.disable(name)
+    try:
+        yield
+    finally:
+        adapters.enable(name)
+
+
+def style_delta_loss(model, reference: Tensor, prompts: StylePrompts, adapters, name: str,
+                     generator: torch.Generator, samples: int = STYLE_SAMPLES) -> Tensor:
+    """The mean squared distance of the adapted styled prediction to its target (see the module's text).
+
+    ``reference`` is (1, 3, H, W) in [-1, 1]; ``generator`` draws the styles, the noise and the timesteps.
+    """
+    pipe, device, dtype = model.pipe, model.device, model.dtype
+    pick = torch.randint(0, len(prompts.styled), (samples,), generator=generator)
+    encode = pipe.text_encoder
+    with torch.no_grad():
+        posterior = pipe.vae.encode(reference.expand(samples, -1, -1, -1).to(device, dtype)).latent_dist
+        vae_noise = torch.randn(posterior.mean.shape, generator=generator).to(device, dtype)
+        latents = (posterior.mean + posterior.std * vae_noise) * pipe.vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
+        steps = model.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (samples,), generator=generator).to(device)
+        noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
+        face = pipe.unet(noisy, timesteps, encode(prompts.plain.to(device))[0].expand(samples, -1, -1)).sample
+        with base_model(adapters, name):
+            styled = pipe.unet(noisy, timesteps, encode(prompts.styled_class[pick].to(device))[0]).sample
+            plain = pipe.unet(noisy, timesteps,
+                              encode(prompts.plain_class.to(device))[0].expand(samples, -1, -1)).sample
+        target = face + styled - plain
+    prediction = pipe.unet(noisy, timesteps, encode(prompts.styled[pick].to(device))[0]).sample
+    return (prediction.float() - target.float()).pow(2).mean()

@@ -1,0 +1,121 @@
+"""``personalize --keep-styles``: the style-delta loss, its prompts, and the run that uses it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lowdim
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import ADAPTER, adapter_trainable, resolve_layers
+from lowdim_sd.personalize import PersonalizeJob, personalize
+from lowdim_sd.style_delta import style_delta_loss, style_prompts, without_identifier
+from lowdim_sd.train import Subject, TrainConfig, train
+
+STYLES = ["a [V] face at night", "a pencil sketch of a [V] face"]
+
+
+def test_the_class_prompt_drops_the_identifier_and_its_space():
+    assert without_identifier("a [V] face at night") == "a face at night"
+    assert without_identifier("[V] in a hat") == "in a hat"
+
+
+def test_style_prompts_leave_out_the_training_prompt_and_need_one_other(tiny_sd):
+    tokenizer = load_sd(str(tiny_sd)).pipe.tokenizer
+    prompts = style_prompts(tokenizer, ["a [V] face", *STYLES, "no identifier"], "a [V] face", "sks")
+    assert prompts.styled.shape[0] == prompts.styled_class.shape[0] == 2
+    with pytest.raises(lowdim.LowdimError, match="--keep-styles needs style prompts"):
+        style_prompts(tokenizer, ["a [V] face"], "a [V] face", "sks")
+
+
+@pytest.fixture
+def adapted(tiny_sd):
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    with torch.no_grad():  # LoRA's up factor starts at zero: make the adapter change the model
+        for param in trainable.parameters:
+            param.normal_(0, 0.2)
+    return model, trainable
+
+
+def test_a_style_that_adds_nothing_costs_nothing_and_a_real_style_pulls_the_adapter(adapted, faces):
+    model, trainable = adapted
+    tokenizer = model.pipe.tokenizer
+    reference = faces[:1]
+
+    def loss(styles):
+        prompts = style_prompts(tokenizer, styles, "a [V] face", "sks")
+        return style_delta_loss(model, reference, prompts, trainable.adapters, ADAPTER,
+                                torch.Generator().manual_seed(0))
+
+    # The same words with a second space: the base model's difference is zero and the target is the
+    # adapted prediction itself.
+    assert float(loss(["a [V]  face"]).detach()) < 1e-10
+    real = loss(STYLES)
+    assert float(real.detach()) > 1e-6
+    grads = torch.autograd.grad(real, trainable.parameters, allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    assert all(slot.enabled for slot in trainable.adapters.slots(ADAPTER).values())  # switched back on
+
+
+def test_a_merged_adapter_is_refused_for_the_base_models_predictions(tiny_sd, faces):
+    from lowdim_sd.modes import relaxed_trainable
+
+    model = load_sd(str(tiny_sd))
+    lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    trainable = relaxed_trainable(model, "initial", rank=2, metadata={"base_model": "tiny", "token": "sks"})
+    config = TrainConfig(steps=1, keep_styles=0.5, style_prompts=tuple(STYLES), augment=False)
+    with pytest.raises(lowdim.LowdimError, match=ADAPTER):
+        train(model, [Subject(faces[:1], 0)], trainable, config, progress=False)
+
+
+def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:
+    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, **{"steps": 2, "preview": False, "crop": False,
+                                                                       **kwargs})
+
+
+def test_personalize_keeps_the_prediction_unmerged_and_records_the_weight(tiny_sd, face, tmp_path):
+    plain = personalize(job(tiny_sd, face, tmp_path / "a"), progress=False)
+    kept = personalize(job(tiny_sd, face, tmp_path / "b", keep_styles=0.5), progress=False)
+    file = lowdim.read_adapter(kept.adapter)
+    assert file.space.config.merge_frozen is False and lowdim.read_adapter(plain.adapter).space.config.merge_frozen
+    assert json.loads(file.metadata["extra"])["keep_styles"] == 0.5
+    differs = [not torch.equal(v, lowdim.read_adapter(plain.adapter).params[layer][k])
+               for layer, params in file.params.items() for k, v in params.items() if not k.startswith("c0_")]
+    assert any(differs)
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"keep_styles": -0.1}, "--keep-styles must be a number >= 0"),
+    ({"keep_styles": float("nan")}, "--keep-styles must be a number >= 0"),
+])
+def test_a_bad_weight_is_one_line_before_the_model_loads(tiny_sd, face, tmp_path, options, named):
+    with pytest.raises(lowdim.LowdimError, match=named):
+        personalize(job(tiny_sd, face, tmp_path / "c", **options), progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_keeping_styles_without_a_finetune_is_refused(tiny_sd, face, tmp_path, make_hypernet):
+    with pytest.raises(lowdim.LowdimError, match="--keep-styles shapes the fast finetune, which --only-hyper skips"):
+        personalize(job(tiny_sd, face, tmp_path / "d", hypernet=make_hypernet(2), only_hyper=True, keep_styles=0.2),
+                    progress=False)
+
+
+def test_personalize_and_the_bench_row_both_add_the_loss(tiny_sd, face, tmp_path, make_hypernet, faces,
+                                                         monkeypatch):
+    import dataclasses
+
+    from lowdim_sd import style_delta
+    from lowdim_sd.bench.methods import METHODS, personalize_subject
+    from lowdim_sd.personalize import finetune_config, resolve_run
+
+    config = finetune_config(resolve_run(job(tiny_sd, face, tmp_path / "e", keep_styles=0.3)))
+    assert config.keep_styles == 0.3 and "a [V] face at night" in " ".join(config.style_prompts)
+    calls = []
+    real = style_delta.style_delta_loss
+    monkeypatch.setattr(style_delta, "style_delta_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    row = dataclasses.replace(METHODS["ours-styles"], steps=2)
+    personalize_subject(load_sd(str(tiny_sd)), row, faces[0], tmp_path / "bench", make_hypernet(2))
+    assert len(calls) == 2  # one per step
