@@ -276,6 +276,10 @@ def run_settings(config: TrainConfig, trainable: Trainable) -> dict:
     options = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE}
     if options["optimizer"] == "adamw":  # the default is left out, so checkpoints made before it existed resume
         del options["optimizer"]
+    if not options["keep_styles"]:  # likewise --keep-styles when off
+        del options["keep_styles"], options["style_prompts"]
+    else:
+        options["style_prompts"] = list(options["style_prompts"])  # as JSON gives it back
     signature = getattr(trainable, "signature", None)
     return {**options, "trainable": signature() if signature else {}}
 

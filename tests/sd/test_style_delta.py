@@ -119,3 +119,19 @@ def test_personalize_and_the_bench_row_both_add_the_loss(tiny_sd, face, tmp_path
     row = dataclasses.replace(METHODS["ours-styles"], steps=2)
     personalize_subject(load_sd(str(tiny_sd)), row, faces[0], tmp_path / "bench", make_hypernet(2))
     assert len(calls) == 2  # one per step
+
+
+def test_a_run_with_kept_styles_resumes_from_its_checkpoint(adapted, faces, tmp_path):
+    # Its settings go through JSON in the checkpoint; the resumed run must read them as the same.
+    from lowdim_sd.modes import relaxed_trainable
+
+    model, _ = adapted
+    lowdim.Adapters(model.modules).delete(ADAPTER)
+    lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    trainable = relaxed_trainable(model, "initial", rank=2, merge_frozen=False,
+                                  metadata={"base_model": "tiny", "token": "sks"})
+    config = TrainConfig(steps=2, keep_styles=0.5, style_prompts=tuple(STYLES), augment=False, checkpoint_every=1)
+    train(model, [Subject(faces[:1], 0)], trainable, config, out_dir=tmp_path / "run", progress=False)
+    resumed = train(model, [Subject(faces[:1], 0)], trainable, TrainConfig(**{**config.__dict__, "steps": 3}),
+                    out_dir=tmp_path / "run", resume=True, progress=False)
+    assert resumed.start_step == 2 and len(resumed.losses) == 1
