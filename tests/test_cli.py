@@ -124,3 +124,23 @@ def test_bench_workers_are_spawned_with_sleeping_waiters_and_the_setting_is_undo
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     with sleeping_waiters():
         assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_bench_threads_apply_in_process_too(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from lowdim_sd.bench.workers import run_tasks
+
+    class Job:
+        workers, threads = 1, 1
+
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        task = SimpleNamespace(method="base", identity="id-00000")
+        run_tasks(Job(), [task], lambda job, task: seen.append(torch.get_num_threads()))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]

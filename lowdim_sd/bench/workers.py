@@ -46,6 +46,8 @@ def run_tasks(job, tasks: list, run: RunTask, on_done: Callable | None = None) -
                 on_done(task, record)
 
         if job.workers <= 1:
+            if job.threads:  # in this process, as a worker would set it
+                torch.set_num_threads(job.threads)
             for task in tasks:
                 finished(task, run(job, task))
             return
