@@ -24,7 +24,7 @@ def omp_wait_policy(environ: Mapping[str, str], load: float | None) -> str | Non
     return "PASSIVE" if load >= 0.75 else None
 
 
-def _others_running(samples: int = 5, interval: float = 0.01) -> float | None:
+def _others_running(samples: int = 3, interval: float = 0.005) -> float | None:
     """Median count of other runnable threads over a few samples (Linux); None where it cannot be read.
 
     The instantaneous count, not the load average: a previous lowdim command's own load would make

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -36,6 +36,8 @@ class StylePrompts:
     styled_class: Tensor  # (S, L): the same without it
     plain: Tensor  # (1, L): the training prompt with the identifier
     plain_class: Tensor  # (1, L): the same without it
+    # The base text encoder's states of the two class prompts: fixed, so made once, on first use.
+    base_states: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False)
 
 
 def without_identifier(prompt: str) -> str:
@@ -79,8 +81,8 @@ def style_delta_loss(model, reference: Tensor, prompts: StylePrompts, adapters, 
     pick = torch.randint(0, len(prompts.styled), (samples,), generator=generator)
     encode = pipe.text_encoder
     with torch.no_grad():
-        posterior = pipe.vae.encode(reference.expand(samples, -1, -1, -1).to(device, dtype)).latent_dist
-        vae_noise = torch.randn(posterior.mean.shape, generator=generator).to(device, dtype)
+        posterior = pipe.vae.encode(reference.to(device, dtype)).latent_dist  # once: the copies differ by noise
+        vae_noise = torch.randn((samples, *posterior.mean.shape[1:]), generator=generator).to(device, dtype)
         latents = (posterior.mean + posterior.std * vae_noise) * pipe.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
         steps = model.noise_scheduler.config.num_train_timesteps
@@ -88,9 +90,12 @@ def style_delta_loss(model, reference: Tensor, prompts: StylePrompts, adapters, 
         noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
         face = pipe.unet(noisy, timesteps, encode(prompts.plain.to(device))[0].expand(samples, -1, -1)).sample
         with base_model(adapters, name):
-            styled = pipe.unet(noisy, timesteps, encode(prompts.styled_class[pick].to(device))[0]).sample
-            plain = pipe.unet(noisy, timesteps,
-                              encode(prompts.plain_class.to(device))[0].expand(samples, -1, -1)).sample
+            states = prompts.base_states
+            if not states:
+                states["styled"] = encode(prompts.styled_class.to(device))[0]
+                states["plain"] = encode(prompts.plain_class.to(device))[0]
+            styled = pipe.unet(noisy, timesteps, states["styled"][pick.to(device)]).sample
+            plain = pipe.unet(noisy, timesteps, states["plain"].expand(samples, -1, -1)).sample
         target = face + styled - plain
     prediction = pipe.unet(noisy, timesteps, encode(prompts.styled[pick].to(device))[0]).sample
     return (prediction.float() - target.float()).pow(2).mean()

@@ -58,10 +58,10 @@ class Task:
 def shipped_hypernet(model: str) -> Path | None:
     """The hypernetwork the model's backend ships (TinyFaces does), so hyper rows run without --hypernet."""
     from lowdim.registry import get_registry
+    from lowdim_sd.personalize import default_hypernet
 
     entry = get_registry().backends.get(model)
-    path = getattr(entry.value, "default_hypernet", None) if entry else None
-    return Path(path) if path else None
+    return default_hypernet(entry.value) if entry else None
 
 
 def bench_prompts(model: str) -> list[str]:

@@ -1,0 +1,75 @@
+"""How a training batch is laid out: K subjects side by side, copies of one subject, per-subject clipping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lowdim
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import adapter_trainable, resolve_layers
+from lowdim_sd.train import Subject, TrainConfig, _interleave, clip_per_subject, denoising_losses, train
+
+
+def test_batched_subjects_equal_training_each_alone(tiny_sd, faces):
+    """K subjects in one batch reach, within 1e-4, the parameters each reaches trained alone."""
+    other = torch.flip(faces, dims=[-1]) * 0.5
+    subjects = [Subject(faces, 11), Subject(other, 12), Subject(faces[:1], 13)]
+    config = TrainConfig(steps=4, learning_rate=2e-2, augment=True)
+    model = load_sd(str(tiny_sd))
+    batched = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=["a", "b", "c"])
+    train(model, subjects, batched, config, progress=False)
+    together = batched.state()
+    for index, subject in enumerate(subjects):
+        alone_model = load_sd(str(tiny_sd))
+        alone = adapter_trainable(alone_model, lowdim.get_space("lidb"), resolve_layers(None))
+        train(alone_model, [subject], alone, config, progress=False)
+        for key, value in alone.state().items():
+            assert torch.allclose(together[key][index], value, atol=1e-4), key
+
+
+class _TwoSubjects:
+    def __init__(self, parameters):
+        self.parameters, self.num_subjects = parameters, 2
+
+
+def test_clipping_is_per_subject_a_small_gradient_is_left_alone():
+    param = torch.zeros(2, 3, requires_grad=True)
+    param.grad = torch.tensor([[30.0, 40.0, 0.0], [0.3, 0.4, 0.0]])  # norms 50 and 0.5
+    clip_per_subject(_TwoSubjects([param]), 1.0)
+    assert torch.allclose(param.grad[1], torch.tensor([0.3, 0.4, 0.0]))
+    assert torch.allclose(param.grad[0].norm(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_sample_j_of_a_batch_belongs_to_subject_j_mod_k():
+    parts = [torch.full((2, 1), float(subject)) for subject in range(3)]  # 2 images per subject
+    assert _interleave(parts).flatten().tolist() == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_one_subjects_copies_share_one_prompt_encoding_with_the_same_loss_and_gradient(tiny_sd, faces, batch_size,
+                                                                                        monkeypatch):
+    # The prompt is encoded once and broadcast over the copies; encoding it once per copy, as several
+    # subjects must, gives the same loss and the same gradient on the text encoder's adapter.
+    from lowdim_sd import train as engine
+
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    with torch.no_grad():
+        for param in trainable.parameters:
+            param.normal_(0, 0.1)
+    config = TrainConfig(batch_size=batch_size, augment=True)
+    ids = model.pipe.tokenizer("a sks face", padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+    def loss_and_grads():
+        loss = denoising_losses(model, [Subject(faces[:2], seed=3)], config, 5, 0, ids).mean()
+        return loss.detach(), torch.autograd.grad(loss, trainable.parameters)
+
+    shared, shared_grads = loss_and_grads()
+    monkeypatch.setattr(engine, "_encode_prompt", lambda encoder, input_ids, subjects, samples:
+                        encoder(input_ids.repeat(samples, 1))[0])
+    repeated, repeated_grads = loss_and_grads()
+    torch.testing.assert_close(shared, repeated)
+    for a, b in zip(shared_grads, repeated_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in shared_grads)
