@@ -77,8 +77,9 @@ def quality(
 ):
     """Personalize every held-out identity with every method, generate every prompt, score, tabulate.
 
-    Writes OUT/table.md, OUT/table.json and OUT/gallery.png; per-task results under OUT/results resume an
-    interrupted run. Example (TinyFaces, see docs/results.md):
+    Writes OUT/table.md, OUT/table.json, OUT/gallery.png and OUT/frontier.png (subject fidelity against
+    prompt fidelity, one dot per row); per-task results under OUT/results resume an interrupted run.
+    Example (TinyFaces, see docs/results.md):
 
       lowdim tinyfaces-identities -o heldout --count 50 --split test
 

@@ -4,6 +4,10 @@ A plugin registers a metric with ``register(name, factory)`` in its ``register_m
 ``factory(**options)`` returns an object with the ``Metric`` shape below; it raises
 ``MetricUnavailable`` when its model can't be had (offline, not installed), so a caller can skip
 that metric with the reason and still run the others.
+
+A metric may also say which of the paper's two questions it answers with a class attribute ``axis``:
+``SUBJECT`` (how much the picture shows the reference's subject: Face Rec, DINO, CLIP-I) or ``PROMPT``
+(how well it follows the prompt: CLIP-T). ``lowdim bench quality`` plots one against the other.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ class Sample:
             return self.prompt
         words = [w for w in self.prompt.split() if w.strip(",.") != self.token]
         return " ".join(words)
+
+
+SUBJECT = "subject"
+PROMPT = "prompt"
+
+
+def metric_axis(factory: Any) -> str | None:
+    """``SUBJECT``, ``PROMPT`` or None (not declared), read from a metric or its registered factory."""
+    axis = getattr(factory, "axis", None)
+    return axis if axis in (SUBJECT, PROMPT) else None
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""Tables and the gallery of ``lowdim bench quality``: mean ± standard error over identities.
+"""Tables, the gallery and the trade-off picture of ``lowdim bench quality``: mean ± standard error over identities.
 
 A cell is computed in two stages, as in the paper's per-identity evaluation: average a metric over
 the prompts of one identity (misses left out and counted), then take the mean and standard error
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,14 +130,20 @@ def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[st
 
 
 def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, str], gallery_identities: int,
-                  gallery_prompts: list[int], gallery_methods: list[str] | None = None) -> list[Path]:
-    """OUT/table.md, OUT/table.json and (when there are images) OUT/gallery.png."""
+                  gallery_prompts: list[int], gallery_methods: list[str] | None = None,
+                  axis_of: Callable[[str], str | None] | None = None) -> list[Path]:
+    """OUT/table.md, OUT/table.json, OUT/frontier.png (with a subject and a prompt metric) and, when there
+    are images, OUT/gallery.png. ``axis_of(metric)`` says a metric's axis (default: what its plugin declares)."""
+    from lowdim_sd.bench.frontier import draw_frontier, frontier_axes, points, registered_axis
     from lowdim_sd.bench.quality import settings, write_json
 
     out = Path(job.out)
     atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
+    axes = frontier_axes(list(columns), axis_of or registered_axis)
+    if axes and points(rows, *axes):
+        paths.append(draw_frontier(rows, *axes, columns, out / "frontier.png"))
     shown = [m for m in (gallery_methods or job.methods) if m in job.methods]
     prompts = [k for k in gallery_prompts if 0 <= k < len(job.prompts)]
     # Scores can outlive images (the results archive keeps only the JSON), so look for the files themselves.

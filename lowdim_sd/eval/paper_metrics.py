@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lowdim.metrics import MetricUnavailable, Sample, cosine, mean_cosine
+from lowdim.metrics import PROMPT, SUBJECT, MetricUnavailable, Sample, cosine, mean_cosine
 
 DINO_MODEL = "facebook/dino-vits16"  # DreamBooth's DINO: ViT-S/16 trained with DINO
 CLIP_MODEL = "openai/clip-vit-large-patch14"  # CLIP ViT-L/14, the text encoder family of SD1.5
@@ -64,6 +64,7 @@ class FaceRecMetric:
     """
 
     name, column = "face-rec", "Face Rec"
+    axis = SUBJECT
 
     def __init__(self, model: str | None = None) -> None:
         from lowdim_sd import faces
@@ -142,6 +143,7 @@ class DinoMetric(_ImageFeatureMetric):
     """DINO: the [CLS] features of a self-supervised ViT, which tell apart subjects of one class."""
 
     name, column = "dino", "DINO"
+    axis = SUBJECT
 
     def __init__(self, model: str = DINO_MODEL, device: str = "auto", batch_size: int = 16) -> None:
         from transformers import ViTModel
@@ -207,6 +209,7 @@ class ClipImageMetric(_ImageFeatureMetric):
     """CLIP-I: cosine of CLIP image embeddings, generated vs reference."""
 
     name, column = "clip-i", "CLIP-I"
+    axis = SUBJECT
 
     def __init__(self, model: str = CLIP_MODEL, device: str = "auto", batch_size: int = 16) -> None:
         super().__init__(batch_size)
@@ -220,6 +223,7 @@ class ClipTextMetric:
     """CLIP-T: cosine of the image's CLIP embedding with its prompt's, [V] token removed."""
 
     name, column = "clip-t", "CLIP-T"
+    axis = PROMPT
 
     def __init__(self, model: str = CLIP_MODEL, device: str = "auto", batch_size: int = 16) -> None:
         self.clip = _clip(model, device)

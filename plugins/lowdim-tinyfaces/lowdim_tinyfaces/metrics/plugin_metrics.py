@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import first_line
-from lowdim.metrics import MetricUnavailable, Sample, mean_cosine
+from lowdim.metrics import PROMPT, SUBJECT, MetricUnavailable, Sample, mean_cosine
 
 from ..styles import STYLE_TEMPLATES
 
@@ -84,6 +84,7 @@ def _load(what: str, loader: Callable[[], T]) -> T:
 
 class IdentityMetric:
     name, column = "tinyfaces-identity", "Identity"
+    axis = SUBJECT
 
     def __init__(self, directory: str | None = None) -> None:
         from . import load_identity_encoder
@@ -98,6 +99,7 @@ class IdentityMetric:
 
 class StyleMetric:
     name, column = "tinyfaces-style", "Style acc"
+    axis = PROMPT
 
     def __init__(self, directory: str | None = None) -> None:
         from . import load_style_classifier
@@ -122,6 +124,7 @@ def _load_vae(source: str, device: str) -> Any:
 
 class ImageMetric:
     name, column = "tinyfaces-image", "Image sim"
+    axis = SUBJECT
 
     def __init__(self, model: str | None = None, device: str = "cpu") -> None:
         from .. import model_files

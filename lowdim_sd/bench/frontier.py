@@ -1,0 +1,151 @@
+"""The trade-off picture of ``lowdim bench quality``: subject fidelity against prompt fidelity, one dot per row.
+
+A personalization method sits somewhere between copying the reference (high subject fidelity, prompts
+ignored) and the base model (prompts followed, no subject). A table hides that trade-off in two columns;
+this scatter shows which rows are better on both (up and to the right) and which only trade one for the
+other. The axes are the first metric of each kind among the table's columns (``lowdim.metrics.SUBJECT``
+and ``PROMPT``), so a plugin's metrics get the picture by declaring their ``axis``. Only PIL is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from lowdim.metrics import PROMPT, SUBJECT, metric_axis
+from lowdim_sd.bench.report import Row
+from lowdim_sd.images import save_png
+
+SIZE = (760, 560)
+MARGIN = (78, 40, 30, 62)  # left, top, right, bottom: room for the tick labels and axis titles
+COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (128, 128, 0))
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    x: float  # prompt fidelity
+    y: float  # subject fidelity
+    x_se: float
+    y_se: float
+
+
+def frontier_axes(columns: Sequence[str], axis_of: Callable[[str], str | None]) -> tuple[str, str] | None:
+    """(subject metric, prompt metric): the first column of each kind, or None without both."""
+    subject = next((name for name in columns if axis_of(name) == SUBJECT), None)
+    prompt = next((name for name in columns if axis_of(name) == PROMPT), None)
+    return (subject, prompt) if subject and prompt else None
+
+
+def registered_axis(name: str) -> str | None:
+    """The axis a registered metric declares, read from its factory without building it (no model load)."""
+    from lowdim.registry import get_registry
+
+    metrics = get_registry().metrics
+    return metric_axis(metrics[name].value) if name in metrics else None
+
+
+def points(rows: Sequence[Row], subject: str, prompt: str) -> list[Point]:
+    """One point per row that has both scores."""
+    out = []
+    for row in rows:
+        y, x = row.cells.get(subject), row.cells.get(prompt)
+        if x is not None and y is not None and x.n and y.n:
+            out.append(Point(row.label, x.mean, y.mean, x.se, y.se))
+    return out
+
+
+def axis_range(values: Sequence[float], step: float = 0.1) -> tuple[float, float]:
+    """The smallest range on a ``step`` grid holding every value, at least one step wide."""
+    low = math.floor(min(values) / step - 1e-9) * step
+    high = math.ceil(max(values) / step + 1e-9) * step
+    return (low, high) if high - low >= step else (low, low + step)
+
+
+class Canvas:
+    """Data coordinates to pixels: x grows right, y grows up, inside the margins."""
+
+    def __init__(self, x_range: tuple[float, float], y_range: tuple[float, float], size=SIZE, margin=MARGIN):
+        self.x_range, self.y_range, self.size, self.margin = x_range, y_range, size, margin
+
+    def pixel(self, x: float, y: float) -> tuple[float, float]:
+        left, top, right, bottom = self.margin
+        width, height = self.size[0] - left - right, self.size[1] - top - bottom
+        u = (x - self.x_range[0]) / (self.x_range[1] - self.x_range[0])
+        v = (y - self.y_range[0]) / (self.y_range[1] - self.y_range[0])
+        return left + u * width, top + (1 - v) * height
+
+
+def draw_frontier(rows: Sequence[Row], subject: str, prompt: str, columns: dict[str, str], path: Path) -> Path:
+    """Write the scatter of ``rows`` (mean ± standard error bars) to ``path``; returns the path."""
+    found = points(rows, subject, prompt)
+    if not found:
+        raise ValueError(f"no row has both {subject} and {prompt} scores")
+    canvas = Canvas(axis_range([p.x - p.x_se for p in found] + [p.x + p.x_se for p in found]),
+                    axis_range([p.y - p.y_se for p in found] + [p.y + p.y_se for p in found]))
+    image = Image.new("RGB", SIZE, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=13)
+    _draw_axes(draw, canvas, font, columns.get(prompt, prompt), columns.get(subject, subject))
+    taken: list[tuple[float, float, float, float]] = []
+    for number, point in enumerate(found):
+        _draw_point(draw, canvas, font, point, COLOURS[number % len(COLOURS)], taken)
+    save_png(image, path)
+    return path
+
+
+def _ticks(low: float, high: float, step: float = 0.1) -> list[float]:
+    count = round((high - low) / step)
+    stride = max(1, math.ceil(count / 8))  # at most about eight labelled ticks per axis
+    return [round(low + k * step, 6) for k in range(0, count + 1, stride)]
+
+
+def _draw_axes(draw: ImageDraw.ImageDraw, canvas: Canvas, font, x_title: str, y_title: str) -> None:
+    left, top, right, bottom = canvas.margin
+    width, height = canvas.size
+    grey, ink = (225, 225, 225), (40, 40, 40)
+    for x in _ticks(*canvas.x_range):
+        px, _ = canvas.pixel(x, canvas.y_range[0])
+        draw.line([(px, top), (px, height - bottom)], fill=grey)
+        draw.text((px, height - bottom + 6), f"{x:.1f}", font=font, fill=ink, anchor="mt")
+    for y in _ticks(*canvas.y_range):
+        _, py = canvas.pixel(canvas.x_range[0], y)
+        draw.line([(left, py), (width - right, py)], fill=grey)
+        draw.text((left - 6, py), f"{y:.1f}", font=font, fill=ink, anchor="rm")
+    draw.rectangle([(left, top), (width - right, height - bottom)], outline=ink)
+    draw.text(((left + width - right) / 2, height - 8), f"{x_title}: prompt fidelity, better to the right",
+              font=font, fill=ink, anchor="ms")
+    draw.text((left, top - 10), f"{y_title}: subject fidelity, better up (mean ± standard error over identities)",
+              font=font, fill=ink, anchor="ls")
+
+
+def _draw_point(draw: ImageDraw.ImageDraw, canvas: Canvas, font, point: Point, colour,
+                taken: list[tuple[float, float, float, float]]) -> None:
+    x, y = canvas.pixel(point.x, point.y)
+    x0, _ = canvas.pixel(point.x - point.x_se, point.y)
+    x1, _ = canvas.pixel(point.x + point.x_se, point.y)
+    _, y0 = canvas.pixel(point.x, point.y - point.y_se)
+    _, y1 = canvas.pixel(point.x, point.y + point.y_se)
+    draw.line([(x0, y), (x1, y)], fill=colour, width=2)
+    draw.line([(x, y0), (x, y1)], fill=colour, width=2)
+    draw.ellipse([(x - 5, y - 5), (x + 5, y + 5)], fill=colour)
+    right_half = x > canvas.size[0] * 0.7  # labels near the right edge go to the left of their dot
+    anchor = "rb" if right_half else "lb"
+    spot = (x - 8 if right_half else x + 8, y - 4)
+    box = draw.textbbox(spot, point.label, font=font, anchor=anchor)
+    for shift in (0, 16, -16, 32, -32):  # below, then above, when another label is already there
+        moved = (box[0], box[1] + shift, box[2], box[3] + shift)
+        if not any(_overlap(moved, other) for other in taken):
+            spot, box = (spot[0], spot[1] + shift), moved
+            break
+    taken.append(box)
+    draw.text(spot, point.label, font=font, fill=colour, anchor=anchor)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -1,0 +1,79 @@
+"""bench quality's trade-off picture: which metrics are its axes, where each row's dot lands, when it is drawn."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from lowdim.metrics import PROMPT, SUBJECT, metric_axis
+from lowdim.registry import get_registry
+from lowdim_sd.bench.frontier import Canvas, axis_range, draw_frontier, frontier_axes, points
+from lowdim_sd.bench.quality import QualityJob
+from lowdim_sd.bench.report import Cell, Row, aggregate, write_reports
+
+AXES = {"identity": SUBJECT, "image": SUBJECT, "style": PROMPT}
+COLUMNS = {"identity": "Identity", "image": "Image sim", "style": "Style acc"}
+
+
+def row(label: str, identity: float, style: float, se: float = 0.01) -> Row:
+    return Row(label, label, cells={"identity": Cell(identity, se, 10), "style": Cell(style, se, 10)})
+
+
+def test_the_axes_are_the_first_subject_and_the_first_prompt_metric():
+    assert frontier_axes(["image", "style", "identity"], AXES.get) == ("image", "style")
+    assert frontier_axes(["identity", "image"], AXES.get) is None  # no prompt metric: no picture
+    assert frontier_axes(["unknown", "style"], AXES.get) is None
+
+
+def test_registered_metrics_declare_their_axis_without_being_built():
+    metrics = get_registry().metrics
+    assert metric_axis(metrics["tinyfaces-identity"].value) == SUBJECT
+    assert metric_axis(metrics["tinyfaces-style"].value) == PROMPT
+    assert metric_axis(metrics["face-rec"].value) == SUBJECT and metric_axis(metrics["clip-t"].value) == PROMPT
+    assert metric_axis(type("Undeclared", (), {"axis": "sideways"})) is None
+
+
+@given(st.lists(st.floats(-2, 2, allow_nan=False), min_size=1, max_size=20))
+def test_axis_range_holds_every_value_on_a_tenth_grid(values):
+    low, high = axis_range(values)
+    assert low <= min(values) + 1e-9 and max(values) <= high + 1e-9
+    assert high - low >= 0.1 - 1e-9
+    assert abs(low * 10 - round(low * 10)) < 1e-6 and abs(high * 10 - round(high * 10)) < 1e-6
+
+
+def test_canvas_puts_low_values_bottom_left_and_high_values_top_right():
+    canvas = Canvas((0.0, 1.0), (-0.5, 0.5), size=(200, 100), margin=(10, 20, 30, 40))
+    assert canvas.pixel(0.0, -0.5) == (10, 60)
+    assert canvas.pixel(1.0, 0.5) == (170, 20)
+
+
+def test_a_rows_dot_is_drawn_where_its_scores_are(tmp_path):
+    rows = [row("faithful", 0.9, 0.2), row("follows prompts", 0.1, 0.9), Row("unscored", "unscored")]
+    assert [p.label for p in points(rows, "identity", "style")] == ["faithful", "follows prompts"]
+    path = draw_frontier(rows, "identity", "style", COLUMNS, tmp_path / "frontier.png")
+    image = Image.open(path).convert("RGB")
+    canvas = Canvas(axis_range([0.19, 0.91]), axis_range([0.09, 0.91]))
+    for point, colour in zip(points(rows, "identity", "style"), [(31, 119, 180), (214, 39, 40)], strict=True):
+        x, y = canvas.pixel(point.x, point.y)
+        assert image.getpixel((round(x), round(y))) == colour
+    with pytest.raises(ValueError, match="no row has both"):
+        draw_frontier([Row("unscored", "unscored")], "identity", "style", COLUMNS, tmp_path / "none.png")
+
+
+def scored(method: str, identity: str, scores: dict[str, list[float]]) -> dict:
+    return {"method": method, "identity": identity, "scores": scores, "columns": COLUMNS, "seconds": 1.0,
+            "bytes": 10, "reference": ""}
+
+
+def test_bench_reports_draw_it_only_with_both_kinds_of_metric(tmp_path):
+    job = QualityJob(identities=tmp_path, out=tmp_path / "bench", methods=["base", "ours"], prompts=["a [V] face"])
+    results = [scored(m, f"id-{k}", {"identity": [0.1 * k + (m == "ours")], "style": [1.0 - 0.5 * (m == "ours")]})
+               for m in job.methods for k in range(3)]
+    rows, columns = aggregate(results, job.methods)
+    paths = write_reports(job, results, rows, columns, 2, [], axis_of=AXES.get)
+    assert [p.name for p in paths] == ["table.md", "table.json", "frontier.png"]
+    (job.out / "frontier.png").unlink()
+    paths = write_reports(job, results, rows, columns, 2, [], axis_of={"identity": SUBJECT}.get)
+    assert [p.name for p in paths] == ["table.md", "table.json"] and not (job.out / "frontier.png").exists()
