@@ -46,7 +46,9 @@ def quality(
              "default: the one the model ships (TinyFaces does).")] = None,
     methods: Annotated[str | None, typer.Option(
         help="Comma list of rows (default: all): ours, ours-k1, only-hyper, ours-unet, only-hyper-unet, "
-             "ours-styles, no-hyper, lidb-db, lora-db, dreambooth, db-agg-1, db-agg-2, ti, base.")] = None,
+             "ours-styles, no-hyper, lidb-db, lora-db, dreambooth, db-agg-1, db-agg-2, ti, base. "
+             "ours-styles-λ (e.g. ours-styles-0.05) is Ours with personalize --keep-styles λ, to chart your "
+             "own point of frontier.png.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(

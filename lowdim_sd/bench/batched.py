@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lowdim_sd.bench.methods import METHODS, Method
+from lowdim_sd.bench.methods import Method, get_method
 
 
 def batchable(method: Method) -> bool:
@@ -39,7 +39,7 @@ def pretrained(out: Path, method: str, identity: str) -> tuple[Path, float] | No
 def train_batched(job, tasks: list, batch_subjects: int) -> None:
     """Train every batchable task still without an adapter file, ``batch_subjects`` identities at a time."""
     for name in dict.fromkeys(t.method for t in tasks):
-        method = METHODS[name]
+        method = get_method(name)
         pending = [t for t in tasks if t.method == name and pretrained(job.out, name, t.identity) is None]
         if not batchable(method):
             continue

@@ -7,8 +7,10 @@ generate, and returns the file a user would keep and the wall time of the person
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -72,12 +74,42 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
+# Rows at any --keep-styles weight, so a user can chart identity against style for their own λ.
+STYLES_ROW = re.compile(r"ours-styles-(\d+(?:\.\d+)?)")
+
+
+def find_method(name: str) -> Method | None:
+    """A row by name: one of METHODS, or ``ours-styles-λ`` (Ours with ``personalize --keep-styles λ``)."""
+    if name in METHODS:
+        return METHODS[name]
+    match = STYLES_ROW.fullmatch(name)
+    weight = float(match.group(1)) if match else 0.0
+    if not (weight > 0 and math.isfinite(weight)):
+        return None
+    return replace(METHODS["ours-styles"], name=name, label=f"Ours (keep styles {match.group(1)})",
+                   keep_styles=weight, note=f"as Ours, with personalize --keep-styles {match.group(1)}")
+
+
+def get_method(name: str) -> Method:
+    found = find_method(name)
+    if found is None:
+        raise LowdimError(f"unknown method '{name}'; known: {', '.join(METHODS)}, ours-styles-λ (λ > 0)")
+    return found
+
+
+def method_label(name: str) -> str:
+    """The row's heading; a name no longer known (an old results folder) stands for itself."""
+    found = find_method(name)
+    return found.label if found else name
+
+
 def parse_methods(text: str) -> list[Method]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if find_method(n) is None]
     if unknown:
-        raise LowdimError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
-    return [METHODS[n] for n in names]
+        raise LowdimError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}, "
+                          "ours-styles-λ (any weight λ > 0, e.g. ours-styles-0.05)")
+    return [get_method(n) for n in names]
 
 
 @dataclass

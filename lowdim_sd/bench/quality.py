@@ -20,7 +20,7 @@ import torch
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import MetricUnavailable, Sample
-from lowdim_sd.bench.methods import METHODS, Personalized, parse_methods, personalize_subject
+from lowdim_sd.bench.methods import METHODS, Personalized, get_method, parse_methods, personalize_subject
 
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
 RESULT_VERSION = 1
@@ -124,7 +124,8 @@ def check_job(job: QualityJob) -> None:
 
 
 def needs_hypernet(method: str) -> bool:
-    return METHODS[method].kind == "hyper" and METHODS[method].use_hypernet
+    found = get_method(method)
+    return found.kind == "hyper" and found.use_hypernet
 
 
 def prepare(job: QualityJob, run: bool = True) -> list[Task]:
@@ -216,7 +217,7 @@ def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> P
 
     ready = pretrained(job.out, task.method, task.identity)
     if ready is None:
-        return personalize_subject(model, METHODS[task.method], reference, work, job.hypernet, job.token, job.seed)
+        return personalize_subject(model, get_method(task.method), reference, work, job.hypernet, job.token, job.seed)
     attach_adapters(model, [(ready[0], 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
     return Personalized(ready[0], ready[0].stat().st_size, ready[1])
 
@@ -225,7 +226,7 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     from lowdim_sd.images import load_image, save_png, to_pil
     from lowdim_sd.loading import load_sd
 
-    method = METHODS[task.method]
+    method = get_method(task.method)
     model = load_sd(job.model, job.device, job.dtype, job.model_config)
     reference = load_image(task.reference, model.resolution)
     work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))

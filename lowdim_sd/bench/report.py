@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
-from lowdim_sd.bench.methods import METHODS
+from lowdim_sd.bench.methods import method_label
 
 
 @dataclass
@@ -67,7 +67,7 @@ def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[
         if len(hypernets) > 1:
             raise LowdimError(f"results of '{name}' were made with different hypernetworks "
                               f"({', '.join(sorted(map(str, hypernets)))}); delete results/{name} and rerun")
-        row = Row(name, METHODS[name].label if name in METHODS else name, identities=len(mine))
+        row = Row(name, method_label(name), identities=len(mine))
         for metric in columns:
             per_identity = [per_identity_mean(r["scores"].get(metric, [])) for r in mine]
             row.cells[metric] = mean_se([v for v in per_identity if v is not None])
@@ -124,7 +124,7 @@ def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[st
         for method in methods:
             for k in prompt_indices:
                 images.append(Image.open(Path(out) / "images" / method / identity / f"{k:02d}.png").convert("RGB"))
-                label = f"{METHODS[method].label if method in METHODS else method}: {prompts[k]}"
+                label = f"{method_label(method)}: {prompts[k]}"
                 captions.append(label if row == 0 else "")
     return save_grid(path, images, captions, ncol=1 + len(methods) * len(prompt_indices), max_lines=5)
 

@@ -90,8 +90,7 @@ def quick_methods(monkeypatch):
     """The real rows with a few training steps each, so the tiny model trains them in a blink."""
     table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
     monkeypatch.setattr(bench_methods, "METHODS", table)
-    for module in ("lowdim_sd.bench.quality", "lowdim_sd.bench.batched", "lowdim_sd.bench.report"):
-        monkeypatch.setattr(f"{module}.METHODS", table)
+    monkeypatch.setattr("lowdim_sd.bench.quality.METHODS", table)  # the default rows; lookups read methods.py
     return table
 
 
@@ -233,3 +232,18 @@ def test_the_methods_help_names_every_row(capsys):
     assert main(["bench", "quality", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert all(f"{name}," in text or f"{name}." in text for name in METHODS)
+
+
+def test_a_keep_styles_row_at_any_weight():
+    from lowdim_sd.bench.methods import METHODS, method_label, parse_methods
+
+    ours, styles = parse_methods("ours, ours-styles-0.05")
+    assert ours is METHODS["ours"]
+    assert (styles.name, styles.label, styles.keep_styles) == ("ours-styles-0.05", "Ours (keep styles 0.05)", 0.05)
+    assert dataclasses.replace(styles, name="ours-styles", label=METHODS["ours-styles"].label, keep_styles=0.2,
+                               note=METHODS["ours-styles"].note) == METHODS["ours-styles"]  # only the weight differs
+    for bad in ("ours-styles-0", "ours-styles-x", "ours-styles--1", "ours-styles-1e-3"):
+        with pytest.raises(LowdimError, match=rf"unknown method\(s\) {bad}; .*ours-styles-λ"):
+            parse_methods(bad)
+    assert method_label("ours-styles-1.5") == "Ours (keep styles 1.5)"
+    assert method_label("a-row-since-removed") == "a-row-since-removed"  # an old results folder still tabulates
