@@ -83,11 +83,11 @@ def find_method(name: str) -> Method | None:
     if name in METHODS:
         return METHODS[name]
     match = STYLES_ROW.fullmatch(name)
-    weight = float(match.group(1)) if match else 0.0
-    if not (weight > 0 and math.isfinite(weight)):
+    if match is None or not 0 < float(match.group(1)) < math.inf:
         return None
-    return replace(METHODS["ours-styles"], name=name, label=f"Ours (keep styles {match.group(1)})",
-                   keep_styles=weight, note=f"as Ours, with personalize --keep-styles {match.group(1)}")
+    weight = match.group(1)
+    return replace(METHODS["ours-styles"], name=name, label=f"Ours (keep styles {weight})",
+                   keep_styles=float(weight), note=f"as Ours, with personalize --keep-styles {weight}")
 
 
 def get_method(name: str) -> Method:
