@@ -29,6 +29,40 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
+def apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word, as CLIP's tokenizer does it: join every occurrence of the
+    lowest-ranked adjacent pair, left to right, until no adjacent pair is a merge."""
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        best = min(zip(symbols, symbols[1:], strict=False), key=lambda pair: ranks.get(pair, len(ranks)))
+        if best not in ranks:
+            break
+        joined, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                joined.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                joined.append(symbols[i])
+                i += 1
+        symbols = joined
+    return symbols
+
+
+def _chain(segments: list[str], ranks: dict[tuple[str, str], int], merges: list[str],
+           tokens: list[str], seen: set[str]) -> None:
+    """Add the merges that join ``segments`` left to right into one token."""
+    current = segments[0]
+    for segment in segments[1:]:
+        if (current, segment) not in ranks:
+            ranks[current, segment] = len(merges)
+            merges.append(f"{current} {segment}")
+        if current + segment not in seen:
+            tokens.append(current + segment)
+            seen.add(current + segment)
+        current += segment
+
+
 def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[str]]:
     """(vocab, merges) in CLIP's layout: bytes, bytes + '</w>', merged tokens, then specials."""
     alphabet = list(bytes_to_unicode().values())
@@ -39,17 +73,20 @@ def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[str]]:
     # Longer words first: their merges then outrank a shorter word's, so "hat" is not split as "h" + "at".
     # CLIP's pre-tokenizer splits letters from digits and punctuation, so the words are split the same way.
     pieces = {piece for w in words for piece in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", w.lower())}
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted(pieces, key=lambda w: (-len(w), w)):
         symbols = [byte_map[b] for b in word.encode("utf-8")]
         symbols[-1] += "</w>"
-        current = symbols[0]
-        for symbol in symbols[1:]:
-            merged = current + symbol
-            if merged not in seen:
-                merges.append(f"{current} {symbol}")
-                tokens.append(merged)
-                seen.add(merged)
-            current = merged
+        # Earlier words' merges may already join some of this word's letters (and can block the plain
+        # left-to-right chain: "li" from "light" leaves "olive" as "o li v e"), so chain what BPE leaves,
+        # again until BPE joins the whole word (repeated pairs, as in "aaaa", can take two rounds).
+        for _ in range(len(symbols)):
+            segments = apply_merges(symbols, ranks)
+            if len(segments) == 1:
+                break
+            _chain(segments, ranks, merges, tokens, seen)
+        else:
+            raise ValueError(f"no merge chain makes '{word}' one token")  # never seen; a guard, not a path
     tokens += list(SPECIAL)
     return {token: index for index, token in enumerate(tokens)}, merges
 
@@ -60,7 +97,7 @@ def write_clip_tokenizer(folder: str | Path, words: Iterable[str], max_length: i
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab(words)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
     config = {"model_max_length": max_length, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True,
               "bos_token": SPECIAL[0], "eos_token": SPECIAL[1], "unk_token": SPECIAL[1], "pad_token": SPECIAL[1]}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))

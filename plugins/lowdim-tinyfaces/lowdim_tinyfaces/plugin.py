@@ -6,6 +6,9 @@ nothing in lowdim looks data sources up by name, so there is no hook for them.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from lowdim.hookspecs import hookimpl
 from lowdim_tinyfaces.model_files import hypernet_path, model_path
 from lowdim_tinyfaces.styles import STYLES, prompt_for
@@ -20,19 +23,35 @@ def bench_prompts() -> tuple[str, ...]:
     return preview_prompts() + tuple(prompt_for(style, "[V] person") for style in STYLES)
 
 
-@hookimpl
-def register_backends(register):
+# A folder written by `python -m lowdim_tinyfaces.train_model --model-dir FOLDER` (TRAINING.md), registered as
+# the model RETRAINED_NAME beside the shipped one: its own name keeps adapters and hypernetworks made on it
+# apart from the shipped model's, and it gets no default hypernetwork (the shipped one was made on the other).
+RETRAINED_ENV, RETRAINED_NAME = "LOWDIM_TINYFACES_RETRAINED", "tinyfaces-retrained"
+
+
+def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str | None):
     from lowdim_sd.plugin import SDBackend
 
-    register(SDBackend(
-        "tinyfaces", str(model_path()), preview_prompts=preview_prompts(), bench_prompts=bench_prompts(),
-        description="TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces",
-        default_hypernet=str(hypernet_path()) if hypernet_path().exists() else None,
+    return SDBackend(
+        name, source, preview_prompts=preview_prompts(), bench_prompts=bench_prompts(),
+        description=description, default_hypernet=hypernet,
         crops_faces=False,  # 32x32 cartoon faces: a face detector finds nothing in them, use them as they are
         # The 40 steps after the prediction: 8 noise draws per step at 1e-2 bind far more identity than one at
         # 3e-3 for 1.8x the time (chosen on validation identities, docs/results.md rung 12).
         finetune_batch=8, finetune_lr=1e-2,
-    ))
+    )
+
+
+@hookimpl
+def register_backends(register):
+    description = "TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces"
+    hypernet = str(hypernet_path()) if hypernet_path().exists() else None
+    register(_tinyfaces_backend("tinyfaces", str(model_path()), description, hypernet))
+    retrained = os.environ.get(RETRAINED_ENV)
+    if retrained:
+        register(_tinyfaces_backend(
+            RETRAINED_NAME, str(Path(retrained).expanduser().resolve()),
+            f"TinyFaces retrained by train_model, from {RETRAINED_ENV}={retrained}", None))
 
 
 @hookimpl

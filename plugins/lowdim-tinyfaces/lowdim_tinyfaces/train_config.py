@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from .captions import attribute_words
 from .styles import STYLES, prompt_for
 
 # The identifier users bind to a personal identity later (DreamBooth's "[V]").
@@ -32,9 +33,17 @@ def training_prompts() -> list[str]:
     return prompts
 
 
-def tokenizer_words() -> list[str]:
-    """Whole-word vocabulary: every word of every style prompt plus general words."""
+CAPTION_MODES = ("style", "attributes")
+
+
+def tokenizer_words(captions: str = "style") -> list[str]:
+    """Whole-word vocabulary: every word of every style prompt plus general words.
+
+    ``captions="attributes"`` adds the words that describe faces (captions.py).
+    """
     words = {w for p in training_prompts() for w in p.split()} | set(GENERAL_WORDS)
+    if captions == "attributes":
+        words |= attribute_words()
     assert IDENTIFIER not in words
     return sorted(words)
 
@@ -58,6 +67,13 @@ class TrainConfig:
     sample_minutes: float = 10.0
     latent_std_images: int = 4096
     max_text_length: int = 77  # SD's length; the cost is negligible at 8x8 latents
+    # "style": captions name the style only (the shipped model); "attributes": they also name a
+    # random subset of the face's hair, skin, eyes, glasses and beard (captions.py).
+    captions: str = "style"
+
+    def __post_init__(self) -> None:
+        if self.captions not in CAPTION_MODES:
+            raise ValueError(f"captions={self.captions!r}: expected one of {', '.join(CAPTION_MODES)}")
     vae: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {
             "in_channels": 3,
@@ -110,13 +126,13 @@ class TrainConfig:
         return cfg
 
 
-def build_tokenizer(folder: Path, max_length: int):
+def build_tokenizer(folder: Path, max_length: int, captions: str = "style"):
     """Write CLIP tokenizer files for our vocabulary into ``folder`` and load them."""
     from transformers import CLIPTokenizer
 
     from lowdim_sd.tokenizer import write_clip_tokenizer
 
-    write_clip_tokenizer(folder, tokenizer_words(), max_length=max_length)
+    write_clip_tokenizer(folder, tokenizer_words(captions), max_length=max_length)
     return CLIPTokenizer.from_pretrained(folder)
 
 
@@ -145,7 +161,7 @@ def build_text_encoder(cfg: TrainConfig):
 
     from lowdim_sd.tokenizer import vocab_size
 
-    size = vocab_size(tokenizer_words())
+    size = vocab_size(tokenizer_words(cfg.captions))
     # CLIP's convention: the two special tokens are the last ids; pad = eos.
     config = CLIPTextConfig(
         vocab_size=size,

@@ -23,6 +23,7 @@ import torch
 from .grid import save_grid
 from .model_files import model_path
 from .train_config import (
+    CAPTION_MODES,
     TrainConfig,
     build_text_encoder,
     build_tokenizer,
@@ -30,6 +31,7 @@ from .train_config import (
     build_vae,
     training_prompts,
 )
+from .train_init import load_vae, warm_start
 from .train_loop import MAX_THREADS, Logger, run_stage
 from .train_steps import (
     EVAL_STREAM,
@@ -96,6 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deadline", default=None,
                     help="UTC HH:MM by which UNet training must stop (export follows)")
+    ap.add_argument("--captions", choices=CAPTION_MODES, default="style",
+                    help="style: captions name the style (the shipped model); attributes: they also "
+                         "name hair, skin, eyes, glasses and beard")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="exported TinyFaces folder to start stage 2 from (its VAE is kept, stage 1 skipped)")
+    ap.add_argument("--unet-lr", type=float, default=None, help="stage 2 learning rate (default 3e-4)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     MAX_THREADS[0] = args.threads
@@ -107,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = TrainConfig(**json.loads(cfg_path.read_text()))
     else:
         cfg = TrainConfig().micro() if args.micro else TrainConfig()
+        cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr)
         cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     budget = args.budget_minutes * 60
     vae_budget = budget * cfg.vae_fraction
@@ -115,11 +124,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{training_prompts()}")
 
     torch.manual_seed(cfg.seed)  # model init; identical across resumes (then overwritten)
-    vae = train_vae(cfg, out, vae_budget, log, args.resume)
-    set_scaling_factor(vae, cfg, log)
-    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_text_length)
-    torch.manual_seed(cfg.seed + 1)
-    unet, text_encoder = build_unet(cfg), build_text_encoder(cfg)
+    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_text_length, cfg.captions)
+    if args.init_from:
+        unet_budget += vae_budget
+        vae = load_vae(args.init_from)
+        torch.manual_seed(cfg.seed + 1)
+        unet, text_encoder = warm_start(cfg, args.init_from, tokenizer, log)
+    else:
+        vae = train_vae(cfg, out, vae_budget, log, args.resume)
+        set_scaling_factor(vae, cfg, log)
+        torch.manual_seed(cfg.seed + 1)
+        unet, text_encoder = build_unet(cfg), build_text_encoder(cfg)
     deadline = None
     if args.deadline:
         hh, mm = (int(x) for x in args.deadline.split(":"))

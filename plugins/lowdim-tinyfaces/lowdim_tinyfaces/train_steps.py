@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from .captions import attribute_caption
 from .identity import CARDINALITIES
 from .styles import STYLES
 from .world import render_tensor
@@ -27,15 +28,29 @@ def torch_gen(seed: int, stage: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(step_rng(seed, stage, step).integers(0, 2**62)))
 
 
-def render_batch(
-    seed: int, stage: int, step: int, n: int, size: int
-) -> tuple[Tensor, np.ndarray]:
-    """Images (N, 3, S, S) in [-1, 1] of random identities / styles / nuisance, and style ids."""
+def sample_batch(seed: int, stage: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Factor levels (N, F), style ids (N,) and nuisance seeds (N,) of one step's batch."""
     rng = step_rng(seed, stage, step)
     levels = rng.integers(0, CARDINALITIES, size=(n, len(CARDINALITIES)))
     style_ids = rng.integers(0, len(STYLES), size=n)
     seeds = rng.integers(0, 2**62, size=n, dtype=np.int64)
+    return levels, style_ids, seeds
+
+
+def render_batch(
+    seed: int, stage: int, step: int, n: int, size: int
+) -> tuple[Tensor, np.ndarray]:
+    """Images (N, 3, S, S) in [-1, 1] of random identities / styles / nuisance, and style ids."""
+    levels, style_ids, seeds = sample_batch(seed, stage, step, n)
     return render_tensor(levels, [int(s) for s in style_ids], seeds, size), style_ids
+
+
+def batch_captions(seed: int, stage: int, step: int, levels: np.ndarray, style_ids: np.ndarray,
+                   dropout: float) -> list[str]:
+    """Attribute captions of one step's batch ("" for the dropped ones, for guidance)."""
+    rng = np.random.default_rng([seed, stage, step, 1])  # its own stream: images stay as before
+    captions = [attribute_caption(lv, int(s), rng) for lv, s in zip(levels, style_ids, strict=True)]
+    return ["" if rng.random() < dropout else c for c in captions]
 
 
 def vae_loss(vae: nn.Module, images: Tensor, kl_weight: float, gen: torch.Generator) -> dict:

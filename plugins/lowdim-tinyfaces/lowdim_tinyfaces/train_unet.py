@@ -25,8 +25,9 @@ from .train_state import EMA
 from .train_steps import (
     EVAL_STREAM,
     UNET_STAGE,
+    batch_captions,
     diffusion_loss,
-    render_batch,
+    sample_batch,
     sample_latents,
     to_uint8,
     torch_gen,
@@ -88,18 +89,29 @@ def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, 
     empty = len(prompts) - 1
     sf = vae.config.scaling_factor
 
+    def style_prompts(style_ids: np.ndarray, gen: torch.Generator):
+        idx = torch.from_numpy(style_ids)
+        drop = torch.rand(len(idx), generator=gen) < cfg.prompt_dropout
+        return prompt_ids, torch.where(drop, torch.full_like(idx, empty), idx)
+
+    def attribute_prompts(step: int, levels: np.ndarray, style_ids: np.ndarray):
+        captions = batch_captions(cfg.seed, UNET_STAGE, step, levels, style_ids, cfg.prompt_dropout)
+        distinct, index = np.unique(np.array(captions), return_inverse=True)
+        return tokenize(tokenizer, list(distinct)), torch.from_numpy(index.reshape(-1))
+
     def step_fn(step: int) -> dict[str, float]:
         unet.train()
         text_encoder.train()
-        images, style_ids = render_batch(cfg.seed, UNET_STAGE, step, cfg.unet_batch,
-                                         cfg.image_size)
+        levels, style_ids, seeds = sample_batch(cfg.seed, UNET_STAGE, step, cfg.unet_batch)
+        images = render_tensor(levels, [int(s) for s in style_ids], seeds, cfg.image_size)
         gen = torch_gen(cfg.seed, UNET_STAGE, step)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(generator=gen) * sf
-        idx = torch.from_numpy(style_ids)
-        drop = torch.rand(len(idx), generator=gen) < cfg.prompt_dropout
-        idx = torch.where(drop, torch.full_like(idx, empty), idx)
-        loss = diffusion_loss(unet, text_encoder, latents, prompt_ids, idx, scheduler, gen)
+        if cfg.captions == "attributes":
+            ids, idx = attribute_prompts(step, levels, style_ids)
+        else:
+            ids, idx = style_prompts(style_ids, gen)
+        loss = diffusion_loss(unet, text_encoder, latents, ids, idx, scheduler, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)

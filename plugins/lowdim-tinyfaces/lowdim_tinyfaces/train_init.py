@@ -1,0 +1,58 @@
+"""Warm start of stage 2 from an exported TinyFaces folder (``train_model --init-from``).
+
+Retraining with another caption vocabulary from scratch costs two CPU hours; starting from the
+shipped model keeps its VAE (stage 1 is skipped), its UNet and its text encoder, and only the
+token-embedding table is rebuilt for the new vocabulary: rows of tokens both vocabularies share
+are copied by token string, new tokens keep their fresh initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .train_config import TrainConfig, build_text_encoder, build_unet
+
+TOKEN_TABLE = "embeddings.token_embedding.weight"  # transformers 5 keys CLIPTextModel without "text_model."
+
+
+def load_vae(model_dir: Path):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32)
+    return vae.eval().requires_grad_(False)
+
+
+def remap_token_table(old_table: torch.Tensor, old_vocab: dict[str, int], new_table: torch.Tensor,
+                      new_vocab: dict[str, int]) -> tuple[torch.Tensor, int]:
+    """``new_table`` with every token the old vocabulary also has copied from ``old_table``."""
+    table = new_table.clone()
+    shared = [(new_vocab[token], index) for token, index in old_vocab.items() if token in new_vocab]
+    if shared:
+        new_rows, old_rows = (torch.tensor(rows) for rows in zip(*shared, strict=True))
+        table[new_rows] = old_table[old_rows].to(table.dtype)
+    return table, len(shared)
+
+
+def warm_start(cfg: TrainConfig, model_dir: Path, tokenizer,
+               log: Callable[[str], None]) -> tuple[nn.Module, nn.Module]:
+    """UNet and text encoder built for ``cfg`` and loaded from ``model_dir``'s exported weights."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = build_unet(cfg)
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(model_dir / "unet").float().state_dict())
+    old_text = CLIPTextModel.from_pretrained(model_dir / "text_encoder").float().state_dict()
+    text_encoder = build_text_encoder(cfg)
+    new_state = text_encoder.state_dict()
+    old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())
+    table, copied = remap_token_table(old_text.pop(TOKEN_TABLE), old_vocab, new_state[TOKEN_TABLE],
+                                      tokenizer.get_vocab())
+    text_encoder.load_state_dict({**old_text, TOKEN_TABLE: table})
+    log(f"warm start from {model_dir}: {copied} of {len(table)} token rows copied, "
+        f"{len(table) - copied} new")
+    return unet, text_encoder
