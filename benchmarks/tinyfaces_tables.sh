@@ -4,6 +4,7 @@
 #   TRAIN_IDS=16 PRE_STEPS=20 HELDOUT=2 METHODS=ours,no-hyper,base benchmarks/tinyfaces_tables.sh
 set -euo pipefail
 RUN=${RUN:-runs/tinyfaces}
+MODEL=${MODEL:-tinyfaces}           # or tinyfaces-retrained, with LOWDIM_TINYFACES_RETRAINED=FOLDER (TRAINING.md)
 TRAIN_IDS=${TRAIN_IDS:-544}         # identities for precompute (paper: 15K CelebA-HQ faces)
 PRE_STEPS=${PRE_STEPS:-200}         # LiDB steps per identity in phase 0 (at 1e-2, every identity the same noise)
 BATCH_SUBJECTS=${BATCH_SUBJECTS:-68} # identities trained together (per-sample adapters)
@@ -15,7 +16,7 @@ mkdir -p "$RUN"
 # Twice as many drawn as precomputed: the second half is what --extra-images would read.
 lowdim tinyfaces-identities -o "$RUN/train-ids" --count $((2 * TRAIN_IDS)) --split train
 lowdim tinyfaces-identities -o "$RUN/heldout" --count "$HELDOUT" --split test
-time lowdim precompute -m tinyfaces -i "$RUN/train-ids" -o "$RUN/weights" --steps "$PRE_STEPS" --lr 1e-2 \
+time lowdim precompute -m "$MODEL" -i "$RUN/train-ids" -o "$RUN/weights" --steps "$PRE_STEPS" --lr 1e-2 \
   --limit "$TRAIN_IDS" --shared-noise --batch-subjects "$BATCH_SUBJECTS" --device "$DEVICE" --dtype fp32
 # Phase 1: the retrieval head over every training identity, on the offline DINOv2 ViT-S/14, keyed by an
 # identity embedding learned from 3,000 other training people (two photos each) and by two renders of
@@ -28,5 +29,5 @@ if [ ! -f "$RUN/hyper/hypernet.safetensors" ]; then
     --set architecture=retrieval --set key_dim=64 --set encoder_pool=2 --key-pairs "$RUN/people" \
     --key-renders 2 --prompt "a photo of a [V] face" --features "$RUN/features.safetensors" --alpha 0 --dtype fp32
 fi
-time lowdim bench quality -i "$RUN/heldout" --hypernet "$RUN/hyper/hypernet.safetensors" -o "$RUN/bench" \
+time lowdim bench quality -m "$MODEL" -i "$RUN/heldout" --hypernet "$RUN/hyper/hypernet.safetensors" -o "$RUN/bench" \
   --workers "$WORKERS" --device "$DEVICE" ${METHODS:+--methods "$METHODS"}

@@ -156,12 +156,13 @@ def build_vae(cfg: TrainConfig):
     return AutoencoderKL(**cfg.vae)
 
 
-def build_text_encoder(cfg: TrainConfig):
+def build_text_encoder(cfg: TrainConfig, size: int | None = None):
+    """``size``: the vocabulary of the tokenizer in use (default: what ``build_tokenizer`` writes today)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from lowdim_sd.tokenizer import vocab_size
 
-    size = vocab_size(tokenizer_words(cfg.captions))
+    size = size or vocab_size(tokenizer_words(cfg.captions))
     # CLIP's convention: the two special tokens are the last ids; pad = eos.
     config = CLIPTextConfig(
         vocab_size=size,

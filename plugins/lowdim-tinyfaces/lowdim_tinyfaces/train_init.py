@@ -47,7 +47,7 @@ def warm_start(cfg: TrainConfig, model_dir: Path, tokenizer,
     unet = build_unet(cfg)
     unet.load_state_dict(UNet2DConditionModel.from_pretrained(model_dir / "unet").float().state_dict())
     old_text = CLIPTextModel.from_pretrained(model_dir / "text_encoder").float().state_dict()
-    text_encoder = build_text_encoder(cfg)
+    text_encoder = build_text_encoder(cfg, len(tokenizer.get_vocab()))
     new_state = text_encoder.state_dict()
     old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())
     table, copied = remap_token_table(old_text.pop(TOKEN_TABLE), old_vocab, new_state[TOKEN_TABLE],

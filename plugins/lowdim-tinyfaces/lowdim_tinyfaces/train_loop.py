@@ -113,8 +113,8 @@ def run_stage(
     state = {"step": 0, "elapsed": 0.0, "done": False} if meta is None else meta
     if meta is not None:
         log(f"[{name}] resumed at step {state['step']} ({state['elapsed']:.0f}s used)")
-    if state["done"]:
-        return state
+    if state["done"] and state["elapsed"] >= budget_s:
+        return state  # finished within this budget; a larger --budget-minutes extends it
     elapsed = state["elapsed"]
     tick = time.time()
     last_ckpt = last_sample = last_log = time.time()

@@ -88,6 +88,15 @@ def set_scaling_factor(vae, cfg: TrainConfig, log: Logger) -> float:
     return 1.0 / std
 
 
+def run_tokenizer(folder: Path, cfg: TrainConfig, resume: bool):
+    """The run's own tokenizer files on resume: a changed builder must not renumber the checkpoint's tokens."""
+    if resume and (folder / "vocab.json").exists():
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(folder)
+    return build_tokenizer(folder, cfg.max_text_length, cfg.captions)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{training_prompts()}")
 
     torch.manual_seed(cfg.seed)  # model init; identical across resumes (then overwritten)
-    tokenizer = build_tokenizer(out / "tokenizer", cfg.max_text_length, cfg.captions)
+    tokenizer = run_tokenizer(out / "tokenizer", cfg, args.resume)
     if args.init_from:
         unet_budget += vae_budget
         vae = load_vae(args.init_from)
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         vae = train_vae(cfg, out, vae_budget, log, args.resume)
         set_scaling_factor(vae, cfg, log)
         torch.manual_seed(cfg.seed + 1)
-        unet, text_encoder = build_unet(cfg), build_text_encoder(cfg)
+        unet, text_encoder = build_unet(cfg), build_text_encoder(cfg, len(tokenizer.get_vocab()))
     deadline = None
     if args.deadline:
         hh, mm = (int(x) for x in args.deadline.split(":"))

@@ -1,0 +1,51 @@
+"""Resuming a TinyFaces training run: a longer budget extends a finished stage; the run keeps its tokenizer."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from lowdim_tinyfaces.train_config import TrainConfig, build_tokenizer  # noqa: E402
+from lowdim_tinyfaces.train_loop import Logger, run_stage  # noqa: E402
+from lowdim_tinyfaces.train_model import run_tokenizer  # noqa: E402
+
+
+def _stage(tmp_path, budget_s: float, resume: bool) -> dict:
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def step_fn(step: int) -> dict[str, float]:
+        time.sleep(0.01)  # so the budget, not the machine's speed, decides how many steps there are
+        loss = net(torch.ones(1, 2)).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    return run_stage("toy", tmp_path, budget_s, {"net": net}, opt, 0.1, step_fn, TrainConfig(),
+                     Logger(tmp_path / "log.txt"), resume)
+
+
+def test_a_finished_stage_stays_finished_unless_the_budget_grows(tmp_path) -> None:
+    first = _stage(tmp_path, 0.3, resume=False)
+    assert first["done"] and first["step"] > 0
+    again = _stage(tmp_path, 0.3, resume=True)
+    assert again["step"] == first["step"]
+    longer = _stage(tmp_path, 0.9, resume=True)
+    assert longer["done"] and longer["step"] > first["step"]
+    assert json.loads((tmp_path / "toy.json").read_text())["step"] == longer["step"]
+
+
+def test_resume_keeps_the_runs_own_tokenizer(tmp_path) -> None:
+    folder = tmp_path / "tokenizer"
+    build_tokenizer(folder, 77, "style")  # what the run started with
+    cfg = TrainConfig(captions="attributes")  # today's builder would write a larger vocabulary
+    kept = run_tokenizer(folder, cfg, resume=True)
+    assert "ginger</w>" not in kept.get_vocab()
+    rebuilt = run_tokenizer(tmp_path / "fresh", cfg, resume=True)  # nothing to keep: built
+    assert "ginger</w>" in rebuilt.get_vocab()
