@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="exported TinyFaces folder to start stage 2 from (its VAE is kept, stage 1 skipped)")
     ap.add_argument("--unet-lr", type=float, default=None, help="stage 2 learning rate (default 3e-4)")
     args = ap.parse_args(argv)
+    if args.init_from and not (args.init_from / "model_index.json").is_file():
+        ap.error(f"--init-from {args.init_from}: not an exported TinyFaces folder (no model_index.json)")
     torch.set_num_threads(args.threads)
     MAX_THREADS[0] = args.threads
     out: Path = args.out

@@ -49,3 +49,14 @@ def test_resume_keeps_the_runs_own_tokenizer(tmp_path) -> None:
     assert "ginger</w>" not in kept.get_vocab()
     rebuilt = run_tokenizer(tmp_path / "fresh", cfg, resume=True)  # nothing to keep: built
     assert "ginger</w>" in rebuilt.get_vocab()
+
+
+def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys) -> None:
+    from lowdim_tinyfaces.train_model import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "run"), "--budget-minutes", "1", "--init-from", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "not an exported TinyFaces folder" in err[-1] and str(tmp_path) in err[-1]
+    assert not (tmp_path / "run").exists()  # refused before anything was written
