@@ -41,7 +41,7 @@ def _hair(colour: str | None, style: int | None) -> str:
 
 
 def describe(levels: np.ndarray, named: set[str]) -> str:
-    """" with ginger long hair and round glasses" for the factors in ``named`` ("" for none)."""
+    """The caption's suffix naming the factors in ``named``, e.g. " with ginger long hair" ("" for none)."""
     level = dict(zip(FACTOR_NAMES, (int(v) for v in levels), strict=True))
     parts = []
     if "skin_tone" in named:

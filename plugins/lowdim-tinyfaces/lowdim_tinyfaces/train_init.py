@@ -47,11 +47,11 @@ def warm_start(cfg: TrainConfig, model_dir: Path, tokenizer,
     unet = build_unet(cfg)
     unet.load_state_dict(UNet2DConditionModel.from_pretrained(model_dir / "unet").float().state_dict())
     old_text = CLIPTextModel.from_pretrained(model_dir / "text_encoder").float().state_dict()
-    text_encoder = build_text_encoder(cfg, len(tokenizer.get_vocab()))
-    new_state = text_encoder.state_dict()
+    vocab = tokenizer.get_vocab()
+    text_encoder = build_text_encoder(cfg, len(vocab))
     old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())
-    table, copied = remap_token_table(old_text.pop(TOKEN_TABLE), old_vocab, new_state[TOKEN_TABLE],
-                                      tokenizer.get_vocab())
+    table, copied = remap_token_table(old_text.pop(TOKEN_TABLE), old_vocab,
+                                      text_encoder.state_dict()[TOKEN_TABLE], vocab)
     text_encoder.load_state_dict({**old_text, TOKEN_TABLE: table})
     log(f"warm start from {model_dir}: {copied} of {len(table)} token rows copied, "
         f"{len(table) - copied} new")
