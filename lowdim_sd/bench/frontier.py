@@ -92,11 +92,70 @@ def draw_frontier(rows: Sequence[Row], subject: str, prompt: str, columns: dict[
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13)
     _draw_axes(draw, canvas, font, columns.get(prompt, prompt), columns.get(subject, subject))
-    taken: list[tuple[float, float, float, float]] = []
-    for number, point in enumerate(found):
-        _draw_point(draw, canvas, font, point, COLOURS[number % len(COLOURS)], taken)
+    colours = [COLOURS[number % len(COLOURS)] for number in range(len(found))]
+    for point, colour in zip(found, colours, strict=True):
+        _draw_marks(draw, canvas, point, colour)
+    sizes = [_text_size(draw, point.label, font) for point in found]
+    for point, colour, box in zip(found, colours, place_labels(canvas, found, sizes), strict=True):
+        draw.text((box[0], box[1]), point.label, font=font, fill=colour, anchor="lt")
     save_png(image, path)
     return path
+
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
+
+
+def _geometry(canvas: Canvas, point: Point) -> tuple[float, float, float, float, float, float]:
+    """Pixels of the dot's centre (x, y), its horizontal bar's ends (x0, x1) and vertical bar's (y0 low, y1 high)."""
+    x, y = canvas.pixel(point.x, point.y)
+    x0, _ = canvas.pixel(point.x - point.x_se, point.y)
+    x1, _ = canvas.pixel(point.x + point.x_se, point.y)
+    _, y0 = canvas.pixel(point.x, point.y - point.y_se)
+    _, y1 = canvas.pixel(point.x, point.y + point.y_se)
+    return x, y, x0, x1, y0, y1
+
+
+def marks(canvas: Canvas, point: Point) -> list[Box]:
+    """The pixels a point's dot and error bars cover, as boxes a label must not hide."""
+    x, y, x0, x1, y0, y1 = _geometry(canvas, point)
+    return [(x - 6, y - 6, x + 6, y + 6), (x0, y - 2, x1, y + 2), (x - 2, y1, x + 2, y0)]
+
+
+def place_labels(canvas: Canvas, found: Sequence[Point], sizes: Sequence[tuple[float, float]]) -> list[Box]:
+    """One box per point for its label: beside its dot, clear of every dot, error bar and earlier label
+    when some candidate spot is, else where it hides the least."""
+    obstacles = [box for point in found for box in marks(canvas, point)]
+    left, top, right, bottom = canvas.margin
+    plot = (left, top, canvas.size[0] - right, canvas.size[1] - bottom)
+    placed: list[Box] = []
+    for point, size in zip(found, sizes, strict=True):
+        x, y = canvas.pixel(point.x, point.y)
+        candidates = [box for box in _candidates(x, y, size) if _inside(box, plot)] or list(_candidates(x, y, size))
+        best = min(candidates, key=lambda box: sum(_overlap_area(box, other) for other in obstacles + placed))
+        placed.append(best)
+    return placed
+
+
+def _candidates(x: float, y: float, size: tuple[float, float]):
+    """Spots beside the dot in order of preference: right then left, just above then below, then further."""
+    width, height = size
+    for lift in (0, 16, 32, 48):
+        for top in (y - 6 - height - lift, y + 6 + lift):
+            yield (x + 8, top, x + 8 + width, top + height)
+            yield (x - 8 - width, top, x - 8, top + height)
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[float, float]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font, anchor="lt")
+    return right - left, bottom - top
+
+
+def _inside(box: Box, bounds: Box) -> bool:
+    return bounds[0] <= box[0] and bounds[1] <= box[1] and box[2] <= bounds[2] and box[3] <= bounds[3]
+
+
+def _overlap_area(a: Box, b: Box) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _ticks(low: float, high: float, step: float = 0.1) -> list[float]:
@@ -124,28 +183,8 @@ def _draw_axes(draw: ImageDraw.ImageDraw, canvas: Canvas, font, x_title: str, y_
               font=font, fill=ink, anchor="ls")
 
 
-def _draw_point(draw: ImageDraw.ImageDraw, canvas: Canvas, font, point: Point, colour,
-                taken: list[tuple[float, float, float, float]]) -> None:
-    x, y = canvas.pixel(point.x, point.y)
-    x0, _ = canvas.pixel(point.x - point.x_se, point.y)
-    x1, _ = canvas.pixel(point.x + point.x_se, point.y)
-    _, y0 = canvas.pixel(point.x, point.y - point.y_se)
-    _, y1 = canvas.pixel(point.x, point.y + point.y_se)
+def _draw_marks(draw: ImageDraw.ImageDraw, canvas: Canvas, point: Point, colour) -> None:
+    x, y, x0, x1, y0, y1 = _geometry(canvas, point)
     draw.line([(x0, y), (x1, y)], fill=colour, width=2)
     draw.line([(x, y0), (x, y1)], fill=colour, width=2)
     draw.ellipse([(x - 5, y - 5), (x + 5, y + 5)], fill=colour)
-    right_half = x > canvas.size[0] * 0.7  # labels near the right edge go to the left of their dot
-    anchor = "rb" if right_half else "lb"
-    spot = (x - 8 if right_half else x + 8, y - 4)
-    box = draw.textbbox(spot, point.label, font=font, anchor=anchor)
-    for shift in (0, 16, -16, 32, -32):  # below, then above, when another label is already there
-        moved = (box[0], box[1] + shift, box[2], box[3] + shift)
-        if not any(_overlap(moved, other) for other in taken):
-            spot, box = (spot[0], spot[1] + shift), moved
-            break
-    taken.append(box)
-    draw.text(spot, point.label, font=font, fill=colour, anchor=anchor)
-
-
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -9,7 +9,16 @@ from PIL import Image
 
 from lowdim.metrics import PROMPT, SUBJECT, metric_axis
 from lowdim.registry import get_registry
-from lowdim_sd.bench.frontier import Canvas, axis_range, draw_frontier, frontier_axes, points
+from lowdim_sd.bench.frontier import (
+    Canvas,
+    Point,
+    axis_range,
+    draw_frontier,
+    frontier_axes,
+    marks,
+    place_labels,
+    points,
+)
 from lowdim_sd.bench.quality import QualityJob
 from lowdim_sd.bench.report import Cell, Row, aggregate, write_reports
 
@@ -77,3 +86,36 @@ def test_bench_reports_draw_it_only_with_both_kinds_of_metric(tmp_path):
     (job.out / "frontier.png").unlink()
     paths = write_reports(job, results, rows, columns, 2, [], axis_of={"identity": SUBJECT}.get)
     assert [p.name for p in paths] == ["table.md", "table.json"] and not (job.out / "frontier.png").exists()
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_labels_keep_clear_of_other_rows_dots_error_bars_and_labels():
+    # Session 15's crowded corner: two rows whose bars cross, a third just right of them, three on one column.
+    found = [Point("Ours (keep styles 0.2)", 0.854, 0.360, 0.042, 0.026),
+             Point("Ours (keep styles 0.05)", 0.833, 0.352, 0.037, 0.031),
+             Point("Only Hyper", 0.833, 0.225, 0.034, 0.030),
+             Point("DreamBooth-Agg-1", 1.0, 0.379, 0.0, 0.019),
+             Point("DreamBooth", 1.0, 0.349, 0.0, 0.018),
+             Point("LiDB DreamBooth", 0.953, 0.287, 0.020, 0.022)]
+    canvas = Canvas((0.5, 1.1), (0.1, 0.6))
+    boxes = place_labels(canvas, found, [(7.0 * len(p.label), 13.0) for p in found])
+    obstacles = [box for point in found for box in marks(canvas, point)]
+    for number, box in enumerate(boxes):
+        assert not any(overlap(box, other) for other in obstacles), found[number].label
+        assert not any(overlap(box, other) for other in boxes[:number]), found[number].label
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 0.1), st.floats(0, 0.1)),
+                min_size=1, max_size=12))
+def test_every_label_has_its_size_and_sits_beside_its_own_dot(values):
+    found = [Point(f"row {k}", *v) for k, v in enumerate(values)]
+    canvas = Canvas(axis_range([p.x for p in found]), axis_range([p.y for p in found]))
+    sizes = [(40.0 + 5 * k, 13.0) for k in range(len(found))]
+    for point, (width, height), box in zip(found, sizes, place_labels(canvas, found, sizes), strict=True):
+        x, y = canvas.pixel(point.x, point.y)
+        assert (box[2] - box[0], box[3] - box[1]) == pytest.approx((width, height))
+        assert min(abs(box[0] - x), abs(box[2] - x)) == pytest.approx(8)  # just right or just left of the dot
+        assert box[1] - y < 70 and y - box[3] < 70
