@@ -1,0 +1,71 @@
+"""Make a retrained TinyFaces model and the hypernetwork made on it the package's defaults.
+
+    python -m lowdim_tinyfaces.ship runs/r14/tfv2/model runs/r15/tf2/hyper/hypernet.safetensors
+
+A network made with ``-m tinyfaces-retrained`` records that model name, and ``personalize --model
+tinyfaces`` refuses a network made for another model. Once the retrained folder *is* the shipped
+model, the name is the only thing that changes, so the network is rewritten with ``model`` set to
+``tinyfaces`` and every tensor unchanged. The model folder is swapped in one rename, so a failed copy
+leaves the old model in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from lowdim.errors import LowdimError
+from lowdim.files import atomic_save, read_checked
+from lowdim.hyper.storage import FORMAT
+
+from .model_files import hypernet_path, model_path
+
+SHIPPED_NAME = "tinyfaces"
+
+
+def ship(model_folder: Path, hypernet: Path, model_dir: Path | None = None, hypernet_file: Path | None = None) -> None:
+    """Copy ``model_folder`` to the package's model folder and ``hypernet`` (relabelled) beside it."""
+    model_dir, hypernet_file = model_dir or model_path(), hypernet_file or hypernet_path()
+    if not (model_folder / "model_index.json").is_file():
+        raise LowdimError(f"{model_folder}: not an exported TinyFaces folder (no model_index.json)")
+    tensors, metadata = read_checked(hypernet, FORMAT, "hypernetwork", LowdimError)
+    replace_folder(model_folder, model_dir)
+    atomic_save(tensors, {**metadata, "model": SHIPPED_NAME}, hypernet_file)
+    split = hypernet.parent / "split.json"
+    if split.is_file():  # which training identities the network saw (docs/results.md reads it)
+        shutil.copyfile(split, hypernet_file.parent / "split.json")
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``: copied beside it first, then swapped in by renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        retired = target.with_name(f".{target.name}.old")
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_folder", type=Path, help="exported TinyFaces folder (train_model's --model-dir)")
+    parser.add_argument("hypernet", type=Path, help="hypernetwork made on that model (train-hypernet's output)")
+    args = parser.parse_args(argv)
+    try:
+        ship(args.model_folder, args.hypernet)
+    except LowdimError as problem:
+        parser.exit(2, f"error: {problem}\n")
+    print(f"shipped {args.model_folder} as {model_path()} and {args.hypernet} as {hypernet_path()}")
+
+
+if __name__ == "__main__":
+    main()

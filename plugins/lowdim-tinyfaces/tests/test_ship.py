@@ -1,0 +1,64 @@
+"""Shipping a retrained model: the folder replaces the package's, the network keeps its tensors and takes its name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lowdim_tinyfaces.ship import main, ship
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lowdim.errors import LowdimError
+
+
+def retrained_run(root):
+    folder = root / "run" / "model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "unet" / "weights.bin").write_bytes(b"new unet")
+    hyper = root / "run" / "hyper"
+    hyper.mkdir()
+    tensors = {"bank": torch.arange(6.0).reshape(2, 3)}
+    save_file(tensors, hyper / "hypernet.safetensors",
+              metadata={"format": "lowdim.hypernet", "model": "tinyfaces-retrained", "space": "lidb"})
+    (hyper / "split.json").write_text('{"train": [1, 2]}')
+    return folder, hyper / "hypernet.safetensors", tensors
+
+
+def package(root):
+    model_dir = root / "pkg" / "model"
+    (model_dir / "vae").mkdir(parents=True)
+    (model_dir / "vae" / "stale.bin").write_bytes(b"old")
+    return model_dir, root / "pkg" / "hypernet" / "hypernet.safetensors"
+
+
+def test_the_model_is_replaced_and_the_network_renamed_with_its_tensors_unchanged(tmp_path):
+    folder, hypernet, tensors = retrained_run(tmp_path)
+    model_dir, hypernet_file = package(tmp_path)
+    ship(folder, hypernet, model_dir, hypernet_file)
+    assert (model_dir / "unet" / "weights.bin").read_bytes() == b"new unet"
+    assert not (model_dir / "vae").exists()  # nothing of the old model survives beside the new one
+    assert sorted(p.name for p in model_dir.parent.iterdir()) == ["hypernet", "model"]  # no staging left
+    with safe_open(str(hypernet_file), "pt") as handle:
+        assert handle.metadata() == {"format": "lowdim.hypernet", "model": "tinyfaces", "space": "lidb"}
+        assert torch.equal(handle.get_tensor("bank"), tensors["bank"])
+    assert (hypernet_file.parent / "split.json").read_text() == '{"train": [1, 2]}'
+
+
+def test_a_folder_that_is_not_a_model_or_a_file_that_is_not_a_network_changes_nothing(tmp_path):
+    folder, hypernet, _ = retrained_run(tmp_path)
+    model_dir, hypernet_file = package(tmp_path)
+    with pytest.raises(LowdimError, match="no model_index.json"):
+        ship(folder.parent / "hyper", hypernet, model_dir, hypernet_file)
+    save_file({"w": torch.zeros(1)}, tmp_path / "lora.safetensors", metadata={"format": "pt"})
+    with pytest.raises(LowdimError, match="lora.safetensors"):
+        ship(folder, tmp_path / "lora.safetensors", model_dir, hypernet_file)
+    assert (model_dir / "vae" / "stale.bin").read_bytes() == b"old" and not hypernet_file.exists()
+
+
+def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path), str(tmp_path / "hypernet.safetensors")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no model_index.json" in err
