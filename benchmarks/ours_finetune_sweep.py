@@ -13,6 +13,7 @@ runs the No Hyper row with the same recipe instead (rung 12b).
 RELAX=0 in the environment (rung 9) finetunes the prediction itself, in its own space (LiDB), instead of
 a rank-relaxed LoRA on top of it: LiDB DreamBooth's recipe, started from the prediction.
 
+MODEL=NAME runs it on another registered model (e.g. tinyfaces-retrained, rung 14; pass its HYPERNET).
 HYPERNET defaults to TinyFaces' shipped one. Two folders pair up by identity through
 their per-identity results (results/ours/*.json).
 """
@@ -29,11 +30,12 @@ def main(argv: list[str]) -> int:
     hypernet = argv[3] if len(argv) > 3 else None
     identities = os.environ.get("VAL_IDS", "runs/ladder/val-ids")
     row = os.environ.get("METHOD", "ours")
+    model = os.environ.get("MODEL", "tinyfaces")
     methods.METHODS[row] = dataclasses.replace(methods.METHODS[row], learning_rate=rate, steps=steps)
     if os.environ.get("BATCH"):
         from lowdim.registry import get_registry
 
-        get_registry().backends["tinyfaces"].value.finetune_batch = int(os.environ["BATCH"])
+        get_registry().backends[model].value.finetune_batch = int(os.environ["BATCH"])
     if os.environ.get("RELAX") == "0":
         keep_prediction_trainable()
     from lowdim_cli.main import main as lowdim
@@ -42,7 +44,7 @@ def main(argv: list[str]) -> int:
         from lowdim.registry import get_registry
 
         hypernet = str(get_registry().backends["tinyfaces"].value.default_hypernet)
-    return lowdim(["bench", "quality", "-i", identities, "--limit", "16", "--hypernet", hypernet,
+    return lowdim(["bench", "quality", "-m", model, "-i", identities, "--limit", "16", "--hypernet", hypernet,
                    "-o", out, "--methods", row, "--gallery-prompts", ""])
 
 
