@@ -43,16 +43,19 @@ def replace_folder(source: Path, target: Path) -> None:
     """``target`` becomes a copy of ``source``: copied beside it first, then swapped in by renames."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    retired = target.with_name(f".{target.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)  # left by an interrupted earlier swap
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        retired = target.with_name(f".{target.name}.old")
         if target.exists():
             os.replace(target, retired)
         os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
+        if retired.exists() and not target.exists():
+            os.replace(retired, target)  # the old model back where it was
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,3 +62,20 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no model_index.json" in err
+
+
+def test_a_copy_that_fails_halfway_leaves_the_old_model_and_no_staging(tmp_path, monkeypatch):
+    import lowdim_tinyfaces.ship as shipping
+
+    folder, hypernet, _ = retrained_run(tmp_path)
+    model_dir, hypernet_file = package(tmp_path)
+
+    def copy_then_fail(source, target, **options):
+        (target / "unet").mkdir(parents=True)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shipping.shutil, "copytree", copy_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        ship(folder, hypernet, model_dir, hypernet_file)
+    assert (model_dir / "vae" / "stale.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in model_dir.parent.iterdir()) == ["model"] and not hypernet_file.exists()
