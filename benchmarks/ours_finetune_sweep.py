@@ -43,7 +43,10 @@ def main(argv: list[str]) -> int:
     if hypernet is None:
         from lowdim.registry import get_registry
 
-        hypernet = str(get_registry().backends["tinyfaces"].value.default_hypernet)
+        shipped = get_registry().backends[model].value.default_hypernet
+        if shipped is None:
+            sys.exit(f"MODEL={model} ships no hypernetwork: pass one as the fourth argument")
+        hypernet = str(shipped)
     return lowdim(["bench", "quality", "-m", model, "-i", identities, "--limit", "16", "--hypernet", hypernet,
                    "-o", out, "--methods", row, "--gallery-prompts", ""])
 

@@ -16,3 +16,10 @@ def model_path() -> Path:
 def hypernet_path() -> Path:
     """The TinyFaces hypernetwork (phase 1 of HyperDreamBooth), trained as docs/results.md describes."""
     return Path(__file__).resolve().parent / "hypernet" / "hypernet.safetensors"
+
+
+def not_a_model_folder(folder: Path) -> str | None:
+    """Why ``folder`` is not an exported TinyFaces folder, or None when it is one."""
+    if not (folder / "model_index.json").is_file():
+        return f"{folder}: not an exported TinyFaces folder (no model_index.json)"
+    return None

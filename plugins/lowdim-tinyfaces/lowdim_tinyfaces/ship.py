@@ -5,8 +5,9 @@
 A network made with ``-m tinyfaces-retrained`` records that model name, and ``personalize --model
 tinyfaces`` refuses a network made for another model. Once the retrained folder *is* the shipped
 model, the name is the only thing that changes, so the network is rewritten with ``model`` set to
-``tinyfaces`` and every tensor unchanged. The model folder is swapped in one rename, so a failed copy
-leaves the old model in place.
+``tinyfaces`` and every tensor unchanged; a network made for any other model is refused. The new
+folder is copied beside the old one and swapped in by renames, and an interrupted swap puts the old
+model back.
 """
 
 from __future__ import annotations
@@ -21,22 +22,29 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.storage import FORMAT
 
-from .model_files import hypernet_path, model_path
+from .model_files import hypernet_path, model_path, not_a_model_folder
 
 SHIPPED_NAME = "tinyfaces"
+RETRAINED_NAME = "tinyfaces-retrained"  # what LOWDIM_TINYFACES_RETRAINED registers (plugin.py)
 
 
 def ship(model_folder: Path, hypernet: Path, model_dir: Path | None = None, hypernet_file: Path | None = None) -> None:
     """Copy ``model_folder`` to the package's model folder and ``hypernet`` (relabelled) beside it."""
     model_dir, hypernet_file = model_dir or model_path(), hypernet_file or hypernet_path()
-    if not (model_folder / "model_index.json").is_file():
-        raise LowdimError(f"{model_folder}: not an exported TinyFaces folder (no model_index.json)")
+    problem = not_a_model_folder(model_folder)
+    if problem:
+        raise LowdimError(problem)
     tensors, metadata = read_checked(hypernet, FORMAT, "hypernetwork", LowdimError)
+    if metadata.get("model") not in (RETRAINED_NAME, SHIPPED_NAME):
+        raise LowdimError(f"{hypernet}: made for model {metadata.get('model')!r}, not {RETRAINED_NAME!r}; "
+                          f"only a network made on a TinyFaces model can ship with one")
     replace_folder(model_folder, model_dir)
     atomic_save(tensors, {**metadata, "model": SHIPPED_NAME}, hypernet_file)
-    split = hypernet.parent / "split.json"
+    split, shipped_split = hypernet.parent / "split.json", hypernet_file.parent / "split.json"
     if split.is_file():  # which training identities the network saw (docs/results.md reads it)
-        shutil.copyfile(split, hypernet_file.parent / "split.json")
+        shutil.copyfile(split, shipped_split)
+    else:
+        shipped_split.unlink(missing_ok=True)  # the old network's split would describe the wrong one
 
 
 def replace_folder(source: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .grid import save_grid
-from .model_files import model_path
+from .model_files import model_path, not_a_model_folder
 from .train_config import (
     CAPTION_MODES,
     TrainConfig,
@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="exported TinyFaces folder to start stage 2 from (its VAE is kept, stage 1 skipped)")
     ap.add_argument("--unet-lr", type=float, default=None, help="stage 2 learning rate (default 3e-4)")
     args = ap.parse_args(argv)
-    if args.init_from and not (args.init_from / "model_index.json").is_file():
-        ap.error(f"--init-from {args.init_from}: not an exported TinyFaces folder (no model_index.json)")
+    problem = args.init_from and not_a_model_folder(args.init_from)
+    if problem:
+        ap.error(f"--init-from {problem}")
     torch.set_num_threads(args.threads)
     MAX_THREADS[0] = args.threads
     out: Path = args.out

@@ -79,3 +79,23 @@ def test_a_copy_that_fails_halfway_leaves_the_old_model_and_no_staging(tmp_path,
         ship(folder, hypernet, model_dir, hypernet_file)
     assert (model_dir / "vae" / "stale.bin").read_bytes() == b"old"
     assert sorted(p.name for p in model_dir.parent.iterdir()) == ["model"] and not hypernet_file.exists()
+
+
+def test_a_network_made_for_another_model_is_refused_naming_that_model(tmp_path):
+    folder, _, tensors = retrained_run(tmp_path)
+    model_dir, hypernet_file = package(tmp_path)
+    foreign = tmp_path / "sd15.safetensors"
+    save_file(tensors, foreign, metadata={"format": "lowdim.hypernet", "model": "sd15"})
+    with pytest.raises(LowdimError, match="made for model 'sd15'"):
+        ship(folder, foreign, model_dir, hypernet_file)
+    assert (model_dir / "vae" / "stale.bin").read_bytes() == b"old"
+
+
+def test_the_old_networks_split_does_not_outlive_it(tmp_path):
+    folder, hypernet, _ = retrained_run(tmp_path)
+    model_dir, hypernet_file = package(tmp_path)
+    hypernet_file.parent.mkdir(parents=True)
+    (hypernet_file.parent / "split.json").write_text('{"train": "old"}')
+    (hypernet.parent / "split.json").unlink()
+    ship(folder, hypernet, model_dir, hypernet_file)
+    assert hypernet_file.exists() and not (hypernet_file.parent / "split.json").exists()
