@@ -13,6 +13,7 @@ model back.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -55,6 +56,7 @@ def replace_folder(source: Path, target: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)  # left by an interrupted earlier swap
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
+        forget_where_it_was_loaded_from(staging)
         if target.exists():
             os.replace(target, retired)
         os.replace(staging, target)
@@ -64,6 +66,15 @@ def replace_folder(source: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def forget_where_it_was_loaded_from(folder: Path) -> None:
+    """Drop ``_name_or_path`` from every component config: a path on the training machine means nothing
+    to a user's, and diffusers writes it when a component was loaded from a folder before being saved."""
+    for config_file in folder.glob("*/config.json"):
+        config = json.loads(config_file.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

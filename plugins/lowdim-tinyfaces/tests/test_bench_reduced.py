@@ -40,34 +40,41 @@ def identity(table, method: str) -> float:
     return table[method].cells[IDENTITY].mean
 
 
+def style(table, method: str) -> float:
+    return table[method].cells["tinyfaces-style"].mean
+
+
 def test_identity_fidelity_keeps_the_full_runs_order(table):
-    # Full run (docs/results.md, session 11's finetune recipe): ours 0.44 > no-hyper 0.36 > only-hyper 0.18
-    # > base; ours beats both ablations.
-    assert identity(table, "ours") > identity(table, "no-hyper") > identity(table, "base")
+    # Full run (docs/results.md): ours 0.44 > only-hyper 0.14 > base -0.02, and the finetune from zero
+    # (no-hyper 0.42) is above base too. Ours and No Hyper are level there (+0.02 +- 0.03), so their
+    # order on 3 identities is noise and is not checked; what the prediction adds is checked below.
     assert identity(table, "ours") > identity(table, "only-hyper") > identity(table, "base")
+    assert identity(table, "no-hyper") > identity(table, "base") + 0.25
     assert identity(table, "ours") > identity(table, "base") + 0.25
 
 
 def test_the_prediction_alone_carries_identity(table):
     # The hypernetwork must predict the face, not a mean adapter: the one-pass prediction is clearly
-    # above the base model (full run: +0.18 ± 0.02 over the same 50 identities), which a network that
-    # ignores its input is not (the first run's: +0.05).
+    # above the base model (full run: +0.17 over the same 50 identities; these 3: +0.16), which a
+    # network that ignores its input is not (the first run's: +0.05).
     assert identity(table, "only-hyper") > identity(table, "base") + 0.1
 
 
-def test_prompt_fidelity_keeps_the_full_runs_order(table):
-    # Full run: base 1.00 > ours 0.46 > no-hyper 0.40: personalizing costs some prompt following.
-    style = {method: row.cells["tinyfaces-style"].mean for method, row in table.items()}
-    assert style["base"] == 1.0
-    assert style["base"] > style["ours"] >= 0.4
+def test_the_prediction_follows_the_prompt(table):
+    # Full run: base 1.00, only-hyper 0.89, ours 0.54, no-hyper 0.49. On the shipped model (retrained
+    # with captions that name the looks, rung 14) the one-pass prediction keeps most prompted styles;
+    # the earlier model's network kept half (0.52), so a regression to it fails here.
+    assert style(table, "base") == 1.0
+    assert style(table, "only-hyper") >= 0.75
+    assert style(table, "base") > style(table, "ours") >= 0.4
 
 
-def test_without_the_text_encoder_the_prediction_follows_the_prompt(table):
-    # Full run (docs/results.md, rung 11): the text encoder's part of the prediction overwrites the words
-    # after [V] ("at night"); the UNet part alone keeps them (style 0.50 -> 0.85) and still carries identity.
-    style = {method: row.cells["tinyfaces-style"].mean for method, row in table.items()}
-    assert style["only-hyper-unet"] > style["only-hyper"] + 0.2
-    assert identity(table, "only-hyper-unet") > identity(table, "base")
+def test_the_unet_part_of_the_prediction_keeps_every_style(table):
+    # Full run (rung 14c): the UNet part alone takes every style the base model takes, and still carries
+    # some identity; the text encoder's part is what costs style (rung 11).
+    assert style(table, "only-hyper-unet") == style(table, "base")
+    assert style(table, "only-hyper-unet") >= style(table, "only-hyper")
+    assert identity(table, "only-hyper-unet") > identity(table, "base") + 0.05
 
 
 def test_the_adapter_file_is_small(table):

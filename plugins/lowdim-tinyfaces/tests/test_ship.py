@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from lowdim_tinyfaces.ship import main, ship
@@ -99,3 +101,12 @@ def test_the_old_networks_split_does_not_outlive_it(tmp_path):
     (hypernet.parent / "split.json").unlink()
     ship(folder, hypernet, model_dir, hypernet_file)
     assert hypernet_file.exists() and not (hypernet_file.parent / "split.json").exists()
+
+
+def test_no_shipped_config_names_the_training_machines_path(tmp_path):
+    folder, hypernet, _ = retrained_run(tmp_path)
+    (folder / "vae").mkdir()
+    (folder / "vae" / "config.json").write_text('{"_name_or_path": "/home/trainer/run/vae", "latent_channels": 4}')
+    model_dir, hypernet_file = package(tmp_path)
+    ship(folder, hypernet, model_dir, hypernet_file)
+    assert json.loads((model_dir / "vae" / "config.json").read_text()) == {"latent_channels": 4}
