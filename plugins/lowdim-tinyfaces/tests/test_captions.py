@@ -132,3 +132,20 @@ def test_warm_start_keeps_the_exported_weights(tmp_path) -> None:
         assert torch.equal(new_table[new_tok.get_vocab()[token]], old_table[old_vocab[token]]), word
     assert new_table.shape[0] > old_table.shape[0]
     assert "token rows copied" in messages[0]
+
+
+def test_a_warm_started_vae_keeps_its_weights_and_not_its_folder(tmp_path) -> None:
+    from lowdim_tinyfaces.train_config import build_vae
+    from lowdim_tinyfaces.train_init import load_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(TrainConfig().micro())
+    vae.register_to_config(scaling_factor=0.52)
+    vae.save_pretrained(tmp_path / "old" / "vae")
+    loaded = load_vae(tmp_path / "old")
+    for (name, a), b in zip(vae.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert loaded.config.scaling_factor == 0.52
+    loaded.save_pretrained(tmp_path / "new" / "vae")
+    written = json.loads((tmp_path / "new" / "vae" / "config.json").read_text())
+    assert "_name_or_path" not in written and str(tmp_path) not in json.dumps(written)
