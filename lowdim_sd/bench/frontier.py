@@ -22,6 +22,8 @@ from lowdim_sd.images import save_png
 
 SIZE = (760, 560)
 MARGIN = (78, 40, 30, 62)  # left, top, right, bottom: room for the tick labels and axis titles
+# In square pixels of hidden marks: worse than grazing an error bar, better than covering a dot or a label.
+MISLEADING_COST = 300.0
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (128, 128, 0))
 
@@ -125,21 +127,40 @@ def place_labels(canvas: Canvas, found: Sequence[Point], sizes: Sequence[tuple[f
     """One box per point for its label: beside its dot, clear of every dot, error bar and earlier label
     when some candidate spot is, else where it hides the least."""
     obstacles = [box for point in found for box in marks(canvas, point)]
+    dots = [canvas.pixel(point.x, point.y) for point in found]
     left, top, right, bottom = canvas.margin
     plot = (left, top, canvas.size[0] - right, canvas.size[1] - bottom)
     placed: list[Box] = []
-    for point, size in zip(found, sizes, strict=True):
-        x, y = canvas.pixel(point.x, point.y)
+    for (x, y), size in zip(dots, sizes, strict=True):
         candidates = [box for box in _candidates(x, y, size) if _inside(box, plot)] or list(_candidates(x, y, size))
-        best = min(candidates, key=lambda box: sum(_overlap_area(box, other) for other in obstacles + placed))
-        placed.append(best)
+        placed.append(min(candidates, key=lambda box: _label_cost(box, (x, y), dots, obstacles + placed)))
     return placed
 
 
+def _label_cost(box: Box, own: tuple[float, float], dots: Sequence[tuple[float, float]],
+                obstacles: Sequence[Box]) -> float:
+    hidden = sum(_overlap_area(box, other) for other in obstacles)
+    # A label nearer another row's dot than its own names the wrong dot to the eye.
+    misleading = any(_distance(box, dot) < _distance(box, own) for dot in dots)
+    return hidden + MISLEADING_COST * misleading
+
+
+def _distance(box: Box, dot: tuple[float, float]) -> float:
+    dx = max(box[0] - dot[0], 0.0, dot[0] - box[2])
+    dy = max(box[1] - dot[1], 0.0, dot[1] - box[3])
+    return (dx * dx + dy * dy) ** 0.5
+
+
 def _candidates(x: float, y: float, size: tuple[float, float]):
-    """Spots beside the dot in order of preference: right then left, just above then below, then further."""
+    """Spots beside the dot in order of preference: right then left, just above then below, level with it,
+    then further."""
     width, height = size
-    for lift in (0, 16, 32, 48):
+    for top in (y - 6 - height, y + 6):
+        yield (x + 8, top, x + 8 + width, top + height)
+        yield (x - 8 - width, top, x - 8, top + height)
+    yield (x + 8, y - height / 2, x + 8 + width, y + height / 2)
+    yield (x - 8 - width, y - height / 2, x - 8, y + height / 2)
+    for lift in (16, 32, 48):
         for top in (y - 6 - height - lift, y + 6 + lift):
             yield (x + 8, top, x + 8 + width, top + height)
             yield (x - 8 - width, top, x - 8, top + height)

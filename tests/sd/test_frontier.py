@@ -108,6 +108,34 @@ def test_labels_keep_clear_of_other_rows_dots_error_bars_and_labels():
         assert not any(overlap(box, other) for other in boxes[:number]), found[number].label
 
 
+def distance(box, x: float, y: float) -> float:
+    return ((max(box[0] - x, 0, x - box[2])) ** 2 + (max(box[1] - y, 0, y - box[3])) ** 2) ** 0.5
+
+
+def test_each_label_is_nearer_its_own_dot_than_any_other():
+    # Session 16's table, whose picture put "LoRA DreamBooth" under Only Hyper (UNet layers)'s dot.
+    found = [Point("Ours", 0.538, 0.438, 0.026, 0.020),
+             Point("Only Hyper", 0.887, 0.144, 0.024, 0.017),
+             Point("Ours (UNet layers)", 0.902, 0.216, 0.018, 0.014),
+             Point("Ours (keep styles 0.05)", 0.832, 0.300, 0.026, 0.015),
+             Point("Ours (keep styles 0.2)", 0.898, 0.273, 0.021, 0.017),
+             Point("Only Hyper (UNet layers)", 0.995, 0.075, 0.005, 0.011),
+             Point("No Hyper", 0.493, 0.420, 0.033, 0.027),
+             Point("LiDB DreamBooth", 0.955, 0.192, 0.014, 0.016),
+             Point("LoRA DreamBooth", 1.000, 0.107, 0.000, 0.013),
+             Point("DreamBooth", 1.000, 0.289, 0.000, 0.011),
+             Point("DreamBooth-Agg-1", 1.000, 0.325, 0.000, 0.012),
+             Point("DreamBooth-Agg-2", 0.982, 0.297, 0.005, 0.012),
+             Point("Base model", 1.000, -0.021, 0.000, 0.012)]
+    canvas = Canvas(axis_range([p.x - p.x_se for p in found] + [p.x + p.x_se for p in found]),
+                    axis_range([p.y - p.y_se for p in found] + [p.y + p.y_se for p in found]))
+    boxes = place_labels(canvas, found, [(7.0 * len(p.label), 13.0) for p in found])
+    dots = [canvas.pixel(p.x, p.y) for p in found]
+    for number, box in enumerate(boxes):
+        nearest = min(range(len(found)), key=lambda k: distance(box, *dots[k]))
+        assert nearest == number, (found[number].label, found[nearest].label)
+
+
 @given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 0.1), st.floats(0, 0.1)),
                 min_size=1, max_size=12))
 def test_every_label_has_its_size_and_sits_beside_its_own_dot(values):
