@@ -67,7 +67,7 @@ class TrainConfig:
     sample_minutes: float = 10.0
     latent_std_images: int = 4096
     max_text_length: int = 77  # SD's length; the cost is negligible at 8x8 latents
-    # "style": captions name the style only (the shipped model); "attributes": they also name a
+    # "style": captions name the style only (the first model); "attributes": they also name a
     # random subset of the face's hair, skin, eyes, glasses and beard (captions.py).
     captions: str = "style"
 

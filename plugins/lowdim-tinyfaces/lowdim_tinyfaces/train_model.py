@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--deadline", default=None,
                     help="UTC HH:MM by which UNet training must stop (export follows)")
     ap.add_argument("--captions", choices=CAPTION_MODES, default="style",
-                    help="style: captions name the style (the shipped model); attributes: they also "
-                         "name hair, skin, eyes, glasses and beard")
+                    help="style: captions name the style (the first model); attributes: they also "
+                         "name hair, skin, eyes, glasses and beard (the shipped model, warm-started "
+                         "from the first with --init-from; TRAINING.md)")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="exported TinyFaces folder to start stage 2 from (its VAE is kept, stage 1 skipped)")
     ap.add_argument("--unet-lr", type=float, default=None, help="stage 2 learning rate (default 3e-4)")
