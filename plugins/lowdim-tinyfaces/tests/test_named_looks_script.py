@@ -64,6 +64,7 @@ def test_renders_read_back_near_the_ceiling_and_the_mean_row_averages_the_styles
     assert mean_identity == pytest.approx(np.mean([i for _, i in per_style.values()]), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_the_shipped_model_is_asked_for_its_looks_and_a_wrong_folder_is_refused(tmp_path, capsys):
     script.main(["tinyfaces", "--count", "2", "--threads", "1"])
     rows = capsys.readouterr().out.splitlines()
