@@ -88,6 +88,10 @@ def test_bench_reports_draw_it_only_with_both_kinds_of_metric(tmp_path):
     assert [p.name for p in paths] == ["table.md", "table.json"] and not (job.out / "frontier.png").exists()
 
 
+def label_boxes(canvas: Canvas, found: list[Point]):
+    return place_labels(canvas, found, [(7.0 * len(p.label), 13.0) for p in found])  # about the default font
+
+
 def overlap(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -101,7 +105,7 @@ def test_labels_keep_clear_of_other_rows_dots_error_bars_and_labels():
              Point("DreamBooth", 1.0, 0.349, 0.0, 0.018),
              Point("LiDB DreamBooth", 0.953, 0.287, 0.020, 0.022)]
     canvas = Canvas((0.5, 1.1), (0.1, 0.6))
-    boxes = place_labels(canvas, found, [(7.0 * len(p.label), 13.0) for p in found])
+    boxes = label_boxes(canvas, found)
     obstacles = [box for point in found for box in marks(canvas, point)]
     for number, box in enumerate(boxes):
         assert not any(overlap(box, other) for other in obstacles), found[number].label
@@ -129,7 +133,7 @@ def test_each_label_is_nearer_its_own_dot_than_any_other():
              Point("Base model", 1.000, -0.021, 0.000, 0.012)]
     canvas = Canvas(axis_range([p.x - p.x_se for p in found] + [p.x + p.x_se for p in found]),
                     axis_range([p.y - p.y_se for p in found] + [p.y + p.y_se for p in found]))
-    boxes = place_labels(canvas, found, [(7.0 * len(p.label), 13.0) for p in found])
+    boxes = label_boxes(canvas, found)
     dots = [canvas.pixel(p.x, p.y) for p in found]
     for number, box in enumerate(boxes):
         nearest = min(range(len(found)), key=lambda k: distance(box, *dots[k]))

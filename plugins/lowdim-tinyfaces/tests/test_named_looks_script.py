@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,14 +19,7 @@ from lowdim_tinyfaces.styles import STYLES  # noqa: E402
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "tinyfaces_named_looks.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("tinyfaces_named_looks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = load_script()
+script = SimpleNamespace(**runpy.run_path(str(SCRIPT)))  # its functions, without running main()
 levels_strategy = st.lists(
     st.lists(st.integers(0, 10**6), min_size=len(FACTOR_NAMES), max_size=len(FACTOR_NAMES)), min_size=1, max_size=8,
 ).map(lambda rows: np.array(rows) % CARDINALITIES)
