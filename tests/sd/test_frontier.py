@@ -151,3 +151,13 @@ def test_every_label_has_its_size_and_sits_beside_its_own_dot(values):
         assert (box[2] - box[0], box[3] - box[1]) == pytest.approx((width, height))
         assert min(abs(box[0] - x), abs(box[2] - x)) == pytest.approx(8)  # just right or just left of the dot
         assert box[1] - y < 70 and y - box[3] < 70
+
+
+def test_fourteen_rows_get_fourteen_colours(tmp_path):
+    rows = [row(f"method {k}", 0.05 * k, (k % 4) * 0.3, se=0.0) for k in range(14)]
+    draw_frontier(rows, "identity", "style", COLUMNS, tmp_path / "f.png")
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    xs, ys = [r.cells["style"].mean for r in rows], [r.cells["identity"].mean for r in rows]
+    canvas = Canvas(axis_range(xs), axis_range(ys))
+    centres = {image.getpixel(tuple(round(v) for v in canvas.pixel(x, y))) for x, y in zip(xs, ys, strict=True)}
+    assert len(centres) == 14
