@@ -59,7 +59,7 @@ def load_pipeline(model: str):
     from lowdim_tinyfaces.model_files import model_path
 
     folder = model_path() if model == "tinyfaces" else Path(model)
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
