@@ -25,6 +25,7 @@ from lowdim_tinyfaces.captions import ATTRIBUTE_PHRASES, describe
 from lowdim_tinyfaces.identity import FACTOR_NAMES
 from lowdim_tinyfaces.metrics import load_identity_encoder
 from lowdim_tinyfaces.metrics.data import sample_levels, seeds
+from lowdim_tinyfaces.model_files import not_a_model_folder
 from lowdim_tinyfaces.styles import STYLES, prompt_for
 from lowdim_tinyfaces.world import render_tensor
 
@@ -70,7 +71,8 @@ def measure(model: str, count: int, plain: bool = False) -> dict[str, tuple[np.n
     encoder = load_identity_encoder()
     levels = sample_levels(count, np.random.default_rng(5), split=VALIDATION_SPLIT)
     photos = render_tensor(levels, [0] * count, seeds(count, np.random.default_rng(6)), 32)
-    reference = encoder.embed(photos)
+    with torch.no_grad():
+        reference = encoder.embed(photos)
     results = {}
     for style_id, style in enumerate(STYLES):
         if pipe is None:  # other nuisance seeds than the photos'
@@ -93,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plain", action="store_true", help="the style prompt alone, naming no looks")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.model not in ("tinyfaces", "renders") and not (Path(args.model) / "model_index.json").is_file():
-        parser.error(f"{args.model}: not a diffusers model folder (no model_index.json)")
+    problem = args.model not in ("tinyfaces", "renders") and not_a_model_folder(Path(args.model))
+    if problem:
+        parser.error(problem)
     torch.set_num_threads(args.threads)
     print("\n".join(summary(measure(args.model, args.count, args.plain))))
 

@@ -65,4 +65,5 @@ def test_the_shipped_model_is_asked_for_its_looks_and_a_wrong_folder_is_refused(
     assert [row.split(" | ")[0] for row in rows[2:]] == [f"| {s}" for s in STYLES] + ["| mean"]
     with pytest.raises(SystemExit):
         script.main([str(tmp_path)])
-    assert "not a diffusers model folder" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no model_index.json" in error and str(tmp_path) in error
