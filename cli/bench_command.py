@@ -45,8 +45,10 @@ def quality(
         help="Trained hypernetwork checkpoint for ours, ours-k1 and only-hyper; "
              "default: the one the model ships (TinyFaces does).")] = None,
     methods: Annotated[str | None, typer.Option(
-        help="Comma list of rows (default: all): ours, ours-k1, only-hyper, ours-unet, only-hyper-unet, "
-             "ours-styles, no-hyper, lidb-db, lora-db, dreambooth, db-agg-1, db-agg-2, ti, base. "
+        help="Comma list of rows (default: all the model can run): ours, ours-k1, only-hyper, ours-unet, "
+             "only-hyper-unet, ours-styles, ours-described, ours-described-styles, no-hyper, lidb-db, lora-db, "
+             "dreambooth, db-agg-1, db-agg-2, ti, base. The two ours-described rows name the looks the model's "
+             "describer reads in every prompt, as personalize --describe does (tinyfaces has one). "
              "ours-styles-λ (e.g. ours-styles-0.05) is Ours with personalize --keep-styles λ, to chart your "
              "own point of frontier.png.")] = None,
     metrics: Annotated[str | None, typer.Option(

@@ -43,6 +43,12 @@ def personalize(
              "through the finetune; trades identity for prompt following (tinyfaces, 50 test faces: style "
              "accuracy 0.46 / 0.59 / 0.79 and identity 0.44 / 0.36 / 0.26 at 0 / 0.05 / 0.2). 0: off, the "
              "paper's.")] = 0.0,
+    describe: Annotated[bool | None, typer.Option(
+        "--describe/--no-describe",
+        help="Read the face's looks (hair, skin, glasses) from the photo and name them after \"[V] face\" in the "
+             "preview prompts, as the model's training captions did; the words are printed and kept in the "
+             "adapter file. Default: on when the model ships a describer (tinyfaces does).",
+        show_default=False)] = None,
     token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
     seed: Annotated[int, typer.Option(
         help="Seed of the LoRA's init, the training noise and the preview (a hypernetwork's prediction keeps "
@@ -90,7 +96,7 @@ def personalize(
 
     job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, batch_size=batch_size,
-                         keep_styles=keep_styles, token=token,
+                         keep_styles=keep_styles, describe=describe, token=token,
                          seed=seed, out=out_dir, export=export or [], preview=preview, preview_steps=preview_steps,
                          resolution=resolution, save_dtype=save_dtype, device=device, dtype=dtype,
                          model_config=model_config,
@@ -107,6 +113,8 @@ def personalize(
     out.print(table)
     size = result.adapter.stat().st_size
     out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)")
+    if result.looks:
+        out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote [bold]{path}[/]")
 

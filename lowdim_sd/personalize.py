@@ -11,9 +11,10 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,7 @@ class PersonalizeJob:
     learning_rate: float | None = None  # default: the model's finetune_lr after a prediction, else FINETUNE_LR
     batch_size: int | None = None  # images per finetune step; default: the model's finetune_batch after a prediction
     keep_styles: float = 0.0  # > 0: weight of lowdim_sd.style_delta's loss over the preview's style prompts
+    describe: bool | None = None  # name the looks the backend's describer reads in the prompts; None: if it has one
     token: str = "sks"
     seed: int = 0  # the LoRA's init, the training noise and the preview
     # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
@@ -95,6 +97,8 @@ class PersonalizeRun:
     batch_size: int
     crop: bool
     preview_prompts: tuple[str, ...]
+    describer: Callable[[torch.Tensor], str] | None = None  # the backend's reader of looks, when used
+    looks: str = ""  # what it read from the reference, once read (``described_run``)
 
 
 @dataclass
@@ -105,6 +109,7 @@ class PersonalizeResult:
     stages: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     gallery: list[tuple[str, Any]] = field(default_factory=list)  # (caption, PIL image): the preview's cells
+    looks: str = ""  # what the describer read, as the words put after "[V] <noun>" (" with ginger long hair")
 
 
 @contextmanager
@@ -205,7 +210,30 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
-                          0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts)
+                          0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts,
+                          resolve_describer(job, backend))
+
+
+def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
+    describer = getattr(backend, "describe_subject", None)
+    if job.describe and describer is None:
+        raise LowdimError(f"--describe: model '{job.model}' has no describer of looks; leave --describe out")
+    return describer if job.describe is not False else None
+
+
+def with_looks(prompt: str, looks: str) -> str:
+    """"a [V] face at night" -> "a [V] face with ginger long hair at night": the looks after [V]'s noun."""
+    from lowdim_sd.generate import IDENTIFIER
+
+    if not looks:
+        return prompt
+    pattern = re.compile(re.escape(IDENTIFIER) + r"(\s+[\w-]+)?")
+    return pattern.sub(lambda found: found.group(0) + looks, prompt, count=1)
+
+
+def described_run(run: PersonalizeRun, looks: str) -> PersonalizeRun:
+    """The run with the looks in its preview prompts, which are also --keep-styles' style prompts."""
+    return replace(run, looks=looks, preview_prompts=tuple(with_looks(p, looks) for p in run.preview_prompts))
 
 
 def finetune_schedule(job: PersonalizeJob, backend: Any, in_play: bool) -> tuple[int, int, float]:
@@ -283,6 +311,10 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
         reference = load_face_image(job.image, resolution, run.crop, job.crop_margin, job.face_index)
+    if run.describer is not None:
+        with stage(result, "describe"):
+            result.looks = run.describer(reference)
+            run = described_run(run, result.looks)
     with stage(result, "hypernetwork"):
         predicted = predict_initial(model, run, reference)
         trainable = initial_trainable(model, run, predicted)
@@ -333,6 +365,8 @@ def recipe(run: PersonalizeRun) -> dict:
         made["resolution"] = job.resolution
     if job.keep_styles:
         made["keep_styles"] = job.keep_styles
+    if run.describer is not None:
+        made["looks"] = run.looks
     return made
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Callable
+
+from torch import Tensor, nn
 
 from lowdim.backends import Backend
 from lowdim.hookspecs import hookimpl
@@ -26,6 +28,9 @@ class SDBackend(Backend):
     # The fast finetune after a prediction (and the --no-hyper ablation of it): images per step and rate.
     finetune_batch: int = defaults.FINETUNE_BATCH
     finetune_lr: float = defaults.FINETUNE_LR
+    # Reads the subject's looks from the reference (3, H, W) in [-1, 1] as words the model's captions use
+    # (" with ginger long hair"); personalize puts them after "[V] <noun>" in its preview prompts. None: none.
+    describe_subject: Callable[[Tensor], str] | None = None
     # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
     preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
                                         "a pencil sketch of a [V] face", "a [V] face at night")
@@ -42,7 +47,7 @@ class SDBackend(Backend):
                  skeleton=None, preview_prompts: tuple[str, ...] | None = None,
                  bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None,
                  default_hypernet: str | None = None, finetune_batch: int | None = None,
-                 finetune_lr: float | None = None) -> None:
+                 finetune_lr: float | None = None, describe_subject: Callable[[Tensor], str] | None = None) -> None:
         self.name, self.source, self.description, self.aliases = name, source, description, aliases
         self._skeleton = skeleton
         if preview_prompts:
@@ -57,6 +62,8 @@ class SDBackend(Backend):
             self.finetune_batch = finetune_batch
         if finetune_lr:
             self.finetune_lr = finetune_lr
+        if describe_subject is not None:
+            self.describe_subject = describe_subject
 
     def skeleton(self) -> nn.Module:
         if self._skeleton is None:

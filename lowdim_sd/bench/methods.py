@@ -34,6 +34,7 @@ class Method:
     iterations: int | None = None  # hypernetwork refinement steps k; None: the checkpoint's
     layers: str | None = None  # hyper rows: the layer set of the prediction and the finetune (None: the paper's)
     keep_styles: float = 0.0  # hyper rows: personalize --keep-styles
+    describe: bool = False  # hyper rows: personalize --describe (the looks in words in every prompt)
     note: str = ""
 
 
@@ -54,6 +55,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # The other side of that trade, from the finetune (rung 12f): a loss that keeps what style words add.
     Method("ours-styles", "Ours (keep styles 0.2)", "hyper", steps=40, keep_styles=0.2,
            note="as Ours, with personalize --keep-styles 0.2"),
+    # The looks the model's describer reads from the photo, named after "[V] face" in the finetune's style
+    # prompts and in every bench prompt, as `lowdim personalize` does by default on tinyfaces.
+    Method("ours-described", "Ours (looks in words)", "hyper", steps=40, describe=True,
+           note="as Ours, with personalize --describe: the looks read from the photo in every prompt"),
+    Method("ours-described-styles", "Ours (looks in words, keep styles 0.05)", "hyper", steps=40, describe=True,
+           keep_styles=0.05, note="as Ours, with personalize --describe --keep-styles 0.05"),
     Method("no-hyper", "No Hyper", "hyper", steps=40, use_hypernet=False,
            note="40 steps of rank-relaxed fast finetuning from zero"),
     Method("lidb-db", "LiDB DreamBooth", "dreambooth", steps=400, learning_rate=5e-3, space="lidb",
@@ -117,6 +124,7 @@ class Personalized:
     file: Path | None  # what a user keeps: the adapter file, or the finetuned weights
     bytes: int
     seconds: float
+    looks: str = ""  # --describe rows: the words put after "[V] <noun>" in every prompt
 
 
 def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
@@ -125,8 +133,9 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
     started = time.perf_counter()
     if method.kind == "base":
         return Personalized(None, 0, 0.0)
+    looks = ""
     if method.kind == "hyper":
-        file = _hyper_pipeline(model, method, reference, work_dir, hypernet, token, seed)
+        file, looks = _hyper_pipeline(model, method, reference, work_dir, hypernet, token, seed)
     elif method.kind == "ti":
         file = _textual_inversion(model, method, reference, work_dir, token, seed)
     else:
@@ -134,13 +143,14 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     seconds = time.perf_counter() - started
-    return Personalized(file, _size(file), seconds)
+    return Personalized(file, _size(file), seconds, looks)
 
 
 def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
-                    hypernet: Path | None, token: str, seed: int) -> Path:
+                    hypernet: Path | None, token: str, seed: int) -> tuple[Path, str]:
     from lowdim_sd.personalize import (
         PersonalizeJob,
+        described_run,
         finetune_config,
         initial_trainable,
         predict_initial,
@@ -156,13 +166,15 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
                          seed=seed, out=work_dir, hypernet=hypernet if method.use_hypernet else None,
                          no_hyper=not method.use_hypernet, only_hyper=method.steps == 0,
                          iterations=method.iterations, crop=False, save_dtype="fp32",
-                         keep_styles=method.keep_styles)
+                         keep_styles=method.keep_styles, describe=method.describe)
     run = resolve_run(job)
+    if run.describer is not None:
+        run = described_run(run, run.describer(reference))
     predicted = predict_initial(model, run, reference.to(model.device))
     trainable = initial_trainable(model, run, predicted)
     config = finetune_config(run)
-    return train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir,
-                 progress=False).outputs[0]
+    trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir, progress=False)
+    return trained.outputs[0], run.looks
 
 
 def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,

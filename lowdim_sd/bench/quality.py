@@ -21,6 +21,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import MetricUnavailable, Sample
 from lowdim_sd.bench.methods import METHODS, Personalized, get_method, parse_methods, personalize_subject
+from lowdim_sd.personalize import with_looks
 
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
 RESULT_VERSION = 1
@@ -32,7 +33,7 @@ class QualityJob:
     model: str = "tinyfaces"
     model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
     out: Path = Path("bench-quality")
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # rows the model cannot run are left out
     prompts: list[str] | None = None  # default: the backend's bench_prompts
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     hypernet: Path | None = None
@@ -103,6 +104,7 @@ def result_path(out: Path, task: Task) -> Path:
 def check_job(job: QualityJob) -> None:
     """Fill the default prompts and refuse impossible settings, before any model loads or file is written."""
     job.prompts = job.prompts or bench_prompts(job.model)
+    check_described_rows(job)
     if len(job.prompts) == 0:
         raise LowdimError("no prompts: pass --prompt at least once")
     counts = {"--sample-steps": job.sample_steps, "--workers": job.workers, "--batch-subjects": job.batch_subjects,
@@ -121,6 +123,25 @@ def check_job(job: QualityJob) -> None:
     if unknown:
         raise LowdimError(f"unknown metric(s) {', '.join(unknown)}; "
                           f"registered: {', '.join(registry.metrics) or 'none'}")
+
+
+def has_describer(model: str) -> bool:
+    from lowdim.registry import get_registry
+
+    entry = get_registry().backends.get(model)
+    return getattr(entry.value, "describe_subject", None) is not None if entry else False
+
+
+def check_described_rows(job: QualityJob) -> None:
+    """Rows that name the looks need the model's describer: left out of the default list, refused when asked."""
+    if has_describer(job.model):
+        return
+    described = [name for name in job.methods if get_method(name).describe] if job.methods else []
+    if job.methods == list(METHODS):
+        job.methods = [name for name in job.methods if name not in described]
+    elif described:
+        raise LowdimError(f"method '{described[0]}' names the looks the model's describer reads, and model "
+                          f"'{job.model}' has none; leave it out of --methods")
 
 
 def needs_hypernet(method: str) -> bool:
@@ -232,7 +253,8 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))
     try:
         done = _personalize(job, task, model, reference, work)
-        images = generate_batch(model, job)
+        prompts = [with_looks(prompt, done.looks) for prompt in job.prompts]
+        images = generate_batch(model, job, prompts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     folder = Path(job.out) / "images" / task.method / task.identity
@@ -240,10 +262,10 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
         save_png(image, folder / f"{index:02d}.png")
     reference_image = to_pil(reference[None])[0]
     samples = [Sample(image, (reference_image,), prompt.replace("[V]", job.token), job.token)
-               for image, prompt in zip(images, job.prompts, strict=True)]
+               for image, prompt in zip(images, prompts, strict=True)]
     metrics, skipped = load_metrics(job.metrics)
     record = {"method": task.method, "identity": task.identity, "reference": task.reference,
-              "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device),
+              "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device), "looks": done.looks,
               "hypernet": str(job.hypernet) if method.kind == "hyper" and method.use_hypernet else None,
               "scores": {name: metric.score(samples) for name, metric in metrics.items()},
               "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
@@ -252,12 +274,12 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
 
 
 @torch.no_grad()
-def generate_batch(model, job: QualityJob) -> list:
-    """One image per prompt in one batched pipeline call; prompt k always uses seed ``seed + k``."""
+def generate_batch(model, job: QualityJob, prompts: list[str] | None = None) -> list:
+    """One image per prompt (default: the job's), batched in one pipeline call; prompt k uses seed ``seed + k``."""
     from lowdim_sd.generate import set_scheduler
 
     set_scheduler(model, "ddim")  # as `lowdim generate` does by default
-    prompts = [p.replace("[V]", job.token) for p in job.prompts]
+    prompts = [p.replace("[V]", job.token) for p in (prompts or job.prompts)]
     generators = [torch.Generator().manual_seed(job.seed + k) for k in range(len(prompts))]
     return model.pipe(prompts, num_inference_steps=job.sample_steps, guidance_scale=job.guidance,
                       generator=generators, height=model.resolution, width=model.resolution).images

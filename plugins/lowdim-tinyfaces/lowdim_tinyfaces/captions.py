@@ -27,7 +27,7 @@ _BALD = ATTRIBUTE_PHRASES["hair_style"].index("bald")
 
 def attribute_words() -> set[str]:
     """Every word an attribute caption can use (for the tokenizer's whole-word vocabulary)."""
-    words = {"hair", "with", "and"}
+    words = {"hair", "with", "and", "a", "head"}  # "a bald head" is said of a bald face
     for phrases in ATTRIBUTE_PHRASES.values():
         words |= {word for phrase in phrases for word in phrase.split()}
     return words

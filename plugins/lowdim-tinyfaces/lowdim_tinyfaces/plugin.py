@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from lowdim.hookspecs import hookimpl
+from lowdim_tinyfaces.looks import describe_face, describer_path
 from lowdim_tinyfaces.model_files import hypernet_path, model_path
 from lowdim_tinyfaces.styles import STYLES, prompt_for
 
@@ -39,6 +40,8 @@ def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str |
         # The 40 steps after the prediction: 8 noise draws per step at 1e-2 bind far more identity than one at
         # 3e-3 for 1.8x the time (chosen on validation identities, docs/results.md rung 12).
         finetune_batch=8, finetune_lr=1e-2,
+        # Hair, skin and glasses in words after "[V] face": the base model draws named looks in every style.
+        describe_subject=describe_face if describer_path().exists() else None,
     )
 
 

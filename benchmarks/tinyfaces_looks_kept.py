@@ -1,0 +1,82 @@
+"""Does a row keep the reference's hair, skin and glasses in the pictures that took their prompt's style?
+
+Issue 13 asks the README preview for the reference's looks "in every style": a picture counts when the
+style classifier sees the prompted style AND the identity encoder's factor heads read back the
+reference's hair colour, hair style, skin tone and glasses. For each row of a `lowdim bench quality`
+folder run on identities written by `lowdim tinyfaces-identities` (whose factor levels it reads), this
+prints per style the share of pictures that took the style, the share of those whose four looks all read
+back, and the same over every picture of the style ("both").
+
+    python benchmarks/tinyfaces_looks_kept.py runs/r15/test runs/r15/heldout ours ours-described
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from lowdim_tinyfaces.folders import read_levels
+from lowdim_tinyfaces.identity import FACTOR_NAMES
+from lowdim_tinyfaces.metrics import load_identity_encoder
+from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style, to_tensor
+from PIL import Image
+
+LOOKS = ("hair_colour", "hair_style", "skin_tone", "glasses")
+STYLE = "tinyfaces-style"
+
+
+def looks_kept(predicted: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Per image, whether every one of LOOKS reads back as the reference's level."""
+    columns = [FACTOR_NAMES.index(name) for name in LOOKS]
+    return (predicted[:, columns] == levels[:, columns]).all(axis=1)
+
+
+def row_table(bench: Path, identities: Path, method: str, encoder) -> dict[str, tuple[float, float, float]]:
+    """Per style: (share styled, share of styled pictures with the looks, share of all pictures with both)."""
+    levels = read_levels(identities)
+    prompts = json.loads((bench / "settings.json").read_text())["prompts"]
+    took, kept, styles = [], [], [prompted_style(p) for p in prompts]
+    records = sorted((bench / "results" / method).glob("*.json"))
+    if not records:
+        raise SystemExit(f"no results for '{method}' in {bench / 'results' / method}")
+    for record in records:
+        result = json.loads(record.read_text())
+        folder = bench / "images" / method / result["identity"]
+        images = [Image.open(folder / f"{k:02d}.png").convert("RGB") for k in range(len(prompts))]
+        with torch.no_grad():
+            predicted = encoder.predict_factors(to_tensor(images)).numpy()
+        reference = np.repeat(levels[result["identity"]][None], len(prompts), axis=0)
+        kept.append(looks_kept(predicted, reference))
+        took.append([1.0 if s else 0.0 for s in result["scores"][STYLE]])
+    took_all, kept_all = np.array(took) > 0.5, np.array(kept)
+    table = {}
+    for style in dict.fromkeys(styles):
+        columns = [k for k, s in enumerate(styles) if s == style]
+        styled, looks = took_all[:, columns], kept_all[:, columns]
+        within = looks[styled].mean() if styled.any() else float("nan")
+        table[style] = (styled.mean(), within, (styled & looks).mean())
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bench", type=Path, help="a `lowdim bench quality` --out folder")
+    parser.add_argument("identities", type=Path, help="its identities folder (with .identities.json)")
+    parser.add_argument("methods", nargs="+")
+    args = parser.parse_args(argv)
+    encoder = load_identity_encoder()
+    print("| row | " + " | ".join(f"{s}: styled / looks if styled / both" for s in ("photo", "sketch", "popart",
+                                                                                    "night", "red_background",
+                                                                                    "hat")) + " |")
+    print("|---" * 7 + "|")
+    for method in args.methods:
+        table = row_table(args.bench, args.identities, method, encoder)
+        cells = [" / ".join(f"{v:.2f}" for v in table[s]) for s in table]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
