@@ -1,0 +1,63 @@
+"""benchmarks/tinyfaces_looks_kept.py: a picture keeps the looks only when all four read back, in the style asked."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("diffusers")
+
+from lowdim_tinyfaces.folders import write_identities  # noqa: E402
+from lowdim_tinyfaces.identity import FACTOR_NAMES  # noqa: E402
+from lowdim_tinyfaces.styles import STYLES, prompt_for  # noqa: E402
+
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "tinyfaces_looks_kept.py"
+script = SimpleNamespace(**runpy.run_path(str(SCRIPT)))
+
+
+def test_one_wrong_look_loses_the_picture_and_other_factors_do_not_count():
+    levels = np.zeros((3, len(FACTOR_NAMES)), dtype=np.int64)
+    predicted = levels.copy()
+    predicted[1, FACTOR_NAMES.index("glasses")] = 2  # one of the four looks wrong
+    predicted[2, FACTOR_NAMES.index("nose")] = 1  # a factor the preview does not promise
+    assert script.looks_kept(predicted, levels).tolist() == [True, False, True]
+
+
+class Reader:
+    """Reads every picture as the first identity's levels, whatever it shows."""
+
+    def __init__(self, levels: np.ndarray) -> None:
+        self.levels = levels
+
+    def predict_factors(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.repeat(self.levels[None], len(images), axis=0))
+
+
+def test_a_row_table_splits_each_style_by_the_style_verdict(tmp_path):
+    identities = tmp_path / "ids"
+    write_identities(identities, 2, split="test")
+    prompts = [prompt_for(style, "[V] face") for style in STYLES]
+    bench = tmp_path / "bench"
+    (bench / "results" / "row").mkdir(parents=True)
+    (bench / "settings.json").write_text(json.dumps({"prompts": prompts}))
+    for number, name in enumerate(("id-00000", "id-00001")):
+        folder = bench / "images" / "row" / name
+        folder.mkdir(parents=True)
+        for k in range(len(prompts)):
+            Image.new("RGB", (32, 32)).save(folder / f"{k:02d}.png")
+        took = [1.0 if number == 0 else 0.0] * len(prompts)  # the first identity's pictures took every style
+        (bench / "results" / "row" / f"{name}.json").write_text(json.dumps(
+            {"identity": name, "scores": {"tinyfaces-style": took}}))
+    first = json.loads((identities / ".identities.json").read_text())["identities"]["id-00000"]
+    table = script.row_table(bench, identities, "row", Reader(np.array(first)))
+    assert list(table) == list(STYLES)
+    styled, within, both = table["night"]
+    assert styled == 0.5 and both <= styled
+    assert within == 1.0  # the one styled picture per style is the first identity's, read as itself
