@@ -47,5 +47,6 @@ def test_the_tinyfaces_backend_describes_and_a_plain_path_does_not():
 
     backend = get_registry().backends["tinyfaces"].value
     photo = render_tensor(sample_levels(1, np.random.default_rng(3), split=1), [0], np.array([5]), 32)[0]
+    before = photo.clone()
     assert backend.describe_subject(photo).startswith(" with ")
-    assert torch.equal(photo, photo.clone())  # the photo is read, not changed
+    assert torch.equal(photo, before)  # the photo is read, not changed: the finetune trains on it next
