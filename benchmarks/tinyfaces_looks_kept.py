@@ -7,7 +7,10 @@ folder run on identities written by `lowdim tinyfaces-identities` (whose factor 
 prints per style the share of pictures that took the style, the share of those whose four looks all read
 back, and the same over every picture of the style ("both").
 
-    python benchmarks/tinyfaces_looks_kept.py runs/r15/test runs/r15/heldout ours ours-described
+    python benchmarks/tinyfaces_looks_kept.py runs/r15/test runs/r15/heldout renders ours ours-described
+
+The row name `renders` is the ceiling: TinyFaces' own renders of each identity in each prompted style
+(other nuisance seeds than the reference's, as benchmarks/tinyfaces_ceiling.py draws them), all styled.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from lowdim_tinyfaces.folders import read_levels
 from lowdim_tinyfaces.identity import FACTOR_NAMES
 from lowdim_tinyfaces.metrics import load_identity_encoder
 from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style, to_tensor
+from lowdim_tinyfaces.world import render
 from PIL import Image
 
 LOOKS = ("hair_colour", "hair_style", "skin_tone", "glasses")
 STYLE = "tinyfaces-style"
+CEILING = "renders"
 
 
 def looks_kept(predicted: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -34,23 +39,38 @@ def looks_kept(predicted: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return (predicted[:, columns] == levels[:, columns]).all(axis=1)
 
 
-def row_table(bench: Path, identities: Path, method: str, encoder) -> dict[str, tuple[float, float, float]]:
-    """Per style: (share styled, share of styled pictures with the looks, share of all pictures with both)."""
-    levels = read_levels(identities)
-    prompts = json.loads((bench / "settings.json").read_text())["prompts"]
-    took, kept, styles = [], [], [prompted_style(p) for p in prompts]
+def rendered_pictures(levels: dict[str, np.ndarray], styles: list[str]):
+    """(identity, its renders in ``styles``, all styled) per identity: the ceiling row."""
+    for index, (name, level) in enumerate(sorted(levels.items())):
+        seeds = np.arange(len(styles)) + 1000 * (index + 1)  # other nuisances than the reference's
+        images = [Image.fromarray(a) for a in render(np.stack([level] * len(styles)), styles, seeds)]
+        yield name, images, [1.0] * len(styles)
+
+
+def bench_pictures(bench: Path, method: str, count: int):
+    """(identity, its pictures, the style verdicts) per result of ``method`` in a bench folder."""
     records = sorted((bench / "results" / method).glob("*.json"))
     if not records:
         raise SystemExit(f"no results for '{method}' in {bench / 'results' / method}")
     for record in records:
         result = json.loads(record.read_text())
         folder = bench / "images" / method / result["identity"]
-        images = [Image.open(folder / f"{k:02d}.png").convert("RGB") for k in range(len(prompts))]
+        images = [Image.open(folder / f"{k:02d}.png").convert("RGB") for k in range(count)]
+        yield result["identity"], images, [1.0 if s else 0.0 for s in result["scores"][STYLE]]
+
+
+def row_table(bench: Path, identities: Path, method: str, encoder) -> dict[str, tuple[float, float, float]]:
+    """Per style: (share styled, share of styled pictures with the looks, share of all pictures with both)."""
+    levels = read_levels(identities)
+    prompts = json.loads((bench / "settings.json").read_text())["prompts"]
+    took, kept, styles = [], [], [prompted_style(p) for p in prompts]
+    pictures = rendered_pictures(levels, styles) if method == CEILING else bench_pictures(bench, method, len(prompts))
+    for identity, images, verdicts in pictures:
         with torch.no_grad():
             predicted = encoder.predict_factors(to_tensor(images)).numpy()
-        reference = np.repeat(levels[result["identity"]][None], len(prompts), axis=0)
+        reference = np.repeat(levels[identity][None], len(prompts), axis=0)
         kept.append(looks_kept(predicted, reference))
-        took.append([1.0 if s else 0.0 for s in result["scores"][STYLE]])
+        took.append(verdicts)
     took_all, kept_all = np.array(took) > 0.5, np.array(kept)
     table = {}
     for style in dict.fromkeys(styles):
@@ -65,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bench", type=Path, help="a `lowdim bench quality` --out folder")
     parser.add_argument("identities", type=Path, help="its identities folder (with .identities.json)")
-    parser.add_argument("methods", nargs="+")
+    parser.add_argument("methods", nargs="+", help=f"rows of the bench folder; '{CEILING}' for the ceiling")
     args = parser.parse_args(argv)
     encoder = load_identity_encoder()
     print("| row | " + " | ".join(f"{s}: styled / looks if styled / both" for s in ("photo", "sketch", "popart",

@@ -61,3 +61,18 @@ def test_a_row_table_splits_each_style_by_the_style_verdict(tmp_path):
     styled, within, both = table["night"]
     assert styled == 0.5 and both <= styled
     assert within == 1.0  # the one styled picture per style is the first identity's, read as itself
+
+
+def test_the_renders_row_needs_no_results_and_its_photos_read_back_as_the_identity(tmp_path):
+    from lowdim_tinyfaces.metrics import load_identity_encoder
+
+    identities = tmp_path / "ids"
+    write_identities(identities, 4, split="test")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "settings.json").write_text(json.dumps({"prompts": [prompt_for(s, "[V] face") for s in STYLES]}))
+    table = script.row_table(bench, identities, script.CEILING, load_identity_encoder())
+    assert all(styled == 1.0 for styled, _, _ in table.values())  # renders are in the style by construction
+    assert table["photo"][1] >= 0.5  # the metric's own encoder reads most rendered photos back right
+    with pytest.raises(SystemExit, match="no results for 'ours'"):
+        script.row_table(bench, identities, "ours", load_identity_encoder())
