@@ -97,6 +97,19 @@ def run_tokenizer(folder: Path, cfg: TrainConfig, resume: bool):
     return build_tokenizer(folder, cfg.max_text_length, cfg.captions)
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot train here, in one line; None when it can."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        return f"--device '{device}' is not a torch device (cpu, cuda, cuda:1, mps)"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: this machine has no CUDA GPU that torch can use"
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: MPS is not available on this machine"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -114,10 +127,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init-from", type=Path, default=None,
                     help="exported TinyFaces folder to start stage 2 from (its VAE is kept, stage 1 skipped)")
     ap.add_argument("--unet-lr", type=float, default=None, help="stage 2 learning rate (default 3e-4)")
+    ap.add_argument("--unet-batch", type=int, default=None, help="stage 2 images per step (default 64)")
+    ap.add_argument("--device", default="cpu",
+                    help="where stage 2 trains (cpu, cuda, cuda:1, ...); stage 1 and the renders stay on the CPU")
     args = ap.parse_args(argv)
     problem = args.init_from and not_a_model_folder(args.init_from)
     if problem:
         ap.error(f"--init-from {problem}")
+    if args.unet_batch is not None and args.unet_batch < 1:
+        ap.error(f"--unet-batch must be >= 1, got {args.unet_batch}")
+    problem = device_problem(args.device)
+    if problem:
+        ap.error(problem)
     torch.set_num_threads(args.threads)
     MAX_THREADS[0] = args.threads
     out: Path = args.out
@@ -128,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = TrainConfig(**json.loads(cfg_path.read_text()))
     else:
         cfg = TrainConfig().micro() if args.micro else TrainConfig()
-        cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr)
+        cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr,
+                                  unet_batch=args.unet_batch or cfg.unet_batch)
         cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     budget = args.budget_minutes * 60
     vae_budget = budget * cfg.vae_fraction
@@ -154,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         day = time.gmtime()
         deadline = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, 0))
     unet, text_encoder = train_unet(cfg, out, unet_budget, log, args.resume, vae, unet,
-                                    text_encoder, tokenizer, deadline)
+                                    text_encoder, tokenizer, deadline, device=args.device)
     model_dir = args.model_dir or model_path()
     export_pipeline(model_dir, vae, unet, text_encoder, tokenizer, out, log)
 

@@ -49,7 +49,7 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     for idx, state in sd["state"].items():
         for key, value in state.items():
             t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{idx}.{key}"] = t.detach().reshape(-1).clone()
+            tensors[f"{idx}.{key}"] = t.detach().cpu().reshape(-1).clone()
     return tensors, sd["param_groups"]
 
 
@@ -87,7 +87,7 @@ def save_checkpoint(
     """
     folder.mkdir(parents=True, exist_ok=True)
     weights = {
-        f"{m}.{k}": v.detach().contiguous().clone()
+        f"{m}.{k}": v.detach().cpu().contiguous().clone()
         for m, mod in modules.items()
         for k, v in mod.state_dict().items()
     }
@@ -97,7 +97,7 @@ def save_checkpoint(
         tensors, groups = optimizer_tensors(opt)
         save_file(tensors, folder / f"{name}.optim.safetensors")
     if ema is not None:
-        save_file(ema.shadow, folder / f"{name}.ema.safetensors")
+        save_file({k: v.cpu() for k, v in ema.shadow.items()}, folder / f"{name}.ema.safetensors")
     meta = {**meta, "param_groups": groups}
     tmp = folder / f"{name}.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
@@ -125,5 +125,6 @@ def load_checkpoint(
     if opt is not None and optim_path.exists():
         load_optimizer_tensors(opt, load_file(optim_path), meta["param_groups"])
     if ema is not None and (folder / f"{name}.ema.safetensors").exists():
-        ema.shadow = load_file(folder / f"{name}.ema.safetensors")
+        device = next(iter(ema.shadow.values())).device  # where the modules are, as the EMA was made there
+        ema.shadow = load_file(folder / f"{name}.ema.safetensors", device=str(device))
     return meta

@@ -84,15 +84,16 @@ def diffusion_loss(
     Min-SNR (Hang et al. 2023) stops easy low-noise steps dominating and speeds
     convergence, which matters with only a few thousand CPU steps.
     """
-    n = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=gen)
+    n, device = latents.shape[0], latents.device
+    # Drawn on the CPU generator whatever the device, so a run's noise does not depend on where it runs.
+    noise = torch.randn(latents.shape, generator=gen).to(device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen)
-    noisy = scheduler.add_noise(latents, noise, t)
-    context = encode_prompts(text_encoder, prompt_ids)[prompt_index]
-    pred = unet(noisy, t, context).sample
+    noisy = scheduler.add_noise(latents, noise, t.to(device))
+    context = encode_prompts(text_encoder, prompt_ids.to(device))[prompt_index.to(device)]
+    pred = unet(noisy, t.to(device), context).sample
     alpha_bar = scheduler.alphas_cumprod[t]
     snr = alpha_bar / (1 - alpha_bar)
-    weight = snr.clamp(max=snr_gamma) / snr
+    weight = (snr.clamp(max=snr_gamma) / snr).to(device)
     per_item = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))
     return (per_item * weight).mean()
 
@@ -109,11 +110,11 @@ def sample_latents(
     guidance: float = 4.0,
 ) -> Tensor:
     """DDIM with classifier-free guidance, the same maths as StableDiffusionPipeline."""
-    n = cond_ids.shape[0]
-    context = torch.cat([encode_prompts(text_encoder, uncond_ids).expand(n, -1, -1),
-                         encode_prompts(text_encoder, cond_ids)])
+    n, device = cond_ids.shape[0], unet.device
+    context = torch.cat([encode_prompts(text_encoder, uncond_ids.to(device)).expand(n, -1, -1),
+                         encode_prompts(text_encoder, cond_ids.to(device))])
     size = unet.config.sample_size
-    x = torch.randn((n, unet.config.in_channels, size, size), generator=gen)
+    x = torch.randn((n, unet.config.in_channels, size, size), generator=gen).to(device)
     scheduler.set_timesteps(steps)
     x = x * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
@@ -126,5 +127,5 @@ def sample_latents(
 def to_uint8(images: Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) for save_grid."""
     return (
-        images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     )

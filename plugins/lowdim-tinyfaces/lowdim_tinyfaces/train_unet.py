@@ -68,16 +68,18 @@ def sample_grid(unet: nn.Module, text_encoder: nn.Module, tokenizer, vae, steps:
         rows = cond[p * GRID_SEEDS:(p + 1) * GRID_SEEDS]
         lat = sample_latents(unet, text_encoder, rows, uncond, build_sample_scheduler(), g,
                              steps, guidance)
-        out.append(vae.decode(lat / vae.config.scaling_factor).sample)
+        out.append(vae.decode(lat.to(vae.device) / vae.config.scaling_factor).sample)
     return to_uint8(torch.cat(out))
 
 
 def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, vae,
                unet: nn.Module, text_encoder: nn.Module, tokenizer,
-               deadline: float | None = None):
+               deadline: float | None = None, device: str = "cpu"):
+    """Stage 2 on ``device``; the batches are rendered, and every random draw made, on the CPU either way."""
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     tparams = sum(p.numel() for p in text_encoder.parameters()) / 1e6
-    log(f"UNet params {params:.2f}M, text encoder {tparams:.2f}M")
+    log(f"UNet params {params:.2f}M, text encoder {tparams:.2f}M, on {device}")
+    vae, unet, text_encoder = vae.to(device), unet.to(device), text_encoder.to(device)
     save_grid(out / "samples" / "real.png", real_grid(cfg), ncol=GRID_SEEDS, upscale=3)
     modules = {"unet": unet, "text_encoder": text_encoder}
     opt = torch.optim.AdamW([p for m in modules.values() for p in m.parameters()],
@@ -103,7 +105,7 @@ def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, 
         unet.train()
         text_encoder.train()
         levels, style_ids, seeds = sample_batch(cfg.seed, UNET_STAGE, step, cfg.unet_batch)
-        images = render_tensor(levels, [int(s) for s in style_ids], seeds, cfg.image_size)
+        images = render_tensor(levels, [int(s) for s in style_ids], seeds, cfg.image_size).to(device)
         gen = torch_gen(cfg.seed, UNET_STAGE, step)
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(generator=gen) * sf
@@ -141,8 +143,8 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
     if model_dir.exists():
         shutil.rmtree(model_dir)
     pipe = StableDiffusionPipeline(
-        vae=copy.deepcopy(vae).half(), text_encoder=copy.deepcopy(text_encoder).half(),
-        tokenizer=tokenizer, unet=copy.deepcopy(unet).half(), scheduler=build_sample_scheduler(),
+        vae=copy.deepcopy(vae).cpu().half(), text_encoder=copy.deepcopy(text_encoder).cpu().half(),
+        tokenizer=tokenizer, unet=copy.deepcopy(unet).cpu().half(), scheduler=build_sample_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(model_dir, safe_serialization=True)

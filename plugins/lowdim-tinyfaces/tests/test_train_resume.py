@@ -60,3 +60,44 @@ def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys) ->
     err = capsys.readouterr().err.strip().splitlines()
     assert "not an exported TinyFaces folder" in err[-1] and str(tmp_path) in err[-1]
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--device", "gpu0"], "'gpu0' is not a torch device"),
+    (["--unet-batch", "0"], "--unet-batch must be >= 1"),
+    pytest.param(["--device", "cuda"], "no CUDA GPU", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_a_device_or_batch_that_cannot_train_is_one_line_before_anything_is_written(tmp_path, capsys, flags,
+                                                                                      words) -> None:
+    from lowdim_tinyfaces.train_model import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "run"), "--budget-minutes", "1", *flags])
+    assert exit_info.value.code == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_diffusion_loss_is_set_by_the_steps_generator_alone() -> None:
+    """A resumed run, or one on another device, draws the same noise and timesteps for a step: both come
+    from the step's CPU generator (drawn there and moved), nothing else."""
+    from lowdim_tinyfaces.train_config import build_train_scheduler
+    from lowdim_tinyfaces.train_steps import diffusion_loss
+
+    class Echo(torch.nn.Module):  # predicts its input: the loss then depends on the noise and timesteps drawn
+        def forward(self, noisy, t, context):
+            return type("Out", (), {"sample": noisy + 0 * context.sum()})()
+
+    class Text(torch.nn.Module):
+        def forward(self, ids):
+            return (ids.float().unsqueeze(-1),)
+
+    latents = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    ids, index = torch.zeros(2, 5, dtype=torch.long), torch.tensor([0, 1, 0])
+    losses = [diffusion_loss(Echo(), Text(), latents, ids, index, build_train_scheduler(),
+                             torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert losses[0] == losses[1]
+    other = diffusion_loss(Echo(), Text(), latents, ids, index, build_train_scheduler(),
+                           torch.Generator().manual_seed(8))
+    assert other != losses[0]
