@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
                                   unet_batch=args.unet_batch or cfg.unet_batch)
         cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     budget = args.budget_minutes * 60
-    vae_budget = budget * cfg.vae_fraction
+    # A warm start skips stage 1 and gives its share to stage 2.
+    vae_budget = 0.0 if args.init_from else budget * cfg.vae_fraction
     unet_budget = budget - vae_budget - cfg.reserve_minutes * 60 - 30  # 30 s for the latent std
     log(f"budget {budget:.0f}s: vae {vae_budget:.0f}s, unet {unet_budget:.0f}s; prompts "
         f"{training_prompts()}")
@@ -161,7 +162,6 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(cfg.seed)  # model init; identical across resumes (then overwritten)
     tokenizer = run_tokenizer(out / "tokenizer", cfg, args.resume)
     if args.init_from:
-        unet_budget += vae_budget
         vae = load_vae(args.init_from)
         torch.manual_seed(cfg.seed + 1)
         unet, text_encoder = warm_start(cfg, args.init_from, tokenizer, log)
