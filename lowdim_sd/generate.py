@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,14 @@ def set_scheduler(model: SDModel, name: str) -> None:
 
 def fill(prompt: str, token: str) -> str:
     return prompt.replace(IDENTIFIER, token)
+
+
+def with_looks(prompt: str, looks: str) -> str:
+    """"a [V] face at night" -> "a [V] face with ginger long hair at night": the looks after [V]'s noun."""
+    if not looks:
+        return prompt
+    pattern = re.compile(re.escape(IDENTIFIER) + r"(\s+[\w-]+)?")
+    return pattern.sub(lambda found: found.group(0) + looks, prompt, count=1)
 
 
 @torch.no_grad()

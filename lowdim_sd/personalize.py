@@ -11,7 +11,6 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from lowdim.registry import get_registry
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
-from lowdim_sd.generate import check_resolution
+from lowdim_sd.generate import check_resolution, with_looks
 from lowdim_sd.images import to_pil
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
@@ -219,16 +218,6 @@ def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tens
     if job.describe and describer is None:
         raise LowdimError(f"--describe: model '{job.model}' has no describer of looks; leave --describe out")
     return describer if job.describe is not False else None
-
-
-def with_looks(prompt: str, looks: str) -> str:
-    """"a [V] face at night" -> "a [V] face with ginger long hair at night": the looks after [V]'s noun."""
-    from lowdim_sd.generate import IDENTIFIER
-
-    if not looks:
-        return prompt
-    pattern = re.compile(re.escape(IDENTIFIER) + r"(\s+[\w-]+)?")
-    return pattern.sub(lambda found: found.group(0) + looks, prompt, count=1)
 
 
 def described_run(run: PersonalizeRun, looks: str) -> PersonalizeRun:

@@ -21,7 +21,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import MetricUnavailable, Sample
 from lowdim_sd.bench.methods import METHODS, Personalized, get_method, parse_methods, personalize_subject
-from lowdim_sd.personalize import with_looks
+from lowdim_sd.generate import with_looks
 
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
 RESULT_VERSION = 1

@@ -15,8 +15,9 @@ from safetensors import safe_open
 from lowdim.errors import LowdimError
 from lowdim.registry import Entry, get_registry
 from lowdim_cli.main import main
+from lowdim_sd.generate import with_looks
 from lowdim_sd.loading import load_sd
-from lowdim_sd.personalize import PersonalizeJob, finetune_config, personalize, resolve_run, with_looks
+from lowdim_sd.personalize import PersonalizeJob, finetune_config, personalize, resolve_run
 from lowdim_sd.plugin import SDBackend
 
 LOOKS = " with ginger long hair"

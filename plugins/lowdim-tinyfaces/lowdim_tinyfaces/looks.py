@@ -64,6 +64,7 @@ def training_set(feature_file: Path, folders: list[Path]) -> tuple[Tensor, dict[
     """(features, labels per group, encoder signature) of every photo in identity folders that the file holds."""
     from safetensors import safe_open
 
+    from lowdim.hyper.describer import ENCODER_KEYS
     from lowdim_sd.feature_file import image_key
     from lowdim_sd.images import load_image
 
@@ -84,7 +85,7 @@ def training_set(feature_file: Path, folders: list[Path]) -> tuple[Tensor, dict[
     if not rows:
         raise SystemExit(f"{feature_file}: holds the features of no photo in {', '.join(map(str, folders))}")
     levels = torch.from_numpy(np.stack(labels))
-    signature = {key: metadata[key] for key in ("encoder", "input_size", "normalize", "pool")}
+    signature = {key: metadata[key] for key in ENCODER_KEYS}
     return stored[rows], {f: levels[:, FACTOR_NAMES.index(f)] for f in NAMED}, signature
 
 
