@@ -36,8 +36,9 @@ class StylePrompts:
     styled_class: Tensor  # (S, L): the same without it
     plain: Tensor  # (1, L): the training prompt with the identifier
     plain_class: Tensor  # (1, L): the same without it
-    # The base text encoder's states of the two class prompts: fixed, so made once, on first use.
-    base_states: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False)
+    # What stays fixed through a run, made on first use: the base text encoder's states of the two class
+    # prompts and the reference's VAE posterior.
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def without_identifier(prompt: str) -> str:
@@ -76,26 +77,45 @@ def style_delta_loss(model, reference: Tensor, prompts: StylePrompts, adapters, 
     """The mean squared distance of the adapted styled prediction to its target (see the module's text).
 
     ``reference`` is (1, 3, H, W) in [-1, 1]; ``generator`` draws the styles, the noise and the timesteps.
+    On a small model the time goes to calls rather than arithmetic, so the base model's two predictions
+    share one UNet call and the adapted text encoder reads both prompts in one.
     """
     pipe, device, dtype = model.pipe, model.device, model.dtype
     pick = torch.randint(0, len(prompts.styled), (samples,), generator=generator)
     encode = pipe.text_encoder
     with torch.no_grad():
-        posterior = pipe.vae.encode(reference.to(device, dtype)).latent_dist  # once: the copies differ by noise
-        vae_noise = torch.randn((samples, *posterior.mean.shape[1:]), generator=generator).to(device, dtype)
-        latents = (posterior.mean + posterior.std * vae_noise) * pipe.vae.config.scaling_factor
+        mean, std = reference_posterior(pipe.vae, reference.to(device, dtype), prompts.cache)
+        vae_noise = torch.randn((samples, *mean.shape[1:]), generator=generator).to(device, dtype)
+        latents = (mean + std * vae_noise) * pipe.vae.config.scaling_factor
         noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
         steps = model.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (samples,), generator=generator).to(device)
         noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
-        face = pipe.unet(noisy, timesteps, encode(prompts.plain.to(device))[0].expand(samples, -1, -1)).sample
+    adapted = encode(torch.cat([prompts.plain, prompts.styled[pick]]).to(device))[0]
+    with torch.no_grad():
+        face = pipe.unet(noisy, timesteps, adapted[:1].expand(samples, -1, -1)).sample
         with base_model(adapters, name):
-            states = prompts.base_states
-            if not states:
-                states["styled"] = encode(prompts.styled_class.to(device))[0]
-                states["plain"] = encode(prompts.plain_class.to(device))[0]
-            styled = pipe.unet(noisy, timesteps, states["styled"][pick.to(device)]).sample
-            plain = pipe.unet(noisy, timesteps, states["plain"].expand(samples, -1, -1)).sample
-        target = face + styled - plain
-    prediction = pipe.unet(noisy, timesteps, encode(prompts.styled[pick].to(device))[0]).sample
+            styled, plain = base_states(encode, prompts, device)
+            both = torch.cat([styled[pick.to(device)], plain.expand(samples, -1, -1)])
+            base = pipe.unet(noisy.repeat(2, 1, 1, 1), timesteps.repeat(2), both).sample
+        target = face + base[:samples] - base[samples:]
+    prediction = pipe.unet(noisy, timesteps, adapted[1:]).sample
     return (prediction.float() - target.float()).pow(2).mean()
+
+
+def reference_posterior(vae, reference: Tensor, cache: dict) -> tuple[Tensor, Tensor]:
+    """The VAE posterior's mean and std of the reference: the VAE is never adapted, so one encode serves
+    every step of a run (the cache holds the last reference it saw)."""
+    held = cache.get("reference")
+    if held is None or held[0] is not reference and not torch.equal(held[0], reference):
+        posterior = vae.encode(reference).latent_dist
+        cache["reference"] = (reference, posterior.mean, posterior.std)
+    return cache["reference"][1], cache["reference"][2]
+
+
+def base_states(encode, prompts: StylePrompts, device) -> tuple[Tensor, Tensor]:
+    """The base text encoder's states of the styled and the plain class prompts: fixed, so made once."""
+    if "styled" not in prompts.cache:
+        prompts.cache["styled"] = encode(prompts.styled_class.to(device))[0]
+        prompts.cache["plain"] = encode(prompts.plain_class.to(device))[0]
+    return prompts.cache["styled"], prompts.cache["plain"]

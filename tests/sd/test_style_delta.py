@@ -135,3 +135,21 @@ def test_a_run_with_kept_styles_resumes_from_its_checkpoint(adapted, faces, tmp_
     resumed = train(model, [Subject(faces[:1], 0)], trainable, TrainConfig(**{**config.__dict__, "steps": 3}),
                     out_dir=tmp_path / "run", resume=True, progress=False)
     assert resumed.start_step == 2 and len(resumed.losses) == 1
+
+
+def test_the_reference_is_encoded_once_per_run_and_again_for_another(adapted, faces, monkeypatch):
+    # The VAE is never adapted, so its posterior of the reference is cached across steps; a bench that
+    # reused the prompts for a second face must not get the first face's latents.
+    model, trainable = adapted
+    prompts = style_prompts(model.pipe.tokenizer, STYLES, "a [V] face", "sks")
+    encodes = []
+    real = model.pipe.vae.encode
+    monkeypatch.setattr(model.pipe.vae, "encode", lambda x: encodes.append(x) or real(x))
+
+    def loss(reference):
+        return float(style_delta_loss(model, reference, prompts, trainable.adapters, ADAPTER,
+                                      torch.Generator().manual_seed(0)).detach())
+
+    first = loss(faces[:1])
+    assert loss(faces[:1].clone()) == first and len(encodes) == 1
+    assert loss(faces[1:2]) != first and len(encodes) == 2
