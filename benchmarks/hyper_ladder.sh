@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The hypernetwork ladder of docs/results.md: each rung's targets, training and validation bench, on
+# The hypernetwork ladder of docs/ladder.md: each rung's targets, training and validation bench, on
 # VALIDATION identities only (the val split of TinyFaces; the 50 test identities are never used here).
 # Every step resumes or is skipped when its output exists. Run one rung: benchmarks/hyper_ladder.sh r3
 # (rungs: targets r0 r1 r2 r3 r4 r4b r4d r5a r5 r5b r6 r7 r12 extra; `all` runs every one but extra, about 3 hours on 2 cores).

@@ -6,7 +6,7 @@ each style ("a face with tan skin, ginger long hair, violet eyes and round glass
 image per identity and style from fixed noise, and reads each image with the TinyFaces identity
 encoder's factor heads. It prints, per style, how often each named look is read back, and the identity
 cosine against a photo render of the same identity; the last row is the mean over the styles
-(docs/results.md, rung 13's table).
+(docs/ladder.md, rung 13's table).
 
     python benchmarks/tinyfaces_named_looks.py runs/r14/tfv2/model      # a model folder, or
     python benchmarks/tinyfaces_named_looks.py tinyfaces                # the shipped model

@@ -20,7 +20,7 @@ time lowdim precompute -m "$MODEL" -i "$RUN/train-ids" -o "$RUN/weights" --steps
   --limit "$TRAIN_IDS" --shared-noise --batch-subjects "$BATCH_SUBJECTS" --device "$DEVICE" --dtype fp32
 # Phase 1: the retrieval head over every training identity, on the offline DINOv2 ViT-S/14, keyed by an
 # identity embedding learned from 3,000 other training people (two photos each) and by two renders of
-# each stored θ (the ladder in docs/results.md, rungs 5 and 10, shows why it, not a regression network, ships).
+# each stored θ (the ladder in docs/ladder.md, rungs 5 and 10, shows why it, not a regression network, ships).
 lowdim tinyfaces-identities -o "$RUN/people" --count 3000 --split train --seed 1 --renders 2
 [ -f "$RUN/features.safetensors" ] || lowdim encoder-features -i "$RUN/people" -i "$RUN/train-ids" \
   --resolution 32 --pool 2 -o "$RUN/features.safetensors"

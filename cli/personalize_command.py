@@ -24,7 +24,7 @@ def personalize(
     layers: Annotated[str | None, typer.Option(
         help="Layer set (default: unet+text, the paper's). A set inside the hypernetwork's keeps that part of its "
              "prediction: 'unet' leaves the text encoder alone, which follows prompts such as 'at night' far better "
-             "for less identity on TinyFaces (docs/results.md, rung 11).")] = None,
+             "for less identity on TinyFaces (docs/ladder.md, rung 11).")] = None,
     steps: Annotated[int | None, typer.Option(
         help=f"Fast-finetuning steps (default: {defaults.FINETUNE_STEPS} after a hypernetwork's prediction, as in "
              f"the paper: --hypernet, or the one the model ships, as tinyfaces does; --no-hyper keeps "

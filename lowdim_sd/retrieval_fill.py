@@ -6,7 +6,7 @@ person each (``lowdim tinyfaces-identities --renders 2`` writes one). Backbone f
 frozen encoder, or from ``--features`` (``lowdim encoder-features`` over the same images) where the
 encoder is slow or absent. With ``--key-renders R`` each stored θ is also keyed by R images the model
 makes with it (the precompute prompt): a query then finds the θ whose *output* looks like it, not only
-the θ whose reference photo did (docs/results.md, rung 10b).
+the θ whose reference photo did (docs/ladder.md, rung 10b).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Keeping the style words through the fast finetune: a loss that says what each style adds.
 
 A fast finetune on one photo teaches "[V]" the face, and also teaches the words after it to draw that
-photo: on TinyFaces "a [V] face at night" comes out as a daylight photo (docs/results.md, rungs 11-12f).
+photo: on TinyFaces "a [V] face at night" comes out as a daylight photo (docs/ladder.md, rungs 11-12f).
 For a style prompt S with the identifier, this loss pulls the adapted model's prediction on a noisy copy
 of the reference toward
 

@@ -1,4 +1,4 @@
-"""The hypernetwork levers of the ladder (docs/results.md): standardized targets, pooled memory, cached
+"""The hypernetwork levers of the ladder (docs/ladder.md): standardized targets, pooled memory, cached
 features, encoder input, packaged encoders that files do not store, and the retrieval head."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A describer: words for what the subject looks like, read from a frozen image encoder's features.
 
 A fast finetune on one photo binds the face to "[V]", and a prompt's style words can switch that pathway
-off, so a styled picture draws a generic face (docs/results.md, disagreement 2). A base model that learned
+off, so a styled picture draws a generic face (docs/disagreements.md, 2). A base model that learned
 from captions naming looks ("with ginger long hair and round glasses") draws them in any style when asked
 in words. A describer reads those looks from the one photo: for each group of classes (hair colour,
 glasses, ...) a linear classifier over the encoder's pooled tokens, fit on images whose looks are known.

@@ -2,7 +2,7 @@
 
 A regression hypernetwork must learn a smooth map from image to θ, but precomputed θ are not a smooth
 function of the face: each is one of many adapters that render it, picked by its optimisation's path
-(docs/results.md, "The hypernetwork ladder"). A retrieval head does not interpolate between them: it
+(docs/ladder.md). A retrieval head does not interpolate between them: it
 keeps the training identities' encoder features (keys) and θ (values), and answers an image with the
 θ of its nearest key by cosine similarity. With a pretrained encoder that knows faces, that is an
 adapter of a look-alike, which is a far better start for rank-relaxed finetuning (§4.3) than the mean.

@@ -70,7 +70,7 @@ def fit_key_projection(projection: KeyProjection, identities: Sequence[Tensor], 
     """Train ``projection`` on key tokens of several photos per identity: ``identities[i]`` is (n_i >= 2, T, D).
 
     Each step draws ``batch_size`` identities and two different photos of each. The defaults were chosen on
-    TinyFaces validation identities (docs/results.md, rung 10): a warmer temperature than SimCLR's 0.07 keeps
+    TinyFaces validation identities (docs/ladder.md, rung 10): a warmer temperature than SimCLR's 0.07 keeps
     look-alikes near each other, which is what a retrieval key needs, not only the exact identity on top.
     """
     counts = torch.tensor([len(photos) for photos in identities])

@@ -46,7 +46,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ours-k1", "Ours (k=1)", "hyper", steps=40, iterations=1,
            note="as Ours, with one hypernetwork iteration instead of the checkpoint's"),
     Method("only-hyper", "Only Hyper", "hyper", steps=0, note="the hypernetwork prediction alone"),
-    # The trade the ladder found (docs/results.md, rung 11): the text encoder's part of an adapter carries
+    # The trade the ladder found (docs/ladder.md, rung 11): the text encoder's part of an adapter carries
     # some identity and overwrites the words after [V] ("at night"); without it prompts are followed.
     Method("ours-unet", "Ours (UNet layers)", "hyper", steps=40, layers="unet",
            note="as Ours, with the UNet part of the prediction only and a UNet-only finetune"),

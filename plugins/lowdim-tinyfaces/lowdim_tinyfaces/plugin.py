@@ -38,7 +38,7 @@ def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str |
         description=description, default_hypernet=hypernet,
         crops_faces=False,  # 32x32 cartoon faces: a face detector finds nothing in them, use them as they are
         # The 40 steps after the prediction: 8 noise draws per step at 1e-2 bind far more identity than one at
-        # 3e-3 for 1.8x the time (chosen on validation identities, docs/results.md rung 12).
+        # 3e-3 for 1.8x the time (chosen on validation identities, docs/ladder.md rung 12).
         finetune_batch=8, finetune_lr=1e-2,
         # Hair, skin and glasses in words after "[V] face": the base model draws named looks in every style.
         describe_subject=describe_face if describer_path().exists() else None,
