@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from lowdim_tinyfaces.folders import read_levels
 from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style
-from lowdim_tinyfaces.world import render
+from lowdim_tinyfaces.world import styled_renders
 from PIL import Image
 
 from lowdim.metrics import Sample
@@ -27,11 +26,8 @@ def main(folder: str) -> None:
     prompts = [p.replace("[V]", "sks") for p in bench_prompts("tinyfaces")]
     metrics = {name: get_registry().metrics[name].value() for name in DEFAULT_METRICS}
     per_identity: dict[str, list[float]] = {name: [] for name in metrics}
-    for index, (name, level) in enumerate(sorted(levels.items())):
+    for name, images in styled_renders(levels, [prompted_style(p) for p in prompts]):
         reference = Image.open(f"{folder}/{name}.png").convert("RGB")
-        styles = [prompted_style(p) for p in prompts]
-        seeds = np.arange(len(prompts)) + 1000 * (index + 1)  # other nuisances than the reference's
-        images = render(np.stack([level] * len(prompts)), styles, seeds)
         samples = [Sample(Image.fromarray(img), (reference,), p, "sks") for img, p in zip(images, prompts, strict=True)]
         for metric_name, metric in metrics.items():
             scores = [s for s in metric.score(samples) if s is not None]

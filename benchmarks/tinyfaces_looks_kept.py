@@ -10,7 +10,7 @@ back, and the same over every picture of the style ("both").
     python benchmarks/tinyfaces_looks_kept.py runs/r15/test runs/r15/heldout renders ours ours-described
 
 The row name `renders` is the ceiling: TinyFaces' own renders of each identity in each prompted style
-(other nuisance seeds than the reference's, as benchmarks/tinyfaces_ceiling.py draws them), all styled.
+(lowdim_tinyfaces.world.styled_renders, as benchmarks/tinyfaces_ceiling.py draws them), all styled.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lowdim_tinyfaces.folders import read_levels
 from lowdim_tinyfaces.identity import FACTOR_NAMES
 from lowdim_tinyfaces.metrics import load_identity_encoder
 from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style, to_tensor
-from lowdim_tinyfaces.world import render
+from lowdim_tinyfaces.world import styled_renders
 from PIL import Image
 
 LOOKS = ("hair_colour", "hair_style", "skin_tone", "glasses")
@@ -41,10 +41,8 @@ def looks_kept(predicted: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 def rendered_pictures(levels: dict[str, np.ndarray], styles: list[str]):
     """(identity, its renders in ``styles``, all styled) per identity: the ceiling row."""
-    for index, (name, level) in enumerate(sorted(levels.items())):
-        seeds = np.arange(len(styles)) + 1000 * (index + 1)  # other nuisances than the reference's
-        images = [Image.fromarray(a) for a in render(np.stack([level] * len(styles)), styles, seeds)]
-        yield name, images, [1.0] * len(styles)
+    for name, images in styled_renders(levels, styles):
+        yield name, [Image.fromarray(a) for a in images], [1.0] * len(styles)
 
 
 def bench_pictures(bench: Path, method: str, count: int):

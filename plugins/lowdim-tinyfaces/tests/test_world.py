@@ -229,3 +229,16 @@ def test_save_grid_writes_png(tmp_path):
     assert grid.shape == (2 * 65 + 1, 3 * 65 + 1, 3)
     path = save_grid(tmp_path / "g" / "grid.png", images, ncol=3)
     assert path.exists() and path.stat().st_size > 0
+
+
+def test_styled_renders_go_in_name_order_with_nuisances_apart_from_the_references():
+    from lowdim_tinyfaces.world import styled_renders
+
+    levels = {f"id-{k}": identities_to_array(sample_identities(3, np.random.default_rng(4)))[k] for k in (2, 0, 1)}
+    made = list(styled_renders(levels, ["photo", "photo"]))
+    assert [name for name, _ in made] == ["id-0", "id-1", "id-2"]
+    first = made[0][1]
+    assert first.shape == (2, 32, 32, 3) and not np.array_equal(first[0], first[1])  # two nuisance draws
+    reference = render(levels["id-0"][None], ["photo"], [0])[0]
+    assert not any(np.array_equal(reference, image) for image in first)
+    assert np.array_equal(first, next(styled_renders(levels, ["photo", "photo"]))[1])  # reproducible
