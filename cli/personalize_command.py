@@ -40,7 +40,7 @@ def personalize(
              "the time; else 1, the paper's).")] = None,
     keep_styles: Annotated[float, typer.Option(
         help="Weight of a loss that keeps what the preview's style words add (\"at night\", \"wearing a hat\") "
-             "through the finetune, for 2.4x its time; trades identity for prompt following (tinyfaces, "
+             "through the finetune, for 1.6x its time; trades identity for prompt following (tinyfaces, "
              "50 test faces, looks in words: identity 0.51 / 0.40 and style accuracy 0.48 / 0.82 at 0 / 0.05; "
              "full DreamBooth 0.29 / 1.00). 0: off, the paper's.")] = 0.0,
     describe: Annotated[bool | None, typer.Option(

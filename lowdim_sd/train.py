@@ -145,11 +145,13 @@ def _interleave(parts: list[Tensor]) -> Tensor:
 
 
 def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
-                     input_ids: Tensor, teacher=None) -> Tensor:
+                     input_ids: Tensor, teacher=None, styles=None) -> Tensor:
     """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type.
 
     ``teacher(noisy, timesteps)``, when given, replaces the regression target (the noise, or v) with its
-    own prediction: distillation, whose target carries none of the noise's variance.
+    own prediction: distillation, whose target carries none of the noise's variance. ``styles``, a
+    lowdim_sd.style_delta.StyleTerm (one subject), adds --keep-styles' rows to the same UNet call and its
+    loss to the result.
     """
     draws = [_subject_draws(model, s, config, step, micro) for s in subjects]
     device, dtype = model.device, model.dtype
@@ -168,9 +170,17 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
         with torch.no_grad():
             target = teacher(noisy, timesteps)
     hidden = _encode_prompt(pipe.text_encoder, input_ids.to(device), len(subjects), len(images))
-    prediction = pipe.unet(noisy, timesteps, hidden).sample
+    if styles is None:
+        prediction = pipe.unet(noisy, timesteps, hidden).sample
+    else:
+        generator = _generator(subjects[0].seed + 1, step, micro)  # apart from the batch's own draws
+        *extended, rows = styles.extend(model, noisy, timesteps, hidden, generator)
+        prediction = pipe.unet(*extended).sample
+        style_loss = styles.loss(model, prediction, rows)
+        prediction = prediction[:len(noisy)]
     per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
-    return per_sample.view(config.batch_size, len(subjects)).mean(0)
+    losses = per_sample.view(config.batch_size, len(subjects)).mean(0)
+    return losses if styles is None else losses + style_loss
 
 
 def _encode_prompt(text_encoder, input_ids: Tensor, subjects: int, samples: int) -> Tensor:
@@ -229,7 +239,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     prompt = fill_prompt(config.prompt, config.token)
     input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
                                      max_length=model.pipe.tokenizer.model_max_length).input_ids
-    extra = _style_term(model, subjects, trainable, config)
+    styles = _style_term(model, subjects, trainable, config)
     _set_train_mode(model, config.gradient_checkpointing)
     scaler = runs.grad_scaler(model.device, config.mixed_precision)
     started = time.perf_counter()
@@ -237,7 +247,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
-                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, extra)
+                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
                 updating = True
                 scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
@@ -296,28 +306,23 @@ def check_precision(model: SDModel, config: TrainConfig, trainable: Trainable) -
 
 
 def _style_term(model, subjects, trainable, config: TrainConfig):
-    """``(step, micro) -> loss`` of --keep-styles for the one subject, or None when it is off."""
+    """The --keep-styles term (lowdim_sd.style_delta.StyleTerm) for the one subject, or None when it is off."""
     if not config.keep_styles:
         return None
-    from lowdim_sd.style_delta import style_delta_loss, style_prompts
+    from lowdim_sd.style_delta import StyleTerm, style_prompts
 
     if len(subjects) != 1 or not hasattr(trainable, "adapters"):
         raise LowdimError("--keep-styles trains one subject's adapter at a time")
     prompts = style_prompts(model.pipe.tokenizer, list(config.style_prompts), config.prompt, config.token)
-    reference = subjects[0].images[:1]
-    return lambda step, micro: config.keep_styles * style_delta_loss(
-        model, reference, prompts, trainable.adapters, trainable.name,
-        _generator(subjects[0].seed + 1, step, micro))
+    return StyleTerm(prompts, trainable.adapters, trainable.name, config.keep_styles, subjects[0].images[:1])
 
 
-def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, extra=None) -> float:
+def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles=None) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
         with runs.autocast(model.device, config.mixed_precision):
-            losses = denoising_losses(model, subjects, config, step, micro, input_ids)
-            if extra is not None:
-                losses = losses + extra(step, micro)
+            losses = denoising_losses(model, subjects, config, step, micro, input_ids, styles=styles)
         # Summing over subjects gives each subject's slice exactly its own gradient.
         scaler.scale(losses.sum() / config.grad_accum).backward()
         total += float(losses.detach().mean()) / config.grad_accum

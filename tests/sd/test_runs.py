@@ -37,10 +37,10 @@ def run(capsys, *args) -> tuple[int, str]:
 def interrupt_at(monkeypatch, at: int) -> None:
     real = engine.denoising_losses
 
-    def stop(m, s, c, step, *a):
+    def stop(m, s, c, step, *a, **k):
         if step == at:
             raise KeyboardInterrupt
-        return real(m, s, c, step, *a)
+        return real(m, s, c, step, *a, **k)
 
     monkeypatch.setattr(engine, "denoising_losses", stop)
 
@@ -88,11 +88,11 @@ def test_ctrl_c_in_precompute_keeps_the_done_identities_and_says_rerun(tiny_sd, 
     calls = []
     real = engine.denoising_losses
 
-    def stop_in_the_second_batch(m, s, c, step, *a):
+    def stop_in_the_second_batch(m, s, c, step, *a, **k):
         calls.append(step)
         if len(calls) == 3:  # the first batch (2 identities, 2 steps) is done and in the index
             raise KeyboardInterrupt
-        return real(m, s, c, step, *a)
+        return real(m, s, c, step, *a, **k)
 
     monkeypatch.setattr(engine, "denoising_losses", stop_in_the_second_batch)
     args = ("precompute", "-m", tiny_sd, "-i", tmp_path / "faces", "-o", tmp_path / "w", "--steps", 2,

@@ -162,10 +162,10 @@ def test_out_of_memory_is_one_line_with_what_to_try_and_keeps_a_checkpoint(tiny_
 
     real = engine.denoising_losses
 
-    def exhaust(m, s, c, step, *a):
+    def exhaust(m, s, c, step, *a, **k):
         if step == 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(m, s, c, step, *a)
+        return real(m, s, c, step, *a, **k)
 
     monkeypatch.setattr(engine, "denoising_losses", exhaust)
     args = ("train", "-m", tiny_sd, "-i", refs, "--steps", 4, "--out", tmp_path / "o")

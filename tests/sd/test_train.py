@@ -206,8 +206,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_sd, faces, tmp_p
     model = load_sd(str(tiny_sd))
     trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
     real = engine.denoising_losses
-    monkeypatch.setattr(engine, "denoising_losses",
-                        lambda m, s, c, step, *a: real(m, s, c, step, *a) * (float("nan") if step == 3 else 1.0))
+    monkeypatch.setattr(engine, "denoising_losses", lambda m, s, c, step, *a, **k:
+                        real(m, s, c, step, *a, **k) * (float("nan") if step == 3 else 1.0))
     with pytest.raises(TrainingDiverged, match="step 4.*last good state is saved"):
         train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, progress=False)
     assert (tmp_path / "checkpoints" / "step-000003" / "state.json").is_file()
@@ -221,10 +221,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes_from_it(tiny_sd, faces, tmp_path,
     trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
     real = engine.denoising_losses
 
-    def interrupt(m, s, c, step, *a):
+    def interrupt(m, s, c, step, *a, **k):
         if step == 2:
             raise KeyboardInterrupt
-        return real(m, s, c, step, *a)
+        return real(m, s, c, step, *a, **k)
 
     monkeypatch.setattr(engine, "denoising_losses", interrupt)
     with pytest.raises(KeyboardInterrupt, match="interrupted at step 2; checkpoint saved to .*step-000002; "
