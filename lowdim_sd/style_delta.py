@@ -31,14 +31,13 @@ STYLE_SAMPLES = 2  # style prompts per step: rung 12f's setting
 
 @dataclass(frozen=True)
 class StylePrompts:
-    """Token ids of the style prompts with and without the identifier, and of the training prompt."""
+    """Token ids of the style prompts with and without the identifier, and of the training prompt without it."""
 
     styled: Tensor  # (S, L): each style prompt with the identifier
     styled_class: Tensor  # (S, L): the same without it
-    plain: Tensor  # (1, L): the training prompt with the identifier
-    plain_class: Tensor  # (1, L): the same without it
+    plain_class: Tensor  # (1, L): the training prompt without the identifier
     # The base text encoder's states of the two class prompts: fixed, so made once, on first use.
-    cache: dict = field(default_factory=dict, compare=False, repr=False)
+    base_states: dict[str, Tensor] = field(default_factory=dict, compare=False, repr=False)
 
 
 def without_identifier(prompt: str) -> str:
@@ -58,7 +57,6 @@ def style_prompts(tokenizer, prompts: list[str], training_prompt: str, token: st
 
     return StylePrompts(styled=ids([p.replace(IDENTIFIER, token) for p in styles]),
                         styled_class=ids([without_identifier(p) for p in styles]),
-                        plain=ids([training_prompt.replace(IDENTIFIER, token)]),
                         plain_class=ids([without_identifier(training_prompt)]))
 
 
@@ -146,7 +144,8 @@ class StyleTerm:
 
 def base_states(encode, prompts: StylePrompts, device) -> tuple[Tensor, Tensor]:
     """The base text encoder's states of the styled and the plain class prompts: fixed, so made once."""
-    if "styled" not in prompts.cache:
-        prompts.cache["styled"] = encode(prompts.styled_class.to(device))[0]
-        prompts.cache["plain"] = encode(prompts.plain_class.to(device))[0]
-    return prompts.cache["styled"], prompts.cache["plain"]
+    states = prompts.base_states
+    if not states:
+        states["styled"] = encode(prompts.styled_class.to(device))[0]
+        states["plain"] = encode(prompts.plain_class.to(device))[0]
+    return states["styled"], states["plain"]

@@ -111,7 +111,6 @@ def render(
     return t.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-
 def styled_renders(levels: dict[str, np.ndarray], styles: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
     """(name, its renders in ``styles``) per identity, in name order: what a perfect personalization would
     draw, the ceiling the results pages score. Nuisance seeds 1000·(k+1) onwards for the k-th identity keep
@@ -119,6 +118,7 @@ def styled_renders(levels: dict[str, np.ndarray], styles: Sequence[str]) -> Iter
     for index, (name, level) in enumerate(sorted(levels.items())):
         seeds = np.arange(len(styles)) + 1000 * (index + 1)
         yield name, render(np.stack([level] * len(styles)), list(styles), seeds)
+
 
 @dataclasses.dataclass
 class Batch:
