@@ -70,6 +70,8 @@ class TrainConfig:
     # "style": captions name the style only (the first model); "attributes": they also name a
     # random subset of the face's hair, skin, eyes, glasses and beard (captions.py).
     captions: str = "style"
+    # Stage 2 planned in steps (train_model --unet-steps) instead of minutes: reproducible from the command.
+    unet_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.captions not in CAPTION_MODES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,11 @@ class Logger:
 
 
 def lr_scale(step: int, frac: float, warmup: int = 100) -> float:
-    """Linear warm-up, flat, then cosine to 10% over the last 40% of the stage's time.
+    """Linear warm-up, flat, then cosine to 10% over the last 40% of the stage (``frac``).
 
-    Time-based rather than step-based because the CPU is shared: the step rate
-    varies, and a step-planned schedule could be cut off before it annealed.
+    ``frac`` is the share of the stage's time by default, since the CPU is shared: the step rate
+    varies, and a step-planned schedule could be cut off before it annealed. A run given a number
+    of steps passes the share of its steps instead, so the same command makes the same model.
     """
     w = min(1.0, (step + 1) / warmup)
     if frac < 0.6:
@@ -54,9 +56,12 @@ class ThreadTuner:
     waiting on each other), while 1 thread took ~1.5 s. Load changes over a run, so re-test.
     """
 
-    def __init__(self, max_threads: int, period: int = 250, probe: int = 3) -> None:
+    def __init__(self, max_threads: int, period: int = 250, probe: int = 3, tune: bool = True) -> None:
         # Probing is not free: the losing setting can be ~10x slower, so probe rarely.
         self.max_threads, self.period, self.probe = max_threads, period, probe
+        # Off for a run planned in steps: 1 and 2 threads sum gradients in another order (1e-8 apart), so a
+        # load-dependent choice would make the same command give a (slightly) different model.
+        self.tune = tune
         self.times: dict[int, list[float]] = {}
         self.best = max_threads
         self.first: int | None = None  # probe right away after a (re)start, then periodically
@@ -66,13 +71,13 @@ class ThreadTuner:
         if self.first is None:
             self.first = step
         k = (step - self.first) % self.period
-        if self.max_threads > 1 and k < 2 * self.probe:
+        if self.tune and self.max_threads > 1 and k < 2 * self.probe:
             return 1 if k < self.probe else self.max_threads
         return self.best
 
     def record(self, step: int, threads: int, seconds: float) -> None:
         k = (step - (self.first or 0)) % self.period
-        if self.max_threads == 1:
+        if self.max_threads == 1 or not self.tune:
             return
         if k >= 2 * self.probe:
             # Load changed (e.g. 2 threads went from fastest to 10x slower): re-probe now.
@@ -88,10 +93,47 @@ class ThreadTuner:
             self.times = {}
 
 
+@dataclass(frozen=True)
+class StagePlan:
+    """When a stage ends and how far along its LR schedule it is.
+
+    By default the stage is planned in active seconds (``budget_s``, counted across resumes), and a
+    ``deadline`` (unix time) shrinks the budget so the stage, and its annealing, end by then. With
+    ``steps`` it is planned in steps: it ends after exactly that many whatever the time, so the same
+    command makes the same model, and a ``deadline`` only pauses it for a later ``--resume``.
+    """
+
+    budget_s: float
+    deadline: float | None = None
+    steps: int | None = None
+
+    def finished(self, state: dict) -> bool:
+        return state["done"] and (state["elapsed"] >= self.budget_s if self.steps is None
+                                  else state["step"] >= self.steps)
+
+    def paused(self, step: int, now: float) -> bool:
+        return self.steps is not None and self.deadline is not None and now >= self.deadline and step < self.steps
+
+    def progress(self, step: int, elapsed: float, now: float) -> float | None:
+        """The share of the stage done, for ``lr_scale``; None once the stage must stop."""
+        if self.steps is not None:
+            return None if step >= self.steps or self.paused(step, now) else step / self.steps
+        budget = self.budget(elapsed, now)
+        return None if elapsed >= budget else elapsed / budget
+
+    def budget(self, elapsed: float, now: float) -> float:
+        return self.budget_s if self.deadline is None else min(self.budget_s, elapsed + self.deadline - now)
+
+    def describe(self, elapsed: float, now: float) -> str:
+        if self.steps is not None:
+            return f"of {self.steps} steps, t={elapsed:.0f}s"
+        return f"t={elapsed:.0f}/{self.budget(elapsed, now):.0f}s"
+
+
 def run_stage(
     name: str,
     out: Path,
-    budget_s: float,
+    plan: StagePlan,
     modules: dict[str, torch.nn.Module],
     opt: torch.optim.Optimizer,
     base_lr: float,
@@ -102,24 +144,19 @@ def run_stage(
     ema: EMA | None = None,
     on_sample: Callable[[int], None] | None = None,
     max_threads: int | None = None,
-    deadline: float | None = None,
 ) -> dict:
-    """Generic time-budgeted loop with periodic checkpoints and sample grids.
-
-    ``budget_s`` counts active seconds across resumes; ``deadline`` (unix time) also
-    shrinks the budget so the stage, and its LR annealing, end by then.
-    """
+    """The training loop of one stage, as ``plan`` says, with periodic checkpoints and sample grids."""
     meta = load_checkpoint(out, name, modules, opt, ema) if resume else None
     state = {"step": 0, "elapsed": 0.0, "done": False} if meta is None else meta
     if meta is not None:
         log(f"[{name}] resumed at step {state['step']} ({state['elapsed']:.0f}s used)")
-    if state["done"] and state["elapsed"] >= budget_s:
-        return state  # finished within this budget; a larger --budget-minutes extends it
+    if plan.finished(state):
+        return state  # finished as planned; a larger --budget-minutes (or --unet-steps) extends it
     elapsed = state["elapsed"]
     tick = time.time()
     last_ckpt = last_sample = last_log = time.time()
     step, losses, log_step = state["step"], [], state["step"]
-    tuner = ThreadTuner(max_threads or MAX_THREADS[0])
+    tuner = ThreadTuner(max_threads or MAX_THREADS[0], tune=plan.steps is None)
 
     def save() -> None:
         state.update(step=step, elapsed=elapsed)
@@ -131,11 +168,11 @@ def run_stage(
         # (SIGSTOP by a neighbour, suspend); that time must not eat the training budget.
         elapsed += min(now - tick, MAX_STEP_SECONDS)
         tick = now
-        budget = budget_s if deadline is None else min(budget_s, elapsed + deadline - now)
-        if elapsed >= budget:
+        progress = plan.progress(step, elapsed, now)
+        if progress is None:
             break
         for g in opt.param_groups:
-            g["lr"] = base_lr * lr_scale(step, elapsed / budget)
+            g["lr"] = base_lr * lr_scale(step, progress)
         threads = tuner.threads_for(step)
         torch.set_num_threads(threads)
         t0 = time.time()
@@ -150,7 +187,7 @@ def run_stage(
             rate = (step - log_step) / (now - last_log)
             parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
             log(f"[{name}] step {step} {parts} lr={opt.param_groups[0]['lr']:.2e} "
-                f"it/s={rate:.2f} threads={tuner.best} t={elapsed:.0f}/{budget:.0f}s")
+                f"it/s={rate:.2f} threads={tuner.best} {plan.describe(elapsed, now)}")
             losses, last_log, log_step = [], now, step
         if now - last_ckpt > cfg.checkpoint_minutes * 60:
             save()
@@ -158,7 +195,9 @@ def run_stage(
         if on_sample is not None and now - last_sample > cfg.sample_minutes * 60:
             on_sample(step)
             last_sample = time.time()
-    state["done"] = True
+    paused = plan.paused(step, time.time())
+    state["done"] = not paused
     save()
-    log(f"[{name}] finished at step {step}")
+    log(f"[{name}] paused at the deadline at step {step} of {plan.steps}; --resume continues it" if paused
+        else f"[{name}] finished at step {step}")
     return state

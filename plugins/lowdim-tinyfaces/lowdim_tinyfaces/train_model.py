@@ -32,7 +32,7 @@ from .train_config import (
     training_prompts,
 )
 from .train_init import load_vae, warm_start
-from .train_loop import MAX_THREADS, Logger, run_stage
+from .train_loop import MAX_THREADS, Logger, StagePlan, run_stage
 from .train_steps import (
     EVAL_STREAM,
     VAE_STAGE,
@@ -66,7 +66,7 @@ def train_vae(cfg: TrainConfig, out: Path, budget_s: float, log: Logger, resume:
                   np.concatenate([to_uint8(images), to_uint8(recon)]), ncol=12, upscale=3)
 
     vae.train()
-    run_stage("vae", out, budget_s, {"vae": vae}, opt, cfg.vae_lr, step_fn, cfg, log, resume,
+    run_stage("vae", out, StagePlan(budget_s), {"vae": vae}, opt, cfg.vae_lr, step_fn, cfg, log, resume,
               on_sample=on_sample)
     on_sample(10**6 - 1)
     vae.eval().requires_grad_(False)
@@ -113,13 +113,15 @@ def device_problem(device: str) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--budget-minutes", type=float, required=True)
+    ap.add_argument("--budget-minutes", type=float, required=True,
+                    help="active minutes for the whole run (stage 1, stage 2 and the export)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--micro", action="store_true", help="toy config for smoke tests")
     ap.add_argument("--model-dir", type=Path, default=None, help="export folder (default: package)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deadline", default=None,
-                    help="UTC HH:MM by which UNet training must stop (export follows)")
+                    help="UTC HH:MM by which UNet training must stop (export follows); with --unet-steps "
+                         "it pauses there instead, checkpointed, and --resume finishes the steps")
     ap.add_argument("--captions", choices=CAPTION_MODES, default="style",
                     help="style: captions name the style (the first model); attributes: they also "
                          "name hair, skin, eyes, glasses and beard (the shipped model, warm-started "
@@ -128,14 +130,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="exported TinyFaces folder to start stage 2 from (its VAE is kept, stage 1 skipped)")
     ap.add_argument("--unet-lr", type=float, default=None, help="stage 2 learning rate (default 3e-4)")
     ap.add_argument("--unet-batch", type=int, default=None, help="stage 2 images per step (default 64)")
+    ap.add_argument("--unet-steps", type=int, default=None,
+                    help="plan stage 2 in steps, not minutes: exactly this many, the LR schedule over them, so "
+                         "the same command makes the same model under any load (at a fixed --threads: the "
+                         "load-dependent thread switching is off); the budget then bounds stage 1 only")
     ap.add_argument("--device", default="cpu",
                     help="where stage 2 trains (cpu, cuda, cuda:1, ...); stage 1 and the renders stay on the CPU")
     args = ap.parse_args(argv)
     problem = args.init_from and not_a_model_folder(args.init_from)
     if problem:
         ap.error(f"--init-from {problem}")
-    if args.unet_batch is not None and args.unet_batch < 1:
-        ap.error(f"--unet-batch must be >= 1, got {args.unet_batch}")
+    for flag, value in (("--unet-batch", args.unet_batch), ("--unet-steps", args.unet_steps)):
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be >= 1, got {value}")
     problem = device_problem(args.device)
     if problem:
         ap.error(problem)
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cfg = TrainConfig().micro() if args.micro else TrainConfig()
         cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr,
-                                  unet_batch=args.unet_batch or cfg.unet_batch)
+                                  unet_batch=args.unet_batch or cfg.unet_batch, unet_steps=args.unet_steps)
         cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     budget = args.budget_minutes * 60
     # A warm start skips stage 1 and gives its share to stage 2.
@@ -175,8 +182,11 @@ def main(argv: list[str] | None = None) -> None:
         hh, mm = (int(x) for x in args.deadline.split(":"))
         day = time.gmtime()
         deadline = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, 0))
-    unet, text_encoder = train_unet(cfg, out, unet_budget, log, args.resume, vae, unet,
-                                    text_encoder, tokenizer, deadline, device=args.device)
+    plan = StagePlan(unet_budget, deadline, cfg.unet_steps)
+    unet, text_encoder, finished = train_unet(cfg, out, plan, log, args.resume, vae, unet, text_encoder,
+                                              tokenizer, device=args.device)
+    if not finished:
+        return  # paused at --deadline before its --unet-steps: nothing to export yet
     model_dir = args.model_dir or model_path()
     export_pipeline(model_dir, vae, unet, text_encoder, tokenizer, out, log)
 

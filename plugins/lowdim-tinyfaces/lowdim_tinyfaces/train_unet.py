@@ -20,7 +20,7 @@ from .train_config import (
     training_prompts,
     write_bpe_files,
 )
-from .train_loop import run_stage
+from .train_loop import StagePlan, run_stage
 from .train_state import EMA
 from .train_steps import (
     EVAL_STREAM,
@@ -72,10 +72,11 @@ def sample_grid(unet: nn.Module, text_encoder: nn.Module, tokenizer, vae, steps:
     return to_uint8(torch.cat(out))
 
 
-def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, vae,
-               unet: nn.Module, text_encoder: nn.Module, tokenizer,
-               deadline: float | None = None, device: str = "cpu"):
-    """Stage 2 on ``device``; the batches are rendered, and every random draw made, on the CPU either way."""
+def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, vae, unet: nn.Module,
+               text_encoder: nn.Module, tokenizer, device: str = "cpu") -> tuple[nn.Module, nn.Module, bool]:
+    """Stage 2 on ``device``: the EMA weights, and whether the stage finished (not paused at a deadline).
+
+    The batches are rendered, and every random draw made, on the CPU either way."""
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     tparams = sum(p.numel() for p in text_encoder.parameters()) / 1e6
     log(f"UNet params {params:.2f}M, text encoder {tparams:.2f}M, on {device}")
@@ -130,10 +131,10 @@ def train_unet(cfg: TrainConfig, out: Path, budget_s: float, log, resume: bool, 
         save_grid(out / "samples" / f"unet_{step:06d}.png", sample_grid(u, t, tokenizer, vae),
                   ncol=GRID_SEEDS, upscale=3)
 
-    run_stage("unet", out, budget_s, modules, opt, cfg.unet_lr, step_fn, cfg, log, resume,
-              ema=ema, on_sample=on_sample, deadline=deadline)
+    state = run_stage("unet", out, plan, modules, opt, cfg.unet_lr, step_fn, cfg, log, resume,
+                      ema=ema, on_sample=on_sample)
     u, t = ema_copies()
-    return u.eval(), t.eval()
+    return u.eval(), t.eval(), state["done"]
 
 
 def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Path, log) -> None:

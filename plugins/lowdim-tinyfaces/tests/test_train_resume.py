@@ -1,4 +1,5 @@
-"""Resuming a TinyFaces training run: a longer budget extends a finished stage; the run keeps its tokenizer."""
+"""Resuming a TinyFaces training run: a longer budget extends a finished stage; a stage planned in steps
+ends the same however often it was paused; the run keeps its tokenizer."""
 
 from __future__ import annotations
 
@@ -11,23 +12,30 @@ import torch
 pytest.importorskip("transformers")
 
 from lowdim_tinyfaces.train_config import TrainConfig, build_tokenizer  # noqa: E402
-from lowdim_tinyfaces.train_loop import Logger, run_stage  # noqa: E402
+from lowdim_tinyfaces.train_loop import Logger, StagePlan, run_stage  # noqa: E402
 from lowdim_tinyfaces.train_model import run_tokenizer  # noqa: E402
 
 
-def _stage(tmp_path, budget_s: float, resume: bool) -> dict:
+def _stage(tmp_path, plan: StagePlan | float, resume: bool, rates: list[float] | None = None,
+           nets: list[torch.nn.Module] | None = None) -> dict:
+    torch.manual_seed(0)
     net = torch.nn.Linear(2, 1)
+    if nets is not None:
+        nets.append(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
 
     def step_fn(step: int) -> dict[str, float]:
         time.sleep(0.01)  # so the budget, not the machine's speed, decides how many steps there are
-        loss = net(torch.ones(1, 2)).pow(2).sum()
+        loss = (net(torch.full((1, 2), float(step % 7))) - 1).pow(2).sum()  # each step its own batch
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if rates is not None:
+            rates.append(opt.param_groups[0]["lr"])
         return {"loss": loss.item()}
 
-    return run_stage("toy", tmp_path, budget_s, {"net": net}, opt, 0.1, step_fn, TrainConfig(),
+    plan = plan if isinstance(plan, StagePlan) else StagePlan(plan)
+    return run_stage("toy", tmp_path, plan, {"net": net}, opt, 0.1, step_fn, TrainConfig(),
                      Logger(tmp_path / "log.txt"), resume)
 
 
@@ -39,6 +47,38 @@ def test_a_finished_stage_stays_finished_unless_the_budget_grows(tmp_path) -> No
     longer = _stage(tmp_path, 0.9, resume=True)
     assert longer["done"] and longer["step"] > first["step"]
     assert json.loads((tmp_path / "toy.json").read_text())["step"] == longer["step"]
+
+
+def test_a_stage_planned_in_steps_ends_the_same_however_often_a_deadline_paused_it(tmp_path) -> None:
+    """--unet-steps: the same command makes the same model; a --deadline only pauses it for --resume."""
+    steps = 120
+    nets, whole_rates = [], []
+    whole = _stage(tmp_path / "whole", StagePlan(0.0, steps=steps), False, whole_rates, nets)
+    assert whole["done"] and whole["step"] == steps == len(whole_rates)
+    assert whole_rates[-1] < whole_rates[steps // 2]  # annealed over the steps, though the time budget is 0
+    split_rates, folder = [], tmp_path / "split"
+    first = _stage(folder, StagePlan(0.0, deadline=time.time() + 0.3, steps=steps), False, split_rates)
+    assert not first["done"] and 0 < first["step"] < steps
+    assert "paused at the deadline" in (folder / "log.txt").read_text()
+    last = _stage(folder, StagePlan(0.0, steps=steps), True, split_rates, nets)
+    assert last["done"] and last["step"] == steps
+    assert split_rates == whole_rates
+    whole_net, split_net = nets
+    assert all(torch.equal(a, b) for a, b in zip(whole_net.state_dict().values(), split_net.state_dict().values(),
+                                                 strict=True))
+    assert _stage(folder, StagePlan(0.0, steps=steps), True)["step"] == steps  # finished: nothing more to do
+
+
+def test_a_run_planned_in_steps_keeps_its_thread_count() -> None:
+    """1 and 2 threads sum gradients in another order: a reproducible run must not switch by load."""
+    from lowdim_tinyfaces.train_loop import ThreadTuner
+
+    tuned, fixed = ThreadTuner(2), ThreadTuner(2, tune=False)
+    assert 1 in {tuned.threads_for(step) for step in range(10)}  # probes one thread after a start
+    for step in range(600):
+        assert fixed.threads_for(step) == 2
+        fixed.record(step, 2, 100.0 if step % 7 else 0.01)  # even wildly varying step times change nothing
+    assert fixed.threads_for(601) == 2
 
 
 def test_resume_keeps_the_runs_own_tokenizer(tmp_path) -> None:
@@ -65,6 +105,7 @@ def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys) ->
 @pytest.mark.parametrize(("flags", "words"), [
     (["--device", "gpu0"], "'gpu0' is not a torch device"),
     (["--unet-batch", "0"], "--unet-batch must be >= 1"),
+    (["--unet-steps", "-5"], "--unet-steps must be >= 1"),
     pytest.param(["--device", "cuda"], "no CUDA GPU", marks=pytest.mark.skipif(
         torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
