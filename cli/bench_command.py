@@ -46,11 +46,13 @@ def quality(
              "default: the one the model ships (TinyFaces does).")] = None,
     methods: Annotated[str | None, typer.Option(
         help="Comma list of rows (default: all the model can run): ours, ours-k1, only-hyper, ours-unet, "
-             "only-hyper-unet, ours-styles, ours-described, ours-described-styles, no-hyper, lidb-db, lora-db, "
-             "dreambooth, db-agg-1, db-agg-2, ti, base. The two ours-described rows name the looks the model's "
-             "describer reads in every prompt, as personalize --describe does (tinyfaces has one). "
-             "ours-styles-λ (e.g. ours-styles-0.05) is Ours with personalize --keep-styles λ, to chart your "
-             "own point of frontier.png.")] = None,
+             "only-hyper-unet, ours-styles, ours-described, ours-described-styles, only-hyper-described, no-hyper, "
+             "lidb-db, lora-db, dreambooth, db-agg-1, db-agg-2, ti, base, base-described. The -described rows "
+             "name the looks the model's describer reads in every prompt, as personalize --describe does "
+             "(tinyfaces has one); base-described is the base model told those words, with no personalization. "
+             "ours-styles-λ (e.g. ours-styles-0.05) is Ours with personalize --keep-styles λ, and "
+             "ours-described-styles-λ the same with the looks in words, to chart your own point of "
+             "frontier.png.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(

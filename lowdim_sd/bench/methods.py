@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,6 +62,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            note="as Ours, with personalize --describe: the looks read from the photo in every prompt"),
     Method("ours-described-styles", "Ours (looks in words, keep styles 0.05)", "hyper", steps=40, describe=True,
            keep_styles=0.05, note="as Ours, with personalize --describe --keep-styles 0.05"),
+    Method("only-hyper-described", "Only Hyper (looks in words)", "hyper", steps=0, describe=True,
+           note="the hypernetwork prediction alone, with the looks read from the photo in every prompt"),
     Method("no-hyper", "No Hyper", "hyper", steps=40, use_hypernet=False,
            note="40 steps of rank-relaxed fast finetuning from zero"),
     Method("lidb-db", "LiDB DreamBooth", "dreambooth", steps=400, learning_rate=5e-3, space="lidb",
@@ -78,29 +81,36 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ti", "Textual Inversion", "ti", steps=5000, learning_rate=4e-2, space="ti",
            note="one token vector from 'face', the paper's 5,000 steps at its effective rate 0.04"),
     Method("base", "Base model", "base", note="no personalization: the floor"),
+    # The floor once words carry the looks: how much of a face the describer's words alone draw.
+    Method("base-described", "Base model (looks in words)", "base", describe=True,
+           note="no personalization, the looks read from the photo in every prompt"),
 )}
 
 
-# Rows at any --keep-styles weight, so a user can chart identity against style for their own λ.
-STYLES_ROW = re.compile(r"ours-styles-(\d+(?:\.\d+)?)")
+# Rows at any --keep-styles weight, so a user can chart identity against style for their own λ: the row
+# named before the weight, with that weight.
+WEIGHTED_ROW = re.compile(r"(ours-styles|ours-described-styles)-(\d+(?:\.\d+)?)")
+WEIGHTED_NAMES = "ours-styles-λ, ours-described-styles-λ (any weight λ > 0, e.g. ours-styles-0.05)"
 
 
 def find_method(name: str) -> Method | None:
-    """A row by name: one of METHODS, or ``ours-styles-λ`` (Ours with ``personalize --keep-styles λ``)."""
+    """A row by name: one of METHODS, or a keep-styles row at weight λ (``ours-styles-λ``,
+    ``ours-described-styles-λ``: that row with ``personalize --keep-styles λ``)."""
     if name in METHODS:
         return METHODS[name]
-    match = STYLES_ROW.fullmatch(name)
-    if match is None or not 0 < float(match.group(1)) < math.inf:
+    match = WEIGHTED_ROW.fullmatch(name)
+    if match is None or not 0 < float(match.group(2)) < math.inf:
         return None
-    weight = match.group(1)
-    return replace(METHODS["ours-styles"], name=name, label=f"Ours (keep styles {weight})",
-                   keep_styles=float(weight), note=f"as Ours, with personalize --keep-styles {weight}")
+    row, weight = METHODS[match.group(1)], match.group(2)
+    label = re.sub(r"keep styles [\d.]+", f"keep styles {weight}", row.label)
+    note = re.sub(r"--keep-styles [\d.]+", f"--keep-styles {weight}", row.note)
+    return replace(row, name=name, label=label, keep_styles=float(weight), note=note)
 
 
 def get_method(name: str) -> Method:
     found = find_method(name)
     if found is None:
-        raise LowdimError(f"unknown method '{name}'; known: {', '.join(METHODS)}, ours-styles-λ (λ > 0)")
+        raise LowdimError(f"unknown method '{name}'; known: {', '.join(METHODS)}, {WEIGHTED_NAMES}")
     return found
 
 
@@ -115,7 +125,7 @@ def parse_methods(text: str) -> list[Method]:
     unknown = [n for n in names if find_method(n) is None]
     if unknown:
         raise LowdimError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}, "
-                          "ours-styles-λ (any weight λ > 0, e.g. ours-styles-0.05)")
+                          f"{WEIGHTED_NAMES}")
     return [get_method(n) for n in names]
 
 
@@ -132,7 +142,7 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
     """Personalize ``model`` in place for ``reference`` (3, H, W) in [-1, 1] with ``method``."""
     started = time.perf_counter()
     if method.kind == "base":
-        return Personalized(None, 0, 0.0)
+        return Personalized(None, 0, 0.0, _looks(model, reference) if method.describe else "")
     looks = ""
     if method.kind == "hyper":
         file, looks = _hyper_pipeline(model, method, reference, work_dir, hypernet, token, seed)
@@ -144,6 +154,22 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
         torch.cuda.synchronize(model.device)
     seconds = time.perf_counter() - started
     return Personalized(file, _size(file), seconds, looks)
+
+
+def model_describer(model: str) -> Callable[[torch.Tensor], str] | None:
+    """The registered backend's reader of looks (``describe_subject``), or None when it has none."""
+    from lowdim.registry import get_registry
+
+    entry = get_registry().backends.get(model)
+    return getattr(entry.value, "describe_subject", None) if entry else None
+
+
+def _looks(model: SDModel, reference: torch.Tensor) -> str:
+    """What the model's describer reads from the reference, as the words put after "[V] <noun>"."""
+    describer = model_describer(model.name)
+    if describer is None:
+        raise LowdimError(f"model '{model.name}' has no describer of looks")
+    return describer(reference)
 
 
 def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,

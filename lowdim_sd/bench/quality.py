@@ -20,7 +20,14 @@ import torch
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import MetricUnavailable, Sample
-from lowdim_sd.bench.methods import METHODS, Personalized, get_method, parse_methods, personalize_subject
+from lowdim_sd.bench.methods import (
+    METHODS,
+    Personalized,
+    get_method,
+    model_describer,
+    parse_methods,
+    personalize_subject,
+)
 from lowdim_sd.generate import with_looks
 
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
@@ -126,10 +133,7 @@ def check_job(job: QualityJob) -> None:
 
 
 def has_describer(model: str) -> bool:
-    from lowdim.registry import get_registry
-
-    entry = get_registry().backends.get(model)
-    return getattr(entry.value, "describe_subject", None) is not None if entry else False
+    return model_describer(model) is not None
 
 
 def check_described_rows(job: QualityJob) -> None:

@@ -246,4 +246,13 @@ def test_a_keep_styles_row_at_any_weight():
         with pytest.raises(LowdimError, match=rf"unknown method\(s\) {bad}; .*ours-styles-λ"):
             parse_methods(bad)
     assert method_label("ours-styles-1.5") == "Ours (keep styles 1.5)"
+    described = parse_methods("ours-described-styles-0.2")[0]
+    assert (described.label, described.keep_styles, described.describe) == (
+        "Ours (looks in words, keep styles 0.2)", 0.2, True)
+    assert dataclasses.replace(described, name="ours-described-styles", label=METHODS["ours-described-styles"].label,
+                               keep_styles=0.05, note=METHODS["ours-described-styles"].note) == \
+        METHODS["ours-described-styles"]
+    assert "--keep-styles 0.2" in described.note
+    with pytest.raises(LowdimError, match=r"ours-described-styles-λ"):
+        parse_methods("ours-described-0.2")  # only the keep-styles rows take a weight
     assert method_label("a-row-since-removed") == "a-row-since-removed"  # an old results folder still tabulates

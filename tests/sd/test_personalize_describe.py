@@ -100,14 +100,28 @@ def test_the_bench_row_personalizes_with_the_looks_and_the_plain_row_without(des
     assert len(described) == 1
 
 
+def test_the_base_row_with_words_reads_the_looks_and_trains_nothing(described, faces, tmp_path):
+    from lowdim_sd.bench.methods import METHODS, personalize_subject
+
+    model = load_sd("tiny-described")
+    before = {name: tensor.clone() for name, tensor in model.pipe.unet.state_dict().items()}
+    done = personalize_subject(model, METHODS["base-described"], faces[0], tmp_path / "b", None)
+    assert (done.looks, done.file, done.bytes) == (LOOKS, None, 0)
+    assert len(described) == 1 and torch.equal(described[0], faces[0])
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.pipe.unet.state_dict().items())
+    plain = personalize_subject(model, METHODS["base"], faces[0], tmp_path / "p", None)
+    assert plain.looks == "" and len(described) == 1  # the plain floor does not ask
+
+
 def test_the_bench_leaves_described_rows_out_for_a_model_without_a_describer_and_refuses_them_asked(tiny_sd,
                                                                                                    tmp_path):
-    from lowdim_sd.bench.methods import METHODS
+    from lowdim_sd.bench.methods import METHODS, get_method
     from lowdim_sd.bench.quality import QualityJob, check_job
 
     everything = QualityJob(identities=tmp_path, model=str(tiny_sd), out=tmp_path / "out")
     check_job(everything)
-    assert "ours-described" not in everything.methods and "ours" in everything.methods
+    assert not any(get_method(name).describe for name in everything.methods) and "ours" in everything.methods
+    assert {"base", "only-hyper"} <= set(everything.methods)
     asked = QualityJob(identities=tmp_path, model=str(tiny_sd), out=tmp_path / "out", methods=["ours-described"])
     with pytest.raises(LowdimError, match="method 'ours-described' names the looks .* has none; leave it out"):
         check_job(asked)
