@@ -52,7 +52,8 @@ def quality(
              "(tinyfaces has one); base-described is the base model told those words, with no personalization. "
              "ours-styles-λ (e.g. ours-styles-0.05) is Ours with personalize --keep-styles λ, and "
              "ours-described-styles-λ the same with the looks in words, to chart your own point of "
-             "frontier.png.")] = None,
+             "frontier.png. ROW@S (e.g. ours-described@0.3) draws any row's adapter file at scale S, as "
+             "lowdim generate --adapter FILE:S does.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(

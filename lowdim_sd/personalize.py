@@ -11,6 +11,7 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -61,6 +62,7 @@ class PersonalizeJob:
     export: list[str] = field(default_factory=list)
     preview: bool = True
     preview_steps: int = 30
+    preview_scales: tuple[float, ...] | None = None  # the adapter's scale in each preview row; None: the model's
     device: str = "auto"
     dtype: str = "auto"
     model_config: str | None = None  # a single-file model offline: a diffusers folder of its architecture
@@ -97,6 +99,7 @@ class PersonalizeRun:
     crop: bool
     preview_prompts: tuple[str, ...]
     describer: Callable[[torch.Tensor], str] | None = None  # the backend's reader of looks, when used
+    preview_scales: tuple[float, ...] = (1.0,)
     looks: str = ""  # what it read from the reference, once read (``described_run``)
 
 
@@ -136,6 +139,9 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
     if job.preview and job.preview_steps < 1:
         raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
+    bad_scale = next((s for s in job.preview_scales or () if not 0 < s < math.inf), None)
+    if bad_scale is not None:
+        raise LowdimError(f"--preview-scale must be a positive number, got {bad_scale}")
     check_resolution(job.resolution)
 
 
@@ -208,9 +214,10 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
         bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
+    scales = job.preview_scales or tuple(getattr(backend, "preview_scales", SDBackend.preview_scales))
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
                           0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts,
-                          resolve_describer(job, backend))
+                          resolve_describer(job, backend), preview_scales=scales)
 
 
 def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
@@ -321,7 +328,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
                               for fmt in job.export]
     if job.preview:
         with stage(result, "preview"):
-            result.preview, result.gallery = render_preview(model, reference, run, resolution)
+            result.preview, result.gallery = render_preview(model, reference, run, resolution, result.adapter)
     elif (job.out / "preview.png").is_file():
         warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
     from lowdim_sd.export import FORMATS
@@ -359,16 +366,25 @@ def recipe(run: PersonalizeRun) -> dict:
     return made
 
 
-def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
-                   resolution: int) -> tuple[Path, list[tuple[str, Any]]]:
-    """preview.png: the reference, then the subject in each preview prompt; and those cells, captioned."""
+def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,
+                   adapter: Path) -> tuple[Path, list[tuple[str, Any]]]:
+    """preview.png: for each preview scale a row, the reference then the subject in each preview prompt; and
+    those cells, captioned. Scale 1 draws with the model as personalized; another loads the written adapter at
+    that scale on a fresh model, as `lowdim generate --adapter FILE:S` does."""
     from lowdim_sd import generate as drawing
     from lowdim_sd.grid import save_grid
 
     job, prompts = run.job, list(run.preview_prompts)
     config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps, token=job.token,
                                     resolution=resolution)
-    images = [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(model, config)]
-    captions = ["reference"] + prompts
-    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(images))
+    images, captions = [], []
+    for scale in run.preview_scales:
+        drawn = model
+        if scale != 1.0:
+            drawn = load_sd(job.model, job.device, job.dtype, job.model_config)
+            drawing.attach_adapters(drawn, [(adapter, scale)])
+        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
+        captions += ["reference" if scale == 1.0 else f"reference; right: the adapter at scale {scale:g}",
+                     *(prompt if scale == 1.0 else f"{prompt}, scale {scale:g}" for prompt in prompts)]
+    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
     return grid, list(zip(captions, images, strict=True))

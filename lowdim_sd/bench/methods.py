@@ -36,6 +36,7 @@ class Method:
     layers: str | None = None  # hyper rows: the layer set of the prediction and the finetune (None: the paper's)
     keep_styles: float = 0.0  # hyper rows: personalize --keep-styles
     describe: bool = False  # hyper rows: personalize --describe (the looks in words in every prompt)
+    adapter_scale: float = 1.0  # drawn with the file at this scale, as `lowdim generate --adapter FILE:S` does
     note: str = ""
 
 
@@ -90,14 +91,21 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 # Rows at any --keep-styles weight, so a user can chart identity against style for their own λ: the row
 # named before the weight, with that weight.
 WEIGHTED_ROW = re.compile(r"(ours-styles|ours-described-styles)-(\d+(?:\.\d+)?)")
-WEIGHTED_NAMES = "ours-styles-λ, ours-described-styles-λ (any weight λ > 0, e.g. ours-styles-0.05)"
+WEIGHTED_NAMES = ("ours-styles-λ, ours-described-styles-λ (any weight λ > 0, e.g. ours-styles-0.05), and any row "
+                  "that writes an adapter file drawn at a scale, ROW@S (e.g. ours-described@0.3)")
+# A row's adapter drawn at a lower (or higher) scale: the knob every LoRA user has at generation time.
+SCALED_ROW = re.compile(r"(.+)@(\d+(?:\.\d+)?)")
 
 
 def find_method(name: str) -> Method | None:
-    """A row by name: one of METHODS, or a keep-styles row at weight λ (``ours-styles-λ``,
-    ``ours-described-styles-λ``: that row with ``personalize --keep-styles λ``)."""
+    """A row by name: one of METHODS, a keep-styles row at weight λ (``ours-styles-λ``,
+    ``ours-described-styles-λ``: that row with ``personalize --keep-styles λ``), or ``ROW@S``: a row that
+    writes an adapter file, drawn with it at scale S."""
     if name in METHODS:
         return METHODS[name]
+    scaled = SCALED_ROW.fullmatch(name)
+    if scaled is not None:
+        return _scaled(scaled.group(1), scaled.group(2), name)
     match = WEIGHTED_ROW.fullmatch(name)
     if match is None or not 0 < float(match.group(2)) < math.inf:
         return None
@@ -105,6 +113,14 @@ def find_method(name: str) -> Method | None:
     label = re.sub(r"keep styles [\d.]+", f"keep styles {weight}", row.label)
     note = re.sub(r"--keep-styles [\d.]+", f"--keep-styles {weight}", row.note)
     return replace(row, name=name, label=label, keep_styles=float(weight), note=note)
+
+
+def _scaled(row_name: str, scale: str, name: str) -> Method | None:
+    row = find_method(row_name)
+    if row is None or row.adapter_scale != 1.0 or row.kind == "base" or row.full or not 0 < float(scale) < math.inf:
+        return None  # full DreamBooth writes a whole model, and the base model nothing: no file to scale
+    return replace(row, name=name, label=f"{row.label} at scale {scale}", adapter_scale=float(scale),
+                   note=f"{row.note}; drawn with the adapter at scale {scale}")
 
 
 def get_method(name: str) -> Method:

@@ -248,6 +248,7 @@ def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> P
 
 
 def _run_claimed(job: QualityJob, task: Task) -> dict:
+    from lowdim_sd.generate import attach_adapters
     from lowdim_sd.images import load_image, save_png, to_pil
     from lowdim_sd.loading import load_sd
 
@@ -257,6 +258,9 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))
     try:
         done = _personalize(job, task, model, reference, work)
+        if method.adapter_scale != 1.0:  # as a user draws the file: a fresh model, the adapter at that scale
+            model = load_sd(job.model, job.device, job.dtype, job.model_config)
+            attach_adapters(model, [(done.file, method.adapter_scale)])
         prompts = [with_looks(prompt, done.looks) for prompt in job.prompts]
         images = generate_batch(model, job, prompts)
     finally:

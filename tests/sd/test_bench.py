@@ -163,6 +163,34 @@ def test_batched_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, ident
         assert np.abs(drawn[0] - drawn[1]).max() <= 2, identity  # the same picture, to rounding
 
 
+def test_a_scaled_row_draws_its_rows_file_at_that_scale(tiny_sd, identities, tmp_path, quick_methods):
+    """ROW@S: the row's adapter, drawn on a fresh model at scale S, as `lowdim generate --adapter FILE:S` does."""
+    from lowdim_sd.bench.methods import personalize_subject
+    from lowdim_sd.bench.quality import generate_batch, prepare
+    from lowdim_sd.generate import attach_adapters
+    from lowdim_sd.images import load_image
+    from lowdim_sd.loading import load_sd
+
+    quick_methods["lidb-db"] = dataclasses.replace(quick_methods["lidb-db"], learning_rate=0.3)  # a visible change
+    job = job_for(tiny_sd, identities, tmp_path / "bench", methods=["base", "lidb-db", "lidb-db@0.5",
+                                                                      "lidb-db@0.000001"])
+    results = {(r["method"], r["identity"]): r for r in run_quality(job)}
+
+    def drawn(method: str, identity: str) -> np.ndarray:
+        return np.asarray(Image.open(job.out / "images" / method / identity / "00.png"), float)
+
+    for task in (t for t in prepare(job) if t.method == "lidb-db"):
+        assert np.abs(drawn("lidb-db", task.identity) - drawn("base", task.identity)).max() > 20
+        assert np.abs(drawn("lidb-db@0.000001", task.identity) - drawn("base", task.identity)).max() <= 2
+        done = personalize_subject(load_sd(str(tiny_sd)), quick_methods["lidb-db"], load_image(task.reference, 16),
+                                   tmp_path / "alone" / task.identity, None, job.token, job.seed)
+        model = load_sd(str(tiny_sd))
+        attach_adapters(model, [(done.file, 0.5)])
+        mine = np.asarray(generate_batch(model, job, [job.prompts[0].replace("[V]", job.token)])[0], float)
+        assert np.abs(mine - drawn("lidb-db@0.5", task.identity)).max() <= 2
+        assert results[("lidb-db@0.5", task.identity)]["bytes"] == results[("lidb-db", task.identity)]["bytes"]
+
+
 def test_command_reports_a_bad_identities_folder_in_one_line(tmp_path, capsys):
     code = main(["bench", "quality", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out")])
     assert code == 1
@@ -256,3 +284,16 @@ def test_a_keep_styles_row_at_any_weight():
     with pytest.raises(LowdimError, match=r"ours-described-styles-λ"):
         parse_methods("ours-described-0.2")  # only the keep-styles rows take a weight
     assert method_label("a-row-since-removed") == "a-row-since-removed"  # an old results folder still tabulates
+
+
+def test_any_row_with_an_adapter_file_can_be_drawn_at_a_scale():
+    from lowdim_sd.bench.methods import METHODS, parse_methods
+
+    scaled, styled = parse_methods("ours-described@0.3, ours-styles-0.1@1.5")
+    assert dataclasses.replace(scaled, name="ours-described", label=METHODS["ours-described"].label,
+                               adapter_scale=1.0, note=METHODS["ours-described"].note) == METHODS["ours-described"]
+    assert (scaled.label, scaled.adapter_scale) == ("Ours (looks in words) at scale 0.3", 0.3)
+    assert (styled.keep_styles, styled.adapter_scale) == (0.1, 1.5)
+    for bad in ("dreambooth@0.5", "base@0.5", "ours@0", "ours@x", "nothing@0.5", "ours@0.5@0.5"):
+        with pytest.raises(LowdimError, match=rf"unknown method\(s\) {bad}; .*ROW@S"):
+            parse_methods(bad)
