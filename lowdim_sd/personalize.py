@@ -377,12 +377,17 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
     job, prompts = run.job, list(run.preview_prompts)
     config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps, token=job.token,
                                     resolution=resolution)
-    images, captions = [], []
+    images, captions, scaled = [], [], None
     for scale in run.preview_scales:
         drawn = model
         if scale != 1.0:
-            drawn = load_sd(job.model, job.device, job.dtype, job.model_config)
-            drawing.attach_adapters(drawn, [(adapter, scale)])
+            if scaled is None:  # one fresh model for every other scale: only the adapter's scale changes
+                scaled = load_sd(job.model, job.device, job.dtype, job.model_config)
+                drawing.attach_adapters(scaled, [(adapter, scale)])
+            view = lowdim.Adapters(scaled.modules)
+            for name in view.names():
+                view.set_scale(name, scale)
+            drawn = scaled
         images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
         captions += ["reference" if scale == 1.0 else f"reference; right: the adapter at scale {scale:g}",
                      *(prompt if scale == 1.0 else f"{prompt}, scale {scale:g}" for prompt in prompts)]
