@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg_path = out / "config.json"
     if args.resume and cfg_path.exists():
         cfg = TrainConfig(**json.loads(cfg_path.read_text()))
+        if args.unet_steps and args.unet_steps != cfg.unet_steps:  # more steps extend a step-planned run
+            cfg = dataclasses.replace(cfg, unet_steps=args.unet_steps)
+            cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     else:
         cfg = TrainConfig().micro() if args.micro else TrainConfig()
         cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr,
