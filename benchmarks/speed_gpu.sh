@@ -23,7 +23,7 @@ mkdir -p "$OUT" "$WORK"
 started=$(date +%s)
 
 # The packages this image lacks, from the carried wheels; lowdim itself from this checkout.
-$PY -c "import diffusers" 2>/dev/null || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
+$PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('diffusers') is None)" || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
 # (installed, not just importable from here: its plugin entry points must be registered)
 $PY -c "import importlib.metadata as m; m.version('lowdim')" 2>/dev/null ||
   $PY -m pip install -q --no-index --no-deps --no-build-isolation -e .

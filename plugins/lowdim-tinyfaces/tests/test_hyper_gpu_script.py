@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[3]
 def test_the_gpu_script_trains_from_stored_features_and_returns_its_files(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
            "DATA": str(tmp_path / "data"), "COUNT": "10", "VAL": "2", "PRE_BATCH": "5", "STEPS": "2",
-           "TRAIN_MINUTES": "0.05", "DEVICE": "cpu", "PRE_BUDGET": "300", "OMP_NUM_THREADS": "1"}
+           "TRAIN_MINUTES": "0.05", "WORKERS": "0", "DEVICE": "cpu", "PRE_BUDGET": "300", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", "benchmarks/hyper_gpu.sh", "prepare-and-run"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
