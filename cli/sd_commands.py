@@ -115,6 +115,12 @@ def generate(
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     scheduler: Annotated[str, typer.Option(help="ddim, dpm++, euler, euler-a, pndm or ddpm.")] = "ddim",
     token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the adapter's own).")] = None,
+    text_encoder_scale: Annotated[float, typer.Option(
+        help="Multiplies each adapter's scale on the text encoder's layers. 0 keeps the prompt's words as the "
+             "base model reads them, so styles survive while the UNet part draws the face.")] = 1.0,
+    adapter_start: Annotated[float, typer.Option(
+        help="Fraction of the steps the base UNet draws alone before the adapters' UNet part joins (0 to 1); "
+             "the base model lays out the prompt's style first.")] = 0.0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
     resolution: Resolution = None,
     device: Device = "auto",
@@ -126,12 +132,14 @@ def generate(
     Example: lowdim generate -m tinyfaces -a me/face.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
     """
     from lowdim.errors import LowdimError
+    from lowdim_sd.draw_parts import DrawParts
     from lowdim_sd.generate import GenerateConfig, attach_adapters, check_config, parse_adapter_arg, save_generated
     from lowdim_sd.generate import generate as run
     from lowdim_sd.loading import load_sd
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
-                            negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution)
+                            negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution,
+                            parts=DrawParts(text_encoder_scale, adapter_start))
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     if out_dir.exists() and not out_dir.is_dir():

@@ -13,6 +13,7 @@ from PIL import Image
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.loading import SDModel
 
 IDENTIFIER = "[V]"
@@ -36,6 +37,7 @@ class GenerateConfig:
     scheduler: str = "ddim"
     token: str | None = None  # replaces [V]; default: the first adapter's identifier token
     resolution: int | None = None  # image side in pixels; default: the model's own
+    parts: DrawParts = DrawParts()  # the adapters' text-encoder part at its own scale, the UNet part joining late
 
 
 @dataclass
@@ -90,6 +92,7 @@ def check_config(config: GenerateConfig) -> None:
     """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
     _check_scheduler(config.scheduler)
     check_resolution(config.resolution)
+    check_parts(config.parts)
     least = MIN_STEPS.get(config.scheduler, 1)
     if config.steps < least:
         raise LowdimError(f"--steps must be at least {least} with the {config.scheduler} scheduler, "
@@ -144,11 +147,12 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     with bar(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
         for prompt, seed in jobs:
             generator = torch.Generator(device="cpu").manual_seed(seed)
-            image = model.pipe(
-                fill(prompt, token), negative_prompt=fill(config.negative_prompt, token) or None,
-                num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generator,
-                height=size, width=size,
-            ).images[0]
+            with drawing_parts(model, config.parts, config.steps) as callback:
+                image = model.pipe(
+                    fill(prompt, token), negative_prompt=fill(config.negative_prompt, token) or None,
+                    num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generator,
+                    height=size, width=size, callback_on_step_end=callback,
+                ).images[0]
             results.append(Generated(prompt, seed, image))
             advance()
     return results

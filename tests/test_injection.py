@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import lowdim
@@ -78,6 +80,33 @@ def test_named_adapters_have_scales_and_can_be_enabled_and_disabled():
     once = layer(tokens) - layer.base_layer(tokens)
     adapters.set_scale("alice", 2.0)
     assert torch.allclose(layer(tokens) - layer.base_layer(tokens), 2 * once, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(scale=st.floats(-2, 2, allow_nan=False))
+def test_a_scale_on_some_layers_changes_only_those(scale):
+    # Per-part scales (a text encoder's part of an SD adapter at 0, its UNet part kept) rest on this.
+    model = make_model()
+    tokens = torch.randn(5, 8)
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["*.to_q", "*.to_v"], name="alice")
+    randomize(adapters, "alice")
+    q, v = model[0].to_q, model[0].to_v
+    update_q, update_v = q(tokens) - q.base_layer(tokens), v(tokens) - v.base_layer(tokens)
+    adapters.set_scale("alice", scale, layers="*.to_v")
+    assert torch.allclose(q(tokens) - q.base_layer(tokens), update_q, atol=1e-6)
+    assert torch.allclose(v(tokens) - v.base_layer(tokens), scale * update_v, atol=1e-5)
+
+
+def test_a_layer_scale_that_matches_nothing_or_a_merged_layer_changes_nothing():
+    model = make_model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["*.to_q", "*.to_v"], name="alice")
+    with pytest.raises(LowdimError, match=r"no layer matches text_encoder\.\*.*to_q") as caught:
+        adapters.set_scale("alice", 0.0, layers=["text_encoder.*"])
+    assert "\n" not in str(caught.value)
+    adapters.merge("alice")
+    with pytest.raises(LowdimError, match="merged"):
+        adapters.set_scale("alice", 0.0, layers="*.to_v")
+    assert {slot.scale for slot in adapters.slots("alice").values()} == {1.0}
 
 
 def test_remove_restores_the_original_modules_and_state_dict():

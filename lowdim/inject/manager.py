@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
-from lowdim.inject.select import LayerSet, exact_layers, select_layers
+from lowdim.inject.select import LayerSet, exact_layers, matches, select_layers
 from lowdim.spaces.base import LayerSpec, Space
 
 log = logging.getLogger("lowdim")
@@ -230,11 +230,21 @@ class Adapters:
                 slot.override = outer[layer]
 
     # -- scale, enable, merge -------------------------------------------------------------
-    def set_scale(self, name: str, scale: float) -> None:
+    def set_scale(self, name: str, scale: float, layers: str | Sequence[str] | None = None) -> None:
+        """Scale the adapter's update; ``layers`` (glob or ``re:`` patterns, as layer sets use) limits it to
+        the layers they match, e.g. ``"text_encoder.*"`` to weaken only what it does to the prompt."""
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
             raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
-        for slot in self.slots(name).values():
+        slots = self.slots(name)
+        if layers is not None:
+            patterns = [layers] if isinstance(layers, str) else list(layers)
+            slots = {layer: slot for layer, slot in slots.items() if any(matches(p, layer) for p in patterns)}
+            if not slots:
+                raise LowdimError(f"adapter '{name}': no layer matches {', '.join(patterns)}; "
+                                  f"its layers are e.g. {', '.join(list(self.slots(name))[:3])}")
+        for slot in slots.values():
             _refuse_if_merged(name, slot, "changing its scale")
+        for slot in slots.values():
             slot.scale = float(scale)
 
     def enable(self, name: str, enabled: bool = True) -> None:

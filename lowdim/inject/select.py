@@ -56,7 +56,8 @@ TOKEN_EMBEDDINGS = LayerSet("token-embedding", ("re:.*(token_embedding|embed_tok
                             description="the text encoder's input token embedding (Textual Inversion)")
 
 
-def _matches(pattern: str, name: str) -> bool:
+def matches(pattern: str, name: str) -> bool:
+    """Whether a layer's dotted name matches one pattern: a shell glob (``*`` crosses dots) or ``re:REGEX``."""
     if pattern.startswith("re:"):
         try:
             return re.fullmatch(pattern[3:], name) is not None
@@ -107,8 +108,8 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
     candidates = candidate_layers(model, layer_set.types)
     names = [name for name, _ in candidates]
     for pattern in layer_set.include:
-        if not any(_matches(pattern, name) for name in names):
-            opaque = [name for name in _opaque_layers(model) if _matches(pattern, name)]
+        if not any(matches(pattern, name) for name in names):
+            opaque = [name for name in _opaque_layers(model) if matches(pattern, name)]
             if opaque:
                 raise LowdimError(f"pattern '{pattern}' matches only {opaque[0]}, the out_proj of an "
                                   f"nn.MultiheadAttention, which reads that weight directly: it cannot carry adapters")
@@ -116,7 +117,7 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
     return [
         (name, module)
         for name, module in candidates
-        if any(_matches(p, name) for p in layer_set.include) and not any(_matches(p, name) for p in layer_set.exclude)
+        if any(matches(p, name) for p in layer_set.include) and not any(matches(p, name) for p in layer_set.exclude)
     ]
 
 

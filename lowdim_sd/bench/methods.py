@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim_sd.draw_parts import DrawParts
 from lowdim_sd.loading import SDModel
 from lowdim_sd.train import Subject, TrainConfig, train
 
@@ -37,7 +38,13 @@ class Method:
     keep_styles: float = 0.0  # hyper rows: personalize --keep-styles
     describe: bool = False  # hyper rows: personalize --describe (the looks in words in every prompt)
     adapter_scale: float = 1.0  # drawn with the file at this scale, as `lowdim generate --adapter FILE:S` does
+    parts: DrawParts = DrawParts()  # drawn with its parts apart, as `lowdim generate --text-encoder-scale ...` does
     note: str = ""
+
+    @property
+    def drawn_from_file(self) -> bool:
+        """Whether the bench draws the written file on a fresh model (a draw setting), not the trained model."""
+        return self.adapter_scale != 1.0 or not self.parts.whole
 
 
 # Learning rates of the DreamBooth rows follow lowdim train's defaults (workflows.DEFAULT_LR); the
@@ -92,20 +99,24 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 # named before the weight, with that weight.
 WEIGHTED_ROW = re.compile(r"(ours-styles|ours-described-styles)-(\d+(?:\.\d+)?)")
 WEIGHTED_NAMES = ("ours-styles-λ, ours-described-styles-λ (any weight λ > 0, e.g. ours-styles-0.05), and any row "
-                  "that writes an adapter file drawn at a scale, ROW@S (e.g. ours-described@0.3)")
-# A row's adapter drawn at a lower (or higher) scale: the knob every LoRA user has at generation time.
-SCALED_ROW = re.compile(r"(.+)@(\d+(?:\.\d+)?)")
+                  "that writes an adapter file drawn another way, ROW@S for scale S, ROW@te=T for its text "
+                  "encoder's part at T, ROW@start=F for its UNet part from fraction F of the steps, chained "
+                  "(e.g. ours-described@te=0@start=0.3)")
+# A row's adapter drawn otherwise: at a lower (or higher) scale, the knob every LoRA user has at generation
+# time; and with its parts apart (lowdim_sd.draw_parts).
+DRAWN_ROW = re.compile(r"([^@]+)((?:@[^@]+)+)")
+DRAW_SETTING = re.compile(r"(?:(te|start)=)?(\d+(?:\.\d+)?)")
 
 
 def find_method(name: str) -> Method | None:
     """A row by name: one of METHODS, a keep-styles row at weight λ (``ours-styles-λ``,
-    ``ours-described-styles-λ``: that row with ``personalize --keep-styles λ``), or ``ROW@S``: a row that
-    writes an adapter file, drawn with it at scale S."""
+    ``ours-described-styles-λ``: that row with ``personalize --keep-styles λ``), or a row that writes an
+    adapter file, drawn another way: ``ROW@S`` (scale S), ``ROW@te=T``, ``ROW@start=F``, chained."""
     if name in METHODS:
         return METHODS[name]
-    scaled = SCALED_ROW.fullmatch(name)
-    if scaled is not None:
-        return _scaled(scaled.group(1), scaled.group(2), name)
+    drawn = DRAWN_ROW.fullmatch(name)
+    if drawn is not None:
+        return _drawn(drawn.group(1), drawn.group(2).split("@")[1:], name)
     match = WEIGHTED_ROW.fullmatch(name)
     if match is None or not 0 < float(match.group(2)) < math.inf:
         return None
@@ -115,12 +126,24 @@ def find_method(name: str) -> Method | None:
     return replace(row, name=name, label=label, keep_styles=float(weight), note=note)
 
 
-def _scaled(row_name: str, scale: str, name: str) -> Method | None:
+def _drawn(row_name: str, settings: list[str], name: str) -> Method | None:
     row = find_method(row_name)
-    if row is None or row.adapter_scale != 1.0 or row.kind == "base" or row.full or not 0 < float(scale) < math.inf:
-        return None  # full DreamBooth writes a whole model, and the base model nothing: no file to scale
-    return replace(row, name=name, label=f"{row.label} at scale {scale}", adapter_scale=float(scale),
-                   note=f"{row.note}; drawn with the adapter at scale {scale}")
+    if row is None or row.kind == "base" or row.full:
+        return None  # full DreamBooth writes a whole model, and the base model nothing: no file to draw
+    values: dict[str | None, float] = {}
+    for setting in settings:
+        found = DRAW_SETTING.fullmatch(setting)
+        if found is None or found.group(1) in values:
+            return None
+        values[found.group(1)] = float(found.group(2))
+    scale, start = values.get(None, 1.0), values.get("start", 0.0)
+    if not 0 < scale < math.inf or not 0 <= start < 1:
+        return None
+    parts = DrawParts(text_encoder_scale=values.get("te", 1.0), adapter_start=start)
+    how = ", ".join(filter(None, [f"at scale {scale:g}" if None in values else "", parts.describe()]))
+    label = f"{row.label} at scale {values[None]:g}" if None in values and parts.whole else f"{row.label}, {how}"
+    return replace(row, name=name, label=label, adapter_scale=scale, parts=parts,
+                   note=f"{row.note}; drawn with the adapter {how}")
 
 
 def get_method(name: str) -> Method:

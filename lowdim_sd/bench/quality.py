@@ -28,6 +28,7 @@ from lowdim_sd.bench.methods import (
     parse_methods,
     personalize_subject,
 )
+from lowdim_sd.draw_parts import DrawParts, drawing_parts
 from lowdim_sd.generate import with_looks
 
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
@@ -258,11 +259,11 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))
     try:
         done = _personalize(job, task, model, reference, work)
-        if method.adapter_scale != 1.0:  # as a user draws the file: a fresh model, the adapter at that scale
+        if method.drawn_from_file:  # as a user draws the file: a fresh model, the adapter at that scale
             model = load_sd(job.model, job.device, job.dtype, job.model_config)
             attach_adapters(model, [(done.file, method.adapter_scale)])
         prompts = [with_looks(prompt, done.looks) for prompt in job.prompts]
-        images = generate_batch(model, job, prompts)
+        images = generate_batch(model, job, prompts, method.parts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     folder = Path(job.out) / "images" / task.method / task.identity
@@ -282,12 +283,15 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
 
 
 @torch.no_grad()
-def generate_batch(model, job: QualityJob, prompts: list[str] | None = None) -> list:
-    """One image per prompt (default: the job's), batched in one pipeline call; prompt k uses seed ``seed + k``."""
+def generate_batch(model, job: QualityJob, prompts: list[str] | None = None, parts: DrawParts = DrawParts()) -> list:
+    """One image per prompt (default: the job's), batched in one pipeline call; prompt k uses seed ``seed + k``.
+    ``parts``: the adapters' parts drawn apart, as `lowdim generate --text-encoder-scale/--adapter-start` do."""
     from lowdim_sd.generate import set_scheduler
 
     set_scheduler(model, "ddim")  # as `lowdim generate` does by default
     prompts = [p.replace("[V]", job.token) for p in (prompts or job.prompts)]
     generators = [torch.Generator().manual_seed(job.seed + k) for k in range(len(prompts))]
-    return model.pipe(prompts, num_inference_steps=job.sample_steps, guidance_scale=job.guidance,
-                      generator=generators, height=model.resolution, width=model.resolution).images
+    with drawing_parts(model, parts, job.sample_steps) as callback:
+        return model.pipe(prompts, num_inference_steps=job.sample_steps, guidance_scale=job.guidance,
+                          generator=generators, height=model.resolution, width=model.resolution,
+                          callback_on_step_end=callback).images

@@ -167,13 +167,15 @@ def test_a_scaled_row_draws_its_rows_file_at_that_scale(tiny_sd, identities, tmp
     """ROW@S: the row's adapter, drawn on a fresh model at scale S, as `lowdim generate --adapter FILE:S` does."""
     from lowdim_sd.bench.methods import personalize_subject
     from lowdim_sd.bench.quality import generate_batch, prepare
+    from lowdim_sd.draw_parts import DrawParts
     from lowdim_sd.generate import attach_adapters
     from lowdim_sd.images import load_image
     from lowdim_sd.loading import load_sd
 
     quick_methods["lidb-db"] = dataclasses.replace(quick_methods["lidb-db"], learning_rate=0.3)  # a visible change
+    apart = "lidb-db@te=0@start=0.5"
     job = job_for(tiny_sd, identities, tmp_path / "bench", methods=["base", "lidb-db", "lidb-db@0.5",
-                                                                      "lidb-db@0.000001"])
+                                                                      "lidb-db@0.000001", apart])
     results = {(r["method"], r["identity"]): r for r in run_quality(job)}
 
     def drawn(method: str, identity: str) -> np.ndarray:
@@ -188,6 +190,12 @@ def test_a_scaled_row_draws_its_rows_file_at_that_scale(tiny_sd, identities, tmp
         attach_adapters(model, [(done.file, 0.5)])
         mine = np.asarray(generate_batch(model, job, [job.prompts[0].replace("[V]", job.token)])[0], float)
         assert np.abs(mine - drawn("lidb-db@0.5", task.identity)).max() <= 2
+        model = load_sd(str(tiny_sd))
+        attach_adapters(model, [(done.file, 1.0)])
+        parts = DrawParts(text_encoder_scale=0.0, adapter_start=0.5)
+        mine = np.asarray(generate_batch(model, job, [job.prompts[0].replace("[V]", job.token)], parts)[0], float)
+        assert np.abs(mine - drawn(apart, task.identity)).max() <= 2
+        assert np.abs(mine - drawn("lidb-db", task.identity)).max() > 2
         assert results[("lidb-db@0.5", task.identity)]["bytes"] == results[("lidb-db", task.identity)]["bytes"]
 
 
@@ -294,6 +302,13 @@ def test_any_row_with_an_adapter_file_can_be_drawn_at_a_scale():
                                adapter_scale=1.0, note=METHODS["ours-described"].note) == METHODS["ours-described"]
     assert (scaled.label, scaled.adapter_scale) == ("Ours (looks in words) at scale 0.3", 0.3)
     assert (styled.keep_styles, styled.adapter_scale) == (0.1, 1.5)
-    for bad in ("dreambooth@0.5", "base@0.5", "ours@0", "ours@x", "nothing@0.5", "ours@0.5@0.5"):
+    apart = parse_methods("ours-described@te=0@start=0.3")[0]
+    assert (apart.adapter_scale, apart.parts.text_encoder_scale, apart.parts.adapter_start) == (1.0, 0.0, 0.3)
+    assert apart.label == "Ours (looks in words), text encoder's part at 0, UNet part from 30% of the steps"
+    both = parse_methods("lidb-db@0.5@te=0.25")[0]
+    assert (both.adapter_scale, both.parts.text_encoder_scale, both.drawn_from_file) == (0.5, 0.25, True)
+    assert not METHODS["ours"].drawn_from_file
+    for bad in ("dreambooth@0.5", "base@0.5", "ours@0", "ours@x", "nothing@0.5", "ours@0.5@0.5", "ours@start=1",
+                "ours@te=0@te=1", "ours@tee=0", "dreambooth@te=0"):
         with pytest.raises(LowdimError, match=rf"unknown method\(s\) {bad}; .*ROW@S"):
             parse_methods(bad)

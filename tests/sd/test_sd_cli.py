@@ -109,6 +109,9 @@ BAD_SETTINGS = [
     (["generate", "-a", "me.safetensors:nan"], "the scale must be a finite number, got 'nan'"),
     (["generate", "-a", "me:smile:"], "'me:smile:': the scale after ':' must be a number"),  # no emoji
     (["generate", "-o", "REFS_FILE"], "a file, where --out needs a folder"),
+    (["generate", "--adapter-start", 1], "--adapter-start must be a fraction of the steps in [0, 1), got 1.0"),
+    (["generate", "--adapter-start", -0.2], "--adapter-start must be a fraction of the steps in [0, 1), got -0.2"),
+    (["generate", "--text-encoder-scale", "inf"], "--text-encoder-scale must be a finite number, got inf"),
 ]
 
 

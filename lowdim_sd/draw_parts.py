@@ -1,0 +1,97 @@
+"""Drawing with an adapter's two parts apart: its text-encoder layers at their own scale, and its UNet layers
+joining only after the first denoising steps.
+
+Why (docs/ladder.md, rung 15i): an adapter finetuned on one photo changes what the text encoder makes of
+the prompt, and that is what overwrites the style words ("at night", "a pencil sketch"); its UNet layers
+carry most of the face. Drawing the text encoder's part at 0 keeps the prompt as the base model reads it;
+letting the base UNet lay out the first steps alone keeps the style's composition, and the adapter then
+draws the face into it. Both act at sampling time on any adapter file, like a LoRA's scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim.inject.select import matches
+
+TEXT_ENCODER_LAYERS = "text_encoder.*"
+UNET_LAYERS = "unet.*"
+
+
+@dataclass(frozen=True)
+class DrawParts:
+    """How an adapter's parts draw; the defaults draw it whole, as every loader does."""
+
+    text_encoder_scale: float = 1.0  # multiplies each adapter's own scale on the text encoder's layers
+    adapter_start: float = 0.0  # fraction of the denoising steps the UNet draws before the adapters' UNet part joins
+
+    @property
+    def whole(self) -> bool:
+        return self.text_encoder_scale == 1.0 and self.adapter_start == 0.0
+
+    def describe(self) -> str:
+        """'text encoder's part at 0, UNet part from 30% of the steps' (empty when whole)."""
+        parts = []
+        if self.text_encoder_scale != 1.0:
+            parts.append(f"text encoder's part at {self.text_encoder_scale:g}")
+        if self.adapter_start:
+            parts.append(f"UNet part from {self.adapter_start:.0%} of the steps")
+        return ", ".join(parts)
+
+
+def check_parts(parts: DrawParts) -> None:
+    """One line per bad value, before any model is built."""
+    if not math.isfinite(parts.text_encoder_scale):
+        raise LowdimError(f"--text-encoder-scale must be a finite number, got {parts.text_encoder_scale}")
+    if not 0.0 <= parts.adapter_start < 1.0:
+        raise LowdimError(f"--adapter-start must be a fraction of the steps in [0, 1), got {parts.adapter_start}")
+
+
+def first_adapted_step(parts: DrawParts, steps: int) -> int:
+    """Index of the first denoising step that the adapters' UNet part draws."""
+    return min(steps - 1, math.ceil(parts.adapter_start * steps - 1e-9))
+
+
+@contextmanager
+def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | None]:
+    """Set the parts' scales for one pipeline call of ``steps`` steps; yields the pipeline's
+    ``callback_on_step_end`` (None when the adapters draw whole). Every scale is restored afterwards."""
+    check_parts(parts)
+    if parts.whole:
+        yield None
+        return
+    view = lowdim.Adapters(model.modules)
+    slots = [(name, layer, slot) for name in view.names() for layer, slot in view.slots(name).items()]
+    merged = next((name for name, _, slot in slots if slot.merged_scale is not None
+                   or slot.frozen_merged_scale is not None), None)
+    if merged is not None:
+        raise LowdimError(f"adapter '{merged}' is merged into the model, so its parts cannot be drawn apart; "
+                          f"load the adapter file on a fresh model")
+    saved = [(slot, slot.scale) for _, _, slot in slots]
+    unet = [(slot, scale) for (_, layer, slot), (_, scale) in zip(slots, saved, strict=True)
+            if matches(UNET_LAYERS, layer)]
+    for (_, layer, slot), (_, scale) in zip(slots, saved, strict=True):
+        if matches(TEXT_ENCODER_LAYERS, layer):
+            slot.scale = scale * parts.text_encoder_scale
+    first = first_adapted_step(parts, steps)
+
+    def set_unet(on: bool) -> None:
+        for slot, scale in unet:
+            slot.scale = scale if on else 0.0
+
+    def join_at_first_step(pipe, index: int, timestep, callback_kwargs: dict) -> dict:
+        if index + 1 == first:  # called after step ``index``: the next one is the adapters'
+            set_unet(True)
+        return callback_kwargs
+
+    set_unet(first == 0)
+    try:
+        yield join_at_first_step
+    finally:
+        for slot, scale in saved:
+            slot.scale = scale

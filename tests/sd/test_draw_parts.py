@@ -1,0 +1,86 @@
+"""An adapter's parts drawn apart (`lowdim generate --text-encoder-scale/--adapter-start`): the text encoder's
+part at its own scale, the UNet part joining after the first steps; every scale restored afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim_sd.draw_parts import DrawParts, first_adapted_step
+from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import resolve_layers
+
+STEPS = 4
+
+
+def _random_lora(tiny_sd, layers: str | None, like: dict | None = None) -> tuple[lowdim.Adapters, dict]:
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    view = lowdim.Adapters(model.modules)
+    view.add("default", lowdim.get_space("lora", rank=2), resolve_layers(layers), seed=0)
+    generator = torch.Generator().manual_seed(0)
+    for layer, slot in view.slots("default").items():
+        for key, parameter in slot.params.items():
+            source = like[layer][key] if like else torch.randn(parameter.shape, generator=generator) * 0.5
+            parameter.data = source.clone()
+    return view, {layer: dict(slot.params) for layer, slot in view.slots("default").items()}
+
+
+@pytest.fixture(scope="module")
+def adapter_files(tiny_sd, tmp_path_factory):
+    """A LoRA on the paper's layers (UNet and text encoder), and the same LoRA cut to its UNet layers."""
+    folder = tmp_path_factory.mktemp("parts")
+    whole, params = _random_lora(tiny_sd, None)
+    unet_only, _ = _random_lora(tiny_sd, "unet", like=params)
+    assert any(layer.startswith("text_encoder.") for layer in params)
+    return (lowdim.save_adapter(folder / "whole.safetensors", whole, "default"),
+            lowdim.save_adapter(folder / "unet.safetensors", unet_only, "default"))
+
+
+def _draw(tiny_sd, adapter, parts: DrawParts = DrawParts(), scale: float = 1.0) -> np.ndarray:
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    attach_adapters(model, [(adapter, scale)])
+    config = GenerateConfig(prompts=["a [V] face at night"], seeds=[1], steps=STEPS, parts=parts)
+    return np.asarray(generate(model, config)[0].image, dtype=np.int16)
+
+
+def test_the_text_encoders_part_at_zero_draws_what_the_unet_part_alone_draws(tiny_sd, adapter_files, one_thread):
+    whole, unet_only = adapter_files
+    apart = _draw(tiny_sd, whole, DrawParts(text_encoder_scale=0.0))
+    assert np.abs(apart - _draw(tiny_sd, unet_only)).max() <= 1
+    assert np.abs(apart - _draw(tiny_sd, whole)).max() > 10  # the text encoder's part did change the picture
+
+
+def test_the_unet_part_joins_at_the_asked_step_and_every_scale_is_restored(tiny_sd, adapter_files, one_thread):
+    whole, _ = adapter_files
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    attach_adapters(model, [(whole, 0.8)])
+    slots = lowdim.Adapters(model.modules).slots("a0")
+    unet_slot = next(slot for layer, slot in slots.items() if layer.startswith("unet."))
+    text_slot = next(slot for layer, slot in slots.items() if layer.startswith("text_encoder."))
+    seen = {"unet": [], "text": []}
+    model.pipe.unet.register_forward_pre_hook(lambda *_: seen["unet"].append(unet_slot.scale))
+    model.pipe.text_encoder.register_forward_pre_hook(lambda *_: seen["text"].append(text_slot.scale))
+    config = GenerateConfig(prompts=["a [V] face"], seeds=[1], steps=STEPS,
+                            parts=DrawParts(text_encoder_scale=0.5, adapter_start=0.5))
+    generate(model, config)
+    assert seen["unet"] == pytest.approx([0.0, 0.0, 0.8, 0.8])  # one batched (guided) call per step
+    assert seen["text"] and seen["text"] == pytest.approx([0.4] * len(seen["text"]))
+    assert [slot.scale for slot in slots.values()] == pytest.approx([0.8] * len(slots))
+
+
+@pytest.mark.parametrize("start, steps, first", [(0.0, 25, 0), (0.3, 25, 8), (0.5, 4, 2), (0.99, 25, 24), (0.2, 5, 1)])
+def test_the_first_adapted_step_is_the_first_at_or_past_the_fraction(start, steps, first):
+    assert first_adapted_step(DrawParts(adapter_start=start), steps) == first
+
+
+def test_parts_cannot_be_drawn_apart_on_a_merged_adapter(tiny_sd, adapter_files):
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    attach_adapters(model, [(adapter_files[0], 1.0)])
+    lowdim.Adapters(model.modules).merge("a0")
+    config = GenerateConfig(prompts=["a [V] face"], steps=2, parts=DrawParts(text_encoder_scale=0.0))
+    with pytest.raises(LowdimError, match="adapter 'a0' is merged into the model"):
+        generate(model, config)
