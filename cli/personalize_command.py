@@ -59,10 +59,12 @@ def personalize(
     preview_steps: Annotated[int, typer.Option(
         help="Denoising steps per preview image; on a CPU the preview is most of the run, so fewer is "
              "much faster (or --no-preview).")] = 30,
-    preview_scale: Annotated[list[float] | None, typer.Option(
-        help="Scale of the adapter in a preview row (repeatable: one row each). Lower keeps more of each "
-             "style and less of the face, as lowdim generate --adapter FILE:S draws it; default: the model's "
-             "(tinyfaces: 1 and 0.5, sd15: 1).")] = None,
+    preview_draw: Annotated[list[str] | None, typer.Option(
+        help="How a preview row draws the adapter (repeatable: one row each): S its scale (lowdim generate "
+             "--adapter FILE:S), te=T its text encoder's part, start=F its UNet part from that fraction of the "
+             "steps (--text-encoder-scale, --adapter-start), joined by @. te=0@start=0.3 keeps the styles "
+             "that the whole adapter overwrites. Default: the model's (tinyfaces: 1 and te=0@start=0.3, sd15: 1).")
+    ] = None,
     hypernet: Annotated[Path | None, typer.Option(
         help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image "
              "(default: the one the model ships, if it fits --space and --layers; tinyfaces ships one).")] = None,
@@ -102,7 +104,7 @@ def personalize(
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, batch_size=batch_size,
                          keep_styles=keep_styles, describe=describe, token=token,
                          seed=seed, out=out_dir, export=export or [], preview=preview, preview_steps=preview_steps,
-                         preview_scales=tuple(preview_scale) if preview_scale else None,
+                         preview_draws=tuple(preview_draw) if preview_draw else None,
                          resolution=resolution, save_dtype=save_dtype, device=device, dtype=dtype,
                          model_config=model_config,
                          hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,

@@ -11,6 +11,7 @@ draws the face into it. Both act at sampling time on any adapter file, like a Lo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,33 @@ def check_parts(parts: DrawParts) -> None:
         raise LowdimError(f"--text-encoder-scale must be a finite number, got {parts.text_encoder_scale}")
     if not 0.0 <= parts.adapter_start < 1.0:
         raise LowdimError(f"--adapter-start must be a fraction of the steps in [0, 1), got {parts.adapter_start}")
+
+
+DRAW_SETTING = re.compile(r"(?:(te|start)=)?(\d+(?:\.\d+)?)")
+DRAW_SYNTAX = "S for the adapter's scale, te=T for its text encoder's part, start=F for its UNet part's start"
+
+
+def parse_draw(text: str) -> tuple[float, DrawParts]:
+    """'0.5', 'te=0', 'te=0@start=0.3', '0.8@te=0' -> (scale, parts): how a preview row or bench row draws
+    an adapter file, settings joined by '@'."""
+    values: dict[str | None, float] = {}
+    for setting in text.split("@"):
+        found = DRAW_SETTING.fullmatch(setting.strip())
+        if found is None or found.group(1) in values:
+            raise LowdimError(f"'{text}': not a way to draw an adapter ({DRAW_SYNTAX}, joined by '@', "
+                              f"each at most once; e.g. te=0@start=0.3)")
+        values[found.group(1)] = float(found.group(2))
+    scale = values.get(None, 1.0)
+    if not 0 < scale < math.inf:
+        raise LowdimError(f"'{text}': the adapter's scale must be a positive number, got {scale:g}")
+    parts = DrawParts(text_encoder_scale=values.get("te", 1.0), adapter_start=values.get("start", 0.0))
+    check_parts(parts)
+    return scale, parts
+
+
+def describe_draw(scale: float, parts: DrawParts) -> str:
+    """'scale 0.5', "text encoder's part at 0, UNet part from 30% of the steps", or '' for the plain draw."""
+    return ", ".join(filter(None, [f"scale {scale:g}" if scale != 1.0 else "", parts.describe()]))
 
 
 def first_adapted_step(parts: DrawParts, steps: int) -> int:

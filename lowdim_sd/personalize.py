@@ -11,7 +11,6 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from lowdim.inject import LayerSet, covers
 from lowdim.registry import get_registry
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
+from lowdim_sd.draw_parts import DrawParts, describe_draw, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import check_resolution, with_looks
 from lowdim_sd.images import to_pil
@@ -62,7 +62,7 @@ class PersonalizeJob:
     export: list[str] = field(default_factory=list)
     preview: bool = True
     preview_steps: int = 30
-    preview_scales: tuple[float, ...] | None = None  # the adapter's scale in each preview row; None: the model's
+    preview_draws: tuple[str, ...] | None = None  # how each preview row draws the adapter (parse_draw); None: model's
     device: str = "auto"
     dtype: str = "auto"
     model_config: str | None = None  # a single-file model offline: a diffusers folder of its architecture
@@ -99,7 +99,7 @@ class PersonalizeRun:
     crop: bool
     preview_prompts: tuple[str, ...]
     describer: Callable[[torch.Tensor], str] | None = None  # the backend's reader of looks, when used
-    preview_scales: tuple[float, ...] = (1.0,)
+    preview_draws: tuple[tuple[float, DrawParts], ...] = ((1.0, DrawParts()),)  # (scale, parts) per row
     looks: str = ""  # what it read from the reference, once read (``described_run``)
 
 
@@ -139,9 +139,8 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
     if job.preview and job.preview_steps < 1:
         raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
-    bad_scale = next((s for s in job.preview_scales or () if not 0 < s < math.inf), None)
-    if bad_scale is not None:
-        raise LowdimError(f"--preview-scale must be a positive number, got {bad_scale}")
+    for text in job.preview_draws or ():
+        parse_draw(text)
     check_resolution(job.resolution)
 
 
@@ -214,10 +213,11 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
         bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
-    scales = job.preview_scales or tuple(getattr(backend, "preview_scales", SDBackend.preview_scales))
+    draws = job.preview_draws or tuple(getattr(backend, "preview_draws", SDBackend.preview_draws))
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
                           0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts,
-                          resolve_describer(job, backend), preview_scales=scales)
+                          resolve_describer(job, backend),
+                          preview_draws=tuple(parse_draw(text) for text in draws))
 
 
 def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
@@ -368,28 +368,29 @@ def recipe(run: PersonalizeRun) -> dict:
 
 def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,
                    adapter: Path) -> tuple[Path, list[tuple[str, Any]]]:
-    """preview.png: for each preview scale a row, the reference then the subject in each preview prompt; and
-    those cells, captioned. Scale 1 draws with the model as personalized; another loads the written adapter at
-    that scale on a fresh model, as `lowdim generate --adapter FILE:S` does."""
+    """preview.png: for each preview row a row, the reference then the subject in each preview prompt; and
+    those cells, captioned. The plain row draws with the model as personalized; another loads the written
+    adapter on a fresh model and draws it as `lowdim generate --adapter FILE:S --text-encoder-scale T
+    --adapter-start F` does."""
     from lowdim_sd import generate as drawing
     from lowdim_sd.grid import save_grid
 
     job, prompts = run.job, list(run.preview_prompts)
-    config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps, token=job.token,
-                                    resolution=resolution)
-    images, captions, scaled = [], [], None
-    for scale in run.preview_scales:
-        drawn = model
-        if scale != 1.0:
-            if scaled is None:  # one fresh model for every other scale: only the adapter's scale changes
-                scaled = load_sd(job.model, job.device, job.dtype, job.model_config)
-                drawing.attach_adapters(scaled, [(adapter, scale)])
-            view = lowdim.Adapters(scaled.modules)
+    images, captions, fresh = [], [], None
+    for scale, parts in run.preview_draws:
+        config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps,
+                                        token=job.token, resolution=resolution, parts=parts)
+        drawn, how = model, describe_draw(scale, parts)
+        if how:
+            if fresh is None:  # one fresh model for every other row: only the adapter's scales change
+                fresh = load_sd(job.model, job.device, job.dtype, job.model_config)
+                drawing.attach_adapters(fresh, [(adapter, scale)])
+            view = lowdim.Adapters(fresh.modules)
             for name in view.names():
                 view.set_scale(name, scale)
-            drawn = scaled
+            drawn = fresh
         images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
-        captions += ["reference" if scale == 1.0 else f"reference; right: the adapter at scale {scale:g}",
-                     *(prompt if scale == 1.0 else f"{prompt}, scale {scale:g}" for prompt in prompts)]
+        captions += [f"reference; right: {how}" if how else "reference",
+                     *(f"{prompt}, {how}" if how else prompt for prompt in prompts)]
     grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
     return grid, list(zip(captions, images, strict=True))

@@ -31,9 +31,9 @@ class SDBackend(Backend):
     # Reads the subject's looks from the reference (3, H, W) in [-1, 1] as words the model's captions use
     # (" with ginger long hair"); personalize puts them after "[V] <noun>" in its preview prompts. None: none.
     describe_subject: Callable[[Tensor], str] | None = None
-    # Scales of the adapter in the preview, one row each: a lower scale keeps more of each style and less of the
-    # face, the knob `lowdim generate --adapter FILE:S` gives. One row by default: at 512 px a CPU draws slowly.
-    preview_scales: tuple[float, ...] = (1.0,)
+    # How the preview draws the adapter, one row each (lowdim_sd.draw_parts.parse_draw: "0.5" a scale,
+    # "te=0@start=0.3" its parts apart), as `lowdim generate` can. One row by default: at 512 px a CPU draws slowly.
+    preview_draws: tuple[str, ...] = ("1",)
     # Prompts for preview grids after personalization; [V] stands for the subject's identifier.
     preview_prompts: tuple[str, ...] = ("a photo of a [V] face", "a painting of a [V] face in the style of van gogh",
                                         "a pencil sketch of a [V] face", "a [V] face at night")
@@ -51,7 +51,7 @@ class SDBackend(Backend):
                  bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None,
                  default_hypernet: str | None = None, finetune_batch: int | None = None,
                  finetune_lr: float | None = None, describe_subject: Callable[[Tensor], str] | None = None,
-                 preview_scales: tuple[float, ...] | None = None) -> None:
+                 preview_draws: tuple[str, ...] | None = None) -> None:
         self.name, self.source, self.description, self.aliases = name, source, description, aliases
         self._skeleton = skeleton
         if preview_prompts:
@@ -68,8 +68,8 @@ class SDBackend(Backend):
             self.finetune_lr = finetune_lr
         if describe_subject is not None:
             self.describe_subject = describe_subject
-        if preview_scales:
-            self.preview_scales = preview_scales
+        if preview_draws:
+            self.preview_draws = preview_draws
 
     def skeleton(self) -> nn.Module:
         if self._skeleton is None:

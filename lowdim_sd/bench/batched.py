@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from lowdim_sd.bench.methods import Method, get_method
+from lowdim.files import atomic_write
+from lowdim_sd.bench.methods import Method, Personalized, get_method
 
 
 def batchable(method: Method) -> bool:
@@ -27,13 +28,25 @@ def adapter_path(out: Path, method: str, identity: str) -> Path:
     return Path(out) / "adapters" / method / f"{identity}.safetensors"
 
 
-def pretrained(out: Path, method: str, identity: str) -> tuple[Path, float] | None:
-    """(adapter file, seconds per subject) when a batched run already trained this one."""
+def pretrained(out: Path, method: str, identity: str) -> Personalized | None:
+    """The adapter an earlier task of this results folder already trained for ``method`` and ``identity``
+    (a batched run, or the same row drawn another way), with its seconds per subject and its looks."""
     path = adapter_path(out, method, identity)
     timing = path.with_suffix(".json")
-    if path.exists() and timing.exists():
-        return path, float(json.loads(timing.read_text())["seconds"])
-    return None
+    if not (path.exists() and timing.exists()):
+        return None
+    record = json.loads(timing.read_text())
+    return Personalized(path, path.stat().st_size, float(record["seconds"]), record.get("looks", ""))
+
+
+def keep_adapter(out: Path, method: str, identity: str, done: Personalized, device: str) -> None:
+    """Store a personalized subject's adapter file, so that the row drawn another way (ROW@S, ROW@te=T) draws
+    this file instead of training it again."""
+    target = adapter_path(out, method, identity)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda temp: shutil.copyfile(done.file, temp))
+    record = json.dumps({"seconds": done.seconds, "batch": 1, "device": device, "looks": done.looks})
+    atomic_write(target.with_suffix(".json"), lambda temp: Path(temp).write_text(record))  # last: it marks it done
 
 
 def train_batched(job, tasks: list, batch_subjects: int) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
-from lowdim_sd.draw_parts import DrawParts
+from lowdim_sd.draw_parts import DrawParts, describe_draw, parse_draw
 from lowdim_sd.loading import SDModel
 from lowdim_sd.train import Subject, TrainConfig, train
 
@@ -105,7 +105,6 @@ WEIGHTED_NAMES = ("ours-styles-λ, ours-described-styles-λ (any weight λ > 0, 
 # A row's adapter drawn otherwise: at a lower (or higher) scale, the knob every LoRA user has at generation
 # time; and with its parts apart (lowdim_sd.draw_parts).
 DRAWN_ROW = re.compile(r"([^@]+)((?:@[^@]+)+)")
-DRAW_SETTING = re.compile(r"(?:(te|start)=)?(\d+(?:\.\d+)?)")
 
 
 def find_method(name: str) -> Method | None:
@@ -116,7 +115,7 @@ def find_method(name: str) -> Method | None:
         return METHODS[name]
     drawn = DRAWN_ROW.fullmatch(name)
     if drawn is not None:
-        return _drawn(drawn.group(1), drawn.group(2).split("@")[1:], name)
+        return _drawn(drawn.group(1), drawn.group(2)[1:], name)
     match = WEIGHTED_ROW.fullmatch(name)
     if match is None or not 0 < float(match.group(2)) < math.inf:
         return None
@@ -126,24 +125,18 @@ def find_method(name: str) -> Method | None:
     return replace(row, name=name, label=label, keep_styles=float(weight), note=note)
 
 
-def _drawn(row_name: str, settings: list[str], name: str) -> Method | None:
+def _drawn(row_name: str, settings: str, name: str) -> Method | None:
     row = find_method(row_name)
     if row is None or row.kind == "base" or row.full:
         return None  # full DreamBooth writes a whole model, and the base model nothing: no file to draw
-    values: dict[str | None, float] = {}
-    for setting in settings:
-        found = DRAW_SETTING.fullmatch(setting)
-        if found is None or found.group(1) in values:
-            return None
-        values[found.group(1)] = float(found.group(2))
-    scale, start = values.get(None, 1.0), values.get("start", 0.0)
-    if not 0 < scale < math.inf or not 0 <= start < 1:
+    try:
+        scale, parts = parse_draw(settings)
+    except LowdimError:
         return None
-    parts = DrawParts(text_encoder_scale=values.get("te", 1.0), adapter_start=start)
-    how = ", ".join(filter(None, [f"at scale {scale:g}" if None in values else "", parts.describe()]))
-    label = f"{row.label} at scale {values[None]:g}" if None in values and parts.whole else f"{row.label}, {how}"
+    how = describe_draw(scale, parts)
+    label = f"{row.label} at {how}" if parts.whole else f"{row.label}, {how}"
     return replace(row, name=name, label=label, adapter_scale=scale, parts=parts,
-                   note=f"{row.note}; drawn with the adapter {how}")
+                   note=f"{row.note}; drawn with the adapter at {how}")
 
 
 def get_method(name: str) -> Method:

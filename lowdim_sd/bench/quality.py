@@ -238,14 +238,20 @@ def run_task(job: QualityJob, task: Task) -> dict | None:
 
 
 def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> Personalized:
-    from lowdim_sd.bench.batched import pretrained
+    """The row's adapter: trained here, or the file an earlier task trained (batched, or the row this one
+    draws another way: ROW@S reuses ROW's file, since personalizing again would give the same one)."""
+    from lowdim_sd.bench.batched import keep_adapter, pretrained
     from lowdim_sd.generate import attach_adapters
 
-    ready = pretrained(job.out, task.method, task.identity)
+    method, trained_as = get_method(task.method), task.method.split("@")[0]
+    ready = pretrained(job.out, task.method, task.identity) or pretrained(job.out, trained_as, task.identity)
     if ready is None:
-        return personalize_subject(model, get_method(task.method), reference, work, job.hypernet, job.token, job.seed)
-    attach_adapters(model, [(ready[0], 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
-    return Personalized(ready[0], ready[0].stat().st_size, ready[1])
+        done = personalize_subject(model, method, reference, work, job.hypernet, job.token, job.seed)
+        if done.file is not None and not method.full and method.kind != "base":
+            keep_adapter(job.out, trained_as, task.identity, done, str(model.device))
+        return done
+    attach_adapters(model, [(ready.file, 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
+    return ready
 
 
 def _run_claimed(job: QualityJob, task: Task) -> dict:

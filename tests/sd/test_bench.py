@@ -199,6 +199,26 @@ def test_a_scaled_row_draws_its_rows_file_at_that_scale(tiny_sd, identities, tmp
         assert results[("lidb-db@0.5", task.identity)]["bytes"] == results[("lidb-db", task.identity)]["bytes"]
 
 
+def test_a_row_drawn_another_way_draws_its_rows_file_instead_of_training_again(tiny_sd, identities, tmp_path,
+                                                                                quick_methods, monkeypatch):
+    from lowdim_sd.bench import methods, quality
+
+    trained = []
+
+    def counted(model, method, *args, **kwargs):
+        trained.append(method.name)
+        return methods.personalize_subject(model, method, *args, **kwargs)
+
+    monkeypatch.setattr(quality, "personalize_subject", counted)
+    job = job_for(tiny_sd, identities, tmp_path / "bench", methods=["no-hyper@te=0", "no-hyper", "no-hyper@0.5"])
+    results = {(r["method"], r["identity"]): r for r in run_quality(job)}
+    assert len(trained) == 2  # whichever row of an identity comes first trains; the other two draw its file
+    for identity in ("id-0", "id-1"):
+        first = results[("no-hyper@te=0", identity)]
+        assert all(results[(row, identity)]["seconds"] == first["seconds"] for row in ("no-hyper", "no-hyper@0.5"))
+        assert (job.out / "adapters" / "no-hyper" / f"{identity}.safetensors").is_file()
+
+
 def test_command_reports_a_bad_identities_folder_in_one_line(tmp_path, capsys):
     code = main(["bench", "quality", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out")])
     assert code == 1

@@ -168,33 +168,42 @@ def test_the_gallery_holds_the_reference_then_one_picture_per_preview_prompt(tin
     assert quiet.gallery == []
 
 
-def test_each_preview_scale_is_a_row_drawn_with_the_written_file_at_that_scale(tiny_sd, face, tmp_path):
-    """--preview-scale: one row per scale; a row below 1 is what `lowdim generate --adapter FILE:S` draws."""
+def test_each_preview_draw_is_a_row_drawn_with_the_written_file_that_way(tiny_sd, face, tmp_path):
+    """--preview-draw: one row each; a row other than the plain one is what `lowdim generate --adapter FILE:S
+    --text-encoder-scale T --adapter-start F` draws."""
+    from lowdim_sd.draw_parts import DrawParts
     from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
     from lowdim_sd.loading import load_sd
 
     result = personalize(job(tiny_sd, face, tmp_path / "s", preview=True, preview_steps=2, learning_rate=0.3,
-                             preview_scales=(1.0, 0.5, 1e-6)), progress=False)
-    cells = len(result.gallery) // 3
-    rows = [result.gallery[k * cells:(k + 1) * cells] for k in range(3)]
-    assert [row[0][0] for row in rows] == ["reference", "reference; right: the adapter at scale 0.5",
-                                          "reference; right: the adapter at scale 1e-06"]
+                             preview_draws=("1", "0.5", "0.000001", "te=0@start=0.5")), progress=False)
+    cells = len(result.gallery) // 4
+    rows = [result.gallery[k * cells:(k + 1) * cells] for k in range(4)]
+    apart = "text encoder's part at 0, UNet part from 50% of the steps"
+    assert [row[0][0] for row in rows] == ["reference", "reference; right: scale 0.5", "reference; right: scale 1e-06",
+                                          f"reference; right: {apart}"]
     prompts = [caption for caption, _ in rows[0][1:]]
     assert [caption for caption, _ in rows[1][1:]] == [f"{prompt}, scale 0.5" for prompt in prompts]
 
     def pixels(image) -> np.ndarray:
         return np.asarray(image, dtype=float)
 
-    model = load_sd(str(tiny_sd))
-    config = GenerateConfig(prompts=prompts, seeds=[0], steps=2, token="sks")
-    base = [pixels(item.image) for item in generate(model, config)]
-    attach_adapters(model, [(result.adapter, 0.5)])
-    half = [pixels(item.image) for item in generate(model, config)]
+    def drawn(scale: float | None, parts: DrawParts = DrawParts()) -> list[np.ndarray]:
+        model = load_sd(str(tiny_sd))
+        if scale is not None:
+            attach_adapters(model, [(result.adapter, scale)])
+        config = GenerateConfig(prompts=prompts, seeds=[0], steps=2, token="sks", parts=parts)
+        return [pixels(item.image) for item in generate(model, config)]
+
+    base, half = drawn(None), drawn(0.5)
+    parts_apart = drawn(1.0, DrawParts(text_encoder_scale=0.0, adapter_start=0.5))
     for k in range(len(prompts)):
         assert np.abs(pixels(rows[1][k + 1][1]) - half[k]).max() <= 2  # the file at 0.5, to rounding
         assert np.abs(pixels(rows[2][k + 1][1]) - base[k]).max() <= 2  # at a scale near 0: the base model
+        assert np.abs(pixels(rows[3][k + 1][1]) - parts_apart[k]).max() <= 2
     assert max(np.abs(pixels(rows[0][k + 1][1]) - base[k]).max() for k in range(len(prompts))) > 20
-    assert Image.open(result.preview).height > 3 * rows[0][1][1].height  # three rows in preview.png
+    assert max(np.abs(pixels(rows[3][k + 1][1]) - pixels(rows[0][k + 1][1])).max() for k in range(len(prompts))) > 2
+    assert Image.open(result.preview).height > 4 * rows[0][1][1].height  # four rows in preview.png
 
 
 def test_gradient_checkpointing_gives_the_same_adapter_and_is_off_again_afterwards(tiny_sd, face, tmp_path,

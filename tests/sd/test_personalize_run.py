@@ -222,7 +222,9 @@ def test_personalize_resolution_and_preview_steps(tiny_sd, face, tmp_path, monke
     (["--resolution", "20"], "--resolution must be a positive multiple of 8, got 20"),
     (["--resolution", "0"], "--resolution must be a positive multiple of 8, got 0"),
     (["--preview-steps", "0"], "--preview-steps must be >= 1, got 0"),
-    (["--preview-scale", "1", "--preview-scale", "-0.5"], "--preview-scale must be a positive number, got -0.5"),
+    (["--preview-draw", "1", "--preview-draw", "0"], "'0': the adapter's scale must be a positive number, got 0"),
+    (["--preview-draw", "te=0@start=1"], "--adapter-start must be a fraction of the steps in [0, 1), got 1.0"),
+    (["--preview-draw", "half"], "'half': not a way to draw an adapter"),
 ])
 def test_bad_resolution_or_preview_steps_fail_before_the_model_loads(tiny_sd, face, tmp_path, capsys, args,
                                                                      message):

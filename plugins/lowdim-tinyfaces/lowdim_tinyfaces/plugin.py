@@ -42,9 +42,10 @@ def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str |
         finetune_batch=8, finetune_lr=1e-2,
         # Hair, skin and glasses in words after "[V] face": the base model draws named looks in every style.
         describe_subject=describe_face if describer_path().exists() else None,
-        # A second preview row at half strength: it takes most styles (0.83 of the test pictures against 0.48)
-        # for no training time, and 32 px pictures draw in a blink (docs/results.md, session 21).
-        preview_scales=(1.0, 0.5),
+        # A second preview row with the adapter's parts apart (text encoder's part off, UNet part from 30% of
+        # the steps): it keeps the styles the whole adapter overwrites, for no training time, and 32 px
+        # pictures draw in a blink (docs/results.md, session 22).
+        preview_draws=("1", "te=0@start=0.3"),
     )
 
 
