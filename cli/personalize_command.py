@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lowdim_cli.info_commands import parse_options
@@ -124,6 +126,9 @@ def personalize(
         out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote [bold]{path}[/]")
+    draw = f'lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p "a [V] face at night"'
+    out.print(f"draw it: {escape(draw)}  (add --text-encoder-scale 0 --adapter-start 0.3 to keep more of each "
+              "style)", soft_wrap=True)  # one line whatever the terminal's width: it is copied whole
 
 
 def register(app: typer.Typer) -> None:

@@ -130,6 +130,8 @@ def generate(
     """Generate images with zero or more adapters; writes one PNG per image and a labelled grid.png.
 
     Example: lowdim generate -m tinyfaces -a me/face.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
+
+    Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 (docs/cli.md).
     """
     from lowdim.errors import LowdimError
     from lowdim_sd.draw_parts import DrawParts
