@@ -117,7 +117,8 @@ def generate(
     token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the adapter's own).")] = None,
     text_encoder_scale: Annotated[float, typer.Option(
         help="Multiplies each adapter's scale on the text encoder's layers. 0 keeps the prompt's words as the "
-             "base model reads them, so styles survive while the UNet part draws the face.")] = 1.0,
+             "base model reads them, so styles survive while the UNet part draws the face; name the face's "
+             "looks in the prompt, or most of the likeness goes with the text encoder's part.")] = 1.0,
     adapter_start: Annotated[float, typer.Option(
         help="Fraction of the steps the base UNet draws alone before the adapters' UNet part joins (0 to 1); "
              "the base model lays out the prompt's style first.")] = 0.0,

@@ -53,7 +53,7 @@ def check_parts(parts: DrawParts) -> None:
         raise LowdimError(f"--adapter-start must be a fraction of the steps in [0, 1), got {parts.adapter_start}")
 
 
-DRAW_SETTING = re.compile(r"(?:(te|start)=)?(\d+(?:\.\d+)?)")
+DRAW_SETTING = re.compile(r"(?:(te|start)=)?(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")  # 0.5, 1e-06 (as :g writes it)
 DRAW_SYNTAX = "S for the adapter's scale, te=T for its text encoder's part, start=F for its UNet part's start"
 
 
@@ -78,6 +78,14 @@ def parse_draw(text: str) -> tuple[float, DrawParts]:
 def describe_draw(scale: float, parts: DrawParts) -> str:
     """'scale 0.5', "text encoder's part at 0, UNet part from 30% of the steps", or '' for the plain draw."""
     return ", ".join(filter(None, [f"scale {scale:g}" if scale != 1.0 else "", parts.describe()]))
+
+
+def draw_text(scale: float, parts: DrawParts) -> str:
+    """The short form parse_draw reads: '0.5', 'te=0@start=0.3', '1' for the plain draw."""
+    settings = [f"{scale:g}" if scale != 1.0 else ""]
+    settings += [f"te={parts.text_encoder_scale:g}" if parts.text_encoder_scale != 1.0 else ""]
+    settings += [f"start={parts.adapter_start:g}" if parts.adapter_start else ""]
+    return "@".join(filter(None, settings)) or "1"
 
 
 def first_adapted_step(parts: DrawParts, steps: int) -> int:

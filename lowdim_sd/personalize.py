@@ -29,7 +29,7 @@ from lowdim.inject import LayerSet, covers
 from lowdim.registry import get_registry
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
-from lowdim_sd.draw_parts import DrawParts, describe_draw, parse_draw
+from lowdim_sd.draw_parts import DrawParts, describe_draw, draw_text, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import check_resolution, with_looks
 from lowdim_sd.images import to_pil
@@ -391,6 +391,6 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
             drawn = fresh
         images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
         captions += [f"reference; right: {how}" if how else "reference",
-                     *(f"{prompt}, {how}" if how else prompt for prompt in prompts)]
+                     *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
     grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
     return grid, list(zip(captions, images, strict=True))

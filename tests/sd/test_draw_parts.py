@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim_sd.draw_parts import DrawParts, first_adapted_step
+from lowdim_sd.draw_parts import DrawParts, draw_text, first_adapted_step, parse_draw
 from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import resolve_layers
@@ -84,3 +86,19 @@ def test_parts_cannot_be_drawn_apart_on_a_merged_adapter(tiny_sd, adapter_files)
     config = GenerateConfig(prompts=["a [V] face"], steps=2, parts=DrawParts(text_encoder_scale=0.0))
     with pytest.raises(LowdimError, match="adapter 'a0' is merged into the model"):
         generate(model, config)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scale=st.sampled_from([1.0, 0.5, 0.3, 2.0, 1e-6]), te=st.sampled_from([1.0, 0.0, 0.25, 1.5]),
+       start=st.sampled_from([0.0, 0.3, 0.5, 0.95]))
+def test_the_short_form_of_a_draw_reads_back_as_the_same_draw(scale, te, start):
+    parts = DrawParts(text_encoder_scale=te, adapter_start=start)
+    assert parse_draw(draw_text(scale, parts)) == (scale, parts)
+
+
+@pytest.mark.parametrize("text", ["", "half", "0", "te=0@te=1", "start=1", "te=-1", "0.5@", "scale=0.5"])
+def test_a_draw_that_cannot_be_read_is_one_line_naming_it(text):
+    with pytest.raises(LowdimError) as caught:
+        parse_draw(text)
+    message = str(caught.value)
+    assert "\n" not in message and (f"'{text}'" in message or "--adapter-start" in message)

@@ -183,7 +183,8 @@ def test_each_preview_draw_is_a_row_drawn_with_the_written_file_that_way(tiny_sd
     assert [row[0][0] for row in rows] == ["reference", "reference; right: scale 0.5", "reference; right: scale 1e-06",
                                           f"reference; right: {apart}"]
     prompts = [caption for caption, _ in rows[0][1:]]
-    assert [caption for caption, _ in rows[1][1:]] == [f"{prompt}, scale 0.5" for prompt in prompts]
+    assert [caption for caption, _ in rows[1][1:]] == [f"{prompt} (0.5)" for prompt in prompts]
+    assert [caption for caption, _ in rows[3][1:]] == [f"{prompt} (te=0@start=0.5)" for prompt in prompts]
 
     def pixels(image) -> np.ndarray:
         return np.asarray(image, dtype=float)
