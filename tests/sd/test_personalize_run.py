@@ -140,17 +140,19 @@ def test_personalize_train_init_and_the_bench_relax_the_rank_through_one_path(ti
                                                                               monkeypatch):
     from lowdim_sd.bench.methods import METHODS, personalize_subject
     from lowdim_sd.face_inputs import load_face_image
+    from lowdim_sd.train import TrainConfig
     from lowdim_sd.workflows import TrainJob, run_train
 
     calls = []
     real = lowdim.relax_rank
     monkeypatch.setattr(lowdim, "relax_rank", lambda *a, **k: calls.append(a[3].name) or real(*a, **k))
-    first = personalize(job(tiny_sd, face, tmp_path / "d", hypernet=hypernet), progress=False)
-    run_train(TrainJob(model=str(tiny_sd), images=[face], initial=first.adapter, out=tmp_path / "e"),
-              progress=False)
+    first = personalize(job(tiny_sd, face, tmp_path / "d", hypernet=hypernet, steps=2), progress=False)
+    run_train(TrainJob(model=str(tiny_sd), images=[face], initial=first.adapter, out=tmp_path / "e",
+                       config=TrainConfig(steps=2)),
+              progress=False)  # a few steps each: which path relaxes the rank is decided before the first
     model = load_sd(str(tiny_sd))
     reference = load_face_image(face, model.resolution, crop=False)
-    personalize_subject(model, METHODS["no-hyper"], reference, tmp_path / "f", None)
+    personalize_subject(model, dataclasses.replace(METHODS["no-hyper"], steps=2), reference, tmp_path / "f", None)
     assert calls == ["lora", "lora", "lora"]
 
 
