@@ -102,18 +102,16 @@ def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | No
         yield None
         return
     view = lowdim.Adapters(model.modules)
-    slots = [(name, layer, slot) for name in view.names() for layer, slot in view.slots(name).items()]
-    merged = next((name for name, _, slot in slots if slot.merged_scale is not None
-                   or slot.frozen_merged_scale is not None), None)
-    if merged is not None:
-        raise LowdimError(f"adapter '{merged}' is merged into the model, so its parts cannot be drawn apart; "
-                          f"load the adapter file on a fresh model")
-    saved = [(slot, slot.scale) for _, _, slot in slots]
-    unet = [(slot, scale) for (_, layer, slot), (_, scale) in zip(slots, saved, strict=True)
-            if matches(UNET_LAYERS, layer)]
-    for (_, layer, slot), (_, scale) in zip(slots, saved, strict=True):
+    for name in view.names():
+        if any(s.merged_scale is not None or s.frozen_merged_scale is not None for s in view.slots(name).values()):
+            raise LowdimError(f"adapter '{name}' is merged into the model, so its parts cannot be drawn apart; "
+                              f"load the adapter file on a fresh model")
+    slots = [(layer, slot) for name in view.names() for layer, slot in view.slots(name).items()]
+    saved = [(slot, slot.scale) for _, slot in slots]
+    unet = [(slot, slot.scale) for layer, slot in slots if matches(UNET_LAYERS, layer)]
+    for layer, slot in slots:
         if matches(TEXT_ENCODER_LAYERS, layer):
-            slot.scale = scale * parts.text_encoder_scale
+            slot.scale *= parts.text_encoder_scale
     first = first_adapted_step(parts, steps)
 
     def set_unet(on: bool) -> None:

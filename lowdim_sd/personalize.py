@@ -384,7 +384,7 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
         if how:
             if fresh is None:  # one fresh model for every other row: only the adapter's scales change
                 fresh = load_sd(job.model, job.device, job.dtype, job.model_config)
-                drawing.attach_adapters(fresh, [(adapter, scale)])
+                drawing.attach_adapters(fresh, [(adapter, 1.0)])  # each row sets its own scale below
             view = lowdim.Adapters(fresh.modules)
             for name in view.names():
                 view.set_scale(name, scale)

@@ -125,6 +125,12 @@ def find_method(name: str) -> Method | None:
     return replace(row, name=name, label=label, keep_styles=float(weight), note=note)
 
 
+def trained_row(name: str) -> str:
+    """The row whose file a row drawn another way draws: 'ours-described' for 'ours-described@te=0'."""
+    drawn = DRAWN_ROW.fullmatch(name)
+    return name if drawn is None else drawn.group(1)
+
+
 def _drawn(row_name: str, settings: str, name: str) -> Method | None:
     row = find_method(row_name)
     if row is None or row.kind == "base" or row.full:

@@ -27,6 +27,7 @@ from lowdim_sd.bench.methods import (
     model_describer,
     parse_methods,
     personalize_subject,
+    trained_row,
 )
 from lowdim_sd.draw_parts import DrawParts, drawing_parts
 from lowdim_sd.generate import with_looks
@@ -243,7 +244,7 @@ def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> P
     from lowdim_sd.bench.batched import keep_adapter, pretrained
     from lowdim_sd.generate import attach_adapters
 
-    method, trained_as = get_method(task.method), task.method.split("@")[0]
+    method, trained_as = get_method(task.method), trained_row(task.method)
     ready = pretrained(job.out, task.method, task.identity) or pretrained(job.out, trained_as, task.identity)
     if ready is None:
         done = personalize_subject(model, method, reference, work, job.hypernet, job.token, job.seed)
