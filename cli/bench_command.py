@@ -53,9 +53,9 @@ def quality(
              "ours-styles-λ (e.g. ours-styles-0.05) is Ours with personalize --keep-styles λ, and "
              "ours-described-styles-λ the same with the looks in words, to chart your own point of "
              "frontier.png. ROW@S (e.g. ours-described@0.3) draws any row's adapter file at scale S, as "
-             "lowdim generate --adapter FILE:S does; ROW@te=T and ROW@start=F draw its text encoder's part at T "
-             "and its UNet part from fraction F of the steps (--text-encoder-scale, --adapter-start), chained: "
-             "ours-described@te=0@start=0.3.")] = None,
+             "lowdim generate --adapter FILE:S does; ROW@te=T draws its text encoder's part at T, ROW@start=F and "
+             "ROW@end=F its UNet part from and until fraction F of the steps (--text-encoder-scale, "
+             "--adapter-start, --adapter-end), chained: ours-described-styles@te=0@start=0.2@end=0.8.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(

@@ -122,6 +122,10 @@ def generate(
     adapter_start: Annotated[float, typer.Option(
         help="Fraction of the steps the base UNet draws alone before the adapters' UNet part joins (0 to 1); "
              "the base model lays out the prompt's style first.")] = 0.0,
+    adapter_end: Annotated[float, typer.Option(
+        help="Fraction of the steps after which the adapters' UNet part leaves and the base UNet finishes "
+             "(above --adapter-start, at most 1); 0.8 keeps what the last steps would paint over, such as "
+             "a hat over the face's hair.")] = 1.0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
     resolution: Resolution = None,
     device: Device = "auto",
@@ -132,7 +136,7 @@ def generate(
 
     Example: lowdim generate -m tinyfaces -a me/face.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
 
-    Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 (docs/cli.md).
+    Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
     from lowdim.errors import LowdimError
     from lowdim_sd.draw_parts import DrawParts
@@ -142,7 +146,7 @@ def generate(
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
                             negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution,
-                            parts=DrawParts(text_encoder_scale, adapter_start))
+                            parts=DrawParts(text_encoder_scale, adapter_start, adapter_end))
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     if out_dir.exists() and not out_dir.is_dir():

@@ -1,11 +1,13 @@
 """Drawing with an adapter's two parts apart: its text-encoder layers at their own scale, and its UNet layers
-joining only after the first denoising steps.
+drawing only a window of the denoising steps.
 
 Why (docs/ladder.md, rung 15i): an adapter finetuned on one photo changes what the text encoder makes of
 the prompt, and that is what overwrites the style words ("at night", "a pencil sketch"); its UNet layers
 carry most of the face. Drawing the text encoder's part at 0 keeps the prompt as the base model reads it;
 letting the base UNet lay out the first steps alone keeps the style's composition, and the adapter then
-draws the face into it. Both act at sampling time on any adapter file, like a LoRA's scale.
+draws the face into it. Handing the last steps back to the base UNet (rung 15k) keeps what the adapter's
+last steps would paint over, such as a hat over the reference's hair. All of it acts at sampling time on
+any adapter file, like a LoRA's scale.
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ class DrawParts:
 
     text_encoder_scale: float = 1.0  # multiplies each adapter's own scale on the text encoder's layers
     adapter_start: float = 0.0  # fraction of the denoising steps the UNet draws before the adapters' UNet part joins
+    adapter_end: float = 1.0  # fraction of the steps after which the adapters' UNet part leaves the base UNet to finish
 
     @property
     def whole(self) -> bool:
-        return self.text_encoder_scale == 1.0 and self.adapter_start == 0.0
+        return self.text_encoder_scale == 1.0 and self.adapter_start == 0.0 and self.adapter_end == 1.0
 
     def describe(self) -> str:
         """'text encoder's part at 0, UNet part from 30% of the steps' (empty when whole)."""
         parts = []
         if self.text_encoder_scale != 1.0:
             parts.append(f"text encoder's part at {self.text_encoder_scale:g}")
-        if self.adapter_start:
-            parts.append(f"UNet part from {self.adapter_start:.0%} of the steps")
+        if self.adapter_start or self.adapter_end != 1.0:
+            until = f" to {self.adapter_end:.0%}" if self.adapter_end != 1.0 else ""
+            parts.append(f"UNet part from {self.adapter_start:.0%}{until} of the steps")
         return ", ".join(parts)
 
 
@@ -51,27 +55,35 @@ def check_parts(parts: DrawParts) -> None:
         raise LowdimError(f"--text-encoder-scale must be a finite number, got {parts.text_encoder_scale}")
     if not 0.0 <= parts.adapter_start < 1.0:
         raise LowdimError(f"--adapter-start must be a fraction of the steps in [0, 1), got {parts.adapter_start}")
+    if not parts.adapter_start < parts.adapter_end <= 1.0:
+        raise LowdimError(f"--adapter-end must be a fraction of the steps after --adapter-start "
+                          f"({parts.adapter_start:g}) and at most 1, got {parts.adapter_end}")
 
 
-DRAW_SETTING = re.compile(r"(?:(te|start)=)?(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")  # 0.5, 1e-06 (as :g writes it)
-DRAW_SYNTAX = "S for the adapter's scale, te=T for its text encoder's part, start=F for its UNet part's start"
+DRAW_SETTING = re.compile(r"(?:(te|start|end)=)?(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")  # 0.5, 1e-06 (as :g writes it)
+DRAW_SYNTAX = ("S for the adapter's scale, te=T for its text encoder's part, start=F and end=F for the steps "
+               "its UNet part draws")
 
 
 def parse_draw(text: str) -> tuple[float, DrawParts]:
-    """'0.5', 'te=0', 'te=0@start=0.3', '0.8@te=0' -> (scale, parts): how a preview row or bench row draws
+    """'0.5', 'te=0', 'te=0@start=0.3@end=0.8', '0.8@te=0' -> (scale, parts): how a preview row or bench row draws
     an adapter file, settings joined by '@'."""
     values: dict[str | None, float] = {}
     for setting in text.split("@"):
         found = DRAW_SETTING.fullmatch(setting.strip())
         if found is None or found.group(1) in values:
             raise LowdimError(f"'{text}': not a way to draw an adapter ({DRAW_SYNTAX}, joined by '@', "
-                              f"each at most once; e.g. te=0@start=0.3)")
+                              f"each at most once; e.g. te=0@start=0.3@end=0.8)")
         values[found.group(1)] = float(found.group(2))
     scale = values.get(None, 1.0)
     if not 0 < scale < math.inf:
         raise LowdimError(f"'{text}': the adapter's scale must be a positive number, got {scale:g}")
-    parts = DrawParts(text_encoder_scale=values.get("te", 1.0), adapter_start=values.get("start", 0.0))
-    check_parts(parts)
+    parts = DrawParts(text_encoder_scale=values.get("te", 1.0), adapter_start=values.get("start", 0.0),
+                      adapter_end=values.get("end", 1.0))
+    try:
+        check_parts(parts)
+    except LowdimError as error:
+        raise LowdimError(f"'{text}': {error}") from None
     return scale, parts
 
 
@@ -80,17 +92,26 @@ def describe_draw(scale: float, parts: DrawParts) -> str:
     return ", ".join(filter(None, [f"scale {scale:g}" if scale != 1.0 else "", parts.describe()]))
 
 
+def _number(value: float) -> str:
+    """'0.3', '1e-06' and '0.5000001': the shortest text that reads back as the same float."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def draw_text(scale: float, parts: DrawParts) -> str:
-    """The short form parse_draw reads: '0.5', 'te=0@start=0.3', '1' for the plain draw."""
-    settings = [f"{scale:g}" if scale != 1.0 else ""]
-    settings += [f"te={parts.text_encoder_scale:g}" if parts.text_encoder_scale != 1.0 else ""]
-    settings += [f"start={parts.adapter_start:g}" if parts.adapter_start else ""]
+    """The short form parse_draw reads: '0.5', 'te=0@start=0.3@end=0.8', '1' for the plain draw."""
+    settings = [_number(scale) if scale != 1.0 else ""]
+    settings += [f"te={_number(parts.text_encoder_scale)}" if parts.text_encoder_scale != 1.0 else ""]
+    settings += [f"start={_number(parts.adapter_start)}" if parts.adapter_start else ""]
+    settings += [f"end={_number(parts.adapter_end)}" if parts.adapter_end != 1.0 else ""]
     return "@".join(filter(None, settings)) or "1"
 
 
-def first_adapted_step(parts: DrawParts, steps: int) -> int:
-    """Index of the first denoising step that the adapters' UNet part draws."""
-    return min(steps - 1, math.ceil(parts.adapter_start * steps - 1e-9))
+def adapted_steps(parts: DrawParts, steps: int) -> range:
+    """Indices of the denoising steps the adapters' UNet part draws: those at or past the start's fraction
+    and before the end's, and always at least one."""
+    first = min(steps - 1, math.ceil(parts.adapter_start * steps - 1e-9))
+    return range(first, max(first + 1, min(steps, math.ceil(parts.adapter_end * steps - 1e-9))))
 
 
 @contextmanager
@@ -112,20 +133,20 @@ def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | No
     for layer, slot in slots:
         if matches(TEXT_ENCODER_LAYERS, layer):
             slot.scale *= parts.text_encoder_scale
-    first = first_adapted_step(parts, steps)
+    adapted = adapted_steps(parts, steps)
 
     def set_unet(on: bool) -> None:
         for slot, scale in unet:
             slot.scale = scale if on else 0.0
 
-    def join_at_first_step(pipe, index: int, timestep, callback_kwargs: dict) -> dict:
-        if index + 1 == first:  # called after step ``index``: the next one is the adapters'
-            set_unet(True)
+    def set_for_next_step(pipe, index: int, timestep, callback_kwargs: dict) -> dict:
+        if index + 1 in (adapted.start, adapted.stop):  # called after step ``index``: the next one changes hands
+            set_unet(index + 1 in adapted)
         return callback_kwargs
 
-    set_unet(first == 0)
+    set_unet(0 in adapted)
     try:
-        yield join_at_first_step
+        yield set_for_next_step
     finally:
         for slot, scale in saved:
             slot.scale = scale

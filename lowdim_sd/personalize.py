@@ -371,7 +371,7 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
     """preview.png: for each preview row a row, the reference then the subject in each preview prompt; and
     those cells, captioned. The plain row draws with the model as personalized; another loads the written
     adapter on a fresh model and draws it as `lowdim generate --adapter FILE:S --text-encoder-scale T
-    --adapter-start F` does."""
+    --adapter-start F --adapter-end E` does."""
     from lowdim_sd import generate as drawing
     from lowdim_sd.grid import save_grid
 

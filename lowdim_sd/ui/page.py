@@ -24,6 +24,9 @@ INTRO = ("# lowdim: you, in any style, from one photo\n"
 DOWNLOADS_NOTE = ("`adapter.safetensors`: lowdim's own file (`lowdim generate -a`). `adapter.diffusers.safetensors`: "
                   "diffusers' `load_lora_weights` and peft. `adapter.kohya.safetensors`: A1111, ComfyUI, Forge.")
 CSS = ".lowdim-note {min-height: 1.5em}"
+# (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces.
+DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet part from 30%", "te=0@start=0.3"),
+                ("parts apart, keeping hats too: UNet part from 20% to 80%", "te=0@start=0.2@end=0.8")]
 
 
 def on_page(fn: Callable) -> Callable:
@@ -106,6 +109,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     with gr.Row():
         prompt = gr.Textbox("a photo of a [V] face wearing a hat", label="Prompt ([V] is the subject)", scale=3)
         scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Adapter scale", scale=2)
+        how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
+                          info="the adapter's parts apart keep styles (te=T, start=F, end=F; docs/cli.md)")
         draw_seed = gr.Number(0, precision=0, label="Seed", scale=1)
         draw = gr.Button("Draw", scale=1)
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")
@@ -150,11 +155,12 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         return shown(read_run(config.out, name))
 
     @on_page
-    def draw_more(run: str | None, text: str, adapter_scale: float, first_seed: int, sample_steps: int):
+    def draw_more(run: str | None, text: str, adapter_scale: float, how_to_draw: str, first_seed: int,
+                  sample_steps: int):
         if not run:
             raise LowdimError("personalize or open a run first: pictures are drawn with its adapter")
         return [(image, caption) for image, caption in studio.draw(run, text, adapter_scale, int(first_seed),
-                                                                   int(sample_steps))]
+                                                                   int(sample_steps), how=how_to_draw)]
 
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).
@@ -165,7 +171,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     outputs = [gallery, downloads, stages, earlier, current]
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
     reopen.click(open_run, [earlier], outputs, **unlimited)
-    draw.click(draw_more, [current, prompt, scale, draw_seed, preview_steps], [drawn], **unlimited)
+    draw.click(draw_more, [current, prompt, scale, how, draw_seed, preview_steps], [drawn], **unlimited)
     return earlier
 
 

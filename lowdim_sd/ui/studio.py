@@ -264,8 +264,10 @@ class Studio:
         (work / RUN_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")  # written last: it marks done
 
     def draw(self, run: str, prompt: str, scale: float = 1.0, seed: int = 0, steps: int = 30,
-             count: int = 2) -> list[tuple[Image.Image, str]]:
-        """More pictures of a finished run's subject: ``prompt`` with [V], the adapter at ``scale``."""
+             count: int = 2, how: str = "1") -> list[tuple[Image.Image, str]]:
+        """More pictures of a finished run's subject: ``prompt`` with [V], the adapter at ``scale``, drawn as
+        ``how`` says (the short form of `personalize --preview-draw`, e.g. te=0@start=0.3@end=0.8)."""
+        from lowdim_sd.draw_parts import draw_text, parse_draw
         from lowdim_sd.generate import IDENTIFIER, GenerateConfig, attach_adapters, generate
 
         record = read_run(self.config.out, run)
@@ -274,17 +276,21 @@ class Studio:
                               f"e.g. 'a photo of a {IDENTIFIER} face'")
         if not 1 <= count <= 16:
             raise LowdimError(f"pictures per prompt must be 1 to 16, got {count}")
+        how_scale, parts = parse_draw(how or "1")
+        scale *= how_scale
         with self.job("a drawing"):
             model = self._model_for_drawing(record.settings["model"])
             import lowdim
 
             try:
                 tokens = attach_adapters(model, [(record.downloads["lowdim adapter"], scale)])
-                config = GenerateConfig(prompts=[prompt], seeds=list(range(seed, seed + count)), steps=steps)
+                config = GenerateConfig(prompts=[prompt], seeds=list(range(seed, seed + count)), steps=steps,
+                                        parts=parts)
                 drawn = generate(model, config, tokens)
             finally:
                 lowdim.Adapters(model.modules).remove_all()  # the cached model stays the base model
-        return [(item.image, f"{item.prompt} (seed {item.seed}, scale {scale:g})") for item in drawn]
+        drawn_as = f"scale {scale:g}" + (f", {draw_text(1.0, parts)}" if not parts.whole else "")
+        return [(item.image, f"{item.prompt} (seed {item.seed}, {drawn_as})") for item in drawn]
 
     def _model_for_drawing(self, model: str):
         from lowdim_sd.loading import load_sd

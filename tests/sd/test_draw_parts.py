@@ -1,17 +1,18 @@
-"""An adapter's parts drawn apart (`lowdim generate --text-encoder-scale/--adapter-start`): the text encoder's
-part at its own scale, the UNet part joining after the first steps; every scale restored afterwards."""
+"""An adapter's parts drawn apart (`lowdim generate --text-encoder-scale/--adapter-start/--adapter-end`): the
+text encoder's part at its own scale, the UNet part drawing a window of the steps; every scale restored
+afterwards."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim_sd.draw_parts import DrawParts, draw_text, first_adapted_step, parse_draw
+from lowdim_sd.draw_parts import DrawParts, adapted_steps, draw_text, parse_draw
 from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import resolve_layers
@@ -56,7 +57,11 @@ def test_the_text_encoders_part_at_zero_draws_what_the_unet_part_alone_draws(tin
     assert np.abs(apart - _draw(tiny_sd, whole)).max() > 10  # the text encoder's part did change the picture
 
 
-def test_the_unet_part_joins_at_the_asked_step_and_every_scale_is_restored(tiny_sd, adapter_files, one_thread):
+@pytest.mark.parametrize("start, end, unet_scales", [(0.5, 1.0, [0.0, 0.0, 0.8, 0.8]),
+                                                      (0.25, 0.75, [0.0, 0.8, 0.8, 0.0]),
+                                                      (0.0, 0.5, [0.8, 0.8, 0.0, 0.0])])
+def test_the_unet_part_draws_the_asked_steps_and_every_scale_is_restored(tiny_sd, adapter_files, one_thread,
+                                                                         start, end, unet_scales):
     whole, _ = adapter_files
     model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
     attach_adapters(model, [(whole, 0.8)])
@@ -67,16 +72,19 @@ def test_the_unet_part_joins_at_the_asked_step_and_every_scale_is_restored(tiny_
     model.pipe.unet.register_forward_pre_hook(lambda *_: seen["unet"].append(unet_slot.scale))
     model.pipe.text_encoder.register_forward_pre_hook(lambda *_: seen["text"].append(text_slot.scale))
     config = GenerateConfig(prompts=["a [V] face"], seeds=[1], steps=STEPS,
-                            parts=DrawParts(text_encoder_scale=0.5, adapter_start=0.5))
+                            parts=DrawParts(text_encoder_scale=0.5, adapter_start=start, adapter_end=end))
     generate(model, config)
-    assert seen["unet"] == pytest.approx([0.0, 0.0, 0.8, 0.8])  # one batched (guided) call per step
+    assert seen["unet"] == pytest.approx(unet_scales)  # one batched (guided) call per step
     assert seen["text"] and seen["text"] == pytest.approx([0.4] * len(seen["text"]))
     assert [slot.scale for slot in slots.values()] == pytest.approx([0.8] * len(slots))
 
 
-@pytest.mark.parametrize("start, steps, first", [(0.0, 25, 0), (0.3, 25, 8), (0.5, 4, 2), (0.99, 25, 24), (0.2, 5, 1)])
-def test_the_first_adapted_step_is_the_first_at_or_past_the_fraction(start, steps, first):
-    assert first_adapted_step(DrawParts(adapter_start=start), steps) == first
+@pytest.mark.parametrize("start, end, steps, adapted", [
+    (0.0, 1.0, 25, range(0, 25)), (0.3, 1.0, 25, range(8, 25)), (0.5, 1.0, 4, range(2, 4)),
+    (0.99, 1.0, 25, range(24, 25)), (0.2, 1.0, 5, range(1, 5)), (0.3, 0.8, 25, range(8, 20)),
+    (0.3, 0.9, 25, range(8, 23)), (0.3, 0.35, 2, range(1, 2))])
+def test_the_adapted_steps_are_those_from_the_start_before_the_end_and_never_none(start, end, steps, adapted):
+    assert adapted_steps(DrawParts(adapter_start=start, adapter_end=end), steps) == adapted
 
 
 def test_parts_cannot_be_drawn_apart_on_a_merged_adapter(tiny_sd, adapter_files):
@@ -90,15 +98,17 @@ def test_parts_cannot_be_drawn_apart_on_a_merged_adapter(tiny_sd, adapter_files)
 
 @settings(max_examples=60, deadline=None)
 @given(scale=st.sampled_from([1.0, 0.5, 0.3, 2.0, 1e-6]), te=st.sampled_from([1.0, 0.0, 0.25, 1.5]),
-       start=st.sampled_from([0.0, 0.3, 0.5, 0.95]))
-def test_the_short_form_of_a_draw_reads_back_as_the_same_draw(scale, te, start):
-    parts = DrawParts(text_encoder_scale=te, adapter_start=start)
+       start=st.sampled_from([0.0, 0.3, 0.5, 0.95]), end=st.sampled_from([1.0, 0.8, 0.97, 0.5000001]))
+def test_the_short_form_of_a_draw_reads_back_as_the_same_draw(scale, te, start, end):
+    assume(start < end)
+    parts = DrawParts(text_encoder_scale=te, adapter_start=start, adapter_end=end)
     assert parse_draw(draw_text(scale, parts)) == (scale, parts)
 
 
-@pytest.mark.parametrize("text", ["", "half", "0", "te=0@te=1", "start=1", "te=-1", "0.5@", "scale=0.5"])
+@pytest.mark.parametrize("text", ["", "half", "0", "te=0@te=1", "start=1", "te=-1", "0.5@", "scale=0.5",
+                                  "start=0.5@end=0.4", "end=0", "end=1.5"])
 def test_a_draw_that_cannot_be_read_is_one_line_naming_it(text):
     with pytest.raises(LowdimError) as caught:
         parse_draw(text)
     message = str(caught.value)
-    assert "\n" not in message and (f"'{text}'" in message or "--adapter-start" in message)
+    assert "\n" not in message and (f"'{text}'" in message or "--adapter-" in message)

@@ -112,6 +112,9 @@ BAD_SETTINGS = [
     (["generate", "--adapter-start", 1], "--adapter-start must be a fraction of the steps in [0, 1), got 1.0"),
     (["generate", "--adapter-start", -0.2], "--adapter-start must be a fraction of the steps in [0, 1), got -0.2"),
     (["generate", "--text-encoder-scale", "inf"], "--text-encoder-scale must be a finite number, got inf"),
+    (["generate", "--adapter-start", 0.5, "--adapter-end", 0.4],
+     "--adapter-end must be a fraction of the steps after --adapter-start (0.5) and at most 1, got 0.4"),
+    (["generate", "--adapter-end", 1.2], "--adapter-end must be a fraction of the steps after --adapter-start (0) and"),
 ]
 
 

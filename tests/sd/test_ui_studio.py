@@ -159,8 +159,13 @@ def test_drawing_uses_the_runs_adapter_and_leaves_the_model_as_it_was(studio, ti
     assert [caption for _, caption in drawn] == ["a [V] face (seed 3, scale 1)", "a [V] face (seed 4, scale 1)"]
     off = studio.draw(record.name, "a [V] face", scale=0.0, seed=3, steps=2, count=1)
     on_again = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=1)
-    pixels = [np.asarray(image, float) for image in (drawn[0][0], off[0][0], on_again[0][0])]
+    apart = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=1, how="te=0@end=0.5")
+    assert apart[0][1] == "a [V] face (seed 3, scale 1, te=0@end=0.5)"
+    pixels = [np.asarray(image, float) for image in (drawn[0][0], off[0][0], on_again[0][0], apart[0][0])]
     assert np.abs(pixels[0] - pixels[1]).max() > 0 and np.array_equal(pixels[0], pixels[2])
+    assert np.abs(pixels[0] - pixels[3]).max() > 0  # the parts apart draw another picture, with the same file
+    with pytest.raises(LowdimError, match="'te=0@end=2': "):
+        studio.draw(record.name, "a [V] face", how="te=0@end=2")
     with pytest.raises(LowdimError, match=r"the prompt has no \[V\]"):
         studio.draw(record.name, "a face")
     with pytest.raises(LowdimError, match="no finished run '../x'"):
