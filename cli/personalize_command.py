@@ -65,7 +65,8 @@ def personalize(
         help="How a preview row draws the adapter (repeatable: one row each): S its scale (lowdim generate "
              "--adapter FILE:S), te=T its text encoder's part, start=F and end=F the fractions of the steps its "
              "UNet part draws from and until (--text-encoder-scale, --adapter-start, --adapter-end), joined by "
-             "@. te=0@start=0.3 keeps the styles that the whole adapter overwrites. Default: the model's (tinyfaces: 1 and te=0@start=0.3, sd15: 1).")
+             "@. te=0@start=0.3 keeps the styles that the whole adapter overwrites. Default: the model's "
+             "(tinyfaces: 1 and te=0@start=0.3, sd15: 1).")
     ] = None,
     hypernet: Annotated[Path | None, typer.Option(
         help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image "

@@ -10,6 +10,7 @@ and ``PROMPT``), so a plugin's metrics get the picture by declaring their ``axis
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from lowdim_sd.bench.report import Row
 from lowdim_sd.images import save_png
 
 SIZE = (760, 560)
+LABEL_WIDTH = 40  # characters per line of a dot's label
+LEADER_FROM = 14  # pixels between a label and its dot beyond which a line joins them
 MARGIN = (78, 40, 30, 62)  # left, top, right, bottom: room for the tick labels and axis titles
 # In square pixels of hidden marks: worse than grazing an error bar, better than covering a dot or a label.
 MISLEADING_COST = 300.0
@@ -98,9 +101,14 @@ def draw_frontier(rows: Sequence[Row], subject: str, prompt: str, columns: dict[
     colours = [COLOURS[number % len(COLOURS)] for number in range(len(found))]
     for point, colour in zip(found, colours, strict=True):
         _draw_marks(draw, canvas, point, colour)
-    sizes = [_text_size(draw, point.label, font) for point in found]
-    for point, colour, box in zip(found, colours, place_labels(canvas, found, sizes), strict=True):
-        draw.text((box[0], box[1]), point.label, font=font, fill=colour, anchor="lt")
+    labels = [wrap_label(point.label) for point in found]
+    sizes = [_text_size(draw, label, font) for label in labels]
+    for point, label, colour, box in zip(found, labels, colours, place_labels(canvas, found, sizes), strict=True):
+        dot = canvas.pixel(point.x, point.y)
+        if _distance(box, dot) > LEADER_FROM:  # pushed away by its neighbours: a line says whose label it is
+            edge = (min(max(dot[0], box[0]), box[2]), min(max(dot[1], box[1]), box[3]))
+            draw.line([edge, dot], fill=colour, width=1)
+        draw.multiline_text((box[0], box[1]), label, font=font, fill=colour, anchor="la", spacing=1)
     save_png(image, path)
     return path
 
@@ -167,8 +175,32 @@ def _candidates(x: float, y: float, size: tuple[float, float]):
             yield (x - 8 - width, top, x - 8, top + height)
 
 
+def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
+    """A row's label on lines of at most ``width`` characters, broken after its commas first: a drawn row's
+    label ("Ours (looks in words), text encoder's part at 0, UNet part from 30% of the steps") would
+    otherwise run across other rows' dots or off the picture."""
+    lines: list[str] = []
+    for clause in _clauses(label):
+        if lines and len(lines[-1]) + 1 + len(clause) <= width:
+            lines[-1] += " " + clause
+        else:
+            lines.extend(textwrap.wrap(clause, width) or [""])
+    return "\n".join(lines)
+
+
+def _clauses(label: str) -> list[str]:
+    """'A (b, c), d' -> ['A (b, c),', 'd']: split after the commas outside parentheses."""
+    clauses, depth, start = [], 0, 0
+    for index, char in enumerate(label):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            clauses.append(label[start:index + 1].strip())
+            start = index + 1
+    return [*clauses, label[start:].strip()]
+
+
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[float, float]:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font, anchor="lt")
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, anchor="la", spacing=1)
     return right - left, bottom - top
 
 

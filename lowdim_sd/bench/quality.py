@@ -292,7 +292,8 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
 @torch.no_grad()
 def generate_batch(model, job: QualityJob, prompts: list[str] | None = None, parts: DrawParts = DrawParts()) -> list:
     """One image per prompt (default: the job's), batched in one pipeline call; prompt k uses seed ``seed + k``.
-    ``parts``: the adapters' parts drawn apart, as `lowdim generate --text-encoder-scale/--adapter-start/--adapter-end` do."""
+    ``parts``: the adapters' parts drawn apart, as `lowdim generate --text-encoder-scale/--adapter-start/
+    --adapter-end` do."""
     from lowdim_sd.generate import set_scheduler
 
     set_scheduler(model, "ddim")  # as `lowdim generate` does by default

@@ -325,10 +325,13 @@ def test_any_row_with_an_adapter_file_can_be_drawn_at_a_scale():
     apart = parse_methods("ours-described@te=0@start=0.3")[0]
     assert (apart.adapter_scale, apart.parts.text_encoder_scale, apart.parts.adapter_start) == (1.0, 0.0, 0.3)
     assert apart.label == "Ours (looks in words), text encoder's part at 0, UNet part from 30% of the steps"
+    window = parse_methods("ours-described-styles@te=0@start=0.2@end=0.8")[0]
+    assert (window.parts.adapter_start, window.parts.adapter_end, window.drawn_from_file) == (0.2, 0.8, True)
+    assert window.label.endswith("text encoder's part at 0, UNet part from 20% to 80% of the steps")
     both = parse_methods("lidb-db@0.5@te=0.25")[0]
     assert (both.adapter_scale, both.parts.text_encoder_scale, both.drawn_from_file) == (0.5, 0.25, True)
     assert not METHODS["ours"].drawn_from_file
     for bad in ("dreambooth@0.5", "base@0.5", "ours@0", "ours@x", "nothing@0.5", "ours@0.5@0.5", "ours@start=1",
-                "ours@te=0@te=1", "ours@tee=0", "dreambooth@te=0"):
+                "ours@te=0@te=1", "ours@tee=0", "dreambooth@te=0", "ours@start=0.5@end=0.5"):
         with pytest.raises(LowdimError, match=rf"unknown method\(s\) {bad}; .*ROW@S"):
             parse_methods(bad)

@@ -18,6 +18,7 @@ from lowdim_sd.bench.frontier import (
     marks,
     place_labels,
     points,
+    wrap_label,
 )
 from lowdim_sd.bench.quality import QualityJob
 from lowdim_sd.bench.report import Cell, Row, aggregate, write_reports
@@ -161,3 +162,21 @@ def test_fourteen_rows_get_fourteen_colours(tmp_path):
     canvas = Canvas(axis_range(xs), axis_range(ys))
     centres = {image.getpixel(tuple(round(v) for v in canvas.pixel(x, y))) for x, y in zip(xs, ys, strict=True)}
     assert len(centres) == 14
+
+
+WORDS = st.text(alphabet="abcdefghij%0.()", min_size=1, max_size=12)
+
+
+@given(words=st.lists(st.tuples(WORDS, st.sampled_from([" ", ", "])), min_size=1, max_size=20))
+def test_a_long_label_wraps_into_short_lines_that_read_back_as_the_label(words):
+    label = "".join(word + gap for word, gap in words).strip(" ,") or "x"
+    wrapped = wrap_label(label, width=16).split("\n")
+    assert " ".join(wrapped).split() == label.split()  # nothing lost, nothing reordered
+    assert all(len(line) <= 16 for line in wrapped)  # no word here is longer than a line
+
+
+def test_a_drawn_rows_label_breaks_after_its_clauses_not_inside_its_brackets():
+    label = "Ours (looks in words, keep styles 0.05), text encoder's part at 0, UNet part from 20% to 80% of the steps"
+    assert wrap_label(label).split("\n") == ["Ours (looks in words, keep styles 0.05),", "text encoder's part at 0,",
+                                             "UNet part from 20% to 80% of the steps"]
+    assert wrap_label("DreamBooth-Agg-1") == "DreamBooth-Agg-1"
