@@ -100,6 +100,8 @@ def personalize(
 
     Example: lowdim personalize --model tinyfaces --image examples/face.png --out me
     """
+    from lowdim_sd.draw_parts import parts_flags, suggested_parts
+    from lowdim_sd.generate import with_looks
     from lowdim_sd.personalize import PersonalizeJob
     from lowdim_sd.personalize import personalize as run
 
@@ -127,8 +129,9 @@ def personalize(
         out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote [bold]{path}[/]")
-    draw = f'lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p "a [V] face at night"'
-    out.print(f"draw it: {escape(draw)}  (add --text-encoder-scale 0 --adapter-start 0.3 to keep more of each "
+    prompt = shlex.quote(with_looks("a [V] face at night", result.looks))  # the parts apart need the looks' words
+    draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
+    out.print(f"draw it: {escape(draw)}  (add {parts_flags(suggested_parts(keep_styles))} to keep more of each "
               "style)", soft_wrap=True)  # one line whatever the terminal's width: it is copied whole
 
 

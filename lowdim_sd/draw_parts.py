@@ -150,3 +150,19 @@ def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | No
     finally:
         for slot, scale in saved:
             slot.scale = scale
+
+
+def suggested_parts(keep_styles: float) -> DrawParts:
+    """The parts-apart draw measured best for a `personalize` file (docs/results.md): the UNet part from 30%
+    of the steps for the plain file, and from 20% to 80% for a keep-styles file, whose base-model styles
+    then survive the adapter's last steps too (a hat over the reference's hair)."""
+    if keep_styles:
+        return DrawParts(text_encoder_scale=0.0, adapter_start=0.2, adapter_end=0.8)
+    return DrawParts(text_encoder_scale=0.0, adapter_start=0.3)
+
+
+def parts_flags(parts: DrawParts) -> str:
+    """'--text-encoder-scale 0 --adapter-start 0.3': the `lowdim generate` flags that draw ``parts``."""
+    flags = [("--text-encoder-scale", parts.text_encoder_scale, 1.0), ("--adapter-start", parts.adapter_start, 0.0),
+             ("--adapter-end", parts.adapter_end, 1.0)]
+    return " ".join(f"{flag} {_number(value)}" for flag, value, default in flags if value != default)

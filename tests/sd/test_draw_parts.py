@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim_sd.draw_parts import DrawParts, adapted_steps, draw_text, parse_draw
+from lowdim_sd.draw_parts import DrawParts, adapted_steps, draw_text, parse_draw, parts_flags, suggested_parts
 from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import resolve_layers
@@ -112,3 +112,20 @@ def test_a_draw_that_cannot_be_read_is_one_line_naming_it(text):
         parse_draw(text)
     message = str(caught.value)
     assert "\n" not in message and (f"'{text}'" in message or "--adapter-" in message)
+
+
+def test_the_suggested_flags_draw_what_results_md_measured_and_lowdim_generate_reads_them(tiny_sd, tmp_path,
+                                                                                         monkeypatch):
+    import lowdim_sd.generate
+    from lowdim_cli.main import main
+
+    assert parts_flags(suggested_parts(0.0)) == "--text-encoder-scale 0 --adapter-start 0.3"
+    assert parts_flags(suggested_parts(0.05)) == "--text-encoder-scale 0 --adapter-start 0.2 --adapter-end 0.8"
+    assert parts_flags(DrawParts()) == ""
+    asked = []
+    monkeypatch.setattr(lowdim_sd.generate, "generate", lambda model, config, *_, **__: asked.append(config) or [])
+    monkeypatch.setattr(lowdim_sd.generate, "save_generated", lambda *_, **__: ([], tmp_path / "grid.png"))
+    for keep_styles in (0.0, 0.05):
+        flags = parts_flags(suggested_parts(keep_styles)).split()
+        assert main(["generate", "-m", str(tiny_sd), "-p", "a [V] face", *flags, "-o", str(tmp_path / "x")]) == 0
+        assert asked[-1].parts == suggested_parts(keep_styles)

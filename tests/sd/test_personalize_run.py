@@ -188,11 +188,10 @@ def test_personalize_writes_fp16_by_default_and_save_dtype_chooses(tiny_sd, face
     assert code == 0, text
     assert tensor_dtypes(tmp_path / "i" / "adapter.safetensors") == {torch.bfloat16}
     # The command it prints to draw the adapter runs as printed, with the flags it suggests.
-    draw = next(line for line in text.splitlines() if line.startswith("draw it: ")).split("  (add ")[0]
-    command = shlex.split(draw.removeprefix("draw it: "))
-    assert command[:2] == ["lowdim", "generate"]
-    code, drawn = run(capsys, *command[1:], "--steps", 2, "--text-encoder-scale", 0, "--adapter-start", 0.3,
-                      "-o", tmp_path / "drawn")
+    draw, hint = next(line for line in text.splitlines() if line.startswith("draw it: ")).split("  (add ")
+    command, flags = shlex.split(draw.removeprefix("draw it: ")), shlex.split(hint.split(" to keep ")[0])
+    assert command[:2] == ["lowdim", "generate"] and flags == ["--text-encoder-scale", "0", "--adapter-start", "0.3"]
+    code, drawn = run(capsys, *command[1:], *flags, "--steps", 2, "-o", tmp_path / "drawn")
     assert code == 0 and (tmp_path / "drawn" / "grid.png").is_file(), drawn
     code, text = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "j", "--save-dtype", "fp8")
     assert code == 1 and "--save-dtype" in text and "fp8" in text and "Traceback" not in text
