@@ -142,3 +142,14 @@ def test_the_diffusion_loss_is_set_by_the_steps_generator_alone() -> None:
     other = diffusion_loss(Echo(), Text(), latents, ids, index, build_train_scheduler(),
                            torch.Generator().manual_seed(8))
     assert other != losses[0]
+
+
+def test_more_steps_on_resume_extend_a_finished_step_planned_stage(tmp_path) -> None:
+    """`train_model --resume --unet-steps M` after a run of N < M steps trains the M - N more (TRAINING.md)."""
+    rates: list[float] = []
+    first = _stage(tmp_path, StagePlan(0.0, steps=40), False, rates)
+    assert first["done"] and first["step"] == 40 == len(rates)
+    assert _stage(tmp_path, StagePlan(0.0, steps=40), True, rates)["step"] == 40 and len(rates) == 40
+    longer = _stage(tmp_path, StagePlan(0.0, steps=70), True, rates)
+    assert longer["done"] and longer["step"] == 70 == len(rates)  # the 30 more, not a restart
+    assert json.loads((tmp_path / "toy.json").read_text())["step"] == 70
