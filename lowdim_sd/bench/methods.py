@@ -179,8 +179,9 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
                         hypernet: Path | None, token: str = "sks", seed: int = 0) -> Personalized:
     """Personalize ``model`` in place for ``reference`` (3, H, W) in [-1, 1] with ``method``."""
     started = time.perf_counter()
-    if method.kind == "base":
-        return Personalized(None, 0, 0.0, _looks(model, reference) if method.describe else "")
+    if method.kind == "base":  # nothing trained; reading the looks is the row's only work, and its time
+        looks = _looks(model, reference) if method.describe else ""
+        return Personalized(None, 0, time.perf_counter() - started if looks else 0.0, looks)
     looks = ""
     if method.kind == "hyper":
         file, looks = _hyper_pipeline(model, method, reference, work_dir, hypernet, token, seed)

@@ -111,6 +111,7 @@ def test_the_base_row_with_words_reads_the_looks_and_trains_nothing(described, f
     assert all(torch.equal(before[name], tensor) for name, tensor in model.pipe.unet.state_dict().items())
     plain = personalize_subject(model, METHODS["base"], faces[0], tmp_path / "p", None)
     assert plain.looks == "" and len(described) == 1  # the plain floor does not ask
+    assert done.seconds > 0 and plain.seconds == 0  # the words' row is timed: reading them is its work
 
 
 def test_the_bench_leaves_described_rows_out_for_a_model_without_a_describer_and_refuses_them_asked(tiny_sd,
