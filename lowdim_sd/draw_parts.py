@@ -12,6 +12,7 @@ any adapter file, like a LoRA's scale.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -114,14 +115,24 @@ def adapted_steps(parts: DrawParts, steps: int) -> range:
     return range(first, max(first + 1, min(steps, math.ceil(parts.adapter_end * steps - 1e-9))))
 
 
+def loop_length(scheduler, steps: int) -> int:
+    """How many denoising steps a pipeline asked for ``steps`` runs, each with one callback: PNDM's warm-up
+    adds some (11 for 10), and the fractions must count the steps as they are run."""
+    scheduler = copy.deepcopy(scheduler)  # set_timesteps changes the scheduler's state; the pipeline's stays
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
 @contextmanager
 def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | None]:
-    """Set the parts' scales for one pipeline call of ``steps`` steps; yields the pipeline's
-    ``callback_on_step_end`` (None when the adapters draw whole). Every scale is restored afterwards."""
+    """Set the parts' scales for one pipeline call of ``steps`` steps (with the pipeline's scheduler); yields
+    the pipeline's ``callback_on_step_end`` (None when the adapters draw whole). Every scale is restored
+    afterwards."""
     check_parts(parts)
     if parts.whole:
         yield None
         return
+    steps = loop_length(model.pipe.scheduler, steps)
     view = lowdim.Adapters(model.modules)
     for name in view.names():
         if any(s.merged_scale is not None or s.frozen_merged_scale is not None for s in view.slots(name).values()):

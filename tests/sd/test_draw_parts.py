@@ -57,11 +57,12 @@ def test_the_text_encoders_part_at_zero_draws_what_the_unet_part_alone_draws(tin
     assert np.abs(apart - _draw(tiny_sd, whole)).max() > 10  # the text encoder's part did change the picture
 
 
-@pytest.mark.parametrize("start, end, unet_scales", [(0.5, 1.0, [0.0, 0.0, 0.8, 0.8]),
-                                                      (0.25, 0.75, [0.0, 0.8, 0.8, 0.0]),
-                                                      (0.0, 0.5, [0.8, 0.8, 0.0, 0.0])])
+@pytest.mark.parametrize("start, end, scheduler, unet_scales", [
+    (0.5, 1.0, "ddim", [0.0, 0.0, 0.8, 0.8]), (0.25, 0.75, "ddim", [0.0, 0.8, 0.8, 0.0]),
+    (0.0, 0.5, "ddim", [0.8, 0.8, 0.0, 0.0]),
+    (0.4, 0.8, "pndm", [0.0] * 6 + [0.8] * 5 + [0.0] * 2)])  # PNDM runs 13 steps for 4: fractions count those
 def test_the_unet_part_draws_the_asked_steps_and_every_scale_is_restored(tiny_sd, adapter_files, one_thread,
-                                                                         start, end, unet_scales):
+                                                                         start, end, scheduler, unet_scales):
     whole, _ = adapter_files
     model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
     attach_adapters(model, [(whole, 0.8)])
@@ -71,7 +72,7 @@ def test_the_unet_part_draws_the_asked_steps_and_every_scale_is_restored(tiny_sd
     seen = {"unet": [], "text": []}
     model.pipe.unet.register_forward_pre_hook(lambda *_: seen["unet"].append(unet_slot.scale))
     model.pipe.text_encoder.register_forward_pre_hook(lambda *_: seen["text"].append(text_slot.scale))
-    config = GenerateConfig(prompts=["a [V] face"], seeds=[1], steps=STEPS,
+    config = GenerateConfig(prompts=["a [V] face"], seeds=[1], steps=STEPS, scheduler=scheduler,
                             parts=DrawParts(text_encoder_scale=0.5, adapter_start=start, adapter_end=end))
     generate(model, config)
     assert seen["unet"] == pytest.approx(unet_scales)  # one batched (guided) call per step
