@@ -164,12 +164,11 @@ def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | No
 
 
 def suggested_parts(keep_styles: float) -> DrawParts:
-    """The parts-apart draw measured best for a `personalize` file (docs/results.md): the UNet part from 30%
-    of the steps for the plain file, and from 20% to 80% for a keep-styles file, whose base-model styles
-    then survive the adapter's last steps too (a hat over the reference's hair)."""
-    if keep_styles:
-        return DrawParts(text_encoder_scale=0.0, adapter_start=0.2, adapter_end=0.8)
-    return DrawParts(text_encoder_scale=0.0, adapter_start=0.3)
+    """The parts-apart draw that kept the most of the styles for a `personalize` file (docs/results.md, session
+    23): the text encoder's part at 0 and the UNet part from 30% to 80% of the steps for the plain file, from
+    20% to 80% for a keep-styles file, whose finetune already keeps more of them. Ending at 80% keeps what the
+    adapter's last steps would paint over (a hat over the reference's hair)."""
+    return DrawParts(text_encoder_scale=0.0, adapter_start=0.2 if keep_styles else 0.3, adapter_end=0.8)
 
 
 def parts_flags(parts: DrawParts) -> str:

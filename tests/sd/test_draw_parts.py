@@ -120,7 +120,7 @@ def test_the_suggested_flags_draw_what_results_md_measured_and_lowdim_generate_r
     import lowdim_sd.generate
     from lowdim_cli.main import main
 
-    assert parts_flags(suggested_parts(0.0)) == "--text-encoder-scale 0 --adapter-start 0.3"
+    assert parts_flags(suggested_parts(0.0)) == "--text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8"
     assert parts_flags(suggested_parts(0.05)) == "--text-encoder-scale 0 --adapter-start 0.2 --adapter-end 0.8"
     assert parts_flags(DrawParts()) == ""
     asked = []

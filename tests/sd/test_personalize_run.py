@@ -190,7 +190,8 @@ def test_personalize_writes_fp16_by_default_and_save_dtype_chooses(tiny_sd, face
     # The command it prints to draw the adapter runs as printed, with the flags it suggests.
     draw, hint = next(line for line in text.splitlines() if line.startswith("draw it: ")).split("  (add ")
     command, flags = shlex.split(draw.removeprefix("draw it: ")), shlex.split(hint.split(" to keep ")[0])
-    assert command[:2] == ["lowdim", "generate"] and flags == ["--text-encoder-scale", "0", "--adapter-start", "0.3"]
+    assert command[:2] == ["lowdim", "generate"]
+    assert flags == ["--text-encoder-scale", "0", "--adapter-start", "0.3", "--adapter-end", "0.8"]
     code, drawn = run(capsys, *command[1:], *flags, "--steps", 2, "-o", tmp_path / "drawn")
     assert code == 0 and (tmp_path / "drawn" / "grid.png").is_file(), drawn
     code, text = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "j", "--save-dtype", "fp8")
