@@ -23,6 +23,7 @@ from lowdim_sd.images import save_png
 
 SIZE = (760, 560)
 LABEL_WIDTH = 40  # characters per line of a dot's label
+LABEL_OVER_LABEL = 4.0  # how much worse a label hiding another label is than one hiding a dot's bar
 LEADER_FROM = 14  # pixels between a label and its dot beyond which a line joins them
 MARGIN = (78, 40, 30, 62)  # left, top, right, bottom: room for the tick labels and axis titles
 # In square pixels of hidden marks: worse than grazing an error bar, better than covering a dot or a label.
@@ -142,13 +143,15 @@ def place_labels(canvas: Canvas, found: Sequence[Point], sizes: Sequence[tuple[f
     placed: list[Box] = []
     for (x, y), size in zip(dots, sizes, strict=True):
         candidates = [box for box in _candidates(x, y, size) if _inside(box, plot)] or list(_candidates(x, y, size))
-        placed.append(min(candidates, key=lambda box: _label_cost(box, (x, y), dots, obstacles + placed)))
+        placed.append(min(candidates, key=lambda box: _label_cost(box, (x, y), dots, obstacles, placed)))
     return placed
 
 
 def _label_cost(box: Box, own: tuple[float, float], dots: Sequence[tuple[float, float]],
-                obstacles: Sequence[Box]) -> float:
+                obstacles: Sequence[Box], labels: Sequence[Box]) -> float:
+    # Text over text is unreadable, text over a bar only hides a little of it.
     hidden = sum(_overlap_area(box, other) for other in obstacles)
+    hidden += LABEL_OVER_LABEL * sum(_overlap_area(box, other) for other in labels)
     # A label nearer another row's dot than its own names the wrong dot to the eye.
     misleading = any(_distance(box, dot) < _distance(box, own) for dot in dots)
     return hidden + MISLEADING_COST * misleading
@@ -169,7 +172,7 @@ def _candidates(x: float, y: float, size: tuple[float, float]):
         yield (x - 8 - width, top, x - 8, top + height)
     yield (x + 8, y - height / 2, x + 8 + width, y + height / 2)
     yield (x - 8 - width, y - height / 2, x - 8, y + height / 2)
-    for lift in (16, 32, 48):
+    for lift in (16, 32, 48, 64, 80):
         for top in (y - 6 - height - lift, y + 6 + lift):
             yield (x + 8, top, x + 8 + width, top + height)
             yield (x - 8 - width, top, x - 8, top + height)
