@@ -26,7 +26,7 @@ DOWNLOADS_NOTE = ("`adapter.safetensors`: lowdim's own file (`lowdim generate -a
 CSS = ".lowdim-note {min-height: 1.5em}"
 # (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces.
 DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet part from 30%", "te=0@start=0.3"),
-                ("parts apart, keeping hats too: UNet part from 20% to 80%", "te=0@start=0.2@end=0.8")]
+                ("parts apart, most of the styles: UNet part from 30% to 80%", "te=0@start=0.3@end=0.8")]
 
 
 def on_page(fn: Callable) -> Callable:
