@@ -61,7 +61,7 @@ def check_parts(parts: DrawParts) -> None:
                           f"({parts.adapter_start:g}) and at most 1, got {parts.adapter_end}")
 
 
-DRAW_SETTING = re.compile(r"(?:(te|start|end)=)?(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")  # 0.5, 1e-06 (as :g writes it)
+DRAW_SETTING = re.compile(r"(?:(te|start|end)=)?(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")  # 0.5, 1e-06 (as _number writes it)
 DRAW_SYNTAX = ("S for the adapter's scale, te=T for its text encoder's part, start=F and end=F for the steps "
                "its UNet part draws")
 

@@ -26,7 +26,8 @@ LABEL_WIDTH = 40  # characters per line of a dot's label
 LABEL_OVER_LABEL = 4.0  # how much worse a label hiding another label is than one hiding a dot's bar
 LEADER_FROM = 14  # pixels between a label and its dot beyond which a line joins them
 MARGIN = (78, 40, 30, 62)  # left, top, right, bottom: room for the tick labels and axis titles
-# In square pixels of hidden marks: worse than grazing an error bar, better than covering a dot or a label.
+# In square pixels of hidden marks: worse than covering a dot or an error bar, better than hiding most of
+# another label (LABEL_OVER_LABEL times its area), which no one can read.
 MISLEADING_COST = 3000.0
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (128, 128, 0),

@@ -15,6 +15,7 @@ import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
+from lowdim_sd.draw_parts import draw_text, suggested_parts
 from lowdim_sd.ui.studio import RunRecord, RunSettings, Studio, crop_preview, list_runs, read_run
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
@@ -24,9 +25,11 @@ INTRO = ("# lowdim: you, in any style, from one photo\n"
 DOWNLOADS_NOTE = ("`adapter.safetensors`: lowdim's own file (`lowdim generate -a`). `adapter.diffusers.safetensors`: "
                   "diffusers' `load_lora_weights` and peft. `adapter.kohya.safetensors`: A1111, ComfyUI, Forge.")
 CSS = ".lowdim-note {min-height: 1.5em}"
-# (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces.
+# (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
+# the last is what `personalize` suggests for its files (the page runs no --keep-styles).
 DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet part from 30%", "te=0@start=0.3"),
-                ("parts apart, most of the styles: UNet part from 30% to 80%", "te=0@start=0.3@end=0.8")]
+                ("parts apart, most of the styles: UNet part from 30% to 80%",
+                 draw_text(1.0, suggested_parts(keep_styles=0.0)))]
 
 
 def on_page(fn: Callable) -> Callable:
