@@ -94,12 +94,12 @@ def quality(
 
       lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
     """
-    from lowdim_sd.bench.methods import METHODS, parse_methods
+    from lowdim_sd.bench.methods import parse_methods
     from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality
     from lowdim_sd.bench.report import aggregate, write_reports
 
     job = QualityJob(identities=identities, model=model, model_config=model_config, out=out_dir, hypernet=hypernet,
-                     methods=_split(methods) or list(METHODS), metrics=_split(metrics) or list(DEFAULT_METRICS),
+                     methods=_split(methods) or None, metrics=_split(metrics) or list(DEFAULT_METRICS),
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
                      workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
     # The gallery options are only used at the end: check them before hours of work, not after.

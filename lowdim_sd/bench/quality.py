@@ -42,7 +42,7 @@ class QualityJob:
     model: str = "tinyfaces"
     model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
     out: Path = Path("bench-quality")
-    methods: list[str] = field(default_factory=lambda: list(METHODS))  # rows the model cannot run are left out
+    methods: list[str] | None = None  # None: every row the model can run (check_job fills it in)
     prompts: list[str] | None = None  # default: the backend's bench_prompts
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     hypernet: Path | None = None
@@ -140,12 +140,12 @@ def has_describer(model: str) -> bool:
 
 def check_described_rows(job: QualityJob) -> None:
     """Rows that name the looks need the model's describer: left out of the default list, refused when asked."""
-    if has_describer(job.model):
+    describes = has_describer(job.model)
+    if job.methods is None:
+        job.methods = [name for name in METHODS if describes or not get_method(name).describe]
         return
-    described = [name for name in job.methods if get_method(name).describe] if job.methods else []
-    if job.methods == list(METHODS):
-        job.methods = [name for name in job.methods if name not in described]
-    elif described:
+    described = [name for name in job.methods if get_method(name).describe]
+    if described and not describes:
         raise LowdimError(f"method '{described[0]}' names the looks the model's describer reads, and model "
                           f"'{job.model}' has none; leave it out of --methods")
 

@@ -126,6 +126,10 @@ def test_the_bench_leaves_described_rows_out_for_a_model_without_a_describer_and
     asked = QualityJob(identities=tmp_path, model=str(tiny_sd), out=tmp_path / "out", methods=["ours-described"])
     with pytest.raises(LowdimError, match="method 'ours-described' names the looks .* has none; leave it out"):
         check_job(asked)
+    # Every row named explicitly is a request too: the described ones are refused, not silently dropped.
+    listed = QualityJob(identities=tmp_path, model=str(tiny_sd), out=tmp_path / "out", methods=list(METHODS))
+    with pytest.raises(LowdimError, match="names the looks"):
+        check_job(listed)
     kept = QualityJob(identities=tmp_path, model="tinyfaces", out=tmp_path / "out")
     check_job(kept)
     assert kept.methods == list(METHODS)
