@@ -55,7 +55,8 @@ def quality(
              "frontier.png. ROW@S (e.g. ours-described@0.3) draws any row's adapter file at scale S, as "
              "lowdim generate --adapter FILE:S does; ROW@te=T draws its text encoder's part at T, ROW@start=F and "
              "ROW@end=F its UNet part from and until fraction F of the steps (--text-encoder-scale, "
-             "--adapter-start, --adapter-end), chained: ours-described-styles@te=0@start=0.2@end=0.8.")] = None,
+             "--adapter-start, --adapter-end) and ROW@ca=C its UNet cross-attention at C (--cross-attention-scale), "
+             "chained: ours-described-styles@te=0@start=0.2@end=0.8.")] = None,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(

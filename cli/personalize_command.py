@@ -64,9 +64,9 @@ def personalize(
     preview_draw: Annotated[list[str] | None, typer.Option(
         help="How a preview row draws the adapter (repeatable: one row each): S its scale (lowdim generate "
              "--adapter FILE:S), te=T its text encoder's part, start=F and end=F the fractions of the steps its "
-             "UNet part draws from and until (--text-encoder-scale, --adapter-start, --adapter-end), joined by "
-             "@. te=0@start=0.3 keeps the styles that the whole adapter overwrites. Default: the model's "
-             "(tinyfaces: 1 and te=0@start=0.3, sd15: 1).")
+             "UNet part draws from and until (--text-encoder-scale, --adapter-start, --adapter-end), ca=C its UNet "
+             "cross-attention (--cross-attention-scale), joined by @. te=0@start=0.3 keeps the styles that the "
+             "whole adapter overwrites. Default: the model's (tinyfaces: 1 and te=0@start=0.3, sd15: 1).")
     ] = None,
     hypernet: Annotated[Path | None, typer.Option(
         help="A trained hypernetwork checkpoint: predicts the initial LiDB weights from the image "
@@ -100,7 +100,7 @@ def personalize(
 
     Example: lowdim personalize --model tinyfaces --image examples/face.png --out me
     """
-    from lowdim_sd.draw_parts import parts_flags, suggested_parts
+    from lowdim_sd.draw_parts import EVERY_STYLE_CROSS_ATTENTION, DrawParts, parts_flags, suggested_parts
     from lowdim_sd.generate import with_looks
     from lowdim_sd.personalize import PersonalizeJob
     from lowdim_sd.personalize import personalize as run
@@ -131,8 +131,10 @@ def personalize(
         out.print(f"wrote [bold]{path}[/]")
     prompt = shlex.quote(with_looks("a [V] face at night", result.looks))  # the parts apart need the looks' words
     draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
+    every_style = parts_flags(DrawParts(cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION))
     out.print(f"draw it: {escape(draw)}  (add {parts_flags(suggested_parts(keep_styles))} to keep more of each "
-              "style)", soft_wrap=True)  # one line whatever the terminal's width: it is copied whole
+              f"style, and {every_style} too for every style at less of the face)",
+              soft_wrap=True)  # one line whatever the terminal's width: it is copied whole
 
 
 def register(app: typer.Typer) -> None:

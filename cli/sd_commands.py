@@ -126,6 +126,9 @@ def generate(
         help="Fraction of the steps after which the adapters' UNet part leaves and the base UNet finishes "
              "(above --adapter-start, at most 1); 0.8 keeps what the last steps would paint over, such as "
              "a hat over the face's hair.")] = 1.0,
+    cross_attention_scale: Annotated[float, typer.Option(
+        help="Multiplies each adapter's scale on the UNet's cross-attention layers, which read the prompt: "
+             "below 1 the last styles the UNet part still repaints come back, for some of the face.")] = 1.0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
     resolution: Resolution = None,
     device: Device = "auto",
@@ -146,7 +149,7 @@ def generate(
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
                             negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution,
-                            parts=DrawParts(text_encoder_scale, adapter_start, adapter_end))
+                            parts=DrawParts(text_encoder_scale, adapter_start, adapter_end, cross_attention_scale))
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     if out_dir.exists() and not out_dir.is_dir():

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
-from lowdim_sd.draw_parts import draw_text, suggested_parts
+from lowdim_sd.draw_parts import EVERY_STYLE_CROSS_ATTENTION, draw_text, suggested_parts
 from lowdim_sd.ui.studio import RunRecord, RunSettings, Studio, crop_preview, list_runs, read_run
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
@@ -26,10 +27,14 @@ DOWNLOADS_NOTE = ("`adapter.safetensors`: lowdim's own file (`lowdim generate -a
                   "diffusers' `load_lora_weights` and peft. `adapter.kohya.safetensors`: A1111, ComfyUI, Forge.")
 CSS = ".lowdim-note {min-height: 1.5em}"
 # (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
-# the last is what `personalize` suggests for its files (the page runs no --keep-styles).
+# the third is what `personalize` suggests for its files (the page runs no --keep-styles), the fourth trades some
+# of the face for the last styles (session 24).
 DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet part from 30%", "te=0@start=0.3"),
                 ("parts apart, most of the styles: UNet part from 30% to 80%",
-                 draw_text(1.0, suggested_parts(keep_styles=0.0)))]
+                 draw_text(1.0, suggested_parts(keep_styles=0.0))),
+                ("parts apart, every style: and its cross-attention at 0.25, for some of the face",
+                 draw_text(1.0, replace(suggested_parts(keep_styles=0.0),
+                                        cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION)))]
 
 
 def on_page(fn: Callable) -> Callable:
@@ -113,7 +118,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         prompt = gr.Textbox("a photo of a [V] face wearing a hat", label="Prompt ([V] is the subject)", scale=3)
         scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Adapter scale", scale=2)
         how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
-                          info="the adapter's parts apart keep styles (te=T, start=F, end=F; docs/cli.md)")
+                          info="the adapter's parts apart keep styles (te=T, start=F, end=F, ca=C; docs/cli.md)")
         draw_seed = gr.Number(0, precision=0, label="Seed", scale=1)
         draw = gr.Button("Draw", scale=1)
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")

@@ -1,6 +1,6 @@
-"""An adapter's parts drawn apart (`lowdim generate --text-encoder-scale/--adapter-start/--adapter-end`): the
-text encoder's part at its own scale, the UNet part drawing a window of the steps; every scale restored
-afterwards."""
+"""An adapter's parts drawn apart (`lowdim generate --text-encoder-scale/--adapter-start/--adapter-end/
+--cross-attention-scale`): the text encoder's part and the UNet's cross-attention part at their own scales, the
+UNet part drawing a window of the steps; every scale restored afterwards."""
 
 from __future__ import annotations
 
@@ -57,6 +57,22 @@ def test_the_text_encoders_part_at_zero_draws_what_the_unet_part_alone_draws(tin
     assert np.abs(apart - _draw(tiny_sd, whole)).max() > 10  # the text encoder's part did change the picture
 
 
+def test_the_cross_attention_part_at_zero_draws_what_the_adapter_without_it_draws(tiny_sd, adapter_files, tmp_path,
+                                                                                   one_thread):
+    whole, _ = adapter_files
+    _, params = _random_lora(tiny_sd, None)  # the same seed: whole's own weights
+    cut = {layer: {key: torch.zeros_like(value) if ".attn2." in layer else value for key, value in tensors.items()}
+           for layer, tensors in params.items()}
+    assert any(".attn2." in layer for layer in cut) and any(".attn1." in layer for layer in cut)
+    without, _ = _random_lora(tiny_sd, None, like=cut)
+    without_file = lowdim.save_adapter(tmp_path / "without.safetensors", without, "default")
+    apart = _draw(tiny_sd, whole, DrawParts(cross_attention_scale=0.0))
+    assert np.abs(apart - _draw(tiny_sd, without_file)).max() <= 1
+    assert np.abs(apart - _draw(tiny_sd, whole)).max() > 10  # the cross-attention part did change the picture
+    halfway = _draw(tiny_sd, whole, DrawParts(cross_attention_scale=0.5, adapter_start=0.5))
+    assert np.abs(halfway - apart).max() > 0 and np.abs(halfway - _draw(tiny_sd, whole)).max() > 0
+
+
 @pytest.mark.parametrize("start, end, scheduler, unet_scales", [
     (0.5, 1.0, "ddim", [0.0, 0.0, 0.8, 0.8]), (0.25, 0.75, "ddim", [0.0, 0.8, 0.8, 0.0]),
     (0.0, 0.5, "ddim", [0.8, 0.8, 0.0, 0.0]),
@@ -99,15 +115,16 @@ def test_parts_cannot_be_drawn_apart_on_a_merged_adapter(tiny_sd, adapter_files)
 
 @settings(max_examples=60, deadline=None)
 @given(scale=st.sampled_from([1.0, 0.5, 0.3, 2.0, 1e-6]), te=st.sampled_from([1.0, 0.0, 0.25, 1.5]),
-       start=st.sampled_from([0.0, 0.3, 0.5, 0.95]), end=st.sampled_from([1.0, 0.8, 0.97, 0.5000001]))
-def test_the_short_form_of_a_draw_reads_back_as_the_same_draw(scale, te, start, end):
+       start=st.sampled_from([0.0, 0.3, 0.5, 0.95]), end=st.sampled_from([1.0, 0.8, 0.97, 0.5000001]),
+       ca=st.sampled_from([1.0, 0.0, 0.5, 0.30000000000000004]))
+def test_the_short_form_of_a_draw_reads_back_as_the_same_draw(scale, te, start, end, ca):
     assume(start < end)
-    parts = DrawParts(text_encoder_scale=te, adapter_start=start, adapter_end=end)
+    parts = DrawParts(text_encoder_scale=te, adapter_start=start, adapter_end=end, cross_attention_scale=ca)
     assert parse_draw(draw_text(scale, parts)) == (scale, parts)
 
 
 @pytest.mark.parametrize("text", ["", "half", "0", "te=0@te=1", "start=1", "te=-1", "0.5@", "scale=0.5",
-                                  "start=0.5@end=0.4", "end=0", "end=1.5"])
+                                  "start=0.5@end=0.4", "end=0", "end=1.5", "ca=0@ca=1", "ca=x"])
 def test_a_draw_that_cannot_be_read_is_one_line_naming_it(text):
     with pytest.raises(LowdimError) as caught:
         parse_draw(text)
@@ -123,6 +140,7 @@ def test_the_suggested_flags_draw_what_results_md_measured_and_lowdim_generate_r
     assert parts_flags(suggested_parts(0.0)) == "--text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8"
     assert parts_flags(suggested_parts(0.05)) == "--text-encoder-scale 0 --adapter-start 0.2 --adapter-end 0.8"
     assert parts_flags(DrawParts()) == ""
+    assert parts_flags(DrawParts(cross_attention_scale=0.5)) == "--cross-attention-scale 0.5"
     asked = []
     monkeypatch.setattr(lowdim_sd.generate, "generate", lambda model, config, *_, **__: asked.append(config) or [])
     monkeypatch.setattr(lowdim_sd.generate, "save_generated", lambda *_, **__: ([], tmp_path / "grid.png"))

@@ -192,7 +192,9 @@ def test_personalize_writes_fp16_by_default_and_save_dtype_chooses(tiny_sd, face
     command, flags = shlex.split(draw.removeprefix("draw it: ")), shlex.split(hint.split(" to keep ")[0])
     assert command[:2] == ["lowdim", "generate"]
     assert flags == ["--text-encoder-scale", "0", "--adapter-start", "0.3", "--adapter-end", "0.8"]
-    code, drawn = run(capsys, *command[1:], *flags, "--steps", 2, "-o", tmp_path / "drawn")
+    every_style = shlex.split(hint.split(" and ")[1].split(" too ")[0])
+    assert every_style == ["--cross-attention-scale", "0.25"]
+    code, drawn = run(capsys, *command[1:], *flags, *every_style, "--steps", 2, "-o", tmp_path / "drawn")
     assert code == 0 and (tmp_path / "drawn" / "grid.png").is_file(), drawn
     code, text = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "j", "--save-dtype", "fp8")
     assert code == 1 and "--save-dtype" in text and "fp8" in text and "Traceback" not in text
