@@ -21,7 +21,7 @@ from lowdim.metrics import PROMPT, SUBJECT, metric_axis
 from lowdim_sd.bench.report import Row
 from lowdim_sd.images import save_png
 
-SIZE = (760, 560)
+SIZE = (760, 660)
 LABEL_WIDTH = 40  # characters per line of a dot's label
 LABEL_OVER_LABEL = 4.0  # how much worse a label hiding another label is than one hiding a dot's bar
 LEADER_FROM = 14  # pixels between a label and its dot beyond which a line joins them
@@ -29,6 +29,8 @@ MARGIN = (78, 40, 30, 62)  # left, top, right, bottom: room for the tick labels 
 # In square pixels of hidden marks: worse than covering a dot or an error bar, better than hiding most of
 # another label (LABEL_OVER_LABEL times its area), which no one can read.
 MISLEADING_COST = 3000.0
+REPLACE_ROUNDS = 6  # passes that move each label again once all are placed
+LIFTS = (16, 32, 48, 64, 80, 100, 120)  # pixels a label may move up or down from beside its dot (with a leader line)
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 128), (128, 128, 0),
            (0, 0, 0), (153, 0, 76), (0, 120, 90), (200, 150, 0))  # 16: the TinyFaces table has 14 rows
@@ -141,10 +143,23 @@ def place_labels(canvas: Canvas, found: Sequence[Point], sizes: Sequence[tuple[f
     dots = [canvas.pixel(point.x, point.y) for point in found]
     left, top, right, bottom = canvas.margin
     plot = (left, top, canvas.size[0] - right, canvas.size[1] - bottom)
+    spots = [[box for box in _candidates(x, y, size) if _inside(box, plot)] or list(_candidates(x, y, size))
+             for (x, y), size in zip(dots, sizes, strict=True)]
     placed: list[Box] = []
-    for (x, y), size in zip(dots, sizes, strict=True):
-        candidates = [box for box in _candidates(x, y, size) if _inside(box, plot)] or list(_candidates(x, y, size))
-        placed.append(min(candidates, key=lambda box: _label_cost(box, (x, y), dots, obstacles, placed)))
+    for dot, candidates in zip(dots, spots, strict=True):
+        placed.append(min(candidates, key=lambda box: _label_cost(box, dot, dots, obstacles, placed)))
+    # Placed one by one, an early label takes a spot a later one needed: move each again against all the
+    # others until none moves (a few rounds; each move lowers the total cost, so it ends).
+    for _ in range(REPLACE_ROUNDS):
+        moved = False
+        for index, (dot, candidates) in enumerate(zip(dots, spots, strict=True)):
+            others = placed[:index] + placed[index + 1:]
+            best = min(candidates, key=lambda box: _label_cost(box, dot, dots, obstacles, others))
+            if _label_cost(best, dot, dots, obstacles, others) < _label_cost(placed[index], dot, dots, obstacles,
+                                                                             others):
+                placed[index], moved = best, True
+        if not moved:
+            break
     return placed
 
 
@@ -173,7 +188,7 @@ def _candidates(x: float, y: float, size: tuple[float, float]):
         yield (x - 8 - width, top, x - 8, top + height)
     yield (x + 8, y - height / 2, x + 8 + width, y + height / 2)
     yield (x - 8 - width, y - height / 2, x - 8, y + height / 2)
-    for lift in (16, 32, 48, 64, 80):
+    for lift in LIFTS:
         for top in (y - 6 - height - lift, y + 6 + lift):
             yield (x + 8, top, x + 8 + width, top + height)
             yield (x - 8 - width, top, x - 8, top + height)
