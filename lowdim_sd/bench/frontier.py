@@ -149,14 +149,17 @@ def place_labels(canvas: Canvas, found: Sequence[Point], sizes: Sequence[tuple[f
     for dot, candidates in zip(dots, spots, strict=True):
         placed.append(min(candidates, key=lambda box: _label_cost(box, dot, dots, obstacles, placed)))
     # Placed one by one, an early label takes a spot a later one needed: move each again against all the
-    # others until none moves (a few rounds; each move lowers the total cost, so it ends).
+    # others, for at most REPLACE_ROUNDS rounds or until none moves.
     for _ in range(REPLACE_ROUNDS):
         moved = False
         for index, (dot, candidates) in enumerate(zip(dots, spots, strict=True)):
             others = placed[:index] + placed[index + 1:]
-            best = min(candidates, key=lambda box: _label_cost(box, dot, dots, obstacles, others))
-            if _label_cost(best, dot, dots, obstacles, others) < _label_cost(placed[index], dot, dots, obstacles,
-                                                                             others):
+
+            def cost(box: Box, dot=dot, others=others) -> float:
+                return _label_cost(box, dot, dots, obstacles, others)
+
+            best = min(candidates, key=cost)
+            if cost(best) < cost(placed[index]):
                 placed[index], moved = best, True
         if not moved:
             break
