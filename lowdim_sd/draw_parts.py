@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lowdim
 from lowdim.errors import LowdimError
@@ -182,10 +182,16 @@ def suggested_parts(keep_styles: float) -> DrawParts:
     return DrawParts(text_encoder_scale=0.0, adapter_start=0.2 if keep_styles else 0.3, adapter_end=0.8)
 
 
-# The UNet part's cross-attention at a quarter, on top of the suggested window: every style of the test faces
-# that the base model told the same words takes (0.997), for 0.053 of the face's 0.356 (docs/results.md,
-# session 24). The suggestion keeps the face; this is the trade a user may add.
+# The UNet part's cross-attention at a quarter, on top of the suggested window: on the test faces 0.997 of the
+# styles, as many as the base model told the same words takes, for 0.049 of the plain file's 0.333 identity
+# (0.053 of a keep-styles file's 0.356; docs/results.md, session 24). The suggestion keeps the face; this is
+# the trade a user may add.
 EVERY_STYLE_CROSS_ATTENTION = 0.25
+
+
+def every_style_parts(keep_styles: float) -> DrawParts:
+    """The suggested window with the cross-attention part at EVERY_STYLE_CROSS_ATTENTION."""
+    return replace(suggested_parts(keep_styles), cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION)
 
 
 def parts_flags(parts: DrawParts) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
-from lowdim_sd.draw_parts import EVERY_STYLE_CROSS_ATTENTION, draw_text, suggested_parts
+from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
 from lowdim_sd.ui.studio import RunRecord, RunSettings, Studio, crop_preview, list_runs, read_run
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
@@ -33,8 +32,7 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
                 ("parts apart, most of the styles: UNet part from 30% to 80%",
                  draw_text(1.0, suggested_parts(keep_styles=0.0))),
                 ("parts apart, every style: and its cross-attention at 0.25, for some of the face",
-                 draw_text(1.0, replace(suggested_parts(keep_styles=0.0),
-                                        cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION)))]
+                 draw_text(1.0, every_style_parts(keep_styles=0.0)))]
 
 
 def on_page(fn: Callable) -> Callable:

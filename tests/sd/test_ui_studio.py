@@ -242,10 +242,11 @@ def test_a_lowdim_error_on_the_page_is_its_first_line_and_others_are_named_unexp
 
 def test_each_how_to_draw_choice_is_a_draw_the_parser_reads_and_the_choices_differ():
     pytest.importorskip("gradio")
-    from lowdim_sd.draw_parts import parse_draw, suggested_parts
+    from lowdim_sd.draw_parts import every_style_parts, parse_draw, suggested_parts
     from lowdim_sd.ui.page import DRAW_CHOICES
 
     draws = [parse_draw(text) for _, text in DRAW_CHOICES]
     assert len(set(draws)) == len(draws) == len({label for label, _ in DRAW_CHOICES})
     assert (1.0, suggested_parts(keep_styles=0.0)) in draws  # what personalize's `draw it:` line suggests
     assert any(parts.cross_attention_scale < 1.0 for _, parts in draws)
+    assert (1.0, every_style_parts(keep_styles=0.0)) in draws  # the trade personalize prints beside it
