@@ -1,7 +1,9 @@
-"""Where a rank-relaxed finetune step's time goes: torch.profiler over warm steps of personalize's path.
+"""Where personalize's time goes on a GPU: the merge (cProfile) and a rank-relaxed finetune step (torch.profiler),
+eager and with the UNet replayed from CUDA graphs (``--cuda-graphs``).
 
 Issue 18's GPU goal (personalize in ≤ 5 s) needs a step well under 0.1 s at 512 px; this says whether a
-step is bound by the GPU's kernels or by the host launching them, and which operations cost most.
+step is bound by the GPU's kernels or by the host launching them, which operations cost most, and what of
+the merge's 3.2 s (H200, 2026-11-30) is host work.
 
     python benchmarks/profile_step.py MODEL_DIR [--device cuda] [--dtype fp16] [--steps 4] > profile.txt
 
@@ -11,7 +13,12 @@ MODEL_DIR is any diffusers SD folder, e.g. the random SD1.5 that `lowdim bench s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import pstats
+import sys
 import time
+import traceback
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -33,14 +40,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=None)
     args = parser.parse_args()
     model = load_sd(args.model_dir, args.device, args.dtype)
-    adapters = lowdim.Adapters(model.modules)
-    adapters.add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
-    trainable = relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "profile", "token": "sks"})
+    for when in ("cold", "warm"):  # warm: LiDB's bases are cached, as when a process personalizes again
+        lowdim.Adapters(model.modules).remove_all()
+        with cprofiled(f"merge ({when}): add a LiDB, relax it to a merged stack with LoRA r=4", model.device):
+            trainable = relaxed_start(model)
     size = args.resolution or model.resolution
     subjects = [Subject(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1, 0)]
 
-    def run(steps: int) -> float:
-        config = TrainConfig(steps=steps, learning_rate=defaults.FINETUNE_LR, seed=0)
+    def run(steps: int, graphs: bool = False) -> float:
+        config = TrainConfig(steps=steps, learning_rate=defaults.FINETUNE_LR, seed=0, cuda_graphs=graphs)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -62,6 +70,31 @@ def main() -> None:
     for key in (["self_cuda_time_total"] if model.device.type == "cuda" else []) + ["self_cpu_time_total"]:
         print(f"\n== top operations by {key} ==")
         print(events.table(sort_by=key, row_limit=25, max_name_column_width=60))
+    if model.device.type == "cuda":
+        try:  # each run captures its own graph: the difference between the two runs is 36 steps' replay
+            for steps in (args.steps, 40):
+                print(f"CUDA graphs, {steps} steps: {run(steps, graphs=True):.3f} s in all, capture included")
+        except Exception:  # what a capture fails on is this script's finding, not its end
+            traceback.print_exc(file=sys.stdout)
+
+
+def relaxed_start(model):
+    adapters = lowdim.Adapters(model.modules)
+    adapters.add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
+    return relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "profile", "token": "sks"})
+
+
+@contextlib.contextmanager
+def cprofiled(title: str, device: torch.device):
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    profiler.disable()
+    print(f"\n== {title}: {time.perf_counter() - started:.3f} s ==")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(12)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import Device, Dtype, Model, ModelConfig, Resolution, SaveDtype
+from lowdim_cli.sd_commands import CUDA_GRAPHS_HELP, Device, Dtype, Model, ModelConfig, Resolution, SaveDtype
 from lowdim_sd import defaults
 
 out = Console()
@@ -90,6 +90,7 @@ def personalize(
         help="Recompute activations in the backward pass: slower steps (1.8x), the same adapter. Off by default: "
              "SD1.5 at 512 px in fp16 peaks at 4.2 GiB with or without it (measured on an H200), so an 8 GB card "
              "needs nothing; it helps at larger resolutions.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(help=CUDA_GRAPHS_HELP)] = False,
     resolution: Resolution = None,
     save_dtype: SaveDtype = "fp16",
     device: Device = "auto",
@@ -114,7 +115,7 @@ def personalize(
                          model_config=model_config,
                          hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,
                          crop=crop, crop_margin=crop_margin, face_index=face_index, overwrite=overwrite,
-                         gradient_checkpointing=gradient_checkpointing)
+                         gradient_checkpointing=gradient_checkpointing, cuda_graphs=cuda_graphs)
     result = run(job)
     table = Table(title="stages")
     table.add_column("stage")

@@ -16,6 +16,9 @@ out = Console()
 Model = Annotated[str, typer.Option(
     "--model", "-m", help="sd15, tinyfaces, any registered name, a hub id, a diffusers folder or a .safetensors file.")]
 Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")]
+CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the UNet's forward and backward once and replay them every step (the "
+                    "same steps, far fewer kernel launches). Experimental, not yet timed on a GPU: see "
+                    "docs/benchmarks.md. Needs --mixed-precision no and no --gradient-checkpointing.")
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
     help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture.")]
@@ -56,6 +59,7 @@ def train(
     augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(help=CUDA_GRAPHS_HELP)] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapters, checkpoints).")] = Path("out"),
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
@@ -90,7 +94,7 @@ def train(
         steps=(defaults.FINETUNE_STEPS if init else defaults.STEPS) if steps is None else steps,
         batch_size=batch_size, grad_accum=grad_accum,
         prompt=prompt, token=token, seed=seed, augment=augment, mixed_precision=mixed_precision,
-        gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every)
+        gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, cuda_graphs=cuda_graphs)
     job = TrainJob(model=model, images=images or [], subjects=subjects, space=space,
                    space_options=parse_options(set_ or []), layers=layers, full=full,
                    train_text_encoder=train_text_encoder, initial=init, rank=4 if rank is None else rank,

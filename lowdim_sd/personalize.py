@@ -33,8 +33,9 @@ from lowdim_sd.draw_parts import DrawParts, describe_draw, draw_text, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import check_resolution, with_looks
 from lowdim_sd.images import to_pil
-from lowdim_sd.loading import SDModel, canonical_model, load_sd
+from lowdim_sd.loading import SDModel, canonical_model, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
+from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
 
 
@@ -77,6 +78,7 @@ class PersonalizeJob:
     face_index: int | None = None  # which face when there are several (0: the largest)
     overwrite: bool = False  # replace the files an earlier run wrote to ``out`` (else refused)
     gradient_checkpointing: bool = False  # at 512 px it saves nothing measurable on a GPU (docs/benchmarks.md)
+    cuda_graphs: bool = False  # replay the finetune's UNet from CUDA graphs (lowdim_sd.step_graphs)
 
 
 SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)
@@ -206,6 +208,8 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
                           "nothing to keep")
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
     TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, keep_styles=job.keep_styles).validate()
+    if job.cuda_graphs:
+        check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
     if job.keep_styles and job.only_hyper:
         raise LowdimError("--keep-styles shapes the fast finetune, which --only-hyper skips")
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
@@ -344,7 +348,7 @@ def finetune_config(run: PersonalizeRun) -> TrainConfig:
     job = run.job
     return TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size,
                        token=job.token, seed=run.seed, gradient_checkpointing=job.gradient_checkpointing,
-                       keep_styles=job.keep_styles, style_prompts=run.preview_prompts)
+                       keep_styles=job.keep_styles, style_prompts=run.preview_prompts, cuda_graphs=job.cuda_graphs)
 
 
 def recipe(run: PersonalizeRun) -> dict:

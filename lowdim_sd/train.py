@@ -23,6 +23,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.loading import SDModel
+from lowdim_sd.step_graphs import UNetRunner, eager_unet, unet_runner
 
 IDENTIFIER = "[V]"
 MIXED_PRECISION = runs.MIXED_PRECISION
@@ -68,6 +69,9 @@ class TrainConfig:
     # > 0: add lowdim_sd.style_delta's loss with this weight, over these prompts (each with [V]).
     keep_styles: float = 0.0
     style_prompts: tuple[str, ...] = ()
+    # Replay the UNet's forward and backward from CUDA graphs (lowdim_sd.step_graphs): same steps, fewer
+    # kernel launches on a host-bound GPU.
+    cuda_graphs: bool = False
 
     def validate(self) -> None:
         """One line naming the first setting no training can run with (before any model loads)."""
@@ -145,14 +149,15 @@ def _interleave(parts: list[Tensor]) -> Tensor:
 
 
 def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
-                     input_ids: Tensor, teacher=None, styles=None) -> Tensor:
+                     input_ids: Tensor, teacher=None, styles=None, unet: UNetRunner | None = None) -> Tensor:
     """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type.
 
     ``teacher(noisy, timesteps)``, when given, replaces the regression target (the noise, or v) with its
     own prediction: distillation, whose target carries none of the noise's variance. ``styles``, a
     lowdim_sd.style_delta.StyleTerm (one subject), adds --keep-styles' rows to the same UNet call and its
-    loss to the result.
+    loss to the result. ``unet(noisy, timesteps, hidden)`` is how the UNet is called (default: eagerly).
     """
+    unet = unet or eager_unet(model.pipe.unet)
     draws = [_subject_draws(model, s, config, step, micro) for s in subjects]
     device, dtype = model.device, model.dtype
     images, vae_noise, noise, timesteps = (_interleave([d[i] for d in draws]).to(device) for i in range(4))
@@ -171,11 +176,11 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
             target = teacher(noisy, timesteps)
     hidden = _encode_prompt(pipe.text_encoder, input_ids.to(device), len(subjects), len(images))
     if styles is None:
-        prediction = pipe.unet(noisy, timesteps, hidden).sample
+        prediction = unet(noisy, timesteps, hidden)
     else:
         generator = _generator(subjects[0].seed + 1, step, micro)  # apart from the batch's own draws
         *extended, rows = styles.extend(model, noisy, timesteps, hidden, generator)
-        prediction = pipe.unet(*extended).sample
+        prediction = unet(*extended)
         style_loss = styles.loss(model, prediction, rows)
         prediction = prediction[:len(noisy)]
     per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -219,6 +224,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     """
     config.validate()
     check_precision(model, config, trainable)
+    unet = unet_runner(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
     if len(subjects) != trainable.num_subjects:
         raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
     optimizer = make_optimizer(trainable.parameters, config)
@@ -247,7 +253,8 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
-                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles)
+                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
+                                 unet)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
                 updating = True
                 scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
@@ -278,7 +285,7 @@ def make_optimizer(parameters: list, config: TrainConfig) -> torch.optim.Optimiz
 
 
 # Options a resumed run may change: how long it runs and how it checkpoints, not what it computes.
-RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints")
+RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "cuda_graphs")
 
 
 def run_settings(config: TrainConfig, trainable: Trainable) -> dict:
@@ -317,12 +324,13 @@ def _style_term(model, subjects, trainable, config: TrainConfig):
     return StyleTerm(prompts, trainable.adapters, trainable.name, config.keep_styles, subjects[0].images[:1])
 
 
-def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles=None) -> float:
+def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles=None,
+              unet: UNetRunner | None = None) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
         with runs.autocast(model.device, config.mixed_precision):
-            losses = denoising_losses(model, subjects, config, step, micro, input_ids, styles=styles)
+            losses = denoising_losses(model, subjects, config, step, micro, input_ids, styles=styles, unet=unet)
         # Summing over subjects gives each subject's slice exactly its own gradient.
         scaler.scale(losses.sum() / config.grad_accum).backward()
         total += float(losses.detach().mean()) / config.grad_accum
@@ -347,9 +355,16 @@ def _guard(loss: float, step: int, trainable, out_dir: Path | None, checkpoint,
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:
-    """Whether every element is finite, read back once: a read per tensor stalls a GPU hundreds of times a
-    step (SD1.5's rank-relaxed LoRA has 352 gradient tensors)."""
+    """Whether every element is finite, read back once.
+
+    A host-bound GPU step pays per kernel launched, and isfinite is five kernels per tensor: 1,760 a step
+    for SD1.5's 352 rank-relaxed gradients. A norm is infinite or NaN whenever an element is, so one
+    multi-tensor norm answers for all of them; only a norm that overflows on finite elements (large fp16
+    values) needs the element-wise look.
+    """
     if not tensors:
+        return True
+    if bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors))):
         return True
     return bool(torch.stack([torch.isfinite(tensor).all() for tensor in tensors]).all())
 

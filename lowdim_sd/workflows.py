@@ -13,8 +13,9 @@ from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import collect_images, load_references
-from lowdim_sd.loading import SDModel, load_sd
+from lowdim_sd.loading import SDModel, load_sd, resolve_device
 from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
+from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 
@@ -120,6 +121,8 @@ def output_names(job: TrainJob) -> list[Path]:
 @runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
 def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
     config = job.config
+    if config.cuda_graphs and model is None:  # before the model loads; train() checks a given model
+        check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
     earlier = checkpoints.latest(job.out)
     if earlier is not None and not job.resume:
         if not job.overwrite:

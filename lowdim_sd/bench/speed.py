@@ -65,6 +65,7 @@ def tasks(scale: Scale) -> list[Task]:
         Task("hypernet", ("hyper_k1", "hyper_k4"), measures.measure_hypernet),
         Task("merge", ("merge",), measures.measure_merge),
         Task("finetune", ("finetune", "warmup"), measures.measure_finetune),
+        Task("finetune-graphs", ("finetune_graphs",), measures.measure_finetune_graphs),
         Task("memory", ("memory", "memory_gc"), measures.measure_memory),
         Task("generate", ("generate",), measures.measure_generate),
         Task("lora-db", ("lora_db",), measures.measure_lora_dreambooth),

@@ -178,16 +178,21 @@ def measure_merge(ctx: SpeedContext) -> dict:
 
 
 def train_run(ctx: SpeedContext, model: SDModel, trainable, steps: int, learning_rate: float, subjects: int = 1,
-              mixed_precision: str = "no", checkpointing: bool = False) -> float:
-    """Seconds of one run of the training engine (``train``), as personalize, train and precompute call it."""
+              mixed_precision: str = "no", checkpointing: bool = False, cuda_graphs: bool = False,
+              losses: list | None = None) -> float:
+    """Seconds of one run of the training engine (``train``), as personalize, train and precompute call it;
+    the run's losses go to ``losses`` when given."""
     from lowdim_sd.train import Subject, TrainConfig, train
 
     reference = ctx.reference()[None]
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=0, mixed_precision=mixed_precision,
-                         gradient_checkpointing=checkpointing)
+                         gradient_checkpointing=checkpointing, cuda_graphs=cuda_graphs)
     clock = Clock(ctx.device)
     with clock.timed():
-        train(model, [Subject(reference, seed) for seed in range(subjects)], trainable, config, progress=False)
+        result = train(model, [Subject(reference, seed) for seed in range(subjects)], trainable, config,
+                       progress=False)
+    if losses is not None:
+        losses.extend(result.losses)
     return clock.samples[0]
 
 
@@ -212,6 +217,33 @@ def measure_finetune(ctx: SpeedContext) -> dict:
     set_up = max(first - warm * timed / steps, 0.0)
     return {"finetune": record(ctx.label("finetune"), [timed], steps=steps),
             "warmup": record(ctx.label("warmup"), [set_up], first_run_seconds=first, first_run_steps=warm)}
+
+
+GRAPHS_CHECK_STEPS = 4
+GRAPHS_TOLERANCE = 1e-2  # relative loss difference: fp16 kernels may differ in order, a wrong graph far more
+
+
+def measure_finetune_graphs(ctx: SpeedContext) -> dict:
+    """The 40 steps with the UNet replayed from CUDA graphs (``--cuda-graphs``), after the eager ``finetune``
+    task has paid the process's set-up. Timed as personalize runs it: one ``train`` call, its capture
+    included. First the same few steps from the same start, eager and graphed: a graph that computes
+    something else is reported as such, never as a time."""
+    label = ctx.label("finetune_graphs")
+    if ctx.device.type != "cuda":
+        return {"finetune_graphs": skipped(label, "CUDA graphs need a CUDA GPU")}
+    runs = {}
+    for graphs in (False, True):
+        model, runs[graphs] = ctx.model(), []
+        train_run(ctx, model, relaxed_start(model, ctx.prediction()), GRAPHS_CHECK_STEPS, defaults.FINETUNE_LR,
+                  cuda_graphs=graphs, losses=runs[graphs])
+    difference = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(runs[False], runs[True], strict=True))
+    if difference > GRAPHS_TOLERANCE:
+        return {"finetune_graphs": skipped(label, f"graphed losses differ from eager by {difference:.1%}")}
+    model = ctx.model()
+    trainable = relaxed_start(model, ctx.prediction())
+    steps = ctx.scale.finetune_steps
+    seconds = train_run(ctx, model, trainable, steps, defaults.FINETUNE_LR, cuda_graphs=True)
+    return {"finetune_graphs": record(label, [seconds], steps=steps, loss_difference=difference)}
 
 
 def measure_memory(ctx: SpeedContext) -> dict:

@@ -24,6 +24,7 @@ def labels(scale: Scale) -> dict[str, str]:
         "merge": "merge the prediction, add LoRA r=4",
         "finetune": f"{steps} rank-relaxed finetune steps (warm)",
         "warmup": "first training run's one-time set-up (once per process)",
+        "finetune_graphs": f"{steps} rank-relaxed steps, UNet replayed from CUDA graphs (capture included)",
         "generate": f"one {scale.sample_steps}-step generation (guided)",
         "memory": f"personalize path: prediction, merge, {scale.memory_steps} steps",
         "memory_gc": "the same with gradient checkpointing",
@@ -49,7 +50,7 @@ def sections(scale: Scale) -> list[tuple[str, list[str]]]:
     kinds = [f"{kind}_{who}_r{rank}" for kind in ("step", "infer") for rank in (1, 4) for who in ("lowdim", "peft")]
     return [
         ("personalize, stage by stage", ["load", "crop", "hyper_k1", "hyper_k4", "merge", "finetune", "warmup",
-                                         "generate"]),
+                                         "finetune_graphs", "generate"]),
         ("DreamBooth, the same steps", ["lora_db", "full_db"]),
         ("adapter cost", ["step_lora_r1", "step_lidb", "infer_none", "infer_lidb_unmerged", "infer_lidb_merged"]),
         ("lowdim against peft, same layers", kinds),
@@ -110,6 +111,8 @@ def derived(scale: Scale) -> dict[str, tuple[str, Term]]:
         # The crop runs on the CPU whatever the device, and needs the faces extra: left out of the sum.
         "personalize_whole": ("whole path: load, prediction, merge, set-up, steps, one generation (no crop)",
                               Term(("load", "hyper_k4", "merge", "warmup", "finetune", "generate"))),
+        "personalize_graphs": (f"personalize with --cuda-graphs: prediction k=4 + merge + {steps} steps",
+                               Term(("hyper_k4", "merge", "finetune_graphs"))),
         "full_db_extrapolated": (f"full DreamBooth, {full:,} steps ({steps} measured x {full / steps:g})",
                                  Term(("full_db",), full / steps)),
     }
@@ -122,6 +125,11 @@ def ratios(scale: Scale) -> list[tuple[str, str, Term, Term, Goal | None]]:
         ("dreambooth_vs_personalize", f"full DreamBooth {scale.dreambooth_steps:,} steps / personalize",
          Term(("full_db",), scale.dreambooth_steps / steps), Term(("hyper_k4", "merge", "finetune")),
          Goal(">=", 40, "cuda")),
+        ("dreambooth_vs_personalize_graphs", f"full DreamBooth {scale.dreambooth_steps:,} steps (eager) / "
+         "personalize with --cuda-graphs", Term(("full_db",), scale.dreambooth_steps / steps),
+         Term(("hyper_k4", "merge", "finetune_graphs")), Goal(">=", 40, "cuda")),
+        ("eager_vs_graphs", f"{steps} rank-relaxed steps, eager / CUDA graphs", Term(("finetune",)),
+         Term(("finetune_graphs",)), None),
         ("lora_db_vs_finetune", f"{steps} LoRA DreamBooth steps / {steps} rank-relaxed steps", Term(("lora_db",)),
          Term(("finetune",)), None),
         ("lidb_vs_lora_r1", "train step, LiDB / LoRA r=1", Term(("step_lidb",)), Term(("step_lora_r1",)),

@@ -42,6 +42,9 @@ def test_quick_run_measures_every_row_and_writes_table_and_json(quick_run):
     measurements = report["measurements"]
     assert sorted(measurements) == sorted(ALL_KEYS)
     for key, entry in measurements.items():
+        if key == "finetune_graphs":  # CUDA graphs: a GPU-only row, said so on a CPU
+            assert entry["skipped"] == "CUDA graphs need a CUDA GPU"
+            continue
         if entry.get("skipped"):  # only the crop may be missing here, and only without a face detector
             assert key == "crop", entry
             continue
@@ -83,8 +86,32 @@ def test_quick_run_ratios_come_from_the_measured_seconds(quick_run):
     assert ratios["batched_k8_speedup"] == pytest.approx(8 * s["batched_k1"] / s["batched_k8"])
     peaks = {key: report["measurements"][key]["peak_bytes"] for key in ("memory", "memory_gc")}
     assert ratios["checkpointing_memory"] == pytest.approx(peaks["memory_gc"] / peaks["memory"])
+    assert ratios["eager_vs_graphs"] is None and report["derived"]["personalize_graphs"]["seconds"] is None
     # the tiny models of the quick scale say nothing about SD1.5's goals: none is judged
     assert all(row["met"] is None for row in report["ratios"])
+
+
+@pytest.mark.parametrize("graphed_losses, timed", [([1.0, 2.0], True), ([1.0, 2.5], False)])
+def test_a_graphed_finetune_is_timed_only_when_its_steps_match_the_eager_ones(monkeypatch, graphed_losses, timed):
+    runs = []
+
+    def fake_train_run(ctx, model, trainable, steps, learning_rate, cuda_graphs=False, losses=None):
+        runs.append((steps, cuda_graphs))
+        if losses is not None:
+            losses.extend(graphed_losses if cuda_graphs else [1.0, 2.0])
+        return 3.0
+
+    monkeypatch.setattr(speed_measures, "train_run", fake_train_run)
+    monkeypatch.setattr(speed_measures, "relaxed_start", lambda model, prediction: None)
+    ctx = type("Ctx", (), {"device": torch.device("cuda"), "scale": QUICK, "model": lambda self: None,
+                           "prediction": lambda self: None, "label": lambda self, key: key})()
+    entry = speed_measures.measure_finetune_graphs(ctx)["finetune_graphs"]
+    if timed:
+        assert entry["seconds"] == 3.0 and entry["detail"]["loss_difference"] == 0.0
+        assert runs[-1] == (QUICK.finetune_steps, True)
+    else:  # a graph that computes something else is never reported as a time
+        assert entry["seconds"] is None and entry["skipped"] == "graphed losses differ from eager by 25.0%"
+        assert runs == [(speed_measures.GRAPHS_CHECK_STEPS, False), (speed_measures.GRAPHS_CHECK_STEPS, True)]
 
 
 @pytest.mark.slow

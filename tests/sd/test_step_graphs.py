@@ -1,0 +1,152 @@
+"""Kernel launches of a training step: the one-read finiteness check, and the UNet replayed from CUDA graphs.
+
+On a CPU the graph path runs with a stand-in capture that checks what a graph would be given (placeholders
+of each call's shape, dtype and gradient need) and then calls the UNet: the engine's side of the contract.
+The real capture runs only where CUDA is (the GPU session's check, skipped in CI).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import lowdim
+from lowdim_sd import step_graphs
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import adapter_trainable, relaxed_trainable, resolve_layers
+from lowdim_sd.train import Subject, TrainConfig, _all_finite, train
+
+STYLES = ("a [V] face at night", "a pencil sketch of a [V] face")
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.__name__.split(".")[0]] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.sampled_from(["fp32", "fp16"]),
+                          st.sampled_from([None, "nan", "inf", "-inf", "big"])), min_size=1, max_size=8),
+       st.integers(0, 2**31 - 1))
+def test_all_finite_agrees_with_every_element(specs, seed):
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for size, dtype, poison in specs:
+        tensor = torch.randn(size, generator=generator).to(torch.float16 if dtype == "fp16" else torch.float32)
+        if poison == "big":  # finite, yet its norm overflows fp16: the element-wise look must decide
+            tensor[:] = 60000.0 if dtype == "fp16" else 3e37
+        elif poison:
+            tensor[int(torch.randint(size, (1,), generator=generator))] = float(poison)
+        tensors.append(tensor)
+    assert _all_finite(tensors) == all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def test_the_finiteness_check_launches_as_many_kernels_for_many_tensors_as_for_few():
+    def kernels(count: int) -> int:
+        tensors = [torch.randn(7) for _ in range(count)]
+        with CountOps() as mode:
+            assert _all_finite(tensors)
+        return sum(mode.counts.values())
+
+    assert kernels(300) == kernels(3) < 12  # the per-tensor check it replaced: 5 a tensor, 1,760 for SD1.5
+
+
+def stand_in_capture(log: list):
+    """What torch.cuda.make_graphed_callables is given, checked, and the call run eagerly."""
+    def capture(call, sample):
+        log.append([(tuple(t.shape), t.dtype, t.requires_grad) for t in sample])
+
+        def replay(*inputs):
+            assert [(tuple(t.shape), t.dtype, t.requires_grad) for t in inputs] == log[-1]
+            return call(*inputs)
+        return replay
+    return capture
+
+
+def relaxed(tiny_sd, merge_frozen: bool = True):
+    model = load_sd(str(tiny_sd))
+    lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    return model, relaxed_trainable(model, "initial", rank=2, merge_frozen=merge_frozen,
+                                    metadata={"base_model": "tiny", "token": "sks"})
+
+
+@pytest.mark.parametrize("keep_styles", [0.0, 0.5])
+def test_graphed_runs_take_the_eager_runs_steps_and_capture_once(tiny_sd, faces, monkeypatch, keep_styles):
+    monkeypatch.setattr(step_graphs, "check_graphs", lambda *args: None)  # the CPU stands in for a GPU here
+    log: list = []
+    monkeypatch.setattr(step_graphs, "cuda_capture", stand_in_capture(log))
+    runs = {}
+    for graphs in (False, True):
+        model, trainable = relaxed(tiny_sd, merge_frozen=not keep_styles)  # as personalize --keep-styles
+        config = TrainConfig(steps=3, learning_rate=1e-2, cuda_graphs=graphs, keep_styles=keep_styles,
+                             style_prompts=STYLES if keep_styles else ())
+        result = train(model, [Subject(faces[:1], 0)], trainable, config, progress=False)
+        runs[graphs] = result.losses, trainable.state()
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(runs[True][1][key], value) for key, value in runs[False][1].items())
+    rows = 1 if not keep_styles else 1 + 2 * len(STYLES)  # the batch, then --keep-styles' face and styled rows
+    assert len(log) == 1 and log[0][0][0][0] == rows  # one capture for the run, at its batch
+    assert log[0][2][2]  # the prompt's states need gradients: the text encoder's adapter trains through them
+
+
+def test_a_new_run_captures_its_own_graph(tiny_sd, faces, monkeypatch):
+    monkeypatch.setattr(step_graphs, "check_graphs", lambda *args: None)
+    log: list = []
+    monkeypatch.setattr(step_graphs, "cuda_capture", stand_in_capture(log))
+    model, trainable = relaxed(tiny_sd)
+    for _ in range(2):  # a graph replays what it captured: one made for another run must not be reused
+        train(model, [Subject(faces[:1], 0)], trainable, TrainConfig(steps=2, cuda_graphs=True), progress=False)
+    assert len(log) == 2
+
+
+def test_graphs_are_refused_where_they_cannot_run(tiny_sd, faces):
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    with pytest.raises(lowdim.LowdimError, match="--cuda-graphs needs a CUDA GPU; the model is on cpu"):
+        train(model, [Subject(faces[:1], 0)], trainable, TrainConfig(steps=1, cuda_graphs=True), progress=False)
+    cuda = torch.device("cuda")
+    with pytest.raises(lowdim.LowdimError, match="instead of --mixed-precision"):
+        step_graphs.check_graphs(cuda, "fp16", False)
+    with pytest.raises(lowdim.LowdimError, match="--gradient-checkpointing"):
+        step_graphs.check_graphs(cuda, "no", True)
+
+
+@pytest.mark.parametrize("command", [["personalize", "--image", "FACE", "--no-preview", "--no-crop"],
+                                     ["train", "-i", "FACE"]])
+def test_the_cli_refuses_cuda_graphs_on_a_cpu_in_one_line_before_loading(tiny_sd, face, tmp_path, command, capsys,
+                                                                        monkeypatch):
+    from lowdim_cli.main import main
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the flag was refused")
+
+    monkeypatch.setattr("lowdim_sd.personalize.load_sd", no_loading)
+    monkeypatch.setattr("lowdim_sd.workflows.load_sd", no_loading)
+    args = [part.replace("FACE", str(face)) for part in command]
+    code = main([*args, "--model", str(tiny_sd), "--out", str(tmp_path / "out"), "--device", "cpu", "--cuda-graphs"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines()[-1].endswith("--cuda-graphs needs a CUDA GPU; the model is on cpu")
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_real_graphs_match_eager_steps_on_a_gpu(tiny_sd, faces):
+    runs = {}
+    for graphs in (False, True):
+        model = load_sd(str(tiny_sd), device="cuda", dtype="fp32")
+        lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+        trainable = relaxed_trainable(model, "initial", rank=2, metadata={"base_model": "tiny", "token": "sks"})
+        config = TrainConfig(steps=4, learning_rate=1e-2, cuda_graphs=graphs)
+        runs[graphs] = train(model, [Subject(faces[:1], 0)], trainable, config, progress=False).losses
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
