@@ -1,5 +1,5 @@
 """Where personalize's time goes on a GPU: the merge (cProfile) and a rank-relaxed finetune step (torch.profiler),
-eager and with the UNet replayed from CUDA graphs (``--cuda-graphs``).
+eager and with the text encoder and the UNet replayed from CUDA graphs (``--cuda-graphs``).
 
 Issue 18's GPU goal (personalize in ≤ 5 s) needs a step well under 0.1 s at 512 px; this says whether a
 step is bound by the GPU's kernels or by the host launching them, which operations cost most, and what of

@@ -16,9 +16,10 @@ out = Console()
 Model = Annotated[str, typer.Option(
     "--model", "-m", help="sd15, tinyfaces, any registered name, a hub id, a diffusers folder or a .safetensors file.")]
 Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")]
-CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the UNet's forward and backward once and replay them every step (the "
-                    "same steps, far fewer kernel launches). Experimental, not yet timed on a GPU: see "
-                    "docs/benchmarks.md. Needs --mixed-precision no and no --gradient-checkpointing.")
+CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the text encoder's and the UNet's forward and backward once and "
+                    "replay them every step (the same steps, far fewer kernel launches). Experimental, not yet "
+                    "timed on a GPU: see docs/benchmarks.md. Needs --mixed-precision no and no "
+                    "--gradient-checkpointing.")
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
     help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture.")]

@@ -78,7 +78,7 @@ class PersonalizeJob:
     face_index: int | None = None  # which face when there are several (0: the largest)
     overwrite: bool = False  # replace the files an earlier run wrote to ``out`` (else refused)
     gradient_checkpointing: bool = False  # at 512 px it saves nothing measurable on a GPU (docs/benchmarks.md)
-    cuda_graphs: bool = False  # replay the finetune's UNet from CUDA graphs (lowdim_sd.step_graphs)
+    cuda_graphs: bool = False  # replay the finetune's models from CUDA graphs (lowdim_sd.step_graphs)
 
 
 SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)

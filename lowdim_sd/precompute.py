@@ -49,8 +49,9 @@ INDEX = "index.json"
 IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layers", "resolution", "config")
 # TrainConfig fields left out of the index's "config": precompute trains without an output folder, so
 # nothing is checkpointed and they cannot change θ. Every other field is recorded, new ones included.
-# Not what makes a target: how a run checkpoints, and personalize-only finetune options (one subject at a time).
-NOT_RECORDED = ("checkpoint_every", "keep_checkpoints", "keep_styles", "style_prompts")
+# Not what makes a target: how a run checkpoints, how it launches the same steps (CUDA graphs), and
+# personalize-only finetune options (one subject at a time).
+NOT_RECORDED = ("checkpoint_every", "keep_checkpoints", "keep_styles", "style_prompts", "cuda_graphs")
 
 
 @dataclass

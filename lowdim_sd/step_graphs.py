@@ -1,10 +1,12 @@
-"""The UNet's forward and backward of a training step, captured once as CUDA graphs and replayed.
+"""The forward and backward of a training step's text encoder and UNet, captured once as CUDA graphs and
+replayed every step (``--cuda-graphs``).
 
 Why: at batch 1 and 512 px an SD1.5 training step on an H100/H200 is bound by the host launching its
 kernels, not by the kernels: about 0.2 s a step whatever trains, even all 1.1 B weights
-(docs/benchmarks.md). The UNet's forward and backward are two thirds of a step's launches; a replayed
-graph launches them at once. The VAE, the text encoder, the loss and the optimizer stay eager: they
-change between runs (``--keep-styles`` toggles adapters around its own UNet call) or are cheap.
+(docs/benchmarks.md). The UNet and the text encoder, forward and backward, dispatch nearly all of a
+step's operations (``benchmarks/count_step_launches.py``); a replayed graph launches them at once. The
+VAE, the loss and the optimizer stay eager, and so does every other call of the two models
+(``--keep-styles`` calls them with its adapters switched off, which a graph would not see).
 
 A graph replays what it captured, so it is made inside one ``train`` run and dropped with it: the
 adapters, their scales and the model's weights must not be swapped while it lives, and within a run
@@ -13,22 +15,23 @@ they are not (the optimizer updates parameters in place, where the graph reads t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 
-UNetRunner = Callable[[Tensor, Tensor, Tensor], Tensor]
 Capture = Callable[[nn.Module, tuple[Tensor, ...]], Callable[..., Tensor]]
-WARMUP_CALLS = 3  # torch's own advice: a few eager calls on a side stream before capturing
+WARMUP_CALLS = 3  # torch's advice: a few eager calls on a side stream before capturing
 
 
 class UNetCall(nn.Module):
     """``unet(noisy, timesteps, hidden)`` as tensors in, one tensor out: what a graph can capture.
 
-    A fresh wrapper per capture, because capturing replaces the wrapper's ``forward``, never the UNet's.
+    A fresh wrapper per capture, because capturing replaces the wrapper's ``forward``, never the model's.
     """
 
     def __init__(self, unet: nn.Module) -> None:
@@ -36,7 +39,18 @@ class UNetCall(nn.Module):
         self.unet = unet
 
     def forward(self, noisy: Tensor, timesteps: Tensor, hidden: Tensor) -> Tensor:
-        return self.unet(noisy, timesteps, hidden, return_dict=False)[0]
+        return self.unet(noisy, timesteps, hidden).sample
+
+
+class TextCall(nn.Module):
+    """``text_encoder(input_ids)``'s hidden states, the same way."""
+
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.text_encoder(input_ids)[0]
 
 
 def cuda_capture(call: nn.Module, sample: tuple[Tensor, ...]) -> Callable[..., Tensor]:
@@ -45,36 +59,54 @@ def cuda_capture(call: nn.Module, sample: tuple[Tensor, ...]) -> Callable[..., T
                                              allow_unused_input=True)
 
 
-class GraphedUNet:
-    """Runs the UNet through a graph captured at the first call of each input signature (shapes, dtypes,
-    which inputs need gradients): a run keeps one shape, so it captures once."""
+class Graphed:
+    """Runs a model through a graph captured at the first call of each input signature (shapes, dtypes,
+    which inputs need gradients): a run keeps one signature, so it captures once. A model whose capture
+    fails (an operation a graph cannot hold) runs eagerly for the rest of the run, with one warning."""
 
-    def __init__(self, unet: nn.Module, capture: Capture = cuda_capture) -> None:
-        self.unet = unet
-        self.capture = capture
+    def __init__(self, name: str, make_call: Callable[[], nn.Module], capture: Capture) -> None:
+        self.name, self.make_call, self.capture = name, make_call, capture
         self.graphs: dict[tuple, Callable[..., Tensor]] = {}
+        self.failed: str | None = None
 
-    def __call__(self, noisy: Tensor, timesteps: Tensor, hidden: Tensor) -> Tensor:
-        inputs = (noisy, timesteps, hidden)
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        if self.failed:
+            return self.make_call()(*inputs)
         signature = tuple((tuple(t.shape), t.dtype, t.requires_grad) for t in inputs)
         if signature not in self.graphs:
             # Placeholders of the same kind: the graph copies each call's values into them.
             sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in inputs)
-            self.graphs[signature] = self.capture(UNetCall(self.unet), sample)
+            try:
+                self.graphs[signature] = self.capture(self.make_call(), sample)
+            except Exception as error:  # noqa: BLE001 - whatever stops a capture, the step runs eagerly
+                self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                warnings.warn(f"--cuda-graphs: the {self.name} could not be captured ({self.failed}); it runs "
+                              f"eagerly", stacklevel=2)
+                return self.make_call()(*inputs)
         return self.graphs[signature](*inputs)
 
 
-def eager_unet(unet: nn.Module) -> UNetRunner:
-    return lambda noisy, timesteps, hidden: unet(noisy, timesteps, hidden).sample
+class StepModels(NamedTuple):
+    """How a training step calls its two models: ``text(input_ids)`` and ``unet(noisy, timesteps, hidden)``."""
+
+    text: Callable[[Tensor], Tensor]
+    unet: Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def unet_runner(model, cuda_graphs: bool, mixed_precision: str, gradient_checkpointing: bool,
-                capture: Capture | None = None) -> UNetRunner:
-    """How a training run calls the UNet: eagerly, or through graphs with ``cuda_graphs``."""
+def eager_models(pipe) -> StepModels:
+    return StepModels(TextCall(pipe.text_encoder), UNetCall(pipe.unet))
+
+
+def step_models(model, cuda_graphs: bool, mixed_precision: str, gradient_checkpointing: bool,
+                capture: Capture | None = None) -> StepModels:
+    """Eager calls, or with ``cuda_graphs`` graphed ones (checked first: a refusal is one line)."""
+    pipe = model.pipe
     if not cuda_graphs:
-        return eager_unet(model.pipe.unet)
+        return eager_models(pipe)
     check_graphs(model.device, mixed_precision, gradient_checkpointing)
-    return GraphedUNet(model.pipe.unet, capture or cuda_capture)
+    capture = capture or cuda_capture
+    return StepModels(Graphed("text encoder", lambda: TextCall(pipe.text_encoder), capture),
+                      Graphed("UNet", lambda: UNetCall(pipe.unet), capture))
 
 
 def check_graphs(device: torch.device, mixed_precision: str, gradient_checkpointing: bool) -> None:
@@ -82,7 +114,7 @@ def check_graphs(device: torch.device, mixed_precision: str, gradient_checkpoint
     if device.type != "cuda":
         raise LowdimError(f"--cuda-graphs needs a CUDA GPU; the model is on {device.type}")
     if mixed_precision != "no":
-        raise LowdimError("--cuda-graphs replays the UNet as captured, which autocast's cast cache does not "
+        raise LowdimError("--cuda-graphs replays the models as captured, which autocast's cast cache does not "
                           "allow: load the model in fp16 or bf16 (--dtype) instead of --mixed-precision")
     if gradient_checkpointing:
         raise LowdimError("--cuda-graphs with --gradient-checkpointing is not supported: choose one")

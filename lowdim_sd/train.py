@@ -23,7 +23,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.loading import SDModel
-from lowdim_sd.step_graphs import UNetRunner, eager_unet, unet_runner
+from lowdim_sd.step_graphs import StepModels, eager_models, step_models
 
 IDENTIFIER = "[V]"
 MIXED_PRECISION = runs.MIXED_PRECISION
@@ -69,8 +69,8 @@ class TrainConfig:
     # > 0: add lowdim_sd.style_delta's loss with this weight, over these prompts (each with [V]).
     keep_styles: float = 0.0
     style_prompts: tuple[str, ...] = ()
-    # Replay the UNet's forward and backward from CUDA graphs (lowdim_sd.step_graphs): same steps, fewer
-    # kernel launches on a host-bound GPU.
+    # Replay the text encoder's and the UNet's forward and backward from CUDA graphs (lowdim_sd.step_graphs):
+    # the same steps, far fewer kernel launches on a host-bound GPU.
     cuda_graphs: bool = False
 
     def validate(self) -> None:
@@ -149,15 +149,15 @@ def _interleave(parts: list[Tensor]) -> Tensor:
 
 
 def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
-                     input_ids: Tensor, teacher=None, styles=None, unet: UNetRunner | None = None) -> Tensor:
+                     input_ids: Tensor, teacher=None, styles=None, models: StepModels | None = None) -> Tensor:
     """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type.
 
     ``teacher(noisy, timesteps)``, when given, replaces the regression target (the noise, or v) with its
     own prediction: distillation, whose target carries none of the noise's variance. ``styles``, a
     lowdim_sd.style_delta.StyleTerm (one subject), adds --keep-styles' rows to the same UNet call and its
-    loss to the result. ``unet(noisy, timesteps, hidden)`` is how the UNet is called (default: eagerly).
+    loss to the result. ``models`` says how the text encoder and the UNet are called (default: eagerly).
     """
-    unet = unet or eager_unet(model.pipe.unet)
+    models = models or eager_models(model.pipe)
     draws = [_subject_draws(model, s, config, step, micro) for s in subjects]
     device, dtype = model.device, model.dtype
     images, vae_noise, noise, timesteps = (_interleave([d[i] for d in draws]).to(device) for i in range(4))
@@ -174,13 +174,13 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
     if teacher is not None:
         with torch.no_grad():
             target = teacher(noisy, timesteps)
-    hidden = _encode_prompt(pipe.text_encoder, input_ids.to(device), len(subjects), len(images))
+    hidden = _encode_prompt(models.text, input_ids.to(device), len(subjects), len(images))
     if styles is None:
-        prediction = unet(noisy, timesteps, hidden)
+        prediction = models.unet(noisy, timesteps, hidden)
     else:
         generator = _generator(subjects[0].seed + 1, step, micro)  # apart from the batch's own draws
         *extended, rows = styles.extend(model, noisy, timesteps, hidden, generator)
-        prediction = unet(*extended)
+        prediction = models.unet(*extended)
         style_loss = styles.loss(model, prediction, rows)
         prediction = prediction[:len(noisy)]
     per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -188,16 +188,16 @@ def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfi
     return losses if styles is None else losses + style_loss
 
 
-def _encode_prompt(text_encoder, input_ids: Tensor, subjects: int, samples: int) -> Tensor:
-    """The prompt's hidden states for every sample of the batch.
+def _encode_prompt(encode, input_ids: Tensor, subjects: int, samples: int) -> Tensor:
+    """The prompt's hidden states for every sample of the batch; ``encode(input_ids)`` gives them.
 
     With one subject every copy sees the same prompt through the same text encoder, so it is encoded
     once and broadcast (the gradient sums over the copies as before, at 1/batch of the encoder's work);
     several subjects carry per-sample adapters in the encoder, so each sample is encoded on its own.
     """
     if subjects == 1:
-        return text_encoder(input_ids)[0].expand(samples, -1, -1)
-    return text_encoder(input_ids.repeat(samples, 1))[0]
+        return encode(input_ids).expand(samples, -1, -1)
+    return encode(input_ids.repeat(samples, 1))
 
 
 def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
@@ -224,7 +224,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     """
     config.validate()
     check_precision(model, config, trainable)
-    unet = unet_runner(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
+    models = step_models(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
     if len(subjects) != trainable.num_subjects:
         raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
     optimizer = make_optimizer(trainable.parameters, config)
@@ -254,7 +254,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
         try:
             for step in range(result.start_step, config.steps):
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
-                                 unet)
+                                 models)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
                 updating = True
                 scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
@@ -325,12 +325,12 @@ def _style_term(model, subjects, trainable, config: TrainConfig):
 
 
 def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles=None,
-              unet: UNetRunner | None = None) -> float:
+              models: StepModels | None = None) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
         with runs.autocast(model.device, config.mixed_precision):
-            losses = denoising_losses(model, subjects, config, step, micro, input_ids, styles=styles, unet=unet)
+            losses = denoising_losses(model, subjects, config, step, micro, input_ids, styles=styles, models=models)
         # Summing over subjects gives each subject's slice exactly its own gradient.
         scaler.scale(losses.sum() / config.grad_accum).backward()
         total += float(losses.detach().mean()) / config.grad_accum

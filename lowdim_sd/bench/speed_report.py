@@ -24,7 +24,7 @@ def labels(scale: Scale) -> dict[str, str]:
         "merge": "merge the prediction, add LoRA r=4",
         "finetune": f"{steps} rank-relaxed finetune steps (warm)",
         "warmup": "first training run's one-time set-up (once per process)",
-        "finetune_graphs": f"{steps} rank-relaxed steps, UNet replayed from CUDA graphs (capture included)",
+        "finetune_graphs": f"{steps} rank-relaxed steps, models replayed from CUDA graphs (capture included)",
         "generate": f"one {scale.sample_steps}-step generation (guided)",
         "memory": f"personalize path: prediction, merge, {scale.memory_steps} steps",
         "memory_gc": "the same with gradient checkpointing",

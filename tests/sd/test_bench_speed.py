@@ -91,12 +91,19 @@ def test_quick_run_ratios_come_from_the_measured_seconds(quick_run):
     assert all(row["met"] is None for row in report["ratios"])
 
 
-@pytest.mark.parametrize("graphed_losses, timed", [([1.0, 2.0], True), ([1.0, 2.5], False)])
-def test_a_graphed_finetune_is_timed_only_when_its_steps_match_the_eager_ones(monkeypatch, graphed_losses, timed):
+@pytest.mark.parametrize("graphed_losses, fallback, timed", [([1.0, 2.0], False, True), ([1.0, 2.5], False, False),
+                                                       ([1.0, 2.0], True, False)])
+def test_a_graphed_finetune_is_timed_only_when_its_steps_match_the_eager_ones(monkeypatch, graphed_losses, fallback,
+                                                                               timed):
+    import warnings
+
     runs = []
 
     def fake_train_run(ctx, model, trainable, steps, learning_rate, cuda_graphs=False, losses=None):
         runs.append((steps, cuda_graphs))
+        if cuda_graphs and fallback:
+            warnings.warn("--cuda-graphs: the UNet could not be captured (RuntimeError: x); it runs eagerly",
+                          stacklevel=1)
         if losses is not None:
             losses.extend(graphed_losses if cuda_graphs else [1.0, 2.0])
         return 3.0
@@ -109,6 +116,8 @@ def test_a_graphed_finetune_is_timed_only_when_its_steps_match_the_eager_ones(mo
     if timed:
         assert entry["seconds"] == 3.0 and entry["detail"]["loss_difference"] == 0.0
         assert runs[-1] == (QUICK.finetune_steps, True)
+    elif fallback:  # nor is a model that ran eagerly after its capture failed
+        assert entry["seconds"] is None and entry["skipped"].startswith("--cuda-graphs: the UNet could not be")
     else:  # a graph that computes something else is never reported as a time
         assert entry["seconds"] is None and entry["skipped"] == "graphed losses differ from eager by 25.0%"
         assert runs == [(speed_measures.GRAPHS_CHECK_STEPS, False), (speed_measures.GRAPHS_CHECK_STEPS, True)]

@@ -8,6 +8,7 @@ The real capture runs only where CUDA is (the GPU session's check, skipped in CI
 from __future__ import annotations
 
 import collections
+import warnings
 
 import pytest
 import torch
@@ -64,10 +65,11 @@ def test_the_finiteness_check_launches_as_many_kernels_for_many_tensors_as_for_f
 def stand_in_capture(log: list):
     """What torch.cuda.make_graphed_callables is given, checked, and the call run eagerly."""
     def capture(call, sample):
-        log.append([(tuple(t.shape), t.dtype, t.requires_grad) for t in sample])
+        placeholders = [(tuple(t.shape), t.dtype, t.requires_grad) for t in sample]
+        log.append((call, placeholders))
 
         def replay(*inputs):
-            assert [(tuple(t.shape), t.dtype, t.requires_grad) for t in inputs] == log[-1]
+            assert [(tuple(t.shape), t.dtype, t.requires_grad) for t in inputs] == placeholders
             return call(*inputs)
         return replay
     return capture
@@ -94,19 +96,45 @@ def test_graphed_runs_take_the_eager_runs_steps_and_capture_once(tiny_sd, faces,
         runs[graphs] = result.losses, trainable.state()
     assert runs[True][0] == runs[False][0]
     assert all(torch.equal(runs[True][1][key], value) for key, value in runs[False][1].items())
+    (call, ids), (_, unet_inputs) = log  # one capture of each model for the whole run, the text encoder first
+    assert isinstance(call, step_graphs.TextCall) and ids == [((1, 77), torch.int64, False)]
     rows = 1 if not keep_styles else 1 + 2 * len(STYLES)  # the batch, then --keep-styles' face and styled rows
-    assert len(log) == 1 and log[0][0][0][0] == rows  # one capture for the run, at its batch
-    assert log[0][2][2]  # the prompt's states need gradients: the text encoder's adapter trains through them
+    assert [shape[0] for shape, _, _ in unet_inputs] == [rows] * 3
+    assert unet_inputs[2][2]  # the prompt's states need gradients: the text encoder's adapter trains through them
 
 
-def test_a_new_run_captures_its_own_graph(tiny_sd, faces, monkeypatch):
+def test_a_new_run_captures_its_own_graphs(tiny_sd, faces, monkeypatch):
     monkeypatch.setattr(step_graphs, "check_graphs", lambda *args: None)
     log: list = []
     monkeypatch.setattr(step_graphs, "cuda_capture", stand_in_capture(log))
     model, trainable = relaxed(tiny_sd)
     for _ in range(2):  # a graph replays what it captured: one made for another run must not be reused
         train(model, [Subject(faces[:1], 0)], trainable, TrainConfig(steps=2, cuda_graphs=True), progress=False)
-    assert len(log) == 2
+    assert len(log) == 4
+
+
+def test_a_model_that_cannot_be_captured_runs_eagerly_with_one_warning(tiny_sd, faces, monkeypatch):
+    monkeypatch.setattr(step_graphs, "check_graphs", lambda *args: None)
+    log: list = []
+    stand_in = stand_in_capture(log)
+
+    def capture(call, sample):
+        if isinstance(call, step_graphs.UNetCall):
+            raise RuntimeError("operation not permitted when stream is capturing\nCUDA kernel errors ...")
+        return stand_in(call, sample)
+
+    monkeypatch.setattr(step_graphs, "cuda_capture", capture)
+    losses = {}
+    for graphs in (False, True):
+        model, trainable = relaxed(tiny_sd)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = TrainConfig(steps=3, learning_rate=1e-2, cuda_graphs=graphs)
+            losses[graphs] = train(model, [Subject(faces[:1], 0)], trainable, config, progress=False).losses
+        said = [str(w.message) for w in caught if "--cuda-graphs" in str(w.message)]
+    assert said == ["--cuda-graphs: the UNet could not be captured (RuntimeError: operation not permitted when "
+                    "stream is capturing); it runs eagerly"]
+    assert losses[True] == losses[False] and len(log) == 1  # the text encoder's graph still serves
 
 
 def test_graphs_are_refused_where_they_cannot_run(tiny_sd, faces):

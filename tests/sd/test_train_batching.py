@@ -67,7 +67,7 @@ def test_one_subjects_copies_share_one_prompt_encoding_with_the_same_loss_and_gr
 
     shared, shared_grads = loss_and_grads()
     monkeypatch.setattr(engine, "_encode_prompt", lambda encoder, input_ids, subjects, samples:
-                        encoder(input_ids.repeat(samples, 1))[0])
+                        encoder(input_ids.repeat(samples, 1)))
     repeated, repeated_grads = loss_and_grads()
     torch.testing.assert_close(shared, repeated)
     for a, b in zip(shared_grads, repeated_grads, strict=True):
