@@ -8,6 +8,7 @@ kernels for all of them, so the optimizer row is the CPU's.
 
     python benchmarks/count_step_launches.py            # SD1.5's architecture, random weights, 64 px
     python benchmarks/count_step_launches.py --quick    # the tests' tiny pipeline
+    python benchmarks/count_step_launches.py --peers    # lowdim's adapters against peft's LoRA, bf16
 """
 
 from __future__ import annotations
@@ -62,16 +63,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the tests' tiny pipeline instead of SD1.5's")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--peers", action="store_true",
+                        help="instead: lowdim against peft, a train step and a guided UNet call, bf16")
     args = parser.parse_args()
-    scale = SCALES["quick" if args.quick else "full"]
-    pipe = build_pipeline(scale)
     resolution = 16 if args.quick else 64  # the count depends on the layers, not on the picture's size
+    pipe = build_pipeline(SCALES["quick" if args.quick else "full"])
     pipe.unet.config.sample_size = resolution // pipe.vae_scale_factor
+    name = "quick" if args.quick else "SD1.5"
+    if args.peers:
+        peers(pipe.to(torch.bfloat16), resolution, name)
+    else:
+        step_parts(pipe, resolution, args.steps, name)
+
+
+def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
     model = SDModel(pipe=pipe, name="count", source="count", device=torch.device("cpu"), dtype=torch.float32)
     lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
     trainable = relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "count", "token": "sks"})
     subjects = [engine.Subject(torch.rand(1, 3, resolution, resolution) * 2 - 1, 0)]
-    config = engine.TrainConfig(steps=args.steps, learning_rate=3e-3, seed=0)
+    config = engine.TrainConfig(steps=steps, learning_rate=3e-3, seed=0)
     engine.train(model, subjects, trainable, config, progress=False)  # warm: the optimizer's state exists
     counter = Counter()
     counter.attributing(pipe.vae, "encode", "VAE encode (no grad)")
@@ -84,12 +94,72 @@ def main() -> None:
     counter.attributing(torch.optim.AdamW, "step", "AdamW (CPU: per parameter)")
     with counter:
         engine.train(model, subjects, trainable, config, progress=False)
-    print(f"{'quick' if args.quick else 'SD1.5'} architecture, {len(trainable.parameters)} trainable tensors, "
-          f"torch {torch.__version__}; operations per step (mean of {args.steps} steps)\n")
+    print(f"{name} architecture, {len(trainable.parameters)} trainable tensors, torch {torch.__version__}; "
+          f"operations per step (mean of {steps} steps)\n")
     print("| part of the step | operations |\n|---|---:|")
     for part, count in counter.counts.most_common():
-        print(f"| {part} | {count / args.steps:,.0f} |")
-    print(f"| **all** | **{sum(counter.counts.values()) / args.steps:,.0f}** |")
+        print(f"| {part} | {count / steps:,.0f} |")
+    print(f"| **all** | **{sum(counter.counts.values()) / steps:,.0f}** |")
+
+
+def peers(pipe, resolution: int, name: str) -> None:
+    """The engine's step (forward and backward, not AdamW) and a guided UNet call (batch 2, no grad, after
+    one untimed call), for each adapter on the 176 layers of ``unet+text`` of a bf16 model."""
+    model = SDModel(pipe=pipe, name="count", source="count", device=torch.device("cpu"), dtype=torch.bfloat16)
+    pipe.unet.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    ids = pipe.tokenizer("a sks face", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    subject, config = engine.Subject(torch.rand(1, 3, resolution, resolution) * 2 - 1, 0), engine.TrainConfig()
+    side = resolution // pipe.vae_scale_factor
+    call = (torch.randn(2, 4, side, side, dtype=torch.bfloat16), torch.tensor([500, 500]),
+            torch.randn(2, 77, pipe.unet.config.cross_attention_dim, dtype=torch.bfloat16))
+
+    def count() -> tuple[int, int]:
+        pipe.unet.train()
+        with Counter() as step:
+            engine.denoising_losses(model, [subject], config, 0, 0, ids).sum().backward()
+        pipe.unet.eval()
+        with torch.no_grad():
+            pipe.unet(*call)
+            with Counter() as guided:
+                pipe.unet(*call)
+        return sum(step.counts.values()), sum(guided.counts.values())
+
+    rows = {}
+    for label, space, options in (("LoRA r=1", "lora", {"rank": 1}), ("LoRA r=4", "lora", {"rank": 4}),
+                                  ("LiDB a=100 b=50 r=1", "lidb", {})):
+        lowdim.Adapters(model.modules).add("peer", lowdim.get_space(space, **options), LAYER_SETS["unet+text"])
+        rows[f"lowdim {label} (fp32 weights)"] = count()
+        lowdim.Adapters(model.modules).remove_all()
+    for rank in (1, 4):
+        for train_dtype in ("bf16", "fp32"):
+            rows[f"peft LoRA r={rank}, {train_dtype} weights"] = peft_counts(model, rank, train_dtype, count)
+    print(f"{name} architecture in bf16, torch {torch.__version__}; operations of one train step (forward and "
+          f"backward) and of one guided UNet call\n")
+    print("| adapter | train step | UNet call |\n|---|---:|---:|")
+    for label, (step, guided) in rows.items():
+        print(f"| {label} | {step:,} | {guided:,} |")
+
+
+def peft_counts(model: SDModel, rank: int, weights: str, count) -> tuple[int, int]:
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from lowdim.inject.select import select_layers
+
+    names = [name for name, _ in select_layers(model.modules, LAYER_SETS["unet+text"])]
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=names, lora_dropout=0.0),
+                            model.modules, adapter_name="peer")
+    if weights == "fp32":
+        cast_training_params(model.modules, dtype=torch.float32)
+    try:
+        return count()
+    finally:
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.modules.get_submodule(parent_name)
+            setattr(parent, child, getattr(parent, child).base_layer)
+        vars(model.modules).pop("peft_config", None)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class AdapterSlot(nn.Module):
         self.merged_factors: tuple[Tensor, Tensor] | None = None  # what merge added, for unmerge
         self.frozen_merged_factors: tuple[Tensor, Tensor] | None = None
         self.override: Tensors | None = None
+        self._kept_factors: tuple[tuple, tuple[Tensor, Tensor] | None] | None = None
 
     def tensors(self) -> Tensors:
         return self.override if self.override is not None else dict(self.params.items())
@@ -68,6 +69,23 @@ class AdapterSlot(nn.Module):
         if self.frozen_merged_scale is not None:
             return self.space.trainable_factors(params, buffers)
         return self.space.factors(params, buffers)
+
+    def call_factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+        """``live_factors`` in ``dtype``, as a forward uses them.
+
+        Without gradients (generation) they are kept until a tensor they are made of changes (in place or
+        moved; a write through ``.data`` bypasses the version counter and is not seen), so an adapter that is
+        not training launches no cast and no factor product per call: a GPU waiting on its host launches
+        per layer only what peft does. With gradients they are made each call, as autograd needs.
+        """
+        if torch.is_grad_enabled() or self.override is not None:
+            return _cast(self.live_factors(), dtype)
+        sources = (*self.params.values(), *self.buffers_dict().values())
+        key = (dtype, self.enabled, self.merged_scale, self.frozen_merged_scale,
+               *((tensor.data_ptr(), tensor._version) for tensor in sources))
+        if self._kept_factors is None or self._kept_factors[0] != key:
+            self._kept_factors = (key, _cast(self.live_factors(), dtype))
+        return self._kept_factors[1]
 
     def factors_for_merge(self, part: str) -> tuple[Tensor, Tensor] | None:
         params, buffers = self.tensors(), self.buffers_dict()
@@ -177,8 +195,8 @@ class AdapterLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         result = self.base_layer(x)
-        for slot in self.slots.values():
-            factors = slot.live_factors()
+        for slot in self.slots.values():  # an embedding's update is made in the factors' dtype, then cast
+            factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype)
             if factors is None:
                 continue
             update = self._low_rank_update(x, *factors)
@@ -204,6 +222,10 @@ class AdapterLayer(nn.Module):
         dtype = torch.promote_types(weight.dtype, torch.float32)
         delta = F.lowrank_delta(down.to(dtype), up.to(dtype)) * scale
         weight.add_(delta.reshape(weight.shape).to(weight.dtype))
+
+
+def _cast(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+    return None if factors is None else (factors[0].to(dtype), factors[1].to(dtype))
 
 
 def _embedding_update(ids: Tensor, down: Tensor, up: Tensor) -> Tensor:

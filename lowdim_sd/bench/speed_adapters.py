@@ -87,14 +87,22 @@ def bare_variant(ctx: SpeedContext) -> Setup:
 
 
 def peft_variant(ctx: SpeedContext, rank: int, train: bool) -> Setup:
-    """peft's LoRA (``inject_adapter_in_model``) on exactly the layers lowdim's adapters take."""
+    """peft's LoRA (``inject_adapter_in_model``) on exactly the layers lowdim's adapters take.
+
+    To train, its weights are fp32 on a half-precision model, as diffusers' LoRA scripts make them
+    (``cast_training_params``) and as lowdim's always are: AdamW's small updates vanish in fp16 weights.
+    For inference they stay in the model's dtype, as a pipeline loads a LoRA.
+    """
     def setup():
+        from diffusers.training_utils import cast_training_params
         from peft import LoraConfig, inject_adapter_in_model
 
         model = ctx.model()
         names = [name for name, _ in select_layers(model.modules, LAYERS)]
         config = LoraConfig(r=rank, lora_alpha=rank, target_modules=names, lora_dropout=0.0)  # scale 1, as lowdim's
         inject_adapter_in_model(config, model.modules, adapter_name=BENCH)
+        if train:
+            cast_training_params(model.modules, dtype=torch.float32)
         parameters = [p for p in model.modules.parameters() if p.requires_grad]
         call = engine_step(ctx, model, parameters) if train else unet_forward(ctx, model)
         return call, lambda: _remove_peft(model, names)
