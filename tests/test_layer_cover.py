@@ -1,11 +1,15 @@
 """covers(outer, inner): a prediction for ``outer``'s layers can be cut down to ``inner``'s."""
 
+import re
+
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import nn
 
 from lowdim.errors import LowdimError
 from lowdim.inject import LayerSet, covers, select_layers
+from lowdim.inject.select import matches
 
 PATTERNS = ["*attn1.*", "*attn2.*", "*.to_q", "*.to_k", "text.*", "unet.*", "re:.*proj", "*.down.*"]
 
@@ -51,3 +55,25 @@ def test_the_sd_sets_nest_as_their_names_say():
     assert all(covers(whole, LAYER_SETS[name]) for name in ("unet", "unet-self", "unet-cross", "text"))
     assert not covers(LAYER_SETS["unet"], whole) and not covers(LAYER_SETS["unet-self"], LAYER_SETS["unet-cross"])
     assert not covers(whole, LayerSet.from_patterns("*attn1.to_q"))  # a glob of its own: not decided, refused
+
+
+NAMES = ["unet.down.attn1.to_q", "unet.down.attn2.to_k", "unet.up.attn1.to_q", "text.layer.q_proj", "text.layer"]
+# Plain names as a glob, as an escaped regex (exact_layers), and names of no layer; globs and regexes.
+ANY_PATTERN = st.one_of(st.sampled_from(PATTERNS), st.sampled_from(NAMES),
+                        st.sampled_from(NAMES).map(lambda name: "re:" + re.escape(name)),
+                        st.sampled_from(["re:unet\\.down\\..*", "re:.*to_[qk]", "unet.*.to_?", "[tu]*q*"]))
+
+
+@given(st.lists(ANY_PATTERN, min_size=1, max_size=5).map(tuple), st.lists(ANY_PATTERN, max_size=3).map(tuple))
+def test_selection_is_each_candidate_matching_an_include_and_no_exclude(include, exclude):
+    """select_layers compiles patterns once and looks plain names up in a set: the same answer as matching
+    every pattern against every name, or the same refusal."""
+    layer_set = LayerSet("s", include, exclude, types=("linear",))
+    candidates = [name for name, module in MODEL.named_modules() if isinstance(module, nn.Linear)]
+    if any(not any(matches(p, name) for name in candidates) for p in include):
+        with pytest.raises(LowdimError, match="matches no linear layer"):
+            select_layers(MODEL, layer_set)
+        return
+    expected = [name for name in candidates
+                if any(matches(p, name) for p in include) and not any(matches(p, name) for p in exclude)]
+    assert [name for name, _ in select_layers(MODEL, layer_set)] == expected

@@ -220,8 +220,14 @@ class AdapterLayer(nn.Module):
         weight = self.base_layer.weight
         # At least fp32 for the product, so an fp16 base gains a correctly rounded delta.
         dtype = torch.promote_types(weight.dtype, torch.float32)
-        delta = F.lowrank_delta(down.to(dtype), up.to(dtype)) * scale
-        weight.add_(delta.reshape(weight.shape).to(weight.dtype))
+        delta = F.lowrank_delta(down.to(dtype), up.to(dtype))
+        if abs(scale) != 1.0:  # ±1 is exact as an add or a subtract: no pass over the full-size delta
+            delta = delta * scale
+        delta = delta.reshape(weight.shape).to(weight.dtype)
+        if scale == -1.0:
+            weight.sub_(delta)
+        else:
+            weight.add_(delta)
 
 
 def _cast(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:

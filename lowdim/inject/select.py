@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -107,18 +107,45 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
     """Matching (name, module) pairs in model order; a pattern that matches nothing is an error."""
     candidates = candidate_layers(model, layer_set.types)
     names = [name for name, _ in candidates]
+    known = set(names)
     for pattern in layer_set.include:
-        if not any(matches(pattern, name) for name in names):
+        literal = _literal(pattern)  # an exact name (relax_rank's layer sets: 176 of them) is a set lookup
+        found = literal in known if literal is not None else any(map(_compiled(pattern).fullmatch, names))
+        if not found:
             opaque = [name for name in _opaque_layers(model) if matches(pattern, name)]
             if opaque:
                 raise LowdimError(f"pattern '{pattern}' matches only {opaque[0]}, the out_proj of an "
                                   f"nn.MultiheadAttention, which reads that weight directly: it cannot carry adapters")
             raise LowdimError(_no_match_message(pattern, layer_set, names))
-    return [
-        (name, module)
-        for name, module in candidates
-        if any(matches(p, name) for p in layer_set.include) and not any(matches(p, name) for p in layer_set.exclude)
-    ]
+    include, exclude = _any_of(layer_set.include), _any_of(layer_set.exclude)
+    return [(name, module) for name, module in candidates if include(name) and not exclude(name)]
+
+
+def _compiled(pattern: str) -> re.Pattern:
+    """A pattern as one compiled regular expression that ``fullmatch`` tests exactly as ``matches`` does."""
+    if not pattern.startswith("re:"):
+        return re.compile(fnmatch.translate(pattern))
+    try:
+        return re.compile(pattern[3:])
+    except re.error as error:
+        raise LowdimError(f"layer pattern '{pattern}' is not a valid regular expression: {error}") from None
+
+
+def _any_of(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """Whether a name matches any of the patterns, each compiled once; plain names are one set lookup."""
+    literals = [_literal(pattern) for pattern in patterns]
+    if all(literal is not None for literal in literals):
+        return set(literals).__contains__
+    compiled = [_compiled(pattern) for pattern in patterns]
+    return lambda name: any(expression.fullmatch(name) for expression in compiled)
+
+
+def _literal(pattern: str) -> str | None:
+    """The one name a pattern can match, when it is a plain name (a glob without wildcards, or an escaped regex)."""
+    if not pattern.startswith("re:"):
+        return None if any(char in pattern for char in "*?[") else pattern
+    unescaped = re.sub(r"\\(.)", r"\1", pattern[3:])
+    return unescaped if re.escape(unescaped) == pattern[3:] else None
 
 
 def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str]) -> str:
