@@ -43,9 +43,10 @@ def speed(
     overwrite: Annotated[bool, typer.Option(
         help="Drop the measurements stored in --out when they were made with other settings.")] = False,
     only: Annotated[str | None, typer.Option(
-        help="Comma list of tasks to measure (default: all): load, crop, hypernet, merge, finetune, memory, generate, "
-             "lora-db, adapter-step, adapter-infer, peft-step, peft-infer, precompute-k1 (-k8, -k16, -k32), "
-             "full-db. The table still shows every row already stored.")] = None,
+        help="Comma list of tasks to measure (default: all): load, crop, hypernet, merge, finetune, "
+             "finetune-graphs (CUDA only), memory, generate, lora-db, adapter-step, adapter-infer, peft-step, "
+             "peft-infer, precompute-k1 (-k8, -k16, -k32), full-db. The table still shows every row already "
+             "stored.")] = None,
     run: Annotated[bool, typer.Option(
         help="--no-run: measure nothing, only write the table of what --out holds (e.g. after a timeout).")] = True,
 ):
