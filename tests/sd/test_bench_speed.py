@@ -235,3 +235,15 @@ def test_without_peft_the_peer_rows_say_why_and_the_run_goes_on(tmp_path, monkey
     run_speed(SpeedJob(out=out, quick=True, device="cpu", only=("peft-step",)))
     stored = [json.loads(path.read_text()) for path in out.rglob("*.json") if "step_" in path.name]
     assert len(stored) == 4 and all("peft is not installed" in entry["skipped"] for entry in stored)
+
+
+def test_the_only_options_help_names_every_task():
+    import inspect
+    import typing
+
+    from lowdim_cli.bench_speed_command import speed
+
+    option = typing.get_type_hints(speed, include_extras=True)["only"].__metadata__[0]
+    named = inspect.cleandoc(option.help)
+    for task in tasks(QUICK):
+        assert (task.name if not task.name.startswith("precompute-k") else "precompute-k1") in named, task.name
