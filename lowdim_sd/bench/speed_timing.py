@@ -8,6 +8,7 @@ timed in alternating blocks (the order rotating every round), so drift in the ma
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -111,6 +112,10 @@ def peak_memory(device: torch.device) -> Iterator[Peak]:
     peak = Peak()
     if device.type == "cuda":
         synchronize(device)
+        # Memory cached for earlier tasks (their activations, a finished run's CUDA graph pools) would count
+        # as this block's: the peak is of what the block itself needs beyond what is in use.
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         yield peak
         synchronize(device)
