@@ -57,7 +57,7 @@ class Task:
 
 
 def tasks(scale: Scale) -> list[Task]:
-    """In run order. Full DreamBooth comes last: it trains (and so spoils) the model's own weights."""
+    """In run order. Full DreamBooth comes late: it trains (and so spoils) the model's own weights."""
     steps = [f"step_{who}_r{rank}" for rank in (1, 4) for who in ("lowdim", "peft")]
     return [
         Task("load", ("load",), measures.measure_load),
@@ -65,7 +65,6 @@ def tasks(scale: Scale) -> list[Task]:
         Task("hypernet", ("hyper_k1", "hyper_k4"), measures.measure_hypernet),
         Task("merge", ("merge",), measures.measure_merge),
         Task("finetune", ("finetune", "warmup"), measures.measure_finetune),
-        Task("finetune-graphs", ("finetune_graphs",), measures.measure_finetune_graphs),
         Task("memory", ("memory", "memory_gc"), measures.measure_memory),
         Task("generate", ("generate",), measures.measure_generate),
         Task("lora-db", ("lora_db",), measures.measure_lora_dreambooth),
@@ -78,6 +77,9 @@ def tasks(scale: Scale) -> list[Task]:
         *[Task(f"precompute-k{k}", (f"batched_k{k}",), partial(measures.measure_batched, subjects=k))
           for k in scale.subjects],
         Task("full-db", ("full_db",), measures.measure_full_dreambooth),
+        # After everything else: a capture that fails badly could leave the GPU unusable for what follows.
+        # Full DreamBooth dropped its trained model, so this one loads a fresh one.
+        Task("finetune-graphs", ("finetune_graphs",), measures.measure_finetune_graphs),
     ]
 
 
