@@ -105,8 +105,10 @@ def step_models(model, cuda_graphs: bool, mixed_precision: str, gradient_checkpo
         return eager_models(pipe)
     check_graphs(model.device, mixed_precision, gradient_checkpointing)
     capture = capture or cuda_capture
-    return StepModels(Graphed("text encoder", lambda: TextCall(pipe.text_encoder), capture),
-                      Graphed("UNet", lambda: UNetCall(pipe.unet), capture))
+    unet = Graphed("UNet", lambda: UNetCall(pipe.unet), capture)
+    if not any(parameter.requires_grad for parameter in pipe.text_encoder.parameters()):
+        return StepModels(TextCall(pipe.text_encoder), unet)  # nothing of it trains: one forward, no backward
+    return StepModels(Graphed("text encoder", lambda: TextCall(pipe.text_encoder), capture), unet)
 
 
 def check_graphs(device: torch.device, mixed_precision: str, gradient_checkpointing: bool) -> None:

@@ -113,6 +113,16 @@ def test_a_new_run_captures_its_own_graphs(tiny_sd, faces, monkeypatch):
     assert len(log) == 4
 
 
+def test_a_text_encoder_with_nothing_to_train_is_not_captured(tiny_sd, faces, monkeypatch):
+    monkeypatch.setattr(step_graphs, "check_graphs", lambda *args: None)
+    log: list = []
+    monkeypatch.setattr(step_graphs, "cuda_capture", stand_in_capture(log))
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers("unet"))
+    train(model, [Subject(faces[:1], 0)], trainable, TrainConfig(steps=2, cuda_graphs=True), progress=False)
+    assert [type(call) for call, _ in log] == [step_graphs.UNetCall]
+
+
 def test_a_model_that_cannot_be_captured_runs_eagerly_with_one_warning(tiny_sd, faces, monkeypatch):
     monkeypatch.setattr(step_graphs, "check_graphs", lambda *args: None)
     log: list = []
