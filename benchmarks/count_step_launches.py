@@ -39,6 +39,16 @@ class Counter(TorchDispatchMode):
         super().__init__()
         self.counts: collections.Counter = collections.Counter()
         self.part = "rest of the step (loss, noise, timesteps)"
+        self.patched: list[tuple[object, str, bool, object]] = []
+
+    def __exit__(self, *exc_info):
+        for owner, attribute, own, original in reversed(self.patched):  # every wrapped call as it was
+            if own:
+                setattr(owner, attribute, original)
+            else:
+                delattr(owner, attribute)
+        self.patched.clear()
+        return super().__exit__(*exc_info)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.__name__.split(".")[0] not in VIEWS:
@@ -48,6 +58,8 @@ class Counter(TorchDispatchMode):
     def attributing(self, owner, attribute: str, part: str) -> None:
         """Count what ``owner.attribute(...)`` dispatches as ``part``."""
         original = getattr(owner, attribute)
+        own = attribute in vars(owner)  # else it comes from the class, and deleting ours restores it
+        self.patched.append((owner, attribute, own, vars(owner).get(attribute)))
 
         def counted(*args, **kwargs):
             outer, self.part = self.part, part
@@ -59,13 +71,13 @@ class Counter(TorchDispatchMode):
         setattr(owner, attribute, counted)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the tests' tiny pipeline instead of SD1.5's")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--peers", action="store_true",
                         help="instead: lowdim against peft, a train step and a guided UNet call, bf16")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     resolution = 16 if args.quick else 64  # the count depends on the layers, not on the picture's size
     pipe = build_pipeline(SCALES["quick" if args.quick else "full"])
     pipe.unet.config.sample_size = resolution // pipe.vae_scale_factor

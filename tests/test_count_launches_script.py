@@ -1,0 +1,47 @@
+"""benchmarks/count_step_launches.py: the counts docs/benchmarks.md quotes, on the tests' tiny pipeline."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "count_step_launches.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("count_step_launches", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(text: str) -> dict[str, list[int]]:
+    found = {}
+    for line in text.splitlines():
+        cells = [cell.strip().strip("*") for cell in line.strip("|").split("|")]
+        if len(cells) >= 2 and re.fullmatch(r"[\d,]+", cells[1]):
+            found[cells[0]] = [int(cell.replace(",", "")) for cell in cells[1:]]
+    return found
+
+
+def test_a_step_counts_by_part_and_the_finiteness_check_is_a_handful(capsys):
+    script = load_script()
+    backward = torch.Tensor.backward
+    script.main(["--quick"])
+    table = rows(capsys.readouterr().out)
+    assert table["finiteness check"][0] <= 12 < table["UNet forward"][0]
+    assert table["all"][0] == sum(count for part, (count, *_) in table.items() if part != "all")
+    assert torch.Tensor.backward is backward  # the counter put back what it wrapped
+
+
+def test_a_kept_adapters_guided_call_launches_fewer_than_peft_and_lidb_as_few_as_lora(capsys):
+    script = load_script()
+    script.main(["--quick", "--peers"])
+    table = rows(capsys.readouterr().out)
+    lora, lidb = table["lowdim LoRA r=4 (fp32 weights)"], table["lowdim LiDB a=100 b=50 r=1 (fp32 weights)"]
+    peft_half, peft_fp32 = table["peft LoRA r=4, bf16 weights"], table["peft LoRA r=4, fp32 weights"]
+    assert lidb[1] == lora[1] < peft_half[1]  # a guided UNet call, factors kept
+    assert lora[0] < peft_fp32[0]  # a train step, both with fp32 adapter weights
