@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
+import runpy
 from pathlib import Path
 
 import torch
@@ -11,11 +11,8 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "count_step_launches.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("count_step_launches", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def count(argv: list[str]) -> None:
+    runpy.run_path(str(SCRIPT))["main"](argv)
 
 
 def rows(text: str) -> dict[str, list[int]]:
@@ -28,9 +25,8 @@ def rows(text: str) -> dict[str, list[int]]:
 
 
 def test_a_step_counts_by_part_and_the_finiteness_check_is_a_handful(capsys):
-    script = load_script()
     backward = torch.Tensor.backward
-    script.main(["--quick"])
+    count(["--quick"])
     table = rows(capsys.readouterr().out)
     assert table["finiteness check"][0] <= 12 < table["UNet forward"][0]
     assert table["all"][0] == sum(count for part, (count, *_) in table.items() if part != "all")
@@ -38,8 +34,7 @@ def test_a_step_counts_by_part_and_the_finiteness_check_is_a_handful(capsys):
 
 
 def test_a_kept_adapters_guided_call_launches_fewer_than_peft_and_lidb_as_few_as_lora(capsys):
-    script = load_script()
-    script.main(["--quick", "--peers"])
+    count(["--quick", "--peers"])
     table = rows(capsys.readouterr().out)
     lora, lidb = table["lowdim LoRA r=4 (fp32 weights)"], table["lowdim LiDB a=100 b=50 r=1 (fp32 weights)"]
     peft_half, peft_fp32 = table["peft LoRA r=4, bf16 weights"], table["peft LoRA r=4, fp32 weights"]
