@@ -158,6 +158,7 @@ def peft_counts(model: SDModel, rank: int, weights: str, count) -> tuple[int, in
     from peft import LoraConfig, inject_adapter_in_model
 
     from lowdim.inject.select import select_layers
+    from lowdim_sd.bench.speed_adapters import remove_peft
 
     names = [name for name, _ in select_layers(model.modules, LAYER_SETS["unet+text"])]
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=names, lora_dropout=0.0),
@@ -167,11 +168,7 @@ def peft_counts(model: SDModel, rank: int, weights: str, count) -> tuple[int, in
     try:
         return count()
     finally:
-        for name in names:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.modules.get_submodule(parent_name)
-            setattr(parent, child, getattr(parent, child).base_layer)
-        vars(model.modules).pop("peft_config", None)
+        remove_peft(model, names)
 
 
 if __name__ == "__main__":

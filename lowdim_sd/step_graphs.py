@@ -68,10 +68,11 @@ class Graphed:
         self.name, self.make_call, self.capture = name, make_call, capture
         self.graphs: dict[tuple, Callable[..., Tensor]] = {}
         self.failed: str | None = None
+        self.eager: nn.Module | None = None  # after a failed capture
 
     def __call__(self, *inputs: Tensor) -> Tensor:
-        if self.failed:
-            return self.make_call()(*inputs)
+        if self.eager is not None:
+            return self.eager(*inputs)
         signature = tuple((tuple(t.shape), t.dtype, t.requires_grad) for t in inputs)
         if signature not in self.graphs:
             # Placeholders of the same kind: the graph copies each call's values into them.
@@ -82,7 +83,8 @@ class Graphed:
                 self.failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                 warnings.warn(f"--cuda-graphs: the {self.name} could not be captured ({self.failed}); it runs "
                               f"eagerly", stacklevel=2)
-                return self.make_call()(*inputs)
+                self.eager = self.make_call()
+                return self.eager(*inputs)
         return self.graphs[signature](*inputs)
 
 

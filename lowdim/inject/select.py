@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,12 +59,7 @@ TOKEN_EMBEDDINGS = LayerSet("token-embedding", ("re:.*(token_embedding|embed_tok
 
 def matches(pattern: str, name: str) -> bool:
     """Whether a layer's dotted name matches one pattern: a shell glob (``*`` crosses dots) or ``re:REGEX``."""
-    if pattern.startswith("re:"):
-        try:
-            return re.fullmatch(pattern[3:], name) is not None
-        except re.error as error:
-            raise LowdimError(f"layer pattern '{pattern}' is not a valid regular expression: {error}") from None
-    return fnmatch.fnmatchcase(name, pattern)
+    return _compiled(pattern).fullmatch(name) is not None
 
 
 def layer_kind(module: nn.Module) -> str | None:
@@ -121,6 +117,7 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
     return [(name, module) for name, module in candidates if include(name) and not exclude(name)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _compiled(pattern: str) -> re.Pattern:
     """A pattern as one compiled regular expression that ``fullmatch`` tests exactly as ``matches`` does."""
     if not pattern.startswith("re:"):

@@ -105,7 +105,7 @@ def peft_variant(ctx: SpeedContext, rank: int, train: bool) -> Setup:
             cast_training_params(model.modules, dtype=torch.float32)
         parameters = [p for p in model.modules.parameters() if p.requires_grad]
         call = engine_step(ctx, model, parameters) if train else unet_forward(ctx, model)
-        return call, lambda: _remove_peft(model, names)
+        return call, lambda: remove_peft(model, names)
 
     return setup
 
@@ -116,7 +116,7 @@ def _clean(model: SDModel) -> None:
     model.pipe.text_encoder.eval()
 
 
-def _remove_peft(model: SDModel, names: list[str]) -> None:
+def remove_peft(model: SDModel, names: list[str]) -> None:
     """Put each layer peft wrapped back in its place, so the next variant sees the bare model."""
     for name in names:
         parent_name, _, child = name.rpartition(".")
