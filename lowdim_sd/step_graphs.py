@@ -15,6 +15,7 @@ they are not (the optimizer updates parameters in place, where the graph reads t
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
+from lowdim.inject import stacked_factors
 
 Capture = Callable[[nn.Module, tuple[Tensor, ...]], Callable[..., Tensor]]
 WARMUP_CALLS = 3  # torch's advice: a few eager calls on a side stream before capturing
@@ -32,25 +34,42 @@ class UNetCall(nn.Module):
     """``unet(noisy, timesteps, hidden)`` as tensors in, one tensor out: what a graph can capture.
 
     A fresh wrapper per capture, because capturing replaces the wrapper's ``forward``, never the model's.
+    ``stack``: the adapters make their factors per group of same-shape layers (``stacked_factors``), which
+    saves launches where each is launched from the host; a replayed graph launches none.
     """
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: nn.Module, stack: bool = False) -> None:
         super().__init__()
-        self.unet = unet
+        self.unet, self.stack = unet, stack
 
     def forward(self, noisy: Tensor, timesteps: Tensor, hidden: Tensor) -> Tensor:
-        return self.unet(noisy, timesteps, hidden).sample
+        with _stacking(self.unet, self.stack):
+            return self.unet(noisy, timesteps, hidden).sample
 
 
 class TextCall(nn.Module):
     """``text_encoder(input_ids)``'s hidden states, the same way."""
 
-    def __init__(self, text_encoder: nn.Module) -> None:
+    def __init__(self, text_encoder: nn.Module, stack: bool = False) -> None:
         super().__init__()
-        self.text_encoder = text_encoder
+        self.text_encoder, self.stack = text_encoder, stack
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        return self.text_encoder(input_ids)[0]
+        with _stacking(self.text_encoder, self.stack):
+            return self.text_encoder(input_ids)[0]
+
+
+def _stacking(model: nn.Module, wanted: bool):
+    """``stacked_factors(model)`` if wanted, unless the model recomputes its layers during backward
+    (gradient checkpointing), where factors made for the forward alone would not match."""
+    if wanted and not _recomputes_layers(model):
+        return stacked_factors(model)
+    return contextlib.nullcontext()
+
+
+def _recomputes_layers(model: nn.Module) -> bool:
+    flag = getattr(model, "is_activation_checkpointing", None)  # transformers 5; older ones and diffusers:
+    return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
 
 
 def cuda_capture(call: nn.Module, sample: tuple[Tensor, ...]) -> Callable[..., Tensor]:
@@ -96,7 +115,7 @@ class StepModels(NamedTuple):
 
 
 def eager_models(pipe) -> StepModels:
-    return StepModels(TextCall(pipe.text_encoder), UNetCall(pipe.unet))
+    return StepModels(TextCall(pipe.text_encoder, stack=True), UNetCall(pipe.unet, stack=True))
 
 
 def step_models(model, cuda_graphs: bool, mixed_precision: str, gradient_checkpointing: bool,

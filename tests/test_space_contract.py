@@ -153,6 +153,26 @@ def test_factors_and_delta_give_the_spaces_own_update_within_its_rank(space_name
 
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
+@given(case=cases(), layers=st.integers(1, 4))
+def test_a_space_that_stacks_layers_gives_each_stacked_layer_its_own_factors(space_name, case, layers):
+    space = make_space(space_name, case)
+    if not space.stacks_layers():  # a claim, not a duty: such a space's layers make their factors one by one
+        assert space_name not in ("lora", "lidb", "stack")
+        return
+    layer, dtype, generator = case["layer"], case["dtype"], torch.Generator().manual_seed(case["seed"])
+    built = [({k: torch.randn(v.shape, generator=generator, dtype=dtype)
+               for k, v in space.init_params(layer, generator).items()},
+              {k: v.to(dtype) for k, v in space.make_buffers(layer, case["seed"] + i).items()}) for i in range(layers)]
+    stacked = [{name: torch.stack([b[part][name] for b in built]) for name in built[0][part]} for part in (0, 1)]
+    for compute in (space.factors, space.trainable_factors):
+        down, up = compute(*stacked)
+        for index, (params, buffers) in enumerate(built):
+            own_down, own_up = compute(params, buffers)
+            assert close(down[index], own_down, case["dtype"]) and close(up[index], own_up, case["dtype"])
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
 @given(case=cases())
 def test_shapes_counts_and_reproducible_init(space_name, case):
     space, _, _ = build(space_name, case)

@@ -35,6 +35,8 @@ class AdapterSlot(nn.Module):
         self.frozen_merged_factors: tuple[Tensor, Tensor] | None = None
         self.override: Tensors | None = None
         self._kept_factors: tuple[tuple, tuple[Tensor, Tensor] | None] | None = None
+        self.step_factors: tuple[Tensor, Tensor] | None = None  # given for one forward by stacked_factors
+        self._frozen_stack = None  # stacked_factors' stack of this slot's group's frozen tensors
 
     def tensors(self) -> Tensors:
         return self.override if self.override is not None else dict(self.params.items())
@@ -76,8 +78,11 @@ class AdapterSlot(nn.Module):
         Without gradients (generation) they are kept until a tensor they are made of changes (in place or
         moved; a write through ``.data`` bypasses the version counter and is not seen), so an adapter that is
         not training launches no cast and no factor product per call: a GPU waiting on its host launches
-        per layer only what peft does. With gradients they are made each call, as autograd needs.
+        per layer only what peft does. With gradients they are made each call, as autograd needs, unless
+        ``lowdim.inject.stacked_factors`` made them with the other layers of this slot's shape.
         """
+        if self.step_factors is not None and self.enabled and self.merged_scale is None:
+            return _cast(self.step_factors, dtype)
         if torch.is_grad_enabled() or self.override is not None:
             return _cast(self.live_factors(), dtype)
         sources = (*self.params.values(), *self.buffers_dict().values())
@@ -137,9 +142,11 @@ class AdapterLayer(nn.Module):
     """
 
     is_lowdim_wrapper = True
+    made = 0  # wrappers made so far in this process: code that keeps a model's wrappers knows when to look again
 
     def __init__(self, base_layer: nn.Module, name: str) -> None:
         super().__init__()
+        AdapterLayer.made += 1
         self.base_layer = base_layer
         self.layer_name = name
         self.slots = nn.ModuleDict()

@@ -176,6 +176,15 @@ class Space(ABC):
         """``split_factors(...)[1]``, what a forward adds once the frozen part is merged, computed alone."""
         return self.split_factors(params, buffers)[1]
 
+    def stacks_layers(self) -> bool:
+        """Whether ``factors`` and ``trainable_factors`` also take every param and buffer of several layers
+        of one shape stacked over a new leading dimension, and give their factors stacked the same way.
+
+        If so, a training forward makes the factors of all such layers in one batched product instead of
+        one per layer (``lowdim.inject.stacked_factors``). The contract suite checks the claim.
+        """
+        return False
+
     def num_params(self, layer: LayerSpec) -> int:
         shapes = self.param_shapes(layer)
         return sum(_numel(shapes[name]) for name in self.trainable_names(layer))

@@ -96,6 +96,9 @@ class LidbSpace(Space):
         down = b_train @ buffers["B_aux"].to(b_train.dtype)
         return down, up
 
+    def stacks_layers(self) -> bool:
+        return True  # matrix products broadcast over leading dimensions, the bases' as well as the factors'
+
     def rank(self, layer: LayerSpec) -> int:
         return self.config.rank
 

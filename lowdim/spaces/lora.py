@@ -57,6 +57,9 @@ class LoraSpace(Space):
         # A multiply by 1 is still a kernel launch per layer and forward, what bounds a GPU step at batch 1.
         return params["down"], params["up"] if self.scaling == 1.0 else params["up"] * self.scaling
 
+    def stacks_layers(self) -> bool:
+        return True  # a product with a number broadcasts over any leading dimension
+
     def rank(self, layer: LayerSpec) -> int:
         return self.config.rank
 

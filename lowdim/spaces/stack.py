@@ -161,6 +161,9 @@ class StackSpace(Space):
         trainable = factors.pop(self.trainable_index)
         return (F.concat_factors(factors) if factors else None), trainable
 
+    def stacks_layers(self) -> bool:
+        return all(space.stacks_layers() for space in self.components)  # concatenation keeps leading dims
+
     def rank(self, layer: LayerSpec) -> int:
         return sum(space.rank(layer) for space in self.components)
 

@@ -8,6 +8,7 @@ The real capture runs only where CUDA is (the GPU session's check, skipped in CI
 from __future__ import annotations
 
 import collections
+import contextlib
 import warnings
 
 import pytest
@@ -176,6 +177,30 @@ def test_the_cli_refuses_cuda_graphs_on_a_cpu_in_one_line_before_loading(tiny_sd
     assert code == 1
     assert err.strip().splitlines()[-1].endswith("--cuda-graphs needs a CUDA GPU; the model is on cpu")
     assert "Traceback" not in err
+
+
+def test_eager_steps_stack_the_adapters_factors_unless_layers_are_recomputed(tiny_sd, faces, monkeypatch):
+    real, seen = step_graphs.stacked_factors, []
+
+    @contextlib.contextmanager
+    def spy(model):
+        with real(model) as count:
+            seen.append((type(model).__name__, count))
+            yield count
+
+    monkeypatch.setattr(step_graphs, "stacked_factors", spy)
+    runs = {}
+    for checkpointing in (False, True):
+        seen.clear()
+        model = load_sd(str(tiny_sd))
+        trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+        config = TrainConfig(steps=1, augment=False, gradient_checkpointing=checkpointing)
+        train(model, [Subject(faces[:1], 0)], trainable, config, progress=False)
+        runs[checkpointing] = list(seen), len(trainable.parameters) // 2
+    (stacked, layers), (recomputed, _) = runs[False], runs[True]
+    assert [name for name, _ in stacked] == ["CLIPTextModel", "UNet2DConditionModel"]
+    assert sum(count for _, count in stacked) == layers  # every shape of the tiny model occurs more than once
+    assert recomputed == []  # checkpointing recomputes layers in backward: factors made per layer there
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")

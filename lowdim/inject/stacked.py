@@ -1,0 +1,166 @@
+"""The factors of every same-shape adapted layer, made at once for one training forward.
+
+Why: at batch 1 a GPU training step is bound by the host launching kernels, not by the kernels
+(docs/benchmarks.md). Each adapted layer's forward makes its own factors (LiDB: a product with each of
+its two bases; any space in a half-precision model: two casts) and autograd launches as many again
+backward: about 700 of a LiDB step's 4,800 launches on SD1.5's 176 layers. Layers of one shape and one
+space can make theirs as one batched product over a leading dimension of layers, so a step launches
+per shape (seven in SD1.5), not per layer.
+
+Inside ``stacked_factors(model)`` each training adapter slot under ``model`` whose space allows it
+(``Space.stacks_layers``) and that shares its group (space, shapes, dtypes) with another slot takes its
+factors from the group's product. Frozen tensors are stacked once and kept while they are unchanged:
+the frozen bases (buffers) become views of their stack, so no memory is doubled; frozen params, which
+files save, are copied. Only the trainable params are stacked per call.
+
+The factors live for one forward: a model whose layers are recomputed during backward (gradient
+checkpointing) must run without it, or its recomputation would make different tensors than the forward.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from lowdim.inject.layer import AdapterLayer, AdapterSlot
+from lowdim.spaces.base import Tensors
+
+Factors = tuple[Tensor, Tensor]
+
+
+@contextmanager
+def stacked_factors(model: nn.Module) -> Iterator[int]:
+    """Within, the training slots under ``model`` use factors made per group of same-shape layers.
+
+    Yields how many slots do. Without gradients it changes nothing: slots that do not train keep
+    their factors between calls already (``AdapterSlot.call_factors``).
+    """
+    given: list[AdapterSlot] = []
+    try:
+        if torch.is_grad_enabled():
+            for group in _groups(model):
+                frozen = _frozen_stack(group)
+                if not frozen.worth_stacking:
+                    continue
+                for slot, factors in zip(group.slots, group.factors(frozen), strict=True):
+                    slot.step_factors = factors
+                    given.append(slot)
+        yield len(given)
+    finally:
+        for slot in given:
+            slot.step_factors = None
+
+
+class _Group:
+    """Slots with one space and the same tensor shapes and dtypes, whose layers compute in ``dtype``."""
+
+    def __init__(self, key: tuple, slots: list[AdapterSlot], dtype: torch.dtype) -> None:
+        self.key, self.slots, self.dtype = key, slots, dtype
+        self.space = slots[0].space
+        self.trainable_only = slots[0].frozen_merged_scale is not None  # a stack's frozen part is merged
+        first = slots[0].params
+        self.trainable = [name for name, param in first.items() if param.requires_grad]
+        self.frozen_params = [name for name, param in first.items() if not param.requires_grad]
+
+    def compute(self, params: Tensors, buffers: Tensors) -> Factors:
+        if self.trainable_only:
+            return self.space.trainable_factors(params, buffers)
+        return self.space.factors(params, buffers)
+
+    def factors(self, frozen: _FrozenStack) -> list[Factors]:
+        params = {name: torch.stack([slot.params[name] for slot in self.slots]) for name in self.trainable}
+        down, up = self.compute({**params, **frozen.params}, frozen.buffers)
+        return list(zip(down.to(self.dtype).unbind(), up.to(self.dtype).unbind(), strict=True))
+
+    def worth_stacking(self) -> bool:
+        """False when each slot's factors are its params as they are: nothing per layer to save.
+        Asked once per frozen stack, on meta tensors, so it launches nothing."""
+        first = self.slots[0]
+        if any(param.dtype != self.dtype for param in first.params.values()):
+            return True  # a cast per factor and layer
+        params = {name: torch.empty_like(value, device="meta") for name, value in first.params.items()}
+        buffers = {name: torch.empty_like(value, device="meta") for name, value in first.buffers_dict().items()}
+        down, up = self.compute(params, buffers)
+        given = [id(value) for value in params.values()]
+        return id(down) not in given or id(up) not in given
+
+
+class _FrozenStack:
+    """A group's frozen params (copied) and buffers (the slots' buffers become views of these), stacked."""
+
+    def __init__(self, group: _Group) -> None:
+        slots = group.slots
+        self.params = {name: torch.stack([slot.params[name].detach() for slot in slots])
+                       for name in group.frozen_params}
+        self.buffers = {name: torch.stack([slot.buffers_dict()[name] for slot in slots])
+                        for name in slots[0].buffer_names}
+        for index, slot in enumerate(slots):
+            for name, stacked in self.buffers.items():
+                slot._buffers[name] = stacked[index]
+        self.signature = _signature(group)
+        self.worth_stacking = group.worth_stacking()
+        # The tensors the signature names, held so that their ids cannot be reused while this lives.
+        self.sources = [tensor for slot in slots for tensor in _frozen_tensors(slot, group)]
+
+
+def _frozen_stack(group: _Group) -> _FrozenStack:
+    """The group's frozen stack, remade when a slot joined or left or a frozen tensor changed (in place,
+    moved or replaced); kept on the group's first slot between calls."""
+    kept = getattr(group.slots[0], "_frozen_stack", None)
+    if kept is None or kept.signature != _signature(group):
+        kept = _FrozenStack(group)
+        group.slots[0]._frozen_stack = kept
+    return kept
+
+
+def _frozen_tensors(slot: AdapterSlot, group: _Group) -> list[Tensor]:
+    params = slot.params._parameters
+    return [params[name] for name in group.frozen_params] + list(slot._buffers.values())
+
+
+def _signature(group: _Group) -> tuple:
+    return group.key, *((id(slot), *((id(tensor), tensor._version) for tensor in _frozen_tensors(slot, group)))
+                        for slot in group.slots)
+
+
+def _groups(model: nn.Module) -> Iterator[_Group]:
+    members: dict[tuple, list[AdapterSlot]] = {}
+    for layer in _adapter_layers(model):
+        dtype = layer.base_layer.weight.dtype  # what the layer computes in, so what its factors are cast to
+        for slot in layer.slots.values():
+            if slot.enabled and slot.merged_scale is None and slot.override is None:
+                key = _group_key(slot, dtype)
+                if key is not None:
+                    members.setdefault(key, []).append(slot)
+    for key, slots in members.items():  # one group's slots share shapes: one look says if they are per sample
+        if len(slots) > 1 and slots[0].batch_size is None and slots[0].space.stacks_layers():
+            yield _Group(key, slots, dtype=key[0])
+
+
+# model -> (AdapterLayer.made when it was walked, its wrappers): walking SD1.5's UNet module by module costs
+# milliseconds of host time, every call. No wrapper made since means none can have joined the model.
+_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _adapter_layers(model: nn.Module) -> list[AdapterLayer]:
+    kept = _LAYERS.get(model)
+    if kept is None or kept[0] != AdapterLayer.made:
+        found = [weakref.ref(m) for m in model.modules() if isinstance(m, AdapterLayer) and not m.is_embedding]
+        kept = (AdapterLayer.made, found)
+        _LAYERS[model] = kept
+    return [layer for ref in kept[1] if (layer := ref()) is not None]
+
+
+def _group_key(slot: AdapterSlot, dtype: torch.dtype) -> tuple | None:
+    """What slots must share to be stacked (None: this one does not train). Read from the modules' own
+    dicts, since this runs for every slot at every call."""
+    params, buffers = slot.params._parameters, slot._buffers
+    if not any(param.requires_grad for param in params.values()):
+        return None
+    return (dtype, id(slot.space), slot.frozen_merged_scale is not None,
+            *((name, value.shape, value.dtype, value.device, value.requires_grad) for name, value in params.items()),
+            *((name, value.shape, value.dtype, value.device) for name, value in buffers.items()))

@@ -1,0 +1,185 @@
+"""A training forward inside ``stacked_factors`` makes the factors of same-shape layers in one batched product.
+
+What users rely on: the output and every gradient are the ones the layers give on their own, whatever the
+space (rank-relaxed stacks included), and a step launches fewer operations, which is the point on a GPU.
+The frozen bases a group shares become views of one stack, which must follow any change to them.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import lowdim
+from lowdim.inject import stacked_factors
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    REGISTRY = lowdim.Registry.from_plugins(load_entry_points=True)
+PROPERTY = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+VIEWS = {"view", "_unsafe_view", "t", "transpose", "permute", "reshape", "expand", "detach", "alias", "unsqueeze",
+         "unbind", "select", "squeeze"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registry():
+    with lowdim.use_registry(REGISTRY):
+        yield
+
+
+def adapted(space: lowdim.Space, width: int, same: int, dtype=torch.float64, seed: int = 0):
+    """``same`` (width x width) layers and one (width + 1, width) layer, all adapted, with random non-zero
+    params; in fp64 the adapters are too, in half precision they stay fp32, as training keeps them."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(*[nn.Linear(width, width) for _ in range(same)], nn.Linear(width, width + 1))
+    model.requires_grad_(False).to(dtype)
+    adapters = lowdim.Adapters(model)
+    adapters.add("a", space, [str(i) for i in range(same + 1)], seed=seed)
+    if dtype == torch.float64:
+        model.to(dtype)
+    with torch.no_grad():
+        for param in adapters.parameters("a"):
+            param.copy_(torch.randn_like(param))
+    return model, adapters
+
+
+def output_and_grads(model: nn.Module, adapters: lowdim.Adapters, x: torch.Tensor, stacked: bool):
+    for param in adapters.parameters("a"):
+        param.grad = None
+    if stacked:
+        with stacked_factors(model) as count:
+            output = model(x)
+    else:
+        output, count = model(x), 0
+    output.float().square().sum().backward()
+    return output.detach(), [param.grad.clone() for param in adapters.parameters("a")], count
+
+
+SPACES = {
+    "lora": lambda rng: lowdim.get_space("lora", rank=rng.randint(1, 3), alpha=rng.choice([None, 3.0])),
+    "lidb": lambda rng: lowdim.get_space("lidb", a=rng.randint(1, 6), b=rng.randint(1, 6)),
+}
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES))
+@PROPERTY
+@given(seed=st.integers(0, 2**16), width=st.integers(2, 9), same=st.integers(2, 4))
+def test_output_and_gradients_are_the_layers_own(space_name, seed, width, same):
+    space = SPACES[space_name](random.Random(seed))
+    model, adapters = adapted(space, width, same, seed=seed)
+    x = torch.randn(5, width, dtype=torch.float64)
+    alone, alone_grads, _ = output_and_grads(model, adapters, x, stacked=False)
+    together, together_grads, count = output_and_grads(model, adapters, x, stacked=True)
+    passes_params_through = space.name == "lora" and space.scaling == 1.0  # in fp64: nothing to save
+    assert count == (0 if passes_params_through else same)  # the last layer has no partner
+    torch.testing.assert_close(together, alone, rtol=1e-10, atol=1e-10)
+    for got, expected in zip(together_grads, alone_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2**16), rank=st.integers(2, 4))
+def test_a_rank_relaxed_stack_trains_its_lora_stacked_with_the_lidb_merged(seed, rank):
+    model, adapters = adapted(lowdim.get_space("lidb", a=4, b=3), 6, 3, seed=seed)
+    lowdim.relax_rank(adapters, "a", "relaxed", lowdim.get_space("lora", rank=rank, init="gaussian"))
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with stacked_factors(model) as count:
+        output = model(x)
+    assert count == 3
+    output.square().sum().backward()
+    stacked_grads = [param.grad.clone() for param in adapters.parameters("relaxed")]
+    for param in adapters.parameters("relaxed"):
+        param.grad = None
+    torch.testing.assert_close(output, model(x), rtol=1e-10, atol=1e-10)
+    model(x).square().sum().backward()
+    for got, param in zip(stacked_grads, adapters.parameters("relaxed"), strict=True):
+        torch.testing.assert_close(got, param.grad, rtol=1e-9, atol=1e-9)
+
+
+class Launches(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.__name__.split(".")[0] not in VIEWS:
+            self.counts[func.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("space", [lowdim.get_space("lora", rank=4), lowdim.get_space("lidb", a=8, b=4)],
+                         ids=["lora", "lidb"])
+def test_a_half_precision_step_launches_per_shape_not_per_layer(space):
+    """A bf16 model with fp32 adapters: per layer two casts (and LiDB's two basis products) each way."""
+    layers = 12
+    model, adapters = adapted(space, 16, layers, dtype=torch.bfloat16)
+    x = torch.randn(2, 16, dtype=torch.bfloat16)
+    counts = {}
+    for stacked in (False, True, True):  # the second stacked call finds its frozen stack made
+        with Launches() as launches:
+            output_and_grads(model, adapters, x, stacked)
+        counts[stacked] = sum(launches.counts.values())
+    per_layer_saving = 4 if space.name == "lora" else 8
+    assert counts[True] <= counts[False] - per_layer_saving * (layers - 3)
+
+
+def test_shared_bases_become_views_of_one_stack_and_follow_every_change():
+    model, adapters = adapted(lowdim.get_space("lidb", a=4, b=3), 6, 3)
+    slots = [layer.slots["a"] for layer in list(model)[:3]]
+    before = [slot.A_aux.clone() for slot in slots]
+    x = torch.randn(4, 6, dtype=torch.float64)
+    output_and_grads(model, adapters, x, stacked=True)
+    stack = slots[0]._frozen_stack
+    assert all(slot.A_aux._base is stack.buffers["A_aux"] for slot in slots)  # no second copy kept
+    assert all(torch.equal(slot.A_aux, value) for slot, value in zip(slots, before, strict=True))
+    output_and_grads(model, adapters, x, stacked=True)
+    assert slots[0]._frozen_stack is stack  # unchanged: kept
+    with torch.no_grad():
+        slots[1].B_aux.mul_(2.0)  # in place, through the view
+    changed, changed_grads, _ = output_and_grads(model, adapters, x, stacked=True)
+    assert slots[0]._frozen_stack is not stack
+    expected, expected_grads, _ = output_and_grads(model, adapters, x, stacked=False)
+    torch.testing.assert_close(changed, expected)
+    for got, wanted in zip(changed_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, wanted)
+    slots[2].B_aux = torch.randn_like(slots[2].B_aux)  # replaced outright
+    replaced, _, _ = output_and_grads(model, adapters, x, stacked=True)
+    torch.testing.assert_close(replaced, output_and_grads(model, adapters, x, stacked=False)[0])
+
+
+def test_nothing_is_stacked_without_gradients_or_for_slots_that_do_not_train_alone():
+    model, adapters = adapted(lowdim.get_space("lora", rank=2, alpha=4.0), 5, 3)
+    with torch.no_grad(), stacked_factors(model) as count:
+        model(torch.randn(2, 5, dtype=torch.float64))
+    assert count == 0
+    adapters.add("b", lowdim.get_space("lora", rank=2, init="gaussian"), ["0", "1", "2"], batch=2)  # per sample
+    adapters.disable("a")
+    with stacked_factors(model) as count:
+        pass
+    assert count == 0
+
+
+def test_a_slot_disabled_inside_the_context_adds_nothing():
+    model, adapters = adapted(lowdim.get_space("lidb", a=4, b=3), 6, 3)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with stacked_factors(model):
+        adapters.disable("a")
+        output = model(x)
+    adapters.enable("a")
+    plain = x
+    for layer in model:
+        plain = layer.base_layer(plain)
+    torch.testing.assert_close(output, plain)
+
+
+def test_every_built_in_low_rank_space_stacks_and_a_plugin_space_opts_in():
+    assert all(lowdim.get_space(name).stacks_layers() for name in ("lora", "lidb", "stack"))
+    assert not lowdim.get_space("ti").stacks_layers()  # an embedding space: never in a linear group
