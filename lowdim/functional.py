@@ -57,6 +57,19 @@ def lowrank_delta(down: Tensor, up: Tensor) -> Tensor:
     return up @ down
 
 
+def lowrank_add(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: float = 1.0) -> Tensor:
+    """``result + scale · x @ ΔW.T`` for unbatched factors, the sum made inside the second product.
+
+    One GEMM adds its product to ``result`` (torch.addmm), so a layer's update launches two kernels
+    instead of three (four with a scale), and the full-size update is never written and read back. At
+    batch 1 a GPU waits on its host launching kernels, and every adapted layer of a forward pays this.
+    """
+    down = down.to(x.dtype)
+    flat = x.reshape(-1, x.shape[-1]) @ down.T
+    summed = torch.addmm(result.reshape(-1, result.shape[-1]), flat, up.to(x.dtype).T, alpha=scale)
+    return summed.reshape(result.shape)
+
+
 def lowrank_apply(x: Tensor, down: Tensor, up: Tensor) -> Tensor:
     """x @ ΔW.T computed as (x @ down.T) @ up.T, never forming ΔW.
 

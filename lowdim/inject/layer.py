@@ -206,6 +206,9 @@ class AdapterLayer(nn.Module):
             factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype)
             if factors is None:
                 continue
+            if factors[0].dim() == 2 and not (self.is_conv or self.is_embedding):
+                result = F.lowrank_add(result, x, *factors, scale=slot.scale)
+                continue
             update = self._low_rank_update(x, *factors)
             result = result + (update if slot.scale == 1.0 else slot.scale * update)
         return result
