@@ -57,17 +57,19 @@ def lowrank_delta(down: Tensor, up: Tensor) -> Tensor:
     return up @ down
 
 
-def lowrank_add(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: float = 1.0) -> Tensor:
-    """``result + scale · x @ ΔW.T`` for unbatched factors, the sum made inside the second product.
+def lowrank_add_(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: float = 1.0) -> Tensor:
+    """Adds ``scale · x @ ΔW.T`` to ``result`` in place and returns it: x (N, in), result (N, out), factors
+    unbatched.
 
-    One GEMM adds its product to ``result`` (torch.addmm), so a layer's update launches two kernels
-    instead of three (four with a scale), and the full-size update is never written and read back. At
-    batch 1 a GPU waits on its host launching kernels, and every adapted layer of a forward pays this.
+    The second product accumulates into ``result`` (``Tensor.addmm_``), so an adapted layer's update
+    launches two GEMMs and nothing else: no kernel writes the full-size update and none adds it. An
+    out-of-place ``torch.addmm`` would not do: on a GPU it first copies its input into a new output,
+    which is the add again. At batch 1 a GPU waits on its host launching kernels, and every adapted
+    layer of every forward pays this. ``result`` must not be needed by autograd (a linear layer's output
+    is not: its backward reads the input and the weight).
     """
-    down = down.to(x.dtype)
-    flat = x.reshape(-1, x.shape[-1]) @ down.T
-    summed = torch.addmm(result.reshape(-1, result.shape[-1]), flat, up.to(x.dtype).T, alpha=scale)
-    return summed.reshape(result.shape)
+    hidden = x @ down.to(x.dtype).T
+    return result.addmm_(hidden.to(result.dtype), up.to(result.dtype).T, alpha=scale)
 
 
 def lowrank_apply(x: Tensor, down: Tensor, up: Tensor) -> Tensor:

@@ -201,13 +201,29 @@ class AdapterLayer(nn.Module):
         return weight
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.is_conv or self.is_embedding:
+            return self._forward_any(x)
+        # One row per token: the base's output is then a fresh (N, out) matrix the updates add into in place
+        # (functional.lowrank_add_), and the layer's output a view of it in x's shape.
+        rows = x.reshape(-1, x.shape[-1])
+        result = self.base_layer(rows)
+        for slot in self.slots.values():
+            factors = slot.call_factors(x.dtype)
+            if factors is None:
+                continue
+            if factors[0].dim() == 2:
+                result = F.lowrank_add_(result, rows, *factors, scale=slot.scale)
+            else:  # per-sample factors need the batch dimension
+                update = self._low_rank_update(x, *factors).reshape(result.shape)
+                result = result + (update if slot.scale == 1.0 else slot.scale * update)
+        return result.view(*x.shape[:-1], result.shape[-1])
+
+    def _forward_any(self, x: Tensor) -> Tensor:
+        """A 1x1 convolution's or an embedding's forward: the update made apart, then added."""
         result = self.base_layer(x)
         for slot in self.slots.values():  # an embedding's update is made in the factors' dtype, then cast
             factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype)
             if factors is None:
-                continue
-            if factors[0].dim() == 2 and not (self.is_conv or self.is_embedding):
-                result = F.lowrank_add(result, x, *factors, scale=slot.scale)
                 continue
             update = self._low_rank_update(x, *factors)
             result = result + (update if slot.scale == 1.0 else slot.scale * update)

@@ -2,7 +2,7 @@
 
 A space is pure math: it knows how to create the tensors of one adapted layer and how to turn
 them into LoRA factors (down, up). Everything that runs is built from those factors: the wrapped
-layer's forward (``functional.lowrank_add``), merging into the weights, the dense delta and
+layer's forward (``functional.lowrank_add_``), merging into the weights, the dense delta and
 export. So a space cannot make its forward disagree with what it merges or exports; the contract
 suite checks the factors against each space's own formula for ΔW instead.
 It holds no tensors itself; the injection layer (``lowdim.inject``) owns those.
