@@ -68,6 +68,7 @@ def peft_variant(rank: int) -> Callable[[nn.ModuleDict], Callable[[], None]]:
         def detach() -> None:
             for name in names:
                 layers[name] = layers[name].get_base_layer()
+            vars(layers).pop("peft_config", None)  # else the next injection warns of a second adapter
         return detach
     return attach
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "host_time.py"
 
 
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_every_adapter_and_ratio_gets_a_row_and_nothing_stays_attached(capsys):
     namespace = runpy.run_path(str(SCRIPT))
     threads = torch.get_num_threads()
@@ -26,3 +28,4 @@ def test_every_adapter_and_ratio_gets_a_row_and_nothing_stays_attached(capsys):
     for name, attach in namespace["VARIANTS"].items():  # each variant leaves the layers as it found them
         attach(layers)()
         assert all(type(layer) is torch.nn.Linear for layer in layers.values()), name
+        assert not hasattr(layers, "peft_config"), name
