@@ -38,6 +38,10 @@ class GenerateConfig:
     token: str | None = None  # replaces [V]; default: the first adapter's identifier token
     resolution: int | None = None  # image side in pixels; default: the model's own
     parts: DrawParts = DrawParts()  # the adapters' text-encoder part at its own scale, the UNet part joining late
+    # Images drawn together in one pipeline call (each from its own seed's generator, so each is the image it
+    # would be alone): 3x faster on a CPU for 6 prompts, and a GPU's host-bound UNet calls are shared. 4, since
+    # guidance doubles the batch and an 8 GB GPU must still hold a 512 px call.
+    batch: int = 4
 
 
 @dataclass
@@ -99,6 +103,8 @@ def check_config(config: GenerateConfig) -> None:
                           f"got {config.steps}")
     if not math.isfinite(config.guidance):
         raise LowdimError(f"--guidance must be a finite number, got {config.guidance}")
+    if config.batch < 1:
+        raise LowdimError(f"--batch must be at least 1, got {config.batch}")
 
 
 def check_resolution(resolution: int | None) -> None:
@@ -144,17 +150,20 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     results = []
     from lowdim_sd.runs import progress as bar
 
+    negative = fill(config.negative_prompt, token)
     with bar(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
-        for prompt, seed in jobs:
-            generator = torch.Generator(device="cpu").manual_seed(seed)
+        for start in range(0, len(jobs), config.batch):
+            chunk = jobs[start:start + config.batch]
             with drawing_parts(model, config.parts, config.steps) as callback:
-                image = model.pipe(
-                    fill(prompt, token), negative_prompt=fill(config.negative_prompt, token) or None,
-                    num_inference_steps=config.steps, guidance_scale=config.guidance, generator=generator,
+                images = model.pipe(
+                    [fill(prompt, token) for prompt, _ in chunk],
+                    negative_prompt=[negative] * len(chunk) if negative else None,
+                    generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk],
+                    num_inference_steps=config.steps, guidance_scale=config.guidance,
                     height=size, width=size, callback_on_step_end=callback,
-                ).images[0]
-            results.append(Generated(prompt, seed, image))
-            advance()
+                ).images
+            results += [Generated(prompt, seed, image) for (prompt, seed), image in zip(chunk, images, strict=True)]
+            advance(steps=len(chunk))
     return results
 
 
