@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,7 +156,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     with bar(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
         for start in range(0, len(jobs), config.batch):
             chunk = jobs[start:start + config.batch]
-            with drawing_parts(model, config.parts, config.steps) as callback:
+            with drawing_parts(model, config.parts, config.steps) as callback, _decoding_apart(model.pipe.vae):
                 images = model.pipe(
                     [fill(prompt, token) for prompt, _ in chunk],
                     negative_prompt=[negative] * len(chunk) if negative else None,
@@ -165,6 +167,21 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
             results += [Generated(prompt, seed, image) for (prompt, seed), image in zip(chunk, images, strict=True)]
             advance(steps=len(chunk))
     return results
+
+
+@contextmanager
+def _decoding_apart(vae) -> Iterator[None]:
+    """The VAE decodes a call's pictures one at a time: at 512 px its decoder's activations, not the UNet's,
+    are what drawing several pictures together adds to a small GPU's peak, and the UNet is what sharing
+    a call speeds up."""
+    if not hasattr(vae, "use_slicing"):
+        yield
+        return
+    before, vae.use_slicing = vae.use_slicing, True
+    try:
+        yield
+    finally:
+        vae.use_slicing = before
 
 
 def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None) -> tuple[list[Path], Path]:

@@ -36,3 +36,18 @@ def test_a_batch_below_one_is_refused_in_one_line_before_the_model_loads(tmp_pat
     err = capsys.readouterr().err
     assert code == 1
     assert err.strip().splitlines()[-1].endswith("--batch must be at least 1, got 0")
+
+
+def test_the_vae_decodes_a_calls_pictures_one_at_a_time_and_is_left_as_it_was(tiny_sd):
+    model = load_sd(str(tiny_sd))
+    vae, seen = model.pipe.vae, []
+    decode = vae.decode
+
+    def spy(latents, *args, **kwargs):
+        seen.append((latents.shape[0], vae.use_slicing))
+        return decode(latents, *args, **kwargs)
+
+    vae.decode = spy
+    generate(model, GenerateConfig(prompts=PROMPTS, steps=2, resolution=16, batch=2))
+    assert seen == [(2, True), (1, True)]  # 3 pictures, 2 a call: each call decodes slice by slice
+    assert vae.use_slicing is False
