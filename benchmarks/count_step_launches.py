@@ -115,8 +115,9 @@ def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
 
 
 def peers(pipe, resolution: int, name: str) -> None:
-    """The engine's step (forward and backward, not AdamW) and a guided UNet call (batch 2, no grad, after
-    one untimed call), for each adapter on the 176 layers of ``unet+text`` of a bf16 model."""
+    """The engine's step (forward and backward, not AdamW; after one uncounted step) and a guided UNet call
+    (batch 2, no grad, after one uncounted call), for each adapter on the 176 layers of ``unet+text`` of a
+    bf16 model."""
     model = SDModel(pipe=pipe, name="count", source="count", device=torch.device("cpu"), dtype=torch.bfloat16)
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
@@ -128,6 +129,7 @@ def peers(pipe, resolution: int, name: str) -> None:
 
     def count() -> tuple[int, int]:
         pipe.unet.train()
+        engine.denoising_losses(model, [subject], config, 0, 0, ids).sum().backward()  # warm: one-time stacks
         with Counter() as step:
             engine.denoising_losses(model, [subject], config, 0, 0, ids).sum().backward()
         pipe.unet.eval()
