@@ -130,6 +130,8 @@ def peers(pipe, resolution: int, name: str) -> None:
     def count() -> tuple[int, int]:
         pipe.unet.train()
         engine.denoising_losses(model, [subject], config, 0, 0, ids).sum().backward()  # warm: one-time stacks
+        for parameter in model.modules.parameters():  # as the engine's zero_grad: no accumulation counted
+            parameter.grad = None
         with Counter() as step:
             engine.denoising_losses(model, [subject], config, 0, 0, ids).sum().backward()
         pipe.unet.eval()
