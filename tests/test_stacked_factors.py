@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lowdim
-from lowdim.inject import stacked_factors
+from lowdim import stacked_factors  # the name the README gives
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -79,7 +79,7 @@ class AdapterSlot(nn.Module):
         moved; a write through ``.data`` bypasses the version counter and is not seen), so an adapter that is
         not training launches no cast and no factor product per call: a GPU waiting on its host launches
         per layer only what peft does. With gradients they are made each call, as autograd needs, unless
-        ``lowdim.inject.stacked_factors`` made them with the other layers of this slot's shape.
+        ``lowdim.stacked_factors`` made them with the other layers of this slot's shape.
         """
         if self.step_factors is not None and self.enabled and self.merged_scale is None:
             return _cast(self.step_factors, dtype)

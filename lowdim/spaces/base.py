@@ -181,7 +181,7 @@ class Space(ABC):
         of one shape stacked over a new leading dimension, and give their factors stacked the same way.
 
         If so, a training forward makes the factors of all such layers in one batched product instead of
-        one per layer (``lowdim.inject.stacked_factors``). The contract suite checks the claim.
+        one per layer (``lowdim.stacked_factors``). The contract suite checks the claim.
         """
         return False
 
