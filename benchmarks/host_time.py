@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 import lowdim
-from lowdim.inject import stacked_factors
+from lowdim import stacked_factors
+from lowdim_sd.bench.speed_adapters import unwrap_peft
 
 # (in, out) of SD1.5's adapted layers, 40× smaller: per UNet transformer block q, k, v, out of self-attention
 # and q, out of cross-attention are width x width, k and v of cross-attention read the 768-wide prompt; the
@@ -65,11 +66,7 @@ def peft_variant(rank: int) -> Callable[[nn.ModuleDict], Callable[[], None]]:
                                 layers, adapter_name="bench")
         cast_training_params(layers, dtype=torch.float32)  # fp32 weights to train, as diffusers' scripts do
 
-        def detach() -> None:
-            for name in names:
-                layers[name] = layers[name].get_base_layer()
-            vars(layers).pop("peft_config", None)  # else the next injection warns of a second adapter
-        return detach
+        return lambda: unwrap_peft(layers, names)
     return attach
 
 

@@ -62,12 +62,13 @@ class TextCall(nn.Module):
 def _stacking(model: nn.Module, wanted: bool):
     """``stacked_factors(model)`` if wanted, unless the model recomputes its layers during backward
     (gradient checkpointing), where factors made for the forward alone would not match."""
-    if wanted and not _recomputes_layers(model):
+    if wanted and not recomputes_layers(model):
         return stacked_factors(model)
     return contextlib.nullcontext()
 
 
-def _recomputes_layers(model: nn.Module) -> bool:
+def recomputes_layers(model: nn.Module) -> bool:
+    """Whether gradient checkpointing is on: the model recomputes its layers during backward."""
     flag = getattr(model, "is_activation_checkpointing", None)  # transformers 5; older ones and diffusers:
     return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
 

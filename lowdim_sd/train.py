@@ -23,7 +23,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.loading import SDModel
-from lowdim_sd.step_graphs import StepModels, eager_models, step_models
+from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
 
 IDENTIFIER = "[V]"
 MIXED_PRECISION = runs.MIXED_PRECISION
@@ -385,11 +385,8 @@ def _set_eval_mode(model: SDModel) -> None:
     pipe = model.pipe
     pipe.unet.eval()
     pipe.text_encoder.eval()
-    if pipe.unet.is_gradient_checkpointing:
+    if recomputes_layers(pipe.unet):
         pipe.unet.disable_gradient_checkpointing()
-    text = pipe.text_encoder  # transformers 5 renamed the switch and its flag; older releases have the old names
-    checkpointing = getattr(text, "is_activation_checkpointing", None)
-    if checkpointing is None:
-        checkpointing = getattr(text, "is_gradient_checkpointing", False)
-    if checkpointing:
+    text = pipe.text_encoder  # transformers 5 renamed the switch; older releases only have the old name
+    if recomputes_layers(text):
         (getattr(text, "activation_checkpointing_disable", None) or text.gradient_checkpointing_disable)()

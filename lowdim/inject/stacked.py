@@ -56,10 +56,12 @@ def stacked_factors(model: nn.Module) -> Iterator[int]:
 
 
 class _Group:
-    """Slots with one space and the same tensor shapes and dtypes, whose layers compute in ``dtype``."""
+    """Slots with one space and the same tensor shapes and dtypes, whose layers compute in ``dtype``
+    (the key's first entry)."""
 
-    def __init__(self, key: tuple, slots: list[AdapterSlot], dtype: torch.dtype) -> None:
-        self.key, self.slots, self.dtype = key, slots, dtype
+    def __init__(self, key: tuple, slots: list[AdapterSlot]) -> None:
+        self.key, self.slots = key, slots
+        self.dtype: torch.dtype = key[0]
         self.space = slots[0].space
         self.trainable_only = slots[0].frozen_merged_scale is not None  # a stack's frozen part is merged
         first = slots[0].params
@@ -138,7 +140,7 @@ def _groups(model: nn.Module) -> Iterator[_Group]:
                     members.setdefault(key, []).append(slot)
     for key, slots in members.items():  # one group's slots share shapes: one look says if they are per sample
         if len(slots) > 1 and slots[0].batch_size is None and slots[0].space.stacks_layers():
-            yield _Group(key, slots, dtype=key[0])
+            yield _Group(key, slots)
 
 
 # model -> (AdapterLayer.made when it was walked, its wrappers): walking SD1.5's UNet module by module costs

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
+from torch import nn
 
 import lowdim
 from lowdim.inject.select import select_layers
@@ -118,12 +119,18 @@ def _clean(model: SDModel) -> None:
 
 def remove_peft(model: SDModel, names: list[str]) -> None:
     """Put each layer peft wrapped back in its place, so the next variant sees the bare model."""
+    unwrap_peft(model.modules, names)
+    _clean(model)
+
+
+def unwrap_peft(root: nn.Module, names: list[str]) -> None:
+    """The layers ``names`` under ``root`` as they were before peft wrapped them, and no peft config left
+    (else the next injection warns of a second adapter)."""
     for name in names:
         parent_name, _, child = name.rpartition(".")
-        parent = model.modules.get_submodule(parent_name)
+        parent = root.get_submodule(parent_name)
         setattr(parent, child, getattr(parent, child).base_layer)
-    vars(model.modules).pop("peft_config", None)
-    _clean(model)
+    vars(root).pop("peft_config", None)
 
 
 def _compare(ctx: SpeedContext, variants: dict[str, Setup], **detail: object) -> dict:
