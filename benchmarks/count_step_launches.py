@@ -3,8 +3,8 @@
 On a GPU at batch 1 an SD1.5 step is bound by the host launching kernels (docs/benchmarks.md), so the
 number of kernel-launching operations is what a step costs there. Counting them needs no GPU and no
 repeats: the count is the same on every run. View operations (reshape, transpose, ...) launch nothing
-and are left out. The CPU runs AdamW one parameter at a time; on a GPU it runs a few multi-tensor
-kernels for all of them, so the optimizer row is the CPU's.
+and are left out. The engine asks torch for its fused AdamW, one kernel for all the parameters on a CPU
+and on a GPU alike (torch's default is one parameter at a time on a CPU, a few multi-tensor kernels on a GPU).
 
     python benchmarks/count_step_launches.py            # SD1.5's architecture, random weights, 64 px
     python benchmarks/count_step_launches.py --quick    # the tests' tiny pipeline
@@ -103,7 +103,7 @@ def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
     counter.attributing(engine, "_subject_draws", "images, augmentation, noise draws")
     counter.attributing(engine, "clip_per_subject", "gradient clipping")
     counter.attributing(engine, "_all_finite", "finiteness check")
-    counter.attributing(torch.optim.AdamW, "step", "AdamW (CPU: per parameter)")
+    counter.attributing(torch.optim.AdamW, "step", "AdamW (fused)")
     with counter:
         engine.train(model, subjects, trainable, config, progress=False)
     print(f"{name} architecture, {len(trainable.parameters)} trainable tensors, torch {torch.__version__}; "

@@ -39,7 +39,7 @@ from lowdim_sd.hypertrain_io import (
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.loading import accelerator_available, canonical_model
 from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
-from lowdim_sd.train import TrainingDiverged
+from lowdim_sd.train import TrainingDiverged, one_kernel_update
 from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
 
 TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
@@ -208,7 +208,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     train_cache, val_cache = (FeatureCache(stored), FeatureCache(stored)) if frozen else (None, None)
     net.to(accelerator.device).train()
     trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay,
+                                  fused=one_kernel_update(trainable))
     if folder is not None:
         checkpoints.load_optimizer(optimizer, trainable, folder / "optimizer.safetensors")
     diffusion = Diffusion(job, index, full.layers, accelerator.device) if job.alpha > 0 else None

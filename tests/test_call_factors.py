@@ -94,6 +94,29 @@ def test_what_a_call_keeps_is_always_the_adapter_as_it_is_now(space_name, seed, 
     assert first.shape == (3, out_features)
 
 
+@pytest.mark.parametrize("space_name", SPACES)
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw-fused", "sgd-fused"])
+def test_an_optimizer_step_is_seen_even_when_torch_does_not_count_it_as_a_write(space_name, optimizer):
+    # A fused optimizer writes the parameters without bumping their version counter (torch 2.13): the
+    # pictures drawn after training must still be the trained adapter's, not the ones drawn before it.
+    model, adapters = adapted_linear(space_name, random.Random(1), 1, 8, 8, torch.float32)
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(2))
+    kind, _, fused = optimizer.partition("-")
+    parameters = adapters.parameters("a")
+    step = (torch.optim.AdamW(parameters, lr=0.1, fused=bool(fused) or None) if kind == "adamw"
+            else torch.optim.SGD(parameters, lr=0.1, momentum=0.9, fused=True))
+    with torch.no_grad():
+        before = model(x)  # kept
+    for _ in range(2):
+        step.zero_grad()
+        model(x).pow(2).sum().backward()
+        step.step()
+    with torch.no_grad():
+        after = model(x)
+        assert torch.equal(after, from_scratch(model, x))
+    assert not torch.equal(after, before)
+
+
 @pytest.mark.parametrize("space_name", ["lora", "lidb"])
 def test_a_kept_adapters_call_launches_only_the_update_itself(space_name):
     model, _ = adapted_linear(space_name, random.Random(0), 0, 32, 32, torch.bfloat16)

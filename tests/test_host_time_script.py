@@ -24,6 +24,8 @@ def test_every_adapter_and_ratio_gets_a_row_and_nothing_stays_attached(capsys):
     assert set(namespace["VARIANTS"]) <= set(rows)
     assert all(float(cell) > 0 for name in namespace["VARIANTS"] for cell in rows[name])
     assert {"LiDB / LoRA r=1, step (goal ≤ 1.10)", "lowdim / peft, r=4 call"} <= set(rows)
+    assert set(namespace["OPTIMIZERS"]) <= set(rows)
+    assert all(float(cell) > 0 for name in namespace["OPTIMIZERS"] for cell in rows[name])
     layers = namespace["build"](namespace["layer_shapes"](scale=8))
     for name, attach in namespace["VARIANTS"].items():  # each variant leaves the layers as it found them
         attach(layers)()

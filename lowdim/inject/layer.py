@@ -7,10 +7,24 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.spaces.base import LayerSpec, Space, Tensors
+
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+# A fused optimizer (fused=True, and lowdim_sd's training engine) writes its parameters without bumping
+# their version counters, so the factors a call keeps would outlive a training step. Every torch.optim
+# step, in this process and any optimizer, therefore counts as a change of every adapter.
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class AdapterSlot(nn.Module):
@@ -76,7 +90,8 @@ class AdapterSlot(nn.Module):
         """``live_factors`` in ``dtype``, as a forward uses them.
 
         Without gradients (generation) they are kept until a tensor they are made of changes (in place or
-        moved; a write through ``.data`` bypasses the version counter and is not seen), so an adapter that is
+        moved) or any torch.optim optimizer steps (a fused one leaves the version counters as they were; a
+        write through ``.data`` bypasses them too and is not seen), so an adapter that is
         not training launches no cast and no factor product per call: a GPU waiting on its host launches
         per layer only what peft does. With gradients they are made each call, as autograd needs, unless
         ``lowdim.stacked_factors`` made them with the other layers of this slot's shape.
@@ -86,7 +101,7 @@ class AdapterSlot(nn.Module):
         if torch.is_grad_enabled() or self.override is not None:
             return _cast(self.live_factors(), dtype)
         sources = (*self.params.values(), *self.buffers_dict().values())
-        key = (dtype, self.enabled, self.merged_scale, self.frozen_merged_scale,
+        key = (dtype, self.enabled, self.merged_scale, self.frozen_merged_scale, _optimizer_steps,
                *((tensor.data_ptr(), tensor._version) for tensor in sources))
         if self._kept_factors is None or self._kept_factors[0] != key:
             self._kept_factors = (key, _cast(self.live_factors(), dtype))
