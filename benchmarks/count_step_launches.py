@@ -94,7 +94,7 @@ def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
     trainable = relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "count", "token": "sks"})
     subjects = [engine.Subject(torch.rand(1, 3, resolution, resolution) * 2 - 1, 0)]
     config = engine.TrainConfig(steps=steps, learning_rate=3e-3, seed=0)
-    engine.train(model, subjects, trainable, config, progress=False)  # warm: the optimizer's state exists
+    engine.train(model, subjects, trainable, config, progress=False)  # warm (each run makes its own optimizer)
     counter = Counter()
     counter.attributing(pipe.vae, "encode", "VAE encode (no grad)")
     counter.attributing(pipe.text_encoder, "forward", "text encoder forward")
@@ -104,6 +104,7 @@ def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
     counter.attributing(engine, "clip_per_subject", "gradient clipping")
     counter.attributing(engine, "_all_finite", "finiteness check")
     counter.attributing(torch.optim.AdamW, "step", "AdamW (fused)")
+    counter.attributing(torch.optim.AdamW, "_init_group", "AdamW's state, made in a run's first step")
     with counter:
         engine.train(model, subjects, trainable, config, progress=False)
     print(f"{name} architecture, {len(trainable.parameters)} trainable tensors, torch {torch.__version__}; "

@@ -24,11 +24,12 @@ def rows(text: str) -> dict[str, list[int]]:
     return found
 
 
-def test_a_step_counts_by_part_and_the_finiteness_check_is_a_handful(capsys):
+def test_a_step_counts_by_part_and_the_finiteness_check_and_the_update_are_a_handful(capsys):
     backward = torch.Tensor.backward
     count(["--quick"])
     table = rows(capsys.readouterr().out)
     assert table["finiteness check"][0] <= 12 < table["UNet forward"][0]
+    assert table["AdamW (fused)"][0] <= 6  # one kernel for every parameter, not ten per parameter
     assert table["all"][0] == sum(count for part, (count, *_) in table.items() if part != "all")
     assert torch.Tensor.backward is backward  # the counter put back what it wrapped
 
