@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,20 +154,47 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     from lowdim_sd.runs import progress as bar
 
     negative = fill(config.negative_prompt, token)
+
+    def draw(chunk: list[tuple[str, int]]) -> list:
+        with drawing_parts(model, config.parts, config.steps) as callback, _decoding_apart(model.pipe.vae):
+            return model.pipe(
+                [fill(prompt, token) for prompt, _ in chunk],
+                negative_prompt=[negative] * len(chunk) if negative else None,
+                generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk],
+                num_inference_steps=config.steps, guidance_scale=config.guidance,
+                height=size, width=size, callback_on_step_end=callback,
+            ).images
+
     with bar(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
-        for start in range(0, len(jobs), config.batch):
-            chunk = jobs[start:start + config.batch]
-            with drawing_parts(model, config.parts, config.steps) as callback, _decoding_apart(model.pipe.vae):
-                images = model.pipe(
-                    [fill(prompt, token) for prompt, _ in chunk],
-                    negative_prompt=[negative] * len(chunk) if negative else None,
-                    generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk],
-                    num_inference_steps=config.steps, guidance_scale=config.guidance,
-                    height=size, width=size, callback_on_step_end=callback,
-                ).images
+        for chunk, images in _drawn_in_chunks(jobs, config.batch, draw, model.device):
             results += [Generated(prompt, seed, image) for (prompt, seed), image in zip(chunk, images, strict=True)]
             advance(steps=len(chunk))
     return results
+
+
+def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list],
+                     device: torch.device) -> Iterator[tuple[list, list]]:
+    """(chunk, its pictures) of at most ``batch`` jobs a call; a call the GPU has no memory for is drawn
+    again with half as many, and so are the rest. Each picture comes from its own seed's generator, so a
+    picture is the same whatever shares its call. Out of memory at one a call is the caller's to report."""
+    start = 0
+    while start < len(jobs):
+        chunk = jobs[start:start + batch]
+        try:
+            images = draw(chunk)
+        except torch.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            images = None  # leaving the handler frees the failed call's tensors before the next try
+        if images is None:
+            batch = len(chunk) // 2
+            warnings.warn(f"out of memory drawing {len(chunk)} pictures a call; drawing {batch} a call from here "
+                          f"(`lowdim generate --batch {batch}` starts there)", stacklevel=3)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        yield chunk, images
+        start += len(chunk)
 
 
 @contextmanager

@@ -29,12 +29,12 @@ from lowdim.inject import LayerSet, covers
 from lowdim.registry import get_registry
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
-from lowdim_sd.draw_parts import DrawParts, describe_draw, draw_text, parse_draw
+from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import check_resolution, with_looks
-from lowdim_sd.images import to_pil
 from lowdim_sd.loading import SDModel, canonical_model, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
+from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
 
@@ -332,7 +332,8 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
                               for fmt in job.export]
     if job.preview:
         with stage(result, "preview"):
-            result.preview, result.gallery = render_preview(model, reference, run, resolution, result.adapter)
+            result.preview, result.gallery = preview_unless_out_of_memory(model, reference, run, resolution,
+                                                                          result.adapter)
     elif (job.out / "preview.png").is_file():
         warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
     from lowdim_sd.export import FORMATS
@@ -368,33 +369,3 @@ def recipe(run: PersonalizeRun) -> dict:
     if run.describer is not None:
         made["looks"] = run.looks
     return made
-
-
-def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,
-                   adapter: Path) -> tuple[Path, list[tuple[str, Any]]]:
-    """preview.png: for each preview row a row, the reference then the subject in each preview prompt; and
-    those cells, captioned. The plain row draws with the model as personalized; another loads the written
-    adapter on a fresh model and draws it as `lowdim generate --adapter FILE:S --text-encoder-scale T
-    --adapter-start F --adapter-end E` does."""
-    from lowdim_sd import generate as drawing
-    from lowdim_sd.grid import save_grid
-
-    job, prompts = run.job, list(run.preview_prompts)
-    images, captions, fresh = [], [], None
-    for scale, parts in run.preview_draws:
-        config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps,
-                                        token=job.token, resolution=resolution, parts=parts)
-        drawn, how = model, describe_draw(scale, parts)
-        if how:
-            if fresh is None:  # one fresh model for every other row: only the adapter's scales change
-                fresh = load_sd(job.model, job.device, job.dtype, job.model_config)
-                drawing.attach_adapters(fresh, [(adapter, 1.0)])  # each row sets its own scale below
-            view = lowdim.Adapters(fresh.modules)
-            for name in view.names():
-                view.set_scale(name, scale)
-            drawn = fresh
-        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
-        captions += [f"reference; right: {how}" if how else "reference",
-                     *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
-    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
-    return grid, list(zip(captions, images, strict=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lowdim_sd.draw_parts import DrawParts
 from lowdim_sd.generate import GenerateConfig, generate
@@ -51,3 +52,41 @@ def test_the_vae_decodes_a_calls_pictures_one_at_a_time_and_is_left_as_it_was(ti
     generate(model, GenerateConfig(prompts=PROMPTS, steps=2, resolution=16, batch=2))
     assert seen == [(2, True), (1, True)]  # 3 pictures, 2 a call: each call decodes slice by slice
     assert vae.use_slicing is False
+
+
+def test_out_of_memory_with_several_pictures_a_call_draws_fewer_at_a_time_the_same_pictures(tiny_sd):
+    # An 8 GB GPU may not hold four guided 512 px pictures in one call beside personalize's model: rather
+    # than lose the preview (or a long generate), the call is drawn again with half as many pictures.
+    model = load_sd(str(tiny_sd))
+    config = GenerateConfig(prompts=PROMPTS, seeds=[3, 7], steps=2, resolution=16, batch=4)
+    expected = generate(model, config)
+    pipe, calls = model.pipe, []
+    draw = type(pipe).__call__
+
+    class SmallGPU(type(pipe)):
+        def __call__(self, prompt, *args, **kwargs):
+            calls.append(len(prompt))
+            if len(prompt) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return draw(self, prompt, *args, **kwargs)
+
+    pipe.__class__ = SmallGPU
+    with pytest.warns(UserWarning, match="out of memory drawing 4 pictures a call; drawing 2 a call"):
+        drawn = generate(model, config)
+    assert calls == [4, 2, 2, 2]  # six pictures: 4 refused, then 2, 2, 2, never 4 again
+    assert [(i.prompt, i.seed) for i in drawn] == [(i.prompt, i.seed) for i in expected]
+    for again, first in zip(drawn, expected, strict=True):
+        assert np.abs(np.asarray(again.image, dtype=int) - np.asarray(first.image, dtype=int)).max() <= 1
+
+
+def test_out_of_memory_with_one_picture_a_call_is_the_users_error(tiny_sd):
+    model = load_sd(str(tiny_sd))
+    pipe = model.pipe
+
+    class NoMemory(type(pipe)):
+        def __call__(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    pipe.__class__ = NoMemory
+    with pytest.raises(torch.OutOfMemoryError):
+        generate(model, GenerateConfig(prompts=PROMPTS[:1], steps=2, resolution=16, batch=1))

@@ -168,6 +168,20 @@ def test_the_gallery_holds_the_reference_then_one_picture_per_preview_prompt(tin
     assert quiet.gallery == []
 
 
+def test_a_gpu_out_of_memory_for_the_preview_keeps_the_run_and_its_adapter(tiny_sd, face, tmp_path, monkeypatch):
+    # generate already fell back to one picture a call; the adapter is written by then, so the run stands.
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+
+    monkeypatch.setattr("lowdim_sd.generate.generate", no_memory)
+    with pytest.warns(UserWarning, match="no preview: out of GPU memory") as caught:
+        result = personalize(job(tiny_sd, face, tmp_path / "r", preview=True, preview_steps=1), progress=False)
+    assert result.preview is None and result.gallery == [] and "preview" in result.stages
+    assert not (tmp_path / "r" / "preview.png").exists()
+    assert any(str(result.adapter) in str(warning.message) for warning in caught)
+    assert lowdim.read_adapter(result.adapter).space.name == "stack"
+
+
 def test_each_preview_draw_is_a_row_drawn_with_the_written_file_that_way(tiny_sd, face, tmp_path):
     """--preview-draw: one row each; a row other than the plain one is what `lowdim generate --adapter FILE:S
     --text-encoder-scale T --adapter-start F` draws."""

@@ -1,0 +1,67 @@
+"""personalize's preview.png: the reference, then the subject in each preview prompt, a row per way of drawing.
+
+``render_preview`` draws it; ``preview_unless_out_of_memory`` is what personalize calls, since by the preview
+the adapter is written and a GPU without memory for one more picture must not make the run a failure.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import lowdim
+from lowdim_sd.draw_parts import describe_draw, draw_text
+from lowdim_sd.images import to_pil
+from lowdim_sd.loading import SDModel, load_sd
+
+if TYPE_CHECKING:
+    from lowdim_sd.personalize import PersonalizeRun
+
+
+def preview_unless_out_of_memory(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,
+                                 adapter: Path) -> tuple[Path | None, list[tuple[str, Any]]]:
+    """``render_preview``, or a warning and no preview where the GPU runs out of memory even at one picture a
+    call (generate halves its pictures a call first)."""
+    try:
+        return render_preview(model, reference, run, resolution, adapter)
+    except torch.OutOfMemoryError:
+        pass  # out of the handler first, so the failed call's tensors are freed
+    if model.device.type == "cuda":
+        torch.cuda.empty_cache()
+    stale = " (the preview.png there is an earlier run's)" if (run.job.out / "preview.png").is_file() else ""
+    warnings.warn(f"no preview: out of GPU memory while drawing it; the adapter is written to {adapter}{stale}; "
+                  f"draw it with `lowdim generate -a {adapter}`, e.g. at --dtype fp16", stacklevel=2)
+    return None, []
+
+
+def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,
+                   adapter: Path) -> tuple[Path, list[tuple[str, Any]]]:
+    """preview.png: for each preview row a row, the reference then the subject in each preview prompt; and
+    those cells, captioned. The plain row draws with the model as personalized; another loads the written
+    adapter on a fresh model and draws it as `lowdim generate --adapter FILE:S --text-encoder-scale T
+    --adapter-start F --adapter-end E` does."""
+    from lowdim_sd import generate as drawing
+    from lowdim_sd.grid import save_grid
+
+    job, prompts = run.job, list(run.preview_prompts)
+    images, captions, fresh = [], [], None
+    for scale, parts in run.preview_draws:
+        config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps,
+                                        token=job.token, resolution=resolution, parts=parts)
+        drawn, how = model, describe_draw(scale, parts)
+        if how:
+            if fresh is None:  # one fresh model for every other row: only the adapter's scales change
+                fresh = load_sd(job.model, job.device, job.dtype, job.model_config)
+                drawing.attach_adapters(fresh, [(adapter, 1.0)])  # each row sets its own scale below
+            view = lowdim.Adapters(fresh.modules)
+            for name in view.names():
+                view.set_scale(name, scale)
+            drawn = fresh
+        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
+        captions += [f"reference; right: {how}" if how else "reference",
+                     *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
+    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
+    return grid, list(zip(captions, images, strict=True))
