@@ -136,8 +136,8 @@ def generate(
              "below 1 the last styles the UNet part still repaints come back, for some of the face.")] = 1.0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
     batch: Annotated[int, typer.Option(
-        help="Images drawn together in one call: faster, each image the same as drawn alone. Lower it if the "
-             "GPU runs out of memory.")] = 4,
+        help="Images drawn together in one call: faster, each image the same as drawn alone. A call the GPU "
+             "has no memory for is drawn again with half as many.")] = 4,
     resolution: Resolution = None,
     device: Device = "auto",
     dtype: Dtype = "auto",

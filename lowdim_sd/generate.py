@@ -43,7 +43,7 @@ class GenerateConfig:
     parts: DrawParts = DrawParts()  # the adapters' text-encoder part at its own scale, the UNet part joining late
     # Images drawn together in one pipeline call (each from its own seed's generator, so each is the image it
     # would be alone): 3x faster on a CPU for 6 prompts, and a GPU's host-bound UNet calls are shared. 4, since
-    # guidance doubles the batch and an 8 GB GPU must still hold a 512 px call.
+    # guidance doubles the batch and an 8 GB GPU must still hold a 512 px call (one that does not is halved).
     batch: int = 4
 
 
