@@ -151,8 +151,7 @@ def generate(
     """
     from lowdim.errors import LowdimError
     from lowdim_sd.draw_parts import DrawParts
-    from lowdim_sd.generate import GenerateConfig, attach_adapters, check_config, parse_adapter_arg, save_generated
-    from lowdim_sd.generate import generate as run
+    from lowdim_sd.generate import GenerateConfig, attach_adapters, check_config, draw_to_folder, parse_adapter_arg
     from lowdim_sd.loading import load_sd
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
@@ -168,7 +167,7 @@ def generate(
     with output_folder(out_dir):  # usable before the model loads, and one run at a time
         sd = load_sd(model, device, dtype, model_config)
         tokens = attach_adapters(sd, adapters)
-        paths, grid = save_generated(run(sd, config, tokens, progress=True), out_dir, ncol=len(config.seeds))
+        paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True)  # a stop keeps what is drawn
     out.print(f"wrote {len(paths)} images and [bold]{grid}[/]")
 
 

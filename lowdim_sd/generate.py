@@ -16,6 +16,7 @@ from PIL import Image
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.loading import SDModel
 
@@ -143,16 +144,18 @@ def with_looks(prompt: str, looks: str) -> str:
 
 @torch.no_grad()
 def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None,
-             progress: bool = False) -> list[Generated]:
-    """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token."""
+             progress: bool = False, keep: list[Generated] | None = None) -> list[Generated]:
+    """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token.
+
+    ``keep``, when given, is the list the pictures are appended to as they are drawn (and returned), so
+    a caller still holds them when a stop interrupts the call.
+    """
     check_config(config)
     set_scheduler(model, config.scheduler)
     token = config.token or next((t for t in tokens or [] if t), "sks")
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution
-    results = []
-    from lowdim_sd.runs import progress as bar
-
+    results = keep if keep is not None else []
     negative = fill(config.negative_prompt, token)
 
     def draw(chunk: list[tuple[str, int]]) -> list:
@@ -165,7 +168,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
                 height=size, width=size, callback_on_step_end=callback,
             ).images
 
-    with bar(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
+    with runs.progress(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
         for chunk, images in _drawn_in_chunks(jobs, config.batch, draw, model.device):
             results += [Generated(prompt, seed, image) for (prompt, seed), image in zip(chunk, images, strict=True)]
             advance(steps=len(chunk))
@@ -195,6 +198,25 @@ def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list],
             continue
         yield chunk, images
         start += len(chunk)
+
+
+def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: Path, tokens: list[str] | None = None,
+                   progress: bool = False) -> tuple[list[Path], Path]:
+    """``generate``, then ``save_generated``; a stop (Ctrl-C, out of memory at one picture a call) first saves
+    the pictures drawn so far, and says so in its note."""
+    drawn: list[Generated] = []
+    try:
+        generate(model, config, tokens, progress, keep=drawn)
+    except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+        why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+        note = f"{why} before the first picture; nothing was written"
+        if drawn:
+            _, grid = save_generated(drawn, out_dir, ncol=len(config.seeds))
+            total = len(config.prompts) * len(config.seeds)
+            note = (f"{why} after {len(drawn)} of {total} pictures; the pictures drawn are in {out_dir} "
+                    f"({grid.name}, prompts.json); rerun to draw them all")
+        runs.reraise(stop, note)
+    return save_generated(drawn, out_dir, ncol=len(config.seeds))
 
 
 @contextmanager

@@ -90,3 +90,4 @@ def test_out_of_memory_with_one_picture_a_call_is_the_users_error(tiny_sd):
     pipe.__class__ = NoMemory
     with pytest.raises(torch.OutOfMemoryError):
         generate(model, GenerateConfig(prompts=PROMPTS[:1], steps=2, resolution=16, batch=1))
+
