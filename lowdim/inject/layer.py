@@ -91,7 +91,7 @@ class AdapterSlot(nn.Module):
 
         Without gradients (generation) they are kept until a tensor they are made of changes (in place or
         moved) or any torch.optim optimizer steps (a fused one leaves the version counters as they were; a
-        write through ``.data`` bypasses them too and is not seen), so an adapter that is
+        write through ``.data``, or a step replayed from a CUDA graph, is not seen), so an adapter that is
         not training launches no cast and no factor product per call: a GPU waiting on its host launches
         per layer only what peft does. With gradients they are made each call, as autograd needs, unless
         ``lowdim.stacked_factors`` made them with the other layers of this slot's shape.
