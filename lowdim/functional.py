@@ -68,8 +68,14 @@ def lowrank_add_(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: flo
     layer of every forward pays this. ``result`` must not be needed by autograd (a linear layer's output
     is not: its backward reads the input and the weight).
     """
-    hidden = x @ down.to(x.dtype).T
-    return result.addmm_(hidden.to(result.dtype), up.to(result.dtype).T, alpha=scale)
+    if down.dtype != x.dtype:  # the forward passes factors already cast: no call for a no-op .to() then
+        down = down.to(x.dtype)
+    hidden = x @ down.T
+    if hidden.dtype != result.dtype:
+        hidden, up = hidden.to(result.dtype), up.to(result.dtype)
+    elif up.dtype != result.dtype:
+        up = up.to(result.dtype)
+    return result.addmm_(hidden, up.T, alpha=scale)
 
 
 def lowrank_apply(x: Tensor, down: Tensor, up: Tensor) -> Tensor:

@@ -31,3 +31,23 @@ def test_the_in_place_update_is_the_dense_one_in_value_and_gradient(rows, in_fea
     expected = torch.autograd.grad((dense * weights).sum(), (base, x, down, up))
     for got, wanted in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, wanted)
+
+
+DTYPES = st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.float64])
+
+
+@settings(max_examples=60, deadline=None)
+@given(x_dtype=DTYPES, result_dtype=DTYPES, down_dtype=DTYPES, up_dtype=DTYPES, seed=st.integers(0, 2**31 - 1))
+def test_mixed_dtypes_compute_in_the_inputs_then_the_outputs_dtype(x_dtype, result_dtype, down_dtype, up_dtype, seed):
+    # The factors may come cast (the forward's case) or not, and under autocast the base's output can be in
+    # another dtype than the input: the down product is in x's dtype, the up product in the output's.
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 6, generator=generator).to(x_dtype)
+    result = torch.randn(5, 7, generator=generator).to(result_dtype)
+    down = torch.randn(3, 6, generator=generator).to(down_dtype)
+    up = torch.randn(7, 3, generator=generator).to(up_dtype)
+    hidden = (x @ down.to(x_dtype).T).to(result_dtype)
+    expected = result.clone().addmm_(hidden, up.to(result_dtype).T, alpha=0.5)
+    got = F.lowrank_add_(result.clone(), x, down, up, 0.5)
+    assert got.dtype == result_dtype
+    assert torch.equal(got, expected)

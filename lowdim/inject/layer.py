@@ -165,6 +165,8 @@ class AdapterLayer(nn.Module):
         self.base_layer = base_layer
         self.layer_name = name
         self.slots = nn.ModuleDict()
+        # Read by every forward: a plain attribute, not two properties that each look the base layer up.
+        self._takes_rows = not isinstance(base_layer, (nn.Conv2d, nn.Embedding))
 
     @property
     def spec(self) -> LayerSpec:
@@ -216,7 +218,7 @@ class AdapterLayer(nn.Module):
         return weight
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.is_conv or self.is_embedding:
+        if not self._takes_rows:
             return self._forward_any(x)
         # One row per token: the base's output is then a fresh (N, out) matrix the updates add into in place
         # (functional.lowrank_add_), and the layer's output a view of it in x's shape.
@@ -272,7 +274,9 @@ class AdapterLayer(nn.Module):
 
 
 def _cast(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
-    return None if factors is None else (factors[0].to(dtype), factors[1].to(dtype))
+    if factors is None or (factors[0].dtype == dtype and factors[1].dtype == dtype):
+        return factors  # a no-op .to() still costs its call on the host, twice per layer and forward
+    return factors[0].to(dtype), factors[1].to(dtype)
 
 
 def _embedding_update(ids: Tensor, down: Tensor, up: Tensor) -> Tensor:

@@ -47,12 +47,18 @@ def stacked_factors(model: nn.Module) -> Iterator[int]:
                 if not frozen.worth_stacking:
                     continue
                 for slot, factors in zip(group.slots, group.factors(frozen), strict=True):
-                    slot.step_factors = factors
+                    _give(slot, factors)
                     given.append(slot)
         yield len(given)
     finally:
         for slot in given:
-            slot.step_factors = None
+            _give(slot, None)
+
+
+def _give(slot: AdapterSlot, factors: Factors | None) -> None:
+    # Straight into the instance dict: nn.Module.__setattr__ checks for parameters, buffers and modules
+    # first, which twice per slot and step is host time a GPU step waits on, for a plain attribute.
+    slot.__dict__["step_factors"] = factors
 
 
 class _Group:
