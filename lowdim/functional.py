@@ -66,7 +66,8 @@ def lowrank_add_(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: flo
     out-of-place ``torch.addmm`` would not do: on a GPU it first copies its input into a new output,
     which is the add again. At batch 1 a GPU waits on its host launching kernels, and every adapted
     layer of every forward pays this. ``result`` must not be needed by autograd (a linear layer's output
-    is not: its backward reads the input and the weight).
+    is not: its backward reads the input and the weight). The down product is in x's dtype, the up
+    product in ``result``'s (they differ under autocast).
     """
     if down.dtype != x.dtype:  # the forward passes factors already cast: no call for a no-op .to() then
         down = down.to(x.dtype)
