@@ -55,7 +55,8 @@ def on_page(fn: Callable) -> Callable:
 
 def stage_table(record: RunRecord) -> str:
     rows = "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in record.stages.items())
-    return (f"**Run `{record.name}`** done in {record.total_seconds:.1f} s\n\n| stage | seconds |\n|---|---:|\n"
+    notes = "".join(f"**Note:** {note}\n\n" for note in record.notes)
+    return (f"**Run `{record.name}`** done in {record.total_seconds:.1f} s\n\n{notes}| stage | seconds |\n|---|---:|\n"
             f"{rows}")
 
 

@@ -75,6 +75,7 @@ class RunRecord:
     stages: dict[str, float]
     gallery: list[tuple[Path, str]] = field(default_factory=list)  # (picture, caption)
     downloads: dict[str, Path] = field(default_factory=dict)  # label -> file
+    notes: list[str] = field(default_factory=list)  # what the run warned of, e.g. a preview it had to skip
 
     @property
     def total_seconds(self) -> float:
@@ -139,6 +140,21 @@ def _first_note(caught: list, otherwise: str) -> str:
     return notes[0] if notes else otherwise
 
 
+def _worth_a_note(caught: warnings.WarningMessage) -> bool:
+    """lowdim's own warnings about the run (a skipped preview, say), not libraries' deprecations; and not the
+    export format one: both exports are wanted, and the page says which tool reads which."""
+    return (caught.category is UserWarning and _top_package(caught.filename).startswith("lowdim")
+            and "ComfyUI reads only the kohya format" not in str(caught.message))
+
+
+def _top_package(filename: str) -> str:
+    """'lowdim_sd' for .../lowdim_sd/ui/studio.py, 'diffusers' for .../diffusers/utils/x.py."""
+    folder, top = Path(filename).parent, ""
+    while (folder / "__init__.py").is_file():
+        top, folder = folder.name, folder.parent
+    return top
+
+
 def check_model(model: str) -> str:
     """An installed backend, a folder or file here, or a hub id; anything else is refused by name."""
     from lowdim.registry import get_registry
@@ -173,7 +189,7 @@ def read_run(out: Path, name: str) -> RunRecord:
     record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
     gallery = [(folder / item["file"], item["caption"]) for item in record["gallery"]]
     downloads = {label: folder / file for label, file in record["downloads"].items()}
-    return RunRecord(name, folder, record["settings"], record["stages"], gallery, downloads)
+    return RunRecord(name, folder, record["settings"], record["stages"], gallery, downloads, record.get("notes", []))
 
 
 def clean_partials(out: Path) -> list[Path]:
@@ -247,9 +263,10 @@ class Studio:
                              export=list(EXPORTS), preview_steps=settings.preview_steps,
                              model_config=self.config.model_config, device=self.config.device,
                              dtype=self.config.dtype)
-        with warnings.catch_warnings():  # both exports are wanted; the page says which tool reads which
-            warnings.filterwarnings("ignore", message=".*ComfyUI reads only the kohya format")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result = personalize(job, progress=False)
+        notes = [first_line(w.message) for w in caught if _worth_a_note(w)]
         shutil.copyfile(photo, work / f"photo{photo.suffix.lower()}")
         gallery = []
         (work / "gallery").mkdir()
@@ -260,7 +277,7 @@ class Studio:
         downloads = {"lowdim adapter": result.adapter.name,
                      **{label: f"adapter.{fmt}.safetensors" for fmt, label in EXPORTS.items()}}
         record = {"settings": {**asdict(settings), "photo": photo.name}, "stages": result.stages,
-                  "gallery": gallery, "downloads": downloads}
+                  "gallery": gallery, "downloads": downloads, "notes": notes}
         (work / RUN_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")  # written last: it marks done
 
     def draw(self, run: str, prompt: str, scale: float = 1.0, seed: int = 0, steps: int = 30,

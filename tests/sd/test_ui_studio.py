@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lowdim.errors import LowdimError
@@ -61,6 +62,24 @@ def test_a_run_appears_complete_in_its_own_folder_and_reopens(studio, tiny_sd, f
     assert (again.gallery, again.downloads, again.stages) == (record.gallery, record.downloads, record.stages)
     second = studio.personalize(face, settings(tiny_sd, seed=1))
     assert second.name != record.name and list_runs(studio.config.out) == sorted([record.name, second.name])[::-1]
+
+
+def test_a_preview_the_gpu_had_no_memory_for_is_a_note_on_the_run_not_an_empty_silence(studio, tiny_sd, face,
+                                                                                         monkeypatch):
+    from lowdim_sd.ui.page import stage_table
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr("lowdim_sd.generate.generate", no_memory)
+    record = studio.personalize(face, settings(tiny_sd))
+    assert record.gallery == [] and record.downloads["lowdim adapter"].is_file()
+    assert len(record.notes) == 1 and record.notes[0].startswith("no preview: out of GPU memory")
+    assert read_run(studio.config.out, record.name).notes == record.notes
+    assert "no preview: out of GPU memory" in stage_table(record)
+    monkeypatch.undo()
+    plain = studio.personalize(face, settings(tiny_sd))
+    assert plain.notes == [] and "Note" not in stage_table(plain)
 
 
 def test_a_failed_run_leaves_no_folder_and_frees_the_slot(studio, tiny_sd, face, monkeypatch):
