@@ -38,8 +38,9 @@ from lowdim_sd.hypertrain_io import (
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.loading import accelerator_available, canonical_model
+from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
-from lowdim_sd.train import TrainingDiverged, one_kernel_update
+from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
 
 TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,

@@ -23,6 +23,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.loading import SDModel
+from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
 
 IDENTIFIER = "[V]"
@@ -276,27 +277,6 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     if out_dir is not None:
         result.outputs = trainable.save(out_dir)
     return result
-
-
-def make_optimizer(parameters: list, config: TrainConfig) -> torch.optim.Optimizer:
-    fused = one_kernel_update(parameters)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay,
-                               fused=fused)
-    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
-
-
-def one_kernel_update(parameters: list[Tensor]) -> bool | None:
-    """``fused=`` for torch's optimizers: True where torch updates every parameter in one kernel, else None
-    (torch's own choice: one parameter at a time on a CPU, a few multi-tensor kernels on a GPU).
-
-    SD1.5's rank-relaxed LoRA has 352 small tensors: one at a time, AdamW dispatches 3,500 operations a
-    step, more than the forward and backward together (benchmarks/count_step_launches.py). None, never
-    False, for the rest: an explicit False would also turn off the multi-tensor path.
-    """
-    devices = {p.device.type for p in parameters}
-    fusable = len(devices) == 1 and devices <= {"cpu", "cuda"}
-    return True if fusable and all(p.is_floating_point() and not p.is_sparse for p in parameters) else None
 
 
 # Options a resumed run may change: how long it runs and how it checkpoints, not what it computes.

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lowdim_sd.train import TrainConfig, make_optimizer, one_kernel_update
+from lowdim_sd.optim import make_optimizer, one_kernel_update
+from lowdim_sd.train import TrainConfig
 
 
 def parameters(seed: int, shapes: list[tuple[int, ...]]) -> list[torch.nn.Parameter]:
