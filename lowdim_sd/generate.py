@@ -169,14 +169,13 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
             ).images
 
     with runs.progress(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
-        for chunk, images in _drawn_in_chunks(jobs, config.batch, draw, model.device):
+        for chunk, images in _drawn_in_chunks(jobs, config.batch, draw):
             results += [Generated(prompt, seed, image) for (prompt, seed), image in zip(chunk, images, strict=True)]
             advance(steps=len(chunk))
     return results
 
 
-def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list],
-                     device: torch.device) -> Iterator[tuple[list, list]]:
+def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list]) -> Iterator[tuple[list, list]]:
     """(chunk, its pictures) of at most ``batch`` jobs a call; a call the GPU has no memory for is drawn
     again with half as many, and so are the rest. Each picture comes from its own seed's generator, so a
     picture is the same whatever shares its call. Out of memory at one a call is the caller's to report."""
@@ -193,8 +192,7 @@ def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list],
             batch = len(chunk) // 2
             warnings.warn(f"out of memory drawing {len(chunk)} pictures a call; drawing {batch} a call from here "
                           f"(`lowdim generate --batch {batch}` starts there)", stacklevel=3)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # a no-op where CUDA never started
             continue
         yield chunk, images
         start += len(chunk)
@@ -208,7 +206,7 @@ def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: Path, tokens
     try:
         generate(model, config, tokens, progress, keep=drawn)
     except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-        why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+        why = runs.stop_word(stop)
         note = f"{why} before the first picture; nothing was written"
         if drawn:
             _, grid = save_generated(drawn, out_dir, ncol=len(config.seeds))

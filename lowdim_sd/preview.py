@@ -29,8 +29,7 @@ def preview_unless_out_of_memory(model: SDModel, reference: torch.Tensor, run: P
         return render_preview(model, reference, run, resolution, adapter)
     except torch.OutOfMemoryError:
         pass  # out of the handler first, so the failed call's tensors are freed
-    if model.device.type == "cuda":
-        torch.cuda.empty_cache()
+    torch.cuda.empty_cache()  # a no-op where CUDA never started
     stale = " (the preview.png there is an earlier run's)" if (run.job.out / "preview.png").is_file() else ""
     warnings.warn(f"no preview: out of GPU memory while drawing it; the adapter is written to {adapter}{stale}; "
                   f"draw it with `lowdim generate -a {adapter}`, e.g. at --dtype fp16", stacklevel=2)

@@ -53,6 +53,11 @@ class Interrupted(KeyboardInterrupt):
 # ------------------------------------------------------------------------------------------------ stops
 
 
+def stop_word(stop: BaseException) -> str:
+    """How a stop's one line begins: 'interrupted' (Ctrl-C) or 'out of memory'."""
+    return "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+
+
 def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[], Path] | None,
               continue_with: str | None = RESUME, last: Path | None = None) -> str:
     """Keep what a stopped loop can keep and say so in one line.
@@ -62,7 +67,7 @@ def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[],
     checkpoints stand (``last``, the newest one, if any). ``save`` is None where nothing can resume (no
     output folder, or a command without --resume): then nothing is written and the way on is to rerun.
     """
-    why = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+    why = stop_word(stop)
     if save is None or continue_with is None:
         return f"{why} at step {step}; nothing was kept; {RERUN} to start over"
     if not updating:
