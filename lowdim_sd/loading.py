@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,9 +123,7 @@ def _quiet_libraries():
     transformers_logging.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch_dtype: still the only spelling older diffusers know
-            yield
+        yield
     finally:
         diffusers_logging.set_verbosity(levels[0])
         transformers_logging.set_verbosity(levels[1])
@@ -136,7 +134,7 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
     from diffusers import StableDiffusionPipeline
 
     path = Path(source).expanduser()
-    kwargs = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    kwargs = {dtype_keyword(): dtype, "safety_checker": None, "requires_safety_checker": False}
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
     if path.is_file() and path.suffix.lower() == ".safetensors":
@@ -170,6 +168,17 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
             f"local cache nor reachable; download it where there is network, then pass --model PATH "
             f"(a diffusers folder or a .safetensors checkpoint)"
         ) from error
+
+
+def dtype_keyword(diffusers_version: str | None = None) -> str:
+    """How ``from_pretrained`` and ``from_single_file`` take the dtype: ``dtype`` since diffusers 0.40,
+    which deprecates ``torch_dtype`` (removed in 1.0), and ``torch_dtype`` before, the only spelling known."""
+    if diffusers_version is None:
+        from importlib.metadata import version
+
+        diffusers_version = version("diffusers")
+    major, minor = (int(re.match(r"\d+", part).group()) for part in diffusers_version.split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 40) else "torch_dtype"
 
 
 def _looks_like_hub_id(text: str) -> bool:

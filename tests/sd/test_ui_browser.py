@@ -151,14 +151,14 @@ def assert_diffusers_draws_what_lowdim_draws(kohya: Path, adapter: Path) -> None
     import lowdim
     from lowdim.registry import get_registry
     from lowdim_sd.generate import attach_adapters
-    from lowdim_sd.loading import load_sd
+    from lowdim_sd.loading import dtype_keyword, load_sd
 
     def draw(pipe) -> np.ndarray:
         generator = torch.Generator().manual_seed(7)
         return pipe(PROMPT, num_inference_steps=4, generator=generator, output_type="np").images
 
     plain = StableDiffusionPipeline.from_pretrained(str(get_registry().backends["tinyfaces"].value.source),
-                                                    torch_dtype=torch.float32, safety_checker=None)
+                                                    safety_checker=None, **{dtype_keyword(): torch.float32})
     plain.set_progress_bar_config(disable=True)
     base = draw(plain)
     plain.load_lora_weights(str(kohya))

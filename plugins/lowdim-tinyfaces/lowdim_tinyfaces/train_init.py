@@ -23,7 +23,9 @@ TOKEN_TABLE = "embeddings.token_embedding.weight"  # transformers 5 keys CLIPTex
 def load_vae(model_dir: Path):
     from diffusers import AutoencoderKL
 
-    loaded = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32)
+    from lowdim_sd.loading import dtype_keyword
+
+    loaded = AutoencoderKL.from_pretrained(model_dir / "vae", **{dtype_keyword(): torch.float32})
     # Rebuilt from its public config, as the UNet and text encoder are in warm_start: from_pretrained
     # records the folder it read as ``_name_or_path``, which the export would then carry.
     vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
