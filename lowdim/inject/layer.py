@@ -53,7 +53,9 @@ class AdapterSlot(nn.Module):
         self._frozen_stack = None  # stacked_factors' stack of this slot's group's frozen tensors
 
     def tensors(self) -> Tensors:
-        return self.override if self.override is not None else dict(self.params.items())
+        # The ParameterDict's own dict: its items() looks each key up through nn.Module.__getattr__, host
+        # time that every adapted layer's forward paid (1.4 ms a step on SD1.5's 176 layers).
+        return self.override if self.override is not None else dict(self.params._parameters)
 
     def _apply(self, fn, recurse: bool = True):
         """Moves reach the frozen bases, casts do not: ``model.half()`` must not round LiDB's bases (the
@@ -66,7 +68,8 @@ class AdapterSlot(nn.Module):
         return self
 
     def buffers_dict(self) -> Tensors:
-        return {name: getattr(self, name) for name in self.buffer_names}
+        buffers = self._buffers
+        return {name: buffers[name] for name in self.buffer_names}
 
     @property
     def batch_size(self) -> int | None:

@@ -181,6 +181,7 @@ def test_the_cli_refuses_cuda_graphs_on_a_cpu_in_one_line_before_loading(tiny_sd
 
 def test_eager_steps_stack_the_adapters_factors_unless_layers_are_recomputed(tiny_sd, faces, monkeypatch):
     real, seen = step_graphs.stacked_factors, []
+    real_read, reads = step_graphs.recomputes_layers, []
 
     @contextlib.contextmanager
     def spy(model):
@@ -188,19 +189,27 @@ def test_eager_steps_stack_the_adapters_factors_unless_layers_are_recomputed(tin
             seen.append((type(model).__name__, count))
             yield count
 
+    def read_spy(model):
+        reads.append(type(model).__name__)
+        return real_read(model)
+
     monkeypatch.setattr(step_graphs, "stacked_factors", spy)
+    monkeypatch.setattr(step_graphs, "recomputes_layers", read_spy)
     runs = {}
-    for checkpointing in (False, True):
-        seen.clear()
-        model = load_sd(str(tiny_sd))
+    model = load_sd(str(tiny_sd))
+    for checkpointing in (False, True, False):  # one model: each run reads the switch its own run set
+        seen.clear(), reads.clear()
+        lowdim.Adapters(model.modules).remove_all()
         trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
-        config = TrainConfig(steps=1, augment=False, gradient_checkpointing=checkpointing)
+        config = TrainConfig(steps=3, augment=False, gradient_checkpointing=checkpointing)
         train(model, [Subject(faces[:1], 0)], trainable, config, progress=False)
-        runs[checkpointing] = list(seen), len(trainable.parameters) // 2
-    (stacked, layers), (recomputed, _) = runs[False], runs[True]
-    assert [name for name, _ in stacked] == ["CLIPTextModel", "UNet2DConditionModel"]
-    assert sum(count for _, count in stacked) == layers  # every shape of the tiny model occurs more than once
-    assert recomputed == []  # checkpointing recomputes layers in backward: factors made per layer there
+        runs.setdefault(checkpointing, []).append((list(seen), len(trainable.parameters) // 2))
+        # Read at each model's first call, not every step: the read walks all of the model's modules.
+        assert sorted(reads) == ["CLIPTextModel", "UNet2DConditionModel"]
+    for stacked, layers in runs[False]:
+        assert [name for name, _ in stacked] == ["CLIPTextModel", "UNet2DConditionModel"] * 3
+        assert sum(count for _, count in stacked) == 3 * layers  # every shape of the tiny model occurs twice
+    assert runs[True][0][0] == []  # checkpointing recomputes layers in backward: factors made per layer there
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
