@@ -18,11 +18,9 @@ import time
 
 import torch
 
-import lowdim
 from lowdim_sd import defaults
-from lowdim_sd.architecture import LAYER_SETS
+from lowdim_sd.bench.speed_measures import relaxed_start
 from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import relaxed_trainable
 from lowdim_sd.train import Subject, TrainConfig, train
 
 SETTINGS = ("TORCH_CUDNN_USE_HEURISTIC_MODE_B", "TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT", "CUDA_MODULE_LOADING")
@@ -36,8 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=None)
     args = parser.parse_args(argv)
     model = load_sd(args.model_dir, args.device, args.dtype)
-    lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
-    trainable = relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "bench", "token": "sks"})
+    trainable = relaxed_start(model)
     size = args.resolution or model.resolution
     subjects = [Subject(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1, 0)]
 

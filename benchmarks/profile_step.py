@@ -25,9 +25,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import lowdim
 from lowdim_sd import defaults
-from lowdim_sd.architecture import LAYER_SETS
+from lowdim_sd.bench.speed_measures import relaxed_start
 from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import relaxed_trainable
 from lowdim_sd.train import Subject, TrainConfig, train
 
 
@@ -80,12 +79,6 @@ def main() -> None:
                 print(f"CUDA graphs, {steps} steps: {run(steps, graphs=True):.3f} s in all, capture included")
         except Exception:  # what a capture fails on is this script's finding, not its end
             traceback.print_exc(file=sys.stdout)
-
-
-def relaxed_start(model):
-    adapters = lowdim.Adapters(model.modules)
-    adapters.add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
-    return relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "profile", "token": "sks"})
 
 
 @contextlib.contextmanager

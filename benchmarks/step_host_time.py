@@ -24,8 +24,10 @@ import torch
 
 import lowdim
 from lowdim_sd.architecture import LAYER_SETS, SD15_TEXT_CONFIG, SD15_UNET_CONFIG
+from lowdim_sd.bench.speed_measures import relaxed_start
 from lowdim_sd.loading import SDModel, load_sd
-from lowdim_sd.modes import adapter_trainable, relaxed_trainable
+from lowdim_sd.modes import adapter_trainable
+from lowdim_sd.tiny import assemble_pipeline
 from lowdim_sd.train import Subject, TrainConfig, train
 
 WIDTHS = [32, 64, 128, 128]  # SD1.5's 320/640/1280/1280, 10× narrower (GroupNorm's 32 groups still divide)
@@ -35,27 +37,13 @@ SIDE = 32  # pixels: a 4×4 latent
 
 def build_model(folder: str) -> SDModel:
     """SD1.5's blocks, layers and layer names at a tenth of the widths, saved and loaded as a user's model."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from lowdim_sd.tiny import TINY_WORDS
-    from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(f"{folder}/words", TINY_WORDS))
-    size = vocab_size(TINY_WORDS)
-    text = CLIPTextModel(CLIPTextConfig(**{
-        **SD15_TEXT_CONFIG, "hidden_size": TEXT_WIDTH, "intermediate_size": 4 * TEXT_WIDTH, "num_attention_heads": 4,
-        "projection_dim": TEXT_WIDTH, "vocab_size": size, "bos_token_id": size - 2, "eos_token_id": size - 1,
-        "pad_token_id": size - 1}))
-    unet = UNet2DConditionModel(**{**SD15_UNET_CONFIG, "block_out_channels": WIDTHS, "cross_attention_dim": TEXT_WIDTH})
-    vae = AutoencoderKL(block_out_channels=[32] * 4, layers_per_block=2, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                              clip_sample=False, set_alpha_to_one=False)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(f"{folder}/model")
+    text = {key: value for key, value in SD15_TEXT_CONFIG.items() if key != "vocab_size"}  # one row per word
+    text.update(hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_attention_heads=4,
+                projection_dim=TEXT_WIDTH)
+    unet = {**SD15_UNET_CONFIG, "block_out_channels": WIDTHS, "cross_attention_dim": TEXT_WIDTH}
+    vae = {"block_out_channels": [32] * 4, "layers_per_block": 2, "latent_channels": 4,
+           "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4}
+    assemble_pipeline(unet, text, vae).save_pretrained(f"{folder}/model")
     return load_sd(f"{folder}/model", "cpu", "fp32")
 
 
@@ -74,12 +62,6 @@ class FloorTrainable:
         return {"floor": True}
 
 
-def personalize_step(model: SDModel):
-    """What personalize trains: LiDB merged into the weights, LoRA r=4 on the 176 layers of unet+text."""
-    lowdim.Adapters(model.modules).add("initial", lowdim.get_space("lidb"), LAYER_SETS["unet+text"], seed=0)
-    return relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "bench", "token": "sks"})
-
-
 def space_step(space: str, **options) -> Callable[[SDModel], object]:
     def attach(model: SDModel):
         return adapter_trainable(model, lowdim.get_space(space, **options), LAYER_SETS["unet+text"])
@@ -88,7 +70,7 @@ def space_step(space: str, **options) -> Callable[[SDModel], object]:
 
 VARIANTS: dict[str, Callable[[SDModel], object]] = {
     "floor: no adapter (diffusers, transformers, the engine)": FloorTrainable,
-    "personalize: LoRA r=4 on merged LiDB": personalize_step,
+    "personalize: LoRA r=4 on merged LiDB": relaxed_start,
     "LiDB": space_step("lidb"),
     "LoRA r=1": space_step("lora", rank=1),
 }

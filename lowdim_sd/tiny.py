@@ -56,6 +56,14 @@ TINY_TEXT = {
 
 def build_tiny_pipeline(seed: int = 0, words: tuple[str, ...] = TINY_WORDS, prediction_type: str = "epsilon"):
     """A randomly initialised StableDiffusionPipeline of ~0.5M parameters (16x16 images)."""
+    return assemble_pipeline(TINY_UNET, TINY_TEXT, TINY_VAE, seed, words, prediction_type)
+
+
+def assemble_pipeline(unet: dict, text: dict, vae: dict, seed: int = 0, words: tuple[str, ...] = TINY_WORDS,
+                      prediction_type: str = "epsilon"):
+    """A StableDiffusionPipeline of these UNet, CLIP text and VAE configs with random weights, SD1.5's
+    scheduler settings and a tokenizer of ``words``. The token table has the text config's ``vocab_size``
+    (SD1.5's 49,408, so its size is SD1.5's), else one row per word."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -63,14 +71,14 @@ def build_tiny_pipeline(seed: int = 0, words: tuple[str, ...] = TINY_WORDS, pred
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder, words))
     size = vocab_size(words)  # the two special tokens come last, as in CLIP's vocabulary
-    config = CLIPTextConfig(vocab_size=size, bos_token_id=size - 2, eos_token_id=size - 1, pad_token_id=size - 1,
-                            **TINY_TEXT)
+    config = CLIPTextConfig(**{"vocab_size": size, **text, "bos_token_id": size - 2, "eos_token_id": size - 1,
+                               "pad_token_id": size - 1})
     text_encoder = CLIPTextModel(config)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
                               clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type)
     return StableDiffusionPipeline(
-        vae=AutoencoderKL(**TINY_VAE), text_encoder=text_encoder, tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**TINY_UNET), scheduler=scheduler,
+        vae=AutoencoderKL(**vae), text_encoder=text_encoder, tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 

@@ -155,14 +155,16 @@ def measure_hypernet(ctx: SpeedContext) -> dict:
             for key, values in samples.items()}
 
 
-def relaxed_start(model: SDModel, prediction: dict) -> AdapterTrainable:
-    """What personalize does with a prediction: a LiDB holding it, merged, plus a trainable LoRA r=4."""
+def relaxed_start(model: SDModel, prediction: dict | None = None) -> AdapterTrainable:
+    """What personalize does with a prediction: a LiDB holding it (without one, its initial values), merged,
+    plus a trainable LoRA r=4."""
     from lowdim_sd.modes import relaxed_trainable
 
     adapters = lowdim.Adapters(model.modules)
     adapters.add("initial", lowdim.get_space("lidb"), LAYERS, seed=0)
-    adapters.load_tensors("initial", {layer: {key: value[0] for key, value in params.items()}
-                                      for layer, params in prediction.items()})
+    if prediction is not None:
+        adapters.load_tensors("initial", {layer: {key: value[0] for key, value in params.items()}
+                                          for layer, params in prediction.items()})
     return relaxed_trainable(model, "initial", rank=4, seed=0, metadata={"base_model": "bench", "token": "sks"})
 
 

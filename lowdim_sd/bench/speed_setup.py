@@ -124,30 +124,13 @@ def cpu_has_bf16() -> bool:
 
 
 def build_pipeline(scale: Scale, seed: int = 0):
-    """A StableDiffusionPipeline of the scale's architecture with random weights."""
-    from lowdim_sd.tiny import build_tiny_pipeline
+    """A StableDiffusionPipeline of the scale's architecture with random weights (a word-list tokenizer: only
+    the text encoder's size matters)."""
+    from lowdim_sd.tiny import assemble_pipeline, build_tiny_pipeline
 
     if scale.name == "quick":
         return build_tiny_pipeline(seed)
-    import tempfile
-
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from lowdim_sd.tiny import TINY_WORDS
-    from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
-
-    torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as folder:  # a word-list tokenizer: only the text encoder's size matters
-        tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder, TINY_WORDS))
-    size = vocab_size(TINY_WORDS)
-    text = CLIPTextModel(CLIPTextConfig(**{**SD15_TEXT_CONFIG, "bos_token_id": size - 2, "eos_token_id": size - 1,
-                                           "pad_token_id": size - 1}))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                              clip_sample=False, set_alpha_to_one=False)
-    return StableDiffusionPipeline(vae=AutoencoderKL(**SD15_VAE_CONFIG), text_encoder=text, tokenizer=tokenizer,
-                                   unet=UNet2DConditionModel(**SD15_UNET_CONFIG), scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return assemble_pipeline(SD15_UNET_CONFIG, SD15_TEXT_CONFIG, SD15_VAE_CONFIG, seed)
 
 
 READY = "lowdim-speed-model.json"  # written last: a folder without it is a save that was cut short
