@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -107,15 +109,6 @@ class HyperTrainResult:
     main_process: bool = True  # False in the other processes of a distributed run
 
 
-# ---------------------------------------------------------------------------------------- data
-
-
-# -------------------------------------------------------------------------------------- losses
-
-
-# ---------------------------------------------------------------------------------------- run
-
-
 def check_counts(job: HyperTrainJob) -> None:
     """Counts and rates that must be positive, named as the CLI spells them."""
     positive = {"--steps": job.steps, "--batch-size": job.batch_size, "--lr": job.learning_rate,
@@ -151,149 +144,216 @@ def check_job(job: HyperTrainJob) -> None:
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    from lowdim.hyper import HyperConfig, build_hypernet
-
     full = WeightDataset(job.weights)
-    index = full.index
-    job.model = canonical_model(job.model or index["model"])
-    if job.model != canonical_model(index["model"]):
-        warnings.warn(f"the weights were made with {index['model']}; training for {job.model}", stacklevel=2)
-    numbers = {name: number for number, name in enumerate(full.names)}
+    job.model = _model_to_train(job, full.index)
     out = Path(job.out)
+    folder = _checkpoint_to_resume(out, job.resume)
+    train_names, val_names = split_identities(full.names, job, out)
+    accelerator = _accelerator(job)
+    numbers = {name: number for number, name in enumerate(full.names)}
+    train_set = full.subset(train_names, all_images=job.all_images)
+    val_set = full.subset(val_names) if val_names else None
+    if job.hyper.get("architecture") == "retrieval":
+        return fill_retrieval(job, train_set, val_set, numbers, out, progress)
+
+    net, start = _network(job, full, folder)
+    loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
+    result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
+                              metrics=loop.log.path, main_process=loop.main)
+    started = time.perf_counter()
+    with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance:
+        if loop.validating and start == 0:
+            loop.validate()
+        try:
+            for batch in loop.loader:
+                value = loop.update(batch)
+                result.losses.append(value)
+                advance(value)
+                if loop.validating and (loop.step % job.val_every == 0 or loop.step == job.steps):
+                    loop.validate()
+                if job.checkpoint_every and loop.step % job.checkpoint_every == 0 and loop.main:
+                    loop.checkpoint()
+                if out_of_time(accelerator, started, job.max_minutes):
+                    if loop.validating and loop.step % job.val_every:
+                        loop.validate()  # the stopping step gets its validation, as the last step would
+                    break
+        except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+            loop.stopped(stop)
+    accelerator.wait_for_everyone()
+    if loop.main:
+        from lowdim.hyper import save_hypernet
+
+        save_hypernet(result.path, accelerator.unwrap_model(loop.net), {**loop.metadata, "steps": loop.step})
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _model_to_train(job: HyperTrainJob, index: dict) -> str:
+    """The SD model to train for: the job's, else the one the weights were made with (a mismatch warns)."""
+    model = canonical_model(job.model or index["model"])
+    if model != canonical_model(index["model"]):
+        warnings.warn(f"the weights were made with {index['model']}; training for {model}", stacklevel=3)
+    return model
+
+
+def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
     folder = checkpoints.latest(out)
-    if folder is not None and not job.resume:
+    if folder is not None and not resume:
         raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
                           f"continue it, or choose another --out")
     if folder is None and (out / "hypernet.safetensors").is_file():
         # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
         raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
                           f"--out (or save checkpoints with --checkpoint-every to continue runs later)")
-    train_names, val_names = split_identities(full.names, job, out)
+    return folder
+
+
+def _accelerator(job: HyperTrainJob):
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
     try:
         # Encoders carry parts the hypernetwork never uses (e.g. ViT's pooler): DDP must not wait for their grads.
         unused = DistributedDataParallelKwargs(find_unused_parameters=True)
         cpu = job.cpu or not accelerator_available()  # else accelerate stays single-process on CPU machines
-        accelerator = Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
+        return Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
     except ValueError as error:  # accelerate's state is per process: one setting for the process's lifetime
         raise LowdimError(f"accelerate: {error}") from None
-    train_set = full.subset(train_names, all_images=job.all_images)
-    val_set = full.subset(val_names) if val_names else None
-    if job.hyper.get("architecture") == "retrieval":
-        return fill_retrieval(job, train_set, val_set, numbers, out, progress)
+
+
+def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tuple[torch.nn.Module, int]:
+    """The hypernetwork and the step it is at: the checkpoint's, or a new one seeded by the job."""
+    from lowdim.hyper import HyperConfig, build_hypernet, load_hypernet
 
     if folder is not None:
-        from lowdim.hyper import load_hypernet
-
         with encoder_weights_context(job):
             net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
-        start = checkpoints.saved_step(folder)
-    else:
-        torch.manual_seed(job.seed)
-        config = HyperConfig.from_dict(job.hyper)
-        try:
-            with encoder_weights_context(job):
-                net = build_hypernet(config, full.space, full.layers)
-        except OSError:
-            raise LowdimError(f"could not load the image encoder '{config.encoder}' (offline, or not a vision "
-                              f"model?); pass a local folder, or --encoder-config for a random one") from None
-        start = 0
-    standardize = folder is None and bool(getattr(net.config, "standardize", False))
-    targets = all_targets(train_set) if standardize or val_set is not None else None
-    if standardize:
-        net.set_target_statistics(targets)
-    mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()} if targets else None
+        return net, checkpoints.saved_step(folder)
+    torch.manual_seed(job.seed)
+    config = HyperConfig.from_dict(job.hyper)
+    try:
+        with encoder_weights_context(job):
+            return build_hypernet(config, full.space, full.layers), 0
+    except OSError:
+        raise LowdimError(f"could not load the image encoder '{config.encoder}' (offline, or not a vision "
+                          f"model?); pass a local folder, or --encoder-config for a random one") from None
+
+
+@dataclass
+class _Loop:
+    """What the steps of one run share: the prepared network, optimizer and data, and where they log."""
+
+    job: HyperTrainJob
+    accelerator: Any
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    trainable: list[torch.nn.Parameter]
+    loader: Any
+    extras: Iterator | None  # batches of --extra-images, one per step
+    diffusion: Diffusion | None
+    val_set: WeightDataset | None
+    numbers: dict[str, int]
+    caches: dict[str, FeatureCache | None]  # a frozen encoder's features: "train", "val", "extra"
+    mean: dict | None  # the mean target, the baseline validation reports against
+    log: MetricsLog
+    metadata: dict
+    step: int
+    updating: bool = False  # inside the optimizer update: a stop now leaves it half applied
+
+    @classmethod
+    def prepare(cls, job: HyperTrainJob, accelerator, net, full: WeightDataset, train_set: WeightDataset,
+                val_set: WeightDataset | None, numbers: dict[str, int], folder: Path | None, start: int) -> _Loop:
+        standardize = folder is None and bool(getattr(net.config, "standardize", False))
+        targets = all_targets(train_set) if standardize or val_set is not None else None
+        if standardize:
+            net.set_target_statistics(targets)
+        mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()} if targets else None
+        net.to(accelerator.device).train()
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay,
+                                      fused=one_kernel_update(trainable))
+        if folder is not None:
+            checkpoints.load_optimizer(optimizer, trainable, folder / "optimizer.safetensors")
+        index = full.index
+        diffusion = Diffusion(job, index, full.layers, accelerator.device) if job.alpha > 0 else None
+        sampler = StepSampler(len(train_set), job.batch_size * accelerator.num_processes, job.seed, start, job.steps)
+        loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
+                                             num_workers=job.num_workers)
+        extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
+        caches = _feature_caches(job, net, extra is not None)
+        net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+        metadata = {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
+                    "adapter_seed": int(index["seed"]), "weights": ", ".join(map(str, as_folders(job.weights)))}
+        metrics = Path(job.out) / "metrics.jsonl"
+        if accelerator.is_main_process:
+            trim_metrics(metrics, start if job.resume else -1)
+        return cls(job, accelerator, net, optimizer, trainable, loader,
+                   iter(accelerator.prepare(extra)) if extra is not None else None, diffusion, val_set, numbers,
+                   caches, mean,
+                   MetricsLog(metrics, accelerator.is_main_process), metadata, start)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def validating(self) -> bool:
+        return self.val_set is not None and bool(self.job.val_every)
+
+    def update(self, batch) -> float:
+        """One optimizer step on a batch; returns its loss, averaged over processes, after logging it."""
+        job, accelerator = self.job, self.accelerator
+        self.optimizer.zero_grad(set_to_none=True)
+        with accelerator.autocast():
+            losses = pair_losses(self.net, self.diffusion, batch, self.step, job, train=True,
+                                 cache=self.caches["train"])
+            if self.extras is not None:
+                losses["loss"] = losses["loss"] + job.alpha * extra_loss(
+                    self.net, self.diffusion, next(self.extras), self.step, job, self.caches["extra"])
+        loss = losses["loss"]
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDiverged(f"loss became {float(loss)} at step {self.step + 1}; try a lower --lr")
+        accelerator.backward(loss)
+        if job.max_grad_norm:
+            accelerator.clip_grad_norm_(self.trainable, job.max_grad_norm)
+        self.updating = True
+        self.optimizer.step()
+        self.step += 1
+        self.updating = False
+        value, weight, denoise = (_mean(accelerator, losses[key]) for key in ("loss", "weight_loss",
+                                                                              "diffusion_loss"))
+        if job.log_every and self.step % job.log_every == 0:
+            self.log.write({"step": self.step, "split": "train", "loss": value, "weight_loss": weight,
+                            "weight_loss_per_iterate": losses["per_iterate"].tolist(), "diffusion_loss": denoise,
+                            "time": time.time()})
+        return value
+
+    def validate(self) -> None:
+        """The held-out losses at this step: the main process measures and logs, the others wait for it."""
+        if self.main:
+            scores = evaluate(unwrap(self.net), self.diffusion, self.val_set, self.job, self.numbers,
+                              self.caches["val"], self.mean)
+            self.log.write({"step": self.step, "split": "val", **scores})
+        self.accelerator.wait_for_everyone()
+
+    def checkpoint(self) -> Path:
+        return checkpoints.save_hypernet(Path(self.job.out), self.step, self.accelerator.unwrap_model(self.net),
+                                         self.optimizer, self.trainable, self.metadata, self.job.keep_checkpoints)
+
+    def stopped(self, stop: BaseException) -> NoReturn:
+        """Keep a checkpoint of a stopped run where one can be kept, and say so."""
+        out = Path(self.job.out)
+        # Only the main process writes; the others stop with the same words.
+        save = self.checkpoint if self.main else (lambda: out / checkpoints.FOLDER / f"step-{self.step:06d}")
+        runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, save, last=checkpoints.latest(out)))
+
+
+def _feature_caches(job: HyperTrainJob, net, extras: bool) -> dict[str, FeatureCache | None]:
+    """A frozen encoder's features, cached per image (read from --features where given); none if it trains."""
     frozen = bool(getattr(net.config, "freeze_encoder", False))
-    stored = StoredFeatures(job.features, unwrap(net).encoder) if job.features is not None else None
-    train_cache, val_cache = (FeatureCache(stored), FeatureCache(stored)) if frozen else (None, None)
-    net.to(accelerator.device).train()
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=job.weight_decay,
-                                  fused=one_kernel_update(trainable))
-    if folder is not None:
-        checkpoints.load_optimizer(optimizer, trainable, folder / "optimizer.safetensors")
-    diffusion = Diffusion(job, index, full.layers, accelerator.device) if job.alpha > 0 else None
-    sampler = StepSampler(len(train_set), job.batch_size * accelerator.num_processes, job.seed, start, job.steps)
-    loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
-                                         num_workers=job.num_workers)
-    extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
-    net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
-    extras = iter(accelerator.prepare(extra)) if extra is not None else None
-    extra_cache = FeatureCache(stored) if frozen and extras is not None else None
-
-    result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
-                              metrics=out / "metrics.jsonl")
-    metadata = {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
-                "adapter_seed": int(index["seed"]), "weights": ", ".join(map(str, as_folders(job.weights)))}
-    main = result.main_process = accelerator.is_main_process
-    if main:
-        trim_metrics(result.metrics, start if job.resume else -1)
-    log = MetricsLog(result.metrics, main)
-
-    def validate() -> dict:
-        return evaluate(unwrap(net), diffusion, val_set, job, numbers, val_cache, mean)
-
-    started = time.perf_counter()
-    step, updating = start, False
-    def checkpoint() -> Path:
-        return checkpoints.save_hypernet(out, step, accelerator.unwrap_model(net), optimizer, trainable, metadata,
-                                         job.keep_checkpoints)
-
-    with runs.progress(job.steps, start=start, enabled=progress and main) as advance:
-        if val_set is not None and job.val_every and start == 0:
-            if main:
-                log.write({"step": 0, "split": "val", **validate()})
-            accelerator.wait_for_everyone()
-        try:
-            for batch in loader:
-                optimizer.zero_grad(set_to_none=True)
-                with accelerator.autocast():
-                    losses = pair_losses(net, diffusion, batch, step, job, train=True, cache=train_cache)
-                    if extras is not None:
-                        losses["loss"] = losses["loss"] + job.alpha * extra_loss(net, diffusion, next(extras), step,
-                                                                                job, extra_cache)
-                loss = losses["loss"]
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingDiverged(f"loss became {float(loss)} at step {step + 1}; try a lower --lr")
-                accelerator.backward(loss)
-                if job.max_grad_norm:
-                    accelerator.clip_grad_norm_(trainable, job.max_grad_norm)
-                updating = True  # a stop from here on may leave the update half applied, or the step uncounted
-                optimizer.step()
-                step += 1
-                updating = False
-                value, weight, denoise = (_mean(accelerator, losses[key]) for key in ("loss", "weight_loss",
-                                                                                      "diffusion_loss"))
-                result.losses.append(value)
-                advance(value)
-                if job.log_every and step % job.log_every == 0:
-                    log.write({"step": step, "split": "train", "loss": value, "weight_loss": weight,
-                               "weight_loss_per_iterate": losses["per_iterate"].tolist(), "diffusion_loss": denoise,
-                               "time": time.time()})
-                if val_set is not None and job.val_every and (step % job.val_every == 0 or step == job.steps):
-                    if main:
-                        log.write({"step": step, "split": "val", **validate()})
-                    accelerator.wait_for_everyone()
-                if job.checkpoint_every and step % job.checkpoint_every == 0 and main:
-                    checkpoint()
-                if out_of_time(accelerator, started, job.max_minutes):
-                    if val_set is not None and job.val_every and step % job.val_every:
-                        if main:  # the stopping step gets its validation, as the last step would
-                            log.write({"step": step, "split": "val", **validate()})
-                        accelerator.wait_for_everyone()
-                    break
-        except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-            # Only the main process writes; the others stop with the same words.
-            save = checkpoint if main else (lambda: out / checkpoints.FOLDER / f"step-{step:06d}")
-            runs.reraise(stop, runs.stop_note(stop, step, updating, save, last=checkpoints.latest(out)))
-    accelerator.wait_for_everyone()
-    if main:
-        from lowdim.hyper import save_hypernet
-
-        save_hypernet(result.path, accelerator.unwrap_model(net), {**metadata, "steps": step})
-    result.seconds = time.perf_counter() - started
-    return result
+    stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
+    return {"train": FeatureCache(stored) if frozen else None, "val": FeatureCache(stored) if frozen else None,
+            "extra": FeatureCache(stored) if frozen and extras else None}
 
 
 def encoder_weights_context(job: HyperTrainJob):
