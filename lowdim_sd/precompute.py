@@ -211,7 +211,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     from accelerate import PartialState
 
     from lowdim_sd.loading import accelerator_available, load_sd
-    from lowdim_sd.modes import adapter_trainable, resolve_layers
+    from lowdim_sd.modes import resolve_layers
 
     config = training_config(job)
     identities = discover_identities(job.identities)[: job.limit]
@@ -229,10 +229,6 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     out.mkdir(parents=True, exist_ok=True)
     done = _done_identities(out, header)
     result = PrecomputeResult(index=out / INDEX)
-    # The seed of an identity is its position in the sorted list: independent of batching and of the split.
-    def draws_seed(number: int) -> int:
-        return config.seed if job.shared_noise else config.seed + number
-
     mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
     pending = [(number, identity) for number, identity in mine if identity.name not in done]
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
@@ -242,23 +238,11 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
         for start in range(0, len(pending), job.batch_subjects):
             batch = pending[start: start + job.batch_subjects]
             names = [identity.name for _, identity in batch]
-            size = job.resolution or model.resolution
-            subjects = [Subject(torch.stack([load_face_image(path, size, crop, job.crop_margin,
-                                                             job.face_index) for path in identity.images]),
-                                draws_seed(number)) for number, identity in batch]
-            trainable = adapter_trainable(model, space, layer_set, seed=config.seed, subject_names=names,
-                                          token=config.token)
-            if initial is not None:
-                start_from(model, initial, len(batch))
-            try:
-                train(model, subjects, trainable, config, out_dir=None, progress=progress)
-                rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
-            finally:
-                lowdim.Adapters(model.modules).delete(trainable.name)
+            rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
             shard = out / _shard_name(out, rank, processes)
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
             own["identities"] += [
-                {"name": identity.name, "shard": shard.name, "row": row, "seed": draws_seed(number),
+                {"name": identity.name, "shard": shard.name, "row": row, "seed": _draws_seed(job, config, number),
                  "images": [_relative(path, root) for path in identity.images]}
                 for row, (number, identity) in enumerate(batch)
             ]
@@ -276,6 +260,31 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result
+
+
+def _draws_seed(job: PrecomputeJob, config: TrainConfig, number: int) -> int:
+    """An identity's noise seed: its position in the sorted list, so batching and the split leave it alone."""
+    return config.seed if job.shared_noise else config.seed + number
+
+
+def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space: Space, layer_set: LayerSet,
+                 batch: list[tuple[int, Identity]], crop: bool, initial, progress: bool) -> dict[str, torch.Tensor]:
+    """Train one adapter per identity of ``batch`` in one multi-subject run; their tensors, one row each."""
+    from lowdim_sd.modes import adapter_trainable
+
+    size = job.resolution or model.resolution
+    subjects = [Subject(torch.stack([load_face_image(path, size, crop, job.crop_margin, job.face_index)
+                                     for path in identity.images]), _draws_seed(job, config, number))
+                for number, identity in batch]
+    trainable = adapter_trainable(model, space, layer_set, seed=config.seed,
+                                  subject_names=[identity.name for _, identity in batch], token=config.token)
+    if initial is not None:
+        start_from(model, initial, len(batch))
+    try:
+        train(model, subjects, trainable, config, out_dir=None, progress=progress)
+        return {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
+    finally:
+        lowdim.Adapters(model.modules).delete(trainable.name)
 
 
 def training_config(job: PrecomputeJob) -> TrainConfig:
