@@ -6,9 +6,12 @@ rather than each other.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +133,28 @@ class StagePlan:
         return f"t={elapsed:.0f}/{self.budget(elapsed, now):.0f}s"
 
 
+@contextlib.contextmanager
+def interrupt_after_the_step() -> Iterator[list[int]]:
+    """Ctrl-C lets the step in flight finish (an optimizer update stopped halfway cannot be checkpointed):
+    the list it yields is non-empty from then on. A second Ctrl-C stops at once."""
+    asked: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield asked
+        return
+
+    def ask(signum: int, frame) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        print("stopping after this step (Ctrl-C again to stop at once, losing it)", flush=True)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_stage(
     name: str,
     out: Path,
@@ -162,39 +187,45 @@ def run_stage(
         state.update(step=step, elapsed=elapsed)
         save_checkpoint(out, name, modules, opt, ema, state)
 
-    while True:
-        now = time.time()
-        # Active time only: a gap far longer than any step means the process was paused
-        # (SIGSTOP by a neighbour, suspend); that time must not eat the training budget.
-        elapsed += min(now - tick, MAX_STEP_SECONDS)
-        tick = now
-        progress = plan.progress(step, elapsed, now)
-        if progress is None:
-            break
-        for g in opt.param_groups:
-            g["lr"] = base_lr * lr_scale(step, progress)
-        threads = tuner.threads_for(step)
-        torch.set_num_threads(threads)
-        t0 = time.time()
-        losses.append(step_fn(step))
-        tuner.record(step, threads, time.time() - t0)
-        step += 1
-        if ema is not None:
-            ema.update(modules, step)
-        now = time.time()
-        if now - last_log > 30:
-            mean = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
-            rate = (step - log_step) / (now - last_log)
-            parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
-            log(f"[{name}] step {step} {parts} lr={opt.param_groups[0]['lr']:.2e} "
-                f"it/s={rate:.2f} threads={tuner.best} {plan.describe(elapsed, now)}")
-            losses, last_log, log_step = [], now, step
-        if now - last_ckpt > cfg.checkpoint_minutes * 60:
-            save()
-            last_ckpt = now
-        if on_sample is not None and now - last_sample > cfg.sample_minutes * 60:
-            on_sample(step)
-            last_sample = time.time()
+    with interrupt_after_the_step() as interrupted:
+        while not interrupted:
+            now = time.time()
+            # Active time only: a gap far longer than any step means the process was paused
+            # (SIGSTOP by a neighbour, suspend); that time must not eat the training budget.
+            elapsed += min(now - tick, MAX_STEP_SECONDS)
+            tick = now
+            progress = plan.progress(step, elapsed, now)
+            if progress is None:
+                break
+            for g in opt.param_groups:
+                g["lr"] = base_lr * lr_scale(step, progress)
+            threads = tuner.threads_for(step)
+            torch.set_num_threads(threads)
+            t0 = time.time()
+            losses.append(step_fn(step))
+            tuner.record(step, threads, time.time() - t0)
+            step += 1
+            if ema is not None:
+                ema.update(modules, step)
+            now = time.time()
+            if now - last_log > 30:
+                mean = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
+                rate = (step - log_step) / (now - last_log)
+                parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
+                log(f"[{name}] step {step} {parts} lr={opt.param_groups[0]['lr']:.2e} "
+                    f"it/s={rate:.2f} threads={tuner.best} {plan.describe(elapsed, now)}")
+                losses, last_log, log_step = [], now, step
+            if now - last_ckpt > cfg.checkpoint_minutes * 60:
+                save()
+                last_ckpt = now
+            if on_sample is not None and now - last_sample > cfg.sample_minutes * 60:
+                on_sample(step)
+                last_sample = time.time()
+    if interrupted:
+        state["done"] = False
+        save()
+        log(f"[{name}] interrupted at step {step}; checkpoint saved; --resume continues it")
+        raise KeyboardInterrupt
     paused = plan.paused(step, time.time())
     state["done"] = not paused
     save()

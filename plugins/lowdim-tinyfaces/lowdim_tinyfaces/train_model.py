@@ -14,6 +14,7 @@ import argparse
 import calendar
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -193,5 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = args.model_dir or model_path()
     export_pipeline(model_dir, vae, unet, text_encoder, tokenizer, out, log)
 
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)  # the stage said where it stopped and that --resume continues

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,10 @@ def load_optimizer_tensors(
     opt.load_state_dict(template)
 
 
+PARTS = ("weights", "optim", "ema")
+FORMAT = "lowdim_tinyfaces.checkpoint"
+
+
 def save_checkpoint(
     folder: Path,
     name: str,
@@ -80,28 +85,46 @@ def save_checkpoint(
     ema: EMA | None,
     meta: dict[str, Any],
 ) -> None:
-    """Write ``{name}.*`` files atomically enough: tensors first, the JSON last.
+    """Write a checkpoint of stage ``name`` that a stop at any moment leaves whole.
 
-    The JSON is the commit point: ``--resume`` only trusts a checkpoint whose
-    JSON exists, and it is renamed into place after all tensors are on disk.
+    Its tensor files get names of their own (never the ones the current checkpoint reads), and the
+    JSON naming them is renamed into place last: until then ``--resume`` reads the previous
+    checkpoint, all of it. The files it no longer names are removed after.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    weights = {
+    parts: dict[str, dict[str, torch.Tensor]] = {"weights": {
         f"{m}.{k}": v.detach().cpu().contiguous().clone()
         for m, mod in modules.items()
         for k, v in mod.state_dict().items()
-    }
-    save_file(weights, folder / f"{name}.weights.safetensors")
+    }}
     groups = None
     if opt is not None:
-        tensors, groups = optimizer_tensors(opt)
-        save_file(tensors, folder / f"{name}.optim.safetensors")
+        parts["optim"], groups = optimizer_tensors(opt)
     if ema is not None:
-        save_file({k: v.cpu() for k, v in ema.shadow.items()}, folder / f"{name}.ema.safetensors")
-    meta = {**meta, "param_groups": groups}
+        parts["ema"] = {k: v.cpu() for k, v in ema.shadow.items()}
+    generation = f"{int(meta.get('step', 0)):08d}-{secrets.token_hex(3)}"
+    files = {part: f"{name}.{generation}.{part}.safetensors" for part in parts}
+    for part, tensors in parts.items():
+        save_file(tensors, folder / files[part], metadata={"format": FORMAT, "stage": name, "part": part,
+                                                           "step": str(meta.get("step", 0))})
+    meta = {**meta, "param_groups": groups, "files": files}
     tmp = folder / f"{name}.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, folder / f"{name}.json")
+    _remove_unnamed(folder, name, set(files.values()))
+
+
+def _remove_unnamed(folder: Path, name: str, kept: set[str]) -> None:
+    """Tensor files of stage ``name`` the committed checkpoint does not name: older ones, or a stopped save's."""
+    for path in folder.glob(f"{name}.*.safetensors"):
+        if path.name not in kept and path.name.split(".")[-2] in PARTS:
+            path.unlink(missing_ok=True)
+
+
+def checkpoint_files(folder: Path, name: str, meta: dict[str, Any]) -> dict[str, Path]:
+    """The tensor files a checkpoint's JSON names (checkpoints written before it named them: fixed names)."""
+    files = meta.get("files") or {part: f"{name}.{part}.safetensors" for part in PARTS}
+    return {part: folder / file for part, file in files.items() if (folder / file).exists()}
 
 
 def load_checkpoint(
@@ -116,15 +139,15 @@ def load_checkpoint(
     if not meta_path.exists():
         return None
     meta = json.loads(meta_path.read_text())
-    weights = load_file(folder / f"{name}.weights.safetensors")
+    files = checkpoint_files(folder, name, meta)
+    weights = load_file(files["weights"])
     for m, mod in modules.items():
         prefix = f"{m}."
         own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         mod.load_state_dict(own)
-    optim_path = folder / f"{name}.optim.safetensors"
-    if opt is not None and optim_path.exists():
-        load_optimizer_tensors(opt, load_file(optim_path), meta["param_groups"])
-    if ema is not None and (folder / f"{name}.ema.safetensors").exists():
+    if opt is not None and "optim" in files:
+        load_optimizer_tensors(opt, load_file(files["optim"]), meta["param_groups"])
+    if ema is not None and "ema" in files:
         device = next(iter(ema.shadow.values())).device  # where the modules are, as the EMA was made there
-        ema.shadow = load_file(folder / f"{name}.ema.safetensors", device=str(device))
+        ema.shadow = load_file(files["ema"], device=str(device))
     return meta

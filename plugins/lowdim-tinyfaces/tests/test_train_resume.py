@@ -153,3 +153,76 @@ def test_more_steps_on_resume_extend_a_finished_step_planned_stage(tmp_path) -> 
     longer = _stage(tmp_path, StagePlan(0.0, steps=70), True, rates)
     assert longer["done"] and longer["step"] == 70 == len(rates)  # the 30 more, not a restart
     assert json.loads((tmp_path / "toy.json").read_text())["step"] == 70
+
+
+def test_ctrl_c_finishes_the_step_in_flight_checkpoints_it_and_resume_ends_as_an_unstopped_run(tmp_path,
+                                                                                             monkeypatch) -> None:
+    import os
+    import signal
+
+    import lowdim_tinyfaces.train_loop as loop
+
+    steps, nets = 30, []
+    _stage(tmp_path / "whole", StagePlan(0.0, steps=steps), False, nets=nets)
+    real = loop.lr_scale
+
+    def interrupt_at_step_7(step: int, frac: float) -> float:
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives before the step's update, as a Ctrl-C would
+        return real(step, frac)
+
+    monkeypatch.setattr(loop, "lr_scale", interrupt_at_step_7)
+    folder = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        _stage(folder, StagePlan(0.0, steps=steps), False)
+    saved = json.loads((folder / "toy.json").read_text())
+    assert saved["step"] == 8 and not saved["done"]  # step 7 ran whole, then the loop stopped
+    assert "interrupted at step 8; checkpoint saved; --resume continues it" in (folder / "log.txt").read_text()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as usual again
+    monkeypatch.undo()
+    resumed = _stage(folder, StagePlan(0.0, steps=steps), True, nets=nets)
+    assert resumed["done"] and resumed["step"] == steps
+    whole_net, resumed_net = nets
+    assert all(torch.equal(a, b) for a, b in zip(whole_net.state_dict().values(),
+                                                 resumed_net.state_dict().values(), strict=True))
+
+
+def test_a_save_stopped_halfway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch) -> None:
+    import lowdim_tinyfaces.train_state as state
+
+    net, opt = torch.nn.Linear(2, 1), None
+    state.save_checkpoint(tmp_path, "toy", {"net": net}, opt, None, {"step": 1})
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    real, writes = state.save_file, []
+
+    def stop_after_the_first_file(tensors, path, metadata=None):
+        writes.append(path)
+        real(tensors, path, metadata=metadata)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(state, "save_file", stop_after_the_first_file)
+    with pytest.raises(KeyboardInterrupt):
+        state.save_checkpoint(tmp_path, "toy", {"net": net}, opt, None, {"step": 2})
+    monkeypatch.undo()
+    fresh = torch.nn.Linear(2, 1)
+    assert state.load_checkpoint(tmp_path, "toy", {"net": fresh}, None, None)["step"] == 1
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in before.items())
+    state.save_checkpoint(tmp_path, "toy", {"net": net}, opt, None, {"step": 3})
+    assert len(list(tmp_path.glob("toy.*.safetensors"))) == 1 and not writes[0].exists()  # the stray is gone
+
+
+def test_a_checkpoint_from_before_its_files_were_named_still_resumes(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from lowdim_tinyfaces.train_state import load_checkpoint, save_checkpoint
+
+    net = torch.nn.Linear(2, 1)
+    save_file({f"net.{k}": v for k, v in net.state_dict().items()}, tmp_path / "toy.weights.safetensors")
+    (tmp_path / "toy.json").write_text(json.dumps({"step": 4, "elapsed": 1.0, "done": False, "param_groups": None}))
+    fresh = torch.nn.Linear(2, 1)
+    assert load_checkpoint(tmp_path, "toy", {"net": fresh}, None, None)["step"] == 4
+    assert torch.equal(fresh.weight, net.weight)
+    save_checkpoint(tmp_path, "toy", {"net": fresh}, None, None, {"step": 5})
+    assert not (tmp_path / "toy.weights.safetensors").exists()  # the next save replaces the old layout
