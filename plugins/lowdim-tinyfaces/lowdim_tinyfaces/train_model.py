@@ -111,7 +111,8 @@ def device_problem(device: str) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with every value that cannot train refused in one line before anything is written."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--budget-minutes", type=float, required=True,
@@ -147,22 +148,42 @@ def main(argv: list[str] | None = None) -> None:
     problem = device_problem(args.device)
     if problem:
         ap.error(problem)
+    return args
+
+
+def run_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    """The run's config: the one it started with when resuming (more --unet-steps extend it), else new."""
+    cfg_path = out / "config.json"
+    if args.resume and cfg_path.exists():
+        cfg = TrainConfig(**json.loads(cfg_path.read_text()))
+        if not args.unet_steps or args.unet_steps == cfg.unet_steps:
+            return cfg
+        cfg = dataclasses.replace(cfg, unet_steps=args.unet_steps)  # more steps extend a step-planned run
+    else:
+        cfg = TrainConfig().micro() if args.micro else TrainConfig()
+        cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr,
+                                  unet_batch=args.unet_batch or cfg.unet_batch, unet_steps=args.unet_steps)
+    cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return cfg
+
+
+def deadline_time(text: str | None) -> float | None:
+    """``--deadline HH:MM`` (UTC, today) as unix time."""
+    if not text:
+        return None
+    hh, mm = (int(x) for x in text.split(":"))
+    day = time.gmtime()
+    return calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, 0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
     MAX_THREADS[0] = args.threads
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = Logger(out / "train.log")
-    cfg_path = out / "config.json"
-    if args.resume and cfg_path.exists():
-        cfg = TrainConfig(**json.loads(cfg_path.read_text()))
-        if args.unet_steps and args.unet_steps != cfg.unet_steps:  # more steps extend a step-planned run
-            cfg = dataclasses.replace(cfg, unet_steps=args.unet_steps)
-            cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    else:
-        cfg = TrainConfig().micro() if args.micro else TrainConfig()
-        cfg = dataclasses.replace(cfg, captions=args.captions, unet_lr=args.unet_lr or cfg.unet_lr,
-                                  unet_batch=args.unet_batch or cfg.unet_batch, unet_steps=args.unet_steps)
-        cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    cfg = run_config(args, out)
     budget = args.budget_minutes * 60
     # A warm start skips stage 1 and gives its share to stage 2.
     vae_budget = 0.0 if args.init_from else budget * cfg.vae_fraction
@@ -181,12 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         set_scaling_factor(vae, cfg, log)
         torch.manual_seed(cfg.seed + 1)
         unet, text_encoder = build_unet(cfg), build_text_encoder(cfg, len(tokenizer.get_vocab()))
-    deadline = None
-    if args.deadline:
-        hh, mm = (int(x) for x in args.deadline.split(":"))
-        day = time.gmtime()
-        deadline = calendar.timegm((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, 0))
-    plan = StagePlan(unet_budget, deadline, cfg.unet_steps)
+    plan = StagePlan(unet_budget, deadline_time(args.deadline), cfg.unet_steps)
     unet, text_encoder, finished = train_unet(cfg, out, plan, log, args.resume, vae, unet, text_encoder,
                                               tokenizer, device=args.device)
     if not finished:
