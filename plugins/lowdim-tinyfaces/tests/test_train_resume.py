@@ -214,9 +214,8 @@ def test_a_save_stopped_halfway_leaves_the_previous_checkpoint_whole(tmp_path, m
 
 
 def test_a_checkpoint_from_before_its_files_were_named_still_resumes(tmp_path) -> None:
-    from safetensors.torch import save_file
-
     from lowdim_tinyfaces.train_state import load_checkpoint, save_checkpoint
+    from safetensors.torch import save_file
 
     net = torch.nn.Linear(2, 1)
     save_file({f"net.{k}": v for k, v in net.state_dict().items()}, tmp_path / "toy.weights.safetensors")
