@@ -30,10 +30,11 @@ def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     identities = root / "heldout"
     write_identities(identities, 50, split="test", seed=0)  # the full run's identities; we use 3
+    # Two worker processes of one thread each: 125 s here against 185 s for one process of two threads.
     job = QualityJob(identities=identities, out=root / "out", methods=["ours-described", "only-hyper", "no-hyper",
                                                                    "base", "only-hyper-unet", APART, WINDOW,
                                                                    CROSS],
-                     hypernet=hypernet_path(), limit=3, device="cpu")
+                     hypernet=hypernet_path(), limit=3, device="cpu", workers=2)
     rows, _ = aggregate(run_quality(job), job.methods)
     return {row.method: row for row in rows}
 
