@@ -28,6 +28,7 @@ from lowdim_cli import (
     sd_commands,
     ui_command,
 )
+from lowdim_cli.help_values import ValueWordsGroup
 
 app = typer.Typer(
     name="lowdim",
@@ -36,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=ValueWordsGroup,
 )
 err = Console(stderr=True, emoji=False)  # messages quote user text: 'face:abc:' is no emoji
 

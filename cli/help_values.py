@@ -1,0 +1,58 @@
+"""What --help shows after each option: the kind of value to type, and nothing after a flag.
+
+Typer 0.29 writes Python's names there (``<str>``, ``<list[str]>``), and ``<bool>`` after flags such as
+``--overwrite``, which take no value, so a reader could type ``--overwrite true``. Each option without a
+metavar of its own gets click's words instead: TEXT, INTEGER, FLOAT, PATH; a flag gets none. Options with
+choices keep typer's list of them.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any
+
+from typer.core import TyperGroup, TyperOption
+
+WORDS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
+
+
+def value_word(annotation: Any) -> str | None:
+    """The word for an option's type, or None where typer's own display says more (choices, tuples)."""
+    if typing.get_origin(annotation) in (typing.Union, UnionType):  # `X | None`
+        kinds = [kind for kind in typing.get_args(annotation) if kind is not NoneType]
+        if len(kinds) != 1:
+            return None
+        annotation = kinds[0]
+    if typing.get_origin(annotation) is list:  # a repeatable option: the word of one value
+        return value_word(typing.get_args(annotation)[0])
+    return WORDS.get(annotation)
+
+
+def name_values(command, ctx) -> None:
+    """Give the options of ``command``, and of every command under it, their value words (once each)."""
+    help_option = command.get_help_option(ctx) if hasattr(command, "get_help_option") else None
+    for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
+        if not isinstance(param, TyperOption) or param.metavar is not None:
+            continue
+        if param.is_flag:
+            param.metavar = ""
+        elif not param.type_descriptor.is_choice:
+            param.metavar = value_word(param.type_descriptor.annotation)
+    for sub in getattr(command, "commands", {}).values():
+        name_values(sub, ctx)
+
+
+class ValueWordsGroup(TyperGroup):
+    """The CLI's root group: every command it hands out, and its own help, show value words."""
+
+    def get_command(self, ctx, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            name_values(command, ctx)
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        name_values(self, ctx)
+        super().format_help(ctx, formatter)

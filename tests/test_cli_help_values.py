@@ -1,0 +1,63 @@
+"""--help names the value each option takes in words (TEXT, INTEGER, PATH...) and none after a flag."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import typer.main
+
+from lowdim_cli.help_values import value_word
+from lowdim_cli.main import _add_plugin_commands, app, main
+
+
+def every_command() -> list[list[str]]:
+    _add_plugin_commands()
+    found = []
+
+    def walk(command, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            found.append([*path, name])
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def help_of(capsys, monkeypatch, *path: str) -> str:
+    monkeypatch.setenv("COLUMNS", "200")  # one row per option, so an option's line holds its value word
+    assert main([*path, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def option_row(text: str, option: str) -> str:
+    return next(line for line in text.splitlines() if re.search(rf"│\s+(\*\s+)?{option}\s", line))
+
+
+def test_no_help_shows_pythons_type_names_after_an_option(capsys, monkeypatch):
+    commands = every_command()
+    assert ["personalize"] in commands and ["bench", "quality"] in commands
+    for path in [[], *commands]:
+        options = help_of(capsys, monkeypatch, *path).split("Options")[-1]
+        assert not re.search(r"<(str|int|float|bool)>|list\[", options), path
+
+
+def test_a_flag_shows_no_value_and_a_value_option_shows_its_kind(capsys, monkeypatch):
+    text = help_of(capsys, monkeypatch, "personalize")
+    assert option_row(text, "--overwrite").split("--no-overwrite")[1].split()[0] == "Replace"
+    assert option_row(text, "--steps").split("--steps")[1].split()[0] == "INTEGER"
+    assert option_row(text, "--lr").split("--lr")[1].split()[0] == "FLOAT"
+    assert option_row(text, "--help").split("--help")[1].split()[0] == "Show"
+    quality = help_of(capsys, monkeypatch, "bench", "quality")  # a sub-group's command too
+    assert option_row(quality, "--identities").split()[4] == "PATH"  # │ * --identities -i PATH
+
+
+@pytest.mark.parametrize(("annotation", "word"), [
+    (str, "TEXT"), (int, "INTEGER"), (float, "FLOAT"), (Path, "PATH"), (list[str], "TEXT"),
+    (int | None, "INTEGER"), (list[int] | None, "INTEGER"), (Path | None, "PATH"),
+    (Literal["a", "b"], None), (int | str, None), (tuple[int, int], None),
+])
+def test_value_words(annotation, word):
+    assert value_word(annotation) == word
