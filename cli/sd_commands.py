@@ -109,6 +109,18 @@ def train(
     out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s")
 
 
+def check_images_folder(out_dir: Path) -> None:
+    """--out of generate is a folder: a file there, or a picture's name, is one line before the model loads."""
+    from lowdim.errors import LowdimError
+    from lowdim_sd.images import IMAGE_EXTENSIONS
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LowdimError(f"{out_dir}: a file, where --out needs a folder for the images")
+    if not out_dir.exists() and out_dir.suffix.lower() in IMAGE_EXTENSIONS:
+        raise LowdimError(f"--out {out_dir}: a picture's name, where --out is a folder for the images (one PNG per "
+                          f"prompt and seed, and grid.png); pass a folder, e.g. --out {out_dir.with_suffix('')}")
+
+
 def generate(
     model: Model,
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable); [V] is the subject.")],
@@ -149,7 +161,6 @@ def generate(
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
-    from lowdim.errors import LowdimError
     from lowdim_sd.draw_parts import DrawParts
     from lowdim_sd.generate import GenerateConfig, attach_adapters, check_config, draw_to_folder, parse_adapter_arg
     from lowdim_sd.loading import load_sd
@@ -160,15 +171,14 @@ def generate(
                             batch=batch)
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LowdimError(f"{out_dir}: a file, where --out needs a folder for the images")
+    check_images_folder(out_dir)
     from lowdim_sd.runs import output_folder
 
     with output_folder(out_dir):  # usable before the model loads, and one run at a time
         sd = load_sd(model, device, dtype, model_config)
         tokens = attach_adapters(sd, adapters)
         paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True)  # a stop keeps what is drawn
-    out.print(f"wrote {len(paths)} images and [bold]{grid}[/]")
+    out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and [bold]{grid}[/]")
 
 
 def export(

@@ -109,6 +109,7 @@ BAD_SETTINGS = [
     (["generate", "-a", "me.safetensors:nan"], "the scale must be a finite number, got 'nan'"),
     (["generate", "-a", "me:smile:"], "'me:smile:': the scale after ':' must be a number"),  # no emoji
     (["generate", "-o", "REFS_FILE"], "a file, where --out needs a folder"),
+    (["generate", "-o", "NEW_PICTURE"], "a picture's name, where --out is a folder for the images"),
     (["generate", "--adapter-start", 1], "--adapter-start must be a fraction of the steps in [0, 1), got 1.0"),
     (["generate", "--adapter-start", -0.2], "--adapter-start must be a fraction of the steps in [0, 1), got -0.2"),
     (["generate", "--text-encoder-scale", "inf"], "--text-encoder-scale must be a finite number, got inf"),
@@ -126,7 +127,8 @@ def test_settings_nothing_can_run_with_are_one_line_errors_before_any_work(tiny_
     monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     command, *options = args
     first_image = sorted(refs.iterdir())[0]
-    options = [str(first_image) if option == "REFS_FILE" else option for option in options]
+    names = {"REFS_FILE": str(first_image), "NEW_PICTURE": str(tmp_path / "o.png")}
+    options = [names.get(option, option) if isinstance(option, str) else option for option in options]
     inputs = {"train": ["-i", refs, "--out", tmp_path / "o"],
               "personalize": ["-i", first_image, "--out", tmp_path / "o"],
               "generate": ["-p", "a [V] face"] + ([] if "-o" in options else ["-o", tmp_path / "o"])}[command]
@@ -134,7 +136,7 @@ def test_settings_nothing_can_run_with_are_one_line_errors_before_any_work(tiny_
     assert code == 1 and "Traceback" not in text
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.png").exists()
 
 
 def test_exporting_onto_a_folder_or_from_one_names_it(tiny_sd, refs, tmp_path, capsys):
