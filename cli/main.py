@@ -12,6 +12,7 @@ import functools
 import inspect
 import sys
 import warnings
+from typing import Annotated
 
 import click
 import typer
@@ -45,6 +46,16 @@ err = Console(stderr=True, emoji=False)  # messages quote user text: 'face:abc:'
 EXITS = (click.exceptions.Exit, typer.Exit)
 USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
+
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=info_commands.show_version, is_eager=True,
+        help="Print the versions of lowdim, its plugins, torch, diffusers, transformers and safetensors, "
+             "then exit.")] = False) -> None:
+    """Tiny, fast personalization of text-to-image models in low-dimensional weight spaces."""
+
 
 info_commands.register(app)
 sd_commands.register(app)

@@ -144,3 +144,15 @@ def test_bench_threads_apply_in_process_too(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+
+
+def test_version_names_lowdim_its_plugins_and_the_libraries_a_bug_report_needs(capsys):
+    from importlib.metadata import version
+
+    code, out, err = run(capsys, "--version")
+    assert code == 0 and not err
+    lines = out.splitlines()
+    assert lines[0] == f"lowdim {version('lowdim')}"
+    assert f"lowdim-tinyfaces {version('lowdim-tinyfaces')}" in lines[1] and "lowdim-vera" in lines[1]
+    assert f"torch {version('torch')}" in lines[2] and f"diffusers {version('diffusers')}" in lines[2]
+    assert run(capsys, "--version", "generate")[0] == 0  # eager: answered before any command parses
