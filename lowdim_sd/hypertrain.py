@@ -263,6 +263,8 @@ class _Loop:
     @classmethod
     def prepare(cls, job: HyperTrainJob, accelerator, net, full: WeightDataset, train_set: WeightDataset,
                 val_set: WeightDataset | None, numbers: dict[str, int], folder: Path | None, start: int) -> _Loop:
+        extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
+        caches = _feature_caches(job, net, extra is not None)  # a --features file that does not fit: before SD loads
         standardize = folder is None and bool(getattr(net.config, "standardize", False))
         targets = all_targets(train_set) if standardize or val_set is not None else None
         if standardize:
@@ -279,8 +281,6 @@ class _Loop:
         sampler = StepSampler(len(train_set), job.batch_size * accelerator.num_processes, job.seed, start, job.steps)
         loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
                                              num_workers=job.num_workers)
-        extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
-        caches = _feature_caches(job, net, extra is not None)
         net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
         metadata = {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
                     "adapter_seed": int(index["seed"]), "weights": ", ".join(map(str, as_folders(job.weights)))}

@@ -95,6 +95,14 @@ def test_a_features_file_that_does_not_fit_is_one_line(weights, tmp_path, proble
         StoredFeatures(path, net.encoder).get(torch.zeros(1, 3, 16, 16))
 
 
+def test_a_features_file_for_another_encoder_is_refused_before_the_sd_model_loads(weights, tmp_path, monkeypatch):
+    path, _, _ = write(weights, tmp_path / "f.safetensors", {**FROZEN, "encoder_pool": 1})
+    monkeypatch.setattr("lowdim_sd.loading.load_sd", lambda *a, **k: pytest.fail("the SD model was loaded"))
+    with pytest.raises(LowdimError, match=r"made for another encoder setting: pool '1' \(the network's: '2'\)"):
+        train_hypernet(job(weights, tmp_path / "h", features=path), progress=False)
+    assert not (tmp_path / "h" / "hypernet.safetensors").exists()
+
+
 def test_features_without_a_frozen_encoder_are_refused(weights, tmp_path):
     path, _, _ = write(weights, tmp_path / "f.safetensors")
     with pytest.raises(LowdimError, match="--freeze-encoder"):
