@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_gpu_script_brings_back_the_table_the_profile_and_the_first_run_comparison(tmp_path):
     # Two of the suite's tasks: every task's quick run is test_bench_speed.py's; this checks the script's wiring.
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
-           "ARGS": "--quick --device cpu --only load,merge", "ARGS_PROFILE": "--device cpu --dtype fp32", "OMP_NUM_THREADS": "1"}
+           "ARGS": "--quick --device cpu --only load,merge", "ARGS_PROFILE": "--device cpu --dtype fp32",
+           "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", "benchmarks/speed_gpu.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
