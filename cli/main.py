@@ -48,13 +48,12 @@ USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.Cli
 ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
 
 
-
 @app.callback()
 def _root(version: Annotated[bool, typer.Option(
         "--version", callback=info_commands.show_version, is_eager=True,
         help="Print the versions of lowdim, its plugins, torch, diffusers, transformers and safetensors, "
              "then exit.")] = False) -> None:
-    """Tiny, fast personalization of text-to-image models in low-dimensional weight spaces."""
+    """The options of `lowdim` itself; its help text is the Typer app's."""
 
 
 info_commands.register(app)

@@ -90,7 +90,7 @@ def personalize(
         help="Recompute activations in the backward pass: slower steps (1.8x), the same adapter. Off by default: "
              "SD1.5 at 512 px in fp16 peaks at 4.2 GiB with or without it (measured on an H200), so an 8 GB card "
              "needs nothing; it helps at larger resolutions.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option(help=CUDA_GRAPHS_HELP)] = False,
+    cuda_graphs: Annotated[bool, typer.Option(help=CUDA_GRAPHS_HELP + " Not with --gradient-checkpointing.")] = False,
     resolution: Resolution = None,
     save_dtype: SaveDtype = "fp16",
     device: Device = "auto",

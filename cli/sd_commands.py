@@ -18,7 +18,7 @@ Model = Annotated[str, typer.Option(
 Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")]
 CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the text encoder's and the UNet's forward and backward once and "
                     "replay them every step (the same steps, far fewer kernel launches). Experimental, not yet "
-                    "timed on a GPU: see docs/benchmarks.md. Not with --gradient-checkpointing.")
+                    "timed on a GPU: see docs/benchmarks.md.")
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
     help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture.")]
@@ -59,7 +59,8 @@ def train(
     augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option(help=CUDA_GRAPHS_HELP[:-1] + " or --mixed-precision.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(
+        help=CUDA_GRAPHS_HELP + " Not with --gradient-checkpointing or --mixed-precision.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapters, checkpoints).")] = Path("out"),
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
