@@ -155,6 +155,40 @@ def interrupt_after_the_step() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
+class _Chores:
+    """What the loop does now and then between steps: a log line every 30 s, a checkpoint and a sample
+    grid as often as the config says."""
+
+    def __init__(self, name: str, plan: StagePlan, cfg: TrainConfig, log: Logger, opt: torch.optim.Optimizer,
+                 tuner: ThreadTuner, save: Callable[[], None], on_sample: Callable[[int], None] | None,
+                 step: int) -> None:
+        self.name, self.plan, self.cfg, self.log, self.opt, self.tuner = name, plan, cfg, log, opt, tuner
+        self.save, self.on_sample = save, on_sample
+        self.last_checkpoint = self.last_sample = self.last_log = time.time()
+        self.losses: list[dict[str, float]] = []
+        self.log_step = step
+
+    def after(self, step: int, elapsed: float, losses: dict[str, float]) -> None:
+        self.losses.append(losses)
+        now = time.time()
+        if now - self.last_log > 30:
+            self._log_progress(step, elapsed, now)
+        if now - self.last_checkpoint > self.cfg.checkpoint_minutes * 60:
+            self.save()
+            self.last_checkpoint = now
+        if self.on_sample is not None and now - self.last_sample > self.cfg.sample_minutes * 60:
+            self.on_sample(step)
+            self.last_sample = time.time()
+
+    def _log_progress(self, step: int, elapsed: float, now: float) -> None:
+        mean = {k: float(np.mean([x[k] for x in self.losses])) for k in self.losses[0]}
+        rate = (step - self.log_step) / (now - self.last_log)
+        parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
+        self.log(f"[{self.name}] step {step} {parts} lr={self.opt.param_groups[0]['lr']:.2e} "
+                 f"it/s={rate:.2f} threads={self.tuner.best} {self.plan.describe(elapsed, now)}")
+        self.losses, self.last_log, self.log_step = [], now, step
+
+
 def run_stage(
     name: str,
     out: Path,
@@ -177,16 +211,15 @@ def run_stage(
         log(f"[{name}] resumed at step {state['step']} ({state['elapsed']:.0f}s used)")
     if plan.finished(state):
         return state  # finished as planned; a larger --budget-minutes (or --unet-steps) extends it
-    elapsed = state["elapsed"]
+    elapsed, step = state["elapsed"], state["step"]
     tick = time.time()
-    last_ckpt = last_sample = last_log = time.time()
-    step, losses, log_step = state["step"], [], state["step"]
     tuner = ThreadTuner(max_threads or MAX_THREADS[0], tune=plan.steps is None)
 
     def save() -> None:
         state.update(step=step, elapsed=elapsed)
         save_checkpoint(out, name, modules, opt, ema, state)
 
+    chores = _Chores(name, plan, cfg, log, opt, tuner, save, on_sample, step)
     with interrupt_after_the_step() as interrupted:
         while not interrupted:
             now = time.time()
@@ -202,25 +235,18 @@ def run_stage(
             threads = tuner.threads_for(step)
             torch.set_num_threads(threads)
             t0 = time.time()
-            losses.append(step_fn(step))
+            losses = step_fn(step)
             tuner.record(step, threads, time.time() - t0)
             step += 1
             if ema is not None:
                 ema.update(modules, step)
-            now = time.time()
-            if now - last_log > 30:
-                mean = {k: float(np.mean([x[k] for x in losses])) for k in losses[0]}
-                rate = (step - log_step) / (now - last_log)
-                parts = " ".join(f"{k}={v:.4f}" for k, v in mean.items())
-                log(f"[{name}] step {step} {parts} lr={opt.param_groups[0]['lr']:.2e} "
-                    f"it/s={rate:.2f} threads={tuner.best} {plan.describe(elapsed, now)}")
-                losses, last_log, log_step = [], now, step
-            if now - last_ckpt > cfg.checkpoint_minutes * 60:
-                save()
-                last_ckpt = now
-            if on_sample is not None and now - last_sample > cfg.sample_minutes * 60:
-                on_sample(step)
-                last_sample = time.time()
+            chores.after(step, elapsed, losses)
+    return _end_stage(name, plan, state, step, save, log, interrupted=bool(interrupted))
+
+
+def _end_stage(name: str, plan: StagePlan, state: dict, step: int, save: Callable[[], None], log: Logger,
+               interrupted: bool) -> dict:
+    """The last checkpoint: finished, paused at the deadline (``--resume`` goes on), or stopped by Ctrl-C."""
     if interrupted:
         state["done"] = False
         save()

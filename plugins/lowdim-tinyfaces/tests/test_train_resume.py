@@ -225,3 +225,34 @@ def test_a_checkpoint_from_before_its_files_were_named_still_resumes(tmp_path) -
     assert torch.equal(fresh.weight, net.weight)
     save_checkpoint(tmp_path, "toy", {"net": fresh}, None, None, {"step": 5})
     assert not (tmp_path / "toy.weights.safetensors").exists()  # the next save replaces the old layout
+
+
+def test_sample_grids_and_checkpoints_come_as_often_as_the_config_says(tmp_path, monkeypatch) -> None:
+    """A sample grid and a checkpoint after every step when their periods are 0; none when they are long."""
+    import lowdim_tinyfaces.train_loop as train_loop
+
+    saved: list[int] = []
+    real_save = train_loop.save_checkpoint
+    monkeypatch.setattr(train_loop, "save_checkpoint",
+                        lambda *args: (saved.append(args[-1]["step"]), real_save(*args)))
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def run(folder, config: TrainConfig) -> list[int]:
+        samples: list[int] = []
+        saved.clear()
+        step_fn = lambda step: {"loss": float(step)}  # noqa: E731
+        run_stage("toy", folder, StagePlan(0.0, steps=5), {"net": net}, opt, 0.1, step_fn, config,
+                  Logger(folder / "log.txt"), False, on_sample=samples.append)
+        return samples
+
+    folder = tmp_path / "often"
+    folder.mkdir()
+    assert run(folder, TrainConfig(checkpoint_minutes=0, sample_minutes=0)) == [1, 2, 3, 4, 5]
+    assert saved == [1, 2, 3, 4, 5, 5]  # and the last one when the stage ends
+    log = (folder / "log.txt").read_text()
+    assert "finished at step 5" in log
+    rare = tmp_path / "rare"
+    rare.mkdir()
+    assert run(rare, TrainConfig()) == []
+    assert saved == [5]
