@@ -140,6 +140,7 @@ def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, 
 def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Path, log) -> None:
     """Save an fp16 StableDiffusionPipeline folder, reload it in fp32 and sample a grid."""
     from diffusers import StableDiffusionPipeline
+    from lowdim_sd.loading import dtype_keyword
 
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -153,7 +154,8 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
     log(f"exported {model_dir} ({size:.1f} MiB)")
     # Verify through the public loader, as users will load it.
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir).to(dtype=torch.float32)
+    # Loaded as fp32, not cast after: diffusers warns that a cast may break modules kept in fp32.
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, **{dtype_keyword(): torch.float32})
     pipe.set_progress_bar_config(disable=True)
     images = []
     for prompt in training_prompts():
