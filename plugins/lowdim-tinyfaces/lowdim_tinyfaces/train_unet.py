@@ -140,6 +140,7 @@ def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, 
 def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Path, log) -> None:
     """Save an fp16 StableDiffusionPipeline folder, reload it in fp32 and sample a grid."""
     from diffusers import StableDiffusionPipeline
+
     from lowdim_sd.loading import dtype_keyword
 
     if model_dir.exists():
