@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import CUDA_GRAPHS_HELP, Device, Dtype, Model, ModelConfig, Resolution, SaveDtype
 from lowdim_sd import defaults
+
+if TYPE_CHECKING:
+    from lowdim_sd.personalize import PersonalizeResult
 
 out = Console()
 
@@ -101,8 +104,6 @@ def personalize(
 
     Example: lowdim personalize --model tinyfaces --image examples/face.png --out me
     """
-    from lowdim_sd.draw_parts import EVERY_STYLE_CROSS_ATTENTION, DrawParts, parts_flags, suggested_parts
-    from lowdim_sd.generate import with_looks
     from lowdim_sd.personalize import PersonalizeJob
     from lowdim_sd.personalize import personalize as run
 
@@ -116,7 +117,14 @@ def personalize(
                          hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,
                          crop=crop, crop_margin=crop_margin, face_index=face_index, overwrite=overwrite,
                          gradient_checkpointing=gradient_checkpointing, cuda_graphs=cuda_graphs)
-    result = run(job)
+    show_result(run(job), model, keep_styles)
+
+
+def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:
+    """The stage times, the files written, and the `lowdim generate` line that draws the subject."""
+    from lowdim_sd.draw_parts import EVERY_STYLE_CROSS_ATTENTION, DrawParts, parts_flags, suggested_parts
+    from lowdim_sd.generate import with_looks
+
     table = Table(title="stages")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
@@ -125,11 +133,12 @@ def personalize(
     table.add_row("[bold]total", f"[bold]{sum(result.stages.values()):.2f}")
     out.print(table)
     size = result.adapter.stat().st_size
-    out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)")
+    out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)", soft_wrap=True)
     if result.looks:
-        out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
+        out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]",
+                  soft_wrap=True)
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
-        out.print(f"wrote [bold]{path}[/]")
+        out.print(f"wrote [bold]{path}[/]", soft_wrap=True)
     prompt = shlex.quote(with_looks("a [V] face at night", result.looks))  # the parts apart need the looks' words
     draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
     every_style = parts_flags(DrawParts(cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION))

@@ -187,6 +187,7 @@ def test_personalize_writes_fp16_by_default_and_save_dtype_chooses(tiny_sd, face
                      "--no-preview", "--no-crop", "--save-dtype", "bf16")
     assert code == 0, text
     assert tensor_dtypes(tmp_path / "i" / "adapter.safetensors") == {torch.bfloat16}
+    assert f"adapter: {tmp_path / 'i' / 'adapter.safetensors'} (" in text  # whole, to copy, however long
     # The command it prints to draw the adapter runs as printed, with the flags it suggests.
     draw, hint = next(line for line in text.splitlines() if line.startswith("draw it: ")).split("  (add ")
     command, flags = shlex.split(draw.removeprefix("draw it: ")), shlex.split(hint.split(" to keep ")[0])
