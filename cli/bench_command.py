@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lowdim.errors import LowdimError
+from lowdim_cli.console import out
 from lowdim_cli.sd_commands import Device, ModelConfig
 
-out = Console()
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
 
 

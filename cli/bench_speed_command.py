@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from lowdim_cli.console import out
 from lowdim_cli.sd_commands import Device
-
-out = Console()
 
 
 def speed(

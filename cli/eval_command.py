@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lowdim.errors import LowdimError
+from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import Device
 
-out = Console()
 MAX_NOTES_SHOWN = 10
 DEFAULT_METRICS = "face-rec,dino,clip-i,clip-t"
 

@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from lowdim.errors import LowdimError
+from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import Dtype, ModelConfig, Resolution
 from lowdim_sd import defaults
-
-out = Console()
 
 
 def precompute(

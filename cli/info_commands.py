@@ -6,13 +6,11 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lowdim.registry import get_registry
 from lowdim.sizing import BYTES, SizeReport, adapter_file_bytes, size_report
-
-out = Console()
+from lowdim_cli.console import out
 
 
 def parse_options(pairs: list[str]) -> dict:

@@ -16,7 +16,6 @@ from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from lowdim.errors import LowdimError, first_line
@@ -29,6 +28,7 @@ from lowdim_cli import (
     sd_commands,
     ui_command,
 )
+from lowdim_cli.console import err
 from lowdim_cli.help_values import ValueWordsGroup
 
 app = typer.Typer(
@@ -40,7 +40,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
     cls=ValueWordsGroup,
 )
-err = Console(stderr=True, emoji=False)  # messages quote user text: 'face:abc:' is no emoji
 
 # Typer >= 0.25 vendors click: accept both its exception classes and click's own.
 EXITS = (click.exceptions.Exit, typer.Exit)
@@ -143,7 +142,7 @@ def reflow(doc: str | None) -> str | None:
 
 def _interrupted(note: str) -> int:
     if note:
-        err.print(f"[yellow]{escape(note[:1].upper() + note[1:])}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]{escape(note[:1].upper() + note[1:])}[/]", highlight=False)
     else:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
     return INTERRUPTED
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except ABORTS:
         return _interrupted("")
     except LowdimError as error:
-        err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False)
         return 1
     except EXITS as done:
         return done.exit_code
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if device is None:
             raise
         hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
-        err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False)
         return 1
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import CUDA_GRAPHS_HELP, Device, Dtype, Model, ModelConfig, Resolution, SaveDtype
 from lowdim_sd import defaults
@@ -18,7 +18,6 @@ from lowdim_sd import defaults
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeResult
 
-out = Console()
 
 
 def personalize(
@@ -133,18 +132,16 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> No
     table.add_row("[bold]total", f"[bold]{sum(result.stages.values()):.2f}")
     out.print(table)
     size = result.adapter.stat().st_size
-    out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)", soft_wrap=True)
+    out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)")
     if result.looks:
-        out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]",
-                  soft_wrap=True)
+        out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
-        out.print(f"wrote [bold]{path}[/]", soft_wrap=True)
+        out.print(f"wrote [bold]{path}[/]")
     prompt = shlex.quote(with_looks("a [V] face at night", result.looks))  # the parts apart need the looks' words
     draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
     every_style = parts_flags(DrawParts(cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION))
     out.print(f"draw it: {escape(draw)}  (add {parts_flags(suggested_parts(keep_styles))} to keep more of each "
-              f"style, and {every_style} too for every style at less of the face)",
-              soft_wrap=True)  # one line whatever the terminal's width: it is copied whole
+              f"style, and {every_style} too for every style at less of the face)")
 
 
 def register(app: typer.Typer) -> None:

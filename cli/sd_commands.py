@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
 from lowdim_sd import defaults
-
-out = Console()
 
 Model = Annotated[str, typer.Option(
     "--model", "-m", help="sd15, tinyfaces, any registered name, a hub id, a diffusers folder or a .safetensors file.")]

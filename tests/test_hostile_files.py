@@ -152,7 +152,7 @@ def test_integer_tensors_are_refused_by_name(tmp_path):
 
 
 # -- 13: export checks the bases as loading does ----------------------------------------------
-@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # asserted in test_textual_inversion
+@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # tested in test_inspect_export
 def test_export_refuses_a_basis_checksum_mismatch_as_loading_does(tmp_path):
     path = rewrite(saved(tmp_path), basis_checksum="0123456789abcdef")
     with pytest.raises(AdapterFileError, match="checksum mismatch"):
@@ -198,7 +198,7 @@ def test_a_foreign_lora_fed_back_as_an_adapter_says_what_it_is_and_where_to_use_
         lowdim.read_adapter(path)
 
 
-@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # asserted in test_textual_inversion
+@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # tested in test_inspect_export
 @pytest.mark.parametrize("fmt", ["diffusers", "kohya"])
 def test_lowdims_own_exports_fed_back_are_named(tmp_path, fmt):
     out = export_adapter(saved(tmp_path), tmp_path / f"{fmt}.safetensors", fmt)

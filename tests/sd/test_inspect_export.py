@@ -74,8 +74,12 @@ def test_diffusers_export_warns_that_comfyui_reads_only_kohya_for_the_unet(adapt
 
     with pytest.warns(UserWarning, match="ComfyUI.*kohya.*UNet"):
         export_adapter(adapter, tmp_path / "me.diffusers.safetensors", "diffusers")
-    code, out, err = run(capsys, "export", adapter, "--format", "diffusers", "-o", tmp_path / "x.safetensors")
-    assert code == 0 and "ComfyUI" in out + err and "--format kohya" in out + err
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 4) / "x.safetensors"
+    deep.parent.mkdir()
+    code, out, err = run(capsys, "export", adapter, "--format", "diffusers", "-o", deep)
+    assert code == 0 and f"wrote {deep}" in out  # a path of any length on one line, to copy
+    assert any(line.startswith(f"Warning: {deep.name}: ComfyUI") and line.endswith("--format kohya")
+               for line in err.splitlines()), err
 
 
 def test_kohya_export_and_text_only_diffusers_export_do_not_warn(tiny_sd, adapter, tmp_path, recwarn):

@@ -31,7 +31,7 @@ def test_bundled_model_loads_like_sd15_and_generates_32px_images():
     assert images.shape == (1, 32, 32, 3)
 
 
-@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # asserted in test_textual_inversion
+@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # tested in test_inspect_export
 def test_smoke_personalize_on_the_bundled_model(tmp_path):
     job = PersonalizeJob(model="tinyfaces", image=EXAMPLE, out=tmp_path, steps=3, preview=True,
                          preview_steps=2, export=["diffusers"])
