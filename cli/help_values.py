@@ -1,9 +1,10 @@
 """What --help shows after each option: the kind of value to type, and nothing after a flag.
 
-Typer 0.29 writes Python's names there (``<str>``, ``<list[str]>``), and ``<bool>`` after flags such as
-``--overwrite``, which take no value, so a reader could type ``--overwrite true``. Each option without a
-metavar of its own gets click's words instead: TEXT, INTEGER, FLOAT, PATH; a flag gets none. Options with
-choices keep typer's list of them.
+Typer 0.27 and later write Python's names there (``<str>``, ``<list[str]>``), and 0.29 ``<bool>`` after
+flags such as ``--overwrite``, which take no value, so a reader could type ``--overwrite true``. Each option
+without a metavar of its own gets click's words instead: TEXT, INTEGER, FLOAT, PATH; a flag gets none.
+Options with choices keep typer's list of them. Typer describes an option's type in two ways across the
+versions pyproject allows (a ``type_descriptor`` from 0.29, a click type before), so both are read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from typer.core import TyperGroup, TyperOption
 
 WORDS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
+# The names of click's types (typer 0.27 and 0.28 vendor click with names of their own: str, int).
+CLICK_WORDS = {"text": "TEXT", "str": "TEXT", "integer": "INTEGER", "int": "INTEGER", "float": "FLOAT", "path": "PATH"}
 
 
 def value_word(annotation: Any) -> str | None:
@@ -30,16 +33,21 @@ def value_word(annotation: Any) -> str | None:
     return WORDS.get(annotation)
 
 
+def option_word(param) -> str | None:
+    """The word for a value option of any typer version, or None to keep typer's own display."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:  # typer >= 0.29
+        return None if descriptor.is_choice else value_word(descriptor.annotation)
+    return CLICK_WORDS.get(getattr(getattr(param, "type", None), "name", None))  # typer <= 0.28: a click type
+
+
 def name_values(command, ctx) -> None:
     """Give the options of ``command``, and of every command under it, their value words (once each)."""
     help_option = command.get_help_option(ctx) if hasattr(command, "get_help_option") else None
     for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
         if not isinstance(param, TyperOption) or param.metavar is not None:
             continue
-        if param.is_flag:
-            param.metavar = ""
-        elif not param.type_descriptor.is_choice:
-            param.metavar = value_word(param.type_descriptor.annotation)
+        param.metavar = "" if param.is_flag else option_word(param)
     for sub in getattr(command, "commands", {}).values():
         name_values(sub, ctx)
 

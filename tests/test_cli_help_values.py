@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import click
 import pytest
 import typer.main
 
-from lowdim_cli.help_values import value_word
+from lowdim_cli.help_values import option_word, value_word
 from lowdim_cli.main import _add_plugin_commands, app, main
 
 
@@ -61,3 +62,12 @@ def test_a_flag_shows_no_value_and_a_value_option_shows_its_kind(capsys, monkeyp
 ])
 def test_value_words(annotation, word):
     assert value_word(annotation) == word
+
+
+@pytest.mark.parametrize(("kind", "word"), [
+    (str, "TEXT"), (int, "INTEGER"), (float, "FLOAT"), (click.Path(), "PATH"), (click.Choice(["a", "b"]), None),
+])
+def test_an_option_described_by_a_click_type_gets_its_word_too(kind, word):
+    """Typer 0.28 and earlier describe an option by a click type, not a type descriptor: --help must not
+    fail there (it once did, with an AttributeError) and gives the same words."""
+    assert option_word(click.Option(["--value"], type=kind)) == word
