@@ -1,0 +1,49 @@
+"""The space docs/plugins.md shows, run as it is written there: a reader who copies it gets a working plugin."""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import lowdim
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+def documented_plugin(monkeypatch) -> types.ModuleType:
+    """The page's `my_space/__init__.py`, imported as a plugin's entry point would import it."""
+    code = re.search(r"```python\n(# my_space/__init__\.py\n.*?)```", PAGE.read_text(), re.S).group(1)
+    module = types.ModuleType("my_space")
+    monkeypatch.setitem(sys.modules, "my_space", module)  # where dataclasses look a class's module up
+    exec(compile(code, str(PAGE), "exec"), module.__dict__)
+    return module
+
+
+def test_the_documented_space_registers_trains_merges_and_loads_from_its_file(tmp_path, monkeypatch):
+    registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", documented_plugin(monkeypatch)])
+    assert registry.spaces["frozen-down"].plugin == "my_space"
+    with lowdim.use_registry(registry):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4)).requires_grad_(False)
+        base = copy.deepcopy(model)
+        x = torch.randn(5, 8)
+        adapters = lowdim.inject(model, lowdim.get_space("frozen-down", rank=2), ["0", "2"], seed=3)
+        assert torch.equal(model(x), base(x))  # ΔW = 0 at the start
+        assert adapters.info("default").num_params == 6 * 2 + 4 * 2  # only the up matrices train
+        optimizer = torch.optim.SGD(adapters.parameters("default"), lr=0.5)
+        model(x).pow(2).sum().backward()
+        optimizer.step()
+        trained = model(x).detach()
+        assert not torch.allclose(trained, base(x))
+        path = lowdim.save_adapter(tmp_path / "frozen-down.safetensors", model)
+        fresh = copy.deepcopy(base)
+        lowdim.load_adapter(path, fresh)  # the frozen down-projections come back from the seed
+        assert torch.allclose(fresh(x), trained, atol=1e-6)
+        adapters.merge("default")
+        assert torch.allclose(model(x), trained, atol=1e-5)  # merged weights compute what the adapter did
