@@ -255,3 +255,20 @@ def test_encoder_per_sample_adapters_turn_the_fast_path_off(batch, mode, padded,
         nn.functional.linear(x, weight)
     with pytest.raises(lowdim.LowdimError, match="per-sample"):
         weight.T  # noqa: B018 (a silent base weight would ignore the adapters)
+
+
+def test_the_readme_snippet_runs_as_written_on_a_bert(tmp_path, monkeypatch):
+    """README's "Use it on any model", with a BERT for `model` and one step for its `...`."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("## Use it on any model\n\n```python\n", 1)[1].split("```", 1)[0]
+    assert "\n...  " in snippet  # the line a user fills with training
+    step = "model(input_ids=ids, labels=labels).loss.backward(); optimizer.step()"
+    monkeypatch.chdir(tmp_path)
+    model, fresh_model = example.build_base(seed=0), example.build_base(seed=0)
+    ids, labels = example.make_data(n=4)
+    names = {"model": model, "fresh_model": fresh_model, "ids": ids, "labels": labels}
+    exec(compile(snippet.replace("\n...", "\n" + step + "  #"), "README.md", "exec"), names)
+    trained = example.logits(fresh_model, ids)  # the file, loaded into the fresh copy
+    assert not torch.allclose(trained, example.logits(example.build_base(seed=0), ids))
+    assert torch.allclose(example.logits(model, ids), trained, atol=1e-2)  # fp16 file; merged and unloaded
+    assert not any("lowdim" in type(module).__module__ for module in model.modules())
