@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeResult
 
 
-
 def personalize(
     model: Model,
     image: Annotated[Path, typer.Option("--image", "-i", help="One face image (any common format).")],
