@@ -43,7 +43,7 @@ app = typer.Typer(
 # Typer >= 0.25 vendors click, so a core install may have no click at all: typer's own classes always,
 # click's too where it is installed (typer < 0.25 raises those).
 EXITS: tuple[type[BaseException], ...] = (typer.Exit,)
-USAGE_ERRORS: tuple[type[BaseException], ...] = tuple(kind for kind in [getattr(typer, "TyperException", None)] if kind)
+USAGE_ERRORS: tuple[type[BaseException], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
 ABORTS: tuple[type[BaseException], ...] = (typer.Abort, KeyboardInterrupt)
 try:
     import click
