@@ -30,12 +30,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 import lowdim
 from lowdim_sd.architecture import LAYER_SETS, build_components
+from lowdim_sd.bench.speed_timing import side_by_side
 from lowdim_sd.tiny import TINY_UNET
 
 # The tests' tiny UNet, at 16x16 latents and a 64-wide text encoder.
@@ -96,36 +98,22 @@ def infer_fn(model: nn.ModuleDict, inputs: tuple) -> Callable[[], None]:
     return forward
 
 
-def timed(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds per call of each function, interleaved round-robin, rotating the order."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+@dataclass
+class Variants:
+    """The frozen base UNet and its three adapted copies, with the batch they all run on."""
+
+    base: nn.ModuleDict
+    lora: nn.ModuleDict
+    lidb: nn.ModuleDict
+    merged: nn.ModuleDict  # the LiDB copy with its adapter merged into the base weights
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    layers: int
+    lora_params: int
+    lidb_params: int
+    clamped: int  # LiDB layers whose a or b the tiny UNet's widths cut down
 
 
-def paired(times: dict[str, list[float]], num: str, den: str) -> float:
-    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=60, help="timed rounds per variant (median reported)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed rounds per variant first")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+def build_variants(batch: int) -> Variants:
     base = build_unet(0)
     lora = copy.deepcopy(base)
     lora_adapters = lowdim.inject(lora, lowdim.get_space("lora", rank=1), LAYER_SETS["unet"], seed=0)
@@ -134,84 +122,125 @@ def main(argv: list[str] | None = None) -> None:
     lidb_adapters = lowdim.inject(lidb, lidb_space, LAYER_SETS["unet"], seed=0)
     merged = copy.deepcopy(lidb)
     lowdim.Adapters(merged).merge("default")
-
-    inputs = make_inputs(args.batch)
-    with torch.no_grad():  # sanity: merging must not change the function
-        out_unmerged = lidb["unet"](inputs[0], inputs[1], encoder_hidden_states=inputs[2]).sample
-        out_merged = merged["unet"](inputs[0], inputs[1], encoder_hidden_states=inputs[2]).sample
-        out_base = base["unet"](inputs[0], inputs[1], encoder_hidden_states=inputs[2]).sample
-    merge_error = (out_merged - out_unmerged).abs().max().item()
-    adapter_effect = (out_unmerged - out_base).abs().max().item()
-
-    layers = len(lora_adapters.slots("default"))
-    lora_params = lora_adapters.info("default").num_params
-    lidb_params = lidb_adapters.info("default").num_params
-    clamped = len(lidb_adapters.info("default").notes)
-
-    start = time.perf_counter()
-    step_times = timed(
-        {
-            "base": train_step_fn(base, inputs),
-            "lora_r1": train_step_fn(lora, inputs),
-            "lidb": train_step_fn(lidb, inputs),
-        },
-        args.repeats,
-        args.warmup,
+    return Variants(
+        base, lora, lidb, merged, make_inputs(batch),
+        layers=len(lora_adapters.slots("default")),
+        lora_params=lora_adapters.info("default").num_params,
+        lidb_params=lidb_adapters.info("default").num_params,
+        clamped=len(lidb_adapters.info("default").notes),
     )
-    infer_times = timed(
-        {
-            "base": infer_fn(base, inputs),
-            "lidb_unmerged": infer_fn(lidb, inputs),
-            "lidb_merged": infer_fn(merged, inputs),
-        },
-        args.repeats,
-        args.warmup,
-    )
-    elapsed = time.perf_counter() - start
 
-    med = {f"step/{k}": statistics.median(v) for k, v in step_times.items()}
-    med.update({f"infer/{k}": statistics.median(v) for k, v in infer_times.items()})
 
-    def spread(values: list[float]) -> str:
-        q = statistics.quantiles(values, n=4)
-        return f"{q[0]:.1f}–{q[2]:.1f}"
+def merge_check(variants: Variants) -> tuple[float, float]:
+    """Max |merged − unmerged| output, and max |unmerged − base| (what the adapter changes) for scale."""
+    latents, timesteps, text = variants.inputs
+    with torch.no_grad():
+        out = {
+            name: getattr(variants, name)["unet"](latents, timesteps, encoder_hidden_states=text).sample
+            for name in ("base", "lidb", "merged")
+        }
+    return (out["merged"] - out["lidb"]).abs().max().item(), (out["lidb"] - out["base"]).abs().max().item()
 
-    print(f"command: {shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}")
-    print(
+
+def _nothing() -> None:
+    """The teardown of a variant that needs none: every model here is built once, before any timing."""
+
+
+def interleaved_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each function: one call per variant per round, the order rotating each round,
+    so consecutive samples of two variants are back to back (what the paired ratios rely on)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    setups = {name: (lambda fn=fn: (fn, _nothing)) for name, fn in fns.items()}
+    seconds = side_by_side(setups, torch.device("cpu"), rounds=repeats, repeats=1, warmup=0)
+    return {name: [s * 1e3 for s in values] for name, values in seconds.items()}
+
+
+def measure(variants: Variants, repeats: int, warmup: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Train-step and inference milliseconds of every variant."""
+    inputs = variants.inputs
+    steps = {name: train_step_fn(getattr(variants, model), inputs)
+             for name, model in (("base", "base"), ("lora_r1", "lora"), ("lidb", "lidb"))}
+    inference = {name: infer_fn(getattr(variants, model), inputs)
+                 for name, model in (("base", "base"), ("lidb_unmerged", "lidb"), ("lidb_merged", "merged"))}
+    return interleaved_ms(steps, repeats, warmup), interleaved_ms(inference, repeats, warmup)
+
+
+def paired(times: dict[str, list[float]], num: str, den: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+
+
+def spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}–{values[0]:.1f}"
+    q = statistics.quantiles(values, n=4)
+    return f"{q[0]:.1f}–{q[2]:.1f}"
+
+
+RATIOS = [  # (label, table, numerator, denominator)
+    ("step LiDB / LoRA r=1 (goal ≤ 1.10)", "step", "lidb", "lora_r1"),
+    ("step LiDB / base", "step", "lidb", "base"),
+    ("step LoRA r=1 / base", "step", "lora_r1", "base"),
+    ("inference LiDB unmerged / base", "infer", "lidb_unmerged", "base"),
+    ("inference LiDB merged / base (goal ≈ 1.00)", "infer", "lidb_merged", "base"),
+]
+
+
+def machine_lines(variants: Variants, args: argparse.Namespace) -> list[str]:
+    base_params = sum(p.numel() for p in variants.base.parameters()) / 1e6
+    return [
+        f"command: {shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}",
         f"torch {torch.__version__}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
         f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
-        f"python {platform.python_version()}"
-    )
-    print(
-        f"UNet {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M params; batch {args.batch}: latents "
-        f"{tuple(inputs[0].shape)}, text states {tuple(inputs[2].shape)}; {layers} adapted layers "
-        f"(LAYER_SETS['unet']); LoRA r=1 {lora_params} params, LiDB a=100 b=50 r=1 {lidb_params} params "
-        f"({clamped} layers clamped)"
-    )
-    print(f"repeats {args.repeats} (warmup {args.warmup}), round-robin; timing took {elapsed:.1f} s")
-    print(f"merge check: max |merged − unmerged| = {merge_error:.2e} (adapter effect {adapter_effect:.2e})")
-    print()
-    print("| measurement | variant | median ms | p25–p75 ms |")
-    print("|---|---|---:|---:|")
-    for kind, table in (("train step (fwd+bwd)", step_times), ("inference (no grad)", infer_times)):
-        for name, values in table.items():
-            print(f"| {kind} | {name} | {statistics.median(values):.1f} | {spread(values)} |")
-    print()
-    print("| ratio | of medians | paired median |")
-    print("|---|---:|---:|")
-    ratios = [
-        ("step LiDB / LoRA r=1 (goal ≤ 1.10)", step_times, "lidb", "lora_r1"),
-        ("step LiDB / base", step_times, "lidb", "base"),
-        ("step LoRA r=1 / base", step_times, "lora_r1", "base"),
-        ("inference LiDB unmerged / base", infer_times, "lidb_unmerged", "base"),
-        ("inference LiDB merged / base (goal ≈ 1.00)", infer_times, "lidb_merged", "base"),
+        f"python {platform.python_version()}",
+        f"UNet {base_params:.2f}M params; batch {args.batch}: latents {tuple(variants.inputs[0].shape)}, "
+        f"text states {tuple(variants.inputs[2].shape)}; {variants.layers} adapted layers (LAYER_SETS['unet']); "
+        f"LoRA r=1 {variants.lora_params} params, LiDB a=100 b=50 r=1 {variants.lidb_params} params "
+        f"({variants.clamped} layers clamped)",
     ]
-    for label, table, num, den in ratios:
+
+
+def table_lines(tables: dict[str, dict[str, list[float]]]) -> list[str]:
+    lines = ["| measurement | variant | median ms | p25–p75 ms |", "|---|---|---:|---:|"]
+    for kind, label in (("step", "train step (fwd+bwd)"), ("infer", "inference (no grad)")):
+        for name, values in tables[kind].items():
+            lines.append(f"| {label} | {name} | {statistics.median(values):.1f} | {spread(values)} |")
+    lines += ["", "| ratio | of medians | paired median |", "|---|---:|---:|"]
+    for label, kind, num, den in RATIOS:
+        table = tables[kind]
         of_medians = statistics.median(table[num]) / statistics.median(table[den])
-        print(f"| {label} | {of_medians:.3f} | {paired(table, num, den):.3f} |")
-    goal = med["step/lidb"] / med["step/lora_r1"]
-    print()
-    print(f"goal LiDB step ≤ 1.10 × LoRA r=1: {'MET' if goal <= 1.10 else 'NOT MET'} ({goal:.3f})")
+        lines.append(f"| {label} | {of_medians:.3f} | {paired(table, num, den):.3f} |")
+    goal = statistics.median(tables["step"]["lidb"]) / statistics.median(tables["step"]["lora_r1"])
+    lines += ["", f"goal LiDB step ≤ 1.10 × LoRA r=1: {'MET' if goal <= 1.10 else 'NOT MET'} ({goal:.3f})"]
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=60, help="timed rounds per variant (median reported)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed rounds per variant first")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = build_variants(args.batch)
+    merge_error, adapter_effect = merge_check(variants)
+    start = time.perf_counter()
+    step_times, infer_times = measure(variants, args.repeats, args.warmup)
+    elapsed = time.perf_counter() - start
+    lines = machine_lines(variants, args) + [
+        f"repeats {args.repeats} (warmup {args.warmup}), round-robin; timing took {elapsed:.1f} s",
+        f"merge check: max |merged − unmerged| = {merge_error:.2e} (adapter effect {adapter_effect:.2e})",
+        "",
+        *table_lines({"step": step_times, "infer": infer_times}),
+    ]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
