@@ -69,15 +69,25 @@ def layer_group(layer_name: str) -> str:
     return layer_name.split(".")[0]
 
 
-def build_components(unet_config: dict, text_config: dict) -> nn.ModuleDict:
+def text_encoder_root(text_encoder: nn.Module) -> nn.Module:
+    """The module the text encoder's layer names are taken from: CLIPTextModel itself on transformers >= 5.6,
+    its only child ``text_model`` before. Layer names, and the frozen bases seeded from them, are then the
+    same on every transformers version, so an adapter file made under one loads under any other."""
+    children = dict(text_encoder.named_children())
+    return children["text_model"] if list(children) == ["text_model"] else text_encoder
+
+
+def component_tree(unet: nn.Module, text_encoder: nn.Module) -> nn.ModuleDict:
     """UNet and text encoder under the names every lowdim layer name starts with."""
+    return nn.ModuleDict({"unet": unet, "text_encoder": text_encoder_root(text_encoder)})
+
+
+def build_components(unet_config: dict, text_config: dict) -> nn.ModuleDict:
+    """A fresh UNet and text encoder from their configs, as ``component_tree`` names them."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return nn.ModuleDict({
-        "unet": UNet2DConditionModel(**unet_config),
-        "text_encoder": CLIPTextModel(CLIPTextConfig(**text_config)),
-    })
+    return component_tree(UNet2DConditionModel(**unet_config), CLIPTextModel(CLIPTextConfig(**text_config)))
 
 
 def sd15_skeleton() -> nn.ModuleDict:

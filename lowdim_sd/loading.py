@@ -19,6 +19,7 @@ from torch import nn
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign
+from lowdim_sd.architecture import component_tree
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -51,7 +52,7 @@ class SDModel:
     def modules(self) -> nn.ModuleDict:
         """UNet and text encoder under the names every lowdim layer name starts with."""
         if not hasattr(self, "_modules"):
-            self._modules = nn.ModuleDict({"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder})
+            self._modules = component_tree(self.pipe.unet, self.pipe.text_encoder)
         return self._modules
 
     @property

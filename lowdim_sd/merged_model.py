@@ -17,6 +17,7 @@ from lowdim.files import current_umask
 from lowdim_sd.generate import attach_adapters
 from lowdim_sd.ldm_checkpoint import save_single_file
 from lowdim_sd.loading import SDModel
+from lowdim_sd.text_encoder_files import save_pipeline
 from lowdim_sd.textual_inversion import is_embedding_file
 
 FORMATS = ("single-file", "diffusers")
@@ -69,7 +70,7 @@ def _save_folder(model: SDModel, out: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700: other users (a server) could not read it
     try:
-        model.pipe.save_pretrained(staging, safe_serialization=True)
+        save_pipeline(model.pipe, staging)
         earlier = None
         if out.is_dir():  # empty, or --overwrite (checked above); os.replace cannot replace a folder
             earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))

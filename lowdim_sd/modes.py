@@ -20,6 +20,7 @@ from lowdim.inject import LayerSet
 from lowdim.spaces.base import Space
 from lowdim_sd import architecture
 from lowdim_sd.loading import SDModel
+from lowdim_sd.text_encoder_files import save_pipeline
 
 ADAPTER = "subject"
 
@@ -143,5 +144,5 @@ class FullTrainable:
 
     def save(self, out_dir: Path) -> list[Path]:
         folder = Path(out_dir) / "model"
-        self.model.pipe.save_pretrained(folder, safe_serialization=True)
+        save_pipeline(self.model.pipe, folder)
         return [folder]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lowdim.errors import first_line
+from lowdim_sd.architecture import component_tree
 from lowdim_sd.loading import ModelLoadError, load_sd
 
 
@@ -39,10 +40,8 @@ def build_on_meta(unet_config: dict[str, Any], text_config: dict[str, Any]) -> n
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):
-        return nn.ModuleDict({
-            "unet": UNet2DConditionModel.from_config(unet_config),
-            "text_encoder": CLIPTextModel(CLIPTextConfig(**text_config)),
-        })
+        unet = UNet2DConditionModel.from_config(unet_config)
+        return component_tree(unet, CLIPTextModel(CLIPTextConfig(**text_config)))
 
 
 def model_skeleton(model: str, model_config: str | None = None) -> nn.Module:

@@ -371,8 +371,10 @@ def _set_train_mode(model: SDModel, gradient_checkpointing: bool) -> None:
     if gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
         text = pipe.text_encoder  # transformers 5 renamed the switch; older releases only have the old name
-        enable = getattr(text, "activation_checkpointing_enable", None) or text.gradient_checkpointing_enable
-        enable()
+        if hasattr(text, "activation_checkpointing_enable"):
+            text.activation_checkpointing_enable()
+        else:  # transformers 4 recomputes reentrantly by default: an adapter on frozen layers then gets no gradient
+            text.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _set_eval_mode(model: SDModel) -> None:

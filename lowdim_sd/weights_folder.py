@@ -19,6 +19,7 @@ from safetensors import safe_open
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import check_sizes
 from lowdim_sd.loading import PICKLE_SUFFIXES, ModelLoadError
+from lowdim_sd.text_encoder_files import check_readable_layout
 
 WEIGHT_PICKLES = (*PICKLE_SUFFIXES, ".pkl", ".pickle")
 MAX_INDEX_BYTES = 64 << 20  # a shard index of SDXL's UNet is about 100 KB
@@ -42,9 +43,11 @@ def check_weights_folder(folder: Path) -> None:
         for index in part.glob("*.safetensors.index.json"):
             check_shard_index(index)
     for part, model_class in components(folder):
-        stored = stored_values(sorted(part.glob("*.safetensors")))
+        files = sorted(part.glob("*.safetensors"))
+        stored = stored_values(files)
         if stored:
             check_config_fits(part, model_class, stored)
+            check_readable_layout(part, model_class, stored_names(files))
 
 
 def check_single_file(checkpoint: Path, config: str | None) -> None:
@@ -106,6 +109,15 @@ def stored_values(files: list[Path]) -> int:
         except Exception as error:  # safetensors' own error type, OSError: diffusers will say it better
             raise ModelLoadError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     return total
+
+
+def stored_names(files: list[Path]) -> list[str]:
+    """The tensor names the safetensors files hold (headers only)."""
+    names = []
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            names += list(handle.keys())
+    return names
 
 
 def check_config_fits(part: Path, model_class: type, stored: int) -> None:

@@ -13,6 +13,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.hookspecs import hookimpl
 from lowdim.hyper import HyperConfig, HyperNetwork, build_hypernet, load_hypernet, save_hypernet, weight_loss
+from lowdim.hyper.storage import read_hypernet
 from lowdim.spaces.base import LayerSpec
 
 transformers = pytest.importorskip("transformers")
@@ -283,6 +284,17 @@ def test_loading_for_another_target_lists_every_difference(tmp_path):
         load_hypernet(path, encoder="facebook/dinov2-small")
     with pytest.raises(LowdimError, match="pickled code"):
         load_hypernet(tmp_path / "hyper.pt")
+
+
+def test_transformers_bookkeeping_in_the_encoder_config_is_no_difference(tmp_path):
+    """transformers 4.48 writes _attn_implementation_autoset into a config once a model is built from it."""
+    net = make_net()
+    path = save_hypernet(tmp_path / "hyper.safetensors", net, {"model": "tiny-sd"})
+    stored = read_hypernet(path).stored["encoder_config"]
+    flipped = not stored.get("_attn_implementation_autoset")
+    load_hypernet(path, encoder={**stored, "_attn_implementation_autoset": flipped})
+    with pytest.raises(LowdimError, match="hidden_act"):
+        load_hypernet(path, encoder={**stored, "hidden_act": "relu"})
 
 
 # -- registration -----------------------------------------------------------------------------

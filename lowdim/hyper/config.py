@@ -100,9 +100,11 @@ class HyperConfig(SpaceConfig):
 
 
 def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
-    """A plain JSON-able dict, so configs compare, print and store in file metadata alike."""
+    """A plain JSON-able dict, so configs compare, print and store in file metadata alike. Keys with a leading
+    underscore are left out: transformers' own bookkeeping, which some releases change once a model is built
+    from the config (``_attn_implementation_autoset``)."""
     if config is None:
         return None
     if hasattr(config, "to_json_string"):  # a transformers PretrainedConfig
-        return json.loads(config.to_json_string(use_diff=False))
-    return dict(config)
+        config = json.loads(config.to_json_string(use_diff=False))
+    return {key: value for key, value in dict(config).items() if not key.startswith("_")}

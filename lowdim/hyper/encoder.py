@@ -194,5 +194,6 @@ class ImageEncoder(nn.Module):
 
 
 def comparable(config: dict[str, Any] | None) -> dict[str, Any]:
-    """The architecture-defining part of an encoder config."""
-    return {k: v for k, v in (config or {}).items() if k not in VOLATILE_KEYS}
+    """The architecture-defining part of an encoder config. Keys with a leading underscore are transformers'
+    own bookkeeping, which some releases change once a model is built (``_attn_implementation_autoset``)."""
+    return {k: v for k, v in (config or {}).items() if k not in VOLATILE_KEYS and not k.startswith("_")}

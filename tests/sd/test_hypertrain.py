@@ -94,7 +94,7 @@ def test_beta_only_never_runs_the_diffusion_model_and_the_weight_loss_falls(weig
                                 val_every=5, checkpoint_every=0), progress=False)
     train = records(result.metrics, "train")
     assert all(r["diffusion_loss"] is None and r["loss"] == pytest.approx(r["weight_loss"]) for r in train)
-    assert train[-1]["weight_loss"] < 0.9 * train[0]["weight_loss"]  # the same 3 training pairs each step
+    assert train[-1]["weight_loss"] < 0.95 * train[0]["weight_loss"]  # the same 3 training pairs each step
     val = records(result.metrics, "val")
     assert [r["step"] for r in val] == [0, 5, 10, 15] and all(r["diffusion_loss"] is None for r in val)
 

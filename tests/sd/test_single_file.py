@@ -105,7 +105,8 @@ def test_sd15_layout_has_the_original_names_and_maps_back_exactly():
         "text_encoder": {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(ldm).items()},
     }
     for part, state in back.items():
-        want = {key: value.shape for key, value in getattr(pipe, part).state_dict().items()}
+        # transformers before 5.6 keeps "text_model." in its own names, as the converter's output does
+        want = {key.removeprefix("text_model."): value.shape for key, value in getattr(pipe, part).state_dict().items()}
         assert {key: value.shape for key, value in state.items()} == want, part
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .train_config import TrainConfig, build_text_encoder, build_unet
 
-TOKEN_TABLE = "embeddings.token_embedding.weight"  # transformers 5 keys CLIPTextModel without "text_model."
+TOKEN_TABLE = "embeddings.token_embedding.weight"
 
 
 def load_vae(model_dir: Path):
@@ -56,9 +56,9 @@ def warm_start(cfg: TrainConfig, model_dir: Path, tokenizer,
     vocab = tokenizer.get_vocab()
     text_encoder = build_text_encoder(cfg, len(vocab))
     old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())
-    table, copied = remap_token_table(old_text.pop(TOKEN_TABLE), old_vocab,
-                                      text_encoder.state_dict()[TOKEN_TABLE], vocab)
-    text_encoder.load_state_dict({**old_text, TOKEN_TABLE: table})
+    key = next(name for name in old_text if name.endswith(TOKEN_TABLE))  # "text_model." before transformers 5.6
+    table, copied = remap_token_table(old_text.pop(key), old_vocab, text_encoder.state_dict()[key], vocab)
+    text_encoder.load_state_dict({**old_text, key: table})
     log(f"warm start from {model_dir}: {copied} of {len(table)} token rows copied, "
         f"{len(table) - copied} new")
     return unet, text_encoder

@@ -142,6 +142,7 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
     from diffusers import StableDiffusionPipeline
 
     from lowdim_sd.loading import dtype_keyword
+    from lowdim_sd.text_encoder_files import save_pipeline
 
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -150,7 +151,7 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
         tokenizer=tokenizer, unet=copy.deepcopy(unet).cpu().half(), scheduler=build_sample_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipe.save_pretrained(model_dir, safe_serialization=True)
+    save_pipeline(pipe, model_dir)  # its text encoder in the layout every transformers reads
     write_bpe_files(model_dir / "tokenizer")  # so transformers 4 can load the folder too
     size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
     log(f"exported {model_dir} ({size:.1f} MiB)")

@@ -104,7 +104,7 @@ def test_remap_copies_exactly_the_shared_tokens(old_tokens, new_tokens) -> None:
 
 def test_warm_start_keeps_the_exported_weights(tmp_path) -> None:
     from lowdim_tinyfaces.train_config import build_text_encoder, build_unet
-    from lowdim_tinyfaces.train_init import TOKEN_TABLE, warm_start
+    from lowdim_tinyfaces.train_init import warm_start
 
     cfg = TrainConfig().micro()
     cfg.unet = {**cfg.unet, "block_out_channels": [16, 16], "norm_num_groups": 4,
@@ -125,8 +125,8 @@ def test_warm_start_keeps_the_exported_weights(tmp_path) -> None:
         assert torch.equal(a, b), name
     old_vocab = json.loads((tmp_path / "old" / "tokenizer" / "vocab.json").read_text())
     assert old_vocab == old_tok.get_vocab()
-    old_table = text.state_dict()[TOKEN_TABLE]
-    new_table = new_text.state_dict()[TOKEN_TABLE]
+    old_table = text.get_input_embeddings().weight
+    new_table = new_text.get_input_embeddings().weight
     for word in ("face", "night", "<|endoftext|>"):
         token = word if word.startswith("<") else word + "</w>"
         assert torch.equal(new_table[new_tok.get_vocab()[token]], old_table[old_vocab[token]]), word
