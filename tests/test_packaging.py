@@ -31,3 +31,21 @@ def test_no_code_imports_the_cli_folder_by_its_folder_name():
     offenders = [str(p.relative_to(ROOT)) for top in ("lowdim", "lowdim_sd", "cli", "tests", "plugins", "benchmarks")
                  for p in (ROOT / top).rglob("*.py") if "build" not in p.parts and pattern.search(p.read_text())]
     assert offenders == []
+
+
+def floors(requirements: list[str]) -> dict[str, str]:
+    """{'diffusers': '0.32', ...} from 'diffusers>=0.32' entries."""
+    return dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", entry).groups() for entry in requirements
+                if re.fullmatch(r"[A-Za-z0-9_.-]+>=[0-9.]+", entry))
+
+
+def test_the_oldest_releases_run_are_the_floors_pyproject_states():
+    """.ci/oldest runs the suite on the floors docs/sd.md quotes; a floor raised or lowered alone would make
+    that claim about releases nobody ran."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    stated = floors(project["dependencies"] + project["optional-dependencies"]["sd"]
+                    + project["optional-dependencies"]["test"])
+    pinned = dict(re.findall(r'"([a-z_]+)==([0-9.]+)"', (ROOT / ".ci" / "oldest").read_text()))
+    for name in ("diffusers", "transformers", "accelerate", "safetensors", "peft"):
+        floor = stated[name].split(".")
+        assert pinned[name].split(".")[: len(floor)] == floor, (name, stated[name], pinned[name])
