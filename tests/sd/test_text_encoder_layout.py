@@ -100,3 +100,20 @@ def test_flat_weights_are_refused_where_transformers_would_draw_them_as_random(t
     check_readable_layout(tmp_path / "text_encoder", CLIPTextModel, nested)  # every version reads nested names
     if list(dict(CLIPTextModel(CLIPTextConfig(vocab_size=64, **TINY_TEXT)).named_children())) != ["text_model"]:
         check_readable_layout(tmp_path / "text_encoder", CLIPTextModel, flat)  # 5.6 and later read flat ones too
+
+
+def test_a_sharded_text_encoder_is_renamed_shards_and_index_alike(tmp_path):
+    from lowdim_sd.text_encoder_files import write_nested
+
+    torch.manual_seed(0)
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=64, **TINY_TEXT)).eval()
+    encoder.save_pretrained(tmp_path / "text_encoder", max_shard_size="20KB")
+    shards = sorted((tmp_path / "text_encoder").glob("*.safetensors"))
+    assert len(shards) > 1 and list((tmp_path / "text_encoder").glob("*.index.json"))
+    write_nested(tmp_path / "text_encoder")
+    index = next((tmp_path / "text_encoder").glob("*.index.json")).read_text()
+    assert '"text_model.encoder.layers.0.self_attn.q_proj.weight"' in index
+    loaded = CLIPTextModel.from_pretrained(tmp_path / "text_encoder").eval()
+    ids = torch.tensor([[0, 5, 7, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).last_hidden_state, encoder(ids).last_hidden_state)
