@@ -7,6 +7,7 @@ this runs the same row with another rate and step count into its own folder.
     python benchmarks/ours_finetune_sweep.py 1e-2 40 runs/ladder/sweep-ours-1e-2-40 [HYPERNET]
     python benchmarks/ours_finetune_sweep.py 6e-3 80 runs/ladder/sweep-ours-6e-3-80
 
+LIMIT=N uses the first N identities (default 16; VAL_IDS=FOLDER with LIMIT=50 runs the test table's 50).
 BATCH=N sets the copies of the image per step (rung 6 was BATCH=1, the earlier default); METHOD=no-hyper
 runs the No Hyper row with the same recipe instead (rung 12b).
 
@@ -47,7 +48,8 @@ def main(argv: list[str]) -> int:
         if shipped is None:
             sys.exit(f"MODEL={model} ships no hypernetwork: pass one as the fourth argument")
         hypernet = str(shipped)
-    return lowdim(["bench", "quality", "-m", model, "-i", identities, "--limit", "16", "--hypernet", hypernet,
+    limit = os.environ.get("LIMIT", "16")
+    return lowdim(["bench", "quality", "-m", model, "-i", identities, "--limit", limit, "--hypernet", hypernet,
                    "-o", out, "--methods", row, "--gallery-prompts", ""])
 
 
