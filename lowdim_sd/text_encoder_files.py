@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from lowdim.files import atomic_save, atomic_write
+from lowdim_sd.architecture import text_encoder_root
 from lowdim_sd.loading import ModelLoadError
 
 NESTED = "text_model."
@@ -70,4 +71,4 @@ def _reads_nested_only(model_class: type) -> bool:
                                       num_attention_heads=1, max_position_embeddings=4, projection_dim=8)
     with torch.device("meta"):
         model = model_class(config)
-    return list(dict(model.named_children())) == ["text_model"]
+    return text_encoder_root(model) is not model

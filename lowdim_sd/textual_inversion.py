@@ -13,7 +13,6 @@ tokenizer and the text encoder:
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from dataclasses import dataclass
@@ -37,15 +36,6 @@ SPACE = "ti"
 
 class EmbeddingError(AdapterFileError):
     """A Textual Inversion embedding that does not fit the model, or whose token is taken."""
-
-
-def resize_without_mean(text_encoder: torch.nn.Module, rows: int) -> None:
-    """Resize the embedding table to ``rows`` rows, the new rows not initialised from the old rows' statistics:
-    they are zeroed anyway, and the covariance of SD's 49408x768 table costs seconds."""
-    if "mean_resizing" in inspect.signature(text_encoder.resize_token_embeddings).parameters:
-        text_encoder.resize_token_embeddings(rows, mean_resizing=False)
-    else:  # transformers before 4.46 never resized by the mean
-        text_encoder.resize_token_embeddings(rows)
 
 
 def learns_tokens(space: Space | str) -> bool:
@@ -112,7 +102,8 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
         raise LowdimError(f"{where}this tokenizer does not keep the identifier '{token}' as its own token "
                           f"(it lowercases text?); choose a lowercase identifier")
     text_encoder = model.pipe.text_encoder
-    resize_without_mean(text_encoder, rows + vectors)
+    # No mean resizing: the rows are zeroed anyway, and its covariance of SD's 49408x768 table costs seconds.
+    text_encoder.resize_token_embeddings(rows + vectors, mean_resizing=False)
     table = text_encoder.get_input_embeddings()
     with torch.no_grad():
         table.weight[rows:] = 0  # the space's ΔE is then the rows themselves

@@ -107,8 +107,7 @@ class WeightDataset(torch.utils.data.Dataset):
             with safe_open(str(path), framework="pt") as shard:
                 for key in shard.keys():  # noqa: SIM118 (safe_open is not a dict)
                     layer, _, param = key.rpartition("/")
-                    row = entry["row"]  # a slice, not an int: safetensors before 0.4.2 indexes slices only
-                    nested.setdefault(layer, {})[param] = shard.get_slice(key)[row : row + 1][0]
+                    nested.setdefault(layer, {})[param] = shard.get_slice(key)[entry["row"]]
         except Exception as error:  # OSError, or safetensors' own error type
             raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
         return nested

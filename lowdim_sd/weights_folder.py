@@ -43,11 +43,10 @@ def check_weights_folder(folder: Path) -> None:
         for index in part.glob("*.safetensors.index.json"):
             check_shard_index(index)
     for part, model_class in components(folder):
-        files = sorted(part.glob("*.safetensors"))
-        stored = stored_values(files)
-        if stored:
-            check_config_fits(part, model_class, stored)
-            check_readable_layout(part, model_class, stored_names(files))
+        sizes = stored_sizes(sorted(part.glob("*.safetensors")))
+        if sizes:
+            check_config_fits(part, model_class, sum(sizes.values()))
+            check_readable_layout(part, model_class, list(sizes))
 
 
 def check_single_file(checkpoint: Path, config: str | None) -> None:
@@ -100,24 +99,20 @@ def components(folder: Path) -> list[tuple[Path, type]]:
 
 def stored_values(files: list[Path]) -> int:
     """How many values the safetensors files hold, from their headers (no tensor is read)."""
-    total = 0
+    return sum(stored_sizes(files).values())
+
+
+def stored_sizes(files: list[Path]) -> dict[str, int]:
+    """Each stored tensor's name and number of values, from the files' headers (no tensor is read)."""
+    sizes = {}
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    total += int(torch.Size(handle.get_slice(key).get_shape()).numel())
+                    sizes[key] = int(torch.Size(handle.get_slice(key).get_shape()).numel())
         except Exception as error:  # safetensors' own error type, OSError: diffusers will say it better
             raise ModelLoadError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
-    return total
-
-
-def stored_names(files: list[Path]) -> list[str]:
-    """The tensor names the safetensors files hold (headers only)."""
-    names = []
-    for path in files:
-        with safe_open(str(path), framework="pt") as handle:
-            names += list(handle.keys())
-    return names
+    return sizes
 
 
 def check_config_fits(part: Path, model_class: type, stored: int) -> None:

@@ -18,7 +18,7 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.hyper.config import normalize_encoder_config
 
 # Keys of a transformers config that say nothing about the architecture or its weights.
-VOLATILE_KEYS = frozenset({"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"})
+VOLATILE_KEYS = frozenset({"transformers_version", "architectures", "dtype", "torch_dtype"})
 
 
 def _dinov2_vits14() -> nn.Module:

@@ -98,7 +98,8 @@ def test_flat_weights_are_refused_where_transformers_would_draw_them_as_random(t
         check_readable_layout(tmp_path / "text_encoder", NestingCLIPTextModel, flat)
     check_readable_layout(tmp_path / "text_encoder", NestingCLIPTextModel, nested)
     check_readable_layout(tmp_path / "text_encoder", CLIPTextModel, nested)  # every version reads nested names
-    if list(dict(CLIPTextModel(CLIPTextConfig(vocab_size=64, **TINY_TEXT)).named_children())) != ["text_model"]:
+    installed = CLIPTextModel(CLIPTextConfig(vocab_size=64, **TINY_TEXT))
+    if text_encoder_root(installed) is installed:
         check_readable_layout(tmp_path / "text_encoder", CLIPTextModel, flat)  # 5.6 and later read flat ones too
 
 
