@@ -9,46 +9,43 @@ transformers would read as random.
 
 from __future__ import annotations
 
-import json
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from lowdim.files import atomic_save, atomic_write
 from lowdim_sd.architecture import text_encoder_root
 from lowdim_sd.loading import ModelLoadError
 
 NESTED = "text_model."
 
 
-def save_pipeline(pipe, folder: Path) -> None:
-    """``pipe.save_pretrained`` in safetensors, its text encoder in the nested layout."""
-    pipe.save_pretrained(folder, safe_serialization=True)
-    write_nested(Path(folder) / "text_encoder")
+def save_pipeline(pipe, folder: Path, **save_options) -> None:
+    """``pipe.save_pretrained`` in safetensors, its text encoder written once, in the nested layout."""
+    with _saving_nested(getattr(pipe, "text_encoder", None)):
+        pipe.save_pretrained(folder, safe_serialization=True, **save_options)
 
 
-def write_nested(part: Path) -> None:
-    """Rename a saved CLIPTextModel's flat weight names to ``text_model.*`` in place (shard index included)."""
-    config = part / "config.json"
-    if not config.is_file() or json.loads(config.read_text()).get("architectures") != ["CLIPTextModel"]:
+@contextmanager
+def _saving_nested(encoder) -> Iterator[None]:
+    """While inside, a flat CLIPTextModel's ``save_pretrained`` writes ``text_model.*`` names.
+
+    diffusers saves each component through the component's own ``save_pretrained`` and passes it no
+    state dict, so the nested names are handed in through a per-instance override of that method;
+    renaming the flat file afterwards would write the whole text encoder a second time.
+    """
+    if encoder is None or type(encoder).__name__ != "CLIPTextModel" or text_encoder_root(encoder) is not encoder:
+        yield  # nested already (transformers < 5.6) or not CLIP: saved as it is
         return
-    for file in sorted(part.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            metadata, keys = handle.metadata() or {}, list(handle.keys())
-            if all(key.startswith(NESTED) for key in keys):
-                continue
-            tensors = {nested(key): handle.get_tensor(key) for key in keys}
-        atomic_save(tensors, metadata, file)
-    for index in part.glob("*.safetensors.index.json"):
-        content = json.loads(index.read_text())
-        content["weight_map"] = {nested(key): shard for key, shard in content["weight_map"].items()}
-        atomic_write(index, lambda temp, content=content: Path(temp).write_text(json.dumps(content, indent=2)))
-
-
-def nested(key: str) -> str:
-    return key if key.startswith(NESTED) else NESTED + key
+    nested_names = {NESTED + name: tensor for name, tensor in encoder.state_dict().items()}
+    encoder.save_pretrained = functools.partial(type(encoder).save_pretrained, encoder, state_dict=nested_names)
+    try:
+        yield
+    finally:
+        del encoder.save_pretrained
 
 
 def check_readable_layout(part: Path, model_class: type, keys: list[str]) -> None:

@@ -103,18 +103,26 @@ def test_flat_weights_are_refused_where_transformers_would_draw_them_as_random(t
         check_readable_layout(tmp_path / "text_encoder", CLIPTextModel, flat)  # 5.6 and later read flat ones too
 
 
-def test_a_sharded_text_encoder_is_renamed_shards_and_index_alike(tmp_path):
-    from lowdim_sd.text_encoder_files import write_nested
+def test_a_sharded_text_encoder_is_written_nested_in_its_shards_and_index(tmp_path):
+    from safetensors import safe_open
 
-    torch.manual_seed(0)
-    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=64, **TINY_TEXT)).eval()
-    encoder.save_pretrained(tmp_path / "text_encoder", max_shard_size="20KB")
-    shards = sorted((tmp_path / "text_encoder").glob("*.safetensors"))
-    assert len(shards) > 1 and list((tmp_path / "text_encoder").glob("*.index.json"))
-    write_nested(tmp_path / "text_encoder")
-    index = next((tmp_path / "text_encoder").glob("*.index.json")).read_text()
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.text_encoder_files import save_pipeline
+    from lowdim_sd.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(seed=0)
+    save_pipeline(pipe, tmp_path / "pipe", max_shard_size="20KB")
+    part = tmp_path / "pipe" / "text_encoder"
+    shards = sorted(part.glob("*.safetensors"))
+    assert len(shards) > 1
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            names = list(handle.keys())
+        assert all(name.startswith("text_model.") for name in names), shard.name
+    index = next(part.glob("*.index.json")).read_text()
     assert '"text_model.encoder.layers.0.self_attn.q_proj.weight"' in index
-    loaded = CLIPTextModel.from_pretrained(tmp_path / "text_encoder").eval()
+    assert "save_pretrained" not in vars(pipe.text_encoder)  # the override lasts only for the save
     ids = torch.tensor([[0, 5, 7, 2]])
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).last_hidden_state, encoder(ids).last_hidden_state)
+        loaded = load_sd(str(tmp_path / "pipe")).pipe.text_encoder(ids).last_hidden_state
+        torch.testing.assert_close(loaded, pipe.text_encoder(ids).last_hidden_state)
