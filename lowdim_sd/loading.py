@@ -22,6 +22,7 @@ from lowdim.filecheck import describe_foreign
 from lowdim_sd.architecture import component_tree
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
@@ -81,19 +82,44 @@ def canonical_model(model: str) -> str:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist here, or one line says why."""
     if device != "auto":
-        try:
-            chosen = torch.device(device)
-        except RuntimeError:
-            raise LowdimError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise LowdimError(f"device '{device}' was requested but CUDA is not available; use --device cpu")
-        return chosen
+        problem = device_problem(device)
+        if problem is not None:
+            raise LowdimError(problem)
+        return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run lowdim on this machine, in one line; None when it can.
+
+    Checked before any model is built: torch accepts names such as ``mps`` or ``cuda:3`` on any machine
+    and fails only when the first tensor moves there, deep inside a load.
+    """
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"unknown device '{device}': use {DEVICES}"
+    if chosen.type == "cpu":
+        return None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"device '{device}' was requested but CUDA is not available; use --device cpu"
+        count = torch.cuda.device_count()
+        if chosen.index is not None and chosen.index >= count:
+            return (f"device '{device}' does not exist: this machine has {count} CUDA device(s), "
+                    f"cuda:0 to cuda:{count - 1}")
+        return None
+    if chosen.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps and mps.is_available() else (
+            f"device '{device}' was requested but MPS (Apple silicon) is not available; use --device cpu")
+    return f"device '{device}' cannot run lowdim: use {DEVICES}"
 
 
 def accelerator_available() -> bool:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lowdim_sd.loading import device_problem
+
 from .grid import save_grid
 from .model_files import model_path, not_a_model_folder
 from .train_config import (
@@ -96,19 +98,6 @@ def run_tokenizer(folder: Path, cfg: TrainConfig, resume: bool):
 
         return CLIPTokenizer.from_pretrained(folder)
     return build_tokenizer(folder, cfg.max_text_length, cfg.captions)
-
-
-def device_problem(device: str) -> str | None:
-    """Why ``--device`` cannot train here, in one line; None when it can."""
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        return f"--device '{device}' is not a torch device (cpu, cuda, cuda:1, mps)"
-    if kind == "cuda" and not torch.cuda.is_available():
-        return f"--device {device}: this machine has no CUDA GPU that torch can use"
-    if kind == "mps" and not torch.backends.mps.is_available():
-        return f"--device {device}: MPS is not available on this machine"
-    return None
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

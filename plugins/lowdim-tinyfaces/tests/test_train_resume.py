@@ -103,10 +103,11 @@ def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys) ->
 
 
 @pytest.mark.parametrize(("flags", "words"), [
-    (["--device", "gpu0"], "'gpu0' is not a torch device"),
+    (["--device", "gpu0"], "unknown device 'gpu0'"),
+    (["--device", "meta"], "device 'meta' cannot run lowdim"),
     (["--unet-batch", "0"], "--unet-batch must be >= 1"),
     (["--unet-steps", "-5"], "--unet-steps must be >= 1"),
-    pytest.param(["--device", "cuda"], "no CUDA GPU", marks=pytest.mark.skipif(
+    pytest.param(["--device", "cuda"], "CUDA is not available", marks=pytest.mark.skipif(
         torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_a_device_or_batch_that_cannot_train_is_one_line_before_anything_is_written(tmp_path, capsys, flags,
