@@ -39,7 +39,7 @@ from lowdim_sd.hypertrain_io import (
     trim_metrics,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
-from lowdim_sd.loading import accelerator_available, canonical_model
+from lowdim_sd.loading import accelerator_available, canonical_model, check_training_dtype
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
 from lowdim_sd.train import TrainingDiverged
@@ -135,6 +135,8 @@ def check_job(job: HyperTrainJob) -> None:
     if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
         raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
     check_counts(job)
+    if job.alpha > 0:  # the diffusion term trains through the model, on accelerate's device
+        check_training_dtype("auto", job.dtype)
     if job.diffusion_iterates not in ("all", "last"):
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
     if job.diffusion_target not in ("noise", "teacher"):

@@ -137,6 +137,36 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def check_training_dtype(device: str, dtype: str) -> None:
+    """Weights in a precision the device cannot train in at speed are refused in one line, before any load.
+
+    torch runs fp16 on a CPU, but without fast kernels (a personalize step takes about ten times as long
+    as in fp32) and with overflowing gradients; bf16 without the instructions for it is emulated, slower
+    than fp32. Loading in those dtypes stays possible (``lowdim merge`` may write fp16 weights on a CPU).
+    """
+    torch_device = resolve_device(device)
+    chosen = resolve_dtype(dtype, torch_device)
+    if torch_device.type == "cpu" and chosen == torch.float16:
+        raise LowdimError("--dtype fp16 on a CPU: CPUs do not train in fp16 (no fast kernels, overflowing "
+                          "gradients); use --dtype fp32 (auto picks it on a CPU), or bf16 on a CPU with "
+                          "AVX512-BF16 or AMX")
+    if torch_device.type == "cpu" and chosen == torch.bfloat16 and not cpu_has_bf16():
+        raise LowdimError("--dtype bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 runs "
+                          "emulated, slower than fp32; use --dtype fp32")
+    if torch_device.type == "cuda" and chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise LowdimError(f"--dtype bf16: {torch.cuda.get_device_name(torch_device)} has no bf16; "
+                          f"use --dtype fp16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively; where the flags cannot be read, it is assumed to."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @contextlib.contextmanager
 def _quiet_libraries():
     """diffusers/transformers chatter (progress bars, offline notices) is not for our users."""

@@ -32,7 +32,7 @@ from lowdim_sd import defaults, runs
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import check_resolution, with_looks
-from lowdim_sd.loading import SDModel, canonical_model, load_sd, resolve_device
+from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
@@ -208,6 +208,7 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
                           "nothing to keep")
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
     TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, keep_styles=job.keep_styles).validate()
+    check_training_dtype(job.device, job.dtype)
     if job.cuda_graphs:
         check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
     if job.keep_styles and job.only_hyper:

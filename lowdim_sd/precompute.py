@@ -203,6 +203,9 @@ def check_job(job: PrecomputeJob) -> None:
     from lowdim_sd.generate import check_resolution
 
     check_resolution(job.resolution)
+    from lowdim_sd.loading import check_training_dtype
+
+    check_training_dtype(job.device, job.dtype)
 
 
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)

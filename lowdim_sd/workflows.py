@@ -13,7 +13,7 @@ from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import collect_images, load_references
-from lowdim_sd.loading import SDModel, load_sd, resolve_device
+from lowdim_sd.loading import SDModel, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
@@ -105,6 +105,7 @@ def check_train_job(job: TrainJob) -> None:
     if job.save_dtype not in SAVE_DTYPES:
         raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'")
     check_resolution(job.resolution)
+    check_training_dtype(job.device, job.dtype)
 
 
 def output_names(job: TrainJob) -> list[Path]:

@@ -124,9 +124,9 @@ def check_job(job: QualityJob) -> None:
     if job.hypernet is not None and not Path(job.hypernet).is_file():
         raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
     from lowdim.registry import get_registry
-    from lowdim_sd.loading import resolve_device, resolve_dtype
+    from lowdim_sd.loading import check_training_dtype
 
-    resolve_dtype(job.dtype, resolve_device(job.device))
+    check_training_dtype(job.device, job.dtype)  # every method trains
     registry = get_registry()
     unknown = [name for name in job.metrics if name not in registry.metrics]
     if unknown:

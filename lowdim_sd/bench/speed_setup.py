@@ -85,14 +85,14 @@ class Settings:
 def resolve_settings(quick: bool, device: str, dtype: str, resolution: int | None,
                      repeats: int | None) -> Settings:
     """Every bad option as one line, before any model is built (the device, the dtype on it, the side)."""
-    from lowdim_sd.loading import resolve_device
+    from lowdim_sd.loading import check_training_dtype, resolve_device
 
     scale = SCALES["quick" if quick else "full"]
     torch_device = resolve_device(device)  # a missing CUDA is one line here
     if dtype not in DTYPES:
         raise LowdimError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     chosen = ("fp16" if torch_device.type in ("cuda", "mps") else "fp32") if dtype == "auto" else dtype
-    check_dtype(chosen, torch_device)
+    check_training_dtype(str(torch_device), chosen)
     side = resolution if resolution is not None else scale.resolution
     if side < 8 or side % 8:
         raise LowdimError(f"--resolution must be a positive multiple of 8 (the VAE works in 8 px latents), "
@@ -100,27 +100,6 @@ def resolve_settings(quick: bool, device: str, dtype: str, resolution: int | Non
     if repeats is not None and repeats < 1:
         raise LowdimError(f"--repeats must be >= 1, got {repeats}")
     return Settings(scale.name, str(torch_device), chosen, side, repeats or scale.repeats)
-
-
-def check_dtype(dtype: str, device: torch.device) -> None:
-    """Half precision the device cannot train in is refused, not measured at a crawl."""
-    if device.type == "cpu" and dtype == "fp16":
-        raise LowdimError("--dtype fp16 on a CPU: CPUs do not train in fp16 (no fast kernels, overflowing "
-                          "gradients); use --dtype fp32, or bf16 on a CPU with AVX512-BF16 or AMX")
-    if device.type == "cpu" and dtype == "bf16" and not cpu_has_bf16():
-        raise LowdimError("--dtype bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 runs "
-                          "emulated, slower than fp32; use --dtype fp32")
-    if device.type == "cuda" and dtype == "bf16" and not torch.cuda.is_bf16_supported():
-        raise LowdimError(f"--dtype bf16: {torch.cuda.get_device_name(device)} has no bf16; use --dtype fp16")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU computes bf16 natively; where the flags cannot be read, it is assumed to."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def build_pipeline(scale: Scale, seed: int = 0):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import lowdim_sd.loading
 from lowdim.errors import LowdimError
-from lowdim_sd.loading import device_problem, resolve_device
+from lowdim_sd.loading import check_training_dtype, device_problem, resolve_device
 
 
 @pytest.fixture
@@ -54,3 +55,31 @@ def test_what_is_no_device_for_lowdim_is_refused_in_one_line(device, words):
     with pytest.raises(LowdimError) as refused:
         resolve_device(device)
     assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("dtype", ["auto", "fp32"])
+def test_the_cpu_trains_in_fp32(dtype):
+    check_training_dtype("cpu", dtype)
+
+
+def test_fp16_on_a_cpu_is_refused_for_training():
+    with pytest.raises(LowdimError, match=r"^--dtype fp16 on a CPU: .*use --dtype fp32 \(auto picks it on a CPU\)"):
+        check_training_dtype("cpu", "fp16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_needs_its_instructions(monkeypatch, native):
+    monkeypatch.setattr(lowdim_sd.loading, "cpu_has_bf16", lambda: native)
+    if native:
+        check_training_dtype("cpu", "bf16")
+    else:
+        with pytest.raises(LowdimError, match="this CPU has no bf16 instructions"):
+            check_training_dtype("cpu", "bf16")
+
+
+def test_a_gpu_without_bf16_is_told_to_use_fp16(two_gpus, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla T4")
+    check_training_dtype("cuda", "auto")  # fp16 on a GPU
+    with pytest.raises(LowdimError, match=r"^--dtype bf16: Tesla T4 has no bf16; use --dtype fp16$"):
+        check_training_dtype("cuda:1", "bf16")

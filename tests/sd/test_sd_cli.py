@@ -99,6 +99,8 @@ BAD_SETTINGS = [
     (["train", "--checkpoint-every", -1], "--checkpoint-every must be >= 0"),
     (["train", "--rank", 8], "--rank is the rank of the LoRA trained on top of --init"),
     (["train", "--device", "gpu"], "unknown device 'gpu'"),
+    (["personalize", "--device", "cpu", "--dtype", "fp16"], "--dtype fp16 on a CPU: CPUs do not train in fp16"),
+    (["train", "--device", "cpu", "--dtype", "fp16"], "--dtype fp16 on a CPU"),
     (["personalize", "--device", "meta"], "device 'meta' cannot run lowdim: use auto, cpu, cuda, cuda:N or mps"),
     (["personalize", "--steps", -3], "--steps must be >= 0, got -3"),
     (["personalize", "--export", "onnx"], "unknown --export format 'onnx'"),
