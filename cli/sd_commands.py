@@ -160,7 +160,14 @@ def generate(
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
     from lowdim_sd.draw_parts import DrawParts
-    from lowdim_sd.generate import GenerateConfig, attach_adapters, check_config, draw_to_folder, parse_adapter_arg
+    from lowdim_sd.generate import (
+        GenerateConfig,
+        attach_adapters,
+        check_config,
+        draw_to_folder,
+        parse_adapter_arg,
+        warn_slow_precision,
+    )
     from lowdim_sd.loading import load_sd
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
@@ -174,6 +181,7 @@ def generate(
 
     with output_folder(out_dir):  # usable before the model loads, and one run at a time
         sd = load_sd(model, device, dtype, model_config)
+        warn_slow_precision(sd)
         tokens = attach_adapters(sd, adapters)
         paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True)  # a stop keeps what is drawn
     out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and [bold]{grid}[/]")

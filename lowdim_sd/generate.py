@@ -96,6 +96,13 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[
 MIN_STEPS = {"pndm": 4}
 
 
+def warn_slow_precision(sd: SDModel) -> None:
+    """fp16 weights on a CPU draw correctly but slowly (no fast kernels there): say so once, not refuse."""
+    if sd.device.type == "cpu" and sd.dtype == torch.float16:
+        warnings.warn("fp16 on a CPU draws about three times slower than fp32, which --dtype auto picks there",
+                      stacklevel=2)
+
+
 def check_config(config: GenerateConfig) -> None:
     """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
     _check_scheduler(config.scheduler)

@@ -252,9 +252,9 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
     source = getattr(backend.value, "source", None) if backend else None
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    with _quiet_libraries():
+    with _quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
         pipe = load_pipeline(str(source or model), torch_dtype, config)
-    pipe.to(torch_device)
+        pipe.to(torch_device)
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)

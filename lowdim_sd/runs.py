@@ -309,7 +309,8 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
 
     ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
     and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
-    Disabled, it draws nothing, and the listener still hears each step.
+    Disabled, it draws nothing, and the listener still hears each step; so does a ``transient`` bar when
+    the console is not a terminal.
     """
     state = {"label": label, "done": start}
 
@@ -318,6 +319,10 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
         state["label"] = new_label or state["label"]
         report(state["label"], state["done"], total)
 
+    if enabled and transient:  # a transient bar off a terminal would leave only an empty line in the log
+        from rich import get_console
+
+        enabled = (console or get_console()).is_terminal
     if not enabled:
         yield lambda value=None, steps=1, label=None: heard(steps, label)
         return

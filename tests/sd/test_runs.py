@@ -262,3 +262,21 @@ def test_personalize_and_export_refuse_to_overwrite_without_overwrite(tiny_sd, r
     assert run(capsys, "export", adapter, "--format", "kohya", "--overwrite")[0] == 0
     code, text = run(capsys, "export", adapter, "-o", tmp_path / "p" / "adapter.kohya.safetensors")
     assert code == 1 and "already exists" in text
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_transient_bar_draws_on_a_terminal_and_leaves_a_log_untouched(terminal):
+    import io
+
+    from rich.console import Console
+
+    from lowdim_sd import runs
+
+    console = Console(file=io.StringIO(), force_terminal=terminal, width=80)
+    heard = []
+    with runs.listen(lambda label, done, total: heard.append(done)), \
+            runs.progress(3, "drawing", loss=False, transient=True, console=console) as advance:
+        for _ in range(3):
+            advance()
+    assert heard == [1, 2, 3]
+    assert (console.file.getvalue() != "") is terminal  # off a terminal: not even the empty line rich would leave
