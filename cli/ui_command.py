@@ -36,10 +36,12 @@ def serve(host: str, port: int, model: str, out: Path, share: bool, model_config
         import gradio  # noqa: F401
     except ImportError:
         raise LowdimError(f"lowdim ui needs Gradio, which is not installed: {INSTALL_HINT}") from None
+    from lowdim_sd.loading import check_training_dtype
     from lowdim_sd.ui.page import CSS, build_page
     from lowdim_sd.ui.studio import Studio, StudioConfig, check_model
 
     model = check_model(model)
+    check_training_dtype(device, dtype)  # every run the page starts trains: refused now, not on the first click
     check_port(host, port)
     studio = Studio(StudioConfig(model=model, out=out, model_config=model_config, device=device, dtype=dtype))
     page = build_page(studio)

@@ -224,6 +224,9 @@ def test_the_command_refuses_a_taken_port_an_unknown_model_or_no_gradio_in_one_l
     code = main(["ui", "--model", str(tmp_path / "missing-model"), "--port", str(port)])  # named before the port
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "missing-model' is neither an installed model" in err[0]
+    code = main(["ui", "--device", "cpu", "--dtype", "fp16", "--port", str(port)])  # named before the port too
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "--dtype fp16 on a CPU" in err[0]
     real_import = builtins.__import__
 
     def no_gradio(name, *args, **kwargs):
