@@ -15,8 +15,6 @@ come from the same weights with the adapter switched off, so its frozen part mus
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,16 +56,6 @@ def style_prompts(tokenizer, prompts: list[str], training_prompt: str, token: st
     return StylePrompts(styled=ids([p.replace(IDENTIFIER, token) for p in styles]),
                         styled_class=ids([without_identifier(p) for p in styles]),
                         plain_class=ids([without_identifier(training_prompt)]))
-
-
-@contextmanager
-def base_model(adapters, name: str) -> Iterator[None]:
-    """The model without adapter ``name`` (refused, naming it, when part of it is merged into the weights)."""
-    adapters.disable(name)
-    try:
-        yield
-    finally:
-        adapters.enable(name)
 
 
 @dataclass(frozen=True)
@@ -134,7 +122,7 @@ class StyleTerm:
         text). ``prediction`` is the extended batch's: the batch, then the face rows, then the styled rows."""
         pipe, samples = model.pipe, self.samples
         face, styled_prediction = prediction[-2 * samples:-samples].detach(), prediction[-samples:]
-        with torch.no_grad(), base_model(self.adapters, self.name):
+        with torch.no_grad(), self.adapters.disabled(self.name):
             styled, plain = base_states(pipe.text_encoder, self.prompts, rows.noisy.device)
             states = torch.cat([styled[rows.styles.to(rows.noisy.device)], plain.expand(samples, -1, -1)])
             base = pipe.unet(rows.noisy.repeat(2, 1, 1, 1), rows.timesteps.repeat(2), states).sample

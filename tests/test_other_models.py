@@ -266,7 +266,7 @@ def test_the_readme_snippet_runs_as_written_on_a_bert(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model, fresh_model = example.build_base(seed=0), example.build_base(seed=0)
     ids, labels = example.make_data(n=4)
-    names = {"model": model, "fresh_model": fresh_model, "ids": ids, "labels": labels}
+    names = {"model": model, "fresh_model": fresh_model, "ids": ids, "labels": labels, "x": ids}
     exec(compile(snippet.replace("\n...", "\n" + step + "  #"), "README.md", "exec"), names)
     trained = example.logits(fresh_model, ids)  # the file, loaded into the fresh copy
     assert not torch.allclose(trained, example.logits(example.build_base(seed=0), ids))

@@ -273,9 +273,19 @@ def test_disable_gives_the_plain_model_and_enable_brings_the_adapter_back(space_
     assert torch.equal(run.model(run.x), run.plain(run.x))
     run.adapters.enable("default")
     assert torch.equal(run.model(run.x), adapted)
+    with run.adapters.disabled("default"):
+        assert torch.equal(run.model(run.x), run.plain(run.x))
+    assert torch.equal(run.model(run.x), adapted)
+    run.adapters.disable("default")
+    with pytest.raises(KeyError), run.adapters.disabled("default"):
+        raise KeyError  # an error inside leaves each switch as it found it: off here
+    assert torch.equal(run.model(run.x), run.plain(run.x))
+    run.adapters.enable("default")
     run.adapters.merge("default")
     with pytest.raises(LowdimError, match="merged"):  # the weights would keep it applied
         run.adapters.disable("default")
+    with pytest.raises(LowdimError, match="merged"), run.adapters.disabled("default"):
+        pass
 
 
 @pytest.mark.parametrize("space_name", SPACES)

@@ -248,12 +248,30 @@ class Adapters:
             slot.scale = float(scale)
 
     def enable(self, name: str, enabled: bool = True) -> None:
-        for slot in self.slots(name).values():
+        slots = self.slots(name).values()
+        for slot in slots:  # all checked before any switch moves: a refusal changes nothing
             _refuse_if_merged(name, slot, "enabling or disabling it")  # the weights would keep it applied
+        for slot in slots:
             slot.enabled = enabled
 
     def disable(self, name: str) -> None:
         self.enable(name, False)
+
+    @contextlib.contextmanager
+    def disabled(self, name: str) -> Iterator[None]:
+        """Run the model without adapter ``name`` inside the block (e.g. the base model's prediction in a loss).
+
+        Each layer's switch is put back as it was on leaving, on an error too, so an adapter disabled
+        before stays disabled. Refused, naming the adapter, where it is merged into the weights.
+        """
+        slots = self.slots(name)
+        before = {layer: slot.enabled for layer, slot in slots.items()}
+        self.disable(name)
+        try:
+            yield
+        finally:
+            for layer, slot in slots.items():
+                slot.enabled = before[layer]
 
     def merge(self, name: str, part: str = "all") -> None:
         """Fold the update into the base weights, so inference costs nothing extra.

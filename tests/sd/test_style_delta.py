@@ -77,8 +77,6 @@ def test_a_style_that_adds_nothing_costs_nothing_and_a_real_style_pulls_the_adap
 
 def test_the_rows_in_the_shared_call_give_what_separate_calls_give(adapted, faces):
     # Riding in the batch's call is only a saving: the loss must be the module's formula, a call per term.
-    from lowdim_sd.style_delta import base_model
-
     model, trainable = adapted
     pipe, batch = model.pipe, noisy_batch(model)
     joint, rows = styled_loss(model, style_term(model, trainable, STYLES, faces[:1], weight=0.5), batch)
@@ -86,7 +84,7 @@ def test_the_rows_in_the_shared_call_give_what_separate_calls_give(adapted, face
     with torch.no_grad():
         face = pipe.unet(rows.noisy, rows.timesteps, plain).sample
         styled = pipe.unet(rows.noisy, rows.timesteps, pipe.text_encoder(prompts.styled[rows.styles])[0]).sample
-        with base_model(trainable.adapters, ADAPTER):
+        with trainable.adapters.disabled(ADAPTER):
             class_states = pipe.text_encoder(torch.cat([prompts.styled_class[rows.styles], prompts.plain_class]))[0]
             base_styled = pipe.unet(rows.noisy, rows.timesteps, class_states[:2]).sample
             base_plain = pipe.unet(rows.noisy, rows.timesteps, class_states[2:].expand(2, -1, -1)).sample
