@@ -20,7 +20,7 @@ def speed(
     out_dir: Annotated[Path, typer.Option(
         "--out", "-o", help="Results folder: measurements/ (one file each), speed.json, table.md. Rerunning the "
                             "same command resumes it: what is stored is not measured again.")] = Path("bench-speed"),
-    quick: Annotated[bool, typer.Option(
+    quick: Annotated[bool, typer.Option("--quick",
         help="CI scale: the tests' tiny pipeline and a tiny ViT, few steps and repeats (under a minute on one CPU "
              "core). Without it: SD1.5's architecture and a ViT-H/14 encoder, random weights, nothing "
              "downloaded (a GPU: a few minutes; a CPU: hours and about 20 GB for full DreamBooth).")] = False,
@@ -38,7 +38,7 @@ def speed(
     model_dir: Annotated[Path | None, typer.Option(
         help="Where the random-weight model is saved once and loaded from (default: OUT/model; SD1.5 in fp16 "
              "is about 2 GB).")] = None,
-    overwrite: Annotated[bool, typer.Option(
+    overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Drop the measurements stored in --out when they were made with other settings.")] = False,
     only: Annotated[str | None, typer.Option(
         help="Comma list of tasks to measure (default: all): load, crop, hypernet, merge, finetune, "

