@@ -46,8 +46,26 @@ def test_layer_sets_select_by_pattern_and_type():
     convs = lowdim.inject(make_model(), lowdim.get_space("lora"), [r"re:.*\.(mix|spatial)"])
     # 3x3 convolutions are not adaptable as linear maps; only the 1x1 ones are picked.
     assert [layer.name for layer in convs.info("default").layers] == ["0.mix", "1.mix"]
-    with pytest.raises(LowdimError, match="spatial"):
+    with pytest.raises(LowdimError, match=r"'0\.spatial' is a Conv2d with a 3x3 kernel, stride 1, padding 1"):
         lowdim.inject(make_model(), lowdim.get_space("lora"), ["*.spatial"])
+
+
+def test_a_pattern_on_another_kind_of_module_names_what_it_found():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Embedding(6, 4))
+    no_linear = r"matches no linear/conv1x1 layer \('1' is a ReLU\); real names look like: 0$"
+    with pytest.raises(LowdimError, match=no_linear):
+        lowdim.inject(model, lowdim.get_space("lora"), ["1"])
+    with pytest.raises(LowdimError, match=r"'2' is an Embedding, which this layer set's types \(embedding not"):
+        lowdim.inject(model, lowdim.get_space("lora"), ["2"])
+
+
+def test_a_lazy_layer_is_named_until_a_forward_pass_gives_it_a_shape():
+    model = nn.Sequential(nn.Linear(3, 5), nn.LazyLinear(4))
+    with pytest.raises(LowdimError, match=r"^layer '1' is an nn.LazyLinear whose shape is not known yet; run one"):
+        lowdim.inject(model, lowdim.get_space("lora"), ["1"])
+    model(torch.randn(2, 3))
+    adapters = lowdim.inject(model, lowdim.get_space("lora"), ["1"])
+    assert [(layer.out_features, layer.in_features) for layer in adapters.info("default").layers] == [(4, 5)]
 
 
 def test_a_pattern_that_matches_nothing_lists_real_names():

@@ -112,9 +112,14 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
             if opaque:
                 raise LowdimError(f"pattern '{pattern}' matches only {opaque[0]}, the out_proj of an "
                                   f"nn.MultiheadAttention, which reads that weight directly: it cannot carry adapters")
-            raise LowdimError(_no_match_message(pattern, layer_set, names))
+            raise LowdimError(_no_match_message(pattern, layer_set, names, model))
     include, exclude = _any_of(layer_set.include), _any_of(layer_set.exclude)
-    return [(name, module) for name, module in candidates if include(name) and not exclude(name)]
+    chosen = [(name, module) for name, module in candidates if include(name) and not exclude(name)]
+    for name, module in chosen:
+        if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
+            raise LowdimError(f"layer '{name}' is an nn.{type(module).__name__} whose shape is not known yet; "
+                              f"run one forward pass through the model before adding adapters")
+    return chosen
 
 
 @functools.lru_cache(maxsize=1024)
@@ -145,15 +150,28 @@ def _literal(pattern: str) -> str | None:
     return unescaped if re.escape(unescaped) == pattern[3:] else None
 
 
-def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str]) -> str:
+def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model: nn.Module) -> str:
     tail = pattern.rsplit(".", 1)[-1]
     same_tail = [name for name in names if name.rsplit(".", 1)[-1] == tail][:3]
     examples = same_tail or difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3) or names[:3]
     where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
+    other = next(((name, module) for name, module in model.named_modules() if name and matches(pattern, name)), None)
+    found = f" ('{other[0]}' is {_kind_words(other[1])})" if other is not None else ""
     return (
-        f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer; "
+        f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
     )
+
+
+def _kind_words(module: nn.Module) -> str:
+    """What a matched module is, in the words a user needs to pick another one."""
+    if isinstance(module, nn.Conv2d):
+        return f"a Conv2d with a {module.kernel_size[0]}x{module.kernel_size[1]} kernel, stride {module.stride[0]}, " \
+               f"padding {module.padding if isinstance(module.padding, str) else module.padding[0]} " \
+               f"and {module.groups} group(s): only a plain 1x1 convolution is linear per pixel"
+    kind, name = layer_kind(module), type(module).__name__
+    article = "an" if name[0] in "AEIOU" else "a"
+    return f"{article} {name}" + (f", which this layer set's types ({kind} not among them) leave out" if kind else "")
 
 
 def exact_layers(name: str, layer_names: Sequence[str]) -> LayerSet:
