@@ -193,7 +193,7 @@ def test_override_runs_computed_tensors_and_gradients_reach_their_producer():
 def test_duplicate_and_invalid_adapter_names_are_errors():
     model = make_model()
     adapters = lowdim.inject(model, lowdim.get_space("lora"), ["*.to_q"])
-    with pytest.raises(LowdimError, match="already exists"):
+    with pytest.raises(LowdimError, match=r"'default' already exists on this model; give this one another name"):
         adapters.add("default", lowdim.get_space("lora"), ["*.to_v"])
     with pytest.raises(LowdimError, match="identifier"):
         adapters.add("my adapter", lowdim.get_space("lora"), ["*.to_v"])

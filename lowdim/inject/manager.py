@@ -75,7 +75,8 @@ class Adapters:
         if not isinstance(name, str) or not name.isidentifier():
             raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
         if name in self._infos:
-            raise LowdimError(f"an adapter named '{name}' already exists on this model")
+            raise LowdimError(f"an adapter named '{name}' already exists on this model; give this one another "
+                              f"name (name=...), or delete('{name}') the old one first")
         if not isinstance(space, Space):
             raise LowdimError(f"adapter '{name}': expected a Space instance (lowdim.get_space(...)), got {space!r}")
         if batch is not None and (not isinstance(batch, int) or batch < 1):
