@@ -50,7 +50,7 @@ def models():
     registry = get_registry()
     table = Table(title="Models")
     for column in ("name", "aliases", "layer sets (default first)", "description"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # hub ids are long single words: wrap, never cut
     for name in registry.backend_names():
         backend = registry.backend(name)
         sets = [backend.default_layer_set] + [s for s in backend.layer_sets if s != backend.default_layer_set]

@@ -47,6 +47,15 @@ def test_spaces_lists_builtins_and_plugins(capsys):
         assert name in out
 
 
+def test_models_lists_every_backend_whole_on_a_narrow_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "sd15" in out and "tinyfaces" in out
+    assert "…" not in out  # a long hub id wraps inside its cell instead of being cut
+    cells = "".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 5)
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in cells
+
+
 @pytest.mark.parametrize("args, message", [
     (["inspect", "-m", "sd15", "-s", "nope", "--no-files"], "unknown space 'nope'; known: lidb, lora, stack"),
     (["inspect", "-m", "sd99", "-s", "lidb", "--no-files"], "unknown model 'sd99'"),
