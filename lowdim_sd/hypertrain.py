@@ -136,7 +136,7 @@ def check_job(job: HyperTrainJob) -> None:
         raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
     check_counts(job)
     if job.alpha > 0:  # the diffusion term trains through the model, on accelerate's device
-        check_training_dtype("auto", job.dtype)
+        check_training_dtype("cpu" if job.cpu else "auto", job.dtype)
     if job.diffusion_iterates not in ("all", "last"):
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
     if job.diffusion_target not in ("noise", "teacher"):

@@ -112,6 +112,11 @@ def test_alpha_only_is_the_diffusion_loss_of_every_iterate(weights, tmp_path, mo
     assert sizes[-1] == 2
     with pytest.raises(lowdim.LowdimError, match="not both 0"):
         train_hypernet(job(weights, tmp_path / "z", alpha=0.0, beta=0.0), progress=False)
+    with pytest.raises(lowdim.LowdimError, match="--dtype fp16 on a CPU"):  # the diffusion term trains through it
+        train_hypernet(job(weights, tmp_path / "h16", dtype="fp16", cpu=True), progress=False)
+    assert not (tmp_path / "h16").exists()
+    train_hypernet(job(weights, tmp_path / "b16", alpha=0.0, steps=1, val_every=0, dtype="fp16", cpu=True),
+                   progress=False)  # without it no model loads: any dtype
 
 
 def test_resume_continues_from_the_checkpoint_exactly(weights, tmp_path):
