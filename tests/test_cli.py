@@ -147,11 +147,23 @@ def test_openmp_waiters_sleep_only_on_a_busy_machine(environ, load, expected):
     assert omp_wait_policy(environ, load) == expected
 
 
-def test_importing_the_command_keeps_the_users_wait_policy():
-    probe = "import os, lowdim_cli; print(os.environ.get('OMP_WAIT_POLICY'))"
-    chosen = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"},
-                            capture_output=True, text=True, check=True).stdout.strip()
-    assert chosen == "ACTIVE"
+BUSY_PROBE = (  # lowdim_cli imported while /proc/loadavg reports 8 other running threads
+    "import os, pathlib\n"
+    "read = pathlib.Path.read_text\n"
+    "pathlib.Path.read_text = lambda self, *a, **k: ('1.0 1.0 1.0 9/300 1' if str(self) == '/proc/loadavg'\n"
+    "                                               else read(self, *a, **k))\n"
+    "import lowdim_cli\n"
+    "print(os.environ.get('OMP_WAIT_POLICY'))\n")
+
+
+@pytest.mark.parametrize(("users", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_the_command_on_a_busy_machine_sleeps_waiters_unless_the_user_chose(users, expected):
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if users is not None:
+        env["OMP_WAIT_POLICY"] = users
+    chosen = subprocess.run([sys.executable, "-c", BUSY_PROBE], env=env, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert chosen == expected
 
 
 def test_bench_workers_are_spawned_with_sleeping_waiters_and_the_setting_is_undone(monkeypatch):
@@ -173,17 +185,18 @@ def test_bench_threads_apply_in_process_too(monkeypatch):
 
     from lowdim_sd.bench.workers import run_tasks
 
+    before = torch.get_num_threads()
+
     class Job:
-        workers, threads = 1, 1
+        workers, threads = 1, before + 1  # not the count the suite runs with, so only run_tasks can set it
 
     seen = []
-    before = torch.get_num_threads()
     try:
         task = SimpleNamespace(method="base", identity="id-00000")
         run_tasks(Job(), [task], lambda job, task: seen.append(torch.get_num_threads()))
     finally:
         torch.set_num_threads(before)
-    assert seen == [1]
+    assert seen == [before + 1]
 
 
 def test_version_names_lowdim_its_plugins_and_the_libraries_a_bug_report_needs(capsys):

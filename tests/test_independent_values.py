@@ -51,13 +51,17 @@ def test_merging_the_frozen_part_of_a_trained_stack_folds_only_that_part():
     with torch.no_grad():
         for param in adapters.parameters("prediction"):
             param.copy_(torch.randn_like(param))
+    predicted = adapters.delta("prediction", "0").detach().clone()  # what the frozen part adds to the weight
     lowdim.relax_rank(adapters, "prediction", "fast", lowdim.get_space("lora", rank=2), merge_frozen=False)
     with torch.no_grad():
         for param in adapters.parameters("fast"):  # a LoRA that has trained: its part is not zero
             param.copy_(torch.randn_like(param))
     x = torch.randn(3, 8)
-    before = model(x).detach()
+    before, weight = model(x).detach(), model[0].base_layer.weight.detach().clone()
     adapters.merge("fast", part="frozen")
+    torch.testing.assert_close(model[0].base_layer.weight.detach(), weight + predicted)  # the frozen part, folded
+    slot = adapters.slots("fast")["0"]
+    assert slot.frozen_merged_scale == 1.0 and slot.merged_scale is None  # the LoRA is not folded
     assert torch.allclose(model(x), before, atol=1e-5)  # the trainable part still runs live, once
 
 

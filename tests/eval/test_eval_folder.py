@@ -46,8 +46,10 @@ def test_json_with_shared_and_own_references_and_a_token(folder):
     assert len(first.references) == 2
     assert first.clean_prompt() == "a face at night"
     assert len(second.references) == 1 and second.references[0].info["source"].endswith("other.png")
-    assert first.references[0] is data.samples[0].references[0]  # each reference file is opened once
     assert data.skipped == []
+    _write(folder, {"references": ["refs"], "images": {"000.png": "a face", "001.png": "a face at night"}})
+    shared = load_eval_set(folder).samples
+    assert shared[0].references[0] is shared[1].references[0]  # a reference file two images share is opened once
 
 
 def test_mapping_form_csv_form_and_command_line_references(folder):
@@ -64,6 +66,7 @@ def test_mapping_form_csv_form_and_command_line_references(folder):
     data = load_eval_set(folder, references=[folder / "refs"])
     assert data.samples[0].prompt == "a face, at night" and len(data.samples[0].references) == 2
     assert len(data.samples[1].references) == 2  # falls back to --references (the refs folder)
+    assert data.samples[1].references[0] is data.samples[0].references[0]  # opened once, for both
 
 
 def test_generate_output_is_an_eval_folder(tmp_path, noise):

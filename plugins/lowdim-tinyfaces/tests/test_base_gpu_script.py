@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -39,5 +40,6 @@ def test_the_gpu_script_returns_a_loadable_model_that_a_second_call_would_contin
     assert not_a_model_folder(tmp_path / "back" / "model") is None
     # A second call on the same warm machine resumes from this checkpoint: train_model's own resume is
     # tested in test_train_resume.py, so here only that the script asks for it and left the checkpoint.
-    assert "--resume" in REPO.joinpath("benchmarks/base_gpu.sh").read_text().split("lowdim_tinyfaces.train_model")[1]
+    script = REPO.joinpath("benchmarks/base_gpu.sh").read_text()
+    assert re.search(r"^\$PY -m lowdim_tinyfaces\.train_model [^\n]*--resume", script, re.MULTILINE)
     assert json.loads((tmp_path / "work" / "run" / "unet.json").read_text())["step"] > 0
