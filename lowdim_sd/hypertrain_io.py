@@ -89,7 +89,8 @@ class FeatureCache:
 
     def get(self, encoder, images: Tensor, items: Tensor) -> Tensor:
         keys = [int(item) for item in items]
-        missing = [j for j, key in enumerate(keys) if key not in self.features]
+        first = {key: j for j, key in reversed(list(enumerate(keys)))}  # an item twice in a batch: encoded once
+        missing = [j for key, j in first.items() if key not in self.features]
         if missing:
             with torch.no_grad():  # a file's rows are looked up once per item too: no pixels read back each step
                 computed = (self.stored.get(images[missing]) if self.stored is not None

@@ -81,7 +81,7 @@ def test_row_labels_sit_in_a_left_column() -> None:
 def test_mismatched_captions_and_empty_input_are_refused() -> None:
     with pytest.raises(ValueError, match="captions"):
         make_grid(_squares(3), ["one", "two"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="make_grid needs at least one image"):
         make_grid([])
 
 

@@ -51,11 +51,19 @@ def records(path, split: str) -> list[dict]:
 
 def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(weights, tiny_sd, tmp_path,
                                                                               monkeypatch):
+    import lowdim_sd.hypertrain as engine
+
     seen = []
     real = hl.pair_losses
-    monkeypatch.setattr(hl, "pair_losses", lambda net, diffusion, batch, step, job, *, train, cache=None: seen.append(
-        (train, batch[2].tolist())) or real(net, diffusion, batch, step, job, train=train, cache=cache))
+
+    def spy(net, diffusion, batch, step, job, *, train, cache=None):
+        seen.append((train, batch[2].tolist()))
+        return real(net, diffusion, batch, step, job, train=train, cache=cache)
+
+    monkeypatch.setattr(hl, "pair_losses", spy)  # validation calls it here
+    monkeypatch.setattr(engine, "pair_losses", spy)  # the training step, through its own import
     result = train_hypernet(job(weights, tmp_path / "h"), progress=False)
+    assert [training for training, _ in seen].count(True) == 3  # one training batch a step
     assert len(result.losses) == 3 and result.path.is_file()
     assert len(result.val_names) == 1 and not set(result.val_names) & set(result.train_names)
     assert sorted(result.train_names + result.val_names) == ["person_000", "person_001", "person_002", "person_003"]
@@ -228,20 +236,19 @@ def test_precompute_refuses_to_resume_with_other_identities(tiny_sd, tmp_path):
 
 def test_a_frozen_encoder_runs_once_per_image_and_trains_exactly_as_without_the_cache(weights, tmp_path,
                                                                                    monkeypatch):
+    from lowdim.hyper.encoder import ImageEncoder
+
     frozen = {**HYPER, "freeze_encoder": True}
-    calls = []
-    real = hl.FeatureCache.get
-
-    def counting(self, encoder, images, items):
-        calls.append(len(self.features))
-        return real(self, encoder, images, items)
-
-    monkeypatch.setattr(hl.FeatureCache, "get", counting)
+    encoded = []  # images each run's backbone was given
+    real = ImageEncoder.features
+    monkeypatch.setattr(ImageEncoder, "features",
+                        lambda self, pixels: encoded.append(len(pixels)) or real(self, pixels))
     cached = train_hypernet(job(weights, tmp_path / "c", hyper=frozen, steps=6, val_every=3), progress=False)
-    seen = []
-    monkeypatch.setattr(hl.FeatureCache, "get", lambda self, encoder, images, items: seen.append(1) or None)
+    assert sum(encoded) == 4  # four identities: each image's features computed once, then reused
+    encoded.clear()
+    monkeypatch.setattr(hl.FeatureCache, "get", lambda self, encoder, images, items: None)
     direct = train_hypernet(job(weights, tmp_path / "d", hyper=frozen, steps=6, val_every=3), progress=False)
-    assert calls and max(calls) <= 4  # four identities: features are computed once each, then reused
+    assert sum(encoded) > 4  # without the cache every step encodes its batch again
     assert cached.losses == pytest.approx(direct.losses, rel=1e-5)
     expected, got = load_file(str(direct.path)), load_file(str(cached.path))
     assert all(torch.allclose(expected[key], got[key], atol=1e-6) for key in expected)

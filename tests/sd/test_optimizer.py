@@ -61,8 +61,10 @@ def test_with_loss_scaling_an_overflowing_step_is_skipped_and_the_scale_lowered(
     # (as the unfused one does) and take the others with the unscaled, clipped gradients.
     ours, reference = parameters(0, [(4, 3), (3,)]), parameters(0, [(4, 3), (3,)])
     results = []
-    for params, fused in ((ours, True), (reference, None)):
-        optimizer = torch.optim.AdamW(params, lr=0.05, fused=fused)
+    made = {"ours": make_optimizer(ours, TrainConfig(learning_rate=0.05)),  # the engine's, fused on this CPU
+            "reference": torch.optim.AdamW(reference, lr=0.05, weight_decay=0.0, foreach=False)}
+    assert made["ours"].defaults["fused"] is True
+    for params, optimizer in ((ours, made["ours"]), (reference, made["reference"])):
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
         before = [p.detach().clone() for p in params]
         train_steps(params, optimizer, 1, scaler, overflow_at=0)

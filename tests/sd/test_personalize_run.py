@@ -218,16 +218,18 @@ def test_train_writes_fp16_by_default_and_save_dtype_chooses(tiny_sd, face, tmp_
 
 def test_personalize_resolution_and_preview_steps(tiny_sd, face, tmp_path, monkeypatch):
     import lowdim_sd.generate as generate_module
+    import lowdim_sd.personalize as personalize_module
 
-    seen = []
-    real = generate_module.generate
+    seen, trained_on = [], []
+    real, real_train = generate_module.generate, personalize_module.train
     monkeypatch.setattr(generate_module, "generate", lambda model, config, *a, **k: seen.append(config)
                         or real(model, config, *a, **k))
+    monkeypatch.setattr(personalize_module, "train", lambda model, subjects, *a, **k: trained_on.append(
+        subjects[0].images.shape) or real_train(model, subjects, *a, **k))
     result = personalize(PersonalizeJob(model=str(tiny_sd), image=face, out=tmp_path / "n", steps=1, crop=False,
-                                        resolution=32, preview_steps=2), progress=False)
+                                        resolution=32, preview_steps=2), progress=False)  # the model's own: 16
     assert seen[0].steps == 2 and seen[0].resolution == 32
-    reference_tile = Image.open(result.preview).height
-    assert reference_tile >= 32
+    assert trained_on == [(1, 3, 32, 32)]  # the finetune learns the reference at that side too
     assert json.loads(lowdim.read_adapter(result.adapter).metadata["extra"])["resolution"] == 32
 
 
@@ -263,13 +265,17 @@ def test_train_and_precompute_take_the_resolution(tiny_sd, face, tmp_path, capsy
     code, text = run(capsys, "train", "-m", tiny_sd, "-i", face, "--steps", 1, "-o", tmp_path / "q",
                      "--resolution", 32)
     assert code == 0 and sizes == [32], text
+    precompute_sizes = []
+    real_train = precompute_module.train
+    monkeypatch.setattr(precompute_module, "train", lambda model, subjects, *a, **k: precompute_sizes.extend(
+        tuple(subject.images.shape) for subject in subjects) or real_train(model, subjects, *a, **k))
     faces = tmp_path / "ids"
     save_images(torch.rand(1, 3, 16, 16) * 2 - 1, faces / "one", "x")
     code, text = run(capsys, "precompute", "-m", tiny_sd, "-i", faces, "-o", tmp_path / "w", "--steps", 1,
                      "--no-crop", "--resolution", 32)
     assert code == 0, text
     assert json.loads((tmp_path / "w" / "index.json").read_text())["resolution"] == 32
-    assert precompute_module  # imported: the index is its record
+    assert precompute_sizes == [(1, 3, 32, 32)]  # the identity's adapter trained on its image at that side
 
 
 # ------------------------------------------------------------------------------ 14.1: --model-config

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from lowdim.errors import LowdimError
 from lowdim.hyper import load_hypernet
 from lowdim.hyper.storage import read_hypernet
 from lowdim_cli.main import main
@@ -84,11 +85,17 @@ def test_stored_features_give_the_same_keys_as_the_encoder(weights, people, tmp_
     ({"key_steps": 0}, "--key-steps must be >= 1"),
 ])
 def test_key_options_that_cannot_work_are_one_line_before_anything_loads(weights, people, tmp_path, capsys,
-                                                                            change, said):
+                                                                            monkeypatch, change, said):
+    import lowdim_sd.hypertrain as engine
+    import lowdim_sd.loading as loading
+
+    monkeypatch.setattr(engine, "WeightDataset", lambda *a, **k: pytest.fail("the weights were read"))
+    monkeypatch.setattr(loading, "load_sd", lambda *a, **k: pytest.fail("the model was loaded"))
     options = {"key_pairs": people, **change}
-    with pytest.raises(Exception, match=said.replace("-", "\\-")):
+    with pytest.raises(LowdimError, match=said.replace("-", "\\-")) as refused:
         train_hypernet(job(weights, tmp_path / "x", **options), progress=False)
-    assert not (tmp_path / "x" / "hypernet.safetensors").exists()
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "x").exists()  # refused before the run's folder was made
 
 
 def test_a_people_folder_with_single_photos_is_refused_by_name(weights, tmp_path, capsys):
