@@ -59,7 +59,8 @@ def _check_target(out: Path, fmt: str, overwrite: bool, source: Path) -> None:
     if fmt == "diffusers" and out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out or pass --overwrite")
     if fmt == "single-file" and (out.is_dir() or out.suffix.lower() != ".safetensors"):
-        raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors")
+        raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors "
+                          f"(or --format diffusers for a pipeline folder)")
     if fmt == "single-file" and out.exists() and not overwrite:
         raise LowdimError(f"{out}: already exists; pick a new --out or pass --overwrite")
 

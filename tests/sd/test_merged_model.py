@@ -70,7 +70,7 @@ def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(ti
 
 @pytest.mark.parametrize("setup, message", [
     ("folder-exists", "already exists and is not an empty folder"),
-    ("not-safetensors", "needs a file name ending in .safetensors"),
+    ("not-safetensors", "needs a file name ending in .safetensors (or --format diffusers for a pipeline folder)"),
     ("format", "unknown format 'ckpt'"),
     ("file-exists", "already exists; pick a new --out or pass --overwrite"),
 ])
