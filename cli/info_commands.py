@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from lowdim.registry import get_registry
-from lowdim.sizing import BYTES, SizeReport, adapter_file_bytes, size_report
 from lowdim_cli.console import out
+
+if TYPE_CHECKING:
+    from lowdim.sizing import SizeReport
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -73,6 +75,8 @@ def model_backend(model: str, model_config: str | None = None):
 def inspect_sizes(model: str, space: str, layers: str | None, options: dict, file_sizes: bool = True,
                   model_config: str | None = None) -> SizeReport:
     """The size report behind ``lowdim inspect``; with ``file_sizes`` it also writes real files to measure."""
+    from lowdim.sizing import BYTES, adapter_file_bytes, size_report  # torch: not for --help
+
     registry = get_registry()
     backend = model_backend(model, model_config)
     chosen_space = registry.make_space(space, options)

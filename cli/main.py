@@ -76,14 +76,18 @@ _commands_added_for: set[int] = set()
 
 
 def _add_plugin_commands() -> None:
-    """Once per registry: main() may run many times in one process (tests, embedding)."""
-    from lowdim.plugins import call_each
-    from lowdim.registry import get_registry
+    """Once per set of plugins: main() may run many times in one process (tests, embedding).
 
-    registry = get_registry()
-    if registry.manager is not None and id(registry) not in _commands_added_for:
-        _commands_added_for.add(id(registry))
-        call_each(registry.manager, "register_commands", lambda _plugin: {"cli": app})
+    The commands of the registry in use (one ``use_registry`` installed), else of the installed plugins,
+    without building the registry: that imports torch, which --help and usage errors never need."""
+    from lowdim.plugins import call_each, installed_plugins
+    from lowdim.registry import current_registry
+
+    registry = current_registry()
+    manager = registry.manager if registry is not None else installed_plugins()
+    if manager is not None and id(manager) not in _commands_added_for:
+        _commands_added_for.add(id(manager))
+        call_each(manager, "register_commands", lambda _plugin: {"cli": app})
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -9,11 +9,32 @@
 
 __version__ = "0.1.0"
 
+import importlib as _importlib  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from lowdim._lazy import lazy_exports  # noqa: E402
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginError  # noqa: E402
-from lowdim.files import AdapterFile, load_adapter, read_adapter, save_adapter  # noqa: E402
-from lowdim.inject import AdapterInfo, Adapters, LayerSet, inject, relax_rank, stacked_factors  # noqa: E402
-from lowdim.registry import Registry, get_registry, get_space, use_registry  # noqa: E402
-from lowdim.spaces import LayerSpec, Space, SpaceConfig, option  # noqa: E402
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ below loads each on first use
+    from lowdim.files import AdapterFile, load_adapter, read_adapter, save_adapter
+    from lowdim.inject import AdapterInfo, Adapters, LayerSet, inject, relax_rank, stacked_factors
+    from lowdim.registry import Registry, get_registry, get_space, use_registry
+    from lowdim.spaces import LayerSpec, Space, SpaceConfig, option
+
+# The rest imports torch, so it loads on first use: `lowdim --help` and usage errors stay fast.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "lowdim.files": ("AdapterFile", "load_adapter", "read_adapter", "save_adapter"),
+    "lowdim.inject": ("AdapterInfo", "Adapters", "LayerSet", "inject", "relax_rank", "stacked_factors"),
+    "lowdim.registry": ("Registry", "get_registry", "get_space", "use_registry"),
+    "lowdim.spaces": ("LayerSpec", "Space", "SpaceConfig", "option"),
+})
+
+# `lowdim.inject` is a function, and lowdim/inject/ a subpackage: loading a subpackage sets it as an attribute
+# of its parent. Load that (torch-free) subpackage now and drop the attribute, so no later
+# `import lowdim.inject.select` can hide the function, which __getattr__ then answers.
+_importlib.import_module("lowdim.inject")
+globals().pop("inject", None)
+del lazy_exports
 
 __all__ = [
     "__version__",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
 from lowdim.inject.select import LayerSet
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class Backend:

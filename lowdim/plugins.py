@@ -50,6 +50,19 @@ def build_plugin_manager(
     return manager
 
 
+_installed: pluggy.PluginManager | None = None
+
+
+def installed_plugins() -> pluggy.PluginManager:
+    """The built-ins and installed entry points, loaded once per process: the process-wide registry is built
+    from them, and the CLI adds their commands without building that registry (plugin modules import
+    torch only inside their hooks, so `lowdim --help` stays fast)."""
+    global _installed
+    if _installed is None:
+        _installed = build_plugin_manager()
+    return _installed
+
+
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if manager.get_plugin(entry_point.name) is not None:

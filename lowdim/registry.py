@@ -10,13 +10,15 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from lowdim.errors import ConfigError, LowdimError, PluginError
-from lowdim.plugins import BUILTIN_MODULES, build_plugin_manager, call_each
-from lowdim.spaces.base import Space, SpaceConfig
+from lowdim.plugins import BUILTIN_MODULES, build_plugin_manager, call_each, installed_plugins
+
+if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
+    from lowdim.spaces.base import Space, SpaceConfig
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Registry:
         table[name] = Entry(name, value, plugin)
 
     def _add_space(self, plugin: str, space_class: type[Space]) -> None:
+        from lowdim.spaces.base import Space
+
         if not (isinstance(space_class, type) and issubclass(space_class, Space)):
             raise TypeError(f"register_spaces expects a Space subclass, got {space_class!r}")
         self._claim(self.spaces, "space", space_class.name, space_class, plugin)
@@ -83,6 +87,8 @@ class Registry:
         return self._lookup(self.spaces, "space", name)
 
     def make_space(self, name: str, config: dict[str, Any] | SpaceConfig | None = None) -> Space:
+        from lowdim.spaces.base import SpaceConfig
+
         space_class = self.space_class(name)
         if not isinstance(config, SpaceConfig):
             config = space_class.config_class.from_dict(dict(config or {}), name)
@@ -108,7 +114,12 @@ def get_registry() -> Registry:
     """The process-wide registry, built from installed plugins on first use."""
     global _current
     if _current is None:
-        _current = Registry.from_manager(build_plugin_manager())
+        _current = Registry.from_manager(installed_plugins())
+    return _current
+
+
+def current_registry() -> Registry | None:
+    """The registry in use if one was built or installed (``use_registry``), without building one."""
     return _current
 
 
@@ -125,5 +136,7 @@ def use_registry(registry: Registry) -> Iterator[Registry]:
 
 def get_space(name: str, config: dict[str, Any] | SpaceConfig | None = None, **overrides: Any) -> Space:
     """Build a registered space by name: ``get_space('lidb', a=64)``."""
+    from lowdim.spaces.base import SpaceConfig
+
     merged = {**(config.to_dict() if isinstance(config, SpaceConfig) else dict(config or {})), **overrides}
     return get_registry().make_space(name, merged)

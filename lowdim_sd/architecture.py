@@ -6,10 +6,12 @@ encoder), so ``skeleton()`` can build the exact module tree on the meta device.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lowdim.inject.select import LayerSet
+
+if TYPE_CHECKING:  # the plugin module reads LAYER_SETS at import: `lowdim --help` needs no torch
+    from torch import nn
 
 SD15_UNET_CONFIG = {
     "sample_size": 64,
@@ -79,6 +81,8 @@ def text_encoder_root(text_encoder: nn.Module) -> nn.Module:
 
 def component_tree(unet: nn.Module, text_encoder: nn.Module) -> nn.ModuleDict:
     """UNet and text encoder under the names every lowdim layer name starts with."""
+    from torch import nn
+
     return nn.ModuleDict({"unet": unet, "text_encoder": text_encoder_root(text_encoder)})
 
 
@@ -92,5 +96,7 @@ def build_components(unet_config: dict, text_config: dict) -> nn.ModuleDict:
 
 def sd15_skeleton() -> nn.ModuleDict:
     """SD1.5's UNet and text encoder on the meta device: the full module tree, no memory."""
+    import torch
+
     with torch.device("meta"):
         return build_components(SD15_UNET_CONFIG, SD15_TEXT_CONFIG)

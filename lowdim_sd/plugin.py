@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from lowdim.backends import Backend
 from lowdim.hookspecs import hookimpl
 from lowdim_sd import architecture, defaults
+
+if TYPE_CHECKING:  # loading plugins (`lowdim --help` lists their commands) must not import torch
+    from torch import Tensor, nn
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 

@@ -209,3 +209,33 @@ def test_version_names_lowdim_its_plugins_and_the_libraries_a_bug_report_needs(c
     assert f"lowdim-tinyfaces {version('lowdim-tinyfaces')}" in lines[1] and "lowdim-vera" in lines[1]
     assert f"torch {version('torch')}" in lines[2] and f"diffusers {version('diffusers')}" in lines[2]
     assert run(capsys, "--version", "generate")[0] == 0  # eager: answered before any command parses
+
+
+FAST_PATH_SCRIPT = """
+import contextlib, io, sys
+import typer.main
+from lowdim_cli.main import _add_plugin_commands, app, main
+
+_add_plugin_commands()
+paths = [[]]
+def walk(command, path):
+    for name, sub in getattr(command, "commands", {}).items():
+        paths.append([*path, name])
+        walk(sub, [*path, name])
+walk(typer.main.get_command(app), [])
+runs = [[*path, "--help"] for path in paths] + [[], ["personalize"], ["no-such-command"], ["train", "--no-such-option"],
+                                                ["--version"]]
+for args in runs:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main(args)
+print(len(runs), sorted(name for name in ("torch", "numpy", "PIL", "diffusers", "transformers") if name in sys.modules))
+"""
+
+
+def test_help_and_usage_errors_load_no_torch():
+    """`lowdim --help`, every command's --help (plugins' too) and usage errors answer in a fraction of a second:
+    torch alone takes seconds to import, and nothing there needs it."""
+    result = subprocess.run([sys.executable, "-c", FAST_PATH_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    count, loaded = result.stdout.strip().split(" ", 1)
+    assert int(count) > 20 and loaded == "[]", result.stdout

@@ -6,10 +6,16 @@
         loss = diffusion_loss(model, images)            # gradients flow into net
 """
 
-from lowdim.hyper.config import HyperConfig
-from lowdim.hyper.encoder import ImageEncoder
-from lowdim.hyper.network import HyperNetwork, build_hypernet, weight_loss
-from lowdim.hyper.storage import load_hypernet, save_hypernet
+from lowdim._lazy import lazy_exports
+
+# Loaded on first use: importing lowdim.hyper.builtin (a plugin module) must not import torch.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "lowdim.hyper.config": ("HyperConfig",),
+    "lowdim.hyper.encoder": ("ImageEncoder",),
+    "lowdim.hyper.network": ("HyperNetwork", "build_hypernet", "weight_loss"),
+    "lowdim.hyper.storage": ("load_hypernet", "save_hypernet"),
+})
+del lazy_exports
 
 __all__ = ["HyperConfig", "HyperNetwork", "ImageEncoder", "build_hypernet", "load_hypernet", "save_hypernet",
            "weight_loss"]

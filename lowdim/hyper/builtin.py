@@ -1,11 +1,12 @@
 """Registers the built-in hypernetwork heads through the same hook any plugin uses."""
 
 from lowdim.hookspecs import hookimpl
-from lowdim.hyper.network import build_transformer
-from lowdim.hyper.retrieval import build_retrieval
 
 
 @hookimpl
 def register_heads(register):
+    from lowdim.hyper.network import build_transformer  # here, not above: loading plugins needs no torch
+    from lowdim.hyper.retrieval import build_retrieval
+
     register("transformer", build_transformer)
     register("retrieval", build_retrieval)

@@ -1,9 +1,15 @@
 """Injection of adapters into any torch model."""
 
-from lowdim.inject.layer import AdapterLayer, AdapterSlot
-from lowdim.inject.manager import AdapterInfo, Adapters, inject, relax_rank
-from lowdim.inject.select import LayerSet, candidate_layers, covers, exact_layers, select_layers
-from lowdim.inject.stacked import stacked_factors
+from lowdim._lazy import lazy_exports
+
+# Loaded on first use: `lowdim.inject.select` (LayerSet, which plugins name at import time) stays torch-free.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "lowdim.inject.layer": ("AdapterLayer", "AdapterSlot"),
+    "lowdim.inject.manager": ("AdapterInfo", "Adapters", "inject", "relax_rank"),
+    "lowdim.inject.select": ("LayerSet", "candidate_layers", "covers", "exact_layers", "select_layers"),
+    "lowdim.inject.stacked": ("stacked_factors",),
+})
+del lazy_exports
 
 __all__ = [
     "AdapterInfo", "AdapterLayer", "AdapterSlot", "Adapters", "LayerSet",

@@ -8,10 +8,12 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
+
+if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at import, `lowdim --help` loads them
+    from torch import nn
 
 LAYER_TYPES = ("linear", "conv1x1")
 # Token embeddings are targets only when asked for by kind (Textual Inversion): a glob such as
@@ -63,6 +65,8 @@ def matches(pattern: str, name: str) -> bool:
 
 
 def layer_kind(module: nn.Module) -> str | None:
+    from torch import nn
+
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, nn.Embedding):
@@ -95,12 +99,16 @@ def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> li
 
 
 def _opaque_layers(model: nn.Module) -> set[str]:
+    from torch import nn
+
     return {f"{name}.out_proj" if name else "out_proj"
             for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)}
 
 
 def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.Module]]:
     """Matching (name, module) pairs in model order; a pattern that matches nothing is an error."""
+    from torch import nn
+
     candidates = candidate_layers(model, layer_set.types)
     names = [name for name, _ in candidates]
     known = set(names)
@@ -165,6 +173,8 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
 
 def _kind_words(module: nn.Module) -> str:
     """What a matched module is, in the words a user needs to pick another one."""
+    from torch import nn
+
     if isinstance(module, nn.Conv2d):
         return f"a Conv2d with a {module.kernel_size[0]}x{module.kernel_size[1]} kernel, stride {module.stride[0]}, " \
                f"padding {module.padding if isinstance(module.padding, str) else module.padding[0]} " \

@@ -1,10 +1,16 @@
 """Weight spaces: pure math describing a low-dimensional ΔW for one linear layer."""
 
-from lowdim.spaces.base import LayerSpec, Space, SpaceConfig, option
-from lowdim.spaces.lidb import LidbConfig, LidbSpace
-from lowdim.spaces.lora import LoraConfig, LoraSpace
-from lowdim.spaces.stack import StackConfig, StackSpace
-from lowdim.spaces.ti import TextualInversionConfig, TextualInversionSpace
+from lowdim._lazy import lazy_exports
+
+# Loaded on first use: importing lowdim.spaces.builtin (a plugin module) must not import torch.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "lowdim.spaces.base": ("LayerSpec", "Space", "SpaceConfig", "option"),
+    "lowdim.spaces.lidb": ("LidbConfig", "LidbSpace"),
+    "lowdim.spaces.lora": ("LoraConfig", "LoraSpace"),
+    "lowdim.spaces.stack": ("StackConfig", "StackSpace"),
+    "lowdim.spaces.ti": ("TextualInversionConfig", "TextualInversionSpace"),
+})
+del lazy_exports
 
 __all__ = [
     "LayerSpec", "Space", "SpaceConfig", "option",

@@ -1,22 +1,20 @@
 """TinyFaces: a procedural cartoon-face world for HyperDreamBooth experiments."""
 
-from .grid import render_grid, save_grid
-from .identity import (
-    CARDINALITIES,
-    ENCODING_DIM,
-    FACTOR_NAMES,
-    FACTORS,
-    NUM_IDENTITIES,
-    Identity,
-    decode_identities,
-    encode_identities,
-    identities_to_array,
-    sample_identities,
-)
-from .model_files import model_path
-from .nuisance import Nuisance
-from .styles import STYLE_TEMPLATES, STYLES, TRAINING_SUBJECT, prompt_for
-from .world import Batch, iter_dataset, render, render_tensor, sample_dataset
+from lowdim._lazy import lazy_exports
+
+# Loaded on first use (PEP 562): lowdim loads this package with its plugin module to list the plugin's
+# commands in `lowdim --help`, which must not import torch, numpy or PIL.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    f"{__name__}.grid": ("render_grid", "save_grid"),
+    f"{__name__}.identity": ("CARDINALITIES", "ENCODING_DIM", "FACTOR_NAMES", "FACTORS", "NUM_IDENTITIES",
+                             "Identity", "decode_identities", "encode_identities", "identities_to_array",
+                             "sample_identities"),
+    f"{__name__}.model_files": ("model_path",),
+    f"{__name__}.nuisance": ("Nuisance",),
+    f"{__name__}.styles": ("STYLE_TEMPLATES", "STYLES", "TRAINING_SUBJECT", "prompt_for"),
+    f"{__name__}.world": ("Batch", "iter_dataset", "render", "render_tensor", "sample_dataset"),
+})
+del lazy_exports
 
 __all__ = [
     "CARDINALITIES",

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from .folders import SPLITS, write_identities
-
 
 def tinyfaces_identities(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write id-00000.png ... into.")],
@@ -29,6 +27,7 @@ def tinyfaces_identities(
     --split train --seed 1 --renders 2
     """
     from lowdim.errors import LowdimError
+    from lowdim_tinyfaces.folders import SPLITS, write_identities  # torch, numpy, PIL: not for --help
     from lowdim_tinyfaces.styles import STYLES
 
     if split not in SPLITS:

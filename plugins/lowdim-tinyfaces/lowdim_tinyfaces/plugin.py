@@ -10,17 +10,21 @@ import os
 from pathlib import Path
 
 from lowdim.hookspecs import hookimpl
-from lowdim_tinyfaces.looks import describe_face, describer_path
 from lowdim_tinyfaces.model_files import hypernet_path, model_path
-from lowdim_tinyfaces.styles import STYLES, prompt_for
+
+# looks and styles import torch, so they are imported where used: `lowdim --help` loads this module.
 
 
 def preview_prompts() -> tuple[str, ...]:
+    from lowdim_tinyfaces.styles import STYLES, prompt_for
+
     return tuple(prompt_for(style, "[V] face") for style in STYLES)
 
 
 def bench_prompts() -> tuple[str, ...]:
     """Every style with the training subject, then again with "person", a word no training caption used."""
+    from lowdim_tinyfaces.styles import STYLES, prompt_for
+
     return preview_prompts() + tuple(prompt_for(style, "[V] person") for style in STYLES)
 
 
@@ -32,6 +36,7 @@ RETRAINED_ENV, RETRAINED_NAME = "LOWDIM_TINYFACES_RETRAINED", "tinyfaces-retrain
 
 def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str | None):
     from lowdim_sd.plugin import SDBackend
+    from lowdim_tinyfaces.looks import describe_face, describer_path
 
     return SDBackend(
         name, source, preview_prompts=preview_prompts(), bench_prompts=bench_prompts(),
