@@ -90,7 +90,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -116,16 +116,19 @@ def device_problem(device: str) -> str | None:
                     f"cuda:0 to cuda:{count - 1}")
         return None
     if chosen.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return None if mps and mps.is_available() else (
+        return None if mps_available() else (
             f"device '{device}' was requested but MPS (Apple silicon) is not available; use --device cpu")
     return f"device '{device}' cannot run lowdim: use {DEVICES}"
 
 
 def accelerator_available() -> bool:
     """Whether HF accelerate should use devices; without one it must be told cpu=True to go multi-process."""
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps and mps.is_available())
+    return torch.cuda.is_available() or mps_available()
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)  # absent from some builds
+    return bool(mps and mps.is_available())
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -5,7 +5,8 @@ from lowdim._lazy import lazy_exports
 # Loaded on first use: `lowdim.inject.select` (LayerSet, which plugins name at import time) stays torch-free.
 __getattr__, __dir__ = lazy_exports(__name__, {
     "lowdim.inject.layer": ("AdapterLayer", "AdapterSlot"),
-    "lowdim.inject.manager": ("AdapterInfo", "Adapters", "inject", "relax_rank"),
+    "lowdim.inject.manager": ("AdapterInfo", "Adapters", "inject"),
+    "lowdim.inject.relax": ("relax_rank",),
     "lowdim.inject.select": ("LayerSet", "candidate_layers", "covers", "exact_layers", "select_layers"),
     "lowdim.inject.stacked": ("stacked_factors",),
 })
