@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -28,21 +28,29 @@ class Entry:
     plugin: str
 
 
-@dataclass
+# Each table and the hook that fills it.
+HOOKS = {"spaces": "register_spaces", "backends": "register_backends", "heads": "register_heads",
+         "metrics": "register_metrics"}
+
+
 class Registry:
-    spaces: dict[str, Entry] = field(default_factory=dict)
-    backends: dict[str, Entry] = field(default_factory=dict)
-    heads: dict[str, Entry] = field(default_factory=dict)
-    metrics: dict[str, Entry] = field(default_factory=dict)
-    manager: pluggy.PluginManager | None = None
+    """The spaces, backends, heads and metrics of a set of plugins, each a table of ``Entry`` by name.
+
+    A lazy registry (the process-wide one) calls a table's hook when that table is first read, so
+    ``lowdim models`` lists backends without importing the spaces' torch code; an eager one (the
+    default of ``from_plugins``) fills every table at once, raising a clash between plugins there.
+    """
+
+    def __init__(self, manager: pluggy.PluginManager | None = None) -> None:
+        self.manager = manager
+        self._tables: dict[str, dict[str, Entry]] = {}
 
     @classmethod
-    def from_manager(cls, manager: pluggy.PluginManager) -> Registry:
+    def from_manager(cls, manager: pluggy.PluginManager, lazy: bool = False) -> Registry:
         registry = cls(manager=manager)
-        registry._collect(manager, "register_spaces", registry._add_space)
-        registry._collect(manager, "register_backends", registry._add_backend)
-        registry._collect(manager, "register_heads", registry._add_named(registry.heads, "head"))
-        registry._collect(manager, "register_metrics", registry._add_named(registry.metrics, "metric"))
+        if not lazy:
+            for kind in HOOKS:
+                registry._table(kind)
         return registry
 
     @classmethod
@@ -51,10 +59,35 @@ class Registry:
     ) -> Registry:
         return cls.from_manager(build_plugin_manager(modules, load_entry_points=load_entry_points))
 
+    @property
+    def spaces(self) -> dict[str, Entry]:
+        return self._table("spaces")
+
+    @property
+    def backends(self) -> dict[str, Entry]:
+        return self._table("backends")
+
+    @property
+    def heads(self) -> dict[str, Entry]:
+        return self._table("heads")
+
+    @property
+    def metrics(self) -> dict[str, Entry]:
+        return self._table("metrics")
+
     # -- registration ---------------------------------------------------------------------
-    def _collect(self, manager: pluggy.PluginManager, hook: str, add: Any) -> None:
+    def _table(self, kind: str) -> dict[str, Entry]:
+        if kind not in self._tables:
+            table: dict[str, Entry] = {}  # kept only once complete: a clash leaves nothing half-filled
+            if self.manager is not None:
+                add = {"spaces": self._add_space, "backends": self._add_backend}.get(kind)
+                self._collect(self.manager, HOOKS[kind], add or self._add_named(kind[:-1]), table)
+            self._tables[kind] = table
+        return self._tables[kind]
+
+    def _collect(self, manager: pluggy.PluginManager, hook: str, add: Any, table: dict[str, Entry]) -> None:
         def make_kwargs(plugin: str) -> dict[str, Any]:
-            return {"register": lambda *args: add(plugin, *args)}
+            return {"register": lambda *args: add(table, plugin, *args)}
 
         call_each(manager, hook, make_kwargs)
 
@@ -65,19 +98,19 @@ class Registry:
             )
         table[name] = Entry(name, value, plugin)
 
-    def _add_space(self, plugin: str, space_class: type[Space]) -> None:
+    def _add_space(self, table: dict[str, Entry], plugin: str, space_class: type[Space]) -> None:
         from lowdim.spaces.base import Space
 
         if not (isinstance(space_class, type) and issubclass(space_class, Space)):
             raise TypeError(f"register_spaces expects a Space subclass, got {space_class!r}")
-        self._claim(self.spaces, "space", space_class.name, space_class, plugin)
+        self._claim(table, "space", space_class.name, space_class, plugin)
 
-    def _add_backend(self, plugin: str, backend: Any) -> None:
+    def _add_backend(self, table: dict[str, Entry], plugin: str, backend: Any) -> None:
         for key in (backend.name, *getattr(backend, "aliases", ())):
-            self._claim(self.backends, "backend", key, backend, plugin)
+            self._claim(table, "backend", key, backend, plugin)
 
-    def _add_named(self, table: dict[str, Entry], kind: str) -> Any:
-        def add(plugin: str, name: str, factory: Any) -> None:
+    def _add_named(self, kind: str) -> Any:
+        def add(table: dict[str, Entry], plugin: str, name: str, factory: Any) -> None:
             self._claim(table, kind, name, factory, plugin)
 
         return add
@@ -114,7 +147,7 @@ def get_registry() -> Registry:
     """The process-wide registry, built from installed plugins on first use."""
     global _current
     if _current is None:
-        _current = Registry.from_manager(installed_plugins())
+        _current = Registry.from_manager(installed_plugins(), lazy=True)
     return _current
 
 

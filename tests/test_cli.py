@@ -224,7 +224,7 @@ def walk(command, path):
         walk(sub, [*path, name])
 walk(typer.main.get_command(app), [])
 runs = [[*path, "--help"] for path in paths] + [[], ["personalize"], ["no-such-command"], ["train", "--no-such-option"],
-                                                ["--version"]]
+                                                ["--version"], ["models"]]
 for args in runs:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         main(args)
@@ -233,8 +233,8 @@ print(len(runs), sorted(name for name in ("torch", "numpy", "PIL", "diffusers", 
 
 
 def test_help_and_usage_errors_load_no_torch():
-    """`lowdim --help`, every command's --help (plugins' too) and usage errors answer in a fraction of a second:
-    torch alone takes seconds to import, and nothing there needs it."""
+    """`lowdim --help`, every command's --help (plugins' too), usage errors and `lowdim models` answer in a fraction
+    of a second: torch alone takes seconds to import, and nothing there needs it."""
     result = subprocess.run([sys.executable, "-c", FAST_PATH_SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     count, loaded = result.stdout.strip().split(" ", 1)

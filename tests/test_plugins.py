@@ -97,6 +97,37 @@ def test_two_plugins_registering_one_name_is_a_clear_error():
         lowdim.Registry.from_plugins(["lowdim.spaces.builtin", clash])
 
 
+def test_the_process_wide_registry_reads_a_table_only_when_asked():
+    """`lowdim models` lists backends without running the spaces' hooks, whose classes import torch."""
+    calls = []
+
+    def spaces_hook(register):
+        calls.append("spaces")
+        register(ScalarSpace)
+
+    counting = plugin_module("counting", register_spaces=spaces_hook,
+                             register_backends=lambda register: calls.append("backends"))
+    registry = lowdim.Registry.from_manager(plugins.build_plugin_manager([counting], load_entry_points=False),
+                                            lazy=True)
+    assert calls == []
+    assert registry.backends == {}
+    assert calls == ["backends"]
+    assert list(registry.spaces) == ["scalar"] and list(registry.spaces) == ["scalar"]
+    assert calls == ["backends", "spaces"]  # each hook runs once
+
+
+def test_a_clash_in_a_lazy_table_is_raised_on_every_read_not_cached_half_filled():
+    class FakeLora(ScalarSpace):
+        name = "lora"
+
+    clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
+    manager = plugins.build_plugin_manager(["lowdim.spaces.builtin", clash], load_entry_points=False)
+    registry = lowdim.Registry.from_manager(manager, lazy=True)
+    for _ in range(2):
+        with pytest.raises(PluginError, match="space 'lora' is registered twice"):
+            _ = registry.spaces
+
+
 def test_unknown_space_lists_the_known_ones():
     with pytest.raises(lowdim.ConfigError, match="unknown space 'lidbb'; known: .*lidb.*lora"):
         lowdim.get_space("lidbb")

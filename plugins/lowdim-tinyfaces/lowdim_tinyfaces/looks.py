@@ -25,15 +25,12 @@ from torch import Tensor
 
 from .captions import ATTRIBUTE_PHRASES, describe
 from .identity import FACTOR_NAMES
+from .model_files import describer_path
 
 # The looks a preview names: what the issue asks every style to keep, and what a 32 px picture shows.
 NAMED = ("skin_tone", "hair_colour", "hair_style", "glasses")
 GROUPS: dict[str, list[str]] = {
     factor: [phrase or "none" for phrase in ATTRIBUTE_PHRASES[factor]] for factor in NAMED}
-
-
-def describer_path() -> Path:
-    return Path(__file__).resolve().parent / "hypernet" / "describer.safetensors"
 
 
 def words_for(classes: dict[str, int]) -> str:

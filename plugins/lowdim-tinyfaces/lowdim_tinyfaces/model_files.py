@@ -18,6 +18,11 @@ def hypernet_path() -> Path:
     return Path(__file__).resolve().parent / "hypernet" / "hypernet.safetensors"
 
 
+def describer_path() -> Path:
+    """The reader of a face's looks (skin, hair, glasses) that names them in preview prompts."""
+    return Path(__file__).resolve().parent / "hypernet" / "describer.safetensors"
+
+
 def not_a_model_folder(folder: Path) -> str | None:
     """Why ``folder`` is not an exported TinyFaces folder, or None when it is one."""
     if not (folder / "model_index.json").is_file():

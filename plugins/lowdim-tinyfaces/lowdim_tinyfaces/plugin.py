@@ -10,20 +10,20 @@ import os
 from pathlib import Path
 
 from lowdim.hookspecs import hookimpl
-from lowdim_tinyfaces.model_files import hypernet_path, model_path
+from lowdim_tinyfaces.model_files import describer_path, hypernet_path, model_path
 
 # looks and styles import torch, so they are imported where used: `lowdim --help` loads this module.
 
 
 def preview_prompts() -> tuple[str, ...]:
-    from lowdim_tinyfaces.styles import STYLES, prompt_for
+    from lowdim_tinyfaces.prompts import STYLES, prompt_for
 
     return tuple(prompt_for(style, "[V] face") for style in STYLES)
 
 
 def bench_prompts() -> tuple[str, ...]:
     """Every style with the training subject, then again with "person", a word no training caption used."""
-    from lowdim_tinyfaces.styles import STYLES, prompt_for
+    from lowdim_tinyfaces.prompts import STYLES, prompt_for
 
     return preview_prompts() + tuple(prompt_for(style, "[V] person") for style in STYLES)
 
@@ -34,9 +34,16 @@ def bench_prompts() -> tuple[str, ...]:
 RETRAINED_ENV, RETRAINED_NAME = "LOWDIM_TINYFACES_RETRAINED", "tinyfaces-retrained"
 
 
+def describe_face(image):
+    """The looks of a face in words; the describer (torch) loads on the first face, so `lowdim models` lists
+    this backend without it."""
+    from lowdim_tinyfaces.looks import describe_face
+
+    return describe_face(image)
+
+
 def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str | None):
     from lowdim_sd.plugin import SDBackend
-    from lowdim_tinyfaces.looks import describe_face, describer_path
 
     return SDBackend(
         name, source, preview_prompts=preview_prompts(), bench_prompts=bench_prompts(),

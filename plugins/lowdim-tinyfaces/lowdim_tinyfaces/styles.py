@@ -14,19 +14,10 @@ import torch
 from torch import Tensor
 
 from .nuisance import hash_uniform
+from .prompts import STYLE_INDEX, STYLE_TEMPLATES, STYLES, TRAINING_SUBJECT, prompt_for
 
-# Ordered: the position is the integer style id used in tensors.
-STYLE_TEMPLATES: dict[str, str] = {
-    "photo": "a photo of a {subject}",
-    "sketch": "a pencil sketch of a {subject}",
-    "popart": "a pop-art poster of a {subject}",
-    "night": "a {subject} at night",
-    "red_background": "a {subject} on a red background",
-    "hat": "a {subject} wearing a hat",
-}
-STYLES: tuple[str, ...] = tuple(STYLE_TEMPLATES)
-STYLE_INDEX: dict[str, int] = {name: i for i, name in enumerate(STYLES)}
-TRAINING_SUBJECT = "face"
+__all__ = ["STYLES", "STYLE_INDEX", "STYLE_TEMPLATES", "TRAINING_SUBJECT", "background", "post_effect", "prompt_for",
+           "style_ids"]
 
 _BACKGROUND = torch.tensor(
     [
@@ -51,12 +42,6 @@ def style_ids(styles: str | int | list[str | int] | tuple[str | int, ...], n: in
     if any(not 0 <= i < len(STYLES) for i in ids):
         raise ValueError(f"style id out of range [0, {len(STYLES)})")
     return torch.tensor(ids, dtype=torch.long)
-
-
-def prompt_for(style: str | int, subject: str = TRAINING_SUBJECT) -> str:
-    """The caption for ``style``; pass ``subject="[V] face"`` for personalised prompts."""
-    name = STYLES[style] if isinstance(style, int) else style
-    return STYLE_TEMPLATES[name].format(subject=subject)
 
 
 def background(sid: Tensor, gx: Tensor, gy: Tensor, seeds: np.ndarray, pixel: float) -> Tensor:
