@@ -157,7 +157,7 @@ def generate(
 ):
     """Generate images with zero or more adapters; writes one PNG per image and a labelled grid.png.
 
-    Example: lowdim generate -m tinyfaces -a me/face.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
+    Example: lowdim generate -m tinyfaces -a me/adapter.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
@@ -204,11 +204,12 @@ def export(
     Example: lowdim export me.safetensors --format kohya
     """
     from lowdim_sd.export import export_adapter
-    from lowdim_sd.runs import refuse_overwrite
+    from lowdim_sd.runs import check_file_target, refuse_overwrite
 
     target = out_path or adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
     if not target.is_dir():  # export_adapter names a folder given as -o
         refuse_overwrite([target], overwrite, other="choose another -o")
+        check_file_target(target, "-o")
     written = export_adapter(adapter, target, fmt, dtype=dtype)
     out.print(f"wrote [bold]{written}[/]")
 
@@ -236,7 +237,9 @@ def merge(
     from lowdim_sd.generate import parse_adapter_arg
     from lowdim_sd.loading import load_sd
     from lowdim_sd.merged_model import save_merged
+    from lowdim_sd.runs import check_file_target
 
+    check_file_target(out_path, "-o")  # its folder, before the model loads (a diffusers folder is made later)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
     written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt, overwrite)
     out.print(f"wrote [bold]{written}[/]")

@@ -169,8 +169,11 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     made_for = shipped.made_for
     if made_for[:2] == (space.name, space.config.to_dict()) and predicts_layers(shipped, layers):
         return True, (None if job.no_hyper else shipped)
-    warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
-                  f"layers asked for: starting from zero ({SCRATCH_STEPS} steps unless --steps)", stacklevel=3)
+    if not job.only_hyper:  # there the missing prediction is the error, named next
+        warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
+                      f"layers asked for: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
+                      f"trains ({SCRATCH_STEPS} steps unless --steps); `lowdim train --space {space.name}` trains the "
+                      f"space itself", stacklevel=3)
     return False, None
 
 
@@ -247,7 +250,10 @@ def finetune_schedule(job: PersonalizeJob, backend: Any, in_play: bool) -> tuple
     batch_size = job.batch_size
     if batch_size is None:  # 0 stays: TrainConfig.validate names it
         batch_size = getattr(recipe, "finetune_batch", defaults.FINETUNE_BATCH)
-    return steps, batch_size, job.learning_rate or getattr(recipe, "finetune_lr", defaults.FINETUNE_LR)
+    learning_rate = job.learning_rate  # 0 stays: TrainConfig.validate names it
+    if learning_rate is None:
+        learning_rate = getattr(recipe, "finetune_lr", defaults.FINETUNE_LR)
+    return steps, batch_size, learning_rate
 
 
 def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor) -> dict | None:

@@ -200,6 +200,7 @@ def check_job(job: PrecomputeJob) -> None:
                           ("--limit", 1 if job.limit is None else job.limit)):
         if value < 1:
             raise LowdimError(f"{option} must be at least 1, got {value}")
+    training_config(job).validate()  # --lr 0 or a NaN rate: refused, never replaced by the default
     from lowdim_sd.generate import check_resolution
 
     check_resolution(job.resolution)
@@ -294,7 +295,8 @@ def training_config(job: PrecomputeJob) -> TrainConfig:
     """``job.config`` with the learning rate resolved (``job.learning_rate``, else the space's default)."""
     from lowdim_sd.workflows import DEFAULT_LR
 
-    return replace(job.config, learning_rate=job.learning_rate or DEFAULT_LR.get(job.space, defaults.OTHER_LR))
+    return replace(job.config, learning_rate=DEFAULT_LR.get(job.space, defaults.OTHER_LR)
+                   if job.learning_rate is None else job.learning_rate)
 
 
 def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:

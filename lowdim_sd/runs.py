@@ -105,6 +105,24 @@ def check_usable(out: Path, needed_bytes: int = 0) -> None:
     check_space(out, max(needed_bytes, MIN_FREE_BYTES))
 
 
+def check_file_target(path: Path, flag: str = "--out") -> None:
+    """One line when ``path`` cannot be written in its folder: a file stands where a folder is needed, or the
+    folder cannot be made or is read-only.
+
+    Checked before the work, so a merge or an export is not lost to a typo in the output path."""
+    folder = Path(path).parent
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise LowdimError(f"{flag} {path}: {blocker} is a file, where a folder is needed")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".lowdim-probe-{os.getpid()}.tmp"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as error:
+        raise LowdimError(f"{flag} {path}: not writable ({error.strerror or error})") from None
+
+
 def check_space(out: Path, needed_bytes: int) -> None:
     """One line when the disk holding ``out`` (or the folder it will be made in) lacks ``needed_bytes``."""
     if not needed_bytes:

@@ -98,7 +98,8 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
 
 def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
-    job.config.learning_rate = job.learning_rate or DEFAULT_LR.get(mode_of(job), defaults.OTHER_LR)
+    job.config.learning_rate = (DEFAULT_LR.get(mode_of(job), defaults.OTHER_LR) if job.learning_rate is None
+                                else job.learning_rate)  # 0 is refused by validate, not replaced
     job.config.validate()
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")

@@ -239,3 +239,8 @@ def test_help_and_usage_errors_load_no_torch():
     assert result.returncode == 0, result.stderr
     count, loaded = result.stdout.strip().split(" ", 1)
     assert int(count) > 20 and loaded == "[]", result.stdout
+
+
+def test_python_dash_m_lowdim_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "lowdim", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("lowdim "), result.stderr

@@ -50,6 +50,20 @@ def test_eval_writes_the_table_json_and_markdown(capsys, folder, tiny_clip, tiny
     assert "|  | DINO ↑ | CLIP-I ↑ | CLIP-T ↑ |" in markdown and "## Per image" in markdown
 
 
+@pytest.mark.parametrize("flag, message", [("--device", "unknown device 'gpu'"),
+                                           ("--out", "a file, where a folder is needed")])
+def test_a_bad_device_or_out_is_one_line_before_any_image_is_scored(capsys, folder, monkeypatch, flag, message):
+    import lowdim_sd.eval.job
+
+    monkeypatch.setattr(lowdim_sd.eval.job, "run_eval", lambda *a, **k: pytest.fail("the images were scored"))
+    value = "gpu" if flag == "--device" else folder / "ref.png"
+    code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "clip-t", flag, value, "--no-progress")
+    text = stdout + stderr
+    assert code == 1 and "Traceback" not in text
+    assert [line for line in text.splitlines() if line.strip()] == [line for line in text.splitlines()
+                                                                    if "Error:" in line and message in line]
+
+
 def test_an_unavailable_metric_is_skipped_and_the_others_run(capsys, folder, tiny_clip, tmp_path):
     code, stdout, _ = run(capsys, "eval", folder, "--metrics", "dino,clip-t", "--dino-model", tmp_path / "none" / "x",
                           "--clip-model", tiny_clip, "--device", "cpu", "--out", tmp_path / "r", "--no-progress")

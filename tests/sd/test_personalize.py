@@ -109,7 +109,7 @@ def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face,
     assert lowdim.read_adapter(shipped.adapter).params.keys() == lowdim.read_adapter(named.adapter).params.keys()
     for layer, params in lowdim.read_adapter(named.adapter).params.items():
         assert all(torch.equal(lowdim.read_adapter(shipped.adapter).params[layer][k], v) for k, v in params.items())
-    with pytest.warns(UserWarning, match="hypernetwork predicts lidb on unet\\+text layers.*starting from zero"):
+    with pytest.warns(UserWarning, match="predicts lidb on unet\\+text layers.*stays at zero and only the rank-4 LoRA"):
         other = personalize(job(tiny_sd, face, tmp_path / "i", layers="*attn1.to_q"), progress=False)
     assert all(float(v.abs().sum()) == 0 for p in lowdim.read_adapter(other.adapter).params.values()
                for k, v in p.items() if k.startswith("c0_A"))

@@ -93,6 +93,9 @@ def test_bad_input_is_one_line_and_exit_1(tiny_sd, refs, tmp_path, capsys, setup
 BAD_SETTINGS = [
     (["train", "--steps", -2], "--steps must be >= 0, got -2"),
     (["train", "--lr", -1], "--lr must be a positive number, got -1.0"),
+    (["train", "--lr", 0], "--lr must be a positive number, got 0.0"),  # refused, not replaced by the default
+    (["personalize", "--lr", 0], "--lr must be a positive number, got 0.0"),
+    (["merge", "-o", "UNDER_FILE"], "is a file, where a folder is needed"),
     (["train", "--batch-size", 0], "--batch-size must be >= 1, got 0"),
     (["train", "--grad-accum", 0], "--grad-accum must be >= 1, got 0"),
     (["train", "--mixed-precision", "fp8"], "--mixed-precision must be one of no, fp16, bf16, got 'fp8'"),
@@ -130,11 +133,13 @@ def test_settings_nothing_can_run_with_are_one_line_errors_before_any_work(tiny_
     monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     command, *options = args
     first_image = sorted(refs.iterdir())[0]
-    names = {"REFS_FILE": str(first_image), "NEW_PICTURE": str(tmp_path / "o.png")}
+    names = {"REFS_FILE": str(first_image), "NEW_PICTURE": str(tmp_path / "o.png"),
+             "UNDER_FILE": str(first_image / "merged.safetensors")}
     options = [names.get(option, option) if isinstance(option, str) else option for option in options]
     inputs = {"train": ["-i", refs, "--out", tmp_path / "o"],
               "personalize": ["-i", first_image, "--out", tmp_path / "o"],
-              "generate": ["-p", "a [V] face"] + ([] if "-o" in options else ["-o", tmp_path / "o"])}[command]
+              "generate": ["-p", "a [V] face"] + ([] if "-o" in options else ["-o", tmp_path / "o"]),
+              "merge": ["-a", tmp_path / "o" / "adapter.safetensors"]}[command]
     code, text = run(capsys, command, "-m", tiny_sd, *inputs, *options)
     assert code == 1 and "Traceback" not in text
     lines = [line for line in text.splitlines() if line.strip()]
@@ -148,6 +153,10 @@ def test_exporting_onto_a_folder_or_from_one_names_it(tiny_sd, refs, tmp_path, c
     assert code == 1 and f"{refs}: is a folder; give a file name to write" in " ".join(text.split())
     code, text = run(capsys, "export", refs)
     assert code == 1 and f"{refs}: is a folder; expected a .safetensors adapter file" in " ".join(text.split())
+    picture = sorted(refs.iterdir())[0]
+    code, text = run(capsys, "export", tmp_path / "run" / "adapter.safetensors", "-o", picture / "x.safetensors")
+    assert code == 1 and f"{picture} is a file, where a folder is needed" in " ".join(text.split())
+    assert "Traceback" not in text
 
 
 def test_sd15_offline_says_what_it_looked_for_and_how_to_pass_a_path(monkeypatch):
