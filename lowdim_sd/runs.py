@@ -95,13 +95,7 @@ def check_usable(out: Path, needed_bytes: int = 0) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LowdimError(f"--out {out}: a file, where a folder is needed")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".lowdim-probe-{os.getpid()}.tmp"
-        probe.write_bytes(b"0")
-        probe.unlink()
-    except OSError as error:
-        raise LowdimError(f"--out {out}: not writable ({error.strerror or error})") from None
+    probe_writable(out, f"--out {out}")
     check_space(out, max(needed_bytes, MIN_FREE_BYTES))
 
 
@@ -114,13 +108,18 @@ def check_file_target(path: Path, flag: str = "--out") -> None:
     blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise LowdimError(f"{flag} {path}: {blocker} is a file, where a folder is needed")
+    probe_writable(folder, f"{flag} {path}")
+
+
+def probe_writable(folder: Path, named: str) -> None:
+    """Make ``folder`` if needed and write a byte in it; one line starting with ``named`` when either fails."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".lowdim-probe-{os.getpid()}.tmp"
         probe.write_bytes(b"0")
         probe.unlink()
     except OSError as error:
-        raise LowdimError(f"{flag} {path}: not writable ({error.strerror or error})") from None
+        raise LowdimError(f"{named}: not writable ({error.strerror or error})") from None
 
 
 def check_space(out: Path, needed_bytes: int) -> None:
