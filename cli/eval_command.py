@@ -122,12 +122,12 @@ def eval_(
     from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
     from lowdim_sd.eval.report import write_report
     from lowdim_sd.loading import resolve_device
-    from lowdim_sd.runs import check_usable
+    from lowdim_sd.runs import check_folder_target
 
     names = parse_metric_names(metrics)
     resolve_device(device)  # an unknown or absent device is one line, before any metric model loads
     if out_dir is not None:
-        check_usable(out_dir)  # before the scoring, which a bad --out would otherwise throw away
+        check_folder_target(out_dir)  # before the scoring, which a bad --out would otherwise throw away
     job = EvalJob(folder=folder, metrics=names, references=tuple(references or ()), token=token, crop=crop,
                   crop_size=crop_size, margin=margin, device=device,
                   options=metric_options(set_ or [], dino_model, clip_model, face_model, names))

@@ -111,6 +111,21 @@ def check_file_target(path: Path, flag: str = "--out") -> None:
     probe_writable(folder, f"{flag} {path}")
 
 
+def check_folder_target(folder: Path, flag: str = "--out") -> None:
+    """One line when the folder ``folder`` could not be made or written, checked without making it (so a
+    command refused later for its input leaves nothing behind): a file in its place or above it, or a
+    read-only folder above it."""
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is None:
+        return
+    if not blocker.is_dir():
+        where = "" if blocker == folder else f"{blocker} is "
+        raise LowdimError(f"{flag} {folder}: {where}a file, where a folder is needed")
+    if not os.access(blocker, os.W_OK | os.X_OK):
+        raise LowdimError(f"{flag} {folder}: not writable ({blocker} is read-only)")
+
+
 def probe_writable(folder: Path, named: str) -> None:
     """Make ``folder`` if needed and write a byte in it; one line starting with ``named`` when either fails."""
     try:
