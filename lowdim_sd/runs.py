@@ -104,11 +104,9 @@ def check_file_target(path: Path, flag: str = "--out") -> None:
     folder cannot be made or is read-only.
 
     Checked before the work, so a merge or an export is not lost to a typo in the output path."""
-    folder = Path(path).parent
-    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise LowdimError(f"{flag} {path}: {blocker} is a file, where a folder is needed")
-    probe_writable(folder, f"{flag} {path}")
+    path = Path(path)
+    refuse_a_file_in_the_way(path.parent, f"{flag} {path}", path)
+    probe_writable(path.parent, f"{flag} {path}")
 
 
 def check_folder_target(folder: Path, flag: str = "--out") -> None:
@@ -116,14 +114,19 @@ def check_folder_target(folder: Path, flag: str = "--out") -> None:
     command refused later for its input leaves nothing behind): a file in its place or above it, or a
     read-only folder above it."""
     folder = Path(folder)
-    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if blocker is None:
-        return
-    if not blocker.is_dir():
-        where = "" if blocker == folder else f"{blocker} is "
-        raise LowdimError(f"{flag} {folder}: {where}a file, where a folder is needed")
-    if not os.access(blocker, os.W_OK | os.X_OK):
-        raise LowdimError(f"{flag} {folder}: not writable ({blocker} is read-only)")
+    existing = refuse_a_file_in_the_way(folder, f"{flag} {folder}", folder)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise LowdimError(f"{flag} {folder}: not writable ({existing} is read-only)")
+
+
+def refuse_a_file_in_the_way(folder: Path, named: str, shown: Path) -> Path | None:
+    """The nearest existing one of ``folder`` and its parents (None: none exists); one line starting with
+    ``named`` when it is a file, naming it unless it is ``shown`` itself."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == shown else f"{existing} is "
+        raise LowdimError(f"{named}: {where}a file, where a folder is needed")
+    return existing
 
 
 def probe_writable(folder: Path, named: str) -> None:
