@@ -19,14 +19,14 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from lowdim.files import AdapterFile, load_adapter, read_adapter, save_adapter
     from lowdim.inject import AdapterInfo, Adapters, LayerSet, inject, relax_rank, stacked_factors
     from lowdim.registry import Registry, get_registry, get_space, use_registry
-    from lowdim.spaces import LayerSpec, Space, SpaceConfig, option
+    from lowdim.spaces import LayerSpec, Space, SpaceConfig, option, require
 
 # The rest imports torch, so it loads on first use: `lowdim --help` and usage errors stay fast.
 __getattr__, __dir__ = lazy_exports(__name__, {
     "lowdim.files": ("AdapterFile", "load_adapter", "read_adapter", "save_adapter"),
     "lowdim.inject": ("AdapterInfo", "Adapters", "LayerSet", "inject", "relax_rank", "stacked_factors"),
     "lowdim.registry": ("Registry", "get_registry", "get_space", "use_registry"),
-    "lowdim.spaces": ("LayerSpec", "Space", "SpaceConfig", "option"),
+    "lowdim.spaces": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),
 })
 
 # `lowdim.inject` is a function, and lowdim/inject/ a subpackage: loading a subpackage sets it as an attribute
@@ -40,5 +40,6 @@ __all__ = [
     "__version__",
     "AdapterFile", "AdapterFileError", "AdapterInfo", "Adapters", "ConfigError", "LayerSet", "LayerSpec",
     "LowdimError", "PluginError", "Registry", "Space", "SpaceConfig", "get_registry", "get_space", "inject",
-    "load_adapter", "option", "read_adapter", "relax_rank", "save_adapter", "stacked_factors", "use_registry",
+    "load_adapter", "option", "read_adapter", "relax_rank", "require", "save_adapter", "stacked_factors",
+    "use_registry",
 ]

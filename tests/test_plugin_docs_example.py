@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +48,11 @@ def test_the_documented_space_registers_trains_merges_and_loads_from_its_file(tm
         assert torch.allclose(fresh(x), trained, atol=1e-6)
         adapters.merge("default")
         assert torch.allclose(model(x), trained, atol=1e-5)  # merged weights compute what the adapter did
+
+
+def test_the_documented_config_refuses_a_rank_below_one_in_one_line(monkeypatch):
+    registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", documented_plugin(monkeypatch)])
+    with lowdim.use_registry(registry):
+        for rank in (0, -1):
+            with pytest.raises(lowdim.ConfigError, match=f"^frozen-down: rank must be >= 1, got {rank}$"):
+                lowdim.get_space("frozen-down", rank=rank)

@@ -287,11 +287,13 @@ def _embedding_update(ids: Tensor, down: Tensor, up: Tensor) -> Tensor:
 
     Batched factors (B, vocab, r) / (B, r, width): sample j of ``ids`` (N, ...) uses adapter j % B.
     """
+    dtype = torch.promote_types(up.dtype, down.dtype)  # a frozen fp32 factor must not round an fp64 one
+    down, up = down.to(dtype), up.to(dtype)
     if up.dim() == 2:
         return nn.functional.embedding(ids, up) @ down
     batch = up.shape[0]
     tiles = ids.shape[0] // batch
     grouped = ids.reshape(tiles, batch, -1)  # sample j = tile * B + b
     picked = up[torch.arange(batch, device=ids.device)[None, :, None], grouped]  # (tiles, B, L, r)
-    rows = torch.einsum("tblr,brw->tblw", picked, down.to(picked.dtype))
+    rows = torch.einsum("tblr,brw->tblw", picked, down)
     return rows.reshape(*ids.shape, down.shape[-1])

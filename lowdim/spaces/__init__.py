@@ -4,7 +4,7 @@ from lowdim._lazy import lazy_exports
 
 # Loaded on first use: importing lowdim.spaces.builtin (a plugin module) must not import torch.
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "lowdim.spaces.base": ("LayerSpec", "Space", "SpaceConfig", "option"),
+    "lowdim.spaces.base": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),
     "lowdim.spaces.lidb": ("LidbConfig", "LidbSpace"),
     "lowdim.spaces.lora": ("LoraConfig", "LoraSpace"),
     "lowdim.spaces.stack": ("StackConfig", "StackSpace"),
@@ -13,7 +13,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 del lazy_exports
 
 __all__ = [
-    "LayerSpec", "Space", "SpaceConfig", "option",
+    "LayerSpec", "Space", "SpaceConfig", "option", "require",
     "LoraConfig", "LoraSpace", "LidbConfig", "LidbSpace", "StackConfig", "StackSpace",
     "TextualInversionConfig", "TextualInversionSpace",
 ]

@@ -111,6 +111,7 @@ def _checked_type(config_class: type, name: str, value: Any, prefix: str = "") -
 
 
 def require(condition: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ``condition``: the one-line check a config's ``validate`` is made of."""
     if not condition:
         raise ConfigError(message)
 

@@ -1,0 +1,352 @@
+"""The contract every registered space keeps, plugin spaces included: the shared suite.
+
+Each property draws a random layer shape, a random valid config (``Space.sample_config``), a
+seed and a dtype, then checks the space against its own formula for ΔW
+(``lowdim.testing.references``: written from the papers for the first-party spaces, never through
+``factors``; a plugin space's own single-sample ``delta`` otherwise) and the wrapped layer against that
+formula: forward, gradients, per-sample overrides, disable/enable, merge/unmerge, files.
+
+Every property applies to every first-party space. Textual Inversion ("ti") is an embedding space,
+but its update is defined on any matrix (it writes n learned rows, the last ones), so it keeps the
+whole contract on linear layers as is; ``test_on_an_embedding_...`` checks every space through an
+``nn.Embedding`` too, and that a token space leaves every other row bit-identical.
+
+Run it over an installed plugin's space without a source checkout:
+``python -m pytest --pyargs lowdim.testing.space_contract -k my-space``; or write
+``from lowdim.testing.space_contract import *`` in a test module of your own (docs/plugins.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import lowdim
+from lowdim import functional as F
+from lowdim.errors import LowdimError
+from lowdim.plugins import PluginWarning
+from lowdim.spaces.base import LayerSpec, Space
+from lowdim.testing.references import reference_delta
+
+# Built once with every installed plugin; a plugin that fails to load only warns, so the warnings
+# are kept for a test to fail on instead of the space silently missing from the list below.
+with warnings.catch_warnings(record=True) as _caught:
+    warnings.simplefilter("always")
+    REGISTRY = lowdim.Registry.from_plugins(load_entry_points=True)
+LOAD_WARNINGS = [str(w.message) for w in _caught if issubclass(w.category, PluginWarning)]
+SPACES = sorted(REGISTRY.spaces)
+
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
+PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LAYERS = ["0", "2"]
+pytestmark = pytest.mark.filterwarnings("error::lowdim.plugins.PluginWarning")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def contract_registry():
+    with lowdim.use_registry(REGISTRY):  # files name their space; loading resolves it here too
+        yield REGISTRY
+
+
+# -- cases -------------------------------------------------------------------------------------
+@st.composite
+def cases(draw):
+    return {
+        "layer": LayerSpec(draw(st.sampled_from(["blk.0.q", "blk.1.attn.v", "x"])),
+                           draw(st.integers(1, 24)), draw(st.integers(1, 24))),
+        "rng": random.Random(draw(st.integers(0, 2**32 - 1))),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
+    }
+
+
+def make_space(space_name: str, case: dict) -> Space:
+    space_class = REGISTRY.space_class(space_name)
+    return REGISTRY.make_space(space_name, space_class.sample_config(case["rng"], case["layer"]))
+
+
+def build(space_name: str, case: dict) -> tuple[Space, dict, dict]:
+    """A random config of the space with random (non-zero) params on the case's layer."""
+    space = make_space(space_name, case)
+    generator = torch.Generator().manual_seed(case["seed"])
+    params = space.init_params(case["layer"], generator)
+    params = {k: torch.randn(v.shape, generator=generator, dtype=case["dtype"]) for k, v in params.items()}
+    buffers = space.make_buffers(case["layer"], F.layer_seed(case["seed"], case["layer"].name))
+    return space, params, {k: v.to(case["dtype"]) for k, v in buffers.items()}
+
+
+def close(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
+    scale = max(1.0, float(b.detach().abs().max()) if b.numel() else 1.0)
+    return torch.allclose(a, b, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * scale)
+
+
+# -- the math ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases())
+def test_factors_and_delta_give_the_spaces_own_update_within_its_rank(space_name, case):
+    space, params, buffers = build(space_name, case)
+    layer = case["layer"]
+    expected = reference_delta(space, params, buffers)
+    down, up = space.factors(params, buffers)
+    assert down.shape == (space.rank(layer), layer.in_features)
+    assert up.shape == (layer.out_features, space.rank(layer))
+    assert close(up @ down, expected, case["dtype"])
+    assert close(space.delta(params, buffers), expected, case["dtype"])
+    assert F.numerical_rank(expected) <= space.rank(layer)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), layers=st.integers(1, 4))
+def test_a_space_that_stacks_layers_gives_each_stacked_layer_its_own_factors(space_name, case, layers):
+    space = make_space(space_name, case)
+    if not space.stacks_layers():  # a claim, not a duty: such a space's layers make their factors one by one
+        assert space_name not in ("lora", "lidb", "stack")
+        return
+    layer, dtype, generator = case["layer"], case["dtype"], torch.Generator().manual_seed(case["seed"])
+    built = [({k: torch.randn(v.shape, generator=generator, dtype=dtype)
+               for k, v in space.init_params(layer, generator).items()},
+              {k: v.to(dtype) for k, v in space.make_buffers(layer, case["seed"] + i).items()}) for i in range(layers)]
+    stacked = [{name: torch.stack([b[part][name] for b in built]) for name in built[0][part]} for part in (0, 1)]
+    for compute in (space.factors, space.trainable_factors):
+        down, up = compute(*stacked)
+        for index, (params, buffers) in enumerate(built):
+            own_down, own_up = compute(params, buffers)
+            assert close(down[index], own_down, case["dtype"]) and close(up[index], own_up, case["dtype"])
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases())
+def test_shapes_counts_and_reproducible_init(space_name, case):
+    space, _, _ = build(space_name, case)
+    layer = case["layer"]
+    first = space.init_params(layer, torch.Generator().manual_seed(case["seed"]))
+    again = space.init_params(layer, torch.Generator().manual_seed(case["seed"]))
+    assert {k: tuple(v.shape) for k, v in first.items()} == space.param_shapes(layer)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    trainable = space.trainable_names(layer)
+    assert set(trainable) <= set(first)
+    assert space.num_params(layer) == sum(first[k].numel() for k in trainable)
+    seed = F.layer_seed(case["seed"], layer.name)
+    one, two = space.make_buffers(layer, seed), space.make_buffers(layer, seed)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+# -- through the wrapped layer -----------------------------------------------------------------
+def _model(layer: LayerSpec) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(layer.in_features, layer.out_features), nn.Tanh(),
+                         nn.Linear(layer.out_features, layer.in_features))
+
+
+class Injected:
+    """A model with one random, non-zero adapter on LAYERS, cast to the case's dtype, and its plain twin."""
+
+    def __init__(self, space_name: str, case: dict, scale: float = 1.0, freeze: bool = False) -> None:
+        self.dtype, self.scale = case["dtype"], scale
+        self.model = _model(case["layer"]).requires_grad_(not freeze)
+        self.plain = copy.deepcopy(self.model).to(self.dtype)
+        self.base = {k: v.detach().clone() for k, v in self.plain.state_dict().items()}
+        self.adapters = lowdim.inject(self.model, make_space(space_name, case), LAYERS, seed=case["seed"],
+                                      scale=scale)
+        with torch.no_grad():
+            for slot in self.adapters.slots("default").values():
+                for param in slot.params.values():
+                    param.copy_(torch.randn_like(param))
+        self.model.to(self.dtype)  # params follow; frozen bases stay fp32, and fp32 values are exact in fp64
+        self.x = torch.randn(6, case["layer"].in_features, dtype=self.dtype)
+
+    def weights(self) -> dict[str, Tensor]:
+        return {name: slot.params for name, slot in self.adapters.slots("default").items()}
+
+    def reference(self, x: Tensor, params: dict[str, dict[str, Tensor]] | None = None) -> Tensor:
+        """The output the space's own math gives: each adapted weight is W + scale·ΔW."""
+        slots = self.adapters.slots("default")
+        params = params or {name: dict(slot.params.items()) for name, slot in slots.items()}
+        deltas = {n: reference_delta(slot.space, params[n], slot.buffers_dict()) for n, slot in slots.items()}
+        hidden = torch.tanh(x @ (self.base["0.weight"] + self.scale * deltas["0"]).T + self.base["0.bias"])
+        return hidden @ (self.base["2.weight"] + self.scale * deltas["2"]).T + self.base["2.bias"]
+
+    def base_weights_are_restored(self) -> bool:
+        state = {k.replace("base_layer.", ""): v for k, v in self.model.state_dict().items() if "slots" not in k}
+        return all(close(state[k], self.base[k], self.dtype) for k in self.base)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases())
+def test_default_init_leaves_model_output_unchanged(space_name, case):
+    model = _model(case["layer"]).to(case["dtype"])
+    x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
+    before = model(x)
+    lowdim.inject(model, make_space(space_name, case), LAYERS, seed=case["seed"])
+    assert torch.equal(model(x), before)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]))
+def test_forward_is_the_spaces_math_and_only_trainable_params_get_gradients(space_name, case, scale):
+    run = Injected(space_name, case, scale, freeze=True)  # as users do: the base model frozen first
+    output = run.model(run.x)
+    output.square().sum().backward()
+    leaves = {layer: {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+              for layer, params in run.weights().items()}
+    expected = run.reference(run.x, leaves)
+    assert close(output, expected, run.dtype)
+    expected.square().sum().backward()
+    for layer, slot in run.adapters.slots("default").items():
+        trainable = set(slot.space.trainable_names(slot.layer))
+        for name, param in slot.params.items():
+            assert param.requires_grad == (name in trainable)
+            if name in trainable:
+                assert close(param.grad, leaves[layer][name].grad, run.dtype)
+            else:
+                assert param.grad is None
+    assert all(p.grad is None for n, p in run.model.named_parameters() if "base_layer" in n)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases())
+def test_disable_gives_the_plain_model_and_enable_brings_the_adapter_back(space_name, case):
+    run = Injected(space_name, case)
+    adapted = run.model(run.x)
+    run.adapters.disable("default")
+    assert torch.equal(run.model(run.x), run.plain(run.x))
+    run.adapters.enable("default")
+    assert torch.equal(run.model(run.x), adapted)
+    with run.adapters.disabled("default"):
+        assert torch.equal(run.model(run.x), run.plain(run.x))
+    assert torch.equal(run.model(run.x), adapted)
+    run.adapters.disable("default")
+    with pytest.raises(KeyError), run.adapters.disabled("default"):
+        raise KeyError  # an error inside leaves each switch as it found it: off here
+    assert torch.equal(run.model(run.x), run.plain(run.x))
+    run.adapters.enable("default")
+    run.adapters.merge("default")
+    with pytest.raises(LowdimError, match="merged"):  # the weights would keep it applied
+        run.adapters.disable("default")
+    with pytest.raises(LowdimError, match="merged"), run.adapters.disabled("default"):
+        pass
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]))
+def test_merge_and_unmerge_are_idempotent_and_keep_the_spaces_output(space_name, case, scale):
+    run = Injected(space_name, case, scale)
+    expected = run.reference(run.x)
+    for part in ("frozen", "all"):  # a stack folds its frozen components first, as personalize does
+        run.adapters.merge("default", part=part)
+        merged = {k: v.clone() for k, v in run.model.state_dict().items()}
+        run.adapters.merge("default", part=part)
+        assert all(torch.equal(v, merged[k]) for k, v in run.model.state_dict().items())
+        assert close(run.model(run.x), expected, run.dtype)
+    for _ in range(2):
+        run.adapters.unmerge("default")
+        assert run.base_weights_are_restored()
+        assert close(run.model(run.x), expected, run.dtype)  # back on the bypass path
+    run.adapters.remove_all()
+    assert run.base_weights_are_restored() and list(run.model.state_dict()) == list(run.base)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), batch=st.integers(1, 3), tiles=st.integers(1, 2), batched=st.booleans())
+def test_override_runs_the_wrapped_layers_on_given_tensors_per_sample(space_name, case, batch, tiles, batched):
+    run = Injected(space_name, case)
+    before = run.model(run.x)
+    lead = (batch,) if batched else ()
+    given_tensors = {layer: {name: torch.randn(*lead, *shape, dtype=run.dtype, requires_grad=True)
+                             for name, shape in slot.space.param_shapes(slot.layer).items()}
+                     for layer, slot in run.adapters.slots("default").items()}
+    x = torch.randn(tiles * batch, 3, case["layer"].in_features, dtype=run.dtype)
+    expected = torch.stack([  # sample j uses adapter j % batch, as CFG-style tiling expects
+        run.reference(x[j], {layer: {k: v[j % batch] if batched else v for k, v in tensors.items()}
+                             for layer, tensors in given_tensors.items()})
+        for j in range(len(x))])
+    with run.adapters.override("default", given_tensors):
+        output = run.model(x)
+    assert close(output, expected, run.dtype)
+    leaves = [t for tensors in given_tensors.values() for t in tensors.values()]
+    got = torch.autograd.grad(output.sum(), leaves)  # gradients reach whatever produced the tensors
+    assert all(close(g, e, run.dtype) for g, e in zip(got, torch.autograd.grad(expected.sum(), leaves), strict=True))
+    assert torch.equal(run.model(run.x), before)  # leaving the override restores the stored params
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), scale=st.sampled_from([1.0, -0.5]))
+def test_merge_and_unload_leaves_a_plain_model_that_computes_the_spaces_output(space_name, case, scale):
+    run = Injected(space_name, case, scale)
+    expected = run.reference(run.x)
+    run.adapters.merge_and_unload()
+    assert [type(m) for m in run.model] == [nn.Linear, nn.Tanh, nn.Linear] and run.adapters.names() == []
+    assert list(run.model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert close(run.model(run.x), expected, run.dtype)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), dtype=st.sampled_from(["fp32", "fp16", "bf16"]))
+def test_save_load_round_trip(space_name, case, dtype, tmp_path_factory):
+    run = Injected(space_name, {**case, "dtype": torch.float32})
+    path = tmp_path_factory.mktemp("rt") / "adapter.safetensors"
+    lowdim.save_adapter(path, run.model, dtype=dtype)
+    fresh = _model(case["layer"])
+    lowdim.load_adapter(path, fresh, name="default")
+    loaded = lowdim.Adapters(fresh).tensors("default")
+    cast = lowdim.files.DTYPES[dtype]
+    for layer, tensors in run.adapters.tensors("default").items():
+        for key, value in tensors.items():
+            # fp32 is bit-exact; fp16/bf16 equal the original rounded once to that dtype (|err| <= 2^-11 or 2^-8 rel.)
+            assert torch.equal(loaded[layer][key], value.detach().to(cast).float())
+    if dtype == "fp32":
+        assert torch.equal(fresh(run.x), run.model(run.x))
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), batch=st.integers(1, 2))
+def test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update(space_name, case, batch):
+    layer, dtype = case["layer"], case["dtype"]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(layer.out_features, layer.in_features))
+    targets = lowdim.LayerSet("table", ("0",), types=("embedding",))
+    adapters = lowdim.inject(model, make_space(space_name, case), targets, seed=case["seed"])
+    model.to(dtype)  # params follow, frozen bases stay fp32 (exact in fp64), as in ``Injected``
+    base = model[0].base_layer.weight.detach().clone()
+    slot = adapters.slots("default")["0"]
+    given_tensors = {name: torch.randn(batch, *shape, dtype=dtype)
+                     for name, shape in slot.space.param_shapes(slot.layer).items()}
+    ids = torch.randint(0, layer.out_features, (2 * batch, 5))
+    deltas = [reference_delta(slot.space, {k: v[j] for k, v in given_tensors.items()}, slot.buffers_dict())
+              for j in range(batch)]
+    with adapters.override("default", {"0": given_tensors}):  # sample j uses adapter j % batch
+        output = model(ids)
+    expected = torch.stack([(base + deltas[j % batch])[ids[j]] for j in range(len(ids))])
+    assert close(output, expected, dtype)
+    adapters.load_tensors("default", {"0": {k: v[0] for k, v in given_tensors.items()}})
+    adapters.merge("default")
+    merged = model[0].base_layer.weight
+    assert close(merged, base + deltas[0], dtype) and close(model(ids), (base + deltas[0])[ids], dtype)
+    if getattr(slot.space, "learns_tokens", False):  # a token space touches its own rows only, bit for bit
+        untouched = layer.out_features - slot.space.rank(slot.layer)
+        assert torch.equal(merged[:untouched], base[:untouched])
+        assert torch.equal(model(ids)[ids < untouched], base[ids[ids < untouched]])
+
+
+# What ``from lowdim.testing.space_contract import *`` brings into a plugin's test module: the tests,
+# the fixture that puts them in the registry they were parametrised from, and the warning filter.
+__all__ = ["REGISTRY", "SPACES", "contract_registry", "pytestmark",
+           *sorted(name for name in dir() if name.startswith("test_"))]

@@ -1,0 +1,141 @@
+"""A third-party space runs the whole shared contract as its author would, from an installed lowdim:
+``python -m pytest --pyargs lowdim.testing.space_contract -k NAME`` or docs/plugins.md's own test module,
+in the author's own folder.
+
+The plugin is installed the way pip leaves one (a ``*.dist-info`` folder with an entry point) in a
+temporary folder on the subprocess's path, so nothing of this checkout's ``tests/`` is involved.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+PLUGIN = textwrap.dedent('''
+    from dataclasses import dataclass
+
+    import torch
+
+    from lowdim import Space, SpaceConfig, option
+    from lowdim.hookspecs import hookimpl
+
+
+    @dataclass
+    class ScaledConfig(SpaceConfig):
+        rank: int = option(2, "Width r of the update.")
+
+
+    class ScaledDown(Space):
+        """ΔW = up · diag(s) · down: down and up frozen and random, the r scales s trained from zero."""
+
+        name = "scaled-down"
+        config_class = ScaledConfig
+
+        def param_shapes(self, layer):
+            return {"s": (self.config.rank,)}
+
+        def init_params(self, layer, generator):
+            return {"s": torch.zeros(self.config.rank)}
+
+        def make_buffers(self, layer, seed):
+            generator = torch.Generator().manual_seed(seed)
+            return {"down": torch.randn(self.config.rank, layer.in_features, generator=generator, dtype=torch.float64),
+                    "up": torch.randn(layer.out_features, self.config.rank, generator=generator, dtype=torch.float64)}
+
+        def scales(self, s):
+            return s
+
+        def factors(self, params, buffers):
+            s = self.scales(params["s"])  # (..., r)
+            down = buffers["down"] * s[..., :, None]
+            return down, buffers["up"].expand(*down.shape[:-2], *buffers["up"].shape)
+
+
+    class FirstSampleOnly(ScaledDown):
+        """The same space with a per-sample bug: a batch of K adapters all get the first one's scales."""
+
+        name = "scaled-down-buggy"
+
+        def scales(self, s):
+            return s.reshape(-1, s.shape[-1])[0].expand(s.shape)
+
+
+    @hookimpl
+    def register_spaces(register):
+        register(ScaledDown)
+        register(FirstSampleOnly)
+''')
+
+
+def install_plugin(site: Path, module: str, code: str) -> None:
+    (site / f"{module}.py").write_text(code)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[lowdim]\n{module} = {module}\n")
+
+
+def run_contract(site: Path, author: Path, space: str, *target: str) -> dict[str, dict[str, str]]:
+    """space -> test -> passed / failed / skipped, from the JUnit report of pytest run on ``target``."""
+    report = author / "report.xml"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *target, "-k", space,
+                    f"--junitxml={report}"], cwd=author, env=env, capture_output=True, text=True, timeout=600)
+    outcomes: dict[str, dict[str, str]] = {}
+    for case in ET.parse(report).iter("testcase"):
+        test, space_name = case.get("name").rstrip("]").split("[")
+        kinds = {child.tag for child in case}
+        outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+        outcomes.setdefault(space_name, {})[test] = outcome
+    return outcomes
+
+
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    site, author = tmp_path / "site", tmp_path / "author"
+    site.mkdir(), author.mkdir()
+    return site, author
+
+
+def test_the_contract_runs_every_check_on_a_plugin_space_and_catches_a_per_sample_bug(tmp_path):
+    site, author = folders(tmp_path)
+    install_plugin(site, "scaled_down", PLUGIN)
+    outcomes = run_contract(site, author, "scaled", "--pyargs", "lowdim.testing.space_contract")
+    assert set(outcomes) == {"scaled-down", "scaled-down-buggy"}
+    assert len(outcomes["scaled-down"]) >= 11 and set(outcomes["scaled-down"].values()) == {"passed"}
+    buggy = outcomes["scaled-down-buggy"]
+    assert buggy["test_override_runs_the_wrapped_layers_on_given_tensors_per_sample"] == "failed"
+    assert buggy["test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update"] == "failed"
+    assert buggy["test_forward_is_the_spaces_math_and_only_trainable_params_get_gradients"] == "passed"
+
+
+def documented(name: str) -> str:
+    return re.search(rf"```python\n(# {re.escape(name)}\n.*?)```", PAGE.read_text(), re.S).group(1)
+
+
+@pytest.mark.parametrize("formula_is_right", [True, False])
+def test_the_documented_test_module_checks_the_documented_space_against_the_formula_it_gives(tmp_path,
+                                                                                          formula_is_right):
+    site, author = folders(tmp_path)
+    install_plugin(site, "my_space", documented("my_space/__init__.py"))
+    module = documented("tests/test_contract.py")
+    if not formula_is_right:
+        module = module.replace('params["up"] @ buffers["down"]', '2 * params["up"] @ buffers["down"]')
+    (author / "test_contract.py").write_text(module)
+    if formula_is_right:
+        outcomes = run_contract(site, author, "frozen-down", "test_contract.py")["frozen-down"]
+        assert len(outcomes) >= 11 and set(outcomes.values()) == {"passed"}
+    else:
+        chosen = "frozen-down and (factors_and_delta or default_init)"  # two are enough: spare the time
+        outcomes = run_contract(site, author, chosen, "test_contract.py")["frozen-down"]
+        assert outcomes == {"test_factors_and_delta_give_the_spaces_own_update_within_its_rank": "failed",
+                            "test_default_init_leaves_model_output_unchanged": "passed"}
