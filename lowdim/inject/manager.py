@@ -21,6 +21,7 @@ from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers
+from lowdim.inject.space_checks import check_buffers_come_from_the_seed, check_space_on_layer
 from lowdim.spaces.base import LayerSpec, Space
 
 log = logging.getLogger("lowdim")
@@ -91,9 +92,9 @@ class Adapters:
         # Every slot is built (and every layer checked by the space) before the model is touched:
         # a layer the space refuses must not leave half an adapter behind.
         slots = []
-        for layer_name, module in chosen:
+        for index, (layer_name, module) in enumerate(chosen):
             layer = _spec(layer_name, module)
-            slot = self._new_slot(space, layer, info.seed, batch)
+            slot = self._new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
             slot.to(device=device or _weight(module).device)
             slot.scale = scale
             slots.append((layer_name, module, slot))
@@ -107,12 +108,16 @@ class Adapters:
         self._infos[name] = info
         return info
 
-    def _new_slot(self, space: Space, layer: LayerSpec, seed: int, batch: int | None) -> AdapterSlot:
+    def _new_slot(self, space: Space, layer: LayerSpec, seed: int, batch: int | None,
+                  check_seeding: bool = False) -> AdapterSlot:
         generator = torch.Generator(device="cpu").manual_seed(F.layer_seed(seed, layer.name + "#init"))
         params = space.init_params(layer, generator)
+        buffers = space.make_buffers(layer, F.layer_seed(seed, layer.name))
+        check_space_on_layer(space, layer, params, buffers)
+        if check_seeding:  # once an adapter: a second draw of one layer's frozen state costs little
+            check_buffers_come_from_the_seed(space, layer, buffers, F.layer_seed(seed, layer.name))
         if batch is not None:
             params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
-        buffers = space.make_buffers(layer, F.layer_seed(seed, layer.name))
         buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
         return AdapterSlot(space, layer, params, buffers)
 

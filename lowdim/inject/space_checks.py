@@ -1,0 +1,48 @@
+"""A space's own mistakes, caught where it is first used on a layer and blamed on the space.
+
+Without these, a plugin space whose ``init_params`` disagrees with ``param_shapes`` failed only when a
+saved file was loaded ("more values than the layers need"), one whose ``make_buffers`` drew from the
+global RNG was reported as a platform difference on reload, and swapped factors were a bare matmul error
+in the first forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim.spaces.base import LayerSpec, Space
+
+Tensors = dict[str, Tensor]
+
+
+def _fail(space: Space, layer: LayerSpec, problem: str) -> None:
+    raise LowdimError(f"space '{space.name}' on layer {layer.name} ({layer.out_features}x{layer.in_features}): "
+                      f"{problem} (a bug in the space's code, not in the model or the options)")
+
+
+def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
+    """``init_params`` matches ``param_shapes``, ``trainable_names`` names params, and ``factors`` has LoRA's shapes."""
+    shapes = space.param_shapes(layer)
+    made = {name: tuple(value.shape) for name, value in params.items()}
+    if made != {name: tuple(shape) for name, shape in shapes.items()}:
+        _fail(space, layer, f"init_params gave {made}, but param_shapes says {dict(shapes)}")
+    unknown = sorted(set(space.trainable_names(layer)) - set(params))
+    if unknown:
+        _fail(space, layer, f"trainable_names lists {', '.join(unknown)}, which init_params does not make")
+    with torch.no_grad():  # one layer's real factors: a plugin's math need not run on the meta device
+        down, up = space.factors(params, {k: v.to(torch.float32) for k, v in buffers.items()})
+    width = down.shape[-2] if down.dim() >= 2 else None
+    if (down.dim() != 2 or up.dim() != 2 or down.shape[1] != layer.in_features
+            or up.shape[0] != layer.out_features or up.shape[1] != width):
+        _fail(space, layer, f"factors gave down {tuple(down.shape)} and up {tuple(up.shape)}, where LoRA's form "
+                            f"needs down (r, {layer.in_features}) and up ({layer.out_features}, r)")
+
+
+def check_buffers_come_from_the_seed(space: Space, layer: LayerSpec, buffers: Tensors, seed: int) -> None:
+    """Frozen state drawn again from the same seed is the same: files keep only the seed, not the tensors."""
+    again = space.make_buffers(layer, seed)
+    if set(again) != set(buffers) or any(not torch.equal(again[k], buffers[k]) for k in buffers):
+        _fail(space, layer, "make_buffers gave different tensors for the same seed; draw frozen state from "
+                            "torch.Generator().manual_seed(seed) alone, or a saved adapter cannot be loaded back")

@@ -1,0 +1,89 @@
+"""A plugin space's own mistakes are reported when the adapter is added, naming the space and the layer,
+instead of surfacing later as a file error, a "platform difference" or a bare matmul error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import lowdim
+from lowdim import Space, SpaceConfig, option
+
+
+@dataclass
+class UpOnlyConfig(SpaceConfig):
+    rank: int = option(2, "Width r.")
+
+
+class UpOnly(Space):
+    """ΔW = up · down, down frozen and drawn from the seed: correct, the base of each mistake below."""
+
+    name = "up-only"
+    config_class = UpOnlyConfig
+
+    def param_shapes(self, layer):
+        return {"up": (layer.out_features, self.config.rank)}
+
+    def init_params(self, layer, generator):
+        return {"up": torch.zeros(layer.out_features, self.config.rank)}
+
+    def make_buffers(self, layer, seed):
+        return {"down": torch.randn(self.config.rank, layer.in_features, generator=torch.Generator().manual_seed(seed))}
+
+    def factors(self, params, buffers):
+        up = params["up"]
+        return buffers["down"].to(up.dtype).expand(*up.shape[:-2], -1, -1), up
+
+
+class WrongInitShape(UpOnly):
+    def init_params(self, layer, generator):
+        return {"up": torch.zeros(self.config.rank, layer.out_features)}
+
+
+class TrainsWhatItDoesNotMake(UpOnly):
+    def trainable_names(self, layer):
+        return ["up", "scale"]
+
+
+class GlobalRandomBuffers(UpOnly):
+    def make_buffers(self, layer, seed):
+        return {"down": torch.randn(self.config.rank, layer.in_features)}
+
+
+class SwappedFactors(UpOnly):
+    def factors(self, params, buffers):
+        down, up = super().factors(params, buffers)
+        return up, down
+
+
+MISTAKES = {
+    WrongInitShape: r"init_params gave \{'up': \(2, 6\)\}, but param_shapes says \{'up': \(6, 2\)\}",
+    TrainsWhatItDoesNotMake: "trainable_names lists scale, which init_params does not make",
+    GlobalRandomBuffers: "make_buffers gave different tensors for the same seed",
+    SwappedFactors: r"factors gave down \(6, 2\) and up \(2, 8\), where LoRA's form needs down \(r, 8\) and "
+                    r"up \(6, r\)",
+}
+
+
+def model() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 6))
+
+
+@pytest.mark.parametrize("space_class", list(MISTAKES), ids=lambda c: c.__name__)
+def test_a_space_mistake_is_blamed_on_the_space_and_layer_and_leaves_the_model_untouched(space_class):
+    plain = model()
+    expected = r"^space 'up-only' on layer 0 \(6x8\): " + MISTAKES[space_class]
+    with pytest.raises(lowdim.LowdimError, match=expected) as error:
+        lowdim.inject(plain, space_class(), ["0", "2"])
+    assert str(error.value).endswith("(a bug in the space's code, not in the model or the options)")
+    assert [type(m) for m in plain] == [nn.Linear, nn.ReLU, nn.Linear]  # no half-added adapter
+
+
+def test_a_correct_space_passes_the_checks_and_trains():
+    net = model()
+    adapters = lowdim.inject(net, UpOnly(), ["0", "2"], seed=3)
+    assert adapters.info("default").num_params == 6 * 2 + 6 * 2
+    assert torch.equal(net(torch.ones(1, 8)), net(torch.ones(1, 8)))
