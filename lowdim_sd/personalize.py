@@ -126,6 +126,20 @@ def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
         result.stages[name] = time.perf_counter() - started
 
 
+@contextmanager
+def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob) -> Iterator[None]:
+    """A stage that runs once the adapter is written: Ctrl-C there keeps it, and says how to use it or start over
+    (a plain rerun would refuse to replace it)."""
+    with stage(result, name):
+        try:
+            yield
+        except KeyboardInterrupt as stop:
+            raise runs.Interrupted(
+                f"interrupted during the {name}; the adapter is complete: {result.adapter}; draw it with "
+                f"`lowdim generate -m {job.model} -a {result.adapter} -p \"a photo of a [V] face\"`, "
+                f"or add --overwrite to the same command to start over") from stop
+
+
 def check_job(job: PersonalizeJob) -> None:
     """Every setting that can be checked without the model or any file, before anything loads."""
     from lowdim_sd.export import FORMATS
@@ -334,11 +348,11 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     if job.export:
         from lowdim_sd.export import export_adapter
 
-        with stage(result, "export"):
+        with after_the_adapter(result, "export", job):
             result.exports = [export_adapter(result.adapter, job.out / f"adapter.{fmt}.safetensors", fmt)
                               for fmt in job.export]
     if job.preview:
-        with stage(result, "preview"):
+        with after_the_adapter(result, "preview", job):
             result.preview, result.gallery = preview_unless_out_of_memory(model, reference, run, resolution,
                                                                           result.adapter)
     elif (job.out / "preview.png").is_file():

@@ -237,3 +237,28 @@ def test_gradient_checkpointing_gives_the_same_adapter_and_is_off_again_afterwar
     for layer, params in ours.items():
         for name, value in params.items():
             assert torch.allclose(value.float(), theirs[layer][name].float(), atol=1e-3), (layer, name)
+
+
+@pytest.mark.parametrize("stopped", ["export", "preview"])
+def test_ctrl_c_after_the_adapter_is_written_keeps_it_and_says_how_to_use_it_or_start_over(
+        tiny_sd, face, tmp_path, monkeypatch, capsys, stopped):
+    from lowdim_cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    target = {"export": "lowdim_sd.export.export_adapter",
+              "preview": "lowdim_sd.personalize.preview_unless_out_of_memory"}
+    monkeypatch.setattr(target[stopped], interrupted)
+    out = tmp_path / "me"
+    command = ["personalize", "-m", str(tiny_sd), "-i", str(face), "-o", str(out), "--steps", "1", "--no-crop",
+               "--preview-steps", "1", "--export", "kohya", "--device", "cpu"]
+    assert main(command) == 130
+    said = " ".join(capsys.readouterr().err.split())
+    adapter = out / "adapter.safetensors"
+    assert f"Interrupted during the {stopped}; the adapter is complete: {adapter}" in said
+    assert f"lowdim generate -m {tiny_sd} -a {adapter}" in said and "--overwrite" in said
+    assert "Nothing half-written" not in said
+    assert lowdim.read_adapter(adapter).space.name == "stack"
+    monkeypatch.undo()
+    assert main([*command, "--overwrite", "--no-preview"]) == 0
