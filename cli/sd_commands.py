@@ -19,7 +19,8 @@ CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the text encoder's and the UNet's fo
                     "timed on a GPU: see docs/benchmarks.md.")
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
-    help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture.")]
+    help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture, or a "
+         "registered model's name (tinyfaces). Files lowdim merge wrote name their own.")]
 SaveDtype = Annotated[str, typer.Option(
     help="Tensors of the adapter file: fp16 (half the bytes of fp32, e.g. 54 KB for an SD1.5 LiDB; the "
          "difference is far below what changes an image), fp32 or bf16.")]

@@ -19,6 +19,7 @@ from lowdim.files import atomic_save
 
 UNET, VAE, CLIP = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
 METADATA = {"format": "pt", "lowdim": "ldm-sd1"}
+BASE_MODEL_KEY = "lowdim_base_model"
 
 # Sub-module renames inside one block; the rest of a key (".weight", ".bias") is kept.
 UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
@@ -29,13 +30,27 @@ VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "t
 Table = dict[str, tuple[str, dict[str, str]]]  # diffusers module prefix -> (LDM prefix, sub-module renames)
 
 
-def save_single_file(pipe: Any, path: str | Path) -> Path:
+def save_single_file(pipe: Any, path: str | Path, base_model: str | None = None) -> Path:
     """Write ``pipe``'s UNet, VAE and CLIP text encoder to ``path`` (atomically) as one SD1.x LDM checkpoint.
 
-    Adapters must be merged first (``Adapters.merge``): the file holds plain weights only.
+    Adapters must be merged first (``Adapters.merge``): the file holds plain weights only. ``base_model`` (a
+    registered name, a hub id or a folder) is kept in the metadata, where loading the file finds its configs.
     """
     tensors = {key: value.detach().cpu() for key, value in ldm_state_dict(pipe).items()}
-    return atomic_save(tensors, dict(METADATA), Path(path))
+    metadata = {**METADATA, **({BASE_MODEL_KEY: base_model} if base_model else {})}
+    return atomic_save(tensors, metadata, Path(path))
+
+
+def stored_base_model(path: Path) -> str | None:
+    """The base model a lowdim single file names (``save_single_file``), or None for any other file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+    except Exception:  # not readable here: the checkpoint loader says why in its own words
+        return None
+    return metadata.get(BASE_MODEL_KEY) if metadata.get("lowdim") == METADATA["lowdim"] else None
 
 
 def ldm_state_dict(pipe: Any) -> dict[str, Tensor]:

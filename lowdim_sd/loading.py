@@ -255,6 +255,7 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
     source = getattr(backend.value, "source", None) if backend else None
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    config = config_source(str(source or model), config)
     with _quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
         pipe = load_pipeline(str(source or model), torch_dtype, config)
         pipe.to(torch_device)
@@ -262,3 +263,31 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)
     return SDModel(pipe, model, str(source or model), torch_device, torch_dtype)
+
+
+def config_source(model: str, config: str | None) -> str | None:
+    """Where a single file's configs come from: ``--model-config`` (a registered name stands for its folder or
+    hub id); else, for a file ``lowdim merge`` wrote, the base model it names when that is a registered name
+    or a folder here; else None, and diffusers infers them."""
+    from lowdim.registry import get_registry
+
+    registry = get_registry()
+
+    def registered(name: str) -> str | None:
+        backend = registry.backends.get(name)
+        return getattr(backend.value, "source", None) if backend else None
+
+    if config is not None:
+        return str(registered(config) or config)
+    path = Path(model).expanduser()
+    if not (path.is_file() and path.suffix.lower() == ".safetensors"):
+        return None
+    from lowdim_sd.ldm_checkpoint import stored_base_model
+
+    base = stored_base_model(path)
+    if base is None:
+        return None
+    found = registered(base)
+    if found is not None:
+        return str(found)
+    return base if (Path(base).expanduser() / "model_index.json").is_file() else None

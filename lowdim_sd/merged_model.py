@@ -46,7 +46,11 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
                           f"embedding beside the model (lowdim export --format a1111)")
     tokens = attach_adapters(model, adapters)
     lowdim.Adapters(model.modules).merge_and_unload()
-    written = save_single_file(model.pipe, out) if fmt == "single-file" else _save_folder(model, out)
+    if fmt == "single-file":
+        base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
+        written = save_single_file(model.pipe, out, str(Path(base).resolve()) if Path(base).exists() else base)
+    else:
+        written = _save_folder(model, out)
     return written, [token for token in tokens if token]
 
 

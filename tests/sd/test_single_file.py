@@ -13,8 +13,8 @@ import lowdim
 from lowdim_cli.main import main
 from lowdim_sd.architecture import LAYER_SETS, SD15_TEXT_CONFIG, SD15_UNET_CONFIG
 from lowdim_sd.generate import GenerateConfig, generate
-from lowdim_sd.ldm_checkpoint import ldm_state_dict, save_single_file
-from lowdim_sd.loading import load_sd
+from lowdim_sd.ldm_checkpoint import ldm_state_dict, save_single_file, stored_base_model
+from lowdim_sd.loading import config_source, load_sd
 from lowdim_sd.tiny import build_tiny_pipeline
 
 SD15_VAE_CONFIG = {
@@ -127,3 +127,35 @@ def test_truncated_single_file_is_a_one_line_model_error(checkpoint, tiny_sd, tm
     lines = [line for line in text.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in text and lines[0].startswith("Error:")
     assert "could not load it as an SD1.x checkpoint" in " ".join(text.split())
+
+
+def test_a_merged_single_file_names_its_base_model_and_loads_back_without_model_config(
+        tiny_sd, face, tmp_path, capsys, one_thread):
+    adapter = tmp_path / "me"
+    assert main(["personalize", "-m", str(tiny_sd), "-i", str(face), "-o", str(adapter), "--steps", "1",
+                 "--no-crop", "--no-preview", "--device", "cpu"]) == 0
+    merged = tmp_path / "merged.safetensors"
+    assert main(["merge", "-m", str(tiny_sd), "-a", str(adapter / "adapter.safetensors"), "-o", str(merged)]) == 0
+    assert stored_base_model(merged) == str(tiny_sd.resolve())
+    capsys.readouterr()
+    code = main(["generate", "-m", str(merged), "-p", "a photo of a [V] face", "--steps", "1", "--device", "cpu",
+                 "-o", str(tmp_path / "img")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert (tmp_path / "img" / "grid.png").is_file()
+
+
+def test_model_config_may_be_a_registered_models_name(checkpoint, tiny_sd):
+    import types
+
+    from lowdim.hookspecs import hookimpl
+    from lowdim_sd.plugin import SDBackend
+
+    plugin = types.ModuleType("tiny_backend")
+    plugin.register_backends = hookimpl(lambda register: register(SDBackend("tiny", str(tiny_sd))))
+    with lowdim.use_registry(lowdim.Registry.from_plugins([plugin])):
+        assert config_source(str(checkpoint), "tiny") == str(tiny_sd)
+        assert config_source(str(checkpoint), str(tiny_sd)) == str(tiny_sd)  # a folder stays a folder
+        assert config_source(str(checkpoint), None) is None  # a file lowdim did not merge names no base model
+        loaded = load_sd(str(checkpoint), config="tiny", device="cpu", dtype="fp32")
+    assert loaded.pipe.unet.config.block_out_channels == load_sd(str(tiny_sd)).pipe.unet.config.block_out_channels
