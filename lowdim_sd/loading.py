@@ -26,6 +26,10 @@ DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
+# Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
+NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve", "HTTP", "timed out")
+
+
 class ModelLoadError(LowdimError):
     """The model could not be found or read."""
 
@@ -197,19 +201,22 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
     kwargs = {dtype_keyword(): dtype, "safety_checker": None, "requires_safety_checker": False}
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
-    if path.is_file() and path.suffix.lower() == ".safetensors":
-        foreign = describe_foreign(path)
+    if path.is_file():
+        foreign = describe_foreign(path) if path.suffix.lower() == ".safetensors" else None
         if foreign is not None:
             raise ModelLoadError(f"{path}: this is {foreign}; pickles can run code when loaded: convert it to a real "
                                  f".safetensors first")
+        from lowdim_sd.model_paths import refuse_what_is_not_a_checkpoint
         from lowdim_sd.weights_folder import check_single_file
 
+        refuse_what_is_not_a_checkpoint(path)
         check_single_file(path, config)
         try:
             return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
         except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
-            hint = "" if config else " (offline? pass --model-config, a local diffusers folder of the same model)"
             reason = first_line(error)
+            offline = config is None and any(word in reason for word in NETWORK_WORDS)
+            hint = " (offline? pass --model-config, a local diffusers folder of the same model)" if offline else ""
             raise ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}") from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():

@@ -4,6 +4,7 @@ refused before diffusers sees them, each with one line naming the file."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -72,9 +73,43 @@ def test_a_pickle_renamed_safetensors_checkpoint_is_named(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ModelLoadError, match="model.safetensors: this is a zip archive .*convert it to a real"):
         load_pipeline(str(path), torch.float32)
-    save_file({"x": torch.zeros(1)}, str(path))  # a real safetensors file goes on to diffusers
+    save_file({"model.diffusion_model.x": torch.zeros(1)}, str(path))  # a real safetensors file goes on to diffusers
     with pytest.raises(ModelLoadError, match="could not load it as an SD1.x checkpoint"):
         load_pipeline(str(path), torch.float32)
+
+
+def a_lowdim_file(folder: Path, fmt: str, **metadata: str) -> Path:
+    path = folder / f"{fmt}.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": fmt, **metadata})
+    return path
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda folder: folder / "face.png", "an image, not a model; --model takes a registered name"),
+    (lambda folder: folder / "notes.txt", "not a model file; --model takes"),
+    (lambda folder: a_lowdim_file(folder, "lowdim.adapter", base_model="tinyfaces"),
+     r"a lowdim adapter, not a model: pass it with --adapter \(-a\), and its base model \(tinyfaces\) with --model"),
+    (lambda folder: a_lowdim_file(folder, "lowdim.hypernet"), "a lowdim hypernetwork, not a model: pass it with "
+                                                             "--hypernet"),
+    (lambda folder: a_lowdim_file(folder, "lowdim.weights"), "a shard of a lowdim weight dataset"),
+    (lambda folder: a_lowdim_file(folder, "kohya-lora", lora_format="kohya"), "a kohya LoRA, not a model"),
+    (lambda folder: a_lowdim_file(folder, "vae"), r"no SD1.x UNet in it \(no model.diffusion_model.\* tensors\)"),
+])
+def test_a_file_that_is_no_model_is_named_for_what_it_is(tmp_path, make, said):
+    path = make(tmp_path)
+    if not path.exists():
+        path.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match=f"^{re.escape(str(path))}: .*{said}"):
+        load_pipeline(str(path), torch.float32)
+
+
+def test_a_checkpoint_cut_short_is_named_unreadable_not_offline(tmp_path):
+    whole = tmp_path / "whole.safetensors"
+    save_file({"model.diffusion_model.x": torch.zeros(1000)}, str(whole))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(ModelLoadError, match="cut.safetensors: not a readable .safetensors file, cut short or corrupt"):
+        load_pipeline(str(cut), torch.float32)
 
 
 def inflated_unet_config(folder: Path, factor: int = 512) -> None:

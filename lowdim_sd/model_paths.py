@@ -1,0 +1,60 @@
+"""``--model FILE`` that is no SD1.x checkpoint: one line saying what the file is and where it belongs.
+
+Without this an image read as "no such model file or folder", a lowdim adapter as a network error (diffusers
+looked its config up on the hub) and a truncated checkpoint as "offline?".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lowdim.errors import first_line
+from lowdim.filecheck import foreign_lora
+from lowdim_sd.images import IMAGE_EXTENSIONS
+
+MODEL_KINDS = "a registered name (lowdim models), a hub id, a diffusers folder or a .safetensors checkpoint"
+UNET_PREFIX = "model.diffusion_model."
+# What else lowdim writes as .safetensors, by the "format" in its metadata, and where each one goes instead.
+LOWDIM_FILES = {
+    "lowdim.adapter": "a lowdim adapter, not a model: pass it with --adapter (-a), and its base model{base} "
+                      "with --model",
+    "lowdim.hypernet": "a lowdim hypernetwork, not a model: pass it with --hypernet",
+    "lowdim.weights": "a shard of a lowdim weight dataset (lowdim precompute), not a model",
+    "lowdim.encoder_features": "a lowdim encoder-feature cache, not a model",
+}
+
+
+def refuse_what_is_not_a_checkpoint(path: Path) -> None:
+    """Raise ModelLoadError naming what ``path`` (an existing file) is, unless it may be an SD1.x checkpoint."""
+    from lowdim_sd.loading import ModelLoadError
+
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        raise ModelLoadError(f"{path}: an image, not a model; --model takes {MODEL_KINDS} (a face photo goes to "
+                             f"--image)")
+    if suffix != ".safetensors":
+        raise ModelLoadError(f"{path}: not a model file; --model takes {MODEL_KINDS}")
+    metadata, keys = _header(path)
+    kind = LOWDIM_FILES.get(metadata.get("format", ""))
+    if kind is not None:
+        base = f" ({metadata['base_model']})" if metadata.get("base_model") else ""
+        raise ModelLoadError(f"{path}: {kind.format(base=base)}")
+    style = foreign_lora(keys, metadata)
+    if style is not None:
+        raise ModelLoadError(f"{path}: a {style} LoRA, not a model; --model takes {MODEL_KINDS}")
+    if not any(key.startswith(UNET_PREFIX) for key in keys):
+        raise ModelLoadError(f"{path}: no SD1.x UNet in it (no {UNET_PREFIX}* tensors), so not a model checkpoint; "
+                             f"--model takes {MODEL_KINDS}")
+
+
+def _header(path: Path) -> tuple[dict[str, str], list[str]]:
+    from safetensors import safe_open
+
+    from lowdim_sd.loading import ModelLoadError
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return dict(file.metadata() or {}), list(file.keys())
+    except Exception as error:  # safetensors raises its own error types for every way a file is broken
+        raise ModelLoadError(f"{path}: not a readable .safetensors file, cut short or corrupt "
+                             f"({first_line(error)})") from None
