@@ -119,7 +119,8 @@ def eval_(
 
       lowdim eval images/ -r heldout/id-00003.png --metrics tinyfaces-identity,tinyfaces-style,tinyfaces-image
     """
-    from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
+    from lowdim.errors import LowdimError
+    from lowdim_sd.eval.job import EvalJob, nothing_scored, parse_metric_names, run_eval
     from lowdim_sd.eval.report import write_report
     from lowdim_sd.loading import resolve_device
     from lowdim_sd.runs import check_folder_target
@@ -137,6 +138,9 @@ def eval_(
     if out_dir is not None:
         for path in write_report(report, out_dir):
             out.print(f"wrote [bold]{path}[/]")
+    failure = nothing_scored(report, names)
+    if failure is not None:  # a table of dashes is no result: a script must not take it for one
+        raise LowdimError(failure)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lowdim.errors import LowdimError
+from lowdim.registry import get_registry
 from lowdim_sd.eval.folder import load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
 from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics
@@ -58,5 +59,24 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
     advance = progress(len(metrics) * len(data.samples)) if progress else None
     report = run_metrics(data.samples, metrics, skipped, job.chunk, advance)
     report.skipped_images = data.skipped
+    report.smallest_side = min((min(sample.image.size) for sample in data.samples), default=None)
     report.notes = list(dict.fromkeys([*notes_of(caught), *report.notes]))
     return report
+
+
+TINYFACES_METRICS = ("tinyfaces-identity", "tinyfaces-style", "tinyfaces-image")
+SMALL_SIDE = 64  # px: images this small are TinyFaces', which the paper's metrics (face detector, ViTs) can't read
+
+
+def nothing_scored(report: EvalReport, requested: tuple[str, ...]) -> str | None:
+    """The error line when no metric scored a single image (None when any did), with the likely fix."""
+    if any(result.summary.scored for result in report.results):
+        return None
+    ran = ", ".join(result.name for result in report.results)
+    line = f"no metric scored any of the {len(report.images)} image(s) (ran: {ran}); the notes above say why"
+    available = set(get_registry().metrics)
+    small = report.smallest_side is not None and report.smallest_side <= SMALL_SIDE
+    if small and set(TINYFACES_METRICS) <= available and not set(requested) & set(TINYFACES_METRICS):
+        line += (f"; these are {report.smallest_side} px images, as TinyFaces draws them: score them with "
+                 f"--metrics {','.join(TINYFACES_METRICS)}")
+    return line

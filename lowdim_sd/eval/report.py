@@ -46,6 +46,7 @@ class EvalReport:
     skipped_metrics: dict[str, str] = field(default_factory=dict)
     skipped_images: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    smallest_side: int | None = None  # of the generated images, in pixels: tells TinyFaces' 32 px ones apart
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -151,3 +151,18 @@ def test_registered_plugin_metrics_run_with_misses_notes_and_progress(folder):
     assert _Plugin.made[-1].device == "meta" and _Plugin.made[-1].calls == [2, 1]
     assert steps == [3, 2, 1]
     assert "| misses | 1 |" in report.to_markdown()
+
+
+def test_no_image_scored_is_a_failure_that_names_the_tinyfaces_metrics_for_small_images(capsys, folder, tmp_path):
+    out = tmp_path / "r"
+    code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "face-rec", "--device", "cpu", "--out", out,
+                               "--no-progress")
+    said = " ".join(stderr.split())
+    assert code == 1 and "Traceback" not in stderr
+    assert "Error: no metric scored any of the 3 image(s) (ran: face-rec); the notes above say why" in said
+    assert ("these are 48 px images, as TinyFaces draws them: score them with --metrics "
+            "tinyfaces-identity,tinyfaces-style,tinyfaces-image") in said
+    assert json.loads((out / "eval.json").read_text())["metrics"]["face-rec"]["scored"] == 0  # the misses are kept
+    code, _, stderr = run(capsys, "eval", folder, "--metrics", "tinyfaces-identity,tinyfaces-image", "--device",
+                          "cpu", "--no-progress")
+    assert code == 0, stderr
