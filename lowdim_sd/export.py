@@ -148,6 +148,8 @@ def export_adapter(
     source, target = Path(adapter_path), Path(out_path)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
+    if target.is_dir():  # before the format's warnings: they would only precede this error
+        raise ExportError(f"{target}: is a folder; give a file name to write")
     from lowdim_sd.textual_inversion import export_embedding, is_embedding_file
 
     if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file

@@ -103,6 +103,7 @@ class PersonalizeRun:
     describer: Callable[[torch.Tensor], str] | None = None  # the backend's reader of looks, when used
     preview_draws: tuple[tuple[float, DrawParts], ...] = ((1.0, DrawParts()),)  # (scale, parts) per row
     looks: str = ""  # what it read from the reference, once read (``described_run``)
+    unfit_note: str = ""  # why the backend's hypernetwork sits this run out, warned once the layers are found
 
 
 @dataclass
@@ -167,28 +168,31 @@ def default_hypernet(backend: Any) -> Path | None:
 
 
 def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
-                     layers: LayerSet) -> tuple[bool, HypernetFile | None]:
-    """(whether a hypernetwork is in play, the file to predict with), reading a file at most once.
+                     layers: LayerSet) -> tuple[bool, HypernetFile | None, str]:
+    """(whether a hypernetwork is in play, the file to predict with, a warning for later), reading a file at
+    most once.
 
     The backend's own hypernetwork counts only when it predicts the space and layers asked for: a
     shipped default must not turn --space/--set/--layers into errors about a file the user never
-    named. It is not even opened when it cannot matter (--no-hyper with --steps given).
+    named. It is not even opened when it cannot matter (--no-hyper with --steps given). The warning
+    that it does not fit waits until the layers are found on the model: a --layers that matches
+    nothing is an error, and a warning before it would only mislead.
     """
     if job.hypernet is not None:
-        return True, (None if job.no_hyper else read_hypernet(job.hypernet))
+        return True, (None if job.no_hyper else read_hypernet(job.hypernet)), ""
     path = default_hypernet(backend)
     if path is None or (job.no_hyper and job.steps is not None):
-        return False, None
+        return False, None, ""
     shipped = read_hypernet(path)
     made_for = shipped.made_for
     if made_for[:2] == (space.name, space.config.to_dict()) and predicts_layers(shipped, layers):
-        return True, (None if job.no_hyper else shipped)
-    if not job.only_hyper:  # there the missing prediction is the error, named next
-        warnings.warn(f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
-                      f"layers asked for: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
-                      f"trains ({SCRATCH_STEPS} steps unless --steps); `lowdim train --space {space.name}` trains the "
-                      f"space itself", stacklevel=3)
-    return False, None
+        return True, (None if job.no_hyper else shipped), ""
+    if job.only_hyper:  # there the missing prediction is the error, named next
+        return False, None, ""
+    steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
+    return False, None, (f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
+                         f"layers asked for: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on "
+                         f"top trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
 
 
 def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:
@@ -219,7 +223,7 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     if getattr(space, "learns_tokens", False):
         raise LowdimError(f"--space {job.space} learns token embeddings, not weights: personalize relaxes a weight "
                           f"space's rank (lidb, lora, ...); train an embedding with `lowdim train --space {job.space}`")
-    in_play, hypernet = resolve_hypernet(job, backend, space, layers)
+    in_play, hypernet, unfit_note = resolve_hypernet(job, backend, space, layers)
     if job.only_hyper and not in_play:
         raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
                           "nothing to keep")
@@ -239,7 +243,7 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
                           0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts,
                           resolve_describer(job, backend),
-                          preview_draws=tuple(parse_draw(text) for text in draws))
+                          preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note)
 
 
 def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
@@ -339,6 +343,8 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
     with stage(result, "hypernetwork"):
         predicted = predict_initial(model, run, reference)
         trainable = initial_trainable(model, run, predicted)
+    if run.unfit_note:
+        warnings.warn(run.unfit_note, stacklevel=3)
     with stage(result, "fast finetune"):
         trainable.metadata["extra"] = recipe(run)
         config = finetune_config(run)

@@ -262,3 +262,18 @@ def test_ctrl_c_after_the_adapter_is_written_keeps_it_and_says_how_to_use_it_or_
     assert lowdim.read_adapter(adapter).space.name == "stack"
     monkeypatch.undo()
     assert main([*command, "--overwrite", "--no-preview"]) == 0
+
+
+def test_layers_that_match_nothing_are_an_error_with_no_warning_about_the_hypernetwork_before_it(
+        tiny_sd, face, tmp_path, hypernet, monkeypatch):
+    import warnings
+
+    import lowdim_sd.personalize as personalize_module
+
+    monkeypatch.setattr(personalize_module, "default_hypernet", lambda model_name: hypernet)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(lowdim.LowdimError, match="matches no"):
+        warnings.simplefilter("always")
+        personalize(job(tiny_sd, face, tmp_path / "n", layers="nothing.matches"), progress=False)
+    assert [str(w.message) for w in caught if "hypernetwork predicts" in str(w.message)] == []
+    with pytest.warns(UserWarning, match=r"only the rank-4 LoRA on top trains \(3 step\(s\)\)"):
+        personalize(job(tiny_sd, face, tmp_path / "m", layers="*attn1.to_q"), progress=False)
