@@ -11,6 +11,7 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -156,6 +157,13 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
     if job.preview and job.preview_steps < 1:
         raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
+    if job.iterations is not None and job.iterations < 1:
+        raise LowdimError(f"--iterations must be >= 1 (the hypernetwork's refinement passes), got {job.iterations}")
+    if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
+        raise LowdimError(f"--crop-margin must be 0 or more (room around the face, a fraction of its width), got "
+                          f"{job.crop_margin}")
+    if job.face_index is not None and job.face_index < 0:
+        raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)

@@ -101,6 +101,8 @@ def check_train_job(job: TrainJob) -> None:
     job.config.learning_rate = (DEFAULT_LR.get(mode_of(job), defaults.OTHER_LR) if job.learning_rate is None
                                 else job.learning_rate)  # 0 is refused by validate, not replaced
     job.config.validate()
+    if job.config.steps < 1:  # 0 steps would write the untrained start as if it were a result
+        raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     if job.save_dtype not in SAVE_DTYPES:
