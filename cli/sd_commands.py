@@ -191,7 +191,7 @@ def generate(
 
 
 def export(
-    adapter: Annotated[Path, typer.Argument(help="A lowdim adapter (.safetensors).")],
+    adapter: Annotated[Path, typer.Argument(metavar="ADAPTER", help="A lowdim adapter (.safetensors).")],
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="diffusers (peft keys) or kohya (A1111, ComfyUI); a Textual Inversion "
                                "embedding: diffusers or a1111 (A1111, ComfyUI).")] = "diffusers",

@@ -244,3 +244,15 @@ def test_help_and_usage_errors_load_no_torch():
 def test_python_dash_m_lowdim_is_the_command():
     result = subprocess.run([sys.executable, "-m", "lowdim", "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("lowdim "), result.stderr
+
+
+@pytest.mark.parametrize(("command", "usage"), [
+    ("export", "Usage: lowdim export [OPTIONS] {ADAPTER}"),
+    ("eval", "Usage: lowdim eval [OPTIONS] {FOLDER}"),
+    ("convert-encoder", "Usage: lowdim convert-encoder [OPTIONS] [ONNX_FILE]"),
+])
+def test_usage_lines_name_arguments_as_the_docs_do(command, usage, capsys):
+    from lowdim_cli.main import main
+
+    main([command, "--help"])
+    assert usage in capsys.readouterr().out
