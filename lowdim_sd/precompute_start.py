@@ -28,7 +28,7 @@ def read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, se
     if Path(path).is_dir():
         return _mean_start(Path(path), space, seed, [s.name for s in layer_specs(model.modules, layer_set)])
     probe = lowdim.Adapters(model.modules)
-    info = lowdim.load_adapter(path, probe, name=ADAPTER + "-start")
+    info = lowdim.load_adapter(path, probe, name=ADAPTER + "_start")  # a Python identifier
     try:
         found = {"space": (info.space.name, info.space.config.to_dict()), "seed": info.seed,
                  "layers": [layer.name for layer in info.layers]}
@@ -38,9 +38,9 @@ def read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, se
             if value != wanted[key]:
                 raise LowdimError(f"--init {path}: its {key} differs from this precompute's ({_short(value)} "
                                   f"against {_short(wanted[key])})")
-        return probe.tensors(ADAPTER + "-start")
+        return probe.tensors(ADAPTER + "_start")
     finally:
-        probe.delete(ADAPTER + "-start")
+        probe.delete(ADAPTER + "_start")
 
 
 def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dict:

@@ -207,3 +207,9 @@ def test_multihead_attention_out_proj_is_not_a_target_because_torch_bypasses_its
         lowdim.inject(layer, lowdim.get_space("lora"), ["self_attn.out_proj"])
     adapters = lowdim.inject(layer, lowdim.get_space("lora"), ["linear1", "linear2"])
     assert [spec.name for spec in adapters.info("default").layers] == ["linear1", "linear2"]
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16), 2,
+                                    enable_nested_tensor=False)
+    with pytest.raises(LowdimError, match=r"matches only the out_proj of 2 nn.MultiheadAttention layers "
+                                          r"\(layers.0.self_attn.out_proj, ...\), which read those weights "
+                                          r"directly: they cannot carry adapters"):
+        lowdim.inject(encoder, lowdim.get_space("lora"), ["*out_proj"])

@@ -272,3 +272,14 @@ def test_the_readme_snippet_runs_as_written_on_a_bert(tmp_path, monkeypatch):
     assert not torch.allclose(trained, example.logits(example.build_base(seed=0), ids))
     assert torch.allclose(example.logits(model, ids), trained, atol=1e-2)  # fp16 file; merged and unloaded
     assert not any("lowdim" in type(module).__module__ for module in model.modules())
+
+
+def test_gpt2s_conv1d_layers_are_named_for_what_they_are_and_its_linear_head_adapts():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=8))
+    with pytest.raises(lowdim.LowdimError, match=r"'transformer.h.0.attn.c_attn' is a transformers Conv1D "
+                                                 r"\(GPT-2's transposed linear layer\), which lowdim does not adapt"):
+        lowdim.inject(model, lowdim.get_space("lora"), ["*.attn.c_attn"])
+    adapters = lowdim.inject(model, lowdim.get_space("lora"), ["lm_head"])
+    assert [layer.name for layer in adapters.info("default").layers] == ["lm_head"]

@@ -26,6 +26,7 @@ from lowdim.spaces.base import LayerSpec, Space
 
 log = logging.getLogger("lowdim")
 STATE_ATTR = "_lowdim_adapters"
+DEFAULT_NAME = "default"  # what ``inject`` names an adapter, and what every method here reads unless told
 LayerTensors = dict[str, dict[str, Tensor]]
 
 
@@ -133,7 +134,7 @@ class Adapters:
         setattr(parent, child, wrapper)
         return wrapper
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str = DEFAULT_NAME) -> None:
         """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""
         self.info(name)
         self.unmerge(name)
@@ -168,7 +169,7 @@ class Adapters:
     def names(self) -> list[str]:
         return list(self._infos)
 
-    def info(self, name: str) -> AdapterInfo:
+    def info(self, name: str = DEFAULT_NAME) -> AdapterInfo:
         if name not in self._infos:
             known = ", ".join(self._infos) or "none"
             raise LowdimError(f"no adapter named '{name}' on this model; present: {known}")
@@ -179,20 +180,20 @@ class Adapters:
             if isinstance(module, AdapterLayer) and name in module.slots:
                 yield module
 
-    def slots(self, name: str) -> dict[str, AdapterSlot]:
+    def slots(self, name: str = DEFAULT_NAME) -> dict[str, AdapterSlot]:
         """Layer name -> this adapter's slot, in model order."""
         self.info(name)
         return {wrapper.layer_name: wrapper.slots[name] for wrapper in self._wrappers(name)}
 
-    def parameters(self, name: str) -> list[nn.Parameter]:
+    def parameters(self, name: str = DEFAULT_NAME) -> list[nn.Parameter]:
         """The trainable parameters of one adapter, for an optimiser."""
         return [p for slot in self.slots(name).values() for p in slot.params.values() if p.requires_grad]
 
-    def tensors(self, name: str) -> LayerTensors:
+    def tensors(self, name: str = DEFAULT_NAME) -> LayerTensors:
         """Layer name -> {param name -> tensor} (the stored params, not the buffers)."""
         return {layer: dict(slot.tensors()) for layer, slot in self.slots(name).items()}
 
-    def buffers(self, name: str) -> LayerTensors:
+    def buffers(self, name: str = DEFAULT_NAME) -> LayerTensors:
         return {layer: slot.buffers_dict() for layer, slot in self.slots(name).items()}
 
     @torch.no_grad()
@@ -253,18 +254,18 @@ class Adapters:
         for slot in slots.values():
             slot.scale = float(scale)
 
-    def enable(self, name: str, enabled: bool = True) -> None:
+    def enable(self, name: str = DEFAULT_NAME, enabled: bool = True) -> None:
         slots = self.slots(name).values()
         for slot in slots:  # all checked before any switch moves: a refusal changes nothing
             _refuse_if_merged(name, slot, "enabling or disabling it")  # the weights would keep it applied
         for slot in slots:
             slot.enabled = enabled
 
-    def disable(self, name: str) -> None:
+    def disable(self, name: str = DEFAULT_NAME) -> None:
         self.enable(name, False)
 
     @contextlib.contextmanager
-    def disabled(self, name: str) -> Iterator[None]:
+    def disabled(self, name: str = DEFAULT_NAME) -> Iterator[None]:
         """Run the model without adapter ``name`` inside the block (e.g. the base model's prediction in a loss).
 
         Each layer's switch is put back as it was on leaving, on an error too, so an adapter disabled
@@ -279,7 +280,7 @@ class Adapters:
             for layer, slot in slots.items():
                 slot.enabled = before[layer]
 
-    def merge(self, name: str, part: str = "all") -> None:
+    def merge(self, name: str = DEFAULT_NAME, part: str = "all") -> None:
         """Fold the update into the base weights, so inference costs nothing extra.
 
         ``part='frozen'`` folds only a stack's frozen components (HyperDreamBooth §4.3). What was
@@ -306,7 +307,7 @@ class Adapters:
             else:
                 slot.merged_scale, slot.merged_factors = slot.scale, factors
 
-    def unmerge(self, name: str) -> None:
+    def unmerge(self, name: str = DEFAULT_NAME) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
@@ -320,7 +321,7 @@ class Adapters:
                 slot.frozen_merged_scale = slot.frozen_merged_factors = None
 
     # -- export ---------------------------------------------------------------------------
-    def lora_factors(self, name: str) -> dict[str, tuple[Tensor, Tensor]]:
+    def lora_factors(self, name: str = DEFAULT_NAME) -> dict[str, tuple[Tensor, Tensor]]:
         """Exact LoRA form of the whole update per layer, scale folded into ``up``."""
         result = {}
         for layer, slot in self.slots(name).items():
@@ -373,7 +374,7 @@ def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
 
 
 def inject(
-    model: nn.Module, space: Space, targets: LayerSet | str | list[str], name: str = "default", **kwargs: Any
+    model: nn.Module, space: Space, targets: LayerSet | str | list[str], name: str = DEFAULT_NAME, **kwargs: Any
 ) -> Adapters:
     """Add one adapter to ``model`` and return the model's ``Adapters`` view."""
     adapters = Adapters(model)

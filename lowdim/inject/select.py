@@ -116,10 +116,13 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.M
         literal = _literal(pattern)  # an exact name (relax_rank's layer sets: 176 of them) is a set lookup
         found = literal in known if literal is not None else any(map(_compiled(pattern).fullmatch, names))
         if not found:
-            opaque = [name for name in _opaque_layers(model) if matches(pattern, name)]
+            opaque = sorted(name for name in _opaque_layers(model) if matches(pattern, name))
             if opaque:
-                raise LowdimError(f"pattern '{pattern}' matches only {opaque[0]}, the out_proj of an "
-                                  f"nn.MultiheadAttention, which reads that weight directly: it cannot carry adapters")
+                what = (f"only {opaque[0]}, the out_proj of an nn.MultiheadAttention, which reads that weight "
+                        f"directly: it cannot" if len(opaque) == 1 else
+                        f"only the out_proj of {len(opaque)} nn.MultiheadAttention layers ({opaque[0]}, ...), which "
+                        f"read those weights directly: they cannot")
+                raise LowdimError(f"pattern '{pattern}' matches {what} carry adapters")
             raise LowdimError(_no_match_message(pattern, layer_set, names, model))
     include, exclude = _any_of(layer_set.include), _any_of(layer_set.exclude)
     chosen = [(name, module) for name, module in candidates if include(name) and not exclude(name)]
@@ -180,6 +183,8 @@ def _kind_words(module: nn.Module) -> str:
                f"padding {module.padding if isinstance(module.padding, str) else module.padding[0]} " \
                f"and {module.groups} group(s): only a plain 1x1 convolution is linear per pixel"
     kind, name = layer_kind(module), type(module).__name__
+    if name == "Conv1D":  # transformers' GPT-2 layer: a linear layer whose weight is stored (in, out)
+        return "a transformers Conv1D (GPT-2's transposed linear layer), which lowdim does not adapt"
     article = "an" if name[0] in "AEIOU" else "a"
     return f"{article} {name}" + (f", which this layer set's types ({kind} not among them) leave out" if kind else "")
 

@@ -243,6 +243,33 @@ def test_shared_noise_gives_identical_images_identical_weights_and_is_recorded(t
         precompute(job(tiny_sd, tmp_path / "twins", tmp_path / "s"), progress=False, model=model)
 
 
+def test_init_starts_every_identity_from_an_adapter_file(tiny_sd, people, tmp_path, model, monkeypatch):
+    import copy
+
+    from lowdim.inject.select import exact_layers
+
+    first = precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model)
+    data = WeightDataset(first.index.parent)
+    holder = copy.deepcopy(model.modules)
+    adapters = lowdim.inject(holder, data.space, exact_layers("file", [layer.name for layer in data.layers]),
+                             seed=int(data.index["seed"]))
+    adapters.load_tensors("default", data.weights(0))
+    start = lowdim.save_adapter(tmp_path / "start.safetensors", holder)
+    starts = []
+    real = pre.train
+    monkeypatch.setattr(pre, "train", lambda model, subjects, trainable, *a, **k: starts.append(
+        {key: value.clone() for key, value in trainable.state().items()}) or real(model, subjects, trainable, *a,
+                                                                                     **k))
+    precompute(job(tiny_sd, people, tmp_path / "warm", init=start), progress=False, model=model)
+    expected = adapters.tensors("default")
+    layer, param = next((layer, k) for layer, p in expected.items() for k in p)
+    for state in starts:
+        rows = state[f"{layer}/{param}"]
+        rows = rows if rows.dim() > expected[layer][param].dim() else rows[None]
+        assert all(torch.equal(row, expected[layer][param]) for row in rows)
+    assert starts and lowdim.Adapters(model.modules).names() == []  # the probe adapter is gone again
+
+
 def test_init_starts_every_identity_from_a_folders_mean(tiny_sd, people, tmp_path, model, monkeypatch):
     from lowdim_sd.hypertrain_io import all_targets
 
