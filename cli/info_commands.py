@@ -132,7 +132,7 @@ def inspect(
         sizes = ", ".join(f"{size:,} bytes in {dtype}" for dtype, size in report.file_bytes.items())
         out.print(f"Adapter file on disk (tensors + metadata): {sizes}")
     if report.notes:
-        out.print(f"[dim]{len(report.notes)} layer(s) clamped, e.g. {report.notes[0]}[/]")
+        out.print(f"[dim]{len(report.notes)} layer note(s), e.g. {report.notes[0]}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -160,6 +160,7 @@ def save_adapter(
         "dtype": dtype,
         "num_params": str(info.num_params),
         "extra": _json_extra(extra or {}),
+        "adapter_name": name,  # what load_adapter names it again unless told otherwise
     }
     return atomic_save(tensors, metadata, Path(path))
 
@@ -321,10 +322,12 @@ def load_adapter(
     scale: float = 1.0,
     verify_bases: bool = True,
 ) -> AdapterInfo:
-    """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default "default"), after checking it fits."""
+    """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default: the name it was saved under, else
+    "default"), after checking it fits."""
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     adapter = read_adapter(path, adapters.model)
-    name = name or "default"
+    stored = adapter.metadata.get("adapter_name", "")
+    name = name or (stored if isinstance(stored, str) and stored.isidentifier() else "default")
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
     info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
     info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")})

@@ -157,3 +157,21 @@ def test_atomic_writes_get_the_permissions_a_plain_open_gives(tmp_path):
         os.umask(previous)
     assert path.read_text() == "hi" and stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["note.txt"]
+
+
+def test_a_file_keeps_its_adapter_name_and_loads_under_it_unless_told(tmp_path):
+    model = make_model()
+    lowdim.inject(model, lowdim.get_space("lora"), ["0"], name="smile")
+    path = lowdim.save_adapter(tmp_path / "smile.safetensors", model, "smile")
+    assert lowdim.read_adapter(path).metadata["adapter_name"] == "smile"
+    fresh = make_model()
+    assert lowdim.load_adapter(path, fresh).name == "smile"
+    assert lowdim.load_adapter(path, fresh, name="again").name == "again"
+    assert lowdim.Adapters(fresh).names() == ["smile", "again"]
+    hostile = tmp_path / "hostile.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    save_file(load_file(str(path)), str(hostile), metadata={**meta, "adapter_name": "not a name; rm -rf"})
+    assert lowdim.load_adapter(hostile, make_model()).name == "default"  # a name that is no identifier is ignored

@@ -213,3 +213,20 @@ def test_multihead_attention_out_proj_is_not_a_target_because_torch_bypasses_its
                                           r"\(layers.0.self_attn.out_proj, ...\), which read those weights "
                                           r"directly: they cannot carry adapters"):
         lowdim.inject(encoder, lowdim.get_space("lora"), ["*out_proj"])
+
+
+def test_a_lora_rank_beyond_a_layers_size_is_kept_and_noted():
+    model = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 8))
+    info = lowdim.inject(model, lowdim.get_space("lora", rank=4), ["0", "2"]).info("default")
+    assert info.notes == ["rank=4 exceeds 0's 6x3: its update has rank at most 3, and the extra params add nothing"]
+    assert lowdim.get_space("lora", rank=4).param_shapes(info.layers[0]) == {"down": (4, 3), "up": (6, 4)}
+
+
+def test_an_adapter_is_made_in_fp32_on_a_half_model_and_follows_a_later_cast():
+    half = nn.Sequential(nn.Linear(4, 4)).half()
+    assert {p.dtype for p in lowdim.inject(half, lowdim.get_space("lora"), ["0"]).parameters()} == {torch.float32}
+    model = nn.Sequential(nn.Linear(4, 4))
+    adapters = lowdim.inject(model, lowdim.get_space("lidb", a=3, b=3), ["0"])
+    model.half()
+    assert {p.dtype for p in adapters.parameters()} == {torch.float16}
+    assert {b.dtype for b in adapters.buffers()["0"].values()} == {torch.float32}

@@ -105,7 +105,7 @@ class Adapters:
         for layer_name, module, slot in slots:
             self._wrap(layer_name, module).slots[name] = slot
         if info.notes:
-            log.info("adapter '%s': %d layer(s) clamped, e.g. %s", name, len(info.notes), info.notes[0])
+            log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
         self._infos[name] = info
         return info
 

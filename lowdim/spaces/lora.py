@@ -60,6 +60,14 @@ class LoraSpace(Space):
     def stacks_layers(self) -> bool:
         return True  # a product with a number broadcasts over any leading dimension
 
+    def describe(self, layer: LayerSpec) -> str | None:
+        # Not clamped (peft does not either, and a file's shapes must not depend on the layer): said instead.
+        most = min(layer.in_features, layer.out_features)
+        if self.config.rank <= most:
+            return None
+        return (f"rank={self.config.rank} exceeds {layer.name}'s {layer.out_features}x{layer.in_features}: its update "
+                f"has rank at most {most}, and the extra params add nothing")
+
     def rank(self, layer: LayerSpec) -> int:
         return self.config.rank
 
