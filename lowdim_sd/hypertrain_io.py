@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 from lowdim_sd.weight_dataset import WeightDataset
 
 
@@ -111,7 +112,7 @@ def split_identities(names: list[str], job, out: Path) -> tuple[list[str], list[
     """(train, val): a seeded shuffle; stored in out/split.json so a resumed run keeps it."""
     path = out / "split.json"
     if job.resume and path.is_file():
-        split = json.loads(path.read_text())
+        split = read_split(path)
         unknown = sorted(set(split["train"] + split["val"]) - set(names))
         if unknown:
             raise LowdimError(f"{path} names identities the weights lack ({', '.join(unknown[:3])}); "
@@ -124,8 +125,21 @@ def split_identities(names: list[str], job, out: Path) -> tuple[list[str], list[
     random.Random(job.seed).shuffle(shuffled)
     val, train = sorted(shuffled[:count]), sorted(shuffled[count:])
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"train": train, "val": val}, indent=1))
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps({"train": train, "val": val}, indent=1)))
     return train, val
+
+
+def read_split(path: Path) -> dict[str, list[str]]:
+    """split.json as written by ``split_identities``, or one line naming the file and the way out."""
+    try:
+        split = json.loads(path.read_text())
+        lists = [split.get(key) for key in ("train", "val")] if isinstance(split, dict) else [None]
+        if all(isinstance(names, list) and all(isinstance(name, str) for name in names) for names in lists):
+            return split
+        problem = "it is not {\"train\": [names], \"val\": [names]}"
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = f"it cannot be read ({error})"
+    raise LowdimError(f"{path}: {problem}; delete it to draw the split again (the same --seed draws the same one)")
 
 
 class MetricsLog:
@@ -139,8 +153,20 @@ class MetricsLog:
 
 
 def trim_metrics(path: Path, start: int) -> None:
-    """A resumed run rewrites what came after its checkpoint: keep only records up to ``start``."""
+    """A resumed run rewrites what came after its checkpoint: keep only records up to ``start``.
+
+    A line a kill cut short (or any line that is not a record) is dropped: the log is a record of the run,
+    not its state, and must never stop a resume. The rewrite is atomic, so a kill during it loses nothing."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [line for line in path.read_text(errors="replace").splitlines() if _step(line) is not None
+            and _step(line) <= start]
+    atomic_write(path, lambda temp: Path(temp).write_text("".join(line + "\n" for line in kept)))
+
+
+def _step(line: str) -> int | None:
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None

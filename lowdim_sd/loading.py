@@ -19,11 +19,11 @@ from torch import nn
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign
+from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
 from lowdim_sd.architecture import component_tree
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
 # Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
@@ -228,7 +228,8 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
     if path.suffix or os.sep in source and not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
     try:
-        return StableDiffusionPipeline.from_pretrained(source, **kwargs)
+        # A hub id too: safetensors only, so a repository (or a cached copy) holding only *.bin is refused.
+        return StableDiffusionPipeline.from_pretrained(source, use_safetensors=True, **kwargs)
     except OSError as error:
         raise ModelLoadError(
             f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "

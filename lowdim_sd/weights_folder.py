@@ -18,10 +18,11 @@ from safetensors import safe_open
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import check_sizes
-from lowdim_sd.loading import PICKLE_SUFFIXES, ModelLoadError
+from lowdim.files import PICKLE_SUFFIXES
+from lowdim_sd.loading import ModelLoadError
 from lowdim_sd.text_encoder_files import check_readable_layout
 
-WEIGHT_PICKLES = (*PICKLE_SUFFIXES, ".pkl", ".pickle")
+WEIGHT_PICKLES = PICKLE_SUFFIXES
 MAX_INDEX_BYTES = 64 << 20  # a shard index of SDXL's UNet is about 100 KB
 MAX_CONFIG_BYTES = 1 << 20  # a config.json or model_index.json (SD1.5's largest: 2 KB)
 LIBRARIES = ("diffusers", "transformers")

@@ -199,7 +199,7 @@ def load_packaged_encoder() -> torch.nn.Module:
 
         convert(source, folder)
         atomic_write(stamp, lambda temp: Path(temp).write_text(json.dumps({"source": str(source), "sha256": digest})))
-    return Dinov2Model.from_pretrained(folder, local_files_only=True).eval()
+    return Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
 
 
 def _file_digest(path: Path) -> str:

@@ -80,12 +80,14 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
         return AutoModel.from_config(parsed)
     hub_config, offline = _pretrained_config(hub_id)
     vision_config = getattr(hub_config, "vision_config", None)
-    if vision_config is None:
-        return AutoModel.from_pretrained(hub_id, local_files_only=offline)
     from transformers import MODEL_MAPPING
 
     # e.g. CLIPVisionModel reads the vision half of a full CLIP checkpoint.
-    return MODEL_MAPPING[type(vision_config)].from_pretrained(hub_id, local_files_only=offline)
+    model_class = AutoModel if vision_config is None else MODEL_MAPPING[type(vision_config)]
+    try:  # safetensors only: a folder or repository holding only a pickle (*.bin) is refused, never unpickled
+        return model_class.from_pretrained(hub_id, local_files_only=offline, use_safetensors=True)
+    except OSError as error:
+        raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
 
 
 def _dinov2_config() -> Any:

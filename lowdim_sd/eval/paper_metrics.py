@@ -9,6 +9,7 @@ skips that metric with a note and runs the rest.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -152,7 +153,8 @@ class DinoMetric(_ImageFeatureMetric):
 
         super().__init__(batch_size)
         self.device = _device(device)
-        net = load_pretrained(lambda src, **kw: ViTModel.from_pretrained(src, add_pooling_layer=False, **kw),
+        net = load_pretrained(lambda src, **kw: ViTModel.from_pretrained(src, add_pooling_layer=False,
+                                                                          use_safetensors=True, **kw),
                               model, "DINO", "--dino-model")
         self.net = net.to(self.device).eval()
         self.processor = _image_processor(model, net.config.image_size)
@@ -172,7 +174,8 @@ class _Clip:
         with quiet_transformers():  # importing an image processor without torchvision logs a warning
             from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
         self.device = _device(device)
-        self.net = load_pretrained(CLIPModel.from_pretrained, source, "CLIP", "--clip-model").to(self.device).eval()
+        weights = functools.partial(CLIPModel.from_pretrained, use_safetensors=True)  # never a pickle
+        self.net = load_pretrained(weights, source, "CLIP", "--clip-model").to(self.device).eval()
         self.processor = load_pretrained(CLIPImageProcessor.from_pretrained, source, "CLIP image processor",
                                          "--clip-model")
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "CLIP tokenizer", "--clip-model")

@@ -140,6 +140,20 @@ def test_resume_continues_from_the_checkpoint_exactly(weights, tmp_path):
         train_hypernet(job(weights, tmp_path / "b", steps=4), progress=False)
 
 
+def test_a_resume_survives_a_log_cut_short_and_names_a_broken_split(weights, tmp_path):
+    train_hypernet(job(weights, tmp_path / "b", steps=2), progress=False)
+    log = tmp_path / "b" / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"kind": "train", "step": 3, "lo')  # a kill in the middle of a line
+    rest = train_hypernet(job(weights, tmp_path / "b", steps=3, resume=True), progress=False)
+    assert [r["step"] for r in records(rest.metrics, "train")] == [1, 2, 3]
+    (tmp_path / "b" / "split.json").write_text('{"train": ["a"')
+    with pytest.raises(lowdim.LowdimError, match=r"split.json: it cannot be read .*delete it to draw the split again"):
+        train_hypernet(job(weights, tmp_path / "b", steps=4, resume=True), progress=False)
+    (tmp_path / "b" / "split.json").write_text('{"train": "a", "val": []}')
+    with pytest.raises(lowdim.LowdimError, match=r'split.json: it is not \{"train": \[names\]'):
+        train_hypernet(job(weights, tmp_path / "b", steps=4, resume=True), progress=False)
+
+
 def test_cli_train_hypernet(weights, tmp_path, capsys):
     code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
                  json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "2",

@@ -25,7 +25,7 @@ def load_vae(model_dir: Path):
 
     from lowdim_sd.loading import dtype_keyword
 
-    loaded = AutoencoderKL.from_pretrained(model_dir / "vae", **{dtype_keyword(): torch.float32})
+    loaded = AutoencoderKL.from_pretrained(model_dir / "vae", use_safetensors=True, **{dtype_keyword(): torch.float32})
     # Rebuilt from its public config, as the UNet and text encoder are in warm_start: from_pretrained
     # records the folder it read as ``_name_or_path``, which the export would then carry.
     vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
@@ -51,8 +51,9 @@ def warm_start(cfg: TrainConfig, model_dir: Path, tokenizer,
     from transformers import CLIPTextModel
 
     unet = build_unet(cfg)
-    unet.load_state_dict(UNet2DConditionModel.from_pretrained(model_dir / "unet").float().state_dict())
-    old_text = CLIPTextModel.from_pretrained(model_dir / "text_encoder").float().state_dict()
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(model_dir / "unet", use_safetensors=True).float()
+                         .state_dict())
+    old_text = CLIPTextModel.from_pretrained(model_dir / "text_encoder", use_safetensors=True).float().state_dict()
     vocab = tokenizer.get_vocab()
     text_encoder = build_text_encoder(cfg, len(vocab))
     old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())

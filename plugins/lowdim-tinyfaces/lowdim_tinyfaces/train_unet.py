@@ -157,7 +157,7 @@ def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Pa
     log(f"exported {model_dir} ({size:.1f} MiB)")
     # Verify through the public loader, as users will load it.
     # Loaded as fp32, not cast after: diffusers warns that a cast may break modules kept in fp32.
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, **{dtype_keyword(): torch.float32})
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, use_safetensors=True, **{dtype_keyword(): torch.float32})
     pipe.set_progress_bar_config(disable=True)
     images = []
     for prompt in training_prompts():

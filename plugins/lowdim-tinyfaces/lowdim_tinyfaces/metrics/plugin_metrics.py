@@ -119,7 +119,7 @@ class StyleMetric:
 def _load_vae(source: str, device: str) -> Any:
     from diffusers import AutoencoderKL  # optional: only this metric needs diffusers
 
-    return AutoencoderKL.from_pretrained(source, subfolder="vae").to(device).eval()
+    return AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True).to(device).eval()
 
 
 class ImageMetric:
