@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -62,6 +63,7 @@ class AdapterFile:
     stored_buffers: LayerTensors | None
     checksum: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)  # a layer's scale when it was saved; absent: 1.0
 
     def buffers(self) -> LayerTensors:
         """The stored bases, or bases regenerated from the seed."""
@@ -82,7 +84,9 @@ class AdapterFile:
             for layer in self.layers:
                 made = source(layer)
                 params = {k: v.float() for k, v in self.params[layer.name].items()}
-                factors[layer.name] = self.space.factors(params, made)
+                down, up = self.space.factors(params, made)
+                scale = self.scales.get(layer.name, 1.0)  # folded in, as Adapters.lora_factors does live
+                factors[layer.name] = (down, up if scale == 1.0 else up * scale)
                 yield from (made[key] for key in sorted(made))
 
         if self.stored_buffers is not None:
@@ -141,6 +145,9 @@ def save_adapter(
                 f"adapter '{name}' holds {info.batch} per-sample adapters: pass sample=0..{info.batch - 1}"
             )
         params = {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
+    elif sample is not None:
+        raise AdapterFileError(f"adapter '{name}' is one adapter, not a per-sample batch: leave sample out")
+    _refuse_what_the_dtype_cannot_hold(params, name, dtype)
     tensors = _flatten(params, info.layers, DTYPES[dtype])
     if store_bases:
         flat = _flatten(buffers, info.layers, torch.float32)
@@ -162,6 +169,9 @@ def save_adapter(
         "extra": _json_extra(extra or {}),
         "adapter_name": name,  # what load_adapter names it again unless told otherwise
     }
+    scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
+    if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
+        metadata["scales"] = json.dumps(scales)
     return atomic_save(tensors, metadata, Path(path))
 
 
@@ -255,7 +265,8 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
     layers = _unpack_layers(metadata.get("layers", "[]"), path)
-    adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata)
+    adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
+                          _read_scales(metadata.get("scales"), layers, path))
     if model is not None:
         validate_against(adapter, model)
     check_flat(tensors, path)
@@ -269,6 +280,29 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
         adapter.stored_buffers = _unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path)
         check_finite(adapter.stored_buffers, path, "stored basis")
     return adapter
+
+
+def _refuse_what_the_dtype_cannot_hold(params: LayerTensors, name: str, dtype: str) -> None:
+    """A value past fp16's range would be stored as inf, and the file then refused on every load."""
+    for layer, tensors in params.items():
+        for key, value in tensors.items():
+            if not torch.isfinite(value.detach().to(DTYPES[dtype])).all():
+                raise AdapterFileError(f"adapter '{name}' layer {layer} param '{key}': values beyond {dtype}'s range, "
+                                       f"or NaN/Inf (a diverged run?); save in fp32, or retrain")
+
+
+def _read_scales(text: str | None, layers: list[LayerSpec], path: Path) -> dict[str, float]:
+    if text is None:
+        return {}
+    try:
+        scales = json.loads(text)
+    except ValueError:
+        scales = None
+    if not (isinstance(scales, list) and len(scales) == len(layers) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scales)):
+        raise AdapterFileError(f"{path}: the scales in the metadata are not one finite number per layer "
+                               f"({len(layers)} layers)")
+    return {layer.name: float(scale) for layer, scale in zip(layers, scales, strict=True)}
 
 
 def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError) -> tuple[dict, dict]:
@@ -323,13 +357,15 @@ def load_adapter(
     verify_bases: bool = True,
 ) -> AdapterInfo:
     """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default: the name it was saved under, else
-    "default"), after checking it fits."""
+    "default"), after checking it fits. Each layer's scale is the one it was saved with, times ``scale``."""
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     adapter = read_adapter(path, adapters.model)
     stored = adapter.metadata.get("adapter_name", "")
     name = name or (stored if isinstance(stored, str) and stored.isidentifier() else "default")
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
     info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
+    for layer, slot in adapters.slots(name).items():  # ``scale`` weighs the adapter as it was saved
+        slot.scale = scale * adapter.scales.get(layer, 1.0)
     info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")})
     if adapter.stored_buffers is not None:
         adapters.load_buffers(name, adapter.stored_buffers)

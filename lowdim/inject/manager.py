@@ -85,6 +85,8 @@ class Adapters:
             raise LowdimError(f"adapter '{name}': batch must be a positive integer or None, got {batch!r}")
         if not isinstance(seed, int):
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+            raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
         layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
         info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch)
         chosen = select_layers(self.model, layer_set)
@@ -140,13 +142,14 @@ class Adapters:
         self.unmerge(name)
         self._detach(name)
 
-    def merge_and_unload(self, names: list[str] | None = None) -> None:
+    def merge_and_unload(self, names: list[str] | None = None) -> nn.Module:
         """Fold adapters (default: all) into the base weights for good and remove them, leaving the
-        plain modules: a model to save or ship that needs no lowdim (peft's ``merge_and_unload``)."""
+        plain modules: a model to save or ship that needs no lowdim. Returns the model, as peft's does."""
         for name in list(self._infos if names is None else names):
             self.info(name)
             self.merge(name)
             self._detach(name)
+        return self.model
 
     def _detach(self, name: str) -> None:
         for wrapper in self._wrappers(name):
@@ -289,6 +292,11 @@ class Adapters:
         if part not in ("all", "frozen"):
             raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
         tied = _tied_weights(self.model)
+        for wrapper in self._wrappers(name):  # before any weight changes: all of the adapter merges, or none
+            if torch.nn.utils.parametrize.is_parametrized(wrapper.base_layer, "weight"):
+                raise LowdimError(f"layer {wrapper.layer_name}: its weight is parametrized (weight_norm, "
+                                  f"spectral_norm, ...), so a merge cannot write into it; keep adapter '{name}' "
+                                  f"unmerged, or remove the parametrization first")
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
             if not slot.enabled:
@@ -299,6 +307,8 @@ class Adapters:
                 warnings.warn(f"layer {wrapper.layer_name} shares its weight with another module (tied embeddings?): "
                               f"merging adapter '{name}' changes that module too", stacklevel=2)
             factors = slot.factors_for_merge(part)
+            if factors is None and part == "frozen":
+                continue  # no frozen part (not a stack): nothing merged, so nothing to lock
             if factors is not None:
                 factors = (factors[0].detach().clone(), factors[1].detach().clone())
                 wrapper.add_to_weight(*factors, slot.scale)

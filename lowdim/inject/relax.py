@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lowdim.errors import LowdimError
 from lowdim.inject.manager import AdapterInfo, Adapters
 from lowdim.inject.select import exact_layers
 from lowdim.spaces.base import Space
@@ -18,23 +19,44 @@ def relax_rank(
     The result is one stack adapter ``new_name`` (the old one is deleted). With ``merge_frozen``
     the frozen part is folded into the base weights, as the paper does before fast finetuning;
     export still sees the whole stack. ``seed`` seeds the trainable part's init (default: the old
-    adapter's seed); the frozen part keeps the old adapter's seed and bases either way.
+    adapter's seed); the frozen part keeps the old adapter's seed and bases either way. Each layer
+    keeps its scale, so the model's output is unchanged; if the stack cannot be built, the old
+    adapter is put back as it was.
     """
     from lowdim.spaces.stack import StackSpace
 
     old = adapters.info(name)
+    slots = adapters.slots(name)
+    if not all(slot.enabled for slot in slots.values()):
+        raise LowdimError(f"adapter '{name}' is disabled: enable it first, or there is nothing to relax")
+    if merge_frozen and old.batch is not None:
+        raise LowdimError(f"adapter '{name}' holds {old.batch} per-sample adapters, which cannot be merged: pass "
+                          f"merge_frozen=False, or relax one sample's adapter")
     stack = StackSpace.of([(old.space, old.seed)], trainable, merge_frozen=merge_frozen)
     targets = exact_layers(old.layer_set, [layer.name for layer in old.layers])
-    frozen = adapters.tensors(name)
-    scale = next(iter(adapters.slots(name).values())).scale
+    frozen = {layer: {k: v.detach().clone() for k, v in tensors.items()} for layer, tensors in
+              adapters.tensors(name).items()}
+    scales = {layer: slot.scale for layer, slot in slots.items()}
     adapters.delete(name)
-    # The stack keeps the old scale, so the model's output is unchanged by the relaxation.
-    info = adapters.add(new_name, stack, targets, seed=old.seed if seed is None else seed, batch=old.batch,
-                        scale=scale)
+    try:
+        info = adapters.add(new_name, stack, targets, seed=old.seed if seed is None else seed, batch=old.batch)
+    except Exception:
+        _put_back(adapters, old, targets, frozen, scales)
+        raise
+    info.metadata.update(old.metadata)  # the base model and token a loaded file named
     with torch.no_grad():
         for layer, slot in adapters.slots(new_name).items():
+            slot.scale = scales[layer]
             for key, value in stack.component_keys(0, frozen[layer]).items():
                 slot.params[key].copy_(value)
     if stack.config.merge_frozen:  # the stack's config is what a saved file records
         adapters.merge(new_name, part="frozen")
     return info
+
+
+def _put_back(adapters: Adapters, old: AdapterInfo, targets, frozen: dict, scales: dict[str, float]) -> None:
+    restored = adapters.add(old.name, old.space, targets, seed=old.seed, batch=old.batch)
+    restored.metadata.update(old.metadata)
+    adapters.load_tensors(old.name, frozen)
+    for layer, slot in adapters.slots(old.name).items():
+        slot.scale = scales[layer]

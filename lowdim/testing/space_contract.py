@@ -298,13 +298,16 @@ def test_merge_and_unload_leaves_a_plain_model_that_computes_the_spaces_output(s
 
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
-@given(case=cases(), dtype=st.sampled_from(["fp32", "fp16", "bf16"]))
-def test_save_load_round_trip(space_name, case, dtype, tmp_path_factory):
-    run = Injected(space_name, {**case, "dtype": torch.float32})
+@given(case=cases(), dtype=st.sampled_from(["fp32", "fp16", "bf16"]),
+       scales=st.sampled_from([(1.0, 1.0), (0.5, 0.5), (1.0, -2.0)]))
+def test_save_load_round_trip(space_name, case, dtype, scales, tmp_path_factory):
+    run = Injected(space_name, {**case, "dtype": torch.float32}, scales[0])
+    run.adapters.set_scale("default", scales[1], layers="2")  # a layer's own scale is part of the adapter
     path = tmp_path_factory.mktemp("rt") / "adapter.safetensors"
     lowdim.save_adapter(path, run.model, dtype=dtype)
     fresh = _model(case["layer"])
     lowdim.load_adapter(path, fresh, name="default")
+    assert [slot.scale for slot in lowdim.Adapters(fresh).slots("default").values()] == list(scales)
     loaded = lowdim.Adapters(fresh).tensors("default")
     cast = lowdim.files.DTYPES[dtype]
     for layer, tensors in run.adapters.tensors("default").items():
@@ -313,6 +316,9 @@ def test_save_load_round_trip(space_name, case, dtype, tmp_path_factory):
             assert torch.equal(loaded[layer][key], value.detach().to(cast).float())
     if dtype == "fp32":
         assert torch.equal(fresh(run.x), run.model(run.x))
+        exported, live = lowdim.read_adapter(path).lora_factors(), run.adapters.lora_factors("default")
+        for layer, (down, up) in live.items():  # what `lowdim export` writes is what the model computes
+            assert close(exported[layer][1] @ exported[layer][0], up @ down, torch.float32)
 
 
 @pytest.mark.parametrize("space_name", SPACES)

@@ -1,0 +1,131 @@
+"""What a library user relies on beyond the per-space contract: scales kept in files, nested overrides,
+merge_and_unload of a subset, refusals that keep the model as it was, and the bases' pinned seeding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import lowdim
+from lowdim import functional as F
+from lowdim.errors import AdapterFileError, LowdimError
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4))
+
+
+def filled(space: str = "lora", name: str = "default", **kwargs) -> tuple[nn.Module, lowdim.Adapters]:
+    net = model()
+    adapters = lowdim.inject(net, lowdim.get_space(space), ["0", "2"], name=name, **kwargs)
+    with torch.no_grad():
+        for param in adapters.parameters(name):
+            param.copy_(torch.randn_like(param))
+    return net, adapters
+
+
+def test_a_loaded_file_keeps_each_layers_scale_and_a_given_scale_weighs_it(tmp_path):
+    net, adapters = filled()
+    adapters.set_scale("default", 0.5, layers="2")
+    path = lowdim.save_adapter(tmp_path / "a.safetensors", net)
+    x = torch.randn(3, 6)
+    fresh = model()
+    lowdim.load_adapter(path, fresh)
+    torch.testing.assert_close(fresh(x), net(x))
+    twice = model()
+    lowdim.load_adapter(path, twice, scale=2.0)
+    assert [slot.scale for slot in lowdim.Adapters(twice).slots().values()] == [2.0, 1.0]
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+    for bad in ("[1.0]", '["a", 1]', "[1.0, NaN]", "nope"):
+        broken = tmp_path / "broken.safetensors"
+        save_file(load_file(str(path)), str(broken), metadata={**meta, "scales": bad})
+        with pytest.raises(AdapterFileError, match="scales in the metadata are not one finite number per layer"):
+            lowdim.read_adapter(broken)
+    plain = lowdim.save_adapter(tmp_path / "plain.safetensors", filled()[0])
+    with safe_open(str(plain), "pt") as handle:
+        assert "scales" not in handle.metadata()  # all 1.0: nothing to record
+
+
+@pytest.mark.parametrize("scale", ["0.5", float("nan"), float("inf"), True])
+def test_a_bad_scale_is_refused_when_the_adapter_is_added(scale):
+    with pytest.raises(LowdimError, match=f"scale must be a finite number, got {scale!r}"):
+        lowdim.inject(model(), lowdim.get_space("lora"), ["0"], scale=scale)
+
+
+def test_overrides_nest_and_each_exit_restores_what_was_there():
+    net, adapters = filled()
+    x = torch.randn(2, 6)
+    outer = {layer: {k: torch.randn_like(v) for k, v in t.items()} for layer, t in adapters.tensors().items()}
+    inner = {layer: {k: torch.randn_like(v) for k, v in t.items()} for layer, t in adapters.tensors().items()}
+    stored = net(x)
+    with adapters.override("default", outer):
+        with_outer = net(x)
+        with adapters.override("default", inner):
+            assert not torch.allclose(net(x), with_outer)
+        torch.testing.assert_close(net(x), with_outer)  # the teacher's override inside the student's, say
+    torch.testing.assert_close(net(x), stored)
+
+
+def test_merge_and_unload_of_some_adapters_keeps_the_others_and_returns_the_model():
+    net, adapters = filled(name="one")
+    lowdim.inject(net, lowdim.get_space("lora"), ["0"], name="two")
+    x = torch.randn(2, 6)
+    before = net(x)
+    assert adapters.merge_and_unload(["one"]) is net
+    assert adapters.names() == ["two"]
+    torch.testing.assert_close(net(x), before)
+    assert isinstance(net[2], nn.Linear) and not isinstance(net[0], nn.Linear)  # "two" still wraps layer 0
+
+
+def test_a_parametrized_weight_refuses_a_merge_and_the_adapter_stays_live():
+    net, adapters = filled()
+    nn.utils.parametrizations.weight_norm(net[2].base_layer)
+    x = torch.randn(2, 6)
+    before = net(x)
+    with pytest.raises(LowdimError, match="layer 2: its weight is parametrized"):
+        adapters.merge()
+    assert all(slot.merged_scale is None for slot in adapters.slots().values())
+    torch.testing.assert_close(net(x), before)
+
+
+def test_merging_the_frozen_part_of_a_plain_adapter_does_nothing_and_locks_nothing():
+    net, adapters = filled()
+    adapters.merge(part="frozen")
+    adapters.set_scale("default", 0.5)  # refused if the merge had marked it merged
+
+
+def test_saving_refuses_what_the_dtype_cannot_hold_and_a_sample_of_a_single_adapter(tmp_path):
+    net, adapters = filled()
+    with torch.no_grad():
+        adapters.slots()["2"].params["up"][0, 0] = 1e5
+    with pytest.raises(AdapterFileError, match="layer 2 param 'up': values beyond fp16's range"):
+        lowdim.save_adapter(tmp_path / "a.safetensors", net, dtype="fp16")
+    assert not (tmp_path / "a.safetensors").exists()
+    lowdim.save_adapter(tmp_path / "a.safetensors", net, dtype="fp32")
+    with pytest.raises(AdapterFileError, match="is one adapter, not a per-sample batch"):
+        lowdim.save_adapter(tmp_path / "b.safetensors", net, sample=0)
+
+
+def test_the_bases_seeding_is_pinned_so_every_saved_file_keeps_loading():
+    # Files keep only a seed; these values are what every adapter saved so far was trained with. A change
+    # here breaks loading them all (checksum mismatch): a format change, never a refactor.
+    assert F.layer_seed(0, "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q") == PINNED_SEED
+    net = model()
+    adapters = lowdim.inject(net, lowdim.get_space("lidb", a=4, b=3), ["0", "2"], seed=7)
+    assert lowdim.files._checksum(adapters.buffers(), adapters.info().layers) == PINNED_CHECKSUM
+
+
+def test_lidbs_trained_factor_starts_with_the_documented_spread():
+    layer = lowdim.LayerSpec("x", 400, 400)
+    space = lowdim.get_space("lidb", a=100, b=50)
+    b_train = space.init_params(layer, torch.Generator().manual_seed(0))["B_train"]
+    assert b_train.std().item() == pytest.approx(50 ** -0.5, rel=0.25)  # docs/spaces.md: N(0, 1/b)
+
+
+PINNED_SEED = 600197809679054148
+PINNED_CHECKSUM = "fbaaabc4907aae48"
