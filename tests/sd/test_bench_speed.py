@@ -243,7 +243,10 @@ def test_the_only_options_help_names_every_task():
 
     from lowdim_cli.bench_speed_command import speed
 
-    option = typing.get_type_hints(speed, include_extras=True)["only"].__metadata__[0]
+    hint = typing.get_type_hints(speed, include_extras=True)["only"]
+    if not hasattr(hint, "__metadata__"):  # Python 3.10 wraps Annotated[X | None, ...] = None in Optional[...]
+        hint = next(arg for arg in typing.get_args(hint) if hasattr(arg, "__metadata__"))
+    option = hint.__metadata__[0]
     named = inspect.cleandoc(option.help)
     for task in tasks(QUICK):
         assert (task.name if not task.name.startswith("precompute-k") else "precompute-k1") in named, task.name
