@@ -8,7 +8,7 @@ SCRATCH_STEPS = 600  # `personalize` with no hypernetwork: from zero, 40 steps b
 HYPERNET_STEPS = 1000  # `train-hypernet`
 FINETUNE_LR = 3e-3  # personalize's fast finetuning (chosen on validation identities, docs/results.md)
 # Images (noise draws of the one reference) per fast-finetuning step: the paper's one. A backend may ship
-# its own batch and rate for the 40 steps after a prediction (TinyFaces: 4 at 1e-2, docs/ladder.md rung 12).
+# its own batch and rate for the 40 steps after a prediction (TinyFaces: 8 at 1e-2, docs/ladder.md).
 FINETUNE_BATCH = 1
 # `train` / `precompute` learning rate per mode (a space's name, "full", or "relaxed" for --init)
 # ti: Textual Inversion's base rate (Gal et al. 2022, before their scaling by batch size and GPUs)

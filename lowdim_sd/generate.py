@@ -16,6 +16,7 @@ from PIL import Image
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.loading import SDModel
@@ -252,7 +253,8 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     # prompts.json makes the folder an eval folder: `lowdim eval OUT --references face.jpg` (docs/eval.md).
     entries = [{"image": path.name, "prompt": item.prompt, "seed": item.seed}
                for path, item in zip(paths, results, strict=True)]
-    (out_dir / "prompts.json").write_text(json.dumps({"images": entries}, indent=1) + "\n", encoding="utf-8")
+    text = json.dumps({"images": entries}, indent=1) + "\n"
+    atomic_write(out_dir / "prompts.json", lambda temp: Path(temp).write_text(text, encoding="utf-8"))
     captions = [f"{item.prompt} (seed {item.seed})" for item in results]
     grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)
     return paths, grid

@@ -49,10 +49,6 @@ def _stack(space: Space, p: Tensors, b: Tensors) -> Tensor:
 REFERENCE_DELTA: dict[str, Formula] = {"lora": _lora, "lidb": _lidb, "vera": _vera, "stack": _stack, "ti": _ti}
 
 
-def has_reference(space_name: str) -> bool:
-    return space_name in REFERENCE_DELTA
-
-
 def reference_delta(space: Space, params: Tensors, buffers: Tensors) -> Tensor:
     """ΔW of one layer for one sample's unbatched ``params``, buffers cast to the params' dtype."""
     dtype = next(iter(params.values())).dtype
