@@ -84,7 +84,8 @@ def call_each(
     """Call one hook on every plugin separately, so one raising plugin cannot hide the others.
 
     ``make_kwargs(plugin_name)`` builds each call's arguments, so callbacks know who calls them.
-    A PluginError (two plugins claiming one name) is the user's to fix and is not swallowed.
+    A PluginError (two plugins claiming one name) is the user's to fix and is not swallowed, and neither is
+    an error in lowdim's own built-in hooks: that is a bug in lowdim, which a warning would hide.
     """
     for impl in getattr(manager.hook, hook_name).get_hookimpls():
         try:
@@ -92,8 +93,11 @@ def call_each(
         except PluginError:
             raise
         except Exception as error:
+            if impl.plugin_name in BUILTIN_NAMES.values():
+                raise
             warnings.warn(
-                f"plugin '{impl.plugin_name}' raised in {hook_name} and was skipped: {error}",
+                f"plugin '{impl.plugin_name}' raised in {hook_name} and was skipped: "
+                f"{type(error).__name__}: {error}",
                 PluginWarning,
                 stacklevel=2,
             )

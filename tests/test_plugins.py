@@ -74,9 +74,22 @@ def test_a_plugin_that_raises_is_skipped_with_a_warning_naming_it():
         raise RuntimeError("boom")
 
     broken = plugin_module("broken_plugin", register_spaces=explode)
-    with pytest.warns(plugins.PluginWarning, match="broken_plugin.*boom"):
+    with pytest.warns(plugins.PluginWarning, match="broken_plugin.*RuntimeError: boom"):
         registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", broken])
     assert {"lora", "lidb", "stack"} <= set(registry.spaces)
+
+
+def test_an_error_in_lowdims_own_hooks_is_raised_not_hidden_in_a_warning(monkeypatch):
+    import lowdim.spaces.builtin as builtin
+
+    def bug(register):
+        raise KeyError("lidb")
+
+    from lowdim.hookspecs import hookimpl
+
+    monkeypatch.setattr(builtin, "register_spaces", hookimpl(bug))
+    with pytest.raises(KeyError, match="lidb"):
+        lowdim.Registry.from_plugins(["lowdim.spaces.builtin"])
 
 
 def test_an_entry_point_that_fails_to_import_is_skipped_with_a_warning(monkeypatch):
