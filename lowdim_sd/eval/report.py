@@ -125,14 +125,16 @@ def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None
     for name in names:
         factory = registry.metrics[name].value
         kwargs = {**_accepted(factory, shared or {}), **options.get(name, {})}
+        try:  # only a mismatch of the options themselves is the user's; a TypeError inside is a bug to raise
+            inspect.signature(factory).bind(**kwargs)
+        except TypeError as error:
+            raise LowdimError(f"metric '{name}' rejected its options {options.get(name, {})}: {error}") from None
+        except ValueError:  # a builtin or C factory without a signature: let the call say
+            pass
         try:
             loaded[name] = factory(**kwargs)
         except MetricUnavailable as error:
             skipped[name] = str(error)
-        except TypeError as error:
-            if options.get(name):
-                raise LowdimError(f"metric '{name}' rejected its options {options[name]}: {error}") from None
-            raise
         except _LOAD_ERRORS as error:
             skipped[name] = f"its model could not be loaded: {error}".splitlines()[0]
     return loaded, skipped

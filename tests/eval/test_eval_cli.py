@@ -166,3 +166,19 @@ def test_no_image_scored_is_a_failure_that_names_the_tinyfaces_metrics_for_small
     code, _, stderr = run(capsys, "eval", folder, "--metrics", "tinyfaces-identity,tinyfaces-image", "--device",
                           "cpu", "--no-progress")
     assert code == 0, stderr
+
+
+def test_options_a_metric_does_not_take_are_one_line_but_a_type_error_inside_it_is_raised():
+    from lowdim.hookspecs import hookimpl
+    from lowdim_sd.eval.report import load_metrics
+
+    class Buggy:
+        def __init__(self, size: int = 1) -> None:
+            raise TypeError("a bug in the metric")
+
+    plugin = type("plugin", (), {"register_metrics": staticmethod(hookimpl(lambda register: register("buggy", Buggy)))})
+    with use_registry(Registry.from_plugins([plugin])):
+        with pytest.raises(LowdimError, match=r"metric 'buggy' rejected its options \{'width': 3\}"):
+            load_metrics(("buggy",), {"buggy": {"width": 3}})
+        with pytest.raises(TypeError, match="a bug in the metric"):
+            load_metrics(("buggy",), {"buggy": {"size": 3}})
