@@ -81,7 +81,10 @@ def write_report(report: dict, samples: dict[str, torch.Tensor], out: Path, colu
     from lowdim_sd.images import to_pil
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    from lowdim.files import atomic_write
+
+    text = json.dumps(report, indent=2)
+    atomic_write(out / "quality.json", lambda temp: Path(temp).write_text(text))
     images, labels = [], []
     for style, batch in samples.items():
         images += to_pil(batch[:columns])
@@ -90,12 +93,13 @@ def write_report(report: dict, samples: dict[str, torch.Tensor], out: Path, colu
     rows = "\n".join(f"| {style} | `{prompt_for(style)}` | {acc:.0%} |"
                      for style, acc in report["style_accuracy"].items())
     sims = report["photo_mean_pairwise_identity_cosine"]
-    (out / "quality.md").write_text(
+    markdown = (
         f"| style | prompt | classified as the prompted style |\n|---|---|---|\n{rows}\n\n"
         f"Style gate (every style >= {STYLE_GATE:.0%}): {'passed' if report['style_gate_passed'] else 'FAILED'}\n\n"
         f"Mean pairwise identity cosine of 'a photo of a face': generated {sims['generated']:.3f}, "
         f"real renders {sims['real']:.3f} (lower is more diverse); diversity gate: "
         f"{'passed' if report['diversity_gate_passed'] else 'FAILED'}\n")
+    atomic_write(out / "quality.md", lambda temp: Path(temp).write_text(markdown))
 
 
 def main() -> None:

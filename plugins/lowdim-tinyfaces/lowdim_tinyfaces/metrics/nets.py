@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from lowdim.files import atomic_save, atomic_write
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -34,8 +36,9 @@ def save_weights(module: nn.Module, config: dict, name: str, directory: Path | N
         value = value.detach().cpu()
         tensors[key] = (value.half() if value.is_floating_point() else value).contiguous()
     path = directory / f"{name}.safetensors"
-    save_file(tensors, str(path), metadata={"format": "pt", "config": json.dumps(config)})
-    (directory / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_save(tensors, {"format": "pt", "config": json.dumps(config)}, path)
+    text = json.dumps(config, indent=2) + "\n"
+    atomic_write(directory / f"{name}.json", lambda temp: Path(temp).write_text(text))
     return path
 
 
