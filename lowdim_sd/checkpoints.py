@@ -53,15 +53,27 @@ def complete(folder: Path, state: dict, keep: int) -> Path:
     return folder
 
 
-def save_hypernet(out: Path, step: int, net, optimizer, trainable: list[Tensor], metadata: dict, keep: int) -> Path:
-    """A hypernetwork checkpoint: the network as a hypernet file (what personalize reads) and AdamW's state."""
+def save_hypernet(out: Path, step: int, net, optimizer, trainable: list[Tensor], metadata: dict, keep: int,
+                  settings: dict | None = None) -> Path:
+    """A hypernetwork checkpoint: the network as a hypernet file (what personalize reads), AdamW's state and the
+    run's settings (``check_resume``)."""
     from lowdim.hyper import save_hypernet as write_net
 
     folder = step_folder(out, step)
     write_net(folder / "hypernet.safetensors", net, {**metadata, "steps": step})
     state = getattr(optimizer, "optimizer", optimizer).state  # accelerate wraps the optimizer
     atomic_save(_optimizer_tensors_of(state, trainable), {"step": str(step)}, folder / "optimizer.safetensors")
-    return complete(folder, {"step": step, "time": time.time()}, keep)
+    return complete(folder, {"step": step, "time": time.time(), "settings": settings or {}}, keep)
+
+
+def check_resume(folder: Path, settings: dict) -> None:
+    """Refuse to resume ``folder`` with other ``settings`` than the run that wrote it, naming each difference."""
+    try:
+        stored = json.loads((folder / "state.json").read_text()).get("settings") or {}
+    except (OSError, ValueError, AttributeError) as error:
+        raise LowdimError(f"{folder}: checkpoint is unreadable ({error}); delete it to resume from an older one") \
+            from None
+    _check_settings(folder, stored, settings)
 
 
 def _optimizer_tensors_of(state: dict, parameters: list[Tensor]) -> dict[str, Tensor]:

@@ -83,6 +83,8 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     from lowdim_sd.generate import check_resolution
 
     check_resolution(resolution)
+    if pool < 0:
+        raise LowdimError(f"--pool must be >= 0 (0: every token), got {pool}")
     paths = [path for folder in folders for path in _identity_images(folder)]
     if not paths:
         raise LowdimError(f"no images in {', '.join(map(str, folders))}")

@@ -15,6 +15,7 @@ an uninterrupted one would do.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,6 +36,9 @@ from lowdim_sd.hypertrain_io import (
     Pairs,
     StepSampler,
     all_targets,
+    check_counts,
+    checkpoint_to_resume,
+    resume_settings,
     split_identities,
     trim_metrics,
 )
@@ -109,21 +113,6 @@ class HyperTrainResult:
     main_process: bool = True  # False in the other processes of a distributed run
 
 
-def check_counts(job: HyperTrainJob) -> None:
-    """Counts and rates that must be positive, named as the CLI spells them."""
-    positive = {"--steps": job.steps, "--batch-size": job.batch_size, "--lr": job.learning_rate,
-                "keep_checkpoints": job.keep_checkpoints}
-    at_least_zero = {"--val-every": job.val_every, "--log-every": job.log_every,  # 0: never
-                     "--checkpoint-every": job.checkpoint_every, "--weight-decay": job.weight_decay,
-                     "--num-workers": job.num_workers}
-    for name, value in positive.items():
-        if not value > 0:
-            raise LowdimError(f"{name} must be > 0, got {value}")
-    for name, value in at_least_zero.items():
-        if not value >= 0:
-            raise LowdimError(f"{name} must be >= 0, got {value}")
-
-
 def check_job(job: HyperTrainJob) -> None:
     """Settings nothing can train with, refused before any model or data loads."""
     check_retrieval_job(job)
@@ -149,17 +138,24 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     full = WeightDataset(job.weights)
     job.model = _model_to_train(job, full.index)
     out = Path(job.out)
-    folder = _checkpoint_to_resume(out, job.resume)
+    folder = checkpoint_to_resume(out, job.resume)
+    settings = resume_settings(job, full)
+    if folder is not None:  # before anything is written: a changed option must not half-continue a run
+        checkpoints.check_resume(folder, settings)
     train_names, val_names = split_identities(full.names, job, out)
     accelerator = _accelerator(job)
     numbers = {name: number for number, name in enumerate(full.names)}
     train_set = full.subset(train_names, all_images=job.all_images)
     val_set = full.subset(val_names) if val_names else None
+    for dataset in (train_set, val_set):
+        if dataset is not None:
+            dataset.check_images()
     if job.hyper.get("architecture") == "retrieval":
         return fill_retrieval(job, train_set, val_set, numbers, out, progress)
 
     net, start = _network(job, full, folder)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
+    loop.settings = settings
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=loop.log.path, main_process=loop.main)
     started = time.perf_counter()
@@ -185,6 +181,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     if loop.main:
         from lowdim.hyper import save_hypernet
 
+        loop.finish_checkpoints()
+
         save_hypernet(result.path, accelerator.unwrap_model(loop.net), {**loop.metadata, "steps": loop.step})
     result.seconds = time.perf_counter() - started
     return result
@@ -196,19 +194,6 @@ def _model_to_train(job: HyperTrainJob, index: dict) -> str:
     if model != canonical_model(index["model"]):
         warnings.warn(f"the weights were made with {index['model']}; training for {model}", stacklevel=3)
     return model
-
-
-def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
-    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
-    folder = checkpoints.latest(out)
-    if folder is not None and not resume:
-        raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
-                          f"continue it, or choose another --out")
-    if folder is None and (out / "hypernet.safetensors").is_file():
-        # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
-        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
-                          f"--out (or save checkpoints with --checkpoint-every to continue runs later)")
-    return folder
 
 
 def _accelerator(job: HyperTrainJob):
@@ -261,6 +246,7 @@ class _Loop:
     metadata: dict
     step: int
     updating: bool = False  # inside the optimizer update: a stop now leaves it half applied
+    settings: dict = field(default_factory=dict)  # what a resume must repeat (resume_settings)
 
     @classmethod
     def prepare(cls, job: HyperTrainJob, accelerator, net, full: WeightDataset, train_set: WeightDataset,
@@ -340,7 +326,20 @@ class _Loop:
 
     def checkpoint(self) -> Path:
         return checkpoints.save_hypernet(Path(self.job.out), self.step, self.accelerator.unwrap_model(self.net),
-                                         self.optimizer, self.trainable, self.metadata, self.job.keep_checkpoints)
+                                         self.optimizer, self.trainable, self.metadata, self.job.keep_checkpoints,
+                                         self.settings)
+
+    def finish_checkpoints(self) -> None:
+        """At the run's end, its last step is what a later --resume continues from (a longer run, or the rest of
+        a --max-minutes budget); without periodic checkpoints, a stop's leftover one is dropped instead, so a
+        resume can never go back to it and redo the steps since."""
+        out = Path(self.job.out)
+        if self.job.checkpoint_every:
+            latest = checkpoints.latest(out)
+            if latest is None or checkpoints.saved_step(latest) != self.step:
+                self.checkpoint()
+        else:
+            shutil.rmtree(out / checkpoints.FOLDER, ignore_errors=True)
 
     def stopped(self, stop: BaseException) -> NoReturn:
         """Keep a checkpoint of a stopped run where one can be kept, and say so."""
@@ -372,7 +371,7 @@ def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, pro
     if not job.extra_images:
         return None
     images = Images([Path(folder) for folder in job.extra_images], like)
-    size = job.extra_batch_size or job.batch_size
+    size = job.batch_size if job.extra_batch_size is None else job.extra_batch_size
     sampler = StepSampler(len(images), size * processes, job.seed + 1, start, job.steps)
     return torch.utils.data.DataLoader(images, batch_size=size, sampler=sampler, num_workers=job.num_workers)
 

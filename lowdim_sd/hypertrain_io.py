@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
+from lowdim_sd import checkpoints, runs
 from lowdim_sd.weight_dataset import WeightDataset
 
 
@@ -170,3 +171,56 @@ def _step(line: str) -> int | None:
     except (ValueError, AttributeError):
         return None
     return step if isinstance(step, int) else None
+
+
+# Options that shape the training itself: a resume must repeat them (the step count, the time budget,
+# logging and checkpoint cadence may change, as continuing a run longer needs).
+RESUMED_AS_THEY_WERE = ("model", "hyper", "batch_size", "learning_rate", "weight_decay", "alpha", "beta",
+                        "diffusion_iterates", "diffusion_target", "extra_batch_size", "key_steps", "key_renders",
+                        "val_fraction", "val_identities", "seed", "augment", "all_images", "prompt", "token",
+                        "max_grad_norm", "mixed_precision")
+
+
+def resume_settings(job, full: WeightDataset) -> dict:
+    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE and the identity count."""
+    settings = {name: getattr(job, name) for name in RESUMED_AS_THEY_WERE}
+    settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
+    return json.loads(json.dumps(settings, default=str))
+
+
+def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
+    folder = checkpoints.latest(out)
+    if folder is not None and not resume:
+        raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
+                          f"continue it, or choose another --out")
+    if folder is None and (out / "hypernet.safetensors").is_file():
+        # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
+        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
+                          f"--out (or save checkpoints with --checkpoint-every to continue runs later)")
+    return folder
+
+
+def check_counts(job) -> None:
+    """Counts and rates that must be positive, named as the CLI spells them."""
+    positive = {"--steps": job.steps, "--batch-size": job.batch_size, "--lr": job.learning_rate,
+                "keep_checkpoints": job.keep_checkpoints}
+    at_least_zero = {"--val-every": job.val_every, "--log-every": job.log_every,  # 0: never
+                     "--checkpoint-every": job.checkpoint_every, "--weight-decay": job.weight_decay,
+                     "--num-workers": job.num_workers}
+    for name, value in positive.items():
+        if not value > 0:
+            raise LowdimError(f"{name} must be > 0, got {value}")
+    for name, value in at_least_zero.items():
+        if not value >= 0:
+            raise LowdimError(f"{name} must be >= 0, got {value}")
+    if job.max_minutes is not None and not job.max_minutes > 0:  # 0 would save a one-step network as the result
+        raise LowdimError(f"--max-minutes must be > 0, got {job.max_minutes}")
+    if job.extra_batch_size is not None and job.extra_batch_size < 1:
+        raise LowdimError(f"--extra-batch-size must be >= 1 (left out: --batch-size), got {job.extra_batch_size}")
+    if job.val_identities is not None and job.val_identities < 0 or not 0 <= job.val_fraction < 1:
+        raise LowdimError(f"--val-fraction must be in [0, 1) and --val-identities >= 0, got {job.val_fraction} and "
+                          f"{job.val_identities}")
+    if job.mixed_precision not in runs.MIXED_PRECISION:
+        raise LowdimError(f"--mixed-precision must be one of {', '.join(runs.MIXED_PRECISION)}, got "
+                          f"'{job.mixed_precision}'")

@@ -201,6 +201,11 @@ def check_job(job: PrecomputeJob) -> None:
         if value < 1:
             raise LowdimError(f"{option} must be at least 1, got {value}")
     training_config(job).validate()  # --lr 0 or a NaN rate: refused, never replaced by the default
+    space = lowdim.get_space(job.space, job.space_options)
+    probe = lowdim.LayerSpec("probe", 64, 64)  # which params train does not depend on the layer's size
+    if set(space.param_shapes(probe)) - set(space.trainable_names(probe)):
+        raise LowdimError(f"--space {job.space} has frozen params, which no hypernetwork predicts: train-hypernet "
+                          f"would refuse these weights; precompute a space whose params all train (lidb, lora)")
     from lowdim_sd.generate import check_resolution
 
     check_resolution(job.resolution)

@@ -112,10 +112,21 @@ class WeightDataset(torch.utils.data.Dataset):
             raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
         return nested
 
-    def image(self, item: int) -> Tensor:
+    def image_path(self, item: int) -> Path:
         number, name = self.items[item]
         path = Path(name)
-        path = path if path.is_absolute() else self.roots[self.entries[number]["folder"]] / path
+        return path if path.is_absolute() else self.roots[self.entries[number]["folder"]] / path
+
+    def check_images(self) -> None:
+        """Every image is still there: one stat each, so a moved or deleted photo stops a run before its first
+        step, not hours into it."""
+        missing = [path for path in map(self.image_path, range(len(self))) if not path.is_file()]
+        if missing:
+            raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. {missing[0]}; "
+                              f"the weights name them where precompute read them: restore them there")
+
+    def image(self, item: int) -> Tensor:
+        path = self.image_path(item)
         if not self.crop:
             return load_face_image(path, self.resolution, crop=False)
         pixels = self._crops.get(path)

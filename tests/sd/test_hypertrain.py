@@ -154,6 +154,51 @@ def test_a_resume_survives_a_log_cut_short_and_names_a_broken_split(weights, tmp
         train_hypernet(job(weights, tmp_path / "b", steps=4, resume=True), progress=False)
 
 
+def test_a_resume_with_other_training_options_is_refused_naming_them(weights, tmp_path):
+    train_hypernet(job(weights, tmp_path / "r", steps=2), progress=False)
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: alpha \(1.0 there, 0.0 now\); learning_rate "
+                                                 r"\(0.0001 there, 0.01 now\)"):
+        train_hypernet(job(weights, tmp_path / "r", steps=4, alpha=0.0, learning_rate=1e-2, resume=True),
+                       progress=False)
+    assert train_hypernet(job(weights, tmp_path / "r", steps=4, resume=True), progress=False).start_step == 2
+
+
+def test_a_finished_run_keeps_its_last_step_to_extend_from_and_drops_a_stale_stop_checkpoint(weights, tmp_path):
+    train_hypernet(job(weights, tmp_path / "e", steps=3), progress=False)  # checkpoints every 2: at 2, then 3
+    assert train_hypernet(job(weights, tmp_path / "e", steps=4, resume=True), progress=False).start_step == 3
+    from lowdim_sd import checkpoints
+
+    train_hypernet(job(weights, tmp_path / "s", steps=2), progress=False)  # as a Ctrl-C would leave step 2
+    finished = train_hypernet(job(weights, tmp_path / "s", steps=3, checkpoint_every=0, resume=True), progress=False)
+    assert finished.start_step == 2 and checkpoints.latest(tmp_path / "s") is None  # nothing to go back to
+    with pytest.raises(lowdim.LowdimError, match="holds a finished hypernetwork and no checkpoint to resume from"):
+        train_hypernet(job(weights, tmp_path / "s", steps=4, checkpoint_every=0, resume=True), progress=False)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_minutes": 0}, "--max-minutes must be > 0, got 0"),
+    ({"extra_batch_size": 0, "extra_images": ["x"]}, "--extra-batch-size must be >= 1"),
+    ({"val_fraction": -0.1, "val_identities": None}, "--val-fraction must be in \\[0, 1\\)"),
+    ({"mixed_precision": "fp8"}, "--mixed-precision must be one of no, fp16, bf16, got 'fp8'"),
+])
+def test_settings_no_run_can_use_are_one_line_before_anything_is_written(weights, tmp_path, options, message):
+    with pytest.raises(lowdim.LowdimError, match=message):
+        train_hypernet(job(weights, tmp_path / "bad", **options), progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_training_image_gone_since_precompute_stops_the_run_before_its_first_step(weight_folders, tmp_path):
+    folder = weight_folders(tmp_path / "data", "gone", 3, seed=4)
+    from lowdim_sd.weight_dataset import WeightDataset
+
+    dataset = WeightDataset(folder)
+    gone = dataset.image_path(0)
+    gone.unlink()
+    with pytest.raises(lowdim.LowdimError, match=f"1 of the .* training image\\(s\\) are gone, e.g. {gone}"):
+        train_hypernet(job(folder, tmp_path / "h", val_identities=0), progress=False)
+    assert not list((tmp_path / "h").glob("checkpoints/*"))
+
+
 def test_cli_train_hypernet(weights, tmp_path, capsys):
     code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
                  json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "2",
@@ -181,7 +226,7 @@ def test_encoder_config_option():
 def test_a_time_budget_stops_early_validates_and_saves(weights, tmp_path):
     from safetensors import safe_open
 
-    result = train_hypernet(job(weights, tmp_path / "h", steps=50, max_minutes=0.0, val_identities=1, val_every=7),
+    result = train_hypernet(job(weights, tmp_path / "h", steps=50, max_minutes=1e-9, val_identities=1, val_every=7),
                             progress=False)
     assert len(result.losses) == 1  # the budget was spent after the first step
     assert records(result.metrics, "val")[-1]["step"] == 1

@@ -214,6 +214,11 @@ def test_bad_inputs_are_one_line_errors(tiny_sd, tmp_path, model, capsys):
         code = main(["precompute", "-m", str(tiny_sd), "-i", str(tmp_path / "bad"), "-o", str(tmp_path / "w"),
                      option, str(value)])
         assert code == 1 and f"{option} must be at least 1, got {value}" in capsys.readouterr().err
+    code = main(["precompute", "-m", str(tiny_sd), "-i", str(tmp_path / "bad"), "-o", str(tmp_path / "w"), "--space",
+                 "stack"])
+    assert code == 1 and "--space stack has frozen params, which no hypernetwork predicts" in " ".join(
+        capsys.readouterr().err.split())
+    assert not (tmp_path / "w").exists()
 
 
 def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
