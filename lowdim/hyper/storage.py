@@ -167,7 +167,8 @@ def _differences(stored: dict[str, Any], **expected: Any) -> list[str]:
             f"expected {space.name} {_dumps(space.config.to_dict())}"
         )
     if expected["layer_set"] is not None and expected["layer_set"] != stored["layer_set"]:
-        found.append(f"layer_set: file {stored['layer_set']!r}, expected {expected['layer_set']!r}")
+        found.append(f"layer_set: file {stored['layer_set']!r}, expected {expected['layer_set']!r} (the file predicts "
+                     f"--layers {stored['layer_set']})")
     if expected["layers"] is not None:
         found.extend(_layer_differences(stored["layers"], list(expected["layers"])))
     if expected["encoder"] is not None:
