@@ -11,7 +11,6 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,7 +23,6 @@ import torch
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import DTYPES
 from lowdim.hyper.storage import HypernetFile, read_hypernet
 from lowdim.inject import LayerSet, covers
 from lowdim.registry import get_registry
@@ -32,9 +30,10 @@ from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
-from lowdim_sd.generate import check_resolution, with_looks
+from lowdim_sd.generate import with_looks
 from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
+from lowdim_sd.personalize_checks import check_job
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
@@ -142,33 +141,6 @@ def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob)
                 f"or add --overwrite to the same command to start over") from stop
 
 
-def check_job(job: PersonalizeJob) -> None:
-    """Every setting that can be checked without the model or any file, before anything loads."""
-    from lowdim_sd.export import FORMATS
-
-    unknown = [fmt for fmt in job.export if fmt not in FORMATS]
-    if unknown:
-        raise LowdimError(f"unknown --export format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
-    if job.rank < 1:
-        raise LowdimError(f"--rank must be >= 1, got {job.rank}")
-    if job.only_hyper and job.no_hyper:
-        raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
-    if job.save_dtype not in DTYPES:
-        raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
-    if job.preview and job.preview_steps < 1:
-        raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
-    if job.iterations is not None and job.iterations < 1:
-        raise LowdimError(f"--iterations must be >= 1 (the hypernetwork's refinement passes), got {job.iterations}")
-    if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
-        raise LowdimError(f"--crop-margin must be 0 or more (room around the face, a fraction of its width), got "
-                          f"{job.crop_margin}")
-    if job.face_index is not None and job.face_index < 0:
-        raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
-    for text in job.preview_draws or ():
-        parse_draw(text)
-    check_resolution(job.resolution)
-
-
 def default_hypernet(backend: Any) -> Path | None:
     """The hypernetwork the model's backend ships, if any (TinyFaces does)."""
     path = getattr(backend, "default_hypernet", None)
@@ -187,7 +159,8 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     nothing is an error, and a warning before it would only mislead.
     """
     if job.hypernet is not None:
-        return True, (None if job.no_hyper else read_hypernet(job.hypernet)), ""
+        # --no-hyper keeps the file's recipe (the paper's ablation), so the file must still be a hypernetwork.
+        return True, (read_hypernet(job.hypernet) if not job.no_hyper else _checked_only(job.hypernet)), ""
     path = default_hypernet(backend)
     if path is None or (job.no_hyper and job.steps is not None):
         return False, None, ""
@@ -201,6 +174,10 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     return False, None, (f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
                          f"layers asked for: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on "
                          f"top trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
+
+
+def _checked_only(path: Path) -> None:
+    read_hypernet(path)  # an unreadable or missing file is an error even when its prediction is dropped
 
 
 def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:

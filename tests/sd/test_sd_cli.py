@@ -114,6 +114,7 @@ BAD_SETTINGS = [
     (["personalize", "--export", "onnx"], "unknown --export format 'onnx'"),
     (["personalize", "--only-hyper"], "--only-hyper needs a hypernetwork"),
     (["personalize", "--only-hyper", "--no-hyper"], "--only-hyper keeps the prediction and --no-hyper drops it"),
+    (["personalize", "--hypernet", "nope.safetensors", "--no-hyper"], "nope.safetensors: no such hypernetwork file"),
     (["generate", "--steps", 0], "--steps must be at least 1 with the ddim scheduler, got 0"),
     (["generate", "--scheduler", "pndm", "--steps", 3], "--steps must be at least 4 with the pndm scheduler"),
     (["generate", "-a", "me.safetensors:abc"], "'me.safetensors:abc': the scale after ':' must be a number"),

@@ -1,0 +1,41 @@
+"""``lowdim personalize``'s settings checked before anything loads: one line naming the first bad one."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from lowdim.errors import LowdimError
+from lowdim.files import DTYPES
+from lowdim_sd.draw_parts import parse_draw
+from lowdim_sd.generate import check_resolution
+
+if TYPE_CHECKING:
+    from lowdim_sd.personalize import PersonalizeJob
+
+
+def check_job(job: PersonalizeJob) -> None:
+    """Every setting that can be checked without the model or any file, before anything loads."""
+    from lowdim_sd.export import FORMATS
+
+    unknown = [fmt for fmt in job.export if fmt not in FORMATS]
+    if unknown:
+        raise LowdimError(f"unknown --export format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
+    if job.rank < 1:
+        raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+    if job.only_hyper and job.no_hyper:
+        raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
+    if job.save_dtype not in DTYPES:
+        raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
+    if job.preview and job.preview_steps < 1:
+        raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
+    if job.iterations is not None and job.iterations < 1:
+        raise LowdimError(f"--iterations must be >= 1 (the hypernetwork's refinement passes), got {job.iterations}")
+    if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
+        raise LowdimError(f"--crop-margin must be 0 or more (room around the face, a fraction of its width), got "
+                          f"{job.crop_margin}")
+    if job.face_index is not None and job.face_index < 0:
+        raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
+    for text in job.preview_draws or ():
+        parse_draw(text)
+    check_resolution(job.resolution)
