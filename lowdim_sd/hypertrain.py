@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +37,13 @@ from lowdim_sd.hypertrain_io import (
     all_targets,
     check_counts,
     checkpoint_to_resume,
+    model_to_train,
     resume_settings,
     split_identities,
     trim_metrics,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
-from lowdim_sd.loading import accelerator_available, canonical_model, check_training_dtype
+from lowdim_sd.loading import accelerator_available, check_training_dtype
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
 from lowdim_sd.train import TrainingDiverged
@@ -136,7 +136,7 @@ def check_job(job: HyperTrainJob) -> None:
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
     full = WeightDataset(job.weights)
-    job.model = _model_to_train(job, full.index)
+    job.model = model_to_train(job, full)
     out = Path(job.out)
     folder = checkpoint_to_resume(out, job.resume)
     settings = resume_settings(job, full)
@@ -186,14 +186,6 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         save_hypernet(result.path, accelerator.unwrap_model(loop.net), {**loop.metadata, "steps": loop.step})
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _model_to_train(job: HyperTrainJob, index: dict) -> str:
-    """The SD model to train for: the job's, else the one the weights were made with (a mismatch warns)."""
-    model = canonical_model(job.model or index["model"])
-    if model != canonical_model(index["model"]):
-        warnings.warn(f"the weights were made with {index['model']}; training for {model}", stacklevel=3)
-    return model
 
 
 def _accelerator(job: HyperTrainJob):

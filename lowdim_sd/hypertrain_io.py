@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim_sd import checkpoints, runs
+from lowdim_sd.loading import canonical_model
 from lowdim_sd.weight_dataset import WeightDataset
 
 
@@ -224,3 +226,26 @@ def check_counts(job) -> None:
     if job.mixed_precision not in runs.MIXED_PRECISION:
         raise LowdimError(f"--mixed-precision must be one of {', '.join(runs.MIXED_PRECISION)}, got "
                           f"'{job.mixed_precision}'")
+
+
+def model_to_train(job, full: WeightDataset) -> str:
+    """The SD model to train for: the job's, else the weights'. Another with the same layers warns; one with
+    other layers is refused (no model could use the file)."""
+    index = full.index
+    model = canonical_model(job.model or index["model"])
+    if model == canonical_model(index["model"]):
+        return model
+    from lowdim.registry import get_registry
+    from lowdim.sizing import layer_specs
+    from lowdim_sd.modes import resolve_layers
+    from lowdim_sd.skeletons import model_skeleton
+
+    backend = get_registry().backends.get(model)  # on the meta device: nothing is loaded
+    skeleton = backend.value.skeleton() if backend else model_skeleton(model, job.model_config)
+    theirs = layer_specs(skeleton, resolve_layers(index["layer_set"]))
+    if theirs != list(full.layers):
+        raise LowdimError(f"--model {model}: its {index['layer_set']} layers ({len(theirs)}) are not those the weights "
+                          f"were made on ({index['model']}, {len(full.layers)}); leave --model out, or precompute "
+                          f"weights on {model}")
+    warnings.warn(f"the weights were made with {index['model']}; training for {model} (same layers)", stacklevel=3)
+    return model

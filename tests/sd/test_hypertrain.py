@@ -199,6 +199,13 @@ def test_a_training_image_gone_since_precompute_stops_the_run_before_its_first_s
     assert not list((tmp_path / "h").glob("checkpoints/*"))
 
 
+def test_a_model_with_other_layers_than_the_weights_is_refused_before_training(weights, tmp_path):
+    with pytest.raises(lowdim.LowdimError, match=r"--model tinyfaces: its .* layers \(\d+\) are not those the "
+                                                 r"weights were made on .*leave --model out"):
+        train_hypernet(job(weights, tmp_path / "m", model="tinyfaces"), progress=False)
+    assert not (tmp_path / "m" / "hypernet.safetensors").exists()
+
+
 def test_cli_train_hypernet(weights, tmp_path, capsys):
     code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
                  json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "2",
