@@ -88,11 +88,22 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     paths = [path for folder in folders for path in _identity_images(folder)]
     if not paths:
         raise LowdimError(f"no images in {', '.join(map(str, folders))}")
+    _check_size(paths[0], resolution)
     encoder = ImageEncoder(encoder_name, None, 1, frozen=True, pool=pool).eval()
     images = (load_face_image(path, resolution, crop) for path in paths)
     with runs.progress(len(paths), "encoder features", enabled=progress, loss=False) as advance:
         keys, features = compute_features(encoder, images, progress=advance)
     return save_features(out, encoder, keys, features), len(keys)
+
+
+def _check_size(path: Path, resolution: int) -> None:
+    """Images far smaller than --resolution (TinyFaces' 32 px at the default 512) are a flag to change."""
+    from lowdim_sd.images import open_rgb
+
+    side = min(open_rgb(path).size)
+    if side < resolution // 2:
+        raise LowdimError(f"{path} is {side} px on its shorter side, far below --resolution {resolution}: pass "
+                          f"--resolution {side} (the resolution the weights were precomputed at)")
 
 
 def _identity_images(folder: Path) -> list[Path]:

@@ -123,6 +123,9 @@ def test_cli_writes_features_that_train_hypernet_reads(weights, tmp_path, capsys
     assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
                  "--pool", "-1", "-o", str(tmp_path / "g.safetensors")]) == 1
     assert "--pool must be >= 0 (0: every token), got -1" in capsys.readouterr().err
+    assert main(["encoder-features", "-i", str(faces), "--encoder", str(encoder_folder), "-o",
+                 str(tmp_path / "g.safetensors")]) == 1  # 16 px images at the default --resolution 512
+    assert "far below --resolution 512: pass --resolution 16" in " ".join(capsys.readouterr().err.split())
     assert main(["train-hypernet", "-w", str(weights), "--encoder", str(encoder_folder), "--freeze-encoder",
                  "--set", "encoder_pool=2", "--width", "16", "--heads", "2", "--steps", "2", "--batch-size", "2",
                  "--checkpoint-every", "0", "--features", str(out), "-o", str(tmp_path / "h")]) == 0
