@@ -243,10 +243,18 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     own = _read_json(index_path) if index_path.is_file() else {**header, "identities": []}
+    batches = -(-len(pending) // job.batch_subjects)
     try:
         for start in range(0, len(pending), job.batch_subjects):
             batch = pending[start: start + job.batch_subjects]
             names = [identity.name for _, identity in batch]
+            if progress:  # each batch draws its own bar of steps: say where it stands in the whole run
+                from rich import get_console
+
+                which = f"{start + 1}-{start + len(batch)}" if len(batch) > 1 else f"{start + 1}"
+                before = f" ({len(result.skipped)} done before)" if result.skipped else ""
+                get_console().print(f"batch {start // job.batch_subjects + 1} of {batches}: identities {which} of "
+                                    f"{len(pending)}{before}", highlight=False)
             rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
             shard = out / _shard_name(out, rank, processes)
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
