@@ -142,18 +142,16 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     settings = resume_settings(job, full)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
         checkpoints.check_resume(folder, settings)
-    train_names, val_names = split_identities(full.names, job, out)
+    full.subset(full.names, all_images=job.all_images).check_images()
     accelerator = _accelerator(job)
     numbers = {name: number for number, name in enumerate(full.names)}
-    train_set = full.subset(train_names, all_images=job.all_images)
-    val_set = full.subset(val_names) if val_names else None
-    for dataset in (train_set, val_set):
-        if dataset is not None:
-            dataset.check_images()
     if job.hyper.get("architecture") == "retrieval":
-        return fill_retrieval(job, train_set, val_set, numbers, out, progress)
+        train_names, val_names = split_identities(full.names, job, out)
+        return fill_retrieval(job, *_subsets(job, full, train_names, val_names), numbers, out, progress)
 
-    net, start = _network(job, full, folder)
+    net, start = _network(job, full, folder)  # an encoder that cannot load stops here, before split.json is written
+    train_names, val_names = split_identities(full.names, job, out)
+    train_set, val_set = _subsets(job, full, train_names, val_names)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
     loop.settings = settings
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
@@ -186,6 +184,11 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         save_hypernet(result.path, accelerator.unwrap_model(loop.net), {**loop.metadata, "steps": loop.step})
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _subsets(job: HyperTrainJob, full: WeightDataset, train: list[str],
+             val: list[str]) -> tuple[WeightDataset, WeightDataset | None]:
+    return full.subset(train, all_images=job.all_images), (full.subset(val) if val else None)
 
 
 def _accelerator(job: HyperTrainJob):

@@ -206,6 +206,14 @@ def test_a_model_with_other_layers_than_the_weights_is_refused_before_training(w
     assert not (tmp_path / "m" / "hypernet.safetensors").exists()
 
 
+def test_an_encoder_that_cannot_load_stops_the_run_before_it_writes_a_split(weights, tmp_path):
+    hyper = {k: v for k, v in HYPER.items() if k != "encoder_config"}
+    with pytest.raises(lowdim.LowdimError, match="image encoder folder .*nowhere.* not found"):
+        train_hypernet(job(weights, tmp_path / "n", hyper={**hyper, "encoder": str(tmp_path / "nowhere")}),
+                       progress=False)
+    assert not (tmp_path / "n" / "split.json").exists()
+
+
 def test_cli_train_hypernet(weights, tmp_path, capsys):
     code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
                  json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "2",
