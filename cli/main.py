@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 import sys
 import warnings
 from typing import Annotated
@@ -211,7 +212,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def script() -> None:
+    stop_on_sigterm()
     sys.exit(main())
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a cluster's preemption, `kill`, `timeout`) stops a run as Ctrl-C does: it keeps its checkpoint
+    and says how to continue, instead of dying with nothing kept. Only the `lowdim` script does this: a program
+    that imports lowdim keeps its own signal handling."""
+    from lowdim_sd import stopping
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.request(signum))
+    report = sys.unraisablehook
+
+    def quiet(unraisable) -> None:  # the stop raised inside a finalizer: the loops' check takes it up
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            report(unraisable)
+
+    sys.unraisablehook = quiet
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim_sd import checkpoints, defaults, runs
+from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
@@ -162,6 +162,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
             loop.validate()
         try:
             for batch in loop.loader:
+                stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
                 value = loop.update(batch)
                 result.losses.append(value)
                 advance(value)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim_sd import checkpoints, defaults, runs
+from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
@@ -254,6 +254,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
+                stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
                                  models)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())

@@ -12,6 +12,7 @@ import lowdim
 import lowdim_sd.hypertrain_losses as hl
 from lowdim.hyper import load_hypernet
 from lowdim_cli.main import main
+from lowdim_sd import checkpoints
 from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
 from lowdim_sd.images import save_images
 from lowdim_sd.personalize import PersonalizeJob, personalize
@@ -212,6 +213,32 @@ def test_an_encoder_that_cannot_load_stops_the_run_before_it_writes_a_split(weig
         train_hypernet(job(weights, tmp_path / "n", hyper={**hyper, "encoder": str(tmp_path / "nowhere")}),
                        progress=False)
     assert not (tmp_path / "n" / "split.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_a_checkpoint(weights, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "t"
+    command = [sys.executable, "-m", "lowdim", "train-hypernet", "-w", str(weights), "-o", str(out),
+               "--encoder-config", json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1",
+               "--steps", "100000", "--batch-size", "2", "--alpha", "0", "--checkpoint-every", "0", "--log-every", "1"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and run.poll() is None:
+        if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)  # what a cluster sends to preempt a job
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert "checkpoint saved to" in " ".join(err.split())
+    assert checkpoints.latest(out) is not None
 
 
 def test_cli_train_hypernet(weights, tmp_path, capsys):
