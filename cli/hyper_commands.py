@@ -134,6 +134,9 @@ def train_hypernet(
         "each step also trains the diffusion term (noise target) on --extra-batch-size of them.")] = None,
     extra_batch_size: Annotated[int | None, typer.Option(
         help="Extra images per step (default: --batch-size).")] = None,
+    image_root: Annotated[Path | None, typer.Option(
+        help="Where the identity images are now, when their folder moved since precompute (one -w folder); "
+             "default: where precompute read them.")] = None,
     features: Annotated[Path | None, typer.Option(
         help="Precomputed features of the frozen encoder (`lowdim encoder-features`): phase 1 then runs "
         "without the encoder's weights, e.g. on a GPU machine without its package. Needs --freeze-encoder.")
@@ -210,6 +213,7 @@ def train_hypernet(
                         learning_rate=lr, weight_decay=weight_decay, alpha=alpha, beta=beta,
                         diffusion_iterates=diffusion_iterates, diffusion_target=diffusion_target,
                         extra_images=extra_images or [], extra_batch_size=extra_batch_size, features=features,
+                        image_root=image_root,
                         key_pairs=key_pairs, key_steps=key_steps, key_renders=key_renders, val_fraction=val_fraction,
                         val_identities=val_identities, val_every=val_every, log_every=log_every,
                         checkpoint_every=checkpoint_every, resume=resume, seed=seed, augment=augment,

@@ -76,6 +76,7 @@ class HyperTrainJob:
     extra_batch_size: int | None = None  # default: batch_size
     # A frozen encoder's features, precomputed (`lowdim encoder-features`): its package need not be here
     features: Path | None = None
+    image_root: Path | None = None  # where the identity images are now, if their folder moved since precompute
     # Retrieval head with key_dim: photos of the same people (one sub-folder each) to learn its keys from
     key_pairs: Path | None = None
     key_steps: int = 750
@@ -135,7 +136,7 @@ def check_job(job: HyperTrainJob) -> None:
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
-    full = WeightDataset(job.weights)
+    full = WeightDataset(job.weights, image_root=job.image_root)
     job.model = model_to_train(job, full)
     out = Path(job.out)
     folder = checkpoint_to_resume(out, job.resume)

@@ -49,7 +49,7 @@ class WeightDataset(torch.utils.data.Dataset):
         _check_alike(self.folders, self._indexes)
         self.index = self._indexes[0]
         if image_root is not None and len(self.folders) > 1:
-            raise LowdimError("image_root only applies to one weight folder")
+            raise LowdimError("--image-root (image_root) applies to one weight folder only")
         self.roots = [Path(image_root or index["root"]) for index in self._indexes]
         self._all_entries = _named_entries(self.folders, self._indexes)
         self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
@@ -123,7 +123,7 @@ class WeightDataset(torch.utils.data.Dataset):
         missing = [path for path in map(self.image_path, range(len(self))) if not path.is_file()]
         if missing:
             raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. {missing[0]}; "
-                              f"the weights name them where precompute read them: restore them there")
+                              f"restore them there, or pass --image-root with the folder they moved to")
 
     def image(self, item: int) -> Tensor:
         path = self.image_path(item)

@@ -200,6 +200,17 @@ def test_a_training_image_gone_since_precompute_stops_the_run_before_its_first_s
     assert not list((tmp_path / "h").glob("checkpoints/*"))
 
 
+def test_identities_moved_since_precompute_are_found_with_image_root(weight_folders, tmp_path):
+    folder = weight_folders(tmp_path / "data", "moved", 3, seed=4)
+    images = tmp_path / "data" / "faces-moved"
+    images.rename(tmp_path / "elsewhere")
+    with pytest.raises(lowdim.LowdimError, match="pass --image-root with the folder they moved to"):
+        train_hypernet(job(folder, tmp_path / "a", val_identities=0), progress=False)
+    result = train_hypernet(job(folder, tmp_path / "b", val_identities=0, steps=1, image_root=tmp_path / "elsewhere"),
+                            progress=False)
+    assert result.path.is_file()
+
+
 def test_a_model_with_other_layers_than_the_weights_is_refused_before_training(weights, tmp_path):
     with pytest.raises(lowdim.LowdimError, match=r"--model tinyfaces: its .* layers \(\d+\) are not those the "
                                                  r"weights were made on .*leave --model out"):
