@@ -257,4 +257,8 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     atomic_write(out_dir / "prompts.json", lambda temp: Path(temp).write_text(text, encoding="utf-8"))
     captions = [f"{item.prompt} (seed {item.seed})" for item in results]
     grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)
+    older = sorted(set(out_dir.glob("*.png")) - {*paths, grid})
+    if older:  # an earlier run's pictures: prompts.json and the grid hold this run's only
+        warnings.warn(f"{out_dir} also holds {len(older)} picture(s) of an earlier run (e.g. {older[0].name}), "
+                      f"left as they were; prompts.json and grid.png list this run's only", stacklevel=2)
     return paths, grid

@@ -83,3 +83,19 @@ def test_ctrl_c_in_lowdim_generate_exits_130_naming_what_it_kept(tiny_sd, tmp_pa
     assert "Interrupted after 1 of 2 pictures; the pictures drawn are in" in " ".join(err.split())
     assert "Traceback" not in err
     assert len(list((tmp_path / "out").glob("000-*.png"))) == 1
+
+
+def test_an_earlier_runs_pictures_in_the_folder_are_pointed_out_not_listed(tiny_sd, tmp_path):
+    model = load_sd(str(tiny_sd))
+    out = tmp_path / "out"
+    draw_to_folder(model, GenerateConfig(prompts=PROMPTS[:1], steps=2, resolution=16), out)
+    with pytest.warns(UserWarning, match=r"also holds 1 picture\(s\) of an earlier run .*prompts.json and grid.png "
+                                         r"list this run's only"):
+        draw_to_folder(model, GenerateConfig(prompts=PROMPTS[1:2], steps=2, resolution=16), out)
+    listed = json.loads((out / "prompts.json").read_text())["images"]
+    assert [entry["prompt"] for entry in listed] == [PROMPTS[1]]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw_to_folder(model, GenerateConfig(prompts=PROMPTS[1:2], steps=2, resolution=16), out / "again")
