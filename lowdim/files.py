@@ -305,8 +305,10 @@ def _read_scales(text: str | None, layers: list[LayerSpec], path: Path) -> dict[
     return {layer.name: float(scale) for layer, scale in zip(layers, scales, strict=True)}
 
 
-def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError) -> tuple[dict, dict]:
-    """(tensors, metadata) of a lowdim safetensors file of format ``fmt``, or one clear error naming ``path``."""
+def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError,
+                 load_tensors: bool = True) -> tuple[dict, dict]:
+    """(tensors, metadata) of a lowdim safetensors file of format ``fmt``, or one clear error naming ``path``;
+    without ``load_tensors``, only the header is checked and the tensors come back empty."""
     _refuse_pickle(path)
     if not path.is_file():
         found = "is a folder; expected a .safetensors {} file" if path.is_dir() else "no such {} file"
@@ -320,7 +322,7 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
             keys = list(handle.keys())
             # Another file's tensors are never loaded: a checkpoint passed by mistake would cost gigabytes.
             ours = metadata.get("format") == fmt
-            tensors = {key: handle.get_tensor(key) for key in keys} if ours else {}
+            tensors = {key: handle.get_tensor(key) for key in keys} if ours and load_tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as problem:
         raise error(f"{path}: not a readable safetensors file (truncated or corrupted?): {problem}") from None
     if not ours:

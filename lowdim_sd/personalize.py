@@ -177,7 +177,12 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
 
 
 def _checked_only(path: Path) -> None:
-    read_hypernet(path)  # an unreadable or missing file is an error even when its prediction is dropped
+    """A missing file, or one that is no hypernetwork, is an error even when its prediction is dropped; its
+    tensors (gigabytes with a ViT-H encoder) are not read."""
+    from lowdim.files import read_checked
+    from lowdim.hyper.storage import FORMAT
+
+    read_checked(Path(path), FORMAT, "hypernetwork", LowdimError, load_tensors=False)
 
 
 def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:
