@@ -85,8 +85,7 @@ class Adapters:
             raise LowdimError(f"adapter '{name}': batch must be a positive integer or None, got {batch!r}")
         if not isinstance(seed, int):
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
-            raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
+        _check_scale(name, scale)
         layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
         info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch)
         chosen = select_layers(self.model, layer_set)
@@ -243,8 +242,7 @@ class Adapters:
     def set_scale(self, name: str, scale: float, layers: str | Sequence[str] | None = None) -> None:
         """Scale the adapter's update; ``layers`` (glob or ``re:`` patterns, as layer sets use) limits it to
         the layers they match, e.g. ``"text_encoder.*"`` to weaken only what it does to the prompt."""
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
-            raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
+        _check_scale(name, scale)
         slots = self.slots(name)
         if layers is not None:
             patterns = [layers] if isinstance(layers, str) else list(layers)
@@ -381,6 +379,11 @@ def _weight(module: nn.Module) -> Tensor:
 def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
     weight = _weight(module)
     return LayerSpec(layer_name, weight.shape[0], weight.shape[1])
+
+
+def _check_scale(name: str, scale: Any) -> None:
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+        raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
 
 
 def inject(
