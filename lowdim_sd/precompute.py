@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -243,18 +244,17 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     own = _read_json(index_path) if index_path.is_file() else {**header, "identities": []}
-    batches = -(-len(pending) // job.batch_subjects)
+    if own["root"] != header["root"]:  # the identities moved (checked by _done_identities): record where to
+        _say(progress, f"the identities moved from {own['root']} to {header['root']}; the index now names the latter")
+        own["root"] = header["root"]
+        _write_json(index_path, own)
+    started = time.monotonic()
     try:
         for start in range(0, len(pending), job.batch_subjects):
             batch = pending[start: start + job.batch_subjects]
             names = [identity.name for _, identity in batch]
-            if progress:  # each batch draws its own bar of steps: say where it stands in the whole run
-                from rich import get_console
-
-                which = f"{start + 1}-{start + len(batch)}" if len(batch) > 1 else f"{start + 1}"
-                before = f" ({len(result.skipped)} done before)" if result.skipped else ""
-                get_console().print(f"batch {start // job.batch_subjects + 1} of {batches}: identities {which} of "
-                                    f"{len(pending)}{before}", highlight=False)
+            _say(progress, _batch_line(start, len(batch), job.batch_subjects, len(pending), len(result.skipped),
+                                       time.monotonic() - started))
             rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
             shard = out / _shard_name(out, rank, processes)
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
@@ -277,6 +277,30 @@ def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> Precomp
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        from rich import get_console
+
+        get_console().print(line, highlight=False)
+
+
+def _batch_line(start: int, size: int, per_batch: int, pending: int, skipped: int, elapsed: float) -> str:
+    """Where a batch stands in the whole run (each batch draws its own bar of steps), with the time the
+    rest should take at the pace of the batches so far: a phase 0 of thousands of identities runs for hours."""
+    which = f"{start + 1}-{start + size}" if size > 1 else f"{start + 1}"
+    before = f", {skipped} done before" if skipped else ""
+    left = f", about {_duration(elapsed / start * (pending - start))} left" if start else ""
+    batches = -(-pending // per_batch)
+    return f"batch {start // per_batch + 1} of {batches}: identities {which} of {pending}{before}{left}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{max(1, round(seconds))} s"
+    return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def _draws_seed(job: PrecomputeJob, config: TrainConfig, number: int) -> int:
@@ -364,11 +388,19 @@ def _done_identities(out: Path, header: dict) -> set[str]:
     if different:
         shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
-    if existing.get("root") and existing["root"] != header["root"]:
+    if existing.get("root") and existing["root"] != header["root"] and not _moved_here(existing, header["root"]):
         # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
         raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
                           f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
     return {entry["name"] for entry in existing["identities"]}
+
+
+def _moved_here(index: dict, root: str) -> bool:
+    """Whether the identities of ``index`` moved to ``root``: their old folder is gone and every
+    recorded image is found under the new one, at the same relative path."""
+    if Path(index["root"]).exists():
+        return False
+    return all((Path(root) / image).is_file() for entry in index["identities"] for image in entry["images"])
 
 
 def differing_settings(index: dict, other: dict) -> list[tuple[str, object, object]]:

@@ -227,7 +227,36 @@ def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "trained 3 identities into 2 shard(s)" in text and len(WeightDataset(tmp_path / "w")) == 3
-    assert "batch 1 of 2: identities 1-2 of 3" in text and "batch 2 of 2: identities 3 of 3" in text
+    assert "batch 1 of 2: identities 1-2 of 3\n" in text and "batch 2 of 2: identities 3 of 3, about" in text
+
+
+def test_each_batch_line_says_how_long_the_rest_takes_at_the_pace_so_far():
+    assert pre._batch_line(0, 8, 8, 100, 0, 0.0) == "batch 1 of 13: identities 1-8 of 100"  # no pace yet
+    # 16 identities in 8 minutes: the other 84 take 42.
+    assert pre._batch_line(16, 8, 8, 100, 5, 480.0) == "batch 3 of 13: identities 17-24 of 100, 5 done before, " \
+                                                       "about 42 min left"
+    assert pre._batch_line(2, 1, 1, 3, 0, 4.0) == "batch 3 of 3: identities 3 of 3, about 2 s left"
+    assert pre._batch_line(100, 100, 100, 1000, 0, 3600.0).endswith("about 9.0 h left")
+
+
+def test_a_resume_follows_identities_whose_folder_moved(tiny_sd, people, tmp_path, model, monkeypatch):
+    first = job(tiny_sd, people, tmp_path / "w", limit=2)
+    precompute(first, progress=False, model=model)
+    moved = people.rename(tmp_path / "moved")
+    result = precompute(job(tiny_sd, moved, tmp_path / "w"), progress=False, model=model)
+    assert result.skipped == ["person0", "person1"] and result.trained == ["person2"]
+    index = read_index(tmp_path / "w")
+    assert index["root"] == str(moved.resolve()) and len(WeightDataset(tmp_path / "w")) == 3
+
+
+def test_a_resume_from_another_folder_of_identities_is_refused(tiny_sd, people, tmp_path, model):
+    precompute(job(tiny_sd, people, tmp_path / "w", limit=1), progress=False, model=model)
+    other = tmp_path / "other"
+    (other / "person0").mkdir(parents=True)  # the same names, but the first folder is still there
+    for image in (people / "person0").iterdir():
+        (other / "person0" / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(lowdim.LowdimError, match="holds weights of the identities in .*people"):
+        precompute(job(tiny_sd, other, tmp_path / "w"), progress=False, model=model)
 
 
 def test_shared_noise_gives_identical_images_identical_weights_and_is_recorded(tiny_sd, tmp_path, model):
