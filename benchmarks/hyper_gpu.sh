@@ -32,7 +32,7 @@ LOWDIM=($PY -m lowdim_cli.main)
 
 prepare() {
   "${LOWDIM[@]}" tinyfaces-identities -o "$DATA/ids" --count "$COUNT" --split train
-  "${LOWDIM[@]}" encoder-features -i "$DATA/ids" --resolution 32 --pool "$POOL" -o "$DATA/features.safetensors"
+  "${LOWDIM[@]}" encoder-features -i "$DATA/ids" --resolution 32 --pool "$POOL" -o "$DATA/features.safetensors" --overwrite
 }
 
 install() {  # the packages the GPU image lacks, from the carried wheels; lowdim and TinyFaces from here

@@ -244,6 +244,7 @@ def encoder_features(
     pool: Annotated[int, typer.Option(
         help="Store the first token and the patch grid averaged to POOL x POOL (train-hypernet's "
         "--set encoder_pool=POOL; 0: every token, 257 per image for DINOv2).")] = 4,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ):
     """Compute a frozen image encoder's features once, for `train-hypernet --features`.
 
@@ -258,7 +259,7 @@ def encoder_features(
     from lowdim_sd.feature_file import write_folder_features
 
     path, count = write_folder_features(identities, out_file, encoder_name=encoder, pool=pool, resolution=resolution,
-                                        crop=crop)
+                                        crop=crop, overwrite=overwrite)
     out.print(f"wrote the features of {count} images to [bold]{path}[/]")
 
 

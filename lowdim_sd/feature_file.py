@@ -75,8 +75,10 @@ def save_features(path: Path, encoder, keys: list[str], features: Tensor) -> Pat
 
 
 def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, pool: int, resolution: int,
-                          crop: bool, progress: bool = True) -> tuple[Path, int]:
-    """Compute and save the frozen encoder's features of the identity folders' images; (file, images)."""
+                          crop: bool, progress: bool = True, overwrite: bool = False) -> tuple[Path, int]:
+    """Compute and save the frozen encoder's features of the identity folders' images; (file, images).
+
+    An existing ``out`` is replaced only with ``overwrite``: it may be the features a training run reads."""
     from lowdim.hyper.encoder import ImageEncoder
     from lowdim_sd import runs
     from lowdim_sd.face_inputs import load_face_image
@@ -85,6 +87,8 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     check_resolution(resolution)
     if pool < 0:
         raise LowdimError(f"--pool must be >= 0 (0: every token), got {pool}")
+    runs.check_file_target(Path(out))
+    runs.refuse_overwrite([out], overwrite, other="choose another -o")
     paths = [path for folder in folders for path in _identity_images(folder)]
     if not paths:
         raise LowdimError(f"no images in {', '.join(map(str, folders))}")

@@ -120,6 +120,16 @@ def test_cli_writes_features_that_train_hypernet_reads(weights, tmp_path, capsys
     assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
                  "--pool", "2", "-o", str(out)]) == 0
     assert "features of 4 images" in capsys.readouterr().out
+    written = out.read_bytes()
+    assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
+                 "--pool", "4", "-o", str(out)]) == 1  # a second run must not replace what a training reads
+    assert f"{out}: already exists; pass --overwrite" in " ".join(capsys.readouterr().err.split())
+    assert out.read_bytes() == written
+    assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
+                 "--pool", "4", "-o", str(out), "--overwrite"]) == 0 and out.read_bytes() != written
+    assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
+                 "--pool", "2", "-o", str(out), "--overwrite"]) == 0
+    capsys.readouterr()
     assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
                  "--pool", "-1", "-o", str(tmp_path / "g.safetensors")]) == 1
     assert "--pool must be >= 0 (0: every token), got -1" in capsys.readouterr().err
