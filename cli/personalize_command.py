@@ -52,7 +52,9 @@ def personalize(
              "preview prompts, as the model's training captions did; the words are printed and kept in the "
              "adapter file. Default: on when the model ships a describer (tinyfaces does).",
         show_default=False)] = None,
-    token: Annotated[str, typer.Option(help="Identifier that [V] stands for in prompts.")] = "sks",
+    token: Annotated[str | None, typer.Option(
+        help="Identifier that [V] stands for in prompts. Default: the one the hypernetwork learned under (its "
+        "precompute's --token), else sks.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(
         help="Seed of the LoRA's init, the training noise and the preview (a hypernetwork's prediction keeps "
              "the bases seed it was trained with).")] = 0,

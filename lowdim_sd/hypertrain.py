@@ -39,6 +39,7 @@ from lowdim_sd.hypertrain_io import (
     checkpoint_to_resume,
     model_to_train,
     resume_settings,
+    run_metadata,
     split_identities,
     trim_metrics,
 )
@@ -47,7 +48,7 @@ from lowdim_sd.loading import accelerator_available, check_training_dtype
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
 from lowdim_sd.train import TrainingDiverged
-from lowdim_sd.weight_dataset import Folders, WeightDataset, as_folders
+from lowdim_sd.weight_dataset import Folders, WeightDataset
 
 TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
                 "num_attention_heads": 2, "intermediate_size": 64}
@@ -267,8 +268,7 @@ class _Loop:
         loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
                                              num_workers=job.num_workers)
         net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
-        metadata = {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
-                    "adapter_seed": int(index["seed"]), "weights": ", ".join(map(str, as_folders(job.weights)))}
+        metadata = run_metadata(job, index, accelerator.unwrap_model(net))
         metrics = Path(job.out) / "metrics.jsonl"
         if accelerator.is_main_process:
             trim_metrics(metrics, start if job.resume else -1)

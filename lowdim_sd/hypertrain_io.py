@@ -10,6 +10,7 @@ import json
 import random
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,7 +19,8 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim_sd import checkpoints, runs
 from lowdim_sd.loading import canonical_model
-from lowdim_sd.weight_dataset import WeightDataset
+from lowdim_sd.train import TrainConfig
+from lowdim_sd.weight_dataset import WeightDataset, as_folders
 
 
 class StepSampler(torch.utils.data.Sampler):
@@ -249,3 +251,17 @@ def model_to_train(job, full: WeightDataset) -> str:
                           f"weights on {model}")
     warnings.warn(f"the weights were made with {index['model']}; training for {model} (same layers)", stacklevel=3)
     return model
+
+
+def run_metadata(job: Any, index: dict, net: torch.nn.Module) -> dict:
+    """What the hypernetwork file records of its training: the phrase its targets answer to (personalize
+    finetunes and draws with it), the seed and checksum of the bases they live in, and the weight
+    folders by name only (a shared file should not carry its maker's paths)."""
+    from lowdim.hyper.storage import bases_checksum
+
+    seed = int(index["seed"])
+    return {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
+            "adapter_seed": seed, "bases_checksum": bases_checksum(net.space, net.layers, seed),
+            "prompt": index["config"].get("prompt", TrainConfig.prompt),
+            "token": index["config"].get("token", TrainConfig.token),
+            "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights))}

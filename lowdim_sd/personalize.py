@@ -33,7 +33,7 @@ from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import with_looks
 from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
-from lowdim_sd.personalize_checks import check_job
+from lowdim_sd.personalize_checks import check_job, with_training_phrase
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
@@ -54,7 +54,7 @@ class PersonalizeJob:
     batch_size: int | None = None  # images per finetune step; default: the model's finetune_batch after a prediction
     keep_styles: float = 0.0  # > 0: weight of lowdim_sd.style_delta's loss over the preview's style prompts
     describe: bool | None = None  # name the looks the backend's describer reads in the prompts; None: if it has one
-    token: str = "sks"
+    token: str | None = None  # what [V] stands for; None: the hypernetwork's (its precompute's), else "sks"
     seed: int = 0  # the LoRA's init, the training noise and the preview
     # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
     # prediction overrides it with the seed of the weights it learned from, since it lives in those bases.
@@ -104,6 +104,7 @@ class PersonalizeRun:
     preview_draws: tuple[tuple[float, DrawParts], ...] = ((1.0, DrawParts()),)  # (scale, parts) per row
     looks: str = ""  # what it read from the reference, once read (``described_run``)
     unfit_note: str = ""  # why the backend's hypernetwork sits this run out, warned once the layers are found
+    prompt: str = TrainConfig.prompt  # of the finetune: the hypernetwork's training phrase when it has one
 
 
 @dataclass
@@ -224,6 +225,7 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
         check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
     if job.keep_styles and job.only_hyper:
         raise LowdimError("--keep-styles shapes the fast finetune, which --only-hyper skips")
+    job, prompt = with_training_phrase(job, hypernet)
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
         bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
@@ -233,7 +235,9 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
                           0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts,
                           resolve_describer(job, backend),
-                          preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note)
+                          preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note,
+                          prompt=prompt)
+
 
 
 def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
@@ -365,8 +369,9 @@ def finetune_config(run: PersonalizeRun) -> TrainConfig:
     """The fast finetune's settings, one place for personalize and the bench rows that repeat it."""
     job = run.job
     return TrainConfig(steps=run.steps, learning_rate=run.learning_rate, batch_size=run.batch_size,
-                       token=job.token, seed=run.seed, gradient_checkpointing=job.gradient_checkpointing,
-                       keep_styles=job.keep_styles, style_prompts=run.preview_prompts, cuda_graphs=job.cuda_graphs)
+                       prompt=run.prompt, token=job.token, seed=run.seed,
+                       gradient_checkpointing=job.gradient_checkpointing, keep_styles=job.keep_styles,
+                       style_prompts=run.preview_prompts, cuda_graphs=job.cuda_graphs)
 
 
 def recipe(run: PersonalizeRun) -> dict:
@@ -383,6 +388,8 @@ def recipe(run: PersonalizeRun) -> dict:
         made["resolution"] = job.resolution
     if job.keep_styles:
         made["keep_styles"] = job.keep_styles
+    if run.prompt != TrainConfig.prompt:  # the hypernetwork's training phrase
+        made["prompt"] = run.prompt
     if run.describer is not None:
         made["looks"] = run.looks
     return made

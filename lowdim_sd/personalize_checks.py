@@ -1,16 +1,21 @@
-"""``lowdim personalize``'s settings checked before anything loads: one line naming the first bad one."""
+"""``lowdim personalize``'s settings checked before anything loads (one line naming the first bad one), and
+those it takes from the hypernetwork file."""
 
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
 from lowdim_sd.draw_parts import parse_draw
 from lowdim_sd.generate import check_resolution
+from lowdim_sd.train import TrainConfig
 
 if TYPE_CHECKING:
+    from lowdim.hyper.storage import HypernetFile
     from lowdim_sd.personalize import PersonalizeJob
 
 
@@ -39,3 +44,16 @@ def check_job(job: PersonalizeJob) -> None:
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
+
+
+def with_training_phrase(job: PersonalizeJob, hypernet: HypernetFile | None) -> tuple[PersonalizeJob, str]:
+    """The job with its token resolved, and the finetune prompt: those the hypernetwork's targets were
+    trained with, since its prediction makes that phrase mean the face. An explicit other --token is kept,
+    with a warning: the prediction then sits under a word the prompts never say."""
+    stored = hypernet.metadata if hypernet is not None else {}
+    token, prompt = stored.get("token"), stored.get("prompt", TrainConfig.prompt)
+    if job.token is not None and token is not None and job.token != token:
+        warnings.warn(f"{hypernet.path} learned its identities under the token {token!r}; with --token "
+                      f"{job.token!r} its prediction answers to another word (leave --token out to use {token!r})",
+                      stacklevel=3)
+    return replace(job, token=job.token or token or TrainConfig.token), prompt

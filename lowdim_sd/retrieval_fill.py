@@ -110,7 +110,7 @@ def learn_keys(net, people_folder: Path, read_photo: Callable[[Path], Tensor], s
     torch.manual_seed(seed)
     with runs.progress(steps, "key training", enabled=progress) as advance:
         fit = fit_key_projection(net.key_projection, identities, steps=steps, seed=seed, progress=advance)
-    return {**fit.as_metadata(), "key_pairs": str(people_folder)}
+    return {**fit.as_metadata(), "key_pairs": Path(people_folder).resolve().name}  # by name: no local path
 
 
 def add_render_keys(net, job, train_set: WeightDataset, progress: bool) -> dict:

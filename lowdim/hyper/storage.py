@@ -93,6 +93,36 @@ class HypernetFile:
         return hashlib.sha256(json.dumps(dict(self.header), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Layers whose bases the checksum covers: a generator that changed (another platform's QR, another
+# version's seeding) changes every layer's, and all of SD1.5's take seconds to make at every load.
+PROBED_LAYERS = 4
+
+
+def bases_checksum(space: Space, layers: Sequence[LayerSpec], seed: int) -> str | None:
+    """The checksum of the frozen bases ``space`` makes at ``seed`` for the first ``PROBED_LAYERS`` of
+    ``layers`` (None: it has none).
+
+    A hypernetwork predicts trainable params in these bases, so its file records this and loading
+    checks it: bases made otherwise on another platform or version would turn each prediction into
+    another ΔW without any error."""
+    from lowdim import functional as F
+
+    made = [tensor.float() for layer in layers[:PROBED_LAYERS]
+            for _, tensor in sorted(space.make_buffers(layer, F.layer_seed(seed, layer.name)).items())]
+    return F.basis_checksum(made) if made else None
+
+
+def _check_bases(read: HypernetFile, space: Space) -> None:
+    extra = read.stored["extra"]
+    if extra.get("bases_checksum") is None or "adapter_seed" not in extra:  # files from before it was recorded
+        return
+    seed = int(extra["adapter_seed"])
+    if bases_checksum(space, read.stored["layers"], seed) != extra["bases_checksum"]:
+        raise LowdimError(f"{read.path}: the frozen {space.name} bases this machine makes for seed {seed} differ "
+                          f"from those the hypernetwork learned with (checksum mismatch), so its predictions would "
+                          f"mean other weights here; train it again on this platform and lowdim version")
+
+
 def read_hypernet(path: str | os.PathLike) -> HypernetFile:
     """Read a hypernetwork file once: tensors and header, checked; a broken file is one LowdimError."""
     path = Path(path)
@@ -126,6 +156,7 @@ def load_hypernet(
         raise LowdimError(f"{path} does not fit the requested target: {'; '.join(differences)}")
     registry = registry or get_registry()
     stored_space = registry.make_space(stored["space"], stored["space_config"])
+    _check_bases(read, stored_space)
     # The backbone's own config, so the encoder is rebuilt offline; its weights come from the file.
     encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
     config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})

@@ -12,6 +12,7 @@ from hypertrain_jobs import HYPER, TINY_VIT, job, records  # tests/sd, on the pa
 from safetensors.torch import load_file
 
 import lowdim
+import lowdim.hyper.storage as storage
 import lowdim_sd.hypertrain_losses as hl
 from lowdim.hyper import load_hypernet
 from lowdim_cli.main import main
@@ -69,6 +70,10 @@ def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(w
     net = load_hypernet(result.path)
     assert net.metadata["model"] == str(tiny_sd) and net.metadata["layer_set"] == "unet+text"
     assert net.metadata["alpha"] == 1.0 and net.metadata["beta"] == 1.0 and net.metadata["adapter_seed"] == 0
+    # The phrase the targets answer to, and the weight folders by name: no path of this machine.
+    assert (net.metadata["prompt"], net.metadata["token"]) == ("a [V] face", "sks")
+    assert net.metadata["weights"] == weights.name and str(weights.parent) not in json.dumps(net.metadata)
+    assert net.metadata["bases_checksum"] == storage.bases_checksum(net.space, net.layers, 0)
     face = save_images(torch.rand(1, 3, 16, 16) * 2 - 1, tmp_path, "face")[0]
     made = personalize(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=result.path, only_hyper=True,
                                       preview=False, crop=False, out=tmp_path / "me"), progress=False)

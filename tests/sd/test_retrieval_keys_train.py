@@ -51,6 +51,7 @@ def test_learned_keys_are_trained_stored_and_each_identity_retrieves_its_own_wei
     assert net.config.key_dim == 4 and net.keys.shape == (3, 4)
     extra = json.loads(read_hypernet(result.path).header["extra"])
     assert extra["key_identities"] == 6 and extra["key_images"] == 12 and extra["key_steps"] == 5
+    assert extra["key_pairs"] == people.name  # by name: a shared file carries no local path
     data = WeightDataset(weights)
     with torch.no_grad():
         chosen = net.nearest(torch.stack([data.image(i) for i in range(3)]))

@@ -1,0 +1,64 @@
+"""What a hypernetwork file carries of its training beyond its weights: the phrase its targets answer to
+(personalize finetunes and draws with it) and the checksum of the bases its predictions live in."""
+
+from __future__ import annotations
+
+import pytest
+
+import lowdim
+import lowdim.hyper.storage as storage
+from lowdim.hyper import load_hypernet
+from lowdim.hyper.storage import read_hypernet
+from lowdim_sd.personalize import PersonalizeJob, personalize, resolve_run
+from lowdim_sd.train import TrainConfig
+
+
+def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:
+    return PersonalizeJob(model=str(tiny_sd), image=face, out=out, steps=1, preview=False, crop=False, **kwargs)
+
+
+def test_personalize_finetunes_with_the_phrase_the_hypernetwork_learned(tiny_sd, face, tmp_path, make_hypernet,
+                                                                        monkeypatch):
+    import lowdim_sd.personalize as flow
+
+    hypernet = make_hypernet(1, prompt="a close-up of [V] person", token="zwx")
+    seen = []
+    real = flow.train
+    monkeypatch.setattr(flow, "train", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    result = personalize(job(tiny_sd, face, tmp_path / "me", hypernet=hypernet), progress=False)
+    assert (seen[0].prompt, seen[0].token) == ("a close-up of [V] person", "zwx")
+    assert lowdim.read_adapter(result.adapter).metadata["token"] == "zwx"  # what `generate` fills [V] with
+
+
+def test_an_explicit_other_token_is_kept_with_a_warning(tiny_sd, face, tmp_path, make_hypernet):
+    hypernet = make_hypernet(1, token="zwx")
+    with pytest.warns(UserWarning, match="under the token 'zwx'; with --token 'sks'"):
+        run = resolve_run(job(tiny_sd, face, tmp_path / "me", hypernet=hypernet, token="sks"))
+    assert run.job.token == "sks"
+
+
+def test_without_a_recorded_phrase_the_defaults_hold(tiny_sd, face, tmp_path, make_hypernet):
+    run = resolve_run(job(tiny_sd, face, tmp_path / "me", hypernet=make_hypernet(1)))
+    assert (run.prompt, run.job.token) == (TrainConfig.prompt, TrainConfig.token)
+    plain = resolve_run(job(tiny_sd, face, tmp_path / "plain", no_hyper=True, token="ohwx"))
+    assert plain.job.token == "ohwx"
+
+
+def test_a_hypernetwork_is_refused_where_its_bases_come_out_otherwise(make_hypernet):
+    good = make_hypernet(1, adapter_seed=3)
+    read = read_hypernet(good)
+    space = lowdim.get_space("lidb")
+    checksum = storage.bases_checksum(space, read.stored["layers"], 3)
+    assert checksum != storage.bases_checksum(space, read.stored["layers"], 4)  # the seed changes every basis
+    with_sum = make_hypernet(1, adapter_seed=3, bases_checksum=checksum)
+    assert load_hypernet(with_sum).metadata["bases_checksum"] == checksum
+    # The same file read where the bases generator gives other bases (another platform or version).
+    other = make_hypernet(1, adapter_seed=3, bases_checksum=storage.bases_checksum(space, read.stored["layers"], 4))
+    with pytest.raises(lowdim.LowdimError, match=r"lidb bases this machine makes for seed 3 differ from those"):
+        load_hypernet(other)
+
+
+def test_a_space_without_bases_has_no_checksum():
+    layers = [lowdim.LayerSpec("a", 8, 4)]
+    assert storage.bases_checksum(lowdim.get_space("lora"), layers, 0) is None
+    assert storage.bases_checksum(lowdim.get_space("lidb", {"a": 4, "b": 2}), layers, 0) is not None
