@@ -148,11 +148,11 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     accelerator = _accelerator(job)
     numbers = {name: number for number, name in enumerate(full.names)}
     if job.hyper.get("architecture") == "retrieval":
-        train_names, val_names = split_identities(full.names, job, out)
+        train_names, val_names = split_identities(full.names, job, out, full.people())
         return fill_retrieval(job, *_subsets(job, full, train_names, val_names), numbers, out, progress)
 
     net, start = _network(job, full, folder)  # an encoder that cannot load stops here, before split.json is written
-    train_names, val_names = split_identities(full.names, job, out)
+    train_names, val_names = split_identities(full.names, job, out, full.people())
     train_set, val_set = _subsets(job, full, train_names, val_names)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
     loop.settings = settings

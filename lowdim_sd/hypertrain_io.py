@@ -113,8 +113,11 @@ def all_targets(dataset: WeightDataset) -> dict[str, dict[str, Tensor]]:
             rows[0].items()}
 
 
-def split_identities(names: list[str], job, out: Path) -> tuple[list[str], list[str]]:
-    """(train, val): a seeded shuffle; stored in out/split.json so a resumed run keeps it."""
+def split_identities(names: list[str], job, out: Path, people: dict[str, str] | None = None
+                     ) -> tuple[list[str], list[str]]:
+    """(train, val): a seeded shuffle of people (``people``: identity name -> person; by default each
+    identity is its own), all of a person's identities on one side; stored in out/split.json so a
+    resumed run keeps it."""
     path = out / "split.json"
     if job.resume and path.is_file():
         split = read_split(path)
@@ -126,12 +129,28 @@ def split_identities(names: list[str], job, out: Path) -> tuple[list[str], list[
     count = job.val_identities if job.val_identities is not None else round(job.val_fraction * len(names))
     if not 0 <= count < len(names):
         raise LowdimError(f"{count} held-out identities of {len(names)}: at least one must be left to train on")
-    shuffled = sorted(names)
-    random.Random(job.seed).shuffle(shuffled)
-    val, train = sorted(shuffled[:count]), sorted(shuffled[count:])
+    val, train = _draw_split(names, people or {}, count, job.seed)
+    if not train:
+        raise LowdimError(f"{count} held-out identities of {len(names)} take every person (identities of the same "
+                          f"images in several weight folders are one person): at least one must be left to train on")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda temp: Path(temp).write_text(json.dumps({"train": train, "val": val}, indent=1)))
     return train, val
+
+
+def _draw_split(names: list[str], people: dict[str, str], count: int, seed: int) -> tuple[list[str], list[str]]:
+    """Whole people, in a seeded order, go to validation until it holds ``count`` identities or more."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(people.get(name, name), []).append(name)
+    order = list(groups.values())  # by each person's first name: the same draw as a shuffle of the names
+    random.Random(seed).shuffle(order)
+    val: list[str] = []
+    for group in order:
+        if len(val) >= count:
+            break
+        val += group
+    return sorted(val), sorted(set(names) - set(val))
 
 
 def read_split(path: Path) -> dict[str, list[str]]:

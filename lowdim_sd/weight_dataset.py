@@ -113,9 +113,17 @@ class WeightDataset(torch.utils.data.Dataset):
         return nested
 
     def image_path(self, item: int) -> Path:
-        number, name = self.items[item]
-        path = Path(name)
-        return path if path.is_absolute() else self.roots[self.entries[number]["folder"]] / path
+        number, image = self.items[item]
+        return self._path(self.entries[number], image)
+
+    def people(self) -> dict[str, str]:
+        """Each identity's person, by the resolved path of its first image: two weight folders made from the
+        same identities hold each person twice, and a held-out copy must not have its twin in training."""
+        return {entry["name"]: str(self._path(entry, entry["images"][0]).resolve()) for entry in self._all_entries}
+
+    def _path(self, entry: dict, image: str) -> Path:
+        path = Path(image)
+        return path if path.is_absolute() else self.roots[entry["folder"]] / path
 
     def check_images(self) -> None:
         """Every image is still there: one stat each, so a moved or deleted photo stops a run before its first

@@ -5,6 +5,8 @@ A run's life (resume, stops, refusals before anything is written) is in test_hyp
 from __future__ import annotations
 
 import json
+import random
+import shutil
 
 import pytest
 import torch
@@ -325,3 +327,32 @@ def test_a_retrieval_head_stores_the_training_identities_and_personalize_predict
                                rtol=1e-3)
 
 
+
+
+def test_the_same_identities_in_two_weight_folders_are_held_out_together(weights, tmp_path):
+    """Precomputing the same identities twice (another seed, say) gives each person two names; a held-out
+    copy whose twin trains would make validation measure memory, not generalisation."""
+    from types import SimpleNamespace
+
+    from lowdim_sd.hypertrain_io import split_identities
+
+    twice = tmp_path / "again"
+    shutil.copytree(weights, twice)  # the same index: the same identities folder and images
+    full = WeightDataset([weights, twice])
+    people = full.people()
+    assert len(full.names) == 8 and len(set(people.values())) == 4
+    held_out = set()
+    for seed in range(8):
+        run = SimpleNamespace(resume=False, val_identities=1, val_fraction=0.0, seed=seed)
+        train, val = split_identities(full.names, run, tmp_path / f"s{seed}", people)
+        assert len(val) == 2 and {people[n] for n in val}.isdisjoint(people[n] for n in train)
+        held_out.add(people[val[0]])
+    assert len(held_out) > 1  # the seed still picks who is held out
+    # One folder, or identities of their own: the draw of a shuffle of the names, as before people counted.
+    run = SimpleNamespace(resume=False, val_identities=2, val_fraction=0.0, seed=3)
+    alone = WeightDataset(weights)
+    assert split_identities(alone.names, run, tmp_path / "one", alone.people()) == \
+        split_identities(alone.names, run, tmp_path / "plain")
+    shuffled = sorted(alone.names)
+    random.Random(3).shuffle(shuffled)
+    assert split_identities(alone.names, run, tmp_path / "two")[1] == sorted(shuffled[:2])
