@@ -1,4 +1,5 @@
-"""Whether the Hugging Face hub can be reached, and whether a model source names a folder.
+"""Whether the Hugging Face hub can be reached, whether a model source names a folder, and loading
+from it without transformers' chatter.
 
 Without network, ``from_pretrained`` on an uncached hub id retries for about a minute before it
 fails. Callers try the local cache first and go to the hub only when a connection to it opens
@@ -7,8 +8,12 @@ within a few seconds, so an offline machine gets one clear line at once.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+import warnings
+from collections.abc import Iterator
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -31,3 +36,22 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def looks_like_path(source: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything else (``./x``, ``/x``, ``a/b/c``, ``~``) is a path."""
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' chatter (unused weights, progress bars) is not for our users."""
+    from transformers.utils import logging as transformers_logging
+
+    level, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        transformers_logging.set_verbosity(level)
+        if bars:
+            transformers_logging.enable_progress_bar()

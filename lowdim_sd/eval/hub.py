@@ -7,38 +7,16 @@ hub only when a connection to it opens within a few seconds.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lowdim.errors import first_line
-from lowdim.hub import hub_reachable, looks_like_path
+from lowdim.hub import hub_reachable, looks_like_path, quiet_transformers
 from lowdim.metrics import MetricUnavailable
 
 # Errors transformers raises for a folder or id it can't use (missing files, a wrong config).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' chatter (unused weights, progress bars) is not for our users."""
-    from transformers.utils import logging as transformers_logging
-
-    level, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        transformers_logging.set_verbosity(level)
-        if bars:
-            transformers_logging.enable_progress_bar()
 
 
 def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str) -> Any:
