@@ -42,6 +42,7 @@ from lowdim_sd.hypertrain_io import (
     run_metadata,
     split_identities,
     trim_metrics,
+    validation_line,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.loading import accelerator_available, check_training_dtype
@@ -155,7 +156,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     train_names, val_names = split_identities(full.names, job, out, full.people())
     train_set, val_set = _subsets(job, full, train_names, val_names)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
-    loop.settings = settings
+    loop.settings, loop.say = settings, progress
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=loop.log.path, main_process=loop.main)
     started = time.perf_counter()
@@ -245,6 +246,7 @@ class _Loop:
     step: int
     updating: bool = False  # inside the optimizer update: a stop now leaves it half applied
     settings: dict = field(default_factory=dict)  # what a resume must repeat (resume_settings)
+    say: bool = False  # print each validation above the progress bar (it is also in metrics.jsonl)
 
     @classmethod
     def prepare(cls, job: HyperTrainJob, accelerator, net, full: WeightDataset, train_set: WeightDataset,
@@ -319,6 +321,10 @@ class _Loop:
             scores = evaluate(unwrap(self.net), self.diffusion, self.val_set, self.job, self.numbers,
                               self.caches["val"], self.mean)
             self.log.write({"step": self.step, "split": "val", **scores})
+            if self.say:
+                from rich import get_console
+
+                get_console().print(validation_line(self.step, scores), highlight=False)
         self.accelerator.wait_for_everyone()
 
     def checkpoint(self) -> Path:

@@ -284,3 +284,14 @@ def run_metadata(job: Any, index: dict, net: torch.nn.Module) -> dict:
             "prompt": index["config"].get("prompt", TrainConfig.prompt),
             "token": index["config"].get("token", TrainConfig.token),
             "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights))}
+
+
+def validation_line(step: int, scores: dict) -> str:
+    """One validation, as printed above the progress bar: the held-out weight loss against a prediction of
+    the training mean (below 1: the image told the network something), and the diffusion loss."""
+    against = scores.get("weight_loss_vs_mean")
+    mean = f" ({against:.3g}× the training mean's)" if against is not None else ""
+    denoise = scores.get("diffusion_loss")
+    diffusion = f", diffusion loss {denoise:.4g}" if denoise is not None else ""
+    return (f"step {step}, {len(scores['identities'])} held-out identities: weight loss "
+            f"{scores['weight_loss']:.4g}{mean}{diffusion}")

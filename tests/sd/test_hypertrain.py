@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 
 import pytest
@@ -130,6 +131,15 @@ def test_cli_train_hypernet(weights, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "3 training and 1 held-out identities" in text
+    # Each validation is printed as it happens (steps 0, 1 and 2), as metrics.jsonl has it.
+    logged = records(tmp_path / "h" / "metrics.jsonl", "val")
+    shown = re.findall(r"step (\d+), 1 held-out identities: weight loss (\S+) \((\S+)× the training mean's\), "
+                       r"diffusion loss (\S+)", " ".join(text.split()))
+    assert [int(step) for step, *_ in shown] == [r["step"] for r in logged] == [0, 1, 2]
+    for (_, weight, against, denoise), record in zip(shown, logged, strict=True):
+        assert float(weight) == pytest.approx(record["weight_loss"], rel=1e-3)
+        assert float(against) == pytest.approx(record["weight_loss_vs_mean"], rel=1e-2)
+        assert float(denoise) == pytest.approx(record["diffusion_loss"], rel=1e-3)
     net = load_hypernet(tmp_path / "h" / "hypernet.safetensors")
     assert net.config.iterations == 1 and net.metadata["alpha"] == 0.5 and net.metadata["beta"] == 2.0
     assert net.config.freeze_encoder and net.config.encoder_config["hidden_size"] == 16
