@@ -111,7 +111,7 @@ def test_the_contract_runs_every_check_on_a_plugin_space_and_catches_a_per_sampl
     install_plugin(site, "scaled_down", PLUGIN)
     outcomes = run_contract(site, author, "scaled", "--pyargs", "lowdim.testing.space_contract")
     assert set(outcomes) == {"scaled-down", "scaled-down-buggy"}
-    assert len(outcomes["scaled-down"]) >= 11 and set(outcomes["scaled-down"].values()) == {"passed"}
+    assert len(outcomes["scaled-down"]) >= 12 and set(outcomes["scaled-down"].values()) == {"passed"}
     buggy = outcomes["scaled-down-buggy"]
     assert buggy["test_override_runs_the_wrapped_layers_on_given_tensors_per_sample"] == "failed"
     assert buggy["test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update"] == "failed"
@@ -133,7 +133,7 @@ def test_the_documented_test_module_checks_the_documented_space_against_the_form
     (author / "test_contract.py").write_text(module)
     if formula_is_right:
         outcomes = run_contract(site, author, "frozen-down", "test_contract.py")["frozen-down"]
-        assert len(outcomes) >= 11 and set(outcomes.values()) == {"passed"}
+        assert len(outcomes) >= 12 and set(outcomes.values()) == {"passed"}
     else:
         chosen = "frozen-down and (factors_and_delta or default_init)"  # two are enough: spare the time
         outcomes = run_contract(site, author, chosen, "test_contract.py")["frozen-down"]

@@ -1,7 +1,8 @@
 """The contract every registered space keeps, plugin spaces included: the shared suite.
 
 Each property draws a random layer shape, a random valid config (``Space.sample_config``), a
-seed and a dtype, then checks the space against its own formula for ΔW
+seed and a dtype (fp32 or fp64; one check runs fp16 and bf16 against fp64), then checks the space
+against its own formula for ΔW
 (``lowdim.testing.references``: written from the papers for the first-party spaces, never through
 ``factors``; a plugin space's own single-sample ``delta`` otherwise) and the wrapped layer against that
 formula: forward, gradients, per-sample overrides, disable/enable, merge/unmerge, files.
@@ -350,6 +351,43 @@ def test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update(space_name, case
         untouched = layer.out_features - slot.space.rank(slot.layer)
         assert torch.equal(merged[:untouched], base[:untouched])
         assert torch.equal(model(ids)[ids < untouched], base[ids[ids < untouched]])
+
+
+def _reference64(run: Injected) -> Tensor:
+    """The output of ``run``'s model by the space's formula in fp64, from its own (half-precision) values."""
+    slots = run.adapters.slots("default")
+    deltas = {name: reference_delta(slot.space, {k: v.detach().double() for k, v in slot.params.items()},
+                                    {k: v.double() for k, v in slot.buffers_dict().items()})
+              for name, slot in slots.items()}
+    base = {k: v.double() for k, v in run.base.items()}
+    hidden = torch.tanh(run.x.double() @ (base["0.weight"] + deltas["0"]).T + base["0.bias"])
+    return hidden @ (base["2.weight"] + deltas["2"]).T + base["2.bias"]
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases(), half=st.sampled_from([torch.bfloat16, torch.float16]))
+def test_in_half_precision_the_adapter_trains_merges_and_unmerges_within_rounding(space_name, case, half):
+    """fp16 and bf16 are how models run on GPUs: the space must work in them, not only be close in fp32.
+    Bounds are in units of the dtype's eps: rounding, not a wrong formula (that is off by the whole ΔW)."""
+    run = Injected(space_name, {**case, "dtype": half})
+    expected = _reference64(run)
+    eps, scale = torch.finfo(half).eps, max(1.0, float(expected.abs().max()))
+    output = run.model(run.x)
+    assert output.dtype == half and float((output.double() - expected).abs().max()) <= 32 * eps * scale
+    output.float().mean().backward()  # a mean: random params give outputs whose squares would overflow fp16
+    for slot in run.adapters.slots("default").values():
+        for name in slot.space.trainable_names(slot.layer):
+            grad = slot.params[name].grad
+            assert grad is not None and grad.dtype == half and bool(torch.isfinite(grad).all())
+    run.adapters.merge("default")
+    merged = {k: v.detach().double() for k, v in run.model.state_dict().items() if "slots" not in k}
+    assert float((run.model(run.x).double() - expected).abs().max()) <= 32 * eps * scale
+    run.adapters.unmerge("default")
+    state = {k.replace("base_layer.", ""): v for k, v in run.model.state_dict().items() if "slots" not in k}
+    for key, base in run.base.items():  # W + ΔW − ΔW rounds twice: within an ulp or two of the merged weight
+        size = max(1.0, float(merged[next(k for k in merged if k.replace("base_layer.", "") == key)].abs().max()))
+        assert float((state[key].double() - base.double()).abs().max()) <= 2 * eps * size
 
 
 # What ``from lowdim.testing.space_contract import *`` brings into a plugin's test module: the tests,
