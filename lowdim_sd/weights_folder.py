@@ -125,8 +125,9 @@ def check_config_fits(part: Path, model_class: type, stored: int) -> None:
             model = _build(model_class, part)
     except LowdimError:
         raise
-    except Exception:  # a config diffusers cannot build from: from_pretrained will name the problem
-        return
+    except Exception as error:  # diffusers builds on the meta device too, and would fail alike, in a traceback
+        raise ModelLoadError(f"{part / 'config.json'}: no {model_class.__name__} can be built from it "
+                             f"({first_line(error)})") from None
     described = sum(int(value.numel()) for value in model.state_dict().values())
     if described > SLACK_FACTOR * stored + SLACK_VALUES:
         raise ModelLoadError(f"{part / 'config.json'}: describes a {model_class.__name__} of {described} values, "

@@ -127,6 +127,17 @@ def test_a_config_describing_a_far_bigger_model_than_its_weights_is_refused_befo
         load_pipeline(str(copied), torch.float32)
 
 
+def test_a_config_no_model_can_be_built_from_is_one_line_naming_it(copied, capsys):
+    config_path = copied / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "down_block_types": config["down_block_types"][:1]}))
+    with pytest.raises(ModelLoadError, match=r"unet/config.json: no UNet2DConditionModel can be built from it "
+                                             r"\(Must provide the same number of `down_block_types`"):
+        load_pipeline(str(copied), torch.float32)
+    assert main(["generate", "-m", str(copied), "-p", "a face", "-o", str(copied.parent / "out")]) == 1
+    assert "unet/config.json: no UNet2DConditionModel can be built" in capsys.readouterr().err
+
+
 def test_absurd_depths_in_a_config_are_refused(copied):
     config_path = copied / "text_encoder" / "config.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "num_hidden_layers": 10**6}))
