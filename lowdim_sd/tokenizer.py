@@ -92,17 +92,20 @@ def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[str]]:
 
 
 def write_clip_tokenizer(folder: str | Path, words: Iterable[str], max_length: int = 77) -> Path:
-    """Write vocab.json, merges.txt and tokenizer_config.json that CLIPTokenizer loads."""
+    """Write vocab.json, merges.txt and tokenizer_config.json that CLIPTokenizer loads, each atomically (a
+    killed build leaves each file whole or absent, never a vocabulary cut short that still loads)."""
+    from lowdim.files import atomic_write
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab(words)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
-    config = {"model_max_length": max_length, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True,
-              "bos_token": SPECIAL[0], "eos_token": SPECIAL[1], "unk_token": SPECIAL[1], "pad_token": SPECIAL[1]}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
     special = {"bos_token": SPECIAL[0], "eos_token": SPECIAL[1], "unk_token": SPECIAL[1], "pad_token": SPECIAL[1]}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
+    config = {"model_max_length": max_length, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True, **special}
+    texts = {"vocab.json": json.dumps(vocab, ensure_ascii=False),
+             "merges.txt": "#version: 0.2\n" + "".join(m + "\n" for m in merges),
+             "tokenizer_config.json": json.dumps(config, indent=1),
+             "special_tokens_map.json": json.dumps(special, indent=1)}
+    for name, text in texts.items():
+        atomic_write(folder / name, lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
     return folder
 
 
