@@ -180,17 +180,19 @@ def _quiet_libraries():
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    libraries = (diffusers_logging, transformers_logging)
+    before = [(library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
+    for library in libraries:
+        library.set_verbosity_error()
+        library.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
+    finally:  # as they were: a program that imports lowdim keeps its own settings
+        for library, (level, bars) in zip(libraries, before, strict=True):
+            library.set_verbosity(level)
+            if bars:
+                library.enable_progress_bar()
 
 
 def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):

@@ -231,14 +231,15 @@ def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_roundi
 
 def test_loading_a_pretrained_encoder_draws_no_bar_of_its_own(tmp_path, capfd):
     """transformers' "Loading weights" bar would cut into lowdim's progress display and logs."""
+    from transformers.utils import logging as transformers_logging
+
     from lowdim.hyper.encoder import ImageEncoder
 
     transformers.ViTModel(vit_config()).save_pretrained(tmp_path / "vit")
+    transformers_logging.enable_progress_bar()  # as in a program of its own, whatever ran before in this one
     capfd.readouterr()
     encoder = ImageEncoder(str(tmp_path / "vit"), None, out_width=8)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
     assert encoder.features(torch.zeros(1, 3, 16, 16)).shape[0] == 1
-    from transformers.utils import logging as transformers_logging
-
     assert transformers_logging.is_progress_bar_enabled()  # put back for whoever else uses transformers

@@ -45,3 +45,24 @@ def test_loads_in_the_asked_dtype_without_a_deprecation_warning(tiny_sd, single_
         assert {p.dtype for p in part.parameters()} == {expected}
     deprecations = [str(w.message) for w in caught if "dtype" in str(w.message).lower()]
     assert not deprecations
+
+
+@pytest.mark.parametrize("bars", [True, False])
+def test_loading_leaves_the_libraries_logging_as_it_found_it(tiny_sd, bars):
+    """lowdim silences diffusers and transformers while it loads; a program that imports it keeps its own
+    settings afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    for library in libraries:
+        library.set_verbosity_info()
+        library.enable_progress_bar() if bars else library.disable_progress_bar()
+    try:
+        load_sd(str(tiny_sd))
+        assert [(library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries] == [
+            (diffusers_logging.INFO, bars), (transformers_logging.INFO, bars)]
+    finally:
+        for library in libraries:
+            library.set_verbosity_warning()
+            library.enable_progress_bar()
