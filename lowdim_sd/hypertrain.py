@@ -32,6 +32,7 @@ from lowdim_sd.hypertrain_io import (
     FeatureCache,
     Images,
     MetricsLog,
+    PairBatch,
     Pairs,
     StepSampler,
     all_targets,
@@ -249,8 +250,9 @@ class _Loop:
     say: bool = False  # print each validation above the progress bar (it is also in metrics.jsonl)
 
     @classmethod
-    def prepare(cls, job: HyperTrainJob, accelerator, net, full: WeightDataset, train_set: WeightDataset,
-                val_set: WeightDataset | None, numbers: dict[str, int], folder: Path | None, start: int) -> _Loop:
+    def prepare(cls, job: HyperTrainJob, accelerator: Any, net: torch.nn.Module, full: WeightDataset,
+                train_set: WeightDataset, val_set: WeightDataset | None, numbers: dict[str, int],
+                folder: Path | None, start: int) -> _Loop:
         extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
         caches = _feature_caches(job, net, extra is not None)  # a --features file that does not fit: before SD loads
         standardize = folder is None and bool(getattr(net.config, "standardize", False))
@@ -287,7 +289,7 @@ class _Loop:
     def validating(self) -> bool:
         return self.val_set is not None and bool(self.job.val_every)
 
-    def update(self, batch) -> float:
+    def update(self, batch: PairBatch) -> float:
         """One optimizer step on a batch; returns its loss, averaged over processes, after logging it."""
         job, accelerator = self.job, self.accelerator
         self.optimizer.zero_grad(set_to_none=True)
@@ -379,7 +381,7 @@ def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, pro
     return torch.utils.data.DataLoader(images, batch_size=size, sampler=sampler, num_workers=job.num_workers)
 
 
-def out_of_time(accelerator, started: float, max_minutes: float | None) -> bool:
+def out_of_time(accelerator: Any, started: float, max_minutes: float | None) -> bool:
     """Whether the time budget is spent; every process agrees, so none waits for the others forever."""
     if max_minutes is None:
         return False

@@ -10,7 +10,7 @@ import json
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -21,6 +21,9 @@ from lowdim_sd import checkpoints, runs
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.weight_dataset import WeightDataset, as_folders
+
+if TYPE_CHECKING:
+    from lowdim_sd.hypertrain import HyperTrainJob
 
 
 class StepSampler(torch.utils.data.Sampler):
@@ -42,6 +45,10 @@ class StepSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return (self.steps - self.start) * self.per_step
+
+
+# A collated batch of ``Pairs``: images, target θ ({layer: {param}}, batched), identity numbers, item numbers.
+PairBatch = tuple[Tensor, dict[str, dict[str, Tensor]], Tensor, Tensor]
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -93,7 +100,7 @@ class FeatureCache:
         self.features: dict[int, Tensor] = {}
         self.stored = stored  # a ``StoredFeatures`` file: every image is looked up there, none computed
 
-    def get(self, encoder, images: Tensor, items: Tensor) -> Tensor:
+    def get(self, encoder: torch.nn.Module, images: Tensor, items: Tensor) -> Tensor:
         keys = [int(item) for item in items]
         first = {key: j for j, key in reversed(list(enumerate(keys)))}  # an item twice in a batch: encoded once
         missing = [j for key, j in first.items() if key not in self.features]
@@ -113,7 +120,7 @@ def all_targets(dataset: WeightDataset) -> dict[str, dict[str, Tensor]]:
             rows[0].items()}
 
 
-def split_identities(names: list[str], job, out: Path, people: dict[str, str] | None = None
+def split_identities(names: list[str], job: HyperTrainJob, out: Path, people: dict[str, str] | None = None
                      ) -> tuple[list[str], list[str]]:
     """(train, val): a seeded shuffle of people (``people``: identity name -> person; by default each
     identity is its own), all of a person's identities on one side; stored in out/split.json so a
@@ -204,7 +211,7 @@ RESUMED_AS_THEY_WERE = ("model", "hyper", "batch_size", "learning_rate", "weight
                         "max_grad_norm", "mixed_precision")
 
 
-def resume_settings(job, full: WeightDataset) -> dict:
+def resume_settings(job: HyperTrainJob, full: WeightDataset) -> dict:
     """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE and the identity count."""
     settings = {name: getattr(job, name) for name in RESUMED_AS_THEY_WERE}
     settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
@@ -224,7 +231,7 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
     return folder
 
 
-def check_counts(job) -> None:
+def check_counts(job: HyperTrainJob) -> None:
     """Counts and rates that must be positive, named as the CLI spells them."""
     positive = {"--steps": job.steps, "--batch-size": job.batch_size, "--lr": job.learning_rate,
                 "keep_checkpoints": job.keep_checkpoints}
@@ -249,7 +256,7 @@ def check_counts(job) -> None:
                           f"'{job.mixed_precision}'")
 
 
-def model_to_train(job, full: WeightDataset) -> str:
+def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
     """The SD model to train for: the job's, else the weights'. Another with the same layers warns; one with
     other layers is refused (no model could use the file)."""
     index = full.index
@@ -272,7 +279,7 @@ def model_to_train(job, full: WeightDataset) -> str:
     return model
 
 
-def run_metadata(job: Any, index: dict, net: torch.nn.Module) -> dict:
+def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
     """What the hypernetwork file records of its training: the phrase its targets answer to (personalize
     finetunes and draws with it), the seed and checksum of the bases they live in, and the weight
     folders by name only (a shared file should not carry its maker's paths)."""

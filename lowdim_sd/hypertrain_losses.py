@@ -14,7 +14,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim_sd.hypertrain_io import FeatureCache, Pairs
+from lowdim_sd.hypertrain_io import FeatureCache, PairBatch, Pairs
 from lowdim_sd.train import Subject, TrainConfig, denoising_losses, fill_prompt
 from lowdim_sd.weight_dataset import WeightDataset
 
@@ -83,8 +83,8 @@ def _stacked(iterates: list[dict]) -> dict:
             for layer, tensors in iterates[0].items()}
 
 
-def pair_losses(net, diffusion: Diffusion | None, batch, step: int, job: HyperTrainJob, *, train: bool,
-                cache: FeatureCache | None = None) -> dict:
+def pair_losses(net: torch.nn.Module, diffusion: Diffusion | None, batch: PairBatch, step: int,
+                job: HyperTrainJob, *, train: bool, cache: FeatureCache | None = None) -> dict:
     """{'loss', 'weight_loss', 'diffusion_loss', 'per_iterate'} for one batch (tensors with graph).
 
     'weight_loss' is the trained weight term: ‖θ̂ − θ‖², or with a standardizing network the mean
@@ -114,8 +114,8 @@ def pair_losses(net, diffusion: Diffusion | None, batch, step: int, job: HyperTr
     return losses
 
 
-def extra_loss(net, diffusion: Diffusion, batch, step: int, job: HyperTrainJob,
-               cache: FeatureCache | None = None) -> Tensor:
+def extra_loss(net: torch.nn.Module, diffusion: Diffusion, batch: tuple[Tensor, Tensor, Tensor], step: int,
+               job: HyperTrainJob, cache: FeatureCache | None = None) -> Tensor:
     """D of the predictions for images without a precomputed θ (``--extra-images``): the noise target."""
     images, numbers, items = batch
     inner = unwrap(net)
@@ -126,18 +126,19 @@ def extra_loss(net, diffusion: Diffusion, batch, step: int, job: HyperTrainJob,
     return diffusion.loss(chosen, images, seeds, step, job.augment)
 
 
-def standardized_loss(net, predicted: dict, target: dict) -> Tensor:
+def standardized_loss(net: torch.nn.Module, predicted: dict, target: dict) -> Tensor:
     """Mean over coordinates (and the batch) of (z_pred − z)²: 1 for the mean prediction of a standardized net."""
     errors = [(p - t).pow(2) for p, t in zip(net.standardized(predicted), net.standardized(target), strict=True)]
     return torch.cat([e.flatten(1) for e in errors], dim=1).mean()
 
 
-def unwrap(net):
+def unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    """The network itself, out of a DistributedDataParallel wrapper if there is one."""
     return getattr(net, "module", net)
 
 
 @torch.no_grad()
-def evaluate(net, diffusion: Diffusion | None, dataset: WeightDataset, job: HyperTrainJob,
+def evaluate(net: torch.nn.Module, diffusion: Diffusion | None, dataset: WeightDataset, job: HyperTrainJob,
              numbers: dict[str, int], cache: FeatureCache | None = None, mean: dict | None = None) -> dict:
     """Validation: weight loss (of θ̂_s, and per iterate) and diffusion loss of θ̂_s, with fixed noise.
 

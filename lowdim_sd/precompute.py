@@ -216,7 +216,7 @@ def check_job(job: PrecomputeJob) -> None:
 
 
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
-def precompute(job: PrecomputeJob, progress: bool = True, model=None) -> PrecomputeResult:
+def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None = None) -> PrecomputeResult:
     """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
     from accelerate import PartialState
 
