@@ -30,24 +30,30 @@ import torch
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_save, atomic_write
+from lowdim.files import atomic_save
 from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import read_start, start_digest, start_from
 from lowdim_sd.train import Subject, TrainConfig
+from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX,
+    differing_settings,
+    done_identities,
+    merge_index,
+    read_index,
+    read_json,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from lowdim.inject import LayerSet
     from lowdim.spaces.base import Space
     from lowdim_sd.loading import SDModel
 
-FORMAT = "lowdim.weights"
-FORMAT_VERSION = "1"
-INDEX = "index.json"
-# Header fields that must agree between a resumed run and the folder it extends.
-IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layers", "resolution", "config")
 # TrainConfig fields left out of the index's "config": precompute trains without an output folder, so
 # nothing is checkpointed and they cannot change θ. Every other field is recorded, new ones included.
 # Not what makes a target: how a run checkpoints, how it launches the same steps (CUDA graphs), and
@@ -135,56 +141,6 @@ def discover_identities(folder: Path) -> list[Identity]:
 # ----------------------------------------------------------------------------------------------- index
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(payload, indent=1)))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise LowdimError(f"{path}: unreadable weight index ({error})") from None
-
-
-def read_index(folder: Path) -> dict:
-    """The merged index of a weight folder: ``index.json`` plus any per-process ``index-p*.json`` parts.
-
-    Keys: format, model, space, space_config, seed, layer_set, layers ([name, out, in]), resolution,
-    root (the identities folder), config (training options), identities ([{name, shard, row, images, seed}]).
-    """
-    folder = Path(folder)
-    parts = [folder / INDEX] if (folder / INDEX).is_file() else []
-    parts += sorted(folder.glob("index-p*.json"))
-    if not parts:
-        raise LowdimError(f"{folder}: not a weight dataset (no {INDEX}); create one with `lowdim precompute`")
-    merged: dict | None = None
-    seen: set[str] = set()
-    for path in parts:
-        index = _read_json(path)
-        if index.get("format") != FORMAT:
-            raise LowdimError(f"{path}: not a lowdim weight index (format {index.get('format')!r})")
-        if merged is None:
-            merged = {**index, "identities": []}
-        elif any(index.get(key) != merged.get(key) for key in IDENTITY_FIELDS):
-            raise LowdimError(f"{path}: made with other settings than {parts[0].name}; they cannot be merged")
-        for entry in index["identities"]:
-            if entry["name"] not in seen:
-                seen.add(entry["name"])
-                merged["identities"].append(entry)
-    return merged
-
-
-def merge_index(folder: Path) -> Path:
-    """Fold the per-process parts into ``index.json`` and remove them (the main process, at the end)."""
-    folder = Path(folder)
-    merged = read_index(folder)
-    merged["identities"].sort(key=lambda entry: entry["name"])
-    _write_json(folder / INDEX, merged)
-    for part in folder.glob("index-p*.json"):
-        part.unlink(missing_ok=True)
-    return folder / INDEX
-
-
 def _shard_name(folder: Path, rank: int, processes: int) -> str:
     prefix = "shard-" if processes == 1 else f"shard-p{rank}-"
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.safetensors$")
@@ -234,20 +190,15 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     layer_set = resolve_layers(job.layers)
     initial = read_start(job.init, model, space, layer_set, config.seed) if job.init is not None else None
     header = index_header(job, config, model, space, layer_set, crop, initial)
-    root = Path(header["root"])
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    done = _done_identities(out, header)
+    done = done_identities(out, header)
     result = PrecomputeResult(index=out / INDEX)
     mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
     pending = [(number, identity) for number, identity in mine if identity.name not in done]
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
-    own = _read_json(index_path) if index_path.is_file() else {**header, "identities": []}
-    if own["root"] != header["root"]:  # the identities moved (checked by _done_identities): record where to
-        _say(progress, f"the identities moved from {own['root']} to {header['root']}; the index now names the latter")
-        own["root"] = header["root"]
-        _write_json(index_path, own)
+    own = _own_index(index_path, header, progress)
     started = time.monotonic()
     try:
         for start in range(0, len(pending), job.batch_subjects):
@@ -260,10 +211,10 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
             own["identities"] += [
                 {"name": identity.name, "shard": shard.name, "row": row, "seed": _draws_seed(job, config, number),
-                 "images": [_relative(path, root) for path in identity.images]}
+                 "images": [_relative(path, Path(header["root"])) for path in identity.images]}
                 for row, (number, identity) in enumerate(batch)
             ]
-            _write_json(index_path, own)
+            write_json(index_path, own)  # after its shard: the index never names a shard that is not whole
             result.trained += names
             result.shards.append(shard)
     except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
@@ -272,11 +223,21 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
                            f"{len(result.trained)} identities trained in this run; {kept} are kept in {index_path} "
                            f"(the batch in flight is lost); {runs.RERUN} to continue: done identities are skipped")
     if not index_path.is_file():
-        _write_json(index_path, own)  # nothing new to train here: still leave a readable index
+        write_json(index_path, own)  # nothing new to train here: still leave a readable index
     state.wait_for_everyone()
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result
+
+
+def _own_index(path: Path, header: dict, progress: bool) -> dict:
+    """This process's part of the index: as far as an earlier run got, else a new one of ``header``."""
+    own = read_json(path) if path.is_file() else {**header, "identities": []}
+    if own["root"] != header["root"]:  # the identities moved (checked by _done_identities): record where to
+        _say(progress, f"the identities moved from {own['root']} to {header['root']}; the index now names the latter")
+        own["root"] = header["root"]
+        write_json(path, own)
+    return own
 
 
 def _say(progress: bool, line: str) -> None:
@@ -373,45 +334,6 @@ def train(*args, **kwargs):
 def _relative(path: Path, root: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
-def with_crop_defaults(config: dict) -> dict:
-    """An index's training settings; indexes from before face cropping existed were made uncropped."""
-    return {**crop_settings(False, 0.0, None), **config}
-
-
-def _done_identities(out: Path, header: dict) -> set[str]:
-    if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
-        return set()
-    existing = read_index(out)
-    different = differing_settings(existing, header)
-    if different:
-        shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
-        raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
-    if existing.get("root") and existing["root"] != header["root"] and not _moved_here(existing, header["root"]):
-        # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
-        raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
-                          f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
-    return {entry["name"] for entry in existing["identities"]}
-
-
-def _moved_here(index: dict, root: str) -> bool:
-    """Whether the identities of ``index`` moved to ``root``: their old folder is gone and every
-    recorded image is found under the new one, at the same relative path."""
-    if Path(index["root"]).exists():
-        return False
-    return all((Path(root) / image).is_file() for entry in index["identities"] for image in entry["images"])
-
-
-def differing_settings(index: dict, other: dict) -> list[tuple[str, object, object]]:
-    """(field, index's value, other's value) for each of ``IDENTITY_FIELDS`` that differs, training
-    options named one by one (``config.steps``) rather than as two whole dicts."""
-    configs = [with_crop_defaults(index.get("config", {})), with_crop_defaults(other.get("config", {}))]
-    found = [(key, index.get(key), other.get(key)) for key in IDENTITY_FIELDS
-             if key != "config" and index.get(key) != other.get(key)]
-    keys = sorted(set(configs[0]) | set(configs[1]))
-    return found + [(f"config.{key}", configs[0].get(key), configs[1].get(key)) for key in keys
-                    if configs[0].get(key) != configs[1].get(key)]
 
 
 # ------------------------------------------------------------------------------------------- reading

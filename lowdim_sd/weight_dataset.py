@@ -18,7 +18,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim_sd.face_inputs import load_face_image
-from lowdim_sd.precompute import differing_settings, read_index
+from lowdim_sd.weight_index import differing_settings, read_index
 
 Folders = str | Path | Sequence[str | Path]
 DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px

@@ -1,0 +1,106 @@
+"""A weight folder's index (``index.json``, and the per-process ``index-p*.json`` parts): what every row of
+the shards is, and the settings a precompute that extends the folder must share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
+from lowdim_sd.face_inputs import crop_settings
+
+FORMAT = "lowdim.weights"
+FORMAT_VERSION = "1"
+INDEX = "index.json"
+# Header fields that must agree between a resumed run and the folder it extends.
+IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layers", "resolution", "config")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(payload, indent=1)))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise LowdimError(f"{path}: unreadable weight index ({error})") from None
+
+
+def read_index(folder: Path) -> dict:
+    """The merged index of a weight folder: ``index.json`` plus any per-process ``index-p*.json`` parts.
+
+    Keys: format, model, space, space_config, seed, layer_set, layers ([name, out, in]), resolution,
+    root (the identities folder), config (training options), identities ([{name, shard, row, images, seed}]).
+    """
+    folder = Path(folder)
+    parts = [folder / INDEX] if (folder / INDEX).is_file() else []
+    parts += sorted(folder.glob("index-p*.json"))
+    if not parts:
+        raise LowdimError(f"{folder}: not a weight dataset (no {INDEX}); create one with `lowdim precompute`")
+    merged: dict | None = None
+    seen: set[str] = set()
+    for path in parts:
+        index = read_json(path)
+        if index.get("format") != FORMAT:
+            raise LowdimError(f"{path}: not a lowdim weight index (format {index.get('format')!r})")
+        if merged is None:
+            merged = {**index, "identities": []}
+        elif any(index.get(key) != merged.get(key) for key in IDENTITY_FIELDS):
+            raise LowdimError(f"{path}: made with other settings than {parts[0].name}; they cannot be merged")
+        for entry in index["identities"]:
+            if entry["name"] not in seen:
+                seen.add(entry["name"])
+                merged["identities"].append(entry)
+    return merged
+
+
+def merge_index(folder: Path) -> Path:
+    """Fold the per-process parts into ``index.json`` and remove them (the main process, at the end)."""
+    folder = Path(folder)
+    merged = read_index(folder)
+    merged["identities"].sort(key=lambda entry: entry["name"])
+    write_json(folder / INDEX, merged)
+    for part in folder.glob("index-p*.json"):
+        part.unlink(missing_ok=True)
+    return folder / INDEX
+
+
+def with_crop_defaults(config: dict) -> dict:
+    """An index's training settings; indexes from before face cropping existed were made uncropped."""
+    return {**crop_settings(False, 0.0, None), **config}
+
+
+def done_identities(out: Path, header: dict) -> set[str]:
+    if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
+        return set()
+    existing = read_index(out)
+    different = differing_settings(existing, header)
+    if different:
+        shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
+        raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
+    if existing.get("root") and existing["root"] != header["root"] and not _moved_here(existing, header["root"]):
+        # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
+        raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
+                          f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
+    return {entry["name"] for entry in existing["identities"]}
+
+
+def _moved_here(index: dict, root: str) -> bool:
+    """Whether the identities of ``index`` moved to ``root``: their old folder is gone and every
+    recorded image is found under the new one, at the same relative path."""
+    if Path(index["root"]).exists():
+        return False
+    return all((Path(root) / image).is_file() for entry in index["identities"] for image in entry["images"])
+
+
+def differing_settings(index: dict, other: dict) -> list[tuple[str, object, object]]:
+    """(field, index's value, other's value) for each of ``IDENTITY_FIELDS`` that differs, training
+    options named one by one (``config.steps``) rather than as two whole dicts."""
+    configs = [with_crop_defaults(index.get("config", {})), with_crop_defaults(other.get("config", {}))]
+    found = [(key, index.get(key), other.get(key)) for key in IDENTITY_FIELDS
+             if key != "config" and index.get(key) != other.get(key)]
+    keys = sorted(set(configs[0]) | set(configs[1]))
+    return found + [(f"config.{key}", configs[0].get(key), configs[1].get(key)) for key in keys
+                    if configs[0].get(key) != configs[1].get(key)]
