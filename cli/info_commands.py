@@ -1,8 +1,10 @@
-"""``lowdim spaces``, ``lowdim models`` and ``lowdim inspect``: what exists and what it costs."""
+"""``lowdim spaces``, ``lowdim models``, ``lowdim inspect`` and ``lowdim show``: what exists, what it costs,
+and what a file is."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -135,10 +137,43 @@ def inspect(
         out.print(f"[dim]{len(report.notes)} layer note(s), e.g. {report.notes[0]}[/]")
 
 
+def show(
+    target: Annotated[Path, typer.Argument(
+        metavar="FILE", show_default=False,
+        help="A lowdim adapter, hypernetwork, weight folder or shard, or encoder-feature file; an exported LoRA or "
+             "another tool's; a checkpoint.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+):
+    """Say what a file is and how it was made, from its header alone (no tensor is loaded).
+
+    An adapter shows its space, layers, size, seed, base model, token and recipe (the image, hypernetwork,
+    steps and rank that made it); a hypernetwork what it predicts, for which model, from which encoder and
+    how it was trained; a weight folder its identities and training settings. Each ends with the command
+    that uses it.
+
+    Example: [bold]lowdim show me/adapter.safetensors[/]
+    """
+    from lowdim_sd.file_info import describe
+
+    info = describe(target)
+    if as_json:
+        print(json.dumps(info.as_dict(), indent=2))
+        return
+    table = Table(title=f"{info.path}: {info.kind}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in info.rows:
+        table.add_row(name, value)
+    out.print(table)
+    if info.use:
+        out.print(f"use it: {info.use}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(spaces)
     app.command()(models)
     app.command()(inspect)
+    app.command()(show)
 
 
 LIBRARIES = ("torch", "diffusers", "transformers", "safetensors")

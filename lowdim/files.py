@@ -232,7 +232,8 @@ def _pack_layers(layers: list[LayerSpec]) -> str:
     return "zlib:" + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
 
 
-def _unpack_layers(packed: str, path: Path) -> list[LayerSpec]:
+def unpack_layers(packed: str, path: Path) -> list[LayerSpec]:
+    """An adapter file's 'layers' metadata (zlib-packed JSON, or plain JSON in older files), checked."""
     try:
         raw = inflate(base64.b64decode(packed.removeprefix("zlib:")), "layer list", path) \
             if packed.startswith("zlib:") else packed
@@ -264,7 +265,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
         seed = int(metadata["seed"])
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
-    layers = _unpack_layers(metadata.get("layers", "[]"), path)
+    layers = unpack_layers(metadata.get("layers", "[]"), path)
     adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
                           _read_scales(metadata.get("scales"), layers, path))
     if model is not None:

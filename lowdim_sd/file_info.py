@@ -1,0 +1,188 @@
+"""``lowdim show``: what a file or folder is, read from its header alone (no tensor is loaded).
+
+A 50 KB adapter passed around without its command line says nothing by its name: which space, which
+model, which token, how it was made. Every lowdim file carries that in its safetensors metadata; this
+reads it back as (field, value) rows, with the command that uses the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowdim.errors import LowdimError, first_line
+from lowdim.filecheck import foreign_lora
+from lowdim.files import BUFFER_PREFIX, PICKLE_SUFFIXES, unpack_layers
+from lowdim_sd.model_paths import UNET_PREFIX
+
+
+@dataclass
+class FileInfo:
+    path: Path
+    kind: str  # one line: what it is
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (field, value), in reading order
+    use: str = ""  # the command that uses it, when there is one
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "fields": dict(self.rows), "use": self.use}
+
+
+@dataclass
+class _Header:
+    metadata: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def values(self) -> int:
+        total = 0
+        for shape in self.shapes.values():
+            count = 1
+            for size in shape:
+                count *= size
+            total += count
+        return total
+
+
+def describe(path: Path) -> FileInfo:
+    """What ``path`` is: a lowdim adapter, hypernetwork, weight folder or shard, feature file, another tool's
+    LoRA or an SD checkpoint; anything else is one LowdimError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        return _weight_folder(path)
+    if not path.is_file():
+        raise LowdimError(f"{path}: no such file or folder")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise LowdimError(f"{path}: a pickle file, which can run code when loaded; lowdim reads .safetensors only")
+    header = _read_header(path)
+    readers = {"lowdim.adapter": _adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
+               "lowdim.weights.shard": _shard}
+    reader = readers.get(header.metadata.get("format", ""))
+    if reader is not None:
+        return reader(path, header)
+    return _other(path, header)
+
+
+def _read_header(path: Path) -> _Header:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118
+            return _Header(dict(file.metadata() or {}), shapes)
+    except Exception as error:  # safetensors raises its own error types for every way a file is broken
+        raise LowdimError(f"{path}: not a readable .safetensors file ({first_line(error)})") from None
+
+
+def _json(text: str | None, fallback: object) -> object:
+    try:
+        return json.loads(text) if text else fallback
+    except ValueError:
+        return fallback
+
+
+def _compact(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size:,} bytes"
+
+
+def _adapter(path: Path, header: _Header) -> FileInfo:
+    meta = header.metadata
+    layers = unpack_layers(meta.get("layers", "[]"), path)
+    stored = any(key.startswith(BUFFER_PREFIX) for key in header.shapes)
+    rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
+            ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
+            ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
+            ("file", f"{_size(path)}, {meta.get('dtype', '?')}"),
+            ("seed", meta.get("seed", "?")),
+            ("frozen bases", "stored in the file" if stored else "made from the seed when loaded"
+             if meta.get("basis_checksum") else "none")]
+    for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
+                       ("scales", "layer scales"), ("lowdim_version", "made with lowdim")):
+        if meta.get(key):
+            rows.append((label, meta[key]))
+    rows += [(f"recipe: {key}", _compact(value)) for key, value in dict(_json(meta.get("extra"), {})).items()]
+    base, token = meta.get("base_model") or "MODEL", meta.get("token")
+    prompt = "a [V] face" if token else "a photo"
+    return FileInfo(path, "a lowdim adapter", rows, f"lowdim generate -m {base} -a {path} -p '{prompt}'")
+
+
+def _hypernet(path: Path, header: _Header) -> FileInfo:
+    meta = header.metadata
+    config = dict(_json(meta.get("hyper_config"), {}))
+    extra = dict(_json(meta.get("extra"), {}))
+    encoder = meta.get("encoder") or "built from its stored config"
+    where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"
+    rows = [("predicts", f"{meta.get('space', '?')} {meta.get('space_config', '')} on "
+                         f"{len(_json(meta.get('layers'), []))} layers ({meta.get('layer_set') or '?'})"),
+            ("for model", meta.get("model") or "?"),
+            ("image encoder", f"{encoder} ({where})"),
+            ("network", ", ".join(f"{key} {config[key]}" for key in ("architecture", "width", "decoder_layers",
+                                                                     "iterations") if key in config)),
+            ("file", f"{_size(path)}, {header.values:,} stored values")]
+    rows += [(f"training: {key}", _compact(value)) for key, value in extra.items()]
+    model = meta.get("model") or "MODEL"
+    return FileInfo(path, "a lowdim hypernetwork", rows,
+                    f"lowdim personalize -m {model} --hypernet {path} -i face.jpg -o me")
+
+
+def _features(path: Path, header: _Header) -> FileInfo:
+    meta = header.metadata
+    shape = header.shapes.get("features", ())
+    rows = [("encoder", meta.get("encoder", "?")), ("input size", meta.get("input_size", "?")),
+            ("normalize", meta.get("normalize", "?")), ("pool", meta.get("pool", "?")),
+            ("images", f"{len(_json(meta.get('keys'), [])):,}"),
+            ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", _size(path))]
+    return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
+                    f"lowdim train-hypernet -w WEIGHTS --freeze-encoder --features {path}")
+
+
+def _shard(path: Path, header: _Header) -> FileInfo:
+    names = _json(header.metadata.get("identities"), [])
+    rows = [("identities", f"{len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"),
+            ("tensors", f"{len(header.shapes)}"), ("file", _size(path))]
+    return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
+                    f"lowdim show {path.parent}")
+
+
+def _weight_folder(folder: Path) -> FileInfo:
+    from lowdim_sd.weight_index import INDEX, read_index
+
+    if not (folder / INDEX).is_file() and not any(folder.glob("index-p*.json")):
+        raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
+                          f"lowdim files and weight folders")
+    index = read_index(folder)
+    config = index.get("config", {})
+    shards = sorted({entry["shard"] for entry in index["identities"]})
+    rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
+            ("space", f"{index.get('space', '?')} {_compact(index.get('space_config', {}))}"),
+            ("model", index.get("model", "?")),
+            ("layers", f"{len(index.get('layers', []))} ({index.get('layer_set', '?')})"),
+            ("resolution", str(index.get("resolution", "?"))), ("seed", str(index.get("seed", "?"))),
+            ("images from", index.get("root", "?"))]
+    rows += [(f"training: {key}", _compact(config[key])) for key in ("steps", "learning_rate", "batch_size",
+                                                                     "prompt", "token", "crop") if key in config]
+    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows,
+                    f"lowdim train-hypernet -w {folder} -o hyper")
+
+
+def _other(path: Path, header: _Header) -> FileInfo:
+    meta, keys = header.metadata, list(header.shapes)
+    rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", _size(path))]
+    style = foreign_lora(keys, meta)
+    if style is not None and meta.get("source_adapter"):  # written by `lowdim export`
+        rows = [("exported from", meta["source_adapter"]), ("space", f"{meta.get('space')} {meta.get('space_config')}"),
+                ("rank", meta.get("rank", "?")), ("base model", meta.get("base_model") or "?"),
+                ("token", meta.get("token") or "?"), *rows]
+        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows,
+                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")
+    if style is not None:
+        return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
+                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")
+    if any(key.startswith(UNET_PREFIX) for key in keys):
+        return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
+                        f"lowdim personalize -m {path} -i face.jpg -o me")
+    return FileInfo(path, "a .safetensors file lowdim does not know", rows)
