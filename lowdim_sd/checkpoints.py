@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
@@ -21,6 +22,10 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 
+if TYPE_CHECKING:
+    from lowdim_sd.loading import SDModel
+    from lowdim_sd.train import Subject, Trainable
+
 FOLDER = "checkpoints"
 
 
@@ -28,7 +33,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameters: list[Tensor
     return _optimizer_tensors_of(optimizer.state, parameters)
 
 
-def save(out_dir: Path, step: int, trainable, optimizer: torch.optim.Optimizer, keep: int,
+def save(out_dir: Path, step: int, trainable: Trainable, optimizer: torch.optim.Optimizer, keep: int,
          settings: dict | None = None) -> Path:
     """Write step-NNNNNN/ with the trainable state, optimizer state, the step and the run's settings;
     prune old ones."""
@@ -53,8 +58,8 @@ def complete(folder: Path, state: dict, keep: int) -> Path:
     return folder
 
 
-def save_hypernet(out: Path, step: int, net, optimizer, trainable: list[Tensor], metadata: dict, keep: int,
-                  settings: dict | None = None) -> Path:
+def save_hypernet(out: Path, step: int, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  trainable: list[Tensor], metadata: dict, keep: int, settings: dict | None = None) -> Path:
     """A hypernetwork checkpoint: the network as a hypernet file (what personalize reads), AdamW's state and the
     run's settings (``check_resume``)."""
     from lowdim.hyper import save_hypernet as write_net
@@ -81,7 +86,7 @@ def _optimizer_tensors_of(state: dict, parameters: list[Tensor]) -> dict[str, Te
             for index, param in enumerate(parameters) for key, value in state.get(param, {}).items()}
 
 
-def load_optimizer(optimizer, trainable: list[Tensor], path: Path) -> None:
+def load_optimizer(optimizer: torch.optim.Optimizer, trainable: list[Tensor], path: Path) -> None:
     """Load a hypernetwork checkpoint's optimizer state through ``load_state_dict``."""
     try:
         saved = load_file(str(path))
@@ -106,7 +111,7 @@ def latest(out_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def restore(out_dir: Path, trainable, optimizer: torch.optim.Optimizer, settings: dict | None = None) -> int:
+def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimizer, settings: dict | None = None) -> int:
     """Load the latest complete checkpoint; returns its step (0 when there is none).
 
     A checkpoint made with other ``settings`` is refused, naming each difference: resuming it would
@@ -151,14 +156,14 @@ def _difference(key: str, stored: dict, current: dict) -> str:
     return f"{key} ({stored.get(key)} there, {current.get(key)} now)"
 
 
-def inputs_digest(model, subjects: list, names: list[str]) -> dict:
+def inputs_digest(model: SDModel, subjects: list[Subject], names: list[str]) -> dict:
     """What a run trains on, for ``restore`` to compare: each subject's reference pixels (as loaded, so
     cropping and resizing count) and a fingerprint of the base model's weights."""
     images = {name: _digest([subject.images]) for name, subject in zip(names, subjects, strict=True)}
     return {"images": images, "model": weights_fingerprint(model)}
 
 
-def weights_fingerprint(model) -> str:
+def weights_fingerprint(model: SDModel) -> str:
     """sha256 over every UNet, text encoder and VAE tensor's name, shape, dtype and up to 4096 evenly spaced
     values: another model (or another --dtype) differs, at a cost of milliseconds even for SD1.5 (hashing
     all 1.1 B weights would take seconds on every run)."""

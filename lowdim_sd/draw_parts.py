@@ -19,10 +19,16 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.inject.select import matches
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lowdim_sd.loading import SDModel
 
 TEXT_ENCODER_LAYERS = "text_encoder.*"
 UNET_LAYERS = "unet.*"
@@ -124,7 +130,7 @@ def adapted_steps(parts: DrawParts, steps: int) -> range:
     return range(first, max(first + 1, min(steps, math.ceil(parts.adapter_end * steps - 1e-9))))
 
 
-def loop_length(scheduler, steps: int) -> int:
+def loop_length(scheduler: Any, steps: int) -> int:
     """How many denoising steps a pipeline asked for ``steps`` runs, each with one callback: PNDM's warm-up
     adds some (11 for 10), and the fractions must count the steps as they are run."""
     scheduler = copy.deepcopy(scheduler)  # set_timesteps changes the scheduler's state; the pipeline's stays
@@ -133,7 +139,7 @@ def loop_length(scheduler, steps: int) -> int:
 
 
 @contextmanager
-def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | None]:
+def drawing_parts(model: SDModel, parts: DrawParts, steps: int) -> Iterator[Callable | None]:
     """Set the parts' scales for one pipeline call of ``steps`` steps (with the pipeline's scheduler); yields
     the pipeline's ``callback_on_step_end`` (None when the adapters draw whole). Every scale is restored
     afterwards."""
@@ -161,7 +167,7 @@ def drawing_parts(model, parts: DrawParts, steps: int) -> Iterator[Callable | No
         for slot, scale in unet:
             slot.scale = scale if on else 0.0
 
-    def set_for_next_step(pipe, index: int, timestep, callback_kwargs: dict) -> dict:
+    def set_for_next_step(pipe: Any, index: int, timestep: Tensor, callback_kwargs: dict) -> dict:
         if index + 1 in (adapted.start, adapted.stop):  # called after step ``index``: the next one changes hands
             set_unet(index + 1 in adapted)
         return callback_kwargs

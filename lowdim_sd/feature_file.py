@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
+
+if TYPE_CHECKING:
+    from lowdim.hyper.encoder import ImageEncoder
 
 FORMAT = "lowdim.encoder_features"
 BATCH = 32
@@ -34,14 +38,15 @@ def image_key(image: Tensor) -> str:
     return hashlib.sha1(pixels.contiguous().numpy().tobytes()).hexdigest()[:20]
 
 
-def encoder_signature(encoder) -> dict:
+def encoder_signature(encoder: ImageEncoder) -> dict:
     """What decides an encoder's features: which backbone, how images are prepared, and the pooling."""
     return {"encoder": str(encoder.hub_id), "input_size": int(encoder.input_size),
             "normalize": str(encoder.normalize), "pool": int(encoder.pool)}
 
 
 @torch.no_grad()
-def compute_features(encoder, images: Iterable[Tensor], progress=None) -> tuple[list[str], Tensor]:
+def compute_features(encoder: ImageEncoder, images: Iterable[Tensor],
+                     progress: Callable[[], None] | None = None) -> tuple[list[str], Tensor]:
     """(keys, features (N, T, D)) of each distinct image: the backbone's tokens, pooled if the encoder pools."""
     keys, rows, batch = [], [], []
 
@@ -68,7 +73,7 @@ def compute_features(encoder, images: Iterable[Tensor], progress=None) -> tuple[
     return keys, torch.cat(rows)
 
 
-def save_features(path: Path, encoder, keys: list[str], features: Tensor) -> Path:
+def save_features(path: Path, encoder: ImageEncoder, keys: list[str], features: Tensor) -> Path:
     signature = {key: str(value) for key, value in encoder_signature(encoder).items()}
     metadata = {"format": FORMAT, "keys": json.dumps(keys), **signature}
     return atomic_save({"features": features.to(torch.float16)}, metadata, Path(path))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lowdim.backends import Backend
 from lowdim.hookspecs import hookimpl
@@ -85,7 +85,7 @@ class SDBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):
+def register_backends(register: Callable[[Backend], None]) -> None:
     register(SDBackend(
         "sd15", SD15_HUB_ID, aliases=("sd1.5", "stable-diffusion-1.5"), skeleton=architecture.sd15_skeleton,
         description=f"Stable Diffusion 1.5 ({SD15_HUB_ID}); UNet + CLIP ViT-L/14 text encoder",
@@ -93,7 +93,7 @@ def register_backends(register):
 
 
 @hookimpl
-def register_metrics(register):
+def register_metrics(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """The paper's four metrics (``lowdim eval``); each loads its model only when built."""
     from lowdim_sd.eval.paper_metrics import FACTORIES
 

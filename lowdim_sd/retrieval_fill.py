@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,11 +26,16 @@ from lowdim_sd.hypertrain_io import FeatureCache, MetricsLog, all_targets
 from lowdim_sd.hypertrain_losses import evaluate
 from lowdim_sd.weight_dataset import WeightDataset, as_folders
 
+if TYPE_CHECKING:
+    from lowdim.hyper.retrieval import RetrievalHead
+    from lowdim_sd.hypertrain import HyperTrainJob, HyperTrainResult
+    from lowdim_sd.loading import SDModel
+
 BATCH = 32
 RENDER_STEPS = 25  # DDIM steps of each bank render: as the quality benchmark samples
 
 
-def check_retrieval_job(job) -> None:
+def check_retrieval_job(job: HyperTrainJob) -> None:
     """Key options that cannot work together, refused before anything loads."""
     retrieval = job.hyper.get("architecture") == "retrieval"
     if job.key_pairs is not None and not retrieval:
@@ -47,8 +53,8 @@ def check_retrieval_job(job) -> None:
         raise LowdimError(f"--key-steps must be >= 1, got {job.key_steps}")
 
 
-def fill_retrieval(job, train_set: WeightDataset, val_set: WeightDataset | None, numbers: dict[str, int],
-                   out: Path, progress: bool = True):
+def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
+                   numbers: dict[str, int], out: Path, progress: bool = True) -> HyperTrainResult:
     """The retrieval head's "training": learn its keys if asked, store every training identity, validate, save."""
     from lowdim.hyper import HyperConfig, build_hypernet, save_hypernet
     from lowdim_sd.hypertrain import HyperTrainResult, encoder_weights_context
@@ -93,8 +99,8 @@ def photo_reader(like: WeightDataset) -> Callable[[Path], Tensor]:
     return lambda path: load_face_image(path, like.resolution, crop=False)
 
 
-def learn_keys(net, people_folder: Path, read_photo: Callable[[Path], Tensor], stored: StoredFeatures | None,
-               steps: int, seed: int, progress: bool) -> dict:
+def learn_keys(net: RetrievalHead, people_folder: Path, read_photo: Callable[[Path], Tensor],
+               stored: StoredFeatures | None, steps: int, seed: int, progress: bool) -> dict:
     """Train the head's key projection on the people of ``people_folder`` (sub-folders of 2+ photos each)."""
     from lowdim.hyper.retrieval_keys import fit_key_projection
     from lowdim_sd.precompute import discover_identities
@@ -113,7 +119,7 @@ def learn_keys(net, people_folder: Path, read_photo: Callable[[Path], Tensor], s
     return {**fit.as_metadata(), "key_pairs": Path(people_folder).resolve().name}  # by name: no local path
 
 
-def add_render_keys(net, job, train_set: WeightDataset, progress: bool) -> dict:
+def add_render_keys(net: RetrievalHead, job: HyperTrainJob, train_set: WeightDataset, progress: bool) -> dict:
     """Render every stored θ ``job.key_renders`` times with the precompute prompt and add those images' keys."""
     from lowdim_sd.generate import fill
     from lowdim_sd.loading import load_sd
@@ -128,8 +134,8 @@ def add_render_keys(net, job, train_set: WeightDataset, progress: bool) -> dict:
 
 
 @torch.no_grad()
-def render_bank_features(net, model, layer_set: str, adapter_seed: int, prompt: str, renders: int, seed: int = 0,
-                         progress: bool = True) -> Tensor:
+def render_bank_features(net: RetrievalHead, model: SDModel, layer_set: str, adapter_seed: int, prompt: str,
+                         renders: int, seed: int = 0, progress: bool = True) -> Tensor:
     """Backbone features (bank, renders, T, D) of ``renders`` images the model makes with each stored θ."""
     import lowdim
     from lowdim_sd.generate import set_scheduler
@@ -157,7 +163,7 @@ def render_bank_features(net, model, layer_set: str, adapter_seed: int, prompt: 
 
 
 @torch.no_grad()
-def backbone_features(net, images: Iterable[Tensor], stored: StoredFeatures | None, names: list[str],
+def backbone_features(net: RetrievalHead, images: Iterable[Tensor], stored: StoredFeatures | None, names: list[str],
                       progress: bool = False, label: str = "encoder features") -> Tensor:
     """Backbone features (N, T, D) of the images, pooled as the head pools: stored ones, else computed."""
     rows, batch = [], []

@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
@@ -284,7 +284,7 @@ def one_run_per_folder(out_of: Callable, outputs_of: Callable | None = None,
     """
     def decorate(run: Callable) -> Callable:
         @functools.wraps(run)
-        def held(job, *args, **kwargs):
+        def held(job: Any, *args: Any, **kwargs: Any) -> Any:
             if check is not None:
                 check(job)
             outputs = outputs_of(job) if outputs_of else []
@@ -339,7 +339,7 @@ def report(label: str, done: int, total: int) -> None:
 
 @contextlib.contextmanager
 def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
-             transient: bool = False, console=None) -> Iterator[Callable[..., None]]:
+             transient: bool = False, console: Any = None) -> Iterator[Callable[..., None]]:
     """The one rich progress bar of lowdim: steps done of ``total``, elapsed and remaining time.
 
     ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss

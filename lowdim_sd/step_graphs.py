@@ -18,13 +18,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.inject import stacked_factors
+
+if TYPE_CHECKING:
+    from lowdim_sd.loading import SDModel
 
 Capture = Callable[[nn.Module, tuple[Tensor, ...]], Callable[..., Tensor]]
 WARMUP_CALLS = 3  # torch's advice: a few eager calls on a side stream before capturing
@@ -124,11 +127,11 @@ class StepModels(NamedTuple):
     unet: Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def eager_models(pipe) -> StepModels:
+def eager_models(pipe: Any) -> StepModels:
     return StepModels(TextCall(pipe.text_encoder, stack=True), UNetCall(pipe.unet, stack=True))
 
 
-def step_models(model, cuda_graphs: bool, mixed_precision: str, gradient_checkpointing: bool,
+def step_models(model: SDModel, cuda_graphs: bool, mixed_precision: str, gradient_checkpointing: bool,
                 capture: Capture | None = None) -> StepModels:
     """Eager calls, or with ``cuda_graphs`` graphed ones (checked first: a refusal is one line)."""
     pipe = model.pipe

@@ -15,14 +15,18 @@ come from the same weights with the adapter switched off, so its frozen part mus
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd.generate import IDENTIFIER
+
+if TYPE_CHECKING:
+    from lowdim_sd.loading import SDModel
 
 STYLE_SAMPLES = 2  # style prompts per step: rung 12f's setting
 
@@ -43,7 +47,7 @@ def without_identifier(prompt: str) -> str:
     return re.sub(r"\s+", " ", prompt.replace(IDENTIFIER, "")).strip()
 
 
-def style_prompts(tokenizer, prompts: list[str], training_prompt: str, token: str) -> StylePrompts:
+def style_prompts(tokenizer: Any, prompts: list[str], training_prompt: str, token: str) -> StylePrompts:
     """The style prompts (each with [V]) that differ from the training prompt, tokenized once."""
     styles = [p for p in prompts if IDENTIFIER in p and p != training_prompt]
     if not styles:
@@ -89,7 +93,7 @@ class StyleTerm:
     # The reference's VAE posterior: the VAE is never adapted, so one encode serves the whole run.
     posterior: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def draw(self, model, generator: torch.Generator) -> StyleRows:
+    def draw(self, model: SDModel, generator: torch.Generator) -> StyleRows:
         """The styles, the VAE noise, the noise and the timesteps of this step's rows, in that order."""
         pipe, device, dtype = model.pipe, model.device, model.dtype
         styles = torch.randint(0, len(self.prompts.styled), (self.samples,), generator=generator)
@@ -106,7 +110,7 @@ class StyleTerm:
             noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
         return StyleRows(noisy, timesteps, styles)
 
-    def extend(self, model, noisy: Tensor, timesteps: Tensor, hidden: Tensor,
+    def extend(self, model: SDModel, noisy: Tensor, timesteps: Tensor, hidden: Tensor,
                generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, StyleRows]:
         """(noisy, timesteps, hidden states) with this step's rows appended, and the rows.
 
@@ -117,7 +121,7 @@ class StyleTerm:
         return (torch.cat([noisy, rows.noisy, rows.noisy]), torch.cat([timesteps, rows.timesteps, rows.timesteps]),
                 torch.cat([hidden, face, styled.to(hidden.dtype)]), rows)
 
-    def loss(self, model, prediction: Tensor, rows: StyleRows) -> Tensor:
+    def loss(self, model: SDModel, prediction: Tensor, rows: StyleRows) -> Tensor:
         """``weight`` × the mean squared distance of the styled prediction to its target (the module's
         text). ``prediction`` is the extended batch's: the batch, then the face rows, then the styled rows."""
         pipe, samples = model.pipe, self.samples
@@ -130,7 +134,8 @@ class StyleTerm:
         return self.weight * (styled_prediction.float() - target.float()).pow(2).mean()
 
 
-def base_states(encode, prompts: StylePrompts, device) -> tuple[Tensor, Tensor]:
+def base_states(encode: Callable[[Tensor], Any], prompts: StylePrompts,
+                device: torch.device) -> tuple[Tensor, Tensor]:
     """The base text encoder's states of the styled and the plain class prompts: fixed, so made once."""
     states = prompts.base_states
     if not states:

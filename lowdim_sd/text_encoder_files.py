@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ from lowdim_sd.loading import ModelLoadError
 NESTED = "text_model."
 
 
-def save_pipeline(pipe, folder: Path, **save_options) -> None:
+def save_pipeline(pipe: Any, folder: Path, **save_options: Any) -> None:
     """``pipe.save_pretrained`` in safetensors, its text encoder written once, in the nested layout."""
     with _saving_nested(getattr(pipe, "text_encoder", None)):
         pipe.save_pretrained(folder, safe_serialization=True, **save_options)

@@ -13,9 +13,10 @@ import hashlib
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
@@ -25,6 +26,9 @@ from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
+
+if TYPE_CHECKING:
+    from lowdim_sd.style_delta import StyleTerm
 
 IDENTIFIER = "[V]"
 MIXED_PRECISION = runs.MIXED_PRECISION
@@ -150,7 +154,8 @@ def _interleave(parts: list[Tensor]) -> Tensor:
 
 
 def denoising_losses(model: SDModel, subjects: list[Subject], config: TrainConfig, step: int, micro: int,
-                     input_ids: Tensor, teacher=None, styles=None, models: StepModels | None = None) -> Tensor:
+                     input_ids: Tensor, teacher: Callable[[Tensor, Tensor], Tensor] | None = None,
+                     styles: StyleTerm | None = None, models: StepModels | None = None) -> Tensor:
     """Per-subject mean denoising loss, shape (K,), with the model's own scheduler and prediction type.
 
     ``teacher(noisy, timesteps)``, when given, replaces the regression target (the noise, or v) with its

@@ -13,11 +13,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lowdim.files import atomic_write
 from lowdim_sd.bench.methods import Method, Personalized, get_method
+
+if TYPE_CHECKING:
+    from lowdim_sd.bench.quality import QualityJob, Task
 
 
 def batchable(method: Method) -> bool:
@@ -49,7 +53,7 @@ def keep_adapter(out: Path, method: str, identity: str, done: Personalized, devi
     atomic_write(target.with_suffix(".json"), lambda temp: Path(temp).write_text(record))  # last: it marks it done
 
 
-def train_batched(job, tasks: list, batch_subjects: int) -> None:
+def train_batched(job: QualityJob, tasks: list[Task], batch_subjects: int) -> None:
     """Train every batchable task still without an adapter file, ``batch_subjects`` identities at a time."""
     for name in dict.fromkeys(t.method for t in tasks):
         method = get_method(name)

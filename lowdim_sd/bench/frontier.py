@@ -155,7 +155,7 @@ def place_labels(canvas: Canvas, found: Sequence[Point], sizes: Sequence[tuple[f
         for index, (dot, candidates) in enumerate(zip(dots, spots, strict=True)):
             others = placed[:index] + placed[index + 1:]
 
-            def cost(box: Box, dot=dot, others=others) -> float:
+            def cost(box: Box, dot: tuple[float, float] = dot, others: list[Box] = others) -> float:
                 return _label_cost(box, dot, dots, obstacles, others)
 
             best = min(candidates, key=cost)

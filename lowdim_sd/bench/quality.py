@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +32,9 @@ from lowdim_sd.bench.methods import (
 )
 from lowdim_sd.draw_parts import DrawParts, drawing_parts
 from lowdim_sd.generate import with_looks
+
+if TYPE_CHECKING:
+    from lowdim_sd.loading import SDModel
 
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
 RESULT_VERSION = 1
@@ -290,7 +294,8 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
 
 
 @torch.no_grad()
-def generate_batch(model, job: QualityJob, prompts: list[str] | None = None, parts: DrawParts = DrawParts()) -> list:
+def generate_batch(model: SDModel, job: QualityJob, prompts: list[str] | None = None,
+                   parts: DrawParts = DrawParts()) -> list:
     """One image per prompt (default: the job's), batched in one pipeline call; prompt k uses seed ``seed + k``.
     ``parts``: the adapters' parts drawn apart, as `lowdim generate --text-encoder-scale/--adapter-start/
     --adapter-end` do."""

@@ -12,10 +12,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim_sd.bench.methods import method_label
+
+if TYPE_CHECKING:
+    from lowdim_sd.bench.quality import QualityJob
 
 
 @dataclass
@@ -129,8 +133,8 @@ def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[st
     return save_grid(path, images, captions, ncol=1 + len(methods) * len(prompt_indices), max_lines=5)
 
 
-def write_reports(job, results: list[dict], rows: list[Row], columns: dict[str, str], gallery_identities: int,
-                  gallery_prompts: list[int], gallery_methods: list[str] | None = None,
+def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns: dict[str, str],
+                  gallery_identities: int, gallery_prompts: list[int], gallery_methods: list[str] | None = None,
                   axis_of: Callable[[str], str | None] | None = None) -> list[Path]:
     """OUT/table.md, OUT/table.json, OUT/frontier.png (with a subject and a prompt metric) and, when there
     are images, OUT/gallery.png. ``axis_of(metric)`` says a metric's axis (default: what its plugin declares)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -135,7 +136,7 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
-def run_speed(job: SpeedJob, progress: bool = True, console=None) -> dict:
+def run_speed(job: SpeedJob, progress: bool = True, console: Any = None) -> dict:
     """Measure what is not yet stored in ``job.out``, then write and return the whole report."""
     settings = resolve_settings(job.quick, job.device, job.dtype, job.resolution, job.repeats)
     scale = SCALES[settings.scale]
@@ -155,7 +156,7 @@ def run_speed(job: SpeedJob, progress: bool = True, console=None) -> dict:
 
 
 def measure(pending: list[Task], settings: Settings, scale: Scale, job: SpeedJob, store: Store, progress: bool,
-            console) -> None:
+            console: Any) -> None:
     names = labels(scale)
     photo, note = photo_path(job.photo, job.out)
     model_dir = Path(job.model_dir or job.out / "model")

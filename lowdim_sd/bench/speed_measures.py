@@ -11,7 +11,7 @@ import gc
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from lowdim_sd.loading import SDModel, load_sd
 
 if TYPE_CHECKING:
     from lowdim_sd.modes import AdapterTrainable
+    from lowdim_sd.train import Trainable
 
 LAYERS = LAYER_SETS["unet+text"]  # the paper's layer set, personalize's default
 PROMPT = "a [V] face"
@@ -180,8 +181,8 @@ def measure_merge(ctx: SpeedContext) -> dict:
     return {"merge": record(ctx.label("merge"), clock.samples)}
 
 
-def train_run(ctx: SpeedContext, model: SDModel, trainable, steps: int, learning_rate: float, subjects: int = 1,
-              mixed_precision: str = "no", checkpointing: bool = False, cuda_graphs: bool = False,
+def train_run(ctx: SpeedContext, model: SDModel, trainable: Trainable, steps: int, learning_rate: float,
+              subjects: int = 1, mixed_precision: str = "no", checkpointing: bool = False, cuda_graphs: bool = False,
               losses: list | None = None) -> float:
     """Seconds of one run of the training engine (``train``), as personalize, train and precompute call it;
     the run's losses go to ``losses`` when given."""
@@ -199,8 +200,8 @@ def train_run(ctx: SpeedContext, model: SDModel, trainable, steps: int, learning
     return clock.samples[0]
 
 
-def train_seconds(ctx: SpeedContext, model: SDModel, trainable, steps: int, learning_rate: float,
-                  **options) -> list[float]:
+def train_seconds(ctx: SpeedContext, model: SDModel, trainable: Trainable, steps: int, learning_rate: float,
+                  **options: Any) -> list[float]:
     """A timed run after an untimed one of ``scale.warmup`` steps: the first run in a process also pays for
     the GPU's one-time set-up (kernel selection, allocator growth), which ``measure_finetune`` reports apart,
     and must not land on whichever run happens to come first."""

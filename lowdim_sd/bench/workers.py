@@ -31,16 +31,16 @@ def _run_in_worker(task):
     return task, _RUN(_JOB, task)
 
 
-def threads_per_worker(job) -> int:
+def threads_per_worker(job: Any) -> int:
     return job.threads or max(1, (os.cpu_count() or 1) // max(1, job.workers))
 
 
-def run_tasks(job, tasks: list, run: RunTask, on_done: Callable | None = None) -> None:
+def run_tasks(job: Any, tasks: list, run: RunTask, on_done: Callable | None = None) -> None:
     from lowdim_sd.runs import progress
 
     with progress(len(tasks), "bench quality", loss=False) as advance:
 
-        def finished(task, record) -> None:
+        def finished(task: Any, record: dict | None) -> None:
             advance(label=f"{task.method} {task.identity}")
             if on_done and record is not None:  # None: another process ran it
                 on_done(task, record)

@@ -137,8 +137,9 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         return preview.image, preview.message, face_choices(preview.faces, index)
 
     @on_page
-    def personalize(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index,
-                    progress=gr.Progress()):
+    def personalize(path: str | None, chosen_model: str, hyper: bool, step_count: float, lora_rank: float,
+                    run_seed: float, sample_steps: float, index: int | None,
+                    progress: gr.Progress = gr.Progress()) -> tuple:
         if not path:
             raise LowdimError("drop a face photo first")
         stage = {"name": "starting"}
@@ -198,7 +199,7 @@ def evaluate_tab(studio: Studio) -> None:
     table = gr.Markdown(elem_id="eval-table")
 
     @on_page
-    def run(files, photo, text, identifier, names):
+    def run(files: list[str] | None, photo: str | None, text: str, identifier: str, names: str) -> str:
         if not photo:
             raise LowdimError("drop the reference photo of the subject")
         return studio.evaluate(list(files or []), photo, text, identifier, names)
