@@ -12,9 +12,7 @@ import dataclasses
 import hashlib
 import math
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,15 +20,22 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim_sd import checkpoints, defaults, runs, stopping
+from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
+from lowdim_sd.train_settings import (  # noqa: F401  (this module's API since before they moved)
+    IDENTIFIER,
+    OPTIMIZERS,
+    Subject,
+    TrainConfig,
+    TrainResult,
+    fill_prompt,
+)
 
 if TYPE_CHECKING:
     from lowdim_sd.style_delta import StyleTerm
 
-IDENTIFIER = "[V]"
 MIXED_PRECISION = runs.MIXED_PRECISION
 
 
@@ -47,81 +52,6 @@ class Trainable(Protocol):
     def load_state(self, tensors: dict[str, Tensor]) -> None: ...
 
     def save(self, out_dir: Path) -> list[Path]: ...
-
-
-OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass
-class TrainConfig:
-    steps: int = defaults.STEPS
-    learning_rate: float = 1e-3
-    batch_size: int = 1
-    grad_accum: int = 1
-    prompt: str = "a [V] face"
-    token: str = "sks"
-    seed: int = 0
-    augment: bool = True
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    max_grad_norm: float | None = 1.0
-    weight_decay: float = 0.0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    # "adamw", or "sgd" (momentum 0.9): plain gradient steps, whose result is a smooth function of the
-    # images; AdamW's per-coordinate normalisation moves weak, noisy coordinates as far as strong ones.
-    optimizer: str = "adamw"
-    # > 0: add lowdim_sd.style_delta's loss with this weight, over these prompts (each with [V]).
-    keep_styles: float = 0.0
-    style_prompts: tuple[str, ...] = ()
-    # Replay the text encoder's and the UNet's forward and backward from CUDA graphs (lowdim_sd.step_graphs):
-    # the same steps, far fewer kernel launches on a host-bound GPU.
-    cuda_graphs: bool = False
-
-    def validate(self) -> None:
-        """One line naming the first setting no training can run with (before any model loads)."""
-        problems = [
-            (self.steps < 0, f"--steps must be >= 0, got {self.steps}"),
-            (not (math.isfinite(self.learning_rate) and self.learning_rate > 0),
-             f"--lr must be a positive number, got {self.learning_rate}"),
-            (self.batch_size < 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum < 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
-            (self.mixed_precision not in MIXED_PRECISION,
-             f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got '{self.mixed_precision}'"),
-            (self.max_grad_norm is not None and not self.max_grad_norm > 0,
-             f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}"),
-            (not self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.checkpoint_every < 0, f"--checkpoint-every must be >= 0 (0: never), got {self.checkpoint_every}"),
-            (self.keep_checkpoints < 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
-            (self.optimizer not in OPTIMIZERS,
-             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'"),
-            (not (math.isfinite(self.keep_styles) and self.keep_styles >= 0),
-             f"--keep-styles must be a number >= 0, got {self.keep_styles}"),
-        ]
-        for failed, message in problems:
-            if failed:
-                raise LowdimError(message)
-
-
-@dataclass
-class Subject:
-    images: Tensor  # (N, 3, H, W) in [-1, 1]
-    seed: int = 0
-
-
-@dataclass
-class TrainResult:
-    losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    start_step: int = 0
-    outputs: list[Path] = field(default_factory=list)
-
-
-def fill_prompt(prompt: str, token: str) -> str:
-    if IDENTIFIER not in prompt:
-        warnings.warn(f"prompt '{prompt}' has no {IDENTIFIER}: the subject will not be tied to an identifier",
-                      stacklevel=2)
-    return prompt.replace(IDENTIFIER, token)
 
 
 def _generator(seed: int, step: int, micro: int) -> torch.Generator:
@@ -236,21 +166,13 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     optimizer = make_optimizer(trainable.parameters, config)
     result = TrainResult()
     settings = run_settings(config, trainable)
-    if out_dir is not None:  # before the loop, and before a restore changes the weights of full DreamBooth
-        names = getattr(trainable, "subject_names", None) or [str(n) for n in range(len(subjects))]
-        settings["inputs"] = checkpoints.inputs_digest(model, subjects, names)
-        runs.check_space(Path(out_dir), 4 * sum(p.numel() * p.element_size() for p in trainable.parameters))
+    if out_dir is not None:
+        result.start_step = _start_step(model, subjects, trainable, optimizer, config, Path(out_dir), resume, settings)
 
     def checkpoint(at: int, keep: int = config.keep_checkpoints) -> Path:
         return checkpoints.save(out_dir, at, trainable, optimizer, keep, settings)
 
-    if resume and out_dir is not None:
-        result.start_step = checkpoints.restore(out_dir, trainable, optimizer, settings)
-        if result.start_step > config.steps:
-            raise LowdimError(f"{out_dir}: its checkpoint is at step {result.start_step}, past --steps {config.steps}")
-    prompt = fill_prompt(config.prompt, config.token)
-    input_ids = model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
-                                     max_length=model.pipe.tokenizer.model_max_length).input_ids
+    input_ids = prompt_ids(model, config)
     styles = _style_term(model, subjects, trainable, config)
     _set_train_mode(model, config.gradient_checkpointing)
     scaler = runs.grad_scaler(model.device, config.mixed_precision)
@@ -283,6 +205,28 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     if out_dir is not None:
         result.outputs = trainable.save(out_dir)
     return result
+
+
+def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, optimizer: torch.optim.Optimizer,
+                config: TrainConfig, out_dir: Path, resume: bool, settings: dict) -> int:
+    """The step a run into ``out_dir`` starts at (a checkpoint's, with ``resume``), once ``settings`` hold
+    the digest of its inputs: taken before a restore changes the weights full DreamBooth trains."""
+    names = getattr(trainable, "subject_names", None) or [str(n) for n in range(len(subjects))]
+    settings["inputs"] = checkpoints.inputs_digest(model, subjects, names)
+    runs.check_space(out_dir, 4 * sum(p.numel() * p.element_size() for p in trainable.parameters))
+    if not resume:
+        return 0
+    start = checkpoints.restore(out_dir, trainable, optimizer, settings)
+    if start > config.steps:
+        raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past --steps {config.steps}")
+    return start
+
+
+def prompt_ids(model: SDModel, config: TrainConfig) -> Tensor:
+    """The training prompt with [V] filled in, as the text encoder's padded input ids (1, max length)."""
+    prompt = fill_prompt(config.prompt, config.token)
+    return model.pipe.tokenizer(prompt, padding="max_length", truncation=True, return_tensors="pt",
+                                max_length=model.pipe.tokenizer.model_max_length).input_ids
 
 
 # Options a resumed run may change: how long it runs and how it checkpoints, not what it computes.
