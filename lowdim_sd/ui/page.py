@@ -87,39 +87,56 @@ def build_page(studio: Studio) -> gr.Blocks:
     return page
 
 
+def _photo_column() -> tuple:
+    """The photo, the crop the model will learn from, a note on it, and which face when there are several."""
+    photo = gr.File(label="Face photo (JPEG, PNG, WebP; up to 40 MP)", type="filepath", elem_id="photo")
+    crop = gr.Image(label="What the model learns", interactive=False, height=256, elem_id="crop")
+    crop_note = gr.Markdown(elem_classes=["lowdim-note"], elem_id="crop-note")
+    face = gr.Dropdown(label="Face (0 is the largest)", choices=[0], value=0, visible=False, elem_id="face")
+    return photo, crop, crop_note, face
+
+
+def _run_column(models: list[str], model_name: str) -> tuple:
+    """The run's settings, the button that starts it and the stages it went through."""
+    model = gr.Dropdown(models, value=model_name, allow_custom_value=True, label="Model",
+                        info="an installed model, or a local diffusers folder or .safetensors file", elem_id="model")
+    use_hyper = gr.Checkbox(True, label=f"Start from the hypernetwork's prediction (off: from zero, which "
+                                        f"needs about {defaults.SCRATCH_STEPS} steps)")
+    steps = gr.Number(defaults.FINETUNE_STEPS, precision=0, minimum=1, label="Finetune steps",
+                      info="the paper: 40 after the prediction", elem_id="steps")
+    rank = gr.Slider(2, 16, value=4, step=1, label="Rank of the relaxed LoRA")
+    seed = gr.Number(0, precision=0, label="Seed")
+    preview_steps = gr.Slider(1, 50, value=30, step=1, label="Denoising steps per gallery picture",
+                              elem_id="preview-steps")
+    go = gr.Button("Personalize", variant="primary", elem_id="personalize")
+    stages = gr.Markdown(elem_id="stages")
+    return model, use_hyper, steps, rank, seed, preview_steps, go, stages
+
+
+def _draw_row() -> tuple:
+    """A prompt, the adapter's scale, how to draw its parts, a seed, and the button that draws."""
+    prompt = gr.Textbox("a photo of a [V] face wearing a hat", label="Prompt ([V] is the subject)", scale=3)
+    scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Adapter scale", scale=2)
+    how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
+                      info="the adapter's parts apart keep styles (te=T, start=F, end=F, ca=C; docs/cli.md)")
+    draw_seed = gr.Number(0, precision=0, label="Seed", scale=1)
+    draw = gr.Button("Draw", scale=1)
+    return prompt, scale, how, draw_seed, draw
+
+
 def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     """The main tab; returns its list of earlier runs, which the page refreshes on every load."""
     config = studio.config
     with gr.Row():
         with gr.Column(scale=1):
-            photo = gr.File(label="Face photo (JPEG, PNG, WebP; up to 40 MP)", type="filepath", elem_id="photo")
-            crop = gr.Image(label="What the model learns", interactive=False, height=256, elem_id="crop")
-            crop_note = gr.Markdown(elem_classes=["lowdim-note"], elem_id="crop-note")
-            face = gr.Dropdown(label="Face (0 is the largest)", choices=[0], value=0, visible=False, elem_id="face")
+            photo, crop, crop_note, face = _photo_column()
         with gr.Column(scale=1):
-            model = gr.Dropdown(models, value=config.model, allow_custom_value=True, label="Model",
-                                info="an installed model, or a local diffusers folder or .safetensors file",
-                                elem_id="model")
-            use_hyper = gr.Checkbox(True, label=f"Start from the hypernetwork's prediction (off: from zero, which "
-                                                f"needs about {defaults.SCRATCH_STEPS} steps)")
-            steps = gr.Number(defaults.FINETUNE_STEPS, precision=0, minimum=1, label="Finetune steps",
-                              info="the paper: 40 after the prediction", elem_id="steps")
-            rank = gr.Slider(2, 16, value=4, step=1, label="Rank of the relaxed LoRA")
-            seed = gr.Number(0, precision=0, label="Seed")
-            preview_steps = gr.Slider(1, 50, value=30, step=1, label="Denoising steps per gallery picture",
-                                      elem_id="preview-steps")
-            go = gr.Button("Personalize", variant="primary", elem_id="personalize")
-            stages = gr.Markdown(elem_id="stages")
+            model, use_hyper, steps, rank, seed, preview_steps, go, stages = _run_column(models, config.model)
     gallery = gr.Gallery(label="The subject in the model's styles", columns=7, height=240, elem_id="gallery")
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     with gr.Row():
-        prompt = gr.Textbox("a photo of a [V] face wearing a hat", label="Prompt ([V] is the subject)", scale=3)
-        scale = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Adapter scale", scale=2)
-        how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
-                          info="the adapter's parts apart keep styles (te=T, start=F, end=F, ca=C; docs/cli.md)")
-        draw_seed = gr.Number(0, precision=0, label="Seed", scale=1)
-        draw = gr.Button("Draw", scale=1)
+        prompt, scale, how, draw_seed, draw = _draw_row()
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")
     with gr.Row():
         earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out})", elem_id="earlier")
