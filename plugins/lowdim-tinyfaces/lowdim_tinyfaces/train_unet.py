@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,6 +73,22 @@ def sample_grid(unet: nn.Module, text_encoder: nn.Module, tokenizer, vae, steps:
     return to_uint8(torch.cat(out))
 
 
+def style_prompts(cfg: TrainConfig, table: torch.Tensor, style_ids: np.ndarray,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids of every style prompt, each sample's row): its style's, or the empty last row when dropped."""
+    idx = torch.from_numpy(style_ids)
+    drop = torch.rand(len(idx), generator=gen) < cfg.prompt_dropout
+    return table, torch.where(drop, torch.full_like(idx, len(table) - 1), idx)
+
+
+def attribute_prompts(cfg: TrainConfig, tokenizer: Any, step: int, levels: np.ndarray,
+                      style_ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids of the batch's distinct captions, each sample's row): captions naming looks and style."""
+    captions = batch_captions(cfg.seed, UNET_STAGE, step, levels, style_ids, cfg.prompt_dropout)
+    distinct, index = np.unique(np.array(captions), return_inverse=True)
+    return tokenize(tokenizer, list(distinct)), torch.from_numpy(index.reshape(-1))
+
+
 def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, vae, unet: nn.Module,
                text_encoder: nn.Module, tokenizer, device: str = "cpu") -> tuple[nn.Module, nn.Module, bool]:
     """Stage 2 on ``device``: the EMA weights, and whether the stage finished (not paused at a deadline).
@@ -87,20 +104,8 @@ def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, 
                             lr=cfg.unet_lr, weight_decay=1e-2)
     ema = EMA(modules, cfg.ema_decay)
     scheduler = build_train_scheduler()
-    prompts = training_prompts() + [""]  # last row = the empty prompt for guidance
-    prompt_ids = tokenize(tokenizer, prompts)
-    empty = len(prompts) - 1
+    style_ids_table = tokenize(tokenizer, training_prompts() + [""])  # last row: the empty prompt, for guidance
     sf = vae.config.scaling_factor
-
-    def style_prompts(style_ids: np.ndarray, gen: torch.Generator):
-        idx = torch.from_numpy(style_ids)
-        drop = torch.rand(len(idx), generator=gen) < cfg.prompt_dropout
-        return prompt_ids, torch.where(drop, torch.full_like(idx, empty), idx)
-
-    def attribute_prompts(step: int, levels: np.ndarray, style_ids: np.ndarray):
-        captions = batch_captions(cfg.seed, UNET_STAGE, step, levels, style_ids, cfg.prompt_dropout)
-        distinct, index = np.unique(np.array(captions), return_inverse=True)
-        return tokenize(tokenizer, list(distinct)), torch.from_numpy(index.reshape(-1))
 
     def step_fn(step: int) -> dict[str, float]:
         unet.train()
@@ -111,9 +116,9 @@ def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, 
         with torch.no_grad():
             latents = vae.encode(images).latent_dist.sample(generator=gen) * sf
         if cfg.captions == "attributes":
-            ids, idx = attribute_prompts(step, levels, style_ids)
+            ids, idx = attribute_prompts(cfg, tokenizer, step, levels, style_ids)
         else:
-            ids, idx = style_prompts(style_ids, gen)
+            ids, idx = style_prompts(cfg, style_ids_table, style_ids, gen)
         loss = diffusion_loss(unet, text_encoder, latents, ids, idx, scheduler, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

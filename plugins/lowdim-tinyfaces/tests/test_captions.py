@@ -143,3 +143,21 @@ def test_a_warm_started_vae_keeps_its_weights_and_not_its_folder(tmp_path) -> No
     loaded.save_pretrained(tmp_path / "new" / "vae")
     written = json.loads((tmp_path / "new" / "vae" / "config.json").read_text())
     assert "_name_or_path" not in written and str(tmp_path) not in json.dumps(written)
+
+
+def test_each_sample_gets_its_styles_prompt_or_the_empty_one_when_dropped(tmp_path) -> None:
+    from lowdim_tinyfaces.train_config import training_prompts
+    from lowdim_tinyfaces.train_unet import attribute_prompts, style_prompts, tokenize
+
+    tokenizer = build_tokenizer(tmp_path / "tok", 16, captions="attributes")
+    table = tokenize(tokenizer, training_prompts() + [""])
+    levels, styles, _ = sample_batch(0, 2, 7, 64)
+    kept = style_prompts(TrainConfig(prompt_dropout=0.0), table, styles, torch.Generator().manual_seed(0))
+    assert kept[0] is table and kept[1].tolist() == styles.tolist()
+    dropped = style_prompts(TrainConfig(prompt_dropout=1.0), table, styles, torch.Generator().manual_seed(0))
+    assert set(dropped[1].tolist()) == {len(table) - 1}
+    cfg = TrainConfig(captions="attributes", prompt_dropout=0.1)
+    ids, rows = attribute_prompts(cfg, tokenizer, 7, levels, styles)
+    wanted = batch_captions(cfg.seed, 2, 7, levels, styles, cfg.prompt_dropout)
+    assert torch.equal(ids[rows], tokenize(tokenizer, wanted))  # each sample's row is its own caption
+    assert len(ids) == len(set(wanted)) < len(wanted)  # each distinct caption encoded once
