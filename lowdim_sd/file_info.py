@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import foreign_lora
@@ -105,9 +106,9 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
         if meta.get(key):
             rows.append((label, meta[key]))
     rows += [(f"recipe: {key}", _compact(value)) for key, value in dict(_json(meta.get("extra"), {})).items()]
-    base, token = meta.get("base_model") or "MODEL", meta.get("token")
-    prompt = "a [V] face" if token else "a photo"
-    return FileInfo(path, "a lowdim adapter", rows, f"lowdim generate -m {base} -a {path} -p '{prompt}'")
+    base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
+    prompt = "a [V] face" if meta.get("token") else "a photo"
+    return FileInfo(path, "a lowdim adapter", rows, f"lowdim generate -m {base} -a {quote(str(path))} -p '{prompt}'")
 
 
 def _hypernet(path: Path, header: _Header) -> FileInfo:
@@ -124,9 +125,9 @@ def _hypernet(path: Path, header: _Header) -> FileInfo:
                                                                      "iterations") if key in config)),
             ("file", f"{_size(path)}, {header.values:,} stored values")]
     rows += [(f"training: {key}", _compact(value)) for key, value in extra.items()]
-    model = meta.get("model") or "MODEL"
+    model = quote(meta["model"]) if meta.get("model") else "MODEL"
     return FileInfo(path, "a lowdim hypernetwork", rows,
-                    f"lowdim personalize -m {model} --hypernet {path} -i face.jpg -o me")
+                    f"lowdim personalize -m {model} --hypernet {quote(str(path))} -i face.jpg -o me")
 
 
 def _features(path: Path, header: _Header) -> FileInfo:
@@ -137,7 +138,7 @@ def _features(path: Path, header: _Header) -> FileInfo:
             ("images", f"{len(_json(meta.get('keys'), [])):,}"),
             ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", _size(path))]
     return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
-                    f"lowdim train-hypernet -w WEIGHTS --freeze-encoder --features {path}")
+                    f"lowdim train-hypernet -w WEIGHTS --freeze-encoder --features {quote(str(path))}")
 
 
 def _shard(path: Path, header: _Header) -> FileInfo:
@@ -145,7 +146,7 @@ def _shard(path: Path, header: _Header) -> FileInfo:
     rows = [("identities", f"{len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"),
             ("tensors", f"{len(header.shapes)}"), ("file", _size(path))]
     return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
-                    f"lowdim show {path.parent}")
+                    f"lowdim show {quote(str(path.parent))}")
 
 
 def _weight_folder(folder: Path) -> FileInfo:
@@ -166,7 +167,7 @@ def _weight_folder(folder: Path) -> FileInfo:
     rows += [(f"training: {key}", _compact(config[key])) for key in ("steps", "learning_rate", "batch_size",
                                                                      "prompt", "token", "crop") if key in config]
     return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows,
-                    f"lowdim train-hypernet -w {folder} -o hyper")
+                    f"lowdim train-hypernet -w {quote(str(folder))} -o hyper")
 
 
 def _other(path: Path, header: _Header) -> FileInfo:
@@ -184,5 +185,5 @@ def _other(path: Path, header: _Header) -> FileInfo:
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
-                        f"lowdim personalize -m {path} -i face.jpg -o me")
+                        f"lowdim personalize -m {quote(str(path))} -i face.jpg -o me")
     return FileInfo(path, "a .safetensors file lowdim does not know", rows)
