@@ -129,3 +129,15 @@ def test_lidbs_trained_factor_starts_with_the_documented_spread():
 
 PINNED_SEED = 600197809679054148
 PINNED_CHECKSUM = "fbaaabc4907aae48"
+
+
+@pytest.mark.parametrize("method", ["merge", "unmerge", "set_scale", "disable", "info", "delete"])
+def test_a_misspelt_adapter_name_is_an_error_everywhere(method):
+    """A typo must not leave the model silently unmerged (or merged)."""
+    net = model()
+    adapters = lowdim.inject(net, lowdim.get_space("lora", rank=2), ["0"])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    args = ("nope", 0.5) if method == "set_scale" else ("nope",)
+    with pytest.raises(LowdimError, match="no adapter named 'nope' on this model; present: default"):
+        getattr(adapters, method)(*args)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

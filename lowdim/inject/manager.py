@@ -289,6 +289,7 @@ class Adapters:
         """
         if part not in ("all", "frozen"):
             raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
+        self.info(name)  # a misspelt name is an error, not a merge of nothing
         tied = _tied_weights(self.model)
         for wrapper in self._wrappers(name):  # before any weight changes: all of the adapter merges, or none
             if torch.nn.utils.parametrize.is_parametrized(wrapper.base_layer, "weight"):
@@ -317,6 +318,7 @@ class Adapters:
 
     def unmerge(self, name: str = DEFAULT_NAME) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
+        self.info(name)
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
             if slot.merged_scale is not None:
