@@ -43,6 +43,7 @@ from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: th
     INDEX,
     differing_settings,
     done_identities,
+    image_digest,
     merge_index,
     read_index,
     read_json,
@@ -211,7 +212,8 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
             own["identities"] += [
                 {"name": identity.name, "shard": shard.name, "row": row, "seed": _draws_seed(job, config, number),
-                 "images": [_relative(path, Path(header["root"])) for path in identity.images]}
+                 "images": [_relative(path, Path(header["root"])) for path in identity.images],
+                 "digest": image_digest(identity.images[0])}
                 for row, (number, identity) in enumerate(batch)
             ]
             write_json(index_path, own)  # after its shard: the index never names a shard that is not whole

@@ -117,9 +117,11 @@ class WeightDataset(torch.utils.data.Dataset):
         return self._path(self.entries[number], image)
 
     def people(self) -> dict[str, str]:
-        """Each identity's person, by the resolved path of its first image: two weight folders made from the
-        same identities hold each person twice, and a held-out copy must not have its twin in training."""
-        return {entry["name"]: str(self._path(entry, entry["images"][0]).resolve()) for entry in self._all_entries}
+        """Each identity's person, by its first image's bytes (recorded by precompute; in older folders, by
+        the image's resolved path): two weight folders made from the same identities, or from copies of
+        them, hold each person twice, and a held-out copy must not have its twin in training."""
+        return {entry["name"]: entry.get("digest") or str(self._path(entry, entry["images"][0]).resolve())
+                for entry in self._all_entries}
 
     def _path(self, entry: dict, image: str) -> Path:
         path = Path(image)

@@ -87,12 +87,24 @@ def done_identities(out: Path, header: dict) -> set[str]:
     return {entry["name"] for entry in existing["identities"]}
 
 
+def image_digest(path: Path) -> str:
+    """Of an image file's bytes: what tells the same picture in a moved or copied folder from another one."""
+    import hashlib
+
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:20]
+
+
 def _moved_here(index: dict, root: str) -> bool:
-    """Whether the identities of ``index`` moved to ``root``: their old folder is gone and every
-    recorded image is found under the new one, at the same relative path."""
+    """Whether the identities of ``index`` moved to ``root``: their old folder is gone and each identity's
+    first image is found under the new one, at the same relative path, with the same bytes (indexes from
+    before digests were recorded cannot show that, so their identities never count as moved)."""
     if Path(index["root"]).exists():
         return False
-    return all((Path(root) / image).is_file() for entry in index["identities"] for image in entry["images"])
+    for entry in index["identities"]:
+        first = Path(root) / entry["images"][0]
+        if "digest" not in entry or not first.is_file() or image_digest(first) != entry["digest"]:
+            return False
+    return True
 
 
 def differing_settings(index: dict, other: dict) -> list[tuple[str, object, object]]:

@@ -326,3 +326,18 @@ def test_init_starts_every_identity_from_a_folders_mean(tiny_sd, people, tmp_pat
     other = precompute(job(tiny_sd, people, tmp_path / "x", space_options={"a": 4}), progress=False, model=model)
     with pytest.raises(lowdim.LowdimError, match="--init .*space differs"):
         precompute(job(tiny_sd, people, tmp_path / "y", init=other.index.parent), progress=False, model=model)
+
+
+def test_other_people_under_the_same_names_do_not_pass_for_a_moved_folder(tiny_sd, people, tmp_path, model):
+    precompute(job(tiny_sd, people, tmp_path / "w", limit=1), progress=False, model=model)
+    others = tmp_path / "others"
+    for number in range(3):  # the same layout and file names, other faces
+        images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(50 + number)) * 2 - 1
+        save_images(images, others / f"person{number}", "img")
+    for image in (people / "person0").iterdir():  # person0 had two images: keep the layout alike
+        (others / "person0" / image.name).write_bytes((others / "person0" / "img_000.png").read_bytes())
+    import shutil
+
+    shutil.rmtree(people)  # the old folder is gone, as after a move
+    with pytest.raises(lowdim.LowdimError, match="holds weights of the identities in .*people"):
+        precompute(job(tiny_sd, others, tmp_path / "w"), progress=False, model=model)
