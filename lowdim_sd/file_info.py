@@ -15,6 +15,7 @@ from shlex import quote
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import foreign_lora
 from lowdim.files import BUFFER_PREFIX, PICKLE_SUFFIXES, unpack_layers
+from lowdim_sd.images import IMAGE_EXTENSIONS
 from lowdim_sd.model_paths import UNET_PREFIX
 
 
@@ -49,19 +50,32 @@ def describe(path: Path) -> FileInfo:
     """What ``path`` is: a lowdim adapter, hypernetwork, weight folder or shard, feature file, another tool's
     LoRA or an SD checkpoint; anything else is one LowdimError naming it."""
     path = Path(path)
+    for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
+        if path.is_dir() and (path / output).is_file() and not (path / "index.json").is_file():
+            return describe(path / output)
     if path.is_dir():
-        return _weight_folder(path)
+        try:
+            return _weight_folder(path)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise LowdimError(f"{path}: its index is damaged ({type(error).__name__}: {first_line(error)})") from None
     if not path.is_file():
         raise LowdimError(f"{path}: no such file or folder")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise LowdimError(f"{path}: an image, not a .safetensors file; `lowdim show` reads lowdim files and weight "
+                          f"folders")
+    if path.name == "index.json" or path.name.startswith("index-p"):
+        raise LowdimError(f"{path}: a weight folder's index; show the folder: lowdim show {quote(str(path.parent))}")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise LowdimError(f"{path}: a pickle file, which can run code when loaded; lowdim reads .safetensors only")
     header = _read_header(path)
     readers = {"lowdim.adapter": _adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
                "lowdim.weights.shard": _shard}
-    reader = readers.get(header.metadata.get("format", ""))
-    if reader is not None:
+    reader = readers.get(header.metadata.get("format", ""), _other)
+    try:
         return reader(path, header)
-    return _other(path, header)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # metadata edited or cut by hand
+        raise LowdimError(f"{path}: its lowdim metadata is damaged ({type(error).__name__}: "
+                          f"{first_line(error)})") from None
 
 
 def _read_header(path: Path) -> _Header:
@@ -115,7 +129,12 @@ def _hypernet(path: Path, header: _Header) -> FileInfo:
     meta = header.metadata
     config = dict(_json(meta.get("hyper_config"), {}))
     extra = dict(_json(meta.get("extra"), {}))
-    encoder = meta.get("encoder") or "built from its stored config"
+    stored = config.get("encoder_config")  # set: a network of that config (the hub id is then a label only)
+    if isinstance(stored, dict) and meta.get("encoder_weights") != "package":
+        kind = f"{stored.get('model_type', '?')}, hidden {stored.get('hidden_size')}"
+        encoder = f"random-init from its stored config ({kind})"
+    else:
+        encoder = meta.get("encoder") or "?"
     where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"
     rows = [("predicts", f"{meta.get('space', '?')} {meta.get('space_config', '')} on "
                          f"{len(_json(meta.get('layers'), []))} layers ({meta.get('layer_set') or '?'})"),
@@ -138,7 +157,8 @@ def _features(path: Path, header: _Header) -> FileInfo:
             ("images", f"{len(_json(meta.get('keys'), [])):,}"),
             ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", _size(path))]
     return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
-                    f"lowdim train-hypernet -w WEIGHTS --freeze-encoder --features {quote(str(path))}")
+                    f"lowdim train-hypernet -w WEIGHTS --encoder {quote(meta.get('encoder', 'ENCODER'))} "
+                    f"--freeze-encoder --set encoder_pool={meta.get('pool', 0)} --features {quote(str(path))}")
 
 
 def _shard(path: Path, header: _Header) -> FileInfo:
@@ -178,8 +198,8 @@ def _other(path: Path, header: _Header) -> FileInfo:
         rows = [("exported from", meta["source_adapter"]), ("space", f"{meta.get('space')} {meta.get('space_config')}"),
                 ("rank", meta.get("rank", "?")), ("base model", meta.get("base_model") or "?"),
                 ("token", meta.get("token") or "?"), *rows]
-        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows,
-                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")
+        where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
+        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}")
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")

@@ -43,8 +43,13 @@ def read_index(folder: Path) -> dict:
     seen: set[str] = set()
     for path in parts:
         index = read_json(path)
+        if not isinstance(index, dict) or not isinstance(index.get("identities", []), list) \
+                or not all(isinstance(entry, dict) for entry in index.get("identities", [])):
+            raise LowdimError(f"{path}: not a lowdim weight index (a JSON object with a list of identities)")
         if index.get("format") != FORMAT:
             raise LowdimError(f"{path}: not a lowdim weight index (format {index.get('format')!r})")
+        if "identities" not in index:
+            raise LowdimError(f"{path}: a weight index without its list of identities; it is damaged")
         if merged is None:
             merged = {**index, "identities": []}
         elif any(index.get(key) != merged.get(key) for key in IDENTITY_FIELDS):

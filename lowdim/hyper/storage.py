@@ -116,7 +116,11 @@ def _check_bases(read: HypernetFile, space: Space) -> None:
     extra = read.stored["extra"]
     if extra.get("bases_checksum") is None or "adapter_seed" not in extra:  # files from before it was recorded
         return
-    seed = int(extra["adapter_seed"])
+    try:
+        seed = int(extra["adapter_seed"])
+    except (TypeError, ValueError):
+        raise LowdimError(f"{read.path}: its adapter_seed {extra['adapter_seed']!r} is no integer; the file is "
+                          f"damaged") from None
     if bases_checksum(space, read.stored["layers"], seed) != extra["bases_checksum"]:
         raise LowdimError(f"{read.path}: the frozen {space.name} bases this machine makes for seed {seed} differ "
                           f"from those the hypernetwork learned with (checksum mismatch), so its predictions would "
@@ -169,6 +173,12 @@ def load_hypernet(
     return net
 
 
+def _object(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"'extra' is {type(value).__name__}, not an object")
+    return value
+
+
 def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
     try:
         return {
@@ -180,7 +190,7 @@ def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
             "encoder_config": json.loads(header["encoder_config"]),
             "model": header.get("model", ""),
             "layer_set": header.get("layer_set", ""),
-            "extra": json.loads(header.get("extra") or "{}"),
+            "extra": _object(json.loads(header.get("extra") or "{}")),
         }
     except (KeyError, ValueError, TypeError) as error:
         raise LowdimError(f"{path}: incomplete or corrupted hypernetwork metadata ({error})") from None

@@ -46,6 +46,7 @@ def test_a_hypernetwork_says_what_it_predicts_and_how_it_was_trained(make_hypern
     rows = dict(describe(path).rows)
     assert rows["predicts"].startswith("lidb {") and "(unet+text)" in rows["predicts"]
     assert rows["for model"] == str(tiny_sd) and "iterations 2" in rows["network"]
+    assert rows["image encoder"].startswith("random-init from its stored config (vit, hidden ")
     assert rows["training: adapter_seed"] == "7" and rows["training: token"] == "zwx"
     assert describe(path).use.startswith(f"lowdim personalize -m {tiny_sd} --hypernet {path}")
 
@@ -103,3 +104,33 @@ def test_cli_prints_a_table_or_json(adapter, capsys):
     assert main(["show", str(adapter), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["kind"] == "a lowdim adapter" and shown["fields"]["token"] == "zwx" and shown["path"] == str(adapter)
+
+
+def test_damaged_metadata_and_near_misses_are_one_line(tmp_path, adapter, capsys):
+    from safetensors import safe_open
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        metadata = handle.metadata()
+    save_file(tensors, str(tmp_path / "bad.safetensors"), {**metadata, "num_params": "abc"})
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "shard.safetensors"),
+              {"format": "lowdim.weights.shard", "identities": "5"})
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "index.json").write_text('{"format": "lowdim.weights"}')
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "index.json").write_text("[1]")
+    for path, said in ((tmp_path / "bad.safetensors", "its lowdim metadata is damaged"),
+                       (tmp_path / "shard.safetensors", "its lowdim metadata is damaged"),
+                       (tmp_path / "w", "a weight index without its list of identities"),
+                       (tmp_path / "v", "not a lowdim weight index"),
+                       (tmp_path / "w" / "index.json", "a weight folder's index; show the folder"),
+                       (tmp_path / "face.png", "an image, not a .safetensors file")):
+        if path.suffix == ".png":
+            path.write_bytes(b"\x89PNG")
+        assert main(["show", str(path)]) == 1, path
+        err = " ".join(capsys.readouterr().err.split())
+        assert said in err and "Traceback" not in err, err
+    out = tmp_path / "me"
+    out.mkdir()
+    (out / "adapter.safetensors").write_bytes(adapter.read_bytes())
+    assert describe(out).kind == "a lowdim adapter"  # a personalize --out folder shows its adapter
