@@ -93,6 +93,8 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     if pool < 0:
         raise LowdimError(f"--pool must be >= 0 (0: every token), got {pool}")
     runs.check_file_target(Path(out))
+    if Path(out).is_dir():
+        raise LowdimError(f"{out}: is a folder; give -o a file name (features.safetensors)")
     runs.refuse_overwrite([out], overwrite, other="choose another -o")
     paths = [path for folder in folders for path in _identity_images(folder)]
     if not paths:

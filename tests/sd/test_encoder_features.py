@@ -122,6 +122,9 @@ def test_cli_writes_features_that_train_hypernet_reads(weights, tmp_path, capsys
     assert "features of 4 images" in capsys.readouterr().out
     written = out.read_bytes()
     assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
+                 "-o", str(tmp_path), "--overwrite"]) == 1  # refused before any feature is computed
+    assert f"{tmp_path}: is a folder; give -o a file name" in " ".join(capsys.readouterr().err.split())
+    assert main(["encoder-features", "-i", str(faces), "--resolution", "16", "--encoder", str(encoder_folder),
                  "--pool", "4", "-o", str(out)]) == 1  # a second run must not replace what a training reads
     assert f"{out}: already exists; pass --overwrite" in " ".join(capsys.readouterr().err.split())
     assert out.read_bytes() == written
