@@ -100,10 +100,13 @@ def foreign_lora(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None
 
 def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[str]) -> str:
     """The one line for a safetensors file that is not a lowdim ``kind``."""
+    keys = list(keys)
     style = foreign_lora(keys, metadata)
     if style is not None:
         return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it in diffusers (pipe.load_lora_weights), "
                 f"A1111 or ComfyUI; lowdim reads only the adapter files it writes (lowdim export makes LoRAs of them)")
+    if any(key.startswith("model.diffusion_model.") for key in keys):
+        return f"{path}: a whole model checkpoint, not a lowdim {kind}: pass it with --model (-m)"
     return f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})"
 
 

@@ -134,3 +134,12 @@ def test_damaged_metadata_and_near_misses_are_one_line(tmp_path, adapter, capsys
     out.mkdir()
     (out / "adapter.safetensors").write_bytes(adapter.read_bytes())
     assert describe(out).kind == "a lowdim adapter"  # a personalize --out folder shows its adapter
+
+
+def test_a_whole_model_where_an_adapter_goes_is_named_for_what_it_is(tiny_sd, tmp_path, capsys):
+    from lowdim_sd.ldm_checkpoint import save_single_file
+
+    checkpoint = save_single_file(load_sd(str(tiny_sd)).pipe, tmp_path / "model.safetensors")
+    assert main(["export", str(checkpoint), "--format", "kohya"]) == 1
+    assert "a whole model checkpoint, not a lowdim adapter: pass it with --model (-m)" in " ".join(
+        capsys.readouterr().err.split())
