@@ -207,9 +207,13 @@ def test_lowdims_own_exports_fed_back_are_named(tmp_path, fmt):
         lowdim.load_adapter(out, toy_model())
 
 
-def test_a_file_of_another_format_is_refused_without_loading_its_tensors(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("key", "expected"), [
+    ("encoder.x", "not a lowdim adapter \\(metadata 'format' is 'pt'\\)"),
+    ("model.diffusion_model.x", "a whole model checkpoint, not a lowdim adapter: pass it with --model \\(-m\\)"),
+])
+def test_a_file_of_another_format_is_refused_without_loading_its_tensors(tmp_path, monkeypatch, key, expected):
     path = tmp_path / "checkpoint.safetensors"
-    save_file({"model.diffusion_model.x": torch.zeros(4)}, str(path), metadata={"format": "pt"})
+    save_file({key: torch.zeros(4)}, str(path), metadata={"format": "pt"})
     loaded = []
 
     class Counting:
@@ -226,7 +230,7 @@ def test_a_file_of_another_format_is_refused_without_loading_its_tensors(tmp_pat
             yield Counting(handle)
 
     monkeypatch.setattr("lowdim.files.safe_open", watched)
-    with pytest.raises(AdapterFileError, match="not a lowdim adapter \\(metadata 'format' is 'pt'\\)"):
+    with pytest.raises(AdapterFileError, match=expected):
         lowdim.read_adapter(path)
     assert loaded == []
 
