@@ -162,10 +162,11 @@ def generate(
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
-    from lowdim_sd.draw_parts import DrawParts
+    from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters
     from lowdim_sd.generate import (
         GenerateConfig,
         attach_adapters,
+        check_adapter_files,
         check_config,
         draw_to_folder,
         parse_adapter_arg,
@@ -179,6 +180,8 @@ def generate(
                             batch=batch)
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
+    check_parts_have_adapters(config.parts, len(adapters))
+    check_adapter_files(adapters)
     check_images_folder(out_dir)
     from lowdim_sd.runs import output_folder
 
@@ -235,14 +238,17 @@ def merge(
 
     Example: lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
-    from lowdim_sd.generate import parse_adapter_arg
+    from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
     from lowdim_sd.loading import load_sd
-    from lowdim_sd.merged_model import save_merged
+    from lowdim_sd.merged_model import check_merge, save_merged
     from lowdim_sd.runs import check_file_target
 
-    check_file_target(out_path, "-o")  # its folder, before the model loads (a diffusers folder is made later)
+    adapters = [parse_adapter_arg(a) for a in adapter]
+    check_merge(adapters, out_path, fmt, overwrite, Path(model))  # all of it before seconds of model loading
+    check_file_target(out_path, "-o")  # its folder (a diffusers folder is made later)
+    check_adapter_files(adapters)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
-    written, tokens = save_merged(sd, [parse_adapter_arg(a) for a in adapter], out_path, fmt, overwrite)
+    written, tokens = save_merged(sd, adapters, out_path, fmt, overwrite)
     out.print(f"wrote [bold]{written}[/]")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))

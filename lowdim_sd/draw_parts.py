@@ -75,6 +75,14 @@ def check_parts(parts: DrawParts) -> None:
                           f"({parts.adapter_start:g}) and at most 1, got {parts.adapter_end}")
 
 
+def check_parts_have_adapters(parts: DrawParts, adapters: int) -> None:
+    """The parts are drawn apart on the --adapter files; with none, the flags would silently do nothing."""
+    if not parts.whole and not adapters:
+        raise LowdimError("--text-encoder-scale, --adapter-start, --adapter-end and --cross-attention-scale act on "
+                          "the --adapter files drawn, and none is given; a merged model's adapters are folded into "
+                          "its weights for good, so draw their parts apart with -a FILE on the base model")
+
+
 DRAW_SETTING = re.compile(r"(?:(te|start|end|ca)=)?(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")  # 0.5, 1e-06 (as _number writes it)
 DRAW_SYNTAX = ("S for the adapter's scale, te=T for its text encoder's part, start=F and end=F for the steps "
                "its UNet part draws, ca=C for its UNet cross-attention")

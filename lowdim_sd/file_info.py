@@ -16,6 +16,9 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import foreign_lora
 from lowdim.files import BUFFER_PREFIX, PICKLE_SUFFIXES, unpack_layers
 from lowdim_sd.images import IMAGE_EXTENSIONS
+from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY
+from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
+from lowdim_sd.merged_model import RECORD_KEY
 from lowdim_sd.model_paths import UNET_PREFIX
 
 
@@ -53,6 +56,8 @@ def describe(path: Path) -> FileInfo:
     for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
         if path.is_dir() and (path / output).is_file() and not (path / "index.json").is_file():
             return describe(path / output)
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return _pipeline_folder(path)
     if path.is_dir():
         try:
             return _weight_folder(path)
@@ -203,7 +208,35 @@ def _other(path: Path, header: _Header) -> FileInfo:
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")
+    if meta.get("lowdim") == LDM_MARK["lowdim"] and (meta.get(RECORD_KEY) or meta.get(BASE_MODEL_KEY)):
+        record = _json(meta.get(RECORD_KEY), {}) or {"base_model": meta.get(BASE_MODEL_KEY)}
+        return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
                         f"lowdim personalize -m {quote(str(path))} -i face.jpg -o me")
     return FileInfo(path, "a .safetensors file lowdim does not know", rows)
+
+
+def _pipeline_folder(folder: Path) -> FileInfo:
+    from lowdim_sd.merged_model import RECORD
+
+    index = _json((folder / "model_index.json").read_text(errors="replace"), {})
+    rows = [("pipeline", str(index.get("_class_name", "?")) if isinstance(index, dict) else "?")]
+    if (folder / RECORD).is_file():
+        record = _json((folder / RECORD).read_text(errors="replace"), {})
+        return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
+    return FileInfo(folder, "a diffusers pipeline folder", rows,
+                    f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")
+
+
+def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]]) -> FileInfo:
+    """A merged model: its adapters are in its weights, so it is drawn with, not personalized on top of."""
+    record = record if isinstance(record, dict) else {}
+    merged = [f"{entry.get('file')} at {entry.get('scale')}" for entry in record.get("adapters", [])
+              if isinstance(entry, dict)]
+    tokens = [str(token) for token in record.get("tokens", [])]
+    rows = [("base model", str(record.get("base_model") or "?")),
+            ("adapters merged", ", ".join(merged) or "? (merged before lowdim recorded them)"),
+            ("token", ", ".join(tokens) or "?"), *rows]
+    subject = f"a photo of {tokens[0]} face" if tokens else "a photo of a face"
+    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {quote(subject)}")

@@ -93,6 +93,13 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[
     return tokens
 
 
+def check_adapter_files(adapters: list[tuple[Path, float]]) -> None:
+    """Each file read and checked on its own (missing, foreign, damaged: one line naming it) before a model loads;
+    the model's own checks of its layers follow when it is attached."""
+    for path, _ in adapters:
+        lowdim.read_adapter(path)
+
+
 # PNDM's Runge-Kutta warm-up takes its first steps in fours: fewer fail inside diffusers.
 MIN_STEPS = {"pndm": 4}
 

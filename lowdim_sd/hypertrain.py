@@ -44,6 +44,7 @@ from lowdim_sd.hypertrain_io import (
     split_identities,
     trim_metrics,
     validation_line,
+    warn_about_another_phrase,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.loading import accelerator_available, check_training_dtype
@@ -134,6 +135,7 @@ def check_job(job: HyperTrainJob) -> None:
         raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
     if job.diffusion_target not in ("noise", "teacher"):
         raise LowdimError(f"--diffusion-target must be noise or teacher, got '{job.diffusion_target}'")
+    warn_about_another_phrase(job)
 
 
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)

@@ -293,6 +293,28 @@ def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
             "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights))}
 
 
+def warn_about_another_phrase(job: HyperTrainJob) -> None:
+    """--prompt and --token shape only the diffusion term: the file records the precompute's phrase, the one
+    its targets answer to and personalize uses. Said once, before training, rather than found in the images."""
+    from lowdim_sd.weight_index import read_index
+
+    asked = {"prompt": job.prompt, "token": job.token}
+    if not any(asked.values()):
+        return
+    folder = as_folders(job.weights)[0]
+    try:
+        config = read_index(folder).get("config", {})
+    except (LowdimError, OSError, ValueError):  # the dataset's own reading names what is wrong
+        return
+    for name, value in asked.items():
+        recorded = config.get(name, getattr(TrainConfig, name))
+        if value is None or value == recorded:
+            continue
+        use = "only the diffusion term's prompt" if job.alpha > 0 else "nothing: --alpha 0 has no diffusion term"
+        warnings.warn(f"--{name} {value!r} changes {use}; the hypernetwork records {recorded!r}, the {name} its "
+                      f"targets in {folder} were trained with, and personalize uses that", stacklevel=2)
+
+
 def validation_line(step: int, scores: dict) -> str:
     """One validation, as printed above the progress bar: the held-out weight loss against a prediction of
     the training mean (below 1: the image told the network something), and the diffusion loss."""

@@ -30,14 +30,16 @@ VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "t
 Table = dict[str, tuple[str, dict[str, str]]]  # diffusers module prefix -> (LDM prefix, sub-module renames)
 
 
-def save_single_file(pipe: Any, path: str | Path, base_model: str | None = None) -> Path:
+def save_single_file(pipe: Any, path: str | Path, base_model: str | None = None,
+                     extra: dict[str, str] | None = None) -> Path:
     """Write ``pipe``'s UNet, VAE and CLIP text encoder to ``path`` (atomically) as one SD1.x LDM checkpoint.
 
     Adapters must be merged first (``Adapters.merge``): the file holds plain weights only. ``base_model`` (a
-    registered name, a hub id or a folder) is kept in the metadata, where loading the file finds its configs.
+    registered name, a hub id or a folder) is kept in the metadata, where loading the file finds its configs;
+    ``extra`` is further metadata (what was merged in).
     """
     tensors = {key: value.detach().cpu() for key, value in ldm_state_dict(pipe).items()}
-    metadata = {**METADATA, **({BASE_MODEL_KEY: base_model} if base_model else {})}
+    metadata = {**METADATA, **({BASE_MODEL_KEY: base_model} if base_model else {}), **(extra or {})}
     return atomic_save(tensors, metadata, Path(path))
 
 

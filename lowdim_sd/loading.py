@@ -262,6 +262,8 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
 
     registry = get_registry()
     backend = registry.backends.get(model)
+    if backend is None:
+        refuse_a_misspelt_name(model, list(registry.backends))
     source = getattr(backend.value, "source", None) if backend else None
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -273,6 +275,19 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)
     return SDModel(pipe, model, str(source or model), torch_device, torch_dtype)
+
+
+def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:
+    """A bare word close to a registered name is a typo, refused at once: the hub lookup it would otherwise
+    go to takes seconds offline and ends in an error that never names the model meant."""
+    import difflib
+
+    if "/" in model or os.sep in model or Path(model).expanduser().exists():
+        return
+    close = difflib.get_close_matches(model.lower(), registered, n=1, cutoff=0.75)
+    if close:
+        raise ModelLoadError(f"unknown model '{model}'; did you mean {close[0]}? (registered: "
+                             f"{', '.join(sorted(registered))}; or a hub id, a folder or a .safetensors file)")
 
 
 def config_source(model: str, config: str | None) -> str | None:

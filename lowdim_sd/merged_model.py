@@ -6,6 +6,7 @@ either one original-layout checkpoint (what A1111 and ComfyUI load as a model) o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import current_umask
+from lowdim.files import atomic_write, current_umask
 from lowdim_sd.generate import attach_adapters
 from lowdim_sd.ldm_checkpoint import save_single_file
 from lowdim_sd.loading import SDModel
@@ -21,6 +22,8 @@ from lowdim_sd.text_encoder_files import save_pipeline
 from lowdim_sd.textual_inversion import is_embedding_file
 
 FORMATS = ("single-file", "diffusers")
+RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it (diffusers ignores the file)
+RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadata
 
 
 def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file",
@@ -32,26 +35,42 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     diffusers format. ``overwrite`` replaces an earlier output whole, never the file or folder ``model``
     was loaded from.
     """
+    out = Path(out)
+    check_merge(adapters, out, fmt, overwrite, Path(model.source))
+    tokens = attach_adapters(model, adapters)
+    lowdim.Adapters(model.modules).merge_and_unload()
+    base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
+    base = str(Path(base).resolve()) if Path(base).exists() else base
+    tokens = [token for token in tokens if token]
+    record = merge_record(base, adapters, tokens)
+    if fmt == "single-file":
+        written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
+    else:
+        written = _save_folder(model, out, record)
+    return written, tokens
+
+
+def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str]) -> dict:
+    """What a merged model was made of, so ``lowdim show`` can name its base, adapters and the words that
+    call its subjects, which the weights alone no longer say."""
+    return {"base_model": base, "adapters": [{"file": Path(path).name, "scale": scale} for path, scale in adapters],
+            "tokens": list(dict.fromkeys(tokens))}
+
+
+def check_merge(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool, source: Path) -> None:
+    """Everything about a merge that needs no model (format, adapters, --out), one line for the first wrong;
+    ``source`` is where the base model is loaded from, which the output must never replace."""
     if fmt not in FORMATS:
-        raise LowdimError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
+        raise LowdimError(f"unknown --format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
-    out = Path(out)
-    _check_target(out, fmt, overwrite, Path(model.source))
+    _check_target(out, fmt, overwrite, source)
     embeddings = [path for path, _ in adapters if is_embedding_file(path)]
     if embeddings and fmt == "single-file":
         # The new tokens live in the tokenizer, which an A1111/ComfyUI checkpoint does not hold.
         raise LowdimError(f"{embeddings[0]}: a Textual Inversion embedding adds tokens to the tokenizer, which a "
                           f"single-file checkpoint cannot hold; merge with --format diffusers, or keep the "
                           f"embedding beside the model (lowdim export --format a1111)")
-    tokens = attach_adapters(model, adapters)
-    lowdim.Adapters(model.modules).merge_and_unload()
-    if fmt == "single-file":
-        base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
-        written = save_single_file(model.pipe, out, str(Path(base).resolve()) if Path(base).exists() else base)
-    else:
-        written = _save_folder(model, out)
-    return written, [token for token in tokens if token]
 
 
 def _check_target(out: Path, fmt: str, overwrite: bool, source: Path) -> None:
@@ -69,13 +88,14 @@ def _check_target(out: Path, fmt: str, overwrite: bool, source: Path) -> None:
         raise LowdimError(f"{out}: already exists; pick a new --out or pass --overwrite")
 
 
-def _save_folder(model: SDModel, out: Path) -> Path:
+def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
     """Write next to ``out`` and rename at the end, so an interrupted save leaves no half folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700: other users (a server) could not read it
     try:
         save_pipeline(model.pipe, staging)
+        atomic_write(staging / RECORD, lambda name: Path(name).write_text(json.dumps(record, indent=1)))
         earlier = None
         if out.is_dir():  # empty, or --overwrite (checked above); os.replace cannot replace a folder
             earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))

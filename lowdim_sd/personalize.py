@@ -33,7 +33,7 @@ from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.generate import with_looks
 from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
-from lowdim_sd.personalize_checks import check_job, with_training_phrase
+from lowdim_sd.personalize_checks import check_inputs, check_job, with_training_phrase
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
@@ -320,7 +320,7 @@ def written_files(job: PersonalizeJob) -> list[Path]:
             *([job.out / "preview.png"] if job.preview else [])]
 
 
-@runs.one_run_per_folder(lambda job: job.out, written_files, check=check_job)  # bad settings: no folder made
+@runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
     run = resolve_run(job)
     result = PersonalizeResult(adapter=job.out / "adapter.safetensors")

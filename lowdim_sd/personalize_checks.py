@@ -12,6 +12,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
 from lowdim_sd.draw_parts import parse_draw
 from lowdim_sd.generate import check_resolution
+from lowdim_sd.images import open_rgb
 from lowdim_sd.train import TrainConfig
 
 if TYPE_CHECKING:
@@ -44,6 +45,13 @@ def check_job(job: PersonalizeJob) -> None:
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
+
+
+def check_inputs(job: PersonalizeJob) -> None:
+    """``check_job``, and the picture: a missing or broken one costs milliseconds here, not a model load first.
+    (The quality bench hands personalize a decoded picture, so the file check is the CLI's and UI's alone.)"""
+    check_job(job)
+    open_rgb(job.image)
 
 
 def with_training_phrase(job: PersonalizeJob, hypernet: HypernetFile | None) -> tuple[PersonalizeJob, str]:

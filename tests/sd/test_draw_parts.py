@@ -144,7 +144,11 @@ def test_the_suggested_flags_draw_what_results_md_measured_and_lowdim_generate_r
     asked = []
     monkeypatch.setattr(lowdim_sd.generate, "generate", lambda model, config, *_, **__: asked.append(config) or [])
     monkeypatch.setattr(lowdim_sd.generate, "save_generated", lambda *_, **__: ([], tmp_path / "grid.png"))
+    model = load_sd(str(tiny_sd))
+    lowdim.inject(model.modules, lowdim.get_space("lidb"), ["*attn1.to_q"], seed=1)
+    adapter = lowdim.save_adapter(tmp_path / "me.safetensors", model.modules)
     for keep_styles in (0.0, 0.05):
         flags = parts_flags(suggested_parts(keep_styles)).split()
-        assert main(["generate", "-m", str(tiny_sd), "-p", "a [V] face", *flags, "-o", str(tmp_path / "x")]) == 0
+        assert main(["generate", "-m", str(tiny_sd), "-p", "a [V] face", "-a", str(adapter), *flags,
+                     "-o", str(tmp_path / "x")]) == 0
         assert asked[-1].parts == suggested_parts(keep_styles)

@@ -152,3 +152,30 @@ def test_a_model_config_folder_cannot_inflate_a_single_file_checkpoint(copied, t
     inflated_unet_config(copied)
     with pytest.raises(ModelLoadError, match="describes a UNet2DConditionModel"):
         load_pipeline(str(checkpoint), torch.float32, config=str(copied))
+
+
+@pytest.mark.parametrize("typed, meant", [("tinyfacez", "tinyfaces"), ("SD15", "sd15"), ("sd-15", "sd15")])
+def test_a_misspelt_model_name_is_one_line_naming_the_close_one_without_a_hub_lookup(
+        typed, meant, tmp_path, capsys, monkeypatch):
+    import lowdim_sd.loading
+
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", lambda *a, **k: pytest.fail("the hub was asked"))
+    code = main(["generate", "-m", typed, "-p", "a photo", "--out", str(tmp_path / "images")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "Traceback" not in err
+    assert f"unknown model '{typed}'; did you mean {meant}?" in err
+
+
+def test_a_bare_name_far_from_every_registered_one_still_goes_to_the_hub(monkeypatch):
+    import lowdim_sd.loading
+
+    asked = []
+
+    def hub(source, *args, **kwargs):
+        asked.append(source)
+        raise ModelLoadError("offline")
+
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", hub)
+    with pytest.raises(ModelLoadError, match="offline"):
+        lowdim_sd.loading.load_sd("my-own-model", device="cpu")
+    assert asked == ["my-own-model"]

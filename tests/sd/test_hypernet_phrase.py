@@ -62,3 +62,25 @@ def test_a_space_without_bases_has_no_checksum():
     layers = [lowdim.LayerSpec("a", 8, 4)]
     assert storage.bases_checksum(lowdim.get_space("lora"), layers, 0) is None
     assert storage.bases_checksum(lowdim.get_space("lidb", {"a": 4, "b": 2}), layers, 0) is not None
+
+
+@pytest.mark.parametrize(("asked", "alpha", "said"), [
+    ({"token": "zwx"}, 1.0, "--token 'zwx' changes only the diffusion term's prompt; the hypernetwork records 'sks'"),
+    ({"prompt": "a photo of [V]"}, 0.0, "--prompt 'a photo of [V]' changes nothing: --alpha 0 has no diffusion"),
+])
+def test_train_hypernet_says_the_file_keeps_the_precompute_phrase(weight_folders, tmp_path, asked, alpha, said):
+    from lowdim_sd.hypertrain import HyperTrainJob
+    from lowdim_sd.hypertrain_io import warn_about_another_phrase
+
+    folder = weight_folders(tmp_path, "w", 1, seed=1, steps=1)
+    with pytest.warns(UserWarning, match=said.replace("[", r"\[").replace("]", r"\]")):
+        warn_about_another_phrase(HyperTrainJob(weights=folder, alpha=alpha, **asked))
+
+
+def test_train_hypernet_is_silent_when_the_phrase_is_the_precompute_one(weight_folders, tmp_path, recwarn):
+    from lowdim_sd.hypertrain import HyperTrainJob
+    from lowdim_sd.hypertrain_io import warn_about_another_phrase
+
+    folder = weight_folders(tmp_path, "w", 1, seed=1, steps=1)
+    warn_about_another_phrase(HyperTrainJob(weights=folder, token=TrainConfig.token, prompt=TrainConfig.prompt))
+    assert not [w for w in recwarn if "records" in str(w.message)]

@@ -71,11 +71,17 @@ def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(ti
 @pytest.mark.parametrize("setup, message", [
     ("folder-exists", "already exists and is not an empty folder"),
     ("not-safetensors", "needs a file name ending in .safetensors (or --format diffusers for a pipeline folder)"),
-    ("format", "unknown format 'ckpt'"),
+    ("format", "unknown --format 'ckpt'"),
     ("file-exists", "already exists; pick a new --out or pass --overwrite"),
+    ("missing-adapter", "no such adapter file"),
 ])
-def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_path, capsys, setup, message):
-    fmt, out = "single-file", tmp_path / "me.safetensors"
+def test_bad_input_is_one_line_before_the_model_loads_and_writes_nothing(
+        tiny_sd, two_adapters, tmp_path, capsys, monkeypatch, setup, message):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr("lowdim_sd.loading.load_sd", no_loading)
+    fmt, out, adapter = "single-file", tmp_path / "me.safetensors", two_adapters[0]
     if setup == "folder-exists":
         fmt, out = "diffusers", tmp_path / "taken"
         (out / "keep.txt").parent.mkdir()
@@ -84,9 +90,11 @@ def test_bad_output_is_one_line_and_writes_nothing(tiny_sd, two_adapters, tmp_pa
         out = tmp_path / "me.ckpt"
     elif setup == "file-exists":  # e.g. the base model itself: never overwritten
         out.write_bytes(b"precious")
+    elif setup == "missing-adapter":
+        adapter = tmp_path / "typo.safetensors"
     else:
         fmt = "ckpt"
-    code = main(["merge", "-m", str(tiny_sd), "-a", str(two_adapters[0]), "-o", str(out), "--format", fmt])
+    code = main(["merge", "-m", str(tiny_sd), "-a", str(adapter), "-o", str(out), "--format", fmt])
     text = " ".join(capsys.readouterr().err.split())
     assert code == 1 and message in text and "Traceback" not in text
     kept = {"folder-exists": ["keep.txt", "taken"], "file-exists": ["me.safetensors"]}.get(setup, [])
@@ -125,3 +133,23 @@ def test_overwrite_never_replaces_the_base_model_itself(tiny_sd, two_adapters, c
                  "diffusers", "--overwrite"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "is the base model itself" in err[0]
+
+
+@pytest.mark.parametrize("fmt, name", [("single-file", "me.safetensors"), ("diffusers", "me-model")])
+def test_show_names_what_a_merge_was_made_of_and_draws_it_with_generate(tiny_sd, two_adapters, tmp_path, fmt, name):
+    from lowdim_sd.file_info import describe
+
+    model = load_sd(str(tiny_sd))
+    lowdim.inject(model.modules, lowdim.get_space("lidb"), ["*attn1.to_q"], seed=3)
+    named = lowdim.save_adapter(tmp_path / "zwx.safetensors", model.modules, token="zwx")
+    out = tmp_path / name
+    code = main(["merge", "-m", str(tiny_sd), "-a", f"{two_adapters[0]}:0.5", "-a", str(named), "-o", str(out),
+                 "--format", fmt])
+    assert code == 0
+    info = describe(out)
+    rows = dict(info.rows)
+    assert info.kind.startswith("a whole model lowdim merge wrote")
+    assert rows["base model"] == str(tiny_sd.resolve()) and rows["token"] == "zwx"
+    assert rows["adapters merged"] == f"{two_adapters[0].name} at 0.5, zwx.safetensors at 1.0"
+    assert info.use == f"lowdim generate -m {out} -p 'a photo of zwx face'"
+    assert load_sd(str(out)).pipe is not None  # the record beside the weights keeps the model loadable

@@ -128,6 +128,12 @@ BAD_SETTINGS = [
     (["generate", "--adapter-start", 0.5, "--adapter-end", 0.4],
      "--adapter-end must be a fraction of the steps after --adapter-start (0.5) and at most 1, got 0.4"),
     (["generate", "--adapter-end", 1.2], "--adapter-end must be a fraction of the steps after --adapter-start (0) and"),
+    (["generate", "--text-encoder-scale", 0], "act on the --adapter files drawn, and none is given"),
+    (["generate", "--adapter-start", 0.3], "act on the --adapter files drawn, and none is given"),
+    (["generate", "-a", "missing.safetensors"], "missing.safetensors: no such adapter file"),
+    (["personalize", "-i", "NEW_PICTURE"], "o.png not found"),
+    (["merge", "--format", "ckpt", "-o", "NEW_PICTURE"], "unknown --format 'ckpt'; known: single-file, diffusers"),
+    (["merge", "-o", "me.ckpt"], "me.ckpt: a single-file checkpoint needs a file name ending in .safetensors"),
 ]
 
 
