@@ -2,7 +2,8 @@
 
 Typer 0.27 and later write Python's names there (``<str>``, ``<list[str]>``), and 0.29 ``<bool>`` after
 flags such as ``--overwrite``, which take no value, so a reader could type ``--overwrite true``. Each option
-without a metavar of its own gets click's words instead: TEXT, INTEGER, FLOAT, PATH; a flag gets none.
+without a metavar of its own gets click's words instead: TEXT, INTEGER, FLOAT, PATH; a flag gets none. An
+argument named by its own metavar (FILE) gets no ``<path>`` beside it.
 Options with choices keep typer's list of them. Typer describes an option's type in two ways across the
 versions pyproject allows (a ``type_descriptor`` from 0.29, a click type before), so both are read.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any
 
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 WORDS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
 # The names of click's types (typer 0.27 and 0.28 vendor click with names of their own: str, int).
@@ -41,10 +42,17 @@ def option_word(param) -> str | None:
     return CLICK_WORDS.get(getattr(getattr(param, "type", None), "name", None))  # typer <= 0.28: a click type
 
 
+def _no_type(ctx) -> None:
+    return None
+
+
 def name_values(command, ctx) -> None:
     """Give the options of ``command``, and of every command under it, their value words (once each)."""
     help_option = command.get_help_option(ctx) if hasattr(command, "get_help_option") else None
     for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
+        if isinstance(param, TyperArgument) and param.metavar is not None:
+            # Its own name (FILE, ADAPTER) already says what to type; typer 0.29 would add <path> beside it.
+            param.display_type_rich = _no_type
         if not isinstance(param, TyperOption) or param.metavar is not None:
             continue
         param.metavar = "" if param.is_flag else option_word(param)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 def personalize(
     model: Model,
     image: Annotated[Path, typer.Option("--image", "-i", help="One face image (any common format).")],
-    space: Annotated[str, typer.Option("--space", "-s", help="Space of the initial adapter (default: LiDB).")] = "lidb",
+    space: Annotated[str, typer.Option(
+        "--space", "-s", help="Weight space of the initial adapter (see `lowdim spaces`).")] = "lidb",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
     layers: Annotated[str | None, typer.Option(
         help="Layer set (default: unet+text, the paper's). A set inside the hypernetwork's keeps that part of its "
@@ -103,7 +104,7 @@ def personalize(
 ):
     """Personalize a model from ONE face image: initial adapter, then rank-relaxed fast finetuning.
 
-    Example: lowdim personalize --model tinyfaces --image examples/face.png --out me
+    Example: lowdim personalize --model tinyfaces --image face.jpg --out me   (a checkout has examples/face.png)
     """
     from lowdim_sd.personalize import PersonalizeJob
     from lowdim_sd.personalize import personalize as run
@@ -139,7 +140,7 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> No
         out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote [bold]{path}[/]")
-    prompt = shlex.quote(with_looks("a [V] face at night", result.looks))  # the parts apart need the looks' words
+    prompt = shlex.quote(with_looks(f"{result.prompt} at night", result.looks))  # parts apart need the looks
     draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
     every_style = parts_flags(DrawParts(cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION))
     out.print(f"draw it: {escape(draw)}  (add {parts_flags(suggested_parts(keep_styles))} to keep more of each "

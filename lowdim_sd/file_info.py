@@ -124,10 +124,12 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
                        ("scales", "layer scales"), ("lowdim_version", "made with lowdim")):
         if meta.get(key):
             rows.append((label, meta[key]))
-    rows += [(f"recipe: {key}", _compact(value)) for key, value in dict(_json(meta.get("extra"), {})).items()]
+    recipe = dict(_json(meta.get("extra"), {}))
+    rows += [(f"recipe: {key}", _compact(value)) for key, value in recipe.items()]
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
-    prompt = "a [V] face" if meta.get("token") else "a photo"
-    return FileInfo(path, "a lowdim adapter", rows, f"lowdim generate -m {base} -a {quote(str(path))} -p '{prompt}'")
+    prompt = str(recipe.get("prompt") or "a [V] face") if meta.get("token") else "a photo"  # the phrase it learned
+    return FileInfo(path, "a lowdim adapter", rows,
+                    f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}")
 
 
 def _hypernet(path: Path, header: _Header) -> FileInfo:

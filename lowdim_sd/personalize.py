@@ -116,6 +116,7 @@ class PersonalizeResult:
     losses: list[float] = field(default_factory=list)
     gallery: list[tuple[str, Any]] = field(default_factory=list)  # (caption, PIL image): the preview's cells
     looks: str = ""  # what the describer read, as the words put after "[V] <noun>" (" with ginger long hair")
+    prompt: str = TrainConfig.prompt  # the phrase the adapter answers to: its finetune's prompt
 
 
 @contextmanager
@@ -323,7 +324,7 @@ def written_files(job: PersonalizeJob) -> list[Path]:
 @runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
     run = resolve_run(job)
-    result = PersonalizeResult(adapter=job.out / "adapter.safetensors")
+    result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
     with stage(result, "load model"):
         model = load_sd(job.model, job.device, job.dtype, job.model_config)
     resolution = job.resolution or model.resolution

@@ -45,6 +45,19 @@ def test_no_help_shows_pythons_type_names_after_an_option(capsys, monkeypatch):
         assert not re.search(r"<(str|int|float|bool)>|list\[", options), path
 
 
+def test_an_argument_named_by_its_own_word_shows_no_python_type_beside_it(capsys, monkeypatch):
+    shown = 0
+    for path in every_command():
+        text = help_of(capsys, monkeypatch, *path)
+        if "Arguments" not in text:
+            continue
+        arguments = text.split("Arguments")[1].split("╰")[0]
+        assert not re.search(r"<(path|str|int|float)>", arguments), path
+        shown += 1
+    assert shown >= 2  # show FILE and export ADAPTER at least
+    assert option_row(help_of(capsys, monkeypatch, "show"), "FILE").split("FILE")[1].split()[0] == "A"
+
+
 def test_a_flag_shows_no_value_and_a_value_option_shows_its_kind(capsys, monkeypatch):
     text = help_of(capsys, monkeypatch, "personalize")
     assert option_row(text, "--overwrite").split("--overwrite")[1].split()[0] == "Replace"

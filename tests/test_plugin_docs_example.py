@@ -56,3 +56,26 @@ def test_the_documented_config_refuses_a_rank_below_one_in_one_line(monkeypatch)
         for rank in (0, -1):
             with pytest.raises(lowdim.ConfigError, match=f"^frozen-down: rank must be >= 1, got {rank}$"):
                 lowdim.get_space("frozen-down", rank=rank)
+
+
+def test_the_documented_pyproject_builds_a_package_whose_entry_point_names_the_plugin(tmp_path, monkeypatch):
+    import subprocess
+    import zipfile
+
+    import tomllib
+
+    text = PAGE.read_text()
+    toml = re.search(r"```toml\n(# pyproject\.toml.*?)```", text, re.S).group(1)
+    assert tomllib.loads(toml)["project"]["entry-points"]["lowdim"] == {"frozen-down": "my_space"}
+    (tmp_path / "my_space").mkdir()
+    (tmp_path / "my_space" / "__init__.py").write_text(
+        re.search(r"```python\n(# my_space/__init__\.py\n.*?)```", text, re.S).group(1))
+    (tmp_path / "pyproject.toml").write_text(toml)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(tmp_path)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))) as wheel:
+        names = wheel.namelist()
+        entry_points = wheel.read(next(name for name in names if name.endswith("entry_points.txt"))).decode()
+    assert "my_space/__init__.py" in names
+    assert "[lowdim]\nfrozen-down = my_space" in entry_points

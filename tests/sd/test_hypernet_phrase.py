@@ -18,7 +18,7 @@ def job(tiny_sd, face, out, **kwargs) -> PersonalizeJob:
 
 
 def test_personalize_finetunes_with_the_phrase_the_hypernetwork_learned(tiny_sd, face, tmp_path, make_hypernet,
-                                                                        monkeypatch):
+                                                                        monkeypatch, capsys):
     import lowdim_sd.personalize as flow
 
     hypernet = make_hypernet(1, prompt="a close-up of [V] person", token="zwx")
@@ -28,6 +28,13 @@ def test_personalize_finetunes_with_the_phrase_the_hypernetwork_learned(tiny_sd,
     result = personalize(job(tiny_sd, face, tmp_path / "me", hypernet=hypernet), progress=False)
     assert (seen[0].prompt, seen[0].token) == ("a close-up of [V] person", "zwx")
     assert lowdim.read_adapter(result.adapter).metadata["token"] == "zwx"  # what `generate` fills [V] with
+
+    from lowdim_cli.personalize_command import show_result
+    from lowdim_sd.file_info import describe
+
+    assert describe(result.adapter).use.endswith("-p 'a close-up of [V] person'")  # `show`'s command
+    show_result(result, str(tiny_sd), 0.0)
+    assert "-p 'a close-up of [V] person at night'" in " ".join(capsys.readouterr().out.split())  # `draw it:`
 
 
 def test_an_explicit_other_token_is_kept_with_a_warning(tiny_sd, face, tmp_path, make_hypernet):
