@@ -134,6 +134,7 @@ def save_adapter(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write adapter ``name`` atomically. ``sample`` picks one adapter of a per-sample batch."""
+    _path_first("save_adapter", path)
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     info = adapters.info(name)
     if dtype not in DTYPES:
@@ -173,6 +174,11 @@ def save_adapter(
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
     return atomic_save(tensors, metadata, Path(path))
+
+
+def _path_first(function: str, path: object) -> None:
+    if isinstance(path, (nn.Module, Adapters)):
+        raise LowdimError(f"{function}(path, model): the file's path comes first, then the model")
 
 
 def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
@@ -361,6 +367,7 @@ def load_adapter(
 ) -> AdapterInfo:
     """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default: the name it was saved under, else
     "default"), after checking it fits. Each layer's scale is the one it was saved with, times ``scale``."""
+    _path_first("load_adapter", path)
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     adapter = read_adapter(path, adapters.model)
     stored = adapter.metadata.get("adapter_name", "")

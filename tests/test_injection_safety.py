@@ -59,12 +59,60 @@ def test_a_layer_the_space_refuses_leaves_the_model_as_it_was():
     (lambda a, s: a.add("x", s, ["0"], seed="a"), "seed must be an integer"),
     (lambda a, s: a.add("x", "lora", ["0"]), "expected a Space instance"),
     (lambda a, s: a.add("x", s, ["re:0["]), "not a valid regular expression"),
+    (lambda a, s: a.add("x", s, None), "targets must be a LayerSet, a pattern string"),
+    (lambda a, s: a.add("x", s, lowdim.LayerSet("x", ("0",), types=("Linear",))), "unknown layer type 'Linear'"),
 ])
 def test_bad_arguments_to_add_are_one_line_errors(call, message):
     adapters = lowdim.Adapters(mlp())
     with pytest.raises(LowdimError, match=message) as error:
         call(adapters, lowdim.get_space("lora"))
     assert "\n" not in str(error.value) and adapters.names() == []
+
+
+@pytest.mark.parametrize("spoil", ["disabled", "per-sample"])
+def test_merge_and_unload_checks_every_adapter_before_folding_any(spoil):
+    model = mlp()
+    x = torch.randn(3, 8)
+    plain = model(x).detach()
+    adapters = randomized(model, targets=("0",))
+    adapters.add("b", lowdim.get_space("lora"), ["2"], batch=2 if spoil == "per-sample" else None)
+    if spoil == "disabled":
+        adapters.disable("b")
+    with pytest.raises(LowdimError, match="enable it to merge it|pick one sample first"):
+        adapters.merge_and_unload()
+    assert adapters.names() == ["default", "b"] and isinstance(model[0], AdapterLayer)
+    assert adapters.slots("default")["0"].merged_scale is None  # nothing folded: default can still be removed
+    adapters.remove_all()
+    assert torch.equal(model(x), plain) and type(model[0]) is nn.Linear  # the base weights were never touched
+
+
+def test_merge_and_unload_takes_one_name_as_a_string():
+    adapters = randomized(mlp(), targets=("0",))
+    adapters.add("b", lowdim.get_space("lora"), ["2"])
+    adapters.merge_and_unload("default")
+    assert adapters.names() == ["b"]
+
+
+def test_patterns_in_one_string_split_on_commas_outside_a_regex_and_set_scale_splits_alike():
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(12)])
+    adapters = lowdim.inject(model, lowdim.get_space("lora"), r"re:1[0-9]{0,1}", name="s")
+    assert [layer.name for layer in adapters.info("s").layers] == ["1", "10", "11"]
+    adapters.add("t", lowdim.get_space("lora"), "0, 1,2")
+    adapters.set_scale("t", 0.5, "0,1")
+    assert [slot.scale for slot in adapters.slots("t").values()] == [0.5, 0.5, 1.0]
+
+
+def test_user_mistakes_around_the_model_are_one_line():
+    space = lowdim.get_space("lora")
+    with pytest.raises(LowdimError, match=r"the model itself is an nn.Linear.*nn.Sequential\(layer\)"):
+        lowdim.inject(nn.Linear(4, 4), space, "*")
+    with pytest.raises(LowdimError, match=r"'0' is a Conv2d, which this layer set's types \(conv1x1 not among"):
+        lowdim.inject(nn.Sequential(nn.Conv2d(3, 4, 1)), space, lowdim.LayerSet("linears", ("*",)))
+    model = nn.Sequential(nn.Linear(4, 4))
+    lowdim.inject(model, space, "0")
+    for call in (lambda: lowdim.save_adapter(model, "x.safetensors"), lambda: lowdim.load_adapter(model, "x")):
+        with pytest.raises(LowdimError, match=r"_adapter\(path, model\): the file's path comes first"):
+            call()
 
 
 def test_merge_refuses_what_it_cannot_honour_and_warns_about_tied_weights():

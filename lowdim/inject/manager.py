@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
-from lowdim.inject.select import LayerSet, matches, select_layers
+from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.space_checks import check_buffers_come_from_the_seed, check_space_on_layer
 from lowdim.spaces.base import LayerSpec, Space
 
@@ -52,6 +52,8 @@ class Adapters:
     """A view of the adapters injected into ``model``."""
 
     def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):  # e.g. (path, model) swapped: one line, not an AttributeError
+            raise LowdimError(f"expected a torch nn.Module to hold adapters, got {type(model).__name__} {model!r:.60}")
         self.model = model
         if not hasattr(model, STATE_ATTR):
             object.__setattr__(model, STATE_ATTR, {})
@@ -86,6 +88,9 @@ class Adapters:
         if not isinstance(seed, int):
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
         _check_scale(name, scale)
+        if not isinstance(targets, (LayerSet, str, list, tuple)):
+            raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
+                              f"list of patterns, got {targets!r}")
         layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
         info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch)
         chosen = select_layers(self.model, layer_set)
@@ -141,11 +146,13 @@ class Adapters:
         self.unmerge(name)
         self._detach(name)
 
-    def merge_and_unload(self, names: list[str] | None = None) -> nn.Module:
+    def merge_and_unload(self, names: str | Sequence[str] | None = None) -> nn.Module:
         """Fold adapters (default: all) into the base weights for good and remove them, leaving the
         plain modules: a model to save or ship that needs no lowdim. Returns the model, as peft's does."""
-        for name in list(self._infos if names is None else names):
-            self.info(name)
+        names = list(self._infos) if names is None else [names] if isinstance(names, str) else list(names)
+        for name in names:  # every adapter checked before any is folded: a refusal leaves the model as it was
+            self._check_mergeable(name)
+        for name in names:
             self.merge(name)
             self._detach(name)
         return self.model
@@ -245,7 +252,7 @@ class Adapters:
         _check_scale(name, scale)
         slots = self.slots(name)
         if layers is not None:
-            patterns = [layers] if isinstance(layers, str) else list(layers)
+            patterns = split_patterns(layers) if isinstance(layers, str) else list(layers)  # as targets are split
             slots = {layer: slot for layer, slot in slots.items() if any(matches(p, layer) for p in patterns)}
             if not slots:
                 raise LowdimError(f"adapter '{name}': no layer matches {', '.join(patterns)}; "
@@ -289,17 +296,10 @@ class Adapters:
         """
         if part not in ("all", "frozen"):
             raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
-        self.info(name)  # a misspelt name is an error, not a merge of nothing
+        self._check_mergeable(name)
         tied = _tied_weights(self.model)
-        for wrapper in self._wrappers(name):  # before any weight changes: all of the adapter merges, or none
-            if torch.nn.utils.parametrize.is_parametrized(wrapper.base_layer, "weight"):
-                raise LowdimError(f"layer {wrapper.layer_name}: its weight is parametrized (weight_norm, "
-                                  f"spectral_norm, ...), so a merge cannot write into it; keep adapter '{name}' "
-                                  f"unmerged, or remove the parametrization first")
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
-            if not slot.enabled:
-                raise LowdimError(f"adapter '{name}' is disabled; enable it to merge it")
             if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
                 continue
             if id(wrapper.base_layer.weight) in tied:
@@ -315,6 +315,21 @@ class Adapters:
                 slot.frozen_merged_scale, slot.frozen_merged_factors = slot.scale, factors
             else:
                 slot.merged_scale, slot.merged_factors = slot.scale, factors
+
+    def _check_mergeable(self, name: str) -> None:
+        """Everything that would stop ``merge(name)`` halfway, checked before any weight changes."""
+        self.info(name)  # a misspelt name is an error, not a merge of nothing
+        for wrapper in self._wrappers(name):
+            slot = wrapper.slots[name]
+            if torch.nn.utils.parametrize.is_parametrized(wrapper.base_layer, "weight"):
+                raise LowdimError(f"layer {wrapper.layer_name}: its weight is parametrized (weight_norm, "
+                                  f"spectral_norm, ...), so a merge cannot write into it; keep adapter '{name}' "
+                                  f"unmerged, or remove the parametrization first")
+            if not slot.enabled:
+                raise LowdimError(f"adapter '{name}' is disabled; enable it to merge it")
+            if slot.batch_size is not None:
+                raise LowdimError(f"cannot merge per-sample adapter '{name}' (layer {wrapper.layer_name}): "
+                                  f"pick one sample first")
 
     def unmerge(self, name: str = DEFAULT_NAME) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""

@@ -35,11 +35,32 @@ class LayerSet:
     types: tuple[str, ...] = ("linear",)
     description: str = ""
 
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.types if kind not in (*LAYER_TYPES, EMBEDDING)]
+        if unknown:
+            raise LowdimError(f"layer set '{self.name}': unknown layer type '{unknown[0]}'; known: "
+                              f"{', '.join((*LAYER_TYPES, EMBEDDING))}")
+
     @classmethod
     def from_patterns(cls, patterns: str | Sequence[str], name: str | None = None) -> LayerSet:
         if isinstance(patterns, str):
-            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+            patterns = split_patterns(patterns)
         return cls(name=name or ",".join(patterns), include=tuple(patterns), types=LAYER_TYPES)
+
+
+def split_patterns(text: str) -> list[str]:
+    """'*.to_q, *.to_k' -> two patterns; a comma inside brackets, braces or parentheses belongs to its regex
+    ('re:1[0-9]{0,1}' stays whole)."""
+    patterns, current, depth = [], [], 0
+    for char in text:
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth <= 0:
+            patterns.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    patterns.append("".join(current))
+    return [pattern.strip() for pattern in patterns if pattern.strip()]
 
 
 def covers(outer: LayerSet, inner: LayerSet) -> bool:
@@ -168,6 +189,9 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
     other = next(((name, module) for name, module in model.named_modules() if name and matches(pattern, name)), None)
     found = f" ('{other[0]}' is {_kind_words(other[1])})" if other is not None else ""
+    if not names and layer_kind(model) in layer_set.types:
+        return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
+                f"wrap it, e.g. nn.Sequential(layer), and target '0'")
     return (
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
@@ -178,7 +202,7 @@ def _kind_words(module: nn.Module) -> str:
     """What a matched module is, in the words a user needs to pick another one."""
     from torch import nn
 
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, nn.Conv2d) and layer_kind(module) is None:
         return f"a Conv2d with a {module.kernel_size[0]}x{module.kernel_size[1]} kernel, stride {module.stride[0]}, " \
                f"padding {module.padding if isinstance(module.padding, str) else module.padding[0]} " \
                f"and {module.groups} group(s): only a plain 1x1 convolution is linear per pixel"
