@@ -78,7 +78,8 @@ def quality(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
         "bench-quality"),
     run: Annotated[bool, typer.Option(
-        help="--no-run: only tabulate the results already in --out (a partial or shared run).")] = True,
+        help="--no-run: only tabulate the results already in --out (a partial or shared run); the -i folder "
+             "may be gone, the identities are then those the results hold.")] = True,
     device: Device = "auto",
     dtype: Annotated[str, typer.Option(
         help="Model weights: fp32 (the default, on every device), fp16, bf16, or auto (fp16 on GPU, fp32 on CPU).")

@@ -108,7 +108,8 @@ def eval_(
 
     FOLDER holds the images and a prompts.json (or prompts.csv) naming each one's prompt and, optionally,
     its reference photo(s); see docs/eval.md. `lowdim generate` writes a prompts.json with each image's
-    prompt ([V] left in) and seed but no references: give the reference photo(s) with -r/--references,
+    prompt ([V] left in) and seed, and how it drew them (model, adapters and scales, steps, guidance), but
+    no references: give the reference photo(s) with -r/--references,
     which identity and image metrics compare with. A metric whose model can't be had offline is
     skipped with a note, and the others still run.
 

@@ -225,7 +225,8 @@ def train_hypernet(
         return
     out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s (from step {result.start_step}); "
               f"{len(result.train_names)} training and {len(result.val_names)} held-out identities")
-    out.print(f"wrote [bold]{result.path}[/] and {result.metrics}")
+    logged = f" and {result.metrics}" if result.metrics and Path(result.metrics).is_file() else ""  # --log-every 0
+    out.print(f"wrote [bold]{result.path}[/]{logged}")
 
 
 def encoder_features(

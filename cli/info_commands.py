@@ -50,7 +50,8 @@ def spaces(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also l
 
 
 def models():
-    """List the model backends (architectures) from lowdim and installed plugins."""
+    """List the model backends (architectures) from lowdim and installed plugins; `lowdim show NAME` says where
+    one's files are."""
     registry = get_registry()
     table = Table(title="Models")
     for column in ("name", "aliases", "layer sets (default first)", "description"):
@@ -141,17 +142,18 @@ def show(
     target: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False,
         help="A lowdim adapter, hypernetwork, weight folder or shard, or encoder-feature file; an exported LoRA or "
-             "another tool's; a checkpoint.")],
+             "another tool's; a checkpoint; or a registered model name (see `lowdim models`).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ):
     """Say what a file is and how it was made, from its header alone (no tensor is loaded).
 
     An adapter shows its space, layers, size, seed, base model, token and recipe (the image, hypernetwork,
     steps and rank that made it); a hypernetwork what it predicts, for which model, from which encoder and
-    how it was trained; a weight folder its identities and training settings. Each ends with the command
+    how it was trained; a weight folder its identities and training settings; a registered model name where
+    its files are (the folder diffusers' from_pretrained takes, or its hub id). Each ends with the command
     that uses it.
 
-    Example: [bold]lowdim show me/adapter.safetensors[/]
+    Example: [bold]lowdim show me/adapter.safetensors[/]   [bold]lowdim show tinyfaces[/]
     """
     from lowdim_sd.file_info import describe
 

@@ -123,6 +123,14 @@ def _identity_images(folder: Path) -> list[Path]:
     return [path for identity in discover_identities(folder) for path in identity.images]
 
 
+def _network_value(encoder: ImageEncoder, key: str, value: str) -> str:
+    """A setting as an error names it: an encoder built from --encoder-config is named as that, not by the
+    default hub id it never loaded."""
+    if key == "encoder" and getattr(encoder, "from_config", False):
+        return f"a random-init {encoder.backbone.config.model_type} from --encoder-config"
+    return repr(value)
+
+
 class StoredFeatures:
     """A feature file checked against the encoder it stands in for; ``get`` looks images up by their pixels."""
 
@@ -130,8 +138,8 @@ class StoredFeatures:
         self.path = Path(path)
         tensors, metadata = read_checked(self.path, FORMAT, "encoder features", LowdimError)
         expected = {k: str(v) for k, v in encoder_signature(encoder).items()}
-        differing = [f"{k} {metadata.get(k)!r} (the network's: {v!r})" for k, v in expected.items()
-                     if metadata.get(k) != v]
+        differing = [f"{k} {metadata.get(k)!r} (the network's: {_network_value(encoder, k, v)})"
+                     for k, v in expected.items() if metadata.get(k) != v]
         if differing:
             raise LowdimError(f"{self.path}: made for another encoder setting: {'; '.join(differing)}")
         try:

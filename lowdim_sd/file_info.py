@@ -51,7 +51,8 @@ class _Header:
 
 def describe(path: Path) -> FileInfo:
     """What ``path`` is: a lowdim adapter, hypernetwork, weight folder or shard, feature file, another tool's
-    LoRA or an SD checkpoint; anything else is one LowdimError naming it."""
+    LoRA, an SD checkpoint or a registered model name (``lowdim models``); anything else is one LowdimError
+    naming it."""
     path = Path(path)
     for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
         if path.is_dir() and (path / output).is_file() and not (path / "index.json").is_file():
@@ -63,6 +64,10 @@ def describe(path: Path) -> FileInfo:
             return _weight_folder(path)
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise LowdimError(f"{path}: its index is damaged ({type(error).__name__}: {first_line(error)})") from None
+    if not path.exists():  # a path on disk wins over a model registered under the same name
+        model = _registered_model(str(path))
+        if model is not None:
+            return model
     if not path.is_file():
         raise LowdimError(f"{path}: no such file or folder")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -229,6 +234,58 @@ def _pipeline_folder(folder: Path) -> FileInfo:
         return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
                     f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")
+
+
+def _registered_model(name: str) -> FileInfo | None:
+    """A model registered as ``name``: where its files are (what diffusers' ``from_pretrained`` takes), read
+    from the registry and the folder's index alone; None when no model has that name."""
+    from lowdim.registry import get_registry
+
+    entry = get_registry().backends.get(name)
+    if entry is None:
+        return None
+    backend = entry.value
+    source = str(getattr(backend, "source", "") or "")
+    rows = [("registered by", f"the plugin {entry.plugin}")]
+    if backend.name != name:
+        rows.append(("alias of", backend.name))
+    if getattr(backend, "description", ""):
+        rows.append(("description", backend.description))
+    use = f"lowdim personalize -m {quote(name)} -i face.jpg -o me"
+    folder = Path(source).expanduser()
+    if source and folder.is_dir() and (folder / "model_index.json").is_file():
+        pipeline = _pipeline_folder(folder)
+        loader = dict(pipeline.rows).get("pipeline", "?")
+        loader = "DiffusionPipeline" if loader == "?" else loader  # diffusers' own pick from the index
+        rows += [("files", str(folder)), *pipeline.rows,
+                 ("in diffusers", f"{loader}.from_pretrained({json.dumps(str(folder))})")]
+        # A merged folder is drawn with, not personalized: keep its command, under the name.
+        use = pipeline.use.replace(f"-m {quote(str(folder))}", f"-m {quote(name)}", 1)
+    elif source and folder.exists():
+        rows.append(("files", f"{folder} (not a diffusers folder: no model_index.json)"))
+    elif source and (folder.is_absolute() or source.startswith((".", "~"))):
+        rows.append(("files", f"{folder} (missing: no such folder)"))
+    elif source:
+        rows += [("hub id", source), ("in diffusers", f"StableDiffusionPipeline.from_pretrained({json.dumps(source)})"),
+                 ("cached at", _hub_cache(source))]
+    else:
+        rows.append(("files", "none: built from its code"))
+    if getattr(backend, "default_hypernet", None):
+        rows.append(("default hypernetwork", str(backend.default_hypernet)))
+    return FileInfo(Path(name), f"the registered model {backend.name} (lowdim models)", rows, use)
+
+
+def _hub_cache(hub_id: str) -> str:
+    """The local snapshot folder of a hub model when diffusers already downloaded it (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(hub_id, "model_index.json")
+    except Exception:  # a hub id the hub's own validation rejects is just not cached
+        found = None
+    if isinstance(found, str):
+        return str(Path(found).parent)
+    return "not yet: the first command that uses it downloads it into the Hugging Face cache"
 
 
 def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]]) -> FileInfo:

@@ -6,9 +6,9 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -157,6 +157,25 @@ def with_looks(prompt: str, looks: str) -> str:
     return pattern.sub(lambda found: found.group(0) + looks, prompt, count=1)
 
 
+def identifier(config: GenerateConfig, tokens: list[str] | None) -> str:
+    """The word [V] becomes: --token, else the first adapter's own, else 'sks'."""
+    return config.token or next((t for t in tokens or [] if t), "sks")
+
+
+def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[tuple[Path, float]] = (),
+                   tokens: list[str] | None = None) -> dict:
+    """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
+    alike, and `lowdim eval` scores could not be traced to the settings that earned them."""
+    tokens = list(tokens or [])
+    named = [tokens[index] if index < len(tokens) else "" for index in range(len(adapters))]
+    return {"model": model.name,
+            "adapters": [{"file": str(path), "scale": scale, "token": token}
+                         for (path, scale), token in zip(adapters, named, strict=True)],
+            "token": identifier(config, tokens), "steps": config.steps, "guidance": config.guidance,
+            "scheduler": config.scheduler, "negative_prompt": config.negative_prompt,
+            "resolution": config.resolution or model.resolution, "parts": asdict(config.parts)}
+
+
 @torch.no_grad()
 def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None,
              progress: bool = False, keep: list[Generated] | None = None) -> list[Generated]:
@@ -167,7 +186,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     """
     check_config(config)
     set_scheduler(model, config.scheduler)
-    token = config.token or next((t for t in tokens or [] if t), "sks")
+    token = identifier(config, tokens)
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution
     results = keep if keep is not None else []
@@ -214,22 +233,24 @@ def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list]) -> It
 
 
 def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: Path, tokens: list[str] | None = None,
-                   progress: bool = False) -> tuple[list[Path], Path]:
-    """``generate``, then ``save_generated``; a stop (Ctrl-C, out of memory at one picture a call) first saves
-    the pictures drawn so far, and says so in its note."""
+                   progress: bool = False, adapters: Sequence[tuple[Path, float]] = ()) -> tuple[list[Path], Path]:
+    """``generate``, then ``save_generated`` with how they were drawn (``adapters``: the files attached, as
+    given, with their scales); a stop (Ctrl-C, out of memory at one picture a call) first saves the pictures
+    drawn so far, and says so in its note."""
     drawn: list[Generated] = []
+    record = drawing_record(model, config, adapters, tokens)
     try:
         generate(model, config, tokens, progress, keep=drawn)
     except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
         why = runs.stop_word(stop)
         note = f"{why} before the first picture; nothing was written"
         if drawn:
-            _, grid = save_generated(drawn, out_dir, ncol=len(config.seeds))
+            _, grid = save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
             total = len(config.prompts) * len(config.seeds)
             note = (f"{why} after {len(drawn)} of {total} pictures; the pictures drawn are in {out_dir} "
                     f"({grid.name}, prompts.json); rerun to draw them all")
         runs.reraise(stop, note)
-    return save_generated(drawn, out_dir, ncol=len(config.seeds))
+    return save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
 
 
 @contextmanager
@@ -247,8 +268,10 @@ def _decoding_apart(vae) -> Iterator[None]:
         vae.use_slicing = before
 
 
-def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None) -> tuple[list[Path], Path]:
-    """PNGs named by prompt and seed, grid.png with each prompt under its picture, and prompts.json."""
+def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None,
+                   settings: dict | None = None) -> tuple[list[Path], Path]:
+    """PNGs named by prompt and seed, grid.png with each prompt under its picture, and prompts.json (with
+    ``settings``, how they were drawn: see ``drawing_record``)."""
     from lowdim_sd.grid import save_grid
     from lowdim_sd.images import save_png
 
@@ -260,7 +283,10 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     # prompts.json makes the folder an eval folder: `lowdim eval OUT --references face.jpg` (docs/eval.md).
     entries = [{"image": path.name, "prompt": item.prompt, "seed": item.seed}
                for path, item in zip(paths, results, strict=True)]
-    text = json.dumps({"images": entries}, indent=1) + "\n"
+    # The settings sit beside the images in the one file `lowdim eval` reads (which passes over keys it does
+    # not know), so they are written in the same atomic step and cannot describe another run's pictures.
+    record = {"images": entries, **({"settings": settings} if settings is not None else {})}
+    text = json.dumps(record, indent=1) + "\n"
     atomic_write(out_dir / "prompts.json", lambda temp: Path(temp).write_text(text, encoding="utf-8"))
     captions = [f"{item.prompt} (seed {item.seed})" for item in results]
     grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)

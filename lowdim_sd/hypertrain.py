@@ -28,6 +28,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.feature_file import StoredFeatures
+from lowdim_sd.hypertrain_checks import check_job
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
     Images,
@@ -36,7 +37,6 @@ from lowdim_sd.hypertrain_io import (
     Pairs,
     StepSampler,
     all_targets,
-    check_counts,
     checkpoint_to_resume,
     model_to_train,
     resume_settings,
@@ -44,12 +44,12 @@ from lowdim_sd.hypertrain_io import (
     split_identities,
     trim_metrics,
     validation_line,
-    warn_about_another_phrase,
+    write_split,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
-from lowdim_sd.loading import accelerator_available, check_training_dtype
+from lowdim_sd.loading import accelerator_available
 from lowdim_sd.optim import one_kernel_update
-from lowdim_sd.retrieval_fill import check_retrieval_job, fill_retrieval
+from lowdim_sd.retrieval_fill import fill_retrieval
 from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset
 
@@ -118,26 +118,6 @@ class HyperTrainResult:
     main_process: bool = True  # False in the other processes of a distributed run
 
 
-def check_job(job: HyperTrainJob) -> None:
-    """Settings nothing can train with, refused before any model or data loads."""
-    check_retrieval_job(job)
-    retrieval = job.hyper.get("architecture") == "retrieval"  # its encoder is always frozen
-    if job.features is not None and not (job.hyper.get("freeze_encoder") or retrieval):
-        raise LowdimError("--features stand in for a frozen encoder: add --freeze-encoder")
-    if job.extra_images and job.alpha <= 0:
-        raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
-    if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
-        raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
-    check_counts(job)
-    if job.alpha > 0:  # the diffusion term trains through the model, on accelerate's device
-        check_training_dtype("cpu" if job.cpu else "auto", job.dtype)
-    if job.diffusion_iterates not in ("all", "last"):
-        raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
-    if job.diffusion_target not in ("noise", "teacher"):
-        raise LowdimError(f"--diffusion-target must be noise or teacher, got '{job.diffusion_target}'")
-    warn_about_another_phrase(job)
-
-
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
@@ -153,12 +133,14 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     numbers = {name: number for number, name in enumerate(full.names)}
     if job.hyper.get("architecture") == "retrieval":
         train_names, val_names = split_identities(full.names, job, out, full.people())
+        write_split(out, train_names, val_names)
         return fill_retrieval(job, *_subsets(job, full, train_names, val_names), numbers, out, progress)
 
-    net, start = _network(job, full, folder)  # an encoder that cannot load stops here, before split.json is written
+    net, start = _network(job, full, folder)
     train_names, val_names = split_identities(full.names, job, out, full.people())
     train_set, val_set = _subsets(job, full, train_names, val_names)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
+    write_split(out, train_names, val_names)  # past every check: a refused run leaves no split behind
     loop.settings, loop.say = settings, progress
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=loop.log.path, main_process=loop.main)

@@ -123,8 +123,8 @@ def all_targets(dataset: WeightDataset) -> dict[str, dict[str, Tensor]]:
 def split_identities(names: list[str], job: HyperTrainJob, out: Path, people: dict[str, str] | None = None
                      ) -> tuple[list[str], list[str]]:
     """(train, val): a seeded shuffle of people (``people``: identity name -> person; by default each
-    identity is its own), all of a person's identities on one side; stored in out/split.json so a
-    resumed run keeps it."""
+    identity is its own), all of a person's identities on one side; a resumed run reads out/split.json,
+    which ``write_split`` stores once the run is past its checks."""
     path = out / "split.json"
     if job.resume and path.is_file():
         split = read_split(path)
@@ -140,9 +140,14 @@ def split_identities(names: list[str], job: HyperTrainJob, out: Path, people: di
     if not train:
         raise LowdimError(f"{count} held-out identities of {len(names)} take every person (identities of the same "
                           f"images in several weight folders are one person): at least one must be left to train on")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps({"train": train, "val": val}, indent=1)))
     return train, val
+
+
+def write_split(out: Path, train: list[str], val: list[str]) -> None:
+    """out/split.json, so a resumed run holds out the same identities."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "split.json",
+                 lambda temp: Path(temp).write_text(json.dumps({"train": train, "val": val}, indent=1)))
 
 
 def _draw_split(names: list[str], people: dict[str, str], count: int, seed: int) -> tuple[list[str], list[str]]:

@@ -219,6 +219,9 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     if job.only_hyper and not in_play:
         raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
                           "nothing to keep")
+    if job.iterations is not None and hypernet is None:
+        raise LowdimError(f"--iterations sets the hypernetwork's refinement passes, and "
+                          f"{'--no-hyper drops its prediction' if job.no_hyper else 'no hypernetwork predicts here'}")
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
     TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, keep_styles=job.keep_styles).validate()
     check_training_dtype(job.device, job.dtype)
@@ -382,8 +385,8 @@ def recipe(run: PersonalizeRun) -> dict:
         hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
                     "bases_seed": run.bases_seed}
     made = {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
-            "only_hyper": job.only_hyper, "steps": run.steps, "learning_rate": run.learning_rate,
-            "batch_size": run.batch_size, "rank": job.rank,
+            "only_hyper": job.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), "steps": run.steps,
+            "learning_rate": run.learning_rate, "batch_size": run.batch_size, "rank": job.rank,
             "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
     if job.resolution is not None:  # only when asked: the model's own is implied by its name
         made["resolution"] = job.resolution

@@ -19,6 +19,7 @@ names it, so an interrupted run loses at most the batch in flight.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import warnings
@@ -164,6 +165,11 @@ def check_job(job: PrecomputeJob) -> None:
     if set(space.param_shapes(probe)) - set(space.trainable_names(probe)):
         raise LowdimError(f"--space {job.space} has frozen params, which no hypernetwork predicts: train-hypernet "
                           f"would refuse these weights; precompute a space whose params all train (lidb, lora)")
+    if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
+        raise LowdimError(f"--crop-margin must be 0 or more (room around the face, a fraction of its width), got "
+                          f"{job.crop_margin}")
+    if job.face_index is not None and job.face_index < 0:
+        raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
     from lowdim_sd.generate import check_resolution
 
     check_resolution(job.resolution)
@@ -183,6 +189,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     config = training_config(job)
     identities = discover_identities(job.identities)[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
+    refuse_other_settings_early(job, config, crop)
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
     rank, processes = state.process_index, state.num_processes
     device = str(state.device) if job.device == "auto" and processes > 1 else job.device
@@ -221,15 +228,40 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
             result.shards.append(shard)
     except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
         kept = len(own["identities"])
-        runs.reraise(stop, f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'out of memory'} with "
-                           f"{len(result.trained)} identities trained in this run; {kept} are kept in {index_path} "
-                           f"(the batch in flight is lost); {runs.RERUN} to continue: done identities are skipped")
+        what = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
+        if not kept:  # no index was written, and the folder made for it is cleared away
+            runs.reraise(stop, f"{what} during the first batch, so nothing was kept; {runs.RERUN} to start over")
+        runs.reraise(stop, f"{what} with {len(result.trained)} identities trained in this run; {kept} are kept in "
+                           f"{index_path} (the batch in flight is lost); {runs.RERUN} to continue: done identities "
+                           f"are skipped")
     if not index_path.is_file():
         write_json(index_path, own)  # nothing new to train here: still leave a readable index
     state.wait_for_everyone()
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result
+
+
+def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: bool) -> None:
+    """An --init, or an --out made with other settings, refused before the model loads (seconds; minutes for
+    SD1.5 on a CPU): the layers, the model's own resolution and the start's digest wait for the model."""
+    from lowdim_sd.modes import resolve_layers
+    from lowdim_sd.precompute_start import check_start_early
+
+    space = lowdim.get_space(job.space, job.space_options)
+    if job.init is not None:
+        check_start_early(job.init, space, config.seed)
+    out = Path(job.out)
+    if not (out / INDEX).is_file():
+        return
+    existing = read_index(out)
+    header = {key: value for key, value in index_header(job, config, None, space, resolve_layers(job.layers), crop,
+                                                        None).items() if key not in ("layers", "resolution")}
+    if job.resolution is not None:
+        header["resolution"] = job.resolution
+    if job.init is not None:  # its digest needs the model's layers: that it is there at all is checked now
+        header["config"]["init"] = existing.get("config", {}).get("init", "an --init")
+    done_identities(out, header, {key: existing.get(key) for key in header if key != "identities"})
 
 
 def _own_index(path: Path, header: dict, progress: bool) -> dict:
@@ -307,9 +339,10 @@ def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index
     return options | crop_settings(crop, margin, face_index)
 
 
-def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space: Space, layer_set: LayerSet,
+def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel | None, space: Space, layer_set: LayerSet,
                  crop: bool, initial: dict | None = None) -> dict:
-    """Every index field but ``identities``; those in ``IDENTITY_FIELDS`` must match to resume."""
+    """Every index field but ``identities``; those in ``IDENTITY_FIELDS`` must match to resume. Without a
+    ``model`` (before it loads), the fields only it can tell are None."""
     from lowdim.sizing import layer_specs
 
     return {
@@ -317,8 +350,10 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel, space:
         "model": canonical_model(job.model), "space": space.name, "space_config": space.config.to_dict(),
         "seed": config.seed,
         "layer_set": layer_set.name,
-        "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)],
-        "resolution": job.resolution or model.resolution, "root": str(Path(job.identities).resolve()),
+        "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)]
+        if model is not None else None,
+        "resolution": job.resolution or (model.resolution if model is not None else None),
+        "root": str(Path(job.identities).resolve()),
         "config": recorded_settings(config, crop, job.crop_margin, job.face_index)
         # Recorded only when on, so folders made before the option existed still resume.
         | ({"shared_noise": True} if job.shared_noise else {})

@@ -43,6 +43,25 @@ def read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, se
         probe.delete(ADAPTER + "_start")
 
 
+def check_start_early(path: Path, space: Space, seed: int) -> None:
+    """What can be told of an --init without the model (missing, no adapter or weight folder, another space or
+    seed), before the model loads; its layers are checked against the model by ``read_start``."""
+    from lowdim_sd.weight_index import read_index
+
+    path = Path(path)
+    if path.is_dir():
+        index = read_index(path)
+        found = {"space": (index.get("space"), index.get("space_config")), "seed": index.get("seed")}
+    else:
+        adapter = lowdim.read_adapter(path)
+        found = {"space": (adapter.space.name, adapter.space.config.to_dict()), "seed": adapter.seed}
+    wanted = {"space": (space.name, space.config.to_dict()), "seed": seed}
+    for key, value in found.items():
+        if value != wanted[key]:
+            raise LowdimError(f"--init {path}: its {key} differs from this precompute's ({_short(value)} against "
+                              f"{_short(wanted[key])})")
+
+
 def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dict:
     """The mean θ of a weight folder made with the same space, seed and layers."""
     from lowdim_sd.hypertrain_io import all_targets

@@ -10,6 +10,7 @@ transformers would read as random.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lowdim.files import atomic_write
 from lowdim_sd.architecture import text_encoder_root
 from lowdim_sd.loading import ModelLoadError
 
@@ -28,6 +30,23 @@ def save_pipeline(pipe: Any, folder: Path, **save_options: Any) -> None:
     """``pipe.save_pretrained`` in safetensors, its text encoder written once, in the nested layout."""
     with _saving_nested(getattr(pipe, "text_encoder", None)):
         pipe.save_pretrained(folder, safe_serialization=True, **save_options)
+    load_text_encoder_as_fp32(Path(folder))
+
+
+def load_text_encoder_as_fp32(folder: Path) -> None:
+    """Make the text encoder's config ask for fp32, as SD1.5's own does, whatever dtype its weights are stored in.
+
+    ``from_pretrained`` without a dtype loads diffusers' parts in fp32 but, from transformers 5 on, a text
+    encoder in the dtype its config names: a folder saved in fp16 would then mix fp16 and fp32 and fail on
+    the first prompt. With a dtype passed, both libraries use that one and this setting is not read."""
+    config_path = folder / "text_encoder" / "config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    if config.get("dtype", "float32") == config.get("torch_dtype", "float32") == "float32":
+        return
+    config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config})
+    atomic_write(config_path, lambda name: Path(name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
 
 
 @contextmanager

@@ -134,6 +134,21 @@ class WeightDataset(torch.utils.data.Dataset):
         if missing:
             raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. {missing[0]}; "
                               f"restore them there, or pass --image-root with the folder they moved to")
+        self.check_same_pictures()
+
+    def check_same_pictures(self) -> None:
+        """Each identity's first image has the bytes precompute trained its weights on (where it recorded them):
+        another folder under the same names, or pictures replaced since, would pair weights with other faces
+        and train the network on noise without a word."""
+        from lowdim_sd.weight_index import image_digest
+
+        changed = [path for entry in self.entries if "digest" in entry
+                   for path in [self._path(entry, entry["images"][0])] if image_digest(path) != entry["digest"]]
+        if changed:
+            folder = self.roots[self.entries[0]["folder"]]
+            raise LowdimError(f"{len(changed)} of the {len(self.entries)} identities' pictures in {folder} are not "
+                              f"those their weights were trained on, e.g. {changed[0]}; pass the folder precompute "
+                              f"read (or a copy of it) as --image-root, or precompute these pictures")
 
     def image(self, item: int) -> Tensor:
         path = self.image_path(item)

@@ -77,11 +77,14 @@ def with_crop_defaults(config: dict) -> dict:
     return {**crop_settings(False, 0.0, None), **config}
 
 
-def done_identities(out: Path, header: dict) -> set[str]:
+def done_identities(out: Path, header: dict, compared: dict | None = None) -> set[str]:
+    """The identities ``out`` holds, when made with ``header``'s settings from the same pictures; else one line.
+    ``compared``: only those fields of the folder's index are compared (before the model loads, some are not
+    known yet)."""
     if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
         return set()
     existing = read_index(out)
-    different = differing_settings(existing, header)
+    different = differing_settings(existing if compared is None else compared, header)
     if different:
         shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")

@@ -134,6 +134,7 @@ class ImageEncoder(nn.Module):
                  input_size: int | None = None, normalize: str = "auto", pool: int = 0) -> None:
         super().__init__()
         self.hub_id = hub_id
+        self.from_config = config is not None  # random weights of that shape: hub_id then names no weights
         self.normalize = ("imagenet" if is_packaged(hub_id) else "none") if normalize == "auto" else normalize
         self.backbone = build_vision_model(hub_id, normalize_encoder_config(config))
         self.placeholder = _SHAPES_ONLY and is_packaged(hub_id)  # random weights: must never run

@@ -96,9 +96,14 @@ def settings(job: QualityJob) -> dict:
     return {"version": RESULT_VERSION, **{k: v for k, v in asdict(job).items() if k in keep}}
 
 
-def plan(job: QualityJob) -> list[Task]:
+def plan(job: QualityJob, run: bool = True) -> list[Task]:
+    """Every (method, identity) task, shuffled. Tabulating (``run=False``) reads the results alone, so
+    without the reference folder it takes the identities the results hold."""
     from lowdim_sd.images import collect_images
 
+    if not run and not Path(job.identities).is_dir():
+        parse_methods(",".join(job.methods))
+        return [Task(m, name, "") for name in stored_identities(job) for m in job.methods]
     if not Path(job.identities).is_dir():
         raise LowdimError(f"{job.identities}: not a folder of reference images (one per identity)")
     references = collect_images(job.identities)[: job.limit]
@@ -112,6 +117,13 @@ def plan(job: QualityJob) -> list[Task]:
 
 def result_path(out: Path, task: Task) -> Path:
     return Path(out) / "results" / task.method / f"{task.identity}.json"
+
+
+def stored_identities(job: QualityJob) -> list[str]:
+    """The identities with a result of any of the job's rows, sorted, the first ``limit`` of them."""
+    results = Path(job.out) / "results"
+    names = {path.stem for method in job.methods for path in (results / method).glob("*.json")}
+    return sorted(names)[: job.limit]
 
 
 def check_job(job: QualityJob) -> None:
@@ -166,7 +178,10 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     hypernetwork rows are done, or a tabulation, does without it.
     """
     check_job(job)
-    tasks = plan(job)
+    tasks = plan(job, run)
+    if not run and not any(result_path(job.out, t).is_file() for t in tasks):
+        # An empty table would look like a finished benchmark of nothing; a mistyped --out is the likely cause.
+        raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
     missing = sorted({t.method for t in tasks if needs_hypernet(t.method) and not result_path(job.out, t).exists()})
     if run and missing and job.hypernet is None:
         job.hypernet = shipped_hypernet(job.model)
@@ -174,16 +189,17 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
         raise LowdimError(f"method(s) {', '.join(missing)} need a trained hypernetwork: model '{job.model}' ships "
                           f"none, so pass --hypernet CKPT or leave them out of --methods")
     out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     wanted = settings(job)
     stored = out / "settings.json"
+    if run:
+        out.mkdir(parents=True, exist_ok=True)
     if stored.exists():
         previous = json.loads(stored.read_text())
         changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
         if changed:
             raise LowdimError(f"{out} holds results made with other settings ({', '.join(changed)}); "
                               f"use another --out or delete it")
-    else:
+    elif run:  # tabulating claims no folder: it only reads
         write_json(stored, wanted)
     return tasks
 

@@ -150,14 +150,15 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
         paths.append(draw_frontier(rows, *axes, columns, out / "frontier.png"))
     shown = [m for m in (gallery_methods or job.methods) if m in job.methods]
     prompts = [k for k in gallery_prompts if 0 <= k < len(job.prompts)]
-    # Scores can outlive images (the results archive keeps only the JSON), so look for the files themselves.
-    pictured = sorted({r["identity"] for r in results if all(
+    # Scores can outlive images (the results archive keeps only the JSON), and a tabulation may run without the
+    # reference folder, so look for the files themselves.
+    pictured = sorted({r["identity"] for r in results if Path(r["reference"]).is_file() and all(
         (out / "images" / m / r["identity"] / f"{k:02d}.png").is_file() for m in shown for k in prompts)})
     identities = pictured[:gallery_identities]
     if identities and prompts:
         paths.append(gallery(out, results, shown, job.prompts, identities, prompts, out / "gallery.png"))
     elif results and prompts:
         stale = f"; {out / 'gallery.png'} is from an earlier run" if (out / "gallery.png").is_file() else ""
-        warnings.warn(f"no gallery: no identity has images in {out / 'images'} for every shown method "
-                      f"({', '.join(shown)}); rerun those rows to make them{stale}", stacklevel=2)
+        warnings.warn(f"no gallery: no identity has its reference image and images in {out / 'images'} for "
+                      f"every shown method ({', '.join(shown)}); rerun those rows to make them{stale}", stacklevel=2)
     return paths

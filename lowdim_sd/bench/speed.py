@@ -144,11 +144,17 @@ def run_speed(job: SpeedJob, progress: bool = True, console: Any = None) -> dict
     if job.photo is not None and not Path(job.photo).is_file():
         raise LowdimError(f"--photo {job.photo}: no such file")
     store = Store(job.out)
+    keys = [key for task in tasks(scale) for key in task.keys]
+    if not job.run:
+        if job.overwrite:  # it would drop what --out holds, then tabulate nothing
+            raise LowdimError("--overwrite and --no-run together would drop the measurements and measure none; "
+                              "pass one of them")
+        if not store.load(keys):  # an empty table would pass for a benchmark; a mistyped --out is likelier
+            raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
     store.claim(settings, job.overwrite)
     pending = [task for task in chosen if not store.done(task.keys)]
     if pending and job.run:
         measure(pending, settings, scale, job, store, progress, console)
-    keys = [key for task in tasks(scale) for key in task.keys]
     report = build_report(settings, scale, store.load(keys), machine())
     _write_json(job.out / "speed.json", report)
     atomic_write(job.out / "table.md", lambda temp: Path(temp).write_text(markdown(report, scale), encoding="utf-8"))

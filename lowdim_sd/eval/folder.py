@@ -10,7 +10,8 @@ prompts.json::
 ``"images"`` may also map file names to prompts: ``{"000.png": "a sks face at night"}``. prompts.csv
 has a header ``image,prompt[,references]``, references separated by ``;``. Paths are relative to
 the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json with
-each image's prompt (with ``[V]``) and seed only, no references: give them on the command line.
+each image's prompt (with ``[V]``) and seed, and a ``"settings"`` record of how it drew them (read by
+people, ignored here), but no references: give them on the command line.
 
 A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
 skipped with a :class:`SkippedImageWarning` and the rest are evaluated.

@@ -269,6 +269,9 @@ def test_rows_needing_a_hypernetwork_are_refused_before_any_work(tmp_path, tiny_
     line = one_line_error(capsys)
     assert "ours" in line and "--hypernet" in line and not out.exists()
     # Tabulating needs no hypernetwork.
+    stored = result_path(out, type("T", (), {"method": "ours", "identity": "id-0"}))
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps(record("ours", "id-0", [0.5])))
     assert main(["bench", "quality", "-i", str(identities), "-m", str(tiny_sd), "-o", str(out), "--methods", "ours",
                  "--no-run", "--metrics", "tinyfaces-style"]) == 0
 

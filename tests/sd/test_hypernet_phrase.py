@@ -91,3 +91,12 @@ def test_train_hypernet_is_silent_when_the_phrase_is_the_precompute_one(weight_f
     folder = weight_folders(tmp_path, "w", 1, seed=1, steps=1)
     warn_about_another_phrase(HyperTrainJob(weights=folder, token=TrainConfig.token, prompt=TrainConfig.prompt))
     assert not [w for w in recwarn if "records" in str(w.message)]
+
+
+def test_the_ablation_without_the_prediction_says_so_in_its_recipe(tiny_sd, face, tmp_path, make_hypernet):
+    from lowdim_sd.personalize import recipe
+
+    run = resolve_run(job(tiny_sd, face, tmp_path / "me", hypernet=make_hypernet(1), no_hyper=True))
+    made = recipe(run)
+    assert made["hypernet"] is None and made["no_hyper"] is True and made["steps"] == 1
+    assert "no_hyper" not in recipe(resolve_run(job(tiny_sd, face, tmp_path / "p", hypernet=make_hypernet(1))))

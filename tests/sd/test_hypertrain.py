@@ -123,6 +123,16 @@ def test_alpha_only_is_the_diffusion_loss_of_every_iterate(weights, tmp_path, mo
                    progress=False)  # without it no model loads: any dtype
 
 
+def test_cli_names_only_the_files_it_wrote(weights, tmp_path, capsys):
+    code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
+                 json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "1",
+                 "--batch-size", "2", "--val-identities", "0", "--alpha", "0", "--log-every", "0"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == 0, text
+    assert not (tmp_path / "h" / "metrics.jsonl").exists() and "metrics.jsonl" not in text
+    assert "hypernet.safetensors" in text and (tmp_path / "h" / "hypernet.safetensors").is_file()
+
+
 def test_cli_train_hypernet(weights, tmp_path, capsys):
     code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config",
                  json.dumps(TINY_VIT), "--width", "16", "--heads", "2", "--iterations", "1", "--steps", "2",

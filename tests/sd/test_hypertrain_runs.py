@@ -107,6 +107,18 @@ def test_identities_moved_since_precompute_are_found_with_image_root(weight_fold
     assert result.path.is_file()
 
 
+def test_other_pictures_under_the_same_names_are_refused_before_training(weight_folders, tmp_path):
+    from lowdim_sd.images import save_images
+
+    folder = weight_folders(tmp_path / "data", "w", 3, seed=4)
+    others = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(99)) * 2 - 1
+    save_images(others, tmp_path / "others", "person")  # the same file names, other faces
+    with pytest.raises(lowdim.LowdimError, match=r"3 of the 3 identities' pictures in .*others are not those their "
+                                                 r"weights were trained on"):
+        train_hypernet(job(folder, tmp_path / "a", val_identities=0, image_root=tmp_path / "others"), progress=False)
+    assert not (tmp_path / "a" / "hypernet.safetensors").exists()
+
+
 def test_a_model_with_other_layers_than_the_weights_is_refused_before_training(weights, tmp_path):
     with pytest.raises(lowdim.LowdimError, match=r"--model tinyfaces: its .* layers \(\d+\) are not those the "
                                                  r"weights were made on .*leave --model out"):
@@ -196,3 +208,16 @@ def test_a_stop_keeps_a_checkpoint_says_so_and_resume_continues_from_it(weights,
         assert "--batch-size" in text  # the CLI's hint of what to change
     monkeypatch.undo()
     assert main(args + ["--resume"]) == 0 and "2 steps in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"extra_batch_size": 3}, "--extra-batch-size sizes the --extra-images batches: add --extra-images FOLDER"),
+    ({"alpha": 0.0, "diffusion_target": "teacher"}, "--diffusion-target teacher shapes the diffusion term, which "
+                                                    "--alpha 0 turns off"),
+    ({"alpha": 0.0, "diffusion_iterates": "last"}, "--diffusion-iterates last shapes the diffusion term"),
+    ({"key_steps": 5}, "--key-steps trains the keys learned from --key-pairs: add --key-pairs FOLDER"),
+])
+def test_a_flag_whose_part_of_the_run_is_off_is_refused_before_anything_loads(weights, tmp_path, options, said):
+    with pytest.raises(lowdim.LowdimError, match=said):
+        train_hypernet(job(weights, tmp_path / "h", **options), progress=False)
+    assert not (tmp_path / "h").exists()

@@ -341,3 +341,46 @@ def test_other_people_under_the_same_names_do_not_pass_for_a_moved_folder(tiny_s
     shutil.rmtree(people)  # the old folder is gone, as after a move
     with pytest.raises(lowdim.LowdimError, match="holds weights of the identities in .*people"):
         precompute(job(tiny_sd, others, tmp_path / "w"), progress=False, model=model)
+
+
+def test_another_settings_folder_or_a_bad_init_is_refused_before_the_model_loads(tiny_sd, people, tmp_path, model,
+                                                                                 monkeypatch):
+    precompute(job(tiny_sd, people, tmp_path / "w", limit=1), progress=False, model=model)
+    adapter = lowdim.inject(model.modules, lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    start = lowdim.save_adapter(tmp_path / "start.safetensors", adapter)
+    adapter.delete("default")
+    monkeypatch.setattr("lowdim_sd.loading.load_sd", lambda *a, **k: pytest.fail("the model was loaded"))
+    cases = [
+        (job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=5)), r"other settings: config.steps \(2 there"),
+        (job(tiny_sd, people, tmp_path / "w", space="lora"), "other settings: space"),
+        (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "missing.safetensors"), "no such adapter file"),
+        (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "n"), "index.json"),  # no weight folder
+        (job(tiny_sd, people, tmp_path / "n", init=start, config=TrainConfig(steps=2, seed=3)),
+         r"--init .*start.safetensors: its seed differs from this precompute's \(0 against 3\)"),
+        (job(tiny_sd, people, tmp_path / "w", init=start), r"config.init \(None there"),
+    ]
+    (tmp_path / "n").mkdir()
+    for bad, said in cases:
+        with pytest.raises(lowdim.LowdimError, match=said):
+            precompute(bad, progress=False)
+    assert [entry["name"] for entry in read_index(tmp_path / "w")["identities"]] == ["person0"]  # untouched
+
+
+def test_a_rerun_with_the_same_init_resumes(tiny_sd, people, tmp_path, model):
+    adapter = lowdim.inject(model.modules, lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    start = lowdim.save_adapter(tmp_path / "start.safetensors", adapter)
+    adapter.delete("default")
+    precompute(job(tiny_sd, people, tmp_path / "w", limit=1, init=start), progress=False, model=model)
+    again = precompute(job(tiny_sd, people, tmp_path / "w", init=start), progress=False, model=model)
+    assert again.skipped == ["person0"] and again.trained == ["person1", "person2"]
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"crop_margin": -1.0}, "--crop-margin must be 0 or more"),
+    ({"crop_margin": float("nan")}, "--crop-margin must be 0 or more"),
+    ({"face_index": -1}, "--face-index must be 0 or more"),
+])
+def test_crop_settings_no_run_can_use_are_refused_even_without_crop(tiny_sd, people, tmp_path, options, said):
+    with pytest.raises(lowdim.LowdimError, match=said):
+        precompute(job(tiny_sd, people, tmp_path / "w", **options), progress=False)
+    assert not (tmp_path / "w").exists()

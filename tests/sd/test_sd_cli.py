@@ -114,6 +114,9 @@ BAD_SETTINGS = [
     (["personalize", "--export", "onnx"], "unknown --export format 'onnx'"),
     (["personalize", "--only-hyper"], "--only-hyper needs a hypernetwork"),
     (["personalize", "--only-hyper", "--no-hyper"], "--only-hyper keeps the prediction and --no-hyper drops it"),
+    (["personalize", "--no-hyper", "--iterations", 3], "--iterations sets the hypernetwork's refinement passes, and "
+                                                         "--no-hyper drops its prediction"),
+    (["personalize", "--iterations", 2], "--iterations sets the hypernetwork's refinement passes, and no hypernetwork"),
     (["personalize", "--hypernet", "nope.safetensors", "--no-hyper"], "nope.safetensors: no such hypernetwork file"),
     (["generate", "--steps", 0], "--steps must be at least 1 with the ddim scheduler, got 0"),
     (["generate", "--scheduler", "pndm", "--steps", 3], "--steps must be at least 4 with the pndm scheduler"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,28 @@ def test_a_whole_model_where_an_adapter_goes_is_named_for_what_it_is(tiny_sd, tm
     assert main(["export", str(checkpoint), "--format", "kohya"]) == 1
     assert "a whole model checkpoint, not a lowdim adapter: pass it with --model (-m)" in " ".join(
         capsys.readouterr().err.split())
+
+
+def test_a_registered_model_name_says_where_its_files_are(tmp_path, monkeypatch, capsys):
+    from lowdim.registry import get_registry
+
+    monkeypatch.chdir(tmp_path)  # no file named tinyfaces here
+    folder = Path(get_registry().backend("tinyfaces").source)
+    info = describe(Path("tinyfaces"))
+    rows = dict(info.rows)
+    assert info.kind.startswith("the registered model tinyfaces") and rows["files"] == str(folder)
+    assert (Path(rows["files"]) / "model_index.json").is_file() and rows["pipeline"] == "StableDiffusionPipeline"
+    assert rows["in diffusers"] == f'StableDiffusionPipeline.from_pretrained("{folder}")'
+    assert info.use == "lowdim personalize -m tinyfaces -i face.jpg -o me"
+    assert main(["show", "tinyfaces"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the registered model tinyfaces" in text and "use it: lowdim personalize -m tinyfaces" in text
+    hub = dict(describe(Path("sd1.5")).rows)  # an alias of a model on the hub: its id, not a folder
+    assert hub["alias of"] == "sd15" and hub["hub id"] == get_registry().backend("sd15").source and "files" not in hub
+
+
+def test_a_path_on_disk_wins_over_a_registered_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tinyfaces").mkdir()
+    with pytest.raises(LowdimError, match="^tinyfaces: a folder, but not a lowdim weight folder"):
+        describe(Path("tinyfaces"))

@@ -126,3 +126,34 @@ def test_a_sharded_text_encoder_is_written_nested_in_its_shards_and_index(tmp_pa
     with torch.no_grad():
         loaded = load_sd(str(tmp_path / "pipe")).pipe.text_encoder(ids).last_hidden_state
         torch.testing.assert_close(loaded, pipe.text_encoder(ids).last_hidden_state)
+
+
+@pytest.mark.parametrize("folder", ["saved-fp16", "tinyfaces"])
+def test_a_half_precision_folder_draws_in_plain_diffusers_without_a_dtype(tmp_path, folder):
+    # diffusers loads its parts in fp32 unless told; transformers 5 loads a text encoder in the dtype its
+    # config names. A folder whose config said fp16 mixed the two and failed on the first prompt.
+    from diffusers import StableDiffusionPipeline
+
+    from lowdim_sd.text_encoder_files import save_pipeline
+    from lowdim_sd.tiny import build_tiny_pipeline
+
+    if folder == "tinyfaces":
+        from lowdim_tinyfaces import model_path
+
+        path = model_path()
+    else:
+        path = tmp_path / "pipe"
+        save_pipeline(build_tiny_pipeline(seed=0).to(torch.float16), path)
+        with safe_open_first(path / "text_encoder") as handle:
+            assert handle.get_tensor(next(iter(handle.keys()))).dtype == torch.float16  # stored in half, as asked
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.text_encoder.dtype == pipe.unet.dtype == torch.float32
+    image = pipe("a face", num_inference_steps=1, height=16, width=16, output_type="np").images
+    assert image.shape == (1, 16, 16, 3)
+
+
+def safe_open_first(folder):
+    from safetensors import safe_open
+
+    return safe_open(str(next(folder.glob("*.safetensors"))), framework="pt")

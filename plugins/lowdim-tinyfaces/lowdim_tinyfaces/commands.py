@@ -18,6 +18,9 @@ def tinyfaces_identities(
     renders: Annotated[int, typer.Option(min=1, max=64, help="Photos per identity; above 1 each identity is a "
                                          "sub-folder of them (other pose, light, clothes), e.g. for "
                                          "`train-hypernet --key-pairs`.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=(
+        "Replace the identities already in --out (all of them: the folder then holds this set alone); "
+        "without it such a folder is refused, unless it holds exactly this set."))] = False,
 ):
     """Write TinyFaces identities as a flat image folder, the input of `lowdim precompute` and `lowdim bench`.
 
@@ -25,9 +28,12 @@ def tinyfaces_identities(
 
     Photos of the same people for learned retrieval keys: lowdim tinyfaces-identities -o people --count 3000
     --split train --seed 1 --renders 2
+
+    A folder that already holds identities is refused unless it holds exactly these (a rerun) or --overwrite
+    is given: weight folders made from it refer to its images by name.
     """
     from lowdim.errors import LowdimError
-    from lowdim_tinyfaces.folders import SPLITS, write_identities  # torch, numpy, PIL: not for --help
+    from lowdim_tinyfaces.folders import SPLITS, holds_exactly, write_identities  # torch, PIL: not for --help
     from lowdim_tinyfaces.styles import STYLES
 
     if split not in SPLITS:
@@ -39,7 +45,10 @@ def tinyfaces_identities(
     if blocking is not None:
         where = f"--out {out}" if blocking == out else f"--out {out}: {blocking}"
         raise LowdimError(f"{where} is a file, not a folder; pass a folder to write the identities into")
-    paths = write_identities(out, count, split, seed, style, renders=renders)
+    if holds_exactly(out, count, split, seed, style, renders=renders):
+        typer.echo(f"{out} already holds these {count} identities ({split} split, seed {seed}); nothing to write")
+        return
+    paths = write_identities(out, count, split, seed, style, renders=renders, overwrite=overwrite)
     typer.echo(f"wrote {len(paths)} identities ({split} split) to {out}")
 
 

@@ -47,3 +47,51 @@ def test_bench_quality_uses_the_shipped_hypernetwork_when_none_is_named(tmp_path
     job = QualityJob(identities=tmp_path / "ids", out=tmp_path / "out", methods=["only-hyper"], metrics=[])
     assert [task.method for task in prepare(job)] == ["only-hyper"]
     assert job.hypernet == hypernet_path()
+
+
+def _folder(path):
+    return {p.name: p.read_bytes() if p.is_file() else sorted(q.name for q in p.iterdir())
+            for p in sorted(path.iterdir())}
+
+
+@pytest.mark.parametrize("other", [["--seed", "3"], ["--count", "4"], ["--renders", "2"], ["--split", "val"]])
+def test_a_folder_of_other_identities_is_refused_in_one_line_and_left_as_it_was(tmp_path, capsys, other):
+    ids = tmp_path / "ids"
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "3"]) == 0
+    before = _folder(ids)
+    capsys.readouterr()
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "3", *other]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(ids) in err[0] and "already holds 3 identities (train split, seed 0" in err[0]
+    assert "pick a new --out or pass --overwrite" in err[0]
+    assert _folder(ids) == before
+
+
+def test_overwrite_leaves_exactly_the_new_set_as_a_fresh_folder_would_hold_it(tmp_path):
+    from lowdim_tinyfaces.folders import read_levels
+
+    ids, fresh = tmp_path / "ids", tmp_path / "fresh"
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "4", "--renders", "2"]) == 0
+    (ids / "notes.txt").write_text("mine")
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "2", "--seed", "3", "--overwrite"]) == 0
+    assert main(["tinyfaces-identities", "-o", str(fresh), "--count", "2", "--seed", "3"]) == 0
+    assert _folder(ids) == {**_folder(fresh), "notes.txt": b"mine"}  # stale id-00002/03 gone, other files kept
+    assert set(read_levels(ids)) == {"id-00000", "id-00001"}
+
+
+def test_the_same_command_again_succeeds_and_writes_nothing(tmp_path, capsys):
+    ids = tmp_path / "ids"
+    command = ["tinyfaces-identities", "-o", str(ids), "--count", "2", "--seed", "3"]
+    assert main(command) == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in ids.iterdir()}
+    assert main(command) == 0
+    assert "already holds these 2 identities" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in ids.iterdir()} == stamps
+
+
+def test_identities_a_run_cut_short_left_without_their_index_are_refused(tmp_path, capsys):
+    ids = tmp_path / "ids"
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "2"]) == 0
+    (ids / ".identities.json").unlink()
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "2"]) == 1
+    assert "2 identities without a readable .identities.json" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""``lowdim train-hypernet``'s settings checked before any model or data loads: one line for the first that
+no run can train with, or that would do nothing in this run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lowdim.errors import LowdimError
+from lowdim_sd.hypertrain_io import check_counts, warn_about_another_phrase
+from lowdim_sd.loading import check_training_dtype
+from lowdim_sd.retrieval_fill import check_retrieval_job
+
+if TYPE_CHECKING:
+    from lowdim_sd.hypertrain import HyperTrainJob
+
+
+def check_job(job: HyperTrainJob) -> None:
+    """Settings nothing can train with, refused before any model or data loads."""
+    check_retrieval_job(job)
+    retrieval = job.hyper.get("architecture") == "retrieval"  # its encoder is always frozen
+    if job.features is not None and not (job.hyper.get("freeze_encoder") or retrieval):
+        raise LowdimError("--features stand in for a frozen encoder: add --freeze-encoder")
+    if job.extra_images and job.alpha <= 0:
+        raise LowdimError("--extra-images have no precomputed weights: they need the diffusion term (--alpha > 0)")
+    if job.alpha < 0 or job.beta < 0 or job.alpha == job.beta == 0:
+        raise LowdimError("--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)")
+    check_counts(job)
+    if job.alpha > 0:  # the diffusion term trains through the model, on accelerate's device
+        check_training_dtype("cpu" if job.cpu else "auto", job.dtype)
+    if job.diffusion_iterates not in ("all", "last"):
+        raise LowdimError(f"--diffusion-iterates must be all or last, got '{job.diffusion_iterates}'")
+    if job.diffusion_target not in ("noise", "teacher"):
+        raise LowdimError(f"--diffusion-target must be noise or teacher, got '{job.diffusion_target}'")
+    refuse_what_does_nothing(job)
+    warn_about_another_phrase(job)
+
+
+def refuse_what_does_nothing(job: HyperTrainJob) -> None:
+    """A flag whose part of the run is off would be silently ignored, and the file would not say it was."""
+    from lowdim_sd.hypertrain import HyperTrainJob as defaults_of  # the class's field defaults
+    if job.extra_batch_size is not None and not job.extra_images:
+        raise LowdimError("--extra-batch-size sizes the --extra-images batches: add --extra-images FOLDER")
+    if job.alpha == 0:
+        for flag, value, default in (("--diffusion-target", job.diffusion_target, defaults_of.diffusion_target),
+                                     ("--diffusion-iterates", job.diffusion_iterates, defaults_of.diffusion_iterates)):
+            if value != default:
+                raise LowdimError(f"{flag} {value} shapes the diffusion term, which --alpha 0 turns off")
+    if job.key_steps != defaults_of.key_steps and job.key_pairs is None:
+        raise LowdimError("--key-steps trains the keys learned from --key-pairs: add --key-pairs FOLDER")

@@ -1,0 +1,55 @@
+"""`lowdim generate` records in prompts.json how its pictures were drawn, and `lowdim eval` still reads the folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import lowdim
+from lowdim_cli.main import main
+from lowdim_sd.eval.folder import load_eval_set
+from lowdim_sd.loading import load_sd
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_sd, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("record")
+    paths = []
+    for index, token in enumerate(("zwx", "qpv")):
+        model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+        lowdim.inject(model.modules, lowdim.get_space("lidb"), ["*attn1.to_q"], seed=index)
+        (folder / f"me{index}").mkdir()
+        paths.append(lowdim.save_adapter(folder / f"me{index}" / "adapter.safetensors", model.modules, token=token))
+    return paths
+
+
+def _generate(tiny_sd, adapters, scales, out, *flags) -> dict:
+    pairs = [arg for path, scale in zip(adapters, scales, strict=True) for arg in ("-a", f"{path}:{scale}")]
+    code = main(["generate", "-m", str(tiny_sd), *pairs, "-p", "a [V] face", "-p", "a [V] face at night",
+                 "--seed", "3", "--steps", "2", "--resolution", "16", "--device", "cpu", "--dtype", "fp32",
+                 "-o", str(out), *flags])
+    assert code == 0
+    return json.loads((out / "prompts.json").read_text(encoding="utf-8"))
+
+
+def test_two_runs_at_other_scales_record_their_adapters_and_settings(tiny_sd, two_adapters, tmp_path):
+    first = _generate(tiny_sd, two_adapters, (0.7, 0.3), tmp_path / "a", "--guidance", "3.5", "--negative",
+                      "blurry", "--scheduler", "euler", "--text-encoder-scale", "0", "--adapter-start", "0.25",
+                      "--adapter-end", "0.75", "--cross-attention-scale", "0.5")
+    second = _generate(tiny_sd, two_adapters, (0.2, 0.9), tmp_path / "b")
+    assert first["settings"] == {
+        "model": str(tiny_sd),
+        "adapters": [{"file": str(two_adapters[0]), "scale": 0.7, "token": "zwx"},
+                     {"file": str(two_adapters[1]), "scale": 0.3, "token": "qpv"}],
+        "token": "zwx", "steps": 2, "guidance": 3.5, "scheduler": "euler", "negative_prompt": "blurry",
+        "resolution": 16, "parts": {"text_encoder_scale": 0.0, "adapter_start": 0.25, "adapter_end": 0.75,
+                                    "cross_attention_scale": 0.5}}
+    assert [a["scale"] for a in second["settings"]["adapters"]] == [0.2, 0.9]
+    assert second["settings"]["parts"] == {"text_encoder_scale": 1.0, "adapter_start": 0.0, "adapter_end": 1.0,
+                                           "cross_attention_scale": 1.0}
+    # Each image keeps its entry as before; eval reads the folder as it always did.
+    assert [(e["prompt"], e["seed"]) for e in first["images"]] == [("a [V] face", 3), ("a [V] face at night", 3)]
+    evaluated = load_eval_set(tmp_path / "a")
+    assert [s.prompt for s in evaluated.samples] == ["a [V] face", "a [V] face at night"]
+    assert not evaluated.skipped
