@@ -36,8 +36,9 @@ def prompt_numbers(text: str | None, prompts: list[str]) -> list[int]:
 
 @bench.command()
 def quality(
-    identities: Annotated[Path, typer.Option(
-        "--identities", "-i", help="Flat folder: one reference image per HELD-OUT identity (never used in training).")],
+    identities: Annotated[Path | None, typer.Option(
+        "--identities", "-i", help="Flat folder: one reference image per HELD-OUT identity (never used in training); "
+                                   "needed to run, not to tabulate (--no-run).", show_default=False)] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model name, hub id or folder.")] = "tinyfaces",
     model_config: ModelConfig = None,
     hypernet: Annotated[Path | None, typer.Option(
@@ -78,8 +79,8 @@ def quality(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
         "bench-quality"),
     run: Annotated[bool, typer.Option(
-        help="--no-run: only tabulate the results already in --out (a partial or shared run); the -i folder "
-             "may be gone, the identities are then those the results hold.")] = True,
+        help="--no-run: only tabulate the results already in --out (a partial or shared run), with the settings "
+             "they were made with; without -i the identities are those the results hold.")] = True,
     device: Device = "auto",
     dtype: Annotated[str, typer.Option(
         help="Model weights: fp32 (the default, on every device), fp16, bf16, or auto (fp16 on GPU, fp32 on CPU).")

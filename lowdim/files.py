@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from lowdim import __version__
 from lowdim import functional as F
-from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.filecheck import (
     buffer_shapes,
     check_finite,
@@ -266,8 +266,14 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     tensors, metadata = read_checked(path, FORMAT, "adapter")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise AdapterFileError(f"{path}: adapter format version {metadata.get('format_version')} is not supported")
+    registry = get_registry()
     try:
-        space = get_registry().make_space(metadata["space"], json.loads(metadata["space_config"]))
+        registry.space_class(str(metadata.get("space")))
+    except ConfigError:  # a plugin's space, made where that plugin is installed (a clash raises PluginError)
+        raise AdapterFileError(f"{path}: its space '{metadata.get('space')}' is not installed here (known: "
+                               f"{', '.join(sorted(registry.spaces))}); install the plugin that provides it") from None
+    try:
+        space = registry.make_space(metadata["space"], json.loads(metadata["space_config"]))
         seed = int(metadata["seed"])
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None

@@ -72,7 +72,8 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
             manager.register(plugin, name=entry_point.name)
         except Exception as error:  # a broken third-party plugin must not break lowdim
             warnings.warn(
-                f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: {error}",
+                f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: "
+                f"{type(error).__name__}: {error}",
                 PluginWarning,
                 stacklevel=2,
             )

@@ -7,6 +7,7 @@ with ``Registry.from_plugins([...])`` and can install it with ``use_registry``.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from lowdim.errors import ConfigError, LowdimError, PluginError
-from lowdim.plugins import BUILTIN_MODULES, build_plugin_manager, call_each, installed_plugins
+from lowdim.plugins import BUILTIN_MODULES, PluginWarning, build_plugin_manager, call_each, installed_plugins
 
 if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
     from lowdim.spaces.base import Space, SpaceConfig
@@ -44,6 +45,7 @@ class Registry:
     def __init__(self, manager: pluggy.PluginManager | None = None) -> None:
         self.manager = manager
         self._tables: dict[str, dict[str, Entry]] = {}
+        self._clashes: dict[tuple[str, str], list[str]] = {}  # (kind, name) -> the plugins that claim it
 
     @classmethod
     def from_manager(cls, manager: pluggy.PluginManager, lazy: bool = False) -> Registry:
@@ -92,17 +94,27 @@ class Registry:
         call_each(manager, hook, make_kwargs)
 
     def _claim(self, table: dict[str, Entry], kind: str, name: str, value: Any, plugin: str) -> None:
-        if name in table:
-            raise PluginError(
-                f"{kind} '{name}' is registered twice: by plugin '{table[name].plugin}' and by plugin '{plugin}'"
-            )
-        table[name] = Entry(name, value, plugin)
+        """A name two plugins claim is withdrawn (which of the two a file or command meant cannot be told),
+        with a warning; everything else keeps working, and only using that name is an error."""
+        claimants = self._clashes.get((kind, name))
+        if claimants is None and name not in table:
+            table[name] = Entry(name, value, plugin)
+            return
+        if claimants is None:
+            claimants = self._clashes[(kind, name)] = [table.pop(name).plugin]
+        claimants.append(plugin)
+        warnings.warn(self._clash_message(kind, name) + "; it is left out until one of them is uninstalled",
+                      PluginWarning, stacklevel=2)
+
+    def _clash_message(self, kind: str, name: str) -> str:
+        plugins = " and by ".join(f"plugin '{plugin}'{_distribution(plugin)}"
+                               for plugin in self._clashes[(kind, name)])
+        return f"{kind} '{name}' is registered twice: by {plugins}"
 
     def _add_space(self, table: dict[str, Entry], plugin: str, space_class: type[Space]) -> None:
-        from lowdim.spaces.base import Space
+        from lowdim.spaces.checks import refuse_a_broken_space_class
 
-        if not (isinstance(space_class, type) and issubclass(space_class, Space)):
-            raise TypeError(f"register_spaces expects a Space subclass, got {space_class!r}")
+        refuse_a_broken_space_class(space_class)
         self._claim(table, "space", space_class.name, space_class, plugin)
 
     def _add_backend(self, table: dict[str, Entry], plugin: str, backend: Any) -> None:
@@ -134,10 +146,23 @@ class Registry:
         return sorted({entry.value.name for entry in self.backends.values()})
 
     def _lookup(self, table: dict[str, Entry], kind: str, name: str) -> Any:
+        clash = next((key for key in self._clashes if key[1] == name and table.get(name) is None
+                      and key[0] == {"model": "backend"}.get(kind, kind)), None)
+        if clash is not None:
+            raise PluginError(self._clash_message(*clash) + ": uninstall one of them to use it")
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
             raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}")
         return table[name].value
+
+
+def _distribution(plugin: str) -> str:
+    """' (package NAME)' for a plugin installed from a distribution: what a user uninstalls."""
+    from importlib.metadata import entry_points
+
+    found = next((point for point in entry_points(group="lowdim") if point.name == plugin), None)
+    dist = getattr(found, "dist", None)
+    return f" (package {dist.name})" if dist is not None else ""
 
 
 _current: Registry | None = None

@@ -110,12 +110,20 @@ def test_the_contract_runs_every_check_on_a_plugin_space_and_catches_a_per_sampl
     site, author = folders(tmp_path)
     install_plugin(site, "scaled_down", PLUGIN)
     outcomes = run_contract(site, author, "scaled", "--pyargs", "lowdim.testing.space_contract")
-    assert set(outcomes) == {"scaled-down", "scaled-down-buggy"}
+    assert set(outcomes) == {"scaled-down", "scaled-down-buggy", "scaled_down"}  # the last: the plugin's load check
+    assert outcomes["scaled_down"] == {"test_the_plugin_loads_and_registers_without_warnings": "passed"}
     assert len(outcomes["scaled-down"]) >= 12 and set(outcomes["scaled-down"].values()) == {"passed"}
     buggy = outcomes["scaled-down-buggy"]
     assert buggy["test_override_runs_the_wrapped_layers_on_given_tensors_per_sample"] == "failed"
     assert buggy["test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update"] == "failed"
     assert buggy["test_forward_is_the_spaces_math_and_only_trainable_params_get_gradients"] == "passed"
+
+
+def test_a_plugin_that_fails_to_load_fails_the_contract_run_that_selects_it(tmp_path):
+    site, author = folders(tmp_path)
+    install_plugin(site, "broken_space", "raise RuntimeError('a bug at import')\n")
+    outcomes = run_contract(site, author, "broken_space", "--pyargs", "lowdim.testing.space_contract")
+    assert outcomes == {"broken_space": {"test_the_plugin_loads_and_registers_without_warnings": "failed"}}
 
 
 def documented(name: str) -> str:

@@ -100,14 +100,62 @@ def test_an_entry_point_that_fails_to_import_is_skipped_with_a_warning(monkeypat
     assert "lidb" in registry.spaces
 
 
-def test_two_plugins_registering_one_name_is_a_clear_error():
+def test_a_name_two_plugins_register_is_left_out_with_a_warning_and_every_other_name_works():
     class FakeLora(ScalarSpace):
         name = "lora"
 
     clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
     expected = "space 'lora' is registered twice: by plugin 'builtin' and by plugin 'clashing'"
-    with pytest.raises(PluginError, match=expected):
-        lowdim.Registry.from_plugins(["lowdim.spaces.builtin", clash])
+    with pytest.warns(plugins.PluginWarning, match=expected + "; it is left out until one of them is uninstalled"):
+        registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", clash])
+    assert "lora" not in registry.spaces and "lidb" in registry.spaces  # built-ins that do not clash still work
+    with lowdim.use_registry(registry):
+        assert lowdim.get_space("lidb").name == "lidb"
+        with pytest.raises(PluginError, match=expected + ": uninstall one of them to use it"):
+            lowdim.get_space("lora")
+
+
+@pytest.mark.parametrize(("broken", "said"), [
+    ("no default", "option 'rank' of NoDefault has no default; every option needs one"),
+    ("abstract", "space 'nofactors' (NoFactors) does not define factors, which every space must"),
+    ("bad name", "name 'Lora ' must be lower-case letters, digits and . _ + -"),
+    ("empty name", "name '' must be lower-case letters"),
+])
+def test_a_space_class_no_command_could_use_is_skipped_with_a_warning_naming_its_plugin(broken, said):
+    @dataclass
+    class NoDefault(SpaceConfig):
+        rank: int
+
+    space_class = {
+        "no default": type("NoDefaultSpace", (ScalarSpace,), {"name": "nodefault", "config_class": NoDefault}),
+        "abstract": type("NoFactors", (Space,), {"name": "nofactors", "config_class": ScalarConfig,
+                                                  "param_shapes": ScalarSpace.param_shapes,
+                                                  "init_params": ScalarSpace.init_params}),
+        "bad name": type("Spaced", (ScalarSpace,), {"name": "Lora "}),
+        "empty name": type("Empty", (ScalarSpace,), {"name": ""}),
+    }[broken]
+    module = plugin_module("broken", register_spaces=lambda register: register(space_class))
+    with pytest.warns(plugins.PluginWarning, match=r"plugin 'broken' raised in register_spaces .*" + re_escape(said)):
+        registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", module])
+    assert sorted(registry.spaces) == ["lidb", "lora", "stack", "ti"]
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_an_adapter_of_a_space_no_installed_plugin_provides_says_so(tmp_path):
+    plugin = plugin_module("scalar", register_spaces=lambda register: register(ScalarSpace))
+    model = nn.Sequential(nn.Linear(4, 4))
+    with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin", plugin])):
+        lowdim.inject(model, lowdim.get_space("scalar"), "0")
+        path = lowdim.save_adapter(tmp_path / "s.safetensors", model)
+    unknown = r"s.safetensors: its space 'scalar' is not installed here \(known: lidb, lora, stack, ti\); install"
+    with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin"])), \
+            pytest.raises(lowdim.LowdimError, match=unknown):
+        lowdim.read_adapter(path)
 
 
 def test_the_process_wide_registry_reads_a_table_only_when_asked():
@@ -129,16 +177,18 @@ def test_the_process_wide_registry_reads_a_table_only_when_asked():
     assert calls == ["backends", "spaces"]  # each hook runs once
 
 
-def test_a_clash_in_a_lazy_table_is_raised_on_every_read_not_cached_half_filled():
+def test_a_clash_in_a_lazy_table_is_raised_on_every_use_of_the_name():
     class FakeLora(ScalarSpace):
         name = "lora"
 
     clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
     manager = plugins.build_plugin_manager(["lowdim.spaces.builtin", clash], load_entry_points=False)
     registry = lowdim.Registry.from_manager(manager, lazy=True)
+    with pytest.warns(plugins.PluginWarning, match="registered twice"):
+        assert "lidb" in registry.spaces
     for _ in range(2):
         with pytest.raises(PluginError, match="space 'lora' is registered twice"):
-            _ = registry.spaces
+            registry.space_class("lora")
 
 
 def test_unknown_space_lists_the_known_ones():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import random
 import warnings
+from importlib.metadata import entry_points
 
 import pytest
 import torch
@@ -43,6 +44,19 @@ with warnings.catch_warnings(record=True) as _caught:
     REGISTRY = lowdim.Registry.from_plugins(load_entry_points=True)
 LOAD_WARNINGS = [str(w.message) for w in _caught if issubclass(w.category, PluginWarning)]
 SPACES = sorted(REGISTRY.spaces)
+# Every installed plugin by its entry-point name: `-k my-plugin` then selects its load check too, so a plugin
+# that failed to load fails the run instead of leaving nothing selected.
+PLUGINS = sorted({point.name for point in entry_points(group="lowdim")})
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_the_plugin_loads_and_registers_without_warnings(plugin):
+    said = [message for message in LOAD_WARNINGS if f"'{plugin}'" in message]
+    assert not said, said[0]
+
+
+def test_no_plugin_warned_while_loading():
+    assert not LOAD_WARNINGS, LOAD_WARNINGS[0]
 
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -42,7 +42,7 @@ RESULT_VERSION = 1
 
 @dataclass
 class QualityJob:
-    identities: Path  # a flat folder: one reference image per held-out identity
+    identities: Path | None  # a flat folder: one reference image per held-out identity (tabulating: optional)
     model: str = "tinyfaces"
     model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
     out: Path = Path("bench-quality")
@@ -101,9 +101,11 @@ def plan(job: QualityJob, run: bool = True) -> list[Task]:
     without the reference folder it takes the identities the results hold."""
     from lowdim_sd.images import collect_images
 
-    if not run and not Path(job.identities).is_dir():
+    if not run and (job.identities is None or not Path(job.identities).is_dir()):
         parse_methods(",".join(job.methods))
         return [Task(m, name, "") for name in stored_identities(job) for m in job.methods]
+    if job.identities is None:
+        raise LowdimError("-i/--identities is needed to run the benchmark (only --no-run tabulates without it)")
     if not Path(job.identities).is_dir():
         raise LowdimError(f"{job.identities}: not a folder of reference images (one per identity)")
     references = collect_images(job.identities)[: job.limit]
@@ -193,7 +195,11 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     stored = out / "settings.json"
     if run:
         out.mkdir(parents=True, exist_ok=True)
-    if stored.exists():
+    if stored.exists() and not run:  # tabulating: the results are what they are, so their settings hold
+        previous = json.loads(stored.read_text())
+        for key in wanted.keys() & previous.keys() - {"version"}:
+            setattr(job, key, previous[key])
+    elif stored.exists():
         previous = json.loads(stored.read_text())
         changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
         if changed:

@@ -87,3 +87,19 @@ def test_speed_no_run_tabulates_what_is_stored_and_refuses_to_overwrite_it(tmp_p
     assert "--overwrite" in one_line_error(capsys) and store.done(("load",))
     assert main(flags) == 0
     assert json.loads((out / "speed.json").read_text())["measurements"]["load"]["seconds"] == 1.0
+
+
+def test_quality_no_run_needs_no_identities_flag_and_takes_the_stored_settings(tiny_sd, tmp_path, capsys):
+    from lowdim_sd.bench.quality import QualityJob, settings
+
+    out = tmp_path / "bench"
+    store_result(out, "id-0", 0.5)
+    stored = settings(QualityJob(identities=None, model=str(tiny_sd), out=out, metrics=["tinyfaces-style"],
+                                 sample_steps=2, prompts=["a [V] face"]))
+    (out / "settings.json").write_text(json.dumps(stored))
+    code = main(["bench", "quality", "-m", str(tiny_sd), "-o", str(out), "--methods", "base", "--no-run"])
+    assert code == 0, capsys.readouterr()  # no -i, and no --sample-steps 2 or --metrics repeated
+    assert json.loads((out / "table.json").read_text())["rows"][0]["identities"] == 1
+    capsys.readouterr()
+    assert main(["bench", "quality", "-m", str(tiny_sd), "-o", str(out), "--methods", "base"]) == 1
+    assert "-i/--identities is needed to run the benchmark" in one_line_error(capsys)

@@ -77,4 +77,4 @@ def test_help_does_not_promise_references_from_generate(capsys):
     assert main(["eval", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "naming each one's prompt and reference photo(s)" not in text
-    assert "seed but no references" in text and "-r/--references" in text
+    assert "but no references" in text and "-r/--references" in text
