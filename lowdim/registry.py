@@ -46,6 +46,7 @@ class Registry:
         self.manager = manager
         self._tables: dict[str, dict[str, Entry]] = {}
         self._clashes: dict[tuple[str, str], list[str]] = {}  # (kind, name) -> the plugins that claim it
+        self._init_checked: set[type] = set()  # space classes whose default init was probed for ΔW = 0
 
     @classmethod
     def from_manager(cls, manager: pluggy.PluginManager, lazy: bool = False) -> Registry:
@@ -135,6 +136,11 @@ class Registry:
         from lowdim.spaces.base import SpaceConfig
 
         space_class = self.space_class(name)
+        if space_class not in self._init_checked:  # once the table is whole: probing may build other spaces
+            from lowdim.spaces.checks import warn_if_init_is_not_zero
+
+            self._init_checked.add(space_class)
+            warn_if_init_is_not_zero(space_class)
         if not isinstance(config, SpaceConfig):
             config = space_class.config_class.from_dict(dict(config or {}), name)
         return space_class.build(config, self)

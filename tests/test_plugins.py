@@ -223,3 +223,20 @@ def test_plugins_can_add_cli_commands(capsys):
     finally:
         app.registered_commands[:] = [c for c in app.registered_commands if c.callback is not hello]
     assert isinstance(app, typer.Typer)
+
+
+def test_a_space_whose_default_init_changes_the_model_is_warned_about_when_first_built():
+    class Noisy(ScalarSpace):
+        name = "noisy"
+
+        def init_params(self, layer, generator):
+            return {"s": torch.ones(1)}
+
+    registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin",
+                                             plugin_module("noisy", register_spaces=lambda register: register(Noisy))])
+    with pytest.warns(plugins.PluginWarning, match=r"space 'noisy': its default init gives ΔW ≠ 0"):
+        registry.make_space("noisy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registry.make_space("noisy")  # once per space
+        registry.make_space("lora")  # and never for one that starts at zero

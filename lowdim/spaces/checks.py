@@ -42,3 +42,29 @@ def refuse_a_broken_space_class(space_class: Any) -> None:
         raise LowdimError(f"space '{name}' ({shown}): option '{bare[0]}' of {config_class.__name__} has no "
                           f"default; every option needs one (lowdim.option(default, help=...)), since "
                           f"get_space('{name}') builds the space with none given")
+
+
+def warn_if_init_is_not_zero(space_class: Any) -> None:
+    """A default init whose ΔW is not 0 changes the model before any training (and breaks rank relaxation,
+    which starts from the model as it is): said once, when the space is first built, on a small probe layer.
+    A space that cannot be built on the probe is left to the contract suite."""
+    import warnings
+
+    import torch
+
+    from lowdim.plugins import PluginWarning
+    from lowdim.spaces.base import LayerSpec
+
+    layer = LayerSpec("probe", 12, 10)
+    try:
+        space = space_class()
+        params = space.init_params(layer, torch.Generator().manual_seed(0))
+        buffers = {key: value.float() for key, value in space.make_buffers(layer, 1).items()}
+        down, up = space.factors({key: value.float() for key, value in params.items()}, buffers)
+        largest = float((up @ down).abs().max())
+    except Exception:  # noqa: BLE001  (a probe that does not fit this space proves nothing)
+        return
+    if largest > 0:
+        warnings.warn(f"space '{space_class.name}': its default init gives ΔW ≠ 0 (largest entry {largest:.3g} on a "
+                      f"12x10 layer), so adding it changes the model before any training; every space must start "
+                      f"at ΔW = 0 (docs/plugins.md)", PluginWarning, stacklevel=2)

@@ -11,6 +11,7 @@ import json
 import random
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,6 +135,10 @@ def check_job(job: QualityJob) -> None:
     check_described_rows(job)
     if len(job.prompts) == 0:
         raise LowdimError("no prompts: pass --prompt at least once")
+    unnamed = [prompt for prompt in job.prompts if "[V]" not in prompt]
+    if unnamed:  # every row would then draw the base model's face there, and identity scores measure nothing
+        warnings.warn(f"--prompt {unnamed[0]!r} does not name the subject: [V] is where its identifier goes "
+                      f"('a [V] face at night')", stacklevel=2)
     counts = {"--sample-steps": job.sample_steps, "--workers": job.workers, "--batch-subjects": job.batch_subjects,
               "--limit": job.limit, "--threads": job.threads}
     for option, value in counts.items():

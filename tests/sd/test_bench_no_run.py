@@ -103,3 +103,12 @@ def test_quality_no_run_needs_no_identities_flag_and_takes_the_stored_settings(t
     capsys.readouterr()
     assert main(["bench", "quality", "-m", str(tiny_sd), "-o", str(out), "--methods", "base"]) == 1
     assert "-i/--identities is needed to run the benchmark" in one_line_error(capsys)
+
+
+def test_a_prompt_that_does_not_name_the_subject_is_warned_about(tiny_sd, tmp_path):
+    from lowdim_sd.bench.quality import QualityJob, check_job
+
+    job = QualityJob(identities=tmp_path, model=str(tiny_sd), out=tmp_path / "o", metrics=["tinyfaces-style"],
+                     prompts=["a [V] face", "a face at night"])
+    with pytest.warns(UserWarning, match=r"--prompt 'a face at night' does not name the subject: \[V\]"):
+        check_job(job)
