@@ -98,9 +98,26 @@ def foreign_lora(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None
     return None
 
 
+def embedding_style(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:
+    """'a1111' or 'diffusers' when the file is a plain Textual Inversion embedding (one lowdim exported, or
+    another tool's in A1111's ``emb_params`` / ``string_to_param`` layout)."""
+    keys = list(keys)
+    if metadata.get("embedding_format") in ("diffusers", "a1111"):
+        return metadata["embedding_format"]
+    if keys == ["emb_params"] or any(key.startswith("string_to_param") for key in keys):
+        return "a1111"
+    return None
+
+
 def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[str]) -> str:
     """The one line for a safetensors file that is not a lowdim ``kind``."""
     keys = list(keys)
+    embedding = embedding_style(keys, metadata)
+    if embedding is not None:
+        use = "pipe.load_textual_inversion" + (f"(path, token='{metadata['token']}')" if embedding == "a1111"
+                                                and metadata.get("token") else "")
+        return (f"{path}: this is a Textual Inversion embedding ({embedding} format), not a lowdim {kind}: use it in "
+                f"diffusers ({use}), A1111 or ComfyUI; lowdim draws with the adapter file it was exported from")
     style = foreign_lora(keys, metadata)
     if style is not None:
         return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it in diffusers (pipe.load_lora_weights), "

@@ -13,7 +13,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.filecheck import foreign_lora
+from lowdim.filecheck import embedding_style, foreign_lora
 from lowdim.files import BUFFER_PREFIX, PICKLE_SUFFIXES, unpack_layers
 from lowdim_sd.images import IMAGE_EXTENSIONS
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY
@@ -205,6 +205,13 @@ def _weight_folder(folder: Path) -> FileInfo:
 def _other(path: Path, header: _Header) -> FileInfo:
     meta, keys = header.metadata, list(header.shapes)
     rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", _size(path))]
+    embedding = embedding_style(keys, meta)
+    if embedding is not None:
+        made = "exported by lowdim" if meta.get("source_adapter") else "not made by lowdim"
+        rows = [*([("exported from", meta["source_adapter"])] if meta.get("source_adapter") else []),
+                ("token", meta.get("token") or "?"), ("vectors", meta.get("vectors") or "?"), *rows]
+        return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", rows,
+                        "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI")
     style = foreign_lora(keys, meta)
     if style is not None and meta.get("source_adapter"):  # written by `lowdim export`
         rows = [("exported from", meta["source_adapter"]), ("space", f"{meta.get('space')} {meta.get('space_config')}"),

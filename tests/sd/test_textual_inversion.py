@@ -104,6 +104,13 @@ def test_embedding_exports_load_in_plain_diffusers_and_draw_lowdim_s_image(train
         fresh = build_tiny_pipeline(seed=0)
         fresh.load_textual_inversion(str(out), token=None if fmt == "diffusers" else "sks")
         assert np.abs(_image(fresh) - expected).max() < 1e-3, fmt
+        # Handed back to lowdim, the export is named for what it is and where it goes.
+        with pytest.raises(lowdim.LowdimError, match=rf"this is a Textual Inversion embedding \({fmt} format\), "
+                                                     r"not a lowdim adapter: use it in diffusers"):
+            lowdim.read_adapter(out)
+        from lowdim_sd.file_info import describe
+
+        assert describe(out).kind == f"a Textual Inversion embedding ({fmt} format, exported by lowdim)"
 
 
 def _random_lidb(tiny_sd, path):
