@@ -53,6 +53,14 @@ def on_page(fn: Callable) -> Callable:
     return wrapped
 
 
+def whole(value: float | None, label: str) -> int:
+    """A number field as an int; Gradio passes None for an emptied field, which int() would turn into a
+    Python error on the page."""
+    if value is None:
+        raise LowdimError(f"{label} is empty: type a whole number")
+    return int(value)
+
+
 def stage_table(record: RunRecord) -> str:
     rows = "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in record.stages.items())
     notes = "".join(f"**Note:** {note}\n\n" for note in record.notes)
@@ -168,9 +176,11 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
             else:
                 progress((done, total), desc=f"{stage['name']}: {label}")
 
-        settings = RunSettings(model=chosen_model, use_hypernet=hyper, steps=int(step_count), rank=int(lora_rank),
-                               seed=int(run_seed), face_index=int(index) if index else None,
-                               preview_steps=int(sample_steps))
+        settings = RunSettings(model=chosen_model, use_hypernet=hyper,
+                               steps=None if step_count is None else int(step_count),  # empty: the recipe's
+                               rank=whole(lora_rank, "LoRA rank"), seed=whole(run_seed, "Seed"),
+                               face_index=int(index) if index else None,
+                               preview_steps=whole(sample_steps, "Preview steps"))
         return shown(studio.personalize(path, settings, hear))
 
     @on_page
@@ -184,8 +194,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
                   sample_steps: int):
         if not run:
             raise LowdimError("personalize or open a run first: pictures are drawn with its adapter")
-        return [(image, caption) for image, caption in studio.draw(run, text, adapter_scale, int(first_seed),
-                                                                   int(sample_steps), how=how_to_draw)]
+        return [(image, caption) for image, caption in studio.draw(run, text, adapter_scale, whole(first_seed, "Seed"),
+                                                                   whole(sample_steps, "Steps"), how=how_to_draw)]
 
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).

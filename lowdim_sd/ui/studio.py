@@ -114,6 +114,7 @@ def crop_preview(path: str | Path, model: str, face_index: int | None = None,
     from lowdim_sd.images import load_image, to_pil
 
     path = check_photo(path)
+    model = check_model(model)  # the model personalize would use, so the preview is the crop it trains on
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         crop = resolve_crop(crop, model)
@@ -125,13 +126,25 @@ def crop_preview(path: str | Path, model: str, face_index: int | None = None,
 
         photo = open_rgb(path)
         faces = len(detect_faces(photo, path.name))
-        picture = crop_face(photo, PREVIEW_SIDE, index=face_index, name=path.name)
+        with advice_for_the_page():
+            picture = crop_face(photo, PREVIEW_SIDE, index=face_index, name=path.name)
     if faces > 1:
         chosen = 0 if face_index is None else face_index
         return CropPreview(picture, faces, f"{faces} faces found: showing face {chosen} (0 is the largest); "
                                            f"pick another with 'Face'")
     return CropPreview(picture, faces, _first_note(caught, "face found and aligned: this crop is what the model "
                                                            "learns"))
+
+
+@contextmanager
+def advice_for_the_page() -> Iterator[None]:
+    """A face not found, said with what the page offers (another photo) instead of the CLI's --no-crop."""
+    from lowdim_sd.faces import FaceNotFound
+
+    try:
+        yield
+    except FaceNotFound as error:
+        raise FaceNotFound(str(error).replace(", or pass --no-crop to use the image as it is", "")) from None
 
 
 def _first_note(caught: list, otherwise: str) -> str:
@@ -169,6 +182,14 @@ def check_model(model: str) -> str:
                       f"on this machine")
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit number
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise LowdimError(f"Seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+
+
 # -- the runs folder -----------------------------------------------------------------------------
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "photo"
@@ -179,17 +200,31 @@ def list_runs(out: Path) -> list[str]:
     if not out.is_dir():
         return []
     found = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RUN_FILE).is_file()]
-    return sorted(found, reverse=True)
+    return sorted((name for name in found if _readable(out, name)), reverse=True)
+
+
+def _readable(out: Path, name: str) -> bool:
+    """A run whose record was damaged after it finished is left out of the list, not shown to fail on Open."""
+    try:
+        read_run(out, name)
+    except LowdimError:
+        return False
+    return True
 
 
 def read_run(out: Path, name: str) -> RunRecord:
     folder = out / name
     if name.startswith(".") or "/" in name or not (folder / RUN_FILE).is_file():
         raise LowdimError(f"no finished run '{name}' in {out}")
-    record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    gallery = [(folder / item["file"], item["caption"]) for item in record["gallery"]]
-    downloads = {label: folder / file for label, file in record["downloads"].items()}
-    return RunRecord(name, folder, record["settings"], record["stages"], gallery, downloads, record.get("notes", []))
+    try:
+        record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        gallery = [(folder / item["file"], item["caption"]) for item in record["gallery"]]
+        downloads = {label: folder / file for label, file in record["downloads"].items()}
+        return RunRecord(name, folder, record["settings"], record["stages"], gallery, downloads,
+                         record.get("notes", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is damaged ({type(error).__name__}); "
+                          f"its files are still in {folder}") from None
 
 
 def clean_partials(out: Path) -> list[Path]:
@@ -219,6 +254,7 @@ class Studio:
         self._slot = threading.Lock()
         self._running: tuple[str, float] | None = None
         self._drawing_model: tuple[tuple, object] | None = None
+        runs.check_folder_target(config.out, "--out")  # a file there (or above) is one line, not a traceback
         config.out.mkdir(parents=True, exist_ok=True)
         clean_partials(config.out)
 
@@ -241,12 +277,13 @@ class Studio:
         """``lowdim personalize`` on the photo, into a new run folder that appears only once complete."""
         photo = check_photo(photo)
         model = check_model(settings.model)
+        check_seed(settings.seed)
         with self.job("a personalization"):
             out = self.config.out
             name = _new_run_name(out, photo)
             work = out / f".{name}{PARTIAL}"
             try:
-                with runs.listen(listener or (lambda *_: None)):
+                with runs.listen(listener or (lambda *_: None)), advice_for_the_page():
                     self._personalize_into(work, photo, model, settings)
                 work.rename(out / name)
             except BaseException:
@@ -293,6 +330,7 @@ class Studio:
                               f"e.g. 'a photo of a {IDENTIFIER} face'")
         if not 1 <= count <= 16:
             raise LowdimError(f"pictures per prompt must be 1 to 16, got {count}")
+        check_seed(seed + count - 1)  # the last picture's seed
         how_scale, parts = parse_draw(how or "1")
         scale *= how_scale
         with self.job("a drawing"):

@@ -155,8 +155,9 @@ def test_the_crop_preview_says_what_the_model_will_learn(tmp_path, tiny_sd, face
     assert kept.faces == 0 and "as it is" in kept.message and kept.image.size == (256, 256)
     if not faces_available():
         pytest.skip("the faces extra is not installed")
-    with pytest.raises(LowdimError, match=r"no face found in face_000\.png"):
+    with pytest.raises(LowdimError, match=r"no face found in face_000\.png") as caught:
         crop_preview(face, str(tiny_sd), crop=True)
+    assert "--no-crop" not in str(caught.value)  # a CLI flag the page has no control for
     astronaut = data.astronaut()
     Image.fromarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)).save(tmp_path / "two.png")
     both = crop_preview(tmp_path / "two.png", str(tiny_sd))
@@ -272,3 +273,37 @@ def test_each_how_to_draw_choice_is_a_draw_the_parser_reads_and_the_choices_diff
     assert (1.0, suggested_parts(keep_styles=0.0)) in draws  # what personalize's `draw it:` line suggests
     assert any(parts.cross_attention_scale < 1.0 for _, parts in draws)
     assert (1.0, every_style_parts(keep_styles=0.0)) in draws  # the trade personalize prints beside it
+
+
+def test_the_crop_preview_checks_the_model_as_personalize_does(face):
+    with pytest.raises(LowdimError, match="model 'nonsense' is neither an installed model"):
+        crop_preview(face, "nonsense")
+
+
+def test_out_of_range_seeds_and_a_damaged_run_record_are_one_line(studio, tiny_sd, face):
+    with pytest.raises(LowdimError, match=r"Seed must be a whole number from 0 to 9223372036854775807, got 1844"):
+        studio.personalize(face, settings(tiny_sd, seed=2**64))
+    record = studio.personalize(face, settings(tiny_sd))
+    with pytest.raises(LowdimError, match="Seed must be a whole number"):
+        studio.draw(record.name, "a [V] face", seed=2**63 - 1, steps=2, count=2)  # the second picture's seed
+    (record.folder / "run.json").write_text('{"settings": {}, "stag')
+    with pytest.raises(LowdimError, match=rf"run '{record.name}' in .*: its run.json is damaged \(JSONDecodeError\)"):
+        read_run(studio.config.out, record.name)
+    assert record.name not in list_runs(studio.config.out)
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(LowdimError, match="--out"):
+            Studio(StudioConfig(out=out))
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_an_emptied_number_field_is_one_line_on_the_page():
+    pytest.importorskip("gradio")
+    from lowdim_sd.ui.page import whole
+
+    assert whole(3.0, "Seed") == 3
+    with pytest.raises(LowdimError, match="Seed is empty: type a whole number"):
+        whole(None, "Seed")
