@@ -15,7 +15,6 @@ import base64
 import json
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 from lowdim import __version__
 from lowdim import functional as F
+from lowdim.atomic import atomic_write, current_umask  # noqa: F401  (this module's API too)
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.filecheck import (
     buffer_shapes,
@@ -188,25 +188,6 @@ def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path
                                                            temp, metadata=metadata))
 
 
-def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
-    """``write(temp)`` fills a temp file beside ``path``, which then replaces ``path`` in one rename:
-    readers see the old file or the new one, never half of one, and a failed write leaves nothing."""
-    path = Path(path)
-    if path.is_dir():
-        raise LowdimError(f"{path}: is a folder; give a file name to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temp)
-        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would not
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _json_extra(extra: dict[str, Any]) -> str:
     """``extra`` as compact JSON; a value JSON cannot hold (a tensor, a path object) is named."""
     for key, value in extra.items():
@@ -216,13 +197,6 @@ def _json_extra(extra: dict[str, Any]) -> str:
             raise LowdimError(f"save_adapter extra['{key}']: {type(value).__name__} is not JSON (file metadata "
                               f"is text; store numbers, strings, lists or dicts)") from None
     return json.dumps(extra, separators=(",", ":"))
-
-
-def current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _flatten(per_layer: LayerTensors, layers: list[LayerSpec], dtype: torch.dtype) -> dict[str, Tensor]:

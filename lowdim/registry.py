@@ -130,7 +130,7 @@ class Registry:
 
     # -- lookup ---------------------------------------------------------------------------
     def space_class(self, name: str) -> type[Space]:
-        return self._lookup(self.spaces, "space", name)
+        return self._lookup(self.spaces, "space", name, "space")
 
     def make_space(self, name: str, config: dict[str, Any] | SpaceConfig | None = None) -> Space:
         from lowdim.spaces.base import SpaceConfig
@@ -146,16 +146,15 @@ class Registry:
         return space_class.build(config, self)
 
     def backend(self, name: str) -> Any:
-        return self._lookup(self.backends, "model", name)
+        return self._lookup(self.backends, "model", name, "backend")
 
     def backend_names(self) -> list[str]:
         return sorted({entry.value.name for entry in self.backends.values()})
 
-    def _lookup(self, table: dict[str, Entry], kind: str, name: str) -> Any:
-        clash = next((key for key in self._clashes if key[1] == name and table.get(name) is None
-                      and key[0] == {"model": "backend"}.get(kind, kind)), None)
-        if clash is not None:
-            raise PluginError(self._clash_message(*clash) + ": uninstall one of them to use it")
+    def _lookup(self, table: dict[str, Entry], kind: str, name: str, claimed_as: str) -> Any:
+        """``kind`` names the table in errors ("model"); ``claimed_as`` is how its entries were claimed."""
+        if (claimed_as, name) in self._clashes:
+            raise PluginError(self._clash_message(claimed_as, name) + ": uninstall one of them to use it")
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
             raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
+from lowdim.inject.guards import check_mergeable, check_override, check_scale, refuse_if_merged, tied_weights
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.space_checks import check_buffers_come_from_the_seed, check_space_on_layer
@@ -87,7 +87,7 @@ class Adapters:
             raise LowdimError(f"adapter '{name}': batch must be a positive integer or None, got {batch!r}")
         if not isinstance(seed, int):
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
-        _check_scale(name, scale)
+        check_scale(name, scale)
         if not isinstance(targets, (LayerSet, str, list, tuple)):
             raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
                               f"list of patterns, got {targets!r}")
@@ -151,7 +151,8 @@ class Adapters:
         plain modules: a model to save or ship that needs no lowdim. Returns the model, as peft's does."""
         names = list(self._infos) if names is None else [names] if isinstance(names, str) else list(names)
         for name in names:  # every adapter checked before any is folded: a refusal leaves the model as it was
-            self._check_mergeable(name)
+            self.info(name)
+            check_mergeable(name, self._wrappers(name))
         for name in names:
             self.merge(name)
             self._detach(name)
@@ -235,7 +236,7 @@ class Adapters:
         Gradients flow back into whatever produced them.
         """
         slots = self.slots(name)
-        _check_override(name, slots, tensors)
+        check_override(name, slots, tensors)
         outer = {layer: slot.override for layer, slot in slots.items()}  # overrides nest: the outer one returns
         try:
             for layer, slot in slots.items():
@@ -249,7 +250,7 @@ class Adapters:
     def set_scale(self, name: str, scale: float, layers: str | Sequence[str] | None = None) -> None:
         """Scale the adapter's update; ``layers`` (glob or ``re:`` patterns, as layer sets use) limits it to
         the layers they match, e.g. ``"text_encoder.*"`` to weaken only what it does to the prompt."""
-        _check_scale(name, scale)
+        check_scale(name, scale)
         slots = self.slots(name)
         if layers is not None:
             patterns = split_patterns(layers) if isinstance(layers, str) else list(layers)  # as targets are split
@@ -258,14 +259,14 @@ class Adapters:
                 raise LowdimError(f"adapter '{name}': no layer matches {', '.join(patterns)}; "
                                   f"its layers are e.g. {', '.join(list(self.slots(name))[:3])}")
         for slot in slots.values():
-            _refuse_if_merged(name, slot, "changing its scale")
+            refuse_if_merged(name, slot, "changing its scale")
         for slot in slots.values():
             slot.scale = float(scale)
 
     def enable(self, name: str = DEFAULT_NAME, enabled: bool = True) -> None:
         slots = self.slots(name).values()
         for slot in slots:  # all checked before any switch moves: a refusal changes nothing
-            _refuse_if_merged(name, slot, "enabling or disabling it")  # the weights would keep it applied
+            refuse_if_merged(name, slot, "enabling or disabling it")  # the weights would keep it applied
         for slot in slots:
             slot.enabled = enabled
 
@@ -296,8 +297,9 @@ class Adapters:
         """
         if part not in ("all", "frozen"):
             raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
-        self._check_mergeable(name)
-        tied = _tied_weights(self.model)
+        self.info(name)  # a misspelt name is an error, not a merge of nothing
+        check_mergeable(name, self._wrappers(name))
+        tied = tied_weights(self.model)
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
             if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
@@ -315,21 +317,6 @@ class Adapters:
                 slot.frozen_merged_scale, slot.frozen_merged_factors = slot.scale, factors
             else:
                 slot.merged_scale, slot.merged_factors = slot.scale, factors
-
-    def _check_mergeable(self, name: str) -> None:
-        """Everything that would stop ``merge(name)`` halfway, checked before any weight changes."""
-        self.info(name)  # a misspelt name is an error, not a merge of nothing
-        for wrapper in self._wrappers(name):
-            slot = wrapper.slots[name]
-            if torch.nn.utils.parametrize.is_parametrized(wrapper.base_layer, "weight"):
-                raise LowdimError(f"layer {wrapper.layer_name}: its weight is parametrized (weight_norm, "
-                                  f"spectral_norm, ...), so a merge cannot write into it; keep adapter '{name}' "
-                                  f"unmerged, or remove the parametrization first")
-            if not slot.enabled:
-                raise LowdimError(f"adapter '{name}' is disabled; enable it to merge it")
-            if slot.batch_size is not None:
-                raise LowdimError(f"cannot merge per-sample adapter '{name}' (layer {wrapper.layer_name}): "
-                                  f"pick one sample first")
 
     def unmerge(self, name: str = DEFAULT_NAME) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
@@ -362,33 +349,6 @@ class Adapters:
         return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
 
 
-def _check_override(name: str, slots: dict[str, AdapterSlot], tensors: LayerTensors) -> None:
-    """Every layer, every param, each of the stored shape (plus at most one leading batch dimension)."""
-    missing, extra = sorted(set(slots) - set(tensors)), sorted(set(tensors) - set(slots))
-    if missing or extra:
-        raise LowdimError(f"override of adapter '{name}': missing layers {missing[:3]}, unexpected layers {extra[:3]}")
-    for layer, slot in slots.items():
-        for param, shape in slot.space.param_shapes(slot.layer).items():
-            value = tensors[layer].get(param)
-            if value is None or tuple(value.shape[-len(shape):]) != tuple(shape) or value.dim() > len(shape) + 1:
-                got = None if value is None else tuple(value.shape)
-                raise LowdimError(f"override of adapter '{name}': {layer}.{param} must have shape {tuple(shape)} "
-                                  f"(optionally with a leading batch dimension), got {got}")
-
-
-def _refuse_if_merged(name: str, slot: AdapterSlot, action: str) -> None:
-    if slot.merged_scale is not None or slot.frozen_merged_scale is not None:
-        raise LowdimError(f"adapter '{name}' is merged (in part, for a relaxed stack); unmerge it before {action}")
-
-
-def _tied_weights(model: nn.Module) -> set[int]:
-    """ids of parameters that more than one module holds (e.g. an LM head tied to the embeddings)."""
-    counts: dict[int, int] = {}
-    for _, parameter in model.named_parameters(remove_duplicate=False):
-        counts[id(parameter)] = counts.get(id(parameter), 0) + 1
-    return {key for key, count in counts.items() if count > 1}
-
-
 def _weight(module: nn.Module) -> Tensor:
     return module.base_layer.weight if isinstance(module, AdapterLayer) else module.weight
 
@@ -396,11 +356,6 @@ def _weight(module: nn.Module) -> Tensor:
 def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
     weight = _weight(module)
     return LayerSpec(layer_name, weight.shape[0], weight.shape[1])
-
-
-def _check_scale(name: str, scale: Any) -> None:
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
-        raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
 
 
 def inject(

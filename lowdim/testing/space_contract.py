@@ -188,8 +188,7 @@ class Injected:
         slots = self.adapters.slots("default")
         params = params or {name: dict(slot.params.items()) for name, slot in slots.items()}
         deltas = {n: reference_delta(slot.space, params[n], slot.buffers_dict()) for n, slot in slots.items()}
-        hidden = torch.tanh(x @ (self.base["0.weight"] + self.scale * deltas["0"]).T + self.base["0.bias"])
-        return hidden @ (self.base["2.weight"] + self.scale * deltas["2"]).T + self.base["2.bias"]
+        return _through(self.base, deltas, self.scale, x)
 
     def base_weights_are_restored(self) -> bool:
         state = {k.replace("base_layer.", ""): v for k, v in self.model.state_dict().items() if "slots" not in k}
@@ -373,9 +372,13 @@ def _reference64(run: Injected) -> Tensor:
     deltas = {name: reference_delta(slot.space, {k: v.detach().double() for k, v in slot.params.items()},
                                     {k: v.double() for k, v in slot.buffers_dict().items()})
               for name, slot in slots.items()}
-    base = {k: v.double() for k, v in run.base.items()}
-    hidden = torch.tanh(run.x.double() @ (base["0.weight"] + deltas["0"]).T + base["0.bias"])
-    return hidden @ (base["2.weight"] + deltas["2"]).T + base["2.bias"]
+    return _through({k: v.double() for k, v in run.base.items()}, deltas, run.scale, run.x.double())
+
+
+def _through(base: dict[str, Tensor], deltas: dict[str, Tensor], scale: float, x: Tensor) -> Tensor:
+    """The two-layer model of ``_model`` with each adapted weight W + scale·ΔW."""
+    hidden = torch.tanh(x @ (base["0.weight"] + scale * deltas["0"]).T + base["0.bias"])
+    return hidden @ (base["2.weight"] + scale * deltas["2"]).T + base["2.bias"]
 
 
 @pytest.mark.parametrize("space_name", SPACES)
