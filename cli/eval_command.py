@@ -60,11 +60,16 @@ def print_report(report) -> None:
     table.add_column("mean ↑", justify="right")
     table.add_column("scored", justify="right")
     table.add_column("misses", justify="right")
+    # Images a metric has no question for (a style metric, a prompt naming no style) are not failures.
+    not_asked = any(result.summary.not_asked for result in report.results)
+    if not_asked:
+        table.add_column("not asked", justify="right")
     for result in report.results:
         summary = result.summary
         mean = "–" if summary.mean is None else f"{summary.mean:.3f}"
         misses = f"[yellow]{summary.misses}[/]" if summary.misses else "0"
-        table.add_row(result.column, mean, str(summary.scored), misses)
+        asked = [str(summary.not_asked)] if not_asked else []
+        table.add_row(result.column, mean, str(summary.scored), misses, *asked)
     out.print(table)
     for name, reason in report.skipped_metrics.items():
         out.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False)

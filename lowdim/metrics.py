@@ -8,6 +8,10 @@ that metric with the reason and still run the others.
 A metric may also say which of the paper's two questions it answers with a class attribute ``axis``:
 ``SUBJECT`` (how much the picture shows the reference's subject: Face Rec, DINO, CLIP-I) or ``PROMPT``
 (how well it follows the prompt: CLIP-T). ``lowdim bench quality`` plots one against the other.
+
+A metric that has no question to ask of some samples (a style metric and a prompt that names no style)
+may say so with a method ``applies(sample) -> bool``: those samples are not scored and are counted as
+"not asked", apart from its misses (``None``: it asked and found no answer).
 """
 
 from __future__ import annotations
@@ -69,18 +73,31 @@ class Metric(Protocol):
 
 @dataclass(frozen=True)
 class Summary:
-    """A metric's column in a table: the mean over scored samples, and how many missed."""
+    """A metric's column in a table: the mean over scored samples, how many missed, and how many it had no
+    question for."""
 
     mean: float | None  # None when every sample missed
     scored: int
     misses: int
+    not_asked: int = 0
 
 
-def summarize(scores: Sequence[float | None]) -> Summary:
-    """Mean of the scores that are not misses; a NaN counts as a miss, never as a number."""
-    kept = [float(s) for s in scores if s is not None and not math.isnan(s)]
+def summarize(scores: Sequence[float | None], asked: Sequence[bool] | None = None) -> Summary:
+    """Mean of the scores that are not misses; a NaN counts as a miss, never as a number. Samples with
+    ``asked`` False (the metric does not apply to them) are neither scores nor misses."""
+    asked = [True] * len(scores) if asked is None else list(asked)
+    if len(asked) != len(scores):
+        raise ValueError(f"{len(scores)} scores but {len(asked)} asked flags")
+    mine = [s for s, a in zip(scores, asked, strict=True) if a]
+    kept = [float(s) for s in mine if s is not None and not math.isnan(s)]
     mean = math.fsum(kept) / len(kept) if kept else None
-    return Summary(mean=mean, scored=len(kept), misses=len(scores) - len(kept))
+    return Summary(mean=mean, scored=len(kept), misses=len(mine) - len(kept), not_asked=len(scores) - len(mine))
+
+
+def applies(metric: Any, sample: Sample) -> bool:
+    """Whether ``metric`` has a question for ``sample`` (True unless it defines ``applies`` and says no)."""
+    check = getattr(metric, "applies", None)
+    return True if check is None else bool(check(sample))
 
 
 def cosine(a: Any, b: Any) -> float:

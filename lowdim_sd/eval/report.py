@@ -13,13 +13,13 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
-from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, summarize
+from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, applies, summarize
 
 # Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError)
@@ -30,10 +30,17 @@ class MetricResult:
     name: str
     column: str
     scores: list[float | None]
+    asked: list[bool] | None = None  # False where the metric has no question for the image (None: all asked)
 
     @property
     def summary(self) -> Summary:
-        return summarize(self.scores)
+        return summarize(self.scores, self.asked)
+
+    def shown(self, index: int) -> str:
+        """One image's cell: its score, "miss", or "n/a" where the metric asked nothing of it."""
+        if self.asked is not None and not self.asked[index]:
+            return "n/a"
+        return _fmt(self.scores[index])
 
 
 @dataclass
@@ -53,10 +60,15 @@ class EvalReport:
             "metrics": {r.name: {"column": r.column, **vars(r.summary)} for r in self.results},
             "skipped_metrics": self.skipped_metrics,
             "skipped_images": self.skipped_images,
-            "images": [{"image": name, "prompt": self.prompts[i], "scores": {r.name: r.scores[i] for r in self.results}}
-                       for i, name in enumerate(self.images)],
+            "images": [self._image_record(i, name) for i, name in enumerate(self.images)],
             "notes": self.notes,
         }
+
+    def _image_record(self, index: int, name: str) -> dict[str, Any]:
+        scores = {r.name: r.scores[index] for r in self.results}
+        record = {"image": name, "prompt": self.prompts[index], "scores": scores}
+        not_asked = [r.name for r in self.results if r.asked is not None and not r.asked[index]]
+        return record | ({"not_asked": not_asked} if not_asked else {})
 
     def to_markdown(self) -> str:
         lines = ["# lowdim eval", ""]
@@ -65,7 +77,8 @@ class EvalReport:
                 ["mean", *(_fmt(r.summary.mean, "–") for r in self.results)],
                 ["scored", *(str(r.summary.scored) for r in self.results)],
                 ["misses", *(str(r.summary.misses) for r in self.results)],
-            ])
+            ] + ([["not asked", *(str(r.summary.not_asked) for r in self.results)]]
+                 if any(r.summary.not_asked for r in self.results) else []))
         left_out = [f"- {name} skipped: {reason}" for name, reason in self.skipped_metrics.items()]
         if self.skipped_images:
             left_out += [f"- {len(self.skipped_images)} image(s) left out: {', '.join(self.skipped_images)}"]
@@ -73,7 +86,7 @@ class EvalReport:
         if self.results:
             lines += ["", "## Per image", ""]
             lines += _md_table(["image", *(r.column for r in self.results)],
-                               [[name, *(_fmt(r.scores[i]) for r in self.results)]
+                               [[name, *(r.shown(i) for r in self.results)]
                                 for i, name in enumerate(self.images)])
         if self.notes:
             lines += ["", "## Notes", "", *(f"- {note}" for note in self.notes)]
@@ -144,19 +157,21 @@ def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None
 
 
 def score_all(metric: Metric, samples: Sequence[Sample], chunk: int,
-              advance: Callable[[int], None] | None) -> list[float | None]:
-    """The metric over all samples, ``chunk`` at a time so a progress bar can move."""
-    scores: list[float | None] = []
+              advance: Callable[[int], None] | None) -> MetricResult:
+    """The metric over the samples it has a question for, ``chunk`` at a time so a progress bar can move."""
+    asked = [applies(metric, sample) for sample in samples]
+    scores: list[float | None] = [None] * len(samples)
     for start in range(0, len(samples), chunk):
-        part = samples[start:start + chunk]
-        got = list(metric.score(part))
-        if len(got) != len(part):
-            raise LowdimError(f"metric '{metric.name}' returned {len(got)} scores for {len(part)} images")
-        # A NaN (e.g. a zero feature vector) is a miss: it must not poison the mean or the JSON.
-        scores.extend(None if s is None or math.isnan(float(s)) else float(s) for s in got)
+        where = [i for i in range(start, min(start + chunk, len(samples))) if asked[i]]
+        got = list(metric.score([samples[i] for i in where])) if where else []
+        if len(got) != len(where):
+            raise LowdimError(f"metric '{metric.name}' returned {len(got)} scores for {len(where)} images")
+        for i, score in zip(where, got, strict=True):
+            # A NaN (e.g. a zero feature vector) is a miss: it must not poison the mean or the JSON.
+            scores[i] = None if score is None or math.isnan(float(score)) else float(score)
         if advance:
-            advance(len(part))
-    return scores
+            advance(min(chunk, len(samples) - start))
+    return MetricResult(metric.name, metric.column, scores, None if all(asked) else asked)
 
 
 def run_metrics(samples: Sequence[Sample], metrics: dict[str, Metric], skipped_metrics: dict[str, str] | None = None,
@@ -164,8 +179,7 @@ def run_metrics(samples: Sequence[Sample], metrics: dict[str, Metric], skipped_m
     """Score every sample with every loaded metric; warnings raised meanwhile become notes."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = [MetricResult(name, metric.column, score_all(metric, samples, chunk, advance))
-                   for name, metric in metrics.items()]
+        results = [replace(score_all(metric, samples, chunk, advance), name=name) for name, metric in metrics.items()]
     return EvalReport(images=[s.name or f"#{i}" for i, s in enumerate(samples)],
                       prompts=[s.prompt for s in samples], results=results,
                       skipped_metrics=dict(skipped_metrics or {}), notes=notes_of(caught))

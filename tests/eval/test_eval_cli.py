@@ -153,6 +153,34 @@ def test_registered_plugin_metrics_run_with_misses_notes_and_progress(folder):
     assert "| misses | 1 |" in report.to_markdown()
 
 
+class _NightOnly(_Fixed):
+    """A metric with no question for some images: those are not scored and not misses."""
+
+    name, column = "night", "Night"
+
+    def applies(self, sample):
+        return "night" in sample.prompt
+
+
+def test_a_metric_that_does_not_apply_to_an_image_leaves_it_unscored_and_not_a_miss(folder):
+    from lowdim_sd.eval.folder import load_eval_set
+    from lowdim_sd.eval.report import run_metrics
+
+    data = load_eval_set(folder)
+    prompts = [sample.prompt for sample in data.samples]
+    metric = _NightOnly()
+    report = run_metrics(data.samples, {"night": metric}, chunk=2)
+    (result,) = report.results
+    wanted = ["night" in prompt for prompt in prompts]
+    assert 0 < sum(wanted) < len(prompts)  # the fixture holds both kinds
+    assert metric.calls == [n for n in (sum(wanted[:2]), sum(wanted[2:])) if n]  # never handed the others
+    assert result.summary.not_asked == wanted.count(False) and result.summary.misses == 0
+    assert [s is None for s in result.scores] == [not w for w in wanted]
+    markdown = report.to_markdown()
+    assert f"| not asked | {wanted.count(False)} |" in markdown and "| n/a |" in markdown
+    assert [("not_asked" in image) for image in report.to_dict()["images"]] == [not w for w in wanted]
+
+
 def test_no_image_scored_is_a_failure_that_names_the_tinyfaces_metrics_for_small_images(capsys, folder, tmp_path):
     out = tmp_path / "r"
     code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "face-rec", "--device", "cpu", "--out", out,

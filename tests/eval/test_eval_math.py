@@ -74,6 +74,22 @@ def test_summary_counts_misses_and_averages_the_rest(values):
         assert summary.mean is None
 
 
+@given(st.lists(st.tuples(st.one_of(st.none(), st.floats(min_value=-1, max_value=1), st.just(math.nan)),
+                          st.booleans()), max_size=20))
+def test_samples_not_asked_are_neither_scores_nor_misses(pairs):
+    values, asked = [v for v, _ in pairs], [a for _, a in pairs]
+    summary = summarize(values, asked)
+    mine = summarize([v for v, a in pairs if a])
+    assert (summary.mean, summary.scored, summary.misses) == (mine.mean, mine.scored, mine.misses)
+    assert summary.not_asked == asked.count(False)
+    assert summary.scored + summary.misses + summary.not_asked == len(values)
+
+
+def test_asked_flags_must_match_the_scores():
+    with pytest.raises(ValueError, match="2 scores but 1 asked"):
+        summarize([0.5, None], [True])
+
+
 @given(scores, st.permutations(list(range(20))))
 def test_summary_does_not_depend_on_order(values, order):
     shuffled = [values[i] for i in order if i < len(values)]

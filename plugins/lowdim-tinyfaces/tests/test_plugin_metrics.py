@@ -73,6 +73,8 @@ def test_style_accuracy_is_one_for_the_prompted_style_and_zero_for_another(level
     sketches = renders(levels, "sketch")
     assert metric.score([Sample(g, (), "a sks face at night") for g in sketches]) == [0.0] * COUNT
     assert metric.score([Sample(sketches[0], (), "a sks face in a cyberpunk city")]) == [None]
+    assert metric.applies(Sample(sketches[0], (), "a sks face at night"))
+    assert not metric.applies(Sample(sketches[0], (), "a sks face in a cyberpunk city"))
 
 
 @pytest.mark.parametrize(("prompt", "style"), [
@@ -122,12 +124,19 @@ def test_lowdim_eval_runs_the_tinyfaces_metrics(tmp_path, levels, references, ca
     for style in ("photo", "sketch"):
         renders(levels, style)[0].save(tmp_path / f"{style}.png")
         entries.append({"image": f"{style}.png", "prompt": prompt_for(style, "[V] face")})
+    renders(levels, "photo")[0].save(tmp_path / "free.png")  # a prompt that asks for no style
+    entries.append({"image": "free.png", "prompt": "a [V] face in a cyberpunk city"})
     (tmp_path / "prompts.json").write_text(json.dumps({"references": ["me.png"], "images": entries}))
     code = main(["eval", str(tmp_path), "--metrics", "tinyfaces-identity,tinyfaces-style,tinyfaces-image",
                  "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert report["metrics"]["tinyfaces-style"]["mean"] == 1.0
+    style = report["metrics"]["tinyfaces-style"]
+    assert (style["mean"], style["scored"], style["misses"], style["not_asked"]) == (1.0, 2, 0, 1)
+    assert report["images"][2]["not_asked"] == ["tinyfaces-style"] and "not_asked" not in report["images"][0]
     assert report["metrics"]["tinyfaces-identity"]["mean"] > 0.8
-    assert report["metrics"]["tinyfaces-image"]["scored"] == 2
-    assert "Style acc" in capsys.readouterr().out
+    assert report["metrics"]["tinyfaces-image"]["scored"] == 3
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "Style acc" in printed and "not asked" in printed
+    markdown = (tmp_path / "out" / "eval.md").read_text()
+    assert "| not asked | 0 | 1 | 0 |" in markdown and "| free.png |" in markdown and "| n/a |" in markdown

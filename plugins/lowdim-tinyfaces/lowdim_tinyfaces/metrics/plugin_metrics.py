@@ -106,6 +106,10 @@ class StyleMetric:
 
         self.classifier = _load("style classifier", lambda: load_style_classifier(directory))
 
+    def applies(self, sample: Sample) -> bool:
+        """Only a prompt that names one style asks for one: the others are "not asked", not misses."""
+        return prompted_style(sample.prompt) is not None
+
     def score(self, samples: Sequence[Sample]) -> list[float | None]:
         predicted = self.classifier.predict(to_tensor([s.image for s in samples])).tolist()
         styles = self.classifier.styles
