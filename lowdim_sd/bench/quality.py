@@ -314,10 +314,20 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     record = {"method": task.method, "identity": task.identity, "reference": task.reference,
               "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device), "looks": done.looks,
               "hypernet": str(job.hypernet) if method.kind == "hyper" and method.use_hypernet else None,
-              "scores": {name: metric.score(samples) for name, metric in metrics.items()},
+              **scores_of(metrics, samples),
               "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
     write_json(result_path(job.out, task), record)
     return record
+
+
+def scores_of(metrics: dict, samples: list[Sample]) -> dict:
+    """A result's "scores" ({metric: [score or None]}) and, where a metric had no question for some
+    pictures (a prompt naming no style), "not_asked" ({metric: count}): those Nones are no misses."""
+    from lowdim_sd.eval.report import score_all
+
+    results = {name: score_all(metric, samples, max(len(samples), 1), None) for name, metric in metrics.items()}
+    not_asked = {name: r.summary.not_asked for name, r in results.items() if r.summary.not_asked}
+    return {"scores": {name: r.scores for name, r in results.items()}} | ({"not_asked": not_asked} if not_asked else {})
 
 
 @torch.no_grad()

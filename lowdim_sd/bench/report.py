@@ -75,7 +75,8 @@ def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[
         for metric in columns:
             per_identity = [per_identity_mean(r["scores"].get(metric, [])) for r in mine]
             row.cells[metric] = mean_se([v for v in per_identity if v is not None])
-            row.misses += sum(s is None for r in mine for s in r["scores"].get(metric, []))
+            row.misses += sum(s is None for r in mine for s in r["scores"].get(metric, [])) \
+                - sum(r.get("not_asked", {}).get(metric, 0) for r in mine)
         row.seconds = mean_se([r["seconds"] for r in mine])
         row.bytes = round(sum(r["bytes"] for r in mine) / len(mine)) if mine else 0
         rows.append(row)

@@ -59,6 +59,28 @@ def test_cells_average_prompts_first_then_identities():
     assert "| Base model | 0.750 ± 0.250 |" in markdown(rows, columns)
 
 
+def test_pictures_a_metric_asked_nothing_of_are_no_misses():
+    from lowdim.metrics import Sample
+    from lowdim_sd.bench.quality import scores_of
+
+    class NightOnly:
+        name, column = "m", "M"
+
+        def applies(self, sample):
+            return "night" in sample.prompt
+
+        def score(self, samples):
+            assert all("night" in s.prompt for s in samples)  # never handed a picture it has no question for
+            return [None if "dark" in s.prompt else 1.0 for s in samples]
+
+    prompts = ["a sks face at night", "a sks face", "a dark sks face at night", "a sks face in a city"]
+    got = scores_of({"m": NightOnly()}, [Sample(None, (), p, "sks") for p in prompts])
+    assert got == {"scores": {"m": [1.0, None, None, None]}, "not_asked": {"m": 2}}
+    results = [record("base", "a", got["scores"]["m"]) | {"not_asked": got["not_asked"]}]
+    rows, _ = aggregate(results, ["base"])
+    assert rows[0].misses == 1 and rows[0].cells["m"].mean == 1.0  # the dark one; not the two not asked
+
+
 def test_a_row_mixing_two_hypernetworks_is_refused():
     results = [record("ours", "a", [1.0], hypernet="h1"), record("ours", "b", [1.0], hypernet="h2")]
     with pytest.raises(LowdimError, match="different hypernetworks"):
