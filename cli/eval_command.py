@@ -34,8 +34,25 @@ def metric_options(pairs: list[str], dino_model: str | None, clip_model: str | N
         metric, dot, rest = pair.partition(".")
         if not dot or "=" not in rest:
             raise LowdimError(f"--set expects METRIC.KEY=VALUE (e.g. dino.batch_size=8), got '{pair}'")
-        options.setdefault(metric, {}).update(parse_options([rest]))
+        parsed = parse_options([rest])
+        if "device" in parsed:  # torch takes any device name and fails only inside the metric's model load
+            from lowdim_sd.loading import device_problem
+
+            problem = device_problem(str(parsed["device"]))
+            if problem is not None:
+                raise LowdimError(f"--set {pair}: {problem}")
+        options.setdefault(metric, {}).update(parsed)
     return options
+
+
+def unused_model_flags(dino_model: str | None, clip_model: str | None, face_model: str | None,
+                       names: tuple[str, ...]) -> list[str]:
+    """The model flags given for metrics --metrics does not ask for: a warning each, since the run would
+    otherwise look as if it had used them."""
+    users = {"--dino-model": (dino_model, ("dino",)), "--clip-model": (clip_model, ("clip-i", "clip-t")),
+             "--face-model": (face_model, ("face-rec",))}
+    return [f"{flag} is only read by {' and '.join(metrics)}, which --metrics does not ask for: it is ignored"
+            for flag, (value, metrics) in users.items() if value is not None and not set(metrics) & set(names)]
 
 
 @contextlib.contextmanager
@@ -133,6 +150,8 @@ def eval_(
     from lowdim_sd.runs import check_folder_target
 
     names = parse_metric_names(metrics)
+    for warning in unused_model_flags(dino_model, clip_model, face_model, names):
+        out.print(f"[yellow]Warning:[/] {warning}", highlight=False)
     resolve_device(device)  # an unknown or absent device is one line, before any metric model loads
     if out_dir is not None:
         check_folder_target(out_dir)  # before the scoring, which a bad --out would otherwise throw away

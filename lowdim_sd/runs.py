@@ -122,7 +122,10 @@ def check_folder_target(folder: Path, flag: str = "--out") -> None:
 def refuse_a_file_in_the_way(folder: Path, named: str, shown: Path) -> Path | None:
     """The nearest existing one of ``folder`` and its parents (None: none exists); one line starting with
     ``named`` when it is a file, naming it unless it is ``shown`` itself."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    existing = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.exists():  # mkdir would fail on it with FileExistsError
+        raise LowdimError(f"{named}: {'' if existing == shown else f'{existing} is '}a link to "
+                          f"{os.readlink(existing)}, which does not exist")
     if existing is not None and not existing.is_dir():
         where = "" if existing == shown else f"{existing} is "
         raise LowdimError(f"{named}: {where}a file, where a folder is needed")

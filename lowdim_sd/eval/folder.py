@@ -11,7 +11,8 @@ prompts.json::
 has a header ``image,prompt[,references]``, references separated by ``;``. Paths are relative to
 the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json with
 each image's prompt (with ``[V]``) and seed, and a ``"settings"`` record of how it drew them (read by
-people, ignored here), but no references: give them on the command line.
+people, ignored here), but no references: give them on the command line. Prompts files are UTF-8,
+with or without a byte order mark (Excel's "CSV UTF-8" writes one). Each image is listed once.
 
 A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
 skipped with a :class:`SkippedImageWarning` and the rest are evaluated.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ from PIL import Image, ImageOps
 
 from lowdim.errors import LowdimError
 from lowdim.metrics import Sample
+
+# Private, but no public function converts an already-open picture: open_rgb decodes the whole file
+# first, which would lose draft()'s reduced-scale JPEG decode of huge photos below.
+from lowdim_sd.images import _to_rgb
 
 PROMPT_FILES = ("prompts.json", "prompts.csv")
 MIN_SIDE = 16  # below this no metric model sees anything but a blur
@@ -101,7 +107,7 @@ def read_prompts(folder: Path) -> PromptsFile:
 
 def _read_json(path: Path) -> PromptsFile:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise EvalFolderError(f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as error:
@@ -121,6 +127,7 @@ def _read_json(path: Path) -> PromptsFile:
     if token is not None and not isinstance(token, str):
         raise EvalFolderError(f"{path}: \"token\" must be a string, got {token!r}")
     entries = [_entry(item, f"{path}: image entry {index}") for index, item in enumerate(images)]
+    _refuse_duplicates(path, entries, [f"image entry {index}" for index in range(len(entries))])
     return PromptsFile(path, entries, token or None, _paths(data.get("references", []), f"{path}: references"))
 
 
@@ -145,19 +152,49 @@ def _paths(value: Any, where: str) -> tuple[str, ...]:
 
 def _read_csv(path: Path) -> PromptsFile:
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header, rows = _csv_rows(csv.reader(handle))
     except (UnicodeDecodeError, csv.Error) as error:
         raise EvalFolderError(f"{path} is not a readable CSV file: {error}") from None
-    if not rows or not {"image", "prompt"} <= set(rows[0]):
+    if not rows or not {"image", "prompt"} <= set(header):
         raise EvalFolderError(f"{path} needs a header line 'image,prompt' (optionally ',references') and rows")
     entries = []
-    for line, row in enumerate(rows, start=2):
-        if not row["image"] or row["prompt"] is None:
+    for line, row in rows:
+        if not row.get("image") or row.get("prompt") is None:
             raise EvalFolderError(f"{path}, line {line}: needs an image file name and a prompt")
         refs = tuple(r.strip() for r in (row.get("references") or "").split(";") if r.strip())
         entries.append(Entry(row["image"].strip(), row["prompt"], refs))
+    _refuse_duplicates(path, entries, [f"line {line}" for line, _ in rows])
     return PromptsFile(path, entries)
+
+
+def _csv_rows(reader: Any) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and each row with the file line it starts on.
+
+    Counted from ``line_num``, not from the row index: blank lines and quoted prompts spanning lines
+    would otherwise make errors point above the row they are about.
+    """
+    header: list[str] = []
+    rows, end = [], 0
+    for row in reader:
+        start, end = end + 1, reader.line_num
+        if not row:
+            continue
+        if not header:
+            header = row
+        else:
+            rows.append((start, dict(zip(header, row, strict=False))))
+    return header, rows
+
+
+def _refuse_duplicates(path: Path, entries: list[Entry], positions: list[str]) -> None:
+    """An image listed twice would be scored twice, silently weighting it double in every mean."""
+    first: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        earlier = first.setdefault(os.path.normpath(entry.image), index)
+        if earlier != index:
+            raise EvalFolderError(f"{path}: {entries[earlier].image} is listed twice, as {positions[earlier]} "
+                                  f"and {positions[index]}; list each image once")
 
 
 # -- loading images -----------------------------------------------------------------------------------
@@ -179,7 +216,7 @@ def _read_image(path: Path, label: str) -> Image.Image | str:
     try:
         with Image.open(path) as opened:
             opened.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at a reduced scale
-            image = ImageOps.exif_transpose(opened).convert("RGB")
+            image = _to_rgb(ImageOps.exif_transpose(opened))  # 16-bit, float and transparent pictures too
     except Image.DecompressionBombError:
         return "too many pixels to open safely"
     except (OSError, SyntaxError, ValueError):

@@ -72,8 +72,14 @@ def nothing_scored(report: EvalReport, requested: tuple[str, ...]) -> str | None
     """The error line when no metric scored a single image (None when any did), with the likely fix."""
     if any(result.summary.scored for result in report.results):
         return None
+    count = len(report.images)
+    asked_nothing = [r.name for r in report.results if r.summary.not_asked == count]
+    if count and len(asked_nothing) == len(report.results):
+        return (f"{', '.join(asked_nothing)} asked nothing of any of the {count} image(s): no prompt is one "
+                f"{'it scores' if len(asked_nothing) == 1 else 'they score'} (tinyfaces-style: a prompt naming "
+                f"one of TinyFaces' styles, such as 'a photo of a [V] face')")
     ran = ", ".join(result.name for result in report.results)
-    line = f"no metric scored any of the {len(report.images)} image(s) (ran: {ran}); the notes above say why"
+    line = f"no metric scored any of the {count} image(s) (ran: {ran}); the notes above say why"
     available = set(get_registry().metrics)
     small = report.smallest_side is not None and report.smallest_side <= SMALL_SIDE
     if small and set(TINYFACES_METRICS) <= available and not set(requested) & set(TINYFACES_METRICS):

@@ -196,9 +196,13 @@ def notes_of(caught: Sequence[warnings.WarningMessage]) -> list[str]:
 def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
     """Write ``out/eval.json`` and ``out/eval.md`` (each atomically: temp file, then rename)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
-                       ("eval.md", report.to_markdown())):
-        written.append(atomic_write(out / name, lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8")))
+    try:  # checked before scoring; what only the writing finds (a full disk, /proc) is still one line
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
+                           ("eval.md", report.to_markdown())):
+            written.append(atomic_write(out / name,
+                                        lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8")))
+    except OSError as error:
+        raise LowdimError(f"could not write the report into {out}: {error.strerror or error}") from None
     return written[0], written[1]

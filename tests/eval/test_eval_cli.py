@@ -210,3 +210,91 @@ def test_options_a_metric_does_not_take_are_one_line_but_a_type_error_inside_it_
             load_metrics(("buggy",), {"buggy": {"width": 3}})
         with pytest.raises(TypeError, match="a bug in the metric"):
             load_metrics(("buggy",), {"buggy": {"size": 3}})
+
+
+def test_a_dangling_link_as_out_is_one_line_before_any_image_is_scored(capsys, folder, monkeypatch, tmp_path):
+    import lowdim_sd.eval.job
+
+    monkeypatch.setattr(lowdim_sd.eval.job, "run_eval", lambda *a, **k: pytest.fail("the images were scored"))
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "clip-t", "--out", tmp_path / "link",
+                               "--no-progress")
+    said = " ".join((stdout + stderr).split())
+    assert code == 1 and "Traceback" not in said
+    assert f"--out {tmp_path / 'link'}: a link to {tmp_path / 'gone'}, which does not exist" in said
+
+
+def test_an_out_that_cannot_be_written_after_scoring_is_one_line_and_the_table_is_still_shown(
+        capsys, folder, monkeypatch, tmp_path):
+    import lowdim_sd.eval.report
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lowdim_sd.eval.report, "atomic_write", refuse)
+    from lowdim.hookspecs import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_metrics(register):
+            register("night", _NightOnly)
+
+    with use_registry(Registry.from_plugins([Plugin])):
+        code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "night", "--out", tmp_path / "r",
+                                   "--no-progress")
+    said = " ".join((stdout + stderr).split())
+    assert code == 1 and "Traceback" not in said and "Night" in stdout  # the table came first
+    assert f"could not write the report into {tmp_path / 'r'}: Permission denied" in said
+
+
+def test_a_device_given_through_set_is_checked_like_device(capsys, folder, monkeypatch):
+    import lowdim_sd.eval.job
+
+    monkeypatch.setattr(lowdim_sd.eval.job, "run_eval", lambda *a, **k: pytest.fail("the images were scored"))
+    code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "clip-t", "--set", "clip-t.device=gpu",
+                               "--no-progress")
+    said = " ".join((stdout + stderr).split())
+    assert code == 1 and "Traceback" not in said and "--set clip-t.device=gpu: unknown device 'gpu'" in said
+
+
+def test_no_image_asked_by_the_only_metric_says_so(capsys, folder):
+    from lowdim.hookspecs import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_metrics(register):
+            register("cats", _CatsOnly)
+
+    with use_registry(Registry.from_plugins([Plugin])):
+        code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "cats", "--no-progress")
+    said = " ".join((stdout + stderr).split())
+    assert code == 1 and "Traceback" not in said
+    assert "cats asked nothing of any of the 3 image(s)" in said
+
+
+class _CatsOnly(_Fixed):
+    name, column = "cats", "Cats"
+
+    def applies(self, sample):
+        return "cat" in sample.prompt
+
+
+def test_a_model_flag_for_a_metric_not_asked_for_is_a_warning(capsys, folder):
+    from lowdim.hookspecs import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_metrics(register):
+            register("night", _NightOnly)
+
+    with use_registry(Registry.from_plugins([Plugin])):
+        code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "night", "--dino-model", "/nowhere",
+                                   "--no-progress")
+    said = " ".join((stdout + stderr).split())
+    assert code == 0, said
+    assert "--dino-model is only read by dino, which --metrics does not ask for: it is ignored" in said
+    assert "--clip-model" not in said
+

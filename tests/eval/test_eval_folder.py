@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lowdim_sd.eval.folder import (
+    Entry,
     EvalFolderError,
     EvalWarning,
     ImageSizeWarning,
@@ -152,3 +158,67 @@ def test_crop_references_falls_back_to_the_whole_image_without_a_face(folder):
     with pytest.warns(NoFaceWarning, match="no face found in .*other.png.*uncropped"):
         data = load_eval_set(folder, crop=True, crop_size=64)
     assert data.samples[0].references[0].size == Image.open(folder / "other.png").size
+
+
+def test_wide_and_transparent_pictures_are_read_as_what_they_show(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (32, 1))
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "rgb.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    # Black ink whose opacity makes the gray: over white it is the same picture, over black all black.
+    Image.fromarray(np.dstack([np.zeros((32, 32, 3), np.uint8), 255 - gray])).save(tmp_path / "alpha.png")
+    Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "float.tif")
+    names = ["rgb.png", "grey16.png", "alpha.png", "float.tif"]
+    assert [Image.open(tmp_path / n).mode for n in names] == ["RGB", "I;16", "RGBA", "F"]
+    _write(tmp_path, {"images": {name: "a face" for name in names}})
+    pixels = {s.name: np.asarray(s.image, dtype=int) for s in load_eval_set(tmp_path).samples}
+    assert all(p.shape == (32, 32, 3) for p in pixels.values())
+    for name in names[1:]:
+        assert np.abs(pixels[name] - pixels["rgb.png"]).max() <= 1, name
+
+
+def test_prompts_files_with_a_utf8_byte_order_mark_are_read(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "prompts.csv").write_bytes(bom + "image,prompt\n000.png,a café\n".encode())
+    assert read_prompts(tmp_path).entries == [Entry("000.png", "a café")]
+    (tmp_path / "prompts.csv").unlink()
+    (tmp_path / "prompts.json").write_bytes(bom + json.dumps({"images": {"000.png": "a face"}}).encode())
+    assert read_prompts(tmp_path).entries == [Entry("000.png", "a face")]
+
+
+def test_a_bad_csv_row_is_named_by_the_line_it_starts_on(tmp_path):
+    (tmp_path / "prompts.csv").write_text('image,prompt\n\n000.png,"a face\nat night\n"\n\n'
+                                          "001.png,a face\n\n,a face with no image\n")
+    with pytest.raises(EvalFolderError, match=r"prompts.csv, line 9: needs an image file name"):
+        read_prompts(tmp_path)
+
+
+_PROMPT = st.text(st.sampled_from('ab ,"\né'), max_size=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_PROMPT, st.integers(0, 2)), max_size=6), blank_after_header=st.integers(0, 2),
+       bad_prompt=_PROMPT)
+def test_csv_line_numbers_count_blank_lines_and_multiline_prompts(tmp_path, rows, blank_after_header, bad_prompt):
+    text = io.StringIO()
+    text.write("image,prompt\n" + "\n" * blank_after_header)
+    writer = csv.writer(text, lineterminator="\n")
+    for index, (prompt, blanks) in enumerate(rows):
+        writer.writerow([f"{index}.png", prompt])
+        text.write("\n" * blanks)
+    line = text.getvalue().count("\n") + 1  # the bad row's first line, even if its prompt spans several
+    writer.writerow(["", bad_prompt])
+    (tmp_path / "prompts.csv").write_text(text.getvalue(), encoding="utf-8")
+    with pytest.raises(EvalFolderError, match=rf"prompts.csv, line {line}: needs an image file name"):
+        read_prompts(tmp_path)
+
+
+def test_an_image_listed_twice_is_refused_naming_both_entries(tmp_path):
+    _write(tmp_path, {"images": [{"image": "000.png", "prompt": "a face"}, {"image": "001.png", "prompt": "b"},
+                                 {"image": "./000.png", "prompt": "a face at night"}]})
+    with pytest.raises(EvalFolderError, match=r"prompts.json: 000.png is listed twice, as image entry 0 and "
+                                              r"image entry 2"):
+        read_prompts(tmp_path)
+    (tmp_path / "prompts.json").unlink()
+    (tmp_path / "prompts.csv").write_text('image,prompt\n000.png,"a\nface"\n\n001.png,b\n000.png,c\n')
+    with pytest.raises(EvalFolderError, match=r"prompts.csv: 000.png is listed twice, as line 2 and line 6"):
+        read_prompts(tmp_path)

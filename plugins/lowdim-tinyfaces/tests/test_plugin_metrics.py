@@ -106,8 +106,10 @@ def test_images_of_any_size_are_scaled_to_32px_in_minus_one_to_one():
 
 
 def test_missing_weights_are_unavailable(tmp_path):
-    with pytest.raises(MetricUnavailable, match="identity encoder could not be loaded"):
+    with pytest.raises(MetricUnavailable, match="identity encoder could not be loaded") as refused:
         IdentityMetric(directory=str(tmp_path))
+    # the folder the user named is what to fix: reinstalling would not change it
+    assert f"check the directory option ({tmp_path})" in str(refused.value) and "reinstall" not in str(refused.value)
     with pytest.raises(MetricUnavailable, match="style classifier"):
         StyleMetric(directory=str(tmp_path))
     with pytest.raises(MetricUnavailable, match="VAE"):

@@ -71,15 +71,16 @@ def prompted_style(prompt: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _load(what: str, loader: Callable[[], T]) -> T:
+def _load(what: str, loader: Callable[[], T], directory: str | None = None) -> T:
     """``loader()``; a missing or unreadable model file becomes ``MetricUnavailable``, so lowdim eval
     skips this metric with the reason instead of failing the whole run."""
     try:
         return loader()
     except (OSError, ValueError, KeyError) as error:
         reason = first_line(error)
-        raise MetricUnavailable(f"the TinyFaces {what} could not be loaded ({reason}); "
-                                "reinstall lowdim-tinyfaces") from None
+        # Reinstalling mends the shipped files only: a folder the user named must be fixed where it is.
+        fix = f"check the directory option ({directory})" if directory else "reinstall lowdim-tinyfaces"
+        raise MetricUnavailable(f"the TinyFaces {what} could not be loaded ({reason}); {fix}") from None
 
 
 class IdentityMetric:
@@ -89,7 +90,7 @@ class IdentityMetric:
     def __init__(self, directory: str | None = None) -> None:
         from . import load_identity_encoder
 
-        self.encoder = _load("identity encoder", lambda: load_identity_encoder(directory))
+        self.encoder = _load("identity encoder", lambda: load_identity_encoder(directory), directory)
 
     def score(self, samples: Sequence[Sample]) -> list[float | None]:
         generated = self.encoder.embed(to_tensor([s.image for s in samples])).numpy()
@@ -104,7 +105,7 @@ class StyleMetric:
     def __init__(self, directory: str | None = None) -> None:
         from . import load_style_classifier
 
-        self.classifier = _load("style classifier", lambda: load_style_classifier(directory))
+        self.classifier = _load("style classifier", lambda: load_style_classifier(directory), directory)
 
     def applies(self, sample: Sample) -> bool:
         """Only a prompt that names one style asks for one: the others are "not asked", not misses."""
