@@ -58,7 +58,8 @@ def quality(
              "--adapter-start, --adapter-end) and ROW@ca=C its UNet cross-attention at C (--cross-attention-scale), "
              "chained: ours-described-styles@te=0@start=0.2@end=0.8.")] = None,
     metrics: Annotated[str | None, typer.Option(
-        help="Comma list of registered metrics (default: tinyfaces-identity,tinyfaces-image,tinyfaces-style).")] = None,
+        help="Comma list of registered metrics, each once (default: tinyfaces-identity,tinyfaces-image,"
+             "tinyfaces-style).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(
         help="A prompt with [V], repeatable (default: the model's bench prompts).")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N identities (sorted by file name).")] = None,
@@ -75,7 +76,7 @@ def quality(
         help="Comma list of prompt numbers (from 0) shown in gallery.png (default: 0,3,5 of those there are); "
              "empty: no gallery.")] = None,
     gallery_methods: Annotated[str | None, typer.Option(
-        help="Comma list of rows shown in gallery.png (default: all).")] = None,
+        help="Comma list of rows shown in gallery.png (default: every row with results).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Results folder; rerunning resumes it.")] = Path(
         "bench-quality"),
     run: Annotated[bool, typer.Option(
@@ -99,9 +100,11 @@ def quality(
     from lowdim_sd.bench.methods import parse_methods
     from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality
     from lowdim_sd.bench.report import aggregate, write_reports
+    from lowdim_sd.eval.job import parse_metric_names
 
     job = QualityJob(identities=identities, model=model, model_config=model_config, out=out_dir, hypernet=hypernet,
-                     methods=_split(methods) or None, metrics=_split(metrics) or list(DEFAULT_METRICS),
+                     methods=_split(methods) or None,
+                     metrics=list(parse_metric_names(metrics) if metrics is not None else DEFAULT_METRICS),
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
                      workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
     # The gallery options are only used at the end: check them before hours of work, not after.
@@ -125,7 +128,7 @@ def quality(
 
 
 def show(rows, columns) -> None:
-    from lowdim_sd.bench.report import table_rows
+    from lowdim_sd.bench.report import not_asked_notes, table_rows
 
     header, body = table_rows(rows, columns)
     table = Table(title="bench quality (mean ± s.e. over identities)")
@@ -134,6 +137,8 @@ def show(rows, columns) -> None:
     for cells in body:
         table.add_row(*cells)
     out.print(table)
+    for note in not_asked_notes(rows, columns):
+        out.print(note, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -178,7 +178,10 @@ class Personalized:
 
 def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                         hypernet: Path | None, token: str = "sks", seed: int = 0) -> Personalized:
-    """Personalize ``model`` in place for ``reference`` (3, H, W) in [-1, 1] with ``method``."""
+    """Personalize ``model`` in place for ``reference`` (3, H, W) in [-1, 1] with ``method``.
+
+    Training keeps no checkpoint on a stop: ``work_dir`` is the bench's, gone with the task, and the bench
+    has no --resume (a rerun redoes the task); the bench says what it kept."""
     started = time.perf_counter()
     if method.kind == "base":  # nothing trained; reading the looks is the row's only work, and its time
         looks = _looks(model, reference) if method.describe else ""
@@ -239,7 +242,8 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
     predicted = predict_initial(model, run, reference.to(model.device))
     trainable = initial_trainable(model, run, predicted)
     config = finetune_config(run)
-    trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir, progress=False)
+    trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir, progress=False,
+                    continue_with=None)
     return trained.outputs[0], run.looks
 
 
@@ -257,7 +261,7 @@ def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_di
     config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-4, token=token, seed=seed)
     # Full DreamBooth's output is the saved pipeline; _size counts its finetuned parts only.
     return train(model, [Subject(reference[None], seed)], trainable, config, out_dir=work_dir,
-                 progress=False).outputs[0]
+                 progress=False, continue_with=None).outputs[0]
 
 
 def _textual_inversion(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
@@ -271,7 +275,7 @@ def _textual_inversion(model: SDModel, method: Method, reference: torch.Tensor, 
     config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 5e-3,
                          token=prompt_token(token, space.config.vectors), seed=seed)
     return train(model, [Subject(reference[None], seed)], trainable, config, out_dir=work_dir,
-                 progress=False).outputs[0]
+                 progress=False, continue_with=None).outputs[0]
 
 
 def _size(file: Path | None) -> int:

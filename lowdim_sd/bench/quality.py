@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,8 +30,10 @@ from lowdim_sd.bench.methods import (
     personalize_subject,
     trained_row,
 )
+from lowdim_sd.bench.stored import changed_settings, check_out, make_out, read_result, read_settings
 from lowdim_sd.draw_parts import DrawParts, drawing_parts
 from lowdim_sd.generate import with_looks
+from lowdim_sd.runs import RERUN, Interrupted
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
@@ -147,10 +148,13 @@ def check_job(job: QualityJob) -> None:
     if job.hypernet is not None and not Path(job.hypernet).is_file():
         raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
     from lowdim.registry import get_registry
+    from lowdim_sd.eval.job import parse_metric_names
     from lowdim_sd.loading import check_training_dtype
 
     check_training_dtype(job.device, job.dtype)  # every method trains
     registry = get_registry()
+    if job.metrics:  # a metric named twice would be scored and stored twice
+        parse_metric_names(",".join(job.metrics))
     unknown = [name for name in job.metrics if name not in registry.metrics]
     if unknown:
         raise LowdimError(f"unknown metric(s) {', '.join(unknown)}; "
@@ -185,6 +189,7 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     hypernetwork rows are done, or a tabulation, does without it.
     """
     check_job(job)
+    check_out(job.out)
     tasks = plan(job, run)
     if not run and not any(result_path(job.out, t).is_file() for t in tasks):
         # An empty table would look like a finished benchmark of nothing; a mistyped --out is the likely cause.
@@ -199,14 +204,13 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     wanted = settings(job)
     stored = out / "settings.json"
     if run:
-        out.mkdir(parents=True, exist_ok=True)
+        make_out(out)
     if stored.exists() and not run:  # tabulating: the results are what they are, so their settings hold
-        previous = json.loads(stored.read_text())
+        previous = read_settings(stored)
         for key in wanted.keys() & previous.keys() - {"version"}:
             setattr(job, key, previous[key])
     elif stored.exists():
-        previous = json.loads(stored.read_text())
-        changed = sorted(k for k in wanted if previous.get(k) != wanted[k])
+        changed = changed_settings(wanted, read_settings(stored))
         if changed:
             raise LowdimError(f"{out} holds results made with other settings ({', '.join(changed)}); "
                               f"use another --out or delete it")
@@ -222,7 +226,19 @@ def write_json(path: Path, record: dict) -> None:
 def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None, run: bool = True) -> list[dict]:
     """Run every task not already done (none with ``run=False``); returns all results there are."""
     tasks = prepare(job, run)
+    stored_results(job, tasks)  # a damaged result is named now, not after hours of work
     todo = [t for t in tasks if run and not result_path(job.out, t).exists()]
+    try:
+        run_todo(job, todo, on_done)
+    except KeyboardInterrupt as stop:
+        # Whatever the training engine said (a checkpoint and --resume) is gone with the task's work folder.
+        kept = sum(result_path(job.out, t).exists() for t in tasks)
+        raise Interrupted(f"interrupted; {kept} of {len(tasks)} (method, identity) results are kept in "
+                          f"{Path(job.out) / 'results'}; {RERUN} to continue") from stop
+    return stored_results(job, tasks)
+
+
+def run_todo(job: QualityJob, todo: list[Task], on_done: Callable[[Task, dict], None] | None) -> None:
     if todo and job.batch_subjects > 1:
         from lowdim_sd.bench.batched import train_batched
 
@@ -231,7 +247,10 @@ def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = 
         from lowdim_sd.bench.workers import run_tasks
 
         run_tasks(job, todo, run_task, on_done)
-    return [json.loads(result_path(job.out, t).read_text()) for t in tasks if result_path(job.out, t).exists()]
+
+
+def stored_results(job: QualityJob, tasks: list[Task]) -> list[dict]:
+    return [read_result(result_path(job.out, t)) for t in tasks if result_path(job.out, t).exists()]
 
 
 # -- one task, in whichever process runs it -------------------------------------------------------
@@ -294,7 +313,11 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     method = get_method(task.method)
     model = load_sd(job.model, job.device, job.dtype, job.model_config)
     reference = load_image(task.reference, model.resolution)
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{task.method}-", dir=job.out))
+    # Named after the task this process holds, so the folder of a worker killed mid-task (Ctrl-C with
+    # --workers) is cleared by the task's rerun instead of lingering with its checkpoints.
+    work = Path(job.out) / f"bench-{task.method}-{task.identity}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     try:
         done = _personalize(job, task, model, reference, work)
         if method.drawn_from_file:  # as a user draws the file: a fresh model, the adapter at that scale

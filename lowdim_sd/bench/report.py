@@ -24,12 +24,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class Cell:
-    mean: float
-    se: float
+    mean: float  # NaN without values (n = 0)
+    se: float  # 0.0 over one value, where it is undefined: shown without ±, written null; frontier.png draws no bar
     n: int
 
     def text(self, digits: int = 3) -> str:
-        return f"{self.mean:.{digits}f} ± {self.se:.{digits}f}" if self.n else "–"
+        if self.n < 2:
+            return f"{self.mean:.{digits}f} (n=1)" if self.n else "–"
+        return f"{self.mean:.{digits}f} ± {self.se:.{digits}f}"
+
+    def as_json(self) -> dict:
+        """JSON proper: null, not NaN, where there is no mean or no standard error."""
+        return {"mean": self.mean if self.n else None, "se": self.se if self.n > 1 else None, "n": self.n}
 
 
 @dataclass
@@ -41,6 +47,8 @@ class Row:
     bytes: int = 0
     identities: int = 0
     misses: int = 0
+    pictures: int = 0  # scored or not: identities x prompts
+    not_asked: dict[str, int] = field(default_factory=dict)  # metric -> pictures it had no question for
 
 
 def mean_se(values: list[float]) -> Cell:
@@ -75,8 +83,10 @@ def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[
         for metric in columns:
             per_identity = [per_identity_mean(r["scores"].get(metric, [])) for r in mine]
             row.cells[metric] = mean_se([v for v in per_identity if v is not None])
-            row.misses += sum(s is None for r in mine for s in r["scores"].get(metric, [])) \
-                - sum(r.get("not_asked", {}).get(metric, 0) for r in mine)
+            not_asked = sum(r.get("not_asked", {}).get(metric, 0) for r in mine)
+            row.misses += sum(s is None for r in mine for s in r["scores"].get(metric, [])) - not_asked
+            row.not_asked |= {metric: not_asked} if not_asked else {}
+            row.pictures = max(row.pictures, sum(len(r["scores"].get(metric, [])) for r in mine))
         row.seconds = mean_se([r["seconds"] for r in mine])
         row.bytes = round(sum(r["bytes"] for r in mine) / len(mine)) if mine else 0
         rows.append(row)
@@ -100,17 +110,31 @@ def table_rows(rows: list[Row], columns: dict[str, str]) -> tuple[list[str], lis
     return header, body
 
 
+def not_asked_notes(rows: list[Row], columns: dict[str, str]) -> list[str]:
+    """A line per metric that had no question for some pictures, so its "–" or its fewer scores read right."""
+    notes = []
+    for metric, heading in columns.items():
+        count = sum(row.not_asked.get(metric, 0) for row in rows)
+        if count:
+            notes.append(f"{heading} asked nothing of {count} of {sum(row.pictures for row in rows)} pictures: "
+                         f"their prompts give it no question (as a prompt naming no style gives a style metric "
+                         f"none); they are not misses")
+    return notes
+
+
 def markdown(rows: list[Row], columns: dict[str, str]) -> str:
     header, body = table_rows(rows, columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n"
+    notes = not_asked_notes(rows, columns)
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def as_json(rows: list[Row], columns: dict[str, str]) -> dict:
     return {"columns": columns, "rows": [
         {"method": r.method, "label": r.label, "identities": r.identities, "misses": r.misses, "bytes": r.bytes,
-         "seconds": vars(r.seconds) if r.seconds else None, "metrics": {m: vars(c) for m, c in r.cells.items()}}
+         "seconds": r.seconds.as_json() if r.seconds else None,
+         "metrics": {m: c.as_json() for m, c in r.cells.items()}} | ({"not_asked": r.not_asked} if r.not_asked else {})
         for r in rows]}
 
 
@@ -138,28 +162,51 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
                   gallery_identities: int, gallery_prompts: list[int], gallery_methods: list[str] | None = None,
                   axis_of: Callable[[str], str | None] | None = None) -> list[Path]:
     """OUT/table.md, OUT/table.json, OUT/frontier.png (with a subject and a prompt metric) and, when there
-    are images, OUT/gallery.png. ``axis_of(metric)`` says a metric's axis (default: what its plugin declares)."""
-    from lowdim_sd.bench.frontier import draw_frontier, frontier_axes, points, registered_axis
+    are images, OUT/gallery.png. ``axis_of(metric)`` says a metric's axis (default: what its plugin declares);
+    the gallery shows ``gallery_methods`` (default: the rows with results)."""
+    from lowdim_sd.bench.frontier import registered_axis
     from lowdim_sd.bench.quality import settings, write_json
 
     out = Path(job.out)
     atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
-    axes = frontier_axes(list(columns), axis_of or registered_axis)
-    if axes and points(rows, *axes):
-        paths.append(draw_frontier(rows, *axes, columns, out / "frontier.png"))
-    shown = [m for m in (gallery_methods or job.methods) if m in job.methods]
-    prompts = [k for k in gallery_prompts if 0 <= k < len(job.prompts)]
+    paths += write_frontier(out, rows, columns, axis_of or registered_axis)
+    shown = [m for m in gallery_methods if m in job.methods] if gallery_methods else \
+        [m for m in job.methods if any(r["method"] == m for r in results)]
+    return paths + write_gallery(out, job.prompts, results, shown, gallery_identities, gallery_prompts)
+
+
+def write_frontier(out: Path, rows: list[Row], columns: dict[str, str],
+                   axis_of: Callable[[str], str | None]) -> list[Path]:
+    """OUT/frontier.png, or a line saying why not where the metrics have both axes."""
+    from lowdim_sd.bench.frontier import draw_frontier, frontier_axes, points
+
+    axes = frontier_axes(list(columns), axis_of)
+    if axes is None:
+        return []
+    if points(rows, *axes):
+        return [draw_frontier(rows, *axes, columns, out / "frontier.png")]
+    unasked = [m for m in axes if all(row.not_asked.get(m, 0) == row.pictures for row in rows)]
+    why = (f"{columns[unasked[0]]} asked nothing of any picture (no prompt is one it has a question for)" if unasked
+           else f"no row has scores in both {columns[axes[0]]} and {columns[axes[1]]}")
+    stale = f"; {out / 'frontier.png'} is from an earlier run" if (out / "frontier.png").is_file() else ""
+    warnings.warn(f"no frontier.png: {why}{stale}", stacklevel=3)
+    return []
+
+
+def write_gallery(out: Path, prompts: list[str], results: list[dict], shown: list[str], identities: int,
+                  prompt_indices: list[int]) -> list[Path]:
+    """OUT/gallery.png of the first ``identities`` whose reference and images of the ``shown`` rows are there."""
+    chosen = [k for k in prompt_indices if 0 <= k < len(prompts)]
     # Scores can outlive images (the results archive keeps only the JSON), and a tabulation may run without the
     # reference folder, so look for the files themselves.
     pictured = sorted({r["identity"] for r in results if Path(r["reference"]).is_file() and all(
-        (out / "images" / m / r["identity"] / f"{k:02d}.png").is_file() for m in shown for k in prompts)})
-    identities = pictured[:gallery_identities]
-    if identities and prompts:
-        paths.append(gallery(out, results, shown, job.prompts, identities, prompts, out / "gallery.png"))
-    elif results and prompts:
+        (out / "images" / m / r["identity"] / f"{k:02d}.png").is_file() for m in shown for k in chosen)})
+    if pictured[:identities] and chosen:
+        return [gallery(out, results, shown, prompts, pictured[:identities], chosen, out / "gallery.png")]
+    if results and chosen:
         stale = f"; {out / 'gallery.png'} is from an earlier run" if (out / "gallery.png").is_file() else ""
         warnings.warn(f"no gallery: no identity has its reference image and images in {out / 'images'} for "
-                      f"every shown method ({', '.join(shown)}); rerun those rows to make them{stale}", stacklevel=2)
-    return paths
+                      f"every shown method ({', '.join(shown)}); rerun those rows to make them{stale}", stacklevel=3)
+    return []

@@ -1,0 +1,68 @@
+"""What a ``lowdim bench quality`` results folder holds, read back: its settings, its result files, and whether
+the folder can be one at all. Each problem is one line naming the file and what to do about it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lowdim.errors import LowdimError
+
+# What aggregate and the gallery read from every result; a file without them is as damaged as a cut one.
+RESULT_KEYS = ("method", "identity", "reference", "seconds", "bytes", "scores")
+# Settings compared as sets: the order of --metrics changes only the order of the columns.
+UNORDERED = ("metrics",)
+
+
+def check_out(out: Path) -> None:
+    """One line when ``--out`` cannot be the results folder (a file, a dangling link, a file above it, a
+    read-only folder above it), checked without making it, so a job refused later leaves nothing behind."""
+    from lowdim_sd.runs import check_folder_target
+
+    check_folder_target(out, "--out")
+
+
+def make_out(out: Path) -> None:
+    """Make the results folder; one line when it cannot be made or written (/proc/x)."""
+    from lowdim_sd.runs import probe_writable
+
+    probe_writable(Path(out), f"--out {out}")
+
+
+def _load(path: Path) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return error
+
+
+def read_result(path: Path) -> dict:
+    """A task's result; a damaged one is named, with the way out (a rerun redoes a task without its file)."""
+    record = _load(path)
+    if isinstance(record, dict) and all(key in record for key in RESULT_KEYS) and isinstance(record["scores"], dict):
+        return record
+    why = record if isinstance(record, Exception) else "not a result: it needs method, identity, reference, " \
+        "seconds, bytes and scores by metric"
+    raise LowdimError(f"{path}: damaged result ({why}); delete it, and a rerun (without --no-run) redoes that task")
+
+
+def read_settings(path: Path) -> dict:
+    """The settings the results beside ``path`` were made with. Deleting a damaged file lets a run with other
+    settings mix with them, so that way out is offered only for a command with the same settings."""
+    stored = _load(path)
+    if isinstance(stored, dict):
+        return stored
+    why = stored if isinstance(stored, Exception) else "not a settings record"
+    raise LowdimError(f"{path}: damaged ({why}); it records the settings of the results in {Path(path).parent}: "
+                      f"restore it (or delete it, if they were made with this command's settings), or use another "
+                      f"--out")
+
+
+def changed_settings(wanted: dict, previous: dict) -> list[str]:
+    """The names of the settings in which ``previous`` differs from ``wanted``, sorted."""
+    def same(key: str) -> bool:
+        if key in UNORDERED and isinstance(previous.get(key), list):
+            return set(previous[key]) == set(wanted[key])
+        return previous.get(key) == wanted[key]
+
+    return sorted(key for key in wanted if not same(key))
