@@ -39,8 +39,12 @@ def pretrained(out: Path, method: str, identity: str) -> Personalized | None:
     timing = path.with_suffix(".json")
     if not (path.exists() and timing.exists()):
         return None
-    record = json.loads(timing.read_text())
-    return Personalized(path, path.stat().st_size, float(record["seconds"]), record.get("looks", ""))
+    try:
+        record = json.loads(timing.read_text())
+        seconds = float(record["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):  # damaged: the task trains its adapter again
+        return None
+    return Personalized(path, path.stat().st_size, seconds, record.get("looks", ""))
 
 
 def keep_adapter(out: Path, method: str, identity: str, done: Personalized, device: str) -> None:

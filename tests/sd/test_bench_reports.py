@@ -122,3 +122,18 @@ def test_the_default_gallery_shows_the_rows_that_have_results(tmp_path, monkeypa
     assert paths[-1].name == "gallery.png" and drawn == [["base", "ti"]]
     with pytest.warns(UserWarning, match=r"no gallery: .*\(ours\)"):  # asked for by name: still refused
         write_reports(job, results, rows, columns, 2, [0, 1], ["ours"])
+
+
+@pytest.mark.parametrize("damage", ["{", "[]", '{"batch": 1}', '{"seconds": "soon"}'])
+def test_a_damaged_adapter_record_means_the_adapter_is_trained_again(tmp_path, damage):
+    from lowdim_sd.bench.batched import adapter_path, pretrained
+
+    path = adapter_path(tmp_path, "ours", "id-00001")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"adapter")
+    path.with_suffix(".json").write_text('{"seconds": 2.5, "looks": "fair skin"}')
+    kept = pretrained(tmp_path, "ours", "id-00001")
+    assert (kept.seconds, kept.looks, kept.bytes) == (2.5, "fair skin", 7)
+    path.with_suffix(".json").write_text(damage)
+    assert pretrained(tmp_path, "ours", "id-00001") is None
+
