@@ -170,6 +170,7 @@ def generate(
         check_config,
         draw_to_folder,
         parse_adapter_arg,
+        warn_about_tokens,
         warn_slow_precision,
     )
     from lowdim_sd.loading import load_sd
@@ -189,6 +190,7 @@ def generate(
         sd = load_sd(model, device, dtype, model_config)
         warn_slow_precision(sd)
         tokens = attach_adapters(sd, adapters)
+        warn_about_tokens(config, tokens)
         # a stop keeps what is drawn; prompts.json records the adapters and settings it was drawn with
         paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True, adapters=adapters)
     out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and [bold]{grid}[/]")

@@ -162,6 +162,25 @@ def identifier(config: GenerateConfig, tokens: list[str] | None) -> str:
     return config.token or next((t for t in tokens or [] if t), "sks")
 
 
+def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: str | None) -> list[str]:
+    """What a [V] prompt will not do as its user likely expects, each in one line: with no adapter, [V] is
+    a word the model was never taught; with two adapters that learned the same word, it calls both."""
+    if token_flag or not any(IDENTIFIER in prompt for prompt in prompts):
+        return []
+    if not tokens:
+        return [f"no --adapter: {IDENTIFIER} becomes 'sks', a word this model was never taught, so the pictures "
+                f"show no one in particular"]
+    shared = sorted({t for t in tokens if t and list(tokens).count(t) > 1})
+    return [f"{sum(t == word for t in tokens)} adapters learned the word '{word}': {IDENTIFIER} calls them all at "
+            f"once, so their subjects blend; personalize each with its own --token to draw them apart"
+            for word in shared]
+
+
+def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str]) -> None:
+    for line in token_warnings(config.prompts, tokens, config.token):
+        warnings.warn(line, stacklevel=2)
+
+
 def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[tuple[Path, float]] = (),
                    tokens: list[str] | None = None) -> dict:
     """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
@@ -268,6 +287,18 @@ def _decoding_apart(vae) -> Iterator[None]:
         vae.use_slicing = before
 
 
+def drawn_tag(settings: dict) -> str:
+    """How the adapters were drawn, as the personalize preview labels it ('scale 0.5', 'te=0@start=0.3'):
+    empty for the plain draw. Two grids of the same prompts at other settings are otherwise alike."""
+    from lowdim_sd.draw_parts import DrawParts, draw_text
+
+    scales = [float(adapter["scale"]) for adapter in settings.get("adapters", [])]
+    parts = DrawParts(**settings["parts"]) if scales and settings.get("parts") else DrawParts()
+    tags = [f"scale {'/'.join(f'{s:g}' for s in scales)}" if any(s != 1.0 for s in scales) else ""]
+    tags += [draw_text(1.0, parts) if not parts.whole else ""]
+    return ", ".join(filter(None, tags))
+
+
 def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None,
                    settings: dict | None = None) -> tuple[list[Path], Path]:
     """PNGs named by prompt and seed, grid.png with each prompt under its picture, and prompts.json (with
@@ -288,7 +319,8 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     record = {"images": entries, **({"settings": settings} if settings is not None else {})}
     text = json.dumps(record, indent=1) + "\n"
     atomic_write(out_dir / "prompts.json", lambda temp: Path(temp).write_text(text, encoding="utf-8"))
-    captions = [f"{item.prompt} (seed {item.seed})" for item in results]
+    tag = drawn_tag(settings or {})
+    captions = [f"{item.prompt} (seed {item.seed}{', ' + tag if tag else ''})" for item in results]
     grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)
     older = sorted(set(out_dir.glob("*.png")) - {*paths, grid})
     if older:  # an earlier run's pictures: prompts.json and the grid hold this run's only

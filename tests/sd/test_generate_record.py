@@ -53,3 +53,40 @@ def test_two_runs_at_other_scales_record_their_adapters_and_settings(tiny_sd, tw
     evaluated = load_eval_set(tmp_path / "a")
     assert [s.prompt for s in evaluated.samples] == ["a [V] face", "a [V] face at night"]
     assert not evaluated.skipped
+
+
+@pytest.mark.parametrize(("prompts", "tokens", "flag", "expected"), [
+    (["a [V] face"], [], None, ["no --adapter: [V] becomes 'sks'"]),
+    (["a face"], [], None, []),  # no [V]: nothing is asked of a subject
+    (["a [V] face"], ["zwx", "zwx", "qpv"], None, ["2 adapters learned the word 'zwx'"]),
+    (["a [V] face"], ["zwx", "qpv"], None, []),
+    (["a [V] face"], ["zwx", "zwx"], "zwx", []),  # --token: the user chose the word on purpose
+    (["a [V] face"], ["", ""], None, []),  # files that record no token
+])
+def test_a_v_prompt_that_calls_no_one_or_several_subjects_is_warned_about(prompts, tokens, flag, expected):
+    from lowdim_sd.generate import token_warnings
+
+    got = token_warnings(prompts, tokens, flag)
+    assert len(got) == len(expected) and all(line.startswith(start) for line, start in zip(got, expected, strict=True))
+
+
+def test_the_same_adapter_twice_is_warned_about_on_the_command_line(tiny_sd, two_adapters, tmp_path, capsys):
+    _generate(tiny_sd, [two_adapters[0], two_adapters[0]], (1.0, 1.0), tmp_path / "twice")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "2 adapters learned the word 'zwx': [V] calls them all at once" in said
+
+
+@pytest.mark.parametrize(("adapters", "parts", "tag"), [
+    ([], {}, ""),
+    ([1.0], {"text_encoder_scale": 1.0, "adapter_start": 0.0, "adapter_end": 1.0, "cross_attention_scale": 1.0}, ""),
+    ([0.5, 1.0], {}, "scale 0.5/1"),
+    ([1.0], {"text_encoder_scale": 0.0, "adapter_start": 0.3, "adapter_end": 1.0, "cross_attention_scale": 1.0},
+     "te=0@start=0.3"),
+    ([0.8], {"text_encoder_scale": 1.0, "adapter_start": 0.0, "adapter_end": 0.8, "cross_attention_scale": 0.25},
+     "scale 0.8, end=0.8@ca=0.25"),
+])
+def test_the_grid_caption_says_how_the_adapters_were_drawn(adapters, parts, tag):
+    from lowdim_sd.generate import drawn_tag
+
+    settings = {"adapters": [{"file": "a.safetensors", "scale": s, "token": "sks"} for s in adapters], "parts": parts}
+    assert drawn_tag(settings) == tag
