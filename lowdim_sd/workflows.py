@@ -12,7 +12,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.generate import check_resolution
-from lowdim_sd.images import collect_images, load_references
+from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_references
 from lowdim_sd.loading import SDModel, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
 from lowdim_sd.step_graphs import check_graphs
@@ -60,9 +60,7 @@ def mode_of(job: TrainJob) -> str:
 def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subject]]:
     """(names, subjects): one subject from --images, or one per sub-folder of --subjects."""
     if job.subjects is not None:
-        folders = sorted(p for p in Path(job.subjects).iterdir() if p.is_dir())
-        if not folders:
-            raise LowdimError(f"{job.subjects}: expected one sub-folder of images per subject, found none")
+        folders = subject_folders(Path(job.subjects))
         names = [folder.name for folder in folders]
         images = [load_references(folder, resolution) for folder in folders]
     else:
@@ -72,6 +70,24 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
         images = [load_references(collect_images(job.images), resolution)]
     seed = job.config.seed
     return names, [Subject(batch, seed + index) for index, batch in enumerate(images)]
+
+
+def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
+    """The --subjects folder's sub-folders, one per subject, read as precompute reads identities: hidden
+    ones (.ipynb_checkpoints) left out, and images lying beside them warned about, never trained."""
+    import warnings
+
+    if not folder.is_dir():
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise LowdimError(f"--subjects {folder}: {what} (one sub-folder of images per subject)")
+    folders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise LowdimError(f"{folder}: expected one sub-folder of images per subject, found none")
+    loose = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if loose and warn:
+        warnings.warn(f"{folder}: {len(loose)} image(s) beside the subject sub-folders are not trained, "
+                      f"e.g. {loose[0]}", stacklevel=3)
+    return folders
 
 
 def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
@@ -107,6 +123,11 @@ def check_train_job(job: TrainJob) -> None:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     if job.save_dtype not in SAVE_DTYPES:
         raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'")
+    if job.subjects is not None:
+        if job.images:  # one run trains the sub-folders or the pictures: the other would be dropped silently
+            raise LowdimError("--subjects and --images both name what to train: pass one (--subjects trains one "
+                              "adapter per sub-folder, --images one adapter)")
+        subject_folders(Path(job.subjects), warn=False)
     check_resolution(job.resolution)
     check_training_dtype(job.device, job.dtype)
 
@@ -118,7 +139,7 @@ def output_names(job: TrainJob) -> list[Path]:
     if job.full:
         return [Path(job.out) / "model"]
     if job.subjects is not None and Path(job.subjects).is_dir():
-        return [Path(job.out) / f"{p.name}.safetensors" for p in sorted(Path(job.subjects).iterdir()) if p.is_dir()]
+        return [Path(job.out) / f"{p.name}.safetensors" for p in subject_folders(Path(job.subjects), warn=False)]
     return [Path(job.out) / "adapter.safetensors"]
 
 

@@ -50,11 +50,33 @@ def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys
         (people / name).mkdir(parents=True)
         for png in refs.glob("*.png"):
             (people / name / png.name).write_bytes(png.read_bytes())
+    (people / ".ipynb_checkpoints").mkdir()  # hidden: not a subject, as precompute reads identity folders
+    (people / "stray.png").write_bytes(next(refs.glob("*.png")).read_bytes())
     code, text = run(capsys, "train", "-m", tiny_sd, "--subjects", people, "--steps", 2, "--out", tmp_path / "b",
                      "--space", "lora", "--set", "rank=2")
     assert code == 0, text
     assert sorted(p.name for p in (tmp_path / "b").glob("*.safetensors")) == [
         "ann.safetensors", "bob.safetensors", "cyd.safetensors"]
+    assert "1 image(s) beside the subject sub-folders are not trained, e.g. stray.png" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "--subjects {subjects}: no such folder"),
+    ("file", "--subjects {subjects}: a file, not a folder"),
+    ("with images", "--subjects and --images both name what to train: pass one"),
+])
+def test_a_subjects_folder_that_cannot_be_trained_is_one_line_before_the_model_loads(
+        tiny_sd, refs, tmp_path, capsys, monkeypatch, case, message):
+    import lowdim_sd.loading
+
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    subjects = {"missing": tmp_path / "nope", "file": next(refs.glob("*.png"))}.get(case, refs.parent)
+    extra = ["-i", next(refs.glob("*.png"))] if case == "with images" else []
+    code, text = run(capsys, "train", "-m", tiny_sd, "--subjects", subjects, *extra, "--steps", 2,
+                     "--out", tmp_path / "o")
+    said = " ".join(text.split())
+    assert code == 1 and "Traceback" not in said and message.format(subjects=subjects) in said
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("setup, message", [
