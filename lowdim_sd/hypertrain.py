@@ -124,7 +124,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     full = WeightDataset(job.weights, image_root=job.image_root)
     job.model = model_to_train(job, full)
     out = Path(job.out)
-    folder = checkpoint_to_resume(out, job.resume)
+    folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval")
     settings = resume_settings(job, full)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
         checkpoints.check_resume(folder, settings)

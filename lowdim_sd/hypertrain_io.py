@@ -223,7 +223,7 @@ def resume_settings(job: HyperTrainJob, full: WeightDataset) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
-def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False) -> Path | None:
     """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
     folder = checkpoints.latest(out)
     if folder is not None and not resume:
@@ -231,8 +231,10 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
                           f"continue it, or choose another --out")
     if folder is None and (out / "hypernet.safetensors").is_file():
         # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
+        later = ("; a retrieval head is made whole in one go, so there is nothing to continue" if retrieval else
+                 " (or save checkpoints with --checkpoint-every to continue runs later)")
         raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
-                          f"--out (or save checkpoints with --checkpoint-every to continue runs later)")
+                          f"--out{later}")
     return folder
 
 

@@ -51,6 +51,25 @@ def check_retrieval_job(job: HyperTrainJob) -> None:
         raise LowdimError(f"--key-renders must be between 0 and 16, got {job.key_renders}")
     if job.key_steps < 1:
         raise LowdimError(f"--key-steps must be >= 1, got {job.key_steps}")
+    if retrieval:
+        warn_about_training_options(job)
+
+
+# The training loop's options, as the CLI spells them: the retrieval head stores its bank and runs no loop.
+LOOP_OPTIONS = {"steps": "--steps", "learning_rate": "--lr", "weight_decay": "--weight-decay",
+                "checkpoint_every": "--checkpoint-every", "max_minutes": "--max-minutes"}
+
+
+def warn_about_training_options(job: HyperTrainJob) -> None:
+    import dataclasses
+    import warnings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(job) if f.name in LOOP_OPTIONS}
+    given = [flag for name, flag in LOOP_OPTIONS.items() if getattr(job, name) != defaults[name]]
+    if given:
+        warnings.warn(f"the retrieval head stores the training identities and runs no training steps: "
+                      f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored (--key-steps sets how "
+                      f"long its learned keys train)", stacklevel=3)
 
 
 def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
