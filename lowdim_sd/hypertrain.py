@@ -125,11 +125,11 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     job.model = model_to_train(job, full)
     out = Path(job.out)
     folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval")
-    settings = resume_settings(job, full)
+    accelerator = _accelerator(job)
+    settings = resume_settings(job, full, accelerator.num_processes)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
         checkpoints.check_resume(folder, settings)
     full.subset(full.names, all_images=job.all_images).check_images()
-    accelerator = _accelerator(job)
     numbers = {name: number for number, name in enumerate(full.names)}
     if job.hyper.get("architecture") == "retrieval":
         train_names, val_names = split_identities(full.names, job, out, full.people())

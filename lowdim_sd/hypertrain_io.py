@@ -216,10 +216,13 @@ RESUMED_AS_THEY_WERE = ("model", "hyper", "batch_size", "learning_rate", "weight
                         "max_grad_norm", "mixed_precision")
 
 
-def resume_settings(job: HyperTrainJob, full: WeightDataset) -> dict:
-    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE and the identity count."""
+def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1) -> dict:
+    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE, the identity count and,
+    past one, the number of processes (each draws --batch-size pairs a step: another count, another run)."""
     settings = {name: getattr(job, name) for name in RESUMED_AS_THEY_WERE}
     settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
+    if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
+        settings["processes"] = processes
     return json.loads(json.dumps(settings, default=str))
 
 
