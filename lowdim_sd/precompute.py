@@ -236,7 +236,12 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
                            f"are skipped")
     if not index_path.is_file():
         write_json(index_path, own)  # nothing new to train here: still leave a readable index
-    state.wait_for_everyone()
+    try:
+        state.wait_for_everyone()
+    except RuntimeError:  # another process stopped (its own error said why): the gloo/NCCL wait then fails here
+        raise LowdimError(f"another process of this run stopped before the end; this one trained "
+                          f"{len(result.trained)} identities, kept in {index_path}; {runs.RERUN} to continue: "
+                          f"done identities are skipped") from None
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result

@@ -143,6 +143,26 @@ def test_processes_split_identities_and_the_index_merges(tiny_sd, people, tmp_pa
     assert merge_index(out) == out / "index.json" and len(WeightDataset(out)) == 3
 
 
+class PeerGone(FakeState):
+    def wait_for_everyone(self) -> None:  # what gloo raises once the other process has exited with an error
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+
+
+def test_a_process_whose_peer_stopped_says_what_it_kept_in_one_line(tiny_sd, people, tmp_path, model, monkeypatch):
+    import accelerate
+
+    from lowdim.errors import LowdimError
+
+    out = tmp_path / "w"
+    monkeypatch.setattr(accelerate, "PartialState", lambda **_: PeerGone(0))
+    with pytest.raises(LowdimError) as stopped:
+        precompute(job(tiny_sd, people, out), progress=False, model=model)
+    assert str(stopped.value) == (f"another process of this run stopped before the end; this one trained 2 identities, "
+                                  f"kept in {out / 'index-p0.json'}; rerun the same command to continue: done "
+                                  f"identities are skipped")
+    assert [e["name"] for e in read_index(out)["identities"]] == ["person0", "person2"]  # readable as it is
+
+
 def test_a_flat_folder_is_one_identity_per_image(tiny_sd, tmp_path, model):
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
     save_images(images, tmp_path / "flat", "face")
