@@ -201,8 +201,11 @@ def export(
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="diffusers (peft keys) or kohya (A1111, ComfyUI); a Textual Inversion "
                                "embedding: diffusers or a1111 (A1111, ComfyUI).")] = "diffusers",
-    out_path: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output file (default: NAME.FORMAT.safetensors).")] = None,
+    # A str, not a Path: Path drops a trailing slash, and "-o newd/" must be refused as a folder, not written
+    # as a file named newd.
+    out_path: Annotated[str | None, typer.Option(
+        "--out", "-o", help="Output file ending in .safetensors (default: NAME.FORMAT.safetensors beside "
+                            "ADAPTER).")] = None,
     dtype: Annotated[str, typer.Option(help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ):
@@ -210,14 +213,14 @@ def export(
 
     Example: lowdim export me.safetensors --format kohya
     """
-    from lowdim_sd.export import export_adapter
+    from lowdim_sd.export import check_export_target, export_adapter
     from lowdim_sd.runs import check_file_target, refuse_overwrite
 
-    target = out_path or adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
-    if not target.is_dir():  # export_adapter names a folder given as -o
-        refuse_overwrite([target], overwrite, other="choose another -o")
-        check_file_target(target, "-o")
-    written = export_adapter(adapter, target, fmt, dtype=dtype)
+    given = out_path if out_path is not None else adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
+    target = check_export_target(given)  # before any other check
+    refuse_overwrite([target], overwrite, other="choose another -o")
+    check_file_target(target, "-o")
+    written = export_adapter(adapter, given, fmt, dtype=dtype)  # as given: its warnings name the path typed
     out.print(f"wrote [bold]{written}[/]")
 
 

@@ -71,10 +71,18 @@ def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterF
     return layers
 
 
+# What files handed over where a .safetensors goes open with (a preview.png, a photo): named by their first
+# bytes, whatever their name says. BMP's "BM" is left out: too short to tell from a text file.
+IMAGE_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"))
+HEAD = 512  # bytes read to tell a text file: enough for a line or two, never a whole file
+
+
 def describe_foreign(path: Path) -> str | None:
-    """What a file named .safetensors really is, when its first bytes say it is a pickle (None: no idea)."""
+    """What a file handed over as safetensors really is, when its first bytes say so: a pickle or zip
+    checkpoint, an image, a JSON or text file (None: no idea, safetensors' own error then says what is wrong)."""
     with open(path, "rb") as handle:
-        head = handle.read(16)
+        head = handle.read(HEAD)
     # A safetensors file opens with its JSON header's length and then "{"; that length's low byte can be
     # 0x80, which alone would read as a pickle's first opcode.
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
@@ -83,7 +91,27 @@ def describe_foreign(path: Path) -> str | None:
         return "a zip archive (a torch.save pickle checkpoint?), not safetensors"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "a pickle (torch.save / pickle.dump), not safetensors"
-    return None
+    image = next((name for magic, name in IMAGE_MAGIC if head.startswith(magic)), None)
+    if image is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        image = "WebP"
+    if image is not None:
+        return f"a {image} image, not safetensors"
+    return _text(head)
+
+
+def _text(head: bytes) -> str | None:
+    """'a JSON file' / 'a text file' when ``head`` is printable UTF-8. A safetensors header's length (its first
+    8 bytes, little-endian) holds zero bytes for any header under 72 PB, so no safetensors file reads as text."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:  # a multi-byte character cut at HEAD bytes is still text
+        if len(head) < HEAD or error.start < len(head) - 3:
+            return None
+        text = head[:error.start].decode("utf-8")
+    if not text.strip() or any(not char.isprintable() and char not in "\t\n\r" for char in text):
+        return None
+    kind = "JSON" if text.lstrip()[:1] in ("{", "[") else "text"
+    return f"a {kind} file, not safetensors"
 
 
 def foreign_lora(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:

@@ -131,6 +131,28 @@ def to_kohya(factors: Factors, conv_layers: Collection[str] = ()) -> dict[str, T
 CONVERTERS = {"diffusers": to_diffusers, "kohya": to_kohya}
 
 
+def check_export_target(out: str | os.PathLike) -> Path:
+    """``out`` as the Path to write, or one line naming it as given.
+
+    Every format writes one .safetensors file, the only kind A1111 and ComfyUI list as a LoRA or an
+    embedding. A name ending in a slash means a folder even before it exists, so the raw text is checked:
+    ``Path`` drops that slash, and a file named after the folder would be written instead.
+    """
+    raw = os.fspath(out)
+    target = Path(raw)
+    if target.is_dir():
+        raise ExportError(f"{raw}: is a folder; give a file name to write")
+    if raw.endswith(("/", os.sep)):
+        raise ExportError(f"{raw}: ends in a slash, so it names a folder; give a file name to write, ending in "
+                          f".safetensors")
+    if target.suffix.lower() != ".safetensors":
+        # lora.txt -> lora.safetensors, lora.safetensors.bak -> lora.safetensors
+        stem = target.stem if target.stem.lower().endswith(".safetensors") else target.stem + ".safetensors"
+        raise ExportError(f"{raw}: not a .safetensors name; an export is a .safetensors file, the only kind A1111 "
+                          f"and ComfyUI list, e.g. {target.with_name(stem)}")
+    return target
+
+
 def export_adapter(
     adapter_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -145,11 +167,9 @@ def export_adapter(
     """
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-    source, target = Path(adapter_path), Path(out_path)
+    source, target = Path(adapter_path), check_export_target(out_path)  # before the format's warnings
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
-    if target.is_dir():  # before the format's warnings: they would only precede this error
-        raise ExportError(f"{target}: is a folder; give a file name to write")
     from lowdim_sd.textual_inversion import export_embedding, is_embedding_file
 
     if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
@@ -164,7 +184,7 @@ def export_adapter(
         conv_layers = sd1_conv1x1_layers(factors)
     if fmt == "diffusers" and any(name.startswith("unet.") for name in factors):
         # Its peft keys load in diffusers; ComfyUI maps only kohya names onto the UNet and skips the rest.
-        warnings.warn(f"{target.name}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
+        warnings.warn(f"{os.fspath(out_path)}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
                       f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
                       f"--format kohya", stacklevel=2)
     tensors = CONVERTERS[fmt](factors, conv_layers)

@@ -7,14 +7,17 @@ reads it back as (field, value) rows, with the command that uses the file.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.filecheck import embedding_style, foreign_lora
+from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
 from lowdim.files import BUFFER_PREFIX, PICKLE_SUFFIXES, unpack_layers
+from lowdim_sd.generate import with_looks
 from lowdim_sd.images import IMAGE_EXTENSIONS
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
@@ -26,11 +29,15 @@ from lowdim_sd.model_paths import UNET_PREFIX
 class FileInfo:
     path: Path
     kind: str  # one line: what it is
-    rows: list[tuple[str, str]] = field(default_factory=list)  # (field, value), in reading order
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (field, value as the table shows it), in order
     use: str = ""  # the command that uses it, when there is one
+    # A field's value for --json where the table's text is not it: programs read numbers, booleans and
+    # objects, not "54,784", "false" or JSON inside a string.
+    values: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "fields": dict(self.rows), "use": self.use}
+        fields = {name: self.values.get(name, value) for name, value in self.rows}
+        return {"path": str(self.path), "kind": self.kind, "fields": fields, "use": self.use}
 
 
 @dataclass
@@ -69,7 +76,7 @@ def describe(path: Path) -> FileInfo:
         if model is not None:
             return model
     if not path.is_file():
-        raise LowdimError(f"{path}: no such file or folder")
+        raise LowdimError(f"{path}: no such file or folder{_model_meant(str(path)) if not path.exists() else ''}")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise LowdimError(f"{path}: an image, not a .safetensors file; `lowdim show` reads lowdim files and weight "
                           f"folders")
@@ -77,6 +84,9 @@ def describe(path: Path) -> FileInfo:
         raise LowdimError(f"{path}: a weight folder's index; show the folder: lowdim show {quote(str(path.parent))}")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise LowdimError(f"{path}: a pickle file, which can run code when loaded; lowdim reads .safetensors only")
+    foreign = describe_foreign(path)  # a picture or a text file by its bytes, whatever its name
+    if foreign is not None:
+        raise LowdimError(f"{path}: {foreign}; `lowdim show` reads lowdim files and weight folders")
     header = _read_header(path)
     readers = {"lowdim.adapter": _adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
                "lowdim.weights.shard": _shard}
@@ -86,6 +96,17 @@ def describe(path: Path) -> FileInfo:
     except (TypeError, ValueError, KeyError, AttributeError) as error:  # metadata edited or cut by hand
         raise LowdimError(f"{path}: its lowdim metadata is damaged ({type(error).__name__}: "
                           f"{first_line(error)})") from None
+
+
+def _model_meant(name: str) -> str:
+    """'; did you mean NAME?' when a bare word is close to a registered model's name: the suggestion
+    `personalize -m` gives (``lowdim_sd.loading.refuse_a_misspelt_name``, with its cutoff)."""
+    from lowdim.registry import get_registry
+
+    if "/" in name or os.sep in name:
+        return ""
+    close = difflib.get_close_matches(name.lower(), list(get_registry().backends), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}? (a registered model: `lowdim models` lists them)" if close else ""
 
 
 def _read_header(path: Path) -> _Header:
@@ -110,6 +131,28 @@ def _compact(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def _number(text: str | None) -> object:
+    """A number stored as metadata text, as a number (None: missing; text that is no number: as it is)."""
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _config(config: object) -> object:
+    """A config stored as JSON text (or already parsed), as an object for --json."""
+    return _json(config, config or None) if isinstance(config, str) else config
+
+
+def _space(name: object, config: object) -> dict:
+    return {"name": name, "config": _config(config)}
+
+
 def _size(path: Path) -> str:
     return f"{path.stat().st_size:,} bytes"
 
@@ -131,10 +174,18 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
             rows.append((label, meta[key]))
     recipe = dict(_json(meta.get("extra"), {}))
     rows += [(f"recipe: {key}", _compact(value)) for key, value in recipe.items()]
+    values = {"space": _space(meta.get("space"), meta.get("space_config", "")),
+              "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
+              "trainable params": int(meta.get("num_params") or 0),
+              "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": _number(meta.get("seed")),
+              **({"layer scales": _json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
+              **{f"recipe: {key}": value for key, value in recipe.items()}}
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
-    prompt = str(recipe.get("prompt") or "a [V] face") if meta.get("token") else "a photo"  # the phrase it learned
+    # The phrase it learned, with the looks personalize read from the photo (its `draw it:` line names them too).
+    phrase = with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
+    prompt = phrase if meta.get("token") else "a photo"
     return FileInfo(path, "a lowdim adapter", rows,
-                    f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}")
+                    f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
 
 
 def _hypernet(path: Path, header: _Header) -> FileInfo:
@@ -156,9 +207,15 @@ def _hypernet(path: Path, header: _Header) -> FileInfo:
                                                                      "iterations") if key in config)),
             ("file", f"{_size(path)}, {header.values:,} stored values")]
     rows += [(f"training: {key}", _compact(value)) for key, value in extra.items()]
+    values = {"predicts": {"space": meta.get("space"), "config": _config(meta.get("space_config", "")),
+                           "layers": len(_json(meta.get("layers"), [])), "layer set": meta.get("layer_set") or None},
+              "network": {key: config[key] for key in ("architecture", "width", "decoder_layers", "iterations")
+                          if key in config},
+              "file": {"bytes": path.stat().st_size, "stored values": header.values},
+              **{f"training: {key}": value for key, value in extra.items()}}
     model = quote(meta["model"]) if meta.get("model") else "MODEL"
     return FileInfo(path, "a lowdim hypernetwork", rows,
-                    f"lowdim personalize -m {model} --hypernet {quote(str(path))} -i face.jpg -o me")
+                    f"lowdim personalize -m {model} --hypernet {quote(str(path))} -i face.jpg -o me", values)
 
 
 def _features(path: Path, header: _Header) -> FileInfo:
@@ -168,17 +225,22 @@ def _features(path: Path, header: _Header) -> FileInfo:
             ("normalize", meta.get("normalize", "?")), ("pool", meta.get("pool", "?")),
             ("images", f"{len(_json(meta.get('keys'), [])):,}"),
             ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", _size(path))]
+    values = {key: _json(meta.get(key), meta.get(key)) for key in ("normalize", "pool")}
+    values |= {"input size": _number(meta.get("input_size")), "images": len(_json(meta.get("keys"), [])),
+               "features": {"shape": list(shape), "dtype": "fp16"}, "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
                     f"lowdim train-hypernet -w WEIGHTS --encoder {quote(meta.get('encoder', 'ENCODER'))} "
-                    f"--freeze-encoder --set encoder_pool={meta.get('pool', 0)} --features {quote(str(path))}")
+                    f"--freeze-encoder --set encoder_pool={meta.get('pool', 0)} --features {quote(str(path))}",
+                    values)
 
 
 def _shard(path: Path, header: _Header) -> FileInfo:
     names = _json(header.metadata.get("identities"), [])
     rows = [("identities", f"{len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"),
             ("tensors", f"{len(header.shapes)}"), ("file", _size(path))]
+    values = {"identities": list(names), "tensors": len(header.shapes), "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
-                    f"lowdim show {quote(str(path.parent))}")
+                    f"lowdim show {quote(str(path.parent))}", values)
 
 
 def _weight_folder(folder: Path) -> FileInfo:
@@ -198,37 +260,47 @@ def _weight_folder(folder: Path) -> FileInfo:
             ("images from", index.get("root", "?"))]
     rows += [(f"training: {key}", _compact(config[key])) for key in ("steps", "learning_rate", "batch_size",
                                                                      "prompt", "token", "crop") if key in config]
+    values = {"identities": {"count": len(index["identities"]), "shards": len(shards)},
+              "space": _space(index.get("space"), index.get("space_config", {})),
+              "layers": {"count": len(index.get("layers", [])), "set": index.get("layer_set")},
+              "resolution": index.get("resolution"), "seed": index.get("seed"),
+              **{f"training: {key}": config[key] for key in ("steps", "learning_rate", "batch_size", "prompt",
+                                                             "token", "crop") if key in config}}
     return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows,
-                    f"lowdim train-hypernet -w {quote(str(folder))} -o hyper")
+                    f"lowdim train-hypernet -w {quote(str(folder))} -o hyper", values)
 
 
 def _other(path: Path, header: _Header) -> FileInfo:
     meta, keys = header.metadata, list(header.shapes)
     rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", _size(path))]
+    values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},
+                                 "file": {"bytes": path.stat().st_size}}
     embedding = embedding_style(keys, meta)
     if embedding is not None:
         made = "exported by lowdim" if meta.get("source_adapter") else "not made by lowdim"
         rows = [*([("exported from", meta["source_adapter"])] if meta.get("source_adapter") else []),
                 ("token", meta.get("token") or "?"), ("vectors", meta.get("vectors") or "?"), *rows]
         return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", rows,
-                        "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI")
+                        "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
+                        {**values, "vectors": _number(meta.get("vectors"))})
     style = foreign_lora(keys, meta)
     if style is not None and meta.get("source_adapter"):  # written by `lowdim export`
         rows = [("exported from", meta["source_adapter"]), ("space", f"{meta.get('space')} {meta.get('space_config')}"),
                 ("rank", meta.get("rank", "?")), ("base model", meta.get("base_model") or "?"),
                 ("token", meta.get("token") or "?"), *rows]
         where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
-        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}")
+        values |= {"space": _space(meta.get("space"), meta.get("space_config")), "rank": _number(meta.get("rank"))}
+        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values)
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
-                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI")
+                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values)
     if meta.get("lowdim") == LDM_MARK["lowdim"] and (meta.get(RECORD_KEY) or meta.get(BASE_MODEL_KEY)):
         record = _json(meta.get(RECORD_KEY), {}) or {"base_model": meta.get(BASE_MODEL_KEY)}
-        return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows)
+        return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
-                        f"lowdim personalize -m {quote(str(path))} -i face.jpg -o me")
-    return FileInfo(path, "a .safetensors file lowdim does not know", rows)
+                        f"lowdim personalize -m {quote(str(path))} -i face.jpg -o me", values)
+    return FileInfo(path, "a .safetensors file lowdim does not know", rows, values=values)
 
 
 def _pipeline_folder(folder: Path) -> FileInfo:
@@ -295,14 +367,17 @@ def _hub_cache(hub_id: str) -> str:
     return "not yet: the first command that uses it downloads it into the Hugging Face cache"
 
 
-def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]]) -> FileInfo:
+def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]],
+            values: dict[str, object] | None = None) -> FileInfo:
     """A merged model: its adapters are in its weights, so it is drawn with, not personalized on top of."""
     record = record if isinstance(record, dict) else {}
-    merged = [f"{entry.get('file')} at {entry.get('scale')}" for entry in record.get("adapters", [])
-              if isinstance(entry, dict)]
+    entries = [entry for entry in record.get("adapters", []) if isinstance(entry, dict)]
+    merged = [f"{entry.get('file')} at {entry.get('scale')}" for entry in entries]
     tokens = [str(token) for token in record.get("tokens", [])]
     rows = [("base model", str(record.get("base_model") or "?")),
             ("adapters merged", ", ".join(merged) or "? (merged before lowdim recorded them)"),
             ("token", ", ".join(tokens) or "?"), *rows]
     subject = f"a photo of {tokens[0]} face" if tokens else "a photo of a face"
-    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {quote(subject)}")
+    values = {**(values or {}), "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")}
+                                                     for entry in entries], "token": tokens}
+    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {quote(subject)}", values)

@@ -206,8 +206,10 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
     if path.is_file():
         foreign = describe_foreign(path) if path.suffix.lower() == ".safetensors" else None
         if foreign is not None:
-            raise ModelLoadError(f"{path}: this is {foreign}; pickles can run code when loaded: convert it to a real "
-                                 f".safetensors first")
+            # Only a pickle or zip checkpoint can be converted; a picture or a text file is just the wrong file.
+            fix = ("pickles can run code when loaded: convert it to a real .safetensors first"
+                   if "pickle" in foreign else "pass a model checkpoint, or a diffusers folder")
+            raise ModelLoadError(f"{path}: this is {foreign}; {fix}")
         from lowdim_sd.model_paths import refuse_what_is_not_a_checkpoint
         from lowdim_sd.weights_folder import check_single_file
 

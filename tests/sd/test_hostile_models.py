@@ -68,6 +68,17 @@ def test_index_shards_must_be_present_safetensors(copied):
         load_pipeline(str(copied), torch.float32)
 
 
+def test_a_picture_renamed_safetensors_is_named_without_talk_of_pickles(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "model.safetensors"
+    Image.new("RGB", (8, 8)).save(path, format="PNG")
+    with pytest.raises(ModelLoadError) as refused:
+        load_pipeline(str(path), torch.float32)
+    assert str(refused.value) == (f"{path}: this is a PNG image, not safetensors; pass a model checkpoint, "
+                                  f"or a diffusers folder")
+
+
 def test_a_pickle_renamed_safetensors_checkpoint_is_named(tmp_path):
     path = tmp_path / "model.safetensors"
     torch.save({"state_dict": {}}, path)

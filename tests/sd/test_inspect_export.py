@@ -78,7 +78,7 @@ def test_diffusers_export_warns_that_comfyui_reads_only_kohya_for_the_unet(adapt
     deep.parent.mkdir()
     code, out, err = run(capsys, "export", adapter, "--format", "diffusers", "-o", deep)
     assert code == 0 and f"wrote {deep}" in out  # a path of any length on one line, to copy
-    assert any(line.startswith(f"Warning: {deep.name}: ComfyUI") and line.endswith("--format kohya")
+    assert any(line.startswith(f"Warning: {deep}: ComfyUI") and line.endswith("--format kohya")
                for line in err.splitlines()), err
 
 

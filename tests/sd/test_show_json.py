@@ -1,0 +1,112 @@
+"""``lowdim show --json`` is for programs: numbers, booleans and nested objects, never the table's display
+strings; the table and its `use it:` line are for people, and that line draws with the phrase the adapter
+learned (its looks included); a mistyped model name gets the suggestion `personalize -m` gives."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from torch import nn
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim_cli.main import main
+from lowdim_sd.file_info import describe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LOOKS = " with pale skin, ginger sidesweep hair and sunglasses"
+HYPERNET = {"file": "hypernet.safetensors", "sha256": "ddf47fe18a97408b", "iterations": None, "bases_seed": 0}
+
+
+def _adapter(path, **extra):
+    """An adapter with personalize's recipe (lowdim_sd.personalize.recipe) in its metadata."""
+    model = nn.ModuleDict({"unet": nn.ModuleDict({"to_q": nn.Linear(6, 5)})})
+    lowdim.inject(model, lowdim.get_space("lidb", a=4, b=3), ["unet.to_q"], seed=3)
+    recipe = {"made_by": "lowdim personalize", "image": "face.png", "hypernet": HYPERNET, "only_hyper": False,
+              "steps": 40, "learning_rate": 0.01, "crop": False, "face_index": None, **extra}
+    return lowdim.save_adapter(path, model, dtype="fp16", base_model="tinyfaces", token="zwx", extra=recipe)
+
+
+def _no_display_strings(fields: dict) -> None:
+    """No number, boolean, null, list or object hides in a string, and no number is written with commas."""
+    for name, value in fields.items():
+        if isinstance(value, str):
+            assert not re.fullmatch(r"-?\d[\d,]*(\.\d+)?( bytes)?", value.strip()), (name, value)
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                continue
+            assert isinstance(parsed, str), (name, value)
+
+
+def test_json_gives_numbers_booleans_and_nested_objects(tmp_path, capsys):
+    path = _adapter(tmp_path / "me.safetensors", looks=LOOKS)
+    assert main(["show", str(path), "--json"]) == 0
+    fields = json.loads(capsys.readouterr().out)["fields"]
+    _no_display_strings(fields)
+    assert fields["trainable params"] == lowdim.read_adapter(path).num_params
+    assert fields["space"] == {"name": "lidb", "config": json.loads(lowdim.read_adapter(path).metadata["space_config"])}
+    assert fields["layers"]["count"] == 1 and fields["seed"] == 3
+    assert fields["file"] == {"bytes": path.stat().st_size, "dtype": "fp16"}
+    assert fields["recipe: only_hyper"] is False and fields["recipe: steps"] == 40
+    assert fields["recipe: hypernet"] == HYPERNET and fields["recipe: face_index"] is None
+    assert fields["recipe: looks"] == LOOKS and fields["token"] == "zwx"
+
+
+def test_the_table_keeps_its_display_strings(tmp_path, capsys):
+    path = _adapter(tmp_path / "me.safetensors")
+    rows = dict(describe(path).rows)
+    assert rows["trainable params"] == f"{lowdim.read_adapter(path).num_params:,}"
+    assert rows["recipe: only_hyper"] == "false" and rows["recipe: face_index"] == "null"
+    assert rows["recipe: hypernet"] == json.dumps(HYPERNET, separators=(",", ":"), sort_keys=True)
+    assert rows["file"] == f"{path.stat().st_size:,} bytes, fp16" and rows["space"].startswith("lidb {")
+    assert main(["show", str(path)]) == 0
+    assert re.search(r"recipe: only_hyper +│ false ", capsys.readouterr().out)
+
+
+def test_a_hypernetwork_and_an_export_in_json(make_hypernet, tmp_path, capsys):
+    from lowdim_sd.export import export_adapter
+
+    hypernet = make_hypernet(2, adapter_seed=7, token="zwx")
+    assert main(["show", str(hypernet), "--json"]) == 0
+    fields = json.loads(capsys.readouterr().out)["fields"]
+    _no_display_strings(fields)
+    assert fields["predicts"]["space"] == "lidb" and fields["predicts"]["layer set"] == "unet+text"
+    assert isinstance(fields["predicts"]["config"], dict) and isinstance(fields["predicts"]["layers"], int)
+    assert fields["network"]["iterations"] == 2 and fields["training: adapter_seed"] == 7
+    assert fields["file"]["bytes"] == hypernet.stat().st_size
+    exported = export_adapter(_adapter(tmp_path / "me.safetensors"), tmp_path / "k.safetensors", "kohya")
+    assert main(["show", str(exported), "--json"]) == 0
+    fields = json.loads(capsys.readouterr().out)["fields"]
+    _no_display_strings(fields)
+    assert isinstance(fields["rank"], int) and fields["tensors"]["count"] == 3 and fields["space"]["name"] == "lidb"
+
+
+@pytest.mark.parametrize(("extra", "prompt"), [
+    ({"looks": LOOKS}, f"a [V] face{LOOKS}"),
+    ({"prompt": "a close-up of [V] person", "looks": LOOKS}, f"a close-up of [V] person{LOOKS}"),
+    ({"prompt": "a close-up of [V] person"}, "a close-up of [V] person"),
+    ({}, "a [V] face"),
+])
+def test_use_it_draws_with_the_stored_phrase_and_looks(tmp_path, capsys, extra, prompt):
+    from shlex import quote
+
+    path = _adapter(tmp_path / "me.safetensors", **extra)
+    assert describe(path).use == f"lowdim generate -m tinyfaces -a {path} -p {quote(prompt)}"
+    assert main(["show", str(path)]) == 0
+    assert f"use it: lowdim generate -m tinyfaces -a {path} -p {quote(prompt)}" in capsys.readouterr().out
+
+
+def test_a_mistyped_model_name_gets_a_suggestion(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LowdimError, match=r"^tinyface: no such file or folder.*did you mean tinyfaces\?"):
+        describe("tinyface")
+    assert main(["show", "tinyface"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "did you mean tinyfaces?" in err and "Traceback" not in err
+    for far in ("zzzzq", "sub/tinyface", "tinyface.safetensors"):  # not a model's name: no guess
+        assert main(["show", far]) == 1
+        err = capsys.readouterr().err
+        assert f"{far}: no such file or folder" in err and "did you mean" not in err, err

@@ -1,0 +1,63 @@
+"""``describe_foreign``: a file lowdim was handed where a .safetensors goes is named for what it is (a picture,
+a text or JSON file, a pickle), whatever its name, instead of safetensors' 'header too large'."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import lowdim
+from lowdim.errors import AdapterFileError
+from lowdim.filecheck import describe_foreign
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (PNG, "a PNG image, not safetensors"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(64), "a JPEG image, not safetensors"),
+    (b"GIF89a" + bytes(64), "a GIF image, not safetensors"),
+    (b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(64), "a WebP image, not safetensors"),
+    (b"II*\x00" + bytes(64), "a TIFF image, not safetensors"),
+    (b'{"prompts": ["a [V] face"]}', "a JSON file, not safetensors"),
+    (b'  \n[1, 2, 3]\n', "a JSON file, not safetensors"),
+    (b"a [V] face at night\nsks\n", "a text file, not safetensors"),
+    ("a [V] face, caf\u00e9 \u00e0 Paris\n".encode(), "a text file, not safetensors"),
+    (pickle.dumps({"state_dict": 1}, protocol=4), "a pickle (torch.save / pickle.dump), not safetensors"),
+    (b"PK\x03\x04" + bytes(64), "a zip archive (a torch.save pickle checkpoint?), not safetensors"),
+], ids=lambda value: value.split(",")[0] if isinstance(value, str) else "")
+def test_what_a_file_really_is_whatever_its_name(tmp_path, content, said):
+    for name in ("adapter.safetensors", "adapter.bin", "notes"):
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert describe_foreign(path) == said, name
+
+
+def test_real_and_broken_safetensors_are_left_to_safetensors(tmp_path):
+    real = tmp_path / "real.safetensors"
+    save_file({"x": torch.zeros(3)}, str(real))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(real.read_bytes()[:12])  # its header cut short: safetensors says so
+    for path, content in ((tmp_path / "empty.safetensors", b""), (tmp_path / "bytes", bytes(range(256)))):
+        path.write_bytes(content)
+    for path in (real, cut, tmp_path / "empty.safetensors", tmp_path / "bytes"):
+        assert describe_foreign(path) is None, path
+
+
+def test_an_image_as_an_adapter_is_one_line_naming_it(tmp_path):
+    preview = tmp_path / "preview.png"
+    preview.write_bytes(PNG)
+    with pytest.raises(AdapterFileError) as error:
+        lowdim.read_adapter(preview)
+    assert str(error.value) == f"{preview}: this is a PNG image, not safetensors; lowdim reads .safetensors files only"
+
+
+def test_an_adapter_is_still_read(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 4))
+    lowdim.inject(model, lowdim.get_space("lora", rank=2), ["0"])
+    path = lowdim.save_adapter(tmp_path / "me.safetensors", model)
+    assert describe_foreign(path) is None and lowdim.read_adapter(path).layers[0].name == "0"
