@@ -258,7 +258,20 @@ def merge(
     out.print(f"wrote [bold]{written}[/]")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))
-        out.print(f"prompts name the subject with its identifier: {names} (e.g. 'a photo of {tokens[0]} face')")
+        out.print(f"prompts name the subject with its identifier: {names} (e.g. '{merged_example(adapters, tokens)}')")
+
+
+def merged_example(adapters: list, tokens: list[str]) -> str:
+    """A prompt for the merged model: the first adapter's learned phrase, its token in place of [V]."""
+    from lowdim_sd.file_info import learned_phrase
+    from lowdim_sd.generate import fill
+    from lowdim_sd.textual_inversion import is_embedding_file
+
+    path = adapters[0][0]
+    import lowdim
+
+    phrase = "a [V] face" if is_embedding_file(path) else learned_phrase(lowdim.read_adapter(path).metadata)
+    return fill(phrase, tokens[0])
 
 
 def register(app: typer.Typer) -> None:

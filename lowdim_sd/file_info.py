@@ -157,6 +157,13 @@ def _size(path: Path) -> str:
     return f"{path.stat().st_size:,} bytes"
 
 
+def learned_phrase(metadata: dict) -> str:
+    """The phrase an adapter learned, with the looks personalize read from the photo (its `draw it:` line
+    names them too): 'a [V] face with ginger long hair'."""
+    recipe = dict(_json(metadata.get("extra"), {}))
+    return with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
+
+
 def _adapter(path: Path, header: _Header) -> FileInfo:
     meta = header.metadata
     layers = unpack_layers(meta.get("layers", "[]"), path)
@@ -181,8 +188,7 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
               **({"layer scales": _json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
               **{f"recipe: {key}": value for key, value in recipe.items()}}
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
-    # The phrase it learned, with the looks personalize read from the photo (its `draw it:` line names them too).
-    phrase = with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
+    phrase = learned_phrase(meta)
     prompt = phrase if meta.get("token") else "a photo"
     return FileInfo(path, "a lowdim adapter", rows,
                     f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)

@@ -153,3 +153,16 @@ def test_show_names_what_a_merge_was_made_of_and_draws_it_with_generate(tiny_sd,
     assert rows["adapters merged"] == f"{two_adapters[0].name} at 0.5, zwx.safetensors at 1.0"
     assert info.use == f"lowdim generate -m {out} -p 'a photo of zwx face'"
     assert load_sd(str(out)).pipe is not None  # the record beside the weights keeps the model loadable
+
+
+def test_merge_suggests_the_phrase_the_adapter_learned_with_its_token(tiny_sd, tmp_path, capsys):
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    view = lowdim.Adapters(model.modules)
+    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    adapter = lowdim.save_adapter(tmp_path / "me.safetensors", view, "default", token="zwx",
+                                  extra={"prompt": "a photo of a [V] face", "looks": " with ginger long hair"})
+    code = main(["merge", "-m", str(tiny_sd), "-a", str(adapter), "-o", str(tmp_path / "m.safetensors")])
+    said = " ".join(capsys.readouterr().out.split())
+    assert code == 0, said
+    assert "prompts name the subject with its identifier: zwx (e.g. 'a photo of a zwx face with ginger long hair')" \
+        in said
