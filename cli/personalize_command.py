@@ -124,8 +124,7 @@ def personalize(
 
 def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:
     """The stage times, the files written, and the `lowdim generate` line that draws the subject."""
-    from lowdim_sd.draw_parts import EVERY_STYLE_CROSS_ATTENTION, DrawParts, parts_flags, suggested_parts
-    from lowdim_sd.generate import with_looks
+    from lowdim_sd.draw_parts import adapter_layers, suggested_flags
 
     table = Table(title="stages")
     table.add_column("stage")
@@ -140,11 +139,12 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> No
         out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote [bold]{path}[/]")
-    prompt = shlex.quote(with_looks(f"{result.prompt} at night", result.looks))  # parts apart need the looks
+    prompt = shlex.quote(result.subject_prompt(" at night"))  # parts apart need the looks
     draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
-    every_style = parts_flags(DrawParts(cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION))
-    out.print(f"draw it: {escape(draw)}  (add {parts_flags(suggested_parts(keep_styles))} to keep more of each "
-              f"style, and {every_style} too for every style at less of the face)")
+    # Only flags that act on the adapter's layers: --layers unet-self has no text-encoder or cross-attention part.
+    keep, every = suggested_flags(keep_styles, adapter_layers(result.adapter))
+    every = f", and {every} too for every style at less of the face" if every else ""
+    out.print(f"draw it: {escape(draw)}" + (f"  (add {keep} to keep more of each style{every})" if keep else ""))
 
 
 def register(app: typer.Typer) -> None:

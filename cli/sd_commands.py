@@ -162,7 +162,7 @@ def generate(
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
-    from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters
+    from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters, warn_unmatched_parts
     from lowdim_sd.generate import (
         GenerateConfig,
         attach_adapters,
@@ -183,6 +183,7 @@ def generate(
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     check_parts_have_adapters(config.parts, len(adapters))
     check_adapter_files(adapters)
+    warn_unmatched_parts(config.parts, adapters)  # a flag acting on no layer of these adapters draws nothing else
     check_images_folder(out_dir)
     from lowdim_sd.runs import output_folder
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lowdim
@@ -208,8 +210,77 @@ def every_style_parts(keep_styles: float) -> DrawParts:
     return replace(suggested_parts(keep_styles), cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION)
 
 
+# Each setting as `lowdim generate` spells it: (flag, DrawParts field, the layers it acts on, what an adapter
+# without them lacks), as drawing_parts applies them (the window acts on every UNet layer).
+FLAGS = (("--text-encoder-scale", "text_encoder_scale", TEXT_ENCODER_LAYERS, "no text-encoder layer"),
+         ("--adapter-start", "adapter_start", UNET_LAYERS, "no UNet layer"),
+         ("--adapter-end", "adapter_end", UNET_LAYERS, "no UNet layer"),
+         ("--cross-attention-scale", "cross_attention_scale", CROSS_ATTENTION_LAYERS,
+          "no UNet cross-attention layer"))
+
+
+def _asked(parts: DrawParts) -> list[tuple[str, float, str, str]]:
+    """(flag, value, layers, lack) of each setting of ``parts`` off its whole-drawing default."""
+    whole = DrawParts()
+    return [(flag, getattr(parts, field), layers, lack) for flag, field, layers, lack in FLAGS
+            if getattr(parts, field) != getattr(whole, field)]
+
+
+def suggested_flags(keep_styles: float, layers: Iterable[str]) -> tuple[str, str]:
+    """(the flags of suggested_parts, those every_style_parts adds) that act on ``layers``, the adapter's; ''
+    where none does. Nothing for an adapter without UNet layers: its text encoder's part at 0 is no adapter."""
+    layers = list(layers)
+    if not any(matches(UNET_LAYERS, layer) for layer in layers):
+        return "", ""
+    every = DrawParts(cross_attention_scale=EVERY_STYLE_CROSS_ATTENTION)
+    return (parts_flags(applicable_parts(suggested_parts(keep_styles), layers)),
+            parts_flags(applicable_parts(every, layers)))
+
+
 def parts_flags(parts: DrawParts) -> str:
     """'--text-encoder-scale 0 --adapter-start 0.3': the `lowdim generate` flags that draw ``parts``."""
-    flags = [("--text-encoder-scale", parts.text_encoder_scale, 1.0), ("--adapter-start", parts.adapter_start, 0.0),
-             ("--adapter-end", parts.adapter_end, 1.0), ("--cross-attention-scale", parts.cross_attention_scale, 1.0)]
-    return " ".join(f"{flag} {_number(value)}" for flag, value, default in flags if value != default)
+    return " ".join(f"{flag} {_number(value)}" for flag, value, _, _ in _asked(parts))
+
+
+def unmatched_flags(parts: DrawParts, layers: Iterable[str]) -> list[tuple[str, str]]:
+    """(flag, what the adapters lack) for each setting of ``parts`` that acts on none of ``layers``: it changes
+    nothing (a --layers unet-self adapter has no text-encoder and no cross-attention layer)."""
+    layers = list(layers)
+    return [(flag, lack) for flag, _, pattern, lack in _asked(parts)
+            if not any(matches(pattern, layer) for layer in layers)]
+
+
+def applicable_parts(parts: DrawParts, layers: Iterable[str]) -> DrawParts:
+    """``parts`` with each setting that acts on none of ``layers`` back at its default: what to suggest."""
+    unmatched = {flag for flag, _ in unmatched_flags(parts, layers)}
+    whole = DrawParts()
+    return replace(parts, **{field: getattr(whole, field) for flag, field, _, _ in FLAGS if flag in unmatched})
+
+
+def adapter_layers(path: Path) -> list[str]:
+    """The layer names an adapter file's parts act on, from its header alone; none for a Textual Inversion
+    embedding, which loads as token vectors, never as a layer whose scale drawing_parts sets."""
+    from lowdim.files import FORMAT, read_checked, unpack_layers
+    from lowdim_sd.textual_inversion import is_embedding_file
+
+    if is_embedding_file(path):
+        return []
+    _, metadata = read_checked(Path(path), FORMAT, "adapter", load_tensors=False)
+    return [layer.name for layer in unpack_layers(metadata.get("layers", "[]"), Path(path))]
+
+
+def warn_unmatched_parts(parts: DrawParts, adapters: Sequence[tuple[Path, float]]) -> None:
+    """One warning naming the flags of ``parts`` that act on no layer of any of ``adapters`` (path, scale): they
+    change nothing, and a user who set them expects a change. Reads the files' headers only."""
+    if parts.whole or not adapters:  # none given is check_parts_have_adapters' error
+        return
+    unmatched = unmatched_flags(parts, [layer for path, _ in adapters for layer in adapter_layers(path)])
+    if not unmatched:
+        return
+    flags = " and ".join(flag for flag, _ in unmatched)
+    lacks = " and ".join(dict.fromkeys(lack for _, lack in unmatched))  # start and end lack the same
+    one, many = len(unmatched) == 1, len(adapters) > 1
+    warnings.warn(f"{flags} {'matches' if one else 'match'} no layer of the adapter{'s' * many}: "
+                  f"{'they have' if many else 'it has'} {lacks}, so "
+                  f"{'it changes' if one else 'they change'} nothing; leave {'it' if one else 'them'} out",
+                  stacklevel=2)

@@ -11,10 +11,8 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from lowdim_sd.generate import with_looks
 from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.personalize_checks import check_inputs, check_job, with_training_phrase
+from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
@@ -118,29 +117,10 @@ class PersonalizeResult:
     looks: str = ""  # what the describer read, as the words put after "[V] <noun>" (" with ginger long hair")
     prompt: str = TrainConfig.prompt  # the phrase the adapter answers to: its finetune's prompt
 
-
-@contextmanager
-def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
-    runs.report(name, 0, 1)
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        result.stages[name] = time.perf_counter() - started
-
-
-@contextmanager
-def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob) -> Iterator[None]:
-    """A stage that runs once the adapter is written: Ctrl-C there keeps it, and says how to use it or start over
-    (a plain rerun would refuse to replace it)."""
-    with stage(result, name):
-        try:
-            yield
-        except KeyboardInterrupt as stop:
-            raise runs.Interrupted(
-                f"interrupted during the {name}; the adapter is complete: {result.adapter}; draw it with "
-                f"`lowdim generate -m {job.model} -a {result.adapter} -p \"a photo of a [V] face\"`, "
-                f"or add --overwrite to the same command to start over") from stop
+    def subject_prompt(self, after: str = "") -> str:
+        """The adapter's phrase, then ``after``, with the looks after [V]'s noun: a prompt that draws the subject
+        (drawn apart, its UNet part needs the looks in words: the text encoder's part no longer says them)."""
+        return with_looks(self.prompt + after, self.looks)
 
 
 def default_hypernet(backend: Any) -> Path | None:
@@ -227,8 +207,6 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     check_training_dtype(job.device, job.dtype)
     if job.cuda_graphs:
         check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
-    if job.keep_styles and job.only_hyper:
-        raise LowdimError("--keep-styles shapes the fast finetune, which --only-hyper skips")
     job, prompt = with_training_phrase(job, hypernet)
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
@@ -318,12 +296,6 @@ def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | Non
                              save_dtype=job.save_dtype, merge_frozen=not job.keep_styles)
 
 
-def written_files(job: PersonalizeJob) -> list[Path]:
-    """What a run writes to ``job.out``: an earlier run's copies are replaced only with --overwrite."""
-    return [job.out / "adapter.safetensors", *(job.out / f"adapter.{fmt}.safetensors" for fmt in job.export),
-            *([job.out / "preview.png"] if job.preview else [])]
-
-
 @runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
     run = resolve_run(job)
@@ -343,29 +315,25 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         trainable = initial_trainable(model, run, predicted)
     if run.unfit_note:
         warnings.warn(run.unfit_note, stacklevel=3)
-    with stage(result, "fast finetune"):
+    # --only-hyper trains nothing: its stage only writes the prediction (train with 0 steps saves it).
+    with stage(result, "fast finetune" if not job.only_hyper else "save adapter"):
         trainable.metadata["extra"] = recipe(run)
         config = finetune_config(run)
         trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
+    cleared = clear_earlier(job)  # from here the earlier run's preview and exports would show another adapter
     if job.export:
         from lowdim_sd.export import export_adapter
 
-        with after_the_adapter(result, "export", job):
+        with after_the_adapter(result, "export", job, cleared):
             result.exports = [export_adapter(result.adapter, job.out / f"adapter.{fmt}.safetensors", fmt)
                               for fmt in job.export]
     if job.preview:
-        with after_the_adapter(result, "preview", job):
+        with after_the_adapter(result, "preview", job, cleared):
             result.preview, result.gallery = preview_unless_out_of_memory(model, reference, run, resolution,
                                                                           result.adapter)
-    elif (job.out / "preview.png").is_file():
-        warnings.warn(f"{job.out / 'preview.png'} is from an earlier run, not of this adapter", stacklevel=2)
-    from lowdim_sd.export import FORMATS
-
-    for stale in (job.out / f"adapter.{fmt}.safetensors" for fmt in FORMATS if fmt not in job.export):
-        if stale.is_file():
-            warnings.warn(f"{stale} is from an earlier run, not of this adapter", stacklevel=2)
+    warn_earlier(job)
     return result
 
 
@@ -384,9 +352,11 @@ def recipe(run: PersonalizeRun) -> dict:
     if run.hypernet is not None:
         hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
                     "bases_seed": run.bases_seed}
+    # --only-hyper trains no LoRA: a rank or rate recorded for it would describe a finetune that never ran.
+    finetune = {} if job.only_hyper else {"steps": run.steps, "learning_rate": run.learning_rate,
+                                          "batch_size": run.batch_size, "rank": job.rank}
     made = {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
-            "only_hyper": job.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), "steps": run.steps,
-            "learning_rate": run.learning_rate, "batch_size": run.batch_size, "rank": job.rank,
+            "only_hyper": job.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), **finetune,
             "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
     if job.resolution is not None:  # only when asked: the model's own is implied by its name
         made["resolution"] = job.resolution

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
@@ -31,6 +31,7 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     if job.only_hyper and job.no_hyper:
         raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
+    check_only_hyper(job)
     if job.save_dtype not in DTYPES:
         raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
     if job.preview and job.preview_steps < 1:
@@ -42,9 +43,48 @@ def check_job(job: PersonalizeJob) -> None:
                           f"{job.crop_margin}")
     if job.face_index is not None and job.face_index < 0:
         raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
+    check_face_index(job)
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
+
+
+# The job's fields that only the fast finetune reads, as the CLI names them; the first given is named.
+FINETUNE_FLAGS = {"keep_styles": "--keep-styles", "steps": "--steps", "rank": "--rank", "learning_rate": "--lr",
+                  "batch_size": "--batch-size", "gradient_checkpointing": "--gradient-checkpointing",
+                  "cuda_graphs": "--cuda-graphs"}
+
+
+def check_only_hyper(job: PersonalizeJob) -> None:
+    """--only-hyper skips the fast finetune, so a finetune setting given with it would be silently dropped (and
+    recorded for a LoRA never trained). Given means off the job's default; 0 steps says no finetune too, and is
+    how the bench's only-hyper rows ask for it. (--rank 4 is the default, so it reads as not given.)"""
+    if not job.only_hyper:
+        return
+    default = {field.name: field.default for field in fields(job)}
+    for name, flag in FINETUNE_FLAGS.items():
+        if getattr(job, name) != default[name] and not (name == "steps" and job.steps == 0):
+            raise LowdimError(f"{flag} shapes the fast finetune, which --only-hyper skips; leave it out, or drop "
+                              f"--only-hyper")
+
+
+def check_face_index(job: PersonalizeJob) -> None:
+    """--face-index picks which face the crop cuts out: without the crop it would be silently ignored. Checked
+    before resolve_crop, whose warning that the run goes on uncropped would precede this error."""
+    from lowdim_sd import face_inputs
+    from lowdim_sd.faces import INSTALL_HINT
+
+    if job.face_index is None or job.crop is True:  # an explicit --crop without the extra: resolve_crop's error
+        return
+    if job.crop is False:
+        raise LowdimError("--face-index picks the face to crop, and --no-crop turns cropping off; leave one out")
+    if not face_inputs.backend_crops(job.model):
+        raise LowdimError(f"--face-index picks the face to crop, and {job.model} does not crop by default (its "
+                          f"pictures are whole faces already); leave --face-index out, or add --crop for a photo "
+                          f"of several faces")
+    if not face_inputs.faces_available():
+        raise LowdimError(f"--face-index picks the face to crop, and cropping needs face detection, which is not "
+                          f"installed; {INSTALL_HINT}")
 
 
 def check_inputs(job: PersonalizeJob) -> None:

@@ -152,3 +152,62 @@ def test_the_suggested_flags_draw_what_results_md_measured_and_lowdim_generate_r
         assert main(["generate", "-m", str(tiny_sd), "-p", "a [V] face", "-a", str(adapter), *flags,
                      "-o", str(tmp_path / "x")]) == 0
         assert asked[-1].parts == suggested_parts(keep_styles)
+
+
+@pytest.fixture(scope="module")
+def self_attention_file(tiny_sd, tmp_path_factory):
+    """A LoRA on the UNet's self-attention alone (personalize --layers unet-self): no text-encoder layer, no
+    cross-attention layer."""
+    view, params = _random_lora(tiny_sd, "unet-self")
+    assert params and all(".attn1." in layer for layer in params)
+    return lowdim.save_adapter(tmp_path_factory.mktemp("self") / "self.safetensors", view, "default")
+
+
+def test_flags_that_match_no_layer_of_the_adapter_draw_nothing_else_and_are_warned_once(tiny_sd, self_attention_file,
+                                                                                      one_thread):
+    import warnings
+
+    from lowdim_sd.draw_parts import warn_unmatched_parts
+
+    moot = DrawParts(text_encoder_scale=0.0, cross_attention_scale=0.25)
+    assert np.abs(_draw(tiny_sd, self_attention_file, moot) - _draw(tiny_sd, self_attention_file)).max() == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_unmatched_parts(moot, [(self_attention_file, 1.0)])
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "\n" not in message and "--text-encoder-scale and --cross-attention-scale match no layer" in message
+
+
+@pytest.mark.parametrize(("parts", "files", "named"), [
+    (DrawParts(text_encoder_scale=0.0), ["self"], "--text-encoder-scale"),
+    (DrawParts(text_encoder_scale=0.0, adapter_start=0.3), ["self"], "--text-encoder-scale"),  # the window acts
+    (DrawParts(cross_attention_scale=0.5), ["unet", "self"], None),  # one adapter's cross-attention is enough
+    (DrawParts(text_encoder_scale=0.0, cross_attention_scale=0.5), ["whole"], None),
+    (DrawParts(), ["self"], None),  # nothing asked
+])
+def test_a_flag_is_warned_about_only_when_no_adapter_has_a_layer_it_acts_on(adapter_files, self_attention_file,
+                                                                             parts, files, named):
+    import warnings
+
+    from lowdim_sd.draw_parts import warn_unmatched_parts
+
+    by_name = {"whole": adapter_files[0], "unet": adapter_files[1], "self": self_attention_file}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_unmatched_parts(parts, [(by_name[name], 1.0) for name in files])
+    assert [str(w.message).split(" match")[0] for w in caught] == ([named] if named else [])
+
+
+def test_the_adapter_start_and_end_on_an_adapter_without_unet_layers_are_named(tiny_sd, tmp_path):
+    import warnings
+
+    from lowdim_sd.draw_parts import warn_unmatched_parts
+
+    view, _ = _random_lora(tiny_sd, "text")
+    text_only = lowdim.save_adapter(tmp_path / "text.safetensors", view, "default")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_unmatched_parts(DrawParts(adapter_start=0.3, adapter_end=0.8), [(text_only, 1.0), (text_only, 0.5)])
+    assert len(caught) == 1 and str(caught[0].message).startswith("--adapter-start and --adapter-end match no layer")
+    assert "adapters" in str(caught[0].message)  # two were given

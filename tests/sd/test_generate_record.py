@@ -90,3 +90,12 @@ def test_the_grid_caption_says_how_the_adapters_were_drawn(adapters, parts, tag)
 
     settings = {"adapters": [{"file": "a.safetensors", "scale": s, "token": "sks"} for s in adapters], "parts": parts}
     assert drawn_tag(settings) == tag
+
+
+def test_parts_flags_that_act_on_no_layer_of_the_adapters_are_warned_about(tiny_sd, two_adapters, tmp_path, capsys):
+    # the fixture's adapters hold self-attention query layers only: no text encoder, no cross-attention
+    _generate(tiny_sd, two_adapters, (1.0, 1.0), tmp_path / "p", "--text-encoder-scale", "0",
+              "--cross-attention-scale", "0.5", "--adapter-start", "0.3")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--text-encoder-scale and --cross-attention-scale match no layer of the adapters" in said
+    assert "--adapter-start" not in said.split("match no layer")[0]  # it acts on their UNet layers

@@ -1,0 +1,94 @@
+"""``lowdim personalize``'s stages and the files it leaves in ``--out``.
+
+Each stage is timed for the stage table. Once the adapter is written, a stop (Ctrl-C) keeps it and says how
+to draw it or start over; and no file an earlier run left there (a preview, an export) may pass for the new
+adapter's: the ones this run rewrites are removed as soon as the adapter is written, the others are pointed out.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lowdim_sd import runs
+
+if TYPE_CHECKING:
+    from lowdim_sd.personalize import PersonalizeJob, PersonalizeResult
+
+
+@contextmanager
+def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
+    runs.report(name, 0, 1)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.stages[name] = time.perf_counter() - started
+
+
+def written_files(job: PersonalizeJob) -> list[Path]:
+    """What a run writes to ``job.out``, the adapter first: an earlier run's copies are replaced only with
+    --overwrite."""
+    return [job.out / "adapter.safetensors", *(job.out / f"adapter.{fmt}.safetensors" for fmt in job.export),
+            *([job.out / "preview.png"] if job.preview else [])]
+
+
+def clear_earlier(job: PersonalizeJob) -> list[Path]:
+    """Remove the earlier run's copies of the files this run writes after its adapter (exports, preview), once
+    that adapter is written: until they are rewritten they show another adapter, and a stop in between would
+    leave them beside this one. (They exist only under --overwrite: without it the run was refused.)"""
+    earlier = [path for path in written_files(job)[1:] if path.is_file()]
+    for path in earlier:
+        path.unlink()
+    return earlier
+
+
+def earlier_kept(job: PersonalizeJob) -> list[Path]:
+    """What an earlier run left that this one does not rewrite: a preview under --no-preview, exports in
+    formats not asked for this time."""
+    from lowdim_sd.export import FORMATS
+
+    kept = [*(job.out / f"adapter.{fmt}.safetensors" for fmt in FORMATS if fmt not in job.export),
+            *([] if job.preview else [job.out / "preview.png"])]
+    return [path for path in kept if path.is_file()]
+
+
+def warn_earlier(job: PersonalizeJob) -> None:
+    for stale in earlier_kept(job):
+        warnings.warn(f"{stale} is from an earlier run, not of this adapter", stacklevel=3)
+
+
+@contextmanager
+def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob,
+                      cleared: Sequence[Path] = ()) -> Iterator[None]:
+    """A stage that runs once the adapter is written: Ctrl-C there keeps it and says, in one line, what is
+    missing, how to draw the adapter, and how to start over with the command given. ``cleared``: the earlier
+    run's files that ``clear_earlier`` removed."""
+    with stage(result, name):
+        try:
+            yield
+        except KeyboardInterrupt as stop:
+            raise runs.Interrupted(stop_note(result, name, job, cleared)) from stop
+
+
+def stop_note(result: PersonalizeResult, name: str, job: PersonalizeJob, cleared: Sequence[Path]) -> str:
+    missing = [path for path in written_files(job)[1:] if not path.is_file()]
+    gone = [path for path in missing if path in cleared]
+    note = f"; not written: {', '.join(map(str, missing))}" if missing else ""
+    if gone:  # so nobody looks for the earlier ones, or wonders where they went
+        copies = "copy was" if len(gone) == 1 else "copies were"
+        note += f" (the earlier run's {copies} removed, being of another adapter)"
+    stale = earlier_kept(job)  # the run ends here, before warn_earlier would name them
+    if stale:
+        note += f"; from an earlier run, not of this adapter: {', '.join(map(str, stale))}"
+    draw = (f"lowdim generate -m {shlex.quote(job.model)} -a {shlex.quote(str(result.adapter))} "
+            f"-p {shlex.quote(result.subject_prompt())}")
+    # Without --overwrite a rerun would refuse the adapter just written; with it, the same command starts over.
+    again = runs.RERUN if job.overwrite else "add --overwrite to the same command"
+    return (f"interrupted during the {name}; the adapter is complete: {result.adapter}{note}; draw it with "
+            f"`{draw}`, or {again} to start over")
