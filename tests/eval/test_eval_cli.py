@@ -232,15 +232,7 @@ def test_an_out_that_cannot_be_written_after_scoring_is_one_line_and_the_table_i
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(lowdim_sd.eval.report, "atomic_write", refuse)
-    from lowdim.hookspecs import hookimpl
-
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def register_metrics(register):
-            register("night", _NightOnly)
-
-    with use_registry(Registry.from_plugins([Plugin])):
+    with only_metric("night", _NightOnly):
         code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "night", "--out", tmp_path / "r",
                                    "--no-progress")
     said = " ".join((stdout + stderr).split())
@@ -259,15 +251,7 @@ def test_a_device_given_through_set_is_checked_like_device(capsys, folder, monke
 
 
 def test_no_image_asked_by_the_only_metric_says_so(capsys, folder):
-    from lowdim.hookspecs import hookimpl
-
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def register_metrics(register):
-            register("cats", _CatsOnly)
-
-    with use_registry(Registry.from_plugins([Plugin])):
+    with only_metric("cats", _CatsOnly):
         code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "cats", "--no-progress")
     said = " ".join((stdout + stderr).split())
     assert code == 1 and "Traceback" not in said
@@ -282,19 +266,24 @@ class _CatsOnly(_Fixed):
 
 
 def test_a_model_flag_for_a_metric_not_asked_for_is_a_warning(capsys, folder):
-    from lowdim.hookspecs import hookimpl
-
-    class Plugin:
-        @staticmethod
-        @hookimpl
-        def register_metrics(register):
-            register("night", _NightOnly)
-
-    with use_registry(Registry.from_plugins([Plugin])):
+    with only_metric("night", _NightOnly):
         code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "night", "--dino-model", "/nowhere",
                                    "--no-progress")
     said = " ".join((stdout + stderr).split())
     assert code == 0, said
     assert "--dino-model is only read by dino, which --metrics does not ask for: it is ignored" in said
     assert "--clip-model" not in said
+
+
+def only_metric(name, factory):
+    """A registry holding one metric, registered as a plugin would."""
+    from lowdim.hookspecs import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_metrics(register):
+            register(name, factory)
+
+    return use_registry(Registry.from_plugins([Plugin]))
 
