@@ -105,9 +105,26 @@ def read_prompts(folder: Path) -> PromptsFile:
                           f"(see docs/eval.md; `lowdim generate` writes one)")
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice: {"a.png": ..., "a.png": ...} would drop one."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
 def _read_json(path: Path) -> PromptsFile:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_one_value_per_key)
+    except _RepeatedKey as repeated:
+        raise EvalFolderError(f"{path}: \"{repeated}\" is a key twice in one object (JSON keeps only the "
+                              f"last); list each image once") from None
     except UnicodeDecodeError:
         raise EvalFolderError(f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as error:

@@ -222,3 +222,11 @@ def test_an_image_listed_twice_is_refused_naming_both_entries(tmp_path):
     (tmp_path / "prompts.csv").write_text('image,prompt\n000.png,"a\nface"\n\n001.png,b\n000.png,c\n')
     with pytest.raises(EvalFolderError, match=r"prompts.csv: 000.png is listed twice, as line 2 and line 6"):
         read_prompts(tmp_path)
+
+
+def test_an_image_keyed_twice_in_the_mapping_form_is_refused_not_dropped(tmp_path):
+    (tmp_path / "prompts.json").write_text('{"images": {"000.png": "a face", "000.png": "a face at night"}}')
+    with pytest.raises(EvalFolderError, match=r'prompts.json: "000.png" is a key twice in one object'):
+        read_prompts(tmp_path)
+    (tmp_path / "prompts.json").write_text('{"images": {"000.png": "a face", "001.png": "a face at night"}}')
+    assert [entry.image for entry in read_prompts(tmp_path).entries] == ["000.png", "001.png"]
