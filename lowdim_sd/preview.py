@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import lowdim
-from lowdim_sd.draw_parts import describe_draw, draw_text
+from lowdim.inject.select import matches
+from lowdim_sd.draw_parts import (
+    UNET_LAYERS,
+    DrawParts,
+    adapter_layers,
+    applicable_parts,
+    describe_draw,
+    draw_text,
+)
 from lowdim_sd.images import to_pil
 from lowdim_sd.loading import SDModel, load_sd
 
@@ -47,7 +55,7 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
 
     job, prompts = run.job, list(run.preview_prompts)
     images, captions, fresh = [], [], None
-    for scale, parts in run.preview_draws:
+    for scale, parts in preview_rows(run.preview_draws, adapter_layers(adapter)):
         config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps,
                                         token=job.token, resolution=resolution, parts=parts)
         drawn, how = model, describe_draw(scale, parts)
@@ -64,3 +72,18 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
                      *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
     grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
     return grid, list(zip(captions, images, strict=True))
+
+
+def preview_rows(draws: tuple[tuple[float, DrawParts], ...], layers: list[str]) -> list[tuple[float, DrawParts]]:
+    """The preview's rows for an adapter of ``layers``: each setting that acts on none of them dropped (a
+    --layers unet-self file has no text-encoder part to set to 0), a row left the same as another drawn once,
+    and a row that would draw no adapter at all (the text encoder's part at 0 of a text-only file) left out."""
+    unet = any(matches(UNET_LAYERS, layer) for layer in layers)
+    rows: list[tuple[float, DrawParts]] = []
+    for scale, parts in draws:
+        parts = applicable_parts(parts, layers)
+        if (scale, parts) in rows or (parts.text_encoder_scale == 0 and not unet):
+            continue
+        rows.append((scale, parts))
+    return rows
+

@@ -211,3 +211,18 @@ def test_the_adapter_start_and_end_on_an_adapter_without_unet_layers_are_named(t
         warn_unmatched_parts(DrawParts(adapter_start=0.3, adapter_end=0.8), [(text_only, 1.0), (text_only, 0.5)])
     assert len(caught) == 1 and str(caught[0].message).startswith("--adapter-start and --adapter-end match no layer")
     assert "adapters" in str(caught[0].message)  # two were given
+
+
+@pytest.mark.parametrize(("layers", "rows"), [
+    (["text_encoder.encoder.layers.0.self_attn.q_proj",
+      "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+      "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"], ["1", "te=0@start=0.3", "0.5"]),
+    (["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"], ["1", "start=0.3", "0.5"]),
+    (["text_encoder.encoder.layers.0.self_attn.q_proj"], ["1", "0.5"]),  # te=0 would draw no adapter at all
+])
+def test_preview_rows_keep_only_the_settings_that_act_on_the_adapters_layers(layers, rows):
+    from lowdim_sd.draw_parts import draw_text, parse_draw
+    from lowdim_sd.preview import preview_rows
+
+    draws = tuple(parse_draw(text) for text in ("1", "te=0@start=0.3", "0.5", "1"))
+    assert [draw_text(scale, parts) for scale, parts in preview_rows(draws, layers)] == rows
