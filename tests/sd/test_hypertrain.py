@@ -326,8 +326,9 @@ def test_extra_images_without_weights_add_their_diffusion_loss_only(weights, tmp
 
 def test_a_retrieval_head_stores_the_training_identities_and_personalize_predicts_a_look_alikes_weights(
         weights, tiny_sd, tmp_path):
-    result = train_hypernet(job(weights, tmp_path / "r", hyper={"encoder_config": TINY_VIT,
-                                                                 "architecture": "retrieval"}), progress=False)
+    with pytest.warns(UserWarning, match="runs no training steps: --steps, --checkpoint-every are ignored"):
+        result = train_hypernet(job(weights, tmp_path / "r", hyper={"encoder_config": TINY_VIT,
+                                                                     "architecture": "retrieval"}), progress=False)
     net = load_hypernet(result.path)
     assert net.config.bank_size == 3 and result.losses == [] and len(result.val_names) == 1
     data = WeightDataset(weights)
