@@ -68,23 +68,34 @@ def check_only_hyper(job: PersonalizeJob) -> None:
                               f"--only-hyper")
 
 
+# The crop's own settings: (flag, what it does), for the lines that refuse them where nothing is cropped.
+CROP_FLAGS = (("--face-index", "picks the face to crop"), ("--crop-margin", "sets the room around the cropped face"))
+
+
 def check_face_index(job: PersonalizeJob) -> None:
-    """--face-index picks which face the crop cuts out: without the crop it would be silently ignored. Checked
+    """--face-index and --crop-margin shape the crop: without the crop they would be silently ignored. Checked
     before resolve_crop, whose warning that the run goes on uncropped would precede this error."""
     from lowdim_sd import face_inputs
     from lowdim_sd.faces import INSTALL_HINT
 
-    if job.face_index is None or job.crop is True:  # an explicit --crop without the extra: resolve_crop's error
+    given = {"--face-index": job.face_index is not None,
+             "--crop-margin": job.crop_margin != fields_default(job, "crop_margin")}
+    flag, does = next(((flag, does) for flag, does in CROP_FLAGS if given[flag]), (None, None))
+    if flag is None or job.crop is True:  # an explicit --crop without the extra: resolve_crop's error
         return
     if job.crop is False:
-        raise LowdimError("--face-index picks the face to crop, and --no-crop turns cropping off; leave one out")
+        raise LowdimError(f"{flag} {does}, and --no-crop turns cropping off; leave one out")
     if not face_inputs.backend_crops(job.model):
-        raise LowdimError(f"--face-index picks the face to crop, and {job.model} does not crop by default (its "
-                          f"pictures are whole faces already); leave --face-index out, or add --crop for a photo "
-                          f"of several faces")
+        raise LowdimError(f"{flag} {does}, and {job.model} does not crop by default (its pictures are whole faces "
+                          f"already); leave {flag} out, or add --crop for a photo of several faces")
     if not face_inputs.faces_available():
-        raise LowdimError(f"--face-index picks the face to crop, and cropping needs face detection, which is not "
-                          f"installed; {INSTALL_HINT}")
+        raise LowdimError(f"{flag} {does}, and cropping needs face detection, which is not installed; {INSTALL_HINT}")
+
+
+def fields_default(job: PersonalizeJob, name: str):
+    import dataclasses
+
+    return next(field.default for field in dataclasses.fields(job) if field.name == name)
 
 
 def check_inputs(job: PersonalizeJob) -> None:

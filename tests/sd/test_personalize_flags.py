@@ -116,3 +116,14 @@ def test_the_draw_line_suggests_only_the_flags_that_act_on_the_adapters_layers(t
     else:  # a text-encoder-only adapter: its part at 0 would draw the base model; nothing to suggest
         assert "(add" not in draw
     assert not [flag for flag in left_out if flag in draw]
+
+
+def test_a_crop_margin_with_nothing_cropped_is_one_line(tiny_sd, uncropped, face, tmp_path, capsys):
+    code, said = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "o", "--no-crop",
+                     "--crop-margin", "0.3")
+    assert code == 1 and "--crop-margin sets the room around the cropped face, and --no-crop turns cropping off" \
+        in said and "Traceback" not in said
+    code, said = run(capsys, "personalize", "-m", uncropped, "-i", face, "-o", tmp_path / "o", "--crop-margin",
+                     "0.3")
+    assert code == 1 and f"{uncropped} does not crop by default" in said and "leave --crop-margin out" in said
+    assert not (tmp_path / "o").exists()
