@@ -18,6 +18,7 @@ from lowdim_sd.train import TrainConfig
 if TYPE_CHECKING:
     from lowdim.hyper.storage import HypernetFile
     from lowdim_sd.personalize import PersonalizeJob
+    from lowdim_sd.precompute import PrecomputeJob
 
 
 def check_job(job: PersonalizeJob) -> None:
@@ -72,7 +73,7 @@ def check_only_hyper(job: PersonalizeJob) -> None:
 CROP_FLAGS = (("--face-index", "picks the face to crop"), ("--crop-margin", "sets the room around the cropped face"))
 
 
-def check_face_index(job: PersonalizeJob) -> None:
+def check_face_index(job: PersonalizeJob | PrecomputeJob) -> None:
     """--face-index and --crop-margin shape the crop: without the crop they would be silently ignored. Checked
     before resolve_crop, whose warning that the run goes on uncropped would precede this error."""
     from lowdim_sd import face_inputs
@@ -92,7 +93,7 @@ def check_face_index(job: PersonalizeJob) -> None:
         raise LowdimError(f"{flag} {does}, and cropping needs face detection, which is not installed; {INSTALL_HINT}")
 
 
-def fields_default(job: PersonalizeJob, name: str):
+def fields_default(job: PersonalizeJob | PrecomputeJob, name: str):
     import dataclasses
 
     return next(field.default for field in dataclasses.fields(job) if field.name == name)

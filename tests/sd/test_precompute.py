@@ -404,3 +404,15 @@ def test_crop_settings_no_run_can_use_are_refused_even_without_crop(tiny_sd, peo
     with pytest.raises(lowdim.LowdimError, match=said):
         precompute(job(tiny_sd, people, tmp_path / "w", **options), progress=False)
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"crop": False, "face_index": 1}, "--face-index picks the face to crop, and --no-crop turns cropping off"),
+    ({"crop": False, "crop_margin": 0.3}, "--crop-margin sets the room around the cropped face, and --no-crop"),
+])
+def test_crop_settings_where_nothing_is_cropped_are_refused_as_personalize_refuses_them(tiny_sd, people, tmp_path,
+                                                                                       options, said):
+    with pytest.raises(lowdim.LowdimError, match=said):
+        precompute(job(tiny_sd, people, tmp_path / "w", **options), progress=False)
+    assert not (tmp_path / "w").exists()
+
