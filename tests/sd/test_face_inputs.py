@@ -163,9 +163,10 @@ def test_precompute_records_the_crop_and_refuses_to_resume_with_other_settings(t
     with pytest.raises(lowdim.LowdimError, match="other settings: config.crop ") as caught:
         precompute(precompute_job(tiny_sd, flat_people, out, crop=True), progress=False, model=model)
     assert "\n" not in str(caught.value)
-    # A margin that changes nothing (no crop) does not block resuming.
-    assert precompute(precompute_job(tiny_sd, flat_people, out, crop=False, crop_margin=0.3), progress=False,
-                      model=model).trained == []
+    # A margin where nothing is cropped would change nothing: it is refused, as in personalize.
+    with pytest.raises(lowdim.LowdimError, match="--crop-margin sets the room around the cropped face"):
+        precompute(precompute_job(tiny_sd, flat_people, out, crop=False, crop_margin=0.3), progress=False,
+                   model=model)
     # An index from before cropping existed was made uncropped: --no-crop resumes it.
     index = json.loads((out / INDEX).read_text())
     index["config"] = {k: v for k, v in index["config"].items() if k not in ("crop", "crop_margin", "face_index")}
