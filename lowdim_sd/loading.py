@@ -175,7 +175,7 @@ def cpu_has_bf16() -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_libraries():
+def quiet_libraries():
     """diffusers/transformers chatter (progress bars, offline notices) is not for our users."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -270,7 +270,7 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     config = config_source(str(source or model), config)
-    with _quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
+    with quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
         pipe = load_pipeline(str(source or model), torch_dtype, config)
         pipe.to(torch_device)
     pipe.set_progress_bar_config(disable=True)

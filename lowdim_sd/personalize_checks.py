@@ -44,7 +44,7 @@ def check_job(job: PersonalizeJob) -> None:
                           f"{job.crop_margin}")
     if job.face_index is not None and job.face_index < 0:
         raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
-    check_face_index(job)
+    check_crop_flags(job)
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
@@ -73,7 +73,7 @@ def check_only_hyper(job: PersonalizeJob) -> None:
 CROP_FLAGS = (("--face-index", "picks the face to crop"), ("--crop-margin", "sets the room around the cropped face"))
 
 
-def check_face_index(job: PersonalizeJob | PrecomputeJob) -> None:
+def check_crop_flags(job: PersonalizeJob | PrecomputeJob) -> None:
     """--face-index and --crop-margin shape the crop: without the crop they would be silently ignored. Checked
     before resolve_crop, whose warning that the run goes on uncropped would precede this error."""
     from lowdim_sd import face_inputs
@@ -94,9 +94,7 @@ def check_face_index(job: PersonalizeJob | PrecomputeJob) -> None:
 
 
 def fields_default(job: PersonalizeJob | PrecomputeJob, name: str):
-    import dataclasses
-
-    return next(field.default for field in dataclasses.fields(job) if field.name == name)
+    return next(field.default for field in fields(job) if field.name == name)
 
 
 def check_inputs(job: PersonalizeJob) -> None:

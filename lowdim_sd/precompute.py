@@ -170,9 +170,9 @@ def check_job(job: PrecomputeJob) -> None:
                           f"{job.crop_margin}")
     if job.face_index is not None and job.face_index < 0:
         raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
-    from lowdim_sd.personalize_checks import check_face_index
+    from lowdim_sd.personalize_checks import check_crop_flags
 
-    check_face_index(job)  # a crop setting where nothing is cropped: as personalize refuses it
+    check_crop_flags(job)  # a crop setting where nothing is cropped: as personalize refuses it
     from lowdim_sd.generate import check_resolution
 
     check_resolution(job.resolution)

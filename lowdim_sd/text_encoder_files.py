@@ -28,9 +28,9 @@ NESTED = "text_model."
 
 def save_pipeline(pipe: Any, folder: Path, **save_options: Any) -> None:
     """``pipe.save_pretrained`` in safetensors, its text encoder written once, in the nested layout."""
-    from lowdim_sd.loading import _quiet_libraries  # transformers' "Writing model shards" bar is not ours
+    from lowdim_sd.loading import quiet_libraries  # transformers' "Writing model shards" bar is not ours
 
-    with _saving_nested(getattr(pipe, "text_encoder", None)), _quiet_libraries():
+    with _saving_nested(getattr(pipe, "text_encoder", None)), quiet_libraries():
         pipe.save_pretrained(folder, safe_serialization=True, **save_options)
     load_text_encoder_as_fp32(Path(folder))
 

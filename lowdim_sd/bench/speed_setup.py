@@ -8,11 +8,9 @@ tiny ViT, for CI. The model is saved once as a diffusers folder, so "model load"
 
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,6 +118,8 @@ def saved_model(folder: Path, scale: Scale) -> Path:
     marker = folder / READY
     if marker.is_file() and json.loads(marker.read_text()).get("scale") == scale.name:
         return folder
+    from lowdim_sd.loading import quiet_libraries
+
     pipe = build_pipeline(scale)
     with quiet_libraries():  # their casting notes and shard-writing bars would break into the benchmark's bar
         if scale.name == "full":  # half the disk and the load; loading casts to the dtype each measurement asks
@@ -127,23 +127,6 @@ def saved_model(folder: Path, scale: Scale) -> Path:
         pipe.save_pretrained(folder, safe_serialization=True)
     marker.write_text(json.dumps({"scale": scale.name}) + "\n")
     return folder
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for library, level in zip((diffusers_logging, transformers_logging), levels, strict=True):
-            library.set_verbosity(level)
-            library.enable_progress_bar()
 
 
 def photo_path(photo: Path | None, folder: Path) -> tuple[Path | None, str]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from PIL import Image
 
+from lowdim_sd.bench import methods as bench_methods
 from lowdim_sd.tiny import save_tiny_pipeline
 
 
@@ -87,3 +91,23 @@ def weight_folders(tiny_sd):
         return folder / name
 
     return make
+
+
+# The bench's test modules: a folder of identities, and the real rows cut to a few steps.
+@pytest.fixture
+def identities(tmp_path, faces):
+    folder = tmp_path / "ids"
+    folder.mkdir()
+    for index, face in enumerate(faces):
+        pixels = ((face.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"id-{index}.png")
+    return folder
+
+
+@pytest.fixture
+def quick_methods(monkeypatch):
+    """The real rows with a few training steps each, so the tiny model trains them in a blink."""
+    table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
+    monkeypatch.setattr(bench_methods, "METHODS", table)
+    monkeypatch.setattr("lowdim_sd.bench.quality.METHODS", table)  # the default rows; lookups read methods.py
+    return table

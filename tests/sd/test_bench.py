@@ -18,7 +18,6 @@ from PIL import Image
 
 from lowdim.errors import LowdimError
 from lowdim_cli.main import main
-from lowdim_sd.bench import methods as bench_methods
 from lowdim_sd.bench.claims import claim, release
 from lowdim_sd.bench.quality import QualityJob, result_path, run_quality
 from lowdim_sd.bench.report import aggregate, markdown, mean_se, per_identity_mean, write_reports
@@ -95,25 +94,6 @@ def test_a_claimed_task_is_skipped_until_released_and_a_dead_owners_claim_is_tak
     assert claim(path)
     path.with_suffix(".claim").write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 12345}))
     assert claim(path)  # no such process: stale
-
-
-@pytest.fixture
-def identities(tmp_path, faces):
-    folder = tmp_path / "ids"
-    folder.mkdir()
-    for index, face in enumerate(faces):
-        pixels = ((face.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"id-{index}.png")
-    return folder
-
-
-@pytest.fixture
-def quick_methods(monkeypatch):
-    """The real rows with a few training steps each, so the tiny model trains them in a blink."""
-    table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
-    monkeypatch.setattr(bench_methods, "METHODS", table)
-    monkeypatch.setattr("lowdim_sd.bench.quality.METHODS", table)  # the default rows; lookups read methods.py
-    return table
 
 
 def job_for(tiny_sd, identities, out, **options):

@@ -8,36 +8,14 @@ import json
 import sys
 
 import pytest
-import torch
-from PIL import Image
 
 from lowdim_cli.main import INTERRUPTED, main
-from lowdim_sd.bench import methods as bench_methods
 
 
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     return err[0]
-
-
-@pytest.fixture
-def identities(tmp_path, faces):
-    folder = tmp_path / "ids"
-    folder.mkdir()
-    for index, face in enumerate(faces):
-        pixels = ((face.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"id-{index}.png")
-    return folder
-
-
-@pytest.fixture
-def quick_methods(monkeypatch):
-    """The real rows with a few training steps each, so the tiny model trains them in a blink."""
-    table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
-    monkeypatch.setattr(bench_methods, "METHODS", table)
-    monkeypatch.setattr("lowdim_sd.bench.quality.METHODS", table)
-    return table
 
 
 def bench(tiny_sd, identities, out, *flags) -> int:

@@ -205,3 +205,25 @@ def test_cli_passes_the_crop_options(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.count("recorded") == 3
     assert [(j.crop, j.crop_margin, j.face_index) for j in jobs] == [(False, 0.3, 1), (True, 0.6, None),
                                                                       (None, 0.6, None)]
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"crop_margin": -1.0}, "--crop-margin must be 0 or more"),
+    ({"crop_margin": float("nan")}, "--crop-margin must be 0 or more"),
+    ({"face_index": -1}, "--face-index must be 0 or more"),
+])
+def test_crop_settings_no_run_can_use_are_refused_even_without_crop(tiny_sd, flat_people, tmp_path, options, said):
+    with pytest.raises(lowdim.LowdimError, match=said):
+        precompute(precompute_job(tiny_sd, flat_people, tmp_path / "w", **options), progress=False)
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"crop": False, "face_index": 1}, "--face-index picks the face to crop, and --no-crop turns cropping off"),
+    ({"crop": False, "crop_margin": 0.3}, "--crop-margin sets the room around the cropped face, and --no-crop"),
+])
+def test_crop_settings_where_nothing_is_cropped_are_refused_as_personalize_refuses_them(tiny_sd, flat_people,
+                                                                                       tmp_path, options, said):
+    with pytest.raises(lowdim.LowdimError, match=said):
+        precompute(precompute_job(tiny_sd, flat_people, tmp_path / "w", **options), progress=False)
+    assert not (tmp_path / "w").exists()

@@ -393,26 +393,3 @@ def test_a_rerun_with_the_same_init_resumes(tiny_sd, people, tmp_path, model):
     precompute(job(tiny_sd, people, tmp_path / "w", limit=1, init=start), progress=False, model=model)
     again = precompute(job(tiny_sd, people, tmp_path / "w", init=start), progress=False, model=model)
     assert again.skipped == ["person0"] and again.trained == ["person1", "person2"]
-
-
-@pytest.mark.parametrize(("options", "said"), [
-    ({"crop_margin": -1.0}, "--crop-margin must be 0 or more"),
-    ({"crop_margin": float("nan")}, "--crop-margin must be 0 or more"),
-    ({"face_index": -1}, "--face-index must be 0 or more"),
-])
-def test_crop_settings_no_run_can_use_are_refused_even_without_crop(tiny_sd, people, tmp_path, options, said):
-    with pytest.raises(lowdim.LowdimError, match=said):
-        precompute(job(tiny_sd, people, tmp_path / "w", **options), progress=False)
-    assert not (tmp_path / "w").exists()
-
-
-@pytest.mark.parametrize(("options", "said"), [
-    ({"crop": False, "face_index": 1}, "--face-index picks the face to crop, and --no-crop turns cropping off"),
-    ({"crop": False, "crop_margin": 0.3}, "--crop-margin sets the room around the cropped face, and --no-crop"),
-])
-def test_crop_settings_where_nothing_is_cropped_are_refused_as_personalize_refuses_them(tiny_sd, people, tmp_path,
-                                                                                       options, said):
-    with pytest.raises(lowdim.LowdimError, match=said):
-        precompute(job(tiny_sd, people, tmp_path / "w", **options), progress=False)
-    assert not (tmp_path / "w").exists()
-

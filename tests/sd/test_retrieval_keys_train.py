@@ -145,3 +145,20 @@ def test_key_renders_run_the_packaged_backbone_even_when_photo_features_are_stor
         assert encoder._SHAPES_ONLY
     with encoder_weights_context(job(weights, tmp_path / "b", features=stored, key_renders=2)):
         assert not encoder._SHAPES_ONLY
+
+
+def test_a_retrieval_head_says_which_training_options_it_ignores_and_gives_no_false_resume_advice(
+        weights, tmp_path, capsys):
+    args = ["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "r"), "--encoder-config",
+            json.dumps(TINY_VIT), "--set", "architecture=retrieval", "--val-identities", "0"]
+    code = main([*args, "--steps", "40", "--lr", "1", "--checkpoint-every", "10", "--alpha", "0"])
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 0, said
+    assert "runs no training steps: --steps, --lr, --checkpoint-every are ignored" in said
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    code = main([*args, "--resume"])
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "a retrieval head is made whole in one go" in said and "--checkpoint-every" not in said
+    quiet = [str(tmp_path / "quiet") if value == str(tmp_path / "r") else value for value in args]
+    code = main([*quiet, "--alpha", "0"])
+    assert code == 0 and "ignored" not in capsys.readouterr().err  # the shipped recipe's --alpha 0: no warning
