@@ -6,10 +6,15 @@ without a metavar of its own gets click's words instead: TEXT, INTEGER, FLOAT, P
 argument named by its own metavar (FILE) gets no ``<path>`` beside it.
 Options with choices keep typer's list of them. Typer describes an option's type in two ways across the
 versions pyproject allows (a ``type_descriptor`` from 0.29, a click type before), so both are read.
+
+And the layout itself: rich's table from 100 columns, click's plain list on a narrower terminal
+(fit_help_to_terminal).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import typing
 from pathlib import Path
 from types import NoneType, UnionType
@@ -72,3 +77,19 @@ class ValueWordsGroup(TyperGroup):
     def format_help(self, ctx, formatter) -> None:
         name_values(self, ctx)
         super().format_help(ctx, formatter)
+
+
+# Below this many columns rich's option table cuts long option names ("--gradient-checkpoi…") and squeezes the
+# help into a narrow strip, where click's plain layout (the names, then the help beside or under them) fits.
+RICH_HELP_MIN_COLUMNS = 100
+
+
+def fit_help_to_terminal(app, columns: int | None = None) -> None:
+    """Give ``app`` and its sub-apps rich's help layout, or click's plain one on a terminal narrower than rich's
+    table needs (the width typer's rich console would use: TERMINAL_WIDTH, else COLUMNS or the terminal's).
+    Set on every run, as tests run the one app at several widths."""
+    if columns is None:
+        columns = int(os.environ.get("TERMINAL_WIDTH") or shutil.get_terminal_size().columns)
+    app.rich_markup_mode = "rich" if columns >= RICH_HELP_MIN_COLUMNS else None
+    for group in app.registered_groups:
+        fit_help_to_terminal(group.typer_instance, columns)

@@ -86,8 +86,12 @@ def precompute(
                         limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index,
                         shared_noise=shared_noise, init=init, config=config)
     result = run(job)
-    out.print(f"trained {len(result.trained)} identities into {len(result.shards)} shard(s), "
-              f"skipped {len(result.skipped)} already done; index: [bold]{result.index}[/]")
+    if not result.main_process:  # the main process says the run's total, once
+        return
+    processes = f" by {result.processes} processes" if result.processes > 1 else ""
+    shards = "" if result.processes > 1 else f" into {len(result.shards)} shard(s)"
+    out.print(f"trained {result.run_trained} identities{shards}{processes}, skipped {result.run_skipped} already "
+              f"done; index: [bold]{result.index}[/]")
 
 
 def encoder_config_option(value: str | None):

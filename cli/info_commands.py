@@ -115,7 +115,7 @@ def inspect(
     No weights are downloaded: the architecture is built on PyTorch's meta device (from the config
     files of a folder or hub id; a single file without --model-config is loaded to read it).
 
-    Example: [bold]lowdim inspect --model sd15 --space lidb[/]
+    Example: lowdim inspect --model sd15 --space lidb
     """
     report = inspect_sizes(model, space, layers, parse_options(set_ or []), file_sizes=files,
                            model_config=model_config)
@@ -153,7 +153,7 @@ def show(
     its files are (the folder diffusers' from_pretrained takes, or its hub id). Each ends with the command
     that uses it.
 
-    Example: [bold]lowdim show me/adapter.safetensors[/]   [bold]lowdim show tinyfaces[/]
+    Examples: lowdim show me/adapter.safetensors   lowdim show tinyfaces
     """
     from lowdim_sd.file_info import describe
 

@@ -29,7 +29,7 @@ from lowdim_cli import (
     ui_command,
 )
 from lowdim_cli.console import err
-from lowdim_cli.help_values import ValueWordsGroup
+from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal
 
 app = typer.Typer(
     name="lowdim",
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _add_plugin_commands()
         _catch_interrupts(app)
+        fit_help_to_terminal(app)
         code = app(args=argv, prog_name="lowdim", standalone_mode=False)
         # Typer answers a Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
         return _interrupted("") if code == INTERRUPTED else 0

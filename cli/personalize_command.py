@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def personalize(
+    ctx: typer.Context,
     model: Model,
     image: Annotated[Path, typer.Option("--image", "-i", help="One face image (any common format).")],
     space: Annotated[str, typer.Option(
@@ -109,6 +110,8 @@ def personalize(
     from lowdim_sd.personalize import PersonalizeJob
     from lowdim_sd.personalize import personalize as run
 
+    if only_hyper:
+        refuse_typed_finetune_flags(ctx)
     job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, batch_size=batch_size,
                          keep_styles=keep_styles, describe=describe, token=token,
@@ -120,6 +123,20 @@ def personalize(
                          crop=crop, crop_margin=crop_margin, face_index=face_index, overwrite=overwrite,
                          gradient_checkpointing=gradient_checkpointing, cuda_graphs=cuda_graphs)
     show_result(run(job), model, keep_styles)
+
+
+def refuse_typed_finetune_flags(ctx: typer.Context) -> None:
+    """A finetune flag typed beside --only-hyper, even at its default value (--rank 4), which the job's own
+    check cannot tell from no flag: the run would drop it without a word."""
+    from lowdim_sd.personalize_checks import FINETUNE_FLAGS, only_hyper_conflict
+
+    typed = {param.name for param in ctx.command.params
+             if getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"}
+    if ctx.params.get("steps") == 0:  # says "no finetune" too, as the job's own check allows
+        typed.discard("steps")
+    for flag in FINETUNE_FLAGS.values():
+        if any(flag in param.opts and param.name in typed for param in ctx.command.params):
+            raise only_hyper_conflict(flag)
 
 
 def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:

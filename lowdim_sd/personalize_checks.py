@@ -59,14 +59,18 @@ FINETUNE_FLAGS = {"keep_styles": "--keep-styles", "steps": "--steps", "rank": "-
 def check_only_hyper(job: PersonalizeJob) -> None:
     """--only-hyper skips the fast finetune, so a finetune setting given with it would be silently dropped (and
     recorded for a LoRA never trained). Given means off the job's default; 0 steps says no finetune too, and is
-    how the bench's only-hyper rows ask for it. (--rank 4 is the default, so it reads as not given.)"""
+    how the bench's only-hyper rows ask for it. (The CLI also refuses a flag typed at its default, --rank 4.)"""
     if not job.only_hyper:
         return
     default = {field.name: field.default for field in fields(job)}
     for name, flag in FINETUNE_FLAGS.items():
         if getattr(job, name) != default[name] and not (name == "steps" and job.steps == 0):
-            raise LowdimError(f"{flag} shapes the fast finetune, which --only-hyper skips; leave it out, or drop "
-                              f"--only-hyper")
+            raise only_hyper_conflict(flag)
+
+
+def only_hyper_conflict(flag: str) -> LowdimError:
+    return LowdimError(f"{flag} shapes the fast finetune, which --only-hyper skips; leave it out, or drop "
+                       f"--only-hyper")
 
 
 # The crop's own settings: (flag, what it does), for the lines that refuse them where nothing is cropped.

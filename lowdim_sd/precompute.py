@@ -108,6 +108,10 @@ class PrecomputeResult:
     skipped: list[str] = field(default_factory=list)
     shards: list[Path] = field(default_factory=list)
     index: Path | None = None
+    processes: int = 1
+    main_process: bool = True
+    run_trained: int = 0  # over all processes of the run (this one's alone: len(trained))
+    run_skipped: int = 0
 
 
 # ------------------------------------------------------------------------------------------ identities
@@ -211,12 +215,13 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     own = _own_index(index_path, header, progress)
     started = time.monotonic()
+    whose = f"process {rank + 1} of {processes}, " if processes > 1 else ""  # each process's lines interleave
     try:
         for start in range(0, len(pending), job.batch_subjects):
             batch = pending[start: start + job.batch_subjects]
             names = [identity.name for _, identity in batch]
-            _say(progress, _batch_line(start, len(batch), job.batch_subjects, len(pending), len(result.skipped),
-                                       time.monotonic() - started))
+            _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(pending),
+                                               len(result.skipped), time.monotonic() - started))
             rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
             shard = out / _shard_name(out, rank, processes)
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
@@ -245,9 +250,19 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
         raise LowdimError(f"another process of this run stopped before the end; this one trained "
                           f"{len(result.trained)} identities, kept in {index_path}; {runs.RERUN} to continue: "
                           f"done identities are skipped") from None
+    result.processes, result.main_process = processes, state.is_main_process
+    result.run_trained, result.run_skipped = _run_totals(len(result.trained), len(result.skipped), state.device)
     if state.is_main_process and any(out.glob("index-p*.json")):
         merge_index(out)
     return result
+
+
+def _run_totals(trained: int, skipped: int, device: torch.device) -> tuple[int, int]:
+    """The counts summed over the run's processes (each knows only its own share of the identities)."""
+    from accelerate.utils import reduce
+
+    totals = reduce(torch.tensor([trained, skipped], device=device), reduction="sum")
+    return int(totals[0]), int(totals[1])
 
 
 def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: bool) -> None:

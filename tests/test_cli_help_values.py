@@ -102,3 +102,15 @@ def test_an_option_described_by_a_click_type_gets_its_word_too(kind, word):
     """Typer 0.28 and earlier describe an option by a click type, not a type descriptor: --help must not
     fail there (it once did, with an AttributeError) and gives the same words."""
     assert option_word(click.Option(["--value"], type=kind)) == word
+
+
+def test_a_narrow_terminal_gets_every_option_name_whole(capsys, monkeypatch):
+    for path in [[], *every_command()]:
+        monkeypatch.setenv("COLUMNS", "80")
+        assert main([*path, "--help"]) == 0, path
+        text = capsys.readouterr().out
+        assert "…" not in text and "│" not in text, path  # rich's table cut names here ("--gradient-checkpoi…")
+        assert max(len(line) for line in text.splitlines()) <= 80, path
+        if path == ["personalize"]:
+            assert re.search(r"^  --gradient-checkpointing +Recompute activations", text, re.M)
+    assert "│" in help_of(capsys, monkeypatch, "personalize")  # at 200 columns: rich's table again

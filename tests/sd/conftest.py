@@ -41,6 +41,25 @@ def faces():
 
 
 @pytest.fixture
+def people(tmp_path):
+    """Three identities (one or two 16x16 images each) in one sub-folder each, as precompute reads them."""
+    from lowdim_sd.images import save_images
+
+    for number, count in enumerate((2, 1, 1)):
+        images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(number)) * 2 - 1
+        save_images(images, tmp_path / "people" / f"person{number}", "img")
+    return tmp_path / "people"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_sd):
+    """The tiny pipeline loaded once per test module."""
+    from lowdim_sd.loading import load_sd
+
+    return load_sd(str(tiny_sd))
+
+
+@pytest.fixture
 def face(tmp_path):
     """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""
     from lowdim_sd.images import save_images

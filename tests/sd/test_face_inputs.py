@@ -16,7 +16,6 @@ from lowdim_cli.main import main
 from lowdim_sd.face_inputs import backend_crops, load_face_image, resolve_crop
 from lowdim_sd.faces import FaceNotFound, FacesUnavailable, FaceWarning
 from lowdim_sd.images import load_image
-from lowdim_sd.loading import load_sd
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.precompute import INDEX, PrecomputeJob, precompute, read_index
 from lowdim_sd.train import TrainConfig
@@ -26,11 +25,6 @@ needs_faces = pytest.mark.skipif(not faces.faces_available(), reason="the faces 
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_sd):
-    return load_sd(str(tiny_sd))
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def run(capsys, *args) -> tuple[int, str]:
     (["--batch-size", "2"], "--batch-size"), (["--gradient-checkpointing"], "--gradient-checkpointing"),
     (["--cuda-graphs"], "--cuda-graphs"), (["--keep-styles", "0.1"], "--keep-styles"),
     (["--rank", "8", "--steps", "40"], "--steps"),  # one line: the first named
+    (["--rank", "4"], "--rank"),  # typed, though at its default
 ])
 def test_finetune_flags_with_only_hyper_are_one_line_naming_one(tiny_sd, face, tmp_path, capsys, make_hypernet,
                                                                  args, flag):

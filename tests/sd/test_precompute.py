@@ -1,8 +1,7 @@
-"""``lowdim precompute`` (phase 0): shards + index, resume, multi-process parts, WeightDataset, bad input."""
+"""``lowdim precompute`` (phase 0): shards + index, resume, WeightDataset, bad input (several processes:
+test_precompute_processes.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -14,27 +13,12 @@ import lowdim_sd.precompute as pre
 from lowdim_cli.main import main
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.images import ImageError, load_references, save_images
-from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.precompute import PrecomputeJob, merge_index, precompute, read_index
+from lowdim_sd.precompute import PrecomputeJob, precompute, read_index
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.weight_dataset import WeightDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def people(tmp_path):
-    """Three identities (one or two 16x16 images each) in one sub-folder each."""
-    for number, count in enumerate((2, 1, 1)):
-        images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(number)) * 2 - 1
-        save_images(images, tmp_path / "people" / f"person{number}", "img")
-    return tmp_path / "people"
-
-
-@pytest.fixture(scope="module")
-def model(tiny_sd):
-    return load_sd(str(tiny_sd))
 
 
 def job(tiny_sd, people, out, **kwargs) -> PrecomputeJob:
@@ -111,56 +95,6 @@ def test_the_index_records_every_training_option_and_resumes_only_with_the_same(
     with pytest.raises(lowdim.LowdimError, match="other settings.*seed"):
         precompute(job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, seed=1)), progress=False,
                    model=model)
-
-
-class FakeState:
-    """What PartialState tells process ``rank`` of two."""
-
-    def __init__(self, rank: int) -> None:
-        self.process_index, self.num_processes, self.is_main_process = rank, 2, rank == 0
-        self.device = torch.device("cpu")
-
-    def wait_for_everyone(self) -> None:
-        pass
-
-
-def test_processes_split_identities_and_the_index_merges(tiny_sd, people, tmp_path, model, monkeypatch):
-    import accelerate
-
-    out = tmp_path / "w"
-    for rank in (1, 0):  # rank 0, the main process, finishes last and merges
-        monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank, **_: FakeState(rank))
-        if rank == 1:
-            result = precompute(job(tiny_sd, people, out), progress=False, model=model)
-            assert result.trained == ["person1"] and (out / "shard-p1-00000.safetensors").is_file()
-            assert [e["name"] for e in read_index(out)["identities"]] == ["person1"]  # merged on read
-    precompute(job(tiny_sd, people, out), progress=False, model=model)
-    assert not list(out.glob("index-p*.json"))
-    entries = json.loads((out / "index.json").read_text())["identities"]
-    assert [(e["name"], e["shard"]) for e in entries] == [
-        ("person0", "shard-p0-00000.safetensors"), ("person1", "shard-p1-00000.safetensors"),
-        ("person2", "shard-p0-00000.safetensors")]
-    assert merge_index(out) == out / "index.json" and len(WeightDataset(out)) == 3
-
-
-class PeerGone(FakeState):
-    def wait_for_everyone(self) -> None:  # what gloo raises once the other process has exited with an error
-        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
-
-
-def test_a_process_whose_peer_stopped_says_what_it_kept_in_one_line(tiny_sd, people, tmp_path, model, monkeypatch):
-    import accelerate
-
-    from lowdim.errors import LowdimError
-
-    out = tmp_path / "w"
-    monkeypatch.setattr(accelerate, "PartialState", lambda **_: PeerGone(0))
-    with pytest.raises(LowdimError) as stopped:
-        precompute(job(tiny_sd, people, out), progress=False, model=model)
-    assert str(stopped.value) == (f"another process of this run stopped before the end; this one trained 2 identities, "
-                                  f"kept in {out / 'index-p0.json'}; rerun the same command to continue: done "
-                                  f"identities are skipped")
-    assert [e["name"] for e in read_index(out)["identities"]] == ["person0", "person2"]  # readable as it is
 
 
 def test_a_flat_folder_is_one_identity_per_image(tiny_sd, tmp_path, model):
