@@ -148,11 +148,19 @@ def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[
                 f"diffusers ({use}), A1111 or ComfyUI; lowdim draws with the adapter file it was exported from")
     style = foreign_lora(keys, metadata)
     if style is not None:
-        return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it in diffusers (pipe.load_lora_weights), "
-                f"A1111 or ComfyUI; lowdim reads only the adapter files it writes (lowdim export makes LoRAs of them)")
+        where = ("in diffusers (pipe.load_lora_weights), A1111 or ComfyUI" if _for_stable_diffusion(keys)
+                 else "with peft (PeftModel.from_pretrained)")
+        return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it {where}; lowdim reads only the "
+                f"adapter files it writes (lowdim export makes LoRAs of them)")
     if any(key.startswith("model.diffusion_model.") for key in keys):
         return f"{path}: a whole model checkpoint, not a lowdim {kind}: pass it with --model (-m)"
     return f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})"
+
+
+def _for_stable_diffusion(keys: list[str]) -> bool:
+    """A LoRA of a UNet or of SD's text encoder (diffusers', kohya's or A1111's names), not of another model."""
+    return any(key.startswith(("unet.", "text_encoder", "lora_unet_", "lora_te", "transformer.")) or
+               ".unet." in key or "diffusion_model" in key for key in keys)
 
 
 def check_flat(tensors: Mapping[str, Tensor], path: Path) -> None:

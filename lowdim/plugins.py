@@ -6,6 +6,7 @@ else keeps working. Tests bypass discovery by building a PluginManager from expl
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import warnings
@@ -77,20 +78,46 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
                 PluginWarning,
                 stacklevel=2,
             )
+            continue
+        problem = hook_problem(manager, plugin)
+        if problem:
+            warnings.warn(f"plugin '{entry_point.name}' ({entry_point.value}) {problem}", PluginWarning, stacklevel=2)
+
+
+def hook_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:
+    """What keeps a loaded plugin from being called, which pluggy passes over in silence: a hook name that
+    lowdim has no hook of (a typo), or no hook at all (a function without @hookimpl)."""
+    hooks = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
+    callers = manager.get_hookcallers(plugin) or []
+    unknown = sorted(caller.name for caller in callers if caller.spec is None)
+    if unknown:
+        guess = difflib.get_close_matches(unknown[0], hooks, n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else f"; lowdim's hooks: {', '.join(hooks)}"
+        return f"implements {', '.join(unknown)}, which is no lowdim hook{hint}, so it is never called"
+    if callers:
+        return None
+    unmarked = [name for name in hooks if callable(getattr(plugin, name, None))]
+    if unmarked:
+        return f"defines {unmarked[0]} without @hookimpl (from lowdim.hookspecs), so it is never called"
+    return f"implements no lowdim hook ({', '.join(hooks)}), so it adds nothing"
 
 
 def call_each(
-    manager: pluggy.PluginManager, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]]
+    manager: pluggy.PluginManager, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]],
+    on_success: Callable[[str], None] | None = None,
 ) -> None:
     """Call one hook on every plugin separately, so one raising plugin cannot hide the others.
 
-    ``make_kwargs(plugin_name)`` builds each call's arguments, so callbacks know who calls them.
+    ``make_kwargs(plugin_name)`` builds each call's arguments, so callbacks know who calls them;
+    ``on_success(plugin_name)`` runs after a call that did not raise (a skipped plugin then adds nothing).
     A PluginError (two plugins claiming one name) is the user's to fix and is not swallowed, and neither is
     an error in lowdim's own built-in hooks: that is a bug in lowdim, which a warning would hide.
     """
     for impl in getattr(manager.hook, hook_name).get_hookimpls():
         try:
             impl.function(**make_kwargs(impl.plugin_name))
+            if on_success is not None:
+                on_success(impl.plugin_name)
         except PluginError:
             raise
         except Exception as error:

@@ -84,15 +84,32 @@ class Registry:
             table: dict[str, Entry] = {}  # kept only once complete: a clash leaves nothing half-filled
             if self.manager is not None:
                 add = {"spaces": self._add_space, "backends": self._add_backend}.get(kind)
-                self._collect(self.manager, HOOKS[kind], add or self._add_named(kind[:-1]), table)
+                check = _check_space if kind == "spaces" else None
+                self._collect(self.manager, HOOKS[kind], add or self._add_named(kind[:-1]), table, check)
             self._tables[kind] = table
         return self._tables[kind]
 
-    def _collect(self, manager: pluggy.PluginManager, hook: str, add: Any, table: dict[str, Entry]) -> None:
-        def make_kwargs(plugin: str) -> dict[str, Any]:
-            return {"register": lambda *args: add(table, plugin, *args)}
+    def _collect(self, manager: pluggy.PluginManager, hook: str, add: Any, table: dict[str, Entry],
+                 check: Any = None) -> None:
+        """A plugin's registrations are checked as it makes them and kept only once its hook returns: one that
+        raises is skipped whole, not left with the entries it made before the error."""
+        made: list[tuple] = []
 
-        call_each(manager, hook, make_kwargs)
+        def make_kwargs(plugin: str) -> dict[str, Any]:
+            made.clear()
+
+            def register(*args: Any) -> None:
+                if check is not None:
+                    check(*args)
+                made.append(args)
+
+            return {"register": register}
+
+        def keep(plugin: str) -> None:
+            for args in made:
+                add(table, plugin, *args)
+
+        call_each(manager, hook, make_kwargs, on_success=keep)
 
     def _claim(self, table: dict[str, Entry], kind: str, name: str, value: Any, plugin: str) -> None:
         """A name two plugins claim is withdrawn (which of the two a file or command meant cannot be told),
@@ -113,9 +130,6 @@ class Registry:
         return f"{kind} '{name}' is registered twice: by {plugins}"
 
     def _add_space(self, table: dict[str, Entry], plugin: str, space_class: type[Space]) -> None:
-        from lowdim.spaces.checks import refuse_a_broken_space_class
-
-        refuse_a_broken_space_class(space_class)
         self._claim(table, "space", space_class.name, space_class, plugin)
 
     def _add_backend(self, table: dict[str, Entry], plugin: str, backend: Any) -> None:
@@ -159,6 +173,12 @@ class Registry:
             known = ", ".join(sorted(table)) or "none"
             raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}")
         return table[name].value
+
+
+def _check_space(space_class: Any) -> None:
+    from lowdim.spaces.checks import refuse_a_broken_space_class
+
+    refuse_a_broken_space_class(space_class)
 
 
 def _distribution(plugin: str) -> str:

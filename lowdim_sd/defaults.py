@@ -13,4 +13,17 @@ FINETUNE_BATCH = 1
 # `train` / `precompute` learning rate per mode (a space's name, "full", or "relaxed" for --init)
 # ti: Textual Inversion's base rate (Gal et al. 2022, before their scaling by batch size and GPUs)
 LEARNING_RATES = {"full": 5e-6, "lora": 1e-4, "lidb": 2e-3, "relaxed": 1e-3, "ti": 5e-3}
-OTHER_LR = 1e-4  # a plugin space not listed above
+OTHER_LR = 1e-4  # a plugin space not listed above that declares no Space.learning_rate
+
+
+def learning_rate(mode: str) -> float:
+    """The starting rate of a `train` / `precompute` mode: ours above, else the space's own declared rate."""
+    if mode in LEARNING_RATES:
+        return LEARNING_RATES[mode]
+    import lowdim
+
+    try:
+        declared = lowdim.get_registry().space_class(mode).learning_rate
+    except lowdim.LowdimError:  # an unknown space: the run refuses it by name later
+        declared = None
+    return declared if declared is not None else OTHER_LR

@@ -187,11 +187,21 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
               "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": _number(meta.get("seed")),
               **({"layer scales": _json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
               **{f"recipe: {key}": value for key, value in recipe.items()}}
+    if not _space_installed(meta.get("space")):  # every command that loads it would refuse it
+        rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}', which is not installed "
+                                 f"here (`lowdim spaces` lists those that are)"))
+        return FileInfo(path, "a lowdim adapter", rows, "", values)
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
     phrase = learned_phrase(meta)
     prompt = phrase if meta.get("token") else "a photo"
     return FileInfo(path, "a lowdim adapter", rows,
                     f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
+
+
+def _space_installed(name: str | None) -> bool:
+    import lowdim
+
+    return name in lowdim.get_registry().spaces
 
 
 def _hypernet(path: Path, header: _Header) -> FileInfo:

@@ -348,9 +348,7 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
 
 def training_config(job: PrecomputeJob) -> TrainConfig:
     """``job.config`` with the learning rate resolved (``job.learning_rate``, else the space's default)."""
-    from lowdim_sd.workflows import DEFAULT_LR
-
-    return replace(job.config, learning_rate=DEFAULT_LR.get(job.space, defaults.OTHER_LR)
+    return replace(job.config, learning_rate=defaults.learning_rate(job.space)
                    if job.learning_rate is None else job.learning_rate)
 
 

@@ -114,7 +114,7 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
 
 def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
-    job.config.learning_rate = (DEFAULT_LR.get(mode_of(job), defaults.OTHER_LR) if job.learning_rate is None
+    job.config.learning_rate = (defaults.learning_rate(mode_of(job)) if job.learning_rate is None
                                 else job.learning_rate)  # 0 is refused by validate, not replaced
     job.config.validate()
     if job.config.steps < 1:  # 0 steps would write the untrained start as if it were a result

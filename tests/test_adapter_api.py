@@ -141,3 +141,37 @@ def test_a_misspelt_adapter_name_is_an_error_everywhere(method):
     with pytest.raises(LowdimError, match="no adapter named 'nope' on this model; present: default"):
         getattr(adapters, method)(*args)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_the_view_inject_returns_acts_on_the_adapter_it_added():
+    net, first = filled(name="a")
+    second = lowdim.inject(net, lowdim.get_space("lora", rank=2), ["0"], name="b")
+    assert first.info().name == "a" and second.info().name == "b"
+    assert first.parameters() == first.parameters("a") and second.parameters() == second.parameters("b")
+    x = torch.randn(3, 6)
+    both = net(x)
+    first.merge()  # "a" folded: the output stays, and "b" stays live
+    torch.testing.assert_close(net(x), both)
+    assert lowdim.Adapters(net).info("b").name == "b"
+    with pytest.raises(LowdimError, match="no adapter named 'default' on this model; present: a, b"):
+        lowdim.Adapters(net).parameters()  # a fresh view still reads "default", as documented
+
+
+def test_disabled_takes_several_adapters_and_puts_back_each_switch():
+    net, adapters = filled(name="a")
+    lowdim.inject(net, lowdim.get_space("lora", rank=2), ["0"], name="b")
+    with torch.no_grad():
+        for param in adapters.parameters("b"):
+            param.copy_(torch.randn_like(param))
+    x = torch.randn(3, 6)
+    base, both = model()(x), net(x)
+    adapters.disable("b")  # off before: off after
+    with adapters.disabled(adapters.names()):
+        torch.testing.assert_close(net(x), base)
+    assert [adapters.slots(n)["0"].enabled for n in ("a", "b")] == [True, False]
+    adapters.enable("b")
+    torch.testing.assert_close(net(x), both)
+    adapters.merge("b")
+    with pytest.raises(LowdimError, match="'b'.*merged"), adapters.disabled(["a", "b"]):
+        pass
+    assert adapters.slots("a")["0"].enabled  # refused before any switch moved

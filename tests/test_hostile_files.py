@@ -198,6 +198,16 @@ def test_a_foreign_lora_fed_back_as_an_adapter_says_what_it_is_and_where_to_use_
         lowdim.read_adapter(path)
 
 
+def test_a_peft_lora_of_another_model_is_pointed_to_peft_not_to_diffusers(tmp_path):
+    path = tmp_path / "adapter_model.safetensors"
+    keys = ["base_model.model.encoder.layer.0.attention.self.query.lora_A.weight",
+            "base_model.model.encoder.layer.0.attention.self.query.lora_B.weight"]
+    save_file({key: torch.zeros(2, 2) for key in keys}, str(path), metadata={"format": "pt"})
+    with pytest.raises(AdapterFileError, match=r"this is a diffusers/peft LoRA, not a lowdim adapter: use it with "
+                                               r"peft \(PeftModel.from_pretrained\); lowdim reads only"):
+        lowdim.read_adapter(path)
+
+
 @pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # tested in test_inspect_export
 @pytest.mark.parametrize("fmt", ["diffusers", "kohya"])
 def test_lowdims_own_exports_fed_back_are_named(tmp_path, fmt):

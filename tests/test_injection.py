@@ -50,6 +50,14 @@ def test_layer_sets_select_by_pattern_and_type():
         lowdim.inject(make_model(), lowdim.get_space("lora"), ["*.spatial"])
 
 
+def test_a_bare_module_name_as_peft_takes_it_is_answered_with_the_pattern_that_matches():
+    with pytest.raises(LowdimError, match=r"^pattern 'to_q' matches no layer: a pattern matches whole dotted names, "
+                                          r"so '\*\.to_q' is the one that matches the 2 layer\(s\) named to_q, "
+                                          r"e\.g\. 0\.to_q$"):
+        lowdim.inject(make_model(), lowdim.get_space("lora"), ["to_q"])
+    assert len(lowdim.inject(make_model(), lowdim.get_space("lora"), ["*.to_q"]).info().layers) == 2
+
+
 def test_a_pattern_on_another_kind_of_module_names_what_it_found():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Embedding(6, 4))
     no_linear = r"matches no linear/conv1x1 layer \('1' is a ReLU\); real names look like: 0$"

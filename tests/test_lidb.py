@@ -90,7 +90,7 @@ def test_widths_larger_than_the_layer_are_clamped_with_a_note():
     ({"rank": 0}, r"^lidb: rank must be an integer >= 1, got 0$"),
     ({"aux_scale": -1.0}, r"^lidb: aux_scale must be > 0, got -1\.0$"),
     ({"init": "ones"}, r"^lidb: init must be one of zero, gaussian, got 'ones'$"),
-    ({"c": 3}, r"^unknown option\(s\) c for LidbConfig; known: a, aux_scale, b, init, init_std, rank$"),
+    ({"c": 3}, r"^unknown option\(s\) c for space 'lidb'; known: a, aux_scale, b, init, init_std, rank$"),
 ])
 def test_invalid_configs_name_the_value(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -53,6 +53,17 @@ class GlobalRandomBuffers(UpOnly):
         return {"down": torch.randn(self.config.rank, layer.in_features)}
 
 
+class ClaimsStackingButFlattens(UpOnly):
+    """Says its factors keep a leading layer dimension, but folds it into the rows."""
+
+    def stacks_layers(self):
+        return True
+
+    def factors(self, params, buffers):
+        up, down = params["up"], buffers["down"].to(params["up"].dtype)
+        return down.reshape(-1, down.shape[-1]), up.reshape(-1, up.shape[-1])
+
+
 class SwappedFactors(UpOnly):
     def factors(self, params, buffers):
         down, up = super().factors(params, buffers)
@@ -65,6 +76,8 @@ MISTAKES = {
     GlobalRandomBuffers: "make_buffers gave different tensors for the same seed",
     SwappedFactors: r"factors gave down \(6, 2\) and up \(2, 8\), where LoRA's form needs down \(r, 8\) and "
                     r"up \(6, r\)",
+    ClaimsStackingButFlattens: r"stacks_layers\(\) is True, but factors of two stacked layers gave down \(4, 8\) "
+                               r"and up \(12, 2\), not each layer's own factors \(2, 2, 8\) and \(2, 6, 2\)",
 }
 
 
@@ -84,6 +97,8 @@ def test_a_space_mistake_is_blamed_on_the_space_and_layer_and_leaves_the_model_u
 
 def test_a_correct_space_passes_the_checks_and_trains():
     net = model()
+    stacking = type("Stacking", (UpOnly,), {"stacks_layers": lambda self: True})  # its factors keep the dim
+    lowdim.inject(model(), stacking(), ["0", "2"])
     adapters = lowdim.inject(net, UpOnly(), ["0", "2"], seed=3)
     assert adapters.info("default").num_params == 6 * 2 + 6 * 2
     assert torch.equal(net(torch.ones(1, 8)), net(torch.ones(1, 8)))

@@ -21,7 +21,11 @@ from lowdim.errors import LowdimError
 from lowdim.inject.guards import check_mergeable, check_override, check_scale, refuse_if_merged, tied_weights
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
-from lowdim.inject.space_checks import check_buffers_come_from_the_seed, check_space_on_layer
+from lowdim.inject.space_checks import (
+    check_buffers_come_from_the_seed,
+    check_space_on_layer,
+    check_stacked_factors,
+)
 from lowdim.spaces.base import LayerSpec, Space
 
 log = logging.getLogger("lowdim")
@@ -49,12 +53,14 @@ class AdapterInfo:
 
 
 class Adapters:
-    """A view of the adapters injected into ``model``."""
+    """A view of the adapters injected into ``model``. Its methods act on the adapter named ``default`` unless
+    given a name: the one ``inject(..., name=...)`` added, for the view that call returns."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, default: str = DEFAULT_NAME) -> None:
         if not isinstance(model, nn.Module):  # e.g. (path, model) swapped: one line, not an AttributeError
             raise LowdimError(f"expected a torch nn.Module to hold adapters, got {type(model).__name__} {model!r:.60}")
         self.model = model
+        self.default = default
         if not hasattr(model, STATE_ATTR):
             object.__setattr__(model, STATE_ATTR, {})
         self._infos: dict[str, AdapterInfo] = getattr(model, STATE_ATTR)
@@ -123,6 +129,7 @@ class Adapters:
         check_space_on_layer(space, layer, params, buffers)
         if check_seeding:  # once an adapter: a second draw of one layer's frozen state costs little
             check_buffers_come_from_the_seed(space, layer, buffers, F.layer_seed(seed, layer.name))
+            check_stacked_factors(space, layer, params, buffers)
         if batch is not None:
             params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
         buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
@@ -140,8 +147,9 @@ class Adapters:
         setattr(parent, child, wrapper)
         return wrapper
 
-    def delete(self, name: str = DEFAULT_NAME) -> None:
+    def delete(self, name: str | None = None) -> None:
         """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""
+        name = self._name(name)
         self.info(name)
         self.unmerge(name)
         self._detach(name)
@@ -176,10 +184,14 @@ class Adapters:
         setattr(parent, child, wrapper.base_layer)
 
     # -- lookup ---------------------------------------------------------------------------
+    def _name(self, name: str | None) -> str:
+        return self.default if name is None else name
+
     def names(self) -> list[str]:
         return list(self._infos)
 
-    def info(self, name: str = DEFAULT_NAME) -> AdapterInfo:
+    def info(self, name: str | None = None) -> AdapterInfo:
+        name = self._name(name)
         if name not in self._infos:
             known = ", ".join(self._infos) or "none"
             raise LowdimError(f"no adapter named '{name}' on this model; present: {known}")
@@ -190,20 +202,24 @@ class Adapters:
             if isinstance(module, AdapterLayer) and name in module.slots:
                 yield module
 
-    def slots(self, name: str = DEFAULT_NAME) -> dict[str, AdapterSlot]:
+    def slots(self, name: str | None = None) -> dict[str, AdapterSlot]:
         """Layer name -> this adapter's slot, in model order."""
+        name = self._name(name)
         self.info(name)
         return {wrapper.layer_name: wrapper.slots[name] for wrapper in self._wrappers(name)}
 
-    def parameters(self, name: str = DEFAULT_NAME) -> list[nn.Parameter]:
+    def parameters(self, name: str | None = None) -> list[nn.Parameter]:
         """The trainable parameters of one adapter, for an optimiser."""
+        name = self._name(name)
         return [p for slot in self.slots(name).values() for p in slot.params.values() if p.requires_grad]
 
-    def tensors(self, name: str = DEFAULT_NAME) -> LayerTensors:
+    def tensors(self, name: str | None = None) -> LayerTensors:
         """Layer name -> {param name -> tensor} (the stored params, not the buffers)."""
+        name = self._name(name)
         return {layer: dict(slot.tensors()) for layer, slot in self.slots(name).items()}
 
-    def buffers(self, name: str = DEFAULT_NAME) -> LayerTensors:
+    def buffers(self, name: str | None = None) -> LayerTensors:
+        name = self._name(name)
         return {layer: slot.buffers_dict() for layer, slot in self.slots(name).items()}
 
     @torch.no_grad()
@@ -263,38 +279,46 @@ class Adapters:
         for slot in slots.values():
             slot.scale = float(scale)
 
-    def enable(self, name: str = DEFAULT_NAME, enabled: bool = True) -> None:
+    def enable(self, name: str | None = None, enabled: bool = True) -> None:
+        name = self._name(name)
         slots = self.slots(name).values()
         for slot in slots:  # all checked before any switch moves: a refusal changes nothing
             refuse_if_merged(name, slot, "enabling or disabling it")  # the weights would keep it applied
         for slot in slots:
             slot.enabled = enabled
 
-    def disable(self, name: str = DEFAULT_NAME) -> None:
+    def disable(self, name: str | None = None) -> None:
+        name = self._name(name)
         self.enable(name, False)
 
     @contextlib.contextmanager
-    def disabled(self, name: str = DEFAULT_NAME) -> Iterator[None]:
-        """Run the model without adapter ``name`` inside the block (e.g. the base model's prediction in a loss).
+    def disabled(self, names: str | Sequence[str] | None = None) -> Iterator[None]:
+        """Run the model without adapter ``names`` inside the block (e.g. the base model's prediction in a loss):
+        one name or several: ``disabled(adapters.names())`` runs the base model itself (peft's ``disable_adapter``).
 
         Each layer's switch is put back as it was on leaving, on an error too, so an adapter disabled
         before stays disabled. Refused, naming the adapter, where it is merged into the weights.
         """
-        slots = self.slots(name)
-        before = {layer: slot.enabled for layer, slot in slots.items()}
-        self.disable(name)
+        names = [self._name(names)] if names is None or isinstance(names, str) else list(names)
+        slots = [(name, slot) for name in names for slot in self.slots(name).values()]
+        for name, slot in slots:  # all checked before any switch moves, as enable does
+            refuse_if_merged(name, slot, "enabling or disabling it")
+        before = [slot.enabled for _, slot in slots]
+        for _, slot in slots:
+            slot.enabled = False
         try:
             yield
         finally:
-            for layer, slot in slots.items():
-                slot.enabled = before[layer]
+            for (_, slot), enabled in zip(slots, before, strict=True):
+                slot.enabled = enabled
 
-    def merge(self, name: str = DEFAULT_NAME, part: str = "all") -> None:
+    def merge(self, name: str | None = None, part: str = "all") -> None:
         """Fold the update into the base weights, so inference costs nothing extra.
 
         ``part='frozen'`` folds only a stack's frozen components (HyperDreamBooth §4.3). What was
         added is kept, so ``unmerge`` removes exactly that even if the params change meanwhile.
         """
+        name = self._name(name)
         if part not in ("all", "frozen"):
             raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
         self.info(name)  # a misspelt name is an error, not a merge of nothing
@@ -318,8 +342,9 @@ class Adapters:
             else:
                 slot.merged_scale, slot.merged_factors = slot.scale, factors
 
-    def unmerge(self, name: str = DEFAULT_NAME) -> None:
+    def unmerge(self, name: str | None = None) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
+        name = self._name(name)
         self.info(name)
         for wrapper in self._wrappers(name):
             slot = wrapper.slots[name]
@@ -333,8 +358,9 @@ class Adapters:
                 slot.frozen_merged_scale = slot.frozen_merged_factors = None
 
     # -- export ---------------------------------------------------------------------------
-    def lora_factors(self, name: str = DEFAULT_NAME) -> dict[str, tuple[Tensor, Tensor]]:
+    def lora_factors(self, name: str | None = None) -> dict[str, tuple[Tensor, Tensor]]:
         """Exact LoRA form of the whole update per layer, scale folded into ``up``."""
+        name = self._name(name)
         result = {}
         for layer, slot in self.slots(name).items():
             down, up = slot.space.factors(slot.tensors(), slot.buffers_dict())
@@ -361,7 +387,8 @@ def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
 def inject(
     model: nn.Module, space: Space, targets: LayerSet | str | list[str], name: str = DEFAULT_NAME, **kwargs: Any
 ) -> Adapters:
-    """Add one adapter to ``model`` and return the model's ``Adapters`` view."""
-    adapters = Adapters(model)
+    """Add one adapter to ``model`` and return the model's ``Adapters`` view, whose methods act on that adapter
+    unless given another name."""
+    adapters = Adapters(model, default=name)
     adapters.add(name, space, targets, **kwargs)
     return adapters

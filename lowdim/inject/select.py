@@ -192,6 +192,10 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     if not names and layer_kind(model) in layer_set.types:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
                 f"wrap it, e.g. nn.Sequential(layer), and target '0'")
+    if same_tail and _literal(pattern) == pattern and "." not in pattern:  # peft's habit: a bare module name
+        count = sum(name.rsplit(".", 1)[-1] == tail for name in names)
+        return (f"pattern '{pattern}'{where} matches no layer: a pattern matches whole dotted names, so "
+                f"'*.{pattern}' is the one that matches the {count} layer(s) named {pattern}, e.g. {same_tail[0]}")
     return (
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"

@@ -40,6 +40,31 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
                             f"needs down (r, {layer.in_features}) and up ({layer.out_features}, r)")
 
 
+def check_stacked_factors(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
+    """A space that claims ``stacks_layers`` gives two stacked copies of a layer two copies of its factors: a
+    training step batches same-shape layers on that claim, and a wrong one failed deep inside it."""
+    if not space.stacks_layers():
+        return
+
+    def twice(tensors: Tensors) -> Tensors:
+        return {name: torch.stack([value, value]) for name, value in tensors.items()}
+
+    buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
+    with torch.no_grad():
+        single = space.factors(params, buffers)
+        try:
+            down, up = space.factors(twice(params), twice(buffers))
+        except Exception as error:  # noqa: BLE001  (any failure here is the claim's)
+            _fail(space, layer, f"stacks_layers() is True, but factors fails on two stacked layers "
+                                f"({type(error).__name__}: {error}); return False, or keep the leading dimension")
+        expected = [(2, *single[0].shape), (2, *single[1].shape)]
+        if [tuple(down.shape), tuple(up.shape)] != expected or not (
+                torch.allclose(down[1], single[0]) and torch.allclose(up[1], single[1])):
+            _fail(space, layer, f"stacks_layers() is True, but factors of two stacked layers gave down "
+                                f"{tuple(down.shape)} and up {tuple(up.shape)}, not each layer's own factors "
+                                f"{expected[0]} and {expected[1]}; return False, or keep the leading dimension")
+
+
 def check_buffers_come_from_the_seed(space: Space, layer: LayerSpec, buffers: Tensors, seed: int) -> None:
     """Frozen state drawn again from the same seed is the same: files keep only the seed, not the tensors."""
     again = space.make_buffers(layer, seed)

@@ -64,8 +64,9 @@ class SpaceConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
+            owner = f"space '{space_name}'" if space_name else cls.__name__
             raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+                f"unknown option(s) {', '.join(unknown)} for {owner}; "
                 f"known: {', '.join(sorted(known))}"
             )
         prefix = f"{space_name}: " if space_name else ""
@@ -122,6 +123,9 @@ class Space(ABC):
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     config_class: ClassVar[type[SpaceConfig]]
+    # The rate a training run starts this space at when given none (`lowdim train` without --lr); None: the
+    # backend's choice (the SD backend's is LoRA's 1e-4 for a space it has no rate of its own for).
+    learning_rate: ClassVar[float | None] = None
 
     def __init__(self, config: SpaceConfig | None = None, **overrides: Any) -> None:
         if config is None:

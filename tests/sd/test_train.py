@@ -335,3 +335,21 @@ def test_sgd_takes_plain_momentum_steps_along_the_clipped_gradient(tiny_sd, face
         torch.testing.assert_close(param.detach(), start - 0.5 * grad, atol=1e-6, rtol=1e-4)
     with pytest.raises(lowdim.LowdimError, match="--optimizer must be one of adamw, sgd"):
         TrainConfig(optimizer="adam").validate()
+
+
+def test_a_space_trains_at_its_own_declared_rate_unless_given_one(tmp_path):
+    from lowdim_sd.workflows import TrainJob, check_train_job
+
+    class Declares(lowdim.spaces.lora.LoraSpace):
+        name = "declares"
+        learning_rate = 3e-2
+
+    plugin = type(lowdim)("declares_plugin")
+    plugin.register_spaces = lowdim.hookspecs.hookimpl(lambda register: register(Declares))
+    with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin", plugin])):
+        rates = []
+        for space, given in (("declares", None), ("declares", 5e-4), ("lidb", None), ("lora", None)):
+            job = TrainJob(model="tinyfaces", space=space, learning_rate=given, out=tmp_path)
+            check_train_job(job)
+            rates.append(job.config.learning_rate)
+    assert rates == [3e-2, 5e-4, 2e-3, 1e-4]  # the backend's own rates for its spaces stay first
