@@ -19,3 +19,9 @@ def test_every_first_party_space_is_registered_by_its_plugin_without_warnings():
     assert {name: REGISTRY.spaces[name].plugin for name in EXPECTED if name in REGISTRY.spaces} == EXPECTED
     assert {path.name for path in PLUGINS_DIR.glob("lowdim-*")} == {f"lowdim-{n}" for n in FIRST_PARTY_PLUGINS}
     assert all(REGISTRY.manager.get_plugin(name) is not None for name in FIRST_PARTY_PLUGINS)
+
+
+def test_a_failed_property_shows_its_values_in_a_plugins_own_test_module():
+    import lowdim.testing.space_contract as suite
+
+    assert "@py_builtins" in vars(suite)  # pytest rewrote its asserts, though it arrived here by `import *`

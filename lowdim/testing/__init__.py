@@ -5,6 +5,12 @@ Run the contract over an installed space with ``python -m pytest --pyargs lowdim
 or pull it into a test module of your own (see docs/plugins.md).
 """
 
-from lowdim.testing.references import REFERENCE_DELTA, reference_delta
+import pytest
+
+# A plugin's test module pulls the suite in with `import *`: pytest shows the values behind a failed assert
+# only in modules it rewrites, which this one is not unless registered before its first import.
+pytest.register_assert_rewrite("lowdim.testing.space_contract")
+
+from lowdim.testing.references import REFERENCE_DELTA, reference_delta  # noqa: E402
 
 __all__ = ["REFERENCE_DELTA", "reference_delta"]
