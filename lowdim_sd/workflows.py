@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
 def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
     """The --subjects folder's sub-folders, one per subject, read as precompute reads identities: hidden
     ones (.ipynb_checkpoints) left out, and images lying beside them warned about, never trained."""
-    import warnings
-
     if not folder.is_dir():
         what = "a file, not a folder" if folder.exists() else "no such folder"
         raise LowdimError(f"--subjects {folder}: {what} (one sub-folder of images per subject)")
@@ -108,8 +107,20 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
                               f"text encoder's input embedding, not weight layers")
         return ti_trainable(model, space, token=job.config.token, seed=job.config.seed, subject_names=names,
                             save_dtype=job.save_dtype)
-    return adapter_trainable(model, space, resolve_layers(job.layers), seed=job.config.seed, subject_names=names,
-                             token=job.config.token, save_dtype=job.save_dtype)
+    trainable = adapter_trainable(model, space, resolve_layers(job.layers), seed=job.config.seed,
+                                  subject_names=names, token=job.config.token, save_dtype=job.save_dtype)
+    warn_about_adjusted_options(job, trainable.adapters.info(trainable.name))
+    return trainable
+
+
+def warn_about_adjusted_options(job: TrainJob, info: lowdim.AdapterInfo) -> None:
+    """Options given with --set that the space adjusted to fit some layers (LiDB's a and b clamped to a layer's
+    width, say): the file records what was asked, the layers hold what fit. The defaults' adjustments (TinyFaces'
+    64-wide layers take a = 64 of LiDB's 100) are the space's documented behaviour and stay quiet."""
+    if job.space_options and info.notes:
+        given = " ".join(f"{key}={value}" for key, value in job.space_options.items())
+        warnings.warn(f"--set {given}: the space adjusted it on {len(info.notes)} of {len(info.layers)} layers, "
+                      f"e.g. {info.notes[0]}", stacklevel=2)
 
 
 def check_train_job(job: TrainJob) -> None:

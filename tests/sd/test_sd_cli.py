@@ -44,6 +44,17 @@ def test_train_generate_export_round_trip(tiny_sd, refs, tmp_path, capsys):
         assert any(key.startswith("lora_unet_") and key.endswith(".alpha") for key in handle.keys())  # noqa: SIM118
 
 
+def test_a_set_option_the_space_adjusts_on_some_layers_is_said_once(tiny_sd, refs, tmp_path, capsys):
+    code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 1, "--out", tmp_path / "a",
+                     "--set", "a=1000")
+    assert code == 0, text
+    said = " ".join(text.split())
+    assert said.count("Warning: --set a=1000: the space adjusted it on") == 1
+    assert "e.g. a=1000, b=50 clamped to a=" in said
+    code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 1, "--out", tmp_path / "b")
+    assert code == 0 and "Warning" not in text  # the defaults' own clamps on small layers stay quiet
+
+
 def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys):
     people = tmp_path / "people"
     for name in ("ann", "bob", "cyd"):
