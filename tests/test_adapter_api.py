@@ -175,3 +175,13 @@ def test_disabled_takes_several_adapters_and_puts_back_each_switch():
     with pytest.raises(LowdimError, match="'b'.*merged"), adapters.disabled(["a", "b"]):
         pass
     assert adapters.slots("a")["0"].enabled  # refused before any switch moved
+
+
+def test_assigning_a_wrapped_layers_weight_names_the_slot_to_assign():
+    net, adapters = filled()
+    with pytest.raises(LowdimError, match=r"^layer 0 carries an adapter, so its \.weight is what the model computes "
+                                          r"with \(W \+ scale·ΔW\), not a slot: assign layer\.base_layer\.weight"):
+        net[0].weight = nn.Parameter(torch.zeros(5, 6))
+    net[0].base_layer.weight = nn.Parameter(torch.zeros(5, 6))  # the base weight itself, adapter kept on top
+    torch.testing.assert_close(net[0].weight, net[0].effective_weight())
+    assert not torch.equal(net[0].weight, torch.zeros(5, 6))

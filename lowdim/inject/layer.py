@@ -200,6 +200,12 @@ class AdapterLayer(nn.Module):
     def bias(self) -> Tensor | None:
         return self.base_layer.bias
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("weight", "bias"):  # nn.Module would answer a Parameter with a bare KeyError
+            raise LowdimError(f"layer {self.layer_name} carries an adapter, so its .{name} is what the model computes "
+                              f"with (W + scale·ΔW), not a slot: assign layer.base_layer.{name} instead")
+        super().__setattr__(name, value)
+
     def effective_weight(self) -> Tensor:
         """Base weight plus every live, unmerged update (the base Parameter itself when none is live).
 
