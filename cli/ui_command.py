@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -37,8 +40,9 @@ def serve(host: str, port: int, model: str, out: Path, share: bool, model_config
     except ImportError:
         raise LowdimError(f"lowdim ui needs Gradio, which is not installed: {INSTALL_HINT}") from None
     from lowdim_sd.loading import check_training_dtype
+    from lowdim_sd.ui.checks import check_model
     from lowdim_sd.ui.page import CSS, build_page
-    from lowdim_sd.ui.studio import Studio, StudioConfig, check_model
+    from lowdim_sd.ui.studio import Studio, StudioConfig
 
     model = check_model(model)
     check_training_dtype(device, dtype)  # every run the page starts trains: refused now, not on the first click
@@ -48,14 +52,48 @@ def serve(host: str, port: int, model: str, out: Path, share: bool, model_config
     import gradio as gr
 
     theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # offline
-    page.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True, ssr_mode=False,
-                allowed_paths=[str(out.resolve())], theme=theme, css=CSS, quiet=True, footer_links=[],
-                prevent_thread_lock=True)
-    typer.echo(f"lowdim ui: serving on http://{host}:{port} (Ctrl-C stops it); runs are kept in {out}")
-    if ready is not None:
-        ready(page)
-    else:
-        page.block_thread()
+    try:  # a stop from the launch on closes the server as below, whenever it comes
+        page.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True,
+                    ssr_mode=False, allowed_paths=[str(out.resolve())], theme=theme, css=CSS, quiet=True,
+                    footer_links=[], prevent_thread_lock=True)
+        typer.echo(f"lowdim ui: serving on http://{host}:{port} (Ctrl-C stops it); runs are kept in {out}")
+        if ready is not None:
+            ready(page)
+            return
+        while page.is_running:
+            time.sleep(0.1)
+        return  # closed from elsewhere: nothing was interrupted
+    except KeyboardInterrupt:
+        pass
+    close_after_a_stop(page, studio)
+
+
+def close_after_a_stop(page, studio) -> None:
+    """After Ctrl-C or SIGTERM: stop the job in flight at its next step (its hidden folder is removed, as an
+    interrupted run's is), close the server, and raise the KeyboardInterrupt that carries the one line
+    ``lowdim`` prints before it exits 130. Gradio's own wait would close the server under a running job, whose
+    thread then dies with the interpreter (`terminate called without an active exception`, status 134)."""
+    from lowdim_sd.ui.run_folders import kept_runs_line
+
+    try:
+        stopped = studio.close(waiting=lambda what: typer.echo(
+            f"stopping the {what} at its next step (Ctrl-C again quits at once)", err=True))
+    except KeyboardInterrupt:
+        quit_at_once(studio)
+    page.close()
+    what = f"the {stopped} in flight was stopped" if stopped else "no job was running"
+    raise KeyboardInterrupt(f"interrupted: {what}; {kept_runs_line(studio.config.out)}")
+
+
+def quit_at_once(studio) -> None:
+    """A second Ctrl-C while the job in flight has not reached its next step (a model still loading): leave
+    now. The job's hidden folder stays behind, and the next start removes it."""
+    from lowdim_sd.ui.run_folders import kept_runs_line
+
+    typer.echo(f"Interrupted again: quit without waiting for the job in flight; its hidden folder is removed at "
+               f"the next start; {kept_runs_line(studio.config.out)}", err=True)
+    sys.stderr.flush()
+    os._exit(130)  # the job's thread cannot be stopped from here, and exiting normally would wait on it
 
 
 def ui(

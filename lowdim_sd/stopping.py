@@ -22,3 +22,14 @@ def check() -> None:
     if _requested.is_set():
         _requested.clear()
         raise KeyboardInterrupt("signal")
+
+
+def ask() -> None:
+    """Ask the training loop in flight to stop at its next step, from another thread (the web page's Stop
+    button, its server's Ctrl-C): ``check`` raises the KeyboardInterrupt there, in the loop's own thread."""
+    _requested.set()
+
+
+def withdraw() -> None:
+    """Forget a stop nobody took up (the job it was meant for ended first), so that the next job runs."""
+    _requested.clear()

@@ -135,9 +135,9 @@ def test_drop_a_photo_personalize_and_download_an_export_that_diffusers_loads(se
         shutil.copyfile(screenshot, os.environ["LOWDIM_UI_SCREENSHOT"])
 
     [link] = [a for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")
-              if (a.get_attribute("href") or "").endswith("adapter.kohya.safetensors")]
+              if (a.get_attribute("href") or "").endswith(f"{run.name}.kohya.safetensors")]  # named after its run
     link.click()
-    downloaded = browser.downloads / "adapter.kohya.safetensors"
+    downloaded = browser.downloads / f"{run.name}.kohya.safetensors"
     wait(browser, lambda _: downloaded.is_file(), 30)
     assert downloaded.read_bytes() == (run / "adapter.kohya.safetensors").read_bytes()
     assert_diffusers_draws_what_lowdim_draws(downloaded, run / "adapter.safetensors")
@@ -217,3 +217,18 @@ def test_the_evaluate_tab_scores_dropped_pictures(server, browser):
     browser.find_element(By.ID, "score").click()
     wait(browser, lambda d: "scored" in text_of(d, "eval-table"), 120)
     assert "1.000" in text_of(browser, "eval-table")  # a picture against itself: image similarity 1
+
+
+def test_stop_ends_the_run_in_flight_and_says_so(server, browser):
+    url, out = server
+    before = finished_runs(out)
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(FACE))
+    wait(browser, lambda d: "as it is" in text_of(d, "crop-note"))
+    set_number(browser, "#steps input", 2000)
+    browser.find_element(By.ID, "personalize").click()
+    wait(browser, lambda d: shows(d, "fast finetune"), 120)
+    browser.find_element(By.ID, "stop").click()
+    wait(browser, lambda d: "stopped the personalization" in text_of(d, "stages"), 60)
+    assert finished_runs(out) == before and not list(out.glob(".*.partial"))

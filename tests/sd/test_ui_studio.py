@@ -15,19 +15,10 @@ from PIL import Image
 
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
-from lowdim_sd.ui import studio as studio_module
-from lowdim_sd.ui.studio import (
-    Busy,
-    RunSettings,
-    Studio,
-    StudioConfig,
-    check_model,
-    check_photo,
-    clean_partials,
-    crop_preview,
-    list_runs,
-    read_run,
-)
+from lowdim_sd.ui.checks import check_model
+from lowdim_sd.ui.photos import check_photo, crop_preview
+from lowdim_sd.ui.run_folders import EXPORTS, clean_partials, list_runs, read_run
+from lowdim_sd.ui.studio import Busy, RunSettings, Studio, StudioConfig
 
 
 @pytest.fixture
@@ -54,8 +45,8 @@ def test_a_run_appears_complete_in_its_own_folder_and_reopens(studio, tiny_sd, f
     assert list_runs(studio.config.out) == [record.name] and record.folder.is_dir()
     assert {"load model", "fast finetune", "export", "preview"} <= set(record.stages)
     assert [label for label, done, _ in heard if done == 0] == list(record.stages)
-    assert set(record.downloads) == {"lowdim adapter", *studio_module.EXPORTS.values()}
-    assert all(path.is_file() and path.parent == record.folder for path in record.downloads.values())
+    assert set(record.downloads) == {"lowdim adapter", *EXPORTS.values(), "preview"}
+    assert all(path.is_file() and path.parent.parent == record.folder for path in record.downloads.values())
     assert record.gallery[0][1] == "reference" and all(path.is_file() for path, _ in record.gallery)
     assert (record.folder / "photo.png").is_file() and not (record.folder / runs.LOCK).exists()
     again = read_run(studio.config.out, record.name)
@@ -102,7 +93,7 @@ def test_a_second_job_is_refused_at_once_while_one_runs(studio, tiny_sd, face):
     started, finish = threading.Event(), threading.Event()
 
     def hold():
-        with studio.job("a personalization"):
+        with studio.job("personalization"):
             started.set()
             finish.wait(30)
 
@@ -173,25 +164,6 @@ def test_an_unknown_model_is_named(tmp_path, tiny_sd):
         check_model(str(tmp_path / "nowhere"))
 
 
-def test_drawing_uses_the_runs_adapter_and_leaves_the_model_as_it_was(studio, tiny_sd, face):
-    record = studio.personalize(face, settings(tiny_sd))
-    drawn = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=2)
-    assert [caption for _, caption in drawn] == ["a [V] face (seed 3, scale 1)", "a [V] face (seed 4, scale 1)"]
-    off = studio.draw(record.name, "a [V] face", scale=0.0, seed=3, steps=2, count=1)
-    on_again = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=1)
-    apart = studio.draw(record.name, "a [V] face", scale=1.0, seed=3, steps=2, count=1, how="te=0@end=0.5")
-    assert apart[0][1] == "a [V] face (seed 3, scale 1, te=0@end=0.5)"
-    pixels = [np.asarray(image, float) for image in (drawn[0][0], off[0][0], on_again[0][0], apart[0][0])]
-    assert np.abs(pixels[0] - pixels[1]).max() > 0 and np.array_equal(pixels[0], pixels[2])
-    assert np.abs(pixels[0] - pixels[3]).max() > 0  # the parts apart draw another picture, with the same file
-    with pytest.raises(LowdimError, match="'te=0@end=2': "):
-        studio.draw(record.name, "a [V] face", how="te=0@end=2")
-    with pytest.raises(LowdimError, match=r"the prompt has no \[V\]"):
-        studio.draw(record.name, "a face")
-    with pytest.raises(LowdimError, match="no finished run '../x'"):
-        studio.draw("../x", "a [V] face")
-
-
 def test_scoring_dropped_pictures_gives_the_eval_table(studio, tmp_path):
     pytest.importorskip("skimage")
     from skimage import data
@@ -244,7 +216,7 @@ def test_the_command_refuses_a_taken_port_an_unknown_model_or_no_gradio_in_one_l
 
 def test_a_lowdim_error_on_the_page_is_its_first_line_and_others_are_named_unexpected(capsys):
     gr = pytest.importorskip("gradio")
-    from lowdim_sd.ui.page import on_page
+    from lowdim_sd.ui.page_parts import on_page
 
     @on_page
     def mistaken():
@@ -266,7 +238,7 @@ def test_a_lowdim_error_on_the_page_is_its_first_line_and_others_are_named_unexp
 def test_each_how_to_draw_choice_is_a_draw_the_parser_reads_and_the_choices_differ():
     pytest.importorskip("gradio")
     from lowdim_sd.draw_parts import every_style_parts, parse_draw, suggested_parts
-    from lowdim_sd.ui.page import DRAW_CHOICES
+    from lowdim_sd.ui.page_draw import DRAW_CHOICES
 
     draws = [parse_draw(text) for _, text in DRAW_CHOICES]
     assert len(set(draws)) == len(draws) == len({label for label, _ in DRAW_CHOICES})
@@ -281,11 +253,9 @@ def test_the_crop_preview_checks_the_model_as_personalize_does(face):
 
 
 def test_out_of_range_seeds_and_a_damaged_run_record_are_one_line(studio, tiny_sd, face):
-    with pytest.raises(LowdimError, match=r"Seed must be a whole number from 0 to 9223372036854775807, got 1844"):
+    with pytest.raises(LowdimError, match=r"Run seed must be 0 to 9223372036854775807, got 1844"):
         studio.personalize(face, settings(tiny_sd, seed=2**64))
     record = studio.personalize(face, settings(tiny_sd))
-    with pytest.raises(LowdimError, match="Seed must be a whole number"):
-        studio.draw(record.name, "a [V] face", seed=2**63 - 1, steps=2, count=2)  # the second picture's seed
     (record.folder / "run.json").write_text('{"settings": {}, "stag')
     with pytest.raises(LowdimError, match=rf"run '{record.name}' in .*: its run.json is damaged \(JSONDecodeError\)"):
         read_run(studio.config.out, record.name)
@@ -302,7 +272,7 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path):
 
 def test_an_emptied_number_field_is_one_line_on_the_page():
     pytest.importorskip("gradio")
-    from lowdim_sd.ui.page import whole
+    from lowdim_sd.ui.page_parts import whole
 
     assert whole(3.0, "Seed") == 3
     with pytest.raises(LowdimError, match="Seed is empty: type a whole number"):

@@ -1,0 +1,113 @@
+"""Draw: more pictures of a subject, from a finished run's adapter or from an adapter file one already has.
+
+An uploaded file is checked as ``lowdim generate -a`` checks it (``check_adapter_files`` on its own, then the
+model's layers when it is attached), so a bad file is the same one line. The default prompt carries the looks
+the run's describer read (``recipe: looks`` in the file), as the CLI's ``draw it:`` line does: without them
+the UNet part draws the wrong hair.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from lowdim.errors import LowdimError
+from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, check_number, check_seed
+
+DRAW_AFTER = " wearing a hat"  # what the default prompt adds to the adapter's phrase: a style the base model knows
+Drawn = list[tuple[Image.Image, str]]  # (picture, caption)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What Draw draws: an adapter file on a model, under the name the page shows."""
+
+    adapter: Path
+    model: str
+    name: str
+
+
+def uploaded_adapter(path: str | Path, model: str) -> Subject:
+    """A dropped ``.safetensors`` adapter, refused in one line (not an adapter, damaged, another tool's LoRA)
+    before any model loads; it is drawn on ``model``, as ``lowdim generate -m MODEL -a FILE`` draws it."""
+    from lowdim_sd.generate import check_adapter_files
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise LowdimError(f"{path.name} is not an adapter: drop the .safetensors file that lowdim personalize "
+                          f"wrote (adapter.safetensors)")
+    check_adapter_files([(path, 1.0)])
+    return Subject(path, model, path.name)
+
+
+def default_prompt(adapter: Path) -> str:
+    """The phrase the adapter learned, with the looks read from its photo, then ``DRAW_AFTER``: what the run's
+    gallery drew in that style ('a [V] face with ginger long hair wearing a hat')."""
+    import lowdim
+    from lowdim_sd.file_info import learned_phrase
+
+    return learned_phrase(lowdim.read_adapter(adapter).metadata) + DRAW_AFTER
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    """What the Draw row asks for; checked by ``check``, naming each control."""
+
+    prompt: str
+    scale: float = 1.0
+    seed: int = 0
+    steps: int = 30
+    count: int = 2
+    how: str = "1"  # the short form of `personalize --preview-draw`, e.g. te=0@start=0.3@end=0.8
+
+    def check(self) -> None:
+        from lowdim_sd.generate import IDENTIFIER
+
+        if IDENTIFIER not in self.prompt:
+            raise LowdimError(f"the prompt has no {IDENTIFIER}: write {IDENTIFIER} where the subject goes, "
+                              f"e.g. 'a photo of a {IDENTIFIER} face'")
+        if self.scale is None or not math.isfinite(self.scale):  # any other number is a weight, as in the CLI
+            raise LowdimError(f"Adapter scale must be a number, got {self.scale}")
+        check_number(self.count, "Pictures", *PICTURES)
+        check_number(self.steps, "Draw's denoising steps", *DENOISING_STEPS)
+        check_seed(self.seed, "Picture seed", self.count)  # the seed typed; its last picture's must fit too
+
+
+class Drawer:
+    """Draws on one cached base model (loading SD1.5 takes longer than drawing two pictures)."""
+
+    def __init__(self, model_config: str | None, device: str, dtype: str):
+        self.model_config, self.device, self.dtype = model_config, device, dtype
+        self._cached: tuple[str, object] | None = None
+
+    def draw(self, subject: Subject, settings: DrawSettings) -> Drawn:
+        import lowdim
+        from lowdim_sd.draw_parts import draw_text, parse_draw
+        from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
+
+        settings.check()
+        how_scale, parts = parse_draw(settings.how or "1")
+        scale = settings.scale * how_scale
+        model = self._model(subject.model)
+        try:
+            tokens = attach_adapters(model, [(subject.adapter, scale)])
+            seeds = list(range(settings.seed, settings.seed + settings.count))
+            config = GenerateConfig(prompts=[settings.prompt], seeds=seeds, steps=settings.steps, parts=parts)
+            drawn = generate(model, config, tokens)
+        finally:
+            lowdim.Adapters(model.modules).remove_all()  # the cached model stays the base model
+        drawn_as = f"scale {scale:g}" + (f", {draw_text(1.0, parts)}" if not parts.whole else "")
+        return [(item.image, f"{item.prompt} (seed {item.seed}, {drawn_as})") for item in drawn]
+
+    def _model(self, name: str):
+        from lowdim_sd import runs
+        from lowdim_sd.loading import load_sd
+
+        if self._cached is None or self._cached[0] != name:
+            self._cached = None  # free the old one first: two SD1.5 copies may not fit
+            runs.report("load model", 0, 1)
+            self._cached = (name, load_sd(name, self.device, self.dtype, self.model_config))
+        return self._cached[1]

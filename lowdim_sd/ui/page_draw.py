@@ -1,0 +1,76 @@
+"""The page's Draw section: a prompt, how to draw the adapter, its own seed, steps and count, and an adapter
+file to draw instead of a run's (``drawing`` does the work; this lays it out and wires it)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lowdim.errors import LowdimError
+from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
+from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES
+from lowdim_sd.ui.drawing import DRAW_AFTER, default_prompt, uploaded_adapter
+from lowdim_sd.ui.page_parts import Slider, on_page, progress_listener, whole
+from lowdim_sd.ui.studio import Studio
+
+# (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
+# the third is what `personalize` suggests for its files (the page runs no --keep-styles), the fourth trades some
+# of the face for the last styles (session 24).
+DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet part from 30%", "te=0@start=0.3"),
+                ("parts apart, most of the styles: UNet part from 30% to 80%",
+                 draw_text(1.0, suggested_parts(keep_styles=0.0))),
+                ("parts apart, every style: and its cross-attention at 0.25, for some of the face",
+                 draw_text(1.0, every_style_parts(keep_styles=0.0)))]
+NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
+
+
+def _draw_controls() -> tuple:
+    """The prompt, the adapter's scale, how to draw its parts; the pictures' seed, steps and count."""
+    with gr.Row():
+        prompt = gr.Textbox(f"a photo of a [V] face{DRAW_AFTER}", label="Prompt ([V] is the subject)", scale=3,
+                            info="a run's own phrase and looks fill it in when the run finishes or opens",
+                            elem_id="draw-prompt")
+        scale = Slider(0.0, 1.5, value=1.0, step=0.05, label="Adapter scale", scale=2, elem_id="draw-scale")
+        how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
+                          info="the adapter's parts apart keep styles (te=T, start=F, end=F, ca=C; docs/cli.md)")
+    with gr.Row():
+        seed = gr.Number(0, precision=0, label="Picture seed", elem_id="draw-seed",
+                         info="the first picture's; each next picture takes the next number")
+        steps = Slider(*DENOISING_STEPS, value=30, step=1, label="Draw's denoising steps", elem_id="draw-steps")
+        count = Slider(*PICTURES, value=2, step=1, label="Pictures", elem_id="draw-count")
+        # No file_types: Gradio's refusal prints a traceback on the terminal; drawing's own check names the file.
+        adapter = gr.File(label="Or draw an adapter file (.safetensors)", type="filepath", elem_id="adapter-file")
+    return prompt, scale, how, seed, steps, count, adapter
+
+
+def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown) -> tuple[gr.Textbox, gr.Markdown]:
+    """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
+    finishing or opening fills."""
+    prompt, scale, how, seed, steps, count, adapter = _draw_controls()
+    with gr.Row():
+        drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
+        draw = gr.Button("Draw", elem_id="draw")
+    drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")
+
+    @on_page
+    def use_adapter(path: str | None, chosen_model: str):
+        if not path:
+            return None, gr.update(), NOTHING_TO_DRAW
+        subject = uploaded_adapter(path, chosen_model)
+        return ({"adapter": str(subject.adapter)}, default_prompt(subject.adapter),
+                f"Draw draws the adapter `{subject.name}` on the model in the Model box")
+
+    @on_page
+    def draw_more(what: dict | None, chosen_model: str, text: str, adapter_scale: float, how_to_draw: str,
+                  first_seed: float | None, sample_steps: float, pictures: float,
+                  progress: gr.Progress = gr.Progress()):
+        if not what:
+            raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
+        subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
+        return studio.draw(subject, text, adapter_scale, whole(first_seed, "Picture seed"),
+                           whole(sample_steps, "Draw's denoising steps"), whole(pictures, "Pictures"), how_to_draw,
+                           progress_listener(progress))
+
+    unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
+    adapter.change(use_adapter, [adapter, model], [current, prompt, drawing], **unlimited)
+    draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], [drawn], **unlimited)
+    return prompt, drawing

@@ -1,0 +1,105 @@
+"""What every control and handler of the page shares: errors as one line, sliders checked by the studio, and
+the bridge from the studio's progress listener to Gradio's bar."""
+
+from __future__ import annotations
+
+import functools
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lowdim.errors import LowdimError, first_line
+from lowdim_sd.ui.checks import in_page_terms
+
+
+def Slider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - stands for gr.Slider in the layout
+    """Gradio's slider, whose value reaches the studio's check as it is: Gradio's own range check prints a
+    traceback on the server's terminal and names no control. (Set on the instance: a subclass of a Gradio
+    component makes Gradio write a .pyi file beside this one.)"""
+    slider = gr.Slider(*args, **kwargs)
+    slider.preprocess = lambda payload: payload
+    return slider
+
+
+def on_page(fn: Callable) -> Callable:
+    """Run ``fn``; a lowdim error becomes the page's one-line message, anything else too (and a traceback
+    on the terminal, where the person who runs the server can report it)."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LowdimError as error:
+            raise gr.Error(page_line(first_line(error)), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as error:
+            traceback.print_exc()
+            raise gr.Error(f"unexpected error: {page_line(first_line(error))} (details in the terminal)",
+                           print_exception=False) from None
+    return wrapped
+
+
+def page_line(message: str) -> str:
+    """A message as the page says it: an upload named by its own name, not by Gradio's temporary folder
+    (``/tmp/gradio/4555be98.../notes.txt``), and advice in the page's terms instead of the CLI's flags."""
+    return in_page_terms(upload_folders().sub("", message))
+
+
+@functools.cache
+def upload_folders() -> re.Pattern:
+    """Gradio's folder of uploads, each in a folder of its own hash, as it may be written (as set, resolved)."""
+    from gradio.utils import get_upload_folder
+
+    folder = get_upload_folder()
+    spellings = sorted({folder, str(Path(folder).resolve())}, key=len, reverse=True)
+    return re.compile("(?:" + "|".join(map(re.escape, spellings)) + r")/[^/\s]+/")
+
+
+def whole(value: float | None, label: str) -> int:
+    """A number field as an int; Gradio passes None for an emptied field, which int() would turn into a
+    Python error on the page."""
+    if value is None:
+        raise LowdimError(f"{label} is empty: type a whole number")
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # NaN, infinity: a client other than the page may send them
+        raise LowdimError(f"{label} must be a whole number, got {value}") from None
+
+
+def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
+    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label``). A request its
+    client cancelled (gradio_client's ``job.cancel()``) stops at the next step: Gradio leaves its thread running."""
+    stage = {"name": "starting"}
+    cancelled = cancel_watch()
+
+    def hear(label: str, done: int, total: int) -> None:
+        if cancelled():
+            raise KeyboardInterrupt("cancelled by its client")
+        if done == 0:
+            stage["name"] = label
+            progress(0, desc=label)
+        else:
+            progress((done, total), desc=f"{stage['name']}: {label}" if label != stage["name"] else label)
+    return hear
+
+
+def cancel_watch() -> Callable[[], bool]:
+    """Whether the Gradio event running this handler has left Gradio's active jobs (cancelled by its client),
+    read from Gradio's queue as its own ``set_progress`` reads it. Private ground: the event must first be
+    seen there, so a Gradio that keeps its jobs elsewhere only makes this always False, never a false stop."""
+    from gradio.context import LocalContext
+
+    blocks, event_id, seen = LocalContext.blocks.get(None), LocalContext.event_id.get(None), [False]
+
+    def cancelled() -> bool:
+        try:
+            active = any(event._id == event_id for events in blocks._queue.active_jobs if events for event in events)
+        except Exception:  # noqa: BLE001 - another Gradio's queue: no way to tell, so never cancelled
+            return False
+        seen[0] = seen[0] or active
+        return seen[0] and not active
+    return cancelled

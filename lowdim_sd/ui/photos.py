@@ -1,0 +1,109 @@
+"""The face photo: checked as it is dropped, and shown cut as personalization will cut it.
+
+The preview refuses what training would refuse (a photo too small for the model, no face), with the same
+line, so a run never starts on a photo it will throw out after loading the model.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from lowdim.errors import LowdimError, first_line
+from lowdim_sd.ui.checks import check_model, in_page_terms
+
+MAX_PIXELS = 40_000_000  # a photo beyond this is refused before it is decoded (a 40 MP camera's full frame)
+PREVIEW_SIDE = 256  # the crop shown before training; what trains is cut the same way at the model's size
+
+
+@dataclass
+class CropPreview:
+    image: Image.Image
+    faces: int  # faces found (0 when the model uses photos as they are)
+    message: str
+
+
+def check_photo(path: str | Path) -> Path:
+    """The uploaded file, refused in one line unless it is an image of at most MAX_PIXELS pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:  # reads the header only: a huge photo is refused before decoding
+            width, height = image.size
+    except FileNotFoundError:
+        raise LowdimError(f"{path.name}: the upload is gone; drop the photo again") from None
+    except (Image.UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise LowdimError(f"{path.name} is not an image this page can read ({first_line(error)}); "
+                          f"use a JPEG, PNG or WebP photo") from None
+    if width * height > MAX_PIXELS:
+        raise LowdimError(f"{path.name} is {width}x{height} pixels ({width * height / 1e6:.0f} MP); photos up to "
+                          f"{MAX_PIXELS // 1_000_000} MP are accepted: scale it down first")
+    return path
+
+
+def crop_preview(path: str | Path, model: str, face_index: int | None = None,
+                 crop: bool | None = None) -> CropPreview:
+    """The picture personalization will train on, cut as it will be, and what to tell the user about it."""
+    from lowdim_sd.face_inputs import resolve_crop
+    from lowdim_sd.images import load_image, to_pil
+
+    path = check_photo(path)
+    model = check_model(model)  # the model personalize would use, so the preview is the crop it trains on
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        crop = resolve_crop(crop, model)
+        if not crop:  # training's own size check (load_image's: half the model's side), with its line
+            side = training_side(model)
+            picture = to_pil(load_image(path, PREVIEW_SIDE, min_side=side // 2 if side else 1)[None])[0]
+            return CropPreview(picture, 0, _first_note(caught, f"{model} uses the photo as it is (centre square)"))
+        from lowdim_sd.faces import crop_face, detect_faces
+        from lowdim_sd.images import open_rgb
+
+        photo = open_rgb(path)
+        with advice_for_the_page():
+            faces = len(detect_faces(photo, path.name))
+            picture = crop_face(photo, PREVIEW_SIDE, index=face_index, name=path.name)
+    if faces > 1:
+        chosen = 0 if face_index is None else face_index
+        return CropPreview(picture, faces, f"{faces} faces found: showing face {chosen} (0 is the largest); "
+                                           f"pick another with 'Face'")
+    return CropPreview(picture, faces, _first_note(caught, "face found and aligned: this crop is what the model "
+                                                           "learns"))
+
+
+def training_side(model: str) -> int | None:
+    """The side in pixels ``model`` trains at, read from its diffusers folder's configs without loading it;
+    None where there is no such folder here (a hub id, a single file): training checks those itself."""
+    from lowdim.registry import get_registry
+
+    entry = get_registry().backends.get(model)
+    folder = Path(str(getattr(entry.value, "source", "") if entry else model)).expanduser()
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        # diffusers' vae_scale_factor: the VAE halves the side once between each pair of its blocks
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextmanager
+def advice_for_the_page() -> Iterator[None]:
+    """A face not found, said with what the page offers (another photo) instead of the CLI's --no-crop."""
+    from lowdim_sd.faces import FaceNotFound
+
+    try:
+        yield
+    except FaceNotFound as error:
+        raise FaceNotFound(in_page_terms(str(error))) from None
+
+
+def _first_note(caught: list, otherwise: str) -> str:
+    """The first warning worth showing (a missing extra, a small face), else ``otherwise``."""
+    notes = [first_line(w.message) for w in caught if "upscaling" not in str(w.message)]
+    return notes[0] if notes else otherwise

@@ -1,0 +1,137 @@
+"""The runs folder of ``lowdim ui --out``: one folder per finished run, read back after a restart.
+
+A run is written to a hidden ``.NAME.partial`` folder and renamed to ``NAME`` only once its ``run.json``
+is written, so the list never shows a half-written run; a server that died leaves only hidden folders,
+which the next start removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowdim.errors import LowdimError
+from lowdim_sd import runs
+
+PARTIAL = ".partial"
+RUN_FILE = "run.json"
+EXPORTS = {"diffusers": "diffusers / peft (load_lora_weights)", "kohya": "kohya (A1111, ComfyUI, Forge)"}
+ADAPTER_LABEL = "lowdim adapter"
+DOWNLOADS = "downloads"  # NAME.lowdim.safetensors and the like: each run's own names in a browser's Downloads
+
+
+@dataclass
+class RunRecord:
+    """A finished run as the page shows it, read back from its folder."""
+
+    name: str
+    folder: Path
+    settings: dict
+    stages: dict[str, float]
+    gallery: list[tuple[Path, str]] = field(default_factory=list)  # (picture, caption)
+    downloads: dict[str, Path] = field(default_factory=dict)  # label -> file
+    notes: list[str] = field(default_factory=list)  # what the run warned of, e.g. a preview it had to skip
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.stages.values())
+
+    @property
+    def adapter(self) -> Path:
+        return self.downloads[ADAPTER_LABEL]
+
+
+def list_runs(out: Path) -> list[str]:
+    """Finished runs in ``out``, newest first (hidden partial folders are not runs)."""
+    if not out.is_dir():
+        return []
+    found = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RUN_FILE).is_file()]
+    return sorted((name for name in found if _readable(out, name)), reverse=True)
+
+
+def _readable(out: Path, name: str) -> bool:
+    """A run whose record was damaged after it finished is left out of the list, not shown to fail on Open."""
+    try:
+        read_run(out, name)
+    except LowdimError:
+        return False
+    return True
+
+
+def read_run(out: Path, name: str) -> RunRecord:
+    folder = out / name
+    if name.startswith(".") or "/" in name or not (folder / RUN_FILE).is_file():
+        raise LowdimError(f"no finished run '{name}' in {out}")
+    try:
+        record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        gallery = [(folder / item["file"], item["caption"]) for item in record["gallery"]]
+        downloads = {label: folder / file for label, file in record["downloads"].items()}
+        return RunRecord(name, folder, record["settings"], record["stages"], gallery, downloads,
+                         record.get("notes", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is damaged ({type(error).__name__}); "
+                          f"its files are still in {folder}") from None
+
+
+def write_record(work: Path, name: str, settings: dict, stages: dict[str, float], gallery: list[dict],
+                 notes: list[str]) -> None:
+    """The run's ``run.json``, written last: its presence marks the run done. Its downloads are the files
+    personalize wrote, linked under the run's name (no second copy on disk)."""
+    written = {ADAPTER_LABEL: "adapter.safetensors",
+               **{label: f"adapter.{fmt}.safetensors" for fmt, label in EXPORTS.items()},
+               "preview": "preview.png"}
+    downloads = {}
+    (work / DOWNLOADS).mkdir()
+    for label, file in written.items():
+        if (work / file).is_file():
+            own = f"{DOWNLOADS}/{name}.{_suffix(file)}"
+            _link_or_copy(work / file, work / own)
+            downloads[label] = own
+    record = {"settings": settings, "stages": stages, "gallery": gallery, "downloads": downloads, "notes": notes}
+    (work / RUN_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def _suffix(file: str) -> str:
+    """'adapter.kohya.safetensors' -> 'kohya.safetensors'; 'adapter.safetensors' -> 'lowdim.safetensors'."""
+    stem, _, rest = file.partition(".")
+    return "lowdim.safetensors" if file == "adapter.safetensors" else rest if stem == "adapter" else file
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, target)
+
+
+def clean_partials(out: Path) -> list[Path]:
+    """Remove the hidden folders of runs that died with an earlier server (their lock is not alive)."""
+    removed = []
+    for folder in out.glob(f".*{PARTIAL}") if out.is_dir() else []:
+        if not runs.folder_in_use(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "photo"
+
+
+def new_run_name(out: Path, photo: Path) -> str:
+    stamp, stem = time.strftime("%Y%m%d-%H%M%S"), _slug(photo.stem)
+    name, number = f"{stamp}-{stem}", 2
+    while (out / name).exists() or (out / f".{name}{PARTIAL}").exists():
+        name, number = f"{stamp}-{stem}-{number}", number + 1
+    return name
+
+
+def kept_runs_line(out: Path) -> str:
+    """'3 finished runs are kept in OUT': what a stopped server leaves."""
+    count = len(list_runs(out))
+    return f"{count} finished run{' is' if count == 1 else 's are'} kept in {out}"

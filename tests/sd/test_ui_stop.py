@@ -1,0 +1,180 @@
+"""Stopping ``lowdim ui``'s job: the page's Stop button, a closed tab, and Ctrl-C or SIGTERM on the server.
+
+Each stops the job in flight at its next step (``lowdim_sd.stopping``'s flag), leaves no half-written run and
+frees the one job slot; the server then closes and exits 130 with one line, as every lowdim command does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowdim_sd import stopping
+from lowdim_sd.ui.run_folders import list_runs
+from lowdim_sd.ui.studio import RunSettings, Stopped, Studio, StudioConfig
+
+# The `lowdim` script, with Ctrl-C's handler as a terminal gives it (a shell's background job ignores SIGINT).
+SCRIPT = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "from lowdim_cli.main import script; script()")
+FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
+
+
+@pytest.fixture
+def studio(tmp_path, tiny_sd) -> Studio:
+    return Studio(StudioConfig(model=str(tiny_sd), out=tmp_path / "ui"))
+
+
+@pytest.fixture
+def face(tmp_path):
+    from lowdim_sd.images import save_images
+
+    return save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, tmp_path,
+                       "face")[0]
+
+
+def settings(tiny_sd, **kwargs) -> RunSettings:
+    return RunSettings(model=str(tiny_sd), **{"steps": 2, "crop": False, "preview_steps": 1, **kwargs})
+
+
+def run_until(studio: Studio, start, stage: str, **kwargs) -> tuple[threading.Thread, dict, threading.Event]:
+    """``start(listener)`` in a thread of its own, as Gradio runs a job; the event is set once ``stage``
+    (a stage's or a bar's label) is heard, and the dict gets what the job returned or raised."""
+    reached, ended = threading.Event(), {}
+
+    def hear(label: str, done: int, total: int) -> None:
+        if stage in label:
+            reached.set()
+
+    def job() -> None:
+        try:
+            ended["result"] = start(hear)
+        except BaseException as error:  # noqa: BLE001 - what the page would get
+            ended["error"] = error
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    return thread, ended, reached
+
+
+@pytest.mark.parametrize("stage", ["fast finetune", "preview"])
+def test_stop_ends_the_run_at_its_next_step_keeps_nothing_and_frees_the_slot(studio, tiny_sd, face, stage):
+    many = settings(tiny_sd, steps=2000 if stage == "fast finetune" else 2, preview_steps=100)
+    thread, ended, reached = run_until(studio, lambda hear: studio.personalize(face, many, hear), stage)
+    assert reached.wait(120), ended
+    line = studio.stop(wait=60)
+    thread.join(60)
+    assert line == "stopped the personalization: nothing of it was kept; the next job can start"
+    assert isinstance(ended.get("error"), Stopped) and "\n" not in str(ended["error"])
+    assert list(studio.config.out.iterdir()) == []  # not even a hidden folder
+    assert studio.personalize(face, settings(tiny_sd)).folder.is_dir()  # the slot is free, the flag gone
+
+
+def test_stop_with_nothing_running_changes_nothing_and_a_stale_stop_stops_no_later_job(studio, tiny_sd, face):
+    assert studio.stop() == "nothing is running"
+    stopping.ask()  # asked of a job that ended before its next step
+    assert studio.personalize(face, settings(tiny_sd)).folder.is_dir()
+    record = list_runs(studio.config.out)[0]
+    drawn = studio.draw(record, "a [V] face", steps=1, count=1)
+    assert len(drawn) == 1
+
+
+def test_a_closed_tab_stops_only_the_job_it_started(studio, tiny_sd, face):
+    thread, ended, reached = run_until(
+        studio, lambda hear: studio.personalize(face, settings(tiny_sd, steps=2000), hear, owner="tab-1"),
+        "fast finetune")
+    assert reached.wait(120), ended
+    assert studio.stop(owner="tab-2", wait=0) == "nothing is running"  # another tab's closing
+    assert thread.is_alive()
+    assert studio.stop(owner="tab-1", wait=60).startswith("stopped the personalization")
+    thread.join(60)
+    assert isinstance(ended.get("error"), Stopped)
+
+
+def test_the_server_closes_the_job_in_flight_too(studio, tiny_sd, face):
+    assert studio.close() is None  # idle: nothing to stop
+    fresh = Studio(studio.config)
+    thread, ended, reached = run_until(
+        fresh, lambda hear: fresh.personalize(face, settings(tiny_sd, steps=2000), hear), "fast finetune")
+    assert reached.wait(120), ended
+    assert fresh.close() == "personalization"
+    thread.join(60)
+    assert isinstance(ended.get("error"), Stopped) and list(fresh.config.out.iterdir()) == []
+
+
+# -- the server process ------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
+    """``lowdim ui --model tinyfaces`` as a user starts it, in its own process group (a terminal's Ctrl-C)."""
+    port, out = free_port(), tmp_path / "runs"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "ui", "--model", "tinyfaces",
+         "--port", str(port), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    deadline = time.time() + 120
+    line = ""
+    while "serving on" not in line:
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        line = process.stdout.readline()
+    return process, f"http://127.0.0.1:{port}/", out
+
+
+def wait_for(condition, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_cancelled_request_a_closed_tab_and_ctrl_c_each_stop_the_run_in_flight(tmp_path):
+    gradio_client = pytest.importorskip("gradio_client")
+    process, url, out = start_server(tmp_path)
+
+    def start() -> tuple:
+        client = gradio_client.Client(url, verbose=False)
+        job = client.submit(gradio_client.handle_file(str(FACE)), "tinyfaces", True, 2000, 4, 0, 1, 0,
+                            api_name="/personalize")
+        wait_for(lambda: list(out.glob(".*.partial")) and process.poll() is None)
+        return client, job
+
+    try:
+        _, job = start()
+        job.cancel()  # gradio_client's; Gradio itself would leave the job's thread running
+        wait_for(lambda: not list(out.glob(".*.partial")))
+        client, _ = start()
+        client.close()  # as a closed tab: Gradio's unload event
+        wait_for(lambda: not list(out.glob(".*.partial")))
+        start()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "terminate called" not in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (f"Interrupted: the personalization in flight was stopped; "
+                                               f"0 finished runs are kept in {out}")
+    assert list(out.iterdir()) == []  # each run's hidden folder went with it
+
+
+@pytest.mark.slow
+def test_sigterm_on_an_idle_server_exits_130_with_one_line(tmp_path):
+    process, _, out = start_server(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [f"Interrupted: no job was running; 0 finished runs are kept in {out}"]
