@@ -177,7 +177,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
 
 
 def evaluate_tab(studio: Studio) -> None:
-    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+    from lowdim.registry import get_registry
+    from lowdim_sd.ui.studio import metrics_for
 
     gr.Markdown("Score generated pictures against a reference photo, as `lowdim eval` does (docs/eval.md).")
     with gr.Row():
@@ -186,8 +187,8 @@ def evaluate_tab(studio: Studio) -> None:
     with gr.Row():
         prompt = gr.Textbox("a photo of a [V] face", label="Their prompt (for CLIP-T)")
         token = gr.Textbox("sks", label="Identifier that [V] stood for")
-        metrics = gr.Textbox(",".join(PAPER_METRICS), label="Metrics (registered names, comma list)",
-                             elem_id="metrics")
+        metrics = gr.Textbox(",".join(metrics_for(studio.config.model)), label="Metrics (comma list)",
+                             info=f"installed: {', '.join(sorted(get_registry().metrics))}", elem_id="metrics")
     score = gr.Button("Score", variant="primary", elem_id="score")
     table = gr.Markdown(elem_id="eval-table")
 

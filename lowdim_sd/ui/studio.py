@@ -243,6 +243,18 @@ class Studio:
         return report.to_markdown().replace("# lowdim eval\n", "", 1)
 
 
+def metrics_for(model: str) -> tuple[str, ...]:
+    """The Evaluate tab's metrics for the model the page serves: TinyFaces' own for its 32 px pictures, which
+    the paper's (a face detector and ViTs that need the hub) cannot read; else the paper's four."""
+    from lowdim.registry import get_registry
+    from lowdim_sd.eval.job import TINYFACES_METRICS
+    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+
+    if model.startswith("tinyfaces") and set(TINYFACES_METRICS) <= set(get_registry().metrics):
+        return TINYFACES_METRICS
+    return tuple(PAPER_METRICS)
+
+
 def _worth_a_note(caught: warnings.WarningMessage) -> bool:
     """lowdim's own warnings about the run (a skipped preview, say), not libraries' deprecations; and not the
     export format one: both exports are wanted, and the page says which tool reads which."""

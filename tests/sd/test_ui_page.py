@@ -166,3 +166,13 @@ def test_scoring_reports_its_progress(studio):
     heard = []
     studio.evaluate([face], face, "a [V] face", metrics="tinyfaces-image", listener=lambda *e: heard.append(e))
     assert heard[0] == ("scoring", 0, 1) and heard[-1][1] == heard[-1][2] > 0
+
+
+def test_the_evaluate_tab_starts_with_the_metrics_that_read_the_models_pictures(tmp_path):
+    from lowdim_sd.eval.job import TINYFACES_METRICS
+    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+    from lowdim_sd.ui.page import build_page
+
+    for model, expected in (("tinyfaces", TINYFACES_METRICS), ("sd15", PAPER_METRICS)):
+        shown = component(build_page(Studio(StudioConfig(model=model, out=tmp_path / model))), "metrics")
+        assert shown.value == ",".join(expected) and "tinyfaces-style" in shown.info
