@@ -90,6 +90,35 @@ def fit_help_to_terminal(app, columns: int | None = None) -> None:
     Set on every run, as tests run the one app at several widths."""
     if columns is None:
         columns = int(os.environ.get("TERMINAL_WIDTH") or shutil.get_terminal_size().columns)
+    if columns < RICH_HELP_MIN_COLUMNS:
+        _wrap_plain_help_at_spaces_only()
     app.rich_markup_mode = "rich" if columns >= RICH_HELP_MIN_COLUMNS else None
-    for group in app.registered_groups:
+    for group in getattr(app, "registered_groups", ()):
         fit_help_to_terminal(group.typer_instance, columns)
+
+
+def _wrap_plain_help_at_spaces_only() -> None:
+    """click wraps its plain help with textwrap's default, which also breaks at hyphens: `--batch-subjects` and
+    a method such as `ours-described-styles` were split over two lines, and copied so. Its wrapper class is
+    looked up at each wrap, so a subclass that keeps hyphenated words whole takes its place (a click without
+    that module keeps its own)."""
+    import importlib
+
+    import typer.core
+
+    click = getattr(typer.core, "_click", None) or importlib.import_module("click")
+    try:
+        module = importlib.import_module(f"{click.__name__}._textwrap")
+    except ImportError:
+        return
+    wrapper = module.TextWrapper
+    if getattr(wrapper, "keeps_hyphenated_words", False):
+        return
+
+    class WholeWords(wrapper):
+        keeps_hyphenated_words = True
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
+
+    module.TextWrapper = WholeWords

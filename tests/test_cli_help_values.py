@@ -111,6 +111,7 @@ def test_a_narrow_terminal_gets_every_option_name_whole(capsys, monkeypatch):
         text = capsys.readouterr().out
         assert "…" not in text and "│" not in text, path  # rich's table cut names here ("--gradient-checkpoi…")
         assert max(len(line) for line in text.splitlines()) <= 80, path
+        assert not re.search(r"\w-$", text, re.M), path  # wrapped at spaces only: `--batch-subjects` stays whole
         if path == ["personalize"]:
             assert re.search(r"^  --gradient-checkpointing +Recompute activations", text, re.M)
     assert "│" in help_of(capsys, monkeypatch, "personalize")  # at 200 columns: rich's table again
