@@ -21,6 +21,7 @@ OUT=${OUT:-out/hyper-gpu}
 WORK=${WORK:-/tmp/lowdim-hyper}
 PRE_BUDGET=${PRE_BUDGET:-150}        # seconds of phase 0; every finished batch of identities is kept
 PRE_BATCH=${PRE_BATCH:-256}
+PRE_COPIES=${PRE_COPIES:-1}          # noise draws of the reference per phase-0 step (4 binds more face: ladder rung 20)
 STEPS=${STEPS:-200}
 TRAIN_MINUTES=${TRAIN_MINUTES:-2}
 VAL=${VAL:-64}                        # held-out training identities for the validation curve
@@ -48,8 +49,8 @@ run() {
   { date -u +"%Y-%m-%d %H:%M UTC"; nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1 || echo "no GPU"
     $PY -c "import torch; print('torch', torch.__version__)"; } > "$OUT/gpu.txt" 2>&1
   timeout --signal=INT --kill-after=20 "$PRE_BUDGET" "${LOWDIM[@]}" precompute -m tinyfaces -i "$DATA/ids" \
-    -o "$WORK/w" --steps "$STEPS" --lr 1e-2 --batch-subjects "$PRE_BATCH" --shared-noise --dtype fp32 \
-    --device "$DEVICE" 2>&1 | tee "$OUT/log.txt"
+    -o "$WORK/w" --steps "$STEPS" --lr 1e-2 --batch-subjects "$PRE_BATCH" --batch-size "$PRE_COPIES" --shared-noise \
+    --dtype fp32 --device "$DEVICE" 2>&1 | tee "$OUT/log.txt"
   echo "phase 0 ended after $(( $(date +%s) - started )) s" | tee -a "$OUT/log.txt"
   $PY - "$WORK/w" > "$OUT/precompute.json" <<'EOF'
 import json, sys

@@ -7,6 +7,7 @@ RUN=${RUN:-runs/tinyfaces}
 MODEL=${MODEL:-tinyfaces}           # or tinyfaces-retrained, with LOWDIM_TINYFACES_RETRAINED=FOLDER (TRAINING.md)
 TRAIN_IDS=${TRAIN_IDS:-544}         # identities for precompute (paper: 15K CelebA-HQ faces)
 PRE_STEPS=${PRE_STEPS:-200}         # LiDB steps per identity in phase 0 (at 1e-2, every identity the same noise)
+PRE_COPIES=${PRE_COPIES:-1}         # noise draws of the reference per phase-0 step (4 binds more face: ladder rung 20)
 BATCH_SUBJECTS=${BATCH_SUBJECTS:-68} # identities trained together (per-sample adapters)
 HELDOUT=${HELDOUT:-50}              # held-out test identities for the benchmark
 METHODS=${METHODS:-}                # default: every row (ours-k1 equals ours with the retrieval head)
@@ -17,7 +18,8 @@ mkdir -p "$RUN"
 lowdim tinyfaces-identities -o "$RUN/train-ids" --count $((2 * TRAIN_IDS)) --split train
 lowdim tinyfaces-identities -o "$RUN/heldout" --count "$HELDOUT" --split test
 time lowdim precompute -m "$MODEL" -i "$RUN/train-ids" -o "$RUN/weights" --steps "$PRE_STEPS" --lr 1e-2 \
-  --limit "$TRAIN_IDS" --shared-noise --batch-subjects "$BATCH_SUBJECTS" --device "$DEVICE" --dtype fp32
+  --limit "$TRAIN_IDS" --shared-noise --batch-subjects "$BATCH_SUBJECTS" --batch-size "$PRE_COPIES" \
+  --device "$DEVICE" --dtype fp32
 # Phase 1: the retrieval head over every training identity, on the offline DINOv2 ViT-S/14, keyed by an
 # identity embedding learned from 3,000 other training people (two photos each) and by two renders of
 # each stored θ (the ladder in docs/ladder.md, rungs 5 and 10, shows why it, not a regression network, ships).
