@@ -102,4 +102,6 @@ def cancel_watch() -> Callable[[], bool]:
             return False
         seen[0] = seen[0] or active
         return seen[0] and not active
+
+    cancelled()  # seen now, as the handler starts: a cancel during the model's load is then not missed
     return cancelled

@@ -111,6 +111,30 @@ def test_the_server_closes_the_job_in_flight_too(studio, tiny_sd, face):
 
 
 # -- the server process ------------------------------------------------------------------------
+def test_a_request_cancelled_before_its_first_report_still_stops(monkeypatch):
+    """A client may cancel while the model loads, before the run reports any progress: the watch made as the
+    handler starts has already seen its event among Gradio's active jobs, so the first report stops it."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    from lowdim_sd.ui.page_parts import cancel_watch
+
+    event = SimpleNamespace(_id="e1")
+    queue = SimpleNamespace(active_jobs=[[event], None])
+    blocks = LocalContext.blocks.set(SimpleNamespace(_queue=queue))
+    event_id = LocalContext.event_id.set("e1")
+    try:
+        cancelled = cancel_watch()
+        queue.active_jobs[0] = None  # cancelled by its client, before any report
+        assert cancelled()
+        LocalContext.event_id.set("other")  # an event never seen active: unknown ground, never a stop
+        assert not cancel_watch()()
+    finally:
+        LocalContext.event_id.reset(event_id)
+        LocalContext.blocks.reset(blocks)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
