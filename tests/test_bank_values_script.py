@@ -3,25 +3,19 @@ differences the ladder reports (rung 20)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
+import script_loader
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bank_values.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bank_values", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_loader.load_script("benchmarks/bank_values.py")
 
 
 def bank(rows: int, seed: int) -> nn.Module:

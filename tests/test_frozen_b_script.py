@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import script_loader
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,14 +11,9 @@ from hypothesis import strategies as st
 from lowdim.spaces.base import LayerSpec
 from lowdim.spaces.lidb import LidbConfig, LidbSpace
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "frozen_b_targets.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("frozen_b_targets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_loader.load_script("benchmarks/frozen_b_targets.py")
 
 
 @settings(max_examples=20, deadline=None)

@@ -9,13 +9,12 @@ instead of calling ``linear1``: it must see the live adapters.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 from unittest import mock
 
 import pytest
+import script_loader
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,15 +24,8 @@ import lowdim
 
 pytest.importorskip("transformers")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lidb_on_bert.py"
-
-
 def _load_example():
-    spec = importlib.util.spec_from_file_location("lowdim_example_lidb_on_bert", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return script_loader.load_script("examples/lidb_on_bert.py", "lowdim_example_lidb_on_bert")
 
 
 example = _load_example()

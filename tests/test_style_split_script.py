@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tinyfaces_style_split.py"
+import script_loader
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("tinyfaces_style_split", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_loader.load_script("benchmarks/tinyfaces_style_split.py")
 
 
 def test_split_averages_identity_separately_over_styled_and_plain_images():
