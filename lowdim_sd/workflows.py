@@ -20,8 +20,6 @@ from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 
-DEFAULT_LR = defaults.LEARNING_RATES  # the name other modules import
-
 
 @dataclass
 class TrainJob:

@@ -47,7 +47,7 @@ class Method:
         return self.adapter_scale != 1.0 or not self.parts.whole
 
 
-# Learning rates of the DreamBooth rows follow lowdim train's defaults (workflows.DEFAULT_LR), except LiDB
+# Learning rates of the DreamBooth rows follow lowdim train's defaults (defaults.LEARNING_RATES), except LiDB
 # DreamBooth's, which is the precompute recipe (5e-3 for 400 steps); the aggressive variants raise them as the
 # paper does when it cuts the iterations (Table 2).
 METHODS: dict[str, Method] = {m.name: m for m in (

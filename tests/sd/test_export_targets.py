@@ -53,34 +53,32 @@ def _only_error(err: str) -> str:
     return lines[0]
 
 
+def _refusals(capsys, adapter, fmt: str, outs) -> list[str]:
+    """The one error line of `export -o OUT` for each OUT, each refused with status 1 and nothing printed."""
+    lines = []
+    for out in outs:
+        code, printed, err = run(capsys, "export", adapter, "-f", fmt, "-o", out)
+        assert code == 1 and not printed, (out, printed)
+        lines.append(_only_error(err))
+    return lines
+
+
 @pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")
 @pytest.mark.parametrize(("source", "fmt"), FORMATS)
-def test_a_folder_or_a_trailing_slash_as_out_is_one_line_and_writes_nothing(request, tmp_path, monkeypatch, capsys,
-                                                                             source, fmt):
+def test_an_out_that_names_no_safetensors_file_is_one_line_and_writes_nothing(request, tmp_path, monkeypatch, capsys,
+                                                                              source, fmt):
     adapter = request.getfixturevalue(source)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "existing").mkdir()
     before = sorted(os.listdir(tmp_path))
-    for out in ("newd/", "existing", "existing/", "newd.safetensors/", f"{tmp_path}/newd/"):
-        code, printed, err = run(capsys, "export", adapter, "-f", fmt, "-o", out)
-        line = _only_error(err)
-        assert code == 1 and line.startswith(f"Error: {out}: ") and "folder" in line and not printed, (out, line)
+    folders = ("newd/", "existing", "existing/", "newd.safetensors/", f"{tmp_path}/newd/")
+    for out, line in zip(folders, _refusals(capsys, adapter, fmt, folders), strict=True):
+        assert line.startswith(f"Error: {out}: ") and "folder" in line, (out, line)
+    names = ("lora.txt", "lora", "lora.ckpt", "lora.safetensors.bak")
+    for out, line in zip(names, _refusals(capsys, adapter, fmt, names), strict=True):
+        assert line.startswith(f"Error: {out}: not a .safetensors name"), (out, line)
     assert sorted(os.listdir(tmp_path)) == before  # nothing written, no file 'newd'
     assert not any((tmp_path / "existing").iterdir())
-
-
-@pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")
-@pytest.mark.parametrize(("source", "fmt"), FORMATS)
-def test_an_out_not_ending_in_safetensors_is_one_line_and_writes_nothing(request, tmp_path, monkeypatch, capsys,
-                                                                         source, fmt):
-    adapter = request.getfixturevalue(source)
-    monkeypatch.chdir(tmp_path)
-    before = sorted(os.listdir(tmp_path))
-    for out in ("lora.txt", "lora", "lora.ckpt", "lora.safetensors.bak"):
-        code, printed, err = run(capsys, "export", adapter, "-f", fmt, "-o", out)
-        line = _only_error(err)
-        assert code == 1 and line.startswith(f"Error: {out}: not a .safetensors name") and not printed, (out, line)
-    assert sorted(os.listdir(tmp_path)) == before
     for out in ("lora.txt", "lora.safetensors.bak"):  # the name to give instead
         assert _only_error(run(capsys, "export", adapter, "-f", fmt, "-o", out)[2]).endswith("e.g. lora.safetensors")
 
