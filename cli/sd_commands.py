@@ -53,6 +53,11 @@ def train(
         help="Learning rate (default: full 5e-6, lora 1e-4, lidb 2e-3, ti 5e-3, --init 1e-3).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per subject per step.")] = 1,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    dropout: Annotated[float, typer.Option(
+        help="Share of each adapted layer's input zeroed at random for the adapter while it trains (peft's "
+             "lora_dropout; the model's own path sees the whole input): a regularizer against copying a few photos, "
+             "0.05 to 0.1 as commonly used for LoRA. 0 turns it off; generation never drops. Not with --full or "
+             "--space ti.")] = 0.0,
     prompt: Annotated[str, typer.Option(help="Training prompt; [V] is replaced by --token.")] = "a [V] face",
     token: Annotated[str, typer.Option(help="The rare identifier that [V] stands for.")] = "sks",
     seed: Annotated[int, typer.Option(help="Seed of init, noise, timesteps and augmentation.")] = 0,
@@ -100,7 +105,7 @@ def train(
     job = TrainJob(model=model, images=images or [], subjects=subjects, space=space,
                    space_options=parse_options(set_ or []), layers=layers, full=full,
                    train_text_encoder=train_text_encoder, initial=init, rank=4 if rank is None else rank,
-                   merge_frozen=merge_frozen,
+                   merge_frozen=merge_frozen, dropout=dropout,
                    out=out_dir, resume=resume, overwrite=overwrite, device=device, dtype=dtype,
                    model_config=model_config,
                    learning_rate=lr, config=config, resolution=resolution, save_dtype=save_dtype)
@@ -182,15 +187,15 @@ def generate(
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     check_parts_have_adapters(config.parts, len(adapters))
-    check_adapter_files(adapters)
-    warn_unmatched_parts(config.parts, adapters)  # a flag acting on no layer of these adapters draws nothing else
+    files = check_adapter_files(adapters)  # each file read here, once: the model is given what was read
+    warn_unmatched_parts(config.parts, adapters, files)  # a flag acting on no layer of them draws nothing else
     check_images_folder(out_dir)
     from lowdim_sd.runs import output_folder
 
     with output_folder(out_dir):  # usable before the model loads, and one run at a time
         sd = load_sd(model, device, dtype, model_config)
         warn_slow_precision(sd)
-        tokens = attach_adapters(sd, adapters)
+        tokens = attach_adapters(sd, adapters, files)
         warn_about_tokens(config, tokens)
         # a stop keeps what is drawn; prompts.json records the adapters and settings it was drawn with
         paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True, adapters=adapters)
@@ -247,31 +252,30 @@ def merge(
     """
     from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
     from lowdim_sd.loading import load_sd
-    from lowdim_sd.merged_model import check_merge, save_merged
+    from lowdim_sd.merged_model import check_merge_embeddings, check_merge_settings, save_merged
     from lowdim_sd.runs import check_file_target
 
     adapters = [parse_adapter_arg(a) for a in adapter]
-    check_merge(adapters, out_path, fmt, overwrite, Path(model))  # all of it before seconds of model loading
+    # all of it before seconds of model loading
+    check_merge_settings(adapters, out_path, fmt, overwrite, Path(model))
     check_file_target(out_path, "-o")  # its folder (a diffusers folder is made later)
-    check_adapter_files(adapters)
+    files = check_adapter_files(adapters)  # each file read here, once: the merge is given what was read
+    check_merge_embeddings(adapters, fmt, files)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
-    written, tokens = save_merged(sd, adapters, out_path, fmt, overwrite)
+    written, tokens = save_merged(sd, adapters, out_path, fmt, overwrite, files)
     out.print(f"wrote [bold]{written}[/]")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))
-        out.print(f"prompts name the subject with its identifier: {names} (e.g. '{merged_example(adapters, tokens)}')")
+        out.print(f"prompts name the subject with its identifier: {names} (e.g. '{merged_example(files, tokens)}')")
 
 
-def merged_example(adapters: list, tokens: list[str]) -> str:
+def merged_example(files: list, tokens: list[str]) -> str:
     """A prompt for the merged model: the first adapter's learned phrase, its token in place of [V]."""
     from lowdim_sd.file_info import learned_phrase
     from lowdim_sd.generate import fill
-    from lowdim_sd.textual_inversion import is_embedding_file
+    from lowdim_sd.textual_inversion import is_embedding
 
-    path = adapters[0][0]
-    import lowdim
-
-    phrase = "a [V] face" if is_embedding_file(path) else learned_phrase(lowdim.read_adapter(path).metadata)
+    phrase = "a [V] face" if is_embedding(files[0]) else learned_phrase(files[0].metadata)
     return fill(phrase, tokens[0])
 
 

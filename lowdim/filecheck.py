@@ -229,3 +229,14 @@ def _integers(value: Any, key: str) -> list[tuple[str, int]]:
     if isinstance(value, list):
         return [found for v in value for found in _integers(v, key)]
     return []
+
+
+def checked_dropout(text: str | None, path: Path) -> float:
+    """An adapter file's 'dropout' metadata (absent: 0), a number in [0, 1) or one error naming the file."""
+    try:
+        value = 0.0 if text is None else float(text)
+    except ValueError:
+        value = float("nan")  # refused below with what the file holds
+    if not 0 <= value < 1:
+        raise AdapterFileError(f"{path}: the dropout in the metadata is not a number in [0, 1), got {text!r}")
+    return value

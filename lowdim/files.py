@@ -35,6 +35,7 @@ from lowdim.filecheck import (
     check_finite,
     check_flat,
     check_regeneration,
+    checked_dropout,
     checked_layers,
     describe_foreign,
     inflate,
@@ -64,6 +65,7 @@ class AdapterFile:
     checksum: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, float] = field(default_factory=dict)  # a layer's scale when it was saved; absent: 1.0
+    dropout: float = 0.0  # the input dropout it was trained with: a record, which no load applies
 
     def buffers(self) -> LayerTensors:
         """The stored bases, or bases regenerated from the seed."""
@@ -173,6 +175,8 @@ def save_adapter(
     scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
+    if info.dropout:  # left out at 0, so files that never used it stay byte for byte as they were
+        metadata["dropout"] = repr(info.dropout)
     return atomic_save(tensors, metadata, Path(path))
 
 
@@ -253,7 +257,8 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
     layers = unpack_layers(metadata.get("layers", "[]"), path)
     adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
-                          _read_scales(metadata.get("scales"), layers, path))
+                          _read_scales(metadata.get("scales"), layers, path),
+                          checked_dropout(metadata.get("dropout"), path))
     if model is not None:
         validate_against(adapter, model)
     check_flat(tensors, path)
@@ -338,7 +343,7 @@ def _unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Any,
 
 
 def load_adapter(
-    path: str | os.PathLike,
+    path: str | os.PathLike | AdapterFile,
     model: nn.Module | Adapters,
     name: str | None = None,
     *,
@@ -346,17 +351,23 @@ def load_adapter(
     verify_bases: bool = True,
 ) -> AdapterInfo:
     """Inject the adapter stored at ``path`` into ``model`` as ``name`` (default: the name it was saved under, else
-    "default"), after checking it fits. Each layer's scale is the one it was saved with, times ``scale``."""
+    "default"), after checking it fits. Each layer's scale is the one it was saved with, times ``scale``. ``path``
+    may be what ``read_adapter`` returned: checked against ``model`` the same way, and not read again."""
     _path_first("load_adapter", path)
     adapters = model if isinstance(model, Adapters) else Adapters(model)
-    adapter = read_adapter(path, adapters.model)
+    if isinstance(path, AdapterFile):
+        adapter = path
+        validate_against(adapter, adapters.model)
+    else:
+        adapter = read_adapter(path, adapters.model)
     stored = adapter.metadata.get("adapter_name", "")
     name = name or (stored if isinstance(stored, str) and stored.isidentifier() else "default")
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
     info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
     for layer, slot in adapters.slots(name).items():  # ``scale`` weighs the adapter as it was saved
         slot.scale = scale * adapter.scales.get(layer, 1.0)
-    info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")})
+    # The dropout is how it was trained, not what it computes: a record here, applied by no load.
+    info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")}, dropout=adapter.dropout)
     if adapter.stored_buffers is not None:
         adapters.load_buffers(name, adapter.stored_buffers)
     elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:

@@ -30,6 +30,7 @@ from lowdim.inject.select import matches
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from lowdim.files import AdapterFile
     from lowdim_sd.loading import SDModel
 
 TEXT_ENCODER_LAYERS = "text_encoder.*"
@@ -269,12 +270,23 @@ def adapter_layers(path: Path) -> list[str]:
     return [layer.name for layer in unpack_layers(metadata.get("layers", "[]"), Path(path))]
 
 
-def warn_unmatched_parts(parts: DrawParts, adapters: Sequence[tuple[Path, float]]) -> None:
+def read_layers(adapter: AdapterFile) -> list[str]:
+    """``adapter_layers`` of a file ``read_adapter`` already read."""
+    from lowdim_sd.textual_inversion import is_embedding
+
+    return [] if is_embedding(adapter) else [layer.name for layer in adapter.layers]
+
+
+def warn_unmatched_parts(parts: DrawParts, adapters: Sequence[tuple[Path, float]],
+                         files: Sequence[AdapterFile] | None = None) -> None:
     """One warning naming the flags of ``parts`` that act on no layer of any of ``adapters`` (path, scale): they
-    change nothing, and a user who set them expects a change. Reads the files' headers only."""
+    change nothing, and a user who set them expects a change. Reads the files' headers only, or nothing when
+    ``files`` holds them as ``check_adapter_files`` read them."""
     if parts.whole or not adapters:  # none given is check_parts_have_adapters' error
         return
-    unmatched = unmatched_flags(parts, [layer for path, _ in adapters for layer in adapter_layers(path)])
+    layers = ([layer for adapter in files for layer in read_layers(adapter)] if files is not None
+              else [layer for path, _ in adapters for layer in adapter_layers(path)])
+    unmatched = unmatched_flags(parts, layers)
     if not unmatched:
         return
     flags = " and ".join(flag for flag, _ in unmatched)

@@ -176,7 +176,8 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
             ("frozen bases", "stored in the file" if stored else "made from the seed when loaded"
              if meta.get("basis_checksum") else "none")]
     for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
-                       ("scales", "layer scales"), ("lowdim_version", "made with lowdim")):
+                       ("scales", "layer scales"), ("dropout", "trained with dropout"),
+                       ("lowdim_version", "made with lowdim")):
         if meta.get(key):
             rows.append((label, meta[key]))
     recipe = dict(_json(meta.get("extra"), {}))
@@ -186,6 +187,7 @@ def _adapter(path: Path, header: _Header) -> FileInfo:
               "trainable params": int(meta.get("num_params") or 0),
               "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": _number(meta.get("seed")),
               **({"layer scales": _json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
+              **({"trained with dropout": _number(meta["dropout"])} if meta.get("dropout") else {}),
               **{f"recipe: {key}": value for key, value in recipe.items()}}
     if not _space_installed(meta.get("space")):  # every command that loads it would refuse it
         rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}', which is not installed "

@@ -16,7 +16,7 @@ from PIL import Image
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_write
+from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.loading import SDModel
@@ -74,30 +74,33 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
     return Path(path), value
 
 
-def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]]) -> list[str]:
+def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
+                    files: Sequence[AdapterFile] | None = None) -> list[str]:
     """Load each adapter under its own name and scale; returns their identifier tokens.
 
     A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
-    ``load_textual_inversion`` does, so it combines with weight adapters.
+    ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
+    returned for ``adapters``, which are then checked against the model without being read again.
     """
-    from lowdim_sd.textual_inversion import is_embedding_file, load_embedding
+    from lowdim_sd.textual_inversion import is_embedding, load_embedding
 
     view = lowdim.Adapters(model.modules)
+    files = check_adapter_files(adapters) if files is None else files
     tokens = []
-    for index, (path, scale) in enumerate(adapters):
-        if is_embedding_file(path):
-            tokens.append(load_embedding(model, path, scale))
+    for index, ((_, scale), read) in enumerate(zip(adapters, files, strict=True)):
+        if is_embedding(read):
+            tokens.append(load_embedding(model, read, scale))
             continue
-        info = lowdim.load_adapter(path, view, name=f"a{index}", scale=scale)
+        info = lowdim.load_adapter(read, view, name=f"a{index}", scale=scale)
         tokens.append(info.metadata.get("token") or "")
     return tokens
 
 
-def check_adapter_files(adapters: list[tuple[Path, float]]) -> None:
+def check_adapter_files(adapters: list[tuple[Path, float]]) -> list[AdapterFile]:
     """Each file read and checked on its own (missing, foreign, damaged: one line naming it) before a model loads;
-    the model's own checks of its layers follow when it is attached."""
-    for path, _ in adapters:
-        lowdim.read_adapter(path)
+    the model's own checks of its layers follow when it is attached. Returns the files as read, for
+    ``attach_adapters``: a command reads each file once."""
+    return [lowdim.read_adapter(path) for path, _ in adapters]
 
 
 # PNDM's Runge-Kutta warm-up takes its first steps in fours: fewer fail inside diffusers.

@@ -10,16 +10,17 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_write, current_umask
-from lowdim_sd.generate import attach_adapters
+from lowdim.files import AdapterFile, atomic_write, current_umask
+from lowdim_sd.generate import attach_adapters, check_adapter_files
 from lowdim_sd.ldm_checkpoint import save_single_file
 from lowdim_sd.loading import SDModel
 from lowdim_sd.text_encoder_files import save_pipeline
-from lowdim_sd.textual_inversion import is_embedding_file
+from lowdim_sd.textual_inversion import is_embedding
 
 FORMATS = ("single-file", "diffusers")
 RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it (diffusers ignores the file)
@@ -27,17 +28,18 @@ RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadat
 
 
 def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file",
-                overwrite: bool = False) -> tuple[Path, list[str]]:
+                overwrite: bool = False, files: Sequence[AdapterFile] | None = None) -> tuple[Path, list[str]]:
     """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``.
 
     Returns the written path and the adapters' identifier tokens, which prompts must still use. A Textual
     Inversion embedding is folded in as its tokens (tokenizer) and rows (text encoder), so it needs the
     diffusers format. ``overwrite`` replaces an earlier output whole, never the file or folder ``model``
-    was loaded from.
+    was loaded from. ``files``: the adapters as ``check_adapter_files`` read them, used instead of reading
+    them again.
     """
     out = Path(out)
-    check_merge(adapters, out, fmt, overwrite, Path(model.source))
-    tokens = attach_adapters(model, adapters)
+    check_merge(adapters, out, fmt, overwrite, Path(model.source), files)
+    tokens = attach_adapters(model, adapters, files)
     lowdim.Adapters(model.modules).merge_and_unload()
     base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
     base = str(Path(base).resolve()) if Path(base).exists() else base
@@ -57,15 +59,30 @@ def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str
             "tokens": list(dict.fromkeys(tokens))}
 
 
-def check_merge(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool, source: Path) -> None:
+def check_merge(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool, source: Path,
+                files: Sequence[AdapterFile] | None = None) -> None:
     """Everything about a merge that needs no model (format, adapters, --out), one line for the first wrong;
-    ``source`` is where the base model is loaded from, which the output must never replace."""
+    ``source`` is where the base model is loaded from, which the output must never replace. ``files``: the
+    adapters already read (``check_adapter_files``); without them, they are read here."""
+    check_merge_settings(adapters, out, fmt, overwrite, source)
+    check_merge_embeddings(adapters, fmt, files)
+
+
+def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool,
+                         source: Path) -> None:
+    """What ``check_merge`` checks without opening an adapter file: format, adapters given, --out."""
     if fmt not in FORMATS:
         raise LowdimError(f"unknown --format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
     _check_target(out, fmt, overwrite, source)
-    embeddings = [path for path, _ in adapters if is_embedding_file(path)]
+
+
+def check_merge_embeddings(adapters: list[tuple[Path, float]], fmt: str,
+                           files: Sequence[AdapterFile] | None = None) -> None:
+    """An embedding among the adapters needs --format diffusers; ``files`` as in ``check_merge``."""
+    files = check_adapter_files(adapters) if files is None else files
+    embeddings = [path for (path, _), read in zip(adapters, files, strict=True) if is_embedding(read)]
     if embeddings and fmt == "single-file":
         # The new tokens live in the tokenizer, which an A1111/ComfyUI checkpoint does not hold.
         raise LowdimError(f"{embeddings[0]}: a Textual Inversion embedding adds tokens to the tokenizer, which a "

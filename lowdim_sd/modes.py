@@ -65,7 +65,8 @@ class AdapterTrainable:
         digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in frozen)).hexdigest()[:16] if frozen else ""
         return {"space": info.space.name, "space_config": info.space.config.to_dict(), "seed": info.seed,
                 "layer_set": info.layer_set, "layers": len(info.layers), "subjects": list(self.subject_names),
-                "frozen_part": digest}
+                "frozen_part": digest,
+                **({"dropout": info.dropout} if info.dropout else {})}  # left out at 0: older checkpoints resume
 
     def save(self, out_dir: Path) -> list[Path]:
         batched = self.adapters.info(self.name).batch is not None
@@ -78,39 +79,40 @@ class AdapterTrainable:
 
 def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: int = 0,
                       subject_names: list[str] | None = None, token: str = "sks",
-                      save_dtype: str = "fp32") -> AdapterTrainable:
-    """Inject a fresh adapter; with several subject names, one per-sample adapter each."""
+                      save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
+    """Inject a fresh adapter; with several subject names, one per-sample adapter each. ``dropout``: the
+    adapter's input dropout while it trains (``Adapters.add``)."""
     if getattr(space, "learns_tokens", False):  # else it would write rows of the attention weights
         raise LowdimError(f"space '{space.name}' learns token vectors, not weight layers: train it with "
                           f"`lowdim train --space {space.name}`")
     names = subject_names or ["adapter"]
     batch = len(names) if len(names) > 1 else None
-    lowdim.Adapters(model.modules).add(ADAPTER, space, layers, seed=seed, batch=batch)
+    lowdim.Adapters(model.modules).add(ADAPTER, space, layers, seed=seed, batch=batch, dropout=dropout)
     return AdapterTrainable(model, ADAPTER, names, {"base_model": model.base_model_id, "token": token},
                             save_dtype=save_dtype)
 
 
 def relaxed_trainable(model: SDModel, initial: str, *, rank: int = 4, merge_frozen: bool = True,
                       seed: int | None = None, subject_name: str = "adapter", metadata: dict[str, str],
-                      save_dtype: str = "fp32") -> AdapterTrainable:
+                      save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Paper §4.3, the one rank-relaxation path (personalize, ``train --init``, the bench rows): the model's
     adapter ``initial`` frozen (merged into the weights with ``merge_frozen``) plus a new LoRA of rank r.
 
     ``seed`` seeds the LoRA's init (default: the initial adapter's seed).
     """
     lowdim.relax_rank(lowdim.Adapters(model.modules), initial, ADAPTER, lowdim.get_space("lora", rank=rank),
-                      merge_frozen=merge_frozen, seed=seed)
+                      merge_frozen=merge_frozen, seed=seed, dropout=dropout)
     return AdapterTrainable(model, ADAPTER, [subject_name], metadata, save_dtype=save_dtype)
 
 
 def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merge_frozen: bool = True,
                            subject_name: str = "adapter", token: str | None = None,
-                           save_dtype: str = "fp32") -> AdapterTrainable:
+                           save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Paper §4.3 from a file: load ``initial`` (e.g. a predicted LiDB), then ``relaxed_trainable``."""
     info = lowdim.load_adapter(initial, lowdim.Adapters(model.modules), name="initial")
     metadata = {"base_model": model.base_model_id, "token": token or info.metadata.get("token") or "sks"}
     return relaxed_trainable(model, "initial", rank=rank, merge_frozen=merge_frozen, subject_name=subject_name,
-                             metadata=metadata, save_dtype=save_dtype)
+                             metadata=metadata, save_dtype=save_dtype, dropout=dropout)
 
 
 class FullTrainable:

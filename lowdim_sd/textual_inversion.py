@@ -24,7 +24,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
-from lowdim.files import read_adapter
+from lowdim.files import AdapterFile, read_adapter
 from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.select import EMBEDDING, LayerSet
 from lowdim.spaces.base import Space
@@ -165,10 +165,16 @@ def is_embedding_file(path: str | os.PathLike) -> bool:
     return metadata.get("format") == "lowdim.adapter" and learns_tokens(metadata.get("space", ""))
 
 
-def read_embedding(path: str | os.PathLike, scale: float = 1.0) -> Embedding:
-    """Read and check a TI adapter file on its own (one token-embedding layer, a token, finite vectors)."""
-    adapter = read_adapter(path)
-    path = Path(path)
+def is_embedding(adapter: AdapterFile) -> bool:
+    """``is_embedding_file`` for a file already read: a lowdim adapter of a token space."""
+    return learns_tokens(adapter.space)
+
+
+def read_embedding(path: str | os.PathLike | AdapterFile, scale: float = 1.0) -> Embedding:
+    """Read and check a TI adapter file on its own (one token-embedding layer, a token, finite vectors); ``path``
+    may be the file as ``read_adapter`` already returned it."""
+    adapter = path if isinstance(path, AdapterFile) else read_adapter(path)
+    path = adapter.path
     if not learns_tokens(adapter.space) or len(adapter.layers) != 1:
         raise EmbeddingError(f"{path}: not a Textual Inversion embedding (space '{adapter.space.name}', "
                              f"{len(adapter.layers)} layers)")
@@ -197,11 +203,13 @@ def check_fits(embedding: Embedding, model: SDModel) -> None:
                              f"{embedding.vocabulary} tokens{made_for}, but this model's has {vocabulary}")
 
 
-def load_embedding(model: SDModel, path: str | os.PathLike, scale: float = 1.0) -> str:
-    """Add the file's tokens to ``model`` with its vectors (times ``scale``) as their rows; returns the token."""
+def load_embedding(model: SDModel, path: str | os.PathLike | AdapterFile, scale: float = 1.0) -> str:
+    """Add the file's tokens to ``model`` with its vectors (times ``scale``) as their rows; returns the token.
+    ``path`` may be the file as ``read_adapter`` already returned it."""
     embedding = read_embedding(path, scale)
     check_fits(embedding, model)
-    ids = add_tokens(model, embedding.token, len(embedding.vectors), source=str(path))
+    source = path.path if isinstance(path, AdapterFile) else path
+    ids = add_tokens(model, embedding.token, len(embedding.vectors), source=str(source))
     with torch.no_grad():
         table = model.pipe.text_encoder.get_input_embeddings().weight
         table[ids] = embedding.vectors.to(table.device, table.dtype)

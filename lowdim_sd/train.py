@@ -3,16 +3,18 @@
 What trains is a ``Trainable`` (see ``lowdim_sd.modes``); the engine only knows the denoising loss.
 Randomness is drawn from generators seeded by (subject seed, step, micro-step), never from a
 running stream, so a resumed run sees exactly the data an uninterrupted one would, and a subject
-trained in a batch of K sees exactly what it would see trained alone.
+trained in a batch of K sees exactly what it would see trained alone (adapter dropout's masks aside: they are
+seeded per step too, but for the whole batch at once; see ``_dropout_draws``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
+from lowdim.inject.layer import AdapterSlot
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
@@ -54,9 +57,33 @@ class Trainable(Protocol):
     def save(self, out_dir: Path) -> list[Path]: ...
 
 
+def _seed(*parts: object) -> int:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 def _generator(seed: int, step: int, micro: int) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}:{step}:{micro}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return torch.Generator().manual_seed(_seed(seed, step, micro))
+
+
+def _drops_inputs(model: SDModel) -> bool:
+    """Whether an adapter on the model has input dropout, the one draw of a step from torch's own generators."""
+    return any(module.dropout for module in model.modules.modules() if isinstance(module, AdapterSlot))
+
+
+@contextlib.contextmanager
+def _dropout_draws(model: SDModel, seed: int, step: int, micro: int, enabled: bool) -> Iterator[None]:
+    """Dropout masks come from torch's global generators: those are seeded here by (seed, step, micro-step), as
+    every other draw of a step is, so a resumed run drops what an uninterrupted one would; and put back after,
+    so the caller's own stream goes on as if no step had run."""
+    if not enabled:
+        yield
+        return
+    device = model.device
+    gpus = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):  # the CPU's state, and the model's GPU's
+        torch.manual_seed(_seed("dropout", seed, step, micro))
+        yield
 
 
 def _subject_draws(model: SDModel, subject: Subject, config: TrainConfig, step: int, micro: int):
@@ -175,6 +202,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     input_ids = prompt_ids(model, config)
     styles = _style_term(model, subjects, trainable, config)
     _set_train_mode(model, config.gradient_checkpointing)
+    dropping = _drops_inputs(model)
     scaler = runs.grad_scaler(model.device, config.mixed_precision)
     started = time.perf_counter()
     step, updating = result.start_step, False
@@ -183,7 +211,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
             for step in range(result.start_step, config.steps):
                 stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
-                                 models)
+                                 models, dropping=dropping)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
                 updating = True
                 scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
@@ -270,11 +298,12 @@ def _style_term(model, subjects, trainable, config: TrainConfig):
 
 
 def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles=None,
-              models: StepModels | None = None) -> float:
+              models: StepModels | None = None, dropping: bool = False) -> float:
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(config.grad_accum):
-        with runs.autocast(model.device, config.mixed_precision):
+        with (_dropout_draws(model, config.seed, step, micro, dropping),
+              runs.autocast(model.device, config.mixed_precision)):
             losses = denoising_losses(model, subjects, config, step, micro, input_ids, styles=styles, models=models)
         # Summing over subjects gives each subject's slice exactly its own gradient.
         scaler.scale(losses.sum() / config.grad_accum).backward()

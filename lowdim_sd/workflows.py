@@ -45,6 +45,7 @@ class TrainJob:
     resolution: int | None = None  # image side for training (None: the model's)
     save_dtype: str = "fp16"  # tensors of the adapter files (full DreamBooth saves the model as it is)
     learning_rate: float | None = None
+    dropout: float = 0.0  # of the adapter's input while it trains (peft's lora_dropout); 0: none
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -97,7 +98,8 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
         if len(names) > 1:
             raise LowdimError("rank-relaxed finetuning starts from one adapter; use --images, not --subjects")
         return rank_relaxed_trainable(model, job.initial, rank=job.rank, merge_frozen=job.merge_frozen,
-                                      subject_name=names[0], token=job.config.token, save_dtype=job.save_dtype)
+                                      subject_name=names[0], token=job.config.token, save_dtype=job.save_dtype,
+                                      dropout=job.dropout)
     space = lowdim.get_space(job.space, job.space_options)
     if learns_tokens(space):
         if job.layers is not None:
@@ -106,7 +108,8 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
         return ti_trainable(model, space, token=job.config.token, seed=job.config.seed, subject_names=names,
                             save_dtype=job.save_dtype)
     trainable = adapter_trainable(model, space, resolve_layers(job.layers), seed=job.config.seed,
-                                  subject_names=names, token=job.config.token, save_dtype=job.save_dtype)
+                                  subject_names=names, token=job.config.token, save_dtype=job.save_dtype,
+                                  dropout=job.dropout)
     warn_about_adjusted_options(job, trainable.adapters.info(trainable.name))
     return trainable
 
@@ -130,6 +133,7 @@ def check_train_job(job: TrainJob) -> None:
         raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+    check_dropout_option(job)
     if job.save_dtype not in SAVE_DTYPES:
         raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'")
     if job.subjects is not None:
@@ -139,6 +143,18 @@ def check_train_job(job: TrainJob) -> None:
         subject_folders(Path(job.subjects), warn=False)
     check_resolution(job.resolution)
     check_training_dtype(job.device, job.dtype)
+
+
+def check_dropout_option(job: TrainJob) -> None:
+    """--dropout acts on an adapter's input: refused where no adapter trains, before anything loads."""
+    if not 0 <= job.dropout < 1:  # NaN fails it too
+        raise LowdimError(f"--dropout must be a number in [0, 1) (0: off; 0.05 to 0.1 is usual), got {job.dropout}")
+    if job.dropout and job.full:
+        raise LowdimError("--dropout drops an adapter's input, and --full trains the model's own weights, which "
+                          "carry no adapter: leave --dropout out")
+    if job.dropout and job.initial is None and learns_tokens(job.space):
+        raise LowdimError(f"--dropout does not apply to --space {job.space}: it learns token vectors, whose input "
+                          f"is token ids, not features to drop; leave --dropout out")
 
 
 def output_names(job: TrainJob) -> list[Path]:

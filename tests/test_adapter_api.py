@@ -95,7 +95,14 @@ def test_a_parametrized_weight_refuses_a_merge_and_the_adapter_stays_live():
 
 def test_merging_the_frozen_part_of_a_plain_adapter_does_nothing_and_locks_nothing():
     net, adapters = filled()
+    x = torch.randn(3, 6)
+    base_weights = {name: tensor.clone() for name, tensor in net.state_dict().items() if "base_layer" in name}
+    before = net(x)
     adapters.merge(part="frozen")
+    torch.testing.assert_close(net(x), before, rtol=0, atol=0)
+    after = {name: tensor for name, tensor in net.state_dict().items() if "base_layer" in name}
+    assert base_weights.keys() == after.keys() and base_weights
+    assert all(torch.equal(base_weights[name], after[name]) for name in base_weights)
     adapters.set_scale("default", 0.5)  # refused if the merge had marked it merged
 
 

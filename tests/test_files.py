@@ -106,6 +106,18 @@ def test_a_file_for_another_model_lists_every_mismatch(tmp_path):
         lowdim.load_adapter(path, renamed)
 
 
+def test_a_file_already_read_loads_as_its_path_does_and_is_checked_against_the_model_the_same(tmp_path):
+    model, _ = trained(a=6, b=5)
+    x = torch.randn(3, 16)
+    read = lowdim.read_adapter(lowdim.save_adapter(tmp_path / "me.safetensors", model, base_model="toy-16"))
+    fresh = make_model()
+    lowdim.load_adapter(read, fresh)
+    assert torch.allclose(fresh(x), model(x), atol=1e-6)
+    other = nn.Sequential(nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 8))
+    with pytest.raises(AdapterFileError, match=r"toy-16 and does not fit this model: 0 \(file 24x16, model 24x32\)"):
+        lowdim.load_adapter(read, other)
+
+
 def test_changed_bases_are_detected_and_stored_bases_are_an_escape_hatch(tmp_path, monkeypatch):
     model, _ = trained(a=6, b=5)
     x = torch.randn(3, 16)

@@ -62,3 +62,10 @@ def tied_weights(model: nn.Module) -> set[int]:
 def check_scale(name: str, scale: Any) -> None:
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
         raise LowdimError(f"adapter '{name}': scale must be a finite number, got {scale!r}")
+
+
+def check_dropout(name: str, dropout: Any) -> None:
+    # p = 1 would zero every input the update sees: an adapter that trains on nothing, never what is meant.
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise LowdimError(f"adapter '{name}': dropout must be a number in [0, 1) (the share of the adapter's input "
+                          f"zeroed at random while training; 0 turns it off), got {dropout!r}")

@@ -42,6 +42,7 @@ class AdapterSlot(nn.Module):
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
         self.scale = 1.0
+        self.dropout = 0.0  # share of the update's input zeroed while training (peft's lora_dropout)
         self.enabled = True
         self.merged_scale: float | None = None  # set while the whole update is folded into the base
         self.frozen_merged_scale: float | None = None  # set while only a stack's frozen part is
@@ -238,9 +239,11 @@ class AdapterLayer(nn.Module):
             if factors is None:
                 continue
             if factors[0].dim() == 2:
-                result = F.lowrank_add_(result, rows, *factors, scale=slot.scale)
+                source = _dropped(rows, slot.dropout) if slot.dropout and self.training else rows
+                result = F.lowrank_add_(result, source, *factors, scale=slot.scale)
             else:  # per-sample factors need the batch dimension
-                update = self._low_rank_update(x, *factors).reshape(result.shape)
+                source = _dropped(x, slot.dropout) if slot.dropout and self.training else x
+                update = self._low_rank_update(source, *factors).reshape(result.shape)
                 result = result + (update if slot.scale == 1.0 else slot.scale * update)
         return result.view(*x.shape[:-1], result.shape[-1])
 
@@ -251,7 +254,9 @@ class AdapterLayer(nn.Module):
             factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype)
             if factors is None:
                 continue
-            update = self._low_rank_update(x, *factors)
+            # Token ids are no features to drop: an embedding's update always sees its whole input.
+            dropping = slot.dropout and self.training and not self.is_embedding
+            update = self._low_rank_update(_dropped(x, slot.dropout) if dropping else x, *factors)
             result = result + (update if slot.scale == 1.0 else slot.scale * update)
         return result
 
@@ -280,6 +285,12 @@ class AdapterLayer(nn.Module):
             weight.sub_(delta)
         else:
             weight.add_(delta)
+
+
+def _dropped(x: Tensor, p: float) -> Tensor:
+    """``x`` with a share ``p`` of its entries zeroed and the rest scaled by 1/(1-p): the adapter's input only,
+    so the base layer keeps computing on what it was given (peft's ``lora_dropout``)."""
+    return nn.functional.dropout(x, p, training=True)
 
 
 def _cast(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:

@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject.guards import check_mergeable, check_override, check_scale, refuse_if_merged, tied_weights
+from lowdim.inject.guards import (
+    check_dropout,
+    check_mergeable,
+    check_override,
+    check_scale,
+    refuse_if_merged,
+    tied_weights,
+)
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.space_checks import (
@@ -46,6 +53,7 @@ class AdapterInfo:
     batch: int | None = None
     notes: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    dropout: float = 0.0  # on the input of every layer's update while the model trains (not embeddings)
 
     @property
     def num_params(self) -> int:
@@ -76,11 +84,13 @@ class Adapters:
         scale: float = 1.0,
         batch: int | None = None,
         device: torch.device | str | None = None,
+        dropout: float = 0.0,
     ) -> AdapterInfo:
         """Inject a fresh adapter (ΔW = 0 with the space's default init) into every target layer.
 
         Adapter tensors live on each layer's device unless ``device`` says otherwise (a model on
-        the meta device can still carry real adapter tensors, e.g. to measure file sizes).
+        the meta device can still carry real adapter tensors, e.g. to measure file sizes). ``dropout``
+        zeroes that share of each update's input while the module trains (peft's ``lora_dropout``).
         """
         if not isinstance(name, str) or not name.isidentifier():
             raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
@@ -94,11 +104,12 @@ class Adapters:
         if not isinstance(seed, int):
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
         check_scale(name, scale)
+        check_dropout(name, dropout)
         if not isinstance(targets, (LayerSet, str, list, tuple)):
             raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
                               f"list of patterns, got {targets!r}")
         layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
-        info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch)
+        info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch, dropout=float(dropout))
         chosen = select_layers(self.model, layer_set)
         if not chosen:
             raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
@@ -109,7 +120,7 @@ class Adapters:
             layer = _spec(layer_name, module)
             slot = self._new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
             slot.to(device=device or _weight(module).device)
-            slot.scale = scale
+            slot.scale, slot.dropout = scale, float(dropout)
             slots.append((layer_name, module, slot))
             info.layers.append(layer)
             if note := space.describe(layer):

@@ -12,16 +12,17 @@ from lowdim.spaces.base import Space
 
 def relax_rank(
     adapters: Adapters, name: str, new_name: str, trainable: Space, *, merge_frozen: bool = True,
-    seed: int | None = None,
+    seed: int | None = None, dropout: float = 0.0,
 ) -> AdapterInfo:
     """HyperDreamBooth §4.3: freeze adapter ``name`` and add a trainable space beside it.
 
     The result is one stack adapter ``new_name`` (the old one is deleted). With ``merge_frozen``
     the frozen part is folded into the base weights, as the paper does before fast finetuning;
     export still sees the whole stack. ``seed`` seeds the trainable part's init (default: the old
-    adapter's seed); the frozen part keeps the old adapter's seed and bases either way. Each layer
-    keeps its scale, so the model's output is unchanged; if the stack cannot be built, the old
-    adapter is put back as it was.
+    adapter's seed); the frozen part keeps the old adapter's seed and bases either way. ``dropout`` is the new
+    adapter's (``Adapters.add``): it drops the input of the update the forward adds, so the trainable part's alone
+    with ``merge_frozen`` and the whole stack's without. Each layer keeps its scale, so the model's output is
+    unchanged; if the stack cannot be built, the old adapter is put back as it was.
     """
     from lowdim.spaces.stack import StackSpace
 
@@ -39,7 +40,8 @@ def relax_rank(
     scales = {layer: slot.scale for layer, slot in slots.items()}
     adapters.delete(name)
     try:
-        info = adapters.add(new_name, stack, targets, seed=old.seed if seed is None else seed, batch=old.batch)
+        info = adapters.add(new_name, stack, targets, seed=old.seed if seed is None else seed, batch=old.batch,
+                            dropout=dropout)
     except Exception:
         _put_back(adapters, old, targets, frozen, scales)
         raise
@@ -55,7 +57,7 @@ def relax_rank(
 
 
 def _put_back(adapters: Adapters, old: AdapterInfo, targets, frozen: dict, scales: dict[str, float]) -> None:
-    restored = adapters.add(old.name, old.space, targets, seed=old.seed, batch=old.batch)
+    restored = adapters.add(old.name, old.space, targets, seed=old.seed, batch=old.batch, dropout=old.dropout)
     restored.metadata.update(old.metadata)
     adapters.load_tensors(old.name, frozen)
     for layer, slot in adapters.slots(old.name).items():

@@ -44,6 +44,12 @@ def test_train_generate_export_round_trip(tiny_sd, refs, tmp_path, capsys):
         assert any(key.startswith("lora_unet_") and key.endswith(".alpha") for key in handle.keys())  # noqa: SIM118
 
 
+def test_train_dropout_trains_and_is_recorded_in_the_adapter_file(tiny_sd, refs, tmp_path, capsys):
+    code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 2, "--dropout", 0.1, "--out", tmp_path)
+    assert code == 0, text
+    assert lowdim.read_adapter(tmp_path / "adapter.safetensors").dropout == 0.1
+
+
 def test_a_set_option_the_space_adjusts_on_some_layers_is_said_once(tiny_sd, refs, tmp_path, capsys):
     code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 1, "--out", tmp_path / "a",
                      "--set", "a=1000")
@@ -133,6 +139,8 @@ BAD_SETTINGS = [
     (["train", "--grad-accum", 0], "--grad-accum must be >= 1, got 0"),
     (["train", "--mixed-precision", "fp8"], "--mixed-precision must be one of no, fp16, bf16, got 'fp8'"),
     (["train", "--checkpoint-every", -1], "--checkpoint-every must be >= 0"),
+    (["train", "--dropout", 1], "--dropout must be a number in [0, 1) (0: off; 0.05 to 0.1 is usual), got 1.0"),
+    (["train", "--full", "--dropout", 0.1], "--dropout drops an adapter's input, and --full trains the model's own"),
     (["train", "--rank", 8], "--rank is the rank of the LoRA trained on top of --init"),
     (["train", "--device", "gpu"], "unknown device 'gpu'"),
     (["personalize", "--device", "cpu", "--dtype", "fp16"], "--dtype fp16 on a CPU: CPUs do not train in fp16"),
