@@ -80,7 +80,7 @@ def close_after_a_stop(page, studio) -> None:
             f"stopping the {what} at its next step (Ctrl-C again quits at once)", err=True))
     except KeyboardInterrupt:
         quit_at_once(studio)
-    page.close()
+    page.close(verbose=False)  # its "Closing server" line on stdout would come before lowdim's own
     what = f"the {stopped} in flight was stopped" if stopped else "no job was running"
     raise KeyboardInterrupt(f"interrupted: {what}; {kept_runs_line(studio.config.out)}")
 

@@ -30,6 +30,11 @@ PAGE_TERMS = (
 )
 
 
+class NotOffered(LowdimError):
+    """A value a list on the page does not offer (a face, an earlier run): only a client other than the page
+    sends one. Said as an error, never as a note on the page, since it is the request that is wrong."""
+
+
 def check_number(value: float | None, label: str, least: int, most: int | None = None) -> int:
     """``value`` as a whole number from ``least`` to ``most``, else one line naming the control ``label``."""
     if value is None:
@@ -51,6 +56,17 @@ def check_seed(seed: float | None, label: str = "Seed", count: int = 1) -> int:
         raise LowdimError(f"{label} {number} leaves no room for {count} pictures, whose seeds count up from it: "
                           f"at most {MAX_SEED - count + 1}")
     return number
+
+
+def check_face(value: object) -> int | None:
+    """The *Face* list's value as a face's number (None: none chosen). Its list takes any value, since
+    Gradio's own check of one would print a traceback and name no control; a typed "2" is face 2."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+        raise NotOffered(f"Face must be the number of a face found in the photo (0 is the largest), got {value!r}")
+    return int(text)
 
 
 def installed_models() -> list[str]:

@@ -10,18 +10,18 @@ import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
-from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, installed_models
+from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, NotOffered, check_face, installed_models
 from lowdim_sd.ui.drawing import default_prompt
 from lowdim_sd.ui.page_draw import draw_section
 from lowdim_sd.ui.page_parts import Slider, on_page, page_line, progress_listener, whole
 from lowdim_sd.ui.photos import crop_preview
-from lowdim_sd.ui.run_folders import RunRecord, list_runs, read_run
+from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
 from lowdim_sd.ui.studio import RunSettings, Studio
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
-         "Drop a face photo, check the crop, press **Personalize**. The hypernetwork predicts a tiny adapter from "
-         "the photo, then a rank-relaxed LoRA finetunes it for a few steps (HyperDreamBooth). `[V]` in a prompt is "
-         "the subject.")
+         "Drop a face photo, check the crop, press **Personalize**, or open an earlier run under it; the run's "
+         "pictures, downloads and **Draw** follow. The hypernetwork predicts a tiny adapter from the photo, then a "
+         "rank-relaxed LoRA finetunes it for a few steps (HyperDreamBooth). `[V]` in a prompt is the subject.")
 DOWNLOADS_NOTE = ("Each file is named after its run. `NAME.lowdim.safetensors`: lowdim's own (`lowdim generate -a`, "
                   "or *Draw* below). `NAME.diffusers.safetensors`: diffusers' `load_lora_weights` and peft. "
                   "`NAME.kohya.safetensors`: A1111, ComfyUI, Forge. `NAME.preview.png`: the gallery in one picture.")
@@ -84,7 +84,10 @@ def _photo_column() -> tuple:
     photo = gr.File(label="Face photo (JPEG, PNG, WebP; up to 40 MP)", type="filepath", elem_id="photo")
     crop = gr.Image(label="What the model learns", interactive=False, height=256, elem_id="crop")
     crop_note = gr.Markdown(elem_classes=["lowdim-note"], elem_id="crop-note")
-    face = gr.Dropdown(label="Face (0 is the largest)", choices=[0], value=0, visible=False, elem_id="face")
+    # Any value passes Gradio, whose own check prints a traceback and names no control: check_face, the preview
+    # and the studio refuse one the photo has no face for in one line (only a client other than the page sends one).
+    face = gr.Dropdown(label="Face (0 is the largest)", choices=[0], value=0, visible=False, allow_custom_value=True,
+                       elem_id="face")
     return photo, crop, crop_note, face
 
 
@@ -122,50 +125,55 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
             photo, crop, crop_note, face = _photo_column()
         with gr.Column(scale=1):
             model, use_hyper, steps, rank, seed, preview_steps, go, stop, stages = _run_column(models, config.model)
+    # Another way to a run than Personalize, so beside it: an opened run fills the gallery and Draw below.
+    with gr.Row():  # any name passes Gradio, as Face's does; chosen_run refuses one that is no run here
+        earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out.resolve()})",
+                              allow_custom_value=True, scale=3, elem_id="earlier")
+        reopen = gr.Button("Open", scale=1, elem_id="open")
     gallery = gr.Gallery(label="The subject in the model's styles", columns=7, height=240, elem_id="gallery")
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     current = gr.State(None)  # what Draw draws: {"run": NAME} or {"adapter": PATH}
     prompt, drawing = draw_section(studio, current, model)
-    with gr.Row():
-        earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out.resolve()})",
-                              elem_id="earlier")
-        reopen = gr.Button("Open", elem_id="open")
 
     @on_page
-    def show_crop(path: str | None, chosen_model: str, index: int | None):
+    def show_crop(path: str | None, chosen_model: str, index: object):
+        index = check_face(index)
         if not path:
             return None, "", face_choices(0, None)
         try:
             preview = crop_preview(path, chosen_model, index)
+        except NotOffered:  # a Face the page never offered: the request is wrong, not the photo
+            raise
         except LowdimError as error:
             return None, f"**{page_line(first_line(error))}**", face_choices(0, None)
         return preview.image, preview.message, face_choices(preview.faces, index)
 
+    def show_photo(path: str | None, chosen_model: str):  # a new photo starts at its largest face
+        return show_crop(path, chosen_model, None)
+
     @on_page
     def personalize(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,
-                    run_seed: float | None, sample_steps: float, index: int | None, request: gr.Request,
+                    run_seed: float | None, sample_steps: float, index: object, request: gr.Request,
                     progress: gr.Progress = gr.Progress()) -> tuple:
         if not path:
             raise LowdimError("drop a face photo first")
         settings = RunSettings(model=chosen_model, use_hypernet=hyper,
                                steps=None if step_count is None else whole(step_count, "Finetune steps"),
                                rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
-                               face_index=int(index) if index else None,
+                               face_index=check_face(index) or None,
                                preview_steps=whole(sample_steps, "Gallery denoising steps"))
         owner = request.session_hash if request is not None else ""
         return shown(studio.personalize(path, settings, progress_listener(progress), owner=owner))
 
     @on_page
-    def open_run(name: str | None):
-        if not name:
-            raise LowdimError("pick an earlier run first")
-        return shown(read_run(config.out, name))
+    def open_run(name: object):
+        return shown(chosen_run(config.out, name))
 
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
-    photo.change(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
+    photo.change(show_photo, [photo, model], [crop, crop_note, face], **unlimited)
     model.change(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     use_hyper.input(recipe_steps, [use_hyper], [steps])

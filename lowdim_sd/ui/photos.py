@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from lowdim.errors import LowdimError, first_line
-from lowdim_sd.ui.checks import check_model, in_page_terms
+from lowdim_sd.ui.checks import NotOffered, check_model, in_page_terms
 
 MAX_PIXELS = 40_000_000  # a photo beyond this is refused before it is decoded (a 40 MP camera's full frame)
 PREVIEW_SIDE = 256  # the crop shown before training; what trains is cut the same way at the model's size
@@ -67,6 +67,7 @@ def crop_preview(path: str | Path, model: str, face_index: int | None = None,
         photo = open_rgb(path)
         with advice_for_the_page():
             faces = len(detect_faces(photo, path.name))
+            check_face_found(face_index, faces, path.name)
             picture = crop_face(photo, PREVIEW_SIDE, index=face_index, name=path.name)
     if faces > 1:
         chosen = 0 if face_index is None else face_index
@@ -74,6 +75,36 @@ def crop_preview(path: str | Path, model: str, face_index: int | None = None,
                                            f"pick another with 'Face'")
     return CropPreview(picture, faces, _first_note(caught, "face found and aligned: this crop is what the model "
                                                            "learns"))
+
+
+def check_face_choice(photo: Path, model: str, face_index: int | None, crop: bool | None = None) -> None:
+    """The *Face* chosen, refused in one line naming it unless the photo, cut as ``model`` cuts it, has that face.
+    The page offers only the faces its preview found; another client may send any number, which training
+    would refuse only after loading the model, and in the CLI's terms (--face-index)."""
+    from lowdim_sd.face_inputs import resolve_crop
+
+    if face_index is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missing faces extra: the preview and the run each say so
+        crop = resolve_crop(crop, model)
+    if not crop:
+        if face_index:
+            raise NotOffered(f"Face {face_index} asked for, but no face is cut out of the photo for {model} (it "
+                             f"uses the photo as it is): leave Face at 0")
+        return
+    from lowdim_sd.faces import detect_faces
+    from lowdim_sd.images import open_rgb
+
+    with advice_for_the_page():
+        check_face_found(face_index, len(detect_faces(open_rgb(photo), photo.name)), photo.name)
+
+
+def check_face_found(face_index: int | None, faces: int, name: str) -> None:
+    """No face at all is training's own line (``FaceNotFound``); a number past the faces found is this one."""
+    if face_index is not None and faces and not 0 <= face_index < faces:
+        raise NotOffered(f"Face {face_index} asked for, but {name} has {faces} face{'s' if faces > 1 else ''}: "
+                         f"pick 0{f' to {faces - 1}' if faces > 1 else ''} (0 is the largest)")
 
 
 def training_side(model: str) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
+from lowdim_sd.ui.checks import NotOffered
 
 PARTIAL = ".partial"
 RUN_FILE = "run.json"
@@ -63,9 +64,25 @@ def _readable(out: Path, name: str) -> bool:
     return True
 
 
+def is_run(out: Path, name: object) -> bool:
+    """Whether ``name`` is a finished run's in ``out``: never a hidden folder, nor a path out of ``out``."""
+    return (isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name
+            and "\\" not in name and (out / name / RUN_FILE).is_file())
+
+
+def chosen_run(out: Path, name: object) -> RunRecord:
+    """The run picked in *Earlier runs*. Its list takes any value (Gradio's own check would print a traceback
+    and name no control), and a client other than the page may send a name it never listed: one line."""
+    if not name:
+        raise LowdimError("pick an earlier run first")
+    if not is_run(out, name):
+        raise NotOffered(f"Earlier runs has no run {name!r}: pick one it lists (the finished runs in {out})")
+    return read_run(out, name)
+
+
 def read_run(out: Path, name: str) -> RunRecord:
     folder = out / name
-    if name.startswith(".") or "/" in name or not (folder / RUN_FILE).is_file():
+    if not is_run(out, name):
         raise LowdimError(f"no finished run '{name}' in {out}")
     try:
         record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))

@@ -29,7 +29,7 @@ from lowdim.errors import LowdimError, first_line
 from lowdim_sd import runs, stopping
 from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, check_model, check_number, check_seed
 from lowdim_sd.ui.drawing import Drawer, Drawn, DrawSettings, Subject
-from lowdim_sd.ui.photos import advice_for_the_page, check_photo
+from lowdim_sd.ui.photos import advice_for_the_page, check_face_choice, check_photo
 from lowdim_sd.ui.run_folders import EXPORTS, PARTIAL, RunRecord, clean_partials, new_run_name, read_run, write_record
 
 Listener = Callable[[str, int, int], None]  # (label, done, total): a stage starting is (label, 0, 1)
@@ -161,6 +161,7 @@ class Studio:
         photo = check_photo(photo)
         model = check_model(settings.model)
         settings.check()
+        check_face_choice(photo, model, settings.face_index, settings.crop)  # before the model loads
         with self.job("personalization", owner):
             out = self.config.out
             name = new_run_name(out, photo)

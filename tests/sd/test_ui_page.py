@@ -125,6 +125,26 @@ def test_draw_has_its_own_steps_and_count_and_a_stop_button_frees_the_page(page)
     assert component(page, "stop").value == "Stop"
 
 
+def test_the_page_reads_top_down_in_the_order_of_use(page):
+    """A run comes from a photo and Personalize, or from Earlier runs: both above the gallery, downloads and
+    Draw that either fills (an opened run once showed only far above the list one opened it from)."""
+    from lowdim_sd.ui.page import INTRO
+
+    names = {block._id: getattr(block, "elem_id", None) for block in page.blocks.values()}
+    order = []
+
+    def walk(node: dict) -> None:
+        order.append(names.get(node["id"]))
+        for child in node.get("children", []):
+            walk(child)
+
+    walk(page.get_config_file()["layout"])
+    used = ["photo", "crop", "personalize", "stages", "earlier", "open", "gallery", "downloads", "draw-prompt",
+            "draw", "drawn"]
+    assert sorted(used, key=order.index) == used
+    assert INTRO.index("Personalize") < INTRO.index("earlier run") < INTRO.index("Draw")
+
+
 def test_the_crop_preview_refuses_a_photo_too_small_to_train_with_trainings_line(studio, tiny_sd, tmp_path):
     from PIL import Image
 

@@ -184,7 +184,7 @@ def test_a_cancelled_request_a_closed_tab_and_ctrl_c_each_stop_the_run_in_flight
         wait_for(lambda: not list(out.glob(".*.partial")))
         start()
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
@@ -193,12 +193,14 @@ def test_a_cancelled_request_a_closed_tab_and_ctrl_c_each_stop_the_run_in_flight
     assert stderr.strip().splitlines()[-1] == (f"Interrupted: the personalization in flight was stopped; "
                                                f"0 finished runs are kept in {out}")
     assert list(out.iterdir()) == []  # each run's hidden folder went with it
+    assert stdout == ""  # lowdim's line is the last word, not Gradio's "Closing server" on stdout
 
 
 @pytest.mark.slow
 def test_sigterm_on_an_idle_server_exits_130_with_one_line(tmp_path):
     process, _, out = start_server(tmp_path)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == [f"Interrupted: no job was running; 0 finished runs are kept in {out}"]
+    assert stdout == ""  # after "serving on", nothing: not Gradio's "Closing server" before lowdim's line
