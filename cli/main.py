@@ -213,17 +213,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def script() -> None:
-    stop_on_sigterm()
+    stop_on_signals()
     sys.exit(main())
 
 
-def stop_on_sigterm() -> None:
+def stop_on_signals() -> None:
     """SIGTERM (a cluster's preemption, `kill`, `timeout`) stops a run as Ctrl-C does: it keeps its checkpoint
-    and says how to continue, instead of dying with nothing kept. Only the `lowdim` script does this: a program
-    that imports lowdim keeps its own signal handling."""
+    and says how to continue, instead of dying with nothing kept; and neither cuts an optimizer update in two
+    (``stopping.held``). Only the `lowdim` script does this: a program that imports lowdim keeps its own signal
+    handling."""
     from lowdim_sd import stopping
 
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.request(signum))
+    # Ctrl-C the same way, so that it too waits out an optimizer update; but only where Ctrl-C is Python's
+    # KeyboardInterrupt: a shell's background job ignores SIGINT, and must go on ignoring it.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, lambda signum, frame: stopping.request(signum))
     report = sys.unraisablehook
 
     def quiet(unraisable) -> None:  # the stop raised inside a finalizer: the loops' check takes it up

@@ -289,10 +289,11 @@ class _Loop:
         accelerator.backward(loss)
         if job.max_grad_norm:
             accelerator.clip_grad_norm_(self.trainable, job.max_grad_norm)
-        self.updating = True
-        self.optimizer.step()
-        self.step += 1
-        self.updating = False
+        with stopping.held():  # a signal now is taken up at the next step's check, with a checkpoint
+            self.updating = True
+            self.optimizer.step()
+            self.step += 1
+            self.updating = False
         value, weight, denoise = (_mean(accelerator, losses[key]) for key in ("loss", "weight_loss",
                                                                               "diffusion_loss"))
         if job.log_every and self.step % job.log_every == 0:

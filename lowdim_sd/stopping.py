@@ -7,14 +7,32 @@ checks at each step: a stop is never lost. Torch-free, so the script can install
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 _requested = threading.Event()
+_holding = threading.local()  # per thread: a signal's handler runs in the main thread, a web page's job in its own
 
 
 def request(signum: int) -> None:
     _requested.set()
+    if getattr(_holding, "depth", 0):
+        return  # inside ``held``: the loop's next ``check`` raises it, once the update is whole
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """A section a signal's stop must not cut in two: an optimizer update, which stopped halfway leaves the
+    weights of no step, so nothing could be saved. A stop asked for inside is kept for the loop's next
+    ``check``, where the step is whole and its checkpoint can be written. Only the `lowdim` script's handlers
+    defer (``request``); a KeyboardInterrupt raised some other way still lands at once."""
+    _holding.depth = getattr(_holding, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _holding.depth -= 1
 
 
 def check() -> None:

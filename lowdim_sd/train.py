@@ -213,10 +213,11 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
                                  models, dropping=dropping)
                 _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
-                updating = True
-                scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
-                scaler.update()
-                updating = False
+                with stopping.held():  # a signal now is taken up at the next step's check, with a checkpoint
+                    updating = True
+                    scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
+                    scaler.update()
+                    updating = False
                 result.losses.append(loss)
                 advance(loss)
                 if out_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:

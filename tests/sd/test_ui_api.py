@@ -16,6 +16,9 @@ import pytest
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
 
+# Gradio's queue calls pandas in ways pandas 3 deprecates; a user never sees it (DeprecationWarning), pytest does.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
+
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 gradio_client = pytest.importorskip("gradio_client")
 

@@ -1,0 +1,61 @@
+"""A SIGTERM or Ctrl-C that lands inside an optimizer update, as the `lowdim` script handles it: the update
+finishes, the loop stops at the next step's check with that step's checkpoint, and a resume continues exactly.
+(A KeyboardInterrupt raised some other way inside the update keeps only older checkpoints: test_train.py.)"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+from hypertrain_jobs import job  # tests/sd, on the path as pytest puts it
+
+import lowdim
+from lowdim_sd import stopping
+from lowdim_sd.hypertrain import train_hypernet
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import adapter_trainable, resolve_layers
+from lowdim_sd.train import Subject, TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIG = TrainConfig(steps=5, learning_rate=5e-2, augment=False, prompt="a [V] face", checkpoint_every=0)
+
+
+def signalled_in_update(monkeypatch, at_call: int) -> None:
+    """The optimizer's ``at_call``-th update is where the signal lands: its handler runs there, then the update."""
+    real, calls = torch.optim.AdamW.step, []
+
+    def step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == at_call:
+            stopping.request(signal.SIGTERM)  # what the script's handler does
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+def test_training_finishes_the_update_then_keeps_that_step_and_resumes_exactly(tiny_sd, faces, tmp_path,
+                                                                               monkeypatch):
+    def trained(**kwargs):
+        model = load_sd(str(tiny_sd))
+        trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+        return train(model, [Subject(faces, 0)], trainable, CONFIG, progress=False, **kwargs)
+
+    whole = trained()
+    signalled_in_update(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 3; checkpoint saved to .*step-000003"):
+        trained(out_dir=tmp_path)
+    monkeypatch.undo()
+    rest = trained(out_dir=tmp_path, resume=True)
+    assert rest.start_step == 3 and rest.losses == whole.losses[3:]
+
+
+def test_hypernetwork_training_finishes_the_update_then_keeps_that_step(weight_folders, tmp_path, monkeypatch):
+    weights = weight_folders(tmp_path / "data", "w", 4, seed=9)
+    whole = train_hypernet(job(weights, tmp_path / "a", steps=4, checkpoint_every=0), progress=False)
+    signalled_in_update(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt, match="at step 2; checkpoint saved to"):
+        train_hypernet(job(weights, tmp_path / "b", steps=4, checkpoint_every=0), progress=False)
+    monkeypatch.undo()
+    rest = train_hypernet(job(weights, tmp_path / "b", steps=4, checkpoint_every=0, resume=True), progress=False)
+    assert rest.start_step == 2 and rest.losses == whole.losses[2:]
