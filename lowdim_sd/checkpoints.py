@@ -152,8 +152,14 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
                       f"same options, or choose another --out")
 
 
+# Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side
+# without one had the default, which is what the message says, not "None".
+LEFT_OUT_AT_DEFAULT = {"dropout": 0.0, "optimizer": "adamw"}
+
+
 def _difference(key: str, stored: dict, current: dict) -> str:
-    return f"{key} ({stored.get(key)} there, {current.get(key)} now)"
+    default = LEFT_OUT_AT_DEFAULT.get(key)
+    return f"{key} ({stored.get(key, default)} there, {current.get(key, default)} now)"
 
 
 def inputs_digest(model: SDModel, subjects: list[Subject], names: list[str]) -> dict:

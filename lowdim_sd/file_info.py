@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,16 +133,18 @@ def _compact(value: object) -> str:
 
 
 def _number(text: str | None) -> object:
-    """A number stored as metadata text, as a number (None: missing; text that is no number: as it is)."""
+    """A number stored as metadata text, as a number (None: missing; text that is no finite number: as it is, since
+    --json writes NaN and Infinity as no JSON parser outside Python reads them)."""
     if text is None or text == "":
         return None
     try:
         return int(text)
     except ValueError:
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             return text
+        return number if math.isfinite(number) else text
 
 
 def _config(config: object) -> object:

@@ -38,7 +38,9 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     them again.
     """
     out = Path(out)
-    check_merge(adapters, out, fmt, overwrite, Path(model.source), files)
+    check_merge_settings(adapters, out, fmt, overwrite, Path(model.source))  # before any file is read
+    files = check_adapter_files(adapters) if files is None else files  # read here once, for both uses below
+    check_merge_embeddings(adapters, fmt, files)
     tokens = attach_adapters(model, adapters, files)
     lowdim.Adapters(model.modules).merge_and_unload()
     base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
@@ -59,18 +61,11 @@ def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str
             "tokens": list(dict.fromkeys(tokens))}
 
 
-def check_merge(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool, source: Path,
-                files: Sequence[AdapterFile] | None = None) -> None:
-    """Everything about a merge that needs no model (format, adapters, --out), one line for the first wrong;
-    ``source`` is where the base model is loaded from, which the output must never replace. ``files``: the
-    adapters already read (``check_adapter_files``); without them, they are read here."""
-    check_merge_settings(adapters, out, fmt, overwrite, source)
-    check_merge_embeddings(adapters, fmt, files)
-
-
 def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool,
                          source: Path) -> None:
-    """What ``check_merge`` checks without opening an adapter file: format, adapters given, --out."""
+    """Everything about a merge that needs neither the model nor an adapter file (format, adapters given, --out),
+    one line for the first wrong; ``source`` is where the base model is loaded from, which the output must never
+    replace."""
     if fmt not in FORMATS:
         raise LowdimError(f"unknown --format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
@@ -80,7 +75,8 @@ def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str
 
 def check_merge_embeddings(adapters: list[tuple[Path, float]], fmt: str,
                            files: Sequence[AdapterFile] | None = None) -> None:
-    """An embedding among the adapters needs --format diffusers; ``files`` as in ``check_merge``."""
+    """An embedding among the adapters needs --format diffusers. ``files``: the adapters as
+    ``check_adapter_files`` read them; without them, they are read here."""
     files = check_adapter_files(adapters) if files is None else files
     embeddings = [path for (path, _), read in zip(adapters, files, strict=True) if is_embedding(read)]
     if embeddings and fmt == "single-file":

@@ -1,8 +1,10 @@
-"""A stop that a signal asked for (SIGTERM: a cluster's preemption, `kill`, `timeout`), seen by the training loops.
+"""A stop that a signal asked for (SIGTERM: a cluster's preemption, `kill`, `timeout`; Ctrl-C), seen by the
+training loops.
 
-The `lowdim` script's handler raises KeyboardInterrupt at once, as Ctrl-C does; but Python ignores an exception
-raised while a finalizer (``__del__``) runs, so the handler also leaves this flag, which every training loop
-checks at each step: a stop is never lost. Torch-free, so the script can install its handler before any import.
+The `lowdim` script's handlers raise KeyboardInterrupt at once (outside ``held``), as Python's Ctrl-C does;
+but Python ignores an exception raised while a finalizer (``__del__``) runs, so a handler also leaves this flag,
+which every training loop checks at each step: a stop is never lost. Torch-free, so the script can install its
+handlers before any import.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ def request(signum: int) -> None:
     _requested.set()
     if getattr(_holding, "depth", 0):
         return  # inside ``held``: the loop's next ``check`` raises it, once the update is whole
-    raise KeyboardInterrupt(f"signal {signum}")
+    # Bare, as Python's own Ctrl-C is: a command stopped before it kept anything then says the CLI's
+    # "Interrupted. Nothing half-written was left behind.", not a note reading "Signal 2".
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -39,7 +43,7 @@ def check() -> None:
     """Raise the KeyboardInterrupt a signal asked for, if an earlier one was swallowed; once."""
     if _requested.is_set():
         _requested.clear()
-        raise KeyboardInterrupt("signal")
+        raise KeyboardInterrupt
 
 
 def ask() -> None:

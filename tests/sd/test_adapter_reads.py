@@ -82,6 +82,16 @@ def test_merge_reads_each_adapter_file_once(tiny_sd, adapter_files, tmp_path, ca
     _assert_read_once(opened, adapter_files)
 
 
+def test_save_merged_called_alone_reads_each_adapter_file_once(tiny_sd, adapter_files, tmp_path, one_thread, opened):
+    from lowdim_sd.merged_model import save_merged
+
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    opened.clear()  # the model's own files
+    _, tokens = save_merged(model, [(path, 1.0) for path in adapter_files], tmp_path / "merged", "diffusers")
+    assert tokens == ["zwx", "sks"]
+    _assert_read_once(opened, adapter_files)
+
+
 def test_an_embedding_refused_for_a_single_file_merge_is_one_line_before_the_model_loads(
         tiny_sd, adapter_files, tmp_path, capsys, monkeypatch):
     import lowdim_sd.loading

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 
 import lowdim
 from lowdim_cli.main import main
-from lowdim_sd import runs
+from lowdim_sd import runs, stopping
 from lowdim_sd import train as engine
 from lowdim_sd.images import save_images
 
@@ -115,6 +116,22 @@ def test_ctrl_c_in_any_other_command_exits_130(tiny_sd, tmp_path, capsys, monkey
     monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", stop)
     code, text = run(capsys, "generate", "-m", tiny_sd, "-p", "a [V] face", "-o", tmp_path / "g")
     assert code == 130 and "Interrupted" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_anything_is_kept_says_the_plain_interrupted_line(tiny_sd, tmp_path, capsys, monkeypatch,
+                                                                          signum):
+    import lowdim_sd.loading
+
+    def stop(*args, **kwargs):  # the `lowdim` script's handler, as the signal lands while the model loads
+        stopping.request(signum)
+
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", stop)
+    try:
+        code, text = run(capsys, "generate", "-m", tiny_sd, "-p", "a [V] face", "-o", tmp_path / "g")
+    finally:
+        stopping.withdraw()
+    assert code == 130 and text == "Interrupted. Nothing half-written was left behind."
 
 
 # ------------------------------------------------------------------------------------------ the lock

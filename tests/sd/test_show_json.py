@@ -110,3 +110,17 @@ def test_a_mistyped_model_name_gets_a_suggestion(tmp_path, monkeypatch, capsys):
         assert main(["show", far]) == 1
         err = capsys.readouterr().err
         assert f"{far}: no such file or folder" in err and "did you mean" not in err, err
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-Infinity"])
+def test_json_stays_json_when_a_number_in_the_file_is_not_finite(tmp_path, capsys, text):
+    from safetensors_edit import rewrite
+
+    path = rewrite(_adapter(tmp_path / "me.safetensors"), dropout=text, seed=text)
+    assert main(["show", str(path), "--json"]) == 0
+
+    def refuse(constant: str):  # what JavaScript's and jq's parsers do with NaN and Infinity
+        raise AssertionError(f"{constant} is not JSON")
+
+    fields = json.loads(capsys.readouterr().out, parse_constant=refuse)["fields"]
+    assert fields["trained with dropout"] == text and fields["seed"] == text

@@ -1,10 +1,13 @@
 """A SIGTERM or Ctrl-C that lands inside an optimizer update, as the `lowdim` script handles it: the update
 finishes, the loop stops at the next step's check with that step's checkpoint, and a resume continues exactly.
-(A KeyboardInterrupt raised some other way inside the update keeps only older checkpoints: test_train.py.)"""
+(A KeyboardInterrupt raised some other way inside the update keeps only older checkpoints: test_train.py.)
+The script installs that Ctrl-C handler only where Ctrl-C is Python's: a background job goes on ignoring it."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -59,3 +62,31 @@ def test_hypernetwork_training_finishes_the_update_then_keeps_that_step(weight_f
     monkeypatch.undo()
     rest = train_hypernet(job(weights, tmp_path / "b", steps=4, checkpoint_every=0, resume=True), progress=False)
     assert rest.start_step == 2 and rest.losses == whole.losses[2:]
+
+
+def _script_handlers(sigint: str) -> str:
+    """What the `lowdim` script's handlers make of SIGINT, started with SIGINT as ``sigint`` ('default' or 'ignored'),
+    told in one word by a fresh interpreter: ignored, deferred (kept for the next check) or raised."""
+    code = f"""
+import os, signal
+from lowdim_cli.main import stop_on_signals
+from lowdim_sd import stopping
+signal.signal(signal.SIGINT, signal.SIG_IGN if {sigint == "ignored"} else signal.default_int_handler)
+stop_on_signals()
+try:
+    with stopping.held():
+        os.kill(os.getpid(), signal.SIGINT)  # its handler runs here, before the section ends
+except KeyboardInterrupt:
+    raise SystemExit(print("raised"))
+try:
+    stopping.check()
+    print("ignored")
+except KeyboardInterrupt:
+    print("deferred")
+"""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+def test_the_script_defers_ctrl_c_in_an_update_and_a_background_job_keeps_ignoring_it():
+    assert _script_handlers("default") == "deferred"  # a terminal's Ctrl-C: after the update, at the check
+    assert _script_handlers("ignored") == "ignored"  # `lowdim train ... &` in a shell script: not its Ctrl-C

@@ -8,10 +8,10 @@ server's terminal; Gradio's own check of a list printed one and named no control
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
+from local_port import free_port  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
@@ -23,12 +23,6 @@ gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip ins
 gradio_client = pytest.importorskip("gradio_client")
 
 FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from local_port import free_port  # tests/sd, on the path as pytest puts it
 
 from lowdim_sd import stopping
 from lowdim_sd.ui.run_folders import list_runs
@@ -133,12 +133,6 @@ def test_a_request_cancelled_before_its_first_report_still_stops(monkeypatch):
     finally:
         LocalContext.event_id.reset(event_id)
         LocalContext.blocks.reset(blocks)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_server(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
