@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lowdim_sd import runs
+from lowdim_sd import runs, stopping
 
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeJob, PersonalizeResult
@@ -71,6 +71,7 @@ def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob,
     run's files that ``clear_earlier`` removed."""
     with stage(result, name):
         try:
+            stopping.check()  # a signal that waited out the finetune's last update stops here, the adapter kept
             yield
         except KeyboardInterrupt as stop:
             raise runs.Interrupted(stop_note(result, name, job, cleared)) from stop

@@ -21,6 +21,13 @@ from lowdim_sd.modes import adapter_trainable, resolve_layers
 from lowdim_sd.train import Subject, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+@pytest.fixture(autouse=True)
+def no_stop_left_behind():
+    """A stop a failing test left unclaimed would stop the next test on this worker instead."""
+    yield
+    stopping.withdraw()
+
+
 CONFIG = TrainConfig(steps=5, learning_rate=5e-2, augment=False, prompt="a [V] face", checkpoint_every=0)
 
 
@@ -90,3 +97,17 @@ except KeyboardInterrupt:
 def test_the_script_defers_ctrl_c_in_an_update_and_a_background_job_keeps_ignoring_it():
     assert _script_handlers("default") == "deferred"  # a terminal's Ctrl-C: after the update, at the check
     assert _script_handlers("ignored") == "ignored"  # `lowdim train ... &` in a shell script: not its Ctrl-C
+
+
+def test_personalize_takes_up_a_stop_from_the_finetunes_last_update_keeping_the_adapter(tiny_sd, face, tmp_path,
+                                                                                         monkeypatch):
+    from lowdim_sd.personalize import PersonalizeJob, personalize
+    from lowdim_sd.runs import Interrupted
+
+    signalled_in_update(monkeypatch, 3)  # the last of 3 steps: no next step's check to take it up
+    job = PersonalizeJob(model=str(tiny_sd), image=face, out=tmp_path / "me", steps=3, crop=False,
+                         preview=True, preview_steps=1)
+    with pytest.raises(Interrupted, match="during the preview; the adapter is complete"):
+        personalize(job, progress=False)
+    assert lowdim.read_adapter(tmp_path / "me" / "adapter.safetensors").space.name == "stack"
+    assert not (tmp_path / "me" / "preview.png").exists()
