@@ -63,6 +63,8 @@ def check_face(value: object) -> int | None:
     Gradio's own check of one would print a traceback and name no control; a typed "2" is face 2."""
     if value is None or value == "":
         return None
+    if isinstance(value, float) and value.is_integer():  # a JSON client's 2.0 is face 2, as the page's 2 is
+        value = int(value)
     text = str(value).strip()
     if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
         raise NotOffered(f"Face must be the number of a face found in the photo (0 is the largest), got {value!r}")

@@ -92,3 +92,18 @@ def test_a_face_past_the_faces_found_is_refused_before_the_model_loads(tmp_path,
     with pytest.raises(LowdimError, match=line):
         studio.personalize(FACE, RunSettings(model="tinyfaces", face_index=2, crop=True))
     assert list(studio.config.out.iterdir()) == []
+
+
+@pytest.mark.parametrize("sent, face", [(None, None), ("", None), (2, 2), ("2", 2), (" 2 ", 2), (2.0, 2), (0.0, 0)])
+def test_a_face_number_is_read_however_a_client_writes_it(sent, face):
+    from lowdim_sd.ui.checks import check_face
+
+    assert check_face(sent) == face
+
+
+@pytest.mark.parametrize("sent", [2.5, -1, "two", True, float("nan")])
+def test_a_face_that_is_no_face_number_is_one_line(sent):
+    from lowdim_sd.ui.checks import NotOffered, check_face
+
+    with pytest.raises(NotOffered, match=f"Face must be the number of a face .*got {re.escape(repr(sent))}"):
+        check_face(sent)
