@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
+from lowdim.inject.state_guard import base_model_only
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
@@ -176,7 +177,9 @@ def weights_fingerprint(model: SDModel) -> str:
     digest = hashlib.sha256()
     pipe = model.pipe
     for part in ("unet", "text_encoder", "vae"):
-        for name, tensor in getattr(pipe, part).state_dict().items():
+        with base_model_only():  # the slots' entries are skipped below: no need to hash their bases first
+            state = getattr(pipe, part).state_dict()
+        for name, tensor in state.items():
             if ".slots." in name:  # lowdim's own adapters are the run's trainable state, not the base model
                 continue
             name = name.replace(".base_layer.", ".")  # the wrapped layer's weights, under their own name

@@ -11,6 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
+from lowdim.inject import state_guard
 from lowdim.spaces.base import LayerSpec, Space, Tensors
 
 _optimizer_steps = 0
@@ -29,6 +30,8 @@ register_optimizer_step_post_hook(_count_optimizer_step)
 
 class AdapterSlot(nn.Module):
     """One adapter's tensors on one layer, plus its scale and state flags."""
+
+    is_lowdim_slot = True
 
     def __init__(self, space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
         super().__init__()
@@ -52,6 +55,26 @@ class AdapterSlot(nn.Module):
         self._kept_factors: tuple[tuple, tuple[Tensor, Tensor] | None] | None = None
         self.step_factors: tuple[Tensor, Tensor] | None = None  # given for one forward by stacked_factors
         self._frozen_stack = None  # stacked_factors' stack of this slot's group's frozen tensors
+        self._guard_state_dicts(bool(buffers))
+
+    # -- what the model's own state_dict() records, and what its load checks (lowdim/inject/state_guard.py) --
+    def _guard_state_dicts(self, has_bases: bool) -> None:
+        self._fingerprint: tuple[tuple, int] | None = None  # made at the first save or load, never at injection
+        self._written: dict[str, object] = {state_guard.MERGED: list(state_guard.merged_codes(self))}
+        self.register_buffer(state_guard.MERGED, torch.tensor(self._written[state_guard.MERGED], dtype=torch.int64))
+        if has_bases:  # only frozen bases can differ between two adapters that match key for key
+            self._written[state_guard.BASES] = state_guard.UNKNOWN
+            self.register_buffer(state_guard.BASES, torch.tensor(state_guard.UNKNOWN, dtype=torch.int64))
+        self.register_load_state_dict_post_hook(state_guard.refresh_merged_factors)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        if state_guard.recording():
+            state_guard.refresh(self)
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        state_guard.check_and_fill(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def tensors(self) -> Tensors:
         # The ParameterDict's own dict: its items() looks each key up through nn.Module.__getattr__, host

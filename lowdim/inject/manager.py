@@ -33,6 +33,7 @@ from lowdim.inject.space_checks import (
     check_space_on_layer,
     check_stacked_factors,
 )
+from lowdim.inject.state_guard import guard_loads, unguard_loads
 from lowdim.spaces.base import LayerSpec, Space
 
 log = logging.getLogger("lowdim")
@@ -127,6 +128,7 @@ class Adapters:
                 info.notes.append(note)
         for layer_name, module, slot in slots:
             self._wrap(layer_name, module).slots[name] = slot
+        guard_loads(self.model)
         if info.notes:
             log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
         self._infos[name] = info
@@ -183,6 +185,8 @@ class Adapters:
             if not len(wrapper.slots):
                 self._unwrap(wrapper)
         del self._infos[name]
+        if not self._infos:
+            unguard_loads(self.model)
 
     def remove_all(self) -> None:
         """Remove every adapter and restore the original modules and weights."""
