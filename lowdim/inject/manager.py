@@ -18,14 +18,8 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject.guards import (
-    check_dropout,
-    check_mergeable,
-    check_override,
-    check_scale,
-    refuse_if_merged,
-    tied_weights,
-)
+from lowdim.inject import guards
+from lowdim.inject.guards import check_mergeable, check_override, check_scale, refuse_if_merged, tied_weights
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.space_checks import (
@@ -105,7 +99,7 @@ class Adapters:
         if not isinstance(seed, int):
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
         check_scale(name, scale)
-        check_dropout(name, dropout)
+        guards.check_dropout(name, dropout)
         if not isinstance(targets, (LayerSet, str, list, tuple)):
             raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
                               f"list of patterns, got {targets!r}")
