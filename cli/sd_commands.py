@@ -271,7 +271,7 @@ def merge(
 
 def merged_example(files: list, tokens: list[str]) -> str:
     """A prompt for the merged model: the first adapter's learned phrase, its token in place of [V]."""
-    from lowdim_sd.file_info import learned_phrase
+    from lowdim_sd.adapter_info import learned_phrase
     from lowdim_sd.generate import fill
     from lowdim_sd.textual_inversion import is_embedding
 

@@ -175,8 +175,9 @@ def save_adapter(
     scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
-    if info.dropout:  # left out at 0, so files that never used it stay byte for byte as they were
-        metadata["dropout"] = repr(info.dropout)
+    # A loaded adapter keeps the record (applied by no load), so its re-save does; at 0 left out: older files unchanged.
+    if dropout := info.dropout or float(info.metadata.get("dropout") or 0.0):
+        metadata["dropout"] = repr(dropout)
     return atomic_save(tensors, metadata, Path(path))
 
 

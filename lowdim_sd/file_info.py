@@ -9,52 +9,30 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
-from lowdim.files import BUFFER_PREFIX, PICKLE_SUFFIXES, unpack_layers
-from lowdim_sd.generate import with_looks
+from lowdim.files import PICKLE_SUFFIXES
+from lowdim_sd.adapter_info import describe_adapter
+from lowdim_sd.file_info_parts import (
+    FileInfo,
+    Header,
+    compact,
+    config_object,
+    number,
+    parsed_json,
+    read_header,
+    size_text,
+    space_object,
+)
 from lowdim_sd.images import IMAGE_EXTENSIONS
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
 from lowdim_sd.merged_model import RECORD_KEY
 from lowdim_sd.model_paths import UNET_PREFIX
-
-
-@dataclass
-class FileInfo:
-    path: Path
-    kind: str  # one line: what it is
-    rows: list[tuple[str, str]] = field(default_factory=list)  # (field, value as the table shows it), in order
-    use: str = ""  # the command that uses it, when there is one
-    # A field's value for --json where the table's text is not it: programs read numbers, booleans and
-    # objects, not "54,784", "false" or JSON inside a string.
-    values: dict[str, object] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        fields = {name: self.values.get(name, value) for name, value in self.rows}
-        return {"path": str(self.path), "kind": self.kind, "fields": fields, "use": self.use}
-
-
-@dataclass
-class _Header:
-    metadata: dict[str, str]
-    shapes: dict[str, tuple[int, ...]]
-
-    @property
-    def values(self) -> int:
-        total = 0
-        for shape in self.shapes.values():
-            count = 1
-            for size in shape:
-                count *= size
-            total += count
-        return total
 
 
 def describe(path: Path) -> FileInfo:
@@ -88,8 +66,8 @@ def describe(path: Path) -> FileInfo:
     foreign = describe_foreign(path)  # a picture or a text file by its bytes, whatever its name
     if foreign is not None:
         raise LowdimError(f"{path}: {foreign}; `lowdim show` reads lowdim files and weight folders")
-    header = _read_header(path)
-    readers = {"lowdim.adapter": _adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
+    header = read_header(path)
+    readers = {"lowdim.adapter": describe_adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
                "lowdim.weights.shard": _shard}
     reader = readers.get(header.metadata.get("format", ""), _other)
     try:
@@ -110,109 +88,10 @@ def _model_meant(name: str) -> str:
     return f"; did you mean {close[0]}? (a registered model: `lowdim models` lists them)" if close else ""
 
 
-def _read_header(path: Path) -> _Header:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118
-            return _Header(dict(file.metadata() or {}), shapes)
-    except Exception as error:  # safetensors raises its own error types for every way a file is broken
-        raise LowdimError(f"{path}: not a readable .safetensors file ({first_line(error)})") from None
-
-
-def _json(text: str | None, fallback: object) -> object:
-    try:
-        return json.loads(text) if text else fallback
-    except ValueError:
-        return fallback
-
-
-def _compact(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def _number(text: str | None) -> object:
-    """A number stored as metadata text, as a number (None: missing; text that is no finite number: as it is, since
-    --json writes NaN and Infinity as no JSON parser outside Python reads them)."""
-    if text is None or text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            number = float(text)
-        except ValueError:
-            return text
-        return number if math.isfinite(number) else text
-
-
-def _config(config: object) -> object:
-    """A config stored as JSON text (or already parsed), as an object for --json."""
-    return _json(config, config or None) if isinstance(config, str) else config
-
-
-def _space(name: object, config: object) -> dict:
-    return {"name": name, "config": _config(config)}
-
-
-def _size(path: Path) -> str:
-    return f"{path.stat().st_size:,} bytes"
-
-
-def learned_phrase(metadata: dict) -> str:
-    """The phrase an adapter learned, with the looks personalize read from the photo (its `draw it:` line
-    names them too): 'a [V] face with ginger long hair'."""
-    recipe = dict(_json(metadata.get("extra"), {}))
-    return with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
-
-
-def _adapter(path: Path, header: _Header) -> FileInfo:
+def _hypernet(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
-    layers = unpack_layers(meta.get("layers", "[]"), path)
-    stored = any(key.startswith(BUFFER_PREFIX) for key in header.shapes)
-    rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
-            ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
-            ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
-            ("file", f"{_size(path)}, {meta.get('dtype', '?')}"),
-            ("seed", meta.get("seed", "?")),
-            ("frozen bases", "stored in the file" if stored else "made from the seed when loaded"
-             if meta.get("basis_checksum") else "none")]
-    for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
-                       ("scales", "layer scales"), ("dropout", "trained with dropout"),
-                       ("lowdim_version", "made with lowdim")):
-        if meta.get(key):
-            rows.append((label, meta[key]))
-    recipe = dict(_json(meta.get("extra"), {}))
-    rows += [(f"recipe: {key}", _compact(value)) for key, value in recipe.items()]
-    values = {"space": _space(meta.get("space"), meta.get("space_config", "")),
-              "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
-              "trainable params": int(meta.get("num_params") or 0),
-              "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": _number(meta.get("seed")),
-              **({"layer scales": _json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
-              **({"trained with dropout": _number(meta["dropout"])} if meta.get("dropout") else {}),
-              **{f"recipe: {key}": value for key, value in recipe.items()}}
-    if not _space_installed(meta.get("space")):  # every command that loads it would refuse it
-        rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}', which is not installed "
-                                 f"here (`lowdim spaces` lists those that are)"))
-        return FileInfo(path, "a lowdim adapter", rows, "", values)
-    base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
-    phrase = learned_phrase(meta)
-    prompt = phrase if meta.get("token") else "a photo"
-    return FileInfo(path, "a lowdim adapter", rows,
-                    f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
-
-
-def _space_installed(name: str | None) -> bool:
-    import lowdim
-
-    return name in lowdim.get_registry().spaces
-
-
-def _hypernet(path: Path, header: _Header) -> FileInfo:
-    meta = header.metadata
-    config = dict(_json(meta.get("hyper_config"), {}))
-    extra = dict(_json(meta.get("extra"), {}))
+    config = dict(parsed_json(meta.get("hyper_config"), {}))
+    extra = dict(parsed_json(meta.get("extra"), {}))
     stored = config.get("encoder_config")  # set: a network of that config (the hub id is then a label only)
     if isinstance(stored, dict) and meta.get("encoder_weights") != "package":
         kind = f"{stored.get('model_type', '?')}, hidden {stored.get('hidden_size')}"
@@ -221,15 +100,16 @@ def _hypernet(path: Path, header: _Header) -> FileInfo:
         encoder = meta.get("encoder") or "?"
     where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"
     rows = [("predicts", f"{meta.get('space', '?')} {meta.get('space_config', '')} on "
-                         f"{len(_json(meta.get('layers'), []))} layers ({meta.get('layer_set') or '?'})"),
+                         f"{len(parsed_json(meta.get('layers'), []))} layers ({meta.get('layer_set') or '?'})"),
             ("for model", meta.get("model") or "?"),
             ("image encoder", f"{encoder} ({where})"),
             ("network", ", ".join(f"{key} {config[key]}" for key in ("architecture", "width", "decoder_layers",
                                                                      "iterations") if key in config)),
-            ("file", f"{_size(path)}, {header.values:,} stored values")]
-    rows += [(f"training: {key}", _compact(value)) for key, value in extra.items()]
-    values = {"predicts": {"space": meta.get("space"), "config": _config(meta.get("space_config", "")),
-                           "layers": len(_json(meta.get("layers"), [])), "layer set": meta.get("layer_set") or None},
+            ("file", f"{size_text(path)}, {header.values:,} stored values")]
+    rows += [(f"training: {key}", compact(value)) for key, value in extra.items()]
+    predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
+                "layers": len(parsed_json(meta.get("layers"), [])), "layer set": meta.get("layer_set") or None}
+    values = {"predicts": predicts,
               "network": {key: config[key] for key in ("architecture", "width", "decoder_layers", "iterations")
                           if key in config},
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
@@ -239,15 +119,15 @@ def _hypernet(path: Path, header: _Header) -> FileInfo:
                     f"lowdim personalize -m {model} --hypernet {quote(str(path))} -i face.jpg -o me", values)
 
 
-def _features(path: Path, header: _Header) -> FileInfo:
+def _features(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
     shape = header.shapes.get("features", ())
     rows = [("encoder", meta.get("encoder", "?")), ("input size", meta.get("input_size", "?")),
             ("normalize", meta.get("normalize", "?")), ("pool", meta.get("pool", "?")),
-            ("images", f"{len(_json(meta.get('keys'), [])):,}"),
-            ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", _size(path))]
-    values = {key: _json(meta.get(key), meta.get(key)) for key in ("normalize", "pool")}
-    values |= {"input size": _number(meta.get("input_size")), "images": len(_json(meta.get("keys"), [])),
+            ("images", f"{len(parsed_json(meta.get('keys'), [])):,}"),
+            ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", size_text(path))]
+    values = {key: parsed_json(meta.get(key), meta.get(key)) for key in ("normalize", "pool")}
+    values |= {"input size": number(meta.get("input_size")), "images": len(parsed_json(meta.get("keys"), [])),
                "features": {"shape": list(shape), "dtype": "fp16"}, "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
                     f"lowdim train-hypernet -w WEIGHTS --encoder {quote(meta.get('encoder', 'ENCODER'))} "
@@ -255,10 +135,10 @@ def _features(path: Path, header: _Header) -> FileInfo:
                     values)
 
 
-def _shard(path: Path, header: _Header) -> FileInfo:
-    names = _json(header.metadata.get("identities"), [])
+def _shard(path: Path, header: Header) -> FileInfo:
+    names = parsed_json(header.metadata.get("identities"), [])
     rows = [("identities", f"{len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"),
-            ("tensors", f"{len(header.shapes)}"), ("file", _size(path))]
+            ("tensors", f"{len(header.shapes)}"), ("file", size_text(path))]
     values = {"identities": list(names), "tensors": len(header.shapes), "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
                     f"lowdim show {quote(str(path.parent))}", values)
@@ -274,15 +154,15 @@ def _weight_folder(folder: Path) -> FileInfo:
     config = index.get("config", {})
     shards = sorted({entry["shard"] for entry in index["identities"]})
     rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
-            ("space", f"{index.get('space', '?')} {_compact(index.get('space_config', {}))}"),
+            ("space", f"{index.get('space', '?')} {compact(index.get('space_config', {}))}"),
             ("model", index.get("model", "?")),
             ("layers", f"{len(index.get('layers', []))} ({index.get('layer_set', '?')})"),
             ("resolution", str(index.get("resolution", "?"))), ("seed", str(index.get("seed", "?"))),
             ("images from", index.get("root", "?"))]
-    rows += [(f"training: {key}", _compact(config[key])) for key in ("steps", "learning_rate", "batch_size",
+    rows += [(f"training: {key}", compact(config[key])) for key in ("steps", "learning_rate", "batch_size",
                                                                      "prompt", "token", "crop") if key in config]
     values = {"identities": {"count": len(index["identities"]), "shards": len(shards)},
-              "space": _space(index.get("space"), index.get("space_config", {})),
+              "space": space_object(index.get("space"), index.get("space_config", {})),
               "layers": {"count": len(index.get("layers", [])), "set": index.get("layer_set")},
               "resolution": index.get("resolution"), "seed": index.get("seed"),
               **{f"training: {key}": config[key] for key in ("steps", "learning_rate", "batch_size", "prompt",
@@ -291,9 +171,9 @@ def _weight_folder(folder: Path) -> FileInfo:
                     f"lowdim train-hypernet -w {quote(str(folder))} -o hyper", values)
 
 
-def _other(path: Path, header: _Header) -> FileInfo:
+def _other(path: Path, header: Header) -> FileInfo:
     meta, keys = header.metadata, list(header.shapes)
-    rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", _size(path))]
+    rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", size_text(path))]
     values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},
                                  "file": {"bytes": path.stat().st_size}}
     embedding = embedding_style(keys, meta)
@@ -303,20 +183,20 @@ def _other(path: Path, header: _Header) -> FileInfo:
                 ("token", meta.get("token") or "?"), ("vectors", meta.get("vectors") or "?"), *rows]
         return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", rows,
                         "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
-                        {**values, "vectors": _number(meta.get("vectors"))})
+                        {**values, "vectors": number(meta.get("vectors"))})
     style = foreign_lora(keys, meta)
     if style is not None and meta.get("source_adapter"):  # written by `lowdim export`
         rows = [("exported from", meta["source_adapter"]), ("space", f"{meta.get('space')} {meta.get('space_config')}"),
                 ("rank", meta.get("rank", "?")), ("base model", meta.get("base_model") or "?"),
                 ("token", meta.get("token") or "?"), *rows]
         where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
-        values |= {"space": _space(meta.get("space"), meta.get("space_config")), "rank": _number(meta.get("rank"))}
+        values |= {"space": space_object(meta.get("space"), meta.get("space_config")), "rank": number(meta.get("rank"))}
         return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values)
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values)
     if meta.get("lowdim") == LDM_MARK["lowdim"] and (meta.get(RECORD_KEY) or meta.get(BASE_MODEL_KEY)):
-        record = _json(meta.get(RECORD_KEY), {}) or {"base_model": meta.get(BASE_MODEL_KEY)}
+        record = parsed_json(meta.get(RECORD_KEY), {}) or {"base_model": meta.get(BASE_MODEL_KEY)}
         return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
@@ -327,10 +207,10 @@ def _other(path: Path, header: _Header) -> FileInfo:
 def _pipeline_folder(folder: Path) -> FileInfo:
     from lowdim_sd.merged_model import RECORD
 
-    index = _json((folder / "model_index.json").read_text(errors="replace"), {})
+    index = parsed_json((folder / "model_index.json").read_text(errors="replace"), {})
     rows = [("pipeline", str(index.get("_class_name", "?")) if isinstance(index, dict) else "?")]
     if (folder / RECORD).is_file():
-        record = _json((folder / RECORD).read_text(errors="replace"), {})
+        record = parsed_json((folder / RECORD).read_text(errors="replace"), {})
         return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
                     f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")

@@ -158,6 +158,8 @@ def test_files_record_the_dropout_and_a_load_applies_none(tmp_path):
     info = lowdim.load_adapter(path, fresh)
     assert info.metadata["dropout"] == 0.25  # a record of how it was trained
     assert info.dropout == 0.0 and all(slot.dropout == 0.0 for slot in lowdim.Adapters(fresh).slots().values())
+    resaved = lowdim.read_adapter(lowdim.save_adapter(tmp_path / "again.safetensors", fresh))
+    assert resaved.dropout == 0.25  # the record survives a load and a save, as base model and token do
     plain, _ = build("lidb", {"a": 4, "b": 3, "rank": 1}, "linear", 0.0)
     plain_path = lowdim.save_adapter(tmp_path / "b.safetensors", plain)
     assert "dropout" not in lowdim.read_adapter(plain_path).metadata  # files without it stay as they were

@@ -47,7 +47,7 @@ def default_prompt(adapter: Path) -> str:
     """The phrase the adapter learned, with the looks read from its photo, then ``DRAW_AFTER``: what the run's
     gallery drew in that style ('a [V] face with ginger long hair wearing a hat')."""
     import lowdim
-    from lowdim_sd.file_info import learned_phrase
+    from lowdim_sd.adapter_info import learned_phrase
 
     return learned_phrase(lowdim.read_adapter(adapter).metadata) + DRAW_AFTER
 

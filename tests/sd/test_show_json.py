@@ -124,3 +124,18 @@ def test_json_stays_json_when_a_number_in_the_file_is_not_finite(tmp_path, capsy
 
     fields = json.loads(capsys.readouterr().out, parse_constant=refuse)["fields"]
     assert fields["trained with dropout"] == text and fields["seed"] == text
+
+
+@pytest.mark.parametrize("text", ["abc", "1.5", "-0.1", "nan"])
+def test_a_dropout_record_every_load_refuses_is_named_as_the_files_problem(tmp_path, text):
+    from safetensors_edit import rewrite
+
+    path = rewrite(_adapter(tmp_path / "me.safetensors"), dropout=text)
+    with pytest.raises(LowdimError, match="the dropout in the metadata is not a number"):
+        lowdim.read_adapter(path)
+    info = describe(path)
+    rows = dict(info.rows)
+    assert rows["problem"] == (f"the dropout in the metadata is not a number in [0, 1), got {text!r}: "
+                               f"every command that loads this file refuses it")
+    assert info.use == ""  # no command to suggest: it would refuse the file
+    assert "problem" not in dict(describe(rewrite(path, dropout="0.25")).rows)

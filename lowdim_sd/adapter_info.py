@@ -1,0 +1,73 @@
+"""``lowdim show`` on a lowdim adapter: its space, layers, seed and recipe, read from the header alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from shlex import quote
+
+from lowdim.errors import LowdimError
+from lowdim.filecheck import checked_dropout
+from lowdim.files import BUFFER_PREFIX, unpack_layers
+from lowdim_sd.file_info_parts import FileInfo, Header, compact, number, parsed_json, size_text, space_object
+from lowdim_sd.generate import with_looks
+
+
+def learned_phrase(metadata: dict) -> str:
+    """The phrase an adapter learned, with the looks personalize read from the photo (its `draw it:` line
+    names them too): 'a [V] face with ginger long hair'."""
+    recipe = dict(parsed_json(metadata.get("extra"), {}))
+    return with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
+
+
+def describe_adapter(path: Path, header: Header) -> FileInfo:
+    meta = header.metadata
+    layers = unpack_layers(meta.get("layers", "[]"), path)
+    stored = any(key.startswith(BUFFER_PREFIX) for key in header.shapes)
+    rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
+            ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
+            ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
+            ("file", f"{size_text(path)}, {meta.get('dtype', '?')}"),
+            ("seed", meta.get("seed", "?")),
+            ("frozen bases", "stored in the file" if stored else "made from the seed when loaded"
+             if meta.get("basis_checksum") else "none")]
+    for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
+                       ("scales", "layer scales"), ("dropout", "trained with dropout"),
+                       ("lowdim_version", "made with lowdim")):
+        if meta.get(key):
+            rows.append((label, meta[key]))
+    recipe = dict(parsed_json(meta.get("extra"), {}))
+    rows += [(f"recipe: {key}", compact(value)) for key, value in recipe.items()]
+    values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
+              "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
+              "trainable params": int(meta.get("num_params") or 0),
+              "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": number(meta.get("seed")),
+              **({"layer scales": parsed_json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
+              **({"trained with dropout": number(meta["dropout"])} if meta.get("dropout") else {}),
+              **{f"recipe: {key}": value for key, value in recipe.items()}}
+    if problem := dropout_problem(path, meta.get("dropout")):
+        rows.insert(1, ("problem", problem))
+        return FileInfo(path, "a lowdim adapter", rows, "", values)
+    if not space_installed(meta.get("space")):  # every command that loads it would refuse it
+        rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}', which is not installed "
+                                 f"here (`lowdim spaces` lists those that are)"))
+        return FileInfo(path, "a lowdim adapter", rows, "", values)
+    base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
+    phrase = learned_phrase(meta)
+    prompt = phrase if meta.get("token") else "a photo"
+    return FileInfo(path, "a lowdim adapter", rows,
+                    f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
+
+
+def space_installed(name: str | None) -> bool:
+    import lowdim
+
+    return name in lowdim.get_registry().spaces
+
+
+def dropout_problem(path: Path, text: str | None) -> str:
+    """Why every load refuses the file's dropout record ("": it does not); shown, since show reads broken files too."""
+    try:
+        checked_dropout(text, path)
+    except LowdimError as error:
+        return f"{str(error).removeprefix(f'{path}: ')}: every command that loads this file refuses it"
+    return ""

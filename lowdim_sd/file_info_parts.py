@@ -1,0 +1,92 @@
+"""What ``lowdim show`` reads every kind of file with: its header (no tensor is loaded), and metadata text as
+the values ``--json`` writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowdim.errors import LowdimError, first_line
+
+
+@dataclass
+class FileInfo:
+    path: Path
+    kind: str  # one line: what it is
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (field, value as the table shows it), in order
+    use: str = ""  # the command that uses it, when there is one
+    # A field's value for --json where the table's text is not it: programs read numbers, booleans and
+    # objects, not "54,784", "false" or JSON inside a string.
+    values: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        fields = {name: self.values.get(name, value) for name, value in self.rows}
+        return {"path": str(self.path), "kind": self.kind, "fields": fields, "use": self.use}
+
+
+@dataclass
+class Header:
+    metadata: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def values(self) -> int:
+        total = 0
+        for shape in self.shapes.values():
+            count = 1
+            for size in shape:
+                count *= size
+            total += count
+        return total
+
+
+def read_header(path: Path) -> Header:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118
+            return Header(dict(file.metadata() or {}), shapes)
+    except Exception as error:  # safetensors raises its own error types for every way a file is broken
+        raise LowdimError(f"{path}: not a readable .safetensors file ({first_line(error)})") from None
+
+
+def parsed_json(text: str | None, fallback: object) -> object:
+    try:
+        return json.loads(text) if text else fallback
+    except ValueError:
+        return fallback
+
+
+def compact(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def number(text: str | None) -> object:
+    """A number stored as metadata text, as a number (None: missing; text that is no finite number: as it is, since
+    --json writes NaN and Infinity as no JSON parser outside Python reads them)."""
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+
+
+def config_object(config: object) -> object:
+    """A config stored as JSON text (or already parsed), as an object for --json."""
+    return parsed_json(config, config or None) if isinstance(config, str) else config
+
+
+def space_object(name: object, config: object) -> dict:
+    return {"name": name, "config": config_object(config)}
+
+
+def size_text(path: Path) -> str:
+    return f"{path.stat().st_size:,} bytes"
