@@ -8,8 +8,10 @@ lowdim or a plugin and keeps its traceback.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
+import os
 import signal
 import sys
 import warnings
@@ -214,7 +216,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def script() -> None:
     stop_on_signals()
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second signal as main returned, after its line: the run already stopped
+        code = INTERRUPTED
+    exit_on_signals(code)
+    sys.exit(code)
+
+
+def exit_on_signals(code: int) -> None:
+    """The command is done and its line printed: a signal as the interpreter winds down (freeing a model can take
+    a while) exits with ``code`` at once, instead of a KeyboardInterrupt nobody catches; and from the exit
+    handlers on it is ignored, since Python then puts back the default action, which dies by the signal (-2)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ours = [signum for signum in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None)]
+    for signum in ours:
+        signal.signal(signum, lambda signum, frame: os._exit(code))
+    atexit.register(lambda: [signal.signal(signum, signal.SIG_IGN) for signum in ours])
 
 
 def stop_on_signals() -> None:

@@ -3,13 +3,15 @@ training loops.
 
 The `lowdim` script's handlers raise KeyboardInterrupt at once (outside ``held``), as Python's Ctrl-C does;
 but Python ignores an exception raised while a finalizer (``__del__``) runs, so a handler also leaves this flag,
-which every training loop checks at each step: a stop is never lost. Torch-free, so the script can install its
-handlers before any import.
+which every training loop checks at each step: a stop is never lost. A second signal while the first one's stop
+is handled (its checkpoint written, its line printed) is only noted, so the stop keeps what it keeps and says so.
+Torch-free, so the script can install its handlers before any import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -21,9 +23,22 @@ def request(signum: int) -> None:
     _requested.set()
     if getattr(_holding, "depth", 0):
         return  # inside ``held``: the loop's next ``check`` raises it, once the update is whole
+    if stop_under_way():
+        return  # a second Ctrl-C while the first is handled: cutting it short would lose its checkpoint and line
     # Bare, as Python's own Ctrl-C is: a command stopped before it kept anything then says the CLI's
     # "Interrupted. Nothing half-written was left behind.", not a note reading "Signal 2".
     raise KeyboardInterrupt
+
+
+def stop_under_way() -> bool:
+    """Whether this thread is now handling a stop: an ``except`` or ``finally`` block on a KeyboardInterrupt's way
+    out (saving the checkpoint, printing the line), the KeyboardInterrupt itself or the cause of what it became."""
+    error, hops = sys.exc_info()[1], 0
+    while error is not None and hops < 8:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error, hops = error.__cause__ or error.__context__, hops + 1
+    return False
 
 
 @contextlib.contextmanager
