@@ -79,11 +79,18 @@ def _dropout_draws(model: SDModel, seed: int, step: int, micro: int, enabled: bo
     if not enabled:
         yield
         return
-    device = model.device
-    gpus = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=gpus):  # the CPU's state, and the model's GPU's
+    with torch.random.fork_rng(**_accelerator_generator(model.device)):  # the CPU's state, and the model's device's
         torch.manual_seed(_seed("dropout", seed, step, micro))
         yield
+
+
+def _accelerator_generator(device: torch.device) -> dict:
+    """``fork_rng``'s arguments for the generator of the model's device besides the CPU's (a GPU's, Apple's MPS,
+    any accelerator), which ``manual_seed`` seeds too; none on the CPU."""
+    if device.type in ("cpu", "meta"):
+        return {"devices": []}
+    index = device.index if device.index is not None else torch.cuda.current_device() if device.type == "cuda" else 0
+    return {"devices": [index], "device_type": device.type}
 
 
 def _subject_draws(model: SDModel, subject: Subject, config: TrainConfig, step: int, micro: int):

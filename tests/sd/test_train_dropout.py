@@ -61,3 +61,15 @@ def test_a_dropout_no_training_can_use_is_one_line_before_the_model_loads(tmp_pa
     with pytest.raises(LowdimError) as error:
         check_train_job(TrainJob(model="tinyfaces", images=[tmp_path / "face.png"], out=tmp_path / "o", **options))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("device", "forked"), [
+    ("cpu", {"devices": []}),  # the CPU's generator is forked always
+    ("cuda:1", {"devices": [1], "device_type": "cuda"}),
+    ("mps", {"devices": [0], "device_type": "mps"}),  # Apple's one GPU, which manual_seed seeds as well
+    ("xpu:0", {"devices": [0], "device_type": "xpu"}),
+])
+def test_the_masks_seeding_puts_back_the_models_device_generator_too(device, forked):
+    from lowdim_sd.train import _accelerator_generator
+
+    assert _accelerator_generator(torch.device(device)) == forked
