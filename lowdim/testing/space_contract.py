@@ -19,34 +19,31 @@ Run it over an installed plugin's space without a source checkout:
 
 from __future__ import annotations
 
-import copy
-import random
-import warnings
-from importlib.metadata import entry_points
-
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from torch import Tensor, nn
+from torch import nn
 
 import lowdim
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.plugins import PluginWarning
-from lowdim.spaces.base import LayerSpec, Space
+from lowdim.testing.contract_cases import (
+    LAYERS,
+    LOAD_WARNINGS,
+    PLUGINS,
+    PROPERTY,
+    REGISTRY,
+    SPACES,
+    Injected,
+    build,
+    cases,
+    close,
+    make_space,
+    reference64,
+    two_layer_model,
+)
 from lowdim.testing.references import reference_delta
-
-# Built once with every installed plugin; a plugin that fails to load only warns, so the warnings
-# are kept for a test to fail on instead of the space silently missing from the list below.
-with warnings.catch_warnings(record=True) as _caught:
-    warnings.simplefilter("always")
-    REGISTRY = lowdim.Registry.from_plugins(load_entry_points=True)
-LOAD_WARNINGS = [str(w.message) for w in _caught if issubclass(w.category, PluginWarning)]
-SPACES = sorted(REGISTRY.spaces)
-# Every installed plugin by its entry-point name: `-k my-plugin` then selects its load check too, so a plugin
-# that failed to load fails the run instead of leaving nothing selected.
-PLUGINS = sorted({point.name for point in entry_points(group="lowdim")})
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)
@@ -58,9 +55,7 @@ def test_the_plugin_loads_and_registers_without_warnings(plugin):
 def test_no_plugin_warned_while_loading():
     assert not LOAD_WARNINGS, LOAD_WARNINGS[0]
 
-TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
-PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LAYERS = ["0", "2"]
+
 pytestmark = pytest.mark.filterwarnings("error::lowdim.plugins.PluginWarning")
 
 
@@ -68,38 +63,6 @@ pytestmark = pytest.mark.filterwarnings("error::lowdim.plugins.PluginWarning")
 def contract_registry():
     with lowdim.use_registry(REGISTRY):  # files name their space; loading resolves it here too
         yield REGISTRY
-
-
-# -- cases -------------------------------------------------------------------------------------
-@st.composite
-def cases(draw):
-    return {
-        "layer": LayerSpec(draw(st.sampled_from(["blk.0.q", "blk.1.attn.v", "x"])),
-                           draw(st.integers(1, 24)), draw(st.integers(1, 24))),
-        "rng": random.Random(draw(st.integers(0, 2**32 - 1))),
-        "seed": draw(st.integers(0, 2**31 - 1)),
-        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
-    }
-
-
-def make_space(space_name: str, case: dict) -> Space:
-    space_class = REGISTRY.space_class(space_name)
-    return REGISTRY.make_space(space_name, space_class.sample_config(case["rng"], case["layer"]))
-
-
-def build(space_name: str, case: dict) -> tuple[Space, dict, dict]:
-    """A random config of the space with random (non-zero) params on the case's layer."""
-    space = make_space(space_name, case)
-    generator = torch.Generator().manual_seed(case["seed"])
-    params = space.init_params(case["layer"], generator)
-    params = {k: torch.randn(v.shape, generator=generator, dtype=case["dtype"]) for k, v in params.items()}
-    buffers = space.make_buffers(case["layer"], F.layer_seed(case["seed"], case["layer"].name))
-    return space, params, {k: v.to(case["dtype"]) for k, v in buffers.items()}
-
-
-def close(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
-    scale = max(1.0, float(b.detach().abs().max()) if b.numel() else 1.0)
-    return torch.allclose(a, b, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * scale)
 
 
 # -- the math ----------------------------------------------------------------------------------
@@ -157,49 +120,11 @@ def test_shapes_counts_and_reproducible_init(space_name, case):
 
 
 # -- through the wrapped layer -----------------------------------------------------------------
-def _model(layer: LayerSpec) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(layer.in_features, layer.out_features), nn.Tanh(),
-                         nn.Linear(layer.out_features, layer.in_features))
-
-
-class Injected:
-    """A model with one random, non-zero adapter on LAYERS, cast to the case's dtype, and its plain twin."""
-
-    def __init__(self, space_name: str, case: dict, scale: float = 1.0, freeze: bool = False) -> None:
-        self.dtype, self.scale = case["dtype"], scale
-        self.model = _model(case["layer"]).requires_grad_(not freeze)
-        self.plain = copy.deepcopy(self.model).to(self.dtype)
-        self.base = {k: v.detach().clone() for k, v in self.plain.state_dict().items()}
-        self.adapters = lowdim.inject(self.model, make_space(space_name, case), LAYERS, seed=case["seed"],
-                                      scale=scale)
-        with torch.no_grad():
-            for slot in self.adapters.slots("default").values():
-                for param in slot.params.values():
-                    param.copy_(torch.randn_like(param))
-        self.model.to(self.dtype)  # params follow; frozen bases stay fp32, and fp32 values are exact in fp64
-        self.x = torch.randn(6, case["layer"].in_features, dtype=self.dtype)
-
-    def weights(self) -> dict[str, Tensor]:
-        return {name: slot.params for name, slot in self.adapters.slots("default").items()}
-
-    def reference(self, x: Tensor, params: dict[str, dict[str, Tensor]] | None = None) -> Tensor:
-        """The output the space's own math gives: each adapted weight is W + scale·ΔW."""
-        slots = self.adapters.slots("default")
-        params = params or {name: dict(slot.params.items()) for name, slot in slots.items()}
-        deltas = {n: reference_delta(slot.space, params[n], slot.buffers_dict()) for n, slot in slots.items()}
-        return _through(self.base, deltas, self.scale, x)
-
-    def base_weights_are_restored(self) -> bool:
-        state = {k.replace("base_layer.", ""): v for k, v in self.model.state_dict().items() if "slots" not in k}
-        return all(close(state[k], self.base[k], self.dtype) for k in self.base)
-
-
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
 @given(case=cases())
 def test_default_init_leaves_model_output_unchanged(space_name, case):
-    model = _model(case["layer"]).to(case["dtype"])
+    model = two_layer_model(case["layer"]).to(case["dtype"])
     x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
     before = model(x)
     lowdim.inject(model, make_space(space_name, case), LAYERS, seed=case["seed"])
@@ -319,7 +244,7 @@ def test_save_load_round_trip(space_name, case, dtype, scales, tmp_path_factory)
     run.adapters.set_scale("default", scales[1], layers="2")  # a layer's own scale is part of the adapter
     path = tmp_path_factory.mktemp("rt") / "adapter.safetensors"
     lowdim.save_adapter(path, run.model, dtype=dtype)
-    fresh = _model(case["layer"])
+    fresh = two_layer_model(case["layer"])
     lowdim.load_adapter(path, fresh, name="default")
     assert [slot.scale for slot in lowdim.Adapters(fresh).slots("default").values()] == list(scales)
     loaded = lowdim.Adapters(fresh).tensors("default")
@@ -366,21 +291,6 @@ def test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update(space_name, case
         assert torch.equal(model(ids)[ids < untouched], base[ids[ids < untouched]])
 
 
-def _reference64(run: Injected) -> Tensor:
-    """The output of ``run``'s model by the space's formula in fp64, from its own (half-precision) values."""
-    slots = run.adapters.slots("default")
-    deltas = {name: reference_delta(slot.space, {k: v.detach().double() for k, v in slot.params.items()},
-                                    {k: v.double() for k, v in slot.buffers_dict().items()})
-              for name, slot in slots.items()}
-    return _through({k: v.double() for k, v in run.base.items()}, deltas, run.scale, run.x.double())
-
-
-def _through(base: dict[str, Tensor], deltas: dict[str, Tensor], scale: float, x: Tensor) -> Tensor:
-    """The two-layer model of ``_model`` with each adapted weight W + scale·ΔW."""
-    hidden = torch.tanh(x @ (base["0.weight"] + scale * deltas["0"]).T + base["0.bias"])
-    return hidden @ (base["2.weight"] + scale * deltas["2"]).T + base["2.bias"]
-
-
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
 @given(case=cases(), half=st.sampled_from([torch.bfloat16, torch.float16]))
@@ -388,7 +298,7 @@ def test_in_half_precision_the_adapter_trains_merges_and_unmerges_within_roundin
     """fp16 and bf16 are how models run on GPUs: the space must work in them, not only be close in fp32.
     Bounds are in units of the dtype's eps: rounding, not a wrong formula (that is off by the whole ΔW)."""
     run = Injected(space_name, {**case, "dtype": half})
-    expected = _reference64(run)
+    expected = reference64(run)
     eps, scale = torch.finfo(half).eps, max(1.0, float(expected.abs().max()))
     output = run.model(run.x)
     assert output.dtype == half and float((output.detach().double() - expected).abs().max()) <= 32 * eps * scale

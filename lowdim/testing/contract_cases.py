@@ -1,0 +1,121 @@
+"""What the space contract (``lowdim.testing.space_contract``) draws and builds its checks from: the registry of
+every installed space, random cases (a layer shape, a config, a seed, a dtype), and a small model with one
+adapter on it beside its plain twin, with the output the space's own formula gives."""
+
+from __future__ import annotations
+
+import copy
+import random
+import warnings
+from importlib.metadata import entry_points
+
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import lowdim
+from lowdim import functional as F
+from lowdim.plugins import PluginWarning
+from lowdim.spaces.base import LayerSpec, Space
+from lowdim.testing.references import reference_delta
+
+# Built once with every installed plugin; a plugin that fails to load only warns, so the warnings
+# are kept for a test to fail on instead of the space silently missing from the list below.
+with warnings.catch_warnings(record=True) as _caught:
+    warnings.simplefilter("always")
+    REGISTRY = lowdim.Registry.from_plugins(load_entry_points=True)
+LOAD_WARNINGS = [str(w.message) for w in _caught if issubclass(w.category, PluginWarning)]
+SPACES = sorted(REGISTRY.spaces)
+# Every installed plugin by its entry-point name: `-k my-plugin` then selects its load check too, so a plugin
+# that failed to load fails the run instead of leaving nothing selected.
+PLUGINS = sorted({point.name for point in entry_points(group="lowdim")})
+
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
+PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LAYERS = ["0", "2"]
+
+
+# -- cases -------------------------------------------------------------------------------------
+@st.composite
+def cases(draw):
+    return {
+        "layer": LayerSpec(draw(st.sampled_from(["blk.0.q", "blk.1.attn.v", "x"])),
+                           draw(st.integers(1, 24)), draw(st.integers(1, 24))),
+        "rng": random.Random(draw(st.integers(0, 2**32 - 1))),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
+    }
+
+
+def make_space(space_name: str, case: dict) -> Space:
+    space_class = REGISTRY.space_class(space_name)
+    return REGISTRY.make_space(space_name, space_class.sample_config(case["rng"], case["layer"]))
+
+
+def build(space_name: str, case: dict) -> tuple[Space, dict, dict]:
+    """A random config of the space with random (non-zero) params on the case's layer."""
+    space = make_space(space_name, case)
+    generator = torch.Generator().manual_seed(case["seed"])
+    params = space.init_params(case["layer"], generator)
+    params = {k: torch.randn(v.shape, generator=generator, dtype=case["dtype"]) for k, v in params.items()}
+    buffers = space.make_buffers(case["layer"], F.layer_seed(case["seed"], case["layer"].name))
+    return space, params, {k: v.to(case["dtype"]) for k, v in buffers.items()}
+
+
+def close(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
+    scale = max(1.0, float(b.detach().abs().max()) if b.numel() else 1.0)
+    return torch.allclose(a, b, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * scale)
+
+
+def two_layer_model(layer: LayerSpec) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(layer.in_features, layer.out_features), nn.Tanh(),
+                         nn.Linear(layer.out_features, layer.in_features))
+
+
+class Injected:
+    """A model with one random, non-zero adapter on LAYERS, cast to the case's dtype, and its plain twin."""
+
+    def __init__(self, space_name: str, case: dict, scale: float = 1.0, freeze: bool = False) -> None:
+        self.dtype, self.scale = case["dtype"], scale
+        self.model = two_layer_model(case["layer"]).requires_grad_(not freeze)
+        self.plain = copy.deepcopy(self.model).to(self.dtype)
+        self.base = {k: v.detach().clone() for k, v in self.plain.state_dict().items()}
+        self.adapters = lowdim.inject(self.model, make_space(space_name, case), LAYERS, seed=case["seed"],
+                                      scale=scale)
+        with torch.no_grad():
+            for slot in self.adapters.slots("default").values():
+                for param in slot.params.values():
+                    param.copy_(torch.randn_like(param))
+        self.model.to(self.dtype)  # params follow; frozen bases stay fp32, and fp32 values are exact in fp64
+        self.x = torch.randn(6, case["layer"].in_features, dtype=self.dtype)
+
+    def weights(self) -> dict[str, Tensor]:
+        return {name: slot.params for name, slot in self.adapters.slots("default").items()}
+
+    def reference(self, x: Tensor, params: dict[str, dict[str, Tensor]] | None = None) -> Tensor:
+        """The output the space's own math gives: each adapted weight is W + scale·ΔW."""
+        slots = self.adapters.slots("default")
+        params = params or {name: dict(slot.params.items()) for name, slot in slots.items()}
+        deltas = {n: reference_delta(slot.space, params[n], slot.buffers_dict()) for n, slot in slots.items()}
+        return through(self.base, deltas, self.scale, x)
+
+    def base_weights_are_restored(self) -> bool:
+        state = {k.replace("base_layer.", ""): v for k, v in self.model.state_dict().items() if "slots" not in k}
+        return all(close(state[k], self.base[k], self.dtype) for k in self.base)
+
+
+def reference64(run: Injected) -> Tensor:
+    """The output of ``run``'s model by the space's formula in fp64, from its own (half-precision) values."""
+    slots = run.adapters.slots("default")
+    deltas = {name: reference_delta(slot.space, {k: v.detach().double() for k, v in slot.params.items()},
+                                    {k: v.double() for k, v in slot.buffers_dict().items()})
+              for name, slot in slots.items()}
+    return through({k: v.double() for k, v in run.base.items()}, deltas, run.scale, run.x.double())
+
+
+def through(base: dict[str, Tensor], deltas: dict[str, Tensor], scale: float, x: Tensor) -> Tensor:
+    """The two-layer model of ``two_layer_model`` with each adapted weight W + scale·ΔW."""
+    hidden = torch.tanh(x @ (base["0.weight"] + scale * deltas["0"]).T + base["0.bias"])
+    return hidden @ (base["2.weight"] + scale * deltas["2"]).T + base["2.bias"]
