@@ -150,10 +150,17 @@ def start_server(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
     return process, f"http://127.0.0.1:{port}/", out
 
 
-def wait_for(condition, seconds: float = 120) -> None:
+def wait_for(condition, what: str, process: subprocess.Popen | None = None, seconds: float = 120) -> None:
+    """Wait for ``condition``; on a timeout say which wait it was and what the server said, so a rare failure
+    names its stage (the server is then killed for its output)."""
     deadline = time.time() + seconds
     while not condition():
-        assert time.time() < deadline
+        if time.time() > deadline:
+            said = ""
+            if process is not None:
+                process.kill()
+                said = process.communicate(timeout=30)[1][-3000:]
+            raise AssertionError(f"waited {seconds:.0f} s for {what}; the server's stderr ends:\n{said}")
         time.sleep(0.2)
 
 
@@ -166,16 +173,16 @@ def test_a_cancelled_request_a_closed_tab_and_ctrl_c_each_stop_the_run_in_flight
         client = gradio_client.Client(url, verbose=False)
         job = client.submit(gradio_client.handle_file(str(FACE)), "tinyfaces", True, 2000, 4, 0, 1, 0,
                             api_name="/personalize")
-        wait_for(lambda: list(out.glob(".*.partial")) and process.poll() is None)
+        wait_for(lambda: list(out.glob(".*.partial")) and process.poll() is None, "a run to start", process)
         return client, job
 
     try:
         _, job = start()
         job.cancel()  # gradio_client's; Gradio itself would leave the job's thread running
-        wait_for(lambda: not list(out.glob(".*.partial")))
+        wait_for(lambda: not list(out.glob(".*.partial")), "the cancelled run to stop", process)
         client, _ = start()
         client.close()  # as a closed tab: Gradio's unload event
-        wait_for(lambda: not list(out.glob(".*.partial")))
+        wait_for(lambda: not list(out.glob(".*.partial")), "the closed tab's run to stop", process)
         start()
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
