@@ -333,7 +333,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         with after_the_adapter(result, "preview", job, cleared):
             result.preview, result.gallery = preview_unless_out_of_memory(model, reference, run, resolution,
                                                                           result.adapter)
-    warn_earlier(job)
+    warn_earlier(job, cleared)
     return result
 
 

@@ -39,10 +39,12 @@ def written_files(job: PersonalizeJob) -> list[Path]:
 
 
 def clear_earlier(job: PersonalizeJob) -> list[Path]:
-    """Remove the earlier run's copies of the files this run writes after its adapter (exports, preview), once
-    that adapter is written: until they are rewritten they show another adapter, and a stop in between would
-    leave them beside this one. (They exist only under --overwrite: without it the run was refused.)"""
-    earlier = [path for path in written_files(job)[1:] if path.is_file()]
+    """Remove the earlier run's exports and preview once this run's adapter is written: they show another
+    adapter, and a stop before they are rewritten (or a run that writes none) would leave them beside this one.
+    Those this run rewrites exist only under --overwrite (without it the run was refused); the others (a preview
+    under --no-preview, exports in formats not asked for) go only under --overwrite, which replaces the run."""
+    rewritten = [path for path in written_files(job)[1:] if path.is_file()]
+    earlier = [*rewritten, *(earlier_kept(job) if job.overwrite else [])]
     for path in earlier:
         path.unlink()
     return earlier
@@ -58,9 +60,17 @@ def earlier_kept(job: PersonalizeJob) -> list[Path]:
     return [path for path in kept if path.is_file()]
 
 
-def warn_earlier(job: PersonalizeJob) -> None:
+def warn_earlier(job: PersonalizeJob, cleared: Sequence[Path] = ()) -> None:
+    if removed := not_rewritten(job, cleared):
+        warnings.warn(f"removed the earlier run's {', '.join(map(str, removed))}, of another adapter (--overwrite "
+                      f"replaces the whole run)", stacklevel=3)
     for stale in earlier_kept(job):
         warnings.warn(f"{stale} is from an earlier run, not of this adapter", stacklevel=3)
+
+
+def not_rewritten(job: PersonalizeJob, cleared: Sequence[Path]) -> list[Path]:
+    """The earlier run's files ``clear_earlier`` removed that this run does not write again."""
+    return [path for path in cleared if path not in written_files(job)]
 
 
 @contextmanager
@@ -84,6 +94,8 @@ def stop_note(result: PersonalizeResult, name: str, job: PersonalizeJob, cleared
     if gone:  # so nobody looks for the earlier ones, or wonders where they went
         copies = "copy was" if len(gone) == 1 else "copies were"
         note += f" (the earlier run's {copies} removed, being of another adapter)"
+    if removed := not_rewritten(job, cleared):
+        note += f"; the earlier run's {', '.join(map(str, removed))} removed, being of another adapter"
     stale = earlier_kept(job)  # the run ends here, before warn_earlier would name them
     if stale:
         note += f"; from an earlier run, not of this adapter: {', '.join(map(str, stale))}"

@@ -83,16 +83,41 @@ def test_a_run_stopped_before_its_adapter_keeps_the_earlier_runs_files_together(
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
 
 
-def test_a_stop_names_the_earlier_runs_files_this_run_does_not_rewrite(described, face, tmp_path, monkeypatch,
-                                                                         capsys):
+def test_an_overwrite_removes_the_earlier_runs_files_it_does_not_rewrite_and_says_so(described, face, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """A preview under --no-preview, an export in a format not asked for this time: each showed another adapter."""
     out = tmp_path / "me"
     command = ["personalize", "-m", described, "-i", str(face), "-o", str(out), "--steps", "1", "--no-crop",
                "--preview-steps", "1", "--device", "cpu"]
     assert main([*command, "--export", "diffusers"]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(STOPS["export"], interrupted)
-    assert main([*command, "--export", "kohya", "--no-preview", "--overwrite"]) == 130
+    with monkeypatch.context() as stopped:
+        stopped.setattr(STOPS["export"], interrupted)
+        assert main([*command, "--export", "kohya", "--no-preview", "--overwrite"]) == 130
     said = " ".join(capsys.readouterr().err.split())
-    stale = f"{out / 'adapter.diffusers.safetensors'}, {out / 'preview.png'}"
+    removed = f"{out / 'adapter.diffusers.safetensors'}, {out / 'preview.png'}"
     missing = out / "adapter.kohya.safetensors"
-    assert f"not written: {missing}; from an earlier run, not of this adapter: {stale}" in said
+    assert f"not written: {missing}; the earlier run's {removed} removed, being of another adapter" in said
+    assert sorted(path.name for path in out.iterdir()) == ["adapter.safetensors"]
+    assert main([*command, "--export", "diffusers"]) == 1  # no --overwrite: refused, nothing touched
+    assert main([*command, "--no-preview", "--overwrite"]) == 0  # the stopped run above left no preview
+    (out / "preview.png").write_bytes(b"an earlier run's preview")
+    (out / "adapter.kohya.safetensors").write_bytes(b"an earlier run's export")
+    capsys.readouterr()
+    assert main([*command, "--no-preview", "--overwrite"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"removed the earlier run's {out / 'adapter.kohya.safetensors'}, {out / 'preview.png'}, of another " \
+           f"adapter" in said
+    assert sorted(path.name for path in out.iterdir()) == ["adapter.safetensors"]
+
+
+def test_without_overwrite_an_earlier_file_this_run_does_not_write_is_kept_and_named(described, face, tmp_path,
+                                                                                     capsys):
+    out = tmp_path / "me"
+    out.mkdir()
+    (out / "preview.png").write_bytes(b"left by a run whose adapter was since deleted")
+    assert main(["personalize", "-m", described, "-i", str(face), "-o", str(out), "--steps", "1", "--no-crop",
+                 "--no-preview", "--device", "cpu"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{out / 'preview.png'} is from an earlier run, not of this adapter" in said
+    assert (out / "preview.png").read_bytes() == b"left by a run whose adapter was since deleted"
