@@ -112,6 +112,10 @@ def personalize(
 
     if only_hyper:
         refuse_typed_finetune_flags(ctx)
+    if not preview and "preview_steps" in typed_names(ctx):  # --preview-steps 30, at its default: the job can't tell
+        from lowdim_sd.personalize_checks import preview_conflict
+
+        raise preview_conflict("--preview-steps")
     job = PersonalizeJob(model=model, image=image, space=space, space_options=parse_options(set_ or []),
                          layers=layers, steps=steps, rank=rank, learning_rate=lr, batch_size=batch_size,
                          keep_styles=keep_styles, describe=describe, token=token,
@@ -130,13 +134,18 @@ def refuse_typed_finetune_flags(ctx: typer.Context) -> None:
     check cannot tell from no flag: the run would drop it without a word."""
     from lowdim_sd.personalize_checks import FINETUNE_FLAGS, only_hyper_conflict
 
-    typed = {param.name for param in ctx.command.params
-             if getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"}
+    typed = typed_names(ctx)
     if ctx.params.get("steps") == 0:  # says "no finetune" too, as the job's own check allows
         typed.discard("steps")
     for flag in FINETUNE_FLAGS.values():
         if any(flag in param.opts and param.name in typed for param in ctx.command.params):
             raise only_hyper_conflict(flag)
+
+
+def typed_names(ctx: typer.Context) -> set[str]:
+    """The options typed on the command line, at whatever value (not left at their default)."""
+    return {param.name for param in ctx.command.params
+            if getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"}
 
 
 def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:

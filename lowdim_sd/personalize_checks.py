@@ -37,6 +37,10 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'")
     if job.preview and job.preview_steps < 1:
         raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
+    check_preview_flags(job)
+    if job.token is not None and not job.token.strip():
+        raise LowdimError("--token is empty: give the rare word that [V] stands for, or leave --token out (then the "
+                          "hypernetwork's own word, else sks)")
     if job.iterations is not None and job.iterations < 1:
         raise LowdimError(f"--iterations must be >= 1 (the hypernetwork's refinement passes), got {job.iterations}")
     if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
@@ -54,6 +58,19 @@ def check_job(job: PersonalizeJob) -> None:
 FINETUNE_FLAGS = {"keep_styles": "--keep-styles", "steps": "--steps", "rank": "--rank", "learning_rate": "--lr",
                   "batch_size": "--batch-size", "gradient_checkpointing": "--gradient-checkpointing",
                   "cuda_graphs": "--cuda-graphs"}
+
+
+def check_preview_flags(job: PersonalizeJob) -> None:
+    """--preview-steps and --preview-draw shape the preview: with --no-preview they would be silently dropped."""
+    steps_given = job.preview_steps != fields_default(job, "preview_steps")
+    given = [flag for flag, is_given in (("--preview-steps", steps_given), ("--preview-draw", bool(job.preview_draws)))
+             if is_given]
+    if not job.preview and given:
+        raise preview_conflict(given[0])
+
+
+def preview_conflict(flag: str) -> LowdimError:
+    return LowdimError(f"{flag} shapes the preview, which --no-preview skips; leave it out, or drop --no-preview")
 
 
 def check_only_hyper(job: PersonalizeJob) -> None:

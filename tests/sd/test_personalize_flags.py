@@ -128,3 +128,21 @@ def test_a_crop_margin_with_nothing_cropped_is_one_line(tiny_sd, uncropped, face
                      "0.3")
     assert code == 1 and f"{uncropped} does not crop by default" in said and "leave --crop-margin out" in said
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--preview-steps", "5"], "--preview-steps"), (["--preview-steps", "30"], "--preview-steps"),  # its default
+    (["--preview-draw", "0.5"], "--preview-draw"),
+])
+def test_preview_flags_with_no_preview_are_one_line_naming_one(tiny_sd, face, tmp_path, capsys, args, flag):
+    code, said = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "o", "--no-crop",
+                     "--no-preview", *args)
+    assert code == 1 and f"{flag} shapes the preview, which --no-preview skips" in said
+    assert "Traceback" not in said and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_an_empty_token_is_one_line_not_quietly_sks(tiny_sd, face, tmp_path, capsys, token):
+    code, said = run(capsys, "personalize", "-m", tiny_sd, "-i", face, "-o", tmp_path / "o", "--no-crop",
+                     "--token", token)
+    assert code == 1 and "--token is empty" in said and not (tmp_path / "o").exists()
