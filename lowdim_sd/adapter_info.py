@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from shlex import quote
 
@@ -51,6 +53,9 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
         rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}', which is not installed "
                                  f"here (`lowdim spaces` lists those that are)"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
+    if problem := size_problem(meta, header, layers):
+        rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
+        return FileInfo(path, "a lowdim adapter", rows, "", values)
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
     phrase = learned_phrase(meta)
     prompt = phrase if meta.get("token") else "a photo"
@@ -71,3 +76,25 @@ def dropout_problem(path: Path, text: str | None) -> str:
     except LowdimError as error:
         return f"{str(error).removeprefix(f'{path}: ')}: every command that loads this file refuses it"
     return ""
+
+
+def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
+    """What the header already shows a load would refuse ("": nothing): a param tensor missing, or holding more or
+    fewer values than the space's shapes on the file's layers need."""
+    import lowdim
+
+    try:
+        space = lowdim.get_registry().make_space(meta["space"], json.loads(meta.get("space_config") or "{}"))
+        needed: dict[str, int] = {}
+        for layer in layers:
+            for key, shape in space.param_shapes(layer).items():
+                needed[key] = needed.get(key, 0) + math.prod(shape)
+    except (LowdimError, KeyError, ValueError, TypeError) as error:
+        return f"its space '{meta.get('space')}' cannot be made from the config it records ({error})"
+    stored = {key: math.prod(shape) for key, shape in header.shapes.items() if not key.startswith(BUFFER_PREFIX)}
+    for key, count in needed.items():
+        if stored.get(key) != count:
+            held = "is missing" if key not in stored else f"holds {stored[key]:,} values"
+            return f"tensor '{key}' {held}, where its {len(layers)} layers need {count:,}"
+    extra = sorted(set(stored) - set(needed))
+    return f"tensor '{extra[0]}' is none the space '{space.name}' has" if extra else ""

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 from torch import nn
 
 import lowdim
@@ -139,3 +140,27 @@ def test_a_dropout_record_every_load_refuses_is_named_as_the_files_problem(tmp_p
                                f"every command that loads this file refuses it")
     assert info.use == ""  # no command to suggest: it would refuse the file
     assert "problem" not in dict(describe(rewrite(path, dropout="0.25")).rows)
+
+
+@pytest.mark.parametrize("damage", ["missing", "short", "long", "extra"])
+def test_an_adapter_whose_tensors_do_not_fit_its_layers_is_named_as_the_files_problem(tmp_path, damage):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = _adapter(tmp_path / "me.safetensors")
+    with safe_open(str(path), framework="pt") as file:
+        tensors, metadata = {key: file.get_tensor(key) for key in file.keys()}, file.metadata()  # noqa: SIM118
+    key = sorted(tensors)[0]
+    if damage == "missing":
+        del tensors[key]
+    elif damage == "extra":
+        tensors["stray"] = tensors[key].clone()
+    else:
+        tensors[key] = tensors[key][:-1] if damage == "short" else torch.cat([tensors[key], tensors[key][:1]])
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(LowdimError):
+        lowdim.read_adapter(path)  # what every command that loads it does
+    info = describe(path)
+    problem = dict(info.rows)["problem"]
+    assert problem.endswith("every command that loads this file refuses it") and info.use == ""
+    assert f"tensor '{'stray' if damage == 'extra' else key}'" in problem
