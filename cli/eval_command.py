@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import Device
+from lowdim_cli.sd_commands import Device, typed_options
 
 MAX_NOTES_SHOWN = 10
 DEFAULT_METRICS = "face-rec,dino,clip-i,clip-t"
@@ -53,6 +54,26 @@ def unused_model_flags(dino_model: str | None, clip_model: str | None, face_mode
              "--face-model": (face_model, ("face-rec",))}
     return [f"{flag} is only read by {' and '.join(metrics)}, which --metrics does not ask for: it is ignored"
             for flag, (value, metrics) in users.items() if value is not None and not set(metrics) & set(names)]
+
+
+CROP_FLAGS = {"crop_size": ("--crop-size", "sets the side of the face crop"),
+              "margin": ("--margin", "sets the room around the cropped face")}
+MIN_CROP_SIZE = 8  # px, as crop_face has it
+
+
+def check_crop_flags(crop: bool, crop_size: int, margin: float, typed: set[str]) -> None:
+    """--crop-size and --margin shape the references' crop: without --crop they would be silently ignored (even
+    typed at their defaults), and with it a value no crop can use is one line before anything loads."""
+    given = [CROP_FLAGS[name] for name in CROP_FLAGS if name in typed]
+    if given and not crop:
+        flag, does = given[0]
+        raise LowdimError(f"{flag} {does}, and references are cropped only with --crop: add --crop, or leave "
+                          f"{flag} out")
+    if crop and not (math.isfinite(margin) and margin >= 0):
+        raise LowdimError(f"--margin must be 0 or more (room around the face, a fraction of its width), got {margin}")
+    if crop and crop_size < MIN_CROP_SIZE:
+        raise LowdimError(f"--crop-size must be at least {MIN_CROP_SIZE} pixels (the side of the face crop), got "
+                          f"{crop_size}")
 
 
 @contextlib.contextmanager
@@ -99,6 +120,7 @@ def print_report(report) -> None:
 
 
 def eval_(
+    ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(
         metavar="FOLDER", help="Folder of generated images with a prompts.json or prompts.csv.")],
     metrics: Annotated[str, typer.Option(
@@ -150,6 +172,7 @@ def eval_(
     from lowdim_sd.runs import check_folder_target
 
     names = parse_metric_names(metrics)
+    check_crop_flags(crop, crop_size, margin, typed_options(ctx))
     for warning in unused_model_flags(dino_model, clip_model, face_model, names):
         out.print(f"[yellow]Warning:[/] {warning}", highlight=False)
     resolve_device(device)  # an unknown or absent device is one line, before any metric model loads

@@ -12,7 +12,16 @@ from rich.table import Table
 
 from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import CUDA_GRAPHS_HELP, Device, Dtype, Model, ModelConfig, Resolution, SaveDtype
+from lowdim_cli.sd_commands import (
+    CUDA_GRAPHS_HELP,
+    Device,
+    Dtype,
+    Model,
+    ModelConfig,
+    Resolution,
+    SaveDtype,
+    typed_options,
+)
 from lowdim_sd import defaults
 
 if TYPE_CHECKING:
@@ -112,7 +121,7 @@ def personalize(
 
     if only_hyper:
         refuse_typed_finetune_flags(ctx)
-    if not preview and "preview_steps" in typed_names(ctx):  # --preview-steps 30, at its default: the job can't tell
+    if not preview and "preview_steps" in typed_options(ctx):  # --preview-steps 30, at its default: the job can't tell
         from lowdim_sd.personalize_checks import preview_conflict
 
         raise preview_conflict("--preview-steps")
@@ -134,18 +143,12 @@ def refuse_typed_finetune_flags(ctx: typer.Context) -> None:
     check cannot tell from no flag: the run would drop it without a word."""
     from lowdim_sd.personalize_checks import FINETUNE_FLAGS, only_hyper_conflict
 
-    typed = typed_names(ctx)
+    typed = typed_options(ctx)
     if ctx.params.get("steps") == 0:  # says "no finetune" too, as the job's own check allows
         typed.discard("steps")
     for flag in FINETUNE_FLAGS.values():
         if any(flag in param.opts and param.name in typed for param in ctx.command.params):
             raise only_hyper_conflict(flag)
-
-
-def typed_names(ctx: typer.Context) -> set[str]:
-    """The options typed on the command line, at whatever value (not left at their default)."""
-    return {param.name for param in ctx.command.params
-            if getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"}
 
 
 def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:

@@ -30,15 +30,20 @@ Resolution = Annotated[int | None, typer.Option(
 
 
 def train(
+    ctx: typer.Context,
     model: Model,
     images: Annotated[list[Path] | None, typer.Option(
         "--images", "-i", help="Reference image(s) or a folder of them (repeatable).")] = None,
     subjects: Annotated[Path | None, typer.Option(
         help="A folder with one sub-folder of images per subject: K adapters trained in one batch.")] = None,
-    space: Annotated[str, typer.Option("--space", "-s", help="Weight space (see `lowdim spaces`).")] = "lidb",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
+    space: Annotated[str, typer.Option(
+        "--space", "-s", help="Weight space (see `lowdim spaces`); not with --full or --init.")] = "lidb",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Space option KEY=VALUE, repeatable; not with --full or --init (whose LoRA's rank is "
+                      "--rank).")] = None,
     layers: Annotated[str | None, typer.Option(
-        help="Layer set: unet+text (default, the paper's), unet, unet-self, unet-cross, text, or globs.")] = None,
+        help="Layer set: unet+text (default, the paper's), unet, unet-self, unet-cross, text, or globs; not with "
+             "--full or --init (its LoRA trains the initial adapter's layers).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Full DreamBooth baseline: train the UNet itself.")] = False,
     train_text_encoder: Annotated[bool, typer.Option("--train-text-encoder",
         help="With --full, also train the text encoder.")] = False,
@@ -92,7 +97,7 @@ def train(
     """
     from lowdim.errors import LowdimError
     from lowdim_sd.train import TrainConfig
-    from lowdim_sd.workflows import TrainJob, run_train
+    from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
 
     if rank is not None and init is None:
         raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
@@ -109,10 +114,21 @@ def train(
                    out=out_dir, resume=resume, overwrite=overwrite, device=device, dtype=dtype,
                    model_config=model_config,
                    learning_rate=lr, config=config, resolution=resolution, save_dtype=save_dtype)
+    # a flag its mode does not read, even typed at its default value (--space lidb beside --full)
+    check_mode_flags(job, {JOB_FIELDS.get(name, name) for name in typed_options(ctx)})
     result = run_train(job)
     for path in result.outputs:
         out.print(f"wrote [bold]{path}[/]")
     out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s")
+
+
+JOB_FIELDS = {"set_": "space_options", "init": "initial"}  # train's parameters named otherwise in TrainJob
+
+
+def typed_options(ctx: typer.Context) -> set[str]:
+    """The names of the command's parameters typed on the command line, whatever their value."""
+    return {param.name for param in ctx.command.params
+            if getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"}
 
 
 def check_images_folder(out_dir: Path) -> None:
@@ -240,7 +256,7 @@ def merge(
         "--format", "-f", help="single-file (A1111/ComfyUI checkpoint layout) or diffusers (a pipeline folder).")]
     = "single-file",
     overwrite: Annotated[bool, typer.Option("--overwrite",
-        help="Replace an earlier merge at --out, whole (never the base model itself).")] = False,
+        help="Replace an earlier merge at --out, whole (nothing else: never the base model or an adapter).")] = False,
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
 ):
@@ -252,7 +268,7 @@ def merge(
     """
     from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
     from lowdim_sd.loading import load_sd
-    from lowdim_sd.merged_model import check_merge_embeddings, check_merge_settings, save_merged
+    from lowdim_sd.merged_model import check_merge_embeddings, check_merge_settings, example_prompt, save_merged
     from lowdim_sd.runs import check_file_target
 
     adapters = [parse_adapter_arg(a) for a in adapter]
@@ -266,17 +282,7 @@ def merge(
     out.print(f"wrote [bold]{written}[/]")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))
-        out.print(f"prompts name the subject with its identifier: {names} (e.g. '{merged_example(files, tokens)}')")
-
-
-def merged_example(files: list, tokens: list[str]) -> str:
-    """A prompt for the merged model: the first adapter's learned phrase, its token in place of [V]."""
-    from lowdim_sd.adapter_info import learned_phrase
-    from lowdim_sd.generate import fill
-    from lowdim_sd.textual_inversion import is_embedding
-
-    phrase = "a [V] face" if is_embedding(files[0]) else learned_phrase(files[0].metadata)
-    return fill(phrase, tokens[0])
+        out.print(f"prompts name the subject with its identifier: {names} (e.g. '{example_prompt(files, tokens)}')")
 
 
 def register(app: typer.Typer) -> None:

@@ -278,7 +278,16 @@ def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]],
     rows = [("base model", str(record.get("base_model") or "?")),
             ("adapters merged", ", ".join(merged) or "? (merged before lowdim recorded them)"),
             ("token", ", ".join(tokens) or "?"), *rows]
-    subject = f"a photo of {tokens[0]} face" if tokens else "a photo of a face"
+    subject = _merged_prompt(record, tokens)
     values = {**(values or {}), "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")}
                                                      for entry in entries], "token": tokens}
     return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {quote(subject)}", values)
+
+
+def _merged_prompt(record: dict, tokens: list[str]) -> str:
+    """The prompt merge suggested, which its record keeps; for a merge recorded before that, its token in the
+    phrase an adapter without a recipe learned."""
+    prompt = record.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        return prompt
+    return f"a {tokens[0]} face" if tokens else "a photo of a face"

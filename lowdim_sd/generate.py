@@ -20,6 +20,7 @@ from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.loading import SDModel
+from lowdim_sd.taught_tokens import Tokens, merged_tokens, with_taught
 
 IDENTIFIER = "[V]"
 SCHEDULERS = {
@@ -40,7 +41,7 @@ class GenerateConfig:
     guidance: float = 5.0
     negative_prompt: str = ""
     scheduler: str = "ddim"
-    token: str | None = None  # replaces [V]; default: the first adapter's identifier token
+    token: str | None = None  # replaces [V]; default: the first adapter's identifier token, else a merged model's
     resolution: int | None = None  # image side in pixels; default: the model's own
     parts: DrawParts = DrawParts()  # the adapters' text-encoder part at its own scale, the UNet part joining late
     # Images drawn together in one pipeline call (each from its own seed's generator, so each is the image it
@@ -75,8 +76,9 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
 
 
 def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
-                    files: Sequence[AdapterFile] | None = None) -> list[str]:
-    """Load each adapter under its own name and scale; returns their identifier tokens.
+                    files: Sequence[AdapterFile] | None = None) -> Tokens:
+    """Load each adapter under its own name and scale; returns their identifier tokens, with the words a model
+    `lowdim merge` wrote was taught (``Tokens.taught``).
 
     A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
     ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
@@ -93,7 +95,7 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
             continue
         info = lowdim.load_adapter(read, view, name=f"a{index}", scale=scale)
         tokens.append(info.metadata.get("token") or "")
-    return tokens
+    return Tokens(tokens, merged_tokens(model.source))
 
 
 def check_adapter_files(adapters: list[tuple[Path, float]]) -> list[AdapterFile]:
@@ -161,22 +163,41 @@ def with_looks(prompt: str, looks: str) -> str:
 
 
 def identifier(config: GenerateConfig, tokens: list[str] | None) -> str:
-    """The word [V] becomes: --token, else the first adapter's own, else 'sks'."""
-    return config.token or next((t for t in tokens or [] if t), "sks")
+    """The word [V] becomes: --token, else the first adapter's own, else the first a merged model was taught
+    (``Tokens.taught``), else 'sks'."""
+    taught = getattr(tokens, "taught", None) or []
+    return config.token or next((t for t in [*(tokens or []), *taught] if t), "sks")
 
 
 def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: str | None) -> list[str]:
     """What a [V] prompt will not do as its user likely expects, each in one line: with no adapter, [V] is
-    a word the model was never taught; with two adapters that learned the same word, it calls both."""
+    a word the model was never taught; with two adapters that learned the same word, it calls both; on a
+    merged model (``Tokens.taught``) taught several words, it calls the first only."""
     if token_flag or not any(IDENTIFIER in prompt for prompt in prompts):
         return []
-    if not tokens:
+    taught = getattr(tokens, "taught", None)
+    if not tokens and taught is None:
         return [f"no --adapter: {IDENTIFIER} becomes 'sks', a word this model was never taught, so the pictures "
                 f"show no one in particular"]
     shared = sorted({t for t in tokens if t and list(tokens).count(t) > 1})
-    return [f"{sum(t == word for t in tokens)} adapters learned the word '{word}': {IDENTIFIER} calls them all at "
-            f"once, so their subjects blend; personalize each with its own --token to draw them apart"
-            for word in shared]
+    return [*_merged_token_lines(tokens, taught),
+            *(f"{sum(t == word for t in tokens)} adapters learned the word '{word}': {IDENTIFIER} calls them all "
+              f"at once, so their subjects blend; personalize each with its own --token to draw them apart"
+              for word in shared)]
+
+
+def _merged_token_lines(tokens: Sequence[str], taught: list[str] | None) -> list[str]:
+    """[V] on a merged model, where no adapter names its word: the model's word, unless it records none or several."""
+    if taught is None or any(tokens):
+        return []
+    if not taught and not tokens:
+        return [f"this merged model records no token: {IDENTIFIER} becomes 'sks'; pass --token with the word its "
+                f"adapters learned"]
+    if len(taught) > 1:
+        others = " or ".join(f"'{word}'" for word in taught[1:])
+        return [f"this merged model was taught {len(taught)} words ({', '.join(taught)}): {IDENTIFIER} becomes "
+                f"'{taught[0]}', the first; write {others} in the prompt itself, or pass --token, for another subject"]
+    return []
 
 
 def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str]) -> None:
@@ -188,7 +209,7 @@ def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[tu
                    tokens: list[str] | None = None) -> dict:
     """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
     alike, and `lowdim eval` scores could not be traced to the settings that earned them."""
-    tokens = list(tokens or [])
+    tokens = with_taught(tokens, model.source)
     named = [tokens[index] if index < len(tokens) else "" for index in range(len(adapters))]
     return {"model": model.name,
             "adapters": [{"file": str(path), "scale": scale, "token": token}
@@ -208,7 +229,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     """
     check_config(config)
     set_scheduler(model, config.scheduler)
-    token = identifier(config, tokens)
+    token = identifier(config, with_taught(tokens, model.source))
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution
     results = keep if keep is not None else []

@@ -17,7 +17,8 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write, current_umask
 from lowdim_sd.generate import attach_adapters, check_adapter_files
-from lowdim_sd.ldm_checkpoint import save_single_file
+from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
+from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
 from lowdim_sd.loading import SDModel
 from lowdim_sd.text_encoder_files import save_pipeline
 from lowdim_sd.textual_inversion import is_embedding
@@ -33,9 +34,9 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
 
     Returns the written path and the adapters' identifier tokens, which prompts must still use. A Textual
     Inversion embedding is folded in as its tokens (tokenizer) and rows (text encoder), so it needs the
-    diffusers format. ``overwrite`` replaces an earlier output whole, never the file or folder ``model``
-    was loaded from. ``files``: the adapters as ``check_adapter_files`` read them, used instead of reading
-    them again.
+    diffusers format. ``overwrite`` replaces an earlier merge at ``out`` whole and nothing else: never
+    another file or folder, the base model, an adapter being merged or a folder holding one of them.
+    ``files``: the adapters as ``check_adapter_files`` read them, used instead of reading them again.
     """
     out = Path(out)
     check_merge_settings(adapters, out, fmt, overwrite, Path(model.source))  # before any file is read
@@ -46,7 +47,7 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
     base = str(Path(base).resolve()) if Path(base).exists() else base
     tokens = [token for token in tokens if token]
-    record = merge_record(base, adapters, tokens)
+    record = merge_record(base, adapters, tokens, example_prompt(files, tokens))
     if fmt == "single-file":
         written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
     else:
@@ -54,11 +55,24 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     return written, tokens
 
 
-def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str]) -> dict:
+def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str], prompt: str = "") -> dict:
     """What a merged model was made of, so ``lowdim show`` can name its base, adapters and the words that
-    call its subjects, which the weights alone no longer say."""
-    return {"base_model": base, "adapters": [{"file": Path(path).name, "scale": scale} for path, scale in adapters],
-            "tokens": list(dict.fromkeys(tokens))}
+    call its subjects, which the weights alone no longer say; ``prompt``: the one merge suggested."""
+    record = {"base_model": base, "adapters": [{"file": Path(path).name, "scale": scale} for path, scale in adapters],
+              "tokens": list(dict.fromkeys(tokens))}
+    return {**record, "prompt": prompt} if prompt else record
+
+
+def example_prompt(files: Sequence[AdapterFile], tokens: list[str]) -> str:
+    """The prompt merge suggests, and ``lowdim show`` after it: the first adapter's learned phrase with its looks,
+    the first token in place of [V] ("" when no adapter has a token)."""
+    from lowdim_sd.adapter_info import learned_phrase
+    from lowdim_sd.generate import fill
+
+    if not tokens:
+        return ""
+    phrase = "a [V] face" if is_embedding(files[0]) else learned_phrase(files[0].metadata)
+    return fill(phrase, tokens[0])
 
 
 def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool,
@@ -70,7 +84,7 @@ def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str
         raise LowdimError(f"unknown --format '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
-    _check_target(out, fmt, overwrite, source)
+    _check_target(out, fmt, overwrite, source, [path for path, _ in adapters])
 
 
 def check_merge_embeddings(adapters: list[tuple[Path, float]], fmt: str,
@@ -86,37 +100,119 @@ def check_merge_embeddings(adapters: list[tuple[Path, float]], fmt: str,
                           f"embedding beside the model (lowdim export --format a1111)")
 
 
-def _check_target(out: Path, fmt: str, overwrite: bool, source: Path) -> None:
-    """Before the model is changed or written: a bad --out should cost nothing."""
-    if out.exists() and out.resolve() == source.resolve():
+def _check_target(out: Path, fmt: str, overwrite: bool, source: Path, adapters: list[Path]) -> None:
+    """Before the model is changed or written: a bad --out should cost nothing, and --overwrite replaces an
+    earlier merge and nothing else."""
+    _refuse_a_source(out, source, adapters)
+    if fmt == "diffusers":
+        _check_folder_target(out, overwrite)
+    else:
+        _check_file_target(out, overwrite)
+
+
+def _refuse_a_source(out: Path, source: Path, adapters: list[Path]) -> None:
+    """--out is never the base model or an adapter being merged, nor a folder holding one (replacing it whole
+    would delete it), flag or not."""
+    if not out.exists():
+        return
+    target, base = out.resolve(), _base_path(source)
+    if base is not None and target == base:
         raise LowdimError(f"{out}: is the base model itself, which merge never replaces; pick a new --out")
-    if fmt == "diffusers" and out.exists() and not out.is_dir():
+    if base is not None and target in base.parents:
+        raise LowdimError(f"{out}: holds the base model {base}, which merge never replaces; pick a new --out")
+    for adapter in (Path(path) for path in adapters if Path(path).exists()):
+        if target == adapter.resolve():
+            raise LowdimError(f"{out}: refusing to overwrite the source adapter with its merge; pick a new --out")
+        if target in adapter.resolve().parents:
+            raise LowdimError(f"{out}: holds the adapter {adapter} being merged, which replacing the folder "
+                              f"would delete; pick a new --out")
+
+
+def _base_path(source: Path) -> Path | None:
+    """Where the base model's files are here (a registered name: its folder); None where none is (a hub id)."""
+    from lowdim.registry import get_registry
+
+    backend = get_registry().backends.get(str(source))
+    path = Path(str(getattr(backend.value, "source", None) or source) if backend else source).expanduser()
+    return path.resolve() if path.exists() else None
+
+
+def _check_folder_target(out: Path, overwrite: bool) -> None:
+    here = Path.cwd().resolve()
+    if out.exists() and out.resolve() in (here, *here.parents):
+        raise LowdimError(f"{out}: is the current folder or one above it, which merge cannot replace (it swaps "
+                          f"--out whole); pick a new --out")
+    if out.exists() and not out.is_dir():
         raise LowdimError(f"{out}: already exists and is not a folder; pick a new --out")
-    if fmt == "diffusers" and out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out or pass --overwrite")
-    if fmt == "single-file" and (out.is_dir() or out.suffix.lower() != ".safetensors"):
+    if out.is_dir() and any(out.iterdir()) and not is_merged_folder(out):
+        raise LowdimError(f"{out}: is not an earlier merge (no {RECORD} in it), and --overwrite replaces only "
+                          f"those; pick a new --out, or move its files away yourself")
+
+
+def _check_file_target(out: Path, overwrite: bool) -> None:
+    if out.is_dir() or out.suffix.lower() != ".safetensors":
         raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors "
                           f"(or --format diffusers for a pipeline folder)")
-    if fmt == "single-file" and out.exists() and not overwrite:
+    if out.exists() and not overwrite:
         raise LowdimError(f"{out}: already exists; pick a new --out or pass --overwrite")
+    if out.exists() and not is_merged_file(out):
+        raise LowdimError(f"{out}: is not an earlier merge (its metadata holds no lowdim merge record), and "
+                          f"--overwrite replaces only those; pick a new --out")
+
+
+def is_merged_folder(folder: Path) -> bool:
+    """A diffusers folder ``lowdim merge`` wrote: its pipeline index and the merge record beside it."""
+    return (folder / RECORD).is_file() and (folder / "model_index.json").is_file()
+
+
+def is_merged_file(path: Path) -> bool:
+    """A single file ``lowdim merge`` wrote (also before the merge record: its base model mark), read from the
+    header alone; False for any other file, a damaged one included."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+    except Exception:  # safetensors raises its own error types for every way a file is broken
+        return False
+    return metadata.get("lowdim") == LDM_MARK["lowdim"] and bool(metadata.get(RECORD_KEY)
+                                                               or metadata.get(BASE_MODEL_KEY))
 
 
 def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
     """Write next to ``out`` and rename at the end, so an interrupted save leaves no half folder."""
+    given, out = out, Path(os.path.abspath(out))  # "x/..": named by where it is, as the staging names need
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700: other users (a server) could not read it
     try:
         save_pipeline(model.pipe, staging)
         atomic_write(staging / RECORD, lambda name: Path(name).write_text(json.dumps(record, indent=1)))
-        earlier = None
-        if out.is_dir():  # empty, or --overwrite (checked above); os.replace cannot replace a folder
-            earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, earlier / "model")
-        os.replace(staging, out)
-        if earlier is not None:
-            shutil.rmtree(earlier, ignore_errors=True)
+        _swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out
+    return given
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``. A folder there (empty, or an earlier merge: checked before) is moved aside
+    first, as os.replace cannot replace a folder, and removed after; put back when the rename fails."""
+    if not out.is_dir():
+        os.replace(staging, out)
+        return
+    earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    try:
+        os.replace(out, earlier / "model")
+    except BaseException:
+        earlier.rmdir()
+        raise
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(earlier / "model", out)  # the earlier merge back where it was
+        earlier.rmdir()
+        raise
+    shutil.rmtree(earlier, ignore_errors=True)

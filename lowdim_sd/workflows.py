@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def check_train_job(job: TrainJob) -> None:
         raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+    check_mode_flags(job)
     check_dropout_option(job)
     if job.save_dtype not in SAVE_DTYPES:
         raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'")
@@ -143,6 +145,46 @@ def check_train_job(job: TrainJob) -> None:
         subject_folders(Path(job.subjects), warn=False)
     check_resolution(job.resolution)
     check_training_dtype(job.device, job.dtype)
+
+
+# What each mode does not read, as (TrainJob field, the line that refuses it); the first one given is named.
+NO_ADAPTER = "--full trains the model's own weights, with no adapter"
+NOT_FULL = "--train-text-encoder only applies with --full, which trains the model's own weights"
+NO_INIT = ("{merge} says whether --init's initial adapter is folded into the weights, and there is no --init: leave "
+           "it out")
+UNREAD = {
+    "full": (("initial", "--init finetunes a LoRA on top of an adapter, and --full trains the model's own weights "
+                         "instead: choose one"),
+             ("space", f"--space picks an adapter's weight space, and {NO_ADAPTER}: leave --space out"),
+             ("space_options", f"--set sets options of the --space adapter, and {NO_ADAPTER}: leave --set out"),
+             ("layers", "--layers picks the layers an adapter trains, and --full trains the whole UNet (add "
+                        "--train-text-encoder for the text encoder too): leave --layers out"),
+             ("merge_frozen", NO_INIT)),
+    "relaxed": (("space", "--space picks the space of an adapter trained from scratch, and --init trains a LoRA on "
+                          "top of the initial adapter, whose rank is --rank (default 4): leave --space out"),
+                ("space_options", "--set sets options of --space, and --init trains a LoRA whose one setting is its "
+                                  "rank: use --rank N (default 4) instead of --set"),
+                ("layers", "--layers picks the layers of an adapter trained from scratch, and --init's LoRA trains "
+                           "on the initial adapter's own layers: leave --layers out"),
+                ("train_text_encoder", f"{NOT_FULL}; --init's LoRA trains the initial adapter's layers: leave it "
+                                       f"out")),
+    "adapter": (("train_text_encoder", f"{NOT_FULL}; an adapter trains the layers --layers picks (the text "
+                                       f"encoder's too by default): add --full, or leave it out"),
+                ("merge_frozen", NO_INIT)),
+}
+
+
+def check_mode_flags(job: TrainJob, typed: Collection[str] = ()) -> None:
+    """A setting the job's mode never reads (--space beside --full, --layers beside --init) is refused, not
+    dropped without a word: one off its default, or one of the fields in ``typed``, which the CLI passes for
+    the flags typed on the command line even at their default value (--space lidb, --merge-frozen)."""
+    mode = "full" if job.full else "relaxed" if job.initial is not None else "adapter"
+    unset = {item.name: item.default if item.default_factory is dataclasses.MISSING else item.default_factory()
+             for item in dataclasses.fields(job)}
+    for name, line in UNREAD[mode]:
+        if name in typed or getattr(job, name) != unset[name]:
+            merge = "--merge-frozen" if job.merge_frozen else "--no-merge-frozen"
+            raise LowdimError(line.replace("{merge}", merge))
 
 
 def check_dropout_option(job: TrainJob) -> None:

@@ -151,7 +151,7 @@ def test_show_names_what_a_merge_was_made_of_and_draws_it_with_generate(tiny_sd,
     assert info.kind.startswith("a whole model lowdim merge wrote")
     assert rows["base model"] == str(tiny_sd.resolve()) and rows["token"] == "zwx"
     assert rows["adapters merged"] == f"{two_adapters[0].name} at 0.5, zwx.safetensors at 1.0"
-    assert info.use == f"lowdim generate -m {out} -p 'a photo of zwx face'"
+    assert info.use == f"lowdim generate -m {out} -p 'a zwx face'"
     assert load_sd(str(out)).pipe is not None  # the record beside the weights keeps the model loadable
 
 
