@@ -56,9 +56,6 @@ def describe(path: Path) -> FileInfo:
             return model
     if not path.is_file():
         raise LowdimError(f"{path}: no such file or folder{_model_meant(str(path)) if not path.exists() else ''}")
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        raise LowdimError(f"{path}: an image, not a .safetensors file; `lowdim show` reads lowdim files and weight "
-                          f"folders")
     if path.name == "index.json" or path.name.startswith("index-p"):
         raise LowdimError(f"{path}: a weight folder's index; show the folder: lowdim show {quote(str(path.parent))}")
     if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -66,6 +63,9 @@ def describe(path: Path) -> FileInfo:
     foreign = describe_foreign(path)  # a picture or a text file by its bytes, whatever its name
     if foreign is not None:
         raise LowdimError(f"{path}: {foreign}; `lowdim show` reads lowdim files and weight folders")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:  # by its name only: bytes no reader knows
+        raise LowdimError(f"{path}: an image, not a .safetensors file; `lowdim show` reads lowdim files and weight "
+                          f"folders")
     header = read_header(path)
     readers = {"lowdim.adapter": describe_adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
                "lowdim.weights.shard": _shard}

@@ -144,22 +144,22 @@ def _check_folder_target(out: Path, overwrite: bool) -> None:
                           f"--out whole); pick a new --out")
     if out.exists() and not out.is_dir():
         raise LowdimError(f"{out}: already exists and is not a folder; pick a new --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise LowdimError(f"{out}: already exists and is not an empty folder; pick a new --out or pass --overwrite")
     if out.is_dir() and any(out.iterdir()) and not is_merged_folder(out):
-        raise LowdimError(f"{out}: is not an earlier merge (no {RECORD} in it), and --overwrite replaces only "
-                          f"those; pick a new --out, or move its files away yourself")
+        raise LowdimError(f"{out}: already exists, is not empty and is not an earlier merge (no {RECORD} in it), "
+                          f"which is all --overwrite replaces; pick a new --out, or move its files away yourself")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LowdimError(f"{out}: already exists (an earlier merge); pick a new --out or pass --overwrite")
 
 
 def _check_file_target(out: Path, overwrite: bool) -> None:
     if out.is_dir() or out.suffix.lower() != ".safetensors":
         raise LowdimError(f"{out}: a single-file checkpoint needs a file name ending in .safetensors "
                           f"(or --format diffusers for a pipeline folder)")
-    if out.exists() and not overwrite:
-        raise LowdimError(f"{out}: already exists; pick a new --out or pass --overwrite")
     if out.exists() and not is_merged_file(out):
-        raise LowdimError(f"{out}: is not an earlier merge (its metadata holds no lowdim merge record), and "
-                          f"--overwrite replaces only those; pick a new --out")
+        raise LowdimError(f"{out}: already exists and is not an earlier merge (its metadata holds no lowdim merge "
+                          f"record), which is all --overwrite replaces; pick a new --out")
+    if out.exists() and not overwrite:
+        raise LowdimError(f"{out}: already exists (an earlier merge); pick a new --out or pass --overwrite")
 
 
 def is_merged_folder(folder: Path) -> bool:

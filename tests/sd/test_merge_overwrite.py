@@ -183,3 +183,16 @@ def test_a_swap_that_fails_keeps_the_earlier_merge_and_leaves_nothing(tiny_sd, a
         save_merged(load_sd(str(tiny_sd), device="cpu", dtype="fp32"), [(adapter, 0.5)], out, "diffusers",
                     overwrite=True)
     assert _tree(tmp_path) == before
+
+
+def test_only_an_earlier_merge_is_offered_overwrite(tiny_sd, adapter, tmp_path, capsys, no_loading):
+    earlier = tmp_path / "earlier"
+    _earlier_merge_look(earlier)
+    assert _merge(tiny_sd, adapter, earlier, "diffusers") == 1
+    assert "already exists (an earlier merge); pick a new --out or pass --overwrite" in _one_line(capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    assert _merge(tiny_sd, adapter, other, "diffusers") == 1
+    line = _one_line(capsys)
+    assert "is not an earlier merge" in line and "pass --overwrite" not in line

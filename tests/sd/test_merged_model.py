@@ -69,10 +69,10 @@ def test_merge_and_unload_leaves_plain_modules_with_the_update_in_the_weights(ti
 
 
 @pytest.mark.parametrize("setup, message", [
-    ("folder-exists", "already exists and is not an empty folder"),
+    ("folder-exists", "already exists, is not empty and is not an earlier merge"),
     ("not-safetensors", "needs a file name ending in .safetensors (or --format diffusers for a pipeline folder)"),
     ("format", "unknown --format 'ckpt'"),
-    ("file-exists", "already exists; pick a new --out or pass --overwrite"),
+    ("file-exists", "already exists and is not an earlier merge"),
     ("missing-adapter", "no such adapter file"),
 ])
 def test_bad_input_is_one_line_before_the_model_loads_and_writes_nothing(

@@ -253,8 +253,8 @@ def test_ctrl_c_after_the_adapter_is_written_keeps_it_and_says_how_to_use_it_or_
     monkeypatch.setattr(target[stopped], interrupted)
     out = tmp_path / "me"
     command = ["personalize", "-m", str(tiny_sd), "-i", str(face), "-o", str(out), "--steps", "1", "--no-crop",
-               "--preview-steps", "1", "--export", "kohya", "--device", "cpu"]
-    assert main(command) == 130
+               "--export", "kohya", "--device", "cpu"]
+    assert main([*command, "--preview-steps", "1"]) == 130
     said = " ".join(capsys.readouterr().err.split())
     adapter = out / "adapter.safetensors"
     assert f"Interrupted during the {stopped}; the adapter is complete: {adapter}" in said

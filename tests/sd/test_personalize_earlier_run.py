@@ -88,8 +88,8 @@ def test_an_overwrite_removes_the_earlier_runs_files_it_does_not_rewrite_and_say
     """A preview under --no-preview, an export in a format not asked for this time: each showed another adapter."""
     out = tmp_path / "me"
     command = ["personalize", "-m", described, "-i", str(face), "-o", str(out), "--steps", "1", "--no-crop",
-               "--preview-steps", "1", "--device", "cpu"]
-    assert main([*command, "--export", "diffusers"]) == 0
+               "--device", "cpu"]
+    assert main([*command, "--export", "diffusers", "--preview-steps", "1"]) == 0
     capsys.readouterr()
     with monkeypatch.context() as stopped:
         stopped.setattr(STOPS["export"], interrupted)

@@ -125,7 +125,7 @@ def test_damaged_metadata_and_near_misses_are_one_line(tmp_path, adapter, capsys
                        (tmp_path / "w", "a weight index without its list of identities"),
                        (tmp_path / "v", "not a lowdim weight index"),
                        (tmp_path / "w" / "index.json", "a weight folder's index; show the folder"),
-                       (tmp_path / "face.png", "an image, not a .safetensors file")):
+                       (tmp_path / "face.png", "a PNG image, not safetensors")):
         if path.suffix == ".png":
             path.write_bytes(b"\x89PNG")
         assert main(["show", str(path)]) == 1, path
@@ -169,3 +169,11 @@ def test_a_path_on_disk_wins_over_a_registered_name(tmp_path, monkeypatch):
     (tmp_path / "tinyfaces").mkdir()
     with pytest.raises(LowdimError, match="^tinyfaces: a folder, but not a lowdim weight folder"):
         describe(Path("tinyfaces"))
+
+
+def test_a_file_is_told_by_its_bytes_before_its_name(tmp_path, capsys):
+    notes = tmp_path / "x.png"
+    notes.write_text("these are notes, not a picture\n")
+    assert main(["show", str(notes)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "a text file" in err and "an image" not in err, err
