@@ -165,7 +165,8 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> No
     size = result.adapter.stat().st_size
     out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)")
     if result.looks:
-        out.print(f"looks read from the photo, named after [V] in the preview: [bold]{result.looks.strip()}[/]")
+        where = "the preview and the draw line below" if result.preview else "the draw line below"
+        out.print(f"looks read from the photo, named after [V] in {where}: [bold]{result.looks.strip()}[/]")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote [bold]{path}[/]")
     prompt = shlex.quote(result.subject_prompt(" at night"))  # parts apart need the looks

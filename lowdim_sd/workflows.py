@@ -91,13 +91,10 @@ def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
 
 def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
     mode = mode_of(job)
+    check_one_subject(mode, len(names))
     if mode == "full":
-        if len(names) > 1:
-            raise LowdimError("full DreamBooth trains one subject at a time; use --images, not --subjects")
         return FullTrainable(model, job.train_text_encoder)
     if mode == "relaxed":
-        if len(names) > 1:
-            raise LowdimError("rank-relaxed finetuning starts from one adapter; use --images, not --subjects")
         return rank_relaxed_trainable(model, job.initial, rank=job.rank, merge_frozen=job.merge_frozen,
                                       subject_name=names[0], token=job.config.token, save_dtype=job.save_dtype,
                                       dropout=job.dropout)
@@ -125,6 +122,15 @@ def warn_about_adjusted_options(job: TrainJob, info: lowdim.AdapterInfo) -> None
                       f"e.g. {info.notes[0]}", stacklevel=2)
 
 
+ONE_SUBJECT = {"full": "full DreamBooth trains one subject at a time; use --images, not --subjects",
+               "relaxed": "rank-relaxed finetuning starts from one adapter; use --images, not --subjects"}
+
+
+def check_one_subject(mode: str, subjects: int) -> None:
+    if subjects > 1 and mode in ONE_SUBJECT:
+        raise LowdimError(ONE_SUBJECT[mode])
+
+
 def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
     job.config.learning_rate = (defaults.learning_rate(mode_of(job)) if job.learning_rate is None
@@ -142,7 +148,7 @@ def check_train_job(job: TrainJob) -> None:
         if job.images:  # one run trains the sub-folders or the pictures: the other would be dropped silently
             raise LowdimError("--subjects and --images both name what to train: pass one (--subjects trains one "
                               "adapter per sub-folder, --images one adapter)")
-        subject_folders(Path(job.subjects), warn=False)
+        check_one_subject(mode_of(job), len(subject_folders(Path(job.subjects), warn=False)))  # before the load
     check_resolution(job.resolution)
     check_training_dtype(job.device, job.dtype)
 

@@ -133,3 +133,13 @@ def test_the_bench_leaves_described_rows_out_for_a_model_without_a_describer_and
     kept = QualityJob(identities=tmp_path, model="tinyfaces", out=tmp_path / "out")
     check_job(kept)
     assert kept.methods == list(METHODS)
+
+
+def test_the_looks_line_names_the_preview_only_when_there_is_one(described, face, tmp_path, capsys):
+    command = ["personalize", "-m", "tiny-described", "-i", str(face), "--steps", "1", "--no-crop", "--device", "cpu"]
+    assert main([*command, "-o", str(tmp_path / "a"), "--no-preview"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"named after [V] in the draw line below: {LOOKS.strip()}" in said and "preview" not in said
+    assert main([*command, "-o", str(tmp_path / "b"), "--preview-steps", "1"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"named after [V] in the preview and the draw line below: {LOOKS.strip()}" in said

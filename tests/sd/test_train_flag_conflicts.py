@@ -88,3 +88,14 @@ def test_the_library_refuses_the_same_settings_off_their_defaults(tmp_path, opti
     with pytest.raises(LowdimError) as error:
         check_train_job(TrainJob(model="tinyfaces", images=[tmp_path / "face.png"], out=tmp_path / "o", **options))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("mode", "said"), [(["--full"], "full DreamBooth trains one subject at a time"),
+                                            (["--init", "a.safetensors"], "rank-relaxed finetuning starts from one")])
+def test_several_subjects_for_a_one_subject_mode_is_one_line_before_the_model_loads(files, capsys, mode, said):
+    for name in ("ann", "bob"):
+        (files / "people" / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16), "gray").save(files / "people" / name / "face.png")
+    code = main(["train", "-m", "tinyfaces", "--subjects", "people", "--steps", "1", "-o", "run", *mode])
+    err = capsys.readouterr().err
+    assert code == 1 and said in err and "use --images, not --subjects" in err and "Traceback" not in err
