@@ -310,7 +310,7 @@ def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult
         with stage(result, "describe"):
             result.looks = run.describer(reference)
             run = described_run(run, result.looks)
-    with stage(result, "hypernetwork"):
+    with stage(result, "hypernetwork" if run.hypernet is not None else "initial adapter"):  # --no-hyper: zero
         predicted = predict_initial(model, run, reference)
         trainable = initial_trainable(model, run, predicted)
     if run.unfit_note:
