@@ -21,6 +21,11 @@ def learned_phrase(metadata: dict) -> str:
     return with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
 
 
+# A space's frozen state is made again at each load: LiDB's random bases from the seed, a TI file's row selector
+# from its config alone.
+REMADE = "made again when loaded (from the seed and the space's config)"
+
+
 def describe_adapter(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
     layers = unpack_layers(meta.get("layers", "[]"), path)
@@ -30,8 +35,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
             ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
             ("file", f"{size_text(path)}, {meta.get('dtype', '?')}"),
             ("seed", meta.get("seed", "?")),
-            ("frozen bases", "stored in the file" if stored else "made from the seed when loaded"
-             if meta.get("basis_checksum") else "none")]
+            ("frozen bases", "stored in the file" if stored else REMADE if meta.get("basis_checksum") else "none")]
     for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
                        ("scales", "layer scales"), ("dropout", "trained with dropout"),
                        ("lowdim_version", "made with lowdim")):

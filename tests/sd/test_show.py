@@ -36,7 +36,8 @@ def test_an_adapter_says_its_space_layers_base_model_token_and_recipe(adapter):
     assert rows["space"].startswith("lidb {") and rows["layers"].split()[0] == str(
         len(lowdim.read_adapter(adapter).layers))
     assert rows["seed"] == "3" and rows["base model"] == "tiny-base" and rows["token"] == "zwx"
-    assert rows["frozen bases"] == "made from the seed when loaded" and rows["file"].endswith("bytes, fp16")
+    assert rows["frozen bases"] == "made again when loaded (from the seed and the space's config)"
+    assert rows["file"].endswith("bytes, fp16")
     assert rows["trainable params"] == f"{lowdim.read_adapter(adapter).num_params:,}"
     assert rows["recipe: made_by"] == "a test" and rows["recipe: steps"] == "40"
     assert info.use == f"lowdim generate -m tiny-base -a {adapter} -p 'a [V] face'"
