@@ -66,11 +66,15 @@ def installed_plugins() -> pluggy.PluginManager:
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if manager.get_plugin(entry_point.name) is not None:
-            continue
+        name = entry_point.name
         try:
             plugin = entry_point.load()
-            manager.register(plugin, name=entry_point.name)
+            if manager.is_registered(plugin):
+                continue  # one package listed twice (an editable install beside a built one)
+            if manager.get_plugin(name) is not None:  # another package's plugin of that name: loaded too, so
+                dist = getattr(getattr(entry_point, "dist", None), "name", None) or entry_point.value
+                name = f"{name} (package {dist})"  # a name both register is a clash that names them
+            manager.register(plugin, name=name)
         except Exception as error:  # a broken third-party plugin must not break lowdim
             warnings.warn(
                 f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: "

@@ -118,6 +118,14 @@ class Registry:
         if claimants is None and name not in table:
             table[name] = Entry(name, value, plugin)
             return
+        if claimants is None and _builtin(table[name].plugin) != _builtin(plugin):  # lowdim's own name: it stays
+            other = plugin if _builtin(table[name].plugin) else table[name].plugin
+            if not _builtin(table[name].plugin):
+                table[name] = Entry(name, value, plugin)
+            warnings.warn(f"plugin '{other}'{_distribution(other)} registers {kind} '{name}', a name lowdim's own "
+                          f"{kind} has, which stays (lowdim's own commands use it); the plugin's is ignored: it "
+                          f"needs a name of its own", PluginWarning, stacklevel=2)
+            return
         if claimants is None:
             claimants = self._clashes[(kind, name)] = [table.pop(name).plugin]
         claimants.append(plugin)
@@ -173,6 +181,12 @@ class Registry:
             known = ", ".join(sorted(table)) or "none"
             raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}")
         return table[name].value
+
+
+def _builtin(plugin: str) -> bool:
+    from lowdim.plugins import BUILTIN_NAMES
+
+    return plugin in BUILTIN_NAMES.values()
 
 
 def _check_space(space_class: Any) -> None:

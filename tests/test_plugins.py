@@ -101,18 +101,52 @@ def test_an_entry_point_that_fails_to_import_is_skipped_with_a_warning(monkeypat
 
 
 def test_a_name_two_plugins_register_is_left_out_with_a_warning_and_every_other_name_works():
+    one = plugin_module("one", register_spaces=lambda register: register(ScalarSpace))
+    two = plugin_module("two", register_spaces=lambda register: register(ScalarSpace))
+    expected = "space 'scalar' is registered twice: by plugin 'one' and by plugin 'two'"
+    with pytest.warns(plugins.PluginWarning, match=expected + "; it is left out until one of them is uninstalled"):
+        registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", one, two])
+    assert "scalar" not in registry.spaces and "lora" in registry.spaces  # names that do not clash still work
+    with lowdim.use_registry(registry):
+        assert lowdim.get_space("lora").name == "lora"
+        with pytest.raises(PluginError, match=expected + ": uninstall one of them to use it"):
+            lowdim.get_space("scalar")
+
+
+@pytest.mark.parametrize("builtin_first", [True, False])
+def test_a_plugin_that_claims_a_builtin_name_is_ignored_and_the_builtin_stays(builtin_first):
+    """lowdim's own commands need its spaces (personalize's finetune is a LoRA), and a built-in cannot be
+    uninstalled: the plugin's claim is the one dropped, whichever hook runs first."""
     class FakeLora(ScalarSpace):
         name = "lora"
 
     clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
-    expected = "space 'lora' is registered twice: by plugin 'builtin' and by plugin 'clashing'"
-    with pytest.warns(plugins.PluginWarning, match=expected + "; it is left out until one of them is uninstalled"):
-        registry = lowdim.Registry.from_plugins(["lowdim.spaces.builtin", clash])
-    assert "lora" not in registry.spaces and "lidb" in registry.spaces  # built-ins that do not clash still work
+    order = ["lowdim.spaces.builtin", clash] if builtin_first else [clash, "lowdim.spaces.builtin"]
+    with pytest.warns(plugins.PluginWarning, match="plugin 'clashing' registers space 'lora', a name lowdim's own "
+                                                   "space has, which stays .*the plugin's is ignored"):
+        registry = lowdim.Registry.from_plugins(order)
+    assert registry.spaces["lora"].plugin == "builtin" and registry.spaces["lora"].value is not FakeLora
     with lowdim.use_registry(registry):
-        assert lowdim.get_space("lidb").name == "lidb"
-        with pytest.raises(PluginError, match=expected + ": uninstall one of them to use it"):
-            lowdim.get_space("lora")
+        assert type(lowdim.get_space("lora")).__name__ != "FakeLora"
+
+
+def test_two_packages_with_one_entry_point_name_are_both_loaded_and_their_clash_named(monkeypatch):
+    """Authors name the entry point after their space, so two authors of one idea collide: neither is dropped
+    unseen (before, the second package was skipped without a word and the first silently used)."""
+    import sys
+
+    first = plugin_module("first_impl", register_spaces=lambda register: register(ScalarSpace))
+    second = plugin_module("second_impl", register_spaces=lambda register: register(ScalarSpace))
+    for module in (first, second):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    points = [EntryPoint(name="scalar", value="first_impl", group="lowdim"),
+              EntryPoint(name="scalar", value="second_impl", group="lowdim"),
+              EntryPoint(name="scalar", value="first_impl", group="lowdim")]  # one package listed twice
+    monkeypatch.setattr(plugins, "entry_points", lambda group: points)
+    with pytest.warns(plugins.PluginWarning, match="space 'scalar' is registered twice: .*plugin 'scalar' and by "
+                                                   "plugin 'scalar \\(package second_impl\\)'"):
+        registry = lowdim.Registry.from_plugins(load_entry_points=True)
+    assert "scalar" not in registry.spaces
 
 
 @pytest.mark.parametrize(("broken", "said"), [
@@ -178,17 +212,15 @@ def test_the_process_wide_registry_reads_a_table_only_when_asked():
 
 
 def test_a_clash_in_a_lazy_table_is_raised_on_every_use_of_the_name():
-    class FakeLora(ScalarSpace):
-        name = "lora"
-
-    clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
-    manager = plugins.build_plugin_manager(["lowdim.spaces.builtin", clash], load_entry_points=False)
+    one = plugin_module("one", register_spaces=lambda register: register(ScalarSpace))
+    two = plugin_module("two", register_spaces=lambda register: register(ScalarSpace))
+    manager = plugins.build_plugin_manager(["lowdim.spaces.builtin", one, two], load_entry_points=False)
     registry = lowdim.Registry.from_manager(manager, lazy=True)
     with pytest.warns(plugins.PluginWarning, match="registered twice"):
         assert "lidb" in registry.spaces
     for _ in range(2):
-        with pytest.raises(PluginError, match="space 'lora' is registered twice"):
-            registry.space_class("lora")
+        with pytest.raises(PluginError, match="space 'scalar' is registered twice"):
+            registry.space_class("scalar")
 
 
 def test_unknown_space_lists_the_known_ones():
