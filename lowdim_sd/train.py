@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -252,6 +253,8 @@ def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, o
     runs.check_space(out_dir, 4 * sum(p.numel() * p.element_size() for p in trainable.parameters))
     if not resume:
         return 0
+    if checkpoints.latest(out_dir) is None:  # a mistyped --out would otherwise start over without a word
+        warnings.warn(f"--resume: {out_dir} holds no checkpoint, so the run starts from step 0", stacklevel=3)
     start = checkpoints.restore(out_dir, trainable, optimizer, settings)
     if start > config.steps:
         raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past --steps {config.steps}")

@@ -353,3 +353,14 @@ def test_a_space_trains_at_its_own_declared_rate_unless_given_one(tmp_path):
             check_train_job(job)
             rates.append(job.config.learning_rate)
     assert rates == [3e-2, 5e-4, 2e-3, 1e-4]  # the backend's own rates for its spaces stay first
+
+
+def test_resume_into_a_folder_with_no_checkpoint_says_it_starts_over(tiny_sd, faces, tmp_path):
+    """A mistyped --out with --resume would throw the earlier run away without a word."""
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    config = TrainConfig(steps=2, learning_rate=1e-2, augment=False, checkpoint_every=0)
+    with pytest.warns(UserWarning, match=r"--resume: .*typo holds no checkpoint, so the run starts from step 0"):
+        result = train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path / "typo", resume=True,
+                       progress=False)
+    assert result.start_step == 0 and len(result.losses) == 2
