@@ -30,7 +30,15 @@ from lowdim_sd.bench.methods import (
     personalize_subject,
     trained_row,
 )
-from lowdim_sd.bench.stored import changed_settings, check_out, make_out, read_result, read_settings
+from lowdim_sd.bench.stored import (
+    changed_settings,
+    check_out,
+    hypernet_digest,
+    make_out,
+    read_result,
+    read_settings,
+    refuse_other_hypernets,
+)
 from lowdim_sd.draw_parts import DrawParts, drawing_parts
 from lowdim_sd.generate import with_looks
 from lowdim_sd.runs import RERUN, Interrupted
@@ -226,7 +234,9 @@ def write_json(path: Path, record: dict) -> None:
 def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None, run: bool = True) -> list[dict]:
     """Run every task not already done (none with ``run=False``); returns all results there are."""
     tasks = prepare(job, run)
-    stored_results(job, tasks)  # a damaged result is named now, not after hours of work
+    done = stored_results(job, tasks)  # a damaged result is named now, not after hours of work
+    if run and job.hypernet is not None:
+        refuse_other_hypernets(done, Path(job.hypernet), Path(job.out))
     todo = [t for t in tasks if run and not result_path(job.out, t).exists()]
     try:
         run_todo(job, todo, on_done)
@@ -337,6 +347,8 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     record = {"method": task.method, "identity": task.identity, "reference": task.reference,
               "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device), "looks": done.looks,
               "hypernet": str(job.hypernet) if method.kind == "hyper" and method.use_hypernet else None,
+              "hypernet_sha256": hypernet_digest(job.hypernet) if method.kind == "hyper" and method.use_hypernet
+              else None,
               **scores_of(metrics, samples),
               "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
     write_json(result_path(job.out, task), record)

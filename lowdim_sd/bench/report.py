@@ -75,7 +75,9 @@ def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[
     rows = []
     for name in methods:
         mine = [r for r in results if r["method"] == name]
-        hypernets = {r.get("hypernet") for r in mine}
+        # by content where every result records it: one path retrained between runs is two networks
+        by_digest = all(r.get("hypernet_sha256") for r in mine if r.get("hypernet") is not None)
+        hypernets = {r.get("hypernet_sha256") if by_digest else r.get("hypernet") for r in mine}
         if len(hypernets) > 1:
             raise LowdimError(f"results of '{name}' were made with different hypernetworks "
                               f"({', '.join(sorted(map(str, hypernets)))}); delete results/{name} and rerun")

@@ -3,6 +3,7 @@ the folder can be one at all. Each problem is one line naming the file and what 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -66,3 +67,29 @@ def changed_settings(wanted: dict, previous: dict) -> list[str]:
         return previous.get(key) == wanted[key]
 
     return sorted(key for key in wanted if not same(key))
+
+
+def hypernet_digest(path: Path) -> str:
+    """The digest personalize records for a hypernetwork (its header's: config, layers, training run, step),
+    read once per file version: every result of a run records it."""
+    stat = Path(path).stat()
+    return _header_digest(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _header_digest(path: str, mtime_ns: int, size: int) -> str:
+    from lowdim.hyper.storage import read_hypernet
+
+    return read_hypernet(path).digest
+
+
+def refuse_other_hypernets(results: list[dict], hypernet: Path, out: Path) -> None:
+    """A resumed run given another --hypernet (or the same path retrained) would keep the done rows of the old
+    one and tabulate them as this one's: refused before any task runs, naming the row to delete."""
+    digest = hypernet_digest(hypernet)
+    for record in results:
+        made_with = record.get("hypernet_sha256") or record.get("hypernet")
+        if record.get("hypernet") is not None and made_with not in (digest, str(hypernet)):
+            raise LowdimError(f"{out}/results/{record['method']} holds results made with another hypernetwork "
+                              f"({record['hypernet']}, {made_with}) than --hypernet {hypernet} ({digest}); delete "
+                              f"that folder to rerun the row with this one, or use another --out")
