@@ -311,7 +311,8 @@ def _batch_line(start: int, size: int, per_batch: int, pending: int, skipped: in
     before = f", {skipped} done before" if skipped else ""
     left = f", about {_duration(elapsed / start * (pending - start))} left" if start else ""
     batches = -(-pending // per_batch)
-    return f"batch {start // per_batch + 1} of {batches}: identities {which} of {pending}{before}{left}"
+    noun = "identities" if size > 1 else "identity"
+    return f"batch {start // per_batch + 1} of {batches}: {noun} {which} of {pending}{before}{left}"
 
 
 def _duration(seconds: float) -> str:

@@ -118,8 +118,8 @@ def warn_about_adjusted_options(job: TrainJob, info: lowdim.AdapterInfo) -> None
     64-wide layers take a = 64 of LiDB's 100) are the space's documented behaviour and stay quiet."""
     if job.space_options and info.notes:
         given = " ".join(f"{key}={value}" for key, value in job.space_options.items())
-        warnings.warn(f"--set {given}: the space adjusted it on {len(info.notes)} of {len(info.layers)} layers, "
-                      f"e.g. {info.notes[0]}", stacklevel=2)
+        warnings.warn(f"--set {given}: the space notes something on {len(info.notes)} of {len(info.layers)} "
+                      f"layers (an option adjusted to fit, say), e.g. {info.notes[0]}", stacklevel=2)
 
 
 ONE_SUBJECT = {"full": "full DreamBooth trains one subject at a time; use --images, not --subjects",

@@ -181,7 +181,7 @@ def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert "trained 3 identities into 2 shard(s)" in text and len(WeightDataset(tmp_path / "w")) == 3
-    assert "batch 1 of 2: identities 1-2 of 3\n" in text and "batch 2 of 2: identities 3 of 3, about" in text
+    assert "batch 1 of 2: identities 1-2 of 3\n" in text and "batch 2 of 2: identity 3 of 3, about" in text
 
 
 def test_each_batch_line_says_how_long_the_rest_takes_at_the_pace_so_far():
@@ -189,7 +189,7 @@ def test_each_batch_line_says_how_long_the_rest_takes_at_the_pace_so_far():
     # 16 identities in 8 minutes: the other 84 take 42.
     assert pre._batch_line(16, 8, 8, 100, 5, 480.0) == "batch 3 of 13: identities 17-24 of 100, 5 done before, " \
                                                        "about 42 min left"
-    assert pre._batch_line(2, 1, 1, 3, 0, 4.0) == "batch 3 of 3: identities 3 of 3, about 2 s left"
+    assert pre._batch_line(2, 1, 1, 3, 0, 4.0) == "batch 3 of 3: identity 3 of 3, about 2 s left"
     assert pre._batch_line(100, 100, 100, 1000, 0, 3600.0).endswith("about 9.0 h left")
 
 

@@ -55,7 +55,7 @@ def test_a_set_option_the_space_adjusts_on_some_layers_is_said_once(tiny_sd, ref
                      "--set", "a=1000")
     assert code == 0, text
     said = " ".join(text.split())
-    assert said.count("Warning: --set a=1000: the space adjusted it on") == 1
+    assert said.count("Warning: --set a=1000: the space notes something on") == 1
     assert "e.g. a=1000, b=50 clamped to a=" in said
     code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 1, "--out", tmp_path / "b")
     assert code == 0 and "Warning" not in text  # the defaults' own clamps on small layers stay quiet
