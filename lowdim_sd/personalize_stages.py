@@ -27,6 +27,12 @@ def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, runs.Interrupted):  # the finetune's, or a stage's after the adapter: says its own
+            raise
+        # Before the adapter is written (loading, reading, predicting) this run has kept nothing.
+        raise runs.Interrupted(f"interrupted during '{name}'; nothing was kept; {runs.RERUN} to start over") \
+            from stop
     finally:
         result.stages[name] = time.perf_counter() - started
 

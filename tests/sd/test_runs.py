@@ -297,3 +297,16 @@ def test_a_transient_bar_draws_on_a_terminal_and_leaves_a_log_untouched(terminal
             advance()
     assert heard == [1, 2, 3]
     assert (console.file.getvalue() != "") is terminal  # off a terminal: not even the empty line rich would leave
+
+
+def test_ctrl_c_in_personalize_before_its_finetune_names_the_stage_and_says_rerun(tiny_sd, refs, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """The model still loading (where a Ctrl-C usually lands on a big model): the line names the stage."""
+    def loading(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lowdim_sd.personalize.load_sd", loading)
+    code, text = run(capsys, "personalize", "-m", tiny_sd, "-i", sorted(refs.iterdir())[0], "--steps", 2,
+                     "--no-preview", "--no-crop", "--out", tmp_path / "p")
+    assert code == 130 and "Traceback" not in text
+    assert "Interrupted during 'load model'; nothing was kept; rerun the same command to start over" in text
