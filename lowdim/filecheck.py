@@ -8,6 +8,8 @@ finite floats. Each refusal is one line naming the file and the layer, param or 
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import zlib
 from collections.abc import Iterable, Mapping
@@ -240,3 +242,18 @@ def checked_dropout(text: str | None, path: Path) -> float:
     if not 0 <= value < 1:
         raise AdapterFileError(f"{path}: the dropout in the metadata is not a number in [0, 1), got {text!r}")
     return value
+
+
+def checked_scales(text: str | None, layers: list[LayerSpec], path: Path) -> dict[str, float]:
+    """An adapter file's 'scales' metadata (absent: none), one finite number per layer, or one error naming the file."""
+    if text is None:
+        return {}
+    try:
+        scales = json.loads(text)
+    except ValueError:
+        scales = None
+    if not (isinstance(scales, list) and len(scales) == len(layers) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scales)):
+        raise AdapterFileError(f"{path}: the scales in the metadata are not one finite number per layer "
+                               f"({len(layers)} layers)")
+    return {layer.name: float(scale) for layer, scale in zip(layers, scales, strict=True)}

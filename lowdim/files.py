@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import zlib
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from lowdim.filecheck import (
     check_regeneration,
     checked_dropout,
     checked_layers,
+    checked_scales,
     describe_foreign,
     inflate,
     not_ours,
@@ -175,6 +175,10 @@ def save_adapter(
     scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
+    from lowdim.registry import space_package  # a plugin's space: what a machine without it must install
+
+    if package := space_package(info.space.name):
+        metadata["space_package"] = package
     # A loaded adapter keeps the record (applied by no load), so its re-save does; at 0 left out: older files unchanged.
     if dropout := info.dropout or float(info.metadata.get("dropout") or 0.0):
         metadata["dropout"] = repr(dropout)
@@ -249,8 +253,10 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     try:
         registry.space_class(str(metadata.get("space")))
     except ConfigError:  # a plugin's space, made where that plugin is installed (a clash raises PluginError)
+        package = f" (package {metadata['space_package']})" if metadata.get("space_package") else ""
         raise AdapterFileError(f"{path}: its space '{metadata.get('space')}' is not installed here (known: "
-                               f"{', '.join(sorted(registry.spaces))}); install the plugin that provides it") from None
+                               f"{', '.join(sorted(registry.spaces))}); install the plugin that provides it"
+                               f"{package}") from None
     try:
         space = registry.make_space(metadata["space"], json.loads(metadata["space_config"]))
         seed = int(metadata["seed"])
@@ -258,7 +264,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
     layers = unpack_layers(metadata.get("layers", "[]"), path)
     adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
-                          _read_scales(metadata.get("scales"), layers, path),
+                          checked_scales(metadata.get("scales"), layers, path),
                           checked_dropout(metadata.get("dropout"), path))
     if model is not None:
         validate_against(adapter, model)
@@ -282,20 +288,6 @@ def _refuse_what_the_dtype_cannot_hold(params: LayerTensors, name: str, dtype: s
             if not torch.isfinite(value.detach().to(DTYPES[dtype])).all():
                 raise AdapterFileError(f"adapter '{name}' layer {layer} param '{key}': values beyond {dtype}'s range, "
                                        f"or NaN/Inf (a diverged run?); save in fp32, or retrain")
-
-
-def _read_scales(text: str | None, layers: list[LayerSpec], path: Path) -> dict[str, float]:
-    if text is None:
-        return {}
-    try:
-        scales = json.loads(text)
-    except ValueError:
-        scales = None
-    if not (isinstance(scales, list) and len(scales) == len(layers) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scales)):
-        raise AdapterFileError(f"{path}: the scales in the metadata are not one finite number per layer "
-                               f"({len(layers)} layers)")
-    return {layer.name: float(scale) for layer, scale in zip(layers, scales, strict=True)}
 
 
 def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError,

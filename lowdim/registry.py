@@ -195,6 +195,15 @@ def _check_space(space_class: Any) -> None:
     refuse_a_broken_space_class(space_class)
 
 
+def space_package(name: str, registry: Registry | None = None) -> str | None:
+    """The installed package whose plugin provides space ``name`` (None: lowdim's own, or not known), which an
+    adapter file records so that a machine without it can be told what to install."""
+    entry = (registry or get_registry()).spaces.get(name)
+    if entry is None or _builtin(entry.plugin):
+        return None
+    return _distribution(entry.plugin).removeprefix(" (package ").removesuffix(")") or None
+
+
 def _distribution(plugin: str) -> str:
     """' (package NAME)' for a plugin installed from a distribution: what a user uninstalls."""
     from importlib.metadata import entry_points

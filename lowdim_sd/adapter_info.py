@@ -54,8 +54,9 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     if not space_installed(meta.get("space")):  # every command that loads it would refuse it
-        rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}', which is not installed "
-                                 f"here (`lowdim spaces` lists those that are)"))
+        package = f" (package {meta['space_package']})" if meta.get("space_package") else ""
+        rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}'{package}, which is not "
+                                 f"installed here (`lowdim spaces` lists those that are)"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     if problem := size_problem(meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))

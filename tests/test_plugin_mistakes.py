@@ -85,3 +85,21 @@ def test_show_says_which_plugin_an_adapter_needs_instead_of_a_command_that_would
     assert info.use == ""
     assert dict(info.rows)["needs"] == ("the plugin that provides space 'scalar', which is not installed here "
                                         "(`lowdim spaces` lists those that are)")
+
+
+def test_an_adapter_of_a_plugin_space_names_the_package_a_machine_without_it_must_install(tmp_path):
+    vera = pytest.importorskip("lowdim_vera")  # lowdim-vera: a first-party plugin, installed through its entry point
+    assert vera is not None
+    model = nn.Sequential(nn.Linear(6, 5))
+    lowdim.inject(model, lowdim.get_space("vera"), ["0"])
+    path = lowdim.save_adapter(tmp_path / "v.safetensors", model)
+    assert lowdim.read_adapter(path).metadata["space_package"] == "lowdim-vera"
+    plain = nn.Sequential(nn.Linear(6, 5))
+    lowdim.inject(plain, lowdim.get_space("lidb"), ["0"])
+    assert "space_package" not in lowdim.read_adapter(lowdim.save_adapter(tmp_path / "l.safetensors", plain)).metadata
+    with lowdim.use_registry(lowdim.Registry.from_plugins(load_entry_points=False)):  # a machine without it
+        with pytest.raises(lowdim.errors.LowdimError, match=r"plugin that provides it \(package lowdim-vera\)"):
+            lowdim.read_adapter(path)
+        from lowdim_sd.file_info import describe
+
+        assert "(package lowdim-vera)" in dict(describe(path).rows)["needs"]
