@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -58,7 +57,6 @@ def unused_model_flags(dino_model: str | None, clip_model: str | None, face_mode
 
 CROP_FLAGS = {"crop_size": ("--crop-size", "sets the side of the face crop"),
               "margin": ("--margin", "sets the room around the cropped face")}
-MIN_CROP_SIZE = 8  # px, as crop_face has it
 
 
 def check_crop_flags(crop: bool, crop_size: int, margin: float, typed: set[str]) -> None:
@@ -69,11 +67,9 @@ def check_crop_flags(crop: bool, crop_size: int, margin: float, typed: set[str])
         flag, does = given[0]
         raise LowdimError(f"{flag} {does}, and references are cropped only with --crop: add --crop, or leave "
                           f"{flag} out")
-    if crop and not (math.isfinite(margin) and margin >= 0):
-        raise LowdimError(f"--margin must be 0 or more (room around the face, a fraction of its width), got {margin}")
-    if crop and crop_size < MIN_CROP_SIZE:
-        raise LowdimError(f"--crop-size must be at least {MIN_CROP_SIZE} pixels (the side of the face crop), got "
-                          f"{crop_size}")
+    from lowdim_sd.eval.job import check_crop  # inside: `lowdim --help` must not import what scoring needs
+
+    check_crop(crop, crop_size, margin)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
 
     Raises LowdimError when the folder can't be read, or when no requested metric could be loaded.
     """
+    check_crop(job.crop, job.crop_size, job.margin)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_eval_set(job.folder, job.references, job.token, job.crop, job.crop_size, job.margin)
@@ -62,6 +64,18 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
     report.smallest_side = min((min(sample.image.size) for sample in data.samples), default=None)
     report.notes = list(dict.fromkeys([*notes_of(caught), *report.notes]))
     return report
+
+
+MIN_CROP_SIZE = 8  # px, as crop_face has it
+
+
+def check_crop(crop: bool, crop_size: int, margin: float) -> None:
+    """With the crop on, a margin or size no crop can use is one line, from the CLI and from Python alike."""
+    if crop and not (math.isfinite(margin) and margin >= 0):
+        raise LowdimError(f"--margin must be 0 or more (room around the face, a fraction of its width), got {margin}")
+    if crop and crop_size < MIN_CROP_SIZE:
+        raise LowdimError(f"--crop-size must be at least {MIN_CROP_SIZE} pixels (the side of the face crop), got "
+                          f"{crop_size}")
 
 
 TINYFACES_METRICS = ("tinyfaces-identity", "tinyfaces-style", "tinyfaces-image")

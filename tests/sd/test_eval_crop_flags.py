@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lowdim.errors import LowdimError
 from lowdim_cli.main import main
 from lowdim_sd.eval import job
 
@@ -52,3 +53,12 @@ def test_a_crop_flag_nothing_reads_or_no_crop_can_use_is_one_line(folder, capsys
 def test_crop_flags_with_the_crop_still_score(folder, capsys, args):
     with pytest.raises(Scored):
         eval_cli(capsys, folder, *args)
+
+
+@pytest.mark.parametrize(("options", "said"), [({"margin": float("nan")}, "--margin must be 0 or more"),
+                                              ({"crop_size": 4}, "--crop-size must be at least 8")])
+def test_a_crop_no_crop_can_use_is_one_line_from_python_too(tmp_path, options, said):
+    from lowdim_sd.eval.job import EvalJob, run_eval
+
+    with pytest.raises(LowdimError, match=said):
+        run_eval(EvalJob(folder=tmp_path, references=(), metrics=("tinyfaces-identity",), crop=True, **options))
