@@ -180,10 +180,14 @@ def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: st
         return [f"no --adapter: {IDENTIFIER} becomes 'sks', a word this model was never taught, so the pictures "
                 f"show no one in particular"]
     shared = sorted({t for t in tokens if t and list(tokens).count(t) > 1})
+    merged_too = sorted({t for t in tokens if t and t in (taught or [])})
     return [*_merged_token_lines(tokens, taught),
             *(f"{sum(t == word for t in tokens)} adapters learned the word '{word}': {IDENTIFIER} calls them all "
               f"at once, so their subjects blend; personalize each with its own --token to draw them apart"
-              for word in shared)]
+              for word in shared),
+            *(f"an adapter and the merged model both learned the word '{word}': {IDENTIFIER} calls both at once, so "
+              f"their subjects blend; personalize the adapter with its own --token to draw them apart"
+              for word in merged_too)]
 
 
 def _merged_token_lines(tokens: Sequence[str], taught: list[str] | None) -> list[str]:

@@ -102,3 +102,13 @@ def test_a_merged_model_that_records_no_token_says_so_not_never_taught(tiny_sd, 
     tokens = attach_adapters(load_sd(str(written), device="cpu", dtype="fp32"), [])
     lines = token_warnings(["a [V] face"], tokens, None)
     assert len(lines) == 1 and lines[0].startswith("this merged model records no token: [V] becomes 'sks'")
+
+
+def test_an_adapter_that_learned_the_merged_models_word_is_warned_about():
+    from lowdim_sd.generate import token_warnings
+    from lowdim_sd.taught_tokens import Tokens
+
+    lines = token_warnings(["a [V] face"], Tokens(["ohwx"], ["ohwx", "qpv"]), None)
+    assert lines == ["an adapter and the merged model both learned the word 'ohwx': [V] calls both at once, so "
+                     "their subjects blend; personalize the adapter with its own --token to draw them apart"]
+    assert token_warnings(["a [V] face"], Tokens(["zzz"], ["ohwx"]), None) == []  # words apart: nothing to say
