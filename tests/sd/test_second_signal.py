@@ -124,3 +124,27 @@ print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal
 """
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert shown.stdout.split() == ["True", "True", "True"], shown.stderr
+
+
+def test_in_lowdim_ui_a_second_ctrl_c_while_the_job_is_stopping_still_quits_at_once(tmp_path, monkeypatch, capsys):
+    """The server's first Ctrl-C is handled outside its except block, so the second one, while the job in flight
+    has not reached its next step, is no stop under way: it raises, and the server quits without waiting."""
+    from types import SimpleNamespace
+
+    from lowdim_cli import ui_command
+
+    class LoadingStudio:  # a job still loading its model: the wait for its next step is where the second lands
+        config = SimpleNamespace(out=tmp_path)
+
+        def close(self, waiting):
+            stopping.request(signal.SIGINT)
+            raise AssertionError("the second Ctrl-C was absorbed: the server would wait on the job")
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(ui_command.os, "_exit", exit_now)
+    with pytest.raises(SystemExit) as exited:
+        ui_command.close_after_a_stop(page=None, studio=LoadingStudio())
+    assert exited.value.code == 130
+    assert "Interrupted again: quit without waiting for the job in flight" in capsys.readouterr().err
