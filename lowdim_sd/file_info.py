@@ -29,9 +29,7 @@ from lowdim_sd.file_info_parts import (
     space_object,
 )
 from lowdim_sd.images import IMAGE_EXTENSIONS
-from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY
-from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
-from lowdim_sd.merged_model import RECORD_KEY
+from lowdim_sd.merged_model import read_merge_record, record_in_metadata
 from lowdim_sd.model_paths import UNET_PREFIX
 
 
@@ -195,8 +193,7 @@ def _other(path: Path, header: Header) -> FileInfo:
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values)
-    if meta.get("lowdim") == LDM_MARK["lowdim"] and (meta.get(RECORD_KEY) or meta.get(BASE_MODEL_KEY)):
-        record = parsed_json(meta.get(RECORD_KEY), {}) or {"base_model": meta.get(BASE_MODEL_KEY)}
+    if (record := record_in_metadata(meta)) is not None:
         return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
@@ -205,12 +202,9 @@ def _other(path: Path, header: Header) -> FileInfo:
 
 
 def _pipeline_folder(folder: Path) -> FileInfo:
-    from lowdim_sd.merged_model import RECORD
-
     index = parsed_json((folder / "model_index.json").read_text(errors="replace"), {})
     rows = [("pipeline", str(index.get("_class_name", "?")) if isinstance(index, dict) else "?")]
-    if (folder / RECORD).is_file():
-        record = parsed_json((folder / RECORD).read_text(errors="replace"), {})
+    if (record := read_merge_record(folder)) is not None:
         return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
                     f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")

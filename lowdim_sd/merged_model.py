@@ -168,17 +168,41 @@ def is_merged_folder(folder: Path) -> bool:
 
 
 def is_merged_file(path: Path) -> bool:
-    """A single file ``lowdim merge`` wrote (also before the merge record: its base model mark), read from the
-    header alone; False for any other file, a damaged one included."""
+    """A single file ``lowdim merge`` wrote, read from the header alone; False for any other file, a damaged one
+    included."""
+    return path.is_file() and read_merge_record(path) is not None
+
+
+def read_merge_record(path: Path) -> dict | None:
+    """What a model ``lowdim merge`` wrote records of itself (a folder: its record file; a single file: its
+    header), None for any other model; a file from before the record gives its base model alone."""
     from safetensors import safe_open
 
+    if path.is_dir():
+        return _json_object((path / RECORD).read_text(errors="replace")) if (path / RECORD).is_file() else None
+    if not (path.is_file() and path.suffix.lower() == ".safetensors"):
+        return None
     try:
         with safe_open(str(path), framework="pt") as file:
             metadata = file.metadata() or {}
     except Exception:  # safetensors raises its own error types for every way a file is broken
-        return False
-    return metadata.get("lowdim") == LDM_MARK["lowdim"] and bool(metadata.get(RECORD_KEY)
-                                                               or metadata.get(BASE_MODEL_KEY))
+        return None
+    return record_in_metadata(metadata)
+
+
+def record_in_metadata(metadata: dict[str, str]) -> dict | None:
+    """A single file's merge record from its header metadata (lowdim's mark and a record or a base model)."""
+    if metadata.get("lowdim") != LDM_MARK["lowdim"] or not (metadata.get(RECORD_KEY) or metadata.get(BASE_MODEL_KEY)):
+        return None
+    return _json_object(metadata.get(RECORD_KEY) or "") or {"base_model": metadata.get(BASE_MODEL_KEY)}
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
