@@ -114,17 +114,19 @@ class Registry:
     def _claim(self, table: dict[str, Entry], kind: str, name: str, value: Any, plugin: str) -> None:
         """A name two plugins claim is withdrawn (which of the two a file or command meant cannot be told),
         with a warning; everything else keeps working, and only using that name is an error."""
-        claimants = self._clashes.get((kind, name))
-        if claimants is None and name not in table:
+        current = table.get(name)
+        if _builtin(plugin):  # lowdim's own name stays (its commands use it), whichever plugins claimed it first
+            ignored = [*self._clashes.pop((kind, name), []), *([current.plugin] if current is not None else [])]
             table[name] = Entry(name, value, plugin)
+            for other in ignored:
+                _warn_builtin_claimed(kind, name, other)
             return
-        if claimants is None and _builtin(table[name].plugin) != _builtin(plugin):  # lowdim's own name: it stays
-            other = plugin if _builtin(table[name].plugin) else table[name].plugin
-            if not _builtin(table[name].plugin):
-                table[name] = Entry(name, value, plugin)
-            warnings.warn(f"plugin '{other}'{_distribution(other)} registers {kind} '{name}', a name lowdim's own "
-                          f"{kind} has, which stays (lowdim's own commands use it); the plugin's is ignored: it "
-                          f"needs a name of its own", PluginWarning, stacklevel=2)
+        if current is not None and _builtin(current.plugin):
+            _warn_builtin_claimed(kind, name, plugin)
+            return
+        claimants = self._clashes.get((kind, name))
+        if claimants is None and current is None:
+            table[name] = Entry(name, value, plugin)
             return
         if claimants is None:
             claimants = self._clashes[(kind, name)] = [table.pop(name).plugin]
@@ -181,6 +183,12 @@ class Registry:
             known = ", ".join(sorted(table)) or "none"
             raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}")
         return table[name].value
+
+
+def _warn_builtin_claimed(kind: str, name: str, plugin: str) -> None:
+    warnings.warn(f"plugin '{plugin}'{_distribution(plugin)} registers {kind} '{name}', a name lowdim's own {kind} "
+                  f"has, which stays (lowdim's own commands use it); the plugin's is ignored: it needs a name of its "
+                  f"own", PluginWarning, stacklevel=3)
 
 
 def _builtin(plugin: str) -> bool:

@@ -121,10 +121,17 @@ def test_a_plugin_that_claims_a_builtin_name_is_ignored_and_the_builtin_stays(bu
         name = "lora"
 
     clash = plugin_module("clashing", register_spaces=lambda register: register(FakeLora))
-    order = ["lowdim.spaces.builtin", clash] if builtin_first else [clash, "lowdim.spaces.builtin"]
-    with pytest.warns(plugins.PluginWarning, match="plugin 'clashing' registers space 'lora', a name lowdim's own "
-                                                   "space has, which stays .*the plugin's is ignored"):
+    also = plugin_module("also", register_spaces=lambda register: register(FakeLora))  # two plugins: no clash wins
+    order = ["lowdim.spaces.builtin", clash, also] if builtin_first else [clash, also, "lowdim.spaces.builtin"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         registry = lowdim.Registry.from_plugins(order)
+    said = sorted(str(w.message) for w in caught if issubclass(w.category, plugins.PluginWarning))
+    ignored = [line for line in said if "registers space 'lora', a name lowdim's own space has, which stays" in line
+               and "the plugin's is ignored" in line]
+    assert [line.split("'")[1] for line in ignored] == ["also", "clashing"], said  # one line each
+    if builtin_first:  # as lowdim registers them: no line says the two plugins clash over a name they cannot have
+        assert said == ignored
     assert registry.spaces["lora"].plugin == "builtin" and registry.spaces["lora"].value is not FakeLora
     with lowdim.use_registry(registry):
         assert type(lowdim.get_space("lora")).__name__ != "FakeLora"
