@@ -228,7 +228,9 @@ def export(
     out_path: Annotated[str | None, typer.Option(
         "--out", "-o", help="Output file ending in .safetensors (default: NAME.FORMAT.safetensors beside "
                             "ADAPTER).")] = None,
-    dtype: Annotated[str, typer.Option(help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
+    # --save-dtype as personalize and train call it; --dtype, its first name, stays for existing scripts
+    dtype: Annotated[str, typer.Option(
+        "--save-dtype", "--dtype", help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ):
     """Export an adapter as a plain LoRA that diffusers, ComfyUI and A1111 load (a stack exports exactly).

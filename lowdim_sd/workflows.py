@@ -44,7 +44,7 @@ class TrainJob:
     dtype: str = "auto"
     model_config: str | None = None
     resolution: int | None = None  # image side for training (None: the model's)
-    save_dtype: str = "fp16"  # tensors of the adapter files (full DreamBooth saves the model as it is)
+    save_dtype: str = "fp16"  # tensors of the adapter files (full DreamBooth saves the model as it is: refused)
     learning_rate: float | None = None
     dropout: float = 0.0  # of the adapter's input while it trains (peft's lora_dropout); 0: none
     config: TrainConfig = field(default_factory=TrainConfig)
@@ -165,7 +165,9 @@ UNREAD = {
              ("space_options", f"--set sets options of the --space adapter, and {NO_ADAPTER}: leave --set out"),
              ("layers", "--layers picks the layers an adapter trains, and --full trains the whole UNet (add "
                         "--train-text-encoder for the text encoder too): leave --layers out"),
-             ("merge_frozen", NO_INIT)),
+             ("merge_frozen", NO_INIT),
+             ("save_dtype", "--save-dtype sets the tensors of an adapter file, and --full saves the model itself, "
+                            "in the dtype it trained in (--dtype): leave --save-dtype out")),
     "relaxed": (("space", "--space picks the space of an adapter trained from scratch, and --init trains a LoRA on "
                           "top of the initial adapter, whose rank is --rank (default 4): leave --space out"),
                 ("space_options", "--set sets options of --space, and --init trains a LoRA whose one setting is its "

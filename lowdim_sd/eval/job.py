@@ -67,15 +67,17 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
 
 
 MIN_CROP_SIZE = 8  # px, as crop_face has it
+# px: the metrics read 224 px at most, and a side of 10^5 would ask for tens of GB before failing
+MAX_CROP_SIZE = 4096
 
 
 def check_crop(crop: bool, crop_size: int, margin: float) -> None:
     """With the crop on, a margin or size no crop can use is one line, from the CLI and from Python alike."""
     if crop and not (math.isfinite(margin) and margin >= 0):
         raise LowdimError(f"--margin must be 0 or more (room around the face, a fraction of its width), got {margin}")
-    if crop and crop_size < MIN_CROP_SIZE:
-        raise LowdimError(f"--crop-size must be at least {MIN_CROP_SIZE} pixels (the side of the face crop), got "
-                          f"{crop_size}")
+    if crop and not MIN_CROP_SIZE <= crop_size <= MAX_CROP_SIZE:
+        raise LowdimError(f"--crop-size must be {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels (the side of the face crop), "
+                          f"got {crop_size}")
 
 
 TINYFACES_METRICS = ("tinyfaces-identity", "tinyfaces-style", "tinyfaces-image")

@@ -39,6 +39,7 @@ def eval_cli(capsys, folder, *args: str) -> tuple[int, str]:
     (["--crop", "--margin", "-0.5"], ["--margin must be", "-0.5"]),
     (["--crop", "--crop-size", "4"], ["--crop-size must be", "4"]),
     (["--crop", "--crop-size", "-512"], ["--crop-size must be", "-512"]),
+    (["--crop", "--crop-size", "100000"], ["--crop-size must be 8 to 4096", "100000"]),
 ])
 def test_a_crop_flag_nothing_reads_or_no_crop_can_use_is_one_line(folder, capsys, args, named):
     code, stderr = eval_cli(capsys, folder, *args)
@@ -49,6 +50,7 @@ def test_a_crop_flag_nothing_reads_or_no_crop_can_use_is_one_line(folder, capsys
 
 @pytest.mark.parametrize("args", [
     [], ["--crop"], ["--crop", "--margin", "0"], ["--crop", "--margin", "0.25", "--crop-size", "8"],
+    ["--crop", "--crop-size", "4096"],
 ])
 def test_crop_flags_with_the_crop_still_score(folder, capsys, args):
     with pytest.raises(Scored):
@@ -56,7 +58,8 @@ def test_crop_flags_with_the_crop_still_score(folder, capsys, args):
 
 
 @pytest.mark.parametrize(("options", "said"), [({"margin": float("nan")}, "--margin must be 0 or more"),
-                                              ({"crop_size": 4}, "--crop-size must be at least 8")])
+                                              ({"crop_size": 4}, "--crop-size must be 8 to 4096"),
+                                              ({"crop_size": 4097}, "--crop-size must be 8 to 4096")])
 def test_a_crop_no_crop_can_use_is_one_line_from_python_too(tmp_path, options, said):
     from lowdim_sd.eval.job import EvalJob, run_eval
 

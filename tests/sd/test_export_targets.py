@@ -124,3 +124,15 @@ def test_an_image_or_text_passed_as_the_adapter_is_named_for_what_it_is(tmp_path
         assert code == 1 and f"{path}: this is {said}, not safetensors" in line, line
         assert "header too large" not in line and "truncated or corrupted" not in line
     assert sorted(os.listdir(tmp_path)) == [name]
+
+
+@pytest.mark.parametrize("flag", ["--save-dtype", "--dtype"])
+def test_the_file_dtype_is_set_by_save_dtype_as_in_personalize_and_by_its_old_name(lora, tmp_path, capsys, flag):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "me.fp32.safetensors"
+    code, _, err = run(capsys, "export", lora, "--format", "kohya", "-o", out, flag, "fp32")
+    assert code == 0, err
+    assert {str(v.dtype) for k, v in load_file(out).items() if not k.endswith(".alpha")} == {"torch.float32"}
+    code, _, err = run(capsys, "export", lora, "-o", tmp_path / "x.safetensors", flag, "int8")
+    assert code == 1 and "(--save-dtype) must be one of" in err and "int8" in err

@@ -49,6 +49,8 @@ def train(capsys, *args: str) -> tuple[int, str]:
     (["--no-merge-frozen"], ["--no-merge-frozen", "--init"]),
     (["--merge-frozen"], ["--merge-frozen", "--init"]),  # typed at its default
     (["--full", "--no-merge-frozen"], ["--no-merge-frozen", "--init"]),
+    (["--full", "--save-dtype", "fp32"], ["--save-dtype", "--full", "leave --save-dtype out"]),
+    (["--full", "--save-dtype", "fp16"], ["--save-dtype", "--full"]),  # typed at its default
 ])
 def test_a_flag_the_mode_does_not_read_is_one_line_before_the_model_loads(files, capsys, args, named):
     code, stderr = train(capsys, *args)
