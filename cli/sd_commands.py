@@ -212,7 +212,7 @@ def generate(
         sd = load_sd(model, device, dtype, model_config)
         warn_slow_precision(sd)
         tokens = attach_adapters(sd, adapters, files)
-        warn_about_tokens(config, tokens)
+        warn_about_tokens(config, tokens, sd.taught)
         # a stop keeps what is drawn; prompts.json records the adapters and settings it was drawn with
         paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True, adapters=adapters)
     out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and [bold]{grid}[/]")

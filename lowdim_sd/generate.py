@@ -20,7 +20,6 @@ from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.loading import SDModel
-from lowdim_sd.taught_tokens import Tokens, merged_tokens, with_taught
 
 IDENTIFIER = "[V]"
 SCHEDULERS = {
@@ -76,9 +75,9 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
 
 
 def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
-                    files: Sequence[AdapterFile] | None = None) -> Tokens:
-    """Load each adapter under its own name and scale; returns their identifier tokens, with the words a model
-    `lowdim merge` wrote was taught (``Tokens.taught``).
+                    files: Sequence[AdapterFile] | None = None) -> list[str]:
+    """Load each adapter under its own name and scale; returns their identifier tokens, in order ('' where a
+    file records none).
 
     A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
     ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
@@ -95,7 +94,7 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
             continue
         info = lowdim.load_adapter(read, view, name=f"a{index}", scale=scale)
         tokens.append(info.metadata.get("token") or "")
-    return Tokens(tokens, merged_tokens(model.source))
+    return tokens
 
 
 def check_adapter_files(adapters: list[tuple[Path, float]]) -> list[AdapterFile]:
@@ -162,20 +161,19 @@ def with_looks(prompt: str, looks: str) -> str:
     return pattern.sub(lambda found: found.group(0) + looks, prompt, count=1)
 
 
-def identifier(config: GenerateConfig, tokens: list[str] | None) -> str:
-    """The word [V] becomes: --token, else the first adapter's own, else the first a merged model was taught
-    (``Tokens.taught``), else 'sks'."""
-    taught = getattr(tokens, "taught", None) or []
-    return config.token or next((t for t in [*(tokens or []), *taught] if t), "sks")
+def identifier(config: GenerateConfig, tokens: Sequence[str] | None, taught: Sequence[str] | None = None) -> str:
+    """The word [V] becomes: --token, else the first adapter's own, else the first word a merged model was
+    taught (``SDModel.taught``), else 'sks'."""
+    return config.token or next((t for t in [*(tokens or []), *(taught or [])] if t), "sks")
 
 
-def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: str | None) -> list[str]:
+def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: str | None,
+                   taught: Sequence[str] | None = None) -> list[str]:
     """What a [V] prompt will not do as its user likely expects, each in one line: with no adapter, [V] is
     a word the model was never taught; with two adapters that learned the same word, it calls both; on a
-    merged model (``Tokens.taught``) taught several words, it calls the first only."""
+    merged model (``taught``: ``SDModel.taught``) taught several words, it calls the first only."""
     if token_flag or not any(IDENTIFIER in prompt for prompt in prompts):
         return []
-    taught = getattr(tokens, "taught", None)
     if not tokens and taught is None:
         return [f"no --adapter: {IDENTIFIER} becomes 'sks', a word this model was never taught, so the pictures "
                 f"show no one in particular"]
@@ -190,7 +188,7 @@ def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: st
               for word in merged_too)]
 
 
-def _merged_token_lines(tokens: Sequence[str], taught: list[str] | None) -> list[str]:
+def _merged_token_lines(tokens: Sequence[str], taught: Sequence[str] | None) -> list[str]:
     """[V] on a merged model, where no adapter names its word: the model's word, unless it records none or several."""
     if taught is None or any(tokens):
         return []
@@ -204,8 +202,8 @@ def _merged_token_lines(tokens: Sequence[str], taught: list[str] | None) -> list
     return []
 
 
-def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str]) -> None:
-    for line in token_warnings(config.prompts, tokens, config.token):
+def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str], taught: Sequence[str] | None = None) -> None:
+    for line in token_warnings(config.prompts, tokens, config.token, taught):
         warnings.warn(line, stacklevel=2)
 
 
@@ -213,12 +211,12 @@ def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[tu
                    tokens: list[str] | None = None) -> dict:
     """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
     alike, and `lowdim eval` scores could not be traced to the settings that earned them."""
-    tokens = with_taught(tokens, model.source)
+    tokens = tokens or []
     named = [tokens[index] if index < len(tokens) else "" for index in range(len(adapters))]
     return {"model": model.name,
             "adapters": [{"file": str(path), "scale": scale, "token": token}
                          for (path, scale), token in zip(adapters, named, strict=True)],
-            "token": identifier(config, tokens), "steps": config.steps, "guidance": config.guidance,
+            "token": identifier(config, tokens, model.taught), "steps": config.steps, "guidance": config.guidance,
             "scheduler": config.scheduler, "negative_prompt": config.negative_prompt,
             "resolution": config.resolution or model.resolution, "parts": asdict(config.parts)}
 
@@ -233,7 +231,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     """
     check_config(config)
     set_scheduler(model, config.scheduler)
-    token = identifier(config, with_taught(tokens, model.source))
+    token = identifier(config, tokens, model.taught)
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution
     results = keep if keep is not None else []

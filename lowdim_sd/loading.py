@@ -70,6 +70,16 @@ class SDModel:
         return self._noise_scheduler
 
     @property
+    def taught(self) -> list[str] | None:
+        """The words a model `lowdim merge` wrote was taught ([] where its record names none); None for any
+        other model. Its adapters are in its weights, so no adapter file is left to name them."""
+        if not hasattr(self, "_taught"):
+            from lowdim_sd.taught_tokens import merged_tokens
+
+            self._taught = merged_tokens(self.source)
+        return self._taught
+
+    @property
     def resolution(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 

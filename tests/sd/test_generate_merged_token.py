@@ -99,16 +99,15 @@ def test_a_merged_model_that_records_no_token_says_so_not_never_taught(tiny_sd, 
     tokenless = lowdim.save_adapter(tmp_path / "tokenless.safetensors", model.modules)  # records no token
     written, _ = save_merged(load_sd(str(tiny_sd), device="cpu", dtype="fp32"), [(tokenless, 1.0)],
                              tmp_path / "m.safetensors")
-    tokens = attach_adapters(load_sd(str(written), device="cpu", dtype="fp32"), [])
-    lines = token_warnings(["a [V] face"], tokens, None)
+    merged_model = load_sd(str(written), device="cpu", dtype="fp32")
+    lines = token_warnings(["a [V] face"], attach_adapters(merged_model, []), None, merged_model.taught)
     assert len(lines) == 1 and lines[0].startswith("this merged model records no token: [V] becomes 'sks'")
 
 
 def test_an_adapter_that_learned_the_merged_models_word_is_warned_about():
     from lowdim_sd.generate import token_warnings
-    from lowdim_sd.taught_tokens import Tokens
 
-    lines = token_warnings(["a [V] face"], Tokens(["ohwx"], ["ohwx", "qpv"]), None)
+    lines = token_warnings(["a [V] face"], ["ohwx"], None, ["ohwx", "qpv"])
     assert lines == ["an adapter and the merged model both learned the word 'ohwx': [V] calls both at once, so "
                      "their subjects blend; personalize the adapter with its own --token to draw them apart"]
-    assert token_warnings(["a [V] face"], Tokens(["zzz"], ["ohwx"]), None) == []  # words apart: nothing to say
+    assert token_warnings(["a [V] face"], ["zzz"], None, ["ohwx"]) == []  # words apart: nothing to say
