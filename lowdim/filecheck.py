@@ -257,3 +257,32 @@ def checked_scales(text: str | None, layers: list[LayerSpec], path: Path) -> dic
         raise AdapterFileError(f"{path}: the scales in the metadata are not one finite number per layer "
                                f"({len(layers)} layers)")
     return {layer.name: float(scale) for layer, scale in zip(layers, scales, strict=True)}
+
+
+# -- what a model or an adapter must have before a file is written from it or loaded into it ----------------
+
+
+def check_savable(params: Mapping[str, Mapping[str, Tensor]], name: str, dtype: str,
+                  torch_dtype: torch.dtype) -> None:
+    """Params with values to write, which ``dtype`` can hold: a value past fp16's range would be stored as inf,
+    and the file then refused on every load."""
+    for layer, tensors in params.items():
+        for key, value in tensors.items():
+            if value.is_meta:
+                raise AdapterFileError(f"adapter '{name}' layer {layer}: its params are on the meta device and hold "
+                                       f"no values to save; inject it into a model with real weights, or with "
+                                       f"device='cpu'")
+            if not torch.isfinite(value.detach().to(torch_dtype)).all():
+                advice = "retrain" if torch_dtype == torch.float32 else "save in fp32, or retrain"
+                raise AdapterFileError(f"adapter '{name}' layer {layer} param '{key}': values beyond {dtype}'s range, "
+                                       f"or NaN/Inf (a diverged run?); {advice}")
+
+
+def refuse_meta_layers(model: torch.nn.Module, layers: Iterable[LayerSpec], path: Path) -> None:
+    """A layer on the meta device has no weights to add to, and an adapter's values put there would be lost."""
+    for layer in layers:
+        module = model.get_submodule(layer.name)
+        weight = getattr(module, "base_layer", module).weight
+        if weight.is_meta:
+            raise AdapterFileError(f"{path}: layer {layer.name} of the model is on the meta device (no weights): "
+                                   f"load the model's weights first, then the adapter")

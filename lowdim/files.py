@@ -34,12 +34,14 @@ from lowdim.filecheck import (
     check_finite,
     check_flat,
     check_regeneration,
+    check_savable,
     checked_dropout,
     checked_layers,
     checked_scales,
     describe_foreign,
     inflate,
     not_ours,
+    refuse_meta_layers,
 )
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.select import exact_layers
@@ -150,7 +152,7 @@ def save_adapter(
         params = {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
     elif sample is not None:
         raise AdapterFileError(f"adapter '{name}' is one adapter, not a per-sample batch: leave sample out")
-    _refuse_what_the_dtype_cannot_hold(params, name, dtype)
+    check_savable(params, name, dtype, DTYPES[dtype])
     tensors = _flatten(params, info.layers, DTYPES[dtype])
     if store_bases:
         flat = _flatten(buffers, info.layers, torch.float32)
@@ -281,15 +283,6 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     return adapter
 
 
-def _refuse_what_the_dtype_cannot_hold(params: LayerTensors, name: str, dtype: str) -> None:
-    """A value past fp16's range would be stored as inf, and the file then refused on every load."""
-    for layer, tensors in params.items():
-        for key, value in tensors.items():
-            if not torch.isfinite(value.detach().to(DTYPES[dtype])).all():
-                raise AdapterFileError(f"adapter '{name}' layer {layer} param '{key}': values beyond {dtype}'s range, "
-                                       f"or NaN/Inf (a diverged run?); save in fp32, or retrain")
-
-
 def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError,
                  load_tensors: bool = True) -> tuple[dict, dict]:
     """(tensors, metadata) of a lowdim safetensors file of format ``fmt``, or one clear error naming ``path``;
@@ -355,8 +348,19 @@ def load_adapter(
         adapter = read_adapter(path, adapters.model)
     stored = adapter.metadata.get("adapter_name", "")
     name = name or (stored if isinstance(stored, str) and stored.isidentifier() else "default")
+    refuse_meta_layers(adapters.model, adapter.layers, adapter.path)
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
     info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
+    try:  # all or nothing: a load that fails leaves no half-filled adapter behind to block the next try
+        _fill(adapters, name, info, adapter, scale, verify_bases)
+    except BaseException:
+        adapters.delete(name)
+        raise
+    return info
+
+
+def _fill(adapters: Adapters, name: str, info: AdapterInfo, adapter: AdapterFile, scale: float,
+          verify_bases: bool) -> None:
     for layer, slot in adapters.slots(name).items():  # ``scale`` weighs the adapter as it was saved
         slot.scale = scale * adapter.scales.get(layer, 1.0)
     # The dropout is how it was trained, not what it computes: a record here, applied by no load.
@@ -364,10 +368,8 @@ def load_adapter(
     if adapter.stored_buffers is not None:
         adapters.load_buffers(name, adapter.stored_buffers)
     elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:
-        adapters.delete(name)
         raise bases_mismatch(adapter.path)
     adapters.load_tensors(name, {k: {p: v.float() for p, v in t.items()} for k, t in adapter.params.items()})
-    return info
 
 
 def validate_against(adapter: AdapterFile, model: nn.Module) -> None:

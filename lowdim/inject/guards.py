@@ -52,10 +52,12 @@ def refuse_if_merged(name: str, slot: AdapterSlot, action: str) -> None:
 
 
 def tied_weights(model: nn.Module) -> set[int]:
-    """ids of parameters that more than one module holds (e.g. an LM head tied to the embeddings)."""
+    """ids of parameters that more than one module holds (e.g. an LM head tied to the embeddings); one module
+    held under two names holds its weight once."""
     counts: dict[int, int] = {}
-    for _, parameter in model.named_parameters(remove_duplicate=False):
-        counts[id(parameter)] = counts.get(id(parameter), 0) + 1
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            counts[id(parameter)] = counts.get(id(parameter), 0) + 1
     return {key for key, count in counts.items() if count > 1}
 
 

@@ -28,6 +28,7 @@ from lowdim.inject.space_checks import (
     check_stacked_factors,
 )
 from lowdim.inject.state_guard import guard_loads, unguard_loads
+from lowdim.inject.wrapping import module_holders, unwrap, wrap
 from lowdim.spaces.base import LayerSpec, Space
 
 log = logging.getLogger("lowdim")
@@ -120,8 +121,9 @@ class Adapters:
             info.layers.append(layer)
             if note := space.describe(layer):
                 info.notes.append(note)
-        for layer_name, module, slot in slots:
-            self._wrap(layer_name, module).slots[name] = slot
+        holders = module_holders(self.model)
+        for layer_name, _, slot in slots:
+            wrap(self.model, layer_name, holders).slots[name] = slot
         guard_loads(self.model)
         if info.notes:
             log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
@@ -141,18 +143,6 @@ class Adapters:
             params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
         buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
         return AdapterSlot(space, layer, params, buffers)
-
-    def _wrap(self, layer_name: str, module: nn.Module) -> AdapterLayer:
-        if isinstance(module, AdapterLayer):
-            return module
-        parent_name, _, child = layer_name.rpartition(".")
-        parent = self.model.get_submodule(parent_name) if parent_name else self.model
-        current = getattr(parent, child)
-        if isinstance(current, AdapterLayer):
-            return current
-        wrapper = AdapterLayer(current, layer_name)
-        setattr(parent, child, wrapper)
-        return wrapper
 
     def delete(self, name: str | None = None) -> None:
         """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""
@@ -174,10 +164,11 @@ class Adapters:
         return self.model
 
     def _detach(self, name: str) -> None:
+        holders = module_holders(self.model)
         for wrapper in self._wrappers(name):
             del wrapper.slots[name]
             if not len(wrapper.slots):
-                self._unwrap(wrapper)
+                unwrap(wrapper, holders)
         del self._infos[name]
         if not self._infos:
             unguard_loads(self.model)
@@ -186,11 +177,6 @@ class Adapters:
         """Remove every adapter and restore the original modules and weights."""
         for name in list(self._infos):
             self.delete(name)
-
-    def _unwrap(self, wrapper: AdapterLayer) -> None:
-        parent_name, _, child = wrapper.layer_name.rpartition(".")
-        parent = self.model.get_submodule(parent_name) if parent_name else self.model
-        setattr(parent, child, wrapper.base_layer)
 
     # -- lookup ---------------------------------------------------------------------------
     def _name(self, name: str | None) -> str:
