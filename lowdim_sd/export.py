@@ -95,6 +95,26 @@ def _uniform_rank(factors: Factors) -> dict[str, tuple[Tensor, Tensor]]:
     return padded
 
 
+_TEXT_LAYER = re.compile(r"(text_encoder\.(?:text_model\.)?encoder\.layers\.\d+\.)(.+)")
+
+
+def _with_text_out_proj(factors: Factors) -> dict[str, tuple[Tensor, Tensor]]:
+    """``factors`` plus a zero LoRA on an attention out_proj when the text-encoder part has none.
+
+    diffusers (0.42) tells a text-encoder LoRA's key style by its out_proj keys: without one it refuses the
+    file ("Could not automatically infer state dict type") or drops its q_proj layers without a word. A
+    zero update changes no picture in any reader.
+    """
+    text = [(found, name) for name in factors if (found := _TEXT_LAYER.fullmatch(name))]
+    if not text or any(found.group(2) == "self_attn.out_proj" for found, _ in text):
+        return dict(factors)
+    found, name = text[0]
+    down, up = factors[name]
+    width = up.shape[0] if found.group(2) == "mlp.fc2" else down.shape[1]  # fc1 widens; the rest keep the width
+    return {**factors, found.group(1) + "self_attn.out_proj": (down.new_zeros(down.shape[0], width),
+                                                                up.new_zeros(width, down.shape[0]))}
+
+
 def to_diffusers(factors: Factors, conv_layers: Collection[str] = ()) -> dict[str, Tensor]:
     """The diffusers/peft LoRA state dict that ``load_lora_weights`` reads with scale 1.0."""
     tensors: dict[str, Tensor] = {}
@@ -187,7 +207,7 @@ def export_adapter(
         warnings.warn(f"{os.fspath(out_path)}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
                       f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
                       f"--format kohya", stacklevel=2)
-    tensors = CONVERTERS[fmt](factors, conv_layers)
+    tensors = CONVERTERS[fmt](_with_text_out_proj(factors), conv_layers)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
     ranks = sorted({down.shape[0] for down, _ in factors.values()})
     rank = max(ranks)  # the file's rank after _uniform_rank
