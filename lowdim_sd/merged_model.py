@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from lowdim_sd.textual_inversion import is_embedding
 
 FORMATS = ("single-file", "diffusers")
 RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it (diffusers ignores the file)
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadata
 
 
@@ -47,6 +49,7 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
     base = str(Path(base).resolve()) if Path(base).exists() else base
     tokens = [token for token in tokens if token]
+    warn_shared_words(tokens, model.taught)
     record = merge_record(base, adapters, tokens, example_prompt(files, tokens))
     if fmt == "single-file":
         written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
@@ -58,9 +61,35 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
 def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str], prompt: str = "") -> dict:
     """What a merged model was made of, so ``lowdim show`` can name its base, adapters and the words that
     call its subjects, which the weights alone no longer say; ``prompt``: the one merge suggested."""
-    record = {"base_model": base, "adapters": [{"file": Path(path).name, "scale": scale} for path, scale in adapters],
+    names = distinct_names([Path(path) for path, _ in adapters])
+    record = {"base_model": base, "adapters": [{"file": name, "scale": scale}
+                                               for name, (_, scale) in zip(names, adapters, strict=True)],
               "tokens": list(dict.fromkeys(tokens))}
     return {**record, "prompt": prompt} if prompt else record
+
+
+def distinct_names(paths: list[Path]) -> list[str]:
+    """Each path by its file name, or by as many of its last parts as tell it from the others (``me/adapter``,
+    ``you/adapter``): a record of full paths would carry this machine's folders to wherever the model goes."""
+    depths = [1] * len(paths)
+    while True:
+        names = ["/".join(path.parts[-depth:]) for path, depth in zip(paths, depths, strict=True)]
+        clashing = [i for i, name in enumerate(names)
+                    if names.count(name) > 1 and depths[i] < len(paths[i].parts)]
+        if not clashing:
+            return names
+        for index in clashing:
+            depths[index] += 1
+
+
+def warn_shared_words(tokens: list[str], taught: list[str] | None) -> None:
+    """Subjects that answer to one word blend, which a merge then keeps for good: said before it is written."""
+    for word in sorted({token for token in tokens if tokens.count(token) > 1}):
+        warnings.warn(f"{tokens.count(word)} adapters learned the word '{word}': merged, their subjects blend into "
+                      f"one for good; personalize each with its own --token to keep them apart", stacklevel=3)
+    for word in sorted(set(tokens) & set(taught or [])):
+        warnings.warn(f"an adapter and the merged model it goes into both learned the word '{word}': their subjects "
+                      f"blend into one for good; personalize the adapter with its own --token", stacklevel=3)
 
 
 def example_prompt(files: Sequence[AdapterFile], tokens: list[str]) -> str:
@@ -138,6 +167,9 @@ def _base_path(source: Path) -> Path | None:
 
 
 def _check_folder_target(out: Path, overwrite: bool) -> None:
+    if out.suffix.lower() in SINGLE_FILE_SUFFIXES:  # A1111 and ComfyUI would list a folder named so as a model
+        raise LowdimError(f"{out}: a diffusers pipeline is a folder, and this name is a single file's; drop "
+                          f"{out.suffix} from --out, or pass --format single-file for one file")
     here = Path.cwd().resolve()
     if out.exists() and out.resolve() in (here, *here.parents):
         raise LowdimError(f"{out}: is the current folder or one above it, which merge cannot replace (it swaps "
