@@ -29,18 +29,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from lowdim.errors import LowdimError
 from lowdim.metrics import Sample
 
-# Private, but no public function converts an already-open picture: open_rgb decodes the whole file
-# first, which would lose draft()'s reduced-scale JPEG decode of huge photos below.
-from lowdim_sd.images import _to_rgb
+# The warnings and size limits are imported from here too: they are this module's public names.
+from lowdim_sd.eval.image_files import (  # noqa: F401
+    MAX_SIDE,
+    MIN_SIDE,
+    EvalWarning,
+    ImageSizeWarning,
+    SkippedImageWarning,
+    open_image,
+    read_image,
+    warn_skipped,
+)
 
 PROMPT_FILES = ("prompts.json", "prompts.csv")
-MIN_SIDE = 16  # below this no metric model sees anything but a blur
-MAX_SIDE = 2048  # larger pictures are shrunk on load: every metric model resizes to 224 px or less
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Written by `lowdim generate` next to the images; it is not one of them.
 _GENERATE_GRID = "grid.png"
@@ -48,18 +54,6 @@ _GENERATE_GRID = "grid.png"
 
 class EvalFolderError(LowdimError):
     """An eval folder that can't be read: no prompts file, a malformed one, or no usable image."""
-
-
-class EvalWarning(UserWarning):
-    """Something in an eval folder that the run goes on without."""
-
-
-class SkippedImageWarning(EvalWarning):
-    """An image (generated or reference) that is missing, not an image, or too small: left out."""
-
-
-class ImageSizeWarning(EvalWarning):
-    """A huge image, shrunk on load."""
 
 
 @dataclass(frozen=True)
@@ -217,37 +211,6 @@ def _refuse_duplicates(path: Path, entries: list[Entry], positions: list[str]) -
 # -- loading images -----------------------------------------------------------------------------------
 
 
-def open_image(path: Path, label: str) -> Image.Image | None:
-    """An upright RGB picture, or None with a SkippedImageWarning saying why it can't be used."""
-    image = _read_image(path, label)
-    if isinstance(image, str):
-        warnings.warn(SkippedImageWarning(f"skipping {label} {path}: {image}"), stacklevel=2)
-        return None
-    return image
-
-
-def _read_image(path: Path, label: str) -> Image.Image | str:
-    """An upright RGB picture, or the reason it can't be used."""
-    if not path.is_file():
-        return "no such file" if not path.exists() else "not a file"
-    try:
-        with Image.open(path) as opened:
-            opened.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at a reduced scale
-            image = _to_rgb(ImageOps.exif_transpose(opened))  # 16-bit, float and transparent pictures too
-    except Image.DecompressionBombError:
-        return "too many pixels to open safely"
-    except (OSError, SyntaxError, ValueError):
-        return "not a readable image"
-    if min(image.size) < MIN_SIDE:
-        return f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})"
-    if max(image.size) > MAX_SIDE:
-        warnings.warn(ImageSizeWarning(f"{label} {path} is {image.width}x{image.height}; shrunk to at most "
-                                       f"{MAX_SIDE} px on its long side"), stacklevel=3)
-        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-    image.info["source"] = str(path)  # metrics name the file in their warnings
-    return image
-
-
 def _expand(paths: Sequence[Path]) -> list[Path]:
     """Reference paths with folders replaced by the image files in them (sorted, non-recursive)."""
     out: list[Path] = []
@@ -290,7 +253,7 @@ class _References:
 
     def _open(self, path: Path, strict: bool = False) -> Image.Image | None:
         if strict:
-            image = _read_image(path, "reference")
+            image = read_image(path, "reference")
             if isinstance(image, str):
                 raise EvalFolderError(f"reference {path} (--references): {image}")
         else:
@@ -321,20 +284,38 @@ def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | No
     shared = list(references) or [folder / r for r in prompts.references]
     refs = _References(crop, crop_size, margin)
     refs.require(list(references))
-    samples, skipped = [], []
+    samples, unusable = [], {}  # unusable: {listed name: why it can't be used}
     for entry in prompts.entries:
-        image = open_image(folder / entry.image, "generated image")
-        if image is None:
-            skipped.append(entry.image)
+        image = read_image(folder / entry.image, "generated image")
+        if isinstance(image, str):
+            warn_skipped(folder / entry.image, "generated image", image)
+            unusable[entry.image] = image
             continue
         own = [folder / r for r in entry.references] or shared
         samples.append(_sample(image, refs.load(own), entry, token or prompts.token))
     _warn_unlisted(folder, prompts, refs.opened())
     _warn_without_references(samples)
     if not samples:
-        raise EvalFolderError(f"no usable generated image in {folder}: {len(skipped)} listed in "
-                              f"{prompts.path.name}, none could be read")
-    return EvalSet(folder, samples, skipped)
+        raise EvalFolderError(_nothing_usable(folder, prompts.path.name, unusable))
+    return EvalSet(folder, samples, list(unusable))
+
+
+SHOWN_UNUSABLE = 3  # images the no-usable-image error names; a longer line would hide the error itself
+
+
+def _nothing_usable(folder: Path, prompts_name: str, unusable: dict[str, str]) -> str:
+    """The error when no listed image can be used, naming them and why.
+
+    `lowdim eval` drops the per-image notes when loading fails, so this line is all the user sees.
+    """
+    if not unusable:
+        return f"no generated image to evaluate in {folder}: {prompts_name} lists no image"
+    count = len(unusable)
+    said = (f"the 1 image listed in {prompts_name} can't be used" if count == 1 else
+            f"none of the {count} images listed in {prompts_name} can be used")
+    reasons = [f"{name}: {why}" for name, why in list(unusable.items())[:SHOWN_UNUSABLE]]
+    more = f"; and {count - SHOWN_UNUSABLE} more" if count > SHOWN_UNUSABLE else ""
+    return f"no usable generated image in {folder}: {said}: {'; '.join(reasons)}{more}"
 
 
 def _sample(image: Image.Image, references: tuple[Image.Image, ...], entry: Entry, token: str | None) -> Sample:
@@ -345,14 +326,26 @@ def _sample(image: Image.Image, references: tuple[Image.Image, ...], entry: Entr
 
 
 def _warn_unlisted(folder: Path, prompts: PromptsFile, references: list[Path]) -> None:
-    listed = {Path(e.image).name for e in prompts.entries}
-    listed |= {p.name for p in references if p.parent.resolve() == folder.resolve()}
+    listed = {_file_key(folder / e.image) for e in prompts.entries} | {_file_key(p) for p in references}
     unlisted = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                      and p.name not in listed and p.name != _GENERATE_GRID)
+                      and p.name != _GENERATE_GRID and _file_key(p) not in listed)
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
         warnings.warn(EvalWarning(f"{len(unlisted)} image(s) in {folder} are not in {prompts.path.name} and are "
                                   f"not evaluated: {shown}"), stacklevel=3)
+
+
+def _file_key(path: Path) -> Path:
+    """Which file a path names, by its resolved folder and its own name.
+
+    By path, not base name: a listed sub/a.png must not cover the folder's own a.png. The folder is
+    resolved (./a.png, sub/../a.png, a folder reached through a link), the name is not: a link in the
+    folder is an image of its own, listed by its own name.
+    """
+    try:
+        return path.parent.resolve() / path.name
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13): compare as written
+        return Path(os.path.abspath(path))
 
 
 def _warn_without_references(samples: list[Sample]) -> None:

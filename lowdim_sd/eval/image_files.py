@@ -1,0 +1,96 @@
+"""Opening one image of an eval folder (generated or reference): upright RGB at a bounded size, or why not.
+
+Every image left out or changed on load is a note that names the file, with the size the file itself
+has: JPEGs are decoded at a reduced scale, and PIL refuses the largest files before saying their size.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+from PIL import ExifTags, Image, ImageOps
+
+# Private, but no public function converts an already-open picture: open_rgb decodes the whole file
+# first, which would lose draft()'s reduced-scale JPEG decode of huge photos below.
+from lowdim_sd.images import _to_rgb
+
+MIN_SIDE = 16  # below this no metric model sees anything but a blur
+MAX_SIDE = 2048  # larger pictures are shrunk on load: every metric model resizes to 224 px or less
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that show the stored picture turned on its side
+
+
+class EvalWarning(UserWarning):
+    """Something in an eval folder that the run goes on without."""
+
+
+class SkippedImageWarning(EvalWarning):
+    """An image (generated or reference) that is missing, not an image, or too small: left out."""
+
+
+class ImageSizeWarning(EvalWarning):
+    """A huge image, shrunk on load."""
+
+
+def open_image(path: Path, label: str) -> Image.Image | None:
+    """An upright RGB picture, or None with a SkippedImageWarning saying why it can't be used."""
+    image = read_image(path, label)
+    if isinstance(image, str):
+        warn_skipped(path, label, image)
+        return None
+    return image
+
+
+def warn_skipped(path: Path, label: str, reason: str) -> None:
+    warnings.warn(SkippedImageWarning(f"skipping {label} {path}: {reason}"), stacklevel=3)
+
+
+def read_image(path: Path, label: str) -> Image.Image | str:
+    """An upright RGB picture, or the reason it can't be used."""
+    if not path.is_file():
+        return "no such file" if not path.exists() else "not a file"
+    try:
+        with warnings.catch_warnings():
+            # PIL's note for a photo over its MAX_IMAGE_PIXELS names no file and calls it a bomb: the size is
+            # bounded here instead (draft, then the shrink below), and PIL still refuses twice its limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image, (width, height) = _decode(path)
+    except Image.DecompressionBombError as error:
+        return _too_many_pixels(error)
+    except (OSError, SyntaxError, ValueError):
+        return "not a readable image"
+    if min(image.size) < MIN_SIDE:
+        return f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})"
+    if max(width, height) > MAX_SIDE:
+        warnings.warn(ImageSizeWarning(f"{label} {path} is {width}x{height}; shrunk to at most {MAX_SIDE} px on "
+                                       f"its long side"), stacklevel=3)
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    image.info["source"] = str(path)  # metrics name the file in their warnings
+    return image
+
+
+def _decode(path: Path) -> tuple[Image.Image, tuple[int, int]]:
+    """The upright RGB picture, and the file's own size as shown (before draft() shrinks a JPEG's)."""
+    with Image.open(path) as opened:
+        width, height = opened.size
+        if opened.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+            width, height = height, width
+        opened.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at a reduced scale
+        return _to_rgb(ImageOps.exif_transpose(opened)), (width, height)  # 16-bit, float, transparent too
+
+
+def _too_many_pixels(error: Exception) -> str:
+    """Why PIL refused a file over twice its MAX_IMAGE_PIXELS, with the file's size.
+
+    PIL raises before it hands over the image, so the size is read from its message ('Image size
+    (196000000 pixels) exceeds ...'); where that wording has changed the size is left out.
+    """
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{_megapixels(int(found.group(1)))}, " if found else ""
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return f"{size}more pixels than PIL opens safely ({_megapixels(limit)}); scale it down to use it"
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} MP"
