@@ -1,12 +1,13 @@
 """What a user can type wrong on the page, refused in one line that names the control, in the page's words.
 
 Gradio's own range checks would print a traceback on the server's terminal and say ``Value 0 is less than
-minimum value 1.`` without naming the control, so the page's numbers are checked here (``page_widgets``
+minimum value 1.`` without naming the control, so the page's numbers are checked here (``page_parts``
 turns Gradio's off). Nothing here imports Gradio or torch.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ RANKS = (1, 32)
 DENOISING_STEPS = (1, 100)
 PICTURES = (1, 16)
 
+MODEL_EMPTY = "--model is empty: give an installed model's name or a path"
 # CLI advice the page cannot follow as written, and what to say instead (the page has no flags).
 PAGE_TERMS = (
     (", or pass --no-crop to use the image as it is", ""),
@@ -27,6 +29,18 @@ PAGE_TERMS = (
     ("pass it with --model (-m)", "type its path in the Model box"),
     ("--model takes", "the Model box takes"),
     ("goes to --image", "goes to the Face photo box"),
+    (MODEL_EMPTY, "the Model box is empty: pick an installed model or type a path"),
+    ("unless --steps", "unless Finetune steps is set"),  # a run's note: its finetune's length
+    # How to draw's short form (start=, end=, te=, ca=), checked as generate's flags are
+    ("after --adapter-start (", "after its start ("),
+    ("--adapter-start", "How to draw's start"),
+    ("--adapter-end", "How to draw's end"),
+    ("--text-encoder-scale", "How to draw's te"),
+    ("--cross-attention-scale", "How to draw's ca"),
+    # Evaluate: its Metrics box, and the Reference photo it passes as eval's --references
+    ("--metrics is empty", "the Metrics box is empty"),
+    ("--metrics names", "the Metrics box names"),
+    (" (--references)", " (the Reference photo)"),
 )
 
 
@@ -35,18 +49,72 @@ class NotOffered(LowdimError):
     sends one. Said as an error, never as a note on the page, since it is the request that is wrong."""
 
 
-def check_number(value: float | None, label: str, least: int, most: int | None = None) -> int:
-    """``value`` as a whole number from ``least`` to ``most``, else one line naming the control ``label``."""
-    if value is None:
+def is_empty(value: object) -> bool:
+    """Whether a control sent its empty value: None (an emptied number field, or null from a client other than
+    the page) or a blank text."""
+    return value is None or isinstance(value, str) and not value.strip()
+
+
+def as_number(value: object) -> int | float | None:
+    """``value`` as the number it is or spells ("2", " 2.5 "), None when it is none: a bool, a list, other text.
+    The page's own controls send numbers; only a client other than the page sends the rest."""
+    if isinstance(value, bool):  # an int to Python, but no number a control means
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    for kind in (int, float) if isinstance(value, str) else ():
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    return None
+
+
+def shown(value: object) -> str:
+    """A value as a line quotes it: 2.5, abc, None."""
+    return f"{value:g}" if isinstance(value, float) else str(value).strip()
+
+
+def whole_number(value: object, label: str) -> int:
+    """``value`` as an int, never rounded nor cut: 2 and 2.0 (a JSON client's 2) are 2; a fraction, NaN, text or
+    a bool is one line naming the control ``label``, as is an empty field."""
+    if is_empty(value):
         raise LowdimError(f"{label} is empty: type a whole number")
-    number = int(value)
-    if number != value:
-        raise LowdimError(f"{label} must be a whole number, got {value:g}")
+    number = as_number(value)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if not isinstance(number, int):
+        raise LowdimError(f"{label} must be a whole number, got {shown(value)}")
+    return number
+
+
+def real_number(value: object, label: str) -> float:
+    """``value`` as a finite float (a weight such as the adapter's scale), else one line naming ``label``."""
+    number = as_number(value)
+    if number is None or not math.isfinite(number):
+        raise LowdimError(f"{label} must be a number, got {shown(value)}")
+    return float(number)
+
+
+def check_number(value: object, label: str, least: int, most: int | None = None) -> int:
+    """``value`` as a whole number from ``least`` to ``most``, else one line naming the control ``label``."""
+    number = whole_number(value, label)
     if most is None and number < least:
         raise LowdimError(f"{label} must be {least} or more, got {number}")
     if most is not None and not least <= number <= most:
         raise LowdimError(f"{label} must be {least} to {most}, got {number}")
     return number
+
+
+def check_checkbox(value: object, label: str) -> bool:
+    """A checkbox's value as a bool. None is a cleared box, as every control's None is its empty value (an
+    emptied field, an empty text); anything else but a bool ("no", 0) only a client other than the page sends,
+    and a truthy "no" must not tick it."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise LowdimError(f"{label} is a checkbox: send true or false, got {value!r}")
+    return value
 
 
 def check_seed(seed: float | None, label: str = "Seed", count: int = 1) -> int:
@@ -83,10 +151,16 @@ def installed_models() -> list[str]:
     return names
 
 
-def check_model(model: str) -> str:
-    """An installed backend, a folder or file here, or a hub id; anything else is refused by name."""
+def check_model(model: object) -> str:
+    """An installed backend, a folder or file here, or a hub id; anything else is refused by name. An empty
+    value is refused first: ``Path("")`` is the current folder, which exists."""
     from lowdim.registry import get_registry
 
+    if is_empty(model):  # the Model box emptied (it takes typed values), or null from a client
+        raise LowdimError(MODEL_EMPTY)
+    if not isinstance(model, str):  # a number or a list: only a client other than the page sends one
+        raise LowdimError(f"model {model!r} is neither an installed model ({', '.join(installed_models())}) nor a "
+                          f"folder or file on this machine")
     model = model.strip()
     if model in get_registry().backends or Path(model).expanduser().exists():
         return model

@@ -8,14 +8,13 @@ the UNet part draws the wrong hair.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from lowdim.errors import LowdimError
-from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, check_number, check_seed
+from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, check_model, check_number, check_seed, real_number
 
 DRAW_AFTER = " wearing a hat"  # what the default prompt adds to the adapter's phrase: a style the base model knows
 Drawn = list[tuple[Image.Image, str]]  # (picture, caption)
@@ -30,9 +29,16 @@ class Subject:
     name: str
 
 
-def uploaded_adapter(path: str | Path, model: str) -> Subject:
+def uploaded_adapter(path: str | Path, model: object) -> Subject:
     """A dropped ``.safetensors`` adapter, refused in one line (not an adapter, damaged, another tool's LoRA)
-    before any model loads; it is drawn on ``model``, as ``lowdim generate -m MODEL -a FILE`` draws it."""
+    before any model loads; it is drawn on ``model``, as ``lowdim generate -m MODEL -a FILE`` draws it, which is
+    refused in one line too (empty, unknown)."""
+    path = checked_upload(path)
+    return Subject(path, check_model(model), path.name)
+
+
+def checked_upload(path: str | Path) -> Path:
+    """A dropped file as a lowdim adapter, checked on its own as ``lowdim generate -a`` checks it."""
     from lowdim_sd.generate import check_adapter_files
 
     path = Path(path)
@@ -40,7 +46,7 @@ def uploaded_adapter(path: str | Path, model: str) -> Subject:
         raise LowdimError(f"{path.name} is not an adapter: drop the .safetensors file that lowdim personalize "
                           f"wrote (adapter.safetensors)")
     check_adapter_files([(path, 1.0)])
-    return Subject(path, model, path.name)
+    return path
 
 
 def default_prompt(adapter: Path) -> str:
@@ -66,11 +72,10 @@ class DrawSettings:
     def check(self) -> None:
         from lowdim_sd.generate import IDENTIFIER
 
-        if IDENTIFIER not in self.prompt:
+        if not isinstance(self.prompt, str) or IDENTIFIER not in self.prompt:  # None: the page's empty box
             raise LowdimError(f"the prompt has no {IDENTIFIER}: write {IDENTIFIER} where the subject goes, "
                               f"e.g. 'a photo of a {IDENTIFIER} face'")
-        if self.scale is None or not math.isfinite(self.scale):  # any other number is a weight, as in the CLI
-            raise LowdimError(f"Adapter scale must be a number, got {self.scale}")
+        real_number(self.scale, "Adapter scale")  # any finite number is a weight, as in the CLI
         check_number(self.count, "Pictures", *PICTURES)
         check_number(self.steps, "Draw's denoising steps", *DENOISING_STEPS)
         check_seed(self.seed, "Picture seed", self.count)  # the seed typed; its last picture's must fit too

@@ -10,10 +10,19 @@ import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
-from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, NotOffered, check_face, installed_models
+from lowdim_sd.ui.checks import (
+    DENOISING_STEPS,
+    MAX_FINETUNE_STEPS,
+    RANKS,
+    NotOffered,
+    check_checkbox,
+    check_face,
+    installed_models,
+    is_empty,
+)
 from lowdim_sd.ui.drawing import default_prompt
 from lowdim_sd.ui.page_draw import draw_section
-from lowdim_sd.ui.page_parts import Slider, on_page, page_line, progress_listener, whole
+from lowdim_sd.ui.page_parts import Number, Slider, on_page, page_line, progress_listener, text, whole
 from lowdim_sd.ui.photos import crop_preview
 from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
 from lowdim_sd.ui.studio import RunSettings, Studio
@@ -29,12 +38,14 @@ CSS = ".lowdim-note {min-height: 1.5em}"
 STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the prediction, {defaults.SCRATCH_STEPS} "
               f"for a model with no hypernetwork); up to {MAX_FINETUNE_STEPS}. The finetune's time grows with it; "
               f"Stop ends a run")
+HYPER_LABEL = "Start from the hypernetwork's prediction"
 
 
+@on_page
 def recipe_steps(use_hypernet: bool) -> int:
     """What Finetune steps becomes when the hypernetwork box is ticked or cleared: a LoRA from zero needs
     SCRATCH_STEPS (the box's own label says so); 40 from zero would be the paper's ablation."""
-    return defaults.FINETUNE_STEPS if use_hypernet else defaults.SCRATCH_STEPS
+    return defaults.FINETUNE_STEPS if check_checkbox(use_hypernet, HYPER_LABEL) else defaults.SCRATCH_STEPS
 
 
 def stage_table(record: RunRecord) -> str:
@@ -96,17 +107,18 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     model = gr.Dropdown(models, value=model_name, allow_custom_value=True, label="Model",
                         info="an installed model, or type the path of a local diffusers folder or .safetensors file",
                         elem_id="model")
-    use_hyper = gr.Checkbox(True, label="Start from the hypernetwork's prediction", elem_id="use-hyper",
+    use_hyper = gr.Checkbox(True, label=HYPER_LABEL, elem_id="use-hyper",
                             info=f"off: the LoRA starts from zero, and Finetune steps becomes "
                                  f"{defaults.SCRATCH_STEPS}, which that needs")
-    # No minimum for Gradio to check: the studio checks it, naming the field, without a terminal traceback.
-    steps = gr.Number(defaults.FINETUNE_STEPS, precision=0, label="Finetune steps", info=STEPS_HELP, elem_id="steps")
+    # No minimum for Gradio to check, nor its rounding: the studio checks it, naming the field, without a terminal
+    # traceback (Number, as Slider, passes the value as sent).
+    steps = Number(defaults.FINETUNE_STEPS, precision=0, label="Finetune steps", info=STEPS_HELP, elem_id="steps")
     rank = Slider(*RANKS, value=4, step=1, label="Rank", elem_id="rank",
                   info="of the LoRA the finetune adds to the prediction (the paper: 4); higher learns more detail, "
                        "in a larger file")
-    seed = gr.Number(0, precision=0, label="Run seed", elem_id="seed",
-                     info="the LoRA's start, the training noise and the gallery: the same photo and seed give the "
-                          "same run")
+    seed = Number(0, precision=0, label="Run seed", elem_id="seed",
+                  info="the LoRA's start, the training noise and the gallery: the same photo and seed give the "
+                       "same run")
     preview_steps = Slider(*DENOISING_STEPS, value=30, step=1, label="Gallery denoising steps", elem_id="preview-steps",
                            info="per gallery picture; on a CPU the gallery is most of a run's time: fewer is faster "
                                 "(and rougher)")
@@ -138,19 +150,21 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
 
     @on_page
     def show_crop(path: str | None, chosen_model: str, index: object):
-        index = check_face(index)
-        if not path:
-            return None, "", face_choices(0, None)
-        try:
-            preview = crop_preview(path, chosen_model, index)
-        except NotOffered:  # a Face the page never offered: the request is wrong, not the photo
-            raise
-        except LowdimError as error:
-            return None, f"**{page_line(first_line(error))}**", face_choices(0, None)
-        return preview.image, preview.message, face_choices(preview.faces, index)
+        return _preview(path, chosen_model, check_face(index))
 
+    @on_page
     def show_photo(path: str | None, chosen_model: str):  # a new photo starts at its largest face
-        return show_crop(path, chosen_model, None)
+        return _preview(path, chosen_model, None)
+
+    @on_page
+    def show_model(path: str | None, chosen_model: str, index: object):
+        """Another model cuts the photo again at the face chosen, or at its largest where this model offers no
+        such face (TinyFaces cuts none): the page's own Face may hold a face of the last model's cut."""
+        index = check_face(index)  # one that is no face number is still refused
+        try:
+            return _preview(path, chosen_model, index)
+        except NotOffered:
+            return _preview(path, chosen_model, None)
 
     @on_page
     def personalize(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,
@@ -158,8 +172,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
                     progress: gr.Progress = gr.Progress()) -> tuple:
         if not path:
             raise LowdimError("drop a face photo first")
-        settings = RunSettings(model=chosen_model, use_hypernet=hyper,
-                               steps=None if step_count is None else whole(step_count, "Finetune steps"),
+        settings = RunSettings(model=chosen_model, use_hypernet=check_checkbox(hyper, HYPER_LABEL),
+                               steps=None if is_empty(step_count) else whole(step_count, "Finetune steps"),
                                rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
                                face_index=check_face(index) or None,
                                preview_steps=whole(sample_steps, "Gallery denoising steps"))
@@ -174,7 +188,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     # otherwise drop a click while its event runs, or queue it out of sight).
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
     photo.change(show_photo, [photo, model], [crop, crop_note, face], **unlimited)
-    model.change(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
+    model.change(show_model, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
@@ -182,6 +196,21 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     stop.click(on_page(lambda: studio.stop()), None, [stages], api_name="stop", **unlimited)
     reopen.click(open_run, [earlier], outputs, **unlimited)
     return earlier
+
+
+def _preview(path: str | None, chosen_model: str, index: int | None) -> tuple:
+    """The crop, its note and the Face list for ``path`` cut as ``chosen_model`` cuts it. A face the photo, cut
+    so, does not offer is refused (``NotOffered``), as Personalize refuses it; a photo or model the preview cannot
+    use is the note, in bold."""
+    if not path:
+        return None, "", face_choices(0, None)
+    try:
+        preview = crop_preview(path, chosen_model, index)
+    except NotOffered:  # a Face the page never offered: the request is wrong, not the photo
+        raise
+    except LowdimError as error:
+        return None, f"**{page_line(first_line(error))}**", face_choices(0, None)
+    return preview.image, preview.message, face_choices(preview.faces, index)
 
 
 def evaluate_tab(studio: Studio) -> None:
@@ -201,11 +230,13 @@ def evaluate_tab(studio: Studio) -> None:
     table = gr.Markdown(elem_id="eval-table")
 
     @on_page
-    def run(files: list[str] | None, photo: str | None, text: str, identifier: str, names: str,
-            progress: gr.Progress = gr.Progress()) -> str:
+    def run(files: list[str] | None, photo: str | None, prompt_text: str | None, identifier: str | None,
+            names: str | None, progress: gr.Progress = gr.Progress()) -> str:
         if not photo:
             raise LowdimError("drop the reference photo of the subject")
-        return studio.evaluate(list(files or []), photo, text, identifier, names, progress_listener(progress))
+        report = studio.evaluate(list(files or []), photo, text(prompt_text), text(identifier), text(names),
+                                 progress_listener(progress))
+        return page_line(report)  # its notes name the Reference photo by its own name, not Gradio's folder
 
     score.click(run, [generated, reference, prompt, token, metrics], [table], concurrency_limit=None,
                 trigger_mode="multiple")

@@ -7,9 +7,9 @@ import gradio as gr
 
 from lowdim.errors import LowdimError
 from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
-from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES
-from lowdim_sd.ui.drawing import DRAW_AFTER, default_prompt, uploaded_adapter
-from lowdim_sd.ui.page_parts import Slider, on_page, progress_listener, whole
+from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
+from lowdim_sd.ui.drawing import DRAW_AFTER, checked_upload, default_prompt, uploaded_adapter
+from lowdim_sd.ui.page_parts import Number, Slider, on_page, progress_listener, text, whole
 from lowdim_sd.ui.studio import Studio
 
 # (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
@@ -33,8 +33,8 @@ def _draw_controls() -> tuple:
         how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
                           info="the adapter's parts apart keep styles (te=T, start=F, end=F, ca=C; docs/cli.md)")
     with gr.Row():
-        seed = gr.Number(0, precision=0, label="Picture seed", elem_id="draw-seed",
-                         info="the first picture's; each next picture takes the next number")
+        seed = Number(0, precision=0, label="Picture seed", elem_id="draw-seed",
+                      info="the first picture's; each next picture takes the next number")
         steps = Slider(*DENOISING_STEPS, value=30, step=1, label="Draw's denoising steps", elem_id="draw-steps")
         count = Slider(*PICTURES, value=2, step=1, label="Pictures", elem_id="draw-count")
         # No file_types: Gradio's refusal prints a traceback on the terminal; drawing's own check names the file.
@@ -53,22 +53,24 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown) -> tuple
 
     @on_page
     def use_adapter(path: str | None, chosen_model: str):
+        """The file is checked now; the Model box when Draw is pressed, as it is then (it may be filled in after)."""
         if not path:
             return None, gr.update(), NOTHING_TO_DRAW
-        subject = uploaded_adapter(path, chosen_model)
-        return ({"adapter": str(subject.adapter)}, default_prompt(subject.adapter),
-                f"Draw draws the adapter `{subject.name}` on the model in the Model box")
+        adapter = checked_upload(path)
+        return ({"adapter": str(adapter)}, default_prompt(adapter),
+                f"Draw draws the adapter `{adapter.name}` on the model in the Model box")
 
     @on_page
-    def draw_more(what: dict | None, chosen_model: str, text: str, adapter_scale: float, how_to_draw: str,
-                  first_seed: float | None, sample_steps: float, pictures: float,
+    def draw_more(what: dict | None, chosen_model: str, prompt_text: str | None, adapter_scale: float,
+                  how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
                   progress: gr.Progress = gr.Progress()):
         if not what:
             raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
+        # A run is drawn on the model it was made with: the Model box is read (and checked) for a dropped file only.
         subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
-        return studio.draw(subject, text, adapter_scale, whole(first_seed, "Picture seed"),
-                           whole(sample_steps, "Draw's denoising steps"), whole(pictures, "Pictures"), how_to_draw,
-                           progress_listener(progress))
+        return studio.draw(subject, text(prompt_text), real_number(adapter_scale, "Adapter scale"),
+                           whole(first_seed, "Picture seed"), whole(sample_steps, "Draw's denoising steps"),
+                           whole(pictures, "Pictures"), str(text(how_to_draw)), progress_listener(progress))
 
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
     adapter.change(use_adapter, [adapter, model], [current, prompt, drawing], **unlimited)

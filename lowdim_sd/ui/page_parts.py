@@ -13,16 +13,26 @@ from typing import Any
 import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
-from lowdim_sd.ui.checks import in_page_terms
+from lowdim_sd.ui.checks import in_page_terms, whole_number
 
 
 def Slider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - stands for gr.Slider in the layout
     """Gradio's slider, whose value reaches the studio's check as it is: Gradio's own range check prints a
-    traceback on the server's terminal and names no control. (Set on the instance: a subclass of a Gradio
-    component makes Gradio write a .pyi file beside this one.)"""
-    slider = gr.Slider(*args, **kwargs)
-    slider.preprocess = lambda payload: payload
-    return slider
+    traceback on the server's terminal and names no control."""
+    return as_sent(gr.Slider(*args, **kwargs))
+
+
+def Number(*args: Any, **kwargs: Any) -> gr.Number:  # noqa: N802 - stands for gr.Number in the layout
+    """Gradio's number field, whose value reaches the studio's check as it is: Gradio's own rounding prints a
+    traceback for a client's "abc" and names no control, and rounds 2.5 to 2 where the studio refuses it."""
+    return as_sent(gr.Number(*args, **kwargs))
+
+
+def as_sent(component: Any) -> Any:
+    """``component`` with Gradio's own preprocessing off. (Set on the instance: a subclass of a Gradio component
+    makes Gradio write a .pyi file beside this one.)"""
+    component.preprocess = lambda payload: payload
+    return component
 
 
 def on_page(fn: Callable) -> Callable:
@@ -59,15 +69,15 @@ def upload_folders() -> re.Pattern:
     return re.compile("(?:" + "|".join(map(re.escape, spellings)) + r")/[^/\s]+/")
 
 
-def whole(value: float | None, label: str) -> int:
-    """A number field as an int; Gradio passes None for an emptied field, which int() would turn into a
-    Python error on the page."""
-    if value is None:
-        raise LowdimError(f"{label} is empty: type a whole number")
-    try:
-        return int(value)
-    except (ValueError, OverflowError):  # NaN, infinity: a client other than the page may send them
-        raise LowdimError(f"{label} must be a whole number, got {value}") from None
+def whole(value: object, label: str) -> int:
+    """A number control's value as an int (``checks.whole_number``): what the page's fields send (2, or 2.0),
+    never rounded; an emptied field (None), a fraction or a client's text is one line naming ``label``."""
+    return whole_number(value, label)
+
+
+def text(value: str | None) -> str:
+    """A text box's value: null, which only a client other than the page sends, is the empty box."""
+    return "" if value is None else value
 
 
 def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:

@@ -7,6 +7,7 @@ line, so a run never starts on a photo it will throw out after loading the model
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,17 +34,35 @@ def check_photo(path: str | Path) -> Path:
     """The uploaded file, refused in one line unless it is an image of at most MAX_PIXELS pixels."""
     path = Path(path)
     try:
-        with Image.open(path) as image:  # reads the header only: a huge photo is refused before decoding
-            width, height = image.size
+        with warnings.catch_warnings():  # PIL's warning of a photo over its own limit: refused below, by size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only: a huge photo is refused before decoding
+                width, height = image.size
     except FileNotFoundError:
         raise LowdimError(f"{path.name}: the upload is gone; drop the photo again") from None
-    except (Image.UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # over twice PIL's limit: a photo too large, not a bad file
+        raise too_large(path.name, _bomb_pixels(error)) from None
+    except (Image.UnidentifiedImageError, OSError, ValueError) as error:
         raise LowdimError(f"{path.name} is not an image this page can read ({first_line(error)}); "
                           f"use a JPEG, PNG or WebP photo") from None
     if width * height > MAX_PIXELS:
-        raise LowdimError(f"{path.name} is {width}x{height} pixels ({width * height / 1e6:.0f} MP); photos up to "
-                          f"{MAX_PIXELS // 1_000_000} MP are accepted: scale it down first")
+        raise too_large(path.name, width * height, f"{width}x{height} pixels")
     return path
+
+
+def too_large(name: str, pixels: int | None, size: str = "") -> LowdimError:
+    """The line for a photo over MAX_PIXELS: its size, as much of it as is known."""
+    megapixels = f"{pixels / 1e6:.0f} MP" if pixels else f"over {MAX_PIXELS // 1_000_000} MP"
+    said = f"{size} ({megapixels})" if size else megapixels
+    return LowdimError(f"{name} is {said}; photos up to {MAX_PIXELS // 1_000_000} MP are accepted: scale it "
+                       f"down first")
+
+
+def _bomb_pixels(error: Exception) -> int | None:
+    """The pixel count PIL's DecompressionBombError names ('Image size (400000000 pixels) exceeds ...'): PIL
+    refuses before it hands over the size. None where its wording has changed."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else None
 
 
 def crop_preview(path: str | Path, model: str, face_index: int | None = None,
@@ -58,6 +77,7 @@ def crop_preview(path: str | Path, model: str, face_index: int | None = None,
         warnings.simplefilter("always")
         crop = resolve_crop(crop, model)
         if not crop:  # training's own size check (load_image's: half the model's side), with its line
+            check_no_face_cut(face_index, model)
             side = training_side(model)
             picture = to_pil(load_image(path, PREVIEW_SIDE, min_side=side // 2 if side else 1)[None])[0]
             return CropPreview(picture, 0, _first_note(caught, f"{model} uses the photo as it is (centre square)"))
@@ -89,15 +109,20 @@ def check_face_choice(photo: Path, model: str, face_index: int | None, crop: boo
         warnings.simplefilter("ignore")  # a missing faces extra: the preview and the run each say so
         crop = resolve_crop(crop, model)
     if not crop:
-        if face_index:
-            raise NotOffered(f"Face {face_index} asked for, but no face is cut out of the photo for {model} (it "
-                             f"uses the photo as it is): leave Face at 0")
+        check_no_face_cut(face_index, model)
         return
     from lowdim_sd.faces import detect_faces
     from lowdim_sd.images import open_rgb
 
     with advice_for_the_page():
         check_face_found(face_index, len(detect_faces(open_rgb(photo), photo.name)), photo.name)
+
+
+def check_no_face_cut(face_index: int | None, model: str) -> None:
+    """For a model that uses the photo as it is, the one face there is: Face 0 (or none chosen)."""
+    if face_index:
+        raise NotOffered(f"Face {face_index} asked for, but no face is cut out of the photo for {model} (it "
+                         f"uses the photo as it is): leave Face at 0")
 
 
 def check_face_found(face_index: int | None, faces: int, name: str) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import runs, stopping
@@ -32,7 +33,11 @@ from lowdim_sd.ui.drawing import Drawer, Drawn, DrawSettings, Subject
 from lowdim_sd.ui.photos import advice_for_the_page, check_face_choice, check_photo
 from lowdim_sd.ui.run_folders import EXPORTS, PARTIAL, RunRecord, clean_partials, new_run_name, read_run, write_record
 
+if TYPE_CHECKING:
+    from lowdim_sd.eval.job import EvalJob
+
 Listener = Callable[[str, int, int], None]  # (label, done, total): a stage starting is (label, 0, 1)
+PROMPTS = "prompts.json"  # the prompts file Evaluate writes beside the pictures it scores
 
 
 class Busy(LowdimError):
@@ -214,12 +219,17 @@ class Studio:
 
     def evaluate(self, images: list[str | Path], reference: str | Path, prompt: str, token: str = "sks",
                  metrics: str = "", listener: Listener | None = None) -> str:
-        """``lowdim eval`` on dropped pictures against a reference photo: its report as markdown."""
-        from lowdim_sd.eval.job import EvalJob, parse_metric_names, run_eval
+        """``lowdim eval`` on dropped pictures against a reference photo: its report as markdown, which names each
+        picture by its own file name."""
+        from lowdim_sd.eval.job import EvalJob, parse_metric_names
 
         if not images:
             raise LowdimError("drop at least one generated picture to score")
+        for value, label in ((prompt, "Their prompt"), (metrics, "Metrics")):
+            if not isinstance(value, str):  # the prompt would reach eval as the prompts file's fault, a file of ours
+                raise LowdimError(f"{label} must be text, got {value!r}")
         reference = check_photo(reference)
+        images = [check_photo(path) for path in images]
         names = parse_metric_names(metrics) if metrics.strip() else EvalJob.metrics
         hear = self._heard(listener)
 
@@ -233,15 +243,49 @@ class Studio:
             return advance
 
         with self.job("scoring"), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
-            entries = []
-            for index, path in enumerate(images):
-                path = check_photo(path)
-                name = f"{index:03d}{path.suffix.lower()}"
-                shutil.copyfile(path, Path(folder) / name)
-                entries.append({"image": name, "prompt": prompt})
-            (Path(folder) / "prompts.json").write_text(json.dumps({"images": entries, "token": token}))
-            report = run_eval(EvalJob(Path(folder), names, (reference,), token, device=self.config.device), progress)
-        return report.to_markdown().replace("# lowdim eval\n", "", 1)
+            job = EvalJob(Path(folder), names, (reference,), token, device=self.config.device)
+            return _scored(job, images, prompt, progress)
+
+
+def _scored(job: EvalJob, images: list[Path], prompt: str, progress: Callable) -> str:
+    """Score ``images`` as copies in ``job.folder``, each under its own file name, with the prompts file this
+    writes; the report and any error say the folder in the page's terms."""
+    from lowdim_sd.eval.job import run_eval
+
+    entries = []
+    for name, path in zip(own_names(images), images, strict=True):
+        shutil.copyfile(path, job.folder / name)
+        entries.append({"image": name, "prompt": prompt})
+    (job.folder / PROMPTS).write_text(json.dumps({"images": entries, "token": job.token}))
+    try:
+        report = run_eval(job, progress)
+    except LowdimError as error:
+        said = _without_folder(str(error), job.folder)
+        raise (error if said == str(error) else LowdimError(said)) from None
+    return _without_folder(report.to_markdown().replace("# lowdim eval\n", "", 1), job.folder)
+
+
+def own_names(paths: list[Path]) -> list[str]:
+    """Each picture's own file name, as the report names it; a name taken (twice dropped, or the prompts file's)
+    gets -2, -3 and so on. Compared without case: a file system may not tell Face.png from face.png."""
+    taken, names = {name.lower() for name in (PROMPTS, "prompts.csv")}, []
+    for path in paths:
+        name, number = path.name, 2
+        while name.lower() in taken:
+            name, number = f"{path.stem}-{number}{path.suffix}", number + 1
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _without_folder(text: str, folder: Path) -> str:
+    """Eval's words about the folder this studio wrote, said as the page's: a picture by its own name, the
+    prompts file (written from the page's Their prompt and Identifier boxes) by them, the folder as the Generated
+    pictures it holds."""
+    for spelling in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
+        text = text.replace(f"{spelling}/{PROMPTS}", "Their prompt and Identifier").replace(f"{spelling}/", "")
+        text = text.replace(spelling, "the Generated pictures")
+    return text.replace(f"listed in {PROMPTS}", "dropped")
 
 
 def metrics_for(model: str) -> tuple[str, ...]:
