@@ -17,6 +17,7 @@ from torch import Tensor
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.spaces.base import LayerSpec, Space
+from lowdim_sd import stopping
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.weight_index import differing_settings, read_index
 
@@ -109,6 +110,9 @@ class WeightDataset(torch.utils.data.Dataset):
                     layer, _, param = key.rpartition("/")
                     nested.setdefault(layer, {})[param] = shard.get_slice(key)[entry["row"]]
         except Exception as error:  # OSError, or safetensors' own error type
+            # A signal's KeyboardInterrupt raised inside safetensors' reading comes out as its error (torch's
+            # "could not determine the shape of object type ..."): that is the stop, not a damaged shard.
+            stopping.check()
             raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
         return nested
 

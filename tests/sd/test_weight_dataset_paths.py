@@ -30,3 +30,27 @@ def test_an_index_naming_a_shard_outside_its_folder_is_refused_by_name(tmp_path,
 def test_a_plain_shard_name_is_accepted(tmp_path):
     write_index(tmp_path / "w", "shard-00000.safetensors")
     assert WeightDataset(tmp_path / "w").names == ["id-0"]
+
+
+def test_a_shard_read_cut_by_a_stop_is_the_stop_and_a_damaged_shard_is_named(tmp_path, monkeypatch):
+    """A signal's KeyboardInterrupt raised inside safetensors comes out as another error type: with a stop
+    asked for, reading a shard raises the stop (so the run keeps its checkpoint), otherwise it names the shard."""
+    import safetensors
+
+    from lowdim_sd import stopping
+
+    write_index(tmp_path / "w", "shard-00000.safetensors")
+    dataset = WeightDataset(tmp_path / "w")
+
+    def cut(*args, **kwargs):
+        raise TypeError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+
+    monkeypatch.setattr(safetensors, "safe_open", cut)
+    stopping.ask()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dataset.weights(0)
+    finally:
+        stopping.withdraw()
+    with pytest.raises(LowdimError, match=r"shard-00000.safetensors: unreadable weight shard \(could not determine"):
+        dataset.weights(0)
