@@ -49,7 +49,9 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
               "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": number(meta.get("seed")),
               **({"layer scales": parsed_json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
               **({"trained with dropout": number(meta["dropout"])} if meta.get("dropout") else {}),
-              **{f"recipe: {key}": value for key, value in recipe.items()}}
+              "frozen bases": {"stored": stored} if stored or meta.get("basis_checksum") else None,
+              **{f"recipe: {key}": value.strip() if isinstance(value, str) else value
+                 for key, value in recipe.items()}}
     if problem := dropout_problem(path, meta.get("dropout")):
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)

@@ -22,8 +22,15 @@ class FileInfo:
     values: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        fields = {name: self.values.get(name, value) for name, value in self.rows}
+        fields: dict[str, object] = {}
+        for name, value in self.rows:
+            group, _, key = name.partition(GROUPED)  # "recipe: steps" -> {"recipe": {"steps": ...}}
+            place = fields.setdefault(group, {}) if key else fields
+            place[key or name] = self.values.get(name, value)
         return {"path": str(self.path), "kind": self.kind, "fields": fields, "use": self.use}
+
+
+GROUPED = ": "  # a row named "group: key" is one of a group (a recipe's, a training's): one object in --json
 
 
 @dataclass
@@ -61,7 +68,8 @@ def parsed_json(text: str | None, fallback: object) -> object:
 
 
 def compact(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    # stripped: a recipe's looks are stored as the words that follow "[V] face", leading space and all
+    return value.strip() if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def number(text: str | None) -> object:

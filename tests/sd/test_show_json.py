@@ -51,9 +51,12 @@ def test_json_gives_numbers_booleans_and_nested_objects(tmp_path, capsys):
     assert fields["space"] == {"name": "lidb", "config": json.loads(lowdim.read_adapter(path).metadata["space_config"])}
     assert fields["layers"]["count"] == 1 and fields["seed"] == 3
     assert fields["file"] == {"bytes": path.stat().st_size, "dtype": "fp16"}
-    assert fields["recipe: only_hyper"] is False and fields["recipe: steps"] == 40
-    assert fields["recipe: hypernet"] == HYPERNET and fields["recipe: face_index"] is None
-    assert fields["recipe: looks"] == LOOKS and fields["token"] == "zwx"
+    recipe = fields["recipe"]  # one object, as the table's "recipe: ..." rows are one group
+    assert recipe["only_hyper"] is False and recipe["steps"] == 40
+    assert recipe["hypernet"] == HYPERNET and recipe["face_index"] is None
+    assert recipe["looks"] == LOOKS.strip() and fields["token"] == "zwx"
+    assert fields["frozen bases"] == {"stored": False}  # a flag, not the table's sentence
+    assert not any(name.startswith("recipe: ") for name in fields)
 
 
 def test_the_table_keeps_its_display_strings(tmp_path, capsys):
@@ -76,7 +79,7 @@ def test_a_hypernetwork_and_an_export_in_json(make_hypernet, tmp_path, capsys):
     _no_display_strings(fields)
     assert fields["predicts"]["space"] == "lidb" and fields["predicts"]["layer set"] == "unet+text"
     assert isinstance(fields["predicts"]["config"], dict) and isinstance(fields["predicts"]["layers"], int)
-    assert fields["network"]["iterations"] == 2 and fields["training: adapter_seed"] == 7
+    assert fields["network"]["iterations"] == 2 and fields["training"]["adapter_seed"] == 7
     assert fields["file"]["bytes"] == hypernet.stat().st_size
     exported = export_adapter(_adapter(tmp_path / "me.safetensors"), tmp_path / "k.safetensors", "kohya")
     assert main(["show", str(exported), "--json"]) == 0
