@@ -126,6 +126,9 @@ def check_config(config: GenerateConfig) -> None:
                           f"got {config.steps}")
     if not math.isfinite(config.guidance):
         raise LowdimError(f"--guidance must be a finite number, got {config.guidance}")
+    if config.guidance < 0:  # diffusers draws it as no guidance at all, without a word
+        raise LowdimError(f"--guidance must be 0 or more (1 or less draws without classifier-free guidance; 5 to 7.5 "
+                          f"is usual), got {config.guidance:g}")
     if config.batch < 1:
         raise LowdimError(f"--batch must be at least 1, got {config.batch}")
 
@@ -172,8 +175,10 @@ def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: st
     """What a [V] prompt will not do as its user likely expects, each in one line: with no adapter, [V] is
     a word the model was never taught; with two adapters that learned the same word, it calls both; on a
     merged model (``taught``: ``SDModel.taught``) taught several words, it calls the first only."""
-    if token_flag or not any(IDENTIFIER in prompt for prompt in prompts):
+    if not any(IDENTIFIER in prompt for prompt in prompts):
         return []
+    if token_flag:
+        return _foreign_token_lines(tokens, token_flag, taught)
     if not tokens and taught is None:
         return [f"no --adapter: {IDENTIFIER} becomes 'sks', a word this model was never taught, so the pictures "
                 f"show no one in particular"]
@@ -186,6 +191,16 @@ def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: st
             *(f"an adapter and the merged model both learned the word '{word}': {IDENTIFIER} calls both at once, so "
               f"their subjects blend; personalize the adapter with its own --token to draw them apart"
               for word in merged_too)]
+
+
+def _foreign_token_lines(tokens: Sequence[str], token_flag: str, taught: Sequence[str] | None) -> list[str]:
+    """--token naming a word that adapters which record theirs never learned (nor a merged model)."""
+    learned = [t for t in tokens if t]
+    if not learned or len(learned) < len(tokens) or token_flag in [*learned, *(taught or [])]:
+        return []
+    words = ", ".join(f"'{word}'" for word in dict.fromkeys(learned))
+    return [f"--token {token_flag}: {IDENTIFIER} becomes '{token_flag}', a word none of the adapters learned (they "
+            f"learned {words}), so the pictures show no one in particular; leave --token out to call their subject"]
 
 
 def _merged_token_lines(tokens: Sequence[str], taught: Sequence[str] | None) -> list[str]:
