@@ -19,8 +19,9 @@ CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the text encoder's and the UNet's fo
                     "timed on a GPU: see docs/benchmarks.md.")
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
-    help="With a single-file .safetensors model offline: a local diffusers folder of the same architecture, or a "
-         "registered model's name (tinyfaces). Files lowdim merge wrote name their own.")]
+    metavar="FOLDER", help="With a single-file .safetensors model offline: a local diffusers folder of the same "
+                           "architecture, or a registered model's name (tinyfaces). Files lowdim merge wrote name "
+                           "their own.")]
 SaveDtype = Annotated[str, typer.Option(
     help="Tensors of the adapter file: fp16 (half the bytes of fp32, e.g. 54 KB for an SD1.5 LiDB; the "
          "difference is far below what changes an image), fp32 or bf16.")]
@@ -87,7 +88,7 @@ def train(
 
     Examples:
 
-      lowdim train -m tinyfaces -i face.png --out me              (LiDB, 400 steps)
+      lowdim train -m tinyfaces -i face.png --out me-lidb         (LiDB, 400 steps)
 
       lowdim train -m sd15 -i photos/ --space lora --set rank=4    (LoRA DreamBooth)
 
@@ -226,8 +227,8 @@ def export(
     # A str, not a Path: Path drops a trailing slash, and "-o newd/" must be refused as a folder, not written
     # as a file named newd.
     out_path: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Output file ending in .safetensors (default: NAME.FORMAT.safetensors beside "
-                            "ADAPTER).")] = None,
+        "--out", "-o", metavar="FILE", help="Output file ending in .safetensors (default: "
+                                            "NAME.FORMAT.safetensors beside ADAPTER).")] = None,
     # --save-dtype as personalize and train call it; --dtype, its first name, stays for existing scripts
     dtype: Annotated[str, typer.Option(
         "--save-dtype", "--dtype", help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",

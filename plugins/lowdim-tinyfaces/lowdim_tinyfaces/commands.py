@@ -14,7 +14,8 @@ def tinyfaces_identities(
     split: Annotated[str, typer.Option(
         help="Identity split: train (for precompute), val, or test (held out everywhere: benchmarks).")] = "train",
     seed: Annotated[int, typer.Option(help="Same seed, count and split: same identities.")] = 0,
-    style: Annotated[str, typer.Option(help="Style of the reference images.")] = "photo",
+    style: Annotated[str, typer.Option(help="Style of the reference images: photo, sketch, popart, night, "
+                                            "red_background or hat.")] = "photo",
     renders: Annotated[int, typer.Option(min=1, max=64, help="Photos per identity; above 1 each identity is a "
                                          "sub-folder of them (other pose, light, clothes), e.g. for "
                                          "`train-hypernet --key-pairs`.")] = 1,

@@ -95,3 +95,11 @@ def test_identities_a_run_cut_short_left_without_their_index_are_refused(tmp_pat
     (ids / ".identities.json").unlink()
     assert main(["tinyfaces-identities", "-o", str(ids), "--count", "2"]) == 1
     assert "2 identities without a readable .identities.json" in capsys.readouterr().err
+
+
+def test_the_help_names_every_style(capsys):
+    from lowdim_tinyfaces.styles import STYLES
+
+    assert main(["tinyfaces-identities", "--help"]) == 0
+    said = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert all(style in said for style in STYLES), said
