@@ -155,7 +155,7 @@ def eval_(
 
     Examples:
 
-      lowdim eval images/ --references me/face.jpg --token sks --out results
+      lowdim eval images/ --references face.png --token sks --out results
 
       lowdim eval images/ --metrics face-rec,clip-t --clip-model ~/models/clip-vit-large-patch14
 
