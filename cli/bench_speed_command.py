@@ -46,7 +46,8 @@ def speed(
              "peft-infer, precompute-k1 (-k8, -k16, -k32), full-db. The table still shows every row already "
              "stored.")] = None,
     run: Annotated[bool, typer.Option(
-        help="--no-run: measure nothing, only write the table of what --out holds (e.g. after a timeout).")] = True,
+        help="--no-run: measure nothing, only write the table of what --out holds (e.g. after a timeout), with the "
+             "settings it was measured with; a settings flag that says otherwise is refused.")] = True,
 ):
     """Time every stage of personalize side by side with LoRA and full DreamBooth, peft's LoRA and batched precompute.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
-from lowdim_sd.draw_parts import DrawParts, describe_draw, parse_draw
+from lowdim_sd.draw_parts import DRAW_SYNTAX, DrawParts, describe_draw, parse_draw
 from lowdim_sd.loading import SDModel
 from lowdim_sd.train import Subject, TrainConfig, train
 
@@ -99,9 +99,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 # Rows at any --keep-styles weight, so a user can chart identity against style for their own λ: the row
 # named before the weight, with that weight.
 WEIGHTED_ROW = re.compile(r"(ours-styles|ours-described-styles)-(\d+(?:\.\d+)?)")
+# The draw forms are the parser's own words (DRAW_SYNTAX), so a setting it learns is named here too.
 WEIGHTED_NAMES = ("ours-styles-λ, ours-described-styles-λ (any weight λ > 0, e.g. ours-styles-0.05), and any row "
-                  "that writes an adapter file drawn another way, ROW@S for scale S, ROW@te=T for its text "
-                  "encoder's part at T, ROW@start=F for its UNet part from fraction F of the steps, chained "
+                  f"that writes an adapter file drawn another way, ROW@{DRAW_SYNTAX}, chained with '@' "
                   "(e.g. ours-described@te=0@start=0.3)")
 # A row's adapter drawn otherwise: at a lower (or higher) scale, the knob every LoRA user has at generation
 # time; and with its parts apart (lowdim_sd.draw_parts).
@@ -111,7 +111,7 @@ DRAWN_ROW = re.compile(r"([^@]+)((?:@[^@]+)+)")
 def find_method(name: str) -> Method | None:
     """A row by name: one of METHODS, a keep-styles row at weight λ (``ours-styles-λ``,
     ``ours-described-styles-λ``: that row with ``personalize --keep-styles λ``), or a row that writes an
-    adapter file, drawn another way: ``ROW@S`` (scale S), ``ROW@te=T``, ``ROW@start=F``, chained."""
+    adapter file, drawn another way: ``ROW@S`` (scale S) or any other setting ``parse_draw`` reads, chained."""
     if name in METHODS:
         return METHODS[name]
     drawn = DRAWN_ROW.fullmatch(name)
@@ -149,8 +149,22 @@ def _drawn(row_name: str, settings: str, name: str) -> Method | None:
 def get_method(name: str) -> Method:
     found = find_method(name)
     if found is None:
+        refuse_fileless_draw(name)
         raise LowdimError(f"unknown method '{name}'; known: {', '.join(METHODS)}, {WEIGHTED_NAMES}")
     return found
+
+
+def refuse_fileless_draw(name: str) -> None:
+    """A known row asked to be drawn another way when it writes no adapter file: one line saying so, since
+    'unknown method' would send the user hunting for a typo in a name they spelled right."""
+    drawn = DRAWN_ROW.fullmatch(name)
+    row = find_method(drawn.group(1)) if drawn else None
+    if row is None or not (row.full or row.kind == "base"):
+        return
+    what = "writes a whole model" if row.full else "personalizes nothing"
+    drawable = [m.name for m in METHODS.values() if not (m.full or m.kind == "base")]
+    raise LowdimError(f"method '{name}': {row.name} ({row.label}) {what}, so it has no adapter file to draw at "
+                      f"another setting; the rows that write one: {', '.join(drawable)}")
 
 
 def method_label(name: str) -> str:
@@ -162,6 +176,8 @@ def method_label(name: str) -> str:
 def parse_methods(text: str) -> list[Method]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if find_method(n) is None]
+    for name in unknown:
+        refuse_fileless_draw(name)
     if unknown:
         raise LowdimError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}, "
                           f"{WEIGHTED_NAMES}")

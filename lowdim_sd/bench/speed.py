@@ -24,7 +24,16 @@ from lowdim_sd import runs
 from lowdim_sd.bench import speed_adapters as adapters
 from lowdim_sd.bench import speed_measures as measures
 from lowdim_sd.bench.speed_report import build_report, labels, markdown
-from lowdim_sd.bench.speed_setup import SCALES, Scale, Settings, machine, photo_path, resolve_settings, saved_model
+from lowdim_sd.bench.speed_setup import (
+    SCALES,
+    Scale,
+    Settings,
+    contradicting_flags,
+    machine,
+    photo_path,
+    resolve_settings,
+    saved_model,
+)
 from lowdim_sd.bench.speed_timing import skipped
 
 SETTINGS_FILE = "settings.json"
@@ -104,17 +113,32 @@ class Store:
         """Make OUT this run's; results measured under other settings are refused (or, with overwrite, dropped)."""
         if self.out.exists() and not self.out.is_dir():
             raise LowdimError(f"--out {self.out}: is a file; give a folder")
-        path = self.out / SETTINGS_FILE
-        if path.is_file():
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            if stored != settings.to_dict() and not overwrite:
-                changed = ", ".join(f"{key} {stored.get(key)} -> {value}" for key, value in settings.to_dict().items()
-                                    if stored.get(key) != value)
-                raise LowdimError(f"{self.out} holds measurements made with other settings ({changed}); pass "
-                                  f"another --out, or --overwrite to drop them")
+        stored = None if overwrite else self.stored_settings()  # overwrite drops them, damaged or not
+        if stored is not None and stored != settings.to_dict():
+            changed = ", ".join(f"{key} {stored.get(key)} -> {value}" for key, value in settings.to_dict().items()
+                                if stored.get(key) != value)
+            # Each way out must work as said: --overwrite is refused beside --no-run, so they are two.
+            raise LowdimError(f"{self.out} holds measurements made with other settings ({changed}); pass "
+                              f"another --out, or --overwrite to drop them; --no-run alone tabulates them")
         if overwrite and self.folder.is_dir():
             shutil.rmtree(self.folder)
-        _write_json(path, settings.to_dict())
+        _write_json(self.out / SETTINGS_FILE, settings.to_dict())
+
+    def stored_settings(self) -> dict | None:
+        """OUT/settings.json, None when there is none; a damaged one is one line naming it."""
+        path = self.out / SETTINGS_FILE
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
+            stored = error
+        if isinstance(stored, dict) and stored.keys() == Settings.__dataclass_fields__.keys() \
+                and isinstance(stored["scale"], str) and stored["scale"] in SCALES:
+            return stored
+        why = stored if isinstance(stored, Exception) else "not the settings of a speed run"
+        raise LowdimError(f"{path}: damaged ({why}); it records the settings of the measurements in {self.out}: "
+                          f"restore it, or measure into another --out")
 
     def done(self, keys: tuple[str, ...]) -> bool:
         return all((self.folder / f"{key}.json").is_file() for key in keys)
@@ -138,27 +162,46 @@ def _write_json(path: Path, payload: dict) -> None:
 
 def run_speed(job: SpeedJob, progress: bool = True, console: Any = None) -> dict:
     """Measure what is not yet stored in ``job.out``, then write and return the whole report."""
-    settings = resolve_settings(job.quick, job.device, job.dtype, job.resolution, job.repeats)
+    if not job.run and job.overwrite:  # it would drop what --out holds, then tabulate nothing
+        raise LowdimError("--overwrite and --no-run together would drop the measurements and measure none; "
+                          "pass one of them")
+    store = Store(job.out)
+    settings = (resolve_settings(job.quick, job.device, job.dtype, job.resolution, job.repeats) if job.run
+                else tabulated_settings(job, store))
     scale = SCALES[settings.scale]
-    chosen = chosen_tasks(scale, job.only)
+    chosen = chosen_tasks(scale, job.only)  # an unknown --only is one line even when only tabulating
     if job.photo is not None and not Path(job.photo).is_file():
         raise LowdimError(f"--photo {job.photo}: no such file")
-    store = Store(job.out)
     keys = [key for task in tasks(scale) for key in task.keys]
-    if not job.run:
-        if job.overwrite:  # it would drop what --out holds, then tabulate nothing
-            raise LowdimError("--overwrite and --no-run together would drop the measurements and measure none; "
-                              "pass one of them")
-        if not store.load(keys):  # an empty table would pass for a benchmark; a mistyped --out is likelier
-            raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
-    store.claim(settings, job.overwrite)
-    pending = [task for task in chosen if not store.done(task.keys)]
-    if pending and job.run:
-        measure(pending, settings, scale, job, store, progress, console)
+    if job.run:
+        store.claim(settings, job.overwrite)
+        pending = [task for task in chosen if not store.done(task.keys)]
+        if pending:
+            measure(pending, settings, scale, job, store, progress, console)
+    elif not store.load(keys):  # an empty table would pass for a benchmark; a mistyped --out is likelier
+        raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
     report = build_report(settings, scale, store.load(keys), machine())
     _write_json(job.out / "speed.json", report)
     atomic_write(job.out / "table.md", lambda temp: Path(temp).write_text(markdown(report, scale), encoding="utf-8"))
     return report
+
+
+def tabulated_settings(job: SpeedJob, store: Store) -> Settings:
+    """--no-run: the settings OUT was measured with, as ``bench quality --no-run`` takes its results'; asking
+    them again would refuse the table of a --quick run to anyone who left --quick out. A flag typed beside
+    --no-run that says otherwise is one line: silently tabulating other settings than asked would mislead."""
+    stored = store.stored_settings()
+    if stored is None:  # nothing recorded, so (almost surely) nothing to tabulate: said after this
+        return resolve_settings(job.quick, job.device, job.dtype, job.resolution, job.repeats)
+    settings = Settings(**stored)
+    wrong = contradicting_flags(settings, job.quick, job.device, job.dtype, job.resolution, job.repeats)
+    if wrong:
+        measured = ", ".join(f"{key} {value}" for key, value in stored.items())
+        them = "it" if len(wrong) == 1 else "them"
+        raise LowdimError(f"--no-run tabulates {job.out} as it was measured ({measured}); {', '.join(wrong)} "
+                          f"{'says' if len(wrong) == 1 else 'say'} otherwise: leave {them} out, or measure "
+                          f"with {them} into another --out")
+    return settings
 
 
 def measure(pending: list[Task], settings: Settings, scale: Scale, job: SpeedJob, store: Store, progress: bool,

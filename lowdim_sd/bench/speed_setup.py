@@ -100,6 +100,28 @@ def resolve_settings(quick: bool, device: str, dtype: str, resolution: int | Non
     return Settings(scale.name, str(torch_device), chosen, side, repeats or scale.repeats)
 
 
+def contradicting_flags(settings: Settings, quick: bool, device: str, dtype: str, resolution: int | None,
+                        repeats: int | None) -> list[str]:
+    """The flags typed beside --no-run that say otherwise than ``settings`` (what OUT was measured with), as
+    typed: '--resolution 32'. A flag left at its default ('auto', none, no --quick) asks for nothing."""
+    typed = {"scale": ("--quick", "quick" if quick else None), "device": (f"--device {device}", _device(device)),
+             "dtype": (f"--dtype {dtype}", None if dtype == "auto" else dtype),
+             "resolution": (f"--resolution {resolution}", resolution), "repeats": (f"--repeats {repeats}", repeats)}
+    stored = settings.to_dict()
+    return [flag for key, (flag, value) in typed.items() if value is not None and value != stored[key]]
+
+
+def _device(device: str) -> str | None:
+    """The device as Settings records it ('cuda:0' stays, 'auto' asks for none), without asking whether this
+    machine has it: a table measured on a GPU is tabulated anywhere."""
+    if device == "auto":
+        return None
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, ValueError):
+        return device  # not a device: it contradicts whatever was measured
+
+
 def build_pipeline(scale: Scale, seed: int = 0):
     """A StableDiffusionPipeline of the scale's architecture with random weights (a word-list tokenizer: only
     the text encoder's size matters)."""
