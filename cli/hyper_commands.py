@@ -275,6 +275,9 @@ def convert_encoder(
         show_default=False)] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the transformers checkpoint.")] = Path(
         "dinov2-encoder"),
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier conversion in --out (a folder of other files is never written to).")
+    ] = False,
 ):
     """Convert a DINOv2 ONNX export into a transformers Dinov2Model folder, for --encoder FOLDER.
 
@@ -285,7 +288,7 @@ def convert_encoder(
     """
     from lowdim.hyper.dinov2_onnx import convert, packaged_onnx
 
-    folder = convert(onnx_file or packaged_onnx(), out_dir)
+    folder = convert(onnx_file or packaged_onnx(), out_dir, overwrite=overwrite)
     out.print(f"wrote a transformers Dinov2Model to [bold]{folder}[/] (config.json, model.safetensors)")
 
 

@@ -123,6 +123,37 @@ def _identity_images(folder: Path) -> list[Path]:
     return [path for identity in discover_identities(folder) for path in identity.images]
 
 
+def _keys(path: Path, metadata: dict) -> list[str]:
+    try:
+        keys = json.loads(metadata["keys"])
+    except (KeyError, ValueError):
+        keys = None
+    if not isinstance(keys, list):
+        raise LowdimError(f"{path}: its list of image keys is missing or not JSON")
+    return keys
+
+
+def check_covers(path: Path, images: dict[Path, Callable[[], Tensor]], remedy: str, progress: bool = False) -> None:
+    """One line naming the first image (by path) the file holds no features for, and how many it lacks.
+
+    The file's keys come from its header alone, with no encoder to check them against, so this runs before the
+    network is built: a file made from other images (or at another resolution or crop) is refused before any
+    model loads, not at the first batch lacking one. ``images``: each image's path and how to read it."""
+    from lowdim_sd import runs
+
+    _, metadata = read_checked(Path(path), FORMAT, "encoder features", LowdimError, load_tensors=False)
+    stored = set(_keys(Path(path), metadata))
+    missing = []
+    with runs.progress(len(images), "checking --features", enabled=progress, loss=False, transient=True) as advance:
+        for image_path, read in images.items():
+            if image_key(read()) not in stored:
+                missing.append(image_path)
+            advance()
+    if missing:
+        raise LowdimError(f"{path}: no features for {min(missing)} ({len(missing)} of the {len(images)} images this "
+                          f"run reads: made from other images, or at another --resolution or --crop?); {remedy}")
+
+
 def _network_value(encoder: ImageEncoder, key: str, value: str) -> str:
     """A setting as an error names it: an encoder built from --encoder-config is named as that, not by the
     default hub id it never loaded."""
@@ -142,10 +173,7 @@ class StoredFeatures:
                      for k, v in expected.items() if metadata.get(k) != v]
         if differing:
             raise LowdimError(f"{self.path}: made for another encoder setting: {'; '.join(differing)}")
-        try:
-            keys = json.loads(metadata["keys"])
-        except (KeyError, ValueError):
-            raise LowdimError(f"{self.path}: its list of image keys is missing or not JSON") from None
+        keys = _keys(self.path, metadata)
         features = tensors.get("features")
         if features is None or features.dim() != 3 or len(keys) != len(features) \
                 or features.shape[-1] != encoder.width:

@@ -28,7 +28,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.feature_file import StoredFeatures
-from lowdim_sd.hypertrain_checks import check_job
+from lowdim_sd.hypertrain_checks import check_features_cover, check_job
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
     Images,
@@ -131,14 +131,14 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         checkpoints.check_resume(folder, settings)
     full.subset(full.names, all_images=job.all_images).check_images()
     numbers = {name: number for number, name in enumerate(full.names)}
-    if job.hyper.get("architecture") == "retrieval":
-        train_names, val_names = split_identities(full.names, job, out, full.people())
-        write_split(out, train_names, val_names)
-        return fill_retrieval(job, *_subsets(job, full, train_names, val_names), numbers, out, progress)
-
-    net, start = _network(job, full, folder)
     train_names, val_names = split_identities(full.names, job, out, full.people())
     train_set, val_set = _subsets(job, full, train_names, val_names)
+    check_features_cover(job, train_set, val_set, progress and accelerator.is_main_process)
+    if job.hyper.get("architecture") == "retrieval":
+        write_split(out, train_names, val_names)
+        return fill_retrieval(job, train_set, val_set, numbers, out, progress)
+
+    net, start = _network(job, full, folder)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
     write_split(out, train_names, val_names)  # past every check: a refused run leaves no split behind
     loop.settings, loop.say = settings, progress
@@ -238,7 +238,8 @@ class _Loop:
                 train_set: WeightDataset, val_set: WeightDataset | None, numbers: dict[str, int],
                 folder: Path | None, start: int) -> _Loop:
         extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
-        caches = _feature_caches(job, net, extra is not None)  # a --features file that does not fit: before SD loads
+        # A --features file made for another encoder setting is refused here, before the SD model loads.
+        caches = _feature_caches(job, net, train_set, val_set, extra)
         standardize = folder is None and bool(getattr(net.config, "standardize", False))
         targets = all_targets(train_set) if standardize or val_set is not None else None
         if standardize:
@@ -339,12 +340,16 @@ class _Loop:
         runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, save, last=checkpoints.latest(out)))
 
 
-def _feature_caches(job: HyperTrainJob, net, extras: bool) -> dict[str, FeatureCache | None]:
-    """A frozen encoder's features, cached per image (read from --features where given); none if it trains."""
-    frozen = bool(getattr(net.config, "freeze_encoder", False))
+def _feature_caches(job: HyperTrainJob, net, train_set: WeightDataset, val_set: WeightDataset | None,
+                    extra) -> dict[str, FeatureCache | None]:
+    """A frozen encoder's features, cached per image (read from --features where given); none if it trains.
+    Each cache can name an item's file, should a --features file lack one mid-run after all."""
+    if not getattr(net.config, "freeze_encoder", False):
+        return dict.fromkeys(("train", "val", "extra"))
     stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
-    return {"train": FeatureCache(stored) if frozen else None, "val": FeatureCache(stored) if frozen else None,
-            "extra": FeatureCache(stored) if frozen and extras else None}
+    val_path = val_set.image_path if val_set is not None else None
+    return {"train": FeatureCache(stored, train_set.image_path), "val": FeatureCache(stored, val_path),
+            "extra": FeatureCache(stored, lambda item: extra.dataset.paths[item]) if extra is not None else None}
 
 
 def encoder_weights_context(job: HyperTrainJob):

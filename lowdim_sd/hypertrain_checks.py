@@ -1,8 +1,10 @@
 """``lowdim train-hypernet``'s settings checked before any model or data loads: one line for the first that
-no run can train with, or that would do nothing in this run."""
+no run can train with, or that would do nothing in this run; and, once the data set is known, whether a
+--features file holds every image the run reads."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
@@ -11,7 +13,12 @@ from lowdim_sd.loading import check_training_dtype
 from lowdim_sd.retrieval_fill import check_retrieval_job
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from torch import Tensor
+
     from lowdim_sd.hypertrain import HyperTrainJob
+    from lowdim_sd.weight_dataset import WeightDataset
 
 
 def check_job(job: HyperTrainJob) -> None:
@@ -47,3 +54,42 @@ def refuse_what_does_nothing(job: HyperTrainJob) -> None:
                 raise LowdimError(f"{flag} {value} shapes the diffusion term, which --alpha 0 turns off")
     if job.key_steps != defaults_of.key_steps and job.key_pairs is None:
         raise LowdimError("--key-steps trains the keys learned from --key-pairs: add --key-pairs FOLDER")
+
+
+def check_features_cover(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
+                         progress: bool = False) -> None:
+    """--features hold every image this run reads (weights' images, --extra-images, --key-pairs photos), or
+    one line naming the first one missing, before the encoder or model loads and before anything is written.
+
+    Reading the weights' images here also fills their crop caches, which training then reads from."""
+    from lowdim_sd.feature_file import check_covers
+
+    if job.features is None:
+        return
+    images: dict[Path, Callable[[], Tensor]] = {}
+    for data in (train_set, val_set) if val_set is not None else (train_set,):
+        images.update({data.image_path(item): lambda data=data, item=item: data.image(item)
+                       for item in range(len(data))})
+    images.update(_other_images(job, train_set))
+    crop = " --crop" if train_set.crop else ""
+    inputs = [*dict.fromkeys(train_set.roots), *job.extra_images, *([job.key_pairs] if job.key_pairs else [])]
+    remedy = (f"make it as the weights' images were read: lowdim encoder-features "
+              f"{' '.join(f'-i {folder}' for folder in inputs)} --resolution {train_set.resolution}{crop}")
+    check_covers(job.features, images, remedy, progress)
+
+
+def _other_images(job: HyperTrainJob, like: WeightDataset) -> dict[Path, Callable[[], Tensor]]:
+    """The --extra-images and --key-pairs photos, each read as training reads it."""
+    from lowdim_sd.hypertrain_io import Images
+    from lowdim_sd.precompute import discover_identities
+    from lowdim_sd.retrieval_fill import photo_reader
+
+    images: dict[Path, Callable[[], Tensor]] = {}
+    if job.extra_images:
+        extra = Images([Path(folder) for folder in job.extra_images], like)
+        images.update({path: lambda item=item: extra[item][0] for item, path in enumerate(extra.paths)})
+    if job.key_pairs is not None:  # learn_keys reads the photos of people with two or more
+        read = photo_reader(like)
+        images.update({path: lambda path=path: read(path) for person in discover_identities(Path(job.key_pairs))
+                       if len(person.images) >= 2 for path in person.images})
+    return images

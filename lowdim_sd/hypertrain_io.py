@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,9 +97,10 @@ class FeatureCache:
     changes: phase 1 then runs the backbone once per image instead of once per step.
     """
 
-    def __init__(self, stored=None) -> None:
+    def __init__(self, stored=None, name_of: Callable[[int], object] | None = None) -> None:
         self.features: dict[int, Tensor] = {}
         self.stored = stored  # a ``StoredFeatures`` file: every image is looked up there, none computed
+        self.name_of = name_of  # item -> its file, so a row the file lacks is named as the user knows it
 
     def get(self, encoder: torch.nn.Module, images: Tensor, items: Tensor) -> Tensor:
         keys = [int(item) for item in items]
@@ -106,11 +108,14 @@ class FeatureCache:
         missing = [j for key, j in first.items() if key not in self.features]
         if missing:
             with torch.no_grad():  # a file's rows are looked up once per item too: no pixels read back each step
-                computed = (self.stored.get(images[missing]) if self.stored is not None
-                            else encoder.features(images[missing]))
+                computed = (self.stored.get(images[missing], self._names([keys[j] for j in missing]))
+                            if self.stored is not None else encoder.features(images[missing]))
             for j, value in zip(missing, computed, strict=True):
                 self.features[keys[j]] = value.detach()
         return torch.stack([self.features[key] for key in keys])
+
+    def _names(self, items: list[int]) -> list[str] | None:
+        return [str(self.name_of(item)) for item in items] if self.name_of is not None else None
 
 
 def all_targets(dataset: WeightDataset) -> dict[str, dict[str, Tensor]]:

@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ BLOCK_VECTORS = {"norm1.weight": 1, "norm1.bias": 1, "norm2.weight": 1, "norm2.b
 BLOCK_MATRICES = {"attention.attention.query": (1, 1), "attention.attention.key": (1, 1),
                   "attention.attention.value": (1, 1), "attention.output.dense": (1, 1),
                   "mlp.fc1": (4, 1), "mlp.fc2": (1, 4)}
+# atomic_write's temp names for the two files a conversion writes: what a killed one leaves behind
+LEFTOVER = re.compile(r"^\.(config\.json|model\.safetensors)\.[a-z0-9_]{8}\.tmp$")
 
 
 def dinov2_config(hidden: int = 384, layers: int = 12, patch: int = 14, grid: int = 37) -> dict[str, Any]:
@@ -165,20 +168,74 @@ def _matmul_weights(graph: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.n
     return found
 
 
-def convert(onnx_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write a transformers Dinov2Model folder (config.json, model.safetensors) from the ONNX file."""
+def convert(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a transformers Dinov2Model folder (config.json, model.safetensors) from the ONNX file.
+
+    ``out_dir`` must be new, empty, or (with ``overwrite``) an earlier conversion: checked before the ONNX
+    file is read, which takes a minute for the packaged one."""
     from lowdim.files import atomic_save, atomic_write
 
-    state, config = read_dinov2_weights(onnx_path)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LowdimError(f"{out} is a file; the converted encoder is a folder")
+    check_target(out, overwrite)
+    state, config = read_dinov2_weights(onnx_path)
     out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.iterdir():  # a killed conversion's half-written files
+        if LEFTOVER.match(leftover.name):
+            leftover.unlink(missing_ok=True)
+    # Each file is replaced in one rename; config.json goes last, so a kill between the two leaves a
+    # folder that still reads as a conversion and a rerun with --overwrite finishes it.
     atomic_save({k: v.contiguous() for k, v in state.items()}, {"format": "pt", "source": str(onnx_path)},
                 out / "model.safetensors")
     config = {**config, "architectures": ["Dinov2Model"]}
     atomic_write(out / "config.json", lambda temp: Path(temp).write_text(json.dumps(config, indent=1)))
     return out
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """One line unless ``out`` is new, empty, or an earlier conversion and ``overwrite``: never replace a
+    config.json or weights of an unrelated folder (a personalize --out, a model)."""
+    if out.exists() and not out.is_dir():
+        raise LowdimError(f"{out} is a file; the converted encoder is a folder")
+    names = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
+    others = [name for name in names if not _from_a_conversion(out / name)]
+    if others:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise LowdimError(f"{out}: holds files that are not an earlier conversion ({', '.join(others[:3])}{more}), "
+                          f"and --overwrite replaces nothing else; choose another -o")
+    if names and not overwrite:
+        raise LowdimError(f"{out}: already holds a converted encoder ({', '.join(names)}); pass --overwrite to "
+                          f"replace it, or choose another -o")
+
+
+def _from_a_conversion(path: Path) -> bool:
+    """Whether ``convert`` (or the encoder cache's stamp beside it) wrote this file, told by its content."""
+    if LEFTOVER.match(path.name):
+        return path.is_file()
+    if path.name == "model.safetensors":
+        return "source" in _safetensors_metadata(path)  # transformers' own files record only {"format": "pt"}
+    if path.name in ("config.json", "source.json"):
+        record = _json_object(path)
+        return (record.get("model_type") == "dinov2" and record.get("architectures") == ["Dinov2Model"]
+                if path.name == "config.json" else "sha256" in record)
+    return False
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except Exception:  # safetensors has its own error types; any of them means "not our file"
+        return {}
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def cached_folder() -> Path:
@@ -198,7 +255,7 @@ def load_packaged_encoder() -> torch.nn.Module:
     if not stamp.is_file() or json.loads(stamp.read_text()).get("sha256") != digest:
         from lowdim.files import atomic_write
 
-        convert(source, folder)
+        convert(source, folder, overwrite=True)  # the cache holds only conversions
         atomic_write(stamp, lambda temp: Path(temp).write_text(json.dumps({"source": str(source), "sha256": digest})))
     with quiet_transformers():  # its "Loading weights" bar would cut into lowdim's own
         return Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
