@@ -100,7 +100,9 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
     log = MetricsLog(result.metrics, True)
     if val_set is not None:
         mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}
-        log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job, numbers, FeatureCache(), mean)})
+        # --features' rows, as the bank's: with them a packaged encoder was built without its weights
+        cache = FeatureCache(stored, val_set.image_path)
+        log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job, numbers, cache, mean)})
     index = train_set.index
     save_hypernet(result.path, net, {"model": job.model, "layer_set": index["layer_set"], "alpha": 0.0,
                                      "beta": 0.0, "adapter_seed": int(index["seed"]),

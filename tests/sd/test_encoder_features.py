@@ -154,3 +154,18 @@ def test_cli_writes_features_that_train_hypernet_reads(weights, tmp_path, capsys
     assert (tmp_path / "h" / "hypernet.safetensors").is_file()
     assert main(["encoder-features", "-i", str(faces), "--resolution", "12", "-o", str(out)]) != 0
     assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_the_retrieval_head_on_stored_features_never_runs_the_encoder_validation_included(weights, tmp_path,
+                                                                                          monkeypatch):
+    # With --features a packaged encoder is built without its weights: one that ran would score noise.
+    retrieval = {**FROZEN, "architecture": "retrieval"}
+    path, _, _ = write(weights, tmp_path / "f.safetensors", {**retrieval, "bank_size": 3})
+    unread = {name: field.default for name, field in HyperTrainJob.__dataclass_fields__.items()
+              if name in ("steps", "checkpoint_every")}  # a retrieval head runs no steps: left at their defaults
+    live = train_hypernet(job(weights, tmp_path / "live", hyper=retrieval, **unread), progress=False)
+    monkeypatch.setattr(encoder_module.ImageEncoder, "features", lambda *a, **k: pytest.fail("the encoder ran"))
+    stored = train_hypernet(job(weights, tmp_path / "stored", hyper=retrieval, features=path, **unread),
+                            progress=False)
+    read = [[line for line in result.metrics.read_text().splitlines() if '"val"' in line] for result in (live, stored)]
+    assert read[0] and len(read[0]) == len(read[1])
