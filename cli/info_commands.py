@@ -64,14 +64,19 @@ def models():
 
 
 def model_backend(model: str, model_config: str | None = None):
-    """The backend of ``--model``: a registered name, else (a path or a hub id) an SD1.x model read from it."""
-    from pathlib import Path
+    """The backend of ``--model``: a registered name, else (a path or a hub id) an SD1.x model read from it.
 
+    Refused as the commands that load the model refuse it: a near miss of a registered name names the model
+    meant, and a file name (``model.safetensors``) that is not there is "no such model file or folder"."""
     registry = get_registry()
-    if registry.backends.get(model) is None and ("/" in model or Path(model).expanduser().exists()):
-        from lowdim_sd.skeletons import path_backend
+    if registry.backends.get(model) is None:
+        from lowdim_sd.loading import refuse_a_misspelt_name
 
-        return path_backend(model, model_config)
+        refuse_a_misspelt_name(model, list(registry.backends))
+        if "/" in model or Path(model).suffix or Path(model).expanduser().exists():
+            from lowdim_sd.skeletons import path_backend
+
+            return path_backend(model, model_config)
     return registry.backend(model)  # a registered name, or the one-line "unknown model" error
 
 
@@ -107,8 +112,9 @@ def inspect(
     files: Annotated[bool, typer.Option(
         help="Also write a fresh adapter file per dtype to report its real size on disk.")] = True,
     model_config: Annotated[str | None, typer.Option(
-        help="With a single-file .safetensors model: a local diffusers folder of the same architecture (then "
-             "only its configs are read; without it the file's weights are loaded to tell the variant).")] = None,
+        help="With a single-file .safetensors model: a local diffusers folder of the same architecture, or a "
+             "registered model's name (tinyfaces); only its configs are read. Without it the file's weights are "
+             "loaded to tell the variant.")] = None,
 ):
     """Count trainable parameters and bytes of a space on an architecture, per layer group.
 

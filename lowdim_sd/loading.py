@@ -245,11 +245,16 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
         # A hub id too: safetensors only, so a repository (or a cached copy) holding only *.bin is refused.
         return StableDiffusionPipeline.from_pretrained(source, use_safetensors=True, **kwargs)
     except OSError as error:
-        raise ModelLoadError(
-            f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "
-            f"local cache nor reachable; download it where there is network, then pass --model PATH "
-            f"(a diffusers folder or a .safetensors checkpoint)"
-        ) from error
+        raise hub_id_not_found(source) from error
+
+
+def hub_id_not_found(source: str) -> ModelLoadError:
+    """The one line for a hub id neither cached nor reachable; public so ``lowdim inspect`` says it word for word."""
+    return ModelLoadError(
+        f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "
+        f"local cache nor reachable; download it where there is network, then pass --model PATH "
+        f"(a diffusers folder or a .safetensors checkpoint)"
+    )
 
 
 def dtype_keyword(diffusers_version: str | None = None) -> str:
