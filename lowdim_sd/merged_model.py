@@ -42,6 +42,7 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     """
     out = Path(out)
     check_merge_settings(adapters, out, fmt, overwrite, Path(model.source))  # before any file is read
+    refuse_attached(model)
     files = check_adapter_files(adapters) if files is None else files  # read here once, for both uses below
     check_merge_embeddings(adapters, fmt, files)
     tokens = attach_adapters(model, adapters, files)
@@ -56,6 +57,16 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     else:
         written = _save_folder(model, out, record)
     return written, tokens
+
+
+def refuse_attached(model: SDModel) -> None:
+    """Folding merges every adapter on the model: one a caller left attached would go into the weights too,
+    and unnamed in the record."""
+    names = lowdim.Adapters(model.modules).names()
+    if names:
+        raise LowdimError(f"the model already carries adapter(s) {', '.join(names)}, which the merge would fold in "
+                          f"unrecorded; remove them first (lowdim.Adapters(model.modules).remove_all()) or save them "
+                          f"and pass their files among the adapters")
 
 
 def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str], prompt: str = "") -> dict:

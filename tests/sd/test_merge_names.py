@@ -52,3 +52,14 @@ def test_adapters_of_one_file_name_are_recorded_by_enough_of_their_path_to_tell_
     record = merge_record("tinyfaces", [(paths[0], 0.5), (paths[1], 1.0), (paths[2], 1.0)], ["sks"])
     assert [entry["file"] for entry in record["adapters"]] == ["alice/adapter.safetensors",
                                                                "bob/adapter.safetensors", "solo.safetensors"]
+
+
+def test_a_model_that_already_carries_an_adapter_is_refused_before_anything_is_written(tiny_sd, same_word, tmp_path):
+    from lowdim.errors import LowdimError
+    from lowdim_sd.merged_model import save_merged
+
+    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
+    lowdim.load_adapter(same_word[1], model.modules, name="left")
+    with pytest.raises(LowdimError, match=r"already carries adapter\(s\) left, which the merge would fold in"):
+        save_merged(model, [(same_word[0], 1.0)], tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists() and lowdim.Adapters(model.modules).names() == ["left"]
