@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,8 +19,10 @@ from PIL import Image
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
+from lowdim.inject.inference import normal_tensors
 from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
+from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
 
 IDENTIFIER = "[V]"
@@ -47,6 +51,14 @@ class GenerateConfig:
     # would be alone): 3x faster on a CPU for 6 prompts, and a GPU's host-bound UNet calls are shared. 4, since
     # guidance doubles the batch and an 8 GB GPU must still hold a 512 px call (one that does not is halved).
     batch: int = 4
+
+    def __post_init__(self) -> None:
+        # One prompt or seed given bare is read as one: a str is never meant as its characters (a picture each).
+        # Wrapped here, where the config is made, so every path that reads it (records, notes) sees lists.
+        if isinstance(self.prompts, str):
+            self.prompts = [self.prompts]
+        if isinstance(self.seeds, numbers.Integral) and not isinstance(self.seeds, bool):
+            self.seeds = [self.seeds]
 
 
 @dataclass
@@ -87,13 +99,21 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
 
     view = lowdim.Adapters(model.modules)
     files = check_adapter_files(adapters) if files is None else files
-    tokens = []
-    for index, ((_, scale), read) in enumerate(zip(adapters, files, strict=True)):
-        if is_embedding(read):
-            tokens.append(load_embedding(model, read, scale))
-            continue
-        info = lowdim.load_adapter(read, view, name=f"a{index}", scale=scale)
-        tokens.append(info.metadata.get("token") or "")
+    tokens, added = [], []
+    # Normal tensors under torch.inference_mode too (a grown embedding table included): inference tensors would
+    # break every later forward outside it. All or nothing: a refused file leaves nothing to block a retry.
+    with normal_tensors(), tokens_undone_on_error(model, any(map(is_embedding, files))):
+        try:
+            for index, ((_, scale), read) in enumerate(zip(adapters, files, strict=True)):
+                if is_embedding(read):
+                    tokens.append(load_embedding(model, read, scale))
+                    continue
+                added.append(lowdim.load_adapter(read, view, name=f"a{index}", scale=scale))
+                tokens.append(added[-1].metadata.get("token") or "")
+        except BaseException:
+            for info in reversed(added):
+                view.delete(info.name)
+            raise
     return tokens
 
 
@@ -117,6 +137,11 @@ def warn_slow_precision(sd: SDModel) -> None:
 
 def check_config(config: GenerateConfig) -> None:
     """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
+    for name, kind, example in (("prompts", str, "['a face at night']"), ("seeds", numbers.Integral, "[0, 1]")):
+        value = getattr(config, name)
+        if not isinstance(value, (list, tuple)) or any(not isinstance(v, kind) or isinstance(v, bool) for v in value):
+            raise LowdimError(f"{name} must be a list of {'texts' if kind is str else 'integers'}, e.g. "
+                              f"{name}={example}; got {value!r:.80}")
     _check_scheduler(config.scheduler)
     check_resolution(config.resolution)
     check_parts(config.parts)
@@ -292,11 +317,12 @@ def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list]) -> It
         start += len(chunk)
 
 
-def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: Path, tokens: list[str] | None = None,
+def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: str | os.PathLike, tokens: list[str] | None = None,
                    progress: bool = False, adapters: Sequence[tuple[Path, float]] = ()) -> tuple[list[Path], Path]:
     """``generate``, then ``save_generated`` with how they were drawn (``adapters``: the files attached, as
     given, with their scales); a stop (Ctrl-C, out of memory at one picture a call) first saves the pictures
     drawn so far, and says so in its note."""
+    out_dir = Path(out_dir)  # before drawing: a folder refused after it would lose every picture
     drawn: list[Generated] = []
     record = drawing_record(model, config, adapters, tokens)
     try:

