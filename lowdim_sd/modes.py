@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,6 +33,34 @@ def resolve_layers(name_or_patterns: str | None) -> LayerSet:
     backend = Backend()
     backend.name, backend.layer_sets, backend.default_layer_set = "sd", architecture.LAYER_SETS, "unet+text"
     return backend.resolve_layer_set(name_or_patterns)
+
+
+@contextlib.contextmanager
+def left_as_given(model: SDModel, tokens: bool = False) -> Iterator[None]:
+    """Hand a caller's model back as it came, however the run in the block ends (done, failed, Ctrl-C): else a
+    second run, or the --resume a stop recommends, is refused on it ('subject' exists), and an adapter trained
+    from Python would pile onto what the caller draws or merges next. The adapters the run added are deleted,
+    unmerged first (rank relaxation merges the initial one into the base weights); with ``tokens`` (Textual
+    Inversion appends [V]'s tokens and embedding rows) the tokenizer and the table are put back too."""
+    before = set(lowdim.Adapters(model.modules).names())
+    tokenizer = copy.deepcopy(model.pipe.tokenizer) if tokens else None
+    rows = model.pipe.text_encoder.get_input_embeddings().weight.shape[0]
+    try:
+        yield
+    finally:
+        adapters = lowdim.Adapters(model.modules)
+        for name in reversed([name for name in adapters.names() if name not in before]):
+            adapters.delete(name)
+        if tokenizer is not None and model.pipe.text_encoder.get_input_embeddings().weight.shape[0] != rows:
+            _drop_tokens(model, tokenizer, rows)
+
+
+def _drop_tokens(model: SDModel, tokenizer, rows: int) -> None:
+    """The tokenizer and the embedding table as they were: resizing keeps the first ``rows`` rows as they are."""
+    text_encoder = model.pipe.text_encoder
+    text_encoder.resize_token_embeddings(rows, mean_resizing=False)
+    text_encoder.get_input_embeddings().weight.requires_grad_(False)  # resizing makes a fresh, trainable Parameter
+    model.pipe.tokenizer = tokenizer
 
 
 class AdapterTrainable:

@@ -11,6 +11,7 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
+from lowdim_sd.train_settings import as_path
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ class PersonalizeJob:
     overwrite: bool = False  # replace the files an earlier run wrote to ``out`` (else refused)
     gradient_checkpointing: bool = False  # at 512 px it saves nothing measurable on a GPU (docs/benchmarks.md)
     cuda_graphs: bool = False  # replay the finetune's models from CUDA graphs (lowdim_sd.step_graphs)
+
+    def __post_init__(self) -> None:
+        # A file, never a decoded picture: the run opens it as the CLI does (EXIF turn, face crop) and records its
+        # name in the adapter, and a picture taken by Python alone would be a second path through every stage.
+        if not isinstance(self.image, (str, os.PathLike)):
+            raise LowdimError(f"PersonalizeJob: image= takes the path to a photo file (a str or Path), got a "
+                              f"{type(self.image).__name__}; save the picture first, e.g. picture.save('face.png')")
+        for name in ("image", "out", "hypernet"):  # frozen: set once, here, as the Paths the run joins with
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, as_path(getattr(self, name), "PersonalizeJob", name))
 
 
 SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)

@@ -14,6 +14,7 @@ from lowdim_sd.draw_parts import parse_draw
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import open_rgb
 from lowdim_sd.train import TrainConfig
+from lowdim_sd.train_settings import refuse_inference_mode
 
 if TYPE_CHECKING:
     from lowdim.hyper.storage import HypernetFile
@@ -25,6 +26,7 @@ def check_job(job: PersonalizeJob) -> None:
     """Every setting that can be checked without the model or any file, before anything loads."""
     from lowdim_sd.export import FORMATS
 
+    refuse_inference_mode()  # the finetune needs autograd, and even --only-hyper's file is written by train()
     unknown = [fmt for fmt in job.export if fmt not in FORMATS]
     if unknown:
         raise LowdimError(f"unknown --export format '{unknown[0]}'; choose from {', '.join(FORMATS)}")

@@ -35,6 +35,8 @@ from lowdim_sd.train_settings import (  # noqa: F401  (this module's API since b
     TrainConfig,
     TrainResult,
     fill_prompt,
+    refuse_inference_mode,
+    with_rate,
 )
 
 if TYPE_CHECKING:
@@ -193,6 +195,8 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     ``continue_with`` says how a stopped run goes on (default: --resume); None where nothing can resume
     a checkpoint, so a stop keeps none.
     """
+    refuse_inference_mode()
+    config = with_rate(config)
     config.validate()
     check_precision(model, config, trainable)
     models = step_models(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
@@ -308,6 +312,7 @@ def _style_term(model, subjects, trainable, config: TrainConfig):
     return StyleTerm(prompts, trainable.adapters, trainable.name, config.keep_styles, subjects[0].images[:1])
 
 
+@torch.enable_grad()  # the caller may hold torch.no_grad() (a notebook cell's): the step's backward needs a graph
 def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles=None,
               models: StepModels | None = None, dropping: bool = False) -> float:
     optimizer.zero_grad(set_to_none=True)

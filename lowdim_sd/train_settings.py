@@ -4,10 +4,12 @@ in ``lowdim_sd.train`` so that settings can be built and checked without it."""
 from __future__ import annotations
 
 import math
+import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
@@ -16,12 +18,15 @@ from lowdim_sd import defaults, runs
 IDENTIFIER = "[V]"
 MIXED_PRECISION = runs.MIXED_PRECISION
 OPTIMIZERS = ("adamw", "sgd")
+ENGINE_LR = 1e-3  # the rate of ``train`` called with none: TrainConfig's default before the modes had their own
 
 
 @dataclass
 class TrainConfig:
     steps: int = defaults.STEPS
-    learning_rate: float = 1e-3
+    # None: the run's default (TrainJob: its mode's, defaults.learning_rate; ``train`` alone: ENGINE_LR), so a
+    # rate the caller set is told apart from one nobody chose, even when the two are equal.
+    learning_rate: float | None = None
     batch_size: int = 1
     grad_accum: int = 1
     prompt: str = "a [V] face"
@@ -48,7 +53,7 @@ class TrainConfig:
         """One line naming the first setting no training can run with (before any model loads)."""
         problems = [
             (self.steps < 0, f"--steps must be >= 0, got {self.steps}"),
-            (not (math.isfinite(self.learning_rate) and self.learning_rate > 0),
+            (self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0),
              f"--lr must be a positive number, got {self.learning_rate}"),
             (self.batch_size < 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.grad_accum < 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
@@ -67,6 +72,27 @@ class TrainConfig:
         for failed, message in problems:
             if failed:
                 raise LowdimError(message)
+
+
+def with_rate(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:
+    """``config`` with its learning rate set: its own, else ``default``; a copy, the caller's is never changed."""
+    return config if config.learning_rate is not None else replace(config, learning_rate=default)
+
+
+def as_path(value: object, owner: str, name: str) -> Path:
+    """A job's path field as a Path: from Python a str is as natural as the CLI's Path, and the runs join and
+    make folders with these; anything else is one line, not a TypeError from deep inside the run."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise LowdimError(f"{owner}: {name}= takes a path (a str or Path), got a {type(value).__name__}")
+    return Path(value)
+
+
+def refuse_inference_mode() -> None:
+    """Training needs autograd, which ``train`` turns back on under ``torch.no_grad()``; not under
+    ``torch.inference_mode()``, whose tensors (the model's, the adapters') can never join a graph."""
+    if torch.is_inference_mode_enabled():
+        raise LowdimError("training cannot run inside torch.inference_mode(): its tensors can never take part in "
+                          "autograd; call it outside that block (torch.no_grad() around it is fine)")
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import warnings
 from collections.abc import Collection
@@ -16,10 +18,11 @@ from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_references
 from lowdim_sd.loading import SDModel, check_training_dtype, load_sd, resolve_device
-from lowdim_sd.modes import FullTrainable, adapter_trainable, rank_relaxed_trainable, resolve_layers
+from lowdim_sd.modes import FullTrainable, adapter_trainable, left_as_given, rank_relaxed_trainable, resolve_layers
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
+from lowdim_sd.train_settings import as_path, refuse_inference_mode, with_rate
 
 
 @dataclass
@@ -47,7 +50,16 @@ class TrainJob:
     save_dtype: str = "fp16"  # tensors of the adapter files (full DreamBooth saves the model as it is: refused)
     learning_rate: float | None = None
     dropout: float = 0.0  # of the adapter's input while it trains (peft's lora_dropout); 0: none
-    config: TrainConfig = field(default_factory=TrainConfig)
+    config: TrainConfig = field(default_factory=TrainConfig)  # its learning_rate, if set, is --lr's too
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, (str, os.PathLike)):  # one file or folder, not its characters one by one
+            self.images = [self.images]
+        self.images = [as_path(item, "TrainJob", "images") for item in self.images]
+        self.out = as_path(self.out, "TrainJob", "out")
+        for name in ("subjects", "initial"):
+            if getattr(self, name) is not None:
+                setattr(self, name, as_path(getattr(self, name), "TrainJob", name))
 
 
 def mode_of(job: TrainJob) -> str:
@@ -131,12 +143,24 @@ def check_one_subject(mode: str, subjects: int) -> None:
         raise LowdimError(ONE_SUBJECT[mode])
 
 
+def train_config(job: TrainJob) -> TrainConfig:
+    """``job.config`` with the learning rate the run uses: --lr (``job.learning_rate``) or the config's own, else
+    the mode's default. A copy: the caller's config is never changed, and may serve several jobs."""
+    given, config = job.learning_rate, job.config
+    if given is not None and config.learning_rate is not None and given != config.learning_rate:
+        raise LowdimError(f"two learning rates: TrainJob(learning_rate={given}) and TrainConfig(learning_rate="
+                          f"{config.learning_rate}); set one of them")
+    if given is not None:  # 0 is refused by validate, not replaced
+        config = dataclasses.replace(config, learning_rate=given)
+    return with_rate(config, defaults.learning_rate(mode_of(job)))
+
+
 def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
-    job.config.learning_rate = (defaults.learning_rate(mode_of(job)) if job.learning_rate is None
-                                else job.learning_rate)  # 0 is refused by validate, not replaced
-    job.config.validate()
-    if job.config.steps < 1:  # 0 steps would write the untrained start as if it were a result
+    refuse_inference_mode()
+    config = train_config(job)
+    config.validate()
+    if config.steps < 1:  # 0 steps would write the untrained start as if it were a result
         raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
@@ -220,7 +244,12 @@ def output_names(job: TrainJob) -> list[Path]:
 
 @runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
 def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
-    config = job.config
+    """Train as ``lowdim train`` does. A ``model`` given is handed back as it came, however the run ends: what
+    trained is in ``job.out``'s files (load them with ``attach_adapters``), not left on the model."""
+    if model is not None and job.full:
+        raise LowdimError("run_train(model=...) hands the model back as it was given, and --full trains the model's "
+                          "own weights: leave model= out (run_train loads its own and saves the trained model)")
+    config = train_config(job)
     if config.cuda_graphs and model is None:  # before the model loads; train() checks a given model
         check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
     earlier = checkpoints.latest(job.out)
@@ -231,12 +260,15 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
         shutil.rmtree(Path(job.out) / checkpoints.FOLDER)  # else they would pass for this run's at --resume
     # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
     dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype
+    given = model is not None
     model = model or load_sd(job.model, job.device, dtype, job.model_config)
     names, subjects = subject_sets(job, job.resolution or model.resolution)
-    trainable = build_trainable(job, model, names)
-    if learns_tokens(job.space) and not job.full and job.initial is None:
-        # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
-        vectors = lowdim.Adapters(model.modules).info(trainable.name).space.config.vectors
-        config = dataclasses.replace(config, token=prompt_token(config.token, vectors))
-    job.out.mkdir(parents=True, exist_ok=True)
-    return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)
+    learns = learns_tokens(job.space) and not job.full and job.initial is None
+    # A model run_train loaded itself is dropped after: nothing to hand back, and no unmerge to pay for.
+    with left_as_given(model, tokens=learns) if given else contextlib.nullcontext():
+        trainable = build_trainable(job, model, names)
+        if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
+            vectors = lowdim.Adapters(model.modules).info(trainable.name).space.config.vectors
+            config = dataclasses.replace(config, token=prompt_token(config.token, vectors))
+        job.out.mkdir(parents=True, exist_ok=True)
+        return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)

@@ -338,7 +338,7 @@ def test_sgd_takes_plain_momentum_steps_along_the_clipped_gradient(tiny_sd, face
 
 
 def test_a_space_trains_at_its_own_declared_rate_unless_given_one(tmp_path):
-    from lowdim_sd.workflows import TrainJob, check_train_job
+    from lowdim_sd.workflows import TrainJob, check_train_job, train_config
 
     class Declares(lowdim.spaces.lora.LoraSpace):
         name = "declares"
@@ -351,7 +351,7 @@ def test_a_space_trains_at_its_own_declared_rate_unless_given_one(tmp_path):
         for space, given in (("declares", None), ("declares", 5e-4), ("lidb", None), ("lora", None)):
             job = TrainJob(model="tinyfaces", space=space, learning_rate=given, out=tmp_path)
             check_train_job(job)
-            rates.append(job.config.learning_rate)
+            rates.append(train_config(job).learning_rate)  # check_train_job changes nothing on the job
     assert rates == [3e-2, 5e-4, 2e-3, 1e-4]  # the backend's own rates for its spaces stay first
 
 
