@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from local_port import free_port  # tests/sd, on the path as pytest puts it
+from ui_requests import refusal  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
@@ -39,12 +40,6 @@ def served(tmp_path_factory):
     finally:
         page.close(verbose=False)
 
-
-def refusal(client, *args, api_name: str) -> str:
-    """The one line a request got back from the page."""
-    with pytest.raises(gradio_client.exceptions.AppError) as caught:
-        client.predict(*args, api_name=api_name)
-    return str(caught.value)
 
 
 def photo() -> dict:

@@ -9,6 +9,7 @@ for its number controls, has passed the value on as sent).
 from __future__ import annotations
 
 import pytest
+from ui_requests import handler, refused  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd import defaults
@@ -45,17 +46,6 @@ def component(page, elem_id: str):
     return found
 
 
-def handler(page, name: str):
-    """The page's event handler that Gradio's API calls ``/name``."""
-    [found] = [fn for fn in page.fns.values() if fn.api_name == name]
-    return found.fn
-
-
-def refused(call, *args, **kwargs) -> str:
-    """The one line the page shows for a request."""
-    with pytest.raises(gr.Error) as caught:
-        call(*args, **kwargs)
-    return caught.value.message
 
 
 def personalize_line(page, tiny_sd, face, **changed) -> str:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from ui_requests import handler, png_header, refused  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
@@ -55,24 +54,7 @@ def uploaded(uploads: Path, name: str, source: Path = FACE) -> str:
     return str(path)
 
 
-def handler(page, name: str):
-    [found] = [fn for fn in page.fns.values() if fn.api_name == name]
-    return found.fn
 
-
-def refused(call, *args, **kwargs) -> str:
-    with pytest.raises(gr.Error) as caught:
-        call(*args, **kwargs)
-    return caught.value.message
-
-
-def png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares ``width`` x ``height`` pixels: enough for a reader of the header, tiny on disk."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + header
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk
-                     + struct.pack(">I", zlib.crc32(chunk)) + b"\x00\x00\x00\x00IEND\xaeB`\x82")
-    return path
 
 
 # A6: the page's controls, not the CLI's flags -------------------------------------------------------------------

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import struct
 import threading
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from ui_requests import png_header  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
@@ -29,14 +27,6 @@ def studio(tmp_path, tiny_sd) -> Studio:
 def settings(tiny_sd, **kwargs) -> RunSettings:
     return RunSettings(model=str(tiny_sd), **{"steps": 2, "crop": False, "preview_steps": 1, **kwargs})
 
-
-def png_header(path: Path, width: int, height: int) -> Path:
-    """A PNG that declares ``width`` x ``height`` pixels: enough for a reader of the header, tiny on disk."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + header
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk
-                     + struct.pack(">I", zlib.crc32(chunk)) + b"\x00\x00\x00\x00IEND\xaeB`\x82")
-    return path
 
 
 def test_a_run_appears_complete_in_its_own_folder_and_reopens(studio, tiny_sd, face):
