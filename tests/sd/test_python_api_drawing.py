@@ -14,14 +14,7 @@ from lowdim_sd.generate import GenerateConfig, attach_adapters, draw_to_folder, 
 from lowdim_sd.loading import load_sd
 
 PROMPT = "a photo of zz face"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomized(adapters: lowdim.Adapters, seed: int) -> None:
