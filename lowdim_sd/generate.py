@@ -24,16 +24,9 @@ from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
+from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
 
 IDENTIFIER = "[V]"
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-a": "EulerAncestralDiscreteScheduler",
-    "pndm": "PNDMScheduler",
-    "ddpm": "DDPMScheduler",
-}
 
 
 @dataclass
@@ -142,7 +135,7 @@ def check_config(config: GenerateConfig) -> None:
         if not isinstance(value, (list, tuple)) or any(not isinstance(v, kind) or isinstance(v, bool) for v in value):
             raise LowdimError(f"{name} must be a list of {'texts' if kind is str else 'integers'}, e.g. "
                               f"{name}={example}; got {value!r:.80}")
-    _check_scheduler(config.scheduler)
+    check_scheduler(config.scheduler)
     check_resolution(config.resolution)
     check_parts(config.parts)
     least = MIN_STEPS.get(config.scheduler, 1)
@@ -162,19 +155,6 @@ def check_resolution(resolution: int | None) -> None:
     """A side SD can draw and train at: whole latent pixels (the VAE downsamples by 8 in every SD 1.x)."""
     if resolution is not None and (resolution < 8 or resolution % 8):
         raise LowdimError(f"--resolution must be a positive multiple of 8, got {resolution}")
-
-
-def _check_scheduler(name: str) -> None:
-    if name not in SCHEDULERS:
-        raise LowdimError(f"unknown scheduler '{name}'; known: {', '.join(SCHEDULERS)}")
-
-
-def set_scheduler(model: SDModel, name: str) -> None:
-    _check_scheduler(name)
-    import diffusers
-
-    scheduler_class = getattr(diffusers, SCHEDULERS[name])
-    model.pipe.scheduler = scheduler_class.from_config(model.pipe.scheduler.config)
 
 
 def fill(prompt: str, token: str) -> str:
@@ -270,7 +250,12 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     a caller still holds them when a stop interrupts the call.
     """
     check_config(config)
-    set_scheduler(model, config.scheduler)
+    with scheduled(model, config.scheduler):
+        return _generate(model, config, tokens, progress, keep)
+
+
+def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, progress: bool,
+              keep: list[Generated] | None) -> list[Generated]:
     token = identifier(config, tokens, model.taught)
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution

@@ -90,6 +90,8 @@ class PersonalizeJob:
         for name in ("image", "out", "hypernet"):  # frozen: set once, here, as the Paths the run joins with
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, as_path(getattr(self, name), "PersonalizeJob", name))
+        if isinstance(self.export, str):  # one format, not one per letter
+            object.__setattr__(self, "export", [self.export])
 
 
 SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)

@@ -101,3 +101,10 @@ def test_attach_adapters_is_all_or_nothing_and_a_retry_works(tiny_sd, files):
     fresh = load_sd(str(tiny_sd), "cpu", "fp32")
     attach_adapters(fresh, [(lidb, 1.0), (ti, 1.0)])
     assert np.array_equal(_image(model), _image(fresh))
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim"])
+def test_generate_leaves_the_pipelines_own_scheduler_in_place(model, scheduler):
+    before = model.pipe.scheduler
+    generate(model, GenerateConfig(prompts=["a face"], steps=2, resolution=16, scheduler=scheduler))
+    assert model.pipe.scheduler is before

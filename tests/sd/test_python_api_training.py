@@ -153,6 +153,7 @@ def test_jobs_take_str_paths(tiny_sd, face, tmp_path, monkeypatch):
     assert single.images == [face] and (single.subjects, single.initial, single.out) == (tmp_path, face, Path("o"))
     result = personalize(personalize_job(tiny_sd, str(face), "me"), progress=False)
     assert (tmp_path / "me" / "adapter.safetensors").is_file() and result.adapter.name == "adapter.safetensors"
+    assert PersonalizeJob(model="m", image=str(face), export="kohya").export == ["kohya"]  # a format, not letters
 
 
 @pytest.mark.parametrize("picture", [Image.new("RGB", (8, 8)), np.zeros((8, 8, 3)), torch.zeros(3, 8, 8)],
