@@ -312,6 +312,13 @@ def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | Non
 
 @runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
+    # The describer and the hypernetwork are built from torch's global generator (seeded in-run, so the run is
+    # deterministic); a Python caller's own stream of random numbers is put back after the run.
+    with torch.random.fork_rng(devices=[]):
+        return _personalize(job, progress)
+
+
+def _personalize(job: PersonalizeJob, progress: bool) -> PersonalizeResult:
     run = resolve_run(job)
     result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
     with stage(result, "load model"):

@@ -170,3 +170,15 @@ def test_other_path_fields_of_a_wrong_type_are_one_line():
     with pytest.raises(LowdimError, match="hypernet= takes a path"):
         PersonalizeJob(model="m", image="face.png", hypernet=3)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_personalize_puts_the_callers_random_stream_back(tmp_path, one_thread):
+    # TinyFaces' own run: its describer and hypernetwork are what draw from torch's global generator
+    photo = Path(__file__).parents[2] / "examples" / "face.png"
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    personalize(PersonalizeJob(model="tinyfaces", image=photo, out=tmp_path / "me", steps=1, preview=False),
+                progress=False)
+    assert torch.equal(torch.rand(3), expected)
