@@ -81,8 +81,8 @@ class PrecomputeJob:
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
-    # Overrides config.learning_rate; None: the space's usual rate (lidb 2e-3), which a TrainConfig
-    # default cannot express since it depends on the space.
+    # The rate, as config.learning_rate may also give it (two different ones are refused); neither: the
+    # space's usual rate (lidb 2e-3), which a TrainConfig default cannot express since it depends on the space.
     learning_rate: float | None = None
     batch_subjects: int = 8
     device: str = "auto"
@@ -348,9 +348,13 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
 
 
 def training_config(job: PrecomputeJob) -> TrainConfig:
-    """``job.config`` with the learning rate resolved (``job.learning_rate``, else the space's default)."""
-    return replace(job.config, learning_rate=defaults.learning_rate(job.space)
-                   if job.learning_rate is None else job.learning_rate)
+    """``job.config`` with the learning rate resolved: ``job.learning_rate`` or the config's, else the space's."""
+    given, configured = job.learning_rate, job.config.learning_rate
+    if given is not None and configured is not None and given != configured:
+        raise LowdimError(f"two learning rates: learning_rate={given} and config.learning_rate={configured}; set "
+                          f"one of them")
+    rate = next((r for r in (given, configured) if r is not None), None)
+    return replace(job.config, learning_rate=defaults.learning_rate(job.space) if rate is None else rate)
 
 
 def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:

@@ -182,3 +182,13 @@ def test_personalize_puts_the_callers_random_stream_back(tmp_path, one_thread):
     personalize(PersonalizeJob(model="tinyfaces", image=photo, out=tmp_path / "me", steps=1, preview=False),
                 progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_precompute_uses_a_rate_set_in_its_config_and_refuses_two():
+    from lowdim_sd.precompute import PrecomputeJob, training_config
+
+    assert training_config(PrecomputeJob(config=TrainConfig(learning_rate=0.5))).learning_rate == 0.5
+    assert training_config(PrecomputeJob(learning_rate=0.1)).learning_rate == 0.1
+    assert training_config(PrecomputeJob()).learning_rate == 2e-3  # lidb's own rate
+    with pytest.raises(LowdimError, match="two learning rates"):
+        training_config(PrecomputeJob(learning_rate=0.1, config=TrainConfig(learning_rate=0.5)))
