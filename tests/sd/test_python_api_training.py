@@ -187,8 +187,11 @@ def test_personalize_puts_the_callers_random_stream_back(tmp_path, one_thread):
 def test_precompute_uses_a_rate_set_in_its_config_and_refuses_two():
     from lowdim_sd.precompute import PrecomputeJob, training_config
 
-    assert training_config(PrecomputeJob(config=TrainConfig(learning_rate=0.5))).learning_rate == 0.5
-    assert training_config(PrecomputeJob(learning_rate=0.1)).learning_rate == 0.1
-    assert training_config(PrecomputeJob()).learning_rate == 2e-3  # lidb's own rate
+    def job(**options) -> PrecomputeJob:
+        return PrecomputeJob(model="tinyfaces", identities=Path("ids"), **options)
+
+    assert training_config(job(config=TrainConfig(learning_rate=0.5))).learning_rate == 0.5
+    assert training_config(job(learning_rate=0.1)).learning_rate == 0.1
+    assert training_config(job()).learning_rate == 2e-3  # lidb's own rate
     with pytest.raises(LowdimError, match="two learning rates"):
-        training_config(PrecomputeJob(learning_rate=0.1, config=TrainConfig(learning_rate=0.5)))
+        training_config(job(learning_rate=0.1, config=TrainConfig(learning_rate=0.5)))
