@@ -11,6 +11,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
@@ -242,6 +244,17 @@ def output_names(job: TrainJob) -> list[Path]:
     return [Path(job.out) / "adapter.safetensors"]
 
 
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def check_given_model(model: SDModel) -> None:
+    """A model loaded by the caller trains under the rule a loaded one does (no fp16 on a CPU, ...)."""
+    try:
+        check_training_dtype(str(model.device), DTYPE_NAMES.get(model.dtype, "fp32"))
+    except LowdimError as error:
+        raise LowdimError(f"run_train(model=...): the model is {model.dtype} on {model.device}: {error}") from None
+
+
 @runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
 def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
     """Train as ``lowdim train`` does. A ``model`` given is handed back as it came, however the run ends: what
@@ -249,6 +262,8 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
     if model is not None and job.full:
         raise LowdimError("run_train(model=...) hands the model back as it was given, and --full trains the model's "
                           "own weights: leave model= out (run_train loads its own and saves the trained model)")
+    if model is not None:
+        check_given_model(model)
     config = train_config(job)
     if config.cuda_graphs and model is None:  # before the model loads; train() checks a given model
         check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)

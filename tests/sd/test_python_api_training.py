@@ -16,6 +16,7 @@ import lowdim
 import lowdim_sd.train as engine
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
+from lowdim_sd.loading import load_sd
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.workflows import TrainJob, run_train
@@ -195,3 +196,11 @@ def test_precompute_uses_a_rate_set_in_its_config_and_refuses_two():
     assert training_config(job()).learning_rate == 2e-3  # lidb's own rate
     with pytest.raises(LowdimError, match="two learning rates"):
         training_config(job(learning_rate=0.1, config=TrainConfig(learning_rate=0.5)))
+
+
+def test_a_given_fp16_model_on_a_cpu_is_refused_as_the_command_refuses_it(tiny_sd, face, tmp_path):
+    half = load_sd(str(tiny_sd), "cpu", "fp16")
+    with pytest.raises(LowdimError, match=r"run_train\(model=...\): the model is torch.float16 on cpu: --dtype fp16 "
+                                          r"on a CPU"):
+        run_train(train_job(tiny_sd, face, tmp_path / "t"), progress=False, model=half)
+    assert lowdim.Adapters(half.modules).names() == []
