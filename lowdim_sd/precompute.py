@@ -23,7 +23,7 @@ import math
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,7 @@ from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import read_start, start_digest, start_from
 from lowdim_sd.train import Subject, TrainConfig
+from lowdim_sd.train_settings import job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
     FORMAT,
     FORMAT_VERSION,
@@ -349,12 +350,7 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
 
 def training_config(job: PrecomputeJob) -> TrainConfig:
     """``job.config`` with the learning rate resolved: ``job.learning_rate`` or the config's, else the space's."""
-    given, configured = job.learning_rate, job.config.learning_rate
-    if given is not None and configured is not None and given != configured:
-        raise LowdimError(f"two learning rates: learning_rate={given} and config.learning_rate={configured}; set "
-                          f"one of them")
-    rate = next((r for r in (given, configured) if r is not None), None)
-    return replace(job.config, learning_rate=defaults.learning_rate(job.space) if rate is None else rate)
+    return job_rate(job.config, job.learning_rate, "PrecomputeJob", defaults.learning_rate(job.space))
 
 
 def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:

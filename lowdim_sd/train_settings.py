@@ -79,6 +79,15 @@ def with_rate(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:
     return config if config.learning_rate is not None else replace(config, learning_rate=default)
 
 
+def job_rate(config: TrainConfig, given: float | None, owner: str, default: float) -> TrainConfig:
+    """``config`` with the rate a job runs at: the job's own (``given``, --lr) or the config's, else ``default``;
+    two different ones are one line. A copy: the caller's config may serve several jobs."""
+    if given is not None and config.learning_rate is not None and given != config.learning_rate:
+        raise LowdimError(f"two learning rates: {owner}(learning_rate={given}) and TrainConfig(learning_rate="
+                          f"{config.learning_rate}); set one of them")
+    return with_rate(config if given is None else replace(config, learning_rate=given), default)
+
+
 def as_path(value: object, owner: str, name: str) -> Path:
     """A job's path field as a Path: from Python a str is as natural as the CLI's Path, and the runs join and
     make folders with these; anything else is one line, not a TypeError from deep inside the run."""

@@ -24,7 +24,7 @@ from lowdim_sd.modes import FullTrainable, adapter_trainable, left_as_given, ran
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
-from lowdim_sd.train_settings import as_path, refuse_inference_mode, with_rate
+from lowdim_sd.train_settings import as_path, job_rate, refuse_inference_mode
 
 
 @dataclass
@@ -148,13 +148,7 @@ def check_one_subject(mode: str, subjects: int) -> None:
 def train_config(job: TrainJob) -> TrainConfig:
     """``job.config`` with the learning rate the run uses: --lr (``job.learning_rate``) or the config's own, else
     the mode's default. A copy: the caller's config is never changed, and may serve several jobs."""
-    given, config = job.learning_rate, job.config
-    if given is not None and config.learning_rate is not None and given != config.learning_rate:
-        raise LowdimError(f"two learning rates: TrainJob(learning_rate={given}) and TrainConfig(learning_rate="
-                          f"{config.learning_rate}); set one of them")
-    if given is not None:  # 0 is refused by validate, not replaced
-        config = dataclasses.replace(config, learning_rate=given)
-    return with_rate(config, defaults.learning_rate(mode_of(job)))
+    return job_rate(job.config, job.learning_rate, "TrainJob", defaults.learning_rate(mode_of(job)))
 
 
 def check_train_job(job: TrainJob) -> None:
