@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from lowdim.errors import LowdimError
 from lowdim.inject import LayerSet
 from lowdim.spaces.base import Space
 from lowdim_sd import architecture
+from lowdim_sd.embedding_undo import tokens_undone
 from lowdim_sd.loading import SDModel
 from lowdim_sd.text_encoder_files import save_pipeline
 
@@ -43,24 +43,13 @@ def left_as_given(model: SDModel, tokens: bool = False) -> Iterator[None]:
     unmerged first (rank relaxation merges the initial one into the base weights); with ``tokens`` (Textual
     Inversion appends [V]'s tokens and embedding rows) the tokenizer and the table are put back too."""
     before = set(lowdim.Adapters(model.modules).names())
-    tokenizer = copy.deepcopy(model.pipe.tokenizer) if tokens else None
-    rows = model.pipe.text_encoder.get_input_embeddings().weight.shape[0]
-    try:
-        yield
-    finally:
-        adapters = lowdim.Adapters(model.modules)
-        for name in reversed([name for name in adapters.names() if name not in before]):
-            adapters.delete(name)
-        if tokenizer is not None and model.pipe.text_encoder.get_input_embeddings().weight.shape[0] != rows:
-            _drop_tokens(model, tokenizer, rows)
-
-
-def _drop_tokens(model: SDModel, tokenizer, rows: int) -> None:
-    """The tokenizer and the embedding table as they were: resizing keeps the first ``rows`` rows as they are."""
-    text_encoder = model.pipe.text_encoder
-    text_encoder.resize_token_embeddings(rows, mean_resizing=False)
-    text_encoder.get_input_embeddings().weight.requires_grad_(False)  # resizing makes a fresh, trainable Parameter
-    model.pipe.tokenizer = tokenizer
+    with tokens_undone(model) if tokens else contextlib.nullcontext():  # after the adapters below are gone
+        try:
+            yield
+        finally:
+            adapters = lowdim.Adapters(model.modules)
+            for name in reversed([name for name in adapters.names() if name not in before]):
+                adapters.delete(name)
 
 
 class AdapterTrainable:
