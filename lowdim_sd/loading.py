@@ -248,12 +248,14 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
         raise hub_id_not_found(source) from error
 
 
-def hub_id_not_found(source: str) -> ModelLoadError:
-    """The one line for a hub id neither cached nor reachable; public so ``lowdim inspect`` says it word for word."""
+def hub_id_not_found(source: str, flag: str = "--model") -> ModelLoadError:
+    """The one line for a hub id neither cached nor reachable; public so ``lowdim inspect`` says it word for word.
+    ``flag`` is the option that named it: ``--model-config`` takes a folder only, never a checkpoint."""
+    takes = ("a diffusers folder of the same model" if flag == "--model-config"
+             else "a diffusers folder or a .safetensors checkpoint")
     return ModelLoadError(
         f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "
-        f"local cache nor reachable; download it where there is network, then pass --model PATH "
-        f"(a diffusers folder or a .safetensors checkpoint)"
+        f"local cache nor reachable; download it where there is network, then pass {flag} PATH ({takes})"
     )
 
 
@@ -320,7 +322,7 @@ def config_source(model: str, config: str | None) -> str | None:
         return getattr(backend.value, "source", None) if backend else None
 
     if config is not None:
-        return str(registered(config) or config)
+        return model_config_source(str(registered(config) or config), list(registry.backends))
     path = Path(model).expanduser()
     if not (path.is_file() and path.suffix.lower() == ".safetensors"):
         return None
@@ -333,3 +335,38 @@ def config_source(model: str, config: str | None) -> str | None:
     if found is not None:
         return str(found)
     return base if (Path(base).expanduser() / "model_index.json").is_file() else None
+
+
+def model_config_source(config: str, registered: list[str]) -> str:
+    """``--model-config`` that is no registered name, once it can name a model's configs: a folder, or a hub id
+    cached here or reachable. Anything else is one line now, naming the option, rather than diffusers' own
+    error about the hub after the checkpoint was opened."""
+    import difflib
+
+    from lowdim import hub
+
+    path = Path(config).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ModelLoadError(f"--model-config {config}: a file; pass the diffusers folder, hub id or registered "
+                             f"name of the model the checkpoint was made from")
+    if hub.looks_like_path(config):
+        raise ModelLoadError(f"--model-config {config}: no such folder")
+    close = difflib.get_close_matches(config.lower(), registered, n=1, cutoff=0.75)
+    if close and "/" not in config:
+        raise ModelLoadError(f"unknown --model-config '{config}'; did you mean {close[0]}? (registered: "
+                             f"{', '.join(sorted(registered))}; or a hub id or a diffusers folder)")
+    if not _configs_cached(config) and not hub.hub_reachable():
+        raise hub_id_not_found(config, flag="--model-config")
+    return config
+
+
+def _configs_cached(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(isinstance(try_to_load_from_cache(hub_id, name), str)
+                   for name in ("model_index.json", "unet/config.json"))
+    except ValueError:  # not a valid repository id: nothing of that name is cached
+        return False

@@ -114,3 +114,23 @@ def test_a_registered_model_config_on_the_hub_offline_is_one_line(tmp_path, caps
 def test_help_says_model_config_takes_a_registered_name(capsys):
     code, out, _ = run(capsys, "inspect", "--help")
     assert code == 0 and "registered model's name" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("config, says", [
+    ("tinyface", "unknown --model-config 'tinyface'; did you mean tinyfaces?"),
+    ("./no-such-folder", "--model-config ./no-such-folder: no such folder"),
+    ("one.safetensors", "--model-config one.safetensors: a file; pass the diffusers folder"),
+    ("someone/model", "could not load 'someone/model'"),
+    ("sd15", "then pass --model-config PATH (a diffusers folder of the same model)"),
+])
+def test_a_model_config_that_names_no_model_is_one_line_in_every_command(tmp_path, capsys, offline, config, says):
+    single = tmp_path / "one.safetensors"
+    single.write_bytes(b"never read: --model-config is checked first")
+    answers = {command: run(capsys, *args, "-m", single, "--model-config", config) for command, args in {
+        "inspect": ("inspect", "-s", "lidb", "--no-files"),
+        "generate": ("generate", "-p", "a face", "-o", tmp_path / "out"),
+    }.items()}
+    for command, (code, _, err) in answers.items():
+        assert code == 1 and says in err and "Traceback" not in err and "--model PATH" not in err, command
+    assert answers["inspect"][2] == answers["generate"][2] and offline == []
+    assert not (tmp_path / "out").exists()
