@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except EXITS as done:
         return done.exit_code
     except USAGE_ERRORS as error:
+        _keep_near_misses(error)
         error.show()
         return error.exit_code
     except ModuleNotFoundError as error:
@@ -212,6 +213,20 @@ def main(argv: list[str] | None = None) -> int:
         hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
         err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False)
         return 1
+
+
+def _keep_near_misses(error: BaseException) -> None:
+    """An unknown option is offered only the options a typo could have come from: Click lists any loosely
+    alike (``--bogus``: "Possible options: --out"), which sends a user to the wrong flag."""
+    import difflib
+
+    name, offered = getattr(error, "option_name", None), getattr(error, "possibilities", None)
+    if not name or not offered:
+        return
+    near = difflib.get_close_matches(name, offered, n=2, cutoff=0.75)
+    error.possibilities = None
+    if near:
+        error.message = f"{error.message}; did you mean {' or '.join(near)}?"
 
 
 def script() -> None:

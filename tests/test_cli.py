@@ -256,3 +256,16 @@ def test_usage_lines_name_arguments_as_the_docs_do(command, usage, capsys):
 
     main([command, "--help"])
     assert usage in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("typed", "offered"), [
+    ("--stpes", "; did you mean --steps?"),
+    ("--outt", "; did you mean --out?"),
+    ("--bogus", ""),  # Click would offer --out: alike in letters, not a typo of it
+])
+def test_an_unknown_option_is_offered_only_the_options_a_typo_comes_from(typed, offered, capsys):
+    from lowdim_cli.main import main
+
+    code = main(["personalize", typed, "3"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and err.endswith(f"Error: No such option: {typed}{offered}") and "Possible options" not in err
