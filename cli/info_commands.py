@@ -52,15 +52,27 @@ def spaces(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also l
 def models():
     """List the model backends (architectures) from lowdim and installed plugins; `lowdim show NAME` says where
     one's files are."""
-    registry = get_registry()
+    from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
+
     table = Table(title="Models")
     for column in ("name", "aliases", "layer sets (default first)", "description"):
         table.add_column(column, overflow="fold")  # hub ids are long single words: wrap, never cut
-    for name in registry.backend_names():
-        backend = registry.backend(name)
+    for backend, aliases in registered_models():
         sets = [backend.default_layer_set] + [s for s in backend.layer_sets if s != backend.default_layer_set]
-        table.add_row(name, ", ".join(backend.aliases), ", ".join(sets), backend.description)
+        table.add_row(backend.name, ", ".join(aliases), ", ".join(sets), backend.description)
     out.print(table)
+    if not table.rows and plugins_disabled():
+        out.print(NO_PLUGINS_NOTE[:1].upper() + NO_PLUGINS_NOTE[1:], highlight=False)
+
+
+def registered_models() -> list[tuple]:
+    """(backend, the aliases that run it) of each registered model, by name. Read from the table itself: a name
+    or alias two plugins claim is left out of it (their warning says so), and the rest are listed."""
+    table = get_registry().backends
+    backends = {entry.value.name: entry.value for entry in table.values()}
+    return [(backend, [alias for alias in dict.fromkeys(backend.aliases)
+                       if alias != name and alias in table and table[alias].value is backend])
+            for name, backend in sorted(backends.items())]
 
 
 def model_backend(model: str, model_config: str | None = None):
@@ -69,15 +81,17 @@ def model_backend(model: str, model_config: str | None = None):
     Refused as the commands that load the model refuse it: a near miss of a registered name names the model
     meant, and a file name (``model.safetensors``) that is not there is "no such model file or folder"."""
     registry = get_registry()
-    if registry.backends.get(model) is None:
-        from lowdim_sd.loading import refuse_a_misspelt_name
+    entry = registry.backend_entry(model)  # a name two plugins claim: the line saying to uninstall one
+    if entry is not None:
+        return entry.value
+    from lowdim_sd.loading import refuse_a_misspelt_name
 
-        refuse_a_misspelt_name(model, list(registry.backends))
-        if "/" in model or Path(model).suffix or Path(model).expanduser().exists():
-            from lowdim_sd.skeletons import path_backend
+    refuse_a_misspelt_name(model, list(registry.backends))
+    if "/" in model or Path(model).suffix or Path(model).expanduser().exists():
+        from lowdim_sd.skeletons import path_backend
 
-            return path_backend(model, model_config)
-    return registry.backend(model)  # a registered name, or the one-line "unknown model" error
+        return path_backend(model, model_config)
+    return registry.backend(model)  # the one-line "unknown model" error
 
 
 def inspect_sizes(model: str, space: str, layers: str | None, options: dict, file_sizes: bool = True,

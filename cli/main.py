@@ -90,15 +90,82 @@ def _add_plugin_commands() -> None:
     manager = registry.manager if registry is not None else installed_plugins()
     if manager is not None and id(manager) not in _commands_added_for:
         _commands_added_for.add(id(manager))
-        call_each(manager, "register_commands", lambda _plugin: {"cli": app})
+        guard = _CommandGuard(app)
+        call_each(manager, "register_commands", guard.before, on_success=guard.keep, on_failure=guard.take_back)
+
+
+class _CommandGuard:
+    """What each plugin's register_commands did to the app, checked once its hook returns. A command named as one
+    already there (lowdim's own, or an earlier plugin's) is taken back with a warning: else one installed package
+    silently changes what `lowdim train` does, as Typer lets the last command of a name win. So is the root
+    callback (the options of `lowdim` itself), and everything a hook added before it raised: "skipped" means
+    skipped, as for the other hooks."""
+
+    def __init__(self, typer_app: typer.Typer) -> None:
+        self.app = typer_app
+        self.owners: dict[str, str | None] = dict.fromkeys(_command_names(typer_app))  # name -> plugin; None: lowdim
+        self.marks, self.callback = (0, 0), typer_app.registered_callback
+
+    def before(self, plugin: str) -> dict:
+        self.marks = (len(self.app.registered_commands), len(self.app.registered_groups))
+        self.callback = self.app.registered_callback
+        return {"cli": self.app}
+
+    def keep(self, plugin: str) -> None:
+        if self.app.registered_callback is not self.callback:
+            self.app.registered_callback = self.callback
+            _warn_command(plugin, "sets the options of `lowdim` itself (a root callback), which stay lowdim's; the "
+                                  "plugin's are ignored")
+        for infos, mark in zip((self.app.registered_commands, self.app.registered_groups), self.marks, strict=True):
+            for info in list(infos[mark:]):
+                names = _info_names(info)
+                taken = next((name for name in names if name in self.owners), None)
+                if taken is None:
+                    self.owners.update(dict.fromkeys(names, plugin))
+                    continue
+                infos.remove(info)
+                owner = self.owners[taken]
+                holder = "lowdim's own command is" if owner is None else f"plugin '{owner}' added"
+                _warn_command(plugin, f"adds a command '{taken}', which {holder}; the plugin's is ignored: give it a "
+                                      f"name of its own")
+
+    def take_back(self, plugin: str) -> None:
+        del self.app.registered_commands[self.marks[0]:]
+        del self.app.registered_groups[self.marks[1]:]
+        self.app.registered_callback = self.callback
+
+
+def _command_names(typer_app: typer.Typer) -> list[str]:
+    return [name for info in (*typer_app.registered_commands, *typer_app.registered_groups)
+            for name in _info_names(info)]
+
+
+def _info_names(info) -> list[str]:
+    """The command names a Typer command or group registration adds, as Typer names them: a command by its
+    function's name unless given one, a group without a name by each of its own commands."""
+    from typer.main import get_command_name, solve_typer_info_defaults
+
+    if isinstance(info, typer.models.CommandInfo):
+        return [info.name or get_command_name(info.callback.__name__)]
+    name = solve_typer_info_defaults(info).name
+    return [name] if name else _command_names(info.typer_instance)
+
+
+def _warn_command(plugin: str, what: str) -> None:
+    from lowdim.plugins import PluginWarning
+    from lowdim.registry import plugin_label
+
+    warnings.warn(f"{plugin_label(plugin)} {what}", PluginWarning, stacklevel=3)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     err.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
 
 
-OUT_OF_MEMORY_HINT = ("out of {device} memory: try a smaller batch (--batch-size, --batch-subjects), --dtype fp16 "
-                      "or bf16, or --gradient-checkpointing where the command has them, or the CPU")
+# A precompute resume refuses what changes θ (--batch-size, --dtype, the CPU's dtype): the hint says which apply.
+OUT_OF_MEMORY_HINT = ("out of {device} memory: try --gradient-checkpointing or a smaller batch (--batch-size, "
+                      "--batch-subjects) where the command has them, --dtype fp16 or bf16, or the CPU; a precompute "
+                      "resumes its --out only with --gradient-checkpointing or a smaller --batch-subjects")
 
 
 def _out_of_memory_device(error: BaseException) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
 from lowdim.inject.select import LayerSet
@@ -27,7 +27,10 @@ class Backend:
     default_layer_set: str = ""
 
     def skeleton(self) -> nn.Module:
-        raise NotImplementedError
+        # Not refused at registration: a backend is usable without it by whatever does not count parameters.
+        shown = f"{type(self).__module__}.{type(self).__qualname__}"
+        raise LowdimError(f"backend '{self.name}' ({shown}) defines no skeleton(), the meta-device model `lowdim "
+                          f"inspect` counts on: its plugin must define one")
 
     def layer_group(self, layer_name: str) -> str:
         """A coarse label for summary tables; by default the first and last name components."""
@@ -43,3 +46,25 @@ class Backend:
             return LayerSet.from_patterns(key)
         known = ", ".join(self.layer_sets)
         raise LowdimError(f"unknown layer set '{key}' for {self.name}; known: {known}, or give glob patterns")
+
+
+def refuse_a_broken_backend(backend: Any) -> None:
+    """What a registered backend must be before any command uses it, checked as a plugin registers it (as
+    ``lowdim.spaces.checks.refuse_a_broken_space_class`` does for spaces): a name ``--model`` and files carry
+    unchanged, and a default layer set it has. Each is one line, which the loader turns into a warning naming
+    the plugin."""
+    from lowdim.spaces.checks import NAME  # one rule for the names of spaces and models
+
+    if not isinstance(backend, Backend):
+        raise TypeError(f"register_backends expects a lowdim.backends.Backend instance, got {backend!r}")
+    shown = type(backend).__name__
+    if isinstance(backend.aliases, str):  # ("mini") without its comma: one letter per alias
+        raise LowdimError(f"backend {shown}: aliases must be a tuple of names, got the string {backend.aliases!r}")
+    for key in (backend.name, *backend.aliases):
+        if not isinstance(key, str) or not NAME.fullmatch(key):
+            raise LowdimError(f"backend {shown}: name {key!r} must be lower-case letters, digits and . _ + - "
+                              f"(starting with a letter or digit), as --model NAME and adapter files carry it")
+    if backend.default_layer_set not in backend.layer_sets:
+        known = ", ".join(backend.layer_sets) or "none"
+        raise LowdimError(f"backend '{backend.name}' ({shown}): default_layer_set {backend.default_layer_set!r} is "
+                          f"not one of its layer_sets ({known}); it is what every command uses without --layers")

@@ -24,6 +24,11 @@ ENTRY_POINT_GROUP = "lowdim"
 BUILTIN_MODULES = ("lowdim.spaces.builtin", "lowdim.hyper.builtin")
 # Names shown as "plugin" in `lowdim spaces`; pluggy needs them distinct.
 BUILTIN_NAMES = {"lowdim.spaces.builtin": "builtin", "lowdim.hyper.builtin": "builtin-heads"}
+# lowdim's SD backend loads as the entry point `sd` (so LOWDIM_NO_PLUGINS leaves it out, and a core install
+# without diffusers still starts), but its names (sd15, its aliases) are lowdim's own as much as the spaces' are.
+OWN_MODULES = (*BUILTIN_MODULES, "lowdim_sd.plugin")
+# Values of LOWDIM_NO_PLUGINS that leave plugins on: `LOWDIM_NO_PLUGINS=0` reads as "no, don't disable them".
+OFF_VALUES = ("", "0", "false", "no")
 
 
 class PluginWarning(UserWarning):
@@ -45,10 +50,28 @@ def build_plugin_manager(
         plugin = importlib.import_module(module) if isinstance(module, str) else module
         manager.register(plugin, name=BUILTIN_NAMES.get(module) if isinstance(module, str) else None)
     if load_entry_points is None:
-        load_entry_points = not os.environ.get("LOWDIM_NO_PLUGINS")
+        load_entry_points = not plugins_disabled()
     if load_entry_points:
         _load_entry_points(manager)
     return manager
+
+
+def plugins_disabled() -> bool:
+    """Whether LOWDIM_NO_PLUGINS asks for lowdim's built-in modules alone (any value but 0, false, no or empty)."""
+    return os.environ.get("LOWDIM_NO_PLUGINS", "").strip().lower() not in OFF_VALUES
+
+
+NO_PLUGINS_NOTE = ("LOWDIM_NO_PLUGINS is set, so no plugin is loaded and no model is registered, not even lowdim's "
+                   "own sd15; unset it, or set it to 0, to use them")
+
+
+def is_lowdims_own(manager: pluggy.PluginManager | None, plugin_name: str) -> bool:
+    """Whether the plugin registered as ``plugin_name`` is one of lowdim's own modules. Told by its module, not
+    its name: a third-party entry point may be called `sd` too (it is then registered under another name)."""
+    if plugin_name in BUILTIN_NAMES.values():
+        return True
+    plugin = manager.get_plugin(plugin_name) if manager is not None else None
+    return getattr(plugin, "__name__", None) in OWN_MODULES
 
 
 _installed: pluggy.PluginManager | None = None
@@ -108,12 +131,13 @@ def hook_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:
 
 def call_each(
     manager: pluggy.PluginManager, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]],
-    on_success: Callable[[str], None] | None = None,
+    on_success: Callable[[str], None] | None = None, on_failure: Callable[[str], None] | None = None,
 ) -> None:
     """Call one hook on every plugin separately, so one raising plugin cannot hide the others.
 
     ``make_kwargs(plugin_name)`` builds each call's arguments, so callbacks know who calls them;
-    ``on_success(plugin_name)`` runs after a call that did not raise (a skipped plugin then adds nothing).
+    ``on_success(plugin_name)`` runs after a call that did not raise (a skipped plugin then adds nothing), and
+    ``on_failure(plugin_name)`` after one that raised and is skipped (to take back what it did to a shared object).
     A PluginError (two plugins claiming one name) is the user's to fix and is not swallowed, and neither is
     an error in lowdim's own built-in hooks: that is a bug in lowdim, which a warning would hide.
     """
@@ -127,6 +151,8 @@ def call_each(
         except Exception as error:
             if impl.plugin_name in BUILTIN_NAMES.values():
                 raise
+            if on_failure is not None:
+                on_failure(impl.plugin_name)
             warnings.warn(
                 f"plugin '{impl.plugin_name}' raised in {hook_name} and was skipped: "
                 f"{type(error).__name__}: {error}",

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from lowdim.errors import ConfigError, LowdimError, PluginError
-from lowdim.plugins import BUILTIN_MODULES, PluginWarning, build_plugin_manager, call_each, installed_plugins
+from lowdim.plugins import (
+    BUILTIN_MODULES,
+    NO_PLUGINS_NOTE,
+    PluginWarning,
+    build_plugin_manager,
+    call_each,
+    installed_plugins,
+    is_lowdims_own,
+    plugins_disabled,
+)
 
 if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
     from lowdim.spaces.base import Space, SpaceConfig
@@ -46,6 +55,7 @@ class Registry:
         self.manager = manager
         self._tables: dict[str, dict[str, Entry]] = {}
         self._clashes: dict[tuple[str, str], list[str]] = {}  # (kind, name) -> the plugins that claim it
+        self._withdrawn: dict[str, str] = {}  # alias -> its backend's name, left out because two plugins claim it
         self._init_checked: set[type] = set()  # space classes whose default init was probed for ΔW = 0
 
     @classmethod
@@ -84,8 +94,10 @@ class Registry:
             table: dict[str, Entry] = {}  # kept only once complete: a clash leaves nothing half-filled
             if self.manager is not None:
                 add = {"spaces": self._add_space, "backends": self._add_backend}.get(kind)
-                check = _check_space if kind == "spaces" else None
+                check = {"spaces": _check_space, "backends": _check_backend}.get(kind)
                 self._collect(self.manager, HOOKS[kind], add or self._add_named(kind[:-1]), table, check)
+                if kind == "backends":
+                    self._keep_whole_backends(table)
             self._tables[kind] = table
         return self._tables[kind]
 
@@ -115,13 +127,13 @@ class Registry:
         """A name two plugins claim is withdrawn (which of the two a file or command meant cannot be told),
         with a warning; everything else keeps working, and only using that name is an error."""
         current = table.get(name)
-        if _builtin(plugin):  # lowdim's own name stays (its commands use it), whichever plugins claimed it first
+        if self._own(plugin):  # lowdim's own name stays (its commands use it), whichever plugins claimed it first
             ignored = [*self._clashes.pop((kind, name), []), *([current.plugin] if current is not None else [])]
             table[name] = Entry(name, value, plugin)
             for other in ignored:
                 _warn_builtin_claimed(kind, name, other)
             return
-        if current is not None and _builtin(current.plugin):
+        if current is not None and self._own(current.plugin):
             _warn_builtin_claimed(kind, name, plugin)
             return
         claimants = self._clashes.get((kind, name))
@@ -135,16 +147,29 @@ class Registry:
                       PluginWarning, stacklevel=2)
 
     def _clash_message(self, kind: str, name: str) -> str:
-        plugins = " and by ".join(f"plugin '{plugin}'{_distribution(plugin)}"
-                               for plugin in self._clashes[(kind, name)])
+        plugins = " and by ".join(plugin_label(plugin) for plugin in self._clashes[(kind, name)])
         return f"{kind} '{name}' is registered twice: by {plugins}"
 
     def _add_space(self, table: dict[str, Entry], plugin: str, space_class: type[Space]) -> None:
         self._claim(table, "space", space_class.name, space_class, plugin)
 
     def _add_backend(self, table: dict[str, Entry], plugin: str, backend: Any) -> None:
-        for key in (backend.name, *getattr(backend, "aliases", ())):
+        for key in dict.fromkeys((backend.name, *backend.aliases)):  # its own name among its aliases is no clash
             self._claim(table, "backend", key, backend, plugin)
+
+    def _keep_whole_backends(self, table: dict[str, Entry]) -> None:
+        """A backend whose own name was left out (two plugins claim it) or ignored (lowdim's own has it) is left
+        out under its aliases too: the warning said the model is left out, and an alias would still run it.
+        Using such an alias is then the clash error of the name."""
+        for key, entry in list(table.items()):
+            owner = table.get(entry.value.name)
+            if owner is None or owner.value is not entry.value:
+                del table[key]
+                if ("backend", entry.value.name) in self._clashes:
+                    self._withdrawn[key] = entry.value.name
+
+    def _own(self, plugin: str) -> bool:
+        return is_lowdims_own(self.manager, plugin)
 
     def _add_named(self, kind: str) -> Any:
         def add(table: dict[str, Entry], plugin: str, name: str, factory: Any) -> None:
@@ -172,29 +197,36 @@ class Registry:
     def backend(self, name: str) -> Any:
         return self._lookup(self.backends, "model", name, "backend")
 
+    def backend_entry(self, name: str) -> Entry | None:
+        """The entry of the backend registered as ``name`` (a name or alias); None when none is (a path or hub
+        id). A name two plugins claim is the error saying to uninstall one, not an unknown model."""
+        table = self.backends
+        self._refuse_a_clash("backend", name)
+        return table.get(name)
+
     def backend_names(self) -> list[str]:
         return sorted({entry.value.name for entry in self.backends.values()})
 
     def _lookup(self, table: dict[str, Entry], kind: str, name: str, claimed_as: str) -> Any:
         """``kind`` names the table in errors ("model"); ``claimed_as`` is how its entries were claimed."""
-        if (claimed_as, name) in self._clashes:
-            raise PluginError(self._clash_message(claimed_as, name) + ": uninstall one of them to use it")
+        self._refuse_a_clash(claimed_as, name)
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
-            raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}")
+            note = f"; {NO_PLUGINS_NOTE}" if kind == "model" and plugins_disabled() else ""
+            raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}{note}")
         return table[name].value
+
+    def _refuse_a_clash(self, claimed_as: str, name: str) -> None:
+        clashed = self._withdrawn.get(name, name) if claimed_as == "backend" else name
+        if (claimed_as, clashed) in self._clashes:
+            alias = f" ('{name}' is one of its aliases)" if clashed != name else ""
+            raise PluginError(f"{self._clash_message(claimed_as, clashed)}{alias}: uninstall one of them to use it")
 
 
 def _warn_builtin_claimed(kind: str, name: str, plugin: str) -> None:
-    warnings.warn(f"plugin '{plugin}'{_distribution(plugin)} registers {kind} '{name}', a name lowdim's own {kind} "
+    warnings.warn(f"{plugin_label(plugin)} registers {kind} '{name}', a name lowdim's own {kind} "
                   f"has, which stays (lowdim's own commands use it); the plugin's is ignored: it needs a name of its "
                   f"own", PluginWarning, stacklevel=3)
-
-
-def _builtin(plugin: str) -> bool:
-    from lowdim.plugins import BUILTIN_NAMES
-
-    return plugin in BUILTIN_NAMES.values()
 
 
 def _check_space(space_class: Any) -> None:
@@ -203,13 +235,25 @@ def _check_space(space_class: Any) -> None:
     refuse_a_broken_space_class(space_class)
 
 
+def _check_backend(backend: Any) -> None:
+    from lowdim.backends import refuse_a_broken_backend
+
+    refuse_a_broken_backend(backend)
+
+
 def space_package(name: str, registry: Registry | None = None) -> str | None:
     """The installed package whose plugin provides space ``name`` (None: lowdim's own, or not known), which an
     adapter file records so that a machine without it can be told what to install."""
-    entry = (registry or get_registry()).spaces.get(name)
-    if entry is None or _builtin(entry.plugin):
+    registry = registry or get_registry()
+    entry = registry.spaces.get(name)
+    if entry is None or registry._own(entry.plugin):
         return None
     return _distribution(entry.plugin).removeprefix(" (package ").removesuffix(")") or None
+
+
+def plugin_label(plugin: str) -> str:
+    """"plugin 'NAME' (package DIST)": who registered something, and what a user would uninstall."""
+    return f"plugin '{plugin}'{_distribution(plugin)}"
 
 
 def _distribution(plugin: str) -> str:

@@ -78,10 +78,13 @@ def describe(path: Path) -> FileInfo:
 def _model_meant(name: str) -> str:
     """'; did you mean NAME?' when a bare word is close to a registered model's name: the suggestion
     `personalize -m` gives (``lowdim_sd.loading.refuse_a_misspelt_name``, with its cutoff)."""
+    from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
     from lowdim.registry import get_registry
 
     if "/" in name or os.sep in name:
         return ""
+    if plugins_disabled():  # no model is registered: a model's name is not there to be found
+        return f"; {NO_PLUGINS_NOTE}"
     close = difflib.get_close_matches(name.lower(), list(get_registry().backends), n=1, cutoff=0.75)
     return f"; did you mean {close[0]}? (a registered model: `lowdim models` lists them)" if close else ""
 
@@ -214,8 +217,9 @@ def _registered_model(name: str) -> FileInfo | None:
     """A model registered as ``name``: where its files are (what diffusers' ``from_pretrained`` takes), read
     from the registry and the folder's index alone; None when no model has that name."""
     from lowdim.registry import get_registry
+    from lowdim_sd.plugin import SDBackend
 
-    entry = get_registry().backends.get(name)
+    entry = get_registry().backend_entry(name)  # a name two plugins claim: the line saying to uninstall one
     if entry is None:
         return None
     backend = entry.value
@@ -225,7 +229,9 @@ def _registered_model(name: str) -> FileInfo | None:
         rows.append(("alias of", backend.name))
     if getattr(backend, "description", ""):
         rows.append(("description", backend.description))
-    use = f"lowdim personalize -m {quote(name)} -i face.jpg -o me"
+    # A generic (not SD1.x) backend: the face commands would refuse it, inspect counts on it.
+    sd = isinstance(backend, SDBackend)
+    use = f"lowdim {'personalize' if sd else 'inspect'} -m {quote(name)} {'-i face.jpg -o me' if sd else '-s lidb'}"
     folder = Path(source).expanduser()
     if source and folder.is_dir() and (folder / "model_index.json").is_file():
         pipeline = _pipeline_folder(folder)

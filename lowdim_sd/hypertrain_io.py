@@ -285,7 +285,7 @@ def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
 
     backend = get_registry().backends.get(model)  # on the meta device: nothing is loaded
     skeleton = backend.value.skeleton() if backend else model_skeleton(model, job.model_config)
-    theirs = layer_specs(skeleton, resolve_layers(index["layer_set"]))
+    theirs = layer_specs(skeleton, resolve_layers(index["layer_set"], index["model"]))
     if theirs != list(full.layers):
         raise LowdimError(f"--model {model}: its {index['layer_set']} layers ({len(theirs)}) are not those the weights "
                           f"were made on ({index['model']}, {len(full.layers)}); leave --model out, or precompute "

@@ -34,7 +34,7 @@ class Diffusion:
         from lowdim_sd.modes import resolve_layers
 
         self.model = load_sd(job.model, str(device), job.dtype, job.model_config)
-        layer_set = resolve_layers(index["layer_set"])
+        layer_set = resolve_layers(index["layer_set"], index["model"])
         if layer_specs(self.model.modules, layer_set) != list(layers):
             raise LowdimError(f"{job.model}: its {layer_set.name} layers differ from those the weights in "
                               f"{job.weights} were made for ({index['model']})")

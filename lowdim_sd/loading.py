@@ -46,7 +46,8 @@ class SDModel:
 
     @property
     def base_model_id(self) -> str:
-        """What adapter files record as their base model: the hub id, or the name the user gave.
+        """What adapter files record as their base model: the hub id, or the name (``load_sd`` keeps a registered
+        model's own name, never an alias, so ``-m mini`` and ``-m minisd`` write one record).
 
         A backend whose weights ship on disk (TinyFaces) is recorded by its name, not by a path
         that only exists on this machine.
@@ -85,12 +86,14 @@ class SDModel:
 
 
 def canonical_model(model: str) -> str:
-    """How files record a model: a registered name or hub id as given, a local path made absolute, so a
+    """How files record a model: a registered model by its backend's own name (an alias is the same model: a
+    hypernetwork made for ``sd15`` fits ``-m sd1.5``), a hub id as given, a local path made absolute, so a
     hypernetwork or weight folder made from ``./sd`` still matches ``/home/me/sd`` (or ``sd`` elsewhere)."""
-    from lowdim.registry import get_registry
+    from lowdim_sd.registered_models import canonical_name
 
-    if get_registry().backends.get(model) is not None:
-        return model
+    name = canonical_name(model)
+    if name is not None:
+        return name
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
 
@@ -278,12 +281,12 @@ def _looks_like_hub_id(text: str) -> bool:
 def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:
     """Load ``model``: a registered name or alias (sd15, tinyfaces, ...), a hub id, a folder or a file."""
     from lowdim.registry import get_registry
+    from lowdim_sd.registered_models import sd_backend
 
-    registry = get_registry()
-    backend = registry.backends.get(model)
+    backend = sd_backend(model)  # a clashed name, or a registered model that is not SD1.x: one line, no hub
     if backend is None:
-        refuse_a_misspelt_name(model, list(registry.backends))
-    source = getattr(backend.value, "source", None) if backend else None
+        refuse_a_misspelt_name(model, list(get_registry().backends))
+    source = getattr(backend, "source", None)  # a subclass may skip SDBackend.__init__
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     config = config_source(str(source or model), config)
@@ -293,7 +296,7 @@ def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str |
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)
-    return SDModel(pipe, model, str(source or model), torch_device, torch_dtype)
+    return SDModel(pipe, backend.name if backend else model, str(source or model), torch_device, torch_dtype)
 
 
 def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:

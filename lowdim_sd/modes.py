@@ -16,23 +16,22 @@ import torch
 from torch import Tensor
 
 import lowdim
-from lowdim.backends import Backend
 from lowdim.errors import LowdimError
 from lowdim.inject import LayerSet
 from lowdim.spaces.base import Space
-from lowdim_sd import architecture
 from lowdim_sd.embedding_undo import tokens_undone
 from lowdim_sd.loading import SDModel
+from lowdim_sd.registered_models import model_layer_set
 from lowdim_sd.text_encoder_files import save_pipeline
 
 ADAPTER = "subject"
 
 
-def resolve_layers(name_or_patterns: str | None) -> LayerSet:
-    """A named SD layer set (default unet+text, the paper's) or comma-separated glob patterns."""
-    backend = Backend()
-    backend.name, backend.layer_sets, backend.default_layer_set = "sd", architecture.LAYER_SETS, "unet+text"
-    return backend.resolve_layer_set(name_or_patterns)
+def resolve_layers(name_or_patterns: str | None, model: str | None = None) -> LayerSet:
+    """A layer set of ``model`` by name (its default when None) or comma-separated glob patterns: a registered
+    model's own sets, the ones `lowdim inspect` counts; SD1.5's (default unet+text) for a path, a hub id or no
+    model. ``lowdim_sd.registered_models.model_layer_set``, for the callers that have torch loaded."""
+    return model_layer_set(name_or_patterns, model)
 
 
 @contextlib.contextmanager

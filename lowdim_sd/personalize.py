@@ -192,7 +192,7 @@ def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:
     if made_for == layers.name:
         return True
     try:
-        own = resolve_layers(made_for)
+        own = resolve_layers(made_for, hypernet.metadata["model"])  # the set of the model it was made for
     except LowdimError:  # a set this version does not know: load_hypernet names the difference
         return False
     return covers(own, replace(layers, types=tuple(t for t in layers.types if t in own.types)))
@@ -205,7 +205,7 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     check_job(job)
     entry = get_registry().backends.get(job.model)
     backend = entry.value if entry else None
-    space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers)
+    space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers, job.model)
     if getattr(space, "learns_tokens", False):
         raise LowdimError(f"--space {job.space} learns token embeddings, not weights: personalize relaxes a weight "
                           f"space's rank (lidb, lora, ...); train an embedding with `lowdim train --space {job.space}`")
@@ -273,7 +273,8 @@ def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor
 
     # A network made for a wider layer set (checked by predicts_layers) is loaded for its own set, and its
     # prediction cut down to the layers asked for; any other mismatch is load_hypernet's one-line error.
-    own = resolve_layers(run.hypernet.made_for[2]) if predicts_layers(run.hypernet, run.layers) else run.layers
+    own = (resolve_layers(run.hypernet.made_for[2], run.hypernet.metadata["model"])
+           if predicts_layers(run.hypernet, run.layers) else run.layers)
     net = load_hypernet(run.hypernet, model=canonical_model(run.job.model), space=run.space,
                         layer_set=own.name, layers=layer_specs(model.modules, own))
     net = net.to(model.device)  # on the model's GPU, not the CPU it was read to: seconds on SD1.5's ViT-H

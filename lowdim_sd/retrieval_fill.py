@@ -164,7 +164,7 @@ def render_bank_features(net: RetrievalHead, model: SDModel, layer_set: str, ada
 
     set_scheduler(model, "ddim")
     adapters = lowdim.Adapters(model.modules)
-    adapters.add("bank", net.space, resolve_layers(layer_set), seed=adapter_seed)
+    adapters.add("bank", net.space, resolve_layers(layer_set, model.name), seed=adapter_seed)
     rows = []
     try:
         with runs.progress(len(net.keys), "rendering the bank", enabled=progress, loss=False) as advance:

@@ -119,7 +119,7 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
                               f"text encoder's input embedding, not weight layers")
         return ti_trainable(model, space, token=job.config.token, seed=job.config.seed, subject_names=names,
                             save_dtype=job.save_dtype)
-    trainable = adapter_trainable(model, space, resolve_layers(job.layers), seed=job.config.seed,
+    trainable = adapter_trainable(model, space, resolve_layers(job.layers, model.name), seed=job.config.seed,
                                   subject_names=names, token=job.config.token, save_dtype=job.save_dtype,
                                   dropout=job.dropout)
     warn_about_adjusted_options(job, trainable.adapters.info(trainable.name))

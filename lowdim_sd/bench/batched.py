@@ -88,8 +88,8 @@ def _train_chunk(job, method: Method, chunk: list) -> None:
             trainable = ti_trainable(model, space, token=job.token, seed=job.seed, subject_names=names)
             token = prompt_token(job.token, space.config.vectors)
         else:
-            trainable = adapter_trainable(model, space, resolve_layers(None), seed=job.seed, subject_names=names,
-                                          token=job.token)
+            trainable = adapter_trainable(model, space, resolve_layers(None, job.model), seed=job.seed,
+                                          subject_names=names, token=job.token)
         config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-4, token=token,
                              seed=job.seed)
         outputs = train(model, subjects, trainable, config, out_dir=work, progress=False).outputs

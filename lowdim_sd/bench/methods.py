@@ -272,7 +272,7 @@ def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_di
         trainable = FullTrainable(model, train_text_encoder=True)
     else:
         options = {"rank": method.rank} if method.space == "lora" else {}
-        trainable = adapter_trainable(model, lowdim.get_space(method.space, options), resolve_layers(None),
+        trainable = adapter_trainable(model, lowdim.get_space(method.space, options), resolve_layers(None, model.name),
                                       seed=seed, token=token)
     config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 1e-4, token=token, seed=seed)
     # Full DreamBooth's output is the saved pipeline; _size counts its finetuned parts only.

@@ -1,0 +1,62 @@
+"""Which registered model a ``--model`` word names, looked up the one way every SD command looks it up.
+
+A name two plugins claim is the registry's one line saying to uninstall one (not "unknown model", nor a trip
+to the hub); a registered model that is no SD1.x model says so; a path or hub id is an SD1.x model read from
+its files, with SD1.5's layer sets. Nothing here imports torch: the CLI uses it before any model loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lowdim.errors import LowdimError
+from lowdim.inject.select import LayerSet
+from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
+from lowdim.registry import Entry, get_registry, plugin_label
+from lowdim_sd.plugin import SDBackend
+
+
+def registered_entry(model: str) -> Entry | None:
+    """The registry entry of ``model`` (a name or an alias); None for a path or hub id. A clashed name raises."""
+    return get_registry().backend_entry(model)
+
+
+def sd_backend(model: str) -> SDBackend | None:
+    """The registered SD1.x backend ``model`` names; None for a path or hub id.
+
+    A registered model of another kind (a plugin's generic ``Backend``) is one line saying so, rather than a
+    hub lookup of its name; with LOWDIM_NO_PLUGINS set, a bare word is an unknown model that says why.
+    """
+    entry = registered_entry(model)
+    if entry is None:
+        refuse_a_bare_word_without_plugins(model)
+        return None
+    if not isinstance(entry.value, SDBackend):
+        raise LowdimError(f"model '{model}', registered by {plugin_label(entry.plugin)}, is not an SD1.x model: "
+                          f"lowdim's SD commands (personalize, train, generate, ...) need a "
+                          f"lowdim_sd.plugin.SDBackend; `lowdim inspect -m {model}` works with it")
+    return entry.value
+
+
+def refuse_a_bare_word_without_plugins(model: str) -> None:
+    """With LOWDIM_NO_PLUGINS set even sd15 and tinyfaces are unregistered: a bare word is then said to be an
+    unknown model, naming the variable, instead of being looked up on the hub (seconds, then a wrong cause)."""
+    if plugins_disabled() and "/" not in model and os.sep not in model and not Path(model).expanduser().exists():
+        raise LowdimError(f"unknown model '{model}': {NO_PLUGINS_NOTE}")
+
+
+def model_layer_set(name_or_patterns: str | None, model: str | None = None) -> LayerSet:
+    """A layer set of ``model`` by name (its default when None) or comma-separated glob patterns.
+
+    A registered model's own sets, as `lowdim models` lists them and `lowdim inspect` counts them; for a path,
+    a hub id or no model, SD1.5's (default unet+text, the paper's). An unknown set's error names the model.
+    """
+    backend = sd_backend(model) if model else None  # a file that records no model: ""
+    return (backend or SDBackend(model or "sd15", "")).resolve_layer_set(name_or_patterns)
+
+
+def canonical_name(model: str) -> str | None:
+    """The backend's own name for a registered name or alias (``mini`` -> ``minisd``), else None."""
+    entry = registered_entry(model)
+    return entry.value.name if entry is not None else None
