@@ -12,8 +12,8 @@ Layout of the output folder::
     out/shard-p1-00000.safetensors    shards of process 1 when run under ``accelerate launch``
     out/index-p1.json                 process 1's part of the index until the main process merges it
 
-Resuming skips identities already in the index. A shard is written atomically before the index
-names it, so an interrupted run loses at most the batch in flight.
+Resuming skips identities already in the index, unless their pictures changed (``precompute_resume``). A
+shard is written atomically before the index names it, so an interrupted run loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import crop_settings, load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
 from lowdim_sd.loading import canonical_model
+from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_digest, start_from
 from lowdim_sd.train import Subject, TrainConfig
 from lowdim_sd.train_settings import job_rate
@@ -45,10 +46,8 @@ from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: th
     INDEX,
     differing_settings,
     done_identities,
-    image_digest,
     merge_index,
     read_index,
-    read_json,
     write_json,
 )
 
@@ -59,9 +58,11 @@ if TYPE_CHECKING:
 
 # TrainConfig fields left out of the index's "config": precompute trains without an output folder, so
 # nothing is checkpointed and they cannot change θ. Every other field is recorded, new ones included.
-# Not what makes a target: how a run checkpoints, how it launches the same steps (CUDA graphs), and
-# personalize-only finetune options (one subject at a time).
-NOT_RECORDED = ("checkpoint_every", "keep_checkpoints", "keep_styles", "style_prompts", "cuda_graphs")
+# Not what makes a target: how a run checkpoints, how it launches the same steps (CUDA graphs), whether it
+# recomputes activations (gradient checkpointing: θ is bit-identical, and the out-of-memory hint offers it to a
+# resume), and personalize-only finetune options (one subject at a time).
+NOT_RECORDED = ("checkpoint_every", "keep_checkpoints", "keep_styles", "style_prompts", "cuda_graphs",
+                "gradient_checkpointing")
 
 
 @dataclass
@@ -118,13 +119,16 @@ class PrecomputeResult:
 # ------------------------------------------------------------------------------------------ identities
 
 
-def discover_identities(folder: Path) -> list[Identity]:
-    """One identity per sub-folder (all its images), or, in a folder without sub-folders, one per image."""
+def discover_identities(folder: Path, out: Path | None = None) -> list[Identity]:
+    """One identity per sub-folder (all its images), or, in a folder without sub-folders, one per image. A
+    sub-folder that holds ``out`` (precompute's --out, made before this runs) and no image is not an identity:
+    ``cd photos && lowdim precompute -i .`` writes its default ``weights`` there."""
     folder = Path(folder)
     if not folder.is_dir():
         what = "a file, not a folder" if folder.exists() else "no such folder"
         raise LowdimError(f"{folder}: {what} of identities (one sub-folder, or one image, per identity)")
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                        and not _holds_out(p, out))
     if subfolders:
         loose = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if loose:
@@ -143,6 +147,12 @@ def discover_identities(folder: Path) -> list[Identity]:
                               f"{path.name}); rename one, each flat image is an identity named by its stem")
         identities[path.stem] = Identity(path.stem, [path])
     return list(identities.values())
+
+
+def _holds_out(folder: Path, out: Path | None) -> bool:
+    if out is None or not Path(out).resolve().is_relative_to(folder.resolve()):
+        return False
+    return not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------- index
@@ -195,7 +205,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     from lowdim_sd.modes import resolve_layers
 
     config = training_config(job)
-    identities = discover_identities(job.identities)[: job.limit]
+    identities = discover_identities(job.identities, job.out)[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     refuse_other_settings_early(job, config, crop)
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
@@ -203,18 +213,18 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     device = str(state.device) if job.device == "auto" and processes > 1 else job.device
     model = model or load_sd(job.model, device, job.dtype, job.model_config)
     space = lowdim.get_space(job.space, job.space_options)
-    layer_set = resolve_layers(job.layers)
+    layer_set = resolve_layers(job.layers, job.model)
     initial = read_start(job.init, model, space, layer_set, config.seed) if job.init is not None else None
     header = index_header(job, config, model, space, layer_set, crop, initial)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    done = done_identities(out, header)
     result = PrecomputeResult(index=out / INDEX)
     mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
+    index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
+    done, replaced, own = take_over(out, header, [identity for _, identity in mine], index_path, rank, processes,
+                                    lambda line: _say(progress, line))
     pending = [(number, identity) for number, identity in mine if identity.name not in done]
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
-    index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
-    own = _own_index(index_path, header, progress)
     started = time.monotonic()
     whose = f"process {rank + 1} of {processes}, " if processes > 1 else ""  # each process's lines interleave
     try:
@@ -226,23 +236,18 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
             rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
             shard = out / _shard_name(out, rank, processes)
             atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
-            own["identities"] += [
-                {"name": identity.name, "shard": shard.name, "row": row, "seed": _draws_seed(job, config, number),
-                 "images": [_relative(path, Path(header["root"])) for path in identity.images],
-                 "digest": image_digest(identity.images[0])}
-                for row, (number, identity) in enumerate(batch)
-            ]
-            write_json(index_path, own)  # after its shard: the index never names a shard that is not whole
+            entries = [index_entry(identity, shard.name, row, _draws_seed(job, config, identity.name),
+                                   Path(header["root"]), replaced.get(identity.name))
+                       for row, (_, identity) in enumerate(batch)]
+            # After its shard: the index never names a shard that is not whole. Into a copy, so a stop during
+            # the write leaves ``own`` what is on disk (the kept count) and the shard an orphan a resume removes.
+            written = {**own, "identities": own["identities"] + entries}
+            write_json(index_path, written)
+            own = written
             result.trained += names
             result.shards.append(shard)
     except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-        kept = len(own["identities"])
-        what = "interrupted" if isinstance(stop, KeyboardInterrupt) else "out of memory"
-        if not kept:  # no index was written, and the folder made for it is cleared away
-            runs.reraise(stop, f"{what} during the first batch, so nothing was kept; {runs.RERUN} to start over")
-        runs.reraise(stop, f"{what} with {len(result.trained)} identities trained in this run; {kept} are kept in "
-                           f"{index_path} (the batch in flight is lost); {runs.RERUN} to continue: done identities "
-                           f"are skipped")
+        runs.reraise(stop, stop_note(stop, len(result.trained), len(own["identities"]), index_path, rank, processes))
     if not index_path.is_file():
         write_json(index_path, own)  # nothing new to train here: still leave a readable index
     try:
@@ -279,23 +284,13 @@ def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: b
     if not (out / INDEX).is_file():
         return
     existing = read_index(out)
-    header = {key: value for key, value in index_header(job, config, None, space, resolve_layers(job.layers), crop,
-                                                        None).items() if key not in ("layers", "resolution")}
+    header = {key: value for key, value in index_header(job, config, None, space, resolve_layers(job.layers, job.model),
+                                                        crop, None).items() if key not in ("layers", "resolution")}
     if job.resolution is not None:
         header["resolution"] = job.resolution
     if job.init is not None:  # its digest needs the model's layers: that it is there at all is checked now
         header["config"]["init"] = existing.get("config", {}).get("init", "an --init")
     done_identities(out, header, {key: existing.get(key) for key in header if key != "identities"})
-
-
-def _own_index(path: Path, header: dict, progress: bool) -> dict:
-    """This process's part of the index: as far as an earlier run got, else a new one of ``header``."""
-    own = read_json(path) if path.is_file() else {**header, "identities": []}
-    if own["root"] != header["root"]:  # the identities moved (checked by _done_identities): record where to
-        _say(progress, f"the identities moved from {own['root']} to {header['root']}; the index now names the latter")
-        own["root"] = header["root"]
-        write_json(path, own)
-    return own
 
 
 def _say(progress: bool, line: str) -> None:
@@ -323,9 +318,8 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def _draws_seed(job: PrecomputeJob, config: TrainConfig, number: int) -> int:
-    """An identity's noise seed: its position in the sorted list, so batching and the split leave it alone."""
-    return config.seed if job.shared_noise else config.seed + number
+def _draws_seed(job: PrecomputeJob, config: TrainConfig, name: str) -> int:
+    return identity_seed(config.seed, name, job.shared_noise)
 
 
 def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space: Space, layer_set: LayerSet,
@@ -335,8 +329,8 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
 
     size = job.resolution or model.resolution
     subjects = [Subject(torch.stack([load_face_image(path, size, crop, job.crop_margin, job.face_index)
-                                     for path in identity.images]), _draws_seed(job, config, number))
-                for number, identity in batch]
+                                     for path in identity.images]), _draws_seed(job, config, identity.name))
+                for _, identity in batch]
     trainable = adapter_trainable(model, space, layer_set, seed=config.seed,
                                   subject_names=[identity.name for _, identity in batch], token=config.token)
     if initial is not None:
@@ -380,7 +374,18 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel | None,
         # Recorded only when on, so folders made before the option existed still resume.
         | ({"shared_noise": True} if job.shared_noise else {})
         | ({"init": start_digest(initial)} if initial is not None else {}),
-    }
+        # Outside "config": not compared as a recipe (see done_identities), but a resume's errors name them.
+        "dtype": _dtype_name(job, model),
+    } | ({"init_path": {"given": str(job.init), "resolved": str(Path(job.init).resolve())}}
+         if job.init is not None else {})
+
+
+def _dtype_name(job: PrecomputeJob, model: SDModel | None) -> str:
+    """The precision θ trains in: the model's, or before it loads, the one --dtype and --device make it."""
+    from lowdim_sd.loading import DTYPES, resolve_device, resolve_dtype
+
+    dtype = model.dtype if model is not None else resolve_dtype(job.dtype, resolve_device(job.device))
+    return next((name for name, value in DTYPES.items() if value == dtype), str(dtype))
 
 
 def train(*args, **kwargs):
@@ -388,11 +393,3 @@ def train(*args, **kwargs):
     from lowdim_sd.train import train as run
 
     return run(*args, **kwargs)
-
-
-def _relative(path: Path, root: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
-# ------------------------------------------------------------------------------------------- reading

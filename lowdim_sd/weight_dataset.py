@@ -141,18 +141,30 @@ class WeightDataset(torch.utils.data.Dataset):
         self.check_same_pictures()
 
     def check_same_pictures(self) -> None:
-        """Each identity's first image has the bytes precompute trained its weights on (where it recorded them):
-        another folder under the same names, or pictures replaced since, would pair weights with other faces
-        and train the network on noise without a word."""
-        from lowdim_sd.weight_index import image_digest
+        """Each identity's images have the bytes precompute trained its weights on (every image's where it
+        recorded them, else the first's): another folder under the same names, or pictures replaced since,
+        would pair weights with other faces and train the network on noise without a word."""
+        from lowdim_sd.weight_index import image_digest, recorded_digests
 
-        changed = [path for entry in self.entries if "digest" in entry
-                   for path in [self._path(entry, entry["images"][0])] if image_digest(path) != entry["digest"]]
+        def first_changed(entry: dict) -> Path | None:  # a later image may be gone: check_images reads the first
+            for image, digest in zip(entry["images"], recorded_digests(entry), strict=False):
+                path = self._path(entry, image)
+                if not path.is_file() or image_digest(path) != digest:
+                    return path
+            return None
+
+        changed = [path for entry in self.entries if (path := first_changed(entry)) is not None]
         if changed:
-            folder = self.roots[self.entries[0]["folder"]]
+            number = self.entries[0]["folder"]
+            folder, weights = self.roots[number], self.folders[number]
+            # Where precompute read them, a rerun of it trains the changed identities again (it compares every
+            # image); elsewhere (--image-root), only the folder it read has the right pictures.
+            where = (f"if they changed since, rerun the lowdim precompute that made {weights} (it trains changed "
+                     f"identities again); if the folder it read moved, pass that folder (or a copy of it) as "
+                     f"--image-root" if folder == Path(self._indexes[number]["root"]) else
+                     "pass the folder precompute read (or a copy of it) as --image-root")
             raise LowdimError(f"{len(changed)} of the {len(self.entries)} identities' pictures in {folder} are not "
-                              f"those their weights were trained on, e.g. {changed[0]}; pass the folder precompute "
-                              f"read (or a copy of it) as --image-root, or precompute these pictures")
+                              f"those their weights were trained on, e.g. {changed[0]}; {where}")
 
     def image(self, item: int) -> Tensor:
         path = self.image_path(item)

@@ -15,6 +15,12 @@ FORMAT_VERSION = "1"
 INDEX = "index.json"
 # Header fields that must agree between a resumed run and the folder it extends.
 IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layers", "resolution", "config")
+# Training options older indexes recorded that do not change θ (bit-identical with and without): never compared,
+# so a resume may add them, as the out-of-memory hint suggests.
+NOT_SETTINGS = ("gradient_checkpointing",)
+# How a setting's value reads in an error, where the index leaves the default out (None) or a bool hides the flag.
+SHOWN = {"config.shared_noise": {None: "off", False: "off", True: "on"}, "config.optimizer": {None: "'adamw'"},
+         "config.augment": {True: "on", False: "off"}}
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -32,7 +38,9 @@ def read_index(folder: Path) -> dict:
     """The merged index of a weight folder: ``index.json`` plus any per-process ``index-p*.json`` parts.
 
     Keys: format, model, space, space_config, seed, layer_set, layers ([name, out, in]), resolution,
-    root (the identities folder), config (training options), identities ([{name, shard, row, images, seed}]).
+    root (the identities folder), config (training options), dtype and init_path (where recorded),
+    identities ([{name, shard, row, images, seed, digest, digests}]). An identity trained again (its pictures
+    changed) appears once: its entry of the highest ``generation``.
     """
     folder = Path(folder)
     parts = [folder / INDEX] if (folder / INDEX).is_file() else []
@@ -40,7 +48,7 @@ def read_index(folder: Path) -> dict:
     if not parts:
         raise LowdimError(f"{folder}: not a weight dataset (no {INDEX}); create one with `lowdim precompute`")
     merged: dict | None = None
-    seen: set[str] = set()
+    newest: dict[str, dict] = {}
     for path in parts:
         index = read_json(path)
         if not isinstance(index, dict) or not isinstance(index.get("identities", []), list) \
@@ -52,13 +60,28 @@ def read_index(folder: Path) -> dict:
             raise LowdimError(f"{path}: a weight index without its list of identities; it is damaged")
         if merged is None:
             merged = {**index, "identities": []}
-        elif any(index.get(key) != merged.get(key) for key in IDENTITY_FIELDS):
+        elif differing_settings(merged, index):  # as a resume compares: an older index.json and a new part agree
             raise LowdimError(f"{path}: made with other settings than {parts[0].name}; they cannot be merged")
         for entry in index["identities"]:
-            if entry["name"] not in seen:
-                seen.add(entry["name"])
-                merged["identities"].append(entry)
+            # A process can only add to its own part, so a retrained identity's new entry may sit beside the
+            # old one in index.json: the generation (0 where absent) says which is current, whatever the order.
+            if generation(entry) > generation(newest.get(entry["name"], {"generation": -1})):
+                newest[entry["name"]] = entry
+    merged["identities"] = list(newest.values())
     return merged
+
+
+def generation(entry: dict) -> int:
+    """How many times an identity's pictures changed and it was trained again (0: never)."""
+    return int(entry.get("generation", 0))
+
+
+def recorded_digests(entry: dict) -> list[str]:
+    """The digests of an entry's images, in order: every image's, or, in indexes from before those were recorded,
+    the first image's only (or none): pair them with ``entry["images"]`` by ``zip``."""
+    if "digests" in entry:
+        return list(entry["digests"])
+    return [entry["digest"]] if "digest" in entry else []
 
 
 def merge_index(folder: Path) -> Path:
@@ -77,22 +100,39 @@ def with_crop_defaults(config: dict) -> dict:
     return {**crop_settings(False, 0.0, None), **config}
 
 
-def done_identities(out: Path, header: dict, compared: dict | None = None) -> set[str]:
-    """The identities ``out`` holds, when made with ``header``'s settings from the same pictures; else one line.
-    ``compared``: only those fields of the folder's index are compared (before the model loads, some are not
-    known yet)."""
+def done_identities(out: Path, header: dict, compared: dict | None = None) -> dict[str, dict]:
+    """The identities ``out`` holds (name: entry), when made with ``header``'s settings from the same folder; else
+    one line. ``compared``: only those fields of the folder's index are compared (before the model loads, some
+    are not known yet). Whether each one's pictures are still those is for the caller to tell."""
     if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
-        return set()
+        return {}
     existing = read_index(out)
     different = differing_settings(existing if compared is None else compared, header)
     if different:
-        shown = ", ".join(f"{key} ({there!r} there, {now!r} now)" for key, there, now in different[:2])
-        raise LowdimError(f"{out} holds weights made with other settings: {shown}; use another --out to start anew")
+        shown = ", ".join(f"{key} ({_shown(key, there, existing)} there, {_shown(key, now, header)} now)"
+                          for key, there, now in different[:2])
+        raise LowdimError(f"{out} holds weights made with other settings: {shown}; rerun with those to continue, or "
+                          f"use another --out to start anew")
+    if existing.get("dtype") and header.get("dtype") and existing["dtype"] != header["dtype"]:
+        # Not a recipe setting (train-hypernet may read folders of both), but one folder's θ should be alike.
+        raise LowdimError(f"{out} holds weights trained in {existing['dtype']}, and this run would train in "
+                          f"{header['dtype']}: pass --dtype {existing['dtype']} to continue them (on a device that "
+                          f"trains in it), or use another --out to start anew")
     if existing.get("root") and existing["root"] != header["root"] and not _moved_here(existing, header["root"]):
         # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
         raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
                           f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
-    return {entry["name"] for entry in existing["identities"]}
+    return {entry["name"]: entry for entry in existing["identities"]}
+
+
+def _shown(key: str, value: object, index: dict) -> str:
+    """A setting's value as the user would name it: the flag for a default left out, the --init file by path."""
+    if key == "config.init":
+        path = (index.get("init_path") or {}).get("resolved")
+        return "no --init" if value is None else f"--init {path}" if path else f"an --init of digest {value}"
+    if key in SHOWN and isinstance(value, (bool, str, type(None))) and value in SHOWN[key]:
+        return SHOWN[key][value]
+    return repr(value)
 
 
 def image_digest(path: Path) -> str:
@@ -118,7 +158,8 @@ def _moved_here(index: dict, root: str) -> bool:
 def differing_settings(index: dict, other: dict) -> list[tuple[str, object, object]]:
     """(field, index's value, other's value) for each of ``IDENTITY_FIELDS`` that differs, training
     options named one by one (``config.steps``) rather than as two whole dicts."""
-    configs = [with_crop_defaults(index.get("config", {})), with_crop_defaults(other.get("config", {}))]
+    configs = [{key: value for key, value in with_crop_defaults(settings.get("config", {})).items()
+                if key not in NOT_SETTINGS} for settings in (index, other)]
     found = [(key, index.get(key), other.get(key)) for key in IDENTITY_FIELDS
              if key != "config" and index.get(key) != other.get(key)]
     keys = sorted(set(configs[0]) | set(configs[1]))

@@ -36,9 +36,11 @@ def test_writes_shards_and_an_index_whose_rows_are_the_batched_training_result(t
         ("person2", "shard-00001.safetensors", 0)]
     assert index["identities"][0]["images"] == ["person0/img_000.png", "person0/img_001.png"]
 
-    # The same two identities trained again by hand, as `lowdim train --subjects` would.
+    # The same two identities trained again by hand, as `lowdim train --subjects` would, with their seeds.
     names = ["person0", "person1"]
-    subjects = [Subject(load_references(people / name, 16), seed) for seed, name in enumerate(names)]
+    seeds = [entry["seed"] for entry in index["identities"][:2]]
+    assert seeds == [pre.identity_seed(0, name, False) for name in names]  # the name's, not the position's
+    subjects = [Subject(load_references(people / name, 16), seed) for seed, name in zip(seeds, names, strict=True)]
     trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=names)
     train(model, subjects, trainable, TrainConfig(steps=2, learning_rate=2e-3), progress=False)
     expected = trainable.state()
@@ -82,9 +84,9 @@ def test_the_index_records_every_training_option_and_resumes_only_with_the_same(
     # _done_identities back-fills it (as it does the crop): update this knowingly.
     assert index["config"] == {
         "steps": 2, "learning_rate": 2e-3, "batch_size": 1, "grad_accum": 1, "prompt": "a [V] face", "token": "sks",
-        "seed": 0, "augment": True, "mixed_precision": "no", "gradient_checkpointing": False, "max_grad_norm": 1.0,
+        "seed": 0, "augment": True, "mixed_precision": "no", "max_grad_norm": 1.0,
         "weight_decay": 0.0, "crop": False, "crop_margin": None, "face_index": None}
-    assert index["seed"] == 0
+    assert index["seed"] == 0 and index["dtype"] == "fp32"  # beside config: a resume refuses another one too
     # Checkpointing never applies to precompute (no output folder), so it does not block resuming.
     again = job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, checkpoint_every=5))
     assert precompute(again, progress=False, model=model).skipped == ["person0"]
@@ -311,7 +313,7 @@ def test_another_settings_folder_or_a_bad_init_is_refused_before_the_model_loads
         (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "n"), "index.json"),  # no weight folder
         (job(tiny_sd, people, tmp_path / "n", init=start, config=TrainConfig(steps=2, seed=3)),
          r"--init .*start.safetensors: its seed differs from this precompute's \(0 against 3\)"),
-        (job(tiny_sd, people, tmp_path / "w", init=start), r"config.init \(None there"),
+        (job(tiny_sd, people, tmp_path / "w", init=start), r"config.init \(no --init there"),
     ]
     (tmp_path / "n").mkdir()
     for bad, said in cases:

@@ -1,0 +1,177 @@
+"""What ``lowdim precompute`` keeps of an earlier run's folder, what it writes per identity, and what a stop says.
+
+A resume skips the identities the index names, except those whose pictures changed since they were trained
+(another photo under the same name, a photo added to or removed from a sub-folder): those are trained again,
+their new entry replacing the old. Shards no index names (a stop between a shard's rename and its index line)
+are removed. Each identity's noise seed comes from its name, so identities added between runs never take
+another's seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lowdim_sd import runs
+from lowdim_sd.weight_index import (
+    FORMAT,
+    INDEX,
+    done_identities,
+    generation,
+    image_digest,
+    read_json,
+    recorded_digests,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from lowdim_sd.precompute import Identity
+
+SHARD = re.compile(r"^shard-(?:p(\d+)-)?\d+\.safetensors$")
+
+
+def take_over(out: Path, header: dict, identities: list[Identity], index_path: Path, rank: int, processes: int,
+              say: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, dict], dict]:
+    """What a run into ``out`` starts from: the done identities (name: entry), the changed ones it trains again
+    (name: old entry) and this process's part of the index, once other settings are refused, a moved root
+    recorded and orphan shards removed. ``identities``: this process's share."""
+    done = done_identities(out, header)  # before own_index records a moved root: that it is a move
+    own = own_index(index_path, header, say)
+    done, replaced = forget_changed(done, identities, Path(header["root"]), own, index_path)
+    if removed := remove_orphan_shards(out, rank, processes):
+        say(orphans_line(removed))
+    return done, replaced, own
+
+
+def own_index(path: Path, header: dict, say: Callable[[str], None]) -> dict:
+    """This process's part of the index: as far as an earlier run got, else a new one of ``header``."""
+    own = read_json(path) if path.is_file() else {**header, "identities": []}
+    if own["root"] != header["root"]:  # the identities moved (checked by done_identities): record where to
+        say(f"the identities moved from {own['root']} to {header['root']}; the index now names the latter")
+        own["root"] = header["root"]
+        write_json(path, own)
+    return own
+
+
+def identity_seed(seed: int, name: str, shared_noise: bool) -> int:
+    """An identity's noise seed (its draws of noise, timesteps and augmentations): from ``--seed`` and its name,
+    so batching, the process split and identities added or removed between runs leave it alone, and two names
+    share one with odds of about 1 in 10^10 at 30,000 identities. Folders made when it was ``--seed + position``
+    keep the seeds they recorded; a new identity's 63-bit seed is as unlikely to meet one of those."""
+    if shared_noise:
+        return seed
+    digest = hashlib.sha256(f"identity:{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def index_entry(identity: Identity, shard: str, row: int, seed: int, root: Path, replaced: dict | None) -> dict:
+    """An identity's index entry: where its θ is, the pictures it was trained on and a digest of each (what a
+    resume and train-hypernet compare with the folder), and, for one trained again, its generation."""
+    digests = [image_digest(path) for path in identity.images]
+    entry = {"name": identity.name, "shard": shard, "row": row, "seed": seed,
+             "images": [relative(path, root) for path in identity.images], "digest": digests[0], "digests": digests}
+    if replaced is not None:  # read_index keeps the highest generation, wherever the old entry is
+        entry["generation"] = generation(replaced) + 1
+    return entry
+
+
+def relative(path: Path, root: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def changed_since(entry: dict, identity: Identity, root: Path) -> str | None:
+    """What of ``identity``'s pictures is not what ``entry`` was trained on ('b.png changed'), or None. Where the
+    index recorded only the first image's digest, that is all that can be compared."""
+    now = [relative(path, root) for path in identity.images]
+    for image in now:
+        if image not in entry["images"]:
+            return f"{Path(image).name} added"
+    for image in entry["images"]:
+        if image not in now:
+            return f"{Path(image).name} removed"
+    for image, digest in zip(entry["images"], recorded_digests(entry), strict=False):
+        if image_digest(root / image) != digest:
+            return f"{Path(image).name} changed"
+    return None
+
+
+def forget_changed(done: dict[str, dict], identities: list[Identity], root: Path, own: dict,
+                   index_path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``done`` less the identities whose pictures changed, and those (name: old entry), with a one-line warning.
+
+    Their old entries leave this process's part of the index now (in another part, the new entry's higher
+    generation passes over them): stopped before they are trained again, they are simply not done."""
+    changed = {identity.name: why for identity in identities if identity.name in done
+               and (why := changed_since(done[identity.name], identity, root)) is not None}
+    if not changed:
+        return done, {}
+    shown = [f"{name}: {why}" for name, why in list(changed.items())[:3]] + (["..."] if len(changed) > 3 else [])
+    warnings.warn(f"{shown[0]} since it was precomputed; training it again" if len(changed) == 1 else
+                  f"{len(changed)} done identities changed since they were precomputed ({', '.join(shown)}); "
+                  f"training them again", stacklevel=3)
+    kept = [entry for entry in own["identities"] if entry["name"] not in changed]
+    if len(kept) < len(own["identities"]):
+        own["identities"] = kept
+        write_json(index_path, own)
+    return ({name: entry for name, entry in done.items() if name not in changed},
+            {name: done[name] for name in changed})
+
+
+def remove_orphan_shards(out: Path, rank: int, processes: int) -> list[str]:
+    """Remove the shards no index part names: written whole by a stop that came before their index line, or
+    whose identities were all trained again (their new entries replaced the old in this process's part).
+
+    Under several processes each removes only its own (``shard-pR-``): another may be between those two writes
+    right now. Plain ``shard-N`` ones, which no process of such a run writes, fall to the main process."""
+    parts = [out / INDEX] if (out / INDEX).is_file() else []
+    named = {entry.get("shard") for path in parts + sorted(out.glob("index-p*.json"))
+             for entry in read_json(path).get("identities", [])}
+
+    def ours(owner: str | None) -> bool:
+        return processes == 1 or (int(owner) == rank if owner is not None else rank == 0)
+
+    orphans = sorted(path for path in out.iterdir() if (match := SHARD.match(path.name)) and ours(match.group(1))
+                     and path.name not in named and _is_shard(path))
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return [path.name for path in orphans]
+
+
+def _is_shard(path: Path) -> bool:
+    """Whether ``path`` is a precompute shard (by its metadata): a file of another tool under the name stays."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as opened:
+            return (opened.metadata() or {}).get("format") == FORMAT + ".shard"
+    except Exception:  # unreadable, or not safetensors at all: not for us to remove
+        return False
+
+
+def orphans_line(removed: list[str]) -> str:
+    shards = "shard" if len(removed) == 1 else "shards"
+    return (f"removed {len(removed)} {shards} no index names (a stop before its index line, or all its identities "
+            f"trained again): "
+            f"{', '.join(removed[:3])}{', ...' if len(removed) > 3 else ''}")
+
+
+def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, rank: int, processes: int) -> str:
+    """The one line of a stopped precompute: what this process trained and what is on disk (``kept``: the entries
+    its index file holds). Under several processes, one that kept nothing says so of itself only: the others
+    may have kept identities, which a rerun continues from."""
+    what = runs.stop_word(stop)
+    if processes > 1 and not trained:
+        return (f"{what} during the first batch of process {rank + 1} of {processes}, so it added nothing to "
+                f"{index_path.parent} (the other processes say what they kept); {runs.RERUN} to continue: done "
+                f"identities are skipped")
+    if not kept:  # no index was written, and the folder made for it is cleared away
+        return f"{what} during the first batch, so nothing was kept; {runs.RERUN} to start over"
+    return (f"{what} with {trained} {'identity' if trained == 1 else 'identities'} trained in this run; {kept} "
+            f"{'is' if kept == 1 else 'are'} kept in {index_path} (the batch in flight is lost); {runs.RERUN} to "
+            f"continue: done identities are skipped")
