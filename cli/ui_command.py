@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import os
 import socket
 import sys
@@ -16,6 +18,11 @@ from lowdim.errors import LowdimError
 from lowdim_cli.sd_commands import Device, Dtype, ModelConfig
 
 INSTALL_HINT = "pip install 'lowdim[ui]'"
+# An upload's cap: over any photo of the page's 40 MP (photos.MAX_PIXELS: 160 MB as 8-bit RGBA stored with no
+# compression at all; a JPEG of 40 MP is some 20 MB) and an adapter file (a rank-32 LoRA of SD1.5's attention is
+# some 35 MB in fp32); Gradio refuses a larger one while it arrives, before it is kept.
+MAX_UPLOAD_BYTES = 200_000_000
+DELIVERY_WAIT = 5.0  # seconds the closing server gives its queue to tell a stopped job's client why
 
 
 def check_port(host: str, port: int) -> None:
@@ -34,14 +41,15 @@ def check_port(host: str, port: int) -> None:
 
 def serve(host: str, port: int, model: str, out: Path, share: bool, model_config: str | None, device: str,
           dtype: str, ready=None) -> None:
-    """Check everything a user can get wrong, then serve until Ctrl-C (``ready``: called once serving)."""
+    """Check everything a user can get wrong, then serve until Ctrl-C (``ready(page)``, the tests' hook: called
+    once serving, and the server closes when it returns)."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise LowdimError(f"lowdim ui needs Gradio, which is not installed: {INSTALL_HINT}") from None
     from lowdim_sd.loading import check_training_dtype
     from lowdim_sd.ui.checks import check_model
-    from lowdim_sd.ui.page import CSS, build_page
+    from lowdim_sd.ui.page import build_page
     from lowdim_sd.ui.studio import Studio, StudioConfig
 
     model = check_model(model)
@@ -49,23 +57,73 @@ def serve(host: str, port: int, model: str, out: Path, share: bool, model_config
     check_port(host, port)
     studio = Studio(StudioConfig(model=model, out=out, model_config=model_config, device=device, dtype=dtype))
     page = build_page(studio)
-    import gradio as gr
+    try:
+        _serve_until_stopped(page, studio, host, port, share, out, ready)
+    finally:
+        forget_files(page)  # however it closed; only a second Ctrl-C's quit at once skips this
 
-    theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # offline
+
+def _serve_until_stopped(page, studio, host: str, port: int, share: bool, out: Path, ready) -> None:
     try:  # a stop from the launch on closes the server as below, whenever it comes
-        page.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True,
-                    ssr_mode=False, allowed_paths=[str(out.resolve())], theme=theme, css=CSS, quiet=True,
-                    footer_links=[], prevent_thread_lock=True)
-        typer.echo(f"lowdim ui: serving on http://{host}:{port} (Ctrl-C stops it); runs are kept in {out}")
+        gradio_said = launch(page, host, port, share, out)
+        typer.echo(start_line(page, gradio_said, host, port, share, out))
         if ready is not None:
-            ready(page)
-            return
+            ready(page)  # a caller's checks (the tests'), while it serves
+            page.close(verbose=False)
         while page.is_running:
             time.sleep(0.1)
         return  # closed from elsewhere: nothing was interrupted
     except KeyboardInterrupt:
         pass
     close_after_a_stop(page, studio)
+
+
+def launch(page, host: str, port: int, share: bool, out: Path) -> str:
+    """Start serving; returns what Gradio printed, which quiet as it is, is only about the --share link: lowdim's
+    start line says it in one line, where Gradio's failure alone is nine."""
+    import gradio as gr
+
+    from lowdim_sd.ui.page import CSS
+
+    theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # offline
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        page.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True,
+                    ssr_mode=False, allowed_paths=[str(out.resolve())], theme=theme, css=CSS, quiet=True,
+                    footer_links=[], prevent_thread_lock=True, max_file_size=MAX_UPLOAD_BYTES)
+    return printed.getvalue()
+
+
+def start_line(page, gradio_said: str, host: str, port: int, share: bool, out: Path) -> str:
+    """Where the page is served: here, and at its public link with --share, or why --share made none."""
+    local = f"http://{host}:{port}"
+    if share and page.share_url:
+        where = f"serving on {local} and {page.share_url}"
+    elif share:
+        said = [line.strip() for line in gradio_said.splitlines() if "share link" in line]
+        why = f"Gradio: {said[0].rstrip('.')}" if said else "Gradio gave no reason"
+        where = f"--share made no public link ({why}; a public link needs the internet); serving on {local} only"
+    else:
+        where = f"serving on {local}"
+    return f"lowdim ui: {where} (Ctrl-C stops it); runs are kept in {out}"
+
+
+def forget_files(page) -> None:
+    """Remove what Gradio keeps of this server's sessions in its cache folder (their uploads, its copies of the
+    runs shown), and the folders that leaves empty. Not Gradio's delete_cache: its removal at the server's end
+    runs in the server's thread, which a closing process may not wait for, and leaves the folders; while it
+    serves, an open tab may still use any of them. Only files in that cache folder: never a run of --out."""
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder()).resolve()
+    for files in getattr(page, "temp_file_sets", []):
+        for name in list(files):
+            path = Path(name)
+            if path.resolve().is_relative_to(cache) and path.resolve() != cache:
+                with contextlib.suppress(OSError):  # a file that cannot go must not stop the server's exit
+                    path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # not empty: another file of the same hash is still there
+                    path.parent.rmdir()
 
 
 def close_after_a_stop(page, studio) -> None:
@@ -80,9 +138,34 @@ def close_after_a_stop(page, studio) -> None:
             f"stopping the {what} at its next step (Ctrl-C again quits at once)", err=True))
     except KeyboardInterrupt:
         quit_at_once(studio)
+    if stopped:
+        delivered(page)
     page.close(verbose=False)  # its "Closing server" line on stdout would come before lowdim's own
     what = f"the {stopped} in flight was stopped" if stopped else "no job was running"
     raise KeyboardInterrupt(f"interrupted: {what}; {kept_runs_line(studio.config.out)}")
+
+
+def delivered(page, seconds: float = DELIVERY_WAIT) -> None:
+    """Wait, at most ``seconds``, until Gradio's queue has sent each client its job's last message: the stopped
+    job's own line. Closed at once, the queue would tell that client "Server stopped unexpectedly." instead
+    (its event stream replaces whatever it sends after the close). Private ground, read as ``cancel_watch``
+    reads it: another Gradio's queue only ends the wait early. A Ctrl-C meanwhile ends it too."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and _undelivered(page):
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+
+
+def _undelivered(page) -> bool:
+    """Whether a job is still running in Gradio's queue, or a finished one's message is still to be sent (an
+    event leaves its session's pending set once its last message went out)."""
+    try:
+        queue = page._queue
+        return any(queue.active_jobs) or any(queue.pending_event_ids_session.values())
+    except Exception:  # noqa: BLE001 - another Gradio: nothing to wait on that this can see
+        return False
 
 
 def quit_at_once(studio) -> None:
@@ -97,7 +180,8 @@ def quit_at_once(studio) -> None:
 
 
 def ui(
-    host: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 lets other machines in.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 lets other machines in (and anyone "
+                                      "reaching the page sees every run in --out, photos included).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 7860,
     model: Annotated[str, typer.Option(
         "--model", "-m", help="The model the page starts with (it offers every installed one, or a path).")
@@ -106,7 +190,8 @@ def ui(
         "--out", "-o", help="Each run is kept in its own folder here, listed on the page after a restart.")
     ] = Path("lowdim-ui"),
     share: Annotated[bool, typer.Option("--share",
-        help="Also open a public gradio.live link (off: this machine only).")] = False,
+        help="Also open a public gradio.live link (off: this machine only); anyone reaching the page sees every "
+             "run in --out, photos included.")] = False,
     model_config: ModelConfig = None,
     device: Device = "auto",
     dtype: Dtype = "auto",

@@ -41,6 +41,10 @@ PAGE_TERMS = (
     ("--metrics is empty", "the Metrics box is empty"),
     ("--metrics names", "the Metrics box names"),
     (" (--references)", " (the Reference photo)"),
+    # a metric's model not to be had offline (eval's hub line): the page takes no model path, only fewer metrics
+    (", or pass --dino-model PATH to a local copy", ", or take dino out of the Metrics box"),
+    (", or pass --clip-model PATH to a local copy", ", or take clip-i and clip-t out of the Metrics box"),
+    ("score them with --metrics ", "score them with the Metrics box set to "),
 )
 
 

@@ -22,7 +22,18 @@ from lowdim_sd.ui.checks import (
 )
 from lowdim_sd.ui.drawing import default_prompt
 from lowdim_sd.ui.page_draw import draw_section
-from lowdim_sd.ui.page_parts import Number, Slider, on_page, page_line, progress_listener, text, whole
+from lowdim_sd.ui.page_parts import (
+    File,
+    Number,
+    Slider,
+    counted_inputs,
+    on_page,
+    page_line,
+    progress_listener,
+    session,
+    text,
+    whole,
+)
 from lowdim_sd.ui.photos import crop_preview
 from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
 from lowdim_sd.ui.studio import RunSettings, Studio
@@ -87,12 +98,13 @@ def build_page(studio: Studio) -> gr.Blocks:
             studio.stop(owner=request.session_hash, wait=0)
 
         page.unload(closed)
+    counted_inputs(page)
     return page
 
 
 def _photo_column() -> tuple:
     """The photo, the crop the model will learn from, a note on it, and which face when there are several."""
-    photo = gr.File(label="Face photo (JPEG, PNG, WebP; up to 40 MP)", type="filepath", elem_id="photo")
+    photo = File("Face photo", label="Face photo (JPEG, PNG, WebP; up to 40 MP)", type="filepath", elem_id="photo")
     crop = gr.Image(label="What the model learns", interactive=False, height=256, elem_id="crop")
     crop_note = gr.Markdown(elem_classes=["lowdim-note"], elem_id="crop-note")
     # Any value passes Gradio, whose own check prints a traceback and names no control: check_face, the preview
@@ -177,8 +189,13 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
                                rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
                                face_index=check_face(index) or None,
                                preview_steps=whole(sample_steps, "Gallery denoising steps"))
-        owner = request.session_hash if request is not None else ""
-        return shown(studio.personalize(path, settings, progress_listener(progress), owner=owner))
+        return shown(studio.personalize(path, settings, progress_listener(progress), owner=session(request)))
+
+    @on_page
+    def stop_mine(request: gr.Request | None = None) -> str:
+        """Only the job this session started: another tab's is theirs to stop (docs/cli.md: no override but the
+        server's Ctrl-C)."""
+        return studio.stop(owner=session(request))
 
     @on_page
     def open_run(name: object):
@@ -193,7 +210,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
-    stop.click(on_page(lambda: studio.stop()), None, [stages], api_name="stop", **unlimited)
+    stop.click(stop_mine, None, [stages], api_name="stop", **unlimited)
     reopen.click(open_run, [earlier], outputs, **unlimited)
     return earlier
 
@@ -219,8 +236,9 @@ def evaluate_tab(studio: Studio) -> None:
 
     gr.Markdown("Score generated pictures against a reference photo, as `lowdim eval` does (docs/eval.md).")
     with gr.Row():
-        generated = gr.File(label="Generated pictures", file_count="multiple", type="filepath", elem_id="generated")
-        reference = gr.File(label="Reference photo", type="filepath", elem_id="reference")
+        generated = File("Generated pictures", label="Generated pictures", file_count="multiple", type="filepath",
+                         elem_id="generated")
+        reference = File("Reference photo", label="Reference photo", type="filepath", elem_id="reference")
     with gr.Row():
         prompt = gr.Textbox("a photo of a [V] face", label="Their prompt (for CLIP-T)")
         token = gr.Textbox("sks", label="Identifier that [V] stood for")
@@ -231,11 +249,11 @@ def evaluate_tab(studio: Studio) -> None:
 
     @on_page
     def run(files: list[str] | None, photo: str | None, prompt_text: str | None, identifier: str | None,
-            names: str | None, progress: gr.Progress = gr.Progress()) -> str:
+            names: str | None, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()) -> str:
         if not photo:
             raise LowdimError("drop the reference photo of the subject")
         report = studio.evaluate(list(files or []), photo, text(prompt_text), text(identifier), text(names),
-                                 progress_listener(progress))
+                                 progress_listener(progress), owner=session(request))
         return page_line(report)  # its notes name the Reference photo by its own name, not Gradio's folder
 
     score.click(run, [generated, reference, prompt, token, metrics], [table], concurrency_limit=None,

@@ -9,7 +9,7 @@ from lowdim.errors import LowdimError
 from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
 from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
 from lowdim_sd.ui.drawing import DRAW_AFTER, checked_upload, default_prompt, uploaded_adapter
-from lowdim_sd.ui.page_parts import Number, Slider, on_page, progress_listener, text, whole
+from lowdim_sd.ui.page_parts import File, Number, Slider, on_page, progress_listener, session, text, whole
 from lowdim_sd.ui.studio import Studio
 
 # (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
@@ -38,7 +38,8 @@ def _draw_controls() -> tuple:
         steps = Slider(*DENOISING_STEPS, value=30, step=1, label="Draw's denoising steps", elem_id="draw-steps")
         count = Slider(*PICTURES, value=2, step=1, label="Pictures", elem_id="draw-count")
         # No file_types: Gradio's refusal prints a traceback on the terminal; drawing's own check names the file.
-        adapter = gr.File(label="Or draw an adapter file (.safetensors)", type="filepath", elem_id="adapter-file")
+        adapter = File("Adapter file", label="Or draw an adapter file (.safetensors)", type="filepath",
+                       elem_id="adapter-file")
     return prompt, scale, how, seed, steps, count, adapter
 
 
@@ -63,14 +64,15 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown) -> tuple
     @on_page
     def draw_more(what: dict | None, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
-                  progress: gr.Progress = gr.Progress()):
+                  request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
         if not what:
             raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
         # A run is drawn on the model it was made with: the Model box is read (and checked) for a dropped file only.
         subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
         return studio.draw(subject, text(prompt_text), real_number(adapter_scale, "Adapter scale"),
                            whole(first_seed, "Picture seed"), whole(sample_steps, "Draw's denoising steps"),
-                           whole(pictures, "Pictures"), str(text(how_to_draw)), progress_listener(progress))
+                           whole(pictures, "Pictures"), str(text(how_to_draw)), progress_listener(progress),
+                           owner=session(request))  # its tab's closing stops it
 
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
     adapter.change(use_adapter, [adapter, model], [current, prompt, drawing], **unlimited)

@@ -28,6 +28,72 @@ def Number(*args: Any, **kwargs: Any) -> gr.Number:  # noqa: N802 - stands for g
     return as_sent(gr.Number(*args, **kwargs))
 
 
+def File(name: str, **kwargs: Any) -> gr.File:  # noqa: N802 - stands for gr.File in the layout
+    """Gradio's file control, whose value Gradio checks itself before any handler runs (its data model): a
+    value that is no uploaded file (only a client other than the page sends one) is refused in one line naming
+    the control ``name``, not in pydantic's three lines with a traceback on the server's terminal."""
+    component = gr.File(**kwargs)
+    component.data_model = _named_files(component.data_model, name)
+    return component
+
+
+def _named_files(model: type, name: str) -> type:
+    """``model`` (Gradio's FileData, or ListFiles for a list of files) under its own name, so its schema, which
+    clients read, is Gradio's own; its refusal is a ``gr.Error``, which Gradio passes on without a traceback
+    (pydantic wraps only a validator's ValueError, so this is raised around the validation, not in it)."""
+    from pydantic import ValidationError
+
+    many = model.model_fields.get("root") is not None  # ListFiles is a root model: a list
+
+    def model_validate(cls, value: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return model.model_validate.__func__(cls, value, *args, **kwargs)
+        except ValidationError:
+            raise gr.Error(_not_uploaded(name, many, value), print_exception=False) from None
+
+    namespace = {"__module__": model.__module__, "__doc__": model.__doc__,
+                 "model_validate": classmethod(model_validate)}
+    return type(model)(model.__name__, (model,), namespace)
+
+
+def _not_uploaded(name: str, many: bool, value: Any) -> str:
+    if many:
+        got = "one file" if isinstance(value, dict) else _shortened(value)
+        return f"{name} must be a list of files uploaded to this page, got {got}"
+    return f"{name} must be a file uploaded to this page (gradio_client: handle_file(PATH)), got {_shortened(value)}"
+
+
+def _shortened(value: Any) -> str:
+    said = repr(value)
+    return said if len(said) <= 80 else said[:77] + "..."
+
+
+def counted_inputs(page: gr.Blocks) -> None:
+    """Too few values for an event (only a client other than the page sends that) refused in one line naming
+    what is missing, instead of Gradio's lines listing its components' reprs, with a traceback on the terminal.
+    Set on the instance, around Gradio's own check, which still does the rest (a Gradio without that check:
+    left as it is)."""
+    gradios = getattr(page, "validate_inputs", None)
+    if gradios is None:
+        return
+
+    def validate_inputs(block_fn: Any, inputs: list[Any]) -> None:
+        wanted = [_control_name(block) for block in block_fn.inputs]
+        if len(inputs) < len(wanted):
+            missing = wanted[len(inputs):]
+            raise gr.Error(f"{block_fn.name} takes {len(wanted)} values ({', '.join(wanted)}), got {len(inputs)}: "
+                           f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing",
+                           print_exception=False)
+        gradios(block_fn, inputs)
+
+    page.validate_inputs = validate_inputs
+
+
+def _control_name(block: Any) -> str:
+    """A control as the page labels it, without the label's note in brackets ("Face photo (JPEG, ...)")."""
+    return str(getattr(block, "label", None) or block.get_block_name()).split(" (")[0]
+
+
 def as_sent(component: Any) -> Any:
     """``component`` with Gradio's own preprocessing off. (Set on the instance: a subclass of a Gradio component
     makes Gradio write a .pyi file beside this one.)"""
@@ -78,6 +144,12 @@ def whole(value: object, label: str) -> int:
 def text(value: str | None) -> str:
     """A text box's value: null, which only a client other than the page sends, is the empty box."""
     return "" if value is None else value
+
+
+def session(request: gr.Request | None) -> str:
+    """The page session (a browser tab, a gradio_client Client) a request came from: the owner of the job it
+    starts, whom Stop and a closed tab may stop. "" for a call made without Gradio (tests, Python)."""
+    return getattr(request, "session_hash", None) or ""
 
 
 def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:

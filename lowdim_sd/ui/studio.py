@@ -96,6 +96,7 @@ class Studio:
         self._slot = threading.Lock()
         self._running: Job | None = None
         self._last_stopped = False  # how the last job ended: by a stop, or otherwise (done, failed)
+        self._closing = False  # the server is closing: a job stopped now says so to its client
         self._drawer = Drawer(config.model_config, config.device, config.dtype)
         runs.check_folder_target(config.out, "--out")  # a file there (or above) is one line, not a traceback
         config.out.mkdir(parents=True, exist_ok=True)
@@ -106,9 +107,11 @@ class Studio:
         """Hold the process's one job slot, or refuse at once saying what holds it; a stop asked of the job
         ends it as ``Stopped``."""
         if not self._slot.acquire(blocking=False):
-            holder = self._running or Job("job", time.monotonic(), "")
-            raise Busy(f"a {holder.what} is already running (for {time.monotonic() - holder.since:.0f} s); one job "
-                       f"runs at a time: wait for it to finish, or press Stop")
+            holder = self._running or Job("job", time.monotonic(), owner)
+            # Stop ends only its own session's job: telling another tab to press it would promise nothing.
+            whose, advice = ("", ", or press Stop") if holder.owner == owner else (" started in another tab", "")
+            raise Busy(f"a {holder.what}{whose} is already running (for {time.monotonic() - holder.since:.0f} s); "
+                       f"one job runs at a time: wait for it to finish{advice}")
         stopping.withdraw()  # a stop asked of an earlier job that ended first is not this one's
         self._running = Job(what, time.monotonic(), owner)
         self._last_stopped = False
@@ -116,18 +119,22 @@ class Studio:
             yield
         except KeyboardInterrupt:
             self._last_stopped = True
-            raise Stopped(f"stopped: the {what} was stopped at its next step; nothing of it was kept") from None
+            why = ", as the server is closing" if self._closing else ""
+            raise Stopped(f"stopped: the {what} was stopped at its next step{why}; nothing of it was kept") from None
         finally:
             self._running = None
             stopping.withdraw()
             self._slot.release()
 
     def stop(self, owner: str | None = None, wait: float = 10.0) -> str:
-        """Stop the job in flight at its next step (only ``owner``'s, when given); wait up to ``wait`` seconds
-        for it to end. Returns the line that says what happened."""
+        """Stop the job in flight at its next step (only ``owner``'s, when given: a page session stops only the
+        job it started); wait up to ``wait`` seconds for it to end. Returns the line that says what happened."""
         running = self._running
-        if running is None or owner is not None and running.owner != owner:
+        if running is None:
             return "nothing is running"
+        if owner is not None and running.owner != owner:
+            return (f"nothing of yours is running: a {running.what} started in another tab is running, and is not "
+                    f"stopped")
         stopping.ask()
         if not self._slot.acquire(timeout=wait):
             return f"the {running.what} stops at its next step; it has not reached one yet (a model still loading?)"
@@ -141,7 +148,7 @@ class Studio:
         server is closing). Returns the kind of job stopped ('personalization'), None when nothing ran;
         ``waiting(what)`` is called once when the job takes more than a second to reach its next step."""
         stopped, started = self._running, time.monotonic()
-        told = False
+        told, self._closing = False, True
         while not self._slot.acquire(timeout=0.1):
             stopped = self._running or stopped
             stopping.ask()  # again each time: a job starting now withdraws an earlier ask
@@ -208,19 +215,20 @@ class Studio:
         return Subject(record.adapter, record.settings["model"], record.name)
 
     def draw(self, subject: Subject | str, prompt: str, scale: float = 1.0, seed: int = 0, steps: int = 30,
-             count: int = 2, how: str = "1", listener: Listener | None = None) -> Drawn:
+             count: int = 2, how: str = "1", listener: Listener | None = None, owner: str = "") -> Drawn:
         """More pictures of a subject (a run's name, or an uploaded adapter): ``prompt`` with [V], the adapter
         at ``scale``, drawn as ``how`` says (the short form of `personalize --preview-draw`)."""
         subject = self.subject(subject) if isinstance(subject, str) else subject
         settings = DrawSettings(prompt, scale, seed, steps, count, how)
         settings.check()  # before waiting for the slot or a model
-        with self.job("drawing"), runs.listen(self._heard(listener)):
+        with self.job("drawing", owner), runs.listen(self._heard(listener)):
             return self._drawer.draw(subject, settings)
 
     def evaluate(self, images: list[str | Path], reference: str | Path, prompt: str, token: str = "sks",
-                 metrics: str = "", listener: Listener | None = None) -> str:
+                 metrics: str = "", listener: Listener | None = None, owner: str = "") -> str:
         """``lowdim eval`` on dropped pictures against a reference photo: its report as markdown, which names each
-        picture by its own file name."""
+        picture by its own file name. Empty ``metrics``: the page's own for the model served (``metrics_for``),
+        which its Metrics box starts with."""
         from lowdim_sd.eval.job import EvalJob, parse_metric_names
 
         if not images:
@@ -230,7 +238,7 @@ class Studio:
                 raise LowdimError(f"{label} must be text, got {value!r}")
         reference = check_photo(reference)
         images = [check_photo(path) for path in images]
-        names = parse_metric_names(metrics) if metrics.strip() else EvalJob.metrics
+        names = parse_metric_names(metrics) if metrics.strip() else metrics_for(self.config.model)
         hear = self._heard(listener)
 
         def progress(total: int) -> Callable[[int], None]:  # run_eval's bar, as the listener hears bars
@@ -242,7 +250,7 @@ class Studio:
                 hear("scoring", done[0], total)
             return advance
 
-        with self.job("scoring"), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
+        with self.job("scoring", owner), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
             job = EvalJob(Path(folder), names, (reference,), token, device=self.config.device)
             return _scored(job, images, prompt, progress)
 

@@ -100,6 +100,37 @@ def test_no_advice_the_page_gives_names_a_flag():
     assert "(600 steps unless Finetune steps is set)" in in_page_terms(note)
 
 
+def test_an_empty_metrics_box_scores_what_the_box_starts_with(made, uploads):
+    """Not the paper's metrics, whose models (DINO, CLIP) TinyFaces' 32 px pictures do not suit and which may
+    not be had offline: the page's own for the model it serves, as its Metrics box shows them."""
+    from lowdim_sd.ui.studio import metrics_for
+
+    _, page, _ = made
+    photo = uploaded(uploads, "me.png")
+    scored = [handler(page, "run")([photo], photo, "a photo of a [V] face", "sks", box)
+              for box in (",".join(metrics_for("tinyfaces")), "", None)]
+    assert scored[0] == scored[1] == scored[2] and "Identity" in scored[0]
+
+
+@pytest.mark.parametrize(("what", "flag", "metrics"), [("DINO", "--dino-model", "dino"),
+                                                       ("CLIP", "--clip-model", "clip-i and clip-t")])
+def test_a_metric_model_eval_cannot_have_is_advice_in_the_pages_terms(monkeypatch, what, flag, metrics):
+    from lowdim_sd.eval import hub
+    from lowdim_sd.ui.checks import in_page_terms
+
+    def not_cached(source, **kwargs):
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    with pytest.raises(LowdimError) as caught:
+        hub.load_pretrained(not_cached, "org/model", what, flag)
+    said = in_page_terms(str(caught.value))
+    assert "--" not in said and said.endswith(f"download it where there is network, or take {metrics} out of the "
+                                              f"Metrics box")
+    tiny = "these are 32 px images, as TinyFaces draws them: score them with --metrics tinyfaces-identity"
+    assert in_page_terms(tiny).endswith("score them with the Metrics box set to tinyfaces-identity")
+
+
 # A7: an upload by its own name; the page's own files in the page's terms ------------------------------------------
 
 
