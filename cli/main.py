@@ -267,19 +267,43 @@ def main(argv: list[str] | None = None) -> int:
         _keep_near_misses(error)
         error.show()
         return error.exit_code
-    except ModuleNotFoundError as error:
-        hint = missing_extra(error)
+    except Exception as error:
+        if _a_stop_inside(error):
+            return _interrupted("")
+        hint = _one_line_for(error)
         if hint is None:
-            raise
+            raise  # a bug in lowdim or a plugin: its traceback
         err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False)
         return 1
-    except RuntimeError as error:
-        device = _out_of_memory_device(error)
-        if device is None:
-            raise
-        hint = OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
-        err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False)
-        return 1
+
+
+def _one_line_for(error: Exception) -> str | None:
+    """The line for a missing extra or for running out of memory (a sizing choice, not a bug); else None."""
+    if isinstance(error, ModuleNotFoundError):
+        return missing_extra(error)
+    device = _out_of_memory_device(error) if isinstance(error, RuntimeError) else None
+    if device is None:
+        return None
+    return OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
+
+
+def _a_stop_inside(error: BaseException) -> bool:
+    """Whether a signal's stop became this error: a library that imports lazily (diffusers loading onnxruntime)
+    wraps the KeyboardInterrupt in its own ImportError and RuntimeError, which must still exit 130 with the one
+    line; and a stop whose KeyboardInterrupt was lost on the way left its flag (``stopping.request``)."""
+    from lowdim_sd import stopping
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # __context__ can loop
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    try:
+        stopping.check()  # raises the stop a signal asked for and nobody took up
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def _keep_near_misses(error: BaseException) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,16 @@ def saved_step(folder: Path) -> int:
     return int(json.loads((folder / "state.json").read_text())["step"])
 
 
+def step_to_continue(folder: Path, steps: int) -> int:
+    """A hypernetwork checkpoint's step, where a resume continues; one past --steps is kept as it is (no step
+    is undone), and said so rather than silently written as the result of a shorter run."""
+    step = saved_step(folder)
+    if step > steps:
+        warnings.warn(f"the newest checkpoint is at step {step}, past --steps {steps}: kept step {step} (to stop at "
+                      f"an earlier step, delete the checkpoints after it)", stacklevel=3)
+    return step
+
+
 def latest(out_dir: Path) -> Path | None:
     done = [f for f in sorted((Path(out_dir) / FOLDER).glob("step-*")) if (f / "state.json").is_file()]
     return done[-1] if done else None
@@ -143,8 +154,9 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
     if not stored or not current or stored == current:
         return  # checkpoints from before settings were recorded resume as they always did
     old, new = stored.get("trainable", {}), current.get("trainable", {})
-    different = [_difference(key, stored, current) for key in sorted(set(stored) | set(current))
-                 if key not in ("trainable", "inputs") and stored.get(key) != current.get(key)]
+    different = [line for key in sorted(set(stored) | set(current))
+                 if key not in ("trainable", "inputs") and stored.get(key) != current.get(key)
+                 and (key in stored or key not in RECORDED_SINCE) for line in _differences(key, stored, current)]
     different += [_difference(key, old, new) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     different += _input_differences(stored.get("inputs"), current.get("inputs") or {})
     if not different:
@@ -156,6 +168,35 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
 # Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side
 # without one had the default, which is what the message says, not "None".
 LEFT_OUT_AT_DEFAULT = {"dropout": 0.0, "optimizer": "adamw"}
+
+
+# Settings a checkpoint records since a later version: one made before says nothing of them, so they are compared
+# only where it did (it resumes as it always did, checked on what it recorded).
+RECORDED_SINCE = ("weight_folders", "extra_images")
+
+
+def _differences(key: str, stored: dict, current: dict) -> list[str]:
+    """One line per differing option: a nested one is named by its path (``hyper.width (64 there, 32 now)``), not
+    shown as two whole dicts to compare by eye."""
+    there, now = stored.get(key), current.get(key)
+    if isinstance(there, dict) and isinstance(now, dict):
+        return _nested_differences(key, there, now)
+    return [_difference(key, stored, current)]
+
+
+_UNSET = "not set"  # a nested option one side left out (at its default)
+
+
+def _nested_differences(path: str, there: dict, now: dict) -> list[str]:
+    lines = []
+    for key in sorted(set(there) | set(now)):
+        old, new = there.get(key, _UNSET), now.get(key, _UNSET)
+        if old == new:
+            continue
+        name = f"{path}.{key}"
+        both = isinstance(old, dict) and isinstance(new, dict)
+        lines += _nested_differences(name, old, new) if both else [f"{name} ({old} there, {new} now)"]
+    return lines
 
 
 def _difference(key: str, stored: dict, current: dict) -> str:

@@ -100,24 +100,53 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
     else:
         encoder = meta.get("encoder") or "?"
     where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"
+    network = _network_fields(config)
     rows = [("predicts", f"{meta.get('space', '?')} {meta.get('space_config', '')} on "
                          f"{len(parsed_json(meta.get('layers'), []))} layers ({meta.get('layer_set') or '?'})"),
             ("for model", meta.get("model") or "?"),
             ("image encoder", f"{encoder} ({where})"),
-            ("network", ", ".join(f"{key} {config[key]}" for key in ("architecture", "width", "decoder_layers",
-                                                                     "iterations") if key in config)),
+            ("network", ", ".join(f"{key} {value}" for key, value in network.items())),
             ("file", f"{size_text(path)}, {header.values:,} stored values")]
     rows += [(f"training: {key}", compact(value)) for key, value in extra.items()]
     predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
                 "layers": len(parsed_json(meta.get("layers"), [])), "layer set": meta.get("layer_set") or None}
-    values = {"predicts": predicts,
-              "network": {key: config[key] for key in ("architecture", "width", "decoder_layers", "iterations")
-                          if key in config},
+    values = {"predicts": predicts, "network": network,
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
               **{f"training: {key}": value for key, value in extra.items()}}
     model = quote(meta["model"]) if meta.get("model") else "MODEL"
     return FileInfo(path, "a lowdim hypernetwork", rows,
-                    f"lowdim personalize -m {model} --hypernet {quote(str(path))} -i face.jpg -o me", values)
+                    f"lowdim personalize -m {model} --hypernet {quote(str(path))}{_target_flags(meta)} -i face.jpg "
+                    f"-o me", values)
+
+
+# What describes each head: a retrieval head has a bank of identities and keys, no decoder to iterate.
+NETWORK_FIELDS = {"transformer": ("architecture", "width", "decoder_layers", "iterations"),
+                  "retrieval": ("architecture", "bank_size", "key_dim", "encoder_pool")}
+
+
+def _network_fields(config: dict) -> dict:
+    fields = NETWORK_FIELDS.get(config.get("architecture", "transformer"), NETWORK_FIELDS["transformer"])
+    return {key: config[key] for key in fields if key in config}
+
+
+def _target_flags(meta: dict) -> str:
+    """The --space/--set and --layers personalize needs for this file where they are not its defaults (lidb with
+    its default options; the model's default layer set), so the use line runs as printed."""
+    from lowdim.hyper.storage import space_flags
+    from lowdim_sd.registered_models import model_layer_set
+
+    flags = ""
+    space = space_flags(str(meta.get("space") or "lidb"), config_object(meta.get("space_config", "")) or {})
+    if space != "--space lidb":
+        flags += f" {space}"
+    layer_set = meta.get("layer_set")
+    try:
+        default = model_layer_set(None, meta.get("model") or None).name
+    except LowdimError:  # a model this install does not know: name the set, which is never wrong
+        default = None
+    if layer_set and layer_set != default:
+        flags += f" --layers {quote(layer_set)}"
+    return flags
 
 
 def _features(path: Path, header: Header) -> FileInfo:
@@ -168,8 +197,11 @@ def _weight_folder(folder: Path) -> FileInfo:
               "resolution": index.get("resolution"), "seed": index.get("seed"),
               **{f"training: {key}": config[key] for key in ("steps", "learning_rate", "batch_size", "prompt",
                                                              "token", "crop") if key in config}}
-    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows,
-                    f"lowdim train-hypernet -w {quote(str(folder))} -o hyper", values)
+    use = f"lowdim train-hypernet -w {quote(str(folder))} -o hyper"
+    if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
+        use = (f"lowdim precompute -m {quote(str(index.get('model') or 'MODEL'))} -i "
+               f"{quote(str(index.get('root') or 'IDENTITIES'))} -o {quote(str(folder))}")
+    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
 
 
 def _other(path: Path, header: Header) -> FileInfo:

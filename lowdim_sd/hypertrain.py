@@ -37,6 +37,7 @@ from lowdim_sd.hypertrain_io import (
     Pairs,
     StepSampler,
     all_targets,
+    check_has_identities,
     checkpoint_to_resume,
     model_to_train,
     resume_settings,
@@ -122,6 +123,7 @@ class HyperTrainResult:
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
     full = WeightDataset(job.weights, image_root=job.image_root)
+    check_has_identities(full)
     job.model = model_to_train(job, full)
     out = Path(job.out)
     folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval")
@@ -199,7 +201,13 @@ def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tu
     if folder is not None:
         with encoder_weights_context(job):
             net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
-        return net, checkpoints.saved_step(folder)
+        # The loaded config holds the backbone's whole expanded transformers config; the job's, as a fresh run
+        # keeps it, makes the resumed file the same as an uninterrupted run's. Only where the two agree on
+        # everything else (check_resume compared them; a checkpoint from before settings were recorded may not).
+        given = HyperConfig.from_dict(job.hyper)
+        if {**net.config.to_dict(), "encoder_config": None} == {**given.to_dict(), "encoder_config": None}:
+            net.config = given
+        return net, checkpoints.step_to_continue(folder, job.steps)
     torch.manual_seed(job.seed)
     config = HyperConfig.from_dict(job.hyper)
     try:

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 def check_job(job: HyperTrainJob) -> None:
     """Settings nothing can train with, refused before any model or data loads."""
     check_retrieval_job(job)
+    if job.hyper.get("encoder") and job.hyper.get("encoder_config") is not None:
+        # A packaged encoder would win and the file would record a config it never used; a hub id would be a
+        # label only: either way one of the two is not what the user asked for.
+        raise LowdimError("--encoder and --encoder-config are alternatives (a pretrained encoder, or a random one "
+                          "built from a config): pass one")
     retrieval = job.hyper.get("architecture") == "retrieval"  # its encoder is always frozen
     if job.features is not None and not (job.hyper.get("freeze_encoder") or retrieval):
         raise LowdimError("--features stand in for a frozen encoder: add --freeze-encoder")

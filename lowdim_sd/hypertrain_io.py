@@ -6,7 +6,9 @@ Split from ``lowdim_sd.hypertrain`` to keep each module short; nothing here touc
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import warnings
 from collections.abc import Callable
@@ -125,6 +127,15 @@ def all_targets(dataset: WeightDataset) -> dict[str, dict[str, Tensor]]:
             rows[0].items()}
 
 
+def check_has_identities(full: WeightDataset) -> None:
+    """A weight folder whose index lists nobody (precompute stopped before its first batch, or an index edited
+    by hand): said as such, not as a split that leaves nobody to train on."""
+    if not full.names:
+        shown = ", ".join(str(folder) for folder in full.folders)
+        raise LowdimError(f"{shown}: its index lists no identities; precompute some into it first (lowdim "
+                          f"precompute -m {full.index.get('model', 'MODEL')} -i IDENTITIES -o {full.folders[0]})")
+
+
 def split_identities(names: list[str], job: HyperTrainJob, out: Path, people: dict[str, str] | None = None
                      ) -> tuple[list[str], list[str]]:
     """(train, val): a seeded shuffle of people (``people``: identity name -> person; by default each
@@ -222,13 +233,46 @@ RESUMED_AS_THEY_WERE = ("model", "hyper", "batch_size", "learning_rate", "weight
 
 
 def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1) -> dict:
-    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE, the identity count and,
-    past one, the number of processes (each draws --batch-size pairs a step: another count, another run)."""
+    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE, the identity count, which
+    weight folders and --extra-images the run reads and, past one, the number of processes (each draws
+    --batch-size pairs a step: another count, another run)."""
     settings = {name: getattr(job, name) for name in RESUMED_AS_THEY_WERE}
     settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
+    # Other people under the same names (another folder, re-precomputed) fit split.json and the count alike.
+    settings["weight_folders"] = weight_folders_identity(full)
+    settings["extra_images"] = extra_images_identity(job.extra_images)
     if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
         settings["processes"] = processes
     return json.loads(json.dumps(settings, default=str))
+
+
+def weight_folders_identity(full: WeightDataset) -> str:
+    """Each weight folder by name, identity count and a digest of its identities' names and pictures (the
+    digests precompute recorded; the image paths in folders made before it recorded them)."""
+    described = []
+    for position, folder in enumerate(full.folders):
+        entries = sorted(([entry["name"], entry.get("digests") or entry.get("digest") or entry["images"]]
+                          for entry in full.entries if entry["folder"] == position), key=lambda pair: pair[0])
+        described.append(f"{folder.resolve().name}: {len(entries)} identities, pictures {_digest(entries)}")
+    return " + ".join(described)
+
+
+def extra_images_identity(folders: list[Path]) -> str:
+    """Each --extra-images folder by name, identity count and a digest of the images training reads (each
+    identity's first: their names and sizes): cheap, no image is read, and another folder or other files in it
+    tell apart."""
+    from lowdim_sd.precompute import discover_identities
+
+    described = []
+    for folder in folders:
+        paths = [identity.images[0] for identity in discover_identities(Path(folder))]
+        files = [[os.path.relpath(path, folder), path.stat().st_size] for path in paths]
+        described.append(f"{Path(folder).resolve().name}: {len(paths)} identities, files {_digest(files)}")
+    return " + ".join(described) or "none"
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:12]
 
 
 def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False) -> Path | None:
@@ -297,7 +341,7 @@ def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
 def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
     """What the hypernetwork file records of its training: the phrase its targets answer to (personalize
     finetunes and draws with it), the seed and checksum of the bases they live in, and the weight
-    folders by name only (a shared file should not carry its maker's paths)."""
+    folders and any --extra-images by name only (a shared file should not carry its maker's paths)."""
     from lowdim.hyper.storage import bases_checksum
 
     seed = int(index["seed"])
@@ -305,7 +349,9 @@ def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
             "adapter_seed": seed, "bases_checksum": bases_checksum(net.space, net.layers, seed),
             "prompt": index["config"].get("prompt", TrainConfig.prompt),
             "token": index["config"].get("token", TrainConfig.token),
-            "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights))}
+            "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights)),
+            **({"extra_images": ", ".join(Path(folder).resolve().name for folder in job.extra_images)}
+               if job.extra_images else {})}
 
 
 def warn_about_another_phrase(job: HyperTrainJob) -> None:

@@ -22,9 +22,9 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
 from lowdim_sd.feature_file import StoredFeatures
-from lowdim_sd.hypertrain_io import FeatureCache, MetricsLog, all_targets
+from lowdim_sd.hypertrain_io import FeatureCache, MetricsLog, all_targets, run_metadata
 from lowdim_sd.hypertrain_losses import evaluate
-from lowdim_sd.weight_dataset import WeightDataset, as_folders
+from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
     from lowdim.hyper.retrieval import RetrievalHead
@@ -103,10 +103,9 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
         # --features' rows, as the bank's: with them a packaged encoder was built without its weights
         cache = FeatureCache(stored, val_set.image_path)
         log.write({"step": 0, "split": "val", **evaluate(net, None, val_set, job, numbers, cache, mean)})
-    index = train_set.index
-    save_hypernet(result.path, net, {"model": job.model, "layer_set": index["layer_set"], "alpha": 0.0,
-                                     "beta": 0.0, "adapter_seed": int(index["seed"]),
-                                     "weights": ", ".join(map(str, as_folders(job.weights))), "steps": 0, **extra})
+    # The transformer head's record (phrase, bases, weight folders by name); no loss was trained on: α = β = 0.
+    recorded = {**run_metadata(job, train_set.index, net), "alpha": 0.0, "beta": 0.0}
+    save_hypernet(result.path, net, {**recorded, "steps": 0, **extra})
     result.seconds = time.perf_counter() - started
     return result
 

@@ -46,7 +46,7 @@ class WeightDataset(torch.utils.data.Dataset):
         self.folders = as_folders(folders)
         if not self.folders:
             raise LowdimError("no weight folder given")
-        self._indexes = [read_index(folder) for folder in self.folders]
+        self._indexes = [read_index(_weight_folder(folder)) for folder in self.folders]
         _check_alike(self.folders, self._indexes)
         self.index = self._indexes[0]
         if image_root is not None and len(self.folders) > 1:
@@ -206,6 +206,16 @@ class _CropCache:
         while self.bytes > self.max_bytes:
             _, dropped = self._items.popitem(last=False)
             self.bytes -= dropped.nbytes
+
+
+def _weight_folder(path: Path) -> Path:
+    """``path`` if it is a folder; else one line saying what it is instead (missing, or the index itself)."""
+    if path.is_dir():
+        return path
+    if path.is_file() and (path.name == "index.json" or path.name.startswith("index-p")):
+        raise LowdimError(f"{path}: a weight folder's index; pass its folder: -w {path.parent}")
+    what = "a file, not a weight folder" if path.exists() else "no such folder"
+    raise LowdimError(f"{path}: {what} (a `lowdim precompute` output folder)")
 
 
 def _check_alike(folders: list[Path], indexes: list[dict]) -> None:

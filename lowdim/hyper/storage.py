@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,8 @@ def _differences(stored: dict[str, Any], **expected: Any) -> list[str]:
     if space is not None and (space.name, space.config.to_dict()) != (stored["space"], stored["space_config"]):
         found.append(
             f"space: file {stored['space']} {_dumps(stored['space_config'])}, "
-            f"expected {space.name} {_dumps(space.config.to_dict())}"
+            f"expected {space.name} {_dumps(space.config.to_dict())} "
+            f"(the file predicts {space_flags(stored['space'], stored['space_config'])})"
         )
     if expected["layer_set"] is not None and expected["layer_set"] != stored["layer_set"]:
         found.append(f"layer_set: file {stored['layer_set']!r}, expected {expected['layer_set']!r} (the file predicts "
@@ -215,6 +217,30 @@ def _differences(stored: dict[str, Any], **expected: Any) -> list[str]:
     if expected["encoder"] is not None:
         found.extend(_encoder_differences(stored, expected["encoder"]))
     return found
+
+
+def space_flags(name: str, config: Mapping[str, Any]) -> str:
+    """``--space NAME --set KEY=VALUE ...`` that builds space ``name`` with ``config``: the options that differ
+    from the space's defaults (every one, when this install cannot make its defaults)."""
+    from lowdim.registry import get_registry
+
+    try:
+        defaults = get_registry().space_class(name).config_class.from_dict({}, name).to_dict()
+    except (LowdimError, TypeError, ValueError):  # not registered here, or no defaults: name every option
+        defaults = {}
+    options = [f" --set {shlex.quote(f'{key}={_set_value(value)}')}" for key, value in config.items()
+               if key not in defaults or defaults[key] != value]
+    return f"--space {shlex.quote(name)}" + "".join(options)
+
+
+def _set_value(value: Any) -> str:
+    """As --set reads it back (JSON where it parses, else the plain string)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value  # a plain word: --set keeps it as the string
+    return json.dumps(value)
 
 
 def _same_model(expected: str, stored: str) -> bool:

