@@ -181,7 +181,6 @@ def _weight_folder(folder: Path) -> FileInfo:
         raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
                           f"lowdim files and weight folders")
     index = read_index(folder)
-    config = index.get("config", {})
     shards = sorted({entry["shard"] for entry in index["identities"]})
     rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
             ("space", f"{index.get('space', '?')} {compact(index.get('space_config', {}))}"),
@@ -189,19 +188,39 @@ def _weight_folder(folder: Path) -> FileInfo:
             ("layers", f"{len(index.get('layers', []))} ({index.get('layer_set', '?')})"),
             ("resolution", str(index.get("resolution", "?"))), ("seed", str(index.get("seed", "?"))),
             ("images from", index.get("root", "?"))]
-    rows += [(f"training: {key}", compact(config[key])) for key in ("steps", "learning_rate", "batch_size",
-                                                                     "prompt", "token", "crop") if key in config]
+    training = _weight_training(index)
+    rows += [(f"training: {key}", text) for key, (text, _) in training.items()]
     values = {"identities": {"count": len(index["identities"]), "shards": len(shards)},
               "space": space_object(index.get("space"), index.get("space_config", {})),
               "layers": {"count": len(index.get("layers", [])), "set": index.get("layer_set")},
               "resolution": index.get("resolution"), "seed": index.get("seed"),
-              **{f"training: {key}": config[key] for key in ("steps", "learning_rate", "batch_size", "prompt",
-                                                             "token", "crop") if key in config}}
+              **{f"training: {key}": value for key, (_, value) in training.items()}}
     use = f"lowdim train-hypernet -w {quote(str(folder))} -o hyper"
     if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
         use = (f"lowdim precompute -m {quote(str(index.get('model') or 'MODEL'))} -i "
                f"{quote(str(index.get('root') or 'IDENTITIES'))} -o {quote(str(folder))}")
     return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
+
+
+def _weight_training(index: dict) -> dict[str, tuple[str, object]]:
+    """The settings a precompute resume must match (name: (as the table says it, as JSON gives it)): a folder
+    made with --optimizer sgd, --shared-noise or --init is continued only with them, so show names them, and
+    --init's file rather than its hash. An absent key is the default of the lowdim that wrote the folder."""
+    config = index.get("config", {})
+    shown = {key: (compact(config[key]), config[key]) for key in ("steps", "learning_rate", "batch_size", "prompt",
+                                                                  "token", "crop") if key in config}
+    optimizer, shared, augment = config.get("optimizer") or "adamw", bool(config.get("shared_noise")), \
+        bool(config.get("augment", True))
+    shown["optimizer"] = (optimizer, optimizer)
+    shown["shared_noise"] = ("on" if shared else "off", shared)
+    shown["augment"] = ("on" if augment else "off (--no-augment)", augment)
+    shown["mixed_precision"] = (config.get("mixed_precision") or "no", config.get("mixed_precision") or "no")
+    shown["dtype"] = (index.get("dtype") or "not recorded", index.get("dtype"))
+    init = (index.get("init_path") or {}).get("resolved") if config.get("init") else None
+    if config.get("init") and init is None:  # a folder from before the path was recorded: its digest alone
+        init = f"an --init file of digest {str(config['init'])[:12]}… (its path was not recorded)"
+    shown["init"] = (init or "none (from zero)", init)
+    return shown
 
 
 def _other(path: Path, header: Header) -> FileInfo:

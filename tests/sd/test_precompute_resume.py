@@ -160,6 +160,18 @@ def test_init_is_recorded_by_path_and_the_resume_error_names_it_and_defaults_by_
     for options, said in cases:
         with pytest.raises(lowdim.LowdimError, match=said):
             precompute(job(tiny_sd, people, plain, **options), progress=False)
+    # `lowdim show` names each setting the resume compares, --init by its file, so a user can rerun with them
+    from lowdim_sd.file_info import describe
+
+    made, zero = dict(describe(out).rows), dict(describe(plain).rows)
+    assert made["training: init"] == str(start.resolve()) and zero["training: init"] == "none (from zero)"
+    assert (zero["training: optimizer"], zero["training: shared_noise"], zero["training: dtype"]) == \
+        ("adamw", "off", "fp32")
+    index = json.loads((out / "index.json").read_text())
+    del index["init_path"]  # a folder made before the path was recorded: its digest is all there is
+    (out / "index.json").write_text(json.dumps(index))
+    digest = index["config"]["init"][:12]
+    assert dict(describe(out).rows)["training: init"].startswith(f"an --init file of digest {digest}")
 
 
 # ---------------------------------------------------------------------------- A4: --out inside --identities
