@@ -40,12 +40,28 @@ def ship(model_folder: Path, hypernet: Path, model_dir: Path | None = None, hype
         raise LowdimError(f"{hypernet}: made for model {metadata.get('model')!r}, not {RETRAINED_NAME!r}; "
                           f"only a network made on a TinyFaces model can ship with one")
     replace_folder(model_folder, model_dir)
-    atomic_save(tensors, {**metadata, "model": SHIPPED_NAME}, hypernet_file)
+    atomic_save(tensors, {**shareable(metadata), "model": SHIPPED_NAME}, hypernet_file)
     split, shipped_split = hypernet.parent / "split.json", hypernet_file.parent / "split.json"
     if split.is_file():  # which training identities the network saw (docs/results.md reads it)
         shutil.copyfile(split, shipped_split)
     else:
         shipped_split.unlink(missing_ok=True)  # the old network's split would describe the wrong one
+
+
+def shareable(metadata: dict[str, str]) -> dict[str, str]:
+    """The network's metadata without its maker's paths, which mean nothing on a user's machine: the folders
+    it was trained from by name (as train-hypernet records them since), and no ``_name_or_path`` in the
+    encoder's config. What the network computes is untouched."""
+    extra = json.loads(metadata.get("extra") or "{}")
+    for key in ("weights", "key_pairs", "extra_images"):
+        if isinstance(extra.get(key), str):
+            extra[key] = ", ".join(Path(folder.strip()).name for folder in extra[key].split(","))
+    shared = {**metadata, **({"extra": json.dumps(extra, sort_keys=True, separators=(",", ":"))}
+                             if "extra" in metadata else {})}
+    encoder_config = json.loads(metadata.get("encoder_config") or "null")
+    if isinstance(encoder_config, dict) and encoder_config.pop("_name_or_path", None) is not None:
+        shared["encoder_config"] = json.dumps(encoder_config, sort_keys=True, separators=(",", ":"))
+    return shared
 
 
 def replace_folder(source: Path, target: Path) -> None:

@@ -110,3 +110,29 @@ def test_no_shipped_config_names_the_training_machines_path(tmp_path):
     model_dir, hypernet_file = package(tmp_path)
     ship(folder, hypernet, model_dir, hypernet_file)
     assert json.loads((model_dir / "vae" / "config.json").read_text()) == {"latent_channels": 4}
+
+
+def test_the_shipped_network_names_the_folders_it_was_made_from_without_the_training_machines_paths(tmp_path):
+    folder, _, tensors = retrained_run(tmp_path)
+    hypernet = tmp_path / "run" / "hyper" / "hypernet.safetensors"
+    extra = {"weights": "/home/trainer/r15/weights, runs/more", "key_pairs": "runs/r15/people", "steps": 0}
+    save_file(tensors, hypernet, metadata={
+        "format": "lowdim.hypernet", "model": "tinyfaces-retrained", "extra": json.dumps(extra),
+        "encoder_config": json.dumps({"_name_or_path": "/root/.cache/encoders/dinov2", "hidden_size": 384})})
+    model_dir, hypernet_file = package(tmp_path)
+    ship(folder, hypernet, model_dir, hypernet_file)
+    with safe_open(str(hypernet_file), "pt") as handle:
+        metadata = handle.metadata()
+    assert json.loads(metadata["extra"]) == {"weights": "weights, more", "key_pairs": "people", "steps": 0}
+    assert json.loads(metadata["encoder_config"]) == {"hidden_size": 384}
+
+
+def test_the_packaged_network_carries_none_of_its_makers_paths_and_says_how_it_finetunes():
+    from lowdim_tinyfaces.model_files import hypernet_path
+
+    with safe_open(str(hypernet_path()), "pt") as handle:
+        metadata = handle.metadata()
+    extra = json.loads(metadata["extra"])
+    assert "/" not in extra["weights"] + extra["key_pairs"] and "_name_or_path" not in metadata["encoder_config"]
+    # personalize finetunes with the precompute's phrase and checks the frozen bases it learned with
+    assert (extra["prompt"], extra["token"]) == ("a [V] face", "sks") and extra["bases_checksum"]
