@@ -9,6 +9,7 @@ import accelerate
 import accelerate.utils
 import pytest
 import torch
+from fake_processes import FakeState  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_cli.main import main
@@ -22,17 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def job(tiny_sd, people, out) -> PrecomputeJob:
     return PrecomputeJob(model=str(tiny_sd), identities=people, out=out, config=TrainConfig(steps=2),
                          batch_subjects=2, crop=False)
-
-
-class FakeState:
-    """What PartialState tells process ``rank`` of two."""
-
-    def __init__(self, rank: int) -> None:
-        self.process_index, self.num_processes, self.is_main_process = rank, 2, rank == 0
-        self.device = torch.device("cpu")
-
-    def wait_for_everyone(self) -> None:
-        pass
 
 
 def test_processes_split_identities_and_the_index_merges(tiny_sd, people, tmp_path, model, monkeypatch):

@@ -10,6 +10,7 @@ import shutil
 import accelerate
 import pytest
 import torch
+from fake_processes import FakeState  # tests/sd, on the path as pytest puts it
 
 import lowdim
 import lowdim_sd.precompute as pre
@@ -237,17 +238,6 @@ def test_an_identity_added_before_the_others_draws_a_seed_of_its_own(tiny_sd, pe
 
 
 # ---------------------------------------------------------------------------------- A8: several processes
-
-
-class FakeState:
-    """What PartialState tells process ``rank`` of two."""
-
-    def __init__(self, rank: int) -> None:
-        self.process_index, self.num_processes, self.is_main_process = rank, 2, rank == 0
-        self.device = torch.device("cpu")
-
-    def wait_for_everyone(self) -> None:
-        pass
 
 
 def test_a_process_stopped_in_its_first_batch_says_it_kept_nothing_not_that_the_run_did(tiny_sd, people, tmp_path,

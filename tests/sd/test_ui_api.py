@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from local_port import free_port  # tests/sd, on the path as pytest puts it
-from ui_requests import refusal  # tests/sd, on the path as pytest puts it
+from ui_requests import refusal, served_page  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
@@ -29,17 +28,8 @@ FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The TinyFaces page, served in this process as ``lowdim ui`` serves it; a client of it, and its studio."""
-    from lowdim_sd.ui.page import build_page
-
-    studio = Studio(StudioConfig(model="tinyfaces", out=tmp_path_factory.mktemp("ui") / "runs"))
-    page = build_page(studio)
-    port = free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
-    try:
-        yield gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False), studio
-    finally:
-        page.close(verbose=False)
-
+    with served_page(tmp_path_factory.mktemp("ui") / "runs") as (url, studio):
+        yield gradio_client.Client(url, verbose=False), studio
 
 
 def photo() -> dict:

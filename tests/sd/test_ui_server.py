@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from local_port import free_port  # tests/sd, on the path as pytest puts it
-from ui_requests import refusal  # tests/sd, on the path as pytest puts it
+from ui_requests import refusal, served_page  # tests/sd, on the path as pytest puts it
 
 from lowdim_sd.ui.studio import Studio, StudioConfig
 
@@ -30,18 +30,8 @@ FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The TinyFaces page served in this process as ``lowdim ui`` serves it: a client of it, and its address."""
-    from lowdim_sd.ui.page import build_page
-
-    studio = Studio(StudioConfig(model="tinyfaces", out=tmp_path_factory.mktemp("ui") / "runs"))
-    page = build_page(studio)
-    port = free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
-                show_error=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
+    with served_page(tmp_path_factory.mktemp("ui") / "runs", show_error=True) as (url, _):
         yield gradio_client.Client(url, verbose=False), url
-    finally:
-        page.close(verbose=False)
 
 
 def photo() -> dict:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,23 @@ def png_header(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk
                      + struct.pack(">I", zlib.crc32(chunk)) + b"\x00\x00\x00\x00IEND\xaeB`\x82")
     return path
+
+
+@contextlib.contextmanager
+def served_page(out: Path, **launch: object) -> Iterator[tuple[str, object]]:
+    """The TinyFaces page served in this process as ``lowdim ui`` serves it, runs kept in ``out``: its address
+    and its studio, closed afterwards."""
+    from local_port import free_port  # tests/sd, on the path as pytest puts it
+
+    from lowdim_sd.ui.page import build_page
+    from lowdim_sd.ui.studio import Studio, StudioConfig
+
+    studio = Studio(StudioConfig(model="tinyfaces", out=out))
+    page = build_page(studio)
+    port = free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                **launch)
+    try:
+        yield f"http://127.0.0.1:{port}/", studio
+    finally:
+        page.close(verbose=False)
