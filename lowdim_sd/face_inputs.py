@@ -22,9 +22,9 @@ NO_EXTRA = "install lowdim[faces] to crop faces; using the image as it is"
 
 def backend_crops(model_name: str) -> bool:
     """The default of ``--crop`` for ``model_name``: its backend's ``crops_faces``; True for a path or hub id."""
-    from lowdim.registry import get_registry
+    from lowdim_sd.registered_models import registered_entry
 
-    entry = get_registry().backends.get(model_name)
+    entry = registered_entry(model_name)
     # An unregistered model is most likely an SD1.5 finetune fed real photos: cropping is what it expects.
     return bool(getattr(entry.value, "crops_faces", True)) if entry else True
 

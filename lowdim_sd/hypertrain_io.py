@@ -322,12 +322,12 @@ def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
     model = canonical_model(job.model or index["model"])
     if model == canonical_model(index["model"]):
         return model
-    from lowdim.registry import get_registry
     from lowdim.sizing import layer_specs
     from lowdim_sd.modes import resolve_layers
+    from lowdim_sd.registered_models import registered_entry
     from lowdim_sd.skeletons import model_skeleton
 
-    backend = get_registry().backends.get(model)  # on the meta device: nothing is loaded
+    backend = registered_entry(model)  # on the meta device: nothing is loaded
     skeleton = backend.value.skeleton() if backend else model_skeleton(model, job.model_config)
     theirs = layer_specs(skeleton, resolve_layers(index["layer_set"], index["model"]))
     if theirs != list(full.layers):

@@ -170,9 +170,9 @@ def _refuse_a_source(out: Path, source: Path, adapters: list[Path]) -> None:
 
 def _base_path(source: Path) -> Path | None:
     """Where the base model's files are here (a registered name: its folder); None where none is (a hub id)."""
-    from lowdim.registry import get_registry
+    from lowdim_sd.registered_models import registered_entry
 
-    backend = get_registry().backends.get(str(source))
+    backend = registered_entry(str(source))
     path = Path(str(getattr(backend.value, "source", None) or source) if backend else source).expanduser()
     return path.resolve() if path.exists() else None
 

@@ -24,7 +24,6 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.hyper.storage import HypernetFile, read_hypernet
 from lowdim.inject import LayerSet, covers
-from lowdim.registry import get_registry
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd.draw_parts import DrawParts, parse_draw
@@ -35,6 +34,7 @@ from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolv
 from lowdim_sd.personalize_checks import check_inputs, check_job, with_training_phrase
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
+from lowdim_sd.registered_models import registered_entry
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import as_path
@@ -203,7 +203,7 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     from lowdim_sd.plugin import SDBackend
 
     check_job(job)
-    entry = get_registry().backends.get(job.model)
+    entry = registered_entry(job.model)
     backend = entry.value if entry else None
     space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers, job.model)
     if getattr(space, "learns_tokens", False):

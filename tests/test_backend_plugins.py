@@ -173,6 +173,19 @@ def test_a_clashed_alias_is_the_clash_error_in_every_command(alias_clash, capsys
     assert alias_clash.backend("mini-sd").name == "minisd"  # the rest of the backend works
 
 
+def test_every_lookup_of_a_models_defaults_says_the_clash_not_a_path_or_a_default(alias_clash):
+    """The model's crop default, shipped hypernetwork, bench prompts, looks reader and files: each read from a
+    clashed name would otherwise take it for a hub id and use SD1.5's defaults without a word."""
+    from lowdim_sd.bench.methods import model_describer
+    from lowdim_sd.bench.quality import bench_prompts, shipped_hypernet
+    from lowdim_sd.face_inputs import backend_crops
+    from lowdim_sd.merged_model import _base_path
+
+    for lookup in (backend_crops, shipped_hypernet, bench_prompts, model_describer, _base_path):
+        with pytest.raises(PluginError, match=CLASH):
+            lookup("mini")
+
+
 def test_models_lists_no_withdrawn_alias(alias_clash, capsys):
     code, said = run(capsys, "models")
     assert code == 0 and "mini-sd" in said and "mini," not in said and "mini │" not in said

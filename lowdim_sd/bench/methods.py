@@ -217,9 +217,9 @@ def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor,
 
 def model_describer(model: str) -> Callable[[torch.Tensor], str] | None:
     """The registered backend's reader of looks (``describe_subject``), or None when it has none."""
-    from lowdim.registry import get_registry
+    from lowdim_sd.registered_models import registered_entry
 
-    entry = get_registry().backends.get(model)
+    entry = registered_entry(model)
     return getattr(entry.value, "describe_subject", None) if entry else None
 
 

@@ -81,18 +81,18 @@ class Task:
 
 def shipped_hypernet(model: str) -> Path | None:
     """The hypernetwork the model's backend ships (TinyFaces does), so hyper rows run without --hypernet."""
-    from lowdim.registry import get_registry
     from lowdim_sd.personalize import default_hypernet
+    from lowdim_sd.registered_models import registered_entry
 
-    entry = get_registry().backends.get(model)
+    entry = registered_entry(model)
     return default_hypernet(entry.value) if entry else None
 
 
 def bench_prompts(model: str) -> list[str]:
-    from lowdim.registry import get_registry
     from lowdim_sd.plugin import SDBackend
+    from lowdim_sd.registered_models import registered_entry
 
-    entry = get_registry().backends.get(model)
+    entry = registered_entry(model)
     return list(getattr(entry.value, "bench_prompts", SDBackend.bench_prompts) if entry else SDBackend.bench_prompts)
 
 

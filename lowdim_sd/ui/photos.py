@@ -135,9 +135,9 @@ def check_face_found(face_index: int | None, faces: int, name: str) -> None:
 def training_side(model: str) -> int | None:
     """The side in pixels ``model`` trains at, read from its diffusers folder's configs without loading it;
     None where there is no such folder here (a hub id, a single file): training checks those itself."""
-    from lowdim.registry import get_registry
+    from lowdim_sd.registered_models import registered_entry
 
-    entry = get_registry().backends.get(model)
+    entry = registered_entry(model)
     folder = Path(str(getattr(entry.value, "source", "") if entry else model)).expanduser()
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
