@@ -88,26 +88,41 @@ def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
     ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
     returned for ``adapters``, which are then checked against the model without being read again.
     """
+    with model.one_run():  # before the files are read: a busy model is the first thing to say
+        return _attach(model, adapters, files)
+
+
+def _attach(model: SDModel, adapters: list[tuple[Path, float]], files: Sequence[AdapterFile] | None) -> list[str]:
     from lowdim_sd.textual_inversion import is_embedding, load_embedding
 
     view = lowdim.Adapters(model.modules)
     files = check_adapter_files(adapters) if files is None else files
-    tokens, added = [], []
+    tokens, added, entries = [], [], []
     # Normal tensors under torch.inference_mode too (a grown embedding table included): inference tensors would
     # break every later forward outside it. All or nothing: a refused file leaves nothing to block a retry.
     with normal_tensors(), tokens_undone_on_error(model, any(map(is_embedding, files))):
         try:
-            for index, ((_, scale), read) in enumerate(zip(adapters, files, strict=True)):
+            for index, ((path, scale), read) in enumerate(zip(adapters, files, strict=True)):
                 if is_embedding(read):
                     tokens.append(load_embedding(model, read, scale))
+                    entries.append(("", path, scale, tokens[-1]))  # an embedding has no adapter name
                     continue
                 added.append(lowdim.load_adapter(read, view, name=f"a{index}", scale=scale))
                 tokens.append(added[-1].metadata.get("token") or "")
+                entries.append((added[-1].name, path, scale, tokens[-1]))
         except BaseException:
             for info in reversed(added):
                 view.delete(info.name)
             raise
+    model.attached = [*still_attached(model), *entries]
     return tokens
+
+
+def still_attached(model: SDModel) -> list[tuple[str, Path, float, str]]:
+    """The files ``attach_adapters`` loaded that are still on the model (an adapter not deleted, an embedding's
+    token still in the tokenizer): what a picture drawn now is drawn with."""
+    live, vocabulary = set(lowdim.Adapters(model.modules).names()), model.pipe.tokenizer.get_vocab()
+    return [entry for entry in model.attached if (entry[0] in live if entry[0] else entry[3] in vocabulary)]
 
 
 def check_adapter_files(adapters: list[tuple[Path, float]]) -> list[AdapterFile]:
@@ -230,12 +245,14 @@ def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str], taught: Seq
 def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[tuple[Path, float]] = (),
                    tokens: list[str] | None = None) -> dict:
     """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
-    alike, and `lowdim eval` scores could not be traced to the settings that earned them."""
+    alike, and `lowdim eval` scores could not be traced to the settings that earned them. No ``adapters``: the
+    files ``attach_adapters`` put on the model, which the pictures are drawn with."""
     tokens = tokens or []
     named = [tokens[index] if index < len(tokens) else "" for index in range(len(adapters))]
+    listed = ([(path, scale, token) for (path, scale), token in zip(adapters, named, strict=True)] if adapters
+              else [entry[1:] for entry in still_attached(model)])
     return {"model": model.name,
-            "adapters": [{"file": str(path), "scale": scale, "token": token}
-                         for (path, scale), token in zip(adapters, named, strict=True)],
+            "adapters": [{"file": str(path), "scale": scale, "token": token} for path, scale, token in listed],
             "token": identifier(config, tokens, model.taught), "steps": config.steps, "guidance": config.guidance,
             "scheduler": config.scheduler, "negative_prompt": config.negative_prompt,
             "resolution": config.resolution or model.resolution, "parts": asdict(config.parts)}
@@ -250,7 +267,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     a caller still holds them when a stop interrupts the call.
     """
     check_config(config)
-    with scheduled(model, config.scheduler):
+    with model.one_run(), scheduled(model, config.scheduler):
         return _generate(model, config, tokens, progress, keep)
 
 

@@ -10,7 +10,9 @@ import contextlib
 import logging
 import os
 import re
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,12 @@ class ModelLoadError(LowdimError):
     """The model could not be found or read."""
 
 
+# diffusers/transformers load under process-wide switches (empty-weight init on 'meta', verbosity): two loads at
+# once in one process break each other, so ``quiet_libraries`` blocks take turns (re-entrant: they nest).
+_LOADING = threading.RLock()
+IN_USE = "this model is in use by another run in this process; load another with load_sd or wait"
+
+
 @dataclass
 class SDModel:
     """A loaded SD1.x pipeline and where it came from."""
@@ -43,6 +51,22 @@ class SDModel:
     source: str
     device: torch.device
     dtype: torch.dtype
+    # Held by a run on the model (run_train, generate, attach_adapters change its adapters, scheduler, train mode):
+    # two at once corrupt each other. Re-entrant: a run may call another on its own model in its own thread.
+    _in_use: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
+    # (adapter name, '' for an embedding; file; scale; token) per file attach_adapters loaded: draw_to_folder's record.
+    attached: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @contextlib.contextmanager
+    def one_run(self) -> Iterator[None]:
+        """The model for this run alone: another thread's run on it is refused in one line, not waited for (a
+        service would hang on a training run) nor let through (it would draw with half-trained adapters)."""
+        if not self._in_use.acquire(blocking=False):
+            raise LowdimError(IN_USE)
+        try:
+            yield
+        finally:
+            self._in_use.release()
 
     @property
     def base_model_id(self) -> str:
@@ -194,18 +218,22 @@ def quiet_libraries():
     from transformers.utils import logging as transformers_logging
 
     libraries = (diffusers_logging, transformers_logging)
-    before = [(library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
-    for library in libraries:
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    try:
-        yield
-    finally:  # as they were: a program that imports lowdim keeps its own settings
-        for library, (level, bars) in zip(libraries, before, strict=True):
-            library.set_verbosity(level)
-            if bars:
-                library.enable_progress_bar()
+    hub = logging.getLogger("huggingface_hub")
+    with _LOADING:
+        before = [(library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
+        hub_level = hub.level
+        for library in libraries:
+            library.set_verbosity_error()
+            library.disable_progress_bar()
+        hub.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:  # as they were: a program that imports lowdim keeps its own settings
+            for library, (level, bars) in zip(libraries, before, strict=True):
+                library.set_verbosity(level)
+                if bars:
+                    library.enable_progress_bar()
+            hub.setLevel(hub_level)
 
 
 def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
@@ -325,6 +353,8 @@ def config_source(model: str, config: str | None) -> str | None:
         return getattr(backend.value, "source", None) if backend else None
 
     if config is not None:
+        from lowdim_sd.model_paths import model_config_source
+
         return model_config_source(str(registered(config) or config), list(registry.backends))
     path = Path(model).expanduser()
     if not (path.is_file() and path.suffix.lower() == ".safetensors"):
@@ -339,37 +369,3 @@ def config_source(model: str, config: str | None) -> str | None:
         return str(found)
     return base if (Path(base).expanduser() / "model_index.json").is_file() else None
 
-
-def model_config_source(config: str, registered: list[str]) -> str:
-    """``--model-config`` that is no registered name, once it can name a model's configs: a folder, or a hub id
-    cached here or reachable. Anything else is one line now, naming the option, rather than diffusers' own
-    error about the hub after the checkpoint was opened."""
-    import difflib
-
-    from lowdim import hub
-
-    path = Path(config).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists():
-        raise ModelLoadError(f"--model-config {config}: a file; pass the diffusers folder, hub id or registered "
-                             f"name of the model the checkpoint was made from")
-    if hub.looks_like_path(config):
-        raise ModelLoadError(f"--model-config {config}: no such folder")
-    close = difflib.get_close_matches(config.lower(), registered, n=1, cutoff=0.75)
-    if close and "/" not in config:
-        raise ModelLoadError(f"unknown --model-config '{config}'; did you mean {close[0]}? (registered: "
-                             f"{', '.join(sorted(registered))}; or a hub id or a diffusers folder)")
-    if not _configs_cached(config) and not hub.hub_reachable():
-        raise hub_id_not_found(config, flag="--model-config")
-    return config
-
-
-def _configs_cached(hub_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return any(isinstance(try_to_load_from_cache(hub_id, name), str)
-                   for name in ("model_index.json", "unet/config.json"))
-    except ValueError:  # not a valid repository id: nothing of that name is cached
-        return False

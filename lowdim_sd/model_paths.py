@@ -58,3 +58,39 @@ def _header(path: Path) -> tuple[dict[str, str], list[str]]:
     except Exception as error:  # safetensors raises its own error types for every way a file is broken
         raise ModelLoadError(f"{path}: not a readable .safetensors file, cut short or corrupt "
                              f"({first_line(error)})") from None
+
+
+def model_config_source(config: str, registered: list[str]) -> str:
+    """``--model-config`` that is no registered name, once it can name a model's configs: a folder, or a hub id
+    cached here or reachable. Anything else is one line now, naming the option, rather than diffusers' own
+    error about the hub after the checkpoint was opened."""
+    import difflib
+
+    from lowdim import hub
+    from lowdim_sd.loading import ModelLoadError, hub_id_not_found
+
+    path = Path(config).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ModelLoadError(f"--model-config {config}: a file; pass the diffusers folder, hub id or registered "
+                             f"name of the model the checkpoint was made from")
+    if hub.looks_like_path(config):
+        raise ModelLoadError(f"--model-config {config}: no such folder")
+    close = difflib.get_close_matches(config.lower(), registered, n=1, cutoff=0.75)
+    if close and "/" not in config:
+        raise ModelLoadError(f"unknown --model-config '{config}'; did you mean {close[0]}? (registered: "
+                             f"{', '.join(sorted(registered))}; or a hub id or a diffusers folder)")
+    if not _configs_cached(config) and not hub.hub_reachable():
+        raise hub_id_not_found(config, flag="--model-config")
+    return config
+
+
+def _configs_cached(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(isinstance(try_to_load_from_cache(hub_id, name), str)
+                   for name in ("model_index.json", "unet/config.json"))
+    except ValueError:  # not a valid repository id: nothing of that name is cached
+        return False

@@ -35,13 +35,16 @@ def resolve_layers(name_or_patterns: str | None, model: str | None = None) -> La
 
 
 @contextlib.contextmanager
-def left_as_given(model: SDModel, tokens: bool = False) -> Iterator[None]:
+def left_as_given(model: SDModel, tokens: bool = False, initial: Path | None = None) -> Iterator[None]:
     """Hand a caller's model back as it came, however the run in the block ends (done, failed, Ctrl-C): else a
     second run, or the --resume a stop recommends, is refused on it ('subject' exists), and an adapter trained
     from Python would pile onto what the caller draws or merges next. The adapters the run added are deleted,
     unmerged first (rank relaxation merges the initial one into the base weights); with ``tokens`` (Textual
-    Inversion appends [V]'s tokens and embedding rows) the tokenizer and the table are put back too."""
+    Inversion appends [V]'s tokens and embedding rows) the tokenizer and the table are put back too. With
+    ``initial`` (the adapter file rank relaxation merges) its layers' base weights are copied back bit for bit:
+    unmerging subtracts what merging added, which rounds (1e-7 in fp32, 1e-4 in fp16)."""
     before = set(lowdim.Adapters(model.modules).names())
+    weights = base_weights(model, initial) if initial is not None else {}
     with tokens_undone(model) if tokens else contextlib.nullcontext():  # after the adapters below are gone
         try:
             yield
@@ -49,6 +52,28 @@ def left_as_given(model: SDModel, tokens: bool = False) -> Iterator[None]:
             adapters = lowdim.Adapters(model.modules)
             for name in reversed([name for name in adapters.names() if name not in before]):
                 adapters.delete(name)
+            with torch.no_grad():
+                for layer, weight in weights.items():
+                    _base_weight(model, layer).copy_(weight)
+
+
+def base_weights(model: SDModel, adapter: Path) -> dict[str, Tensor]:
+    """CPU copies of the weights of the layers ``adapter``'s file names (a few attention projections: small), as
+    the model holds them now; a layer the model lacks is left to the load's own refusal."""
+    copies = {}
+    for layer in lowdim.read_adapter(adapter).layers:
+        try:
+            copies[layer.name] = _base_weight(model, layer.name).detach().to("cpu", copy=True)
+        except AttributeError:
+            continue
+    return copies
+
+
+def _base_weight(model: SDModel, layer: str) -> Tensor:
+    """The layer's own weight Parameter, under an adapter the caller's model already carries too (a wrapper's
+    ``weight`` is the effective one, computed)."""
+    module = model.modules.get_submodule(layer)
+    return getattr(module, "base_layer", module).weight
 
 
 class AdapterTrainable:

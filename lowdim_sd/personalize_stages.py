@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,17 +22,19 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def stage(result: PersonalizeResult, name: str) -> Iterator[None]:
-    runs.report(name, 0, 1)
+def stage(result: PersonalizeResult, name: str, note: Callable[[], str] | None = None) -> Iterator[None]:
+    """Time the stage; a Ctrl-C in it, from its announcement on, becomes ``Interrupted(note())`` (default: nothing
+    was kept, as before the adapter is written)."""
     started = time.perf_counter()
     try:
+        runs.report(name, 0, 1)  # inside: a stop its listener raises is this stage's, told as one a moment later
         yield
     except KeyboardInterrupt as stop:
-        if isinstance(stop, runs.Interrupted):  # the finetune's, or a stage's after the adapter: says its own
+        if isinstance(stop, runs.Interrupted):  # the finetune's: says its own
             raise
-        # Before the adapter is written (loading, reading, predicting) this run has kept nothing.
-        raise runs.Interrupted(f"interrupted during '{name}'; nothing was kept; {runs.RERUN} to start over") \
-            from stop
+        # Without a note the stage is before the adapter is written (loading, reading, predicting): nothing kept.
+        told = note() if note else f"interrupted during '{name}'; nothing was kept; {runs.RERUN} to start over"
+        raise runs.Interrupted(told) from stop
     finally:
         result.stages[name] = time.perf_counter() - started
 
@@ -85,12 +87,9 @@ def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob,
     """A stage that runs once the adapter is written: Ctrl-C there keeps it and says, in one line, what is
     missing, how to draw the adapter, and how to start over with the command given. ``cleared``: the earlier
     run's files that ``clear_earlier`` removed."""
-    with stage(result, name):
-        try:
-            stopping.check()  # a signal that waited out the finetune's last update stops here, the adapter kept
-            yield
-        except KeyboardInterrupt as stop:
-            raise runs.Interrupted(stop_note(result, name, job, cleared)) from stop
+    with stage(result, name, lambda: stop_note(result, name, job, cleared)):
+        stopping.check()  # a signal that waited out the finetune's last update stops here, the adapter kept
+        yield
 
 
 def stop_note(result: PersonalizeResult, name: str, job: PersonalizeJob, cleared: Sequence[Path]) -> str:

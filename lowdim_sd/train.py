@@ -217,7 +217,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     dropping = _drops_inputs(model)
     scaler = runs.grad_scaler(model.device, config.mixed_precision)
     started = time.perf_counter()
-    step, updating = result.start_step, False
+    done, updating = result.start_step, False  # steps whose update is applied: what a stop's checkpoint holds
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
@@ -229,16 +229,15 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
                     updating = True
                     scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
                     scaler.update()
-                    updating = False
+                    done, updating = step + 1, False  # counted here: a stop from now on keeps this step
                 result.losses.append(loss)
                 advance(loss)
                 if out_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                     checkpoint(step + 1)
-            step = config.steps
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
             if out_dir is None:
                 raise  # nothing of this run is the engine's to keep: the caller says what it kept
-            runs.reraise(stop, runs.stop_note(stop, step, updating, lambda: checkpoint(step), continue_with,
+            runs.reraise(stop, runs.stop_note(stop, done, updating, lambda: checkpoint(done), continue_with,
                                               last=checkpoints.latest(out_dir)))
         finally:
             _set_eval_mode(model)

@@ -19,7 +19,7 @@ from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_references
-from lowdim_sd.loading import SDModel, check_training_dtype, load_sd, resolve_device
+from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
 from lowdim_sd.modes import FullTrainable, adapter_trainable, left_as_given, rank_relaxed_trainable, resolve_layers
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
@@ -241,12 +241,26 @@ def output_names(job: TrainJob) -> list[Path]:
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def check_given_model(model: SDModel) -> None:
-    """A model loaded by the caller trains under the rule a loaded one does (no fp16 on a CPU, ...)."""
+def check_given_model(model: SDModel, job: TrainJob) -> None:
+    """A model loaded by the caller trains under the rule a loaded one does (no fp16 on a CPU, ...), and is the
+    model the job names: else the adapter would record the one it trained on while the job says another."""
     try:
         check_training_dtype(str(model.device), DTYPE_NAMES.get(model.dtype, "fp32"))
     except LowdimError as error:
         raise LowdimError(f"run_train(model=...): the model is {model.dtype} on {model.device}: {error}") from None
+    if not names_the_model(job.model, model):
+        raise LowdimError(f"run_train(model=...): the job names the model '{job.model}' and model= is "
+                          f"{model.name}; set TrainJob.model to the model given, or leave model= out")
+
+
+def names_the_model(name: str, model: SDModel) -> bool:
+    """Whether ``name`` (an alias, a registered name, its hub id or folder, a path) stands for ``model``."""
+    from lowdim_sd.registered_models import registered_entry
+
+    entry = registered_entry(name)
+    source = getattr(entry.value, "source", None) if entry is not None else None
+    named = {canonical_model(name), *([canonical_model(str(source))] if source is not None else [])}
+    return not named.isdisjoint({canonical_model(model.name), canonical_model(model.source)})
 
 
 @runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
@@ -257,7 +271,12 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
         raise LowdimError("run_train(model=...) hands the model back as it was given, and --full trains the model's "
                           "own weights: leave model= out (run_train loads its own and saves the trained model)")
     if model is not None:
-        check_given_model(model)
+        check_given_model(model, job)
+    with model.one_run() if model is not None else contextlib.nullcontext():  # before its adapters or checkpoints
+        return _run_train(job, progress, model)
+
+
+def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainResult:
     config = train_config(job)
     if config.cuda_graphs and model is None:  # before the model loads; train() checks a given model
         check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
@@ -274,7 +293,7 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
     names, subjects = subject_sets(job, job.resolution or model.resolution)
     learns = learns_tokens(job.space) and not job.full and job.initial is None
     # A model run_train loaded itself is dropped after: nothing to hand back, and no unmerge to pay for.
-    with left_as_given(model, tokens=learns) if given else contextlib.nullcontext():
+    with left_as_given(model, tokens=learns, initial=job.initial) if given else contextlib.nullcontext():
         trainable = build_trainable(job, model, names)
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = lowdim.Adapters(model.modules).info(trainable.name).space.config.vectors
