@@ -10,7 +10,7 @@ PRE_STEPS=${PRE_STEPS:-200}         # LiDB steps per identity in phase 0 (at 1e-
 PRE_COPIES=${PRE_COPIES:-1}         # noise draws of the reference per phase-0 step (4 binds more face: ladder rung 20)
 BATCH_SUBJECTS=${BATCH_SUBJECTS:-68} # identities trained together (per-sample adapters)
 HELDOUT=${HELDOUT:-50}              # held-out test identities for the benchmark
-METHODS=${METHODS:-}                # default: every row (ours-k1 equals ours with the retrieval head)
+METHODS=${METHODS:-}                # default: every row the network gives (the bench leaves out ours-k1, which repeats ours with a retrieval head)
 WORKERS=${WORKERS:-1}
 DEVICE=${DEVICE:-auto}
 mkdir -p "$RUN"

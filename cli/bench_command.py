@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out
-from lowdim_cli.sd_commands import Device, ModelConfig
+from lowdim_cli.sd_commands import Device, ModelConfig, typed_options
 
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
 
@@ -34,8 +34,22 @@ def prompt_numbers(text: str | None, prompts: list[str]) -> list[int]:
     return numbers
 
 
+# Settings of a run, which --no-run takes from the results instead (as the parameters' names: flags).
+RUN_FLAGS = {"metrics": "--metrics", "prompt": "--prompt", "seed": "--seed", "sample_steps": "--sample-steps",
+             "guidance": "--guidance", "dtype": "--dtype", "hypernet": "--hypernet", "workers": "--workers",
+             "threads": "--threads", "batch_subjects": "--batch-subjects", "device": "--device"}
+
+
+def ignored_run_flags(typed: set[str]) -> str | None:
+    """The warning for run settings typed with --no-run: said, since the table would look as if it used them."""
+    ignored = [flag for name, flag in RUN_FLAGS.items() if name in typed]
+    return (f"--no-run tabulates the results with the settings they were made with: {', '.join(ignored)} "
+            f"{'is' if len(ignored) == 1 else 'are'} ignored") if ignored else None
+
+
 @bench.command()
 def quality(
+    ctx: typer.Context,
     identities: Annotated[Path | None, typer.Option(
         "--identities", "-i", help="Flat folder: one reference image per HELD-OUT identity (never used in training); "
                                    "needed to run, not to tabulate (--no-run).", show_default=False)] = None,
@@ -45,7 +59,8 @@ def quality(
         help="Trained hypernetwork checkpoint for ours, ours-k1 and only-hyper; "
              "default: the one the model ships (TinyFaces does).")] = None,
     methods: Annotated[str | None, typer.Option(
-        help="Comma list of rows (default: all the model can run): ours, ours-k1, only-hyper, ours-unet, "
+        help="Comma list of rows (default: all the model can run; with --no-run, those with results): "
+             "ours, ours-k1, only-hyper, ours-unet, "
              "only-hyper-unet, ours-styles, ours-described, ours-described-styles, only-hyper-described, no-hyper, "
              "lidb-db, lora-db, dreambooth, db-agg-1, db-agg-2, ti, base, base-described. The -described rows "
              "name the looks the model's describer reads in every prompt, as personalize --describe does "
@@ -98,7 +113,7 @@ def quality(
       lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
     """
     from lowdim_sd.bench.methods import parse_methods
-    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality
+    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality, use_stored_settings
     from lowdim_sd.bench.report import aggregate, write_reports
     from lowdim_sd.eval.job import parse_metric_names
 
@@ -108,7 +123,12 @@ def quality(
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
                      workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
     # The gallery options are only used at the end: check them before hours of work, not after.
-    check_job(job)
+    check_job(job, run)
+    if not run:  # the gallery's prompt numbers count the results' prompts, not the ones a run would use
+        use_stored_settings(job)
+        ignored = ignored_run_flags(typed_options(ctx))
+        if ignored:
+            out.print(f"[yellow]Warning:[/] {ignored}", highlight=False)
     shown_prompts = prompt_numbers(gallery_prompts, job.prompts)
     if gallery_identities < 1:
         raise LowdimError(f"--gallery-identities must be at least 1; got {gallery_identities}")
@@ -120,6 +140,9 @@ def quality(
     rows, columns = aggregate(results, job.methods)
     paths = write_reports(job, results, rows, columns, gallery_identities, shown_prompts, _split(gallery_methods))
     show(rows, columns)
+    if not shown_prompts and (Path(out_dir) / "gallery.png").is_file():  # kept, but it no longer matches the table
+        out.print(f"[yellow]Warning:[/] no gallery (--gallery-prompts is empty); {Path(out_dir) / 'gallery.png'} is "
+                  f"from an earlier run", highlight=False)
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
     for name, reason in skipped.items():
         out.print(f"[yellow]skipped metric {name}:[/] {reason}")

@@ -22,14 +22,13 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import MetricUnavailable, Sample
 from lowdim_sd.bench.methods import (
-    METHODS,
     Personalized,
     get_method,
-    model_describer,
     parse_methods,
     personalize_subject,
     trained_row,
 )
+from lowdim_sd.bench.quality_rows import check_rows
 from lowdim_sd.bench.stored import (
     changed_settings,
     check_out,
@@ -70,6 +69,7 @@ class QualityJob:
     threads: int | None = None  # torch threads per worker (default: cores / workers)
     device: str = "auto"
     dtype: str = "fp32"
+    left_out: dict[str, str] = field(default_factory=dict)  # default rows check_job left out, and why
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,11 @@ def stored_identities(job: QualityJob) -> list[str]:
     return sorted(names)[: job.limit]
 
 
-def check_job(job: QualityJob) -> None:
-    """Fill the default prompts and refuse impossible settings, before any model loads or file is written."""
+def check_job(job: QualityJob, run: bool = True) -> None:
+    """Fill the default prompts and rows and refuse impossible settings, before any model loads or file is
+    written. Tabulating (not ``run``), the default rows are those with results."""
     job.prompts = job.prompts or bench_prompts(job.model)
-    check_described_rows(job)
+    check_rows(job, run)
     if len(job.prompts) == 0:
         raise LowdimError("no prompts: pass --prompt at least once")
     unnamed = [prompt for prompt in job.prompts if "[V]" not in prompt]
@@ -169,22 +170,6 @@ def check_job(job: QualityJob) -> None:
                           f"registered: {', '.join(registry.metrics) or 'none'}")
 
 
-def has_describer(model: str) -> bool:
-    return model_describer(model) is not None
-
-
-def check_described_rows(job: QualityJob) -> None:
-    """Rows that name the looks need the model's describer: left out of the default list, refused when asked."""
-    describes = has_describer(job.model)
-    if job.methods is None:
-        job.methods = [name for name in METHODS if describes or not get_method(name).describe]
-        return
-    described = [name for name in job.methods if get_method(name).describe]
-    if described and not describes:
-        raise LowdimError(f"method '{described[0]}' names the looks the model's describer reads, and model "
-                          f"'{job.model}' has none; leave it out of --methods")
-
-
 def needs_hypernet(method: str) -> bool:
     found = get_method(method)
     return found.kind == "hyper" and found.use_hypernet
@@ -196,9 +181,12 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     With ``run`` the hypernetwork is required only by the rows still to run: a resumed run whose
     hypernetwork rows are done, or a tabulation, does without it.
     """
-    check_job(job)
+    check_job(job, run)
     check_out(job.out)
     tasks = plan(job, run)
+    for row, why in job.left_out.items():
+        warnings.warn(f"{row} is left out: {why}", stacklevel=3)
+    job.left_out = {}  # said once, however many times the job is prepared
     if not run and not any(result_path(job.out, t).is_file() for t in tasks):
         # An empty table would look like a finished benchmark of nothing; a mistyped --out is the likely cause.
         raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
@@ -213,10 +201,8 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     stored = out / "settings.json"
     if run:
         make_out(out)
-    if stored.exists() and not run:  # tabulating: the results are what they are, so their settings hold
-        previous = read_settings(stored)
-        for key in wanted.keys() & previous.keys() - {"version"}:
-            setattr(job, key, previous[key])
+    if stored.exists() and not run:
+        use_stored_settings(job)
     elif stored.exists():
         changed = changed_settings(wanted, read_settings(stored))
         if changed:
@@ -225,6 +211,16 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
     elif run:  # tabulating claims no folder: it only reads
         write_json(stored, wanted)
     return tasks
+
+
+def use_stored_settings(job: QualityJob) -> None:
+    """Tabulating: the results are what they are, so the settings they were made with hold (the prompts
+    the gallery shows among them)."""
+    stored = Path(job.out) / "settings.json"
+    if stored.is_file():
+        previous = read_settings(stored)
+        for key in settings(job).keys() & previous.keys() - {"version"}:
+            setattr(job, key, previous[key])
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -107,7 +107,9 @@ def human_bytes(n: int) -> str:
 def table_rows(rows: list[Row], columns: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     header = ["Method", *columns.values(), "s / subject", "file", "n"]
     body = [[row.label, *(row.cells[m].text() for m in columns),
-             row.seconds.text(2) if row.seconds else "–", human_bytes(row.bytes), str(row.identities)]
+             row.seconds.text(2) if row.seconds else "–",
+             human_bytes(row.bytes) if row.identities else "–",  # no result: no file, not a 0-byte one
+             str(row.identities)]
             for row in rows]
     return header, body
 

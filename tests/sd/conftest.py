@@ -127,6 +127,5 @@ def identities(tmp_path, faces):
 def quick_methods(monkeypatch):
     """The real rows with a few training steps each, so the tiny model trains them in a blink."""
     table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
-    monkeypatch.setattr(bench_methods, "METHODS", table)
-    monkeypatch.setattr("lowdim_sd.bench.quality.METHODS", table)  # the default rows; lookups read methods.py
+    monkeypatch.setattr(bench_methods, "METHODS", table)  # the default rows and lookups both read methods.py
     return table

@@ -132,7 +132,7 @@ def test_the_bench_leaves_described_rows_out_for_a_model_without_a_describer_and
         check_job(listed)
     kept = QualityJob(identities=tmp_path, model="tinyfaces", out=tmp_path / "out")
     check_job(kept)
-    assert kept.methods == list(METHODS)
+    assert kept.methods == [name for name in METHODS if name != "ours-k1"]  # its retrieval head has no iterations
 
 
 def test_the_looks_line_names_the_preview_only_when_there_is_one(described, face, tmp_path, capsys):
