@@ -313,6 +313,10 @@ def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | Non
 
 @runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
 def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
+    """One photo to an adapter, as ``lowdim personalize`` does: load ``job.model``, crop the face, predict LiDB
+    weights with the hypernetwork, merge them, finetune a rank-relaxed LoRA, write ``job.out/adapter.safetensors``
+    (and the exports and preview asked for). Returns the files written, each stage's seconds and the preview's
+    pictures; a user mistake raises LowdimError in one line, a stop KeyboardInterrupt saying what was kept."""
     # The describer and the hypernetwork are built from torch's global generator (seeded in-run, so the run is
     # deterministic); a Python caller's own stream of random numbers is put back after the run.
     with torch.random.fork_rng(devices=[]):
