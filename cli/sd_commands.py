@@ -184,6 +184,7 @@ def generate(
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
+    from lowdim_sd.adapter_list import check_adapter_list
     from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters, warn_unmatched_parts
     from lowdim_sd.generate import (
         GenerateConfig,
@@ -203,6 +204,7 @@ def generate(
                             batch=batch)
     check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
+    check_adapter_list(adapters)
     check_parts_have_adapters(config.parts, len(adapters))
     files = check_adapter_files(adapters)  # each file read here, once: the model is given what was read
     warn_unmatched_parts(config.parts, adapters, files)  # a flag acting on no layer of them draws nothing else
@@ -269,12 +271,14 @@ def merge(
 
     Example: lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
+    from lowdim_sd.adapter_list import check_adapter_list
     from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
     from lowdim_sd.loading import load_sd
     from lowdim_sd.merged_model import check_merge_embeddings, check_merge_settings, example_prompt, save_merged
     from lowdim_sd.runs import check_file_target
 
     adapters = [parse_adapter_arg(a) for a in adapter]
+    check_adapter_list(adapters)
     # all of it before seconds of model loading
     check_merge_settings(adapters, out_path, fmt, overwrite, Path(model))
     check_file_target(out_path, "-o")  # its folder (a diffusers folder is made later)

@@ -192,6 +192,22 @@ def _check_folder_target(out: Path, overwrite: bool) -> None:
                           f"which is all --overwrite replaces; pick a new --out, or move its files away yourself")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LowdimError(f"{out}: already exists (an earlier merge); pick a new --out or pass --overwrite")
+    foreign = _not_of_the_merge(out) if out.is_dir() else []
+    if foreign:  # --overwrite swaps the folder whole: these would go with it, unsaid
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise LowdimError(f"{out}: holds {shown}, which the earlier merge did not write and --overwrite would delete "
+                          f"with it; move them away, or pick a new --out")
+
+
+def _not_of_the_merge(folder: Path) -> list[str]:
+    """What an earlier merge's folder holds besides what merge wrote: the record, the pipeline index and the
+    components that index names (a single file merged into it later, a user's notes)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []  # not an earlier merge: refused above in its own words
+    own = {RECORD, "model_index.json", *(key for key in index if not key.startswith("_"))}
+    return sorted(entry.name for entry in folder.iterdir() if entry.name not in own)
 
 
 def _check_file_target(out: Path, overwrite: bool) -> None:

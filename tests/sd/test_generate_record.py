@@ -70,10 +70,13 @@ def test_a_v_prompt_that_calls_no_one_or_several_subjects_is_warned_about(prompt
     assert len(got) == len(expected) and all(line.startswith(start) for line, start in zip(got, expected, strict=True))
 
 
-def test_the_same_adapter_twice_is_warned_about_on_the_command_line(tiny_sd, two_adapters, tmp_path, capsys):
-    _generate(tiny_sd, [two_adapters[0], two_adapters[0]], (1.0, 1.0), tmp_path / "twice")
+def test_the_same_adapter_twice_is_refused_not_blended_with_itself(tiny_sd, two_adapters, tmp_path, capsys):
+    # the "2 adapters learned one word" warning would send the user to retrain one of what is one file
+    code = main(["generate", "-m", str(tiny_sd), "-a", str(two_adapters[0]), "-a", str(two_adapters[0]), "-p",
+                 "a [V] face", "-o", str(tmp_path / "twice")])
     said = " ".join(capsys.readouterr().err.split())
-    assert "2 adapters learned the word 'zwx': [V] calls them all at once" in said
+    assert code == 1 and "given twice" in said and "learned the word" not in said
+    assert not (tmp_path / "twice").exists()
 
 
 @pytest.mark.parametrize(("adapters", "parts", "tag"), [

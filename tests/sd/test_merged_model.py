@@ -121,10 +121,14 @@ def test_overwrite_replaces_an_earlier_merge_whole(tiny_sd, two_adapters, tmp_pa
     if fmt == "diffusers":
         (out / "stray.txt").write_text("from before")
     assert merged(f"{two_adapters[0]}:0.5") == 1 and "--overwrite" in capsys.readouterr().err
+    if fmt == "diffusers":  # a file the merge did not write would go with the folder: named, never deleted unsaid
+        assert merged(f"{two_adapters[0]}:0.5", "--overwrite") == 1
+        assert "holds stray.txt, which the earlier merge did not write" in " ".join(capsys.readouterr().err.split())
+        assert (out / "stray.txt").read_text() == "from before"
+        (out / "stray.txt").unlink()
     assert merged(f"{two_adapters[0]}:0.5", "--overwrite") == 0
     second = weights()
     assert first.keys() == second.keys() and any(not torch.equal(first[k], second[k]) for k in first)
-    assert fmt == "single-file" or not (out / "stray.txt").exists()  # the folder is the new model, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no staging or old copy left
 
 
@@ -166,3 +170,21 @@ def test_merge_suggests_the_phrase_the_adapter_learned_with_its_token(tiny_sd, t
     assert code == 0, said
     assert "prompts name the subject with its identifier: zwx (e.g. 'a photo of a zwx face with ginger long hair')" \
         in said
+
+
+def test_one_adapter_given_twice_is_refused_and_a_zero_scale_is_said(tiny_sd, two_adapters, tmp_path, capsys,
+                                                                       monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the adapters were checked")
+
+    twice = [str(two_adapters[0]), str(two_adapters[0].parent / "." / two_adapters[0].name) + ":0.5"]
+    monkeypatch.setattr("lowdim_sd.loading.load_sd", no_loading)
+    for command in (["merge", "-o", str(tmp_path / "m.safetensors")], ["generate", "-p", "a [V] face", "-o",
+                                                                         str(tmp_path / "g")]):
+        code = main([*command, "-m", str(tiny_sd), "-a", twice[0], "-a", twice[1]])
+        err = " ".join(capsys.readouterr().err.split())
+        assert code == 1 and "given twice" in err and "sum of the scales" in err, command
+    monkeypatch.undo()
+    code = main(["generate", "-m", str(tiny_sd), "-a", f"{two_adapters[0]}:0", "-p", "a [V] face", "--steps", "1",
+                 "-o", str(tmp_path / "g0")])
+    assert code == 0 and "at scale 0 it changes nothing" in " ".join(capsys.readouterr().err.split())
