@@ -28,6 +28,12 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
 
+def dtype_name(dtype: torch.dtype, other: str | None = None) -> str:
+    """The --dtype word for a torch dtype ('fp16'), as files and checks name it; another dtype is ``other``, or
+    as torch says it."""
+    return next((name for name, value in DTYPES.items() if value == dtype), other or str(dtype))
+
+
 # Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
 NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve", "HTTP", "timed out")
 

@@ -382,10 +382,9 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel | None,
 
 def _dtype_name(job: PrecomputeJob, model: SDModel | None) -> str:
     """The precision θ trains in: the model's, or before it loads, the one --dtype and --device make it."""
-    from lowdim_sd.loading import DTYPES, resolve_device, resolve_dtype
+    from lowdim_sd.loading import dtype_name, resolve_device, resolve_dtype
 
-    dtype = model.dtype if model is not None else resolve_dtype(job.dtype, resolve_device(job.device))
-    return next((name for name, value in DTYPES.items() if value == dtype), str(dtype))
+    return dtype_name(model.dtype if model is not None else resolve_dtype(job.dtype, resolve_device(job.device)))
 
 
 def train(*args, **kwargs):

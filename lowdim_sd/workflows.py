@@ -11,15 +11,20 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim_sd import checkpoints, defaults, runs
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_references
-from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
+from lowdim_sd.loading import (
+    SDModel,
+    canonical_model,
+    check_training_dtype,
+    dtype_name,
+    load_sd,
+    resolve_device,
+)
 from lowdim_sd.modes import FullTrainable, adapter_trainable, left_as_given, rank_relaxed_trainable, resolve_layers
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
@@ -238,14 +243,11 @@ def output_names(job: TrainJob) -> list[Path]:
     return [Path(job.out) / "adapter.safetensors"]
 
 
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
 def check_given_model(model: SDModel, job: TrainJob) -> None:
     """A model loaded by the caller trains under the rule a loaded one does (no fp16 on a CPU, ...), and is the
     model the job names: else the adapter would record the one it trained on while the job says another."""
     try:
-        check_training_dtype(str(model.device), DTYPE_NAMES.get(model.dtype, "fp32"))
+        check_training_dtype(str(model.device), dtype_name(model.dtype, "fp32"))  # only fp16/bf16 are refused
     except LowdimError as error:
         raise LowdimError(f"run_train(model=...): the model is {model.dtype} on {model.device}: {error}") from None
     if not names_the_model(job.model, model):
