@@ -11,7 +11,7 @@ from lowdim.errors import LowdimError
 from lowdim.filecheck import checked_dropout
 from lowdim.files import BUFFER_PREFIX, unpack_layers
 from lowdim_sd.file_info_parts import FileInfo, Header, compact, number, parsed_json, size_text, space_object
-from lowdim_sd.generate import with_looks
+from lowdim_sd.prompt_words import with_looks
 
 
 def learned_phrase(metadata: dict) -> str:

@@ -6,7 +6,6 @@ import json
 import math
 import numbers
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,9 +23,8 @@ from lowdim_sd import runs
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
+from lowdim_sd.prompt_words import IDENTIFIER, fill, token_warnings, with_looks  # noqa: F401 (API)
 from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
-
-IDENTIFIER = "[V]"
 
 
 @dataclass
@@ -172,69 +170,10 @@ def check_resolution(resolution: int | None) -> None:
         raise LowdimError(f"--resolution must be a positive multiple of 8, got {resolution}")
 
 
-def fill(prompt: str, token: str) -> str:
-    return prompt.replace(IDENTIFIER, token)
-
-
-def with_looks(prompt: str, looks: str) -> str:
-    """"a [V] face at night" -> "a [V] face with ginger long hair at night": the looks after [V]'s noun."""
-    if not looks:
-        return prompt
-    pattern = re.compile(re.escape(IDENTIFIER) + r"(\s+[\w-]+)?")
-    return pattern.sub(lambda found: found.group(0) + looks, prompt, count=1)
-
-
 def identifier(config: GenerateConfig, tokens: Sequence[str] | None, taught: Sequence[str] | None = None) -> str:
     """The word [V] becomes: --token, else the first adapter's own, else the first word a merged model was
     taught (``SDModel.taught``), else 'sks'."""
     return config.token or next((t for t in [*(tokens or []), *(taught or [])] if t), "sks")
-
-
-def token_warnings(prompts: Sequence[str], tokens: Sequence[str], token_flag: str | None,
-                   taught: Sequence[str] | None = None) -> list[str]:
-    """What a [V] prompt will not do as its user likely expects, each in one line: with no adapter, [V] is
-    a word the model was never taught; with two adapters that learned the same word, it calls both; on a
-    merged model (``taught``: ``SDModel.taught``) taught several words, it calls the first only."""
-    if not any(IDENTIFIER in prompt for prompt in prompts):
-        return []
-    if token_flag:
-        return _foreign_token_lines(tokens, token_flag, taught)
-    if not tokens and taught is None:
-        return [f"no --adapter: {IDENTIFIER} becomes 'sks', a word this model was never taught, so the pictures "
-                f"show no one in particular"]
-    shared = sorted({t for t in tokens if t and list(tokens).count(t) > 1})
-    merged_too = sorted({t for t in tokens if t and t in (taught or [])})
-    return [*_merged_token_lines(tokens, taught),
-            *(f"{sum(t == word for t in tokens)} adapters learned the word '{word}': {IDENTIFIER} calls them all "
-              f"at once, so their subjects blend; personalize each with its own --token to draw them apart"
-              for word in shared),
-            *(f"an adapter and the merged model both learned the word '{word}': {IDENTIFIER} calls both at once, so "
-              f"their subjects blend; personalize the adapter with its own --token to draw them apart"
-              for word in merged_too)]
-
-
-def _foreign_token_lines(tokens: Sequence[str], token_flag: str, taught: Sequence[str] | None) -> list[str]:
-    """--token naming a word that adapters which record theirs never learned (nor a merged model)."""
-    learned = [t for t in tokens if t]
-    if not learned or len(learned) < len(tokens) or token_flag in [*learned, *(taught or [])]:
-        return []
-    words = ", ".join(f"'{word}'" for word in dict.fromkeys(learned))
-    return [f"--token {token_flag}: {IDENTIFIER} becomes '{token_flag}', a word none of the adapters learned (they "
-            f"learned {words}), so the pictures show no one in particular; leave --token out to call their subject"]
-
-
-def _merged_token_lines(tokens: Sequence[str], taught: Sequence[str] | None) -> list[str]:
-    """[V] on a merged model, where no adapter names its word: the model's word, unless it records none or several."""
-    if taught is None or any(tokens):
-        return []
-    if not taught and not tokens:
-        return [f"this merged model records no token: {IDENTIFIER} becomes 'sks'; pass --token with the word its "
-                f"adapters learned"]
-    if len(taught) > 1:
-        others = " or ".join(f"'{word}'" for word in taught[1:])
-        return [f"this merged model was taught {len(taught)} words ({', '.join(taught)}): {IDENTIFIER} becomes "
-                f"'{taught[0]}', the first; write {others} in the prompt itself, or pass --token, for another subject"]
-    return []
 
 
 def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str], taught: Sequence[str] | None = None) -> None:

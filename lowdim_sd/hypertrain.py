@@ -14,7 +14,6 @@ an uninterrupted one would do.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,20 +26,19 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs, stopping
-from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.hypertrain_checks import check_features_cover, check_job
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
-    Images,
     MetricsLog,
     PairBatch,
     Pairs,
     StepSampler,
     all_targets,
     check_has_identities,
-    checkpoint_to_resume,
+    encoder_weights_context,
+    extra_images_loader,
+    feature_caches,
     model_to_train,
-    resume_settings,
     run_metadata,
     split_identities,
     trim_metrics,
@@ -48,6 +46,7 @@ from lowdim_sd.hypertrain_io import (
     write_split,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
+from lowdim_sd.hypertrain_resume import checkpoint_to_resume, resume_settings
 from lowdim_sd.loading import accelerator_available
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import fill_retrieval
@@ -247,7 +246,7 @@ class _Loop:
                 folder: Path | None, start: int) -> _Loop:
         extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
         # A --features file made for another encoder setting is refused here, before the SD model loads.
-        caches = _feature_caches(job, net, train_set, val_set, extra)
+        caches = feature_caches(job, net, train_set, val_set, extra)
         standardize = folder is None and bool(getattr(net.config, "standardize", False))
         targets = all_targets(train_set) if standardize or val_set is not None else None
         if standardize:
@@ -346,37 +345,6 @@ class _Loop:
         # Only the main process writes; the others stop with the same words.
         save = self.checkpoint if self.main else (lambda: out / checkpoints.FOLDER / f"step-{self.step:06d}")
         runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, save, last=checkpoints.latest(out)))
-
-
-def _feature_caches(job: HyperTrainJob, net, train_set: WeightDataset, val_set: WeightDataset | None,
-                    extra) -> dict[str, FeatureCache | None]:
-    """A frozen encoder's features, cached per image (read from --features where given); none if it trains.
-    Each cache can name an item's file, should a --features file lack one mid-run after all."""
-    if not getattr(net.config, "freeze_encoder", False):
-        return dict.fromkeys(("train", "val", "extra"))
-    stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
-    val_path = val_set.image_path if val_set is not None else None
-    return {"train": FeatureCache(stored, train_set.image_path), "val": FeatureCache(stored, val_path),
-            "extra": FeatureCache(stored, lambda item: extra.dataset.paths[item]) if extra is not None else None}
-
-
-def encoder_weights_context(job: HyperTrainJob):
-    """With --features, a packaged frozen encoder is built without its package (its weights never run);
-    not with --key-renders, whose images the model makes on the spot and the backbone must see."""
-    from lowdim.hyper.encoder import packaged_weights_unused
-
-    shapes_only = job.features is not None and not job.key_renders
-    return packaged_weights_unused() if shapes_only else contextlib.nullcontext()
-
-
-def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, processes: int):
-    """Batches of ``--extra-images`` in their own seeded order (resumes like the pairs), or None."""
-    if not job.extra_images:
-        return None
-    images = Images([Path(folder) for folder in job.extra_images], like)
-    size = job.batch_size if job.extra_batch_size is None else job.extra_batch_size
-    sampler = StepSampler(len(images), size * processes, job.seed + 1, start, job.steps)
-    return torch.utils.data.DataLoader(images, batch_size=size, sampler=sampler, num_workers=job.num_workers)
 
 
 def out_of_time(accelerator: Any, started: float, max_minutes: float | None) -> bool:

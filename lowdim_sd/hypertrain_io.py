@@ -6,9 +6,8 @@ Split from ``lowdim_sd.hypertrain`` to keep each module short; nothing here touc
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
-import os
 import random
 import warnings
 from collections.abc import Callable
@@ -20,7 +19,8 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
-from lowdim_sd import checkpoints, runs
+from lowdim_sd import runs
+from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.weight_dataset import WeightDataset, as_folders
@@ -226,68 +226,35 @@ def _step(line: str) -> int | None:
 
 # Options that shape the training itself: a resume must repeat them (the step count, the time budget,
 # logging and checkpoint cadence may change, as continuing a run longer needs).
-RESUMED_AS_THEY_WERE = ("model", "hyper", "batch_size", "learning_rate", "weight_decay", "alpha", "beta",
-                        "diffusion_iterates", "diffusion_target", "extra_batch_size", "key_steps", "key_renders",
-                        "val_fraction", "val_identities", "seed", "augment", "all_images", "prompt", "token",
-                        "max_grad_norm", "mixed_precision")
+def feature_caches(job: HyperTrainJob, net, train_set: WeightDataset, val_set: WeightDataset | None,
+                    extra) -> dict[str, FeatureCache | None]:
+    """A frozen encoder's features, cached per image (read from --features where given); none if it trains.
+    Each cache can name an item's file, should a --features file lack one mid-run after all."""
+    if not getattr(net.config, "freeze_encoder", False):
+        return dict.fromkeys(("train", "val", "extra"))
+    stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
+    val_path = val_set.image_path if val_set is not None else None
+    return {"train": FeatureCache(stored, train_set.image_path), "val": FeatureCache(stored, val_path),
+            "extra": FeatureCache(stored, lambda item: extra.dataset.paths[item]) if extra is not None else None}
 
 
-def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1) -> dict:
-    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE, the identity count, which
-    weight folders and --extra-images the run reads and, past one, the number of processes (each draws
-    --batch-size pairs a step: another count, another run)."""
-    settings = {name: getattr(job, name) for name in RESUMED_AS_THEY_WERE}
-    settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
-    # Other people under the same names (another folder, re-precomputed) fit split.json and the count alike.
-    settings["weight_folders"] = weight_folders_identity(full)
-    settings["extra_images"] = extra_images_identity(job.extra_images)
-    if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
-        settings["processes"] = processes
-    return json.loads(json.dumps(settings, default=str))
+def encoder_weights_context(job: HyperTrainJob):
+    """With --features, a packaged frozen encoder is built without its package (its weights never run);
+    not with --key-renders, whose images the model makes on the spot and the backbone must see."""
+    from lowdim.hyper.encoder import packaged_weights_unused
+
+    shapes_only = job.features is not None and not job.key_renders
+    return packaged_weights_unused() if shapes_only else contextlib.nullcontext()
 
 
-def weight_folders_identity(full: WeightDataset) -> str:
-    """Each weight folder by name, identity count and a digest of its identities' names and pictures (the
-    digests precompute recorded; the image paths in folders made before it recorded them)."""
-    described = []
-    for position, folder in enumerate(full.folders):
-        entries = sorted(([entry["name"], entry.get("digests") or entry.get("digest") or entry["images"]]
-                          for entry in full.entries if entry["folder"] == position), key=lambda pair: pair[0])
-        described.append(f"{folder.resolve().name}: {len(entries)} identities, pictures {_digest(entries)}")
-    return " + ".join(described)
-
-
-def extra_images_identity(folders: list[Path]) -> str:
-    """Each --extra-images folder by name, identity count and a digest of the images training reads (each
-    identity's first: their names and sizes): cheap, no image is read, and another folder or other files in it
-    tell apart."""
-    from lowdim_sd.precompute import discover_identities
-
-    described = []
-    for folder in folders:
-        paths = [identity.images[0] for identity in discover_identities(Path(folder))]
-        files = [[os.path.relpath(path, folder), path.stat().st_size] for path in paths]
-        described.append(f"{Path(folder).resolve().name}: {len(paths)} identities, files {_digest(files)}")
-    return " + ".join(described) or "none"
-
-
-def _digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:12]
-
-
-def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False) -> Path | None:
-    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
-    folder = checkpoints.latest(out)
-    if folder is not None and not resume:
-        raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
-                          f"continue it, or choose another --out")
-    if folder is None and (out / "hypernet.safetensors").is_file():
-        # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
-        later = ("; a retrieval head is made whole in one go, so there is nothing to continue" if retrieval else
-                 " (or save checkpoints with --checkpoint-every to continue runs later)")
-        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
-                          f"--out{later}")
-    return folder
+def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, processes: int):
+    """Batches of ``--extra-images`` in their own seeded order (resumes like the pairs), or None."""
+    if not job.extra_images:
+        return None
+    images = Images([Path(folder) for folder in job.extra_images], like)
+    size = job.batch_size if job.extra_batch_size is None else job.extra_batch_size
+    sampler = StepSampler(len(images), size * processes, job.seed + 1, start, job.steps)
+    return torch.utils.data.DataLoader(images, batch_size=size, sampler=sampler, num_workers=job.num_workers)
 
 
 def check_counts(job: HyperTrainJob) -> None:

@@ -107,7 +107,7 @@ def example_prompt(files: Sequence[AdapterFile], tokens: list[str]) -> str:
     """The prompt merge suggests, and ``lowdim show`` after it: the first adapter's learned phrase with its looks,
     the first token in place of [V] ("" when no adapter has a token)."""
     from lowdim_sd.adapter_info import learned_phrase
-    from lowdim_sd.generate import fill
+    from lowdim_sd.prompt_words import fill
 
     if not tokens:
         return ""

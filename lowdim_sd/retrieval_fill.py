@@ -76,7 +76,8 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
                    numbers: dict[str, int], out: Path, progress: bool = True) -> HyperTrainResult:
     """The retrieval head's "training": learn its keys if asked, store every training identity, validate, save."""
     from lowdim.hyper import HyperConfig, build_hypernet, save_hypernet
-    from lowdim_sd.hypertrain import HyperTrainResult, encoder_weights_context
+    from lowdim_sd.hypertrain import HyperTrainResult
+    from lowdim_sd.hypertrain_io import encoder_weights_context
 
     started = time.perf_counter()
     if job.all_images:
@@ -141,8 +142,8 @@ def learn_keys(net: RetrievalHead, people_folder: Path, read_photo: Callable[[Pa
 
 def add_render_keys(net: RetrievalHead, job: HyperTrainJob, train_set: WeightDataset, progress: bool) -> dict:
     """Render every stored θ ``job.key_renders`` times with the precompute prompt and add those images' keys."""
-    from lowdim_sd.generate import fill
     from lowdim_sd.loading import load_sd
+    from lowdim_sd.prompt_words import fill
 
     index = train_set.index
     model = load_sd(job.model, "cpu" if job.cpu else "auto", job.dtype, job.model_config)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim_sd.generate import IDENTIFIER
+from lowdim_sd.prompt_words import IDENTIFIER
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel

@@ -39,7 +39,7 @@ from lowdim_sd.bench.stored import (
     refuse_other_hypernets,
 )
 from lowdim_sd.draw_parts import DrawParts, drawing_parts
-from lowdim_sd.generate import with_looks
+from lowdim_sd.prompt_words import with_looks
 from lowdim_sd.runs import RERUN, Interrupted
 
 if TYPE_CHECKING:

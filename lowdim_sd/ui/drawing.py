@@ -70,7 +70,7 @@ class DrawSettings:
     how: str = "1"  # the short form of `personalize --preview-draw`, e.g. te=0@start=0.3@end=0.8
 
     def check(self) -> None:
-        from lowdim_sd.generate import IDENTIFIER
+        from lowdim_sd.prompt_words import IDENTIFIER
 
         if not isinstance(self.prompt, str) or IDENTIFIER not in self.prompt:  # None: the page's empty box
             raise LowdimError(f"the prompt has no {IDENTIFIER}: write {IDENTIFIER} where the subject goes, "

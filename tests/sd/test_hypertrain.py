@@ -380,7 +380,7 @@ def test_the_same_identities_in_two_weight_folders_are_held_out_together(weights
 def test_a_checkpoint_of_a_two_process_run_is_not_resumed_by_one_process(weights, tmp_path):
     from lowdim.errors import LowdimError
     from lowdim_sd import checkpoints
-    from lowdim_sd.hypertrain_io import resume_settings
+    from lowdim_sd.hypertrain_resume import resume_settings
 
     data = WeightDataset(weights)
     settings = resume_settings(job(weights, tmp_path / "h"), data)

@@ -138,7 +138,7 @@ def test_key_renders_run_the_packaged_backbone_even_when_photo_features_are_stor
     # --features lets a packaged frozen backbone be built without its weights, but the images the model
     # makes with each θ (--key-renders) are new, so the backbone must have its real weights to see them.
     from lowdim.hyper import encoder
-    from lowdim_sd.hypertrain import encoder_weights_context
+    from lowdim_sd.hypertrain_io import encoder_weights_context
 
     stored = tmp_path / "features.safetensors"
     with encoder_weights_context(job(weights, tmp_path / "a", features=stored)):

@@ -1,0 +1,81 @@
+"""What a resumed ``lowdim train-hypernet`` must repeat: its options, and which weight folders and extra images
+it reads (compared by ``lowdim_sd.checkpoints.check_resume``), and which checkpoint it continues from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lowdim.errors import LowdimError
+from lowdim_sd import checkpoints
+from lowdim_sd.weight_dataset import WeightDataset
+
+if TYPE_CHECKING:
+    from lowdim_sd.hypertrain import HyperTrainJob
+
+
+RESUMED_AS_THEY_WERE = ("model", "hyper", "batch_size", "learning_rate", "weight_decay", "alpha", "beta",
+                        "diffusion_iterates", "diffusion_target", "extra_batch_size", "key_steps", "key_renders",
+                        "val_fraction", "val_identities", "seed", "augment", "all_images", "prompt", "token",
+                        "max_grad_norm", "mixed_precision")
+
+
+def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1) -> dict:
+    """What ``checkpoints.check_resume`` compares: the options in RESUMED_AS_THEY_WERE, the identity count, which
+    weight folders and --extra-images the run reads and, past one, the number of processes (each draws
+    --batch-size pairs a step: another count, another run)."""
+    settings = {name: getattr(job, name) for name in RESUMED_AS_THEY_WERE}
+    settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
+    # Other people under the same names (another folder, re-precomputed) fit split.json and the count alike.
+    settings["weight_folders"] = weight_folders_identity(full)
+    settings["extra_images"] = extra_images_identity(job.extra_images)
+    if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
+        settings["processes"] = processes
+    return json.loads(json.dumps(settings, default=str))
+
+
+def weight_folders_identity(full: WeightDataset) -> str:
+    """Each weight folder by name, identity count and a digest of its identities' names and pictures (the
+    digests precompute recorded; the image paths in folders made before it recorded them)."""
+    described = []
+    for position, folder in enumerate(full.folders):
+        entries = sorted(([entry["name"], entry.get("digests") or entry.get("digest") or entry["images"]]
+                          for entry in full.entries if entry["folder"] == position), key=lambda pair: pair[0])
+        described.append(f"{folder.resolve().name}: {len(entries)} identities, pictures {_digest(entries)}")
+    return " + ".join(described)
+
+
+def extra_images_identity(folders: list[Path]) -> str:
+    """Each --extra-images folder by name, identity count and a digest of the images training reads (each
+    identity's first: their names and sizes): cheap, no image is read, and another folder or other files in it
+    tell apart."""
+    from lowdim_sd.precompute import discover_identities
+
+    described = []
+    for folder in folders:
+        paths = [identity.images[0] for identity in discover_identities(Path(folder))]
+        files = [[os.path.relpath(path, folder), path.stat().st_size] for path in paths]
+        described.append(f"{Path(folder).resolve().name}: {len(paths)} identities, files {_digest(files)}")
+    return " + ".join(described) or "none"
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:12]
+
+
+def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False) -> Path | None:
+    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
+    folder = checkpoints.latest(out)
+    if folder is not None and not resume:
+        raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
+                          f"continue it, or choose another --out")
+    if folder is None and (out / "hypernet.safetensors").is_file():
+        # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
+        later = ("; a retrieval head is made whole in one go, so there is nothing to continue" if retrieval else
+                 " (or save checkpoints with --checkpoint-every to continue runs later)")
+        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
+                          f"--out{later}")
+    return folder
