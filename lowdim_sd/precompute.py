@@ -196,7 +196,8 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     from lowdim_sd.modes import resolve_layers
 
     config = training_config(job)
-    identities = discover_identities(job.identities, job.out)[: job.limit]
+    every = discover_identities(job.identities, job.out)
+    identities = every[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     refuse_other_settings_early(job, config, crop)
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
@@ -213,7 +214,7 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     done, replaced, own = take_over(out, header, [identity for _, identity in mine], index_path, rank, processes,
-                                    lambda line: _say(progress, line))
+                                    lambda line: _say(progress, line), {identity.name for identity in every})
     pending = [(number, identity) for number, identity in mine if identity.name not in done]
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
     started = time.monotonic()

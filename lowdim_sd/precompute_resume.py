@@ -3,13 +3,15 @@
 A resume skips the identities the index names, except those whose pictures changed since they were trained
 (another photo under the same name, a photo added to or removed from a sub-folder): those are trained again,
 their new entry replacing the old. Shards no index names (a stop between a shard's rename and its index line)
-are removed. Each identity's noise seed comes from its name, so identities added between runs never take
+are removed. An identity whose pictures are all gone (its sub-folder deleted) leaves the index, and its row in a
+shard is erased. Each identity's noise seed comes from its name, so identities added between runs never take
 another's seed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from pathlib import Path
@@ -36,12 +38,16 @@ SHARD = re.compile(r"^shard-(?:p(\d+)-)?\d+\.safetensors$")
 
 
 def take_over(out: Path, header: dict, identities: list[Identity], index_path: Path, rank: int, processes: int,
-              say: Callable[[str], None]) -> tuple[dict[str, dict], dict[str, dict], dict]:
+              say: Callable[[str], None], present: set[str] | None = None
+              ) -> tuple[dict[str, dict], dict[str, dict], dict]:
     """What a run into ``out`` starts from: the done identities (name: entry), the changed ones it trains again
     (name: old entry) and this process's part of the index, once other settings are refused, a moved root
-    recorded and orphan shards removed. ``identities``: this process's share."""
+    recorded, identities no longer ``present`` (every name under the root, past --limit too) forgotten and
+    orphan shards removed. ``identities``: this process's share."""
     done = done_identities(out, header)  # before own_index records a moved root: that it is a move
     own = own_index(index_path, header, say)
+    if present is not None:
+        done = forget_gone(done, present, out, own, index_path, rank, processes)
     done, replaced = forget_changed(done, identities, Path(header["root"]), own, index_path)
     if removed := remove_orphan_shards(out, rank, processes):
         say(orphans_line(removed))
@@ -121,6 +127,52 @@ def forget_changed(done: dict[str, dict], identities: list[Identity], root: Path
         write_json(index_path, own)
     return ({name: entry for name, entry in done.items() if name not in changed},
             {name: done[name] for name in changed})
+
+
+def forget_gone(done: dict[str, dict], present: set[str], out: Path, own: dict, index_path: Path, rank: int,
+                processes: int) -> dict[str, dict]:
+    """``done`` less the identities no longer under the root, whose entries leave this process's part (and, for
+    the main process of several, ``index.json``) with their shard rows erased: a person taken out of the data
+    set leaves nothing of theirs behind. The main process says so, once."""
+    gone = sorted(set(done) - present)
+    if not gone:
+        return done
+    parts = [(index_path, own)]
+    if processes > 1 and rank == 0 and (out / INDEX).is_file():
+        parts.append((out / INDEX, read_json(out / INDEX)))
+    for path, index in parts:
+        leaving = [entry for entry in index["identities"] if entry["name"] in gone]
+        if leaving:
+            erase_rows(out, leaving)
+            index["identities"] = [entry for entry in index["identities"] if entry["name"] not in gone]
+            write_json(path, index)
+    if rank == 0:
+        names = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
+        who = f"{names} has" if len(gone) == 1 else f"{len(gone)} done identities ({names}) have"
+        warnings.warn(f"{who} no pictures under {own['root']} any more: removed from the index, and "
+                      f"{'its' if len(gone) == 1 else 'their'} weights erased from {out}", stacklevel=3)
+    return {name: entry for name, entry in done.items() if name not in gone}
+
+
+def erase_rows(out: Path, entries: list[dict]) -> None:
+    """Zero the shard rows of ``entries`` and blank their names in the shards' metadata (the row numbers of the
+    others stay). A shard left with no named row is removed afterwards, as an orphan."""
+    from safetensors import safe_open
+
+    from lowdim.files import atomic_save
+
+    for shard in sorted({entry["shard"] for entry in entries}):
+        path = out / shard
+        if not path.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as opened:
+            metadata, tensors = opened.metadata() or {}, {key: opened.get_tensor(key) for key in opened.keys()}  # noqa: SIM118
+        rows = [entry["row"] for entry in entries if entry["shard"] == shard]
+        for tensor in tensors.values():
+            tensor[rows] = 0
+        names = json.loads(metadata.get("identities", "[]"))
+        metadata["identities"] = json.dumps(["" if row in rows else name for row, name in enumerate(names)])
+        atomic_save(tensors, metadata, path)
 
 
 def remove_orphan_shards(out: Path, rank: int, processes: int) -> list[str]:

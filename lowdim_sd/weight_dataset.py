@@ -134,10 +134,16 @@ class WeightDataset(torch.utils.data.Dataset):
     def check_images(self) -> None:
         """Every image is still there: one stat each, so a moved or deleted photo stops a run before its first
         step, not hours into it."""
-        missing = [path for path in map(self.image_path, range(len(self))) if not path.is_file()]
+        missing = [item for item in range(len(self)) if not self.image_path(item).is_file()]
         if missing:
-            raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. {missing[0]}; "
-                              f"restore them there, or pass --image-root with the folder they moved to")
+            number = self.entries[self.items[missing[0]][0]]["folder"]
+            # Where precompute read them, a rerun of it takes identities whose pictures were deleted out.
+            removed = (f"; if they were removed on purpose, rerun the lowdim precompute that made "
+                       f"{self.folders[number]} (it takes identities with no pictures left out of the folder)"
+                       if self.roots[number] == Path(self._indexes[number]["root"]) else "")
+            raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. "
+                              f"{self.image_path(missing[0])}; restore them there, or pass --image-root with the "
+                              f"folder they moved to{removed}")
         self.check_same_pictures()
 
     def check_same_pictures(self) -> None:
