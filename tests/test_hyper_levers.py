@@ -115,7 +115,7 @@ def assert_same_predictions(net, loaded) -> None:
 def test_a_standardizing_network_saves_and_loads_its_statistics(tmp_path):
     net = make_net(standardize=True)
     net.set_target_statistics(random_targets(net, 10))
-    save_hypernet(tmp_path / "h.safetensors", net)
+    save_hypernet(tmp_path / "h.safetensors", net, adapter_seed=0)
     loaded = load_hypernet(tmp_path / "h.safetensors")
     assert_same_predictions(net, loaded)
 
@@ -127,7 +127,7 @@ def test_a_frozen_packaged_encoder_is_rebuilt_from_its_package_not_stored(tmp_pa
     backbone = transformers.ViTModel(vit_config())
     monkeypatch.setitem(encoders.PACKAGED_ENCODERS, "test/packaged-vit", (lambda: backbone, 32))
     net = make_net(encoder="test/packaged-vit", encoder_config=None, freeze_encoder=True)
-    path = save_hypernet(tmp_path / "h.safetensors", net)
+    path = save_hypernet(tmp_path / "h.safetensors", net, adapter_seed=0)
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
@@ -137,7 +137,7 @@ def test_a_frozen_packaged_encoder_is_rebuilt_from_its_package_not_stored(tmp_pa
     loaded = load_hypernet(path)
     assert_same_predictions(net, loaded)
     trainable = make_net(encoder="test/packaged-vit", encoder_config=None)  # finetuned: its weights are stored
-    save_hypernet(tmp_path / "t.safetensors", trainable)
+    save_hypernet(tmp_path / "t.safetensors", trainable, adapter_seed=0)
     with safe_open(str(tmp_path / "t.safetensors"), framework="pt") as handle:
         assert any(k.startswith("encoder.backbone.") for k in handle.keys())  # noqa: SIM118
 
@@ -150,7 +150,7 @@ def test_a_packaged_file_with_missing_own_tensors_is_refused_by_name(tmp_path, m
     monkeypatch.setitem(encoders.PACKAGED_ENCODERS, "test/packaged-vit", (lambda: transformers.ViTModel(
         vit_config()), 32))
     net = make_net(encoder="test/packaged-vit", encoder_config=None, freeze_encoder=True)
-    path = save_hypernet(tmp_path / "h.safetensors", net)
+    path = save_hypernet(tmp_path / "h.safetensors", net, adapter_seed=0)
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
@@ -189,7 +189,7 @@ def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp
     targets = random_targets(net, 4)
     with torch.no_grad():
         net.fill(net.encoder.features(stored), targets)
-    save_hypernet(tmp_path / "r.safetensors", net)
+    save_hypernet(tmp_path / "r.safetensors", net, adapter_seed=0)
     loaded = load_hypernet(tmp_path / "r.safetensors").eval()
     assert loaded.config.architecture == "retrieval" and loaded.config.bank_size == 4
     with torch.no_grad():
@@ -214,7 +214,7 @@ def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_roundi
     for dtype, net in nets.items():
         with torch.no_grad():
             net.fill(net.encoder.features(stored), targets)
-        save_hypernet(tmp_path / f"{dtype}.safetensors", net)
+        save_hypernet(tmp_path / f"{dtype}.safetensors", net, adapter_seed=0)
         sizes[dtype] = sum(v.numel() * v.element_size() for k, v in net.state_dict().items() if "values" in k)
     assert sizes["float16"] * 2 == sizes["float32"]
     loaded = load_hypernet(tmp_path / "float16.safetensors").eval()

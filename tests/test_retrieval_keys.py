@@ -88,7 +88,7 @@ def test_a_keyed_bank_reads_the_pooled_grid_and_round_trips_with_its_projection(
     assert net.keys.shape == (4, 8) and net.key_input(features).shape[1] == 5  # CLS + 2x2 grid
     # already pooled features (as a --features file stores them) give the same keys
     torch.testing.assert_close(net.key(net.encoder.pooled(features)), net.keys)
-    save_hypernet(tmp_path / "k.safetensors", net)
+    save_hypernet(tmp_path / "k.safetensors", net, adapter_seed=0)
     loaded = load_hypernet(tmp_path / "k.safetensors").eval()
     assert loaded.config.key_dim == 8 and loaded.key_projection is not None
     with torch.no_grad():

@@ -2,7 +2,7 @@
 
 What users rely on: the output and every gradient are the ones the layers give on their own, whatever the
 space (rank-relaxed stacks included), and a step launches fewer operations, which is the point on a GPU.
-The frozen bases a group shares become views of one stack, which must follow any change to them.
+The frozen bases a group shares are stacked once, and the stack must follow any change to them.
 """
 
 from __future__ import annotations
@@ -117,19 +117,18 @@ def test_a_half_precision_step_launches_per_shape_not_per_layer(space):
     assert counts[True] <= counts[False] - per_layer_saving * (layers - 3)
 
 
-def test_shared_bases_become_views_of_one_stack_and_follow_every_change():
+def test_shared_bases_are_stacked_once_and_the_stack_follows_every_change():
     model, adapters = adapted(lowdim.get_space("lidb", a=4, b=3), 6, 3)
     slots = [layer.slots["a"] for layer in list(model)[:3]]
     before = [slot.A_aux.clone() for slot in slots]
     x = torch.randn(4, 6, dtype=torch.float64)
     output_and_grads(model, adapters, x, stacked=True)
     stack = slots[0]._frozen_stack
-    assert all(slot.A_aux._base is stack.buffers["A_aux"] for slot in slots)  # no second copy kept
     assert all(torch.equal(slot.A_aux, value) for slot, value in zip(slots, before, strict=True))
     output_and_grads(model, adapters, x, stacked=True)
     assert slots[0]._frozen_stack is stack  # unchanged: kept
     with torch.no_grad():
-        slots[1].B_aux.mul_(2.0)  # in place, through the view
+        slots[1].B_aux.mul_(2.0)  # in place
     changed, changed_grads, _ = output_and_grads(model, adapters, x, stacked=True)
     assert slots[0]._frozen_stack is not stack
     expected, expected_grads, _ = output_and_grads(model, adapters, x, stacked=False)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import shlex
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +39,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write ``net`` atomically. ``metadata``: 'model' and 'layer_set' are recorded as such, the rest as extra."""
+def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any] | None = None, *,
+                  adapter_seed: int | None = None) -> Path:
+    """Write ``net`` atomically. ``metadata``: 'model' and 'layer_set' are recorded as such, the rest as extra.
+
+    ``adapter_seed``: the ``seed`` the predicted adapters are injected with, which makes a space's frozen bases.
+    It is recorded with the checksum of those bases, so ``load_hypernet`` refuses the file where they come out
+    otherwise. It may come as metadata's 'adapter_seed' instead (with or without its 'bases_checksum', kept as
+    given), as lowdim_sd's training records it; a space with frozen bases saved without it warns.
+    """
     metadata = dict(metadata or {})
+    metadata.update(_bases_record(path, net, metadata, adapter_seed))
     # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
     encoder = getattr(net, "encoder", None)
     tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -61,6 +71,37 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "extra": _dumps(metadata),
     }
     return atomic_save(tensors, header, Path(path))
+
+
+def _bases_record(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any],
+                  adapter_seed: Any) -> dict[str, Any]:
+    """What ``save_hypernet`` adds to ``metadata``: the adapter seed as an integer, and its bases' checksum
+    unless the caller recorded its own (the bases its training saw)."""
+    given = metadata.get("adapter_seed")
+    if adapter_seed is not None and given is not None and _seed(given, path) != _seed(adapter_seed, path):
+        raise LowdimError(f"{path}: adapter_seed={adapter_seed!r} and the metadata's adapter_seed {given!r} differ; "
+                          f"give the seed the predicted adapters are injected with once")
+    seed = adapter_seed if adapter_seed is not None else given
+    if seed is None:
+        if net.layers and net.space.make_buffers(net.layers[0], 0):
+            warnings.warn(f"{path}: has no adapter_seed, so load_hypernet cannot check the frozen {net.space.name} "
+                          f"bases its predictions live in; pass save_hypernet(..., adapter_seed=<the seed the "
+                          f"adapters are injected with>)", UserWarning, stacklevel=3)
+        return {}
+    record: dict[str, Any] = {"adapter_seed": _seed(seed, path)}
+    if "bases_checksum" not in metadata:
+        checksum = bases_checksum(net.space, net.layers, record["adapter_seed"])
+        if checksum is not None:  # a space without frozen bases has nothing to check
+            record["bases_checksum"] = checksum
+    return record
+
+
+def _seed(value: Any, path: str | os.PathLike) -> int:
+    try:
+        return int(value) if isinstance(value, str) else operator.index(value)
+    except (TypeError, ValueError):
+        raise LowdimError(f"{path}: adapter_seed {value!r} is no integer; give the seed the predicted adapters are "
+                          f"injected with") from None
 
 
 @dataclass(frozen=True)
