@@ -26,10 +26,14 @@ DELIVERY_WAIT = 5.0  # seconds the closing server gives its queue to tell a stop
 
 
 def check_port(host: str, port: int) -> None:
-    """Refuse a port that is out of range or taken, in one line, before Gradio starts."""
+    """Refuse a port that is out of range or that something listens on, in one line, before Gradio starts."""
     if not 1 <= port <= 65535:
         raise LowdimError(f"--port must be 1 to 65535, got {port}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if os.name != "nt":
+            # As Gradio's server binds: the last server's closed connections (TIME_WAIT, a minute after Ctrl-C)
+            # do not block it, a listening socket still does. On Windows this option would bind over a listener.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:

@@ -1,7 +1,8 @@
 """The Gradio page of ``lowdim ui``: layout and wiring only; every action is a ``Studio`` call.
 
-A user mistake (not an image, no face, a busy studio, an unknown model, a number out of range) becomes one
-line on the page (``gr.Error``) and the server keeps serving; anything else is also printed to the terminal.
+A user mistake (not an image, no face, an unknown model, a number out of range) becomes one line on the page
+(``gr.Error``) and the server keeps serving; anything else is also printed to the terminal. A job refused (the
+studio is busy) or stopped is no mistake: its line goes in the stages box (``job_on_page``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lowdim_sd.ui.page_parts import (
     Number,
     Slider,
     counted_inputs,
+    job_on_page,
     on_page,
     page_line,
     progress_listener,
@@ -158,7 +160,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     current = gr.State(None)  # what Draw draws: {"run": NAME} or {"adapter": PATH}
-    prompt, drawing = draw_section(studio, current, model)
+    prompt, drawing = draw_section(studio, current, model, stages)
+    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
 
     @on_page
     def show_crop(path: str | None, chosen_model: str, index: object):
@@ -178,7 +181,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         except NotOffered:
             return _preview(path, chosen_model, None)
 
-    @on_page
+    @job_on_page(outputs, stages)  # refused or stopped: the line in stages, the run shown stays
     def personalize(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,
                     run_seed: float | None, sample_steps: float, index: object, request: gr.Request,
                     progress: gr.Progress = gr.Progress()) -> tuple:
@@ -208,7 +211,6 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     model.change(show_model, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     use_hyper.input(recipe_steps, [use_hyper], [steps])
-    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
     stop.click(stop_mine, None, [stages], api_name="stop", **unlimited)
     reopen.click(open_run, [earlier], outputs, **unlimited)
@@ -247,7 +249,7 @@ def evaluate_tab(studio: Studio) -> None:
     score = gr.Button("Score", variant="primary", elem_id="score")
     table = gr.Markdown(elem_id="eval-table")
 
-    @on_page
+    @job_on_page([table], table)
     def run(files: list[str] | None, photo: str | None, prompt_text: str | None, identifier: str | None,
             names: str | None, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()) -> str:
         if not photo:

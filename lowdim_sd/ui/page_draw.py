@@ -9,7 +9,17 @@ from lowdim.errors import LowdimError
 from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
 from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
 from lowdim_sd.ui.drawing import DRAW_AFTER, checked_upload, default_prompt, uploaded_adapter
-from lowdim_sd.ui.page_parts import File, Number, Slider, on_page, progress_listener, session, text, whole
+from lowdim_sd.ui.page_parts import (
+    File,
+    Number,
+    Slider,
+    job_on_page,
+    on_page,
+    progress_listener,
+    session,
+    text,
+    whole,
+)
 from lowdim_sd.ui.studio import Studio
 
 # (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
@@ -43,14 +53,17 @@ def _draw_controls() -> tuple:
     return prompt, scale, how, seed, steps, count, adapter
 
 
-def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown) -> tuple[gr.Textbox, gr.Markdown]:
+def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
+                 status: gr.Markdown) -> tuple[gr.Textbox, gr.Markdown]:
     """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
-    finishing or opening fills."""
+    finishing or opening fills. ``status`` (Personalize's stages box, where Stop's line goes too) gets the
+    line of a Draw refused or stopped."""
     prompt, scale, how, seed, steps, count, adapter = _draw_controls()
     with gr.Row():
         drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
         draw = gr.Button("Draw", elem_id="draw")
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")
+    outputs = [drawn, status]
 
     @on_page
     def use_adapter(path: str | None, chosen_model: str):
@@ -61,7 +74,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown) -> tuple
         return ({"adapter": str(adapter)}, default_prompt(adapter),
                 f"Draw draws the adapter `{adapter.name}` on the model in the Model box")
 
-    @on_page
+    @job_on_page(outputs, status)
     def draw_more(what: dict | None, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
                   request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
@@ -69,12 +82,13 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown) -> tuple
             raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
         # A run is drawn on the model it was made with: the Model box is read (and checked) for a dropped file only.
         subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
-        return studio.draw(subject, text(prompt_text), real_number(adapter_scale, "Adapter scale"),
+        made = studio.draw(subject, text(prompt_text), real_number(adapter_scale, "Adapter scale"),
                            whole(first_seed, "Picture seed"), whole(sample_steps, "Draw's denoising steps"),
                            whole(pictures, "Pictures"), str(text(how_to_draw)), progress_listener(progress),
                            owner=session(request))  # its tab's closing stops it
+        return made, gr.update()  # the stages box keeps the run's stage times
 
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
     adapter.change(use_adapter, [adapter, model], [current, prompt, drawing], **unlimited)
-    draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], [drawn], **unlimited)
+    draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], outputs, **unlimited)
     return prompt, drawing

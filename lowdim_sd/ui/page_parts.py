@@ -14,6 +14,7 @@ import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd.ui.checks import in_page_terms, whole_number
+from lowdim_sd.ui.studio import Busy, Stopped
 
 
 def Slider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - stands for gr.Slider in the layout
@@ -117,6 +118,43 @@ def on_page(fn: Callable) -> Callable:
             raise gr.Error(f"unexpected error: {page_line(first_line(error))} (details in the terminal)",
                            print_exception=False) from None
     return wrapped
+
+
+def job_on_page(outputs: list[gr.components.Component],
+                status: gr.components.Component) -> Callable[[Callable], Callable]:
+    """``on_page`` for a button that starts a job, whose event fills ``outputs``: a refusal (another job runs) or
+    a stop is no mistake of the request, and its line goes in ``status``, where the page shows a job's status, the
+    other outputs left as they are. Raised as a ``gr.Error``, it would be a toast that fades, and Gradio would put
+    a red "Error" badge on every output, hiding them (Earlier runs, Draw's prompt) with no reason beside them."""
+    place = next(index for index, output in enumerate(outputs) if output is status)
+
+    def decorate(fn: Callable) -> Callable:
+        @on_page
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (Busy, Stopped) as error:
+                line = page_line(first_line(error))
+                toast(line)
+                values = [gr.update()] * len(outputs)
+                values[place] = line
+                return values[0] if len(values) == 1 else tuple(values)
+        return wrapped
+    return decorate
+
+
+def toast(line: str) -> None:
+    """``line`` as a toast too, where the eye is when a button is pressed (a yellow one: no "Error" badges); only
+    in a Gradio event, outside which ``gr.Warning`` is a Python warning."""
+    try:
+        from gradio.context import LocalContext  # Gradio's internals: another Gradio only loses the toast
+
+        in_event = LocalContext.event_id.get(None) is not None
+    except (ImportError, AttributeError):
+        return
+    if in_event:
+        gr.Warning(line)
 
 
 def page_line(message: str) -> str:

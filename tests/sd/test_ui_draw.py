@@ -15,7 +15,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.checks import MAX_SEED
 from lowdim_sd.ui.drawing import DRAW_AFTER, default_prompt, uploaded_adapter
-from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+from lowdim_sd.ui.studio import RunSettings, Stopped, Studio, StudioConfig
 
 LOOKS = " with ginger long hair"
 
@@ -82,6 +82,29 @@ def test_draw_reports_its_progress(made):
     heard = []
     studio.draw(record.name, "a [V] face", steps=1, count=1, listener=lambda *event: heard.append(event))
     assert heard and heard[-1][1:] == (1, 1)  # the last picture of one
+
+
+def test_a_stop_ends_a_draw_at_its_next_denoising_step(made):
+    """Not once the call of up to 4 pictures it is in (generate's batch) is drawn: at 100 steps on a CPU that
+    was seconds after its tab closed, while other tabs were refused."""
+    studio, record = made
+    studio.draw(record.name, "a [V] face", steps=1, count=1)  # its model loaded and cached
+    unet = studio._drawer._cached[1].pipe.unet  # private: the one way to watch the draw's steps
+    steps = []
+
+    def step(module, args, output) -> None:
+        steps.append(len(steps))
+        if len(steps) == 3:
+            studio.stop(wait=0)  # what Stop, a closed tab or the server's Ctrl-C asks, at the third step
+
+    watching = unet.register_forward_hook(step)
+    try:
+        with pytest.raises(Stopped):
+            studio.draw(record.name, "a [V] face", steps=20, count=4)
+    finally:
+        watching.remove()
+    assert len(steps) == 3  # the fourth step was not taken
+    assert len(studio.draw(record.name, "a [V] face", steps=2, count=1)) == 1  # the next draw runs whole
 
 
 def test_the_default_prompt_carries_the_looks_the_run_read(made, tmp_path):

@@ -169,7 +169,6 @@ def test_the_client_of_a_job_the_servers_ctrl_c_stopped_gets_the_pages_line(tmp_
             close_after_a_stop(page, studio)
     finally:
         page.close(verbose=False)
-    with pytest.raises(gradio_client.exceptions.AppError) as caught:
-        job.result(timeout=30)
-    assert str(caught.value) == "stopped: the drawing was stopped at its next step, as the server is closing; " \
-                                "nothing of it was kept"
+    _, stages = job.result(timeout=30)  # Draw's pictures, and the stages box, where the page says it
+    assert stages == "stopped: the drawing was stopped at its next step, as the server is closing; nothing of it " \
+                     "was kept"
