@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -106,6 +108,24 @@ def test_merging_the_frozen_part_of_a_plain_adapter_does_nothing_and_locks_nothi
     adapters.set_scale("default", 0.5)  # refused if the merge had marked it merged
 
 
+@settings(max_examples=25, deadline=None)
+@given(space=st.sampled_from(["lora", "lidb"]), scale=st.floats(-3.0, 3.0).filter(lambda s: abs(s - 1.0) > 1e-3),
+       layer_2_scale=st.sampled_from([None, 0.25, -1.5]))
+def test_delta_is_the_update_the_layer_adds_at_its_scale(space, scale, layer_2_scale):
+    net, adapters = filled(space)
+    adapters.set_scale("default", scale)
+    if layer_2_scale is not None:
+        adapters.set_scale("default", layer_2_scale, layers="2")
+    scales = {"0": scale, "2": scale if layer_2_scale is None else layer_2_scale}
+    for layer, slot in adapters.slots().items():
+        delta = adapters.delta("default", layer)
+        wrapper = net[int(layer)]
+        x = torch.randn(3, wrapper.base_layer.in_features)
+        torch.testing.assert_close(wrapper(x), wrapper.base_layer(x) + x @ delta.T, rtol=1e-5, atol=1e-5)
+        if space == "lora":  # alpha = rank: ΔW = up @ down, times the layer's scale
+            torch.testing.assert_close(delta, scales[layer] * slot.params["up"] @ slot.params["down"])
+
+
 def test_saving_refuses_what_the_dtype_cannot_hold_and_a_sample_of_a_single_adapter(tmp_path):
     net, adapters = filled()
     with torch.no_grad():
@@ -127,11 +147,17 @@ def test_the_bases_seeding_is_pinned_so_every_saved_file_keeps_loading():
     assert lowdim.files._checksum(adapters.buffers(), adapters.info().layers) == PINNED_CHECKSUM
 
 
-def test_lidbs_trained_factor_starts_with_the_documented_spread():
+@pytest.mark.parametrize("init", ["zero", "gaussian"])
+def test_lidbs_trained_factors_start_with_the_documented_spread(init):
+    # docs/spaces.md: N(0, 1/b). a = 16·b, so 1/sqrt(a) is 4 times off; 200 samples or more.
     layer = lowdim.LayerSpec("x", 400, 400)
-    space = lowdim.get_space("lidb", a=100, b=50)
-    b_train = space.init_params(layer, torch.Generator().manual_seed(0))["B_train"]
-    assert b_train.std().item() == pytest.approx(50 ** -0.5, rel=0.25)  # docs/spaces.md: N(0, 1/b)
+    space = lowdim.get_space("lidb", a=400, b=25, rank=8, init=init)
+    params = space.init_params(layer, torch.Generator().manual_seed(0))
+    assert params["B_train"].std().item() == pytest.approx(25 ** -0.5, rel=0.2)
+    if init == "zero":
+        assert not params["A_train"].any()
+    else:
+        assert params["A_train"].std().item() == pytest.approx(25 ** -0.5, rel=0.2)
 
 
 PINNED_SEED = 600197809679054148

@@ -51,3 +51,26 @@ def test_mixed_dtypes_compute_in_the_inputs_then_the_outputs_dtype(x_dtype, resu
     got = F.lowrank_add_(result.clone(), x, down, up, 0.5)
     assert got.dtype == result_dtype
     assert torch.equal(got, expected)
+
+
+def _orthonormal_columns(rows: int, columns: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(rows, columns, generator=generator, dtype=torch.float64))[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(out_features=st.integers(1, 16), in_features=st.integers(1, 16), rank=st.integers(1, 8),
+       negligible=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_numerical_rank_counts_the_directions_of_full_rank_factors(out_features, in_features, rank, negligible,
+                                                                   seed):
+    # up @ down with up = U·diag(s), down = Vᵀ (U, V orthonormal): its singular values are exactly s.
+    generator = torch.Generator().manual_seed(seed)
+    width = min(rank, out_features, in_features)
+    values = 1.0 + 9.0 * torch.rand(width, generator=generator, dtype=torch.float64)
+    expected = width
+    if negligible and width > 1:  # a direction below rtol (1e-6) times the largest is no direction
+        values[-1], expected = 1e-9 * values.max(), width - 1
+    up = _orthonormal_columns(out_features, width, generator) * values
+    down = _orthonormal_columns(in_features, width, generator).T
+    assert F.numerical_rank(up @ down) == expected
+    assert F.numerical_rank((up @ down).float()) == expected  # any dtype: it counts in float64
+    assert F.numerical_rank(torch.zeros(out_features, in_features)) == 0

@@ -74,7 +74,7 @@ def test_relax_rank_keeps_the_prediction_and_exports_an_exact_rank_r_plus_1_lora
                 param.add_(torch.randn_like(param) * 0.1)
         factors = adapters.lora_factors("fast")
         for layer, (down, up) in factors.items():
-            assert down.shape[0] == 1 + 4
+            assert down.shape[0] == F.numerical_rank(up @ down) == 1 + 4
             # The frozen part of the export is exactly the predicted LiDB update.
             assert torch.allclose(up[:, :1] @ down[:1], old_factors[layer][1] @ old_factors[layer][0], atol=1e-6)
             delta = adapters.delta("fast", layer)
@@ -123,3 +123,33 @@ def test_a_stack_builds_its_components_from_the_registry_that_builds_it():
     built = StackSpace.of([(WideLora(rank=3), 7)], LoraSpace(rank=2))
     assert [type(space) for space in built.components] == [WideLora, LoraSpace]
     assert built.rank(LayerSpec("q", 8, 6)) == 5
+
+
+def _injected(space: lowdim.spaces.Space, seed: int) -> lowdim.Adapters:
+    torch.manual_seed(0)
+    return lowdim.inject(nn.Sequential(nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 8)), space, ["0", "2"], seed=seed)
+
+
+def test_component_0_and_a_seeded_component_keep_the_bases_of_the_standalone_adapters():
+    # docs/spaces.md: an adapter frozen into a stack computes what it computed alone.
+    lidb = lowdim.get_space("lidb", a=6, b=5)
+    stack = StackSpace.of([(lidb, None), (lidb, 23)], lowdim.get_space("lora", rank=2))
+    stacked, alone, seeded = (_injected(space, seed).buffers() for space, seed in ((stack, 11), (lidb, 11), (lidb, 23)))
+    for layer in ("0", "2"):
+        for key in ("A_aux", "B_aux"):
+            assert torch.equal(stacked[layer][f"c0_{key}"], alone[layer][key]), (layer, key)
+            assert torch.equal(stacked[layer][f"c1_{key}"], seeded[layer][key]), (layer, key)
+
+
+def test_components_without_a_seed_get_bases_of_their_own_and_the_seeding_is_pinned():
+    lidb = lowdim.get_space("lidb", a=6, b=5)
+    stack = StackSpace.of([(lidb, None), (lidb, None)], lowdim.get_space("lora", rank=2))
+    adapters = _injected(stack, seed=11)
+    for layer, buffers in adapters.buffers().items():  # the same bases twice would add no new directions
+        assert not torch.equal(buffers["c0_A_aux"], buffers["c1_A_aux"]), layer
+        assert not torch.equal(buffers["c0_B_aux"], buffers["c1_B_aux"]), layer
+    # A stack file keeps only seeds: a change here is a format change, and every saved stack stops loading.
+    assert lowdim.files._checksum(adapters.buffers(), adapters.info().layers) == PINNED_STACK_CHECKSUM
+
+
+PINNED_STACK_CHECKSUM = "b5cf39a86df56640"

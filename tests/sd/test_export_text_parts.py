@@ -24,6 +24,7 @@ TEXT_PARTS = {
     "q alone": ["text_encoder.*q_proj"],
     "q and mlp": ["text_encoder.*q_proj", "text_encoder.*mlp.fc1", "text_encoder.*mlp.fc2"],
     "mlp alone": ["text_encoder.*mlp.fc1", "text_encoder.*mlp.fc2"],
+    "fc2 alone": ["text_encoder.*mlp.fc2"],  # narrows: the zero out_proj takes fc2's output width, not its input's
 }
 
 

@@ -107,13 +107,25 @@ def test_batched_factors_equal_a_loop(
         torch.testing.assert_close(up[j], one_up)
 
 
-def test_basis_scale_keeps_magnitude() -> None:
-    # 1/sqrt(fan_in) scaling: ||A x|| / ||x|| should not grow with the layer width.
-    for basis in ("uniform", "gaussian"):
-        space = VeraSpace(rank=512, basis=basis)
-        buffers = space.make_buffers(LayerSpec("l", 1024, 1024), 7)
-        gain = 3.0 if basis == "uniform" else 1.0  # the variance of U(-1, 1) is 1/3
-        assert math.isclose(buffers["A"].pow(2).sum(1).mean().item() * gain, 1.0, rel_tol=0.05)
+@pytest.mark.parametrize("basis", ["uniform", "gaussian"])
+@pytest.mark.parametrize("shape", [(1024, 1024), (2048, 1024), (512, 1024)])
+def test_basis_scale_keeps_magnitude(basis: str, shape: tuple[int, int]) -> None:
+    # Each matrix is scaled by 1/sqrt(its own fan-in): A's by in_features, B's by the rank. Then every output
+    # of x @ A.T and of h @ B.T has the RMS of its input, whatever the layer size: a row's energy is 1.
+    buffers = VeraSpace(rank=256, basis=basis).make_buffers(LayerSpec("l", *shape), 7)
+    gain = 3.0 if basis == "uniform" else 1.0  # the variance of U(-1, 1) is 1/3
+    for name in ("A", "B"):
+        assert math.isclose(buffers[name].pow(2).sum(1).mean().item() * gain, 1.0, rel_tol=0.05), name
+
+
+@pytest.mark.parametrize(("basis", "checksum"), [("uniform", "abae01d7bc3a665a"), ("gaussian", "f4210438ecc1b3aa")])
+def test_the_bases_are_pinned_so_every_saved_file_keeps_loading(basis: str, checksum: str) -> None:
+    # Files keep only a seed; A and B are drawn again, A first. A change here (the draw order, the scale, the
+    # distribution) makes every VeRA file saved so far fail to load with a checksum mismatch: a format change.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4))
+    adapters = lowdim.inject(model, VeraSpace(rank=4, basis=basis), ["0", "2"], seed=7)
+    assert lowdim.files._checksum(adapters.buffers(), adapters.info().layers) == checksum
 
 
 @pytest.mark.parametrize(
