@@ -1,7 +1,8 @@
 """Claim files, so several bench processes (say, CPU and GPU workers) can share one results folder.
 
 A task is claimed by creating ``<result>.claim`` exclusively; the claim holds the host and process id,
-so a claim left by a process that died on this host is recognised as stale and taken over.
+so a claim left by a process that died on this host is recognised as stale and taken over. An adapter
+file several rows draw is claimed the same way while it is trained (``shared_adapter``).
 """
 
 from __future__ import annotations
@@ -24,18 +25,28 @@ def _alive(record: dict) -> bool:
     return True
 
 
+def claim_file(path: Path) -> Path:
+    return path.with_suffix(".claim")
+
+
+def holder(path: Path) -> dict:
+    """Who holds the claim on ``path``: {"host", "pid"}; empty when nobody does (or its owner is still writing it)."""
+    try:
+        record = json.loads(claim_file(path).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def claim(path: Path) -> bool:
     """Try to claim the task whose result is ``path``; False when another live process holds it."""
-    marker = path.with_suffix(".claim")
+    marker = claim_file(path)
     marker.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                record = json.loads(marker.read_text() or "{}")
-            except (OSError, ValueError):
-                record = {}
+            record = holder(path)
             if not record or _alive(record):  # empty: its owner is still writing it
                 return False
             marker.unlink(missing_ok=True)  # stale: its owner is gone
@@ -47,4 +58,4 @@ def claim(path: Path) -> bool:
 
 
 def release(path: Path) -> None:
-    path.with_suffix(".claim").unlink(missing_ok=True)
+    claim_file(path).unlink(missing_ok=True)

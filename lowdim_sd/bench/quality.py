@@ -124,7 +124,8 @@ def plan(job: QualityJob, run: bool = True) -> list[Task]:
     parse_methods(",".join(job.methods))
     tasks = [Task(m, ref.stem, str(ref)) for ref in references for m in job.methods]
     random.Random(job.seed).shuffle(tasks)  # methods interleave, so workers share the machine evenly
-    return tasks
+    # Rows drawn from another row's file last, so that file is mostly written by then instead of waited for.
+    return sorted(tasks, key=lambda task: trained_row(task.method) != task.method)
 
 
 def result_path(out: Path, task: Task) -> Path:
@@ -248,7 +249,9 @@ def run_todo(job: QualityJob, todo: list[Task], on_done: Callable[[Task, dict], 
     if todo and job.batch_subjects > 1:
         from lowdim_sd.bench.batched import train_batched
 
-        train_batched(job, todo, job.batch_subjects)
+        # A drawn row's file is its row's (ROW@S draws ROW's): trained once, under the row's name.
+        rows = {(trained_row(t.method), t.identity): Task(trained_row(t.method), t.identity, t.reference) for t in todo}
+        train_batched(job, list(rows.values()), job.batch_subjects)
     if todo:
         from lowdim_sd.bench.workers import run_tasks
 
@@ -295,19 +298,29 @@ def run_task(job: QualityJob, task: Task) -> dict | None:
 
 
 def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> Personalized:
-    """The row's adapter: trained here, or the file an earlier task trained (batched, or the row this one
-    draws another way: ROW@S reuses ROW's file, since personalizing again would give the same one)."""
+    """The row's adapter: trained here, or the file another task trained (batched, or the row this one draws
+    another way: ROW@S reuses ROW's file, since personalizing again would give the same one), waited for while
+    another worker trains it."""
     from lowdim_sd.bench.batched import keep_adapter, pretrained
+    from lowdim_sd.bench.shared_adapter import row_adapter
     from lowdim_sd.generate import attach_adapters
 
     method, trained_as = get_method(task.method), trained_row(task.method)
-    ready = pretrained(job.out, task.method, task.identity) or pretrained(job.out, trained_as, task.identity)
-    if ready is None:
+
+    def train() -> Personalized:
         done = personalize_subject(model, method, reference, work, job.hypernet, job.token, job.seed)
         if done.file is not None and not method.full and method.kind != "base":
             keep_adapter(job.out, trained_as, task.identity, done, str(model.device))
         return done
-    attach_adapters(model, [(ready.file, 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
+
+    if method.full or method.kind == "base":  # no adapter file to share
+        return train()
+    ready = pretrained(job.out, task.method, task.identity)  # a batched run of an older version trained ROW@S too
+    trained_here = False
+    if ready is None:
+        ready, trained_here = row_adapter(job.out, trained_as, task.identity, task.method, train)
+    if not trained_here:
+        attach_adapters(model, [(ready.file, 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
     return ready
 
 
