@@ -1,36 +1,189 @@
-"""Writes that never leave half a file: a temp file beside the target, renamed over it in one step.
+"""Writes that never leave half a file: written inside a hidden temp place beside the target, renamed over it in
+one step.
 
-Every file lowdim writes (adapters, hypernetworks, weight shards, indexes, records) goes through here, so a
-crash, Ctrl-C or full disk leaves the old file or the new one, never a torn one.
+Every file lowdim writes (adapters, hypernetworks, weight shards, indexes, records, merged models) goes through
+here, so a crash, Ctrl-C or full disk leaves the old file or the new one, never a torn one. What is written lives
+in a hidden folder ``.NAME.XXXXXXXX.tmp`` beside the target until the rename, and so does every temp a writer makes
+beside the file it is given (safetensors 0.8's ``save_file`` writes its own ``.tmpXXXXXX`` there first): a run
+killed outright (kill -9, the OOM killer) leaves one place a later run recognises and sweeps (``sweep_temps``).
+While a write goes on its place is locked, so a sweep never takes a live one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lowdim.errors import LowdimError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no folder locks; a sweep there takes only places an hour old
+    fcntl = None
+
+# A temp place's name, and older lowdim's temp files: ".<target name>.<8 characters of mkdtemp/mkstemp>.tmp"
+TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+# The temp a Rust `tempfile::NamedTempFile` (safetensors 0.8's save_file) makes beside the file it writes.
+WRITER_TEMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+UNLOCKED_PLACE_AGE = 3600  # seconds: where folders cannot be locked, a place this old is no write's any more
+
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
-    """``write(temp)`` fills a temp file beside ``path``, which then replaces ``path`` in one rename:
-    readers see the old file or the new one, never half of one, and a failed write leaves nothing."""
+    """``write(temp)`` fills a temp file (of ``path``'s name, in a hidden place beside it), which then replaces
+    ``path`` in one rename: readers see the old file or the new one, never half of one, and a failed write
+    leaves nothing."""
     path = Path(path)
     if path.is_dir():
         raise LowdimError(f"{path}: is a folder; give a file name to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temp)
-        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would not
+    with temp_place(path) as temp:
+        write(str(temp))
+        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp-style writers make 0600; a plain open() would not
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
     return path
+
+
+@contextlib.contextmanager
+def temp_place(path: Path, keep_on_error: bool = False) -> Iterator[Path]:
+    """Inside: where to write ``path`` before renaming it there, ``.NAME.XXXXXXXX.tmp/NAME`` beside it, locked
+    while inside and removed with all it holds on the way out (done, failed or interrupted). ``keep_on_error``:
+    a place that still holds something when the block fails is kept (it may hold the only copy of a file moved
+    aside), for the user or a later sweep."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    place, handle, done = None, None, False
+    try:
+        while place is None:
+            place, handle = _fresh_place(path)
+        yield place / path.name
+        done = True
+    finally:
+        if place is not None and (done or not keep_on_error or not any(place.iterdir())):
+            shutil.rmtree(place, ignore_errors=True)
+        if handle is not None:
+            os.close(handle)
+
+
+def _fresh_place(path: Path) -> tuple[Path | None, int | None]:
+    """A new held place and its lock's handle, or (None, None) when a sweep took it between its making and its
+    locking (a lock waits while a sweep that got it first removes it)."""
+    place, handle = None, None
+    try:
+        place = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle = _open_folder(place)
+        if handle is None or _lock(handle, wait=True) is None or _same(handle, place):
+            return Path(place), handle
+    except FileNotFoundError:
+        if place is None or Path(place).exists():
+            raise
+        return None, None  # swept between its making and its opening: make another
+    except BaseException:
+        if place is not None:
+            shutil.rmtree(place, ignore_errors=True)
+        if handle is not None:
+            os.close(handle)
+        raise
+    os.close(handle)
+    return None, None
+
+
+def _open_folder(folder: str | Path) -> int | None:
+    """A handle to lock ``folder`` by; None where locks cannot be had (Windows, or a folder that will not open).
+    A folder a sweep removed before it could be opened raises FileNotFoundError."""
+    if fcntl is None:
+        return None
+    try:
+        return os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
+
+
+def _lock(handle: int, wait: bool) -> bool | None:
+    """Take the folder's lock: True, False when a write holds it, None where the filesystem has no such locks
+    (NFS emulates flock with locks a read-only handle cannot take)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _same(handle: int, place: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle), os.stat(place))
+    except FileNotFoundError:
+        return False
+
+
+def sweep_temps(folder: Path, target: str | None = None) -> dict[Path, int]:
+    """Remove what killed writes left in ``folder`` (only those for the file ``target``, when given): temp places
+    no write holds that hold nothing but their target and writers' temps, and older lowdim's temp files. Returns
+    what was removed with the bytes each took; anything else (a user's ``.notes.abcd1234.tmp`` folder) stays."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    removed = {}
+    for entry in sorted(folder.iterdir()):
+        found = TEMP_NAME.match(entry.name)
+        if not found or (target is not None and found.group("target") != target) or entry.is_symlink():
+            continue
+        size = _size(entry)
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed[entry] = size
+        elif entry.is_dir() and _swept_place(entry, found.group("target")):
+            removed[entry] = size
+    return removed
+
+
+def _swept_place(place: Path, target: str) -> bool:
+    """Remove ``place`` when it holds only what a write puts there and no write holds it: a place that cannot be
+    locked here counts as held until it is an hour old (no write of one file takes that long)."""
+    try:
+        if not all(name == target or WRITER_TEMP.match(name) for name in os.listdir(place)):
+            return False
+        old = time.time() - place.stat().st_mtime > UNLOCKED_PLACE_AGE
+    except OSError:
+        return False
+    handle = _open_folder(place)
+    try:
+        locked = _lock(handle, wait=False) if handle is not None else None
+        if locked or (locked is None and old):
+            shutil.rmtree(place, ignore_errors=True)
+            return True
+        return False
+    finally:
+        if handle is not None:
+            os.close(handle)
+
+
+def describe_removed(removed: dict[Path, int]) -> str:
+    """What a sweep says it removed: the names and the space they took."""
+    return (f"removed what killed writes left: {', '.join(path.name for path in removed)} "
+            f"({sum(removed.values()) / 2**20:.1f} MB)")
+
+
+def _size(path: Path) -> int:
+    """The bytes ``path`` takes on disk (a writer may size its file first and fill it later: a sparse file)."""
+    try:
+        files = [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file()
+                                               and not item.is_symlink()]
+        return sum(_disk_bytes(item.stat()) for item in files)
+    except OSError:  # a write finishing meanwhile
+        return 0
+
+
+def _disk_bytes(stat: os.stat_result) -> int:
+    return stat.st_blocks * 512 if hasattr(stat, "st_blocks") else stat.st_size
 
 
 def current_umask() -> int:

@@ -192,11 +192,14 @@ def _path_first(function: str, path: object) -> None:
         raise LowdimError(f"{function}(path, model): the file's path comes first, then the model")
 
 
-def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
-    """safetensors write to a temp file in the same folder, then an atomic rename."""
+def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str | os.PathLike) -> Path:
+    """safetensors write to a temp file in a hidden place beside ``path``, then an atomic rename (``atomic_write``:
+    safetensors' own temp goes into that place too, so a killed save leaves only what a later run sweeps).
+    Written straight from the tensors, never serialized to bytes first: a merged model's file is as big as it."""
+    path = Path(path)
     _refuse_pickle(path)
-    return atomic_write(Path(path), lambda temp: save_file({k: v.contiguous() for k, v in tensors.items()},
-                                                           temp, metadata=metadata))
+    return atomic_write(path, lambda temp: save_file({k: v.contiguous() for k, v in tensors.items()},
+                                                     temp, metadata=metadata))
 
 
 def _json_extra(extra: dict[str, Any]) -> str:

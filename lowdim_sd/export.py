@@ -35,6 +35,10 @@ Factors = Mapping[str, tuple[Tensor, Tensor]]
 # proj_out and the resnets' conv_shortcut. Adapter files store names and shapes, not layer types, and
 # LoRA readers need conv factors as 4-D (r, in, 1, 1) / (out, r, 1, 1) tensors.
 _SD1_CONV1X1 = re.compile(r"unet\.(.+\.)?(attentions\.\d+\.proj_(in|out)|resnets\.\d+\.conv_shortcut)")
+# The lookup tables lowdim can adapt besides linear and 1x1-conv layers: CLIP's token and position embeddings
+# (the children of ``embeddings``) and whatever lowdim itself takes for a token embedding (TOKEN_EMBEDDINGS).
+# Adapter files do not record a layer's kind, so the names tell; a LoRA reader would apply these as linear layers.
+_EMBEDDINGS = re.compile(r"text_encoder\.(text_model\.)?embeddings\.[^.]+|.*[._](token_embedding|embed_tokens|wte)")
 
 
 class ExportError(LowdimError):
@@ -44,6 +48,17 @@ class ExportError(LowdimError):
 def sd1_conv1x1_layers(names: Iterable[str]) -> set[str]:
     """The names among ``names`` that are 1x1 convolutions in an SD 1.x UNet."""
     return {name for name in names if _SD1_CONV1X1.fullmatch(name)}
+
+
+def refuse_embedding_layers(source: Path, names: Iterable[str]) -> None:
+    """One line naming the first embedding layer among ``names``: SD LoRA files hold linear and 1x1-conv updates
+    only, and no reader applies a pair of factors as a lookup table's rows (diffusers refuses the file or draws
+    another picture, kohya readers drop the layer unsaid)."""
+    for name in names:
+        if _EMBEDDINGS.fullmatch(name):
+            raise ExportError(f"{source}: layer {name} is an embedding (a lookup table of rows); SD LoRA files "
+                              f"(diffusers, kohya) hold linear and 1x1-conv layers only; use lowdim merge to fold "
+                              f"the adapter into the model, or train a Textual Inversion (--space ti) for the tokens")
 
 
 def split_layer_name(name: str) -> tuple[str, str]:
@@ -200,6 +215,7 @@ def export_adapter(
         raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")
     if fmt not in CONVERTERS:
         raise ExportError(f"unknown LoRA format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    refuse_embedding_layers(source, factors)
     if conv_layers is None:
         conv_layers = sd1_conv1x1_layers(factors)
     if fmt == "diffusers" and any(name.startswith("unet.") for name in factors):

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import lowdim
+from lowdim.atomic import describe_removed, sweep_temps, temp_place
 from lowdim.errors import LowdimError
-from lowdim.files import AdapterFile, atomic_write, current_umask
+from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd.generate import attach_adapters, check_adapter_files
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
@@ -52,6 +51,7 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     tokens = [token for token in tokens if token]
     warn_shared_words(tokens, model.taught)
     record = merge_record(base, adapters, tokens, example_prompt(files, tokens))
+    sweep_earlier_debris(out)  # before the write: the space it frees may be what the new model needs
     if fmt == "single-file":
         written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
     else:
@@ -265,37 +265,41 @@ def _json_object(text: str) -> dict:
 
 
 def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
-    """Write next to ``out`` and rename at the end, so an interrupted save leaves no half folder."""
+    """Write inside a hidden place beside ``out`` and rename at the end, so an interrupted save leaves no half
+    folder (and a killed one leaves the place, which the next merge to ``out`` sweeps)."""
     given, out = out, Path(os.path.abspath(out))  # "x/..": named by where it is, as the staging names need
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700: other users (a server) could not read it
-    try:
+    # The place is made, locked and removed again by temp_place, inside its own handler: a Ctrl-C at any point
+    # after the place exists removes it.
+    with temp_place(out) as staging:
+        staging.mkdir()  # with the umask's permissions, which the renamed folder keeps
         save_pipeline(model.pipe, staging)
         atomic_write(staging / RECORD, lambda name: Path(name).write_text(json.dumps(record, indent=1)))
         _swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return given
+
+
+def sweep_earlier_debris(out: Path) -> None:
+    """Remove what a merge to ``out`` killed outright (kill -9, the OOM killer) left hidden beside it: a model's
+    worth of temp files, which nothing else would ever remove; says what it removed."""
+    out = Path(os.path.abspath(out))
+    removed = sweep_temps(out.parent, out.name)
+    if removed:
+        warnings.warn(f"{out.parent}: {describe_removed(removed)}", stacklevel=3)
 
 
 def _swap_in(staging: Path, out: Path) -> None:
     """Rename ``staging`` to ``out``. A folder there (empty, or an earlier merge: checked before) is moved aside
-    first, as os.replace cannot replace a folder, and removed after; put back when the rename fails."""
+    into a temp place first, as os.replace cannot replace a folder, and removed with it after; put back when the
+    rename fails."""
     if not out.is_dir():
         os.replace(staging, out)
         return
-    earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    try:
-        os.replace(out, earlier / "model")
-    except BaseException:
-        earlier.rmdir()
-        raise
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(earlier / "model", out)  # the earlier merge back where it was
-        earlier.rmdir()
-        raise
-    shutil.rmtree(earlier, ignore_errors=True)
+    with temp_place(out, keep_on_error=True) as earlier:
+        try:
+            os.replace(out, earlier)
+            os.replace(staging, out)
+        except BaseException:  # a Ctrl-C between the two renames included
+            if earlier.exists() and not out.exists():
+                os.replace(earlier, out)  # the earlier merge back where it was
+            raise

@@ -19,7 +19,6 @@ import contextvars
 import functools
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -164,20 +163,19 @@ def refuse_overwrite(paths: list[Path], overwrite: bool, other: str = "choose an
         raise LowdimError(f"{existing[0]}{more}: already exists; pass --overwrite to replace it, or {other}")
 
 
-# ``atomic_write``'s temp names: ".<file name>.<8 characters of mkstemp>.tmp"
-TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
 def clean_stray_temps(out: Path) -> list[Path]:
-    """Remove the temp files of writes a killed run left half done, where lowdim writes: ``out`` itself
-    and its checkpoint folders (never deeper: ``--out .`` must not sweep a home folder)."""
+    """Remove what writes a killed run left half done (``lowdim.atomic``'s temp places, safetensors' own temp
+    inside them, older temp files), where lowdim writes: ``out`` itself and its checkpoint folders (never deeper:
+    ``--out .`` must not sweep a home folder); says what it removed."""
+    from lowdim.atomic import describe_removed, sweep_temps
+
     out = Path(out)
-    folders = [out, *sorted((out / "checkpoints").glob("step-*"))]
-    removed = [temp for folder in folders if folder.is_dir() for temp in folder.iterdir()
-               if TEMP_NAME.match(temp.name) and temp.is_file()]
-    for temp in removed:
-        temp.unlink(missing_ok=True)
-    return removed
+    removed = {}
+    for folder in [out, *sorted((out / "checkpoints").glob("step-*"))]:
+        removed.update(sweep_temps(folder))
+    if removed:
+        warnings.warn(f"{out}: {describe_removed(removed)}", stacklevel=2)
+    return list(removed)
 
 
 def _holder_record() -> dict:

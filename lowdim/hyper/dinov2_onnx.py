@@ -173,15 +173,14 @@ def convert(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite:
 
     ``out_dir`` must be new, empty, or (with ``overwrite``) an earlier conversion: checked before the ONNX
     file is read, which takes a minute for the packaged one."""
+    from lowdim.atomic import sweep_temps
     from lowdim.files import atomic_save, atomic_write
 
     out = Path(out_dir)
     check_target(out, overwrite)
     state, config = read_dinov2_weights(onnx_path)
     out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.iterdir():  # a killed conversion's half-written files
-        if LEFTOVER.match(leftover.name):
-            leftover.unlink(missing_ok=True)
+    sweep_temps(out)  # a killed conversion's half-written files
     # Each file is replaced in one rename; config.json goes last, so a kill between the two leaves a
     # folder that still reads as a conversion and a rerun with --overwrite finishes it.
     atomic_save({k: v.contiguous() for k, v in state.items()}, {"format": "pt", "source": str(onnx_path)},
@@ -209,8 +208,8 @@ def check_target(out: Path, overwrite: bool) -> None:
 
 def _from_a_conversion(path: Path) -> bool:
     """Whether ``convert`` (or the encoder cache's stamp beside it) wrote this file, told by its content."""
-    if LEFTOVER.match(path.name):
-        return path.is_file()
+    if LEFTOVER.match(path.name):  # a temp file (older lowdim) or temp place (``lowdim.atomic``) of a killed write
+        return path.is_file() or path.is_dir()
     if path.name == "model.safetensors":
         return "source" in _safetensors_metadata(path)  # transformers' own files record only {"format": "pt"}
     if path.name in ("config.json", "source.json"):
