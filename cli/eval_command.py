@@ -56,17 +56,31 @@ def unused_model_flags(dino_model: str | None, clip_model: str | None, face_mode
 
 
 CROP_FLAGS = {"crop_size": ("--crop-size", "sets the side of the face crop"),
-              "margin": ("--margin", "sets the room around the cropped face")}
+              "crop_margin": ("--crop-margin", "sets the room around the cropped face"),
+              "margin": ("--margin", "sets the room around the cropped face")}  # --crop-margin's old name
+
+
+def crop_margin_given(crop_margin: float, margin: float, typed: set[str]) -> float:
+    """The margin typed, as --crop-margin (personalize's and precompute's name) or as --margin, its old name
+    here, kept hidden for existing scripts; both at once is one line, not a silent choice."""
+    if {"crop_margin", "margin"} <= typed:
+        raise LowdimError("--margin is the old name of --crop-margin: pass --crop-margin alone")
+    return margin if "margin" in typed else crop_margin
 
 
 def check_crop_flags(crop: bool, crop_size: int, margin: float, typed: set[str]) -> None:
-    """--crop-size and --margin shape the references' crop: without --crop they would be silently ignored (even
-    typed at their defaults), and with it a value no crop can use is one line before anything loads."""
+    """--crop-size and --crop-margin shape the references' crop: without --crop they would be silently ignored
+    (even typed at their defaults), and with it a value no crop can use is one line before anything loads."""
     given = [CROP_FLAGS[name] for name in CROP_FLAGS if name in typed]
     if given and not crop:
         flag, does = given[0]
         raise LowdimError(f"{flag} {does}, and references are cropped only with --crop: add --crop, or leave "
                           f"{flag} out")
+    import math
+
+    if crop and not (math.isfinite(margin) and margin >= 0):  # named as typed; check_crop says --margin
+        flag = "--margin" if "margin" in typed else "--crop-margin"
+        raise LowdimError(f"{flag} must be 0 or more (room around the face, a fraction of its width), got {margin}")
     from lowdim_sd.eval.job import check_crop  # inside: `lowdim --help` must not import what scoring needs
 
     check_crop(crop, crop_size, margin)
@@ -130,7 +144,9 @@ def eval_(
     crop: Annotated[bool, typer.Option(
         help="Crop references to the face first (needs the faces extra); generated images are never cropped.")] = False,
     crop_size: Annotated[int, typer.Option(help="With --crop: side of the face crop in pixels.")] = 512,
-    margin: Annotated[float, typer.Option(help="With --crop: room around the face, as a fraction of its width.")] = 0.6,
+    crop_margin: Annotated[float, typer.Option(
+        help="With --crop: room around the face, as a fraction of its width on each side.")] = 0.6,
+    margin: Annotated[float, typer.Option(hidden=True, help="Old name of --crop-margin.")] = 0.6,
     dino_model: Annotated[str | None, typer.Option(
         help="DINO hub id or local folder (default facebook/dino-vits16, DreamBooth's ViT-S/16).")] = None,
     clip_model: Annotated[str | None, typer.Option(
@@ -168,7 +184,9 @@ def eval_(
     from lowdim_sd.runs import check_folder_target
 
     names = parse_metric_names(metrics)
-    check_crop_flags(crop, crop_size, margin, typed_options(ctx))
+    typed = typed_options(ctx)
+    margin = crop_margin_given(crop_margin, margin, typed)
+    check_crop_flags(crop, crop_size, margin, typed)
     for warning in unused_model_flags(dino_model, clip_model, face_model, names):
         out.print(f"[yellow]Warning:[/] {warning}", highlight=False)
     resolve_device(device)  # an unknown or absent device is one line, before any metric model loads

@@ -24,7 +24,8 @@ def precompute(
         "weights"),
     space: Annotated[str, typer.Option("--space", "-s", help="Weight space of the adapters (default: LiDB).")] = "lidb",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
-    layers: Annotated[str | None, typer.Option(help="Layer set (default: unet+text, the paper's).")] = None,
+    layers: Annotated[str | None, typer.Option(
+        "--layers", "-l", help="Layer set (default: unet+text, the paper's).")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps per identity.")] = defaults.STEPS,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: the space's, lidb 2e-3).")] = None,
     batch_subjects: Annotated[int, typer.Option(
@@ -112,6 +113,33 @@ def encoder_config_option(value: str | None):
     return config
 
 
+def accelerate_on_cpu(device: str, cpu_flag: bool) -> bool:
+    """What --device (or the old --cpu) tells accelerate, which takes no device, only cpu=True or its own choice.
+
+    cuda:N makes GPU N the current one, which the plain "cuda" accelerate trains on in one process means. Under a
+    launcher accelerate sets each process's GPU itself, overriding it: refused there, in one line.
+    """
+    import os
+
+    from lowdim_sd.loading import resolve_device
+
+    if cpu_flag and device not in ("auto", "cpu"):
+        raise LowdimError(f"--cpu is the old spelling of --device cpu, and --device {device} says otherwise: "
+                          f"pass --device alone")
+    if cpu_flag or device == "auto":
+        return cpu_flag  # auto: accelerate's own choice (hypertrain picks the CPU where no accelerator is)
+    chosen = resolve_device(device)  # an unknown or absent device is one line, before anything loads
+    if chosen.type == "cuda" and chosen.index is not None:
+        if os.environ.get("LOCAL_RANK") is not None:
+            raise LowdimError(f"--device {device} under accelerate launch: accelerate gives each process its own "
+                              f"GPU; choose them with `accelerate launch --gpu_ids {chosen.index}` and "
+                              f"--device auto")
+        import torch
+
+        torch.cuda.set_device(chosen.index)
+    return chosen.type == "cpu"
+
+
 def train_hypernet(
     weights: Annotated[list[Path], typer.Option("--weights", "-w", help=(
         "A `lowdim precompute` folder; repeat to train on several made alike (same model, space and recipe)."))],
@@ -188,7 +216,10 @@ def train_hypernet(
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
         help="UNet gradient checkpointing.")] = False,
     num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Force the CPU even where a GPU is available.")] = False,
+    device: Annotated[str, typer.Option(
+        help="auto (accelerate's choice: under accelerate launch each process's GPU, else cuda, then mps, then "
+             "cpu), cpu, cuda, cuda:1 (one process), mps.")] = "auto",
+    cpu: Annotated[bool, typer.Option("--cpu", hidden=True, help="Old spelling of --device cpu.")] = False,
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
 ):
@@ -205,6 +236,7 @@ def train_hypernet(
     from lowdim_sd.hypertrain import HyperTrainJob
     from lowdim_sd.hypertrain import train_hypernet as run
 
+    cpu = accelerate_on_cpu(device, cpu)
     hyper = parse_options(set_ or [])
     named = {"encoder": encoder, "encoder_config": encoder_config_option(encoder_config), "iterations": iterations,
              "width": width, "decoder_layers": decoder_layers, "attention_heads": heads}

@@ -36,6 +36,7 @@ def personalize(
         "--space", "-s", help="Weight space of the initial adapter (see `lowdim spaces`).")] = "lidb",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
     layers: Annotated[str | None, typer.Option(
+        "--layers", "-l",
         help="Layer set (default: unet+text, the paper's). A set inside the hypernetwork's keeps that part of its "
              "prediction: 'unet' leaves the text encoder alone, which follows prompts such as 'at night' far better "
              "for less identity on TinyFaces (docs/ladder.md, rung 11).")] = None,
@@ -96,7 +97,9 @@ def personalize(
         help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")] = 0.6,
     face_index: Annotated[int | None, typer.Option(
         help="Which face when the photo has several (0 is the largest; default: the largest).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("personalized"),
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output folder: adapter.safetensors, preview.png, and any --export files.")] = Path(
+        "personalized"),
     overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Replace the adapter, exports and preview an earlier run left in --out.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(
@@ -113,6 +116,9 @@ def personalize(
     model_config: ModelConfig = None,
 ):
     """Personalize a model from ONE face image: initial adapter, then rank-relaxed fast finetuning.
+
+    Writes OUT/adapter.safetensors (what `lowdim generate -a` takes), OUT/preview.png (unless --no-preview) and,
+    with --export FORMAT, OUT/adapter.FORMAT.safetensors.
 
     Example: lowdim personalize --model tinyfaces --image face.jpg --out me   (a checkout has examples/face.png)
     """

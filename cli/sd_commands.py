@@ -18,6 +18,9 @@ CUDA_GRAPHS_HELP = ("On a CUDA GPU: capture the text encoder's and the UNet's fo
                     "replay them every step (the same steps, far fewer kernel launches). Experimental, not yet "
                     "timed on a GPU: see docs/benchmarks.md.")
 Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")]
+# merge loads on the CPU whatever the machine, so its auto is always fp32: a half-size file needs --dtype fp16
+MergeDtype = Annotated[str, typer.Option(
+    help="Weights of the merged model: auto (fp32: merge runs on the CPU), fp32, fp16 (half the file), bf16.")]
 ModelConfig = Annotated[str | None, typer.Option(
     metavar="FOLDER", help="With a single-file .safetensors model offline: a local diffusers folder of the same "
                            "architecture, or a registered model's name (tinyfaces). Files lowdim merge wrote name "
@@ -43,6 +46,7 @@ def train(
         "--set", help="Space option KEY=VALUE, repeatable; not with --full or --init (whose LoRA's rank is "
                       "--rank).")] = None,
     layers: Annotated[str | None, typer.Option(
+        "--layers", "-l",
         help="Layer set: unet+text (default, the paper's), unet, unet-self, unet-cross, text, or globs; not with "
              "--full or --init (its LoRA trains the initial adapter's layers).")] = None,
     full: Annotated[bool, typer.Option("--full", help="Full DreamBooth baseline: train the UNet itself.")] = False,
@@ -149,7 +153,8 @@ def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable); [V] is the subject.")],
     adapter: Annotated[list[str] | None, typer.Option(
         "--adapter", "-a", help="Adapter file, optionally with a scale: me.safetensors:0.8 (repeatable).")] = None,
-    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeatable); one image per prompt and seed.")] = None,
+    seed: Annotated[list[int] | None, typer.Option(
+        help="Seed (repeatable); one image per prompt and seed (default: 0).", show_default=False)] = None,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
@@ -169,7 +174,8 @@ def generate(
     cross_attention_scale: Annotated[float, typer.Option(
         help="Multiplies each adapter's scale on the UNet's cross-attention layers, which read the prompt: "
              "below 1 the last styles the UNet part still repaints come back, for some of the face.")] = 1.0,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for PNGs and grid.png.")] = Path("images"),
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", help="Folder for the PNGs, grid.png and prompts.json.")] = Path("images"),
     batch: Annotated[int, typer.Option(
         help="Images drawn together in one call: faster, each image the same as drawn alone. A call the GPU "
              "has no memory for is drawn again with half as many.")] = 4,
@@ -179,6 +185,8 @@ def generate(
     model_config: ModelConfig = None,
 ):
     """Generate images with zero or more adapters; writes one PNG per image and a labelled grid.png.
+
+    Also prompts.json: each image's prompt, seed and settings, which makes --out a folder `lowdim eval` scores.
 
     Example: lowdim generate -m tinyfaces -a me/adapter.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
 
@@ -262,7 +270,7 @@ def merge(
     = "single-file",
     overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Replace an earlier merge at --out, whole (nothing else: never the base model or an adapter).")] = False,
-    dtype: Dtype = "auto",
+    dtype: MergeDtype = "auto",
     model_config: ModelConfig = None,
 ):
     """Fold adapters into the model's weights and save the whole model: no adapter needed to use it.

@@ -319,7 +319,8 @@ class _Loop:
             if self.say:
                 from rich import get_console
 
-                get_console().print(validation_line(self.step, scores), highlight=False)
+                # soft_wrap: one line in a log however narrow the console (piped: 80 columns), as the CLI's own
+                get_console().print(validation_line(self.step, scores), highlight=False, soft_wrap=True)
         self.accelerator.wait_for_everyone()
 
     def checkpoint(self) -> Path:

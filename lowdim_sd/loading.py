@@ -26,6 +26,24 @@ from lowdim_sd.architecture import component_tree
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+# The words people type for them (torch's own dtype names; "gpu"), answered with the word lowdim takes.
+DTYPE_MEANT = {"half": "fp16", "float16": "fp16", "float": "fp32", "float32": "fp32", "single": "fp32",
+               "bfloat16": "bf16"}
+DEVICE_MEANT = {"gpu": "cuda", "nvidia": "cuda", "metal": "mps", "apple": "mps"}
+
+
+def did_you_mean(typed: str, meant: dict[str, str], words: list[str]) -> str:
+    """'; did you mean WORD?' for a known near-miss (``meant``, also as gpu:1) or a typo of one of ``words``; ''
+    when nothing is close."""
+    import difflib
+
+    word = typed.strip().lower()
+    kind, colon, index = word.partition(":")
+    guess = meant.get(word) or (meant[kind] + colon + index if kind in meant and index.isdigit() else None)
+    if guess is None:
+        close = difflib.get_close_matches(word, words, n=1, cutoff=0.7)
+        guess = close[0] if close else None
+    return f"; did you mean {guess}?" if guess else ""
 
 
 def dtype_name(dtype: torch.dtype, other: str | None = None) -> str:
@@ -151,7 +169,8 @@ def device_problem(device: str) -> str | None:
     try:
         chosen = torch.device(device)
     except (RuntimeError, ValueError):
-        return f"unknown device '{device}': use {DEVICES}"
+        return f"unknown device '{device}': use {DEVICES}" + did_you_mean(device, DEVICE_MEANT,
+                                                                            ["auto", "cpu", "cuda", "mps"])
     if chosen.type == "cpu":
         return None
     if chosen.type == "cuda":
@@ -183,7 +202,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if dtype not in DTYPES:
-        raise LowdimError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
+        raise LowdimError(f"--dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'"
+                          + did_you_mean(dtype, DTYPE_MEANT, ["auto", *DTYPES]))
     return DTYPES[dtype]
 
 

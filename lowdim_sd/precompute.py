@@ -267,7 +267,7 @@ def _say(progress: bool, line: str) -> None:
     if progress:
         from rich import get_console
 
-        get_console().print(line, highlight=False)
+        get_console().print(line, highlight=False, soft_wrap=True)  # one line in a log, however narrow
 
 
 def _batch_line(start: int, size: int, per_batch: int, pending: int, skipped: int, elapsed: float) -> str:

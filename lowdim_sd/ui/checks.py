@@ -171,7 +171,20 @@ def check_model(model: object) -> str:
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not model.startswith((".", "/")):
         return model  # a hub id: loading says whether it is reachable
     raise LowdimError(f"model '{model}' is neither an installed model ({', '.join(installed_models())}) nor a "
-                      f"folder or file on this machine")
+                      f"folder or file on this machine{model_meant(model)}")
+
+
+def model_meant(model: str) -> str:
+    """'; did you mean NAME?' for a bare word close to an installed model's name, with the cutoff the other
+    commands' ``-m`` check uses (``lowdim_sd.loading.refuse_a_misspelt_name``)."""
+    import difflib
+
+    from lowdim.registry import get_registry
+
+    if "/" in model or "\\" in model:
+        return ""
+    close = difflib.get_close_matches(model.lower(), list(get_registry().backends), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def in_page_terms(message: str) -> str:
