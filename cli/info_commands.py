@@ -47,6 +47,10 @@ def spaces(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also l
             summary = "\n".join([summary, *options])
         table.add_row(name, entry.plugin, summary)
     out.print(table)
+    from lowdim.plugins import SPACES_NO_PLUGINS_NOTE, plugins_disabled
+
+    if plugins_disabled():  # a plugin's space the user expects here is then missing without a word
+        out.print(SPACES_NO_PLUGINS_NOTE[:1].upper() + SPACES_NO_PLUGINS_NOTE[1:], highlight=False)
 
 
 def models():

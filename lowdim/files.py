@@ -258,10 +258,11 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     try:
         registry.space_class(str(metadata.get("space")))
     except ConfigError:  # a plugin's space, made where that plugin is installed (a clash raises PluginError)
-        package = f" (package {metadata['space_package']})" if metadata.get("space_package") else ""
-        raise AdapterFileError(f"{path}: its space '{metadata.get('space')}' is not installed here (known: "
-                               f"{', '.join(sorted(registry.spaces))}); install the plugin that provides it"
-                               f"{package}") from None
+        name, dist = str(metadata.get("space")), metadata.get("space_package")
+        package = f" (package {dist})" if dist else ""
+        raise AdapterFileError(f"{path}: " + (registry.space_unavailable(name, dist) or (  # LOWDIM_NO_PLUGINS set, say
+            f"its space '{name}' is not installed here (known: {', '.join(sorted(registry.spaces))}); install the "
+            f"plugin that provides it{package}"))) from None
     try:
         space = registry.make_space(metadata["space"], json.loads(metadata["space_config"]))
         seed = int(metadata["seed"])

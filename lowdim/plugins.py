@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -18,6 +19,7 @@ from typing import Any
 import pluggy
 
 from lowdim import hookspecs
+from lowdim._lazy import lazy_exports as lazy_exports  # public here: a plugin's entry module defers its torch
 from lowdim.errors import PluginError
 
 ENTRY_POINT_GROUP = "lowdim"
@@ -63,6 +65,15 @@ def plugins_disabled() -> bool:
 
 NO_PLUGINS_NOTE = ("LOWDIM_NO_PLUGINS is set, so no plugin is loaded and no model is registered, not even lowdim's "
                    "own sd15; unset it, or set it to 0, to use them")
+SPACES_NO_PLUGINS_NOTE = ("LOWDIM_NO_PLUGINS is set, so no plugin is loaded and only lowdim's own spaces are "
+                          "listed; unset it, or set it to 0, to use a plugin's")
+
+
+def no_plugins_space_note(name: str, package: str | None = None) -> str:
+    """Why space ``name`` (a file's, or a command's) is missing when plugins are off: a plugin may provide it."""
+    provider = f" (package {package} provides it)" if package else ""
+    return (f"space '{name}' is not one of lowdim's own{provider}, and LOWDIM_NO_PLUGINS is set, so no plugin is "
+            f"loaded; unset it, or set it to 0, to use it")
 
 
 def is_lowdims_own(manager: pluggy.PluginManager | None, plugin_name: str) -> bool:
@@ -96,7 +107,7 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
                 continue  # one package listed twice (an editable install beside a built one)
             if manager.get_plugin(name) is not None:  # another package's plugin of that name: loaded too, so
                 dist = getattr(getattr(entry_point, "dist", None), "name", None) or entry_point.value
-                name = f"{name} (package {dist})"  # a name both register is a clash that names them
+                name = renamed_plugin(name, dist)  # a name both register is a clash that names them
             manager.register(plugin, name=name)
         except Exception as error:  # a broken third-party plugin must not break lowdim
             warnings.warn(
@@ -109,6 +120,20 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         problem = hook_problem(manager, plugin)
         if problem:
             warnings.warn(f"plugin '{entry_point.name}' ({entry_point.value}) {problem}", PluginWarning, stacklevel=2)
+
+
+def renamed_plugin(name: str, dist: str) -> str:
+    """The name a second package's entry point of an already registered name is registered under."""
+    return f"{name} (package {dist})"
+
+
+def split_renamed(plugin: str) -> tuple[str, str | None]:
+    """(entry-point name, package) of a plugin registered under ``renamed_plugin``'s name; (plugin, None) else."""
+    found = _RENAMED.fullmatch(plugin)
+    return (found["name"], found["dist"]) if found else (plugin, None)
+
+
+_RENAMED = re.compile(r"(?P<name>.+) \(package (?P<dist>[^()]+)\)")
 
 
 def hook_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:

@@ -24,7 +24,9 @@ from lowdim.plugins import (
     call_each,
     installed_plugins,
     is_lowdims_own,
+    no_plugins_space_note,
     plugins_disabled,
+    split_renamed,
 )
 
 if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
@@ -136,6 +138,8 @@ class Registry:
         if current is not None and self._own(current.plugin):
             _warn_builtin_claimed(kind, name, plugin)
             return
+        if current is not None and current.plugin == plugin and current.value is value:
+            return  # one plugin registering one thing twice (a hook that loops over a list, say) means it once
         claimants = self._clashes.get((kind, name))
         if claimants is None and current is None:
             table[name] = Entry(name, value, plugin)
@@ -143,12 +147,27 @@ class Registry:
         if claimants is None:
             claimants = self._clashes[(kind, name)] = [table.pop(name).plugin]
         claimants.append(plugin)
-        warnings.warn(self._clash_message(kind, name) + "; it is left out until one of them is uninstalled",
-                      PluginWarning, stacklevel=2)
+        left_out = "it is left out" if self._one_plugins_bug(kind, name) else \
+            "it is left out until one of them is uninstalled"
+        warnings.warn(f"{self._clash_message(kind, name)}; {left_out}", PluginWarning, stacklevel=2)
+
+    def _one_plugins_bug(self, kind: str, name: str) -> bool:
+        """Whether every claim on a clashing name is one plugin's own: uninstalling one of them loses both."""
+        return len(set(self._clashes[(kind, name)])) == 1
 
     def _clash_message(self, kind: str, name: str) -> str:
-        plugins = " and by ".join(plugin_label(plugin) for plugin in self._clashes[(kind, name)])
+        claimants = self._clashes[(kind, name)]
+        if self._one_plugins_bug(kind, name):
+            return (f"{plugin_label(claimants[0])} registers {kind} '{name}' twice, as two different things (a bug in "
+                    f"the plugin, for its author to fix)")
+        plugins = " and by ".join(plugin_label(plugin) for plugin in claimants)
         return f"{kind} '{name}' is registered twice: by {plugins}"
+
+    def _clash_error(self, kind: str, name: str, alias: str = "") -> str:
+        """What using a name that is left out for a clash says: the clash, and what would make the name usable."""
+        remedy = "it cannot be used until the plugin is fixed" if self._one_plugins_bug(kind, name) else \
+            "uninstall one of them to use it"
+        return f"{self._clash_message(kind, name)}{alias}: {remedy}"
 
     def _add_space(self, table: dict[str, Entry], plugin: str, space_class: type[Space]) -> None:
         self._claim(table, "space", space_class.name, space_class, plugin)
@@ -220,7 +239,17 @@ class Registry:
         clashed = self._withdrawn.get(name, name) if claimed_as == "backend" else name
         if (claimed_as, clashed) in self._clashes:
             alias = f" ('{name}' is one of its aliases)" if clashed != name else ""
-            raise PluginError(f"{self._clash_message(claimed_as, clashed)}{alias}: uninstall one of them to use it")
+            raise PluginError(self._clash_error(claimed_as, clashed, alias))
+
+    def space_unavailable(self, name: str, package: str | None = None) -> str | None:
+        """Why space ``name`` (which a file records, with the ``package`` that provided it) cannot be used here
+        though a plugin for it may well be installed: two plugins claim the name, or LOWDIM_NO_PLUGINS keeps
+        every plugin from loading. None when it can be used, or simply no installed plugin provides it."""
+        if name in self.spaces:
+            return None
+        if ("space", name) in self._clashes:
+            return self._clash_error("space", name)
+        return no_plugins_space_note(name, package) if plugins_disabled() else None
 
 
 def _warn_builtin_claimed(kind: str, name: str, plugin: str) -> None:
@@ -252,15 +281,20 @@ def space_package(name: str, registry: Registry | None = None) -> str | None:
 
 
 def plugin_label(plugin: str) -> str:
-    """"plugin 'NAME' (package DIST)": who registered something, and what a user would uninstall."""
-    return f"plugin '{plugin}'{_distribution(plugin)}"
+    """"plugin 'NAME' (package DIST)": who registered something, and what a user would uninstall. A second
+    package's entry point of a taken name is registered as "NAME (package DIST)" (lowdim.plugins), told alike."""
+    name, dist = split_renamed(plugin)
+    return f"plugin '{name}'" + (f" (package {dist})" if dist else _distribution(name))
 
 
 def _distribution(plugin: str) -> str:
     """' (package NAME)' for a plugin installed from a distribution: what a user uninstalls."""
     from importlib.metadata import entry_points
 
-    found = next((point for point in entry_points(group="lowdim") if point.name == plugin), None)
+    name, dist = split_renamed(plugin)
+    if dist:
+        return f" (package {dist})"
+    found = next((point for point in entry_points(group="lowdim") if point.name == name), None)
     dist = getattr(found, "dist", None)
     return f" (package {dist.name})" if dist is not None else ""
 

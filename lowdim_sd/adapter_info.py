@@ -55,10 +55,8 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if problem := dropout_problem(path, meta.get("dropout")):
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
-    if not space_installed(meta.get("space")):  # every command that loads it would refuse it
-        package = f" (package {meta['space_package']})" if meta.get("space_package") else ""
-        rows.insert(1, ("needs", f"the plugin that provides space '{meta.get('space')}'{package}, which is not "
-                                 f"installed here (`lowdim spaces` lists those that are)"))
+    if missing := missing_space(meta.get("space"), meta.get("space_package")):  # every load would refuse it
+        rows.insert(1, missing)
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     if problem := size_problem(meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
@@ -70,10 +68,19 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
                     f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
 
 
-def space_installed(name: str | None) -> bool:
+def missing_space(name: str | None, package: str | None) -> tuple[str, str] | None:
+    """The row saying why the file's space cannot be used here (None: it can): two plugins claim it, plugins are
+    switched off (LOWDIM_NO_PLUGINS), or no installed plugin provides it. The file names the package."""
     import lowdim
 
-    return name in lowdim.get_registry().spaces
+    registry = lowdim.get_registry()
+    if name in registry.spaces:
+        return None
+    if problem := registry.space_unavailable(str(name), package):
+        return "problem", problem
+    provider = f" (package {package})" if package else ""
+    return "needs", (f"the plugin that provides space '{name}'{provider}, which is not installed here (`lowdim "
+                     f"spaces` lists those that are)")
 
 
 def dropout_problem(path: Path, text: str | None) -> str:

@@ -6,9 +6,11 @@ each reader apply a scale of exactly 1:
 
 * ``diffusers``: the peft layout ``StableDiffusionPipeline.load_lora_weights`` reads natively,
   ``unet.<module>.lora_A.weight`` (down) / ``.lora_B.weight`` (up), ``text_encoder.<module>...``.
-  No alphas: diffusers (``get_peft_kwargs``) then sets ``lora_alpha = r``, i.e. scale 1.0.
+  No alphas: diffusers (``get_peft_kwargs``) then sets ``lora_alpha = r``, i.e. scale 1.0, for one rank
+  (``_uniform_rank``).
 * ``kohya``: kohya-ss / A1111 / ComfyUI, ``lora_unet_<module, dots as underscores>.lora_down.weight``,
-  ``.lora_up.weight`` and a scalar ``.alpha`` equal to the rank (scale alpha / rank = 1);
+  ``.lora_up.weight`` and a scalar ``.alpha``; each layer at its own rank r with one alpha a for the file
+  and ``up`` multiplied by r / a, so each reader's scale a / r gives the update exactly;
   ``lora_te_text_model_...`` for CLIP. Diffusers reads it via ``_convert_non_diffusers_lora_to_diffusers``.
 """
 
@@ -94,10 +96,10 @@ def _checked(name: str, down: Tensor, up: Tensor, conv: bool) -> tuple[Tensor, T
 def _uniform_rank(factors: Factors) -> dict[str, tuple[Tensor, Tensor]]:
     """Zero-pad every layer to the largest rank: the same ΔW = up @ down, one rank for the whole file.
 
-    Readers disagree on per-layer ranks: diffusers maps kohya per-layer alphas onto its own module
-    names imperfectly, and older diffusers gave every layer the first layer's alpha. With one rank
-    (and one alpha) every reader applies scale 1. lowdim spaces already have one rank per adapter,
-    so this normally changes nothing.
+    For the diffusers layout only, which has no alphas: older diffusers releases (lowdim accepts 0.32 on) gave
+    every layer the first layer's rank as alpha, so a layer of another rank got scale r_first / r; 0.42 reads
+    each layer's rank as its alpha. lowdim's own spaces have one rank per adapter, so this changes
+    nothing for them; a plugin space whose ``rank(layer)`` varies pays zero rows (kohya files do not).
     """
     rank = max((down.shape[0] for down, _ in factors.values()), default=0)
     padded = {}
@@ -147,19 +149,31 @@ def kohya_name(name: str) -> str:
     return KOHYA_PREFIX[component] + path.replace(".", "_")
 
 
+def kohya_alpha(factors: Factors) -> int:
+    """The one alpha of a kohya file: its smallest layer rank, so that ``up`` is only ever scaled up by rank /
+    alpha (>= 1; never into fp16's subnormals), and a file of one rank keeps alpha = rank and ``up`` as it is.
+
+    Kohya readers take each layer's alpha, but diffusers' converter maps per-layer alphas onto its own module
+    names imperfectly (a layer of another alpha got the common one): with one alpha every reader scales
+    layer by layer by alpha / rank, which ``to_kohya`` folds back out of ``up``."""
+    return min((down.shape[0] for down, _ in factors.values()), default=1) or 1
+
+
 def to_kohya(factors: Factors, conv_layers: Collection[str] = ()) -> dict[str, Tensor]:
-    """The kohya-ss state dict (A1111, ComfyUI, diffusers' converter): alpha = rank, so scale 1."""
+    """The kohya-ss state dict (A1111, ComfyUI, diffusers' converter): each layer at its own rank, one alpha for
+    the file (``kohya_alpha``), and ``up`` times rank / alpha, so each reader's alpha / rank scale gives 1."""
+    alpha = kohya_alpha(factors)
     tensors: dict[str, Tensor] = {}
-    for name, (down, up) in _uniform_rank(factors).items():
+    for name, (down, up) in factors.items():
         key = kohya_name(name)
         if f"{key}.lora_down.weight" in tensors:
             # Dots and underscores both become '_': two names may collide, and one would silently vanish.
             raise ExportError(f"layer '{name}' maps to the kohya name '{key}' of another layer")
         down, up = _checked(name, down, up, name in conv_layers)
         tensors[f"{key}.lora_down.weight"] = down
-        tensors[f"{key}.lora_up.weight"] = up
+        tensors[f"{key}.lora_up.weight"] = up * (down.shape[0] / alpha) if down.shape[0] != alpha else up
         # A 0-dim tensor, as kohya writes it; every reader scales the update by alpha / rank.
-        tensors[f"{key}.alpha"] = torch.tensor(float(down.shape[0]))
+        tensors[f"{key}.alpha"] = torch.tensor(float(alpha))
     return tensors
 
 
@@ -225,8 +239,7 @@ def export_adapter(
                       f"--format kohya", stacklevel=2)
     tensors = CONVERTERS[fmt](_with_text_out_proj(factors), conv_layers)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
-    ranks = sorted({down.shape[0] for down, _ in factors.values()})
-    rank = max(ranks)  # the file's rank after _uniform_rank
+    rank = max(down.shape[0] for down, _ in factors.values())  # diffusers: every layer's (_uniform_rank)
     meta = adapter.metadata
     metadata = {
         # safetensors' own convention ("pt"), which some HF loaders check; the LoRA layout has its own key.
@@ -244,5 +257,5 @@ def export_adapter(
     if fmt == "kohya":
         # What A1111's extra-networks page and kohya's tools show for a LoRA.
         metadata.update({"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
-                         "ss_network_alpha": str(rank), "ss_base_model_version": "sd_v1"})
+                         "ss_network_alpha": str(kohya_alpha(factors)), "ss_base_model_version": "sd_v1"})
     return atomic_save(tensors, metadata, target)

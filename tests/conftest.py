@@ -2,9 +2,26 @@
 
 import os
 
+import pytest
 from hypothesis import settings
 
 # CI explores the same examples on every run, so a red build is reproducible; locally, examples vary.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def app_as_it_was():
+    """The app's commands put back after the test: plugin commands are added to the one module-level app (and
+    the registries they were added for remembered), so a test that adds some must leave none for the next."""
+    from lowdim_cli import main as cli_main
+    from lowdim_cli.main import app
+
+    commands, groups = list(app.registered_commands), list(app.registered_groups)
+    callback, added_for = app.registered_callback, set(cli_main._commands_added_for)
+    yield
+    app.registered_commands[:], app.registered_groups[:] = commands, groups
+    app.registered_callback = callback
+    cli_main._commands_added_for.clear()
+    cli_main._commands_added_for.update(added_for)

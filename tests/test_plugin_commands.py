@@ -4,25 +4,11 @@ what it added, so an installed package cannot change what `lowdim train` does (r
 
 from __future__ import annotations
 
-import pytest
 import typer
 from test_plugins import plugin_module
 
 import lowdim
-from lowdim_cli import main as cli_main
 from lowdim_cli.main import app, main
-
-
-@pytest.fixture
-def app_as_it_was():
-    """The app's commands put back after the test: plugin commands are added to the one module-level app."""
-    commands, groups = list(app.registered_commands), list(app.registered_groups)
-    callback, added_for = app.registered_callback, set(cli_main._commands_added_for)
-    yield
-    app.registered_commands[:], app.registered_groups[:] = commands, groups
-    app.registered_callback = callback
-    cli_main._commands_added_for.clear()
-    cli_main._commands_added_for.update(added_for)
 
 
 def hijacked_train(model: str = "x"):

@@ -40,6 +40,28 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
                             f"needs down (r, {layer.in_features}) and up ({layer.out_features}, r)")
 
 
+def check_batched_factors(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
+    """``factors`` on a batch of K adapters' params (a leading dimension; buffers as they are) gives K stacked
+    factors: per-sample adapters (``override``, a hypernetwork's predictions, ``train --subjects``) pass them so,
+    and factors that dropped the dimension failed deep in a forward, or silently used one sample for all.
+    The contract suite runs it; one adapter alone (``inject``, ``train``) works without it, and is not refused."""
+    batch = 2
+    stacked = {name: torch.stack([value] * batch) for name, value in params.items()}
+    buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
+    with torch.no_grad():
+        single = space.factors(params, buffers)
+        try:
+            down, up = space.factors(stacked, buffers)
+        except Exception as error:  # noqa: BLE001  (any failure here is the space's)
+            _fail(space, layer, f"factors fails on a batch of {batch} adapters, params of shape ({batch}, *shape) "
+                                f"({type(error).__name__}: {error}); keep the leading batch dimension")
+    expected = [(batch, *single[0].shape), (batch, *single[1].shape)]
+    if [tuple(down.shape), tuple(up.shape)] != expected:
+        _fail(space, layer, f"factors on a batch of {batch} adapters gave down {tuple(down.shape)} and up "
+                            f"{tuple(up.shape)} instead of {batch} stacked factors {expected[0]} and {expected[1]}; "
+                            f"keep the leading batch dimension of the params (index with ..., expand the buffers)")
+
+
 def check_stacked_factors(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
     """A space that claims ``stacks_layers`` gives two stacked copies of a layer two copies of its factors: a
     training step batches same-shape layers on that claim, and a wrong one failed deep inside it."""

@@ -42,6 +42,23 @@ def refuse_a_broken_space_class(space_class: Any) -> None:
         raise LowdimError(f"space '{name}' ({shown}): option '{bare[0]}' of {config_class.__name__} has no "
                           f"default; every option needs one (lowdim.option(default, help=...)), since "
                           f"get_space('{name}') builds the space with none given")
+    warn_of_options_without_help(space_class, config_class)
+
+
+def warn_of_options_without_help(space_class: Any, config_class: type) -> None:
+    """An option declared as a plain dataclass default works, but `lowdim spaces -v` shows its help blank:
+    a warning naming it and the fix, not a refusal (the space is usable as it is)."""
+    import warnings
+
+    from lowdim.plugins import PluginWarning
+
+    fields = dataclasses.fields(config_class)
+    blank = [field.name for field in fields if not str(field.metadata.get("help", "")).strip()]
+    if blank:
+        options = "option " + ", ".join(f"'{option}'" for option in blank)
+        warnings.warn(f"space '{space_class.name}' ({space_class.__name__}): {options} of {config_class.__name__} "
+                      f"{'has' if len(blank) == 1 else 'have'} no help text, so `lowdim spaces -v` shows it blank; "
+                      f"declare it with lowdim.option(default, help)", PluginWarning, stacklevel=4)
 
 
 def warn_if_init_is_not_zero(space_class: Any) -> None:

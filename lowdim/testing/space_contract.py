@@ -28,7 +28,9 @@ from torch import nn
 import lowdim
 from lowdim import functional as F
 from lowdim.errors import LowdimError
+from lowdim.inject.space_checks import check_batched_factors
 from lowdim.testing.contract_cases import (
+    INIT_WARNINGS,
     LAYERS,
     LOAD_WARNINGS,
     PLUGINS,
@@ -109,14 +111,36 @@ def test_shapes_counts_and_reproducible_init(space_name, case):
     layer = case["layer"]
     first = space.init_params(layer, torch.Generator().manual_seed(case["seed"]))
     again = space.init_params(layer, torch.Generator().manual_seed(case["seed"]))
-    assert {k: tuple(v.shape) for k, v in first.items()} == space.param_shapes(layer)
-    assert all(torch.equal(first[k], again[k]) for k in first)
+    made = {k: tuple(v.shape) for k, v in first.items()}
+    assert made == space.param_shapes(layer), f"init_params gave {made}; param_shapes says {space.param_shapes(layer)}"
+    differ = sorted(k for k in first if not torch.equal(first[k], again[k]))
+    assert not differ, (f"init_params gave different tensors for the same generator seed ({', '.join(differ)}): draw "
+                        f"random values from its `generator` argument (torch.randn(..., generator=generator)), not "
+                        f"from torch's global RNG, or an adapter's start cannot be reproduced")
     trainable = space.trainable_names(layer)
-    assert set(trainable) <= set(first)
-    assert space.num_params(layer) == sum(first[k].numel() for k in trainable)
+    assert set(trainable) <= set(first), f"trainable_names lists {sorted(set(trainable) - set(first))}, not params"
+    counted = sum(first[k].numel() for k in trainable)
+    assert space.num_params(layer) == counted, f"num_params says {space.num_params(layer)}, its params hold {counted}"
     seed = F.layer_seed(case["seed"], layer.name)
     one, two = space.make_buffers(layer, seed), space.make_buffers(layer, seed)
-    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert all(torch.equal(one[k], two[k]) for k in one), (
+        "make_buffers gave different tensors for the same seed: draw frozen state from "
+        "torch.Generator().manual_seed(seed) alone, or a saved adapter cannot be loaded back")
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases())
+def test_factors_keep_a_leading_batch_dimension(space_name, case):
+    """Per-sample adapters (override, a hypernetwork) pass params of shape (K, *shape): one line if factors drops K."""
+    space, params, buffers = build(space_name, case)
+    check_batched_factors(space, case["layer"], params, buffers)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+def test_a_fresh_adapter_gives_a_zero_update(space_name):
+    """Checked once, apart from the properties: the registry warns about it only the first time a space is built."""
+    assert space_name not in INIT_WARNINGS, INIT_WARNINGS.get(space_name)
 
 
 # -- through the wrapped layer -----------------------------------------------------------------
@@ -128,7 +152,8 @@ def test_default_init_leaves_model_output_unchanged(space_name, case):
     x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
     before = model(x)
     lowdim.inject(model, make_space(space_name, case), LAYERS, seed=case["seed"])
-    assert torch.equal(model(x), before)
+    assert torch.equal(model(x), before), (f"space '{space_name}': adding it with its default init changed the "
+                                           f"model's output; init_params must give ΔW = 0 (docs/plugins.md)")
 
 
 @pytest.mark.parametrize("space_name", SPACES)

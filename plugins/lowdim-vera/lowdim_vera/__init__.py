@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lowdim._lazy import lazy_exports
 from lowdim.hookspecs import hookimpl
+from lowdim.plugins import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["VeraConfig", "VeraSpace", "register_spaces"]
