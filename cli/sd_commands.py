@@ -69,7 +69,9 @@ def train(
              "0.05 to 0.1 as commonly used for LoRA. 0 turns it off; generation never drops. Not with --full or "
              "--space ti.")] = 0.0,
     prompt: Annotated[str, typer.Option(help="Training prompt; [V] is replaced by --token.")] = "a [V] face",
-    token: Annotated[str, typer.Option(help="The rare identifier that [V] stands for.")] = "sks",
+    token: Annotated[str | None, typer.Option(
+        help="The rare identifier that [V] stands for, one word (default: sks; with --init, the initial adapter's "
+             "own).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of init, noise, timesteps and augmentation.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
@@ -101,12 +103,17 @@ def train(
       lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
     """
     from lowdim.errors import LowdimError
+    from lowdim_sd.modes import initial_token
+    from lowdim_sd.personalize_checks import check_token
     from lowdim_sd.train import TrainConfig
     from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
 
     if rank is not None and init is None:
         raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
                           "scratch use --space lora --set rank=N")
+    if token is not None:
+        check_token(token, "sks; with --init, the initial adapter's own word")
+    token = initial_token(init, token)  # --init's frozen part answers to its own word: trained on under it
     config = TrainConfig(
         steps=(defaults.FINETUNE_STEPS if init else defaults.STEPS) if steps is None else steps,
         batch_size=batch_size, grad_accum=grad_accum,

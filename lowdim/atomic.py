@@ -48,6 +48,23 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     return path
 
 
+def replace_folder(staging: Path, out: Path) -> None:
+    """Rename the folder ``staging`` (written in ``temp_place(out)``) to ``out``. A folder already there is moved
+    aside into a temp place first, as os.replace cannot replace a folder, and removed with it after; put back when
+    the rename fails."""
+    if not out.is_dir():
+        os.replace(staging, out)
+        return
+    with temp_place(out, keep_on_error=True) as earlier:
+        try:
+            os.replace(out, earlier)
+            os.replace(staging, out)
+        except BaseException:  # a Ctrl-C between the two renames included
+            if earlier.exists() and not out.exists():
+                os.replace(earlier, out)  # the earlier folder back where it was
+            raise
+
+
 @contextlib.contextmanager
 def temp_place(path: Path, keep_on_error: bool = False) -> Iterator[Path]:
     """Inside: where to write ``path`` before renaming it there, ``.NAME.XXXXXXXX.tmp/NAME`` beside it, locked

@@ -11,10 +11,8 @@ Layout, chosen so that a LiDB adapter for SD1.5 stays under 60 KB:
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +34,16 @@ from lowdim.filecheck import (
     check_regeneration,
     check_savable,
     checked_dropout,
-    checked_layers,
     checked_scales,
     describe_foreign,
-    inflate,
     not_ours,
     refuse_meta_layers,
 )
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.select import exact_layers
+from lowdim.layer_lists import pack_layers as _pack_layers
+from lowdim.layer_lists import unpack_layers  # noqa: F401  (this module's API too)
+from lowdim.safetensors_header import sort_header_metadata
 from lowdim.spaces.base import LayerSpec, Space
 
 FORMAT = "lowdim.adapter"
@@ -198,8 +197,12 @@ def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str 
     Written straight from the tensors, never serialized to bytes first: a merged model's file is as big as it."""
     path = Path(path)
     _refuse_pickle(path)
-    return atomic_write(path, lambda temp: save_file({k: v.contiguous() for k, v in tensors.items()},
-                                                     temp, metadata=metadata))
+
+    def write(temp: str) -> None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
+        sort_header_metadata(temp)  # the metadata in key order: the same contents, the same bytes in any process
+
+    return atomic_write(path, write)
 
 
 def _json_extra(extra: dict[str, Any]) -> str:
@@ -219,22 +222,6 @@ def _flatten(per_layer: LayerTensors, layers: list[LayerSpec], dtype: torch.dtyp
         for key, value in per_layer[layer.name].items():
             chunks.setdefault(key, []).append(value.detach().to("cpu", dtype).reshape(-1))
     return {key: torch.cat(values) for key, values in chunks.items()}
-
-
-def _pack_layers(layers: list[LayerSpec]) -> str:
-    raw = json.dumps([[layer.name, layer.out_features, layer.in_features] for layer in layers], separators=(",", ":"))
-    return "zlib:" + base64.b64encode(zlib.compress(raw.encode(), 9)).decode()
-
-
-def unpack_layers(packed: str, path: Path) -> list[LayerSpec]:
-    """An adapter file's 'layers' metadata (zlib-packed JSON, or plain JSON in older files), checked."""
-    try:
-        raw = inflate(base64.b64decode(packed.removeprefix("zlib:")), "layer list", path) \
-            if packed.startswith("zlib:") else packed
-        entries = json.loads(raw)
-    except (ValueError, TypeError) as error:
-        raise AdapterFileError(f"{path}: the layer list in the metadata is corrupted ({error})") from None
-    return checked_layers(entries, path)
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -30,12 +30,13 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
     layers = unpack_layers(meta.get("layers", "[]"), path)
     stored = any(key.startswith(BUFFER_PREFIX) for key in header.shapes)
+    remade = not stored and has_bases(meta, layers)
     rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
             ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
             ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
             ("file", f"{size_text(path)}, {meta.get('dtype', '?')}"),
             ("seed", meta.get("seed", "?")),
-            ("frozen bases", "stored in the file" if stored else REMADE if meta.get("basis_checksum") else "none")]
+            ("frozen bases", "stored in the file" if stored else REMADE if remade else "none")]
     for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
                        ("scales", "layer scales"), ("dropout", "trained with dropout"),
                        ("lowdim_version", "made with lowdim")):
@@ -49,7 +50,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
               "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": number(meta.get("seed")),
               **({"layer scales": parsed_json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
               **({"trained with dropout": number(meta["dropout"])} if meta.get("dropout") else {}),
-              "frozen bases": {"stored": stored} if stored or meta.get("basis_checksum") else None,
+              "frozen bases": {"stored": stored} if stored or remade else None,
               **{f"recipe: {key}": value.strip() if isinstance(value, str) else value
                  for key, value in recipe.items()}}
     if problem := dropout_problem(path, meta.get("dropout")):
@@ -63,9 +64,25 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
     phrase = learned_phrase(meta)
-    prompt = phrase if meta.get("token") else "a photo"
+    prompt = phrase if meta.get("token") or recipe.get("prompt") else "a photo"  # the prompt it trained on
     return FileInfo(path, "a lowdim adapter", rows,
                     f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
+
+
+def has_bases(meta: dict[str, str], layers: list) -> bool:
+    """Whether the space's frozen state is random bases made from the seed (LiDB's, VeRA's): what it makes for the
+    first layer differs between two seeds. A fixed one (Textual Inversion's row selector) is no bases; where the
+    space cannot be made here, the file's basis checksum says."""
+    import torch
+
+    import lowdim
+
+    try:
+        space = lowdim.get_registry().make_space(meta["space"], json.loads(meta.get("space_config") or "{}"))
+        first, second = space.make_buffers(layers[0], 0), space.make_buffers(layers[0], 1)
+    except Exception:  # a plugin's space not installed, a broken config, no layers: shown by rows of their own
+        return bool(meta.get("basis_checksum"))
+    return any(key not in second or not torch.equal(first[key], second[key]) for key in first)
 
 
 def missing_space(name: str | None, package: str | None) -> tuple[str, str] | None:

@@ -159,6 +159,7 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
                  and (key in stored or key not in RECORDED_SINCE) for line in _differences(key, stored, current)]
     different += [_difference(key, old, new) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     different += _input_differences(stored.get("inputs"), current.get("inputs") or {})
+    different = list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once
     if not different:
         return
     raise LowdimError(f"{folder}: checkpoint of a run with other settings: {'; '.join(different)}; resume with the "
@@ -208,7 +209,8 @@ def inputs_digest(model: SDModel, subjects: list[Subject], names: list[str]) -> 
     """What a run trains on, for ``restore`` to compare: each subject's reference pixels (as loaded, so
     cropping and resizing count) and a fingerprint of the base model's weights."""
     images = {name: _digest([subject.images]) for name, subject in zip(names, subjects, strict=True)}
-    return {"images": images, "model": weights_fingerprint(model)}
+    side = int(subjects[0].images.shape[-1]) if subjects else None  # --resolution, or the model's own
+    return {"images": images, "model": weights_fingerprint(model), **({"resolution": side} if side else {})}
 
 
 def weights_fingerprint(model: SDModel) -> str:
@@ -244,9 +246,14 @@ def _input_differences(stored: dict | None, current: dict) -> list[str]:
         return []
     found = []
     old, new = stored.get("images", {}), current.get("images", {})
-    for name in sorted(set(old) | set(new)):
+    there, now = stored.get("resolution"), current.get("resolution")
+    if there and now and there != now:  # every picture differs then: the option is what to name
+        found.append(f"--resolution ({there} there, {now} now)")
+    for name in sorted(set(old) | set(new)) if not found else []:
         if old.get(name) != new.get(name):
-            found.append(f"the reference images of '{name}' differ (pixels, crop or size; digest {old.get(name)} "
+            # One subject (--images) has no name of its own; --subjects' are their folders'.
+            whose = f" of subject '{name}'" if len(set(old) | set(new)) > 1 else ""
+            found.append(f"the reference images{whose} differ (pixels, crop or size; digest {old.get(name)} "
                          f"there, {new.get(name)} now)")
     if stored.get("model") != current.get("model"):
         found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "

@@ -258,7 +258,9 @@ def _other(path: Path, header: Header) -> FileInfo:
 def _pipeline_folder(folder: Path) -> FileInfo:
     index = parsed_json((folder / "model_index.json").read_text(errors="replace"), {})
     rows = [("pipeline", str(index.get("_class_name", "?")) if isinstance(index, dict) else "?")]
-    if (record := read_merge_record(folder)) is not None:
+    if (record := read_merge_record(folder)) is not None and record.get("made_by") == TRAINED:
+        return _trained(folder, record, rows)
+    if record is not None:
         return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
                     f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")
@@ -333,6 +335,23 @@ def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]],
     values = {**(values or {}), "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")}
                                                      for entry in entries], "token": tokens}
     return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {quote(subject)}", values)
+
+
+TRAINED = "lowdim train --full"  # the maker a trained model's record names (lowdim_sd.modes.record_recipe)
+
+
+def _trained(folder: Path, record: dict, rows: list[tuple[str, str]]) -> FileInfo:
+    """A model `lowdim train --full` wrote: its base, its word and how it trained, drawn with as a merged one is."""
+    tokens = [str(token) for token in record.get("tokens", [])]
+    parts = "UNet and text encoder" if record.get("text_encoder_trained") else "UNet"
+    trained = (f"{record.get('steps', '?')} steps at lr {record.get('learning_rate', '?')} on "
+               f"{record.get('images', '?')} image(s), {parts}; prompt {record.get('prompt', '?')!r}")
+    rows = [("base model", str(record.get("base_model") or "?")), ("token", ", ".join(tokens) or "?"),
+            ("trained", trained), *rows]
+    values = {"token": tokens, "trained": {key: record.get(key) for key in
+                                           ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")}}
+    return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
+                    f"lowdim generate -m {quote(str(folder))} -p {quote(_merged_prompt(record, tokens))}", values)
 
 
 def _merged_prompt(record: dict, tokens: list[str]) -> str:

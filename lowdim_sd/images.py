@@ -46,6 +46,14 @@ def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.
     ``min_side`` and ``size`` is upscaled with a warning.
     """
     path = Path(path)
+    image = _usable_image(path, size, min_side)
+    if min(image.size) < size:
+        warnings.warn(_upscaled_line([(path, image.size)], 1, size), stacklevel=2)
+    return pil_to_tensor(_center_square(image, size))
+
+
+def _usable_image(path: Path, size: int, min_side: int | None) -> Image.Image:
+    """The picture at ``path`` (see ``open_rgb``), refused when its shorter side is below ``min_side``."""
     min_side = size // 2 if min_side is None else min_side
     image = open_rgb(path)
     width, height = image.size
@@ -53,9 +61,7 @@ def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.
         raise ImageError(
             f"image {path} is too small: {width}x{height} pixels, its shorter side must be at least {min_side}"
         )
-    if min(width, height) < size:
-        warnings.warn(f"image {path} is {width}x{height} pixels; upscaling it to {size}x{size}", stacklevel=2)
-    return pil_to_tensor(_center_square(image, size))
+    return image
 
 
 def open_rgb(path: PathLike) -> Image.Image:
@@ -137,13 +143,14 @@ def _one_line(error: BaseException) -> str:
 # ------------------------------------------------------------------------------------------- collecting
 
 
-def collect_images(paths: PathLike | Sequence[PathLike]) -> list[Path]:
+def collect_images(paths: PathLike | Sequence[PathLike], subfolder_hint: str | None = None) -> list[Path]:
     """The image files named by ``paths``: a folder, one file, or a list of files and folders.
 
     Folders are scanned non-recursively and sorted by name, keeping files whose extension is an image
-    extension; other files are skipped with one warning (hidden files such as .DS_Store silently).
-    Files listed by name are kept whatever their extension: the user asked for them, and load_image
-    reports it clearly if one is not a picture.
+    extension; other files are skipped with one warning (hidden files such as .DS_Store silently), and so
+    are sub-folders holding pictures, named with their counts and ``subfolder_hint`` (what to do instead;
+    default: move the pictures up). Files listed by name are kept whatever their extension: the user asked
+    for them, and load_image reports it clearly if one is not a picture.
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
@@ -151,7 +158,7 @@ def collect_images(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     found: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            found.extend(_scan_folder(item))
+            found.extend(_scan_folder(item, subfolder_hint or f"move them up into {item} to use them"))
         elif item.is_file():
             found.append(item)
         else:
@@ -159,22 +166,91 @@ def collect_images(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return found
 
 
-def _scan_folder(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _scan_folder(folder: Path, subfolder_hint: str) -> list[Path]:
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    files = sorted(p for p in entries if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    nested = _sub_folders_with_images(sorted(p for p in entries if p.is_dir()))
     if not images:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise ImageError(f"folder {folder} holds no image files (looked for {extensions})")
+        elsewhere = f"; its sub-folders hold some, {_some(nested)}: {subfolder_hint}" if nested else ""
+        raise ImageError(f"folder {folder} holds no image files (looked for {extensions}){elsewhere}")
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {shown}", stacklevel=3)
+        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {_some(skipped)}", stacklevel=3)
+    if nested:  # read one level only: a folder of photos often keeps rejects or other people below it
+        warnings.warn(f"skipped {len(nested)} sub-folder(s) of {folder} and the images in them, {_some(nested)}: "
+                      f"{subfolder_hint}", stacklevel=3)
     return images
+
+
+def _sub_folders_with_images(folders: list[Path]) -> list[str]:
+    """['sub (2 images)', 'more (1 image)'] for the folders holding image files at any depth; hidden folders
+    and files left out, as the scan leaves them out."""
+    counts = [(folder.name, _images_below(folder)) for folder in folders]
+    return [f"{name} ({count} image{'s' if count > 1 else ''})" for name, count in counts if count]
+
+
+def _images_below(folder: Path) -> int:
+    count = 0
+    for _, subs, names in os.walk(folder):  # links to folders not followed: no loops
+        subs[:] = [sub for sub in subs if not sub.startswith(".")]
+        count += sum(not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS for name in names)
+    return count
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def load_references(paths: PathLike | Sequence[PathLike], size: int, min_side: int | None = None) -> torch.Tensor:
     """All reference pictures named by ``paths`` (see collect_images) as an (N, 3, size, size) tensor."""
-    return torch.stack([load_image(path, size, min_side) for path in collect_images(paths)])
+    return load_reference_sets([paths], size, min_side)[0]
+
+
+def load_reference_sets(sets: Sequence[PathLike | Sequence[PathLike]], size: int,
+                        min_side: int | None = None) -> list[torch.Tensor]:
+    """Each set's pictures (see collect_images) as an (N, 3, size, size) tensor, reading every file first: all
+    the unusable ones of every set are named in one ImageError, so one run finds them all, and the pictures
+    upscaled (see load_image) in one warning, not a line each."""
+    loaded: list[list[torch.Tensor]] = []
+    problems: list[str] = []
+    small: list[tuple[Path, tuple[int, int]]] = []
+    for paths in sets:
+        loaded.append([])
+        try:
+            files = collect_images(paths)
+        except ImageError as error:
+            problems.append(str(error))
+            continue
+        for path in files:
+            try:
+                image = _usable_image(path, size, min_side)
+            except ImageError as error:
+                problems.append(str(error))
+                continue
+            if min(image.size) < size:
+                small.append((path, image.size))
+            loaded[-1].append(pil_to_tensor(_center_square(image, size)))
+    if len(problems) == 1:
+        raise ImageError(problems[0])
+    if problems:
+        raise ImageError(f"{len(problems)} reference images cannot be used (fix or remove each): "
+                         + "; ".join(problems))
+    if small:
+        warnings.warn(_upscaled_line(small, sum(map(len, loaded)), size), stacklevel=3)
+    return [torch.stack(tensors) for tensors in loaded]
+
+
+def _upscaled_line(small: list[tuple[Path, tuple[int, int]]], total: int, size: int) -> str:
+    """The one warning for the pictures (path, (width, height)) below ``size``, which are upscaled (a blur)."""
+    if len(small) == 1:
+        (path, (width, height)), = small
+        return f"image {path} is {width}x{height} pixels; upscaling it to {size}x{size}"
+    path, (width, height) = min(small, key=lambda item: (min(item[1]), item[1]))
+    return (f"{len(small)} of {total} reference images are smaller than {size}x{size} pixels and are upscaled, "
+            f"which blurs them (the smallest, {path}, is {width}x{height}): "
+            f"{_some([str(p) for p, _ in small], shown=3)}")
 
 
 # ----------------------------------------------------------------------------------------- augmentation

@@ -97,10 +97,10 @@ class SDModel:
         """What adapter files record as their base model: the hub id, or the name (``load_sd`` keeps a registered
         model's own name, never an alias, so ``-m mini`` and ``-m minisd`` write one record).
 
-        A backend whose weights ship on disk (TinyFaces) is recorded by its name, not by a path
-        that only exists on this machine.
+        A backend whose weights ship on disk (TinyFaces) is recorded by its name, not by a path that only exists on
+        this machine; a folder or file given by path as an absolute one, so `lowdim show`'s line runs from anywhere.
         """
-        return self.name if self.source != self.name and Path(self.source).exists() else self.source
+        return self.name if self.source != self.name and Path(self.source).exists() else canonical_model(self.source)
 
     @property
     def modules(self) -> nn.ModuleDict:
@@ -296,12 +296,13 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
 
         check_weights_folder(path)
         return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=True, **kwargs)
-    if path.suffix or os.sep in source and not _looks_like_hub_id(source):
+    if path.suffix or not _looks_like_hub_id(source):  # "My Models/sd15": a folder's name, not a hub id
         raise ModelLoadError(f"{source}: no such model file or folder")
+    from huggingface_hub.errors import HFValidationError  # a name the hub's own rules refuse ("a..b")
     try:
         # A hub id too: safetensors only, so a repository (or a cached copy) holding only *.bin is refused.
         return StableDiffusionPipeline.from_pretrained(source, use_safetensors=True, **kwargs)
-    except OSError as error:
+    except (OSError, HFValidationError) as error:
         raise hub_id_not_found(source) from error
 
 
@@ -328,8 +329,8 @@ def dtype_keyword(diffusers_version: str | None = None) -> str:
 
 
 def _looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+    """``name`` or ``owner/name`` in the characters the hub allows: a path with a space or a backslash is not."""
+    return re.fullmatch(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+", text) is not None and not text.startswith(".")
 
 
 def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:

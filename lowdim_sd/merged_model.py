@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lowdim
-from lowdim.atomic import describe_removed, sweep_temps, temp_place
+from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd.generate import attach_adapters, check_adapter_files
@@ -275,7 +275,7 @@ def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
         staging.mkdir()  # with the umask's permissions, which the renamed folder keeps
         save_pipeline(model.pipe, staging)
         atomic_write(staging / RECORD, lambda name: Path(name).write_text(json.dumps(record, indent=1)))
-        _swap_in(staging, out)
+        replace_folder(staging, out)
     return given
 
 
@@ -286,20 +286,3 @@ def sweep_earlier_debris(out: Path) -> None:
     removed = sweep_temps(out.parent, out.name)
     if removed:
         warnings.warn(f"{out.parent}: {describe_removed(removed)}", stacklevel=3)
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``. A folder there (empty, or an earlier merge: checked before) is moved aside
-    into a temp place first, as os.replace cannot replace a folder, and removed with it after; put back when the
-    rename fails."""
-    if not out.is_dir():
-        os.replace(staging, out)
-        return
-    with temp_place(out, keep_on_error=True) as earlier:
-        try:
-            os.replace(out, earlier)
-            os.replace(staging, out)
-        except BaseException:  # a Ctrl-C between the two renames included
-            if earlier.exists() and not out.exists():
-                os.replace(earlier, out)  # the earlier merge back where it was
-            raise

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 import lowdim
+from lowdim.atomic import replace_folder, temp_place
 from lowdim.errors import LowdimError
+from lowdim.files import atomic_write
 from lowdim.inject import LayerSet
 from lowdim.spaces.base import Space
 from lowdim_sd.embedding_undo import tokens_undone
@@ -24,7 +30,11 @@ from lowdim_sd.loading import SDModel
 from lowdim_sd.registered_models import model_layer_set
 from lowdim_sd.text_encoder_files import save_pipeline
 
+if TYPE_CHECKING:
+    from lowdim_sd.train_settings import Subject, TrainConfig
+
 ADAPTER = "subject"
+DEFAULT_TOKEN = "sks"  # TrainConfig's, the word [V] stands for when nothing names another
 
 
 def resolve_layers(name_or_patterns: str | None, model: str | None = None) -> LayerSet:
@@ -88,6 +98,7 @@ class AdapterTrainable:
         self.subject_names = subject_names
         self.num_subjects = len(subject_names)
         self.metadata = metadata
+        self.subject_extras: list[dict] = []  # per subject, added to the file's recipe (``record_recipe``)
         self.parameters = self.adapters.parameters(name)
 
     def state(self) -> dict[str, Tensor]:
@@ -116,9 +127,15 @@ class AdapterTrainable:
         batched = self.adapters.info(self.name).batch is not None
         return [
             lowdim.save_adapter(Path(out_dir) / f"{subject}.safetensors", self.adapters, self.name,
-                                sample=index if batched else None, dtype=self.save_dtype, **self.metadata)
+                                sample=index if batched else None, dtype=self.save_dtype, **self._metadata(index))
             for index, subject in enumerate(self.subject_names)
         ]
+
+    def _metadata(self, index: int) -> dict:
+        """What subject ``index``'s file records: the run's metadata, its own part of the recipe added."""
+        if not self.subject_extras:
+            return self.metadata
+        return {**self.metadata, "extra": {**self.metadata.get("extra", {}), **self.subject_extras[index]}}
 
 
 def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: int = 0,
@@ -154,7 +171,11 @@ def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merg
                            save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Paper §4.3 from a file: load ``initial`` (e.g. a predicted LiDB), then ``relaxed_trainable``."""
     info = lowdim.load_adapter(initial, lowdim.Adapters(model.modules), name="initial")
-    metadata = {"base_model": model.base_model_id, "token": token or info.metadata.get("token") or "sks"}
+    learned = str(info.metadata.get("token") or "")
+    if token and learned and token != learned:  # its frozen part still calls the subject by its own word
+        warnings.warn(f"{initial} learned its subject under the word {learned!r}; with --token {token!r} the new "
+                      f"LoRA trains under another word (leave --token out to train under {learned!r})", stacklevel=3)
+    metadata = {"base_model": model.base_model_id, "token": token or learned or DEFAULT_TOKEN}
     return relaxed_trainable(model, "initial", rank=rank, merge_frozen=merge_frozen, subject_name=subject_name,
                              metadata=metadata, save_dtype=save_dtype, dropout=dropout)
 
@@ -170,6 +191,7 @@ class FullTrainable:
         self.parts = {"unet": model.pipe.unet}
         if train_text_encoder:
             self.parts["text_encoder"] = model.pipe.text_encoder
+        self.record: dict = {}  # what the saved folder records of its making (``record_recipe``)
         self.parameters = []
         for part in self.parts.values():
             part.requires_grad_(True)
@@ -189,6 +211,50 @@ class FullTrainable:
             part.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
 
     def save(self, out_dir: Path) -> list[Path]:
-        folder = Path(out_dir) / "model"
-        save_pipeline(self.model.pipe, folder)
-        return [folder]
+        """The trained pipeline as ``out_dir/model``, with its record (``record_recipe``): written in a hidden place
+        beside it and renamed there at the end, so a failed or stopped save leaves no half model."""
+        given = Path(out_dir) / "model"
+        folder = Path(os.path.abspath(given))
+        with temp_place(folder) as staging:
+            staging.mkdir()  # with the umask's permissions, which the renamed folder keeps
+            save_pipeline(self.model.pipe, staging)
+            if self.record:
+                from lowdim_sd.merged_model import RECORD  # the record `lowdim show` and generate's [V] read
+
+                atomic_write(staging / RECORD, lambda name: Path(name).write_text(json.dumps(self.record, indent=1)))
+            replace_folder(staging, folder)
+        return [given]
+
+
+def initial_token(initial: Path | None, token: str | None) -> str:
+    """The word a run trains under: ``token`` as given, else the one ``initial`` (--init's adapter) learned, whose
+    frozen part calls the subject by it, else sks. A file that cannot be read gives none: its load says why."""
+    if token is not None:
+        return token
+    if initial is None:
+        return DEFAULT_TOKEN
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(initial), framework="pt") as file:
+            learned = (file.metadata() or {}).get("token")
+    except Exception:  # safetensors raises its own error types for every way a file is broken
+        learned = None
+    return learned or DEFAULT_TOKEN
+
+
+def record_recipe(trainable: object, config: TrainConfig, subjects: list[Subject]) -> None:
+    """Store what made the files `lowdim train` writes in them: the prompt template, steps, rate and image count
+    (`lowdim show` prints them and suggests the prompt); a --full model also its base and word, in the record a
+    merged model carries, so generate's [V] calls the trained subject."""
+    recipe = {"made_by": "lowdim train", "prompt": config.prompt, "steps": config.steps,
+              "learning_rate": config.learning_rate, "batch_size": config.batch_size}
+    if isinstance(trainable, FullTrainable):
+        model = trainable.model
+        # The prompt keeps [V]: generate calls the model's recorded word by it, as it does a merged model's.
+        trainable.record = {"base_model": model.base_model_id, "adapters": [], "tokens": [config.token], **recipe,
+                            "made_by": "lowdim train --full", "images": len(subjects[0].images),
+                            "text_encoder_trained": "text_encoder" in trainable.parts}
+    elif isinstance(trainable, AdapterTrainable):
+        trainable.metadata["extra"] = recipe
+        trainable.subject_extras = [{"images": len(subject.images)} for subject in subjects]

@@ -40,9 +40,8 @@ def check_job(job: PersonalizeJob) -> None:
     if job.preview and job.preview_steps < 1:
         raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
     check_preview_flags(job)
-    if job.token is not None and not job.token.strip():
-        raise LowdimError("--token is empty: give the rare word that [V] stands for, or leave --token out (then the "
-                          "hypernetwork's own word, else sks)")
+    if job.token is not None:
+        check_token(job.token, "the hypernetwork's own word, else sks")
     if job.iterations is not None and job.iterations < 1:
         raise LowdimError(f"--iterations must be >= 1 (the hypernetwork's refinement passes), got {job.iterations}")
     if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
@@ -54,6 +53,16 @@ def check_job(job: PersonalizeJob) -> None:
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
+
+
+def check_token(token: str, default: str) -> None:
+    """--token is one word: an empty one trains on "a  face" and leaves [V] to mean 'sks' in every prompt, and one
+    with spaces would be two words that the prompts must repeat exactly. ``default``: what leaving it out gives."""
+    if not token.strip():
+        raise LowdimError(f"--token is empty: give one word, the rare word that [V] stands for, or leave --token out "
+                          f"(then {default})")
+    if token != token.strip() or len(token.split()) != 1:
+        raise LowdimError(f"--token must be one word, the rare word that [V] stands for, with no spaces; got {token!r}")
 
 
 # The job's fields that only the fast finetune reads, as the CLI names them; the first given is named.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lowdim.files import atomic_write
+from lowdim.files import atomic_write, current_umask
 from lowdim_sd.architecture import text_encoder_root
 from lowdim_sd.loading import ModelLoadError
 
@@ -33,6 +34,17 @@ def save_pipeline(pipe: Any, folder: Path, **save_options: Any) -> None:
     with _saving_nested(getattr(pipe, "text_encoder", None)), quiet_libraries():
         pipe.save_pretrained(folder, safe_serialization=True, **save_options)
     load_text_encoder_as_fp32(Path(folder))
+    readable_per_umask(Path(folder))
+
+
+def readable_per_umask(folder: Path) -> None:
+    """Give every file in ``folder`` the umask's permissions, as every other file lowdim writes has: safetensors
+    writes its weight files through a temp file of mode 0600, which a shared model folder, or a server running as
+    another user, could not read."""
+    mode = 0o666 & ~current_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 def load_text_encoder_as_fp32(folder: Path) -> None:

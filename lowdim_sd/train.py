@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
 from lowdim_sd import checkpoints, runs, stopping
+from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged  # noqa: F401 (API)
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
@@ -43,10 +43,6 @@ if TYPE_CHECKING:
     from lowdim_sd.style_delta import StyleTerm
 
 MIXED_PRECISION = runs.MIXED_PRECISION
-
-
-class TrainingDiverged(LowdimError):
-    """The loss or a gradient became NaN or infinite."""
 
 
 class Trainable(Protocol):
@@ -216,6 +212,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     _set_train_mode(model, config.gradient_checkpointing)
     dropping = _drops_inputs(model)
     scaler = runs.grad_scaler(model.device, config.mixed_precision)
+    hints = divergence_hints(model, config)
     started = time.perf_counter()
     done, updating = result.start_step, False  # steps whose update is applied: what a stop's checkpoint holds
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
@@ -224,7 +221,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
                 stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
                 loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
                                  models, dropping=dropping)
-                _guard(loss, step, trainable, out_dir, checkpoint, overflow_is_skipped=scaler.is_enabled())
+                stop_if_diverged(loss, step, trainable, out_dir, checkpoint, scaler.is_enabled(), hints)
                 with stopping.held():  # a signal now is taken up at the next step's check, with a checkpoint
                     updating = True
                     scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
@@ -243,8 +240,24 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
             _set_eval_mode(model)
     result.seconds = time.perf_counter() - started
     if out_dir is not None:
-        result.outputs = trainable.save(out_dir)
+        result.outputs = _save_outputs(trainable, Path(out_dir), done, lambda: checkpoint(done), continue_with)
     return result
+
+
+def _save_outputs(trainable: Trainable, out_dir: Path, done: int, checkpoint: Callable[[], Path],
+                  continue_with: str | None) -> list[Path]:
+    """The trained files, kept whatever stop comes while they are written.
+
+    The script's signals wait for the save to end (``stopping.held``), and the caller takes the stop up then:
+    finishing a save is the quickest way to keep the run, even a multi-GB --full model on a slow disk, whose
+    checkpoint would hold AdamW's two moments beside the weights, three times the bytes. A KeyboardInterrupt
+    raised some other way (a notebook's Ctrl-C) lands at once: the last step is then kept as a checkpoint.
+    """
+    try:
+        with stopping.held():
+            return trainable.save(out_dir)
+    except KeyboardInterrupt as stop:
+        runs.reraise(stop, runs.stop_note(stop, done, False, checkpoint, continue_with))
 
 
 def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, optimizer: torch.optim.Optimizer,
@@ -327,35 +340,6 @@ def _one_step(model, subjects, trainable, optimizer, config, step, input_ids, sc
     if config.max_grad_norm:
         clip_per_subject(trainable, config.max_grad_norm)
     return total
-
-
-def _guard(loss: float, step: int, trainable, out_dir: Path | None, checkpoint,
-           overflow_is_skipped: bool = False) -> None:
-    # With loss scaling, infinite gradients are an overflow the scaler answers by skipping the step
-    # and lowering its scale; only a non-finite loss means training itself went wrong.
-    grads_finite = overflow_is_skipped or _all_finite([p.grad for p in trainable.parameters if p.grad is not None])
-    if math.isfinite(loss) and grads_finite:
-        return
-    kept = "no checkpoint was written (no --out)"
-    if out_dir is not None:  # the parameters are still the last finite ones: nothing was applied yet
-        kept = f"the last good state is saved in {checkpoint(step, keep=10**6)}"
-    raise TrainingDiverged(f"loss became {loss} at step {step + 1}; training stopped and {kept}; "
-                           f"try a lower --lr or --mixed-precision no")
-
-
-def _all_finite(tensors: list[Tensor]) -> bool:
-    """Whether every element is finite, read back once.
-
-    A host-bound GPU step pays per kernel launched, and isfinite is five kernels per tensor: 1,760 a step
-    for SD1.5's 352 rank-relaxed gradients. A norm is infinite or NaN whenever an element is, so one
-    multi-tensor norm answers for all of them; only a norm that overflows on finite elements (large fp16
-    values) needs the element-wise look.
-    """
-    if not tensors:
-        return True
-    if bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors))):
-        return True
-    return bool(torch.stack([torch.isfinite(tensor).all() for tensor in tensors]).all())
 
 
 def _set_train_mode(model: SDModel, gradient_checkpointing: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shlex
 import shutil
 import warnings
 from collections.abc import Collection
@@ -14,9 +15,9 @@ from pathlib import Path
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
-from lowdim_sd import checkpoints, defaults, runs
+from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.generate import check_resolution
-from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_references
+from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_reference_sets, load_references
 from lowdim_sd.loading import (
     SDModel,
     canonical_model,
@@ -25,7 +26,14 @@ from lowdim_sd.loading import (
     load_sd,
     resolve_device,
 )
-from lowdim_sd.modes import FullTrainable, adapter_trainable, left_as_given, rank_relaxed_trainable, resolve_layers
+from lowdim_sd.modes import (
+    FullTrainable,
+    adapter_trainable,
+    left_as_given,
+    rank_relaxed_trainable,
+    record_recipe,
+    resolve_layers,
+)
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
@@ -82,14 +90,21 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
     if job.subjects is not None:
         folders = subject_folders(Path(job.subjects))
         names = [folder.name for folder in folders]
-        images = [load_references(folder, resolution) for folder in folders]
+        images = load_reference_sets(folders, resolution)  # every subject's unusable files in one error
     else:
         if not job.images:
             raise LowdimError("no reference images: pass --images FILE_OR_FOLDER (or --subjects FOLDER)")
         names = ["adapter"]
-        images = [load_references(collect_images(job.images), resolution)]
+        files = [file for item in job.images for file in collect_images(item, _subfolder_hint(item))]
+        images = [load_references(files, resolution)]
     seed = job.config.seed
     return names, [Subject(batch, seed + index) for index, batch in enumerate(images)]
+
+
+def _subfolder_hint(folder: Path) -> str:
+    """What to do about pictures in an --images folder's sub-folders, which one adapter never reads."""
+    return (f"move them up into {folder} to train on them, or pass --subjects {shlex.quote(str(folder))} if each "
+            f"sub-folder is one subject (an adapter each)")
 
 
 def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
@@ -160,9 +175,9 @@ def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
     refuse_inference_mode()
     config = train_config(job)
-    config.validate()
-    if config.steps < 1:  # 0 steps would write the untrained start as if it were a result
+    if config.steps < 1:  # before validate's ">= 0" (0 runs no step elsewhere): here it would save the untrained start
         raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
+    config.validate()
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     check_mode_flags(job)
@@ -176,6 +191,7 @@ def check_train_job(job: TrainJob) -> None:
         check_one_subject(mode_of(job), len(subject_folders(Path(job.subjects), warn=False)))  # before the load
     check_resolution(job.resolution)
     check_training_dtype(job.device, job.dtype)
+    check_output_paths(job)
 
 
 # What each mode does not read, as (TrainJob field, the line that refuses it); the first one given is named.
@@ -233,9 +249,26 @@ def check_dropout_option(job: TrainJob) -> None:
 
 
 def output_names(job: TrainJob) -> list[Path]:
-    """The files (or folder) the run writes into ``job.out``; a resumed run replaces its own."""
+    """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
     if job.resume and checkpoints.latest(job.out) is not None:
         return []
+    return written_paths(job)
+
+
+def check_output_paths(job: TrainJob) -> None:
+    """An output path taken by the wrong kind of thing (a folder named adapter.safetensors, a file named model),
+    refused before the model loads: the final save would find it only after every step had run."""
+    for path in written_paths(job):
+        if job.full and path.exists() and not path.is_dir():
+            raise LowdimError(f"{path}: is a file, where --full writes the trained model's folder; move it away or "
+                              f"choose another --out")
+        if not job.full and path.is_dir():
+            raise LowdimError(f"{path}: is a folder, where the run writes an adapter file; move it away or choose "
+                              f"another --out")
+
+
+def written_paths(job: TrainJob) -> list[Path]:
+    """The files (or folder) the run writes into ``job.out``."""
     if job.full:
         return [Path(job.out) / "model"]
     if job.subjects is not None and Path(job.subjects).is_dir():
@@ -275,7 +308,21 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
     if model is not None:
         check_given_model(model, job)
     with model.one_run() if model is not None else contextlib.nullcontext():  # before its adapters or checkpoints
-        return _run_train(job, progress, model)
+        result = _run_train(job, progress, model)
+    take_up_a_held_stop(result)
+    return result
+
+
+def take_up_a_held_stop(result: TrainResult) -> None:
+    """A Ctrl-C or SIGTERM the script's handlers held over the last step's update or the final save
+    (``stopping.held``): the run kept everything, and now stops as asked, saying so."""
+    try:
+        stopping.check()
+    except KeyboardInterrupt as stop:
+        written = ", ".join(map(str, result.outputs))
+        raise runs.Interrupted(f"interrupted as the run ended (in its last step or its final save), which was "
+                               f"finished first: wrote {written}, all {result.start_step + len(result.losses)} "
+                               f"steps") from stop
 
 
 def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainResult:
@@ -297,6 +344,7 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
     # A model run_train loaded itself is dropped after: nothing to hand back, and no unmerge to pay for.
     with left_as_given(model, tokens=learns, initial=job.initial) if given else contextlib.nullcontext():
         trainable = build_trainable(job, model, names)
+        record_recipe(trainable, config, subjects)  # prompt, steps, rate, images: in the files it writes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = lowdim.Adapters(model.modules).info(trainable.name).space.config.vectors
             config = dataclasses.replace(config, token=prompt_token(config.token, vectors))

@@ -130,7 +130,7 @@ def test_bad_input_is_one_line_and_exit_1(tiny_sd, refs, tmp_path, capsys, setup
 
 
 BAD_SETTINGS = [
-    (["train", "--steps", -2], "--steps must be >= 0, got -2"),
+    (["train", "--steps", -2], "--steps must be >= 1, got -2"),
     (["train", "--lr", -1], "--lr must be a positive number, got -1.0"),
     (["train", "--lr", 0], "--lr must be a positive number, got 0.0"),  # refused, not replaced by the default
     (["personalize", "--lr", 0], "--lr must be a positive number, got 0.0"),

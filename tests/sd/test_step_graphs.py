@@ -19,9 +19,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import lowdim
 from lowdim_sd import step_graphs
+from lowdim_sd.divergence import all_finite as _all_finite
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, relaxed_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, _all_finite, train
+from lowdim_sd.train import Subject, TrainConfig, train
 
 STYLES = ("a [V] face at night", "a pencil sketch of a [V] face")
 

@@ -104,8 +104,8 @@ def other_sd(tmp_path_factory):
 
 
 @pytest.mark.parametrize("change, named", [
-    ("images", "the reference images of 'adapter' differ (pixels, crop or size; digest "),
-    ("crop", "the reference images of 'adapter' differ"),
+    ("images", "the reference images differ (pixels, crop or size; digest "),
+    ("crop", "the reference images differ"),
     ("model", "the base model differs (weights digest "),
 ])
 def test_resume_refuses_other_reference_images_or_another_base_model(tiny_sd, other_sd, faces, tmp_path, change,

@@ -1,0 +1,78 @@
+"""Files lowdim writes are byte-identical for identical contents: users and CI compare them by hash.
+
+safetensors 0.8 serialises the ``__metadata__`` map in an order that changes from process to process; lowdim
+rewrites the header with its keys sorted, in place and at the same length, so the bytes no longer depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import subprocess
+import sys
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+from lowdim.files import atomic_save
+
+KEYS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+VALUES = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+def header(path) -> bytes:
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    return data[8:8 + length]
+
+
+@settings(max_examples=40, deadline=None)
+@given(metadata=st.dictionaries(KEYS, VALUES, max_size=12), seed=st.integers(0, 2**16))
+def test_a_save_writes_its_metadata_sorted_and_keeps_every_tensor_and_value(tmp_path_factory, metadata, seed):
+    folder = tmp_path_factory.mktemp("sorted")
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {"b": torch.rand(3, generator=generator), "a": torch.rand(2, 2, generator=generator).half()}
+    path = atomic_save(tensors, metadata, folder / "x.safetensors")
+    stored = json.loads(header(path)).get("__metadata__") or {}
+    assert list(stored) == sorted(stored) and stored == metadata
+    loaded = load_file(str(path))
+    assert all(torch.equal(loaded[key], tensors[key]) for key in tensors)
+
+
+@settings(max_examples=25, deadline=None)
+@given(metadata=st.dictionaries(KEYS, VALUES, max_size=12))
+def test_two_saves_of_the_same_contents_are_byte_identical_whatever_order_the_metadata_comes_in(
+        tmp_path_factory, metadata):
+    folder = tmp_path_factory.mktemp("same")
+    tensors = {"w": torch.arange(6.0).reshape(2, 3)}
+    first = atomic_save(tensors, metadata, folder / "1.safetensors")
+    second = atomic_save(tensors, dict(reversed(list(metadata.items()))), folder / "2.safetensors")
+    assert first.read_bytes() == second.read_bytes()
+
+
+SAVE = """
+import sys, torch
+from lowdim.files import atomic_save
+metadata = {f"key{i}": f"value {i}" for i in range(24)}
+atomic_save({"w": torch.arange(4.0)}, metadata, sys.argv[1])
+"""
+
+
+def test_saves_in_separate_processes_are_byte_identical(tmp_path):
+    """The order safetensors picks differs between processes (a HashMap's random seed): several runs agree."""
+    digests = set()
+    for number in range(4):
+        path = tmp_path / f"{number}.safetensors"
+        subprocess.run([sys.executable, "-c", SAVE, str(path)], check=True, env={"OMP_NUM_THREADS": "1",
+                                                                                  **_environment()})
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def _environment() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
