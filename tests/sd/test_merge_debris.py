@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from killed_saves import killed_at_the_first_save  # tests/sd, on the path as pytest puts it
 
 import lowdim
 from lowdim_cli.main import main
@@ -21,21 +21,11 @@ from lowdim_sd.modes import resolve_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Runs a merge whose first safetensors write is killed with SIGKILL after leaving what a kill during safetensors
-# 0.8's save_file leaves: the file it was asked for and its own ".tmpXXXXXX" temp beside it.
-KILLED_MERGE = textwrap.dedent("""
-    import os, signal, sys
-    import safetensors.torch as st
-    real = st.save_file
-    def killed(tensors, filename, metadata=None):
-        real(tensors, filename, metadata=metadata)
-        with open(os.path.join(os.path.dirname(os.fspath(filename)), ".tmpK1lL9z"), "wb") as handle:
-            handle.write(b"half of a model")
-        os.kill(os.getpid(), signal.SIGKILL)
-    st.save_file = killed
+# A merge whose first safetensors write is killed with SIGKILL (killed_saves).
+KILLED_MERGE = killed_at_the_first_save("""
     from lowdim_cli.main import main
     main(sys.argv[1:])
-""")
+""", b"half of a model")
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 
 import pytest
+from killed_saves import killed_at_the_first_save  # tests/sd, on the path as pytest puts it
 
 from lowdim.files import atomic_write
 from lowdim_sd.runs import clean_stray_temps
 
-# A safetensors write killed with SIGKILL after leaving what a kill inside safetensors 0.8's save_file leaves.
-KILLED_SAVE = textwrap.dedent("""
-    import os, signal, sys
-    import safetensors.torch as st
-    real = st.save_file
-    def killed(tensors, filename, metadata=None):
-        real(tensors, filename, metadata=metadata)
-        with open(os.path.join(os.path.dirname(os.fspath(filename)), ".tmpK1lL9z"), "wb") as handle:
-            handle.write(b"half of a file")
-        os.kill(os.getpid(), signal.SIGKILL)
-    st.save_file = killed
+# A safetensors write killed with SIGKILL (killed_saves).
+KILLED_SAVE = killed_at_the_first_save("""
     import torch
     from lowdim.files import atomic_save
     from pathlib import Path
