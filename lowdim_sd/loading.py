@@ -296,7 +296,8 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
 
         check_weights_folder(path)
         return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=True, **kwargs)
-    if path.suffix or not _looks_like_hub_id(source):  # "My Models/sd15": a folder's name, not a hub id
+    # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
+    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
     from huggingface_hub.errors import HFValidationError  # a name the hub's own rules refuse ("a..b")
     try:

@@ -54,6 +54,16 @@ def test_a_missing_model_path_with_a_space_is_one_line_not_a_hub_traceback(name)
         load_sd(name)
 
 
+@pytest.mark.parametrize("name", ["owner/model-v1.5", "someone/turbo.v2"])
+def test_a_hub_id_with_a_dot_is_looked_up_on_the_hub_not_taken_for_a_missing_file(name, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=f"could not load '{name}': no local folder or file of that name, and the "
+                                             f"hub id is neither in the local cache nor reachable"):
+        load_sd(name)
+    with pytest.raises(ModelLoadError, match="model.safetensors: no such model file or folder"):
+        load_sd("owner/model.safetensors")  # a checkpoint's name: a missing file, never a hub id
+
+
 def test_train_and_generate_with_a_missing_model_path_say_so_in_one_line(refs, tmp_path, capsys):
     text = one_line_error(*run(capsys, "train", "-m", "no such model", "-i", refs, "--steps", 2, "-o", tmp_path / "x"))
     assert "no such model" in text
