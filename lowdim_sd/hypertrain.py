@@ -47,6 +47,7 @@ from lowdim_sd.hypertrain_io import (
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.hypertrain_resume import checkpoint_to_resume, resume_settings
+from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.loading import accelerator_available
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import fill_retrieval
@@ -146,7 +147,9 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=loop.log.path, main_process=loop.main)
     started = time.perf_counter()
-    with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance:
+    # One line for all the small photos (each read every epoch), even if stopped; DataLoader workers warn apart.
+    with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance, \
+            upscaling_told_once(full.resolution):
         if loop.validating and start == 0:
             loop.validate()
         try:

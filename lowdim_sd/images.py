@@ -7,9 +7,12 @@ folder) raises :class:`ImageError` with one line that names the file, so the CLI
 
 from __future__ import annotations
 
+import contextvars
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +50,39 @@ def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.
     """
     path = Path(path)
     image = _usable_image(path, size, min_side)
+    told = _UPSCALED.get()
+    if told is not None:
+        told.loaded.add(path)
     if min(image.size) < size:
-        warnings.warn(_upscaled_line([(path, image.size)], 1, size), stacklevel=2)
+        if told is None:
+            warnings.warn(_upscaled_line([(path, image.size)], 1, size), stacklevel=2)
+        else:
+            told.small[path] = image.size
     return pil_to_tensor(_center_square(image, size))
+
+
+@dataclass
+class _Upscaled:
+    size: int
+    loaded: set[Path] = field(default_factory=set)  # each picture once, however often it is read (epochs)
+    small: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+
+_UPSCALED: contextvars.ContextVar[_Upscaled | None] = contextvars.ContextVar("upscaled", default=None)
+
+
+@contextmanager
+def upscaling_told_once(size: int) -> Iterator[None]:
+    """Inside, the pictures ``load_image`` upscales are counted, and told in one warning on the way out (done or
+    stopped): a precompute over thousands of small photos would otherwise print a line for each."""
+    told = _Upscaled(size)
+    token = _UPSCALED.set(told)
+    try:
+        yield
+    finally:
+        _UPSCALED.reset(token)
+        if told.small:
+            warnings.warn(_upscaled_line(list(told.small.items()), len(told.loaded), size), stacklevel=3)
 
 
 def _usable_image(path: Path, size: int, min_side: int | None) -> Image.Image:
@@ -248,7 +281,7 @@ def _upscaled_line(small: list[tuple[Path, tuple[int, int]]], total: int, size: 
         (path, (width, height)), = small
         return f"image {path} is {width}x{height} pixels; upscaling it to {size}x{size}"
     path, (width, height) = min(small, key=lambda item: (min(item[1]), item[1]))
-    return (f"{len(small)} of {total} reference images are smaller than {size}x{size} pixels and are upscaled, "
+    return (f"{len(small)} of {total} images are smaller than {size}x{size} pixels and are upscaled, "
             f"which blurs them (the smallest, {path}, is {width}x{height}): "
             f"{_some([str(p) for p, _ in small], shown=3)}")
 

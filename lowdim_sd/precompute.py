@@ -34,7 +34,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
-from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images
+from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, upscaling_told_once
 from lowdim_sd.precompute_header import index_header, refuse_other_settings_early
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
@@ -219,27 +219,29 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     result.skipped = [identity.name for _, identity in mine if identity.name in done]
     started = time.monotonic()
     whose = f"process {rank + 1} of {processes}, " if processes > 1 else ""  # each process's lines interleave
-    try:
-        for start in range(0, len(pending), job.batch_subjects):
-            batch = pending[start: start + job.batch_subjects]
-            names = [identity.name for _, identity in batch]
-            _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(pending),
-                                               len(result.skipped), time.monotonic() - started))
-            rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
-            shard = out / _shard_name(out, rank, processes)
-            atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
-            entries = [index_entry(identity, shard.name, row, _draws_seed(job, config, identity.name),
-                                   Path(header["root"]), replaced.get(identity.name))
-                       for row, (_, identity) in enumerate(batch)]
-            # After its shard: the index never names a shard that is not whole. Into a copy, so a stop during
-            # the write leaves ``own`` what is on disk (the kept count) and the shard an orphan a resume removes.
-            written = {**own, "identities": own["identities"] + entries}
-            write_json(index_path, written)
-            own = written
-            result.trained += names
-            result.shards.append(shard)
-    except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-        runs.reraise(stop, stop_note(stop, len(result.trained), len(own["identities"]), index_path, rank, processes))
+    with upscaling_told_once(job.resolution or model.resolution):  # one line for all small photos, even if stopped
+        try:
+            for start in range(0, len(pending), job.batch_subjects):
+                batch = pending[start: start + job.batch_subjects]
+                names = [identity.name for _, identity in batch]
+                _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(pending),
+                                                   len(result.skipped), time.monotonic() - started))
+                rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
+                shard = out / _shard_name(out, rank, processes)
+                atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
+                entries = [index_entry(identity, shard.name, row, _draws_seed(job, config, identity.name),
+                                       Path(header["root"]), replaced.get(identity.name))
+                           for row, (_, identity) in enumerate(batch)]
+                # After its shard: the index never names a shard that is not whole. Into a copy, so a stop during
+                # the write leaves ``own`` what is on disk (the kept count) and the shard an orphan a resume removes.
+                written = {**own, "identities": own["identities"] + entries}
+                write_json(index_path, written)
+                own = written
+                result.trained += names
+                result.shards.append(shard)
+        except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+            runs.reraise(stop, stop_note(stop, len(result.trained), len(own["identities"]), index_path, rank,
+                                         processes))
     if not index_path.is_file():
         write_json(index_path, own)  # nothing new to train here: still leave a readable index
     try:

@@ -79,3 +79,16 @@ def test_under_several_processes_the_main_one_cleans_the_merged_index(tiny_sd, p
     with pytest.warns(UserWarning, match="person0 has no pictures"):
         precompute(job(tiny_sd, people, out), progress=False, model=model)
     assert sorted(entry["name"] for entry in read_index(out)["identities"]) == ["person1", "person2"]
+
+
+def test_small_photos_are_told_in_one_warning_for_the_whole_run(tiny_sd, tmp_path, model):
+    from lowdim_sd.images import save_images
+
+    for number in range(4):  # 12x12 photos for a 16 px model: each upscaled
+        images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(number)) * 2 - 1
+        save_images(images, tmp_path / "small" / f"p{number}", "img")
+    with pytest.warns(UserWarning) as caught:
+        precompute(job(tiny_sd, tmp_path / "small", tmp_path / "w"), progress=False, model=model)
+    upscaled = [str(w.message) for w in caught if "upscal" in str(w.message)]
+    assert len(upscaled) == 1, upscaled  # not one line per photo (8), nor per batch (2)
+    assert upscaled[0].startswith("8 of 8 images are smaller than 16x16 pixels and are upscaled")
