@@ -7,6 +7,8 @@ import types
 
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import lowdim
@@ -96,6 +98,42 @@ def test_shape_grouping_shares_heads_between_same_shaped_layers():
     same = make_net(space, head_init_scale=1.0).eval()
     assert len(mixed.embed.linears) == len(LAYERS)
     assert mixed(images(1))["v"]["A_train"].shape == same(images(1))["v"]["A_train"].shape == (1, 8, 1)
+
+
+SHAPES = [(16, 8), (8, 16), (12, 12)]
+
+
+@given(shapes=st.lists(st.sampled_from(SHAPES), min_size=2, max_size=6))
+@example(shapes=[SHAPES[0], SHAPES[1], SHAPES[1], SHAPES[0]]).via("group order [0, 3, 1, 2], not its own inverse")
+@settings(max_examples=20, deadline=None)
+def test_each_weight_token_reads_only_its_own_layers_estimate_whatever_the_shape_groups(shapes):
+    from lowdim.hyper.layout import Grouping, TokenEmbedding, param_layout, params_to_state
+
+    space = lowdim.get_space("lora", rank=2)
+    layers = [LayerSpec(f"l{i}", *shape) for i, shape in enumerate(shapes)]
+    grouping = Grouping.build([param_layout(space, layer) for layer in layers], "shape")
+    torch.manual_seed(0)
+    embed = TokenEmbedding(grouping, 8)
+    generator = torch.Generator().manual_seed(1)
+    params = {layer.name: {k: torch.randn(1, *s, generator=generator) for k, s in space.param_shapes(layer).items()}
+              for layer in layers}
+    with torch.no_grad():
+        tokens = embed(params_to_state(grouping, layers, params))
+        for index, layer in enumerate(layers):
+            changed = {**params, layer.name: {k: v + 1 for k, v in params[layer.name].items()}}
+            moved = (embed(params_to_state(grouping, layers, changed)) - tokens).abs().amax(-1)[0] > 0
+            assert moved.tolist() == [i == index for i in range(len(layers))], (layer.name, grouping.order)
+
+
+@given(scale=st.floats(1e-4, 1.0))
+@example(scale=1e-3).via("the default")
+@settings(max_examples=10, deadline=None)
+def test_output_heads_start_at_head_init_scale_times_the_default_init_with_zero_bias(scale):
+    """head_init_scale sets how far θ_1 starts from 0: the heads' weights are scaled by it once."""
+    reference, scaled = make_net(head_init_scale=1.0), make_net(head_init_scale=scale)  # the same torch seed
+    for plain, small in zip(reference.heads.linears, scaled.heads.linears, strict=True):
+        torch.testing.assert_close(small.weight, scale * plain.weight)
+        assert not small.bias.any()
 
 
 def test_config_validates_and_documents_its_options():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_hyper import LAYERS, images, make_net, vit_config
 
@@ -50,14 +50,25 @@ def test_standardized_coordinates_round_trip_to_the_same_params(seed, spread):
             torch.testing.assert_close(back[layer][name], value, rtol=1e-5, atol=1e-5 * spread)
 
 
-def test_a_near_constant_coordinate_does_not_blow_up_its_z_score():
+@given(spread=st.one_of(st.just(0.0), st.floats(1e-9, 1e-5)), offset=st.floats(-1e-3, 1e-3))
+@example(spread=0.0, offset=1e-3).via("the same value for every identity")
+@example(spread=1e-7, offset=1e-3).via("a value that barely varies")
+@settings(max_examples=20, deadline=None)
+def test_a_near_constant_coordinate_does_not_blow_up_its_z_score(spread, offset):
+    """Its spread is floored relative to its group's: a held-out value a hair away stays a small z."""
     net = make_net(standardize=True)
-    targets = random_targets(net, 20)
+    targets = random_targets(net, 20)  # spreads of 1 and more
     first = next(iter(targets))
     name = next(iter(targets[first]))
-    targets[first][name][:, 0] = 1.0  # the same value for every identity
+    wobble = torch.randn(20, *targets[first][name].shape[2:], generator=torch.Generator().manual_seed(0))
+    targets[first][name][:, 0] = 1.0 + spread * wobble
     net.set_target_statistics(targets)
     assert torch.isfinite(torch.cat([z.flatten() for z in net.standardized(targets)])).all()
+    seen = {layer: {k: v[:1].clone() for k, v in params.items()} for layer, params in targets.items()}
+    held_out = {layer: {k: v.clone() for k, v in params.items()} for layer, params in seen.items()}
+    held_out[first][name][:, 0] = 1.0 + offset  # a training identity's θ but for that one coordinate
+    moved = [new - old for new, old in zip(net.standardized(held_out), net.standardized(seen), strict=True)]
+    assert float(torch.cat([z.flatten() for z in moved]).abs().max()) < 1.0
 
 
 def test_statistics_need_a_standardizing_network():
@@ -90,17 +101,22 @@ def test_pooling_keeps_the_first_token_and_averages_the_patch_grid():
     torch.testing.assert_close(pooled[:, 4], grid[:, 2:, 2:].mean((1, 2)))
 
 
-def test_encoder_input_is_resized_and_normalised_as_configured():
+@given(pixel=st.floats(-1.0, 1.0))
+@example(pixel=-1.0).via("black is 0.0 before ImageNet's mean and std")
+@example(pixel=0.0).via("mid-grey is 0.5")
+@settings(max_examples=20, deadline=None)
+def test_encoder_input_is_resized_and_normalised_as_configured(pixel):
+    """Images come in [-1, 1]; ImageNet's mean and std apply to [0, 1] (white alone can't tell the two apart)."""
     from lowdim.hyper import ImageEncoder
 
     encoder = ImageEncoder("tiny", vit_config(), out_width=8, input_size=16, normalize="imagenet")
-    white = torch.ones(1, 3, 32, 32)  # +1 in [-1, 1] is 1.0 in [0, 1]
-    prepared = encoder.prepare(white)
+    flat = torch.full((1, 3, 32, 32), pixel)
+    prepared = encoder.prepare(flat)
     assert prepared.shape == (1, 3, 16, 16)
-    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    torch.testing.assert_close(prepared[0, :, 0, 0], expected)
+    expected = ((pixel + 1) / 2 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(prepared[0], expected[:, None, None].expand(3, 16, 16))
     plain = ImageEncoder("tiny", vit_config(), out_width=8)
-    assert plain.prepare(white) is white  # the config's own size, no normalisation: untouched
+    assert plain.prepare(flat) is flat  # the config's own size, no normalisation: untouched
 
 
 def assert_same_predictions(net, loaded) -> None:
@@ -181,6 +197,19 @@ def test_retrieval_answers_each_stored_image_with_its_own_weights_and_a_look_ali
         for name, value in params.items():
             torch.testing.assert_close(exact[layer][name], value)
             torch.testing.assert_close(near[layer][name], value[[3, 1]])
+
+
+@given(loudness=st.lists(st.floats(0.02, 50.0), min_size=5, max_size=5), query_loudness=st.floats(0.02, 50.0))
+@example(loudness=[50.0, 1.0, 1.0, 1.0, 1.0], query_loudness=1.0).via("one loud identity")
+@settings(max_examples=15, deadline=None)
+def test_retrieval_finds_the_nearest_identity_by_direction_not_by_feature_loudness(loudness, query_loudness):
+    """Nearest by cosine: an identity whose features are loud (a bright, contrasty photo) does not win every query."""
+    net = retrieval_net(5).eval()
+    with torch.no_grad():
+        features = net.encoder.features(images(5, seed=2))
+        net.fill(features * torch.tensor(loudness)[:, None, None], random_targets(net, 5))
+        torch.testing.assert_close(net.keys.norm(dim=-1), torch.ones(5))
+        assert net.nearest(None, features=features * query_loudness).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp_path):

@@ -14,7 +14,7 @@ from test_hyper_levers import random_targets
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.hyper import HyperConfig, build_hypernet, load_hypernet, save_hypernet
-from lowdim.hyper.retrieval_keys import KeyProjection, fit_key_projection, info_nce
+from lowdim.hyper.retrieval_keys import KeyProjection, _two_photos, fit_key_projection, info_nce
 
 pytest.importorskip("transformers")
 
@@ -34,6 +34,20 @@ def test_info_nce_is_symmetric_and_bounded_by_chance_when_every_key_is_alike(row
     torch.testing.assert_close(info_nce(same, same, temperature), torch.tensor(math.log(rows)))
     # matching each row with itself never scores worse than chance
     assert info_nce(first, first, temperature) <= math.log(rows) + 1e-5
+
+
+@settings(max_examples=20, deadline=None)
+@given(counts=st.lists(st.integers(2, 6), min_size=1, max_size=5), seed=st.integers(0, 2**16))
+def test_key_training_pairs_two_different_photos_of_a_person_and_every_ordered_pair_occurs(counts, seed):
+    """A pair of the same photo twice would teach the keys nothing; each ordered pair is drawn alike."""
+    repeats = 2000  # 30 ordered pairs of 6 photos: each missed with probability (29/30)^2000, about e^-68
+    photos = torch.tensor(counts).repeat(repeats)
+    first, second = _two_photos(photos, torch.Generator().manual_seed(seed))
+    assert bool((first != second).all())
+    assert bool(((first >= 0) & (first < photos) & (second >= 0) & (second < photos)).all())
+    for person, count in enumerate(counts):
+        drawn = set(zip(first[person::len(counts)].tolist(), second[person::len(counts)].tolist(), strict=True))
+        assert drawn == {(i, j) for i in range(count) for j in range(count) if i != j}
 
 
 def people(count: int, photos: int, seed: int) -> list[torch.Tensor]:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lowdim.metrics import Metric, MetricUnavailable, Sample
+from lowdim.metrics import Metric, MetricUnavailable, Sample, cosine
 from lowdim.registry import get_registry
 from lowdim_sd.eval import hub
 from lowdim_sd.eval.paper_metrics import (
@@ -51,6 +51,23 @@ def test_image_metrics_batch_without_changing_scores(tiny_dino, noise):
     one_by_one = DinoMetric(str(tiny_dino), device="cpu", batch_size=1).score(samples)
     batched = DinoMetric(str(tiny_dino), device="cpu", batch_size=4).score(samples)
     assert batched == pytest.approx(one_by_one, abs=1e-5)
+
+
+@pytest.mark.parametrize(("seed", "other"), [(0, 1), (2, 5)])
+def test_dino_is_the_cosine_of_the_vits_cls_tokens_as_in_dreambooth(dino, tiny_dino, noise, seed, other):
+    """DreamBooth's DINO compares [CLS] tokens; a pooled token gives other numbers than the paper's."""
+    import torch
+    from transformers import ViTModel
+
+    net = ViTModel.from_pretrained(str(tiny_dino), add_pooling_layer=False).eval()
+
+    def cls(image):
+        pixels = dino.processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            return net(pixel_values=pixels).last_hidden_state[0, 0].numpy()
+
+    a, b = noise(seed), noise(other)
+    assert dino.score([Sample(a, (b,), "x")])[0] == pytest.approx(cosine(cls(a), cls(b)), abs=1e-5)
 
 
 def test_clip_t_removes_the_identifier_before_scoring(clip_t, noise):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import lowdim
 import lowdim.hyper.storage as storage
 import lowdim_sd.hypertrain_losses as hl
-from lowdim.hyper import load_hypernet
+from lowdim.hyper import load_hypernet, weight_loss
 from lowdim_cli.main import main
 from lowdim_sd.hypertrain import train_hypernet
 from lowdim_sd.images import save_images
@@ -237,11 +237,18 @@ def test_a_frozen_encoder_runs_once_per_image_and_trains_exactly_as_without_the_
     assert all(torch.allclose(expected[key], got[key], atol=1e-6) for key in expected)
 
 
-def test_validation_reports_the_weight_loss_against_zero_and_mean_predictions(weights, tmp_path):
-    result = train_hypernet(job(weights, tmp_path / "h", alpha=0.0, steps=2, val_every=2), progress=False)
+def test_validation_reports_the_last_iterates_weight_loss_against_zero_and_mean_predictions(weights, tmp_path):
+    result = train_hypernet(job(weights, tmp_path / "h", hyper={**HYPER, "head_init_scale": 1.0}, alpha=0.0,
+                                steps=2, val_every=2), progress=False)  # iterates far apart
     data = WeightDataset(weights)
     val = records(result.metrics, "val")[-1]
-    target = data.weights(data.names.index(val["identities"][0]))
+    number = data.names.index(val["identities"][0])
+    target = {layer: {k: v[None] for k, v in p.items()} for layer, p in data.weights(number).items()}
+    with torch.no_grad():  # the saved network is the one validated at the last step
+        first, last = (weight_loss(theta, target) for theta in load_hypernet(result.path).eval()(
+            data[number][0][None], return_all=True))
+    assert float(first) != pytest.approx(float(last), rel=1e-2)
+    assert val["weight_loss"] == pytest.approx(float(last), rel=1e-4)
     zero = sum(float(v.pow(2).sum()) for p in target.values() for v in p.values())
     assert val["weight_loss_vs_zero"] == pytest.approx(val["weight_loss"] / zero, rel=1e-4)
     train = [data.weights(data.names.index(n)) for n in result.train_names]
@@ -275,16 +282,17 @@ def test_the_teacher_target_is_the_model_with_the_precomputed_weights(weights, t
 
             def recording(noisy, timesteps):
                 out = original(noisy, timesteps)
-                targets.append((noisy, timesteps, out))
+                targets.append(([s.seed for s in subjects], noisy, timesteps, out))
                 return out
             teacher = recording
         return real(model, subjects, config, step, micro, input_ids, teacher)
 
     monkeypatch.setattr(hl, "denoising_losses", spy)
-    result = train_hypernet(job(weights, tmp_path / "h", beta=0.0, steps=1, val_every=0, batch_size=1,
+    result = train_hypernet(job(weights, tmp_path / "h", beta=0.0, steps=1, val_every=0, batch_size=2,
                                 diffusion_iterates="last", diffusion_target="teacher"), progress=False)
     assert len(targets) == 1 and result.losses[0] > 0
-    noisy, timesteps, out = targets[0]
+    numbers, noisy, timesteps, out = targets[0]  # a subject's noise seed is its identity's number (--seed 0)
+    assert len(set(numbers)) == 2
     # Recompute: the same model, with one plain adapter holding the identity's precomputed θ.
     from lowdim_sd.loading import load_sd
     from lowdim_sd.modes import resolve_layers
@@ -299,9 +307,10 @@ def test_the_teacher_target_is_the_model_with_the_precomputed_weights(weights, t
         with torch.no_grad():
             ids = model.pipe.tokenizer("a sks face", padding="max_length", truncation=True,
                                        max_length=model.pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-            hidden = model.pipe.text_encoder(ids)[0]
+            hidden = model.pipe.text_encoder(ids)[0].expand(len(noisy), -1, -1)
             candidates.append(model.pipe.unet(noisy, timesteps, hidden).sample)
-    assert any(torch.allclose(c, out, atol=1e-5) for c in candidates)  # one identity's own θ made the target
+    for row, number in enumerate(numbers):  # each sample's target is made with its own identity's θ
+        torch.testing.assert_close(out[row], candidates[number][row], atol=1e-5, rtol=1e-5)
     with pytest.raises(lowdim.LowdimError, match="--diffusion-target"):
         train_hypernet(job(weights, tmp_path / "x", diffusion_target="clean"), progress=False)
 
