@@ -20,6 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lowdim
+import lowdim_sd.divergence as divergence
 import lowdim_sd.train as engine
 from lowdim_sd.architecture import LAYER_SETS
 from lowdim_sd.bench.speed_setup import SCALES, build_pipeline
@@ -102,7 +103,7 @@ def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
     counter.attributing(torch.Tensor, "backward", "backward (UNet, text encoder, adapters)")
     counter.attributing(engine, "_subject_draws", "images, augmentation, noise draws")
     counter.attributing(engine, "clip_per_subject", "gradient clipping")
-    counter.attributing(engine, "_all_finite", "finiteness check")
+    counter.attributing(divergence, "all_finite", "finiteness check")
     counter.attributing(torch.optim.AdamW, "step", "AdamW (fused)")
     counter.attributing(torch.optim.AdamW, "_init_group", "AdamW's state, made in a run's first step")
     with counter:
