@@ -31,6 +31,9 @@ except ImportError:  # Windows: no folder locks; a sweep there takes only places
 TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 # The temp a Rust `tempfile::NamedTempFile` (safetensors 0.8's save_file) makes beside the file it writes.
 WRITER_TEMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+# The files lowdim writes into a run's folder (adapters, shards, checkpoints, indexes, records, previews): what a
+# sweep with no target takes temps of.
+RUN_FILE_SUFFIXES = frozenset({".safetensors", ".json", ".jsonl", ".png"})
 UNLOCKED_PLACE_AGE = 3600  # seconds: where folders cannot be locked, a place this old is no write's any more
 
 
@@ -142,24 +145,40 @@ def _same(handle: int, place: str) -> bool:
 
 
 def sweep_temps(folder: Path, target: str | None = None) -> dict[Path, int]:
-    """Remove what killed writes left in ``folder`` (only those for the file ``target``, when given): temp places
-    no write holds that hold nothing but their target and writers' temps, and older lowdim's temp files. Returns
-    what was removed with the bytes each took; anything else (a user's ``.notes.abcd1234.tmp`` folder) stays."""
+    """Remove what killed writes left in ``folder`` (only those for the file ``target``, when given, else those for
+    the kinds of file lowdim writes there): temp places no write holds that hold nothing but their target and
+    writers' temps, and older lowdim's temp files (without a target, only those an hour old: another program may
+    be writing one of the same shape right now). Returns what was removed with the bytes each took; anything else
+    (a user's ``.notes.abcd1234.tmp`` folder) stays."""
     folder = Path(folder)
     if not folder.is_dir():
         return {}
     removed = {}
     for entry in sorted(folder.iterdir()):
         found = TEMP_NAME.match(entry.name)
-        if not found or (target is not None and found.group("target") != target) or entry.is_symlink():
+        if not found or entry.is_symlink() or not _ours(found.group("target"), target):
             continue
         size = _size(entry)
         if entry.is_file():
-            entry.unlink(missing_ok=True)
-            removed[entry] = size
+            if target is not None or _older_than(entry, UNLOCKED_PLACE_AGE):  # else maybe another program's, live
+                entry.unlink(missing_ok=True)
+                removed[entry] = size
         elif entry.is_dir() and _swept_place(entry, found.group("target")):
             removed[entry] = size
     return removed
+
+
+def _ours(name: str, target: str | None) -> bool:
+    """Whether a temp for the file ``name`` is one this sweep may take: the ``target`` asked for, else only temps
+    of the kinds of file lowdim writes into a run's folder (a user's ``.notes.txt.x1y2z3w4.tmp`` is not)."""
+    return name == target if target is not None else Path(name).suffix.lower() in RUN_FILE_SUFFIXES
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
 
 
 def _swept_place(place: Path, target: str) -> bool:
@@ -171,7 +190,10 @@ def _swept_place(place: Path, target: str) -> bool:
         old = time.time() - place.stat().st_mtime > UNLOCKED_PLACE_AGE
     except OSError:
         return False
-    handle = _open_folder(place)
+    try:
+        handle = _open_folder(place)
+    except FileNotFoundError:  # its write finished meanwhile, and took its place with it
+        return False
     try:
         locked = _lock(handle, wait=False) if handle is not None else None
         if locked or (locked is None and old):

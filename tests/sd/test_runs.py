@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -236,6 +237,12 @@ def test_stray_temp_files_of_a_crashed_write_are_removed_by_the_next_run(tiny_sd
     strays = [tmp_path / "o" / ".adapter.safetensors.k2j3_9ab.tmp", step / ".optimizer.safetensors.x81qq0zm.tmp"]
     for stray in strays:
         stray.write_bytes(b"half")
+        os.utime(stray, (time.time() - 7200,) * 2)  # a killed write's, hours ago
+    # Of the same shape, kept: a write of another program going on now, and a user's file of another kind.
+    kept = [tmp_path / "o" / ".settings.json.q1w2e3r4.tmp", tmp_path / "o" / ".notes.txt.a1b2c3d4.tmp"]
+    for other in kept:
+        other.write_text("not a killed write of lowdim's")
+    os.utime(kept[1], (time.time() - 7200,) * 2)
     (tmp_path / "o" / "keep.tmp").write_text("not ours")
     (tmp_path / "o" / "photos").mkdir()
     (tmp_path / "o" / "photos" / ".draft.png.a1b2c3d4.tmp").write_text("not in a folder lowdim writes")
@@ -244,6 +251,7 @@ def test_stray_temp_files_of_a_crashed_write_are_removed_by_the_next_run(tiny_sd
     assert code == 1 and "stopped here by the test" in text
     assert not any(stray.exists() for stray in strays)
     assert (tmp_path / "o" / "keep.tmp").exists() and (tmp_path / "o" / "photos" / ".draft.png.a1b2c3d4.tmp").exists()
+    assert all(other.exists() for other in kept)
 
 
 # ----------------------------------------------------------------------------------------- overwrites
