@@ -26,6 +26,7 @@ from lowdim.hyper.storage import HypernetFile, read_hypernet
 from lowdim.inject import LayerSet, covers
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
+from lowdim_sd import personalize_stages as stages
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
@@ -359,6 +360,8 @@ def _personalize(job: PersonalizeJob, progress: bool) -> PersonalizeResult:
         with after_the_adapter(result, "preview", job, cleared):
             result.preview, result.gallery = preview_unless_out_of_memory(model, reference, run, resolution,
                                                                           result.adapter)
+    if not (job.export or job.preview):
+        stages.take_up_a_held_stop(result, job, cleared)
     warn_earlier(job, cleared)
     return result
 

@@ -92,6 +92,15 @@ def after_the_adapter(result: PersonalizeResult, name: str, job: PersonalizeJob,
         yield
 
 
+def take_up_a_held_stop(result: PersonalizeResult, job: PersonalizeJob, cleared: Sequence[Path]) -> None:
+    """With no stage after the adapter (no --export, --no-preview), a Ctrl-C the script held over the final save
+    stops here, the adapter kept, instead of a plain success (exit 0) for a stop the user asked for."""
+    try:
+        stopping.check()
+    except KeyboardInterrupt as stop:
+        raise runs.Interrupted(stop_note(result, "final save", job, cleared)) from stop
+
+
 def stop_note(result: PersonalizeResult, name: str, job: PersonalizeJob, cleared: Sequence[Path]) -> str:
     missing = [path for path in written_files(job)[1:] if not path.is_file()]
     gone = [path for path in missing if path in cleared]

@@ -179,3 +179,17 @@ def test_diverging_model_in_half_precision_hints_fp32(tiny_sd, faces, monkeypatc
     poisoned_gradient(monkeypatch)
     with pytest.raises(TrainingDiverged, match="--dtype fp32"):
         train(model, [Subject(faces, 0)], trainable, TrainConfig(steps=3, augment=False), progress=False)
+
+
+@pytest.mark.parametrize("later_stage", [False, True])
+def test_personalize_with_no_stage_after_the_save_takes_up_the_held_stop_too(tiny_sd, face, tmp_path, monkeypatch,
+                                                                           later_stage):
+    from lowdim_sd.personalize import PersonalizeJob, personalize
+
+    signal_inside(monkeypatch, AdapterTrainable, "save")
+    job = PersonalizeJob(model=str(tiny_sd), image=face, out=tmp_path / "me", steps=1, crop=False,
+                         preview=later_stage, **({"preview_steps": 1} if later_stage else {}))
+    with pytest.raises(Interrupted, match="the adapter is complete") as caught:  # was a plain success, exit 0
+        personalize(job, progress=False)
+    assert ("during the preview" if later_stage else "during the final save") in str(caught.value)
+    assert (tmp_path / "me" / "adapter.safetensors").is_file()
