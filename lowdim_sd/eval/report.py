@@ -185,7 +185,9 @@ def run_metrics(samples: Sequence[Sample], metrics: dict[str, Metric], skipped_m
                       skipped_metrics=dict(skipped_metrics or {}), notes=notes_of(caught))
 
 
-_LIBRARY_CHATTER = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+# Libraries' deprecations, and the interpreter's notes on resources the garbage collector closed (an event loop or
+# file of another part of a long-lived process, such as the ui's server): none is about the pictures scored.
+_LIBRARY_CHATTER = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning)
 
 
 def notes_of(caught: Sequence[warnings.WarningMessage]) -> list[str]:

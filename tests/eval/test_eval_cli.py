@@ -287,3 +287,18 @@ def only_metric(name, factory):
 
     return use_registry(Registry.from_plugins([Plugin]))
 
+
+
+def test_a_resource_the_garbage_collector_closes_meanwhile_is_no_note_of_the_report():
+    """In a long-lived process (the ui's server) an unclosed event loop of another part can be collected while
+    the metrics run: the interpreter's ResourceWarning is no note about the pictures (it made the ui's three
+    Evaluate results differ, now and then)."""
+    import warnings
+
+    from lowdim_sd.eval.report import notes_of
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("unclosed event loop <_UnixSelectorEventLoop running=False>", ResourceWarning, stacklevel=1)
+        warnings.warn("2 images skipped", UserWarning, stacklevel=1)
+    assert notes_of(caught) == ["2 images skipped"]
