@@ -168,7 +168,7 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
 
 # Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side
 # without one had the default, which is what the message says, not "None".
-LEFT_OUT_AT_DEFAULT = {"dropout": 0.0, "optimizer": "adamw"}
+LEFT_OUT_AT_DEFAULT = {"dropout": 0.0, "optimizer": "adamw", "processes": 1}  # processes: train-hypernet's
 
 
 # Settings a checkpoint records since a later version: one made before says nothing of them, so they are compared

@@ -270,7 +270,8 @@ class _Loop:
         metadata = run_metadata(job, index, accelerator.unwrap_model(net))
         metrics = Path(job.out) / "metrics.jsonl"
         if accelerator.is_main_process:
-            trim_metrics(metrics, start if job.resume else -1)
+            # From a step-0 checkpoint the run validates step 0 again: its earlier record goes, not twice.
+            trim_metrics(metrics, start if job.resume and start > 0 else -1)
         return cls(job, accelerator, net, optimizer, trainable, loader,
                    iter(accelerator.prepare(extra)) if extra is not None else None, diffusion, val_set, numbers,
                    caches, mean,

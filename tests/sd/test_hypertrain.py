@@ -398,6 +398,6 @@ def test_a_checkpoint_of_a_two_process_run_is_not_resumed_by_one_process(weights
     folder.mkdir()
     stored = resume_settings(job(weights, tmp_path / "h"), data, processes=2)
     (folder / "state.json").write_text(json.dumps({"settings": stored}))
-    with pytest.raises(LowdimError, match=r"processes \(2 there, None now\)"):
+    with pytest.raises(LowdimError, match=r"processes \(2 there, 1 now\)"):
         checkpoints.check_resume(folder, settings)
     checkpoints.check_resume(folder, resume_settings(job(weights, tmp_path / "h"), data, processes=2))

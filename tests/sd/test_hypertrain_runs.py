@@ -221,3 +221,23 @@ def test_a_flag_whose_part_of_the_run_is_off_is_refused_before_anything_loads(we
     with pytest.raises(lowdim.LowdimError, match=said):
         train_hypernet(job(weights, tmp_path / "h", **options), progress=False)
     assert not (tmp_path / "h").exists()
+
+
+def test_a_resume_from_a_step_0_checkpoint_logs_step_0s_validation_once(weights, tmp_path, monkeypatch):
+    import lowdim_sd.hypertrain as hypertrain
+    from lowdim_sd import runs, stopping
+
+    real, calls = hypertrain._Loop.validate, []
+
+    def validate_then_stop(loop):  # a Ctrl-C right after the first validation: checkpointed at step 0
+        real(loop)
+        if not calls:
+            calls.append(loop.step)
+            stopping._requested.set()  # a signal noted as validation ended: the loop's first check raises it
+
+    monkeypatch.setattr(hypertrain._Loop, "validate", validate_then_stop)
+    with pytest.raises(runs.Interrupted):
+        train_hypernet(job(weights, tmp_path / "z", steps=2), progress=False)
+    monkeypatch.undo()
+    rest = train_hypernet(job(weights, tmp_path / "z", steps=2, resume=True), progress=False)
+    assert rest.start_step == 0 and [r["step"] for r in records(rest.metrics, "val")] == [0, 2]  # step 0 once
