@@ -69,7 +69,7 @@ def test_draw_to_folder_records_the_adapters_attached_to_the_model(model, adapte
 def test_a_model_given_with_an_initial_adapter_comes_back_bit_for_bit(model, adapter, face, tmp_path):
     before = {key: value.clone() for key, value in model.modules.state_dict().items()}
     job = TrainJob(model=model.name, images=[face], out=tmp_path / "relaxed", initial=adapter,
-                   config=TrainConfig(steps=1))
+                   config=TrainConfig(steps=1, token="zwx"))  # the initial adapter's word
     run_train(job, progress=False, model=model)
     after = model.modules.state_dict()
     assert after.keys() == before.keys()
