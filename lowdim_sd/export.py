@@ -215,7 +215,10 @@ def export_adapter(
     ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet.
     """
     if dtype not in DTYPES:
-        raise ExportError(f"the export's dtype (--save-dtype) must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        from lowdim_sd.loading import DTYPE_MEANT, did_you_mean
+
+        raise ExportError(f"the export's dtype (--save-dtype) must be one of {', '.join(DTYPES)}, got '{dtype}'"
+                          + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
     source, target = Path(adapter_path), check_export_target(out_path)  # before the format's warnings
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")

@@ -19,9 +19,11 @@ from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_reference_sets, load_references
 from lowdim_sd.loading import (
+    DTYPE_MEANT,
     SDModel,
     canonical_model,
     check_training_dtype,
+    did_you_mean,
     dtype_name,
     load_sd,
     resolve_device,
@@ -183,7 +185,8 @@ def check_train_job(job: TrainJob) -> None:
     check_mode_flags(job)
     check_dropout_option(job)
     if job.save_dtype not in SAVE_DTYPES:
-        raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'")
+        raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'"
+                          + did_you_mean(str(job.save_dtype), DTYPE_MEANT, list(SAVE_DTYPES)))
     if job.subjects is not None:
         if job.images:  # one run trains the sub-folders or the pictures: the other would be dropped silently
             raise LowdimError("--subjects and --images both name what to train: pass one (--subjects trains one "

@@ -52,3 +52,19 @@ def test_ui_answers_a_misspelt_model_with_the_model_meant():
     with pytest.raises(LowdimError) as far:
         check_model("nonsense")
     assert "did you mean" not in str(far.value)
+
+
+@pytest.mark.parametrize("command", ["train", "personalize"])
+def test_save_dtype_near_misses_get_the_word_meant(command, tmp_path, capsys):
+    args = {"train": ["train", "-m", "tinyfaces", "-i", str(tmp_path), "-o", str(tmp_path / "o")],
+            "personalize": ["personalize", "-m", "tinyfaces", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "o")]}
+    assert main([*args[command], "--save-dtype", "half"]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--save-dtype must be one of" in said and "did you mean fp16?" in said
+
+
+def test_export_save_dtype_near_miss_gets_the_word_meant(tmp_path):
+    from lowdim_sd.export import ExportError, export_adapter
+
+    with pytest.raises(ExportError, match=r"did you mean bf16\?"):
+        export_adapter(tmp_path / "a.safetensors", tmp_path / "b.safetensors", "kohya", dtype="bfloat16")
