@@ -384,20 +384,3 @@ def test_the_same_identities_in_two_weight_folders_are_held_out_together(weights
     shuffled = sorted(alone.names)
     random.Random(3).shuffle(shuffled)
     assert split_identities(alone.names, run, tmp_path / "two")[1] == sorted(shuffled[:2])
-
-
-def test_a_checkpoint_of_a_two_process_run_is_not_resumed_by_one_process(weights, tmp_path):
-    from lowdim.errors import LowdimError
-    from lowdim_sd import checkpoints
-    from lowdim_sd.hypertrain_resume import resume_settings
-
-    data = WeightDataset(weights)
-    settings = resume_settings(job(weights, tmp_path / "h"), data)
-    assert "processes" not in settings  # one process: as checkpoints recorded it before the count was kept
-    folder = tmp_path / "step-000015"
-    folder.mkdir()
-    stored = resume_settings(job(weights, tmp_path / "h"), data, processes=2)
-    (folder / "state.json").write_text(json.dumps({"settings": stored}))
-    with pytest.raises(LowdimError, match=r"processes \(2 there, 1 now\)"):
-        checkpoints.check_resume(folder, settings)
-    checkpoints.check_resume(folder, resume_settings(job(weights, tmp_path / "h"), data, processes=2))

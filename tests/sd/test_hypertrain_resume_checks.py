@@ -1,5 +1,5 @@
 """What a train-hypernet --resume checks of its inputs (the --extra-images, which weight folders, the network
-options by name), what a resumed run writes, and the -w inputs that are not weight folders."""
+options by name, the process count), what a resumed run writes, and the -w inputs that are not weight folders."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from safetensors import safe_open
 import lowdim
 from lowdim_sd.hypertrain import train_hypernet
 from lowdim_sd.images import save_images
+from lowdim_sd.weight_dataset import WeightDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,3 +135,20 @@ def test_show_sends_a_folder_without_identities_to_precompute(weights, tmp_path)
     (empty / "index.json").write_text(json.dumps({**index, "identities": []}))
     use = describe(empty).use
     assert use.startswith("lowdim precompute -m ") and f"-o {empty}" in use and "train-hypernet" not in use
+
+
+def test_a_checkpoint_of_a_two_process_run_is_not_resumed_by_one_process(weights, tmp_path):
+    from lowdim.errors import LowdimError
+    from lowdim_sd import checkpoints
+    from lowdim_sd.hypertrain_resume import resume_settings
+
+    data = WeightDataset(weights)
+    settings = resume_settings(job(weights, tmp_path / "h"), data)
+    assert "processes" not in settings  # one process: as checkpoints recorded it before the count was kept
+    folder = tmp_path / "step-000015"
+    folder.mkdir()
+    stored = resume_settings(job(weights, tmp_path / "h"), data, processes=2)
+    (folder / "state.json").write_text(json.dumps({"settings": stored}))
+    with pytest.raises(LowdimError, match=r"processes \(2 there, 1 now\)"):
+        checkpoints.check_resume(folder, settings)
+    checkpoints.check_resume(folder, resume_settings(job(weights, tmp_path / "h"), data, processes=2))
