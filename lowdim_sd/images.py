@@ -248,30 +248,24 @@ def load_reference_sets(sets: Sequence[PathLike | Sequence[PathLike]], size: int
     upscaled (see load_image) in one warning, not a line each."""
     loaded: list[list[torch.Tensor]] = []
     problems: list[str] = []
-    small: list[tuple[Path, tuple[int, int]]] = []
-    for paths in sets:
-        loaded.append([])
-        try:
-            files = collect_images(paths)
-        except ImageError as error:
-            problems.append(str(error))
-            continue
-        for path in files:
+    with upscaling_told_once(size):
+        for paths in sets:
+            loaded.append([])
             try:
-                image = _usable_image(path, size, min_side)
+                files = collect_images(paths)
             except ImageError as error:
                 problems.append(str(error))
                 continue
-            if min(image.size) < size:
-                small.append((path, image.size))
-            loaded[-1].append(pil_to_tensor(_center_square(image, size)))
+            for path in files:
+                try:
+                    loaded[-1].append(load_image(path, size, min_side))
+                except ImageError as error:
+                    problems.append(str(error))
     if len(problems) == 1:
         raise ImageError(problems[0])
     if problems:
         raise ImageError(f"{len(problems)} reference images cannot be used (fix or remove each): "
                          + "; ".join(problems))
-    if small:
-        warnings.warn(_upscaled_line(small, sum(map(len, loaded)), size), stacklevel=3)
     return [torch.stack(tensors) for tensors in loaded]
 
 
