@@ -83,12 +83,13 @@ class Settings:
 def resolve_settings(quick: bool, device: str, dtype: str, resolution: int | None,
                      repeats: int | None) -> Settings:
     """Every bad option as one line, before any model is built (the device, the dtype on it, the side)."""
-    from lowdim_sd.loading import check_training_dtype, resolve_device
+    from lowdim_sd.loading import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
 
     scale = SCALES["quick" if quick else "full"]
     torch_device = resolve_device(device)  # a missing CUDA is one line here
     if dtype not in DTYPES:
-        raise LowdimError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        raise LowdimError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'"
+                          + did_you_mean(dtype, DTYPE_MEANT, list(DTYPES)))
     chosen = ("fp16" if torch_device.type in ("cuda", "mps") else "fp32") if dtype == "auto" else dtype
     check_training_dtype(str(torch_device), chosen)
     side = resolution if resolution is not None else scale.resolution

@@ -68,3 +68,12 @@ def test_export_save_dtype_near_miss_gets_the_word_meant(tmp_path):
 
     with pytest.raises(ExportError, match=r"did you mean bf16\?"):
         export_adapter(tmp_path / "a.safetensors", tmp_path / "b.safetensors", "kohya", dtype="bfloat16")
+
+
+def test_bench_speed_dtype_near_miss_gets_the_word_meant():
+    from lowdim_sd.bench.speed_setup import resolve_settings
+
+    with pytest.raises(LowdimError) as refused:
+        resolve_settings(True, "cpu", "float32", None, None)
+    said = str(refused.value)
+    assert said.startswith("--dtype must be one of auto, fp32, fp16, bf16") and "did you mean fp32?" in said
