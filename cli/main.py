@@ -239,6 +239,19 @@ def reflow(doc: str | None) -> str | None:
                        else " ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
 
 
+def _launched_process() -> str:
+    """'process R of P: ' in a launcher's (torchrun, accelerate launch) process other than the main one; else ''.
+
+    Every process runs the same command, so each would say the same error line. (A stop's line is each
+    command's own: precompute's processes keep different parts.)"""
+    import os
+
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if not (rank.isdigit() and world.isdigit()) or int(world) < 2 or int(rank) == 0:
+        return ""
+    return f"process {int(rank) + 1} of {world}: "
+
+
 def _interrupted(note: str) -> int:
     if note:
         err.print(f"[yellow]{escape(note[:1].upper() + note[1:])}[/]", highlight=False)
@@ -262,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     except ABORTS:
         return _interrupted("")
     except LowdimError as error:
-        err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(_launched_process() + str(error))}", highlight=False)
         return 1
     except EXITS as done:
         return done.exit_code
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = _one_line_for(error)
         if hint is None:
             raise  # a bug in lowdim or a plugin: its traceback
-        err.print(f"[bold red]Error:[/] {escape(hint)}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(_launched_process() + hint)}", highlight=False)
         return 1
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,9 @@ def _accelerator(job: HyperTrainJob):
     try:
         # Encoders carry parts the hypernetwork never uses (e.g. ViT's pooler): DDP must not wait for their grads.
         unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+        # At one image per process, a ViT's cls_token gradient is a view of the whole embedding's: DDP copies it
+        # into its bucket (correct, and a few bytes) but would warn about it in every process of every run.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         cpu = job.cpu or not accelerator_available()  # else accelerate stays single-process on CPU machines
         return Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
     except ValueError as error:  # accelerate's state is per process: one setting for the process's lifetime
@@ -346,10 +350,12 @@ class _Loop:
 
     def stopped(self, stop: BaseException) -> NoReturn:
         """Keep a checkpoint of a stopped run where one can be kept, and say so."""
-        out = Path(self.job.out)
-        # Only the main process writes; the others stop with the same words.
-        save = self.checkpoint if self.main else (lambda: out / checkpoints.FOLDER / f"step-{self.step:06d}")
-        runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, save, last=checkpoints.latest(out)))
+        if not self.main:  # only the main process writes the checkpoint, and its line says so
+            where = f"process {self.accelerator.process_index + 1} of {self.accelerator.num_processes}"
+            runs.reraise(stop, f"{runs.stop_word(stop)} in {where} at step {self.step}; the main process's line "
+                               "says what was kept")
+        last = checkpoints.latest(Path(self.job.out))
+        runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, self.checkpoint, last=last))
 
 
 def out_of_time(accelerator: Any, started: float, max_minutes: float | None) -> bool:
