@@ -36,7 +36,7 @@ def metric_options(pairs: list[str], dino_model: str | None, clip_model: str | N
             raise LowdimError(f"--set expects METRIC.KEY=VALUE (e.g. dino.batch_size=8), got '{pair}'")
         parsed = parse_options([rest])
         if "device" in parsed:  # torch takes any device name and fails only inside the metric's model load
-            from lowdim_sd.loading import device_problem
+            from lowdim_sd.devices import device_problem
 
             problem = device_problem(str(parsed["device"]))
             if problem is not None:
@@ -178,9 +178,9 @@ def eval_(
       lowdim eval images/ -r heldout/id-00003.png --metrics tinyfaces-identity,tinyfaces-style,tinyfaces-image
     """
     from lowdim.errors import LowdimError
+    from lowdim_sd.devices import resolve_device
     from lowdim_sd.eval.job import EvalJob, nothing_scored, parse_metric_names, run_eval
     from lowdim_sd.eval.report import write_report
-    from lowdim_sd.loading import resolve_device
     from lowdim_sd.runs import check_folder_target
 
     names = parse_metric_names(metrics)

@@ -121,7 +121,7 @@ def accelerate_on_cpu(device: str, cpu_flag: bool) -> bool:
     """
     import os
 
-    from lowdim_sd.loading import resolve_device
+    from lowdim_sd.devices import resolve_device
 
     if cpu_flag and device not in ("auto", "cpu"):
         raise LowdimError(f"--cpu is the old spelling of --device cpu, and --device {device} says otherwise: "

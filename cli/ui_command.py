@@ -51,7 +51,7 @@ def serve(host: str, port: int, model: str, out: Path, share: bool, model_config
         import gradio  # noqa: F401
     except ImportError:
         raise LowdimError(f"lowdim ui needs Gradio, which is not installed: {INSTALL_HINT}") from None
-    from lowdim_sd.loading import check_training_dtype
+    from lowdim_sd.devices import check_training_dtype
     from lowdim_sd.ui.checks import check_model
     from lowdim_sd.ui.page import build_page
     from lowdim_sd.ui.studio import Studio, StudioConfig

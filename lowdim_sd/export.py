@@ -215,7 +215,7 @@ def export_adapter(
     ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet.
     """
     if dtype not in DTYPES:
-        from lowdim_sd.loading import DTYPE_MEANT, did_you_mean
+        from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
 
         raise ExportError(f"the export's dtype (--save-dtype) must be one of {', '.join(DTYPES)}, got '{dtype}'"
                           + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))

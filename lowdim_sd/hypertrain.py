@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs, stopping
+from lowdim_sd.devices import accelerator_available
 from lowdim_sd.hypertrain_checks import check_features_cover, check_job
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
@@ -49,7 +50,6 @@ from lowdim_sd.hypertrain_io import (
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.hypertrain_resume import checkpoint_to_resume, resume_settings
 from lowdim_sd.images import upscaling_told_once
-from lowdim_sd.loading import accelerator_available
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import fill_retrieval
 from lowdim_sd.train import TrainingDiverged

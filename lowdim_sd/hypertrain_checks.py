@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
+from lowdim_sd.devices import check_training_dtype
 from lowdim_sd.hypertrain_io import check_counts, warn_about_another_phrase
-from lowdim_sd.loading import check_training_dtype
 from lowdim_sd.retrieval_fill import check_retrieval_job
 
 if TYPE_CHECKING:

@@ -27,9 +27,10 @@ from lowdim.inject import LayerSet, covers
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd import personalize_stages as stages
+from lowdim_sd.devices import check_training_dtype, resolve_device
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
-from lowdim_sd.loading import SDModel, canonical_model, check_training_dtype, load_sd, resolve_device
+from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.personalize_checks import check_inputs, check_job, with_training_phrase
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files

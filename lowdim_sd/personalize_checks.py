@@ -36,7 +36,7 @@ def check_job(job: PersonalizeJob) -> None:
         raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
     check_only_hyper(job)
     if job.save_dtype not in DTYPES:
-        from lowdim_sd.loading import DTYPE_MEANT, did_you_mean
+        from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
 
         raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'"
                           + did_you_mean(str(job.save_dtype), DTYPE_MEANT, list(DTYPES)))

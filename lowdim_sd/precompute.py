@@ -182,7 +182,7 @@ def check_job(job: PrecomputeJob) -> None:
     from lowdim_sd.generate import check_resolution
 
     check_resolution(job.resolution)
-    from lowdim_sd.loading import check_training_dtype
+    from lowdim_sd.devices import check_training_dtype
 
     check_training_dtype(job.device, job.dtype)
 
@@ -192,7 +192,8 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
     from accelerate import PartialState
 
-    from lowdim_sd.loading import accelerator_available, load_sd
+    from lowdim_sd.devices import accelerator_available
+    from lowdim_sd.loading import load_sd
     from lowdim_sd.modes import resolve_layers
 
     config = training_config(job)

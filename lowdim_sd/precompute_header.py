@@ -86,6 +86,6 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel | None,
 
 def _dtype_name(job: PrecomputeJob, model: SDModel | None) -> str:
     """The precision θ trains in: the model's, or before it loads, the one --dtype and --device make it."""
-    from lowdim_sd.loading import dtype_name, resolve_device, resolve_dtype
+    from lowdim_sd.devices import dtype_name, resolve_device, resolve_dtype
 
     return dtype_name(model.dtype if model is not None else resolve_dtype(job.dtype, resolve_device(job.device)))

@@ -16,18 +16,10 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim_sd import checkpoints, defaults, runs, stopping
+from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, dtype_name, resolve_device
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_reference_sets, load_references
-from lowdim_sd.loading import (
-    DTYPE_MEANT,
-    SDModel,
-    canonical_model,
-    check_training_dtype,
-    did_you_mean,
-    dtype_name,
-    load_sd,
-    resolve_device,
-)
+from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import (
     FullTrainable,
     adapter_trainable,

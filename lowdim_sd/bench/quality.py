@@ -158,8 +158,8 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     if job.hypernet is not None and not Path(job.hypernet).is_file():
         raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
     from lowdim.registry import get_registry
+    from lowdim_sd.devices import check_training_dtype
     from lowdim_sd.eval.job import parse_metric_names
-    from lowdim_sd.loading import check_training_dtype
 
     check_training_dtype(job.device, job.dtype)  # every method trains
     registry = get_registry()

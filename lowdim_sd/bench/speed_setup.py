@@ -83,7 +83,7 @@ class Settings:
 def resolve_settings(quick: bool, device: str, dtype: str, resolution: int | None,
                      repeats: int | None) -> Settings:
     """Every bad option as one line, before any model is built (the device, the dtype on it, the side)."""
-    from lowdim_sd.loading import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
+    from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
 
     scale = SCALES["quick" if quick else "full"]
     torch_device = resolve_device(device)  # a missing CUDA is one line here

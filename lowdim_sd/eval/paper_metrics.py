@@ -31,7 +31,7 @@ def image_name(image: Any, fallback: str) -> str:
 
 
 def _device(device: str) -> torch.device:
-    from lowdim_sd.loading import resolve_device
+    from lowdim_sd.devices import resolve_device
 
     return resolve_device(device)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lowdim_sd.loading
+import lowdim_sd.devices
 from lowdim.errors import LowdimError
-from lowdim_sd.loading import check_training_dtype, device_problem, resolve_device
+from lowdim_sd.devices import check_training_dtype, device_problem, resolve_device
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_fp16_on_a_cpu_is_refused_for_training():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_needs_its_instructions(monkeypatch, native):
-    monkeypatch.setattr(lowdim_sd.loading, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(lowdim_sd.devices, "cpu_has_bf16", lambda: native)
     if native:
         check_training_dtype("cpu", "bf16")
     else:

@@ -8,7 +8,7 @@ import torch
 
 from lowdim.errors import LowdimError
 from lowdim_cli.main import main
-from lowdim_sd.loading import resolve_device, resolve_dtype
+from lowdim_sd.devices import resolve_device, resolve_dtype
 
 
 @pytest.mark.parametrize(("typed", "meant"), [("half", "fp16"), ("float16", "fp16"), ("float32", "fp32"),

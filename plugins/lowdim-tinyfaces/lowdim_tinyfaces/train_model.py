@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lowdim_sd.loading import device_problem
+from lowdim_sd.devices import device_problem
 
 from .grid import save_grid
 from .model_files import model_path, not_a_model_folder
