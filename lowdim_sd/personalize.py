@@ -22,8 +22,8 @@ import torch
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.hyper.storage import HypernetFile, read_hypernet
-from lowdim.inject import LayerSet, covers
+from lowdim.hyper.storage import HypernetFile
+from lowdim.inject import LayerSet
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd import personalize_stages as stages
@@ -33,6 +33,7 @@ from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.personalize_checks import check_inputs, check_job, with_training_phrase
+from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.prompt_words import with_looks
@@ -137,67 +138,6 @@ class PersonalizeResult:
         """The adapter's phrase, then ``after``, with the looks after [V]'s noun: a prompt that draws the subject
         (drawn apart, its UNet part needs the looks in words: the text encoder's part no longer says them)."""
         return with_looks(self.prompt + after, self.looks)
-
-
-def default_hypernet(backend: Any) -> Path | None:
-    """The hypernetwork the model's backend ships, if any (TinyFaces does)."""
-    path = getattr(backend, "default_hypernet", None)
-    return Path(path) if path else None
-
-
-def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
-                     layers: LayerSet) -> tuple[bool, HypernetFile | None, str]:
-    """(whether a hypernetwork is in play, the file to predict with, a warning for later), reading a file at
-    most once.
-
-    The backend's own hypernetwork counts only when it predicts the space and layers asked for: a
-    shipped default must not turn --space/--set/--layers into errors about a file the user never
-    named. It is not even opened when it cannot matter (--no-hyper with --steps given). The warning
-    that it does not fit waits until the layers are found on the model: a --layers that matches
-    nothing is an error, and a warning before it would only mislead.
-    """
-    if job.hypernet is not None:
-        # --no-hyper keeps the file's recipe (the paper's ablation), so the file must still be a hypernetwork.
-        return True, (read_hypernet(job.hypernet) if not job.no_hyper else _checked_only(job.hypernet)), ""
-    path = default_hypernet(backend)
-    if path is None or (job.no_hyper and job.steps is not None):
-        return False, None, ""
-    shipped = read_hypernet(path)
-    made_for = shipped.made_for
-    if made_for[:2] == (space.name, space.config.to_dict()) and predicts_layers(shipped, layers):
-        return True, (None if job.no_hyper else shipped), ""
-    if job.only_hyper:  # there the missing prediction is the error, named next
-        return False, None, ""
-    steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
-    return False, None, (f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
-                         f"layers asked for: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on "
-                         f"top trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
-
-
-def _checked_only(path: Path) -> None:
-    """A missing file, or one that is no hypernetwork, is an error even when its prediction is dropped; its
-    tensors (gigabytes with a ViT-H encoder) are not read."""
-    from lowdim.files import read_checked
-    from lowdim.hyper.storage import FORMAT
-
-    read_checked(Path(path), FORMAT, "hypernetwork", LowdimError, load_tensors=False)
-
-
-def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:
-    """Whether the hypernetwork predicts every layer of ``layers``: its own set, or one that covers it
-    (`--layers unet` with a unet+text network keeps the UNet part of its prediction).
-
-    Decided from the patterns. Globs also select 1x1 convolutions, which a named set may leave out; a
-    glob that really meets one on the model is named by predict_initial, so the types do not decide here.
-    """
-    made_for = hypernet.made_for[2]
-    if made_for == layers.name:
-        return True
-    try:
-        own = resolve_layers(made_for, hypernet.metadata["model"])  # the set of the model it was made for
-    except LowdimError:  # a set this version does not know: load_hypernet names the difference
-        return False
-    return covers(own, replace(layers, types=tuple(t for t in layers.types if t in own.types)))
 
 
 def resolve_run(job: PersonalizeJob) -> PersonalizeRun:

@@ -81,7 +81,7 @@ class Task:
 
 def shipped_hypernet(model: str) -> Path | None:
     """The hypernetwork the model's backend ships (TinyFaces does), so hyper rows run without --hypernet."""
-    from lowdim_sd.personalize import default_hypernet
+    from lowdim_sd.personalize_hypernet import default_hypernet
     from lowdim_sd.registered_models import registered_entry
 
     entry = registered_entry(model)

@@ -106,9 +106,9 @@ def test_a_glob_meeting_a_layer_the_network_does_not_predict_is_named(tiny_sd, f
 
 
 def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face, tmp_path, hypernet, monkeypatch):
-    import lowdim_sd.personalize as personalize_module
+    import lowdim_sd.personalize_hypernet as personalize_hypernet
 
-    monkeypatch.setattr(personalize_module, "default_hypernet", lambda model_name: hypernet)
+    monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda model_name: hypernet)
     shipped = personalize(job(tiny_sd, face, tmp_path / "g", only_hyper=True), progress=False)
     named = personalize(job(tiny_sd, face, tmp_path / "h", hypernet=hypernet, only_hyper=True), progress=False)
     assert lowdim.read_adapter(shipped.adapter).params.keys() == lowdim.read_adapter(named.adapter).params.keys()
@@ -273,9 +273,9 @@ def test_layers_that_match_nothing_are_an_error_with_no_warning_about_the_hypern
         tiny_sd, face, tmp_path, hypernet, monkeypatch):
     import warnings
 
-    import lowdim_sd.personalize as personalize_module
+    import lowdim_sd.personalize_hypernet as personalize_hypernet
 
-    monkeypatch.setattr(personalize_module, "default_hypernet", lambda model_name: hypernet)
+    monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda model_name: hypernet)
     with warnings.catch_warnings(record=True) as caught, pytest.raises(lowdim.LowdimError, match="matches no"):
         warnings.simplefilter("always")
         personalize(job(tiny_sd, face, tmp_path / "n", layers="nothing.matches"), progress=False)

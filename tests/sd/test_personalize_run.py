@@ -104,7 +104,7 @@ def test_a_batch_below_one_is_refused_before_the_model_loads(tiny_sd, face, tmp_
 
 
 def test_the_hypernetwork_file_is_read_once_per_run(tiny_sd, face, tmp_path, hypernet, monkeypatch):
-    import lowdim_sd.personalize as personalize_module
+    import lowdim_sd.personalize_hypernet as personalize_hypernet
 
     reads = []
     real = storage.read_checked
@@ -112,7 +112,7 @@ def test_the_hypernetwork_file_is_read_once_per_run(tiny_sd, face, tmp_path, hyp
     personalize(job(tiny_sd, face, tmp_path / "b", hypernet=hypernet), progress=False)
     assert reads == [hypernet]
     reads.clear()
-    monkeypatch.setattr(personalize_module, "default_hypernet", lambda backend: hypernet)
+    monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda backend: hypernet)
     personalize(job(tiny_sd, face, tmp_path / "c"), progress=False)  # the shipped one: fits, so it is used
     assert reads == [hypernet]
 
