@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from lowdim.errors import LowdimError, first_line
+from lowdim.option_words import command_line
 from lowdim_cli import (
     bench_command,
     eval_command,
@@ -267,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         _add_plugin_commands()
         _catch_interrupts(app)
         fit_help_to_terminal(app)
-        code = app(args=argv, prog_name="lowdim", standalone_mode=False)
+        with command_line():  # messages name flags, not the library's parameters
+            code = app(args=argv, prog_name="lowdim", standalone_mode=False)
         # Typer answers a Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
         return _interrupted("") if code == INTERRUPTED else 0
     except _Stopped as stopped:

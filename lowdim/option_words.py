@@ -1,0 +1,40 @@
+"""How a message names an option: by its flag when the ``lowdim`` command runs (``--steps``), by its Python
+parameter when a program calls the library (``TrainConfig(steps=...)``), so each reader is told what they
+typed. The checks behind both are the same code; only the words differ."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+_ON_THE_COMMAND_LINE = contextvars.ContextVar("lowdim_on_the_command_line", default=False)
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """Messages raised inside name flags: the CLI runs each command inside this."""
+    token = _ON_THE_COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _ON_THE_COMMAND_LINE.reset(token)
+
+
+def on_the_command_line() -> bool:
+    """Whether the running code was called by the ``lowdim`` command (its thread, or one it copied its
+    context to)."""
+    return _ON_THE_COMMAND_LINE.get()
+
+
+def option(field: str, owner: str, flag: str | None = None) -> str:
+    """The option's name for this reader: ``flag`` (by default ``--`` and the field with dashes) on the command
+    line, ``owner(field=...)`` from Python, where ``owner`` is the class or function that takes it."""
+    if on_the_command_line():
+        return flag or "--" + field.replace("_", "-")
+    return f"{owner}({field}=...)"
+
+
+def either(cli_words: str, api_words: str) -> str:
+    """One of two wordings of a hint, for the reader at hand (a flag to leave out against a field to set)."""
+    return cli_words if on_the_command_line() else api_words
