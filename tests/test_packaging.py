@@ -49,3 +49,22 @@ def test_the_oldest_releases_run_are_the_floors_pyproject_states():
     for name in ("diffusers", "transformers", "accelerate", "safetensors", "peft"):
         floor = stated[name].split(".")
         assert pinned[name].split(".")[: len(floor)] == floor, (name, stated[name], pinned[name])
+
+
+PROJECTS = [ROOT, ROOT / "plugins" / "lowdim-vera", ROOT / "plugins" / "lowdim-tinyfaces"]
+
+
+@pytest.mark.parametrize("project", PROJECTS, ids=lambda p: p.name)
+def test_every_distribution_carries_its_license(project):
+    """Apache-2.0 asks for its text to go with every copy: each wheel and sdist ships the file it names."""
+    config = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert config["license"] == "Apache-2.0"
+    assert config["license-files"] == ["LICENSE"] and "Apache License" in (project / "LICENSE").read_text()
+
+
+@pytest.mark.parametrize("project", PROJECTS, ids=lambda p: p.name)
+def test_no_sdist_ships_tests_it_cannot_run(project):
+    """The tests need the whole checkout (conftest, fixtures, benchmarks, the other plugins): a source release
+    with some of them would only collect with errors."""
+    lines = (project / "MANIFEST.in").read_text().splitlines()
+    assert "prune tests" in lines
