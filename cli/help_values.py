@@ -61,8 +61,18 @@ def name_values(command, ctx) -> None:
         if not isinstance(param, TyperOption) or param.metavar is not None:
             continue
         param.metavar = "" if param.is_flag else option_word(param)
+    if getattr(ctx.find_root().command, "rich_markup_mode", "rich") is None:
+        _plain_brackets(command)
     for sub in getattr(command, "commands", {}).values():
         name_values(sub, ctx)
+
+
+def _plain_brackets(command) -> None:
+    """Click's plain layout prints help as written, so a bracket escaped for rich (`'lowdim\\[ui]'`) would
+    keep its backslash, which a reader copies and pip rejects."""
+    for owner in [command, *getattr(command, "params", [])]:
+        if getattr(owner, "help", None):
+            owner.help = owner.help.replace("\\[", "[")
 
 
 class ValueWordsGroup(TyperGroup):

@@ -115,3 +115,16 @@ def test_a_narrow_terminal_gets_every_option_name_whole(capsys, monkeypatch):
         if path == ["personalize"]:
             assert re.search(r"^  --gradient-checkpointing +Recompute activations", text, re.M)
     assert "│" in help_of(capsys, monkeypatch, "personalize")  # at 200 columns: rich's table again
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_rich_escapes_never_reach_a_reader_in_either_layout(capsys, monkeypatch, columns):
+    """A bracket escaped for rich (`lowdim\\[ui]`) is a plain bracket in click's layout too: pip rejects the
+    backslash a reader would copy."""
+    for path in [[], *every_command()]:
+        monkeypatch.setenv("COLUMNS", columns)
+        assert main([*path, "--help"]) == 0, path
+        text = capsys.readouterr().out
+        assert "\\[" not in text, path
+        if path == ["ui"]:
+            assert "pip install 'lowdim[ui]'" in " ".join(text.split())
