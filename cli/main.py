@@ -38,8 +38,9 @@ app = typer.Typer(
     name="lowdim",
     help="Tiny, fast personalization of text-to-image models in low-dimensional weight spaces.",
     # The command a newcomer wants first, whose summary sits ninth in the list below.
-    epilog="Start here: lowdim personalize -m tinyfaces -i examples/face.png -o me  (one face photo to your own "
-           "model, offline in under a minute on a CPU; then the `lowdim generate` line it prints).",
+    epilog="Start here: lowdim personalize -m tinyfaces -i face.jpg -o me  (one photo of a face to your own model, "
+           "offline in under a minute on a CPU; a checkout has examples/face.png; then the `lowdim generate` line "
+           "it prints).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
