@@ -28,8 +28,7 @@ from lowdim_sd.file_info_parts import (
     size_text,
     space_object,
 )
-from lowdim_sd.images import IMAGE_EXTENSIONS
-from lowdim_sd.merged_model import read_merge_record, record_in_metadata
+from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.model_paths import UNET_PREFIX
 
 
@@ -247,6 +246,8 @@ def _other(path: Path, header: Header) -> FileInfo:
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values)
+    from lowdim_sd.merged_model import record_in_metadata  # it draws with diffusers: the sd extra
+
     if (record := record_in_metadata(meta)) is not None:
         return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
@@ -258,6 +259,8 @@ def _other(path: Path, header: Header) -> FileInfo:
 def _pipeline_folder(folder: Path) -> FileInfo:
     index = parsed_json((folder / "model_index.json").read_text(errors="replace"), {})
     rows = [("pipeline", str(index.get("_class_name", "?")) if isinstance(index, dict) else "?")]
+    from lowdim_sd.merged_model import read_merge_record
+
     if (record := read_merge_record(folder)) is not None and record.get("made_by") == TRAINED:
         return _trained(folder, record, rows)
     if record is not None:

@@ -22,9 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
+from lowdim_sd.image_names import IMAGE_EXTENSIONS
 
 PathLike = str | os.PathLike
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 # Modes holding more than 8 bits per pixel: PIL's convert() clips them at 255 instead of rescaling.
 _WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})

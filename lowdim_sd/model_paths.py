@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lowdim.errors import first_line
 from lowdim.filecheck import foreign_lora
-from lowdim_sd.images import IMAGE_EXTENSIONS
+from lowdim_sd.image_names import IMAGE_EXTENSIONS
 
 MODEL_KINDS = "a registered name (lowdim models), a hub id, a diffusers folder or a .safetensors checkpoint"
 UNET_PREFIX = "model.diffusion_model."

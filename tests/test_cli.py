@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from lowdim_cli.main import main
 
@@ -269,3 +270,15 @@ def test_an_unknown_option_is_offered_only_the_options_a_typo_comes_from(typed, 
     code = main(["personalize", typed, "3"])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and err.endswith(f"Error: No such option: {typed}{offered}") and "Possible options" not in err
+
+
+def test_show_reads_an_adapter_header_without_the_sd_extra(tmp_path):
+    """`show` describes a file from its header alone, so a core install (no PIL, diffusers, transformers) runs
+    it, as it runs `export`."""
+    import lowdim
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    lowdim.inject(model, lowdim.get_space("lora", rank=1), ["0"], seed=0)
+    lowdim.save_adapter(tmp_path / "a.safetensors", model)
+    result = without_modules(["PIL", "diffusers", "transformers"], "show", str(tmp_path / "a.safetensors"))
+    assert result.returncode == 0 and "lora" in result.stdout, result.stderr
