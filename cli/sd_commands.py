@@ -103,17 +103,13 @@ def train(
       lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
     """
     from lowdim.errors import LowdimError
-    from lowdim_sd.modes import initial_token
-    from lowdim_sd.personalize_checks import check_token
     from lowdim_sd.train import TrainConfig
     from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
 
     if rank is not None and init is None:
         raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
                           "scratch use --space lora --set rank=N")
-    if token is not None:
-        check_token(token, "sks; with --init, the initial adapter's own word")
-    token = initial_token(init, token)  # --init's frozen part answers to its own word: trained on under it
+    # token None: run_train's default word, sks, or --init's own, which the initial adapter's frozen part answers to
     config = TrainConfig(
         steps=(defaults.FINETUNE_STEPS if init else defaults.STEPS) if steps is None else steps,
         batch_size=batch_size, grad_accum=grad_accum,

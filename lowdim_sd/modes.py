@@ -24,17 +24,18 @@ from lowdim.atomic import replace_folder, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.inject import LayerSet
+from lowdim.option_words import on_the_command_line
 from lowdim.spaces.base import Space
 from lowdim_sd.embedding_undo import tokens_undone
 from lowdim_sd.loading import SDModel
 from lowdim_sd.registered_models import model_layer_set
 from lowdim_sd.text_encoder_files import save_pipeline
+from lowdim_sd.train_settings import DEFAULT_TOKEN
 
 if TYPE_CHECKING:
     from lowdim_sd.train_settings import Subject, TrainConfig
 
 ADAPTER = "subject"
-DEFAULT_TOKEN = "sks"  # TrainConfig's, the word [V] stands for when nothing names another
 
 
 def resolve_layers(name_or_patterns: str | None, model: str | None = None) -> LayerSet:
@@ -52,10 +53,12 @@ def left_as_given(model: SDModel, tokens: bool = False, initial: Path | None = N
     unmerged first (rank relaxation merges the initial one into the base weights); with ``tokens`` (Textual
     Inversion appends [V]'s tokens and embedding rows) the tokenizer and the table are put back too. With
     ``initial`` (the adapter file rank relaxation merges) its layers' base weights are copied back bit for bit:
-    unmerging subtracts what merging added, which rounds (1e-7 in fp32, 1e-4 in fp16)."""
+    unmerging subtracts what merging added, which rounds (1e-7 in fp32, 1e-4 in fp16). The model's own weights are
+    frozen for the block (``base_frozen``), their ``requires_grad`` and ``.grad`` put back after."""
     before = set(lowdim.Adapters(model.modules).names())
     weights = base_weights(model, initial) if initial is not None else {}
-    with tokens_undone(model) if tokens else contextlib.nullcontext():  # after the adapters below are gone
+    undone = tokens_undone(model) if tokens else contextlib.nullcontext()
+    with base_frozen(model), undone:  # the tokens go after the adapters below are gone
         try:
             yield
         finally:
@@ -65,6 +68,25 @@ def left_as_given(model: SDModel, tokens: bool = False, initial: Path | None = N
             with torch.no_grad():
                 for layer, weight in weights.items():
                     _base_weight(model, layer).copy_(weight)
+
+
+@contextlib.contextmanager
+def base_frozen(model: SDModel) -> Iterator[None]:
+    """The UNet, text encoder and VAE frozen for the block, then each parameter's ``requires_grad`` and ``.grad`` as
+    they were. A pipeline the caller built (``from_pretrained`` leaves every weight trainable) would otherwise have
+    every backward compute, and keep, a gradient of every base weight: full DreamBooth's memory for an adapter's
+    run. Parameters added in the block (the adapters') are not touched: the block's own code deletes them."""
+    pipe = model.pipe
+    parts = [part for part in (pipe.unet, pipe.text_encoder, getattr(pipe, "vae", None)) if part is not None]
+    given = {param: (param.requires_grad, param.grad) for part in parts for param in part.parameters()}
+    try:
+        for param in given:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, (requires_grad, grad) in given.items():
+            param.requires_grad_(requires_grad)
+            param.grad = grad
 
 
 def base_weights(model: SDModel, adapter: Path) -> dict[str, Tensor]:
@@ -97,7 +119,8 @@ class AdapterTrainable:
         self.name = name
         self.subject_names = subject_names
         self.num_subjects = len(subject_names)
-        self.metadata = metadata
+        # An unset word (a TrainConfig's token None) trains as DEFAULT_TOKEN (``fill_prompt``): the file says so.
+        self.metadata = {**metadata, "token": DEFAULT_TOKEN} if metadata.get("token", "") is None else metadata
         self.subject_extras: list[dict] = []  # per subject, added to the file's recipe (``record_recipe``)
         self.parameters = self.adapters.parameters(name)
 
@@ -139,7 +162,7 @@ class AdapterTrainable:
 
 
 def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: int = 0,
-                      subject_names: list[str] | None = None, token: str = "sks",
+                      subject_names: list[str] | None = None, token: str = DEFAULT_TOKEN,
                       save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Inject a fresh adapter; with several subject names, one per-sample adapter each. ``dropout``: the
     adapter's input dropout while it trains (``Adapters.add``)."""
@@ -173,8 +196,10 @@ def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merg
     info = lowdim.load_adapter(initial, lowdim.Adapters(model.modules), name="initial")
     learned = str(info.metadata.get("token") or "")
     if token and learned and token != learned:  # its frozen part still calls the subject by its own word
-        warnings.warn(f"{initial} learned its subject under the word {learned!r}; with --token {token!r} the new "
-                      f"LoRA trains under another word (leave --token out to train under {learned!r})", stacklevel=3)
+        given, leave = ((f"--token {token!r}", "leave --token out") if on_the_command_line() else
+                        (f"TrainConfig(token={token!r})", "leave TrainConfig.token unset"))
+        warnings.warn(f"{initial} learned its subject under the word {learned!r}; with {given} the new LoRA trains "
+                      f"under another word ({leave} to train under {learned!r})", stacklevel=3)
     metadata = {"base_model": model.base_model_id, "token": token or learned or DEFAULT_TOKEN}
     return relaxed_trainable(model, "initial", rank=rank, merge_frozen=merge_frozen, subject_name=subject_name,
                              metadata=metadata, save_dtype=save_dtype, dropout=dropout)

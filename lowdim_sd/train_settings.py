@@ -16,6 +16,7 @@ from lowdim.errors import LowdimError
 from lowdim_sd import defaults, runs
 
 IDENTIFIER = "[V]"
+DEFAULT_TOKEN = "sks"  # the word [V] stands for when nothing names another
 MIXED_PRECISION = runs.MIXED_PRECISION
 OPTIMIZERS = ("adamw", "sgd")
 ENGINE_LR = 1e-3  # the rate of ``train`` called with none: TrainConfig's default before the modes had their own
@@ -23,6 +24,26 @@ ENGINE_LR = 1e-3  # the rate of ``train`` called with none: TrainConfig's defaul
 
 @dataclass
 class TrainConfig:
+    """How one training run trains: its steps, rate, prompt and word, what each step draws, and what it keeps.
+
+    ``steps``: optimizer steps (``run_train``: at least 1). ``learning_rate``: None for the run's default (a
+    ``TrainJob``'s mode's, ``lowdim_sd.defaults.learning_rate``; ``train`` alone: 1e-3), so a rate set is told
+    apart from one nobody chose. ``batch_size``: images of each subject per step; ``grad_accum``: steps whose
+    gradients add up before one update. ``prompt``: the training caption, where ``[V]`` stands for ``token``, the
+    rare word the subject is learned under (one word, no spaces). ``token`` None means the default: ``sks``, or in
+    ``run_train`` with ``TrainJob(initial=...)`` the word the initial adapter learned, since its frozen part answers
+    to it. ``seed``: the adapter's init, the noise, the timesteps and the augmentation. ``augment``: random flips
+    and small crops of the references. ``mixed_precision``: ``"no"``, ``"fp16"`` or ``"bf16"`` autocast.
+    ``gradient_checkpointing``: recompute activations in the backward, less memory for more compute.
+    ``max_grad_norm``: clip each subject's gradient to this norm (None: no clipping). ``weight_decay``: the
+    optimizer's. ``checkpoint_every``: a resumable checkpoint every N steps (0: never); ``keep_checkpoints``: how
+    many of the latest are kept. ``optimizer``: ``"adamw"``, or ``"sgd"`` (momentum 0.9), whose plain gradient
+    steps make the result a smooth function of the images. ``keep_styles``: above 0, the weight of a loss that keeps
+    the model's styles (``lowdim_sd.style_delta``) over ``style_prompts`` (each with ``[V]``). ``cuda_graphs``:
+    replay the text encoder's and UNet's forward and backward from CUDA graphs (``lowdim_sd.step_graphs``): the
+    same steps, far fewer kernel launches on a host-bound GPU.
+    """
+
     steps: int = defaults.STEPS
     # None: the run's default (TrainJob: its mode's, defaults.learning_rate; ``train`` alone: ENGINE_LR), so a
     # rate the caller set is told apart from one nobody chose, even when the two are equal.
@@ -30,7 +51,9 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 1
     prompt: str = "a [V] face"
-    token: str = "sks"
+    # None: DEFAULT_TOKEN, or run_train's initial adapter's own word (``modes.initial_token``), told apart, as the
+    # rate is, from an explicit word, which a run from an initial adapter under another word warns about.
+    token: str | None = None
     seed: int = 0
     augment: bool = True
     mixed_precision: str = "no"
@@ -74,18 +97,25 @@ class TrainConfig:
                 raise LowdimError(message)
 
 
-def with_rate(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:
-    """``config`` with its learning rate set: its own, else ``default``; a copy, the caller's is never changed."""
-    return config if config.learning_rate is not None else replace(config, learning_rate=default)
+def with_defaults(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:
+    """``config`` with what it leaves unset filled in: the learning rate (``default``) and the word [V] stands for
+    (DEFAULT_TOKEN; ``run_train`` sets an initial adapter's own first). A copy: the caller's is never changed."""
+    unset = {"learning_rate": default, "token": DEFAULT_TOKEN}
+    filled = {name: value for name, value in unset.items() if getattr(config, name) is None}
+    return replace(config, **filled) if filled else config
+
+
+with_rate = with_defaults  # its name when it filled in the rate alone, which the engine (train.py) still calls
 
 
 def job_rate(config: TrainConfig, given: float | None, owner: str, default: float) -> TrainConfig:
     """``config`` with the rate a job runs at: the job's own (``given``, --lr) or the config's, else ``default``;
-    two different ones are one line. A copy: the caller's config may serve several jobs."""
+    two different ones are one line. An unset token is filled in too (``with_defaults``). A copy: the caller's
+    config may serve several jobs."""
     if given is not None and config.learning_rate is not None and given != config.learning_rate:
         raise LowdimError(f"two learning rates: {owner}(learning_rate={given}) and TrainConfig(learning_rate="
                           f"{config.learning_rate}); set one of them")
-    return with_rate(config if given is None else replace(config, learning_rate=given), default)
+    return with_defaults(config if given is None else replace(config, learning_rate=given), default)
 
 
 def as_path(value: object, owner: str, name: str) -> Path:
@@ -106,20 +136,31 @@ def refuse_inference_mode() -> None:
 
 @dataclass
 class Subject:
+    """One subject ``train`` learns: ``images``, its reference pictures as one (N, 3, H, W) tensor in [-1, 1] at
+    the training resolution (``lowdim_sd.images.load_references`` makes it from files), and ``seed``, which draws
+    its noise, timesteps and augmentation (``run_train`` gives subject i the config's seed + i)."""
+
     images: Tensor  # (N, 3, H, W) in [-1, 1]
     seed: int = 0
 
 
 @dataclass
 class TrainResult:
+    """What a run did. ``losses``: the loss of each step this call ran. ``start_step``: the steps done before it (0,
+    or where the checkpoint a resumed run continued left off), so the run ended at ``start_step + len(losses)``.
+    ``seconds``: the wall time of this call's steps, not the model's load or the final save. ``outputs``: the
+    adapter files (one per subject) or, for full DreamBooth, the model folder it wrote; none without an output
+    folder."""
+
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     start_step: int = 0
     outputs: list[Path] = field(default_factory=list)
 
 
-def fill_prompt(prompt: str, token: str) -> str:
+def fill_prompt(prompt: str, token: str | None) -> str:
+    """``prompt`` with [V] replaced by ``token`` (None: DEFAULT_TOKEN, a ``TrainConfig``'s unset word)."""
     if IDENTIFIER not in prompt:
         warnings.warn(f"prompt '{prompt}' has no {IDENTIFIER}: the subject will not be tied to an identifier",
                       stacklevel=2)
-    return prompt.replace(IDENTIFIER, token)
+    return prompt.replace(IDENTIFIER, DEFAULT_TOKEN if token is None else token)

@@ -15,6 +15,7 @@ from pathlib import Path
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
+from lowdim.option_words import either
 from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, dtype_name, resolve_device
 from lowdim_sd.generate import check_resolution
@@ -23,11 +24,13 @@ from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import (
     FullTrainable,
     adapter_trainable,
+    initial_token,
     left_as_given,
     rank_relaxed_trainable,
     record_recipe,
     resolve_layers,
 )
+from lowdim_sd.personalize_checks import check_token
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
@@ -120,21 +123,22 @@ def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
 def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
     mode = mode_of(job)
     check_one_subject(mode, len(names))
+    token = initial_token(job.initial, job.config.token)
     if mode == "full":
         return FullTrainable(model, job.train_text_encoder)
     if mode == "relaxed":
         return rank_relaxed_trainable(model, job.initial, rank=job.rank, merge_frozen=job.merge_frozen,
-                                      subject_name=names[0], token=job.config.token, save_dtype=job.save_dtype,
+                                      subject_name=names[0], token=token, save_dtype=job.save_dtype,
                                       dropout=job.dropout)
     space = lowdim.get_space(job.space, job.space_options)
     if learns_tokens(space):
         if job.layers is not None:
             raise LowdimError(f"--layers does not apply to --space {job.space}: it learns token vectors in the "
                               f"text encoder's input embedding, not weight layers")
-        return ti_trainable(model, space, token=job.config.token, seed=job.config.seed, subject_names=names,
+        return ti_trainable(model, space, token=token, seed=job.config.seed, subject_names=names,
                             save_dtype=job.save_dtype)
     trainable = adapter_trainable(model, space, resolve_layers(job.layers, model.name), seed=job.config.seed,
-                                  subject_names=names, token=job.config.token, save_dtype=job.save_dtype,
+                                  subject_names=names, token=token, save_dtype=job.save_dtype,
                                   dropout=job.dropout)
     warn_about_adjusted_options(job, trainable.adapters.info(trainable.name))
     return trainable
@@ -161,8 +165,10 @@ def check_one_subject(mode: str, subjects: int) -> None:
 
 def train_config(job: TrainJob) -> TrainConfig:
     """``job.config`` with the learning rate the run uses: --lr (``job.learning_rate``) or the config's own, else
-    the mode's default. A copy: the caller's config is never changed, and may serve several jobs."""
-    return job_rate(job.config, job.learning_rate, "TrainJob", defaults.learning_rate(mode_of(job)))
+    the mode's default; and the word it trains under: the config's, else the initial adapter's own, else sks. A
+    copy: the caller's config is never changed, and may serve several jobs."""
+    worded = dataclasses.replace(job.config, token=initial_token(job.initial, job.config.token))
+    return job_rate(worded, job.learning_rate, "TrainJob", defaults.learning_rate(mode_of(job)))
 
 
 def check_train_job(job: TrainJob) -> None:
@@ -172,6 +178,9 @@ def check_train_job(job: TrainJob) -> None:
     if config.steps < 1:  # before validate's ">= 0" (0 runs no step elsewhere): here it would save the untrained start
         raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
     config.validate()
+    if job.config.token is not None:  # one word, as --token is on the command line
+        check_token(job.config.token, either("sks; with --init, the initial adapter's own word",
+                                             "sks; with TrainJob(initial=...), the initial adapter's own word"))
     if job.rank < 1:
         raise LowdimError(f"--rank must be >= 1, got {job.rank}")
     check_mode_flags(job)
