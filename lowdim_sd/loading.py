@@ -54,6 +54,31 @@ class SDModel:
     # (adapter name, '' for an embedding; file; scale; token) per file attach_adapters loaded: draw_to_folder's record.
     attached: list = field(default_factory=list, init=False, repr=False, compare=False)
 
+    @classmethod
+    def from_pipeline(cls, pipe: Any, name: str | None = None) -> SDModel:
+        """A ``StableDiffusionPipeline`` the caller already has, as the model ``run_train(model=)``,
+        ``personalize(model=)``, ``generate`` and ``attach_adapters`` take, with no second load.
+
+        ``name`` is what adapter files record as their base model and what a job's ``model`` must name: a
+        registered model (``"sd15"``, ``"tinyfaces"``), a hub id or a folder; by default the folder or hub id the
+        pipeline was loaded from (a pipeline built in this process has none: pass one). The device and dtype are
+        read from the UNet's and text encoder's weights, which must agree. Nothing on the pipeline changes: its
+        progress bar stays as set, and its parameters keep ``requires_grad`` (``from_pretrained`` leaves them
+        trainable); a run freezes what it does not train for its own time, then puts every flag back, no
+        ``.grad`` left."""
+        from diffusers import StableDiffusionPipeline
+
+        where = "SDModel.from_pipeline"
+        if not isinstance(pipe, StableDiffusionPipeline):
+            raise LowdimError(f"{where} takes a diffusers StableDiffusionPipeline (SD1.x), got a "
+                              f"{type(pipe).__name__}")
+        name = name or pipe.name_or_path
+        if not name:
+            raise LowdimError(f"{where}: the pipeline does not say which model it is (built in this process?); pass "
+                              f"name=..., a registered model, hub id or folder, which its adapter files record")
+        name, source = name_and_source(name, refuse_typos=False)  # a label: no hub lookup for a typo to waste
+        return cls(pipe, name, source, *pipeline_placement(pipe, where))
+
     @contextlib.contextmanager
     def one_run(self) -> Iterator[None]:
         """The model for this run alone: another thread's run on it is refused in one line, not waited for (a
@@ -218,23 +243,48 @@ def _looks_like_hub_id(text: str) -> bool:
 
 def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:
     """Load ``model``: a registered name or alias (sd15, tinyfaces, ...), a hub id, a folder or a file."""
+    name, source = name_and_source(model)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    config = config_source(source, config)
+    with quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
+        pipe = load_pipeline(source, torch_dtype, config)
+        pipe.to(torch_device)
+    pipe.set_progress_bar_config(disable=True)
+    for part in (pipe.unet, pipe.text_encoder, pipe.vae):
+        part.requires_grad_(False)
+    return SDModel(pipe, name, source, torch_device, torch_dtype)
+
+
+def name_and_source(model: str, refuse_typos: bool = True) -> tuple[str, str]:
+    """(name, source) of ``model``: a registered model's own name (never an alias) and what loads it, its hub id
+    or folder; a path or hub id is both. A clashed name, or a registered model that is not SD1.x, is one line;
+    with ``refuse_typos``, so is a bare word close to a registered name."""
     from lowdim.registry import get_registry
     from lowdim_sd.registered_models import sd_backend
 
     backend = sd_backend(model)  # a clashed name, or a registered model that is not SD1.x: one line, no hub
     if backend is None:
-        refuse_a_misspelt_name(model, list(get_registry().backends))
+        if refuse_typos:
+            refuse_a_misspelt_name(model, list(get_registry().backends))
+        return model, model
     source = getattr(backend, "source", None)  # a subclass may skip SDBackend.__init__
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    config = config_source(str(source or model), config)
-    with quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
-        pipe = load_pipeline(str(source or model), torch_dtype, config)
-        pipe.to(torch_device)
-    pipe.set_progress_bar_config(disable=True)
-    for part in (pipe.unet, pipe.text_encoder, pipe.vae):
-        part.requires_grad_(False)
-    return SDModel(pipe, backend.name if backend else model, str(source or model), torch_device, torch_dtype)
+    return backend.name, str(source or model)
+
+
+def pipeline_placement(pipe: Any, where: str) -> tuple[torch.device, torch.dtype]:
+    """The one device and dtype of the pipeline's UNet and text encoder weights; parts that disagree, or that
+    are on ``meta`` (no weights), are refused in one line starting with ``where``."""
+    found = {}
+    for label, part in (("UNet", pipe.unet), ("text encoder", pipe.text_encoder)):
+        found.update({(p.device, p.dtype): label for p in part.parameters() if p.is_floating_point()})
+    if any(device.type == "meta" for device, _ in found):
+        raise LowdimError(f"{where}: the pipeline is on the meta device (no weights): load its weights first")
+    if len(found) != 1:
+        parts = [f"{label} is {dtype} on {device}" for (device, dtype), label in found.items()]
+        raise LowdimError(f"{where}: the pipeline's {' and its '.join(parts[:2])}; put it on one device in one "
+                          f"dtype first, e.g. pipe.to('cuda', torch.float16)")
+    return next(iter(found))
 
 
 def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:

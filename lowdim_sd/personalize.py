@@ -11,6 +11,7 @@ and previews with it. Nothing changes the job on the way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -30,9 +31,10 @@ from lowdim_sd import personalize_stages as stages
 from lowdim_sd.devices import check_training_dtype, resolve_device
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
+from lowdim_sd.given_model import handed_back
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
-from lowdim_sd.personalize_checks import check_inputs, check_job, with_training_phrase
+from lowdim_sd.personalize_checks import check_given_model, check_inputs, check_job, with_training_phrase
 from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
@@ -125,6 +127,17 @@ class PersonalizeRun:
 
 @dataclass
 class PersonalizeResult:
+    """What a personalize run wrote and measured.
+
+    adapter: the adapter file (``out/adapter.safetensors``). exports: the files ``export`` asked for, in its
+    order. preview: ``out/preview.png``, or None (``preview=False``, or no GPU memory left for it: warned).
+    stages: seconds per stage, in run order ('load model' is absent when ``model=`` was given). losses: the fast
+    finetune's loss per step ([] with ``only_hyper``). gallery: the preview's cells as (caption, PIL image).
+    looks: what the describer read, as the words put after "[V] <noun>" (" with ginger long hair"); '' without
+    one. prompt: the phrase the adapter answers to, its finetune's prompt ("a [V] face" unless the hypernetwork
+    was trained with another); ``subject_prompt()`` adds the looks.
+    """
+
     adapter: Path
     exports: list[Path] = field(default_factory=list)
     preview: Path | None = None
@@ -253,23 +266,39 @@ def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | Non
                              save_dtype=job.save_dtype, merge_frozen=not job.keep_styles)
 
 
-@runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
-def personalize(job: PersonalizeJob, progress: bool = True) -> PersonalizeResult:
+def personalize(job: PersonalizeJob, progress: bool = True, model: SDModel | None = None) -> PersonalizeResult:
     """One photo to an adapter, as ``lowdim personalize`` does: load ``job.model``, crop the face, predict LiDB
     weights with the hypernetwork, merge them, finetune a rank-relaxed LoRA, write ``job.out/adapter.safetensors``
     (and the exports and preview asked for). Returns the files written, each stage's seconds and the preview's
-    pictures; a user mistake raises LowdimError in one line, a stop KeyboardInterrupt saying what was kept."""
+    pictures; a user mistake raises LowdimError in one line, a stop KeyboardInterrupt saying what was kept.
+
+    A ``model`` given (``load_sd``'s, or ``SDModel.from_pipeline(pipe)``) is used instead of a load: ``job.model``
+    must name it, and ``job.device``/``job.dtype``, when not 'auto', must be its own. It is frozen for the run
+    and handed back as it came, however the run ends: no adapter left, the merged weights copied back, every
+    ``requires_grad`` and train mode as it was, no ``.grad``."""
+    if model is not None:  # before the output folder is made
+        check_given_model(model, job)
+    return _personalize_into(job, progress, model)
+
+
+@runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
+def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None) -> PersonalizeResult:
     # The describer and the hypernetwork are built from torch's global generator (seeded in-run, so the run is
     # deterministic); a Python caller's own stream of random numbers is put back after the run.
-    with torch.random.fork_rng(devices=[]):
-        return _personalize(job, progress)
+    with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext():
+        run = resolve_run(job)
+        result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
+        if given is None:
+            with stage(result, "load model"):
+                model = load_sd(job.model, job.device, job.dtype, job.model_config)
+            return _personalize(job, run, result, model, progress)
+        with handed_back(given, run.layers):
+            return _personalize(job, run, result, given, progress)
 
 
-def _personalize(job: PersonalizeJob, progress: bool) -> PersonalizeResult:
-    run = resolve_run(job)
-    result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
-    with stage(result, "load model"):
-        model = load_sd(job.model, job.device, job.dtype, job.model_config)
+def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeResult, model: SDModel,
+                 progress: bool) -> PersonalizeResult:
+    """The run's stages after the model is there: ``job`` as asked (``run.job`` has its token resolved)."""
     resolution = job.resolution or model.resolution
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
