@@ -31,6 +31,7 @@ def sd_backend(model: str) -> SDBackend | None:
     entry = registered_entry(model)
     if entry is None:
         refuse_a_bare_word_without_plugins(model)
+        refuse_a_model_whose_plugin_is_missing(model)
         return None
     if not isinstance(entry.value, SDBackend):
         raise LowdimError(f"model '{model}', registered by {plugin_label(entry.plugin)}, is not an SD1.x model: "
@@ -44,6 +45,19 @@ def refuse_a_bare_word_without_plugins(model: str) -> None:
     unknown model, naming the variable, instead of being looked up on the hub (seconds, then a wrong cause)."""
     if plugins_disabled() and "/" not in model and os.sep not in model and not Path(model).expanduser().exists():
         raise LowdimError(f"unknown model '{model}': {NO_PLUGINS_NOTE}")
+
+
+# Models lowdim's own plugins register, by the distribution that brings each: a wheel install has them only
+# once that plugin is installed, and the name would otherwise go to the hub as a repository id.
+FIRST_PARTY_MODELS = {"tinyfaces": "lowdim-tinyfaces"}
+
+
+def refuse_a_model_whose_plugin_is_missing(model: str) -> None:
+    """A first-party plugin's model named without its plugin says which distribution brings it."""
+    plugin = FIRST_PARTY_MODELS.get(model.lower())
+    if plugin is not None and not Path(model).expanduser().exists():
+        raise LowdimError(f"unknown model '{model}': it comes with the plugin {plugin}, which is not installed "
+                          f"(pip install {plugin}; from a checkout, pip install -e plugins/{plugin})")
 
 
 def model_layer_set(name_or_patterns: str | None, model: str | None = None) -> LayerSet:

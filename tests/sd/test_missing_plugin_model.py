@@ -1,0 +1,28 @@
+"""A first-party plugin's model named where the plugin is not installed says which distribution brings it,
+instead of being looked up on the hub as a repository called 'tinyfaces'."""
+
+from __future__ import annotations
+
+import pytest
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim_sd.loading import load_sd
+
+WITHOUT_TINYFACES = ["lowdim.spaces.builtin", "lowdim_sd.plugin"]
+
+
+def test_tinyfaces_without_its_plugin_names_the_plugin(monkeypatch):
+    monkeypatch.delenv("LOWDIM_NO_PLUGINS", raising=False)
+    with lowdim.use_registry(lowdim.Registry.from_plugins(WITHOUT_TINYFACES)), pytest.raises(LowdimError) as refused:
+        load_sd("tinyfaces")
+    said = str(refused.value)
+    assert said.startswith("unknown model 'tinyfaces': it comes with the plugin lowdim-tinyfaces")
+    assert "pip install" in said and "hub" not in said and "\n" not in said
+
+
+def test_other_bare_words_still_go_their_way(monkeypatch, tmp_path):
+    monkeypatch.delenv("LOWDIM_NO_PLUGINS", raising=False)
+    with lowdim.use_registry(lowdim.Registry.from_plugins(WITHOUT_TINYFACES)), pytest.raises(LowdimError) as refused:
+        load_sd(str(tmp_path / "tinyfaces"))  # a path of that name is a path: no such folder
+    assert "lowdim-tinyfaces" not in str(refused.value)
