@@ -20,24 +20,46 @@ from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim.inject.inference import normal_tensors
 from lowdim_sd import runs
+from lowdim_sd.attached_files import AdapterArg, adapter_entries, adapters_on, free_name, still_attached
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
+from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
 from lowdim_sd.prompt_words import IDENTIFIER, fill, token_warnings, with_looks  # noqa: F401 (API)
 from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
 
 
 @dataclass
 class GenerateConfig:
+    """What ``generate`` draws, and how: one picture per (prompt, seed), prompts outermost.
+
+    prompts: the texts to draw; ``[V]`` in one stands for the subject's word (see ``token``). A bare str is
+        one prompt.
+    seeds: one picture of each prompt per seed, each from its own generator, so a picture is the same however
+        many are drawn with it. A bare int is one seed.
+    steps: denoising steps per picture (the pndm scheduler needs 4 at least).
+    guidance: classifier-free guidance scale; 1 or less draws without guidance (one UNet pass a step, not two),
+        5 to 7.5 is usual.
+    negative_prompt: what to steer away from ("blurry"); ``[V]`` is filled here too. Empty: none.
+    scheduler: the sampler, one of ``SCHEDULERS`` (ddim, dpm++, euler, euler-a, pndm, ddpm); the pipeline's
+        own is put back after the call.
+    token: the word ``[V]`` becomes. None: the first attached adapter's word (``attach_adapters`` returns
+        them; pass them as ``generate``'s ``tokens``), else the first a merged model was taught, else 'sks'.
+    resolution: the picture's side in pixels, a multiple of 8. None: the model's own.
+    parts: how the adapters' parts draw (``DrawParts``): their text-encoder part at its own scale, their UNet
+        part joining late or leaving early. The default draws them whole, as every loader does.
+    batch: pictures drawn together in one pipeline call; a call the GPU has no memory for is halved.
+    """
+
     prompts: list[str]
     seeds: list[int] = field(default_factory=lambda: [0])
     steps: int = 30
     guidance: float = 5.0
     negative_prompt: str = ""
     scheduler: str = "ddim"
-    token: str | None = None  # replaces [V]; default: the first adapter's identifier token, else a merged model's
-    resolution: int | None = None  # image side in pixels; default: the model's own
-    parts: DrawParts = DrawParts()  # the adapters' text-encoder part at its own scale, the UNet part joining late
+    token: str | None = None
+    resolution: int | None = None
+    parts: DrawParts = DrawParts()
     # Images drawn together in one pipeline call (each from its own seed's generator, so each is the image it
     # would be alone): 3x faster on a CPU for 6 prompts, and a GPU's host-bound UNet calls are shared. 4, since
     # guidance doubles the batch and an 8 GB GPU must still hold a 512 px call (one that does not is halved).
@@ -54,6 +76,9 @@ class GenerateConfig:
 
 @dataclass
 class Generated:
+    """One picture ``generate`` drew: ``prompt`` as given (``[V]`` not yet filled, as prompts.json records it),
+    the ``seed`` of its generator (the same prompt, seed and settings draw it again), and the PIL ``image``."""
+
     prompt: str
     seed: int
     image: Image.Image
@@ -77,15 +102,19 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
     return Path(path), value
 
 
-def attach_adapters(model: SDModel, adapters: list[tuple[Path, float]],
+def attach_adapters(model: SDModel, adapters: Sequence[AdapterArg] | str | os.PathLike,
                     files: Sequence[AdapterFile] | None = None) -> list[str]:
     """Load each adapter under its own name and scale; returns their identifier tokens, in order ('' where a
     file records none).
+
+    Each entry is a path (scale 1.0) or a ``(path, scale)`` pair. The adapters are named ``a0, a1, ...``, each
+    the first name free, so a later call adds its files beside those already on the model.
 
     A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
     ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
     returned for ``adapters``, which are then checked against the model without being read again.
     """
+    adapters = adapter_entries(adapters)
     with model.one_run():  # before the files are read: a busy model is the first thing to say
         return _attach(model, adapters, files)
 
@@ -95,39 +124,33 @@ def _attach(model: SDModel, adapters: list[tuple[Path, float]], files: Sequence[
 
     view = lowdim.Adapters(model.modules)
     files = check_adapter_files(adapters) if files is None else files
-    tokens, added, entries = [], [], []
+    # Read before any is added: an earlier file whose name was deleted, and is now free again, drops out.
+    tokens, added, entries, earlier = [], [], [], still_attached(model)
     # Normal tensors under torch.inference_mode too (a grown embedding table included): inference tensors would
     # break every later forward outside it. All or nothing: a refused file leaves nothing to block a retry.
     with normal_tensors(), tokens_undone_on_error(model, any(map(is_embedding, files))):
         try:
-            for index, ((path, scale), read) in enumerate(zip(adapters, files, strict=True)):
+            for (path, scale), read in zip(adapters, files, strict=True):
                 if is_embedding(read):
                     tokens.append(load_embedding(model, read, scale))
                     entries.append(("", path, scale, tokens[-1]))  # an embedding has no adapter name
                     continue
-                added.append(lowdim.load_adapter(read, view, name=f"a{index}", scale=scale))
+                added.append(lowdim.load_adapter(read, view, name=free_name(view), scale=scale))
                 tokens.append(added[-1].metadata.get("token") or "")
                 entries.append((added[-1].name, path, scale, tokens[-1]))
         except BaseException:
             for info in reversed(added):
                 view.delete(info.name)
             raise
-    model.attached = [*still_attached(model), *entries]
+    model.attached = [*earlier, *entries]
     return tokens
 
 
-def still_attached(model: SDModel) -> list[tuple[str, Path, float, str]]:
-    """The files ``attach_adapters`` loaded that are still on the model (an adapter not deleted, an embedding's
-    token still in the tokenizer): what a picture drawn now is drawn with."""
-    live, vocabulary = set(lowdim.Adapters(model.modules).names()), model.pipe.tokenizer.get_vocab()
-    return [entry for entry in model.attached if (entry[0] in live if entry[0] else entry[3] in vocabulary)]
-
-
-def check_adapter_files(adapters: list[tuple[Path, float]]) -> list[AdapterFile]:
+def check_adapter_files(adapters: Sequence[AdapterArg]) -> list[AdapterFile]:
     """Each file read and checked on its own (missing, foreign, damaged: one line naming it) before a model loads;
     the model's own checks of its layers follow when it is attached. Returns the files as read, for
     ``attach_adapters``: a command reads each file once."""
-    return [lowdim.read_adapter(path) for path, _ in adapters]
+    return [lowdim.read_adapter(path) for path, _ in adapter_entries(adapters)]
 
 
 # PNDM's Runge-Kutta warm-up takes its first steps in fours: fewer fail inside diffusers.
@@ -181,17 +204,16 @@ def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str], taught: Seq
         warnings.warn(line, stacklevel=2)
 
 
-def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[tuple[Path, float]] = (),
+def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[AdapterArg] = (),
                    tokens: list[str] | None = None) -> dict:
     """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
-    alike, and `lowdim eval` scores could not be traced to the settings that earned them. No ``adapters``: the
-    files ``attach_adapters`` put on the model, which the pictures are drawn with."""
-    tokens = tokens or []
+    alike, and `lowdim eval` scores could not be traced to the settings that earned them. No ``adapters``: every
+    adapter on the model, which the pictures are drawn with (``attached_files.adapters_on``)."""
+    tokens, adapters = tokens or [], adapter_entries(adapters)
     named = [tokens[index] if index < len(tokens) else "" for index in range(len(adapters))]
-    listed = ([(path, scale, token) for (path, scale), token in zip(adapters, named, strict=True)] if adapters
-              else [entry[1:] for entry in still_attached(model)])
-    return {"model": model.name,
-            "adapters": [{"file": str(path), "scale": scale, "token": token} for path, scale, token in listed],
+    listed = ([{"file": str(path), "scale": scale, "token": token}
+               for (path, scale), token in zip(adapters, named, strict=True)] if adapters else adapters_on(model))
+    return {"model": model.name, "adapters": listed,
             "token": identifier(config, tokens, model.taught), "steps": config.steps, "guidance": config.guidance,
             "scheduler": config.scheduler, "negative_prompt": config.negative_prompt,
             "resolution": config.resolution or model.resolution, "parts": asdict(config.parts)}
@@ -202,11 +224,14 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
              progress: bool = False, keep: list[Generated] | None = None) -> list[Generated]:
     """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token.
 
-    ``keep``, when given, is the list the pictures are appended to as they are drawn (and returned), so
-    a caller still holds them when a stop interrupts the call.
+    ``progress``: lowdim's bar of pictures drawn, on stderr and on a terminal only. The pipeline's own diffusers
+    bar is off for the call either way, and its setting put back after. ``keep``, when given, is the list the
+    pictures are appended to as they are drawn (and returned), so a caller still holds them when a stop
+    interrupts the call.
     """
     check_config(config)
-    with model.one_run(), scheduled(model, config.scheduler):
+    refuse_without_weights(model.pipe, model.name)
+    with model.one_run(), scheduled(model, config.scheduler), own_bar_silenced(model.pipe):
         return _generate(model, config, tokens, progress, keep)
 
 
@@ -259,10 +284,10 @@ def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list]) -> It
 
 
 def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: str | os.PathLike, tokens: list[str] | None = None,
-                   progress: bool = False, adapters: Sequence[tuple[Path, float]] = ()) -> tuple[list[Path], Path]:
+                   progress: bool = False, adapters: Sequence[AdapterArg] = ()) -> tuple[list[Path], Path]:
     """``generate``, then ``save_generated`` with how they were drawn (``adapters``: the files attached, as
-    given, with their scales); a stop (Ctrl-C, out of memory at one picture a call) first saves the pictures
-    drawn so far, and says so in its note."""
+    given, with their scales; none: every adapter on the model); a stop (Ctrl-C, out of memory at one picture
+    a call) first saves the pictures drawn so far, and says so in its note."""
     out_dir = Path(out_dir)  # before drawing: a folder refused after it would lose every picture
     drawn: list[Generated] = []
     record = drawing_record(model, config, adapters, tokens)
@@ -300,7 +325,8 @@ def drawn_tag(settings: dict) -> str:
     empty for the plain draw. Two grids of the same prompts at other settings are otherwise alike."""
     from lowdim_sd.draw_parts import DrawParts, draw_text
 
-    scales = [float(adapter["scale"]) for adapter in settings.get("adapters", [])]
+    scales = [float(adapter["scale"]) for adapter in settings.get("adapters", [])
+              if adapter.get("scale") is not None]  # None: loaded by hand, at a scale the model does not keep
     parts = DrawParts(**settings["parts"]) if scales and settings.get("parts") else DrawParts()
     tags = [f"scale {'/'.join(f'{s:g}' for s in scales)}" if any(s != 1.0 for s in scales) else ""]
     tags += [draw_text(1.0, parts) if not parts.whole else ""]

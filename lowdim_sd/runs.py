@@ -7,7 +7,7 @@ One place for each policy a run follows around its loop:
 * a stop (Ctrl-C, out of memory): what was kept and how to continue, one line; Ctrl-C becomes
   ``Interrupted``, which the CLI prints before exiting 130;
 * hand-written mixed precision for the single-process engine (see ``autocast``);
-* the rich progress bar, and the listener that sees every bar (the web UI's progress).
+* the rich progress bar (on stderr), and the listener that sees every bar (the web UI's progress).
 
 Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defaults``.
 """
@@ -338,6 +338,15 @@ def report(label: str, done: int, total: int) -> None:
         listener(label, done, total)
 
 
+@functools.cache
+def bar_console() -> Any:
+    """The console lowdim's bars draw on: stderr, as tqdm's do, so `python script.py > out.json` or
+    `lowdim ... | jq` gets data only. One for the process: rich draws one live display at a time."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 @contextlib.contextmanager
 def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
              transient: bool = False, console: Any = None) -> Iterator[Callable[..., None]]:
@@ -345,8 +354,9 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
 
     ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
     and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
-    Disabled, it draws nothing, and the listener still hears each step; so does a ``transient`` bar when
-    the console is not a terminal.
+    Disabled, it draws nothing, and the listener still hears each step; so does a bar on ``bar_console()``
+    (stderr: the default) or a ``transient`` one when the console is neither a terminal nor a notebook, so a
+    log holds no bar frames, and a failed command's stderr only its one line.
     """
     state = {"label": label, "done": start}
 
@@ -355,10 +365,11 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
         state["label"] = new_label or state["label"]
         report(state["label"], state["done"], total)
 
-    if enabled and transient:  # a transient bar off a terminal would leave only an empty line in the log
-        from rich import get_console
-
-        enabled = (console or get_console()).is_terminal
+    # A print while the bar is drawn goes above it on a terminal; a piped stdout keeps it, as data.
+    redirect = console is not None or getattr(sys.stdout, "isatty", bool)()
+    live_only, console = transient or console is None, console or bar_console()
+    if enabled and live_only:  # off a terminal a bar leaves its last frame (a transient one an empty line)
+        enabled = console.is_terminal or console.is_jupyter
     if not enabled:
         yield lambda value=None, steps=1, label=None: heard(steps, label)
         return
@@ -374,7 +385,7 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     extra = [TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}")] if loss else []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
                TimeRemainingColumn()]
-    with Progress(*columns, transient=transient, **({"console": console} if console else {})) as bar:
+    with Progress(*columns, transient=transient, console=console, redirect_stdout=redirect) as bar:
         task = bar.add_task(label, total=total, completed=start, loss="-", speed="")
         started, done = time.perf_counter(), 0
 

@@ -1,0 +1,103 @@
+"""Attaching from Python as a notebook does (review R6, R8): a second ``attach_adapters`` call on the same model adds
+its files beside the first's, prompts.json lists every adapter the pictures were drawn with, a bare path reads as
+scale 1.0 (as diffusers' ``load_lora_weights(path)``), and a model without weights is refused before drawing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import lowdim
+from lowdim.errors import LowdimError
+from lowdim_sd.generate import GenerateConfig, attach_adapters, draw_to_folder, generate
+from lowdim_sd.loading import SDModel, load_sd
+from lowdim_sd.tiny import build_tiny_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIG = GenerateConfig(prompts=["a [V] face"], steps=2, resolution=16)
+
+
+@pytest.fixture(scope="module")
+def files(tiny_sd, tmp_path_factory):
+    """Three LiDB adapters of the tiny model, each with its own values and word."""
+    folder = tmp_path_factory.mktemp("adapters")
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    made = []
+    for seed, word in enumerate(("zwx", "qpv", "mkr")):
+        adapters = lowdim.inject(model.modules, lowdim.get_space("lidb"), ["unet.*attn2.to_v", "text_encoder.*q_proj"],
+                                 name=f"s{seed}")
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in adapters.parameters(f"s{seed}"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        made.append(lowdim.save_adapter(folder / f"{word}.safetensors", adapters, name=f"s{seed}", token=word))
+        adapters.delete(f"s{seed}")
+    return made
+
+
+def _pixels(model) -> np.ndarray:
+    return np.asarray(generate(model, CONFIG)[0].image, dtype=int)
+
+
+def _recorded(model, out) -> list[dict]:
+    draw_to_folder(model, CONFIG, out)
+    return json.loads((out / "prompts.json").read_text())["settings"]["adapters"]
+
+
+def test_a_second_attach_adds_its_file_beside_the_first(tiny_sd, files):
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    assert attach_adapters(model, [(files[0], 1.0)]) == ["zwx"]
+    assert attach_adapters(model, [(files[1], 0.5)]) == ["qpv"]  # was refused: 'a0' already exists, pass name=
+    assert lowdim.Adapters(model.modules).names() == ["a0", "a1"]
+    together = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(together, [(files[0], 1.0), (files[1], 0.5)])
+    assert np.array_equal(_pixels(model), _pixels(together))
+
+
+def test_prompts_json_lists_every_adapter_the_pictures_were_drawn_with(tiny_sd, files, tmp_path):
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(model, [(files[0], 1.0)])
+    attach_adapters(model, [(files[1], 0.5)])
+    assert _recorded(model, tmp_path / "two") == [{"file": str(files[0]), "scale": 1.0, "token": "zwx"},
+                                                  {"file": str(files[1]), "scale": 0.5, "token": "qpv"}]
+    lowdim.Adapters(model.modules).delete("a0")
+    attach_adapters(model, [(files[2], 0.8)])  # takes the freed name 'a0': the deleted file must not come back
+    assert [entry["file"] for entry in _recorded(model, tmp_path / "swap")] == [str(files[1]), str(files[2])]
+
+
+def test_an_adapter_loaded_by_hand_is_recorded_by_its_name(tiny_sd, files, tmp_path):
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(model, [(files[0], 1.0)])
+    lowdim.load_adapter(files[1], model.modules, name="mine")
+    assert _recorded(model, tmp_path / "out") == [
+        {"file": str(files[0]), "scale": 1.0, "token": "zwx"},
+        {"file": None, "scale": None, "token": "qpv", "adapter": "mine"}]  # no file or scale to trace it by
+
+
+@pytest.mark.parametrize("given", ["str", "path", "bare"])
+def test_a_bare_path_is_an_adapter_at_scale_one(tiny_sd, files, given):
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    arg = {"str": [str(files[0])], "path": [files[0]], "bare": str(files[0])}[given]
+    assert attach_adapters(model, arg) == ["zwx"]
+    scaled = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(scaled, [(files[0], 1.0)])
+    assert np.array_equal(_pixels(model), _pixels(scaled))
+
+
+@pytest.mark.parametrize("entry", [(1, 2, 3), 3, ("a.safetensors", "half")])
+def test_an_entry_of_another_form_is_one_line_naming_the_form(model, entry):
+    with pytest.raises(LowdimError, match=r"adapters takes .*path.*\(path, scale\)") as error:
+        attach_adapters(model, [entry])
+    assert "\n" not in str(error.value) and lowdim.Adapters(model.modules).names() == []
+
+
+def test_generate_on_a_model_without_weights_is_refused_before_drawing():
+    with torch.device("meta"):
+        pipe = build_tiny_pipeline()
+    model = SDModel(pipe, "tiny", "tiny", torch.device("meta"), torch.float32)
+    with pytest.raises(LowdimError, match="meta device.*load the model's weights first") as error:
+        generate(model, CONFIG)
+    assert "\n" not in str(error.value)
