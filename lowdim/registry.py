@@ -223,9 +223,6 @@ class Registry:
         self._refuse_a_clash("backend", name)
         return table.get(name)
 
-    def backend_names(self) -> list[str]:
-        return sorted({entry.value.name for entry in self.backends.values()})
-
     def _lookup(self, table: dict[str, Entry], kind: str, name: str, claimed_as: str) -> Any:
         """``kind`` names the table in errors ("model"); ``claimed_as`` is how its entries were claimed."""
         self._refuse_a_clash(claimed_as, name)

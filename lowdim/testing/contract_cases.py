@@ -9,6 +9,7 @@ import copy
 import random
 import warnings
 from importlib.metadata import entry_points
+from typing import Any
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -58,7 +59,7 @@ LAYERS = ["0", "2"]
 
 # -- cases -------------------------------------------------------------------------------------
 @st.composite
-def cases(draw):
+def cases(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "layer": LayerSpec(draw(st.sampled_from(["blk.0.q", "blk.1.attn.v", "x"])),
                            draw(st.integers(1, 24)), draw(st.integers(1, 24))),

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
-from lowdim_sd.grid import BACKGROUND, MIN_CELL, grid_layout, make_grid, save_grid, wrap_text
+from lowdim_sd.grid import BACKGROUND, MIN_CELL, GridLayout, _plan, make_grid, save_grid, wrap_text
 
 LONG = "a photo of sks person wearing a red hat, highly detailed portrait, studio lighting, 85mm lens"
+
+
+def grid_layout(images: list[Image.Image], captions: list[str] | None = None, ncol: int | None = None,
+                cell: int | None = None, row_labels: list[str] | None = None) -> GridLayout:
+    """The geometry make_grid draws with, from its private planner (the layout is not public API)."""
+    return _plan(images, captions, ncol, cell, row_labels, font_size=None, max_lines=8)[0]
 
 
 def _squares(count: int, side: int = 32) -> list[Image.Image]:

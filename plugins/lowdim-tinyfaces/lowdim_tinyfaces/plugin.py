@@ -7,10 +7,17 @@ nothing in lowdim looks data sources up by name, so there is no hook for them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lowdim.hookspecs import hookimpl
 from lowdim_tinyfaces.model_files import describer_path, hypernet_path, model_path
+
+if TYPE_CHECKING:
+    import typer
+
+    from lowdim.backends import Backend
 
 # looks and styles import torch, so they are imported where used: `lowdim --help` loads this module.
 
@@ -62,7 +69,7 @@ def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str |
 
 
 @hookimpl
-def register_backends(register):
+def register_backends(register: Callable[[Backend], None]) -> None:
     description = "TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces"
     hypernet = str(hypernet_path()) if hypernet_path().exists() else None
     register(_tinyfaces_backend("tinyfaces", str(model_path()), description, hypernet))
@@ -74,7 +81,7 @@ def register_backends(register):
 
 
 @hookimpl
-def register_metrics(register):
+def register_metrics(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """tinyfaces-identity, tinyfaces-style and tinyfaces-image: ``lowdim.metrics.Metric`` factories."""
     from lowdim_tinyfaces.metrics.plugin_metrics import FACTORIES
 
@@ -83,7 +90,7 @@ def register_metrics(register):
 
 
 @hookimpl
-def register_commands(cli):
+def register_commands(cli: typer.Typer) -> None:
     from lowdim_tinyfaces.commands import register
 
     register(cli)

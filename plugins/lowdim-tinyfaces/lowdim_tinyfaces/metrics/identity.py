@@ -65,10 +65,6 @@ class IdentityEncoder(nn.Module):
         # validation identities at training time (see ``load_identity_encoder``).
         self.threshold = 0.5
 
-    @property
-    def factor_names(self) -> list[str]:
-        return [name for name, _ in self.config["factors"]]
-
     def forward(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
         emb = F.normalize(self.trunk(images), dim=1)
         return emb, self._heads(emb)
