@@ -54,8 +54,7 @@ class Diffusion:
         self.input_ids = tokenizer(prompt, padding="max_length", truncation=True,
                                    max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
         if job.gradient_checkpointing:
-            self.model.pipe.unet.train()
-            self.model.pipe.unet.enable_gradient_checkpointing()
+            checkpoint_keeping_predictions(self.model.pipe.unet)
 
     def loss(self, iterates: list[dict], images: Tensor, seeds: list[int], step: int, augment: bool,
              teacher: dict | None = None) -> Tensor:
@@ -79,6 +78,22 @@ class Diffusion:
                 hidden = pipe.text_encoder(self.input_ids.repeat(len(noisy), 1).to(noisy.device))[0]
                 return pipe.unet(noisy, timesteps, hidden).sample
         return predict
+
+
+def checkpoint_keeping_predictions(unet: torch.nn.Module) -> None:
+    """Gradient checkpointing of the UNet whose recomputation keeps the predicted adapter it ran with: the
+    backward comes after the prediction's override has ended (``lowdim.inject.checkpointing``)."""
+    import inspect
+
+    import diffusers
+
+    from lowdim.inject.checkpointing import checkpointing_with_overrides
+
+    if "gradient_checkpointing_func" not in inspect.signature(unet.enable_gradient_checkpointing).parameters:
+        raise LowdimError(f"--gradient-checkpointing in train-hypernet needs diffusers 0.33 or later, which lets it "
+                          f"recompute with the predicted weights; this is {diffusers.__version__}")
+    unet.train()
+    unet.enable_gradient_checkpointing(gradient_checkpointing_func=checkpointing_with_overrides(unet))
 
 
 def _stacked(iterates: list[dict]) -> dict:
