@@ -4,6 +4,7 @@ from lowdim._lazy import lazy_exports
 
 # Loaded on first use: `lowdim.inject.select` (LayerSet, which plugins name at import time) stays torch-free.
 __getattr__, __dir__ = lazy_exports(__name__, {
+    "lowdim.inject.checkpointing": ("checkpointing_with_overrides",),
     "lowdim.inject.layer": ("AdapterLayer", "AdapterSlot"),
     "lowdim.inject.manager": ("AdapterInfo", "Adapters", "inject"),
     "lowdim.inject.relax": ("relax_rank",),
@@ -14,5 +15,6 @@ del lazy_exports
 
 __all__ = [
     "AdapterInfo", "AdapterLayer", "AdapterSlot", "Adapters", "LayerSet",
-    "candidate_layers", "covers", "exact_layers", "inject", "relax_rank", "select_layers", "stacked_factors",
+    "candidate_layers", "checkpointing_with_overrides", "covers", "exact_layers", "inject", "relax_rank",
+    "select_layers", "stacked_factors",
 ]
