@@ -8,7 +8,9 @@
 # (`--init-from`, its VAE kept), with attribute captions, on the GPU for MINUTES of budget (the learning
 # rate anneals over it), then the diffusers export and its check. Renders are made on the CPU cores.
 #
-# Here, once:   (the diffusers wheel in .wheels/, as benchmarks/speed_gpu.sh says)
+# Prepare once: mkdir -p .wheels && pip download diffusers==0.42.1 --no-deps -d .wheels
+#               pip download 'setuptools>=77' --no-deps -d .wheels   # pyproject.toml needs it; the image's may be older
+#               echo /.wheels/ >> .git/info/exclude
 # There:        device run: command "bash benchmarks/base_gpu.sh", carry [".wheels"], timeout_s 540
 # Results in $OUT: model.tar (the exported folder, 14 MiB), train.log, final_pipeline.png, gpu.txt.
 # Back here:    tar xf model.tar -C runs/base-gpu && python benchmarks/tinyfaces_named_looks.py runs/base-gpu/model
@@ -26,17 +28,16 @@ INIT=${INIT:-plugins/lowdim-tinyfaces/lowdim_tinyfaces/model}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
+. benchmarks/gpu_install.sh
 install() {  # the packages the GPU image lacks, from the carried wheels; lowdim and TinyFaces from here
-  $PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('diffusers') is None)" || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
-  $PY -c "import importlib.metadata as m; m.version('lowdim'); m.version('lowdim-tinyfaces')" 2>/dev/null ||
-    $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plugins/lowdim-tinyfaces
+  gpu_install "lowdim lowdim-tinyfaces" ". plugins/lowdim-tinyfaces" "lowdim_cli lowdim_tinyfaces diffusers"
 }
 
 mkdir -p "$OUT" "$WORK"
 started=$(date +%s)
 install
 { date -u +"%Y-%m-%d %H:%M UTC"; nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1 || echo "no GPU"
-  $PY -c "import torch; print('torch', torch.__version__)"; } > "$OUT/gpu.txt" 2>&1
+  $PY -c "import torch; print('torch', torch.__version__)"; gpu_packages; } > "$OUT/gpu.txt" 2>&1
 # --resume: a second call on the same warm machine continues the first (its budget then counts on).
 $PY -m lowdim_tinyfaces.train_model --out "$WORK/run" --resume --captions attributes --init-from "$INIT" \
   --unet-lr "$LR" --unet-batch "$BATCH" --budget-minutes "$MINUTES" --device "$DEVICE" --threads "$THREADS" \

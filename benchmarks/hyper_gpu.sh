@@ -6,9 +6,11 @@
 # does not travel (85 MB against the 64 MiB the tool carries), so its features are computed here first
 # (`lowdim encoder-features`) and read there with `train-hypernet --features`.
 #
-# Here, once:   bash benchmarks/hyper_gpu.sh prepare      # .gpu13/: the identities and their features
+# Prepare once: bash benchmarks/hyper_gpu.sh prepare      # .gpu13/: the identities and their features
 #               echo /.gpu13/ >> .git/info/exclude        # it travels by `carry`, never into a commit
-#               (and the diffusers wheel in .wheels/, as benchmarks/speed_gpu.sh says)
+#               mkdir -p .wheels && pip download diffusers==0.42.1 --no-deps -d .wheels
+#               pip download 'setuptools>=77' --no-deps -d .wheels   # pyproject.toml needs it; the image's may be older
+#               echo /.wheels/ >> .git/info/exclude
 # There:        device run: command "bash benchmarks/hyper_gpu.sh", carry [".wheels", ".gpu13"], timeout_s 330
 # Results in $OUT: hypernet.safetensors, metrics.jsonl, log.txt, gpu.txt, precompute.json.
 # A CPU smoke at tiny scale: OUT=/tmp/h13 COUNT=16 VAL=4 PRE_BATCH=8 STEPS=4 TRAIN_MINUTES=0.3 DEVICE=cpu \
@@ -36,10 +38,9 @@ prepare() {
   "${LOWDIM[@]}" encoder-features -i "$DATA/ids" --resolution 32 --pool "$POOL" -o "$DATA/features.safetensors" --overwrite
 }
 
+. benchmarks/gpu_install.sh
 install() {  # the packages the GPU image lacks, from the carried wheels; lowdim and TinyFaces from here
-  $PY -c "import importlib.util as u, sys; sys.exit(u.find_spec('diffusers') is None)" || $PY -m pip install -q --no-index --no-deps --find-links .wheels diffusers
-  $PY -c "import importlib.metadata as m; m.version('lowdim'); m.version('lowdim-tinyfaces')" 2>/dev/null ||
-    $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plugins/lowdim-tinyfaces
+  gpu_install "lowdim lowdim-tinyfaces" ". plugins/lowdim-tinyfaces" "lowdim_cli lowdim_tinyfaces diffusers"
 }
 
 run() {
@@ -47,7 +48,7 @@ run() {
   local started; started=$(date +%s)
   install
   { date -u +"%Y-%m-%d %H:%M UTC"; nvidia-smi --query-gpu=name,memory.total --format=csv 2>&1 || echo "no GPU"
-    $PY -c "import torch; print('torch', torch.__version__)"; } > "$OUT/gpu.txt" 2>&1
+    $PY -c "import torch; print('torch', torch.__version__)"; gpu_packages; } > "$OUT/gpu.txt" 2>&1
   timeout --signal=INT --kill-after=20 "$PRE_BUDGET" "${LOWDIM[@]}" precompute -m tinyfaces -i "$DATA/ids" \
     -o "$WORK/w" --steps "$STEPS" --lr 1e-2 --batch-subjects "$PRE_BATCH" --batch-size "$PRE_COPIES" --shared-noise \
     --dtype fp32 --device "$DEVICE" 2>&1 | tee "$OUT/log.txt"

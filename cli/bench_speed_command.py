@@ -19,7 +19,8 @@ from lowdim_cli.sd_commands import Device
 def speed(
     out_dir: Annotated[Path, typer.Option(
         "--out", "-o", help="Results folder: measurements/ (one file each), speed.json, table.md. Rerunning the "
-                            "same command resumes it: what is stored is not measured again.")] = Path("bench-speed"),
+                            "same command on the same machine resumes it: what is stored is not measured "
+                            "again.")] = Path("bench-speed"),
     quick: Annotated[bool, typer.Option("--quick",
         help="CI scale: the tests' tiny pipeline and a tiny ViT, few steps and repeats (under a minute on one CPU "
              "core). Without it: SD1.5's architecture and a ViT-H/14 encoder, random weights, nothing "
@@ -44,7 +45,8 @@ def speed(
         help="Comma list of tasks to measure (default: all): load, crop, hypernet, merge, finetune, "
              "finetune-graphs (CUDA only), memory, generate, lora-db, adapter-step, adapter-infer, peft-step, "
              "peft-infer, precompute-k1 (-k8, -k16, -k32), full-db. The table still shows every row already "
-             "stored.")] = None,
+             "stored. A row stored as skipped (no face detector, out of memory) is measured again only when its "
+             "task is named here.")] = None,
     run: Annotated[bool, typer.Option(
         help="--no-run: measure nothing, only write the table of what --out holds (e.g. after a timeout), with the "
              "settings it was measured with; a settings flag that says otherwise is refused.")] = True,

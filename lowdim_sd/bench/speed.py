@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +31,9 @@ from lowdim_sd.bench.speed_setup import (
     Settings,
     contradicting_flags,
     machine,
+    machine_changes,
     photo_path,
+    readable_photo,
     resolve_settings,
     saved_model,
 )
@@ -103,29 +106,48 @@ def chosen_tasks(scale: Scale, only: tuple[str, ...]) -> list[Task]:
 
 
 class Store:
-    """OUT/settings.json and one JSON file per measurement, each written atomically."""
+    """OUT/settings.json (the settings and the machine of the measurements) and one JSON file per measurement,
+    each written atomically."""
 
     def __init__(self, out: Path) -> None:
         self.out = Path(out)
         self.folder = self.out / MEASUREMENTS
 
-    def claim(self, settings: Settings, overwrite: bool) -> None:
-        """Make OUT this run's; results measured under other settings are refused (or, with overwrite, dropped)."""
+    def claim(self, settings: Settings, overwrite: bool, here: dict | None = None) -> None:
+        """Make OUT this run's; results measured under other settings, or on another machine than ``here``
+        (default: this one), are refused (or, with overwrite, dropped). The first run records its machine."""
         if self.out.exists() and not self.out.is_dir():
             raise LowdimError(f"--out {self.out}: is a file; give a folder")
         stored = None if overwrite else self.stored_settings()  # overwrite drops them, damaged or not
         if stored is not None and stored != settings.to_dict():
             changed = ", ".join(f"{key} {stored.get(key)} -> {value}" for key, value in settings.to_dict().items()
                                 if stored.get(key) != value)
-            # Each way out must work as said: --overwrite is refused beside --no-run, so they are two.
-            raise LowdimError(f"{self.out} holds measurements made with other settings ({changed}); pass "
-                              f"another --out, or --overwrite to drop them; --no-run alone tabulates them")
+            self._refuse(f"made with other settings ({changed})")
+        here = here or machine(settings.device)
+        recorded = None if overwrite else self.stored_machine()
+        if recorded is not None and machine_changes(recorded, here):
+            self._refuse(f"made on another machine ({machine_changes(recorded, here)})")
         if overwrite and self.folder.is_dir():
             shutil.rmtree(self.folder)
-        _write_json(self.out / SETTINGS_FILE, settings.to_dict())
+        # A folder from before machines were recorded adopts this one: nothing says what measured it.
+        _write_json(self.out / SETTINGS_FILE, {**settings.to_dict(), "machine": recorded or here})
+
+    def _refuse(self, why: str) -> None:
+        # Each way out must work as said: --overwrite is refused beside --no-run, so they are two.
+        raise LowdimError(f"{self.out} holds measurements {why}; pass another --out, or --overwrite to drop "
+                          f"them; --no-run alone tabulates them")
 
     def stored_settings(self) -> dict | None:
-        """OUT/settings.json, None when there is none; a damaged one is one line naming it."""
+        """OUT/settings.json's settings, None when there is none; a damaged one is one line naming it."""
+        stored = self._settings_file()
+        return None if stored is None else {key: stored[key] for key in Settings.__dataclass_fields__}
+
+    def stored_machine(self) -> dict | None:
+        """The machine OUT's measurements were made on, None where it was not recorded (or nothing was)."""
+        stored = self._settings_file()
+        return None if stored is None else stored.get("machine")
+
+    def _settings_file(self) -> dict | None:
         path = self.out / SETTINGS_FILE
         if not path.is_file():
             return None
@@ -133,15 +155,19 @@ class Store:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
             stored = error
-        if isinstance(stored, dict) and stored.keys() == Settings.__dataclass_fields__.keys() \
-                and isinstance(stored["scale"], str) and stored["scale"] in SCALES:
+        fields = Settings.__dataclass_fields__.keys()
+        if isinstance(stored, dict) and stored.keys() - {"machine"} == fields \
+                and isinstance(stored["scale"], str) and stored["scale"] in SCALES \
+                and isinstance(stored.get("machine", {}), dict):
             return stored
         why = stored if isinstance(stored, Exception) else "not the settings of a speed run"
         raise LowdimError(f"{path}: damaged ({why}); it records the settings of the measurements in {self.out}: "
                           f"restore it, or measure into another --out")
 
-    def done(self, keys: tuple[str, ...]) -> bool:
-        return all((self.folder / f"{key}.json").is_file() for key in keys)
+    def done(self, keys: tuple[str, ...], retry_skipped: bool = False) -> bool:
+        """Whether every one of ``keys`` is stored; with ``retry_skipped``, one stored as skipped is not."""
+        found = self.load(list(keys))
+        return len(found) == len(keys) and not (retry_skipped and any(e.get("skipped") for e in found.values()))
 
     def save(self, key: str, entry: dict) -> None:
         _write_json(self.folder / f"{key}.json", entry)
@@ -170,17 +196,19 @@ def run_speed(job: SpeedJob, progress: bool = True, console: Any = None) -> dict
                 else tabulated_settings(job, store))
     scale = SCALES[settings.scale]
     chosen = chosen_tasks(scale, job.only)  # an unknown --only is one line even when only tabulating
-    if job.photo is not None and not Path(job.photo).is_file():
-        raise LowdimError(f"--photo {job.photo}: no such file")
+    if job.photo is not None:
+        readable_photo(Path(job.photo))
     keys = [key for task in tasks(scale) for key in task.keys]
     if job.run:
         store.claim(settings, job.overwrite)
-        pending = [task for task in chosen if not store.done(task.keys)]
+        # A skipped row (no face detector, out of memory) is retried when --only names its task; a plain rerun
+        # keeps it, so a rerun after a timeout does not spend its minutes running out of memory again.
+        pending = [task for task in chosen if not store.done(task.keys, retry_skipped=task.name in job.only)]
         if pending:
             measure(pending, settings, scale, job, store, progress, console)
     elif not store.load(keys):  # an empty table would pass for a benchmark; a mistyped --out is likelier
         raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
-    report = build_report(settings, scale, store.load(keys), machine())
+    report = build_report(settings, scale, store.load(keys), store.stored_machine())
     _write_json(job.out / "speed.json", report)
     atomic_write(job.out / "table.md", lambda temp: Path(temp).write_text(markdown(report, scale), encoding="utf-8"))
     return report
@@ -226,5 +254,11 @@ def measure(pending: list[Task], settings: Settings, scale: Scale, job: SpeedJob
                 runs.reraise(stop, f"interrupted during '{task.name}'; {kept} measurements are kept in "
                                    f"{store.folder}; {runs.RERUN} to measure the rest")
             for key, entry in entries.items():
-                store.save(key, entry)
+                store.save(key, _stamped(entry, task))
             advance(label=task.name)
+
+
+def _stamped(entry: dict, task: Task) -> dict:
+    """The entry with the command that measured it, and for a skipped one the rerun that retries it."""
+    retry = {"rerun": f"--only {task.name}"} if entry.get("skipped") and entry.get("retry", True) else {}
+    return {**entry, **retry, "argv": sys.argv}

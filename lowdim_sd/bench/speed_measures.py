@@ -234,7 +234,7 @@ def measure_finetune_graphs(ctx: SpeedContext) -> dict:
     something else is reported as such, never as a time."""
     label = ctx.label("finetune_graphs")
     if ctx.device.type != "cuda":
-        return {"finetune_graphs": skipped(label, "CUDA graphs need a CUDA GPU")}
+        return {"finetune_graphs": skipped(label, "CUDA graphs need a CUDA GPU", retry=False)}
     runs = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

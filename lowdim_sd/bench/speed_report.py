@@ -6,6 +6,7 @@ A ratio whose inputs are missing (skipped, out of memory) is None, never a guess
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 from lowdim_sd.bench.speed_setup import Scale, Settings
@@ -76,22 +77,27 @@ class Goal:
     op: str  # "<=", ">=" or "~" (equal within NOISE)
     bound: float
     device: str | None = None  # the goal holds on this device type only (cuda, cpu); None: anywhere
+    dtype: str | None = None  # and in this dtype only (fp16); None: any
+    unit: str = ""  # " s" for a total in seconds; a ratio has none
 
     def text(self) -> str:
-        where = f" ({'GPU' if self.device == 'cuda' else 'CPU'})" if self.device else ""
+        where = [{"cuda": "GPU", "cpu": "CPU"}[self.device]] if self.device else []
+        where += [self.dtype] if self.dtype else []
         sign = {"<=": "≤", ">=": "≥"}.get(self.op)
         bound = f"{self.bound:g}" if self.bound == int(self.bound) else f"{self.bound:.2f}"
-        shown = f"1.00 ± {NOISE:.2f}" if self.op == "~" else f"{sign} {bound}"
-        return shown + where
+        shown = f"1.00 ± {NOISE:.2f}" if self.op == "~" else f"{sign} {bound}{self.unit}"
+        return shown + (f" ({', '.join(where)})" if where else "")
 
     def unjudged(self, value: float | None, settings: Settings) -> str | None:
-        """Why the goal is not judged here, or None: goals hold at SD1.5 scale, on their own device."""
+        """Why the goal is not judged here, or None: goals hold at SD1.5 scale, on their own device and dtype."""
         if value is None:
             return "not measured"
         if settings.scale != "full":
             return "not judged at the quick scale"
         if self.device and self.device != settings.device.split(":")[0]:
             return f"not judged: a {'GPU' if self.device == 'cuda' else 'CPU'} goal"
+        if self.dtype and self.dtype != settings.dtype:
+            return f"not judged: an {self.dtype} goal"
         return None
 
     def met(self, value: float | None, settings: Settings) -> bool | None:
@@ -102,19 +108,24 @@ class Goal:
         return value <= self.bound if self.op == "<=" else value >= self.bound
 
 
-def derived(scale: Scale) -> dict[str, tuple[str, Term]]:
+# Issue 18's headline: personalize (prediction, merge, the finetune steps) in 5 s on an H100/H200 in fp16.
+PERSONALIZE_GOAL = Goal("<=", 5, "cuda", "fp16", " s")
+
+
+def derived(scale: Scale) -> dict[str, tuple[str, Term, Goal | None]]:
     """Sums the table shows under the measurements: the personalize totals and DreamBooth's 1,200 steps."""
     steps, full = scale.finetune_steps, scale.dreambooth_steps
     return {
         "personalize": (f"personalize: prediction k=4 + merge + {steps} steps", Term(("hyper_k4", "merge",
-                                                                                      "finetune"))),
+                                                                                      "finetune")),
+                        PERSONALIZE_GOAL),
         # The crop runs on the CPU whatever the device, and needs the faces extra: left out of the sum.
         "personalize_whole": ("whole path: load, prediction, merge, set-up, steps, one generation (no crop)",
-                              Term(("load", "hyper_k4", "merge", "warmup", "finetune", "generate"))),
+                              Term(("load", "hyper_k4", "merge", "warmup", "finetune", "generate")), None),
         "personalize_graphs": (f"personalize with --cuda-graphs: prediction k=4 + merge + {steps} steps",
-                               Term(("hyper_k4", "merge", "finetune_graphs"))),
+                               Term(("hyper_k4", "merge", "finetune_graphs")), PERSONALIZE_GOAL),
         "full_db_extrapolated": (f"full DreamBooth, {full:,} steps ({steps} measured x {full / steps:g})",
-                                 Term(("full_db",), full / steps)),
+                                 Term(("full_db",), full / steps), None),
     }
 
 
@@ -158,26 +169,41 @@ def memory_ratios() -> list[tuple[str, str, Term, Term, Goal | None]]:
              Term(("memory",)), None)]
 
 
-def build_report(settings: Settings, scale: Scale, measurements: dict[str, dict], machine: dict) -> dict:
-    """Everything the table shows, as the JSON stores it."""
+def build_report(settings: Settings, scale: Scale, measurements: dict[str, dict], machine: dict | None) -> dict:
+    """Everything the table shows, as the JSON stores it; ``machine``: what measured it (None: not recorded)."""
     seconds = {key: value.get("seconds") for key, value in measurements.items()}
     peaks = {key: value.get("peak_bytes") for key, value in measurements.items()}
-    sums = {key: {"label": label, "seconds": term.value(seconds), "sum_of": list(term.keys), "factor": term.factor}
-            for key, (label, term) in derived(scale).items()}
+    sums = {key: {"label": label, "seconds": term.value(seconds), "sum_of": list(term.keys), "factor": term.factor,
+                  **_judged(goal, term.value(seconds), settings)}
+            for key, (label, term, goal) in derived(scale).items()}
     rows = []
     for (key, label, top, bottom, goal), of in [*((row, seconds) for row in ratios(scale)),
                                                 *((row, peaks) for row in memory_ratios())]:
         num, den = top.value(of), bottom.value(of)
         value = num / den if num is not None and den else None
         rows.append({"id": key, "label": label, "value": value, "numerator": num, "denominator": den,
-                     "goal": goal.text() if goal else None, "met": goal.met(value, settings) if goal else None,
-                     "unjudged": goal.unjudged(value, settings) if goal else None})
+                     **_judged(goal, value, settings)})
     for k in scale.subjects:
         measured = measurements.get(f"batched_k{k}", {}).get("seconds")
         if measured:
             measurements[f"batched_k{k}"]["subjects_per_hour"] = 3600 * k / measured
-    return {"settings": settings.to_dict(), "scale": asdict(scale),
-            "machine": machine, "measurements": measurements, "derived": sums, "ratios": rows}
+    return {"settings": settings.to_dict(), "scale": asdict(scale), "machine": machine,
+            "runs": runs(measurements), "measurements": measurements, "derived": sums, "ratios": rows}
+
+
+def _judged(goal: Goal | None, value: float | None, settings: Settings) -> dict:
+    return {"goal": goal.text() if goal else None, "met": goal.met(value, settings) if goal else None,
+            "unjudged": goal.unjudged(value, settings) if goal else None}
+
+
+def runs(measurements: dict[str, dict]) -> list[dict]:
+    """The commands that measured what the folder holds, each with its measurements (argv None: made before
+    commands were recorded)."""
+    found: dict[str, dict] = {}
+    for key, entry in measurements.items():
+        argv = entry.get("argv")
+        found.setdefault(json.dumps(argv), {"argv": argv, "measured": []})["measured"].append(key)
+    return list(found.values())
 
 
 def table_rows(report: dict, scale: Scale) -> list[tuple[str, list[list[str]]]]:
@@ -186,7 +212,8 @@ def table_rows(report: dict, scale: Scale) -> list[tuple[str, list[list[str]]]]:
 
     def cells(entry: dict) -> list[str]:
         if entry.get("skipped"):
-            return [entry["label"], "-", f"skipped: {entry['skipped']}", "", ""]
+            rerun = f"; a rerun with {entry['rerun']} retries it" if entry.get("rerun") else ""
+            return [entry["label"], "-", f"skipped: {entry['skipped']}{rerun}", "", ""]
         spread = f"{entry['p25']:.3g}–{entry['p75']:.3g}" if len(entry.get("samples", [])) > 1 else ""
         if entry.get("peak_bytes"):
             spread = f"peak {entry['peak_bytes'] / 2**30:.2f} GiB"
@@ -197,7 +224,8 @@ def table_rows(report: dict, scale: Scale) -> list[tuple[str, list[list[str]]]]:
     for title, keys in sections(scale):  # a row not measured yet (--only, a timeout) still shows, as such
         out.append((title, [cells(measurements[key]) if key in measurements else [names[key], "not measured", "",
                                                                                    "", ""] for key in keys]))
-    sums = [[f"= {entry['label']}", _number(entry["seconds"]), "", "", ""] for entry in report["derived"].values()]
+    sums = [[f"= {entry['label']}", _number(entry["seconds"]), "", "", _goal(entry)]
+            for entry in report["derived"].values()]
     out.append(("totals", sums))
     out.append(("ratios", [[row["label"], "", "", _number(row["value"], "x"), _goal(row)] for row in report["ratios"]]))
     return out
@@ -208,7 +236,7 @@ def _number(value: float | None, unit: str = "") -> str:
 
 
 def _goal(row: dict) -> str:
-    if not row["goal"]:
+    if not row.get("goal"):  # (a speed.json written before totals had goals has none)
         return ""
     verdict = {True: "met", False: "NOT met", None: row.get("unjudged")}[row["met"]]
     return f"{row['goal']}: {verdict}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -170,16 +169,39 @@ def photo_path(photo: Path | None, folder: Path) -> tuple[Path | None, str]:
     return target, "scikit-image's astronaut (512x512, one face)"
 
 
-def machine() -> dict:
-    """What the numbers were measured on, stored beside them."""
+# What a resume must share with the run that started a folder: timings on another GPU, torch or thread count
+# would mix silently into one table.
+MACHINE_KEYS = ("gpu", "torch", "threads")
+
+
+def machine(device: str) -> dict:
+    """What the numbers are measured on (the GPU: the one ``device`` names, None on a CPU), recorded in
+    OUT/settings.json by the run that starts the folder."""
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "argv": sys.argv}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+            "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None}
     for package in ("diffusers", "transformers", "peft"):
         try:
             info[package] = __import__(package).__version__
         except ImportError:
             info[package] = None
     return info
+
+
+def machine_changes(recorded: dict, here: dict) -> str:
+    """'threads 1 -> 2': how this machine differs from the one a folder was measured on ('' when it does not)."""
+    return ", ".join(f"{key} {recorded.get(key)} -> {here[key]}" for key in MACHINE_KEYS
+                     if recorded.get(key) != here[key])
+
+
+def readable_photo(photo: Path) -> None:
+    """A --photo that is missing or not an image, as one line before any model is built."""
+    if not photo.is_file():
+        raise LowdimError(f"--photo {photo}: no such file")
+    from PIL import Image
+
+    try:
+        with Image.open(photo) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: "not an image" is an OSError, a bad chunk SyntaxError
+        raise LowdimError(f"--photo {photo}: not a readable image ({error})") from None

@@ -80,9 +80,11 @@ def record(label: str, samples: list[float], **detail: object) -> dict:
             "samples": samples, "detail": detail}
 
 
-def skipped(label: str, reason: str) -> dict:
-    """A measurement that could not run here (no face detector, out of memory): the table says why."""
-    return {"label": label, "seconds": None, "skipped": reason}
+def skipped(label: str, reason: str, retry: bool = True) -> dict:
+    """A measurement that could not run here (no face detector, out of memory): the table says why. ``retry``
+    False: it never can under these settings (CUDA graphs on a CPU), so the table advises no rerun."""
+    entry = {"label": label, "seconds": None, "skipped": reason}
+    return entry if retry else {**entry, "retry": False}
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -20,16 +21,23 @@ QUICK = SCALES["quick"]
 ALL_KEYS = [key for task in tasks(QUICK) for key in task.keys]
 
 
+@contextmanager
+def one_thread():
+    """As the quick run measured: a resume with another thread count is refused as another machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One `lowdim bench speed --quick` on the CPU, through the CLI: (output folder, printed text)."""
     out = tmp_path_factory.mktemp("speed") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         code = main(["bench", "speed", "--quick", "--device", "cpu", "--out", str(out)])
-    finally:
-        torch.set_num_threads(threads)
     assert code == 0
     return out
 
@@ -146,20 +154,21 @@ def test_a_rerun_measures_only_what_is_missing_and_an_interrupt_keeps_the_rest(q
 
     monkeypatch.setattr(speed_measures, "measure_lora_dreambooth", interrupt)
     job = SpeedJob(out=out, quick=True, device="cpu")
-    table_only = run_speed(dataclasses.replace(job, run=False), progress=False)  # --no-run measures nothing
-    assert "lora_db" not in table_only["measurements"]
-    assert {row["id"]: row["value"] for row in table_only["ratios"]}["lora_db_vs_finetune"] is None
-    with pytest.raises(KeyboardInterrupt, match="interrupted during 'lora-db'"):
-        run_speed(job, progress=False)
-    assert (out / "measurements" / "generate.json").is_file()  # measured before the interrupt, and kept
-    assert not (out / "measurements" / "lora_db.json").exists()
+    with one_thread():  # the machine quick_run was measured on
+        table_only = run_speed(dataclasses.replace(job, run=False), progress=False)  # --no-run measures nothing
+        assert "lora_db" not in table_only["measurements"]
+        assert {row["id"]: row["value"] for row in table_only["ratios"]}["lora_db_vs_finetune"] is None
+        with pytest.raises(KeyboardInterrupt, match="interrupted during 'lora-db'"):
+            run_speed(job, progress=False)
+        assert (out / "measurements" / "generate.json").is_file()  # measured before the interrupt, and kept
+        assert not (out / "measurements" / "lora_db.json").exists()
 
-    monkeypatch.setattr(speed_measures, "measure_lora_dreambooth", real_lora)
-    report = run_speed(job, progress=False)
-    assert sorted(report["measurements"]) == sorted(ALL_KEYS)
-    for key, text in kept.items():
-        if key not in ("generate", "lora_db"):
-            assert (out / "measurements" / f"{key}.json").read_text() == text, key
+        monkeypatch.setattr(speed_measures, "measure_lora_dreambooth", real_lora)
+        report = run_speed(job, progress=False)
+        assert sorted(report["measurements"]) == sorted(ALL_KEYS)
+        for key, text in kept.items():
+            if key not in ("generate", "lora_db"):
+                assert (out / "measurements" / f"{key}.json").read_text() == text, key
 
 
 def test_results_of_other_settings_are_refused_unless_overwritten(tmp_path):
