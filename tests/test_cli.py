@@ -103,14 +103,14 @@ def test_the_core_commands_run_without_click_which_newer_typers_vendor():
 
 
 def test_a_missing_module_that_is_no_extra_is_a_bug_and_keeps_its_traceback():
-    from lowdim_cli.main import missing_extra
+    from lowdim_cli.errors import missing_extra
 
     assert missing_extra(ModuleNotFoundError("No module named 'lowdim_typo'", name="lowdim_typo")) is None
     assert "lowdim[faces]" in missing_extra(ModuleNotFoundError("No module named 'dlib'", name="dlib"))
 
 
 def test_help_prose_is_reflowed_and_examples_keep_their_lines():
-    from lowdim_cli.main import reflow
+    from lowdim_cli.errors import reflow
 
     doc = """First line
         continues here.

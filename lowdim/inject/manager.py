@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,8 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject import guards
-from lowdim.inject.guards import check_mergeable, check_override, check_scale, refuse_if_merged, tied_weights
+from lowdim.inject import guards, merging
+from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
@@ -156,14 +155,7 @@ class Adapters:
     def merge_and_unload(self, names: str | Sequence[str] | None = None) -> nn.Module:
         """Fold adapters (default: all) into the base weights for good and remove them, leaving the
         plain modules: a model to save or ship that needs no lowdim. Returns the model, as peft's does."""
-        names = list(self._infos) if names is None else [names] if isinstance(names, str) else list(names)
-        for name in names:  # every adapter checked before any is folded: a refusal leaves the model as it was
-            self.info(name)
-            check_mergeable(name, self._wrappers(name))
-        for name in names:
-            self.merge(name)
-            self._detach(name)
-        return self.model
+        return merging.merge_and_unload(self, names)
 
     def _detach(self, name: str) -> None:
         holders = module_holders(self.model)
@@ -318,44 +310,11 @@ class Adapters:
         ``part='frozen'`` folds only a stack's frozen components (HyperDreamBooth §4.3). What was
         added is kept, so ``unmerge`` removes exactly that even if the params change meanwhile.
         """
-        name = self._name(name)
-        if part not in ("all", "frozen"):
-            raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
-        self.info(name)  # a misspelt name is an error, not a merge of nothing
-        check_mergeable(name, self._wrappers(name))
-        tied = tied_weights(self.model)
-        for wrapper in self._wrappers(name):
-            slot = wrapper.slots[name]
-            if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
-                continue
-            if id(wrapper.base_layer.weight) in tied:
-                warnings.warn(f"layer {wrapper.layer_name} shares its weight with another module (tied embeddings?): "
-                              f"merging adapter '{name}' changes that module too", stacklevel=2)
-            factors = slot.factors_for_merge(part)
-            if factors is None and part == "frozen":
-                continue  # no frozen part (not a stack): nothing merged, so nothing to lock
-            if factors is not None:
-                factors = (factors[0].detach().clone(), factors[1].detach().clone())
-                wrapper.add_to_weight(*factors, slot.scale)
-            if part == "frozen":
-                slot.frozen_merged_scale, slot.frozen_merged_factors = slot.scale, factors
-            else:
-                slot.merged_scale, slot.merged_factors = slot.scale, factors
+        merging.merge(self, self._name(name), part)
 
     def unmerge(self, name: str | None = None) -> None:
         """Subtract what ``merge`` added, restoring the base weights up to float rounding."""
-        name = self._name(name)
-        self.info(name)
-        for wrapper in self._wrappers(name):
-            slot = wrapper.slots[name]
-            if slot.merged_scale is not None:
-                if slot.merged_factors is not None:
-                    wrapper.add_to_weight(*slot.merged_factors, -slot.merged_scale)
-                slot.merged_scale = slot.merged_factors = None
-            if slot.frozen_merged_scale is not None:
-                if slot.frozen_merged_factors is not None:
-                    wrapper.add_to_weight(*slot.frozen_merged_factors, -slot.frozen_merged_scale)
-                slot.frozen_merged_scale = slot.frozen_merged_factors = None
+        merging.unmerge(self, self._name(name))
 
     # -- export ---------------------------------------------------------------------------
     def lora_factors(self, name: str | None = None) -> dict[str, tuple[Tensor, Tensor]]:

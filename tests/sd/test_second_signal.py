@@ -115,7 +115,7 @@ def test_from_the_exit_handlers_on_a_signal_is_ignored_not_left_to_pythons_defau
     while torch's teardown may still run; one ignored stays ignored."""
     code = """
 import atexit, signal
-from lowdim_cli.main import exit_on_signals, stop_on_signals
+from lowdim_cli.errors import exit_on_signals, stop_on_signals
 stop_on_signals()
 exit_on_signals(130)
 print(signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler))

