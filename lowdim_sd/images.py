@@ -335,9 +335,3 @@ def save_png(image: Image.Image, path: PathLike) -> Path:
     """Write a PNG through a temp file in the same folder and an atomic rename: never a half-written file."""
     return atomic_write(Path(path), lambda temp: image.save(temp, format="PNG"))
 
-
-def save_images(images: torch.Tensor | Sequence[Image.Image], folder: PathLike, prefix: str = "image") -> list[Path]:
-    """Save a batch as ``folder/{prefix}_{index:03d}.png`` (atomically, one by one); returns the paths."""
-    pictures = to_pil(images) if isinstance(images, torch.Tensor) else list(images)
-    stem = f"{prefix}_" if prefix else ""
-    return [save_png(picture, Path(folder) / f"{stem}{index:03d}.png") for index, picture in enumerate(pictures)]

@@ -44,7 +44,7 @@ def faces():
 @pytest.fixture
 def people(tmp_path):
     """Three identities (one or two 16x16 images each) in one sub-folder each, as precompute reads them."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     for number, count in enumerate((2, 1, 1)):
         images = torch.rand(count, 3, 16, 16, generator=torch.Generator().manual_seed(number)) * 2 - 1
@@ -63,7 +63,7 @@ def model(tiny_sd):
 @pytest.fixture
 def face(tmp_path):
     """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
     return save_images(image, tmp_path, "face")[0]
@@ -101,7 +101,8 @@ def make_hypernet(tiny_sd, tmp_path):
 def weight_folders(tiny_sd):
     """``make(folder, name, count, seed, steps=3)``: a `precompute` folder ``folder/name`` of ``count`` random 16x16
     identities (named person_000...), their images in ``folder/faces-name``."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
     from lowdim_sd.precompute import PrecomputeJob, precompute
     from lowdim_sd.train import TrainConfig
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from lowdim_cli.main import INTERRUPTED, main
+from lowdim_cli.errors import INTERRUPTED
+from lowdim_cli.main import main
 
 
 def one_line_error(capsys) -> str:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from PIL import Image
 
 from lowdim.errors import LowdimError
@@ -19,7 +20,6 @@ from lowdim_sd.images import (
     collect_images,
     load_image,
     load_references,
-    save_images,
     to_pil,
 )
 

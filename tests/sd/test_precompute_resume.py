@@ -11,11 +11,12 @@ import accelerate
 import pytest
 import torch
 from fake_processes import FakeState  # tests/sd, on the path as pytest puts it
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
 import lowdim
 import lowdim_sd.precompute as pre
-from lowdim_cli.main import OUT_OF_MEMORY_HINT, main
-from lowdim_sd.images import save_images
+from lowdim_cli.errors import OUT_OF_MEMORY_HINT
+from lowdim_cli.main import main
 from lowdim_sd.modes import resolve_layers
 from lowdim_sd.precompute import PrecomputeJob, precompute, read_index
 from lowdim_sd.train import TrainConfig
