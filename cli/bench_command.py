@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lowdim.errors import LowdimError
 from lowdim_cli.console import out
 from lowdim_cli.sd_commands import Device, ModelConfig, typed_options
 
@@ -19,19 +18,19 @@ def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-DEFAULT_GALLERY_PROMPTS = (0, 3, 5)
+def prompt_numbers(text: str | None, prompts: list[str] | None = None) -> list[int | str] | None:
+    """--gallery-prompts as numbers (None: not given, the default), a part that is no number kept as typed for
+    ``check_job`` to refuse by name. With ``prompts``, checked and defaulted against them as check_job does (only
+    tests/sd/test_bench.py asks that)."""
+    numbers = None if text is None else [int(part) if part.isdigit() else part for part in _split(text) or []]
+    if prompts is None:
+        return numbers
+    from lowdim_sd.bench.quality import QualityJob
+    from lowdim_sd.bench.report import check_gallery
 
-
-def prompt_numbers(text: str | None, prompts: list[str]) -> list[int]:
-    """--gallery-prompts as indices into ``prompts``; a typo is named before any work starts."""
-    if text is None:  # the default fits any prompt list; only numbers the user typed must exist
-        return [k for k in DEFAULT_GALLERY_PROMPTS if k < len(prompts)]
-    numbers = []
-    for part in _split(text) or []:
-        if not part.isdigit() or int(part) >= len(prompts):
-            raise LowdimError(f"--gallery-prompts: '{part}' is not a prompt number (0 to {len(prompts) - 1})")
-        numbers.append(int(part))
-    return numbers
+    job = QualityJob(identities=None, prompts=prompts, gallery_prompts=numbers)
+    check_gallery(job)
+    return job.gallery_prompts
 
 
 # Settings of a run, which --no-run takes from the results instead (as the parameters' names: flags).
@@ -112,8 +111,7 @@ def quality(
 
       lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
     """
-    from lowdim_sd.bench.methods import parse_methods
-    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality, use_stored_settings
+    from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality
     from lowdim_sd.bench.report import aggregate, write_reports
     from lowdim_sd.eval.job import parse_metric_names
 
@@ -121,26 +119,18 @@ def quality(
                      methods=_split(methods) or None,
                      metrics=list(parse_metric_names(metrics) if metrics is not None else DEFAULT_METRICS),
                      prompts=prompt or None, limit=limit, seed=seed, sample_steps=sample_steps, guidance=guidance,
-                     workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype)
-    # The gallery options are only used at the end: check them before hours of work, not after.
-    check_job(job, run)
-    if not run:  # the gallery's prompt numbers count the results' prompts, not the ones a run would use
-        use_stored_settings(job)
-        ignored = ignored_run_flags(typed_options(ctx))
-        if ignored:
-            out.print(f"[yellow]Warning:[/] {ignored}", highlight=False)
-    shown_prompts = prompt_numbers(gallery_prompts, job.prompts)
-    if gallery_identities < 1:
-        raise LowdimError(f"--gallery-identities must be at least 1; got {gallery_identities}")
-    try:
-        parse_methods(gallery_methods or "")
-    except LowdimError as error:
-        raise LowdimError(f"--gallery-methods: {error}") from None
+                     workers=workers, threads=threads, batch_subjects=batch_subjects, device=device, dtype=dtype,
+                     gallery_identities=gallery_identities, gallery_prompts=prompt_numbers(gallery_prompts),
+                     gallery_methods=_split(gallery_methods))
+    check_job(job, run)  # run_quality checks it too; here a refused setting comes before the warning below
+    ignored = None if run else ignored_run_flags(typed_options(ctx))
+    if ignored:
+        out.print(f"[yellow]Warning:[/] {ignored}", highlight=False)
     results = run_quality(job, run=run)
     rows, columns = aggregate(results, job.methods)
-    paths = write_reports(job, results, rows, columns, gallery_identities, shown_prompts, _split(gallery_methods))
+    paths = write_reports(job, results, rows, columns)
     show(rows, columns)
-    if not shown_prompts and (Path(out_dir) / "gallery.png").is_file():  # kept, but it no longer matches the table
+    if not job.gallery_prompts and (Path(out_dir) / "gallery.png").is_file():  # kept, but no longer matches the table
         out.print(f"[yellow]Warning:[/] no gallery (--gallery-prompts is empty); {Path(out_dir) / 'gallery.png'} is "
                   f"from an earlier run", highlight=False)
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}

@@ -11,7 +11,19 @@ import typer
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import Dtype, ModelConfig, Resolution
+from lowdim_cli.sd_commands import (
+    Augment,
+    CheckpointEvery,
+    CropMargin,
+    Dtype,
+    GradientCheckpointing,
+    MixedPrecision,
+    ModelConfig,
+    Resolution,
+    Resume,
+    SpaceOptions,
+    TrainingPrompt,
+)
 from lowdim_sd import defaults
 
 
@@ -23,7 +35,7 @@ def precompute(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Weight dataset folder (shards + index.json).")] = Path(
         "weights"),
     space: Annotated[str, typer.Option("--space", "-s", help="Weight space of the adapters (default: LiDB).")] = "lidb",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
+    set_: SpaceOptions = None,
     layers: Annotated[str | None, typer.Option(
         "--layers", "-l", help="Layer set (default: unet+text, the paper's).")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps per identity.")] = defaults.STEPS,
@@ -31,11 +43,11 @@ def precompute(
     batch_subjects: Annotated[int, typer.Option(
         help="Identities trained together in one batch (K per-sample adapters); one shard each.")] = 8,
     batch_size: Annotated[int, typer.Option(help="Images per identity per step.")] = 1,
-    prompt: Annotated[str, typer.Option(help="Training prompt; [V] is replaced by --token.")] = "a [V] face",
+    prompt: TrainingPrompt = "a [V] face",
     token: Annotated[str, typer.Option(help="The rare identifier that [V] stands for.")] = "sks",
     seed: Annotated[int, typer.Option(
         help="Adapter seed (LiDB bases; use the same at personalize) and base of the per-identity seeds.")] = 0,
-    augment: Annotated[bool, typer.Option(help="Random flips and small crops of the references.")] = True,
+    augment: Augment = True,
     shared_noise: Annotated[bool, typer.Option("--shared-noise",
         help="Every identity draws the same noise, timesteps and augmentations, so adapters differ by face only "
         "(easier targets for a hypernetwork).")] = False,
@@ -45,15 +57,13 @@ def precompute(
     init: Annotated[Path | None, typer.Option(
         help="Start every identity from this instead of the space's init: a lowdim adapter file, or a weight "
         "folder (its mean θ) made with the same space, seed and layers.")] = None,
-    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 autocast.")] = "no",
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
-        help="Trade compute for memory.")] = False,
+    mixed_precision: MixedPrecision = "no",
+    gradient_checkpointing: GradientCheckpointing = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N identities (sorted by name).")] = None,
     crop: Annotated[bool | None, typer.Option(
         "--crop/--no-crop", help="Crop every image to the face, aligned (needs the faces extra); default: the "
         "model's setting (on for sd15 and model paths, off for tinyfaces).", show_default=False)] = None,
-    crop_margin: Annotated[float, typer.Option(
-        help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")] = 0.6,
+    crop_margin: CropMargin = 0.6,
     face_index: Annotated[int | None, typer.Option(
         help="Which face when an image has several (0 is the largest; default: the largest).")] = None,
     device: Annotated[str, typer.Option(
@@ -203,8 +213,8 @@ def train_hypernet(
     val_identities: Annotated[int | None, typer.Option(help="Number of held-out identities (overrides).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate every N steps (and at step 0 and the end; 0: never).")] = 100,
     log_every: Annotated[int, typer.Option(help="Log training losses to metrics.jsonl every N steps (0: never).")] = 10,
-    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")] = 500,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")] = False,
+    checkpoint_every: CheckpointEvery = 500,
+    resume: Resume = False,
     seed: Annotated[int, typer.Option(help="Seed of init, data order, split, noise and timesteps.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and crops in the diffusion term.")] = True,
     all_images: Annotated[bool, typer.Option("--all-images",
@@ -212,9 +222,8 @@ def train_hypernet(
     prompt: Annotated[str | None, typer.Option(
         help="Prompt of the diffusion term (default: the precompute prompt, 'a [V] face').")] = None,
     token: Annotated[str | None, typer.Option(help="Identifier for [V] (default: the precompute token).")] = None,
-    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (accelerate autocast).")] = "no",
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
-        help="UNet gradient checkpointing.")] = False,
+    mixed_precision: MixedPrecision = "no",
+    gradient_checkpointing: GradientCheckpointing = False,
     num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(
         help="auto (accelerate's choice: under accelerate launch each process's GPU, else cuda, then mps, then "

@@ -14,12 +14,15 @@ from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import (
     CUDA_GRAPHS_HELP,
+    CropMargin,
     Device,
     Dtype,
+    GradientCheckpointing,
     Model,
     ModelConfig,
     Resolution,
     SaveDtype,
+    SpaceOptions,
     typed_options,
 )
 from lowdim_sd import defaults
@@ -34,7 +37,7 @@ def personalize(
     image: Annotated[Path, typer.Option("--image", "-i", help="One face image (any common format).")],
     space: Annotated[str, typer.Option(
         "--space", "-s", help="Weight space of the initial adapter (see `lowdim spaces`).")] = "lidb",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Space option KEY=VALUE, repeatable.")] = None,
+    set_: SpaceOptions = None,
     layers: Annotated[str | None, typer.Option(
         "--layers", "-l",
         help="Layer set (default: unet+text, the paper's). A set inside the hypernetwork's keeps that part of its "
@@ -93,8 +96,7 @@ def personalize(
     crop: Annotated[bool | None, typer.Option(
         "--crop/--no-crop", help="Crop the image to the face, aligned (needs the faces extra); default: the model's "
         "setting (on for sd15 and model paths, off for tinyfaces).", show_default=False)] = None,
-    crop_margin: Annotated[float, typer.Option(
-        help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")] = 0.6,
+    crop_margin: CropMargin = 0.6,
     face_index: Annotated[int | None, typer.Option(
         help="Which face when the photo has several (0 is the largest; default: the largest).")] = None,
     out_dir: Annotated[Path, typer.Option(
@@ -102,11 +104,7 @@ def personalize(
         "personalized"),
     overwrite: Annotated[bool, typer.Option("--overwrite",
         help="Replace the adapter, exports and preview an earlier run left in --out.")] = False,
-    gradient_checkpointing: Annotated[bool, typer.Option(
-        "--gradient-checkpointing",
-        help="Recompute activations in the backward pass: slower steps (1.8x), the same adapter. Off by default: "
-             "SD1.5 at 512 px in fp16 peaks at 4.2 GiB with or without it (measured on an H200), so an 8 GB card "
-             "needs nothing; it helps at larger resolutions.")] = False,
+    gradient_checkpointing: GradientCheckpointing = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs",
         help=CUDA_GRAPHS_HELP + " Not with --gradient-checkpointing.")] = False,
     resolution: Resolution = None,

@@ -38,7 +38,7 @@ from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, upscaling_told_on
 from lowdim_sd.precompute_header import index_header, refuse_other_settings_early
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
-from lowdim_sd.train import Subject, TrainConfig
+from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
     FORMAT,
@@ -52,6 +52,8 @@ from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: th
 )
 
 if TYPE_CHECKING:
+    from accelerate import PartialState
+
     from lowdim.inject import LayerSet
     from lowdim.spaces.base import Space
     from lowdim_sd.loading import SDModel
@@ -190,6 +192,43 @@ def check_job(job: PrecomputeJob) -> None:
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None = None) -> PrecomputeResult:
     """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
+    plan = _plan(job, progress, model)
+    result = PrecomputeResult(index=plan.out / INDEX, skipped=plan.skipped)
+    _train_pending(job, plan, result, progress)
+    _finish(plan, result)
+    return result
+
+
+@dataclass
+class _Plan:
+    """What a run settles before its first batch: the model and adapters to train, this process's share of the
+    identities still to train, and its part of the index as it stands on disk (``own``)."""
+
+    config: TrainConfig
+    model: SDModel
+    space: Space
+    layer_set: LayerSet
+    crop: bool
+    initial: dict | None  # --init's tensors, every identity's start
+    header: dict
+    out: Path
+    state: PartialState
+    index_path: Path
+    pending: list[tuple[int, Identity]]
+    skipped: list[str]
+    replaced: dict[str, dict]  # identities trained again because their pictures changed: name -> old entry
+    own: dict
+
+    @property
+    def rank(self) -> int:
+        return self.state.process_index
+
+    @property
+    def processes(self) -> int:
+        return self.state.num_processes
+
+
+def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     from accelerate import PartialState
 
     from lowdim_sd.devices import accelerator_available
@@ -198,7 +237,6 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
 
     config = training_config(job)
     every = discover_identities(job.identities, job.out)
-    identities = every[: job.limit]
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     refuse_other_settings_early(job, config, crop)
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
@@ -211,51 +249,64 @@ def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None 
     header = index_header(job, config, model, space, layer_set, crop, initial)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = PrecomputeResult(index=out / INDEX)
-    mine = [(number, identity) for number, identity in enumerate(identities) if number % processes == rank]
+    mine = [(number, identity) for number, identity in enumerate(every[: job.limit]) if number % processes == rank]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     done, replaced, own = take_over(out, header, [identity for _, identity in mine], index_path, rank, processes,
                                     lambda line: _say(progress, line), {identity.name for identity in every})
-    pending = [(number, identity) for number, identity in mine if identity.name not in done]
-    result.skipped = [identity.name for _, identity in mine if identity.name in done]
+    return _Plan(config, model, space, layer_set, crop, initial, header, out, state, index_path,
+                 pending=[(number, identity) for number, identity in mine if identity.name not in done],
+                 skipped=[identity.name for _, identity in mine if identity.name in done], replaced=replaced, own=own)
+
+
+def _train_pending(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, progress: bool) -> None:
+    """Train the pending identities batch by batch, each batch kept (shard, then index) before the next."""
     started = time.monotonic()
-    whose = f"process {rank + 1} of {processes}, " if processes > 1 else ""  # each process's lines interleave
-    with upscaling_told_once(job.resolution or model.resolution):  # one line for all small photos, even if stopped
+    whose = f"process {plan.rank + 1} of {plan.processes}, " if plan.processes > 1 else ""  # lines interleave
+    with upscaling_told_once(job.resolution or plan.model.resolution):  # one line for all small photos, even if stopped
         try:
-            for start in range(0, len(pending), job.batch_subjects):
-                batch = pending[start: start + job.batch_subjects]
-                names = [identity.name for _, identity in batch]
-                _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(pending),
+            for start in range(0, len(plan.pending), job.batch_subjects):
+                batch = plan.pending[start: start + job.batch_subjects]
+                _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(plan.pending),
                                                    len(result.skipped), time.monotonic() - started))
-                rows = _train_batch(model, job, config, space, layer_set, batch, crop, initial, progress)
-                shard = out / _shard_name(out, rank, processes)
-                atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
-                entries = [index_entry(identity, shard.name, row, _draws_seed(job, config, identity.name),
-                                       Path(header["root"]), replaced.get(identity.name))
-                           for row, (_, identity) in enumerate(batch)]
-                # After its shard: the index never names a shard that is not whole. Into a copy, so a stop during
-                # the write leaves ``own`` what is on disk (the kept count) and the shard an orphan a resume removes.
-                written = {**own, "identities": own["identities"] + entries}
-                write_json(index_path, written)
-                own = written
-                result.trained += names
-                result.shards.append(shard)
+                rows = _train_batch(plan.model, job, plan.config, plan.space, plan.layer_set, batch, plan.crop,
+                                    plan.initial, progress)
+                _keep_batch(job, plan, result, batch, rows)
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-            runs.reraise(stop, stop_note(stop, len(result.trained), len(own["identities"]), index_path, rank,
-                                         processes))
-    if not index_path.is_file():
-        write_json(index_path, own)  # nothing new to train here: still leave a readable index
+            runs.reraise(stop, stop_note(stop, len(result.trained), len(plan.own["identities"]), plan.index_path,
+                                         plan.rank, plan.processes))
+
+
+def _keep_batch(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, batch: list[tuple[int, Identity]],
+                rows: dict[str, torch.Tensor]) -> None:
+    names = [identity.name for _, identity in batch]
+    shard = plan.out / _shard_name(plan.out, plan.rank, plan.processes)
+    atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
+    entries = [index_entry(identity, shard.name, row, _draws_seed(job, plan.config, identity.name),
+                           Path(plan.header["root"]), plan.replaced.get(identity.name))
+               for row, (_, identity) in enumerate(batch)]
+    # After its shard: the index never names a shard that is not whole. Into a copy, so a stop during the
+    # write leaves ``own`` what is on disk (the kept count) and the shard an orphan a resume removes.
+    written = {**plan.own, "identities": plan.own["identities"] + entries}
+    write_json(plan.index_path, written)
+    plan.own = written
+    result.trained += names
+    result.shards.append(shard)
+
+
+def _finish(plan: _Plan, result: PrecomputeResult) -> None:
+    """Wait for the run's other processes, count the run's totals, and merge the processes' indexes."""
+    if not plan.index_path.is_file():
+        write_json(plan.index_path, plan.own)  # nothing new to train here: still leave a readable index
     try:
-        state.wait_for_everyone()
+        plan.state.wait_for_everyone()
     except RuntimeError:  # another process stopped (its own error said why): the gloo/NCCL wait then fails here
         raise LowdimError(f"another process of this run stopped before the end; this one trained "
-                          f"{len(result.trained)} identities, kept in {index_path}; {runs.RERUN} to continue: "
+                          f"{len(result.trained)} identities, kept in {plan.index_path}; {runs.RERUN} to continue: "
                           f"done identities are skipped") from None
-    result.processes, result.main_process = processes, state.is_main_process
-    result.run_trained, result.run_skipped = _run_totals(len(result.trained), len(result.skipped), state.device)
-    if state.is_main_process and any(out.glob("index-p*.json")):
-        merge_index(out)
-    return result
+    result.processes, result.main_process = plan.processes, plan.state.is_main_process
+    result.run_trained, result.run_skipped = _run_totals(len(result.trained), len(result.skipped), plan.state.device)
+    if plan.state.is_main_process and any(plan.out.glob("index-p*.json")):
+        merge_index(plan.out)
 
 
 def _run_totals(trained: int, skipped: int, device: torch.device) -> tuple[int, int]:
@@ -318,10 +369,3 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
 def training_config(job: PrecomputeJob) -> TrainConfig:
     """``job.config`` with the learning rate resolved: ``job.learning_rate`` or the config's, else the space's."""
     return job_rate(job.config, job.learning_rate, "PrecomputeJob", defaults.learning_rate(job.space))
-
-
-def train(*args, **kwargs):
-    """The training engine (a module-level name, so tests can count calls)."""
-    from lowdim_sd.train import train as run
-
-    return run(*args, **kwargs)

@@ -29,6 +29,7 @@ from lowdim_sd.bench.methods import (
     trained_row,
 )
 from lowdim_sd.bench.quality_rows import check_rows
+from lowdim_sd.bench.report import check_gallery
 from lowdim_sd.bench.stored import (
     changed_settings,
     check_out,
@@ -69,6 +70,9 @@ class QualityJob:
     threads: int | None = None  # torch threads per worker (default: cores / workers)
     device: str = "auto"
     dtype: str = "fp32"
+    gallery_identities: int = 4  # rows of gallery.png
+    gallery_prompts: list[int] | None = None  # its columns, prompt numbers; None: 0, 3, 5 of those there are
+    gallery_methods: list[str] | None = None  # the rows shown (default: every row with results)
     left_out: dict[str, str] = field(default_factory=dict)  # default rows check_job left out, and why
 
 
@@ -140,8 +144,9 @@ def stored_identities(job: QualityJob) -> list[str]:
 
 
 def check_job(job: QualityJob, run: bool = True) -> None:
-    """Fill the default prompts and rows and refuse impossible settings, before any model loads or file is
-    written. Tabulating (not ``run``), the default rows are those with results."""
+    """Fill the default prompts, rows and gallery and refuse impossible settings, before any model loads or file
+    is written. Tabulating (not ``run``), the default rows are those with results, and the settings the results
+    were made with replace the job's (``use_stored_settings``): the gallery's prompt numbers count theirs."""
     job.prompts = job.prompts or bench_prompts(job.model)
     check_rows(job, run)
     if len(job.prompts) == 0:
@@ -169,6 +174,9 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     if unknown:
         raise LowdimError(f"unknown metric(s) {', '.join(unknown)}; "
                           f"registered: {', '.join(registry.metrics) or 'none'}")
+    if not run:
+        use_stored_settings(job)
+    check_gallery(job)  # gallery.png is drawn only at the end: checked here, before hours of work, not after
 
 
 def needs_hypernet(method: str) -> bool:

@@ -163,11 +163,13 @@ def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[st
 
 
 def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns: dict[str, str],
-                  gallery_identities: int, gallery_prompts: list[int], gallery_methods: list[str] | None = None,
+                  gallery_identities: int | None = None, gallery_prompts: list[int] | None = None,
+                  gallery_methods: list[str] | None = None,
                   axis_of: Callable[[str], str | None] | None = None) -> list[Path]:
     """OUT/table.md, OUT/table.json, OUT/frontier.png (with a subject and a prompt metric) and, when there
     are images, OUT/gallery.png. ``axis_of(metric)`` says a metric's axis (default: what its plugin declares);
-    the gallery shows ``gallery_methods`` (default: the rows with results)."""
+    the gallery's settings not given are the job's, which ``check_job`` checked; it shows ``gallery_methods``
+    (default: the rows with results)."""
     from lowdim_sd.bench.frontier import registered_axis
     from lowdim_sd.bench.quality import settings, write_json
 
@@ -176,9 +178,34 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
     paths += write_frontier(out, rows, columns, axis_of or registered_axis)
+    gallery_methods = job.gallery_methods if gallery_methods is None else gallery_methods
     shown = [m for m in gallery_methods if m in job.methods] if gallery_methods else \
         [m for m in job.methods if any(r["method"] == m for r in results)]
-    return paths + write_gallery(out, job.prompts, results, shown, gallery_identities, gallery_prompts)
+    identities = job.gallery_identities if gallery_identities is None else gallery_identities
+    numbers = job.gallery_prompts if gallery_prompts is None else gallery_prompts
+    numbers = list(DEFAULT_GALLERY_PROMPTS if numbers is None else numbers)  # a job check_job never saw
+    return paths + write_gallery(out, job.prompts, results, shown, identities, numbers)
+
+
+DEFAULT_GALLERY_PROMPTS = (0, 3, 5)
+
+
+def check_gallery(job: QualityJob) -> None:
+    """Refuse a gallery setting gallery.png could not be drawn with, naming its flag, and fill in the default
+    prompt numbers: 0, 3 and 5 of the job's prompts, those there are (an empty list: no gallery)."""
+    from lowdim_sd.bench.methods import parse_methods
+
+    if job.gallery_identities < 1:
+        raise LowdimError(f"--gallery-identities must be at least 1; got {job.gallery_identities}")
+    if job.gallery_prompts is None:  # the default fits any prompt list; only numbers asked for must exist
+        job.gallery_prompts = [k for k in DEFAULT_GALLERY_PROMPTS if k < len(job.prompts)]
+    for number in job.gallery_prompts:
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(job.prompts):
+            raise LowdimError(f"--gallery-prompts: '{number}' is not a prompt number (0 to {len(job.prompts) - 1})")
+    try:
+        parse_methods(",".join(job.gallery_methods or []))
+    except LowdimError as error:
+        raise LowdimError(f"--gallery-methods: {error}") from None
 
 
 def write_frontier(out: Path, rows: list[Row], columns: dict[str, str],

@@ -162,48 +162,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     current = gr.State(None)  # what Draw draws: {"run": NAME} or {"adapter": PATH}
     prompt, drawing = draw_section(studio, current, model, stages)
     outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
-
-    @on_page
-    def show_crop(path: str | None, chosen_model: str, index: object):
-        return _preview(path, chosen_model, check_face(index))
-
-    @on_page
-    def show_photo(path: str | None, chosen_model: str):  # a new photo starts at its largest face
-        return _preview(path, chosen_model, None)
-
-    @on_page
-    def show_model(path: str | None, chosen_model: str, index: object):
-        """Another model cuts the photo again at the face chosen, or at its largest where this model offers no
-        such face (TinyFaces cuts none): the page's own Face may hold a face of the last model's cut."""
-        index = check_face(index)  # one that is no face number is still refused
-        try:
-            return _preview(path, chosen_model, index)
-        except NotOffered:
-            return _preview(path, chosen_model, None)
-
-    @job_on_page(outputs, stages)  # refused or stopped: the line in stages, the run shown stays
-    def personalize(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,
-                    run_seed: float | None, sample_steps: float, index: object, request: gr.Request,
-                    progress: gr.Progress = gr.Progress()) -> tuple:
-        if not path:
-            raise LowdimError("drop a face photo first")
-        settings = RunSettings(model=chosen_model, use_hypernet=check_checkbox(hyper, HYPER_LABEL),
-                               steps=None if is_empty(step_count) else whole(step_count, "Finetune steps"),
-                               rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
-                               face_index=check_face(index) or None,
-                               preview_steps=whole(sample_steps, "Gallery denoising steps"))
-        return shown(studio.personalize(path, settings, progress_listener(progress), owner=session(request)))
-
-    @on_page
-    def stop_mine(request: gr.Request | None = None) -> str:
-        """Only the job this session started: another tab's is theirs to stop (docs/cli.md: no override but the
-        server's Ctrl-C)."""
-        return studio.stop(owner=session(request))
-
-    @on_page
-    def open_run(name: object):
-        return shown(chosen_run(config.out, name))
-
+    handlers = PersonalizeHandlers(studio)
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).
     unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
@@ -211,10 +170,64 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     model.change(show_model, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     use_hyper.input(recipe_steps, [use_hyper], [steps])
+    personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
-    stop.click(stop_mine, None, [stages], api_name="stop", **unlimited)
-    reopen.click(open_run, [earlier], outputs, **unlimited)
+    stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
+    reopen.click(handlers.open_run, [earlier], outputs, **unlimited)
     return earlier
+
+
+@on_page
+def show_crop(path: str | None, chosen_model: str, index: object) -> tuple:
+    return _preview(path, chosen_model, check_face(index))
+
+
+@on_page
+def show_photo(path: str | None, chosen_model: str) -> tuple:  # a new photo starts at its largest face
+    return _preview(path, chosen_model, None)
+
+
+@on_page
+def show_model(path: str | None, chosen_model: str, index: object) -> tuple:
+    """Another model cuts the photo again at the face chosen, or at its largest where this model offers no
+    such face (TinyFaces cuts none): the page's own Face may hold a face of the last model's cut."""
+    index = check_face(index)  # one that is no face number is still refused
+    try:
+        return _preview(path, chosen_model, index)
+    except NotOffered:
+        return _preview(path, chosen_model, None)
+
+
+class PersonalizeHandlers:
+    """What the tab's Personalize, Stop and Open do with one studio, as functions of the controls' values: the
+    tab only wires them. Their names are the page's API names (/personalize, /open_run)."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+
+    def personalize(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
+                    lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
+                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
+        # No docstring: Gradio would show it as /personalize's API description. The tab wraps this in
+        # job_on_page, which needs the tab's outputs.
+        if not path:
+            raise LowdimError("drop a face photo first")
+        settings = RunSettings(model=chosen_model, use_hypernet=check_checkbox(hyper, HYPER_LABEL),
+                               steps=None if is_empty(step_count) else whole(step_count, "Finetune steps"),
+                               rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
+                               face_index=check_face(index) or None,
+                               preview_steps=whole(sample_steps, "Gallery denoising steps"))
+        return shown(self.studio.personalize(path, settings, progress_listener(progress), owner=session(request)))
+
+    @on_page
+    def stop_mine(self, request: gr.Request | None = None) -> str:
+        """Only the job this session started: another tab's is theirs to stop (docs/cli.md: no override but the
+        server's Ctrl-C)."""
+        return self.studio.stop(owner=session(request))
+
+    @on_page
+    def open_run(self, name: object) -> tuple:
+        return shown(chosen_run(self.studio.config.out, name))
 
 
 def _preview(path: str | None, chosen_model: str, index: int | None) -> tuple:
