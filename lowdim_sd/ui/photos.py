@@ -150,11 +150,14 @@ def training_side(model: str) -> int | None:
 
 @contextmanager
 def advice_for_the_page() -> Iterator[None]:
-    """A face not found, said with what the page offers (another photo) instead of the CLI's --no-crop."""
+    """A face not found, said with what the page offers (another photo) instead of the CLI's --no-crop: the
+    check speaks the CLI's words (``command_line``), which the page's terms rewrite."""
+    from lowdim.option_words import command_line
     from lowdim_sd.faces import FaceNotFound
 
     try:
-        yield
+        with command_line():
+            yield
     except FaceNotFound as error:
         raise FaceNotFound(in_page_terms(str(error))) from None
 

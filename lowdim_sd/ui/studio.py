@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError, first_line
+from lowdim.option_words import command_line
 from lowdim_sd import runs, stopping
 from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, check_model, check_number, check_seed
 from lowdim_sd.ui.drawing import Drawer, Drawn, DrawSettings, Subject
@@ -116,7 +117,8 @@ class Studio:
         self._running = Job(what, time.monotonic(), owner)
         self._last_stopped = False
         try:
-            yield
+            with command_line():  # the shared checks speak the CLI's words, which the page's terms rewrite
+                yield
         except KeyboardInterrupt:
             self._last_stopped = True
             why = ", as the server is closing" if self._closing else ""
