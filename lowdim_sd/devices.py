@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -66,7 +67,7 @@ def device_problem(device: str) -> str | None:
         return None
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            return f"device '{device}' was requested but CUDA is not available; use --device cpu"
+            return f"device '{device}' was requested but CUDA is not available; use {use_cpu()}"
         count = torch.cuda.device_count()
         if chosen.index is not None and chosen.index >= count:
             return (f"device '{device}' does not exist: this machine has {count} CUDA device(s), "
@@ -74,8 +75,18 @@ def device_problem(device: str) -> str | None:
         return None
     if chosen.type == "mps":
         return None if mps_available() else (
-            f"device '{device}' was requested but MPS (Apple silicon) is not available; use --device cpu")
+            f"device '{device}' was requested but MPS (Apple silicon) is not available; use {use_cpu()}")
     return f"device '{device}' cannot run lowdim: use {DEVICES}"
+
+
+def use_cpu() -> str:
+    return either("--device cpu", "device='cpu'")
+
+
+def dtype_given(word: str) -> str:
+    """A dtype as its reader gave it: ``--dtype fp16`` on the command line; ``dtype='fp16'`` from Python, the
+    parameter's name in every caller (TrainJob, PersonalizeJob, PrecomputeJob, load_sd)."""
+    return either(f"--dtype {word}", f"dtype={word!r}")
 
 
 def accelerator_available() -> bool:
@@ -93,8 +104,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if dtype not in DTYPES:
-        raise LowdimError(f"--dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'"
-                          + did_you_mean(dtype, DTYPE_MEANT, ["auto", *DTYPES]))
+        names = [repr(name) for name in ("auto", *DTYPES)]
+        words = either(f"--dtype must be auto, {', '.join(DTYPES)}",
+                       f"dtype must be {', '.join(names[:-1])} or {names[-1]}")
+        raise LowdimError(f"{words}; got '{dtype}'" + did_you_mean(str(dtype), DTYPE_MEANT, ["auto", *DTYPES]))
     return DTYPES[dtype]
 
 
@@ -108,15 +121,15 @@ def check_training_dtype(device: str, dtype: str) -> None:
     torch_device = resolve_device(device)
     chosen = resolve_dtype(dtype, torch_device)
     if torch_device.type == "cpu" and chosen == torch.float16:
-        raise LowdimError("--dtype fp16 on a CPU: CPUs do not train in fp16 (no fast kernels, overflowing "
-                          "gradients); use --dtype fp32 (auto picks it on a CPU), or bf16 on a CPU with "
-                          "AVX512-BF16 or AMX")
+        raise LowdimError(f"{dtype_given('fp16')} on a CPU: CPUs do not train in fp16 (no fast kernels, overflowing "
+                          f"gradients); use {dtype_given('fp32')} ({either('auto', repr('auto'))} picks it on a CPU), "
+                          f"or bf16 on a CPU with AVX512-BF16 or AMX")
     if torch_device.type == "cpu" and chosen == torch.bfloat16 and not cpu_has_bf16():
-        raise LowdimError("--dtype bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 runs "
-                          "emulated, slower than fp32; use --dtype fp32")
+        raise LowdimError(f"{dtype_given('bf16')}: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 "
+                          f"runs emulated, slower than fp32; use {dtype_given('fp32')}")
     if torch_device.type == "cuda" and chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise LowdimError(f"--dtype bf16: {torch.cuda.get_device_name(torch_device)} has no bf16; "
-                          f"use --dtype fp16")
+        raise LowdimError(f"{dtype_given('bf16')}: {torch.cuda.get_device_name(torch_device)} has no bf16; "
+                          f"use {dtype_given('fp16')}")
 
 
 def cpu_has_bf16() -> bool:

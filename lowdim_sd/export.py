@@ -27,8 +27,11 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, atomic_save, read_adapter
+from lowdim.option_words import either
 
 FORMATS = ("diffusers", "kohya")
+# The kohya export as a Python caller asks for it (the CLI's words: --format kohya).
+KOHYA_FROM_PYTHON = "export_adapter(fmt='kohya') (personalize: PersonalizeJob(export=['kohya']))"
 COMPONENTS = ("unet", "text_encoder")
 KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 Factors = Mapping[str, tuple[Tensor, Tensor]]
@@ -60,7 +63,8 @@ def refuse_embedding_layers(source: Path, names: Iterable[str]) -> None:
         if _EMBEDDINGS.fullmatch(name):
             raise ExportError(f"{source}: layer {name} is an embedding (a lookup table of rows); SD LoRA files "
                               f"(diffusers, kohya) hold linear and 1x1-conv layers only; use lowdim merge to fold "
-                              f"the adapter into the model, or train a Textual Inversion (--space ti) for the tokens")
+                              f"the adapter into the model, or train a Textual Inversion "
+                              f"({either('--space ti', 'TrainJob(space=' + repr('ti') + ')')}) for the tokens")
 
 
 def split_layer_name(name: str) -> tuple[str, str]:
@@ -217,7 +221,8 @@ def export_adapter(
     if dtype not in DTYPES:
         from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
 
-        raise ExportError(f"the export's dtype (--save-dtype) must be one of {', '.join(DTYPES)}, got '{dtype}'"
+        named = either("the export's dtype (--save-dtype)", "export_adapter(dtype=...)")
+        raise ExportError(f"{named} must be one of {', '.join(DTYPES)}, got '{dtype}'"
                           + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
     source, target = Path(adapter_path), check_export_target(out_path)  # before the format's warnings
     if target.exists() and source.exists() and target.resolve() == source.resolve():
@@ -239,7 +244,7 @@ def export_adapter(
         # Its peft keys load in diffusers; ComfyUI maps only kohya names onto the UNet and skips the rest.
         warnings.warn(f"{os.fspath(out_path)}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
                       f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
-                      f"--format kohya", stacklevel=2)
+                      f"{either('--format kohya', KOHYA_FROM_PYTHON)}", stacklevel=2)
     tensors = CONVERTERS[fmt](_with_text_out_proj(factors), conv_layers)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
     rank = max(down.shape[0] for down, _ in factors.values())  # diffusers: every layer's (_uniform_rank)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from lowdim.option_words import either
 from lowdim_sd.faces import DEFAULT_MARGIN, INSTALL_HINT, FacesUnavailable, FaceWarning, faces_available
 from lowdim_sd.images import PathLike, load_image, open_rgb, pil_to_tensor
 
@@ -41,8 +42,8 @@ def resolve_crop(crop: bool | None, model_name: str) -> bool:
     if faces_available():
         return True
     if crop:
-        raise FacesUnavailable(f"--crop needs face detection, which is not installed; {INSTALL_HINT} "
-                               f"(or pass --no-crop)")
+        raise FacesUnavailable(f"{either('--crop', 'crop=True')} needs face detection, which is not installed; "
+                               f"{INSTALL_HINT} (or pass {either('--no-crop', 'crop=False')})")
     warnings.warn(FaceWarning(NO_EXTRA), stacklevel=2)
     return False
 

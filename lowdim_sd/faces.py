@@ -23,6 +23,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 
 INSTALL_HINT = "pip install 'lowdim[faces]'"
 # HOG finds faces of about 80 px and up at the original scale; each upsampling halves that.
@@ -37,9 +38,20 @@ DEFAULT_MARGIN = 0.6
 # A detection scoring under this fraction of the best one in the same picture is dropped: these are
 # printed or drawn faces (a badge, a poster), not a second person (skimage's astronaut has one).
 WEAK_FRACTION = 0.25
-# What the notes advise by default: personalize's and precompute's flags. Other callers pass their own.
+# What the notes advise by default: personalize's and precompute's flags on the command line, their jobs'
+# fields from Python (``default_no_face_hint``). Other callers pass their own.
 NO_FACE_HINT = "; use a photo where the face is clearly visible, or pass --no-crop to use the image as it is"
+NO_FACE_API_HINT = "; use a photo where the face is clearly visible, or pass crop=False to use the image as it is"
 SEVERAL_FACES_HINT = "; pick another by its index (#N)"
+SEVERAL_FACES_API_HINT = "; pick another by its index (face_index=N)"
+
+
+def default_no_face_hint() -> str:
+    return either(NO_FACE_HINT, NO_FACE_API_HINT)
+
+
+def default_several_faces_hint() -> str:
+    return either(SEVERAL_FACES_HINT, SEVERAL_FACES_API_HINT)
 
 
 class FaceNotFound(LowdimError):
@@ -191,13 +203,15 @@ def _detect(rgb: Image.Image, name: str) -> list[Face]:
 
 
 def choose_face(faces: list[Face], index: int | None, name: str = "image", hint: str = "",
-                no_face_hint: str = NO_FACE_HINT) -> Face:
+                no_face_hint: str | None = None) -> Face:
     """The face at ``index`` (0 is the largest), or the largest with a warning when there are several.
 
-    ``hint`` ends the several-faces warning and ``no_face_hint`` the no-face error: what the caller's user can do.
+    ``hint`` ends the several-faces warning and ``no_face_hint`` the no-face error: what the caller's user can do
+    (``no_face_hint`` None: personalize's, as a flag on the command line and a parameter from Python).
     """
     if not faces:
-        raise FaceNotFound(f"no face found in {name}{no_face_hint}")
+        advice = default_no_face_hint() if no_face_hint is None else no_face_hint
+        raise FaceNotFound(f"no face found in {name}{advice}")
     if index is not None:
         if not 0 <= index < len(faces):
             raise FaceNotFound(f"face index {index} asked for, but {name} has {len(faces)} face(s) "
@@ -222,8 +236,8 @@ def _landmarks(array: np.ndarray, face: Face, scale: float) -> Any:
 
 
 def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGIN, index: int | None = None,
-              name: str = "image", several_faces_hint: str = SEVERAL_FACES_HINT,
-              no_face_hint: str = NO_FACE_HINT) -> Image.Image:
+              name: str = "image", several_faces_hint: str | None = None,
+              no_face_hint: str | None = None) -> Image.Image:
     """The face in ``image``, upright (eyes level), centred and resized to ``size`` x ``size`` RGB.
 
     ``image`` is read as the CLI reads a file (see ``upright_rgb``), so ``crop_face(Image.open(path))`` crops what
@@ -232,14 +246,16 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
     of CelebA-HQ that the paper trains on. ``index`` picks a face when there are several (0 is the
     largest); otherwise the largest is used with a :class:`SeveralFacesWarning`.
     Raises :class:`FaceNotFound` when there is no face and :class:`FacesUnavailable` without the extra.
-    The two hints end those notes (default: personalize's flags); pass what your own user can do instead.
+    The two hints end those notes (None: personalize's flags on the command line, its fields from Python); pass
+    what your own user can do instead.
     """
     if size < 8:
         raise LowdimError(f"crop size must be at least 8 pixels, got {size}")
     if margin < 0:
         raise LowdimError(f"face margin must be 0 or more, got {margin}")
     rgb = upright_rgb(image)
-    face = choose_face(_detect(rgb, name), index, name, several_faces_hint, no_face_hint)
+    several = default_several_faces_hint() if several_faces_hint is None else several_faces_hint
+    face = choose_face(_detect(rgb, name), index, name, several, no_face_hint)
     if face.width * (1 + 2 * margin) < size / 2:
         warnings.warn(SmallFaceWarning(
             f"the face in {name} is only {face.width} px wide; its {size} px crop is upscaled and will look soft"),

@@ -19,6 +19,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim.inject.inference import normal_tensors
+from lowdim.option_words import either, option
 from lowdim_sd import runs
 from lowdim_sd.attached_files import AdapterArg, adapter_entries, adapters_on, free_name, still_attached
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
@@ -160,7 +161,8 @@ MIN_STEPS = {"pndm": 4}
 def warn_slow_precision(sd: SDModel) -> None:
     """fp16 weights on a CPU draw correctly but slowly (no fast kernels there): say so once, not refuse."""
     if sd.device.type == "cpu" and sd.dtype == torch.float16:
-        warnings.warn("fp16 on a CPU draws about three times slower than fp32, which --dtype auto picks there",
+        auto = either("--dtype auto", "load_sd(dtype='auto')")
+        warnings.warn(f"fp16 on a CPU draws about three times slower than fp32, which {auto} picks there",
                       stacklevel=2)
 
 
@@ -172,25 +174,28 @@ def check_config(config: GenerateConfig) -> None:
             raise LowdimError(f"{name} must be a list of {'texts' if kind is str else 'integers'}, e.g. "
                               f"{name}={example}; got {value!r:.80}")
     check_scheduler(config.scheduler)
-    check_resolution(config.resolution)
+    check_resolution(config.resolution, "GenerateConfig")
     check_parts(config.parts)
     least = MIN_STEPS.get(config.scheduler, 1)
     if config.steps < least:
-        raise LowdimError(f"--steps must be at least {least} with the {config.scheduler} scheduler, "
-                          f"got {config.steps}")
+        raise LowdimError(f"{option('steps', 'GenerateConfig')} must be at least {least} with the "
+                          f"{config.scheduler} scheduler, got {config.steps}")
+    guidance = option("guidance", "GenerateConfig")
     if not math.isfinite(config.guidance):
-        raise LowdimError(f"--guidance must be a finite number, got {config.guidance}")
+        raise LowdimError(f"{guidance} must be a finite number, got {config.guidance}")
     if config.guidance < 0:  # diffusers draws it as no guidance at all, without a word
-        raise LowdimError(f"--guidance must be 0 or more (1 or less draws without classifier-free guidance; 5 to 7.5 "
+        raise LowdimError(f"{guidance} must be 0 or more (1 or less draws without classifier-free guidance; 5 to 7.5 "
                           f"is usual), got {config.guidance:g}")
     if config.batch < 1:
-        raise LowdimError(f"--batch must be at least 1, got {config.batch}")
+        raise LowdimError(f"{option('batch', 'GenerateConfig')} must be at least 1, got {config.batch}")
 
 
-def check_resolution(resolution: int | None) -> None:
-    """A side SD can draw and train at: whole latent pixels (the VAE downsamples by 8 in every SD 1.x)."""
+def check_resolution(resolution: int | None, owner: str | None = None) -> None:
+    """A side SD can draw and train at: whole latent pixels (the VAE downsamples by 8 in every SD 1.x).
+    ``owner``: the class whose ``resolution`` a Python caller set (None: the bare word ``resolution``)."""
     if resolution is not None and (resolution < 8 or resolution % 8):
-        raise LowdimError(f"--resolution must be a positive multiple of 8, got {resolution}")
+        named = option("resolution", owner) if owner else either("--resolution", "resolution")
+        raise LowdimError(f"{named} must be a positive multiple of 8, got {resolution}")
 
 
 def identifier(config: GenerateConfig, tokens: Sequence[str] | None, taught: Sequence[str] | None = None) -> str:
@@ -276,7 +281,8 @@ def _drawn_in_chunks(jobs: list, batch: int, draw: Callable[[list], list]) -> It
         if images is None:
             batch = len(chunk) // 2
             warnings.warn(f"out of memory drawing {len(chunk)} pictures a call; drawing {batch} a call from here "
-                          f"(`lowdim generate --batch {batch}` starts there)", stacklevel=3)
+                          f"({either(f'`lowdim generate --batch {batch}`', f'GenerateConfig(batch={batch})')} "
+                          f"starts there)", stacklevel=3)
             torch.cuda.empty_cache()  # a no-op where CUDA never started
             continue
         yield chunk, images

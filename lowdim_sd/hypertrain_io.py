@@ -23,6 +23,7 @@ from lowdim_sd import runs
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import TrainConfig
+from lowdim_sd.train_settings import DEFAULT_TOKEN
 from lowdim_sd.weight_dataset import WeightDataset, as_folders
 
 if TYPE_CHECKING:
@@ -315,7 +316,7 @@ def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
     return {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
             "adapter_seed": seed, "bases_checksum": bases_checksum(net.space, net.layers, seed),
             "prompt": index["config"].get("prompt", TrainConfig.prompt),
-            "token": index["config"].get("token", TrainConfig.token),
+            "token": index["config"].get("token", DEFAULT_TOKEN),
             "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights)),
             **({"extra_images": ", ".join(Path(folder).resolve().name for folder in job.extra_images)}
                if job.extra_images else {})}
@@ -335,7 +336,7 @@ def warn_about_another_phrase(job: HyperTrainJob) -> None:
     except (LowdimError, OSError, ValueError):  # the dataset's own reading names what is wrong
         return
     for name, value in asked.items():
-        recorded = config.get(name, getattr(TrainConfig, name))
+        recorded = config.get(name) or {"prompt": TrainConfig.prompt, "token": DEFAULT_TOKEN}[name]
         if value is None or value == recorded:
             continue
         use = "only the diffusion term's prompt" if job.alpha > 0 else "nothing: --alpha 0 has no diffusion term"

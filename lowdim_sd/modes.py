@@ -24,7 +24,7 @@ from lowdim.atomic import replace_folder, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.inject import LayerSet
-from lowdim.option_words import on_the_command_line
+from lowdim.option_words import either, on_the_command_line
 from lowdim.spaces.base import Space
 from lowdim_sd.embedding_undo import tokens_undone
 from lowdim_sd.loading import SDModel
@@ -167,8 +167,8 @@ def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: i
     """Inject a fresh adapter; with several subject names, one per-sample adapter each. ``dropout``: the
     adapter's input dropout while it trains (``Adapters.add``)."""
     if getattr(space, "learns_tokens", False):  # else it would write rows of the attention weights
-        raise LowdimError(f"space '{space.name}' learns token vectors, not weight layers: train it with "
-                          f"`lowdim train --space {space.name}`")
+        train_it = either(f"`lowdim train --space {space.name}`", f"run_train(TrainJob(space={space.name!r}))")
+        raise LowdimError(f"space '{space.name}' learns token vectors, not weight layers: train it with {train_it}")
     names = subject_names or ["adapter"]
     batch = len(names) if len(names) > 1 else None
     lowdim.Adapters(model.modules).add(ADAPTER, space, layers, seed=seed, batch=batch, dropout=dropout)

@@ -25,6 +25,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.hyper.storage import HypernetFile
 from lowdim.inject import LayerSet
+from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd import personalize_stages as stages
@@ -34,7 +35,14 @@ from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.given_model import handed_back
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
-from lowdim_sd.personalize_checks import check_given_model, check_inputs, check_job, with_training_phrase
+from lowdim_sd.personalize_checks import (
+    check_given_model,
+    check_inputs,
+    check_job,
+    named,
+    switch,
+    with_training_phrase,
+)
 from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
@@ -162,17 +170,21 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     backend = entry.value if entry else None
     space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers, job.model)
     if getattr(space, "learns_tokens", False):
-        raise LowdimError(f"--space {job.space} learns token embeddings, not weights: personalize relaxes a weight "
-                          f"space's rank (lidb, lora, ...); train an embedding with `lowdim train --space {job.space}`")
+        space_given = either(f"--space {job.space}", f"PersonalizeJob(space={job.space!r})")
+        train_it = either(f"`lowdim train --space {job.space}`", f"run_train(TrainJob(space={job.space!r}))")
+        raise LowdimError(f"{space_given} learns token embeddings, not weights: personalize relaxes a weight "
+                          f"space's rank (lidb, lora, ...); train an embedding with {train_it}")
     in_play, hypernet, unfit_note = resolve_hypernet(job, backend, space, layers)
     if job.only_hyper and not in_play:
-        raise LowdimError("--only-hyper needs a hypernetwork (--hypernet CKPT): without a prediction there is "
-                          "nothing to keep")
+        raise LowdimError(f"{switch('only_hyper')} needs a hypernetwork "
+                          f"({either('--hypernet CKPT', 'PersonalizeJob(hypernet=CKPT)')}): without a prediction "
+                          f"there is nothing to keep")
     if job.iterations is not None and hypernet is None:
-        raise LowdimError(f"--iterations sets the hypernetwork's refinement passes, and "
-                          f"{'--no-hyper drops its prediction' if job.no_hyper else 'no hypernetwork predicts here'}")
+        why = f"{switch('no_hyper')} drops its prediction" if job.no_hyper else "no hypernetwork predicts here"
+        raise LowdimError(f"{named('iterations')} sets the hypernetwork's refinement passes, and {why}")
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
-    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, keep_styles=job.keep_styles).validate()
+    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
+                keep_styles=job.keep_styles).validate("PersonalizeJob")
     check_training_dtype(job.device, job.dtype)
     if job.cuda_graphs:
         check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
@@ -194,7 +206,8 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
 def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
     describer = getattr(backend, "describe_subject", None)
     if job.describe and describer is None:
-        raise LowdimError(f"--describe: model '{job.model}' has no describer of looks; leave --describe out")
+        raise LowdimError(f"{either('--describe', 'PersonalizeJob(describe=True)')}: model '{job.model}' has no "
+                          f"describer of looks; {either('leave --describe out', 'leave describe= unset')}")
     return describer if job.describe is not False else None
 
 
@@ -242,7 +255,7 @@ def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor
     unpredicted = sorted(wanted - predicted.keys())
     if unpredicted:
         raise LowdimError(f"{run.hypernet.path}: the hypernetwork predicts no layer {unpredicted[0]} (it was made "
-                          f"for {own.name}); leave that layer out of --layers")
+                          f"for {own.name}); leave that layer out of {named('layers')}")
     return {name: params for name, params in predicted.items() if name in wanted}
 
 

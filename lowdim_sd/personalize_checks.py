@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
+from lowdim.option_words import either, option
 from lowdim_sd.draw_parts import parse_draw
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import open_rgb
 from lowdim_sd.train import TrainConfig
-from lowdim_sd.train_settings import refuse_inference_mode
+from lowdim_sd.train_settings import DEFAULT_TOKEN, refuse_inference_mode
 
 if TYPE_CHECKING:
     import torch
@@ -32,43 +33,59 @@ def check_job(job: PersonalizeJob) -> None:
     refuse_inference_mode()  # the finetune needs autograd, and even --only-hyper's file is written by train()
     unknown = [fmt for fmt in job.export if fmt not in FORMATS]
     if unknown:
-        raise LowdimError(f"unknown --export format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
+        raise LowdimError(f"unknown {named('export')} format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
     if job.rank < 1:
-        raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+        raise LowdimError(f"{named('rank')} must be >= 1, got {job.rank}")
     if job.only_hyper and job.no_hyper:
-        raise LowdimError("--only-hyper keeps the prediction and --no-hyper drops it: choose one")
+        raise LowdimError(f"{switch('only_hyper')} keeps the prediction and {switch('no_hyper')} drops it: choose one")
     check_only_hyper(job)
     if job.save_dtype not in DTYPES:
         from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
 
-        raise LowdimError(f"--save-dtype must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'"
+        raise LowdimError(f"{named('save_dtype')} must be one of {', '.join(DTYPES)}, got '{job.save_dtype}'"
                           + did_you_mean(str(job.save_dtype), DTYPE_MEANT, list(DTYPES)))
     if job.preview and job.preview_steps < 1:
-        raise LowdimError(f"--preview-steps must be >= 1, got {job.preview_steps}")
+        raise LowdimError(f"{named('preview_steps')} must be >= 1, got {job.preview_steps}")
     check_preview_flags(job)
     if job.token is not None:
-        check_token(job.token, "the hypernetwork's own word, else sks")
+        check_token(job.token, "the hypernetwork's own word, else sks", "PersonalizeJob")
     if job.iterations is not None and job.iterations < 1:
-        raise LowdimError(f"--iterations must be >= 1 (the hypernetwork's refinement passes), got {job.iterations}")
+        raise LowdimError(f"{named('iterations')} must be >= 1 (the hypernetwork's refinement passes), got "
+                          f"{job.iterations}")
     if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
-        raise LowdimError(f"--crop-margin must be 0 or more (room around the face, a fraction of its width), got "
-                          f"{job.crop_margin}")
+        raise LowdimError(f"{named('crop_margin')} must be 0 or more (room around the face, a fraction of its width), "
+                          f"got {job.crop_margin}")
     if job.face_index is not None and job.face_index < 0:
-        raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
+        raise LowdimError(f"{named('face_index')} must be 0 or more (0 is the largest face), got {job.face_index}")
     check_crop_flags(job)
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
 
 
-def check_token(token: str, default: str) -> None:
+def named(field: str) -> str:
+    """A PersonalizeJob field as its reader typed it: ``--preview-steps``, or ``PersonalizeJob(preview_steps=...)``."""
+    return option(field, "PersonalizeJob", FINETUNE_FLAGS.get(field))
+
+
+def switch(field: str, value: bool = True, owner: str = "PersonalizeJob") -> str:
+    """A switch as its reader set it: ``--only-hyper``/``--no-preview``, or ``PersonalizeJob(only_hyper=True)``."""
+    flag = "--" + ("" if value else "no-") + field.replace("_", "-")
+    return either(flag, f"{owner}({field}={value})")
+
+
+def check_token(token: str, default: str, owner: str = "TrainConfig") -> None:
     """--token is one word: an empty one trains on "a  face" and leaves [V] to mean 'sks' in every prompt, and one
-    with spaces would be two words that the prompts must repeat exactly. ``default``: what leaving it out gives."""
+    with spaces would be two words that the prompts must repeat exactly. ``default``: what leaving it out gives;
+    ``owner``: the class whose ``token`` a Python caller set."""
+    name = option("token", owner)
+    if not isinstance(token, str):  # from Python: else an AttributeError from .strip() below
+        raise LowdimError(f"{name} must be one word (a str) or None, got {token!r:.40}")
     if not token.strip():
-        raise LowdimError(f"--token is empty: give one word, the rare word that [V] stands for, or leave --token out "
-                          f"(then {default})")
+        raise LowdimError(f"{name} is empty: give one word, the rare word that [V] stands for, or "
+                          f"{either('leave --token out', f'leave {owner}.token unset')} (then {default})")
     if token != token.strip() or len(token.split()) != 1:
-        raise LowdimError(f"--token must be one word, the rare word that [V] stands for, with no spaces; got {token!r}")
+        raise LowdimError(f"{name} must be one word, the rare word that [V] stands for, with no spaces; got {token!r}")
 
 
 # The job's fields that only the fast finetune reads, as the CLI names them; the first given is named.
@@ -80,14 +97,17 @@ FINETUNE_FLAGS = {"keep_styles": "--keep-styles", "steps": "--steps", "rank": "-
 def check_preview_flags(job: PersonalizeJob) -> None:
     """--preview-steps and --preview-draw shape the preview: with --no-preview they would be silently dropped."""
     steps_given = job.preview_steps != fields_default(job, "preview_steps")
-    given = [flag for flag, is_given in (("--preview-steps", steps_given), ("--preview-draw", bool(job.preview_draws)))
-             if is_given]
+    given = [name for name, is_given in ((named("preview_steps"), steps_given),
+                                         (option("preview_draws", "PersonalizeJob", "--preview-draw"),
+                                          bool(job.preview_draws))) if is_given]
     if not job.preview and given:
         raise preview_conflict(given[0])
 
 
 def preview_conflict(flag: str) -> LowdimError:
-    return LowdimError(f"{flag} shapes the preview, which --no-preview skips; leave it out, or drop --no-preview")
+    """``flag``: the setting as its reader typed it (the CLI passes its flag)."""
+    off = switch("preview", False)
+    return LowdimError(f"{flag} shapes the preview, which {off} skips; leave it out, or drop {off}")
 
 
 def check_only_hyper(job: PersonalizeJob) -> None:
@@ -97,18 +117,19 @@ def check_only_hyper(job: PersonalizeJob) -> None:
     if not job.only_hyper:
         return
     default = {field.name: field.default for field in fields(job)}
-    for name, flag in FINETUNE_FLAGS.items():
+    for name in FINETUNE_FLAGS:
         if getattr(job, name) != default[name] and not (name == "steps" and job.steps == 0):
-            raise only_hyper_conflict(flag)
+            raise only_hyper_conflict(named(name))
 
 
 def only_hyper_conflict(flag: str) -> LowdimError:
-    return LowdimError(f"{flag} shapes the fast finetune, which --only-hyper skips; leave it out, or drop "
-                       f"--only-hyper")
+    """``flag``: the setting as its reader typed it (the CLI passes its flag)."""
+    only = switch("only_hyper")
+    return LowdimError(f"{flag} shapes the fast finetune, which {only} skips; leave it out, or drop {only}")
 
 
-# The crop's own settings: (flag, what it does), for the lines that refuse them where nothing is cropped.
-CROP_FLAGS = (("--face-index", "picks the face to crop"), ("--crop-margin", "sets the room around the cropped face"))
+# The crop's own settings: (field, what it does), for the lines that refuse them where nothing is cropped.
+CROP_FLAGS = (("face_index", "picks the face to crop"), ("crop_margin", "sets the room around the cropped face"))
 
 
 def check_crop_flags(job: PersonalizeJob | PrecomputeJob) -> None:
@@ -117,16 +138,19 @@ def check_crop_flags(job: PersonalizeJob | PrecomputeJob) -> None:
     from lowdim_sd import face_inputs
     from lowdim_sd.faces import INSTALL_HINT
 
-    given = {"--face-index": job.face_index is not None,
-             "--crop-margin": job.crop_margin != fields_default(job, "crop_margin")}
-    flag, does = next(((flag, does) for flag, does in CROP_FLAGS if given[flag]), (None, None))
-    if flag is None or job.crop is True:  # an explicit --crop without the extra: resolve_crop's error
+    given = {"face_index": job.face_index is not None,
+             "crop_margin": job.crop_margin != fields_default(job, "crop_margin")}
+    field, does = next(((field, does) for field, does in CROP_FLAGS if given[field]), (None, None))
+    if field is None or job.crop is True:  # an explicit --crop without the extra: resolve_crop's error
         return
+    owner = type(job).__name__
+    flag = option(field, owner)
     if job.crop is False:
-        raise LowdimError(f"{flag} {does}, and --no-crop turns cropping off; leave one out")
+        raise LowdimError(f"{flag} {does}, and {switch('crop', False, owner)} turns cropping off; leave one out")
     if not face_inputs.backend_crops(job.model):
         raise LowdimError(f"{flag} {does}, and {job.model} does not crop by default (its pictures are whole faces "
-                          f"already); leave {flag} out, or add --crop for a photo of several faces")
+                          f"already); {either(f'leave {flag} out', f'leave {field}= out')}, or add "
+                          f"{either('--crop', 'crop=True')} for a photo of several faces")
     if not face_inputs.faces_available():
         raise LowdimError(f"{flag} {does}, and cropping needs face detection, which is not installed; {INSTALL_HINT}")
 
@@ -149,10 +173,11 @@ def with_training_phrase(job: PersonalizeJob, hypernet: HypernetFile | None) -> 
     stored = hypernet.metadata if hypernet is not None else {}
     token, prompt = stored.get("token"), stored.get("prompt", TrainConfig.prompt)
     if job.token is not None and token is not None and job.token != token:
-        warnings.warn(f"{hypernet.path} learned its identities under the token {token!r}; with --token "
-                      f"{job.token!r} its prediction answers to another word (leave --token out to use {token!r})",
-                      stacklevel=3)
-    return replace(job, token=job.token or token or TrainConfig.token), prompt
+        given, leave = either(f"--token {job.token!r}", f"PersonalizeJob(token={job.token!r})"), either(
+            "leave --token out", "leave PersonalizeJob.token unset")
+        warnings.warn(f"{hypernet.path} learned its identities under the token {token!r}; with {given} its "
+                      f"prediction answers to another word ({leave} to use {token!r})", stacklevel=3)
+    return replace(job, token=job.token or token or DEFAULT_TOKEN), prompt
 
 
 GIVEN = "personalize(model=...)"

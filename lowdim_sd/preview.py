@@ -14,6 +14,7 @@ import torch
 
 import lowdim
 from lowdim.inject.select import matches
+from lowdim.option_words import either
 from lowdim_sd.draw_parts import (
     UNET_LAYERS,
     DrawParts,
@@ -40,8 +41,12 @@ def preview_unless_out_of_memory(model: SDModel, reference: torch.Tensor, run: P
     torch.cuda.empty_cache()  # a no-op where CUDA never started
     stale = " (the preview.png there is an earlier run's)" if (run.job.out / "preview.png").is_file() else ""
     warnings.warn(f"no preview: out of GPU memory while drawing it; the adapter is written to {adapter}{stale}; "
-                  f"draw it with `lowdim generate -a {adapter}`, e.g. at --dtype fp16", stacklevel=2)
+                  f"draw it with {either(f'`lowdim generate -a {adapter}`, e.g. at --dtype fp16', DRAW_FROM_PYTHON)}",
+                  stacklevel=2)
     return None, []
+
+
+DRAW_FROM_PYTHON = "attach_adapters and generate, e.g. on a model loaded with load_sd(dtype='fp16')"
 
 
 def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,

@@ -27,6 +27,7 @@ from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.files import AdapterFile, read_adapter
 from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.select import EMBEDDING, LayerSet
+from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd.loading import SDModel
 from lowdim_sd.modes import ADAPTER, AdapterTrainable
@@ -81,12 +82,12 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
     taken = [name for name in names if name in tokenizer.added_tokens_encoder]
     if taken:
         raise EmbeddingError(f"{where}token '{taken[0]}' is already claimed by another embedding; two embeddings "
-                             f"cannot share a token (train or load one with another --token)")
+                             f"cannot share a token (train or load one with another {token_option()})")
     if any(not name or name.split() != [name] for name in names):
         raise LowdimError(f"{where}the identifier {token!r} must be one word without spaces")
     if token in tokenizer.get_vocab():
         raise LowdimError(f"{where}the identifier '{token}' is itself a token of the vocabulary, which cannot "
-                          f"get a second row; choose another --token")
+                          f"get a second row; choose another {token_option()}")
     pieces = tokenizer.tokenize(token)
     if len(pieces) == 1:
         warnings.warn(f"the identifier '{token}' is already a word of the vocabulary ({pieces[0]}); its "
@@ -111,13 +112,18 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
     return ids
 
 
+def token_option() -> str:
+    return either("--token", "token (TrainConfig(token=...))")
+
+
 def init_vector(model: SDModel, word: str) -> Tensor:
     """The embedding of ``word``, which must be one token: the paper's init of the new vectors."""
     tokenizer = model.pipe.tokenizer
     pieces = tokenizer.tokenize(word)
     if len(pieces) != 1:
         raise LowdimError(f"init_word '{word}' is split into {len(pieces)} tokens by this tokenizer "
-                          f"({' + '.join(pieces)}); choose a word that is one token, e.g. --set init_word=face")
+                          f"({' + '.join(pieces)}); choose a word that is one token, e.g. "
+                          f"{either('--set init_word=face', 'space_options=' + repr({'init_word': 'face'}))}")
     row = tokenizer.convert_tokens_to_ids(pieces)[0]
     return _table(model).weight[row].detach().float().clone()
 

@@ -4,6 +4,7 @@ in ``lowdim_sd.train`` so that settings can be built and checked without it."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import option
 from lowdim_sd import defaults, runs
 
 IDENTIFIER = "[V]"
@@ -72,29 +74,58 @@ class TrainConfig:
     # the same steps, far fewer kernel launches on a host-bound GPU.
     cuda_graphs: bool = False
 
-    def validate(self) -> None:
-        """One line naming the first setting no training can run with (before any model loads)."""
+    def validate(self, owner: str = "TrainConfig", least_steps: int = 0) -> None:
+        """One line naming the first setting no training can run with (before any model loads). ``owner``: the
+        class whose fields a Python caller set (personalize checks its own as a ``PersonalizeJob``'s);
+        ``least_steps``: 1 where a run with no step would save its untrained start."""
+        self._check_types(owner)
+        name = {field: option(field, owner, FLAGS.get(field)) for field in RANGES}
         problems = [
-            (self.steps < 0, f"--steps must be >= 0, got {self.steps}"),
+            (self.steps < least_steps, f"{name['steps']} must be >= {least_steps}, got {self.steps}"),
             (self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0),
-             f"--lr must be a positive number, got {self.learning_rate}"),
-            (self.batch_size < 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum < 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
+             f"{name['learning_rate']} must be a positive number, got {self.learning_rate}"),
+            (self.batch_size < 1, f"{name['batch_size']} must be >= 1, got {self.batch_size}"),
+            (self.grad_accum < 1, f"{name['grad_accum']} must be >= 1, got {self.grad_accum}"),
             (self.mixed_precision not in MIXED_PRECISION,
-             f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got '{self.mixed_precision}'"),
+             f"{name['mixed_precision']} must be one of {', '.join(MIXED_PRECISION)}, got '{self.mixed_precision}'"),
             (self.max_grad_norm is not None and not self.max_grad_norm > 0,
              f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}"),
-            (not self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.checkpoint_every < 0, f"--checkpoint-every must be >= 0 (0: never), got {self.checkpoint_every}"),
+            (not self.weight_decay >= 0, f"{name['weight_decay']} must be >= 0, got {self.weight_decay}"),
+            (self.checkpoint_every < 0,
+             f"{name['checkpoint_every']} must be >= 0 (0: never), got {self.checkpoint_every}"),
             (self.keep_checkpoints < 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (self.optimizer not in OPTIMIZERS,
-             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'"),
+             f"{name['optimizer']} must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'"),
             (not (math.isfinite(self.keep_styles) and self.keep_styles >= 0),
-             f"--keep-styles must be a number >= 0, got {self.keep_styles}"),
+             f"{name['keep_styles']} must be a number >= 0, got {self.keep_styles}"),
         ]
         for failed, message in problems:
             if failed:
                 raise LowdimError(message)
+
+    def _check_types(self, owner: str) -> None:
+        """A setting of the wrong type from Python (``learning_rate="x"``, ``token=5``) is one line, not a
+        TypeError from the comparisons after it; the CLI's own parsing already gives the right types."""
+        for field_name, kind in NUMBERS.items():
+            value = getattr(self, field_name)
+            if value is None and field_name in ("learning_rate", "max_grad_norm"):
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool):
+                what = "an integer" if kind is numbers.Integral else "a number"
+                raise LowdimError(f"{option(field_name, owner, FLAGS.get(field_name))} must be {what}, "
+                                  f"got {value!r:.40}")
+        if self.token is not None and not isinstance(self.token, str):
+            raise LowdimError(f"{option('token', owner)} must be one word (a str) or None, got {self.token!r:.40}")
+
+
+# The settings whose CLI flag is not the field's name with dashes; and those validate compares as numbers.
+FLAGS = {"learning_rate": "--lr"}
+NUMBERS = {"steps": numbers.Integral, "learning_rate": numbers.Real, "batch_size": numbers.Integral,
+           "grad_accum": numbers.Integral, "seed": numbers.Integral, "max_grad_norm": numbers.Real,
+           "weight_decay": numbers.Real, "checkpoint_every": numbers.Integral,
+           "keep_checkpoints": numbers.Integral, "keep_styles": numbers.Real}
+RANGES = ("steps", "learning_rate", "batch_size", "grad_accum", "mixed_precision", "weight_decay",
+          "checkpoint_every", "optimizer", "keep_styles")
 
 
 def with_defaults(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:

@@ -15,7 +15,7 @@ from pathlib import Path
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
-from lowdim.option_words import either
+from lowdim.option_words import either, option
 from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, dtype_name, resolve_device
 from lowdim_sd.generate import check_resolution
@@ -34,6 +34,7 @@ from lowdim_sd.personalize_checks import check_token
 from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
+from lowdim_sd.train_job_words import job_option, leave_out, space_named, unread_settings
 from lowdim_sd.train_settings import as_path, job_rate, refuse_inference_mode
 
 
@@ -90,7 +91,9 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
         images = load_reference_sets(folders, resolution)  # every subject's unusable files in one error
     else:
         if not job.images:
-            raise LowdimError("no reference images: pass --images FILE_OR_FOLDER (or --subjects FOLDER)")
+            raise LowdimError("no reference images: pass " + either("--images FILE_OR_FOLDER (or --subjects FOLDER)",
+                                                                    "TrainJob(images=[FILE_OR_FOLDER]) (or "
+                                                                    "TrainJob(subjects=FOLDER))"))
         names = ["adapter"]
         files = [file for item in job.images for file in collect_images(item, _subfolder_hint(item))]
         images = [load_references(files, resolution)]
@@ -100,8 +103,9 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
 
 def _subfolder_hint(folder: Path) -> str:
     """What to do about pictures in an --images folder's sub-folders, which one adapter never reads."""
-    return (f"move them up into {folder} to train on them, or pass --subjects {shlex.quote(str(folder))} if each "
-            f"sub-folder is one subject (an adapter each)")
+    subjects = either(f"--subjects {shlex.quote(str(folder))}", f"TrainJob(subjects={str(folder)!r})")
+    return (f"move them up into {folder} to train on them, or pass {subjects} if each sub-folder is one subject "
+            f"(an adapter each)")
 
 
 def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
@@ -109,7 +113,8 @@ def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
     ones (.ipynb_checkpoints) left out, and images lying beside them warned about, never trained."""
     if not folder.is_dir():
         what = "a file, not a folder" if folder.exists() else "no such folder"
-        raise LowdimError(f"--subjects {folder}: {what} (one sub-folder of images per subject)")
+        named = either(f"--subjects {folder}", f"TrainJob(subjects={str(folder)!r})")
+        raise LowdimError(f"{named}: {what} (one sub-folder of images per subject)")
     folders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise LowdimError(f"{folder}: expected one sub-folder of images per subject, found none")
@@ -133,8 +138,8 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
     space = lowdim.get_space(job.space, job.space_options)
     if learns_tokens(space):
         if job.layers is not None:
-            raise LowdimError(f"--layers does not apply to --space {job.space}: it learns token vectors in the "
-                              f"text encoder's input embedding, not weight layers")
+            raise LowdimError(f"{option('layers', 'TrainJob')} does not apply to {space_named(job.space)}: it learns "
+                              f"token vectors in the text encoder's input embedding, not weight layers")
         return ti_trainable(model, space, token=token, seed=job.config.seed, subject_names=names,
                             save_dtype=job.save_dtype)
     trainable = adapter_trainable(model, space, resolve_layers(job.layers, model.name), seed=job.config.seed,
@@ -150,17 +155,19 @@ def warn_about_adjusted_options(job: TrainJob, info: lowdim.AdapterInfo) -> None
     64-wide layers take a = 64 of LiDB's 100) are the space's documented behaviour and stay quiet."""
     if job.space_options and info.notes:
         given = " ".join(f"{key}={value}" for key, value in job.space_options.items())
-        warnings.warn(f"--set {given}: the space notes something on {len(info.notes)} of {len(info.layers)} "
+        given = either(f"--set {given}", f"TrainJob(space_options={job.space_options!r})")
+        warnings.warn(f"{given}: the space notes something on {len(info.notes)} of {len(info.layers)} "
                       f"layers (an option adjusted to fit, say), e.g. {info.notes[0]}", stacklevel=2)
 
 
-ONE_SUBJECT = {"full": "full DreamBooth trains one subject at a time; use --images, not --subjects",
-               "relaxed": "rank-relaxed finetuning starts from one adapter; use --images, not --subjects"}
+ONE_SUBJECT = {"full": "full DreamBooth trains one subject at a time",
+               "relaxed": "rank-relaxed finetuning starts from one adapter"}
 
 
 def check_one_subject(mode: str, subjects: int) -> None:
     if subjects > 1 and mode in ONE_SUBJECT:
-        raise LowdimError(ONE_SUBJECT[mode])
+        raise LowdimError(f"{ONE_SUBJECT[mode]}; use {option('images', 'TrainJob')}, not "
+                          f"{either('--subjects', 'subjects=')}")
 
 
 def train_config(job: TrainJob) -> TrainConfig:
@@ -175,56 +182,27 @@ def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
     refuse_inference_mode()
     config = train_config(job)
-    if config.steps < 1:  # before validate's ">= 0" (0 runs no step elsewhere): here it would save the untrained start
-        raise LowdimError(f"--steps must be >= 1, got {job.config.steps}")
-    config.validate()
+    config.validate(least_steps=1)  # not validate's 0 (no step elsewhere): here it would save the untrained start
     if job.config.token is not None:  # one word, as --token is on the command line
         check_token(job.config.token, either("sks; with --init, the initial adapter's own word",
                                              "sks; with TrainJob(initial=...), the initial adapter's own word"))
     if job.rank < 1:
-        raise LowdimError(f"--rank must be >= 1, got {job.rank}")
+        raise LowdimError(f"{option('rank', 'TrainJob')} must be >= 1, got {job.rank}")
     check_mode_flags(job)
     check_dropout_option(job)
     if job.save_dtype not in SAVE_DTYPES:
-        raise LowdimError(f"--save-dtype must be one of {', '.join(SAVE_DTYPES)}, got '{job.save_dtype}'"
+        raise LowdimError(f"{option('save_dtype', 'TrainJob')} must be one of {', '.join(SAVE_DTYPES)}, got "
+                          f"'{job.save_dtype}'"
                           + did_you_mean(str(job.save_dtype), DTYPE_MEANT, list(SAVE_DTYPES)))
     if job.subjects is not None:
         if job.images:  # one run trains the sub-folders or the pictures: the other would be dropped silently
-            raise LowdimError("--subjects and --images both name what to train: pass one (--subjects trains one "
-                              "adapter per sub-folder, --images one adapter)")
+            subjects, images = option("subjects", "TrainJob"), option("images", "TrainJob")
+            raise LowdimError(f"{subjects} and {images} both name what to train: pass one ({subjects} trains one "
+                              f"adapter per sub-folder, {images} one adapter)")
         check_one_subject(mode_of(job), len(subject_folders(Path(job.subjects), warn=False)))  # before the load
-    check_resolution(job.resolution)
+    check_resolution(job.resolution, "TrainJob")
     check_training_dtype(job.device, job.dtype)
     check_output_paths(job)
-
-
-# What each mode does not read, as (TrainJob field, the line that refuses it); the first one given is named.
-NO_ADAPTER = "--full trains the model's own weights, with no adapter"
-NOT_FULL = "--train-text-encoder only applies with --full, which trains the model's own weights"
-NO_INIT = ("{merge} says whether --init's initial adapter is folded into the weights, and there is no --init: leave "
-           "it out")
-UNREAD = {
-    "full": (("initial", "--init finetunes a LoRA on top of an adapter, and --full trains the model's own weights "
-                         "instead: choose one"),
-             ("space", f"--space picks an adapter's weight space, and {NO_ADAPTER}: leave --space out"),
-             ("space_options", f"--set sets options of the --space adapter, and {NO_ADAPTER}: leave --set out"),
-             ("layers", "--layers picks the layers an adapter trains, and --full trains the whole UNet (add "
-                        "--train-text-encoder for the text encoder too): leave --layers out"),
-             ("merge_frozen", NO_INIT),
-             ("save_dtype", "--save-dtype sets the tensors of an adapter file, and --full saves the model itself, "
-                            "in the dtype it trained in (--dtype): leave --save-dtype out")),
-    "relaxed": (("space", "--space picks the space of an adapter trained from scratch, and --init trains a LoRA on "
-                          "top of the initial adapter, whose rank is --rank (default 4): leave --space out"),
-                ("space_options", "--set sets options of --space, and --init trains a LoRA whose one setting is its "
-                                  "rank: use --rank N (default 4) instead of --set"),
-                ("layers", "--layers picks the layers of an adapter trained from scratch, and --init's LoRA trains "
-                           "on the initial adapter's own layers: leave --layers out"),
-                ("train_text_encoder", f"{NOT_FULL}; --init's LoRA trains the initial adapter's layers: leave it "
-                                       f"out")),
-    "adapter": (("train_text_encoder", f"{NOT_FULL}; an adapter trains the layers --layers picks (the text "
-                                       f"encoder's too by default): add --full, or leave it out"),
-                ("merge_frozen", NO_INIT)),
-}
 
 
 def check_mode_flags(job: TrainJob, typed: Collection[str] = ()) -> None:
@@ -234,22 +212,22 @@ def check_mode_flags(job: TrainJob, typed: Collection[str] = ()) -> None:
     mode = "full" if job.full else "relaxed" if job.initial is not None else "adapter"
     unset = {item.name: item.default if item.default_factory is dataclasses.MISSING else item.default_factory()
              for item in dataclasses.fields(job)}
-    for name, line in UNREAD[mode]:
+    for name, line in unread_settings(mode, job.merge_frozen):
         if name in typed or getattr(job, name) != unset[name]:
-            merge = "--merge-frozen" if job.merge_frozen else "--no-merge-frozen"
-            raise LowdimError(line.replace("{merge}", merge))
+            raise LowdimError(line)
 
 
 def check_dropout_option(job: TrainJob) -> None:
     """--dropout acts on an adapter's input: refused where no adapter trains, before anything loads."""
+    dropout = job_option("dropout")
     if not 0 <= job.dropout < 1:  # NaN fails it too
-        raise LowdimError(f"--dropout must be a number in [0, 1) (0: off; 0.05 to 0.1 is usual), got {job.dropout}")
+        raise LowdimError(f"{dropout} must be a number in [0, 1) (0: off; 0.05 to 0.1 is usual), got {job.dropout}")
     if job.dropout and job.full:
-        raise LowdimError("--dropout drops an adapter's input, and --full trains the model's own weights, which "
-                          "carry no adapter: leave --dropout out")
+        raise LowdimError(f"{dropout} drops an adapter's input, and {either('--full', 'TrainJob(full=True)')} trains "
+                          f"the model's own weights, which carry no adapter: {leave_out('dropout')}")
     if job.dropout and job.initial is None and learns_tokens(job.space):
-        raise LowdimError(f"--dropout does not apply to --space {job.space}: it learns token vectors, whose input "
-                          f"is token ids, not features to drop; leave --dropout out")
+        raise LowdimError(f"{dropout} does not apply to {space_named(job.space)}: it learns token vectors, whose "
+                          f"input is token ids, not features to drop; {leave_out('dropout')}")
 
 
 def output_names(job: TrainJob) -> list[Path]:
@@ -264,11 +242,11 @@ def check_output_paths(job: TrainJob) -> None:
     refused before the model loads: the final save would find it only after every step had run."""
     for path in written_paths(job):
         if job.full and path.exists() and not path.is_dir():
-            raise LowdimError(f"{path}: is a file, where --full writes the trained model's folder; move it away or "
-                              f"choose another --out")
+            raise LowdimError(f"{path}: is a file, where {either('--full', 'TrainJob(full=True)')} writes the "
+                              f"trained model's folder; move it away or choose another {job_option('out')}")
         if not job.full and path.is_dir():
             raise LowdimError(f"{path}: is a folder, where the run writes an adapter file; move it away or choose "
-                              f"another --out")
+                              f"another {job_option('out')}")
 
 
 def written_paths(job: TrainJob) -> list[Path]:
@@ -307,8 +285,9 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
     """Train as ``lowdim train`` does. A ``model`` given is handed back as it came, however the run ends: what
     trained is in ``job.out``'s files (load them with ``attach_adapters``), not left on the model."""
     if model is not None and job.full:
-        raise LowdimError("run_train(model=...) hands the model back as it was given, and --full trains the model's "
-                          "own weights: leave model= out (run_train loads its own and saves the trained model)")
+        raise LowdimError("run_train(model=...) hands the model back as it was given, and TrainJob(full=True) trains "
+                          "the model's own weights: leave model= out (run_train loads its own and saves the trained "
+                          "model)")
     if model is not None:
         check_given_model(model, job)
     with model.one_run() if model is not None else contextlib.nullcontext():  # before its adapters or checkpoints
@@ -336,8 +315,9 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
     earlier = checkpoints.latest(job.out)
     if earlier is not None and not job.resume:
         if not job.overwrite:
-            raise LowdimError(f"{job.out} holds checkpoints of an earlier run (latest {earlier.name}); pass --resume "
-                              f"to continue it, --overwrite to start over, or choose another --out")
+            resume, overwrite = either("--resume", "resume=True"), either("--overwrite", "overwrite=True")
+            raise LowdimError(f"{job.out} holds checkpoints of an earlier run (latest {earlier.name}); pass {resume} "
+                              f"to continue it, {overwrite} to start over, or choose another {job_option('out')}")
         shutil.rmtree(Path(job.out) / checkpoints.FOLDER)  # else they would pass for this run's at --resume
     # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
     dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype

@@ -34,7 +34,7 @@ def test_a_gpu_index_past_the_last_names_the_ones_there_are(two_gpus):
 
 def test_cuda_without_a_gpu_says_to_use_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert device_problem("cuda:0") == "device 'cuda:0' was requested but CUDA is not available; use --device cpu"
+    assert device_problem("cuda:0") == "device 'cuda:0' was requested but CUDA is not available; use device='cpu'"
 
 
 @pytest.mark.parametrize("available", [True, False])
@@ -42,7 +42,7 @@ def test_mps_is_taken_only_where_apple_silicon_offers_it(monkeypatch, available)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: available)
     problem = device_problem("mps")
     assert problem is None if available else problem == (
-        "device 'mps' was requested but MPS (Apple silicon) is not available; use --device cpu")
+        "device 'mps' was requested but MPS (Apple silicon) is not available; use device='cpu'")
 
 
 @pytest.mark.parametrize(("device", "words"), [
@@ -63,7 +63,7 @@ def test_the_cpu_trains_in_fp32(dtype):
 
 
 def test_fp16_on_a_cpu_is_refused_for_training():
-    with pytest.raises(LowdimError, match=r"^--dtype fp16 on a CPU: .*use --dtype fp32 \(auto picks it on a CPU\)"):
+    with pytest.raises(LowdimError, match=r"^dtype='fp16' on a CPU: .*use dtype='fp32' \('auto' picks it on a CPU\)"):
         check_training_dtype("cpu", "fp16")
 
 
@@ -81,5 +81,5 @@ def test_a_gpu_without_bf16_is_told_to_use_fp16(two_gpus, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla T4")
     check_training_dtype("cuda", "auto")  # fp16 on a GPU
-    with pytest.raises(LowdimError, match=r"^--dtype bf16: Tesla T4 has no bf16; use --dtype fp16$"):
+    with pytest.raises(LowdimError, match=r"^dtype='bf16': Tesla T4 has no bf16; use dtype='fp16'$"):
         check_training_dtype("cuda:1", "bf16")

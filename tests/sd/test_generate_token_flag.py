@@ -31,8 +31,8 @@ def test_no_identifier_in_the_prompts_means_nothing_to_say():
 
 @pytest.mark.parametrize("guidance", [-1.0, -0.01])
 def test_a_negative_guidance_is_one_line(guidance):
-    with pytest.raises(LowdimError, match=r"--guidance must be 0 or more \(1 or less draws without classifier-free "
-                                          r"guidance; 5 to 7.5 is usual\), got -"):
+    with pytest.raises(LowdimError, match=r"GenerateConfig\(guidance=...\) must be 0 or more \(1 or less draws "
+                                          r"without classifier-free guidance; 5 to 7.5 is usual\), got -"):
         check_config(GenerateConfig(prompts=["a face"], guidance=guidance))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 
 from lowdim.errors import LowdimError
@@ -17,7 +18,6 @@ from lowdim_cli.main import main
 from lowdim_sd.feature_file import StoredFeatures, compute_features, save_features
 from lowdim_sd.hypertrain import HyperTrainJob, train_hypernet
 from lowdim_sd.hypertrain_io import FeatureCache
-from lowdim_sd.images import save_images
 from lowdim_sd.weight_dataset import WeightDataset
 
 TINY_VIT = {"model_type": "vit", "image_size": 16, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1,

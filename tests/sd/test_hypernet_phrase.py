@@ -39,14 +39,14 @@ def test_personalize_finetunes_with_the_phrase_the_hypernetwork_learned(tiny_sd,
 
 def test_an_explicit_other_token_is_kept_with_a_warning(tiny_sd, face, tmp_path, make_hypernet):
     hypernet = make_hypernet(1, token="zwx")
-    with pytest.warns(UserWarning, match="under the token 'zwx'; with --token 'sks'"):
+    with pytest.warns(UserWarning, match=r"under the token 'zwx'; with PersonalizeJob\(token='sks'\)"):
         run = resolve_run(job(tiny_sd, face, tmp_path / "me", hypernet=hypernet, token="sks"))
     assert run.job.token == "sks"
 
 
 def test_without_a_recorded_phrase_the_defaults_hold(tiny_sd, face, tmp_path, make_hypernet):
     run = resolve_run(job(tiny_sd, face, tmp_path / "me", hypernet=make_hypernet(1)))
-    assert (run.prompt, run.job.token) == (TrainConfig.prompt, TrainConfig.token)
+    assert (run.prompt, run.job.token) == (TrainConfig.prompt, "sks")
     plain = resolve_run(job(tiny_sd, face, tmp_path / "plain", no_hyper=True, token="ohwx"))
     assert plain.job.token == "ohwx"
 
@@ -89,7 +89,21 @@ def test_train_hypernet_is_silent_when_the_phrase_is_the_precompute_one(weight_f
     from lowdim_sd.hypertrain_io import warn_about_another_phrase
 
     folder = weight_folders(tmp_path, "w", 1, seed=1, steps=1)
-    warn_about_another_phrase(HyperTrainJob(weights=folder, token=TrainConfig.token, prompt=TrainConfig.prompt))
+    warn_about_another_phrase(HyperTrainJob(weights=folder, token="sks", prompt=TrainConfig.prompt))
+    assert not [w for w in recwarn if "records" in str(w.message)]
+
+
+def test_an_index_without_a_token_counts_as_sks(weight_folders, tmp_path, recwarn):
+    import json
+
+    from lowdim_sd.hypertrain import HyperTrainJob
+    from lowdim_sd.hypertrain_io import warn_about_another_phrase
+
+    folder = weight_folders(tmp_path, "w", 1, seed=1, steps=1)
+    index = json.loads((folder / "index.json").read_text())
+    del index["config"]["token"]  # an index written before tokens were recorded
+    (folder / "index.json").write_text(json.dumps(index))
+    warn_about_another_phrase(HyperTrainJob(weights=folder, token="sks"))
     assert not [w for w in recwarn if "records" in str(w.message)]
 
 

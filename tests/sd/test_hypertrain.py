@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 from hypertrain_jobs import HYPER, TINY_VIT, job, records  # tests/sd, on the path as pytest puts it
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from safetensors.torch import load_file
 
 import lowdim
@@ -20,7 +21,6 @@ import lowdim_sd.hypertrain_losses as hl
 from lowdim.hyper import load_hypernet, weight_loss
 from lowdim_cli.main import main
 from lowdim_sd.hypertrain import train_hypernet
-from lowdim_sd.images import save_images
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.precompute import PrecomputeJob, precompute
 from lowdim_sd.train import TrainConfig
@@ -116,7 +116,7 @@ def test_alpha_only_is_the_diffusion_loss_of_every_iterate(weights, tmp_path, mo
     assert sizes[-1] == 2
     with pytest.raises(lowdim.LowdimError, match="not both 0"):
         train_hypernet(job(weights, tmp_path / "z", alpha=0.0, beta=0.0), progress=False)
-    with pytest.raises(lowdim.LowdimError, match="--dtype fp16 on a CPU"):  # the diffusion term trains through it
+    with pytest.raises(lowdim.LowdimError, match="dtype='fp16' on a CPU"):  # the diffusion term trains through it
         train_hypernet(job(weights, tmp_path / "h16", dtype="fp16", cpu=True), progress=False)
     assert not (tmp_path / "h16").exists()
     train_hypernet(job(weights, tmp_path / "b16", alpha=0.0, steps=1, val_every=0, dtype="fp16", cpu=True),

@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 from hypertrain_jobs import HYPER, TINY_VIT, job  # tests/sd, on the path as pytest puts it
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 
 import lowdim
 from lowdim_sd.hypertrain import train_hypernet
-from lowdim_sd.images import save_images
 from lowdim_sd.weight_dataset import WeightDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -108,7 +108,7 @@ def test_identities_moved_since_precompute_are_found_with_image_root(weight_fold
 
 
 def test_other_pictures_under_the_same_names_are_refused_before_training(weight_folders, tmp_path):
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     folder = weight_folders(tmp_path / "data", "w", 3, seed=4)
     others = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(99)) * 2 - 1

@@ -81,7 +81,7 @@ def test_keep_styles_learns_the_described_style_prompts(described, face, tmp_pat
 
 
 def test_describe_on_a_model_without_a_describer_is_one_line(tiny_sd, face, tmp_path, capsys):
-    with pytest.raises(LowdimError, match=r"--describe: model '.*pipe' has no describer of looks"):
+    with pytest.raises(LowdimError, match=r"PersonalizeJob\(describe=True\): model '.*pipe' has no describer of looks"):
         resolve_run(job(str(tiny_sd), face, tmp_path / "d", describe=True))
     code = main(["personalize", "--model", str(tiny_sd), "--image", str(face), "--out", str(tmp_path / "e"),
                  "--describe", "--no-preview", "--no-crop"])

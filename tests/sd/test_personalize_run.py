@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from PIL import Image
 from safetensors import safe_open
 
 import lowdim
 import lowdim.hyper.storage as storage
 from lowdim_cli.main import main
-from lowdim_sd.images import save_images
 from lowdim_sd.loading import load_sd
 from lowdim_sd.personalize import PersonalizeJob, personalize, resolve_run
 
@@ -306,5 +306,6 @@ def test_every_command_that_loads_a_model_takes_model_config():
 
 
 def test_personalize_refuses_a_token_space_naming_the_command_that_trains_it(tiny_sd, face, tmp_path):
-    with pytest.raises(lowdim.LowdimError, match="--space ti learns token embeddings.*lowdim train --space ti"):
+    with pytest.raises(lowdim.LowdimError, match=r"PersonalizeJob\(space='ti'\) learns token embeddings.*"
+                                                 r"run_train\(TrainJob\(space='ti'\)\)"):
         personalize(job(tiny_sd, face, tmp_path / "ti", space="ti"), progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
 import lowdim
 import lowdim_sd.face_inputs as face_inputs
@@ -12,7 +13,7 @@ import lowdim_sd.faces as faces
 import lowdim_sd.precompute as pre
 from lowdim_cli.main import main
 from lowdim_sd.face_inputs import load_face_image
-from lowdim_sd.images import ImageError, load_references, save_images
+from lowdim_sd.images import ImageError, load_references
 from lowdim_sd.modes import adapter_trainable, resolve_layers
 from lowdim_sd.precompute import PrecomputeJob, precompute, read_index
 from lowdim_sd.train import Subject, TrainConfig, train

@@ -82,7 +82,7 @@ def test_under_several_processes_the_main_one_cleans_the_merged_index(tiny_sd, p
 
 
 def test_small_photos_are_told_in_one_warning_for_the_whole_run(tiny_sd, tmp_path, model):
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     for number in range(4):  # 12x12 photos for a 16 px model: each upscaled
         images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(number)) * 2 - 1

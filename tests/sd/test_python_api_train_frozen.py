@@ -63,7 +63,7 @@ def spy_on_steps(monkeypatch, model, stop: type[BaseException] | None = None) ->
 
 @pytest.fixture(scope="module")
 def initial(tiny_sd, tmp_path_factory):
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     folder = tmp_path_factory.mktemp("initial")
     face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder, "face")[0]

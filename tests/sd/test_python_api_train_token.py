@@ -27,7 +27,7 @@ def _threads(one_thread):
 @pytest.fixture(scope="module")
 def ohwx(tiny_sd, tmp_path_factory):
     """An adapter that learned its subject under 'ohwx'."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     folder = tmp_path_factory.mktemp("ohwx")
     face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder, "face")[0]

@@ -200,7 +200,7 @@ def test_precompute_uses_a_rate_set_in_its_config_and_refuses_two():
 
 def test_a_given_fp16_model_on_a_cpu_is_refused_as_the_command_refuses_it(tiny_sd, face, tmp_path):
     half = load_sd(str(tiny_sd), "cpu", "fp16")
-    with pytest.raises(LowdimError, match=r"run_train\(model=...\): the model is torch.float16 on cpu: --dtype fp16 "
+    with pytest.raises(LowdimError, match=r"run_train\(model=...\): the model is torch.float16 on cpu: dtype='fp16' "
                                           r"on a CPU"):
         run_train(train_job(tiny_sd, face, tmp_path / "t"), progress=False, model=half)
     assert lowdim.Adapters(half.modules).names() == []

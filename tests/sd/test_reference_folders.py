@@ -58,7 +58,7 @@ def test_train_images_folder_says_subjects_or_move_them_up(tmp_path):
     with pytest.warns(UserWarning) as record:
         names, subjects = subject_sets(job, SIZE)
     [line] = [m for m in messages(record) if "sub-folder" in m]
-    assert "holiday (1 image)" in line and "--subjects" in line and "move" in line
+    assert "holiday (1 image)" in line and "TrainJob(subjects=" in line and "move" in line
     assert subjects[0].images.shape[0] == 1
 
 

@@ -13,12 +13,12 @@ import time
 
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
 import lowdim
 from lowdim_cli.main import main
 from lowdim_sd import runs, stopping
 from lowdim_sd import train as engine
-from lowdim_sd.images import save_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from PIL import Image
 from safetensors import safe_open
 
 import lowdim
 from lowdim_cli.main import main
-from lowdim_sd.images import save_images
 from lowdim_sd.loading import ModelLoadError, load_sd
 
 

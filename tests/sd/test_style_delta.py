@@ -145,8 +145,8 @@ def test_personalize_keeps_the_prediction_unmerged_and_records_the_weight(tiny_s
 
 
 @pytest.mark.parametrize("options, named", [
-    ({"keep_styles": -0.1}, "--keep-styles must be a number >= 0"),
-    ({"keep_styles": float("nan")}, "--keep-styles must be a number >= 0"),
+    ({"keep_styles": -0.1}, r"PersonalizeJob\(keep_styles=...\) must be a number >= 0"),
+    ({"keep_styles": float("nan")}, r"PersonalizeJob\(keep_styles=...\) must be a number >= 0"),
 ])
 def test_a_bad_weight_is_one_line_before_the_model_loads(tiny_sd, face, tmp_path, options, named):
     with pytest.raises(lowdim.LowdimError, match=named):
@@ -155,7 +155,8 @@ def test_a_bad_weight_is_one_line_before_the_model_loads(tiny_sd, face, tmp_path
 
 
 def test_keeping_styles_without_a_finetune_is_refused(tiny_sd, face, tmp_path, make_hypernet):
-    with pytest.raises(lowdim.LowdimError, match="--keep-styles shapes the fast finetune, which --only-hyper skips"):
+    with pytest.raises(lowdim.LowdimError, match=r"PersonalizeJob\(keep_styles=...\) shapes the fast finetune, which "
+                                                 r"PersonalizeJob\(only_hyper=True\) skips"):
         personalize(job(tiny_sd, face, tmp_path / "d", hypernet=make_hypernet(2), only_hyper=True, keep_styles=0.2),
                     progress=False)
 

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
@@ -15,7 +16,6 @@ from torch import nn
 import lowdim
 from lowdim_cli.main import main
 from lowdim_sd.export import export_adapter
-from lowdim_sd.images import save_images
 from lowdim_sd.loading import load_sd
 from lowdim_sd.textual_inversion import (
     EmbeddingError,

@@ -333,7 +333,7 @@ def test_sgd_takes_plain_momentum_steps_along_the_clipped_gradient(tiny_sd, face
     train(model, subjects, trainable, config, progress=False)
     for start, grad, param in zip(before, grads, trainable.parameters, strict=True):
         torch.testing.assert_close(param.detach(), start - 0.5 * grad, atol=1e-6, rtol=1e-4)
-    with pytest.raises(lowdim.LowdimError, match="--optimizer must be one of adamw, sgd"):
+    with pytest.raises(lowdim.LowdimError, match=r"TrainConfig\(optimizer=...\) must be one of adamw, sgd"):
         TrainConfig(optimizer="adam").validate()
 
 

@@ -52,10 +52,12 @@ def test_resuming_with_another_dropout_is_refused_naming_it(tiny_sd, faces, tmp_
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"dropout": 1.0}, "--dropout must be a number in [0, 1) (0: off; 0.05 to 0.1 is usual), got 1.0"),
-    ({"dropout": float("nan")}, "--dropout must be a number in [0, 1)"),
-    ({"dropout": 0.1, "full": True}, "--dropout drops an adapter's input, and --full trains the model's own weights"),
-    ({"dropout": 0.1, "space": "ti"}, "--dropout does not apply to --space ti: it learns token vectors"),
+    ({"dropout": 1.0}, "TrainJob(dropout=...) must be a number in [0, 1) (0: off; 0.05 to 0.1 is usual), got 1.0"),
+    ({"dropout": float("nan")}, "TrainJob(dropout=...) must be a number in [0, 1)"),
+    ({"dropout": 0.1, "full": True}, "TrainJob(dropout=...) drops an adapter's input, and TrainJob(full=True) trains "
+                                     "the model's own weights"),
+    ({"dropout": 0.1, "space": "ti"}, "TrainJob(dropout=...) does not apply to TrainJob(space='ti'): it learns token "
+                                      "vectors"),
 ])
 def test_a_dropout_no_training_can_use_is_one_line_before_the_model_loads(tmp_path, options, message):
     with pytest.raises(LowdimError) as error:

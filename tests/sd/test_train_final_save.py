@@ -126,7 +126,7 @@ def test_a_subjects_adapter_path_that_is_a_folder_is_refused(face, tmp_path, no_
 
 @pytest.mark.parametrize("steps", [0, -5])
 def test_steps_has_one_bound(face, tmp_path, no_model, steps):
-    with pytest.raises(LowdimError, match=rf"^--steps must be >= 1, got {steps}$"):
+    with pytest.raises(LowdimError, match=rf"^TrainConfig\(steps=...\) must be >= 1, got {steps}$"):
         run_train(TrainJob(model="tinyfaces", images=[face], out=tmp_path / "run", config=TrainConfig(steps=steps)),
                   progress=False)
 

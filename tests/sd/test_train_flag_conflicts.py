@@ -79,12 +79,12 @@ def test_flags_the_mode_reads_still_reach_the_model(files, capsys, args):
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"full": True, "space": "lora"}, "--space picks"),
-    ({"full": True, "space_options": {"rank": 8}}, "--set sets"),
+    ({"full": True, "space": "lora"}, "TrainJob(space=...) picks"),
+    ({"full": True, "space_options": {"rank": 8}}, "TrainJob(space_options=...) sets"),
     ({"full": True, "initial": "a.safetensors"}, "choose one"),
-    ({"initial": "a.safetensors", "layers": "text"}, "--layers picks"),
-    ({"train_text_encoder": True}, "--train-text-encoder only applies with --full"),
-    ({"merge_frozen": False}, "--no-merge-frozen"),
+    ({"initial": "a.safetensors", "layers": "text"}, "TrainJob(layers=...) picks"),
+    ({"train_text_encoder": True}, "TrainJob(train_text_encoder=...) only applies with TrainJob(full=True)"),
+    ({"merge_frozen": False}, "TrainJob(merge_frozen=False)"),
 ])
 def test_the_library_refuses_the_same_settings_off_their_defaults(tmp_path, options, message):
     with pytest.raises(LowdimError) as error:

@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
 import lowdim
 from lowdim.atomic import current_umask
@@ -18,7 +19,6 @@ from lowdim.errors import LowdimError
 from lowdim_cli.main import main
 from lowdim_sd import modes
 from lowdim_sd.file_info import describe
-from lowdim_sd.images import save_images
 from lowdim_sd.loading import ModelLoadError, load_sd
 from lowdim_sd.merged_model import read_merge_record
 from lowdim_sd.train import TrainConfig

@@ -34,8 +34,7 @@ def made(tmp_path_factory, tiny_sd):
 
 def face_photo(folder):
     import torch
-
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
     return save_images(image, folder, "face")[0]

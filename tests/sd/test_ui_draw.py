@@ -23,7 +23,7 @@ LOOKS = " with ginger long hair"
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, tiny_sd):
     """(studio, one finished run): the run is read, never changed, by the tests that share it."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     folder = tmp_path_factory.mktemp("draw")
     face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder,

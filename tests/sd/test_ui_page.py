@@ -100,7 +100,7 @@ def test_advice_to_pass_a_flag_is_said_with_the_pages_controls(studio, tmp_path)
 
 
 def _face(folder):
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     return save_images(torch.rand(1, 3, 32, 32) * 2 - 1, folder, "face")[0]
 

@@ -28,7 +28,8 @@ TAB = SimpleNamespace(session_hash="tab-2")
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, tiny_sd):
     """(studio, its page, one finished run on the tiny pipeline, which the tests only read)."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
     from lowdim_sd.ui.page import build_page
 
     folder = tmp_path_factory.mktemp("refusals")

@@ -31,7 +31,7 @@ ANOTHER_TABS = "nothing of yours is running: a personalization started in anothe
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, tiny_sd):
     """(studio, one finished run on the tiny pipeline): Draw and Evaluate need a run, and the tests only read it."""
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     folder = tmp_path_factory.mktemp("sessions")
     face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder,

@@ -35,7 +35,7 @@ def studio(tmp_path, tiny_sd) -> Studio:
 
 @pytest.fixture
 def face(tmp_path):
-    from lowdim_sd.images import save_images
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     return save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, tmp_path,
                        "face")[0]
