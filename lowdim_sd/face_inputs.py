@@ -62,10 +62,11 @@ def load_face_image(path: PathLike, resolution: int, crop: bool | None = None, m
         crop = resolve_crop(None, model_name)
     if not crop:
         return load_image(path, resolution)
-    from lowdim_sd.faces import crop_face
+    from lowdim_sd.faces import crop_face, job_hints
 
     path = Path(path)
-    return pil_to_tensor(crop_face(open_rgb(path), size=resolution, margin=margin, index=index, name=str(path)))
+    return pil_to_tensor(crop_face(open_rgb(path), size=resolution, margin=margin, index=index, name=str(path),
+                                     **job_hints()))
 
 
 def crop_settings(crop: bool, margin: float, index: int | None) -> dict:

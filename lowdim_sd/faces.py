@@ -38,12 +38,14 @@ DEFAULT_MARGIN = 0.6
 # A detection scoring under this fraction of the best one in the same picture is dropped: these are
 # printed or drawn faces (a badge, a poster), not a second person (skimage's astronaut has one).
 WEAK_FRACTION = 0.25
-# What the notes advise by default: personalize's and precompute's flags on the command line, their jobs'
-# fields from Python (``default_no_face_hint``). Other callers pass their own.
+# What the notes advise: on the command line, personalize's and precompute's flags (the ui rewrites them); from
+# Python, what crop_face itself takes, and for those two jobs (``face_inputs``) their fields.
 NO_FACE_HINT = "; use a photo where the face is clearly visible, or pass --no-crop to use the image as it is"
-NO_FACE_API_HINT = "; use a photo where the face is clearly visible, or pass crop=False to use the image as it is"
+NO_FACE_API_HINT = "; use a photo where the face is clearly visible"
+JOB_NO_FACE_API_HINT = "; use a photo where the face is clearly visible, or pass crop=False to use the image as it is"
 SEVERAL_FACES_HINT = "; pick another by its index (#N)"
-SEVERAL_FACES_API_HINT = "; pick another by its index (face_index=N)"
+SEVERAL_FACES_API_HINT = "; pick another by its index (index=N)"
+JOB_SEVERAL_FACES_API_HINT = "; pick another by its index (face_index=N)"
 
 
 def default_no_face_hint() -> str:
@@ -52,6 +54,12 @@ def default_no_face_hint() -> str:
 
 def default_several_faces_hint() -> str:
     return either(SEVERAL_FACES_HINT, SEVERAL_FACES_API_HINT)
+
+
+def job_hints() -> dict[str, str]:
+    """``crop_face``'s hints for a personalize or precompute job: its flags, or its fields (crop=, face_index=)."""
+    return {"no_face_hint": either(NO_FACE_HINT, JOB_NO_FACE_API_HINT),
+            "several_faces_hint": either(SEVERAL_FACES_HINT, JOB_SEVERAL_FACES_API_HINT)}
 
 
 class FaceNotFound(LowdimError):

@@ -1,15 +1,18 @@
-"""A model the caller hands a run (``personalize(model=)``): frozen for the run's time, handed back as it came."""
+"""A model the caller hands a run (``personalize(model=)``, ``run_train(model=)``): checked against the job,
+frozen for the run's time, handed back as it came."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lowdim.errors import LowdimError
 from lowdim.inject import LayerSet
 from lowdim.inject.select import select_layers
+from lowdim_sd.loading import canonical_model
 from lowdim_sd.modes import left_as_given
 
 if TYPE_CHECKING:
@@ -43,3 +46,47 @@ def handed_back(model: SDModel, layers: LayerSet) -> Iterator[None]:
 def base_weights(model: SDModel, layers: LayerSet) -> list[torch.nn.Parameter]:
     """The weight Parameters of the layers ``layers`` selects, under an adapter the model already carries too."""
     return [getattr(module, "base_layer", module).weight for _, module in select_layers(model.modules, layers)]
+
+
+def check_given_model(model: SDModel, job: Any, given: str) -> None:
+    """A model the caller loaded is the one the job describes, and can train where it is, or one line says which
+    part does not: its SDModel's device and dtype against its pipeline's weights, its dtype on its device, its
+    name against ``job.model`` (else the adapter would record the model it trained on while the job says
+    another), and the job's device and dtype, when set, against the model's. ``given``: the call, as
+    ``personalize(model=...)``, whose job class the lines name."""
+    from lowdim_sd.devices import check_training_dtype, dtype_name, resolve_device, resolve_dtype
+    from lowdim_sd.loading import pipeline_placement
+
+    owner = type(job).__name__
+    device, dtype = pipeline_placement(model.pipe, given)
+    if dtype != model.dtype or not same_device(device, model.device):  # an SDModel built by hand
+        raise LowdimError(f"{given}: the SDModel says {model.dtype} on {model.device} and its pipeline's weights "
+                          f"are {dtype} on {device}; make it with SDModel.from_pipeline(pipe), which reads them")
+    try:
+        check_training_dtype(str(model.device), dtype_name(model.dtype, "fp32"))  # only fp16/bf16 are refused
+    except LowdimError as error:
+        raise LowdimError(f"{given}: the model is {model.dtype} on {model.device}: {error}") from None
+    if not names_the_model(job.model, model):
+        raise LowdimError(f"{given}: the job names the model '{job.model}' and model= is {model.name}; set "
+                          f"{owner}.model={model.name!r}, or leave model= out")
+    if job.device != "auto" and not same_device(resolve_device(job.device), model.device):
+        raise LowdimError(f"{given}: {owner}.device is '{job.device}' and model= is on {model.device}; "
+                          f"leave device at 'auto' (a given model runs where it is), or move the model there")
+    if job.dtype != "auto" and resolve_dtype(job.dtype, model.device) != model.dtype:
+        raise LowdimError(f"{given}: {owner}.dtype is '{job.dtype}' and model= is {model.dtype}; leave "
+                          f"dtype at 'auto' (a given model runs in its own), or convert the model")
+
+
+def names_the_model(name: str, model: SDModel) -> bool:
+    """Whether ``name`` (an alias, a registered name, its hub id or folder, a path) stands for ``model``."""
+    from lowdim_sd.registered_models import registered_entry
+
+    entry = registered_entry(name)
+    source = getattr(entry.value, "source", None) if entry is not None else None
+    named = {canonical_model(name), *([canonical_model(str(source))] if source is not None else [])}
+    return not named.isdisjoint({canonical_model(model.name), canonical_model(model.source)})
+
+
+def same_device(one: torch.device, other: torch.device) -> bool:
+    """'cuda' (the current GPU, as load_sd names it) and 'cuda:0' (as its weights say) are one device."""
+    return one.type == other.type and (one.index is None or other.index is None or one.index == other.index)

@@ -32,11 +32,10 @@ from lowdim_sd import personalize_stages as stages
 from lowdim_sd.devices import check_training_dtype, resolve_device
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
-from lowdim_sd.given_model import handed_back
+from lowdim_sd.given_model import check_given_model, handed_back
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.personalize_checks import (
-    check_given_model,
     check_inputs,
     check_job,
     named,
@@ -290,7 +289,7 @@ def personalize(job: PersonalizeJob, progress: bool = True, model: SDModel | Non
     and handed back as it came, however the run ends: no adapter left, the merged weights copied back, every
     ``requires_grad`` and train mode as it was, no ``.grad``."""
     if model is not None:  # before the output folder is made
-        check_given_model(model, job)
+        check_given_model(model, job, "personalize(model=...)")
     return _personalize_into(job, progress, model)
 
 

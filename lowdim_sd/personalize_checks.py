@@ -18,10 +18,8 @@ from lowdim_sd.train import TrainConfig
 from lowdim_sd.train_settings import DEFAULT_TOKEN, refuse_inference_mode
 
 if TYPE_CHECKING:
-    import torch
 
     from lowdim.hyper.storage import HypernetFile
-    from lowdim_sd.loading import SDModel
     from lowdim_sd.personalize import PersonalizeJob
     from lowdim_sd.precompute import PrecomputeJob
 
@@ -178,39 +176,3 @@ def with_training_phrase(job: PersonalizeJob, hypernet: HypernetFile | None) -> 
         warnings.warn(f"{hypernet.path} learned its identities under the token {token!r}; with {given} its "
                       f"prediction answers to another word ({leave} to use {token!r})", stacklevel=3)
     return replace(job, token=job.token or token or DEFAULT_TOKEN), prompt
-
-
-GIVEN = "personalize(model=...)"
-
-
-def check_given_model(model: SDModel, job: PersonalizeJob) -> None:
-    """A model the caller loaded is the one the job describes, and can train where it is, or one line says which
-    part does not: its SDModel's device and dtype against its pipeline's weights, its dtype on its device, its
-    name against ``job.model`` (else the adapter would record the model it trained on while the job says
-    another), and the job's device and dtype, when set, against the model's."""
-    from lowdim_sd.devices import check_training_dtype, dtype_name, resolve_device, resolve_dtype
-    from lowdim_sd.loading import pipeline_placement
-    from lowdim_sd.workflows import names_the_model
-
-    device, dtype = pipeline_placement(model.pipe, GIVEN)
-    if dtype != model.dtype or not same_device(device, model.device):  # an SDModel built by hand
-        raise LowdimError(f"{GIVEN}: the SDModel says {model.dtype} on {model.device} and its pipeline's weights "
-                          f"are {dtype} on {device}; make it with SDModel.from_pipeline(pipe), which reads them")
-    try:
-        check_training_dtype(str(model.device), dtype_name(model.dtype, "fp32"))  # only fp16/bf16 are refused
-    except LowdimError as error:
-        raise LowdimError(f"{GIVEN}: the model is {model.dtype} on {model.device}: {error}") from None
-    if not names_the_model(job.model, model):
-        raise LowdimError(f"{GIVEN}: the job names the model '{job.model}' and model= is {model.name}; set "
-                          f"PersonalizeJob.model={model.name!r}, or leave model= out")
-    if job.device != "auto" and not same_device(resolve_device(job.device), model.device):
-        raise LowdimError(f"{GIVEN}: PersonalizeJob.device is '{job.device}' and model= is on {model.device}; "
-                          f"leave device at 'auto' (a given model runs where it is), or move the model there")
-    if job.dtype != "auto" and resolve_dtype(job.dtype, model.device) != model.dtype:
-        raise LowdimError(f"{GIVEN}: PersonalizeJob.dtype is '{job.dtype}' and model= is {model.dtype}; leave "
-                          f"dtype at 'auto' (a given model runs in its own), or convert the model")
-
-
-def same_device(one: torch.device, other: torch.device) -> bool:
-    """'cuda' (the current GPU, as load_sd names it) and 'cuda:0' (as its weights say) are one device."""
-    return one.type == other.type and (one.index is None or other.index is None or one.index == other.index)

@@ -39,7 +39,7 @@ from lowdim_sd.precompute_header import index_header, refuse_other_settings_earl
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
 from lowdim_sd.train import Subject, TrainConfig, train
-from lowdim_sd.train_settings import job_rate
+from lowdim_sd.train_settings import check_job_rate, job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
     FORMAT,
     FORMAT_VERSION,
@@ -167,6 +167,7 @@ def check_job(job: PrecomputeJob) -> None:
                           ("--limit", 1 if job.limit is None else job.limit)):
         if value < 1:
             raise LowdimError(f"{option} must be at least 1, got {value}")
+    check_job_rate(job.learning_rate, "PrecomputeJob")
     training_config(job).validate()  # --lr 0 or a NaN rate: refused, never replaced by the default
     space = lowdim.get_space(job.space, job.space_options)
     probe = lowdim.LayerSpec("probe", 64, 64)  # which params train does not depend on the layer's size

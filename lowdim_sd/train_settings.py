@@ -139,6 +139,13 @@ def with_defaults(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfi
 with_rate = with_defaults  # its name when it filled in the rate alone, which the engine (train.py) still calls
 
 
+def check_job_rate(given: float | None, owner: str) -> None:
+    """A job's own rate (``TrainJob(learning_rate=...)``, --lr) checked under the job's name, before it joins the
+    config, whose check would name a ``TrainConfig`` the caller never built."""
+    if given is not None:
+        TrainConfig(learning_rate=given).validate(owner=owner)
+
+
 def job_rate(config: TrainConfig, given: float | None, owner: str, default: float) -> TrainConfig:
     """``config`` with the rate a job runs at: the job's own (``given``, --lr) or the config's, else ``default``;
     two different ones are one line. An unset token is filled in too (``with_defaults``). A copy: the caller's

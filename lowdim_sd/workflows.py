@@ -17,10 +17,11 @@ from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim.option_words import either, option
 from lowdim_sd import checkpoints, defaults, runs, stopping
-from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, dtype_name, resolve_device
+from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
 from lowdim_sd.generate import check_resolution
+from lowdim_sd.given_model import check_given_model
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_reference_sets, load_references
-from lowdim_sd.loading import SDModel, canonical_model, load_sd
+from lowdim_sd.loading import SDModel, load_sd
 from lowdim_sd.modes import (
     FullTrainable,
     adapter_trainable,
@@ -35,7 +36,7 @@ from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 from lowdim_sd.train_job_words import job_option, leave_out, space_named, unread_settings
-from lowdim_sd.train_settings import as_path, job_rate, refuse_inference_mode
+from lowdim_sd.train_settings import as_path, check_job_rate, job_rate, refuse_inference_mode
 
 
 @dataclass
@@ -181,6 +182,7 @@ def train_config(job: TrainJob) -> TrainConfig:
 def check_train_job(job: TrainJob) -> None:
     """Settings no training can run with, refused before anything loads or is written."""
     refuse_inference_mode()
+    check_job_rate(job.learning_rate, "TrainJob")
     config = train_config(job)
     config.validate(least_steps=1)  # not validate's 0 (no step elsewhere): here it would save the untrained start
     if job.config.token is not None:  # one word, as --token is on the command line
@@ -258,28 +260,6 @@ def written_paths(job: TrainJob) -> list[Path]:
     return [Path(job.out) / "adapter.safetensors"]
 
 
-def check_given_model(model: SDModel, job: TrainJob) -> None:
-    """A model loaded by the caller trains under the rule a loaded one does (no fp16 on a CPU, ...), and is the
-    model the job names: else the adapter would record the one it trained on while the job says another."""
-    try:
-        check_training_dtype(str(model.device), dtype_name(model.dtype, "fp32"))  # only fp16/bf16 are refused
-    except LowdimError as error:
-        raise LowdimError(f"run_train(model=...): the model is {model.dtype} on {model.device}: {error}") from None
-    if not names_the_model(job.model, model):
-        raise LowdimError(f"run_train(model=...): the job names the model '{job.model}' and model= is "
-                          f"{model.name}; set TrainJob.model to the model given, or leave model= out")
-
-
-def names_the_model(name: str, model: SDModel) -> bool:
-    """Whether ``name`` (an alias, a registered name, its hub id or folder, a path) stands for ``model``."""
-    from lowdim_sd.registered_models import registered_entry
-
-    entry = registered_entry(name)
-    source = getattr(entry.value, "source", None) if entry is not None else None
-    named = {canonical_model(name), *([canonical_model(str(source))] if source is not None else [])}
-    return not named.isdisjoint({canonical_model(model.name), canonical_model(model.source)})
-
-
 @runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
 def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
     """Train as ``lowdim train`` does. A ``model`` given is handed back as it came, however the run ends: what
@@ -289,7 +269,7 @@ def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None
                           "the model's own weights: leave model= out (run_train loads its own and saves the trained "
                           "model)")
     if model is not None:
-        check_given_model(model, job)
+        check_given_model(model, job, "run_train(model=...)")
     with model.one_run() if model is not None else contextlib.nullcontext():  # before its adapters or checkpoints
         result = _run_train(job, progress, model)
     take_up_a_held_stop(result)

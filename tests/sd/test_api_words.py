@@ -9,6 +9,7 @@ import torch
 from lowdim.errors import LowdimError
 from lowdim_cli.main import main
 from lowdim_sd.devices import device_problem, resolve_dtype
+from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.faces import choose_face
 from lowdim_sd.generate import GenerateConfig, check_config, check_resolution
 from lowdim_sd.personalize import PersonalizeJob, resolve_run
@@ -35,10 +36,30 @@ def person(env, **fields) -> PersonalizeJob:
     return PersonalizeJob(model=env["model"], image=env["face"], out=env["out"], **fields)
 
 
+def precompute_checks(env, **fields) -> None:
+    from lowdim_sd.precompute import PrecomputeJob, precompute
+
+    precompute(PrecomputeJob(model=env["model"], identities=env["tmp"] / "refs", out=env["out"], **fields),
+               progress=False)
+
+
+def blank_photo(env):
+    """A grey photo, large enough to search, with no face in it."""
+    from PIL import Image
+
+    path = env["tmp"] / "blank.png"
+    Image.new("RGB", (200, 200), "grey").save(path)
+    return path
+
+
 # (id, call, words from Python): each call raises a LowdimError whose message holds the words and no flag.
 CASES = [
     ("config steps", lambda e: train(e, TrainConfig(steps=0)), "TrainConfig(steps=...) must be >= 1, got 0"),
     ("config steps -1", lambda e: TrainConfig(steps=-1).validate(), "TrainConfig(steps=...) must be >= 0, got -1"),
+    ("job lr", lambda e: train(e, learning_rate=0.0), "TrainJob(learning_rate=...) must be a positive number"),
+    ("job lr nan", lambda e: train(e, learning_rate=float("nan")), "TrainJob(learning_rate=...) must be a positive"),
+    ("precompute lr", lambda e: precompute_checks(e, learning_rate=0.0),
+     "PrecomputeJob(learning_rate=...) must be a positive number"),
     ("config lr", lambda e: train(e, TrainConfig(learning_rate=0.0)),
      "TrainConfig(learning_rate=...) must be a positive number, got 0.0"),
     ("config batch", lambda e: train(e, TrainConfig(batch_size=0)), "TrainConfig(batch_size=...) must be >= 1, got 0"),
@@ -136,8 +157,9 @@ CASES = [
      "PersonalizeJob(describe=True): model"),
     ("personalize ti", lambda e: resolve_run(person(e, space="ti")), "run_train(TrainJob(space='ti'))"),
     ("no face", lambda e: choose_face([], None, "face.png"),
-     "no face found in face.png; use a photo where the face is clearly visible, or pass crop=False to use the "
-     "image as it is"),
+     "no face found in face.png; use a photo where the face is clearly visible"),
+    ("no face in a job's photo", lambda e: load_face_image(blank_photo(e), 64, crop=True),
+     "use a photo where the face is clearly visible, or pass crop=False to use the image as it is"),
     ("device", lambda e: raise_problem(device_problem("cuda:0") if not torch.cuda.is_available() else None),
      "use device='cpu'"),
 ]
@@ -169,7 +191,7 @@ def test_python_hints_name_what_a_caller_can_set(env, monkeypatch):
         face_inputs.resolve_crop(True, env["model"])
     assert "crop=True needs face detection" in str(error.value) and "(or pass crop=False)" in str(error.value)
     assert "--" not in str(error.value)
-    assert default_several_faces_hint() == "; pick another by its index (face_index=N)"  # crop_face's default
+    assert default_several_faces_hint() == "; pick another by its index (index=N)"  # crop_face's own parameter
 
 
 def test_a_relaxed_diffusers_export_warns_in_api_words(env):

@@ -204,3 +204,11 @@ def test_a_given_fp16_model_on_a_cpu_is_refused_as_the_command_refuses_it(tiny_s
                                           r"on a CPU"):
         run_train(train_job(tiny_sd, face, tmp_path / "t"), progress=False, model=half)
     assert lowdim.Adapters(half.modules).names() == []
+
+
+def test_a_given_model_in_another_dtype_than_the_job_asks_is_refused(model, tiny_sd, face, tmp_path):
+    """run_train(model=) checks the job against the model as personalize(model=) does (one shared check)."""
+    with pytest.raises(LowdimError) as error:
+        run_train(train_job(tiny_sd, face, tmp_path / "bf", dtype="bf16"), progress=False, model=model)
+    assert str(error.value).startswith("run_train(model=...): TrainJob.dtype is 'bf16' and model= is torch.float32")
+    assert not (tmp_path / "bf").exists()
