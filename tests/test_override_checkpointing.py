@@ -73,3 +73,18 @@ def test_the_override_outside_is_left_as_it_was():
     model.checkpoint = checkpointing_with_overrides(model)
     gradients(model, adapters, predicted, torch.randn(1, 4))
     assert all(slot.override is None for slot in adapters.slots("default").values())
+
+
+def test_the_function_made_before_the_adapters_covers_them():
+    torch.manual_seed(0)
+    model = Checkpointed(4).requires_grad_(False)
+    model.checkpoint = checkpointing_with_overrides(model)  # before inject, as a model's own set-up may make it
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["blocks.*.0"], seed=0)
+    predicted = {layer: {name: (torch.randn(2, *value.shape) * 0.5).requires_grad_()
+                         for name, value in slot.tensors().items()}
+                 for layer, slot in adapters.slots("default").items()}
+    checkpointed = gradients(model, adapters, predicted, torch.ones(2, 4))
+    model.checkpoint = None
+    plain = gradients(model, adapters, predicted, torch.ones(2, 4))
+    for one, other in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(one, other)

@@ -19,12 +19,14 @@ from lowdim.inject.layer import AdapterSlot
 
 
 def checkpointing_with_overrides(model: nn.Module) -> Callable[..., Any]:
-    """``checkpoint(function, *args)``, torch's non-reentrant checkpoint for the adapters ``model`` carries now:
-    diffusers takes it as ``enable_gradient_checkpointing(gradient_checkpointing_func=...)``."""
-    slots = [module for module in model.modules() if isinstance(module, AdapterSlot)]
+    """``checkpoint(function, *args)``, torch's non-reentrant checkpoint for the adapters ``model`` carries at each
+    call (made before or after ``inject``): diffusers takes it as
+    ``enable_gradient_checkpointing(gradient_checkpointing_func=...)``."""
 
     def checkpoint(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        held = [(slot, slot.override) for slot in slots]  # as they are in this forward
+        # The slots the checkpointed part holds, with their tensors as they are in this forward.
+        part = function if isinstance(function, nn.Module) else model
+        held = [(slot, slot.override) for slot in part.modules() if isinstance(slot, AdapterSlot)]
         return torch.utils.checkpoint.checkpoint(
             function, *args, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _overridden(held)),
             **kwargs)
