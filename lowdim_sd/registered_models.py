@@ -32,12 +32,26 @@ def sd_backend(model: str) -> SDBackend | None:
     if entry is None:
         refuse_a_bare_word_without_plugins(model)
         refuse_a_model_whose_plugin_is_missing(model)
-        return None
+        return backend_of_folder(model)
     if not isinstance(entry.value, SDBackend):
         raise LowdimError(f"model '{model}', registered by {plugin_label(entry.plugin)}, is not an SD1.x model: "
                           f"lowdim's SD commands (personalize, train, generate, ...) need a "
                           f"lowdim_sd.plugin.SDBackend; `lowdim inspect -m {model}` works with it")
     return entry.value
+
+
+def backend_of_folder(model: str) -> SDBackend | None:
+    """The registered SD1.x model whose files ``model`` is the folder of (``lowdim show tinyfaces`` names it):
+    that model, with its hypernetwork, describer and crop, not an unknown one trained from zero; else None."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    here = path.resolve()
+    for entry in get_registry().backends.values():
+        source = getattr(entry.value, "source", None)
+        if isinstance(entry.value, SDBackend) and source and Path(str(source)).expanduser().resolve() == here:
+            return entry.value
+    return None
 
 
 def refuse_a_bare_word_without_plugins(model: str) -> None:

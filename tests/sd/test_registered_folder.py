@@ -1,0 +1,37 @@
+"""A registered model's own folder (``lowdim show tinyfaces`` names it) is that model, with its hypernetwork,
+describer and crop, whether given as -m FOLDER or as a pipeline loaded from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lowdim.registry import get_registry
+from lowdim_sd.loading import SDModel, name_and_source
+from lowdim_sd.registered_models import sd_backend
+
+
+@pytest.fixture(scope="module")
+def tinyfaces_folder() -> Path:
+    entry = get_registry().backends.get("tinyfaces")
+    if entry is None:
+        pytest.skip("lowdim-tinyfaces is not installed")
+    return Path(entry.value.source)
+
+
+def test_the_folder_is_the_registered_model(tinyfaces_folder):
+    assert sd_backend(str(tinyfaces_folder)).name == "tinyfaces"
+    assert name_and_source(str(tinyfaces_folder)) == ("tinyfaces", str(tinyfaces_folder))
+
+
+def test_a_pipeline_loaded_from_it_is_named_for_it(tinyfaces_folder, one_thread):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tinyfaces_folder))  # fp32, the default
+    assert SDModel.from_pipeline(pipe).name == "tinyfaces"
+
+
+def test_another_folder_stays_a_folder(tiny_sd):
+    assert sd_backend(str(tiny_sd)) is None
+    assert name_and_source(str(tiny_sd)) == (str(tiny_sd), str(tiny_sd))
