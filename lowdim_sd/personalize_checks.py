@@ -4,6 +4,7 @@ those it takes from the hypernetwork file."""
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import open_rgb
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.train_settings import DEFAULT_TOKEN, refuse_inference_mode
+from lowdim_sd.train_settings import check_types as check_field_types
 
 if TYPE_CHECKING:
 
@@ -29,6 +31,7 @@ def check_job(job: PersonalizeJob) -> None:
     from lowdim_sd.export import FORMATS
 
     refuse_inference_mode()  # the finetune needs autograd, and even --only-hyper's file is written by train()
+    check_types(job)
     unknown = [fmt for fmt in job.export if fmt not in FORMATS]
     if unknown:
         raise LowdimError(f"unknown {named('export')} format '{unknown[0]}'; choose from {', '.join(FORMATS)}")
@@ -59,6 +62,24 @@ def check_job(job: PersonalizeJob) -> None:
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
+
+
+# The job's numbers and switches, checked by type before the range checks compare them; the optional ones take
+# None too (the run's or the backend's default). The CLI's parsing already gives these types.
+JOB_TYPES = {"steps": numbers.Integral, "rank": numbers.Integral, "learning_rate": numbers.Real,
+             "batch_size": numbers.Integral, "keep_styles": numbers.Real, "describe": bool,
+             "seed": numbers.Integral, "bases_seed": numbers.Integral, "preview": bool,
+             "preview_steps": numbers.Integral, "resolution": numbers.Integral, "no_hyper": bool,
+             "only_hyper": bool, "iterations": numbers.Integral, "crop": bool, "crop_margin": numbers.Real,
+             "face_index": numbers.Integral, "overwrite": bool, "gradient_checkpointing": bool, "cuda_graphs": bool}
+OPTIONAL = ("steps", "learning_rate", "batch_size", "describe", "bases_seed", "resolution", "iterations", "crop",
+            "face_index")
+
+
+def check_types(job: PersonalizeJob) -> None:
+    """A setting of the wrong type from Python is one line naming it (``crop="no"``, which is truthy and would
+    crop; ``crop_margin="0.6"``), as ``TrainConfig``'s are, not a TypeError or a message about another thing."""
+    check_field_types(job, JOB_TYPES, "PersonalizeJob", optional=OPTIONAL, flags=FINETUNE_FLAGS)
 
 
 def named(field: str) -> str:

@@ -7,6 +7,7 @@ import math
 import numbers
 import os
 import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -106,14 +107,7 @@ class TrainConfig:
     def _check_types(self, owner: str) -> None:
         """A setting of the wrong type from Python (``learning_rate="x"``, ``token=5``) is one line, not a
         TypeError from the comparisons after it; the CLI's own parsing already gives the right types."""
-        for field_name, kind in NUMBERS.items():
-            value = getattr(self, field_name)
-            if value is None and field_name in ("learning_rate", "max_grad_norm"):
-                continue
-            if not isinstance(value, kind) or isinstance(value, bool):
-                what = "an integer" if kind is numbers.Integral else "a number"
-                raise LowdimError(f"{option(field_name, owner, FLAGS.get(field_name))} must be {what}, "
-                                  f"got {value!r:.40}")
+        check_types(self, NUMBERS, owner, optional=("learning_rate", "max_grad_norm"), flags=FLAGS)
         if self.token is not None and not isinstance(self.token, str):
             raise LowdimError(f"{option('token', owner)} must be one word (a str) or None, got {self.token!r:.40}")
 
@@ -126,6 +120,25 @@ NUMBERS = {"steps": numbers.Integral, "learning_rate": numbers.Real, "batch_size
            "keep_checkpoints": numbers.Integral, "keep_styles": numbers.Real}
 RANGES = ("steps", "learning_rate", "batch_size", "grad_accum", "mixed_precision", "weight_decay",
           "checkpoint_every", "optimizer", "keep_styles")
+
+
+def check_types(settings: object, kinds: Mapping[str, type], owner: str, optional: Collection[str] = (),
+                flags: Mapping[str, str] | None = None) -> None:
+    """Each of ``settings``' fields in ``kinds`` is of its kind (``numbers.Integral``, ``numbers.Real`` or ``bool``;
+    None too for those in ``optional``), else one line naming the first that is not, as ``owner(field=...)`` from
+    Python or by its flag (``flags``, else the field with dashes) on the command line. A bool is no number here
+    (``steps=True``), and only a bool is a switch: ``crop="no"`` would otherwise be truthy and crop."""
+    for name, kind in kinds.items():
+        value = getattr(settings, name)
+        if value is None and name in optional:
+            continue
+        if kind is bool:
+            fits, what = isinstance(value, bool), "True, False or None" if name in optional else "True or False"
+        else:
+            fits = isinstance(value, kind) and not isinstance(value, bool)
+            what = "an integer" if kind is numbers.Integral else "a number"
+        if not fits:
+            raise LowdimError(f"{option(name, owner, (flags or {}).get(name))} must be {what}, got {value!r:.40}")
 
 
 def with_defaults(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:
