@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 import time
 import warnings
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 import lowdim
+from lowdim import option_words
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 from lowdim_sd import defaults, runs
@@ -39,7 +41,7 @@ from lowdim_sd.precompute_header import index_header, refuse_other_settings_earl
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
 from lowdim_sd.train import Subject, TrainConfig, train
-from lowdim_sd.train_settings import check_job_rate, job_rate
+from lowdim_sd.train_settings import check_job_rate, check_types, job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
     FORMAT,
     FORMAT_VERSION,
@@ -95,6 +97,12 @@ class PrecomputeJob:
     # init, e.g. the mean θ of an earlier precompute: targets then differ by a short, shared path's end.
     init: Path | None = None
     config: TrainConfig = field(default_factory=TrainConfig)
+
+
+# PrecomputeJob's settings a Python caller may give of another type (the CLI's parsing gives these).
+JOB_TYPES = {"learning_rate": numbers.Real, "batch_subjects": numbers.Integral, "resolution": numbers.Integral,
+             "limit": numbers.Integral, "crop": bool, "crop_margin": numbers.Real, "face_index": numbers.Integral,
+             "shared_noise": bool}
 
 
 @dataclass
@@ -163,10 +171,14 @@ def _shard_name(folder: Path, rank: int, processes: int) -> str:
 
 def check_job(job: PrecomputeJob) -> None:
     """Counts no precompute can run with, refused before anything loads or is written."""
-    for option, value in (("--batch-subjects", job.batch_subjects), ("--steps", job.config.steps),
-                          ("--limit", 1 if job.limit is None else job.limit)):
+    check_types(job, JOB_TYPES, "PrecomputeJob", optional=("learning_rate", "limit", "crop", "face_index",
+                                                           "resolution"), flags={"learning_rate": "--lr"})
+    job.config._check_types("TrainConfig")  # its types, before the counts below compare them
+    for name, owner, value in (("batch_subjects", "PrecomputeJob", job.batch_subjects),
+                               ("steps", "TrainConfig", job.config.steps),
+                               ("limit", "PrecomputeJob", 1 if job.limit is None else job.limit)):
         if value < 1:
-            raise LowdimError(f"{option} must be at least 1, got {value}")
+            raise LowdimError(f"{option_words.option(name, owner)} must be at least 1, got {value}")
     check_job_rate(job.learning_rate, "PrecomputeJob")
     training_config(job).validate()  # --lr 0 or a NaN rate: refused, never replaced by the default
     space = lowdim.get_space(job.space, job.space_options)
@@ -175,10 +187,11 @@ def check_job(job: PrecomputeJob) -> None:
         raise LowdimError(f"--space {job.space} has frozen params, which no hypernetwork predicts: train-hypernet "
                           f"would refuse these weights; precompute a space whose params all train (lidb, lora)")
     if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
-        raise LowdimError(f"--crop-margin must be 0 or more (room around the face, a fraction of its width), got "
-                          f"{job.crop_margin}")
+        raise LowdimError(f"{option_words.option('crop_margin', 'PrecomputeJob')} must be 0 or more (room around the "
+                          f"face, a fraction of its width), got {job.crop_margin}")
     if job.face_index is not None and job.face_index < 0:
-        raise LowdimError(f"--face-index must be 0 or more (0 is the largest face), got {job.face_index}")
+        raise LowdimError(f"{option_words.option('face_index', 'PrecomputeJob')} must be 0 or more (0 is the largest "
+                          f"face), got {job.face_index}")
     from lowdim_sd.personalize_checks import check_crop_flags
 
     check_crop_flags(job)  # a crop setting where nothing is cropped: as personalize refuses it

@@ -112,7 +112,7 @@ def test_a_flat_folder_is_one_identity_per_image(tiny_sd, tmp_path, model):
 def test_the_dataset_crops_each_image_once(tiny_sd, people, tmp_path, model, monkeypatch):
     crops = []
 
-    def crop_face(image, size, margin, index, name):  # stands in for the detector: counts its calls
+    def crop_face(image, size, margin, index, name, **hints):  # stands in for the detector: counts its calls
         crops.append(name)
         return image.resize((size, size))
 
@@ -132,7 +132,7 @@ def test_the_dataset_crops_each_image_once(tiny_sd, people, tmp_path, model, mon
 def test_the_crop_cache_keeps_to_its_memory_budget(tiny_sd, people, tmp_path, model, monkeypatch):
     crops = []
 
-    def crop_face(image, size, margin, index, name):
+    def crop_face(image, size, margin, index, name, **hints):
         crops.append(name)
         return image.resize((size, size))
 
