@@ -107,7 +107,7 @@ class TrainConfig:
     def _check_types(self, owner: str) -> None:
         """A setting of the wrong type from Python (``learning_rate="x"``, ``token=5``) is one line, not a
         TypeError from the comparisons after it; the CLI's own parsing already gives the right types."""
-        check_types(self, NUMBERS, owner, optional=("learning_rate", "max_grad_norm"), flags=FLAGS)
+        check_types(self, NUMBERS | SWITCHES, owner, optional=("learning_rate", "max_grad_norm"), flags=FLAGS)
         if self.token is not None and not isinstance(self.token, str):
             raise LowdimError(f"{option('token', owner)} must be one word (a str) or None, got {self.token!r:.40}")
 
@@ -118,6 +118,7 @@ NUMBERS = {"steps": numbers.Integral, "learning_rate": numbers.Real, "batch_size
            "grad_accum": numbers.Integral, "seed": numbers.Integral, "max_grad_norm": numbers.Real,
            "weight_decay": numbers.Real, "checkpoint_every": numbers.Integral,
            "keep_checkpoints": numbers.Integral, "keep_styles": numbers.Real}
+SWITCHES = {"augment": bool, "gradient_checkpointing": bool, "cuda_graphs": bool}  # "no" would be truthy
 RANGES = ("steps", "learning_rate", "batch_size", "grad_accum", "mixed_precision", "weight_decay",
           "checkpoint_every", "optimizer", "keep_styles")
 
