@@ -46,6 +46,18 @@ PAGE_TERMS = (
     (", or pass --clip-model PATH to a local copy", ", or take clip-i and clip-t out of the Metrics box"),
     ("score them with --metrics ", "score them with the Metrics box set to "),
 )
+# A run's notes (warnings written with the CLI's words) whose advice holds a number or a path: the page's Draw
+# section is its way to draw, and how many Pictures it draws is the page's batch.
+PAGE_PATTERNS = (
+    (re.compile(r"\(`lowdim generate --batch (\d+)` starts there\)"),
+     lambda found: f"(in Draw below, {_fit_one_call(int(found[1]))})"),
+    (re.compile(r"draw it with `lowdim generate -a [^`]+`, e\.g\. at --dtype fp16"),
+     lambda found: "draw it with Draw below, with fewer Pictures"),
+)
+
+
+def _fit_one_call(count: int) -> str:
+    return "1 Picture fits one call" if count == 1 else f"{count} Pictures or fewer fit one call"
 
 
 class NotOffered(LowdimError):
@@ -191,4 +203,6 @@ def in_page_terms(message: str) -> str:
     """A library's advice said with the page's controls instead of the CLI's flags."""
     for cli, page in PAGE_TERMS:
         message = message.replace(cli, page)
+    for pattern, page_words in PAGE_PATTERNS:
+        message = pattern.sub(page_words, message)
     return message

@@ -18,6 +18,7 @@ from lowdim_sd.ui.checks import (
     NotOffered,
     check_checkbox,
     check_face,
+    check_model,
     installed_models,
     is_empty,
 )
@@ -38,7 +39,7 @@ from lowdim_sd.ui.page_parts import (
 )
 from lowdim_sd.ui.photos import crop_preview
 from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
-from lowdim_sd.ui.studio import RunSettings, Studio
+from lowdim_sd.ui.studio import RunSettings, Studio, ships_a_hypernet
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
          "Drop a face photo, check the crop, press **Personalize**, or open an earlier run under it; the run's "
@@ -54,6 +55,12 @@ STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the p
 HYPER_LABEL = "Start from the hypernetwork's prediction"
 
 
+def hyper_info(model: str, has_hypernet: bool) -> str:
+    """The hypernetwork box's help: what clearing it does, or why a model without one has it cleared."""
+    why = "off" if has_hypernet else f"{model} ships no hypernetwork"
+    return f"{why}: the LoRA starts from zero, and Finetune steps becomes {defaults.SCRATCH_STEPS}, which that needs"
+
+
 @on_page
 def recipe_steps(use_hypernet: bool) -> int:
     """What Finetune steps becomes when the hypernetwork box is ticked or cleared: a LoRA from zero needs
@@ -63,7 +70,7 @@ def recipe_steps(use_hypernet: bool) -> int:
 
 def stage_table(record: RunRecord) -> str:
     rows = "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in record.stages.items())
-    notes = "".join(f"**Note:** {note}\n\n" for note in record.notes)
+    notes = "".join(f"**Note:** {page_line(note)}\n\n" for note in record.notes)  # written in the CLI's words
     return (f"**Run `{record.name}`** done in {record.total_seconds:.1f} s; its files are in "
             f"`{record.folder.resolve()}`\n\n{notes}| stage | seconds |\n|---|---:|\n{rows}")
 
@@ -121,12 +128,13 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     model = gr.Dropdown(models, value=model_name, allow_custom_value=True, label="Model",
                         info="an installed model, or type the path of a local diffusers folder or .safetensors file",
                         elem_id="model")
-    use_hyper = gr.Checkbox(True, label=HYPER_LABEL, elem_id="use-hyper",
-                            info=f"off: the LoRA starts from zero, and Finetune steps becomes "
-                                 f"{defaults.SCRATCH_STEPS}, which that needs")
+    has_hypernet = ships_a_hypernet(model_name)  # none: the box starts cleared and locked, as model_recipe sets it
+    use_hyper = gr.Checkbox(has_hypernet, label=HYPER_LABEL, elem_id="use-hyper", interactive=has_hypernet,
+                            info=hyper_info(model_name, has_hypernet))
+    hyper_cleared = gr.State(not has_hypernet)  # cleared by the page, not the user: a model with one ticks it again
     # No minimum for Gradio to check, nor its rounding: the studio checks it, naming the field, without a terminal
     # traceback (Number, as Slider, passes the value as sent).
-    steps = Number(defaults.FINETUNE_STEPS, precision=0, label="Finetune steps", info=STEPS_HELP, elem_id="steps")
+    steps = Number(recipe_steps(has_hypernet), precision=0, label="Finetune steps", info=STEPS_HELP, elem_id="steps")
     rank = Slider(*RANKS, value=4, step=1, label="Rank", elem_id="rank",
                   info="of the LoRA the finetune adds to the prediction (the paper: 4); higher learns more detail, "
                        "in a larger file")
@@ -140,7 +148,7 @@ def _run_column(models: list[str], model_name: str) -> tuple:
         go = gr.Button("Personalize", variant="primary", elem_id="personalize")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
     stages = gr.Markdown(elem_id="stages")
-    return model, use_hyper, steps, rank, seed, preview_steps, go, stop, stages
+    return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, stages
 
 
 def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
@@ -150,7 +158,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         with gr.Column(scale=1):
             photo, crop, crop_note, face = _photo_column()
         with gr.Column(scale=1):
-            model, use_hyper, steps, rank, seed, preview_steps, go, stop, stages = _run_column(models, config.model)
+            model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, stages = _run_column(
+                models, config.model)
     # Another way to a run than Personalize, so beside it: an opened run fills the gallery and Draw below.
     with gr.Row():  # any name passes Gradio, as Face's does; chosen_run refuses one that is no run here
         earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out.resolve()})",
@@ -170,6 +179,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     model.change(show_model, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     use_hyper.input(recipe_steps, [use_hyper], [steps])
+    model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
     personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
     stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
@@ -196,6 +206,26 @@ def show_model(path: str | None, chosen_model: str, index: object) -> tuple:
         return _preview(path, chosen_model, index)
     except NotOffered:
         return _preview(path, chosen_model, None)
+
+
+@on_page
+def model_recipe(chosen_model: object, use_hypernet: object, cleared_by_page: object) -> tuple:
+    """The hypernetwork box, Finetune steps and whether the page cleared the box, for the model chosen. A model
+    that ships no hypernetwork clears and locks the box, and a ticked box's steps become the from-zero recipe:
+    left ticked, the run would train the prediction's 40 steps from zero, which barely move the identity. A model
+    that ships one unlocks the box and ticks again what the page cleared (the user's own choice stays)."""
+    ticked, cleared = check_checkbox(use_hypernet, HYPER_LABEL), cleared_by_page is True
+    try:
+        model = check_model(chosen_model)
+    except LowdimError:  # the crop's note names the problem; the controls wait for a model
+        return gr.update(), gr.update(), cleared
+    if not ships_a_hypernet(model):
+        steps = gr.update(value=recipe_steps(False)) if ticked else gr.update()
+        return gr.update(value=False, interactive=False, info=hyper_info(model, False)), steps, cleared or ticked
+    box = gr.update(interactive=True, info=hyper_info(model, True))
+    if not cleared:
+        return box, gr.update(), False
+    return {**box, "value": True}, gr.update(value=recipe_steps(True)), False
 
 
 class PersonalizeHandlers:

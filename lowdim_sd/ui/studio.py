@@ -65,7 +65,9 @@ class RunSettings:
     """What the page asks of one personalization; None: the paper's recipe (the CLI's defaults)."""
 
     model: str
-    use_hypernet: bool = True
+    # None: the model's hypernetwork if it ships one (the CLI's default); True (the page's ticked box): the same,
+    # and a model with none is a note on the run; False: the LoRA starts from zero
+    use_hypernet: bool | None = None
     steps: int | None = None
     rank: int = 4
     seed: int = 0
@@ -193,7 +195,7 @@ class Studio:
         from lowdim_sd.personalize import PersonalizeJob, personalize
 
         job = PersonalizeJob(model=model, image=photo, steps=settings.steps, rank=settings.rank, seed=settings.seed,
-                             no_hyper=not settings.use_hypernet, face_index=settings.face_index,
+                             no_hyper=settings.use_hypernet is False, face_index=settings.face_index,
                              crop=settings.crop, out=work,
                              export=list(EXPORTS), preview_steps=settings.preview_steps,
                              model_config=self.config.model_config, device=self.config.device,
@@ -201,7 +203,10 @@ class Studio:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = personalize(job, progress=False)
-        notes = [first_line(w.message) for w in caught if _worth_a_note(w)]
+        notes = run_notes(caught, work, work.parent / name)
+        used = "hypernetwork" in result.stages  # personalize names the stage after what the adapter started from
+        if settings.use_hypernet and not used and not ships_a_hypernet(model):  # asked for one (a ticked box)
+            notes.append(no_hypernet_note(model, settings.steps))
         shutil.copyfile(photo, work / f"photo{photo.suffix.lower()}")
         gallery = []
         (work / "gallery").mkdir()
@@ -209,7 +214,8 @@ class Studio:
             file = f"gallery/{index:02d}.png"
             image.save(work / file)
             gallery.append({"file": file, "caption": caption})
-        write_record(work, name, {**asdict(settings), "photo": photo.name}, result.stages, gallery, notes)
+        write_record(work, name, {**asdict(settings), "use_hypernet": used, "photo": photo.name}, result.stages,
+                     gallery, notes)
 
     def subject(self, run: str) -> Subject:
         """A finished run as Draw draws it: its adapter on the model it was made with."""
@@ -308,6 +314,43 @@ def metrics_for(model: str) -> tuple[str, ...]:
     if model.startswith("tinyfaces") and set(TINYFACES_METRICS) <= set(get_registry().metrics):
         return TINYFACES_METRICS
     return tuple(PAPER_METRICS)
+
+
+def ships_a_hypernet(model: str) -> bool:
+    """Whether the installed model ``model`` names ships a hypernetwork (TinyFaces does; SD1.5, a folder, a file
+    or a hub id do not), told without loading anything."""
+    from lowdim_sd.personalize_hypernet import default_hypernet
+    from lowdim_sd.registered_models import registered_entry
+
+    try:
+        entry = registered_entry(model)
+    except LowdimError:  # a name two plugins claim: loading it says so
+        return False
+    return entry is not None and default_hypernet(entry.value) is not None
+
+
+def no_hypernet_note(model: str, steps: int | None) -> str:
+    """What a run asked to start from a prediction ran instead, on a model that ships no hypernetwork."""
+    from lowdim_sd.defaults import SCRATCH_STEPS
+
+    ran = SCRATCH_STEPS if steps is None else steps
+    recipe = ("the recipe from zero" if ran == SCRATCH_STEPS
+              else f"from zero the recipe is {SCRATCH_STEPS}: empty Finetune steps")
+    return (f"{model} ships no hypernetwork: the LoRA started from zero and trained {ran} step{'s' * (ran != 1)} "
+            f"({recipe})")
+
+
+def run_notes(caught: list[warnings.WarningMessage], work: Path, final: Path) -> list[str]:
+    """The run's warnings worth a note, each once, a path into its hidden work folder said as the folder it is
+    renamed to once done (the hidden one is gone by the time the note is read)."""
+    notes = []
+    for warning in caught:
+        note = first_line(warning.message)
+        for spelling in sorted({str(work), str(work.resolve())}, key=len, reverse=True):
+            note = note.replace(spelling, str(final))
+        if _worth_a_note(warning) and note not in notes:
+            notes.append(note)
+    return notes
 
 
 def _worth_a_note(caught: warnings.WarningMessage) -> bool:
