@@ -44,14 +44,6 @@ def measured(monkeypatch):
     return SimpleNamespace(ran=ran, results=results)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _job(out, *only: str, **options) -> SpeedJob:
     return SpeedJob(out=out, quick=True, device="cpu", only=only, **options)
 
