@@ -28,19 +28,52 @@ def _count_optimizer_step(optimizer, args, kwargs) -> None:
 register_optimizer_step_post_hook(_count_optimizer_step)
 
 
+# torch.compiler.is_compiling arrived in torch 2.3; pyproject allows 2.1, where nothing compiles this code anyway.
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or (lambda: False)
+
+
+class AdapterParams(nn.ParameterDict):
+    """One adapter's params on one layer, which stay the Parameters they are.
+
+    The forward, ``stacked_factors``, ``Adapters.parameters`` and the files read them as stored Parameters;
+    ``torch.nn.utils.parametrize`` would replace one by a value computed on access, which they would miss
+    (the forward failed with a bare KeyError). It removes the Parameter first, so that is refused.
+    """
+
+    layer_name = "?"
+
+    def __delattr__(self, name: str) -> None:
+        self._refuse_removing(name)
+        super().__delattr__(name)
+
+    def __delitem__(self, key: str) -> None:
+        self._refuse_removing(key)  # before ParameterDict forgets the key
+        super().__delitem__(key)
+
+    def _refuse_removing(self, name: str) -> None:
+        if name in self._parameters:
+            raise LowdimError(
+                f"layer {self.layer_name}: adapter param '{name}' cannot be parametrized (torch.nn.utils.parametrize) "
+                f"or removed: lowdim computes, trains and saves it as a plain Parameter; put a constraint into "
+                f"a Space's factors() instead, or train through Adapters.override with tensors you compute")
+
+
 class AdapterSlot(nn.Module):
     """One adapter's tensors on one layer, plus its scale and state flags."""
 
     is_lowdim_slot = True
 
-    def __init__(self, space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
+    def __init__(self, space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors,
+                 basis_seed: int | None = None) -> None:
         super().__init__()
         self.space = space
         self.layer = layer
+        self.basis_seed = basis_seed  # what ``buffers`` were made from: to_empty() leaves them to be made again
         trainable = set(space.trainable_names(layer))
-        self.params = nn.ParameterDict(
+        self.params = AdapterParams(
             {name: nn.Parameter(value, requires_grad=name in trainable) for name, value in params.items()}
         )
+        self.params.layer_name = layer.name
         self.buffer_names = list(buffers)
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
@@ -83,13 +116,33 @@ class AdapterSlot(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         """Moves reach the frozen bases, casts do not: ``model.half()`` must not round LiDB's bases (the
-        file's checksum and every reload regenerate them in fp32); the factors cast them at use."""
+        file's checksum and every reload regenerate them in fp32); the factors cast them at use.
+
+        Off the meta device (``to_empty()``) tensors come back as uninitialised memory. The bases are no
+        state dict entry, so no load would restore them: they are made again from the seed here. The state
+        records are, but a state dict may lack them, so they are written again at the next save or load."""
         frozen = {name: self._buffers.pop(name) for name in self.buffer_names}
+        records_on_meta = [name for name in self._written if self._buffers[name].is_meta]
         super()._apply(fn, recurse)
         for name, buffer in frozen.items():
             moved = fn(buffer)
             self._buffers[name] = moved if moved.dtype == buffer.dtype else buffer.to(moved.device)
+        if any(buffer.is_meta and not self._buffers[name].is_meta for name, buffer in frozen.items()):
+            self._remake_bases()
+        for name in records_on_meta:
+            if not self._buffers[name].is_meta:
+                del self._written[name]
         return self
+
+    def _remake_bases(self) -> None:
+        seed = getattr(self, "basis_seed", None)
+        if seed is None:  # a slot pickled before slots knew their seed: the load's check refuses its bases
+            return
+        with torch.device("cpu"):  # not a caller's meta-device context
+            made = self.space.make_buffers(self.layer, seed)
+        for name in self.buffer_names:
+            old = self._buffers[name]
+            self._buffers[name] = made[name].to(device=old.device, dtype=old.dtype)
 
     def buffers_dict(self) -> Tensors:
         buffers = self._buffers
@@ -121,15 +174,22 @@ class AdapterSlot(nn.Module):
         write through ``.data``, or a step replayed from a CUDA graph, is not seen), so an adapter that is
         not training launches no cast and no factor product per call: a GPU waiting on its host launches
         per layer only what peft does. With gradients they are made each call, as autograd needs, unless
-        ``lowdim.stacked_factors`` made them with the other layers of this slot's shape.
+        ``lowdim.stacked_factors`` made them with the other layers of this slot's shape. Nor are they kept
+        under ``torch.compile`` (a graph cannot compare data pointers, and makes the factors once anyway) or
+        for params without storage (``torch.func.vmap`` over ``functional_call``).
         """
         if self.step_factors is not None and self.enabled and self.merged_scale is None:
             return _cast(self.step_factors, dtype)
-        if torch.is_grad_enabled() or self.override is not None:
+        if torch.is_grad_enabled() or self.override is not None or _is_compiling():
             return _cast(self.live_factors(), dtype)
         sources = (*self.params.values(), *self.buffers_dict().values())
-        key = (dtype, self.enabled, self.merged_scale, self.frozen_merged_scale, _optimizer_steps,
-               *((tensor.data_ptr(), tensor._version) for tensor in sources))
+        try:
+            key = (dtype, self.enabled, self.merged_scale, self.frozen_merged_scale, _optimizer_steps,
+                   *((tensor.data_ptr(), tensor._version) for tensor in sources))
+        except RuntimeError:  # a try costs nothing on the hot path; a check of every tensor would not
+            if all(map(torch._C._has_storage, sources)):
+                raise
+            return _cast(self.live_factors(), dtype)  # a functorch-wrapped param: nothing to key on
         if self._kept_factors is None or self._kept_factors[0] != key:
             self._kept_factors = (key, _cast(self.live_factors(), dtype))
         return self._kept_factors[1]

@@ -143,7 +143,7 @@ class Adapters:
         if batch is not None:
             params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
         buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
-        return AdapterSlot(space, layer, params, buffers)
+        return AdapterSlot(space, layer, params, buffers, basis_seed=F.layer_seed(seed, layer.name))
 
     def delete(self, name: str | None = None) -> None:
         """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""

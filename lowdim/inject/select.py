@@ -188,7 +188,7 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     examples = same_tail or difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3) or names[:3]
     where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
     other = next(((name, module) for name, module in model.named_modules() if name and matches(pattern, name)), None)
-    found = f" ('{other[0]}' is {_kind_words(other[1])})" if other is not None else ""
+    found = f" ({_what_matched(model, *other)})" if other is not None else ""
     if not names and layer_kind(model) in layer_set.types:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
                 f"wrap it, e.g. nn.Sequential(layer), and target '0'")
@@ -200,6 +200,30 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
     )
+
+
+def _what_matched(model: nn.Module, name: str, module: nn.Module) -> str:
+    """Why a module the pattern names is no target: its kind, or the wrapper it sits in."""
+    parent_name, _, last = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if last == "base_layer" else None
+    if parent is None:
+        return f"'{name}' is {_peft_words(module) or _kind_words(module)}"
+    if getattr(parent, "is_lowdim_wrapper", False):
+        return f"'{name}' is the layer inside lowdim's wrapper of layer {parent_name}: target '{parent_name}'"
+    # peft's merge and unload write into a wrapper's base_layer and hand it back in the wrapper's place, so a
+    # layer inside one is never a target: peft would drop or overwrite the adapter lowdim put there.
+    wrapper = _peft_words(parent) or f"a {type(parent).__name__}"
+    return f"'{name}' is the layer inside '{parent_name}', and a wrapper's inner layer is no target: it is {wrapper}"
+
+
+def _peft_words(module: nn.Module) -> str | None:
+    """peft's own layer, named as peft's, with what to do: None for any other module."""
+    cls = type(module)
+    if not cls.__module__.startswith("peft."):
+        return None
+    kind = "LoRA layer" if ".lora" in cls.__module__ else "adapter layer"
+    return (f"peft's {kind} ({cls.__module__}.{cls.__qualname__}), which lowdim cannot adapt as well: target "
+            f"other layers, or fold peft's adapters in with merge_and_unload() first")
 
 
 def _kind_words(module: nn.Module) -> str:

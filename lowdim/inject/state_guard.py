@@ -119,7 +119,8 @@ def check_incoming(slot: Any, state_dict: dict[str, Any], prefix: str) -> None:
         raise LowdimError(
             f"{where}: its frozen bases differ from this model's (fingerprint {theirs & (2**64 - 1):016x}, "
             f"here {ours & (2**64 - 1):016x}): it was injected with another seed or space config and would "
-            f"compute something else; inject with the same seed and config, or move adapters with "
+            f"compute something else (or this model's bases were left uninitialised by to_empty() on a model not "
+            f"on the meta device); inject with the same seed and config, or move adapters with "
             f"save_adapter/load_adapter")
 
 
