@@ -26,3 +26,11 @@ def test_other_bare_words_still_go_their_way(monkeypatch, tmp_path):
     with lowdim.use_registry(lowdim.Registry.from_plugins(WITHOUT_TINYFACES)), pytest.raises(LowdimError) as refused:
         load_sd(str(tmp_path / "tinyfaces"))  # a path of that name is a path: no such folder
     assert "lowdim-tinyfaces" not in str(refused.value)
+
+
+def test_another_spelling_of_an_installed_plugins_model_is_a_typo():
+    if "tinyfaces" not in lowdim.get_registry().backends:
+        pytest.skip("lowdim-tinyfaces is not installed")
+    with pytest.raises(LowdimError) as refused:
+        load_sd("TinyFaces")
+    assert "did you mean tinyfaces?" in str(refused.value) and "not installed" not in str(refused.value)
