@@ -3,8 +3,12 @@ flag (``--steps``), and the ``lowdim`` command still names the flag: the checks 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lowdim.errors import LowdimError
 from lowdim_cli.main import main
@@ -77,6 +81,10 @@ CASES = [
      "TrainConfig(learning_rate=...) must be a number, got 'x'"),
     ("config steps not a number", lambda e: train(e, TrainConfig(steps="10")),
      "TrainConfig(steps=...) must be an integer, got '10'"),
+    ("config steps a bool", lambda e: train(e, TrainConfig(steps=True)),
+     "TrainConfig(steps=...) must be an integer, got True"),
+    ("config batch a bool", lambda e: train(e, TrainConfig(batch_size=False)),
+     "TrainConfig(batch_size=...) must be an integer, got False"),
     ("config augment not a bool", lambda e: TrainConfig(augment="no").validate(),
      "TrainConfig(augment=...) must be True or False, got 'no'"),
     ("config token not a str", lambda e: TrainConfig(token=5).validate(),
@@ -269,3 +277,24 @@ def test_a_hypernetwork_records_sks_when_its_weights_recorded_no_token(monkeypat
     net = SimpleNamespace(space=None, layers=None)
     metadata = run_metadata(job, {"seed": 0, "layer_set": "all", "config": {}}, net)
     assert metadata["token"] == "sks"
+
+
+# TrainConfig's numeric settings, read from its annotations rather than from train_settings.NUMBERS, so that a
+# setting missing from NUMBERS (whose type would then go unchecked) is caught here and not skipped with it.
+NUMERIC_FIELDS = sorted(f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", "float", "float | None"))
+
+
+def test_every_numeric_setting_is_type_checked():
+    from lowdim_sd.train_settings import NUMBERS
+
+    assert set(NUMBERS) == set(NUMERIC_FIELDS)
+
+
+@given(name=st.sampled_from(NUMERIC_FIELDS), value=st.one_of(st.text(max_size=8), st.booleans()))
+def test_a_numeric_setting_set_to_a_str_or_a_bool_is_one_line_naming_it(name, value):
+    """``weight_decay="0.1"`` or ``steps=True`` from Python: one LowdimError naming the field, never a TypeError
+    from a comparison, nor a bool taken for 1 or 0."""
+    with pytest.raises(LowdimError) as error:
+        TrainConfig(**{name: value}).validate(least_steps=1)
+    message = str(error.value)
+    assert message.startswith(f"TrainConfig({name}=...) must be ") and "\n" not in message, message

@@ -9,6 +9,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import lowdim
 import lowdim_sd.train as engine
@@ -132,3 +134,34 @@ def test_the_command_still_refuses_a_bad_token_in_its_own_words(tiny_sd, face, t
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and said in err[0], err
     assert not (tmp_path / "o" / "adapter.safetensors").exists()
+
+
+def test_train_alone_leaves_the_callers_config_unset_for_the_next_job(model, faces, tiny_sd, face, tmp_path):
+    """One TrainConfig serving several jobs: the rate and word the engine filled in for the first are its own,
+    so a second job's own rate is not taken for a second rate, nor its word pinned to sks."""
+    from lowdim_sd.modes import adapter_trainable, resolve_layers
+    from lowdim_sd.train import Subject, train
+
+    config = TrainConfig(steps=1)
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None, model.name))
+    try:
+        train(model, [Subject(faces)], trainable, config, progress=False)
+    finally:
+        lowdim.Adapters(model.modules).delete(trainable.name)
+    assert config == TrainConfig(steps=1)
+    result = run_train(TrainJob(model=str(tiny_sd), images=[face], out=tmp_path, learning_rate=5e-5, config=config),
+                       progress=False, model=model)
+    assert len(result.losses) == 1 and config == TrainConfig(steps=1)
+
+
+@given(rate=st.one_of(st.none(), st.floats(1e-6, 1.0)), token=st.one_of(st.none(), st.sampled_from(["ohwx", "zwx"])),
+       job_sets_rate=st.booleans(), default=st.floats(1e-6, 1.0))
+def test_the_rate_and_word_a_job_runs_at_are_a_copy(rate, token, job_sets_rate, default):
+    from lowdim_sd.train_settings import DEFAULT_TOKEN, job_rate
+
+    config = TrainConfig(steps=1, learning_rate=rate, token=token)
+    own = (rate if rate is not None else default / 2) if job_sets_rate else None  # TrainJob(learning_rate=...)
+    ran = job_rate(config, own, "TrainJob", default)
+    assert config == TrainConfig(steps=1, learning_rate=rate, token=token)  # the caller's, as they built it
+    assert ran.learning_rate == (own if own is not None else rate if rate is not None else default)
+    assert ran.token == (token or DEFAULT_TOKEN)

@@ -35,3 +35,12 @@ def test_a_pipeline_loaded_from_it_is_named_for_it(tinyfaces_folder, one_thread)
 def test_another_folder_stays_a_folder(tiny_sd):
     assert sd_backend(str(tiny_sd)) is None
     assert name_and_source(str(tiny_sd)) == (str(tiny_sd), str(tiny_sd))
+
+
+def test_a_relative_path_to_the_folder_is_the_model(tinyfaces_folder, monkeypatch):
+    """``cd .../lowdim_tinyfaces && lowdim personalize -m model``: the folder as typed, not as the registry spells
+    it, is still tinyfaces (its hypernetwork, describer and crop), not an unknown model trained from zero."""
+    monkeypatch.chdir(tinyfaces_folder.parent)
+    name, parent = tinyfaces_folder.name, tinyfaces_folder.parent.name
+    for given in (name, f"./{name}/", f"../{parent}/{name}", f"{name}/../{name}"):
+        assert sd_backend(given) is not None and sd_backend(given).name == "tinyfaces", given

@@ -4,6 +4,8 @@ word; the combinations each mode does read still reach the model."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from PIL import Image
 
@@ -101,3 +103,31 @@ def test_several_subjects_for_a_one_subject_mode_is_one_line_before_the_model_lo
     code = main(["train", "-m", "tinyfaces", "--subjects", "people", "--steps", "1", "-o", "run", *mode])
     err = capsys.readouterr().err
     assert code == 1 and said in err and "use --images, not --subjects" in err and "Traceback" not in err
+
+
+def train_flags() -> set[str]:
+    """Every flag `lowdim train` takes, as its parser knows them (both halves of --merge-frozen/--no-merge-frozen)."""
+    import click
+    import typer.main
+
+    from lowdim_cli.main import app
+
+    group = typer.main.get_command(app)
+    command = group.get_command(click.Context(group), "train")
+    return {flag for param in command.params for flag in (*param.opts, *param.secondary_opts)}
+
+
+@pytest.mark.parametrize(("args", "refused"), [
+    (["--full", "--set", "rank=8"], "--set"), (["--init", "a.safetensors", "--set", "rank=8"], "--set"),
+    (["--full", "--init", "a.safetensors"], "--init"), (["--init", "a.safetensors", "--space", "lora"], "--space"),
+    (["--init", "a.safetensors", "--layers", "text"], "--layers"), (["--full", "--layers", "text"], "--layers"),
+    (["--init", "a.safetensors", "--train-text-encoder"], "--train-text-encoder"),
+    (["--full", "--space", "lora"], "--space"), (["--no-merge-frozen"], "--no-merge-frozen"),
+])
+def test_a_conflict_line_names_only_flags_the_command_takes_and_first_the_one_refused(files, capsys, args, refused):
+    """Not the TrainJob field a flag sets (--space-options for --set, --initial for --init), which no one can type;
+    and the flag the line refuses comes first, as the user typed it."""
+    code, stderr = train(capsys, *args)
+    named = re.findall(r"(?<![\w-])--[a-z][a-z-]*", stderr)
+    assert code == 1 and set(named) <= train_flags(), stderr
+    assert stderr.split()[:2] == ["Error:", refused], stderr
