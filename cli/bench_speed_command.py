@@ -65,7 +65,7 @@ def speed(
     job = SpeedJob(out=out_dir, quick=quick, device=device, dtype=dtype, resolution=resolution, repeats=repeats,
                    photo=photo, model_dir=model_dir, overwrite=overwrite,
                    only=tuple(part.strip() for part in (only or "").split(",") if part.strip()), run=run)
-    report = run_speed(job, console=out)
+    report = run_speed(job)  # its bar on stderr, as every command's: stdout holds the table
     show(report)
     out.print(f"wrote [bold]{out_dir / 'speed.json'}[/] and [bold]{out_dir / 'table.md'}[/]")
 

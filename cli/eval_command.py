@@ -96,7 +96,7 @@ def progress_bar(show: bool) -> Iterator:
 
     with contextlib.ExitStack() as stack:
         def start(total: int):  # run_eval calls it once, when it knows the total
-            advance = stack.enter_context(progress(total, "scoring", loss=False, transient=True, console=out))
+            advance = stack.enter_context(progress(total, "scoring", loss=False, transient=True))
             return lambda n: advance(steps=n)
 
         yield start

@@ -100,7 +100,7 @@ class FeatureCache:
     changes: phase 1 then runs the backbone once per image instead of once per step.
     """
 
-    def __init__(self, stored=None, name_of: Callable[[int], object] | None = None) -> None:
+    def __init__(self, stored: StoredFeatures | None = None, name_of: Callable[[int], object] | None = None) -> None:
         self.features: dict[int, Tensor] = {}
         self.stored = stored  # a ``StoredFeatures`` file: every image is looked up there, none computed
         self.name_of = name_of  # item -> its file, so a row the file lacks is named as the user knows it

@@ -32,6 +32,8 @@ def check_job(job: PersonalizeJob) -> None:
 
     refuse_inference_mode()  # the finetune needs autograd, and even --only-hyper's file is written by train()
     check_types(job)
+    if not isinstance(job.export, (list, tuple)) or not all(isinstance(fmt, str) for fmt in job.export):
+        raise LowdimError(f"{named('export')} takes a list of formats ({', '.join(FORMATS)}), got {job.export!r:.40}")
     unknown = [fmt for fmt in job.export if fmt not in FORMATS]
     if unknown:
         raise LowdimError(f"unknown {named('export')} format '{unknown[0]}'; choose from {', '.join(FORMATS)}")

@@ -317,16 +317,16 @@ def metrics_for(model: str) -> tuple[str, ...]:
 
 
 def ships_a_hypernet(model: str) -> bool:
-    """Whether the installed model ``model`` names ships a hypernetwork (TinyFaces does; SD1.5, a folder, a file
-    or a hub id do not), told without loading anything."""
+    """Whether the installed model ``model`` names ships a hypernetwork (TinyFaces does, by name or by its folder;
+    SD1.5, another folder, a file or a hub id do not), told without loading anything."""
     from lowdim_sd.personalize_hypernet import default_hypernet
-    from lowdim_sd.registered_models import registered_entry
+    from lowdim_sd.registered_models import sd_backend
 
     try:
-        entry = registered_entry(model)
-    except LowdimError:  # a name two plugins claim: loading it says so
+        backend = sd_backend(model)  # a name, an alias, or the registered model's own folder
+    except LowdimError:  # a name two plugins claim, or no SD model: loading it says so
         return False
-    return entry is not None and default_hypernet(entry.value) is not None
+    return backend is not None and default_hypernet(backend) is not None
 
 
 def no_hypernet_note(model: str, steps: int | None) -> str:

@@ -35,6 +35,7 @@ WRONG = [
     ({"overwrite": "yes"}, "PersonalizeJob(overwrite=...) must be True or False, got 'yes'"),
     ({"gradient_checkpointing": "on"}, "PersonalizeJob(gradient_checkpointing=...) must be True or False"),
     ({"cuda_graphs": 0}, "PersonalizeJob(cuda_graphs=...) must be True or False, got 0"),
+    ({"export": 5}, "PersonalizeJob(export=...) takes a list of formats (diffusers, kohya), got 5"),
 ]
 
 

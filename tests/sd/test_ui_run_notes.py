@@ -143,3 +143,14 @@ def test_a_run_from_tinyfaces_hypernetwork_records_it(tmp_path, face):
     studio = Studio(StudioConfig(model="tinyfaces", out=tmp_path / "ui"))
     record = studio.personalize(face, settings("tinyfaces", steps=1))
     assert record.settings["use_hypernet"] is True and "hypernetwork" in record.stages and record.notes == []
+
+
+def test_tinyfaces_own_folder_ships_its_hypernetwork_as_its_name_does(tiny_sd):
+    from lowdim.registry import get_registry
+    from lowdim_sd.ui.studio import ships_a_hypernet
+
+    entry = get_registry().backends.get("tinyfaces")
+    if entry is None:
+        pytest.skip("lowdim-tinyfaces is not installed")
+    assert ships_a_hypernet("tinyfaces") and ships_a_hypernet(str(entry.value.source))
+    assert not ships_a_hypernet(str(tiny_sd))
