@@ -18,8 +18,9 @@ from lowdim_sd.plugin import SDBackend
 
 
 def registered_entry(model: str) -> Entry | None:
-    """The registry entry of ``model`` (a name or an alias); None for a path or hub id. A clashed name raises."""
-    return get_registry().backend_entry(model)
+    """The registry entry of ``model``: a name, an alias, or a registered SD1.x model's own folder (``lowdim show
+    tinyfaces`` names it), which is that model; None for another path or a hub id. A clashed name raises."""
+    return get_registry().backend_entry(model) or _entry_of_folder(model)
 
 
 def sd_backend(model: str) -> SDBackend | None:
@@ -32,7 +33,7 @@ def sd_backend(model: str) -> SDBackend | None:
     if entry is None:
         refuse_a_bare_word_without_plugins(model)
         refuse_a_model_whose_plugin_is_missing(model)
-        return backend_of_folder(model)
+        return None
     if not isinstance(entry.value, SDBackend):
         raise LowdimError(f"model '{model}', registered by {plugin_label(entry.plugin)}, is not an SD1.x model: "
                           f"lowdim's SD commands (personalize, train, generate, ...) need a "
@@ -40,9 +41,9 @@ def sd_backend(model: str) -> SDBackend | None:
     return entry.value
 
 
-def backend_of_folder(model: str) -> SDBackend | None:
-    """The registered SD1.x model whose files ``model`` is the folder of (``lowdim show tinyfaces`` names it):
-    that model, with its hypernetwork, describer and crop, not an unknown one trained from zero; else None."""
+def _entry_of_folder(model: str) -> Entry | None:
+    """The entry of the registered SD1.x model whose files ``model`` is the folder of: that model, with its
+    hypernetwork, describer and crop, not an unknown one trained from zero."""
     path = Path(model).expanduser()
     if not path.is_dir():
         return None
@@ -50,7 +51,7 @@ def backend_of_folder(model: str) -> SDBackend | None:
     for entry in get_registry().backends.values():
         source = getattr(entry.value, "source", None)
         if isinstance(entry.value, SDBackend) and source and Path(str(source)).expanduser().resolve() == here:
-            return entry.value
+            return entry
     return None
 
 

@@ -44,3 +44,16 @@ def test_a_relative_path_to_the_folder_is_the_model(tinyfaces_folder, monkeypatc
     name, parent = tinyfaces_folder.name, tinyfaces_folder.parent.name
     for given in (name, f"./{name}/", f"../{parent}/{name}", f"{name}/../{name}"):
         assert sd_backend(given) is not None and sd_backend(given).name == "tinyfaces", given
+
+
+def test_personalize_on_the_folder_runs_as_on_the_name(tinyfaces_folder, tmp_path, one_thread):
+    """The hypernetwork, the describer and the crop default of the registered model, and its name recorded."""
+    from lowdim_sd.personalize import PersonalizeJob, personalize
+
+    face = Path(__file__).resolve().parents[2] / "examples" / "face.png"
+    result = personalize(PersonalizeJob(model=str(tinyfaces_folder), image=face, out=tmp_path / "me", steps=1,
+                                        preview=False), progress=False)
+    assert {"describe", "hypernetwork"} <= set(result.stages)
+    import lowdim
+
+    assert lowdim.read_adapter(result.adapter).metadata["base_model"] == "tinyfaces"
