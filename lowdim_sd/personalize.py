@@ -29,7 +29,6 @@ from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults, runs
 from lowdim_sd import personalize_stages as stages
-from lowdim_sd.devices import check_training_dtype, resolve_device
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.given_model import check_given_model, handed_back
@@ -47,7 +46,6 @@ from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.prompt_words import with_looks
 from lowdim_sd.registered_models import registered_entry
-from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import as_path
 
@@ -184,9 +182,6 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
     TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
                 keep_styles=job.keep_styles).validate("PersonalizeJob")
-    check_training_dtype(job.device, job.dtype)
-    if job.cuda_graphs:
-        check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
     job, prompt = with_training_phrase(job, hypernet)
     bases_seed = job.seed if job.bases_seed is None else job.bases_seed
     if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had

@@ -64,6 +64,21 @@ def check_job(job: PersonalizeJob) -> None:
     for text in job.preview_draws or ():
         parse_draw(text)
     check_resolution(job.resolution)
+    check_finetune_settings(job)
+
+
+def check_finetune_settings(job: PersonalizeJob) -> None:
+    """The finetune's values the job sets itself, its device and dtype: refused before an earlier run's folder is
+    (one fix, not two reruns); the defaults they leave to the model are checked once it is known."""
+    from lowdim_sd.devices import check_training_dtype, resolve_device
+    from lowdim_sd.step_graphs import check_graphs
+
+    given = {name: value for name, value in (("learning_rate", job.learning_rate), ("batch_size", job.batch_size),
+                                             ("steps", job.steps)) if value is not None}
+    TrainConfig(**given, keep_styles=job.keep_styles).validate("PersonalizeJob")
+    check_training_dtype(job.device, job.dtype)
+    if job.cuda_graphs:
+        check_graphs(resolve_device(job.device), "no", job.gradient_checkpointing)
 
 
 # The job's numbers and switches, checked by type before the range checks compare them; the optional ones take

@@ -1,0 +1,23 @@
+"""A bad finetune value is told before an earlier run's folder is: one fix, not a rerun with --overwrite only to
+hear of the value next."""
+
+from __future__ import annotations
+
+import pytest
+
+from lowdim_cli.main import main
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),
+])
+def test_a_bad_value_comes_before_the_taken_folder(tiny_sd, face, tmp_path, capsys, args, said):
+    out = tmp_path / "me"
+    out.mkdir()
+    (out / "adapter.safetensors").write_bytes(b"an earlier run's")
+    code = main(["personalize", "-m", str(tiny_sd), "-i", str(face), "-o", str(out), "--no-preview", *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and said in err and "--overwrite" not in err, err
+    assert (out / "adapter.safetensors").read_bytes() == b"an earlier run's"
