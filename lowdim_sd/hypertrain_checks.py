@@ -76,11 +76,23 @@ def check_features_cover(job: HyperTrainJob, train_set: WeightDataset, val_set: 
         images.update({data.image_path(item): lambda data=data, item=item: data.image(item)
                        for item in range(len(data))})
     images.update(_other_images(job, train_set))
-    crop = " --crop" if train_set.crop else ""
     inputs = [*dict.fromkeys(train_set.roots), *job.extra_images, *([job.key_pairs] if job.key_pairs else [])]
     remedy = (f"make it as the weights' images were read: lowdim encoder-features "
-              f"{' '.join(f'-i {folder}' for folder in inputs)} --resolution {train_set.resolution}{crop}")
+              f"{' '.join(f'-i {folder}' for folder in inputs)} --resolution {train_set.resolution}"
+              f"{_crop_flags(train_set)}")
     check_covers(job.features, images, remedy, progress)
+
+
+def _crop_flags(data: WeightDataset) -> str:
+    """encoder-features' flags that read images as the weight folder's index.json says they were cropped."""
+    from lowdim_sd.faces import DEFAULT_MARGIN
+
+    if not data.crop:
+        return ""
+    # str of the float: every digit the index holds (a rounded margin would crop other pixels)
+    margin = f" --crop-margin {data.crop_margin}" if data.crop_margin != DEFAULT_MARGIN else ""
+    index = f" --face-index {data.face_index}" if data.face_index is not None else ""
+    return f" --crop{margin}{index}"
 
 
 def _other_images(job: HyperTrainJob, like: WeightDataset) -> dict[Path, Callable[[], Tensor]]:
