@@ -84,8 +84,11 @@ def model_backend(model: str, model_config: str | None = None):
 
     Refused as the commands that load the model refuse it: a near miss of a registered name names the model
     meant, and a file name (``model.safetensors``) that is not there is "no such model file or folder"."""
+    from lowdim_sd.registered_models import registered_entry
+
     registry = get_registry()
-    entry = registry.backend_entry(model)  # a name two plugins claim: the line saying to uninstall one
+    # A name two plugins claim is the line saying to uninstall one; a registered model's folder is that model.
+    entry = registered_entry(model)
     if entry is not None:
         return entry.value
     from lowdim_sd.loading import refuse_a_misspelt_name

@@ -57,3 +57,13 @@ def test_personalize_on_the_folder_runs_as_on_the_name(tinyfaces_folder, tmp_pat
     import lowdim
 
     assert lowdim.read_adapter(result.adapter).metadata["base_model"] == "tinyfaces"
+
+
+def test_inspect_on_the_folder_counts_the_models_own_layers(tinyfaces_folder, capsys):
+    from lowdim_cli.main import main
+
+    assert main(["inspect", "-m", "tinyfaces", "-s", "lidb", "--no-files"]) == 0
+    by_name = capsys.readouterr().out
+    assert main(["inspect", "-m", str(tinyfaces_folder), "-s", "lidb", "--no-files"]) == 0
+    by_folder = capsys.readouterr().out
+    assert by_folder.replace(str(tinyfaces_folder), "tinyfaces") == by_name.replace(str(tinyfaces_folder), "tinyfaces")
