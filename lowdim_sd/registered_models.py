@@ -48,11 +48,10 @@ def _entry_of_folder(model: str) -> Entry | None:
     if not path.is_dir():
         return None
     here = path.resolve()
-    for entry in get_registry().backends.values():
-        source = getattr(entry.value, "source", None)
-        if isinstance(entry.value, SDBackend) and source and Path(str(source)).expanduser().resolve() == here:
-            return entry
-    return None
+    found = {id(entry.value): entry for entry in get_registry().backends.values()  # an alias is the same model
+             if isinstance(entry.value, SDBackend) and getattr(entry.value, "source", None)
+             and Path(str(entry.value.source)).expanduser().resolve() == here}
+    return next(iter(found.values())) if len(found) == 1 else None  # two models on one folder: no guess
 
 
 def refuse_a_bare_word_without_plugins(model: str) -> None:

@@ -59,11 +59,27 @@ def test_personalize_on_the_folder_runs_as_on_the_name(tinyfaces_folder, tmp_pat
     assert lowdim.read_adapter(result.adapter).metadata["base_model"] == "tinyfaces"
 
 
-def test_inspect_on_the_folder_counts_the_models_own_layers(tinyfaces_folder, capsys):
-    from lowdim_cli.main import main
+def test_inspect_on_the_folder_counts_the_models_own_layers(tiny_sd, capsys):
+    """A backend with its own default layer set: inspect on its folder counts that set, as train trains it."""
+    import types
 
-    assert main(["inspect", "-m", "tinyfaces", "-s", "lidb", "--no-files"]) == 0
-    by_name = capsys.readouterr().out
-    assert main(["inspect", "-m", str(tinyfaces_folder), "-s", "lidb", "--no-files"]) == 0
-    by_folder = capsys.readouterr().out
-    assert by_folder.replace(str(tinyfaces_folder), "tinyfaces") == by_name.replace(str(tinyfaces_folder), "tinyfaces")
+    import lowdim
+    from lowdim.hookspecs import hookimpl
+    from lowdim_cli.main import main
+    from lowdim_sd.architecture import LAYER_SETS
+    from lowdim_sd.plugin import SDBackend
+
+    class CrossOnly(SDBackend):
+        layer_sets = {"cross": LAYER_SETS["unet-cross"], "unet+text": LAYER_SETS["unet+text"]}
+        default_layer_set = "cross"
+
+    plugin = types.ModuleType("cross_only")
+    plugin.register_backends = hookimpl(lambda register: [register(CrossOnly("crossonly", str(tiny_sd)))])
+    modules = ["lowdim.spaces.builtin", "lowdim.hyper.builtin", "lowdim_sd.plugin", plugin]
+    with lowdim.use_registry(lowdim.Registry.from_plugins(modules)):
+        assert main(["inspect", "-m", "crossonly", "-s", "lidb", "--no-files"]) == 0
+        by_name = capsys.readouterr().out
+        assert main(["inspect", "-m", str(tiny_sd), "-s", "lidb", "--no-files"]) == 0
+        by_folder = capsys.readouterr().out
+    named = by_name.replace(str(tiny_sd), "crossonly")
+    assert "cross" in by_name and by_folder.replace(str(tiny_sd), "crossonly") == named
