@@ -38,7 +38,8 @@ def precompute(
     space: Annotated[str, typer.Option("--space", "-s", help="Weight space of the adapters (default: LiDB).")] = "lidb",
     set_: SpaceOptions = None,
     layers: Annotated[str | None, typer.Option(
-        "--layers", "-l", help="Layer set (default: unet+text, the paper's).")] = None,
+        "--layers", "-l", help="Layer set (default: the model's own, first in `lowdim models`; unet+text, the "
+                               "paper's, for sd15 and tinyfaces).")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps per identity.")] = defaults.STEPS,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: the space's, lidb 2e-3).")] = None,
     batch_subjects: Annotated[int, typer.Option(

@@ -40,7 +40,8 @@ def personalize(
     set_: SpaceOptions = None,
     layers: Annotated[str | None, typer.Option(
         "--layers", "-l",
-        help="Layer set (default: unet+text, the paper's). A set inside the hypernetwork's keeps that part of its "
+        help="Layer set (default: the model's own, first in `lowdim models`; unet+text, the paper's, for sd15 and "
+             "tinyfaces). A set inside the hypernetwork's keeps that part of its "
              "prediction: 'unet' leaves the text encoder alone, which follows prompts such as 'at night' far better "
              "for less identity on TinyFaces (docs/ladder.md, rung 11).")] = None,
     steps: Annotated[int | None, typer.Option(

@@ -37,7 +37,7 @@ def sd_backend(model: str) -> SDBackend | None:
     if not isinstance(entry.value, SDBackend):
         raise LowdimError(f"model '{model}', registered by {plugin_label(entry.plugin)}, is not an SD1.x model: "
                           f"lowdim's SD commands (personalize, train, generate, ...) need a "
-                          f"lowdim_sd.plugin.SDBackend; `lowdim inspect -m {model}` works with it")
+                          f"lowdim_sd.plugin.SDBackend; `lowdim inspect -m {model} -s lidb` works with it")
     return entry.value
 
 

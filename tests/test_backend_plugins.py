@@ -213,8 +213,8 @@ def test_an_sd_command_on_a_model_that_is_not_sd_says_so_in_one_line(capsys, tmp
     face = tmp_path / "face.png"
     Image.new("RGB", (32, 32)).save(face)
     expected = ("model '{0}', registered by plugin 'toyplug', is not an SD1.x model: lowdim's SD commands "
-                "(personalize, train, generate, ...) need a lowdim_sd.plugin.SDBackend; `lowdim inspect -m {0}` "
-                "works with it")
+                "(personalize, train, generate, ...) need a lowdim_sd.plugin.SDBackend; `lowdim inspect -m {0} "
+                "-s lidb` works with it")
     with lowdim.use_registry(registry(backends_plugin("toyplug", Toy()))):
         with pytest.raises(LowdimError, match=re_escape(expected.format("toy-mlp"))):
             load_sd("toy-mlp")
