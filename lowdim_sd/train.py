@@ -36,7 +36,7 @@ from lowdim_sd.train_settings import (  # noqa: F401  (this module's API since b
     TrainResult,
     fill_prompt,
     refuse_inference_mode,
-    with_rate,
+    with_defaults,
 )
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     a checkpoint, so a stop keeps none.
     """
     refuse_inference_mode()
-    config = with_rate(config)
+    config = with_defaults(config)
     config.validate()
     check_precision(model, config, trainable)
     models = step_models(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)

@@ -150,8 +150,6 @@ def with_defaults(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfi
     return replace(config, **filled) if filled else config
 
 
-with_rate = with_defaults  # its name when it filled in the rate alone, which the engine (train.py) still calls
-
 
 def check_job_rate(given: float | None, owner: str) -> None:
     """A job's own rate (``TrainJob(learning_rate=...)``, --lr) checked under the job's name, before it joins the
