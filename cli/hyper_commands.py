@@ -217,6 +217,9 @@ def train_hypernet(
     log_every: Annotated[int, typer.Option(help="Log training losses to metrics.jsonl every N steps (0: never).")] = 10,
     checkpoint_every: CheckpointEvery = 500,
     resume: Resume = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out: an earlier run's checkpoints, "
+        "split, metrics.jsonl and hypernet.safetensors are replaced (only once the new run is past its checks).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of init, data order, split, noise and timesteps.")] = 0,
     augment: Annotated[bool, typer.Option(help="Random flips and crops in the diffusion term.")] = True,
     all_images: Annotated[bool, typer.Option("--all-images",
@@ -263,7 +266,8 @@ def train_hypernet(
                         image_root=image_root,
                         key_pairs=key_pairs, key_steps=key_steps, key_renders=key_renders, val_fraction=val_fraction,
                         val_identities=val_identities, val_every=val_every, log_every=log_every,
-                        checkpoint_every=checkpoint_every, resume=resume, seed=seed, augment=augment,
+                        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, seed=seed,
+                        augment=augment,
                         all_images=all_images, prompt=prompt, token=token, mixed_precision=mixed_precision,
                         gradient_checkpointing=gradient_checkpointing, num_workers=num_workers, cpu=cpu, dtype=dtype,
                         model_config=model_config)

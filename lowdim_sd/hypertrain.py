@@ -48,7 +48,7 @@ from lowdim_sd.hypertrain_io import (
     write_split,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
-from lowdim_sd.hypertrain_resume import checkpoint_to_resume, resume_settings
+from lowdim_sd.hypertrain_resume import checkpoint_to_resume, clear_earlier_run, resume_settings
 from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import fill_retrieval
@@ -94,6 +94,7 @@ class HyperTrainJob:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     resume: bool = False
+    overwrite: bool = False  # start over on an earlier run's checkpoints, split, log and hypernetwork in out
     seed: int = 0
     augment: bool = True
     all_images: bool = False  # one pair per image instead of per identity (first image)
@@ -127,7 +128,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     check_has_identities(full)
     job.model = model_to_train(job, full)
     out = Path(job.out)
-    folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval")
+    folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval", job.overwrite)
     accelerator = _accelerator(job)
     settings = resume_settings(job, full, accelerator.num_processes)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
@@ -137,6 +138,9 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     train_names, val_names = split_identities(full.names, job, out, full.people())
     train_set, val_set = _subsets(job, full, train_names, val_names)
     check_features_cover(job, train_set, val_set, progress and accelerator.is_main_process)
+    if job.overwrite and accelerator.is_main_process:
+        clear_earlier_run(out)  # past every check: a refused run costs the earlier one nothing
+    accelerator.wait_for_everyone()
     if job.hyper.get("architecture") == "retrieval":
         write_split(out, train_names, val_names)
         return fill_retrieval(job, train_set, val_set, numbers, out, progress)

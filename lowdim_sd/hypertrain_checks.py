@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 def check_job(job: HyperTrainJob) -> None:
     """Settings nothing can train with, refused before any model or data loads."""
     check_retrieval_job(job)
+    if job.resume and job.overwrite:
+        raise LowdimError("--resume continues the run in --out and --overwrite starts it over: pass one")
     if job.hyper.get("encoder") and job.hyper.get("encoder_config") is not None:
         # A packaged encoder would win and the file would record a config it never used; a hub id would be a
         # label only: either way one of the two is not what the user asked for.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,16 +67,30 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:12]
 
 
-def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False) -> Path | None:
-    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files."""
+def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False, overwrite: bool = False) -> Path | None:
+    """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files unless
+    ``overwrite`` (which ``clear_earlier_run`` honours once the run is past its checks)."""
+    if overwrite:
+        return None
     folder = checkpoints.latest(out)
     if folder is not None and not resume:
         raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
-                          f"continue it, or choose another --out")
+                          f"continue it, --overwrite to start over, or choose another --out")
     if folder is None and (out / "hypernet.safetensors").is_file():
         # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
         later = ("; a retrieval head is made whole in one go, so there is nothing to continue" if retrieval else
                  " (or save checkpoints with --checkpoint-every to continue runs later)")
-        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; choose another "
-                          f"--out{later}")
+        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; pass --overwrite "
+                          f"to start over, or choose another --out{later}")
     return folder
+
+
+EARLIER_RUN_FILES = ("hypernet.safetensors", "split.json", "metrics.jsonl")
+
+
+def clear_earlier_run(out: Path) -> None:
+    """What an earlier run left in ``out``: its checkpoints would pass for this run's at a later --resume, its
+    split would be read back, its log appended to, and its hypernetwork would stand if this run were stopped."""
+    shutil.rmtree(Path(out) / checkpoints.FOLDER, ignore_errors=True)
+    for name in EARLIER_RUN_FILES:
+        (Path(out) / name).unlink(missing_ok=True)
