@@ -204,6 +204,8 @@ def check_train_job(job: TrainJob) -> None:
         check_one_subject(mode_of(job), len(subject_folders(Path(job.subjects), warn=False)))  # before the load
     check_resolution(job.resolution, "TrainJob")
     check_training_dtype(job.device, job.dtype)
+    if config.cuda_graphs:  # job.device's; train() checks a given model's own device again
+        check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
     check_output_paths(job)
 
 
@@ -290,8 +292,6 @@ def take_up_a_held_stop(result: TrainResult) -> None:
 
 def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainResult:
     config = train_config(job)
-    if config.cuda_graphs and model is None:  # before the model loads; train() checks a given model
-        check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
     earlier = checkpoints.latest(job.out)
     if earlier is not None and not job.resume:
         if not job.overwrite:

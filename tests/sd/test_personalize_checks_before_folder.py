@@ -3,6 +3,8 @@ hear of the value next."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from lowdim_cli.main import main
@@ -18,6 +20,22 @@ def test_a_bad_value_comes_before_the_taken_folder(tiny_sd, face, tmp_path, caps
     out.mkdir()
     (out / "adapter.safetensors").write_bytes(b"an earlier run's")
     code = main(["personalize", "-m", str(tiny_sd), "-i", str(face), "-o", str(out), "--no-preview", *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and said in err and "--overwrite" not in err, err
+    assert (out / "adapter.safetensors").read_bytes() == b"an earlier run's"
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),
+    (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+])
+def test_train_tells_a_bad_value_before_the_taken_folder_too(tiny_sd, face, tmp_path, capsys, args, said):
+    photos, out = tmp_path / "photos", tmp_path / "me"
+    photos.mkdir()
+    shutil.copy(face, photos)
+    out.mkdir()
+    (out / "adapter.safetensors").write_bytes(b"an earlier run's")
+    code = main(["train", "-m", str(tiny_sd), "-i", str(photos), "-o", str(out), "--steps", "1", *args])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 1 and said in err and "--overwrite" not in err, err
     assert (out / "adapter.safetensors").read_bytes() == b"an earlier run's"
