@@ -19,6 +19,7 @@ from lowdim.errors import LowdimError
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim_sd import stopping
 from lowdim_sd.face_inputs import load_face_image
+from lowdim_sd.faces import DEFAULT_MARGIN
 from lowdim_sd.weight_index import differing_settings, read_index
 
 Folders = str | Path | Sequence[str | Path]
@@ -59,7 +60,10 @@ class WeightDataset(torch.utils.data.Dataset):
         # (the folders agree on it: the crop is part of the recipe _check_alike compares).
         config = self.index.get("config", {})
         self.crop = bool(config.get("crop", False))
-        self.crop_margin, self.face_index = float(config.get("crop_margin") or 0.0), config.get("face_index")
+        # An index from before the margin was recorded was cropped with precompute's default margin, not none.
+        margin = config.get("crop_margin")
+        self.crop_margin = float(DEFAULT_MARGIN if margin is None else margin)
+        self.face_index = config.get("face_index")
         self._select(names, all_images, crop_cache_bytes)
 
     def subset(self, names: list[str], *, all_images: bool = False) -> WeightDataset:
