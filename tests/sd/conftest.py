@@ -60,6 +60,18 @@ def model(tiny_sd):
     return load_sd(str(tiny_sd))
 
 
+@pytest.fixture(scope="module")
+def untrained_adapter(tiny_sd, tmp_path_factory):
+    """An untrained LiDB adapter file of the tiny model (its default layers, seed 0, token zwx)."""
+    import lowdim
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.modes import resolve_layers
+
+    view = lowdim.Adapters(load_sd(str(tiny_sd), device="cpu", dtype="fp32").modules)
+    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="zwx")
+
+
 @pytest.fixture
 def face(tmp_path):
     """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""

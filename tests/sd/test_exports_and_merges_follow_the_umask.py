@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import lowdim
 from lowdim_cli.main import main
-from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import resolve_layers
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX's"),
@@ -23,11 +20,8 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
 
 
 @pytest.fixture(scope="module")
-def adapter(tiny_sd, tmp_path_factory) -> Path:
-    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
-    view = lowdim.Adapters(model.modules)
-    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
-    return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="zwx")
+def adapter(untrained_adapter) -> Path:
+    return untrained_adapter
 
 
 @pytest.fixture

@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 from killed_saves import killed_at_the_first_save  # tests/sd, on the path as pytest puts it
 
-import lowdim
 from lowdim_cli.main import main
 from lowdim_sd.loading import load_sd
 from lowdim_sd.merged_model import save_merged
-from lowdim_sd.modes import resolve_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,11 +27,8 @@ KILLED_MERGE = killed_at_the_first_save("""
 
 
 @pytest.fixture(scope="module")
-def adapter(tiny_sd, tmp_path_factory) -> Path:
-    model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
-    view = lowdim.Adapters(model.modules)
-    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
-    return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="zwx")
+def adapter(untrained_adapter) -> Path:
+    return untrained_adapter
 
 
 def _merge_args(tiny_sd, adapter, out: Path, fmt: str) -> list[str]:
