@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from lowdim.errors import LowdimError, first_line
 from lowdim.option_words import command_line
 from lowdim_sd import runs, stopping
+from lowdim_sd.train_settings import as_path
 from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, check_model, check_number, check_seed
 from lowdim_sd.ui.drawing import Drawer, Drawn, DrawSettings, Subject
 from lowdim_sd.ui.photos import advice_for_the_page, check_face_choice, check_photo
@@ -58,6 +59,9 @@ class StudioConfig:
     model_config: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+
+    def __post_init__(self) -> None:  # a str from Python, as every job takes; the Studio makes folders in it
+        object.__setattr__(self, "out", as_path(self.out, "StudioConfig", "out"))
 
 
 @dataclass(frozen=True)

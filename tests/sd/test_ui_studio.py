@@ -268,3 +268,10 @@ def test_an_emptied_number_field_is_one_line_on_the_page():
     assert whole(3.0, "Seed") == 3
     with pytest.raises(LowdimError, match="Seed is empty: type a whole number"):
         whole(None, "Seed")
+
+
+def test_studio_config_takes_a_str_folder_as_every_job_does(tmp_path, tiny_sd):
+    studio = Studio(StudioConfig(model=str(tiny_sd), out=str(tmp_path / "ui")))
+    assert studio.config.out == tmp_path / "ui" and (tmp_path / "ui").is_dir()
+    with pytest.raises(LowdimError, match=r"StudioConfig: out= takes a path \(a str or Path\), got a int"):
+        StudioConfig(out=3)
