@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lowdim.option_words import either
 from lowdim_sd import runs, stopping
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def earlier_kept(job: PersonalizeJob) -> list[Path]:
 
 def warn_earlier(job: PersonalizeJob, cleared: Sequence[Path] = ()) -> None:
     if removed := not_rewritten(job, cleared):
-        warnings.warn(f"removed the earlier run's {', '.join(map(str, removed))}, of another adapter (--overwrite "
-                      f"replaces the whole run)", stacklevel=3)
+        warnings.warn(f"removed the earlier run's {', '.join(map(str, removed))}, of another adapter "
+                      f"({either('--overwrite', 'overwrite=True')} replaces the whole run)", stacklevel=3)
     for stale in earlier_kept(job):
         warnings.warn(f"{stale} is from an earlier run, not of this adapter", stacklevel=3)
 
@@ -113,9 +114,17 @@ def stop_note(result: PersonalizeResult, name: str, job: PersonalizeJob, cleared
     stale = earlier_kept(job)  # the run ends here, before warn_earlier would name them
     if stale:
         note += f"; from an earlier run, not of this adapter: {', '.join(map(str, stale))}"
-    draw = (f"lowdim generate -m {shlex.quote(job.model)} -a {shlex.quote(str(result.adapter))} "
-            f"-p {shlex.quote(result.subject_prompt())}")
     # Without --overwrite a rerun would refuse the adapter just written; with it, the same command starts over.
-    again = runs.RERUN if job.overwrite else "add --overwrite to the same command"
+    again = runs.RERUN if job.overwrite else either("add --overwrite to the same command",
+                                                    "pass overwrite=True to the same call")
     return (f"interrupted during the {name}; the adapter is complete: {result.adapter}{note}; draw it with "
-            f"`{draw}`, or {again} to start over")
+            f"`{draw_line(result, job)}`, or {again} to start over")
+
+
+def draw_line(result: PersonalizeResult, job: PersonalizeJob) -> str:
+    """How to draw the adapter, as its reader would type it: a ``lowdim generate`` line, or the Python calls."""
+    cli = (f"lowdim generate -m {shlex.quote(job.model)} -a {shlex.quote(str(result.adapter))} "
+           f"-p {shlex.quote(result.subject_prompt())}")
+    api = (f"generate(model, GenerateConfig(prompts=[{result.subject_prompt()!r}]), "
+           f"attach_adapters(model, [{str(result.adapter)!r}]))")
+    return either(cli, api)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import importlib.util
 import os
 import shutil
 import sys
@@ -29,13 +30,33 @@ from typing import Any, NoReturn
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 from lowdim_sd.run_lock import LOCK as LOCK  # re-exported: tests and callers name it runs.LOCK
 from lowdim_sd.run_lock import acquire_lock, release_lock
 from lowdim_sd.run_lock import folder_in_use as folder_in_use  # re-exported: the web UI asks runs.folder_in_use
 
+
+class Wording:
+    """A hint worded for its reader each time a message is made with it (``lowdim.option_words.either``): the
+    CLI's words under the ``lowdim`` command, a Python caller's otherwise. For constants other modules put in
+    their f-strings, so each message is worded when it is raised, not when the module was imported."""
+
+    def __init__(self, cli: str, api: str) -> None:
+        self.cli, self.api = cli, api
+
+    def __str__(self) -> str:
+        return either(self.cli, self.api)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return f"Wording({self.cli!r}, {self.api!r})"
+
+
 MIXED_PRECISION = ("no", "fp16", "bf16")
-RESUME = "the same command plus --resume"
-RERUN = "rerun the same command"
+RESUME = Wording("the same command plus --resume", "the same call with resume=True")
+RERUN = Wording("rerun the same command", "run the same call again")
 # Below this, even the lock and an adapter may not fit (a probe write can pass on a full disk: reserved blocks).
 MIN_FREE_BYTES = 2**20
 
@@ -56,7 +77,7 @@ def stop_word(stop: BaseException) -> str:
 
 
 def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[], Path] | None,
-              continue_with: str | None = RESUME, last: Path | None = None) -> str:
+              continue_with: str | Wording | None = RESUME, last: Path | None = None) -> str:
     """Keep what a stopped loop can keep and say so in one line.
 
     Before the optimizer update the parameters are those of the last completed step: worth a
@@ -153,12 +174,15 @@ def check_space(out: Path, needed_bytes: int) -> None:
                           f"{needed_bytes / 2**20:.1f} MB; free some space or choose another --out")
 
 
-def refuse_overwrite(paths: list[Path], overwrite: bool, other: str = "choose another --out") -> None:
-    """Existing outputs are replaced only with ``--overwrite`` (the policy of every command)."""
+def refuse_overwrite(paths: list[Path], overwrite: bool, other: str | None = None) -> None:
+    """Existing outputs are replaced only with ``--overwrite`` (``overwrite=True`` from Python): the policy of
+    every command. ``other``: the other way out, as its reader would put it (default: another output folder)."""
     existing = [Path(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise LowdimError(f"{existing[0]}{more}: already exists; pass --overwrite to replace it, or {other}")
+        other = other or either("choose another --out", "choose another out")
+        raise LowdimError(f"{existing[0]}{more}: already exists; pass {either('--overwrite', 'overwrite=True')} "
+                          f"to replace it, or {other}")
 
 
 def clean_stray_temps(out: Path) -> list[Path]:
@@ -284,7 +308,8 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
     Disabled, it draws nothing, and the listener still hears each step; so does a bar on ``bar_console()``
     (stderr: the default) or a ``transient`` one when the console is neither a terminal nor a notebook, so a
-    log holds no bar frames, and a failed command's stderr only its one line.
+    log holds no bar frames, and a failed command's stderr only its one line; and so does any bar in a notebook
+    without ipywidgets, which rich needs to draw one there (it would only warn).
     """
     state = {"label": label, "done": start}
 
@@ -298,6 +323,8 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     live_only, console = transient or console is None, console or bar_console()
     if enabled and live_only:  # off a terminal a bar leaves its last frame (a transient one an empty line)
         enabled = console.is_terminal or console.is_jupyter
+    if enabled and console.is_jupyter:  # rich's notebook path, whatever is_terminal says
+        enabled = importlib.util.find_spec("ipywidgets") is not None
     if not enabled:
         yield lambda value=None, steps=1, label=None: heard(steps, label)
         return
@@ -313,7 +340,7 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     extra = [TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}")] if loss else []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
                TimeRemainingColumn()]
-    with Progress(*columns, transient=transient, console=console, redirect_stdout=redirect) as bar:
+    with live(Progress(*columns, transient=transient, console=console, redirect_stdout=redirect)) as bar:
         task = bar.add_task(label, total=total, completed=start, loss="-", speed="")
         started, done = time.perf_counter(), 0
 
@@ -327,3 +354,25 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
             heard(steps, label)
 
         yield advance
+
+
+@contextlib.contextmanager
+def live(bar: Any) -> Iterator[Any]:
+    """Start and stop the rich ``Progress`` ``bar``. In a notebook also draw its last frame as it stops (rich draws
+    none there then, so a finished bar would show an earlier step) and keep out of the cell the empty output that
+    rich's stop writes there (Textualize/rich#3211), by making the console quiet for the stop alone."""
+    console = bar.console
+    if not console.is_jupyter:
+        with bar:
+            yield bar
+        return
+    quiet = console.quiet
+    try:
+        with bar:
+            try:
+                yield bar
+            finally:
+                bar.refresh()
+                console.quiet = True
+    finally:
+        console.quiet = quiet

@@ -53,7 +53,7 @@ def test_a_process_whose_peer_stopped_says_what_it_kept_in_one_line(tiny_sd, peo
     with pytest.raises(LowdimError) as stopped:
         precompute(job(tiny_sd, people, out), progress=False, model=model)
     assert str(stopped.value) == (f"another process of this run stopped before the end; this one trained 2 identities, "
-                                  f"kept in {out / 'index-p0.json'}; rerun the same command to continue: done "
+                                  f"kept in {out / 'index-p0.json'}; run the same call again to continue: done "
                                   f"identities are skipped")
     assert [e["name"] for e in read_index(out)["identities"]] == ["person0", "person2"]  # readable as it is
 

@@ -228,7 +228,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes_from_it(tiny_sd, faces, tmp_path,
 
     monkeypatch.setattr(engine, "denoising_losses", interrupt)
     with pytest.raises(KeyboardInterrupt, match="interrupted at step 2; checkpoint saved to .*step-000002; "
-                                                "continue with the same command plus --resume"):
+                                                "continue with the same call with resume=True"):
         train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, progress=False)
     monkeypatch.setattr(engine, "denoising_losses", real)
     result = train(model, [Subject(faces, 0)], trainable, FAST, out_dir=tmp_path, resume=True, progress=False)
@@ -256,8 +256,8 @@ def test_a_stop_inside_the_optimizer_update_keeps_only_the_older_checkpoints(tin
 
 
 @pytest.mark.parametrize("every, said", [
-    (0, "no checkpoint of it was saved and there is no earlier one; rerun the same command to start over"),
-    (2, "the same command plus --resume continues from the last periodic one, "),
+    (0, "no checkpoint of it was saved and there is no earlier one; run the same call again to start over"),
+    (2, "the same call with resume=True continues from the last periodic one, "),
 ])
 def test_ctrl_c_inside_the_optimizer_update_names_what_is_left_or_says_rerun(tiny_sd, faces, tmp_path, monkeypatch,
                                                                             every, said):
