@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.inject.select import matches
+from lowdim.option_words import on_the_command_line, option
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -65,16 +66,29 @@ class DrawParts:
         return ", ".join(parts)
 
 
-def check_parts(parts: DrawParts) -> None:
-    """One line per bad value, before any model is built."""
+# Each field's name in the short form parse_draw reads ('te=0@start=0.3').
+SHORT_NAMES = {"text_encoder_scale": "te", "adapter_start": "start", "adapter_end": "end",
+               "cross_attention_scale": "ca"}
+
+
+def check_parts(parts: DrawParts, short_form: bool = False) -> None:
+    """One line per bad value, before any model is built. Each value is named by its flag on the command line
+    (whose page rewrites the flags in its own terms), from Python by the DrawParts field set, or with
+    ``short_form`` by its name in the short form ('start') a Python caller wrote."""
+
+    def named(field: str) -> str:
+        return SHORT_NAMES[field] if short_form and not on_the_command_line() else option(field, "DrawParts")
+
     if not math.isfinite(parts.text_encoder_scale):
-        raise LowdimError(f"--text-encoder-scale must be a finite number, got {parts.text_encoder_scale}")
+        raise LowdimError(f"{named('text_encoder_scale')} must be a finite number, got {parts.text_encoder_scale}")
     if not math.isfinite(parts.cross_attention_scale):
-        raise LowdimError(f"--cross-attention-scale must be a finite number, got {parts.cross_attention_scale}")
+        raise LowdimError(f"{named('cross_attention_scale')} must be a finite number, got "
+                          f"{parts.cross_attention_scale}")
     if not 0.0 <= parts.adapter_start < 1.0:
-        raise LowdimError(f"--adapter-start must be a fraction of the steps in [0, 1), got {parts.adapter_start}")
+        raise LowdimError(f"{named('adapter_start')} must be a fraction of the steps in [0, 1), got "
+                          f"{parts.adapter_start}")
     if not parts.adapter_start < parts.adapter_end <= 1.0:
-        raise LowdimError(f"--adapter-end must be a fraction of the steps after --adapter-start "
+        raise LowdimError(f"{named('adapter_end')} must be a fraction of the steps after {named('adapter_start')} "
                           f"({parts.adapter_start:g}) and at most 1, got {parts.adapter_end}")
 
 
@@ -107,7 +121,7 @@ def parse_draw(text: str) -> tuple[float, DrawParts]:
     parts = DrawParts(text_encoder_scale=values.get("te", 1.0), adapter_start=values.get("start", 0.0),
                       adapter_end=values.get("end", 1.0), cross_attention_scale=values.get("ca", 1.0))
     try:
-        check_parts(parts)
+        check_parts(parts, short_form=True)
     except LowdimError as error:
         raise LowdimError(f"'{text}': {error}") from None
     return scale, parts

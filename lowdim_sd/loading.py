@@ -22,6 +22,7 @@ from torch import nn
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign
 from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
+from lowdim.option_words import either
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
 
@@ -194,7 +195,7 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
         except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
             reason = first_line(error)
             offline = config is None and any(word in reason for word in NETWORK_WORDS)
-            hint = " (offline? pass --model-config, a local diffusers folder of the same model)" if offline else ""
+            hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
             raise ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}") from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -216,13 +217,26 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
 
 def hub_id_not_found(source: str, flag: str = "--model") -> ModelLoadError:
     """The one line for a hub id neither cached nor reachable; public so ``lowdim inspect`` says it word for word.
-    ``flag`` is the option that named it: ``--model-config`` takes a folder only, never a checkpoint."""
-    takes = ("a diffusers folder of the same model" if flag == "--model-config"
-             else "a diffusers folder or a .safetensors checkpoint")
+    ``flag`` is the option that named it: ``--model-config`` takes a folder only, never a checkpoint; from
+    Python, the model or ``load_sd(config=...)``."""
+    if flag == "--model-config":
+        where = either("--model-config PATH", f"its path as {config_option()}")
+        takes = "a diffusers folder of the same model"
+    else:
+        where = either(f"{flag} PATH", "its path as the model")
+        takes = "a diffusers folder or a .safetensors checkpoint"
     return ModelLoadError(
         f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "
-        f"local cache nor reachable; download it where there is network, then pass {flag} PATH ({takes})"
+        f"local cache nor reachable; download it where there is network, then pass {where} ({takes})"
     )
+
+
+def config_option(value: str | None = None) -> str:
+    """The option naming a single file's configs as its reader typed it, with ``value`` when given:
+    ``--model-config X`` on the command line, ``load_sd(config='X')`` from Python."""
+    if value is None:
+        return either("--model-config", "load_sd(config=...)")
+    return either(f"--model-config {value}", f"load_sd(config={value!r})")
 
 
 def dtype_keyword(diffusers_version: str | None = None) -> str:
@@ -279,12 +293,28 @@ def pipeline_placement(pipe: Any, where: str) -> tuple[torch.device, torch.dtype
     for label, part in (("UNet", pipe.unet), ("text encoder", pipe.text_encoder)):
         found.update({(p.device, p.dtype): label for p in part.parameters() if p.is_floating_point()})
     if any(device.type == "meta" for device, _ in found):
+        if offloaded_by_accelerate(pipe):
+            raise LowdimError(f"{where}: {SEQUENTIAL_OFFLOAD}")
         raise LowdimError(f"{where}: the pipeline is on the meta device (no weights): load its weights first")
     if len(found) != 1:
         parts = [f"{label} is {dtype} on {device}" for (device, dtype), label in found.items()]
         raise LowdimError(f"{where}: the pipeline's {' and its '.join(parts[:2])}; put it on one device in one "
                           f"dtype first, e.g. pipe.to('cuda', torch.float16)")
     return next(iter(found))
+
+
+# Sequential offload (or a device_map that offloads) leaves each layer's weights on 'meta' while accelerate's hook
+# holds them and puts them in place for one call at a time: an adapter cannot wrap them. Model offload moves
+# whole parts with their weights, adapters included, and works as without it.
+SEQUENTIAL_OFFLOAD = ("accelerate's offload holds the pipeline's weights (enable_sequential_cpu_offload, or a "
+                      "device_map that offloads), leaving its layers empty on the meta device, so lowdim cannot adapt "
+                      "them; pipe.remove_all_hooks() puts them back, and pipe.enable_model_cpu_offload() saves GPU "
+                      "memory with lowdim's adapters")
+
+
+def offloaded_by_accelerate(pipe: Any) -> bool:
+    """Whether accelerate's hooks (``_hf_hook``) sit on the UNet's or text encoder's layers."""
+    return any(hasattr(module, "_hf_hook") for part in (pipe.unet, pipe.text_encoder) for module in part.modules())
 
 
 def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:

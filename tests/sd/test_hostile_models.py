@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import command_line
 from lowdim_cli.main import main
 from lowdim_sd.loading import ModelLoadError, load_pipeline
 
@@ -110,8 +111,8 @@ def test_a_file_that_is_no_model_is_named_for_what_it_is(tmp_path, make, said):
     path = make(tmp_path)
     if not path.exists():
         path.write_bytes(b"not a model")
-    with pytest.raises(ModelLoadError, match=f"^{re.escape(str(path))}: .*{said}"):
-        load_pipeline(str(path), torch.float32)
+    with command_line(), pytest.raises(ModelLoadError, match=f"^{re.escape(str(path))}: .*{said}"):
+        load_pipeline(str(path), torch.float32)  # the command's words (from Python: tests/sd/test_load_words.py)
 
 
 def test_a_checkpoint_cut_short_is_named_unreadable_not_offline(tmp_path):

@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from lowdim.option_words import command_line
 from lowdim.registry import get_registry
 from lowdim_cli.main import main
 from lowdim_sd.loading import ModelLoadError, load_sd, refuse_a_misspelt_name
@@ -21,7 +22,7 @@ def run(capsys, *args) -> tuple[int, str, str]:
 
 def what_the_others_say(model: str, check=load_sd) -> str:
     """The error line personalize and the others print for ``--model model`` (they all load through load_sd)."""
-    with pytest.raises(ModelLoadError) as error:
+    with command_line(), pytest.raises(ModelLoadError) as error:  # the commands' words, as inspect's
         check(model)
     return f"Error: {error.value}"
 

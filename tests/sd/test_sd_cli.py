@@ -220,7 +220,7 @@ def test_sd15_offline_says_what_it_looked_for_and_how_to_pass_a_path(monkeypatch
     with pytest.raises(ModelLoadError) as error:
         load_sd("sd15")
     text = str(error.value)
-    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in text and "--model PATH" in text
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in text and "then pass its path as the model" in text
     assert "\n" not in text
 
 
