@@ -20,8 +20,17 @@ from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim.inject.inference import normal_tensors
 from lowdim.option_words import either, option
-from lowdim_sd import runs
-from lowdim_sd.attached_files import AdapterArg, adapter_entries, adapters_on, free_name, still_attached
+from lowdim_sd import notebook_views, runs
+from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, beside attach_adapters)
+    AdapterArg,
+    adapter_entries,
+    adapters_on,
+    detach_adapters,
+    free_name,
+    refuse_embedding_again,
+    still_attached,
+    warn_attached_again,
+)
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
@@ -84,6 +93,12 @@ class Generated:
     seed: int
     image: Image.Image
 
+    def __repr__(self) -> str:  # a notebook's line: no PIL object address
+        return notebook_views.generated_repr(self)
+
+    def _repr_png_(self) -> bytes | None:  # a notebook shows the picture itself
+        return notebook_views.png_bytes(self.image)
+
 
 def parse_adapter_arg(text: str) -> tuple[Path, float]:
     """'me.safetensors' or 'me.safetensors:0.8' -> (path, scale).
@@ -109,7 +124,8 @@ def attach_adapters(model: SDModel, adapters: Sequence[AdapterArg] | str | os.Pa
     file records none).
 
     Each entry is a path (scale 1.0) or a ``(path, scale)`` pair. The adapters are named ``a0, a1, ...``, each
-    the first name free, so a later call adds its files beside those already on the model.
+    the first name free, so a later call adds its files beside those already on the model; a file already
+    attached is warned about (its effect would double: ``detach_adapters`` takes attached files off).
 
     A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
     ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
@@ -133,6 +149,7 @@ def _attach(model: SDModel, adapters: list[tuple[Path, float]], files: Sequence[
         try:
             for (path, scale), read in zip(adapters, files, strict=True):
                 if is_embedding(read):
+                    refuse_embedding_again(path, earlier)
                     tokens.append(load_embedding(model, read, scale))
                     entries.append(("", path, scale, tokens[-1]))  # an embedding has no adapter name
                     continue
@@ -144,6 +161,7 @@ def _attach(model: SDModel, adapters: list[tuple[Path, float]], files: Sequence[
                 view.delete(info.name)
             raise
     model.attached = [*earlier, *entries]
+    warn_attached_again(model, adapters, earlier, stacklevel=3)  # once it loaded: a refused call added nothing
     return tokens
 
 

@@ -27,7 +27,7 @@ from lowdim.hyper.storage import HypernetFile
 from lowdim.inject import LayerSet
 from lowdim.option_words import either
 from lowdim.spaces.base import Space
-from lowdim_sd import defaults, runs
+from lowdim_sd import defaults, notebook_views, runs
 from lowdim_sd import personalize_stages as stages
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
@@ -156,6 +156,12 @@ class PersonalizeResult:
         """The adapter's phrase, then ``after``, with the looks after [V]'s noun: a prompt that draws the subject
         (drawn apart, its UNet part needs the looks in words: the text encoder's part no longer says them)."""
         return with_looks(self.prompt + after, self.looks)
+
+    def __repr__(self) -> str:  # a notebook's line: the files and the time, not every loss and PIL image
+        return notebook_views.result_repr(self)
+
+    def _repr_html_(self) -> str:  # a notebook shows the preview's cells, from the gallery held (no file read)
+        return notebook_views.result_html(self)
 
 
 def resolve_run(job: PersonalizeJob) -> PersonalizeRun:

@@ -69,6 +69,35 @@ class Adapters:
             object.__setattr__(model, STATE_ATTR, {})
         self._infos: dict[str, AdapterInfo] = getattr(model, STATE_ATTR)
 
+    def __repr__(self) -> str:
+        """One line per adapter (name, space, scale, merged or disabled, layer count), as a notebook shows it;
+        read from the slots in one pass over the model, and never raising."""
+
+        def state(slots: list[AdapterSlot]) -> str:  # 'scale 0.25-1' where set per layer, then merged/disabled
+            scales = sorted({slot.scale for slot in slots}) or [float("nan")]
+            words = [f"scale {scales[0]:g}" + (f"-{scales[-1]:g}" if len(scales) > 1 else "")]
+            merged = [slot.merged_scale is not None for slot in slots]
+            if any(merged):
+                words.append("merged" if all(merged) else "partly merged")
+            elif any(slot.frozen_merged_scale is not None for slot in slots):
+                words.append("frozen part merged")
+            return ", ".join(words + (["disabled"] if any(not slot.enabled for slot in slots) else []))
+
+        try:
+            slots: dict[str, list[AdapterSlot]] = {name: [] for name in self._infos}
+            for module in self.model.modules():
+                if isinstance(module, AdapterLayer):
+                    for name, slot in module.slots.items():
+                        slots.setdefault(name, []).append(slot)
+            lines = [f"  {name}: {info.space.name}, {state(slots[name])}, {len(info.layers)} "
+                     f"layer{'s' if len(info.layers) != 1 else ''}" for name, info in self._infos.items()]
+        except Exception:  # a display must not fail: the view is there, its details are not
+            return f"Adapters(on {type(self.model).__name__})"
+        where = type(self.model).__name__
+        if not lines:
+            return f"Adapters(none on {where})"
+        return f"Adapters({len(lines)} on {where}:\n" + "\n".join(lines) + ")"
+
     # -- adding and removing --------------------------------------------------------------
     @makes_normal_tensors  # under torch.inference_mode too: inference tensors would break later forwards
     def add(
