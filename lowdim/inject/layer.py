@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject import state_guard
+from lowdim.inject import factor_cache, state_guard
+from lowdim.inject.factor_cache import is_compiling
 from lowdim.spaces.base import LayerSpec, Space, Tensors
 
-_optimizer_steps = 0
-
-
-def _count_optimizer_step(optimizer, args, kwargs) -> None:
-    global _optimizer_steps
-    _optimizer_steps += 1
-
-
-# A fused optimizer (fused=True, and lowdim_sd's training engine) writes its parameters without bumping
-# their version counters, so the factors a call keeps would outlive a training step. Every torch.optim
-# step, in this process and any optimizer, therefore counts as a change of every adapter.
-register_optimizer_step_post_hook(_count_optimizer_step)
-
-
-# torch.compiler.is_compiling arrived in torch 2.3; pyproject allows 2.1, where nothing compiles this code anyway.
-_is_compiling = getattr(torch.compiler, "is_compiling", None) or (lambda: False)
+# The scale as a 0-dim fp32 buffer, which only a compiled forward reads: dynamo guards a float attribute's
+# value, so each new scale compiled the model again (the 9th fell back to eager, or failed with fullgraph=True),
+# while a tensor's value is an input of the graph. Eager forwards read the float: no tensor op per layer.
+SCALE = "lowdim_scale"
 
 
 class AdapterParams(nn.ParameterDict):
@@ -77,7 +65,7 @@ class AdapterSlot(nn.Module):
         self.buffer_names = list(buffers)
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
-        self.scale = 1.0
+        self.scale = 1.0  # mirrored into the buffer SCALE (__setattr__)
         self.dropout = 0.0  # share of the update's input zeroed while training (peft's lora_dropout)
         self.enabled = True
         self.merged_scale: float | None = None  # set while the whole update is folded into the base
@@ -89,6 +77,26 @@ class AdapterSlot(nn.Module):
         self.step_factors: tuple[Tensor, Tensor] | None = None  # given for one forward by stacked_factors
         self._frozen_stack = None  # stacked_factors' stack of this slot's group's frozen tensors
         self._guard_state_dicts(bool(buffers))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "scale":  # set_scale, load_adapter, relax_rank and lowdim_sd's parts all write it here
+            self._mirror_scale()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if SCALE not in self._buffers:  # a slot pickled before slots mirrored their scale
+            self._mirror_scale()
+
+    def _mirror_scale(self) -> None:
+        held = self._buffers.get(SCALE)
+        if held is None or (held.is_inference() and not torch.is_inference_mode_enabled()):
+            device = held.device if held is not None else None
+            self.register_buffer(SCALE, torch.tensor(float(self.scale), dtype=torch.float32, device=device),
+                                 persistent=False)
+        else:  # in place: a compiled graph (a CUDA graph too) keeps reading the same memory
+            with torch.no_grad():
+                held.fill_(float(self.scale))
 
     # -- what the model's own state_dict() records, and what its load checks (lowdim/inject/state_guard.py) --
     def _guard_state_dicts(self, has_bases: bool) -> None:
@@ -122,8 +130,11 @@ class AdapterSlot(nn.Module):
         state dict entry, so no load would restore them: they are made again from the seed here. The state
         records are, but a state dict may lack them, so they are written again at the next save or load."""
         frozen = {name: self._buffers.pop(name) for name in self.buffer_names}
+        scale = self._buffers.pop(SCALE, None)  # made again from the float: fp32 whatever the cast, and set
         records_on_meta = [name for name in self._written if self._buffers[name].is_meta]
         super()._apply(fn, recurse)
+        if scale is not None:
+            self._buffers[SCALE] = torch.tensor(float(self.scale), dtype=torch.float32, device=fn(scale).device)
         for name, buffer in frozen.items():
             moved = fn(buffer)
             self._buffers[name] = moved if moved.dtype == buffer.dtype else buffer.to(moved.device)
@@ -166,33 +177,7 @@ class AdapterSlot(nn.Module):
             return self.space.trainable_factors(params, buffers)
         return self.space.factors(params, buffers)
 
-    def call_factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
-        """``live_factors`` in ``dtype``, as a forward uses them.
-
-        Without gradients (generation) they are kept until a tensor they are made of changes (in place or
-        moved) or any torch.optim optimizer steps (a fused one leaves the version counters as they were; a
-        write through ``.data``, or a step replayed from a CUDA graph, is not seen), so an adapter that is
-        not training launches no cast and no factor product per call: a GPU waiting on its host launches
-        per layer only what peft does. With gradients they are made each call, as autograd needs, unless
-        ``lowdim.stacked_factors`` made them with the other layers of this slot's shape. Nor are they kept
-        under ``torch.compile`` (a graph cannot compare data pointers, and makes the factors once anyway) or
-        for params without storage (``torch.func.vmap`` over ``functional_call``).
-        """
-        if self.step_factors is not None and self.enabled and self.merged_scale is None:
-            return _cast(self.step_factors, dtype)
-        if torch.is_grad_enabled() or self.override is not None or _is_compiling():
-            return _cast(self.live_factors(), dtype)
-        sources = (*self.params.values(), *self.buffers_dict().values())
-        try:
-            key = (dtype, self.enabled, self.merged_scale, self.frozen_merged_scale, _optimizer_steps,
-                   *((tensor.data_ptr(), tensor._version) for tensor in sources))
-        except RuntimeError:  # a try costs nothing on the hot path; a check of every tensor would not
-            if all(map(torch._C._has_storage, sources)):
-                raise
-            return _cast(self.live_factors(), dtype)  # a functorch-wrapped param: nothing to key on
-        if self._kept_factors is None or self._kept_factors[0] != key:
-            self._kept_factors = (key, _cast(self.live_factors(), dtype))
-        return self._kept_factors[1]
+    call_factors = factor_cache.call_factors  # kept between no_grad calls; a method, as the forward calls it
 
     def factors_for_merge(self, part: str) -> tuple[Tensor, Tensor] | None:
         params, buffers = self.tensors(), self.buffers_dict()
@@ -317,30 +302,38 @@ class AdapterLayer(nn.Module):
         # (functional.lowrank_add_), and the layer's output a view of it in x's shape.
         rows = x.reshape(-1, x.shape[-1])
         result = self.base_layer(rows)
+        compiling = is_compiling()
         for slot in self.slots.values():
             factors = slot.call_factors(x.dtype)
             if factors is None:
                 continue
+            scale = slot.scale
+            if compiling:
+                factors, scale = _scale_folded(slot, factors), 1.0
             if factors[0].dim() == 2:
                 source = _dropped(rows, slot.dropout) if slot.dropout and self.training else rows
-                result = F.lowrank_add_(result, source, *factors, scale=slot.scale)
+                result = F.lowrank_add_(result, source, *factors, scale=scale)
             else:  # per-sample factors need the batch dimension
                 source = _dropped(x, slot.dropout) if slot.dropout and self.training else x
                 update = self._low_rank_update(source, *factors).reshape(result.shape)
-                result = result + (update if slot.scale == 1.0 else slot.scale * update)
+                result = result + (update if scale == 1.0 else scale * update)
         return result.view(*x.shape[:-1], result.shape[-1])
 
     def _forward_any(self, x: Tensor) -> Tensor:
         """A 1x1 convolution's or an embedding's forward: the update made apart, then added."""
         result = self.base_layer(x)
+        compiling = is_compiling()
         for slot in self.slots.values():  # an embedding's update is made in the factors' dtype, then cast
             factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype)
             if factors is None:
                 continue
+            scale = slot.scale
+            if compiling:
+                factors, scale = _scale_folded(slot, factors), 1.0
             # Token ids are no features to drop: an embedding's update always sees its whole input.
             dropping = slot.dropout and self.training and not self.is_embedding
             update = self._low_rank_update(_dropped(x, slot.dropout) if dropping else x, *factors)
-            result = result + (update if slot.scale == 1.0 else slot.scale * update)
+            result = result + (update if scale == 1.0 else scale * update)
         return result
 
     def _low_rank_update(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:  # not _apply: nn.Module owns it
@@ -376,10 +369,10 @@ def _dropped(x: Tensor, p: float) -> Tensor:
     return nn.functional.dropout(x, p, training=True)
 
 
-def _cast(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
-    if factors is None or (factors[0].dtype == dtype and factors[1].dtype == dtype):
-        return factors  # a no-op .to() still costs its call on the host, twice per layer and forward
-    return factors[0].to(dtype), factors[1].to(dtype)
+def _scale_folded(slot: AdapterSlot, factors: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The factors with the slot's scale buffer multiplied into ``up``: what a compiled forward adds at scale 1."""
+    down, up = factors
+    return down, up * getattr(slot, SCALE)
 
 
 def _embedding_update(ids: Tensor, down: Tensor, up: Tensor) -> Tensor:

@@ -187,7 +187,9 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     same_tail = [name for name in names if name.rsplit(".", 1)[-1] == tail][:3]
     examples = same_tail or difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3) or names[:3]
     where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
-    other = next(((name, module) for name, module in model.named_modules() if name and matches(pattern, name)), None)
+    matched = [(name, module) for name, module in model.named_modules() if name and matches(pattern, name)]
+    # GPT-2's Conv1Ds are what a broad pattern meant there, not the embedding or block that comes first.
+    other = next((pair for pair in matched if type(pair[1]).__name__ == "Conv1D"), matched[0] if matched else None)
     found = f" ({_what_matched(model, *other)})" if other is not None else ""
     if not names and layer_kind(model) in layer_set.types:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
