@@ -28,6 +28,12 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
     made = {name: tuple(value.shape) for name, value in params.items()}
     if made != {name: tuple(shape) for name, shape in shapes.items()}:
         _fail(space, layer, f"init_params gave {made}, but param_shapes says {dict(shapes)}")
+    # An adapter is made in fp32 whatever the model's dtype (it follows the model's cast later): fp64 params
+    # trained silently in fp64, slow on GPUs and unsupported on some backends.
+    for name, value in params.items():
+        if value.dtype != torch.float32:
+            _fail(space, layer, f"init_params gave {name} as {value.dtype}; params must be float32 (torch.zeros(...) "
+                                f"without a dtype, or .float()), and lowdim casts them with the model")
     unknown = sorted(set(space.trainable_names(layer)) - set(params))
     if unknown:
         _fail(space, layer, f"trainable_names lists {', '.join(unknown)}, which init_params does not make")
@@ -38,28 +44,49 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
             or up.shape[0] != layer.out_features or up.shape[1] != width):
         _fail(space, layer, f"factors gave down {tuple(down.shape)} and up {tuple(up.shape)}, where LoRA's form "
                             f"needs down (r, {layer.in_features}) and up ({layer.out_features}, r)")
+    if width != space.rank(layer):  # the stack's rank sum and the contract suite trust rank()
+        _fail(space, layer, f"rank() says {space.rank(layer)} but factors are {width} wide (down "
+                            f"{tuple(down.shape)}); rank() must be the factors' width: drop the override, or "
+                            f"return what factors makes")
 
 
 def check_batched_factors(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
-    """``factors`` on a batch of K adapters' params (a leading dimension; buffers as they are) gives K stacked
-    factors: per-sample adapters (``override``, a hypernetwork's predictions, ``train --subjects``) pass them so,
-    and factors that dropped the dimension failed deep in a forward, or silently used one sample for all.
+    """``factors`` on a batch of K adapters' params (a leading dimension; buffers as they are) gives each sample
+    the factors that sample gives alone: per-sample adapters (``override``, a hypernetwork's predictions,
+    ``train --subjects``) pass them so, and factors that dropped the dimension failed deep in a forward, or
+    silently used one sample for all. The batch is ``params`` and a random second adapter, so that a space
+    which reduces over the batch, or indexes its first sample, gives sample 1 other values.
     The contract suite runs it; one adapter alone (``inject``, ``train``) works without it, and is not refused."""
-    batch = 2
-    stacked = {name: torch.stack([value] * batch) for name, value in params.items()}
+    generator = torch.Generator().manual_seed(0)
+    samples = [params, {name: torch.randn(value.shape, generator=generator, dtype=value.dtype)
+                        for name, value in params.items()}]
+    stacked = {name: torch.stack([sample[name] for sample in samples]) for name in params}
+    batch = len(samples)
     buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
     with torch.no_grad():
-        single = space.factors(params, buffers)
+        alone = [space.factors(sample, buffers) for sample in samples]
         try:
             down, up = space.factors(stacked, buffers)
         except Exception as error:  # noqa: BLE001  (any failure here is the space's)
             _fail(space, layer, f"factors fails on a batch of {batch} adapters, params of shape ({batch}, *shape) "
                                 f"({type(error).__name__}: {error}); keep the leading batch dimension")
-    expected = [(batch, *single[0].shape), (batch, *single[1].shape)]
+    expected = [(batch, *alone[0][0].shape), (batch, *alone[0][1].shape)]
     if [tuple(down.shape), tuple(up.shape)] != expected:
         _fail(space, layer, f"factors on a batch of {batch} adapters gave down {tuple(down.shape)} and up "
                             f"{tuple(up.shape)} instead of {batch} stacked factors {expected[0]} and {expected[1]}; "
                             f"keep the leading batch dimension of the params (index with ..., expand the buffers)")
+    for index, (own_down, own_up) in enumerate(alone):
+        if not (_alike(down[index], own_down) and _alike(up[index], own_up)):
+            _fail(space, layer, f"factors on a batch of {batch} different adapters gave sample {index} other factors "
+                                f"than factors on sample {index} alone (down off by up to "
+                                f"{_largest_gap(down[index], own_down):.3g}, up by up to "
+                                f"{_largest_gap(up[index], own_up):.3g}); compute each sample from its own params "
+                                f"(index with ..., broadcast over the leading dimensions), never from the first "
+                                f"sample's or the whole batch's values")
+
+
+def _largest_gap(a: Tensor, b: Tensor) -> float:
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
 def check_stacked_factors(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:

@@ -1,8 +1,10 @@
 """Each first-party space's ΔW written from its paper, never through ``factors``, for the contract suite.
 
-A space without an entry here is checked against its own ``delta`` on one sample's tensors at a time:
-that still catches a forward, a merge, a file or a per-sample batch that disagrees with the space's
-single-sample math, but not single-sample math that is wrong. A plugin adds its paper's formula with
+A space without an entry here is checked against the product of its own ``factors`` on one sample's tensors
+at a time (what everything lowdim runs computes; its ``delta`` is checked against that product once, by the
+suite's ``test_delta_is_the_product_of_the_factors``, so a bad ``delta`` override fails there alone): that still
+catches a forward, a merge, a file or a per-sample batch that disagrees with the space's single-sample math,
+but not single-sample math that is wrong. A plugin adds its paper's formula with
 ``REFERENCE_DELTA["my-space"] = formula`` before the suite runs, which makes every check an independent one.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lowdim import functional as F
 from lowdim.spaces.base import Space
 from lowdim.spaces.stack import StackSpace
 
@@ -55,4 +58,4 @@ def reference_delta(space: Space, params: Tensors, buffers: Tensors) -> Tensor:
     buffers = {k: v.to(dtype) for k, v in buffers.items()}
     if space.name in REFERENCE_DELTA:
         return REFERENCE_DELTA[space.name](space, params, buffers)
-    return space.delta(params, buffers)
+    return F.lowrank_delta(*space.factors(params, buffers))

@@ -4,7 +4,8 @@ Each property draws a random layer shape, a random valid config (``Space.sample_
 seed and a dtype (fp32 or fp64; one check runs fp16 and bf16 against fp64), then checks the space
 against its own formula for ΔW
 (``lowdim.testing.references``: written from the papers for the first-party spaces, never through
-``factors``; a plugin space's own single-sample ``delta`` otherwise) and the wrapped layer against that
+``factors``; the product of a plugin space's single-sample ``factors`` otherwise, its ``delta`` checked against
+that once) and the wrapped layer against that
 formula: forward, gradients, per-sample overrides, disable/enable, merge/unmerge, files.
 
 Every property applies to every first-party space. Textual Inversion ("ti") is an embedding space,
@@ -45,6 +46,7 @@ from lowdim.testing.contract_cases import (
     reference64,
     two_layer_model,
 )
+from lowdim.testing.fresh_process import fresh_process_problem
 from lowdim.testing.references import reference_delta
 
 
@@ -76,11 +78,33 @@ def test_factors_and_delta_give_the_spaces_own_update_within_its_rank(space_name
     layer = case["layer"]
     expected = reference_delta(space, params, buffers)
     down, up = space.factors(params, buffers)
-    assert down.shape == (space.rank(layer), layer.in_features)
-    assert up.shape == (layer.out_features, space.rank(layer))
-    assert close(up @ down, expected, case["dtype"])
-    assert close(space.delta(params, buffers), expected, case["dtype"])
-    assert F.numerical_rank(expected) <= space.rank(layer)
+    on = f"space '{space_name}' on a {layer.out_features}x{layer.in_features} layer"
+    width = down.shape[-2] if down.dim() >= 2 else None
+    assert width == space.rank(layer), (f"{on}: rank() says {space.rank(layer)} but factors are {width} wide "
+                                        f"(down {tuple(down.shape)}); rank() must be the factors' width")
+    assert down.shape == (width, layer.in_features) and up.shape == (layer.out_features, width), (
+        f"{on}: factors gave down {tuple(down.shape)} and up {tuple(up.shape)}, where LoRA's form needs down "
+        f"(r, {layer.in_features}) and up ({layer.out_features}, r)")
+    assert close(up @ down, expected, case["dtype"]), (
+        f"{on}: up @ down of factors() is off the space's formula (REFERENCE_DELTA['{space_name}']) by up to "
+        f"{float((up @ down - expected).abs().max()):.3g}")
+    assert F.numerical_rank(expected) <= space.rank(layer), (
+        f"{on}: ΔW has rank {F.numerical_rank(expected)}, more than rank() = {space.rank(layer)}")
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+@PROPERTY
+@given(case=cases())
+def test_delta_is_the_product_of_the_factors(space_name, case):
+    """Only ``Adapters.delta`` calls ``delta``; everything else (forward, merge, export) runs on ``factors``."""
+    space, params, buffers = build(space_name, case)
+    layer = case["layer"]
+    product, delta = F.lowrank_delta(*space.factors(params, buffers)), space.delta(params, buffers)
+    gap = float((delta - product).abs().max()) if delta.shape == product.shape else float("inf")
+    assert delta.shape == product.shape and close(delta, product, case["dtype"]), (
+        f"space '{space_name}': delta() disagrees with up @ down of factors() by up to {gap:.3g} on a "
+        f"{layer.out_features}x{layer.in_features} layer (delta {tuple(delta.shape)}, {case['dtype']}); an override "
+        f"of delta must equal the factors' product, which is what lowdim runs, merges and exports")
 
 
 @pytest.mark.parametrize("space_name", SPACES)
@@ -117,6 +141,10 @@ def test_shapes_counts_and_reproducible_init(space_name, case):
     assert not differ, (f"init_params gave different tensors for the same generator seed ({', '.join(differ)}): draw "
                         f"random values from its `generator` argument (torch.randn(..., generator=generator)), not "
                         f"from torch's global RNG, or an adapter's start cannot be reproduced")
+    wrong = {k: str(v.dtype) for k, v in first.items() if v.dtype != torch.float32}
+    assert not wrong, (f"space '{space_name}' on layer {layer.name}: init_params gave "
+                       f"{', '.join(f'{k} as {t}' for k, t in wrong.items())}; params must be float32, and lowdim "
+                       f"casts them with the model (lowdim.inject refuses the space too)")
     trainable = space.trainable_names(layer)
     assert set(trainable) <= set(first), f"trainable_names lists {sorted(set(trainable) - set(first))}, not params"
     counted = sum(first[k].numel() for k in trainable)
@@ -135,6 +163,15 @@ def test_factors_keep_a_leading_batch_dimension(space_name, case):
     """Per-sample adapters (override, a hypernetwork) pass params of shape (K, *shape): one line if factors drops K."""
     space, params, buffers = build(space_name, case)
     check_batched_factors(space, case["layer"], params, buffers)
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+def test_make_buffers_gives_the_same_tensors_in_a_fresh_process(space_name):
+    """A file keeps only the seed: a basis drawn with ``hash(layer.name)`` (salted per process) or ``id(...)``
+    passes every check in one process, and then fails to load back on the very machine that saved it."""
+    problem = fresh_process_problem(space_name)
+    if problem:
+        pytest.fail(problem, pytrace=False)  # the line says it all: no traceback into the helper
 
 
 @pytest.mark.parametrize("space_name", SPACES)
