@@ -283,6 +283,21 @@ def refuse_meta_layers(model: torch.nn.Module, layers: Iterable[LayerSpec], path
     for layer in layers:
         module = model.get_submodule(layer.name)
         weight = getattr(module, "base_layer", module).weight
+        if weight.is_meta and _offloaded(model, layer.name):
+            raise AdapterFileError(f"{path}: layer {layer.name} of the model is on the meta device because "
+                                   f"accelerate's offload hooks hold its weights (sequential CPU offload, or a "
+                                   f"device_map that offloads), so lowdim cannot adapt it: "
+                                   f"accelerate.hooks.remove_hook_from_submodules(model) (diffusers: "
+                                   f"pipe.remove_all_hooks()) puts them back; offloading whole models (diffusers: "
+                                   f"pipe.enable_model_cpu_offload()) works with lowdim's adapters")
         if weight.is_meta:
             raise AdapterFileError(f"{path}: layer {layer.name} of the model is on the meta device (no weights): "
                                    f"load the model's weights first, then the adapter")
+
+
+def _offloaded(model: torch.nn.Module, name: str) -> bool:
+    """Whether accelerate's hooks (``_hf_hook``) sit on the layer, the layer inside it or a module holding it."""
+    parts = name.split(".")
+    holders = [model.get_submodule(".".join(parts[:end])) for end in range(len(parts) + 1)]
+    layer = holders[-1]
+    return any(hasattr(module, "_hf_hook") for module in (*holders, getattr(layer, "base_layer", layer)))

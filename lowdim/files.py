@@ -27,6 +27,7 @@ from lowdim import __version__
 from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask  # noqa: F401  (this module's API too)
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
+from lowdim.file_fit import validate_against  # noqa: F401  (this module's API too)
 from lowdim.filecheck import (
     buffer_shapes,
     check_finite,
@@ -99,7 +100,7 @@ class AdapterFile:
         check_regeneration(self.space, self.layers, self.path)
         digest = F.basis_checksum(bases(lambda layer: _regenerate(self.space, layer, self.seed)))
         if self.checksum and digest != self.checksum:
-            raise bases_mismatch(self.path)
+            raise bases_mismatch(self)
         return factors
 
     @property
@@ -116,11 +117,28 @@ def _checksum(buffers: LayerTensors, layers: list[LayerSpec]) -> str | None:
     return F.basis_checksum(flat) if flat else None
 
 
-def bases_mismatch(path: Path) -> AdapterFileError:
+def bases_mismatch(adapter: AdapterFile) -> AdapterFileError:
     return AdapterFileError(
-        f"{path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
+        f"{adapter.path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
         f"trained with (checksum mismatch); re-save it with store_bases=True on the original machine"
+        + _plugin_bases_words(adapter)
     )
+
+
+def _plugin_bases_words(adapter: AdapterFile) -> str:
+    """A plugin's make_buffers may read more than the seed (a salted hash(), the global RNG): then the bases differ
+    from process to process, on the machine that saved the file too, and the platform is not to blame alone."""
+    from lowdim.plugins import is_lowdims_own
+    from lowdim.registry import get_registry, space_package
+
+    registry, name = get_registry(), adapter.space.name
+    entry = registry.spaces.get(name)
+    if entry is None or is_lowdims_own(registry.manager, entry.plugin):
+        return ""
+    package = space_package(name, registry) or adapter.metadata.get("space_package")
+    where = f"space '{name}'" + (f" (package {package})" if package else "")
+    return (f", or {where} makes its bases from something other than the seed, and then every machine regenerates "
+            f"others, the original one too: its make_buffers must depend on the seed alone (tell its authors)")
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -359,28 +377,5 @@ def _fill(adapters: Adapters, name: str, info: AdapterInfo, adapter: AdapterFile
     if adapter.stored_buffers is not None:
         adapters.load_buffers(name, adapter.stored_buffers)
     elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:
-        raise bases_mismatch(adapter.path)
+        raise bases_mismatch(adapter)
     adapters.load_tensors(name, {k: {p: v.float() for p, v in t.items()} for k, t in adapter.params.items()})
-
-
-def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
-    """Every layer of the file must exist in the model with the same shape; list all that don't."""
-    from lowdim.inject.select import EMBEDDING, LAYER_TYPES, candidate_layers
-
-    present = {}
-    for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING)):
-        weight = module.weight
-        present[name] = (weight.shape[0], weight.shape[1])
-    problems = []
-    for layer in adapter.layers:
-        shape = present.get(layer.name)
-        if shape is None:
-            problems.append(f"{layer.name} (missing in model)")
-        elif shape != (layer.out_features, layer.in_features):
-            problems.append(
-                f"{layer.name} (file {layer.out_features}x{layer.in_features}, model {shape[0]}x{shape[1]})"
-            )
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        base = adapter.metadata.get("base_model") or "another model"
-        raise AdapterFileError(f"{adapter.path} was made for {base} and does not fit this model: {shown}")

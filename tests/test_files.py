@@ -12,7 +12,7 @@ from torch import nn
 
 import lowdim
 from lowdim import files
-from lowdim.errors import AdapterFileError
+from lowdim.errors import AdapterFileError, LowdimError
 
 
 def make_model(width: int = 16) -> nn.Module:
@@ -50,6 +50,26 @@ def test_lora_export_from_file_equals_the_live_update(tmp_path):
     exported = lowdim.read_adapter(path).lora_factors()
     for layer, (down, up) in exported.items():
         assert torch.allclose(up @ down, adapters.delta("default", layer).detach(), atol=1e-6)
+
+
+def test_lora_export_of_a_file_saved_with_a_per_layer_scale_carries_that_scale(tmp_path):
+    # Every kohya/diffusers export and every `lowdim merge` reads lora_factors(): a scale left out ships the LoRA at
+    # the wrong strength with no error.
+    model, adapters = trained(a=6, b=5)
+    adapters.set_scale("default", 0.5, layers="2")
+    exported = lowdim.read_adapter(lowdim.save_adapter(tmp_path / "me.safetensors", model)).lora_factors()
+    for layer in ("0", "2"):
+        down, up = exported[layer]
+        assert torch.allclose(up @ down, adapters.delta("default", layer).detach(), atol=1e-6)
+
+
+def test_saving_onto_a_folder_is_refused_naming_it_not_a_temp_path(tmp_path):
+    model, _ = trained()
+    folder = tmp_path / "adapter.safetensors"
+    folder.mkdir()
+    with pytest.raises(LowdimError, match=r"adapter\.safetensors: is a folder; give a file name to write$"):
+        lowdim.save_adapter(folder, model)
+    assert folder.is_dir() and not any(folder.iterdir())
 
 
 def test_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):
@@ -142,8 +162,10 @@ def test_per_sample_adapters_save_one_sample_at_a_time(tmp_path):
     with torch.no_grad():
         for param in adapters.parameters("default"):
             param.copy_(torch.randn_like(param))
-    with pytest.raises(AdapterFileError, match="sample=0..2"):
-        lowdim.save_adapter(tmp_path / "x.safetensors", model)
+    for sample in (None, -1, 3):  # -1 would save the last identity's adapter as if it were asked for
+        with pytest.raises(AdapterFileError, match="holds 3 per-sample adapters: pass sample=0..2"):
+            lowdim.save_adapter(tmp_path / "x.safetensors", model, sample=sample)
+    assert not (tmp_path / "x.safetensors").exists()
     path = lowdim.save_adapter(tmp_path / "x.safetensors", model, sample=2)
     loaded = lowdim.read_adapter(path).params["0"]["up"]
     assert torch.equal(loaded, adapters.tensors("default")["0"]["up"][2].detach())

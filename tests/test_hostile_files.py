@@ -142,6 +142,17 @@ def test_non_finite_stored_bases_are_refused(tmp_path):
         lowdim.read_adapter(path)
 
 
+def test_a_tensor_one_value_too_short_is_refused_naming_the_file_and_the_layer(tmp_path):
+    path = saved(tmp_path)
+    with safe_open(str(path), framework="pt") as handle:
+        a_train = handle.get_tensor("A_train")
+    rewrite(path, {"A_train": a_train[:-1].clone()})
+    expected = r"me\.safetensors: tensor 'A_train' is too short for layer unet\.2$"
+    for read in (lowdim.read_adapter, lambda file: lowdim.load_adapter(file, toy_model())):
+        with pytest.raises(AdapterFileError, match=expected):
+            read(path)
+
+
 def test_integer_tensors_are_refused_by_name(tmp_path):
     path = saved(tmp_path)
     with safe_open(str(path), framework="pt") as handle:

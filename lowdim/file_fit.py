@@ -1,0 +1,97 @@
+"""Whether an adapter file fits a model: every layer it names is one of the model's adaptable layers, of the
+same shape. A refusal blames the file ("was made for X and does not fit this model") only when the model is
+another one; when it is this model seen through another library's wrapper (peft's LoRA layers, a PeftModel, any
+module holding it), it names that wrapper and the way in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from lowdim.errors import AdapterFileError
+from lowdim.inject.select import (
+    EMBEDDING,
+    LAYER_TYPES,
+    _kind_words,
+    _peft_words,
+    _what_matched,
+    candidate_layers,
+    layer_kind,
+)
+
+if TYPE_CHECKING:
+    from lowdim.files import AdapterFile
+    from lowdim.spaces.base import LayerSpec
+
+SHOWN = 5  # problems listed in one line; the rest are counted
+# What folds peft's adapters into the weights and leaves plain layers (diffusers runs peft under its LoRA loading).
+FOLD_PEFT = ("fold peft's adapters in first (peft: model.merge_and_unload(); diffusers: pipe.fuse_lora(), then "
+             "pipe.unload_lora_weights()), then load this adapter")
+
+
+def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
+    """Every layer of the file must be an adaptable layer of the model with the same shape; one line otherwise."""
+    shapes = {name: tuple(module.weight.shape[:2])
+              for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING))}
+    misfits = [layer for layer in adapter.layers if shapes.get(layer.name) != (layer.out_features, layer.in_features)]
+    if not misfits:
+        return
+    # named_modules, not get_submodule: peft's wrappers forward attribute lookups to the model they wrap.
+    modules = dict(model.named_modules())
+    wrapped = [layer for layer in misfits if layer.name in modules and _peft_words(modules[layer.name])]
+    if len(wrapped) == len(misfits):
+        raise AdapterFileError(_wrapped_by_peft(adapter, wrapped, modules[wrapped[0].name]))
+    if not any(layer.name in modules for layer in misfits) and (way_in := _way_in(adapter.layers, modules, model)):
+        raise AdapterFileError(f"{adapter.path}: {way_in}")
+    problems = [_problem(layer, shapes, modules, model) for layer in misfits]
+    shown = "; ".join(problems[:SHOWN]) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
+    base = adapter.metadata.get("base_model") or "another model"
+    raise AdapterFileError(f"{adapter.path} was made for {base} and does not fit this model: {shown}")
+
+
+def _wrapped_by_peft(adapter: AdapterFile, wrapped: list[LayerSpec], module: nn.Module) -> str:
+    """The file fits, but peft has put its own layers where the file's go."""
+    # peft's words name the layer; their advice (pick other targets) is inject's, not a file's
+    what = str(_peft_words(module)).partition(": target other layers")[0]
+    more = f" (and {len(wrapped) - 1} more of the file's layers)" if len(wrapped) > 1 else ""
+    return f"{adapter.path}: the model's layer {wrapped[0].name}{more} is {what}: {FOLD_PEFT}"
+
+
+def _way_in(layers: list[LayerSpec], modules: dict[str, nn.Module], model: nn.Module) -> str | None:
+    """Where the file's layers are when the model holds the one they were made for under one prefix (a PeftModel's
+    ``base_model.model.``, a container's key); None when no single prefix holds them all.
+
+    Told, not followed: an adapter loaded under the prefix would be registered, and later saved, under the
+    wrapper's names, which fit no unwrapped model."""
+    first = layers[0].name
+    prefixes = {name[: -len(first)] for name in modules if name.endswith("." + first)}
+    found = [prefix for prefix in prefixes if all(prefix + layer.name in modules for layer in layers)]
+    if len(found) != 1:
+        return None
+    prefix = found[0]
+    inner = prefix.rstrip(".")
+    if inner == "base_model.model" and callable(getattr(model, "get_base_model", None)):
+        where = "model.get_base_model() (peft's PeftModel wraps the model; its forward runs lowdim's adapters)"
+    else:
+        where = f"model.get_submodule('{inner}')"
+    return (f"the file's layers are in this model under '{prefix}' (its layers are named '{prefix}{first}', the "
+            f"file's '{first}'): load into {where}")
+
+
+def _problem(layer: LayerSpec, shapes: dict[str, tuple[int, ...]], modules: dict[str, nn.Module],
+             model: nn.Module) -> str:
+    """One layer that does not fit, in a few words."""
+    shape = shapes.get(layer.name)
+    if shape is not None:
+        return f"{layer.name} (file {layer.out_features}x{layer.in_features}, model {shape[0]}x{shape[1]})"
+    module = modules.get(layer.name)
+    if module is None:
+        return f"{layer.name} (missing in model)"
+    if _peft_words(module):
+        return f"{layer.name} (in the model: peft's {type(module).__name__}, which lowdim cannot adapt)"
+    if layer_kind(module) is None:
+        return f"{layer.name} (in the model: {_kind_words(module)})"
+    if layer.name.endswith(".base_layer"):  # the layer inside a wrapper, lowdim's or another library's
+        return f"{layer.name} (in the model: {_what_matched(model, layer.name, module)})"
+    return f"{layer.name} (in the model: the out_proj of an nn.MultiheadAttention, which reads that weight directly)"
