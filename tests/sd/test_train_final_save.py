@@ -79,7 +79,8 @@ def test_a_keyboard_interrupt_landing_in_the_save_checkpoints_the_last_step(tiny
     with pytest.raises(KeyboardInterrupt) as caught:
         train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path, progress=False)
     assert isinstance(caught.value, Interrupted)
-    assert re.search(r"at step 3; checkpoint saved to .*step-000003; continue with .*--resume", str(caught.value))
+    assert re.search(r"at step 3; checkpoint saved to .*step-000003; continue with the same call with resume=True",
+                     str(caught.value))  # called from Python: the parameter, not the flag
     monkeypatch.undo()
     resumed = train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path, resume=True, progress=False)
     assert resumed.start_step == 3 and resumed.losses == []
