@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from lowdim.errors import LowdimError
+
 if TYPE_CHECKING:
     from lowdim.inject.layer import AdapterSlot
 
@@ -50,7 +52,7 @@ def call_factors(slot: AdapterSlot, dtype: torch.dtype) -> tuple[Tensor, Tensor]
     if slot.step_factors is not None and slot.enabled and slot.merged_scale is None:
         return cast_factors(slot.step_factors, dtype)
     if torch.is_grad_enabled() or slot.override is not None or is_compiling() or _is_tracing():
-        return cast_factors(slot.live_factors(), dtype)
+        return cast_factors(_refuse_offloaded(slot, slot.live_factors()), dtype)
     sources = (*slot.params.values(), *slot.buffers_dict().values())
     try:
         key = (dtype, slot.enabled, slot.merged_scale, slot.frozen_merged_scale, _optimizer_steps,
@@ -61,7 +63,8 @@ def call_factors(slot: AdapterSlot, dtype: torch.dtype) -> tuple[Tensor, Tensor]
         return cast_factors(slot.live_factors(), dtype)  # a functorch-wrapped param: nothing to key on
     if slot._kept_factors is None or slot._kept_factors[0] != key:
         device_type = sources[0].device.type if sources else "cpu"
-        slot._kept_factors = (key, cast_factors(_made_without_autocast(slot, device_type), dtype))
+        made = _refuse_offloaded(slot, _made_without_autocast(slot, device_type))
+        slot._kept_factors = (key, cast_factors(made, dtype))
     return slot._kept_factors[1]
 
 
@@ -74,6 +77,22 @@ def _made_without_autocast(slot: AdapterSlot, device_type: str) -> tuple[Tensor,
         return slot.live_factors()
     with torch.autocast(device_type, enabled=False):
         return slot.live_factors()
+
+
+OFFLOADED = ("an adapter's tensors are on the meta device because accelerate's offload hooks hold them (sequential "
+             "CPU offload, or a device_map that offloads), and only a module's own forward brings them back, which "
+             "lowdim's adapters never call: remove the hooks (accelerate.hooks.remove_hook_from_submodules(model); "
+             "diffusers: pipe.remove_all_hooks()), or offload whole models (diffusers: "
+             "pipe.enable_model_cpu_offload())")
+
+
+def _refuse_offloaded(slot: AdapterSlot, factors: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
+    """Factors made from the empty tensors accelerate's sequential offload leaves on the slot would run as
+    whatever memory is there (silently wrong pictures); a model wholly on meta (shape tracing) runs as it is."""
+    if factors is not None and (factors[0].is_meta or factors[1].is_meta) and (
+            hasattr(slot, "_hf_hook") or hasattr(slot.params, "_hf_hook")):
+        raise LowdimError(OFFLOADED)
+    return factors
 
 
 def cast_factors(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
