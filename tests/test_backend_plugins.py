@@ -281,3 +281,18 @@ def test_with_lowdim_no_plugins_set_an_unknown_model_says_so(monkeypatch, capsys
         assert code == 1 and "LOWDIM_NO_PLUGINS is set" in said
         code, said = run(capsys, "models")
         assert code == 0 and "LOWDIM_NO_PLUGINS is set" in said
+
+
+def test_the_ui_lists_only_sd_models_and_refuses_another_kind_before_serving(capsys, tmp_path):
+    pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+    from lowdim_sd.ui.checks import check_model, installed_models
+
+    expected = ("model 'toy', registered by plugin 'toyplug', is not an SD1.x model: lowdim's SD commands "
+                "(personalize, train, generate, ...) need a lowdim_sd.plugin.SDBackend; `lowdim inspect -m toy "
+                "-s lidb` works with it")
+    with lowdim.use_registry(registry(backends_plugin("toyplug", Toy()))):
+        assert "toy" not in installed_models() and "sd15" in installed_models()
+        with pytest.raises(LowdimError, match=re_escape(expected)):
+            check_model("toy")
+        code, said = run(capsys, "ui", "-m", "toy", "--out", tmp_path / "ui", "--port", "7991")
+        assert (code, said) == (1, f"Error: {expected}") and not (tmp_path / "ui").exists()

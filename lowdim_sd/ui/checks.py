@@ -156,12 +156,14 @@ def check_face(value: object) -> int | None:
 
 
 def installed_models() -> list[str]:
-    """Each installed model once, by its own name: an alias (sd1.5 for sd15) still works when typed."""
+    """Each installed SD1.x model once, by its own name: an alias (sd1.5 for sd15) still works when typed; a
+    plugin's model of another kind is left out, as every job on the page would refuse it."""
     from lowdim.registry import get_registry
+    from lowdim_sd.plugin import SDBackend
 
     seen, names = set(), []
     for name, entry in get_registry().backends.items():
-        if id(entry.value) not in seen:
+        if isinstance(entry.value, SDBackend) and id(entry.value) not in seen:
             seen.add(id(entry.value))
             names.append(name)
     return names
@@ -178,7 +180,12 @@ def check_model(model: object) -> str:
         raise LowdimError(f"model {model!r} is neither an installed model ({', '.join(installed_models())}) nor a "
                           f"folder or file on this machine")
     model = model.strip()
-    if model in get_registry().backends or Path(model).expanduser().exists():
+    if model in get_registry().backends:
+        from lowdim_sd.registered_models import sd_backend
+
+        sd_backend(model)  # a plugin's model of another kind: its one line, as the commands say it
+        return model
+    if Path(model).expanduser().exists():
         return model
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not model.startswith((".", "/")):
         return model  # a hub id: loading says whether it is reachable
