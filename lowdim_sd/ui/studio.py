@@ -314,8 +314,14 @@ def metrics_for(model: str) -> tuple[str, ...]:
     from lowdim.registry import get_registry
     from lowdim_sd.eval.job import TINYFACES_METRICS
     from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+    from lowdim_sd.registered_models import sd_backend
 
-    if model.startswith("tinyfaces") and set(TINYFACES_METRICS) <= set(get_registry().metrics):
+    try:
+        backend = sd_backend(model)  # a name, an alias, or the registered model's own folder
+    except LowdimError:  # no SD model: the page's jobs say so, the metrics need not
+        backend = None
+    tiny = backend is not None and backend.name.startswith("tinyfaces")
+    if tiny and set(TINYFACES_METRICS) <= set(get_registry().metrics):
         return TINYFACES_METRICS
     return tuple(PAPER_METRICS)
 

@@ -154,3 +154,16 @@ def test_tinyfaces_own_folder_ships_its_hypernetwork_as_its_name_does(tiny_sd):
         pytest.skip("lowdim-tinyfaces is not installed")
     assert ships_a_hypernet("tinyfaces") and ships_a_hypernet(str(entry.value.source))
     assert not ships_a_hypernet(str(tiny_sd))
+
+
+def test_tinyfaces_own_folder_is_evaluated_with_its_own_metrics_as_its_name_is(tiny_sd):
+    from lowdim.registry import get_registry
+    from lowdim_sd.eval.job import TINYFACES_METRICS
+    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+    from lowdim_sd.ui.studio import metrics_for
+
+    entry = get_registry().backends.get("tinyfaces")
+    if entry is None:
+        pytest.skip("lowdim-tinyfaces is not installed")
+    assert metrics_for("tinyfaces") == metrics_for(str(entry.value.source)) == TINYFACES_METRICS
+    assert metrics_for(str(tiny_sd)) == tuple(PAPER_METRICS) == metrics_for("sd15")
