@@ -225,9 +225,12 @@ def hub_id_not_found(source: str, flag: str = "--model") -> ModelLoadError:
     else:
         where = either(f"{flag} PATH", "its path as the model")
         takes = "a diffusers folder or a .safetensors checkpoint"
+    # A bare word is rarely a hub id and often a plugin's model whose package is not (or no longer) installed.
+    installed = ("no installed model (lowdim models lists them; a plugin's model needs its package), "
+                 if "/" not in source and flag != "--model-config" else "")
     return ModelLoadError(
-        f"could not load '{source}': no local folder or file of that name, and the hub id is neither in the "
-        f"local cache nor reachable; download it where there is network, then pass {where} ({takes})"
+        f"could not load '{source}': {installed}no local folder or file of that name, and the hub id is neither in "
+        f"the local cache nor reachable; download it where there is network, then pass {where} ({takes})"
     )
 
 

@@ -136,3 +136,17 @@ def test_the_command_still_names_its_flags(env, call, _, cli):
         message = refusal(lambda: call(*env))
     assert words(cli, env) in message
     assert "load_sd(" not in message and "DrawParts(" not in message and "PersonalizeJob(" not in message
+
+
+def test_a_bare_word_that_is_no_installed_model_says_so_beside_the_hub(monkeypatch):
+    """A plugin model whose package was uninstalled is a bare word the hub lookup cannot find: the line says it is
+    no installed model either, and where installed ones are listed (a hub id, owner/name, is not told so)."""
+    from lowdim_sd.loading import ModelLoadError, load_sd
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"could not load 'mymodel': no installed model \(lowdim models lists "
+                                             r"them; a plugin's model needs its package\), no local folder"):
+        load_sd("mymodel")
+    with pytest.raises(ModelLoadError) as error:
+        load_sd("someone/mymodel")
+    assert "installed model" not in str(error.value)
