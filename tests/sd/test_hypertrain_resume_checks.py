@@ -152,3 +152,41 @@ def test_a_checkpoint_of_a_two_process_run_is_not_resumed_by_one_process(weights
     with pytest.raises(LowdimError, match=r"processes \(2 there, 1 now\)"):
         checkpoints.check_resume(folder, settings)
     checkpoints.check_resume(folder, resume_settings(job(weights, tmp_path / "h"), data, processes=2))
+
+
+def test_a_checkpoint_from_before_inputs_were_recorded_is_refused_on_another_identity_count(weights, tmp_path):
+    """The count is all such a checkpoint can be checked on: precompute having added identities since (another
+    training set, another validation split) must not be resumed as if it were the same run."""
+    train_hypernet(job(weights, tmp_path / "old", steps=2, alpha=0.0), progress=False)
+    state = next((tmp_path / "old" / "checkpoints").glob("step-*/state.json"))
+    recorded = json.loads(state.read_text())
+    for key in ("extra_images", "weight_folders"):
+        del recorded["settings"][key]
+    recorded["settings"]["identities"] = 3  # the weight folder held 3 when that run started; 4 now
+    state.write_text(json.dumps(recorded))
+    with pytest.raises(lowdim.LowdimError, match=r"identities \(3 there, 4 now\)"):
+        train_hypernet(job(weights, tmp_path / "old", steps=3, alpha=0.0, resume=True), progress=False)
+
+
+def test_an_optimizer_state_of_a_larger_network_is_one_line_naming_the_file(tmp_path):
+    """A checkpoint whose network had more tensors (an older lowdim's layout under the same options) is refused
+    as it loads, not with a shape error from the optimizer's first step."""
+    from safetensors.torch import save_file
+
+    from lowdim_sd.checkpoints import load_optimizer
+
+    path = tmp_path / "optimizer.safetensors"
+    save_file({f"{index}.{name}": torch.zeros(3) for index in range(2) for name in ("exp_avg", "exp_avg_sq")} |
+              {f"{index}.step": torch.tensor(5.0) for index in range(2)}, str(path))
+    trainable = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(lowdim.LowdimError, match=f"{path}: optimizer state for another network"):
+        load_optimizer(torch.optim.AdamW(trainable), trainable, path)
+
+
+def test_a_resume_whose_extra_images_were_replaced_under_the_same_names_is_refused(weights, extra, tmp_path):
+    """Other faces saved over the --extra-images' files are another training set, though every name is the same."""
+    train_hypernet(job(weights, tmp_path / "r", steps=2, extra_images=[extra]), progress=False)
+    save_images(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(6)) * 2 - 1, extra, "x")
+    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities, files \w+ there, extra: 2 "
+                                                 r"identities, files \w+ now\)"):
+        train_hypernet(job(weights, tmp_path / "r", steps=4, resume=True, extra_images=[extra]), progress=False)

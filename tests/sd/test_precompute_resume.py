@@ -254,3 +254,33 @@ def test_a_process_stopped_in_its_first_batch_says_it_kept_nothing_not_that_the_
         said = str(stopped.value)
         assert f"first batch of process {rank + 1} of 2, so it added nothing" in said and "continue" in said
         assert "start over" not in said and "nothing was kept" not in said
+
+
+def test_a_process_leaves_the_shards_another_process_has_not_indexed_yet(tmp_path):
+    """Under `accelerate launch`, another process may have written its shard and not yet its index line: the
+    resume's orphan sweep in this process must leave that shard, or the other's index names a missing file."""
+    from safetensors.torch import save_file
+
+    from lowdim_sd.precompute_resume import remove_orphan_shards
+    from lowdim_sd.weight_index import FORMAT
+
+    def shards() -> list[str]:
+        return sorted(path.name for path in tmp_path.glob("shard-*"))
+
+    for name in ("shard-p0-000003.safetensors", "shard-p1-000000.safetensors", "shard-00002.safetensors"):
+        save_file({"x": torch.zeros(1, 2)}, str(tmp_path / name), metadata={"format": FORMAT + ".shard"})
+    assert remove_orphan_shards(tmp_path, rank=1, processes=2) == ["shard-p1-000000.safetensors"]
+    assert shards() == ["shard-00002.safetensors", "shard-p0-000003.safetensors"]
+    # The main process takes its own and the plain ones no process of such a run writes.
+    assert remove_orphan_shards(tmp_path, rank=0, processes=2) == ["shard-00002.safetensors",
+                                                                    "shard-p0-000003.safetensors"]
+    assert shards() == []
+
+
+def test_a_resume_with_nothing_left_to_train_records_where_the_identities_moved(tiny_sd, people, tmp_path, model):
+    """No batch writes the index then: the move itself must be written, or train-hypernet looks for the pictures
+    where they no longer are and every resume says the folder moved again."""
+    precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model)
+    moved = people.rename(tmp_path / "moved")
+    assert precompute(job(tiny_sd, moved, tmp_path / "w"), progress=False, model=model).trained == []
+    assert read_index(tmp_path / "w")["root"] == str(moved.resolve()) and len(WeightDataset(tmp_path / "w")) == 3

@@ -190,6 +190,16 @@ def test_a_lock_held_elsewhere_or_being_taken_is_respected(tmp_path):
         pass
 
 
+def test_a_run_that_ends_leaves_the_lock_a_later_run_took_over(tmp_path):
+    """Run A was taken for dead and run B took over its --out: A ending must not free the folder while B writes,
+    or a third run could start on it and interleave its checkpoints with B's."""
+    with runs.output_folder(tmp_path / "o"):
+        write_lock(tmp_path / "o", os.getppid(), command="lowdim train -o o (the later run)")
+    later = json.loads((tmp_path / "o" / runs.LOCK).read_text())
+    assert later["command"] == "lowdim train -o o (the later run)"
+    assert runs.folder_in_use(tmp_path / "o")
+
+
 # ------------------------------------------------------------------------------------- unusable --out
 
 

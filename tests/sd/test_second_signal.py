@@ -41,9 +41,11 @@ def test_a_signal_is_only_noted_while_a_stop_is_handled_and_raises_otherwise():
     with pytest.raises(KeyboardInterrupt):
         stopping.request(signal.SIGINT)  # nothing under way: the first Ctrl-C stops at once
     for handling in (KeyboardInterrupt("first"), Interrupted("interrupted at step 3; ..."),
-                     RuntimeError("what the CLI wrapped it in")):
+                     RuntimeError("what the CLI wrapped it in"), OSError("raised while saving the stop's checkpoint")):
         if isinstance(handling, RuntimeError):
             handling.__cause__ = KeyboardInterrupt()
+        if isinstance(handling, OSError):  # raised inside the stop's handler: the stop is its context, not cause
+            handling.__context__ = KeyboardInterrupt()
         try:
             raise handling
         except BaseException:  # noqa: BLE001 - the stop's own handler, as the engine's and the CLI's are

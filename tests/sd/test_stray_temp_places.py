@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,26 @@ def test_a_place_holding_what_lowdim_never_writes_is_kept(tmp_path):
     (place / "notes.txt").write_text("mine")
     assert clean_stray_temps(tmp_path) == []
     assert (place / "notes.txt").read_text() == "mine"
+
+
+def test_a_users_links_named_like_temps_are_kept_and_not_reported(tmp_path):
+    """A link is the user's: the sweep neither deletes one (to a file an hour old) nor claims to have removed one
+    (to a folder holding only a file of the temp's name), which would make its warning false."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.json").write_text("{}")
+    hour_ago = time.time() - 7200
+    os.utime(mine / "keep.json", (hour_ago, hour_ago))
+    os.utime(mine, (hour_ago, hour_ago))
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".keep.json.abcd1234.tmp").symlink_to(mine / "keep.json")
+    (out / ".keep.json.efgh5678.tmp").symlink_to(mine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a "removed ..." warning would be a false report
+        assert clean_stray_temps(out) == []
+    assert sorted(os.listdir(out)) == [".keep.json.abcd1234.tmp", ".keep.json.efgh5678.tmp"]
+    assert (out / ".keep.json.abcd1234.tmp").read_text() == "{}" and os.listdir(mine) == ["keep.json"]
 
 
 def test_a_write_going_on_is_not_swept(tmp_path):
