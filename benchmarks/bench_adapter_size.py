@@ -10,6 +10,7 @@ bytes on disk against the paper's 120 KB (HyperDreamBooth §1) and full DreamBoo
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +39,12 @@ def adapter_file_bytes(model, space, layers, dtype: str, **options) -> int:
     return size
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Bytes on disk of LiDB, LoRA and full DreamBooth files for SD1.5's unet+text layer set (176 "
+                    "layers), against the paper's 120 KB. Builds SD1.5 from its configs with random weights: about "
+                    "4.5 GB of RAM and 15 s; nothing downloaded. Takes no options.")
+    parser.parse_args(argv)
     started = time.perf_counter()
     torch.manual_seed(0)
     model = build_components(SD15_UNET_CONFIG, SD15_TEXT_CONFIG)

@@ -8,20 +8,24 @@ numbers can be read against what a perfect personalization would get.
 
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
 
-from lowdim_tinyfaces.folders import read_levels
-from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style
-from lowdim_tinyfaces.world import styled_renders
-from PIL import Image
-
-from lowdim.metrics import Sample
-from lowdim.registry import get_registry
-from lowdim_sd.bench.quality import DEFAULT_METRICS, bench_prompts
-from lowdim_sd.bench.report import mean_se
+DEFAULT_FOLDER = "runs/tinyfaces/heldout"  # what benchmarks/tinyfaces_tables.sh writes
 
 
-def main(folder: str) -> None:
+def score_renders(folder: Path) -> None:
+    # Imported here so that --help and a missing folder answer before torch and the metric models load.
+    from lowdim_tinyfaces.folders import read_levels
+    from lowdim_tinyfaces.metrics.plugin_metrics import prompted_style
+    from lowdim_tinyfaces.world import styled_renders
+    from PIL import Image
+
+    from lowdim.metrics import Sample
+    from lowdim.registry import get_registry
+    from lowdim_sd.bench.quality import DEFAULT_METRICS, bench_prompts
+    from lowdim_sd.bench.report import mean_se
+
     levels = read_levels(folder)
     prompts = [p.replace("[V]", "sks") for p in bench_prompts("tinyfaces")]
     metrics = {name: get_registry().metrics[name].value() for name in DEFAULT_METRICS}
@@ -36,5 +40,19 @@ def main(folder: str) -> None:
         print(f"{metrics[metric_name].column}: {mean_se(values).text()} over {len(values)} identities")
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("identities", type=Path, nargs="?", default=Path(DEFAULT_FOLDER),
+                        help=f"a folder written by `lowdim tinyfaces-identities` (default: {DEFAULT_FOLDER})")
+    folder = parser.parse_args(argv).identities
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: no such folder; write it with `lowdim tinyfaces-identities -o {folder} "
+                         "--count 50 --split test` (benchmarks/tinyfaces_tables.sh does)")
+    if not (folder / ".identities.json").is_file():
+        raise SystemExit(f"{folder / '.identities.json'}: not found; the folder must be written by "
+                         "`lowdim tinyfaces-identities`")
+    score_renders(folder)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/tinyfaces/heldout")
+    main()

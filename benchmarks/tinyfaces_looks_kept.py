@@ -79,12 +79,27 @@ def row_table(bench: Path, identities: Path, method: str, encoder) -> dict[str, 
     return table
 
 
+def check_inputs(bench: Path, identities: Path, methods: list[str]) -> None:
+    """One line naming the first file or folder the rows need that is not there, before anything loads."""
+    index = identities / ".identities.json"
+    if not index.is_file():
+        raise SystemExit(f"{index}: not found; give the identities folder `lowdim tinyfaces-identities` wrote")
+    if not (bench / "settings.json").is_file():
+        raise SystemExit(f"{bench / 'settings.json'}: not found; give a `lowdim bench quality` --out folder")
+    for method in methods:
+        pictures = bench / "images" / method
+        if method != CEILING and not pictures.is_dir():
+            raise SystemExit(f"{pictures}: no such folder; row '{method}' needs the bench's pictures "
+                             "(the archives in benchmarks/results hold none: run the bench to draw them)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bench", type=Path, help="a `lowdim bench quality` --out folder")
     parser.add_argument("identities", type=Path, help="its identities folder (with .identities.json)")
     parser.add_argument("methods", nargs="+", help=f"rows of the bench folder; '{CEILING}' for the ceiling")
     args = parser.parse_args(argv)
+    check_inputs(args.bench, args.identities, args.methods)
     encoder = load_identity_encoder()
     print("| row | " + " | ".join(f"{s}: styled / looks if styled / both" for s in ("photo", "sketch", "popart",
                                                                                     "night", "red_background",

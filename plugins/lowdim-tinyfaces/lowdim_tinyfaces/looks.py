@@ -7,9 +7,11 @@ tokens the hypernetwork reads, and writes them in the captions' own grammar: `lo
 the words after "[V] face" in its preview prompts. The metric models never take part: their identity
 encoder scores the pictures and must not also choose the words.
 
-Make the shipped file again (the cached features of the hypernetwork's training photos, docs/results.md):
+Make the shipped file again (the cached features of the hypernetwork's 7,088 training photos: 3,000 people x 2
+photos and 1,088 training identities, as benchmarks/tinyfaces_tables.sh writes them; docs/results.md):
 
-    python -m lowdim_tinyfaces.looks --features runs/r15/tf2/features.safetensors runs/r15/tf2/people
+    python -m lowdim_tinyfaces.looks --features runs/tinyfaces/features.safetensors runs/tinyfaces/people \
+        runs/tinyfaces/train-ids
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,3 +80,34 @@ def test_the_renders_row_needs_no_results_and_its_photos_read_back_as_the_identi
     assert table["photo"][1] >= 0.5  # the metric's own encoder reads most rendered photos back right
     with pytest.raises(SystemExit, match="no results for 'ours'"):
         script.row_table(bench, identities, "ours", load_identity_encoder())
+
+
+def test_a_bench_folder_without_its_pictures_is_one_line_naming_the_folder(tmp_path):
+    """Session archives hold results and settings but no images: say so before loading anything."""
+    identities = tmp_path / "ids"
+    write_identities(identities, 1, split="test")
+    bench = tmp_path / "bench"
+    (bench / "results" / "ours").mkdir(parents=True)
+    (bench / "settings.json").write_text(json.dumps({"prompts": [prompt_for(s, "[V] face") for s in STYLES]}))
+    (bench / "results" / "ours" / "id-00000.json").write_text(json.dumps(
+        {"identity": "id-00000", "scores": {"tinyfaces-style": [1.0] * len(STYLES)}}))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(bench), str(identities), "renders", "ours"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(bench / "images" / "ours") in done.stderr and "pictures" in done.stderr
+    assert done.stdout == ""  # nothing printed for the ceiling row before the refusal
+
+
+@pytest.mark.parametrize("missing", ["settings.json", ".identities.json"])
+def test_a_missing_settings_or_identities_index_is_one_line_naming_it(tmp_path, missing):
+    identities = tmp_path / "ids"
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    if missing == "settings.json":
+        write_identities(identities, 1, split="test")
+    else:
+        identities.mkdir()
+        (bench / "settings.json").write_text(json.dumps({"prompts": [prompt_for("photo", "[V] face")]}))
+    with pytest.raises(SystemExit, match=f"{missing}.*"):
+        script.main([str(bench), str(identities), "renders"])
