@@ -10,8 +10,7 @@ encoder scores the pictures and must not also choose the words.
 Make the shipped file again (the cached features of the hypernetwork's 7,088 training photos: 3,000 people x 2
 photos and 1,088 training identities, as benchmarks/tinyfaces_tables.sh writes them; docs/results.md):
 
-    python -m lowdim_tinyfaces.looks --features runs/tinyfaces/features.safetensors runs/tinyfaces/people \
-        runs/tinyfaces/train-ids
+    F=runs/tinyfaces; python -m lowdim_tinyfaces.looks --features $F/features.safetensors $F/people $F/train-ids
 """
 
 from __future__ import annotations
