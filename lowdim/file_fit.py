@@ -1,15 +1,21 @@
 """Whether an adapter file fits a model: every layer it names is one of the model's adaptable layers, of the
 same shape. A refusal blames the file ("was made for X and does not fit this model") only when the model is
 another one; when it is this model seen through another library's wrapper (peft's LoRA layers, a PeftModel, any
-module holding it), it names that wrapper and the way in."""
+module holding it), it names that wrapper and the way in.
+
+Also what a reader says of a file another lowdim wrote: a format version it does not read, or a config option it does
+not know (a newer lowdim's or plugin's), in one wording for the loaders and for ``lowdim show``. Every adapter and
+hypernetwork file lowdim has written records ``format_version`` "1", so an absent one is no older lowdim's file;
+``lowdim_version`` has been 0.1.0 in every release so far, which is why it decides nothing here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from torch import nn
 
-from lowdim.errors import AdapterFileError
+from lowdim.errors import AdapterFileError, ConfigError
 from lowdim.inject.select import (
     EMBEDDING,
     LAYER_TYPES,
@@ -95,3 +101,32 @@ def _problem(layer: LayerSpec, shapes: dict[str, tuple[int, ...]], modules: dict
     if layer.name.endswith(".base_layer"):  # the layer inside a wrapper, lowdim's or another library's
         return f"{layer.name} (in the model: {_what_matched(model, layer.name, module)})"
     return f"{layer.name} (in the model: the out_proj of an nn.MultiheadAttention, which reads that weight directly)"
+
+
+UNKNOWN_OPTION = "unknown option(s)"  # how SpaceConfig.from_dict starts the refusal of an option it does not know
+
+
+def format_version_problem(metadata: Mapping[str, str], kind: str, reads: str) -> str:
+    """Why a ``kind`` file ('adapter', 'hypernetwork') whose header is ``metadata`` is not read by a lowdim that reads
+    format version ``reads`` ("" when it is). A newer layout read as this one's could load wrong without an error."""
+    found = metadata.get("format_version")
+    if found == reads:
+        return ""
+    if found is not None and found.isdigit() and reads.isdigit() and int(found) > int(reads):
+        return f"{kind} format version {found}; this lowdim reads version {reads}: upgrade lowdim"
+    stated = "has no format version, which every lowdim writes" if found is None else \
+        f"format version {found!r}, which no lowdim writes"
+    return f"{kind} {stated} (the file was edited or made by another tool); this lowdim reads version {reads}"
+
+
+def config_problem(error: ConfigError, plugins: bool = True) -> str:
+    """``error`` (a stored config this lowdim refuses), with what to do when it names an option this lowdim does
+    not know: such a file comes from a newer lowdim (or, with ``plugins``, a newer version of the plugin that
+    provides its space), and only upgrading reads it."""
+    text = str(error)
+    if UNKNOWN_OPTION not in text:
+        return text
+    if plugins:
+        return (f"{text}; the file may come from a newer lowdim or another version of the plugin that provides its "
+                f"space: upgrade lowdim (or that plugin)")
+    return f"{text}; the file may come from a newer lowdim: upgrade lowdim"

@@ -27,7 +27,11 @@ from lowdim import __version__
 from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask  # noqa: F401  (this module's API too)
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
-from lowdim.file_fit import validate_against  # noqa: F401  (this module's API too)
+from lowdim.file_fit import (
+    config_problem,
+    format_version_problem,
+    validate_against,  # noqa: F401  (this module's API too)
+)
 from lowdim.filecheck import (
     buffer_shapes,
     check_finite,
@@ -257,8 +261,8 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
 
     path = Path(path)
     tensors, metadata = read_checked(path, FORMAT, "adapter")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise AdapterFileError(f"{path}: adapter format version {metadata.get('format_version')} is not supported")
+    if problem := format_version_problem(metadata, "adapter", FORMAT_VERSION):
+        raise AdapterFileError(f"{path}: {problem}")
     registry = get_registry()
     try:
         registry.space_class(str(metadata.get("space")))
@@ -271,6 +275,8 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     try:
         space = registry.make_space(metadata["space"], json.loads(metadata["space_config"]))
         seed = int(metadata["seed"])
+    except ConfigError as error:  # an option a newer lowdim or plugin added, or a value this one refuses
+        raise AdapterFileError(f"{path}: {config_problem(error)}") from None
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
     layers = unpack_layers(metadata.get("layers", "[]"), path)

@@ -7,9 +7,10 @@ import math
 from pathlib import Path
 from shlex import quote
 
-from lowdim.errors import LowdimError
+from lowdim.errors import ConfigError, LowdimError
+from lowdim.file_fit import config_problem, format_version_problem
 from lowdim.filecheck import checked_dropout
-from lowdim.files import BUFFER_PREFIX, unpack_layers
+from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
 from lowdim_sd.file_info_parts import FileInfo, Header, compact, number, parsed_json, size_text, space_object
 from lowdim_sd.prompt_words import with_looks
 
@@ -53,6 +54,9 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
               "frozen bases": {"stored": stored} if stored or remade else None,
               **{f"recipe: {key}": value.strip() if isinstance(value, str) else value
                  for key, value in recipe.items()}}
+    if problem := format_version_problem(meta, "adapter", FORMAT_VERSION):  # every load refuses it
+        rows.insert(1, ("problem", problem))
+        return FileInfo(path, "a lowdim adapter", rows, "", values)
     if problem := dropout_problem(path, meta.get("dropout")):
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
@@ -120,6 +124,8 @@ def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
         for layer in layers:
             for key, shape in space.param_shapes(layer).items():
                 needed[key] = needed.get(key, 0) + math.prod(shape)
+    except ConfigError as error:  # an option a newer lowdim or plugin added: say to upgrade, as a load does
+        return f"its space '{meta.get('space')}' cannot be made from the config it records ({config_problem(error)})"
     except (LowdimError, KeyError, ValueError, TypeError) as error:
         return f"its space '{meta.get('space')}' cannot be made from the config it records ({error})"
     stored = {key: math.prod(shape) for key, shape in header.shapes.items() if not key.startswith(BUFFER_PREFIX)}

@@ -14,6 +14,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
+from lowdim.file_fit import format_version_problem
 from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
 from lowdim.files import PICKLE_SUFFIXES
 from lowdim_sd.adapter_info import describe_adapter
@@ -112,10 +113,20 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
     values = {"predicts": predicts, "network": network,
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
               **{f"training: {key}": value for key, value in extra.items()}}
+    if problem := _hypernet_version_problem(meta):  # every load refuses it: no command to suggest
+        rows.insert(0, ("problem", problem))
+    return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values)
+
+
+def _hypernet_version_problem(meta: dict) -> str:
+    from lowdim.hyper.storage import FORMAT_VERSION
+
+    return format_version_problem(meta, "hypernetwork", FORMAT_VERSION)
+
+
+def _hypernet_use(path: Path, meta: dict) -> str:
     model = quote(meta["model"]) if meta.get("model") else "MODEL"
-    return FileInfo(path, "a lowdim hypernetwork", rows,
-                    f"lowdim personalize -m {model} --hypernet {quote(str(path))}{_target_flags(meta)} -i face.jpg "
-                    f"-o me", values)
+    return f"lowdim personalize -m {model} --hypernet {quote(str(path))}{_target_flags(meta)} -i face.jpg -o me"
 
 
 # What describes each head: a retrieval head has a bank of identities and keys, no decoder to iterate.

@@ -9,6 +9,7 @@ from pathlib import Path
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim_sd.face_inputs import crop_settings
+from lowdim_sd.faces import DEFAULT_MARGIN
 
 FORMAT = "lowdim.weights"
 FORMAT_VERSION = "1"
@@ -56,6 +57,7 @@ def read_index(folder: Path) -> dict:
             raise LowdimError(f"{path}: not a lowdim weight index (a JSON object with a list of identities)")
         if index.get("format") != FORMAT:
             raise LowdimError(f"{path}: not a lowdim weight index (format {index.get('format')!r})")
+        check_version(folder, index)
         if "identities" not in index:
             raise LowdimError(f"{path}: a weight index without its list of identities; it is damaged")
         if merged is None:
@@ -69,6 +71,15 @@ def read_index(folder: Path) -> dict:
                 newest[entry["name"]] = entry
     merged["identities"] = list(newest.values())
     return merged
+
+
+def check_version(folder: Path, index: dict) -> None:
+    """Refuse an index of another layout than this lowdim's in one line: a newer lowdim may have changed what its
+    fields mean, and a resume would extend the folder in the old layout. Indexes from before the field are 1."""
+    version = index.get("format_version", FORMAT_VERSION)
+    if str(version) != FORMAT_VERSION:
+        raise LowdimError(f"{folder}: a weight folder of index format version {version}; this lowdim reads version "
+                          f"{FORMAT_VERSION}: upgrade lowdim")
 
 
 def generation(entry: dict) -> int:
@@ -96,8 +107,13 @@ def merge_index(folder: Path) -> Path:
 
 
 def with_crop_defaults(config: dict) -> dict:
-    """An index's training settings; indexes from before face cropping existed were made uncropped."""
-    return {**crop_settings(False, 0.0, None), **config}
+    """An index's training settings; indexes from before face cropping existed were made uncropped, and a cropped
+    one from before its margin was recorded was cropped at precompute's default margin (as ``WeightDataset``
+    reads it)."""
+    settings = {**crop_settings(False, 0.0, None), **config}
+    if settings["crop"] and settings["crop_margin"] is None:
+        settings["crop_margin"] = DEFAULT_MARGIN
+    return settings
 
 
 def done_identities(out: Path, header: dict, compared: dict | None = None) -> dict[str, dict]:

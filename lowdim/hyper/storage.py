@@ -21,7 +21,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from lowdim import __version__
-from lowdim.errors import LowdimError
+from lowdim.errors import ConfigError, LowdimError
+from lowdim.file_fit import config_problem, format_version_problem
 from lowdim.filecheck import checked_layers
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
@@ -172,6 +173,9 @@ def read_hypernet(path: str | os.PathLike) -> HypernetFile:
     """Read a hypernetwork file once: tensors and header, checked; a broken file is one LowdimError."""
     path = Path(path)
     tensors, header = read_checked(path, FORMAT, "hypernetwork", LowdimError)
+    # Every hypernetwork file has recorded "1" since the first one, so an absent version is refused as well.
+    if problem := format_version_problem(header, "hypernetwork", FORMAT_VERSION):
+        raise LowdimError(f"{path}: {problem}")
     return HypernetFile(path, header, _read_header(header, path), tensors)
 
 
@@ -200,11 +204,17 @@ def load_hypernet(
     if differences:
         raise LowdimError(f"{path} does not fit the requested target: {'; '.join(differences)}")
     registry = registry or get_registry()
-    stored_space = registry.make_space(stored["space"], stored["space_config"])
+    try:
+        stored_space = registry.make_space(stored["space"], stored["space_config"])
+    except ConfigError as error:  # an option a newer lowdim or plugin added, or a space not installed here
+        raise ConfigError(f"{path}: {config_problem(error)}") from None
     _check_bases(read, stored_space)
     # The backbone's own config, so the encoder is rebuilt offline; its weights come from the file.
     encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
-    config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
+    try:
+        config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {config_problem(error, plugins=False)}") from None
     package = header.get("encoder_weights") == "package"
     check_offline(config.encoder, config.encoder_config, header.get("encoder_weights", "file"), encoder, path)
     net = checked_build(lambda *args: build_hypernet(*args, registry), config, stored_space, stored["layers"],

@@ -49,10 +49,33 @@ class RunRecord:
 
 def list_runs(out: Path) -> list[str]:
     """Finished runs in ``out``, newest first (hidden partial folders are not runs)."""
+    return sorted((name for name in _finished(out) if _readable(out, name)), reverse=True)
+
+
+def unreadable_runs(out: Path) -> list[str]:
+    """Finished runs in ``out`` whose record this lowdim cannot read (damaged, or another version's shape): left
+    out of the list, so ``unreadable_runs_line`` says where they are."""
+    return sorted(name for name in _finished(out) if not _readable(out, name))
+
+
+def unreadable_runs_line(out: Path) -> str:
+    """'1 run in OUT has a run.json this lowdim cannot read (NAME): its files are still in OUT/NAME', or ''."""
+    names = unreadable_runs(out)
+    if not names:
+        return ""
+    shown = names[:3] + (["..."] if len(names) > 3 else [])
+    folders = ", ".join(str(out / name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+    if len(names) == 1:
+        return f"1 run in {out} has a {RUN_FILE} this lowdim cannot read ({names[0]}): its files are still in {folders}"
+    return (f"{len(names)} runs in {out} have a {RUN_FILE} this lowdim cannot read ({', '.join(shown)}): their files "
+            f"are still in {folders}")
+
+
+def _finished(out: Path) -> list[str]:
+    """The folders in ``out`` holding a run.json (hidden partial folders are not runs)."""
     if not out.is_dir():
         return []
-    found = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RUN_FILE).is_file()]
-    return sorted((name for name in found if _readable(out, name)), reverse=True)
+    return [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RUN_FILE).is_file()]
 
 
 def _readable(out: Path, name: str) -> bool:
