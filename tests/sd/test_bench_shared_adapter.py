@@ -108,9 +108,22 @@ def test_a_task_trains_the_adapter_itself_when_the_process_training_it_dies(tiny
 
     monkeypatch.setattr(shared_adapter, "POLL_S", 0.05)
     job = job_for(tiny_sd, identities, tmp_path / "bench", methods=["no-hyper@te=0"], limit=1)
-    holder = subprocess.Popen(["sleep", "0.5"])
-    threading.Thread(target=holder.wait).start()  # reaped when it ends, so it is gone, not a zombie
+    holder = subprocess.Popen(["sleep", "60"])
     hold(job.out, {"host": socket.gethostname(), "pid": holder.pid})
+    seen, looked = threading.Event(), shared_adapter.holder
+
+    def look(path):  # the task has found the holder alive and waits on it: only now does the holder die
+        found = looked(path)
+        seen.set()
+        return found
+
+    def die_once_seen():  # however long the task takes to get there (a busy machine took over 0.5 s)
+        seen.wait(120)
+        holder.kill()
+        holder.wait()  # reaped, so it is gone, not a zombie
+
+    monkeypatch.setattr(shared_adapter, "holder", look)
+    threading.Thread(target=die_once_seen).start()
     with pytest.warns(UserWarning, match=rf"no-hyper's adapter for id-0: the process training it \(pid {holder.pid} "
                                          r"on .*\) ended without writing it; training it here"):
         results = by_row(run_quality(job))
