@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lowdim.errors import LowdimError
+from lowdim.file_fit import format_version_problem
 from lowdim.files import atomic_write
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.faces import DEFAULT_MARGIN
@@ -77,9 +78,8 @@ def check_version(folder: Path, index: dict) -> None:
     """Refuse an index of another layout than this lowdim's in one line: a newer lowdim may have changed what its
     fields mean, and a resume would extend the folder in the old layout. Indexes from before the field are 1."""
     version = index.get("format_version", FORMAT_VERSION)
-    if str(version) != FORMAT_VERSION:
-        raise LowdimError(f"{folder}: a weight folder of index format version {version}; this lowdim reads version "
-                          f"{FORMAT_VERSION}: upgrade lowdim")
+    if problem := format_version_problem({"format_version": str(version)}, "weight index", FORMAT_VERSION):
+        raise LowdimError(f"{folder}: {problem}")
 
 
 def generation(entry: dict) -> int:
