@@ -72,6 +72,28 @@ def untrained_adapter(tiny_sd, tmp_path_factory):
     return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="zwx")
 
 
+@pytest.fixture(scope="module")
+def word_adapters(tiny_sd, tmp_path_factory):
+    """Three LiDB adapters of the tiny model (UNet cross-attention v, text q), each with its own values and word:
+    zwx, qpv, mkr."""
+    import lowdim
+    from lowdim_sd.loading import load_sd
+
+    folder = tmp_path_factory.mktemp("adapters")
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    made = []
+    for seed, word in enumerate(("zwx", "qpv", "mkr")):
+        adapters = lowdim.inject(model.modules, lowdim.get_space("lidb"), ["unet.*attn2.to_v", "text_encoder.*q_proj"],
+                                 name=f"s{seed}")
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in adapters.parameters(f"s{seed}"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        made.append(lowdim.save_adapter(folder / f"{word}.safetensors", adapters, name=f"s{seed}", token=word))
+        adapters.delete(f"s{seed}")
+    return made
+
+
 @pytest.fixture
 def face(tmp_path):
     """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""

@@ -20,82 +20,65 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIG = GenerateConfig(prompts=["a [V] face"], steps=2, resolution=16)
 
 
-@pytest.fixture(scope="module")
-def files(tiny_sd, tmp_path_factory):
-    """Two LiDB adapters of the tiny model, each with its own values and word."""
-    folder = tmp_path_factory.mktemp("adapters")
-    model = load_sd(str(tiny_sd), "cpu", "fp32")
-    made = []
-    for seed, word in enumerate(("zwx", "qpv")):
-        adapters = lowdim.inject(model.modules, lowdim.get_space("lidb"), ["unet.*attn2.to_v", "text_encoder.*q_proj"],
-                                 name=f"s{seed}")
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for param in adapters.parameters(f"s{seed}"):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-        made.append(lowdim.save_adapter(folder / f"{word}.safetensors", adapters, name=f"s{seed}", token=word))
-        adapters.delete(f"s{seed}")
-    return made
-
-
 def _pixels(model) -> np.ndarray:
     return np.asarray(generate(model, CONFIG)[0].image, dtype=int)
 
 
-def test_attaching_a_file_again_warns_naming_it_and_its_name(tiny_sd, files):
+def test_attaching_a_file_again_warns_naming_it_and_its_name(tiny_sd, word_adapters):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [files[0]])
-    with pytest.warns(UserWarning, match=rf"{files[0].name} is already attached as a0; attaching it again") as seen:
-        assert attach_adapters(model, [files[0]]) == ["zwx"]
+    attach_adapters(model, [word_adapters[0]])
+    again = rf"{word_adapters[0].name} is already attached as a0; attaching it again"
+    with pytest.warns(UserWarning, match=again) as seen:
+        assert attach_adapters(model, [word_adapters[0]]) == ["zwx"]
     assert len(seen) == 1 and "\n" not in str(seen[0].message)
     assert seen[0].filename == __file__  # points at the user's cell, not inside lowdim
     assert lowdim.Adapters(model.modules).names() == ["a0", "a1"]  # still added beside it, as documented
 
 
-def test_attaching_another_file_beside_says_nothing(tiny_sd, files):
+def test_attaching_another_file_beside_says_nothing(tiny_sd, word_adapters):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [files[0]])
+    attach_adapters(model, [word_adapters[0]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        attach_adapters(model, [(files[1], 0.5)])
+        attach_adapters(model, [(word_adapters[1], 0.5)])
 
 
-def test_detach_then_attach_draws_the_same_however_often_the_cell_runs(tiny_sd, files):
+def test_detach_then_attach_draws_the_same_however_often_the_cell_runs(tiny_sd, word_adapters):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
     base = _pixels(model)
-    attach_adapters(model, [files[0]])
+    attach_adapters(model, [word_adapters[0]])
     once = _pixels(model)
     for _ in range(2):  # the cell, re-run
         detach_adapters(model)
-        attach_adapters(model, [files[0]])
+        attach_adapters(model, [word_adapters[0]])
         assert np.array_equal(_pixels(model), once)
     assert detach_adapters(model) == ["a0"]
     assert np.array_equal(_pixels(model), base)
 
 
-def test_detach_takes_off_only_what_attach_put_on(tiny_sd, files):
+def test_detach_takes_off_only_what_attach_put_on(tiny_sd, word_adapters):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [files[0], (files[1], 0.5)])
-    lowdim.load_adapter(files[1], model.modules, name="mine")
+    attach_adapters(model, [word_adapters[0], (word_adapters[1], 0.5)])
+    lowdim.load_adapter(word_adapters[1], model.modules, name="mine")
     assert detach_adapters(model) == ["a0", "a1"]
     assert lowdim.Adapters(model.modules).names() == ["mine"]
     assert detach_adapters(model) == []
 
 
-def test_detach_by_name_keeps_the_others_and_the_record(tiny_sd, files, tmp_path):
+def test_detach_by_name_keeps_the_others_and_the_record(tiny_sd, word_adapters, tmp_path):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [files[0], (files[1], 0.5)])
+    attach_adapters(model, [word_adapters[0], (word_adapters[1], 0.5)])
     assert detach_adapters(model, ["a0"]) == ["a0"]
     assert detach_adapters(model, "a1") == ["a1"]
-    attach_adapters(model, [(files[1], 0.5)])
+    attach_adapters(model, [(word_adapters[1], 0.5)])
     draw_to_folder(model, CONFIG, tmp_path)
     recorded = json.loads((tmp_path / "prompts.json").read_text())["settings"]["adapters"]
-    assert recorded == [{"file": str(files[1]), "scale": 0.5, "token": "qpv"}]
+    assert recorded == [{"file": str(word_adapters[1]), "scale": 0.5, "token": "qpv"}]
 
 
-def test_detaching_a_name_not_on_the_model_is_one_line_and_removes_nothing(tiny_sd, files):
+def test_detaching_a_name_not_on_the_model_is_one_line_and_removes_nothing(tiny_sd, word_adapters):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [files[0], files[1]])
+    attach_adapters(model, [word_adapters[0], word_adapters[1]])
     with pytest.raises(LowdimError, match=r"no adapter named 'a7' .*: a0, a1") as error:
         detach_adapters(model, ["a1", "a7"])
     assert "\n" not in str(error.value)
@@ -117,10 +100,10 @@ def embedding(tiny_sd, tmp_path_factory):
     return run_train(job, progress=False).outputs[0]
 
 
-def test_an_embedding_attached_again_is_refused_naming_the_file(tiny_sd, files, embedding):
+def test_an_embedding_attached_again_is_refused_naming_the_file(tiny_sd, word_adapters, embedding):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
     attach_adapters(model, [embedding])
     with pytest.raises(LowdimError, match=rf"{embedding.name} is already attached \(its token 'vqz'\)") as error:
-        attach_adapters(model, [files[0], embedding])
+        attach_adapters(model, [word_adapters[0], embedding])
     assert "\n" not in str(error.value) and lowdim.Adapters(model.modules).names() == []  # all or nothing
     assert detach_adapters(model) == []  # the embedding has no adapter name to take off

@@ -20,24 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIG = GenerateConfig(prompts=["a [V] face"], steps=2, resolution=16)
 
 
-@pytest.fixture(scope="module")
-def files(tiny_sd, tmp_path_factory):
-    """Three LiDB adapters of the tiny model, each with its own values and word."""
-    folder = tmp_path_factory.mktemp("adapters")
-    model = load_sd(str(tiny_sd), "cpu", "fp32")
-    made = []
-    for seed, word in enumerate(("zwx", "qpv", "mkr")):
-        adapters = lowdim.inject(model.modules, lowdim.get_space("lidb"), ["unet.*attn2.to_v", "text_encoder.*q_proj"],
-                                 name=f"s{seed}")
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for param in adapters.parameters(f"s{seed}"):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-        made.append(lowdim.save_adapter(folder / f"{word}.safetensors", adapters, name=f"s{seed}", token=word))
-        adapters.delete(f"s{seed}")
-    return made
-
-
 def _pixels(model) -> np.ndarray:
     return np.asarray(generate(model, CONFIG)[0].image, dtype=int)
 
@@ -47,43 +29,44 @@ def _recorded(model, out) -> list[dict]:
     return json.loads((out / "prompts.json").read_text())["settings"]["adapters"]
 
 
-def test_a_second_attach_adds_its_file_beside_the_first(tiny_sd, files):
+def test_a_second_attach_adds_its_file_beside_the_first(tiny_sd, word_adapters):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    assert attach_adapters(model, [(files[0], 1.0)]) == ["zwx"]
-    assert attach_adapters(model, [(files[1], 0.5)]) == ["qpv"]  # was refused: 'a0' already exists, pass name=
+    assert attach_adapters(model, [(word_adapters[0], 1.0)]) == ["zwx"]
+    assert attach_adapters(model, [(word_adapters[1], 0.5)]) == ["qpv"]  # was refused: 'a0' already exists, pass name=
     assert lowdim.Adapters(model.modules).names() == ["a0", "a1"]
     together = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(together, [(files[0], 1.0), (files[1], 0.5)])
+    attach_adapters(together, [(word_adapters[0], 1.0), (word_adapters[1], 0.5)])
     assert np.array_equal(_pixels(model), _pixels(together))
 
 
-def test_prompts_json_lists_every_adapter_the_pictures_were_drawn_with(tiny_sd, files, tmp_path):
+def test_prompts_json_lists_every_adapter_the_pictures_were_drawn_with(tiny_sd, word_adapters, tmp_path):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [(files[0], 1.0)])
-    attach_adapters(model, [(files[1], 0.5)])
-    assert _recorded(model, tmp_path / "two") == [{"file": str(files[0]), "scale": 1.0, "token": "zwx"},
-                                                  {"file": str(files[1]), "scale": 0.5, "token": "qpv"}]
+    attach_adapters(model, [(word_adapters[0], 1.0)])
+    attach_adapters(model, [(word_adapters[1], 0.5)])
+    assert _recorded(model, tmp_path / "two") == [{"file": str(word_adapters[0]), "scale": 1.0, "token": "zwx"},
+                                                  {"file": str(word_adapters[1]), "scale": 0.5, "token": "qpv"}]
     lowdim.Adapters(model.modules).delete("a0")
-    attach_adapters(model, [(files[2], 0.8)])  # takes the freed name 'a0': the deleted file must not come back
-    assert [entry["file"] for entry in _recorded(model, tmp_path / "swap")] == [str(files[1]), str(files[2])]
+    attach_adapters(model, [(word_adapters[2], 0.8)])  # takes the freed name 'a0': the deleted file must not come back
+    recorded = [entry["file"] for entry in _recorded(model, tmp_path / "swap")]
+    assert recorded == [str(word_adapters[1]), str(word_adapters[2])]
 
 
-def test_an_adapter_loaded_by_hand_is_recorded_by_its_name(tiny_sd, files, tmp_path):
+def test_an_adapter_loaded_by_hand_is_recorded_by_its_name(tiny_sd, word_adapters, tmp_path):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [(files[0], 1.0)])
-    lowdim.load_adapter(files[1], model.modules, name="mine")
+    attach_adapters(model, [(word_adapters[0], 1.0)])
+    lowdim.load_adapter(word_adapters[1], model.modules, name="mine")
     assert _recorded(model, tmp_path / "out") == [
-        {"file": str(files[0]), "scale": 1.0, "token": "zwx"},
+        {"file": str(word_adapters[0]), "scale": 1.0, "token": "zwx"},
         {"file": None, "scale": None, "token": "qpv", "adapter": "mine"}]  # no file or scale to trace it by
 
 
 @pytest.mark.parametrize("given", ["str", "path", "bare"])
-def test_a_bare_path_is_an_adapter_at_scale_one(tiny_sd, files, given):
+def test_a_bare_path_is_an_adapter_at_scale_one(tiny_sd, word_adapters, given):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    arg = {"str": [str(files[0])], "path": [files[0]], "bare": str(files[0])}[given]
+    arg = {"str": [str(word_adapters[0])], "path": [word_adapters[0]], "bare": str(word_adapters[0])}[given]
     assert attach_adapters(model, arg) == ["zwx"]
     scaled = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(scaled, [(files[0], 1.0)])
+    attach_adapters(scaled, [(word_adapters[0], 1.0)])
     assert np.array_equal(_pixels(model), _pixels(scaled))
 
 
@@ -104,10 +87,10 @@ def test_generate_on_a_model_without_weights_is_refused_before_drawing():
 
 
 @pytest.mark.parametrize("flag", [True, False])
-def test_a_bool_for_a_scale_is_refused_not_drawn_at_one_or_zero(tiny_sd, files, flag):
+def test_a_bool_for_a_scale_is_refused_not_drawn_at_one_or_zero(tiny_sd, word_adapters, flag):
     model = load_sd(str(tiny_sd), "cpu", "fp32")
     with pytest.raises(LowdimError, match=r"adapters takes .*\(path, scale\) pair") as error:
-        attach_adapters(model, [(files[0], flag)])
+        attach_adapters(model, [(word_adapters[0], flag)])
     assert "\n" not in str(error.value) and lowdim.Adapters(model.modules).names() == []
 
 
@@ -126,13 +109,14 @@ def embedding(tiny_sd, tmp_path_factory):
     return run_train(job, progress=False).outputs[0]
 
 
-def test_an_embedding_whose_token_was_taken_back_is_not_recorded(tiny_sd, files, embedding, tmp_path):
+def test_an_embedding_whose_token_was_taken_back_is_not_recorded(tiny_sd, word_adapters, embedding, tmp_path):
     from lowdim_sd.embedding_undo import tokens_undone
 
     model = load_sd(str(tiny_sd), "cpu", "fp32")
-    attach_adapters(model, [(files[0], 1.0)])
+    attach_adapters(model, [(word_adapters[0], 1.0)])
     with tokens_undone(model):  # the tokenizer and token table put back as they were: 'vqz' gone
         attach_adapters(model, [(embedding, 1.0)])
-        assert [entry["file"] for entry in _recorded(model, tmp_path / "with")] == [str(files[0]), str(embedding)]
+        recorded = [entry["file"] for entry in _recorded(model, tmp_path / "with")]
+        assert recorded == [str(word_adapters[0]), str(embedding)]
     assert "vqz" not in model.pipe.tokenizer.get_vocab()
-    assert _recorded(model, tmp_path / "without") == [{"file": str(files[0]), "scale": 1.0, "token": "zwx"}]
+    assert _recorded(model, tmp_path / "without") == [{"file": str(word_adapters[0]), "scale": 1.0, "token": "zwx"}]
