@@ -69,6 +69,62 @@ def test_factors_that_give_every_sample_the_first_adapters_values_are_named_by_t
     check_batched_factors(UpOnly(), layer, params, buffers)  # the correct space passes it
 
 
+
+class PositiveGain(UpOnly):
+    """Correct, batching included, but defined only for a positive gain: `up * sqrt(gain)`, gain made as ones."""
+
+    name = "pos-gain"
+
+    def param_shapes(self, layer):
+        return {"up": (layer.out_features, self.config.rank), "gain": (self.config.rank,)}
+
+    def init_params(self, layer, generator):
+        return {"up": torch.zeros(layer.out_features, self.config.rank), "gain": torch.ones(self.config.rank)}
+
+    def factors(self, params, buffers):
+        up = params["up"] * params["gain"].sqrt()[..., None, :]
+        return buffers["down"].to(up.dtype).expand(*up.shape[:-2], -1, -1), up
+
+
+class NotFiniteOffItsInit(PositiveGain):
+    """Finite at its init alone: `sqrt(1 - gain)` with gain made as ones is NaN for most gains near it."""
+
+    def param_shapes(self, layer):
+        return {"up": (layer.out_features, self.config.rank), "gain": (layer.out_features, self.config.rank)}
+
+    def init_params(self, layer, generator):
+        return {"up": torch.ones(layer.out_features, self.config.rank),
+                "gain": torch.ones(layer.out_features, self.config.rank)}
+
+    def factors(self, params, buffers):
+        up = params["up"] * (1 - params["gain"]).sqrt()
+        return buffers["down"].to(up.dtype).expand(*up.shape[:-2], -1, -1), up
+
+
+class NotFiniteOffItsInitAndDropsTheBatch(NotFiniteOffItsInit):
+    def factors(self, params, buffers):
+        down, up = super().factors(params, buffers)
+        return down.reshape(-1, down.shape[-1]), up.reshape(-1, up.shape[-1])
+
+
+def layer_tensors(space):
+    layer = lowdim.LayerSpec("blk.q", 6, 8)
+    return layer, space.init_params(layer, torch.Generator().manual_seed(0)), space.make_buffers(layer, 1)
+
+
+def test_a_correct_space_defined_only_for_positive_params_passes_the_batching_check():
+    space = PositiveGain()
+    check_batched_factors(space, *layer_tensors(space))  # a random second adapter gave sqrt(-x): a torch error
+
+
+def test_a_second_sample_whose_factors_are_not_finite_is_compared_by_shape_alone():
+    space = NotFiniteOffItsInit()
+    check_batched_factors(space, *layer_tensors(space))  # no "other factors" from NaN != NaN, no torch error
+    with pytest.raises(LowdimError, match=r"^space 'pos-gain' on layer blk.q \(6x8\): factors on a batch of 2 "
+                                          r"adapters gave down \(4, 8\) and up \(12, 2\) instead of 2 stacked"):
+        check_batched_factors(NotFiniteOffItsInitAndDropsTheBatch(), *layer_tensors(space))
+
+
 SLIPS = textwrap.dedent('''
     from dataclasses import dataclass
 

@@ -102,3 +102,44 @@ def test_a_correct_space_passes_the_checks_and_trains():
     adapters = lowdim.inject(net, UpOnly(), ["0", "2"], seed=3)
     assert adapters.info("default").num_params == 6 * 2 + 6 * 2
     assert torch.equal(net(torch.ones(1, 8)), net(torch.ones(1, 8)))
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype set to float64 for one test, and put back whatever happens (review AH1)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("space_name", sorted(lowdim.registry.get_registry().spaces))
+def test_every_registered_space_adapts_a_float64_model_under_a_float64_default(float64_default, space_name):
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))  # made in float64, as the default says
+    adapters = lowdim.inject(net, lowdim.get_space(space_name), ["0", "2"], name=space_name)
+    assert adapters.info(space_name).num_params > 0
+    out = net(torch.ones(2, 8))
+    assert out.dtype == torch.float64 and bool(out.isfinite().all())
+
+
+class InitsInHalf(UpOnly):
+    def init_params(self, layer, generator):
+        return {"up": torch.zeros(layer.out_features, self.config.rank, dtype=torch.float16)}
+
+
+def test_under_a_float64_default_a_dtype_that_is_neither_it_nor_float32_is_refused_with_advice_that_holds(
+        float64_default):
+    with pytest.raises(lowdim.LowdimError) as raised:
+        lowdim.inject(model(), InitsInHalf(), ["0", "2"])
+    said = str(raised.value)
+    assert said.startswith("space 'up-only' on layer 0 (6x8): init_params gave up as torch.float16; params must be "
+                           "float32 or torch's default dtype, now torch.float64 (torch.zeros(...) without a dtype, "
+                           "or .float())")
+    assert torch.zeros(1).dtype == torch.float64  # the advice's torch.zeros(...) makes what is accepted
+    lowdim.inject(model(), UpOnly(), ["0", "2"])  # as torch.zeros(...) without a dtype gives it
+
+
+def test_the_default_dtype_is_float32_again_after_the_float64_tests():
+    assert torch.get_default_dtype() == torch.float32

@@ -28,12 +28,10 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
     made = {name: tuple(value.shape) for name, value in params.items()}
     if made != {name: tuple(shape) for name, shape in shapes.items()}:
         _fail(space, layer, f"init_params gave {made}, but param_shapes says {dict(shapes)}")
-    # An adapter is made in fp32 whatever the model's dtype (it follows the model's cast later): fp64 params
-    # trained silently in fp64, slow on GPUs and unsupported on some backends.
     for name, value in params.items():
-        if value.dtype != torch.float32:
-            _fail(space, layer, f"init_params gave {name} as {value.dtype}; params must be float32 (torch.zeros(...) "
-                                f"without a dtype, or .float()), and lowdim casts them with the model")
+        if value.dtype not in _param_dtypes():
+            _fail(space, layer, f"init_params gave {name} as {value.dtype}; {_param_dtype_advice()}, and lowdim "
+                                f"casts them with the model")
     unknown = sorted(set(space.trainable_names(layer)) - set(params))
     if unknown:
         _fail(space, layer, f"trainable_names lists {', '.join(unknown)}, which init_params does not make")
@@ -50,16 +48,31 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
                             f"return what factors makes")
 
 
+def _param_dtypes() -> set[torch.dtype]:
+    # An adapter is made in fp32, or in the default dtype a user chose (torch.set_default_dtype(torch.float64),
+    # which the built-in spaces follow), whatever the model's dtype; it follows the model's cast later. A space
+    # that asks for fp64 itself under the fp32 default trained silently in fp64, slow on GPUs and unsupported on
+    # some backends.
+    return {torch.float32, torch.get_default_dtype()}
+
+
+def _param_dtype_advice() -> str:
+    default = torch.get_default_dtype()
+    if default == torch.float32:
+        return "params must be float32 (torch.zeros(...) without a dtype, or .float())"
+    return (f"params must be float32 or torch's default dtype, now {default} (torch.zeros(...) without a dtype, "
+            f"or .float())")
+
+
 def check_batched_factors(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
     """``factors`` on a batch of K adapters' params (a leading dimension; buffers as they are) gives each sample
     the factors that sample gives alone: per-sample adapters (``override``, a hypernetwork's predictions,
     ``train --subjects``) pass them so, and factors that dropped the dimension failed deep in a forward, or
-    silently used one sample for all. The batch is ``params`` and a random second adapter, so that a space
-    which reduces over the batch, or indexes its first sample, gives sample 1 other values.
+    silently used one sample for all. The batch is ``params`` and a second adapter near them (``_nearby``), so
+    that a space which reduces over the batch, or indexes its first sample, gives sample 1 other values. A
+    sample whose factors alone are not finite (params outside the space's domain) is checked by shape only.
     The contract suite runs it; one adapter alone (``inject``, ``train``) works without it, and is not refused."""
-    generator = torch.Generator().manual_seed(0)
-    samples = [params, {name: torch.randn(value.shape, generator=generator, dtype=value.dtype)
-                        for name, value in params.items()}]
+    samples = [params, _nearby(params)]
     stacked = {name: torch.stack([sample[name] for sample in samples]) for name in params}
     batch = len(samples)
     buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
@@ -76,6 +89,8 @@ def check_batched_factors(space: Space, layer: LayerSpec, params: Tensors, buffe
                             f"{tuple(up.shape)} instead of {batch} stacked factors {expected[0]} and {expected[1]}; "
                             f"keep the leading batch dimension of the params (index with ..., expand the buffers)")
     for index, (own_down, own_up) in enumerate(alone):
+        if not (bool(own_down.isfinite().all()) and bool(own_up.isfinite().all())):
+            continue  # NaN is never equal to itself: nothing to compare values with
         if not (_alike(down[index], own_down) and _alike(up[index], own_up)):
             _fail(space, layer, f"factors on a batch of {batch} different adapters gave sample {index} other factors "
                                 f"than factors on sample {index} alone (down off by up to "
@@ -83,6 +98,19 @@ def check_batched_factors(space: Space, layer: LayerSpec, params: Tensors, buffe
                                 f"{_largest_gap(up[index], own_up):.3g}); compute each sample from its own params "
                                 f"(index with ..., broadcast over the leading dimensions), never from the first "
                                 f"sample's or the whole batch's values")
+
+
+def _nearby(params: Tensors) -> Tensors:
+    """Other params close to ``params``, relative to each tensor's scale: random ones fell outside a space's
+    domain (``sqrt``, ``log`` of a gain made as ones) and made a correct space fail with a torch error."""
+    generator = torch.Generator().manual_seed(0)
+    nearby = {}
+    for name, value in params.items():
+        scale = float(value.abs().max().nan_to_num(0.0, 0.0, 0.0)) if value.numel() else 0.0
+        scale = scale or 1.0  # an all-zero init (LoRA's up) still gets a second sample that differs
+        wobble, shift = (torch.randn(value.shape, generator=generator, dtype=value.dtype) for _ in range(2))
+        nearby[name] = value * (1 + 0.1 * wobble) + 0.1 * scale * shift
+    return nearby
 
 
 def _largest_gap(a: Tensor, b: Tensor) -> float:
@@ -117,8 +145,10 @@ def check_stacked_factors(space: Space, layer: LayerSpec, params: Tensors, buffe
 def _alike(stacked: Tensor, alone: Tensor) -> bool:
     # A batched product rounds otherwise than a single one (more so in fp16/bf16), and entries near zero fail a
     # fixed atol: relative to the factor's scale. A wrong claim gives other shapes or other values, not rounding.
+    # NaN entries (factors outside a space's domain) must match as NaN and are left out of the scale.
     stacked, alone = stacked.float(), alone.float()
-    return torch.allclose(stacked, alone, rtol=1e-2, atol=1e-3 * float(alone.abs().max().clamp_min(1e-12)))
+    scale = float(alone.nan_to_num(0.0, 0.0, 0.0).abs().max().clamp_min(1e-12)) if alone.numel() else 1e-12
+    return torch.allclose(stacked, alone, rtol=1e-2, atol=1e-3 * scale, equal_nan=True)
 
 
 def check_buffers_come_from_the_seed(space: Space, layer: LayerSpec, buffers: Tensors, seed: int) -> None:

@@ -141,7 +141,7 @@ def test_shapes_counts_and_reproducible_init(space_name, case):
     assert not differ, (f"init_params gave different tensors for the same generator seed ({', '.join(differ)}): draw "
                         f"random values from its `generator` argument (torch.randn(..., generator=generator)), not "
                         f"from torch's global RNG, or an adapter's start cannot be reproduced")
-    wrong = {k: str(v.dtype) for k, v in first.items() if v.dtype != torch.float32}
+    wrong = {k: str(v.dtype) for k, v in first.items() if v.dtype not in (torch.float32, torch.get_default_dtype())}
     assert not wrong, (f"space '{space_name}' on layer {layer.name}: init_params gave "
                        f"{', '.join(f'{k} as {t}' for k, t in wrong.items())}; params must be float32, and lowdim "
                        f"casts them with the model (lowdim.inject refuses the space too)")
