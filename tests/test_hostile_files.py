@@ -153,6 +153,16 @@ def test_a_tensor_one_value_too_short_is_refused_naming_the_file_and_the_layer(t
             read(path)
 
 
+def test_a_tensor_left_out_of_the_file_is_refused_naming_the_file_and_the_tensor(tmp_path):
+    path = saved(tmp_path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, kept = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys() if key != "B_train"}  # noqa: SIM118
+    save_file(kept, str(path), metadata=metadata)
+    for read in (lowdim.read_adapter, lambda file: lowdim.load_adapter(file, toy_model())):
+        with pytest.raises(AdapterFileError, match=r"me\.safetensors: tensor 'B_train' is missing$"):
+            read(path)
+
+
 def test_integer_tensors_are_refused_by_name(tmp_path):
     path = saved(tmp_path)
     with safe_open(str(path), framework="pt") as handle:

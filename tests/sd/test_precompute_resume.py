@@ -67,6 +67,34 @@ def test_a_done_identity_whose_pictures_changed_is_trained_again_and_replaces_it
     assert precompute(job(tiny_sd, people, out), progress=False, model=model).trained == []  # nothing new
 
 
+def test_an_identity_trained_again_leaves_one_entry_and_its_old_shard_goes(tiny_sd, people, tmp_path, model,
+                                                                          monkeypatch):
+    """Its old entry leaves the index as soon as it is sent back to training: a stop before then leaves it simply
+    not done, and once trained again the old weights of the person are not kept beside the new ones."""
+    out = tmp_path / "w"
+    precompute(job(tiny_sd, people, out, batch_subjects=1), progress=False, model=model)  # a shard each
+    old = entries(out)["person0"]["shard"]
+    picture(people / "person0" / "img_000.png", 77)
+
+    real = pre.train
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pre, "train", stopped)
+    # The stop's line counts what the earlier run kept: a resume stopped in its first batch did not lose them.
+    with pytest.warns(UserWarning, match="person0: img_000.png changed"), pytest.raises(
+            KeyboardInterrupt, match=r"with 0 identities trained in this run; 2 are kept in .*continue"):
+        precompute(job(tiny_sd, people, out, batch_subjects=1), progress=False, model=model)
+    assert sorted(entries(out)) == ["person1", "person2"]  # not done, not its old weights
+    assert not (out / old).exists()
+    monkeypatch.setattr(pre, "train", real)
+    assert precompute(job(tiny_sd, people, out, batch_subjects=1), progress=False, model=model).trained == ["person0"]
+    raw = json.loads((out / "index.json").read_text())["identities"]
+    assert sorted(entry["name"] for entry in raw) == ["person0", "person1", "person2"]  # once each
+    WeightDataset(out).check_same_pictures()
+
+
 def test_an_index_that_recorded_only_the_first_digest_resumes_comparing_that(tiny_sd, people, tmp_path, model):
     out = tmp_path / "w"
     precompute(job(tiny_sd, people, out), progress=False, model=model)

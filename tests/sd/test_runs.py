@@ -170,6 +170,19 @@ def stop_at_model_load(monkeypatch) -> None:
     monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", fail)
 
 
+def test_a_run_that_fails_before_writing_leaves_no_empty_out_and_keeps_a_users_folder(tiny_sd, refs, tmp_path,
+                                                                                       capsys, monkeypatch):
+    """A failed first try (a model that does not load) must not leave an empty --out behind for every typo; a
+    folder the user made beforehand stays, empty or not."""
+    stop_at_model_load(monkeypatch)
+    (tmp_path / "made by the user").mkdir()
+    for out in (tmp_path / "new", tmp_path / "made by the user"):
+        code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--out", out)
+        assert code == 1 and "stopped here by the test" in text
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "made by the user").is_dir() and not any((tmp_path / "made by the user").iterdir())
+
+
 def test_a_stale_lock_of_a_killed_run_is_taken_over_and_released(tiny_sd, refs, tmp_path, capsys, monkeypatch):
     write_lock(tmp_path / "o", dead_pid())
     stop_at_model_load(monkeypatch)
@@ -188,6 +201,20 @@ def test_a_lock_held_elsewhere_or_being_taken_is_respected(tmp_path):
     (tmp_path / "b" / runs.LOCK).write_text("")  # a run between creating the lock and writing it
     with pytest.raises(lowdim.LowdimError, match="a run that is starting"), runs.output_folder(tmp_path / "b"):
         pass
+
+
+def test_an_empty_lock_older_than_the_grace_is_taken_over(tmp_path):
+    """A run that died between creating the lock and writing it leaves an empty one: past the grace period the
+    folder is free again, not held forever by a run that is 'starting'."""
+    from lowdim_sd import run_lock
+
+    (tmp_path / "o").mkdir()
+    lock = tmp_path / "o" / runs.LOCK
+    lock.write_text("")
+    os.utime(lock, (time.time() - run_lock.LOCK_GRACE_SECONDS - 60,) * 2)
+    with pytest.warns(UserWarning, match="taking over the lock"), runs.output_folder(tmp_path / "o"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
 
 
 def test_a_run_that_ends_leaves_the_lock_a_later_run_took_over(tmp_path):
@@ -226,6 +253,22 @@ def test_an_unusable_out_is_one_line_before_the_model_loads(tiny_sd, refs, tmp_p
                 "read-only": "not writable (Read-only file system)", "full": "0.0 MB free, the run needs about"}[case]
     assert code == 1 and expected in text and "Traceback" not in text and text.count("Error:") == 1
     assert generating[0] == 1 and (expected in generating[1] or case == "file")  # generate says "a file" its way
+
+
+def test_a_folder_target_under_a_read_only_folder_is_one_line_before_the_work(tmp_path, monkeypatch):
+    """eval, bench and merge --format diffusers check their --out folder this way before hours of work, which a
+    read-only place would otherwise throw away when the results are written. (Root ignores permission bits, so
+    the folder's read-only answer is given by os.access here.)"""
+    read_only = tmp_path / "shared"
+    read_only.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **k: path != read_only and real(path, mode, **k))
+    with pytest.raises(lowdim.LowdimError, match=re.escape(f"--out {read_only / 'results'}: not writable "
+                                                           f"({read_only} is read-only)")):
+        runs.check_folder_target(read_only / "results")
+    assert not (read_only / "results").exists()
+    runs.check_folder_target(tmp_path / "mine" / "results")  # a writable place passes, and is not made yet
+    assert not (tmp_path / "mine").exists()
 
 
 def test_full_disk_is_found_before_training_once_the_sizes_are_known(tiny_sd, refs, tmp_path, capsys,

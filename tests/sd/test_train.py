@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -68,6 +69,10 @@ def test_resume_equals_an_uninterrupted_run(tiny_sd, faces, tmp_path):
 
     straight, _ = run(tmp_path / "a", 6)
     run(tmp_path / "b", 4)
+    # A later try killed while saving step 6: its folder has tensors but no state.json, so it is not resumed from.
+    killed = tmp_path / "b" / "checkpoints" / "step-000006"
+    killed.mkdir()
+    shutil.copy(tmp_path / "b" / "checkpoints" / "step-000004" / "trainable.safetensors", killed)
     resumed, result = run(tmp_path / "b", 6, resume=True)
     assert result.start_step == 4 and len(result.losses) == 2
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
