@@ -68,8 +68,10 @@ def acquire_lock(out: Path) -> dict:
             if _alive(holder, path):
                 raise LowdimError(f"--out {out} is in use by another run ({_describe(holder)}); wait for it to end or "
                                   f"choose another --out (if that run is gone, delete {path})") from None
-            warnings.warn(f"{out}: taking over the lock of a run that ended without releasing it "
-                          f"({_describe(holder)})", stacklevel=3)
+            # An empty lock past its grace is a run that stopped while it was writing its record.
+            whose = _describe(holder) if holder is not None else "a run that stopped as it started"
+            warnings.warn(f"{out}: taking over the lock of a run that ended without releasing it ({whose})",
+                          stacklevel=3)
             # Two runs that find the same dead lock at the same instant can both end up holding it (the
             # second's unlink may remove the first's new lock): a window one unlink wide, accepted.
             path.unlink(missing_ok=True)
