@@ -138,11 +138,13 @@ def test_an_unknown_hypernetwork_option_names_the_file_and_says_to_upgrade(hyper
     assert "newer lowdim" in message and message.endswith("upgrade lowdim")
 
 
-def test_an_unknown_option_of_a_hypernetworks_space_names_the_file(hypernet):
+def test_an_unknown_option_of_a_hypernetworks_space_names_the_file_and_says_to_upgrade(hypernet):
     with_option(hypernet, "space_config", new_opt=1)
     with pytest.raises(LowdimError) as refused:
         load_hypernet(hypernet)
-    assert str(refused.value).startswith(f"{hypernet}: unknown option(s) new_opt for space 'lidb'")
+    message = str(refused.value)
+    assert message.startswith(f"{hypernet}: unknown option(s) new_opt for space 'lidb'")
+    assert "newer lowdim" in message and message.endswith("upgrade lowdim (or that plugin)")  # a plugin's space too
 
 
 @pytest.mark.parametrize("version", ["2", None])

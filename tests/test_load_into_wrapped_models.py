@@ -96,6 +96,34 @@ def test_layers_offloaded_by_accelerate_name_the_offload_not_missing_weights(tmp
     assert lowdim.Adapters(model).names() == []
 
 
+class Block(nn.Module):
+    """A block a device_map offloads whole (``preload_module_classes``): accelerate hooks it, not its layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.outer = nn.Linear(16, 24), nn.Linear(24, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(torch.relu(self.inner(x)))
+
+
+def test_layers_of_a_block_a_device_map_offloads_name_the_offload_not_missing_weights(tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    torch.manual_seed(0)
+    made = nn.Sequential(Block()).requires_grad_(False)
+    lowdim.inject(made, lowdim.get_space("lidb"), ["0.inner", "0.outer"], seed=3)
+    path = lowdim.save_adapter(tmp_path / "me.safetensors", made, base_model="toy")
+    model = nn.Sequential(Block()).requires_grad_(False)
+    accelerate.dispatch_model(model, device_map={"0": "disk"}, main_device="cpu", offload_dir=tmp_path / "offload",
+                              preload_module_classes=["Block"])
+    assert model[0].inner.weight.is_meta and not hasattr(model[0].inner, "_hf_hook")  # the block's hook holds it
+    with pytest.raises(AdapterFileError, match=r"layer 0.inner of the model is on the meta device because "
+                                               r"accelerate's offload hooks hold its weights") as error:
+        lowdim.load_adapter(path, model)
+    assert "load the model's weights first" not in str(error.value)
+    assert lowdim.Adapters(model).names() == []
+
+
 def test_bases_that_change_for_a_plugin_space_name_the_space_and_its_package(tmp_path, monkeypatch):
     from lowdim_vera.space import VeraSpace
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,35 @@ def test_detach_by_name_keeps_the_others_and_the_record(tiny_sd, word_adapters, 
     draw_to_folder(model, CONFIG, tmp_path)
     recorded = json.loads((tmp_path / "prompts.json").read_text())["settings"]["adapters"]
     assert recorded == [{"file": str(word_adapters[1]), "scale": 0.5, "token": "qpv"}]
+
+
+def test_the_same_file_by_another_path_is_warned_about_once(tiny_sd, word_adapters, monkeypatch):
+    monkeypatch.chdir(word_adapters[0].parent.parent)
+    relative = word_adapters[0].relative_to(Path.cwd())  # as a notebook beside the folder writes it
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(model, [relative])
+    for again in (word_adapters[0], relative.parent / ".." / relative):  # then absolute, then through '..'
+        with pytest.warns(UserWarning, match="is already attached as a") as seen:
+            attach_adapters(model, [again])
+        assert len(seen) == 1
+
+
+def test_a_name_given_twice_is_detached_once(tiny_sd, word_adapters):
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(model, [word_adapters[0], word_adapters[1]])
+    assert detach_adapters(model, ["a0", "a0"]) == ["a0"]
+    assert lowdim.Adapters(model.modules).names() == ["a1"]
+
+
+def test_a_detached_name_loaded_again_by_hand_is_not_taken_for_the_detached_file(tiny_sd, word_adapters, tmp_path):
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    attach_adapters(model, [word_adapters[0]])
+    detach_adapters(model)
+    lowdim.load_adapter(word_adapters[1], model.modules, name="a0")  # the freed name, not through attach_adapters
+    draw_to_folder(model, CONFIG, tmp_path)
+    recorded = json.loads((tmp_path / "prompts.json").read_text())["settings"]["adapters"]
+    assert recorded == [{"file": None, "scale": None, "token": "qpv", "adapter": "a0"}]
+    assert detach_adapters(model) == []  # detach takes off what attach put on, not what was loaded by hand
 
 
 def test_detaching_a_name_not_on_the_model_is_one_line_and_removes_nothing(tiny_sd, word_adapters):

@@ -38,6 +38,25 @@ def test_overwrite_starts_over_as_a_fresh_run_would(weights, tmp_path, checkpoin
     assert kept == ["step-000002", "step-000003"]  # keep_checkpoints=2 of this run; the earlier run's step 4 went
 
 
+def test_an_overwrite_stopped_before_its_split_is_written_leaves_no_earlier_split_to_resume(weights, tmp_path,
+                                                                                          monkeypatch):
+    """Ctrl-C while the network is built: the earlier run is already cleared, this run's split not yet written, so a
+    --resume then draws the split afresh instead of reading back the earlier run's held-out identities."""
+    fresh = train_hypernet(job(weights, tmp_path / "fresh", steps=1, seed=1), progress=False)
+    train_hypernet(job(weights, tmp_path / "o", steps=1, val_identities=2), progress=False)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("lowdim_sd.hypertrain._network", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train_hypernet(job(weights, tmp_path / "o", steps=1, seed=1, overwrite=True), progress=False)
+    assert not (tmp_path / "o" / "split.json").exists()
+    resumed = train_hypernet(job(weights, tmp_path / "o", steps=1, seed=1, resume=True), progress=False)
+    assert (resumed.train_names, resumed.val_names) == (fresh.train_names, fresh.val_names)
+
+
 def test_a_refused_overwrite_leaves_the_earlier_run_whole(weights, tmp_path):
     train_hypernet(job(weights, tmp_path / "o", steps=2), progress=False)
     before = sorted(path.relative_to(tmp_path) for path in (tmp_path / "o").rglob("*"))

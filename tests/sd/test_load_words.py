@@ -4,6 +4,8 @@ they still name the flags, word for word (review AD4)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -150,3 +152,14 @@ def test_a_bare_word_that_is_no_installed_model_says_so_beside_the_hub(monkeypat
     with pytest.raises(ModelLoadError) as error:
         load_sd("someone/mymodel")
     assert "installed model" not in str(error.value)
+
+
+@pytest.mark.parametrize("words", [contextlib.nullcontext, command_line], ids=["python", "command-line"])
+def test_a_bare_word_given_as_the_config_is_not_called_an_installed_model(monkeypatch, checkpoint, words):
+    """load_sd(config=...) and --model-config take a folder, never a model's name: no models list to point at."""
+    from lowdim_sd.loading import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with words(), pytest.raises(ModelLoadError, match=r"could not load 'myconfig': no local folder") as error:
+        load_sd(str(checkpoint), config="myconfig")
+    assert "installed model" not in str(error.value) and "(a diffusers folder of the same model)" in str(error.value)

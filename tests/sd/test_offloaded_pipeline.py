@@ -60,6 +60,17 @@ def test_sequential_offload_is_refused_naming_it_and_what_works(pipe):
     assert "load its weights first" not in message
 
 
+def test_a_text_encoder_offloaded_alone_is_named_as_offloaded_not_as_lacking_weights(pipe):
+    import accelerate
+
+    accelerate.cpu_offload(pipe.text_encoder, execution_device=torch.device("cpu"))  # by hand, the UNet left whole
+    with pytest.raises(LowdimError) as refused:
+        SDModel.from_pipeline(pipe)
+    message = str(refused.value)
+    assert "accelerate's offload holds the pipeline's weights" in message and "pipe.remove_all_hooks()" in message
+    assert "load its weights first" not in message
+
+
 def test_the_way_back_the_refusal_names_works(pipe, tiny_sd, adapter):
     expected = drawn_without_offload(tiny_sd, adapter)
     pipe.enable_sequential_cpu_offload(device="cpu")
