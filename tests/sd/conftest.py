@@ -94,6 +94,21 @@ def word_adapters(tiny_sd, tmp_path_factory):
     return made
 
 
+@pytest.fixture(scope="module")
+def embedding(tiny_sd, tmp_path_factory):
+    """A one-step Textual Inversion file of the tiny model, under the word 'vqz'."""
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
+    from lowdim_sd.train import TrainConfig
+    from lowdim_sd.workflows import TrainJob, run_train
+
+    folder = tmp_path_factory.mktemp("ti")
+    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder, "face")
+    job = TrainJob(model=str(tiny_sd), images=face, out=folder / "run", space="ti",
+                   space_options={"vectors": 1, "init_word": "face"}, config=TrainConfig(steps=1, token="vqz"))
+    return run_train(job, progress=False).outputs[0]
+
+
 @pytest.fixture
 def face(tmp_path):
     """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""

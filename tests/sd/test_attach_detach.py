@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import lowdim
 from lowdim.errors import LowdimError
@@ -113,21 +112,6 @@ def test_detaching_a_name_not_on_the_model_is_one_line_and_removes_nothing(tiny_
         detach_adapters(model, ["a1", "a7"])
     assert "\n" not in str(error.value)
     assert lowdim.Adapters(model.modules).names() == ["a0", "a1"]
-
-
-@pytest.fixture(scope="module")
-def embedding(tiny_sd, tmp_path_factory):
-    """A one-step Textual Inversion file of the tiny model, under the word 'vqz'."""
-    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
-
-    from lowdim_sd.train import TrainConfig
-    from lowdim_sd.workflows import TrainJob, run_train
-
-    folder = tmp_path_factory.mktemp("ti")
-    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder, "face")
-    job = TrainJob(model=str(tiny_sd), images=face, out=folder / "run", space="ti",
-                   space_options={"vectors": 1, "init_word": "face"}, config=TrainConfig(steps=1, token="vqz"))
-    return run_train(job, progress=False).outputs[0]
 
 
 def test_an_embedding_attached_again_is_refused_naming_the_file(tiny_sd, word_adapters, embedding):

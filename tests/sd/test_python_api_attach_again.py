@@ -94,21 +94,6 @@ def test_a_bool_for_a_scale_is_refused_not_drawn_at_one_or_zero(tiny_sd, word_ad
     assert "\n" not in str(error.value) and lowdim.Adapters(model.modules).names() == []
 
 
-@pytest.fixture(scope="module")
-def embedding(tiny_sd, tmp_path_factory):
-    """A one-step Textual Inversion file of the tiny model, under the word 'vqz'."""
-    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
-
-    from lowdim_sd.train import TrainConfig
-    from lowdim_sd.workflows import TrainJob, run_train
-
-    folder = tmp_path_factory.mktemp("ti")
-    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder, "face")
-    job = TrainJob(model=str(tiny_sd), images=face, out=folder / "run", space="ti",
-                   space_options={"vectors": 1, "init_word": "face"}, config=TrainConfig(steps=1, token="vqz"))
-    return run_train(job, progress=False).outputs[0]
-
-
 def test_an_embedding_whose_token_was_taken_back_is_not_recorded(tiny_sd, word_adapters, embedding, tmp_path):
     from lowdim_sd.embedding_undo import tokens_undone
 
