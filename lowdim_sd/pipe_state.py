@@ -15,9 +15,13 @@ PARTS = ("unet", "text_encoder", "vae")
 def refuse_without_weights(pipe: Any, name: str) -> None:
     """A part on the meta device holds shapes, not weights: refused in one line before the pipeline starts,
     as ``attach_adapters`` refuses it, not a torch error from deep inside the first step."""
+    from lowdim_sd.loading import SEQUENTIAL_OFFLOAD, offloaded_by_accelerate
+
     for part in PARTS:
         module = getattr(pipe, part, None)
         if module is not None and any(param.is_meta for param in module.parameters()):
+            if offloaded_by_accelerate(pipe):  # the weights are there, held by accelerate's hooks
+                raise LowdimError(f"{name}: {SEQUENTIAL_OFFLOAD}")
             raise LowdimError(f"{name}: the model's {part} is on the meta device (no weights): load the model's "
                               f"weights first, then generate")
 

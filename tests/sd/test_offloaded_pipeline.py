@@ -101,3 +101,16 @@ def drawn_without_offload(tiny_sd, adapter) -> np.ndarray:
     reference.set_progress_bar_config(disable=True)
     attach_adapters(SDModel.from_pipeline(reference), [adapter])
     return draw(reference)
+
+
+def test_generate_after_sequential_offload_names_it_not_missing_weights(pipe):
+    """The model wrapped first, offloaded after (review AM1): generate's own check names the offload too."""
+    from lowdim_sd.generate import GenerateConfig, generate
+
+    model = SDModel.from_pipeline(pipe, name="tiny")
+    pipe.enable_sequential_cpu_offload(device="cpu")
+    with pytest.raises(LowdimError) as refused:
+        generate(model, GenerateConfig(prompts=["a face"], steps=1, resolution=16))
+    message = str(refused.value)
+    assert "enable_sequential_cpu_offload" in message and "pipe.remove_all_hooks()" in message
+    assert "load the model's weights first" not in message and "\n" not in message
