@@ -43,10 +43,14 @@ def check_port(host: str, port: int) -> None:
             raise LowdimError(f"cannot serve on {host}:{port}: {error.strerror}") from None
 
 
-def serve(host: str, port: int, model: str, out: Path, share: bool, model_config: str | None, device: str,
+def serve(host: str, port: int, model: str, out: Path | str, share: bool, model_config: str | None, device: str,
           dtype: str, ready=None) -> None:
     """Check everything a user can get wrong, then serve until Ctrl-C (``ready(page)``, the tests' hook: called
-    once serving, and the server closes when it returns)."""
+    once serving, and the server closes when it returns). The Python entry of ``lowdim ui``, e.g. from a
+    notebook's cell: ``out`` takes a str as the jobs' path fields do."""
+    from lowdim_sd.train_settings import as_path  # here: it loads torch, which `lowdim --help` must not
+
+    out = as_path(out, "serve", "out")  # Gradio's allowed path and the runs' folder are made from a Path
     try:
         import gradio  # noqa: F401
     except ImportError:

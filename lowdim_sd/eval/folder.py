@@ -34,6 +34,7 @@ from PIL import Image
 
 from lowdim.errors import LowdimError
 from lowdim.metrics import Sample
+from lowdim.option_words import either
 
 # The warnings and size limits are imported from here too: they are this module's public names.
 from lowdim_sd.eval.image_files import (  # noqa: F401
@@ -386,7 +387,7 @@ def _file_key(path: Path) -> Path:
 def _warn_without_references(samples: list[Sample]) -> None:
     bare = [s.name for s in samples if not s.references]
     if bare:
+        how = either("with --references/-r FILE_OR_FOLDER", "as EvalJob(references=...)")
         warnings.warn(EvalWarning(f"{len(bare)} image(s) have no usable reference image ({bare[0]} ...): "
                                   f"image and identity metrics count them as misses; pass the reference "
-                                  f"photo(s) with --references/-r FILE_OR_FOLDER or list them in the prompts "
-                                  f"file"), stacklevel=3)
+                                  f"photo(s) {how} or list them in the prompts file"), stacklevel=3)

@@ -14,15 +14,18 @@ from typing import Any
 from lowdim.errors import first_line
 from lowdim.hub import hub_reachable, looks_like_path, quiet_transformers
 from lowdim.metrics import MetricUnavailable
+from lowdim.option_words import either
 
 # Errors transformers raises for a folder or id it can't use (missing files, a wrong config).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
 
 
-def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str) -> Any:
+def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str, api: str | None = None) -> Any:
     """``load(source, **kwargs)`` (a ``from_pretrained``), or MetricUnavailable saying what to do.
 
-    ``what`` names the model in messages ("DINO"); ``flag`` is the CLI option that takes a path.
+    ``what`` names the model in messages ("DINO"); ``flag`` is the CLI option that takes a path, and ``api`` the
+    Python words for it (``EvalJob(options={"dino": {"model": PATH}})``), said when the library is called from
+    Python (without it, the flag is said there too).
     """
     path = Path(source).expanduser()
     with quiet_transformers():
@@ -32,16 +35,23 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str)
             except _LOAD_ERRORS as error:
                 raise MetricUnavailable(f"could not load the {what} model from {path}: {first_line(error)}") from None
         if looks_like_path(source) or path.exists():
-            raise MetricUnavailable(f"{what} model folder {source} not found; pass {flag} with a model folder")
+            advice = _advice(f"pass {flag} with a model folder", api, "give a model folder as")
+            raise MetricUnavailable(f"{what} model folder {source} not found; {advice}")
         try:
             return load(source, local_files_only=True)
         except _LOAD_ERRORS:
             pass  # not in the cache: try the hub below
         if not hub_reachable():
-            raise MetricUnavailable(
-                f"{what} model '{source}' is not in the Hugging Face cache and the hub can't be reached; "
-                f"download it where there is network, or pass {flag} PATH to a local copy")
+            advice = _advice(f"pass {flag} PATH to a local copy", api, "give a local copy as")
+            raise MetricUnavailable(f"{what} model '{source}' is not in the Hugging Face cache and the hub can't be "
+                                    f"reached; download it where there is network, or {advice}")
         try:
             return load(source)
         except _LOAD_ERRORS as error:
             raise MetricUnavailable(f"could not load the {what} model '{source}': {first_line(error)}") from None
+
+
+def _advice(cli: str, api: str | None, api_verb: str) -> str:
+    """The fix in the reader's words: ``cli`` (word for word: the ui's page terms rewrite it) under ``lowdim``,
+    ``api_verb api`` from Python."""
+    return either(cli, f"{api_verb} {api}") if api else cli

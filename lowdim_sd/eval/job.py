@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from lowdim.registry import get_registry
 from lowdim_sd.eval.folder import load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
 from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics
+from lowdim_sd.train_settings import as_path
 
 
 @dataclass
 class EvalJob:
-    folder: Path
-    metrics: tuple[str, ...] = PAPER_METRICS
-    references: tuple[Path, ...] = ()  # replace the prompts file's shared references
+    folder: Path  # a str is as good (as for every job's path fields)
+    metrics: tuple[str, ...] = PAPER_METRICS  # or comma text, as --metrics takes it: "face-rec,dino"
+    references: tuple[Path, ...] = ()  # replace the prompts file's shared references; one path alone is one file
     token: str | None = None  # the identifier CLIP-T removes (default: the prompts file's)
     crop: bool = False  # crop references to the face before scoring
     crop_size: int = 512
@@ -28,6 +30,15 @@ class EvalJob:
     device: str = "auto"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric, e.g. {"dino": {"model": ...}}
     chunk: int = 8  # samples per metric call: how often the progress bar moves
+
+    def __post_init__(self) -> None:
+        self.folder = as_path(self.folder, "EvalJob", "folder")
+        if isinstance(self.metrics, str):  # a notebook's "tinyfaces-identity": a name, not its letters one by one
+            self.metrics = parse_metric_names(self.metrics)
+        references = self.references
+        if isinstance(references, (str, os.PathLike)) or not isinstance(references, Iterable):
+            references = (references,)  # one file or folder; a number is refused by as_path below, by its type
+        self.references = tuple(as_path(item, "EvalJob", "references") for item in references)
 
 
 # Called with the number of scoring steps; returns the callback that advances by n.

