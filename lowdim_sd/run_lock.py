@@ -84,8 +84,16 @@ def acquire_lock(out: Path) -> dict:
 
 def folder_in_use(out: Path) -> bool:
     """Whether a live run holds ``out``'s lock (a dead run's lock does not count)."""
+    return live_holder(out) is not None
+
+
+def live_holder(out: Path) -> str | None:
+    """Who holds ``out``'s lock, in the words a refusal gives ('pid N on HOST: COMMAND'); None when no live run does."""
     path = Path(out) / LOCK
-    return path.exists() and _alive(_read_lock(path), path)
+    if not path.exists():
+        return None
+    record = _read_lock(path)
+    return _describe(record) if _alive(record, path) else None
 
 
 def release_lock(out: Path, mine: dict) -> None:

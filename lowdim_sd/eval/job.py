@@ -64,7 +64,9 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
     check_crop(job.crop, job.crop_size, job.margin)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        refuse_a_folder_being_written(job.folder)
         data = load_eval_set(job.folder, job.references, job.token, job.crop, job.crop_size, job.margin)
+        refuse_a_folder_being_written(job.folder)  # a run that started while the pictures were read
         metrics, skipped = load_metrics(job.metrics, job.options, {"device": job.device})
     if not metrics:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
@@ -75,6 +77,14 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
     report.smallest_side = min((min(sample.image.size) for sample in data.samples), default=None)
     report.notes = list(dict.fromkeys([*notes_of(caught), *report.notes]))
     return report
+
+
+def refuse_a_folder_being_written(folder: Path) -> None:
+    """generate replaces its pictures one by one, then prompts.json: a folder it holds mixes two runs' pictures."""
+    from lowdim_sd.run_lock import live_holder
+
+    if (holder := live_holder(folder)) is not None:
+        raise LowdimError(f"{folder}: another run is writing it ({holder}); score it once that run has ended")
 
 
 MIN_CROP_SIZE = 8  # px, as crop_face has it
