@@ -5,6 +5,9 @@
     adapters = lowdim.inject(model, space, ["*attn*.to_q", "*attn*.to_v"], seed=0)
     ...train adapters.parameters("default")...
     lowdim.save_adapter("me.safetensors", model, dtype="fp16")
+
+``lowdim.inject`` is the function above, not the sub-package lowdim/inject/: import the sub-package's other names
+with ``from``, e.g. ``from lowdim.inject import checkpointing_with_overrides``.
 """
 
 __version__ = "0.1.0"
@@ -15,11 +18,16 @@ from typing import TYPE_CHECKING  # noqa: E402
 from lowdim._lazy import lazy_exports  # noqa: E402
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginError  # noqa: E402
 
-if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ below loads each on first use
+# What type checkers and editors see; at run time __getattr__ below loads each on first use. Imported from the
+# defining modules: the sub-packages make their names with __getattr__, which checkers read as Any.
+if TYPE_CHECKING:
     from lowdim.files import AdapterFile, load_adapter, read_adapter, save_adapter
-    from lowdim.inject import AdapterInfo, Adapters, LayerSet, inject, relax_rank, stacked_factors
+    from lowdim.inject.manager import AdapterInfo, Adapters, inject
+    from lowdim.inject.relax import relax_rank
+    from lowdim.inject.select import LayerSet
+    from lowdim.inject.stacked import stacked_factors
     from lowdim.registry import Registry, get_registry, get_space, use_registry
-    from lowdim.spaces import LayerSpec, Space, SpaceConfig, option, require
+    from lowdim.spaces.base import LayerSpec, Space, SpaceConfig, option, require
 
 # The rest imports torch, so it loads on first use: `lowdim --help` and usage errors stay fast.
 __getattr__, __dir__ = lazy_exports(__name__, {

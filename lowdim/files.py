@@ -149,7 +149,7 @@ def _plugin_bases_words(adapter: AdapterFile) -> str:
 def save_adapter(
     path: str | os.PathLike,
     model: nn.Module | Adapters,
-    name: str = "default",
+    name: str | None = None,
     *,
     dtype: str = "fp32",
     store_bases: bool = False,
@@ -158,10 +158,12 @@ def save_adapter(
     token: str = "",
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write adapter ``name`` atomically. ``sample`` picks one adapter of a per-sample batch."""
+    """Write adapter ``name`` atomically (default: a view's own adapter, "default" for a bare module).
+    ``sample`` picks one adapter of a per-sample batch."""
     _path_first("save_adapter", path)
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     info = adapters.info(name)
+    name = info.name
     if dtype not in DTYPES:
         raise AdapterFileError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     params, buffers = adapters.tensors(name), adapters.buffers(name)

@@ -6,7 +6,15 @@
         loss = diffusion_loss(model, images)            # gradients flow into net
 """
 
+from typing import TYPE_CHECKING
+
 from lowdim._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ below loads each on first use
+    from lowdim.hyper.config import HyperConfig
+    from lowdim.hyper.encoder import ImageEncoder
+    from lowdim.hyper.network import HyperNetwork, build_hypernet, weight_loss
+    from lowdim.hyper.storage import load_hypernet, save_hypernet
 
 # Loaded on first use: importing lowdim.hyper.builtin (a plugin module) must not import torch.
 __getattr__, __dir__ = lazy_exports(__name__, {

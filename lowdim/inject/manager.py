@@ -21,6 +21,7 @@ from lowdim.inject import guards, merging
 from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
+from lowdim.inject.load_checks import check_loadable
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.space_checks import (
     check_buffers_come_from_the_seed,
@@ -104,7 +105,7 @@ class Adapters:
         self,
         name: str,
         space: Space,
-        targets: LayerSet | str | list[str],
+        targets: LayerSet | str | Sequence[str],
         *,
         seed: int = 0,
         scale: float = 1.0,
@@ -243,26 +244,25 @@ class Adapters:
     @makes_normal_tensors
     @torch.no_grad()
     def load_tensors(self, name: str, tensors: LayerTensors) -> None:
-        """Copy params in; every layer and param of the adapter must be given, with its shape."""
+        """Copy params in; every layer and param of the adapter must be given, with its shape (checked before
+        anything is copied)."""
         slots = self.slots(name)
-        missing = sorted(set(slots) - set(tensors))
-        extra = sorted(set(tensors) - set(slots))
-        if missing or extra:
-            raise LowdimError(f"adapter '{name}': missing layers {missing[:3]}, unexpected layers {extra[:3]}")
+        check_loadable(name, "params", slots, tensors, {layer: slot.params for layer, slot in slots.items()})
         for layer, slot in slots.items():
             for param_name, param in slot.params.items():
-                value = tensors[layer].get(param_name)
-                if value is None or value.shape != param.shape:
-                    got = None if value is None else tuple(value.shape)
-                    raise LowdimError(f"{layer}.{param_name}: expected shape {tuple(param.shape)}, got {got}")
-                param.copy_(value)
+                param.copy_(tensors[layer][param_name])
 
     @makes_normal_tensors
     @torch.no_grad()
     def load_buffers(self, name: str, buffers: LayerTensors) -> None:
-        for layer, slot in self.slots(name).items():
-            for buffer_name in slot.buffer_names:
-                getattr(slot, buffer_name).copy_(buffers[layer][buffer_name])
+        """Copy the bases (buffers) in, as ``load_tensors`` copies the params: every layer and buffer given, with
+        its shape (checked before anything is copied)."""
+        slots = self.slots(name)
+        wanted = {layer: slot.buffers_dict() for layer, slot in slots.items()}
+        check_loadable(name, "buffers", slots, buffers, wanted)
+        for layer, tensors in wanted.items():
+            for buffer_name, buffer in tensors.items():
+                buffer.copy_(buffers[layer][buffer_name])
 
     @contextlib.contextmanager
     def override(self, name: str, tensors: LayerTensors) -> Iterator[None]:
@@ -373,10 +373,19 @@ def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
 
 
 def inject(
-    model: nn.Module, space: Space, targets: LayerSet | str | list[str], name: str = DEFAULT_NAME, **kwargs: Any
+    model: nn.Module,
+    space: Space,
+    targets: LayerSet | str | Sequence[str],
+    name: str = DEFAULT_NAME,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    batch: int | None = None,
+    device: torch.device | str | None = None,
+    dropout: float = 0.0,
 ) -> Adapters:
     """Add one adapter to ``model`` and return the model's ``Adapters`` view, whose methods act on that adapter
-    unless given another name."""
+    unless given another name. The keywords are ``Adapters.add``'s."""
     adapters = Adapters(model, default=name)
-    adapters.add(name, space, targets, **kwargs)
+    adapters.add(name, space, targets, seed=seed, scale=scale, batch=batch, device=device, dropout=dropout)
     return adapters

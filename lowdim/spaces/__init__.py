@@ -1,6 +1,15 @@
 """Weight spaces: pure math describing a low-dimensional ΔW for one linear layer."""
 
+from typing import TYPE_CHECKING
+
 from lowdim._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ below loads each on first use
+    from lowdim.spaces.base import LayerSpec, Space, SpaceConfig, option, require
+    from lowdim.spaces.lidb import LidbConfig, LidbSpace
+    from lowdim.spaces.lora import LoraConfig, LoraSpace
+    from lowdim.spaces.stack import StackConfig, StackSpace
+    from lowdim.spaces.ti import TextualInversionConfig, TextualInversionSpace
 
 # Loaded on first use: importing lowdim.spaces.builtin (a plugin module) must not import torch.
 __getattr__, __dir__ = lazy_exports(__name__, {

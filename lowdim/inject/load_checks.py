@@ -1,0 +1,27 @@
+"""Checks that run before ``Adapters.load_tensors`` / ``load_buffers`` copy anything: a refusal leaves the adapter
+as it was, rather than half overwritten."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from lowdim.errors import LowdimError
+from lowdim.inject.layer import AdapterSlot
+
+
+def check_loadable(name: str, kind: str, slots: Mapping[str, AdapterSlot],
+                   given: Mapping[str, Mapping[str, Tensor]], wanted: Mapping[str, Mapping[str, Tensor]]) -> None:
+    """Every layer of the adapter given, no other, and each of its ``kind`` (params or buffers) with the shape
+    ``wanted`` has; otherwise one line naming the adapter and the first layer or tensor that is wrong."""
+    missing, extra = sorted(set(slots) - set(given)), sorted(set(given) - set(slots))
+    if missing or extra:
+        raise LowdimError(f"adapter '{name}': {kind} for missing layers {missing[:3]}, unexpected layers {extra[:3]}")
+    for layer, tensors in wanted.items():
+        for tensor_name, tensor in tensors.items():
+            value = given[layer].get(tensor_name)
+            if value is None or value.shape != tensor.shape:
+                got = None if value is None else tuple(value.shape)
+                raise LowdimError(f"adapter '{name}': {kind} {layer}.{tensor_name}: expected shape "
+                                  f"{tuple(tensor.shape)}, got {got}")
