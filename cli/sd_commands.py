@@ -274,7 +274,8 @@ def export(
     target = check_export_target(given)  # before any other check
     refuse_overwrite([target], overwrite, other="choose another -o")
     check_file_target(target, "-o")
-    written = export_adapter(adapter, given, fmt, dtype=dtype)  # as given: its warnings name the path typed
+    # as given: its warnings name the path typed; without --overwrite it never replaces a file another run wrote since
+    written = export_adapter(adapter, given, fmt, dtype=dtype, overwrite=overwrite)
     out.print(f"wrote [bold]{written}[/]")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lowdim.atomic import keeping_existing
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, atomic_save, read_adapter
 from lowdim.option_words import either
@@ -212,11 +213,14 @@ def export_adapter(
     fmt: str = "diffusers",
     dtype: str = "fp16",
     conv_layers: Collection[str] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Read a lowdim adapter file and write it atomically as a ``fmt`` LoRA .safetensors (a Textual
     Inversion file as an embedding: ``fmt`` diffusers or a1111, see ``lowdim_sd.textual_inversion``).
 
-    ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet.
+    ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet. ``overwrite=False``:
+    a file at ``out_path`` is never replaced, one that another run wrote while this export ran included (one
+    line, and that file as it was).
     """
     if dtype not in DTYPES:
         from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
@@ -227,10 +231,29 @@ def export_adapter(
     source, target = Path(adapter_path), check_export_target(out_path)  # before the format's warnings
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
+    if not overwrite and target.exists():
+        raise _exists(target)
     from lowdim_sd.textual_inversion import export_embedding, is_embedding_file
 
-    if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
-        return export_embedding(source, target, fmt, DTYPES[dtype])
+    try:
+        # Without overwrite, published only where the name is still free: another export to it may have
+        # finished since the check above.
+        with keeping_existing(target, keep=not overwrite):
+            if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
+                return export_embedding(source, target, fmt, DTYPES[dtype])
+            return _export_lora(source, target, fmt, dtype, conv_layers, out_path)
+    except FileExistsError:
+        raise _exists(target) from None
+
+
+def _exists(target: Path) -> ExportError:
+    return ExportError(f"{target}: already exists; pass {either('--overwrite', 'overwrite=True')} to replace it, "
+                       f"or {either('choose another -o', 'choose another out_path')}")
+
+
+def _export_lora(source: Path, target: Path, fmt: str, dtype: str, conv_layers: Collection[str] | None,
+                 out_path: str | os.PathLike) -> Path:
+    """``export_adapter`` for a LoRA adapter; ``out_path``: the name as given, which its warning says."""
     adapter = read_adapter(source)
     factors = adapter.lora_factors()
     if not factors:
@@ -244,7 +267,7 @@ def export_adapter(
         # Its peft keys load in diffusers; ComfyUI maps only kohya names onto the UNet and skips the rest.
         warnings.warn(f"{os.fspath(out_path)}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
                       f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
-                      f"{either('--format kohya', KOHYA_FROM_PYTHON)}", stacklevel=2)
+                      f"{either('--format kohya', KOHYA_FROM_PYTHON)}", stacklevel=3)
     tensors = CONVERTERS[fmt](_with_text_out_proj(factors), conv_layers)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
     rank = max(down.shape[0] for down, _ in factors.values())  # diffusers: every layer's (_uniform_rank)

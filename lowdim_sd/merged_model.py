@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lowdim
-from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
+from lowdim.atomic import describe_removed, keeping_existing, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd.generate import attach_adapters, check_adapter_files
@@ -52,10 +52,17 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
     warn_shared_words(tokens, model.taught)
     record = merge_record(base, adapters, tokens, example_prompt(files, tokens))
     sweep_earlier_debris(out)  # before the write: the space it frees may be what the new model needs
-    if fmt == "single-file":
-        written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
-    else:
-        written = _save_folder(model, out, record)
+    try:
+        # Without --overwrite, published only where --out is still free: another merge to it may have finished
+        # since the check above, and its model is not this one's to replace.
+        if fmt == "single-file":
+            with keeping_existing(out, keep=not overwrite):
+                written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
+        else:
+            written = _save_folder(model, out, record, replace=overwrite)
+    except FileExistsError:
+        raise LowdimError(f"{out}: already exists (written by another run since this merge checked it); pick a new "
+                          f"--out or pass --overwrite") from None
     return written, tokens
 
 
@@ -264,9 +271,10 @@ def _json_object(text: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
+def _save_folder(model: SDModel, out: Path, record: dict, replace: bool = True) -> Path:
     """Write inside a hidden place beside ``out`` and rename at the end, so an interrupted save leaves no half
-    folder (and a killed one leaves the place, which the next merge to ``out`` sweeps)."""
+    folder (and a killed one leaves the place, which the next merge to ``out`` sweeps). ``replace=False``: only
+    onto no folder or an empty one (FileExistsError otherwise)."""
     given, out = out, Path(os.path.abspath(out))  # "x/..": named by where it is, as the staging names need
     out.parent.mkdir(parents=True, exist_ok=True)
     # The place is made, locked and removed again by temp_place, inside its own handler: a Ctrl-C at any point
@@ -275,7 +283,7 @@ def _save_folder(model: SDModel, out: Path, record: dict) -> Path:
         staging.mkdir()  # with the umask's permissions, which the renamed folder keeps
         save_pipeline(model.pipe, staging)
         atomic_write(staging / RECORD, lambda name: Path(name).write_text(json.dumps(record, indent=1)))
-        replace_folder(staging, out)
+        replace_folder(staging, out, replace)
     return given
 
 

@@ -1,0 +1,67 @@
+"""``atomic_write(replace=False)`` and ``replace_folder(replace=False)`` publish only where nothing is there at
+that moment: what another run put there meanwhile stays, and the temp goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lowdim.atomic import atomic_write, keeping_existing, replace_folder, temp_place
+
+
+def test_a_file_is_published_where_the_name_is_free(tmp_path):
+    out = tmp_path / "a.json"
+    atomic_write(out, lambda temp: Path(temp).write_text("new"), replace=False)
+    assert out.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("how", ["flag", "context"])
+def test_a_file_that_appeared_meanwhile_is_kept(tmp_path, how):
+    out = tmp_path / "a.json"
+
+    def write(temp):
+        Path(temp).write_text("mine")
+        out.write_text("theirs")  # the other run finished first
+
+    with pytest.raises(FileExistsError):
+        if how == "flag":
+            atomic_write(out, write, replace=False)
+        else:
+            with keeping_existing(out):
+                atomic_write(out, write)
+    assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_outside_the_context_a_write_replaces_as_before(tmp_path):
+    out = tmp_path / "a.json"
+    out.write_text("old")
+    with keeping_existing(tmp_path / "other.json"):
+        atomic_write(out, lambda temp: Path(temp).write_text("new"))
+    assert out.read_text() == "new"
+
+
+@pytest.mark.parametrize("there", ["nothing", "empty folder", "full folder", "file"])
+def test_a_folder_is_published_only_onto_nothing_or_an_empty_folder(tmp_path, there):
+    out = tmp_path / "M"
+    if there == "file":
+        out.write_text("theirs")
+    elif there != "nothing":
+        out.mkdir()
+        if there == "full folder":
+            (out / "theirs").write_text("theirs")
+    with temp_place(out) as staging:
+        staging.mkdir()
+        (staging / "mine").write_text("mine")
+        if there in ("nothing", "empty folder"):
+            replace_folder(staging, out, replace=False)
+        else:
+            with pytest.raises(FileExistsError):
+                replace_folder(staging, out, replace=False)
+    if there in ("nothing", "empty folder"):
+        assert [p.name for p in out.iterdir()] == ["mine"]
+    elif there == "file":
+        assert out.read_text() == "theirs"
+    else:
+        assert [p.name for p in out.iterdir()] == ["theirs"]
+    assert [p.name for p in tmp_path.iterdir()] == ["M"]
