@@ -38,6 +38,11 @@ from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
 from lowdim_sd.prompt_words import IDENTIFIER, fill, token_warnings, with_looks  # noqa: F401 (API)
 from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
 
+# What help() and a star import show (detach_adapters lives in attached_files, beside attach_adapters here);
+# the check_* and record helpers are the CLI's, still importable by name.
+__all__ = ["SCHEDULERS", "DrawParts", "GenerateConfig", "Generated", "attach_adapters", "detach_adapters",
+           "draw_to_folder", "generate"]
+
 
 @dataclass
 class GenerateConfig:
@@ -61,8 +66,8 @@ class GenerateConfig:
     batch: pictures drawn together in one pipeline call; a call the GPU has no memory for is halved.
     """
 
-    prompts: list[str]
-    seeds: list[int] = field(default_factory=lambda: [0])
+    prompts: str | Sequence[str]  # read back as a list of str
+    seeds: int | Sequence[int] = field(default_factory=lambda: [0])  # read back as a list of int
     steps: int = 30
     guidance: float = 5.0
     negative_prompt: str = ""
@@ -78,10 +83,15 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         # One prompt or seed given bare is read as one: a str is never meant as its characters (a picture each).
         # Wrapped here, where the config is made, so every path that reads it (records, notes) sees lists.
+        # Any other sequence (a tuple, a range) is copied into a list; what is not one is left for check_config.
         if isinstance(self.prompts, str):
             self.prompts = [self.prompts]
+        elif isinstance(self.prompts, Sequence):
+            self.prompts = list(self.prompts)
         if isinstance(self.seeds, numbers.Integral) and not isinstance(self.seeds, bool):
             self.seeds = [self.seeds]
+        elif isinstance(self.seeds, Sequence):
+            self.seeds = list(self.seeds)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from lowdim.option_words import either
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
 
+__all__ = ["ModelLoadError", "SDModel", "load_sd"]  # what help() shows: the helpers are the package's own
+
 # Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
 NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve", "HTTP", "timed out")
 
@@ -258,8 +260,14 @@ def _looks_like_hub_id(text: str) -> bool:
     return re.fullmatch(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+", text) is not None and not text.startswith(".")
 
 
-def load_sd(model: str, device: str = "auto", dtype: str = "auto", config: str | None = None) -> SDModel:
-    """Load ``model``: a registered name or alias (sd15, tinyfaces, ...), a hub id, a folder or a file."""
+def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
+            config: str | None = None) -> SDModel:
+    """Load ``model``: a registered name or alias (sd15, tinyfaces, ...), a hub id, a folder or a file (a str
+    or a Path)."""
+    if not isinstance(model, (str, os.PathLike)):  # else an AttributeError from deep in the name lookup
+        raise LowdimError(f"load_sd: model= takes a registered name, a hub id or a path (a str or Path), "
+                          f"got a {type(model).__name__}")
+    model = os.fspath(model)
     name, source = name_and_source(model)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

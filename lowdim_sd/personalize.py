@@ -49,13 +49,15 @@ from lowdim_sd.registered_models import registered_entry
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import as_path
 
+__all__ = ["PersonalizeJob", "PersonalizeResult", "personalize"]  # what help() shows; the stages are internal
+
 
 @dataclass(frozen=True)
 class PersonalizeJob:
     """What was asked, one field per CLI option; frozen: a run reads it, never changes it."""
 
     model: str
-    image: Path
+    image: str | os.PathLike[str]  # a photo file; read back as a Path (as are out and hypernet)
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
@@ -70,7 +72,7 @@ class PersonalizeJob:
     # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
     # prediction overrides it with the seed of the weights it learned from, since it lives in those bases.
     bases_seed: int | None = None
-    out: Path = Path("personalized")
+    out: str | os.PathLike[str] = Path("personalized")
     export: list[str] = field(default_factory=list)
     preview: bool = True
     preview_steps: int = 30
@@ -80,7 +82,7 @@ class PersonalizeJob:
     model_config: str | None = None  # a single-file model offline: a diffusers folder of its architecture
     resolution: int | None = None  # image side for training and preview (None: the model's)
     save_dtype: str = "fp16"  # tensors of the adapter file: fp16 halves it and loses nothing that matters
-    hypernet: Path | None = None  # a trained hypernetwork checkpoint (phase 1)
+    hypernet: str | os.PathLike[str] | None = None  # a trained hypernetwork checkpoint (phase 1)
     no_hyper: bool = False  # ablation: fast finetune from zero even when a hypernetwork is given
     only_hyper: bool = False  # ablation: the prediction alone, no finetuning
     iterations: int | None = None  # hypernetwork refinement steps (default: the checkpoint's)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import re
 import time
 import warnings
@@ -41,7 +42,7 @@ from lowdim_sd.precompute_header import index_header, refuse_other_settings_earl
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
 from lowdim_sd.train import Subject, TrainConfig, train
-from lowdim_sd.train_settings import check_job_rate, check_types, job_rate
+from lowdim_sd.train_settings import as_path, check_job_rate, check_types, job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
     FORMAT,
     FORMAT_VERSION,
@@ -73,8 +74,8 @@ class PrecomputeJob:
     """
 
     model: str
-    identities: Path
-    out: Path = Path("weights")
+    identities: str | os.PathLike[str]  # read back as Paths, as are out and init
+    out: str | os.PathLike[str] = Path("weights")
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
@@ -95,8 +96,14 @@ class PrecomputeJob:
     shared_noise: bool = False
     # A lowdim adapter file (same space and layers) every identity starts from instead of the space's
     # init, e.g. the mean θ of an earlier precompute: targets then differ by a short, shared path's end.
-    init: Path | None = None
+    init: str | os.PathLike[str] | None = None
     config: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.identities, self.out = (as_path(value, "PrecomputeJob", name) for name, value in
+                                     (("identities", self.identities), ("out", self.out)))
+        if self.init is not None:
+            self.init = as_path(self.init, "PrecomputeJob", "init")
 
 
 # PrecomputeJob's settings a Python caller may give of another type (the CLI's parsing gives these).

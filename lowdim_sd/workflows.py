@@ -8,7 +8,7 @@ import os
 import shlex
 import shutil
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,23 +38,26 @@ from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 from lowdim_sd.train_job_words import job_option, leave_out, space_named, unread_settings
 from lowdim_sd.train_settings import as_path, check_job_rate, job_rate, refuse_inference_mode
 
+# What help() shows: the job, what run_train returns (TrainResult, its Subjects) and TrainJob's config type.
+__all__ = ["Subject", "TrainConfig", "TrainJob", "TrainResult", "run_train"]
+
 
 @dataclass
 class TrainJob:
     """Everything ``lowdim train`` needs; one field per CLI option."""
 
     model: str
-    images: list[Path] = field(default_factory=list)
-    subjects: Path | None = None  # a folder of per-subject folders: K adapters trained in one batch
+    images: Sequence[str | os.PathLike[str]] = field(default_factory=list)  # read back as a list of Paths
+    subjects: str | os.PathLike[str] | None = None  # a folder of per-subject folders: K adapters trained in one batch
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
     full: bool = False
     train_text_encoder: bool = False
-    initial: Path | None = None  # rank-relaxed fast finetuning from this adapter
+    initial: str | os.PathLike[str] | None = None  # rank-relaxed fast finetuning from this adapter
     rank: int = 4
     merge_frozen: bool = True
-    out: Path = Path("out")
+    out: str | os.PathLike[str] = Path("out")
     resume: bool = False
     overwrite: bool = False  # replace the adapters of an earlier run, or start over on its checkpoints
     device: str = "auto"
