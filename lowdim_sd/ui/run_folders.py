@@ -163,12 +163,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "photo"
 
 
-def new_run_name(out: Path, photo: Path) -> str:
+def claim_run_name(out: Path, photo: Path) -> str:
+    """A new run's name, claimed by making its hidden folder ``.NAME.partial`` (an exclusive mkdir): another server
+    on the same ``out`` naming a run of a photo of the same name in the same second takes the next name."""
     stamp, stem = time.strftime("%Y%m%d-%H%M%S"), _slug(photo.stem)
     name, number = f"{stamp}-{stem}", 2
-    while (out / name).exists() or (out / f".{name}{PARTIAL}").exists():
+    while True:
+        if not (out / name).exists():
+            try:
+                (out / f".{name}{PARTIAL}").mkdir(parents=True)
+                return name
+            except FileExistsError:
+                pass
         name, number = f"{stamp}-{stem}-{number}", number + 1
-    return name
 
 
 def kept_runs_line(out: Path) -> str:

@@ -33,7 +33,7 @@ from lowdim_sd.train_settings import as_path
 from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, check_model, check_number, check_seed
 from lowdim_sd.ui.drawing import Drawer, Drawn, DrawSettings, Subject
 from lowdim_sd.ui.photos import advice_for_the_page, check_face_choice, check_photo
-from lowdim_sd.ui.run_folders import EXPORTS, PARTIAL, RunRecord, clean_partials, new_run_name, read_run, write_record
+from lowdim_sd.ui.run_folders import EXPORTS, PARTIAL, RunRecord, claim_run_name, clean_partials, read_run, write_record
 
 if TYPE_CHECKING:
     from lowdim_sd.eval.job import EvalJob
@@ -184,7 +184,7 @@ class Studio:
         check_face_choice(photo, model, settings.face_index, settings.crop)  # before the model loads
         with self.job("personalization", owner):
             out = self.config.out
-            name = new_run_name(out, photo)
+            name = claim_run_name(out, photo)
             work = out / f".{name}{PARTIAL}"
             try:
                 with runs.listen(self._heard(listener)), advice_for_the_page():

@@ -67,7 +67,7 @@ def test_a_failed_run_leaves_no_folder_and_frees_the_slot(studio, tiny_sd, face,
     import lowdim_sd.personalize as personalize_module
 
     def fails_while_writing(job, progress=True):
-        job.out.mkdir(parents=True)
+        job.out.mkdir(parents=True, exist_ok=True)  # the run claimed its folder by making it
         (job.out / "adapter.safetensors").write_bytes(b"half")
         raise LowdimError("the disk is full")
 

@@ -1,0 +1,30 @@
+"""Two ``lowdim ui`` servers on one ``--out`` (review AN3): a run claims its name by making its hidden folder, so
+two runs of photos of the same name in the same second get two names, not one folder both write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lowdim_sd.ui import run_folders
+from lowdim_sd.ui.run_folders import PARTIAL, claim_run_name
+
+
+def test_two_claims_in_the_same_second_get_two_names_and_two_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_folders.time, "strftime", lambda _format: "20261205-120000")
+    first = claim_run_name(tmp_path, Path("me.png"))
+    second = claim_run_name(tmp_path, Path("other/me.png"))
+    assert (first, second) == ("20261205-120000-me", "20261205-120000-me-2")
+    assert (tmp_path / f".{first}{PARTIAL}").is_dir() and (tmp_path / f".{second}{PARTIAL}").is_dir()
+
+
+def test_a_claim_that_loses_the_race_for_a_name_takes_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_folders.time, "strftime", lambda _format: "20261205-120000")
+    made = Path.mkdir
+
+    def another_server_first(self, *args, **kwargs):  # the other server makes the same folder just before us
+        if self.name == f".20261205-120000-me{PARTIAL}" and not self.exists():
+            made(self)
+        return made(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", another_server_first)
+    assert claim_run_name(tmp_path, Path("me.png")) == "20261205-120000-me-2"
