@@ -56,10 +56,13 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
 def _checked_only(path: Path) -> None:
     """A missing file, or one that is no hypernetwork, is an error even when its prediction is dropped; its
     tensors (gigabytes with a ViT-H encoder) are not read."""
+    from lowdim.file_fit import format_version_problem
     from lowdim.files import read_checked
-    from lowdim.hyper.storage import FORMAT
+    from lowdim.hyper.storage import FORMAT, FORMAT_VERSION
 
-    read_checked(Path(path), FORMAT, "hypernetwork", LowdimError, load_tensors=False)
+    _, header = read_checked(Path(path), FORMAT, "hypernetwork", LowdimError, load_tensors=False)
+    if problem := format_version_problem(header, "hypernetwork", FORMAT_VERSION):
+        raise LowdimError(f"{path}: {problem}")
 
 
 def predicts_layers(hypernet: HypernetFile, layers: LayerSet) -> bool:

@@ -72,6 +72,20 @@ def test_no_hyper_resolves_no_prediction_but_keeps_the_papers_budget(tiny_sd, fa
     assert resolved.hypernet is None and resolved.steps == 40 and resolved.bases_seed == 0
 
 
+def test_no_hyper_still_refuses_a_hypernetwork_of_a_newer_format(tiny_sd, face, tmp_path, hypernet):
+    """Its prediction is dropped, but the file names the run's recipe: one of a newer lowdim is refused as ever."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(hypernet), framework="pt") as handle:
+        metadata = {**(handle.metadata() or {}), "format_version": "2"}
+    tensors = load_file(str(hypernet))
+    newer = tmp_path / "newer.safetensors"
+    save_file(tensors, str(newer), metadata)
+    with pytest.raises(lowdim.LowdimError, match=r"newer.safetensors: hypernetwork format version 2; .*upgrade lowdim"):
+        resolve_run(PersonalizeJob(model=str(tiny_sd), image=face, hypernet=newer, no_hyper=True))
+
+
 def test_the_fast_finetune_takes_the_models_batch_and_rate_after_a_prediction_and_for_its_ablation(tiny_sd, face):
     from lowdim_sd.personalize import finetune_schedule
     from lowdim_sd.plugin import SDBackend
