@@ -36,7 +36,7 @@ class EvalJob:
         if isinstance(self.metrics, str):  # a notebook's "tinyfaces-identity": a name, not its letters one by one
             self.metrics = parse_metric_names(self.metrics)
         references = self.references
-        if isinstance(references, (str, os.PathLike)) or not isinstance(references, Iterable):
+        if isinstance(references, (str, bytes, os.PathLike)) or not isinstance(references, Iterable):
             references = (references,)  # one file or folder; a number is refused by as_path below, by its type
         self.references = tuple(as_path(item, "EvalJob", "references") for item in references)
 
@@ -81,10 +81,13 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
 
 def refuse_a_folder_being_written(folder: Path) -> None:
     """generate replaces its pictures one by one, then prompts.json: a folder it holds mixes two runs' pictures."""
+    from lowdim_sd import runs
     from lowdim_sd.run_lock import live_holder
 
     if (holder := live_holder(folder)) is not None:
-        raise LowdimError(f"{folder}: another run is writing it ({holder}); score it once that run has ended")
+        lock = Path(folder) / runs.LOCK
+        raise LowdimError(f"{folder}: another run is writing it ({holder}); score it once that run has ended (if "
+                          f"that run is gone, delete {lock})")
 
 
 MIN_CROP_SIZE = 8  # px, as crop_face has it

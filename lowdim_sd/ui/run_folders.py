@@ -149,14 +149,29 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+# A run's hidden folder holds no lock from its claim until personalize takes one, and again from personalize's end
+# until the folder is renamed: another server starting then must leave it, so a lockless one goes only once old.
+PARTIAL_GRACE_S = 15 * 60
+
+
 def clean_partials(out: Path) -> list[Path]:
-    """Remove the hidden folders of runs that died with an earlier server (their lock is not alive)."""
+    """Remove the hidden folders of runs that died with an earlier server (their lock is not alive, or they have
+    none and are older than ``PARTIAL_GRACE_S``)."""
     removed = []
     for folder in out.glob(f".*{PARTIAL}") if out.is_dir() else []:
-        if not runs.folder_in_use(folder):
+        if not runs.folder_in_use(folder) and not _claimed_just_now(folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def _claimed_just_now(folder: Path) -> bool:
+    if (folder / runs.LOCK).exists():  # a lock that is not alive: its run is gone
+        return False
+    try:
+        return time.time() - folder.stat().st_mtime < PARTIAL_GRACE_S
+    except OSError:
+        return False
 
 
 def _slug(text: str) -> str:
@@ -171,7 +186,7 @@ def claim_run_name(out: Path, photo: Path) -> str:
     while True:
         if not (out / name).exists():
             try:
-                (out / f".{name}{PARTIAL}").mkdir(parents=True)
+                (out / f".{name}{PARTIAL}").mkdir()  # not parents: a vanished --out is an error, not a taken name
                 return name
             except FileExistsError:
                 pass

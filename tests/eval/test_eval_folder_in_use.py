@@ -35,7 +35,8 @@ def hold(folder) -> None:
 def test_a_folder_a_live_run_holds_is_refused_naming_the_run(folder):
     hold(folder)
     with pytest.raises(LowdimError, match=rf"{folder}: another run is writing it \(pid {os.getpid()} on .*: lowdim "
-                                          r"generate -o images\); score it once that run has ended"):
+                                          r"generate -o images\); score it once that run has ended \(if that run "
+                                          rf"is gone, delete {folder / runs.LOCK}\)"):
         run_eval(EvalJob(folder=folder, metrics=TINYFACES_METRICS))
 
 
@@ -55,3 +56,8 @@ def test_a_run_that_starts_while_eval_reads_the_folder_is_refused_too(folder, mo
 def test_a_dead_runs_lock_does_not_stop_eval(folder):
     (folder / runs.LOCK).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "command": "x"}))
     assert len(run_eval(EvalJob(folder=folder, metrics=TINYFACES_METRICS)).images) == 2
+
+
+def test_a_bytes_reference_is_refused_as_a_whole(folder):
+    with pytest.raises(LowdimError, match="references= takes a path .*got a bytes"):
+        EvalJob(folder=folder, references=b"/x")

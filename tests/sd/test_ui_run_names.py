@@ -28,3 +28,26 @@ def test_a_claim_that_loses_the_race_for_a_name_takes_the_next(tmp_path, monkeyp
 
     monkeypatch.setattr(Path, "mkdir", another_server_first)
     assert claim_run_name(tmp_path, Path("me.png")) == "20261205-120000-me-2"
+
+
+def test_a_second_server_starting_keeps_a_run_just_claimed_and_sweeps_an_old_lockless_one(tmp_path):
+    import os
+    import time
+
+    from lowdim_sd.ui.run_folders import PARTIAL_GRACE_S, clean_partials
+
+    claimed = claim_run_name(tmp_path, Path("me.png"))  # no lock yet: personalize takes it once it starts
+    old = tmp_path / f".20200101-000000-old{PARTIAL}"
+    old.mkdir()
+    os.utime(old, (time.time() - PARTIAL_GRACE_S - 60,) * 2)
+    assert clean_partials(tmp_path) == [old]
+    assert (tmp_path / f".{claimed}{PARTIAL}").is_dir()
+    assert claim_run_name(tmp_path, Path("me.png")) != claimed  # still held, so never claimed twice
+
+
+def test_a_claim_under_a_missing_out_folder_fails_at_once_rather_than_trying_names_forever(tmp_path):
+    import pytest
+
+    (tmp_path / "link").symlink_to(tmp_path / "gone")  # --out whose disk went away while the server ran
+    with pytest.raises(OSError):
+        claim_run_name(tmp_path / "link", Path("me.png"))
