@@ -12,7 +12,6 @@ While a write goes on its place is locked, so a sweep never takes a live one.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import errno
 import os
 import re
@@ -42,37 +41,20 @@ UNLOCKED_PLACE_AGE = 3600  # seconds: where folders cannot be locked, a place th
 def atomic_write(path: Path, write: Callable[[str], object], replace: bool = True) -> Path:
     """``write(temp)`` fills a temp file (of ``path``'s name, in a hidden place beside it), which then replaces
     ``path`` in one rename: readers see the old file or the new one, never half of one, and a failed write
-    leaves nothing. ``replace=False`` (or inside ``keeping_existing(path)``): published only where nothing is at
-    ``path`` at that moment, else FileExistsError and nothing written; a check made earlier cannot promise that,
-    as another run may write ``path`` between the check and this step."""
+    leaves nothing. ``replace=False``: published only where nothing is at ``path`` at that moment, else
+    FileExistsError and nothing written; a check made earlier cannot promise that, as another run may write
+    ``path`` between the check and this step."""
     path = Path(path)
     if path.is_dir():
         raise LowdimError(f"{path}: is a folder; give a file name to write")
     with temp_place(path) as temp:
         write(str(temp))
         os.chmod(temp, 0o666 & ~current_umask())  # mkstemp-style writers make 0600; a plain open() would not
-        if replace and os.path.abspath(path) not in _KEPT.get():
+        if replace:
             os.replace(temp, path)
         else:
             _link_new(temp, path)
     return path
-
-
-# The targets writes of this context publish without replacing (keeping_existing): for writes made through a
-# helper that does not pass ``replace`` on (atomic_save, save_single_file).
-_KEPT: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("lowdim_kept_targets", default=frozenset())
-
-
-@contextlib.contextmanager
-def keeping_existing(path: Path, keep: bool = True) -> Iterator[None]:
-    """Inside (where ``keep``): an ``atomic_write`` of ``path`` publishes only where nothing is there yet, as
-    ``replace=False`` would, and raises FileExistsError otherwise."""
-    token = _KEPT.set(_KEPT.get() | {os.path.abspath(path)}) if keep else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            _KEPT.reset(token)
 
 
 def _link_new(temp: Path, path: Path) -> None:

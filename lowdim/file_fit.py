@@ -19,11 +19,11 @@ from lowdim.errors import AdapterFileError, ConfigError
 from lowdim.inject.select import (
     EMBEDDING,
     LAYER_TYPES,
-    _kind_words,
-    _peft_words,
-    _what_matched,
     candidate_layers,
+    kind_words,
     layer_kind,
+    peft_layer_words,
+    what_matched,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
         return
     # named_modules, not get_submodule: peft's wrappers forward attribute lookups to the model they wrap.
     modules = dict(model.named_modules())
-    wrapped = [layer for layer in misfits if layer.name in modules and _peft_words(modules[layer.name])]
+    wrapped = [layer for layer in misfits if layer.name in modules and peft_layer_words(modules[layer.name])]
     if len(wrapped) == len(misfits):
         raise AdapterFileError(_wrapped_by_peft(adapter, wrapped, modules[wrapped[0].name]))
     if not any(layer.name in modules for layer in misfits) and (way_in := _way_in(adapter.layers, modules, model)):
@@ -58,8 +58,7 @@ def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
 
 def _wrapped_by_peft(adapter: AdapterFile, wrapped: list[LayerSpec], module: nn.Module) -> str:
     """The file fits, but peft has put its own layers where the file's go."""
-    # peft's words name the layer; their advice (pick other targets) is inject's, not a file's
-    what = str(_peft_words(module)).partition(": target other layers")[0]
+    what = peft_layer_words(module)
     more = f" (and {len(wrapped) - 1} more of the file's layers)" if len(wrapped) > 1 else ""
     return f"{adapter.path}: the model's layer {wrapped[0].name}{more} is {what}: {FOLD_PEFT}"
 
@@ -94,12 +93,12 @@ def _problem(layer: LayerSpec, shapes: dict[str, tuple[int, ...]], modules: dict
     module = modules.get(layer.name)
     if module is None:
         return f"{layer.name} (missing in model)"
-    if _peft_words(module):
+    if peft_layer_words(module):
         return f"{layer.name} (in the model: peft's {type(module).__name__}, which lowdim cannot adapt)"
     if layer_kind(module) is None:
-        return f"{layer.name} (in the model: {_kind_words(module)})"
+        return f"{layer.name} (in the model: {kind_words(module)})"
     if layer.name.endswith(".base_layer"):  # the layer inside a wrapper, lowdim's or another library's
-        return f"{layer.name} (in the model: {_what_matched(model, layer.name, module)})"
+        return f"{layer.name} (in the model: {what_matched(model, layer.name, module)})"
     return f"{layer.name} (in the model: the out_proj of an nn.MultiheadAttention, which reads that weight directly)"
 
 

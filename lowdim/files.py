@@ -215,10 +215,12 @@ def _path_first(function: str, path: object) -> None:
         raise LowdimError(f"{function}(path, model): the file's path comes first, then the model")
 
 
-def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str | os.PathLike) -> Path:
+def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str | os.PathLike,
+                replace: bool = True) -> Path:
     """safetensors write to a temp file in a hidden place beside ``path``, then an atomic rename (``atomic_write``:
     safetensors' own temp goes into that place too, so a killed save leaves only what a later run sweeps).
-    Written straight from the tensors, never serialized to bytes first: a merged model's file is as big as it."""
+    Written straight from the tensors, never serialized to bytes first: a merged model's file is as big as it.
+    ``replace=False``: FileExistsError where a file is at ``path`` when the write is done (``atomic_write``)."""
     path = Path(path)
     _refuse_pickle(path)
 
@@ -226,7 +228,7 @@ def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str 
         save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
         sort_header_metadata(temp)  # the metadata in key order: the same contents, the same bytes in any process
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, replace=replace)
 
 
 def _json_extra(extra: dict[str, Any]) -> str:

@@ -38,3 +38,21 @@ def option(field: str, owner: str, flag: str | None = None) -> str:
 def either(cli_words: str, api_words: str) -> str:
     """One of two wordings of a hint, for the reader at hand (a flag to leave out against a field to set)."""
     return cli_words if on_the_command_line() else api_words
+
+
+class Wording:
+    """A hint worded for its reader each time a message is made with it (``either``): the
+    CLI's words under the ``lowdim`` command, a Python caller's otherwise. For constants other modules put in
+    their f-strings, so each message is worded when it is raised, not when the module was imported."""
+
+    def __init__(self, cli: str, api: str) -> None:
+        self.cli, self.api = cli, api
+
+    def __str__(self) -> str:
+        return either(self.cli, self.api)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return f"Wording({self.cli!r}, {self.api!r})"

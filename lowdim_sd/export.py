@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lowdim.atomic import keeping_existing
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, atomic_save, read_adapter
 from lowdim.option_words import either
@@ -238,10 +237,9 @@ def export_adapter(
     try:
         # Without overwrite, published only where the name is still free: another export to it may have
         # finished since the check above.
-        with keeping_existing(target, keep=not overwrite):
-            if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
-                return export_embedding(source, target, fmt, DTYPES[dtype])
-            return _export_lora(source, target, fmt, dtype, conv_layers, out_path)
+        if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
+            return export_embedding(source, target, fmt, DTYPES[dtype], replace=overwrite)
+        return _export_lora(source, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
     except FileExistsError:
         raise _exists(target) from None
 
@@ -252,7 +250,7 @@ def _exists(target: Path) -> ExportError:
 
 
 def _export_lora(source: Path, target: Path, fmt: str, dtype: str, conv_layers: Collection[str] | None,
-                 out_path: str | os.PathLike) -> Path:
+                 out_path: str | os.PathLike, replace: bool) -> Path:
     """``export_adapter`` for a LoRA adapter; ``out_path``: the name as given, which its warning says."""
     adapter = read_adapter(source)
     factors = adapter.lora_factors()
@@ -289,4 +287,4 @@ def _export_lora(source: Path, target: Path, fmt: str, dtype: str, conv_layers: 
         # What A1111's extra-networks page and kohya's tools show for a LoRA.
         metadata.update({"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
                          "ss_network_alpha": str(kohya_alpha(factors)), "ss_base_model_version": "sd_v1"})
-    return atomic_save(tensors, metadata, target)
+    return atomic_save(tensors, metadata, target, replace=replace)

@@ -31,16 +31,17 @@ Table = dict[str, tuple[str, dict[str, str]]]  # diffusers module prefix -> (LDM
 
 
 def save_single_file(pipe: Any, path: str | Path, base_model: str | None = None,
-                     extra: dict[str, str] | None = None) -> Path:
+                     extra: dict[str, str] | None = None, replace: bool = True) -> Path:
     """Write ``pipe``'s UNet, VAE and CLIP text encoder to ``path`` (atomically) as one SD1.x LDM checkpoint.
 
     Adapters must be merged first (``Adapters.merge``): the file holds plain weights only. ``base_model`` (a
     registered name, a hub id or a folder) is kept in the metadata, where loading the file finds its configs;
-    ``extra`` is further metadata (what was merged in).
+    ``extra`` is further metadata (what was merged in). ``replace=False``: FileExistsError where a file is at
+    ``path`` when the write is done.
     """
     tensors = {key: value.detach().cpu() for key, value in ldm_state_dict(pipe).items()}
     metadata = {**METADATA, **({BASE_MODEL_KEY: base_model} if base_model else {}), **(extra or {})}
-    return atomic_save(tensors, metadata, Path(path))
+    return atomic_save(tensors, metadata, Path(path), replace=replace)
 
 
 def stored_base_model(path: Path) -> str | None:

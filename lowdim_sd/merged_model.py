@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lowdim
-from lowdim.atomic import describe_removed, keeping_existing, replace_folder, sweep_temps, temp_place
+from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd.generate import attach_adapters, check_adapter_files
@@ -56,8 +56,7 @@ def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, f
         # Without --overwrite, published only where --out is still free: another merge to it may have finished
         # since the check above, and its model is not this one's to replace.
         if fmt == "single-file":
-            with keeping_existing(out, keep=not overwrite):
-                written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)})
+            written = save_single_file(model.pipe, out, base, {RECORD_KEY: json.dumps(record)}, replace=overwrite)
         else:
             written = _save_folder(model, out, record, replace=overwrite)
     except FileExistsError:

@@ -30,29 +30,10 @@ from typing import Any, NoReturn
 import torch
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either
+from lowdim.option_words import Wording, either
 from lowdim_sd.run_lock import LOCK as LOCK  # re-exported: tests and callers name it runs.LOCK
 from lowdim_sd.run_lock import acquire_lock, release_lock
 from lowdim_sd.run_lock import folder_in_use as folder_in_use  # re-exported: the web UI asks runs.folder_in_use
-
-
-class Wording:
-    """A hint worded for its reader each time a message is made with it (``lowdim.option_words.either``): the
-    CLI's words under the ``lowdim`` command, a Python caller's otherwise. For constants other modules put in
-    their f-strings, so each message is worded when it is raised, not when the module was imported."""
-
-    def __init__(self, cli: str, api: str) -> None:
-        self.cli, self.api = cli, api
-
-    def __str__(self) -> str:
-        return either(self.cli, self.api)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-    def __repr__(self) -> str:
-        return f"Wording({self.cli!r}, {self.api!r})"
-
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 RESUME = Wording("the same command plus --resume", "the same call with resume=True")

@@ -237,8 +237,9 @@ def to_a1111(embedding: Embedding) -> dict[str, Tensor]:
 
 
 def export_embedding(source: str | os.PathLike, target: str | os.PathLike, fmt: str = "diffusers",
-                     dtype: torch.dtype = torch.float16) -> Path:
-    """Write a TI adapter as a plain embedding file (atomically), with what it was made for as metadata."""
+                     dtype: torch.dtype = torch.float16, replace: bool = True) -> Path:
+    """Write a TI adapter as a plain embedding file (atomically), with what it was made for as metadata;
+    ``replace=False``: FileExistsError where a file is at ``target`` when the write is done."""
     from lowdim.files import atomic_save
 
     if fmt not in EXPORT_FORMATS:
@@ -251,4 +252,4 @@ def export_embedding(source: str | os.PathLike, target: str | os.PathLike, fmt: 
                 "vectors": str(len(embedding.vectors)), "width": str(embedding.vectors.shape[1]),
                 "vocabulary": str(embedding.vocabulary), "base_model": embedding.base_model,
                 "source_adapter": Path(source).name, "space": SPACE}
-    return atomic_save(tensors, metadata, Path(target))
+    return atomic_save(tensors, metadata, Path(target), replace=replace)

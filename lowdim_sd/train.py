@@ -23,6 +23,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
+from lowdim.option_words import Wording
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged  # noqa: F401 (API)
 from lowdim_sd.loading import SDModel
@@ -185,7 +186,7 @@ def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
 
 def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config: TrainConfig,
           out_dir: Path | None = None, resume: bool = False, progress: bool = True,
-          continue_with: str | runs.Wording | None = runs.RESUME) -> TrainResult:
+          continue_with: str | Wording | None = runs.RESUME) -> TrainResult:
     """Optimise ``trainable`` on the subjects' images; checkpoints and outputs go to ``out_dir``.
 
     ``continue_with`` says how a stopped run goes on (default: --resume); None where nothing can resume
@@ -245,7 +246,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
 
 
 def _save_outputs(trainable: Trainable, out_dir: Path, done: int, checkpoint: Callable[[], Path],
-                  continue_with: str | runs.Wording | None) -> list[Path]:
+                  continue_with: str | Wording | None) -> list[Path]:
     """The trained files, kept whatever stop comes while they are written.
 
     The script's signals wait for the save to end (``stopping.held``), and the caller takes the stop up then:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lowdim.atomic import atomic_write, keeping_existing, replace_folder, temp_place
+from lowdim.atomic import atomic_write, replace_folder, temp_place
+from lowdim.files import atomic_save
 
 
 def test_a_file_is_published_where_the_name_is_free(tmp_path):
@@ -16,8 +17,7 @@ def test_a_file_is_published_where_the_name_is_free(tmp_path):
     assert out.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-@pytest.mark.parametrize("how", ["flag", "context"])
-def test_a_file_that_appeared_meanwhile_is_kept(tmp_path, how):
+def test_a_file_that_appeared_meanwhile_is_kept(tmp_path):
     out = tmp_path / "a.json"
 
     def write(temp):
@@ -25,20 +25,20 @@ def test_a_file_that_appeared_meanwhile_is_kept(tmp_path, how):
         out.write_text("theirs")  # the other run finished first
 
     with pytest.raises(FileExistsError):
-        if how == "flag":
-            atomic_write(out, write, replace=False)
-        else:
-            with keeping_existing(out):
-                atomic_write(out, write)
+        atomic_write(out, write, replace=False)
     assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def test_outside_the_context_a_write_replaces_as_before(tmp_path):
-    out = tmp_path / "a.json"
-    out.write_text("old")
-    with keeping_existing(tmp_path / "other.json"):
-        atomic_write(out, lambda temp: Path(temp).write_text("new"))
-    assert out.read_text() == "new"
+def test_a_safetensors_save_passes_the_choice_on_and_replaces_by_default(tmp_path):
+    import torch
+
+    out = tmp_path / "a.safetensors"
+    out.write_text("theirs")
+    with pytest.raises(FileExistsError):
+        atomic_save({"x": torch.zeros(1)}, {}, out, replace=False)
+    assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+    atomic_save({"x": torch.zeros(1)}, {}, out)
+    assert out.read_bytes() != b"theirs"
 
 
 @pytest.mark.parametrize("there", ["nothing", "empty folder", "full folder", "file"])

@@ -190,7 +190,7 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     matched = [(name, module) for name, module in model.named_modules() if name and matches(pattern, name)]
     # GPT-2's Conv1Ds are what a broad pattern meant there, not the embedding or block that comes first.
     other = next((pair for pair in matched if type(pair[1]).__name__ == "Conv1D"), matched[0] if matched else None)
-    found = f" ({_what_matched(model, *other)})" if other is not None else ""
+    found = f" ({what_matched(model, *other)})" if other is not None else ""
     if not names and layer_kind(model) in layer_set.types:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
                 f"wrap it, e.g. nn.Sequential(layer), and target '0'")
@@ -204,12 +204,12 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     )
 
 
-def _what_matched(model: nn.Module, name: str, module: nn.Module) -> str:
+def what_matched(model: nn.Module, name: str, module: nn.Module) -> str:
     """Why a module the pattern names is no target: its kind, or the wrapper it sits in."""
     parent_name, _, last = name.rpartition(".")
     parent = model.get_submodule(parent_name) if last == "base_layer" else None
     if parent is None:
-        return f"'{name}' is {_peft_words(module) or _kind_words(module)}"
+        return f"'{name}' is {_peft_words(module) or kind_words(module)}"
     if getattr(parent, "is_lowdim_wrapper", False):
         return f"'{name}' is the layer inside lowdim's wrapper of layer {parent_name}: target '{parent_name}'"
     # peft's merge and unload write into a wrapper's base_layer and hand it back in the wrapper's place, so a
@@ -218,17 +218,22 @@ def _what_matched(model: nn.Module, name: str, module: nn.Module) -> str:
     return f"'{name}' is the layer inside '{parent_name}', and a wrapper's inner layer is no target: it is {wrapper}"
 
 
-def _peft_words(module: nn.Module) -> str | None:
-    """peft's own layer, named as peft's, with what to do: None for any other module."""
+def peft_layer_words(module: nn.Module) -> str | None:
+    """peft's own layer, named as peft's: None for any other module."""
     cls = type(module)
     if not cls.__module__.startswith("peft."):
         return None
     kind = "LoRA layer" if ".lora" in cls.__module__ else "adapter layer"
-    return (f"peft's {kind} ({cls.__module__}.{cls.__qualname__}), which lowdim cannot adapt as well: target "
-            f"other layers, or fold peft's adapters in with merge_and_unload() first")
+    return f"peft's {kind} ({cls.__module__}.{cls.__qualname__}), which lowdim cannot adapt as well"
 
 
-def _kind_words(module: nn.Module) -> str:
+def _peft_words(module: nn.Module) -> str | None:
+    """peft's own layer with what a pattern can do about it: None for any other module."""
+    what = peft_layer_words(module)
+    return f"{what}: target other layers, or fold peft's adapters in with merge_and_unload() first" if what else None
+
+
+def kind_words(module: nn.Module) -> str:
     """What a matched module is, in the words a user needs to pick another one."""
     from torch import nn
 
