@@ -127,7 +127,7 @@ def quality(
     if ignored:
         out.print(f"[yellow]Warning:[/] {ignored}", highlight=False)
     results = run_quality(job, run=run)
-    rows, columns = aggregate(results, job.methods)
+    rows, columns = aggregate(results, job.checked_methods())
     paths = write_reports(job, results, rows, columns)
     show(rows, columns)
     if not job.gallery_prompts and (Path(out_dir) / "gallery.png").is_file():  # kept, but no longer matches the table

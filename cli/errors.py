@@ -13,6 +13,8 @@ import inspect
 import os
 import signal
 import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 import typer
 from rich.markup import escape
@@ -78,6 +80,13 @@ def launched_process() -> str:
     return f"process {int(rank) + 1} of {world}: "
 
 
+class _NoSuchOption(Protocol):
+    """Click's NoSuchOption, of typer's own copy of click or of click itself (two classes, one shape)."""
+
+    message: str
+    possibilities: Sequence[str] | None
+
+
 def keep_near_misses(error: BaseException) -> None:
     """An unknown option is offered only the options a typo could have come from: Click lists any loosely
     alike (``--bogus``: "Possible options: --out"), which sends a user to the wrong flag."""
@@ -86,10 +95,11 @@ def keep_near_misses(error: BaseException) -> None:
     name, offered = getattr(error, "option_name", None), getattr(error, "possibilities", None)
     if not name or not offered:
         return
+    unknown = cast(_NoSuchOption, error)  # it has both: click's NoSuchOption
     near = difflib.get_close_matches(name, offered, n=2, cutoff=0.75)
-    error.possibilities = None
+    unknown.possibilities = None
     if near:
-        error.message = f"{error.message}; did you mean {' or '.join(near)}?"
+        unknown.message = f"{unknown.message}; did you mean {' or '.join(near)}?"
 
 
 # ------------------------------------------------------------------------------------------------ stops
@@ -103,13 +113,17 @@ class Stopped(Exception):
         self.interrupt = interrupt
 
 
+# The mark of a command's callback already wrapped by catch_interrupts (main() may run many times in one process).
+STOPS_MARK = "_lowdim_stops"
+
+
 def catch_interrupts(typer_app: typer.Typer) -> None:
     """Wrap each command once so its KeyboardInterrupt, with what the run kept, reaches ``main``.
 
     The wrapper also carries the command's --help text, reflowed (``reflow``): it replaces the callback once."""
     for command in getattr(typer_app, "registered_commands", []):
         callback = command.callback
-        if callback is None or getattr(callback, "_lowdim_stops", False):
+        if callback is None or getattr(callback, STOPS_MARK, False):
             continue
 
         @functools.wraps(callback)
@@ -119,7 +133,7 @@ def catch_interrupts(typer_app: typer.Typer) -> None:
             except KeyboardInterrupt as stop:
                 raise Stopped(stop) from stop
 
-        run._lowdim_stops = True
+        setattr(run, STOPS_MARK, True)  # an attribute of the function object, which functools.wraps' type lacks
         run.__doc__ = reflow(callback.__doc__)
         command.callback = run
     for group in getattr(typer_app, "registered_groups", []):  # `lowdim bench quality` and the like
@@ -153,11 +167,12 @@ def a_stop_inside(error: BaseException) -> bool:
     from lowdim_sd import stopping
 
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:  # __context__ can loop
-        if isinstance(error, KeyboardInterrupt):
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:  # __context__ can loop
+        if isinstance(link, KeyboardInterrupt):
             return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
     try:
         stopping.check()  # raises the stop a signal asked for and nobody took up
     except KeyboardInterrupt:

@@ -44,7 +44,8 @@ def option_word(param) -> str | None:
     descriptor = getattr(param, "type_descriptor", None)
     if descriptor is not None:  # typer >= 0.29
         return None if descriptor.is_choice else value_word(descriptor.annotation)
-    return CLICK_WORDS.get(getattr(getattr(param, "type", None), "name", None))  # typer <= 0.28: a click type
+    name = getattr(getattr(param, "type", None), "name", None)  # typer <= 0.28: a click type
+    return CLICK_WORDS.get(name) if isinstance(name, str) else None
 
 
 def _no_type(ctx) -> None:
@@ -57,7 +58,7 @@ def name_values(command, ctx) -> None:
     for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
         if isinstance(param, TyperArgument) and param.metavar is not None:
             # Its own name (FILE, ADAPTER) already says what to type; typer 0.29 would add <path> beside it.
-            param.display_type_rich = _no_type
+            param.display_type_rich = _no_type  # type: ignore[method-assign]  # typer's method, on this one only
         if not isinstance(param, TyperOption) or param.metavar is not None:
             continue
         param.metavar = "" if param.is_flag else option_word(param)
@@ -118,14 +119,13 @@ def _wrap_plain_help_at_spaces_only() -> None:
 
     click = getattr(typer.core, "_click", None) or importlib.import_module("click")
     try:
-        module = importlib.import_module(f"{click.__name__}._textwrap")
+        module: Any = importlib.import_module(f"{click.__name__}._textwrap")  # whichever click typer uses
     except ImportError:
         return
-    wrapper = module.TextWrapper
-    if getattr(wrapper, "keeps_hyphenated_words", False):
+    if getattr(module.TextWrapper, "keeps_hyphenated_words", False):
         return
 
-    class WholeWords(wrapper):
+    class WholeWords(module.TextWrapper):  # click's subclass of textwrap's
         keeps_hyphenated_words = True
 
         def __init__(self, *args, **kwargs) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 
 import typer
 from rich.markup import escape
@@ -45,9 +45,22 @@ app = typer.Typer(
     cls=ValueWordsGroup,
 )
 
+if TYPE_CHECKING:
+    import click
+
+
+class _UsageError(Protocol):
+    """Click's ClickException, of typer's own copy of click or of click itself (two classes, one shape)."""
+
+    exit_code: int
+
+    def show(self) -> None: ...
+
+
 # Typer >= 0.25 vendors click, so a core install may have no click at all: typer's own classes always,
 # click's too where it is installed (typer < 0.25 raises those).
-EXITS: tuple[type[BaseException], ...] = (typer.Exit,)
+EXITS: tuple[type[typer.Exit] | type[click.exceptions.Exit], ...] = (typer.Exit,)
+# Typer's copy of ClickException, under its public base (typer raises no bare TyperException).
 USAGE_ERRORS: tuple[type[BaseException], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
 ABORTS: tuple[type[BaseException], ...] = (typer.Abort, KeyboardInterrupt)
 try:
@@ -118,7 +131,9 @@ class _CommandGuard:
             self.app.registered_callback = self.callback
             _warn_command(plugin, "sets the options of `lowdim` itself (a root callback), which stay lowdim's; the "
                                   "plugin's are ignored")
-        for infos, mark in zip((self.app.registered_commands, self.app.registered_groups), self.marks, strict=True):
+        # Commands and groups, two kinds of registration, each list checked and pruned alike.
+        registered: tuple[list[Any], list[Any]] = (self.app.registered_commands, self.app.registered_groups)
+        for infos, mark in zip(registered, self.marks, strict=True):
             for info in list(infos[mark:]):
                 names = _info_names(info)
                 taken = next((name for name in names if name in self.owners), None)
@@ -148,7 +163,11 @@ def _info_names(info) -> list[str]:
     from typer.main import get_command_name, solve_typer_info_defaults
 
     if isinstance(info, typer.models.CommandInfo):
-        return [info.name or get_command_name(info.callback.__name__)]
+        if info.name:
+            return [info.name]
+        if info.callback is None:  # typer would fail building the CLI: the plugin adding it is skipped instead
+            raise ValueError("a command with neither a name nor a function")
+        return [get_command_name(info.callback.__name__)]
     name = solve_typer_info_defaults(info).name
     return [name] if name else _command_names(info.typer_instance)
 
@@ -182,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         return done.exit_code
     except USAGE_ERRORS as error:
         errors.keep_near_misses(error)
-        error.show()
-        return error.exit_code
+        usage = cast(_UsageError, error)  # a ClickException of either click
+        usage.show()
+        return usage.exit_code
     except Exception as error:
         if errors.a_stop_inside(error):
             return errors.interrupted("")

@@ -20,9 +20,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 from lowdim.errors import LowdimError
 
+fcntl: ModuleType | None  # None where the platform has no folder locks
 try:
     import fcntl
 except ImportError:  # Windows: no folder locks; a sweep there takes only places an hour old
@@ -156,6 +158,8 @@ def _open_folder(folder: str | Path) -> int | None:
 def _lock(handle: int, wait: bool) -> bool | None:
     """Take the folder's lock: True, False when a write holds it, None where the filesystem has no such locks
     (NFS emulates flock with locks a read-only handle cannot take)."""
+    if fcntl is None:  # no handle is opened where there is no fcntl (_open_folder)
+        return None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:

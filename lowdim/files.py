@@ -97,8 +97,9 @@ class AdapterFile:
                 factors[layer.name] = (down, up if scale == 1.0 else up * scale)
                 yield from (made[key] for key in sorted(made))
 
-        if self.stored_buffers is not None:
-            for _ in bases(lambda layer: self.stored_buffers[layer.name]):
+        stored = self.stored_buffers
+        if stored is not None:
+            for _ in bases(lambda layer: stored[layer.name]):
                 pass
             return factors
         check_regeneration(self.space, self.layers, self.path)

@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 FOLDER = "checkpoints"
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameters: list[Tensor]) -> dict[str, Tensor]:
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]) -> dict[str, Tensor]:
     return _optimizer_tensors_of(optimizer.state, parameters)
 
 
@@ -61,7 +62,7 @@ def complete(folder: Path, state: dict, keep: int) -> Path:
 
 
 def save_hypernet(out: Path, step: int, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  trainable: list[Tensor], metadata: dict, keep: int, settings: dict | None = None) -> Path:
+                  trainable: Sequence[Tensor], metadata: dict, keep: int, settings: dict | None = None) -> Path:
     """A hypernetwork checkpoint: the network as a hypernet file (what personalize reads), AdamW's state and the
     run's settings (``check_resume``)."""
     from lowdim.hyper import save_hypernet as write_net
@@ -83,12 +84,12 @@ def check_resume(folder: Path, settings: dict) -> None:
     _check_settings(folder, stored, settings)
 
 
-def _optimizer_tensors_of(state: dict, parameters: list[Tensor]) -> dict[str, Tensor]:
+def _optimizer_tensors_of(state: dict, parameters: Sequence[Tensor]) -> dict[str, Tensor]:
     return {f"{index}.{key}": torch.as_tensor(value).detach().cpu()
             for index, param in enumerate(parameters) for key, value in state.get(param, {}).items()}
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, trainable: list[Tensor], path: Path) -> None:
+def load_optimizer(optimizer: torch.optim.Optimizer, trainable: Sequence[Tensor], path: Path) -> None:
     """Load a hypernetwork checkpoint's optimizer state through ``load_state_dict``."""
     try:
         saved = load_file(str(path))

@@ -49,7 +49,9 @@ def encoder_signature(encoder: ImageEncoder) -> dict:
 def compute_features(encoder: ImageEncoder, images: Iterable[Tensor],
                      progress: Callable[[], None] | None = None) -> tuple[list[str], Tensor]:
     """(keys, features (N, T, D)) of each distinct image: the backbone's tokens, pooled if the encoder pools."""
-    keys, rows, batch = [], [], []
+    keys: list[str] = []
+    rows: list[Tensor] = []
+    batch: list[Tensor] = []
 
     device = next(encoder.parameters()).device  # --device: the images go where the encoder is
 

@@ -362,8 +362,8 @@ def _trained(folder: Path, record: dict, rows: list[tuple[str, str]]) -> FileInf
                f"{record.get('images', '?')} image(s), {parts}; prompt {record.get('prompt', '?')!r}")
     rows = [("base model", str(record.get("base_model") or "?")), ("token", ", ".join(tokens) or "?"),
             ("trained", trained), *rows]
-    values = {"token": tokens, "trained": {key: record.get(key) for key in
-                                           ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")}}
+    recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")
+    values: dict[str, object] = {"token": tokens, "trained": {key: record.get(key) for key in recipe}}
     return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
                     f"lowdim generate -m {quote(str(folder))} -p {quote(_merged_prompt(record, tokens))}", values)
 

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lowdim.errors import LowdimError, first_line
 
@@ -22,7 +23,7 @@ class FileInfo:
     values: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        fields: dict[str, object] = {}
+        fields: dict[str, Any] = {}  # a group's place is a dict of its own
         for name, value in self.rows:
             group, _, key = name.partition(GROUPED)  # "recipe: steps" -> {"recipe": {"steps": ...}}
             place = fields.setdefault(group, {}) if key else fields
@@ -60,7 +61,9 @@ def read_header(path: Path) -> Header:
         raise LowdimError(f"{path}: not a readable .safetensors file ({first_line(error)})") from None
 
 
-def parsed_json(text: str | None, fallback: object) -> object:
+def parsed_json(text: str | None, fallback: object) -> Any:
+    """``text`` as JSON, else ``fallback``: any JSON value (Any, as json.loads), since metadata edited by hand may
+    hold another shape than the writer's; the readers' TypeError or KeyError is then ``describe``'s one line."""
     try:
         return json.loads(text) if text else fallback
     except ValueError:
@@ -87,7 +90,7 @@ def number(text: str | None) -> object:
         return number if math.isfinite(number) else text
 
 
-def config_object(config: object) -> object:
+def config_object(config: object) -> Any:
     """A config stored as JSON text (or already parsed), as an object for --json."""
     return parsed_json(config, config or None) if isinstance(config, str) else config
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from PIL import Image
@@ -89,7 +90,7 @@ class GenerateConfig:
         elif isinstance(self.prompts, Sequence):
             self.prompts = list(self.prompts)
         if isinstance(self.seeds, numbers.Integral) and not isinstance(self.seeds, bool):
-            self.seeds = [self.seeds]
+            self.seeds = [cast(int, self.seeds)]  # an Integral (numpy's too), which mypy cannot read as an int
         elif isinstance(self.seeds, Sequence):
             self.seeds = list(self.seeds)
 
@@ -271,7 +272,8 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
 def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, progress: bool,
               keep: list[Generated] | None) -> list[Generated]:
     token = identifier(config, tokens, model.taught)
-    jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
+    seeds = cast("Sequence[int]", config.seeds)  # a bare one is wrapped (__post_init__); check_config passed it
+    jobs = [(prompt, seed) for prompt in config.prompts for seed in seeds]
     size = config.resolution or model.resolution
     results = keep if keep is not None else []
     negative = fill(config.negative_prompt, token)
@@ -331,12 +333,13 @@ def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: str | os.Pat
         why = runs.stop_word(stop)
         note = f"{why} before the first picture; nothing was written"
         if drawn:
-            _, grid = save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
-            total = len(config.prompts) * len(config.seeds)
+            seeds = len(cast("Sequence[int]", config.seeds))  # as generate's check_config passed them
+            _, grid = save_generated(drawn, out_dir, ncol=seeds, settings=record)
+            total = len(config.prompts) * seeds
             note = (f"{why} after {len(drawn)} of {total} pictures; the pictures drawn are in {out_dir} "
                     f"({grid.name}, prompts.json); rerun to draw them all")
         runs.reraise(stop, note)
-    return save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
+    return save_generated(drawn, out_dir, ncol=len(cast("Sequence[int]", config.seeds)), settings=record)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -45,7 +45,9 @@ def handed_back(model: SDModel, layers: LayerSet) -> Iterator[None]:
 
 def base_weights(model: SDModel, layers: LayerSet) -> list[torch.nn.Parameter]:
     """The weight Parameters of the layers ``layers`` selects, under an adapter the model already carries too."""
-    return [getattr(module, "base_layer", module).weight for _, module in select_layers(model.modules, layers)]
+    # cast: a Module attribute, which torch types as Tensor | Module
+    return [cast(torch.nn.Parameter, getattr(module, "base_layer", module).weight)
+            for _, module in select_layers(model.modules, layers)]
 
 
 def check_given_model(model: SDModel, job: Any, given: str) -> None:

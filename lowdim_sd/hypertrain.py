@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast, overload
 
 import torch
 from torch import Tensor
@@ -54,6 +54,9 @@ from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import fill_retrieval
 from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset
+
+if TYPE_CHECKING:
+    from lowdim.hyper.network import HyperNetwork
 
 TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
                 "num_attention_heads": 2, "intermediate_size": 64}
@@ -214,9 +217,9 @@ def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tu
         # The loaded config holds the backbone's whole expanded transformers config; the job's, as a fresh run
         # keeps it, makes the resumed file the same as an uninterrupted run's. Only where the two agree on
         # everything else (check_resume compared them; a checkpoint from before settings were recorded may not).
-        given = HyperConfig.from_dict(job.hyper)
-        if {**net.config.to_dict(), "encoder_config": None} == {**given.to_dict(), "encoder_config": None}:
-            net.config = given
+        given, loaded = HyperConfig.from_dict(job.hyper), cast(HyperConfig, net.config)  # every head's (a Module's)
+        if {**loaded.to_dict(), "encoder_config": None} == {**given.to_dict(), "encoder_config": None}:
+            net.config = given  # type: ignore[assignment]  # torch types Module.__setattr__'s value Tensor | Module
         return net, checkpoints.step_to_continue(folder, job.steps)
     torch.manual_seed(job.seed)
     config = HyperConfig.from_dict(job.hyper)
@@ -260,8 +263,8 @@ class _Loop:
         caches = feature_caches(job, net, train_set, val_set, extra)
         standardize = folder is None and bool(getattr(net.config, "standardize", False))
         targets = all_targets(train_set) if standardize or val_set is not None else None
-        if standardize:
-            net.set_target_statistics(targets)
+        if standardize and targets is not None:  # read above when standardizing: the transformer head's option
+            cast("HyperNetwork", net).set_target_statistics(targets)
         mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()} if targets else None
         net.to(accelerator.device).train()
         trainable = [p for p in net.parameters() if p.requires_grad]
@@ -301,9 +304,10 @@ class _Loop:
             losses = pair_losses(self.net, self.diffusion, batch, self.step, job, train=True,
                                  cache=self.caches["train"])
             if self.extras is not None:
+                diffusion = cast(Diffusion, self.diffusion)  # loaded: --extra-images need --alpha > 0 (check_job)
                 losses["loss"] = losses["loss"] + job.alpha * extra_loss(
-                    self.net, self.diffusion, next(self.extras), self.step, job, self.caches["extra"])
-        loss = losses["loss"]
+                    self.net, diffusion, next(self.extras), self.step, job, self.caches["extra"])
+        loss: Tensor = losses["loss"]
         if not torch.isfinite(loss.detach()):
             raise TrainingDiverged(f"loss became {float(loss)} at step {self.step + 1}; try a lower --lr")
         accelerator.backward(loss)
@@ -314,8 +318,8 @@ class _Loop:
             self.optimizer.step()
             self.step += 1
             self.updating = False
-        value, weight, denoise = (_mean(accelerator, losses[key]) for key in ("loss", "weight_loss",
-                                                                              "diffusion_loss"))
+        value = _mean(accelerator, loss)  # first: every process reduces the three in this order
+        weight, denoise = (_mean(accelerator, losses[key]) for key in ("weight_loss", "diffusion_loss"))
         if job.log_every and self.step % job.log_every == 0:
             self.log.write({"step": self.step, "split": "train", "loss": value, "weight_loss": weight,
                             "weight_loss_per_iterate": losses["per_iterate"].tolist(), "diffusion_loss": denoise,
@@ -325,7 +329,8 @@ class _Loop:
     def validate(self) -> None:
         """The held-out losses at this step: the main process measures and logs, the others wait for it."""
         if self.main:
-            scores = evaluate(unwrap(self.net), self.diffusion, self.val_set, self.job, self.numbers,
+            val_set = cast(WeightDataset, self.val_set)  # called only while validating: there is one
+            scores = evaluate(unwrap(self.net), self.diffusion, val_set, self.job, self.numbers,
                               self.caches["val"], self.mean)
             self.log.write({"step": self.step, "split": "val", **scores})
             if self.say:
@@ -370,6 +375,10 @@ def out_of_time(accelerator: Any, started: float, max_minutes: float | None) -> 
     return float(accelerator.reduce(late, reduction="max")) > 0
 
 
-def _mean(accelerator, value: Tensor | None) -> float | None:
+@overload
+def _mean(accelerator: Any, value: Tensor) -> float: ...
+@overload
+def _mean(accelerator: Any, value: None) -> None: ...
+def _mean(accelerator: Any, value: Tensor | None) -> float | None:
     """The mean over processes of a loss (every process calls this, in the same order)."""
     return None if value is None else float(accelerator.reduce(value.detach(), reduction="mean"))

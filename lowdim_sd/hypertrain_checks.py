@@ -4,6 +4,7 @@ no run can train with, or that would do nothing in this run; and, once the data 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,8 +76,7 @@ def check_features_cover(job: HyperTrainJob, train_set: WeightDataset, val_set: 
         return
     images: dict[Path, Callable[[], Tensor]] = {}
     for data in (train_set, val_set) if val_set is not None else (train_set,):
-        images.update({data.image_path(item): lambda data=data, item=item: data.image(item)
-                       for item in range(len(data))})
+        images.update({data.image_path(item): partial(data.image, item) for item in range(len(data))})
     images.update(_other_images(job, train_set))
     inputs = [*dict.fromkeys(train_set.roots), *job.extra_images, *([job.key_pairs] if job.key_pairs else [])]
     remedy = (f"make it as the weights' images were read: lowdim encoder-features "
@@ -106,9 +106,13 @@ def _other_images(job: HyperTrainJob, like: WeightDataset) -> dict[Path, Callabl
     images: dict[Path, Callable[[], Tensor]] = {}
     if job.extra_images:
         extra = Images([Path(folder) for folder in job.extra_images], like)
-        images.update({path: lambda item=item: extra[item][0] for item, path in enumerate(extra.paths)})
+
+        def extra_image(item: int) -> Tensor:
+            return extra[item][0]
+
+        images.update({path: partial(extra_image, item) for item, path in enumerate(extra.paths)})
     if job.key_pairs is not None:  # learn_keys reads the photos of people with two or more
         read = photo_reader(like)
-        images.update({path: lambda path=path: read(path) for person in discover_identities(Path(job.key_pairs))
+        images.update({path: partial(read, path) for person in discover_identities(Path(job.key_pairs))
                        if len(person.images) >= 2 for path in person.images})
     return images

@@ -12,7 +12,7 @@ import random
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -27,6 +27,10 @@ from lowdim_sd.train_settings import DEFAULT_TOKEN
 from lowdim_sd.weight_dataset import WeightDataset, as_folders
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lowdim.hyper.encoder import ImageEncoder
+    from lowdim.spaces.base import LayerSpec, Space
     from lowdim_sd.hypertrain import HyperTrainJob
 
 
@@ -105,7 +109,7 @@ class FeatureCache:
         self.stored = stored  # a ``StoredFeatures`` file: every image is looked up there, none computed
         self.name_of = name_of  # item -> its file, so a row the file lacks is named as the user knows it
 
-    def get(self, encoder: torch.nn.Module, images: Tensor, items: Tensor) -> Tensor:
+    def get(self, encoder: ImageEncoder, images: Tensor, items: Tensor) -> Tensor:
         keys = [int(item) for item in items]
         first = {key: j for j, key in reversed(list(enumerate(keys)))}  # an item twice in a batch: encoded once
         missing = [j for key, j in first.items() if key not in self.features]
@@ -212,8 +216,8 @@ def trim_metrics(path: Path, start: int) -> None:
     not its state, and must never stop a resume. The rewrite is atomic, so a kill during it loses nothing."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(errors="replace").splitlines() if _step(line) is not None
-            and _step(line) <= start]
+    kept = [line for line in path.read_text(errors="replace").splitlines()
+            if (step := _step(line)) is not None and step <= start]
     atomic_write(path, lambda temp: Path(temp).write_text("".join(line + "\n" for line in kept)))
 
 
@@ -313,8 +317,10 @@ def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
     from lowdim.hyper.storage import bases_checksum
 
     seed = int(index["seed"])
+    # every head's, set as Module attributes (which torch types as Tensor | Module)
+    space, layers = cast("Space", net.space), cast("Sequence[LayerSpec]", net.layers)
     return {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
-            "adapter_seed": seed, "bases_checksum": bases_checksum(net.space, net.layers, seed),
+            "adapter_seed": seed, "bases_checksum": bases_checksum(space, layers, seed),
             "prompt": index["config"].get("prompt", TrainConfig.prompt),
             "token": index["config"].get("token", DEFAULT_TOKEN),
             "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights)),

@@ -7,7 +7,7 @@ one injected adapter that the predicted tensors override; ``evaluate`` is the he
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -21,6 +21,10 @@ from lowdim_sd.weight_dataset import WeightDataset
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from diffusers.models import UNet2DConditionModel  # the top-level name types as a dummy, not a Module
+
+    from lowdim.hyper.encoder import ImageEncoder
+    from lowdim.hyper.network import HyperNetwork
     from lowdim.spaces.base import LayerSpec
     from lowdim_sd.hypertrain import HyperTrainJob
 
@@ -36,7 +40,7 @@ class Diffusion:
         from lowdim_sd.loading import load_sd
         from lowdim_sd.modes import resolve_layers
 
-        self.model = load_sd(job.model, str(device), job.dtype, job.model_config)
+        self.model = load_sd(cast(str, job.model), str(device), job.dtype, job.model_config)  # set: model_to_train
         layer_set = resolve_layers(index["layer_set"], index["model"])
         if layer_specs(self.model.modules, layer_set) != list(layers):
             raise LowdimError(f"{job.model}: its {layer_set.name} layers differ from those the weights in "
@@ -80,7 +84,7 @@ class Diffusion:
         return predict
 
 
-def checkpoint_keeping_predictions(unet: torch.nn.Module) -> None:
+def checkpoint_keeping_predictions(unet: UNet2DConditionModel) -> None:
     """Gradient checkpointing of the UNet whose recomputation keeps the predicted adapter it ran with: the
     backward comes after the prediction's override has ended (``lowdim.inject.checkpointing``)."""
     import inspect
@@ -112,11 +116,12 @@ def pair_losses(net: torch.nn.Module, diffusion: Diffusion | None, batch: PairBa
 
     images, target, numbers, items = batch
     inner = unwrap(net)
-    features = cache.get(inner.encoder, images, items) if cache is not None else None
+    features = cache.get(head_encoder(inner), images, items) if cache is not None else None
     iterates = net(images, return_all=True, features=features)
     per_iterate = torch.stack([weight_loss(theta, target) for theta in iterates])
     if getattr(inner.config, "standardize", False):
-        weight = torch.stack([standardized_loss(inner, theta, target) for theta in iterates]).mean()
+        standardizing = cast("HyperNetwork", inner)  # the transformer head's option
+        weight = torch.stack([standardized_loss(standardizing, theta, target) for theta in iterates]).mean()
     else:
         weight = per_iterate.mean()
     losses = {"weight_loss": weight, "per_iterate": per_iterate.detach(), "diffusion_loss": None}
@@ -136,18 +141,22 @@ def extra_loss(net: torch.nn.Module, diffusion: Diffusion, batch: tuple[Tensor, 
                job: HyperTrainJob, cache: FeatureCache | None = None) -> Tensor:
     """D of the predictions for images without a precomputed θ (``--extra-images``): the noise target."""
     images, numbers, items = batch
-    inner = unwrap(net)
-    features = cache.get(inner.encoder, images, items) if cache is not None else None
+    features = cache.get(head_encoder(unwrap(net)), images, items) if cache is not None else None
     iterates = net(images, return_all=True, features=features)
     chosen = iterates if job.diffusion_iterates == "all" else iterates[-1:]
     seeds = [job.seed * 1_000_003 + int(n) for n in numbers]
     return diffusion.loss(chosen, images, seeds, step, job.augment)
 
 
-def standardized_loss(net: torch.nn.Module, predicted: dict, target: dict) -> Tensor:
+def standardized_loss(net: HyperNetwork, predicted: dict, target: dict) -> Tensor:
     """Mean over coordinates (and the batch) of (z_pred − z)²: 1 for the mean prediction of a standardized net."""
     errors = [(p - t).pow(2) for p, t in zip(net.standardized(predicted), net.standardized(target), strict=True)]
     return torch.cat([e.flatten(1) for e in errors], dim=1).mean()
+
+
+def head_encoder(net: torch.nn.Module) -> ImageEncoder:
+    """A head's image encoder: every registered head has one, set as a Module attribute (typed Tensor | Module)."""
+    return cast("ImageEncoder", net.encoder)
 
 
 def unwrap(net: torch.nn.Module) -> torch.nn.Module:
@@ -169,7 +178,8 @@ def evaluate(net: torch.nn.Module, diffusion: Diffusion | None, dataset: WeightD
     net.eval()
     loader = torch.utils.data.DataLoader(Pairs(dataset, numbers), batch_size=job.batch_size, shuffle=False)
     device = next(net.parameters()).device
-    weight, per_iterate, denoise, count, zero, constant = 0.0, None, 0.0, 0, 0.0, 0.0
+    weight, denoise, count, zero, constant = 0.0, 0.0, 0, 0.0, 0.0
+    per_iterate: Tensor | None = None
     for images, target, ids, items in loader:
         target = {layer: {k: v.to(device) for k, v in p.items()} for layer, p in target.items()}
         losses = pair_losses(net, diffusion, (images.to(device), target, ids, items), VAL_STEP, job, train=False,
@@ -184,6 +194,8 @@ def evaluate(net: torch.nn.Module, diffusion: Diffusion | None, dataset: WeightD
             denoise += float(losses["diffusion_loss"]) * size
         count += size
     net.train(was_training)
+    if per_iterate is None:  # no batch ran: the averages below would divide by zero
+        raise LowdimError("the validation set holds no identities: nothing to validate on")
     return {"weight_loss": weight / count, "weight_loss_per_iterate": (per_iterate / count).tolist(),
             "weight_loss_vs_zero": weight / max(zero, 1e-30),
             "weight_loss_vs_mean": weight / max(constant, 1e-30) if mean is not None else None,

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -75,7 +75,7 @@ class SDModel:
         if not isinstance(pipe, StableDiffusionPipeline):
             raise LowdimError(f"{where} takes a diffusers StableDiffusionPipeline (SD1.x), got a "
                               f"{type(pipe).__name__}")
-        name = name or pipe.name_or_path
+        name = name or pipe.name_or_path  # type: ignore[attr-defined]  # diffusers types its top-level names as dummies
         if not name:
             raise LowdimError(f"{where}: the pipeline does not say which model it is (built in this process?); pass "
                               f"name=..., a registered model, hub id or folder, which its adapter files record")
@@ -251,8 +251,15 @@ def dtype_keyword(diffusers_version: str | None = None) -> str:
         from importlib.metadata import version
 
         diffusers_version = version("diffusers")
-    major, minor = (int(re.match(r"\d+", part).group()) for part in diffusers_version.split(".")[:2])
+    major, minor = (_leading_number(part, diffusers_version) for part in diffusers_version.split(".")[:2])
     return "dtype" if (major, minor) >= (0, 40) else "torch_dtype"
+
+
+def _leading_number(part: str, version: str) -> int:
+    found = re.match(r"\d+", part)
+    if found is None:
+        raise LowdimError(f"diffusers {version}: not a version number lowdim can read (expected MAJOR.MINOR...)")
+    return int(found.group())
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -341,6 +348,10 @@ def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:
                              f"{', '.join(sorted(registered))}; or a hub id, a folder or a .safetensors file)")
 
 
+@overload
+def config_source(model: str, config: str) -> str: ...
+@overload
+def config_source(model: str, config: None) -> str | None: ...
 def config_source(model: str, config: str | None) -> str | None:
     """Where a single file's configs come from: ``--model-config`` (a registered name stands for its folder or
     hub id); else, for a file ``lowdim merge`` wrote, the base model it names when that is a registered name

@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -46,7 +46,8 @@ def resolve_layers(name_or_patterns: str | None, model: str | None = None) -> La
 
 
 @contextlib.contextmanager
-def left_as_given(model: SDModel, tokens: bool = False, initial: Path | None = None) -> Iterator[None]:
+def left_as_given(model: SDModel, tokens: bool = False,
+                  initial: str | os.PathLike[str] | None = None) -> Iterator[None]:
     """Hand a caller's model back as it came, however the run in the block ends (done, failed, Ctrl-C): else a
     second run, or the --resume a stop recommends, is refused on it ('subject' exists), and an adapter trained
     from Python would pile onto what the caller draws or merges next. The adapters the run added are deleted,
@@ -89,7 +90,7 @@ def base_frozen(model: SDModel) -> Iterator[None]:
             param.grad = grad
 
 
-def base_weights(model: SDModel, adapter: Path) -> dict[str, Tensor]:
+def base_weights(model: SDModel, adapter: str | os.PathLike[str]) -> dict[str, Tensor]:
     """CPU copies of the weights of the layers ``adapter``'s file names (a few attention projections: small), as
     the model holds them now; a layer the model lacks is left to the load's own refusal."""
     copies = {}
@@ -105,13 +106,13 @@ def _base_weight(model: SDModel, layer: str) -> Tensor:
     """The layer's own weight Parameter, under an adapter the caller's model already carries too (a wrapper's
     ``weight`` is the effective one, computed)."""
     module = model.modules.get_submodule(layer)
-    return getattr(module, "base_layer", module).weight
+    return cast(Tensor, getattr(module, "base_layer", module).weight)  # a Module attribute: torch types it loosely
 
 
 class AdapterTrainable:
     """An adapter (of any space) trained for one subject, or K subjects in one batch."""
 
-    def __init__(self, model: SDModel, name: str, subject_names: list[str], metadata: dict[str, str],
+    def __init__(self, model: SDModel, name: str, subject_names: list[str], metadata: dict[str, Any],
                  save_dtype: str = "fp32") -> None:
         self.model = model
         self.save_dtype = save_dtype  # of the files ``save`` writes; checkpoints keep full precision
@@ -119,7 +120,8 @@ class AdapterTrainable:
         self.name = name
         self.subject_names = subject_names
         self.num_subjects = len(subject_names)
-        # An unset word (a TrainConfig's token None) trains as DEFAULT_TOKEN (``fill_prompt``): the file says so.
+        # save_adapter's keywords (base_model, token, extra: the recipe). An unset word (a TrainConfig's token None)
+        # trains as DEFAULT_TOKEN (``fill_prompt``): the file says so.
         self.metadata = {**metadata, "token": DEFAULT_TOKEN} if metadata.get("token", "") is None else metadata
         self.subject_extras: list[dict] = []  # per subject, added to the file's recipe (``record_recipe``)
         self.parameters = self.adapters.parameters(name)
@@ -154,7 +156,7 @@ class AdapterTrainable:
             for index, subject in enumerate(self.subject_names)
         ]
 
-    def _metadata(self, index: int) -> dict:
+    def _metadata(self, index: int) -> dict[str, Any]:
         """What subject ``index``'s file records: the run's metadata, its own part of the recipe added."""
         if not self.subject_extras:
             return self.metadata
@@ -162,10 +164,10 @@ class AdapterTrainable:
 
 
 def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: int = 0,
-                      subject_names: list[str] | None = None, token: str = DEFAULT_TOKEN,
+                      subject_names: list[str] | None = None, token: str | None = DEFAULT_TOKEN,
                       save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Inject a fresh adapter; with several subject names, one per-sample adapter each. ``dropout``: the
-    adapter's input dropout while it trains (``Adapters.add``)."""
+    adapter's input dropout while it trains (``Adapters.add``). ``token`` None: DEFAULT_TOKEN, as a TrainConfig's."""
     if getattr(space, "learns_tokens", False):  # else it would write rows of the attention weights
         train_it = either(f"`lowdim train --space {space.name}`", f"run_train(TrainJob(space={space.name!r}))")
         raise LowdimError(f"space '{space.name}' learns token vectors, not weight layers: train it with {train_it}")
@@ -177,7 +179,7 @@ def adapter_trainable(model: SDModel, space: Space, layers: LayerSet, *, seed: i
 
 
 def relaxed_trainable(model: SDModel, initial: str, *, rank: int = 4, merge_frozen: bool = True,
-                      seed: int | None = None, subject_name: str = "adapter", metadata: dict[str, str],
+                      seed: int | None = None, subject_name: str = "adapter", metadata: dict[str, Any],
                       save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Paper §4.3, the one rank-relaxation path (personalize, ``train --init``, the bench rows): the model's
     adapter ``initial`` frozen (merged into the weights with ``merge_frozen``) plus a new LoRA of rank r.
@@ -189,7 +191,7 @@ def relaxed_trainable(model: SDModel, initial: str, *, rank: int = 4, merge_froz
     return AdapterTrainable(model, ADAPTER, [subject_name], metadata, save_dtype=save_dtype)
 
 
-def rank_relaxed_trainable(model: SDModel, initial: Path, *, rank: int = 4, merge_frozen: bool = True,
+def rank_relaxed_trainable(model: SDModel, initial: str | os.PathLike[str], *, rank: int = 4, merge_frozen: bool = True,
                            subject_name: str = "adapter", token: str | None = None,
                            save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Paper §4.3 from a file: load ``initial`` (e.g. a predicted LiDB), then ``relaxed_trainable``."""
@@ -251,7 +253,7 @@ class FullTrainable:
         return [given]
 
 
-def initial_token(initial: Path | None, token: str | None) -> str:
+def initial_token(initial: str | os.PathLike[str] | None, token: str | None) -> str:
     """The word a run trains under: ``token`` as given, else the one ``initial`` (--init's adapter) learned, whose
     frozen part calls the subject by it, else sks. A file that cannot be read gives none: its load says why."""
     if token is not None:

@@ -302,7 +302,7 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
     # deterministic); a Python caller's own stream of random numbers is put back after the run.
     with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext():
         run = resolve_run(job)
-        result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
+        result = PersonalizeResult(adapter=Path(job.out) / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):
                 model = load_sd(job.model, job.device, job.dtype, job.model_config)
@@ -331,7 +331,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
     with stage(result, "fast finetune" if not job.only_hyper else "save adapter"):
         trainable.metadata["extra"] = recipe(run)
         config = finetune_config(run)
-        trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
+        trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=Path(job.out),
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
     cleared = clear_earlier(job)  # from here the earlier run's preview and exports would show another adapter
@@ -339,7 +339,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
         from lowdim_sd.export import export_adapter
 
         with after_the_adapter(result, "export", job, cleared):
-            result.exports = [export_adapter(result.adapter, job.out / f"adapter.{fmt}.safetensors", fmt)
+            result.exports = [export_adapter(result.adapter, Path(job.out) / f"adapter.{fmt}.safetensors", fmt)
                               for fmt in job.export]
     if job.preview:
         with after_the_adapter(result, "preview", job, cleared):

@@ -7,7 +7,7 @@ import math
 import numbers
 import warnings
 from dataclasses import fields, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
@@ -73,8 +73,8 @@ def check_finetune_settings(job: PersonalizeJob) -> None:
     from lowdim_sd.devices import check_training_dtype, resolve_device
     from lowdim_sd.step_graphs import check_graphs
 
-    given = {name: value for name, value in (("learning_rate", job.learning_rate), ("batch_size", job.batch_size),
-                                             ("steps", job.steps)) if value is not None}
+    settings = (("learning_rate", job.learning_rate), ("batch_size", job.batch_size), ("steps", job.steps))
+    given: dict[str, Any] = {name: value for name, value in settings if value is not None}
     TrainConfig(**given, keep_styles=job.keep_styles).validate("PersonalizeJob")
     check_training_dtype(job.device, job.dtype)
     if job.cuda_graphs:
@@ -208,7 +208,7 @@ def with_training_phrase(job: PersonalizeJob, hypernet: HypernetFile | None) -> 
     with a warning: the prediction then sits under a word the prompts never say."""
     stored = hypernet.metadata if hypernet is not None else {}
     token, prompt = stored.get("token"), stored.get("prompt", TrainConfig.prompt)
-    if job.token is not None and token is not None and job.token != token:
+    if hypernet is not None and job.token is not None and token is not None and job.token != token:
         given, leave = either(f"--token {job.token!r}", f"PersonalizeJob(token={job.token!r})"), either(
             "leave --token out", "leave PersonalizeJob.token unset")
         warnings.warn(f"{hypernet.path} learned its identities under the token {token!r}; with {given} its "

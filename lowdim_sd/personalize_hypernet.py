@@ -36,8 +36,10 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     nothing is an error, and a warning before it would only mislead.
     """
     if job.hypernet is not None:
-        # --no-hyper keeps the file's recipe (the paper's ablation), so the file must still be a hypernetwork.
-        return True, (read_hypernet(job.hypernet) if not job.no_hyper else _checked_only(job.hypernet)), ""
+        if job.no_hyper:  # it keeps the file's recipe (the paper's ablation): the file must still be a hypernetwork
+            _checked_only(Path(job.hypernet))
+            return True, None, ""
+        return True, read_hypernet(job.hypernet), ""
     path = default_hypernet(backend)
     if path is None or (job.no_hyper and job.steps is not None):
         return False, None, ""

@@ -257,7 +257,7 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     from lowdim_sd.modes import resolve_layers
 
     config = training_config(job)
-    every = discover_identities(job.identities, job.out)
+    every = discover_identities(Path(job.identities), Path(job.out))
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     refuse_other_settings_early(job, config, crop)
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
@@ -266,7 +266,7 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     model = model or load_sd(job.model, device, job.dtype, job.model_config)
     space = lowdim.get_space(job.space, job.space_options)
     layer_set = resolve_layers(job.layers, job.model)
-    initial = read_start(job.init, model, space, layer_set, config.seed) if job.init is not None else None
+    initial = read_start(Path(job.init), model, space, layer_set, config.seed) if job.init is not None else None
     header = index_header(job, config, model, space, layer_set, crop, initial)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: b
 
     space = lowdim.get_space(job.space, job.space_options)
     if job.init is not None:
-        check_start_early(job.init, space, config.seed)
+        check_start_early(Path(job.init), space, config.seed)
     out = Path(job.out)
     if not (out / INDEX).is_file():
         return

@@ -39,7 +39,7 @@ def preview_unless_out_of_memory(model: SDModel, reference: torch.Tensor, run: P
     except torch.OutOfMemoryError:
         pass  # out of the handler first, so the failed call's tensors are freed
     torch.cuda.empty_cache()  # a no-op where CUDA never started
-    stale = " (the preview.png there is an earlier run's)" if (run.job.out / "preview.png").is_file() else ""
+    stale = " (the preview.png there is an earlier run's)" if (Path(run.job.out) / "preview.png").is_file() else ""
     warnings.warn(f"no preview: out of GPU memory while drawing it; the adapter is written to {adapter}{stale}; "
                   f"draw it with {either(f'`lowdim generate -a {adapter}`, e.g. at --dtype fp16', DRAW_FROM_PYTHON)}",
                   stacklevel=2)
@@ -75,7 +75,7 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
         images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
         captions += [f"reference; right: {how}" if how else "reference",
                      *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
-    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
+    grid = save_grid(Path(job.out) / "preview.png", images, captions, ncol=len(prompts) + 1)
     return grid, list(zip(captions, images, strict=True))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -85,20 +85,22 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
     config = HyperConfig.from_dict({**job.hyper, "bank_size": len(train_set.names)})
     torch.manual_seed(job.seed)  # a randomly initialised encoder is then the same in every run
     with encoder_weights_context(job):
-        net = build_hypernet(config, train_set.space, train_set.layers).eval()
+        # the head config.architecture names, which build_hypernet returns as a plain Module
+        net = cast("RetrievalHead", build_hypernet(config, train_set.space, train_set.layers).eval())
     stored = StoredFeatures(job.features, net.encoder) if job.features is not None else None
     extra = {}
-    if net.key_projection is not None:
-        extra = learn_keys(net, Path(job.key_pairs), photo_reader(train_set), stored, job.key_steps, job.seed,
-                           progress)
+    if net.key_projection is not None:  # key_dim > 0, which check_retrieval_job lets through only with --key-pairs
+        pairs = cast(Path, job.key_pairs)
+        extra = learn_keys(net, Path(pairs), photo_reader(train_set), stored, job.key_steps, job.seed, progress)
     images = (train_set.image(item) for item in range(len(train_set)))
     targets = all_targets(train_set)
     net.fill(backbone_features(net, images, stored, train_set.names), targets)
     if job.key_renders:
         extra.update(add_render_keys(net, job, train_set, progress))
+    metrics = out / "metrics.jsonl"
     result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
-                              val_names=val_set.names if val_set else [], metrics=out / "metrics.jsonl")
-    log = MetricsLog(result.metrics, True)
+                              val_names=val_set.names if val_set else [], metrics=metrics)
+    log = MetricsLog(metrics, True)
     if val_set is not None:
         mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}
         # --features' rows, as the bank's: with them a packaged encoder was built without its weights
@@ -126,6 +128,10 @@ def learn_keys(net: RetrievalHead, people_folder: Path, read_photo: Callable[[Pa
     from lowdim.hyper.retrieval_keys import fit_key_projection
     from lowdim_sd.precompute import discover_identities
 
+    projection = net.key_projection
+    if projection is None:
+        raise LowdimError("this retrieval head keys by the CLS token and has no key projection to train: build it "
+                          "with --set key_dim=64")
     people = [person for person in discover_identities(people_folder) if len(person.images) >= 2]
     if len(people) < 2:
         raise LowdimError(f"{people_folder}: key training needs two or more identity sub-folders with two or more "
@@ -136,7 +142,7 @@ def learn_keys(net: RetrievalHead, people_folder: Path, read_photo: Callable[[Pa
     identities = list(net.key_input(features).split([len(person.images) for person in people]))
     torch.manual_seed(seed)
     with runs.progress(steps, "key training", enabled=progress) as advance:
-        fit = fit_key_projection(net.key_projection, identities, steps=steps, seed=seed, progress=advance)
+        fit = fit_key_projection(projection, identities, steps=steps, seed=seed, progress=advance)
     return {**fit.as_metadata(), "key_pairs": Path(people_folder).resolve().name}  # by name: no local path
 
 
@@ -146,7 +152,8 @@ def add_render_keys(net: RetrievalHead, job: HyperTrainJob, train_set: WeightDat
     from lowdim_sd.prompt_words import fill
 
     index = train_set.index
-    model = load_sd(job.model, "cpu" if job.cpu else "auto", job.dtype, job.model_config)
+    name = cast(str, job.model)  # train_hypernet sets it (model_to_train) before any step
+    model = load_sd(name, "cpu" if job.cpu else "auto", job.dtype, job.model_config)
     prompt = fill(job.prompt or index["config"]["prompt"], job.token or index["config"]["token"])
     features = render_bank_features(net, model, index["layer_set"], int(index["seed"]), prompt, job.key_renders,
                                     job.seed, progress)
@@ -165,7 +172,7 @@ def render_bank_features(net: RetrievalHead, model: SDModel, layer_set: str, ada
     set_scheduler(model, "ddim")
     adapters = lowdim.Adapters(model.modules)
     adapters.add("bank", net.space, resolve_layers(layer_set, model.name), seed=adapter_seed)
-    rows = []
+    rows: list[Tensor] = []
     try:
         with runs.progress(len(net.keys), "rendering the bank", enabled=progress, loss=False) as advance:
             for item in range(len(net.keys)):
@@ -187,7 +194,8 @@ def render_bank_features(net: RetrievalHead, model: SDModel, layer_set: str, ada
 def backbone_features(net: RetrievalHead, images: Iterable[Tensor], stored: StoredFeatures | None, names: list[str],
                       progress: bool = False, label: str = "encoder features") -> Tensor:
     """Backbone features (N, T, D) of the images, pooled as the head pools: stored ones, else computed."""
-    rows, batch = [], []
+    rows: list[Tensor] = []
+    batch: list[Tensor] = []
     with runs.progress(len(names), label, enabled=progress, loss=False) as advance:
         def flush() -> None:
             stack = torch.stack(batch)

@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -187,7 +187,7 @@ def _main_process() -> bool:
 
 
 @contextlib.contextmanager
-def output_folder(out: Path, outputs: list[Path] = (), overwrite: bool = False,
+def output_folder(out: Path, outputs: Sequence[Path] = (), overwrite: bool = False,
                   needed_bytes: int = 0) -> Iterator[Path]:
     """Hold ``out`` for one run: usable, not overwriting ``outputs`` unless asked, locked, cleaned."""
     out = Path(out)
@@ -292,12 +292,13 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     log holds no bar frames, and a failed command's stderr only its one line; and so does any bar in a notebook
     without ipywidgets, which rich needs to draw one there (it would only warn).
     """
-    state = {"label": label, "done": start}
+    heard_label, heard_done = label, start
 
     def heard(steps: int, new_label: str | None) -> None:
-        state["done"] += steps
-        state["label"] = new_label or state["label"]
-        report(state["label"], state["done"], total)
+        nonlocal heard_label, heard_done
+        heard_done += steps
+        heard_label = new_label or heard_label
+        report(heard_label, heard_done, total)
 
     # A print while the bar is drawn goes above it on a terminal; a piped stdout keeps it, as data.
     redirect = console is not None or getattr(sys.stdout, "isatty", bool)()

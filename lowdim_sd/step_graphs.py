@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -87,8 +87,8 @@ def recomputes_layers(model: nn.Module) -> bool:
 
 def cuda_capture(call: nn.Module, sample: tuple[Tensor, ...]) -> Callable[..., Tensor]:
     torch.cuda.synchronize()
-    return torch.cuda.make_graphed_callables(call, sample, num_warmup_iters=WARMUP_CALLS,
-                                             allow_unused_input=True)
+    graphed = torch.cuda.make_graphed_callables(call, sample, num_warmup_iters=WARMUP_CALLS, allow_unused_input=True)
+    return cast("Callable[..., Tensor]", graphed)  # a Module in, a Module out; torch types it as any callable
 
 
 class Graphed:

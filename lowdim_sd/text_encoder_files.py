@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lowdim.files import atomic_write, current_umask
 from lowdim_sd.architecture import text_encoder_root
 from lowdim_sd.loading import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 NESTED = "text_model."
 
@@ -64,7 +67,7 @@ def load_text_encoder_as_fp32(folder: Path) -> None:
 
 
 @contextmanager
-def _saving_nested(encoder) -> Iterator[None]:
+def _saving_nested(encoder: PreTrainedModel | None) -> Iterator[None]:
     """While inside, a flat CLIPTextModel's ``save_pretrained`` writes ``text_model.*`` names.
 
     diffusers saves each component through the component's own ``save_pretrained`` and passes it no
@@ -75,11 +78,13 @@ def _saving_nested(encoder) -> Iterator[None]:
         yield  # nested already (transformers < 5.6) or not CLIP: saved as it is
         return
     nested_names = {NESTED + name: tensor for name, tensor in encoder.state_dict().items()}
-    encoder.save_pretrained = functools.partial(type(encoder).save_pretrained, encoder, state_dict=nested_names)
+    # In the instance's own __dict__, where it shadows the class's method for this object alone
+    vars(encoder)["save_pretrained"] = functools.partial(type(encoder).save_pretrained, encoder,
+                                                         state_dict=nested_names)
     try:
         yield
     finally:
-        del encoder.save_pretrained
+        del vars(encoder)["save_pretrained"]
 
 
 def check_readable_layout(part: Path, model_class: type, keys: list[str]) -> None:
@@ -96,7 +101,7 @@ def check_readable_layout(part: Path, model_class: type, keys: list[str]) -> Non
 
 
 @cache
-def _reads_nested_only(model_class: type) -> bool:
+def _reads_nested_only(model_class: Any) -> bool:  # Any: transformers' CLIPTextModel, known by its name
     """Whether this transformers nests CLIPTextModel under ``text_model`` (before 5.6: it cannot read flat names)."""
     config = model_class.config_class(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
                                       num_attention_heads=1, max_position_embeddings=4, projection_dim=8)

@@ -17,6 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 import torch
 from safetensors import safe_open
@@ -50,6 +51,19 @@ def learns_tokens(space: Space | str) -> bool:
 def token_names(token: str, vectors: int) -> list[str]:
     """``sks``, ``sks_1``, ``sks_2``: one token per vector, named as diffusers names them."""
     return [token] + [f"{token}_{index}" for index in range(1, vectors)]
+
+
+class TokenOptions(Protocol):
+    """The options of every space that ``learns_tokens``: ``ti``'s, which a plugin's token space shares
+    (docs/plugins.md)."""
+
+    vectors: int
+    init_word: str
+
+
+def token_options(space: Space) -> TokenOptions:
+    """``space``'s config, as the token options it has when the space ``learns_tokens``."""
+    return cast(TokenOptions, space.config)  # SpaceConfig declares no options; a token space's has these
 
 
 def prompt_token(token: str, vectors: int) -> str:
@@ -136,8 +150,9 @@ def ti_trainable(model: SDModel, space: Space, *, token: str = "sks", seed: int 
     the same tokens, exactly as if trained alone.
     """
     names = subject_names or ["adapter"]
-    start = init_vector(model, space.config.init_word)  # before any change: a bad init word costs nothing
-    add_tokens(model, token, space.config.vectors)
+    options = token_options(space)
+    start = init_vector(model, options.init_word)  # before any change: a bad init word costs nothing
+    add_tokens(model, token, options.vectors)
     layer = embedding_layer_name(model)
     targets = LayerSet("token-embedding", (layer,), types=(EMBEDDING,))
     adapters = lowdim.Adapters(model.modules)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 SPECIAL = ("<|startoftext|>", "<|endoftext|>")
@@ -105,8 +106,12 @@ def write_clip_tokenizer(folder: str | Path, words: Iterable[str], max_length: i
              "tokenizer_config.json": json.dumps(config, indent=1),
              "special_tokens_map.json": json.dumps(special, indent=1)}
     for name, text in texts.items():
-        atomic_write(folder / name, lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
+        atomic_write(folder / name, partial(_write_utf8, text))
     return folder
+
+
+def _write_utf8(text: str, path: str) -> None:
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def vocab_size(words: Iterable[str]) -> int:

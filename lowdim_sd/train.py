@@ -14,9 +14,9 @@ import dataclasses
 import hashlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -35,6 +35,7 @@ from lowdim_sd.train_settings import (  # noqa: F401  (this module's API since b
     Subject,
     TrainConfig,
     TrainResult,
+    config_token,
     fill_prompt,
     refuse_inference_mode,
     with_defaults,
@@ -47,7 +48,9 @@ MIXED_PRECISION = runs.MIXED_PRECISION
 
 
 class Trainable(Protocol):
-    parameters: list[Tensor]
+    @property
+    def parameters(self) -> Sequence[Tensor]: ...  # read only: a list of Parameters fits
+
     num_subjects: int  # > 1 means every parameter has a leading subject dimension
 
     def state(self) -> dict[str, Tensor]: ...
@@ -178,7 +181,8 @@ def clip_per_subject(trainable: Trainable, max_norm: float) -> None:
     if trainable.num_subjects == 1:
         torch.nn.utils.clip_grad_norm_(trainable.parameters, max_norm)
         return
-    squared = sum(g.float().pow(2).flatten(1).sum(1) for g in grads)
+    # a Tensor: grads is not empty (typeshed types sum()'s start, 0, into its result)
+    squared = cast(Tensor, sum(g.float().pow(2).flatten(1).sum(1) for g in grads))
     factors = (max_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
     for grad in grads:
         grad.mul_(factors.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype))
@@ -206,7 +210,8 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
         result.start_step = _start_step(model, subjects, trainable, optimizer, config, Path(out_dir), resume, settings)
 
     def checkpoint(at: int, keep: int = config.keep_checkpoints) -> Path:
-        return checkpoints.save(out_dir, at, trainable, optimizer, keep, settings)
+        # a Path: called only where out_dir is set (a run without one keeps no checkpoint)
+        return checkpoints.save(cast(Path, out_dir), at, trainable, optimizer, keep, settings)
 
     input_ids = prompt_ids(model, config)
     styles = _style_term(model, subjects, trainable, config)
@@ -321,7 +326,7 @@ def _style_term(model, subjects, trainable, config: TrainConfig):
 
     if len(subjects) != 1 or not hasattr(trainable, "adapters"):
         raise LowdimError("--keep-styles trains one subject's adapter at a time")
-    prompts = style_prompts(model.pipe.tokenizer, list(config.style_prompts), config.prompt, config.token)
+    prompts = style_prompts(model.pipe.tokenizer, list(config.style_prompts), config.prompt, config_token(config))
     return StyleTerm(prompts, trainable.adapters, trainable.name, config.keep_styles, subjects[0].images[:1])
 
 

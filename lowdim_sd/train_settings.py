@@ -114,11 +114,12 @@ class TrainConfig:
 
 # The settings whose CLI flag is not the field's name with dashes; and those validate compares as numbers.
 FLAGS = {"learning_rate": "--lr"}
-NUMBERS = {"steps": numbers.Integral, "learning_rate": numbers.Real, "batch_size": numbers.Integral,
-           "grad_accum": numbers.Integral, "seed": numbers.Integral, "max_grad_norm": numbers.Real,
-           "weight_decay": numbers.Real, "checkpoint_every": numbers.Integral,
-           "keep_checkpoints": numbers.Integral, "keep_styles": numbers.Real}
-SWITCHES = {"augment": bool, "gradient_checkpointing": bool, "cuda_graphs": bool}  # "no" would be truthy
+NUMBERS: dict[str, type] = {
+    "steps": numbers.Integral, "learning_rate": numbers.Real, "batch_size": numbers.Integral,
+    "grad_accum": numbers.Integral, "seed": numbers.Integral, "max_grad_norm": numbers.Real,
+    "weight_decay": numbers.Real, "checkpoint_every": numbers.Integral, "keep_checkpoints": numbers.Integral,
+    "keep_styles": numbers.Real}
+SWITCHES: dict[str, type] = {"augment": bool, "gradient_checkpointing": bool, "cuda_graphs": bool}  # "no": truthy
 RANGES = ("steps", "learning_rate", "batch_size", "grad_accum", "mixed_precision", "weight_decay",
           "checkpoint_every", "optimizer", "keep_styles")
 
@@ -145,9 +146,10 @@ def check_types(settings: object, kinds: Mapping[str, type], owner: str, optiona
 def with_defaults(config: TrainConfig, default: float = ENGINE_LR) -> TrainConfig:
     """``config`` with what it leaves unset filled in: the learning rate (``default``) and the word [V] stands for
     (DEFAULT_TOKEN; ``run_train`` sets an initial adapter's own first). A copy: the caller's is never changed."""
-    unset = {"learning_rate": default, "token": DEFAULT_TOKEN}
-    filled = {name: value for name, value in unset.items() if getattr(config, name) is None}
-    return replace(config, **filled) if filled else config
+    if config.learning_rate is not None and config.token is not None:
+        return config
+    return replace(config, learning_rate=default if config.learning_rate is None else config.learning_rate,
+                   token=DEFAULT_TOKEN if config.token is None else config.token)
 
 
 
@@ -206,6 +208,11 @@ class TrainResult:
     seconds: float = 0.0
     start_step: int = 0
     outputs: list[Path] = field(default_factory=list)
+
+
+def config_token(config: TrainConfig) -> str:
+    """The word ``config`` trains under: its token, or DEFAULT_TOKEN when unset (as ``fill_prompt`` reads it)."""
+    return DEFAULT_TOKEN if config.token is None else config.token
 
 
 def fill_prompt(prompt: str, token: str | None) -> str:

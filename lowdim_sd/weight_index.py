@@ -21,8 +21,9 @@ IDENTITY_FIELDS = ("model", "space", "space_config", "seed", "layer_set", "layer
 # so a resume may add them, as the out-of-memory hint suggests.
 NOT_SETTINGS = ("gradient_checkpointing",)
 # How a setting's value reads in an error, where the index leaves the default out (None) or a bool hides the flag.
-SHOWN = {"config.shared_noise": {None: "off", False: "off", True: "on"}, "config.optimizer": {None: "'adamw'"},
-         "config.augment": {True: "on", False: "off"}}
+SHOWN: dict[str, dict[bool | str | None, str]] = {
+    "config.shared_noise": {None: "off", False: "off", True: "on"}, "config.optimizer": {None: "'adamw'"},
+    "config.augment": {True: "on", False: "off"}}
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -49,7 +50,7 @@ def read_index(folder: Path) -> dict:
     parts += sorted(folder.glob("index-p*.json"))
     if not parts:
         raise LowdimError(f"{folder}: not a weight dataset (no {INDEX}); create one with `lowdim precompute`")
-    merged: dict | None = None
+    merged: dict = {}  # filled from the first part: never empty after it (it has "identities")
     newest: dict[str, dict] = {}
     for path in parts:
         index = read_json(path)
@@ -61,7 +62,7 @@ def read_index(folder: Path) -> dict:
         check_version(folder, index)
         if "identities" not in index:
             raise LowdimError(f"{path}: a weight index without its list of identities; it is damaged")
-        if merged is None:
+        if not merged:
             merged = {**index, "identities": []}
         elif differing_settings(merged, index):  # as a resume compares: an older index.json and a new part agree
             raise LowdimError(f"{path}: made with other settings than {parts[0].name}; they cannot be merged")

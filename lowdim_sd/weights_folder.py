@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -83,7 +84,7 @@ def check_shard_index(index: Path) -> None:
             raise ModelLoadError(f"{index}: shard '{shard}' is missing from {index.parent}")
 
 
-def components(folder: Path) -> list[tuple[Path, type]]:
+def components(folder: Path) -> list[tuple[Path, type[torch.nn.Module]]]:
     """(sub-folder, model class) of each diffusers/transformers model that model_index.json lists."""
     index = _json(folder / "model_index.json")
     found = []
@@ -116,7 +117,7 @@ def stored_sizes(files: list[Path]) -> dict[str, int]:
     return sizes
 
 
-def check_config_fits(part: Path, model_class: type, stored: int) -> None:
+def check_config_fits(part: Path, model_class: type[torch.nn.Module], stored: int) -> None:
     """The model ``part/config.json`` describes, built on the meta device, holds about ``stored`` values."""
     config = _json(part / "config.json")
     check_sizes(config, part / "config.json", "config")
@@ -134,7 +135,7 @@ def check_config_fits(part: Path, model_class: type, stored: int) -> None:
                              f"but its weights hold {stored}; refusing to build it (an edited config?)")
 
 
-def _build(model_class: type, part: Path) -> torch.nn.Module:
+def _build(model_class: type[Any], part: Path) -> torch.nn.Module:  # Any: diffusers' or transformers' own API
     if hasattr(model_class, "from_config") and hasattr(model_class, "load_config"):  # diffusers
         return model_class.from_config(model_class.load_config(part))
     config = model_class.config_class.from_pretrained(part, local_files_only=True)  # transformers

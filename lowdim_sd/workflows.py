@@ -33,10 +33,10 @@ from lowdim_sd.modes import (
 )
 from lowdim_sd.personalize_checks import check_token
 from lowdim_sd.step_graphs import check_graphs
-from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable
+from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable, token_options
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 from lowdim_sd.train_job_words import job_option, leave_out, space_named, unread_settings
-from lowdim_sd.train_settings import as_path, check_job_rate, job_rate, refuse_inference_mode
+from lowdim_sd.train_settings import as_path, check_job_rate, config_token, job_rate, refuse_inference_mode
 
 # What help() shows: the job, what run_train returns (TrainResult, its Subjects) and TrainJob's config type.
 __all__ = ["Subject", "TrainConfig", "TrainJob", "TrainResult", "run_train"]
@@ -99,7 +99,7 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
                                                                     "TrainJob(images=[FILE_OR_FOLDER]) (or "
                                                                     "TrainJob(subjects=FOLDER))"))
         names = ["adapter"]
-        files = [file for item in job.images for file in collect_images(item, _subfolder_hint(item))]
+        files = [file for item in job.images for file in collect_images(item, _subfolder_hint(Path(item)))]
         images = [load_references(files, resolution)]
     seed = job.config.seed
     return names, [Subject(batch, seed + index) for index, batch in enumerate(images)]
@@ -135,7 +135,7 @@ def build_trainable(job: TrainJob, model: SDModel, names: list[str]):
     token = initial_token(job.initial, job.config.token)
     if mode == "full":
         return FullTrainable(model, job.train_text_encoder)
-    if mode == "relaxed":
+    if job.initial is not None:  # mode "relaxed", full being returned above
         return rank_relaxed_trainable(model, job.initial, rank=job.rank, merge_frozen=job.merge_frozen,
                                       subject_name=names[0], token=token, save_dtype=job.save_dtype,
                                       dropout=job.dropout)
@@ -239,7 +239,7 @@ def check_dropout_option(job: TrainJob) -> None:
 
 def output_names(job: TrainJob) -> list[Path]:
     """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
-    if job.resume and checkpoints.latest(job.out) is not None:
+    if job.resume and checkpoints.latest(Path(job.out)) is not None:
         return []
     return written_paths(job)
 
@@ -295,7 +295,7 @@ def take_up_a_held_stop(result: TrainResult) -> None:
 
 def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainResult:
     config = train_config(job)
-    earlier = checkpoints.latest(job.out)
+    earlier = checkpoints.latest(Path(job.out))
     if earlier is not None and not job.resume:
         if not job.overwrite:
             resume, overwrite = either("--resume", "resume=True"), either("--overwrite", "overwrite=True")
@@ -313,7 +313,8 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
         trainable = build_trainable(job, model, names)
         record_recipe(trainable, config, subjects)  # prompt, steps, rate, images: in the files it writes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
-            vectors = lowdim.Adapters(model.modules).info(trainable.name).space.config.vectors
-            config = dataclasses.replace(config, token=prompt_token(config.token, vectors))
-        job.out.mkdir(parents=True, exist_ok=True)
-        return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)
+            vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
+            config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
+        out = Path(job.out)  # a Path already (__post_init__); typed as what a caller may pass
+        out.mkdir(parents=True, exist_ok=True)
+        return train(model, subjects, trainable, config, out_dir=out, resume=job.resume, progress=progress)

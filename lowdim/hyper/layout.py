@@ -74,6 +74,8 @@ class Grouping:
 class TokenEmbedding(nn.Module):
     """θ_{k-1} per layer -> one token per layer (B, L, width), in layer order."""
 
+    inverse: Tensor  # a buffer
+
     def __init__(self, grouping: Grouping, width: int) -> None:
         super().__init__()
         self.linears = nn.ModuleList(nn.Linear(layout.numel, width) for layout in grouping.layouts)
@@ -91,13 +93,14 @@ class OutputHeads(nn.Module):
 
     def __init__(self, grouping: Grouping, width: int, init_scale: float) -> None:
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(width, layout.numel) for layout in grouping.layouts)
-        for index, members in enumerate(grouping.members):
-            self.register_buffer(f"members{index}", torch.tensor(members), persistent=False)
+        linears = [nn.Linear(width, layout.numel) for layout in grouping.layouts]
         with torch.no_grad():
-            for linear in self.linears:
+            for linear in linears:
                 linear.weight.mul_(init_scale)
                 linear.bias.zero_()
+        self.linears = nn.ModuleList(linears)
+        for index, members in enumerate(grouping.members):
+            self.register_buffer(f"members{index}", torch.tensor(members), persistent=False)
 
     def forward(self, tokens: Tensor) -> State:
         return [

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.hyper.config import HyperConfig
-from lowdim.hyper.encoder import ImageEncoder
+from lowdim.hyper.encoder import ImageEncoder, given_images
 from lowdim.hyper.layout import (
     Grouping,
     LayerTensors,
@@ -126,7 +126,7 @@ class HyperNetwork(nn.Module):
     # -- public API ---------------------------------------------------------------------------
     def forward(
         self,
-        images: Tensor,
+        images: Tensor | None,
         iterations: int | None = None,
         *,
         return_all: bool = False,
@@ -152,7 +152,7 @@ class HyperNetwork(nn.Module):
         steps = self.config.iterations if iterations is None else iterations
         if steps < 1:
             raise LowdimError(f"iterations must be >= 1, got {steps}")
-        features = self.encode(images) if features is None else self.encoder.project(features)
+        features = self.encode(given_images(images)) if features is None else self.encoder.project(features)
         # θ_0 = 0, or the targets' mean when standardized (z = 0).
         state = self.zero_state(features) if init is None else self.from_params(init)
         states = []

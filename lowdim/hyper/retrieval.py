@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.hyper.config import HyperConfig
-from lowdim.hyper.encoder import ImageEncoder
+from lowdim.hyper.encoder import ImageEncoder, given_images
 from lowdim.hyper.layout import Grouping, LayerTensors, param_layout, params_to_state, state_to_params
 from lowdim.hyper.retrieval_keys import KeyProjection
 from lowdim.spaces.base import LayerSpec, Space
@@ -30,6 +30,8 @@ from lowdim.spaces.base import LayerSpec, Space
 
 class RetrievalHead(nn.Module):
     """θ of the nearest of ``bank_size`` stored identities by cosine of their keys (CLS token or learned)."""
+
+    keys: Tensor  # a buffer, one unit key per stored identity
 
     def __init__(self, config: HyperConfig, space: Space, layers: Sequence[LayerSpec]) -> None:
         super().__init__()
@@ -44,7 +46,7 @@ class RetrievalHead(nn.Module):
                                     pool=config.encoder_pool)
         self.encoder.proj.requires_grad_(False)
         self.encoder.norm.requires_grad_(False)
-        self.key_projection = None
+        self.key_projection: KeyProjection | None = None
         if config.key_dim:
             tokens = 1 + config.encoder_pool ** 2 if config.encoder_pool else 1
             self.key_projection = KeyProjection(tokens * self.encoder.width, config.key_hidden, config.key_dim)
@@ -96,7 +98,7 @@ class RetrievalHead(nn.Module):
     def nearest(self, images: Tensor | None, features: Tensor | None = None) -> Tensor:
         """Index of the nearest stored identity for each image (B,)."""
         with torch.no_grad():
-            features = self.encoder.features(images) if features is None else features
+            features = self.encoder.features(given_images(images)) if features is None else features
         return (self.key(features) @ self.keys.T).argmax(dim=1)
 
     def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: bool = False,

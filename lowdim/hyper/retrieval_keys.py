@@ -34,6 +34,9 @@ def info_nce(first: Tensor, second: Tensor, temperature: float) -> Tensor:
 class KeyProjection(nn.Module):
     """Flattened key tokens (B, T, D) -> unit keys (B, key_dim), standardized per input coordinate first."""
 
+    mean: Tensor  # buffers, per input coordinate
+    std: Tensor
+
     def __init__(self, in_features: int, hidden: int, key_dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_features))

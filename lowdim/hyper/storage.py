@@ -7,6 +7,7 @@ that differs instead of failing on the first.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -16,7 +17,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from torch import Tensor, nn
 
@@ -39,6 +40,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+class HyperHead(Protocol):
+    """What files read and write of any registered head, an nn.Module (nn.Module's stub types every attribute
+    as a Tensor or Module, so the heads passed in are cast to this)."""
+
+    config: HyperConfig
+    space: Space
+    layers: Sequence[LayerSpec]
+    metadata: dict[str, Any]
+
+
 def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any] | None = None, *,
                   adapter_seed: int | None = None) -> Path:
     """Write ``net`` atomically. ``metadata``: 'model' and 'layer_set' are recorded as such, the rest as extra.
@@ -48,8 +59,9 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     otherwise. It may come as metadata's 'adapter_seed' instead (with or without its 'bases_checksum', kept as
     given), as lowdim_sd's training records it; a space with frozen bases saved without it warns.
     """
+    head = cast(HyperHead, net)
     metadata = dict(metadata or {})
-    metadata.update(_bases_record(path, net, metadata, adapter_seed))
+    metadata.update(_bases_record(path, head, metadata, adapter_seed))
     # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
     encoder = getattr(net, "encoder", None)
     tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -59,10 +71,10 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "lowdim_version": __version__,
-        "hyper_config": _dumps(net.config.to_dict()),
-        "space": net.space.name,
-        "space_config": _dumps(net.space.config.to_dict()),
-        "layers": _dumps([[layer.name, layer.out_features, layer.in_features] for layer in net.layers]),
+        "hyper_config": _dumps(head.config.to_dict()),
+        "space": head.space.name,
+        "space_config": _dumps(head.space.config.to_dict()),
+        "layers": _dumps([[layer.name, layer.out_features, layer.in_features] for layer in head.layers]),
         "encoder": str(getattr(encoder, "hub_id", "")),
         "encoder_config": _dumps(getattr(encoder, "config_dict", {})),
         "encoder_weights": "file" if getattr(encoder, "stored_in_file", True) else "package",
@@ -73,7 +85,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     return atomic_save(tensors, header, Path(path))
 
 
-def _bases_record(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any],
+def _bases_record(path: str | os.PathLike, net: HyperHead, metadata: Mapping[str, Any],
                   adapter_seed: Any) -> dict[str, Any]:
     """What ``save_hypernet`` adds to ``metadata``: the adapter seed as an integer, and its bases' checksum
     unless the caller recorded its own (the bases its training saw)."""
@@ -217,10 +229,10 @@ def load_hypernet(
         raise ConfigError(f"{path}: {config_problem(error, plugins=False)}") from None
     package = header.get("encoder_weights") == "package"
     check_offline(config.encoder, config.encoder_config, header.get("encoder_weights", "file"), encoder, path)
-    net = checked_build(lambda *args: build_hypernet(*args, registry), config, stored_space, stored["layers"],
+    net = checked_build(functools.partial(build_hypernet, registry=registry), config, stored_space, stored["layers"],
                         tensors, package, path)
     net.load_state_dict(tensors, strict=not package)
-    net.metadata = read.metadata
+    cast(HyperHead, net).metadata = read.metadata
     return net
 
 
@@ -247,7 +259,7 @@ def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
         raise LowdimError(f"{path}: incomplete or corrupted hypernetwork metadata ({error})") from None
 
 
-def _differences(stored: dict[str, Any], **expected: Any) -> list[str]:
+def _differences(stored: Mapping[str, Any], **expected: Any) -> list[str]:
     """One line per expectation that the file does not meet."""
     found = []
     if expected["model"] is not None and not _same_model(expected["model"], stored["model"]):
@@ -319,7 +331,7 @@ def _layer_differences(stored: list[LayerSpec], expected: list[LayerSpec]) -> li
     return [f"layers: {'; '.join(parts) or 'same layers in another order'}"]
 
 
-def _encoder_differences(stored: dict[str, Any], expected: Any) -> list[str]:
+def _encoder_differences(stored: Mapping[str, Any], expected: Any) -> list[str]:
     if isinstance(expected, str):
         if expected == stored["encoder"]:
             return []

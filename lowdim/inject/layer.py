@@ -5,6 +5,8 @@ The math lives in the spaces; these modules only own tensors and flags and route
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import Tensor, nn
 
@@ -12,7 +14,11 @@ from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject import factor_cache, state_guard
 from lowdim.inject.factor_cache import is_compiling
+from lowdim.inject.slot_types import BaseLayer, BufferDict, ParamDict, SlotDict
 from lowdim.spaces.base import LayerSpec, Space, Tensors
+
+if TYPE_CHECKING:
+    from lowdim.inject.stacked import _FrozenStack
 
 # The scale as a 0-dim fp32 buffer, which only a compiled forward reads: dynamo guards a float attribute's
 # value, so each new scale compiled the model again (the 9th fell back to eager, or failed with fullgraph=True),
@@ -75,11 +81,11 @@ class AdapterSlot(nn.Module):
         self.override: Tensors | None = None
         self._kept_factors: tuple[tuple, tuple[Tensor, Tensor] | None] | None = None
         self.step_factors: tuple[Tensor, Tensor] | None = None  # given for one forward by stacked_factors
-        self._frozen_stack = None  # stacked_factors' stack of this slot's group's frozen tensors
+        self._frozen_stack: _FrozenStack | None = None  # stacked_factors' stack of this slot's group's frozen tensors
         self._guard_state_dicts(bool(buffers))
 
     def __setattr__(self, name: str, value: object) -> None:
-        super().__setattr__(name, value)
+        super().__setattr__(name, value)  # type: ignore[arg-type]  # torch's stub: Tensor | Module; any value works
         if name == "scale":  # set_scale, load_adapter, relax_rank and lowdim_sd's parts all write it here
             self._mirror_scale()
 
@@ -120,7 +126,7 @@ class AdapterSlot(nn.Module):
     def tensors(self) -> Tensors:
         # The ParameterDict's own dict: its items() looks each key up through nn.Module.__getattr__, host
         # time that every adapted layer's forward paid (1.4 ms a step on SD1.5's 176 layers).
-        return self.override if self.override is not None else dict(self.params._parameters)
+        return self.override if self.override is not None else dict(cast(ParamDict, self.params._parameters))
 
     def _apply(self, fn, recurse: bool = True):
         """Moves reach the frozen bases, casts do not: ``model.half()`` must not round LiDB's bases (the
@@ -129,19 +135,21 @@ class AdapterSlot(nn.Module):
         Off the meta device (``to_empty()``) tensors come back as uninitialised memory. The bases are no
         state dict entry, so no load would restore them: they are made again from the seed here. The state
         records are, but a state dict may lack them, so they are written again at the next save or load."""
-        frozen = {name: self._buffers.pop(name) for name in self.buffer_names}
-        scale = self._buffers.pop(SCALE, None)  # made again from the float: fp32 whatever the cast, and set
-        records_on_meta = [name for name in self._written if self._buffers[name].is_meta]
+        buffers = cast(BufferDict, self._buffers)
+        frozen = {name: buffers.pop(name) for name in self.buffer_names}
+        scale = buffers.pop(SCALE, None)  # made again from the float: fp32 whatever the cast, and set
+        records_on_meta = [name for name in self._written if buffers[name].is_meta]
         super()._apply(fn, recurse)
+        buffers = cast(BufferDict, self._buffers)
         if scale is not None:
-            self._buffers[SCALE] = torch.tensor(float(self.scale), dtype=torch.float32, device=fn(scale).device)
+            buffers[SCALE] = torch.tensor(float(self.scale), dtype=torch.float32, device=fn(scale).device)
         for name, buffer in frozen.items():
             moved = fn(buffer)
-            self._buffers[name] = moved if moved.dtype == buffer.dtype else buffer.to(moved.device)
-        if any(buffer.is_meta and not self._buffers[name].is_meta for name, buffer in frozen.items()):
+            buffers[name] = moved if moved.dtype == buffer.dtype else buffer.to(moved.device)
+        if any(buffer.is_meta and not buffers[name].is_meta for name, buffer in frozen.items()):
             self._remake_bases()
         for name in records_on_meta:
-            if not self._buffers[name].is_meta:
+            if not buffers[name].is_meta:
                 del self._written[name]
         return self
 
@@ -151,12 +159,13 @@ class AdapterSlot(nn.Module):
             return
         with torch.device("cpu"):  # not a caller's meta-device context
             made = self.space.make_buffers(self.layer, seed)
+        buffers = cast(BufferDict, self._buffers)
         for name in self.buffer_names:
-            old = self._buffers[name]
-            self._buffers[name] = made[name].to(device=old.device, dtype=old.dtype)
+            old = buffers[name]
+            buffers[name] = made[name].to(device=old.device, dtype=old.dtype)
 
     def buffers_dict(self) -> Tensors:
-        buffers = self._buffers
+        buffers = cast(BufferDict, self._buffers)
         return {name: buffers[name] for name in self.buffer_names}
 
     @property
@@ -230,13 +239,15 @@ class AdapterLayer(nn.Module):
 
     is_lowdim_wrapper = True
     made = 0  # wrappers made so far in this process: code that keeps a model's wrappers knows when to look again
+    base_layer: BaseLayer
+    slots: SlotDict
 
-    def __init__(self, base_layer: nn.Module, name: str) -> None:
+    def __init__(self, base_layer: BaseLayer, name: str) -> None:
         super().__init__()
         AdapterLayer.made += 1
         self.base_layer = base_layer
         self.layer_name = name
-        self.slots = nn.ModuleDict()
+        self.slots = SlotDict()
         # Read by every forward: a plain attribute, not two properties that each look the base layer up.
         self._takes_rows = not isinstance(base_layer, (nn.Conv2d, nn.Embedding))
 
@@ -267,13 +278,16 @@ class AdapterLayer(nn.Module):
 
     @property
     def bias(self) -> Tensor | None:
-        return self.base_layer.bias
+        base = self.base_layer
+        if isinstance(base, nn.Embedding):  # as its own lookup would: no such attribute
+            raise AttributeError(f"layer {self.layer_name} wraps an nn.Embedding, which has no bias")
+        return base.bias
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in ("weight", "bias"):  # nn.Module would answer a Parameter with a bare KeyError
             raise LowdimError(f"layer {self.layer_name} carries an adapter, so its .{name} is what the model computes "
                               f"with (W + scale·ΔW), not a slot: assign layer.base_layer.{name} instead")
-        super().__setattr__(name, value)
+        super().__setattr__(name, value)  # type: ignore[arg-type]  # torch's stub: Tensor | Module; any value works
 
     def effective_weight(self) -> Tensor:
         """Base weight plus every live, unmerged update (the base Parameter itself when none is live).

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
 
 
 def check_loadable(name: str, kind: str, slots: Mapping[str, AdapterSlot],
-                   given: Mapping[str, Mapping[str, Tensor]], wanted: Mapping[str, Mapping[str, Tensor]]) -> None:
+                   given: Mapping[str, Mapping[str, Tensor]],
+                   wanted: Mapping[str, Mapping[str, Tensor] | nn.ParameterDict]) -> None:
     """Every layer of the adapter given, no other, and each of its ``kind`` (params or buffers) with the shape
     ``wanted`` has; otherwise one line naming the adapter and the first layer or tensor that is wrong."""
     missing, extra = sorted(set(slots) - set(given)), sorted(set(given) - set(slots))

@@ -23,6 +23,7 @@ from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.load_checks import check_loadable
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
+from lowdim.inject.slot_types import BaseLayer
 from lowdim.inject.space_checks import (
     check_buffers_come_from_the_seed,
     check_space_on_layer,
@@ -363,11 +364,11 @@ class Adapters:
         return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
 
 
-def _weight(module: nn.Module) -> Tensor:
+def _weight(module: BaseLayer | AdapterLayer) -> Tensor:
     return module.base_layer.weight if isinstance(module, AdapterLayer) else module.weight
 
 
-def _spec(layer_name: str, module: nn.Module) -> LayerSpec:
+def _spec(layer_name: str, module: BaseLayer | AdapterLayer) -> LayerSpec:
     weight = _weight(module)
     return LayerSpec(layer_name, weight.shape[0], weight.shape[1])
 

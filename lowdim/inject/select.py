@@ -15,6 +15,8 @@ from lowdim.errors import LowdimError
 if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at import, `lowdim --help` loads them
     from torch import nn
 
+    from lowdim.inject.slot_types import BaseLayer
+
 LAYER_TYPES = ("linear", "conv1x1")
 # Token embeddings are targets only when asked for by kind (Textual Inversion): a glob such as
 # "text_encoder.*" must keep meaning the linear layers it always meant.
@@ -51,7 +53,9 @@ class LayerSet:
 def split_patterns(text: str) -> list[str]:
     """'*.to_q, *.to_k' -> two patterns; a comma inside brackets, braces or parentheses belongs to its regex
     ('re:1[0-9]{0,1}' stays whole)."""
-    patterns, current, depth = [], [], 0
+    patterns: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         depth += (char in "([{") - (char in ")]}")
         if char == "," and depth <= 0:
@@ -100,7 +104,10 @@ def layer_kind(module: nn.Module) -> str | None:
     return None
 
 
-def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> list[tuple[str, nn.Module]]:
+def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> list[tuple[str, BaseLayer]]:
+    """(name, layer) of each adaptable layer in model order; a wrapped one's own layer, under the wrapper's name."""
+    from lowdim.inject.slot_types import BaseLayer
+
     wanted = set(types)
     found = []
     # nn.MultiheadAttention never calls out_proj, it reads out_proj.weight. A wrapper would hand it the
@@ -114,7 +121,7 @@ def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> li
             module = module.base_layer
         if not name or name.endswith(".base_layer"):
             continue  # the root module cannot be swapped in place; wrappers' inner layers are not targets
-        if layer_kind(module) in wanted:
+        if isinstance(module, BaseLayer) and layer_kind(module) in wanted:  # layer_kind names only these
             found.append((name, module))
     return found
 
@@ -126,7 +133,7 @@ def _opaque_layers(model: nn.Module) -> set[str]:
             for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)}
 
 
-def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, nn.Module]]:
+def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, BaseLayer]]:
     """Matching (name, module) pairs in model order; a pattern that matches nothing is an error."""
     from torch import nn
 

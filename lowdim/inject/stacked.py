@@ -26,13 +26,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
+from lowdim.inject.slot_types import BufferDict, ParamDict
 from lowdim.spaces.base import Tensors
 
 Factors = tuple[Tensor, Tensor]
@@ -130,8 +131,8 @@ def _frozen_stack(group: _Group) -> _FrozenStack:
 
 
 def _frozen_tensors(slot: AdapterSlot, group: _Group) -> list[Tensor]:
-    params = slot.params._parameters
-    return [params[name] for name in group.frozen_params] + list(slot._buffers.values())
+    params = cast(ParamDict, slot.params._parameters)
+    return [params[name] for name in group.frozen_params] + list(cast(BufferDict, slot._buffers).values())
 
 
 def _signature(group: _Group) -> tuple:
@@ -202,7 +203,7 @@ def _refuse_checkpointing(model: nn.Module) -> None:
 def _group_key(slot: AdapterSlot, dtype: torch.dtype) -> tuple | None:
     """What slots must share to be stacked (None: this one does not train). Read from the modules' own
     dicts, since this runs for every slot at every call."""
-    params, buffers = slot.params._parameters, slot._buffers
+    params, buffers = cast(ParamDict, slot.params._parameters), cast(BufferDict, slot._buffers)
     if not any(param.requires_grad for param in params.values()):
         return None
     return (dtype, id(slot.space), slot.frozen_merged_scale is not None,

@@ -12,14 +12,18 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import struct
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
+from lowdim.inject.slot_types import BufferDict
+
+if TYPE_CHECKING:
+    from lowdim.inject.layer import AdapterSlot
 
 BASES = "lowdim_bases"  # the frozen bases' checksum (F.basis_checksum) as a signed 64-bit integer
 MERGED = "lowdim_merged"  # float64 bits of (merged_scale, frozen_merged_scale), NaN for "not merged"
@@ -69,17 +73,18 @@ def bases_fingerprint(slot: Any) -> int:
     return slot._fingerprint[1]
 
 
-def refresh(slot: nn.Module) -> None:
+def refresh(slot: AdapterSlot) -> None:
     """Write the slot's current state into its buffers (a merge or a new basis changes it after injection)."""
     values: dict[str, Any] = {MERGED: list(merged_codes(slot))}
     if BASES in slot._buffers:
         values[BASES] = bases_fingerprint(slot)
+    buffers = cast(BufferDict, slot._buffers)
     for name, value in values.items():
-        old = slot._buffers[name]
+        old = buffers[name]
         if old.is_meta or slot._written.get(name) == value:
             continue
         # A new tensor, not an in-place write: the old one may have been made under torch.inference_mode.
-        slot._buffers[name] = torch.tensor(value, dtype=torch.int64, device=old.device)
+        buffers[name] = torch.tensor(value, dtype=torch.int64, device=old.device)
         slot._written[name] = value
 
 
@@ -92,7 +97,7 @@ def _incoming(state_dict: dict[str, Any], key: str) -> list[int] | int | None:
     return value.tolist()
 
 
-def _merged_words(codes: tuple[int, int]) -> str:
+def _merged_words(codes: Sequence[int]) -> str:
     merged, frozen = _scale(codes[0]), _scale(codes[1])
     if merged is not None:
         return f"merged into the base weight at scale {merged:g}"

@@ -23,8 +23,9 @@ import random
 import types
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -33,6 +34,7 @@ from lowdim import functional as F
 from lowdim.errors import ConfigError
 
 Tensors = dict[str, Tensor]
+_Config = TypeVar("_Config", bound="SpaceConfig")
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class SpaceConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], space_name: str = "") -> SpaceConfig:
+    def from_dict(cls: type[_Config], values: Mapping[str, Any], space_name: str = "") -> _Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

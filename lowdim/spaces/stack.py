@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -76,7 +76,8 @@ class StackSpace(Space):
 
     @classmethod
     def build(cls, config: SpaceConfig, registry: SpaceMaker) -> StackSpace:
-        return cls(config, registry=registry)
+        # cast: the registry makes ``config`` from config_class (a StackConfig); Space.__init__ refuses any other
+        return cls(cast(StackConfig, config), registry=registry)
 
     @classmethod
     def of(cls, frozen: list[tuple[Space, int | None]], trainable: Space, merge_frozen: bool = False) -> StackSpace:
@@ -149,7 +150,8 @@ class StackSpace(Space):
         return F.concat_factors(self.component_factors(params, buffers))
 
     def delta(self, params: Tensors, buffers: Tensors) -> Tensor:
-        return sum(F.lowrank_delta(d, u) for d, u in self.component_factors(params, buffers))
+        first, *rest = (F.lowrank_delta(d, u) for d, u in self.component_factors(params, buffers))
+        return sum(rest, first)
 
     def trainable_factors(self, params: Tensors, buffers: Tensors) -> tuple[Tensor, Tensor]:
         # Every forward of fast finetuning asks for this: the merged frozen part is not recomputed.

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 import lowdim
 from lowdim import functional as F
+from lowdim.inject.layer import AdapterParams
 from lowdim.plugins import PluginWarning
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.testing.references import reference_delta
@@ -112,7 +113,8 @@ class Injected:
         self.model.to(self.dtype)  # params follow; frozen bases stay fp32, and fp32 values are exact in fp64
         self.x = torch.randn(6, case["layer"].in_features, dtype=self.dtype)
 
-    def weights(self) -> dict[str, Tensor]:
+    def weights(self) -> dict[str, AdapterParams]:
+        """Layer name -> the adapter's own Parameters there."""
         return {name: slot.params for name, slot in self.adapters.slots("default").items()}
 
     def reference(self, x: Tensor, params: dict[str, dict[str, Tensor]] | None = None) -> Tensor:

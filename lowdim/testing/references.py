@@ -11,21 +11,25 @@ but not single-sample math that is wrong. A plugin adds its paper's formula with
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor
 
 from lowdim import functional as F
 from lowdim.spaces.base import Space
+from lowdim.spaces.lora import LoraConfig
 from lowdim.spaces.stack import StackSpace
 
 Tensors = dict[str, Tensor]
 Formula = Callable[[Space, Tensors, Tensors], Tensor]
 
 
+# A formula is looked up by its space's name, so it is given that space; Formula cannot say which (cast).
 def _lora(space: Space, p: Tensors, b: Tensors) -> Tensor:
-    alpha = space.config.alpha if space.config.alpha is not None else space.config.rank
-    return alpha / space.config.rank * p["up"] @ p["down"]  # Hu et al. 2021: (α/r)·B·A
+    config = cast(LoraConfig, space.config)
+    alpha = config.alpha if config.alpha is not None else config.rank
+    return alpha / config.rank * p["up"] @ p["down"]  # Hu et al. 2021: (α/r)·B·A
 
 
 def _lidb(space: Space, p: Tensors, b: Tensors) -> Tensor:
@@ -45,7 +49,7 @@ def _ti(space: Space, p: Tensors, b: Tensors) -> Tensor:
 
 def _stack(space: Space, p: Tensors, b: Tensors) -> Tensor:
     parts = [reference_delta(component, StackSpace.component_tensors(p, i), StackSpace.component_tensors(b, i))
-             for i, component in enumerate(space.components)]
+             for i, component in enumerate(cast(StackSpace, space).components)]
     return sum(parts[1:], parts[0])  # HyperDreamBooth §4.3: the components' updates add
 
 

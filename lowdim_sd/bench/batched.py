@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -21,7 +21,7 @@ from lowdim.files import atomic_write
 from lowdim_sd.bench.methods import Method, Personalized, get_method
 
 if TYPE_CHECKING:
-    from lowdim_sd.bench.quality import QualityJob, Task
+    from lowdim_sd.bench.quality_job import QualityJob, Task
 
 
 def batchable(method: Method) -> bool:
@@ -52,7 +52,7 @@ def keep_adapter(out: Path, method: str, identity: str, done: Personalized, devi
     this file instead of training it again."""
     target = adapter_path(out, method, identity)
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda temp: shutil.copyfile(done.file, temp))
+    atomic_write(target, lambda temp: shutil.copyfile(done.kept_file(), temp))
     record = json.dumps({"seconds": done.seconds, "batch": 1, "device": device, "looks": done.looks})
     atomic_write(target.with_suffix(".json"), lambda temp: Path(temp).write_text(record))  # last: it marks it done
 
@@ -70,6 +70,7 @@ def train_batched(job: QualityJob, tasks: list[Task], batch_subjects: int) -> No
 
 def _train_chunk(job, method: Method, chunk: list) -> None:
     import lowdim
+    from lowdim.spaces.ti import TextualInversionConfig
     from lowdim_sd.images import load_image
     from lowdim_sd.loading import load_sd
     from lowdim_sd.modes import adapter_trainable, resolve_layers
@@ -86,7 +87,8 @@ def _train_chunk(job, method: Method, chunk: list) -> None:
         space, token = lowdim.get_space(method.space, options), job.token
         if method.kind == "ti":  # the same recipe as methods._textual_inversion, K subjects' vectors at once
             trainable = ti_trainable(model, space, token=job.token, seed=job.seed, subject_names=names)
-            token = prompt_token(job.token, space.config.vectors)
+            vectors = cast(TextualInversionConfig, space.config).vectors  # get_space's type is any space's
+            token = prompt_token(job.token, vectors)
         else:
             trainable = adapter_trainable(model, space, resolve_layers(None, job.model), seed=job.seed,
                                           subject_names=names, token=job.token)

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from lowdim.errors import LowdimError
 from lowdim_sd.draw_parts import DRAW_SYNTAX, DrawParts, describe_draw, parse_draw
 from lowdim_sd.loading import SDModel
-from lowdim_sd.train import Subject, TrainConfig, train
+from lowdim_sd.train import Subject, Trainable, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,12 @@ class Personalized:
     seconds: float
     looks: str = ""  # --describe rows: the words put after "[V] <noun>" in every prompt
 
+    def kept_file(self) -> Path:
+        """``file``, of a row that keeps one: every row but the base model's."""
+        if self.file is None:
+            raise RuntimeError("the base model's row keeps no file")
+        return self.file
+
 
 def personalize_subject(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                         hypernet: Path | None, token: str = "sks", seed: int = 0) -> Personalized:
@@ -268,6 +275,7 @@ def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_di
     import lowdim
     from lowdim_sd.modes import FullTrainable, adapter_trainable, resolve_layers
 
+    trainable: Trainable
     if method.full:
         trainable = FullTrainable(model, train_text_encoder=True)
     else:
@@ -284,12 +292,14 @@ def _textual_inversion(model: SDModel, method: Method, reference: torch.Tensor, 
                        token: str, seed: int) -> Path:
     """Gal et al. 2022 on one image: new vectors for [V], the model itself frozen."""
     import lowdim
+    from lowdim.spaces.ti import TextualInversionConfig
     from lowdim_sd.textual_inversion import prompt_token, ti_trainable
 
     space = lowdim.get_space("ti")
+    vectors = cast(TextualInversionConfig, space.config).vectors  # get_space's type is any space's
     trainable = ti_trainable(model, space, token=token, seed=seed)
     config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 5e-3,
-                         token=prompt_token(token, space.config.vectors), seed=seed)
+                         token=prompt_token(token, vectors), seed=seed)
     return train(model, [Subject(reference[None], seed)], trainable, config, out_dir=work_dir,
                  progress=False, continue_with=None).outputs[0]
 

@@ -12,7 +12,7 @@ import random
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ import torch
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
-from lowdim.metrics import MetricUnavailable, Sample
+from lowdim.metrics import Metric, MetricUnavailable, Sample
 from lowdim_sd.bench.methods import (
     Personalized,
     get_method,
@@ -28,6 +28,8 @@ from lowdim_sd.bench.methods import (
     personalize_subject,
     trained_row,
 )
+from lowdim_sd.bench.quality_job import DEFAULT_METRICS as DEFAULT_METRICS  # read from here by callers
+from lowdim_sd.bench.quality_job import QualityJob, Task
 from lowdim_sd.bench.quality_rows import check_rows
 from lowdim_sd.bench.report import check_gallery
 from lowdim_sd.bench.stored import (
@@ -46,41 +48,7 @@ from lowdim_sd.runs import RERUN, Interrupted
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
 
-DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
 RESULT_VERSION = 1
-
-
-@dataclass
-class QualityJob:
-    identities: Path | None  # a flat folder: one reference image per held-out identity (tabulating: optional)
-    model: str = "tinyfaces"
-    model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
-    out: Path = Path("bench-quality")
-    methods: list[str] | None = None  # None: every row the model can run (check_job fills it in)
-    prompts: list[str] | None = None  # default: the backend's bench_prompts
-    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    hypernet: Path | None = None
-    limit: int | None = None  # use only the first N identities (sorted by name)
-    token: str = "sks"
-    seed: int = 0
-    sample_steps: int = 25
-    guidance: float = 4.0
-    workers: int = 1
-    batch_subjects: int = 1  # > 1: adapter DreamBooth and TI rows train this many identities at once (same result)
-    threads: int | None = None  # torch threads per worker (default: cores / workers)
-    device: str = "auto"
-    dtype: str = "fp32"
-    gallery_identities: int = 4  # rows of gallery.png
-    gallery_prompts: list[int] | None = None  # its columns, prompt numbers; None: 0, 3, 5 of those there are
-    gallery_methods: list[str] | None = None  # the rows shown (default: every row with results)
-    left_out: dict[str, str] = field(default_factory=dict)  # default rows check_job left out, and why
-
-
-@dataclass(frozen=True)
-class Task:
-    method: str
-    identity: str
-    reference: str
 
 
 def shipped_hypernet(model: str) -> Path | None:
@@ -116,8 +84,8 @@ def plan(job: QualityJob, run: bool = True) -> list[Task]:
     from lowdim_sd.images import collect_images
 
     if not run and (job.identities is None or not Path(job.identities).is_dir()):
-        parse_methods(",".join(job.methods))
-        return [Task(m, name, "") for name in stored_identities(job) for m in job.methods]
+        parse_methods(",".join(job.checked_methods()))
+        return [Task(m, name, "") for name in stored_identities(job) for m in job.checked_methods()]
     if job.identities is None:
         raise LowdimError("-i/--identities is needed to run the benchmark (only --no-run tabulates without it)")
     if not Path(job.identities).is_dir():
@@ -125,8 +93,8 @@ def plan(job: QualityJob, run: bool = True) -> list[Task]:
     references = collect_images(job.identities)[: job.limit]
     if not references:
         raise LowdimError(f"{job.identities}: no reference images in this folder (one per identity)")
-    parse_methods(",".join(job.methods))
-    tasks = [Task(m, ref.stem, str(ref)) for ref in references for m in job.methods]
+    parse_methods(",".join(job.checked_methods()))
+    tasks = [Task(m, ref.stem, str(ref)) for ref in references for m in job.checked_methods()]
     random.Random(job.seed).shuffle(tasks)  # methods interleave, so workers share the machine evenly
     # Rows drawn from another row's file last, so that file is mostly written by then instead of waited for.
     return sorted(tasks, key=lambda task: trained_row(task.method) != task.method)
@@ -139,7 +107,7 @@ def result_path(out: Path, task: Task) -> Path:
 def stored_identities(job: QualityJob) -> list[str]:
     """The identities with a result of any of the job's rows, sorted, the first ``limit`` of them."""
     results = Path(job.out) / "results"
-    names = {path.stem for method in job.methods for path in (results / method).glob("*.json")}
+    names = {path.stem for method in job.checked_methods() for path in (results / method).glob("*.json")}
     return sorted(names)[: job.limit]
 
 
@@ -271,11 +239,11 @@ def stored_results(job: QualityJob, tasks: list[Task]) -> list[dict]:
 
 
 # -- one task, in whichever process runs it -------------------------------------------------------
-_METRICS: dict[str, object] = {}
+_METRICS: dict[str, Metric] = {}
 _SKIPPED: dict[str, str] = {}
 
 
-def load_metrics(names: list[str]) -> tuple[dict[str, object], dict[str, str]]:
+def load_metrics(names: list[str]) -> tuple[dict[str, Metric], dict[str, str]]:
     """Registered metrics by name, loaded once per process; unavailable ones are skipped with the reason."""
     from lowdim.registry import get_registry
 
@@ -328,7 +296,7 @@ def _personalize(job: QualityJob, task: Task, model, reference, work: Path) -> P
     if ready is None:
         ready, trained_here = row_adapter(job.out, trained_as, task.identity, task.method, train)
     if not trained_here:
-        attach_adapters(model, [(ready.file, 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
+        attach_adapters(model, [(ready.kept_file(), 1.0)])  # as `lowdim generate` loads it: a TI file as an embedding
     return ready
 
 
@@ -349,8 +317,8 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
         done = _personalize(job, task, model, reference, work)
         if method.drawn_from_file:  # as a user draws the file: a fresh model, the adapter at that scale
             model = load_sd(job.model, job.device, job.dtype, job.model_config)
-            attach_adapters(model, [(done.file, method.adapter_scale)])
-        prompts = [with_looks(prompt, done.looks) for prompt in job.prompts]
+            attach_adapters(model, [(done.kept_file(), method.adapter_scale)])
+        prompts = [with_looks(prompt, done.looks) for prompt in job.checked_prompts()]
         images = generate_batch(model, job, prompts, method.parts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -361,11 +329,12 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     samples = [Sample(image, (reference_image,), prompt.replace("[V]", job.token), job.token)
                for image, prompt in zip(images, prompts, strict=True)]
     metrics, skipped = load_metrics(job.metrics)
+    # A row that uses the hypernetwork has one (personalize_subject refuses it otherwise).
+    hypernet = job.hypernet if method.kind == "hyper" and method.use_hypernet else None
     record = {"method": task.method, "identity": task.identity, "reference": task.reference,
               "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device), "looks": done.looks,
-              "hypernet": str(job.hypernet) if method.kind == "hyper" and method.use_hypernet else None,
-              "hypernet_sha256": hypernet_digest(job.hypernet) if method.kind == "hyper" and method.use_hypernet
-              else None,
+              "hypernet": str(hypernet) if hypernet is not None else None,
+              "hypernet_sha256": hypernet_digest(hypernet) if hypernet is not None else None,
               **scores_of(metrics, samples),
               "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
     write_json(result_path(job.out, task), record)
@@ -391,7 +360,7 @@ def generate_batch(model: SDModel, job: QualityJob, prompts: list[str] | None = 
     from lowdim_sd.generate import set_scheduler
 
     set_scheduler(model, "ddim")  # as `lowdim generate` does by default
-    prompts = [p.replace("[V]", job.token) for p in (prompts or job.prompts)]
+    prompts = [p.replace("[V]", job.token) for p in (prompts or job.checked_prompts())]
     generators = [torch.Generator().manual_seed(job.seed + k) for k in range(len(prompts))]
     with drawing_parts(model, parts, job.sample_steps) as callback:
         return model.pipe(prompts, num_inference_steps=job.sample_steps, guidance_scale=job.guidance,

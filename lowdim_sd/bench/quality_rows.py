@@ -17,7 +17,7 @@ from lowdim_sd.bench import methods as bench_methods  # METHODS read at call tim
 from lowdim_sd.bench.methods import find_method, get_method, model_describer
 
 if TYPE_CHECKING:
-    from lowdim_sd.bench.quality import QualityJob
+    from lowdim_sd.bench.quality_job import QualityJob
 
 
 def check_rows(job: QualityJob, run: bool = True) -> None:
@@ -58,7 +58,7 @@ def check_repeating_rows(job: QualityJob, defaulted: bool) -> None:
     from lowdim_sd.bench.quality import shipped_hypernet
 
     path = job.hypernet or shipped_hypernet(job.model)
-    k1 = [name for name in job.methods if _one_iteration(name)]
+    k1 = [name for name in job.checked_methods() if _one_iteration(name)]
     if not k1 or path is None or not Path(path).is_file():  # no hypernetwork: those rows are refused later
         return
     from lowdim.hyper.storage import read_hypernet
@@ -69,7 +69,7 @@ def check_repeating_rows(job: QualityJob, defaulted: bool) -> None:
     if not defaulted:
         raise LowdimError(f"method '{k1[0]}' would repeat '{k1[0].replace('-k1', '', 1)}' exactly: {why}; "
                           f"leave it out of --methods")
-    job.methods = [name for name in job.methods if name not in k1]
+    job.methods = [name for name in job.checked_methods() if name not in k1]
     # Said by prepare once the job is known to run: a note above a bad -i's error line would bury it.
     job.left_out["ours-k1"] = f"{why}, so Ours (k=1) would repeat Ours exactly"
 

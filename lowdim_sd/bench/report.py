@@ -19,7 +19,7 @@ from lowdim.files import atomic_write
 from lowdim_sd.bench.methods import method_label
 
 if TYPE_CHECKING:
-    from lowdim_sd.bench.quality import QualityJob
+    from lowdim_sd.bench.quality_job import QualityJob
 
 
 @dataclass
@@ -179,12 +179,14 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
     paths = [out / "table.md", out / "table.json"]
     paths += write_frontier(out, rows, columns, axis_of or registered_axis)
     gallery_methods = job.gallery_methods if gallery_methods is None else gallery_methods
-    shown = [m for m in gallery_methods if m in job.methods] if gallery_methods else \
-        [m for m in job.methods if any(r["method"] == m for r in results)]
+    rows_run = job.checked_methods()
+    shown = [m for m in gallery_methods if m in rows_run] if gallery_methods else \
+        [m for m in rows_run if any(r["method"] == m for r in results)]
     identities = job.gallery_identities if gallery_identities is None else gallery_identities
-    numbers = job.gallery_prompts if gallery_prompts is None else gallery_prompts
-    numbers = list(DEFAULT_GALLERY_PROMPTS if numbers is None else numbers)  # a job check_job never saw
-    return paths + write_gallery(out, job.prompts, results, shown, identities, numbers)
+    asked = job.gallery_prompts if gallery_prompts is None else gallery_prompts
+    # Numbers: check_gallery refused any other part (a job check_job never saw has the default).
+    numbers = [int(k) for k in (DEFAULT_GALLERY_PROMPTS if asked is None else asked)]
+    return paths + write_gallery(out, job.checked_prompts(), results, shown, identities, numbers)
 
 
 DEFAULT_GALLERY_PROMPTS = (0, 3, 5)
@@ -197,11 +199,12 @@ def check_gallery(job: QualityJob) -> None:
 
     if job.gallery_identities < 1:
         raise LowdimError(f"--gallery-identities must be at least 1; got {job.gallery_identities}")
+    prompts = job.checked_prompts()
     if job.gallery_prompts is None:  # the default fits any prompt list; only numbers asked for must exist
-        job.gallery_prompts = [k for k in DEFAULT_GALLERY_PROMPTS if k < len(job.prompts)]
+        job.gallery_prompts = [k for k in DEFAULT_GALLERY_PROMPTS if k < len(prompts)]
     for number in job.gallery_prompts:
-        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(job.prompts):
-            raise LowdimError(f"--gallery-prompts: '{number}' is not a prompt number (0 to {len(job.prompts) - 1})")
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(prompts):
+            raise LowdimError(f"--gallery-prompts: '{number}' is not a prompt number (0 to {len(prompts) - 1})")
     try:
         parse_methods(",".join(job.gallery_methods or []))
     except LowdimError as error:

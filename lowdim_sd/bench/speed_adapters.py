@@ -43,7 +43,8 @@ def engine_step(ctx: SpeedContext, model: SDModel, parameters: list) -> Callable
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         denoising_losses(model, [subject], config, next(counter), 0, ids).sum().backward()
-        clip_per_subject(holder, config.max_grad_norm)
+        if config.max_grad_norm:  # as train's step: None clips nothing
+            clip_per_subject(holder, config.max_grad_norm)
         optimizer.step()
 
     return step

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 import lowdim
 from lowdim_sd import defaults
@@ -24,6 +23,7 @@ from lowdim_sd.bench.speed_timing import Clock, peak_memory, record, side_by_sid
 from lowdim_sd.loading import SDModel, load_sd
 
 if TYPE_CHECKING:
+    from lowdim.hyper import HyperNetwork
     from lowdim_sd.modes import AdapterTrainable
     from lowdim_sd.train import Trainable
 
@@ -42,7 +42,7 @@ class SpeedContext:
     photo_note: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     _model: SDModel | None = None
-    _hypernet: nn.Module | None = None
+    _hypernet: HyperNetwork | None = None
     _prediction: dict | None = None
 
     @property
@@ -78,7 +78,7 @@ class SpeedContext:
             return load_image(self.photo, side)
         return torch.rand(3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
-    def hypernet(self) -> nn.Module:
+    def hypernet(self) -> HyperNetwork:
         """A hypernetwork of the paper's architecture (scale's ViT encoder) for this model's layers, on the device."""
         if self._hypernet is None:
             from lowdim.hyper import HyperConfig, HyperNetwork
@@ -235,7 +235,7 @@ def measure_finetune_graphs(ctx: SpeedContext) -> dict:
     label = ctx.label("finetune_graphs")
     if ctx.device.type != "cuda":
         return {"finetune_graphs": skipped(label, "CUDA graphs need a CUDA GPU", retry=False)}
-    runs = {}
+    runs: dict[bool, list[float]] = {}  # each run's losses, by whether it replays CUDA graphs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for graphs in (False, True):

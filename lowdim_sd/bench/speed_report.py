@@ -69,7 +69,8 @@ class Term:
 
     def value(self, seconds: dict[str, float | None]) -> float | None:
         parts = [seconds.get(key) for key in self.keys]
-        return None if any(part is None for part in parts) else self.factor * sum(parts)
+        measured = [part for part in parts if part is not None]
+        return self.factor * sum(measured) if len(measured) == len(parts) else None
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Goal:
         return None
 
     def met(self, value: float | None, settings: Settings) -> bool | None:
-        if self.unjudged(value, settings):
+        if value is None or self.unjudged(value, settings):  # unjudged: None is "not measured"
             return None
         if self.op == "~":
             return abs(value - self.bound) <= NOISE

@@ -196,7 +196,8 @@ def _csv_rows(path: Path, reader: Any) -> tuple[list[str], list[tuple[int, dict[
     would otherwise make errors point above the row they are about.
     """
     header: list[str] = []
-    rows, end = [], 0
+    rows: list[tuple[int, dict[str, str]]] = []
+    end = 0
     while True:
         start = end + 1
         try:
@@ -266,12 +267,13 @@ class _References:
         self._max_side = CROP_MAX_SIDE if crop else MAX_SIDE
 
     def load(self, paths: Sequence[Path]) -> tuple[Image.Image, ...]:
-        images = []
+        images: list[Image.Image] = []
         for path in _expand(paths):
             if path not in self._cache:
                 self._cache[path] = self._open(path)
-            if self._cache[path] is not None:
-                images.append(self._cache[path])
+            image = self._cache[path]
+            if image is not None:
+                images.append(image)
         return tuple(images)
 
     def opened(self) -> list[Path]:

@@ -35,10 +35,10 @@ class EvalJob:
         self.folder = as_path(self.folder, "EvalJob", "folder")
         if isinstance(self.metrics, str):  # a notebook's "tinyfaces-identity": a name, not its letters one by one
             self.metrics = parse_metric_names(self.metrics)
-        references = self.references
-        if isinstance(references, (str, bytes, os.PathLike)) or not isinstance(references, Iterable):
-            references = (references,)  # one file or folder; a number is refused by as_path below, by its type
-        self.references = tuple(as_path(item, "EvalJob", "references") for item in references)
+        given: object = self.references  # as the caller passed it: a tuple, or one str or path
+        if isinstance(given, (str, bytes, os.PathLike)) or not isinstance(given, Iterable):
+            given = (given,)  # one file or folder; a number is refused by as_path below, by its type
+        self.references = tuple(as_path(item, "EvalJob", "references") for item in given)
 
 
 # Called with the number of scoring steps; returns the callback that advances by n.

@@ -274,6 +274,10 @@ def notes_of(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     return list(dict.fromkeys(str(w.message) for w in caught if not issubclass(w.category, _LIBRARY_CHATTER)))
 
 
+def _write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+
+
 def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
     """Write ``out/eval.json`` and ``out/eval.md`` (each atomically: temp file, then rename)."""
     out = Path(out)
@@ -282,8 +286,7 @@ def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in (("eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
                            ("eval.md", report.to_markdown())):
-            written.append(atomic_write(out / name,
-                                        lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8")))
+            written.append(_write_text(out / name, text))
     except OSError as error:
         raise LowdimError(f"could not write the report into {out}: {error.strerror or error}") from None
     return written[0], written[1]

@@ -78,11 +78,12 @@ def as_number(value: object) -> int | float | None:
         return None
     if isinstance(value, (int, float)):
         return value
-    for kind in (int, float) if isinstance(value, str) else ():
-        try:
-            return kind(value.strip())
-        except ValueError:
-            pass
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value.strip())
+            except ValueError:
+                pass
     return None
 
 

@@ -7,6 +7,8 @@ studio is busy) or stopped is no mistake: its line goes in the stages box (``job
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
@@ -81,6 +83,7 @@ def shown(record: RunRecord) -> tuple:
     gallery = [(str(path), caption) for path, caption in record.gallery]
     files = [str(path) for path in record.downloads.values()]
     runs = list_runs(record.folder.parent)
+    prompt: str | dict[str, Any]  # the phrase, or Gradio's "leave the prompt as it is"
     try:
         prompt = default_prompt(record.adapter)
     except LowdimError:  # an adapter damaged since: the run still shows; Draw names the problem when pressed
@@ -174,7 +177,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     handlers = PersonalizeHandlers(studio)
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).
-    unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
+    unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}
     photo.change(show_photo, [photo, model], [crop, crop_note, face], **unlimited)
     model.change(show_model, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)

@@ -3,6 +3,8 @@ file to draw instead of a run's (``drawing`` does the work; this lays it out and
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from lowdim.errors import LowdimError
@@ -88,7 +90,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
                            owner=session(request))  # its tab's closing stops it
         return made, gr.update()  # the stages box keeps the run's stage times
 
-    unlimited = {"concurrency_limit": None, "trigger_mode": "multiple"}
+    unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
     adapter.change(use_adapter, [adapter, model], [current, prompt, drawing], **unlimited)
     draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], outputs, **unlimited)
     return prompt, drawing

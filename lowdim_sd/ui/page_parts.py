@@ -8,13 +8,18 @@ import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd.ui.checks import in_page_terms, whole_number
 from lowdim_sd.ui.studio import Busy, Stopped
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+Model = TypeVar("Model", bound="BaseModel")
 
 
 def Slider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - stands for gr.Slider in the layout
@@ -34,11 +39,12 @@ def File(name: str, **kwargs: Any) -> gr.File:  # noqa: N802 - stands for gr.Fil
     value that is no uploaded file (only a client other than the page sends one) is refused in one line naming
     the control ``name``, not in pydantic's three lines with a traceback on the server's terminal."""
     component = gr.File(**kwargs)
-    component.data_model = _named_files(component.data_model, name)
+    if component.data_model is not None:  # FileData or ListFiles: a File always has one
+        component.data_model = _named_files(component.data_model, name)
     return component
 
 
-def _named_files(model: type, name: str) -> type:
+def _named_files(model: type[Model], name: str) -> type[Model]:
     """``model`` (Gradio's FileData, or ListFiles for a list of files) under its own name, so its schema, which
     clients read, is Gradio's own; its refusal is a ``gr.Error``, which Gradio passes on without a traceback
     (pydantic wraps only a validator's ValueError, so this is raised around the validation, not in it)."""
@@ -48,13 +54,15 @@ def _named_files(model: type, name: str) -> type:
 
     def model_validate(cls, value: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return model.model_validate.__func__(cls, value, *args, **kwargs)
+            return super(named, cls).model_validate(value, *args, **kwargs)  # the model's own, for cls
         except ValidationError:
             raise gr.Error(_not_uploaded(name, many, value), print_exception=False) from None
 
     namespace = {"__module__": model.__module__, "__doc__": model.__doc__,
                  "model_validate": classmethod(model_validate)}
-    return type(model)(model.__name__, (model,), namespace)
+    metaclass: Callable[..., type] = type(model)  # pydantic's, which builds the subclass as Gradio's are built
+    named = cast("type[Model]", metaclass(model.__name__, (model,), namespace))  # a class made at run time
+    return named
 
 
 def _not_uploaded(name: str, many: bool, value: Any) -> str:
@@ -87,7 +95,7 @@ def counted_inputs(page: gr.Blocks) -> None:
                            print_exception=False)
         gradios(block_fn, inputs)
 
-    page.validate_inputs = validate_inputs
+    page.validate_inputs = validate_inputs  # type: ignore[method-assign]  # gradio's method, on this page only
 
 
 def _control_name(block: Any) -> str:
@@ -137,7 +145,7 @@ def job_on_page(outputs: list[gr.components.Component],
             except (Busy, Stopped) as error:
                 line = page_line(first_line(error))
                 toast(line)
-                values = [gr.update()] * len(outputs)
+                values: list[dict[str, Any] | str] = [gr.update()] * len(outputs)
                 values[place] = line
                 return values[0] if len(values) == 1 else tuple(values)
         return wrapped
@@ -216,6 +224,8 @@ def cancel_watch() -> Callable[[], bool]:
     blocks, event_id, seen = LocalContext.blocks.get(None), LocalContext.event_id.get(None), [False]
 
     def cancelled() -> bool:
+        if blocks is None:  # no Gradio event here: never cancelled
+            return False
         try:
             active = any(event._id == event_id for events in blocks._queue.active_jobs if events for event in events)
         except Exception:  # noqa: BLE001 - another Gradio's queue: no way to tell, so never cancelled

@@ -98,7 +98,7 @@ def chosen_run(out: Path, name: object) -> RunRecord:
     and name no control), and a client other than the page may send a name it never listed: one line."""
     if not name:
         raise LowdimError("pick an earlier run first")
-    if not is_run(out, name):
+    if not (isinstance(name, str) and is_run(out, name)):  # is_run refuses a non-str too: said here for read_run
         raise NotOffered(f"Earlier runs has no run {name!r}: pick one it lists (the finished runs in {out})")
     return read_run(out, name)
 

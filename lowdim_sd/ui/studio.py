@@ -249,7 +249,7 @@ class Studio:
             if not isinstance(value, str):  # the prompt would reach eval as the prompts file's fault, a file of ours
                 raise LowdimError(f"{label} must be text, got {value!r}")
         reference = check_photo(reference)
-        images = [check_photo(path) for path in images]
+        photos = [check_photo(path) for path in images]
         names = parse_metric_names(metrics) if metrics.strip() else metrics_for(self.config.model)
         hear = self._heard(listener)
 
@@ -264,7 +264,7 @@ class Studio:
 
         with self.job("scoring", owner), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
             job = EvalJob(Path(folder), names, (reference,), token, device=self.config.device)
-            return _scored(job, images, prompt, progress)
+            return _scored(job, photos, prompt, progress)
 
 
 def _scored(job: EvalJob, images: list[Path], prompt: str, progress: Callable) -> str:
@@ -355,7 +355,8 @@ def run_notes(caught: list[warnings.WarningMessage], work: Path, final: Path) ->
     renamed to once done (the hidden one is gone by the time the note is read)."""
     notes = []
     for warning in caught:
-        note = first_line(warning.message)
+        message = warning.message  # a Warning: warnings.warn makes one of a str
+        note = first_line(message if isinstance(message, Warning) else Warning(message))
         for spelling in sorted({str(work), str(work.resolve())}, key=len, reverse=True):
             note = note.replace(spelling, str(final))
         if _worth_a_note(warning) and note not in notes:

@@ -1,0 +1,59 @@
+"""What a ``lowdim bench quality`` run is asked to do (``QualityJob``) and its unit of work (``Task``).
+
+``check_job`` (lowdim_sd.bench.quality) fills in the rows and prompts left to their defaults; what runs after it
+reads them through ``checked_methods`` and ``checked_prompts``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
+
+
+@dataclass
+class QualityJob:
+    identities: Path | None  # a flat folder: one reference image per held-out identity (tabulating: optional)
+    model: str = "tinyfaces"
+    model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
+    out: Path = Path("bench-quality")
+    methods: list[str] | None = None  # None: every row the model can run (check_job fills it in)
+    prompts: list[str] | None = None  # default: the backend's bench_prompts
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    hypernet: Path | None = None
+    limit: int | None = None  # use only the first N identities (sorted by name)
+    token: str = "sks"
+    seed: int = 0
+    sample_steps: int = 25
+    guidance: float = 4.0
+    workers: int = 1
+    batch_subjects: int = 1  # > 1: adapter DreamBooth and TI rows train this many identities at once (same result)
+    threads: int | None = None  # torch threads per worker (default: cores / workers)
+    device: str = "auto"
+    dtype: str = "fp32"
+    gallery_identities: int = 4  # rows of gallery.png
+    # Its columns, prompt numbers; None: 0, 3, 5 of those there are. A part of --gallery-prompts that is no number
+    # stays as typed (a str), for check_gallery to refuse by name.
+    gallery_prompts: list[int | str] | None = None
+    gallery_methods: list[str] | None = None  # the rows shown (default: every row with results)
+    left_out: dict[str, str] = field(default_factory=dict)  # default rows check_job left out, and why
+
+    def checked_methods(self) -> list[str]:
+        """The rows, once ``check_job`` has filled in the default ``methods``."""
+        if self.methods is None:
+            raise RuntimeError("job.methods is filled in by check_job(job): call it first")
+        return self.methods
+
+    def checked_prompts(self) -> list[str]:
+        """The prompts, once ``check_job`` has filled in the default (the backend's ``bench_prompts``)."""
+        if self.prompts is None:
+            raise RuntimeError("job.prompts is filled in by check_job(job): call it first")
+        return self.prompts
+
+
+@dataclass(frozen=True)
+class Task:
+    method: str
+    identity: str
+    reference: str
