@@ -174,10 +174,6 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
     from lowdim_sd.bench.quality import settings, write_json
 
     out = Path(job.out)
-    atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
-    write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
-    paths = [out / "table.md", out / "table.json"]
-    paths += write_frontier(out, rows, columns, axis_of or registered_axis)
     gallery_methods = job.gallery_methods if gallery_methods is None else gallery_methods
     rows_run = job.checked_methods()
     shown = [m for m in gallery_methods if m in rows_run] if gallery_methods else \
@@ -186,7 +182,12 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
     asked = job.gallery_prompts if gallery_prompts is None else gallery_prompts
     # Numbers: check_gallery refused any other part (a job check_job never saw has the default).
     numbers = [int(k) for k in (DEFAULT_GALLERY_PROMPTS if asked is None else asked)]
-    return paths + write_gallery(out, job.checked_prompts(), results, shown, identities, numbers)
+    prompts = job.checked_prompts() if numbers else []  # read before any file is written: all or nothing
+    atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
+    write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
+    paths = [out / "table.md", out / "table.json"]
+    paths += write_frontier(out, rows, columns, axis_of or registered_axis)
+    return paths + write_gallery(out, prompts, results, shown, identities, numbers)
 
 
 DEFAULT_GALLERY_PROMPTS = (0, 3, 5)

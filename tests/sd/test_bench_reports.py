@@ -137,3 +137,17 @@ def test_a_damaged_adapter_record_means_the_adapter_is_trained_again(tmp_path, d
     path.with_suffix(".json").write_text(damage)
     assert pretrained(tmp_path, "ours", "id-00001") is None
 
+
+
+def test_tabulating_with_no_gallery_needs_no_prompts_and_writes_whole(tmp_path):
+    """A tabulation asked for no gallery prompts reads no prompt list, so a job without one still gets its
+    tables; the gallery's settings are read before any file, so a missing prompt list writes nothing."""
+    job = QualityJob(identities=None, out=tmp_path / "bench", methods=["base"])
+    results = [record("base", "id-0", {"i": [0.25, 0.75], "m": [1.0, 1.0]})]
+    rows, columns = aggregate(results, job.methods)
+    paths = write_reports(job, results, rows, columns, 2, [], axis_of=AXES)
+    assert {p.name for p in paths} >= {"table.md", "table.json"}
+    asked = QualityJob(identities=None, out=tmp_path / "asked", methods=["base"])
+    with pytest.raises(RuntimeError, match="check_job"):
+        write_reports(asked, results, rows, columns, 2, [0], axis_of=AXES)
+    assert not (asked.out / "table.md").exists()
