@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -70,11 +70,10 @@ def train_batched(job: QualityJob, tasks: list[Task], batch_subjects: int) -> No
 
 def _train_chunk(job, method: Method, chunk: list) -> None:
     import lowdim
-    from lowdim.spaces.ti import TextualInversionConfig
     from lowdim_sd.images import load_image
     from lowdim_sd.loading import load_sd
     from lowdim_sd.modes import adapter_trainable, resolve_layers
-    from lowdim_sd.textual_inversion import prompt_token, ti_trainable
+    from lowdim_sd.textual_inversion import prompt_token, ti_trainable, token_options
     from lowdim_sd.train import Subject, TrainConfig, train
 
     model = load_sd(job.model, job.device, job.dtype, job.model_config)
@@ -87,7 +86,7 @@ def _train_chunk(job, method: Method, chunk: list) -> None:
         space, token = lowdim.get_space(method.space, options), job.token
         if method.kind == "ti":  # the same recipe as methods._textual_inversion, K subjects' vectors at once
             trainable = ti_trainable(model, space, token=job.token, seed=job.seed, subject_names=names)
-            vectors = cast(TextualInversionConfig, space.config).vectors  # get_space's type is any space's
+            vectors = token_options(space).vectors
             token = prompt_token(job.token, vectors)
         else:
             trainable = adapter_trainable(model, space, resolve_layers(None, job.model), seed=job.seed,

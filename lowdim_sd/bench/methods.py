@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
 
 import torch
 
@@ -292,11 +291,10 @@ def _textual_inversion(model: SDModel, method: Method, reference: torch.Tensor, 
                        token: str, seed: int) -> Path:
     """Gal et al. 2022 on one image: new vectors for [V], the model itself frozen."""
     import lowdim
-    from lowdim.spaces.ti import TextualInversionConfig
-    from lowdim_sd.textual_inversion import prompt_token, ti_trainable
+    from lowdim_sd.textual_inversion import prompt_token, ti_trainable, token_options
 
     space = lowdim.get_space("ti")
-    vectors = cast(TextualInversionConfig, space.config).vectors  # get_space's type is any space's
+    vectors = token_options(space).vectors
     trainable = ti_trainable(model, space, token=token, seed=seed)
     config = TrainConfig(steps=method.steps, learning_rate=method.learning_rate or 5e-3,
                          token=prompt_token(token, vectors), seed=seed)
