@@ -11,7 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from lowdim.errors import LowdimError
 
 if TYPE_CHECKING:
-    from lowdim.inject.layer import AdapterSlot
+    from lowdim.inject.slot import AdapterSlot
 
 _optimizer_steps = 0
 
@@ -35,7 +35,7 @@ _is_tracing = getattr(torch._C, "_is_tracing", None) or torch.jit.is_tracing
 _autocast_available = getattr(torch.amp, "is_autocast_available", None) or (lambda device_type: device_type != "meta")
 
 
-def call_factors(slot: AdapterSlot, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+def call_factors(slot: AdapterSlot, dtype: torch.dtype, compiling: bool | None = None) -> tuple[Tensor, Tensor] | None:
     """``live_factors`` in ``dtype``, as a forward uses them.
 
     Without gradients (generation) they are kept until a tensor they are made of changes (in place or
@@ -48,10 +48,14 @@ def call_factors(slot: AdapterSlot, dtype: torch.dtype) -> tuple[Tensor, Tensor]
     under ``torch.compile`` (a graph cannot compare data pointers, and makes the factors once anyway),
     while ``torch.jit.trace`` records (kept factors would be traced as constants that no param change
     reaches), or for params without storage (``torch.func.vmap`` over ``functional_call``).
+
+    ``compiling`` is ``is_compiling()`` when the caller asked already (the forward asks once per layer, for
+    all its slots); None asks here.
     """
     if slot.step_factors is not None and slot.enabled and slot.merged_scale is None:
         return cast_factors(slot.step_factors, dtype)
-    if torch.is_grad_enabled() or slot.override is not None or is_compiling() or _is_tracing():
+    if (torch.is_grad_enabled() or slot.override is not None
+            or (is_compiling() if compiling is None else compiling) or _is_tracing()):
         return cast_factors(_refuse_offloaded(slot, slot.live_factors()), dtype)
     sources = (*slot.params.values(), *slot.buffers_dict().values())
     try:

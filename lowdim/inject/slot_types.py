@@ -1,4 +1,4 @@
-"""The types of what an adapter wrapper holds, as type checkers see them (``lowdim/inject/layer.py``).
+"""The types of what an adapter wrapper holds, as type checkers see them (``lowdim/inject/layer.py``, ``slot.py``).
 
 Annotations and aliases only: nothing here adds work at runtime.
 """
