@@ -263,8 +263,15 @@ def _other(path: Path, header: Header) -> FileInfo:
         return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
-                        f"lowdim personalize -m {quote(str(path))} -i face.jpg -o me", values)
+                        f"lowdim personalize -m {quote(str(path))}{_configs_flag()} -i face.jpg -o me", values)
     return FileInfo(path, "a .safetensors file lowdim does not know", rows, values=values)
+
+
+def _configs_flag() -> str:
+    """Offline, a checkpoint naming no base model loads only with its configs from a local folder."""
+    from huggingface_hub import constants
+
+    return " --model-config FOLDER" if constants.HF_HUB_OFFLINE else ""
 
 
 def _pipeline_folder(folder: Path) -> FileInfo:
@@ -274,10 +281,24 @@ def _pipeline_folder(folder: Path) -> FileInfo:
 
     if (record := read_merge_record(folder)) is not None and record.get("made_by") == TRAINED:
         return _trained(folder, record, rows)
+    if (problem := _folder_problem(folder)) is not None:  # every load refuses it: no command to suggest
+        return FileInfo(folder, "a diffusers pipeline folder lowdim cannot load", [*rows, ("problem", problem)])
     if record is not None:
         return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
                     f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """What the load refuses the folder for before reading a weight (another pipeline, a missing part, pickle
+    weights), as its one line; None when those checks pass."""
+    from lowdim_sd.pipeline_parts import check_model_folder
+
+    try:
+        check_model_folder(folder)
+    except LowdimError as error:
+        return str(error)
+    return None
 
 
 def _registered_model(name: str) -> FileInfo | None:

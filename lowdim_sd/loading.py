@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import nn
@@ -26,10 +26,10 @@ from lowdim.option_words import either
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
 
-__all__ = ["ModelLoadError", "SDModel", "load_sd"]  # what help() shows: the helpers are the package's own
+if TYPE_CHECKING:  # diffusers' top-level names are typed as its dummies: the class from its own module
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
-# Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
-NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve", "HTTP", "timed out")
+__all__ = ["ModelLoadError", "SDModel", "load_sd"]  # what help() shows: the helpers are the package's own
 
 
 class ModelLoadError(LowdimError):
@@ -46,7 +46,7 @@ IN_USE = "this model is in use by another run in this process; load another with
 class SDModel:
     """A loaded SD1.x pipeline and where it came from."""
 
-    pipe: Any
+    pipe: StableDiffusionPipeline
     name: str
     source: str
     device: torch.device
@@ -69,13 +69,13 @@ class SDModel:
         progress bar stays as set, and its parameters keep ``requires_grad`` (``from_pretrained`` leaves them
         trainable); a run freezes what it does not train for its own time, then puts every flag back, no
         ``.grad`` left."""
-        from diffusers import StableDiffusionPipeline
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
         where = "SDModel.from_pipeline"
         if not isinstance(pipe, StableDiffusionPipeline):
             raise LowdimError(f"{where} takes a diffusers StableDiffusionPipeline (SD1.x), got a "
                               f"{type(pipe).__name__}")
-        name = name or pipe.name_or_path  # type: ignore[attr-defined]  # diffusers types its top-level names as dummies
+        name = name or pipe.name_or_path
         if not name:
             raise LowdimError(f"{where}: the pipeline does not say which model it is (built in this process?); pass "
                               f"name=..., a registered model, hub id or folder, which its adapter files record")
@@ -172,12 +172,23 @@ def quiet_libraries():
             hub.setLevel(hub_level)
 
 
-def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
-    """``source`` is a local diffusers folder, a single-file checkpoint, or a hub id."""
+def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None, config_name: str | None = None):
+    """``source`` is a local diffusers folder, a single-file checkpoint, or a hub id; ``config_name`` is
+    ``config`` as its reader typed it (a registered name), for the lines that name it."""
+    from lowdim_sd.pipeline_parts import check_tokenizer
+
+    pipe = _read_pipeline(source, dtype, config, config_name)
+    check_tokenizer(pipe, source)
+    return pipe
+
+
+def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_name: str | None):
     from diffusers import StableDiffusionPipeline
 
+    from lowdim_sd.pipeline_parts import UNUSED_PARTS, load_cached, load_folder, single_file_error
+
     path = Path(source).expanduser()
-    kwargs = {dtype_keyword(): dtype, "safety_checker": None, "requires_safety_checker": False}
+    kwargs = {dtype_keyword(): dtype, **dict.fromkeys(UNUSED_PARTS), "requires_safety_checker": False}
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
     if path.is_file():
@@ -191,24 +202,22 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None):
         from lowdim_sd.weights_folder import check_single_file
 
         refuse_what_is_not_a_checkpoint(path)
-        check_single_file(path, config)
+        label = config_option(config_name or config) if config else None
+        check_single_file(path, config, label)
         try:
             return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
         except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
-            reason = first_line(error)
-            offline = config is None and any(word in reason for word in NETWORK_WORDS)
-            hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
-            raise ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}") from None
+            raise single_file_error(path, first_line(error), label) from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
-        from lowdim_sd.weights_folder import check_weights_folder
-
-        check_weights_folder(path)
-        return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=True, **kwargs)
+        return load_folder(path, kwargs)
     # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
+    cached = load_cached(source, kwargs)  # a cached copy is checked as a folder is, and says what is wrong with it
+    if cached is not None:
+        return cached
     from huggingface_hub.errors import HFValidationError  # a name the hub's own rules refuse ("a..b")
     try:
         # A hub id too: safetensors only, so a repository (or a cached copy) holding only *.bin is refused.
@@ -278,9 +287,9 @@ def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "a
     name, source = name_and_source(model)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    config = config_source(source, config)
+    resolved = config_source(source, config)
     with quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
-        pipe = load_pipeline(source, torch_dtype, config)
+        pipe = load_pipeline(source, torch_dtype, resolved, config)
         pipe.to(torch_device)
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):

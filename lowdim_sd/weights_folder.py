@@ -21,6 +21,7 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import check_sizes
 from lowdim.files import PICKLE_SUFFIXES
 from lowdim_sd.loading import ModelLoadError
+from lowdim_sd.model_paths import UNET_PREFIX
 from lowdim_sd.text_encoder_files import check_readable_layout
 
 WEIGHT_PICKLES = PICKLE_SUFFIXES
@@ -30,6 +31,9 @@ LIBRARIES = ("diffusers", "transformers")
 # What a model may hold beyond its stored weights (tied or recomputed tensors) before the config is
 # taken to describe another, bigger model.
 SLACK_FACTOR, SLACK_VALUES = 2, 1 << 20
+# How far a --model-config UNet may differ from a checkpoint's and still be its architecture: the conversion
+# keeps every value, so only stray extra tensors (a checkpoint's own additions) make them differ at all.
+ARCHITECTURE_TOLERANCE = 0.1
 
 
 def check_weights_folder(folder: Path) -> None:
@@ -39,10 +43,8 @@ def check_weights_folder(folder: Path) -> None:
         files = sorted(entry.name for entry in part.iterdir() if entry.is_file())
         pickles = [name for name in files if name.lower().endswith(WEIGHT_PICKLES)]
         if pickles and not any(name.endswith(".safetensors") for name in files):
-            raise ModelLoadError(
-                f"{part / pickles[0]}: pickle weights can run code when loaded; lowdim loads .safetensors only "
-                f"(re-save the pipeline with save_pretrained(..., safe_serialization=True) where you trust it)")
-        for index in part.glob("*.safetensors.index.json"):
+            raise pickle_refusal(part / pickles[0])
+        for index in sorted({*part.glob("*.safetensors.index.json"), *part.glob("*.safetensors.index.*.json")}):
             check_shard_index(index)
     for part, model_class in components(folder):
         sizes = stored_sizes(sorted(part.glob("*.safetensors")))
@@ -51,17 +53,47 @@ def check_weights_folder(folder: Path) -> None:
             check_readable_layout(part, model_class, list(sizes))
 
 
-def check_single_file(checkpoint: Path, config: str | None) -> None:
-    """A ``--model-config`` folder's configs describe no model bigger than the checkpoint's weights."""
+def pickle_refusal(weights: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{weights}: pickle weights can run code when loaded; lowdim loads .safetensors only "
+        f"(re-save the pipeline with save_pretrained(..., safe_serialization=True) where you trust it)")
+
+
+def check_single_file(checkpoint: Path, config: str | None, label: str | None = None) -> None:
+    """A ``--model-config`` folder (or the cached copy of a hub id) is an SD1.x pipeline listing every part it
+    needs, and describes the checkpoint's architecture: its UNet about as big as the file's, no part bigger than
+    the whole file. ``label`` names the option as its reader typed it."""
+    from lowdim_sd.pipeline_parts import cached_snapshot, check_config_folder
+
     folder = Path(config).expanduser() if config else None
+    if config and folder is not None and not folder.is_dir():
+        folder = cached_snapshot(config)  # a hub id: its cached copy, else diffusers fetches (or says offline)
     if folder is None or not (folder / "model_index.json").is_file():
         return
+    label = label or f"--model-config {config}"
+    check_config_folder(folder, label)
     try:
-        stored = stored_values([checkpoint])
+        sizes = stored_sizes([checkpoint])
     except ModelLoadError:  # unreadable: the checkpoint loader below says so in its own words
         return
+    total = sum(sizes.values())
+    unet = sum(size for key, size in sizes.items() if key.startswith(UNET_PREFIX))
     for part, model_class in components(folder):
-        check_config_fits(part, model_class, stored)
+        described = described_values(part, model_class)
+        by_unet = part.name == "unet" and unet > 0
+        held = unet if by_unet else total
+        # The UNet converts one to one (same count); any other part only has to fit in the whole file.
+        if (abs(described - held) > ARCHITECTURE_TOLERANCE * held if by_unet
+                else described > SLACK_FACTOR * held + SLACK_VALUES):
+            whose = "the file's UNet" if by_unet else "the whole file"
+            raise ModelLoadError(
+                f"{label} is another architecture than {checkpoint} (it describes a {model_class.__name__} of "
+                f"{_count(described)} values, {whose} holds {_count(held)}); pass the folder of the model the "
+                f"checkpoint was made from")
+
+
+def _count(values: int) -> str:
+    return f"{values / 1e6:.1f}M" if values >= 1_000_000 else f"{values:,}"
 
 
 def check_shard_index(index: Path) -> None:
@@ -86,7 +118,7 @@ def check_shard_index(index: Path) -> None:
 
 def components(folder: Path) -> list[tuple[Path, type[torch.nn.Module]]]:
     """(sub-folder, model class) of each diffusers/transformers model that model_index.json lists."""
-    index = _json(folder / "model_index.json")
+    index = read_json(folder / "model_index.json")
     found = []
     for name, entry in index.items():
         if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES):
@@ -119,7 +151,15 @@ def stored_sizes(files: list[Path]) -> dict[str, int]:
 
 def check_config_fits(part: Path, model_class: type[torch.nn.Module], stored: int) -> None:
     """The model ``part/config.json`` describes, built on the meta device, holds about ``stored`` values."""
-    config = _json(part / "config.json")
+    described = described_values(part, model_class)
+    if described > SLACK_FACTOR * stored + SLACK_VALUES:
+        raise ModelLoadError(f"{part / 'config.json'}: describes a {model_class.__name__} of {described} values, "
+                             f"but its weights hold {stored}; refusing to build it (an edited config?)")
+
+
+def described_values(part: Path, model_class: type[torch.nn.Module]) -> int:
+    """How many values the model ``part/config.json`` describes, built on the meta device (no memory)."""
+    config = read_json(part / "config.json")
     check_sizes(config, part / "config.json", "config")
     try:
         with torch.device("meta"):
@@ -129,10 +169,7 @@ def check_config_fits(part: Path, model_class: type[torch.nn.Module], stored: in
     except Exception as error:  # diffusers builds on the meta device too, and would fail alike, in a traceback
         raise ModelLoadError(f"{part / 'config.json'}: no {model_class.__name__} can be built from it "
                              f"({first_line(error)})") from None
-    described = sum(int(value.numel()) for value in model.state_dict().values())
-    if described > SLACK_FACTOR * stored + SLACK_VALUES:
-        raise ModelLoadError(f"{part / 'config.json'}: describes a {model_class.__name__} of {described} values, "
-                             f"but its weights hold {stored}; refusing to build it (an edited config?)")
+    return sum(int(value.numel()) for value in model.state_dict().values())
 
 
 def _build(model_class: type[Any], part: Path) -> torch.nn.Module:  # Any: diffusers' or transformers' own API
@@ -142,7 +179,8 @@ def _build(model_class: type[Any], part: Path) -> torch.nn.Module:  # Any: diffu
     return model_class(config)
 
 
-def _json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A config or index file as a JSON object; a huge or unreadable one is one line naming it."""
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelLoadError(f"{path}: a config of {path.stat().st_size >> 10} KB; refusing it")
     try:

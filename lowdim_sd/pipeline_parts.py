@@ -1,0 +1,196 @@
+"""What a diffusers folder's ``model_index.json`` promises, checked before diffusers reads the folder, and the
+loads that run the checks: a folder, a hub id's copy in the cache, and the words for a single file that fails.
+
+``StableDiffusionPipeline.from_pretrained`` loads an SDXL folder as SD1.x by dropping the parts it does not
+know, and transformers builds a tokenizer of two tokens from a missing folder without a word: both then fail
+mid-run in a traceback. So the folder must be an SD1.x pipeline, and every part it lists (but those lowdim
+never loads) must be there with the files that part is read from. A folder saved with ``variant="fp16"``
+holds ``*.fp16.safetensors`` weights only; it is loaded as that variant, in the dtype asked. A hub id already
+in the cache is checked the same way, on its snapshot folder, so it gets the same lines as a folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lowdim.errors import first_line
+from lowdim_sd.loading import ModelLoadError
+from lowdim_sd.weights_folder import WEIGHT_PICKLES, pickle_refusal, read_json
+
+# Passed as None on every load: a copy of SD1.5 often lists them with their folders deleted.
+UNUSED_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
+# Pipelines of SD1.x's parts and shapes (img2img is saved from the same model).
+SD1_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+# Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
+NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve", "HTTP", "timed out",
+                 "outgoing traffic", "HF_HUB_OFFLINE")
+# diffusers' names of fp16-variant weights: a file, a shard, a shard index.
+FP16_INDEX = re.compile(r"\.safetensors\.index\.fp16\.json$")
+FP16_WEIGHTS = re.compile(r"\.fp16(-\d+-of-\d+)?\.safetensors$|" + FP16_INDEX.pattern)
+
+
+class MissingPart(ModelLoadError):
+    """A part the folder lists is not there (a cached copy may just be incomplete)."""
+
+
+def check_model_folder(folder: Path) -> str | None:
+    """``folder`` is an SD1.x pipeline with every part it lists, each with its weights; the weights variant to
+    load (``"fp16"`` where a part holds fp16-variant weights only, else None)."""
+    index = read_json(folder / "model_index.json")
+    check_sd1(folder, index, str(folder))
+    return check_parts(folder, index, weights=True)
+
+
+def check_config_folder(folder: Path, label: str) -> None:
+    """A ``--model-config`` folder: an SD1.x pipeline with every part's configs (its weights are not used)."""
+    index = read_json(folder / "model_index.json")
+    check_sd1(folder, index, label)
+    check_parts(folder, index, weights=False)
+
+
+def check_sd1(folder: Path, index: dict, label: str) -> None:
+    """Refuse another kind of pipeline than SD1.x, naming what it is."""
+    kind = other_pipeline(folder, index)
+    if kind is not None:
+        raise ModelLoadError(f"{label}: {kind}; lowdim's SD backend takes SD1.x models (StableDiffusionPipeline)")
+
+
+def other_pipeline(folder: Path, index: dict) -> str | None:
+    """What the folder is when it is no SD1.x pipeline ("an SDXL pipeline (...)"), else None."""
+    name = str(index.get("_class_name") or "")
+    unet_config = folder / "unet" / "config.json"
+    added = read_json(unet_config).get("addition_embed_type") if unet_config.is_file() else None
+    if "XL" in name or _listed(index, "text_encoder_2") or added is not None:
+        return f"an SDXL pipeline ({name or 'its UNet takes added conditioning'})"
+    if name and name not in SD1_PIPELINES:
+        return f"a {name}"
+    return None
+
+
+def check_parts(folder: Path, index: dict, weights: bool) -> str | None:
+    """Every listed part's folder and files (with ``weights``, its .safetensors weights too); the variant."""
+    variant = None
+    for name, entry in index.items():
+        if name.startswith("_") or name in UNUSED_PARTS or not _listed(index, name):
+            continue
+        part, kind = folder / name, str(entry[1])
+        if not part.is_dir():
+            raise MissingPart(f"{part}: missing (model_index.json lists a {kind}); copy the {name} folder from the "
+                              f"model it came from")
+        if "Tokenizer" in kind:
+            _need_files(part, kind, ("tokenizer.json",), ("vocab.json", "merges.txt"))
+        elif "Scheduler" in kind:
+            _need_files(part, kind, ("scheduler_config.json",))
+        else:
+            _need_files(part, kind, ("config.json",))
+            if weights and weights_variant(part) is not None:
+                variant = "fp16"
+    return variant
+
+
+def weights_variant(part: Path) -> str | None:
+    """None where ``part`` holds plain .safetensors weights, "fp16" where only the fp16 variant; else refused."""
+    files = sorted(entry.name for entry in part.iterdir() if entry.is_file())
+    # A shard index stands for its shards, which check_weights_folder checks (they may be missing or outside).
+    safetensors = [name for name in files if name.endswith((".safetensors", ".safetensors.index.json"))
+                   or FP16_INDEX.search(name)]
+    if any(not FP16_WEIGHTS.search(name) for name in safetensors):
+        return None
+    if safetensors:
+        return "fp16"
+    pickles = [name for name in files if name.lower().endswith(WEIGHT_PICKLES)]
+    if pickles:
+        raise pickle_refusal(part / pickles[0])
+    raise MissingPart(f"{part}: no .safetensors weights in it; copy the folder from the model it came from")
+
+
+def _need_files(part: Path, kind: str, *choices: tuple[str, ...]) -> None:
+    """One of ``choices`` (each a set of file names) is all present in ``part``."""
+    if any(all((part / name).is_file() for name in names) for names in choices):
+        return
+    wanted = " or ".join("+".join(names) for names in choices)
+    raise MissingPart(f"{part}: no {wanted} in it, which a {kind} is read from; copy the folder from the model "
+                      f"it came from")
+
+
+def _listed(index: dict, name: str) -> bool:
+    entry = index.get(name)
+    return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None and entry[1] is not None
+
+
+def cached_snapshot(hub_id: str) -> Path | None:
+    """The folder of ``hub_id``'s copy in the Hugging Face cache (no network), when it holds a pipeline."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(hub_id, local_files_only=True))
+    except (OSError, ValueError):  # not cached, or a name the hub's own rules refuse
+        return None
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def load_folder(folder: Path, options: dict[str, Any]) -> Any:
+    """The SD1.x pipeline in ``folder``, checked first (parts, pickles, configs), in its weights variant."""
+    from diffusers import StableDiffusionPipeline
+
+    from lowdim_sd.weights_folder import check_weights_folder
+
+    variant = check_model_folder(folder)
+    check_weights_folder(folder)
+    try:
+        return StableDiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, variant=variant, **options)
+    except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
+        raise ModelLoadError(f"{folder}: could not load it as an SD1.x pipeline: {first_line(error)}") from None
+
+
+def load_cached(hub_id: str, options: dict[str, Any]) -> Any | None:
+    """``hub_id`` from its copy in the Hugging Face cache, checked as a folder is; None when it is not cached,
+    or is incomplete while the hub is reachable (diffusers then fetches the rest)."""
+    from lowdim.hub import hub_reachable
+
+    snapshot = cached_snapshot(hub_id)
+    if snapshot is None:
+        return None
+    try:
+        pipe = load_folder(snapshot, options)
+    except MissingPart as missing:
+        if hub_reachable():
+            return None
+        what = str(missing).split("; copy ")[0]  # the cure is another download, not a copy
+        raise ModelLoadError(f"{hub_id}: its copy in the Hugging Face cache is incomplete ({what}); download it "
+                             f"again where there is network") from None
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{hub_id} (its copy in the Hugging Face cache): {error}") from None
+    pipe.register_to_config(_name_or_path=hub_id)  # what the pipeline says it is: the hub id, as if fetched
+    return pipe
+
+
+def check_tokenizer(pipe: Any, source: str) -> None:
+    """The loaded tokenizer holds words: transformers builds one of just its two special tokens (and no length
+    limit) from a missing folder, which then encodes every prompt as unknowns or overflows at drawing."""
+    tokenizer = pipe.tokenizer
+    if tokenizer is None or len(tokenizer) <= 2 or not tokenizer.model_max_length < MAX_TOKENIZER_LENGTH:
+        size = 0 if tokenizer is None else len(tokenizer)
+        raise ModelLoadError(f"{source}: the tokenizer it loaded with holds no words ({size} tokens); its tokenizer "
+                             f"files are missing: copy the tokenizer folder from the model it came from")
+
+
+MAX_TOKENIZER_LENGTH = 1 << 20  # a real CLIP tokenizer says 77; an empty one says 1e30
+
+
+def single_file_error(path: Path, reason: str, config_label: str | None) -> ModelLoadError:
+    """diffusers' reason a single file did not load, with what to do: a ``--model-config`` of another shape,
+    or, offline with none, the option itself. diffusers' own advice (its keyword arguments) is left out."""
+    from huggingface_hub import constants
+
+    from lowdim_sd.loading import config_option
+
+    if config_label is not None and "expected shape" in reason:
+        reason = reason.split(" If you want")[0]
+        return ModelLoadError(f"{path}: its weights do not fit {config_label} (another architecture?); pass the "
+                              f"folder of the model the checkpoint was made from: {reason}")
+    offline = config_label is None and (constants.HF_HUB_OFFLINE or any(word in reason for word in NETWORK_WORDS))
+    hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
+    return ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}")
