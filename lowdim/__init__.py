@@ -7,7 +7,8 @@
     lowdim.save_adapter("me.safetensors", model, dtype="fp16")
 
 ``lowdim.inject`` is the function above, not the sub-package lowdim/inject/: import the sub-package's other names
-with ``from``, e.g. ``from lowdim.inject import checkpointing_with_overrides``.
+with ``from``, e.g. ``from lowdim.inject import checkpointing_with_overrides``. pyright takes ``lowdim.inject`` for
+the sub-package in a file that imports one of its modules; ``from lowdim import inject`` is the function there too.
 """
 
 __version__ = "0.1.0"
@@ -29,13 +30,15 @@ if TYPE_CHECKING:
     from lowdim.registry import Registry, get_registry, get_space, use_registry
     from lowdim.spaces.base import LayerSpec, Space, SpaceConfig, option, require
 
-# The rest imports torch, so it loads on first use: `lowdim --help` and usage errors stay fast.
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "lowdim.files": ("AdapterFile", "load_adapter", "read_adapter", "save_adapter"),
-    "lowdim.inject": ("AdapterInfo", "Adapters", "LayerSet", "inject", "relax_rank", "stacked_factors"),
-    "lowdim.registry": ("Registry", "get_registry", "get_space", "use_registry"),
-    "lowdim.spaces": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),
-})
+# The rest imports torch, so it loads on first use: `lowdim --help` and usage errors stay fast. Bound at run time
+# only: a checker that sees a module __getattr__ takes any unknown name (a typo) for one of its results.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "lowdim.files": ("AdapterFile", "load_adapter", "read_adapter", "save_adapter"),
+        "lowdim.inject": ("AdapterInfo", "Adapters", "LayerSet", "inject", "relax_rank", "stacked_factors"),
+        "lowdim.registry": ("Registry", "get_registry", "get_space", "use_registry"),
+        "lowdim.spaces": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),
+    })
 
 # `lowdim.inject` is a function, and lowdim/inject/ a subpackage: loading a subpackage sets it as an attribute
 # of its parent. Load that (torch-free) subpackage now and drop the attribute, so no later

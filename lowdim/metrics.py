@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from lowdim.errors import LowdimError
+
+if TYPE_CHECKING:  # PIL loads with the first image a metric reads, not with this module
+    from PIL import Image
 
 
 class MetricUnavailable(LowdimError):
@@ -34,8 +37,8 @@ class MetricUnavailable(LowdimError):
 class Sample:
     """One generated image with what it should match."""
 
-    image: Any  # PIL.Image.Image, RGB
-    references: tuple[Any, ...]  # PIL images of the subject
+    image: Image.Image  # RGB
+    references: tuple[Image.Image, ...]  # the subject's
     prompt: str  # the prompt the image was generated from, identifier token included
     token: str | None = None  # the rare identifier token ("sks"); text metrics remove it
     name: str = ""  # where the image came from (a file name), so warnings can say which image

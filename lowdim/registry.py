@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
@@ -30,13 +30,24 @@ from lowdim.plugins import (
 )
 
 if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
-    from lowdim.spaces.base import Space, SpaceConfig
+    from torch import nn
+
+    from lowdim.hyper.config import HyperConfig
+    from lowdim.metrics import Metric
+    from lowdim.spaces.base import LayerSpec, Space, SpaceConfig
+
+    # What register_heads and register_metrics register: a head's factory (its result is a HyperHead, see
+    # lowdim.hyper.head), and a metric's, which takes the metric's options as keywords.
+    HeadFactory = Callable[[HyperConfig, Space, Sequence[LayerSpec]], nn.Module]
+    MetricFactory = Callable[..., Metric]
+
+Value = TypeVar("Value")
 
 
 @dataclass
-class Entry:
+class Entry(Generic[Value]):
     name: str
-    value: Any
+    value: Value
     plugin: str
 
 
@@ -83,11 +94,11 @@ class Registry:
         return self._table("backends")
 
     @property
-    def heads(self) -> dict[str, Entry]:
+    def heads(self) -> dict[str, Entry[HeadFactory]]:
         return self._table("heads")
 
     @property
-    def metrics(self) -> dict[str, Entry]:
+    def metrics(self) -> dict[str, Entry[MetricFactory]]:
         return self._table("metrics")
 
     # -- registration ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim.files import DTYPES, atomic_save, read_adapter
+from lowdim.files import DTYPES, AdapterFile, atomic_save, read_adapter
 from lowdim.option_words import either
 
 FORMATS = ("diffusers", "kohya")
@@ -232,14 +232,18 @@ def export_adapter(
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
     if not overwrite and target.exists():
         raise _exists(target)
-    from lowdim_sd.textual_inversion import export_embedding, is_embedding_file
+    from lowdim_sd.textual_inversion import export_embedding, is_embedding
 
+    # One reading decides the kind and is what a LoRA exports: a file another run renames over this one meanwhile
+    # is never taken for the other kind. (An embedding is read again by export_embedding, which takes a path; a
+    # LoRA renamed over it in between is refused in one line naming the file.)
+    adapter = read_adapter(source)
     try:
         # Without overwrite, published only where the name is still free: another export to it may have
         # finished since the check above.
-        if is_embedding_file(source):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
+        if is_embedding(adapter):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
             return export_embedding(source, target, fmt, DTYPES[dtype], replace=overwrite)
-        return _export_lora(source, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
+        return _export_lora(adapter, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
     except FileExistsError:
         raise _exists(target) from None
 
@@ -249,10 +253,10 @@ def _exists(target: Path) -> ExportError:
                        f"or {either('choose another -o', 'choose another out_path')}")
 
 
-def _export_lora(source: Path, target: Path, fmt: str, dtype: str, conv_layers: Collection[str] | None,
+def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_layers: Collection[str] | None,
                  out_path: str | os.PathLike, replace: bool) -> Path:
-    """``export_adapter`` for a LoRA adapter; ``out_path``: the name as given, which its warning says."""
-    adapter = read_adapter(source)
+    """``export_adapter`` for a LoRA adapter as read; ``out_path``: the name as given, which its warning says."""
+    source = adapter.path
     factors = adapter.lora_factors()
     if not factors:
         raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")

@@ -9,9 +9,8 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
 
 import torch
 from PIL import Image
@@ -34,6 +33,7 @@ from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, besi
 )
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.embedding_undo import tokens_undone_on_error
+from lowdim_sd.job_fields import SeedsField, WordsField, job_dataclass, seeds_field, words_field
 from lowdim_sd.loading import SDModel
 from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
 from lowdim_sd.prompt_words import IDENTIFIER, fill, token_warnings, with_looks  # noqa: F401 (API)
@@ -45,7 +45,7 @@ __all__ = ["SCHEDULERS", "DrawParts", "GenerateConfig", "Generated", "attach_ada
            "draw_to_folder", "generate"]
 
 
-@dataclass
+@job_dataclass
 class GenerateConfig:
     """What ``generate`` draws, and how: one picture per (prompt, seed), prompts outermost.
 
@@ -67,8 +67,11 @@ class GenerateConfig:
     batch: pictures drawn together in one pipeline call; a call the GPU has no memory for is halved.
     """
 
-    prompts: str | Sequence[str]  # read back as a list of str
-    seeds: int | Sequence[int] = field(default_factory=lambda: [0])  # read back as a list of int
+    # One prompt or seed given bare is one (a str is never meant as its characters, a picture each), read back as
+    # a list, as is any other sequence (a tuple, a range): every path that reads the config (records, notes) sees
+    # lists. What is neither is left for check_config.
+    prompts: WordsField = words_field()
+    seeds: SeedsField = seeds_field(default=(0,))
     steps: int = 30
     guidance: float = 5.0
     negative_prompt: str = ""
@@ -80,19 +83,6 @@ class GenerateConfig:
     # would be alone): 3x faster on a CPU for 6 prompts, and a GPU's host-bound UNet calls are shared. 4, since
     # guidance doubles the batch and an 8 GB GPU must still hold a 512 px call (one that does not is halved).
     batch: int = 4
-
-    def __post_init__(self) -> None:
-        # One prompt or seed given bare is read as one: a str is never meant as its characters (a picture each).
-        # Wrapped here, where the config is made, so every path that reads it (records, notes) sees lists.
-        # Any other sequence (a tuple, a range) is copied into a list; what is not one is left for check_config.
-        if isinstance(self.prompts, str):
-            self.prompts = [self.prompts]
-        elif isinstance(self.prompts, Sequence):
-            self.prompts = list(self.prompts)
-        if isinstance(self.seeds, numbers.Integral) and not isinstance(self.seeds, bool):
-            self.seeds = [cast(int, self.seeds)]  # an Integral (numpy's too), which mypy cannot read as an int
-        elif isinstance(self.seeds, Sequence):
-            self.seeds = list(self.seeds)
 
 
 @dataclass
@@ -272,8 +262,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
 def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, progress: bool,
               keep: list[Generated] | None) -> list[Generated]:
     token = identifier(config, tokens, model.taught)
-    seeds = cast("Sequence[int]", config.seeds)  # a bare one is wrapped (__post_init__); check_config passed it
-    jobs = [(prompt, seed) for prompt in config.prompts for seed in seeds]
+    jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution
     results = keep if keep is not None else []
     negative = fill(config.negative_prompt, token)
@@ -333,13 +322,13 @@ def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: str | os.Pat
         why = runs.stop_word(stop)
         note = f"{why} before the first picture; nothing was written"
         if drawn:
-            seeds = len(cast("Sequence[int]", config.seeds))  # as generate's check_config passed them
+            seeds = len(config.seeds)
             _, grid = save_generated(drawn, out_dir, ncol=seeds, settings=record)
             total = len(config.prompts) * seeds
             note = (f"{why} after {len(drawn)} of {total} pictures; the pictures drawn are in {out_dir} "
                     f"({grid.name}, prompts.json); rerun to draw them all")
         runs.reraise(stop, note)
-    return save_generated(drawn, out_dir, ncol=len(cast("Sequence[int]", config.seeds)), settings=record)
+    return save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
 
 
 @contextmanager

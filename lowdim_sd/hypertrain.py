@@ -50,6 +50,7 @@ from lowdim_sd.hypertrain_io import (
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.hypertrain_resume import checkpoint_to_resume, clear_earlier_run, resume_settings
 from lowdim_sd.images import upscaling_told_once
+from lowdim_sd.job_fields import OptionalPathField, PathField, PathsField, job_dataclass, path_field, paths_field
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.retrieval_fill import fill_retrieval
 from lowdim_sd.train import TrainingDiverged
@@ -62,13 +63,13 @@ TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_
                 "num_attention_heads": 2, "intermediate_size": 64}
 
 
-@dataclass
+@job_dataclass
 class HyperTrainJob:
     """Everything ``lowdim train-hypernet`` needs; one field per CLI option."""
 
     weights: Folders  # a `lowdim precompute` folder, or several made alike
     model: str | None = None  # default: the model the weights were made with
-    out: Path = Path("hypernet")
+    out: PathField = path_field(default=Path("hypernet"))  # the path fields take a str too (job_fields)
     hyper: dict = field(default_factory=dict)  # HyperConfig options: encoder, encoder_config, width, iterations...
     steps: int = defaults.HYPERNET_STEPS
     max_minutes: float | None = None  # stop early (and save as usual) once training has run this long
@@ -81,13 +82,13 @@ class HyperTrainJob:
     # "noise": D regresses the noise (eq. 2); "teacher": the model's own prediction with the target θ
     diffusion_target: str = "noise"
     # Folders of identities without a precomputed θ: each step adds extra_batch_size of them to D only
-    extra_images: list[Path] = field(default_factory=list)
+    extra_images: PathsField = paths_field(default=())
     extra_batch_size: int | None = None  # default: batch_size
     # A frozen encoder's features, precomputed (`lowdim encoder-features`): its package need not be here
-    features: Path | None = None
-    image_root: Path | None = None  # where the identity images are now, if their folder moved since precompute
+    features: OptionalPathField = path_field(default=None)
+    image_root: OptionalPathField = path_field(default=None)  # where the identity images are now, if moved since
     # Retrieval head with key_dim: photos of the same people (one sub-folder each) to learn its keys from
-    key_pairs: Path | None = None
+    key_pairs: OptionalPathField = path_field(default=None)
     key_steps: int = 750
     key_renders: int = 0  # retrieval head: also key each stored θ by this many images the model makes with it
     val_fraction: float = 0.0
@@ -217,9 +218,9 @@ def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tu
         # The loaded config holds the backbone's whole expanded transformers config; the job's, as a fresh run
         # keeps it, makes the resumed file the same as an uninterrupted run's. Only where the two agree on
         # everything else (check_resume compared them; a checkpoint from before settings were recorded may not).
-        given, loaded = HyperConfig.from_dict(job.hyper), cast(HyperConfig, net.config)  # every head's (a Module's)
+        given, loaded = HyperConfig.from_dict(job.hyper), net.config
         if {**loaded.to_dict(), "encoder_config": None} == {**given.to_dict(), "encoder_config": None}:
-            net.config = given  # type: ignore[assignment]  # torch types Module.__setattr__'s value Tensor | Module
+            net.config = given
         return net, checkpoints.step_to_continue(folder, job.steps)
     torch.manual_seed(job.seed)
     config = HyperConfig.from_dict(job.hyper)

@@ -17,6 +17,7 @@ from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_pl
 from lowdim.errors import LowdimError
 from lowdim.files import AdapterFile, atomic_write
 from lowdim_sd.generate import attach_adapters, check_adapter_files
+from lowdim_sd.job_fields import PathArg
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
 from lowdim_sd.loading import SDModel
@@ -27,9 +28,10 @@ FORMATS = ("single-file", "diffusers")
 RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it (diffusers ignores the file)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadata
+ScaledAdapters = Sequence[tuple[PathArg, float]]  # (adapter file, scale) pairs, as attach_adapters takes them
 
 
-def save_merged(model: SDModel, adapters: list[tuple[Path, float]], out: Path, fmt: str = "single-file",
+def save_merged(model: SDModel, adapters: ScaledAdapters, out: str | os.PathLike[str], fmt: str = "single-file",
                 overwrite: bool = False, files: Sequence[AdapterFile] | None = None) -> tuple[Path, list[str]]:
     """Load each (adapter, scale), fold them all into ``model`` for good and write it to ``out``.
 
@@ -75,7 +77,7 @@ def refuse_attached(model: SDModel) -> None:
                           f"and pass their files among the adapters")
 
 
-def merge_record(base: str, adapters: list[tuple[Path, float]], tokens: list[str], prompt: str = "") -> dict:
+def merge_record(base: str, adapters: ScaledAdapters, tokens: list[str], prompt: str = "") -> dict:
     """What a merged model was made of, so ``lowdim show`` can name its base, adapters and the words that
     call its subjects, which the weights alone no longer say; ``prompt``: the one merge suggested."""
     names = distinct_names([Path(path) for path, _ in adapters])
@@ -121,7 +123,7 @@ def example_prompt(files: Sequence[AdapterFile], tokens: list[str]) -> str:
     return fill(phrase, tokens[0])
 
 
-def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str, overwrite: bool,
+def check_merge_settings(adapters: ScaledAdapters, out: Path, fmt: str, overwrite: bool,
                          source: Path) -> None:
     """Everything about a merge that needs neither the model nor an adapter file (format, adapters given, --out),
     one line for the first wrong; ``source`` is where the base model is loaded from, which the output must never
@@ -133,7 +135,7 @@ def check_merge_settings(adapters: list[tuple[Path, float]], out: Path, fmt: str
     _check_target(out, fmt, overwrite, source, [path for path, _ in adapters])
 
 
-def check_merge_embeddings(adapters: list[tuple[Path, float]], fmt: str,
+def check_merge_embeddings(adapters: ScaledAdapters, fmt: str,
                            files: Sequence[AdapterFile] | None = None) -> None:
     """An embedding among the adapters needs --format diffusers. ``files``: the adapters as
     ``check_adapter_files`` read them; without them, they are read here."""
@@ -146,7 +148,7 @@ def check_merge_embeddings(adapters: list[tuple[Path, float]], fmt: str,
                           f"embedding beside the model (lowdim export --format a1111)")
 
 
-def _check_target(out: Path, fmt: str, overwrite: bool, source: Path, adapters: list[Path]) -> None:
+def _check_target(out: Path, fmt: str, overwrite: bool, source: Path, adapters: list[PathArg]) -> None:
     """Before the model is changed or written: a bad --out should cost nothing, and --overwrite replaces an
     earlier merge and nothing else."""
     _refuse_a_source(out, source, adapters)
@@ -156,7 +158,7 @@ def _check_target(out: Path, fmt: str, overwrite: bool, source: Path, adapters: 
         _check_file_target(out, overwrite)
 
 
-def _refuse_a_source(out: Path, source: Path, adapters: list[Path]) -> None:
+def _refuse_a_source(out: Path, source: Path, adapters: list[PathArg]) -> None:
     """--out is never the base model or an adapter being merged, nor a folder holding one (replacing it whole
     would delete it), flag or not."""
     if not out.exists():

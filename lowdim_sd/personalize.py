@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +32,15 @@ from lowdim_sd import personalize_stages as stages
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.given_model import check_given_model, handed_back
+from lowdim_sd.job_fields import (
+    Converted,
+    OptionalPathField,
+    PathField,
+    WordsField,
+    job_dataclass,
+    path_field,
+    words_field,
+)
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.personalize_checks import (
@@ -49,15 +58,27 @@ from lowdim_sd.registered_models import registered_entry
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import as_path
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 __all__ = ["PersonalizeJob", "PersonalizeResult", "personalize"]  # what help() shows; the stages are internal
 
 
-@dataclass(frozen=True)
+def photo_path(value: object, owner: str, name: str) -> Path:
+    """A file, never a decoded picture: the run opens it as the CLI does (EXIF turn, face crop) and records its
+    name in the adapter, and a picture taken by Python alone would be a second path through every stage."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise LowdimError(f"{owner}: {name}= takes the path to a photo file (a str or Path), got a "
+                          f"{type(value).__name__}; save the picture first, e.g. picture.save('face.png')")
+    return as_path(value, owner, name)
+
+
+@job_dataclass(frozen=True)
 class PersonalizeJob:
     """What was asked, one field per CLI option; frozen: a run reads it, never changes it."""
 
     model: str
-    image: str | os.PathLike[str]  # a photo file; read back as a Path (as are out and hypernet)
+    image: PathField = Converted(convert=photo_path)  # a str is as good, as for every path field (job_fields)
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
@@ -72,8 +93,8 @@ class PersonalizeJob:
     # Seed of the initial adapter's frozen bases (LiDB's A_aux, B_aux). None: ``seed``. A hypernetwork's
     # prediction overrides it with the seed of the weights it learned from, since it lives in those bases.
     bases_seed: int | None = None
-    out: str | os.PathLike[str] = Path("personalized")
-    export: list[str] = field(default_factory=list)
+    out: PathField = path_field(default=Path("personalized"))
+    export: WordsField = words_field(default=())  # one format alone is one, not its letters
     preview: bool = True
     preview_steps: int = 30
     preview_draws: tuple[str, ...] | None = None  # how each preview row draws the adapter (parse_draw); None: model's
@@ -82,7 +103,7 @@ class PersonalizeJob:
     model_config: str | None = None  # a single-file model offline: a diffusers folder of its architecture
     resolution: int | None = None  # image side for training and preview (None: the model's)
     save_dtype: str = "fp16"  # tensors of the adapter file: fp16 halves it and loses nothing that matters
-    hypernet: str | os.PathLike[str] | None = None  # a trained hypernetwork checkpoint (phase 1)
+    hypernet: OptionalPathField = path_field(default=None)  # a trained hypernetwork (phase 1)
     no_hyper: bool = False  # ablation: fast finetune from zero even when a hypernetwork is given
     only_hyper: bool = False  # ablation: the prediction alone, no finetuning
     iterations: int | None = None  # hypernetwork refinement steps (default: the checkpoint's)
@@ -92,18 +113,6 @@ class PersonalizeJob:
     overwrite: bool = False  # replace the files an earlier run wrote to ``out`` (else refused)
     gradient_checkpointing: bool = False  # at 512 px it saves nothing measurable on a GPU (docs/benchmarks.md)
     cuda_graphs: bool = False  # replay the finetune's models from CUDA graphs (lowdim_sd.step_graphs)
-
-    def __post_init__(self) -> None:
-        # A file, never a decoded picture: the run opens it as the CLI does (EXIF turn, face crop) and records its
-        # name in the adapter, and a picture taken by Python alone would be a second path through every stage.
-        if not isinstance(self.image, (str, os.PathLike)):
-            raise LowdimError(f"PersonalizeJob: image= takes the path to a photo file (a str or Path), got a "
-                              f"{type(self.image).__name__}; save the picture first, e.g. picture.save('face.png')")
-        for name in ("image", "out", "hypernet"):  # frozen: set once, here, as the Paths the run joins with
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, as_path(getattr(self, name), "PersonalizeJob", name))
-        if isinstance(self.export, str):  # one format, not one per letter
-            object.__setattr__(self, "export", [self.export])
 
 
 SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)
@@ -150,7 +159,7 @@ class PersonalizeResult:
     preview: Path | None = None
     stages: dict[str, float] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
-    gallery: list[tuple[str, Any]] = field(default_factory=list)  # (caption, PIL image): the preview's cells
+    gallery: list[tuple[str, Image.Image]] = field(default_factory=list)  # (caption, PIL image): the preview's cells
     looks: str = ""  # what the describer read, as the words put after "[V] <noun>" (" with ginger long hair")
     prompt: str = TrainConfig.prompt  # the phrase the adapter answers to: its finetune's prompt
 
@@ -302,7 +311,7 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
     # deterministic); a Python caller's own stream of random numbers is put back after the run.
     with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext():
         run = resolve_run(job)
-        result = PersonalizeResult(adapter=Path(job.out) / "adapter.safetensors", prompt=run.prompt)
+        result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):
                 model = load_sd(job.model, job.device, job.dtype, job.model_config)
@@ -331,7 +340,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
     with stage(result, "fast finetune" if not job.only_hyper else "save adapter"):
         trainable.metadata["extra"] = recipe(run)
         config = finetune_config(run)
-        trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=Path(job.out),
+        trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
     cleared = clear_earlier(job)  # from here the earlier run's preview and exports would show another adapter
@@ -339,7 +348,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
         from lowdim_sd.export import export_adapter
 
         with after_the_adapter(result, "export", job, cleared):
-            result.exports = [export_adapter(result.adapter, Path(job.out) / f"adapter.{fmt}.safetensors", fmt)
+            result.exports = [export_adapter(result.adapter, job.out / f"adapter.{fmt}.safetensors", fmt)
                               for fmt in job.export]
     if job.preview:
         with after_the_adapter(result, "preview", job, cleared):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import re
 import time
 import warnings
@@ -38,11 +37,12 @@ from lowdim.files import atomic_save
 from lowdim_sd import defaults, runs
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, upscaling_told_once
+from lowdim_sd.job_fields import OptionalPathField, PathField, job_dataclass, path_field
 from lowdim_sd.precompute_header import index_header, refuse_other_settings_early
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
 from lowdim_sd.train import Subject, TrainConfig, train
-from lowdim_sd.train_settings import as_path, check_job_rate, check_types, job_rate
+from lowdim_sd.train_settings import check_job_rate, check_types, job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
     FORMAT,
     FORMAT_VERSION,
@@ -67,15 +67,15 @@ class Identity:
     images: list[Path]
 
 
-@dataclass
+@job_dataclass
 class PrecomputeJob:
     """Everything ``lowdim precompute`` needs: the training options in ``config``, as in ``TrainJob``,
     and one field per other CLI option. ``config.seed`` is also the adapter seed (LiDB's bases).
     """
 
     model: str
-    identities: str | os.PathLike[str]  # read back as Paths, as are out and init
-    out: str | os.PathLike[str] = Path("weights")
+    identities: PathField = path_field()  # a str is as good, as for every path field (lowdim_sd.job_fields)
+    out: PathField = path_field(default=Path("weights"))
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
@@ -96,14 +96,8 @@ class PrecomputeJob:
     shared_noise: bool = False
     # A lowdim adapter file (same space and layers) every identity starts from instead of the space's
     # init, e.g. the mean θ of an earlier precompute: targets then differ by a short, shared path's end.
-    init: str | os.PathLike[str] | None = None
+    init: OptionalPathField = path_field(default=None)
     config: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self) -> None:
-        self.identities, self.out = (as_path(value, "PrecomputeJob", name) for name, value in
-                                     (("identities", self.identities), ("out", self.out)))
-        if self.init is not None:
-            self.init = as_path(self.init, "PrecomputeJob", "init")
 
 
 # PrecomputeJob's settings a Python caller may give of another type (the CLI's parsing gives these).
@@ -257,7 +251,7 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     from lowdim_sd.modes import resolve_layers
 
     config = training_config(job)
-    every = discover_identities(Path(job.identities), Path(job.out))
+    every = discover_identities(job.identities, job.out)
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     refuse_other_settings_early(job, config, crop)
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
@@ -266,9 +260,9 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     model = model or load_sd(job.model, device, job.dtype, job.model_config)
     space = lowdim.get_space(job.space, job.space_options)
     layer_set = resolve_layers(job.layers, job.model)
-    initial = read_start(Path(job.init), model, space, layer_set, config.seed) if job.init is not None else None
+    initial = read_start(job.init, model, space, layer_set, config.seed) if job.init is not None else None
     header = index_header(job, config, model, space, layer_set, crop, initial)
-    out = Path(job.out)
+    out = job.out
     out.mkdir(parents=True, exist_ok=True)
     mine = [(number, identity) for number, identity in enumerate(every[: job.limit]) if number % processes == rank]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")

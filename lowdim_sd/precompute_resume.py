@@ -4,8 +4,9 @@ A resume skips the identities the index names, except those whose pictures chang
 (another photo under the same name, a photo added to or removed from a sub-folder): those are trained again,
 their new entry replacing the old. Shards no index names (a stop between a shard's rename and its index line)
 are removed. An identity whose pictures are all gone (its sub-folder deleted) leaves the index, and its row in a
-shard is erased. Each identity's noise seed comes from its name, so identities added between runs never take
-another's seed.
+shard is erased. While another run reads the folder (a live train-hypernet: ``lowdim_sd.weight_readers``), no
+shard is removed and no row erased: a later run does it. Each identity's noise seed comes from its name, so
+identities added between runs never take another's seed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lowdim_sd.weight_index import (
     recorded_digests,
     write_json,
 )
+from lowdim_sd.weight_readers import live_readers, readers_words
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,10 +48,16 @@ def take_over(out: Path, header: dict, identities: list[Identity], index_path: P
     orphan shards removed. ``identities``: this process's share."""
     done = done_identities(out, header)  # before own_index records a moved root: that it is a move
     own = own_index(index_path, header, say)
+    # A live reader (train-hypernet) may open any shard its index named: removing or rewriting one would end it
+    # hours in, or feed it zeros. Its shards stay and a later run sweeps them; this run's training goes on.
+    readers = live_readers(out)
     if present is not None:
-        done = forget_gone(done, present, out, own, index_path, rank, processes)
+        done = forget_gone(done, present, out, own, index_path, rank, processes, readers)
     done, replaced = forget_changed(done, identities, Path(header["root"]), own, index_path)
-    if removed := remove_orphan_shards(out, rank, processes):
+    if readers:
+        if kept := orphan_shards(out, rank, processes):
+            warnings.warn(kept_orphans_line(out, kept, readers), stacklevel=3)
+    elif removed := remove_orphan_shards(out, rank, processes):
         say(orphans_line(removed))
     return done, replaced, own
 
@@ -130,12 +138,19 @@ def forget_changed(done: dict[str, dict], identities: list[Identity], root: Path
 
 
 def forget_gone(done: dict[str, dict], present: set[str], out: Path, own: dict, index_path: Path, rank: int,
-                processes: int) -> dict[str, dict]:
+                processes: int, readers: list[str] | None = None) -> dict[str, dict]:
     """``done`` less the identities no longer under the root, whose entries leave this process's part (and, for
     the main process of several, ``index.json``) with their shard rows erased: a person taken out of the data
-    set leaves nothing of theirs behind. The main process says so, once."""
+    set leaves nothing of theirs behind. The main process says so, once. While other runs read ``out``
+    (``readers``), all stays as it is, and the main process says why."""
     gone = sorted(set(done) - present)
     if not gone:
+        return done
+    if readers:
+        if rank == 0:
+            warnings.warn(f"{_gone_words(gone, own['root'])}, but {readers_words(out, readers)}: "
+                          f"{'its' if len(gone) == 1 else 'their'} weights stay there until a lowdim precompute "
+                          f"into {out} runs after it", stacklevel=3)
         return done
     parts = [(index_path, own)]
     if processes > 1 and rank == 0 and (out / INDEX).is_file():
@@ -147,11 +162,15 @@ def forget_gone(done: dict[str, dict], present: set[str], out: Path, own: dict, 
             index["identities"] = [entry for entry in index["identities"] if entry["name"] not in gone]
             write_json(path, index)
     if rank == 0:
-        names = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
-        who = f"{names} has" if len(gone) == 1 else f"{len(gone)} done identities ({names}) have"
-        warnings.warn(f"{who} no pictures under {own['root']} any more: removed from the index, and "
+        warnings.warn(f"{_gone_words(gone, own['root'])}: removed from the index, and "
                       f"{'its' if len(gone) == 1 else 'their'} weights erased from {out}", stacklevel=3)
     return {name: entry for name, entry in done.items() if name not in gone}
+
+
+def _gone_words(gone: list[str], root: str) -> str:
+    names = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
+    who = f"{names} has" if len(gone) == 1 else f"{len(gone)} done identities ({names}) have"
+    return f"{who} no pictures under {root} any more"
 
 
 def erase_rows(out: Path, entries: list[dict]) -> None:
@@ -181,6 +200,14 @@ def remove_orphan_shards(out: Path, rank: int, processes: int) -> list[str]:
 
     Under several processes each removes only its own (``shard-pR-``): another may be between those two writes
     right now. Plain ``shard-N`` ones, which no process of such a run writes, fall to the main process."""
+    orphans = orphan_shards(out, rank, processes)
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return [path.name for path in orphans]
+
+
+def orphan_shards(out: Path, rank: int, processes: int) -> list[Path]:
+    """The shards no index part names that this process may remove (see ``remove_orphan_shards``)."""
     parts = [out / INDEX] if (out / INDEX).is_file() else []
     named = {entry.get("shard") for path in parts + sorted(out.glob("index-p*.json"))
              for entry in read_json(path).get("identities", [])}
@@ -188,11 +215,8 @@ def remove_orphan_shards(out: Path, rank: int, processes: int) -> list[str]:
     def ours(owner: str | None) -> bool:
         return processes == 1 or (int(owner) == rank if owner is not None else rank == 0)
 
-    orphans = sorted(path for path in out.iterdir() if (match := SHARD.match(path.name)) and ours(match.group(1))
-                     and path.name not in named and _is_shard(path))
-    for path in orphans:
-        path.unlink(missing_ok=True)
-    return [path.name for path in orphans]
+    return sorted(path for path in out.iterdir() if (match := SHARD.match(path.name)) and ours(match.group(1))
+                  and path.name not in named and _is_shard(path))
 
 
 def _is_shard(path: Path) -> bool:
@@ -211,6 +235,13 @@ def orphans_line(removed: list[str]) -> str:
     return (f"removed {len(removed)} {shards} no index names (a stop before its index line, or all its identities "
             f"trained again): "
             f"{', '.join(removed[:3])}{', ...' if len(removed) > 3 else ''}")
+
+
+def kept_orphans_line(out: Path, kept: list[Path], readers: list[str]) -> str:
+    names = ", ".join(path.name for path in kept[:3]) + (", ..." if len(kept) > 3 else "")
+    shards = "1 shard" if len(kept) == 1 else f"{len(kept)} shards"
+    return (f"kept {shards} no index names ({names}) while {readers_words(out, readers)}; a later lowdim "
+            f"precompute into {out} removes {'it' if len(kept) == 1 else 'them'}")
 
 
 def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, rank: int, processes: int) -> str:

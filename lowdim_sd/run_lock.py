@@ -22,11 +22,13 @@ LOCK = ".lowdim.lock"
 LOCK_GRACE_SECONDS = 10.0
 
 
-def _holder_record() -> dict:
+def holder_record() -> dict:
+    """Who this process is, as a lock (or a weight folder's reader mark) records it."""
     return {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv), "started": time.time()}
 
 
-def _read_lock(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """The record in a lock or mark file; None when it is empty, torn or gone."""
     try:
         record = json.loads(path.read_text())
         return record if isinstance(record, dict) else None
@@ -34,7 +36,9 @@ def _read_lock(path: Path) -> dict | None:
         return None
 
 
-def _alive(record: dict | None, path: Path) -> bool:
+def holder_alive(record: dict | None, path: Path) -> bool:
+    """Whether the process ``record`` (read from ``path``) names may still be running: one on another machine
+    is taken to be; an empty record only within its grace period."""
     if record is None:  # empty or torn: a run taking the lock right now, or one that died doing so
         with contextlib.suppress(OSError):
             return time.time() - path.stat().st_mtime < LOCK_GRACE_SECONDS
@@ -50,7 +54,8 @@ def _alive(record: dict | None, path: Path) -> bool:
     return True
 
 
-def _describe(record: dict | None) -> str:
+def describe_holder(record: dict | None) -> str:
+    """'pid N on HOST: COMMAND', as a refusal names the holder."""
     if record is None:
         return "a run that is starting"
     return f"pid {record.get('pid')} on {record.get('host')}: {record.get('command') or '?'}"
@@ -59,17 +64,17 @@ def _describe(record: dict | None) -> str:
 def acquire_lock(out: Path) -> dict:
     """Take ``out/.lowdim.lock`` or say who holds it; a dead holder's lock is taken over."""
     path = Path(out) / LOCK
-    mine = _holder_record()
+    mine = holder_record()
     for _attempt in range(3):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = _read_lock(path)
-            if _alive(holder, path):
-                raise LowdimError(f"--out {out} is in use by another run ({_describe(holder)}); wait for it to end or "
-                                  f"choose another --out (if that run is gone, delete {path})") from None
+            holder = read_record(path)
+            if holder_alive(holder, path):
+                raise LowdimError(f"--out {out} is in use by another run ({describe_holder(holder)}); wait for it to "
+                                  f"end or choose another --out (if that run is gone, delete {path})") from None
             # An empty lock past its grace is a run that stopped while it was writing its record.
-            whose = _describe(holder) if holder is not None else "a run that stopped as it started"
+            whose = describe_holder(holder) if holder is not None else "a run that stopped as it started"
             warnings.warn(f"{out}: taking over the lock of a run that ended without releasing it ({whose})",
                           stacklevel=3)
             # Two runs that find the same dead lock at the same instant can both end up holding it (the
@@ -92,11 +97,11 @@ def live_holder(out: Path) -> str | None:
     path = Path(out) / LOCK
     if not path.exists():
         return None
-    record = _read_lock(path)
-    return _describe(record) if _alive(record, path) else None
+    record = read_record(path)
+    return describe_holder(record) if holder_alive(record, path) else None
 
 
 def release_lock(out: Path, mine: dict) -> None:
     path = Path(out) / LOCK
-    if _read_lock(path) == mine:  # never remove a lock that a later run took over
+    if read_record(path) == mine:  # never remove a lock that a later run took over
         path.unlink(missing_ok=True)

@@ -25,11 +25,11 @@ from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
 from lowdim.option_words import Wording
 from lowdim_sd import checkpoints, runs, stopping
-from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged  # noqa: F401 (API)
+from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
-from lowdim_sd.train_settings import (  # noqa: F401  (this module's API since before they moved)
+from lowdim_sd.train_settings import (  # this module's API since before they moved (__all__)
     IDENTIFIER,
     OPTIMIZERS,
     Subject,
@@ -43,6 +43,13 @@ from lowdim_sd.train_settings import (  # noqa: F401  (this module's API since b
 
 if TYPE_CHECKING:
     from lowdim_sd.style_delta import StyleTerm
+
+# The engine, and the names imported above that are this module's API too (a checker's strict mode exports an
+# imported name only when listed here); what help() shows.
+__all__ = ["IDENTIFIER", "MIXED_PRECISION", "OPTIMIZERS", "RESUMABLE", "Subject", "TrainConfig", "TrainResult",
+           "Trainable", "TrainingDiverged", "check_precision", "clip_per_subject", "config_token", "denoising_losses",
+           "divergence_hints", "fill_prompt", "make_optimizer", "prompt_ids", "refuse_inference_mode", "run_settings",
+           "stop_if_diverged", "train", "with_defaults"]
 
 MIXED_PRECISION = runs.MIXED_PRECISION
 

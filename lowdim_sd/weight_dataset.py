@@ -21,6 +21,7 @@ from lowdim_sd import stopping
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.faces import DEFAULT_MARGIN
 from lowdim_sd.weight_index import differing_settings, read_index
+from lowdim_sd.weight_readers import ReaderMark
 
 Folders = str | Path | Sequence[str | Path]
 DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px
@@ -47,7 +48,9 @@ class WeightDataset(torch.utils.data.Dataset):
         self.folders = as_folders(folders)
         if not self.folders:
             raise LowdimError("no weight folder given")
-        self._indexes = [read_index(_weight_folder(folder)) for folder in self.folders]
+        # Marked before the indexes are read: a precompute into a folder then keeps every shard they may name.
+        self._reader_marks = [ReaderMark(_weight_folder(folder)) for folder in self.folders]
+        self._indexes = [read_index(folder) for folder in self.folders]
         _check_alike(self.folders, self._indexes)
         self.index = self._indexes[0]
         if image_root is not None and len(self.folders) > 1:
@@ -117,6 +120,11 @@ class WeightDataset(torch.utils.data.Dataset):
             # A signal's KeyboardInterrupt raised inside safetensors' reading comes out as its error (torch's
             # "could not determine the shape of object type ..."): that is the stop, not a damaged shard.
             stopping.check()
+            if isinstance(error, FileNotFoundError):  # today's precompute leaves a live reader's shards alone
+                folder = path.parent
+                raise LowdimError(f"{path}: removed since this run read {folder}'s index (by hand, or by a "
+                                  f"lowdim precompute into {folder} that did not see this run); rerun lowdim "
+                                  f"precompute into {folder} to make it whole, then start this run again") from None
             raise LowdimError(f"{path}: unreadable weight shard ({error})") from None
         return nested
 

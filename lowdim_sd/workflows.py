@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shlex
 import shutil
 import warnings
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import field
 from pathlib import Path
 
 import lowdim
@@ -21,6 +20,7 @@ from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, r
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.given_model import check_given_model
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_reference_sets, load_references
+from lowdim_sd.job_fields import OptionalPathField, PathField, PathsField, job_dataclass, path_field, paths_field
 from lowdim_sd.loading import SDModel, load_sd
 from lowdim_sd.modes import (
     FullTrainable,
@@ -36,28 +36,31 @@ from lowdim_sd.step_graphs import check_graphs
 from lowdim_sd.textual_inversion import learns_tokens, prompt_token, ti_trainable, token_options
 from lowdim_sd.train import Subject, TrainConfig, TrainResult, train
 from lowdim_sd.train_job_words import job_option, leave_out, space_named, unread_settings
-from lowdim_sd.train_settings import as_path, check_job_rate, config_token, job_rate, refuse_inference_mode
+from lowdim_sd.train_settings import check_job_rate, config_token, job_rate, refuse_inference_mode
 
 # What help() shows: the job, what run_train returns (TrainResult, its Subjects) and TrainJob's config type.
 __all__ = ["Subject", "TrainConfig", "TrainJob", "TrainResult", "run_train"]
 
 
-@dataclass
+@job_dataclass
 class TrainJob:
     """Everything ``lowdim train`` needs; one field per CLI option."""
 
     model: str
-    images: Sequence[str | os.PathLike[str]] = field(default_factory=list)  # read back as a list of Paths
-    subjects: str | os.PathLike[str] | None = None  # a folder of per-subject folders: K adapters trained in one batch
+    # Files or folders of pictures, or one alone, held as a list of Paths; every path field takes a str or a Path
+    # and holds a Path (lowdim_sd.job_fields)
+    images: PathsField = paths_field(default=())
+    # A folder of per-subject folders: K adapters trained in one batch
+    subjects: OptionalPathField = path_field(default=None)
     space: str = "lidb"
     space_options: dict = field(default_factory=dict)
     layers: str | None = None
     full: bool = False
     train_text_encoder: bool = False
-    initial: str | os.PathLike[str] | None = None  # rank-relaxed fast finetuning from this adapter
+    initial: OptionalPathField = path_field(default=None)  # rank-relaxed finetuning from it
     rank: int = 4
     merge_frozen: bool = True
-    out: str | os.PathLike[str] = Path("out")
+    out: PathField = path_field(default=Path("out"))
     resume: bool = False
     overwrite: bool = False  # replace the adapters of an earlier run, or start over on its checkpoints
     device: str = "auto"
@@ -68,15 +71,6 @@ class TrainJob:
     learning_rate: float | None = None
     dropout: float = 0.0  # of the adapter's input while it trains (peft's lora_dropout); 0: none
     config: TrainConfig = field(default_factory=TrainConfig)  # its learning_rate, if set, is --lr's too
-
-    def __post_init__(self) -> None:
-        if isinstance(self.images, (str, os.PathLike)):  # one file or folder, not its characters one by one
-            self.images = [self.images]
-        self.images = [as_path(item, "TrainJob", "images") for item in self.images]
-        self.out = as_path(self.out, "TrainJob", "out")
-        for name in ("subjects", "initial"):
-            if getattr(self, name) is not None:
-                setattr(self, name, as_path(getattr(self, name), "TrainJob", name))
 
 
 def mode_of(job: TrainJob) -> str:
@@ -90,7 +84,7 @@ def mode_of(job: TrainJob) -> str:
 def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subject]]:
     """(names, subjects): one subject from --images, or one per sub-folder of --subjects."""
     if job.subjects is not None:
-        folders = subject_folders(Path(job.subjects))
+        folders = subject_folders(job.subjects)
         names = [folder.name for folder in folders]
         images = load_reference_sets(folders, resolution)  # every subject's unusable files in one error
     else:
@@ -99,7 +93,7 @@ def subject_sets(job: TrainJob, resolution: int) -> tuple[list[str], list[Subjec
                                                                     "TrainJob(images=[FILE_OR_FOLDER]) (or "
                                                                     "TrainJob(subjects=FOLDER))"))
         names = ["adapter"]
-        files = [file for item in job.images for file in collect_images(item, _subfolder_hint(Path(item)))]
+        files = [file for item in job.images for file in collect_images(item, _subfolder_hint(item))]
         images = [load_references(files, resolution)]
     seed = job.config.seed
     return names, [Subject(batch, seed + index) for index, batch in enumerate(images)]
@@ -204,7 +198,7 @@ def check_train_job(job: TrainJob) -> None:
             subjects, images = option("subjects", "TrainJob"), option("images", "TrainJob")
             raise LowdimError(f"{subjects} and {images} both name what to train: pass one ({subjects} trains one "
                               f"adapter per sub-folder, {images} one adapter)")
-        check_one_subject(mode_of(job), len(subject_folders(Path(job.subjects), warn=False)))  # before the load
+        check_one_subject(mode_of(job), len(subject_folders(job.subjects, warn=False)))  # before the load
     check_resolution(job.resolution, "TrainJob")
     check_training_dtype(job.device, job.dtype)
     if config.cuda_graphs:  # job.device's; train() checks a given model's own device again
@@ -239,7 +233,7 @@ def check_dropout_option(job: TrainJob) -> None:
 
 def output_names(job: TrainJob) -> list[Path]:
     """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
-    if job.resume and checkpoints.latest(Path(job.out)) is not None:
+    if job.resume and checkpoints.latest(job.out) is not None:
         return []
     return written_paths(job)
 
@@ -259,10 +253,10 @@ def check_output_paths(job: TrainJob) -> None:
 def written_paths(job: TrainJob) -> list[Path]:
     """The files (or folder) the run writes into ``job.out``."""
     if job.full:
-        return [Path(job.out) / "model"]
-    if job.subjects is not None and Path(job.subjects).is_dir():
-        return [Path(job.out) / f"{p.name}.safetensors" for p in subject_folders(Path(job.subjects), warn=False)]
-    return [Path(job.out) / "adapter.safetensors"]
+        return [job.out / "model"]
+    if job.subjects is not None and job.subjects.is_dir():
+        return [job.out / f"{p.name}.safetensors" for p in subject_folders(job.subjects, warn=False)]
+    return [job.out / "adapter.safetensors"]
 
 
 @runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
@@ -295,13 +289,13 @@ def take_up_a_held_stop(result: TrainResult) -> None:
 
 def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainResult:
     config = train_config(job)
-    earlier = checkpoints.latest(Path(job.out))
+    earlier = checkpoints.latest(job.out)
     if earlier is not None and not job.resume:
         if not job.overwrite:
             resume, overwrite = either("--resume", "resume=True"), either("--overwrite", "overwrite=True")
             raise LowdimError(f"{job.out} holds checkpoints of an earlier run (latest {earlier.name}); pass {resume} "
                               f"to continue it, {overwrite} to start over, or choose another {job_option('out')}")
-        shutil.rmtree(Path(job.out) / checkpoints.FOLDER)  # else they would pass for this run's at --resume
+        shutil.rmtree(job.out / checkpoints.FOLDER)  # else they would pass for this run's at --resume
     # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
     dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype
     given = model is not None
@@ -315,6 +309,5 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
             config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
-        out = Path(job.out)  # a Path already (__post_init__); typed as what a caller may pass
-        out.mkdir(parents=True, exist_ok=True)
-        return train(model, subjects, trainable, config, out_dir=out, resume=job.resume, progress=progress)
+        job.out.mkdir(parents=True, exist_ok=True)
+        return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)

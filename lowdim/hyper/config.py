@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lowdim.spaces.base import SpaceConfig, option, require
 
 GROUPINGS = ("shape", "layer")
 NORMALIZATIONS = ("auto", "none", "imagenet")
 BANK_DTYPES = ("float32", "float16")
+
+
+class TransformersConfig(Protocol):
+    """A transformers config object (``ViTConfig``, ``CLIPVisionConfig``, ``Dinov2Config``, ``CLIPConfig``, ...):
+    what ``normalize_encoder_config`` reads of it, so naming it here imports no transformers."""
+
+    def to_json_string(self, use_diff: bool = True) -> str: ...
 
 
 @dataclass
@@ -22,7 +29,8 @@ class HyperConfig(SpaceConfig):
         "google/vit-huge-patch14-224-in21k",
         "Hub id of the image encoder (any transformers vision model); a label only when encoder_config is set.",
     )
-    encoder_config: dict[str, Any] | None = option(
+    # Given as an object or a dict; kept as the dict (normalize_encoder_config), which files store.
+    encoder_config: dict[str, Any] | TransformersConfig | None = option(
         None, "A transformers vision config (object or dict with model_type): build it randomly initialised, "
         "offline, instead of downloading encoder.",
     )
@@ -95,7 +103,8 @@ class HyperConfig(SpaceConfig):
             require(value in GROUPINGS, f"hyper: {name} must be one of {', '.join(GROUPINGS)}, got {value!r}")
         require(bool(self.encoder) or self.encoder_config is not None,
                 "hyper: give an encoder hub id or an encoder_config")
-        require(self.encoder_config is None or "model_type" in self.encoder_config,
+        encoder_config = normalize_encoder_config(self.encoder_config)  # a dict already, unless set since
+        require(encoder_config is None or "model_type" in encoder_config,
                 "hyper: encoder_config needs a 'model_type' (e.g. 'vit', 'clip_vision_model', 'dinov2')")
 
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Literal, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from lowdim.errors import LowdimError
 from lowdim.hyper.config import HyperConfig
 from lowdim.hyper.encoder import ImageEncoder, given_images
+from lowdim.hyper.head import HyperHead
 from lowdim.hyper.layout import (
     Grouping,
     LayerTensors,
@@ -30,8 +31,11 @@ from lowdim.hyper.layout import (
 )
 from lowdim.spaces.base import LayerSpec, Space
 
+if TYPE_CHECKING:
+    from lowdim.registry import Registry
 
-class HyperNetwork(nn.Module):
+
+class HyperNetwork(HyperHead):
     """Predicts one adapter per image: ``{layer: {param: (B, *shape)}}`` in ``space``."""
 
     def __init__(self, config: HyperConfig, space: Space | str, layers: Sequence[LayerSpec]) -> None:
@@ -62,7 +66,7 @@ class HyperNetwork(nn.Module):
                                                           strict=True)):
                 self.register_buffer(f"target_mean{index}", torch.zeros(len(members), layout.numel))
                 self.register_buffer(f"target_std{index}", torch.ones(len(members), layout.numel))
-        self.metadata: dict[str, Any] = {}  # filled by load_hypernet
+        self.metadata = {}  # filled by load_hypernet
 
     @staticmethod
     def _make_decoder(config: HyperConfig) -> nn.TransformerDecoder:
@@ -124,6 +128,19 @@ class HyperNetwork(nn.Module):
         return [(theta - mean) / std for theta, (mean, std) in zip(state, stats, strict=True)]
 
     # -- public API ---------------------------------------------------------------------------
+    @overload
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: Literal[False] = False,
+                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors: ...
+
+    @overload
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: Literal[True],
+                init: LayerTensors | None = None, features: Tensor | None = None) -> list[LayerTensors]: ...
+
+    @overload
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: bool,
+                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors | list[LayerTensors]:
+        ...
+
     def forward(
         self,
         images: Tensor | None,
@@ -194,8 +211,8 @@ def build_transformer(config: HyperConfig, space: Space, layers: Sequence[LayerS
 
 
 def build_hypernet(
-    config: HyperConfig, space: Space, layers: Sequence[LayerSpec], registry: Any = None
-) -> nn.Module:
+    config: HyperConfig, space: Space, layers: Sequence[LayerSpec], registry: Registry | None = None
+) -> HyperHead:
     """Build the architecture that ``config.architecture`` names, from whichever plugin registered it."""
     from lowdim.registry import get_registry
 
@@ -203,4 +220,5 @@ def build_hypernet(
     if config.architecture not in registry.heads:
         known = ", ".join(sorted(registry.heads)) or "none"
         raise LowdimError(f"unknown hypernetwork head '{config.architecture}'; known: {known}")
-    return registry.heads[config.architecture].value(config, space, layers)
+    # A plugin's head is any nn.Module with HyperHead's attributes and call (docs/hypernetwork.md).
+    return cast(HyperHead, registry.heads[config.architecture].value(config, space, layers))

@@ -16,19 +16,21 @@ bank. Keys are the encoder's CLS token, or with ``key_dim`` a learned identity e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.hyper.config import HyperConfig
 from lowdim.hyper.encoder import ImageEncoder, given_images
+from lowdim.hyper.head import HyperHead
 from lowdim.hyper.layout import Grouping, LayerTensors, param_layout, params_to_state, state_to_params
 from lowdim.hyper.retrieval_keys import KeyProjection
 from lowdim.spaces.base import LayerSpec, Space
 
 
-class RetrievalHead(nn.Module):
+class RetrievalHead(HyperHead):
     """θ of the nearest of ``bank_size`` stored identities by cosine of their keys (CLS token or learned)."""
 
     keys: Tensor  # a buffer, one unit key per stored identity
@@ -55,7 +57,7 @@ class RetrievalHead(nn.Module):
         for index, (layout, members) in enumerate(zip(self.groups.layouts, self.groups.members, strict=True)):
             self.register_buffer(f"values{index}", torch.zeros(config.bank_size, len(members), layout.numel,
                                                                dtype=dtype))
-        self.metadata: dict = {}
+        self.metadata = {}
 
     @torch.no_grad()
     def fill(self, features: Tensor, targets: LayerTensors) -> None:
@@ -101,8 +103,21 @@ class RetrievalHead(nn.Module):
             features = self.encoder.features(given_images(images)) if features is None else features
         return (self.key(features) @ self.keys.T).argmax(dim=1)
 
+    @overload
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: Literal[False] = False,
+                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors: ...
+
+    @overload
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: Literal[True],
+                init: LayerTensors | None = None, features: Tensor | None = None) -> list[LayerTensors]: ...
+
+    @overload
+    def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: bool,
+                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors | list[LayerTensors]:
+        ...
+
     def forward(self, images: Tensor | None, iterations: int | None = None, *, return_all: bool = False,
-                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors | list:
+                init: LayerTensors | None = None, features: Tensor | None = None) -> LayerTensors | list[LayerTensors]:
         """The nearest identity's θ for each image. There is nothing to refine: ``iterations`` and ``init``
         are accepted for the common head interface and ignored; ``return_all`` gives a one-element list."""
         chosen = self.nearest(images, features)

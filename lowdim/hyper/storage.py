@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import Tensor, nn
 
@@ -28,8 +28,12 @@ from lowdim.filecheck import checked_layers
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
 from lowdim.hyper.encoder import comparable
+from lowdim.hyper.head import HyperHead
 from lowdim.hyper.safety import check_offline, checked_build
 from lowdim.spaces.base import LayerSpec, Space
+
+if TYPE_CHECKING:
+    from lowdim.registry import Registry
 
 FORMAT = "lowdim.hypernet"
 FORMAT_VERSION = "1"
@@ -38,16 +42,6 @@ BACKBONE = "encoder.backbone."
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-class HyperHead(Protocol):
-    """What files read and write of any registered head, an nn.Module (nn.Module's stub types every attribute
-    as a Tensor or Module, so the heads passed in are cast to this)."""
-
-    config: HyperConfig
-    space: Space
-    layers: Sequence[LayerSpec]
-    metadata: dict[str, Any]
 
 
 def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str, Any] | None = None, *,
@@ -59,7 +53,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     otherwise. It may come as metadata's 'adapter_seed' instead (with or without its 'bases_checksum', kept as
     given), as lowdim_sd's training records it; a space with frozen bases saved without it warns.
     """
-    head = cast(HyperHead, net)
+    head = cast(HyperHead, net)  # any registered head has HyperHead's attributes, whether or not it subclasses it
     metadata = dict(metadata or {})
     metadata.update(_bases_record(path, head, metadata, adapter_seed))
     # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
@@ -199,8 +193,8 @@ def load_hypernet(
     layer_set: str | None = None,
     layers: Sequence[LayerSpec] | None = None,
     encoder: Any = None,
-    registry: Any = None,
-) -> nn.Module:
+    registry: Registry | None = None,
+) -> HyperHead:
     """Rebuild the stored hypernetwork (offline: the encoder is rebuilt from its stored config).
 
     Each given expectation (base model id, space, layer set name, layer list, encoder hub id or
@@ -228,12 +222,14 @@ def load_hypernet(
     except ConfigError as error:
         raise ConfigError(f"{path}: {config_problem(error, plugins=False)}") from None
     package = header.get("encoder_weights") == "package"
-    check_offline(config.encoder, config.encoder_config, header.get("encoder_weights", "file"), encoder, path)
+    check_offline(config.encoder, normalize_encoder_config(config.encoder_config),
+                  header.get("encoder_weights", "file"), encoder, path)
     net = checked_build(functools.partial(build_hypernet, registry=registry), config, stored_space, stored["layers"],
                         tensors, package, path)
-    net.load_state_dict(tensors, strict=not package)
-    cast(HyperHead, net).metadata = read.metadata
-    return net
+    head = cast(HyperHead, net)  # build_hypernet's result
+    head.load_state_dict(tensors, strict=not package)
+    head.metadata = read.metadata
+    return head
 
 
 def _object(value: Any) -> dict:

@@ -13,14 +13,16 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from lowdim.inject.stacked import stacked_factors
 
 # Loaded on first use: `lowdim.inject.select` (LayerSet, which plugins name at import time) stays torch-free.
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "lowdim.inject.checkpointing": ("checkpointing_with_overrides",),
-    "lowdim.inject.layer": ("AdapterLayer", "AdapterSlot"),
-    "lowdim.inject.manager": ("AdapterInfo", "Adapters", "inject"),
-    "lowdim.inject.relax": ("relax_rank",),
-    "lowdim.inject.select": ("LayerSet", "candidate_layers", "covers", "exact_layers", "select_layers"),
-    "lowdim.inject.stacked": ("stacked_factors",),
-})
+# At run time only: a checker that sees a module __getattr__ takes any unknown name (a typo) for one of its results.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "lowdim.inject.checkpointing": ("checkpointing_with_overrides",),
+        "lowdim.inject.layer": ("AdapterLayer", "AdapterSlot"),
+        "lowdim.inject.manager": ("AdapterInfo", "Adapters", "inject"),
+        "lowdim.inject.relax": ("relax_rank",),
+        "lowdim.inject.select": ("LayerSet", "candidate_layers", "covers", "exact_layers", "select_layers"),
+        "lowdim.inject.stacked": ("stacked_factors",),
+    })
 del lazy_exports
 
 __all__ = [

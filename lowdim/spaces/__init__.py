@@ -11,14 +11,16 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from lowdim.spaces.stack import StackConfig, StackSpace
     from lowdim.spaces.ti import TextualInversionConfig, TextualInversionSpace
 
-# Loaded on first use: importing lowdim.spaces.builtin (a plugin module) must not import torch.
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "lowdim.spaces.base": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),
-    "lowdim.spaces.lidb": ("LidbConfig", "LidbSpace"),
-    "lowdim.spaces.lora": ("LoraConfig", "LoraSpace"),
-    "lowdim.spaces.stack": ("StackConfig", "StackSpace"),
-    "lowdim.spaces.ti": ("TextualInversionConfig", "TextualInversionSpace"),
-})
+# Loaded on first use: importing lowdim.spaces.builtin (a plugin module) must not import torch. Bound at run
+# time only: a checker that saw a module __getattr__ would take any misspelt name for one of these.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "lowdim.spaces.base": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),
+        "lowdim.spaces.lidb": ("LidbConfig", "LidbSpace"),
+        "lowdim.spaces.lora": ("LoraConfig", "LoraSpace"),
+        "lowdim.spaces.stack": ("StackConfig", "StackSpace"),
+        "lowdim.spaces.ti": ("TextualInversionConfig", "TextualInversionSpace"),
+    })
 del lazy_exports
 
 __all__ = [

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,35 @@ from lowdim.registry import get_registry
 from lowdim_sd.eval.folder import load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
 from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics
-from lowdim_sd.train_settings import as_path
+from lowdim_sd.job_fields import Converted, PathArg, PathField, as_paths, job_dataclass, path_field
 
 
-@dataclass
+def metric_names(value: object, owner: str, name: str) -> tuple[str, ...]:
+    """Comma text, as --metrics takes it ("face-rec,dino"; a notebook's "tinyfaces-identity" is a name, not its
+    letters one by one), or the names themselves."""
+    if isinstance(value, str):
+        return parse_metric_names(value)
+    if not isinstance(value, Iterable):
+        raise LowdimError(f"{owner}: {name}= takes metric names (comma text or a tuple of names), got a "
+                          f"{type(value).__name__}")
+    return tuple(value)
+
+
+def reference_paths(value: object, owner: str, name: str) -> tuple[Path, ...]:
+    return tuple(as_paths(value, owner, name))  # one file or folder alone is one, not its characters
+
+
+# Called with the number of scoring steps; returns the callback that advances by n.
+ProgressFactory = Callable[[int], Callable[[int], None]]
+
+
+@job_dataclass
 class EvalJob:
-    folder: Path  # a str is as good (as for every job's path fields)
-    metrics: tuple[str, ...] = PAPER_METRICS  # or comma text, as --metrics takes it: "face-rec,dino"
-    references: tuple[Path, ...] = ()  # replace the prompts file's shared references; one path alone is one file
+    folder: PathField = path_field()  # a str is as good, as for every path field (lowdim_sd.job_fields)
+    metrics: Converted[str | Sequence[str], tuple[str, ...]] = Converted(convert=metric_names, default=PAPER_METRICS)
+    # Replace the prompts file's shared references: files or folders, or one alone
+    references: Converted[PathArg | Iterable[PathArg], tuple[Path, ...]] = Converted(convert=reference_paths,
+                                                                                     default=())
     token: str | None = None  # the identifier CLIP-T removes (default: the prompts file's)
     crop: bool = False  # crop references to the face before scoring
     crop_size: int = 512
@@ -30,19 +50,6 @@ class EvalJob:
     device: str = "auto"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per metric, e.g. {"dino": {"model": ...}}
     chunk: int = 8  # samples per metric call: how often the progress bar moves
-
-    def __post_init__(self) -> None:
-        self.folder = as_path(self.folder, "EvalJob", "folder")
-        if isinstance(self.metrics, str):  # a notebook's "tinyfaces-identity": a name, not its letters one by one
-            self.metrics = parse_metric_names(self.metrics)
-        given: object = self.references  # as the caller passed it: a tuple, or one str or path
-        if isinstance(given, (str, bytes, os.PathLike)) or not isinstance(given, Iterable):
-            given = (given,)  # one file or folder; a number is refused by as_path below, by its type
-        self.references = tuple(as_path(item, "EvalJob", "references") for item in given)
-
-
-# Called with the number of scoring steps; returns the callback that advances by n.
-ProgressFactory = Callable[[int], Callable[[int], None]]
 
 
 def parse_metric_names(text: str) -> tuple[str, ...]:

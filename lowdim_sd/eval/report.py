@@ -13,6 +13,7 @@ import html
 import inspect
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -278,7 +279,7 @@ def _write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
-def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
+def write_report(report: EvalReport, out: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``out/eval.json`` and ``out/eval.md`` (each atomically: temp file, then rename)."""
     out = Path(out)
     written = []

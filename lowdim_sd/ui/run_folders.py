@@ -7,6 +7,7 @@ which the next start removes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -191,6 +192,26 @@ def claim_run_name(out: Path, photo: Path) -> str:
             except FileExistsError:
                 pass
         name, number = f"{stamp}-{stem}-{number}", number + 1
+
+
+def publish_run(work: Path, out: Path, name: str) -> str:
+    """Rename a finished run's hidden folder to ``out/NAME`` and return the name it took. Where a folder got the
+    name since the claim (a `lowdim personalize -o OUT/NAME` typed meanwhile), the run takes the next free
+    ``NAME-2``, ``NAME-3``...: never into that run's folder, never removing its own. Its downloads keep the
+    name they were written under."""
+    number = 2
+    target = out / name
+    while True:
+        if not target.exists():
+            try:  # POSIX replaces an empty folder: one made in the instant since the check is taken, accepted
+                work.rename(target)
+                return target.name
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+        target, number = out / f"{name}-{number}", number + 1
+        while (out / f".{target.name}{PARTIAL}").exists():  # another run's claim
+            target, number = out / f"{name}-{number}", number + 1
 
 
 def kept_runs_line(out: Path) -> str:

@@ -29,11 +29,20 @@ from typing import TYPE_CHECKING
 from lowdim.errors import LowdimError, first_line
 from lowdim.option_words import command_line
 from lowdim_sd import runs, stopping
-from lowdim_sd.train_settings import as_path
+from lowdim_sd.job_fields import PathField, job_dataclass, path_field
 from lowdim_sd.ui.checks import DENOISING_STEPS, MAX_FINETUNE_STEPS, RANKS, check_model, check_number, check_seed
 from lowdim_sd.ui.drawing import Drawer, Drawn, DrawSettings, Subject
 from lowdim_sd.ui.photos import advice_for_the_page, check_face_choice, check_photo
-from lowdim_sd.ui.run_folders import EXPORTS, PARTIAL, RunRecord, claim_run_name, clean_partials, read_run, write_record
+from lowdim_sd.ui.run_folders import (
+    EXPORTS,
+    PARTIAL,
+    RunRecord,
+    claim_run_name,
+    clean_partials,
+    publish_run,
+    read_run,
+    write_record,
+)
 
 if TYPE_CHECKING:
     from lowdim_sd.eval.job import EvalJob
@@ -50,18 +59,15 @@ class Stopped(LowdimError):
     """The job was stopped on request (the Stop button, a closed tab, the server's Ctrl-C)."""
 
 
-@dataclass(frozen=True)
+@job_dataclass(frozen=True)
 class StudioConfig:
     """What ``lowdim ui`` was started with."""
 
     model: str = "tinyfaces"
-    out: Path = Path("lowdim-ui")
+    out: PathField = path_field(default=Path("lowdim-ui"))  # a str from Python, as every job takes (job_fields)
     model_config: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-
-    def __post_init__(self) -> None:  # a str from Python, as every job takes; the Studio makes folders in it
-        object.__setattr__(self, "out", as_path(self.out, "StudioConfig", "out"))
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ class Studio:
             try:
                 with runs.listen(self._heard(listener)), advice_for_the_page():
                     self._personalize_into(work, name, photo, model, settings)
-                work.rename(out / name)
+                name = publish_run(work, out, name)
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise

@@ -1,11 +1,12 @@
 """The lowdim_sd jobs' and GenerateConfig's hints say what the code takes (a str or a Path for a path, any
-sequence for a list), so a type checker passes docs/sd.md's own example; the values come out normalised."""
+sequence for a list), so a type checker passes docs/sd.md's own example, and what it holds (a Path, a list), so
+``job.out / "adapter.safetensors"`` passes too; the values come out normalised."""
 
 from __future__ import annotations
 
 import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,18 +19,23 @@ from lowdim_sd.workflows import TrainJob
 
 PATH = str | os.PathLike[str]
 
-HINTS = [
-    (PersonalizeJob, "image", PATH), (PersonalizeJob, "out", PATH), (PersonalizeJob, "hypernet", PATH | None),
-    (TrainJob, "images", Sequence[PATH]), (TrainJob, "subjects", PATH | None), (TrainJob, "initial", PATH | None),
-    (TrainJob, "out", PATH),
-    (PrecomputeJob, "identities", PATH), (PrecomputeJob, "out", PATH), (PrecomputeJob, "init", PATH | None),
-    (GenerateConfig, "prompts", str | Sequence[str]), (GenerateConfig, "seeds", int | Sequence[int]),
+HINTS = [  # (job, field, what it takes, what it holds)
+    (PersonalizeJob, "image", PATH, Path), (PersonalizeJob, "out", PATH, Path),
+    (PersonalizeJob, "hypernet", PATH | None, Path | None),
+    (TrainJob, "images", PATH | Iterable[PATH], list[Path]), (TrainJob, "subjects", PATH | None, Path | None),
+    (TrainJob, "initial", PATH | None, Path | None), (TrainJob, "out", PATH, Path),
+    (PrecomputeJob, "identities", PATH, Path), (PrecomputeJob, "out", PATH, Path),
+    (PrecomputeJob, "init", PATH | None, Path | None),
+    (GenerateConfig, "prompts", str | Sequence[str], list[str]),
+    (GenerateConfig, "seeds", int | Sequence[int], list[int]),
 ]
 
 
-@pytest.mark.parametrize(("owner", "name", "hint"), HINTS, ids=[f"{o.__name__}.{n}" for o, n, _ in HINTS])
-def test_the_hint_takes_what_the_code_takes(owner, name, hint):
-    assert typing.get_type_hints(owner)[name] == hint
+@pytest.mark.parametrize(("owner", "name", "takes", "holds"), HINTS, ids=[f"{o.__name__}.{n}" for o, n, *_ in HINTS])
+def test_the_hint_takes_what_the_code_takes_and_holds_what_it_holds(owner, name, takes, holds):
+    """A job_fields.Converted[takes, holds]: checkers type __init__'s parameter from its __set__, the attribute
+    from its __get__ (tests/test_typing_sd_jobs.py runs mypy on a user's script)."""
+    assert typing.get_args(typing.get_type_hints(owner)[name]) == (takes, holds)
 
 
 def test_generate_config_reads_any_sequence_as_a_list():

@@ -7,9 +7,13 @@ hookimpl below; importing lowdim_vera alone registers nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lowdim.hookspecs import hookimpl
 from lowdim.plugins import lazy_exports
+
+if TYPE_CHECKING:  # what checkers see; at run time __getattr__ below loads them on first use
+    from lowdim_vera.space import VeraConfig, VeraSpace
 
 __version__ = "0.1.0"
 __all__ = ["VeraConfig", "VeraSpace", "register_spaces"]
@@ -17,7 +21,9 @@ __all__ = ["VeraConfig", "VeraSpace", "register_spaces"]
 
 # VeraConfig and VeraSpace import torch, so they load on first use: lowdim loads this module to list plugin
 # commands in `lowdim --help`. No __dir__ naming them: pluggy reads every name dir() gives, which would load them.
-__getattr__, _ = lazy_exports(__name__, {"lowdim_vera.space": ("VeraConfig", "VeraSpace")})
+# Bound at run time only: a checker that saw a module __getattr__ would take any misspelt name for one of these.
+if not TYPE_CHECKING:
+    __getattr__, _ = lazy_exports(__name__, {"lowdim_vera.space": ("VeraConfig", "VeraSpace")})
 
 
 @hookimpl
