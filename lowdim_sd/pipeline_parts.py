@@ -5,8 +5,9 @@ loads that run the checks: a folder, a hub id's copy in the cache, and the words
 know, and transformers builds a tokenizer of two tokens from a missing folder without a word: both then fail
 mid-run in a traceback. So the folder must be an SD1.x pipeline, and every part it lists (but those lowdim
 never loads) must be there with the files that part is read from. A folder saved with ``variant="fp16"``
-holds ``*.fp16.safetensors`` weights only; it is loaded as that variant, in the dtype asked. A hub id already
-in the cache is checked the same way, on its snapshot folder, so it gets the same lines as a folder.
+holds ``*.fp16.safetensors`` weights only; it is loaded as that variant, in the dtype asked. Offline, a hub id
+already in the cache is checked the same way, on its snapshot folder, so it gets the same lines as a folder;
+with the hub reachable diffusers loads it as before (an updated repository is fetched).
 """
 
 from __future__ import annotations
@@ -146,12 +147,16 @@ def load_folder(folder: Path, options: dict[str, Any]) -> Any:
 
 
 def load_cached(hub_id: str, options: dict[str, Any]) -> Any | None:
-    """``hub_id`` from its copy in the Hugging Face cache, checked as a folder is; None when it is not cached,
-    or is incomplete while the hub is reachable (diffusers then fetches the rest)."""
+    """Offline, ``hub_id`` from its copy in the Hugging Face cache, checked as a folder is. None when it is not
+    cached, or when the hub is reachable: diffusers then loads it, fetching what changed or is missing, as any
+    hub id loads; a cached copy of another kind of pipeline (SDXL) is still named first."""
     from lowdim.hub import hub_reachable
 
     snapshot = cached_snapshot(hub_id)
     if snapshot is None:
+        return None
+    if hub_reachable():
+        check_sd1(snapshot, read_json(snapshot / "model_index.json"), f"{hub_id} (its copy in the Hugging Face cache)")
         return None
     try:
         pipe = load_folder(snapshot, options)

@@ -150,7 +150,7 @@ def forget_gone(done: dict[str, dict], present: set[str], out: Path, own: dict, 
         if rank == 0:
             warnings.warn(f"{_gone_words(gone, own['root'])}, but {readers_words(out, readers)}: "
                           f"{'its' if len(gone) == 1 else 'their'} weights stay there until a lowdim precompute "
-                          f"into {out} runs after it", stacklevel=3)
+                          f"into {out} runs with no run reading it", stacklevel=3)
         return done
     parts = [(index_path, own)]
     if processes > 1 and rank == 0 and (out / INDEX).is_file():
@@ -241,7 +241,7 @@ def kept_orphans_line(out: Path, kept: list[Path], readers: list[str]) -> str:
     names = ", ".join(path.name for path in kept[:3]) + (", ..." if len(kept) > 3 else "")
     shards = "1 shard" if len(kept) == 1 else f"{len(kept)} shards"
     return (f"kept {shards} no index names ({names}) while {readers_words(out, readers)}; a later lowdim "
-            f"precompute into {out} removes {'it' if len(kept) == 1 else 'them'}")
+            f"precompute into {out}, with no run reading it, removes {'it' if len(kept) == 1 else 'them'}")
 
 
 def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, rank: int, processes: int) -> str:

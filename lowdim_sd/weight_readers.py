@@ -67,9 +67,10 @@ def _remove_mark(path: Path, owner: int) -> None:
 
 
 def live_readers(folder: Path) -> list[str]:
-    """The runs in other processes that read ``folder`` now ('pid N on HOST: COMMAND'); a dead reader's mark is
-    removed on the way. This process's own datasets do not count: one process runs one job at a time (a
-    precompute's own ``--init`` reads the folder it writes)."""
+    """The runs in other processes that read ``folder`` now ('pid N on HOST: COMMAND', with the mark to delete
+    if it is gone where HOST is another machine); a dead reader's mark on this machine is removed on the way.
+    This process's own datasets do not count: one process runs one job at a time (a precompute's own
+    ``--init`` reads the folder it writes)."""
     marks = Path(folder) / READERS
     if not marks.is_dir():
         return []
@@ -79,7 +80,9 @@ def live_readers(folder: Path) -> list[str]:
         if record is not None and record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
             continue
         if holder_alive(record, path):
-            found.append(describe_holder(record))
+            # Another host's process cannot be asked whether it lives (a killed job's mark stays): say the cure.
+            foreign = record is not None and record.get("host") != socket.gethostname()
+            found.append(describe_holder(record) + (f"; if that run is gone, delete {path}" if foreign else ""))
         else:
             path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # only when empty: a reader may be writing its mark right now

@@ -267,3 +267,28 @@ def test_an_fp16_shard_index_pointing_outside_the_folder_is_refused(copied):
     (unet / "diffusion_pytorch_model.safetensors.index.fp16.json").write_text(json.dumps(index))
     said = refusal(lambda: load_pipeline(str(copied), torch.float32))
     assert "shard path '../../outside.fp16.safetensors' leaves the weights folder" in said
+
+
+# AX2: with the hub reachable a cached hub id loads as diffusers loads it (an updated repository is fetched)
+def test_with_the_hub_reachable_a_cached_hub_id_is_loaded_by_diffusers_after_its_kind_is_checked(
+        copied, offline_cache, monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    import lowdim.hub
+
+    monkeypatch.setattr(lowdim.hub, "hub_reachable", lambda *args: True)
+    in_hub_cache(copied, offline_cache, "me/tiny-online")
+    asked = []
+
+    def from_hub(source, *args, **kwargs):
+        asked.append(source)
+        raise OSError("the test's hub answers nothing")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_hub)
+    refusal(lambda: load_pipeline("me/tiny-online", torch.float32))
+    assert asked == ["me/tiny-online"]  # the hub id itself, not its cached snapshot folder
+    SDXL_SHAPES["class"](copied)
+    in_hub_cache(copied, offline_cache, "me/tiny-xl")
+    said = refusal(lambda: load_pipeline("me/tiny-xl", torch.float32))
+    assert said.startswith("me/tiny-xl (its copy in the Hugging Face cache): an SDXL pipeline (")
+    assert asked == ["me/tiny-online"]

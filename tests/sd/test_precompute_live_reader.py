@@ -76,8 +76,8 @@ def test_a_shard_a_live_reader_may_read_stays_until_a_later_run(tiny_sd, people,
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1
     save_images(image, people / "person2", "img")  # another photo: person2 is trained again, its old shard unnamed
     with pytest.warns(UserWarning, match=rf"kept 1 shard no index names \({alone}\) while another run reads "
-                                         rf"{out} \(pid {live.pid} on .*\); a later lowdim precompute into {out} "
-                                         rf"removes it"):
+                                         rf"{out} \(pid {live.pid} on .*\); a later lowdim precompute into {out}, "
+                                         rf"with no run reading it, removes it"):
         precompute(job(tiny_sd, people, out), progress=False, model=model)
     assert (out / alone).is_file()
     assert "read every row" in finish(live)  # the training went on with what it had read
@@ -95,7 +95,7 @@ def test_a_gone_identitys_row_is_erased_only_once_no_live_reader_reads_it(tiny_s
     shutil.rmtree(people / "person1")
     with pytest.warns(UserWarning, match=rf"person1 has no pictures under {people} any more, but another run reads "
                                          rf"{out} \(pid {live.pid} on .*\): its weights stay there until a "
-                                         rf"lowdim precompute into {out} runs after it"):
+                                         rf"lowdim precompute into {out} runs with no run reading it"):
         precompute(job(tiny_sd, people, out), progress=False, model=model)
     assert "person1" in {entry["name"] for entry in read_index(out)["identities"]}
     assert all(torch.equal(tensor, kept[key]) for key, tensor in load_file(out / entry["shard"]).items())
@@ -135,3 +135,17 @@ def test_a_reader_marks_the_folder_while_it_or_a_subset_lives_and_a_dead_ones_ma
     mark = out / READERS / "stale.json"
     mark.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "command": "x"}))
     assert live_readers(out) == [] and not mark.exists()
+
+
+def test_a_mark_from_another_machine_counts_as_live_and_names_itself_to_delete(tmp_path):
+    """No process on another host can be asked whether it lives: a killed job there leaves its mark, which the
+    words must say how to clear, as a lock's refusal does."""
+    import json
+
+    out = tmp_path / "w"
+    (out / READERS).mkdir(parents=True)
+    mark = out / READERS / "4242-deadbeef.json"
+    mark.write_text(json.dumps({"pid": 4242, "host": "another-" + socket.gethostname(), "command": "lowdim x"}))
+    assert live_readers(out) == [f"pid 4242 on another-{socket.gethostname()}: lowdim x; if that run is gone, "
+                                 f"delete {mark}"]
+    assert mark.exists()
