@@ -147,4 +147,20 @@ def job_dataclass(*, frozen: bool = False) -> Callable[[type[Job]], type[Job]]: 
                                        words_field))
 def job_dataclass(cls: type[Job] | None = None, /, *, frozen: bool = False) -> Any:
     """``dataclasses.dataclass``, as checkers must read a class with ``Converted`` fields (the module's note)."""
-    return dataclasses.dataclass(frozen=frozen) if cls is None else dataclasses.dataclass(cls)
+    if cls is None:
+        return lambda given: _shown_as_taken(dataclasses.dataclass(frozen=frozen)(given))
+    return _shown_as_taken(dataclasses.dataclass(cls))
+
+
+# What each field type takes, as help() and inspect.signature show the job's __init__: a user reads there what
+# to pass, and "PathField" names nothing they know (checkers read the source, not these).
+TAKES = {"PathField": "str | os.PathLike[str]", "OptionalPathField": "str | os.PathLike[str] | None",
+         "PathsField": "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]",
+         "SeedsField": "int | Sequence[int]", "WordsField": "str | Sequence[str]"}
+
+
+def _shown_as_taken(cls: type[Job]) -> type[Job]:
+    shown = cls.__init__.__annotations__  # a dataclass's own __init__
+    for name, annotation in list(shown.items()):
+        shown[name] = TAKES.get(annotation, annotation) if isinstance(annotation, str) else annotation
+    return cls

@@ -74,3 +74,16 @@ def test_a_frozen_job_stays_frozen_and_copies_as_a_dataclass():
     assert pickle.loads(pickle.dumps(job)) == job == copy.deepcopy(job)
     assert {f.name: f.default for f in dataclasses.fields(job)}["out"] == Path("personalized")
     assert dataclasses.asdict(job)["out"] == Path("me")
+
+
+def test_help_shows_what_a_job_field_takes_not_the_descriptor_type():
+    """help(TrainJob) and inspect.signature are where a user reads what to pass."""
+    import inspect
+
+    from lowdim_sd.personalize import PersonalizeJob
+    from lowdim_sd.workflows import TrainJob
+
+    shown = inspect.signature(TrainJob).parameters
+    assert shown["out"].annotation == "str | os.PathLike[str]"
+    assert shown["subjects"].annotation == "str | os.PathLike[str] | None"
+    assert "Field" not in str(inspect.signature(PersonalizeJob))
