@@ -18,7 +18,7 @@ from typing import Any
 
 from lowdim.errors import first_line
 from lowdim_sd.loading import ModelLoadError
-from lowdim_sd.weights_folder import WEIGHT_PICKLES, pickle_refusal, read_json
+from lowdim_sd.weights_folder import WEIGHT_PICKLES, pickle_refusal, read_config_json
 
 # Passed as None on every load: a copy of SD1.5 often lists them with their folders deleted.
 UNUSED_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
@@ -39,14 +39,14 @@ class MissingPart(ModelLoadError):
 def check_model_folder(folder: Path) -> str | None:
     """``folder`` is an SD1.x pipeline with every part it lists, each with its weights; the weights variant to
     load (``"fp16"`` where a part holds fp16-variant weights only, else None)."""
-    index = read_json(folder / "model_index.json")
+    index = read_config_json(folder / "model_index.json")
     check_sd1(folder, index, str(folder))
     return check_parts(folder, index, weights=True)
 
 
 def check_config_folder(folder: Path, label: str) -> None:
     """A ``--model-config`` folder: an SD1.x pipeline with every part's configs (its weights are not used)."""
-    index = read_json(folder / "model_index.json")
+    index = read_config_json(folder / "model_index.json")
     check_sd1(folder, index, label)
     check_parts(folder, index, weights=False)
 
@@ -62,7 +62,7 @@ def other_pipeline(folder: Path, index: dict) -> str | None:
     """What the folder is when it is no SD1.x pipeline ("an SDXL pipeline (...)"), else None."""
     name = str(index.get("_class_name") or "")
     unet_config = folder / "unet" / "config.json"
-    added = read_json(unet_config).get("addition_embed_type") if unet_config.is_file() else None
+    added = read_config_json(unet_config).get("addition_embed_type") if unet_config.is_file() else None
     if "XL" in name or _listed(index, "text_encoder_2") or added is not None:
         return f"an SDXL pipeline ({name or 'its UNet takes added conditioning'})"
     if name and name not in SD1_PIPELINES:
@@ -156,7 +156,8 @@ def load_cached(hub_id: str, options: dict[str, Any]) -> Any | None:
     if snapshot is None:
         return None
     if hub_reachable():
-        check_sd1(snapshot, read_json(snapshot / "model_index.json"), f"{hub_id} (its copy in the Hugging Face cache)")
+        index = read_config_json(snapshot / "model_index.json")
+        check_sd1(snapshot, index, f"{hub_id} (its copy in the Hugging Face cache)")
         return None
     try:
         pipe = load_folder(snapshot, options)

@@ -118,7 +118,7 @@ def check_shard_index(index: Path) -> None:
 
 def components(folder: Path) -> list[tuple[Path, type[torch.nn.Module]]]:
     """(sub-folder, model class) of each diffusers/transformers model that model_index.json lists."""
-    index = read_json(folder / "model_index.json")
+    index = read_config_json(folder / "model_index.json")
     found = []
     for name, entry in index.items():
         if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES):
@@ -159,7 +159,7 @@ def check_config_fits(part: Path, model_class: type[torch.nn.Module], stored: in
 
 def described_values(part: Path, model_class: type[torch.nn.Module]) -> int:
     """How many values the model ``part/config.json`` describes, built on the meta device (no memory)."""
-    config = read_json(part / "config.json")
+    config = read_config_json(part / "config.json")
     check_sizes(config, part / "config.json", "config")
     try:
         with torch.device("meta"):
@@ -179,7 +179,7 @@ def _build(model_class: type[Any], part: Path) -> torch.nn.Module:  # Any: diffu
     return model_class(config)
 
 
-def read_json(path: Path) -> dict:
+def read_config_json(path: Path) -> dict:
     """A config or index file as a JSON object; a huge or unreadable one is one line naming it."""
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelLoadError(f"{path}: a config of {path.stat().st_size >> 10} KB; refusing it")
