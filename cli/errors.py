@@ -1,8 +1,9 @@
 """What the ``lowdim`` command prints when a command fails or is stopped, and the signals it stops on.
 
-``main.main`` catches; this module says what each failure becomes: the one line of a missing extra or of running
-out of memory, the exit 130 of a stop (however a library wrapped the KeyboardInterrupt), and the `lowdim` script's
-SIGINT/SIGTERM handling.
+``main.main`` catches; this module says what each failure becomes: the one line of a missing extra, of running
+out of memory or of a path the OS refused, the exit 130 of a stop (however a library wrapped the
+KeyboardInterrupt), and the `lowdim` script's SIGINT/SIGTERM handling. The wrapper each command runs in also
+readies its path options (``prepared_paths``), before anything can fail on one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Protocol, cast
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 import typer
 from rich.markup import escape
@@ -23,11 +25,16 @@ from lowdim.errors import first_line
 from lowdim_cli.console import err
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+FORCING_SIGNAL = 3  # the Ctrl-C (or SIGTERM) that ends a stop the earlier ones asked for, however far it got
 
 # A precompute resume refuses what changes θ (--batch-size, --dtype, the CPU's dtype): the hint says which apply.
 OUT_OF_MEMORY_HINT = ("out of {device} memory: try --gradient-checkpointing or a smaller batch (--batch-size, "
                       "--batch-subjects) where the command has them, --dtype fp16 or bf16, or the CPU; a precompute "
                       "resumes its --out only with --gradient-checkpointing or a smaller --batch-subjects")
+
+# Text options that take a path or something else (a registered name, a hub id, FILE:SCALE, JSON), by parameter.
+TEXT_PATHS = frozenset({"model", "model_config", "out_path", "adapter", "dino_model", "clip_model", "face_model",
+                        "encoder", "encoder_config"})
 
 # The optional extras of pyproject.toml, by the top-level module a command imports from each.
 EXTRA_OF_MODULE = {"PIL": "sd", "diffusers": "sd", "transformers": "sd", "accelerate": "sd", "dlib": "faces",
@@ -60,13 +67,35 @@ def missing_extra(error: ModuleNotFoundError) -> str | None:
 
 
 def one_line_for(error: Exception) -> str | None:
-    """The line for a missing extra or for running out of memory (a sizing choice, not a bug); else None."""
+    """The line for a missing extra, for running out of memory (a sizing choice, not a bug), or for what the OS
+    refused on a path (a name too long, a full disk: the user's disk, not a bug); else None."""
     if isinstance(error, ModuleNotFoundError):
         return missing_extra(error)
+    if isinstance(error, OSError) or type(error).__name__ == "SafetensorError":
+        return os_refusal(error)
     device = _out_of_memory_device(error) if isinstance(error, RuntimeError) else None
     if device is None:
         return None
     return OUT_OF_MEMORY_HINT.format(device=device) + (f" ({first_line(error)})" if str(error).strip() else "")
+
+
+def os_refusal(error: Exception) -> str | None:
+    """'PATH: REASON' for an OSError naming the path the OS refused; 'a file could not be read or written
+    (REASON)' for safetensors' I/O error, which names none; None for any other (a bug's, which keeps its
+    traceback)."""
+    from lowdim.atomic import RUST_IO_ERROR, os_reason
+
+    filename = getattr(error, "filename", None)
+    if isinstance(error, OSError) and filename is not None:
+        return f"{shortened(os.fsdecode(filename))}: {os_reason(error, filename)}"
+    if not isinstance(error, OSError) and RUST_IO_ERROR.search(str(error)):
+        return f"a file could not be read or written ({os_reason(error)})"
+    return None
+
+
+def shortened(text: str, most: int = 100) -> str:
+    """``text`` cut in its middle to ``most`` characters: a name the OS found too long, said in one line."""
+    return text if len(text) <= most else f"{text[:most * 2 // 3]}…{text[-(most // 3):]}"
 
 
 def launched_process() -> str:
@@ -118,7 +147,8 @@ STOPS_MARK = "_lowdim_stops"
 
 
 def catch_interrupts(typer_app: typer.Typer) -> None:
-    """Wrap each command once so its KeyboardInterrupt, with what the run kept, reaches ``main``.
+    """Wrap each command once so its KeyboardInterrupt, with what the run kept, reaches ``main``, and its path
+    options are ready (``prepared_paths``: ``~`` expanded, a FIFO refused).
 
     The wrapper also carries the command's --help text, reflowed (``reflow``): it replaces the callback once."""
     for command in getattr(typer_app, "registered_commands", []):
@@ -129,7 +159,7 @@ def catch_interrupts(typer_app: typer.Typer) -> None:
         @functools.wraps(callback)
         def run(*args, _callback=callback, **kwargs):
             try:
-                return _callback(*args, **kwargs)
+                return _callback(*args, **prepared_paths(kwargs))
             except KeyboardInterrupt as stop:
                 raise Stopped(stop) from stop
 
@@ -139,6 +169,28 @@ def catch_interrupts(typer_app: typer.Typer) -> None:
     for group in getattr(typer_app, "registered_groups", []):  # `lowdim bench quality` and the like
         if group.typer_instance is not None:
             catch_interrupts(group.typer_instance)
+
+
+def prepared_paths(options: dict[str, Any]) -> dict[str, Any]:
+    """A command's options with the ``~`` of each path expanded, as a shell does to an unquoted one (a path from a
+    config file, a script's ``-o "$OUT"`` or the web page comes quoted, and would otherwise make a folder named
+    ``~``), once none of them is a FIFO, device or socket: a command opening one would wait for a writer, in a
+    call Ctrl-C cannot always end. A Path option is a path by its type; a text option by its name (TEXT_PATHS)."""
+    return {name: _prepared_path(name, value) for name, value in options.items()}
+
+
+def _prepared_path(name: str, value: Any) -> Any:
+    from lowdim.atomic import refuse_special
+
+    if isinstance(value, (list, tuple)):  # a repeatable option
+        return type(value)(_prepared_path(name, item) for item in value)
+    if isinstance(value, Path):
+        value = value.expanduser()
+        refuse_special(value)
+    elif isinstance(value, str) and name in TEXT_PATHS:
+        value = os.path.expanduser(value)  # "~/me.safetensors:0.8" too: only a leading ~ is expanded
+        refuse_special(value)
+    return value
 
 
 def reflow(doc: str | None) -> str | None:
@@ -199,15 +251,29 @@ def exit_on_signals(code: int) -> None:
 def stop_on_signals() -> None:
     """SIGTERM (a cluster's preemption, `kill`, `timeout`) stops a run as Ctrl-C does: it keeps its checkpoint
     and says how to continue, instead of dying with nothing kept; and neither cuts an optimizer update in two
-    (``stopping.held``). Only the `lowdim` script does this: a program that imports lowdim keeps its own signal
-    handling."""
+    (``stopping.held``), unless a third signal insists. Only the `lowdim` script does this: a program that
+    imports lowdim keeps its own signal handling."""
     from lowdim_sd import stopping
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.request(signum))
+    signals = 0
+
+    def stop(signum: int, frame: object) -> None:
+        # A signal during an update or a stop under way is only noted (``stopping.request``), which also keeps a
+        # blocking call going: Python retries one a signal interrupts once its handler returns (PEP 475). So an
+        # impatient second Ctrl-C keeps the first one's checkpoint, and a third ends the stop wherever it is
+        # stuck (a save to a hung disk), its temp places removed on the way out. (One command a process: the
+        # count never needs to start over.)
+        nonlocal signals
+        signals += 1
+        if signals >= FORCING_SIGNAL:
+            raise KeyboardInterrupt
+        stopping.request(signum)  # raises at once, unless it only notes the stop
+
+    signal.signal(signal.SIGTERM, stop)
     # Ctrl-C the same way, so that it too waits out an optimizer update; but only where Ctrl-C is Python's
     # KeyboardInterrupt: a shell's background job ignores SIGINT, and must go on ignoring it.
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, lambda signum, frame: stopping.request(signum))
+        signal.signal(signal.SIGINT, stop)
     report = sys.unraisablehook
 
     def quiet(unraisable) -> None:  # the stop raised inside a finalizer: the loops' check takes it up

@@ -3,7 +3,8 @@ one step.
 
 Every file lowdim writes (adapters, hypernetworks, weight shards, indexes, records, merged models) goes through
 here, so a crash, Ctrl-C or full disk leaves the old file or the new one, never a torn one. What is written lives
-in a hidden folder ``.NAME.XXXXXXXX.tmp`` beside the target until the rename, and so does every temp a writer makes
+in a hidden folder ``.NAME.XXXXXXXX.tmp`` beside the target (NAME cut short before its suffix where the whole
+would make too long a name: ``place_name``) until the rename, and so does every temp a writer makes
 beside the file it is given (safetensors 0.8's ``save_file`` writes its own ``.tmpXXXXXX`` there first): a run
 killed outright (kill -9, the OOM killer) leaves one place a later run recognises and sweeps (``sweep_temps``).
 While a write goes on its place is locked, so a sweep never takes a live one.
@@ -16,11 +17,14 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+
+from safetensors import SafetensorError
 
 from lowdim.errors import LowdimError
 
@@ -37,7 +41,15 @@ WRITER_TEMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
 # The files lowdim writes into a run's folder (adapters, shards, checkpoints, indexes, records, previews): what a
 # sweep with no target takes temps of.
 RUN_FILE_SUFFIXES = frozenset({".safetensors", ".json", ".jsonl", ".png"})
+# What a path is that is neither a regular file nor a folder (``special_kind``).
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"))
 UNLOCKED_PLACE_AGE = 3600  # seconds: where folders cannot be locked, a place this old is no write's any more
+# The most of a target's name a place's name carries: ".NAME.XXXXXXXX.tmp" is 14 bytes longer than NAME, and must
+# fit where NAME does (255 bytes on most file systems, 143 on eCryptfs).
+PLACE_NAME_BYTES = 120
+# What safetensors' Rust writer says of an OS error: "... I/O error: No space left on device (os error 28)".
+RUST_IO_ERROR = re.compile(r"I/O error: (?P<reason>.+?)(?: \(os error \d+\))?$")
 
 
 def atomic_write(path: Path, write: Callable[[str], object], replace: bool = True) -> Path:
@@ -47,29 +59,74 @@ def atomic_write(path: Path, write: Callable[[str], object], replace: bool = Tru
     FileExistsError and nothing written; a check made earlier cannot promise that, as another run may write
     ``path`` between the check and this step."""
     path = Path(path)
-    if path.is_dir():
-        raise LowdimError(f"{path}: is a folder; give a file name to write")
-    with temp_place(path) as temp:
-        write(str(temp))
-        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp-style writers make 0600; a plain open() would not
-        if replace:
-            os.replace(temp, path)
-        else:
-            _link_new(temp, path)
+    try:
+        if path.is_dir():
+            raise LowdimError(f"{path}: is a folder; give a file name to write")
+        with temp_place(path) as temp:
+            write(str(temp))
+            os.chmod(temp, 0o666 & ~current_umask())  # mkstemp-style writers make 0600; a plain open() would not
+            if replace:
+                os.replace(temp, path)
+                taken = None
+            else:
+                taken = _link_new(temp, path)
+    except (OSError, SafetensorError) as error:  # a full disk, a file-size limit, a name too long: all work lost
+        if isinstance(error, SafetensorError) and not RUST_IO_ERROR.search(str(error)):
+            raise  # not the disk's doing: a bug's, which keeps its traceback
+        raise LowdimError(f"{path}: could not write ({os_reason(error, path)})") from error
+    if taken is not None:
+        raise taken
     return path
 
 
-def _link_new(temp: Path, path: Path) -> None:
+def _link_new(temp: Path, path: Path) -> FileExistsError | None:
     """Give the finished ``temp`` the name ``path`` only where that name is free, in one step (a link fails on a
-    name that exists); the temp itself goes with its place."""
+    name that exists); the temp itself goes with its place. Returns (not raises: it is no failed write) the
+    FileExistsError of a name already taken."""
     try:
         os.link(temp, path)
-    except FileExistsError:
-        raise
+    except FileExistsError as taken:
+        return taken
     except OSError:  # a filesystem without hard links (FAT, some network mounts): checked, then renamed
         if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "already exists", str(path)) from None
+            return FileExistsError(errno.EEXIST, "already exists", str(path))
         os.replace(temp, path)
+    return None
+
+
+def os_reason(error: BaseException, path: str | os.PathLike[str] | None = None) -> str:
+    """The OS's reason ``error`` gives, as its one line says it: "No space left on device", "File too large"; for
+    a name too long, with the most the file system holding ``path`` takes."""
+    if isinstance(error, SafetensorError):
+        found = RUST_IO_ERROR.search(str(error))
+        return found.group("reason") if found else str(error)
+    reason = getattr(error, "strerror", None) or str(error)
+    if getattr(error, "errno", None) == errno.ENAMETOOLONG and path is not None:
+        most = _name_max(Path(path))
+        return f"{reason}; {most} bytes at most" if most else reason
+    return reason
+
+
+def _name_max(path: Path) -> int | None:
+    """The longest name, in bytes, the file system holding ``path`` (or the folder it would be made in) takes."""
+    for folder in path.absolute().parents:
+        try:
+            return os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def place_name(name: str) -> str:
+    """The target ``name`` as its temp place's name carries it: whole up to PLACE_NAME_BYTES bytes, else cut
+    short before its suffix, which a sweep of a run's folder goes by."""
+    if len(os.fsencode(name)) <= PLACE_NAME_BYTES:
+        return name
+    suffix = Path(name).suffix if len(os.fsencode(Path(name).suffix)) <= PLACE_NAME_BYTES // 4 else ""
+    head = name[:len(name) - len(suffix)]
+    while len(os.fsencode(head + suffix)) > PLACE_NAME_BYTES:
+        head = head[:-1]
+    return head + suffix
 
 
 def replace_folder(staging: Path, out: Path, replace: bool = True) -> None:
@@ -124,7 +181,7 @@ def _fresh_place(path: Path) -> tuple[Path | None, int | None]:
     locking (a lock waits while a sweep that got it first removes it)."""
     place, handle = None, None
     try:
-        place = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        place = tempfile.mkdtemp(prefix=f".{place_name(path.name)}.", suffix=".tmp", dir=path.parent)
         handle = _open_folder(place)
         if handle is None or _lock(handle, wait=True) is None or _same(handle, place):
             return Path(place), handle
@@ -203,7 +260,7 @@ def sweep_temps(folder: Path, target: str | None = None) -> dict[Path, int]:
 def _ours(name: str, target: str | None) -> bool:
     """Whether a temp for the file ``name`` is one this sweep may take: the ``target`` asked for, else only temps
     of the kinds of file lowdim writes into a run's folder (a user's ``.notes.txt.x1y2z3w4.tmp`` is not)."""
-    return name == target if target is not None else Path(name).suffix.lower() in RUN_FILE_SUFFIXES
+    return name == place_name(target) if target is not None else Path(name).suffix.lower() in RUN_FILE_SUFFIXES
 
 
 def _older_than(path: Path, seconds: float) -> bool:
@@ -217,7 +274,7 @@ def _swept_place(place: Path, target: str) -> bool:
     """Remove ``place`` when it holds only what a write puts there and no write holds it: a place that cannot be
     locked here counts as held until it is an hour old (no write of one file takes that long)."""
     try:
-        if not all(name == target or WRITER_TEMP.match(name) for name in os.listdir(place)):
+        if not all(place_name(name) == target or WRITER_TEMP.match(name) for name in os.listdir(place)):
             return False
         old = time.time() - place.stat().st_mtime > UNLOCKED_PLACE_AGE
     except OSError:
@@ -262,3 +319,22 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def special_kind(path: str | os.PathLike[str]) -> str | None:
+    """'a FIFO', 'a character device', 'a block device' or 'a socket' for what ``path`` is (a link followed); None
+    for a regular file, a folder, or a path that is not there (or cannot be looked at: its use says why). Asked
+    before any open: opening a FIFO waits for a writer, in a call no Ctrl-C ends when Rust (safetensors) or C
+    makes it, as they retry the open themselves."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return next((word for test, word in SPECIAL_KINDS if test(mode)), None)
+
+
+def refuse_special(path: str | os.PathLike[str]) -> None:
+    """One line naming ``path`` when it is a FIFO, a device or a socket, where a file or a folder is wanted."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise LowdimError(f"{Path(path)}: not a regular file ({kind}); give a file or a folder")

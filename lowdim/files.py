@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from lowdim import __version__
 from lowdim import functional as F
-from lowdim.atomic import atomic_write, current_umask  # noqa: F401  (this module's API too)
+from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.file_fit import (
     config_problem,
@@ -309,7 +309,9 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
     without ``load_tensors``, only the header is checked and the tensors come back empty."""
     _refuse_pickle(path)
     if not path.is_file():
-        found = "is a folder; expected a .safetensors {} file" if path.is_dir() else "no such {} file"
+        special = special_kind(path)  # a FIFO is there, not missing (and an open of one would wait for a writer)
+        found = ("is a folder; expected a .safetensors {} file" if path.is_dir() else
+                 f"not a regular file ({special}); expected a .safetensors {{}} file" if special else "no such {} file")
         raise error(f"{path}: {found.format(kind)}")
     foreign = describe_foreign(path)
     if foreign is not None:

@@ -258,7 +258,7 @@ def initial_token(initial: str | os.PathLike[str] | None, token: str | None) -> 
     frozen part calls the subject by it, else sks. A file that cannot be read gives none: its load says why."""
     if token is not None:
         return token
-    if initial is None:
+    if initial is None or not Path(initial).is_file():  # a FIFO's open would wait for a writer, Ctrl-C or not
         return DEFAULT_TOKEN
     from safetensors import safe_open
 

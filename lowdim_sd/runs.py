@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 import torch
 
@@ -35,6 +35,7 @@ from lowdim_sd.run_lock import LOCK as LOCK  # re-exported: tests and callers na
 from lowdim_sd.run_lock import acquire_lock, release_lock
 from lowdim_sd.run_lock import folder_in_use as folder_in_use  # re-exported: the web UI asks runs.folder_in_use
 
+Run = TypeVar("Run", bound=Callable[..., Any])  # a run(job, ...) that one_run_per_folder decorates
 MIXED_PRECISION = ("no", "fp16", "bf16")
 RESUME = Wording("the same command plus --resume", "the same call with resume=True")
 RERUN = Wording("rerun the same command", "run the same call again")
@@ -90,12 +91,13 @@ def reraise(stop: BaseException, note: str) -> NoReturn:
 
 
 def check_usable(out: Path, needed_bytes: int = 0) -> None:
-    """One line when ``out`` cannot hold the run's files: a file, not creatable, read-only, or full."""
+    """One line when ``out`` cannot hold the run's files: a file, not creatable, read-only, or full. The space
+    first, as it needs no folder made: a run refused leaves no empty ``out`` behind."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LowdimError(f"--out {out}: a file, where a folder is needed")
-    probe_writable(out, f"--out {out}")
     check_space(out, max(needed_bytes, MIN_FREE_BYTES))
+    probe_writable(out, f"--out {out}")
 
 
 def check_file_target(path: Path, flag: str = "--out") -> None:
@@ -132,17 +134,22 @@ def refuse_a_file_in_the_way(folder: Path, named: str, shown: Path) -> Path | No
 
 
 def probe_writable(folder: Path, named: str) -> None:
-    """Make ``folder`` if needed and write a byte in it; one line starting with ``named`` when either fails."""
+    """Make ``folder`` if needed and write a byte in it; one line starting with ``named`` when either fails, and
+    then the folders it made are removed."""
+    made = [p for p in (folder, *folder.parents) if not (p.exists() or p.is_symlink())]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".lowdim-probe-{os.getpid()}.tmp"
         probe.write_bytes(b"0")
         probe.unlink()
     except OSError as error:
+        for empty in made:  # innermost first
+            with contextlib.suppress(OSError):
+                empty.rmdir()
         raise LowdimError(f"{named}: not writable ({error.strerror or error})") from None
 
 
-def check_space(out: Path, needed_bytes: int) -> None:
+def check_space(out: Path, needed_bytes: int, needing: str = "the run", flag: str = "--out") -> None:
     """One line when the disk holding ``out`` (or the folder it will be made in) lacks ``needed_bytes``."""
     if not needed_bytes:
         return
@@ -151,8 +158,8 @@ def check_space(out: Path, needed_bytes: int) -> None:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if free < needed_bytes:
-        raise LowdimError(f"--out {out}: {free / 2**20:.1f} MB free, the run needs about "
-                          f"{needed_bytes / 2**20:.1f} MB; free some space or choose another --out")
+        raise LowdimError(f"{flag} {out}: {free / 2**20:.1f} MB free, {needing} needs about "
+                          f"{needed_bytes / 2**20:.1f} MB; free some space or choose another {flag}")
 
 
 def refuse_overwrite(paths: list[Path], overwrite: bool, other: str | None = None) -> None:
@@ -209,22 +216,24 @@ def output_folder(out: Path, outputs: Sequence[Path] = (), overwrite: bool = Fal
     release_lock(out, mine)
 
 
-def one_run_per_folder(out_of: Callable, outputs_of: Callable | None = None,
-                       check: Callable | None = None) -> Callable:
-    """Decorate a ``run(job, ...)`` so it holds ``out_of(job)`` (see ``output_folder``) while it runs.
+def one_run_per_folder(out_of: Callable[[Any], str | os.PathLike[str]],
+                       outputs_of: Callable[[Any], Sequence[Path]] | None = None,
+                       check: Callable[[Any], object] | None = None) -> Callable[[Run], Run]:
+    """Decorate a ``run(job, ...)`` so it holds ``out_of(job)`` (see ``output_folder``) while it runs; the
+    decorated function keeps its signature, for type checkers too.
 
     ``check(job)`` first refuses settings nothing can run with, before the folder is made;
     ``outputs_of(job)`` lists the files the run would replace, which ``job.overwrite`` allows.
     """
-    def decorate(run: Callable) -> Callable:
+    def decorate(run: Run) -> Run:
         @functools.wraps(run)
         def held(job: Any, *args: Any, **kwargs: Any) -> Any:
             if check is not None:
                 check(job)
             outputs = outputs_of(job) if outputs_of else []
-            with output_folder(out_of(job), outputs, bool(getattr(job, "overwrite", False))):
+            with output_folder(Path(out_of(job)), outputs, bool(getattr(job, "overwrite", False))):
                 return run(job, *args, **kwargs)
-        return held
+        return cast(Run, held)  # functools.wraps keeps the signature at run time; mypy cannot see that it does
     return decorate
 
 

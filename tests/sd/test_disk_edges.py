@@ -1,0 +1,198 @@
+"""What a real disk does to a command (review AS): a path too long, a full disk, a FIFO given as a file, a quoted
+``~``; each is one line naming the path, and a refused run leaves nothing behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
+import lowdim_sd.loading
+from lowdim_cli.main import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, " ".join((captured.out + captured.err).split())
+
+
+def one_line(code: int, text: str, expected: str) -> None:
+    assert code == 1 and expected in text and "Traceback" not in text and text.count("Error:") == 1, text
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+
+
+# -------------------------------------------------------------------------------------- names too long (AS2, AS3)
+
+
+def test_a_path_longer_than_the_file_system_takes_is_one_line(untrained_adapter, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    long = "n" * 250 + ".safetensors"
+    one_line(*run(capsys, "show", long), "File name too long")
+    one_line(*run(capsys, "export", untrained_adapter, "-o", long), "File name too long")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_export_to_a_long_name_the_file_system_takes_is_written(untrained_adapter, tmp_path, capsys):
+    out = tmp_path / ("n" * 240 + ".safetensors")  # 252 bytes: legal, though its temp place's whole name is not
+    code, text = run(capsys, "export", untrained_adapter, "-o", out)
+    assert code == 0 and out.is_file() and os.listdir(tmp_path) == [out.name], text
+
+
+# ------------------------------------------------------------------------------------------- a full disk (AS1)
+
+
+def test_a_disk_that_fills_during_an_export_is_one_line(untrained_adapter, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr("lowdim.files.save_file", full)
+    one_line(*run(capsys, "export", untrained_adapter, "-o", tmp_path / "e.safetensors"),
+             "e.safetensors: could not write (No space left on device)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_merge_too_big_for_the_disk_is_refused_before_the_model_loads(tiny_sd, untrained_adapter, tmp_path,
+                                                                        capsys, monkeypatch, no_model_load):
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=2 * 2**20))
+    out = tmp_path / "m.safetensors"
+    one_line(*run(capsys, "merge", "-m", tiny_sd, "-a", untrained_adapter, "-o", out), "2.0 MB free, the merge needs")
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------- a refused run leaves nothing (AS6)
+
+
+def test_a_run_refused_for_a_full_disk_leaves_no_empty_out(tiny_sd, untrained_adapter, tmp_path, capsys,
+                                                           monkeypatch, no_model_load):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    out = tmp_path / "new" / "g"
+    one_line(*run(capsys, "generate", "-m", tiny_sd, "-p", "a face", "-a", untrained_adapter, "-o", out),
+             "0.0 MB free")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_out_found_read_only_leaves_no_folder_made_to_find_it(tmp_path, monkeypatch):
+    import pathlib
+
+    from lowdim.errors import LowdimError
+    from lowdim_sd import runs
+
+    def refuse(self, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+    with pytest.raises(LowdimError, match="not writable \\(Read-only file system\\)"):
+        runs.check_usable(tmp_path / "new" / "o")
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------- FIFOs as files (AS4, AS7)
+
+
+def test_a_fifo_given_as_init_is_refused_at_once(tiny_sd, tmp_path, capsys, fifo, no_model_load):
+    save_images(torch.rand(1, 3, 16, 16) * 2 - 1, tmp_path / "refs", "me")
+    # A hung open (in safetensors' Rust, holding the GIL: no thread of this process could help) ends after 20 s.
+    writer = subprocess.Popen(["sh", "-c", 'sleep 20; while :; do : > "$0"; done', str(fifo)])
+    started = time.monotonic()
+    try:
+        code, text = run(capsys, "train", "-m", tiny_sd, "-i", tmp_path / "refs", "--init", fifo, "-o",
+                         tmp_path / "o")
+    finally:
+        writer.kill()
+        writer.wait()
+    one_line(code, text, f"{fifo}: not a regular file (a FIFO)")
+    assert time.monotonic() - started < 15
+
+
+def test_a_fifo_or_a_device_given_as_a_file_is_not_called_missing(tiny_sd, capsys, fifo, no_model_load):
+    for path in (fifo, Path("/dev/null")):
+        kind = "a FIFO" if path == fifo else "a character device"
+        one_line(*run(capsys, "generate", "-m", tiny_sd, "-p", "x", "-a", path), f"{path}: not a regular file ({kind})")
+        one_line(*run(capsys, "show", path), f"{path}: not a regular file ({kind})")
+
+
+def test_a_library_read_of_a_fifo_says_what_it_is(fifo):
+    import lowdim
+
+    with pytest.raises(lowdim.LowdimError, match="not a regular file \\(a FIFO\\)"):
+        lowdim.read_adapter(fifo)
+
+
+# -------------------------------------------------------------------------------------------- a quoted ~ (AS5)
+
+
+def test_a_quoted_tilde_is_the_home_folder(untrained_adapter, tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(untrained_adapter, home / "a.safetensors")
+    code, text = run(capsys, "show", "~/a.safetensors")
+    assert code == 0 and "lidb" in text, text
+    code, text = run(capsys, "export", "~/a.safetensors", "-o", "~/e.safetensors")
+    assert code == 0 and (home / "e.safetensors").is_file() and str(home / "e.safetensors") in text, text
+    assert not (tmp_path / "~").exists()
+
+
+# ------------------------------------------------------------------- a stop stuck in a blocking call (AS4, PEP 475)
+
+STUCK_STOP = """
+import os, signal, sys
+from lowdim_cli.errors import stop_on_signals
+stop_on_signals()
+read_end, write_end = os.pipe()
+try:
+    raise KeyboardInterrupt  # the first Ctrl-C, whose stop is now under way ...
+except KeyboardInterrupt:
+    print("stopping", flush=True)
+    try:
+        os.read(read_end, 1)  # ... and stuck in a call that never returns (a save to a hung disk)
+    except KeyboardInterrupt:
+        print("forced", flush=True)
+"""
+
+
+def test_a_third_signal_ends_a_stop_stuck_in_a_blocking_call():
+    """Python retries a blocking call a signal interrupts (PEP 475); a stop under way notes a second Ctrl-C, so an
+    impatient double press keeps its checkpoint; the third ends the stop, wherever it is stuck."""
+    stuck = subprocess.Popen([sys.executable, "-c", STUCK_STOP], stdout=subprocess.PIPE, text=True)
+    try:
+        assert stuck.stdout.readline() == "stopping\n"
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            stuck.send_signal(signum)
+            time.sleep(0.5)
+        assert stuck.poll() is None  # noted: the stop keeps what it keeps
+        stuck.send_signal(signal.SIGINT)
+        assert stuck.wait(timeout=20) == 0 and stuck.stdout.read() == "forced\n"
+    finally:
+        if stuck.poll() is None:
+            stuck.kill()
+            stuck.wait()
