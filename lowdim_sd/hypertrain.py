@@ -40,6 +40,7 @@ from lowdim_sd.hypertrain_io import (
     encoder_weights_context,
     extra_images_loader,
     feature_caches,
+    last_validation,
     model_to_train,
     run_metadata,
     split_identities,
@@ -57,6 +58,7 @@ from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset
 
 if TYPE_CHECKING:
+    from lowdim.hyper.head import HyperHead
     from lowdim.hyper.network import HyperNetwork
 
 TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
@@ -104,7 +106,7 @@ class HyperTrainJob:
     all_images: bool = False  # one pair per image instead of per identity (first image)
     prompt: str | None = None  # default: the precompute prompt
     token: str | None = None
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = 1.0  # 0 or None: no clipping
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     num_workers: int = 0
@@ -115,23 +117,30 @@ class HyperTrainJob:
 
 @dataclass
 class HyperTrainResult:
-    path: Path
+    path: Path  # the final hypernet.safetensors
     start_step: int = 0
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # this run's training losses, one a step
     train_names: list[str] = field(default_factory=list)
     val_names: list[str] = field(default_factory=list)
     metrics: Path | None = None
     seconds: float = 0.0
     main_process: bool = True  # False in the other processes of a distributed run
+    # The last held-out record of metrics.jsonl (weight_loss, weight_loss_vs_mean, diffusion_loss...), as the run
+    # printed it; None without held-out identities, and in the other processes.
+    validation: dict | None = None
+    # The network saved at path, in eval mode as load_hypernet returns it (main process; None for the retrieval
+    # head, which load_hypernet(path) rebuilds). Left out of the repr: a module's runs to hundreds of lines.
+    net: HyperHead | None = field(default=None, repr=False)
 
 
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
-    """Train (or, with ``resume``, continue) a hypernetwork; returns where the final checkpoint is."""
+    """Train (or, with ``resume``, continue) a hypernetwork; the result says where it is saved, and holds its
+    last validation and (main process) the network itself."""
     full = WeightDataset(job.weights, image_root=job.image_root)
     check_has_identities(full)
     job.model = model_to_train(job, full)
-    out = Path(job.out)
+    out = job.out
     folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval", job.overwrite)
     accelerator = _accelerator(job)
     settings = resume_settings(job, full, accelerator.num_processes)
@@ -147,7 +156,9 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     accelerator.wait_for_everyone()
     if job.hyper.get("architecture") == "retrieval":
         write_split(out, train_names, val_names)
-        return fill_retrieval(job, train_set, val_set, numbers, out, progress)
+        filled = fill_retrieval(job, train_set, val_set, numbers, out, progress)
+        filled.validation = last_validation(filled.metrics) if filled.main_process else None
+        return filled
 
     net, start = _network(job, full, folder)
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
@@ -183,7 +194,10 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 
         loop.finish_checkpoints()
 
-        save_hypernet(result.path, accelerator.unwrap_model(loop.net), {**loop.metadata, "steps": loop.step})
+        result.net = cast("HyperHead", accelerator.unwrap_model(loop.net)).eval()
+        result.net.metadata = {**loop.metadata, "steps": loop.step}  # what load_hypernet(result.path) reads back
+        save_hypernet(result.path, result.net, result.net.metadata)
+        result.validation = last_validation(result.metrics)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -280,7 +294,7 @@ class _Loop:
                                              num_workers=job.num_workers)
         net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
         metadata = run_metadata(job, index, accelerator.unwrap_model(net))
-        metrics = Path(job.out) / "metrics.jsonl"
+        metrics = job.out / "metrics.jsonl"
         if accelerator.is_main_process:
             # From a step-0 checkpoint the run validates step 0 again: its earlier record goes, not twice.
             trim_metrics(metrics, start if job.resume and start > 0 else -1)
@@ -342,7 +356,7 @@ class _Loop:
         self.accelerator.wait_for_everyone()
 
     def checkpoint(self) -> Path:
-        return checkpoints.save_hypernet(Path(self.job.out), self.step, self.accelerator.unwrap_model(self.net),
+        return checkpoints.save_hypernet(self.job.out, self.step, self.accelerator.unwrap_model(self.net),
                                          self.optimizer, self.trainable, self.metadata, self.job.keep_checkpoints,
                                          self.settings)
 
@@ -350,7 +364,7 @@ class _Loop:
         """At the run's end, its last step is what a later --resume continues from (a longer run, or the rest of
         a --max-minutes budget); without periodic checkpoints, a stop's leftover one is dropped instead, so a
         resume can never go back to it and redo the steps since."""
-        out = Path(self.job.out)
+        out = self.job.out
         if self.job.checkpoint_every:
             latest = checkpoints.latest(out)
             if latest is None or checkpoints.saved_step(latest) != self.step:
@@ -364,7 +378,7 @@ class _Loop:
             where = f"process {self.accelerator.process_index + 1} of {self.accelerator.num_processes}"
             runs.reraise(stop, f"{runs.stop_word(stop)} in {where} at step {self.step}; the main process's line "
                                "says what was kept")
-        last = checkpoints.latest(Path(self.job.out))
+        last = checkpoints.latest(self.job.out)
         runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, self.checkpoint, last=last))
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
-from lowdim_sd import runs
+from lowdim.option_words import either
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import TrainConfig
@@ -209,6 +209,21 @@ class MetricsLog:
                 handle.write(json.dumps(record) + "\n")
 
 
+def last_validation(path: Path | None) -> dict | None:
+    """The newest held-out record of ``metrics.jsonl`` (the last validation the run printed), or None."""
+    if path is None or not path.is_file():
+        return None
+    found = None
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line a kill cut short
+            continue
+        if isinstance(record, dict) and record.get("split") == "val":
+            found = record
+    return found
+
+
 def trim_metrics(path: Path, start: int) -> None:
     """A resumed run rewrites what came after its checkpoint: keep only records up to ``start``.
 
@@ -256,35 +271,10 @@ def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, pro
     """Batches of ``--extra-images`` in their own seeded order (resumes like the pairs), or None."""
     if not job.extra_images:
         return None
-    images = Images([Path(folder) for folder in job.extra_images], like)
+    images = Images(list(job.extra_images), like)
     size = job.batch_size if job.extra_batch_size is None else job.extra_batch_size
     sampler = StepSampler(len(images), size * processes, job.seed + 1, start, job.steps)
     return torch.utils.data.DataLoader(images, batch_size=size, sampler=sampler, num_workers=job.num_workers)
-
-
-def check_counts(job: HyperTrainJob) -> None:
-    """Counts and rates that must be positive, named as the CLI spells them."""
-    positive = {"--steps": job.steps, "--batch-size": job.batch_size, "--lr": job.learning_rate,
-                "keep_checkpoints": job.keep_checkpoints}
-    at_least_zero = {"--val-every": job.val_every, "--log-every": job.log_every,  # 0: never
-                     "--checkpoint-every": job.checkpoint_every, "--weight-decay": job.weight_decay,
-                     "--num-workers": job.num_workers}
-    for name, value in positive.items():
-        if not value > 0:
-            raise LowdimError(f"{name} must be > 0, got {value}")
-    for name, value in at_least_zero.items():
-        if not value >= 0:
-            raise LowdimError(f"{name} must be >= 0, got {value}")
-    if job.max_minutes is not None and not job.max_minutes > 0:  # 0 would save a one-step network as the result
-        raise LowdimError(f"--max-minutes must be > 0, got {job.max_minutes}")
-    if job.extra_batch_size is not None and job.extra_batch_size < 1:
-        raise LowdimError(f"--extra-batch-size must be >= 1 (left out: --batch-size), got {job.extra_batch_size}")
-    if job.val_identities is not None and job.val_identities < 0 or not 0 <= job.val_fraction < 1:
-        raise LowdimError(f"--val-fraction must be in [0, 1) and --val-identities >= 0, got {job.val_fraction} and "
-                          f"{job.val_identities}")
-    if job.mixed_precision not in runs.MIXED_PRECISION:
-        raise LowdimError(f"--mixed-precision must be one of {', '.join(runs.MIXED_PRECISION)}, got "
-                          f"'{job.mixed_precision}'")
 
 
 def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
@@ -303,9 +293,10 @@ def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
     skeleton = backend.value.skeleton() if backend else model_skeleton(model, job.model_config)
     theirs = layer_specs(skeleton, resolve_layers(index["layer_set"], index["model"]))
     if theirs != list(full.layers):
-        raise LowdimError(f"--model {model}: its {index['layer_set']} layers ({len(theirs)}) are not those the weights "
-                          f"were made on ({index['model']}, {len(full.layers)}); leave --model out, or precompute "
-                          f"weights on {model}")
+        given, leave = either(f"--model {model}", f"HyperTrainJob(model={model!r})"), either("--model", "model")
+        raise LowdimError(f"{given}: its {index['layer_set']} layers ({len(theirs)}) are not those the weights were "
+                          f"made on ({index['model']}, {len(full.layers)}); leave {leave} out, or precompute weights "
+                          f"on {model}")
     warnings.warn(f"the weights were made with {index['model']}; training for {model} (same layers)", stacklevel=3)
     return model
 
@@ -324,7 +315,7 @@ def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
             "prompt": index["config"].get("prompt", TrainConfig.prompt),
             "token": index["config"].get("token", DEFAULT_TOKEN),
             "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights)),
-            **({"extra_images": ", ".join(Path(folder).resolve().name for folder in job.extra_images)}
+            **({"extra_images": ", ".join(folder.resolve().name for folder in job.extra_images)}
                if job.extra_images else {})}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 from lowdim_sd import checkpoints
 from lowdim_sd.weight_dataset import WeightDataset
 
@@ -57,9 +58,9 @@ def extra_images_identity(folders: list[Path]) -> str:
 
     described = []
     for folder in folders:
-        paths = [identity.images[0] for identity in discover_identities(Path(folder))]
+        paths = [identity.images[0] for identity in discover_identities(folder)]
         files = [[os.path.relpath(path, folder), path.stat().st_size] for path in paths]
-        described.append(f"{Path(folder).resolve().name}: {len(paths)} identities, files {_digest(files)}")
+        described.append(f"{folder.resolve().name}: {len(paths)} identities, files {_digest(files)}")
     return " + ".join(described) or "none"
 
 
@@ -74,14 +75,17 @@ def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False, overw
         return None
     folder = checkpoints.latest(out)
     if folder is not None and not resume:
-        raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); pass --resume to "
-                          f"continue it, --overwrite to start over, or choose another --out")
+        remedy = either("pass --resume to continue it, --overwrite to start over, or choose another --out",
+                        "pass resume=True to continue it, overwrite=True to start over, or choose another out")
+        raise LowdimError(f"{out} holds checkpoints of an earlier run (latest {folder.name}); {remedy}")
     if folder is None and (out / "hypernet.safetensors").is_file():
         # A finished run without periodic checkpoints: starting over would overwrite it, resuming would too.
+        every = either("--checkpoint-every", "checkpoint_every")
         later = ("; a retrieval head is made whole in one go, so there is nothing to continue" if retrieval else
-                 " (or save checkpoints with --checkpoint-every to continue runs later)")
-        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; pass --overwrite "
-                          f"to start over, or choose another --out{later}")
+                 f" (or save checkpoints with {every} to continue runs later)")
+        remedy = either("pass --overwrite to start over, or choose another --out",
+                        "pass overwrite=True to start over, or choose another out")
+        raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; {remedy}{later}")
     return folder
 
 
@@ -91,6 +95,6 @@ EARLIER_RUN_FILES = ("hypernet.safetensors", "split.json", "metrics.jsonl")
 def clear_earlier_run(out: Path) -> None:
     """What an earlier run left in ``out``: its checkpoints would pass for this run's at a later --resume, its
     split would be read back, its log appended to, and its hypernetwork would stand if this run were stopped."""
-    shutil.rmtree(Path(out) / checkpoints.FOLDER, ignore_errors=True)
+    shutil.rmtree(out / checkpoints.FOLDER, ignore_errors=True)
     for name in EARLIER_RUN_FILES:
-        (Path(out) / name).unlink(missing_ok=True)
+        (out / name).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from lowdim.errors import LowdimError
 from lowdim.file_fit import format_version_problem
 from lowdim.files import atomic_write
+from lowdim.option_words import either
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.faces import DEFAULT_MARGIN
 
@@ -125,11 +126,14 @@ def done_identities(out: Path, header: dict, compared: dict | None = None) -> di
         return {}
     existing = read_index(out)
     different = differing_settings(existing if compared is None else compared, header)
+    # A header field the training config repeats (seed: the adapter seed is config.seed) is one setting, named once.
+    different = [(key, there, now) for key, there, now in different
+                 if not (key.startswith("config.") and (key.removeprefix("config."), there, now) in different)]
     if different:
         shown = ", ".join(f"{key} ({_shown(key, there, existing)} there, {_shown(key, now, header)} now)"
                           for key, there, now in different[:2])
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; rerun with those to continue, or "
-                          f"use another --out to start anew")
+                          f"use another {either('--out', 'out')} to start anew")
     if existing.get("dtype") and header.get("dtype") and existing["dtype"] != header["dtype"]:
         # Not a recipe setting (train-hypernet may read folders of both), but one folder's θ should be alike.
         raise LowdimError(f"{out} holds weights trained in {existing['dtype']}, and this run would train in "

@@ -315,7 +315,7 @@ def test_loading_for_another_target_lists_every_difference(tmp_path):
                       encoder=other_encoder)
     message = str(error.value)
     for expected in ("model: file 'tiny-sd', expected 'sdxl'", "space: file lidb", "expected lora",
-                     "layer_set: file 'qkvo', expected 'all' (the file predicts --layers qkvo)",
+                     "layer_set: file 'qkvo', expected 'all' (the file predicts layer_set='qkvo')",
                      "missing from file: extra",
                      "o (file 12x12, expected 12x10)", "encoder config: intermediate_size (file 64, expected 48)"):
         assert expected in message

@@ -30,6 +30,7 @@ from lowdim.hyper.config import HyperConfig, normalize_encoder_config
 from lowdim.hyper.encoder import comparable
 from lowdim.hyper.head import HyperHead
 from lowdim.hyper.safety import check_offline, checked_build
+from lowdim.option_words import either
 from lowdim.spaces.base import LayerSpec, Space
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ def load_hypernet(
     head = cast(HyperHead, net)  # build_hypernet's result
     head.load_state_dict(tensors, strict=not package)
     head.metadata = read.metadata
-    return head
+    return head.eval()  # ready to predict, as personalize does (dropout off); .train() to go on training
 
 
 def _object(value: Any) -> dict:
@@ -268,8 +269,9 @@ def _differences(stored: Mapping[str, Any], **expected: Any) -> list[str]:
             f"(the file predicts {space_flags(stored['space'], stored['space_config'])})"
         )
     if expected["layer_set"] is not None and expected["layer_set"] != stored["layer_set"]:
+        predicts = either(f"--layers {stored['layer_set']}", f"layer_set={stored['layer_set']!r}")
         found.append(f"layer_set: file {stored['layer_set']!r}, expected {expected['layer_set']!r} (the file predicts "
-                     f"--layers {stored['layer_set']})")
+                     f"{predicts})")
     if expected["layers"] is not None:
         found.extend(_layer_differences(stored["layers"], list(expected["layers"])))
     if expected["encoder"] is not None:

@@ -21,6 +21,7 @@ import torch
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import Metric, MetricUnavailable, Sample
+from lowdim.option_words import option
 from lowdim_sd.bench.methods import (
     Personalized,
     get_method,
@@ -123,11 +124,11 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     if unnamed:  # every row would then draw the base model's face there, and identity scores measure nothing
         warnings.warn(f"--prompt {unnamed[0]!r} does not name the subject: [V] is where its identifier goes "
                       f"('a [V] face at night')", stacklevel=2)
-    counts = {"--sample-steps": job.sample_steps, "--workers": job.workers, "--batch-subjects": job.batch_subjects,
-              "--limit": job.limit, "--threads": job.threads}
-    for option, value in counts.items():
+    counts = {"sample_steps": job.sample_steps, "workers": job.workers, "batch_subjects": job.batch_subjects,
+              "limit": job.limit, "threads": job.threads}
+    for field, value in counts.items():
         if value is not None and value < 1:
-            raise LowdimError(f"{option} must be at least 1; got {value}")
+            raise LowdimError(f"{option(field, 'QualityJob')} must be at least 1; got {value}")
     if job.hypernet is not None and not Path(job.hypernet).is_file():
         raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
     from lowdim.registry import get_registry

@@ -39,6 +39,12 @@ class QualityJob:
     gallery_methods: list[str] | None = None  # the rows shown (default: every row with results)
     left_out: dict[str, str] = field(default_factory=dict)  # default rows check_job left out, and why
 
+    def __post_init__(self) -> None:
+        # A bare str (a script's methods="only-hyper") is one entry, not its letters one by one.
+        for name in ("methods", "prompts", "metrics", "gallery_methods"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+
     def checked_methods(self) -> list[str]:
         """The rows, once ``check_job`` has filled in the default ``methods``."""
         if self.methods is None:

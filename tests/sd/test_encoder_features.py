@@ -114,7 +114,7 @@ def test_a_features_file_for_another_encoder_is_refused_before_the_sd_model_load
 
 def test_features_without_a_frozen_encoder_are_refused(weights, tmp_path):
     path, _, _ = write(weights, tmp_path / "f.safetensors")
-    with pytest.raises(LowdimError, match="--freeze-encoder"):
+    with pytest.raises(LowdimError, match='add "freeze_encoder": True to hyper'):
         train_hypernet(job(weights, tmp_path / "h", features=path, hyper={**FROZEN, "freeze_encoder": False}),
                        progress=False)
 

@@ -66,7 +66,7 @@ def test_a_refused_overwrite_leaves_the_earlier_run_whole(weights, tmp_path):
 
 
 def test_resume_and_overwrite_together_are_refused(weights, tmp_path):
-    with pytest.raises(lowdim.LowdimError, match="--resume continues .* --overwrite starts .* over: pass one"):
+    with pytest.raises(lowdim.LowdimError, match="resume=True continues .* overwrite=True starts .* over: pass one"):
         train_hypernet(job(weights, tmp_path / "o", resume=True, overwrite=True), progress=False)
     assert not (tmp_path / "o").exists()
 

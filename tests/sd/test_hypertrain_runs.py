@@ -11,6 +11,7 @@ from hypertrain_jobs import HYPER, TINY_VIT, job, records  # tests/sd, on the pa
 from safetensors.torch import load_file
 
 import lowdim
+from lowdim import option_words
 from lowdim_cli.main import main
 from lowdim_sd import checkpoints
 from lowdim_sd.hypertrain import train_hypernet
@@ -33,7 +34,7 @@ def test_resume_continues_from_the_checkpoint_exactly(weights, tmp_path):
     expected, got = load_file(str(whole.path)), load_file(str(rest.path))
     assert all(torch.equal(expected[key], got[key]) for key in expected)
     assert [r["step"] for r in records(rest.metrics, "train")] == [1, 2, 3, 4]
-    with pytest.raises(lowdim.LowdimError, match="checkpoints of an earlier run.*--resume"):
+    with pytest.raises(lowdim.LowdimError, match="checkpoints of an earlier run.*resume=True"):
         train_hypernet(job(weights, tmp_path / "b", steps=4), progress=False)
 
 
@@ -79,7 +80,7 @@ def test_a_finished_run_keeps_its_last_step_to_extend_from_and_drops_a_stale_sto
     ({"mixed_precision": "fp8"}, "--mixed-precision must be one of no, fp16, bf16, got 'fp8'"),
 ])
 def test_settings_no_run_can_use_are_one_line_before_anything_is_written(weights, tmp_path, options, message):
-    with pytest.raises(lowdim.LowdimError, match=message):
+    with option_words.command_line(), pytest.raises(lowdim.LowdimError, match=message):  # the CLI's words
         train_hypernet(job(weights, tmp_path / "bad", **options), progress=False)
     assert not (tmp_path / "bad").exists()
 
@@ -120,8 +121,8 @@ def test_other_pictures_under_the_same_names_are_refused_before_training(weight_
 
 
 def test_a_model_with_other_layers_than_the_weights_is_refused_before_training(weights, tmp_path):
-    with pytest.raises(lowdim.LowdimError, match=r"--model tinyfaces: its .* layers \(\d+\) are not those the "
-                                                 r"weights were made on .*leave --model out"):
+    with pytest.raises(lowdim.LowdimError, match=r"HyperTrainJob\(model='tinyfaces'\): its .* layers \(\d+\) are not "
+                                                 r"those the weights were made on .*leave model out"):
         train_hypernet(job(weights, tmp_path / "m", model="tinyfaces"), progress=False)
     assert not (tmp_path / "m" / "hypernet.safetensors").exists()
 
@@ -218,7 +219,7 @@ def test_a_stop_keeps_a_checkpoint_says_so_and_resume_continues_from_it(weights,
     ({"key_steps": 5}, "--key-steps trains the keys learned from --key-pairs: add --key-pairs FOLDER"),
 ])
 def test_a_flag_whose_part_of_the_run_is_off_is_refused_before_anything_loads(weights, tmp_path, options, said):
-    with pytest.raises(lowdim.LowdimError, match=said):
+    with option_words.command_line(), pytest.raises(lowdim.LowdimError, match=said):  # the CLI's words
         train_hypernet(job(weights, tmp_path / "h", **options), progress=False)
     assert not (tmp_path / "h").exists()
 
