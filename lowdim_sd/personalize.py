@@ -378,7 +378,7 @@ def recipe(run: PersonalizeRun) -> dict:
     # --only-hyper trains no LoRA: a rank or rate recorded for it would describe a finetune that never ran.
     finetune = {} if job.only_hyper else {"steps": run.steps, "learning_rate": run.learning_rate,
                                           "batch_size": run.batch_size, "rank": job.rank}
-    made = {"made_by": "lowdim personalize", "image": Path(job.image).name, "hypernet": hypernet,
+    made = {"made_by": "lowdim personalize", "image": job.image.name, "hypernet": hypernet,
             "only_hyper": job.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), **finetune,
             "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
     if job.resolution is not None:  # only when asked: the model's own is implied by its name

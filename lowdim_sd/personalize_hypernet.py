@@ -37,7 +37,7 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     """
     if job.hypernet is not None:
         if job.no_hyper:  # it keeps the file's recipe (the paper's ablation): the file must still be a hypernetwork
-            _checked_only(Path(job.hypernet))
+            _checked_only(job.hypernet)
             return True, None, ""
         return True, read_hypernet(job.hypernet), ""
     path = default_hypernet(backend)

@@ -43,7 +43,7 @@ def stage(result: PersonalizeResult, name: str, note: Callable[[], str] | None =
 def written_files(job: PersonalizeJob) -> list[Path]:
     """What a run writes to ``job.out``, the adapter first: an earlier run's copies are replaced only with
     --overwrite."""
-    out = Path(job.out)  # a Path already (the job's __post_init__); typed as the str a caller may pass
+    out = job.out
     return [out / "adapter.safetensors", *(out / f"adapter.{fmt}.safetensors" for fmt in job.export),
             *([out / "preview.png"] if job.preview else [])]
 
@@ -65,7 +65,7 @@ def earlier_kept(job: PersonalizeJob) -> list[Path]:
     formats not asked for this time."""
     from lowdim_sd.export import FORMATS
 
-    out = Path(job.out)  # a Path already (the job's __post_init__); typed as the str a caller may pass
+    out = job.out
     kept = [*(out / f"adapter.{fmt}.safetensors" for fmt in FORMATS if fmt not in job.export),
             *([] if job.preview else [out / "preview.png"])]
     return [path for path in kept if path.is_file()]

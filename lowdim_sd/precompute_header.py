@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lowdim
@@ -37,8 +36,8 @@ def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: b
 
     space = lowdim.get_space(job.space, job.space_options)
     if job.init is not None:
-        check_start_early(Path(job.init), space, config.seed)
-    out = Path(job.out)
+        check_start_early(job.init, space, config.seed)
+    out = job.out
     if not (out / INDEX).is_file():
         return
     existing = read_index(out)
@@ -73,14 +72,14 @@ def index_header(job: PrecomputeJob, config: TrainConfig, model: SDModel | None,
         "layers": [[s.name, s.out_features, s.in_features] for s in layer_specs(model.modules, layer_set)]
         if model is not None else None,
         "resolution": job.resolution or (model.resolution if model is not None else None),
-        "root": str(Path(job.identities).resolve()),
+        "root": str(job.identities.resolve()),
         "config": recorded_settings(config, crop, job.crop_margin, job.face_index)
         # Recorded only when on, so folders made before the option existed still resume.
         | ({"shared_noise": True} if job.shared_noise else {})
         | ({"init": start_digest(initial)} if initial is not None else {}),
         # Outside "config": not compared as a recipe (see done_identities), but a resume's errors name them.
         "dtype": _dtype_name(job, model),
-    } | ({"init_path": {"given": str(job.init), "resolved": str(Path(job.init).resolve())}}
+    } | ({"init_path": {"given": str(job.init), "resolved": str(job.init.resolve())}}
          if job.init is not None else {})
 
 

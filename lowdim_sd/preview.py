@@ -75,7 +75,7 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
         images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
         captions += [f"reference; right: {how}" if how else "reference",
                      *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
-    grid = save_grid(Path(job.out) / "preview.png", images, captions, ncol=len(prompts) + 1)
+    grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)
     return grid, list(zip(captions, images, strict=True))
 
 
