@@ -204,33 +204,3 @@ def register(app: typer.Typer) -> None:
     app.command()(inspect)
     app.command()(show)
 
-
-LIBRARIES = ("torch", "diffusers", "transformers", "safetensors")
-
-
-def version_text() -> str:
-    """lowdim's version, its installed plugins' and the libraries it runs on: what a bug report needs.
-
-    Read from the installed packages' metadata: diffusers and transformers are not loaded for it, and a
-    library too broken to import still gets its version named."""
-    from importlib.metadata import PackageNotFoundError, entry_points, version
-
-    plugins = sorted({(ep.dist.name, ep.dist.version) for ep in entry_points(group="lowdim")
-                      if ep.dist is not None and ep.dist.name != "lowdim"})
-
-    def installed(name: str) -> str:
-        try:
-            return f"{name} {version(name)}"
-        except PackageNotFoundError:
-            return f"{name} not installed"
-
-    lines = [f"lowdim {version('lowdim')}",
-             "plugins: " + (", ".join(f"{name} {number}" for name, number in plugins) or "none"),
-             ", ".join(installed(name) for name in LIBRARIES)]
-    return "\n".join(lines)
-
-
-def show_version(value: bool) -> None:
-    if value:
-        out.print(version_text(), highlight=False)
-        raise typer.Exit()

@@ -30,6 +30,7 @@ from lowdim_cli import (
 )
 from lowdim_cli.console import err
 from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal
+from lowdim_cli.version import show_version
 
 app = typer.Typer(
     name="lowdim",
@@ -75,7 +76,7 @@ else:
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option(
-        "--version", callback=info_commands.show_version, is_eager=True,
+        "--version", callback=show_version, is_eager=True,
         help="Print the versions of lowdim, its plugins, torch, diffusers, transformers and safetensors, "
              "then exit.")] = False) -> None:
     """The options of `lowdim` itself; its help text is the Typer app's."""

@@ -77,7 +77,8 @@ def train(
     steps: Annotated[int | None, typer.Option(
         help=f"Optimizer steps (default {defaults.STEPS}; {defaults.FINETUNE_STEPS} with --init).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Learning rate (default: full 5e-6, lora 1e-4, lidb 2e-3, ti 5e-3, --init 1e-3).")] = None,
+        help="Learning rate (default: full 5e-6, lora 1e-4, lidb 2e-3, ti 5e-3, --init 1e-3; a plugin space: "
+             "its declared rate, else 1e-4).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per subject per step.")] = 1,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
     dropout: Annotated[float, typer.Option(

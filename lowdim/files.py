@@ -49,6 +49,7 @@ from lowdim.inject.select import exact_layers
 from lowdim.layer_lists import pack_layers as _pack_layers
 from lowdim.layer_lists import unpack_layers  # noqa: F401  (this module's API too)
 from lowdim.safetensors_header import sort_header_metadata
+from lowdim.space_packages import missing_space, missing_space_words, package_metadata
 from lowdim.spaces.base import LayerSpec, Space
 
 FORMAT = "lowdim.adapter"
@@ -201,10 +202,7 @@ def save_adapter(
     scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
-    from lowdim.registry import space_package  # a plugin's space: what a machine without it must install
-
-    if package := space_package(info.space.name):
-        metadata["space_package"] = package
+    metadata.update(package_metadata(info.space))  # a plugin's spaces: what a machine without them must install
     # A loaded adapter keeps the record (applied by no load), so its re-save does; at 0 left out: older files unchanged.
     if dropout := info.dropout or float(info.metadata.get("dropout") or 0.0):
         metadata["dropout"] = repr(dropout)
@@ -269,14 +267,9 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     if problem := format_version_problem(metadata, "adapter", FORMAT_VERSION):
         raise AdapterFileError(f"{path}: {problem}")
     registry = get_registry()
-    try:
-        registry.space_class(str(metadata.get("space")))
-    except ConfigError:  # a plugin's space, made where that plugin is installed (a clash raises PluginError)
-        name, dist = str(metadata.get("space")), metadata.get("space_package")
-        package = f" (package {dist})" if dist else ""
-        raise AdapterFileError(f"{path}: " + (registry.space_unavailable(name, dist) or (  # LOWDIM_NO_PLUGINS set, say
-            f"its space '{name}' is not installed here (known: {', '.join(sorted(registry.spaces))}); install the "
-            f"plugin that provides it{package}"))) from None
+    # A plugin's space (or a stack's component) is made where that plugin is installed; a clash raises PluginError.
+    if missing := missing_space(metadata, registry):
+        raise AdapterFileError(f"{path}: {missing_space_words(*missing, registry)}")
     try:
         space = registry.make_space(metadata["space"], json.loads(metadata["space_config"]))
         seed = int(metadata["seed"])

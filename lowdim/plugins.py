@@ -98,6 +98,16 @@ def installed_plugins() -> pluggy.PluginManager:
     return _installed
 
 
+# Distribution name -> why its entry point failed to load: `lowdim --version` (what a bug report quotes) marks it.
+_failed_to_load: dict[str, str] = {}
+
+
+def failed_to_load() -> dict[str, str]:
+    """The installed plugins' packages whose entry point failed to load, with the error, by distribution name."""
+    installed_plugins()
+    return dict(_failed_to_load)
+
+
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         name = entry_point.name
@@ -110,6 +120,8 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
                 name = renamed_plugin(name, dist)  # a name both register is a clash that names them
             manager.register(plugin, name=name)
         except Exception as error:  # a broken third-party plugin must not break lowdim
+            dist = getattr(getattr(entry_point, "dist", None), "name", None) or entry_point.value
+            _failed_to_load[dist] = f"{type(error).__name__}: {error}"
             warnings.warn(
                 f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: "
                 f"{type(error).__name__}: {error}",

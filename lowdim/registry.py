@@ -239,8 +239,10 @@ class Registry:
         self._refuse_a_clash(claimed_as, name)
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
-            note = f"; {NO_PLUGINS_NOTE}" if kind == "model" and plugins_disabled() else ""
-            raise (ConfigError if kind == "space" else LowdimError)(f"unknown {kind} '{name}'; known: {known}{note}")
+            if kind == "space":
+                raise ConfigError(_unknown_space(name, known))
+            note = f"; {NO_PLUGINS_NOTE}" if plugins_disabled() else ""
+            raise LowdimError(f"unknown {kind} '{name}'; known: {known}{note}")
         return table[name].value
 
     def _refuse_a_clash(self, claimed_as: str, name: str) -> None:
@@ -258,6 +260,17 @@ class Registry:
         if ("space", name) in self._clashes:
             return self._clash_error("space", name)
         return no_plugins_space_note(name, package) if plugins_disabled() else None
+
+
+def _unknown_space(name: str, known: str) -> str:
+    """A first-party plugin's space names the package that brings it (``--space vera`` with lowdim alone); with
+    LOWDIM_NO_PLUGINS set, that variable, since the plugin may well be installed."""
+    from lowdim.space_packages import FIRST_PARTY_SPACES, first_party_hint
+
+    if name in FIRST_PARTY_SPACES:
+        return no_plugins_space_note(name, FIRST_PARTY_SPACES[name]) if plugins_disabled() else \
+            f"unknown space '{name}'{first_party_hint(name)}"
+    return f"unknown space '{name}'; known: {known}"
 
 
 def _warn_builtin_claimed(kind: str, name: str, plugin: str) -> None:

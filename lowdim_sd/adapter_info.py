@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from shlex import quote
 
-from lowdim.errors import ConfigError, LowdimError
+from lowdim.errors import ConfigError, LowdimError, PluginError
 from lowdim.file_fit import config_problem, format_version_problem
 from lowdim.filecheck import checked_dropout
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
@@ -60,7 +60,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if problem := dropout_problem(path, meta.get("dropout")):
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
-    if missing := missing_space(meta.get("space"), meta.get("space_package")):  # every load would refuse it
+    if missing := missing_space(meta) or missing_model(meta.get("base_model")):  # a command would refuse it
         rows.insert(1, missing)
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     if problem := size_problem(meta, header, layers):
@@ -89,19 +89,39 @@ def has_bases(meta: dict[str, str], layers: list) -> bool:
     return any(key not in second or not torch.equal(first[key], second[key]) for key in first)
 
 
-def missing_space(name: str | None, package: str | None) -> tuple[str, str] | None:
-    """The row saying why the file's space cannot be used here (None: it can): two plugins claim it, plugins are
-    switched off (LOWDIM_NO_PLUGINS), or no installed plugin provides it. The file names the package."""
+def missing_space(meta: dict[str, str]) -> tuple[str, str] | None:
+    """The row saying why the file's space, or a stack's component, cannot be used here (None: it can): two
+    plugins claim it, plugins are switched off (LOWDIM_NO_PLUGINS), or no installed plugin provides it. The
+    file names the package (a first-party plugin's is known without)."""
     import lowdim
+    from lowdim.space_packages import missing_space as first_missing
 
     registry = lowdim.get_registry()
-    if name in registry.spaces:
+    try:
+        missing = first_missing(meta, registry)
+    except PluginError as error:  # two plugins claim a component's name: what every load says
+        return "problem", str(error)
+    if missing is None:
         return None
-    if problem := registry.space_unavailable(str(name), package):
+    name, package = missing
+    if problem := registry.space_unavailable(name, package):
         return "problem", problem
     provider = f" (package {package})" if package else ""
     return "needs", (f"the plugin that provides space '{name}'{provider}, which is not installed here (`lowdim "
                      f"spaces` lists those that are)")
+
+
+def missing_model(base_model: str | None) -> tuple[str, str] | None:
+    """The row naming the first-party plugin that brings the file's base model, where it is not installed here
+    (`use it: lowdim generate -m tinyfaces ...` would be refused); None otherwise."""
+    import lowdim
+    from lowdim_sd.registered_models import FIRST_PARTY_MODELS
+
+    name = (base_model or "").lower()
+    if name not in FIRST_PARTY_MODELS or name in lowdim.get_registry().backends or Path(name).expanduser().exists():
+        return None
+    return "needs", (f"the plugin that provides model '{name}' (package {FIRST_PARTY_MODELS[name]}), which is not "
+                     f"installed here: pip install {FIRST_PARTY_MODELS[name]}")
 
 
 def dropout_problem(path: Path, text: str | None) -> str:
