@@ -24,6 +24,7 @@ from torch import Tensor
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
+from lowdim.option_words import either
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
@@ -110,11 +111,12 @@ def saved_step(folder: Path) -> int:
 
 
 def step_to_continue(folder: Path, steps: int) -> int:
-    """A hypernetwork checkpoint's step, where a resume continues; one past --steps is kept as it is (no step
+    """A hypernetwork checkpoint's step, where a resume continues; one past ``steps`` is kept as it is (no step
     is undone), and said so rather than silently written as the result of a shorter run."""
     step = saved_step(folder)
     if step > steps:
-        warnings.warn(f"the newest checkpoint is at step {step}, past --steps {steps}: kept step {step} (to stop at "
+        asked = either(f"--steps {steps}", f"steps={steps}")
+        warnings.warn(f"the newest checkpoint is at step {step}, past {asked}: kept step {step} (to stop at "
                       f"an earlier step, delete the checkpoints after it)", stacklevel=3)
     return step
 
@@ -163,8 +165,9 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
     different = list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once
     if not different:
         return
-    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {'; '.join(different)}; resume with the "
-                      f"same options, or choose another --out")
+    way_on = either("resume with the same options, or choose another --out",
+                    "resume with the same settings, or choose another out")
+    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {'; '.join(different)}; {way_on}")
 
 
 # Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side
@@ -249,7 +252,7 @@ def _input_differences(stored: dict | None, current: dict) -> list[str]:
     old, new = stored.get("images", {}), current.get("images", {})
     there, now = stored.get("resolution"), current.get("resolution")
     if there and now and there != now:  # every picture differs then: the option is what to name
-        found.append(f"--resolution ({there} there, {now} now)")
+        found.append(f"{either('--resolution', 'resolution')} ({there} there, {now} now)")
     for name in sorted(set(old) | set(new)) if not found else []:
         if old.get(name) != new.get(name):
             # One subject (--images) has no name of its own; --subjects' are their folders'.
@@ -258,5 +261,5 @@ def _input_differences(stored: dict | None, current: dict) -> list[str]:
                          f"there, {new.get(name)} now)")
     if stored.get("model") != current.get("model"):
         found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "
-                     f"now: another model, or another --dtype)")
+                     f"now: another model, or another {either('--dtype', 'dtype')})")
     return found

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
+from lowdim.option_words import either, option
 from lowdim_sd.faces import DEFAULT_MARGIN
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 FORMAT = "lowdim.encoder_features"
 BATCH = 32
+OWNER = "write_folder_features"  # the function a Python caller gives the encoder-features settings to
+ENCODER_CONFIG = 'hyper={"encoder_config": ...}'  # HyperTrainJob's, as a Python caller gives it
 
 
 def image_key(image: Tensor) -> str:
@@ -102,11 +105,11 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     _check_crop(crop, crop_margin, face_index)
     chosen = resolve_device(device)  # an absent device is one line, before the encoder loads
     if pool < 0:
-        raise LowdimError(f"--pool must be >= 0 (0: every token), got {pool}")
+        raise LowdimError(f"{name('pool')} must be >= 0 (0: every token), got {pool}")
     runs.check_file_target(Path(out))
     if Path(out).is_dir():
-        raise LowdimError(f"{out}: is a folder; give -o a file name (features.safetensors)")
-    runs.refuse_overwrite([out], overwrite, other="choose another -o")
+        raise LowdimError(f"{out}: is a folder; give {name('out', '-o')} a file name (features.safetensors)")
+    runs.refuse_overwrite([out], overwrite, other=either("choose another -o", "choose another out"))
     paths = [path for folder in folders for path in _identity_images(folder)]
     if not paths:
         raise LowdimError(f"no images in {', '.join(map(str, folders))}")
@@ -118,27 +121,37 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     return save_features(out, encoder, keys, features), len(keys)
 
 
+def name(field: str, flag: str | None = None) -> str:
+    """A write_folder_features parameter as this reader gave it: ``--pool`` (or ``flag``) on the command line,
+    ``write_folder_features(pool=...)`` from Python."""
+    return option(field, OWNER, flag)
+
+
 def _check_crop(crop: bool, margin: float, index: int | None) -> None:
-    """Crop settings as precompute takes them; without --crop a margin or face index would be silently ignored."""
+    """Crop settings as precompute takes them; without the crop a margin or face index would be silently ignored."""
     if not crop:
-        for flag, given in (("--crop-margin", margin != DEFAULT_MARGIN), ("--face-index", index is not None)):
+        for field, given in (("crop_margin", margin != DEFAULT_MARGIN), ("face_index", index is not None)):
             if given:
-                raise LowdimError(f"{flag} shapes the face crop, which is off: add --crop (as the weight folders' "
-                                  f"index.json config.crop says)")
+                raise LowdimError(f"{name(field)} shapes the face crop, which is off: "
+                                  f"{either('add --crop', 'pass crop=True')} (as the weight folders' index.json "
+                                  f"config.crop says)")
     if not margin >= 0:  # NaN included
-        raise LowdimError(f"--crop-margin must be 0 or more, got {margin}")
+        raise LowdimError(f"{name('crop_margin')} must be 0 or more, got {margin}")
     if index is not None and index < 0:
-        raise LowdimError(f"--face-index must be 0 or more, got {index}")
+        raise LowdimError(f"{name('face_index')} must be 0 or more, got {index}")
 
 
 def _check_size(path: Path, resolution: int) -> None:
-    """Images far smaller than --resolution (TinyFaces' 32 px at the default 512) are a flag to change."""
+    """Images far smaller than the resolution asked for (TinyFaces' 32 px at the default 512) are a setting to
+    change."""
     from lowdim_sd.images import open_rgb
 
     side = min(open_rgb(path).size)
     if side < resolution // 2:
-        raise LowdimError(f"{path} is {side} px on its shorter side, far below --resolution {resolution}: pass "
-                          f"--resolution {side} (the resolution the weights were precomputed at)")
+        raise LowdimError(f"{path} is {side} px on its shorter side, far below "
+                          f"{either(f'--resolution {resolution}', f'resolution={resolution}')}: pass "
+                          f"{either(f'--resolution {side}', f'resolution={side}')} (the resolution the weights were "
+                          f"precomputed at)")
 
 
 def _identity_images(folder: Path) -> list[Path]:
@@ -168,21 +181,24 @@ def check_covers(path: Path, images: dict[Path, Callable[[], Tensor]], remedy: s
     _, metadata = read_checked(Path(path), FORMAT, "encoder features", LowdimError, load_tensors=False)
     stored = set(_keys(Path(path), metadata))
     missing = []
-    with runs.progress(len(images), "checking --features", enabled=progress, loss=False, transient=True) as advance:
+    label = either("checking --features", "checking features")
+    with runs.progress(len(images), label, enabled=progress, loss=False, transient=True) as advance:
         for image_path, read in images.items():
             if image_key(read()) not in stored:
                 missing.append(image_path)
             advance()
     if missing:
         raise LowdimError(f"{path}: no features for {min(missing)} ({len(missing)} of the {len(images)} images this "
-                          f"run reads: made from other images, or at another --resolution or crop?); {remedy}")
+                          f"run reads: made from other images, or at another {either('--resolution', 'resolution')} or "
+                          f"crop?); {remedy}")
 
 
 def _network_value(encoder: ImageEncoder, key: str, value: str) -> str:
     """A setting as an error names it: an encoder built from --encoder-config is named as that, not by the
     default hub id it never loaded."""
     if key == "encoder" and getattr(encoder, "from_config", False):
-        return f"a random-init {encoder.backbone.config.model_type} from --encoder-config"
+        return (f"a random-init {encoder.backbone.config.model_type} from "
+                f"{either('--encoder-config', ENCODER_CONFIG)}")
     return repr(value)
 
 

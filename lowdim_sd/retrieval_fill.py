@@ -11,6 +11,7 @@ the θ whose reference photo did (docs/ladder.md, rung 10b).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either, option
 from lowdim_sd import runs
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.hypertrain_io import FeatureCache, MetricsLog, all_targets, run_metadata
@@ -35,27 +37,46 @@ BATCH = 32
 RENDER_STEPS = 25  # DDIM steps of each bank render: as the quality benchmark samples
 
 
+OWNER = "HyperTrainJob"
+KEY_DIM = 'hyper={"key_dim": ...}'  # the HyperConfig option, as a Python caller gives it
+
+
+def name(field: str, flag: str | None = None) -> str:
+    """A HyperTrainJob field as this reader gave it: its flag under the ``lowdim`` command, ``HyperTrainJob(...)``
+    from Python (hypertrain_checks has the same, but it imports this module)."""
+    return option(field, OWNER, flag)
+
+
+def add_to_hyper(key: str, value: object) -> str:
+    """How to set a HyperConfig option this reader's way: ``--set key=value`` or a key of the ``hyper`` dict."""
+    return either(f"add --set {key}={value}", f"add {json.dumps(key)}: {json.dumps(value)} to hyper")
+
+
 def check_retrieval_job(job: HyperTrainJob) -> None:
     """Key options that cannot work together, refused before anything loads."""
     retrieval = job.hyper.get("architecture") == "retrieval"
     if job.key_pairs is not None and not retrieval:
-        raise LowdimError("--key-pairs trains the retrieval head's keys: add --set architecture=retrieval")
+        raise LowdimError(f"{name('key_pairs')} trains the retrieval head's keys: "
+                          f"{add_to_hyper('architecture', 'retrieval')}")
     if retrieval and int(job.hyper.get("key_dim") or 0) and job.key_pairs is None:
-        raise LowdimError("key_dim > 0 learns the keys from photos of the same people: add --key-pairs FOLDER "
-                          "(one sub-folder of two or more photos per identity)")
+        raise LowdimError(f"{either('key_dim', KEY_DIM)} > 0 learns the keys from photos of the "
+                          f"same people: {either('add --key-pairs FOLDER', 'pass key_pairs=FOLDER')} (one sub-folder "
+                          f"of two or more photos per identity)")
     if retrieval and job.key_pairs is not None and not int(job.hyper.get("key_dim") or 0):
-        raise LowdimError("--key-pairs trains a learned key: add --set key_dim=64 (0 keys by the CLS token)")
+        raise LowdimError(f"{name('key_pairs')} trains a learned key: {add_to_hyper('key_dim', 64)} (0 keys by the "
+                          f"CLS token)")
     if job.key_renders and not retrieval:
-        raise LowdimError("--key-renders keys the retrieval head's bank: add --set architecture=retrieval")
+        raise LowdimError(f"{name('key_renders')} keys the retrieval head's bank: "
+                          f"{add_to_hyper('architecture', 'retrieval')}")
     if not 0 <= job.key_renders <= 16:
-        raise LowdimError(f"--key-renders must be between 0 and 16, got {job.key_renders}")
+        raise LowdimError(f"{name('key_renders')} must be between 0 and 16, got {job.key_renders}")
     if job.key_steps < 1:
-        raise LowdimError(f"--key-steps must be >= 1, got {job.key_steps}")
+        raise LowdimError(f"{name('key_steps')} must be >= 1, got {job.key_steps}")
     if retrieval:
         warn_about_training_options(job)
 
 
-# The training loop's options, as the CLI spells them: the retrieval head stores its bank and runs no loop.
+# The training loop's options, with the CLI's flags: the retrieval head stores its bank and runs no loop.
 LOOP_OPTIONS = {"steps": "--steps", "learning_rate": "--lr", "weight_decay": "--weight-decay",
                 "checkpoint_every": "--checkpoint-every", "max_minutes": "--max-minutes"}
 
@@ -65,11 +86,11 @@ def warn_about_training_options(job: HyperTrainJob) -> None:
     import warnings
 
     defaults = {f.name: f.default for f in dataclasses.fields(job) if f.name in LOOP_OPTIONS}
-    given = [flag for name, flag in LOOP_OPTIONS.items() if getattr(job, name) != defaults[name]]
+    given = [name(field, flag) for field, flag in LOOP_OPTIONS.items() if getattr(job, field) != defaults[field]]
     if given:
         warnings.warn(f"the retrieval head stores the training identities and runs no training steps: "
-                      f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored (--key-steps sets how "
-                      f"long its learned keys train)", stacklevel=3)
+                      f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored ({name('key_steps')} sets "
+                      f"how long its learned keys train)", stacklevel=3)
 
 
 def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
@@ -81,7 +102,8 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
 
     started = time.perf_counter()
     if job.all_images:
-        raise LowdimError("the retrieval head stores one key per identity: drop --all-images")
+        raise LowdimError(f"the retrieval head stores one key per identity: "
+                          f"{either('drop --all-images', 'leave all_images out')}")
     config = HyperConfig.from_dict({**job.hyper, "bank_size": len(train_set.names)})
     torch.manual_seed(job.seed)  # a randomly initialised encoder is then the same in every run
     with encoder_weights_context(job):
@@ -130,8 +152,8 @@ def learn_keys(net: RetrievalHead, people_folder: Path, read_photo: Callable[[Pa
 
     projection = net.key_projection
     if projection is None:
-        raise LowdimError("this retrieval head keys by the CLS token and has no key projection to train: build it "
-                          "with --set key_dim=64")
+        raise LowdimError(f"this retrieval head keys by the CLS token and has no key projection to train: build it "
+                          f"with {either('--set key_dim=64', KEY_DIM.replace('...', '64'))}")
     people = [person for person in discover_identities(people_folder) if len(person.images) >= 2]
     if len(people) < 2:
         raise LowdimError(f"{people_folder}: key training needs two or more identity sub-folders with two or more "

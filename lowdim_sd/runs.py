@@ -90,24 +90,34 @@ def reraise(stop: BaseException, note: str) -> NoReturn:
 # ------------------------------------------------------------------------------------------ the folder
 
 
-def check_usable(out: Path, needed_bytes: int = 0) -> None:
+OUT = Wording("--out", "out")  # the output option of every job, as its reader gave it
+
+
+def naming(path: Path, flag: str | None) -> str:
+    """How a line names an output path: with ``flag`` (``-o PATH``) where the caller knows it, else as its reader
+    gave it: ``--out PATH`` on the command line, ``out=PATH`` from Python."""
+    return f"{flag} {path}" if flag else either(f"{OUT.cli} {path}", f"{OUT.api}={path}")
+
+
+def check_usable(out: Path, needed_bytes: int = 0, flag: str | None = None) -> None:
     """One line when ``out`` cannot hold the run's files: a file, not creatable, read-only, or full. The space
-    first, as it needs no folder made: a run refused leaves no empty ``out`` behind."""
+    first, as it needs no folder made: a run refused leaves no empty ``out`` behind. ``flag``: the option's name
+    where the caller knows it (default: ``--out`` on the command line, ``out=`` from Python)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise LowdimError(f"--out {out}: a file, where a folder is needed")
-    check_space(out, max(needed_bytes, MIN_FREE_BYTES))
-    probe_writable(out, f"--out {out}")
+        raise LowdimError(f"{naming(out, flag)}: a file, where a folder is needed")
+    check_space(out, max(needed_bytes, MIN_FREE_BYTES), flag=flag)
+    probe_writable(out, naming(out, flag))
 
 
-def check_file_target(path: Path, flag: str = "--out") -> None:
+def check_file_target(path: Path, flag: str | None = None) -> None:
     """One line when ``path`` cannot be written in its folder: a file stands where a folder is needed, or the
     folder cannot be made or is read-only.
 
     Checked before the work, so a merge or an export is not lost to a typo in the output path."""
     path = Path(path)
-    refuse_a_file_in_the_way(path.parent, f"{flag} {path}", path)
-    probe_writable(path.parent, f"{flag} {path}")
+    refuse_a_file_in_the_way(path.parent, naming(path, flag), path)
+    probe_writable(path.parent, naming(path, flag))
 
 
 def check_folder_target(folder: Path, flag: str = "--out") -> None:
@@ -115,9 +125,9 @@ def check_folder_target(folder: Path, flag: str = "--out") -> None:
     command refused later for its input leaves nothing behind): a file in its place or above it, or a
     read-only folder above it."""
     folder = Path(folder)
-    existing = refuse_a_file_in_the_way(folder, f"{flag} {folder}", folder)
+    existing = refuse_a_file_in_the_way(folder, naming(folder, flag), folder)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise LowdimError(f"{flag} {folder}: not writable ({existing} is read-only)")
+        raise LowdimError(f"{naming(folder, flag)}: not writable ({existing} is read-only)")
 
 
 def refuse_a_file_in_the_way(folder: Path, named: str, shown: Path) -> Path | None:
@@ -149,8 +159,9 @@ def probe_writable(folder: Path, named: str) -> None:
         raise LowdimError(f"{named}: not writable ({error.strerror or error})") from None
 
 
-def check_space(out: Path, needed_bytes: int, needing: str = "the run", flag: str = "--out") -> None:
-    """One line when the disk holding ``out`` (or the folder it will be made in) lacks ``needed_bytes``."""
+def check_space(out: Path, needed_bytes: int, needing: str = "the run", flag: str | None = None) -> None:
+    """One line when the disk holding ``out`` (or the folder it will be made in) lacks ``needed_bytes``; ``flag``
+    as check_usable has it."""
     if not needed_bytes:
         return
     existing = Path(out).absolute()
@@ -158,8 +169,8 @@ def check_space(out: Path, needed_bytes: int, needing: str = "the run", flag: st
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if free < needed_bytes:
-        raise LowdimError(f"{flag} {out}: {free / 2**20:.1f} MB free, {needing} needs about "
-                          f"{needed_bytes / 2**20:.1f} MB; free some space or choose another {flag}")
+        raise LowdimError(f"{naming(out, flag)}: {free / 2**20:.1f} MB free, {needing} needs about "
+                          f"{needed_bytes / 2**20:.1f} MB; free some space or choose another {flag or OUT}")
 
 
 def refuse_overwrite(paths: list[Path], overwrite: bool, other: str | None = None) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
-from lowdim.option_words import Wording
+from lowdim.option_words import Wording, either
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged
 from lowdim_sd.loading import SDModel
@@ -283,10 +283,12 @@ def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, o
     if not resume:
         return 0
     if checkpoints.latest(out_dir) is None:  # a mistyped --out would otherwise start over without a word
-        warnings.warn(f"--resume: {out_dir} holds no checkpoint, so the run starts from step 0", stacklevel=3)
+        warnings.warn(f"{either('--resume', 'resume=True')}: {out_dir} holds no checkpoint, so the run starts from "
+                      f"step 0", stacklevel=3)
     start = checkpoints.restore(out_dir, trainable, optimizer, settings)
     if start > config.steps:
-        raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past --steps {config.steps}")
+        raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past "
+                          f"{either(f'--steps {config.steps}', f'steps={config.steps}')}")
     return start
 
 

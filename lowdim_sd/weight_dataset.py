@@ -16,6 +16,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.option_words import Wording, either
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim_sd import stopping
 from lowdim_sd.face_inputs import load_face_image
@@ -25,6 +26,7 @@ from lowdim_sd.weight_readers import ReaderMark
 
 Folders = str | Path | Sequence[str | Path]
 DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px
+IMAGE_ROOT = Wording("--image-root", "image_root")  # where the images are now, as its reader passes it
 
 
 def as_folders(folders: Folders) -> list[Path]:
@@ -54,7 +56,8 @@ class WeightDataset(torch.utils.data.Dataset):
         _check_alike(self.folders, self._indexes)
         self.index = self._indexes[0]
         if image_root is not None and len(self.folders) > 1:
-            raise LowdimError("--image-root (image_root) applies to one weight folder only")
+            raise LowdimError(f"{either('--image-root (image_root)', 'image_root')} applies to one weight folder "
+                              f"only")
         self.roots = [Path(image_root or index["root"]) for index in self._indexes]
         self._all_entries = _named_entries(self.folders, self._indexes)
         self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
@@ -154,7 +157,7 @@ class WeightDataset(torch.utils.data.Dataset):
                        f"{self.folders[number]} (it takes identities with no pictures left out of the folder)"
                        if self.roots[number] == Path(self._indexes[number]["root"]) else "")
             raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. "
-                              f"{self.image_path(missing[0])}; restore them there, or pass --image-root with the "
+                              f"{self.image_path(missing[0])}; restore them there, or pass {IMAGE_ROOT} with the "
                               f"folder they moved to{removed}")
         self.check_same_pictures()
 
@@ -179,8 +182,8 @@ class WeightDataset(torch.utils.data.Dataset):
             # image); elsewhere (--image-root), only the folder it read has the right pictures.
             where = (f"if they changed since, rerun the lowdim precompute that made {weights} (it trains changed "
                      f"identities again); if the folder it read moved, pass that folder (or a copy of it) as "
-                     f"--image-root" if folder == Path(self._indexes[number]["root"]) else
-                     "pass the folder precompute read (or a copy of it) as --image-root")
+                     f"{IMAGE_ROOT}" if folder == Path(self._indexes[number]["root"]) else
+                     f"pass the folder precompute read (or a copy of it) as {IMAGE_ROOT}")
             raise LowdimError(f"{len(changed)} of the {len(self.entries)} identities' pictures in {folder} are not "
                               f"those their weights were trained on, e.g. {changed[0]}; {where}")
 

@@ -21,7 +21,7 @@ import torch
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import Metric, MetricUnavailable, Sample
-from lowdim.option_words import option
+from lowdim.option_words import either, option
 from lowdim_sd.bench.methods import (
     Personalized,
     get_method,
@@ -119,10 +119,11 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     job.prompts = job.prompts or bench_prompts(job.model)
     check_rows(job, run)
     if len(job.prompts) == 0:
-        raise LowdimError("no prompts: pass --prompt at least once")
+        raise LowdimError(f"no prompts: {either('pass --prompt at least once', 'give QualityJob(prompts=[...])')}")
     unnamed = [prompt for prompt in job.prompts if "[V]" not in prompt]
     if unnamed:  # every row would then draw the base model's face there, and identity scores measure nothing
-        warnings.warn(f"--prompt {unnamed[0]!r} does not name the subject: [V] is where its identifier goes "
+        asked = either("--prompt", "QualityJob(prompts=...)")
+        warnings.warn(f"{asked} {unnamed[0]!r} does not name the subject: [V] is where its identifier goes "
                       f"('a [V] face at night')", stacklevel=2)
     counts = {"sample_steps": job.sample_steps, "workers": job.workers, "batch_subjects": job.batch_subjects,
               "limit": job.limit, "threads": job.threads}
@@ -138,7 +139,7 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     check_training_dtype(job.device, job.dtype)  # every method trains
     registry = get_registry()
     if job.metrics:  # a metric named twice would be scored and stored twice
-        parse_metric_names(",".join(job.metrics))
+        parse_metric_names(",".join(job.metrics), owner="QualityJob")
     unknown = [name for name in job.metrics if name not in registry.metrics]
     if unknown:
         raise LowdimError(f"unknown metric(s) {', '.join(unknown)}; "

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import Wording
 from lowdim_sd.bench import methods as bench_methods  # METHODS read at call time: tests cut its steps
 from lowdim_sd.bench.methods import find_method, get_method, model_describer
 
 if TYPE_CHECKING:
     from lowdim_sd.bench.quality_job import QualityJob
+
+METHODS_OPTION = Wording("--methods", "QualityJob(methods=...)")  # the rows asked for, as their reader gave them
 
 
 def check_rows(job: QualityJob, run: bool = True) -> None:
@@ -40,7 +43,7 @@ def check_described_rows(job: QualityJob) -> None:
     described = [name for name in job.methods if get_method(name).describe]
     if described and not describes:
         raise LowdimError(f"method '{described[0]}' names the looks the model's describer reads, and model "
-                          f"'{job.model}' has none; leave it out of --methods")
+                          f"'{job.model}' has none; leave it out of {METHODS_OPTION}")
 
 
 def why_k1_repeats(hyper_config: dict, path: str | Path) -> str | None:
@@ -68,7 +71,7 @@ def check_repeating_rows(job: QualityJob, defaulted: bool) -> None:
         return
     if not defaulted:
         raise LowdimError(f"method '{k1[0]}' would repeat '{k1[0].replace('-k1', '', 1)}' exactly: {why}; "
-                          f"leave it out of --methods")
+                          f"leave it out of {METHODS_OPTION}")
     job.methods = [name for name in job.checked_methods() if name not in k1]
     # Said by prepare once the job is known to run: a note above a bad -i's error line would bury it.
     job.left_out["ours-k1"] = f"{why}, so Ours (k=1) would repeat Ours exactly"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
+from lowdim.option_words import option
 from lowdim_sd.bench.methods import method_label
 
 if TYPE_CHECKING:
@@ -194,22 +195,24 @@ DEFAULT_GALLERY_PROMPTS = (0, 3, 5)
 
 
 def check_gallery(job: QualityJob) -> None:
-    """Refuse a gallery setting gallery.png could not be drawn with, naming its flag, and fill in the default
-    prompt numbers: 0, 3 and 5 of the job's prompts, those there are (an empty list: no gallery)."""
+    """Refuse a gallery setting gallery.png could not be drawn with, naming it as its reader gave it, and fill in
+    the default prompt numbers: 0, 3 and 5 of the job's prompts, those there are (an empty list: no gallery)."""
     from lowdim_sd.bench.methods import parse_methods
 
     if job.gallery_identities < 1:
-        raise LowdimError(f"--gallery-identities must be at least 1; got {job.gallery_identities}")
+        raise LowdimError(f"{option('gallery_identities', 'QualityJob')} must be at least 1; got "
+                          f"{job.gallery_identities}")
     prompts = job.checked_prompts()
     if job.gallery_prompts is None:  # the default fits any prompt list; only numbers asked for must exist
         job.gallery_prompts = [k for k in DEFAULT_GALLERY_PROMPTS if k < len(prompts)]
     for number in job.gallery_prompts:
         if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(prompts):
-            raise LowdimError(f"--gallery-prompts: '{number}' is not a prompt number (0 to {len(prompts) - 1})")
+            raise LowdimError(f"{option('gallery_prompts', 'QualityJob')}: '{number}' is not a prompt number (0 to "
+                              f"{len(prompts) - 1})")
     try:
         parse_methods(",".join(job.gallery_methods or []))
     except LowdimError as error:
-        raise LowdimError(f"--gallery-methods: {error}") from None
+        raise LowdimError(f"{option('gallery_methods', 'QualityJob')}: {error}") from None
 
 
 def write_frontier(out: Path, rows: list[Row], columns: dict[str, str],

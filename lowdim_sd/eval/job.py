@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either, option
 from lowdim.registry import get_registry
 from lowdim_sd.eval.folder import load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
@@ -19,13 +20,19 @@ from lowdim_sd.job_fields import Converted, PathArg, PathField, as_paths, job_da
 
 def metric_names(value: object, owner: str, name: str) -> tuple[str, ...]:
     """Comma text, as --metrics takes it ("face-rec,dino"; a notebook's "tinyfaces-identity" is a name, not its
-    letters one by one), or the names themselves."""
+    letters one by one), or the names themselves, each read as the text is (``["a,b"]`` is ``"a,b"``): either
+    way an empty or repeated name is refused alike."""
     if isinstance(value, str):
-        return parse_metric_names(value)
+        return parse_metric_names(value, owner, name)
     if not isinstance(value, Iterable):
         raise LowdimError(f"{owner}: {name}= takes metric names (comma text or a tuple of names), got a "
                           f"{type(value).__name__}")
-    return tuple(value)
+    names = list(value)
+    odd = next((item for item in names if not isinstance(item, str)), None)
+    if odd is not None:
+        raise LowdimError(f"{owner}: {name}= takes metric names (comma text or a tuple of names), got a "
+                          f"{type(odd).__name__} among them")
+    return parse_metric_names(",".join(names), owner, name)
 
 
 def reference_paths(value: object, owner: str, name: str) -> tuple[Path, ...]:
@@ -52,14 +59,17 @@ class EvalJob:
     chunk: int = 8  # samples per metric call: how often the progress bar moves
 
 
-def parse_metric_names(text: str) -> tuple[str, ...]:
-    """``"face-rec, dino"`` -> ("face-rec", "dino"); empty or repeated names are errors."""
+def parse_metric_names(text: str, owner: str | None = None, field: str = "metrics") -> tuple[str, ...]:
+    """``"face-rec, dino"`` -> ("face-rec", "dino"); empty or repeated names are errors. They name the setting as
+    ``owner(field=...)`` from Python, ``--metrics`` on the command line; without an ``owner`` (the web UI, which
+    rewrites the flag into its own words; bench quality) always ``--metrics``."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
+    asked = option(field, owner, "--metrics") if owner else "--metrics"
     if not names:
-        raise LowdimError("--metrics is empty; give a comma list such as face-rec,dino,clip-i,clip-t")
+        raise LowdimError(f"{asked} is empty; give a comma list such as face-rec,dino,clip-i,clip-t")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise LowdimError(f"--metrics names '{repeated[0]}' twice")
+        raise LowdimError(f"{asked} names '{repeated[0]}' twice")
     return names
 
 
@@ -102,13 +112,15 @@ MIN_CROP_SIZE = 8  # px, as crop_face has it
 MAX_CROP_SIZE = 4096
 
 
-def check_crop(crop: bool, crop_size: int, margin: float) -> None:
-    """With the crop on, a margin or size no crop can use is one line, from the CLI and from Python alike."""
+def check_crop(crop: bool, crop_size: int, margin: float, owner: str = "EvalJob") -> None:
+    """With the crop on, a margin or size no crop can use is one line, from the CLI and from Python alike (each
+    naming the setting as its reader gave it: ``--margin``, ``EvalJob(margin=...)``)."""
     if crop and not (math.isfinite(margin) and margin >= 0):
-        raise LowdimError(f"--margin must be 0 or more (room around the face, a fraction of its width), got {margin}")
+        raise LowdimError(f"{option('margin', owner)} must be 0 or more (room around the face, a fraction of its "
+                          f"width), got {margin}")
     if crop and not MIN_CROP_SIZE <= crop_size <= MAX_CROP_SIZE:
-        raise LowdimError(f"--crop-size must be {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels (the side of the face crop), "
-                          f"got {crop_size}")
+        raise LowdimError(f"{option('crop_size', owner)} must be {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels (the side "
+                          f"of the face crop), got {crop_size}")
 
 
 TINYFACES_METRICS = ("tinyfaces-identity", "tinyfaces-style", "tinyfaces-image")
@@ -130,6 +142,7 @@ def nothing_scored(report: EvalReport, requested: tuple[str, ...]) -> str | None
     available = set(get_registry().metrics)
     small = report.smallest_side is not None and report.smallest_side <= SMALL_SIDE
     if small and set(TINYFACES_METRICS) <= available and not set(requested) & set(TINYFACES_METRICS):
+        tiny = ",".join(TINYFACES_METRICS)
         line += (f"; these are {report.smallest_side} px images, as TinyFaces draws them: score them with "
-                 f"--metrics {','.join(TINYFACES_METRICS)}")
+                 f"{either(f'--metrics {tiny}', f'EvalJob(metrics={tiny!r})')}")
     return line

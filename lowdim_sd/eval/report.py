@@ -23,6 +23,7 @@ from typing import Any
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, applies, summarize
+from lowdim.option_words import option
 
 # Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError)
@@ -199,11 +200,13 @@ def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str,
 
 
 def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None,
-                 shared: dict[str, Any] | None = None) -> tuple[dict[str, Metric], dict[str, str]]:
+                 shared: dict[str, Any] | None = None,
+                 owner: str = "EvalJob") -> tuple[dict[str, Metric], dict[str, str]]:
     """Build each named metric from the registry: (loaded metrics, {skipped name: reason}).
 
     ``options[name]`` go to that metric's factory as given (an unknown key is an error);
-    ``shared`` options (device) go to every factory that has a parameter of that name.
+    ``shared`` options (device) go to every factory that has a parameter of that name. ``owner``: the class a
+    Python caller gave the names to, for the line refusing options of a metric not among them.
     """
     from lowdim.registry import get_registry
 
@@ -213,7 +216,8 @@ def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None
         raise LowdimError(f"unknown metric '{unknown[0]}'; registered: {', '.join(sorted(registry.metrics)) or 'none'}")
     for name in options:
         if name not in names:
-            raise LowdimError(f"options given for metric '{name}', which is not among --metrics {','.join(names)}")
+            raise LowdimError(f"options given for metric '{name}', which is not among "
+                              f"{option('metrics', owner)} {','.join(names)}")
     loaded, skipped = {}, {}
     for name in names:
         factory = registry.metrics[name].value

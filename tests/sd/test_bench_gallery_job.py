@@ -15,16 +15,16 @@ def job(tmp_path, **gallery) -> QualityJob:
 
 
 @pytest.mark.parametrize(("gallery", "said"), [
-    ({"gallery_identities": 0}, "--gallery-identities must be at least 1; got 0"),
-    ({"gallery_prompts": [2]}, "--gallery-prompts: '2' is not a prompt number (0 to 1)"),
-    ({"gallery_prompts": [0, -1]}, "--gallery-prompts: '-1' is not a prompt number (0 to 1)"),
-    ({"gallery_methods": ["bse"]}, "--gallery-methods: unknown method(s) bse"),
+    ({"gallery_identities": 0}, "QualityJob(gallery_identities=...) must be at least 1; got 0"),
+    ({"gallery_prompts": [2]}, "QualityJob(gallery_prompts=...): '2' is not a prompt number (0 to 1)"),
+    ({"gallery_prompts": [0, -1]}, "QualityJob(gallery_prompts=...): '-1' is not a prompt number (0 to 1)"),
+    ({"gallery_methods": ["bse"]}, "QualityJob(gallery_methods=...): unknown method(s) bse"),
 ])
 def test_a_bad_gallery_setting_is_refused_before_the_run(tmp_path, gallery, said):
     with pytest.raises(LowdimError) as refused:
         check_job(job(tmp_path, **gallery))
     assert said in str(refused.value)
-    with pytest.raises(LowdimError, match="--gallery"):
+    with pytest.raises(LowdimError, match=r"^QualityJob\(gallery_"):
         run_quality(job(tmp_path, **gallery))
     assert not (tmp_path / "out").exists()  # nothing written, nothing run
 

@@ -50,7 +50,8 @@ def test_ours_k1_is_left_out_of_the_default_rows_for_a_retrieval_head_and_refuse
     for asked in (["ours", "ours-k1"], ["ours-k1@0.5"]):
         job = QualityJob(identities=tmp_path, model="tinyfaces", out=tmp_path / "out", methods=asked)
         with pytest.raises(LowdimError, match=rf"method '{asked[-1]}' would repeat '{asked[-1].replace('-k1', '')}' "
-                                              r"exactly: .*retrieval head.*; leave it out of --methods"):
+                                              r"exactly: .*retrieval head.*; leave it out of "
+                                              r"QualityJob\(methods=\.\.\.\)"):
             check_job(job)
 
 

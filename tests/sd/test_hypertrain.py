@@ -335,7 +335,8 @@ def test_extra_images_without_weights_add_their_diffusion_loss_only(weights, tmp
 
 def test_a_retrieval_head_stores_the_training_identities_and_personalize_predicts_a_look_alikes_weights(
         weights, tiny_sd, tmp_path):
-    with pytest.warns(UserWarning, match="runs no training steps: --steps, --checkpoint-every are ignored"):
+    with pytest.warns(UserWarning, match=r"runs no training steps: HyperTrainJob\(steps=\.\.\.\), "
+                                         r"HyperTrainJob\(checkpoint_every=\.\.\.\) are ignored"):
         result = train_hypernet(job(weights, tmp_path / "r", hyper={"encoder_config": TINY_VIT,
                                                                      "architecture": "retrieval"}), progress=False)
     net = load_hypernet(result.path)

@@ -102,7 +102,7 @@ def test_a_resumed_run_writes_the_file_an_uninterrupted_one_does(weights, tmp_pa
 
 def test_a_resume_past_steps_says_which_step_it_keeps(weights, tmp_path):
     train_hypernet(job(weights, tmp_path / "p", steps=4, alpha=0.0), progress=False)
-    with pytest.warns(UserWarning, match=r"the newest checkpoint is at step 4, past --steps 2: kept step 4"):
+    with pytest.warns(UserWarning, match=r"the newest checkpoint is at step 4, past steps=2: kept step 4"):
         result = train_hypernet(job(weights, tmp_path / "p", steps=2, alpha=0.0, resume=True), progress=False)
     assert result.losses == []
 

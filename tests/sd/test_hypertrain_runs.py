@@ -101,7 +101,7 @@ def test_identities_moved_since_precompute_are_found_with_image_root(weight_fold
     folder = weight_folders(tmp_path / "data", "moved", 3, seed=4)
     images = tmp_path / "data" / "faces-moved"
     images.rename(tmp_path / "elsewhere")
-    with pytest.raises(lowdim.LowdimError, match="pass --image-root with the folder they moved to"):
+    with pytest.raises(lowdim.LowdimError, match="pass image_root with the folder they moved to"):
         train_hypernet(job(folder, tmp_path / "a", val_identities=0), progress=False)
     result = train_hypernet(job(folder, tmp_path / "b", val_identities=0, steps=1, image_root=tmp_path / "elsewhere"),
                             progress=False)

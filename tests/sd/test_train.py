@@ -83,7 +83,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_sd, faces, tmp_path):
     ({"learning_rate": 0.5}, "learning_rate (0.02 there, 0.5 now)"),
     ({"space": lowdim.get_space("lidb", rank=2)}, "space_config"),
     ({"space": lowdim.get_space("lora")}, "space (lidb there, lora now)"),
-    ({"steps": 1}, "checkpoint is at step 2, past --steps 1"),
+    ({"steps": 1}, "checkpoint is at step 2, past steps=1"),
 ])
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_sd, faces, tmp_path, change, named):
     def run(resume=False, seed=0, learning_rate=2e-2, space=None, steps=4):
@@ -365,7 +365,7 @@ def test_resume_into_a_folder_with_no_checkpoint_says_it_starts_over(tiny_sd, fa
     model = load_sd(str(tiny_sd))
     trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
     config = TrainConfig(steps=2, learning_rate=1e-2, augment=False, checkpoint_every=0)
-    with pytest.warns(UserWarning, match=r"--resume: .*typo holds no checkpoint, so the run starts from step 0"):
+    with pytest.warns(UserWarning, match=r"resume=True: .*typo holds no checkpoint, so the run starts from step 0"):
         result = train(model, [Subject(faces, 0)], trainable, config, out_dir=tmp_path / "typo", resume=True,
                        progress=False)
     assert result.start_step == 0 and len(result.losses) == 2

@@ -224,7 +224,7 @@ def test_resume_mismatch_lists_each_setting_once_and_names_resolution(tiny_sd, r
     with pytest.raises(LowdimError) as caught:
         run_train(job(resume=True, resolution=24), progress=False)
     message = str(caught.value)
-    assert "--resolution (16 there, 24 now)" in message and "'adapter'" not in message, message
+    assert "resolution (16 there, 24 now)" in message and "--" not in message and "'adapter'" not in message, message
 
 
 # ------------------------------------------------------------------------------- F15: show on a TI adapter
