@@ -73,6 +73,26 @@ def untrained_adapter(tiny_sd, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def lidb_and_ti(tiny_sd, tmp_path_factory):
+    """A LiDB adapter (word zwx) and a one-vector Textual Inversion embedding (word sks) of the tiny model: the
+    two kinds of file -a and export read."""
+    import lowdim
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.modes import ADAPTER, resolve_layers
+    from lowdim_sd.textual_inversion import ti_trainable
+
+    folder = tmp_path_factory.mktemp("adapters")
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    view = lowdim.Adapters(model.modules)
+    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
+    lidb = lowdim.save_adapter(folder / "lidb.safetensors", view, "default", token="zwx")
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    ti_trainable(model, lowdim.get_space("ti", vectors=1, init_word="face"), token="sks")
+    ti = lowdim.save_adapter(folder / "ti.safetensors", lowdim.Adapters(model.modules), ADAPTER, token="sks")
+    return lidb, ti
+
+
+@pytest.fixture(scope="module")
 def word_adapters(tiny_sd, tmp_path_factory):
     """Three LiDB adapters of the tiny model (UNet cross-attention v, text q), each with its own values and word:
     zwx, qpv, mkr."""

@@ -12,25 +12,14 @@ from pathlib import Path
 import pytest
 import safetensors
 
-import lowdim
 from lowdim_cli.main import main
 from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import ADAPTER, resolve_layers
-from lowdim_sd.textual_inversion import ti_trainable
 
 
 @pytest.fixture(scope="module")
-def adapter_files(tiny_sd, tmp_path_factory) -> list[Path]:
+def adapter_files(lidb_and_ti) -> list[Path]:
     """A LiDB adapter and a one-vector Textual Inversion embedding of the tiny model: both kinds -a loads."""
-    folder = tmp_path_factory.mktemp("adapters")
-    model = load_sd(str(tiny_sd), "cpu", "fp32")
-    view = lowdim.Adapters(model.modules)
-    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
-    lidb = lowdim.save_adapter(folder / "lidb.safetensors", view, "default", token="zwx")
-    model = load_sd(str(tiny_sd), "cpu", "fp32")
-    ti_trainable(model, lowdim.get_space("ti", vectors=1, init_word="face"), token="sks")
-    ti = lowdim.save_adapter(folder / "ti.safetensors", lowdim.Adapters(model.modules), ADAPTER, token="sks")
-    return [lidb, ti]
+    return list(lidb_and_ti)
 
 
 @pytest.fixture

@@ -110,5 +110,6 @@ def test_a_prompt_that_does_not_name_the_subject_is_warned_about(tiny_sd, tmp_pa
 
     job = QualityJob(identities=tmp_path, model=str(tiny_sd), out=tmp_path / "o", metrics=["tinyfaces-style"],
                      prompts=["a [V] face", "a face at night"])
-    with pytest.warns(UserWarning, match=r"QualityJob\(prompts=\.\.\.\) 'a face at night' does not name the subject: \[V\]"):
+    said = r"QualityJob\(prompts=\.\.\.\) 'a face at night' does not name the subject: \[V\]"
+    with pytest.warns(UserWarning, match=said):
         check_job(job)

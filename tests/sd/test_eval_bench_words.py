@@ -7,21 +7,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from words_for_tests import both  # tests/sd, on the path as pytest puts it
 
 from lowdim import option_words
 from lowdim.errors import LowdimError
 from lowdim_sd.eval.job import EvalJob, check_crop, nothing_scored
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def both(call) -> tuple[str, str]:
-    """What ``call()`` refuses with from Python, and under the ``lowdim`` command."""
-    with pytest.raises(LowdimError) as python:
-        call()
-    with option_words.command_line(), pytest.raises(LowdimError) as cli:
-        call()
-    return str(python.value), str(cli.value)
 
 
 @pytest.mark.parametrize(("metrics", "python", "cli"), [

@@ -9,28 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
 import safetensors
 from safetensors import safe_open
 
-import lowdim
 from lowdim_sd.export import export_adapter
-from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import ADAPTER, resolve_layers
-from lowdim_sd.textual_inversion import ti_trainable
-
-
-@pytest.fixture(scope="module")
-def lidb_and_ti(tiny_sd, tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("adapters")
-    model = load_sd(str(tiny_sd), "cpu", "fp32")
-    view = lowdim.Adapters(model.modules)
-    view.add("default", lowdim.get_space("lidb"), resolve_layers(None), seed=0)
-    lidb = lowdim.save_adapter(folder / "lidb.safetensors", view, "default", token="zwx")
-    model = load_sd(str(tiny_sd), "cpu", "fp32")
-    ti_trainable(model, lowdim.get_space("ti", vectors=1, init_word="face"), token="sks")
-    ti = lowdim.save_adapter(folder / "ti.safetensors", lowdim.Adapters(model.modules), ADAPTER, token="sks")
-    return lidb, ti
 
 
 def test_a_lora_replaced_by_an_embedding_after_export_read_it_is_exported_as_read(lidb_and_ti, tmp_path,

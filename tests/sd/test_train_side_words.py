@@ -10,24 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 from hypertrain_jobs import HYPER  # tests/sd, on the path as pytest puts it
+from words_for_tests import both  # tests/sd, on the path as pytest puts it
 
 from lowdim import option_words
-from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, runs
 from lowdim_sd.hypertrain import HyperTrainJob
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 RETRIEVAL = {**HYPER, "architecture": "retrieval"}
-
-
-def both(call) -> tuple[str, str]:
-    """What ``call()`` refuses with from Python, and under the ``lowdim`` command."""
-    with pytest.raises(LowdimError) as python:
-        call()
-    with option_words.command_line(), pytest.raises(LowdimError) as cli:
-        call()
-    return str(python.value), str(cli.value)
 
 
 def hyper_job(**fields) -> HyperTrainJob:
