@@ -50,8 +50,11 @@ def no_model_load(monkeypatch):
 def test_a_path_longer_than_the_file_system_takes_is_one_line(untrained_adapter, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     long = "n" * 250 + ".safetensors"
-    one_line(*run(capsys, "show", long), "File name too long")
-    one_line(*run(capsys, "export", untrained_adapter, "-o", long), "File name too long")
+    for args in (("show", long), ("export", untrained_adapter, "-o", long)):
+        code, text = run(capsys, *args)
+        one_line(code, text, "File name too long")
+        # The name is cut in its middle, so the reason still fits on one terminal line.
+        assert long not in text and "nnn…nnn" in text and len(text) < 200, text
     assert os.listdir(tmp_path) == []
 
 
@@ -139,6 +142,18 @@ def test_a_fifo_or_a_device_given_as_a_file_is_not_called_missing(tiny_sd, capsy
         one_line(*run(capsys, "show", path), f"{path}: not a regular file ({kind})")
 
 
+def test_a_fifo_given_to_an_option_read_later_is_refused_before_the_model_loads(tiny_sd, tmp_path, capsys, fifo,
+                                                                                no_model_load):
+    """The options no later check of their own would find a FIFO in before the model loads: a model, a model's
+    configs, one reference image among several."""
+    save_images(torch.rand(1, 3, 16, 16) * 2 - 1, tmp_path / "refs", "me")
+    for args in (("generate", "-m", fifo, "-p", "x"),
+                 ("generate", "-m", tiny_sd, "--model-config", fifo, "-p", "x"),
+                 ("train", "-m", tiny_sd, "-i", tmp_path / "refs", "-i", fifo, "-o", tmp_path / "o")):
+        one_line(*run(capsys, *args), f"{fifo}: not a regular file (a FIFO)")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_library_read_of_a_fifo_says_what_it_is(fifo):
     import lowdim
 
@@ -160,6 +175,33 @@ def test_a_quoted_tilde_is_the_home_folder(untrained_adapter, tmp_path, capsys, 
     code, text = run(capsys, "export", "~/a.safetensors", "-o", "~/e.safetensors")
     assert code == 0 and (home / "e.safetensors").is_file() and str(home / "e.safetensors") in text, text
     assert not (tmp_path / "~").exists()
+
+
+def test_a_quoted_tilde_in_a_repeated_option_is_the_home_folder(tiny_sd, tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    save_images(torch.rand(1, 3, 16, 16) * 2 - 1, home / "refs", "me")
+    save_images(torch.rand(1, 3, 16, 16) * 2 - 1, home / "more", "me")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    code, text = run(capsys, "train", "-m", tiny_sd, "-i", "~/refs", "-i", "~/more", "--steps", "1", "-o", "~/o")
+    assert code == 0 and (home / "o" / "adapter.safetensors").is_file(), text
+    assert not (tmp_path / "~").exists()
+
+
+# ----------------------------------------------------------------------- safetensors' own I/O error (a failing disk)
+
+
+def test_a_safetensors_read_failing_on_the_disk_is_one_line(tiny_sd, capsys, monkeypatch):
+    """safetensors reports the OS's error as its own SafetensorError, not an OSError; one raised outside lowdim's
+    writes (diffusers reading a model's weights) is still the disk's failure, said in one line."""
+    from safetensors import SafetensorError
+
+    def failing_disk(*args, **kwargs):
+        raise SafetensorError("Error while deserializing header: I/O error: Input/output error (os error 5)")
+
+    monkeypatch.setattr(lowdim_sd.loading, "load_pipeline", failing_disk)
+    one_line(*run(capsys, "generate", "-m", tiny_sd, "-p", "x"),
+             "a file could not be read or written (Input/output error)")
 
 
 # ------------------------------------------------------------------- a stop stuck in a blocking call (AS4, PEP 475)

@@ -6,9 +6,11 @@ name, and the CLI's folder is left as it is."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from lowdim_sd.ui.run_folders import list_runs
+from lowdim_sd.ui.run_folders import PARTIAL, list_runs, publish_run
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
 
 
@@ -34,3 +36,43 @@ def test_a_cli_run_into_the_name_the_ui_claimed_keeps_both_runs(tmp_path, tiny_s
     assert sorted(path.name for path in cli.iterdir()) == (["adapter.safetensors"] if cli_wrote else [])
     if cli_wrote:
         assert (cli / "adapter.safetensors").read_bytes() == b"the CLI run's adapter"
+
+
+def finished_run(out: Path, name: str) -> Path:
+    """The ui's hidden folder of a finished run, claimed as ``name``."""
+    work = out / f".{name}{PARTIAL}"
+    work.mkdir(parents=True)
+    (work / "adapter.safetensors").write_bytes(b"the ui run's adapter")
+    return work
+
+
+def test_a_folder_filled_between_the_check_and_the_rename_keeps_both_runs(tmp_path, monkeypatch):
+    """The CLI makes OUT/NAME and writes into it in the instant between publish_run's look and its rename: the
+    OS refuses the rename onto a folder that is not empty, and the ui's run takes the next name."""
+    work, cli = finished_run(tmp_path, "run"), tmp_path / "run"
+    real_exists = Path.exists
+
+    def cli_writes_right_after_the_check(path: Path, *args, **kwargs) -> bool:
+        found = real_exists(path, *args, **kwargs)
+        if path == cli and not found:
+            cli.mkdir()
+            (cli / "adapter.safetensors").write_bytes(b"the CLI run's adapter")
+        return found
+
+    monkeypatch.setattr(Path, "exists", cli_writes_right_after_the_check)
+    assert publish_run(work, tmp_path, "run") == "run-2"
+    monkeypatch.undo()
+    assert (tmp_path / "run-2" / "adapter.safetensors").read_bytes() == b"the ui run's adapter"
+    assert (cli / "adapter.safetensors").read_bytes() == b"the CLI run's adapter" and not work.exists()
+
+
+def test_a_name_another_run_has_claimed_is_passed_over(tmp_path):
+    """Another server on the same --out claimed NAME-2 for its run in flight: this one publishes as NAME-3, and
+    that run's claim stays for it to publish into."""
+    (tmp_path / "run").mkdir()  # taken since this run's claim
+    other = tmp_path / f".run-2{PARTIAL}"
+    other.mkdir()
+    work = finished_run(tmp_path, "run")
+    assert publish_run(work, tmp_path, "run") == "run-3"
+    assert (tmp_path / "run-3" / "adapter.safetensors").is_file() and other.is_dir()
+    assert not (tmp_path / "run-2").exists()
