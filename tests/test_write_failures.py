@@ -81,8 +81,8 @@ def test_a_killed_long_named_writes_place_is_swept(tmp_path):
 
 def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path):
     out = tmp_path / ("n" * 300 + ".safetensors")
-    with pytest.raises(LowdimError, match=r"could not write \(File name too long"):
-        atomic_save({"w": torch.ones(2)}, {}, out)
+    with pytest.raises(LowdimError, match=r"could not write \(File name too long; \d+ bytes at most\)$"):
+        atomic_save({"w": torch.ones(2)}, {}, out)  # the most this file system takes, to shorten the name to
     assert os.listdir(tmp_path) == []
 
 

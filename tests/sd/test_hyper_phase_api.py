@@ -48,6 +48,9 @@ REFUSALS = [
      "--mixed-precision must be one of no, fp16, bf16, got 'fp8'"),
     ({"max_minutes": -1.0}, "HyperTrainJob(max_minutes=...) must be > 0, got -1.0",
      "--max-minutes must be > 0, got -1.0"),
+    ({"max_minutes": 0}, "HyperTrainJob(max_minutes=...) must be > 0, got 0", "--max-minutes must be > 0, got 0"),
+    ({"val_fraction": 1.0}, "HyperTrainJob(val_fraction=...) must be in [0, 1) and HyperTrainJob(val_identities=...) "
+     ">= 0, got 1.0 and None", "--val-fraction must be in [0, 1) and --val-identities >= 0, got 1.0 and None"),
     ({"extra_images": ["x"], "extra_batch_size": 0},
      "HyperTrainJob(extra_batch_size=...) must be >= 1 (left out: batch_size), got 0",
      "--extra-batch-size must be >= 1 (left out: --batch-size), got 0"),
@@ -102,6 +105,8 @@ def test_keep_checkpoints_is_named_as_the_field_it_is():
     ({"seed": "0"}, "HyperTrainJob(seed=...) must be an integer, got '0'"),
     ({"max_grad_norm": "1"}, "HyperTrainJob(max_grad_norm=...) must be a number, got '1'"),
     ({"resume": "no"}, "HyperTrainJob(resume=...) must be True or False, got 'no'"),
+    *[({field: "yes"}, f"HyperTrainJob({field}=...) must be True or False, got 'yes'")  # "no" would read as true
+      for field in ("overwrite", "augment", "all_images", "gradient_checkpointing", "cpu")],
     ({"token": 5}, "HyperTrainJob(token=...) must be a str or None, got 5"),
     ({"hyper": None}, "HyperTrainJob(hyper=...) must be a dict of HyperConfig options, got None"),
     ({"weights": None}, "HyperTrainJob(weights=...) must be a weight folder or a list of them, got None"),

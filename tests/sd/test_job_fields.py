@@ -87,3 +87,17 @@ def test_help_shows_what_a_job_field_takes_not_the_descriptor_type():
     assert shown["out"].annotation == "str | os.PathLike[str]"
     assert shown["subjects"].annotation == "str | os.PathLike[str] | None"
     assert "Field" not in str(inspect.signature(PersonalizeJob))
+
+
+@pytest.mark.parametrize("seeds", [True, False, [0, True]])
+def test_a_bool_given_as_seeds_is_refused_not_drawn_as_seed_one(seeds):
+    """True is an int to Python: taken as a seed it would draw seed 1 where the user meant something else."""
+    from lowdim_sd.generate import check_config
+
+    with pytest.raises(LowdimError) as refused:
+        check_config(GenerateConfig(prompts=["x"], seeds=seeds))
+    assert str(refused.value) == f"seeds must be a list of integers, e.g. seeds=[0, 1]; got {seeds!r}"
+
+
+def test_one_seed_given_bare_is_that_seed():
+    assert GenerateConfig(prompts=["x"], seeds=3).seeds == [3]

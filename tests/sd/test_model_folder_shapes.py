@@ -292,3 +292,53 @@ def test_with_the_hub_reachable_a_cached_hub_id_is_loaded_by_diffusers_after_its
     said = refusal(lambda: load_pipeline("me/tiny-xl", torch.float32))
     assert said.startswith("me/tiny-xl (its copy in the Hugging Face cache): an SDXL pipeline (")
     assert asked == ["me/tiny-online"]
+
+
+# Review AY: shapes that load, and the words for what does not
+def test_a_folder_saved_as_an_img2img_pipeline_loads(copied):
+    edit_json(copied / "model_index.json", _class_name="StableDiffusionImg2ImgPipeline")  # the same SD1.x parts
+    assert load_pipeline(str(copied), torch.float32).unet is not None
+
+
+def test_a_model_config_folder_of_configs_only_loads_a_single_file(single_file, copied):
+    for weights in copied.rglob("*.safetensors"):  # the usual --model-config: a model's configs, no weights
+        weights.unlink()
+    pipe = load_pipeline(str(single_file), torch.float32, config=str(copied))
+    original = build_tiny_pipeline(0).unet.state_dict()
+    assert all(torch.equal(pipe.unet.state_dict()[key], original[key]) for key in original)
+
+
+def test_a_folder_with_plain_and_fp16_weights_loads_the_plain_ones(copied):
+    from safetensors.torch import load_file
+
+    build_tiny_pipeline(1).save_pretrained(copied, variant="fp16")  # other weights, under the fp16 names
+    plain = load_file(copied / "unet" / "diffusion_pytorch_model.safetensors")
+    loaded = load_pipeline(str(copied), torch.float32).unet.state_dict()
+    assert all(torch.equal(loaded[key], plain[key]) for key in plain)
+
+
+def test_a_tokenizer_of_only_its_two_special_tokens_is_refused_whatever_length_it_states(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import CLIPTokenizer
+
+    from lowdim_sd.pipeline_parts import check_tokenizer
+
+    empty = CLIPTokenizer.from_pretrained(str(tmp_path), model_max_length=77)
+    assert len(empty) == 2
+    said = refusal(lambda: check_tokenizer(SimpleNamespace(tokenizer=empty), "some/model"))
+    assert said.startswith("some/model: the tokenizer it loaded with holds no words (2 tokens)")
+
+
+def test_a_single_file_failing_with_a_model_config_is_not_told_to_pass_one(single_file, copied, monkeypatch):
+    from diffusers import StableDiffusionPipeline
+    from huggingface_hub import constants
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Connection error: the hub could not be reached")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", unreachable)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    said = refusal(lambda: load_pipeline(str(single_file), torch.float32, config=str(copied)))
+    assert said == (f"{single_file}: could not load it as an SD1.x checkpoint: Connection error: the hub could not "
+                    f"be reached")  # no "(offline? pass --model-config ...)": it was passed

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +150,14 @@ def test_a_mark_from_another_machine_counts_as_live_and_names_itself_to_delete(t
     assert live_readers(out) == [f"pid 4242 on another-{socket.gethostname()}: lowdim x; if that run is gone, "
                                  f"delete {mark}"]
     assert mark.exists()
+
+
+@pytest.mark.parametrize(("readers", "said"), [
+    (["a"], "another run reads W (a)"),
+    (["a", "b"], "2 other runs read W (a; b)"),
+    (["a", "b", "c"], "3 other runs read W (a; b; ...)"),
+])
+def test_the_live_readers_are_counted_and_at_most_two_named(readers, said):
+    from lowdim_sd.weight_readers import readers_words
+
+    assert readers_words(Path("W"), readers) == said
