@@ -156,7 +156,8 @@ def job_dataclass(cls: type[Job] | None = None, /, *, frozen: bool = False) -> A
 # to pass, and "PathField" names nothing they know (checkers read the source, not these).
 TAKES = {"PathField": "str | os.PathLike[str]", "OptionalPathField": "str | os.PathLike[str] | None",
          "PathsField": "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]",
-         "SeedsField": "int | Sequence[int]", "WordsField": "str | Sequence[str]"}
+         "SeedsField": "int | Sequence[int]", "WordsField": "str | Sequence[str]",
+         "Folders": "str | os.PathLike[str] | Sequence[str | os.PathLike[str]]"}  # weight_dataset's alias
 
 
 def _shown_as_taken(cls: type[Job]) -> type[Job]:

@@ -94,6 +94,11 @@ def model_skeleton(model: str, model_config: str | None = None) -> nn.Module:
         return build_on_meta(*component_configs(config_source(model, model_config)))
     if not path.exists() and (path.suffix or hub.looks_like_path(model)):  # as load_sd: no hub lookup for a path
         raise ModelLoadError(f"{model}: no such model file or folder")
+    if (path / "model_index.json").is_file():  # an SDXL folder's sizes are no SD1.x model's, as a load refuses it
+        from lowdim_sd.pipeline_parts import check_sd1
+        from lowdim_sd.weights_folder import read_config_json
+
+        check_sd1(path, read_config_json(path / "model_index.json"), str(path))
     return build_on_meta(*component_configs(str(path) if path.exists() else model))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -116,4 +117,8 @@ def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
         return None
     if hasattr(config, "to_json_string"):  # a transformers PretrainedConfig
         config = json.loads(config.to_json_string(use_diff=False))
+    # The command's `--encoder-config tiny` is a name only it knows: from Python it is a dict like any other.
+    tiny = " (the command's --encoder-config tiny is lowdim_sd.hypertrain.TINY_ENCODER)" if config == "tiny" else ""
+    require(isinstance(config, Mapping), f"hyper: encoder_config must be a transformers config or its dict, with a "
+                                         f"'model_type'; got {config!r}{tiny}")
     return {key: value for key, value in dict(config).items() if not key.startswith("_")}

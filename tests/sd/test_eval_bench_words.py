@@ -105,3 +105,11 @@ def test_a_row_repeating_another_is_left_out_of_the_methods_as_the_reader_gave_t
     python, cli = both(lambda: check_job(job))
     assert python.endswith("which has no refinement iterations; leave it out of QualityJob(methods=...)")
     assert cli.endswith("retrieval head, which has no refinement iterations; leave it out of --methods")
+
+
+def test_a_margin_or_size_no_crop_can_use_is_refused_from_python_with_the_crop_off_too():
+    """The command refuses --margin without --crop before this; a Python caller who passes one means it."""
+    python, _ = both(lambda: check_crop(False, 512, -1.0))
+    assert python.startswith("EvalJob(margin=...) must be 0 or more")
+    python, _ = both(lambda: check_crop(False, 4, 0.6))
+    assert python.startswith("EvalJob(crop_size=...) must be 8 to 4096 pixels")

@@ -342,3 +342,11 @@ def test_a_single_file_failing_with_a_model_config_is_not_told_to_pass_one(singl
     said = refusal(lambda: load_pipeline(str(single_file), torch.float32, config=str(copied)))
     assert said == (f"{single_file}: could not load it as an SD1.x checkpoint: Connection error: the hub could not "
                     f"be reached")  # no "(offline? pass --model-config ...)": it was passed
+
+
+# BC2: inspect reads a folder's configs only, and an SDXL folder's are no SD1.x model's sizes
+def test_inspect_refuses_an_sdxl_folder_as_a_load_does(copied, capsys):
+    SDXL_SHAPES["class"](copied)
+    assert main(["inspect", "-m", str(copied), "-s", "lidb", "--no-files"]) == 1
+    err = capsys.readouterr().err
+    assert f"{copied}: an SDXL pipeline (StableDiffusionXLPipeline)" in err.replace("\n", "") and "Traceback" not in err
