@@ -83,7 +83,7 @@ def os_refusal(error: Exception) -> str | None:
     """'PATH: REASON' for an OSError naming the path the OS refused; 'a file could not be read or written
     (REASON)' for safetensors' I/O error, which names none; None for any other (a bug's, which keeps its
     traceback)."""
-    from lowdim.atomic import RUST_IO_ERROR, os_reason
+    from lowdim.atomic import RUST_IO_ERROR, os_reason, shortened
 
     filename = getattr(error, "filename", None)
     if isinstance(error, OSError) and filename is not None:
@@ -91,11 +91,6 @@ def os_refusal(error: Exception) -> str | None:
     if not isinstance(error, OSError) and RUST_IO_ERROR.search(str(error)):
         return f"a file could not be read or written ({os_reason(error)})"
     return None
-
-
-def shortened(text: str, most: int = 100) -> str:
-    """``text`` cut in its middle to ``most`` characters: a name the OS found too long, said in one line."""
-    return text if len(text) <= most else f"{text[:most * 2 // 3]}…{text[-(most // 3):]}"
 
 
 def launched_process() -> str:

@@ -303,15 +303,21 @@ def merge(
     from lowdim_sd.adapter_list import check_adapter_list
     from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
     from lowdim_sd.loading import load_sd
-    from lowdim_sd.merged_model import check_merge_embeddings, check_merge_settings, example_prompt, save_merged
-    from lowdim_sd.runs import MIN_FREE_BYTES, check_file_target, check_space
+    from lowdim_sd.merged_model import (
+        check_merge_embeddings,
+        check_merge_settings,
+        check_merge_space,
+        example_prompt,
+        save_merged,
+    )
+    from lowdim_sd.runs import check_file_target
 
     adapters = [parse_adapter_arg(a) for a in adapter]
     check_adapter_list(adapters)
     # all of it before seconds of model loading
     check_merge_settings(adapters, out_path, fmt, overwrite, Path(model))
     check_file_target(out_path, "-o")  # its folder (a diffusers folder is made later)
-    check_space(out_path, max(merged_bytes(model, dtype), MIN_FREE_BYTES), "the merge", "-o")
+    check_merge_space(out_path, model, dtype, "-o")
     files = check_adapter_files(adapters)  # each file read here, once: the merge is given what was read
     check_merge_embeddings(adapters, fmt, files)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
@@ -320,44 +326,6 @@ def merge(
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))
         out.print(f"prompts name the subject with its identifier: {names} (e.g. '{example_prompt(files, tokens)}')")
-
-
-# What a merged model holds of a diffusers folder, whatever else is there (a safety checker, two precisions).
-MERGED_PARTS = ("unet", "vae", "text_encoder")
-EMA_PREFIX = "model_ema."  # an A1111 checkpoint's averaged copy, which a merged model does not hold
-
-
-def merged_bytes(model: str, dtype: str) -> int:
-    """About the bytes a merge of ``model`` (a registered name, a folder or a single file) in ``dtype`` writes,
-    known before the model loads (all lost to a disk found full at the end): its weights at ``dtype`` (auto is
-    fp32: the merge runs on the CPU), counted from the headers of its files here; 0 where it has none here (a hub
-    id not downloaded yet)."""
-    from lowdim_sd.registered_models import registered_entry
-
-    entry = registered_entry(model)
-    source = Path(str(getattr(entry.value, "source", None) or model) if entry else model).expanduser()
-    if not source.exists():
-        return 0
-    files = [source] if source.is_file() else [
-        min(found) for part in MERGED_PARTS  # one file a part: its precision variants hold as many values
-        if (found := [p for p in (source / part).glob("*.safetensors") if p.is_file()])]
-    return sum(_float_values(path) for path in files) * (2 if dtype in ("fp16", "bf16") else 4)
-
-
-def _float_values(path: Path) -> int:
-    """The floating-point values a safetensors file holds, from its header alone; 0 for a file that is none."""
-    import json
-    import math
-
-    try:
-        with open(path, "rb") as file:
-            size = int.from_bytes(file.read(8), "little")
-            header = json.loads(file.read(size)) if 0 < size <= 100 * 2**20 else {}
-    except (OSError, ValueError):
-        return 0
-    return sum(math.prod(info.get("shape", [])) for key, info in header.items()
-               if isinstance(info, dict) and str(info.get("dtype", "")).startswith(("F", "BF"))
-               and not key.startswith(EMA_PREFIX))
 
 
 def register(app: typer.Typer) -> None:

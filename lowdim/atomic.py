@@ -49,7 +49,10 @@ UNLOCKED_PLACE_AGE = 3600  # seconds: where folders cannot be locked, a place th
 # fit where NAME does (255 bytes on most file systems, 143 on eCryptfs).
 PLACE_NAME_BYTES = 120
 # What safetensors' Rust writer says of an OS error: "... I/O error: No space left on device (os error 28)".
-RUST_IO_ERROR = re.compile(r"I/O error: (?P<reason>.+?)(?: \(os error \d+\))?$")
+RUST_IO_ERROR = re.compile(r"I/O error: (?P<reason>.+?)(?: \(os error (?P<code>\d+)\))?$")
+# What the OS refuses of the file being written whoever's call meets it, a writer's write() on its open file
+# naming none: a full disk or quota, a file-size limit (ulimit -f), a name too long, a read-only file system.
+TARGET_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.EROFS})
 
 
 def atomic_write(path: Path, write: Callable[[str], object], replace: bool = True) -> Path:
@@ -57,13 +60,20 @@ def atomic_write(path: Path, write: Callable[[str], object], replace: bool = Tru
     ``path`` in one rename: readers see the old file or the new one, never half of one, and a failed write
     leaves nothing. ``replace=False``: published only where nothing is at ``path`` at that moment, else
     FileExistsError and nothing written; a check made earlier cannot promise that, as another run may write
-    ``path`` between the check and this step."""
+    ``path`` between the check and this step.
+
+    What the OS refuses of ``path`` (a full disk, a file-size limit, a name too long, a read-only file system) is
+    a LowdimError naming it, which is no OSError: catch LowdimError, not OSError, for a full disk. Any other
+    error of ``write`` (a source file it reads gone, an encoder's own refusal) is raised as it was."""
     path = Path(path)
+    writing = None  # the temp while the writer fills it: the writer's errors are the target's only where they say so
     try:
         if path.is_dir():
             raise LowdimError(f"{path}: is a folder; give a file name to write")
         with temp_place(path) as temp:
+            writing = temp
             write(str(temp))
+            writing = None
             os.chmod(temp, 0o666 & ~current_umask())  # mkstemp-style writers make 0600; a plain open() would not
             if replace:
                 os.replace(temp, path)
@@ -71,12 +81,33 @@ def atomic_write(path: Path, write: Callable[[str], object], replace: bool = Tru
             else:
                 taken = _link_new(temp, path)
     except (OSError, SafetensorError) as error:  # a full disk, a file-size limit, a name too long: all work lost
-        if isinstance(error, SafetensorError) and not RUST_IO_ERROR.search(str(error)):
-            raise  # not the disk's doing: a bug's, which keeps its traceback
-        raise LowdimError(f"{path}: could not write ({os_reason(error, path)})") from error
+        if not refused_target(error, path, writing):
+            raise  # not the disk's doing: a bug's, or a source's the error names, which keeps its traceback
+        raise LowdimError(f"{shortened(str(path))}: could not write ({os_reason(error, path)})") from error
     if taken is not None:
         raise taken
     return path
+
+
+def refused_target(error: OSError | SafetensorError, path: Path, temp: Path | None = None) -> bool:
+    """Whether ``error`` is the OS refusing to write ``path``: any OSError outside the writer (``temp`` None); from
+    the writer writing ``temp``, one naming ``temp``, its place or ``path``, or naming no file with a reason only
+    the written file can have (TARGET_REFUSALS); safetensors' I/O error alike (it names no file)."""
+    if isinstance(error, SafetensorError):
+        found = RUST_IO_ERROR.search(str(error))
+        return found is not None and (temp is None or found.group("code") is None
+                                      or int(found.group("code")) in TARGET_REFUSALS)
+    if temp is None:
+        return True
+    if error.filename is None:
+        return error.errno in TARGET_REFUSALS
+    named = Path(os.fsdecode(error.filename))
+    return named in (path, temp.parent) or named.parent == temp.parent
+
+
+def shortened(text: str, most: int = 100) -> str:
+    """``text`` cut in its middle to ``most`` characters: a name the OS found too long, said in one line."""
+    return text if len(text) <= most else f"{text[:most * 2 // 3]}…{text[-(most // 3):]}"
 
 
 def _link_new(temp: Path, path: Path) -> FileExistsError | None:

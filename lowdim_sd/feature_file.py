@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,9 @@ FORMAT = "lowdim.encoder_features"
 BATCH = 32
 OWNER = "write_folder_features"  # the function a Python caller gives the encoder-features settings to
 ENCODER_CONFIG = 'hyper={"encoder_config": ...}'  # HyperTrainJob's, as a Python caller gives it
+# A write_folder_features parameter as this reader gave it: ``--pool`` (or ``flag=``) on the command line,
+# ``write_folder_features(pool=...)`` from Python.
+name = partial(option, owner=OWNER)
 
 
 def image_key(image: Tensor) -> str:
@@ -108,7 +112,7 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
         raise LowdimError(f"{name('pool')} must be >= 0 (0: every token), got {pool}")
     runs.check_file_target(Path(out))
     if Path(out).is_dir():
-        raise LowdimError(f"{out}: is a folder; give {name('out', '-o')} a file name (features.safetensors)")
+        raise LowdimError(f"{out}: is a folder; give {name('out', flag='-o')} a file name (features.safetensors)")
     runs.refuse_overwrite([out], overwrite, other=either("choose another -o", "choose another out"))
     paths = [path for folder in folders for path in _identity_images(folder)]
     if not paths:
@@ -119,12 +123,6 @@ def write_folder_features(folders: list[Path], out: Path, *, encoder_name: str, 
     with runs.progress(len(paths), "encoder features", enabled=progress, loss=False) as advance:
         keys, features = compute_features(encoder, images, progress=advance)
     return save_features(out, encoder, keys, features), len(keys)
-
-
-def name(field: str, flag: str | None = None) -> str:
-    """A write_folder_features parameter as this reader gave it: ``--pool`` (or ``flag``) on the command line,
-    ``write_folder_features(pool=...)`` from Python."""
-    return option(field, OWNER, flag)
 
 
 def _check_crop(crop: bool, margin: float, index: int | None) -> None:

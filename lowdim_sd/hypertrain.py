@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import shutil
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast, overload
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, defaults, runs, stopping
-from lowdim_sd.devices import accelerator_available
 from lowdim_sd.hypertrain_checks import check_features_cover, check_job
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
@@ -49,7 +47,9 @@ from lowdim_sd.hypertrain_io import (
     write_split,
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
+from lowdim_sd.hypertrain_processes import handed_over, make_accelerator, out_of_time, process_mean
 from lowdim_sd.hypertrain_resume import checkpoint_to_resume, clear_earlier_run, resume_settings
+from lowdim_sd.hypertrain_words import RANDOM_ENCODER
 from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.job_fields import OptionalPathField, PathField, PathsField, job_dataclass, path_field, paths_field
 from lowdim_sd.optim import one_kernel_update
@@ -142,7 +142,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     job.model = model_to_train(job, full)
     out = job.out
     folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval", job.overwrite)
-    accelerator = _accelerator(job)
+    accelerator = make_accelerator(job)
     settings = resume_settings(job, full, accelerator.num_processes)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
         checkpoints.check_resume(folder, settings)
@@ -194,7 +194,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 
         loop.finish_checkpoints()
 
-        result.net = cast("HyperHead", accelerator.unwrap_model(loop.net)).eval()
+        result.net = handed_over(accelerator, loop.net)  # on the CPU, no gradients: as load_hypernet gives it
         result.net.metadata = {**loop.metadata, "steps": loop.step}  # what load_hypernet(result.path) reads back
         save_hypernet(result.path, result.net, result.net.metadata)
         result.validation = last_validation(result.metrics)
@@ -205,21 +205,6 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
 def _subsets(job: HyperTrainJob, full: WeightDataset, train: list[str],
              val: list[str]) -> tuple[WeightDataset, WeightDataset | None]:
     return full.subset(train, all_images=job.all_images), (full.subset(val) if val else None)
-
-
-def _accelerator(job: HyperTrainJob):
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    try:
-        # Encoders carry parts the hypernetwork never uses (e.g. ViT's pooler): DDP must not wait for their grads.
-        unused = DistributedDataParallelKwargs(find_unused_parameters=True)
-        # At one image per process, a ViT's cls_token gradient is a view of the whole embedding's: DDP copies it
-        # into its bucket (correct, and a few bytes) but would warn about it in every process of every run.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        cpu = job.cpu or not accelerator_available()  # else accelerate stays single-process on CPU machines
-        return Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
-    except ValueError as error:  # accelerate's state is per process: one setting for the process's lifetime
-        raise LowdimError(f"accelerate: {error}") from None
 
 
 def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tuple[torch.nn.Module, int]:
@@ -243,7 +228,7 @@ def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tu
             return build_hypernet(config, full.space, full.layers), 0
     except OSError:
         raise LowdimError(f"could not load the image encoder '{config.encoder}' (offline, or not a vision "
-                          f"model?); pass a local folder, or --encoder-config for a random one") from None
+                          f"model?); pass a local folder, or {RANDOM_ENCODER} for a random one") from None
 
 
 @dataclass
@@ -333,8 +318,8 @@ class _Loop:
             self.optimizer.step()
             self.step += 1
             self.updating = False
-        value = _mean(accelerator, loss)  # first: every process reduces the three in this order
-        weight, denoise = (_mean(accelerator, losses[key]) for key in ("weight_loss", "diffusion_loss"))
+        value = process_mean(accelerator, loss)  # first: every process reduces the three in this order
+        weight, denoise = (process_mean(accelerator, losses[key]) for key in ("weight_loss", "diffusion_loss"))
         if job.log_every and self.step % job.log_every == 0:
             self.log.write({"step": self.step, "split": "train", "loss": value, "weight_loss": weight,
                             "weight_loss_per_iterate": losses["per_iterate"].tolist(), "diffusion_loss": denoise,
@@ -380,20 +365,3 @@ class _Loop:
                                "says what was kept")
         last = checkpoints.latest(self.job.out)
         runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, self.checkpoint, last=last))
-
-
-def out_of_time(accelerator: Any, started: float, max_minutes: float | None) -> bool:
-    """Whether the time budget is spent; every process agrees, so none waits for the others forever."""
-    if max_minutes is None:
-        return False
-    late = torch.tensor(float(time.perf_counter() - started > 60 * max_minutes), device=accelerator.device)
-    return float(accelerator.reduce(late, reduction="max")) > 0
-
-
-@overload
-def _mean(accelerator: Any, value: Tensor) -> float: ...
-@overload
-def _mean(accelerator: Any, value: None) -> None: ...
-def _mean(accelerator: Any, value: Tensor | None) -> float | None:
-    """The mean over processes of a loss (every process calls this, in the same order)."""
-    return None if value is None else float(accelerator.reduce(value.detach(), reduction="mean"))

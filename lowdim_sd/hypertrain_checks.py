@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either, option
+from lowdim.option_words import either
 from lowdim_sd import runs
 from lowdim_sd.devices import check_training_dtype
 from lowdim_sd.hypertrain_io import warn_about_another_phrase
+from lowdim_sd.hypertrain_words import FLAGS, OWNER, hyper_key, name
 from lowdim_sd.retrieval_fill import check_retrieval_job
 from lowdim_sd.train_settings import check_types
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from lowdim_sd.hypertrain import HyperTrainJob
     from lowdim_sd.weight_dataset import WeightDataset
 
-OWNER = "HyperTrainJob"
-FLAGS = {"learning_rate": "--lr"}  # the fields whose flag is not the field's name with dashes
 # HyperTrainJob's settings a Python caller may give of another type (a str read from a YAML file or the
 # environment); the CLI's parsing gives these types. None is allowed for those in OPTIONAL.
 JOB_TYPES: dict[str, type] = {
@@ -42,17 +41,6 @@ JOB_TYPES: dict[str, type] = {
     **dict.fromkeys(("resume", "overwrite", "augment", "all_images", "gradient_checkpointing", "cpu"), bool)}
 OPTIONAL = ("extra_batch_size", "val_identities", "max_minutes", "max_grad_norm")
 WORDS = ("model", "prompt", "token", "model_config")  # a str, or None for the default
-
-
-def name(field: str) -> str:
-    """A HyperTrainJob field as this reader gave it: ``--lr`` on the command line, ``HyperTrainJob(...=...)``
-    from Python."""
-    return option(field, OWNER, FLAGS.get(field))
-
-
-def hyper_key(key: str) -> str:
-    """A HyperConfig option of ``job.hyper``: its flag on the command line, the dict's key from Python."""
-    return either("--" + key.replace("_", "-"), f'hyper={{"{key}": ...}}')
 
 
 def check_job(job: HyperTrainJob) -> None:
@@ -96,6 +84,8 @@ def check_job_types(job: HyperTrainJob) -> None:
         value = getattr(job, field)
         if value is not None and not isinstance(value, str):
             raise LowdimError(f"{name(field)} must be a str or None, got {value!r:.40}")
+    if not isinstance(job.dtype, str):  # a word's value is checked where the device is known
+        raise LowdimError(f"{name('dtype')} must be a str ('auto', 'fp32', 'fp16' or 'bf16'), got {job.dtype!r:.40}")
     if not isinstance(job.hyper, dict):
         raise LowdimError(f"{name('hyper')} must be a dict of HyperConfig options, got {job.hyper!r:.40}")
     weights: object = job.weights
@@ -128,6 +118,9 @@ def check_counts(job: HyperTrainJob) -> None:
     if job.mixed_precision not in runs.MIXED_PRECISION:
         raise LowdimError(f"{name('mixed_precision')} must be one of {', '.join(runs.MIXED_PRECISION)}, got "
                           f"'{job.mixed_precision}'")
+    for field in ("learning_rate", "weight_decay", "alpha", "beta"):  # inf: every weight NaN after one step
+        if math.isinf(getattr(job, field)):
+            raise LowdimError(f"{name(field)} must be a finite number, got {getattr(job, field)}")
     norm = job.max_grad_norm  # a negative one would scale every gradient by a negative number: gradient ascent
     if norm is not None and norm != 0 and not (math.isfinite(norm) and norm > 0):
         raise LowdimError(f"{name('max_grad_norm')} must be a number > 0, or 0 or None for no clipping, got {norm}")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 import lowdim
 from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
@@ -29,6 +32,10 @@ RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadata
 ScaledAdapters = Sequence[tuple[PathArg, float]]  # (adapter file, scale) pairs, as attach_adapters takes them
+# What a merged model holds of a diffusers folder, whatever else is there (a safety checker, two precisions).
+MERGED_PARTS = ("unet", "vae", "text_encoder")
+EMA_PREFIX = "model_ema."  # an A1111 checkpoint's averaged copy, which a merged model does not hold
+SHARD_NUMBER = re.compile(r"-\d+-of-\d+")  # diffusion_pytorch_model[.fp16]-00001-of-00002.safetensors
 
 
 def save_merged(model: SDModel, adapters: ScaledAdapters, out: str | os.PathLike[str], fmt: str = "single-file",
@@ -39,10 +46,12 @@ def save_merged(model: SDModel, adapters: ScaledAdapters, out: str | os.PathLike
     Inversion embedding is folded in as its tokens (tokenizer) and rows (text encoder), so it needs the
     diffusers format. ``overwrite`` replaces an earlier merge at ``out`` whole and nothing else: never
     another file or folder, the base model, an adapter being merged or a folder holding one of them.
-    ``files``: the adapters as ``check_adapter_files`` read them, used instead of reading them again.
+    ``files``: the adapters as ``check_adapter_files`` read them, used instead of reading them again. A disk
+    without room for the merged model (``merged_bytes``) is one line before the model changes.
     """
     out = Path(out)
     check_merge_settings(adapters, out, fmt, overwrite, Path(model.source))  # before any file is read
+    check_merge_space(out, model.source, model.dtype)  # before the model changes for good
     refuse_attached(model)
     files = check_adapter_files(adapters) if files is None else files  # read here once, for both uses below
     check_merge_embeddings(adapters, fmt, files)
@@ -133,6 +142,54 @@ def check_merge_settings(adapters: ScaledAdapters, out: Path, fmt: str, overwrit
     if not adapters:
         raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
     _check_target(out, fmt, overwrite, source, [path for path, _ in adapters])
+
+
+def check_merge_space(out: Path, model: str | os.PathLike[str], dtype: str | torch.dtype,
+                      flag: str | None = None) -> None:
+    """One line when the disk holding ``out`` lacks the room the merged model needs (``merged_bytes``, at least
+    runs.MIN_FREE_BYTES): a disk found full at the end would cost the whole merge. ``flag`` as check_space has it."""
+    from lowdim_sd.runs import MIN_FREE_BYTES, check_space
+
+    check_space(out, max(merged_bytes(model, dtype), MIN_FREE_BYTES), "the merge", flag)
+
+
+def merged_bytes(model: str | os.PathLike[str], dtype: str | torch.dtype = "auto") -> int:
+    """About the bytes a merge of ``model`` (a registered name, a folder or a single file) writes in ``dtype``
+    (``--dtype``'s word, auto being fp32 as the merge runs on the CPU, or a torch dtype), known before the model
+    loads: its weights counted from the headers of its files here, each part's shards all and one of its precision
+    variants; 0 where it has no files here (a hub id not downloaded yet)."""
+    source = _base_path(Path(model))
+    if source is None:
+        return 0
+    if source.is_file():
+        values = _stored_values([source])
+    else:  # the variants of a part hold as many values each
+        values = sum(max(map(_stored_values, _variants(source / part)), default=0) for part in MERGED_PARTS)
+    if isinstance(dtype, torch.dtype):
+        return values * dtype.itemsize
+    return values * (2 if dtype in ("fp16", "bf16") else 4)
+
+
+def _variants(part: Path) -> list[list[Path]]:
+    """A diffusers part's weight files, one list a precision variant (plain, fp16...), each with all its shards."""
+    variants: dict[str, list[Path]] = {}
+    for file in sorted(part.glob("*.safetensors")):
+        if file.is_file():
+            variants.setdefault(SHARD_NUMBER.sub("", file.name), []).append(file)
+    return list(variants.values())
+
+
+def _stored_values(files: list[Path]) -> int:
+    """The values the files hold that a merged model keeps (not a checkpoint's EMA copy); 0 for files that cannot
+    be read, which the load then names in its own words."""
+    from lowdim_sd.loading import ModelLoadError
+    from lowdim_sd.weights_folder import stored_sizes
+
+    try:
+        sizes = stored_sizes(files)
+    except ModelLoadError:
+        return 0
+    return sum(count for key, count in sizes.items() if not key.startswith(EMA_PREFIX))
 
 
 def check_merge_embeddings(adapters: ScaledAdapters, fmt: str,

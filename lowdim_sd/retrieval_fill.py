@@ -21,11 +21,12 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either, option
+from lowdim.option_words import either
 from lowdim_sd import runs
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.hypertrain_io import FeatureCache, MetricsLog, all_targets, run_metadata
 from lowdim_sd.hypertrain_losses import evaluate
+from lowdim_sd.hypertrain_words import name
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
@@ -37,14 +38,7 @@ BATCH = 32
 RENDER_STEPS = 25  # DDIM steps of each bank render: as the quality benchmark samples
 
 
-OWNER = "HyperTrainJob"
 KEY_DIM = 'hyper={"key_dim": ...}'  # the HyperConfig option, as a Python caller gives it
-
-
-def name(field: str, flag: str | None = None) -> str:
-    """A HyperTrainJob field as this reader gave it: its flag under the ``lowdim`` command, ``HyperTrainJob(...)``
-    from Python (hypertrain_checks has the same, but it imports this module)."""
-    return option(field, OWNER, flag)
 
 
 def add_to_hyper(key: str, value: object) -> str:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from lowdim.errors import LowdimError, first_line
 from lowdim.hub import quiet_transformers
 from lowdim.hyper.config import normalize_encoder_config
+from lowdim.option_words import either
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -120,8 +121,11 @@ def _pretrained_config(hub_id: str) -> tuple[Any, bool]:
         if looks_like_path(hub_id):
             raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
     if not hub_reachable():
+        # From Python the command's `tiny` is no value (HyperConfig refuses it): its config is.
+        tiny = either("use --encoder-config tiny", 'use a random one: hyper={"encoder_config": TINY_ENCODER} '
+                      "(lowdim_sd.hypertrain; the command's --encoder-config tiny)")
         raise LowdimError(f"image encoder '{hub_id}' is not in the Hugging Face cache and the hub can't be reached; "
-                          f"download it where there is network, pass a local folder, or use --encoder-config tiny")
+                          f"download it where there is network, pass a local folder, or {tiny}")
     try:
         return AutoConfig.from_pretrained(hub_id), False
     except OSError as error:

@@ -286,12 +286,10 @@ def _write_text(path: Path, text: str) -> Path:
 def write_report(report: EvalReport, out: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``out/eval.json`` and ``out/eval.md`` (each atomically: temp file, then rename)."""
     out = Path(out)
-    written = []
-    try:  # checked before scoring; what only the writing finds (a full disk, /proc) is still one line
+    try:  # checked before scoring; what only the writing finds (a file in its way, /proc) is still one line
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
-                           ("eval.md", report.to_markdown())):
-            written.append(_write_text(out / name, text))
     except OSError as error:
         raise LowdimError(f"could not write the report into {out}: {error.strerror or error}") from None
-    return written[0], written[1]
+    # Each write's own refusal (a full disk) is atomic_write's one line, naming the file.
+    return (_write_text(out / "eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
+            _write_text(out / "eval.md", report.to_markdown()))
