@@ -57,7 +57,11 @@ def step_folder(out_dir: Path, step: int) -> Path:
 def complete(folder: Path, state: dict, keep: int) -> Path:
     """Write ``state.json`` (last: its atomic presence marks the checkpoint complete); keep the newest ``keep``."""
     atomic_write(folder / "state.json", lambda temp: Path(temp).write_text(json.dumps(state)))
-    for old in sorted(folder.parent.glob("step-*"))[:-keep]:
+    steps = sorted(folder.parent.glob("step-*"))
+    # A folder without state.json is a save a forced stop cut short: no checkpoint, and none to count as kept.
+    for unfinished in [step for step in steps if step != folder and not (step / "state.json").is_file()]:
+        shutil.rmtree(unfinished, ignore_errors=True)
+    for old in [step for step in steps if (step / "state.json").is_file()][:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
 
