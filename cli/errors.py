@@ -260,8 +260,12 @@ def stop_on_signals() -> None:
         # count never needs to start over.)
         nonlocal signals
         signals += 1
-        if signals >= FORCING_SIGNAL:
+        if signals == FORCING_SIGNAL:
             raise KeyboardInterrupt
+        if signals > FORCING_SIGNAL:  # the forced stop's own cleanup is what hangs: leave now, and say what may stay
+            os.write(2, b"Quit without cleaning up: a hidden .*.tmp place may be left; the next run into the same "
+                        b"folder removes it.\n")
+            os._exit(INTERRUPTED)
         stopping.request(signum)  # raises at once, unless it only notes the stop
 
     signal.signal(signal.SIGTERM, stop)
