@@ -71,7 +71,14 @@ def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[],
     if save is None or continue_with is None:
         return f"{why} at step {step}; nothing was kept; {RERUN} to start over"
     if not updating:
-        return f"{why} at step {step}; checkpoint saved to {save()}; continue with {continue_with}"
+        try:
+            return f"{why} at step {step}; checkpoint saved to {save()}; continue with {continue_with}"
+        except KeyboardInterrupt:  # a forced stop (a third Ctrl-C) cut the save short: the older checkpoints stand
+            if last is None:
+                return (f"{why} at step {step}, and again while its checkpoint was written: nothing was kept; "
+                        f"{RERUN} to start over")
+            return (f"{why} at step {step}, and again while its checkpoint was written, so it was not kept; "
+                    f"{continue_with} continues from the last periodic one, {last}")
     if last is None:
         return (f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it was saved and "
                 f"there is no earlier one; {RERUN} to start over")

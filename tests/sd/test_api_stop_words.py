@@ -85,3 +85,19 @@ def test_a_stop_after_the_adapter_keeps_its_cli_words_under_the_command(tmp_path
     adapter = tmp_path / "C" / "adapter.safetensors"
     assert said.endswith(f"draw it with `lowdim generate -m tinyfaces -a {adapter} -p 'a [V] face'`, or {again} "
                          f"to start over")
+
+
+def test_a_stop_forced_while_its_checkpoint_is_written_names_the_checkpoint_that_stands(tmp_path):
+    """A third Ctrl-C during the stop's own save ends it: that checkpoint is not kept, and the line says which one
+    --resume continues from (or that none stands), instead of the bare 'nothing half-written' line."""
+    def forced_save():
+        raise KeyboardInterrupt
+
+    last = tmp_path / "checkpoints" / "step-000100"
+    with command_line():
+        said = runs.stop_note(KeyboardInterrupt(), 155, False, forced_save, runs.RESUME, last=last)
+        alone = runs.stop_note(KeyboardInterrupt(), 155, False, forced_save, runs.RESUME)
+    assert said == ("interrupted at step 155, and again while its checkpoint was written, so it was not kept; the "
+                    f"same command plus --resume continues from the last periodic one, {last}")
+    assert alone == ("interrupted at step 155, and again while its checkpoint was written: nothing was kept; rerun "
+                     "the same command to start over")
