@@ -212,6 +212,9 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
         return load_folder(path, kwargs)
+    from lowdim.atomic import refuse_special
+
+    refuse_special(path)  # there, but neither file nor folder (a FIFO, a device): named as what it is
     # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")

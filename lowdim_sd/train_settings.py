@@ -172,10 +172,11 @@ def job_rate(config: TrainConfig, given: float | None, owner: str, default: floa
 
 def as_path(value: object, owner: str, name: str) -> Path:
     """A job's path field as a Path: from Python a str is as natural as the CLI's Path, and the runs join and
-    make folders with these; anything else is one line, not a TypeError from deep inside the run."""
+    make folders with these; anything else is one line, not a TypeError from deep inside the run. A leading
+    ``~`` is the home folder, as the CLI expands it: left as it is, a run would make a folder named ``~``."""
     if not isinstance(value, (str, os.PathLike)):
         raise LowdimError(f"{owner}: {name}= takes a path (a str or Path), got a {type(value).__name__}")
-    return Path(value)
+    return Path(value).expanduser()
 
 
 def refuse_inference_mode() -> None:

@@ -187,11 +187,27 @@ def check_model(model: object) -> str:
         sd_backend(model)  # a plugin's model of another kind: its one line, as the commands say it
         return model
     if Path(model).expanduser().exists():
+        refuse_what_a_load_refuses(Path(model).expanduser())
         return model
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not model.startswith((".", "/")):
         return model  # a hub id: loading says whether it is reachable
     raise LowdimError(f"model '{model}' is neither an installed model ({', '.join(installed_models())}) nor a "
                       f"folder or file on this machine{model_meant(model)}")
+
+
+def refuse_what_a_load_refuses(path: Path) -> None:
+    """The load's own line for a path it refuses before diffusers reads it: a FIFO or device, a folder with no
+    model_index.json, another pipeline than SD1.x (SDXL), a part it lists missing. Its JSON files only, so the
+    page says it at start and at the crop preview, not at the first click that loads the model."""
+    from lowdim.atomic import refuse_special
+    from lowdim_sd.loading import ModelLoadError
+    from lowdim_sd.pipeline_parts import check_model_folder
+
+    refuse_special(path)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():  # load_sd's words for it
+            raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+        check_model_folder(path)
 
 
 def model_meant(model: str) -> str:

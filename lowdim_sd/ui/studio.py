@@ -46,6 +46,7 @@ from lowdim_sd.ui.run_folders import (
 
 if TYPE_CHECKING:
     from lowdim_sd.eval.job import EvalJob
+    from lowdim_sd.eval.report import EvalReport
 
 Listener = Callable[[str, int, int], None]  # (label, done, total): a stage starting is (label, 0, 1)
 PROMPTS = "prompts.json"  # the prompts file Evaluate writes beside the pictures it scores
@@ -288,7 +289,22 @@ def _scored(job: EvalJob, images: list[Path], prompt: str, progress: Callable) -
     except LowdimError as error:
         said = _without_folder(str(error), job.folder)
         raise (error if said == str(error) else LowdimError(said)) from None
-    return _without_folder(report.to_markdown().replace("# lowdim eval\n", "", 1), job.folder)
+    markdown = _without_folder(report.to_markdown().replace("# lowdim eval\n", "", 1), job.folder)
+    return _nothing_scored_line(report, job) + markdown
+
+
+def _nothing_scored_line(report: EvalReport, job: EvalJob) -> str:
+    """Eval's line when no metric scored a picture (``lowdim eval`` exits 1 with it), with its fix in the page's
+    terms, as the report's first line: the table stays, since its notes say why each picture was missed."""
+    from lowdim_sd.eval.job import nothing_scored
+    from lowdim_sd.ui.checks import in_page_terms
+
+    with command_line():  # the CLI's words, which the page's terms rewrite
+        line = nothing_scored(report, tuple(job.metrics))
+    if line is None:
+        return ""
+    line = in_page_terms(_without_folder(line, job.folder)).replace("the notes above", "the notes below")
+    return f"**{line}**\n\n"
 
 
 def own_names(paths: list[Path]) -> list[str]:
