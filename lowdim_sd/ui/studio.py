@@ -14,7 +14,6 @@ Nothing here imports Gradio. A ``Studio`` serves one ``lowdim ui`` process:
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
@@ -24,7 +23,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.option_words import command_line
@@ -43,13 +41,9 @@ from lowdim_sd.ui.run_folders import (
     read_run,
     write_record,
 )
-
-if TYPE_CHECKING:
-    from lowdim_sd.eval.job import EvalJob
-    from lowdim_sd.eval.report import EvalReport
+from lowdim_sd.ui.scoring import metrics_for, scored
 
 Listener = Callable[[str, int, int], None]  # (label, done, total): a stage starting is (label, 0, 1)
-PROMPTS = "prompts.json"  # the prompts file Evaluate writes beside the pictures it scores
 
 
 class Busy(LowdimError):
@@ -271,81 +265,7 @@ class Studio:
 
         with self.job("scoring", owner), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
             job = EvalJob(Path(folder), names, (reference,), token, device=self.config.device)
-            return _scored(job, photos, prompt, progress)
-
-
-def _scored(job: EvalJob, images: list[Path], prompt: str, progress: Callable) -> str:
-    """Score ``images`` as copies in ``job.folder``, each under its own file name, with the prompts file this
-    writes; the report and any error say the folder in the page's terms."""
-    from lowdim_sd.eval.job import run_eval
-
-    entries = []
-    for name, path in zip(own_names(images), images, strict=True):
-        shutil.copyfile(path, job.folder / name)
-        entries.append({"image": name, "prompt": prompt})
-    (job.folder / PROMPTS).write_text(json.dumps({"images": entries, "token": job.token}))
-    try:
-        report = run_eval(job, progress)
-    except LowdimError as error:
-        said = _without_folder(str(error), job.folder)
-        raise (error if said == str(error) else LowdimError(said)) from None
-    markdown = _without_folder(report.to_markdown().replace("# lowdim eval\n", "", 1), job.folder)
-    return _nothing_scored_line(report, job) + markdown
-
-
-def _nothing_scored_line(report: EvalReport, job: EvalJob) -> str:
-    """Eval's line when no metric scored a picture (``lowdim eval`` exits 1 with it), with its fix in the page's
-    terms, as the report's first line: the table stays, since its notes say why each picture was missed."""
-    from lowdim_sd.eval.job import nothing_scored
-    from lowdim_sd.ui.checks import in_page_terms
-
-    with command_line():  # the CLI's words, which the page's terms rewrite
-        line = nothing_scored(report, tuple(job.metrics))
-    if line is None:
-        return ""
-    line = in_page_terms(_without_folder(line, job.folder)).replace("the notes above", "the notes below")
-    return f"**{line}**\n\n"
-
-
-def own_names(paths: list[Path]) -> list[str]:
-    """Each picture's own file name, as the report names it; a name taken (twice dropped, or the prompts file's)
-    gets -2, -3 and so on. Compared without case: a file system may not tell Face.png from face.png."""
-    taken, names = {name.lower() for name in (PROMPTS, "prompts.csv")}, []
-    for path in paths:
-        name, number = path.name, 2
-        while name.lower() in taken:
-            name, number = f"{path.stem}-{number}{path.suffix}", number + 1
-        taken.add(name.lower())
-        names.append(name)
-    return names
-
-
-def _without_folder(text: str, folder: Path) -> str:
-    """Eval's words about the folder this studio wrote, said as the page's: a picture by its own name, the
-    prompts file (written from the page's Their prompt and Identifier boxes) by them, the folder as the Generated
-    pictures it holds."""
-    for spelling in sorted({str(folder), str(folder.resolve())}, key=len, reverse=True):
-        text = text.replace(f"{spelling}/{PROMPTS}", "Their prompt and Identifier").replace(f"{spelling}/", "")
-        text = text.replace(spelling, "the Generated pictures")
-    return text.replace(f"listed in {PROMPTS}", "dropped")
-
-
-def metrics_for(model: str) -> tuple[str, ...]:
-    """The Evaluate tab's metrics for the model the page serves: TinyFaces' own for its 32 px pictures, which
-    the paper's (a face detector and ViTs that need the hub) cannot read; else the paper's four."""
-    from lowdim.registry import get_registry
-    from lowdim_sd.eval.job import TINYFACES_METRICS
-    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
-    from lowdim_sd.registered_models import sd_backend
-
-    try:
-        backend = sd_backend(model)  # a name, an alias, or the registered model's own folder
-    except LowdimError:  # no SD model: the page's jobs say so, the metrics need not
-        backend = None
-    tiny = backend is not None and backend.name.startswith("tinyfaces")
-    if tiny and set(TINYFACES_METRICS) <= set(get_registry().metrics):
-        return TINYFACES_METRICS
-    return tuple(PAPER_METRICS)
+            return scored(job, photos, prompt, progress)
 
 
 def ships_a_hypernet(model: str) -> bool:

@@ -103,7 +103,7 @@ def test_no_advice_the_page_gives_names_a_flag():
 def test_an_empty_metrics_box_scores_what_the_box_starts_with(made, uploads):
     """Not the paper's metrics, whose models (DINO, CLIP) TinyFaces' 32 px pictures do not suit and which may
     not be had offline: the page's own for the model it serves, as its Metrics box shows them."""
-    from lowdim_sd.ui.studio import metrics_for
+    from lowdim_sd.ui.scoring import metrics_for
 
     _, page, _ = made
     photo = uploaded(uploads, "me.png")
@@ -157,7 +157,7 @@ def test_the_reference_photo_is_named_by_its_own_name_in_the_notes(made, uploads
 
 
 def test_pictures_of_one_name_are_told_apart_and_the_prompts_file_keeps_its_name():
-    from lowdim_sd.ui.studio import own_names
+    from lowdim_sd.ui.scoring import own_names
 
     paths = [Path("a/me.png"), Path("b/me.png"), Path("c/ME.png"), Path("d/prompts.json"), Path("e/me-2.png")]
     assert own_names(paths) == ["me.png", "me-2.png", "ME-3.png", "prompts-2.json", "me-2-2.png"]

@@ -160,7 +160,7 @@ def test_tinyfaces_own_folder_is_evaluated_with_its_own_metrics_as_its_name_is(t
     from lowdim.registry import get_registry
     from lowdim_sd.eval.job import TINYFACES_METRICS
     from lowdim_sd.eval.paper_metrics import PAPER_METRICS
-    from lowdim_sd.ui.studio import metrics_for
+    from lowdim_sd.ui.scoring import metrics_for
 
     entry = get_registry().backends.get("tinyfaces")
     if entry is None:
