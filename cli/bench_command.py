@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from lowdim.errors import LowdimError
 from lowdim_cli.console import out
 from lowdim_cli.sd_commands import Device, ModelConfig, typed_options
 
@@ -18,11 +20,11 @@ def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def prompt_numbers(text: str | None, prompts: list[str] | None = None) -> list[int | str] | None:
-    """--gallery-prompts as numbers (None: not given, the default), a part that is no number kept as typed for
-    ``check_job`` to refuse by name. With ``prompts``, checked and defaulted against them as check_job does (only
-    tests/sd/test_bench.py asks that)."""
-    numbers = None if text is None else [int(part) if part.isdigit() else part for part in _split(text) or []]
+def prompt_numbers(text: str | None, prompts: list[str] | None = None) -> list[int] | None:
+    """--gallery-prompts as numbers (None: not given, the default); a part that is no number is refused here, by
+    the flag (whether a number names a prompt, check_job says: the prompts may come from stored results). With
+    ``prompts``, checked and defaulted against them as check_job does (only tests/sd/test_bench.py asks that)."""
+    numbers = None if text is None else [_number(part) for part in _split(text) or []]
     if prompts is None:
         return numbers
     from lowdim_sd.bench.quality import QualityJob
@@ -31,6 +33,12 @@ def prompt_numbers(text: str | None, prompts: list[str] | None = None) -> list[i
     job = QualityJob(identities=None, prompts=prompts, gallery_prompts=numbers)
     check_gallery(job)
     return job.gallery_prompts
+
+
+def _number(part: str) -> int:
+    if not re.fullmatch(r"[+-]?[0-9]+", part):  # int() would take "1_0" and other digits than 0-9
+        raise LowdimError(f"--gallery-prompts: '{part}' is not a prompt number (give numbers from 0, e.g. 0,3,5)")
+    return int(part)
 
 
 # Settings of a run, which --no-run takes from the results instead (as the parameters' names: flags).

@@ -10,6 +10,7 @@ import typer
 
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out
+from lowdim_cli.errors import launched_process
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import (
     Augment,
@@ -73,6 +74,8 @@ def precompute(
     resolution: Resolution = None,
     dtype: Dtype = "auto",
     model_config: ModelConfig = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", hidden=True, help="Accepted and ignored: precompute resumes by itself.")] = False,
 ):
     """Phase 0: optimise one adapter per identity and store them as a sharded weight dataset.
 
@@ -89,6 +92,8 @@ def precompute(
     from lowdim_sd.precompute import precompute as run
     from lowdim_sd.train import TrainConfig
 
+    if resume and not launched_process():  # said once under a launcher
+        out.print(f"[dim]note:[/] {RESUMES_BY_ITSELF}", highlight=False)
     config = TrainConfig(steps=steps, batch_size=batch_size, prompt=prompt, token=token, seed=seed, augment=augment,
                          mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
                          optimizer=optimizer)
@@ -105,6 +110,11 @@ def precompute(
     shards = "" if result.processes > 1 else f" into {len(result.shards)} shard(s)"
     out.print(f"trained {result.run_trained} identities{shards}{processes}, skipped {result.run_skipped} already "
               f"done; index: [bold]{result.index}[/]")
+
+
+# Why precompute has no --resume of its own: a rerun is the resume (docs/cli.md).
+RESUMES_BY_ITSELF = ("--resume is not needed: precompute resumes by itself; a rerun with the same -o skips the "
+                     "identities already done (those whose pictures changed are trained again)")
 
 
 def encoder_config_option(value: str | None):

@@ -32,6 +32,7 @@ from lowdim_sd.hypertrain_io import (
     MetricsLog,
     PairBatch,
     Pairs,
+    PairUnreadable,
     StepSampler,
     all_targets,
     check_has_identities,
@@ -188,6 +189,8 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
                     break
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
             loop.stopped(stop)
+        except PairUnreadable as unreadable:
+            loop.unreadable(unreadable)
     accelerator.wait_for_everyone()
     if loop.main:
         from lowdim.hyper import save_hypernet
@@ -365,3 +368,12 @@ class _Loop:
                                "says what was kept")
         last = checkpoints.latest(self.job.out)
         runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, self.checkpoint, last=last))
+
+    def unreadable(self, error: PairUnreadable) -> NoReturn:
+        """Stop on a pair that can no longer be read (a shard removed mid-run), keeping this step first as a stop
+        does: once the folder is whole again, --resume loses none of the steps since the last checkpoint."""
+        if not self.main:  # the main process keeps the step and says so
+            raise error
+        latest = checkpoints.latest(self.job.out)
+        kept = latest if latest is not None and checkpoints.saved_step(latest) == self.step else self.checkpoint()
+        raise LowdimError(f"{error}; step {self.step} is saved to {kept}: {runs.RESUME} continues from it") from None

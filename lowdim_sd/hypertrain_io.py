@@ -70,8 +70,24 @@ class Pairs(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item: int):
-        image, weights = self.dataset[item]
+        try:
+            image, weights = self.dataset[item]
+        except LowdimError as error:  # read between steps: the run can keep its step before it stops
+            raise PairUnreadable(str(error)) from None
         return image, weights, self.numbers[self.dataset.names[self.dataset.identity(item)]], item
+
+
+class PairUnreadable(LowdimError):
+    """A pair the run could read when it started and no longer can (its shard removed or damaged, its image
+    gone). Raised while the next batch is read, between two optimizer steps, so the step the run is at is
+    whole and worth a checkpoint."""
+
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's error comes back as this type made from the worker's whole traceback, whose
+        # last line is "module.PairUnreadable: <the message>": keep the message, one line as it was.
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        marker = f"{type(self).__name__}: "
+        super().__init__(last.split(marker, 1)[1] if "\n" in message.strip() and marker in last else message)
 
 
 class Images(torch.utils.data.Dataset):

@@ -24,6 +24,7 @@ ELSEWHERE = {
     "--prompt": {"train-hypernet": "the diffusion term's prompt", "generate": "prompts to draw",
                  "bench quality": "prompts to draw"},
     "--crop-margin": {"eval": "the references' crop, only with --crop"},
+    "--resume": {"precompute": "hidden, taken as the no-op it is there: precompute resumes by itself"},
 }
 
 

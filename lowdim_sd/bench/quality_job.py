@@ -33,9 +33,7 @@ class QualityJob:
     device: str = "auto"
     dtype: str = "fp32"
     gallery_identities: int = 4  # rows of gallery.png
-    # Its columns, prompt numbers; None: 0, 3, 5 of those there are. A part of --gallery-prompts that is no number
-    # stays as typed (a str), for check_gallery to refuse by name.
-    gallery_prompts: list[int | str] | None = None
+    gallery_prompts: list[int] | None = None  # its columns, prompt numbers; None: 0, 3, 5 of those there are
     gallery_methods: list[str] | None = None  # the rows shown (default: every row with results)
     left_out: dict[str, str] = field(default_factory=dict)  # default rows check_job left out, and why
 

@@ -181,9 +181,9 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
         [m for m in rows_run if any(r["method"] == m for r in results)]
     identities = job.gallery_identities if gallery_identities is None else gallery_identities
     asked = job.gallery_prompts if gallery_prompts is None else gallery_prompts
-    # Numbers: check_gallery refused any other part (a job check_job never saw has the default).
-    numbers = [int(k) for k in (DEFAULT_GALLERY_PROMPTS if asked is None else asked)]
-    prompts = job.checked_prompts() if numbers else []  # read before any file is written: all or nothing
+    prompts = job.checked_prompts() if asked is None or asked else []
+    # Checked as check_job checks them (a job it never saw, or numbers given here), before any file is written
+    numbers = checked_prompt_numbers(asked, prompts, "QualityJob" if gallery_prompts is None else "write_reports")
     atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
     write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
     paths = [out / "table.md", out / "table.json"]
@@ -202,17 +202,24 @@ def check_gallery(job: QualityJob) -> None:
     if job.gallery_identities < 1:
         raise LowdimError(f"{option('gallery_identities', 'QualityJob')} must be at least 1; got "
                           f"{job.gallery_identities}")
-    prompts = job.checked_prompts()
-    if job.gallery_prompts is None:  # the default fits any prompt list; only numbers asked for must exist
-        job.gallery_prompts = [k for k in DEFAULT_GALLERY_PROMPTS if k < len(prompts)]
-    for number in job.gallery_prompts:
-        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(prompts):
-            raise LowdimError(f"{option('gallery_prompts', 'QualityJob')}: '{number}' is not a prompt number (0 to "
-                              f"{len(prompts) - 1})")
+    job.gallery_prompts = checked_prompt_numbers(job.gallery_prompts, job.checked_prompts(), "QualityJob")
     try:
         parse_methods(",".join(job.gallery_methods or []))
     except LowdimError as error:
         raise LowdimError(f"{option('gallery_methods', 'QualityJob')}: {error}") from None
+
+
+def checked_prompt_numbers(asked: list[int] | None, prompts: list[str], owner: str) -> list[int]:
+    """The gallery's columns: ``asked``, each refused by name (``owner(gallery_prompts=...)``) unless a number of
+    one of ``prompts`` (a str or bool is none, whatever its hint), or by default 0, 3 and 5 of those there are.
+    The one check of ``check_gallery`` and ``write_reports``."""
+    if asked is None:  # the default fits any prompt list; only numbers asked for must exist
+        return [k for k in DEFAULT_GALLERY_PROMPTS if k < len(prompts)]
+    for number in asked:
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(prompts):
+            raise LowdimError(f"{option('gallery_prompts', owner)}: '{number}' is not a prompt number (0 to "
+                              f"{len(prompts) - 1})")
+    return list(asked)
 
 
 def write_frontier(out: Path, rows: list[Row], columns: dict[str, str],
