@@ -23,8 +23,8 @@ from rich.markup import escape
 
 from lowdim.errors import first_line
 from lowdim_cli.console import err
+from lowdim_cli.entry import INTERRUPTED, early_stop
 
-INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 FORCING_SIGNAL = 3  # the Ctrl-C (or SIGTERM) that ends a stop the earlier ones asked for, however far it got
 
 # A precompute resume refuses what changes θ (--batch-size, --dtype, the CPU's dtype): the hint says which apply.
@@ -270,8 +270,9 @@ def stop_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     # Ctrl-C the same way, so that it too waits out an optimizer update; but only where Ctrl-C is Python's
-    # KeyboardInterrupt: a shell's background job ignores SIGINT, and must go on ignoring it.
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # KeyboardInterrupt (or the script's handler for it while the commands imported, ``entry.early_stop``,
+    # replaced here with no moment between): a shell's background job ignores SIGINT, and must go on ignoring it.
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, early_stop):
         signal.signal(signal.SIGINT, stop)
     report = sys.unraisablehook
 

@@ -32,33 +32,54 @@ def read_record(path: Path) -> dict | None:
     try:
         record = json.loads(path.read_text())
         return record if isinstance(record, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested past what the parser takes
         return None
 
 
 def holder_alive(record: dict | None, path: Path) -> bool:
     """Whether the process ``record`` (read from ``path``) names may still be running: one on another machine
-    is taken to be; an empty record only within its grace period."""
-    if record is None:  # empty or torn: a run taking the lock right now, or one that died doing so
+    is taken to be; a record naming no process that can be asked (empty, torn, hand-edited: no host, or no
+    usable pid here) only within its grace period."""
+    pid = usable_pid(record)
+    if record is not None and record_host(record) not in (None, socket.gethostname()):
+        return True  # another machine's process cannot be probed from here
+    if pid is None:  # a run taking the lock right now, one that died doing so, or a file lowdim did not write
         with contextlib.suppress(OSError):
             return time.time() - path.stat().st_mtime < LOCK_GRACE_SECONDS
         return False
-    if record.get("host") != socket.gethostname():
-        return True  # another machine's process cannot be probed from here
     try:
-        os.kill(int(record.get("pid", -1)), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
+    except PermissionError:
+        return True  # another user's process
     return True
+
+
+def record_host(record: dict) -> str | None:
+    """The machine a record names; None where it names none (a file lowdim did not write)."""
+    host = record.get("host")
+    return host if isinstance(host, str) and host else None
+
+
+def usable_pid(record: dict | None) -> int | None:
+    """The process a record names on this machine, as ``os.kill`` can ask it; None for a missing pid, text, a
+    fraction, a bool, 0 and below (which ``os.kill`` takes as a process group, or every process), or past
+    what a pid can be."""
+    if record is None or record_host(record) is None:
+        return None
+    pid = record.get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
 
 
 def describe_holder(record: dict | None) -> str:
     """'pid N on HOST: COMMAND', as a refusal names the holder."""
     if record is None:
         return "a run that is starting"
-    return f"pid {record.get('pid')} on {record.get('host')}: {record.get('command') or '?'}"
+    host = record_host(record)
+    if host is None or host == socket.gethostname() and usable_pid(record) is None:
+        return f"a record with no usable pid: {json.dumps(record)[:200]}"
+    return f"pid {record.get('pid')} on {host}: {record.get('command') or '?'}"
 
 
 def acquire_lock(out: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from lowdim.errors import LowdimError
@@ -21,6 +22,8 @@ RANKS = (1, 32)
 DENOISING_STEPS = (1, 100)
 PICTURES = (1, 16)
 
+CLIP_METRICS = ("clip-i", "clip-t")  # the metrics the one CLIP model serves
+CLIP_ADVICE = ", or pass --clip-model PATH to a local copy"  # eval's hub line for the CLIP model
 MODEL_EMPTY = "--model is empty: give an installed model's name or a path"
 # CLI advice the page cannot follow as written, and what to say instead (the page has no flags).
 PAGE_TERMS = (
@@ -37,13 +40,14 @@ PAGE_TERMS = (
     ("--adapter-end", "How to draw's end"),
     ("--text-encoder-scale", "How to draw's te"),
     ("--cross-attention-scale", "How to draw's ca"),
-    # Evaluate: its Metrics box, and the Reference photo it passes as eval's --references
-    ("--metrics is empty", "the Metrics box is empty"),
+    # Evaluate: its Metrics box (never empty to eval: one with no name in it means what it started with), and
+    # the Reference photo it passes as eval's --references
     ("--metrics names", "the Metrics box names"),
     (" (--references)", " (the Reference photo)"),
     # a metric's model not to be had offline (eval's hub line): the page takes no model path, only fewer metrics
     (", or pass --dino-model PATH to a local copy", ", or take dino out of the Metrics box"),
-    (", or pass --clip-model PATH to a local copy", ", or take clip-i and clip-t out of the Metrics box"),
+    # (with the metrics asked known, ``clip_advice`` names only those: Evaluate's own lines)
+    (CLIP_ADVICE, ", or take clip-i and clip-t out of the Metrics box"),
     ("score them with --metrics ", "score them with the Metrics box set to "),
 )
 # A run's notes (warnings written with the CLI's words) whose advice holds a number or a path: the page's Draw
@@ -221,6 +225,13 @@ def model_meant(model: str) -> str:
         return ""
     close = difflib.get_close_matches(model.lower(), list(get_registry().backends), n=1, cutoff=0.75)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+def clip_advice(message: str, asked: Sequence[str]) -> str:
+    """Eval's advice for a CLIP model it cannot have, naming the CLIP metrics the Metrics box asked for (clip-t
+    alone: take clip-t out), since a name not asked for is not in the box to take out."""
+    named = [name for name in asked if name in CLIP_METRICS] or list(CLIP_METRICS)
+    return message.replace(CLIP_ADVICE, f", or take {' and '.join(named)} out of the Metrics box")
 
 
 def in_page_terms(message: str) -> str:

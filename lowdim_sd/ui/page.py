@@ -280,7 +280,7 @@ def _preview(path: str | None, chosen_model: str, index: int | None) -> tuple:
 
 def evaluate_tab(studio: Studio) -> None:
     from lowdim.registry import get_registry
-    from lowdim_sd.ui.studio import metrics_for
+    from lowdim_sd.ui.scoring import metrics_for
 
     gr.Markdown("Score generated pictures against a reference photo, as `lowdim eval` does (docs/eval.md).")
     with gr.Row():

@@ -33,10 +33,18 @@ def scored(job: EvalJob, images: list[Path], prompt: str, progress: Callable) ->
     try:
         report = run_eval(job, progress)
     except LowdimError as error:
-        said = _without_folder(str(error), job.folder)
+        said = _in_asked_terms(str(error), job)
         raise (error if said == str(error) else LowdimError(said)) from None
-    markdown = _without_folder(report.to_markdown().replace("# lowdim eval\n", "", 1), job.folder)
+    markdown = _in_asked_terms(report.to_markdown().replace("# lowdim eval\n", "", 1), job)
     return _nothing_scored_line(report, job) + markdown
+
+
+def _in_asked_terms(text: str, job: EvalJob) -> str:
+    """Eval's words said of this job: its folder as the page's controls, a metric's advice naming only the
+    metrics the Metrics box asked for."""
+    from lowdim_sd.ui.checks import clip_advice
+
+    return clip_advice(_without_folder(text, job.folder), job.metrics)
 
 
 def _nothing_scored_line(report: EvalReport, job: EvalJob) -> str:
@@ -74,6 +82,14 @@ def _without_folder(text: str, folder: Path) -> str:
         text = text.replace(f"{spelling}/{PROMPTS}", "Their prompt and Identifier").replace(f"{spelling}/", "")
         text = text.replace(spelling, "the Generated pictures")
     return text.replace(f"listed in {PROMPTS}", "dropped")
+
+
+def metric_names(box: str, model: str) -> tuple[str, ...]:
+    """The Metrics box's names; a box with none in it (emptied, or only commas and spaces) means the metrics it
+    started with for ``model`` (``metrics_for``)."""
+    from lowdim_sd.eval.job import parse_metric_names
+
+    return parse_metric_names(box) if box.replace(",", "").strip() else metrics_for(model)
 
 
 def metrics_for(model: str) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ from lowdim_sd.ui.run_folders import (
     read_run,
     write_record,
 )
-from lowdim_sd.ui.scoring import metrics_for, scored
+from lowdim_sd.ui.scoring import metric_names, scored
 
 Listener = Callable[[str, int, int], None]  # (label, done, total): a stage starting is (label, 0, 1)
 
@@ -240,9 +240,9 @@ class Studio:
     def evaluate(self, images: list[str | Path], reference: str | Path, prompt: str, token: str = "sks",
                  metrics: str = "", listener: Listener | None = None, owner: str = "") -> str:
         """``lowdim eval`` on dropped pictures against a reference photo: its report as markdown, which names each
-        picture by its own file name. Empty ``metrics``: the page's own for the model served (``metrics_for``),
-        which its Metrics box starts with."""
-        from lowdim_sd.eval.job import EvalJob, parse_metric_names
+        picture by its own file name. ``metrics`` naming none (empty, or only commas): the page's own for the model
+        served (``metrics_for``), which its Metrics box starts with."""
+        from lowdim_sd.eval.job import EvalJob
 
         if not images:
             raise LowdimError("drop at least one generated picture to score")
@@ -251,7 +251,7 @@ class Studio:
                 raise LowdimError(f"{label} must be text, got {value!r}")
         reference = check_photo(reference)
         photos = [check_photo(path) for path in images]
-        names = parse_metric_names(metrics) if metrics.strip() else metrics_for(self.config.model)
+        names = metric_names(metrics, self.config.model)  # none named: those the box started with
         hear = self._heard(listener)
 
         def progress(total: int) -> Callable[[int], None]:  # run_eval's bar, as the listener hears bars

@@ -73,14 +73,11 @@ def test_how_to_draw_is_refused_in_its_own_terms(made, how, line):
                    1) == line
 
 
-@pytest.mark.parametrize(("metrics", "line"), [
-    (",", "the Metrics box is empty; give a comma list such as face-rec,dino,clip-i,clip-t"),
-    ("tinyfaces-image,tinyfaces-image", "the Metrics box names 'tinyfaces-image' twice"),
-])
-def test_the_metrics_box_is_named_as_the_page_names_it(made, uploads, metrics, line):
+def test_the_metrics_box_is_named_as_the_page_names_it(made, uploads):
     _, page, _ = made
     photo = uploaded(uploads, "me.png")
-    assert refused(handler(page, "run"), [photo], photo, "a [V] face", "sks", metrics) == line
+    assert refused(handler(page, "run"), [photo], photo, "a [V] face", "sks",
+                   "tinyfaces-image,tinyfaces-image") == "the Metrics box names 'tinyfaces-image' twice"
 
 
 def test_a_reference_photo_eval_cannot_use_is_named_as_the_reference_photo(made, uploads, tmp_path):
@@ -101,15 +98,16 @@ def test_no_advice_the_page_gives_names_a_flag():
 
 
 def test_an_empty_metrics_box_scores_what_the_box_starts_with(made, uploads):
-    """Not the paper's metrics, whose models (DINO, CLIP) TinyFaces' 32 px pictures do not suit and which may
-    not be had offline: the page's own for the model it serves, as its Metrics box shows them."""
+    """A box emptied, or holding only commas and spaces (no name in it), means what it started with. Not the
+    paper's metrics, whose models (DINO, CLIP) TinyFaces' 32 px pictures do not suit and which may not be had
+    offline: the page's own for the model it serves, as its Metrics box shows them."""
     from lowdim_sd.ui.scoring import metrics_for
 
     _, page, _ = made
     photo = uploaded(uploads, "me.png")
     scored = [handler(page, "run")([photo], photo, "a photo of a [V] face", "sks", box)
-              for box in (",".join(metrics_for("tinyfaces")), "", None)]
-    assert scored[0] == scored[1] == scored[2] and "Identity" in scored[0]
+              for box in (",".join(metrics_for("tinyfaces")), "", None, ",", " , ", " ,, ")]
+    assert all(report == scored[0] for report in scored) and "Identity" in scored[0]
 
 
 @pytest.mark.parametrize(("what", "flag", "metrics"), [("DINO", "--dino-model", "dino"),
@@ -129,6 +127,32 @@ def test_a_metric_model_eval_cannot_have_is_advice_in_the_pages_terms(monkeypatc
                                               f"Metrics box")
     tiny = "these are 32 px images, as TinyFaces draws them: score them with --metrics tinyfaces-identity"
     assert in_page_terms(tiny).endswith("score them with the Metrics box set to tinyfaces-identity")
+
+
+@pytest.mark.parametrize(("box", "advice"), [("clip-t", "take clip-t out"), ("clip-i", "take clip-i out"),
+                                              ("clip-t,clip-i", "take clip-t and clip-i out")])
+def test_a_clip_model_eval_cannot_have_names_only_the_clip_metrics_asked(made, uploads, monkeypatch, box, advice):
+    from lowdim_sd.eval import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the CLIP model is not in this machine's cache: never fetch it
+    _, page, _ = made
+    photo = uploaded(uploads, "me.png")
+    line = refused(handler(page, "run"), [photo], photo, "a [V] face", "sks", box)
+    assert line.endswith(f"download it where there is network, or {advice} of the Metrics box"), line
+    assert "--" not in line
+
+
+def test_a_clip_metric_skipped_beside_one_that_scored_is_named_alone_in_the_notes(made, uploads, monkeypatch):
+    from lowdim_sd.eval import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _, page, _ = made
+    photo = uploaded(uploads, "me.png")
+    report = handler(page, "run")([photo], photo, "a [V] face", "sks", "tinyfaces-image,clip-t")
+    assert "or take clip-t out of the Metrics box" in report, report
+    assert "clip-i" not in report and "--clip-model" not in report
 
 
 # A7: an upload by its own name; the page's own files in the page's terms ------------------------------------------
