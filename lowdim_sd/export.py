@@ -272,6 +272,7 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
                       f"{either('--format kohya', KOHYA_FROM_PYTHON)}", stacklevel=3)
     tensors = CONVERTERS[fmt](_with_text_out_proj(factors), conv_layers)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
+    _check_range(source, tensors, _layers_by_key(factors, fmt), dtype)  # before anything is written
     rank = max(down.shape[0] for down, _ in factors.values())  # diffusers: every layer's (_uniform_rank)
     meta = adapter.metadata
     metadata = {
@@ -292,3 +293,23 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
         metadata.update({"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
                          "ss_network_alpha": str(kohya_alpha(factors)), "ss_base_model_version": "sd_v1"})
     return atomic_save(tensors, metadata, target, replace=replace)
+
+
+def _layers_by_key(factors: Factors, fmt: str) -> dict[str, str]:
+    """Each layer's name by the key its tensors have in the ``fmt`` file, less their ``.lora_*`` ends."""
+    if fmt == "kohya":
+        return {kohya_name(name): name for name in factors}
+    return {".".join(split_layer_name(name)): name for name in factors}
+
+
+def _check_range(source: Path, tensors: Mapping[str, Tensor], layers: Mapping[str, str], dtype: str) -> None:
+    """One line naming the first layer whose values ``dtype`` stores as Inf (fp16's range ends at 65504): such
+    a LoRA draws black images in every tool. One ``isfinite`` a tensor, on the few MB a LoRA holds."""
+    for key, value in tensors.items():
+        if bool(torch.isfinite(value).all()):
+            continue
+        layer = layers.get(key.split(".lora_")[0], key)
+        fix = (either("export with --save-dtype fp32", "export_adapter(dtype='fp32')") if dtype == "fp16" else
+               "its values are too large for any LoRA file (a diverged run?); retrain it")
+        raise ExportError(f"{source}: layer {layer}: its values go beyond {dtype}'s range (Inf/NaN in the "
+                          f"export); {fix}")

@@ -33,6 +33,7 @@ from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, besi
 )
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.embedding_undo import tokens_undone_on_error
+from lowdim_sd.finite_latents import checking_final_latents
 from lowdim_sd.job_fields import SeedsField, WordsField, job_dataclass, seeds_field, words_field
 from lowdim_sd.loading import SDModel
 from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
@@ -274,7 +275,7 @@ def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, 
                 negative_prompt=[negative] * len(chunk) if negative else None,
                 generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in chunk],
                 num_inference_steps=config.steps, guidance_scale=config.guidance,
-                height=size, width=size, callback_on_step_end=callback,
+                height=size, width=size, callback_on_step_end=checking_final_latents(model, chunk, callback),
             ).images
 
     with runs.progress(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:

@@ -18,7 +18,8 @@ import torch
 import lowdim
 from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
-from lowdim.files import AdapterFile, atomic_write
+from lowdim.files import DTYPES, AdapterFile, atomic_write
+from lowdim.option_words import either
 from lowdim_sd.generate import attach_adapters, check_adapter_files
 from lowdim_sd.job_fields import PathArg
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
@@ -47,7 +48,8 @@ def save_merged(model: SDModel, adapters: ScaledAdapters, out: str | os.PathLike
     diffusers format. ``overwrite`` replaces an earlier merge at ``out`` whole and nothing else: never
     another file or folder, the base model, an adapter being merged or a folder holding one of them.
     ``files``: the adapters as ``check_adapter_files`` read them, used instead of reading them again. A disk
-    without room for the merged model (``merged_bytes``) is one line before the model changes.
+    without room for the merged model (``merged_bytes``) is one line before the model changes; a merged weight
+    past the dtype's range (Inf in fp16) is one line before anything is written (``check_merged_range``).
     """
     out = Path(out)
     check_merge_settings(adapters, out, fmt, overwrite, Path(model.source))  # before any file is read
@@ -56,7 +58,9 @@ def save_merged(model: SDModel, adapters: ScaledAdapters, out: str | os.PathLike
     files = check_adapter_files(adapters) if files is None else files  # read here once, for both uses below
     check_merge_embeddings(adapters, fmt, files)
     tokens = attach_adapters(model, adapters, files)
+    covered = covered_layers(model)  # read while the adapters are still on the model
     lowdim.Adapters(model.modules).merge_and_unload()
+    check_merged_range(model, covered, out)  # before anything is written
     base = model.base_model_id  # a registered name or hub id as it is; a folder as an absolute path
     base = str(Path(base).resolve()) if Path(base).exists() else base
     tokens = [token for token in tokens if token]
@@ -84,6 +88,31 @@ def refuse_attached(model: SDModel) -> None:
         raise LowdimError(f"the model already carries adapter(s) {', '.join(names)}, which the merge would fold in "
                           f"unrecorded; remove them first (lowdim.Adapters(model.modules).remove_all()) or save them "
                           f"and pass their files among the adapters")
+
+
+def covered_layers(model: SDModel) -> dict[str, Path]:
+    """Each layer the attached adapters cover, in their files' order, with the first file covering it."""
+    view, covered = lowdim.Adapters(model.modules), dict[str, Path]()
+    for name, path, _, _ in model.attached:
+        if name in view.names():  # an embedding has no adapter name: its rows are not a layer's weights
+            for layer in view.info(name).layers:
+                covered.setdefault(layer.name, Path(path))
+    return covered
+
+
+def check_merged_range(model: SDModel, covered: dict[str, Path], out: Path) -> None:
+    """One line for the first merged layer holding Inf or NaN: its dtype (fp16, whose range ends at 65504)
+    overflowed, and the model written would draw black images in every tool (lowdim refuses such files on
+    load). One ``isfinite`` a layer, far cheaper than the save it spares."""
+    for layer, adapter in covered.items():
+        weight = getattr(model.modules.get_submodule(layer), "weight", None)
+        if weight is None or bool(torch.isfinite(weight).all()):
+            continue
+        word = next((word for word, dtype in DTYPES.items() if dtype == weight.dtype), str(weight.dtype))
+        fix = (either("merge with --dtype fp32", "load the model in fp32 to merge: load_sd(..., dtype='fp32')")
+               if weight.dtype == torch.float16 else "lower the adapter's scale")
+        raise LowdimError(f"{out}: not written: layer {layer} ({adapter}): its merged weights go beyond {word}'s "
+                          f"range (Inf/NaN); {fix}")
 
 
 def merge_record(base: str, adapters: ScaledAdapters, tokens: list[str], prompt: str = "") -> dict:

@@ -33,11 +33,17 @@ if TYPE_CHECKING:
 def preview_unless_out_of_memory(model: SDModel, reference: torch.Tensor, run: PersonalizeRun, resolution: int,
                                  adapter: Path) -> tuple[Path | None, list[tuple[str, Any]]]:
     """``render_preview``, or a warning and no preview where the GPU runs out of memory even at one picture a
-    call (generate halves its pictures a call first)."""
+    call (generate halves its pictures a call first), or where a picture comes out as NaN: the adapter is
+    written by then, and the warning says what drawing it would say."""
+    from lowdim_sd.finite_latents import NaNPicture
+
     try:
         return render_preview(model, reference, run, resolution, adapter)
     except torch.OutOfMemoryError:
         pass  # out of the handler first, so the failed call's tensors are freed
+    except NaNPicture as nan:
+        warnings.warn(f"no preview: {nan}; the adapter is written to {adapter}", stacklevel=2)
+        return None, []
     torch.cuda.empty_cache()  # a no-op where CUDA never started
     stale = " (the preview.png there is an earlier run's)" if (Path(run.job.out) / "preview.png").is_file() else ""
     warnings.warn(f"no preview: out of GPU memory while drawing it; the adapter is written to {adapter}{stale}; "

@@ -263,6 +263,10 @@ def export_embedding(source: str | os.PathLike, target: str | os.PathLike, fmt: 
     embedding = read_embedding(source)
     tensors = {key: value.to(dtype) for key, value in (to_diffusers if fmt == "diffusers" else to_a1111)(
         embedding).items()}
+    if not all(bool(torch.isfinite(value).all()) for value in tensors.values()):  # fp16 ends at 65504
+        fix = either("export with --save-dtype fp32", "export_adapter(dtype='fp32')")
+        raise EmbeddingError(f"{source}: the embedding of {embedding.token} goes beyond {str(dtype).split('.')[-1]}"
+                             f"'s range (Inf/NaN in the export); {fix}")
     metadata = {"format": "pt", "embedding_format": fmt, "token": embedding.token, "name": embedding.token,
                 "vectors": str(len(embedding.vectors)), "width": str(embedding.vectors.shape[1]),
                 "vocabulary": str(embedding.vocabulary), "base_model": embedding.base_model,

@@ -32,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.metrics import Sample
 from lowdim.option_words import either
@@ -47,6 +48,7 @@ from lowdim_sd.eval.image_files import (  # noqa: F401
     read_image,
     warn_skipped,
 )
+from lowdim_sd.eval.listed_images import listing_problem
 from lowdim_sd.faces import CROP_MAX_SIDE
 from lowdim_sd.images import IMAGE_EXTENSIONS, ImageError, collect_images
 
@@ -124,7 +126,7 @@ def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _read_json(path: Path) -> PromptsFile:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_one_value_per_key)
+        data = json_text.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_one_value_per_key)
     except _RepeatedKey as repeated:
         raise EvalFolderError(f"{path}: \"{repeated}\" is a key twice in one object (JSON keeps only the "
                               f"last); list each image once") from None
@@ -133,6 +135,8 @@ def _read_json(path: Path) -> PromptsFile:
     except json.JSONDecodeError as error:
         raise EvalFolderError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, "
                               f"column {error.colno}") from None
+    except json_text.NestedTooDeeply:  # [[[[...]]]] past what the parser follows: a RecursionError otherwise
+        raise EvalFolderError(f"{path} is not valid JSON: nested too deeply") from None
     if isinstance(data, list):
         data = {"images": data}
     if not isinstance(data, dict) or "images" not in data:
@@ -147,7 +151,7 @@ def _read_json(path: Path) -> PromptsFile:
     if token is not None and not isinstance(token, str):
         raise EvalFolderError(f"{path}: \"token\" must be a string, got {token!r}")
     entries = [_entry(item, f"{path}: image entry {index}") for index, item in enumerate(images)]
-    _refuse_duplicates(path, entries, [f"image entry {index}" for index in range(len(entries))])
+    _refuse_listing_problems(path, entries, [f"image entry {index}" for index in range(len(entries))])
     return PromptsFile(path, entries, token or None, _paths(data.get("references", []), f"{path}: references"))
 
 
@@ -185,7 +189,7 @@ def _read_csv(path: Path) -> PromptsFile:
             raise EvalFolderError(f"{path}, line {line}: needs an image file name and a prompt")
         refs = tuple(r.strip() for r in (row.get("references") or "").split(";") if r.strip())
         entries.append(Entry(row["image"].strip(), row["prompt"], refs))
-    _refuse_duplicates(path, entries, [f"line {line}" for line, _ in rows])
+    _refuse_listing_problems(path, entries, [f"line {line}" for line, _ in rows])
     return PromptsFile(path, entries)
 
 
@@ -220,14 +224,11 @@ def _csv_rows(path: Path, reader: Any) -> tuple[list[str], list[tuple[int, dict[
         rows.append((start, dict(zip(header, row, strict=False))))
 
 
-def _refuse_duplicates(path: Path, entries: list[Entry], positions: list[str]) -> None:
-    """An image listed twice would be scored twice, silently weighting it double in every mean."""
-    first: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        earlier = first.setdefault(os.path.normpath(entry.image), index)
-        if earlier != index:
-            raise EvalFolderError(f"{path}: {entries[earlier].image} is listed twice, as {positions[earlier]} "
-                                  f"and {positions[index]}; list each image once")
+def _refuse_listing_problems(path: Path, entries: list[Entry], positions: list[str]) -> None:
+    """Images outside the folder, or listed twice (``listed_images``): one line naming the entry."""
+    problem = listing_problem(path, [entry.image for entry in entries], positions)
+    if problem:
+        raise EvalFolderError(problem)
 
 
 # -- loading images -----------------------------------------------------------------------------------

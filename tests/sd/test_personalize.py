@@ -187,6 +187,20 @@ def test_a_gpu_out_of_memory_for_the_preview_keeps_the_run_and_its_adapter(tiny_
     assert lowdim.read_adapter(result.adapter).space.name == "stack"
 
 
+def test_a_preview_picture_that_comes_out_nan_keeps_the_run_and_its_adapter(tiny_sd, face, tmp_path, monkeypatch):
+    # generate refuses a NaN picture (rather than drawing it black); by the preview the adapter is written.
+    from lowdim_sd.finite_latents import NaNPicture
+
+    def nan_picture(*args, **kwargs):
+        raise NaNPicture("the picture of 'a [V] face' (seed 0) came out as NaN (not a number), a black picture")
+
+    monkeypatch.setattr("lowdim_sd.generate.generate", nan_picture)
+    with pytest.warns(UserWarning, match="no preview: the picture of 'a \\[V\\] face' .* came out as NaN") as caught:
+        result = personalize(job(tiny_sd, face, tmp_path / "r", preview=True, preview_steps=1), progress=False)
+    assert result.preview is None and result.gallery == [] and result.adapter.is_file()
+    assert any(str(result.adapter) in str(warning.message) for warning in caught)
+
+
 def test_each_preview_draw_is_a_row_drawn_with_the_written_file_that_way(tiny_sd, face, tmp_path):
     """--preview-draw: one row each; a row other than the plain one is what `lowdim generate --adapter FILE:S
     --text-encoder-scale T --adapter-start F` draws."""
