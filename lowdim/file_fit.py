@@ -111,11 +111,16 @@ def format_version_problem(metadata: Mapping[str, str], kind: str, reads: str) -
     found = metadata.get("format_version")
     if found == reads:
         return ""
-    if found is not None and found.isdigit() and reads.isdigit() and int(found) > int(reads):
+    # ASCII digits only: "²".isdigit() holds, and int("²") raises.
+    if found is not None and _plain_number(found) and _plain_number(reads) and int(found) > int(reads):
         return f"{kind} format version {found}; this lowdim reads version {reads}: upgrade lowdim"
     stated = "has no format version, which every lowdim writes" if found is None else \
         f"format version {found!r}, which no lowdim writes"
     return f"{kind} {stated} (the file was edited or made by another tool); this lowdim reads version {reads}"
+
+
+def _plain_number(text: str) -> bool:
+    return text.isascii() and text.isdecimal()
 
 
 def config_problem(error: ConfigError, plugins: bool = True) -> str:

@@ -8,23 +8,27 @@ finite floats. Each refusal is one line naming the file and the layer, param or 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lowdim import json_text
 from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.spaces.base import LayerSpec, Space
 
 MAX_FEATURES = 1 << 16  # in/out width of one layer: 65536, far above any diffusion model's (Flux: 12288)
 MAX_LAYERS = 1 << 16  # layers in one file (SD1.5's largest layer set: 264; SDXL: about 2,000)
 MAX_NAME = 512  # characters of one layer name
+# What a module path (``named_modules``) is made of: attribute names and container keys (Sequential's digits,
+# ModuleDict's keys such as "lora-te"), joined by dots. No space, slash, control character or empty part: a name
+# is printed in errors and written into exported LoRA keys.
+MODULE_PATH = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 MAX_INFLATED = 16 << 20  # bytes a compressed metadata field may inflate to (SD1.5's layer list: about 20 KB)
 # Basis values regenerated from a seed where no model bounds them (export), per layer (256 MB in float64;
 # SD1.5's largest LiDB layer: 1 M) and per file (generated one layer at a time, so this bounds time).
@@ -52,6 +56,16 @@ def inflate(data: bytes, what: str, path: Path, limit: int = MAX_INFLATED) -> by
     return raw
 
 
+def check_savable_names(layers: Iterable[LayerSpec], what: str) -> None:
+    """Layer names a file may hold: ``checked_layers`` refuses any other when the file is read back, so none is
+    written (a ModuleDict key with a space in it is a module name torch takes)."""
+    for layer in layers:
+        if not MODULE_PATH.fullmatch(layer.name):
+            raise LowdimError(f"{what} layer {ascii(layer.name)}: lowdim files hold layer names that are module paths "
+                              f"(words of letters, digits, '_' and '-' joined by dots) and refuse others when read; "
+                              f"rename that module")
+
+
 def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterFileError) -> list[LayerSpec]:
     """[[name, out, in], ...] from a file as LayerSpecs, each size within the sane bounds."""
     if not isinstance(entries, list):
@@ -59,12 +73,19 @@ def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterF
     if len(entries) > MAX_LAYERS:
         raise error(f"{path}: the metadata lists {len(entries)} layers, more than the {MAX_LAYERS} lowdim accepts")
     layers = []
+    names: set[str] = set()
     for entry in entries:
         if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
-            raise error(f"{path}: a layer list entry is not [name, out, in]: {str(entry)[:80]}")
+            raise error(f"{path}: a layer list entry is not [name, out, in]: {ascii(entry)[:80]}")
         name, out, inp = entry
         if not name or len(name) > MAX_NAME:
             raise error(f"{path}: a layer name in the metadata is empty or longer than {MAX_NAME} characters")
+        if not MODULE_PATH.fullmatch(name):
+            raise error(f"{path}: layer name {ascii(name)} in the metadata is not a module path (words of letters, "
+                        f"digits, '_' and '-' joined by dots)")
+        if name in names:  # a second entry would take the first one's place, and its values the first one's
+            raise error(f"{path}: layer {name} is listed twice in the metadata")
+        names.add(name)
         for size in (out, inp):
             if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_FEATURES:
                 raise error(f"{path}: layer {name} has size {out!r}x{inp!r} in the metadata; each size must be an "
@@ -176,6 +197,36 @@ def check_flat(tensors: Mapping[str, Tensor], path: Path) -> None:
                                    f"adapter stores 1-D (one flat tensor per param, layers concatenated)")
 
 
+def unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Callable[[LayerSpec], Mapping[str, Any]],
+              path: Path, what: str,
+              prefix: str = "") -> dict[str, dict[str, Tensor]]:
+    """Per layer, its chunk of each flat tensor. ``what``: what each of them is ("a param of space 'lidb'"), for
+    the line that names one the space has none of; ``prefix``: how the file names them (``buffer.``)."""
+    shapes = {layer.name: shapes_of(layer) for layer in layers}
+    # A stray tensor is named first: else a stray buffer.* would read as bases stored, and one stored basis missing.
+    known = {key for layer_shapes in shapes.values() for key in layer_shapes}
+    if stray := sorted(set(flat) - known):
+        raise AdapterFileError(f"{path}: unexpected tensor {ascii(prefix + stray[0])}: it is not {what}")
+    offsets = dict.fromkeys(flat, 0)
+    result: dict[str, dict[str, Tensor]] = {}
+    for layer in layers:
+        result[layer.name] = {}
+        for key, shape in shapes[layer.name].items():
+            if key not in flat:
+                raise AdapterFileError(f"{path}: tensor '{prefix}{key}' is missing")
+            size = int(torch.Size(shape).numel())
+            chunk = flat[key][offsets[key] : offsets[key] + size]
+            if chunk.numel() != size:
+                raise AdapterFileError(f"{path}: tensor '{prefix}{key}' is too short for layer {layer.name}")
+            result[layer.name][key] = chunk.reshape(shape)
+            offsets[key] += size
+    leftover = [key for key, value in flat.items() if offsets[key] != value.numel()]
+    if leftover:
+        raise AdapterFileError(f"{path}: tensor(s) {', '.join(prefix + key for key in leftover)} hold more values than "
+                               f"the layers need")
+    return result
+
+
 def check_finite(per_layer: Mapping[str, Mapping[str, Tensor]], path: Path, what: str = "param") -> None:
     """Every value finite; the first layer and param that is not are named."""
     for layer, tensors in per_layer.items():
@@ -249,7 +300,7 @@ def checked_scales(text: str | None, layers: list[LayerSpec], path: Path) -> dic
     if text is None:
         return {}
     try:
-        scales = json.loads(text)
+        scales = json_text.loads(text)
     except ValueError:
         scales = None
     if not (isinstance(scales, list) and len(scales) == len(layers) and all(

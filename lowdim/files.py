@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from lowdim import __version__
+from lowdim import __version__, json_text
 from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
@@ -38,11 +38,13 @@ from lowdim.filecheck import (
     check_flat,
     check_regeneration,
     check_savable,
+    check_savable_names,
     checked_dropout,
     checked_scales,
     describe_foreign,
     not_ours,
     refuse_meta_layers,
+    unflatten,
 )
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.select import exact_layers
@@ -125,8 +127,10 @@ def _checksum(buffers: LayerTensors, layers: list[LayerSpec]) -> str | None:
 
 def bases_mismatch(adapter: AdapterFile) -> AdapterFileError:
     return AdapterFileError(
-        f"{adapter.path}: the frozen bases regenerated on this platform differ from the ones the adapter was "
-        f"trained with (checksum mismatch); re-save it with store_bases=True on the original machine"
+        f"{adapter.path}: the frozen bases made here from its seed and layer list differ from the ones the adapter "
+        f"was trained with: its seed, layer list or space config was edited after it was saved, or (an unedited "
+        f"file) this platform makes other bases than the one that saved it (checksum mismatch); re-save it with "
+        f"store_bases=True on the original machine"
         + _plugin_bases_words(adapter)
     )
 
@@ -178,6 +182,7 @@ def save_adapter(
     elif sample is not None:
         raise AdapterFileError(f"adapter '{name}' is one adapter, not a per-sample batch: leave sample out")
     check_savable(params, name, dtype, DTYPES[dtype])
+    check_savable_names(info.layers, f"adapter '{name}'")
     tensors = _flatten(params, info.layers, DTYPES[dtype])
     if store_bases:
         flat = _flatten(buffers, info.layers, torch.float32)
@@ -271,7 +276,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     if missing := missing_space(metadata, registry):
         raise AdapterFileError(f"{path}: {missing_space_words(*missing, registry)}")
     try:
-        space = registry.make_space(metadata["space"], json.loads(metadata["space_config"]))
+        space = registry.make_space(metadata["space"], _space_config(metadata, path))
         seed = int(metadata["seed"])
     except ConfigError as error:  # an option a newer lowdim or plugin added, or a value this one refuses
         raise AdapterFileError(f"{path}: {config_problem(error)}") from None
@@ -286,14 +291,26 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     check_flat(tensors, path)
     buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
     param_tensors = {k: v for k, v in tensors.items() if not k.startswith(BUFFER_PREFIX)}
-    adapter.params = _unflatten(param_tensors, layers, space.param_shapes, path)
+    adapter.params = unflatten(param_tensors, layers, space.param_shapes, path, f"a param of space '{space.name}'")
     check_finite(adapter.params, path)
     if buffer_tensors:
         if model is None:  # the model bounds the sizes; without one, the file's must be sane
             check_regeneration(space, layers, path)
-        adapter.stored_buffers = _unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path)
+        adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
+                                            f"a frozen basis of space '{space.name}'", BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
     return adapter
+
+
+def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:
+    """The file's 'space_config' metadata: a JSON object, or one line naming the field."""
+    try:
+        config = json_text.loads(metadata["space_config"])
+    except ValueError as error:
+        raise AdapterFileError(f"{path}: the space_config in the metadata is corrupted ({error})") from None
+    if not isinstance(config, dict):
+        raise AdapterFileError(f"{path}: the space_config in the metadata is not a JSON object")
+    return config
 
 
 def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = AdapterFileError,
@@ -321,26 +338,6 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
     if not ours:
         raise error(not_ours(path, kind, metadata, keys))
     return tensors, metadata
-
-
-def _unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Any, path: Path) -> LayerTensors:
-    offsets = dict.fromkeys(flat, 0)
-    result: LayerTensors = {}
-    for layer in layers:
-        result[layer.name] = {}
-        for key, shape in shapes_of(layer).items():
-            if key not in flat:
-                raise AdapterFileError(f"{path}: tensor '{key}' is missing")
-            size = int(torch.Size(shape).numel())
-            chunk = flat[key][offsets[key] : offsets[key] + size]
-            if chunk.numel() != size:
-                raise AdapterFileError(f"{path}: tensor '{key}' is too short for layer {layer.name}")
-            result[layer.name][key] = chunk.reshape(shape)
-            offsets[key] += size
-    leftover = [key for key, value in flat.items() if offsets[key] != value.numel()]
-    if leftover:
-        raise AdapterFileError(f"{path}: tensor(s) {', '.join(leftover)} hold more values than the layers need")
-    return result
 
 
 def load_adapter(

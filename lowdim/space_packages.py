@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from lowdim import json_text
 from lowdim.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def package_metadata(space: Space) -> dict[str, str]:
 def recorded_package(metadata: Mapping[str, str], name: str) -> str | None:
     """The package the file says space ``name`` came from, else the first-party plugin that brings it."""
     try:
-        packages = json.loads(metadata.get("space_packages") or "{}")
+        packages = json_text.loads(metadata.get("space_packages") or "{}")
     except ValueError:  # a damaged record costs only the hint
         packages = {}
     top = metadata.get("space_package") if name == metadata.get("space") else None
@@ -72,7 +73,7 @@ def missing_space(metadata: Mapping[str, str], registry: Registry) -> tuple[str,
     plugins claiming a name raise the registry's PluginError (the user's to fix), as a load does."""
     name = str(metadata.get("space"))
     try:
-        config = json.loads(metadata.get("space_config") or "{}")
+        config = json_text.loads(metadata.get("space_config") or "{}")
     except ValueError:  # the load's own check says the metadata is corrupted
         config = {}
     for needed in space_names(name, config):

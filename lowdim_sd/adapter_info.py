@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from shlex import quote
 
+from lowdim import json_text
 from lowdim.errors import ConfigError, LowdimError, PluginError
 from lowdim.file_fit import config_problem, format_version_problem
-from lowdim.filecheck import checked_dropout
+from lowdim.filecheck import checked_dropout, checked_scales
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
-from lowdim_sd.file_info_parts import FileInfo, Header, compact, number, parsed_json, size_text, space_object
+from lowdim_sd.file_info_parts import (
+    FileInfo,
+    Header,
+    compact,
+    json_object,
+    number,
+    parsed_json,
+    size_text,
+    space_object,
+)
 from lowdim_sd.prompt_words import with_looks
 
 
 def learned_phrase(metadata: dict) -> str:
     """The phrase an adapter learned, with the looks personalize read from the photo (its `draw it:` line
     names them too): 'a [V] face with ginger long hair'."""
-    recipe = dict(parsed_json(metadata.get("extra"), {}))
+    recipe = json_object(metadata.get("extra"))
     return with_looks(str(recipe.get("prompt") or "a [V] face"), str(recipe.get("looks") or ""))
 
 
@@ -32,10 +41,12 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     layers = unpack_layers(meta.get("layers", "[]"), path)
     stored = any(key.startswith(BUFFER_PREFIX) for key in header.shapes)
     remade = not stored and has_bases(meta, layers)
+    # The params' own dtype: the 'dtype' metadata is a claim no load reads, so an edited one would mislead.
+    dtype = header.dtype([key for key in header.shapes if not key.startswith(BUFFER_PREFIX)]) or meta.get("dtype")
     rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
             ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
             ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
-            ("file", f"{size_text(path)}, {meta.get('dtype', '?')}"),
+            ("file", f"{size_text(path)}, {dtype or '?'}"),
             ("seed", meta.get("seed", "?")),
             ("frozen bases", "stored in the file" if stored else REMADE if remade else "none")]
     for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
@@ -43,12 +54,12 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
                        ("lowdim_version", "made with lowdim")):
         if meta.get(key):
             rows.append((label, meta[key]))
-    recipe = dict(parsed_json(meta.get("extra"), {}))
+    recipe = json_object(meta.get("extra"))
     rows += [(f"recipe: {key}", compact(value)) for key, value in recipe.items()]
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
               "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
               "trainable params": int(meta.get("num_params") or 0),
-              "file": {"bytes": path.stat().st_size, "dtype": meta.get("dtype")}, "seed": number(meta.get("seed")),
+              "file": {"bytes": path.stat().st_size, "dtype": dtype}, "seed": number(meta.get("seed")),
               **({"layer scales": parsed_json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
               **({"trained with dropout": number(meta["dropout"])} if meta.get("dropout") else {}),
               "frozen bases": {"stored": stored} if stored or remade else None,
@@ -57,7 +68,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if problem := format_version_problem(meta, "adapter", FORMAT_VERSION):  # every load refuses it
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
-    if problem := dropout_problem(path, meta.get("dropout")):
+    if problem := record_problem(path, meta, layers):
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     if missing := missing_space(meta) or missing_model(meta.get("base_model")):  # a command would refuse it
@@ -82,7 +93,7 @@ def has_bases(meta: dict[str, str], layers: list) -> bool:
     import lowdim
 
     try:
-        space = lowdim.get_registry().make_space(meta["space"], json.loads(meta.get("space_config") or "{}"))
+        space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))
         first, second = space.make_buffers(layers[0], 0), space.make_buffers(layers[0], 1)
     except Exception:  # a plugin's space not installed, a broken config, no layers: shown by rows of their own
         return bool(meta.get("basis_checksum"))
@@ -124,10 +135,12 @@ def missing_model(base_model: str | None) -> tuple[str, str] | None:
                      f"installed here: pip install {FIRST_PARTY_MODELS[name]}")
 
 
-def dropout_problem(path: Path, text: str | None) -> str:
-    """Why every load refuses the file's dropout record ("": it does not); shown, since show reads broken files too."""
+def record_problem(path: Path, meta: dict[str, str], layers: list) -> str:
+    """Why every load refuses the file's dropout or scales record ("": it does not); shown, since show reads broken
+    files too."""
     try:
-        checked_dropout(text, path)
+        checked_dropout(meta.get("dropout"), path)
+        checked_scales(meta.get("scales"), layers, path)
     except LowdimError as error:
         return f"{str(error).removeprefix(f'{path}: ')}: every command that loads this file refuses it"
     return ""
@@ -139,7 +152,13 @@ def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
     import lowdim
 
     try:
-        space = lowdim.get_registry().make_space(meta["space"], json.loads(meta.get("space_config") or "{}"))
+        config = json_text.loads(meta.get("space_config") or "{}")
+    except ValueError as error:
+        return f"the space_config in the metadata is corrupted ({error})"
+    if not isinstance(config, dict):
+        return "the space_config in the metadata is not a JSON object"
+    try:
+        space = lowdim.get_registry().make_space(meta["space"], config)
         needed: dict[str, int] = {}
         for layer in layers:
             for key, shape in space.param_shapes(layer).items():

@@ -14,7 +14,6 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.file_fit import format_version_problem
 from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
 from lowdim.files import PICKLE_SUFFIXES
 from lowdim_sd.adapter_info import describe_adapter
@@ -23,6 +22,8 @@ from lowdim_sd.file_info_parts import (
     Header,
     compact,
     config_object,
+    hypernet_problem,
+    json_object,
     number,
     parsed_json,
     read_header,
@@ -91,8 +92,9 @@ def _model_meant(name: str) -> str:
 
 def _hypernet(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
-    config = dict(parsed_json(meta.get("hyper_config"), {}))
-    extra = dict(parsed_json(meta.get("extra"), {}))
+    config, extra = json_object(meta.get("hyper_config")), json_object(meta.get("extra"))
+    layers = parsed_json(meta.get("layers"), [])
+    layers = layers if isinstance(layers, list) else []
     stored = config.get("encoder_config")  # set: a network of that config (the hub id is then a label only)
     if isinstance(stored, dict) and meta.get("encoder_weights") != "package":
         kind = f"{stored.get('model_type', '?')}, hidden {stored.get('hidden_size')}"
@@ -102,26 +104,20 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
     where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"
     network = _network_fields(config)
     rows = [("predicts", f"{meta.get('space', '?')} {meta.get('space_config', '')} on "
-                         f"{len(parsed_json(meta.get('layers'), []))} layers ({meta.get('layer_set') or '?'})"),
+                         f"{len(layers)} layers ({meta.get('layer_set') or '?'})"),
             ("for model", meta.get("model") or "?"),
             ("image encoder", f"{encoder} ({where})"),
             ("network", ", ".join(f"{key} {value}" for key, value in network.items())),
             ("file", f"{size_text(path)}, {header.values:,} stored values")]
     rows += [(f"training: {key}", compact(value)) for key, value in extra.items()]
     predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
-                "layers": len(parsed_json(meta.get("layers"), [])), "layer set": meta.get("layer_set") or None}
+                "layers": len(layers), "layer set": meta.get("layer_set") or None}
     values = {"predicts": predicts, "network": network,
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
               **{f"training: {key}": value for key, value in extra.items()}}
-    if problem := _hypernet_version_problem(meta):  # every load refuses it: no command to suggest
+    if problem := hypernet_problem(path, meta):  # every load refuses it: no command to suggest
         rows.insert(0, ("problem", problem))
     return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values)
-
-
-def _hypernet_version_problem(meta: dict) -> str:
-    from lowdim.hyper.storage import FORMAT_VERSION
-
-    return format_version_problem(meta, "hypernetwork", FORMAT_VERSION)
 
 
 def _hypernet_use(path: Path, meta: dict) -> str:
@@ -135,7 +131,7 @@ NETWORK_FIELDS = {"transformer": ("architecture", "width", "decoder_layers", "it
 
 
 def _network_fields(config: dict) -> dict:
-    fields = NETWORK_FIELDS.get(config.get("architecture", "transformer"), NETWORK_FIELDS["transformer"])
+    fields = NETWORK_FIELDS.get(str(config.get("architecture", "transformer")), NETWORK_FIELDS["transformer"])
     return {key: config[key] for key in fields if key in config}
 
 

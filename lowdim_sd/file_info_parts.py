@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
 
 
@@ -31,6 +32,7 @@ class FileInfo:
         return {"path": str(self.path), "kind": self.kind, "fields": fields, "use": self.use}
 
 
+DTYPE_NAMES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}
 GROUPED = ": "  # a row named "group: key" is one of a group (a recipe's, a training's): one object in --json
 
 
@@ -38,6 +40,13 @@ GROUPED = ": "  # a row named "group: key" is one of a group (a recipe's, a trai
 class Header:
     metadata: dict[str, str]
     shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str] = field(default_factory=dict)  # each tensor's own, as safetensors names it ("F32")
+
+    def dtype(self, keys: list[str]) -> str | None:
+        """The dtype ``keys`` are stored in, as lowdim names it ("fp32"; "fp16+fp32" when they differ), read from
+        the tensors themselves, not from what the metadata claims; None: no such tensor."""
+        found = sorted({DTYPE_NAMES.get(self.dtypes.get(key, "?"), self.dtypes.get(key, "?").lower()) for key in keys})
+        return "+".join(found) or None
 
     @property
     def values(self) -> int:
@@ -55,8 +64,9 @@ def read_header(path: Path) -> Header:
 
     try:
         with safe_open(str(path), framework="pt") as file:
-            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118
-            return Header(dict(file.metadata() or {}), shapes)
+            slices = {key: file.get_slice(key) for key in file.keys()}  # noqa: SIM118
+            return Header(dict(file.metadata() or {}), {key: tuple(part.get_shape()) for key, part in slices.items()},
+                          {key: str(part.get_dtype()) for key, part in slices.items()})
     except Exception as error:  # safetensors raises its own error types for every way a file is broken
         raise LowdimError(f"{path}: not a readable .safetensors file ({first_line(error)})") from None
 
@@ -65,9 +75,16 @@ def parsed_json(text: str | None, fallback: object) -> Any:
     """``text`` as JSON, else ``fallback``: any JSON value (Any, as json.loads), since metadata edited by hand may
     hold another shape than the writer's; the readers' TypeError or KeyError is then ``describe``'s one line."""
     try:
-        return json.loads(text) if text else fallback
-    except ValueError:
+        return json_text.loads(text) if text else fallback
+    except ValueError:  # nested too deeply included
         return fallback
+
+
+def json_object(text: str | None) -> dict:
+    """``text`` as a JSON object, else {}: a record (an adapter's recipe, a training's extras) that is no object
+    is shown as none, as loading leaves it unread."""
+    value = parsed_json(text, {})
+    return value if isinstance(value, dict) else {}
 
 
 def compact(value: object) -> str:
@@ -101,3 +118,18 @@ def space_object(name: object, config: object) -> dict:
 
 def size_text(path: Path) -> str:
     return f"{path.stat().st_size:,} bytes"
+
+
+def hypernet_problem(path: Path, meta: dict) -> str:
+    """Why every load refuses the file before building anything ("": its version and header pass): the loader's
+    own checks, so show words it as the load would."""
+    from lowdim.file_fit import format_version_problem
+    from lowdim.hyper.storage import FORMAT_VERSION, checked_header
+
+    if problem := format_version_problem(meta, "hypernetwork", FORMAT_VERSION):
+        return problem
+    try:
+        checked_header(meta, path)
+    except LowdimError as error:
+        return str(error).removeprefix(f"{path}: ")
+    return ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.file_fit import format_version_problem
 from lowdim.files import atomic_write
@@ -33,8 +34,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        return json_text.loads(path.read_text())
+    except (OSError, ValueError) as error:  # JSON nested too deeply included
         raise LowdimError(f"{path}: unreadable weight index ({error})") from None
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
 
@@ -107,7 +108,9 @@ def load_describer(path: str | Path, encoder: Mapping[str, object] | None = None
     path = Path(path)
     tensors, metadata = read_checked(path, FORMAT, "describer", LowdimError)
     try:
-        groups = json.loads(metadata["groups"])
+        groups = json_text.loads(metadata["groups"])
+        if not (isinstance(groups, dict) and all(isinstance(classes, list) for classes in groups.values())):
+            raise ValueError("the groups are not an object of class lists")
         describer = Describer(groups, int(metadata["tokens"]), int(metadata["width"]))
     except (KeyError, ValueError, TypeError):
         raise LowdimError(f"{path}: its groups, tokens or width are missing or unreadable") from None

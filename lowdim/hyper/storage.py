@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from torch import Tensor, nn
 
-from lowdim import __version__
+from lowdim import __version__, json_text
 from lowdim.errors import ConfigError, LowdimError
 from lowdim.file_fit import config_problem, format_version_problem
-from lowdim.filecheck import checked_layers
+from lowdim.filecheck import MAX_INFLATED, check_regeneration, check_savable_names, checked_layers
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
 from lowdim.hyper.encoder import comparable
@@ -55,6 +55,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     given), as lowdim_sd's training records it; a space with frozen bases saved without it warns.
     """
     head = cast(HyperHead, net)  # any registered head has HyperHead's attributes, whether or not it subclasses it
+    check_savable_names(head.layers, f"{path}: the hypernetwork's")
     metadata = dict(metadata or {})
     metadata.update(_bases_record(path, head, metadata, adapter_seed))
     # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
@@ -170,10 +171,14 @@ def _check_bases(read: HypernetFile, space: Space) -> None:
     except (TypeError, ValueError):
         raise LowdimError(f"{read.path}: its adapter_seed {extra['adapter_seed']!r} is no integer; the file is "
                           f"damaged") from None
-    if bases_checksum(space, read.stored["layers"], seed) != extra["bases_checksum"]:
+    probed = read.stored["layers"][:PROBED_LAYERS]
+    check_regeneration(space, probed, read.path)  # a 2 KB header may claim bases that take minutes to make
+    if bases_checksum(space, probed, seed) != extra["bases_checksum"]:
         raise LowdimError(f"{read.path}: the frozen {space.name} bases this machine makes for seed {seed} differ "
                           f"from those the hypernetwork learned with (checksum mismatch), so its predictions would "
-                          f"mean other weights here; train it again on this platform and lowdim version")
+                          f"mean other weights here: its adapter_seed, layers or space config was edited, or (an "
+                          f"unedited file) this platform or lowdim version makes other bases; then train it again "
+                          f"here")
 
 
 def read_hypernet(path: str | os.PathLike) -> HypernetFile:
@@ -183,7 +188,7 @@ def read_hypernet(path: str | os.PathLike) -> HypernetFile:
     # Every hypernetwork file has recorded "1" since the first one, so an absent version is refused as well.
     if problem := format_version_problem(header, "hypernetwork", FORMAT_VERSION):
         raise LowdimError(f"{path}: {problem}")
-    return HypernetFile(path, header, _read_header(header, path), tensors)
+    return HypernetFile(path, header, checked_header(header, path), tensors)
 
 
 def load_hypernet(
@@ -233,27 +238,42 @@ def load_hypernet(
     return head.eval()  # ready to predict, as personalize does (dropout off); .train() to go on training
 
 
-def _object(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError(f"'extra' is {type(value).__name__}, not an object")
+# JSON objects in every file lowdim writes; encoder_config may also be null (an encoder named by its hub id alone).
+CONFIG_FIELDS = ("hyper_config", "space_config", "encoder_config", "extra")
+
+
+def _field(header: Mapping[str, str], field: str, path: Path, default: str | None = None) -> Any:
+    """Metadata ``field`` parsed as JSON (a config: a JSON object), or one line naming the file and the field."""
+    text = (header.get(field) or default) if default is not None else header[field]
+    try:
+        value = json_text.loads(text)
+    except ValueError as error:
+        raise LowdimError(f"{path}: the metadata field '{field}' is corrupted ({error})") from None
+    if field in CONFIG_FIELDS and not isinstance(value, dict) and not (field == "encoder_config" and value is None):
+        raise LowdimError(f"{path}: the '{field}' in the metadata is not a JSON object; the file was edited or is "
+                          f"damaged")
     return value
 
 
-def _read_header(header: dict[str, str], path: Path) -> dict[str, Any]:
+def checked_header(header: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """A hypernetwork file's metadata strings parsed and checked (configs are JSON objects, layers within bounds), or
+    one LowdimError naming the file and the field (``lowdim show`` shows it as the file's problem)."""
+    if len(header.get("layers") or "") > MAX_INFLATED:  # an adapter's layer list has the same bound
+        raise LowdimError(f"{path}: the layer list in the metadata is longer than {MAX_INFLATED >> 20} MB; refusing it")
     try:
         return {
-            "hyper_config": json.loads(header["hyper_config"]),
+            "hyper_config": _field(header, "hyper_config", path),
             "space": header["space"],
-            "space_config": json.loads(header["space_config"]),
-            "layers": checked_layers(json.loads(header["layers"]), path, LowdimError),
+            "space_config": _field(header, "space_config", path),
+            "layers": checked_layers(_field(header, "layers", path), path, LowdimError),
             "encoder": header["encoder"],
-            "encoder_config": json.loads(header["encoder_config"]),
+            "encoder_config": _field(header, "encoder_config", path),
             "model": header.get("model", ""),
             "layer_set": header.get("layer_set", ""),
-            "extra": _object(json.loads(header.get("extra") or "{}")),
+            "extra": _field(header, "extra", path, default="{}"),
         }
-    except (KeyError, ValueError, TypeError) as error:
-        raise LowdimError(f"{path}: incomplete or corrupted hypernetwork metadata ({error})") from None
+    except KeyError as error:
+        raise LowdimError(f"{path}: incomplete hypernetwork metadata (no {error})") from None
 
 
 def _differences(stored: Mapping[str, Any], **expected: Any) -> list[str]:
@@ -297,7 +317,7 @@ def _set_value(value: Any) -> str:
     """As --set reads it back (JSON where it parses, else the plain string)."""
     if isinstance(value, str):
         try:
-            json.loads(value)
+            json_text.loads(value)
         except ValueError:
             return value  # a plain word: --set keeps it as the string
     return json.dumps(value)
