@@ -1,6 +1,7 @@
 """What a user's type checker makes of lowdim as the README and docs use it (tests/typing/*.py and the plugin
 space of docs/plugins.md): a typo'd name of a lazily loaded package is an error, a hypernetwork's call returns
-the dict `Adapters.override` takes, a config takes a transformers config object, the documented plugin passes."""
+the dict `Adapters.override` takes, a config takes a transformers config object, a space on `Space[MyConfig]` has a
+MyConfig as its config, the documented plugin passes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = [ROOT / "tests" / "typing" / name for name in ("lazy_names.py", "hyper_calls.py", "metrics_use.py")]
+SCRIPTS = [ROOT / "tests" / "typing" / name
+           for name in ("lazy_names.py", "hyper_calls.py", "metrics_use.py", "space_configs.py")]
 PLUGIN_PAGE = ROOT / "docs" / "plugins.md"
 # A user's strict settings (review AR); lowdim's own modules are followed silently, as an installed package's are.
 FLAGS = ["--strict", "--allow-untyped-calls", "--warn-return-any", "--follow-imports=silent",

@@ -44,11 +44,10 @@ class LidbConfig(SpaceConfig):
         require(self.init_std is None or self.init_std > 0, f"lidb: init_std must be > 0, got {self.init_std!r}")
 
 
-class LidbSpace(Space):
+class LidbSpace(Space[LidbConfig]):
     name = "lidb"
     summary = "Rank-r LoRA inside frozen random orthonormal bases of width a and b (HyperDreamBooth §4.1)."
     config_class = LidbConfig
-    config: LidbConfig
 
     def widths(self, layer: LayerSpec) -> tuple[int, int]:
         """(a, b) after clamping to the layer's dimensions."""

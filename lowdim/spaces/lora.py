@@ -28,11 +28,10 @@ class LoraConfig(SpaceConfig):
         require(self.alpha is None or self.alpha > 0, f"lora: alpha must be > 0, got {self.alpha!r}")
 
 
-class LoraSpace(Space):
+class LoraSpace(Space[LoraConfig]):
     name = "lora"
     summary = "Low-rank update up·down of rank r (Hu et al. 2021)."
     config_class = LoraConfig
-    config: LoraConfig
 
     @property
     def scaling(self) -> float:

@@ -48,11 +48,10 @@ class StackConfig(SpaceConfig):
                 f"stack: trainable index {self.trainable} is out of range for {count} components")
 
 
-class StackSpace(Space):
+class StackSpace(Space[StackConfig]):
     name = "stack"
     summary = "Sum of frozen spaces plus one trainable space; exports as one LoRA of summed rank (§4.3)."
     config_class = StackConfig
-    config: StackConfig
 
     def __init__(self, config: StackConfig | None = None, *, registry: SpaceMaker | None = None,
                  component_spaces: list[Space] | None = None, **overrides: Any) -> None:

@@ -45,11 +45,10 @@ class TextualInversionConfig(SpaceConfig):
                 f"ti: init_word must be one word without spaces, got {self.init_word!r}")
 
 
-class TextualInversionSpace(Space):
+class TextualInversionSpace(Space[TextualInversionConfig]):
     name = "ti"
     summary = "Textual Inversion: n new token vectors for [V] in the text encoder's input embedding (Gal et al. 2022)."
     config_class = TextualInversionConfig
-    config: TextualInversionConfig
     # Backends read this: the update writes new token rows, so they add the tokens before training and
     # load its files as embeddings (lowdim_sd.textual_inversion), not onto the default layer set.
     learns_tokens = True

@@ -49,11 +49,10 @@ class VeraConfig(SpaceConfig):
         require(self.basis in BASES, f"vera: basis must be one of {', '.join(BASES)}, got {self.basis!r}")
 
 
-class VeraSpace(Space):
+class VeraSpace(Space[VeraConfig]):
     name = "vera"
     summary = "Frozen random A, B scaled by trainable vectors: diag(b)·B·diag(d)·A (Kopiczko et al. 2023)."
     config_class = VeraConfig
-    config: VeraConfig
     # `lowdim train`/`precompute` without --lr. A sweep of 100 steps on TinyFaces: at LoRA's 1e-4, ΔW/W moved
     # 7x less than LoRA's (1.5e-4 against 1.1e-3); 1e-2 moves it as far as LiDB's default 2e-3 does (5.8e-2 against
     # 8.3e-2), and 3e-2 already reaches 21%. The paper, too, trains its vectors faster than LoRA (about 10x).
