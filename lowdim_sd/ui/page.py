@@ -30,8 +30,10 @@ from lowdim_sd.ui.page_parts import (
     File,
     Number,
     Slider,
+    code_span,
     counted_inputs,
     job_on_page,
+    markdown_text,
     on_page,
     page_line,
     progress_listener,
@@ -71,10 +73,12 @@ def recipe_steps(use_hypernet: bool) -> int:
 
 
 def stage_table(record: RunRecord) -> str:
-    rows = "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in record.stages.items())
-    notes = "".join(f"**Note:** {page_line(note)}\n\n" for note in record.notes)  # written in the CLI's words
-    return (f"**Run `{record.name}`** done in {record.total_seconds:.1f} s; its files are in "
-            f"`{record.folder.resolve()}`\n\n{notes}| stage | seconds |\n|---|---:|\n{rows}")
+    """The run's notes and stage times; the words its run.json gave (which someone else may have written) shown as
+    text, never as markdown."""
+    rows = "\n".join(f"| {markdown_text(name)} | {seconds:.1f} |" for name, seconds in record.stages.items())
+    notes = "".join(f"**Note:** {markdown_text(page_line(note))}\n\n" for note in record.notes)  # the CLI's words
+    return (f"**Run {code_span(record.name)}** done in {record.total_seconds:.1f} s; its files are in "
+            f"{code_span(str(record.folder.resolve()))}\n\n{notes}| stage | seconds |\n|---|---:|\n{rows}")
 
 
 def shown(record: RunRecord) -> tuple:
@@ -89,7 +93,7 @@ def shown(record: RunRecord) -> tuple:
     except LowdimError:  # an adapter damaged since: the run still shows; Draw names the problem when pressed
         prompt = gr.update()
     return (gallery, files, stage_table(record), gr.update(choices=runs, value=record.name),
-            {"run": record.name}, prompt, f"Draw draws run `{record.name}`")
+            {"run": record.name}, prompt, f"Draw draws run {code_span(record.name)}")
 
 
 def face_choices(count: int, chosen: int | None) -> dict:

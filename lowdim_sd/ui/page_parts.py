@@ -171,6 +171,25 @@ def page_line(message: str) -> str:
     return in_page_terms(upload_folders().sub("", message))
 
 
+# What would make markdown of a text from a run.json (a stage's name, a note): a link or picture, HTML, a code
+# span, emphasis, a table cell's end. Underscores only at a word's edge: within one (a path's tiny_sd) they are text.
+MARKDOWN_MARKS = re.compile(r"[\\`*\[\]<>|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown as it is in markdown, on one line: a run.json may come from someone else, and its words must
+    not become a link, a picture, HTML or another row of the stage table."""
+    return MARKDOWN_MARKS.sub(lambda found: "\\" + found[0], " ".join(text.splitlines()))
+
+
+def code_span(text: str) -> str:
+    """``text`` in a markdown code span that its own backticks (a run folder's name may hold one) cannot end."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") or fence != "`" else text
+    return f"{fence}{padded}{fence}"
+
+
 @functools.cache
 def upload_folders() -> re.Pattern:
     """Gradio's folder of uploads, each in a folder of its own hash, as it may be written (as set, resolved)."""

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
+import reprlib
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
 from lowdim_sd.ui.checks import NotOffered
@@ -25,6 +28,11 @@ RUN_FILE = "run.json"
 EXPORTS = {"diffusers": "diffusers / peft (load_lora_weights)", "kohya": "kohya (A1111, ComfyUI, Forge)"}
 ADAPTER_LABEL = "lowdim adapter"
 DOWNLOADS = "downloads"  # NAME.lowdim.safetensors and the like: each run's own names in a browser's Downloads
+# The files personalize writes that a run offers as downloads, by label: a run.json naming another label is damaged.
+WRITTEN_DOWNLOADS = {ADAPTER_LABEL: "adapter.safetensors",
+                     **{label: f"adapter.{fmt}.safetensors" for fmt, label in EXPORTS.items()},
+                     "preview": "preview.png"}
+GALLERY_FILE = re.compile(r"gallery/[0-9]{2,}\.png")  # the studio's f"gallery/{index:02d}.png"
 
 
 @dataclass
@@ -105,30 +113,114 @@ def chosen_run(out: Path, name: object) -> RunRecord:
 
 
 def read_run(out: Path, name: str) -> RunRecord:
+    """The finished run ``out/NAME`` as its ``run.json`` says, checked: a run folder may come from someone else
+    (shared, unpacked into ``--out``), and the page serves every file it names to whoever reaches the page."""
     folder = out / name
     if not is_run(out, name):
         raise LowdimError(f"no finished run '{name}' in {out}")
     try:
-        record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-        gallery = [(folder / item["file"], item["caption"]) for item in record["gallery"]]
-        downloads = {label: folder / file for label, file in record["downloads"].items()}
-        return RunRecord(name, folder, record["settings"], record["stages"], gallery, downloads,
-                         record.get("notes", []))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is damaged ({type(error).__name__}); "
-                          f"its files are still in {folder}") from None
+        record = json_text.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        return _checked_record(name, folder, record)
+    except DamagedRecord as error:
+        why = str(error)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # not UTF-8, not JSON, too deep
+        why = str(error) if isinstance(error, json_text.NestedTooDeeply) else type(error).__name__
+    raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is damaged ({why}); its files are still in {folder}")
+
+
+def _shown(value: object) -> str:
+    """A value from the record in a one-line message, cut short: a shared run.json may hold anything."""
+    short = reprlib.Repr()  # keyword settings are Python 3.12's
+    short.maxstring = short.maxother = 160
+    short.maxlist = short.maxdict = 4
+    return short.repr(value)
+
+
+class DamagedRecord(ValueError):
+    """What in a ``run.json`` is not as ``write_record`` writes it (a path out of its folder, a stage's time that
+    is no number): the run is left out of the list, and Open says this."""
+
+
+def _checked_record(name: str, folder: Path, record: object) -> RunRecord:
+    record = _mapping(record, "the record")
+    settings = _mapping(record.get("settings"), "settings")
+    if not isinstance(settings.get("model"), str):  # what Draw loads the run's adapter on
+        raise DamagedRecord(f"settings name no model: {_shown(settings.get('model'))}")
+    notes = record.get("notes", [])  # older runs kept none
+    if not (isinstance(notes, list) and all(isinstance(note, str) for note in notes)):
+        raise DamagedRecord("notes are not a list of lines")
+    return RunRecord(name, folder, settings, _stages(record.get("stages")), _gallery(folder, record.get("gallery")),
+                     _downloads(folder, record.get("downloads")), notes)
+
+
+def _mapping(value: object, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise DamagedRecord(f"{what} is not a JSON object")
+    return value
+
+
+def _stages(value: object) -> dict[str, float]:
+    stages = _mapping(value, "stages")
+    for stage, seconds in stages.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise DamagedRecord(f"stage {_shown(stage)} took {_shown(seconds)} seconds")
+    if not math.isfinite(sum(stages.values())):  # the page shows the total
+        raise DamagedRecord("stages add up to no finite time")
+    return stages
+
+
+def _gallery(folder: Path, value: object) -> list[tuple[Path, str]]:
+    if not (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
+        raise DamagedRecord("gallery is not a list of pictures")
+    gallery = []
+    for item in value:
+        file, caption = item.get("file"), item.get("caption")
+        if not isinstance(caption, str):
+            raise DamagedRecord(f"gallery picture {_shown(file)} has no caption: {_shown(caption)}")
+        if not (isinstance(file, str) and GALLERY_FILE.fullmatch(file)):
+            raise DamagedRecord(f"gallery picture {_shown(file)} is not one lowdim writes (gallery/NN.png)")
+        gallery.append((_own_file(folder, file, f"gallery picture {_shown(file)}"), caption))
+    return gallery
+
+
+def _downloads(folder: Path, value: object) -> dict[str, Path]:
+    downloads = _mapping(value, "downloads")
+    for label in downloads:
+        if label not in WRITTEN_DOWNLOADS:
+            raise DamagedRecord(f"a download labelled {_shown(label)}, which lowdim never writes")
+    if ADAPTER_LABEL not in downloads:  # what Draw draws
+        raise DamagedRecord(f"no {ADAPTER_LABEL!r} download")
+    return {label: _own_file(folder, file, f"download {_shown(label)} ({_shown(file)})")
+            for label, file in downloads.items()}
+
+
+def _own_file(folder: Path, file: object, what: str) -> Path:
+    """``folder/file``, where ``file`` is a relative path to a plain file in the run folder, through no symlink
+    out of it: Gradio serves what the page hands it from anywhere under the server's folder or the temp folder."""
+    if not (isinstance(file, str) and file and "\\" not in file) or PurePath(file).anchor or ".." in PurePath(
+            file).parts:
+        raise DamagedRecord(f"{what} is not a path inside the run folder")
+    path = folder / file
+    try:
+        real = path.resolve(strict=True)
+        inside = real.is_relative_to(folder.resolve(strict=True))
+        plain = real.is_file() and not file.endswith("/")
+    except (OSError, RuntimeError):  # missing, unreadable, or a symlink loop
+        raise DamagedRecord(f"{what} is missing") from None
+    if not inside:
+        raise DamagedRecord(f"{what} leads out of the run folder")
+    if not plain:  # a folder, a FIFO, a device
+        raise DamagedRecord(f"{what} is not a plain file")
+    return path
 
 
 def write_record(work: Path, name: str, settings: dict, stages: dict[str, float], gallery: list[dict],
                  notes: list[str]) -> None:
     """The run's ``run.json``, written last: its presence marks the run done. Its downloads are the files
     personalize wrote, linked under the run's name (no second copy on disk)."""
-    written = {ADAPTER_LABEL: "adapter.safetensors",
-               **{label: f"adapter.{fmt}.safetensors" for fmt, label in EXPORTS.items()},
-               "preview": "preview.png"}
     downloads = {}
     (work / DOWNLOADS).mkdir()
-    for label, file in written.items():
+    for label, file in WRITTEN_DOWNLOADS.items():
         if (work / file).is_file():
             own = f"{DOWNLOADS}/{name}.{_suffix(file)}"
             _link_or_copy(work / file, work / own)

@@ -15,7 +15,10 @@ RECORD = {"settings": {"model": "tinyfaces"}, "stages": {"finetune": 5.0},
 
 
 def run_folder(out, name: str, record: dict | str) -> None:
-    (out / name).mkdir(parents=True)
+    """A run folder holding the files RECORD names (a run.json naming a missing file is damaged: review BJ1)."""
+    (out / name / "gallery").mkdir(parents=True)
+    (out / name / "gallery" / "00.png").write_bytes(b"")
+    (out / name / "adapter.safetensors").write_bytes(b"")
     (out / name / "run.json").write_text(record if isinstance(record, str) else json.dumps(record))
 
 
