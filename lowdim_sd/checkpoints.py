@@ -3,7 +3,8 @@
 ``out/checkpoints/step-NNNNNN/`` holds the trained state, the optimizer state and ``state.json``,
 written last: its presence marks a complete checkpoint. ``save``/``restore`` serve the SD engine
 (``lowdim_sd.train``), ``save_hypernet``/``load_optimizer`` the hypernetwork (``lowdim_sd.hypertrain``);
-both share the layout, the completion marker and the pruning.
+both share the layout, the completion marker and the pruning. Reading one back checks every file against the run
+first (``checkpoint_reading``): a damaged or foreign checkpoint is one line, never a traceback or a silent restart.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
 from lowdim.option_words import either
+from lowdim_sd import checkpoint_reading as reading
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
@@ -43,13 +44,17 @@ def save(out_dir: Path, step: int, trainable: Trainable, optimizer: torch.optim.
     prune old ones."""
     folder = step_folder(out_dir, step)
     atomic_save(trainable.state(), {"step": str(step)}, folder / "trainable.safetensors")
-    atomic_save(_optimizer_tensors(optimizer, trainable.parameters), {"step": str(step)},
-                folder / "optimizer.safetensors")
+    _save_optimizer(_optimizer_tensors(optimizer, trainable.parameters), step, trainable.parameters, folder)
     return complete(folder, {"step": step, "time": time.time(), "settings": settings or {}}, keep)
+
+
+def _save_optimizer(tensors: dict[str, Tensor], step: int, parameters: Sequence[Tensor], folder: Path) -> None:
+    atomic_save(tensors, reading.optimizer_metadata(step, parameters, tensors), folder / "optimizer.safetensors")
 
 
 def step_folder(out_dir: Path, step: int) -> Path:
     folder = Path(out_dir) / FOLDER / f"step-{step:06d}"
+    reading.refuse_link(folder)  # written into, it would put the checkpoint wherever the link points
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -57,7 +62,7 @@ def step_folder(out_dir: Path, step: int) -> Path:
 def complete(folder: Path, state: dict, keep: int) -> Path:
     """Write ``state.json`` (last: its atomic presence marks the checkpoint complete); keep the newest ``keep``."""
     atomic_write(folder / "state.json", lambda temp: Path(temp).write_text(json.dumps(state)))
-    steps = sorted(folder.parent.glob("step-*"))
+    steps = reading.step_folders(folder.parent)
     # A folder without state.json is a save a forced stop cut short: no checkpoint, and none to count as kept.
     for unfinished in [step for step in steps if step != folder and not (step / "state.json").is_file()]:
         shutil.rmtree(unfinished, ignore_errors=True)
@@ -75,18 +80,13 @@ def save_hypernet(out: Path, step: int, net: torch.nn.Module, optimizer: torch.o
     folder = step_folder(out, step)
     write_net(folder / "hypernet.safetensors", net, {**metadata, "steps": step})
     state = getattr(optimizer, "optimizer", optimizer).state  # accelerate wraps the optimizer
-    atomic_save(_optimizer_tensors_of(state, trainable), {"step": str(step)}, folder / "optimizer.safetensors")
+    _save_optimizer(_optimizer_tensors_of(state, trainable), step, trainable, folder)
     return complete(folder, {"step": step, "time": time.time(), "settings": settings or {}}, keep)
 
 
 def check_resume(folder: Path, settings: dict) -> None:
     """Refuse to resume ``folder`` with other ``settings`` than the run that wrote it, naming each difference."""
-    try:
-        stored = json.loads((folder / "state.json").read_text()).get("settings") or {}
-    except (OSError, ValueError, AttributeError) as error:
-        raise LowdimError(f"{folder}: checkpoint is unreadable ({error}); delete it to resume from an older one") \
-            from None
-    _check_settings(folder, stored, settings)
+    _check_settings(folder, reading.read_state(folder).get("settings") or {}, settings)
 
 
 def _optimizer_tensors_of(state: dict, parameters: Sequence[Tensor]) -> dict[str, Tensor]:
@@ -95,23 +95,13 @@ def _optimizer_tensors_of(state: dict, parameters: Sequence[Tensor]) -> dict[str
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, trainable: Sequence[Tensor], path: Path) -> None:
-    """Load a hypernetwork checkpoint's optimizer state through ``load_state_dict``."""
-    try:
-        saved = load_file(str(path))
-    except Exception as error:  # OSError or safetensors' own error
-        raise LowdimError(f"{path}: unreadable optimizer state ({error}); delete the checkpoint folder") from None
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in saved.items():
-        index, _, name = key.partition(".")
-        state.setdefault(int(index), {})[name] = value
-    if any(index >= len(trainable) for index in state):
-        raise LowdimError(f"{path}: optimizer state for another network; delete the checkpoint folder")
-    # load_state_dict puts each tensor where the optimizer wants it (e.g. Adam's step stays on the CPU).
-    optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+    """Load a hypernetwork checkpoint's optimizer state, each entry checked against ``trainable`` first."""
+    reading.load_optimizer_state(optimizer, trainable, path)
 
 
 def saved_step(folder: Path) -> int:
-    return int(json.loads((folder / "state.json").read_text())["step"])
+    """A checkpoint's step: its folder's number, which its ``state.json`` must repeat."""
+    return reading.checked_step(folder, reading.read_state(folder))
 
 
 def step_to_continue(folder: Path, steps: int) -> int:
@@ -126,7 +116,12 @@ def step_to_continue(folder: Path, steps: int) -> int:
 
 
 def latest(out_dir: Path) -> Path | None:
-    done = [f for f in sorted((Path(out_dir) / FOLDER).glob("step-*")) if (f / "state.json").is_file()]
+    """The newest complete checkpoint; a step folder that is a link is refused, naming it, complete or not (resumed
+    from or written into, it would be wherever it points)."""
+    folders = reading.step_folders(Path(out_dir) / FOLDER)
+    for folder in folders:
+        reading.refuse_link(folder)
+    done = [folder for folder in folders if (folder / "state.json").is_file()]
     return done[-1] if done else None
 
 
@@ -139,20 +134,14 @@ def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimize
     folder = latest(out_dir)
     if folder is None:
         return 0
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        _check_settings(folder, state.get("settings") or {}, settings or {})
-        trainable.load_state(load_file(str(folder / "trainable.safetensors")))
-        saved = load_file(str(folder / "optimizer.safetensors"))
-        step = int(state["step"])
-    except (OSError, ValueError, KeyError) as error:
-        raise LowdimError(f"{folder}: checkpoint is unreadable ({error}); delete it to resume from an older one") \
-            from None
-    for index, param in enumerate(trainable.parameters):
-        state = {key.split(".", 1)[1]: value.to(param.device) for key, value in saved.items()
-                 if key.split(".", 1)[0] == str(index)}
-        if state:
-            optimizer.state[param] = state
+    state = reading.read_state(folder)
+    step = reading.checked_step(folder, state)
+    _check_settings(folder, state.get("settings") or {}, settings or {})
+    weights = folder / "trainable.safetensors"
+    tensors = reading.read_tensors(weights)[0]
+    moments = reading.optimizer_state(optimizer, trainable.parameters, folder / "optimizer.safetensors")
+    reading.load_trainable(trainable, weights, tensors)  # the first change to the run: every file was checked
+    reading.put_optimizer_state(optimizer, moments)
     return step
 
 
@@ -160,7 +149,7 @@ def _check_settings(folder: Path, stored: dict, current: dict) -> None:
     current = json.loads(json.dumps(current))  # as stored: tuples become lists
     if not stored or not current or stored == current:
         return  # checkpoints from before settings were recorded resume as they always did
-    old, new = stored.get("trainable", {}), current.get("trainable", {})
+    old, new = stored.get("trainable") or {}, current.get("trainable") or {}
     different = [line for key in sorted(set(stored) | set(current))
                  if key not in ("trainable", "inputs") and stored.get(key) != current.get(key)
                  and (key in stored or key not in RECORDED_SINCE) for line in _differences(key, stored, current)]
@@ -253,7 +242,7 @@ def _input_differences(stored: dict | None, current: dict) -> list[str]:
     if not stored:  # checkpoints from before inputs were recorded
         return []
     found = []
-    old, new = stored.get("images", {}), current.get("images", {})
+    old, new = stored.get("images") or {}, current.get("images") or {}
     there, now = stored.get("resolution"), current.get("resolution")
     if there and now and there != now:  # every picture differs then: the option is what to name
         found.append(f"{either('--resolution', 'resolution')} ({there} there, {now} now)")
