@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out
 from lowdim_cli.errors import launched_process
@@ -127,8 +127,8 @@ def encoder_config_option(value: str | None):
         return dict(TINY_ENCODER)
     text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).is_file() else value
     try:
-        config = json.loads(text)
-    except json.JSONDecodeError:
+        config = json_text.loads(text)
+    except ValueError:  # not JSON, or nested too deeply
         raise LowdimError(f"--encoder-config must be 'tiny', a JSON object or a JSON file; got '{value}'") from None
     if not isinstance(config, dict):
         raise LowdimError("--encoder-config must be a JSON object (a transformers vision config)")

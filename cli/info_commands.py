@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from lowdim import json_text
 from lowdim.registry import get_registry
 from lowdim_cli.console import out
 
@@ -27,8 +28,8 @@ def parse_options(pairs: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got '{pair}'")
         try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
+            options[key] = json_text.loads(raw)
+        except ValueError:  # not JSON (nested too deeply included): the text itself
             options[key] = raw
     return options
 

@@ -25,10 +25,10 @@ from lowdim.spaces.base import LayerSpec, Space
 MAX_FEATURES = 1 << 16  # in/out width of one layer: 65536, far above any diffusion model's (Flux: 12288)
 MAX_LAYERS = 1 << 16  # layers in one file (SD1.5's largest layer set: 264; SDXL: about 2,000)
 MAX_NAME = 512  # characters of one layer name
-# What a module path (``named_modules``) is made of: attribute names and container keys (Sequential's digits,
-# ModuleDict's keys such as "lora-te"), joined by dots. No space, slash, control character or empty part: a name
-# is printed in errors and written into exported LoRA keys.
-MODULE_PATH = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+# What no layer name in a file may hold: control characters (C0, DEL, C1) and Unicode's line and paragraph
+# separators, which would rewrite a terminal or split a printed line. torch takes any other module name (a
+# ModuleDict key "to q", a peft adapter named "my adapter"), and so do lowdim's files.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_INFLATED = 16 << 20  # bytes a compressed metadata field may inflate to (SD1.5's layer list: about 20 KB)
 # Basis values regenerated from a seed where no model bounds them (export), per layer (256 MB in float64;
 # SD1.5's largest LiDB layer: 1 M) and per file (generated one layer at a time, so this bounds time).
@@ -56,14 +56,31 @@ def inflate(data: bytes, what: str, path: Path, limit: int = MAX_INFLATED) -> by
     return raw
 
 
+def layer_name_problem(name: str) -> str | None:
+    """Why a file cannot hold ``name`` as a layer name (None: it can). Only what is unsafe to print or cannot be a
+    module path is refused: torch forbids an empty part, so ``a..b`` or a leading dot comes from no model."""
+    if not name or len(name) > MAX_NAME:
+        return f"is empty or longer than {MAX_NAME} characters"
+    if CONTROL.search(name):
+        return "holds a control character or a line break"
+    if "" in name.split("."):
+        return "has an empty part (a leading, trailing or doubled dot)"
+    return None
+
+
+def printable_name(name: str) -> str:
+    """``name`` escaped for one printed line, cut to a readable length."""
+    text = ascii(name)
+    return text if len(text) <= 120 else text[:100] + "...'"
+
+
 def check_savable_names(layers: Iterable[LayerSpec], what: str) -> None:
-    """Layer names a file may hold: ``checked_layers`` refuses any other when the file is read back, so none is
-    written (a ModuleDict key with a space in it is a module name torch takes)."""
+    """Layer names a file may hold (``checked_layers`` refuses any other when the file is read back); checked when
+    an adapter is added, so no run trains layers it cannot save, and again when a file is written."""
     for layer in layers:
-        if not MODULE_PATH.fullmatch(layer.name):
-            raise LowdimError(f"{what} layer {ascii(layer.name)}: lowdim files hold layer names that are module paths "
-                              f"(words of letters, digits, '_' and '-' joined by dots) and refuse others when read; "
-                              f"rename that module")
+        if problem := layer_name_problem(layer.name):
+            raise LowdimError(f"{what} layer {printable_name(layer.name)}: its name {problem}, so no lowdim file can "
+                              f"store it; rename that module")
 
 
 def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterFileError) -> list[LayerSpec]:
@@ -78,11 +95,8 @@ def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterF
         if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
             raise error(f"{path}: a layer list entry is not [name, out, in]: {ascii(entry)[:80]}")
         name, out, inp = entry
-        if not name or len(name) > MAX_NAME:
-            raise error(f"{path}: a layer name in the metadata is empty or longer than {MAX_NAME} characters")
-        if not MODULE_PATH.fullmatch(name):
-            raise error(f"{path}: layer name {ascii(name)} in the metadata is not a module path (words of letters, "
-                        f"digits, '_' and '-' joined by dots)")
+        if problem := layer_name_problem(name):
+            raise error(f"{path}: layer name {printable_name(name)} in the metadata {problem}")
         if name in names:  # a second entry would take the first one's place, and its values the first one's
             raise error(f"{path}: layer {name} is listed twice in the metadata")
         names.add(name)

@@ -12,6 +12,8 @@ import json
 import os
 import struct
 
+from lowdim import json_text
+
 
 def sort_header_metadata(path: str | os.PathLike) -> None:
     """Rewrite the header of the safetensors file ``path`` with its ``__metadata__`` keys sorted, in place; a
@@ -20,7 +22,7 @@ def sort_header_metadata(path: str | os.PathLike) -> None:
         (length,) = struct.unpack("<Q", file.read(8))
         raw = file.read(length)
         text = raw.decode("utf-8").rstrip(" ")  # safetensors pads the header with spaces to 8-byte alignment
-        header = json.loads(text)
+        header = json_text.loads(text)
         metadata = header.get("__metadata__")
         if not isinstance(metadata, dict) or list(metadata) == sorted(metadata):
             return

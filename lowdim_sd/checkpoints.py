@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
@@ -146,7 +147,7 @@ def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimize
 
 
 def _check_settings(folder: Path, stored: dict, current: dict) -> None:
-    current = json.loads(json.dumps(current))  # as stored: tuples become lists
+    current = json_text.loads(json.dumps(current))  # as stored: tuples become lists
     if not stored or not current or stored == current:
         return  # checkpoints from before settings were recorded resume as they always did
     old, new = stored.get("trainable") or {}, current.get("trainable") or {}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
 from lowdim.option_words import either, option
@@ -160,7 +161,7 @@ def _identity_images(folder: Path) -> list[Path]:
 
 def _keys(path: Path, metadata: dict) -> list[str]:
     try:
-        keys = json.loads(metadata["keys"])
+        keys = json_text.loads(metadata["keys"])
     except (KeyError, ValueError):
         keys = None
     if not isinstance(keys, list):

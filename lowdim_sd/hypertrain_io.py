@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import either
@@ -205,7 +206,7 @@ def _draw_split(names: list[str], people: dict[str, str], count: int, seed: int)
 def read_split(path: Path) -> dict[str, list[str]]:
     """split.json as written by ``split_identities``, or one line naming the file and the way out."""
     try:
-        split = json.loads(path.read_text())
+        split = json_text.loads(path.read_text())
         lists = [split.get(key) for key in ("train", "val")] if isinstance(split, dict) else [None]
         if all(isinstance(names, list) and all(isinstance(name, str) for name in names) for names in lists):
             return split
@@ -232,7 +233,7 @@ def last_validation(path: Path | None) -> dict | None:
     found = None
     for line in path.read_text(errors="replace").splitlines():
         try:
-            record = json.loads(line)
+            record = json_text.loads(line)
         except ValueError:  # a line a kill cut short
             continue
         if isinstance(record, dict) and record.get("split") == "val":
@@ -254,7 +255,7 @@ def trim_metrics(path: Path, start: int) -> None:
 
 def _step(line: str) -> int | None:
     try:
-        step = json.loads(line).get("step")
+        step = json_text.loads(line).get("step")
     except (ValueError, AttributeError):
         return None
     return step if isinstance(step, int) else None

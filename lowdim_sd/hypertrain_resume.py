@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.option_words import either
 from lowdim_sd import checkpoints
@@ -36,7 +37,7 @@ def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1)
     settings["extra_images"] = extra_images_identity(job.extra_images)
     if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
         settings["processes"] = processes
-    return json.loads(json.dumps(settings, default=str))
+    return json_text.loads(json.dumps(settings, default=str))
 
 
 def weight_folders_identity(full: WeightDataset) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import lowdim
+from lowdim import json_text
 from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, AdapterFile, atomic_write
@@ -297,7 +298,7 @@ def _not_of_the_merge(folder: Path) -> list[str]:
     """What an earlier merge's folder holds besides what merge wrote: the record, the pipeline index and the
     components that index names (a single file merged into it later, a user's notes)."""
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        index = json_text.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
         return []  # not an earlier merge: refused above in its own words
     own = {RECORD, "model_index.json", *(key for key in index if not key.startswith("_"))}
@@ -352,7 +353,7 @@ def record_in_metadata(metadata: dict[str, str]) -> dict | None:
 
 def _json_object(text: str) -> dict:
     try:
-        value = json.loads(text) if text else {}
+        value = json_text.loads(text) if text else {}
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

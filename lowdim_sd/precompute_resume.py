@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lowdim import json_text
+from lowdim.errors import LowdimError
 from lowdim_sd import runs
 from lowdim_sd.weight_index import (
     FORMAT,
@@ -189,7 +191,10 @@ def erase_rows(out: Path, entries: list[dict]) -> None:
         rows = [entry["row"] for entry in entries if entry["shard"] == shard]
         for tensor in tensors.values():
             tensor[rows] = 0
-        names = json.loads(metadata.get("identities", "[]"))
+        try:
+            names = json_text.loads(metadata.get("identities", "[]"))
+        except ValueError as error:  # nested too deeply included
+            raise LowdimError(f"{path}: the identities in its metadata are not readable JSON ({error})") from None
         metadata["identities"] = json.dumps(["" if row in rows else name for row, name in enumerate(names)])
         atomic_save(tensors, metadata, path)
 

@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 
 LOCK = ".lowdim.lock"
@@ -30,9 +31,9 @@ def holder_record() -> dict:
 def read_record(path: Path) -> dict | None:
     """The record in a lock or mark file; None when it is empty, torn or gone."""
     try:
-        record = json.loads(path.read_text())
+        record = json_text.loads(path.read_text())
         return record if isinstance(record, dict) else None
-    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested past what the parser takes
+    except (OSError, ValueError):  # ValueError: damaged JSON, nested too deeply included (json_text)
         return None
 
 

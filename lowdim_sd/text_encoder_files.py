@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lowdim import json_text
 from lowdim.files import atomic_write, current_umask
 from lowdim_sd.architecture import text_encoder_root
 from lowdim_sd.loading import ModelLoadError
@@ -59,7 +60,7 @@ def load_text_encoder_as_fp32(folder: Path) -> None:
     config_path = folder / "text_encoder" / "config.json"
     if not config_path.is_file():
         return
-    config = json.loads(config_path.read_text())
+    config = json_text.loads(config_path.read_text())
     if config.get("dtype", "float32") == config.get("torch_dtype", "float32") == "float32":
         return
     config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config})

@@ -10,13 +10,13 @@ on the meta device (no memory) and its size compared with what the safetensors h
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 
+from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import check_sizes
 from lowdim.files import PICKLE_SUFFIXES
@@ -101,7 +101,7 @@ def check_shard_index(index: Path) -> None:
     if index.stat().st_size > MAX_INDEX_BYTES:
         raise ModelLoadError(f"{index}: a shard index of {index.stat().st_size >> 20} MB; refusing it")
     try:
-        shards = set(json.loads(index.read_text())["weight_map"].values())
+        shards = set(json_text.loads(index.read_text())["weight_map"].values())
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"{index}: not a readable shard index ({first_line(error)})") from None
     for shard in sorted(shards, key=str):
@@ -184,7 +184,7 @@ def read_config_json(path: Path) -> dict:
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelLoadError(f"{path}: a config of {path.stat().st_size >> 10} KB; refusing it")
     try:
-        data = json.loads(path.read_text())
+        data = json_text.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"{path}: not readable JSON ({first_line(error)})") from None
     if not isinstance(data, dict):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lowdim import json_text
 from lowdim.spaces.base import SpaceConfig, option, require
 
 GROUPINGS = ("shape", "layer")
@@ -116,7 +116,7 @@ def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
     if config is None:
         return None
     if hasattr(config, "to_json_string"):  # a transformers PretrainedConfig
-        config = json.loads(config.to_json_string(use_diff=False))
+        config = json_text.loads(config.to_json_string(use_diff=False))
     # The command's `--encoder-config tiny` is a name only it knows: from Python it is a dict like any other.
     tiny = " (the command's --encoder-config tiny is lowdim_sd.hypertrain.TINY_ENCODER)" if config == "tiny" else ""
     require(isinstance(config, Mapping), f"hyper: encoder_config must be a transformers config or its dict, with a "

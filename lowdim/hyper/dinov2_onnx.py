@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.hub import quiet_transformers
 
@@ -233,7 +234,7 @@ def _safetensors_metadata(path: Path) -> dict:
 
 def _json_object(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
+        value = json_text.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -253,7 +254,7 @@ def load_packaged_encoder() -> PreTrainedModel:
     folder = cached_folder()
     stamp = folder / "source.json"
     digest = _file_digest(source)
-    if not stamp.is_file() or json.loads(stamp.read_text()).get("sha256") != digest:
+    if _json_object(stamp).get("sha256") != digest:  # missing or damaged: converted again
         from lowdim.files import atomic_write
 
         convert(source, folder, overwrite=True)  # the cache holds only conversions

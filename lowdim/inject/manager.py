@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
+from lowdim.filecheck import check_savable_names
 from lowdim.inject import guards, merging
 from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
@@ -141,6 +142,8 @@ class Adapters:
         chosen = select_layers(self.model, layer_set)
         if not chosen:
             raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
+        # Refused now, not when the file is written: no run trains layers it cannot save.
+        check_savable_names([LayerSpec(layer_name, 1, 1) for layer_name, _ in chosen], f"adapter '{name}'")
         # Every slot is built (and every layer checked by the space) before the model is touched:
         # a layer the space refuses must not leave half an adapter behind.
         slots = []

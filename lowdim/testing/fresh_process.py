@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lowdim import json_text
 from lowdim.spaces.base import LayerSpec
 
 # Three names: a salted hash folded into a few values (``hash(name) % 1000``) may agree on one of them by chance.
@@ -66,8 +67,8 @@ def make_buffers_elsewhere() -> tuple[dict[str, Buffers | str], str, str | None]
         with safe_open(out, "pt") as file:
             metadata = file.metadata()
         tensors = load_file(out)
-    found: dict[str, Buffers | str] = dict(json.loads(metadata["errors"]))
-    for name in json.loads(metadata["spaces"]):
+    found: dict[str, Buffers | str] = dict(json_text.loads(metadata["errors"]))
+    for name in json_text.loads(metadata["spaces"]):
         found[name] = {key.split("/", 1)[1]: value for key, value in tensors.items() if key.split("/", 1)[0] == name}
     return found, hash_seed, None
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lowdim import json_text
 from lowdim.files import atomic_write
 from lowdim_sd.bench.methods import Method, Personalized, get_method
 
@@ -40,7 +41,7 @@ def pretrained(out: Path, method: str, identity: str) -> Personalized | None:
     if not (path.exists() and timing.exists()):
         return None
     try:
-        record = json.loads(timing.read_text())
+        record = json_text.loads(timing.read_text())
         seconds = float(record["seconds"])
     except (OSError, ValueError, KeyError, TypeError):  # damaged: the task trains its adapter again
         return None

@@ -12,6 +12,8 @@ import os
 import socket
 from pathlib import Path
 
+from lowdim import json_text
+
 
 def _alive(record: dict) -> bool:
     if record.get("host") != socket.gethostname():
@@ -32,7 +34,7 @@ def claim_file(path: Path) -> Path:
 def holder(path: Path) -> dict:
     """Who holds the claim on ``path``: {"host", "pid"}; empty when nobody does (or its owner is still writing it)."""
     try:
-        record = json.loads(claim_file(path).read_text() or "{}")
+        record = json_text.loads(claim_file(path).read_text() or "{}")
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim_sd import runs
@@ -152,7 +153,7 @@ class Store:
         if not path.is_file():
             return None
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
+            stored = json_text.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
             stored = error
         fields = Settings.__dataclass_fields__.keys()
@@ -177,7 +178,7 @@ class Store:
         for key in keys:
             path = self.folder / f"{key}.json"
             if path.is_file():
-                found[key] = json.loads(path.read_text(encoding="utf-8"))
+                found[key] = json_text.loads(path.read_text(encoding="utf-8"))
         return found
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_sd.architecture import SD15_TEXT_CONFIG, SD15_UNET_CONFIG
 
@@ -138,7 +139,7 @@ READY = "lowdim-speed-model.json"  # written last: a folder without it is a save
 def saved_model(folder: Path, scale: Scale) -> Path:
     """The scale's random pipeline as a diffusers folder in ``folder``, built and saved once."""
     marker = folder / READY
-    if marker.is_file() and json.loads(marker.read_text()).get("scale") == scale.name:
+    if marker.is_file() and json_text.loads(marker.read_text()).get("scale") == scale.name:
         return folder
     from lowdim_sd.loading import quiet_libraries
 

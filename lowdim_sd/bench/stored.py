@@ -4,9 +4,9 @@ the folder can be one at all. Each problem is one line naming the file and what 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 
 # What aggregate and the gallery read from every result; a file without them is as damaged as a cut one.
@@ -32,7 +32,7 @@ def make_out(out: Path) -> None:
 
 def _load(path: Path) -> object:
     try:
-        return json.loads(Path(path).read_text())
+        return json_text.loads(Path(path).read_text())
     except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return error
 

@@ -14,8 +14,9 @@ def listing_problem(path: Path, images: Sequence[str], positions: Sequence[str])
 
 
 def _outside(path: Path, images: Sequence[str], positions: Sequence[str]) -> str | None:
-    """A downloaded results folder is held to its own files: an absolute path or one climbing out of the folder
-    would have eval open (and name in its notes) any file on the disk. ``sub/../a.png`` stays inside, and is read."""
+    """The images a prompts file lists are the folder's own: an absolute path or one climbing out of the folder
+    would have eval score (and name in its notes) any file on the disk as a generated picture. ``sub/../a.png``
+    stays inside, and is read. References may be anywhere (docs/eval.md)."""
     for image, position in zip(images, positions, strict=True):
         if PurePath(image).is_absolute() or PurePath(os.path.normpath(image)).parts[:1] == ("..",):
             return (f"{path}: {position} ({image}) is outside {path.parent}; an eval folder lists only its own "

@@ -6,7 +6,6 @@ line, so a run never starts on a photo it will throw out after loading the model
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd.ui.checks import NotOffered, check_model, in_page_terms
 
@@ -140,8 +140,8 @@ def training_side(model: str) -> int | None:
     entry = registered_entry(model)
     folder = Path(str(getattr(entry.value, "source", "") if entry else model)).expanduser()
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
-        vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        unet = json_text.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json_text.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
         # diffusers' vae_scale_factor: the VAE halves the side once between each pair of its blocks
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
     except (OSError, ValueError, KeyError, TypeError):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 
 from .metrics.data import sample_levels, split_of
@@ -80,7 +81,7 @@ def holds_exactly(out: str | Path, count: int, split: str = "train", seed: int =
     an earlier run with other settings left (read from its index and entry names; no image is read)."""
     out = Path(out)
     try:
-        record = json.loads((out / INDEX_FILE).read_text())
+        record = json_text.loads((out / INDEX_FILE).read_text())
     except (OSError, ValueError):
         return False
     wanted = _settings(count, split, seed, style, size, renders)
@@ -111,7 +112,7 @@ def _what(out: Path, earlier: list[Path]) -> str:
     """The earlier identities in a few words, from their index when it reads."""
     entries = sum(1 for path in earlier if path.name != INDEX_FILE)
     try:
-        record = json.loads((out / INDEX_FILE).read_text())
+        record = json_text.loads((out / INDEX_FILE).read_text())
         return (f"{len(record['identities'])} identities ({record['split']} split, seed {record['seed']}, "
                 f"style {record['style']})")
     except (OSError, ValueError, TypeError, KeyError):
@@ -144,5 +145,5 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 def read_levels(folder: str | Path) -> dict[str, np.ndarray]:
     """Factor levels of each identity in a folder written by :func:`write_identities`."""
-    record = json.loads((Path(folder) / INDEX_FILE).read_text())
+    record = json_text.loads((Path(folder) / INDEX_FILE).read_text())
     return {name: np.asarray(v, dtype=np.int64) for name, v in record["identities"].items()}

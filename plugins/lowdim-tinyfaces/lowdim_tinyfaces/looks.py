@@ -16,13 +16,14 @@ photos and 1,088 training identities, as benchmarks/tinyfaces_tables.sh writes t
 from __future__ import annotations
 
 import argparse
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from lowdim import json_text
 
 from .captions import ATTRIBUTE_PHRASES, describe
 from .identity import FACTOR_NAMES
@@ -70,7 +71,7 @@ def training_set(feature_file: Path, folders: list[Path]) -> tuple[Tensor, dict[
 
     with safe_open(str(feature_file), "pt") as handle:
         metadata, stored = handle.metadata(), handle.get_tensor("features").float()
-    index = {key: row for row, key in enumerate(json.loads(metadata["keys"]))}
+    index = {key: row for row, key in enumerate(json_text.loads(metadata["keys"]))}
     rows, labels = [], []
     for folder in folders:
         for name, levels in sorted(read_levels(folder).items()):

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.storage import FORMAT
@@ -52,13 +53,13 @@ def shareable(metadata: dict[str, str]) -> dict[str, str]:
     """The network's metadata without its maker's paths, which mean nothing on a user's machine: the folders
     it was trained from by name (as train-hypernet records them since), and no ``_name_or_path`` in the
     encoder's config. What the network computes is untouched."""
-    extra = json.loads(metadata.get("extra") or "{}")
+    extra = json_text.loads(metadata.get("extra") or "{}")
     for key in ("weights", "key_pairs", "extra_images"):
         if isinstance(extra.get(key), str):
             extra[key] = ", ".join(Path(folder.strip()).name for folder in extra[key].split(","))
     shared = {**metadata, **({"extra": json.dumps(extra, sort_keys=True, separators=(",", ":"))}
                              if "extra" in metadata else {})}
-    encoder_config = json.loads(metadata.get("encoder_config") or "null")
+    encoder_config = json_text.loads(metadata.get("encoder_config") or "null")
     if isinstance(encoder_config, dict) and encoder_config.pop("_name_or_path", None) is not None:
         shared["encoder_config"] = json.dumps(encoder_config, sort_keys=True, separators=(",", ":"))
     return shared
@@ -88,7 +89,7 @@ def forget_where_it_was_loaded_from(folder: Path) -> None:
     """Drop ``_name_or_path`` from every component config: a path on the training machine means nothing
     to a user's, and diffusers writes it when a component was loaded from a folder before being saved."""
     for config_file in folder.glob("*/config.json"):
-        config = json.loads(config_file.read_text())
+        config = json_text.loads(config_file.read_text())
         if config.pop("_name_or_path", None) is not None:
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 

@@ -8,12 +8,13 @@ are copied by token string, new tokens keep their fresh initialisation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from lowdim import json_text
 
 from .train_config import TrainConfig, build_text_encoder, build_unet
 
@@ -56,7 +57,7 @@ def warm_start(cfg: TrainConfig, model_dir: Path, tokenizer,
     old_text = CLIPTextModel.from_pretrained(model_dir / "text_encoder", use_safetensors=True).float().state_dict()
     vocab = tokenizer.get_vocab()
     text_encoder = build_text_encoder(cfg, len(vocab))
-    old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())
+    old_vocab = json_text.loads((model_dir / "tokenizer" / "vocab.json").read_text())
     key = next(name for name in old_text if name.endswith(TOKEN_TABLE))  # "text_model." before transformers 5.6
     table, copied = remap_token_table(old_text.pop(key), old_vocab, text_encoder.state_dict()[key], vocab)
     text_encoder.load_state_dict({**old_text, key: table})

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lowdim import json_text
 from lowdim_sd.devices import device_problem
 
 from .grid import save_grid
@@ -144,7 +145,7 @@ def run_config(args: argparse.Namespace, out: Path) -> TrainConfig:
     """The run's config: the one it started with when resuming (more --unet-steps extend it), else new."""
     cfg_path = out / "config.json"
     if args.resume and cfg_path.exists():
-        cfg = TrainConfig(**json.loads(cfg_path.read_text()))
+        cfg = TrainConfig(**json_text.loads(cfg_path.read_text()))
         if not args.unet_steps or args.unet_steps == cfg.unet_steps:
             return cfg
         cfg = dataclasses.replace(cfg, unet_steps=args.unet_steps)  # more steps extend a step-planned run

@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lowdim import json_text
+
 
 class EMA:
     """Exponential moving average of parameters, warmed up so early steps count."""
@@ -138,7 +140,7 @@ def load_checkpoint(
     meta_path = folder / f"{name}.json"
     if not meta_path.exists():
         return None
-    meta = json.loads(meta_path.read_text())
+    meta = json_text.loads(meta_path.read_text())
     files = checkpoint_files(folder, name, meta)
     weights = load_file(files["weights"])
     for m, mod in modules.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from lowdim import json_text
 from lowdim.files import atomic_save, atomic_write
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -45,7 +46,7 @@ def save_weights(module: nn.Module, config: dict, name: str, directory: Path | N
 def load_weights(name: str, directory: Path | None = None) -> tuple[dict, dict[str, Tensor]]:
     """Read the JSON config and the tensors (floats widened to fp32)."""
     directory = WEIGHTS_DIR if directory is None else Path(directory)
-    config = json.loads((directory / f"{name}.json").read_text())
+    config = json_text.loads((directory / f"{name}.json").read_text())
     tensors = load_file(str(directory / f"{name}.safetensors"))
     return config, {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
 
