@@ -47,6 +47,7 @@ from lowdim.filecheck import (
     unflatten,
 )
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
+from lowdim.inject.parallel import inner_model
 from lowdim.inject.select import exact_layers
 from lowdim.layer_lists import pack_layers as _pack_layers
 from lowdim.layer_lists import unpack_layers  # noqa: F401  (this module's API too)
@@ -286,8 +287,8 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
                           checked_scales(metadata.get("scales"), layers, path),
                           checked_dropout(metadata.get("dropout"), path))
-    if model is not None:
-        validate_against(adapter, model)
+    if model is not None:  # a DataParallel/DDP is checked as the model it holds, where load_adapter puts adapters
+        validate_against(adapter, inner_model(model))
     check_flat(tensors, path)
     buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
     param_tensors = {k: v for k, v in tensors.items() if not k.startswith(BUFFER_PREFIX)}

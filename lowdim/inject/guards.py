@@ -4,17 +4,22 @@ override that no forward could use, a change to an adapter whose update is alrea
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from lowdim.errors import LowdimError
+from lowdim.inject.select import user_stacklevel
 
 if TYPE_CHECKING:
     from lowdim.inject.layer import AdapterLayer, AdapterSlot
     from lowdim.inject.manager import LayerTensors
+    from lowdim.inject.slot_types import BaseLayer
 
 
 def check_mergeable(name: str, wrappers: Iterable[AdapterLayer]) -> None:
@@ -25,11 +30,56 @@ def check_mergeable(name: str, wrappers: Iterable[AdapterLayer]) -> None:
             raise LowdimError(f"layer {wrapper.layer_name}: its weight is parametrized (weight_norm, "
                               f"spectral_norm, ...), so a merge cannot write into it; keep adapter '{name}' "
                               f"unmerged, or remove the parametrization first")
+        if problem := unwritable_weight(wrapper.base_layer):
+            raise LowdimError(f"layer {wrapper.layer_name} ({type(wrapper.base_layer).__name__}) {problem}; keep "
+                              f"adapter '{name}' unmerged")
         if not slot.enabled:
             raise LowdimError(f"adapter '{name}' is disabled; enable it to merge it")
         if slot.batch_size is not None:
             raise LowdimError(f"cannot merge per-sample adapter '{name}' (layer {wrapper.layer_name}): "
                               f"pick one sample first")
+
+
+def unwritable_weight(base: BaseLayer) -> str | None:
+    """Why a merge cannot add an update into ``base``'s weight so that the layer computes with it (None: it can).
+
+    Each case would otherwise be a silent no-op or wrong: the old hook-based weight_norm and spectral_norm
+    rebuild ``weight`` from other tensors before every call, an integer, quantized or fp8 weight has its
+    scales elsewhere, and an embedding's max_norm renormalises rows of the weight in place at each lookup.
+    """
+    for hook in base._forward_pre_hooks.values():
+        if isinstance(hook, (WeightNorm, SpectralNorm)):
+            kind = "weight_norm" if isinstance(hook, WeightNorm) else "spectral_norm"
+            source = f"{hook.name}_g and {hook.name}_v" if kind == "weight_norm" else f"{hook.name}_orig"
+            return (f"is under torch.nn.utils.{kind}, whose forward pre-hook rebuilds {hook.name} from "
+                    f"{source} at every call, so a merge into it would be lost (torch.nn.utils.remove_"
+                    f"{kind} lifts the hook)")
+    weight = base.weight
+    if not weight.is_floating_point() or weight.dtype.itemsize == 1:  # fp8 counts as floating point in torch
+        return (f"keeps its weight as {weight.dtype}: lowdim cannot add a float update to it (a quantized or "
+                f"8-bit weight keeps its scales elsewhere)")
+    if isinstance(base, nn.Embedding) and base.max_norm is not None:
+        return (f"has max_norm={base.max_norm}: torch renormalises its rows in place at each lookup, so a merged "
+                f"update would be renormalised with them and an unmerge could not take it back out")
+    return None
+
+
+def warn_own_forward(name: str, wrappers: Iterable[AdapterLayer]) -> None:
+    """A merge into a layer subclass with its own forward: right only if that forward computes with ``.weight``
+    as stored, which lowdim cannot tell (a stand-in for a quantized layer may rescale it; many subclasses only
+    log). Warned, not refused: the merge is right for most, and refusing would leave no way to merge them."""
+    own = [w for w in wrappers if type(w.base_layer).forward is not _plain_forward(w.base_layer)]
+    if own:
+        others = f" and {len(own) - 1} other layer(s)" if len(own) > 1 else ""
+        warnings.warn(f"layer {own[0].layer_name} ({type(own[0].base_layer).__name__}){others} overrides forward, "
+                      f"so it may not compute with its weight as stored: merging adapter '{name}' adds the update to "
+                      f"that weight; compare the merged output with the unmerged one, or keep the adapter unmerged",
+                      stacklevel=user_stacklevel())
+
+
+def _plain_forward(base: BaseLayer) -> object:
+    plain = next(cls for cls in (nn.Linear, nn.Conv2d, nn.Embedding) if isinstance(base, cls))
+    return plain.forward
 
 
 def check_override(name: str, slots: dict[str, AdapterSlot], tensors: LayerTensors) -> None:

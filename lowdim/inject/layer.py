@@ -166,7 +166,9 @@ class AdapterLayer(nn.Module):
         return result
 
     def _low_rank_update(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:  # not _apply: nn.Module owns it
-        if down.dim() > 2 and (x.dim() < 2 or x.shape[0] % down.shape[0]):
+        # A conv's input is (N, C, H, W) or one image (C, H, W): only the first has a batch dimension.
+        unbatched = x.dim() < (4 if self.is_conv else 2)
+        if down.dim() > 2 and (unbatched or x.shape[0] % down.shape[0]):
             raise LowdimError(f"layer {self.layer_name}: per-sample adapters for {down.shape[0]} samples, but "
                               f"the input {tuple(x.shape)} has no batch dimension that is a multiple of it "
                               f"(batch first)")
@@ -174,8 +176,8 @@ class AdapterLayer(nn.Module):
             return _embedding_update(x, down, up).to(self.base_layer.weight.dtype)
         if not self.is_conv:
             return F.lowrank_apply(x, down, up)
-        channels_last = x.movedim(1, -1)
-        return F.lowrank_apply(channels_last, down, up).movedim(-1, 1)
+        channels_last = x.movedim(-3, -1)  # channels are dimension -3 with or without a batch dimension
+        return F.lowrank_apply(channels_last, down, up).movedim(-1, -3)
 
     @torch.no_grad()
     def add_to_weight(self, down: Tensor, up: Tensor, scale: float) -> None:

@@ -23,6 +23,7 @@ from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.load_checks import check_loadable
+from lowdim.inject.parallel import inner_model, refuse_adding_through_ddp
 from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
 from lowdim.inject.slot_types import BaseLayer
 from lowdim.inject.space_checks import (
@@ -66,7 +67,8 @@ class Adapters:
     def __init__(self, model: nn.Module, default: str = DEFAULT_NAME) -> None:
         if not isinstance(model, nn.Module):  # e.g. (path, model) swapped: one line, not an AttributeError
             raise LowdimError(f"expected a torch nn.Module to hold adapters, got {type(model).__name__} {model!r:.60}")
-        self.model = model
+        self._given = model  # a DataParallel/DDP wrapper is looked through (parallel.py); adding through DDP is not
+        self.model = model = inner_model(model)
         self.default = default
         if not hasattr(model, STATE_ATTR):
             object.__setattr__(model, STATE_ATTR, {})
@@ -134,6 +136,7 @@ class Adapters:
             raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
         check_scale(name, scale)
         guards.check_dropout(name, dropout)
+        refuse_adding_through_ddp(self._given, name)
         if not isinstance(targets, (LayerSet, str, list, tuple)):
             raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
                               f"list of patterns, got {targets!r}")
@@ -188,7 +191,8 @@ class Adapters:
 
     def merge_and_unload(self, names: str | Sequence[str] | None = None) -> nn.Module:
         """Fold adapters (default: all) into the base weights for good and remove them, leaving the
-        plain modules: a model to save or ship that needs no lowdim. Returns the model, as peft's does."""
+        plain modules: a model to save or ship that needs no lowdim. Returns the model, as peft's does (the one
+        inside a DataParallel/DDP)."""
         return merging.merge_and_unload(self, names)
 
     def _detach(self, name: str) -> None:
@@ -202,7 +206,8 @@ class Adapters:
             unguard_loads(self.model)
 
     def remove_all(self) -> None:
-        """Remove every adapter and restore the original modules and weights."""
+        """Remove every adapter and restore the original modules and weights: exactly where none was merged, to
+        within rounding (an ulp in fp32, as ``unmerge``) where one was, since no copy of the weights is kept."""
         for name in list(self._infos):
             self.delete(name)
 

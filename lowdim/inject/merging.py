@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject.guards import check_mergeable, tied_weights
+from lowdim.inject.guards import check_mergeable, tied_weights, warn_own_forward
+from lowdim.inject.select import user_stacklevel
 
 if TYPE_CHECKING:
     from lowdim.inject.manager import Adapters
@@ -26,15 +27,15 @@ def merge(adapters: Adapters, name: str, part: str) -> None:
         raise LowdimError(f"merge part must be 'all' or 'frozen', got {part!r}")
     adapters.info(name)  # a misspelt name is an error, not a merge of nothing
     check_mergeable(name, adapters._wrappers(name))
+    warn_own_forward(name, adapters._wrappers(name))
     tied = tied_weights(adapters.model)
     for wrapper in adapters._wrappers(name):
         slot = wrapper.slots[name]
         if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
             continue
         if id(wrapper.base_layer.weight) in tied:
-            # stacklevel 3: past this function and Adapters.merge, which calls it
             warnings.warn(f"layer {wrapper.layer_name} shares its weight with another module (tied embeddings?): "
-                          f"merging adapter '{name}' changes that module too", stacklevel=3)
+                          f"merging adapter '{name}' changes that module too", stacklevel=user_stacklevel())
         factors = slot.factors_for_merge(part)
         if factors is None and part == "frozen":
             continue  # no frozen part (not a stack): nothing merged, so nothing to lock

@@ -5,7 +5,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import os
 import re
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING
 from lowdim.errors import LowdimError
 
 if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at import, `lowdim --help` loads them
+    from types import FrameType
+
     from torch import nn
 
     from lowdim.inject.slot_types import BaseLayer
@@ -154,11 +159,35 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, Base
             raise LowdimError(_no_match_message(pattern, layer_set, names, model))
     include, exclude = _any_of(layer_set.include), _any_of(layer_set.exclude)
     chosen = [(name, module) for name, module in candidates if include(name) and not exclude(name)]
+    _warn_skipped_conv1ds(model, layer_set, chosen, lambda name: include(name) and not exclude(name))
     for name, module in chosen:
         if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
             raise LowdimError(f"layer '{name}' is an nn.{type(module).__name__} whose shape is not known yet; "
                               f"run one forward pass through the model before adding adapters")
     return chosen
+
+
+def _warn_skipped_conv1ds(model: nn.Module, layer_set: LayerSet, chosen: list[tuple[str, BaseLayer]],
+                          selects: Callable[[str], bool]) -> None:
+    """A pattern that meets GPT-2's Conv1Ds beside an adaptable layer (``*`` on GPT2LMHeadModel: the Conv1Ds and
+    lm_head) adapts the one it can; the layers the user most likely meant are skipped, so that is said."""
+    skipped = [name for name, module in model.named_modules()
+               if type(module).__name__ == "Conv1D" and selects(name)]  # the type first: a cheap pass on any model
+    if skipped and chosen:
+        warnings.warn(f"targets '{layer_set.name}' also match {len(skipped)} transformers Conv1D layers (e.g. "
+                      f"{skipped[0]}), which lowdim does not adapt (GPT-2's transposed linear layers): only "
+                      f"{len(chosen)} layer(s) get the adapter, e.g. {chosen[0][0]}", stacklevel=user_stacklevel())
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside lowdim, however deep inside
+    lowdim the caller of this function is (``Adapters.add`` directly, or through ``inject`` and a decorator)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @functools.lru_cache(maxsize=1024)
@@ -198,6 +227,8 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     # GPT-2's Conv1Ds are what a broad pattern meant there, not the embedding or block that comes first.
     other = next((pair for pair in matched if type(pair[1]).__name__ == "Conv1D"), matched[0] if matched else None)
     found = f" ({what_matched(model, *other)})" if other is not None else ""
+    if parameter_words := _parameter_words(pattern, model, names):
+        return f"pattern '{pattern}'{where} matches no layer: {parameter_words}"
     if not names and layer_kind(model) in layer_set.types:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
                 f"wrap it, e.g. nn.Sequential(layer), and target '0'")
@@ -209,6 +240,30 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
     )
+
+
+# Why no part of an nn.MultiheadAttention is a target, for every message that meets one.
+MHA_WORDS = ("no part of an nn.MultiheadAttention can carry adapters: it computes q, k and v from its bare "
+             "in_proj_weight parameter and reads out_proj.weight instead of calling out_proj; an attention built "
+             "from nn.Linear layers can be adapted")
+
+
+def _parameter_words(pattern: str, model: nn.Module, names: list[str]) -> str | None:
+    """Where the pattern names a parameter (``attn.in_proj_weight``, ``fc.weight``) rather than a layer: what to
+    target instead, or why nothing there can be (None: it names no parameter)."""
+    from torch import nn
+
+    expression = _compiled(pattern)
+    found = next((name for name, _ in model.named_parameters() if expression.fullmatch(name)), None)
+    if found is None:
+        return None
+    owner_name = found.rpartition(".")[0]
+    for mha_name in (owner_name, owner_name.rpartition(".")[0]):  # in_proj_weight, or out_proj's weight
+        if isinstance(model.get_submodule(mha_name), nn.MultiheadAttention):
+            return f"'{found}' is a parameter of the nn.MultiheadAttention '{mha_name}', not a layer, and {MHA_WORDS}"
+    if owner_name in names:
+        return f"'{found}' is a parameter of layer '{owner_name}': patterns name layers, so target '{owner_name}'"
+    return None
 
 
 def what_matched(model: nn.Module, name: str, module: nn.Module) -> str:
@@ -248,6 +303,8 @@ def kind_words(module: nn.Module) -> str:
         return f"a Conv2d with a {module.kernel_size[0]}x{module.kernel_size[1]} kernel, stride {module.stride[0]}, " \
                f"padding {module.padding if isinstance(module.padding, str) else module.padding[0]} " \
                f"and {module.groups} group(s): only a plain 1x1 convolution is linear per pixel"
+    if isinstance(module, nn.MultiheadAttention):
+        return f"an nn.MultiheadAttention: {MHA_WORDS}"
     kind, name = layer_kind(module), type(module).__name__
     if name == "Conv1D":  # transformers' GPT-2 layer: a linear layer whose weight is stored (in, out)
         return "a transformers Conv1D (GPT-2's transposed linear layer), which lowdim does not adapt"

@@ -1,0 +1,73 @@
+"""Adapters behind nn.DataParallel or DistributedDataParallel: lowdim looks through the wrapper's ``.module``, as
+accelerate's unwrap_model does, so the view, save and load see the adapters and files name the model's own layers
+(no ``module.`` prefix). Adding an adapter through a DDP is refused: DDP syncs only the parameters it saw when it
+was made, so the new ones would train apart on each process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import lowdim
+from lowdim.errors import LowdimError
+
+
+def plain() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 4))
+    net.requires_grad_(False)
+    return net
+
+
+def space() -> lowdim.Space:
+    return lowdim.get_space("lora", rank=2, init="gaussian", init_std=0.3)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def check_seen_through(wrapper: nn.Module, inner: nn.Module, tmp_path) -> None:
+    adapters = lowdim.Adapters(wrapper)
+    assert adapters.names() == ["default"] and adapters.model is inner
+    path = lowdim.save_adapter(tmp_path / "a.safetensors", wrapper)
+    assert [layer.name for layer in lowdim.read_adapter(path).layers] == ["0", "2"]
+    fresh = plain()
+    lowdim.load_adapter(path, nn.DataParallel(fresh))
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), inner(x), rtol=0, atol=0)
+        expected = inner(x)
+        adapters.merge()
+        torch.testing.assert_close(wrapper(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_data_parallel_is_looked_through_by_inject_view_save_and_load(tmp_path):
+    inner = plain()
+    wrapper = nn.DataParallel(inner)
+    lowdim.inject(wrapper, space(), ["0", "2"], seed=1)  # the inner model's names, as a file records them
+    check_seen_through(wrapper, inner, tmp_path)
+
+
+def test_ddp_made_after_inject_is_looked_through(one_process_group, tmp_path):
+    inner = plain()
+    lowdim.inject(inner, space(), ["0", "2"], seed=1)
+    check_seen_through(DistributedDataParallel(inner), inner, tmp_path)
+
+
+def test_adding_through_a_ddp_is_refused_naming_the_order(one_process_group, tmp_path):
+    inner = plain()
+    inner[0].weight.requires_grad_(True)  # DDP wants something to train
+    wrapper = DistributedDataParallel(inner)
+    with pytest.raises(LowdimError, match=r"DistributedDataParallel.*before wrapping") as caught:
+        lowdim.inject(wrapper, space(), ["0"])
+    assert "\n" not in str(caught.value)
+    assert not any("slots" in name for name, _ in inner.named_parameters())
