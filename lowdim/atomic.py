@@ -127,12 +127,17 @@ def _link_new(temp: Path, path: Path) -> FileExistsError | None:
 
 def os_reason(error: BaseException, path: str | os.PathLike[str] | None = None) -> str:
     """The OS's reason ``error`` gives, as its one line says it: "No space left on device", "File too large"; for
-    a name too long, with the most the file system holding ``path`` takes."""
+    a name too long, with the most the file system holding ``path`` takes (safetensors' writer says the OS's code
+    in its text: "File name too long (os error 36)")."""
     if isinstance(error, SafetensorError):
         found = RUST_IO_ERROR.search(str(error))
-        return found.group("reason") if found else str(error)
-    reason = getattr(error, "strerror", None) or str(error)
-    if getattr(error, "errno", None) == errno.ENAMETOOLONG and path is not None:
+        if found is None:
+            return str(error)
+        reason, code = found.group("reason"), found.group("code")
+        number = int(code) if code else None
+    else:
+        reason, number = getattr(error, "strerror", None) or str(error), getattr(error, "errno", None)
+    if number == errno.ENAMETOOLONG and path is not None:
         most = _name_max(Path(path))
         return f"{reason}; {most} bytes at most" if most else reason
     return reason

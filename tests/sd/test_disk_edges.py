@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -210,34 +213,60 @@ STUCK_STOP = """
 import os, signal, sys
 from lowdim_cli.errors import stop_on_signals
 stop_on_signals()
+for signum in (signal.SIGINT, signal.SIGTERM):  # each signal said once its handler is through, so the test sends
+    def noted(number, frame, handle=signal.getsignal(signum)):  # the next only then: two fast ones may merge
+        handle(number, frame)
+        os.write(1, b"noted\\n")
+    signal.signal(signum, noted)
 read_end, write_end = os.pipe()
 try:
     raise KeyboardInterrupt  # the first Ctrl-C, whose stop is now under way ...
 except KeyboardInterrupt:
-    print("stopping", flush=True)
     try:
+        print("stopping", flush=True)
         os.read(read_end, 1)  # ... and stuck in a call that never returns (a save to a hung disk)
     except KeyboardInterrupt:
         print("forced", flush=True)
 """
 
 
+def in_blocking_call(child: subprocess.Popen) -> subprocess.Popen:
+    """``child`` once it sleeps in its blocking call (its state in Linux's /proc), so that a signal lands there, not
+    on its way in; where there is no /proc it may land just before the call, which the child takes the same way."""
+    stat = Path(f"/proc/{child.pid}/stat")
+    while stat.exists() and stat.read_text().rpartition(")")[2].split()[0] in ("R", "D"):  # running, or loading
+        time.sleep(0.01)
+    return child
+
+
+@contextlib.contextmanager
+def stuck_child(script: str) -> Iterator[subprocess.Popen]:
+    """``script`` running, past its "stopping" line; killed after a minute, so a child that never says its next line
+    fails the test (an empty line read) instead of hanging it. The minute decides nothing on a machine however busy:
+    each signal is sent only once the child has said it handled the one before."""
+    stuck = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    guard = threading.Timer(60, stuck.kill)
+    guard.start()
+    try:
+        assert stuck.stdout.readline() == "stopping\n"
+        yield stuck
+    finally:
+        guard.cancel()
+        if stuck.poll() is None:
+            stuck.kill()
+        stuck.wait()
+
+
 def test_a_third_signal_ends_a_stop_stuck_in_a_blocking_call():
     """Python retries a blocking call a signal interrupts (PEP 475); a stop under way notes a second Ctrl-C, so an
     impatient double press keeps its checkpoint; the third ends the stop, wherever it is stuck."""
-    stuck = subprocess.Popen([sys.executable, "-c", STUCK_STOP], stdout=subprocess.PIPE, text=True)
-    try:
-        assert stuck.stdout.readline() == "stopping\n"
+    with stuck_child(STUCK_STOP) as stuck:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            stuck.send_signal(signum)
-            time.sleep(0.5)
-        assert stuck.poll() is None  # noted: the stop keeps what it keeps
-        stuck.send_signal(signal.SIGINT)
-        assert stuck.wait(timeout=20) == 0 and stuck.stdout.read() == "forced\n"
-    finally:
-        if stuck.poll() is None:
-            stuck.kill()
-            stuck.wait()
+            in_blocking_call(stuck).send_signal(signum)
+            assert stuck.stdout.readline() == "noted\n"  # the stop keeps what it keeps: nothing ended
+        in_blocking_call(stuck).send_signal(signal.SIGINT)
+        assert stuck.stdout.read() == "forced\n" and stuck.wait() == 0
 
 
 STUCK_CLEANUP = STUCK_STOP + """
@@ -248,19 +277,12 @@ STUCK_CLEANUP = STUCK_STOP + """
 def test_a_fourth_signal_during_the_forced_stops_cleanup_quits_and_says_what_may_stay():
     """The third signal's cleanup can hang as the save did: a fourth leaves at once, exit 130, and the line no longer
     promises that nothing was left (the next run sweeps a temp place)."""
-    stuck = subprocess.Popen([sys.executable, "-c", STUCK_CLEANUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-    try:
-        assert stuck.stdout.readline() == "stopping\n"
+    with stuck_child(STUCK_CLEANUP) as stuck:
         for _ in range(2):
-            stuck.send_signal(signal.SIGINT)
-            time.sleep(0.5)
-        stuck.send_signal(signal.SIGINT)
+            in_blocking_call(stuck).send_signal(signal.SIGINT)
+            assert stuck.stdout.readline() == "noted\n"
+        in_blocking_call(stuck).send_signal(signal.SIGINT)
         assert stuck.stdout.readline() == "forced\n"
-        stuck.send_signal(signal.SIGINT)
-        assert stuck.wait(timeout=20) == 130
+        in_blocking_call(stuck).send_signal(signal.SIGINT)  # stuck again, in the cleanup
+        assert stuck.wait() == 130
         assert "Quit without cleaning up: a hidden .*.tmp place may be left" in stuck.stderr.read()
-    finally:
-        if stuck.poll() is None:
-            stuck.kill()
-            stuck.wait()
