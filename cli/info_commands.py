@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lowdim import json_text
@@ -192,11 +193,11 @@ def show(
     table = Table(title=f"{info.path}: {info.kind}", title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    for name, value in info.rows:
-        table.add_row(name, value)
+    for name, value in info.rows:  # what a file says is text: a token "[red]" is no markup to rich
+        table.add_row(escape(name), escape(value))
     out.print(table)
     if info.use:
-        out.print(f"use it: {info.use}", highlight=False)
+        out.print(f"use it: {escape(info.use)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 FORMAT = "lowdim.encoder_features"
 BATCH = 32
+KEY = re.compile(r"[0-9a-f]{20}")  # an image_key
+CLASS_TOKEN_BACKBONES = ("vit", "dinov2", "dinov2_with_registers")  # one class token, then the patch grid
 OWNER = "write_folder_features"  # the function a Python caller gives the encoder-features settings to
 ENCODER_CONFIG = 'hyper={"encoder_config": ...}'  # HyperTrainJob's, as a Python caller gives it
 # A write_folder_features parameter as this reader gave it: ``--pool`` (or ``flag=``) on the command line,
@@ -160,12 +163,16 @@ def _identity_images(folder: Path) -> list[Path]:
 
 
 def _keys(path: Path, metadata: dict) -> list[str]:
+    """The file's image keys, each an ``image_key`` (20 hex characters) once: what else a file holds is damage."""
     try:
         keys = json_text.loads(metadata["keys"])
     except (KeyError, ValueError):
         keys = None
     if not isinstance(keys, list):
         raise LowdimError(f"{path}: its list of image keys is missing or not JSON")
+    if not all(isinstance(key, str) and KEY.fullmatch(key) for key in keys) or len(set(keys)) != len(keys):
+        raise LowdimError(f"{path}: its image keys are not a list of distinct keys (20 hex characters, as lowdim "
+                          f"encoder-features writes them); the file is damaged")
     return keys
 
 
@@ -201,6 +208,34 @@ def _network_value(encoder: ImageEncoder, key: str, value: str) -> str:
     return repr(value)
 
 
+def _check_tokens(path: Path, tokens: int, encoder: ImageEncoder) -> None:
+    """Features of as many tokens per image as the encoder gives (1 + pool² pooled): another count would fail
+    inside the network's pooling as a reshape error, or blame the encoder setting."""
+    expected: int | None
+    if encoder.pool:
+        expected, how = 1 + encoder.pool ** 2, f"encoder_pool {encoder.pool} gives {1 + encoder.pool ** 2} " \
+                                                f"(1 + {encoder.pool}x{encoder.pool})"
+    else:
+        expected = _unpooled_tokens(encoder)
+        how = f"this encoder gives {expected}"
+    if expected is not None and tokens != expected:
+        count = f"{tokens} {'token' if tokens == 1 else 'tokens'}"
+        raise LowdimError(f"{path}: its features hold {count} per image; {how}; the file is damaged or made by "
+                          f"another tool")
+
+
+def _unpooled_tokens(encoder: ImageEncoder) -> int | None:
+    """Tokens a ViT or DINOv2 backbone gives per image: its class token, the patch grid and any register tokens
+    (None: another backbone, whose count, with or without a class token, is then taken as stored)."""
+    config = encoder.backbone.config
+    patch = getattr(config, "patch_size", None)
+    if getattr(config, "model_type", None) not in CLASS_TOKEN_BACKBONES or not isinstance(patch, int) or patch <= 0 \
+            or not encoder.input_size:
+        return None
+    registers = getattr(config, "num_register_tokens", 0) or 0
+    return 1 + (encoder.input_size // patch) ** 2 + int(registers)
+
+
 class StoredFeatures:
     """A feature file checked against the encoder it stands in for; ``get`` looks images up by their pixels."""
 
@@ -218,6 +253,10 @@ class StoredFeatures:
                 or features.shape[-1] != encoder.width:
             raise LowdimError(f"{self.path}: expected a (images, tokens, {encoder.width}) 'features' tensor for "
                               f"{len(keys)} images")
+        _check_tokens(self.path, features.shape[1], encoder)
+        if not torch.isfinite(features).all():  # else a NaN loss at the first step, blamed on the learning rate
+            raise LowdimError(f"{self.path}: tensor 'features' holds NaN or Inf values; refusing it (compute them "
+                              f"again with `lowdim encoder-features`)")
         self.rows = {key: row for key, row in zip(keys, features, strict=True)}
 
     def __len__(self) -> int:

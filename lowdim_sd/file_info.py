@@ -32,6 +32,7 @@ from lowdim_sd.file_info_parts import (
 )
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.model_paths import UNET_PREFIX
+from lowdim_sd.weight_folder_info import weight_folder_info
 
 
 def describe(path: Path) -> FileInfo:
@@ -46,7 +47,7 @@ def describe(path: Path) -> FileInfo:
         return _pipeline_folder(path)
     if path.is_dir():
         try:
-            return _weight_folder(path)
+            return weight_folder_info(path)
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise LowdimError(f"{path}: its index is damaged ({type(error).__name__}: {first_line(error)})") from None
     if not path.exists():  # a path on disk wins over a model registered under the same name
@@ -178,55 +179,6 @@ def _shard(path: Path, header: Header) -> FileInfo:
     values = {"identities": list(names), "tensors": len(header.shapes), "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
                     f"lowdim show {quote(str(path.parent))}", values)
-
-
-def _weight_folder(folder: Path) -> FileInfo:
-    from lowdim_sd.weight_index import INDEX, read_index
-
-    if not (folder / INDEX).is_file() and not any(folder.glob("index-p*.json")):
-        raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
-                          f"lowdim files and weight folders")
-    index = read_index(folder)
-    shards = sorted({entry["shard"] for entry in index["identities"]})
-    rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
-            ("space", f"{index.get('space', '?')} {compact(index.get('space_config', {}))}"),
-            ("model", index.get("model", "?")),
-            ("layers", f"{len(index.get('layers', []))} ({index.get('layer_set', '?')})"),
-            ("resolution", str(index.get("resolution", "?"))), ("seed", str(index.get("seed", "?"))),
-            ("images from", index.get("root", "?"))]
-    training = _weight_training(index)
-    rows += [(f"training: {key}", text) for key, (text, _) in training.items()]
-    values = {"identities": {"count": len(index["identities"]), "shards": len(shards)},
-              "space": space_object(index.get("space"), index.get("space_config", {})),
-              "layers": {"count": len(index.get("layers", [])), "set": index.get("layer_set")},
-              "resolution": index.get("resolution"), "seed": index.get("seed"),
-              **{f"training: {key}": value for key, (_, value) in training.items()}}
-    use = f"lowdim train-hypernet -w {quote(str(folder))} -o hyper"
-    if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
-        use = (f"lowdim precompute -m {quote(str(index.get('model') or 'MODEL'))} -i "
-               f"{quote(str(index.get('root') or 'IDENTITIES'))} -o {quote(str(folder))}")
-    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
-
-
-def _weight_training(index: dict) -> dict[str, tuple[str, object]]:
-    """The settings a precompute resume must match (name: (as the table says it, as JSON gives it)): a folder
-    made with --optimizer sgd, --shared-noise or --init is continued only with them, so show names them, and
-    --init's file rather than its hash. An absent key is the default of the lowdim that wrote the folder."""
-    config = index.get("config", {})
-    shown = {key: (compact(config[key]), config[key]) for key in ("steps", "learning_rate", "batch_size", "prompt",
-                                                                  "token", "crop") if key in config}
-    optimizer, shared, augment = config.get("optimizer") or "adamw", bool(config.get("shared_noise")), \
-        bool(config.get("augment", True))
-    shown["optimizer"] = (optimizer, optimizer)
-    shown["shared_noise"] = ("on" if shared else "off", shared)
-    shown["augment"] = ("on" if augment else "off (--no-augment)", augment)
-    shown["mixed_precision"] = (config.get("mixed_precision") or "no", config.get("mixed_precision") or "no")
-    shown["dtype"] = (index.get("dtype") or "not recorded", index.get("dtype"))
-    init = (index.get("init_path") or {}).get("resolved") if config.get("init") else None
-    if config.get("init") and init is None:  # a folder from before the path was recorded: its digest alone
-        init = f"an --init file of digest {str(config['init'])[:12]}… (its path was not recorded)"
-    shown["init"] = (init or "none (from zero)", init)
-    return shown
 
 
 def _other(path: Path, header: Header) -> FileInfo:

@@ -11,6 +11,7 @@ from typing import Any
 
 from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
+from lowdim.filecheck import printable_name
 
 
 @dataclass
@@ -22,6 +23,14 @@ class FileInfo:
     # A field's value for --json where the table's text is not it: programs read numbers, booleans and
     # objects, not "54,784", "false" or JSON inside a string.
     values: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A value from a file (a token, a name) may hold an escape sequence that would recolour or rewrite the
+        # terminal: the table shows it escaped, --json the value itself (JSON escapes it).
+        for place, (name, value) in enumerate(self.rows):
+            if isinstance(value, str) and not value.isprintable():
+                self.values.setdefault(name, value)
+                self.rows[place] = (name, printable_name(value))
 
     def as_dict(self) -> dict:
         fields: dict[str, Any] = {}  # a group's place is a dict of its own

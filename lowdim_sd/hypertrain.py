@@ -374,6 +374,8 @@ class _Loop:
         does: once the folder is whole again, --resume loses none of the steps since the last checkpoint."""
         if not self.main:  # the main process keeps the step and says so
             raise error
+        if self.step == 0:  # nothing trained yet: a checkpoint of the start would only be a folder to clean up
+            raise LowdimError(str(error)) from None
         latest = checkpoints.latest(self.job.out)
         kept = latest if latest is not None and checkpoints.saved_step(latest) == self.step else self.checkpoint()
         raise LowdimError(f"{error}; step {self.step} is saved to {kept}: {runs.RESUME} continues from it") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -97,8 +98,17 @@ def index_entry(identity: Identity, shard: str, row: int, seed: int, root: Path,
 
 
 def relative(path: Path, root: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    """An identity's image as the index records it: its path inside ``root`` (resolved), which train-hypernet
+    requires. A picture that is a link out of the folder (or in a linked sub-folder) is named by where it was found
+    under the root, not where the link leads."""
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(root):
+        return str(resolved.relative_to(root))
+    found = Path(os.path.abspath(path))
+    for above in found.parents:
+        if above.resolve() == root:
+            return str(found.relative_to(above))
+    return str(resolved)
 
 
 def changed_since(entry: dict, identity: Identity, root: Path) -> str | None:

@@ -16,13 +16,15 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.option_words import Wording, either
-from lowdim.spaces.base import LayerSpec, Space
+from lowdim.spaces.base import Space
 from lowdim_sd import stopping
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.faces import DEFAULT_MARGIN
 from lowdim_sd.weight_index import differing_settings, read_index
 from lowdim_sd.weight_readers import ReaderMark
+from lowdim_sd.weight_shards import check_weight_folder
 
 Folders = str | Path | Sequence[str | Path]
 DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px
@@ -60,7 +62,10 @@ class WeightDataset(torch.utils.data.Dataset):
                               f"only")
         self.roots = [Path(image_root or index["root"]) for index in self._indexes]
         self._all_entries = _named_entries(self.folders, self._indexes)
-        self.layers = [LayerSpec(str(n), int(o), int(i)) for n, o, i in self.index["layers"]]
+        # Every shard's header against its index (no tensor read): a damaged folder is one line now, before any
+        # model loads, not a traceback or a wrong pairing minutes into training.
+        self.layers = [check_weight_folder(folder, index) for folder, index in
+                       zip(self.folders, self._indexes, strict=True)][0]
         self.resolution = int(self.index["resolution"])
         # The hypernetwork must see the images the way precompute trained on them: cropped alike
         # (the folders agree on it: the crop is part of the recipe _check_alike compares).
@@ -118,7 +123,10 @@ class WeightDataset(torch.utils.data.Dataset):
             with safe_open(str(path), framework="pt") as shard:
                 for key in shard.keys():  # noqa: SIM118 (safe_open is not a dict)
                     layer, _, param = key.rpartition("/")
-                    nested.setdefault(layer, {})[param] = shard.get_slice(key)[entry["row"]]
+                    nested.setdefault(layer, {})[param] = _finite(path, key, entry["row"],
+                                                                  shard.get_slice(key)[entry["row"]])
+        except LowdimError:
+            raise
         except Exception as error:  # OSError, or safetensors' own error type
             # A signal's KeyboardInterrupt raised inside safetensors' reading comes out as its error (torch's
             # "could not determine the shape of object type ..."): that is the stop, not a damaged shard.
@@ -257,7 +265,6 @@ def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
     entries = []
     for position, (folder, index) in enumerate(zip(folders, indexes, strict=True)):
         for entry in index["identities"]:
-            _check_shard_name(folder, entry)
             name = f"{folder.resolve().name}/{entry['name']}" if qualify else entry["name"]
             entries.append({**entry, "name": name, "folder": position})
     # Sorted by name, not by folder order: an identity's number seeds its noise, so `-w a -w b` and
@@ -265,10 +272,9 @@ def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
     return sorted(entries, key=lambda entry: entry["name"])
 
 
-def _check_shard_name(folder: Path, entry: dict) -> None:
-    """A shard is a plain file of its own folder: an index must not point lowdim at files elsewhere."""
-    shard = entry.get("shard")
-    if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", "..") \
-            or not shard.endswith(".safetensors"):
-        raise LowdimError(f"{folder}: identity {entry.get('name')!r} names shard {shard!r}; a shard must be a "
-                          f"plain .safetensors file name inside the weight folder")
+def _finite(path: Path, key: str, row: int, values: Tensor) -> Tensor:
+    """``values`` if finite: NaN or Inf in a target would end training as a NaN loss, blamed on the learning rate."""
+    if values.is_floating_point() and not torch.isfinite(values).all():
+        raise LowdimError(f"{path}: tensor {printable_name(key)} holds NaN or Inf values in row {row}; refusing it "
+                          f"(rerun the lowdim precompute that made the folder into a new one)")
+    return values

@@ -9,6 +9,7 @@ from pathlib import Path
 from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.file_fit import format_version_problem
+from lowdim.filecheck import CONTROL, MAX_NAME, printable_name
 from lowdim.files import atomic_write
 from lowdim.option_words import either
 from lowdim_sd.face_inputs import crop_settings
@@ -69,10 +70,17 @@ def read_index(folder: Path) -> dict:
         elif differing_settings(merged, index):  # as a resume compares: an older index.json and a new part agree
             raise LowdimError(f"{path}: made with other settings than {parts[0].name}; they cannot be merged")
         for entry in index["identities"]:
+            check_entry(path, entry)
             # A process can only add to its own part, so a retrained identity's new entry may sit beside the
             # old one in index.json: the generation (0 where absent) says which is current, whatever the order.
-            if generation(entry) > generation(newest.get(entry["name"], {"generation": -1})):
+            earlier = newest.get(entry["name"])
+            if earlier is None or generation(entry) > generation(earlier):
                 newest[entry["name"]] = entry
+            elif generation(entry) == generation(earlier) and _place(entry) != _place(earlier):
+                # The same entry twice is a merge stopped before it removed a part; two rows under one name would
+                # drop one identity's weights without a word, or pair a name with the wrong ones.
+                raise LowdimError(f"{path}: identity {printable_name(entry['name'])} is listed twice "
+                                  f"({_place(earlier)} and {_place(entry)}); the index is damaged")
     merged["identities"] = list(newest.values())
     return merged
 
@@ -88,6 +96,25 @@ def check_version(folder: Path, index: dict) -> None:
 def generation(entry: dict) -> int:
     """How many times an identity's pictures changed and it was trained again (0: never)."""
     return int(entry.get("generation", 0))
+
+
+def check_entry(path: Path, entry: dict) -> None:
+    """An identity entry's name, row and generation as precompute writes them: a name to print and key by, a row
+    that is an int from 0 (negative ones would read another identity's row from the end), a whole generation."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or CONTROL.search(name):
+        raise LowdimError(f"{path}: an identity's name is {printable_name(str(name))}; a name is a line of printable "
+                          f"text")
+    row, number = entry.get("row"), entry.get("generation", 0)
+    if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+        raise LowdimError(f"{path}: identity {printable_name(name)} has row {row!r}; a row is a whole number from 0 "
+                          f"(the index is damaged)")
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise LowdimError(f"{path}: identity {printable_name(name)} has generation {number!r}; the index is damaged")
+
+
+def _place(entry: dict) -> str:
+    return f"row {entry['row']} of {entry.get('shard')}"
 
 
 def recorded_digests(entry: dict) -> list[str]:
@@ -144,6 +171,11 @@ def done_identities(out: Path, header: dict, compared: dict | None = None) -> di
         # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
         raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
                           f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
+    from lowdim_sd.weight_shards import check_weight_folder
+
+    # A shard that does not fit its index is no identity done: one line, not a rerun that skips it and a
+    # train-hypernet that fails on it. Images are not checked: this run records them anew, healing an older index.
+    check_weight_folder(out, existing, images=False)
     return {entry["name"]: entry for entry in existing["identities"]}
 
 
@@ -170,8 +202,14 @@ def _moved_here(index: dict, root: str) -> bool:
     before digests were recorded cannot show that, so their identities never count as moved)."""
     if Path(index["root"]).exists():
         return False
+    from lowdim_sd.weight_shards import image_inside_root
+
     for entry in index["identities"]:
-        first = Path(root) / entry["images"][0]
+        images = entry.get("images")
+        if not isinstance(images, list) or not images or not isinstance(images[0], str) \
+                or not image_inside_root(images[0]):
+            return False  # never opened: an index's image outside its root names no moved picture
+        first = Path(root) / images[0]
         if "digest" not in entry or not first.is_file() or image_digest(first) != entry["digest"]:
             return False
     return True

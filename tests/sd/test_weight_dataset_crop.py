@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from weight_shard_files import write_shard_for  # tests/sd, on the path as pytest puts it
 
 from lowdim_sd import weight_dataset
 from lowdim_sd.faces import DEFAULT_MARGIN
@@ -22,6 +23,7 @@ def write_cropped_index(folder, crop_config: dict) -> None:
              "config": crop_config, "identities": [{"name": "id-0", "shard": "shard-00000.safetensors", "row": 0,
                                                     "seed": 0, "images": ["a.png"]}]}
     (folder / "index.json").write_text(json.dumps(index))
+    write_shard_for(folder, index)
 
 
 @pytest.mark.parametrize(("crop_config", "margin"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from weight_shard_files import write_shard_for  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd.precompute import FORMAT
@@ -17,6 +18,8 @@ def write_index(folder, shard: object) -> None:
              "layer_set": "unet", "layers": [["unet.a", 4, 4]], "resolution": 32, "root": str(folder),
              "config": {}, "identities": [{"name": "id-0", "shard": shard, "row": 0, "seed": 0, "images": ["a.png"]}]}
     (folder / "index.json").write_text(json.dumps(index))
+    if shard == "shard-00000.safetensors":
+        write_shard_for(folder, index)
 
 
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd.safetensors", "sub/shard.safetensors",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from weight_shard_files import write_shard_for  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_cli.main import main
@@ -26,11 +27,12 @@ def header(root, config: dict, **fields) -> dict:
 
 
 def weight_folder(folder, config: dict | None = None, **fields) -> None:
-    """A weight folder of one identity; its shard is never read by these tests."""
+    """A weight folder of one identity, with the shard its header is checked against."""
     folder.mkdir()
     entry = {"name": "id-0", "shard": "shard-00000.safetensors", "row": 0, "seed": 0, "images": ["id-0/a.png"]}
     index = {**header(folder.parent / "ids", config or {"steps": 1}, **fields), "identities": [entry]}
     (folder / "index.json").write_text(json.dumps(index))
+    write_shard_for(folder, index)
 
 
 @pytest.mark.parametrize("version", ["2", 2])

@@ -1,0 +1,75 @@
+"""``lowdim show`` of a weight folder (``lowdim precompute``'s output): its identities and the settings a resume
+must match, read from its index, with each shard's header checked against it as train-hypernet checks it: a folder
+that cannot train is said to be damaged, not vouched for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from shlex import quote
+
+from lowdim.errors import LowdimError
+from lowdim_sd.file_info_parts import FileInfo, compact, space_object
+
+
+def weight_folder_info(folder: Path) -> FileInfo:
+    from lowdim_sd.weight_index import INDEX, read_index
+
+    if not (folder / INDEX).is_file() and not any(folder.glob("index-p*.json")):
+        raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
+                          f"lowdim files and weight folders")
+    index = read_index(folder)
+    shards = sorted({str(entry.get("shard")) for entry in index["identities"]})
+    layers: list = index["layers"] if isinstance(index.get("layers"), list) else []  # "abc": none, not 3
+    rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
+            ("space", f"{index.get('space', '?')} {compact(index.get('space_config', {}))}"),
+            ("model", index.get("model", "?")),
+            ("layers", f"{len(layers)} ({index.get('layer_set', '?')})"),
+            ("resolution", str(index.get("resolution", "?"))), ("seed", str(index.get("seed", "?"))),
+            ("images from", index.get("root", "?"))]
+    training = _weight_training(index)
+    rows += [(f"training: {key}", text) for key, (text, _) in training.items()]
+    values = {"identities": {"count": len(index["identities"]), "shards": len(shards)},
+              "space": space_object(index.get("space"), index.get("space_config", {})),
+              "layers": {"count": len(layers), "set": index.get("layer_set")},
+              "resolution": index.get("resolution"), "seed": index.get("seed"),
+              **{f"training: {key}": value for key, (_, value) in training.items()}}
+    use = f"lowdim train-hypernet -w {quote(str(folder))} -o hyper"
+    if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
+        use = (f"lowdim precompute -m {quote(str(index.get('model') or 'MODEL'))} -i "
+               f"{quote(str(index.get('root') or 'IDENTITIES'))} -o {quote(str(folder))}")
+    if (damage := _damage(folder, index)) is not None:  # what train-hypernet would refuse it for, and no command
+        rows.insert(0, ("damaged", damage))
+        use = ""
+    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
+
+
+def _damage(folder: Path, index: dict) -> str | None:
+    """Why train-hypernet refuses the folder (the shards' headers against the index), as its one line; None: fit."""
+    from lowdim_sd.weight_shards import check_weight_folder
+
+    try:
+        check_weight_folder(folder, index)
+    except LowdimError as error:
+        return str(error)
+    return None
+
+
+def _weight_training(index: dict) -> dict[str, tuple[str, object]]:
+    """The settings a precompute resume must match (name: (as the table says it, as JSON gives it)): a folder
+    made with --optimizer sgd, --shared-noise or --init is continued only with them, so show names them, and
+    --init's file rather than its hash. An absent key is the default of the lowdim that wrote the folder."""
+    config = index.get("config", {})
+    shown = {key: (compact(config[key]), config[key]) for key in ("steps", "learning_rate", "batch_size", "prompt",
+                                                                  "token", "crop") if key in config}
+    optimizer, shared, augment = config.get("optimizer") or "adamw", bool(config.get("shared_noise")), \
+        bool(config.get("augment", True))
+    shown["optimizer"] = (optimizer, optimizer)
+    shown["shared_noise"] = ("on" if shared else "off", shared)
+    shown["augment"] = ("on" if augment else "off (--no-augment)", augment)
+    shown["mixed_precision"] = (config.get("mixed_precision") or "no", config.get("mixed_precision") or "no")
+    shown["dtype"] = (index.get("dtype") or "not recorded", index.get("dtype"))
+    init = (index.get("init_path") or {}).get("resolved") if config.get("init") else None
+    if config.get("init") and init is None:  # a folder from before the path was recorded: its digest alone
+        init = f"an --init file of digest {str(config['init'])[:12]}… (its path was not recorded)"
+    shown["init"] = (init or "none (from zero)", init)
+    return shown

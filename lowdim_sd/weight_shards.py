@@ -1,0 +1,180 @@
+"""A weight folder checked against its own index before anything trains on it or counts it as done.
+
+An index and its shards may come from a stranger, or be edited by hand: a shard of another shape, a stray or
+missing tensor, a row another identity's, an index naming shards that never existed. Each would otherwise surface
+as a traceback minutes into training, or train on the wrong θ without a word. So each shard the index names is
+opened once and its header alone is read (safetensors' JSON header: names, dtypes, shapes and the shard's own list
+of identities; no tensor), and compared with what the index's space and layers make. Each refusal is one line
+naming index.json or the shard. Values are not read here: NaN or Inf is refused as a row is read
+(``WeightDataset.weights``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from lowdim import json_text
+from lowdim.errors import LowdimError
+from lowdim.filecheck import checked_layers, printable_name
+from lowdim.spaces.base import LayerSpec
+from lowdim_sd.weight_index import INDEX
+
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # as safetensors names them
+MAX_RESOLUTION = 8192  # a side lowdim trains at: SD1.5 512, SDXL 1024; a bigger one is an edited index
+
+
+def check_weight_folder(folder: Path, index: dict, images: bool = True) -> list[LayerSpec]:
+    """Refuse, in one line, an index or shard of ``folder`` that cannot be trained on; the index's layers.
+    ``images``: also refuse image paths outside the index's root (train-hypernet and show; a precompute rerun
+    records them anew)."""
+    where = Path(folder) / INDEX
+    layers = checked_layers(index.get("layers"), where, LowdimError)
+    check_resolution(where, index.get("resolution"))
+    for entry in index["identities"]:
+        check_shard_name(Path(folder), entry)
+        if images:
+            check_images(where, entry)
+    expected = _expected_shapes(where, index, layers)
+    by_shard: dict[str, list[dict]] = defaultdict(list)
+    for entry in index["identities"]:
+        by_shard[entry["shard"]].append(entry)
+    dtypes: dict[str, str] = {}  # dtype: the first shard holding it
+    for shard, entries in sorted(by_shard.items()):
+        dtype = _check_shard(Path(folder), shard, entries, expected)
+        dtypes.setdefault(dtype, shard)
+    if len(dtypes) > 1:  # one recipe, one precision: a shard of another is another folder's
+        (first, one), (second, other) = list(dtypes.items())[:2]
+        raise LowdimError(f"{folder}: {one} holds {first} values and {other} {second}; one weight folder's shards "
+                          f"share one dtype")
+    return layers
+
+
+def check_shard_name(folder: Path, entry: dict) -> None:
+    """A shard is a plain file of its own folder: an index must not point lowdim at files elsewhere."""
+    shard = entry.get("shard")
+    if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", "..") \
+            or not shard.endswith(".safetensors"):
+        raise LowdimError(f"{folder}: identity {entry.get('name')!r} names shard {shard!r}; a shard must be a "
+                          f"plain .safetensors file name inside the weight folder")
+
+
+def check_resolution(where: Path, resolution: object) -> None:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= MAX_RESOLUTION \
+            or resolution % 8:
+        raise LowdimError(f"{where}: resolution {resolution!r} is not a side lowdim trains at (a multiple of 8 from 8 "
+                          f"to {MAX_RESOLUTION}); the index is damaged")
+
+
+def check_images(where: Path, entry: dict) -> None:
+    """An identity's images are paths inside the index's root: an absolute path or one that climbs out with ``..``
+    would have lowdim open (and hash) any file on the machine, so it is refused before anything is opened."""
+    images = entry.get("images")
+    name = printable_name(str(entry.get("name")))
+    if not isinstance(images, list) or not images:
+        raise LowdimError(f"{where}: identity {name} names no images; the index is damaged")
+    for image in images:
+        if not isinstance(image, str) or not image_inside_root(image):
+            raise LowdimError(f"{where}: identity {name} names image {printable_name(str(image))}; an index names its "
+                              f"images by their path inside its root, with no '..' (rerun the lowdim precompute that "
+                              f"made the folder: it records them so)")
+
+
+def image_inside_root(image: str) -> bool:
+    """Whether ``image`` is a plain relative path below a root (no drive, no leading slash, no ``..`` part)."""
+    if not image or "\x00" in image:
+        return False
+    for kind in (PurePosixPath, PureWindowsPath):
+        path = kind(image)
+        if path.is_absolute() or path.anchor or ".." in path.parts:
+            return False
+    return True
+
+
+def _expected_shapes(where: Path, index: dict, layers: list[LayerSpec]) -> dict[str, tuple[int, ...]]:
+    """Each stored tensor's name ('layer/param') and per-row shape, as the index's space makes them."""
+    import lowdim
+
+    try:
+        space = lowdim.get_space(str(index.get("space")), index.get("space_config"))
+    except LowdimError as error:
+        raise LowdimError(f"{where}: its space cannot be made ({error})") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise LowdimError(f"{where}: its space {index.get('space')!r} and space_config cannot be read "
+                          f"({type(error).__name__}: {error})") from None
+    return {f"{layer.name}/{param}": tuple(shape) for layer in layers
+            for param, shape in space.param_shapes(layer).items()}
+
+
+def _check_shard(folder: Path, shard: str, entries: list[dict], expected: dict[str, tuple[int, ...]]) -> str:
+    """One shard's header against the index: its tensors, their shared row count and dtype, and each entry's row
+    (an int below that count, named so in the shard's own list of identities). Its dtype."""
+    path = folder / shard
+    if path.is_symlink():
+        raise LowdimError(f"{path}: a symbolic link; a weight folder's shards are its own files, not links to others")
+    if not path.exists():
+        who = ", ".join(printable_name(entry["name"]) for entry in entries[:2])
+        raise LowdimError(f"{folder / INDEX} names {shard} (identity {who}), which is missing from {folder}; rerun "
+                          f"the lowdim precompute that made the folder to train those identities again")
+    if not path.is_file():
+        raise LowdimError(f"{path}: not a regular file; a weight folder's shards are plain .safetensors files")
+    shapes, dtypes, names = _header(path)
+    unexpected = sorted(set(shapes) - set(expected))
+    if unexpected:
+        raise LowdimError(f"{path}: unexpected tensor {printable_name(unexpected[0])} (the index's space and layers "
+                          f"make no such tensor)")
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise LowdimError(f"{path}: missing tensor {printable_name(missing[0])}, which the index's space and layers "
+                          f"make")
+    rows = shapes[next(iter(shapes))][0] if shapes and shapes[next(iter(shapes))] else 0
+    for key, shape in shapes.items():
+        if dtypes[key] not in FLOAT_DTYPES:
+            raise LowdimError(f"{path}: tensor {printable_name(key)} holds {dtypes[key]} values, not floats")
+        if tuple(shape) != (rows, *expected[key]):
+            raise LowdimError(f"{path}: tensor {printable_name(key)} has shape {tuple(shape)}; the index's space and "
+                              f"layers need {(rows, *expected[key])}")
+    counts = Counter(dtypes.values()).most_common()
+    if len(counts) > 1:  # the odd one out named, against what most tensors hold
+        odd = next(key for key, dtype in dtypes.items() if dtype != counts[0][0])
+        raise LowdimError(f"{path}: tensor {printable_name(odd)} is {dtypes[odd]}, the others {counts[0][0]}; a "
+                          f"shard's tensors share one dtype")
+    for entry in entries:
+        _check_row(folder, path, entry, rows, names)
+    return counts[0][0] if counts else "F32"
+
+
+def _check_row(folder: Path, path: Path, entry: dict, rows: int, names: list[str] | None) -> None:
+    row, name = int(entry["row"]), entry["name"]  # an int from 0: read_index checked it
+    if row >= rows:
+        raise LowdimError(f"{folder / INDEX} names row {row} of {path} (identity {printable_name(name)}), which holds "
+                          f"{rows} rows; the index is damaged")
+    if names is not None and names[row] != name:
+        raise LowdimError(f"{path}: row {row} is {printable_name(names[row])} in the shard's own list, but "
+                          f"{INDEX} names it {printable_name(name)}; the index pairs an identity with another's "
+                          f"weights")
+
+
+def _header(path: Path) -> tuple[dict[str, list[int]], dict[str, str], list[str] | None]:
+    """(shapes, dtypes, the shard's own list of identities) from ``path``'s header; no tensor is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as opened:
+            slices = {key: opened.get_slice(key) for key in opened.keys()}  # noqa: SIM118 (not a dict)
+            shapes = {key: list(part.get_shape()) for key, part in slices.items()}
+            dtypes = {key: str(part.get_dtype()) for key, part in slices.items()}
+            metadata = opened.metadata() or {}
+    except Exception as error:  # OSError, or safetensors' own error type for every way a file is broken
+        raise LowdimError(f"{path}: unreadable weight shard ({str(error).splitlines()[0] if str(error) else error!r})"
+                          ) from None
+    if "identities" not in metadata:
+        return shapes, dtypes, None
+    try:
+        names = json_text.loads(metadata["identities"])
+    except ValueError:
+        names = None
+    rows = shapes[next(iter(shapes))][0] if shapes and shapes[next(iter(shapes))] else 0
+    if not isinstance(names, list) or len(names) != rows or not all(isinstance(name, str) for name in names):
+        raise LowdimError(f"{path}: its metadata's list of identities is not one name per row; the shard is damaged")
+    return shapes, dtypes, names
