@@ -195,7 +195,13 @@ def rank_relaxed_trainable(model: SDModel, initial: str | os.PathLike[str], *, r
                            subject_name: str = "adapter", token: str | None = None,
                            save_dtype: str = "fp32", dropout: float = 0.0) -> AdapterTrainable:
     """Paper §4.3 from a file: load ``initial`` (e.g. a predicted LiDB), then ``relaxed_trainable``."""
+    from lowdim_sd.divergence import note_start
+    from lowdim_sd.textual_inversion import refuse_embedding_start
+
+    refuse_embedding_start(initial)
     info = lowdim.load_adapter(initial, lowdim.Adapters(model.modules), name="initial")
+    start = [value for params in lowdim.Adapters(model.modules).tensors("initial").values()
+             for value in params.values()]
     learned = str(info.metadata.get("token") or "")
     if token and learned and token != learned:  # its frozen part still calls the subject by its own word
         given, leave = ((f"--token {token!r}", "leave --token out") if on_the_command_line() else
@@ -203,8 +209,10 @@ def rank_relaxed_trainable(model: SDModel, initial: str | os.PathLike[str], *, r
         warnings.warn(f"{initial} learned its subject under the word {learned!r}; with {given} the new LoRA trains "
                       f"under another word ({leave} to train under {learned!r})", stacklevel=3)
     metadata = {"base_model": model.base_model_id, "token": token or learned or DEFAULT_TOKEN}
-    return relaxed_trainable(model, "initial", rank=rank, merge_frozen=merge_frozen, subject_name=subject_name,
-                             metadata=metadata, save_dtype=save_dtype, dropout=dropout)
+    trainable = relaxed_trainable(model, "initial", rank=rank, merge_frozen=merge_frozen, subject_name=subject_name,
+                                  metadata=metadata, save_dtype=save_dtype, dropout=dropout)
+    note_start(trainable.parameters, start)  # a divergence then names a huge start, not the learning rate
+    return trainable
 
 
 class FullTrainable:

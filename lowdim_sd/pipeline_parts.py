@@ -12,13 +12,17 @@ with the hub reachable diffusers loads it as before (an updated repository is fe
 
 from __future__ import annotations
 
+import importlib
+import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from lowdim.errors import first_line
+from lowdim.filecheck import printable_name
 from lowdim_sd.loading import ModelLoadError
-from lowdim_sd.weights_folder import WEIGHT_PICKLES, pickle_refusal, read_config_json
+from lowdim_sd.weights_folder import LIBRARIES, WEIGHT_PICKLES, pickle_refusal, read_config_json
 
 # Passed as None on every load: a copy of SD1.5 often lists them with their folders deleted.
 UNUSED_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
@@ -30,6 +34,14 @@ NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve
 # diffusers' names of fp16-variant weights: a file, a shard, a shard index.
 FP16_INDEX = re.compile(r"\.safetensors\.index\.fp16\.json$")
 FP16_WEIGHTS = re.compile(r"\.fp16(-\d+-of-\d+)?\.safetensors$|" + FP16_INDEX.pattern)
+# The parts an SD1.x pipeline takes: model_index.json must name each as [library, class] or [null, null].
+PIPELINE_PARTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", *UNUSED_PARTS)
+# diffusers allocates several arrays of num_train_timesteps values as it builds a scheduler; SD trains on 1000.
+MAX_TIMESTEPS = 10_000
+# The side of the picture a UNet draws by default (sample_size times the VAE's scale): SD1.5 draws 512, SD2 768,
+# SDXL 1024. At 4096 a side one UNet step already needs tens of GB of attention, so a bigger default is an edited
+# config, not a model; refused before generate tries to allocate it.
+MAX_PICTURE = 4096
 
 
 class MissingPart(ModelLoadError):
@@ -40,15 +52,39 @@ def check_model_folder(folder: Path) -> str | None:
     """``folder`` is an SD1.x pipeline with every part it lists, each with its weights; the weights variant to
     load (``"fp16"`` where a part holds fp16-variant weights only, else None)."""
     index = read_config_json(folder / "model_index.json")
+    check_entries(index, folder / "model_index.json")
     check_sd1(folder, index, str(folder))
-    return check_parts(folder, index, weights=True)
+    variant = check_parts(folder, index, weights=True)
+    check_picture_size(folder)
+    return variant
 
 
 def check_config_folder(folder: Path, label: str) -> None:
     """A ``--model-config`` folder: an SD1.x pipeline with every part's configs (its weights are not used)."""
     index = read_config_json(folder / "model_index.json")
+    check_entries(index, folder / "model_index.json")
     check_sd1(folder, index, label)
     check_parts(folder, index, weights=False)
+    check_picture_size(folder)
+
+
+def check_entries(index: dict, path: Path) -> None:
+    """Each part model_index.json names is [library, class] of diffusers or transformers, or [null, null]:
+    diffusers imports whatever module an entry names (``["os", "system"]``) and fails on any other shape in
+    Python's words. Parts lowdim passes as None (UNUSED_PARTS) are never imported, so SD1.5's own
+    ``["stable_diffusion", "StableDiffusionSafetyChecker"]`` may stay."""
+    for name, entry in index.items():
+        if name.startswith("_") or not (name in PIPELINE_PARTS or isinstance(entry, list)) or entry == [None, None]:
+            continue
+        shown = f"{path}: part {printable_name(name)} is {json.dumps(entry)[:80]}"
+        if not (isinstance(entry, list) and len(entry) == 2
+                and all(isinstance(word, str) and word.isidentifier() for word in entry)
+                and (entry[0] in LIBRARIES or name in UNUSED_PARTS)):
+            raise ModelLoadError(f"{shown}; lowdim loads diffusers or transformers classes only (or [null, null] "
+                                 f"for a part left out)")
+        if name not in UNUSED_PARTS and not isinstance(getattr(importlib.import_module(entry[0]), entry[1], None),
+                                                       type):
+            raise ModelLoadError(f"{shown}, but {entry[0]} has no class '{entry[1]}' (made by a newer {entry[0]}?)")
 
 
 def check_sd1(folder: Path, index: dict, label: str) -> None:
@@ -84,11 +120,57 @@ def check_parts(folder: Path, index: dict, weights: bool) -> str | None:
             _need_files(part, kind, ("tokenizer.json",), ("vocab.json", "merges.txt"))
         elif "Scheduler" in kind:
             _need_files(part, kind, ("scheduler_config.json",))
+            check_scheduler_config(part / "scheduler_config.json")
         else:
             _need_files(part, kind, ("config.json",))
             if weights and weights_variant(part) is not None:
                 variant = "fp16"
     return variant
+
+
+def check_scheduler_config(path: Path) -> None:
+    """The numbers a scheduler is built from, checked first: diffusers makes arrays of ``num_train_timesteps``
+    values (10**9 is 4 GB each) and turns a string into a torch error quoting its own signature."""
+    config = read_config_json(path)
+    steps = config.get("num_train_timesteps", 1000)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_TIMESTEPS:
+        raise ModelLoadError(f"{path}: 'num_train_timesteps' is {steps!r}; lowdim accepts an integer from 1 to "
+                             f"{MAX_TIMESTEPS} (SD's schedulers use 1000)")
+    for key in ("beta_start", "beta_end"):
+        if key in config and not _fraction(config[key]):
+            raise ModelLoadError(f"{path}: {key!r} is {config[key]!r:.40}; lowdim accepts a number from 0 to 1 "
+                                 f"(SD's: 0.00085 and 0.012)")
+    betas = config.get("trained_betas")
+    if betas is not None and not (isinstance(betas, list) and len(betas) <= MAX_TIMESTEPS
+                                  and all(_fraction(beta) for beta in betas)):
+        raise ModelLoadError(f"{path}: 'trained_betas' is not a list of numbers from 0 to 1 (or null), at most "
+                             f"{MAX_TIMESTEPS} of them")
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0 <= value <= 1
+
+
+def check_picture_size(folder: Path) -> None:
+    """The picture the UNet draws by default (``sample_size`` latents times the VAE's scale, as diffusers takes it)
+    is one an SD model draws: generate would otherwise try to allocate it (2**20 latents: 17 TB)."""
+    config_path = folder / "unet" / "config.json"
+    if not config_path.is_file():
+        return
+    size = read_config_json(config_path).get("sample_size")
+    sides = [size, size] if isinstance(size, int) else size
+    if not (isinstance(sides, list) and len(sides) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in sides)):
+        raise ModelLoadError(f"{config_path}: 'sample_size' is {json.dumps(size)[:40]}; lowdim accepts a positive "
+                             f"integer or [height, width] (SD1.5's: 64)")
+    vae_path = folder / "vae" / "config.json"
+    channels = read_config_json(vae_path).get("block_out_channels") if vae_path.is_file() else None
+    scale = 2 ** (len(channels) - 1) if isinstance(channels, list) and 1 <= len(channels) <= 16 else 8
+    if max(sides) * scale > MAX_PICTURE:
+        raise ModelLoadError(f"{config_path}: 'sample_size' is {json.dumps(size)}, which with the VAE's scale of "
+                             f"{scale} means pictures of {max(sides) * scale} pixels a side by default; lowdim accepts "
+                             f"at most {MAX_PICTURE} (SD1.5 draws 512, SDXL 1024)")
 
 
 def weights_variant(part: Path) -> str | None:

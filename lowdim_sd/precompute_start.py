@@ -36,8 +36,7 @@ def read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, se
                   "layers": [layer.name for layer in layer_specs(model.modules, layer_set)]}
         for key, value in found.items():
             if value != wanted[key]:
-                raise LowdimError(f"--init {path}: its {key} differs from this precompute's ({_short(value)} "
-                                  f"against {_short(wanted[key])})")
+                raise LowdimError(f"--init {path}: {_difference(key, value, wanted[key])}")
         return probe.tensors(ADAPTER + "_start")
     finally:
         probe.delete(ADAPTER + "_start")
@@ -58,8 +57,7 @@ def check_start_early(path: Path, space: Space, seed: int) -> None:
     wanted = {"space": (space.name, space.config.to_dict()), "seed": seed}
     for key, value in found.items():
         if value != wanted[key]:
-            raise LowdimError(f"--init {path}: its {key} differs from this precompute's ({_short(value)} against "
-                              f"{_short(wanted[key])})")
+            raise LowdimError(f"--init {path}: {_difference(key, value, wanted[key])}")
 
 
 def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dict:
@@ -73,13 +71,33 @@ def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dic
     wanted = {"space": (space.name, space.config.to_dict()), "seed": seed, "layers": layers}
     for key, value in found.items():
         if value != wanted[key]:
-            raise LowdimError(f"--init {folder}: its {key} differs from this precompute's ({_short(value)} against "
-                              f"{_short(wanted[key])})")
+            raise LowdimError(f"--init {folder}: {_difference(key, value, wanted[key])}")
     return {layer: {k: v.mean(0) for k, v in params.items()} for layer, params in all_targets(data).items()}
 
 
+def _difference(key: str, found, wanted) -> str:
+    """How an --init's ``key`` (space, seed, layers) differs from the run's, in words: a space by its name, or by
+    the options that differ, never as Python reprs cut mid-dict."""
+    if key == "space" and found[0] != wanted[0]:
+        return f"its space is {_short(found[0])}, this precompute's is {_short(wanted[0])}"
+    if key == "space" and isinstance(found[1], dict) and isinstance(wanted[1], dict):
+        options = [option for option in {**wanted[1], **found[1]} if found[1].get(option) != wanted[1].get(option)]
+        shown = ", ".join(f"{_name(option)}={_short(found[1].get(option))} against {_short(wanted[1].get(option))}"
+                          for option in options[:3])
+        return f"its space differs from this precompute's ({wanted[0]}: {shown})"
+    if key == "layers" and isinstance(found, list):
+        extra, missing = sorted(set(found) - set(wanted)), sorted(set(wanted) - set(found))
+        shown = f"e.g. it has {extra[0]}" if extra else f"e.g. it lacks {missing[0]}" if missing else "their order"
+        return f"its layers differ from this precompute's ({len(found)} against {len(wanted)}; {shown})"
+    return f"its {key} differs from this precompute's ({_short(found)} against {_short(wanted)})"
+
+
+def _name(option: str) -> str:
+    return option if option.isidentifier() else ascii(option)[:40]
+
+
 def _short(value) -> str:
-    text = str(value)
+    text = ascii(value) if isinstance(value, str) else str(value)  # a name read from a file: quoted and escaped
     return text if len(text) < 80 else text[:77] + "..."
 
 
@@ -92,6 +110,10 @@ def start_from(model: SDModel, start: dict, rows: int) -> None:
             for name, param in slot.params.items():
                 value = start[layer][name].to(param.dtype)
                 param.copy_(value.expand(rows, *value.shape) if rows > 1 else value)
+    from lowdim_sd.divergence import note_start
+
+    note_start(lowdim.Adapters(model.modules).parameters(ADAPTER), [value for params in start.values()
+                                                                     for value in params.values()])
 
 
 def start_digest(start: dict) -> str:

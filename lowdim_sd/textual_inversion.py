@@ -14,6 +14,7 @@ tokenizer and the text encoder:
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ from lowdim_sd.loading import SDModel
 from lowdim_sd.modes import ADAPTER, AdapterTrainable
 
 SPACE = "ti"
+# Characters of a token: people's are words (sks, <my-face>); a prompt holds 77 tokens, so one far longer is an
+# edited file, and diffusers' suffixes (_1, _2 ...) still fit beside it.
+MAX_TOKEN = 64
+SPECIAL_TOKEN = re.compile(r"<\|.*\|>")  # CLIP's <|startoftext|> and <|endoftext|>
 
 
 class EmbeddingError(AdapterFileError):
@@ -46,6 +51,31 @@ def learns_tokens(space: Space | str) -> bool:
         entry = lowdim.get_registry().spaces.get(space)
         return bool(entry and getattr(entry.value, "learns_tokens", False))
     return bool(getattr(space, "learns_tokens", False))
+
+
+def token_problem(token: str) -> str | None:
+    """Why no SD1.x model takes ``token`` as a Textual Inversion word, told without a tokenizer (None: nothing
+    found; whether the word is already in a vocabulary needs the model's tokenizer, ``add_tokens`` checks it).
+    Shared by every reader of a TI file (generate's loader, export), so export never hands other tools a file
+    lowdim itself refuses to draw with."""
+    if not token:
+        return "is empty"
+    if len(token) > MAX_TOKEN:
+        return f"is longer than {MAX_TOKEN} characters"
+    if not token.isprintable() or any(char.isspace() for char in token):
+        return "holds whitespace or a character that does not print; a token is one word"
+    if SPECIAL_TOKEN.fullmatch(token):
+        return "is written as a special token of CLIP's tokenizer (<|...|>)"
+    if token != token.lower():
+        return ("holds capital letters, which SD's CLIP tokenizer lowercases in every prompt, so no prompt calls "
+                "it; choose a lowercase token")
+    return None
+
+
+def printable_token(token: str) -> str:
+    """``token`` for one printed line: quoted, escaped and cut to a readable length."""
+    text = ascii(token)
+    return text if len(text) <= 60 else text[:50] + "...'"
 
 
 def token_names(token: str, vectors: int) -> list[str]:
@@ -99,6 +129,8 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
                              f"cannot share a token (train or load one with another {token_option()})")
     if any(not name or name.split() != [name] for name in names):
         raise LowdimError(f"{where}the identifier {token!r} must be one word without spaces")
+    if problem := token_problem(token):  # what a file's reader refuses (read_embedding): never trained either
+        raise LowdimError(f"{where}the identifier {printable_token(token)} {problem}")
     if token in tokenizer.get_vocab():
         raise LowdimError(f"{where}the identifier '{token}' is itself a token of the vocabulary, which cannot "
                           f"get a second row; choose another {token_option()}")
@@ -186,6 +218,16 @@ def is_embedding_file(path: str | os.PathLike) -> bool:
     return metadata.get("format") == "lowdim.adapter" and learns_tokens(metadata.get("space", ""))
 
 
+def refuse_embedding_start(path: str | os.PathLike) -> None:
+    """An embedding handed where rank relaxation wants an adapter to finetune on top of (``--init``): its rows
+    are new tokens, not an update of the model's weights, so no LoRA can be relaxed from it."""
+    if is_embedding_file(path):
+        init = either("--init", "TrainJob(initial=...)")
+        raise EmbeddingError(f"{path}: a Textual Inversion embedding; {init} takes a weight adapter (lidb, lora, "
+                             f"stack ...) to finetune on top of, and an embedding's rows are new tokens, not an "
+                             f"update of the model's weights")
+
+
 def is_embedding(adapter: AdapterFile) -> bool:
     """``is_embedding_file`` for a file already read: a lowdim adapter of a token space."""
     return learns_tokens(adapter.space)
@@ -205,6 +247,8 @@ def read_embedding(path: str | os.PathLike | AdapterFile, scale: float = 1.0) ->
     token = adapter.metadata.get("token", "")
     if not token:
         raise EmbeddingError(f"{path}: the file names no token for its vectors")
+    if problem := token_problem(token):
+        raise EmbeddingError(f"{path}: its token {printable_token(token)} {problem}")
     down, _ = adapter.lora_factors()[layer.name]
     vectors = down.float() * scale
     return Embedding(path, token, vectors, layer.out_features - len(vectors), adapter.metadata.get("base_model", ""))

@@ -30,3 +30,27 @@ def test_text_nested_past_the_parser_is_a_value_error(text):
 def test_damaged_json_is_still_json_s_own_error():
     with pytest.raises(json.JSONDecodeError):
         json_text.loads("{not json")
+
+
+@pytest.mark.parametrize("depth", [json_text.MAX_NESTING + 1, 900])
+def test_text_nested_past_the_bound_is_refused_before_any_walker_recurses(depth):
+    bound = json_text.MAX_NESTING
+    with pytest.raises(json_text.NestedTooDeeply, match=rf"nested too deeply \(more than {bound} levels\)"):
+        json_text.loads("[" * depth + "]" * depth)
+    with pytest.raises(ValueError, match="nested"):
+        json_text.loads('{"a":' * depth + "1" + "}" * depth)
+
+
+def test_text_nested_to_the_bound_is_read():
+    depth = json_text.MAX_NESTING
+    text = '{"x":' * (depth - 1) + "[1]" + "}" * (depth - 1)
+    assert json_text.loads(text) == json.loads(text)
+
+
+def test_a_long_flat_list_is_read_quickly():
+    text = json.dumps([[f"layer.{n}", 320, 768] for n in range(200_000)])
+    assert len(json_text.loads(text)) == 200_000
+
+
+def test_the_bound_is_far_above_what_lowdim_diffusers_or_transformers_write():
+    assert json_text.MAX_NESTING >= 64
