@@ -19,4 +19,12 @@ def merged_tokens(source: str) -> list[str] | None:
     if record is None:
         return None
     words = record.get("tokens")
-    return [str(word) for word in words if word] if isinstance(words, list) else []
+    # A record from someone else's merge: only words a prompt can hold, so none carries a terminal's escape codes
+    # into a warning or the prompt (a TI token is checked the same way when its file is read).
+    return [word for word in words if _a_word(word)] if isinstance(words, list) else []
+
+
+def _a_word(word: object) -> bool:
+    from lowdim_sd.textual_inversion import MAX_TOKEN
+
+    return isinstance(word, str) and 0 < len(word) <= MAX_TOKEN and word.isprintable()
