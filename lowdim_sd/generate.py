@@ -45,6 +45,9 @@ from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_sch
 __all__ = ["SCHEDULERS", "DrawParts", "GenerateConfig", "Generated", "attach_adapters", "detach_adapters",
            "draw_to_folder", "generate"]
 
+# The label of generate's bar, which counts pictures, not denoising steps: the web page says "pictures" for it.
+PICTURES_BAR = "generating"
+
 
 @job_dataclass
 class GenerateConfig:
@@ -246,22 +249,24 @@ def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[Ad
 
 @torch.no_grad()
 def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None,
-             progress: bool = False, keep: list[Generated] | None = None) -> list[Generated]:
+             progress: bool = False, keep: list[Generated] | None = None,
+             bar: tuple[int, int] | None = None) -> list[Generated]:
     """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token.
 
     ``progress``: lowdim's bar of pictures drawn, on stderr and on a terminal only. The pipeline's own diffusers
     bar is off for the call either way, and its setting put back after. ``keep``, when given, is the list the
     pictures are appended to as they are drawn (and returned), so a caller still holds them when a stop
-    interrupts the call.
+    interrupts the call. ``bar``: (pictures drawn before this call, pictures in all) where this call's pictures
+    go on one bar with other calls' (the preview's rows), so it never runs back to 0; None: a bar of its own.
     """
     check_config(config)
     refuse_without_weights(model.pipe, model.name)
     with model.one_run(), scheduled(model, config.scheduler), own_bar_silenced(model.pipe):
-        return _generate(model, config, tokens, progress, keep)
+        return _generate(model, config, tokens, progress, keep, bar)
 
 
 def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, progress: bool,
-              keep: list[Generated] | None) -> list[Generated]:
+              keep: list[Generated] | None, bar: tuple[int, int] | None) -> list[Generated]:
     token = identifier(config, tokens, model.taught)
     jobs = [(prompt, seed) for prompt in config.prompts for seed in config.seeds]
     size = config.resolution or model.resolution
@@ -278,7 +283,8 @@ def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, 
                 height=size, width=size, callback_on_step_end=checking_final_latents(model, chunk, callback),
             ).images
 
-    with runs.progress(len(jobs), "generating", enabled=progress, loss=False, transient=True) as advance:
+    before, total = bar or (0, len(jobs))
+    with runs.progress(total, PICTURES_BAR, start=before, enabled=progress, loss=False, transient=True) as advance:
         for chunk, images in _drawn_in_chunks(jobs, config.batch, draw):
             results += [Generated(prompt, seed, image) for (prompt, seed), image in zip(chunk, images, strict=True)]
             advance(steps=len(chunk))

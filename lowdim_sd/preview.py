@@ -66,7 +66,8 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
 
     job, prompts = run.job, list(run.preview_prompts)
     images, captions, fresh = [], [], None
-    for scale, parts in preview_rows(run.preview_draws, adapter_layers(adapter)):
+    rows = preview_rows(run.preview_draws, adapter_layers(adapter))
+    for row, (scale, parts) in enumerate(rows):
         config = drawing.GenerateConfig(prompts=prompts, seeds=[run.seed], steps=job.preview_steps,
                                         token=job.token, resolution=resolution, parts=parts)
         drawn, how = model, describe_draw(scale, parts)
@@ -78,7 +79,8 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
             for name in view.names():
                 view.set_scale(name, scale)
             drawn = fresh
-        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config)]
+        bar = (row * len(prompts), len(rows) * len(prompts))  # every row on one bar, which never runs back
+        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config, bar=bar)]
         captions += [f"reference; right: {how}" if how else "reference",
                      *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
     grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)

@@ -25,15 +25,14 @@ from lowdim_sd.ui.checks import (
     is_empty,
 )
 from lowdim_sd.ui.drawing import default_prompt
-from lowdim_sd.ui.page_draw import draw_section
+from lowdim_sd.ui.page_draw import Drawable, draw_section, drawing_line, without
 from lowdim_sd.ui.page_parts import (
     File,
     Number,
     Slider,
-    code_span,
     counted_inputs,
+    html_text,
     job_on_page,
-    markdown_text,
     on_page,
     page_line,
     progress_listener,
@@ -52,7 +51,10 @@ INTRO = ("# lowdim: you, in any style, from one photo\n"
 DOWNLOADS_NOTE = ("Each file is named after its run. `NAME.lowdim.safetensors`: lowdim's own (`lowdim generate -a`, "
                   "or *Draw* below). `NAME.diffusers.safetensors`: diffusers' `load_lora_weights` and peft. "
                   "`NAME.kohya.safetensors`: A1111, ComfyUI, Forge. `NAME.preview.png`: the gallery in one picture.")
-CSS = ".lowdim-note {min-height: 1.5em}"
+# The stages box, empty as a first run starts, grows while a job's bar shows in it: an empty HTML box gives the
+# bar no height, and it would overlap the row below.
+CSS = (".lowdim-note {min-height: 1.5em}\n"
+       "#stages:has(> [data-testid='status-tracker']:not(.hide)) {min-height: 5em}")
 STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the prediction, {defaults.SCRATCH_STEPS} "
               f"for a model with no hypernetwork); up to {MAX_FINETUNE_STEPS}. The finetune's time grows with it; "
               f"Stop ends a run")
@@ -73,12 +75,15 @@ def recipe_steps(use_hypernet: bool) -> int:
 
 
 def stage_table(record: RunRecord) -> str:
-    """The run's notes and stage times; the words its run.json gave (which someone else may have written) shown as
-    text, never as markdown."""
-    rows = "\n".join(f"| {markdown_text(name)} | {seconds:.1f} |" for name, seconds in record.stages.items())
-    notes = "".join(f"**Note:** {markdown_text(page_line(note))}\n\n" for note in record.notes)  # the CLI's words
-    return (f"**Run {code_span(record.name)}** done in {record.total_seconds:.1f} s; its files are in "
-            f"{code_span(str(record.folder.resolve()))}\n\n{notes}| stage | seconds |\n|---|---:|\n{rows}")
+    """The run's notes and stage times, as the stages box's HTML: the words its run.json gave (which someone else
+    may have written) escaped, so they show as written (markdown would make a bare URL a link, and ``&amp;`` ``&``)."""
+    right = ' style="text-align: right"'  # the seconds, as a table of numbers is read
+    rows = "".join(f"<tr><td>{html_text(name)}</td><td{right}>{seconds:.1f}</td></tr>"
+                   for name, seconds in record.stages.items())
+    notes = "".join(f"<p><strong>Note:</strong> {html_text(page_line(note))}</p>" for note in record.notes)  # CLI's
+    return (f"<p><strong>Run <code>{html_text(record.name)}</code></strong> done in {record.total_seconds:.1f} s; "
+            f"its files are in <code>{html_text(str(record.folder.resolve()))}</code></p>{notes}"
+            f"<table><thead><tr><th>stage</th><th{right}>seconds</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def shown(record: RunRecord) -> tuple:
@@ -93,7 +98,14 @@ def shown(record: RunRecord) -> tuple:
     except LowdimError:  # an adapter damaged since: the run still shows; Draw names the problem when pressed
         prompt = gr.update()
     return (gallery, files, stage_table(record), gr.update(choices=runs, value=record.name),
-            {"run": record.name}, prompt, f"Draw draws run {code_span(record.name)}")
+            {"run": record.name}, prompt, drawing_line({"run": record.name}))
+
+
+def forget_run(what: Drawable) -> tuple:
+    """``shown``'s outputs after a failed Open: no run shown (gallery, downloads, stages) and none for Draw, whose
+    dropped file stays; the name typed in Earlier runs and Draw's prompt as they are."""
+    left = without(what, "run")
+    return [], None, "", gr.update(), left, gr.update(), drawing_line(left)
 
 
 def face_choices(count: int, chosen: int | None) -> dict:
@@ -154,7 +166,8 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     with gr.Row():
         go = gr.Button("Personalize", variant="primary", elem_id="personalize")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
-    stages = gr.Markdown(elem_id="stages")
+    # HTML, not markdown: a shared run's notes and stage names show as written (stage_table escapes them)
+    stages = gr.HTML(elem_id="stages")
     return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, stages
 
 
@@ -175,7 +188,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     gallery = gr.Gallery(label="The subject in the model's styles", columns=7, height=240, elem_id="gallery")
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
-    current = gr.State(None)  # what Draw draws: {"run": NAME} or {"adapter": PATH}
+    current = gr.State(None)  # what Draw draws (page_draw.Drawable): the run shown, a file dropped beside it
     prompt, drawing = draw_section(studio, current, model, stages)
     outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
     handlers = PersonalizeHandlers(studio)
@@ -190,7 +203,10 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
     go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
     stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
-    reopen.click(handlers.open_run, [earlier], outputs, **unlimited)
+    # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name);
+    # every output is this event's, so none keeps Gradio's red "Error" badge over its value.
+    reopen.click(handlers.open_run, [earlier], outputs, **unlimited).failure(forget_run, [current], outputs,
+                                                                            api_visibility="private")
     return earlier
 
 
@@ -260,7 +276,7 @@ class PersonalizeHandlers:
     def stop_mine(self, request: gr.Request | None = None) -> str:
         """Only the job this session started: another tab's is theirs to stop (docs/cli.md: no override but the
         server's Ctrl-C)."""
-        return self.studio.stop(owner=session(request))
+        return html_text(self.studio.stop(owner=session(request)))  # the stages box is HTML
 
     @on_page
     def open_run(self, name: object) -> tuple:
@@ -308,5 +324,6 @@ def evaluate_tab(studio: Studio) -> None:
                                  progress_listener(progress), owner=session(request))
         return page_line(report)  # its notes name the Reference photo by its own name, not Gradio's folder
 
+    # A failed Score leaves no earlier scores under its error, as if they were its own.
     score.click(run, [generated, reference, prompt, token, metrics], [table], concurrency_limit=None,
-                trigger_mode="multiple")
+                trigger_mode="multiple").failure(lambda: "", None, [table], api_visibility="private")

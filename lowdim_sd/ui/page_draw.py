@@ -3,6 +3,7 @@ file to draw instead of a run's (``drawing`` does the work; this lays it out and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -15,6 +16,7 @@ from lowdim_sd.ui.page_parts import (
     File,
     Number,
     Slider,
+    code_span,
     job_on_page,
     on_page,
     progress_listener,
@@ -33,6 +35,23 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
                 ("parts apart, every style: and its cross-attention at 0.25, for some of the face",
                  draw_text(1.0, every_style_parts(keep_styles=0.0)))]
 NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
+Drawable = dict[str, str] | None  # the state of what Draw draws: {"run": NAME}, {"adapter": PATH}, or both
+
+
+def drawing_line(what: Drawable) -> str:
+    """Draw's line on what it draws: a dropped file over the run it was dropped beside, which its clearing
+    brings back."""
+    if what and "adapter" in what:
+        return f"Draw draws the adapter {code_span(Path(what['adapter']).name)} on the model in the Model box"
+    if what and "run" in what:
+        return f"Draw draws run {code_span(what['run'])}"
+    return NOTHING_TO_DRAW
+
+
+def without(what: Drawable, key: str) -> Drawable:
+    """What Draw draws once the run or the dropped file (``key``) is gone: the other, or nothing."""
+    left = {name: value for name, value in (what or {}).items() if name != key}
+    return left or None
 
 
 def _draw_controls() -> tuple:
@@ -56,7 +75,7 @@ def _draw_controls() -> tuple:
 
 
 def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
-                 status: gr.Markdown) -> tuple[gr.Textbox, gr.Markdown]:
+                 status: gr.HTML) -> tuple[gr.Textbox, gr.Markdown]:
     """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
     finishing or opening fills. ``status`` (Personalize's stages box, where Stop's line goes too) gets the
     line of a Draw refused or stopped."""
@@ -68,16 +87,17 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     outputs = [drawn, status]
 
     @on_page
-    def use_adapter(path: str | None, chosen_model: str):
-        """The file is checked now; the Model box when Draw is pressed, as it is then (it may be filled in after)."""
+    def use_adapter(path: str | None, chosen_model: str, what: Drawable = None):
+        """The file is checked now; the Model box when Draw is pressed, as it is then (it may be filled in after).
+        The run shown stays beside the file in ``what``: clearing the file draws that run again."""
         if not path:
-            return None, gr.update(), NOTHING_TO_DRAW
-        adapter = checked_upload(path)
-        return ({"adapter": str(adapter)}, default_prompt(adapter),
-                f"Draw draws the adapter `{adapter.name}` on the model in the Model box")
+            left = without(what, "adapter")
+            return left, gr.update(), drawing_line(left)
+        dropped = {**(what or {}), "adapter": str(checked_upload(path))}
+        return dropped, default_prompt(Path(dropped["adapter"])), drawing_line(dropped)
 
     @job_on_page(outputs, status)
-    def draw_more(what: dict | None, chosen_model: str, prompt_text: str | None, adapter_scale: float,
+    def draw_more(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
                   request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
         if not what:
@@ -91,6 +111,6 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
         return made, gr.update()  # the stages box keeps the run's stage times
 
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
-    adapter.change(use_adapter, [adapter, model], [current, prompt, drawing], **unlimited)
+    adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing], **unlimited)
     draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], outputs, **unlimited)
     return prompt, drawing

@@ -4,6 +4,7 @@ the bridge from the studio's progress listener to Gradio's bar."""
 from __future__ import annotations
 
 import functools
+import html
 import re
 import traceback
 from collections.abc import Callable
@@ -133,7 +134,8 @@ def job_on_page(outputs: list[gr.components.Component],
     """``on_page`` for a button that starts a job, whose event fills ``outputs``: a refusal (another job runs) or
     a stop is no mistake of the request, and its line goes in ``status``, where the page shows a job's status, the
     other outputs left as they are. Raised as a ``gr.Error``, it would be a toast that fades, and Gradio would put
-    a red "Error" badge on every output, hiding them (Earlier runs, Draw's prompt) with no reason beside them."""
+    a red "Error" badge on every output, hiding them (Earlier runs, Draw's prompt) with no reason beside them.
+    ``status`` may be HTML (the stages box), where the line is escaped, or markdown (Evaluate's table)."""
     place = next(index for index, output in enumerate(outputs) if output is status)
 
     def decorate(fn: Callable) -> Callable:
@@ -146,7 +148,7 @@ def job_on_page(outputs: list[gr.components.Component],
                 line = page_line(first_line(error))
                 toast(line)
                 values: list[dict[str, Any] | str] = [gr.update()] * len(outputs)
-                values[place] = line
+                values[place] = html_text(line) if isinstance(status, gr.HTML) else line  # the stages box
                 return values[0] if len(values) == 1 else tuple(values)
         return wrapped
     return decorate
@@ -171,15 +173,11 @@ def page_line(message: str) -> str:
     return in_page_terms(upload_folders().sub("", message))
 
 
-# What would make markdown of a text from a run.json (a stage's name, a note): a link or picture, HTML, a code
-# span, emphasis, a table cell's end. Underscores only at a word's edge: within one (a path's tiny_sd) they are text.
-MARKDOWN_MARKS = re.compile(r"[\\`*\[\]<>|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
-
-
-def markdown_text(text: str) -> str:
-    """``text`` shown as it is in markdown, on one line: a run.json may come from someone else, and its words must
-    not become a link, a picture, HTML or another row of the stage table."""
-    return MARKDOWN_MARKS.sub(lambda found: "\\" + found[0], " ".join(text.splitlines()))
+def html_text(text: str) -> str:
+    """``text`` as it is, on one line, in the stages box (HTML): a run.json may come from someone else, and its
+    words must show as written, never as a tag, a link (a bare URL or e-mail: what markdown would make one) or
+    another row of the stage table; an entity such as ``&amp;`` shows as those five characters."""
+    return html.escape(" ".join(text.splitlines()), quote=False)
 
 
 def code_span(text: str) -> str:
@@ -218,8 +216,11 @@ def session(request: gr.Request | None) -> str:
 
 
 def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
-    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label``). A request its
+    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label``), counted in
+    pictures where the bar counts pictures (generate's: "6/6 steps" would read as denoising steps). A request its
     client cancelled (gradio_client's ``job.cancel()``) stops at the next step: Gradio leaves its thread running."""
+    from lowdim_sd.generate import PICTURES_BAR
+
     stage = {"name": "starting"}
     cancelled = cancel_watch()
 
@@ -230,7 +231,8 @@ def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
             stage["name"] = label
             progress(0, desc=label)
         else:
-            progress((done, total), desc=f"{stage['name']}: {label}" if label != stage["name"] else label)
+            progress((done, total), desc=f"{stage['name']}: {label}" if label != stage["name"] else label,
+                     unit="pictures" if label == PICTURES_BAR else "steps")
     return hear
 
 

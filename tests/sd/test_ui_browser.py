@@ -211,6 +211,10 @@ def test_the_evaluate_tab_scores_dropped_pictures(server, browser):
     browser.find_element(By.ID, "score").click()
     wait(browser, lambda d: "scored" in text_of(d, "eval-table"), 120)
     assert "1.000" in text_of(browser, "eval-table")  # a picture against itself: image similarity 1
+    metrics.clear()
+    metrics.send_keys("CLIP-T")  # no such metric: the Score fails
+    browser.find_element(By.ID, "score").click()
+    wait(browser, lambda d: text_of(d, "eval-table") == "", 60)  # no earlier scores left under its error (BL4)
 
 
 def test_stop_ends_the_run_in_flight_and_says_so(server, browser):
@@ -230,3 +234,73 @@ def test_stop_ends_the_run_in_flight_and_says_so(server, browser):
     assert text_of(browser, "stages").startswith("stopped")
     assert not browser.find_elements(By.XPATH, "//*[normalize-space(text())='Error']")
     assert finished_runs(out) == before and not list(out.glob(".*.partial"))
+
+
+SHARED_NOTES = ["see [x](http://e) for **bold** | <b>html</b>",
+                "re-download at https://evil.example/login or www.evil.example/x or mail admin@evil.example",
+                "![img](http://e/p.png) &amp; &lt;script&gt; 1. list"]
+SHARED_STAGES = {"[link](http://e)": 1.0, "see http://evil.example/a": 1.0, "a|b": 2.0}
+
+
+def open_run(driver, name: str) -> None:
+    """Type ``name`` in *Earlier runs* and press Open, as a user who knows a run's name does."""
+    field = driver.find_element(By.CSS_SELECTOR, "#earlier input")
+    field.clear()
+    field.send_keys(name)
+    driver.find_element(By.ID, "open").click()
+
+
+@pytest.fixture(scope="module")
+def quick_run(server):
+    """A finished run in the server's out folder, made as quickly as TinyFaces makes one."""
+    from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+
+    _, out = server
+    return Studio(StudioConfig(out=out)).personalize(FACE, RunSettings(model="tinyfaces", steps=1, preview_steps=1))
+
+
+def test_a_shared_runs_notes_and_stage_names_show_as_written_and_a_failed_open_clears_them(server, browser,
+                                                                                            quick_run):
+    """Review BL1, BL2 (no link, no decoded entity) and BL4 (no earlier run under a failed Open's error)."""
+    import json
+
+    url, out = server
+    run = quick_run
+    shared = out / f"{run.name}-shared"  # a copy of it someone shared, with their own words in its run.json
+    shutil.copytree(run.folder, shared)
+    record = json.loads((shared / "run.json").read_text())
+    (shared / "run.json").write_text(json.dumps({**record, "notes": SHARED_NOTES, "stages": SHARED_STAGES}))
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#earlier input"))
+    open_run(browser, shared.name)
+    wait(browser, lambda d: "done in" in text_of(d, "stages"), 60)
+    stages = browser.find_element(By.ID, "stages")
+    assert stages.find_elements(By.CSS_SELECTOR, "a") == [] and stages.find_elements(By.CSS_SELECTOR, "img") == []
+    notes = [p.text.removeprefix("Note: ") for p in stages.find_elements(By.CSS_SELECTOR, "p")
+             if p.text.startswith("Note: ")]
+    assert notes == SHARED_NOTES
+    cells = [cell.text for cell in stages.find_elements(By.CSS_SELECTOR, "tbody td")]
+    assert cells[::2] == list(SHARED_STAGES)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery img")) == len(run.gallery)
+
+    open_run(browser, "no-such-run")
+    wait(browser, lambda d: text_of(d, "stages") == "" and not d.find_elements(By.CSS_SELECTOR, "#gallery img"), 30)
+    assert text_of(browser, "drawing").startswith("Draw draws the run personalized or opened here")
+
+
+def test_clearing_a_dropped_adapter_file_brings_draw_back_to_the_run_shown(server, browser, quick_run):
+    """Review BL3: the file box's x goes back to the run still on the page, not to nothing to draw."""
+    url, _ = server
+    name, adapter = quick_run.name, quick_run.adapter  # NAME.lowdim.safetensors, as Downloads gives it
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#earlier input"))
+    open_run(browser, name)
+
+    def drawing(d) -> str:  # Draw's line, as one line (the page wraps it where the column ends)
+        return " ".join(text_of(d, "drawing").split())
+
+    wait(browser, lambda d: drawing(d) == f"Draw draws run {name}", 60)
+    browser.find_element(By.CSS_SELECTOR, "#adapter-file input[type=file]").send_keys(str(adapter))
+    wait(browser, lambda d: drawing(d).startswith(f"Draw draws the adapter {adapter.name}"), 60)
+    browser.find_element(By.CSS_SELECTOR, "#adapter-file button[aria-label='Clear']").click()
+    wait(browser, lambda d: drawing(d) == f"Draw draws run {name}", 30)

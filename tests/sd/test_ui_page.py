@@ -170,13 +170,14 @@ def test_a_finished_run_shows_its_whole_folder_and_downloads_named_after_it(stud
     one = studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False, preview_steps=1))
     two = studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False, preview_steps=1, seed=1))
     _, files, table, *_ = shown(one)
-    assert f"`{one.folder.resolve()}`" in table
+    assert f"<code>{one.folder.resolve()}</code>" in table
     names = [path.rsplit("/", 1)[1] for path in files]
     assert all(name.startswith(one.name + ".") for name in names) and any(name.endswith(".png") for name in names)
     assert not set(names) & {path.name for path in two.downloads.values()}  # no clash in a Downloads folder
     assert one.adapter.read_bytes() == (one.folder / "adapter.safetensors").read_bytes()
     two.adapter.write_bytes(b"cut short")
-    assert shown(two)[2].startswith(f"**Run `{two.name}`**")  # a damaged adapter still lets its run open
+    # a damaged adapter still lets its run open
+    assert shown(two)[2].startswith(f"<p><strong>Run <code>{two.name}</code></strong>")
 
 
 def test_scoring_reports_its_progress(studio):

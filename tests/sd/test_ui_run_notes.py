@@ -26,10 +26,11 @@ def settings(model, **kwargs) -> RunSettings:
 
 def notes_shown(record: RunRecord) -> list[str]:
     """The **Note:** lines of the stages box, as the page shows them."""
+    from page_html import Shown  # tests/sd, on the path as pytest puts it
+
     from lowdim_sd.ui.page import stage_table
 
-    return [line.removeprefix("**Note:** ") for line in stage_table(record).split("\n\n")
-            if line.startswith("**Note:**")]
+    return Shown(stage_table(record)).notes
 
 
 def component(page, elem_id: str):
