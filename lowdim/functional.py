@@ -39,10 +39,15 @@ def orthonormal_columns(rows: int, cols: int, generator: torch.Generator) -> Ten
 
 
 def basis_checksum(tensors: list[Tensor]) -> str:
-    """A short checksum of frozen bases that tolerates last-bit float noise between platforms.
+    """A short checksum of frozen bases that usually tolerates last-bit float noise between platforms.
 
-    Values are rounded to a 2^-20 grid before hashing, so ulp-level differences from another
-    LAPACK still match, while a genuinely different basis never does.
+    Values are rounded to a 2^-20 grid before hashing, so ulp-level differences from another LAPACK
+    usually still match, while a genuinely different basis never does. Usually, not always: a value
+    within its difference of a grid midpoint ((k + 0.5) · 2^-20) rounds to the other neighbour, and the
+    whole checksum changes, so a valid adapter made on another platform can very rarely be refused as
+    having other bases. The chance is about difference / 2^-20 per value that differs: next to nothing
+    for bases made in float64 and then rounded to float32 (LiDB's), where another LAPACK rarely moves
+    the float32 value at all. Changing the grid or the hash would refuse every stored file.
     """
     hasher = hashlib.sha256()
     for tensor in tensors:

@@ -133,6 +133,12 @@ def test_batched_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, ident
                                                                   method):
     from safetensors.torch import load_file
 
+    # At a high rate AdamW can turn float rounding into differences of up to lr on a coordinate whose gradient is
+    # near zero (tests/sd/test_train_batching.py); at 2e-3 batched and alone agree to 2e-6 (LiDB) and 1e-8 (TI).
+    # TI's early steps move both faces' vectors the same way (by ±lr where their gradients share a sign), so its
+    # identities end only ~2e-4 apart and its tolerance is tighter.
+    quick_methods[method] = dataclasses.replace(quick_methods[method], learning_rate=2e-3)
+    same = {"lidb-db": 1e-4, "ti": 1e-5}[method]
     alone = job_for(tiny_sd, identities, tmp_path / "alone", methods=[method])
     together = job_for(tiny_sd, identities, tmp_path / "together", methods=[method], batch_subjects=2)
     from lowdim_sd.bench.batched import adapter_path, train_batched
@@ -143,6 +149,7 @@ def test_batched_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, ident
 
     tasks = prepare(together)
     train_batched(together, tasks, 2)
+    trained = []
     for task in tasks:
         model = load_sd(str(tiny_sd))
         work = tmp_path / "alone" / task.identity
@@ -151,7 +158,11 @@ def test_batched_rows_give_the_adapters_of_one_at_a_time_training(tiny_sd, ident
         mine, batched = load_file(done.file), load_file(adapter_path(together.out, method, task.identity))
         assert mine.keys() == batched.keys()
         for key, value in mine.items():
-            assert torch.allclose(value.float(), batched[key].float(), atol=1e-4), key
+            assert torch.allclose(value.float(), batched[key].float(), atol=same, rtol=0), key
+        trained.append(mine)
+    # The identities' files differ far beyond that tolerance, so one trained on another's face fails above.
+    assert max(float((value.float() - trained[1][key].float()).abs().max()) for key, value in trained[0].items()) \
+        > 10 * same
     # The tasks then load the batch's files (a TI file as an embedding) and score what they draw.
     from lowdim_sd.bench.quality import run_quality
 

@@ -10,12 +10,19 @@ from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
 from lowdim_sd.train import Subject, TrainConfig, _interleave, clip_per_subject, denoising_losses, train
 
+# The gradients of K subjects at once equal each one's alone to float32 rounding, but AdamW divides each coordinate
+# by its gradient's running size, so where a gradient is near zero it turns that rounding into a fraction of lr: LiDB
+# at 2e-2 differed by 1.2e-4 on a drawn case. At 2e-3 this case differs by 5e-7 while training moves the parameters
+# by 8e-3, so a subject trained on another's images or under another's adapter fails by far. (LoRA, whose down factor
+# starts with a zero gradient, can differ by 9% of lr even at 2e-3: test_batched_subjects_property.py uses SGD.)
+BATCHING_LR, SAME, MOVED = 2e-3, 1e-4, 2e-3
+
 
 def test_batched_subjects_equal_training_each_alone(tiny_sd, faces):
-    """K subjects in one batch reach, within 1e-4, the parameters each reaches trained alone."""
+    """K subjects in one batch, two images each per step, reach the parameters each reaches trained alone."""
     other = torch.flip(faces, dims=[-1]) * 0.5
     subjects = [Subject(faces, 11), Subject(other, 12), Subject(faces[:1], 13)]
-    config = TrainConfig(steps=4, learning_rate=2e-2, augment=True)
+    config = TrainConfig(steps=4, learning_rate=BATCHING_LR, augment=True, batch_size=2)
     model = load_sd(str(tiny_sd))
     batched = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=["a", "b", "c"])
     train(model, subjects, batched, config, progress=False)
@@ -23,9 +30,13 @@ def test_batched_subjects_equal_training_each_alone(tiny_sd, faces):
     for index, subject in enumerate(subjects):
         alone_model = load_sd(str(tiny_sd))
         alone = adapter_trainable(alone_model, lowdim.get_space("lidb"), resolve_layers(None))
+        start = {key: value.clone() for key, value in alone.state().items()}
         train(alone_model, [subject], alone, config, progress=False)
-        for key, value in alone.state().items():
-            assert torch.allclose(together[key][index], value, atol=1e-4), key
+        trained = alone.state()
+        assert max(float((trained[key] - start[key]).abs().max()) for key in trained) > MOVED  # a change to compare
+        for key, value in trained.items():
+            assert torch.allclose(together[key][index], value, atol=SAME, rtol=0), (
+                key, index, float((together[key][index] - value).abs().max()))
 
 
 class _TwoSubjects:
