@@ -1,7 +1,8 @@
 """Whether an adapter file fits a model: every layer it names is one of the model's adaptable layers, of the
 same shape. A refusal blames the file ("was made for X and does not fit this model") only when the model is
 another one; when it is this model seen through another library's wrapper (peft's LoRA layers, a PeftModel, any
-module holding it), it names that wrapper and the way in.
+module holding it), it names that wrapper and the way in. A file an older lowdim saved through nn.DataParallel or
+DDP (its layers named ``module.0``) loads onto the model inside with that prefix dropped.
 
 Also what a reader says of a file another lowdim wrote: a format version it does not read, or a config option it does
 not know (a newer lowdim's or plugin's), in one wording for the loaders and for ``lowdim show``. Every adapter and
@@ -11,7 +12,8 @@ hypernetwork file lowdim has written records ``format_version`` "1", so an absen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
 
 from torch import nn
 
@@ -38,21 +40,26 @@ FOLD_PEFT = ("fold peft's adapters in first (peft: model.merge_and_unload(); dif
 
 def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
     """Every layer of the file must be an adaptable layer of the model with the same shape; one line otherwise."""
+    layers = adapter.layers
+    if not misfits(layers, model):
+        return
+    if cause := wrapper_words(layers):  # it fits neither as saved nor without the prefix: say what the latter lacks
+        layers = [_unprefixed(layer) for layer in layers]
     shapes = {name: tuple(module.weight.shape[:2])
               for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING))}
-    misfits = [layer for layer in adapter.layers if shapes.get(layer.name) != (layer.out_features, layer.in_features)]
-    if not misfits:
-        return
+    misfit = misfits(layers, model)
     # named_modules, not get_submodule: peft's wrappers forward attribute lookups to the model they wrap.
     modules = dict(model.named_modules())
-    wrapped = [layer for layer in misfits if layer.name in modules and peft_layer_words(modules[layer.name])]
-    if len(wrapped) == len(misfits):
+    wrapped = [layer for layer in misfit if layer.name in modules and peft_layer_words(modules[layer.name])]
+    if len(wrapped) == len(misfit):
         raise AdapterFileError(_wrapped_by_peft(adapter, wrapped, modules[wrapped[0].name]))
-    if not any(layer.name in modules for layer in misfits) and (way_in := _way_in(adapter.layers, modules, model)):
-        raise AdapterFileError(f"{adapter.path}: {way_in}")
-    problems = [_problem(layer, shapes, modules, model) for layer in misfits]
+    if not any(layer.name in modules for layer in misfit) and (way_in := _way_in(layers, modules, model)):
+        raise AdapterFileError(f"{adapter.path}: {cause}{way_in}")
+    problems = [_problem(layer, shapes, modules, model) for layer in misfit]
     shown = "; ".join(problems[:SHOWN]) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
     base = adapter.metadata.get("base_model") or "another model"
+    if cause:
+        raise AdapterFileError(f"{adapter.path}: {cause}it was made for {base}: {shown}")
     raise AdapterFileError(f"{adapter.path} was made for {base} and does not fit this model: {shown}")
 
 
@@ -134,3 +141,63 @@ def config_problem(error: ConfigError, plugins: bool = True) -> str:
         return (f"{text}; the file may come from a newer lowdim or another version of the plugin that provides its "
                 f"space: upgrade lowdim (or that plugin)")
     return f"{text}; the file may come from a newer lowdim: upgrade lowdim"
+
+
+# -- files an older lowdim saved through nn.DataParallel / DDP ----------------------------------------------------
+WRAPPER_PREFIX = "module."  # how nn.DataParallel and DDP name the layers of the model they hold
+# An adapter whose frozen bases were seeded from other names than its layers' own: a re-save stores them.
+STORE_BASES = "store_bases"
+
+
+def misfits(layers: list[LayerSpec], model: nn.Module) -> list[LayerSpec]:
+    """The layers that are not an adaptable layer of ``model`` with the same shape."""
+    shapes = {name: tuple(module.weight.shape[:2])
+              for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING))}
+    return [layer for layer in layers if shapes.get(layer.name) != (layer.out_features, layer.in_features)]
+
+
+def saved_through_wrapper(layers: list[LayerSpec], model: nn.Module) -> bool:
+    """Whether ``layers`` are those of a file a lowdim before acba417 saved through a DataParallel/DDP (every name
+    ``module.``-prefixed, as the wrapper showed them) for ``model``: they do not fit it as they are, and do without
+    the prefix. A model with a real ``module`` submodule that they fit keeps them as they are."""
+    prefixed = bool(layers) and all(layer.name.startswith(WRAPPER_PREFIX) for layer in layers)
+    return prefixed and bool(misfits(layers, model)) and not misfits([_unprefixed(layer) for layer in layers], model)
+
+
+Named = TypeVar("Named")  # what a layer name keys: its tensors, or its scale
+
+
+def without_wrapper_prefix(adapter: AdapterFile) -> AdapterFile:
+    """``adapter`` with its layers named as the model inside the wrapper names them, as accelerate and peft strip
+    ``module.`` from state dicts. Each frozen basis was seeded from the name the file recorded, so unless the file
+    stored them, they are made from those names here (checked against the file's checksum) and kept as stored."""
+    from lowdim.filecheck import check_regeneration
+    from lowdim.files import _checksum, _regenerate, bases_mismatch  # files.py imports this module
+
+    named = {WRAPPER_PREFIX + layer.name: layer.name for layer in map(_unprefixed, adapter.layers)}
+
+    def renamed(values: dict[str, Named]) -> dict[str, Named]:
+        return {named.get(key, key): value for key, value in values.items()}
+
+    stored = adapter.stored_buffers
+    if stored is None:
+        check_regeneration(adapter.space, adapter.layers, adapter.path)
+        stored = {layer.name: _regenerate(adapter.space, layer, adapter.seed) for layer in adapter.layers}
+        if adapter.checksum and _checksum(stored, adapter.layers) != adapter.checksum:
+            raise bases_mismatch(adapter)
+        stored = stored if any(stored.values()) else None  # a space without bases (LoRA) regenerates nothing
+    return replace(adapter, layers=[_unprefixed(layer) for layer in adapter.layers], params=renamed(adapter.params),
+                   stored_buffers=None if stored is None else renamed(stored), scales=renamed(adapter.scales),
+                   bases_named={new: old for old, new in named.items()})
+
+
+def _unprefixed(layer: LayerSpec) -> LayerSpec:
+    return replace(layer, name=layer.name.removeprefix(WRAPPER_PREFIX))
+
+
+def wrapper_words(layers: list[LayerSpec]) -> str:
+    """Why a file fits no model, where its names carry a wrapper's prefix ("" where they do not)."""
+    if not layers or not all(layer.name.startswith(WRAPPER_PREFIX) for layer in layers):
+        return ""
+    return (f"its layer names start with '{WRAPPER_PREFIX}' (saved through nn.DataParallel or DDP), and without it "
+            f"they do not fit this model either; ")

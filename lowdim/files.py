@@ -28,9 +28,12 @@ from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.file_fit import (
+    STORE_BASES,
     config_problem,
     format_version_problem,
+    saved_through_wrapper,
     validate_against,  # noqa: F401  (this module's API too)
+    without_wrapper_prefix,
 )
 from lowdim.filecheck import (
     buffer_shapes,
@@ -76,6 +79,8 @@ class AdapterFile:
     metadata: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, float] = field(default_factory=dict)  # a layer's scale when it was saved; absent: 1.0
     dropout: float = 0.0  # the input dropout it was trained with: a record, which no load applies
+    # layer: the name its bases were seeded from, where not its own (saved through a DataParallel: file_fit.py)
+    bases_named: dict[str, str] = field(default_factory=dict)
 
     def buffers(self) -> LayerTensors:
         """The stored bases, or bases regenerated from the seed."""
@@ -185,7 +190,7 @@ def save_adapter(
     check_savable(params, name, dtype, DTYPES[dtype])
     check_savable_names(info.layers, f"adapter '{name}'")
     tensors = _flatten(params, info.layers, DTYPES[dtype])
-    if store_bases:
+    if store_bases or info.metadata.get(STORE_BASES):
         flat = _flatten(buffers, info.layers, torch.float32)
         tensors.update({BUFFER_PREFIX + k: v for k, v in flat.items()})
     metadata = {
@@ -287,7 +292,10 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
     adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
                           checked_scales(metadata.get("scales"), layers, path),
                           checked_dropout(metadata.get("dropout"), path))
-    if model is not None:  # a DataParallel/DDP is checked as the model it holds, where load_adapter puts adapters
+    # A DataParallel/DDP is checked as the model it holds, where load_adapter puts adapters; a file an older lowdim
+    # saved through one (its names 'module.'-prefixed) is named as that model names its layers, once it is read.
+    through_wrapper = model is not None and saved_through_wrapper(layers, inner_model(model))
+    if model is not None and not through_wrapper:
         validate_against(adapter, inner_model(model))
     check_flat(tensors, path)
     buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
@@ -300,7 +308,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
                                             f"a frozen basis of space '{space.name}'", BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
-    return adapter
+    return without_wrapper_prefix(adapter) if through_wrapper else adapter
 
 
 def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:
@@ -355,7 +363,7 @@ def load_adapter(
     _path_first("load_adapter", path)
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     if isinstance(path, AdapterFile):
-        adapter = path
+        adapter = without_wrapper_prefix(path) if saved_through_wrapper(path.layers, adapters.model) else path
         validate_against(adapter, adapters.model)
     else:
         adapter = read_adapter(path, adapters.model)
@@ -382,4 +390,9 @@ def _fill(adapters: Adapters, name: str, info: AdapterInfo, adapter: AdapterFile
         adapters.load_buffers(name, adapter.stored_buffers)
     elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:
         raise bases_mismatch(adapter)
+    if adapter.bases_named and adapter.stored_buffers is not None:  # seeded from the names it was saved under:
+        # to_empty makes them again from those, and a re-save stores them (its names no longer make them)
+        for layer, slot in adapters.slots(name).items():
+            slot.basis_seed = F.layer_seed(adapter.seed, adapter.bases_named[layer])
+        info.metadata[STORE_BASES] = True
     adapters.load_tensors(name, {k: {p: v.float() for p, v in t.items()} for k, t in adapter.params.items()})

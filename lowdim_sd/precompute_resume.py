@@ -111,17 +111,27 @@ def relative(path: Path, root: Path) -> str:
     return str(resolved)
 
 
+def recorded_now(entry: dict, identity: Identity, root: Path) -> list[str]:
+    """``entry``'s images as this lowdim records them. Before 1ef893c, precompute named a picture that resolves
+    outside the root (a link into a data set) by that absolute resolved path; such a path names the picture now
+    found under the root that resolves to the same file, so the folder is not retrained for a change of name (its
+    bytes are still compared by digest)."""
+    under_root = {str(Path(path).resolve()): relative(path, root) for path in identity.images}
+    return [under_root.get(image, image) if Path(image).is_absolute() else image for image in entry["images"]]
+
+
 def changed_since(entry: dict, identity: Identity, root: Path) -> str | None:
     """What of ``identity``'s pictures is not what ``entry`` was trained on ('b.png changed'), or None. Where the
     index recorded only the first image's digest, that is all that can be compared."""
     now = [relative(path, root) for path in identity.images]
+    recorded = recorded_now(entry, identity, root)
     for image in now:
-        if image not in entry["images"]:
+        if image not in recorded:
             return f"{Path(image).name} added"
-    for image in entry["images"]:
+    for image in recorded:
         if image not in now:
             return f"{Path(image).name} removed"
-    for image, digest in zip(entry["images"], recorded_digests(entry), strict=False):
+    for image, digest in zip(recorded, recorded_digests(entry), strict=False):
         if image_digest(root / image) != digest:
             return f"{Path(image).name} changed"
     return None
@@ -132,21 +142,39 @@ def forget_changed(done: dict[str, dict], identities: list[Identity], root: Path
     """``done`` less the identities whose pictures changed, and those (name: old entry), with a one-line warning.
 
     Their old entries leave this process's part of the index now (in another part, the new entry's higher
-    generation passes over them): stopped before they are trained again, they are simply not done."""
+    generation passes over them): stopped before they are trained again, they are simply not done. The unchanged
+    ones that an older lowdim recorded by absolute paths are recorded by their paths under the root."""
     changed = {identity.name: why for identity in identities if identity.name in done
                and (why := changed_since(done[identity.name], identity, root)) is not None}
+    renamed = record_under_root(own, [identity for identity in identities if identity.name in done
+                                      and identity.name not in changed], root)
     if not changed:
+        if renamed:
+            write_json(index_path, own)
         return done, {}
     shown = [f"{name}: {why}" for name, why in list(changed.items())[:3]] + (["..."] if len(changed) > 3 else [])
     warnings.warn(f"{shown[0]} since it was precomputed; training it again" if len(changed) == 1 else
                   f"{len(changed)} done identities changed since they were precomputed ({', '.join(shown)}); "
                   f"training them again", stacklevel=3)
     kept = [entry for entry in own["identities"] if entry["name"] not in changed]
-    if len(kept) < len(own["identities"]):
+    if len(kept) < len(own["identities"]) or renamed:
         own["identities"] = kept
         write_json(index_path, own)
     return ({name: entry for name, entry in done.items() if name not in changed},
             {name: done[name] for name in changed})
+
+
+def record_under_root(own: dict, unchanged: list[Identity], root: Path) -> bool:
+    """Name the pictures of ``unchanged`` identities in ``own`` (this process's part) as this lowdim does, where an
+    older lowdim named them by absolute paths; whether any entry changed. (Entries of another part, such as
+    ``index.json`` under several processes, keep their absolute paths, which train-hypernet reads as well.)"""
+    by_name = {identity.name: identity for identity in unchanged}
+    renamed = False
+    for entry in own["identities"]:
+        identity = by_name.get(entry["name"])
+        if identity is not None and (now := recorded_now(entry, identity, root)) != entry["images"]:
+            entry["images"], renamed = now, True
+    return renamed
 
 
 def forget_gone(done: dict[str, dict], present: set[str], out: Path, own: dict, index_path: Path, rank: int,

@@ -26,8 +26,8 @@ MAX_RESOLUTION = 8192  # a side lowdim trains at: SD1.5 512, SDXL 1024; a bigger
 
 def check_weight_folder(folder: Path, index: dict, images: bool = True) -> list[LayerSpec]:
     """Refuse, in one line, an index or shard of ``folder`` that cannot be trained on; the index's layers.
-    ``images``: also refuse image paths outside the index's root (train-hypernet and show; a precompute rerun
-    records them anew)."""
+    ``images``: also refuse image paths that climb out of the index's root with ``..`` (train-hypernet and show; a
+    precompute rerun records them anew)."""
     where = Path(folder) / INDEX
     layers = checked_layers(index.get("layers"), where, LowdimError)
     check_resolution(where, index.get("resolution"))
@@ -67,28 +67,35 @@ def check_resolution(where: Path, resolution: object) -> None:
 
 
 def check_images(where: Path, entry: dict) -> None:
-    """An identity's images are paths inside the index's root: an absolute path or one that climbs out with ``..``
-    would have lowdim open (and hash) any file on the machine, so it is refused before anything is opened."""
+    """An identity's images are paths inside the index's root, or absolute paths. A relative path is read under
+    the root (or ``--image-root``), so one that climbs out with ``..`` is no path any lowdim wrote: an edited or a
+    stranger's index reaching past the folder the user named, refused before anything is opened. An absolute path
+    is what every lowdim before 1ef893c recorded for a picture that resolves outside the root (a folder of links into
+    a data set): a folder made so must still train, and the file it names is one the user can read anyway."""
     images = entry.get("images")
     name = printable_name(str(entry.get("name")))
     if not isinstance(images, list) or not images:
         raise LowdimError(f"{where}: identity {name} names no images; the index is damaged")
     for image in images:
-        if not isinstance(image, str) or not image_inside_root(image):
+        if not isinstance(image, str) or not image_path_allowed(image):
             raise LowdimError(f"{where}: identity {name} names image {printable_name(str(image))}; an index names its "
-                              f"images by their path inside its root, with no '..' (rerun the lowdim precompute that "
-                              f"made the folder: it records them so)")
+                              f"images by their path inside its root, with no '..', or by an absolute path (the "
+                              f"index is damaged: rerun the lowdim precompute that made the folder, which records "
+                              f"them so)")
+
+
+def image_path_allowed(image: str) -> bool:
+    """Whether an index may name ``image``: a path below its root or an absolute one, with no ``..`` part."""
+    if not image or "\x00" in image:
+        return False
+    return all(".." not in kind(image).parts for kind in (PurePosixPath, PureWindowsPath))
 
 
 def image_inside_root(image: str) -> bool:
     """Whether ``image`` is a plain relative path below a root (no drive, no leading slash, no ``..`` part)."""
-    if not image or "\x00" in image:
+    if not image_path_allowed(image):
         return False
-    for kind in (PurePosixPath, PureWindowsPath):
-        path = kind(image)
-        if path.is_absolute() or path.anchor or ".." in path.parts:
-            return False
-    return True
+    return not any(kind(image).is_absolute() or kind(image).anchor for kind in (PurePosixPath, PureWindowsPath))
 
 
 def _expected_shapes(where: Path, index: dict, layers: list[LayerSpec]) -> dict[str, tuple[int, ...]]:

@@ -51,6 +51,5 @@ def test_a_long_flat_list_is_read_quickly():
     text = json.dumps([[f"layer.{n}", 320, 768] for n in range(200_000)])
     assert len(json_text.loads(text)) == 200_000
 
-
-def test_the_bound_is_far_above_what_lowdim_diffusers_or_transformers_write():
-    assert json_text.MAX_NESTING >= 64
+# That the bound is far above what lowdim, diffusers and transformers write is measured on their real files in
+# tests/sd/test_json_nesting_of_real_files.py.

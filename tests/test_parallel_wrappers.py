@@ -1,7 +1,8 @@
 """Adapters behind nn.DataParallel or DistributedDataParallel: lowdim looks through the wrapper's ``.module``, as
 accelerate's unwrap_model does, so the view, save and load see the adapters and files name the model's own layers
 (no ``module.`` prefix). Adding an adapter through a DDP is refused: DDP syncs only the parameters it saw when it
-was made, so the new ones would train apart on each process."""
+was made, so the new ones would train apart on each process; adding through the ``.module`` of a DDP lowdim has seen
+warns."""
 
 from __future__ import annotations
 
@@ -67,7 +68,46 @@ def test_adding_through_a_ddp_is_refused_naming_the_order(one_process_group, tmp
     inner = plain()
     inner[0].weight.requires_grad_(True)  # DDP wants something to train
     wrapper = DistributedDataParallel(inner)
-    with pytest.raises(LowdimError, match=r"DistributedDataParallel.*before wrapping") as caught:
+    with pytest.raises(LowdimError, match=r"DistributedDataParallel.*before `DistributedDataParallel\(model\)` "
+                                          r"is made") as caught:
         lowdim.inject(wrapper, space(), ["0"])
     assert "\n" not in str(caught.value)
     assert not any("slots" in name for name, _ in inner.named_parameters())
+
+
+def test_loading_through_a_ddp_is_refused_saying_when_to_load_and_how_to_evaluate(one_process_group, tmp_path):
+    """load_adapter adds as inject does: the line names the order for training and the way for evaluation (review
+    BQ3), and does not invite adding through ``ddp.module`` after wrapping."""
+    trained = plain()
+    lowdim.inject(trained, space(), ["0", "2"], seed=1)
+    path = lowdim.save_adapter(tmp_path / "a.safetensors", trained)
+    inner = plain()
+    inner[0].weight.requires_grad_(True)
+    wrapper = DistributedDataParallel(inner)
+    with pytest.raises(LowdimError) as caught:
+        lowdim.load_adapter(path, wrapper)
+    said = str(caught.value)
+    assert "\n" not in said and "(model.module)" not in said
+    assert "before `DistributedDataParallel(model)` is made" in said
+    assert "through `ddp.module` afterwards has the same problem" in said
+    assert "to evaluate" in said
+    assert lowdim.Adapters(inner).names() == []
+
+
+def test_adding_through_ddp_module_after_lowdim_saw_the_ddp_warns(one_process_group, tmp_path):
+    inner = plain()
+    inner[0].weight.requires_grad_(True)
+    wrapper = DistributedDataParallel(inner)
+    lowdim.Adapters(wrapper)  # lowdim sees the DDP (a save or a view of it, or a refused add)
+    with pytest.warns(UserWarning, match=r"adapter 'late' was added to a model a DistributedDataParallel already "
+                                         r"wraps.*before `DistributedDataParallel\(model\)` is made") as caught:
+        lowdim.Adapters(wrapper.module).add("late", space(), ["0"])
+    assert caught[0].filename == __file__  # the user's line
+
+
+def test_adding_to_a_model_before_wrapping_it_says_nothing(one_process_group, recwarn):
+    inner = plain()
+    lowdim.inject(inner, space(), ["0"])
+    inner[0].weight.requires_grad_(True)
+    DistributedDataParallel(inner)
+    assert not [w for w in recwarn if "DistributedDataParallel" in str(w.message)]

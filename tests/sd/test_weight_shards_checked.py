@@ -103,9 +103,9 @@ def test_a_shard_that_does_not_fit_its_index_is_one_line_naming_it(copy, damage,
     (lambda i: i.__setitem__("resolution", "x"), r"index.json: resolution 'x' is not a side lowdim trains at"),
     (lambda i: i["space_config"].__setitem__("a", 7), r"has shape \(3, \d+, 1\); the index's space and layers need "
                                                       r"\(3, 7, 1\)"),
-    (lambda i: i["identities"][0].__setitem__("images", ["/etc/hostname"]),
-     r"index.json: identity 'person_000' names image '/etc/hostname'; an index names its images by their path "
-     r"inside its root"),
+    (lambda i: i["identities"][0].__setitem__("images", ["person_000/../../etc/hostname"]),
+     r"index.json: identity 'person_000' names image 'person_000/../../etc/hostname'; an index names its images by "
+     r"their path inside its root, with no '\.\.', or by an absolute path"),
     (lambda i: i["identities"][0].__setitem__("images", ["../../../../etc/hostname"]),
      r"identity 'person_000' names image '../../../../etc/hostname'"),
     (lambda i: i["identities"][0].__setitem__("images", []), r"identity 'person_000' names no images"),
@@ -196,8 +196,9 @@ def test_the_header_check_reads_no_tensor(made, monkeypatch):
 
 
 def test_precompute_records_a_linked_picture_by_where_it_was_found(tmp_path):
-    """train-hypernet refuses absolute image paths, so precompute must never write one for a picture it found under
-    the root: a picture that is a link out of the folder, or one in a linked sub-folder, is named by its place."""
+    """precompute names a picture it found under the root by its place there, not by an absolute path (which it
+    wrote before 1ef893c): a picture that is a link out of the folder, or one in a linked sub-folder, included, so
+    the folder moves with its pictures (--image-root, a moved root)."""
     from lowdim_sd.precompute_resume import relative
 
     root = tmp_path / "ids"
