@@ -249,20 +249,21 @@ def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[Ad
 
 @torch.no_grad()
 def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = None,
-             progress: bool = False, keep: list[Generated] | None = None,
-             bar: tuple[int, int] | None = None) -> list[Generated]:
+             progress: bool = False, keep: list[Generated] | None = None, *,
+             _bar: tuple[int, int] | None = None) -> list[Generated]:
     """One image per (prompt, seed), prompts outermost; [V] is replaced by the identifier token.
 
     ``progress``: lowdim's bar of pictures drawn, on stderr and on a terminal only. The pipeline's own diffusers
     bar is off for the call either way, and its setting put back after. ``keep``, when given, is the list the
     pictures are appended to as they are drawn (and returned), so a caller still holds them when a stop
-    interrupts the call. ``bar``: (pictures drawn before this call, pictures in all) where this call's pictures
-    go on one bar with other calls' (the preview's rows), so it never runs back to 0; None: a bar of its own.
+    interrupts the call.
     """
+    # ``_bar`` is the preview's alone (preview.py), not API: (pictures drawn before this call, pictures in all), so
+    # its rows' pictures go on one bar that never runs back to 0; None: a bar of its own.
     check_config(config)
     refuse_without_weights(model.pipe, model.name)
     with model.one_run(), scheduled(model, config.scheduler), own_bar_silenced(model.pipe):
-        return _generate(model, config, tokens, progress, keep, bar)
+        return _generate(model, config, tokens, progress, keep, _bar)
 
 
 def _generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None, progress: bool,

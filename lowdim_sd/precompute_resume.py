@@ -114,10 +114,24 @@ def relative(path: Path, root: Path) -> str:
 def recorded_now(entry: dict, identity: Identity, root: Path) -> list[str]:
     """``entry``'s images as this lowdim records them. Before 1ef893c, precompute named a picture that resolves
     outside the root (a link into a data set) by that absolute resolved path; such a path names the picture now
-    found under the root that resolves to the same file, so the folder is not retrained for a change of name (its
-    bytes are still compared by digest)."""
+    found under the root that resolves to the same file, or else (the links replaced by copies, the data set moved)
+    the identity's picture with the bytes recorded for it, so the folder is not retrained for a change of name."""
     under_root = {str(Path(path).resolve()): relative(path, root) for path in identity.images}
-    return [under_root.get(image, image) if Path(image).is_absolute() else image for image in entry["images"]]
+    digests = recorded_digests(entry)
+    by_bytes: dict[str, str] = {}  # read only when a path is neither there nor linked to
+
+    def now(number: int, image: str) -> str:
+        if not Path(image).is_absolute():
+            return image
+        if image in under_root:
+            return under_root[image]
+        if number >= len(digests):  # an index too old to say which bytes it was
+            return image
+        if not by_bytes:  # reversed: of two pictures with the same bytes, the first is named
+            by_bytes.update({image_digest(path): relative(path, root) for path in reversed(identity.images)})
+        return by_bytes.get(digests[number], image)
+
+    return [now(number, image) for number, image in enumerate(entry["images"])]
 
 
 def changed_since(entry: dict, identity: Identity, root: Path) -> str | None:

@@ -80,7 +80,7 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
                 view.set_scale(name, scale)
             drawn = fresh
         bar = (row * len(prompts), len(rows) * len(prompts))  # every row on one bar, which never runs back
-        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config, bar=bar)]
+        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config, _bar=bar)]
         captions += [f"reference; right: {how}" if how else "reference",
                      *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
     grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)

@@ -7,6 +7,7 @@ training recipe), so a data set can grow by precomputing new identities into a n
 from __future__ import annotations
 
 import copy
+import glob
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from lowdim.spaces.base import Space
 from lowdim_sd import stopping
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.faces import DEFAULT_MARGIN
+from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.weight_index import differing_settings, read_index
 from lowdim_sd.weight_readers import ReaderMark
 from lowdim_sd.weight_shards import check_weight_folder
@@ -62,6 +64,8 @@ class WeightDataset(torch.utils.data.Dataset):
                               f"only")
         self.roots = [Path(image_root or index["root"]) for index in self._indexes]
         self._all_entries = _named_entries(self.folders, self._indexes)
+        if image_root is not None:  # an older lowdim's absolute paths are found under it by their bytes
+            self._all_entries = [_found_by_bytes(entry, Path(image_root)) for entry in self._all_entries]
         # Every shard's header against its index (no tensor read): a damaged folder is one line now, before any
         # model loads, not a traceback or a wrong pairing minutes into training.
         self.layers = [check_weight_folder(folder, index) for folder, index in
@@ -164,10 +168,25 @@ class WeightDataset(torch.utils.data.Dataset):
             removed = (f"; if they were removed on purpose, rerun the lowdim precompute that made "
                        f"{self.folders[number]} (it takes identities with no pictures left out of the folder)"
                        if self.roots[number] == Path(self._indexes[number]["root"]) else "")
+            number, image = self.items[missing[0]]
             raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. "
-                              f"{self.image_path(missing[0])}; restore them there, or pass {IMAGE_ROOT} with the "
-                              f"folder they moved to{removed}")
+                              f"{self.image_path(missing[0])}; {self._where_to_find(self.entries[number], image)}"
+                              f"{removed}")
         self.check_same_pictures()
+
+    def _where_to_find(self, entry: dict, image: str) -> str:
+        """What brings a missing picture back: an absolute path (an older lowdim's, for a picture linked from
+        outside its root) is not read under ``--image-root``, which finds it only by its recorded bytes."""
+        if not Path(image).is_absolute():
+            return f"restore them there, or pass {IMAGE_ROOT} with the folder they moved to"
+        looked = self.roots[entry["folder"]] / entry["name"]
+        if self.roots[entry["folder"]] != Path(self._indexes[entry["folder"]]["root"]):
+            return (f"the index names it by absolute path (an older lowdim's), and no picture with the bytes it "
+                    f"recorded is in {looked}: pass as {IMAGE_ROOT} a folder holding each identity's pictures "
+                    f"(NAME/ or NAME.png, as precompute read them)")
+        return (f"the index names them by absolute path (an older lowdim's): restore them there, or pass as "
+                f"{IMAGE_ROOT} a folder holding each identity's pictures (NAME/ or NAME.png, found there by their "
+                f"bytes)")
 
     def check_same_pictures(self) -> None:
         """Each identity's images have the bytes precompute trained its weights on (every image's where it
@@ -270,6 +289,28 @@ def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
     # Sorted by name, not by folder order: an identity's number seeds its noise, so `-w a -w b` and
     # `-w b -w a` must be the same run.
     return sorted(entries, key=lambda entry: entry["name"])
+
+
+def _found_by_bytes(entry: dict, root: Path) -> dict:
+    """``entry`` with each absolute image path (an older lowdim's, for a picture linked from outside its root)
+    replaced by the picture under ``root`` (its identity's sub-folder, or its flat image) with the bytes the index
+    recorded for it: the copy of linked identities (``cp -rL``) a moved data set leaves. Not found: kept as it is."""
+    from lowdim_sd.weight_index import image_digest, recorded_digests
+
+    digests = recorded_digests(entry)
+    absolute = [number for number, image in enumerate(entry["images"]) if Path(image).is_absolute()
+                and number < len(digests)]
+    if not absolute:
+        return entry
+    place = root / entry["name"]
+    pictures = (sorted(path for path in place.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS)
+                if place.is_dir() else [path for path in place.parent.glob(f"{glob.escape(place.name)}.*")
+                                        if path.suffix.lower() in IMAGE_EXTENSIONS])
+    by_bytes = {image_digest(path): str(path.relative_to(root)) for path in reversed(pictures) if path.is_file()}
+    images = list(entry["images"])
+    for number in absolute:
+        images[number] = by_bytes.get(digests[number], images[number])
+    return {**entry, "images": images}
 
 
 def _finite(path: Path, key: str, row: int, values: Tensor) -> Tensor:

@@ -98,9 +98,9 @@ def test_adding_through_ddp_module_after_lowdim_saw_the_ddp_warns(one_process_gr
     inner = plain()
     inner[0].weight.requires_grad_(True)
     wrapper = DistributedDataParallel(inner)
-    lowdim.Adapters(wrapper)  # lowdim sees the DDP (a save or a view of it, or a refused add)
-    with pytest.warns(UserWarning, match=r"adapter 'late' was added to a model a DistributedDataParallel already "
-                                         r"wraps.*before `DistributedDataParallel\(model\)` is made") as caught:
+    lowdim.Adapters(wrapper)  # lowdim sees the DDP (a save or a view of it), which is alive and wraps it still
+    said = r"adapter 'late' was added to a model a DistributedDataParallel made before this add still wraps"
+    with pytest.warns(UserWarning, match=said + r".*before `DistributedDataParallel\(model\)` is made") as caught:
         lowdim.Adapters(wrapper.module).add("late", space(), ["0"])
     assert caught[0].filename == __file__  # the user's line
 
@@ -110,4 +110,32 @@ def test_adding_to_a_model_before_wrapping_it_says_nothing(one_process_group, re
     lowdim.inject(inner, space(), ["0"])
     inner[0].weight.requires_grad_(True)
     DistributedDataParallel(inner)
+    assert not [w for w in recwarn if "DistributedDataParallel" in str(w.message)]
+
+
+def test_adding_to_the_model_and_wrapping_it_anew_after_a_refusal_says_nothing(one_process_group, recwarn):
+    """What the refusal says to do (review BR3): add to the model, then wrap it again. The new DDP syncs the adapter,
+    so no warning that it trains apart, even while the refused DDP is still held."""
+    inner = plain()
+    inner[0].weight.requires_grad_(True)
+    first = DistributedDataParallel(inner)
+    with pytest.raises(LowdimError, match="before `DistributedDataParallel"):
+        lowdim.Adapters(first).add("default", space(), ["0"])
+    lowdim.Adapters(inner).add("default", space(), ["0"])
+    again = DistributedDataParallel(inner)
+    assert any("slots.default" in name for name, _ in again.named_parameters())
+    assert not [w for w in recwarn if "DistributedDataParallel" in str(w.message)]
+
+
+def test_no_warning_once_the_ddp_lowdim_saw_is_gone(one_process_group, recwarn):
+    """The DDP that wrapped the model is deleted: nothing wraps it now, so an add warns of nothing (review BR3)."""
+    import gc
+
+    inner = plain()
+    inner[0].weight.requires_grad_(True)
+    wrapper = DistributedDataParallel(inner)
+    lowdim.Adapters(wrapper)
+    del wrapper
+    gc.collect()
+    lowdim.Adapters(inner).add("late", space(), ["0"])
     assert not [w for w in recwarn if "DistributedDataParallel" in str(w.message)]

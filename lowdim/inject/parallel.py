@@ -6,6 +6,7 @@ with those names loads all the same: ``lowdim.file_fit.without_wrapper_prefix``)
 from __future__ import annotations
 
 import warnings
+import weakref
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -16,20 +17,36 @@ from lowdim.inject.select import user_stacklevel
 PARALLEL_WRAPPERS = (nn.DataParallel, DistributedDataParallel)
 
 
-# Set on a model lowdim has seen inside a DDP: adding to it later (through ``ddp.module``) warns.
+# A weak reference to the DDP lowdim last saw holding a model, set on that model: adding to it through
+# ``ddp.module`` warns while that DDP is alive and still holds it. Weak, so a DDP deleted (or one the user replaced
+# by wrapping the model anew, as the refusal says) warns of nothing.
 SEEN_IN_DDP = "_lowdim_seen_in_ddp"
 
 
 def inner_model(model: nn.Module) -> nn.Module:
     """The model a data-parallel wrapper (or a stack of them) holds; any other module as it is. A model found inside
-    a DDP is marked so (``SEEN_IN_DDP``)."""
-    in_ddp = False
+    a DDP keeps a weak reference to it (``SEEN_IN_DDP``)."""
+    ddp = None
     while isinstance(model, PARALLEL_WRAPPERS):
-        in_ddp = in_ddp or isinstance(model, DistributedDataParallel)
+        if ddp is None and isinstance(model, DistributedDataParallel):
+            ddp = model
         model = model.module
-    if in_ddp:
-        object.__setattr__(model, SEEN_IN_DDP, True)
+    if ddp is not None:
+        object.__setattr__(model, SEEN_IN_DDP, weakref.ref(ddp))
     return model
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    while isinstance(model, PARALLEL_WRAPPERS):
+        model = model.module
+    return model
+
+
+def ddp_holding(model: nn.Module) -> DistributedDataParallel | None:
+    """The DDP lowdim saw holding ``model``, while it is alive and holds it still; else None."""
+    seen = getattr(model, SEEN_IN_DDP, None)
+    ddp = seen() if isinstance(seen, weakref.ref) else None
+    return ddp if ddp is not None and _unwrapped(ddp) is model else None
 
 
 def refuse_adding_through_ddp(given: nn.Module, name: str) -> None:
@@ -41,6 +58,8 @@ def refuse_adding_through_ddp(given: nn.Module, name: str) -> None:
     model = given
     while isinstance(model, PARALLEL_WRAPPERS):
         if isinstance(model, DistributedDataParallel):
+            # Refused, so not a look through it: the user, doing as this says, adds to the model and wraps it anew.
+            object.__setattr__(_unwrapped(model), SEEN_IN_DDP, None)
             raise LowdimError(f"adapter '{name}': this is a DistributedDataParallel, which syncs only the parameters "
                               f"it saw when it was made, so an adapter added or loaded through it would train apart "
                               f"on each process: add or load adapters before `DistributedDataParallel(model)` is "
@@ -48,8 +67,9 @@ def refuse_adding_through_ddp(given: nn.Module, name: str) -> None:
                               f"problem (to evaluate alone, with no training, load into `ddp.module`: nothing needs "
                               f"syncing)")
         model = model.module
-    if getattr(model, SEEN_IN_DDP, False):
-        warnings.warn(f"adapter '{name}' was added to a model a DistributedDataParallel already wraps: DDP syncs only "
-                      f"the parameters it saw when it was made, so if this adapter trains, it trains apart on each "
-                      f"process; add adapters before `DistributedDataParallel(model)` is made (to evaluate alone, "
-                      f"nothing needs syncing)", stacklevel=user_stacklevel())
+    if ddp_holding(model) is not None:
+        warnings.warn(f"adapter '{name}' was added to a model a DistributedDataParallel made before this add still "
+                      f"wraps: DDP syncs only the parameters it saw when it was made, so if this adapter trains "
+                      f"through that DDP, it trains apart on each process; add adapters before "
+                      f"`DistributedDataParallel(model)` is made (to evaluate alone, nothing needs syncing)",
+                      stacklevel=user_stacklevel())

@@ -66,3 +66,14 @@ def test_the_page_labels_pictures_as_pictures_and_training_steps_as_steps(heard_
     pictures = heard_preview[1]
     assert bar.calls[-1] == ((pictures, pictures), f"preview: {PICTURES_BAR}", "pictures")
     assert all(unit == "pictures" for _, desc, unit in bar.calls[3:] if desc == f"preview: {PICTURES_BAR}")
+
+
+def test_generate_takes_no_public_bar_argument():
+    """The preview's shared bar is its own business (review BR4): ``generate`` lists no ``bar`` a caller could pass
+    an impossible count to, which would show as '7/2' or fail after the pictures are drawn."""
+    import inspect
+
+    from lowdim_sd.generate import generate
+
+    assert [name for name in inspect.signature(generate).parameters if not name.startswith("_")] == [
+        "model", "config", "tokens", "progress", "keep"]

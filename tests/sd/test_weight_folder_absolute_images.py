@@ -6,6 +6,7 @@ path that climbs out with '..' stays refused."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -93,3 +94,54 @@ def test_a_relative_path_climbing_out_of_the_root_stays_refused(old_folder, imag
     (old_folder / "index.json").write_text(json.dumps(index))
     with pytest.raises(LowdimError, match=r"index.json: identity 'person0' names image .*no '\.\.'"):
         WeightDataset(old_folder)
+
+
+# The linked pictures moved (review BR1): the identities copied with their links followed (``cp -rL``), the data set
+# the links led to gone. ``--image-root`` finds each picture under the copy by the bytes the index recorded, a rerun
+# of precompute retrains nothing, and where nothing is found the line says the paths are absolute.
+
+def copied_and_gone(linked_people, tmp_path):
+    """``cp -rL ids copy``, then the store the links led to removed: the index's absolute paths name nothing."""
+    copy = tmp_path / "copy"
+    shutil.copytree(linked_people, copy, symlinks=False)
+    shutil.rmtree(tmp_path / "store")
+    return copy
+
+
+def test_image_root_finds_the_pictures_an_absolute_path_named_by_their_bytes(old_folder, linked_people, tmp_path):
+    copy = copied_and_gone(linked_people, tmp_path)
+    data = WeightDataset(old_folder, image_root=copy, all_images=True)
+    data.check_images()
+    assert sorted(data.image_path(item) for item in range(len(data))) == [
+        copy / f"person{number}" / "a.png" for number in range(3)]
+
+
+def test_without_one_the_line_says_the_paths_are_absolute_and_what_works(old_folder, linked_people, tmp_path):
+    copy = copied_and_gone(linked_people, tmp_path)
+    with pytest.raises(LowdimError, match=r"are gone, e\.g\. /.*store.*absolute path.*image.root.*by their bytes"):
+        WeightDataset(old_folder).check_images()
+    shutil.rmtree(copy / "person1")
+    shutil.copytree(copy / "person0", copy / "person1")  # other bytes under the name: not the picture it was
+    with pytest.raises(LowdimError, match=r"1 of the 3 .*absolute path.*no picture with the bytes it recorded.*"
+                                          r"person1"):
+        WeightDataset(old_folder, image_root=copy).check_images()
+
+
+def test_a_rerun_over_copies_of_the_linked_pictures_retrains_nothing(tiny_sd, linked_people, old_folder, tmp_path,
+                                                                      model):
+    for picture in linked_people.glob("*/a.png"):  # the links replaced by copies of what they led to, at the root
+        _unlink_keep(picture)
+    shutil.rmtree(tmp_path / "store")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "a.png added": the same bytes, found under the root
+        result = precompute(precompute_job(tiny_sd, linked_people, old_folder), progress=False, model=model)
+    assert result.trained == [] and sorted(result.skipped) == ["person0", "person1", "person2"]
+    assert {entry["name"]: entry["images"] for entry in read_index(old_folder)["identities"]} == {
+        f"person{number}": [f"person{number}/a.png"] for number in range(3)}
+    assert json.loads((old_folder / "index.json").read_text())["root"] == str(linked_people)
+
+
+def _unlink_keep(picture) -> None:
+    data = picture.read_bytes()
+    picture.unlink()
+    picture.write_bytes(data)
