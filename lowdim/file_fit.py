@@ -167,10 +167,11 @@ def saved_through_wrapper(layers: list[LayerSpec], model: nn.Module) -> bool:
 Named = TypeVar("Named")  # what a layer name keys: its tensors, or its scale
 
 
-def without_wrapper_prefix(adapter: AdapterFile) -> AdapterFile:
+def without_wrapper_prefix(adapter: AdapterFile, verify_bases: bool = True) -> AdapterFile:
     """``adapter`` with its layers named as the model inside the wrapper names them, as accelerate and peft strip
     ``module.`` from state dicts. Each frozen basis was seeded from the name the file recorded, so unless the file
-    stored them, they are made from those names here (checked against the file's checksum) and kept as stored."""
+    stored them, they are made from those names here (checked against the file's checksum unless
+    ``verify_bases`` is False, as ``load_adapter`` takes it) and kept as stored."""
     from lowdim.filecheck import check_regeneration
     from lowdim.files import _checksum, _regenerate, bases_mismatch  # files.py imports this module
 
@@ -183,7 +184,7 @@ def without_wrapper_prefix(adapter: AdapterFile) -> AdapterFile:
     if stored is None:
         check_regeneration(adapter.space, adapter.layers, adapter.path)
         stored = {layer.name: _regenerate(adapter.space, layer, adapter.seed) for layer in adapter.layers}
-        if adapter.checksum and _checksum(stored, adapter.layers) != adapter.checksum:
+        if verify_bases and adapter.checksum and _checksum(stored, adapter.layers) != adapter.checksum:
             raise bases_mismatch(adapter)
         stored = stored if any(stored.values()) else None  # a space without bases (LoRA) regenerates nothing
     return replace(adapter, layers=[_unprefixed(layer) for layer in adapter.layers], params=renamed(adapter.params),

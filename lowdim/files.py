@@ -268,9 +268,9 @@ def _refuse_pickle(path: Path) -> None:
         )
 
 
-def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> AdapterFile:
+def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, verify_bases: bool = True) -> AdapterFile:
     """Read and check an adapter file (layers, space, tensor sizes, finite floats); with ``model``, its layers
-    are checked against the model's before any tensor is shaped or basis made."""
+    are checked against the model's before any tensor is shaped or basis made (``verify_bases``: as load_adapter's)."""
     from lowdim.registry import get_registry
 
     path = Path(path)
@@ -308,7 +308,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None) -> Ada
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
                                             f"a frozen basis of space '{space.name}'", BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
-    return without_wrapper_prefix(adapter) if through_wrapper else adapter
+    return without_wrapper_prefix(adapter, verify_bases) if through_wrapper else adapter
 
 
 def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:
@@ -363,10 +363,11 @@ def load_adapter(
     _path_first("load_adapter", path)
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     if isinstance(path, AdapterFile):
-        adapter = without_wrapper_prefix(path) if saved_through_wrapper(path.layers, adapters.model) else path
+        through = saved_through_wrapper(path.layers, adapters.model)
+        adapter = without_wrapper_prefix(path, verify_bases) if through else path
         validate_against(adapter, adapters.model)
     else:
-        adapter = read_adapter(path, adapters.model)
+        adapter = read_adapter(path, adapters.model, verify_bases=verify_bases)
     stored = adapter.metadata.get("adapter_name", "")
     name = name or (stored if isinstance(stored, str) and stored.isidentifier() else "default")
     refuse_meta_layers(adapters.model, adapter.layers, adapter.path)
