@@ -68,10 +68,10 @@ def layer_name_problem(name: str) -> str | None:
     return None
 
 
-def printable_name(name: str) -> str:
-    """``name`` escaped for one printed line, cut to a readable length."""
+def printable_name(name: str, longest: int = 120) -> str:
+    """``name`` quoted and escaped for one printed line, cut to about ``longest`` characters."""
     text = ascii(name)
-    return text if len(text) <= 120 else text[:100] + "...'"
+    return text if len(text) <= longest else text[:longest - longest // 6] + "...'"
 
 
 def check_savable_names(layers: Iterable[LayerSpec], what: str) -> None:

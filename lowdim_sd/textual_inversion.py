@@ -26,6 +26,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.files import AdapterFile, read_adapter
 from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.select import EMBEDDING, LayerSet
@@ -73,9 +74,8 @@ def token_problem(token: str) -> str | None:
 
 
 def printable_token(token: str) -> str:
-    """``token`` for one printed line: quoted, escaped and cut to a readable length."""
-    text = ascii(token)
-    return text if len(text) <= 60 else text[:50] + "...'"
+    """``token`` for one printed line: quoted, escaped and cut shorter than a layer name, as it sits mid-sentence."""
+    return printable_name(token, longest=60)
 
 
 def token_names(token: str, vectors: int) -> list[str]:
