@@ -63,12 +63,13 @@ def serve(host: str, port: int, model: str, out: Path | str, share: bool, model_
     model = check_model(model)
     check_training_dtype(device, dtype)  # every run the page starts trains: refused now, not on the first click
     check_port(host, port)
+    from lowdim_sd.ui.upload_folder import private_uploads
+
     studio = Studio(StudioConfig(model=model, out=out, model_config=model_config, device=device, dtype=dtype))
-    page = build_page(studio)
-    try:
-        _serve_until_stopped(page, studio, host, port, share, out, ready)
-    finally:
-        forget_files(page)  # however it closed; only a second Ctrl-C's quit at once skips this
+    # Its uploads and Gradio's copies of the runs shown go however the server closes; only a second Ctrl-C's
+    # quit at once leaves them, to the next start.
+    with private_uploads():
+        _serve_until_stopped(build_page(studio), studio, host, port, share, out, ready)
 
 
 def _serve_until_stopped(page, studio, host: str, port: int, share: bool, out: Path, ready) -> None:
@@ -119,24 +120,6 @@ def start_line(page, gradio_said: str, host: str, port: int, share: bool, out: P
     # Earlier runs leaves out a run whose record does not read: said once here, rather than never.
     unreadable = unreadable_runs_line(out)
     return f"lowdim ui: {where} (Ctrl-C stops it); runs are kept in {out}" + (f"; {unreadable}" if unreadable else "")
-
-
-def forget_files(page) -> None:
-    """Remove what Gradio keeps of this server's sessions in its cache folder (their uploads, its copies of the
-    runs shown), and the folders that leaves empty. Not Gradio's delete_cache: its removal at the server's end
-    runs in the server's thread, which a closing process may not wait for, and leaves the folders; while it
-    serves, an open tab may still use any of them. Only files in that cache folder: never a run of --out."""
-    from gradio.utils import get_upload_folder
-
-    cache = Path(get_upload_folder()).resolve()
-    for files in getattr(page, "temp_file_sets", []):
-        for name in list(files):
-            path = Path(name)
-            if path.resolve().is_relative_to(cache) and path.resolve() != cache:
-                with contextlib.suppress(OSError):  # a file that cannot go must not stop the server's exit
-                    path.unlink(missing_ok=True)
-                with contextlib.suppress(OSError):  # not empty: another file of the same hash is still there
-                    path.parent.rmdir()
 
 
 def close_after_a_stop(page, studio) -> None:

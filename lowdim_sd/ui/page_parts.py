@@ -188,9 +188,9 @@ def code_span(text: str) -> str:
     return f"{fence}{padded}{fence}"
 
 
-@functools.cache
 def upload_folders() -> re.Pattern:
-    """Gradio's folder of uploads, each in a folder of its own hash, as it may be written (as set, resolved)."""
+    """Gradio's folder of uploads, each in a folder of its own hash, as it may be written (as set, resolved). Read
+    at each call: each server sets its own (upload_folder.py)."""
     from gradio.utils import get_upload_folder
 
     folder = get_upload_folder()

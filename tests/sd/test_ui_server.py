@@ -96,7 +96,7 @@ def serve(tmp_path: Path, ready, share: bool = False) -> tuple[int, Path]:
 
 
 def unique_photo(tmp_path: Path) -> Path:
-    """A photo no other test uploads: Gradio keeps uploads by their content, in a folder shared by servers."""
+    """A photo no other test uploads: Gradio keeps uploads by their content."""
     import numpy as np
     from PIL import Image
 
