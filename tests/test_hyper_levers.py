@@ -101,6 +101,24 @@ def test_pooling_keeps_the_first_token_and_averages_the_patch_grid():
     torch.testing.assert_close(pooled[:, 4], grid[:, 2:, 2:].mean((1, 2)))
 
 
+def test_pooling_leaves_out_register_tokens():
+    """DINOv2 with registers gives the first token, its register tokens, then the patches: only the patches are
+    a grid in the picture."""
+    from lowdim.hyper import ImageEncoder
+
+    config = transformers.Dinov2WithRegistersConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=16, image_size=56, patch_size=14,
+                                                   num_register_tokens=3)
+    encoder = ImageEncoder("tiny", config.to_dict(), out_width=8, pool=2)
+    features = encoder.features(torch.rand(2, 3, 56, 56) * 2 - 1)
+    assert features.shape[1] == 1 + 3 + 16  # the first token, the registers, a 4x4 patch grid
+    pooled = encoder.pooled(features)
+    grid = features[:, 4:].reshape(2, 4, 4, 8)
+    torch.testing.assert_close(pooled[:, 0], features[:, 0])
+    torch.testing.assert_close(pooled[:, 1], grid[:, :2, :2].mean((1, 2)))
+    torch.testing.assert_close(pooled[:, 4], grid[:, 2:, 2:].mean((1, 2)))
+
+
 @given(pixel=st.floats(-1.0, 1.0))
 @example(pixel=-1.0).via("black is 0.0 before ImageNet's mean and std")
 @example(pixel=0.0).via("mid-grey is 0.5")

@@ -222,11 +222,15 @@ class ImageEncoder(nn.Module):
         return self.proj(self.norm(self.pooled(features) if self.pool else features))
 
     def pooled(self, features: Tensor) -> Tensor:
-        """The first token, then the square patch grid behind it averaged to pool x pool tokens."""
-        first, patches = features[:, :1], features[:, 1:]
+        """The first token, then the square patch grid behind it averaged to pool x pool tokens. A backbone's
+        register tokens (DINOv2 with registers: between the first token and the patches) are left out: they
+        hold no place in the picture to average over."""
+        registers = int(getattr(self.backbone.config, "num_register_tokens", 0) or 0)
+        first, patches = features[:, :1], features[:, 1 + registers:]
         side = int(round(patches.shape[1] ** 0.5))
         if side * side != patches.shape[1]:
-            raise LowdimError(f"encoder_pool needs a square grid of patch tokens after the first token; the encoder "
+            after = f"the first token and {registers} register tokens" if registers else "the first token"
+            raise LowdimError(f"encoder_pool needs a square grid of patch tokens after {after}; the encoder "
                               f"gives {patches.shape[1]}")
         grid = patches.transpose(1, 2).reshape(features.shape[0], -1, side, side)
         grid = torch.nn.functional.adaptive_avg_pool2d(grid, self.pool).flatten(2).transpose(1, 2)
