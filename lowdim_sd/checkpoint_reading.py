@@ -139,6 +139,7 @@ def optimizer_state(optimizer: torch.optim.Optimizer, parameters: Sequence[Tenso
     _check_count(state, metadata, len(parameters), path)
     for index, entries in sorted(state.items()):
         _check_entries(index, entries, parameters[index], layout, path)
+        _check_signs(index, entries, _never_negative(optimizer), path)
     return state
 
 
@@ -192,6 +193,24 @@ def _check_entries(index: int, entries: dict[str, Tensor], parameter: Tensor, la
                                  f"expected {expected}")
         if name == "step" and float(value) < 0:
             raise bad_file(path, f"optimizer state for parameter {index}: step is {float(value)}, below 0")
+
+
+def _never_negative(optimizer: torch.optim.Optimizer) -> frozenset[str]:
+    """The states ``optimizer`` keeps that can never be below 0: Adam's and AdamW's second moments (a running mean
+    of squared gradients, and its running maximum under amsgrad), whose square root the next step takes. Other
+    optimizers' states are not guessed at (SGD's momentum, say, is signed)."""
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):  # AdamW is no Adam in older torch
+        return frozenset({"exp_avg_sq", "max_exp_avg_sq"})
+    return frozenset()
+
+
+def _check_signs(index: int, entries: dict[str, Tensor], never_negative: frozenset[str], path: Path) -> None:
+    """A negative second moment makes the next step's square root NaN: refused here, not blamed on --lr there."""
+    for name in sorted(never_negative & set(entries)):
+        value = entries[name]
+        if bool((value < 0).any()):
+            raise bad_file(path, f"optimizer state for parameter {index}: {name} holds a negative value "
+                                 f"({float(value.min()):.3g}), which Adam's second moment never is")
 
 
 def _layout(optimizer: torch.optim.Optimizer) -> dict[str, bool]:

@@ -133,8 +133,9 @@ class AdapterTrainable:
     def load_state(self, tensors: dict[str, Tensor]) -> None:
         nested: dict[str, dict[str, Tensor]] = {}
         for key, value in tensors.items():
-            layer, _, param = key.rpartition("/")
-            nested.setdefault(layer, {})[param] = value
+            layer, slash, param = key.rpartition("/")
+            # A key ``state`` did not write (no "/") is named whole, so the refusal names it, not the layer ''.
+            nested.setdefault(layer if slash else key, {})[param] = value
         self.adapters.load_tensors(self.name, nested)
 
     def signature(self) -> dict:

@@ -18,7 +18,10 @@ def check_loadable(name: str, kind: str, slots: Mapping[str, AdapterSlot],
     ``wanted`` has; otherwise one line naming the adapter and the first layer or tensor that is wrong."""
     missing, extra = sorted(set(slots) - set(given)), sorted(set(given) - set(slots))
     if missing or extra:
-        raise LowdimError(f"adapter '{name}': {kind} for missing layers {missing[:3]}, unexpected layers {extra[:3]}")
+        # Only the side that is wrong: "missing layers []" read as one more problem.
+        parts = ([f"missing layers {missing[:3]}"] if missing else []) + (
+            [f"unexpected layers {extra[:3]}"] if extra else [])
+        raise LowdimError(f"adapter '{name}': {kind} for {', '.join(parts)}")
     for layer, tensors in wanted.items():
         for tensor_name, tensor in tensors.items():
             value = given[layer].get(tensor_name)
