@@ -45,7 +45,8 @@ def unwritable_weight(base: BaseLayer) -> str | None:
 
     Each case would otherwise be a silent no-op or wrong: the old hook-based weight_norm and spectral_norm
     rebuild ``weight`` from other tensors before every call, an integer, quantized or fp8 weight has its
-    scales elsewhere, and an embedding's max_norm renormalises rows of the weight in place at each lookup.
+    scales elsewhere (a tensor subclass may hide one behind a float dtype), and an embedding's max_norm
+    renormalises rows of the weight in place at each lookup.
     """
     for hook in base._forward_pre_hooks.values():
         if isinstance(hook, (WeightNorm, SpectralNorm)):
@@ -55,6 +56,8 @@ def unwritable_weight(base: BaseLayer) -> str | None:
                     f"{source} at every call, so a merge into it would be lost (torch.nn.utils.remove_"
                     f"{kind} lifts the hook)")
     weight = base.weight
+    if problem := _tensor_subclass(weight):
+        return problem
     if not weight.is_floating_point() or weight.dtype.itemsize == 1:  # fp8 counts as floating point in torch
         return (f"keeps its weight as {weight.dtype}: lowdim cannot add a float update to it (a quantized or "
                 f"8-bit weight keeps its scales elsewhere)")
@@ -62,6 +65,21 @@ def unwritable_weight(base: BaseLayer) -> str | None:
         return (f"has max_norm={base.max_norm}: torch renormalises its rows in place at each lookup, so a merged "
                 f"update would be renormalised with them and an unmerge could not take it back out")
     return None
+
+
+def _tensor_subclass(weight: torch.Tensor) -> str | None:
+    """Why a weight held as a tensor subclass cannot take a merge (None for a plain tensor or Parameter over one).
+
+    torchao's AffineQuantizedTensor and optimum-quanto's QTensor report a float dtype over int storage: an in-place
+    add lands in a dequantized temporary (lost) or fails deep inside. A Parameter over such a tensor has the
+    subclass's type, so the exact type tells them apart; the layer's forward through it is fine (unmerged use).
+    """
+    if type(weight) in (torch.Tensor, nn.Parameter):
+        return None
+    kind = type(weight)
+    return (f"holds its weight as a {kind.__module__}.{kind.__qualname__} tensor subclass (as torchao's and "
+            f"optimum-quanto's quantized weights are) that reports {weight.dtype} but may store something else, "
+            f"so a merge could not add to it as it is: merge before quantizing")
 
 
 def warn_own_forward(name: str, wrappers: Iterable[AdapterLayer]) -> None:

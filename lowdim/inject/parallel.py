@@ -1,10 +1,12 @@
-"""Models wrapped for data parallelism (``nn.DataParallel``, ``DistributedDataParallel``): the adapters live on
-the model inside, as accelerate's ``unwrap_model`` sees it, so a wrapper and its ``.module`` are one model to lowdim
-and a file names the model's own layers, never ``module.``-prefixed ones (a file an older lowdim saved through one
-with those names loads all the same: ``lowdim.file_fit.without_wrapper_prefix``)."""
+"""Models wrapped for data parallelism (``nn.DataParallel``, ``DistributedDataParallel``) or by ``torch.compile``
+(an ``OptimizedModule`` holding the model as ``_orig_mod``): the adapters live on the model inside, as accelerate's
+``unwrap_model`` sees it, so a wrapper and the model it holds are one model to lowdim and a file names the model's
+own layers, never ``module.``- or ``_orig_mod.``-prefixed ones (a file an older lowdim saved through a data-parallel
+wrapper with ``module.`` names loads all the same: ``lowdim.file_fit.without_wrapper_prefix``)."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 import weakref
 
@@ -23,22 +25,33 @@ PARALLEL_WRAPPERS = (nn.DataParallel, DistributedDataParallel)
 SEEN_IN_DDP = "_lowdim_seen_in_ddp"
 
 
+def _held(model: nn.Module) -> nn.Module | None:
+    """The module a data-parallel or compile wrapper holds; None for any other module."""
+    if isinstance(model, PARALLEL_WRAPPERS):
+        return model.module
+    # torch.compile's wrapper: its class exists only once dynamo is imported, which compiling does, so a model
+    # never compiled costs no dynamo import here.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    optimized = getattr(eval_frame, "OptimizedModule", None)
+    return model._orig_mod if optimized is not None and isinstance(model, optimized) else None
+
+
 def inner_model(model: nn.Module) -> nn.Module:
-    """The model a data-parallel wrapper (or a stack of them) holds; any other module as it is. A model found inside
-    a DDP keeps a weak reference to it (``SEEN_IN_DDP``)."""
+    """The model a data-parallel or compile wrapper (or a stack of them, in any order) holds; any other module as it
+    is. A model found inside a DDP keeps a weak reference to it (``SEEN_IN_DDP``)."""
     ddp = None
-    while isinstance(model, PARALLEL_WRAPPERS):
+    while (held := _held(model)) is not None:
         if ddp is None and isinstance(model, DistributedDataParallel):
             ddp = model
-        model = model.module
+        model = held
     if ddp is not None:
         object.__setattr__(model, SEEN_IN_DDP, weakref.ref(ddp))
     return model
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
-    while isinstance(model, PARALLEL_WRAPPERS):
-        model = model.module
+    while (held := _held(model)) is not None:
+        model = held
     return model
 
 
@@ -56,7 +69,7 @@ def refuse_adding_through_ddp(given: nn.Module, name: str) -> None:
     loaded to evaluate has no gradient to sync, so that is not refused). DataParallel copies the module at every
     call, so it sees them."""
     model = given
-    while isinstance(model, PARALLEL_WRAPPERS):
+    while (held := _held(model)) is not None:  # a compiled DDP, torch.compile(DDP(model)), too
         if isinstance(model, DistributedDataParallel):
             # Refused, so not a look through it: the user, doing as this says, adds to the model and wraps it anew.
             object.__setattr__(_unwrapped(model), SEEN_IN_DDP, None)
@@ -66,7 +79,7 @@ def refuse_adding_through_ddp(given: nn.Module, name: str) -> None:
                               f"made, then wrap the model; adding through `ddp.module` afterwards has the same "
                               f"problem (to evaluate alone, with no training, load into `ddp.module`: nothing needs "
                               f"syncing)")
-        model = model.module
+        model = held
     if ddp_holding(model) is not None:
         warnings.warn(f"adapter '{name}' was added to a model a DistributedDataParallel made before this add still "
                       f"wraps: DDP syncs only the parameters it saw when it was made, so if this adapter trains "
