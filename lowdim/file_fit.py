@@ -1,8 +1,9 @@
 """Whether an adapter file fits a model: every layer it names is one of the model's adaptable layers, of the
 same shape. A refusal blames the file ("was made for X and does not fit this model") only when the model is
 another one; when it is this model seen through another library's wrapper (peft's LoRA layers, a PeftModel, any
-module holding it), it names that wrapper and the way in. A file an older lowdim saved through nn.DataParallel or
-DDP (its layers named ``module.0``) loads onto the model inside with that prefix dropped.
+module holding it), it names that wrapper and the way in. A file an older lowdim saved through nn.DataParallel,
+DDP or torch.compile (its layers named ``module.0``, ``_orig_mod.0``) loads onto the model inside with that prefix
+dropped.
 
 Also what a reader says of a file another lowdim wrote: a format version it does not read, or a config option it does
 not know (a newer lowdim's or plugin's), in one wording for the loaders and for ``lowdim show``. Every adapter and
@@ -44,7 +45,7 @@ def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
     if not misfits(layers, model):
         return
     if cause := wrapper_words(layers):  # it fits neither as saved nor without the prefix: say what the latter lacks
-        layers = [_unprefixed(layer) for layer in layers]
+        layers = _unprefixed(layers, wrapper_prefix(layers))
     shapes = {name: tuple(module.weight.shape[:2])
               for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING))}
     misfit = misfits(layers, model)
@@ -143,8 +144,10 @@ def config_problem(error: ConfigError, plugins: bool = True) -> str:
     return f"{text}; the file may come from a newer lowdim: upgrade lowdim"
 
 
-# -- files an older lowdim saved through nn.DataParallel / DDP ----------------------------------------------------
-WRAPPER_PREFIX = "module."  # how nn.DataParallel and DDP name the layers of the model they hold
+# -- files an older lowdim saved through nn.DataParallel / DDP / torch.compile ------------------------------------
+# How nn.DataParallel and DDP ("module"), and torch.compile ("_orig_mod"), name the model they hold; stacked in any
+# order ("_orig_mod.module.") when one wraps the other.
+WRAPPER_PARTS = ("module", "_orig_mod")
 # An adapter whose frozen bases were seeded from other names than its layers' own: a re-save stores them.
 STORE_BASES = "store_bases"
 
@@ -156,12 +159,26 @@ def misfits(layers: list[LayerSpec], model: nn.Module) -> list[LayerSpec]:
     return [layer for layer in layers if shapes.get(layer.name) != (layer.out_features, layer.in_features)]
 
 
+def wrapper_prefix(layers: list[LayerSpec]) -> str:
+    """The wrappers' prefix every one of ``layers`` starts with (``module.``, ``_orig_mod.``, or a stack of them);
+    "" where they share none."""
+    prefix = ""
+    while layers:
+        longer = next((prefix + part + "." for part in WRAPPER_PARTS
+                       if all(layer.name.startswith(prefix + part + ".") for layer in layers)), None)
+        if longer is None:
+            break
+        prefix = longer
+    return prefix
+
+
 def saved_through_wrapper(layers: list[LayerSpec], model: nn.Module) -> bool:
-    """Whether ``layers`` are those of a file a lowdim before acba417 saved through a DataParallel/DDP (every name
-    ``module.``-prefixed, as the wrapper showed them) for ``model``: they do not fit it as they are, and do without
-    the prefix. A model with a real ``module`` submodule that they fit keeps them as they are."""
-    prefixed = bool(layers) and all(layer.name.startswith(WRAPPER_PREFIX) for layer in layers)
-    return prefixed and bool(misfits(layers, model)) and not misfits([_unprefixed(layer) for layer in layers], model)
+    """Whether ``layers`` are those of a file an older lowdim saved through a DataParallel/DDP (before acba417) or
+    a compiled model (every name ``module.``- or ``_orig_mod.``-prefixed, as the wrapper showed them) for ``model``:
+    they do not fit it as they are, and do without the prefix. A model with a real ``module`` submodule that they
+    fit keeps them as they are."""
+    prefix = wrapper_prefix(layers)
+    return bool(prefix) and bool(misfits(layers, model)) and not misfits(_unprefixed(layers, prefix), model)
 
 
 Named = TypeVar("Named")  # what a layer name keys: its tensors, or its scale
@@ -175,7 +192,8 @@ def without_wrapper_prefix(adapter: AdapterFile, verify_bases: bool = True) -> A
     from lowdim.filecheck import check_regeneration
     from lowdim.files import _checksum, _regenerate, bases_mismatch  # files.py imports this module
 
-    named = {WRAPPER_PREFIX + layer.name: layer.name for layer in map(_unprefixed, adapter.layers)}
+    prefix = wrapper_prefix(adapter.layers)
+    named = {layer.name: layer.name.removeprefix(prefix) for layer in adapter.layers}
 
     def renamed(values: dict[str, Named]) -> dict[str, Named]:
         return {named.get(key, key): value for key, value in values.items()}
@@ -187,18 +205,19 @@ def without_wrapper_prefix(adapter: AdapterFile, verify_bases: bool = True) -> A
         if verify_bases and adapter.checksum and _checksum(stored, adapter.layers) != adapter.checksum:
             raise bases_mismatch(adapter)
         stored = stored if any(stored.values()) else None  # a space without bases (LoRA) regenerates nothing
-    return replace(adapter, layers=[_unprefixed(layer) for layer in adapter.layers], params=renamed(adapter.params),
+    return replace(adapter, layers=_unprefixed(adapter.layers, prefix), params=renamed(adapter.params),
                    stored_buffers=None if stored is None else renamed(stored), scales=renamed(adapter.scales),
                    bases_named={new: old for old, new in named.items()})
 
 
-def _unprefixed(layer: LayerSpec) -> LayerSpec:
-    return replace(layer, name=layer.name.removeprefix(WRAPPER_PREFIX))
+def _unprefixed(layers: list[LayerSpec], prefix: str) -> list[LayerSpec]:
+    return [replace(layer, name=layer.name.removeprefix(prefix)) for layer in layers]
 
 
 def wrapper_words(layers: list[LayerSpec]) -> str:
     """Why a file fits no model, where its names carry a wrapper's prefix ("" where they do not)."""
-    if not layers or not all(layer.name.startswith(WRAPPER_PREFIX) for layer in layers):
+    prefix = wrapper_prefix(layers)
+    if not prefix:
         return ""
-    return (f"its layer names start with '{WRAPPER_PREFIX}' (saved through nn.DataParallel or DDP), and without it "
-            f"they do not fit this model either; ")
+    return (f"its layer names start with '{prefix}' (saved through nn.DataParallel, DDP or torch.compile), and "
+            f"without it they do not fit this model either; ")

@@ -96,7 +96,8 @@ def test_a_file_that_fits_neither_way_names_the_module_prefix(tmp_path):
     path, *_ = old_layout_file(tmp_path, "lora")
     other = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
     with pytest.raises(AdapterFileError, match=r"its layer names start with 'module\.' \(saved through nn\."
-                                               r"DataParallel or DDP\).*do not fit this model either") as caught:
+                                               r"DataParallel, DDP or torch\.compile\).*do not fit this model "
+                                               r"either") as caught:
         lowdim.load_adapter(path, nn.DataParallel(other))
     assert "\n" not in str(caught.value)
 
@@ -133,3 +134,37 @@ def test_verify_bases_false_loads_one_whose_checksum_differs_as_for_any_file(tmp
     lowdim.load_adapter(source, nn.DataParallel(fresh), verify_bases=False)
     with torch.no_grad():
         assert torch.allclose(fresh(x), expected, atol=1e-6)
+
+
+class Compiled(nn.Module):
+    """Names its model's layers ``_orig_mod.0`` as torch.compile's wrapper did when an older lowdim saved through
+    one (it looked through DataParallel and DDP only)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._orig_mod(x)
+
+
+@pytest.mark.parametrize("wrap, names", [(Compiled, ["_orig_mod.0", "_orig_mod.2"]),
+                                         (lambda model: Compiled(Holder(model)), ["_orig_mod.module.0",
+                                                                                  "_orig_mod.module.2"])],
+                         ids=["compiled", "compiled_data_parallel"])
+def test_a_file_saved_through_a_compiled_model_loads_onto_the_plain_one(tmp_path, wrap, names):
+    trained = wrap(plain())
+    adapters = lowdim.Adapters(trained)
+    adapters.add("default", SPACES["lidb"](), "*", seed=3)
+    with torch.no_grad():
+        for slot in adapters.slots("default").values():
+            for param in slot.parameters():
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(param.numel()))
+    path = lowdim.save_adapter(tmp_path / "old.safetensors", adapters)
+    assert [layer.name for layer in lowdim.read_adapter(path).layers] == names
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
+    fresh = plain()
+    info = lowdim.load_adapter(path, fresh)
+    assert [layer.name for layer in info.layers] == ["0", "2"]
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), trained(x), rtol=0, atol=0)  # the bases it was trained with
