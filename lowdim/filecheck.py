@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -29,6 +30,8 @@ MAX_NAME = 512  # characters of one layer name
 # separators, which would rewrite a terminal or split a printed line. torch takes any other module name (a
 # ModuleDict key "to q", a peft adapter named "my adapter"), and so do lowdim's files.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Nor an invisible format character (Unicode category Cf: a bidi override or isolate, a zero-width space, a BOM),
+# which makes a name print as another one. No module name holds one: a Python identifier takes no Cf character.
 MAX_INFLATED = 16 << 20  # bytes a compressed metadata field may inflate to (SD1.5's layer list: about 20 KB)
 # Basis values regenerated from a seed where no model bounds them (export), per layer (256 MB in float64;
 # SD1.5's largest LiDB layer: 1 M) and per file (generated one layer at a time, so this bounds time).
@@ -63,6 +66,10 @@ def layer_name_problem(name: str) -> str | None:
         return f"is empty or longer than {MAX_NAME} characters"
     if CONTROL.search(name):
         return "holds a control character or a line break"
+    if invisible := next((char for char in name if unicodedata.category(char) == "Cf"), None):
+        what = unicodedata.name(invisible, "")
+        return (f"holds the invisible format character U+{ord(invisible):04X}" + (f" ({what})" if what else "")
+                + ", which makes it print as another name")
     if "" in name.split("."):
         return "has an empty part (a leading, trailing or doubled dot)"
     return None

@@ -26,6 +26,9 @@ from torch import Tensor, nn
 from lowdim import __version__, json_text
 from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
+from lowdim.bases_record import bases_mismatch, check_bases, recorded_checksum, unrecorded_bases  # noqa: F401  (file_fit's)
+from lowdim.bases_record import checksum as _checksum
+from lowdim.bases_record import regenerate as _regenerate
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.file_fit import (
     STORE_BASES,
@@ -96,6 +99,7 @@ class AdapterFile:
         and checked against the file's checksum exactly as loading checks them.
         """
         factors = {}
+        made_any: list[bool] = []  # whether the space made any bases: a LoRA file records no checksum
 
         def bases(source: Callable[[LayerSpec], dict[str, Tensor]]) -> Any:
             for layer in self.layers:
@@ -104,6 +108,7 @@ class AdapterFile:
                 down, up = self.space.factors(params, made)
                 scale = self.scales.get(layer.name, 1.0)  # folded in, as Adapters.lora_factors does live
                 factors[layer.name] = (down, up if scale == 1.0 else up * scale)
+                made_any.append(bool(made))
                 yield from (made[key] for key in sorted(made))
 
         stored = self.stored_buffers
@@ -113,48 +118,12 @@ class AdapterFile:
             return factors
         check_regeneration(self.space, self.layers, self.path)
         digest = F.basis_checksum(bases(lambda layer: _regenerate(self.space, layer, self.seed)))
-        if self.checksum and digest != self.checksum:
-            raise bases_mismatch(self)
+        check_bases(self, digest if any(made_any) else None)
         return factors
 
     @property
     def num_params(self) -> int:
         return sum(self.space.num_params(layer) for layer in self.layers)
-
-
-def _regenerate(space: Space, layer: LayerSpec, seed: int) -> dict[str, Tensor]:
-    return {k: v.float() for k, v in space.make_buffers(layer, F.layer_seed(seed, layer.name)).items()}
-
-
-def _checksum(buffers: LayerTensors, layers: list[LayerSpec]) -> str | None:
-    flat = [buffers[layer.name][k] for layer in layers for k in sorted(buffers[layer.name])]
-    return F.basis_checksum(flat) if flat else None
-
-
-def bases_mismatch(adapter: AdapterFile) -> AdapterFileError:
-    return AdapterFileError(
-        f"{adapter.path}: the frozen bases made here from its seed and layer list differ from the ones the adapter "
-        f"was trained with: its seed, layer list or space config was edited after it was saved, or (an unedited "
-        f"file) this platform makes other bases than the one that saved it (checksum mismatch); re-save it with "
-        f"store_bases=True on the original machine"
-        + _plugin_bases_words(adapter)
-    )
-
-
-def _plugin_bases_words(adapter: AdapterFile) -> str:
-    """A plugin's make_buffers may read more than the seed (a salted hash(), the global RNG): then the bases differ
-    from process to process, on the machine that saved the file too, and the platform is not to blame alone."""
-    from lowdim.plugins import is_lowdims_own
-    from lowdim.registry import get_registry, space_package
-
-    registry, name = get_registry(), adapter.space.name
-    entry = registry.spaces.get(name)
-    if entry is None or is_lowdims_own(registry.manager, entry.plugin):
-        return ""
-    package = space_package(name, registry) or adapter.metadata.get("space_package")
-    where = f"space '{name}'" + (f" (package {package})" if package else "")
-    return (f", or {where} makes its bases from something other than the seed, and then every machine regenerates "
-            f"others, the original one too: its make_buffers must depend on the seed alone (tell its authors)")
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -289,7 +258,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
     layers = unpack_layers(metadata.get("layers", "[]"), path)
-    adapter = AdapterFile(path, space, seed, layers, {}, None, metadata.get("basis_checksum") or None, metadata,
+    adapter = AdapterFile(path, space, seed, layers, {}, None, recorded_checksum(metadata, path), metadata,
                           checked_scales(metadata.get("scales"), layers, path),
                           checked_dropout(metadata.get("dropout"), path))
     # A DataParallel/DDP is checked as the model it holds, where load_adapter puts adapters; a file an older lowdim
@@ -308,7 +277,16 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
                                             f"a frozen basis of space '{space.name}'", BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
-    return without_wrapper_prefix(adapter, verify_bases) if through_wrapper else adapter
+    return _unwrapped(adapter, verify_bases) if through_wrapper else adapter
+
+
+def _unwrapped(adapter: AdapterFile, verify_bases: bool) -> AdapterFile:
+    """``without_wrapper_prefix``: its bases made from the names the file recorded, compared with a recorded
+    checksum there; one that records none where bases were made is refused here, as ``_fill`` refuses it."""
+    named = without_wrapper_prefix(adapter, verify_bases)
+    if verify_bases and adapter.checksum is None and adapter.stored_buffers is None and named.stored_buffers:
+        raise unrecorded_bases(adapter)
+    return named
 
 
 def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:
@@ -364,7 +342,7 @@ def load_adapter(
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     if isinstance(path, AdapterFile):
         through = saved_through_wrapper(path.layers, adapters.model)
-        adapter = without_wrapper_prefix(path, verify_bases) if through else path
+        adapter = _unwrapped(path, verify_bases) if through else path
         validate_against(adapter, adapters.model)
     else:
         adapter = read_adapter(path, adapters.model, verify_bases=verify_bases)
@@ -389,8 +367,8 @@ def _fill(adapters: Adapters, name: str, info: AdapterInfo, adapter: AdapterFile
     info.metadata.update({k: adapter.metadata.get(k, "") for k in ("base_model", "token")}, dropout=adapter.dropout)
     if adapter.stored_buffers is not None:
         adapters.load_buffers(name, adapter.stored_buffers)
-    elif verify_bases and adapter.checksum and _checksum(adapters.buffers(name), info.layers) != adapter.checksum:
-        raise bases_mismatch(adapter)
+    elif verify_bases:
+        check_bases(adapter, _checksum(adapters.buffers(name), info.layers))
     if adapter.bases_named and adapter.stored_buffers is not None:  # seeded from the names it was saved under:
         # to_empty makes them again from those, and a re-save stores them (its names no longer make them)
         for layer, slot in adapters.slots(name).items():

@@ -9,7 +9,7 @@ from shlex import quote
 from lowdim import json_text
 from lowdim.errors import ConfigError, LowdimError, PluginError
 from lowdim.file_fit import config_problem, format_version_problem
-from lowdim.filecheck import checked_dropout, checked_scales
+from lowdim.filecheck import check_regeneration, checked_dropout, checked_scales, printable_name
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -43,6 +43,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     remade = not stored and has_bases(meta, layers)
     # The params' own dtype: the 'dtype' metadata is a claim no load reads, so an edited one would mislead.
     dtype = header.dtype([key for key in header.shapes if not key.startswith(BUFFER_PREFIX)]) or meta.get("dtype")
+    refused = {key for key in ("scales", "dropout") if meta.get(key) and refused_record(path, meta, layers, key)}
     rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
             ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
             ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
@@ -53,14 +54,15 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
                        ("scales", "layer scales"), ("dropout", "trained with dropout"),
                        ("lowdim_version", "made with lowdim")):
         if meta.get(key):
-            rows.append((label, meta[key]))
+            rows.append((label, summary(meta[key]) if key in refused else meta[key]))
     recipe = json_object(meta.get("extra"))
     rows += [(f"recipe: {key}", compact(value)) for key, value in recipe.items()]
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
               "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
               "trainable params": int(meta.get("num_params") or 0),
               "file": {"bytes": path.stat().st_size, "dtype": dtype}, "seed": number(meta.get("seed")),
-              **({"layer scales": parsed_json(meta["scales"], meta["scales"])} if meta.get("scales") else {}),
+              **({"layer scales": meta["scales"] if "scales" in refused else parsed_json(meta["scales"], None)}
+                 if meta.get("scales") else {}),
               **({"trained with dropout": number(meta["dropout"])} if meta.get("dropout") else {}),
               "frozen bases": {"stored": stored} if stored or remade else None,
               **{f"recipe: {key}": value.strip() if isinstance(value, str) else value
@@ -74,7 +76,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if missing := missing_space(meta) or missing_model(meta.get("base_model")):  # a command would refuse it
         rows.insert(1, missing)
         return FileInfo(path, "a lowdim adapter", rows, "", values)
-    if problem := size_problem(meta, header, layers):
+    if problem := size_problem(meta, header, layers) or stray_basis(path, meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
@@ -138,12 +140,29 @@ def missing_model(base_model: str | None) -> tuple[str, str] | None:
 def record_problem(path: Path, meta: dict[str, str], layers: list) -> str:
     """Why every load refuses the file's dropout or scales record ("": it does not); shown, since show reads broken
     files too."""
-    try:
-        checked_dropout(meta.get("dropout"), path)
-        checked_scales(meta.get("scales"), layers, path)
-    except LowdimError as error:
-        return f"{str(error).removeprefix(f'{path}: ')}: every command that loads this file refuses it"
+    for key in ("dropout", "scales"):
+        if problem := refused_record(path, meta, layers, key):
+            return f"{problem}: every command that loads this file refuses it"
     return ""
+
+
+def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> str:
+    """The load's words for why it refuses the file's 'dropout' or 'scales' record ("": it takes it)."""
+    try:
+        if key == "dropout":
+            checked_dropout(meta.get("dropout"), path)
+        else:
+            checked_scales(meta.get("scales"), layers, path)
+    except LowdimError as error:
+        return str(error).removeprefix(f"{path}: ")
+    return ""
+
+
+def summary(text: str, longest: int = 60) -> str:
+    """A refused record as one short escaped line (a scales list nested a thousand deep is no table cell), with
+    its length where it is cut; --json gives the text itself."""
+    shown = printable_name(text, longest)
+    return shown if shown == ascii(text) else f"{shown} ({len(text):,} characters)"
 
 
 def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
@@ -174,3 +193,27 @@ def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
             return f"tensor '{key}' {held}, where its {len(layers)} layers need {count:,}"
     extra = sorted(set(stored) - set(needed))
     return f"tensor '{extra[0]}' is none the space '{space.name}' has" if extra else ""
+
+
+def stray_basis(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
+    """The load's words for a ``buffer.*`` tensor that is no frozen basis of the space ("": none), for a file whose
+    space and params ``size_problem`` passed: it would otherwise show as bases stored in it. The first layer's
+    bases name the space's kinds; every layer's are made (bounded as the load bounds them) only to confirm one."""
+    import lowdim
+
+    found = sorted(key.removeprefix(BUFFER_PREFIX) for key in header.shapes if key.startswith(BUFFER_PREFIX))
+    if not found:
+        return ""
+    space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))
+    try:
+        known = set(space.make_buffers(layers[0], 0)) if layers else set()
+        if any(key not in known for key in found):
+            check_regeneration(space, layers, path)
+            known = {key for layer in layers for key in space.make_buffers(layer, 0)}
+    except LowdimError as error:  # sizes no load makes bases for: its words
+        return str(error).removeprefix(f"{path}: ")
+    except (ValueError, RuntimeError) as error:  # a plugin's make_buffers that refuses the layer its own way
+        return f"its space '{space.name}' cannot make the frozen bases of its layers ({error})"
+    stray = [key for key in found if key not in known]
+    return (f"unexpected tensor {ascii(BUFFER_PREFIX + stray[0])}: it is not a frozen basis of space "
+            f"'{space.name}'") if stray else ""
