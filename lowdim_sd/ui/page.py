@@ -102,8 +102,10 @@ def shown(record: RunRecord) -> tuple:
 
 
 def forget_run(what: Drawable) -> tuple:
-    """``shown``'s outputs after a failed Open: no run shown (gallery, downloads, stages) and none for Draw, whose
-    dropped file stays; the name typed in Earlier runs and Draw's prompt as they are."""
+    """``shown``'s outputs after a failed Personalize or Open: no run shown (gallery, downloads, stages), so none
+    sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays; Earlier
+    runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job is no failure
+    (``job_on_page``): it leaves the run shown."""
     left = without(what, "run")
     return [], None, "", gr.update(), left, gr.update(), drawing_line(left)
 
@@ -201,7 +203,9 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
     personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
-    go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs, **unlimited)
+    # A failed Personalize leaves no earlier run's gallery, downloads or stages under its error, as Open below.
+    go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs,
+             **unlimited).failure(forget_run, [current], outputs, api_visibility="private")
     stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name);
     # every output is this event's, so none keeps Gradio's red "Error" badge over its value.

@@ -15,7 +15,7 @@ import gradio as gr
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd.ui.checks import in_page_terms, whole_number
-from lowdim_sd.ui.studio import Busy, Stopped
+from lowdim_sd.ui.studio import SCORING_BAR, Busy, Stopped
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -216,11 +216,13 @@ def session(request: gr.Request | None) -> str:
 
 
 def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
-    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label``), counted in
-    pictures where the bar counts pictures (generate's: "6/6 steps" would read as denoising steps). A request its
-    client cancelled (gradio_client's ``job.cancel()``) stops at the next step: Gradio leaves its thread running."""
+    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label``), each bar in what
+    it counts: pictures for generate's ("6/6 steps" would read as denoising steps), scores for Evaluate's (each
+    metric on each picture), steps for the others. A request its client cancelled (gradio_client's
+    ``job.cancel()``) stops at the next step: Gradio leaves its thread running."""
     from lowdim_sd.generate import PICTURES_BAR
 
+    units = {PICTURES_BAR: "pictures", SCORING_BAR: "scores"}
     stage = {"name": "starting"}
     cancelled = cancel_watch()
 
@@ -232,7 +234,7 @@ def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
             progress(0, desc=label)
         else:
             progress((done, total), desc=f"{stage['name']}: {label}" if label != stage["name"] else label,
-                     unit="pictures" if label == PICTURES_BAR else "steps")
+                     unit=units.get(label, "steps"))
     return hear
 
 

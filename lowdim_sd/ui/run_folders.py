@@ -118,6 +118,9 @@ def read_run(out: Path, name: str) -> RunRecord:
     folder = out / name
     if not is_run(out, name):
         raise LowdimError(f"no finished run '{name}' in {out}")
+    if folder.is_symlink():  # its files would be served from wherever it leads; lowdim renames a real folder there
+        raise LowdimError(f"run '{name}' in {out}: its folder is a symlink (to {os.readlink(folder)}), which lowdim "
+                          f"never makes: copy the run's folder into {out} to open it")
     try:
         record = json_text.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
         return _checked_record(name, folder, record)
@@ -196,7 +199,8 @@ def _downloads(folder: Path, value: object) -> dict[str, Path]:
 
 def _own_file(folder: Path, file: object, what: str) -> Path:
     """``folder/file``, where ``file`` is a relative path to a plain file in the run folder, through no symlink
-    out of it: Gradio serves what the page hands it from anywhere under the server's folder or the temp folder."""
+    out of it and with no hard link out of it: Gradio serves what the page hands it from anywhere under the
+    server's folder or the temp folder."""
     if not (isinstance(file, str) and file and "\\" not in file) or PurePath(file).anchor or ".." in PurePath(
             file).parts:
         raise DamagedRecord(f"{what} is not a path inside the run folder")
@@ -211,7 +215,29 @@ def _own_file(folder: Path, file: object, what: str) -> Path:
         raise DamagedRecord(f"{what} leads out of the run folder")
     if not plain:  # a folder, a FIFO, a device
         raise DamagedRecord(f"{what} is not a plain file")
+    if _named_outside(real, folder):
+        raise DamagedRecord(f"{what} has a name outside the run folder (a hard link)")
     return path
+
+
+def _named_outside(file: Path, folder: Path) -> bool:
+    """Whether the plain file ``file`` has a name (a hard link) outside ``folder``: the same file as one outside,
+    which lowdim never makes. Its own links (a download linked to the run's adapter, ``write_record``) are inside."""
+    try:
+        seen = file.stat()
+    except OSError:
+        return True
+    if seen.st_nlink <= 1:
+        return False
+    inside = 0
+    for parent, _, names in os.walk(folder):  # symlinks are not followed: each regular name counted once
+        for name in names:
+            try:
+                other = os.lstat(os.path.join(parent, name))
+            except OSError:
+                continue
+            inside += (other.st_ino, other.st_dev) == (seen.st_ino, seen.st_dev)
+    return seen.st_nlink > inside
 
 
 def write_record(work: Path, name: str, settings: dict, stages: dict[str, float], gallery: list[dict],

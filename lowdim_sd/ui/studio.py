@@ -44,6 +44,7 @@ from lowdim_sd.ui.run_folders import (
 from lowdim_sd.ui.scoring import metric_names, scored
 
 Listener = Callable[[str, int, int], None]  # (label, done, total): a stage starting is (label, 0, 1)
+SCORING_BAR = "scoring"  # Evaluate's bar, which counts scores: each metric on each picture
 
 
 class Busy(LowdimError):
@@ -256,11 +257,11 @@ class Studio:
 
         def progress(total: int) -> Callable[[int], None]:  # run_eval's bar, as the listener hears bars
             done = [0]
-            hear("scoring", 0, 1)
+            hear(SCORING_BAR, 0, 1)
 
-            def advance(steps: int) -> None:
-                done[0] += steps
-                hear("scoring", done[0], total)
+            def advance(scores: int) -> None:
+                done[0] += scores
+                hear(SCORING_BAR, done[0], total)
             return advance
 
         with self.job("scoring", owner), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:

@@ -1,0 +1,85 @@
+"""Run folders linked into ``lowdim ui --out`` (review FAF3): the page serves the files a run's ``run.json`` names,
+so a run folder that is itself a symlink (to anywhere) and a run file that is a hard link to a file outside its
+run folder are left out, as any run not as lowdim writes it; the hard links lowdim makes among a run's own files
+(its downloads) are its own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lowdim.errors import LowdimError
+from lowdim_sd.ui.run_folders import list_runs, read_run, unreadable_runs, write_record
+
+gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
+
+GOOD = "20260101-120000-face"
+
+
+def make_run(out: Path, name: str, adapter: Path) -> Path:
+    """A finished run laid out as the studio lays one out (``write_record``, which links its downloads)."""
+    work = out / f".{name}.partial"
+    (work / "gallery").mkdir(parents=True)
+    shutil.copyfile(adapter, work / "adapter.safetensors")
+    Image.new("RGB", (32, 32)).save(work / "preview.png")
+    Image.new("RGB", (32, 32)).save(work / "gallery" / "00.png")
+    write_record(work, name, {"model": "tinyfaces", "steps": 2}, {"fast finetune": 1.0},
+                 [{"file": "gallery/00.png", "caption": "reference"}], [])
+    work.rename(out / name)
+    return out / name
+
+
+@pytest.fixture
+def out(tmp_path, untrained_adapter) -> Path:
+    """``--out`` holding one good run; a run made elsewhere beside it, and a file that is no run's."""
+    out = tmp_path / "ui"
+    make_run(out, GOOD, untrained_adapter)
+    make_run(tmp_path / "elsewhere", "shared", untrained_adapter)
+    Image.new("RGB", (32, 32)).save(tmp_path / "secret.png")
+    return out
+
+
+def test_a_run_lowdim_writes_links_only_its_own_files_and_is_listed(out):
+    adapter = out / GOOD / "downloads" / f"{GOOD}.lowdim.safetensors"
+    assert adapter.stat().st_nlink == 2  # the run's adapter.safetensors, under the run's name
+    assert list_runs(out) == [GOOD] and read_run(out, GOOD).adapter == adapter
+
+
+@pytest.mark.parametrize("target", ["elsewhere", "inside"])
+def test_a_run_folder_that_is_a_symlink_is_left_out(out, target):
+    """To a run made elsewhere, or to a run of ``--out`` itself: lowdim never writes a run folder as a link."""
+    real = out.parent / "elsewhere" / "shared" if target == "elsewhere" else out / GOOD
+    (out / "linked").symlink_to(real, target_is_directory=True)
+    assert list_runs(out) == [GOOD] and unreadable_runs(out) == ["linked"]
+    with pytest.raises(LowdimError) as caught:
+        read_run(out, "linked")
+    assert str(caught.value) == (f"run 'linked' in {out}: its folder is a symlink (to {real}), which lowdim never "
+                                 f"makes: copy the run's folder into {out} to open it")
+
+
+def test_a_file_hard_linked_out_of_the_run_folder_is_left_out(out):
+    preview = out / GOOD / "downloads" / f"{GOOD}.preview.png"
+    preview.unlink()
+    os.link(out.parent / "secret.png", preview)
+    assert list_runs(out) == [] and unreadable_runs(out) == [GOOD]
+    with pytest.raises(LowdimError) as caught:
+        read_run(out, GOOD)
+    assert (f"download 'preview' ('downloads/{GOOD}.preview.png') has a name outside the run folder (a hard link)"
+            in str(caught.value))
+
+
+def test_a_client_of_a_served_page_gets_the_line_not_the_linked_run(out):
+    gradio_client = pytest.importorskip("gradio_client")
+    from ui_requests import refusal, served_page  # tests/sd, on the path as pytest puts it
+
+    (out / "linked").symlink_to(out.parent / "elsewhere" / "shared", target_is_directory=True)
+    with served_page(out) as (url, _):
+        client = gradio_client.Client(url, verbose=False)
+        line = refusal(client, "linked", api_name="/open_run")
+        gallery, files, *_ = client.predict(GOOD, api_name="/open_run")
+    assert line.startswith(f"run 'linked' in {out}: its folder is a symlink") and len(gallery) == 1
