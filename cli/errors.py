@@ -24,6 +24,7 @@ from rich.markup import escape
 from lowdim.errors import first_line
 from lowdim_cli.console import err
 from lowdim_cli.entry import INTERRUPTED, early_stop
+from lowdim_cli.signal_count import SignalCount
 
 FORCING_SIGNAL = 3  # the Ctrl-C (or SIGTERM) that ends a stop the earlier ones asked for, however far it got
 
@@ -250,7 +251,13 @@ def stop_on_signals() -> None:
     imports lowdim keeps its own signal handling."""
     from lowdim_sd import stopping
 
-    signals = 0
+    # Ctrl-C the same way, so that it too waits out an optimizer update; but only where Ctrl-C is Python's
+    # KeyboardInterrupt (or the script's handler for it while the commands imported, ``entry.early_stop``,
+    # replaced here with no moment between): a shell's background job ignores SIGINT, and must go on ignoring it.
+    ours = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, early_stop):
+        ours.append(signal.SIGINT)
+    arrivals = SignalCount(ours)  # before the handlers: each signal they see has its byte
 
     def stop(signum: int, frame: object) -> None:
         # A signal during an update or a stop under way is only noted (``stopping.request``), which also keeps a
@@ -258,22 +265,19 @@ def stop_on_signals() -> None:
         # impatient second Ctrl-C keeps the first one's checkpoint, and a third ends the stop wherever it is
         # stuck (a save to a hung disk), its temp places removed on the way out. (One command a process: the
         # count never needs to start over.)
-        nonlocal signals
-        signals += 1
-        if signals == FORCING_SIGNAL:
-            raise KeyboardInterrupt
-        if signals > FORCING_SIGNAL:  # the forced stop's own cleanup is what hangs: leave now, and say what may stay
+        before = arrivals.total
+        if arrivals.counted() == before:
+            return  # this call's signal came with one an earlier call counted, and acted on
+        if before >= FORCING_SIGNAL:  # the forced stop's own cleanup is what hangs: leave now, and say what may stay
             os.write(2, b"Quit without cleaning up: a hidden .*.tmp place may be left; the next run into the same "
                         b"folder removes it.\n")
             os._exit(INTERRUPTED)
+        if arrivals.total >= FORCING_SIGNAL:  # however many came at once: the forced stop gets its cleanup
+            raise KeyboardInterrupt
         stopping.request(signum)  # raises at once, unless it only notes the stop
 
-    signal.signal(signal.SIGTERM, stop)
-    # Ctrl-C the same way, so that it too waits out an optimizer update; but only where Ctrl-C is Python's
-    # KeyboardInterrupt (or the script's handler for it while the commands imported, ``entry.early_stop``,
-    # replaced here with no moment between): a shell's background job ignores SIGINT, and must go on ignoring it.
-    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, early_stop):
-        signal.signal(signal.SIGINT, stop)
+    for signum in ours:
+        signal.signal(signum, stop)
     report = sys.unraisablehook
 
     def quiet(unraisable) -> None:  # the stop raised inside a finalizer: the loops' check takes it up
@@ -281,3 +285,4 @@ def stop_on_signals() -> None:
             report(unraisable)
 
     sys.unraisablehook = quiet
+
