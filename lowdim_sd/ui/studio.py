@@ -103,6 +103,9 @@ class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
         self._slot = threading.Lock()
+        # Held while a job becomes or stops being the one running, and while a Stop reads and asks it: a Stop read
+        # for one job must never land on the next (a closed tab's, as another tab's job starts).
+        self._handover = threading.Lock()
         self._running: Job | None = None
         self._last_stopped = False  # how the last job ended: by a stop, or otherwise (done, failed)
         self._closing = False  # the server is closing: a job stopped now says so to its client
@@ -121,8 +124,9 @@ class Studio:
             whose, advice = ("", ", or press Stop") if holder.owner == owner else (" started in another tab", "")
             raise Busy(f"a {holder.what}{whose} is already running (for {time.monotonic() - holder.since:.0f} s); "
                        f"one job runs at a time: wait for it to finish{advice}")
-        stopping.withdraw()  # a stop asked of an earlier job that ended first is not this one's
-        self._running = Job(what, time.monotonic(), owner)
+        with self._handover:
+            stopping.withdraw()  # a stop asked of an earlier job that ended first is not this one's
+            self._running = Job(what, time.monotonic(), owner)
         self._last_stopped = False
         try:
             with command_line():  # the shared checks speak the CLI's words, which the page's terms rewrite
@@ -132,20 +136,22 @@ class Studio:
             why = ", as the server is closing" if self._closing else ""
             raise Stopped(f"stopped: the {what} was stopped at its next step{why}; nothing of it was kept") from None
         finally:
-            self._running = None
-            stopping.withdraw()
+            with self._handover:
+                self._running = None
+                stopping.withdraw()
             self._slot.release()
 
     def stop(self, owner: str | None = None, wait: float = 10.0) -> str:
         """Stop the job in flight at its next step (only ``owner``'s, when given: a page session stops only the
         job it started); wait up to ``wait`` seconds for it to end. Returns the line that says what happened."""
-        running = self._running
-        if running is None:
-            return "nothing is running"
-        if owner is not None and running.owner != owner:
-            return (f"nothing of yours is running: a {running.what} started in another tab is running, and is not "
-                    f"stopped")
-        stopping.ask()
+        with self._handover:
+            running = self._running
+            if running is None:
+                return "nothing is running"
+            if owner is not None and running.owner != owner:
+                return (f"nothing of yours is running: a {running.what} started in another tab is running, and is "
+                        f"not stopped")
+            stopping.ask()
         if not self._slot.acquire(timeout=wait):
             return f"the {running.what} stops at its next step; it has not reached one yet (a model still loading?)"
         self._slot.release()

@@ -217,3 +217,46 @@ def test_sigterm_on_an_idle_server_exits_130_with_one_line(tmp_path):
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == [f"Interrupted: no job was running; 0 finished runs are kept in {out}"]
     assert stdout == ""  # after "serving on", nothing: not Gradio's "Closing server" before lowdim's line
+
+
+def test_a_stop_read_for_one_job_never_lands_on_the_next(studio, monkeypatch):
+    """A closed tab's Stop reads its job, then asks it to stop; if that job ends and another tab's starts in
+    between, the ask must not stop the new one. The Stop is held just before it asks (a hook, not a sleep)."""
+    asking, resume, entered, release_first, started = (threading.Event() for _ in range(5))
+    ask, ended = stopping.ask, {}
+
+    def held_ask() -> None:
+        asking.set()
+        resume.wait(30)
+        ask()
+
+    def first_tab() -> None:
+        with studio.job("drawing", owner="tab-1"):
+            entered.set()
+            release_first.wait(30)  # then it ends on its own, never reaching a step
+
+    def next_tab() -> None:
+        first.join(30)
+        try:
+            with studio.job("drawing", owner="tab-2"):
+                started.set()
+                resume.wait(30)
+                stopping.check()  # its first step
+            ended["stopped"] = False
+        except Stopped:
+            ended["stopped"] = True
+
+    monkeypatch.setattr(stopping, "ask", held_ask)
+    first, other = threading.Thread(target=first_tab), threading.Thread(target=next_tab)
+    first.start()
+    assert entered.wait(30)
+    stopper = threading.Thread(target=studio.stop, kwargs={"owner": "tab-1", "wait": 0})
+    stopper.start()
+    assert asking.wait(30)
+    release_first.set()
+    other.start()
+    started.wait(0.5)  # the old order let tab-2 start before the ask; now it waits for the ask, so this times out
+    resume.set()
+    for thread in (stopper, first, other):
+        thread.join(30)
+    assert ended == {"stopped": False}, "tab-1's Stop stopped tab-2's job"
