@@ -22,6 +22,7 @@ from torch import Tensor
 import lowdim
 from lowdim.atomic import replace_folder, temp_place
 from lowdim.errors import LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.files import atomic_write
 from lowdim.inject import LayerSet
 from lowdim.option_words import either, on_the_command_line
@@ -131,11 +132,18 @@ class AdapterTrainable:
                 for layer, params in self.adapters.tensors(self.name).items() for key, value in params.items()}
 
     def load_state(self, tensors: dict[str, Tensor]) -> None:
+        """What ``state`` wrote, back into the adapter; a key it cannot have written (a stray tensor under a real
+        layer too: ``load_tensors`` refuses it) is one line naming it."""
+        layers = set(self.adapters.slots(self.name))
         nested: dict[str, dict[str, Tensor]] = {}
         for key, value in tensors.items():
-            layer, slash, param = key.rpartition("/")
-            # A key ``state`` did not write (no "/") is named whole, so the refusal names it, not the layer ''.
-            nested.setdefault(layer if slash else key, {})[param] = value
+            layer, _, param = key.rpartition("/")
+            if not layer:  # no layer part ("evil", "/A_train"): named whole, as an unexpected layer, not the layer ''
+                if key in layers:  # a bare layer name would read as a stray param of that layer
+                    raise LowdimError(f"tensor {printable_name(key)} names no param of its layer; a checkpoint "
+                                      f"names each tensor LAYER/PARAM")
+                layer = key
+            nested.setdefault(layer, {})[param] = value
         self.adapters.load_tensors(self.name, nested)
 
     def signature(self) -> dict:
@@ -242,6 +250,12 @@ class FullTrainable:
 
     @torch.no_grad()
     def load_state(self, tensors: dict[str, Tensor]) -> None:
+        # Each part's load_state_dict is strict, but sees only its own prefix: a key of no part trained would be
+        # left out of every load without a word (a text encoder's, in a run that trains the UNet only).
+        prefixes = tuple(name + "." for name in self.parts)
+        if stray := sorted(key for key in tensors if not key.startswith(prefixes)):
+            raise LowdimError(f"unexpected tensor {printable_name(stray[0])}: this run trains the "
+                              f"{' and the '.join(self.parts)} only (a checkpoint names each tensor PART.NAME)")
         for name, part in self.parts.items():
             prefix = name + "."
             part.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.inject.layer import AdapterSlot
 
 
@@ -15,7 +16,7 @@ def check_loadable(name: str, kind: str, slots: Mapping[str, AdapterSlot],
                    given: Mapping[str, Mapping[str, Tensor]],
                    wanted: Mapping[str, Mapping[str, Tensor] | nn.ParameterDict]) -> None:
     """Every layer of the adapter given, no other, and each of its ``kind`` (params or buffers) with the shape
-    ``wanted`` has; otherwise one line naming the adapter and the first layer or tensor that is wrong."""
+    ``wanted`` has, no other; otherwise one line naming the adapter and the first layer or tensor that is wrong."""
     missing, extra = sorted(set(slots) - set(given)), sorted(set(given) - set(slots))
     if missing or extra:
         # Only the side that is wrong: "missing layers []" read as one more problem.
@@ -23,6 +24,11 @@ def check_loadable(name: str, kind: str, slots: Mapping[str, AdapterSlot],
             [f"unexpected layers {extra[:3]}"] if extra else [])
         raise LowdimError(f"adapter '{name}': {kind} for {', '.join(parts)}")
     for layer, tensors in wanted.items():
+        # Every lowdim caller gives a layer exactly its space's tensors (a file's are unflattened by those names, a
+        # hypernetwork predicts by them): another name is a stranger's or another version's, never dropped unsaid.
+        if stray := sorted(set(given[layer]) - set(tensors), key=str):
+            raise LowdimError(f"adapter '{name}': {kind} for layer {layer}: unexpected tensor "
+                              f"{printable_name(str(stray[0]))} (the layer's {kind}: {', '.join(tensors)})")
         for tensor_name, tensor in tensors.items():
             value = given[layer].get(tensor_name)
             if value is None or value.shape != tensor.shape:
