@@ -191,6 +191,13 @@ def test_per_sample_mismatches_and_bad_overrides_name_the_layer():
     good = {layer: {k: v.clone() for k, v in p.items()} for layer, p in adapters.tensors("default").items()}
     with pytest.raises(LowdimError, match=r"missing layers \['0'\]"), adapters.override("default", {}):
         pass
+    with pytest.raises(LowdimError, match=r"^override of adapter 'default': missing layers \['0'\]$"), \
+            adapters.override("default", {}):
+        pass  # only the side that is wrong: no "unexpected layers []"
+    misspelt = {"0": {**good["0"], "upp": good["0"]["up"]}}  # dropped unsaid, the override would run without it
+    with pytest.raises(LowdimError, match=r"layer 0: unexpected tensor 'upp' \(the layer's params: "), \
+            adapters.override("default", misspelt):
+        pass
     wrong = {"0": {**good["0"], "up": torch.zeros(3, 16, 5)}}
     with pytest.raises(LowdimError, match=r"0.up must have shape \(16, 2\)"), adapters.override("default", wrong):
         pass

@@ -14,6 +14,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from lowdim.errors import LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.inject.select import user_stacklevel
 
 if TYPE_CHECKING:
@@ -103,10 +104,16 @@ def _plain_forward(base: BaseLayer) -> object:
 def check_override(name: str, slots: dict[str, AdapterSlot], tensors: LayerTensors) -> None:
     """Every layer, every param, each of the stored shape (plus at most one leading batch dimension)."""
     missing, extra = sorted(set(slots) - set(tensors)), sorted(set(tensors) - set(slots))
-    if missing or extra:
-        raise LowdimError(f"override of adapter '{name}': missing layers {missing[:3]}, unexpected layers {extra[:3]}")
+    if missing or extra:  # only the side that is wrong: "missing layers []" read as one more problem
+        parts = ([f"missing layers {missing[:3]}"] if missing else []) + (
+            [f"unexpected layers {extra[:3]}"] if extra else [])
+        raise LowdimError(f"override of adapter '{name}': {', '.join(parts)}")
     for layer, slot in slots.items():
-        for param, shape in slot.space.param_shapes(slot.layer).items():
+        shapes = slot.space.param_shapes(slot.layer)
+        if stray := sorted(set(tensors[layer]) - set(shapes), key=str):  # a misspelt param would be dropped unsaid
+            raise LowdimError(f"override of adapter '{name}': layer {layer}: unexpected tensor "
+                              f"{printable_name(str(stray[0]))} (the layer's params: {', '.join(shapes)})")
+        for param, shape in shapes.items():
             value = tensors[layer].get(param)
             if value is None or tuple(value.shape[-len(shape):]) != tuple(shape) or value.dim() > len(shape) + 1:
                 got = None if value is None else tuple(value.shape)
