@@ -163,6 +163,9 @@ def _by_parameter(saved: dict[str, Tensor], layout: dict[str, bool], kind: str,
 
 def _check_count(state: OptimizerState, metadata: dict[str, str], count: int, path: Path) -> None:
     saved_count = _number(metadata, "parameters", path)
+    if saved_count == count and max(state, default=-1) >= count:  # "2 parameters; this run trains 2" says nothing
+        raise bad_file(path, f"optimizer state for another network, or an edited one: it holds a state for parameter "
+                             f"{max(state)}, past the {count} parameters this run trains and its metadata records")
     if (state and max(state) >= count) or saved_count not in (None, count):
         of = saved_count if saved_count is not None else f"at least {max(state) + 1}"
         raise bad_file(path, f"optimizer state for another network ({of} parameters; this run trains {count})")
