@@ -9,44 +9,20 @@ import json
 import re
 import shutil
 
+import checkpointed_runs
 import pytest
 import torch
+from checkpointed_runs import train_run  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import lowdim
 from lowdim_sd import checkpoints
-from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+made, run = checkpointed_runs.made, checkpointed_runs.run  # its fixtures, used by name
 
-CONFIG = TrainConfig(steps=4, learning_rate=2e-2, augment=False, checkpoint_every=2)
 DELETE_IT = "delete it to resume from an older one"
-
-
-def _run(tiny_sd, faces, out, steps=4, resume=False):
-    model = load_sd(str(tiny_sd))
-    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
-    config = TrainConfig(**{**CONFIG.__dict__, "steps": steps})
-    result = train(model, [Subject(faces, 0)], trainable, config, out_dir=out, resume=resume, progress=False)
-    return trainable.state(), result
-
-
-@pytest.fixture(scope="module")
-def made(tiny_sd, tmp_path_factory):
-    """A run of two steps with its checkpoint (step-000002), copied per test."""
-    faces = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    out = tmp_path_factory.mktemp("made") / "run"
-    _run(tiny_sd, faces, out, steps=2)
-    return out
-
-
-@pytest.fixture
-def run(made, tmp_path):
-    shutil.copytree(made, tmp_path / "run")
-    return tmp_path / "run"
 
 
 def _step(run):
@@ -55,7 +31,7 @@ def _step(run):
 
 def _resume_refused(tiny_sd, faces, run, said: str) -> str:
     with pytest.raises(lowdim.LowdimError) as refused:
-        _run(tiny_sd, faces, run, resume=True)
+        train_run(tiny_sd, faces, run, resume=True)
     line = str(refused.value)
     assert "\n" not in line and re.search(said, line), line
     return line
@@ -133,8 +109,8 @@ def test_a_trainable_state_that_does_not_fit_is_refused_naming_the_file(tiny_sd,
 
 
 def test_a_resumed_run_equals_an_unbroken_one(tiny_sd, faces, run, tmp_path):
-    straight, _ = _run(tiny_sd, faces, tmp_path / "straight")
-    resumed, result = _run(tiny_sd, faces, run, resume=True)
+    straight, _ = train_run(tiny_sd, faces, tmp_path / "straight")
+    resumed, result = train_run(tiny_sd, faces, run, resume=True)
     assert result.start_step == 2
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
 
@@ -153,7 +129,7 @@ def test_a_step_folder_that_is_a_link_is_not_written_through(tiny_sd, faces, run
     outside.mkdir()
     (run / "checkpoints" / "step-000004").symlink_to(outside)
     with pytest.raises(lowdim.LowdimError, match="step-000004 is a symbolic link"):
-        _run(tiny_sd, faces, run, resume=True)
+        train_run(tiny_sd, faces, run, resume=True)
     assert list(outside.iterdir()) == []
     with pytest.raises(lowdim.LowdimError, match="step-000004 is a symbolic link"):
         checkpoints.step_folder(run, 4)

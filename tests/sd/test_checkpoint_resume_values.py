@@ -5,44 +5,19 @@ or naming nothing."""
 from __future__ import annotations
 
 import re
-import shutil
 
+import checkpointed_runs
 import pytest
 import torch
+from checkpointed_runs import train_run  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import lowdim
 from lowdim_sd import checkpoints
-from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-CONFIG = TrainConfig(steps=4, learning_rate=2e-2, augment=False, checkpoint_every=2)
-
-
-def _run(tiny_sd, faces, out, steps=4, resume=False):
-    model = load_sd(str(tiny_sd))
-    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
-    config = TrainConfig(**{**CONFIG.__dict__, "steps": steps})
-    return train(model, [Subject(faces, 0)], trainable, config, out_dir=out, resume=resume, progress=False)
-
-
-@pytest.fixture(scope="module")
-def made(tiny_sd, tmp_path_factory):
-    """A run of two steps with its checkpoint (step-000002), copied per test."""
-    faces = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    out = tmp_path_factory.mktemp("made") / "run"
-    _run(tiny_sd, faces, out, steps=2)
-    return out
-
-
-@pytest.fixture
-def run(made, tmp_path):
-    shutil.copytree(made, tmp_path / "run")
-    return tmp_path / "run"
+made, run = checkpointed_runs.made, checkpointed_runs.run  # its fixtures, used by name
 
 
 def _edit_tensors(run, name, edit):
@@ -56,7 +31,7 @@ def _edit_tensors(run, name, edit):
 
 def _refused(tiny_sd, faces, run, path) -> str:
     with pytest.raises(lowdim.LowdimError) as refused:
-        _run(tiny_sd, faces, run, resume=True)
+        train_run(tiny_sd, faces, run, resume=True)[1]
     line = str(refused.value)
     assert "\n" not in line and line.startswith(f"{path}: "), line
     assert line.endswith("delete the checkpoint folder step-000002 to resume from an older one"), line
@@ -76,7 +51,7 @@ def test_train_refuses_a_negative_second_moment_naming_the_parameter(tiny_sd, fa
 def test_a_negative_first_moment_is_no_problem(tiny_sd, faces, run):
     """exp_avg is a signed running mean of the gradient: a negative one is what a run writes."""
     _edit_tensors(run, "optimizer.safetensors", _negated("1.exp_avg"))
-    assert _run(tiny_sd, faces, run, resume=True).start_step == 2
+    assert train_run(tiny_sd, faces, run, resume=True)[1].start_step == 2
 
 
 @pytest.mark.parametrize("amsgrad, key", [(False, "exp_avg_sq"), (True, "max_exp_avg_sq")])

@@ -5,44 +5,19 @@ checkpoint refuses a tensor of a part it does not train the same way."""
 
 from __future__ import annotations
 
-import shutil
-
+import checkpointed_runs
 import pytest
 import torch
+from checkpointed_runs import STEP, train_run  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import lowdim
 from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import FullTrainable, adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, train
+from lowdim_sd.modes import FullTrainable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-CONFIG = TrainConfig(steps=4, learning_rate=2e-2, augment=False, checkpoint_every=2)
-STEP = "step-000002"
-
-
-def _run(tiny_sd, faces, out, steps=4, resume=False):
-    model = load_sd(str(tiny_sd))
-    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
-    config = TrainConfig(**{**CONFIG.__dict__, "steps": steps})
-    return train(model, [Subject(faces, 0)], trainable, config, out_dir=out, resume=resume, progress=False)
-
-
-@pytest.fixture(scope="module")
-def made(tiny_sd, tmp_path_factory):
-    """A run of two steps with its checkpoint (step-000002), copied per test."""
-    faces = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    out = tmp_path_factory.mktemp("made") / "run"
-    _run(tiny_sd, faces, out, steps=2)
-    return out
-
-
-@pytest.fixture
-def run(made, tmp_path):
-    shutil.copytree(made, tmp_path / "run")
-    return tmp_path / "run"
+made, run = checkpointed_runs.made, checkpointed_runs.run  # its fixtures, used by name
 
 
 def _add_tensor(run, key_of) -> tuple:
@@ -58,7 +33,7 @@ def _add_tensor(run, key_of) -> tuple:
 
 def _refused(tiny_sd, faces, run, path) -> str:
     with pytest.raises(lowdim.LowdimError) as refused:
-        _run(tiny_sd, faces, run, resume=True)
+        train_run(tiny_sd, faces, run, resume=True)[1]
     line = str(refused.value)
     assert "\n" not in line and line.startswith(f"{path}: "), line
     assert line.endswith(f"delete the checkpoint folder {STEP} to resume from an older one"), line
@@ -84,7 +59,7 @@ def test_a_key_with_an_empty_layer_part_is_named_whole(tiny_sd, faces, run):
 
 
 def test_the_checkpoint_as_written_resumes(tiny_sd, faces, run):
-    assert _run(tiny_sd, faces, run, resume=True).start_step == 2
+    assert train_run(tiny_sd, faces, run, resume=True)[1].start_step == 2
 
 
 @pytest.mark.parametrize("key", ["bogus", "text_encoder.text_model.final_layer_norm.weight"])
