@@ -189,8 +189,8 @@ def without_wrapper_prefix(adapter: AdapterFile, verify_bases: bool = True) -> A
     ``module.`` from state dicts. Each frozen basis was seeded from the name the file recorded, so unless the file
     stored them, they are made from those names here (checked against the file's checksum unless
     ``verify_bases`` is False, as ``load_adapter`` takes it) and kept as stored."""
+    from lowdim.bases_record import check_bases, checksum, regenerate
     from lowdim.filecheck import check_regeneration
-    from lowdim.files import _checksum, _regenerate, bases_mismatch  # files.py imports this module
 
     prefix = wrapper_prefix(adapter.layers)
     named = {layer.name: layer.name.removeprefix(prefix) for layer in adapter.layers}
@@ -201,9 +201,9 @@ def without_wrapper_prefix(adapter: AdapterFile, verify_bases: bool = True) -> A
     stored = adapter.stored_buffers
     if stored is None:
         check_regeneration(adapter.space, adapter.layers, adapter.path)
-        stored = {layer.name: _regenerate(adapter.space, layer, adapter.seed) for layer in adapter.layers}
-        if verify_bases and adapter.checksum and _checksum(stored, adapter.layers) != adapter.checksum:
-            raise bases_mismatch(adapter)
+        stored = {layer.name: regenerate(adapter.space, layer, adapter.seed) for layer in adapter.layers}
+        if verify_bases:  # refused as loading refuses: other bases, or none recorded where bases were made
+            check_bases(adapter, checksum(stored, adapter.layers))
         stored = stored if any(stored.values()) else None  # a space without bases (LoRA) regenerates nothing
     return replace(adapter, layers=_unprefixed(adapter.layers, prefix), params=renamed(adapter.params),
                    stored_buffers=None if stored is None else renamed(stored), scales=renamed(adapter.scales),

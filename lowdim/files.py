@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from lowdim import __version__, json_text
 from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
-from lowdim.bases_record import bases_mismatch, check_bases, recorded_checksum, unrecorded_bases  # noqa: F401  (file_fit's)
+from lowdim.bases_record import check_bases, recorded_checksum
 from lowdim.bases_record import checksum as _checksum
 from lowdim.bases_record import regenerate as _regenerate
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
@@ -277,16 +277,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
                                             f"a frozen basis of space '{space.name}'", BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
-    return _unwrapped(adapter, verify_bases) if through_wrapper else adapter
-
-
-def _unwrapped(adapter: AdapterFile, verify_bases: bool) -> AdapterFile:
-    """``without_wrapper_prefix``: its bases made from the names the file recorded, compared with a recorded
-    checksum there; one that records none where bases were made is refused here, as ``_fill`` refuses it."""
-    named = without_wrapper_prefix(adapter, verify_bases)
-    if verify_bases and adapter.checksum is None and adapter.stored_buffers is None and named.stored_buffers:
-        raise unrecorded_bases(adapter)
-    return named
+    return without_wrapper_prefix(adapter, verify_bases) if through_wrapper else adapter
 
 
 def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:
@@ -342,7 +333,7 @@ def load_adapter(
     adapters = model if isinstance(model, Adapters) else Adapters(model)
     if isinstance(path, AdapterFile):
         through = saved_through_wrapper(path.layers, adapters.model)
-        adapter = _unwrapped(path, verify_bases) if through else path
+        adapter = without_wrapper_prefix(path, verify_bases) if through else path
         validate_against(adapter, adapters.model)
     else:
         adapter = read_adapter(path, adapters.model, verify_bases=verify_bases)

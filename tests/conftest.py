@@ -25,3 +25,15 @@ def app_as_it_was():
     app.registered_callback = callback
     cli_main._commands_added_for.clear()
     cli_main._commands_added_for.update(added_for)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """torch.distributed set up as a single process (gloo), as DistributedDataParallel needs, and torn down."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -93,15 +92,6 @@ def test_an_adapter_added_through_a_compiled_model_that_already_ran_shows_in_its
         after = model(x)
         torch.testing.assert_close(after, inner(x), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(after, before)
-
-
-@pytest.fixture
-def one_process_group(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def test_adding_through_a_compiled_ddp_is_refused_as_through_the_ddp(one_process_group):

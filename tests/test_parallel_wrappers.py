@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -25,15 +24,6 @@ def plain() -> nn.Sequential:
 
 def space() -> lowdim.Space:
     return lowdim.get_space("lora", rank=2, init="gaussian", init_std=0.3)
-
-
-@pytest.fixture
-def one_process_group(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def check_seen_through(wrapper: nn.Module, inner: nn.Module, tmp_path) -> None:

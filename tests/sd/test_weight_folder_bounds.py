@@ -6,52 +6,19 @@ the shard or the folder, before anything trains on it."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
-from safetensors import safe_open
+import weight_folder_edits  # tests/sd, on the path as pytest puts it
 from safetensors.torch import save_file
+from weight_folder_edits import SHARD, edit_index, read_shard, refused  # tests/sd, as above
 
-from lowdim.errors import LowdimError
 from lowdim_sd.weight_dataset import WeightDataset
 from lowdim_sd.weight_shards import MAX_RESOLUTION, image_inside_root
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SHARD = "shard-00000.safetensors"
 SECOND = "shard-00001.safetensors"
-
-
-@pytest.fixture(scope="module")
-def made(weight_folders, tmp_path_factory):
-    """A precompute folder of 3 identities in one shard (rows 0-2), as lowdim wrote it."""
-    return weight_folders(tmp_path_factory.mktemp("bounds"), "w", 3, seed=6, steps=1)
-
-
-@pytest.fixture
-def copy(made, tmp_path):
-    folder = tmp_path / "w"
-    shutil.copytree(made, folder)
-    return folder
-
-
-def read_shard(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(path), framework="pt") as shard:
-        return {key: shard.get_tensor(key) for key in shard.keys()}, shard.metadata()  # noqa: SIM118
-
-
-def edit_index(folder, change) -> None:
-    index = json.loads((folder / "index.json").read_text())
-    change(index)
-    (folder / "index.json").write_text(json.dumps(index))
-
-
-def refused(folder, pattern: str) -> str:
-    with pytest.raises(LowdimError, match=pattern) as error:
-        WeightDataset(folder)
-    line = str(error.value)
-    assert "\n" not in line, line
-    return line
+made, copy = weight_folder_edits.made, weight_folder_edits.copy  # its fixtures, used by name
 
 
 @pytest.mark.parametrize("resolution", [12, True, False, 0, 4, 8200, MAX_RESOLUTION + 8, -512, 512.0])

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 import torch
+import weight_folder_edits  # tests/sd, on the path as pytest puts it
 from hypertrain_jobs import job  # tests/sd, on the path as pytest puts it
-from safetensors import safe_open
 from safetensors.torch import save_file
+from weight_folder_edits import SHARD, edit_index, read_shard, refused  # tests/sd, as above
 
 from lowdim.errors import LowdimError
 from lowdim_sd import loading
@@ -23,45 +23,16 @@ from lowdim_sd.weight_dataset import WeightDataset
 from lowdim_sd.weight_index import done_identities, read_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SHARD = "shard-00000.safetensors"
-
-
-@pytest.fixture(scope="module")
-def made(weight_folders, tmp_path_factory):
-    """A precompute folder of 3 identities in one shard (rows 0-2), as lowdim wrote it."""
-    return weight_folders(tmp_path_factory.mktemp("shardchecks"), "w", 3, seed=5, steps=1)
-
-
-@pytest.fixture
-def copy(made, tmp_path):
-    """A fresh copy of ``made`` (its images stay where the index says), with helpers to damage it."""
-    folder = tmp_path / "w"
-    shutil.copytree(made, folder)
-    return folder
+made, copy = weight_folder_edits.made, weight_folder_edits.copy  # its fixtures, used by name
 
 
 def edit_shard(folder, change) -> str:
     """Rewrite the shard after ``change(tensors, metadata)``; the first A_train key, which ``change`` may use."""
-    with safe_open(str(folder / SHARD), framework="pt") as shard:
-        metadata, tensors = shard.metadata(), {key: shard.get_tensor(key) for key in shard.keys()}  # noqa: SIM118
+    tensors, metadata = read_shard(folder / SHARD)
     key = sorted(k for k in tensors if k.endswith("/A_train"))[0]
     change(tensors, metadata, key)
     save_file(tensors, str(folder / SHARD), metadata=metadata)
     return key
-
-
-def edit_index(folder, change) -> None:
-    index = json.loads((folder / "index.json").read_text())
-    change(index)
-    (folder / "index.json").write_text(json.dumps(index))
-
-
-def refused(folder, pattern: str) -> str:
-    with pytest.raises(LowdimError, match=pattern) as error:
-        WeightDataset(folder)
-    line = str(error.value)
-    assert "\n" not in line
-    return line
 
 
 def test_a_folder_as_precompute_wrote_it_passes(made):
