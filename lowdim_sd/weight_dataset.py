@@ -135,7 +135,9 @@ class WeightDataset(torch.utils.data.Dataset):
             # A signal's KeyboardInterrupt raised inside safetensors' reading comes out as its error (torch's
             # "could not determine the shape of object type ..."): that is the stop, not a damaged shard.
             stopping.check()
-            if isinstance(error, FileNotFoundError):  # today's precompute leaves a live reader's shards alone
+            # Gone, whatever error type said so (FileNotFoundError, or safetensors' own when the file vanished
+            # between its checks); today's precompute leaves a live reader's shards alone.
+            if isinstance(error, FileNotFoundError) or not path.exists():
                 folder = path.parent
                 raise LowdimError(f"{path}: removed since this run read {folder}'s index (by hand, or by a "
                                   f"lowdim precompute into {folder} that did not see this run); rerun lowdim "

@@ -86,3 +86,24 @@ def test_the_command_says_it_in_one_line_with_its_resume_flag(weight_folders, tm
     put_back(tmp_path / "aside", weights)
     monkeypatch.undo()
     assert main(args + ["--resume"]) == 0 and f"(from step {step})" in capsys.readouterr().out
+
+
+def test_a_shard_that_vanishes_inside_safetensors_own_open_is_named_as_removed(weight_folders, tmp_path,
+                                                                              monkeypatch):
+    """safetensors raises FileNotFoundError for a file missing when it looks, but its own error type for one that
+    goes between its look and its open (what a DataLoader worker reading ahead meets): removed, either way."""
+    import safetensors
+
+    from lowdim_sd.weight_dataset import WeightDataset
+
+    weights = weight_folders(tmp_path / "data", "w", 3, seed=4)
+    data = WeightDataset(weights)
+
+    def vanishing(path, **kwargs):
+        (weights / "shard-00000.safetensors").unlink()
+        raise safetensors.SafetensorError(f"unable to open file <{path}> in read-only mode: No such file or "
+                                          f"directory (2)")
+
+    monkeypatch.setattr(safetensors, "safe_open", vanishing)
+    with pytest.raises(lowdim.LowdimError, match=r"shard-00000\.safetensors: removed since this run read "):
+        data.weights(0)
