@@ -66,12 +66,21 @@ def layer_name_problem(name: str) -> str | None:
         return f"is empty or longer than {MAX_NAME} characters"
     if CONTROL.search(name):
         return "holds a control character or a line break"
-    if invisible := next((char for char in name if unicodedata.category(char) == "Cf"), None):
+    if problem := format_character_problem(name):
+        return problem
+    if "" in name.split("."):
+        return "has an empty part (a leading, trailing or doubled dot)"
+    return None
+
+
+def format_character_problem(name: str, allowed: frozenset[str] = frozenset()) -> str | None:
+    """Why ``name`` may not be printed as a name: it holds an invisible format character (Unicode Cf) other than
+    ``allowed``, named by its code point (None: it holds none). Shared by every name a file gives that lowdim prints
+    (layers, identities)."""
+    if invisible := next((char for char in name if unicodedata.category(char) == "Cf" and char not in allowed), None):
         what = unicodedata.name(invisible, "")
         return (f"holds the invisible format character U+{ord(invisible):04X}" + (f" ({what})" if what else "")
                 + ", which makes it print as another name")
-    if "" in name.split("."):
-        return "has an empty part (a leading, trailing or doubled dot)"
     return None
 
 

@@ -84,6 +84,7 @@ class AdapterFile:
     dropout: float = 0.0  # the input dropout it was trained with: a record, which no load applies
     # layer: the name its bases were seeded from, where not its own (saved through a DataParallel: file_fit.py)
     bases_named: dict[str, str] = field(default_factory=dict)
+    verify_bases: bool = True  # as read_adapter was told: lora_factors (export, merge) checks regenerated bases
 
     def buffers(self) -> LayerTensors:
         """The stored bases, or bases regenerated from the seed."""
@@ -96,7 +97,8 @@ class AdapterFile:
         """Plain LoRA (down, up) per layer, exact: what backends turn into their key formats.
 
         Regenerated bases are made one layer at a time (a file's sizes are all that bounds them here)
-        and checked against the file's checksum exactly as loading checks them.
+        and checked against the file's checksum exactly as loading checks them, unless the file was read
+        with ``verify_bases=False``.
         """
         factors = {}
         made_any: list[bool] = []  # whether the space made any bases: a LoRA file records no checksum
@@ -118,7 +120,8 @@ class AdapterFile:
             return factors
         check_regeneration(self.space, self.layers, self.path)
         digest = F.basis_checksum(bases(lambda layer: _regenerate(self.space, layer, self.seed)))
-        check_bases(self, digest if any(made_any) else None)
+        if self.verify_bases:
+            check_bases(self, digest if any(made_any) else None)
         return factors
 
     @property
@@ -239,7 +242,8 @@ def _refuse_pickle(path: Path) -> None:
 
 def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, verify_bases: bool = True) -> AdapterFile:
     """Read and check an adapter file (layers, space, tensor sizes, finite floats); with ``model``, its layers
-    are checked against the model's before any tensor is shaped or basis made (``verify_bases``: as load_adapter's)."""
+    are checked against the model's before any tensor is shaped or basis made (``verify_bases``: as load_adapter's,
+    and it holds for the file's ``lora_factors`` too)."""
     from lowdim.registry import get_registry
 
     path = Path(path)
@@ -260,7 +264,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
     layers = unpack_layers(metadata.get("layers", "[]"), path)
     adapter = AdapterFile(path, space, seed, layers, {}, None, recorded_checksum(metadata, path), metadata,
                           checked_scales(metadata.get("scales"), layers, path),
-                          checked_dropout(metadata.get("dropout"), path))
+                          checked_dropout(metadata.get("dropout"), path), verify_bases=verify_bases)
     # A DataParallel/DDP is checked as the model it holds, where load_adapter puts adapters; a file an older lowdim
     # saved through one (its names 'module.'-prefixed) is named as that model names its layers, once it is read.
     through_wrapper = model is not None and saved_through_wrapper(layers, inner_model(model))

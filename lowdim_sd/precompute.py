@@ -49,6 +49,7 @@ from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: th
     INDEX,
     differing_settings,
     done_identities,
+    identity_named,
     merge_index,
     read_index,
     write_json,
@@ -136,7 +137,7 @@ def discover_identities(folder: Path, out: Path | None = None) -> list[Identity]
         if loose:
             warnings.warn(f"{folder}: {len(loose)} image(s) beside the identity sub-folders are ignored, "
                           f"e.g. {loose[0]}", stacklevel=2)
-        return [Identity(sub.name, collect_images(sub)) for sub in subfolders]
+        return [Identity(identity_named(sub), collect_images(sub)) for sub in subfolders]
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
@@ -147,7 +148,7 @@ def discover_identities(folder: Path, out: Path | None = None) -> list[Identity]
         if path.stem in identities:
             raise LowdimError(f"{folder}: two images are named {path.stem} ({identities[path.stem].images[0].name}, "
                               f"{path.name}); rename one, each flat image is an identity named by its stem")
-        identities[path.stem] = Identity(path.stem, [path])
+        identities[identity_named(path, path.stem)] = Identity(path.stem, [path])
     return list(identities.values())
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.file_fit import format_version_problem
-from lowdim.filecheck import CONTROL, MAX_NAME, printable_name
+from lowdim.filecheck import CONTROL, MAX_NAME, format_character_problem, printable_name
 from lowdim.files import atomic_write
 from lowdim.option_words import either
 from lowdim_sd.face_inputs import crop_settings
@@ -98,13 +98,40 @@ def generation(entry: dict) -> int:
     return int(entry.get("generation", 0))
 
 
+# Joiners spell real names (Persian, Indic scripts, emoji) and print in place, unlike bidi overrides and zero-width
+# spaces, which make a name print as another.
+NAME_JOINERS = frozenset("\u200c\u200d")
+
+
+def identity_name_problem(name: str) -> str | None:
+    """Why ``name`` (a folder's or an image's name) cannot name an identity (None: it can): it is printed in progress
+    lines and errors and keys the shards' rows, as precompute checks before training and every read of the index."""
+    if not name or len(name) > MAX_NAME:
+        return f"is empty or longer than {MAX_NAME} characters"
+    if CONTROL.search(name):
+        return "holds a control character or a line break"
+    return format_character_problem(name, NAME_JOINERS)
+
+
+def identity_named(path: Path, name: str | None = None) -> str:
+    """The identity name a folder (or a flat image, named by ``name``) gives, refused before any training if an
+    index could not hold it."""
+    name = path.name if name is None else name
+    if problem := identity_name_problem(name):
+        raise LowdimError(f"{printable_name(str(path))}: an identity's name {problem}; rename it")
+    return name
+
+
 def check_entry(path: Path, entry: dict) -> None:
-    """An identity entry's name, row and generation as precompute writes them: a name to print and key by, a row
-    that is an int from 0 (negative ones would read another identity's row from the end), a whole generation."""
+    """An identity entry's name, row and generation as precompute writes them: a name to print and key by (no
+    control or invisible format character, as a layer name), a row that is an int from 0 (negative ones would read
+    another identity's row from the end), a whole generation."""
     name = entry.get("name")
     if not isinstance(name, str) or not name or len(name) > MAX_NAME or CONTROL.search(name):
         raise LowdimError(f"{path}: an identity's name is {printable_name(str(name))}; a name is a line of printable "
                           f"text")
+    if problem := identity_name_problem(name):
+        raise LowdimError(f"{path}: identity {printable_name(name)}: its name {problem}; the index was edited")
     row, number = entry.get("row"), entry.get("generation", 0)
     if isinstance(row, bool) or not isinstance(row, int) or row < 0:
         raise LowdimError(f"{path}: identity {printable_name(name)} has row {row!r}; a row is a whole number from 0 "

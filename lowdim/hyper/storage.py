@@ -10,10 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import operator
 import os
 import shlex
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +20,12 @@ from typing import TYPE_CHECKING, Any, cast
 from torch import Tensor, nn
 
 from lowdim import __version__, json_text
+from lowdim.bases_record import CHECKSUM
 from lowdim.errors import ConfigError, LowdimError
 from lowdim.file_fit import config_problem, format_version_problem
-from lowdim.filecheck import MAX_INFLATED, check_regeneration, check_savable_names, checked_layers
+from lowdim.filecheck import MAX_INFLATED, check_regeneration, check_savable_names, checked_layers, printable_name
 from lowdim.files import atomic_save, read_checked
+from lowdim.hyper.bases_seed import PROBED_LAYERS, bases_checksum, bases_record, recorded_seed
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
 from lowdim.hyper.encoder import comparable
 from lowdim.hyper.head import HyperHead
@@ -57,7 +57,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
     head = cast(HyperHead, net)  # any registered head has HyperHead's attributes, whether or not it subclasses it
     check_savable_names(head.layers, f"{path}: the hypernetwork's")
     metadata = dict(metadata or {})
-    metadata.update(_bases_record(path, head, metadata, adapter_seed))
+    metadata.update(bases_record(path, head, metadata, adapter_seed))
     # Any registered head can be saved if it has .config, .space, .layers (and optionally .encoder).
     encoder = getattr(net, "encoder", None)
     tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -79,37 +79,6 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "extra": _dumps(metadata),
     }
     return atomic_save(tensors, header, Path(path))
-
-
-def _bases_record(path: str | os.PathLike, net: HyperHead, metadata: Mapping[str, Any],
-                  adapter_seed: Any) -> dict[str, Any]:
-    """What ``save_hypernet`` adds to ``metadata``: the adapter seed as an integer, and its bases' checksum
-    unless the caller recorded its own (the bases its training saw)."""
-    given = metadata.get("adapter_seed")
-    if adapter_seed is not None and given is not None and _seed(given, path) != _seed(adapter_seed, path):
-        raise LowdimError(f"{path}: adapter_seed={adapter_seed!r} and the metadata's adapter_seed {given!r} differ; "
-                          f"give the seed the predicted adapters are injected with once")
-    seed = adapter_seed if adapter_seed is not None else given
-    if seed is None:
-        if net.layers and net.space.make_buffers(net.layers[0], 0):
-            warnings.warn(f"{path}: has no adapter_seed, so load_hypernet cannot check the frozen {net.space.name} "
-                          f"bases its predictions live in; pass save_hypernet(..., adapter_seed=<the seed the "
-                          f"adapters are injected with>)", UserWarning, stacklevel=3)
-        return {}
-    record: dict[str, Any] = {"adapter_seed": _seed(seed, path)}
-    if "bases_checksum" not in metadata:
-        checksum = bases_checksum(net.space, net.layers, record["adapter_seed"])
-        if checksum is not None:  # a space without frozen bases has nothing to check
-            record["bases_checksum"] = checksum
-    return record
-
-
-def _seed(value: Any, path: str | os.PathLike) -> int:
-    try:
-        return int(value) if isinstance(value, str) else operator.index(value)
-    except (TypeError, ValueError):
-        raise LowdimError(f"{path}: adapter_seed {value!r} is no integer; give the seed the predicted adapters are "
-                          f"injected with") from None
 
 
 @dataclass(frozen=True)
@@ -143,37 +112,28 @@ class HypernetFile:
         return hashlib.sha256(json.dumps(dict(self.header), sort_keys=True).encode()).hexdigest()[:16]
 
 
-# Layers whose bases the checksum covers: a generator that changed (another platform's QR, another
-# version's seeding) changes every layer's, and all of SD1.5's take seconds to make at every load.
-PROBED_LAYERS = 4
-
-
-def bases_checksum(space: Space, layers: Sequence[LayerSpec], seed: int) -> str | None:
-    """The checksum of the frozen bases ``space`` makes at ``seed`` for the first ``PROBED_LAYERS`` of
-    ``layers`` (None: it has none).
-
-    A hypernetwork predicts trainable params in these bases, so its file records this and loading
-    checks it: bases made otherwise on another platform or version would turn each prediction into
-    another ΔW without any error."""
-    from lowdim import functional as F
-
-    made = [tensor.float() for layer in layers[:PROBED_LAYERS]
-            for _, tensor in sorted(space.make_buffers(layer, F.layer_seed(seed, layer.name)).items())]
-    return F.basis_checksum(made) if made else None
-
-
 def _check_bases(read: HypernetFile, space: Space) -> None:
     extra = read.stored["extra"]
-    if extra.get("bases_checksum") is None or "adapter_seed" not in extra:  # files from before it was recorded
+    # Files from before it was recorded (the seed alone), and a caller's own record without a seed (save warned).
+    if "bases_checksum" not in extra or "adapter_seed" not in extra:
         return
-    try:
-        seed = int(extra["adapter_seed"])
-    except (TypeError, ValueError):
-        raise LowdimError(f"{read.path}: its adapter_seed {extra['adapter_seed']!r} is no integer; the file is "
-                          f"damaged") from None
+    seed, recorded = recorded_seed(extra, read.path), extra["bases_checksum"]
     probed = read.stored["layers"][:PROBED_LAYERS]
     check_regeneration(space, probed, read.path)  # a 2 KB header may claim bases that take minutes to make
-    if bases_checksum(space, probed, seed) != extra["bases_checksum"]:
+    made = bases_checksum(space, probed, seed)
+    if made is None and not recorded:  # a space without bases (LoRA) records null
+        return
+    if not recorded:  # every lowdim records the checksum with the seed for a space that makes bases
+        raise LowdimError(f"{read.path}: its extra records adapter_seed {seed} but no bases_checksum "
+                          f"({json.dumps(recorded)}), though its space '{space.name}' makes frozen bases from the "
+                          f"seed, and every lowdim records their checksum with it: the metadata was edited, so the "
+                          f"bases the hypernetwork learned with cannot be checked; use the file as it was saved, or "
+                          f"train it again")
+    if not isinstance(recorded, str) or not CHECKSUM.fullmatch(recorded):
+        shown = printable_name(recorded if isinstance(recorded, str) else json.dumps(recorded), 60)
+        raise LowdimError(f"{read.path}: its bases_checksum {shown} is not 16 lowercase hex digits; the file is "
+                          f"damaged (use it as it was saved)")
+    if made != recorded:
         raise LowdimError(f"{read.path}: the frozen {space.name} bases this machine makes for seed {seed} differ "
                           f"from those the hypernetwork learned with (checksum mismatch), so its predictions would "
                           f"mean other weights here: its adapter_seed, layers or space config was edited, or (an "
