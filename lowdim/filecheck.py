@@ -257,6 +257,17 @@ def unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Calla
     return result
 
 
+def param_kind(space: Space) -> str:
+    """What each of an adapter file's param tensors is, as ``unflatten``'s line naming a stray one says it (a load and
+    ``lowdim show`` word it alike)."""
+    return f"a param of space '{space.name}'"
+
+
+def basis_kind(space: Space) -> str:
+    """What each of an adapter file's ``buffer.*`` tensors is, as ``unflatten``'s line naming a stray one says it."""
+    return f"a frozen basis of space '{space.name}'"
+
+
 def check_finite(per_layer: Mapping[str, Mapping[str, Tensor]], path: Path, what: str = "param") -> None:
     """Every value finite; the first layer and param that is not are named."""
     for layer, tensors in per_layer.items():

@@ -39,6 +39,7 @@ from lowdim.file_fit import (
     without_wrapper_prefix,
 )
 from lowdim.filecheck import (
+    basis_kind,
     buffer_shapes,
     check_finite,
     check_flat,
@@ -49,6 +50,7 @@ from lowdim.filecheck import (
     checked_scales,
     describe_foreign,
     not_ours,
+    param_kind,
     refuse_meta_layers,
     unflatten,
 )
@@ -273,13 +275,13 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
     check_flat(tensors, path)
     buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
     param_tensors = {k: v for k, v in tensors.items() if not k.startswith(BUFFER_PREFIX)}
-    adapter.params = unflatten(param_tensors, layers, space.param_shapes, path, f"a param of space '{space.name}'")
+    adapter.params = unflatten(param_tensors, layers, space.param_shapes, path, param_kind(space))
     check_finite(adapter.params, path)
     if buffer_tensors:
         if model is None:  # the model bounds the sizes; without one, the file's must be sane
             check_regeneration(space, layers, path)
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
-                                            f"a frozen basis of space '{space.name}'", BUFFER_PREFIX)
+                                            basis_kind(space), BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
     return without_wrapper_prefix(adapter, verify_bases) if through_wrapper else adapter
 

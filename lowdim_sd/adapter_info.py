@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from shlex import quote
+from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.errors import ConfigError, LowdimError, PluginError
 from lowdim.file_fit import config_problem, format_version_problem
-from lowdim.filecheck import check_regeneration, checked_dropout, checked_scales, printable_name
+from lowdim.filecheck import (
+    basis_kind,
+    buffer_shapes,
+    check_flat,
+    check_regeneration,
+    checked_dropout,
+    checked_scales,
+    param_kind,
+    printable_name,
+    unflatten,
+)
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -23,6 +33,9 @@ from lowdim_sd.file_info_parts import (
 )
 from lowdim_sd.prompt_words import with_looks
 
+if TYPE_CHECKING:
+    from lowdim.spaces.base import Space
+
 
 def learned_phrase(metadata: dict) -> str:
     """The phrase an adapter learned, with the looks personalize read from the photo (its `draw it:` line
@@ -34,6 +47,9 @@ def learned_phrase(metadata: dict) -> str:
 # A space's frozen state is made again at each load: LiDB's random bases from the seed, a TI file's row selector
 # from its config alone.
 REMADE = "made again when loaded (from the seed and the space's config)"
+# Metadata text shown as it is up to this length: a hub id (at most 96 characters), an absolute folder path, a token.
+# A longer value is a stranger's (100 KB of one token): cut, escaped and its length said; --json gives it whole.
+LONGEST_SHOWN = 256
 
 
 def describe_adapter(path: Path, header: Header) -> FileInfo:
@@ -50,11 +66,8 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
             ("file", f"{size_text(path)}, {dtype or '?'}"),
             ("seed", meta.get("seed", "?")),
             ("frozen bases", "stored in the file" if stored else REMADE if remade else "none")]
-    for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
-                       ("scales", "layer scales"), ("dropout", "trained with dropout"),
-                       ("lowdim_version", "made with lowdim")):
-        if meta.get(key):
-            rows.append((label, summary(meta[key]) if key in refused else meta[key]))
+    recorded = record_rows(meta, refused)
+    rows += [(label, shown) for _, label, shown in recorded]
     recipe = json_object(meta.get("extra"))
     rows += [(f"recipe: {key}", compact(value)) for key, value in recipe.items()]
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
@@ -67,6 +80,8 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
               "frozen bases": {"stored": stored} if stored or remade else None,
               **{f"recipe: {key}": value.strip() if isinstance(value, str) else value
                  for key, value in recipe.items()}}
+    # --json gives a row the table shows cut as its text; one it gives as a number or an object stays one
+    values = {**{label: meta[key] for key, label, shown in recorded if shown != meta[key]}, **values}
     if problem := format_version_problem(meta, "adapter", FORMAT_VERSION):  # every load refuses it
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
@@ -76,14 +91,32 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if missing := missing_space(meta) or missing_model(meta.get("base_model")):  # a command would refuse it
         rows.insert(1, missing)
         return FileInfo(path, "a lowdim adapter", rows, "", values)
-    if problem := size_problem(meta, header, layers) or stray_basis(path, meta, header, layers):
+    if problem := size_problem(path, meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
-    base = quote(meta["base_model"]) if meta.get("base_model") else "MODEL"
+    # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
+    base_model = meta.get("base_model") or ""
+    shown_whole = base_model.isprintable() and bounded(base_model) == base_model
+    base = quote(base_model) if base_model and shown_whole else "MODEL"
     phrase = learned_phrase(meta)
     prompt = phrase if meta.get("token") or recipe.get("prompt") else "a photo"  # the prompt it trained on
     return FileInfo(path, "a lowdim adapter", rows,
                     f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
+
+
+def record_rows(meta: dict[str, str], refused: set[str]) -> list[tuple[str, str, str]]:
+    """(key, label, text) of the rows of what the file records besides its space and tensors, each bounded for the
+    table: a record every load refuses as a short summary, any other text over ``LONGEST_SHOWN`` characters cut with
+    its length."""
+    rows = []
+    for key, label in (("base_model", "base model"), ("token", "token"), ("adapter_name", "adapter name"),
+                       ("scales", "layer scales"), ("dropout", "trained with dropout"),
+                       ("lowdim_version", "made with lowdim")):
+        if meta.get(key):
+            # scales a load takes are one number a layer: shown whole, however many layers
+            shown = summary(meta[key]) if key in refused else meta[key] if key == "scales" else bounded(meta[key])
+            rows.append((key, label, shown))
+    return rows
 
 
 def has_bases(meta: dict[str, str], layers: list) -> bool:
@@ -158,16 +191,21 @@ def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> 
     return ""
 
 
+def bounded(text: str) -> str:
+    """Metadata text for a table cell: as it is up to ``LONGEST_SHOWN`` characters (``FileInfo`` escapes one that
+    is not printable), else one short escaped line with its length."""
+    return text if len(text) <= LONGEST_SHOWN else summary(text, 120)
+
+
 def summary(text: str, longest: int = 60) -> str:
-    """A refused record as one short escaped line (a scales list nested a thousand deep is no table cell), with
-    its length where it is cut; --json gives the text itself."""
+    """A refused record or an overlong text as one short escaped line (a scales list nested a thousand deep, a 100 KB
+    token: no table cell), with its length where it is cut; --json gives the text itself."""
     shown = printable_name(text, longest)
     return shown if shown == ascii(text) else f"{shown} ({len(text):,} characters)"
 
 
-def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
-    """What the header already shows a load would refuse ("": nothing): a param tensor missing, or holding more or
-    fewer values than the space's shapes on the file's layers need."""
+def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
+    """What a load would refuse in the file's space or tensors ("": nothing), from the header alone."""
     import lowdim
 
     try:
@@ -178,42 +216,33 @@ def size_problem(meta: dict[str, str], header: Header, layers: list) -> str:
         return "the space_config in the metadata is not a JSON object"
     try:
         space = lowdim.get_registry().make_space(meta["space"], config)
-        needed: dict[str, int] = {}
-        for layer in layers:
-            for key, shape in space.param_shapes(layer).items():
-                needed[key] = needed.get(key, 0) + math.prod(shape)
+        for layer in layers:  # a plugin's space that cannot shape a layer: named here, not as a tensor's fault
+            space.param_shapes(layer)
     except ConfigError as error:  # an option a newer lowdim or plugin added: say to upgrade, as a load does
         return f"its space '{meta.get('space')}' cannot be made from the config it records ({config_problem(error)})"
     except (LowdimError, KeyError, ValueError, TypeError) as error:
         return f"its space '{meta.get('space')}' cannot be made from the config it records ({error})"
-    stored = {key: math.prod(shape) for key, shape in header.shapes.items() if not key.startswith(BUFFER_PREFIX)}
-    for key, count in needed.items():
-        if stored.get(key) != count:
-            held = "is missing" if key not in stored else f"holds {stored[key]:,} values"
-            return f"tensor '{key}' {held}, where its {len(layers)} layers need {count:,}"
-    extra = sorted(set(stored) - set(needed))
-    return f"tensor '{extra[0]}' is none the space '{space.name}' has" if extra else ""
+    return tensor_problem(path, space, layers, header)
 
 
-def stray_basis(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
-    """The load's words for a ``buffer.*`` tensor that is no frozen basis of the space ("": none), for a file whose
-    space and params ``size_problem`` passed: it would otherwise show as bases stored in it. The first layer's
-    bases name the space's kinds; every layer's are made (bounded as the load bounds them) only to confirm one."""
-    import lowdim
+def tensor_problem(path: Path, space: Space, layers: list, header: Header) -> str:
+    """The load's words for the first of the file's tensors it refuses ("": none): a stray, missing or wrong-sized
+    param or stored basis. The load's own checks run on meta-device tensors of the header's shapes, so no value is
+    read; stored bases are sized by making each layer's, bounded as a load without a model bounds them."""
+    import torch
 
-    found = sorted(key.removeprefix(BUFFER_PREFIX) for key in header.shapes if key.startswith(BUFFER_PREFIX))
-    if not found:
-        return ""
-    space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))
+    # float32 whatever the file stores: the dtype is shown in the 'file' row, the shapes are what is checked here
+    tensors = {key: torch.empty(shape, device="meta") for key, shape in header.shapes.items()}
+    params = {key: value for key, value in tensors.items() if not key.startswith(BUFFER_PREFIX)}
+    bases = {key.removeprefix(BUFFER_PREFIX): value for key, value in tensors.items() if key.startswith(BUFFER_PREFIX)}
     try:
-        known = set(space.make_buffers(layers[0], 0)) if layers else set()
-        if any(key not in known for key in found):
+        check_flat(tensors, path)
+        unflatten(params, layers, space.param_shapes, path, param_kind(space))
+        if bases:
             check_regeneration(space, layers, path)
-            known = {key for layer in layers for key in space.make_buffers(layer, 0)}
-    except LowdimError as error:  # sizes no load makes bases for: its words
+            unflatten(bases, layers, lambda layer: buffer_shapes(space, layer), path, basis_kind(space), BUFFER_PREFIX)
+    except LowdimError as error:
         return str(error).removeprefix(f"{path}: ")
     except (ValueError, RuntimeError) as error:  # a plugin's make_buffers that refuses the layer its own way
         return f"its space '{space.name}' cannot make the frozen bases of its layers ({error})"
-    stray = [key for key in found if key not in known]
-    return (f"unexpected tensor {ascii(BUFFER_PREFIX + stray[0])}: it is not a frozen basis of space "
-            f"'{space.name}'") if stray else ""
+    return ""
