@@ -232,7 +232,7 @@ def export_adapter(
         raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
     if not overwrite and target.exists():
         raise _exists(target)
-    from lowdim_sd.textual_inversion import export_embedding, is_embedding
+    from lowdim_sd.textual_inversion import EXPORT_FORMATS, export_embedding, is_embedding, read_embedding
 
     # One reading decides the kind and is what a LoRA exports: a file another run renames over this one meanwhile
     # is never taken for the other kind. (An embedding is read again by export_embedding, which takes a path; a
@@ -242,6 +242,10 @@ def export_adapter(
         # Without overwrite, published only where the name is still free: another export to it may have
         # finished since the check above.
         if is_embedding(adapter):  # an embedding, not a LoRA: diffusers' or A1111's embedding file
+            if fmt in EXPORT_FORMATS:  # else export_embedding names the formats
+                from lowdim_sd.embedding_target import check_embedding_target
+
+                check_embedding_target(read_embedding(adapter), fmt)  # what its base model would refuse
             return export_embedding(source, target, fmt, DTYPES[dtype], replace=overwrite)
         return _export_lora(adapter, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
     except FileExistsError:
