@@ -105,7 +105,8 @@ def launch(page, host: str, port: int, share: bool, out: Path) -> str:
 
 def start_line(page, gradio_said: str, host: str, port: int, share: bool, out: Path) -> str:
     """Where the page is served: here, and at its public link with --share, or why --share made none; and which
-    runs in ``out`` Earlier runs leaves out, their run.json unreadable here."""
+    runs in ``out`` Earlier runs leaves out, and why (a run.json unreadable here, a run folder or run.json that is a
+    symlink)."""
     local = f"http://{host}:{port}"
     if share and page.share_url:
         where = f"serving on {local} and {page.share_url}"
@@ -117,7 +118,7 @@ def start_line(page, gradio_said: str, host: str, port: int, share: bool, out: P
         where = f"serving on {local}"
     from lowdim_sd.ui.run_folders import unreadable_runs_line
 
-    # Earlier runs leaves out a run whose record does not read: said once here, rather than never.
+    # Earlier runs leaves out a run whose record does not read or is linked: said once here, rather than never.
     unreadable = unreadable_runs_line(out)
     return f"lowdim ui: {where} (Ctrl-C stops it); runs are kept in {out}" + (f"; {unreadable}" if unreadable else "")
 

@@ -42,7 +42,7 @@ from lowdim_sd.ui.page_parts import (
 )
 from lowdim_sd.ui.photos import crop_preview
 from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
-from lowdim_sd.ui.studio import RunSettings, Studio, ships_a_hypernet
+from lowdim_sd.ui.studio import RunSettings, Studio, checked_request, ships_a_hypernet
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
          "Drop a face photo, check the crop, press **Personalize**, or open an earlier run under it; the run's "
@@ -102,10 +102,11 @@ def shown(record: RunRecord) -> tuple:
 
 
 def forget_run(what: Drawable) -> tuple:
-    """``shown``'s outputs after a failed Personalize or Open: no run shown (gallery, downloads, stages), so none
-    sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays; Earlier
+    """``shown``'s outputs after a failed Personalize run or Open: no run shown (gallery, downloads, stages), so
+    none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays; Earlier
     runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job is no failure
-    (``job_on_page``): it leaves the run shown."""
+    (``job_on_page``), nor a click whose values are refused before it runs (``check_request``): they leave the
+    run shown."""
     left = without(what, "run")
     return [], None, "", gr.update(), left, gr.update(), drawing_line(left)
 
@@ -203,9 +204,12 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
     personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
-    # A failed Personalize leaves no earlier run's gallery, downloads or stages under its error, as Open below.
-    go.click(personalize, [photo, model, use_hyper, steps, rank, seed, preview_steps, face], outputs,
-             **unlimited).failure(forget_run, [current], outputs, api_visibility="private")
+    asked = [photo, model, use_hyper, steps, rank, seed, preview_steps, face]
+    # A click's values are checked first, in an event with no outputs: a bad value (a number out of range, no
+    # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
+    # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
+    go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited).success(
+        personalize, asked, outputs, **unlimited).failure(forget_run, [current], outputs, api_visibility="private")
     stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name);
     # every output is this event's, so none keeps Gradio's red "Error" badge over its value.
@@ -266,15 +270,15 @@ class PersonalizeHandlers:
                     lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
                     request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
         # No docstring: Gradio would show it as /personalize's API description. The tab wraps this in
-        # job_on_page, which needs the tab's outputs.
-        if not path:
-            raise LowdimError("drop a face photo first")
-        settings = RunSettings(model=chosen_model, use_hypernet=check_checkbox(hyper, HYPER_LABEL),
-                               steps=None if is_empty(step_count) else whole(step_count, "Finetune steps"),
-                               rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
-                               face_index=check_face(index) or None,
-                               preview_steps=whole(sample_steps, "Gallery denoising steps"))
+        # job_on_page, which needs the tab's outputs. A client calling /personalize is checked here too.
+        path, settings = asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index)
         return shown(self.studio.personalize(path, settings, progress_listener(progress), owner=session(request)))
+
+    @on_page
+    def check_request(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
+                      lora_rank: float, run_seed: float | None, sample_steps: float, index: object) -> None:
+        """What Personalize refuses before a job starts, checked before the page runs it (``personalize_tab``)."""
+        checked_request(*asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index))
 
     @on_page
     def stop_mine(self, request: gr.Request | None = None) -> str:
@@ -285,6 +289,18 @@ class PersonalizeHandlers:
     @on_page
     def open_run(self, name: object) -> tuple:
         return shown(chosen_run(self.studio.config.out, name))
+
+
+def asked_run(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,
+              run_seed: float | None, sample_steps: float, index: object) -> tuple[str, RunSettings]:
+    """The photo and settings Personalize's controls ask for, each refused in one line naming its control."""
+    if not path:
+        raise LowdimError("drop a face photo first")
+    return path, RunSettings(model=chosen_model, use_hypernet=check_checkbox(hyper, HYPER_LABEL),
+                             steps=None if is_empty(step_count) else whole(step_count, "Finetune steps"),
+                             rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
+                             face_index=check_face(index) or None,
+                             preview_steps=whole(sample_steps, "Gallery denoising steps"))
 
 
 def _preview(path: str | None, chosen_model: str, index: int | None) -> tuple:

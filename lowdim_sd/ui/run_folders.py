@@ -62,14 +62,22 @@ def list_runs(out: Path) -> list[str]:
 
 
 def unreadable_runs(out: Path) -> list[str]:
-    """Finished runs in ``out`` whose record this lowdim cannot read (damaged, or another version's shape): left
-    out of the list, so ``unreadable_runs_line`` says where they are."""
+    """Finished runs in ``out`` left out of the list: their record this lowdim cannot read (damaged, or another
+    version's shape), or their folder or ``run.json`` a symlink; ``unreadable_runs_line`` says which and why."""
     return sorted(name for name in _finished(out) if not _readable(out, name))
 
 
 def unreadable_runs_line(out: Path) -> str:
-    """'1 run in OUT has a run.json this lowdim cannot read (NAME): its files are still in OUT/NAME', or ''."""
+    """Why runs in ``out`` are left out of the list, each reason once, or '': '1 run in OUT has a run.json this
+    lowdim cannot read (NAME): its files are still in OUT/NAME', '1 run in OUT is left out as a symlink, which
+    lowdim never makes (OUT/NAME -> TARGET): replace the link with a copy of what it leads to', or both."""
     names = unreadable_runs(out)
+    links = {name: link for name in names if (link := linked_part(out / name)) is not None}
+    damaged = [name for name in names if name not in links]
+    return "; ".join(line for line in (_damaged_line(out, damaged), _linked_line(out, links)) if line)
+
+
+def _damaged_line(out: Path, names: list[str]) -> str:
     if not names:
         return ""
     shown = names[:3] + (["..."] if len(names) > 3 else [])
@@ -78,6 +86,32 @@ def unreadable_runs_line(out: Path) -> str:
         return f"1 run in {out} has a {RUN_FILE} this lowdim cannot read ({names[0]}): its files are still in {folders}"
     return (f"{len(names)} runs in {out} have a {RUN_FILE} this lowdim cannot read ({', '.join(shown)}): their files "
             f"are still in {folders}")
+
+
+def _linked_line(out: Path, links: dict[str, Path]) -> str:
+    if not links:
+        return ""
+    shown = ", ".join(f"{link} -> {_link_target(link)}" for link in list(links.values())[:3])
+    shown += ", ..." if len(links) > 3 else ""
+    if len(links) == 1:
+        return (f"1 run in {out} is left out as a symlink, which lowdim never makes ({shown}): replace the link "
+                f"with a copy of what it leads to")
+    return (f"{len(links)} runs in {out} are left out as symlinks, which lowdim never makes ({shown}): replace each "
+            f"link with a copy of what it leads to")
+
+
+def linked_part(folder: Path) -> Path | None:
+    """The run folder itself, or its ``run.json``, where that is a symlink (lowdim writes neither as one): the
+    page would serve the files of a run found wherever a folder link leads, and read a record from wherever a
+    ``run.json`` link leads. None for a run as lowdim writes it."""
+    return next((path for path in (folder, folder / RUN_FILE) if path.is_symlink()), None)
+
+
+def _link_target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:  # removed since it was seen
+        return "?"
 
 
 def _finished(out: Path) -> list[str]:
@@ -118,9 +152,13 @@ def read_run(out: Path, name: str) -> RunRecord:
     folder = out / name
     if not is_run(out, name):
         raise LowdimError(f"no finished run '{name}' in {out}")
-    if folder.is_symlink():  # its files would be served from wherever it leads; lowdim renames a real folder there
-        raise LowdimError(f"run '{name}' in {out}: its folder is a symlink (to {os.readlink(folder)}), which lowdim "
+    link = linked_part(folder)  # lowdim renames a real folder there and writes a plain run.json
+    if link == folder:
+        raise LowdimError(f"run '{name}' in {out}: its folder is a symlink (to {_link_target(link)}), which lowdim "
                           f"never makes: copy the run's folder into {out} to open it")
+    if link is not None:
+        raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is a symlink (to {_link_target(link)}), which "
+                          f"lowdim never makes: put a copy of the file it leads to in its place to open the run")
     try:
         record = json_text.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
         return _checked_record(name, folder, record)

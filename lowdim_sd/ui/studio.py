@@ -186,10 +186,7 @@ class Studio:
     def personalize(self, photo: str | Path, settings: RunSettings, listener: Listener | None = None,
                     owner: str = "") -> RunRecord:
         """``lowdim personalize`` on the photo, into a new run folder that appears only once complete."""
-        photo = check_photo(photo)
-        model = check_model(settings.model)
-        settings.check()
-        check_face_choice(photo, model, settings.face_index, settings.crop)  # before the model loads
+        photo, model = checked_request(photo, settings)
         with self.job("personalization", owner):
             out = self.config.out
             name = claim_run_name(out, photo)
@@ -273,6 +270,17 @@ class Studio:
         with self.job("scoring", owner), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
             job = EvalJob(Path(folder), names, (reference,), token, device=self.config.device)
             return scored(job, photos, prompt, progress)
+
+
+def checked_request(photo: str | Path, settings: RunSettings) -> tuple[Path, str]:
+    """The photo and model of a personalization asked for, each value checked in one line naming its control:
+    before any job starts or model loads. The page checks a click with this before it runs one, so that such a
+    refusal leaves the run shown, as a Busy refusal does."""
+    photo = check_photo(photo)
+    model = check_model(settings.model)
+    settings.check()
+    check_face_choice(photo, model, settings.face_index, settings.crop)  # before the model loads
+    return photo, model
 
 
 def ships_a_hypernet(model: str) -> bool:

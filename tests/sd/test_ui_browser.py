@@ -304,3 +304,24 @@ def test_clearing_a_dropped_adapter_file_brings_draw_back_to_the_run_shown(serve
     wait(browser, lambda d: drawing(d).startswith(f"Draw draws the adapter {adapter.name}"), 60)
     browser.find_element(By.CSS_SELECTOR, "#adapter-file button[aria-label='Clear']").click()
     wait(browser, lambda d: drawing(d) == f"Draw draws run {name}", 30)
+
+
+def test_a_bad_value_clicked_leaves_the_run_shown_with_only_its_line(server, browser, quick_run):
+    """Task FAN: Personalize with Finetune steps 0 under an opened run says so in one line, and the run's gallery
+    and stage times stay, with no red "Error" badge over them, only the line's toast (the page checks the values
+    before it runs)."""
+    url, _ = server
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
+    open_run(browser, quick_run.name)
+    wait(browser, lambda d: "done in" in text_of(d, "stages"), 60)
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(FACE))
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#crop img"), 60)
+    set_number(browser, "#steps input", 0)
+    browser.find_element(By.ID, "personalize").click()
+    wait(browser, lambda d: shows(d, "Finetune steps must be 1 to 2000, got 0"), 30)
+    time.sleep(1)  # a follow-up clearing the outputs would have run by now
+    assert "done in" in text_of(browser, "stages")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery img")) == len(quick_run.gallery)
+    badges = browser.find_elements(By.XPATH, "//*[normalize-space(text())='Error']")
+    assert [badge.get_attribute("class").split()[0] for badge in badges] == ["toast-title"]  # the line's own toast

@@ -1,6 +1,8 @@
 """A Personalize that fails leaves no earlier run on the page as if it were the failed one's (review FAF1): its
 gallery, downloads and stage table are cleared, as a failed Open clears them, while a click refused because a job
-runs (Busy) is no failure and leaves everything as it was (docs/cli.md)."""
+runs (Busy) is no failure and leaves everything as it was (docs/cli.md). On the page, a click whose values are
+refused before a run starts leaves it as it was too (test_ui_refused_personalize.py); a client calling
+/personalize gets the same line, and the failure follow-up is still wired to that event."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Run folders linked into ``lowdim ui --out`` (review FAF3): the page serves the files a run's ``run.json`` names,
-so a run folder that is itself a symlink (to anywhere) and a run file that is a hard link to a file outside its
-run folder are left out, as any run not as lowdim writes it; the hard links lowdim makes among a run's own files
-(its downloads) are its own."""
+so a run folder that is itself a symlink (to anywhere), a ``run.json`` that is one (task FAN), and a run file that
+is a hard link to a file outside its run folder are left out, as any run not as lowdim writes it; the hard links
+lowdim makes among a run's own files (its downloads) are its own. The start line names a linked run as a symlink,
+not as a run.json this lowdim cannot read."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lowdim.errors import LowdimError
-from lowdim_sd.ui.run_folders import list_runs, read_run, unreadable_runs, write_record
+from lowdim_sd.ui.run_folders import list_runs, read_run, unreadable_runs, unreadable_runs_line, write_record
 
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
@@ -60,6 +61,43 @@ def test_a_run_folder_that_is_a_symlink_is_left_out(out, target):
         read_run(out, "linked")
     assert str(caught.value) == (f"run 'linked' in {out}: its folder is a symlink (to {real}), which lowdim never "
                                  f"makes: copy the run's folder into {out} to open it")
+
+
+def test_a_run_json_that_is_a_symlink_is_left_out(out):
+    """A real run folder whose run.json leads to a file outside it, one that reads as the run's own record:
+    lowdim writes run.json as a plain file, and reads no record from outside the run folder."""
+    folder, real = out / GOOD, out.parent / "record.json"
+    (folder / "run.json").rename(real)
+    (folder / "run.json").symlink_to(real)
+    assert list_runs(out) == [] and unreadable_runs(out) == [GOOD]
+    with pytest.raises(LowdimError) as caught:
+        read_run(out, GOOD)
+    assert str(caught.value) == (f"run '{GOOD}' in {out}: its run.json is a symlink (to {real}), which lowdim never "
+                                 f"makes: put a copy of the file it leads to in its place to open the run")
+
+
+def test_the_start_line_names_a_linked_run_as_a_symlink(out):
+    (out / "linked").symlink_to(out.parent / "elsewhere" / "shared", target_is_directory=True)
+    assert unreadable_runs_line(out) == (
+        f"1 run in {out} is left out as a symlink, which lowdim never makes ({out}/linked -> "
+        f"{out.parent}/elsewhere/shared): replace the link with a copy of what it leads to")
+
+
+def test_linked_and_damaged_runs_are_each_named_with_their_reason(out):
+    """A run.json linked out, a folder linked in, and a run.json that does not read: one line, each reason once."""
+    folder = out.parent / "elsewhere" / "shared"
+    (out / "b-linked").symlink_to(out / GOOD, target_is_directory=True)
+    (out / "a-damaged").mkdir()
+    (out / "a-damaged" / "run.json").write_text("[]")
+    shutil.copytree(folder, out / "c-json", symlinks=True)
+    (out / "c-json" / "run.json").unlink()
+    (out / "c-json" / "run.json").symlink_to(folder / "run.json")
+    assert list_runs(out) == [GOOD] and unreadable_runs(out) == ["a-damaged", "b-linked", "c-json"]
+    assert unreadable_runs_line(out) == (
+        f"1 run in {out} has a run.json this lowdim cannot read (a-damaged): its files are still in "
+        f"{out}/a-damaged; 2 runs in {out} are left out as symlinks, which lowdim never makes ({out}/b-linked -> "
+        f"{out / GOOD}, {out}/c-json/run.json -> {folder}/run.json): replace each link with a copy of what it "
+        f"leads to")
 
 
 def test_a_file_hard_linked_out_of_the_run_folder_is_left_out(out):

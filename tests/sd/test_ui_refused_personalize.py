@@ -1,0 +1,127 @@
+"""A Personalize click the page refuses for a bad value (a number out of range or not whole, no photo) before any
+job starts leaves the run shown as it is, as a Busy refusal does, with only its one-line error (task FAN): a run
+running meanwhile, another tab's or its own, is not wiped from the page by a mistyped field. A run that started and
+then failed still clears it (review FAF1), so no earlier run sits under its error. Driven as Gradio's front end
+drives the page, in-process: the events a click triggers, then those chained after each one."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lowdim.errors import LowdimError
+from lowdim_sd.ui.studio import Studio, StudioConfig
+
+gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+
+FACE = str(Path(__file__).resolve().parents[2] / "examples" / "face.png")
+NAME = "20260101-120000-face"
+# The run shown, by elem_id (None: what Draw draws, a state with no id), as an Open of NAME left the page.
+SHOWN = {"gallery": [("/runs/00.png", "reference")], "downloads": ["/runs/a.lowdim.safetensors"],
+         "stages": f"<p>Run {NAME} done</p>", "earlier": NAME, None: {"run": NAME}, "draw-prompt": "a [V] face",
+         "drawing": f"Draw draws run {NAME}"}
+# The run settings, by elem_id, as the page starts (a photo dropped).
+ASKED = {"photo": FACE, "model": "tinyfaces", "use-hyper": True, "steps": 1, "rank": 4, "seed": 0,
+         "preview-steps": 1, "face": 0}
+
+
+@pytest.fixture
+def studio(tmp_path) -> Studio:
+    return Studio(StudioConfig(model="tinyfaces", out=tmp_path / "ui"))
+
+
+@pytest.fixture
+def another_run(studio) -> Iterator[None]:
+    """Another tab's run, holding the one job slot while the test clicks."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with studio.job("personalization", "another tab"):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str]]:
+    """The page after a click on Personalize, a run shown before it, and the errors it showed: each event the
+    click triggers, then each chained after it (``.then`` always, ``.success`` on success, ``.failure`` on a
+    ``gr.Error``), as Gradio's front end runs them."""
+    from lowdim_sd.ui.page import build_page
+
+    page = build_page(studio)
+    [go] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "personalize"]
+    [event] = [fn for fn in page.fns.values() if fn.api_name == "personalize"]
+    values = {block._id: asked[block.elem_id] for block in event.inputs}
+    values.update({block._id: SHOWN[block.elem_id] for block in event.outputs})
+    errors: list[str] = []
+    _run(page, [fn for fn in page.fns.values() if (go._id, "click") in fn.targets], values, errors)
+    return {block.elem_id: values[block._id] for block in event.outputs}, errors
+
+
+def _run(page, fns: list, values: dict, errors: list[str]) -> None:
+    for fn in fns:
+        keywords = {"request": None} if "request" in inspect.signature(fn.fn).parameters else {}
+        try:
+            result = fn.fn(*(values[block._id] for block in fn.inputs), **keywords)
+        except gr.Error as error:
+            errors.append(error.message)
+            failed = True
+        else:
+            _show(fn.outputs, result, values)
+            failed = False
+        _run(page, [then for then in page.fns.values() if then.trigger_after == fn._id
+                    and not (then.trigger_only_on_success and failed)
+                    and not (then.trigger_only_on_failure and not failed)], values, errors)
+
+
+def _show(outputs: list, result: object, values: dict) -> None:
+    """An event's values on its outputs; Gradio's update with no value leaves a control's value as it is."""
+    if not outputs:
+        return
+    for block, value in zip(outputs, result if len(outputs) > 1 else [result], strict=True):
+        if not (isinstance(value, dict) and value.get("__type__") == "update" and "value" not in value):
+            values[block._id] = value["value"] if isinstance(value, dict) and "__type__" in value else value
+
+
+@pytest.mark.parametrize(("field", "value", "line"), [
+    ("steps", 0, "Finetune steps must be 1 to 2000, got 0"),
+    ("rank", 2.5, "Rank must be a whole number, got 2.5"),
+    ("photo", None, "drop a face photo first"),
+])
+def test_a_bad_value_clicked_while_a_run_runs_leaves_the_run_shown(studio, another_run, field, value, line):
+    shown, errors = clicked(studio, {**ASKED, field: value})
+    assert errors == [line] and shown == SHOWN
+
+
+def test_a_bad_value_with_nothing_running_leaves_the_run_shown_too(studio):
+    shown, errors = clicked(studio, {**ASKED, "steps": 0})
+    assert errors == ["Finetune steps must be 1 to 2000, got 0"] and shown == SHOWN
+
+
+def test_a_good_click_while_a_run_runs_is_refused_in_the_stages_box_only(studio, another_run):
+    shown, errors = clicked(studio, ASKED)
+    assert errors == [] and shown["stages"].startswith("a personalization started in another tab is already running")
+    assert {**shown, "stages": SHOWN["stages"]} == SHOWN
+
+
+def test_a_run_that_started_and_failed_clears_the_run_shown(studio, monkeypatch):
+    def fails(*args: object) -> None:
+        raise LowdimError("tinyfaces could not load: its weights are damaged")
+
+    monkeypatch.setattr(studio, "_personalize_into", fails)
+    shown, errors = clicked(studio, ASKED)
+    assert errors == ["tinyfaces could not load: its weights are damaged"]
+    assert shown["gallery"] == [] and shown["downloads"] is None and shown["stages"] == "" and shown[None] is None
+    assert shown["earlier"] == NAME and shown["draw-prompt"] == SHOWN["draw-prompt"]
