@@ -15,10 +15,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-import lowdim
 from lowdim.errors import LowdimError
-from lowdim.files import AdapterFile, atomic_write
-from lowdim.inject.inference import normal_tensors
+from lowdim.files import atomic_write
 from lowdim.option_words import either, option
 from lowdim_sd import notebook_views, runs
 from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, beside attach_adapters)
@@ -26,21 +24,17 @@ from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, besi
     adapter_entries,
     adapters_on,
     detach_adapters,
-    free_name,
-    refuse_embedding_again,
-    still_attached,
-    warn_attached_again,
 )
+from lowdim_sd.attaching import attach_adapters, check_adapter_files, parse_adapter_arg  # noqa: F401 (API, CLI)
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
-from lowdim_sd.embedding_undo import tokens_undone_on_error
-from lowdim_sd.finite_latents import checking_final_latents
+from lowdim_sd.finite_latents import NaNPicture, checking_final_latents
 from lowdim_sd.job_fields import SeedsField, WordsField, job_dataclass, seeds_field, words_field
 from lowdim_sd.loading import SDModel
 from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
 from lowdim_sd.prompt_words import IDENTIFIER, fill, token_warnings, with_looks  # noqa: F401 (API)
 from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
 
-# What help() and a star import show (detach_adapters lives in attached_files, beside attach_adapters here);
+# What help() and a star import show (attach_adapters lives in attaching, detach_adapters in attached_files);
 # the check_* and record helpers are the CLI's, still importable by name.
 __all__ = ["SCHEDULERS", "DrawParts", "GenerateConfig", "Generated", "attach_adapters", "detach_adapters",
            "draw_to_folder", "generate"]
@@ -103,78 +97,6 @@ class Generated:
 
     def _repr_png_(self) -> bytes | None:  # a notebook shows the picture itself
         return notebook_views.png_bytes(self.image)
-
-
-def parse_adapter_arg(text: str) -> tuple[Path, float]:
-    """'me.safetensors' or 'me.safetensors:0.8' -> (path, scale).
-
-    A colon that is part of the name (an existing file, a drive letter) is kept in the path.
-    """
-    path, sep, scale = text.rpartition(":")
-    if not sep or not path or path.endswith(("/", "\\")) or Path(text).exists() or len(path) == 1:
-        return Path(text), 1.0
-    try:
-        value = float(scale)
-    except ValueError:
-        raise LowdimError(f"'{text}': the scale after ':' must be a number (FILE or FILE:SCALE), "
-                          f"got '{scale}'") from None
-    if not math.isfinite(value):
-        raise LowdimError(f"'{text}': the scale must be a finite number, got '{scale}'")
-    return Path(path), value
-
-
-def attach_adapters(model: SDModel, adapters: Sequence[AdapterArg] | str | os.PathLike,
-                    files: Sequence[AdapterFile] | None = None) -> list[str]:
-    """Load each adapter under its own name and scale; returns their identifier tokens, in order ('' where a
-    file records none).
-
-    Each entry is a path (scale 1.0) or a ``(path, scale)`` pair. The adapters are named ``a0, a1, ...``, each
-    the first name free, so a later call adds its files beside those already on the model; a file already
-    attached is warned about (its effect would double: ``detach_adapters`` takes attached files off).
-
-    A Textual Inversion file loads as an embedding (its tokens, its vectors as their rows), as diffusers'
-    ``load_textual_inversion`` does, so it combines with weight adapters. ``files``: what ``check_adapter_files``
-    returned for ``adapters``, which are then checked against the model without being read again.
-    """
-    adapters = adapter_entries(adapters)
-    with model.one_run():  # before the files are read: a busy model is the first thing to say
-        return _attach(model, adapters, files)
-
-
-def _attach(model: SDModel, adapters: list[tuple[Path, float]], files: Sequence[AdapterFile] | None) -> list[str]:
-    from lowdim_sd.textual_inversion import is_embedding, load_embedding
-
-    view = lowdim.Adapters(model.modules)
-    files = check_adapter_files(adapters) if files is None else files
-    # Read before any is added: an earlier file whose name was deleted, and is now free again, drops out.
-    tokens, added, entries, earlier = [], [], [], still_attached(model)
-    # Normal tensors under torch.inference_mode too (a grown embedding table included): inference tensors would
-    # break every later forward outside it. All or nothing: a refused file leaves nothing to block a retry.
-    with normal_tensors(), tokens_undone_on_error(model, any(map(is_embedding, files))):
-        try:
-            for (path, scale), read in zip(adapters, files, strict=True):
-                if is_embedding(read):
-                    refuse_embedding_again(path, earlier)
-                    tokens.append(load_embedding(model, read, scale))
-                    entries.append(("", path, scale, tokens[-1]))  # an embedding has no adapter name
-                    continue
-                added.append(lowdim.load_adapter(read, view, name=free_name(view), scale=scale))
-                tokens.append(added[-1].metadata.get("token") or "")
-                entries.append((added[-1].name, path, scale, tokens[-1]))
-        except BaseException:
-            for info in reversed(added):
-                view.delete(info.name)
-            raise
-    model.attached = [*earlier, *entries]
-    warn_attached_again(model, adapters, earlier, stacklevel=3)  # once it loaded: a refused call added nothing
-    return tokens
-
-
-def check_adapter_files(adapters: Sequence[AdapterArg]) -> list[AdapterFile]:
-    """Each file read and checked on its own (missing, foreign, damaged: one line naming it) before a model loads;
-    the model's own checks of its layers follow when it is attached. Returns the files as read, for
-    ``attach_adapters``: a command reads each file once."""
-    return [lowdim.read_adapter(path) for path, _ in adapter_entries(adapters)]
 
 
 # PNDM's Runge-Kutta warm-up takes its first steps in fours: fewer fail inside diffusers.
@@ -320,23 +242,31 @@ def draw_to_folder(model: SDModel, config: GenerateConfig, out_dir: str | os.Pat
                    progress: bool = False, adapters: Sequence[AdapterArg] = ()) -> tuple[list[Path], Path]:
     """``generate``, then ``save_generated`` with how they were drawn (``adapters``: the files attached, as
     given, with their scales; none: every adapter on the model); a stop (Ctrl-C, out of memory at one picture
-    a call) first saves the pictures drawn so far, and says so in its note."""
+    a call, a picture that comes out NaN) first saves the pictures drawn so far, and says so in its line."""
     out_dir = Path(out_dir)  # before drawing: a folder refused after it would lose every picture
     drawn: list[Generated] = []
     record = drawing_record(model, config, adapters, tokens)
     try:
         generate(model, config, tokens, progress, keep=drawn)
+    except NaNPicture as nan:  # the same settings would overflow again: no rerun advice, but what is drawn stays
+        count, where = _save_before_stop(drawn, out_dir, config, record)
+        raise (NaNPicture(f"{nan}; the {count} drawn before it are in {where}") if drawn else nan) from None
     except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-        why = runs.stop_word(stop)
-        note = f"{why} before the first picture; nothing was written"
-        if drawn:
-            seeds = len(config.seeds)
-            _, grid = save_generated(drawn, out_dir, ncol=seeds, settings=record)
-            total = len(config.prompts) * seeds
-            note = (f"{why} after {len(drawn)} of {total} pictures; the pictures drawn are in {out_dir} "
-                    f"({grid.name}, prompts.json); rerun to draw them all")
-        runs.reraise(stop, note)
+        why, (count, where) = runs.stop_word(stop), _save_before_stop(drawn, out_dir, config, record)
+        runs.reraise(stop, f"{why} after {count}; the pictures drawn are in {where}; rerun to draw them all"
+                           if drawn else f"{why} before the first picture; nothing was written")
     return save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
+
+
+def _save_before_stop(drawn: list[Generated], out_dir: Path, config: GenerateConfig,
+                      record: dict) -> tuple[str, str]:
+    """Save the pictures a stopped ``draw_to_folder`` drew (none: nothing is written); returns how many of all
+    ('2 of 6 pictures') and where they are, for the stop's line."""
+    if not drawn:
+        return "", ""
+    _, grid = save_generated(drawn, out_dir, ncol=len(config.seeds), settings=record)
+    return (f"{len(drawn)} of {len(config.prompts) * len(config.seeds)} pictures",
+            f"{out_dir} ({grid.name}, prompts.json)")
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,12 @@ from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpick
 from lowdim.option_words import either
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
+from lowdim_sd.model_names import (  # noqa: F401 (refuse_a_misspelt_name: imported from here by its callers)
+    canonical_model,
+    config_source,
+    name_and_source,
+    refuse_a_misspelt_name,
+)
 
 if TYPE_CHECKING:  # diffusers' top-level names are typed as its dummies: the class from its own module
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
@@ -132,19 +138,6 @@ class SDModel:
     @property
     def resolution(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
-
-
-def canonical_model(model: str) -> str:
-    """How files record a model: a registered model by its backend's own name (an alias is the same model: a
-    hypernetwork made for ``sd15`` fits ``-m sd1.5``), a hub id as given, a local path made absolute, so a
-    hypernetwork or weight folder made from ``./sd`` still matches ``/home/me/sd`` (or ``sd`` elsewhere)."""
-    from lowdim_sd.registered_models import canonical_name
-
-    name = canonical_name(model)
-    if name is not None:
-        return name
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
 
 
 @contextlib.contextmanager
@@ -300,22 +293,6 @@ def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "a
     return SDModel(pipe, name, source, torch_device, torch_dtype)
 
 
-def name_and_source(model: str, refuse_typos: bool = True) -> tuple[str, str]:
-    """(name, source) of ``model``: a registered model's own name (never an alias) and what loads it, its hub id
-    or folder; a path or hub id is both. A clashed name, or a registered model that is not SD1.x, is one line;
-    with ``refuse_typos``, so is a bare word close to a registered name."""
-    from lowdim.registry import get_registry
-    from lowdim_sd.registered_models import sd_backend
-
-    backend = sd_backend(model)  # a clashed name, or a registered model that is not SD1.x: one line, no hub
-    if backend is None:
-        if refuse_typos:
-            refuse_a_misspelt_name(model, list(get_registry().backends))
-        return model, model
-    source = getattr(backend, "source", None)  # a subclass may skip SDBackend.__init__
-    return backend.name, str(source or model)
-
-
 def pipeline_placement(pipe: Any, where: str) -> tuple[torch.device, torch.dtype]:
     """The one device and dtype of the pipeline's UNet and text encoder weights; parts that disagree, or that
     are on ``meta`` (no weights), are refused in one line starting with ``where``."""
@@ -345,51 +322,3 @@ SEQUENTIAL_OFFLOAD = ("accelerate's offload holds the pipeline's weights (enable
 def offloaded_by_accelerate(pipe: Any) -> bool:
     """Whether accelerate's hooks (``_hf_hook``) sit on the UNet's or text encoder's layers."""
     return any(hasattr(module, "_hf_hook") for part in (pipe.unet, pipe.text_encoder) for module in part.modules())
-
-
-def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:
-    """A bare word close to a registered name is a typo, refused at once: the hub lookup it would otherwise
-    go to takes seconds offline and ends in an error that never names the model meant."""
-    import difflib
-
-    if "/" in model or os.sep in model or Path(model).expanduser().exists():
-        return
-    close = difflib.get_close_matches(model.lower(), registered, n=1, cutoff=0.75)
-    if close:
-        raise ModelLoadError(f"unknown model '{model}'; did you mean {close[0]}? (registered: "
-                             f"{', '.join(sorted(registered))}; or a hub id, a folder or a .safetensors file)")
-
-
-@overload
-def config_source(model: str, config: str) -> str: ...
-@overload
-def config_source(model: str, config: None) -> str | None: ...
-def config_source(model: str, config: str | None) -> str | None:
-    """Where a single file's configs come from: ``--model-config`` (a registered name stands for its folder or
-    hub id); else, for a file ``lowdim merge`` wrote, the base model it names when that is a registered name
-    or a folder here; else None, and diffusers infers them."""
-    from lowdim.registry import get_registry
-
-    registry = get_registry()
-
-    def registered(name: str) -> str | None:
-        backend = registry.backends.get(name)
-        return getattr(backend.value, "source", None) if backend else None
-
-    if config is not None:
-        from lowdim_sd.model_paths import model_config_source
-
-        return model_config_source(str(registered(config) or config), list(registry.backends))
-    path = Path(model).expanduser()
-    if not (path.is_file() and path.suffix.lower() == ".safetensors"):
-        return None
-    from lowdim_sd.ldm_checkpoint import stored_base_model
-
-    base = stored_base_model(path)
-    if base is None:
-        return None
-    found = registered(base)
-    if found is not None:
-        return str(found)
-    return base if (Path(base).expanduser() / "model_index.json").is_file() else None
-

@@ -7,7 +7,6 @@ object is a cheap view: ``Adapters(model)`` anywhere sees the same adapters.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,27 +14,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.filecheck import check_savable_names
-from lowdim.inject import guards, merging
+from lowdim.inject import adding, merging
 from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.load_checks import check_loadable
-from lowdim.inject.parallel import inner_model, refuse_adding_through_ddp
-from lowdim.inject.select import LayerSet, matches, select_layers, split_patterns
-from lowdim.inject.slot_types import BaseLayer
-from lowdim.inject.space_checks import (
-    check_buffers_come_from_the_seed,
-    check_space_on_layer,
-    check_stacked_factors,
-)
-from lowdim.inject.state_guard import guard_loads, unguard_loads
-from lowdim.inject.wrapping import module_holders, unwrap, wrap
+from lowdim.inject.parallel import inner_model
+from lowdim.inject.select import LayerSet, matches, split_patterns
+from lowdim.inject.state_guard import unguard_loads
+from lowdim.inject.wrapping import module_holders, unwrap
 from lowdim.spaces.base import LayerSpec, Space
 
-log = logging.getLogger("lowdim")
 STATE_ATTR = "_lowdim_adapters"
 DEFAULT_NAME = "default"  # what ``inject`` names an adapter, and what every method here reads unless told
 LayerTensors = dict[str, dict[str, Tensor]]
@@ -123,64 +113,8 @@ class Adapters:
         the meta device can still carry real adapter tensors, e.g. to measure file sizes). ``dropout``
         zeroes that share of each update's input while the module trains (peft's ``lora_dropout``).
         """
-        if not isinstance(name, str) or not name.isidentifier():
-            raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
-        if name in self._infos:
-            raise LowdimError(f"an adapter named '{name}' already exists on this model; give this one another "
-                              f"name (name=...), or delete('{name}') the old one first")
-        if not isinstance(space, Space):
-            raise LowdimError(f"adapter '{name}': expected a Space instance (lowdim.get_space(...)), got {space!r}")
-        if batch is not None and (not isinstance(batch, int) or batch < 1):
-            raise LowdimError(f"adapter '{name}': batch must be a positive integer or None, got {batch!r}")
-        if not isinstance(seed, int):
-            raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
-        check_scale(name, scale)
-        guards.check_dropout(name, dropout)
-        refuse_adding_through_ddp(self._given, name)
-        if not isinstance(targets, (LayerSet, str, list, tuple)):
-            raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
-                              f"list of patterns, got {targets!r}")
-        layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
-        info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch, dropout=float(dropout))
-        chosen = select_layers(self.model, layer_set)
-        if not chosen:
-            raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
-        # Refused now, not when the file is written: no run trains layers it cannot save.
-        check_savable_names([LayerSpec(layer_name, 1, 1) for layer_name, _ in chosen], f"adapter '{name}'")
-        # Every slot is built (and every layer checked by the space) before the model is touched:
-        # a layer the space refuses must not leave half an adapter behind.
-        slots = []
-        for index, (layer_name, module) in enumerate(chosen):
-            layer = _spec(layer_name, module)
-            slot = self._new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
-            slot.to(device=device or _weight(module).device)
-            slot.scale, slot.dropout = scale, float(dropout)
-            slots.append((layer_name, module, slot))
-            info.layers.append(layer)
-            if note := space.describe(layer):
-                info.notes.append(note)
-        holders = module_holders(self.model)
-        for layer_name, _, slot in slots:
-            wrap(self.model, layer_name, holders).slots[name] = slot
-        guard_loads(self.model)
-        if info.notes:
-            log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
-        self._infos[name] = info
-        return info
-
-    def _new_slot(self, space: Space, layer: LayerSpec, seed: int, batch: int | None,
-                  check_seeding: bool = False) -> AdapterSlot:
-        generator = torch.Generator(device="cpu").manual_seed(F.layer_seed(seed, layer.name + "#init"))
-        params = space.init_params(layer, generator)
-        buffers = space.make_buffers(layer, F.layer_seed(seed, layer.name))
-        check_space_on_layer(space, layer, params, buffers)
-        if check_seeding:  # once an adapter: a second draw of one layer's frozen state costs little
-            check_buffers_come_from_the_seed(space, layer, buffers, F.layer_seed(seed, layer.name))
-            check_stacked_factors(space, layer, params, buffers)
-        if batch is not None:
-            params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
-        buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
-        return AdapterSlot(space, layer, params, buffers, basis_seed=F.layer_seed(seed, layer.name))
+        return adding.add(self, name, space, targets, seed=seed, scale=scale, batch=batch, device=device,
+                          dropout=dropout)
 
     def delete(self, name: str | None = None) -> None:
         """Remove one adapter (unmerging it first); wrappers left empty are unwrapped."""
@@ -370,15 +304,6 @@ class Adapters:
             raise LowdimError(f"adapter '{name}' has no layer '{layer}'; e.g. {', '.join(list(slots)[:3])}")
         slot = slots[layer]
         return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
-
-
-def _weight(module: BaseLayer | AdapterLayer) -> Tensor:
-    return module.base_layer.weight if isinstance(module, AdapterLayer) else module.weight
-
-
-def _spec(layer_name: str, module: BaseLayer | AdapterLayer) -> LayerSpec:
-    weight = _weight(module)
-    return LayerSpec(layer_name, weight.shape[0], weight.shape[1])
 
 
 def inject(

@@ -49,15 +49,11 @@ from lowdim_sd.eval.image_files import (  # noqa: F401
     warn_skipped,
 )
 from lowdim_sd.eval.listed_images import listing_problem
-from lowdim_sd.faces import CROP_MAX_SIDE
-from lowdim_sd.images import IMAGE_EXTENSIONS, ImageError, collect_images
+from lowdim_sd.eval.reference_images import IMAGE_SUFFIXES, ReferenceImages, pictures_in  # noqa: F401
 
 PROMPT_FILES = ("prompts.json", "prompts.csv")
-IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))  # what personalize reads from a folder, too
 # Written by `lowdim generate` next to the images; it is not one of them.
 _GENERATE_GRID = "grid.png"
-# The face notes of --crop say what eval can do: it has no --face-index, and it goes on uncropped by itself.
-_SEVERAL_FACES_HINT = "; to use another, cut the photo down to that face"
 
 
 class EvalFolderError(LowdimError):
@@ -234,83 +230,6 @@ def _refuse_listing_problems(path: Path, entries: list[Entry], positions: list[s
 # -- loading images -----------------------------------------------------------------------------------
 
 
-def _pictures_in(folder: Path) -> list[Path]:
-    """The image files in ``folder`` (sorted, non-recursive) as personalize reads a folder: by extension, hidden
-    files left out (a Mac's ._NAME.jpg beside each photo copied to a foreign disk is not a picture).
-
-    Without collect_images' notes: eval's own folder holds prompts.json and its results, and an empty folder is
-    the caller's to judge.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return collect_images(folder)
-        except ImageError:  # no image in it
-            return []
-
-
-def _expand(paths: Sequence[Path]) -> list[Path]:
-    """Reference paths with folders replaced by the image files in them (see ``_pictures_in``)."""
-    out: list[Path] = []
-    for path in paths:
-        out.extend(_pictures_in(path) if path.is_dir() else [path])
-    return out
-
-
-class _References:
-    """Each reference file opened (and cropped) once, however many samples share it."""
-
-    def __init__(self, crop: bool, size: int, margin: float) -> None:
-        self.crop, self.size, self.margin = crop, size, margin
-        self._cache: dict[Path, Image.Image | None] = {}
-        # Cropped, a reference is read as personalize reads it, up to the crop's resolution: a face that is
-        # large enough in the file is not made small (and its crop soft) by the metrics' smaller size limit.
-        self._max_side = CROP_MAX_SIDE if crop else MAX_SIDE
-
-    def load(self, paths: Sequence[Path]) -> tuple[Image.Image, ...]:
-        images: list[Image.Image] = []
-        for path in _expand(paths):
-            if path not in self._cache:
-                self._cache[path] = self._open(path)
-            image = self._cache[path]
-            if image is not None:
-                images.append(image)
-        return tuple(images)
-
-    def opened(self) -> list[Path]:
-        return list(self._cache)
-
-    def require(self, paths: Sequence[Path]) -> None:
-        """Open references the user named: one that can't be used is an error naming it, not misses."""
-        for path in paths:
-            if path.is_dir() and not _expand([path]):
-                raise EvalFolderError(f"reference folder {path} (--references) holds no images "
-                                      f"({', '.join(IMAGE_SUFFIXES)})")
-        for path in _expand(paths):
-            if path not in self._cache:
-                self._cache[path] = self._open(path, strict=True)
-
-    def _open(self, path: Path, strict: bool = False) -> Image.Image | None:
-        image = read_image(path, "reference", self._max_side)
-        if isinstance(image, str):
-            if strict:
-                raise EvalFolderError(f"reference {path} (--references): {image}")
-            warn_skipped(path, "reference", image)
-            return None
-        if not self.crop:
-            return image
-        from lowdim_sd.faces import FaceNotFound, NoFaceWarning, crop_face
-
-        try:
-            cropped = crop_face(image, size=self.size, margin=self.margin, name=str(path),
-                                several_faces_hint=_SEVERAL_FACES_HINT, no_face_hint="")
-        except FaceNotFound as error:
-            warnings.warn(NoFaceWarning(f"{error}; using reference {path} uncropped"), stacklevel=2)
-            return image
-        cropped.info["source"] = str(path)
-        return cropped
-
-
 def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | None = None, crop: bool = False,
                   crop_size: int = 512, margin: float = 0.6) -> EvalSet:
     """Read the prompts file and open every image it names, with its references.
@@ -322,7 +241,7 @@ def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | No
     folder = Path(folder)
     prompts = read_prompts(folder)
     shared = list(references) or [folder / r for r in prompts.references]
-    refs = _References(crop, crop_size, margin)
+    refs = ReferenceImages(crop, crop_size, margin)
     refs.require(list(references))
     samples, unusable = [], {}  # unusable: {listed name: why it can't be used}
     for entry in prompts.entries:
@@ -367,7 +286,7 @@ def _sample(image: Image.Image, references: tuple[Image.Image, ...], entry: Entr
 
 def _warn_unlisted(folder: Path, prompts: PromptsFile, references: list[Path]) -> None:
     listed = {_file_key(folder / e.image) for e in prompts.entries} | {_file_key(p) for p in references}
-    unlisted = [p.name for p in _pictures_in(folder) if p.name != _GENERATE_GRID and _file_key(p) not in listed]
+    unlisted = [p.name for p in pictures_in(folder) if p.name != _GENERATE_GRID and _file_key(p) not in listed]
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
         warnings.warn(EvalWarning(f"{len(unlisted)} image(s) in {folder} are not in {prompts.path.name} and are "

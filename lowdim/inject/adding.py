@@ -1,0 +1,113 @@
+"""Adding an adapter to a model: what ``Adapters.add`` (and ``inject``) does. Its arguments are checked, then
+every slot is built and checked by the space before the model is touched, so a refused layer leaves no half
+adapter behind.
+
+A function over an ``Adapters`` view, which keeps the public method (and its docs), as ``merging`` does; it uses
+the view's own state (``_infos``, ``_given``), as the method would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from lowdim import functional as F
+from lowdim.errors import LowdimError
+from lowdim.filecheck import check_savable_names
+from lowdim.inject import guards
+from lowdim.inject.guards import check_scale
+from lowdim.inject.layer import AdapterLayer, AdapterSlot
+from lowdim.inject.parallel import refuse_adding_through_ddp
+from lowdim.inject.select import LayerSet, select_layers
+from lowdim.inject.slot_types import BaseLayer
+from lowdim.inject.space_checks import (
+    check_buffers_come_from_the_seed,
+    check_space_on_layer,
+    check_stacked_factors,
+)
+from lowdim.inject.state_guard import guard_loads
+from lowdim.inject.wrapping import module_holders, wrap
+from lowdim.spaces.base import LayerSpec, Space
+
+if TYPE_CHECKING:
+    from lowdim.inject.manager import AdapterInfo, Adapters
+
+log = logging.getLogger("lowdim")
+
+
+def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | Sequence[str], *, seed: int,
+        scale: float, batch: int | None, device: torch.device | str | None, dropout: float) -> AdapterInfo:
+    """``Adapters.add`` on the view ``adapters``: the keywords are the method's."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
+    if name in adapters._infos:
+        raise LowdimError(f"an adapter named '{name}' already exists on this model; give this one another "
+                          f"name (name=...), or delete('{name}') the old one first")
+    if not isinstance(space, Space):
+        raise LowdimError(f"adapter '{name}': expected a Space instance (lowdim.get_space(...)), got {space!r}")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise LowdimError(f"adapter '{name}': batch must be a positive integer or None, got {batch!r}")
+    if not isinstance(seed, int):
+        raise LowdimError(f"adapter '{name}': seed must be an integer, got {seed!r}")
+    check_scale(name, scale)
+    guards.check_dropout(name, dropout)
+    refuse_adding_through_ddp(adapters._given, name)
+    if not isinstance(targets, (LayerSet, str, list, tuple)):
+        raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
+                          f"list of patterns, got {targets!r}")
+    layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
+    from lowdim.inject.manager import AdapterInfo  # the manager imports this module: its class, at call time
+
+    info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch, dropout=float(dropout))
+    chosen = select_layers(adapters.model, layer_set)
+    if not chosen:
+        raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
+    # Refused now, not when the file is written: no run trains layers it cannot save.
+    check_savable_names([LayerSpec(layer_name, 1, 1) for layer_name, _ in chosen], f"adapter '{name}'")
+    # Every slot is built (and every layer checked by the space) before the model is touched:
+    # a layer the space refuses must not leave half an adapter behind.
+    slots = []
+    for index, (layer_name, module) in enumerate(chosen):
+        layer = _spec(layer_name, module)
+        slot = _new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
+        slot.to(device=device or _weight(module).device)
+        slot.scale, slot.dropout = scale, float(dropout)
+        slots.append((layer_name, module, slot))
+        info.layers.append(layer)
+        if note := space.describe(layer):
+            info.notes.append(note)
+    holders = module_holders(adapters.model)
+    for layer_name, _, slot in slots:
+        wrap(adapters.model, layer_name, holders).slots[name] = slot
+    guard_loads(adapters.model)
+    if info.notes:
+        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
+    adapters._infos[name] = info
+    return info
+
+
+def _new_slot(space: Space, layer: LayerSpec, seed: int, batch: int | None, check_seeding: bool = False) -> AdapterSlot:
+    generator = torch.Generator(device="cpu").manual_seed(F.layer_seed(seed, layer.name + "#init"))
+    params = space.init_params(layer, generator)
+    buffers = space.make_buffers(layer, F.layer_seed(seed, layer.name))
+    check_space_on_layer(space, layer, params, buffers)
+    if check_seeding:  # once an adapter: a second draw of one layer's frozen state costs little
+        check_buffers_come_from_the_seed(space, layer, buffers, F.layer_seed(seed, layer.name))
+        check_stacked_factors(space, layer, params, buffers)
+    if batch is not None:
+        params = {k: v.unsqueeze(0).repeat(batch, *([1] * v.dim())) for k, v in params.items()}
+    buffers = {k: v.to(torch.float32) for k, v in buffers.items()}
+    return AdapterSlot(space, layer, params, buffers, basis_seed=F.layer_seed(seed, layer.name))
+
+
+def _weight(module: BaseLayer | AdapterLayer) -> Tensor:
+    return module.base_layer.weight if isinstance(module, AdapterLayer) else module.weight
+
+
+def _spec(layer_name: str, module: BaseLayer | AdapterLayer) -> LayerSpec:
+    weight = _weight(module)
+    return LayerSpec(layer_name, weight.shape[0], weight.shape[1])
