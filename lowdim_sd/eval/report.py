@@ -24,6 +24,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, applies, summarize
 from lowdim.option_words import option
+from lowdim_sd.markdown_cells import markdown_cell
 
 # Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError)
@@ -89,9 +90,11 @@ class EvalReport:
                 ["misses", *(str(r.summary.misses) for r in self.results)],
             ] + ([["not asked", *(str(r.summary.not_asked) for r in self.results)]]
                  if any(r.summary.not_asked for r in self.results) else []))
-        left_out = [f"- {name} skipped: {reason}" for name, reason in self.skipped_metrics.items()]
+        # Names and reasons carry a stranger's file names: shown as the text they are, as the tables' cells are.
+        left_out = [f"- {markdown_cell(f'{name} skipped: {reason}')}" for name, reason in self.skipped_metrics.items()]
         if self.skipped_images:
-            left_out += [f"- {len(self.skipped_images)} image(s) left out: {', '.join(self.skipped_images)}"]
+            left_out += [f"- {len(self.skipped_images)} image(s) left out: "
+                         f"{markdown_cell(', '.join(self.skipped_images))}"]
         lines += ["", *left_out] if left_out else []
         if self.results:
             lines += ["", "## Per image", ""]
@@ -99,7 +102,7 @@ class EvalReport:
                                [[name, *(r.shown(i) for r in self.results)]
                                 for i, name in enumerate(self.images)])
         if self.notes:
-            lines += ["", "## Notes", "", *(f"- {note}" for note in self.notes)]
+            lines += ["", "## Notes", "", *(f"- {markdown_cell(note)}" for note in self.notes)]
         return "\n".join(lines) + "\n"
 
 
@@ -109,9 +112,9 @@ def _fmt(value: float | None, missing: str = "miss") -> str:
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(markdown_cell(c) for c in cells) + " |"
 
-    return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
+    return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
 # -- the notebook's views: never raising, as a display that fails would hide the cell's other output ------------
