@@ -17,19 +17,22 @@ from lowdim.filecheck import (
     checked_dropout,
     checked_scales,
     param_kind,
-    printable_name,
     unflatten,
 )
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
 from lowdim_sd.file_info_parts import (
     FileInfo,
     Header,
+    bounded,
+    command_word,
     compact,
     json_object,
     number,
     parsed_json,
+    shown_whole,
     size_text,
     space_object,
+    summary,
 )
 from lowdim_sd.prompt_words import with_looks
 
@@ -47,9 +50,6 @@ def learned_phrase(metadata: dict) -> str:
 # A space's frozen state is made again at each load: LiDB's random bases from the seed, a TI file's row selector
 # from its config alone.
 REMADE = "made again when loaded (from the seed and the space's config)"
-# Metadata text shown as it is up to this length: a hub id (at most 96 characters), an absolute folder path, a token.
-# A longer value is a stranger's (100 KB of one token): cut, escaped and its length said; --json gives it whole.
-LONGEST_SHOWN = 256
 
 
 def describe_adapter(path: Path, header: Header) -> FileInfo:
@@ -60,8 +60,8 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     # The params' own dtype: the 'dtype' metadata is a claim no load reads, so an edited one would mislead.
     dtype = header.dtype([key for key in header.shapes if not key.startswith(BUFFER_PREFIX)]) or meta.get("dtype")
     refused = {key for key in ("scales", "dropout") if meta.get(key) and refused_record(path, meta, layers, key)}
-    rows = [("space", f"{meta.get('space', '?')} {meta.get('space_config', '')}".strip()),
-            ("layers", f"{len(layers)}" + (f" ({meta['layer_set']})" if meta.get("layer_set") else "")),
+    rows = [("space", f"{bounded(meta.get('space', '?'))} {bounded(meta.get('space_config', ''))}".strip()),
+            ("layers", f"{len(layers)}" + (f" ({bounded(meta['layer_set'])})" if meta.get("layer_set") else "")),
             ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
             ("file", f"{size_text(path)}, {dtype or '?'}"),
             ("seed", meta.get("seed", "?")),
@@ -69,7 +69,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     recorded = record_rows(meta, refused)
     rows += [(label, shown) for _, label, shown in recorded]
     recipe = json_object(meta.get("extra"))
-    rows += [(f"recipe: {key}", compact(value)) for key, value in recipe.items()]
+    rows += [(f"recipe: {key}", bounded(compact(value))) for key, value in recipe.items()]  # --json: whole
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
               "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
               "trainable params": int(meta.get("num_params") or 0),
@@ -95,13 +95,18 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
     # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
-    base_model = meta.get("base_model") or ""
-    shown_whole = base_model.isprintable() and bounded(base_model) == base_model
-    base = quote(base_model) if base_model and shown_whole else "MODEL"
-    phrase = learned_phrase(meta)
-    prompt = phrase if meta.get("token") or recipe.get("prompt") else "a photo"  # the prompt it trained on
+    base = command_word(meta.get("base_model") or "", "MODEL")
     return FileInfo(path, "a lowdim adapter", rows,
-                    f"lowdim generate -m {base} -a {quote(str(path))} -p {quote(prompt)}", values)
+                    f"lowdim generate -m {base} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values)
+
+
+def use_prompt(meta: dict[str, str], recipe: dict) -> str:
+    """The prompt the adapter trained on, quoted for its use line; PROMPT where the table cannot show a text it is
+    made of as it is (a 100 KB or escape-holding prompt or looks), as MODEL stands for such a base model."""
+    if not (meta.get("token") or recipe.get("prompt")):
+        return quote("a photo")
+    parts = [compact(recipe[key]) for key in ("prompt", "looks") if recipe.get(key)]
+    return quote(learned_phrase(meta)) if all(shown_whole(part) for part in parts) else "PROMPT"
 
 
 def record_rows(meta: dict[str, str], refused: set[str]) -> list[tuple[str, str, str]]:
@@ -191,19 +196,6 @@ def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> 
     return ""
 
 
-def bounded(text: str) -> str:
-    """Metadata text for a table cell: as it is up to ``LONGEST_SHOWN`` characters (``FileInfo`` escapes one that
-    is not printable), else one short escaped line with its length."""
-    return text if len(text) <= LONGEST_SHOWN else summary(text, 120)
-
-
-def summary(text: str, longest: int = 60) -> str:
-    """A refused record or an overlong text as one short escaped line (a scales list nested a thousand deep, a 100 KB
-    token: no table cell), with its length where it is cut; --json gives the text itself."""
-    shown = printable_name(text, longest)
-    return shown if shown == ascii(text) else f"{shown} ({len(text):,} characters)"
-
-
 def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
     """What a load would refuse in the file's space or tensors ("": nothing), from the header alone."""
     import lowdim
@@ -227,12 +219,13 @@ def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list)
 
 def tensor_problem(path: Path, space: Space, layers: list, header: Header) -> str:
     """The load's words for the first of the file's tensors it refuses ("": none): a stray, missing or wrong-sized
-    param or stored basis. The load's own checks run on meta-device tensors of the header's shapes, so no value is
-    read; stored bases are sized by making each layer's, bounded as a load without a model bounds them."""
-    import torch
-
-    # float32 whatever the file stores: the dtype is shown in the 'file' row, the shapes are what is checked here
-    tensors = {key: torch.empty(shape, device="meta") for key, shape in header.shapes.items()}
+    param or stored basis, or one stored as no floats. The load's own checks run on meta-device tensors of the
+    header's shapes and dtypes, so no value is read; stored bases are sized by making each layer's, bounded as a load
+    without a model bounds them."""
+    try:  # each of the stored dtype, so a tensor of integers is named as the load names it
+        tensors = header.meta_tensors()
+    except LowdimError as error:  # a dtype torch lacks: the load fails to read the file, in safetensors' words
+        return str(error)
     params = {key: value for key, value in tensors.items() if not key.startswith(BUFFER_PREFIX)}
     bases = {key.removeprefix(BUFFER_PREFIX): value for key, value in tensors.items() if key.startswith(BUFFER_PREFIX)}
     try:

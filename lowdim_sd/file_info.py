@@ -20,6 +20,8 @@ from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.file_info_parts import (
     FileInfo,
     Header,
+    bounded,
+    command_word,
     compact,
     config_object,
     hypernet_problem,
@@ -27,6 +29,7 @@ from lowdim_sd.file_info_parts import (
     number,
     parsed_json,
     read_header,
+    shown_whole,
     size_text,
     space_object,
 )
@@ -104,16 +107,18 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
         encoder = meta.get("encoder") or "?"
     where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"
     network = _network_fields(config)
-    rows = [("predicts", f"{meta.get('space', '?')} {meta.get('space_config', '')} on "
-                         f"{len(layers)} layers ({meta.get('layer_set') or '?'})"),
-            ("for model", meta.get("model") or "?"),
-            ("image encoder", f"{encoder} ({where})"),
+    # Texts from the file, each cut where a stranger's runs to 100 KB; --json gives them whole.
+    rows = [("predicts", f"{bounded(meta.get('space', '?'))} {bounded(meta.get('space_config', ''))} on "
+                         f"{len(layers)} layers ({bounded(meta.get('layer_set') or '?')})"),
+            ("for model", bounded(meta.get("model") or "?")),
+            ("image encoder", f"{bounded(encoder)} ({where})"),
             ("network", ", ".join(f"{key} {value}" for key, value in network.items())),
             ("file", f"{size_text(path)}, {header.values:,} stored values")]
-    rows += [(f"training: {key}", compact(value)) for key, value in extra.items()]
+    rows += [(f"training: {key}", bounded(compact(value))) for key, value in extra.items()]
     predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
                 "layers": len(layers), "layer set": meta.get("layer_set") or None}
-    values = {"predicts": predicts, "network": network,
+    values = {"predicts": predicts, "network": network, "for model": meta.get("model") or "?",
+              "image encoder": f"{encoder} ({where})",
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
               **{f"training: {key}": value for key, value in extra.items()}}
     if problem := hypernet_problem(path, meta):  # every load refuses it: no command to suggest
@@ -122,7 +127,7 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
 
 
 def _hypernet_use(path: Path, meta: dict) -> str:
-    model = quote(meta["model"]) if meta.get("model") else "MODEL"
+    model = command_word(meta.get("model") or "", "MODEL")  # a name the table cuts or escapes is no word to copy
     return f"lowdim personalize -m {model} --hypernet {quote(str(path))}{_target_flags(meta)} -i face.jpg -o me"
 
 
@@ -144,15 +149,15 @@ def _target_flags(meta: dict) -> str:
 
     flags = ""
     space = space_flags(str(meta.get("space") or "lidb"), config_object(meta.get("space_config", "")) or {})
-    if space != "--space lidb":
-        flags += f" {space}"
-    layer_set = meta.get("layer_set")
-    try:
-        default = model_layer_set(None, meta.get("model") or None).name
-    except LowdimError:  # a model this install does not know: name the set, which is never wrong
+    if space != "--space lidb":  # options the table cuts (a 100 KB value) are no words to copy
+        flags += f" {space if shown_whole(space) else '--space SPACE'}"
+    layer_set, model = meta.get("layer_set"), meta.get("model") or ""
+    try:  # a name the table cuts is looked up nowhere: past 255 bytes no file system takes it
+        default = model_layer_set(None, model or None).name if shown_whole(model) else None
+    except (LowdimError, OSError):  # a model this install does not know: name the set, which is never wrong
         default = None
     if layer_set and layer_set != default:
-        flags += f" --layers {quote(layer_set)}"
+        flags += f" --layers {command_word(layer_set, 'LAYERS')}"
     return flags
 
 

@@ -7,11 +7,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from shlex import quote
+from typing import TYPE_CHECKING, Any
 
 from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import printable_name
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -42,6 +46,13 @@ class FileInfo:
 
 
 DTYPE_NAMES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}
+# torch's dtype for each name safetensors gives one, as its torch reader maps them: what a load reads the tensor as,
+# so show checks it with the load's own code. A name torch has no dtype for (F6_E2M3) no load can read at all.
+TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16",
+                "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+                "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+                "C64": "complex64", "F4": "float4_e2m1fn_x2"}
 GROUPED = ": "  # a row named "group: key" is one of a group (a recipe's, a training's): one object in --json
 
 
@@ -56,6 +67,20 @@ class Header:
         the tensors themselves, not from what the metadata claims; None: no such tensor."""
         found = sorted({DTYPE_NAMES.get(self.dtypes.get(key, "?"), self.dtypes.get(key, "?").lower()) for key in keys})
         return "+".join(found) or None
+
+    def meta_tensors(self) -> dict[str, Tensor]:
+        """Each tensor on the meta device, of its stored shape and dtype (no value is read), for a load's own checks;
+        a LowdimError naming the first whose dtype this torch has no tensor for, which no load can read."""
+        import torch
+
+        tensors = {}
+        for key, shape in self.shapes.items():
+            name = self.dtypes.get(key, "F32")
+            dtype = getattr(torch, TORCH_DTYPES.get(name, ""), None)
+            if not isinstance(dtype, torch.dtype):
+                raise LowdimError(f"tensor {printable_name(key)} holds {name}, which torch cannot read")
+            tensors[key] = torch.empty(shape, dtype=dtype, device="meta")
+        return tensors
 
     @property
     def values(self) -> int:
@@ -78,6 +103,35 @@ def read_header(path: Path) -> Header:
                           {key: str(part.get_dtype()) for key, part in slices.items()})
     except Exception as error:  # safetensors raises its own error types for every way a file is broken
         raise LowdimError(f"{path}: not a readable .safetensors file ({first_line(error)})") from None
+
+
+# Metadata text shown as it is up to this length: a hub id (at most 96 characters), an absolute folder path, a token.
+# A longer value is a stranger's (100 KB of one token): cut, escaped and its length said; --json gives it whole.
+LONGEST_SHOWN = 256
+
+
+def bounded(text: str) -> str:
+    """Metadata text for a table cell: as it is up to ``LONGEST_SHOWN`` characters (``FileInfo`` escapes one that
+    is not printable), else one short escaped line with its length."""
+    return text if len(text) <= LONGEST_SHOWN else summary(text, 120)
+
+
+def summary(text: str, longest: int = 60) -> str:
+    """A refused record or an overlong text as one short escaped line (a scales list nested a thousand deep, a 100 KB
+    token: no table cell), with its length where it is cut; --json gives the text itself."""
+    shown = printable_name(text, longest)
+    return shown if shown == ascii(text) else f"{shown} ({len(text):,} characters)"
+
+
+def shown_whole(text: str) -> bool:
+    """Whether the table shows ``text`` as it is: printable, and not cut by ``bounded``."""
+    return text.isprintable() and bounded(text) == text
+
+
+def command_word(text: str, placeholder: str) -> str:
+    """``text`` quoted as one word of a ``use it:`` command, where the table shows it as it is; else ``placeholder``
+    (MODEL, PROMPT), as a value shown cut or escaped is no word a user can copy."""
+    return quote(text) if text and shown_whole(text) else placeholder
 
 
 def parsed_json(text: str | None, fallback: object) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
-from lowdim_sd.file_info_parts import FileInfo, compact, space_object
+from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, space_object
 
 
 def weight_folder_info(folder: Path) -> FileInfo:
@@ -20,23 +20,26 @@ def weight_folder_info(folder: Path) -> FileInfo:
     index = read_index(folder)
     shards = sorted({str(entry.get("shard")) for entry in index["identities"]})
     layers: list = index["layers"] if isinstance(index.get("layers"), list) else []  # "abc": none, not 3
+    # Texts from the index, each cut where a stranger's runs to 100 KB; --json gives them whole.
+    model, root = str(index.get("model") or "?"), str(index.get("root") or "?")
     rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
-            ("space", f"{index.get('space', '?')} {compact(index.get('space_config', {}))}"),
-            ("model", index.get("model", "?")),
-            ("layers", f"{len(layers)} ({index.get('layer_set', '?')})"),
+            ("space", f"{bounded(str(index.get('space', '?')))} {bounded(compact(index.get('space_config', {})))}"),
+            ("model", bounded(model)),
+            ("layers", f"{len(layers)} ({bounded(str(index.get('layer_set', '?')))})"),
             ("resolution", str(index.get("resolution", "?"))), ("seed", str(index.get("seed", "?"))),
-            ("images from", index.get("root", "?"))]
+            ("images from", bounded(root))]
     training = _weight_training(index)
-    rows += [(f"training: {key}", text) for key, (text, _) in training.items()]
+    rows += [(f"training: {key}", bounded(text)) for key, (text, _) in training.items()]
     values = {"identities": {"count": len(index["identities"]), "shards": len(shards)},
+              "model": index.get("model", "?"), "images from": index.get("root", "?"),
               "space": space_object(index.get("space"), index.get("space_config", {})),
               "layers": {"count": len(layers), "set": index.get("layer_set")},
               "resolution": index.get("resolution"), "seed": index.get("seed"),
               **{f"training: {key}": value for key, (_, value) in training.items()}}
     use = f"lowdim train-hypernet -w {quote(str(folder))} -o hyper"
     if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
-        use = (f"lowdim precompute -m {quote(str(index.get('model') or 'MODEL'))} -i "
-               f"{quote(str(index.get('root') or 'IDENTITIES'))} -o {quote(str(folder))}")
+        use = (f"lowdim precompute -m {command_word(str(index.get('model') or ''), 'MODEL')} -i "
+               f"{command_word(str(index.get('root') or ''), 'IDENTITIES')} -o {quote(str(folder))}")
     if (damage := _damage(folder, index)) is not None:  # what train-hypernet would refuse it for, and no command
         rows.insert(0, ("damaged", damage))
         use = ""
