@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from lowdim_cli.console import out
 from lowdim_cli.sd_commands import Device
@@ -82,6 +83,6 @@ def show(report: dict) -> None:
     for title, rows in table_rows(report, SCALES[settings["scale"]]):
         table.add_row(f"[bold]{title}[/]")
         for cells in rows:
-            table.add_row(*cells)
+            table.add_row(*map(Text, cells))  # text, never rich markup: a skipped reason is read from its file
         table.add_section()
     out.print(table)

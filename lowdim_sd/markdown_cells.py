@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 
 # The characters markdown (CommonMark, GitHub's tables, strikethrough and autolinks) reads as syntax inside a cell's
-# inline text; a backslash before ASCII punctuation shows it as itself. ':' and '@' too, so no `http://x` or `a@b.c`
-# becomes a link, and the '.' after 'www'. Others ('-', '#', '(') mean nothing there and stay readable in the file.
-_SYNTAX = re.compile(r"[\\`*_\[\]<>|~:@&]|(?<=www)\.", re.IGNORECASE)
+# inline text; a backslash before ASCII punctuation shows it as itself. So are '@', a URL's '://' and the '.' after
+# 'www', so no `http://x`, `www.x` or `a@b.c` becomes a link. Others ('-', '#', '(', a plain ':') mean nothing there
+# and stay readable in the file.
+_SYNTAX = re.compile(r"[\\`*_\[\]<>|~@&]|:(?=//)|(?<=www)\.", re.IGNORECASE)
 
 
 def markdown_cell(text: str) -> str:

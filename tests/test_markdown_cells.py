@@ -48,7 +48,7 @@ def test_markup_pieces_stay_text(pieces):
 def test_nothing_an_autolinker_takes_for_a_link_is_left_bare():
     """GitHub links bare URLs, www. names and e-mail addresses, which CommonMark alone does not show."""
     cell = markdown_cell("see http://evil.example, www.evil.example or me@evil.example")
-    assert "http:" not in cell and "www." not in cell and "@" not in cell.replace("\\@", "")
+    assert "http://" not in cell and "www." not in cell and "@" not in cell.replace("\\@", "")
 
 
 def test_eval_md_shows_a_strangers_picture_names_as_text(tmp_path):

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim_sd import runs
@@ -38,6 +37,7 @@ from lowdim_sd.bench.speed_setup import (
     resolve_settings,
     saved_model,
 )
+from lowdim_sd.bench.speed_stored import read_measurement, read_settings
 from lowdim_sd.bench.speed_timing import skipped
 
 SETTINGS_FILE = "settings.json"
@@ -149,21 +149,7 @@ class Store:
         return None if stored is None else stored.get("machine")
 
     def _settings_file(self) -> dict | None:
-        path = self.out / SETTINGS_FILE
-        if not path.is_file():
-            return None
-        try:
-            stored = json_text.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
-            stored = error
-        fields = Settings.__dataclass_fields__.keys()
-        if isinstance(stored, dict) and stored.keys() - {"machine"} == fields \
-                and isinstance(stored["scale"], str) and stored["scale"] in SCALES \
-                and isinstance(stored.get("machine", {}), dict):
-            return stored
-        why = stored if isinstance(stored, Exception) else "not the settings of a speed run"
-        raise LowdimError(f"{path}: damaged ({why}); it records the settings of the measurements in {self.out}: "
-                          f"restore it, or measure into another --out")
+        return read_settings(self.out / SETTINGS_FILE, self.out)
 
     def done(self, keys: tuple[str, ...], retry_skipped: bool = False) -> bool:
         """Whether every one of ``keys`` is stored; with ``retry_skipped``, one stored as skipped is not."""
@@ -174,16 +160,17 @@ class Store:
         _write_json(self.folder / f"{key}.json", entry)
 
     def load(self, keys: list[str]) -> dict[str, dict]:
+        """The stored measurements of ``keys``, each checked (a damaged one is one line naming its file)."""
         found = {}
         for key in keys:
             path = self.folder / f"{key}.json"
             if path.is_file():
-                found[key] = json_text.loads(path.read_text(encoding="utf-8"))
+                found[key] = read_measurement(path)
         return found
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=1) + "\n"
+    text = json.dumps(payload, indent=1, allow_nan=False) + "\n"  # JSON proper: no bare NaN or Infinity
     atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
@@ -202,6 +189,7 @@ def run_speed(job: SpeedJob, progress: bool = True, console: Any = None) -> dict
     keys = [key for task in tasks(scale) for key in task.keys]
     if job.run:
         store.claim(settings, job.overwrite)
+        store.load(keys)  # a damaged file is refused now, not by the table after minutes of measuring
         # A skipped row (no face detector, out of memory) is retried when --only names its task; a plain rerun
         # keeps it, so a rerun after a timeout does not spend its minutes running out of memory again.
         pending = [task for task in chosen if not store.done(task.keys, retry_skipped=task.name in job.only)]

@@ -7,9 +7,11 @@ A ratio whose inputs are missing (skipped, out of memory) is None, never a guess
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from lowdim_sd.bench.speed_setup import Scale, Settings
+from lowdim_sd.markdown_cells import markdown_cell
 
 # A side-by-side timing of two equal costs still differs by a few percent from run to run.
 NOISE = 0.05
@@ -172,7 +174,10 @@ def memory_ratios() -> list[tuple[str, str, Term, Term, Goal | None]]:
 
 
 def build_report(settings: Settings, scale: Scale, measurements: dict[str, dict], machine: dict | None) -> dict:
-    """Everything the table shows, as the JSON stores it; ``machine``: what measured it (None: not recorded)."""
+    """Everything the table shows, as the JSON stores it; ``machine``: what measured it (None: not recorded).
+    Each measurement's label is this code's: a stored one may come from someone else's file."""
+    names = labels(scale)
+    measurements = {key: {**entry, "label": names.get(key, key)} for key, entry in measurements.items()}
     seconds = {key: value.get("seconds") for key, value in measurements.items()}
     peaks = {key: value.get("peak_bytes") for key, value in measurements.items()}
     sums = {key: {"label": label, "seconds": term.value(seconds), "sum_of": list(term.keys), "factor": term.factor,
@@ -182,7 +187,7 @@ def build_report(settings: Settings, scale: Scale, measurements: dict[str, dict]
     for (key, label, top, bottom, goal), of in [*((row, seconds) for row in ratios(scale)),
                                                 *((row, peaks) for row in memory_ratios())]:
         num, den = top.value(of), bottom.value(of)
-        value = num / den if num is not None and den else None
+        value = _ratio(num, den)
         rows.append({"id": key, "label": label, "value": value, "numerator": num, "denominator": den,
                      **_judged(goal, value, settings)})
     for k in scale.subjects:
@@ -191,6 +196,13 @@ def build_report(settings: Settings, scale: Scale, measurements: dict[str, dict]
             measurements[f"batched_k{k}"]["subjects_per_hour"] = 3600 * k / measured
     return {"settings": settings.to_dict(), "scale": asdict(scale), "machine": machine,
             "runs": runs(measurements), "measurements": measurements, "derived": sums, "ratios": rows}
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den``; None when either is missing, or when a denominator near 0 (only a hand-made one) makes it
+    infinite, which JSON cannot hold."""
+    value = num / den if num is not None and den else None
+    return value if value is None or math.isfinite(value) else None
 
 
 def _judged(goal: Goal | None, value: float | None, settings: Settings) -> dict:
@@ -208,24 +220,29 @@ def runs(measurements: dict[str, dict]) -> list[dict]:
     return list(found.values())
 
 
+class FromFile(str):
+    """A cell's text read from a measurement file, which may be anyone's (a skipped row's reason): table.md shows it
+    as the text it is, never as markup or another cell; the code's own labels, numbers and goals are markdown."""
+
+
 def table_rows(report: dict, scale: Scale) -> list[tuple[str, list[list[str]]]]:
     """(section title, rows of [measurement, seconds, p25–p75, ratio, goal]) for the terminal and markdown."""
     measurements = report["measurements"]
 
-    def cells(entry: dict) -> list[str]:
+    def cells(key: str, entry: dict) -> list[str]:
         if entry.get("skipped"):
             rerun = f"; a rerun with {entry['rerun']} retries it" if entry.get("rerun") else ""
-            return [entry["label"], "-", f"skipped: {entry['skipped']}{rerun}", "", ""]
+            return [names[key], "-", FromFile(f"skipped: {entry['skipped']}{rerun}"), "", ""]
         spread = f"{entry['p25']:.3g}–{entry['p75']:.3g}" if len(entry.get("samples", [])) > 1 else ""
         if entry.get("peak_bytes"):
             spread = f"peak {entry['peak_bytes'] / 2**30:.2f} GiB"
-        return [entry["label"], f"{entry['seconds']:.4g}", spread, "", ""]
+        return [names[key], f"{entry['seconds']:.4g}", spread, "", ""]
 
     names = labels(scale)
     out = []
     for title, keys in sections(scale):  # a row not measured yet (--only, a timeout) still shows, as such
-        out.append((title, [cells(measurements[key]) if key in measurements else [names[key], "not measured", "",
-                                                                                   "", ""] for key in keys]))
+        out.append((title, [cells(key, measurements[key]) if key in measurements
+                            else [names[key], "not measured", "", "", ""] for key in keys]))
     sums = [[f"= {entry['label']}", _number(entry["seconds"]), "", "", _goal(entry)]
             for entry in report["derived"].values()]
     out.append(("totals", sums))
@@ -251,5 +268,7 @@ def markdown(report: dict, scale: Scale) -> str:
              "|---|---:|---:|---:|---|"]
     for title, rows in table_rows(report, scale):
         lines.append(f"| **{title}** | | | | |")
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["| " + " | ".join(markdown_cell(text) if isinstance(text, FromFile) else text for text in row) + " |"
+                  for row in rows]
     return "\n".join(lines) + "\n"
+

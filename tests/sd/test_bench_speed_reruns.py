@@ -20,6 +20,7 @@ from lowdim_sd.bench.speed import SpeedJob, Task, run_speed, tasks
 from lowdim_sd.bench.speed_report import build_report, markdown
 from lowdim_sd.bench.speed_setup import SCALES, Settings
 from lowdim_sd.bench.speed_timing import record, skipped
+from lowdim_sd.markdown_cells import markdown_cell
 
 QUICK, FULL = SCALES["quick"], SCALES["full"]
 ALL_KEYS = [key for task in tasks(QUICK) for key in task.keys]
@@ -55,8 +56,8 @@ def test_a_skipped_row_is_measured_again_when_its_task_is_named(tmp_path, measur
     out = tmp_path / "speed"
     report = run_speed(_job(out, "load", "crop"), progress=False)
     assert report["measurements"]["crop"]["skipped"].startswith("no face detector")
-    assert "skipped: no face detector: pip install 'lowdim[faces]'; a rerun with --only crop retries it" in (
-        out / "table.md").read_text()
+    assert markdown_cell("skipped: no face detector: pip install 'lowdim[faces]'; a rerun with --only crop retries "
+                         "it") in (out / "table.md").read_text()
 
     run_speed(_job(out, "load", "crop"), progress=False)  # still no detector: tried again, skipped again
     assert measured.ran == ["load", "crop", "crop"]
