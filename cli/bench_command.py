@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out
@@ -143,7 +145,7 @@ def quality(
                   f"from an earlier run", highlight=False)
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
     for name, reason in skipped.items():
-        out.print(f"[yellow]skipped metric {name}:[/] {reason}")
+        out.print(f"[yellow]skipped metric {escape(name)}:[/] {escape(reason)}")  # read from result files
     for path in paths:
         out.print(f"wrote [bold]{path}[/]")
 
@@ -156,7 +158,7 @@ def show(rows, columns) -> None:
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")
     for cells in body:
-        table.add_row(*cells)
+        table.add_row(*map(Text, cells))  # text, never rich markup
     out.print(table)
     for note in not_asked_notes(rows, columns):
         out.print(note, highlight=False)

@@ -8,6 +8,7 @@ file, so an interrupted run resumes where it stopped and ``--workers`` processes
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import warnings
@@ -33,6 +34,7 @@ from lowdim_sd.bench.quality_job import DEFAULT_METRICS as DEFAULT_METRICS  # re
 from lowdim_sd.bench.quality_job import QualityJob, Task
 from lowdim_sd.bench.quality_rows import check_rows
 from lowdim_sd.bench.report import check_gallery
+from lowdim_sd.bench.stored import RESULT_VERSION as RESULT_VERSION  # read from here by callers
 from lowdim_sd.bench.stored import (
     changed_settings,
     check_out,
@@ -48,8 +50,6 @@ from lowdim_sd.runs import RERUN, Interrupted
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
-
-RESULT_VERSION = 1
 
 
 def shipped_hypernet(model: str) -> Path | None:
@@ -194,16 +194,25 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
 
 def use_stored_settings(job: QualityJob) -> None:
     """Tabulating: the results are what they are, so the settings they were made with hold (the prompts
-    the gallery shows among them)."""
+    the gallery shows among them); ``read_settings`` checked each, and the metrics must be registered here."""
+    from lowdim.registry import get_registry
+
     stored = Path(job.out) / "settings.json"
     if stored.is_file():
         previous = read_settings(stored)
-        for key in settings(job).keys() & previous.keys() - {"version"}:
+        registered = get_registry().metrics
+        unknown = [name for name in previous["metrics"] if name not in registered]
+        if unknown:
+            raise LowdimError(f"{stored}: the results were scored by metric(s) {', '.join(map(repr, unknown))}, "
+                              f"which no plugin installed here registers (registered: "
+                              f"{', '.join(registered) or 'none'}); install the plugin that scores them")
+        for key in settings(job).keys() & previous.keys() - {"version"}:  # version: checked to be this one
             setattr(job, key, previous[key])
 
 
-def write_json(path: Path, record: dict) -> None:
-    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(record, indent=1)))
+def write_json(path: Path, record: dict, allow_nan: bool = True) -> None:
+    """``record`` as ``path``, atomically; ``allow_nan=False`` refuses NaN and inf (ValueError), as JSON does."""
+    atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(record, indent=1, allow_nan=allow_nan)))
 
 
 def run_quality(job: QualityJob, on_done: Callable[[Task, dict], None] | None = None, run: bool = True) -> list[dict]:
@@ -237,7 +246,12 @@ def run_todo(job: QualityJob, todo: list[Task], on_done: Callable[[Task, dict], 
 
 
 def stored_results(job: QualityJob, tasks: list[Task]) -> list[dict]:
-    return [read_result(result_path(job.out, t)) for t in tasks if result_path(job.out, t).exists()]
+    """The results there are, checked: with the folder's settings (a run has written them by now; tabulating,
+    the job holds them), a score per prompt of the metrics they list; a folder made by hand without them is
+    taken as it scores."""
+    made = (Path(job.out) / "settings.json").is_file()
+    prompts, metrics = (len(job.checked_prompts()), job.metrics) if made else (None, None)
+    return [read_result(result_path(job.out, t), prompts, metrics) for t in tasks if result_path(job.out, t).exists()]
 
 
 # -- one task, in whichever process runs it -------------------------------------------------------
@@ -333,7 +347,7 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     metrics, skipped = load_metrics(job.metrics)
     # A row that uses the hypernetwork has one (personalize_subject refuses it otherwise).
     hypernet = job.hypernet if method.kind == "hyper" and method.use_hypernet else None
-    record = {"method": task.method, "identity": task.identity, "reference": task.reference,
+    record = {"method": task.method, "identity": task.identity, "reference": recorded_reference(task, job.out),
               "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device), "looks": done.looks,
               "hypernet": str(hypernet) if hypernet is not None else None,
               "hypernet_sha256": hypernet_digest(hypernet) if hypernet is not None else None,
@@ -341,6 +355,15 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
               "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
     write_json(result_path(job.out, task), record)
     return record
+
+
+def recorded_reference(task: Task, out: Path) -> str:
+    """The task's reference image as its result records it: relative to the results folder, so the gallery finds
+    it from any working folder, and in a folder received with its references beside it as they were here."""
+    try:
+        return os.path.relpath(Path(task.reference).absolute(), Path(out).absolute())
+    except ValueError:  # on another drive (Windows): no relative path leads there
+        return str(Path(task.reference).absolute())
 
 
 def scores_of(metrics: dict, samples: list[Sample]) -> dict:

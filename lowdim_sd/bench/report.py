@@ -18,6 +18,8 @@ from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import option
 from lowdim_sd.bench.methods import method_label
+from lowdim_sd.bench.stored_values import printable
+from lowdim_sd.markdown_cells import markdown_cell
 
 if TYPE_CHECKING:
     from lowdim_sd.bench.quality_job import QualityJob
@@ -69,7 +71,8 @@ def per_identity_mean(scores: list[float | None]) -> float | None:
 
 
 def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[str, str]]:
-    """Rows in ``methods`` order and the metric columns {name: heading}."""
+    """Rows in ``methods`` order and the metric columns {name: heading}: the results' ``columns``, which
+    ``read_result`` makes this lowdim's headings of the metrics the folder's settings list, never a file's."""
     columns: dict[str, str] = {}
     for record in results:
         columns.update(record.get("columns", {}))
@@ -128,10 +131,12 @@ def not_asked_notes(rows: list[Row], columns: dict[str, str]) -> list[str]:
 
 
 def markdown(rows: list[Row], columns: dict[str, str]) -> str:
+    """table.md: every cell escaped, whoever named the rows and metrics (a plugin's heading, a folder's name)."""
     header, body = table_rows(rows, columns)
+    header, body = [markdown_cell(cell) for cell in header], [[markdown_cell(cell) for cell in cells] for cells in body]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    notes = not_asked_notes(rows, columns)
+    notes = not_asked_notes(rows, {metric: markdown_cell(heading) for metric, heading in columns.items()})
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
@@ -146,21 +151,56 @@ def as_json(rows: list[Row], columns: dict[str, str]) -> dict:
 def gallery(out: Path, results: list[dict], methods: list[str], prompts: list[str], identities: list[str],
             prompt_indices: list[int], path: Path) -> Path:
     """Rows: identities (reference first); columns: each method × the chosen prompts."""
-    from PIL import Image
-
     from lowdim_sd.grid import save_grid
 
-    references = {r["identity"]: r["reference"] for r in results}
     images, captions = [], []
     for row, identity in enumerate(identities):
-        images.append(Image.open(references[identity]).convert("RGB"))
+        pictures = identity_pictures(out, results, identity, methods, prompt_indices)
+        images += [read_picture(picture) for picture in pictures]
         captions.append("reference" if row == 0 else "")
-        for method in methods:
-            for k in prompt_indices:
-                images.append(Image.open(Path(out) / "images" / method / identity / f"{k:02d}.png").convert("RGB"))
-                label = f"{method_label(method)}: {prompts[k]}"
-                captions.append(label if row == 0 else "")
+        captions += [f"{method_label(method)}: {prompts[k]}" if row == 0 else "" for method in methods
+                     for k in prompt_indices]
     return save_grid(path, images, captions, ncol=1 + len(methods) * len(prompt_indices), max_lines=5)
+
+
+def reference_path(out: Path, reference: str) -> Path:
+    """Where a result's reference image is: a run records it relative to the results folder (so a folder sent
+    with its references, or tabulated from elsewhere, finds them); an older result, relative to the folder its
+    run was started in; an absolute path where it says, anywhere on the disk."""
+    path = Path(reference)
+    inside = Path(out) / path
+    return inside if reference and not path.is_absolute() and inside.is_file() else path
+
+
+def identity_pictures(out: Path, results: list[dict], identity: str, methods: list[str],
+                      prompt_indices: list[int]) -> list[Path]:
+    """An identity's row of the gallery: its reference, then each method's images of the chosen prompts."""
+    reference = next(r["reference"] for r in results if r["identity"] == identity)
+    return [reference_path(out, reference), *(Path(out) / "images" / method / identity / f"{k:02d}.png"
+                                              for method in methods for k in prompt_indices)]
+
+
+def read_picture(path: Path):
+    """The picture at ``path`` in RGB, or None with a warning naming it (not a picture, cut short, unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
+        warnings.warn(f"{printable(path)} cannot be read as a picture ({printable(error)}); gallery.png is drawn "
+                      f"without it", stacklevel=4)
+        return None
+
+
+def drawn_here(out: Path, path: Path) -> bool:
+    """Whether an image of OUT/images is one this folder holds: a link out of it is no picture a run drew."""
+    images = (Path(out) / "images").resolve()
+    if path.resolve().is_relative_to(images):
+        return True
+    warnings.warn(f"{printable(path)} is a link to {printable(path.resolve())}, outside {printable(images)}: not a "
+                  f"picture a run drew, so gallery.png is drawn without it", stacklevel=4)
+    return False
 
 
 def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns: dict[str, str],
@@ -185,7 +225,7 @@ def write_reports(job: QualityJob, results: list[dict], rows: list[Row], columns
     # Checked as check_job checks them (a job it never saw, or numbers given here), before any file is written
     numbers = checked_prompt_numbers(asked, prompts, "QualityJob" if gallery_prompts is None else "write_reports")
     atomic_write(out / "table.md", lambda temp: Path(temp).write_text(markdown(rows, columns)))
-    write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)})
+    write_json(out / "table.json", {"settings": settings(job), **as_json(rows, columns)}, allow_nan=False)
     paths = [out / "table.md", out / "table.json"]
     paths += write_frontier(out, rows, columns, axis_of or registered_axis)
     return paths + write_gallery(out, prompts, results, shown, identities, numbers)
@@ -227,7 +267,10 @@ def write_frontier(out: Path, rows: list[Row], columns: dict[str, str],
     """OUT/frontier.png, or a line saying why not where the metrics have both axes."""
     from lowdim_sd.bench.frontier import draw_frontier, frontier_axes, points
 
-    axes = frontier_axes(list(columns), axis_of)
+    # A metric with no score and no picture it was not asked of never ran (unavailable here): the next of its kind
+    # takes its axis, and it is named only when no other can.
+    measured = [m for m in columns if any(row.cells[m].n or row.not_asked.get(m) for row in rows)]
+    axes = frontier_axes(measured, axis_of) or frontier_axes(list(columns), axis_of)
     if axes is None:
         return []
     if points(rows, *axes):
@@ -242,16 +285,37 @@ def write_frontier(out: Path, rows: list[Row], columns: dict[str, str],
 
 def write_gallery(out: Path, prompts: list[str], results: list[dict], shown: list[str], identities: int,
                   prompt_indices: list[int]) -> list[Path]:
-    """OUT/gallery.png of the first ``identities`` whose reference and images of the ``shown`` rows are there."""
+    """OUT/gallery.png of the first ``identities`` whose reference and images of the ``shown`` rows are there and
+    can be read: a picture that cannot is named in a warning and its identity left out."""
     chosen = [k for k in prompt_indices if 0 <= k < len(prompts)]
+    if not (results and chosen):
+        return []
     # Scores can outlive images (the results archive keeps only the JSON), and a tabulation may run without the
     # reference folder, so look for the files themselves.
-    pictured = sorted({r["identity"] for r in results if Path(r["reference"]).is_file() and all(
-        (out / "images" / m / r["identity"] / f"{k:02d}.png").is_file() for m in shown for k in chosen)})
-    if pictured[:identities] and chosen:
-        return [gallery(out, results, shown, prompts, pictured[:identities], chosen, out / "gallery.png")]
-    if results and chosen:
-        stale = f"; {out / 'gallery.png'} is from an earlier run" if (out / "gallery.png").is_file() else ""
-        warnings.warn(f"no gallery: no identity has its reference image and images in {out / 'images'} for "
-                      f"every shown method ({', '.join(shown)}); rerun those rows to make them{stale}", stacklevel=3)
+    found = {identity: identity_pictures(out, results, identity, shown, chosen)
+             for identity in sorted({r["identity"] for r in results})}
+    referenced = [identity for identity, pictures in found.items() if pictures[0].is_file()]
+    pictured = [identity for identity in referenced if all(path.is_file() for path in found[identity][1:])]
+    readable: list[str] = []
+    for identity in pictured:
+        if len(readable) < identities and all(drawn_here(out, path) for path in found[identity][1:]) and all(
+                read_picture(path) is not None for path in found[identity]):
+            readable.append(identity)
+    if readable:
+        return [gallery(out, results, shown, prompts, readable, chosen, out / "gallery.png")]
+    stale = f"; {out / 'gallery.png'} is from an earlier run" if (out / "gallery.png").is_file() else ""
+    warnings.warn(f"no gallery: {why_no_gallery(out, results, shown, referenced, pictured)}{stale}", stacklevel=3)
     return []
+
+
+def why_no_gallery(out: Path, results: list[dict], shown: list[str], referenced: list[str],
+                   pictured: list[str]) -> str:
+    """Which of a gallery's pictures are missing: the references (found where the results say) or the images."""
+    if not referenced:
+        return (f"no identity has its reference image where its results say (such as "
+                f"{printable(results[0]['reference']) or 'none'}, read relative to {out} or the working folder); "
+                f"put the references there to draw it")
+    if not pictured:
+        return (f"no identity has its reference image and images in {out / 'images'} for every shown method "
+                f"({', '.join(shown)}): the references are there; rerun those rows to make the images")
+    return "no identity's pictures could all be read (each named above)"

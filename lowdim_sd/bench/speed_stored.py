@@ -95,7 +95,7 @@ def _skipped(entry: dict, label: str) -> dict:
     reason = _text(entry, "skipped")
     if entry.get("seconds") is not None:
         raise ValueError(f"skipped, yet seconds is {_shown(entry['seconds'])}")
-    found = {"label": label, "seconds": None, "skipped": reason}
+    found: dict[str, object] = {"label": label, "seconds": None, "skipped": reason}
     if "retry" in entry:
         if not isinstance(entry["retry"], bool):
             raise ValueError(f"retry is {_shown(entry['retry'])}, not true or false")

@@ -4,13 +4,14 @@ the folder can be one at all. Each problem is one line naming the file and what 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
+from lowdim_sd.bench.stored_values import RESULT_VERSION as RESULT_VERSION  # read from here by callers
+from lowdim_sd.bench.stored_values import Damaged, checked_result, checked_settings, printable
 
-# What aggregate and the gallery read from every result; a file without them is as damaged as a cut one.
-RESULT_KEYS = ("method", "identity", "reference", "seconds", "bytes", "scores")
 # Settings compared as sets: the order of --metrics changes only the order of the columns.
 UNORDERED = ("metrics",)
 
@@ -37,26 +38,39 @@ def _load(path: Path) -> object:
         return error
 
 
-def read_result(path: Path) -> dict:
-    """A task's result; a damaged one is named, with the way out (a rerun redoes a task without its file)."""
+def read_result(path: Path, prompts: int | None = None, metrics: Sequence[str] | None = None) -> dict:
+    """A task's result, every value checked against what a run writes, so the tables only ever see checked values:
+    its scores (``prompts`` a metric where the folder's settings say how many) of the ``metrics`` the settings list
+    (all it scores without them), and its ``columns`` the headings this lowdim gives those metrics, never the
+    file's. A damaged one is named, with the way out (a rerun redoes a task without its file)."""
     record = _load(path)
-    if isinstance(record, dict) and all(key in record for key in RESULT_KEYS) and isinstance(record["scores"], dict):
-        return record
-    why = record if isinstance(record, Exception) else "not a result: it needs method, identity, reference, " \
-        "seconds, bytes and scores by metric"
-    raise LowdimError(f"{path}: damaged result ({why}); delete it, and a rerun (without --no-run) redoes that task")
+    try:
+        if isinstance(record, Exception):
+            raise Damaged(str(record))
+        return checked_result(record, Path(path), prompts, metrics)
+    except Damaged as why:
+        raise LowdimError(f"{printable(path)}: damaged result ({why}); delete it, and a rerun (without --no-run) "
+                          f"redoes that task") from None
 
 
 def read_settings(path: Path) -> dict:
-    """The settings the results beside ``path`` were made with. Deleting a damaged file lets a run with other
-    settings mix with them, so that way out is offered only for a command with the same settings."""
+    """The settings the results beside ``path`` were made with, each value checked against what a run writes.
+    Deleting a damaged file lets a run with other settings mix with them, so that way out is offered only for a
+    command with the same settings; results of another format version are refused by name."""
     stored = _load(path)
-    if isinstance(stored, dict):
-        return stored
-    why = stored if isinstance(stored, Exception) else "not a settings record"
-    raise LowdimError(f"{path}: damaged ({why}); it records the settings of the results in {Path(path).parent}: "
-                      f"restore it (or delete it, if they were made with this command's settings), or use another "
-                      f"--out")
+    try:
+        if isinstance(stored, Exception):
+            raise Damaged(str(stored))
+        checked = checked_settings(stored)
+    except Damaged as why:
+        raise LowdimError(f"{path}: damaged ({why}); it records the settings of the results in "
+                          f"{Path(path).parent}: restore it (or delete it, if they were made with this command's "
+                          f"settings), or use another --out") from None
+    if checked["version"] != RESULT_VERSION:
+        raise LowdimError(f"{path}: results of format version {checked['version']}, which this lowdim does not "
+                          f"read (it reads version {RESULT_VERSION}); tabulate them with the lowdim that made them, "
+                          f"or use another --out")
+    return checked
 
 
 def changed_settings(wanted: dict, previous: dict) -> list[str]:
