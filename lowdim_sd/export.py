@@ -32,6 +32,7 @@ from lowdim.option_words import either
 FORMATS = ("diffusers", "kohya")
 # The kohya export as a Python caller asks for it (the CLI's words: --format kohya).
 KOHYA_FROM_PYTHON = "export_adapter(fmt='kohya') (personalize: PersonalizeJob(export=['kohya']))"
+DIFFUSERS_FROM_PYTHON = "export_adapter(fmt='diffusers') (personalize: PersonalizeJob(export=['diffusers']))"
 COMPONENTS = ("unet", "text_encoder")
 KOHYA_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 Factors = Mapping[str, tuple[Tensor, Tensor]]
@@ -184,6 +185,23 @@ def to_kohya(factors: Factors, conv_layers: Collection[str] = ()) -> dict[str, T
 CONVERTERS = {"diffusers": to_diffusers, "kohya": to_kohya}
 
 
+def refuse_layers_diffusers_renames(source: Path, names: Iterable[str]) -> None:
+    """One line naming the first layer that diffusers' kohya reader puts on another module or on none: it turns every
+    ``_`` into ``.`` and restores only SD's own names, so a model's own ``my_layer`` loads as ``my.layer``, that is
+    not at all, and diffusers says nothing. The diffusers layout keeps every name as it is."""
+    from lowdim_sd.kohya_diffusers_names import renamed_layer
+
+    layers = {kohya_name(name): name for name in names}
+    found = renamed_layer({key: ".".join(split_layer_name(name)) for key, name in layers.items()})
+    if found:
+        key, _, read = found
+        into = f"the module {read}" if read else "no module it loads"
+        fix = either("--format diffusers", DIFFUSERS_FROM_PYTHON)
+        raise ExportError(f"{source}: layer {layers[key]}: diffusers reads its kohya key {key} into {into} (it "
+                          f"turns every '_' into '.' and restores only SD's own names), so diffusers would not apply "
+                          f"this layer's update to it; export with {fix}, which keeps module names exactly")
+
+
 def check_export_target(out: str | os.PathLike) -> Path:
     """``out`` as the Path to write, or one line naming it as given.
 
@@ -274,7 +292,10 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
         warnings.warn(f"{os.fspath(out_path)}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
                       f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
                       f"{either('--format kohya', KOHYA_FROM_PYTHON)}", stacklevel=3)
-    tensors = CONVERTERS[fmt](_with_text_out_proj(factors), conv_layers)
+    written = _with_text_out_proj(factors)
+    tensors = CONVERTERS[fmt](written, conv_layers)
+    if fmt == "kohya":
+        refuse_layers_diffusers_renames(source, written)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
     _check_range(source, tensors, _layers_by_key(factors, fmt), dtype)  # before anything is written
     rank = max(down.shape[0] for down, _ in factors.values())  # diffusers: every layer's (_uniform_rank)
