@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import gc
 import io
 import os
 import socket
@@ -66,10 +68,21 @@ def serve(host: str, port: int, model: str, out: Path | str, share: bool, model_
     from lowdim_sd.ui.upload_folder import private_uploads
 
     studio = Studio(StudioConfig(model=model, out=out, model_config=model_config, device=device, dtype=dtype))
+    no_sweep_at_exit()
     # Its uploads and Gradio's copies of the runs shown go however the server closes; only a second Ctrl-C's
     # quit at once leaves them, to the next start.
     with private_uploads():
         _serve_until_stopped(build_page(studio), studio, host, port, share, out, ready)
+
+
+def no_sweep_at_exit() -> None:
+    """Have the interpreter's exit skip its last garbage collections over what the server loaded (Gradio, torch,
+    the page), which took 1 to 15 s after lowdim's "Interrupted" line, the prompt not back yet: Python ends by
+    sweeping every object still alive for cycles (``finalize_modules``). ``gc.freeze`` at exit (an atexit
+    handler, after the line and every other cleanup) takes those objects out of the sweep; the process's memory
+    goes with it anyway. In a notebook, only the kernel's own exit is affected."""
+    atexit.unregister(gc.freeze)  # one, however many servers this process served
+    atexit.register(gc.freeze)
 
 
 def _serve_until_stopped(page, studio, host: str, port: int, share: bool, out: Path, ready) -> None:
@@ -106,7 +119,7 @@ def launch(page, host: str, port: int, share: bool, out: Path) -> str:
 def start_line(page, gradio_said: str, host: str, port: int, share: bool, out: Path) -> str:
     """Where the page is served: here, and at its public link with --share, or why --share made none; and which
     runs in ``out`` Earlier runs leaves out, and why (a run.json unreadable here, a run folder or run.json that is a
-    symlink)."""
+    symlink, a run file also linked from outside its folder: a backup made with cp -al)."""
     local = f"http://{host}:{port}"
     if share and page.share_url:
         where = f"serving on {local} and {page.share_url}"

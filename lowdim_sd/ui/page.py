@@ -204,17 +204,21 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
     personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
+    # One bar, in the box under Personalize and Stop (Gradio's default draws it over every output: Earlier runs,
+    # the gallery, Downloads and Draw's prompt hidden while a run runs); a failure's badge goes there too, and the
+    # follow-up that clears the run shown clears it.
+    bar = [stages]
     asked = [photo, model, use_hyper, steps, rank, seed, preview_steps, face]
     # A click's values are checked first, in an event with no outputs: a bad value (a number out of range, no
     # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
-    go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited).success(
-        personalize, asked, outputs, **unlimited).failure(forget_run, [current], outputs, api_visibility="private")
+    checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
+    ran = checked.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
+    ran.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
     stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
-    # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name);
-    # every output is this event's, so none keeps Gradio's red "Error" badge over its value.
-    reopen.click(handlers.open_run, [earlier], outputs, **unlimited).failure(forget_run, [current], outputs,
-                                                                            api_visibility="private")
+    # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name).
+    reopen.click(handlers.open_run, [earlier], outputs, **unlimited, show_progress_on=bar).failure(
+        forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
     return earlier
 
 

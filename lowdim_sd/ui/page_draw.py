@@ -112,5 +112,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
 
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
     adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing], **unlimited)
-    draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], outputs, **unlimited)
+    # Its bar on its own line beside Draw, not over the run's stage table (a refusal's line still goes there)
+    draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], outputs, show_progress_on=[drawing],
+               **unlimited)
     return prompt, drawing

@@ -216,10 +216,11 @@ def session(request: gr.Request | None) -> str:
 
 
 def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
-    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label``), each bar in what
-    it counts: pictures for generate's ("6/6 steps" would read as denoising steps), scores for Evaluate's (each
-    metric on each picture), steps for the others. A request its client cancelled (gradio_client's
-    ``job.cancel()``) stops at the next step: Gradio leaves its thread running."""
+    """The studio's listener as Gradio's bar: a stage's name, then its steps (``stage: label 13/2000 steps``), each
+    bar in what it counts: pictures for generate's ("6/6 steps" would read as denoising steps), scores for
+    Evaluate's (each metric on each picture), steps for the others. The count is in the words, the bar given only
+    its fraction: Gradio's page writes a (done, total) count over 1000 short, '13/2k steps'. A request its client
+    cancelled (gradio_client's ``job.cancel()``) stops at the next step: Gradio leaves its thread running."""
     from lowdim_sd.generate import PICTURES_BAR
 
     units = {PICTURES_BAR: "pictures", SCORING_BAR: "scores"}
@@ -233,8 +234,8 @@ def progress_listener(progress: gr.Progress) -> Callable[[str, int, int], None]:
             stage["name"] = label
             progress(0, desc=label)
         else:
-            progress((done, total), desc=f"{stage['name']}: {label}" if label != stage["name"] else label,
-                     unit=units.get(label, "steps"))
+            name = f"{stage['name']}: {label}" if label != stage["name"] else label
+            progress(done / total if total > 0 else 0.0, desc=f"{name} {done}/{total} {units.get(label, 'steps')}")
     return hear
 
 

@@ -22,9 +22,18 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
 from lowdim_sd.ui.checks import NotOffered
+from lowdim_sd.ui.run_links import (
+    RUN_FILE,
+    HardLinkedRun,
+    check_own_record,
+    hard_linked_line,
+    link_target,
+    linked_part,
+    named_outside,
+    symlinked_line,
+)
 
 PARTIAL = ".partial"
-RUN_FILE = "run.json"
 EXPORTS = {"diffusers": "diffusers / peft (load_lora_weights)", "kohya": "kohya (A1111, ComfyUI, Forge)"}
 ADAPTER_LABEL = "lowdim adapter"
 DOWNLOADS = "downloads"  # NAME.lowdim.safetensors and the like: each run's own names in a browser's Downloads
@@ -63,18 +72,34 @@ def list_runs(out: Path) -> list[str]:
 
 def unreadable_runs(out: Path) -> list[str]:
     """Finished runs in ``out`` left out of the list: their record this lowdim cannot read (damaged, or another
-    version's shape), or their folder or ``run.json`` a symlink; ``unreadable_runs_line`` says which and why."""
-    return sorted(name for name in _finished(out) if not _readable(out, name))
+    version's shape), their folder or ``run.json`` a symlink, or a file of theirs hard-linked from outside their
+    folder (run_links.py); ``unreadable_runs_line`` says which and why."""
+    return sorted(_refused(out))
 
 
 def unreadable_runs_line(out: Path) -> str:
     """Why runs in ``out`` are left out of the list, each reason once, or '': '1 run in OUT has a run.json this
     lowdim cannot read (NAME): its files are still in OUT/NAME', '1 run in OUT is left out as a symlink, which
-    lowdim never makes (OUT/NAME -> TARGET): replace the link with a copy of what it leads to', or both."""
-    names = unreadable_runs(out)
-    links = {name: link for name in names if (link := linked_part(out / name)) is not None}
-    damaged = [name for name in names if name not in links]
-    return "; ".join(line for line in (_damaged_line(out, damaged), _linked_line(out, links)) if line)
+    lowdim never makes (OUT/NAME -> TARGET): replace the link with a copy of what it leads to', '1 run in OUT is
+    left out as a file of it is also linked from outside its folder (OUT/NAME/FILE; a backup made with hard
+    links, cp -al?): copy the run's folder with cp -a (not -al) to open it', joined with '; '."""
+    refused = _refused(out)
+    links = {name: link for name in refused if (link := linked_part(out / name)) is not None}
+    hard = {name: error.file for name, error in refused.items() if isinstance(error, HardLinkedRun)}
+    damaged = [name for name in refused if name not in links and name not in hard]
+    return "; ".join(line for line in (_damaged_line(out, damaged), symlinked_line(out, links),
+                                       hard_linked_line(out, hard)) if line)
+
+
+def _refused(out: Path) -> dict[str, LowdimError]:
+    """The finished runs in ``out`` that ``read_run`` refuses, by name (sorted), with its refusal."""
+    refused = {}
+    for name in sorted(_finished(out)):
+        try:
+            read_run(out, name)
+        except LowdimError as error:
+            refused[name] = error
+    return refused
 
 
 def _damaged_line(out: Path, names: list[str]) -> str:
@@ -86,32 +111,6 @@ def _damaged_line(out: Path, names: list[str]) -> str:
         return f"1 run in {out} has a {RUN_FILE} this lowdim cannot read ({names[0]}): its files are still in {folders}"
     return (f"{len(names)} runs in {out} have a {RUN_FILE} this lowdim cannot read ({', '.join(shown)}): their files "
             f"are still in {folders}")
-
-
-def _linked_line(out: Path, links: dict[str, Path]) -> str:
-    if not links:
-        return ""
-    shown = ", ".join(f"{link} -> {_link_target(link)}" for link in list(links.values())[:3])
-    shown += ", ..." if len(links) > 3 else ""
-    if len(links) == 1:
-        return (f"1 run in {out} is left out as a symlink, which lowdim never makes ({shown}): replace the link "
-                f"with a copy of what it leads to")
-    return (f"{len(links)} runs in {out} are left out as symlinks, which lowdim never makes ({shown}): replace each "
-            f"link with a copy of what it leads to")
-
-
-def linked_part(folder: Path) -> Path | None:
-    """The run folder itself, or its ``run.json``, where that is a symlink (lowdim writes neither as one): the
-    page would serve the files of a run found wherever a folder link leads, and read a record from wherever a
-    ``run.json`` link leads. None for a run as lowdim writes it."""
-    return next((path for path in (folder, folder / RUN_FILE) if path.is_symlink()), None)
-
-
-def _link_target(link: Path) -> str:
-    try:
-        return os.readlink(link)
-    except OSError:  # removed since it was seen
-        return "?"
 
 
 def _finished(out: Path) -> list[str]:
@@ -154,11 +153,12 @@ def read_run(out: Path, name: str) -> RunRecord:
         raise LowdimError(f"no finished run '{name}' in {out}")
     link = linked_part(folder)  # lowdim renames a real folder there and writes a plain run.json
     if link == folder:
-        raise LowdimError(f"run '{name}' in {out}: its folder is a symlink (to {_link_target(link)}), which lowdim "
+        raise LowdimError(f"run '{name}' in {out}: its folder is a symlink (to {link_target(link)}), which lowdim "
                           f"never makes: copy the run's folder into {out} to open it")
     if link is not None:
-        raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is a symlink (to {_link_target(link)}), which "
+        raise LowdimError(f"run '{name}' in {out}: its {RUN_FILE} is a symlink (to {link_target(link)}), which "
                           f"lowdim never makes: put a copy of the file it leads to in its place to open the run")
+    check_own_record(folder)  # before it is read: a backup's cp -al links every file of the run
     try:
         record = json_text.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
         return _checked_record(name, folder, record)
@@ -253,29 +253,9 @@ def _own_file(folder: Path, file: object, what: str) -> Path:
         raise DamagedRecord(f"{what} leads out of the run folder")
     if not plain:  # a folder, a FIFO, a device
         raise DamagedRecord(f"{what} is not a plain file")
-    if _named_outside(real, folder):
-        raise DamagedRecord(f"{what} has a name outside the run folder (a hard link)")
+    if named_outside(real, folder):  # a backup's cp -al: not damage, and named as what it is
+        raise HardLinkedRun(folder, file)
     return path
-
-
-def _named_outside(file: Path, folder: Path) -> bool:
-    """Whether the plain file ``file`` has a name (a hard link) outside ``folder``: the same file as one outside,
-    which lowdim never makes. Its own links (a download linked to the run's adapter, ``write_record``) are inside."""
-    try:
-        seen = file.stat()
-    except OSError:
-        return True
-    if seen.st_nlink <= 1:
-        return False
-    inside = 0
-    for parent, _, names in os.walk(folder):  # symlinks are not followed: each regular name counted once
-        for name in names:
-            try:
-                other = os.lstat(os.path.join(parent, name))
-            except OSError:
-                continue
-            inside += (other.st_ino, other.st_dev) == (seen.st_ino, seen.st_dev)
-    return seen.st_nlink > inside
 
 
 def write_record(work: Path, name: str, settings: dict, stages: dict[str, float], gallery: list[dict],
@@ -371,6 +351,6 @@ def publish_run(work: Path, out: Path, name: str) -> str:
 
 
 def kept_runs_line(out: Path) -> str:
-    """'3 finished runs are kept in OUT': what a stopped server leaves."""
-    count = len(list_runs(out))
+    """'3 finished runs are kept in OUT': what a stopped server leaves, those Earlier runs leaves out included."""
+    count = len(_finished(out))
     return f"{count} finished run{' is' if count == 1 else 's are'} kept in {out}"

@@ -107,8 +107,9 @@ def test_a_file_hard_linked_out_of_the_run_folder_is_left_out(out):
     assert list_runs(out) == [] and unreadable_runs(out) == [GOOD]
     with pytest.raises(LowdimError) as caught:
         read_run(out, GOOD)
-    assert (f"download 'preview' ('downloads/{GOOD}.preview.png') has a name outside the run folder (a hard link)"
-            in str(caught.value))
+    assert str(caught.value) == (f"run '{GOOD}' in {out} is left out: downloads/{GOOD}.preview.png is also linked "
+                                 f"from outside its folder (a backup made with hard links, cp -al?); copy the run's "
+                                 f"folder with cp -a (not -al) to open it")
 
 
 def test_a_client_of_a_served_page_gets_the_line_not_the_linked_run(out):

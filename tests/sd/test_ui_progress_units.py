@@ -42,17 +42,9 @@ def test_the_previews_rows_are_one_bar_that_never_goes_back(heard_preview):
     assert done[-1] == pictures and {total for _, total in drawn} == {pictures}  # out of every row's pictures
 
 
-class Bar:
-    """Gradio's progress bar as a handler receives it: what each call set."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, str | None, str]] = []
-
-    def __call__(self, progress, desc=None, total=None, unit="steps"):
-        self.calls.append((progress, desc, unit))
-
-
 def test_the_page_labels_pictures_as_pictures_and_training_steps_as_steps(heard_preview):
+    from gradio_bar import Bar  # tests/sd, on the path as pytest puts it
+
     from lowdim_sd.generate import PICTURES_BAR
     from lowdim_sd.ui.page_parts import progress_listener
 
@@ -62,10 +54,25 @@ def test_the_page_labels_pictures_as_pictures_and_training_steps_as_steps(heard_
     hear("training", 3, 40)
     for event in heard_preview[0]:
         hear(*event)
-    assert bar.calls[1] == ((3, 40), "fast finetune: training", "steps")
+    assert bar.words(1) == "fast finetune: training 3/40 steps"
     pictures = heard_preview[1]
-    assert bar.calls[-1] == ((pictures, pictures), f"preview: {PICTURES_BAR}", "pictures")
-    assert all(unit == "pictures" for _, desc, unit in bar.calls[3:] if desc == f"preview: {PICTURES_BAR}")
+    assert bar.words() == f"preview: {PICTURES_BAR} {pictures}/{pictures} pictures"
+    drawn = [bar.words(call) for call in range(3, len(bar.calls))]
+    assert all(words.endswith(" pictures") for words in drawn if words.startswith(f"preview: {PICTURES_BAR} "))
+
+
+def test_a_count_over_a_thousand_is_shown_exactly():
+    """Finetune steps up to 2000 (review BU3): the bar said '13/2k steps', Gradio's short form of a count."""
+    from gradio_bar import Bar  # tests/sd, on the path as pytest puts it
+
+    from lowdim_sd.ui.page_parts import progress_listener
+
+    bar = Bar()
+    hear = progress_listener(bar)  # type: ignore[arg-type]
+    hear("fast finetune", 0, 1)
+    hear("training", 13, 2000)
+    assert bar.words() == "fast finetune: training 13/2000 steps"
+    assert bar.calls[-1][0] == pytest.approx(13 / 2000)  # the bar itself still moves
 
 
 def test_generate_takes_no_public_bar_argument():
