@@ -104,3 +104,15 @@ def test_a_copy_made_with_cp_a_opens_and_the_stop_line_counts_every_run_kept(out
     shutil.copytree(out / GOOD, out / "copied")  # as cp -a copies: files of its own
     assert list_runs(out) == ["copied"] and read_run(out, "copied").gallery
     assert kept_runs_line(out) == f"2 finished runs are kept in {out}"  # left out of the list, still on disk
+
+
+@pytest.mark.parametrize("leads_to", ["its name in the run", "its name outside"])
+def test_a_symlink_in_the_run_to_a_file_linked_out_is_no_second_name_inside(out, tmp_path, leads_to):
+    """A symlink is a file of its own, not a name of the file it leads to: counted as one (review BT4), it would
+    let a picture whose other name is outside the run pass as one with both names inside."""
+    picture = out / GOOD / "gallery" / "00.png"
+    os.link(picture, tmp_path / "kept.png")
+    (out / GOOD / "alias.png").symlink_to(picture if leads_to == "its name in the run" else tmp_path / "kept.png")
+    assert list_runs(out) == [] and unreadable_runs(out) == [GOOD]
+    assert refusal(out, GOOD) == (f"run '{GOOD}' in {out} is left out: gallery/00.png is also linked from outside "
+                                  f"its folder {ADVICE}; copy the run's folder with cp -a (not -al) to open it")

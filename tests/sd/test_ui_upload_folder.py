@@ -9,6 +9,8 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -56,10 +58,32 @@ def test_a_dead_servers_folder_goes_at_the_next_start_and_others_stay(shared):
     for folder in (left, live, elsewhere, hashes):
         folder.mkdir()
         (folder / "face.png").write_bytes(b"photo")
-    assert remove_dead_servers_folders(shared) == [left]
-    with private_uploads():
-        pass
+    with private_uploads() as own:  # the start alone sweeps (review BT5): gone before the page is built
+        assert sorted(path.name for path in shared.iterdir()) == sorted(
+            path.name for path in (live, elsewhere, hashes, own))
     assert sorted(path.name for path in shared.iterdir()) == sorted(path.name for path in (live, elsewhere, hashes))
+
+
+def test_the_sweep_names_the_folders_it_removed(shared):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    shared.mkdir()
+    left = shared / f"{upload_folder.PREFIX}{upload_folder._host_tag()}-{int(dead.stdout)}-abc"
+    left.mkdir()
+    assert remove_dead_servers_folders(shared) == [left] and not left.exists()
+
+
+def test_a_user_with_no_folder_set_has_none_set_after_the_server_closes(tmp_path, monkeypatch):
+    """Gradio then goes back to its own default, not to a removed folder (review BT6): a page built after, in the
+    same Python process, would otherwise keep its uploads where nothing can be written."""
+    monkeypatch.setenv(ENV, "")  # recorded, so what a failing run leaves set is undone for the tests after it
+    monkeypatch.delenv(ENV)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the default shared folder, tmp_path/gradio
+    with private_uploads() as own:
+        assert os.environ[ENV] == str(own) and own.parent == tmp_path / "gradio"
+    assert ENV not in os.environ and not own.exists()
+
+
+BOUND = 600  # s: how long any one wait may take on a loaded machine; each ends as soon as what it waits for happens
 
 
 def upload(port: int, photo: Path) -> Path:
@@ -68,37 +92,72 @@ def upload(port: int, photo: Path) -> Path:
             b"Content-Type: image/png\r\n\r\n" + photo.read_bytes() + b"\r\n--b--\r\n")
     sent = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/upload", body,
                                   {"Content-Type": "multipart/form-data; boundary=b"})
-    with urllib.request.urlopen(sent, timeout=60) as answer:
+    with urllib.request.urlopen(sent, timeout=BOUND) as answer:
         [path] = json.loads(answer.read())
     return Path(path)
 
 
-def start_server(tmp_path: Path, name: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT, "ui", "--model", "tinyfaces", "--port", str(port),
-                                "--out", str(tmp_path / name)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    deadline, line = time.time() + 120, ""
-    while "serving on" not in line:
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        line = process.stdout.readline()
-    return process, port
+class Server:
+    """A ``lowdim ui`` in a process of its own, its output read as it comes (a full pipe would stall the server),
+    so that each wait is on what the server says or does, not a fixed time for the whole exchange (review BT9)."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        self.port, self.said = free_port(), []
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, "ui", "--model", "tinyfaces", "--port", str(self.port), "--out",
+             str(tmp_path / name)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+        self.readers = [threading.Thread(target=self._keep, args=(stream,), daemon=True)
+                        for stream in (self.process.stdout, self.process.stderr)]
+        for reader in self.readers:
+            reader.start()
+        try:
+            self.wait_for(lambda: self.process.poll() is not None or any("serving on" in line for line in self.said),
+                          "its page to be served")
+            assert self.process.poll() is None, self.output()
+        except BaseException:  # not yet in the test's list of servers to close
+            self.close()
+            raise
+
+    def _keep(self, stream) -> None:
+        for line in stream:
+            self.said.append(line)
+
+    def output(self) -> str:
+        return "".join(self.said)[-3000:]
+
+    def wait_for(self, condition, what: str) -> None:
+        deadline = time.monotonic() + BOUND
+        while not condition():
+            assert time.monotonic() < deadline, f"waited {BOUND} s for {what}; the server said:\n{self.output()}"
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit status once it has exited."""
+        self.process.send_signal(signal.SIGINT)
+        self.wait_for(lambda: self.process.poll() is not None, "its exit after Ctrl-C")
+        return self.process.returncode
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for reader in self.readers:
+            reader.join(BOUND)
 
 
 @pytest.mark.slow
 def test_a_closing_server_leaves_another_servers_upload_of_the_same_photo(tmp_path, shared):
-    servers = [start_server(tmp_path, name) for name in ("a", "b")]
+    servers = []
     try:
-        kept = [upload(port, FACE) for _, port in servers]
+        servers += [Server(tmp_path, name) for name in ("a", "b")]
+        kept = [upload(server.port, FACE) for server in servers]
         assert kept[0] != kept[1] and all(path.is_file() for path in kept)
-        for index, (process, _) in enumerate(servers):
-            process.send_signal(signal.SIGINT)
-            assert process.wait(60) == 130
+        for index, server in enumerate(servers):
+            assert server.stop() == 130, server.output()
             if index == 0:  # still there for the second server's Personalize
                 assert not kept[0].exists() and kept[1].read_bytes() == FACE.read_bytes()
     finally:
-        for process, _ in servers:
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=30)
+        for server in servers:
+            server.close()
     assert list(shared.glob(f"{upload_folder.PREFIX}*")) == []  # each server's folder went with it
