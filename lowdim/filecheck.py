@@ -22,6 +22,7 @@ from torch import Tensor
 from lowdim import json_text
 from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.spaces.base import LayerSpec, Space
+from lowdim.tensor_kinds import TensorKind, other_misfit_cause
 
 MAX_FEATURES = 1 << 16  # in/out width of one layer: 65536, far above any diffusion model's (Flux: 12288)
 MAX_LAYERS = 1 << 16  # layers in one file (SD1.5's largest layer set: 264; SDXL: about 2,000)
@@ -233,39 +234,41 @@ def unflatten(flat: dict[str, Tensor], layers: list[LayerSpec], shapes_of: Calla
     """Per layer, its chunk of each flat tensor. ``what``: what each of them is ("a param of space 'lidb'"), for
     the line that names one the space has none of; ``prefix``: how the file names them (``buffer.``)."""
     shapes = {layer.name: shapes_of(layer) for layer in layers}
+    # Where ``what`` is a plugin space's (param_kind's), a misfit may not be damage: said after each line.
+    other = f" {what.other_cause}" if isinstance(what, TensorKind) and what.other_cause else ""
     # A stray tensor is named first: else a stray buffer.* would read as bases stored, and one stored basis missing.
     known = {key for layer_shapes in shapes.values() for key in layer_shapes}
     if stray := sorted(set(flat) - known):
-        raise AdapterFileError(f"{path}: unexpected tensor {ascii(prefix + stray[0])}: it is not {what}")
+        raise AdapterFileError(f"{path}: unexpected tensor {ascii(prefix + stray[0])}: it is not {what}{other}")
     offsets = dict.fromkeys(flat, 0)
     result: dict[str, dict[str, Tensor]] = {}
     for layer in layers:
         result[layer.name] = {}
         for key, shape in shapes[layer.name].items():
             if key not in flat:
-                raise AdapterFileError(f"{path}: tensor '{prefix}{key}' is missing")
+                raise AdapterFileError(f"{path}: tensor '{prefix}{key}' is missing{other}")
             size = int(torch.Size(shape).numel())
             chunk = flat[key][offsets[key] : offsets[key] + size]
             if chunk.numel() != size:
-                raise AdapterFileError(f"{path}: tensor '{prefix}{key}' is too short for layer {layer.name}")
+                raise AdapterFileError(f"{path}: tensor '{prefix}{key}' is too short for layer {layer.name}{other}")
             result[layer.name][key] = chunk.reshape(shape)
             offsets[key] += size
     leftover = [key for key, value in flat.items() if offsets[key] != value.numel()]
     if leftover:
         raise AdapterFileError(f"{path}: tensor(s) {', '.join(prefix + key for key in leftover)} hold more values than "
-                               f"the layers need")
+                               f"the layers need{other}")
     return result
 
 
 def param_kind(space: Space) -> str:
     """What each of an adapter file's param tensors is, as ``unflatten``'s line naming a stray one says it (a load and
     ``lowdim show`` word it alike)."""
-    return f"a param of space '{space.name}'"
+    return TensorKind(f"a param of space '{space.name}'", other_misfit_cause(space))
 
 
 def basis_kind(space: Space) -> str:
     """What each of an adapter file's ``buffer.*`` tensors is, as ``unflatten``'s line naming a stray one says it."""
-    return f"a frozen basis of space '{space.name}'"
+    return TensorKind(f"a frozen basis of space '{space.name}'", other_misfit_cause(space))
 
 
 def check_finite(per_layer: Mapping[str, Mapping[str, Tensor]], path: Path, what: str = "param") -> None:

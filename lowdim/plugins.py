@@ -10,9 +10,12 @@ import difflib
 import importlib
 import os
 import re
+import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -190,9 +193,35 @@ def call_each(
                 raise
             if on_failure is not None:
                 on_failure(impl.plugin_name)
-            warnings.warn(
-                f"plugin '{impl.plugin_name}' raised in {hook_name} and was skipped: "
-                f"{type(error).__name__}: {error}",
-                PluginWarning,
-                stacklevel=2,
-            )
+            warnings.warn(hook_error_warning(impl, hook_name, error), stacklevel=2)
+
+
+def hook_error_warning(impl: pluggy.HookImpl, hook_name: str, error: Exception) -> PluginWarning:
+    """The warning for a plugin hook that raised: the plugin and its package (what to uninstall), the error, and
+    where in the plugin's own code it came from (its author's bug is there, not in lowdim's frames). The error is
+    its cause, so ``-W error`` (and whoever catches the warning) still has its traceback."""
+    from lowdim.registry import plugin_label  # the registry imports this module
+
+    where = raised_at(impl.function, error)
+    warning = PluginWarning(f"{plugin_label(impl.plugin_name)} raised in {hook_name} and was skipped: "
+                            f"{type(error).__name__}: {error}" + (f" (at {where})" if where else ""))
+    warning.__cause__ = error
+    return warning
+
+
+def raised_at(hook: Callable[..., Any], error: BaseException) -> str | None:
+    """"package/module.py:LINE" of the last traceback frame inside the plugin's own files: the top-level package the
+    hook function belongs to (or the hook's own file, for a plugin of one module). A frame deeper down, in lowdim
+    (a refused registration) or torch, is a consequence of that line. None when no frame is the plugin's."""
+    top = sys.modules.get((getattr(hook, "__module__", None) or "").partition(".")[0])
+    code = getattr(hook, "__code__", None)
+    folders = [Path(folder) for folder in getattr(top, "__path__", [])]
+    own = folders or ([Path(code.co_filename)] if code is not None else [])
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if any(Path(frame.filename) == place or place in Path(frame.filename).parents for place in own)]
+    if not frames:
+        return None
+    frame, base = frames[-1], own[0].parent
+    path = Path(frame.filename)
+    shown = path.relative_to(base).as_posix() if base in path.parents else path.name
+    return f"{shown}:{frame.lineno}"

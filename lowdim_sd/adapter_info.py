@@ -20,6 +20,7 @@ from lowdim.filecheck import (
     unflatten,
 )
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
+from lowdim_sd.export import COMPONENTS
 from lowdim_sd.file_info_parts import (
     FileInfo,
     Header,
@@ -94,10 +95,19 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if problem := size_problem(path, meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
+    if not all(is_sd_layer(layer.name) for layer in layers):  # generate would refuse it: another model's adapter
+        return FileInfo(path, "a lowdim adapter", rows, f"lowdim.load_adapter({str(path)!r}, model)", values)
     # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
     base = command_word(meta.get("base_model") or "", "MODEL")
     return FileInfo(path, "a lowdim adapter", rows,
                     f"lowdim generate -m {base} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values)
+
+
+def is_sd_layer(name: str) -> bool:
+    """Whether ``name`` is a Stable Diffusion layer (``unet.`` or ``text_encoder.`` and a path), as `lowdim export`
+    tells them: an adapter with any other layer is not for the SD commands."""
+    component, _, rest = name.partition(".")
+    return component in COMPONENTS and bool(rest)
 
 
 def use_prompt(meta: dict[str, str], recipe: dict) -> str:

@@ -21,9 +21,15 @@ def learning_rate(mode: str) -> float:
     if mode in LEARNING_RATES:
         return LEARNING_RATES[mode]
     import lowdim
+    from lowdim.registry import space_package
+    from lowdim.spaces.checks import learning_rate_problem
 
     try:
         declared = lowdim.get_registry().space_class(mode).learning_rate
     except lowdim.LowdimError:  # an unknown space: the run refuses it by name later
         declared = None
+    # Checked as the space registered; a class changed since is still the space's fault, not the user's --lr.
+    if problem := learning_rate_problem(declared):
+        package = space_package(mode)
+        raise lowdim.LowdimError(f"space '{mode}'{f' (package {package})' if package else ''}: {problem}")
     return declared if declared is not None else OTHER_LR

@@ -71,8 +71,8 @@ def test_space_vera_with_plugins_switched_off_says_so_rather_than_to_install_it(
 def test_show_of_a_tinyfaces_adapter_without_its_plugin_names_the_package_instead_of_a_failing_command(tmp_path):
     from lowdim_sd.file_info import describe
 
-    model = nn.Sequential(nn.Linear(6, 5))
-    lowdim.inject(model, lowdim.get_space("lora", rank=1), ["0"])
+    model = nn.ModuleDict({"unet": nn.Sequential(nn.Linear(6, 5))})  # an SD-named layer: show offers generate
+    lowdim.inject(model, lowdim.get_space("lora", rank=1), ["unet.0"])
     path = lowdim.save_adapter(tmp_path / "tf.safetensors", model, base_model="tinyfaces")
     assert describe(path).use.startswith("lowdim generate -m tinyfaces")  # the plugin is installed here
     with lowdim.use_registry(without_plugins()):

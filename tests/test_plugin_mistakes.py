@@ -79,7 +79,7 @@ def test_show_says_which_plugin_an_adapter_needs_instead_of_a_command_that_would
     with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin", plugin])):
         lowdim.inject(model, lowdim.get_space("scalar"), "0")
         path = lowdim.save_adapter(tmp_path / "s.safetensors", model)
-        assert describe(path).use.startswith("lowdim generate")
+        assert describe(path).use.startswith("lowdim.load_adapter(")  # its layer '0' is no SD model's
     with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin"])):
         info = describe(path)
     assert info.use == ""

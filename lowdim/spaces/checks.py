@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import numbers
 import re
 from typing import Any
 
@@ -42,7 +44,38 @@ def refuse_a_broken_space_class(space_class: Any) -> None:
         raise LowdimError(f"space '{name}' ({shown}): option '{bare[0]}' of {config_class.__name__} has no "
                           f"default; every option needs one (lowdim.option(default, help=...)), since "
                           f"get_space('{name}') builds the space with none given")
+    if problem := class_attribute_problem(space_class):
+        raise LowdimError(f"space '{name}' ({shown}): {problem}")
     warn_of_options_without_help(space_class, config_class)
+
+
+def class_attribute_problem(space_class: Any) -> str | None:
+    """What is wrong with the optional class attributes a space declares (None: nothing). Read only by the
+    commands, far from the plugin: a bad rate would read as a bad --lr, a string "no" as learns_tokens on."""
+    rate = getattr(space_class, "learning_rate", None)
+    if problem := learning_rate_problem(rate):
+        return problem
+    tokens = getattr(space_class, "learns_tokens", False)
+    if not isinstance(tokens, bool):
+        return f"learns_tokens = {_shown(tokens)} must be True or False"
+    summary = getattr(space_class, "summary", "")
+    if not isinstance(summary, str):
+        return f"summary = {_shown(summary)} must be a string (`lowdim spaces` shows it)"
+    return None
+
+
+def learning_rate_problem(rate: object) -> str | None:
+    """Why a space's declared ``learning_rate`` is no rate a run can start at (None: it is one, or None)."""
+    if rate is None or (isinstance(rate, numbers.Real) and not isinstance(rate, bool) and math.isfinite(rate)
+                        and float(rate) > 0):
+        return None
+    return (f"learning_rate = {_shown(rate)} must be a number > 0 (the rate `lowdim train` starts the space at "
+            f"without --lr), or None for the backend's")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def warn_of_options_without_help(space_class: Any, config_class: type) -> None:

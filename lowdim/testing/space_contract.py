@@ -33,8 +33,7 @@ from lowdim.inject.space_checks import check_batched_factors
 from lowdim.testing.contract_cases import (
     INIT_WARNINGS,
     LAYERS,
-    LOAD_WARNINGS,
-    PLUGINS,
+    LOAD_WARNINGS,  # noqa: F401  tests/test_space_contract.py reads it here
     PROPERTY,
     REGISTRY,
     SPACES,
@@ -47,18 +46,11 @@ from lowdim.testing.contract_cases import (
     two_layer_model,
 )
 from lowdim.testing.fresh_process import fresh_process_problem
+from lowdim.testing.plugin_load_checks import (  # noqa: F401  collected here, with the properties
+    test_no_plugin_warned_while_loading,
+    test_the_plugin_loads_and_registers_without_warnings,
+)
 from lowdim.testing.references import reference_delta
-
-
-@pytest.mark.parametrize("plugin", PLUGINS)
-def test_the_plugin_loads_and_registers_without_warnings(plugin):
-    said = [message for message in LOAD_WARNINGS if f"'{plugin}'" in message]
-    assert not said, said[0]
-
-
-def test_no_plugin_warned_while_loading():
-    assert not LOAD_WARNINGS, LOAD_WARNINGS[0]
-
 
 pytestmark = pytest.mark.filterwarnings("error::lowdim.plugins.PluginWarning")
 
