@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -125,12 +126,11 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         except Exception as error:  # a broken third-party plugin must not break lowdim
             dist = getattr(getattr(entry_point, "dist", None), "name", None) or entry_point.value
             _failed_to_load[dist] = f"{type(error).__name__}: {error}"
-            warnings.warn(
-                f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: "
-                f"{type(error).__name__}: {error}",
-                PluginWarning,
-                stacklevel=2,
-            )
+            where = raised_in(entry_point.value.partition(":")[0], error)
+            warning = PluginWarning(f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was "
+                                    f"skipped: {type(error).__name__}: {error}" + (f" (at {where})" if where else ""))
+            warning.__cause__ = error  # its traceback, for -W error and whoever catches the warning
+            warnings.warn(warning, stacklevel=2)
             continue
         problem = hook_problem(manager, plugin)
         if problem:
@@ -213,10 +213,15 @@ def raised_at(hook: Callable[..., Any], error: BaseException) -> str | None:
     """"package/module.py:LINE" of the last traceback frame inside the plugin's own files: the top-level package the
     hook function belongs to (or the hook's own file, for a plugin of one module). A frame deeper down, in lowdim
     (a refused registration) or torch, is a consequence of that line. None when no frame is the plugin's."""
-    top = sys.modules.get((getattr(hook, "__module__", None) or "").partition(".")[0])
     code = getattr(hook, "__code__", None)
-    folders = [Path(folder) for folder in getattr(top, "__path__", [])]
-    own = folders or ([Path(code.co_filename)] if code is not None else [])
+    return raised_in(getattr(hook, "__module__", None) or "", error,
+                     [Path(code.co_filename)] if code is not None else [])
+
+
+def raised_in(module: str, error: BaseException, fallback: list[Path] | None = None) -> str | None:
+    """``raised_at`` for the plugin whose code is the top-level package of ``module``, found without importing it
+    (a plugin that failed to import is not in ``sys.modules``); ``fallback``: its files where none is found."""
+    own = _package_files(module.partition(".")[0]) or fallback or []
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if any(Path(frame.filename) == place or place in Path(frame.filename).parents for place in own)]
     if not frames:
@@ -225,3 +230,19 @@ def raised_at(hook: Callable[..., Any], error: BaseException) -> str | None:
     path = Path(frame.filename)
     shown = path.relative_to(base).as_posix() if base in path.parents else path.name
     return f"{shown}:{frame.lineno}"
+
+
+def _package_files(top: str) -> list[Path]:
+    """The folders of package ``top``, or its one file for a plugin of one module; [] where it is not found."""
+    loaded = sys.modules.get(top)
+    if loaded is not None and getattr(loaded, "__path__", None):
+        return [Path(folder) for folder in loaded.__path__]
+    try:
+        spec = importlib.util.find_spec(top) if top else None
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return [Path(folder) for folder in spec.submodule_search_locations]
+    return [Path(spec.origin)] if spec.origin and spec.origin != "built-in" else []

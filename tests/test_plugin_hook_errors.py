@@ -93,3 +93,15 @@ def test_a_refusal_of_what_the_hook_registers_points_at_the_register_call():
     with pytest.warns(plugins.PluginWarning) as caught:
         lowdim.Registry.from_plugins(["lowdim.spaces.builtin", module])
     assert str(caught[0].message).endswith(f"(at {Path(__file__).name}:{line})")
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_the_line_where_its_import_raised(installed, tmp_path):
+    installed("hook_bug_c", "lowdim-hook-bug", "hookbug")
+    (tmp_path / "hook_bug_c" / "__init__.py").write_text("from hook_bug_c.space import make_space\n\nmake_space()\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lowdim.Registry.from_plugins(["lowdim.spaces.builtin"], load_entry_points=True)
+    said = [w.message for w in caught if issubclass(w.category, plugins.PluginWarning)]
+    assert len(said) == 1 and "failed to load" in str(said[0])
+    assert str(said[0]).endswith("(at hook_bug_c/space.py:3)")  # the plugin's line, not importlib's
+    assert isinstance(said[0].__cause__, AttributeError)
