@@ -9,28 +9,18 @@ import json
 from pathlib import Path
 
 import pytest
+import test_show_adapter_refusals
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
 
 import lowdim
 from lowdim.errors import AdapterFileError
 from lowdim_cli.main import main
 from lowdim_sd.file_info import describe
 
-REFUSED = "every command that loads this file refuses it"
-
-
-def toy_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.ModuleDict({"unet": nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8))})
-
-
-def saved(tmp_path: Path, space: str = "lidb", **save) -> Path:
-    model = toy_model()
-    lowdim.inject(model, lowdim.get_space(space), ["unet.0", "unet.2"], seed=11)
-    return lowdim.save_adapter(tmp_path / f"{space}.safetensors", model, **save)
+REFUSED, toy_model, saved = (test_show_adapter_refusals.REFUSED, test_show_adapter_refusals.toy_model,
+                             test_show_adapter_refusals.saved)
 
 
 def edited(path: Path, change, **metadata: str) -> Path:

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
+import test_ui_linked_run_folders
 
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.run_folders import (
@@ -19,26 +19,13 @@ from lowdim_sd.ui.run_folders import (
     read_run,
     unreadable_runs,
     unreadable_runs_line,
-    write_record,
 )
 
 pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 
 GOOD = "20260101-120000-face"
 ADVICE = "(a backup made with hard links, cp -al?)"
-
-
-def make_run(out: Path, name: str, adapter: Path) -> Path:
-    """A finished run laid out as the studio lays one out (``write_record``, which links its downloads)."""
-    work = out / f".{name}.partial"
-    (work / "gallery").mkdir(parents=True)
-    shutil.copyfile(adapter, work / "adapter.safetensors")
-    Image.new("RGB", (32, 32)).save(work / "preview.png")
-    Image.new("RGB", (32, 32)).save(work / "gallery" / "00.png")
-    write_record(work, name, {"model": "tinyfaces", "steps": 2}, {"fast finetune": 1.0},
-                 [{"file": "gallery/00.png", "caption": "reference"}], [])
-    work.rename(out / name)
-    return out / name
+make_run = test_ui_linked_run_folders.make_run  # a finished run as the studio lays one out
 
 
 def backup_with_hard_links(folder: Path, backup: Path) -> None:
