@@ -64,12 +64,16 @@ def named_outside(file: Path, folder: Path) -> bool:
     return seen.st_nlink > inside
 
 
+def first_few(names: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` for one line, then ', ...' if there are more."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 def symlinked_line(out: Path, links: dict[str, Path]) -> str:
     """The start line's clause on runs left out as symlinks (``links``: run name -> the link), or ''."""
     if not links:
         return ""
-    shown = ", ".join(f"{link} -> {link_target(link)}" for link in list(links.values())[:3])
-    shown += ", ..." if len(links) > 3 else ""
+    shown = first_few([f"{link} -> {link_target(link)}" for link in links.values()])
     if len(links) == 1:
         return (f"1 run in {out} is left out as a symlink, which lowdim never makes ({shown}): replace the link "
                 f"with a copy of what it leads to")
@@ -81,8 +85,7 @@ def hard_linked_line(out: Path, files: dict[str, str]) -> str:
     """The start line's clause on runs left out as hard-linked out (``files``: run name -> the file named), or ''."""
     if not files:
         return ""
-    shown = ", ".join(f"{out / name}/{file}" for name, file in list(files.items())[:3])
-    shown += ", ..." if len(files) > 3 else ""
+    shown = first_few([f"{out / name}/{file}" for name, file in files.items()])
     if len(files) == 1:
         return (f"1 run in {out} is left out as a file of it is also linked from outside its folder ({shown}; "
                 f"{HARD_LINK_HINT}): copy the run's folder with cp -a (not -al) to open it")
