@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,9 +85,11 @@ def save_hypernet(out: Path, step: int, net: torch.nn.Module, optimizer: torch.o
     return complete(folder, {"step": step, "time": time.time(), "settings": settings or {}}, keep)
 
 
-def check_resume(folder: Path, settings: dict) -> None:
-    """Refuse to resume ``folder`` with other ``settings`` than the run that wrote it, naming each difference."""
-    _check_settings(folder, reading.read_state(folder).get("settings") or {}, settings)
+def check_resume(folder: Path, settings: dict, worded: Worded | None = None) -> None:
+    """Refuse to resume ``folder`` with other ``settings`` than the run that wrote it, naming each difference;
+    ``worded(key, stored, current)``: a command's own words for a differing setting (its flag) in place of the
+    setting's path."""
+    _check_settings(folder, reading.read_state(folder).get("settings") or {}, settings, worded or _differences)
 
 
 def _optimizer_tensors_of(state: dict, parameters: Sequence[Tensor]) -> dict[str, Tensor]:
@@ -137,7 +139,7 @@ def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimize
         return 0
     state = reading.read_state(folder)
     step = reading.checked_step(folder, state)
-    _check_settings(folder, state.get("settings") or {}, settings or {})
+    _check_settings(folder, state.get("settings") or {}, settings or {}, _differences)
     weights = folder / "trainable.safetensors"
     tensors = reading.read_tensors(weights)[0]
     moments = reading.optimizer_state(optimizer, trainable.parameters, folder / "optimizer.safetensors")
@@ -146,14 +148,17 @@ def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimize
     return step
 
 
-def _check_settings(folder: Path, stored: dict, current: dict) -> None:
+Worded = Callable[[str, dict, dict], list[str]]
+
+
+def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -> None:
     current = json_text.loads(json.dumps(current))  # as stored: tuples become lists
     if not stored or not current or stored == current:
         return  # checkpoints from before settings were recorded resume as they always did
     old, new = stored.get("trainable") or {}, current.get("trainable") or {}
     different = [line for key in sorted(set(stored) | set(current))
                  if key not in ("trainable", "inputs") and stored.get(key) != current.get(key)
-                 and (key in stored or key not in RECORDED_SINCE) for line in _differences(key, stored, current)]
+                 and (key in stored or key not in RECORDED_SINCE) for line in worded(key, stored, current)]
     different += [_difference(key, old, new) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     different += _input_differences(stored.get("inputs"), current.get("inputs") or {})
     different = list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once

@@ -17,6 +17,7 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
 from lowdim.files import PICKLE_SUFFIXES
 from lowdim_sd.adapter_info import describe_adapter
+from lowdim_sd.checkpoint_file_info import is_optimizer_state, optimizer_state_info
 from lowdim_sd.file_info_parts import (
     FileInfo,
     Header,
@@ -178,15 +179,26 @@ def _features(path: Path, header: Header) -> FileInfo:
 
 
 def _shard(path: Path, header: Header) -> FileInfo:
-    names = parsed_json(header.metadata.get("identities"), [])
-    rows = [("identities", f"{len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"),
-            ("tensors", f"{len(header.shapes)}"), ("file", size_text(path))]
-    values = {"identities": list(names), "tensors": len(header.shapes), "file": {"bytes": path.stat().st_size}}
+    rows_named = parsed_json(header.metadata.get("identities"), [])
+    # A row a later precompute erased (its identity's pictures gone) is zeroed and its name blanked: no identity.
+    names = [name for name in rows_named if name != ""]
+    listed = f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else ""
+    rows = [("identities", f"{len(names)}{listed}")]
+    erased = len(rows_named) - len(names)
+    if erased:
+        whose = "its name blanked: an identity" if erased == 1 else "their names blanked: identities"
+        rows.append(("erased rows", f"{erased} (zeroed, {whose} whose pictures are gone, erased by a later "
+                                    f"precompute)"))
+    rows += [("tensors", f"{len(header.shapes)}"), ("file", size_text(path))]
+    values = {"identities": names, **({"erased rows": erased} if erased else {}), "tensors": len(header.shapes),
+              "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
                     f"lowdim show {quote(str(path.parent))}", values)
 
 
 def _other(path: Path, header: Header) -> FileInfo:
+    if is_optimizer_state(header):  # a checkpoint's: its header has no format key of its own
+        return optimizer_state_info(path, header)
     meta, keys = header.metadata, list(header.shapes)
     rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", size_text(path))]
     values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import on_the_command_line
 from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.hypertrain_checks import check_features_cover, check_job
 from lowdim_sd.hypertrain_io import (
@@ -49,7 +50,12 @@ from lowdim_sd.hypertrain_io import (
 )
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
 from lowdim_sd.hypertrain_processes import handed_over, make_accelerator, out_of_time, process_mean
-from lowdim_sd.hypertrain_resume import checkpoint_to_resume, clear_earlier_run, resume_settings
+from lowdim_sd.hypertrain_resume import (
+    checkpoint_to_resume,
+    clear_earlier_run,
+    resume_settings,
+    worded_differences,
+)
 from lowdim_sd.hypertrain_words import RANDOM_ENCODER
 from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.job_fields import OptionalPathField, PathField, PathsField, job_dataclass, path_field, paths_field
@@ -146,7 +152,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     accelerator = make_accelerator(job)
     settings = resume_settings(job, full, accelerator.num_processes)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
-        checkpoints.check_resume(folder, settings)
+        checkpoints.check_resume(folder, settings, worded_differences if on_the_command_line() else None)
     full.subset(full.names, all_images=job.all_images).check_images()
     numbers = {name: number for number, name in enumerate(full.names)}
     train_names, val_names = split_identities(full.names, job, out, full.people())

@@ -14,6 +14,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.option_words import either
 from lowdim_sd import checkpoints
+from lowdim_sd import hypertrain_words as words
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
@@ -38,6 +39,49 @@ def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1)
     if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
         settings["processes"] = processes
     return json_text.loads(json.dumps(settings, default=str))
+
+
+# What the run reads rather than an option it was given: named by the flag that chose it.
+INPUT_WORDS = {"identities": "the identities in -w", "weight_folders": "-w", "processes": "processes"}
+
+
+def worded_differences(key: str, stored: dict, current: dict) -> list[str]:
+    """A differing setting as the ``lowdim`` command names it (``--lr (0.0001 there, 0.001 now)``, ``--augment
+    there, --no-augment now``), not as its HyperTrainJob field: ``checkpoints.check_resume``'s ``worded``."""
+    default = checkpoints.LEFT_OUT_AT_DEFAULT.get(key)
+    there, now = stored.get(key, default), current.get(key, default)
+    if key == "hyper" and isinstance(there, dict) and isinstance(now, dict):
+        return _hyper_differences([], there, now)
+    if key in words.SWITCHES:
+        return [_switched(words.SWITCHES[key], there, now)]
+    return [f"{INPUT_WORDS.get(key) or words.name(key)} ({_shown(there)} there, {_shown(now)} now)"]
+
+
+def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
+    """A network option by its flag (``--width``), a nested one by the flag and its path within
+    (``--encoder-config hidden_size``): one line each, not two whole dicts to compare by eye."""
+    lines = []
+    for key in sorted(set(there) | set(now)):
+        old, new = there.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines += _hyper_differences([*path, key], old, new)
+        elif not path and key in words.HYPER_SWITCHES:
+            lines.append(_switched(words.HYPER_SWITCHES[key], old, new))
+        else:
+            named = words.hyper_key(path[0]) + " " + ".".join([*path[1:], key]) if path else words.hyper_key(key)
+            lines.append(f"{named} ({_shown(old)} there, {_shown(new)} now)")
+    return lines
+
+
+def _switched(words: tuple[str, str], there: object, now: object) -> str:
+    on, off = words
+    return f"{on if there else off} there, {on if now else off} now"
+
+
+def _shown(value: object) -> str:
+    return "not set" if value is None else str(value)
 
 
 def weight_folders_identity(full: WeightDataset) -> str:

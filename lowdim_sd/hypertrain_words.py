@@ -18,6 +18,17 @@ def name(field: str, flag: str | None = None) -> str:
     return option(field, OWNER, flag or FLAGS.get(field))
 
 
+# The HyperConfig options train-hypernet has a flag of its own for; any other is set with --set KEY=VALUE.
+HYPER_FLAGS = {"encoder": "--encoder", "encoder_config": "--encoder-config", "iterations": "--iterations",
+               "width": "--width", "decoder_layers": "--decoder-layers", "attention_heads": "--heads",
+               "freeze_encoder": "--freeze-encoder", "standardize": "--standardize"}
+# On/off settings as the command line says each side: (on, off). A HyperConfig switch is off where left out.
+SWITCHES = {"augment": ("--augment", "--no-augment"), "all_images": ("--all-images", "no --all-images")}
+HYPER_SWITCHES = {"freeze_encoder": ("--freeze-encoder", "no --freeze-encoder"),
+                  "standardize": ("--standardize", "no --standardize")}
+
+
 def hyper_key(key: str) -> str:
-    """A HyperConfig option of ``job.hyper``: its flag on the command line, the dict's key from Python."""
-    return either("--" + key.replace("_", "-"), f'hyper={{"{key}": ...}}')
+    """A HyperConfig option of ``job.hyper``: its flag on the command line (``--set KEY`` for one without a flag
+    of its own), the dict's key from Python."""
+    return either(HYPER_FLAGS.get(key, f"--set {key}"), f'hyper={{"{key}": ...}}')
