@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from local_port import free_port  # tests/sd, on the path as pytest puts it
+from ui_servers import Server  # tests/sd, on the path as pytest puts it
 
 pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 pytest.importorskip("selenium", reason="the browser test drives Chromium with selenium (pip install selenium)")
@@ -41,22 +40,9 @@ PROMPT = "a photo of a sks face wearing a hat"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``lowdim ui --model tinyfaces`` on a free port, as a user starts it (once for the module); its out folder."""
-    tmp_path = tmp_path_factory.mktemp("ui-server")
-    port, out = free_port(), tmp_path / "ui-runs"
-    log = open(tmp_path / "server.log", "w+")  # noqa: SIM115 - read back on failure
-    process = subprocess.Popen([sys.executable, "-m", "lowdim_cli.main", "ui", "--model", "tinyfaces", "--port",
-                                str(port), "--out", str(out)], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "2"})
-    try:
-        deadline = time.time() + 120
-        while "serving on" not in (tmp_path / "server.log").read_text():
-            assert process.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/", out
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
+    with Server(tmp_path_factory.mktemp("ui-server") / "ui-runs", threads=2) as started:
+        yield started.url, started.out
+        started.stop(signal.SIGTERM)
 
 
 @pytest.fixture

@@ -6,25 +6,18 @@ frees the one job slot; the server then closes and exits 130 with one line, as e
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from local_port import free_port  # tests/sd, on the path as pytest puts it
+from ui_servers import SCRIPT, Server  # tests/sd, on the path as pytest puts it
 
 from lowdim_sd import stopping
 from lowdim_sd.ui.run_folders import list_runs
 from lowdim_sd.ui.studio import RunSettings, Stopped, Studio, StudioConfig
 
-# The `lowdim` script, with Ctrl-C's handler as a terminal gives it (a shell's background job ignores SIGINT).
-SCRIPT = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-          "from lowdim_cli.main import script; script()")
 FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
 # A cycle alive until the interpreter's exit, whose finalizer says so if the exit sweeps the heap for cycles: the
 # sweep of all the server loaded took seconds after lowdim's line (review BU4).
@@ -139,73 +132,42 @@ def test_a_request_cancelled_before_its_first_report_still_stops(monkeypatch):
         LocalContext.blocks.reset(blocks)
 
 
-def start_server(tmp_path: Path, script: str = SCRIPT) -> tuple[subprocess.Popen, str, Path]:
-    """``lowdim ui --model tinyfaces`` as a user starts it, in its own process group (a terminal's Ctrl-C)."""
-    port, out = free_port(), tmp_path / "runs"
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, "ui", "--model", "tinyfaces",
-         "--port", str(port), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    deadline = time.time() + 120
-    line = ""
-    while "serving on" not in line:
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        line = process.stdout.readline()
-    return process, f"http://127.0.0.1:{port}/", out
-
-
-def wait_for(condition, what: str, process: subprocess.Popen | None = None, seconds: float = 120) -> None:
-    """Wait for ``condition``; on a timeout say which wait it was and what the server said, so a rare failure
-    names its stage (the server is then killed for its output)."""
-    deadline = time.time() + seconds
-    while not condition():
-        if time.time() > deadline:
-            said = ""
-            if process is not None:
-                process.kill()
-                said = process.communicate(timeout=30)[1][-3000:]
-            raise AssertionError(f"waited {seconds:.0f} s for {what}; the server's stderr ends:\n{said}")
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_a_cancelled_request_a_closed_tab_and_ctrl_c_each_stop_the_run_in_flight(tmp_path):
     gradio_client = pytest.importorskip("gradio_client")
     from gradio_client.utils import Status
 
-    process, url, out = start_server(tmp_path)
+    server = Server(tmp_path / "runs")
+    url, out = server.url, server.out
     probe = None
 
     def start() -> tuple:
         client = gradio_client.Client(url, verbose=False)
         job = client.submit(gradio_client.handle_file(str(FACE)), "tinyfaces", True, 2000, 4, 0, 1, 0,
                             api_name="/personalize")
-        wait_for(lambda: list(out.glob(".*.partial")) or job.done(), "a run to start", process)
+        server.wait_for(lambda: list(out.glob(".*.partial")) or job.done(), "a run to start")
         assert not job.done(), job.exception()  # refused (a slot still held?) instead of started
         # gradio_client drops a cancel sent before it has read its event's id (its POST lacks the id), and
         # the server may start the run before then: the client has the id once it hears the run start.
-        wait_for(lambda: job.status().code in (Status.PROCESSING, Status.PROGRESS), "the client to hear its start",
-                 process)
+        server.wait_for(lambda: job.status().code in (Status.PROCESSING, Status.PROGRESS),
+                        "the client to hear its start")
         return client, job
 
     def stopped() -> bool:  # the slot is free again: a new session's Stop finds nothing running
         return not list(out.glob(".*.partial")) and probe.predict(api_name="/stop") == "nothing is running"
 
-    try:
+    with server:
         probe = gradio_client.Client(url, verbose=False)
         _, job = start()
         job.cancel()  # gradio_client's; Gradio itself would leave the job's thread running
-        wait_for(stopped, "the cancelled run to stop", process)
+        server.wait_for(stopped, "the cancelled run to stop")
         client, _ = start()
         client.close()  # as a closed tab: Gradio's unload event
-        wait_for(stopped, "the closed tab's run to stop", process)
+        server.wait_for(stopped, "the closed tab's run to stop")
         start()
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+        code = server.stop(signal.SIGINT)
+    stdout, stderr = server.stdout_after_start, server.stderr
+    assert code == 130, stderr
     assert "terminate called" not in stderr and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (f"Interrupted: the personalization in flight was stopped; "
                                                f"0 finished runs are kept in {out}")
@@ -217,10 +179,10 @@ def test_a_cancelled_request_a_closed_tab_and_ctrl_c_each_stop_the_run_in_flight
 def test_sigterm_on_an_idle_server_exits_130_with_one_line_and_no_sweep_after_it(tmp_path):
     """The line is the last thing: the exit does not sweep the server's heap, which kept the prompt away 3-15 s
     after the line (the witness's finalizer would write after it)."""
-    process, _, out = start_server(tmp_path, SWEEP_WITNESS + SCRIPT)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    with Server(tmp_path / "runs", SWEEP_WITNESS + SCRIPT) as server:
+        code = server.stop(signal.SIGTERM)
+    stdout, stderr, out = server.stdout_after_start, server.stderr, server.out
+    assert code == 130, stderr
     assert stderr.strip().splitlines() == [f"Interrupted: no job was running; 0 finished runs are kept in {out}"]
     assert stdout == ""  # after "serving on", nothing: not Gradio's "Closing server" before lowdim's line
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from local_port import free_port  # tests/sd, on the path as pytest puts it
+from ui_servers import BOUND, Server  # tests/sd, on the path as pytest puts it
 
 from lowdim_sd.ui import upload_folder
 from lowdim_sd.ui.upload_folder import ENV, private_uploads, remove_dead_servers_folders
@@ -24,7 +21,6 @@ from lowdim_sd.ui.upload_folder import ENV, private_uploads, remove_dead_servers
 pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 
 FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
-SCRIPT = "from lowdim_cli.main import script; script()"
 
 
 @pytest.fixture
@@ -83,9 +79,6 @@ def test_a_user_with_no_folder_set_has_none_set_after_the_server_closes(tmp_path
     assert ENV not in os.environ and not own.exists()
 
 
-BOUND = 600  # s: how long any one wait may take on a loaded machine; each ends as soon as what it waits for happens
-
-
 def upload(port: int, photo: Path) -> Path:
     """Upload ``photo`` as the page's file control does; the path the server keeps it at."""
     body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"face.png\"\r\n"
@@ -97,60 +90,11 @@ def upload(port: int, photo: Path) -> Path:
     return Path(path)
 
 
-class Server:
-    """A ``lowdim ui`` in a process of its own, its output read as it comes (a full pipe would stall the server),
-    so that each wait is on what the server says or does, not a fixed time for the whole exchange (review BT9)."""
-
-    def __init__(self, tmp_path: Path, name: str) -> None:
-        self.port, self.said = free_port(), []
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, "ui", "--model", "tinyfaces", "--port", str(self.port), "--out",
-             str(tmp_path / name)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-        self.readers = [threading.Thread(target=self._keep, args=(stream,), daemon=True)
-                        for stream in (self.process.stdout, self.process.stderr)]
-        for reader in self.readers:
-            reader.start()
-        try:
-            self.wait_for(lambda: self.process.poll() is not None or any("serving on" in line for line in self.said),
-                          "its page to be served")
-            assert self.process.poll() is None, self.output()
-        except BaseException:  # not yet in the test's list of servers to close
-            self.close()
-            raise
-
-    def _keep(self, stream) -> None:
-        for line in stream:
-            self.said.append(line)
-
-    def output(self) -> str:
-        return "".join(self.said)[-3000:]
-
-    def wait_for(self, condition, what: str) -> None:
-        deadline = time.monotonic() + BOUND
-        while not condition():
-            assert time.monotonic() < deadline, f"waited {BOUND} s for {what}; the server said:\n{self.output()}"
-            time.sleep(0.1)
-
-    def stop(self) -> int:
-        """Ctrl-C, as a user stops it; its exit status once it has exited."""
-        self.process.send_signal(signal.SIGINT)
-        self.wait_for(lambda: self.process.poll() is not None, "its exit after Ctrl-C")
-        return self.process.returncode
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for reader in self.readers:
-            reader.join(BOUND)
-
-
 @pytest.mark.slow
 def test_a_closing_server_leaves_another_servers_upload_of_the_same_photo(tmp_path, shared):
     servers = []
     try:
-        servers += [Server(tmp_path, name) for name in ("a", "b")]
+        servers += [Server(tmp_path / name) for name in ("a", "b")]
         kept = [upload(server.port, FACE) for server in servers]
         assert kept[0] != kept[1] and all(path.is_file() for path in kept)
         for index, server in enumerate(servers):
