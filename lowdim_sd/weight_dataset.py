@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import glob
+import os
+import stat
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +81,8 @@ class WeightDataset(torch.utils.data.Dataset):
         margin = config.get("crop_margin")
         self.crop_margin = float(DEFAULT_MARGIN if margin is None else margin)
         self.face_index = config.get("face_index")
+        # Shared by every subset (a shallow copy), so the training subsets know what the start check saw.
+        self._checked = _CheckedPictures()
         self._select(names, all_images, crop_cache_bytes)
 
     def subset(self, names: list[str], *, all_images: bool = False) -> WeightDataset:
@@ -199,8 +203,10 @@ class WeightDataset(torch.utils.data.Dataset):
         def first_changed(entry: dict) -> Path | None:  # a later image may be gone: check_images reads the first
             for image, digest in zip(entry["images"], recorded_digests(entry), strict=False):
                 path = self._path(entry, image)
-                if not path.is_file() or image_digest(path) != digest:
+                seen = _file_state(path)  # before the digest: a change while it is read shows as one later
+                if seen is None or image_digest(path) != digest:
                     return path
+                self._checked.record(path, seen, digest)
             return None
 
         changed = [path for entry in self.entries if (path := first_changed(entry)) is not None]
@@ -219,16 +225,74 @@ class WeightDataset(torch.utils.data.Dataset):
     def image(self, item: int) -> Tensor:
         path = self.image_path(item)
         if not self.crop:
-            return load_face_image(path, self.resolution, crop=False)
-        pixels = self._crops.get(path)
+            face = load_face_image(path, self.resolution, crop=False)
+            self._check_unchanged(item, path)
+            return face
+        pixels = self._crops.get(path)  # a crop kept is of the picture the start check saw
         if pixels is None:
             face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
+            self._check_unchanged(item, path)
             pixels = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
             self._crops.put(path, pixels)
         return pixels.to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
 
+    def _check_unchanged(self, item: int, path: Path) -> None:
+        """After a read from disk (a change before or during it shows then; one after it left these pixels right):
+        a picture replaced since ``check_same_pictures`` saw it would pair new pixels with the old weights."""
+        if self._checked.unchanged(path):
+            return
+        folder = self.folders[self.entries[self.items[item][0]]["folder"]]
+        raise LowdimError(f"{path}: changed since this run checked it against {folder}'s index (its weights were "
+                          f"trained on the picture it was then); put that picture back to continue, or rerun the "
+                          f"lowdim precompute that made {folder} and start a new run")
+
     def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
         return self.image(item), self.weights(self.items[item][0])
+
+
+FileState = tuple[int, int, int]  # inode, size, modification time in ns
+
+
+def _file_state(path: Path) -> FileState | None:
+    """What a stat tells of a plain file's content, or None for a file that is not one (or gone)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns) if stat.S_ISREG(found.st_mode) else None
+
+
+class _CheckedPictures:
+    """Each picture ``check_same_pictures`` matched to its recorded digest, with what a stat told of it then.
+
+    Comparing a stat per read is cheap, where a digest per read is not (train-hypernet reads every picture each
+    epoch); only a picture whose stat changed is digested again, so one touched or saved again with the same
+    bytes trains on. Pictures the check did not see (none recorded for them) are not compared."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[FileState, str]] = {}
+
+    def record(self, path: Path, state: FileState, digest: str) -> None:
+        self._seen[path] = (state, digest)
+
+    def unchanged(self, path: Path) -> bool:
+        """Whether ``path`` still has the bytes it was checked with (True for one never checked). A picture
+        gone since is left to its reader, whose error names it as gone."""
+        from lowdim_sd.weight_index import image_digest
+
+        if path not in self._seen:
+            return True
+        seen, digest = self._seen[path]
+        now = _file_state(path)
+        if now is None or now == seen:
+            return True
+        try:
+            same = image_digest(path) == digest
+        except OSError:  # gone between the stat and the digest: as gone
+            return True
+        if same:
+            self._seen[path] = (now, digest)  # this process digests it again only on its next change
+        return same
 
 
 class _CropCache:
