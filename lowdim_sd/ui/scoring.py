@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,24 @@ def scored(job: EvalJob, images: list[Path], prompt: str, progress: Callable) ->
     except LowdimError as error:
         said = _in_asked_terms(str(error), job)
         raise (error if said == str(error) else LowdimError(said)) from None
-    markdown = _in_asked_terms(report.to_markdown().replace("# lowdim eval\n", "", 1), job)
+    markdown = _in_page_words(report, job).to_markdown().replace("# lowdim eval\n", "", 1)
     return _nothing_scored_line(report, job) + markdown
+
+
+def _in_page_words(report: EvalReport, job: EvalJob) -> EvalReport:
+    """The report's own text (notes, skip reasons, left-out names) in the page's terms, said before it becomes
+    markdown, which escapes it: a picture by its own name, the reference photo by its own, not by the folders
+    they were scored from."""
+    def said(text: str) -> str:
+        for reference in job.references:
+            for folder in sorted({str(Path(reference).parent), str(Path(reference).resolve().parent)}, key=len,
+                                 reverse=True):
+                text = text.replace(f"{folder}/", "")
+        return _in_asked_terms(text, job)
+
+    return replace(report, notes=[said(note) for note in report.notes],
+                   skipped_images=[said(name) for name in report.skipped_images],
+                   skipped_metrics={name: said(reason) for name, reason in report.skipped_metrics.items()})
 
 
 def _in_asked_terms(text: str, job: EvalJob) -> str:
