@@ -3,7 +3,9 @@
 in the author's own folder.
 
 The plugin is installed the way pip leaves one (a ``*.dist-info`` folder with an entry point) in a
-temporary folder on the subprocess's path, so nothing of this checkout's ``tests/`` is involved.
+temporary folder on the subprocess's path, so nothing of this checkout's ``tests/`` is involved. The one
+difference from an author's run: Hypothesis's explain phase, which only annotates a failure's report, is left out
+(WITHOUT_EXPLAIN).
 """
 
 from __future__ import annotations
@@ -85,12 +87,26 @@ def install_plugin(site: Path, module: str, code: str) -> None:
     (info / "entry_points.txt").write_text(f"[lowdim]\n{module} = {module}\n")
 
 
+# Hypothesis's explain phase runs after a failure is found and shrunk, only to annotate the failure's report with
+# which parts of the example mattered: over half of a run here, where most properties fail on purpose, and none of
+# its words are asserted. This pytest plugin (`-p`) leaves it out, every other setting as the run would have it.
+WITHOUT_EXPLAIN = textwrap.dedent("""
+    from hypothesis import Phase, settings
+
+    phases = [phase for phase in settings.default.phases if phase is not Phase.explain]
+    settings.register_profile("without-explain", settings(settings.default, phases=phases))
+    settings.load_profile("without-explain")
+""")
+
+
 def run_contract(site: Path, author: Path, space: str, *target: str) -> dict[str, dict[str, str]]:
     """space -> test -> passed / failed / skipped, from the JUnit report of pytest run on ``target``."""
     report = author / "report.xml"
+    (site / "hypothesis_without_explain.py").write_text(WITHOUT_EXPLAIN)  # on the path, but no plugin of lowdim's
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *target, "-k", space,
-                    f"--junitxml={report}"], cwd=author, env=env, capture_output=True, text=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hypothesis_without_explain",
+                    *target, "-k", space, f"--junitxml={report}"], cwd=author, env=env, capture_output=True,
+                   text=True, timeout=600)
     outcomes: dict[str, dict[str, str]] = {}
     for case in ET.parse(report).iter("testcase"):
         test, space_name = case.get("name").rstrip("]").split("[")

@@ -22,8 +22,9 @@ SCRIPTS = [("speed_gpu.sh", []), ("hyper_gpu.sh", ["run"]), ("base_gpu.sh", [])]
 HIDDEN = ("lowdim", "__editable__", "setuptools", "pkg_resources", "_distutils_hack", "pip", "distutils-precedence")
 
 
-def _venv(root: Path, with_packages: bool) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True)
+def _venv(root: Path, with_packages: bool, with_pip: bool = True) -> Path:
+    without = [] if with_pip else ["--without-pip"]  # ensurepip's install is most of a venv's making
+    subprocess.run([sys.executable, "-m", "venv", *without, str(root)], check=True, capture_output=True)
     python = root / "bin" / "python"
     if with_packages:  # a folder of links to this interpreter's packages, searched after the venv's own
         shown = root / "shown"
@@ -89,7 +90,8 @@ def test_wheels_without_setuptools_stop_the_script_with_one_line(tmp_path, old_s
 
 @pytest.mark.slow
 def test_a_machine_without_diffusers_or_wheels_is_told_which(tmp_path):
-    bare = _venv(tmp_path / "bare", with_packages=False)
+    # No pip either: the script must stop at its first check, before anything would run pip.
+    bare = _venv(tmp_path / "bare", with_packages=False, with_pip=False)
     line = _stop_line(_run(_checkout(tmp_path, wheels=False), bare, "speed_gpu.sh", []))
     assert "stopped: .wheels was not carried, and this machine lacks diffusers" in line
 

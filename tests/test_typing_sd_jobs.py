@@ -6,13 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
+from strict_checker import check  # tests/, on the path as pytest puts it
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "typing" / "user_sd_jobs.py"
-# A user's strict settings (review AR); lowdim's own modules are followed silently, as an installed package's are.
-FLAGS = ["--strict", "--allow-untyped-calls", "--warn-return-any", "--follow-imports=silent",
-         "--config-file=", "--cache-dir", str(ROOT / ".mypy_cache" / "user-scripts-sd")]
+SCRIPT = Path(__file__).resolve().parent / "typing" / "user_sd_jobs.py"
 
 
 def expected_errors(script: Path) -> set[tuple[int, str]]:
@@ -22,10 +18,8 @@ def expected_errors(script: Path) -> set[tuple[int, str]]:
             if (found := re.search(r"# expect: ([\w-]+)$", line))}
 
 
-def test_a_users_checker_reads_the_jobs_paths_as_paths_and_their_required_fields_as_required(monkeypatch):
-    api = pytest.importorskip("mypy.api")
-    monkeypatch.setenv("MYPYPATH", str(ROOT))  # the checkout, as the README's MYPYPATH route has it
-    out, err, status = api.run([*FLAGS, str(SCRIPT)])
+def test_a_users_checker_reads_the_jobs_paths_as_paths_and_their_required_fields_as_required():
+    out, err, status = check(SCRIPT)
     errors = {(int(line), code) for line, code in re.findall(r"user_sd_jobs\.py:(\d+): error: .*\[([\w-]+)\]$",
                                                              out, re.MULTILINE)}
     unexplained = [line for line in out.splitlines() if ": error:" in line and "user_sd_jobs.py" not in line]

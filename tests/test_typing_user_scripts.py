@@ -9,14 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
+from strict_checker import ROOT, check  # tests/, on the path as pytest puts it
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [ROOT / "tests" / "typing" / name
            for name in ("lazy_names.py", "hyper_calls.py", "metrics_use.py", "space_configs.py")]
 PLUGIN_PAGE = ROOT / "docs" / "plugins.md"
-# A user's strict settings (review AR); lowdim's own modules are followed silently, as an installed package's are.
-FLAGS = ["--strict", "--allow-untyped-calls", "--warn-return-any", "--follow-imports=silent",
-         "--config-file=", "--cache-dir", str(ROOT / ".mypy_cache" / "user-scripts")]
 
 
 def expected_errors(script: Path) -> set[tuple[str, int, str]]:
@@ -40,10 +37,7 @@ def documented_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reported(documented_plugin: Path) -> tuple[set[tuple[str, int, str]], list[str]]:
     """mypy's errors on every script at once: (file name, line, code), and the lines it could not place."""
-    api = pytest.importorskip("mypy.api")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MYPYPATH", str(ROOT))  # the checkout, as the README's MYPYPATH route has it
-        out, err, _ = api.run([*FLAGS, *map(str, SCRIPTS), str(documented_plugin)])
+    out, err, _ = check(*SCRIPTS, documented_plugin)
     errors = set()
     unplaced = [err] if err else []
     for line in out.splitlines():

@@ -8,6 +8,7 @@ scikit-image's astronaut ships inside scikit-image. Without the registry those t
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -40,12 +41,22 @@ def _download_sdist(folder: Path) -> Path:
     return found[0]
 
 
+def _run_folder(tmp_path_factory) -> Path:
+    """A folder of this run that every pytest-xdist worker of it shares."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def face_photos(request, tmp_path_factory) -> dict[str, Image.Image]:
     """{file name: RGB photo} from the face_recognition sdist (cached under .pytest_cache)."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: download each run
-    folder = cache.mkdir("lowdim-face-photos") if cache else tmp_path_factory.mktemp("face-photos")
-    sdist = _download_sdist(Path(folder))
+    from filelock import FileLock  # huggingface_hub's dependency, so there wherever the sd extra is
+
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: download once a run
+    folder = Path(cache.mkdir("lowdim-face-photos") if cache else _run_folder(tmp_path_factory) / "face-photos")
+    folder.mkdir(exist_ok=True)
+    with FileLock(str(folder / "download.lock")):  # one download for all workers, none reading a half-written one
+        sdist = _download_sdist(folder)
     photos = {}
     with tarfile.open(sdist) as archive:
         for member in archive.getmembers():

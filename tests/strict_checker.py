@@ -1,0 +1,33 @@
+"""mypy as a user's strict type checker runs it on a script, for the tests of what such a checker makes of lowdim
+(tests/test_typing_*.py, tests/sd/test_run_signatures.py).
+
+A user's checker follows lowdim into torch, transformers and diffusers, which ship their hints: analysing them
+from nothing costs about a minute of CPU, by far the most of a run. Every run here therefore uses the same flags
+and one cache, taken in turn (a lock: pytest-xdist's workers are separate processes), so the suite pays that
+minute once; a warm run checks the scripts in seconds. The cache only skips re-analysing modules that have not
+changed: what is reported is what a cold run reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".mypy_cache" / "user-scripts"
+# A user's strict settings (review AR); lowdim's own modules are followed silently, as an installed package's are.
+FLAGS = ["--strict", "--allow-untyped-calls", "--warn-return-any", "--follow-imports=silent",
+         "--config-file=", "--cache-dir", str(CACHE)]
+
+
+def check(*scripts: Path) -> tuple[str, str, int]:
+    """mypy's (report, errors, exit status) on ``scripts``, lowdim read from this checkout (MYPYPATH, as the
+    README's route has it)."""
+    api = pytest.importorskip("mypy.api")
+    from filelock import FileLock  # huggingface_hub's dependency, so there wherever diffusers is
+
+    CACHE.mkdir(parents=True, exist_ok=True)  # the lock inside: mypy's .gitignore there keeps it out of git
+    with FileLock(str(CACHE / "taken.lock")), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MYPYPATH", str(ROOT))
+        return api.run([*FLAGS, *map(os.fspath, scripts)])
