@@ -5,6 +5,13 @@ import os
 import pytest
 from hypothesis import settings
 
+# Two xdist workers each running torch's default of one thread a core oversubscribe a 2-core machine (OpenMP threads
+# spin waiting for each other): each worker, and each command a test starts, gets its share of the cores unless the
+# caller set its own. Read here, before any test module imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 # CI explores the same examples on every run, so a red build is reproducible; locally, examples vary.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
