@@ -6,6 +6,7 @@ drives the page, in-process: the events a click triggers, then those chained aft
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,13 @@ def studio(tmp_path) -> Studio:
 @pytest.fixture
 def another_run(studio) -> Iterator[None]:
     """Another tab's run, holding the one job slot while the test clicks."""
+    with another_tab_running(studio):
+        yield
+
+
+@contextlib.contextmanager
+def another_tab_running(studio) -> Iterator[None]:
+    """Another tab's run holding the studio's one job slot for the ``with`` block."""
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
