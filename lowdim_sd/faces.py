@@ -12,8 +12,11 @@ and the largest wins unless ``index`` picks one; a face much smaller than the cr
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -192,12 +195,34 @@ def detect_faces(image: Image.Image, name: str = "image") -> list[Face]:
     return _detect(upright_rgb(image), name)
 
 
+# One photo is detected on again and again: the ui's preview, its click's check and the run each crop it, and eval
+# crops a reference for each metric. The faces of the last few pictures are kept, keyed by their pixels (so an
+# edited photo, or another one under the same name, is detected anew): a detection costs up to a second on a CPU.
+DETECTIONS_KEPT = 16
+_detections: OrderedDict[bytes, tuple[Face, ...]] = OrderedDict()
+_detections_lock = threading.Lock()  # the ui detects from several request threads
+
+
 def _detect(rgb: Image.Image, name: str) -> list[Face]:
     if min(rgb.size) < MIN_SIDE:
         width, height = rgb.size
         raise FaceNotFound(f"{name} is {width}x{height} pixels, too small to find a face in "
                            f"(the shorter side must be at least {MIN_SIDE})")
     array, scale = _rgb_array(rgb, DETECT_MAX_SIDE)
+    key = hashlib.blake2b(array.tobytes() + repr((array.shape, rgb.size)).encode(), digest_size=20).digest()
+    with _detections_lock:
+        if key in _detections:
+            _detections.move_to_end(key)
+            return list(_detections[key])
+    faces = _detect_in(array, scale)
+    with _detections_lock:
+        _detections[key] = tuple(faces)
+        while len(_detections) > DETECTIONS_KEPT:
+            _detections.popitem(last=False)
+    return faces
+
+
+def _detect_in(array: np.ndarray, scale: float) -> list[Face]:
     # Small pictures get a second upsampling so faces down to ~20 px are still found.
     upsample = 2 if max(array.shape[:2]) < 256 else 1
     boxes, scores, _ = _detector().run(array, upsample, 0.0)
