@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_sd.architecture import SD15_TEXT_CONFIG, SD15_UNET_CONFIG
 
@@ -138,8 +137,10 @@ READY = "lowdim-speed-model.json"  # written last: a folder without it is a save
 
 def saved_model(folder: Path, scale: Scale) -> Path:
     """The scale's random pipeline as a diffusers folder in ``folder``, built and saved once."""
+    from lowdim_sd.bench.speed_stored import read_model_scale  # here, not above: it reads SCALES from this module
+
     marker = folder / READY
-    if marker.is_file() and json_text.loads(marker.read_text()).get("scale") == scale.name:
+    if read_model_scale(marker) == scale.name:  # another scale's model (a shared --model-dir) is built over
         return folder
     from lowdim_sd.loading import quiet_libraries
 

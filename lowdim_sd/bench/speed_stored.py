@@ -18,6 +18,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_sd.bench.speed_setup import SCALES, Settings
 from lowdim_sd.bench.speed_timing import record
+from lowdim_sd.bench.stored_values import count, line, shown
 
 DTYPES = ("fp32", "fp16", "bf16")  # as resolved: settings.json never holds "auto"
 DEVICE = re.compile(r"[a-z]+(:[0-9]+)?")  # cpu, cuda, cuda:1, mps: what str(torch.device) gives
@@ -26,6 +27,9 @@ RERUN = re.compile(r"--only [a-z0-9-]+")  # what the writer stamps on a skipped 
 # (the median of two 1e308 samples is already infinite).
 MAX_SECONDS = 1e9
 MAX_BYTES = 2**63  # what torch and /proc count memory in
+# A machine record's texts (a GPU's name, versions, the platform) are a few dozen characters; a resume's refusal
+# quotes them.
+MACHINE_TEXT_MOST = 200
 
 
 def read_measurement(path: Path) -> dict:
@@ -48,6 +52,23 @@ def read_settings(path: Path, out: Path) -> dict | None:
     except (OSError, ValueError) as why:
         raise LowdimError(f"{path}: damaged ({why}); it records the settings of the measurements in {out}: "
                           f"restore it, or measure into another --out") from None
+
+
+def read_model_scale(path: Path) -> str | None:
+    """The scale of the model saved beside ``path``, its marker (written last: None when there is none, a save cut
+    short); a damaged one is one line naming it and the way out."""
+    if not path.is_file():
+        return None
+    try:
+        stored = _load(path)
+        if not isinstance(stored, dict) or "scale" not in stored:
+            raise ValueError("not a speed model's marker: it needs scale")
+        if not (isinstance(stored["scale"], str) and stored["scale"] in SCALES):
+            raise ValueError(f"scale is {_shown(stored['scale'])}, not one of {', '.join(SCALES)}")
+        return stored["scale"]
+    except (OSError, ValueError) as why:
+        raise LowdimError(f"{path}: damaged ({why}); it marks the model in {path.parent} as saved whole: delete it, "
+                          f"and a rerun builds the model again") from None
 
 
 def _load(path: Path) -> Any:
@@ -127,15 +148,27 @@ def _settings(stored: Any) -> dict:
         "dtype": isinstance(stored["dtype"], str) and stored["dtype"] in DTYPES,
         "resolution": _whole(stored["resolution"]) and stored["resolution"] >= 8 and stored["resolution"] % 8 == 0,
         "repeats": _whole(stored["repeats"]) and stored["repeats"] >= 1,
-        "machine": isinstance(stored.get("machine", {}), dict),
     }
     wanted = {"scale": f"one of {', '.join(SCALES)}", "device": "a device such as cpu or cuda:0",
               "dtype": f"one of {', '.join(DTYPES)}", "resolution": "a whole number of pixels, a multiple of 8",
-              "repeats": "a whole number >= 1", "machine": "a JSON object"}
+              "repeats": "a whole number >= 1"}
     for key, fine in problems.items():
         if not fine:
             raise ValueError(f"{key} is {_shown(stored.get(key))}, not {wanted[key]}")
+    _machine(stored.get("machine", {}))  # absent: a folder from before machines were recorded
     return stored
+
+
+def _machine(machine: Any) -> None:
+    """What measured the folder, as ``speed_setup.machine`` records it: the thread count, and the rest text in one
+    short line each (None: no GPU, a package not installed)."""
+    if not isinstance(machine, dict):
+        raise ValueError(f"machine is {_shown(machine)}, not a JSON object")
+    for key, value in machine.items():
+        if key == "threads":
+            count(value, f"machine {shown(key)}", low=1)
+        elif value is not None:
+            line(value, f"machine {shown(key)}", MACHINE_TEXT_MOST)
 
 
 def _present(entry: dict, key: str) -> Any:

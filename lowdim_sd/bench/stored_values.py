@@ -63,6 +63,39 @@ def text(value: Any, what: str, empty: bool = True) -> str:
     return value
 
 
+def line(value: Any, what: str, most: int) -> str:
+    """Text a line shows as it is (an error's, a table's): no control character, which would split it (a newline)
+    or restyle the terminal (an escape), and at most ``most`` characters."""
+    if not isinstance(value, str) or not value.isprintable() or len(value) > most:
+        raise Damaged(f"{what} is {shown(value)}, not one line of text of {most} characters at most")
+    return value
+
+
+# A path the file systems lowdim runs on can open (Linux's PATH_MAX and NAME_MAX): a run given a longer --model is
+# refused before it writes its settings, so a longer one is no name a run recorded.
+PATH_MOST, PATH_PART_MOST = 4096, 255
+
+
+def model_name(value: Any, what: str) -> str:
+    """A registered name, hub id or folder, as a run was given it: one line, and a path the system could open."""
+    text(value, what, empty=False)
+    line(value, what, PATH_MOST)
+    if any(len(part.encode()) > PATH_PART_MOST for part in re.split(r"[\\/]", value)):  # either system's separator
+        raise Damaged(f"{what} is {shown(value)}, not a model's name: a part of it is over {PATH_PART_MOST} bytes")
+    return value
+
+
+def dtype_name(value: Any, what: str) -> str:
+    """A --dtype as a run was given it (checked before it writes its settings): quoted by the load's own refusal,
+    which would call it the command's --dtype."""
+    from lowdim_sd.devices import DTYPES  # torch: imported only where a settings file is read
+
+    names = ("auto", *DTYPES)
+    if not isinstance(value, str) or value not in names:
+        raise Damaged(f"{what} is {shown(value)}, not one of {', '.join(names)}")
+    return value
+
+
 def mapping(value: Any, what: str) -> dict:
     if not isinstance(value, dict):
         raise Damaged(f"{what} is {shown(value)}, not a record by name")
@@ -163,12 +196,12 @@ def metric_list(value: Any, what: str) -> None:
 
 SETTINGS = {
     "version": lambda value, what: count(value, what, low=1),
-    "model": lambda value, what: text(value, what, empty=False),
+    "model": model_name,
     "prompts": prompt_list,
     "metrics": metric_list,
     "token": lambda value, what: text(value, what, empty=False),
     "seed": lambda value, what: count(value, what, low=None),
     "sample_steps": lambda value, what: count(value, what, low=1),
     "guidance": lambda value, what: number(value, what, low=None),
-    "dtype": lambda value, what: text(value, what, empty=False),
+    "dtype": dtype_name,
 }
