@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from shlex import quote
 
-from lowdim_sd.file_info_parts import FileInfo, Header, number, size_text
+from lowdim_sd.file_info_parts import FileInfo, Header, bounded, number, size_text
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_METADATA = ("step", "parameters", "stateful")
@@ -28,10 +28,14 @@ def optimizer_state_info(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
     step, parameters, stateful = (number(meta.get(key)) for key in OPTIMIZER_METADATA)
     names = sorted({match.group(2) for key in header.shapes if (match := _ENTRY.match(key))})
+    # Texts from the file, each cut where a stranger's runs to 100 KB (a step, an entry's name); --json: whole.
+    listed = ", ".join(map(bounded, names[:5])) + (", ..." if len(names) > 5 else "")
+    shown_step = bounded(str(step))
     folder = path.parent
     writer = _writer(path)
     whose = f"a lowdim {writer} checkpoint" if writer else "a lowdim checkpoint"
-    rows = [("step", str(step)), ("parameters", f"{parameters}, {stateful} holding a state ({', '.join(names)})"),
+    rows = [("step", shown_step),
+            ("parameters", f"{bounded(str(parameters))}, {bounded(str(stateful))} holding a state ({listed})"),
             ("tensors", f"{len(header.shapes):,} holding {header.values:,} values"), ("file", size_text(path))]
     values = {"step": step, "parameters": {"count": parameters, "with a state": stateful},
               "tensors": {"count": len(header.shapes), "values": header.values},
@@ -43,7 +47,7 @@ def optimizer_state_info(path: Path, header: Header) -> FileInfo:
     else:  # moved out of its step folder: no run finds it there
         use = (f"a run resumes from it in its own OUT/checkpoints/step-{step:06d} folder (the command that wrote "
                f"it, plus --resume)" if isinstance(step, int) else "")
-    return FileInfo(path, f"the optimizer state of {whose} (step {step})", rows, use, values)
+    return FileInfo(path, f"the optimizer state of {whose} (step {shown_step})", rows, use, values)
 
 
 def _writer(path: Path) -> str | None:

@@ -122,7 +122,7 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
               "image encoder": f"{encoder} ({where})",
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
               **{f"training: {key}": value for key, value in extra.items()}}
-    if problem := hypernet_problem(path, meta):  # every load refuses it: no command to suggest
+    if problem := hypernet_problem(path, header):  # every load refuses it: no command to suggest
         rows.insert(0, ("problem", problem))
     return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values)
 
@@ -182,7 +182,8 @@ def _shard(path: Path, header: Header) -> FileInfo:
     rows_named = parsed_json(header.metadata.get("identities"), [])
     # A row a later precompute erased (its identity's pictures gone) is zeroed and its name blanked: no identity.
     names = [name for name in rows_named if name != ""]
-    listed = f": {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else ""
+    # Each name cut where a stranger's runs to 10 KB; --json gives them whole.
+    listed = f": {', '.join(map(bounded, names[:5]))}{', ...' if len(names) > 5 else ''}" if names else ""
     rows = [("identities", f"{len(names)}{listed}")]
     erased = len(rows_named) - len(names)
     if erased:

@@ -30,11 +30,15 @@ class FileInfo:
 
     def __post_init__(self) -> None:
         # A value from a file (a token, a name) may hold an escape sequence that would recolour or rewrite the
-        # terminal: the table shows it escaped, --json the value itself (JSON escapes it).
+        # terminal: the table shows it escaped, --json the value itself (JSON escapes it). A row quoting a load's
+        # refusal is bounded here, for every kind of file: the load's words quote the file's own text whole.
         for place, (name, value) in enumerate(self.rows):
-            if isinstance(value, str) and not value.isprintable():
+            if not isinstance(value, str):
+                continue
+            shown = refusal(value) if name in REFUSAL_ROWS else value if value.isprintable() else printable_name(value)
+            if shown != value:
                 self.values.setdefault(name, value)
-                self.rows[place] = (name, printable_name(value))
+                self.rows[place] = (name, shown)
 
     def as_dict(self) -> dict:
         fields: dict[str, Any] = {}  # a group's place is a dict of its own
@@ -123,6 +127,19 @@ def summary(text: str, longest: int = 60) -> str:
     return shown if shown == ascii(text) else f"{shown} ({len(text):,} characters)"
 
 
+# Rows saying why a load refuses the file (or what it needs first), in the load's words: those quote what the file
+# holds whole (a version, a space's name), so a stranger's file makes them 100 KB. The load's own words run to a few
+# hundred characters, five tensor names and a path included; past LONGEST_REFUSAL they are cut with their length.
+REFUSAL_ROWS = ("problem", "needs", "damaged")
+LONGEST_REFUSAL = 2_000
+
+
+def refusal(text: str) -> str:
+    """A load's refusal for a table cell: as it is up to ``LONGEST_REFUSAL`` printable characters, else one escaped
+    line (``summary``) with its length where it is cut; --json gives it whole."""
+    return text if text.isprintable() and len(text) <= LONGEST_REFUSAL else summary(text, 500)
+
+
 def shown_whole(text: str) -> bool:
     """Whether the table shows ``text`` as it is: printable, and not cut by ``bounded``."""
     return text.isprintable() and bounded(text) == text
@@ -183,16 +200,19 @@ def size_text(path: Path) -> str:
     return f"{path.stat().st_size:,} bytes"
 
 
-def hypernet_problem(path: Path, meta: dict) -> str:
-    """Why every load refuses the file before building anything ("": its version and header pass): the loader's
-    own checks, so show words it as the load would."""
+def hypernet_problem(path: Path, header: Header) -> str:
+    """Why every load refuses the file ("": its version, header and tensors pass): the loader's own checks, so show
+    words it as the load would. Its tensors are checked as meta tensors of the header's shapes and dtypes (as an
+    adapter's are, ``adapter_info.tensor_problem``): no value is read, so NaN is the load's alone to find."""
     from lowdim.file_fit import format_version_problem
-    from lowdim.hyper.storage import FORMAT_VERSION, checked_header
+    from lowdim.hyper.storage import FORMAT_VERSION, check_stored_tensors
 
-    if problem := format_version_problem(meta, "hypernetwork", FORMAT_VERSION):
+    if problem := format_version_problem(header.metadata, "hypernetwork", FORMAT_VERSION):
         return problem
     try:
-        checked_header(meta, path)
+        check_stored_tensors(header.metadata, header.meta_tensors(), path)
     except LowdimError as error:
         return str(error).removeprefix(f"{path}: ")
+    except Exception as error:  # transformers' or a plugin head's own refusal of a stranger's sizes (the load's too)
+        return f"its network cannot be built from the configs it records ({type(error).__name__}: {first_line(error)})"
     return ""

@@ -55,16 +55,25 @@ def _any_true(config: Any, key: str) -> bool:
 def checked_build(build: Any, config: HyperConfig, space: Space, layers: list[LayerSpec],
                   tensors: Mapping[str, Tensor], package: bool, path: Path) -> nn.Module:
     """``build(config, space, layers)``, after the meta-device twin proved it fits ``tensors`` exactly."""
+    check_fit(build, config, space, layers, tensors, package, path)
+    return build(config, space, layers)
+
+
+def check_fit(build: Any, config: HyperConfig, space: Space, layers: list[LayerSpec], tensors: Mapping[str, Tensor],
+              package: bool, path: Path, values: bool = True) -> None:
+    """That ``build(config, space, layers)``, built on the meta device (no memory), has exactly ``tensors``
+    (``check_tensors``; ``values``: their values too). ``lowdim show`` checks a file's meta tensors with it."""
     check_sizes(config.to_dict(), path, "hyper_config")
     with torch.device("meta"):
         twin = build(config, space, layers)
     expected = {k: v for k, v in twin.state_dict().items() if not (package and k.startswith(BACKBONE))}
-    check_tensors(expected, tensors, path)
-    return build(config, space, layers)
+    check_tensors(expected, tensors, path, values)
 
 
-def check_tensors(expected: Mapping[str, Tensor], found: Mapping[str, Tensor], path: Path) -> None:
-    """Same names, same shapes, floats where floats are expected, finite values; the first offence named."""
+def check_tensors(expected: Mapping[str, Tensor], found: Mapping[str, Tensor], path: Path,
+                  values: bool = True) -> None:
+    """Same names, same shapes, floats where floats are expected, finite values; the first offence named. Without
+    ``values`` the values are not looked at: meta tensors (a header's shapes and dtypes) have none."""
     missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or extra:
         raise LowdimError(f"{path}: tensors do not fit the stored hypernetwork config (missing: "
@@ -76,7 +85,7 @@ def check_tensors(expected: Mapping[str, Tensor], found: Mapping[str, Tensor], p
                               f"expects {want.dim()}-D {tuple(want.shape)}")
         if want.dtype in FLOATS and have.dtype not in FLOATS:
             raise LowdimError(f"{path}: tensor '{key}' holds {str(have.dtype).removeprefix('torch.')}, not floats")
-        if have.dtype in FLOATS and not bool(torch.isfinite(have).all()):
+        if values and have.dtype in FLOATS and not bool(torch.isfinite(have).all()):
             raise LowdimError(f"{path}: tensor '{key}' holds NaN or Inf values (a diverged run?); refusing it")
 
 

@@ -27,9 +27,9 @@ from lowdim.filecheck import MAX_INFLATED, check_regeneration, check_savable_nam
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.bases_seed import PROBED_LAYERS, bases_checksum, bases_record, recorded_seed
 from lowdim.hyper.config import HyperConfig, normalize_encoder_config
-from lowdim.hyper.encoder import comparable
+from lowdim.hyper.encoder import comparable, is_packaged
 from lowdim.hyper.head import HyperHead
-from lowdim.hyper.safety import check_offline, checked_build
+from lowdim.hyper.safety import check_fit, check_offline, checked_build
 from lowdim.option_words import either
 from lowdim.spaces.base import LayerSpec, Space
 
@@ -176,17 +176,9 @@ def load_hypernet(
     if differences:
         raise LowdimError(f"{path} does not fit the requested target: {'; '.join(differences)}")
     registry = registry or get_registry()
-    try:
-        stored_space = registry.make_space(stored["space"], stored["space_config"])
-    except ConfigError as error:  # an option a newer lowdim or plugin added, or a space not installed here
-        raise ConfigError(f"{path}: {config_problem(error)}") from None
+    stored_space = _stored_space(stored, path, registry)
     _check_bases(read, stored_space)
-    # The backbone's own config, so the encoder is rebuilt offline; its weights come from the file.
-    encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
-    try:
-        config = HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {config_problem(error, plugins=False)}") from None
+    config = _stored_config(stored, path)
     package = header.get("encoder_weights") == "package"
     check_offline(config.encoder, normalize_encoder_config(config.encoder_config),
                   header.get("encoder_weights", "file"), encoder, path)
@@ -196,6 +188,45 @@ def load_hypernet(
     head.load_state_dict(tensors, strict=not package)
     head.metadata = read.metadata
     return head.eval()  # ready to predict, as personalize does (dropout off); .train() to go on training
+
+
+def _stored_space(stored: Mapping[str, Any], path: Path, registry: Registry) -> Space:
+    """The space a checked header (``checked_header``) records, or one ConfigError naming the file."""
+    try:
+        return registry.make_space(stored["space"], stored["space_config"])
+    except ConfigError as error:  # an option a newer lowdim or plugin added, or a space not installed here
+        raise ConfigError(f"{path}: {config_problem(error)}") from None
+
+
+def _stored_config(stored: Mapping[str, Any], path: Path) -> HyperConfig:
+    """The network's config a checked header records, or one ConfigError naming the file."""
+    # The backbone's own config, so the encoder is rebuilt offline; its weights come from the file.
+    encoder_config = stored["encoder_config"] or stored["hyper_config"].get("encoder_config")
+    try:
+        return HyperConfig.from_dict({**stored["hyper_config"], "encoder_config": encoder_config})
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {config_problem(error, plugins=False)}") from None
+
+
+def check_stored_tensors(header: Mapping[str, str], tensors: Mapping[str, Tensor], path: Path,
+                         registry: Registry | None = None) -> None:
+    """``load_hypernet``'s checks of a file's tensors, names, shapes and dtypes, against the network its header
+    builds, in its words (a LowdimError naming the file), without their values: ``tensors`` may be meta tensors of
+    a header's shapes and dtypes (``lowdim show``, which reads no tensor). The bases' checksum is not checked. A
+    file naming its encoder by its hub id alone is not built, as that goes to the hub (a load does where its caller
+    names that encoder)."""
+    from lowdim.hyper.network import build_hypernet
+    from lowdim.registry import get_registry
+
+    registry = registry or get_registry()
+    stored = checked_header(header, path)
+    space, config = _stored_space(stored, path, registry), _stored_config(stored, path)
+    encoder_config, weights = normalize_encoder_config(config.encoder_config), header.get("encoder_weights", "file")
+    if encoder_config is None and not is_packaged(config.encoder) and weights != "package":
+        return
+    check_offline(config.encoder, encoder_config, weights, None, path)
+    check_fit(functools.partial(build_hypernet, registry=registry), config, space, stored["layers"], tensors,
+              weights == "package", path, values=False)
 
 
 # JSON objects in every file lowdim writes; encoder_config may also be null (an encoder named by its hub id alone).
