@@ -188,15 +188,29 @@ CONVERTERS = {"diffusers": to_diffusers, "kohya": to_kohya}
 def refuse_layers_diffusers_renames(source: Path, names: Iterable[str]) -> None:
     """One line naming the first layer that diffusers' kohya reader puts on another module or on none: it turns every
     ``_`` into ``.`` and restores only SD's own names, so a model's own ``my_layer`` loads as ``my.layer``, that is
-    not at all, and diffusers says nothing. The diffusers layout keeps every name as it is."""
-    from lowdim_sd.kohya_diffusers_names import renamed_layer
+    not at all, and diffusers says nothing. The diffusers layout keeps every name as it is.
+
+    Where this diffusers' reader cannot be asked (another release), one warning naming the first layer beyond SD
+    1.x's own, and the file is written: refusing would take a file from A1111 and ComfyUI users over a private
+    function of diffusers, and a name it does restore (``proj_in``, ``my layer``) would be refused with it."""
+    from lowdim_sd.kohya_diffusers_names import KohyaNamesNotChecked, ReaderNotAsked, renamed_layer
 
     layers = {kohya_name(name): name for name in names}
-    found = renamed_layer({key: ".".join(split_layer_name(name)) for key, name in layers.items()})
+    fix = either("--format diffusers", DIFFUSERS_FROM_PYTHON)
+    try:
+        found = renamed_layer({key: ".".join(split_layer_name(name)) for key, name in layers.items()})
+    except ReaderNotAsked as unasked:
+        first, more = layers[unasked.unchecked[0]], len(unasked.unchecked) - 1
+        which = (f"names of layer {first} and {more} more not of SD 1.x were" if more else
+                 f"name of layer {first} was")
+        lost = "these layers' updates" if more else "that layer's update"
+        warnings.warn(f"{source}: the kohya {which} not checked against {unasked}; diffusers may load this file "
+                      f"without {lost}; to load it in diffusers, export with {fix}, which keeps module names exactly",
+                      KohyaNamesNotChecked, stacklevel=4)  # the line that called export_adapter
+        return
     if found:
         key, _, read = found
         into = f"the module {read}" if read else "no module it loads"
-        fix = either("--format diffusers", DIFFUSERS_FROM_PYTHON)
         raise ExportError(f"{source}: layer {layers[key]}: diffusers reads its kohya key {key} into {into} (it "
                           f"turns every '_' into '.' and restores only SD's own names), so diffusers would not apply "
                           f"this layer's update to it; export with {fix}, which keeps module names exactly")

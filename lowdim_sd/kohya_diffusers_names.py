@@ -9,8 +9,10 @@ through the same functions ``load_lora_weights`` calls, in its order, on the key
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 # The linear and 1x1-conv layers of an SD 1.x UNet and CLIP text encoder, as kohya files name their modules
 # (text layers under text_model.): diffusers' reader gives each back as it was, whatever the block and layer
@@ -24,6 +26,25 @@ SD1_OWN_MODULES = re.compile(
 
 # How a layer's down key ends once diffusers has turned it into peft's form: the rest is the module's name.
 _DOWN_END = ".lora_A.weight"
+# diffusers' kohya reader, private: another release may move, rename or reshape it (ReaderNotAsked).
+_READER_MODULE = "diffusers.loaders.lora_conversion_utils"
+_READER = "_convert_non_diffusers_lora_to_diffusers"
+_MOST = 160  # characters of an error diffusers raised that a warning quotes
+
+
+class ReaderNotAsked(Exception):
+    """The installed diffusers' kohya reader could not be asked where layers land: another release names, places or
+    shapes its private functions otherwise. The message names that diffusers and what went wrong, in one line;
+    ``unchecked``: the kohya layer keys whose names are then not known good (beyond ``SD1_OWN_MODULES``)."""
+
+    def __init__(self, why: str, unchecked: Sequence[str] = ()) -> None:
+        super().__init__(why)
+        self.unchecked = tuple(unchecked)
+
+
+class KohyaNamesNotChecked(UserWarning):
+    """A kohya export written without asking diffusers' kohya reader about its layers (``ReaderNotAsked``). A
+    caller who would rather have no file can make it an error: ``warnings.filterwarnings("error", category=...)``."""
 
 
 def modules_diffusers_reads(kohya_keys: Iterable[str]) -> dict[str, str | None]:
@@ -32,19 +53,16 @@ def modules_diffusers_reads(kohya_keys: Iterable[str]) -> dict[str, str | None]:
     or None where diffusers would refuse the file out loud instead (a text part whose key style it cannot tell).
 
     A key diffusers would drop without a word (one that comes out in no form peft loads, or that lands on the
-    module of another key) is missing from the answer. The answer is empty where this diffusers lacks the
-    converter: it then reads no kohya file at all."""
-    try:
-        from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
-    except ImportError:
-        return {}
+    module of another key) is missing from the answer. ``ReaderNotAsked`` where this diffusers' reader cannot be
+    imported, is called otherwise or answers in another shape: an answer from it would be a guess."""
+    reader = _kohya_reader()
     # The converter moves values from key to key without looking at them (and pops them from the dict it is
     # given); each key's value is its own layer key, so what comes out says which layer went where.
     named = {}
     for key in kohya_keys:
         named[f"{key}.lora_down.weight"] = key
         named[f"{key}.lora_up.weight"] = key
-    converted, _ = _convert_non_diffusers_lora_to_diffusers(named)
+    converted = _state_dict_of(_asked(_READER, reader, dict(named)), set(named.values()))
     parts: dict[str, dict[str, str]] = {"unet": {}, "text_encoder": {}}
     for key, layer_key in converted.items():
         component, _, rest = key.partition(".")
@@ -64,21 +82,80 @@ def modules_diffusers_reads(kohya_keys: Iterable[str]) -> dict[str, str | None]:
     return read
 
 
-def _as_peft(component: str, keys: dict[str, str]) -> dict[str, str]:
+def _kohya_reader() -> Callable[..., object]:
+    """The installed diffusers' ``_convert_non_diffusers_lora_to_diffusers``, or ``ReaderNotAsked``."""
+    try:
+        module = importlib.import_module(_READER_MODULE)
+    except Exception as error:  # not installed, or an install whose own imports fail: whatever it raises
+        raise _not_asked(f"{_READER_MODULE} cannot be imported ({_one_line(error)})") from None
+    reader = getattr(module, _READER, None)
+    if not callable(reader):
+        raise _not_asked(f"it has no {_READER_MODULE}.{_READER}")
+    return reader
+
+
+def _asked(name: str, function: Callable[..., object], *args: object) -> object:
+    """What one of diffusers' private functions answers; anything it raises means it changed (``ReaderNotAsked``)."""
+    try:
+        return function(*args)
+    except Exception as error:  # another signature (TypeError) or its own rules tripping on our keys: not a bug here
+        raise _not_asked(f"its {name} raised {_one_line(error)}") from None
+
+
+def _state_dict_of(answer: object, layer_keys: set[str]) -> Mapping[str, str]:
+    """The converted keys of the reader's ``(state dict, alphas)`` answer, each with the layer key it was given."""
+    converted = answer[0] if isinstance(answer, tuple) and len(answer) == 2 else None
+    if not isinstance(converted, Mapping) or not all(
+            isinstance(key, str) and isinstance(value, str) and value in layer_keys
+            for key, value in converted.items()):
+        raise _not_asked(f"its {_READER} answered {_shape(answer)}, not the (state dict, alphas) pair lowdim reads")
+    return converted
+
+
+def _not_asked(why: str) -> ReaderNotAsked:
+    try:
+        installed = f"diffusers {version('diffusers')}"
+    except PackageNotFoundError:
+        installed = "diffusers (not installed here)"
+    return ReaderNotAsked(f"{installed} ({why})")
+
+
+def _one_line(error: BaseException) -> str:
+    """``TypeError: <its message's first line>``, cut short: a warning is one line."""
+    lines = str(error).strip().splitlines()
+    said = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return said if len(said) <= _MOST else said[:_MOST - 3] + "..."
+
+
+def _shape(answer: object) -> str:
+    if isinstance(answer, tuple):
+        return f"a tuple of {len(answer)} ({', '.join(type(part).__name__ for part in answer[:3])})"
+    return f"a {type(answer).__name__}"
+
+
+def _as_peft(component: str, keys: dict[str, str]) -> Mapping[str, str]:
     """The converter's keys of one part as peft reads them: the UNet's through ``convert_unet_state_dict_to_peft``
     (``load_lora_adapter``), the text encoder's through ``convert_state_dict_to_diffusers`` then ``..._to_peft``
-    (``_load_lora_into_text_encoder``)."""
-    from diffusers.utils.state_dict_utils import (
-        convert_state_dict_to_diffusers,
-        convert_state_dict_to_peft,
-        convert_unet_state_dict_to_peft,
-    )
-
+    (``_load_lora_into_text_encoder``). ValueError where diffusers refuses them out loud; ``ReaderNotAsked`` where
+    these functions changed."""
     if not keys:
         return {}
-    if component == "unet":
-        return convert_unet_state_dict_to_peft(keys)
-    return convert_state_dict_to_peft(convert_state_dict_to_diffusers(keys))
+    try:
+        from diffusers.utils import state_dict_utils
+    except Exception as error:  # as for the reader: whatever a changed or broken install raises
+        raise _not_asked(f"diffusers.utils.state_dict_utils cannot be imported ({_one_line(error)})") from None
+    try:
+        if component == "unet":
+            peft = state_dict_utils.convert_unet_state_dict_to_peft(keys)
+        else:
+            peft = state_dict_utils.convert_state_dict_to_peft(state_dict_utils.convert_state_dict_to_diffusers(keys))
+    except ValueError:
+        raise
+    except Exception as error:  # a missing function (AttributeError), another signature: not a bug here
+        raise _not_asked(f"its state_dict_utils raised {_one_line(error)} on the {component} keys") from None
+    if not isinstance(peft, Mapping):
+        raise _not_asked(f"its state_dict_utils answered {_shape(peft)} for the {component} keys, not a state dict")
+    return peft
 
 
 def renamed_layer(layers: Mapping[str, str]) -> tuple[str, str, str | None] | None:
@@ -86,11 +163,18 @@ def renamed_layer(layers: Mapping[str, str]) -> tuple[str, str, str | None] | No
     (key, module, what diffusers puts it on instead, None for nowhere) that diffusers' kohya reader gets wrong.
 
     A file of SD 1.x's own layers only (``SD1_OWN_MODULES``) is not asked about: importing diffusers' loaders
-    costs seconds (torch._dynamo with it), more than the rest of an export."""
-    if all(SD1_OWN_MODULES.fullmatch(module) for module in layers.values()):
+    costs seconds (torch._dynamo with it), more than the rest of an export, and diffusers reads those names back
+    as they are. ``ReaderNotAsked``, naming the other layers, where this diffusers' reader cannot be asked."""
+    unchecked = [key for key, module in layers.items() if not SD1_OWN_MODULES.fullmatch(module)]
+    if not unchecked:
         return None
-    read = modules_diffusers_reads(layers)  # the whole file: diffusers tells a text part's key style from all of it
+    try:
+        read = modules_diffusers_reads(layers)  # the whole file: diffusers tells a text part's key style from all of it
+    except ReaderNotAsked as unasked:
+        raise ReaderNotAsked(str(unasked), unchecked) from None
     if not read:
+        # No layer lands at all (a lone top-level unet.to_q): load_lora_weights then fails out loud (IndexError in
+        # diffusers 0.42), so nothing is lost without a word.
         return None
     for key, module in layers.items():
         if key in read and read[key] is None:
