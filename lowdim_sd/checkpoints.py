@@ -128,18 +128,20 @@ def latest(out_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimizer, settings: dict | None = None) -> int:
+def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimizer, settings: dict | None = None,
+            worded: Worded | None = None) -> int:
     """Load the latest complete checkpoint; returns its step (0 when there is none).
 
     A checkpoint made with other ``settings`` is refused, naming each difference: resuming it would
-    silently continue another run (other bases, data or recipe).
+    silently continue another run (other bases, data or recipe). ``worded``: as ``check_resume``'s, called once
+    more with the key ``trainable`` when the trained state's signature differs.
     """
     folder = latest(out_dir)
     if folder is None:
         return 0
     state = reading.read_state(folder)
     step = reading.checked_step(folder, state)
-    _check_settings(folder, state.get("settings") or {}, settings or {}, _differences)
+    _check_settings(folder, state.get("settings") or {}, settings or {}, worded or _differences)
     weights = folder / "trainable.safetensors"
     tensors = reading.read_tensors(weights)[0]
     moments = reading.optimizer_state(optimizer, trainable.parameters, folder / "optimizer.safetensors")
@@ -149,17 +151,20 @@ def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimize
 
 
 Worded = Callable[[str, dict, dict], list[str]]
+TRAINABLE = "trainable"  # the SD engine's settings: the trained state's signature (``Trainable.signature``)
 
 
 def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -> None:
     current = json_text.loads(json.dumps(current))  # as stored: tuples become lists
     if not stored or not current or stored == current:
         return  # checkpoints from before settings were recorded resume as they always did
-    old, new = stored.get("trainable") or {}, current.get("trainable") or {}
     different = [line for key in sorted(set(stored) | set(current))
-                 if key not in ("trainable", "inputs") and stored.get(key) != current.get(key)
+                 if key not in (TRAINABLE, "inputs") and stored.get(key) != current.get(key)
                  and (key in stored or key not in RECORDED_SINCE) for line in worded(key, stored, current)]
-    different += [_difference(key, old, new) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    # The signature is worded whole: one of its keys tells what another's difference means (another space,
+    # another config), or that it is another kind of run altogether.
+    if (stored.get(TRAINABLE) or {}) != (current.get(TRAINABLE) or {}):
+        different += worded(TRAINABLE, stored, current)
     different += _input_differences(stored.get("inputs"), current.get("inputs") or {})
     different = list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once
     if not different:
@@ -183,6 +188,9 @@ def _differences(key: str, stored: dict, current: dict) -> list[str]:
     """One line per differing option: a nested one is named by its path (``hyper.width (64 there, 32 now)``), not
     shown as two whole dicts to compare by eye."""
     there, now = stored.get(key), current.get(key)
+    if key == TRAINABLE:  # each of the signature's keys by its own name (``space_config (...)``)
+        old, new = there or {}, now or {}
+        return [_difference(name, old, new) for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
     if isinstance(there, dict) and isinstance(now, dict):
         return _nested_differences(key, there, now)
     return [_difference(key, stored, current)]

@@ -23,12 +23,13 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
-from lowdim.option_words import Wording, either
+from lowdim.option_words import Wording, either, on_the_command_line
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged
 from lowdim_sd.loading import SDModel
 from lowdim_sd.optim import make_optimizer
 from lowdim_sd.step_graphs import StepModels, eager_models, recomputes_layers, step_models
+from lowdim_sd.train_job_words import resume_differences
 from lowdim_sd.train_settings import (  # this module's API since before they moved (__all__)
     IDENTIFIER,
     OPTIMIZERS,
@@ -285,7 +286,9 @@ def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, o
     if checkpoints.latest(out_dir) is None:  # a mistyped --out would otherwise start over without a word
         warnings.warn(f"{either('--resume', 'resume=True')}: {out_dir} holds no checkpoint, so the run starts from "
                       f"step 0", stacklevel=3)
-    start = checkpoints.restore(out_dir, trainable, optimizer, settings)
+    # Under `lowdim train` a refusal names the flags the user typed; from Python, the fields they set.
+    worded = resume_differences if on_the_command_line() else None
+    start = checkpoints.restore(out_dir, trainable, optimizer, settings, worded)
     if start > config.steps:
         raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past "
                           f"{either(f'--steps {config.steps}', f'steps={config.steps}')}")

@@ -1,7 +1,11 @@
 """How ``lowdim train``'s checks name a ``TrainJob`` setting: by its flag on the command line (``--init``), by its
-field from Python (``TrainJob(initial=...)``); and the lines that refuse a setting a mode never reads."""
+field from Python (``TrainJob(initial=...)``); the lines that refuse a setting a mode never reads; and what a
+refused ``lowdim train --resume`` names by flag (``resume_differences``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 from lowdim.option_words import either, option
 
@@ -61,3 +65,123 @@ def unread_settings(mode: str, merge_frozen: bool) -> tuple[tuple[str, str], ...
                                            f"{either('add --full', 'set full=True')}, or leave it out"),
                     ("merge_frozen", no_init)),
     }[mode]
+
+
+# How `lowdim train --resume` names what its checkpoint recorded otherwise (``checkpoints.restore``'s ``worded``):
+# a TrainConfig field, or a key of the trained state's signature (``modes``), by the flag that set it.
+RESUME_FLAGS = {"learning_rate": "--lr", "layer_set": "--layers"}
+# On/off settings as the command line says each side: (on, off).
+RESUME_SWITCHES = {"augment": ("--augment", "--no-augment"),
+                   "gradient_checkpointing": ("--gradient-checkpointing", "no --gradient-checkpointing"),
+                   "merge_frozen": ("--merge-frozen", "--no-merge-frozen"),
+                   "text_encoder": ("--train-text-encoder", "no --train-text-encoder")}
+# TrainConfig fields `lowdim train` has no flag for (a run from Python set them): named by the field.
+NO_FLAG = ("max_grad_norm", "weight_decay", "optimizer", "keep_styles", "style_prompts")
+# Signature keys an --init run takes from its initial adapter, not from an option of its own.
+FROM_THE_INITIAL_ADAPTER = ("seed", "frozen_part", "layer_set", "layers")
+
+
+def resume_differences(key: str, stored: dict, current: dict) -> list[str]:
+    """A setting a checkpoint recorded otherwise, as ``lowdim train`` names it: ``--lr (0.002 there, 0.01 now)``,
+    ``--augment there, --no-augment now``, ``--set rank (1 there, 2 now)``; the key ``trainable`` (the signature of
+    what trains) as the flags that chose it, its consequences left out (another --space's whole config)."""
+    from lowdim_sd.checkpoints import LEFT_OUT_AT_DEFAULT, TRAINABLE
+
+    if key == TRAINABLE:
+        return _signature_differences(stored.get(key) or {}, current.get(key) or {})
+    default = LEFT_OUT_AT_DEFAULT.get(key)
+    there, now = stored.get(key, default), current.get(key, default)
+    if key in RESUME_SWITCHES:
+        return [_switched(key, there, now)]
+    return [_changed_line(key if key in NO_FLAG else RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), there, now)]
+
+
+def _mode(signature: dict) -> str:
+    """full, init or adapter. A stack whose frozen parts carry their adapters' seeds is --init's (``relax_rank``),
+    not one --space stack trains from scratch."""
+    if "full" in signature:
+        return "full"
+    components = (signature.get("space_config") or {}).get("components") or []
+    relaxed = len(components) > 1 and all("seed" in part for part in components[:-1])
+    return "init" if signature.get("space") == "stack" and relaxed else "adapter"
+
+
+def _signature_differences(there: dict, now: dict) -> list[str]:
+    mode = _mode(there)
+    if mode != _mode(now):  # another kind of run: its flag says it, not the keys the other kind lacks
+        flags = {"full": "--full", "init": "--init"}
+        old, new = flags.get(mode), flags.get(_mode(now))
+        return [f"{old or 'no ' + str(new)} there, {new or 'no ' + str(old)} now"]
+    from lowdim_sd.checkpoints import LEFT_OUT_AT_DEFAULT
+
+    lines = []
+    for key in sorted(set(there) | set(now)):
+        old, new = there.get(key, LEFT_OUT_AT_DEFAULT.get(key)), now.get(key, LEFT_OUT_AT_DEFAULT.get(key))
+        if old != new:
+            lines += _signature_line(mode, key, old, new, there, now)
+    return list(dict.fromkeys(lines))  # the initial adapter is named once, whichever of its keys differ
+
+
+def _signature_line(mode: str, key: str, old: Any, new: Any, there: dict, now: dict) -> list[str]:
+    if mode == "init" and key in FROM_THE_INITIAL_ADAPTER:
+        return [_initial_adapter_line(there, now)]
+    if key == "full":
+        return [_switched("text_encoder", "text_encoder" in old, "text_encoder" in new)]
+    if key in ("space_config", "frozen_part") and there.get("space") != now.get("space"):
+        return []  # another space's config and frozen part: --space says it
+    if key == "space_config":
+        return [_config_line(mode, path, a, b, there, now) for path, a, b in _leaves((), old, new)]
+    if key == "layers":
+        return [] if there.get("layer_set") != now.get("layer_set") else [f"--layers ({old} layers there, {new} now)"]
+    if key == "subjects":
+        return [f"the subjects ({', '.join(old or [])} there, {', '.join(new or [])} now)"]
+    if key == "frozen_part":
+        return [_changed_line("the adapter's frozen part", old, new)]
+    return [_changed_line(RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), old, new)]
+
+
+def _config_line(mode: str, path: tuple, old: object, new: object, there: dict, now: dict) -> str:
+    """A differing space option: ``--set KEY``; under --init, its LoRA's rank (``--rank``), ``--merge-frozen``, or
+    one of the initial adapter's own."""
+    if mode == "adapter":
+        return _changed_line("--set " + ".".join(map(str, path)), old, new)
+    if path == ("merge_frozen",):
+        return _switched("merge_frozen", old, new)
+    last = len((there.get("space_config") or {}).get("components") or []) - 1
+    if path[:2] == ("components", last) and path[2:] == ("config", "rank"):
+        return _changed_line("--rank", old, new)
+    if path[:1] == ("components",) and path[1:2] != (last,):
+        return _initial_adapter_line(there, now)
+    return _changed_line("the --init LoRA's " + ".".join(map(str, path)), old, new)
+
+
+def _initial_adapter_line(there: dict, now: dict) -> str:
+    old, new = there.get("frozen_part"), now.get("frozen_part")
+    return f"--init (another initial adapter{f': frozen part {old} there, {new} now' if old != new else ''})"
+
+
+def _leaves(path: tuple, there: object, now: object) -> Iterator[tuple[tuple, object, object]]:
+    """Each (path, there, now) where two nested values differ, by dict keys and list positions."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        for key in sorted(set(there) | set(now)):
+            yield from _leaves((*path, key), there.get(key), now.get(key))
+    elif isinstance(there, list) and isinstance(now, list) and len(there) == len(now):
+        for index, (old, new) in enumerate(zip(there, now, strict=True)):
+            yield from _leaves((*path, index), old, new)
+    elif there != now:
+        yield path, there, now
+
+
+def _switched(key: str, there: object, now: object) -> str:
+    on, off = RESUME_SWITCHES[key]
+    return f"{on if there else off} there, {on if now else off} now"
+
+
+def _changed_line(name: str, there: object, now: object) -> str:
+    return f"{name} ({_shown(there)} there, {_shown(now)} now)"
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return "not set" if value is None else str(value) or "none"

@@ -1,0 +1,128 @@
+"""A ``lowdim train --resume`` with other options than the checkpoint's run is refused in the command's own words:
+each difference by the flag the user typed (``--lr``, ``--no-augment``, ``--set rank``, ``--init``), not by the
+TrainConfig field or the adapter signature's key it is recorded under; from Python, ``TrainJob(...)``'s fields
+(``lowdim.option_words``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
+import lowdim
+from lowdim_cli.main import main
+from lowdim_sd.train import TrainConfig
+from lowdim_sd.workflows import TrainJob, run_train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# What a CLI user never typed: TrainConfig fields, the adapter signature's keys, Python's spellings.
+FIELD_WORDS = ("learning_rate", "mixed_precision", "gradient_checkpointing", "space_config", "layer_set",
+               "frozen_part", "components", "trainable", "True", "False", "None")
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refs") / "me"
+    save_images(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1, folder, "me")
+    return folder
+
+
+def _train(tiny_sd, refs, out, *extra: object) -> list[str]:
+    return ["train", "-m", str(tiny_sd), "-i", str(refs), "--out", str(out), "--checkpoint-every", "1",
+            *(str(item) for item in extra)]
+
+
+def _refusal(capsys, args: list[str]) -> str:
+    """The one line a refused resume prints, its wrapping undone."""
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("Error:") == 1, err
+    return " ".join(err.split())
+
+
+def _assert_flags_exist(capsys, said: str) -> None:
+    """Every flag the refusal names is one `lowdim train` takes."""
+    assert main(["train", "--help"]) == 0
+    known = set(re.findall(r"--[a-z][a-z-]+", capsys.readouterr().out))
+    assert set(re.findall(r"--[a-z][a-z-]+", said)) <= known, said
+
+
+def test_other_options_are_named_by_the_flags_typed(tiny_sd, refs, tmp_path, capsys):
+    assert main(_train(tiny_sd, refs, tmp_path / "o", "--steps", 1)) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "o", "--steps", 2, "--resume", "--lr", "1e-2",
+                                   "--no-augment", "--mixed-precision", "bf16", "--gradient-checkpointing",
+                                   "--layers", "unet", "--set", "rank=2", "--dropout", "0.1", "--seed", "3"))
+    assert ("checkpoint of a run with other settings: --augment there, --no-augment now; no "
+            "--gradient-checkpointing there, --gradient-checkpointing now; --lr (0.002 there, 0.01 now); "
+            "--mixed-precision (no there, bf16 now); --seed (0 there, 3 now); --dropout (0.0 there, 0.1 now); "
+            "--layers (unet+text there, unet now); --set rank (1 there, 2 now); resume with the same options, or "
+            "choose another --out") in said
+    assert not [word for word in FIELD_WORDS if word in said], said
+    _assert_flags_exist(capsys, said)
+    assert not (tmp_path / "o" / "checkpoints" / "step-000002").exists()  # refused before a step was taken
+
+
+@pytest.mark.parametrize("space", ["lora", "stack"])  # a stack from scratch has a frozen part of its own
+def test_another_space_is_named_once_not_with_its_whole_config(tiny_sd, refs, tmp_path, capsys, space):
+    assert main(_train(tiny_sd, refs, tmp_path / "o", "--steps", 1)) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "o", "--steps", 2, "--resume", "--space", space))
+    assert f"other settings: --lr (0.002 there, 0.0001 now); --space (lidb there, {space} now); resume with" in said
+    assert "--set" not in said and "{" not in said and "frozen" not in said
+
+
+def test_other_subjects_are_named_by_their_folders(tiny_sd, refs, tmp_path, capsys):
+    people = tmp_path / "people"
+    for name in ("ann", "bob"):
+        save_images(torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(len(name))), people / name, "x")
+    args = ["train", "-m", str(tiny_sd), "--subjects", str(people), "--out", str(tmp_path / "o"), "--checkpoint-every",
+            "1"]
+    assert main([*args, "--steps", "1"]) == 0
+    capsys.readouterr()
+    (people / "bob").rename(people / "cy")
+    said = _refusal(capsys, [*args, "--steps", "2", "--resume"])
+    assert "other settings: the subjects (ann, bob there, ann, cy now);" in said
+    assert "['" not in said
+
+
+def test_full_and_init_runs_are_named_by_their_mode_flags(tiny_sd, refs, tmp_path, capsys):
+    assert main(_train(tiny_sd, refs, tmp_path / "a", "--steps", 1)) == 0
+    assert main(_train(tiny_sd, refs, tmp_path / "b", "--steps", 1, "--seed", 5)) == 0
+    assert main(_train(tiny_sd, refs, tmp_path / "full", "--steps", 1, "--full")) == 0
+    first, other = tmp_path / "a" / "adapter.safetensors", tmp_path / "b" / "adapter.safetensors"
+    assert main(_train(tiny_sd, refs, tmp_path / "init", "--steps", 1, "--init", first)) == 0
+    capsys.readouterr()
+
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "full", "--steps", 2, "--resume", "--full",
+                                   "--train-text-encoder"))
+    assert "other settings: no --train-text-encoder there, --train-text-encoder now; resume with" in said
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "full", "--steps", 2, "--resume"))
+    assert "--full there, no --full now" in said and "--space" not in said and "--layers" not in said
+
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "init", "--steps", 2, "--resume", "--init", first,
+                                   "--rank", 2, "--no-merge-frozen"))
+    assert "other settings: --rank (4 there, 2 now); --merge-frozen there, --no-merge-frozen now;" in said
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "init", "--steps", 2, "--resume", "--init", other))
+    assert re.search(r"other settings: --init \(another initial adapter: frozen part \w+ there, \w+ now\);", said)
+    assert "--seed" not in said  # the initial adapter's own seed, not the run's: --init says it
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "init", "--steps", 2, "--resume"))
+    assert "--init there, no --init now" in said and "--space" not in said and "--set" not in said
+    assert not [word for word in FIELD_WORDS if word in said], said
+
+
+def test_from_python_the_refusal_names_the_fields(tiny_sd, refs, tmp_path):
+    def job(**changes) -> TrainJob:
+        return TrainJob(model=str(tiny_sd), images=[refs], out=tmp_path / "p", config=TrainConfig(
+            steps=changes.pop("steps", 1), checkpoint_every=1, augment=changes.pop("augment", True)), **changes)
+
+    run_train(job(), progress=False)
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: augment \(True there, False now\); learning_rate "
+                                                 r"\(0.002 there, 0.01 now\); space_config \(\{.*'rank': 1.* there, "
+                                                 r"\{.*'rank': 2.* now\); resume with the same settings, or choose "
+                                                 r"another out$"):
+        run_train(job(steps=2, resume=True, learning_rate=1e-2, augment=False, space_options={"rank": 2}),
+                  progress=False)
