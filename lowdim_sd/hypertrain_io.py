@@ -21,6 +21,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import either
+from lowdim_sd.checked_pictures import CheckedPictures
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import TrainConfig
@@ -79,9 +80,9 @@ class Pairs(torch.utils.data.Dataset):
 
 
 class PairUnreadable(LowdimError):
-    """A pair the run could read when it started and no longer can (its shard removed or damaged, its image
-    gone). Raised while the next batch is read, between two optimizer steps, so the step the run is at is
-    whole and worth a checkpoint."""
+    """A pair (or an --extra-images picture) the run could read when it started and no longer can (its shard
+    removed or damaged, its image gone or replaced). Raised while the next batch is read, between two optimizer
+    steps, so the step the run is at is whole and worth a checkpoint."""
 
     def __init__(self, message: str) -> None:
         # A DataLoader worker's error comes back as this type made from the worker's whole traceback, whose
@@ -93,7 +94,8 @@ class PairUnreadable(LowdimError):
 
 class Images(torch.utils.data.Dataset):
     """Identities without a precomputed θ (the first image of each), for the diffusion term only:
-    (image, identity number, item). Read and cropped like the weight data set's images."""
+    (image, identity number, item). Read and cropped like the weight data set's images, and held, as those are,
+    to the bytes they had when this was made (the run's start)."""
 
     NUMBER_OFFSET = 10**7  # their noise seeds never meet those of the weight data set's identities
 
@@ -102,6 +104,10 @@ class Images(torch.utils.data.Dataset):
 
         self.paths = [identity.images[0] for folder in folders for identity in discover_identities(folder)]
         self.like = like
+        # Nothing recorded these pictures' bytes before: a run trains on those it found at its start.
+        self._checked = CheckedPictures()
+        for path in self.paths:
+            self._checked.record_as_now(path)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -109,8 +115,16 @@ class Images(torch.utils.data.Dataset):
     def __getitem__(self, item: int):
         from lowdim_sd.face_inputs import load_face_image
 
-        like = self.like
-        image = load_face_image(self.paths[item], like.resolution, like.crop, like.crop_margin, like.face_index)
+        like, path = self.like, self.paths[item]
+        try:
+            image = load_face_image(path, like.resolution, like.crop, like.crop_margin, like.face_index)
+        except LowdimError as error:  # read between steps: the run can keep its step before it stops
+            raise PairUnreadable(str(error)) from None
+        # After the read: a change before or during it shows now; one after it left these pixels right.
+        if not self._checked.unchanged(path):
+            raise PairUnreadable(f"{path}: changed since this run started (an extra image: it trains on the picture "
+                                 f"it found there then); put that picture back to continue, or start a new run to "
+                                 f"train on this one")
         return image, self.NUMBER_OFFSET + item, item
 
 

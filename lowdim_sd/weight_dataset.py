@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import os
-import stat
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +20,8 @@ from lowdim.filecheck import printable_name
 from lowdim.option_words import Wording, either
 from lowdim.spaces.base import Space
 from lowdim_sd import stopping
+from lowdim_sd.checked_pictures import CheckedPictures, file_state
+from lowdim_sd.crop_cache import CropCache as _CropCache  # the name it had here, which tests reach for
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.faces import DEFAULT_MARGIN
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
@@ -82,7 +81,7 @@ class WeightDataset(torch.utils.data.Dataset):
         self.crop_margin = float(DEFAULT_MARGIN if margin is None else margin)
         self.face_index = config.get("face_index")
         # Shared by every subset (a shallow copy), so the training subsets know what the start check saw.
-        self._checked = _CheckedPictures()
+        self._checked = CheckedPictures()
         self._select(names, all_images, crop_cache_bytes)
 
     def subset(self, names: list[str], *, all_images: bool = False) -> WeightDataset:
@@ -203,7 +202,7 @@ class WeightDataset(torch.utils.data.Dataset):
         def first_changed(entry: dict) -> Path | None:  # a later image may be gone: check_images reads the first
             for image, digest in zip(entry["images"], recorded_digests(entry), strict=False):
                 path = self._path(entry, image)
-                seen = _file_state(path)  # before the digest: a change while it is read shows as one later
+                seen = file_state(path)  # before the digest: a change while it is read shows as one later
                 if seen is None or image_digest(path) != digest:
                     return path
                 self._checked.record(path, seen, digest)
@@ -248,78 +247,6 @@ class WeightDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
         return self.image(item), self.weights(self.items[item][0])
-
-
-FileState = tuple[int, int, int]  # inode, size, modification time in ns
-
-
-def _file_state(path: Path) -> FileState | None:
-    """What a stat tells of a plain file's content, or None for a file that is not one (or gone)."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return (found.st_ino, found.st_size, found.st_mtime_ns) if stat.S_ISREG(found.st_mode) else None
-
-
-class _CheckedPictures:
-    """Each picture ``check_same_pictures`` matched to its recorded digest, with what a stat told of it then.
-
-    Comparing a stat per read is cheap, where a digest per read is not (train-hypernet reads every picture each
-    epoch); only a picture whose stat changed is digested again, so one touched or saved again with the same
-    bytes trains on. Pictures the check did not see (none recorded for them) are not compared."""
-
-    def __init__(self) -> None:
-        self._seen: dict[Path, tuple[FileState, str]] = {}
-
-    def record(self, path: Path, state: FileState, digest: str) -> None:
-        self._seen[path] = (state, digest)
-
-    def unchanged(self, path: Path) -> bool:
-        """Whether ``path`` still has the bytes it was checked with (True for one never checked). A picture
-        gone since is left to its reader, whose error names it as gone."""
-        from lowdim_sd.weight_index import image_digest
-
-        if path not in self._seen:
-            return True
-        seen, digest = self._seen[path]
-        now = _file_state(path)
-        if now is None or now == seen:
-            return True
-        try:
-            same = image_digest(path) == digest
-        except OSError:  # gone between the stat and the digest: as gone
-            return True
-        if same:
-            self._seen[path] = (now, digest)  # this process digests it again only on its next change
-        return same
-
-
-class _CropCache:
-    """uint8 crops by path, least recently used dropped first once they pass ``max_bytes``."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: OrderedDict[Path, Tensor] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, path: Path) -> Tensor | None:
-        pixels = self._items.get(path)
-        if pixels is not None:
-            self._items.move_to_end(path)
-        return pixels
-
-    def put(self, path: Path, pixels: Tensor) -> None:
-        if pixels.nbytes > self.max_bytes:
-            return
-        self._items[path] = pixels
-        self.bytes += pixels.nbytes
-        while self.bytes > self.max_bytes:
-            _, dropped = self._items.popitem(last=False)
-            self.bytes -= dropped.nbytes
 
 
 def _weight_folder(path: Path) -> Path:

@@ -1,0 +1,60 @@
+"""The pictures a training run checked at its start, held to those bytes while it reads them again each epoch: one
+replaced mid-run would otherwise train on new pixels without a word."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from lowdim_sd.weight_index import image_digest
+
+FileState = tuple[int, int, int]  # inode, size, modification time in ns
+
+
+def file_state(path: Path) -> FileState | None:
+    """What a stat tells of a plain file's content, or None for a file that is not one (or gone)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns) if stat.S_ISREG(found.st_mode) else None
+
+
+class CheckedPictures:
+    """Each picture a run checked at its start, by the digest it had then, with what a stat told of it then: a
+    weight folder's pictures matched to the digests precompute recorded (``WeightDataset.check_same_pictures``),
+    --extra-images as the run found them (nothing recorded them before).
+
+    Comparing a stat per read is cheap, where a digest per read is not (train-hypernet reads every picture each
+    epoch); only a picture whose stat changed is digested again, so one touched or saved again with the same
+    bytes trains on. Pictures the check did not see (none recorded for them) are not compared."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[FileState, str]] = {}
+
+    def record(self, path: Path, state: FileState, digest: str) -> None:
+        self._seen[path] = (state, digest)
+
+    def record_as_now(self, path: Path) -> None:
+        """``path`` held to the bytes it has now; one gone (or not a file) is left to its reader."""
+        seen = file_state(path)  # before the digest: a change while it is read shows as one later
+        if seen is not None:
+            self.record(path, seen, image_digest(path))
+
+    def unchanged(self, path: Path) -> bool:
+        """Whether ``path`` still has the bytes it was checked with (True for one never checked). A picture
+        gone since is left to its reader, whose error names it as gone."""
+        if path not in self._seen:
+            return True
+        seen, digest = self._seen[path]
+        now = file_state(path)
+        if now is None or now == seen:
+            return True
+        try:
+            same = image_digest(path) == digest
+        except OSError:  # gone between the stat and the digest: as gone
+            return True
+        if same:
+            self._seen[path] = (now, digest)  # this process digests it again only on its next change
+        return same
