@@ -27,12 +27,14 @@ from lowdim_sd.file_info_parts import (
     config_object,
     hypernet_problem,
     json_object,
+    listing,
     number,
     parsed_json,
     read_header,
     shown_whole,
     size_text,
     space_object,
+    text_rows,
 )
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.model_paths import UNET_PREFIX
@@ -165,17 +167,19 @@ def _target_flags(meta: dict) -> str:
 def _features(path: Path, header: Header) -> FileInfo:
     meta = header.metadata
     shape = header.shapes.get("features", ())
-    rows = [("encoder", meta.get("encoder", "?")), ("input size", meta.get("input_size", "?")),
-            ("normalize", meta.get("normalize", "?")), ("pool", meta.get("pool", "?")),
-            ("images", f"{len(parsed_json(meta.get('keys'), [])):,}"),
-            ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", size_text(path))]
-    values = {key: parsed_json(meta.get(key), meta.get(key)) for key in ("normalize", "pool")}
+    # Texts from the file, each cut where a stranger's runs to 100 KB; --json gives them whole.
+    rows, whole = text_rows(meta, {"encoder": "encoder", "input_size": "input size", "normalize": "normalize",
+                                   "pool": "pool"})
+    rows += [("images", f"{len(parsed_json(meta.get('keys'), [])):,}"),
+             ("features", " x ".join(map(str, shape)) + " (fp16)"), ("file", size_text(path))]
+    values = {**whole, **{key: parsed_json(meta.get(key), meta.get(key)) for key in ("normalize", "pool")}}
     values |= {"input size": number(meta.get("input_size")), "images": len(parsed_json(meta.get("keys"), [])),
                "features": {"shape": list(shape), "dtype": "fp16"}, "file": {"bytes": path.stat().st_size}}
+    # A text the table cuts or escapes is no word to copy: a placeholder instead.
+    encoder, pool = command_word(meta.get("encoder", ""), "ENCODER"), command_word(meta.get("pool", "0"), "POOL")
     return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
-                    f"lowdim train-hypernet -w WEIGHTS --encoder {quote(meta.get('encoder', 'ENCODER'))} "
-                    f"--freeze-encoder --set encoder_pool={meta.get('pool', 0)} --features {quote(str(path))}",
-                    values)
+                    f"lowdim train-hypernet -w WEIGHTS --encoder {encoder} --freeze-encoder --set encoder_pool={pool} "
+                    f"--features {quote(str(path))}", values)
 
 
 def _shard(path: Path, header: Header) -> FileInfo:
@@ -205,20 +209,23 @@ def _other(path: Path, header: Header) -> FileInfo:
     values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},
                                  "file": {"bytes": path.stat().st_size}}
     embedding = embedding_style(keys, meta)
+    # Texts from the file, each cut where a stranger's runs to 100 KB; --json gives them whole.
     if embedding is not None:
         made = "exported by lowdim" if meta.get("source_adapter") else "not made by lowdim"
-        rows = [*([("exported from", meta["source_adapter"])] if meta.get("source_adapter") else []),
-                ("token", meta.get("token") or "?"), ("vectors", meta.get("vectors") or "?"), *rows]
-        return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", rows,
+        texts, whole = text_rows(meta, {**({"source_adapter": "exported from"} if meta.get("source_adapter") else {}),
+                                        "token": "token", "vectors": "vectors"})
+        return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", [*texts, *rows],
                         "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
-                        {**values, "vectors": number(meta.get("vectors"))})
+                        {**whole, **values, "vectors": number(meta.get("vectors"))})
     style = foreign_lora(keys, meta)
     if style is not None and meta.get("source_adapter"):  # written by `lowdim export`
-        rows = [("exported from", meta["source_adapter"]), ("space", f"{meta.get('space')} {meta.get('space_config')}"),
-                ("rank", meta.get("rank", "?")), ("base model", meta.get("base_model") or "?"),
-                ("token", meta.get("token") or "?"), *rows]
+        texts, whole = text_rows(meta, {"source_adapter": "exported from", "rank": "rank", "base_model": "base model",
+                                        "token": "token"})
+        space = f"{bounded(meta.get('space') or '?')} {bounded(meta.get('space_config') or '')}".strip()
+        rows = [texts[0], ("space", space), *texts[1:], *rows]
         where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
-        values |= {"space": space_object(meta.get("space"), meta.get("space_config")), "rank": number(meta.get("rank"))}
+        values = {**whole, **values, "space": space_object(meta.get("space"), meta.get("space_config")),
+                  "rank": number(meta.get("rank"))}
         return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values)
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
@@ -327,15 +334,18 @@ def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]],
     """A merged model: its adapters are in its weights, so it is drawn with, not personalized on top of."""
     record = record if isinstance(record, dict) else {}
     entries = [entry for entry in record.get("adapters", []) if isinstance(entry, dict)]
-    merged = [f"{entry.get('file')} at {entry.get('scale')}" for entry in entries]
+    # Texts from the record, each cut where a stranger's runs to 100 KB, and the first few of a long list;
+    # --json gives them all, whole.
+    merged = [f"{bounded(str(entry.get('file')))} at {bounded(str(entry.get('scale')))}" for entry in entries]
     tokens = [str(token) for token in record.get("tokens", [])]
-    rows = [("base model", str(record.get("base_model") or "?")),
-            ("adapters merged", ", ".join(merged) or "? (merged before lowdim recorded them)"),
-            ("token", ", ".join(tokens) or "?"), *rows]
-    subject = _merged_prompt(record, tokens)
-    values = {**(values or {}), "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")}
-                                                     for entry in entries], "token": tokens}
-    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {quote(subject)}", values)
+    base = str(record.get("base_model") or "?")
+    rows = [("base model", bounded(base)),
+            ("adapters merged", listing(merged) or "? (merged before lowdim recorded them)"),
+            ("token", listing(list(map(bounded, tokens))) or "?"), *rows]
+    values = {**(values or {}), "base model": base, "token": tokens,
+              "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")} for entry in entries]}
+    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {_prompt_word(record, tokens)}",
+                    values)
 
 
 TRAINED = "lowdim train --full"  # the maker a trained model's record names (lowdim_sd.modes.record_recipe)
@@ -345,14 +355,26 @@ def _trained(folder: Path, record: dict, rows: list[tuple[str, str]]) -> FileInf
     """A model `lowdim train --full` wrote: its base, its word and how it trained, drawn with as a merged one is."""
     tokens = [str(token) for token in record.get("tokens", [])]
     parts = "UNet and text encoder" if record.get("text_encoder_trained") else "UNet"
-    trained = (f"{record.get('steps', '?')} steps at lr {record.get('learning_rate', '?')} on "
-               f"{record.get('images', '?')} image(s), {parts}; prompt {record.get('prompt', '?')!r}")
-    rows = [("base model", str(record.get("base_model") or "?")), ("token", ", ".join(tokens) or "?"),
+    # Texts from the record, each cut where a stranger's runs to 100 KB; --json gives them whole.
+    steps, rate, images = (bounded(str(record.get(key, "?"))) for key in ("steps", "learning_rate", "images"))
+    prompt = record.get("prompt", "?")
+    prompt = prompt if isinstance(prompt, str) else compact(prompt)
+    trained = (f"{steps} steps at lr {rate} on {images} image(s), {parts}; "
+               f"prompt {repr(prompt) if bounded(prompt) == prompt else bounded(prompt)}")  # quoted, as a cut one is
+    base = str(record.get("base_model") or "?")
+    rows = [("base model", bounded(base)), ("token", listing(list(map(bounded, tokens))) or "?"),
             ("trained", trained), *rows]
     recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")
-    values: dict[str, object] = {"token": tokens, "trained": {key: record.get(key) for key in recipe}}
+    values: dict[str, object] = {"base model": base, "token": tokens,
+                                 "trained": {key: record.get(key) for key in recipe}}
     return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
-                    f"lowdim generate -m {quote(str(folder))} -p {quote(_merged_prompt(record, tokens))}", values)
+                    f"lowdim generate -m {quote(str(folder))} -p {_prompt_word(record, tokens)}", values)
+
+
+def _prompt_word(record: dict, tokens: list[str]) -> str:
+    """The prompt of a merged or trained model's use line, quoted; PROMPT where the table could not show it as it
+    is (a 100 KB or escape-holding token or prompt), as no such word is one a user can copy."""
+    return command_word(_merged_prompt(record, tokens), "PROMPT")
 
 
 def _merged_prompt(record: dict, tokens: list[str]) -> str:

@@ -30,12 +30,13 @@ class FileInfo:
 
     def __post_init__(self) -> None:
         # A value from a file (a token, a name) may hold an escape sequence that would recolour or rewrite the
-        # terminal: the table shows it escaped, --json the value itself (JSON escapes it). A row quoting a load's
-        # refusal is bounded here, for every kind of file: the load's words quote the file's own text whole.
+        # terminal: the table shows it escaped (with its length where cut), --json the value itself (JSON escapes
+        # it). A row quoting a load's refusal is bounded here, for every kind of file: the load's words quote the
+        # file's own text whole.
         for place, (name, value) in enumerate(self.rows):
             if not isinstance(value, str):
                 continue
-            shown = refusal(value) if name in REFUSAL_ROWS else value if value.isprintable() else printable_name(value)
+            shown = refusal(value) if name in REFUSAL_ROWS else value if value.isprintable() else summary(value, 120)
             if shown != value:
                 self.values.setdefault(name, value)
                 self.rows[place] = (name, shown)
@@ -118,6 +119,20 @@ def bounded(text: str) -> str:
     """Metadata text for a table cell: as it is up to ``LONGEST_SHOWN`` characters (``FileInfo`` escapes one that
     is not printable), else one short escaped line with its length."""
     return text if len(text) <= LONGEST_SHOWN else summary(text, 120)
+
+
+def text_rows(meta: dict[str, str], labels: dict[str, str]) -> tuple[list[tuple[str, str]], dict[str, object]]:
+    """A row for each metadata key in ``labels`` (key -> label; '?' where missing), its text ``bounded``, and the
+    whole text of each for --json, which a reader's own value of a row (a number, an object) overrides."""
+    texts = {label: meta.get(key) or "?" for key, label in labels.items()}
+    return [(label, bounded(text)) for label, text in texts.items()], dict(texts)
+
+
+def listing(shown: list[str], most: int = 5) -> str:
+    """Texts from a file (merged adapters, tokens), each as the table shows it (``bounded``), as one row: the first
+    ``most`` and how many more there are, as a stranger's record may list ten thousand. --json gives them all."""
+    more = f" and {len(shown) - most:,} more" if len(shown) > most else ""
+    return ", ".join(shown[:most]) + more
 
 
 def summary(text: str, longest: int = 60) -> str:
