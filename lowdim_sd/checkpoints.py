@@ -159,7 +159,7 @@ def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -
     if not stored or not current or stored == current:
         return  # checkpoints from before settings were recorded resume as they always did
     different = [line for key in sorted(set(stored) | set(current))
-                 if key not in (TRAINABLE, "inputs") and stored.get(key) != current.get(key)
+                 if key not in (TRAINABLE, "inputs", *NO_LONGER_COMPARED) and stored.get(key) != current.get(key)
                  and (key in stored or key not in RECORDED_SINCE) for line in worded(key, stored, current)]
     # The signature is worded whole: one of its keys tells what another's difference means (another space,
     # another config), or that it is another kind of run altogether.
@@ -177,6 +177,11 @@ def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -
 # Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side
 # without one had the default, which is what the message says, not "None".
 LEFT_OUT_AT_DEFAULT = {"dropout": 0.0, "optimizer": "adamw", "processes": 1}  # processes: train-hypernet's
+
+
+# Settings older checkpoints recorded that a resume may now change, as they change no result (``train.RESUMABLE``):
+# never compared, so those checkpoints resume with them changed as newer ones do.
+NO_LONGER_COMPARED = ("gradient_checkpointing",)
 
 
 # Settings a checkpoint records since a later version: one made before says nothing of them, so they are compared

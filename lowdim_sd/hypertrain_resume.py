@@ -15,6 +15,7 @@ from lowdim.errors import LowdimError
 from lowdim.option_words import either
 from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
+from lowdim_sd.resume_words import changed, switched
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
@@ -53,8 +54,8 @@ def worded_differences(key: str, stored: dict, current: dict) -> list[str]:
     if key == "hyper" and isinstance(there, dict) and isinstance(now, dict):
         return _hyper_differences([], there, now)
     if key in words.SWITCHES:
-        return [_switched(words.SWITCHES[key], there, now)]
-    return [f"{INPUT_WORDS.get(key) or words.name(key)} ({_shown(there)} there, {_shown(now)} now)"]
+        return [switched(words.SWITCHES[key], there, now)]
+    return [changed(INPUT_WORDS.get(key) or words.name(key), there, now)]
 
 
 def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
@@ -68,20 +69,11 @@ def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
         if isinstance(old, dict) and isinstance(new, dict):
             lines += _hyper_differences([*path, key], old, new)
         elif not path and key in words.HYPER_SWITCHES:
-            lines.append(_switched(words.HYPER_SWITCHES[key], old, new))
+            lines.append(switched(words.HYPER_SWITCHES[key], old, new))
         else:
             named = words.hyper_key(path[0]) + " " + ".".join([*path[1:], key]) if path else words.hyper_key(key)
-            lines.append(f"{named} ({_shown(old)} there, {_shown(new)} now)")
+            lines.append(changed(named, old, new))
     return lines
-
-
-def _switched(words: tuple[str, str], there: object, now: object) -> str:
-    on, off = words
-    return f"{on if there else off} there, {on if now else off} now"
-
-
-def _shown(value: object) -> str:
-    return "not set" if value is None else str(value)
 
 
 def weight_folders_identity(full: WeightDataset) -> str:

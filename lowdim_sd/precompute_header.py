@@ -7,11 +7,22 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import lowdim
+from lowdim.option_words import on_the_command_line
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import start_digest
+from lowdim_sd.resume_words import changed, leaves, switched
 from lowdim_sd.train import TrainConfig
-from lowdim_sd.weight_index import FORMAT, FORMAT_VERSION, INDEX, done_identities, read_index
+from lowdim_sd.weight_index import (
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX,
+    Worded,
+    done_identities,
+    read_index,
+    recorded,
+    shown_init,
+)
 
 if TYPE_CHECKING:
     from lowdim.inject import LayerSet
@@ -47,7 +58,8 @@ def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: b
         header["resolution"] = job.resolution
     if job.init is not None:  # its digest needs the model's layers: that it is there at all is checked now
         header["config"]["init"] = existing.get("config", {}).get("init", "an --init")
-    done_identities(out, header, {key: existing.get(key) for key in header if key != "identities"})
+    done_identities(out, header, {key: existing.get(key) for key in header if key != "identities"},
+                    precompute_worded())
 
 
 def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:
@@ -88,3 +100,53 @@ def _dtype_name(job: PrecomputeJob, model: SDModel | None) -> str:
     from lowdim_sd.devices import dtype_name, resolve_device, resolve_dtype
 
     return dtype_name(model.dtype if model is not None else resolve_dtype(job.dtype, resolve_device(job.device)))
+
+
+# How `lowdim precompute` names an index field a rerun would record otherwise (``done_identities``' ``worded``):
+# by the flag that sets it, where that is not the field's name with dashes.
+FLAGS = {"layer_set": "--layers", "config.learning_rate": "--lr"}
+# On/off settings as the command line says each side: (on, off).
+SWITCHES = {"config.augment": ("--augment", "--no-augment"), "config.crop": ("--crop", "--no-crop"),
+            "config.shared_noise": ("--shared-noise", "no --shared-noise")}
+# TrainConfig fields precompute has no flag for (a run from Python set them): named by the field.
+NO_FLAG = ("config.grad_accum", "config.max_grad_norm", "config.weight_decay")
+# What a side that left a setting out had (the index records these only when not at their default).
+LEFT_OUT = {"config.optimizer": "adamw", "config.face_index": "the largest face"}
+# Fields that follow from another: when that one differs, its own line says it (another --space's whole config,
+# another model's layers and resolution, the margin of a crop one side did not make).
+FOLLOWS_FROM = {"space_config": ("space",), "layers": ("model", "layer_set"), "resolution": ("model",),
+                "config.crop_margin": ("config.crop",), "config.face_index": ("config.crop",)}
+
+
+def precompute_worded() -> Worded | None:
+    """The flags' words under the ``lowdim`` command; from Python (``PrecomputeJob``), None: the index's fields."""
+    return precompute_differences if on_the_command_line() else None
+
+
+def precompute_differences(field: str, index: dict, header: dict) -> list[str]:
+    """A field of ``index`` that ``header`` (this run's) records otherwise, as ``lowdim precompute`` is typed:
+    ``--lr (0.002 there, 0.01 now)``, ``--augment there, --no-augment now``, ``--set rank (1 there, 2 now)``."""
+    if any(recorded(index, cause) != recorded(header, cause) for cause in FOLLOWS_FROM.get(field, ())):
+        return []
+    there, now = recorded(index, field), recorded(header, field)
+    if field == "space_config":
+        return [changed("--set " + ".".join(map(str, path)), old, new) for path, old, new in leaves((), there, now)]
+    if field == "layers":
+        old, new = (len(side) if isinstance(side, list) else 0 for side in (there, now))
+        counts = f"{old} there, {new} now" if old != new else "as many, of other shapes"
+        return [f"the layers of the --model ({counts}; the model changed since)"]
+    if field == "config.init":
+        return [_init_line(there, now, index, header)]
+    if field in SWITCHES:
+        return [switched(SWITCHES[field], there, now)]
+    name = field.removeprefix("config.")
+    flag = name if field in NO_FLAG else FLAGS.get(field, "--" + name.replace("_", "-"))
+    return [changed(flag, LEFT_OUT.get(field) if there is None else there, LEFT_OUT.get(field) if now is None else now)]
+
+
+def _init_line(there: object, now: object, index: dict, header: dict) -> str:
+    old, new = shown_init(there, index), shown_init(now, header)
+    if old == new:  # one path, other bytes: the file was written anew since
+        return f"{new} (another initial adapter there: the file changed since)"
+    return f"{old} there, {new} now"
+

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim_sd import runs
+from lowdim_sd.precompute_header import precompute_worded
 from lowdim_sd.weight_index import (
     FORMAT,
     INDEX,
@@ -49,7 +50,8 @@ def take_over(out: Path, header: dict, identities: list[Identity], index_path: P
     (name: old entry) and this process's part of the index, once other settings are refused, a moved root
     recorded, identities no longer ``present`` (every name under the root, past --limit too) forgotten and
     orphan shards removed. ``identities``: this process's share."""
-    done = done_identities(out, header)  # before own_index records a moved root: that it is a move
+    # Before own_index records a moved root: that it is a move. Under `lowdim precompute`, a refusal names flags.
+    done = done_identities(out, header, worded=precompute_worded())
     own = own_index(index_path, header, say)
     # A live reader (train-hypernet) may open any shard its index named: removing or rewriting one would end it
     # hours in, or feed it zeros. Its shards stay and a later run sweeps them; this run's training goes on.

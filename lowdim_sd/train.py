@@ -302,8 +302,9 @@ def prompt_ids(model: SDModel, config: TrainConfig) -> Tensor:
                                 max_length=model.pipe.tokenizer.model_max_length).input_ids
 
 
-# Options a resumed run may change: how long it runs and how it checkpoints, not what it computes.
-RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "cuda_graphs")
+# Options a resumed run may change: how long it runs and how it checkpoints, not what it computes (gradient
+# checkpointing recomputes activations to the same step: the out-of-memory hint offers it to a resume).
+RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "cuda_graphs", "gradient_checkpointing")
 
 
 def run_settings(config: TrainConfig, trainable: Trainable) -> dict:

@@ -4,10 +4,10 @@ refused ``lowdim train --resume`` names by flag (``resume_differences``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from lowdim.option_words import either, option
+from lowdim_sd.resume_words import changed, leaves, switched
 
 # TrainJob's fields whose CLI flag is not the field's name with dashes.
 JOB_FLAGS = {"space_options": "--set", "initial": "--init"}
@@ -72,7 +72,6 @@ def unread_settings(mode: str, merge_frozen: bool) -> tuple[tuple[str, str], ...
 RESUME_FLAGS = {"learning_rate": "--lr", "layer_set": "--layers"}
 # On/off settings as the command line says each side: (on, off).
 RESUME_SWITCHES = {"augment": ("--augment", "--no-augment"),
-                   "gradient_checkpointing": ("--gradient-checkpointing", "no --gradient-checkpointing"),
                    "merge_frozen": ("--merge-frozen", "--no-merge-frozen"),
                    "text_encoder": ("--train-text-encoder", "no --train-text-encoder")}
 # TrainConfig fields `lowdim train` has no flag for (a run from Python set them): named by the field.
@@ -92,8 +91,8 @@ def resume_differences(key: str, stored: dict, current: dict) -> list[str]:
     default = LEFT_OUT_AT_DEFAULT.get(key)
     there, now = stored.get(key, default), current.get(key, default)
     if key in RESUME_SWITCHES:
-        return [_switched(key, there, now)]
-    return [_changed_line(key if key in NO_FLAG else RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), there, now)]
+        return [switched(RESUME_SWITCHES[key], there, now)]
+    return [changed(key if key in NO_FLAG else RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), there, now)]
 
 
 def _mode(signature: dict) -> str:
@@ -126,62 +125,35 @@ def _signature_line(mode: str, key: str, old: Any, new: Any, there: dict, now: d
     if mode == "init" and key in FROM_THE_INITIAL_ADAPTER:
         return [_initial_adapter_line(there, now)]
     if key == "full":
-        return [_switched("text_encoder", "text_encoder" in old, "text_encoder" in new)]
+        return [switched(RESUME_SWITCHES["text_encoder"], "text_encoder" in old, "text_encoder" in new)]
     if key in ("space_config", "frozen_part") and there.get("space") != now.get("space"):
         return []  # another space's config and frozen part: --space says it
     if key == "space_config":
-        return [_config_line(mode, path, a, b, there, now) for path, a, b in _leaves((), old, new)]
+        return [_config_line(mode, path, a, b, there, now) for path, a, b in leaves((), old, new)]
     if key == "layers":
         return [] if there.get("layer_set") != now.get("layer_set") else [f"--layers ({old} layers there, {new} now)"]
     if key == "subjects":
         return [f"the subjects ({', '.join(old or [])} there, {', '.join(new or [])} now)"]
     if key == "frozen_part":
-        return [_changed_line("the adapter's frozen part", old, new)]
-    return [_changed_line(RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), old, new)]
+        return [changed("the adapter's frozen part", old, new)]
+    return [changed(RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), old, new)]
 
 
 def _config_line(mode: str, path: tuple, old: object, new: object, there: dict, now: dict) -> str:
     """A differing space option: ``--set KEY``; under --init, its LoRA's rank (``--rank``), ``--merge-frozen``, or
     one of the initial adapter's own."""
     if mode == "adapter":
-        return _changed_line("--set " + ".".join(map(str, path)), old, new)
+        return changed("--set " + ".".join(map(str, path)), old, new)
     if path == ("merge_frozen",):
-        return _switched("merge_frozen", old, new)
+        return switched(RESUME_SWITCHES["merge_frozen"], old, new)
     last = len((there.get("space_config") or {}).get("components") or []) - 1
     if path[:2] == ("components", last) and path[2:] == ("config", "rank"):
-        return _changed_line("--rank", old, new)
+        return changed("--rank", old, new)
     if path[:1] == ("components",) and path[1:2] != (last,):
         return _initial_adapter_line(there, now)
-    return _changed_line("the --init LoRA's " + ".".join(map(str, path)), old, new)
+    return changed("the --init LoRA's " + ".".join(map(str, path)), old, new)
 
 
 def _initial_adapter_line(there: dict, now: dict) -> str:
     old, new = there.get("frozen_part"), now.get("frozen_part")
     return f"--init (another initial adapter{f': frozen part {old} there, {new} now' if old != new else ''})"
-
-
-def _leaves(path: tuple, there: object, now: object) -> Iterator[tuple[tuple, object, object]]:
-    """Each (path, there, now) where two nested values differ, by dict keys and list positions."""
-    if isinstance(there, dict) and isinstance(now, dict):
-        for key in sorted(set(there) | set(now)):
-            yield from _leaves((*path, key), there.get(key), now.get(key))
-    elif isinstance(there, list) and isinstance(now, list) and len(there) == len(now):
-        for index, (old, new) in enumerate(zip(there, now, strict=True)):
-            yield from _leaves((*path, index), old, new)
-    elif there != now:
-        yield path, there, now
-
-
-def _switched(key: str, there: object, now: object) -> str:
-    on, off = RESUME_SWITCHES[key]
-    return f"{on if there else off} there, {on if now else off} now"
-
-
-def _changed_line(name: str, there: object, now: object) -> str:
-    return f"{name} ({_shown(there)} there, {_shown(now)} now)"
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, list):
-        return ", ".join(map(str, value)) or "none"
-    return "not set" if value is None else str(value) or "none"

@@ -4,6 +4,7 @@ the shards is, and the settings a precompute that extends the folder must share.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from lowdim import json_text
@@ -173,10 +174,18 @@ def with_crop_defaults(config: dict) -> dict:
     return settings
 
 
-def done_identities(out: Path, header: dict, compared: dict | None = None) -> dict[str, dict]:
+# A differing setting in a command's own words (its flag): ``worded(field, index, header)``, the field as
+# ``differing_settings`` names it (``config.learning_rate``), read from either side by ``recorded``.
+Worded = Callable[[str, dict, dict], list[str]]
+SHOWN_AT_MOST = 2  # differences a refusal names: a rerun told two fixes at once, in a line that stays short
+
+
+def done_identities(out: Path, header: dict, compared: dict | None = None,
+                    worded: Worded | None = None) -> dict[str, dict]:
     """The identities ``out`` holds (name: entry), when made with ``header``'s settings from the same folder; else
-    one line. ``compared``: only those fields of the folder's index are compared (before the model loads, some
-    are not known yet). Whether each one's pictures are still those is for the caller to tell."""
+    one line, naming each differing field (``config.learning_rate``) or, with ``worded``, as it words them (the
+    command's flags). ``compared``: only those fields of the folder's index are compared (before the model loads,
+    some are not known yet). Whether each one's pictures are still those is for the caller to tell."""
     if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
         return {}
     existing = read_index(out)
@@ -185,8 +194,7 @@ def done_identities(out: Path, header: dict, compared: dict | None = None) -> di
     different = [(key, there, now) for key, there, now in different
                  if not (key.startswith("config.") and (key.removeprefix("config."), there, now) in different)]
     if different:
-        shown = ", ".join(f"{key} ({_shown(key, there, existing)} there, {_shown(key, now, header)} now)"
-                          for key, there, now in different[:2])
+        shown = "; ".join(_difference_lines(different, existing, header, worded)[:SHOWN_AT_MOST])
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; rerun with those to continue, or "
                           f"use another {either('--out', 'out')} to start anew")
     if existing.get("dtype") and header.get("dtype") and existing["dtype"] != header["dtype"]:
@@ -206,11 +214,35 @@ def done_identities(out: Path, header: dict, compared: dict | None = None) -> di
     return {entry["name"]: entry for entry in existing["identities"]}
 
 
+def _difference_lines(different: list[tuple[str, object, object]], existing: dict, header: dict,
+                      worded: Worded | None) -> list[str]:
+    if worded is None:
+        return [f"{key} ({_shown(key, there, existing)} there, {_shown(key, now, header)} now)"
+                for key, there, now in different]
+    # One flag may say two fields (the seed), and a field may say nothing its cause's line does not (another
+    # space's config): never an empty list, since the cause is a difference too, but the fields would do.
+    lines = list(dict.fromkeys(line for key, _, _ in different for line in worded(key, existing, header)))
+    return lines or [key for key, _, _ in different]
+
+
+def recorded(index: dict, field: str) -> object:
+    """A setting of an index (or a header) as ``differing_settings`` compares it: ``config.crop_margin`` from its
+    training config, the crop's defaults filled in; a top-level field as it is."""
+    if field.startswith("config."):
+        return with_crop_defaults(index.get("config", {})).get(field.removeprefix("config."))
+    return index.get(field)
+
+
+def shown_init(value: object, index: dict) -> str:
+    """An index's --init: by the path it was given as, else by the start's digest; "no --init" without one."""
+    path = (index.get("init_path") or {}).get("resolved")
+    return "no --init" if value is None else f"--init {path}" if path else f"an --init of digest {value}"
+
+
 def _shown(key: str, value: object, index: dict) -> str:
     """A setting's value as the user would name it: the flag for a default left out, the --init file by path."""
     if key == "config.init":
-        path = (index.get("init_path") or {}).get("resolved")
-        return "no --init" if value is None else f"--init {path}" if path else f"an --init of digest {value}"
+        return shown_init(value, index)
     if key in SHOWN and isinstance(value, (bool, str, type(None))) and value in SHOWN[key]:
         return SHOWN[key][value]
     return repr(value)

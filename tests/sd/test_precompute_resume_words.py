@@ -1,0 +1,86 @@
+"""A ``lowdim precompute`` rerun into an --out made with other options names each by the flag typed (``--lr``,
+``--no-augment``, ``--set rank``), not by the index's ``config.`` field, both where it is refused before the model
+loads and where only the loaded model tells (its resolution); from Python, the fields."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
+import lowdim
+from lowdim_cli.main import main
+from lowdim_sd.precompute import PrecomputeJob, precompute
+from lowdim_sd.precompute_header import precompute_differences
+from lowdim_sd.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def args(tiny_sd, tmp_path) -> list[str]:
+    """A precompute of two people into ``tmp_path/w``, run once."""
+    for number in range(2):
+        save_images(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(number)) * 2 - 1,
+                    tmp_path / "people" / f"p{number}", "x")
+    return ["precompute", "-m", str(tiny_sd), "-i", str(tmp_path / "people"), "-o", str(tmp_path / "w"), "--steps",
+            "1", "--no-crop", "--device", "cpu"]
+
+
+def _refusal(capsys, args: list[str]) -> str:
+    """The one line a refused rerun prints, its wrapping undone."""
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("Error:") == 1, err
+    return " ".join(err.split())
+
+
+def test_a_rerun_with_other_options_names_the_flags(args, capsys):
+    assert main(args) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, [*args, "--lr", "1e-2", "--no-augment"])
+    assert "other settings: --augment there, --no-augment now; --lr (0.002 there, 0.01 now); rerun with" in said
+    assert "config." not in said and "learning_rate" not in said
+
+
+def test_space_options_are_named_by_set_and_another_space_once(args, capsys):
+    assert main(args) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, [*args, "--set", "rank=2", "--seed", "3"])
+    assert "other settings: --set rank (1 there, 2 now); --seed (0 there, 3 now); rerun with" in said
+    said = _refusal(capsys, [*args, "--space", "lora"])
+    assert "other settings: --space (lidb there, lora now); --lr (0.002 there, 0.0001 now); rerun with" in said
+    assert "--set" not in said and "{" not in said  # another space's config: --space says it
+
+
+def test_what_only_the_loaded_model_tells_is_named_by_its_flag_too(args, capsys):
+    assert main([*args, "--resolution", "32"]) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, args)  # the model's own resolution, known once it loads
+    assert "other settings: --resolution (32 there, 16 now); rerun with" in said
+
+
+def test_from_python_the_refusal_names_the_index_fields(tiny_sd, people, tmp_path):
+    def job(**config) -> PrecomputeJob:
+        return PrecomputeJob(model=str(tiny_sd), identities=people, out=tmp_path / "w", crop=False,
+                             config=TrainConfig(steps=1, **config))
+
+    precompute(job())
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: config.augment \(on there, off now\); "
+                                                 r"config.learning_rate \(0.002 there, 0.01 now\); rerun"):
+        precompute(job(augment=False, learning_rate=1e-2))
+
+
+def test_an_init_and_the_layers_are_named_by_what_the_user_gave():
+    given = {"init_path": {"resolved": "/a.safetensors"}, "config": {"init": "d1"}}
+    assert precompute_differences("config.init", {"config": {}}, given) == ["no --init there, --init /a.safetensors "
+                                                                            "now"]
+    rewritten = {**given, "config": {"init": "d2"}}
+    assert precompute_differences("config.init", given, rewritten) == [
+        "--init /a.safetensors (another initial adapter there: the file changed since)"]
+    layers = {"model": "m", "layer_set": "unet", "layers": [["a", 4, 4]]}
+    assert precompute_differences("layers", layers, {**layers, "layers": [["a", 4, 8]]}) == [
+        "the layers of the --model (as many, of other shapes; the model changed since)"]
+    assert precompute_differences("layers", layers, {**layers, "layer_set": "unet+text", "layers": []}) == []
+    assert precompute_differences("config.optimizer", {"config": {}}, {"config": {"optimizer": "sgd"}}) == [
+        "--optimizer (adamw there, sgd now)"]
