@@ -119,16 +119,20 @@ def format_version_problem(metadata: Mapping[str, str], kind: str, reads: str) -
     found = metadata.get("format_version")
     if found == reads:
         return ""
-    # ASCII digits only: "²".isdigit() holds, and int("²") raises.
-    if found is not None and _plain_number(found) and _plain_number(reads) and int(found) > int(reads):
+    if found is not None and _newer(found, reads):
         return f"{kind} format version {found}; this lowdim reads version {reads}: upgrade lowdim"
     stated = "has no format version, which every lowdim writes" if found is None else \
         f"format version {found!r}, which no lowdim writes"
     return f"{kind} {stated} (the file was edited or made by another tool); this lowdim reads version {reads}"
 
 
-def _plain_number(text: str) -> bool:
-    return text.isascii() and text.isdecimal()
+def _newer(found: str, reads: str) -> bool:
+    """Whether ``found`` is a larger whole number than ``reads``, both in ASCII digits ("²".isdigit() holds). Compared
+    as text, never through int(): a file's version may have more digits than Python converts (4,300)."""
+    if not all(text.isascii() and text.isdecimal() for text in (found, reads)):
+        return False
+    found, reads = found.lstrip("0"), reads.lstrip("0")  # "0002" is 2, as int() reads it
+    return (len(found), found) > (len(reads), reads)
 
 
 def config_problem(error: ConfigError, plugins: bool = True) -> str:

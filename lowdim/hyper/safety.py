@@ -9,6 +9,7 @@ one of them finite floats. A hostile or broken file gets one line naming the ten
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lowdim.errors import LowdimError
-from lowdim.filecheck import FLOATS, check_sizes
+from lowdim.errors import LowdimError, first_line
+from lowdim.filecheck import DEPTH_KEY, FLOATS, check_sizes, printable_name
 from lowdim.hyper.config import HyperConfig
 from lowdim.hyper.encoder import is_packaged
 from lowdim.spaces.base import LayerSpec, Space
@@ -25,6 +26,13 @@ from lowdim.spaces.base import LayerSpec, Space
 # Config switches that make transformers fetch other weights (timm or hub backbones) while building.
 FETCHING_KEYS = ("use_pretrained_backbone", "use_timm_backbone")
 BACKBONE = "encoder.backbone."
+# How a file is refused whose configs build no network (``lowdim show`` words its problem row alike).
+CANNOT_BUILD = "its network cannot be built from the configs it records"
+# Keys of a transformers config whose integers are sizes (hidden_size, num_attention_heads, num_channels, embed_dim,
+# hidden_sizes): below 1, torch and transformers fail on them with their own errors. A depth (num_hidden_layers,
+# depths) may be 0. Any other integer may be a sentinel (-1: none), and a float (mlp_ratio: 0.5) no size: the build
+# judges them.
+SIZE_KEY = re.compile(r"(size|dim|heads|channels)s?$")
 
 
 def check_offline(encoder: str, encoder_config: dict | None, weights: str, requested: Any, path: Path) -> None:
@@ -56,7 +64,44 @@ def checked_build(build: Any, config: HyperConfig, space: Space, layers: list[La
                   tensors: Mapping[str, Tensor], package: bool, path: Path) -> nn.Module:
     """``build(config, space, layers)``, after the meta-device twin proved it fits ``tensors`` exactly."""
     check_fit(build, config, space, layers, tensors, package, path)
-    return build(config, space, layers)
+    return built(build, config, space, layers, path)
+
+
+def built(build: Any, config: HyperConfig, space: Space, layers: list[LayerSpec], path: Path) -> nn.Module:
+    """``build(config, space, layers)``; what it raises on the file's configs (transformers', torch's or a plugin
+    head's own refusal of a stranger's values) is one LowdimError naming the file. Memory running out is no fault of
+    the file, and stays what it is."""
+    try:
+        return build(config, space, layers)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except LowdimError as error:  # a refusal of its own (an unknown head or model_type): said of this file
+        if not str(error).startswith(f"{path}: "):
+            error.args = (f"{path}: {error}",)
+        raise
+    except Exception as error:
+        raise LowdimError(f"{path}: {CANNOT_BUILD} ({type(error).__name__}: {first_line(error)})") from error
+
+
+def size_floor_problem(config: Any, field: str, key: str) -> str | None:
+    """Where a (nested) transformers config ``config``, stored in the file's ``field``, holds a size below 1 or a
+    depth below 0 (None: it holds none). Only the config and its sub-configs (``vision_config``) are looked at:
+    a mapping such as ``label2id`` holds names of any kind, not sizes."""
+    if not isinstance(config, Mapping):
+        return None
+    for name, value in config.items():
+        where = f"{key}.{name}" if key else str(name)
+        if isinstance(value, Mapping):
+            if str(name).endswith("_config") and (problem := size_floor_problem(value, field, where)):
+                return problem
+            continue
+        what, least = ("depth", 0) if DEPTH_KEY.search(str(name)) else ("size", 1)
+        if what == "size" and not SIZE_KEY.search(str(name)):
+            continue
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, int) and not isinstance(number, bool) and number < least:
+                return f"{field} {printable_name(where)} is {number}; a {what} must be at least {least}"
+    return None
 
 
 def check_fit(build: Any, config: HyperConfig, space: Space, layers: list[LayerSpec], tensors: Mapping[str, Tensor],
@@ -64,8 +109,10 @@ def check_fit(build: Any, config: HyperConfig, space: Space, layers: list[LayerS
     """That ``build(config, space, layers)``, built on the meta device (no memory), has exactly ``tensors``
     (``check_tensors``; ``values``: their values too). ``lowdim show`` checks a file's meta tensors with it."""
     check_sizes(config.to_dict(), path, "hyper_config")
+    if problem := size_floor_problem(config.encoder_config, "encoder_config", ""):
+        raise LowdimError(f"{path}: {CANNOT_BUILD} ({problem})")
     with torch.device("meta"):
-        twin = build(config, space, layers)
+        twin = built(build, config, space, layers, path)
     expected = {k: v for k, v in twin.state_dict().items() if not (package and k.startswith(BACKBONE))}
     check_tensors(expected, tensors, path, values)
 

@@ -139,6 +139,9 @@ def saved_model(folder: Path, scale: Scale) -> Path:
     """The scale's random pipeline as a diffusers folder in ``folder``, built and saved once."""
     from lowdim_sd.bench.speed_stored import read_model_scale  # here, not above: it reads SCALES from this module
 
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # else found only once the model is built
+        raise LowdimError(f"{folder}: not a folder, where the speed benchmark saves its random model: move it away, "
+                          f"or pass another --model-dir")
     marker = folder / READY
     if read_model_scale(marker) == scale.name:  # another scale's model (a shared --model-dir) is built over
         return folder

@@ -56,10 +56,13 @@ def read_settings(path: Path, out: Path) -> dict | None:
 
 def read_model_scale(path: Path) -> str | None:
     """The scale of the model saved beside ``path``, its marker (written last: None when there is none, a save cut
-    short); a damaged one is one line naming it and the way out."""
-    if not path.is_file():
+    short); a damaged one is one line naming it and the way out, as is one that is no file (a folder, a link to
+    nothing), which writing the marker after a build would fail on."""
+    if not (path.exists() or path.is_symlink()):
         return None
     try:
+        if not path.is_file():
+            raise ValueError(_not_a_file(path))
         stored = _load(path)
         if not isinstance(stored, dict) or "scale" not in stored:
             raise ValueError("not a speed model's marker: it needs scale")
@@ -69,6 +72,15 @@ def read_model_scale(path: Path) -> str | None:
     except (OSError, ValueError) as why:
         raise LowdimError(f"{path}: damaged ({why}); it marks the model in {path.parent} as saved whole: delete it, "
                           f"and a rerun builds the model again") from None
+
+
+def _not_a_file(path: Path) -> str:
+    """What stands at ``path`` instead of a file (it exists, or is a link)."""
+    if path.is_dir():
+        return "a folder, not a file"
+    if not path.exists():
+        return "a link to nothing"
+    return "not a regular file"
 
 
 def _load(path: Path) -> Any:
