@@ -73,6 +73,7 @@ class DrawSettings:
     how: str = "1"  # the short form of `personalize --preview-draw`, e.g. te=0@start=0.3@end=0.8
 
     def check(self) -> None:
+        from lowdim_sd.draw_parts import parse_draw
         from lowdim_sd.prompt_words import IDENTIFIER
 
         if not isinstance(self.prompt, str) or IDENTIFIER not in self.prompt:  # None: the page's empty box
@@ -82,6 +83,7 @@ class DrawSettings:
         check_number(self.count, "Pictures", *PICTURES)
         check_number(self.steps, "Draw's denoising steps", *DENOISING_STEPS)
         check_seed(self.seed, "Picture seed", self.count)  # the seed typed; its last picture's must fit too
+        parse_draw(self.how or "1")  # here, not only as it draws: a way to draw it cannot read is no job's failure
 
 
 class Drawer:

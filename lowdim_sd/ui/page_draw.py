@@ -3,6 +3,7 @@ file to draw instead of a run's (``drawing`` does the work; this lays it out and
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import gradio as gr
 from lowdim.errors import LowdimError
 from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
 from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
-from lowdim_sd.ui.drawing import DRAW_AFTER, checked_upload, default_prompt, uploaded_adapter
+from lowdim_sd.ui.drawing import DRAW_AFTER, DrawSettings, Subject, checked_upload, default_prompt, uploaded_adapter
 from lowdim_sd.ui.page_parts import (
     File,
     Number,
@@ -100,19 +101,42 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     def draw_more(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
                   request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
-        if not what:
-            raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
-        # A run is drawn on the model it was made with: the Model box is read (and checked) for a dropped file only.
-        subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
-        made = studio.draw(subject, text(prompt_text), real_number(adapter_scale, "Adapter scale"),
-                           whole(first_seed, "Picture seed"), whole(sample_steps, "Draw's denoising steps"),
-                           whole(pictures, "Pictures"), str(text(how_to_draw)), progress_listener(progress),
+        # No docstring: Gradio would show it as /draw_more's API description. A client calling /draw_more, which
+        # runs without check_draw, is checked here too (studio.draw checks what asked_draw leaves).
+        subject, settings = asked_draw(what, chosen_model, prompt_text, adapter_scale, how_to_draw, first_seed,
+                                       sample_steps, pictures)
+        made = studio.draw(subject, **asdict(settings), listener=progress_listener(progress),
                            owner=session(request))  # its tab's closing stops it
         return made, gr.update()  # the stages box keeps the run's stage times
 
+    @on_page
+    def check_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
+                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float) -> None:
+        """What Draw refuses before a job starts, checked before the page runs it."""
+        studio.checked_draw(*asked_draw(what, chosen_model, prompt_text, adapter_scale, how_to_draw, first_seed,
+                                        sample_steps, pictures))
+
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
     adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing], **unlimited)
+    asked = [current, model, prompt, scale, how, seed, steps, count]
+    # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
+    # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot.
+    checked = draw.click(check_draw, asked, None, api_visibility="private", **unlimited)
     # Its bar on its own line beside Draw, not over the run's stage table (a refusal's line still goes there)
-    draw.click(draw_more, [current, model, prompt, scale, how, seed, steps, count], outputs, show_progress_on=[drawing],
-               **unlimited)
+    checked.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
     return prompt, drawing
+
+
+def asked_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
+               how_to_draw: str | None, first_seed: float | None, sample_steps: float,
+               pictures: float) -> tuple[Subject | str, DrawSettings]:
+    """What Draw's controls ask to draw (a run's name, or a dropped file on the Model box's model) and how, each
+    value that is no number of its kind refused in one line naming its control (``Studio.checked_draw`` checks the
+    rest)."""
+    if not what:
+        raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
+    # A run is drawn on the model it was made with: the Model box is read (and checked) for a dropped file only.
+    subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
+    return subject, DrawSettings(text(prompt_text), real_number(adapter_scale, "Adapter scale"),
+                                 whole(first_seed, "Picture seed"), whole(sample_steps, "Draw's denoising steps"),
+                                 whole(pictures, "Pictures"), str(text(how_to_draw)))

@@ -235,11 +235,19 @@ class Studio:
              count: int = 2, how: str = "1", listener: Listener | None = None, owner: str = "") -> Drawn:
         """More pictures of a subject (a run's name, or an uploaded adapter): ``prompt`` with [V], the adapter
         at ``scale``, drawn as ``how`` says (the short form of `personalize --preview-draw`)."""
-        subject = self.subject(subject) if isinstance(subject, str) else subject
         settings = DrawSettings(prompt, scale, seed, steps, count, how)
-        settings.check()  # before waiting for the slot or a model
+        subject = self.checked_draw(subject, settings)  # before waiting for the slot or a model
         with self.job("drawing", owner), runs.listen(self._heard(listener)):
             return self._drawer.draw(subject, settings)
+
+    def checked_draw(self, subject: Subject | str, settings: DrawSettings) -> Subject:
+        """The subject of a drawing asked for (a run's name: that run, read) and its settings, each refused in one
+        line naming its control: before any job starts or model loads. The page checks a Draw click with this before
+        it runs one, so that such a refusal leaves the page as it is, as a Busy refusal does."""
+        subject = self.subject(subject) if isinstance(subject, str) else subject
+        with command_line():  # in the words a job's checks speak (How to draw's, as generate's flags)
+            settings.check()
+        return subject
 
     def evaluate(self, images: list[str | Path], reference: str | Path, prompt: str, token: str = "sks",
                  metrics: str = "", listener: Listener | None = None, owner: str = "") -> str:

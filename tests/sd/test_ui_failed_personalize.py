@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import test_ui_refused_personalize
+import ui_events
 
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 gradio_client = pytest.importorskip("gradio_client")
@@ -41,7 +41,7 @@ def test_a_failed_personalize_clears_the_run_shown_and_a_busy_refusal_does_not(t
         [cleared] = follow_ups(client.config, "personalize")
         [personalize] = [dep for dep in client.config["dependencies"] if dep.get("api_name") == "personalize"]
         assert cleared["outputs"] == personalize["outputs"]  # each output of the failed event: no "Error" badge kept
-        with test_ui_refused_personalize.another_tab_running(studio):
+        with ui_events.another_tab_running(studio):
             busy = client.predict(*asked(1), api_name="/personalize")  # no AppError: the page runs no follow-up
     assert busy[2].startswith("a personalization started in another tab is already running")
     assert [value for place, value in enumerate(busy) if place != 2] == [{"__type__": "update"}] * (len(busy) - 1)

@@ -6,13 +6,11 @@ drives the page, in-process: the events a click triggers, then those chained aft
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ui_events
 
 from lowdim.errors import LowdimError
 from lowdim_sd.ui.studio import Studio, StudioConfig
@@ -38,28 +36,8 @@ def studio(tmp_path) -> Studio:
 @pytest.fixture
 def another_run(studio) -> Iterator[None]:
     """Another tab's run, holding the one job slot while the test clicks."""
-    with another_tab_running(studio):
+    with ui_events.another_tab_running(studio):
         yield
-
-
-@contextlib.contextmanager
-def another_tab_running(studio) -> Iterator[None]:
-    """Another tab's run holding the studio's one job slot for the ``with`` block."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with studio.job("personalization", "another tab"):
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
-        yield
-    finally:
-        release.set()
-        holder.join(30)
 
 
 def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str]]:
@@ -74,33 +52,8 @@ def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str]]:
     values = {block._id: asked[block.elem_id] for block in event.inputs}
     values.update({block._id: SHOWN[block.elem_id] for block in event.outputs})
     errors: list[str] = []
-    _run(page, [fn for fn in page.fns.values() if (go._id, "click") in fn.targets], values, errors)
+    ui_events.run_chain(page, [fn for fn in page.fns.values() if (go._id, "click") in fn.targets], values, errors)
     return {block.elem_id: values[block._id] for block in event.outputs}, errors
-
-
-def _run(page, fns: list, values: dict, errors: list[str]) -> None:
-    for fn in fns:
-        keywords = {"request": None} if "request" in inspect.signature(fn.fn).parameters else {}
-        try:
-            result = fn.fn(*(values[block._id] for block in fn.inputs), **keywords)
-        except gr.Error as error:
-            errors.append(error.message)
-            failed = True
-        else:
-            _show(fn.outputs, result, values)
-            failed = False
-        _run(page, [then for then in page.fns.values() if then.trigger_after == fn._id
-                    and not (then.trigger_only_on_success and failed)
-                    and not (then.trigger_only_on_failure and not failed)], values, errors)
-
-
-def _show(outputs: list, result: object, values: dict) -> None:
-    """An event's values on its outputs; Gradio's update with no value leaves a control's value as it is."""
-    if not outputs:
-        return
-    for block, value in zip(outputs, result if len(outputs) > 1 else [result], strict=True):
-        if not (isinstance(value, dict) and value.get("__type__") == "update" and "value" not in value):
-            values[block._id] = value["value"] if isinstance(value, dict) and "__type__" in value else value
 
 
 @pytest.mark.parametrize(("field", "value", "line"), [

@@ -1,0 +1,61 @@
+"""Driving ``lowdim ui``'s page in-process as Gradio's front end does (a click's events, then those chained after
+each), and another tab's run holding the studio's one job slot: shared by the ui tests of refused and failed clicks."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+
+
+@contextlib.contextmanager
+def another_tab_running(studio) -> Iterator[None]:
+    """Another tab's run holding the studio's one job slot for the ``with`` block."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with studio.job("personalization", "another tab"):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def run_chain(page, fns: list, values: dict, errors: list[str]) -> None:
+    """Each of ``fns`` on ``values`` (by block id, updated with what each shows), then each event chained after it
+    (``.then`` always, ``.success`` on success, ``.failure`` on a ``gr.Error``, whose message goes to ``errors``), as
+    Gradio's front end runs them."""
+    for fn in fns:
+        keywords = {"request": None} if "request" in inspect.signature(fn.fn).parameters else {}
+        try:
+            result = fn.fn(*(values[block._id] for block in fn.inputs), **keywords)
+        except gr.Error as error:
+            errors.append(error.message)
+            failed = True
+        else:
+            _show(fn.outputs, result, values)
+            failed = False
+        run_chain(page, [then for then in page.fns.values() if then.trigger_after == fn._id
+                         and not (then.trigger_only_on_success and failed)
+                         and not (then.trigger_only_on_failure and not failed)], values, errors)
+
+
+def _show(outputs: list, result: object, values: dict) -> None:
+    """An event's values on its outputs; Gradio's update with no value leaves a control's value as it is."""
+    if not outputs:
+        return
+    for block, value in zip(outputs, result if len(outputs) > 1 else [result], strict=True):
+        if not (isinstance(value, dict) and value.get("__type__") == "update" and "value" not in value):
+            values[block._id] = value["value"] if isinstance(value, dict) and "__type__" in value else value
