@@ -8,7 +8,6 @@ reads it back as (field, value) rows, with the command that uses the file.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from pathlib import Path
 from shlex import quote
@@ -37,6 +36,7 @@ from lowdim_sd.file_info_parts import (
     text_rows,
 )
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
+from lowdim_sd.model_info import merged_model_info, pipeline_folder_info, registered_model_info
 from lowdim_sd.model_paths import UNET_PREFIX
 from lowdim_sd.weight_folder_info import weight_folder_info
 
@@ -50,14 +50,14 @@ def describe(path: Path) -> FileInfo:
         if path.is_dir() and (path / output).is_file() and not (path / "index.json").is_file():
             return describe(path / output)
     if path.is_dir() and (path / "model_index.json").is_file():
-        return _pipeline_folder(path)
+        return pipeline_folder_info(path)
     if path.is_dir():
         try:
             return weight_folder_info(path)
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise LowdimError(f"{path}: its index is damaged ({type(error).__name__}: {first_line(error)})") from None
     if not path.exists():  # a path on disk wins over a model registered under the same name
-        model = _registered_model(str(path))
+        model = registered_model_info(str(path))
         if model is not None:
             return model
     if not path.is_file():
@@ -186,8 +186,8 @@ def _shard(path: Path, header: Header) -> FileInfo:
     rows_named = parsed_json(header.metadata.get("identities"), [])
     # A row a later precompute erased (its identity's pictures gone) is zeroed and its name blanked: no identity.
     names = [name for name in rows_named if name != ""]
-    # Each name cut where a stranger's runs to 10 KB; --json gives them whole.
-    listed = f": {', '.join(map(bounded, names[:5]))}{', ...' if len(names) > 5 else ''}" if names else ""
+    # The first few names, each cut where a stranger's runs to 10 KB; --json gives them all, whole.
+    listed = f": {listing(list(map(bounded, names)))}" if names else ""
     rows = [("identities", f"{len(names)}{listed}")]
     erased = len(rows_named) - len(names)
     if erased:
@@ -233,7 +233,7 @@ def _other(path: Path, header: Header) -> FileInfo:
     from lowdim_sd.merged_model import record_in_metadata  # it draws with diffusers: the sd extra
 
     if (record := record_in_metadata(meta)) is not None:
-        return _merged(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
+        return merged_model_info(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
                         f"lowdim personalize -m {quote(str(path))}{_configs_flag()} -i face.jpg -o me", values)
@@ -245,142 +245,3 @@ def _configs_flag() -> str:
     from huggingface_hub import constants
 
     return " --model-config FOLDER" if constants.HF_HUB_OFFLINE else ""
-
-
-def _pipeline_folder(folder: Path) -> FileInfo:
-    index = parsed_json((folder / "model_index.json").read_text(errors="replace"), {})
-    rows = [("pipeline", str(index.get("_class_name", "?")) if isinstance(index, dict) else "?")]
-    from lowdim_sd.merged_model import read_merge_record
-
-    if (record := read_merge_record(folder)) is not None and record.get("made_by") == TRAINED:
-        return _trained(folder, record, rows)
-    if (problem := _folder_problem(folder)) is not None:  # every load refuses it: no command to suggest
-        return FileInfo(folder, "a diffusers pipeline folder lowdim cannot load", [*rows, ("problem", problem)])
-    if record is not None:
-        return _merged(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows)
-    return FileInfo(folder, "a diffusers pipeline folder", rows,
-                    f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me")
-
-
-def _folder_problem(folder: Path) -> str | None:
-    """What the load refuses the folder for before reading a weight (another pipeline, a missing part, pickle
-    weights), as its one line; None when those checks pass."""
-    from lowdim_sd.pipeline_parts import check_model_folder
-
-    try:
-        check_model_folder(folder)
-    except LowdimError as error:
-        return str(error)
-    return None
-
-
-def _registered_model(name: str) -> FileInfo | None:
-    """A model registered as ``name``: where its files are (what diffusers' ``from_pretrained`` takes), read
-    from the registry and the folder's index alone; None when no model has that name."""
-    from lowdim.registry import get_registry
-    from lowdim_sd.plugin import SDBackend
-
-    entry = get_registry().backend_entry(name)  # a name two plugins claim: the line saying to uninstall one
-    if entry is None:
-        return None
-    backend = entry.value
-    source = str(getattr(backend, "source", "") or "")
-    rows = [("registered by", f"the plugin {entry.plugin}")]
-    if backend.name != name:
-        rows.append(("alias of", backend.name))
-    if getattr(backend, "description", ""):
-        rows.append(("description", backend.description))
-    # A generic (not SD1.x) backend: the face commands would refuse it, inspect counts on it.
-    sd = isinstance(backend, SDBackend)
-    use = f"lowdim {'personalize' if sd else 'inspect'} -m {quote(name)} {'-i face.jpg -o me' if sd else '-s lidb'}"
-    folder = Path(source).expanduser()
-    if source and folder.is_dir() and (folder / "model_index.json").is_file():
-        pipeline = _pipeline_folder(folder)
-        loader = dict(pipeline.rows).get("pipeline", "?")
-        loader = "DiffusionPipeline" if loader == "?" else loader  # diffusers' own pick from the index
-        rows += [("files", str(folder)), *pipeline.rows,
-                 ("in diffusers", f"{loader}.from_pretrained({json.dumps(str(folder))})")]
-        # A merged folder is drawn with, not personalized: keep its command, under the name.
-        use = pipeline.use.replace(f"-m {quote(str(folder))}", f"-m {quote(name)}", 1)
-    elif source and folder.exists():
-        rows.append(("files", f"{folder} (not a diffusers folder: no model_index.json)"))
-    elif source and (folder.is_absolute() or source.startswith((".", "~"))):
-        rows.append(("files", f"{folder} (missing: no such folder)"))
-    elif source:
-        rows += [("hub id", source), ("in diffusers", f"StableDiffusionPipeline.from_pretrained({json.dumps(source)})"),
-                 ("cached at", _hub_cache(source))]
-    else:
-        rows.append(("files", "none: built from its code"))
-    if getattr(backend, "default_hypernet", None):
-        rows.append(("default hypernetwork", str(backend.default_hypernet)))
-    return FileInfo(Path(name), f"the registered model {backend.name} (lowdim models)", rows, use)
-
-
-def _hub_cache(hub_id: str) -> str:
-    """The local snapshot folder of a hub model when diffusers already downloaded it (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(hub_id, "model_index.json")
-    except Exception:  # a hub id the hub's own validation rejects is just not cached
-        found = None
-    if isinstance(found, str):
-        return str(Path(found).parent)
-    return "not yet: the first command that uses it downloads it into the Hugging Face cache"
-
-
-def _merged(path: Path, kind: str, record: object, rows: list[tuple[str, str]],
-            values: dict[str, object] | None = None) -> FileInfo:
-    """A merged model: its adapters are in its weights, so it is drawn with, not personalized on top of."""
-    record = record if isinstance(record, dict) else {}
-    entries = [entry for entry in record.get("adapters", []) if isinstance(entry, dict)]
-    # Texts from the record, each cut where a stranger's runs to 100 KB, and the first few of a long list;
-    # --json gives them all, whole.
-    merged = [f"{bounded(str(entry.get('file')))} at {bounded(str(entry.get('scale')))}" for entry in entries]
-    tokens = [str(token) for token in record.get("tokens", [])]
-    base = str(record.get("base_model") or "?")
-    rows = [("base model", bounded(base)),
-            ("adapters merged", listing(merged) or "? (merged before lowdim recorded them)"),
-            ("token", listing(list(map(bounded, tokens))) or "?"), *rows]
-    values = {**(values or {}), "base model": base, "token": tokens,
-              "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")} for entry in entries]}
-    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {_prompt_word(record, tokens)}",
-                    values)
-
-
-TRAINED = "lowdim train --full"  # the maker a trained model's record names (lowdim_sd.modes.record_recipe)
-
-
-def _trained(folder: Path, record: dict, rows: list[tuple[str, str]]) -> FileInfo:
-    """A model `lowdim train --full` wrote: its base, its word and how it trained, drawn with as a merged one is."""
-    tokens = [str(token) for token in record.get("tokens", [])]
-    parts = "UNet and text encoder" if record.get("text_encoder_trained") else "UNet"
-    # Texts from the record, each cut where a stranger's runs to 100 KB; --json gives them whole.
-    steps, rate, images = (bounded(str(record.get(key, "?"))) for key in ("steps", "learning_rate", "images"))
-    prompt = record.get("prompt", "?")
-    prompt = prompt if isinstance(prompt, str) else compact(prompt)
-    trained = (f"{steps} steps at lr {rate} on {images} image(s), {parts}; "
-               f"prompt {repr(prompt) if bounded(prompt) == prompt else bounded(prompt)}")  # quoted, as a cut one is
-    base = str(record.get("base_model") or "?")
-    rows = [("base model", bounded(base)), ("token", listing(list(map(bounded, tokens))) or "?"),
-            ("trained", trained), *rows]
-    recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")
-    values: dict[str, object] = {"base model": base, "token": tokens,
-                                 "trained": {key: record.get(key) for key in recipe}}
-    return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
-                    f"lowdim generate -m {quote(str(folder))} -p {_prompt_word(record, tokens)}", values)
-
-
-def _prompt_word(record: dict, tokens: list[str]) -> str:
-    """The prompt of a merged or trained model's use line, quoted; PROMPT where the table could not show it as it
-    is (a 100 KB or escape-holding token or prompt), as no such word is one a user can copy."""
-    return command_word(_merged_prompt(record, tokens), "PROMPT")
-
-
-def _merged_prompt(record: dict, tokens: list[str]) -> str:
-    """The prompt merge suggested, which its record keeps; for a merge recorded before that, its token in the
-    phrase an adapter without a recipe learned."""
-    prompt = record.get("prompt")
-    if isinstance(prompt, str) and prompt.strip():
-        return prompt
-    return f"a {tokens[0]} face" if tokens else "a photo of a face"

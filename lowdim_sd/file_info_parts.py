@@ -121,6 +121,12 @@ def bounded(text: str) -> str:
     return text if len(text) <= LONGEST_SHOWN else summary(text, 120)
 
 
+def part(text: str) -> str:
+    """Text for the part of a cell that says more after it (a folder, then "(missing: no such folder)"): ``bounded``
+    and escaped here, as ``FileInfo``'s escaping of the whole cell would quote the rest with it."""
+    return bounded(text) if text.isprintable() else summary(text, 120)
+
+
 def text_rows(meta: dict[str, str], labels: dict[str, str]) -> tuple[list[tuple[str, str]], dict[str, object]]:
     """A row for each metadata key in ``labels`` (key -> label; '?' where missing), its text ``bounded``, and the
     whole text of each for --json, which a reader's own value of a row (a number, an object) overrides."""

@@ -1,0 +1,185 @@
+"""What ``lowdim show`` says of a whole model: a diffusers pipeline folder, a model registered by name (``lowdim
+models``), and a model `lowdim merge` or `lowdim train --full` wrote, which is drawn with, not personalized on.
+
+Their texts come from files and plugins a stranger may have written (a 100 KB class name in ``model_index.json``, a
+description holding an escape code): each row shows them bounded and escaped, ``--json`` whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from shlex import quote
+
+from lowdim.errors import LowdimError
+from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, listing, parsed_json, part, shown_whole
+
+# What DiffusionPipeline.from_pretrained loads a folder with when its index names no class the table can show: it
+# reads the class from the index itself.
+DIFFUSERS_LOADER = "DiffusionPipeline"
+
+
+def pipeline_folder_info(folder: Path) -> FileInfo:
+    """A diffusers folder (``model_index.json`` beside its parts): its pipeline class, and what lowdim merge or
+    train --full recorded of it; --json's ``pipeline`` is the class name whole."""
+    index = parsed_json((folder / "model_index.json").read_text(errors="replace"), {})
+    pipeline = str(index.get("_class_name", "?")) if isinstance(index, dict) else "?"
+    rows = [("pipeline", bounded(pipeline))]
+    values: dict[str, object] = {"pipeline": pipeline}  # the class name whole
+    from lowdim_sd.merged_model import read_merge_record
+
+    if (record := read_merge_record(folder)) is not None and record.get("made_by") == TRAINED:
+        return _trained(folder, record, rows, values)
+    if (problem := _folder_problem(folder)) is not None:  # every load refuses it: no command to suggest
+        return FileInfo(folder, "a diffusers pipeline folder lowdim cannot load", [*rows, ("problem", problem)],
+                        values=values)
+    if record is not None:
+        return merged_model_info(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows, values)
+    return FileInfo(folder, "a diffusers pipeline folder", rows,
+                    f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me", values)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """What the load refuses the folder for before reading a weight (another pipeline, a missing part, pickle
+    weights), as its one line; None when those checks pass."""
+    from lowdim_sd.pipeline_parts import check_model_folder
+
+    try:
+        check_model_folder(folder)
+    except LowdimError as error:
+        return str(error)
+    return None
+
+
+def registered_model_info(name: str) -> FileInfo | None:
+    """A model registered as ``name``: where its files are (what diffusers' ``from_pretrained`` takes), read
+    from the registry and the folder's index alone; None when no model has that name. A plugin's texts (its
+    description, its source) are shown bounded and escaped, --json whole."""
+    from lowdim.registry import get_registry
+    from lowdim_sd.plugin import SDBackend
+
+    entry = get_registry().backend_entry(name)  # a name two plugins claim: the line saying to uninstall one
+    if entry is None:
+        return None
+    backend = entry.value
+    source = str(getattr(backend, "source", "") or "")
+    texts = [("registered by", f"the plugin {entry.plugin}", "")]
+    if backend.name != name:
+        texts.append(("alias of", backend.name, ""))
+    if description := str(getattr(backend, "description", "") or ""):
+        texts.append(("description", description, ""))
+    # A generic (not SD1.x) backend: the face commands would refuse it, inspect counts on it.
+    sd = isinstance(backend, SDBackend)
+    use = f"lowdim {'personalize' if sd else 'inspect'} -m {quote(name)} {'-i face.jpg -o me' if sd else '-s lidb'}"
+    folder = Path(source).expanduser()
+    pipeline = None
+    where = _source_kind(folder) if source else "none"
+    if where == "pipeline":
+        pipeline = pipeline_folder_info(folder)
+        texts.append(("files", str(folder), ""))
+        # A merged folder is drawn with, not personalized: keep its command, under the name.
+        use = pipeline.use.replace(f"-m {quote(str(folder))}", f"-m {quote(name)}", 1)
+    elif where == "other":
+        texts.append(("files", str(folder), " (not a diffusers folder: no model_index.json)"))
+    elif where == "missing" and (folder.is_absolute() or source.startswith((".", "~"))):
+        texts.append(("files", str(folder), " (missing: no such folder)"))
+    elif source:
+        texts += [("hub id", source, ""), ("in diffusers", _diffusers_code("StableDiffusionPipeline", source), ""),
+                  ("cached at", _hub_cache(source), "")]
+    else:
+        texts.append(("files", "none: built from its code", ""))
+    if default := str(getattr(backend, "default_hypernet", None) or ""):
+        texts.append(("default hypernetwork", default, ""))
+    rows = [(label, f"{part(text)}{note}") for label, text, note in texts]
+    values: dict[str, object] = {label: f"{text}{note}" for label, text, note in texts}
+    if pipeline is not None:
+        at = [label for label, _ in rows].index("files") + 1
+        loader = str(pipeline.values.get("pipeline", "?"))
+        loader = loader if loader != "?" and shown_whole(loader) else DIFFUSERS_LOADER  # code a user can copy
+        code = _diffusers_code(loader, str(folder))
+        rows[at:at] = [*pipeline.rows, ("in diffusers", bounded(code))]
+        values |= {**pipeline.values, "in diffusers": code}
+    return FileInfo(Path(name), f"the registered model {backend.name} (lowdim models)", rows, use, values)
+
+
+def _source_kind(folder: Path) -> str:
+    """'pipeline' (a diffusers folder), 'other' (something else is there) or 'missing'. A path no file system
+    takes (a name past 255 bytes, a path past 4,096) is missing, not the OSError of looking."""
+    try:
+        if folder.is_dir() and (folder / "model_index.json").is_file():
+            return "pipeline"
+        return "other" if folder.exists() else "missing"
+    except OSError:
+        return "missing"
+
+
+def _diffusers_code(loader: str, source: str) -> str:
+    return f"{loader}.from_pretrained({json.dumps(source)})"
+
+
+def _hub_cache(hub_id: str) -> str:
+    """The local snapshot folder of a hub model when diffusers already downloaded it (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(hub_id, "model_index.json")
+    except Exception:  # a hub id the hub's own validation rejects is just not cached
+        found = None
+    if isinstance(found, str):
+        return str(Path(found).parent)
+    return "not yet: the first command that uses it downloads it into the Hugging Face cache"
+
+
+def merged_model_info(path: Path, kind: str, record: object, rows: list[tuple[str, str]],
+                      values: dict[str, object] | None = None) -> FileInfo:
+    """A merged model: its adapters are in its weights, so it is drawn with, not personalized on top of."""
+    record = record if isinstance(record, dict) else {}
+    entries = [entry for entry in record.get("adapters", []) if isinstance(entry, dict)]
+    # Texts from the record, each cut where a stranger's runs to 100 KB, and the first few of a long list;
+    # --json gives them all, whole.
+    merged = [f"{bounded(str(entry.get('file')))} at {bounded(str(entry.get('scale')))}" for entry in entries]
+    tokens = [str(token) for token in record.get("tokens", [])]
+    base = str(record.get("base_model") or "?")
+    rows = [("base model", bounded(base)),
+            ("adapters merged", listing(merged) or "? (merged before lowdim recorded them)"),
+            ("token", listing(list(map(bounded, tokens))) or "?"), *rows]
+    values = {**(values or {}), "base model": base, "token": tokens,
+              "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")} for entry in entries]}
+    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {_prompt_word(record, tokens)}",
+                    values)
+
+
+TRAINED = "lowdim train --full"  # the maker a trained model's record names (lowdim_sd.modes.record_recipe)
+
+
+def _trained(folder: Path, record: dict, rows: list[tuple[str, str]], values: dict[str, object]) -> FileInfo:
+    """A model `lowdim train --full` wrote: its base, its word and how it trained, drawn with as a merged one is."""
+    tokens = [str(token) for token in record.get("tokens", [])]
+    parts = "UNet and text encoder" if record.get("text_encoder_trained") else "UNet"
+    # Texts from the record, each cut where a stranger's runs to 100 KB; --json gives them whole.
+    steps, rate, images = (bounded(str(record.get(key, "?"))) for key in ("steps", "learning_rate", "images"))
+    prompt = record.get("prompt", "?")
+    prompt = prompt if isinstance(prompt, str) else compact(prompt)
+    trained = (f"{steps} steps at lr {rate} on {images} image(s), {parts}; "
+               f"prompt {repr(prompt) if bounded(prompt) == prompt else bounded(prompt)}")  # quoted, as a cut one is
+    base = str(record.get("base_model") or "?")
+    rows = [("base model", bounded(base)), ("token", listing(list(map(bounded, tokens))) or "?"),
+            ("trained", trained), *rows]
+    recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")
+    values = {**values, "base model": base, "token": tokens, "trained": {key: record.get(key) for key in recipe}}
+    return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
+                    f"lowdim generate -m {quote(str(folder))} -p {_prompt_word(record, tokens)}", values)
+
+
+def _prompt_word(record: dict, tokens: list[str]) -> str:
+    """The prompt of a merged or trained model's use line, quoted; PROMPT where the table could not show it as it
+    is (a 100 KB or escape-holding token or prompt), as no such word is one a user can copy."""
+    return command_word(_merged_prompt(record, tokens), "PROMPT")
+
+
+def _merged_prompt(record: dict, tokens: list[str]) -> str:
+    """The prompt merge suggested, which its record keeps; for a merge recorded before that, its token in the
+    phrase an adapter without a recipe learned."""
+    prompt = record.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        return prompt
+    return f"a {tokens[0]} face" if tokens else "a photo of a face"
