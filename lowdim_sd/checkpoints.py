@@ -165,7 +165,8 @@ def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -
     # another config), or that it is another kind of run altogether.
     if (stored.get(TRAINABLE) or {}) != (current.get(TRAINABLE) or {}):
         different += worded(TRAINABLE, stored, current)
-    different += _input_differences(stored.get("inputs"), current.get("inputs") or {})
+    merged_alike = _merged_part(stored.get(TRAINABLE)) == _merged_part(current.get(TRAINABLE))
+    different += _input_differences(stored.get("inputs"), current.get("inputs") or {}, merged_alike)
     different = list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once
     if not different:
         return
@@ -257,21 +258,42 @@ def _digest(tensors: list[Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _input_differences(stored: dict | None, current: dict) -> list[str]:
+def _merged_part(signature: dict | None) -> list | None:
+    """What of the trained state a run folded into the base weights before their digest was taken (``--init``'s
+    frozen initial adapter, merged by ``relax_rank``): the signature's frozen part, its components and its layers;
+    None when nothing was merged."""
+    signature = signature or {}
+    config = signature.get("space_config") or {}
+    if signature.get("space") != "stack" or not config.get("merge_frozen"):
+        return None
+    return [signature.get("frozen_part"), (config.get("components") or [])[:-1], signature.get("layer_set"),
+            signature.get("layers")]
+
+
+def _input_differences(stored: dict | None, current: dict, merged_alike: bool = True) -> list[str]:
+    """The reference images and base model that differ. ``merged_alike``: both runs folded the same into the
+    weights; else the weights digest differs by what was merged, which the signature's line names (another
+    --init, --no-merge-frozen): it says nothing then of the model the user gave."""
     if not stored:  # checkpoints from before inputs were recorded
         return []
     found = []
-    old, new = stored.get("images") or {}, current.get("images") or {}
     there, now = stored.get("resolution"), current.get("resolution")
     if there and now and there != now:  # every picture differs then: the option is what to name
         found.append(f"{either('--resolution', 'resolution')} ({there} there, {now} now)")
-    for name in sorted(set(old) | set(new)) if not found else []:
-        if old.get(name) != new.get(name):
-            # One subject (--images) has no name of its own; --subjects' are their folders'.
-            whose = f" of subject '{name}'" if len(set(old) | set(new)) > 1 else ""
-            found.append(f"the reference images{whose} differ (pixels, crop or size; digest {old.get(name)} "
-                         f"there, {new.get(name)} now)")
-    if stored.get("model") != current.get("model"):
+    else:
+        found += _image_differences(stored.get("images") or {}, current.get("images") or {})
+    if merged_alike and stored.get("model") != current.get("model"):
         found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "
                      f"now: another model, or another {either('--dtype', 'dtype')})")
     return found
+
+
+def _image_differences(old: dict, new: dict) -> list[str]:
+    if len(old) == len(new) == 1:
+        # One subject each side is the same subject whatever its name: a --full run names it '0', an adapter run
+        # by its file ('adapter') or its --subjects folder; another mode or folder is the signature's to name.
+        old, new = {"": next(iter(old.values()))}, {"": next(iter(new.values()))}
+    names = sorted(set(old) | set(new))
+    whose = {name: f" of subject '{name}'" if len(names) > 1 else "" for name in names}  # one has no name to give
+    return [f"the reference images{whose[name]} differ (pixels, crop or size; digest {old.get(name)} there, "
+            f"{new.get(name)} now)" for name in names if old.get(name) != new.get(name)]
