@@ -293,7 +293,10 @@ def _image_differences(old: dict, new: dict) -> list[str]:
         # One subject each side is the same subject whatever its name: a --full run names it '0', an adapter run
         # by its file ('adapter') or its --subjects folder; another mode or folder is the signature's to name.
         old, new = {"": next(iter(old.values()))}, {"": next(iter(new.values()))}
-    names = sorted(set(old) | set(new))
-    whose = {name: f" of subject '{name}'" if len(names) > 1 else "" for name in names}  # one has no name to give
-    return [f"the reference images{whose[name]} differ (pixels, crop or size; digest {old.get(name)} there, "
-            f"{new.get(name)} now)" for name in names if old.get(name) != new.get(name)]
+    # A subject on one side only (a folder renamed, added or removed) has no pictures to compare with: the subjects
+    # line names it, and its pictures are not said to differ from none.
+    names = sorted(set(old) & set(new))
+    several = len(set(old) | set(new)) > 1  # one subject has no name to give
+    whose = {name: f" of subject '{name}'" if several else "" for name in names}
+    return [f"the reference images{whose[name]} differ (pixels, crop or size; digest {old[name]} there, "
+            f"{new[name]} now)" for name in names if old[name] != new[name]]
