@@ -70,3 +70,16 @@ def test_relax_rank_keeps_the_token_and_base_model_a_file_named(tmp_path):
     lowdim.load_adapter(path, view)
     info = lowdim.relax_rank(view, "hyper", "fast", lowdim.get_space("lora", rank=2))
     assert (info.metadata["base_model"], info.metadata["token"]) == ("toy", "sks")
+
+
+def test_the_trainable_part_starts_from_the_old_adapters_seed_unless_given_another():
+    """A relaxed adapter's start is reproducible, and its file records the seed its trainable part started from."""
+    def relaxed(**seed: int) -> tuple[lowdim.AdapterInfo, dict[str, torch.Tensor]]:
+        _, adapters, _ = predicted(seed=5)
+        info = lowdim.relax_rank(adapters, "hyper", "fast", lowdim.get_space("lora", rank=2), **seed)
+        return info, {layer: tensors["c1_down"] for layer, tensors in adapters.tensors("fast").items()}
+
+    (default, started), (same, again), (other, elsewhere) = relaxed(), relaxed(seed=5), relaxed(seed=9)
+    assert (default.seed, same.seed, other.seed) == (5, 5, 9)
+    assert all(torch.equal(started[layer], again[layer]) for layer in started)
+    assert not any(torch.equal(started[layer], elsewhere[layer]) for layer in started)
