@@ -53,6 +53,11 @@ def check_bases(adapter: AdapterFile, digest: str | None) -> None:
     is not what the file records."""
     if digest is not None and adapter.checksum is None:
         raise unrecorded_bases(adapter)
+    if digest is None and adapter.checksum is not None:
+        raise AdapterFileError(
+            f"{adapter.path}: it records a basis_checksum, though its space '{adapter.space.name}' makes no frozen "
+            f"bases and no lowdim records one for it: the metadata was edited; load it with verify_bases=False to "
+            f"use it unchecked")
     if digest != adapter.checksum:
         raise bases_mismatch(adapter)
 
