@@ -5,6 +5,7 @@ time as another base model or other reference images, while a model or images th
 from __future__ import annotations
 
 import pytest
+import resume_refusals
 import torch
 from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
@@ -38,12 +39,7 @@ def _train(model, refs, out, *extra: object) -> list[str]:
             *(str(item) for item in extra)]
 
 
-def _refusal(capsys, args: list[str]) -> str:
-    """The one line a refused resume prints, its wrapping undone."""
-    assert main(args) == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("Error:") == 1, err
-    return " ".join(err.split())
+_refusal = resume_refusals.refusal
 
 
 def test_merged_initial_adapter_is_not_called_another_model(tiny_sd, other_sd, refs, tmp_path, capsys):

@@ -5,6 +5,7 @@ images that differ from none. A subject whose pictures changed under the same na
 from __future__ import annotations
 
 import pytest
+import resume_refusals
 import torch
 from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
@@ -33,12 +34,7 @@ def _train(tiny_sd, people, out, *extra: object) -> list[str]:
             *(str(item) for item in extra)]
 
 
-def _refusal(capsys, args: list[str]) -> str:
-    """The one line a refused resume prints, its wrapping undone."""
-    assert main(args) == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("Error:") == 1, err
-    return " ".join(err.split())
+_refusal = resume_refusals.refusal
 
 
 def _first_run(tiny_sd, people, out, capsys) -> None:
