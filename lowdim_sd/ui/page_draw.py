@@ -37,6 +37,23 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
                  draw_text(1.0, every_style_parts(keep_styles=0.0)))]
 NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
 Drawable = dict[str, str] | None  # the state of what Draw draws: {"run": NAME}, {"adapter": PATH}, or both
+EARLIER = "earlier draw: "  # a More pictures caption's start once a later Draw failed
+Pictures = list[tuple[str, str | None]] | None  # More pictures as a handler gets it (file, caption); None: empty
+
+
+def from_the_earlier_draw(pictures: Pictures) -> list[tuple[str, str]]:
+    """More pictures after a Draw that started and failed: the pictures it would have replaced, each caption marked
+    as the earlier draw's (once, however many draws fail after it).
+
+    Kept, not cleared as a failed Personalize clears the run it showed: these are good pictures of a draw that
+    finished, perhaps minutes of drawing on a CPU, which the user may still want to look at or save, and unlike a
+    run they are nowhere else to reopen. Unmarked, they would sit beside the failed draw's error as if it had drawn
+    them from the prompt now in the box; the mark says whose they are while the error's toast says what failed."""
+    marked = []
+    for picture, caption in pictures or []:
+        said = caption or ""
+        marked.append((picture, said if said.startswith(EARLIER) else EARLIER + said))
+    return marked
 
 
 def drawing_line(what: Drawable) -> str:
@@ -84,7 +101,8 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     with gr.Row():
         drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
         draw = gr.Button("Draw", elem_id="draw")
-    drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn")
+    # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again
+    drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath")
     outputs = [drawn, status]
 
     @on_page
@@ -123,7 +141,11 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot.
     checked = draw.click(check_draw, asked, None, api_visibility="private", **unlimited)
     # Its bar on its own line beside Draw, not over the run's stage table (a refusal's line still goes there)
-    checked.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
+    ran = checked.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
+    # A draw that started and failed: its badge, on Draw's line where its bar was, gives way to this follow-up's, as a
+    # failed Personalize's gives way to the follow-up that clears its run (page.py); the error stays its toast.
+    ran.failure(on_page(from_the_earlier_draw), [drawn], [drawn], show_progress_on=[drawing],
+                api_visibility="private")
     return prompt, drawing
 
 

@@ -236,7 +236,11 @@ class Studio:
         """More pictures of a subject (a run's name, or an uploaded adapter): ``prompt`` with [V], the adapter
         at ``scale``, drawn as ``how`` says (the short form of `personalize --preview-draw`)."""
         settings = DrawSettings(prompt, scale, seed, steps, count, how)
-        subject = self.checked_draw(subject, settings)  # before waiting for the slot or a model
+        # Before waiting for the slot or a model. A run's record is read again though the page's check event read it
+        # a moment before: that reading is not reused, as read_run checks the run's files (each picture and download
+        # in its folder, linked nowhere out) besides its run.json, which a run.json mtime+size key would not cover,
+        # and all of it takes about a millisecond beside a draw's seconds.
+        subject = self.checked_draw(subject, settings)
         with self.job("drawing", owner), runs.listen(self._heard(listener)):
             return self._drawer.draw(subject, settings)
 

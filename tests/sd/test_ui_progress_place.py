@@ -37,11 +37,12 @@ def test_a_jobs_bar_is_drawn_once_in_its_own_place(config, api_name, place):
     assert bar_places(config, event(config, api_name)) == [place]
 
 
-@pytest.mark.parametrize("api_name", ["personalize", "open_run"])
-def test_a_failures_follow_up_clears_only_where_the_bar_was(config, api_name):
-    """The failed event's badge sits where its bar was; the follow-up that clears the run shown is over at once,
-    and draws nothing over the other controls either."""
+@pytest.mark.parametrize(("api_name", "place"), [("personalize", "stages"), ("open_run", "stages"),
+                                                 ("draw_more", "drawing")])
+def test_a_failures_follow_up_clears_only_where_the_bar_was(config, api_name, place):
+    """The failed event's badge sits where its bar was; the follow-up that clears the run shown (or, for Draw, marks
+    the pictures shown as the earlier draw's) is over at once, and draws nothing over the other controls either."""
     failed = event(config, api_name)
     [follow_up] = [dep for dep in config["dependencies"]
                    if dep.get("trigger_after") == failed["id"] and dep.get("trigger_only_on_failure")]
-    assert bar_places(config, follow_up) == ["stages"]
+    assert bar_places(config, follow_up) == [place]

@@ -2,7 +2,8 @@
 draw it cannot read, nothing to draw) before any job starts is its one line and leaves the page as it is, as a
 Personalize click's does (test_ui_refused_personalize.py, task FBL): no red "Error" badge over Draw's line, and the
 value's own line even while another tab's run holds the job slot, not that tab's Busy line. A draw that started and
-then failed keeps its badge on Draw's line, where its bar was, not in the stages box. A client calling /draw_more
+then failed has its badge on Draw's line, where its bar was, not in the stages box, and the pictures it would have
+replaced are captioned as the earlier draw's, not left as if they were its own. A client calling /draw_more
 directly is refused by the job itself, in the same line. Driven as Gradio's front end drives the page, in-process:
 the events a click triggers, then those chained after each one."""
 
@@ -56,8 +57,8 @@ def made(tmp_path_factory, tiny_sd) -> tuple[Studio, dict]:
     return studio, asked
 
 
-def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str], list[str]]:
-    """The page's Draw outputs after a click on Draw, what ``SHOWN`` shows before it; the errors the click showed,
+def clicked(studio: Studio, asked: dict, before: dict = SHOWN) -> tuple[dict, list[str], list[str]]:
+    """The page's Draw outputs after a click on Draw, what ``before`` shows before it; the errors the click showed,
     and the elem_ids of the outputs Gradio's front end badged "Error" for them."""
     from lowdim_sd.ui.page import build_page
 
@@ -66,7 +67,7 @@ def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str], list[str]]:
     [job] = [fn for fn in page.fns.values() if fn.api_name == "draw_more"]
     names = list(inspect.signature(job.fn).parameters)  # each input by the name Draw's handler gives it
     values = {block._id: asked[name] for block, name in zip(job.inputs, names, strict=False)}
-    values.update({block._id: SHOWN[block.elem_id] for block in job.outputs})
+    values.update({block._id: before[block.elem_id] for block in job.outputs})
     errors: list[str] = []
     with badges_kept(page) as badged:
         ui_events.run_chain(page, [fn for fn in page.fns.values() if (draw._id, "click") in fn.targets],
@@ -134,16 +135,37 @@ def test_a_good_draw_while_another_tabs_run_runs_is_refused_in_the_stages_box_on
     assert shown["drawn"] == SHOWN["drawn"]
 
 
-def test_a_draw_that_started_and_failed_badges_draws_line_not_the_stages_box(made, monkeypatch):
+# The pictures More pictures shows before a Draw that fails, and after it: each kept, captioned as the earlier draw's
+# (once, however many draws fail), so none is taken for the failed draw's.
+EARLIER = [
+    (SHOWN["drawn"], [("/runs/drawn-0.png", "earlier draw: a [V] face (seed 0, scale 1)")]),
+    ([("/runs/drawn-0.png", "earlier draw: a [V] face (seed 0, scale 1)")],
+     [("/runs/drawn-0.png", "earlier draw: a [V] face (seed 0, scale 1)")]),
+    (None, []),  # Gradio's value of an empty gallery: nothing drawn yet, nothing to mark
+]
+
+
+@pytest.mark.parametrize(("before", "after"), EARLIER)
+def test_a_draw_that_started_and_failed_marks_the_pictures_shown_as_the_earlier_draws(made, monkeypatch, before,
+                                                                                        after):
+    """Its badge on Draw's line, where its bar was, not in the stages box (whose run's stage times stay), and the
+    pictures it would have replaced no longer shown as if they were its own (review: FBU)."""
     studio, asked = made
 
     def fails(*args: object) -> None:
         raise LowdimError("the model could not load: its weights are damaged")
 
     monkeypatch.setattr(studio._drawer, "draw", fails)  # private: the one place a started draw fails on purpose
-    shown, errors, badged = clicked(studio, asked)
+    shown, errors, badged = clicked(studio, asked, {**SHOWN, "drawn": before})
     assert errors == ["the model could not load: its weights are damaged"] and badged == ["drawing"]
-    assert shown == SHOWN
+    assert shown == {**SHOWN, "drawn": after}
+
+
+def test_a_draw_after_a_failed_one_shows_only_its_own_pictures(made):
+    studio, asked = made
+    shown, errors, badged = clicked(studio, asked, {**SHOWN, "drawn": EARLIER[0][1]})
+    assert errors == [] and badged == []
+    assert [caption for _, caption in shown["drawn"]] == ["a photo of a [V] face (seed 0, scale 1)"]
 
 
 @pytest.mark.parametrize(("field", "value", "line"), BAD)
