@@ -210,10 +210,13 @@ def refuse_layers_diffusers_renames(source: Path, names: Iterable[str]) -> None:
         return
     if found:
         key, _, read = found
-        into = f"the module {read}" if read else "no module it loads"
-        raise ExportError(f"{source}: layer {layers[key]}: diffusers reads its kohya key {key} into {into} (it "
-                          f"turns every '_' into '.' and restores only SD's own names), so diffusers would not apply "
-                          f"this layer's update to it; export with {fix}, which keeps module names exactly")
+        # Why, as each case comes about: a name of the model's own with an underscore, or a place diffusers' reader
+        # knows no layer at (a top-level to_q, a text layer outside encoder.layers).
+        into = (f"the module {read} (it turns every '_' into '.' and restores only SD's own names)" if read else
+                "no module it loads (its kohya reader loads layers only where SD has them)")
+        raise ExportError(f"{source}: layer {layers[key]}: diffusers reads its kohya key {key} into {into}, so "
+                          f"diffusers would not apply this layer's update to it; export with {fix}, which keeps "
+                          f"module names exactly")
 
 
 def check_export_target(out: str | os.PathLike) -> Path:

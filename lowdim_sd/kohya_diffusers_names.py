@@ -30,6 +30,10 @@ _DOWN_END = ".lora_A.weight"
 _READER_MODULE = "diffusers.loaders.lora_conversion_utils"
 _READER = "_convert_non_diffusers_lora_to_diffusers"
 _MOST = 160  # characters of an error diffusers raised that a warning quotes
+# How diffusers refuses a text-encoder part whose key style it cannot tell, the error load_lora_weights then shows its
+# caller (state_dict_utils of 0.42.1): the one ValueError of its converters that is a refusal. Any other means they
+# changed, and is said as a reader that could not be asked.
+_REFUSAL = "Could not automatically infer state dict type"
 
 
 class ReaderNotAsked(Exception):
@@ -50,7 +54,7 @@ class KohyaNamesNotChecked(UserWarning):
 def modules_diffusers_reads(kohya_keys: Iterable[str]) -> dict[str, str | None]:
     """Each kohya layer key (``lora_unet_extra_my_layer``, less ``.lora_down.weight``) -> the module diffusers'
     ``load_lora_weights`` puts its update on (``unet.extra.my.layer``; text layers ``text_encoder.text_model...``),
-    or None where diffusers would refuse the file out loud instead (a text part whose key style it cannot tell).
+    or None where diffusers refuses the file instead (a text part whose key style it cannot tell).
 
     A key diffusers would drop without a word (one that comes out in no form peft loads, or that lands on the
     module of another key) is missing from the answer. ``ReaderNotAsked`` where this diffusers' reader cannot be
@@ -69,11 +73,8 @@ def modules_diffusers_reads(kohya_keys: Iterable[str]) -> dict[str, str | None]:
         parts.setdefault(component, {})[rest] = layer_key
     read: dict[str, str | None] = {}
     for component, keys in parts.items():
-        try:
-            peft = _as_peft(component, keys)
-        except ValueError:
-            # "Could not automatically infer state dict type": diffusers refuses the whole file out loud (export
-            # adds an out_proj layer where it can), so none of these layers is lost without a word.
+        peft = _as_peft(component, keys)
+        if peft is None:  # the file refused: these layers land on no module (export adds an out_proj where it can)
             read.update(dict.fromkeys(keys.values()))
             continue
         for peft_key, layer_key in peft.items():
@@ -133,11 +134,11 @@ def _shape(answer: object) -> str:
     return f"a {type(answer).__name__}"
 
 
-def _as_peft(component: str, keys: dict[str, str]) -> Mapping[str, str]:
+def _as_peft(component: str, keys: dict[str, str]) -> Mapping[str, str] | None:
     """The converter's keys of one part as peft reads them: the UNet's through ``convert_unet_state_dict_to_peft``
     (``load_lora_adapter``), the text encoder's through ``convert_state_dict_to_diffusers`` then ``..._to_peft``
-    (``_load_lora_into_text_encoder``). ValueError where diffusers refuses them out loud; ``ReaderNotAsked`` where
-    these functions changed."""
+    (``_load_lora_into_text_encoder``). None where diffusers refuses the text part (``_REFUSAL``); ``ReaderNotAsked``
+    where these functions changed, another ValueError included: read as a refusal, it would pass for one."""
     if not keys:
         return {}
     try:
@@ -149,9 +150,9 @@ def _as_peft(component: str, keys: dict[str, str]) -> Mapping[str, str]:
             peft = state_dict_utils.convert_unet_state_dict_to_peft(keys)
         else:
             peft = state_dict_utils.convert_state_dict_to_peft(state_dict_utils.convert_state_dict_to_diffusers(keys))
-    except ValueError:
-        raise
     except Exception as error:  # a missing function (AttributeError), another signature: not a bug here
+        if component == "text_encoder" and isinstance(error, ValueError) and str(error).startswith(_REFUSAL):
+            return None
         raise _not_asked(f"its state_dict_utils raised {_one_line(error)} on the {component} keys") from None
     if not isinstance(peft, Mapping):
         raise _not_asked(f"its state_dict_utils answered {_shape(peft)} for the {component} keys, not a state dict")
@@ -161,6 +162,11 @@ def _as_peft(component: str, keys: dict[str, str]) -> Mapping[str, str]:
 def renamed_layer(layers: Mapping[str, str]) -> tuple[str, str, str | None] | None:
     """For ``layers`` (kohya layer key -> the module it should load onto, ``unet.extra.my_layer``): the first
     (key, module, what diffusers puts it on instead, None for nowhere) that diffusers' kohya reader gets wrong.
+
+    Checked here, not left to diffusers failing at load (on a file of no layer it knows, 0.42 raised an IndexError;
+    another release may load it without a word): the map from the file's keys to the modules diffusers loads them
+    onto must be total (every key lands) and land each on its own module. ``layers`` is one-to-one (a module's key
+    is its name with '_' for '.': ``to_kohya`` refuses two layers of one key), so that map is then injective too.
 
     A file of SD 1.x's own layers only (``SD1_OWN_MODULES``) is not asked about: importing diffusers' loaders
     costs seconds (torch._dynamo with it), more than the rest of an export, and diffusers reads those names back
@@ -172,13 +178,7 @@ def renamed_layer(layers: Mapping[str, str]) -> tuple[str, str, str | None] | No
         read = modules_diffusers_reads(layers)  # the whole file: diffusers tells a text part's key style from all of it
     except ReaderNotAsked as unasked:
         raise ReaderNotAsked(str(unasked), unchecked) from None
-    if not read:
-        # No layer lands at all (a lone top-level unet.to_q): load_lora_weights then fails out loud (IndexError in
-        # diffusers 0.42), so nothing is lost without a word.
-        return None
     for key, module in layers.items():
-        if key in read and read[key] is None:
-            continue  # refused out loud by diffusers, not lost
-        if read.get(key) != module:
+        if read.get(key) != module:  # dropped (missing), the file refused (None), or on another module
             return key, module, read.get(key)
     return None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim_sd.bench.stored_values import printable
 from lowdim_sd.draw_parts import DRAW_SYNTAX, DrawParts, describe_draw, parse_draw
 from lowdim_sd.loading import SDModel
 from lowdim_sd.train import Subject, Trainable, TrainConfig, train
@@ -150,7 +151,7 @@ def get_method(name: str) -> Method:
     found = find_method(name)
     if found is None:
         refuse_fileless_draw(name)
-        raise LowdimError(f"unknown method '{name}'; known: {', '.join(METHODS)}, {WEIGHTED_NAMES}")
+        raise LowdimError(f"unknown method '{printable(name)}'; known: {', '.join(METHODS)}, {WEIGHTED_NAMES}")
     return found
 
 
@@ -163,8 +164,8 @@ def refuse_fileless_draw(name: str) -> None:
         return
     what = "writes a whole model" if row.full else "personalizes nothing"
     drawable = [m.name for m in METHODS.values() if not (m.full or m.kind == "base")]
-    raise LowdimError(f"method '{name}': {row.name} ({row.label}) {what}, so it has no adapter file to draw at "
-                      f"another setting; the rows that write one: {', '.join(drawable)}")
+    raise LowdimError(f"method '{printable(name)}': {row.name} ({row.label}) {what}, so it has no adapter file to "
+                      f"draw at another setting; the rows that write one: {', '.join(drawable)}")
 
 
 def method_label(name: str) -> str:
@@ -179,7 +180,7 @@ def parse_methods(text: str) -> list[Method]:
     for name in unknown:
         refuse_fileless_draw(name)
     if unknown:
-        raise LowdimError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}, "
+        raise LowdimError(f"unknown method(s) {', '.join(map(printable, unknown))}; known: {', '.join(METHODS)}, "
                           f"{WEIGHTED_NAMES}")
     return [get_method(n) for n in names]
 

@@ -31,7 +31,7 @@ from lowdim_sd.bench.methods import (
     trained_row,
 )
 from lowdim_sd.bench.quality_job import DEFAULT_METRICS as DEFAULT_METRICS  # read from here by callers
-from lowdim_sd.bench.quality_job import QualityJob, Task
+from lowdim_sd.bench.quality_job import QualityJob, Task, check_words
 from lowdim_sd.bench.quality_rows import check_rows
 from lowdim_sd.bench.report import check_gallery
 from lowdim_sd.bench.stored import RESULT_VERSION as RESULT_VERSION  # read from here by callers
@@ -120,6 +120,7 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     check_rows(job, run)
     if len(job.prompts) == 0:
         raise LowdimError(f"no prompts: {either('pass --prompt at least once', 'give QualityJob(prompts=[...])')}")
+    check_words(job)
     unnamed = [prompt for prompt in job.prompts if "[V]" not in prompt]
     if unnamed:  # every row would then draw the base model's face there, and identity scores measure nothing
         asked = either("--prompt", "QualityJob(prompts=...)")

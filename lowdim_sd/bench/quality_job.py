@@ -56,6 +56,22 @@ class QualityJob:
         return self.prompts
 
 
+def check_words(job: QualityJob) -> None:
+    """The token is one word and each prompt one line, refused naming the setting with the value escaped: every prompt
+    is drawn with the token put in for [V] and captions gallery.png, and both are recorded in settings.json, which a
+    resume compares and a tabulation reads back (where ``stored_values`` refuses the same values the same way)."""
+    from lowdim.errors import LowdimError
+    from lowdim.option_words import option
+    from lowdim_sd.bench.stored_values import Damaged, one_word, prompt_line
+
+    try:
+        one_word(job.token, option("token", "QualityJob"))
+        for prompt in job.checked_prompts():
+            prompt_line(prompt, option("prompts", "QualityJob", "--prompt"))
+    except Damaged as why:
+        raise LowdimError(str(why)) from None
+
+
 @dataclass(frozen=True)
 class Task:
     method: str

@@ -71,6 +71,23 @@ def line(value: Any, what: str, most: int) -> str:
     return value
 
 
+def prompt_line(value: Any, what: str) -> str:
+    """A prompt: text of one line. It captions gallery.png and is drawn with its token: a newline would split the
+    caption, and an escape or a NUL would reach the terminal and the tokenizer as they are. No bound on its length:
+    CLIP's tokenizer cuts a long prompt, as every command that draws one does."""
+    if not isinstance(value, str) or not value.isprintable():
+        raise Damaged(f"{what} is {shown(value)}, not one line of printable text")
+    return value
+
+
+def one_word(value: Any, what: str) -> str:
+    """A token, the word [V] stands for in every prompt: one word of printable characters. With a space it would be
+    two words in each prompt, which the adapter was not trained on; a control character is refused as for a prompt."""
+    if not isinstance(value, str) or not value.isprintable() or len(value.split()) != 1 or value != value.strip():
+        raise Damaged(f"{what} is {shown(value)}, not one word of printable text")
+    return value
+
+
 # A path the file systems lowdim runs on can open (Linux's PATH_MAX and NAME_MAX): a run given a longer --model is
 # refused before it writes its settings, so a longer one is no name a run recorded.
 PATH_MOST, PATH_PART_MOST = 4096, 255
@@ -184,6 +201,8 @@ def checked_settings(stored: Any) -> dict:
 def prompt_list(value: Any, what: str) -> None:
     if not isinstance(value, list) or not value or not all(isinstance(prompt, str) for prompt in value):
         raise Damaged(f"{what} is {shown(value)}, not a list of prompts")
+    for index, prompt in enumerate(value):
+        prompt_line(prompt, f"prompt {index}")
 
 
 def metric_list(value: Any, what: str) -> None:
@@ -199,7 +218,7 @@ SETTINGS = {
     "model": model_name,
     "prompts": prompt_list,
     "metrics": metric_list,
-    "token": lambda value, what: text(value, what, empty=False),
+    "token": one_word,
     "seed": lambda value, what: count(value, what, low=None),
     "sample_steps": lambda value, what: count(value, what, low=1),
     "guidance": lambda value, what: number(value, what, low=None),

@@ -25,9 +25,10 @@ def run(capsys, *args) -> tuple[int, str, str]:
 
 @pytest.fixture
 def lora(tmp_path):
-    """A LoRA adapter on one UNet-named layer (the text encoder's would not warn about ComfyUI)."""
-    model = nn.ModuleDict({"unet": nn.ModuleDict({"to_q": nn.Linear(4, 4)})})
-    lowdim.inject(model, lowdim.get_space("lora", rank=2), ["unet.to_q"])
+    """A LoRA adapter on one UNet layer (the text encoder's would not warn about ComfyUI), of SD's own: a kohya export
+    of a top-level ``unet.to_q`` is refused, diffusers loading it onto no module."""
+    model = nn.ModuleDict({"unet": nn.ModuleDict({"time_embedding": nn.ModuleDict({"linear_1": nn.Linear(4, 4)})})})
+    lowdim.inject(model, lowdim.get_space("lora", rank=2), ["unet.time_embedding.linear_1"])
     (tmp_path / "me").mkdir()
     return lowdim.save_adapter(tmp_path / "me" / "adapter.safetensors", model, token="zwx")
 

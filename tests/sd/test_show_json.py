@@ -23,8 +23,8 @@ HYPERNET = {"file": "hypernet.safetensors", "sha256": "ddf47fe18a97408b", "itera
 
 def _adapter(path, **extra):
     """An adapter with personalize's recipe (lowdim_sd.personalize.recipe) in its metadata."""
-    model = nn.ModuleDict({"unet": nn.ModuleDict({"to_q": nn.Linear(6, 5)})})
-    lowdim.inject(model, lowdim.get_space("lidb", a=4, b=3), ["unet.to_q"], seed=3)
+    model = nn.ModuleDict({"unet": nn.ModuleDict({"time_embedding": nn.ModuleDict({"linear_1": nn.Linear(6, 5)})})})
+    lowdim.inject(model, lowdim.get_space("lidb", a=4, b=3), ["unet.time_embedding.linear_1"], seed=3)
     recipe = {"made_by": "lowdim personalize", "image": "face.png", "hypernet": HYPERNET, "only_hyper": False,
               "steps": 40, "learning_rate": 0.01, "crop": False, "face_index": None, **extra}
     return lowdim.save_adapter(path, model, dtype="fp16", base_model="tinyfaces", token="zwx", extra=recipe)

@@ -34,8 +34,8 @@ def adapter(tiny_sd, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def lora(tmp_path) -> Path:
-    model = nn.ModuleDict({"unet": nn.ModuleDict({"to_q": nn.Linear(4, 4)})})
-    lowdim.inject(model, lowdim.get_space("lora", rank=2), ["unet.to_q"])
+    model = nn.ModuleDict({"unet": nn.ModuleDict({"time_embedding": nn.ModuleDict({"linear_1": nn.Linear(4, 4)})})})
+    lowdim.inject(model, lowdim.get_space("lora", rank=2), ["unet.time_embedding.linear_1"])
     return lowdim.save_adapter(tmp_path / "adapter.safetensors", model, token="zwx")
 
 
