@@ -24,7 +24,7 @@ def file_state(path: Path) -> FileState | None:
 class CheckedPictures:
     """Each picture a run checked at its start, by the digest it had then, with what a stat told of it then: a
     weight folder's pictures matched to the digests precompute recorded (``WeightDataset.check_same_pictures``),
-    --extra-images as the run found them (nothing recorded them before).
+    --extra-images as the run found them (``hold``; a resume compares those with its checkpoint's record).
 
     Comparing a stat per read is cheap, where a digest per read is not (train-hypernet reads every picture each
     epoch); only a picture whose stat changed is digested again, so one touched or saved again with the same
@@ -36,11 +36,22 @@ class CheckedPictures:
     def record(self, path: Path, state: FileState, digest: str) -> None:
         self._seen[path] = (state, digest)
 
-    def record_as_now(self, path: Path) -> None:
-        """``path`` held to the bytes it has now; one gone (or not a file) is left to its reader."""
+    def hold(self, path: Path) -> str | None:
+        """The digest ``path`` is held to: the one recorded when this run first saw it, else that of the bytes it
+        has now, recorded so. Every reader at the start asks here, so a picture is read once however many check
+        it, and all of them hold it to the same bytes (a later change is ``unchanged``'s to find). None for one
+        gone or not a file: left to its reader, whose error names it as gone."""
+        if path in self._seen:
+            return self._seen[path][1]
         seen = file_state(path)  # before the digest: a change while it is read shows as one later
-        if seen is not None:
-            self.record(path, seen, image_digest(path))
+        if seen is None:
+            return None
+        try:
+            digest = image_digest(path)
+        except OSError:  # gone between the stat and the read: as gone
+            return None
+        self.record(path, seen, digest)
+        return digest
 
     def unchanged(self, path: Path) -> bool:
         """Whether ``path`` still has the bytes it was checked with (True for one never checked). A picture

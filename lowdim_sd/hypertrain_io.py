@@ -11,6 +11,7 @@ import json
 import random
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -21,7 +22,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import either
-from lowdim_sd.checked_pictures import CheckedPictures
+from lowdim_sd.checked_pictures import file_state
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.train import TrainConfig
@@ -94,8 +95,9 @@ class PairUnreadable(LowdimError):
 
 class Images(torch.utils.data.Dataset):
     """Identities without a precomputed θ (the first image of each), for the diffusion term only:
-    (image, identity number, item). Read and cropped like the weight data set's images, and held, as those are,
-    to the bytes they had when this was made (the run's start)."""
+    (image, identity number, item). Read and cropped like the weight data set's images, their crops kept in its
+    cache, and held, as those are, to the bytes they had when the run first saw them (``like.checked``: the resume
+    check, or this)."""
 
     NUMBER_OFFSET = 10**7  # their noise seeds never meet those of the weight data set's identities
 
@@ -104,28 +106,39 @@ class Images(torch.utils.data.Dataset):
 
         self.paths = [identity.images[0] for folder in folders for identity in discover_identities(folder)]
         self.like = like
-        # Nothing recorded these pictures' bytes before: a run trains on those it found at its start.
-        self._checked = CheckedPictures()
+        # Nothing recorded these pictures' bytes before the run: it trains on those it found at its start.
         for path in self.paths:
-            self._checked.record_as_now(path)
+            like.checked.hold(path)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, item: int):
-        from lowdim_sd.face_inputs import load_face_image
-
-        like, path = self.like, self.paths[item]
+        path = self.paths[item]
         try:
-            image = load_face_image(path, like.resolution, like.crop, like.crop_margin, like.face_index)
+            image = self._image(path)
         except LowdimError as error:  # read between steps: the run can keep its step before it stops
             raise PairUnreadable(str(error)) from None
-        # After the read: a change before or during it shows now; one after it left these pixels right.
-        if not self._checked.unchanged(path):
-            raise PairUnreadable(f"{path}: changed since this run started (an extra image: it trains on the picture "
-                                 f"it found there then); put that picture back to continue, or start a new run to "
-                                 f"train on this one")
         return image, self.NUMBER_OFFSET + item, item
+
+    def _image(self, path: Path) -> Tensor:
+        if not self.like.crop:
+            return self._read(path)
+        # Keyed by what a stat tells of the file as well as its path (taken before the read): a picture edited since
+        # its crop was kept is read and cropped anew, and so refused, not trained on from the cache.
+        return self.like.crops.crop((path, file_state(path)), partial(self._read, path))
+
+    def _read(self, path: Path) -> Tensor:
+        from lowdim_sd.face_inputs import load_face_image
+
+        like = self.like
+        image = load_face_image(path, like.resolution, like.crop, like.crop_margin, like.face_index)
+        # After the read: a change before or during it shows now; one after it left these pixels right.
+        if not like.checked.unchanged(path):
+            raise LowdimError(f"{path}: changed since this run started (an extra image: it trains on the picture it "
+                              f"found there then); put that picture back to continue, or start a new run to train on "
+                              f"this one")
+        return image
 
 
 class FeatureCache:

@@ -1,5 +1,6 @@
 """What a resumed ``lowdim train-hypernet`` must repeat: its options, and which weight folders and extra images
-it reads (compared by ``lowdim_sd.checkpoints.check_resume``), and which checkpoint it continues from."""
+it reads (compared by ``lowdim_sd.checkpoints.check_resume``; the extra images' pictures here, by their bytes), and
+which checkpoint it continues from."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim.option_words import either
+from lowdim.option_words import Wording, either
 from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
+from lowdim_sd.checked_pictures import CheckedPictures
+from lowdim_sd.checkpoint_reading import read_state
 from lowdim_sd.resume_words import changed, switched
 from lowdim_sd.weight_dataset import WeightDataset
 
@@ -36,7 +39,7 @@ def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1)
     settings["identities"] = len(full.names)  # more weights since (precompute went on): another training set
     # Other people under the same names (another folder, re-precomputed) fit split.json and the count alike.
     settings["weight_folders"] = weight_folders_identity(full)
-    settings["extra_images"] = extra_images_identity(job.extra_images)
+    settings["extra_images"] = extra_images_setting(job, full)
     if processes > 1:  # left out at one, so single-process checkpoints made before it was recorded still resume
         settings["processes"] = processes
     return json_text.loads(json.dumps(settings, default=str))
@@ -87,10 +90,82 @@ def weight_folders_identity(full: WeightDataset) -> str:
     return " + ".join(described)
 
 
+def extra_images_setting(job: HyperTrainJob, full: WeightDataset) -> str | list[dict]:
+    """The --extra-images as a checkpoint records them: each folder by name with each picture's digest (of its
+    bytes, as a weight folder's pictures are compared), or "none". A resume is compared here, picture by picture,
+    so that its refusal names the picture. The digests are those ``full.checked`` holds the pictures to while
+    training (a picture is read once at the start, however many readers check it)."""
+    checkpoint, stored = _resumed(job)
+    recorded = stored.get("extra_images")
+    recorded = [] if recorded == "none" else recorded  # no pictures, whichever lowdim recorded it
+    if recorded is not None and not _is_record_of_pictures(recorded):
+        # Checkpoints from before the pictures' bytes were recorded hold their names and sizes: compared on what they
+        # recorded, as they always were, so they still resume (a same-size replacement passes their check).
+        return extra_images_identity(job.extra_images)
+    pictures = extra_pictures(job.extra_images, full.checked)
+    if checkpoint is not None and recorded is not None:
+        refuse_other_pictures(checkpoint, recorded, pictures, job.extra_images)
+    return pictures or "none"
+
+
+def _resumed(job: HyperTrainJob) -> tuple[Path | None, dict]:
+    """The checkpoint a resume continues (as ``checkpoint_to_resume`` finds it) and the settings it recorded."""
+    folder = checkpoints.latest(job.out) if job.resume and not job.overwrite else None
+    return (folder, read_state(folder).get("settings") or {}) if folder is not None else (None, {})
+
+
+def extra_pictures(folders: list[Path], checked: CheckedPictures) -> list[dict]:
+    """Each --extra-images folder by name, with the digest of each picture training reads (each identity's first),
+    by its path within the folder."""
+    from lowdim_sd.precompute import discover_identities
+
+    return [{"folder": Path(folder).resolve().name,
+             "pictures": {os.path.relpath(path, folder): checked.hold(path)
+                          for path in (identity.images[0] for identity in discover_identities(folder))}}
+            for folder in folders]
+
+
+def _is_record_of_pictures(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(folder, dict) and isinstance(folder.get("folder"), str) and isinstance(folder.get("pictures"), dict)
+        for folder in value)
+
+
+# As check_resume names a setting: its flag under the command, its field from Python.
+EXTRA_IMAGES = Wording("--extra-images", "extra_images")
+
+
+def refuse_other_pictures(checkpoint: Path, recorded: list[dict], current: list[dict], folders: list[Path]) -> None:
+    """One line, if the --extra-images differ from those ``checkpoint``'s run trained on: another folder, or another
+    count of identities in one, by folder; else the first picture whose bytes (or name) differ, by its path."""
+    there, now = _counted(recorded), _counted(current)
+    if there != now:
+        raise LowdimError(f"{checkpoint}: checkpoint of a run with other settings: "
+                          f"{changed(str(EXTRA_IMAGES), there, now)}; "
+                          f"{either('resume with the same options', 'resume with the same settings')}, or "
+                          f"{either('choose another --out', 'choose another out')}")
+    differing = [(Path(folder) / name, name in old["pictures"])
+                 for folder, old, new in zip(folders, recorded, current, strict=True)
+                 for name, digest in new["pictures"].items() if old["pictures"].get(name) != digest]
+    if not differing:
+        return
+    (path, same_name), more = differing[0], len(differing) - 1
+    what = ("is not the picture it trained on under that name (other bytes)" if same_name else
+            "is not among the pictures it trained on")
+    others = f"; {more} more picture{'s' if more > 1 else ''} differ{'s' if more == 1 else ''}" if more else ""
+    raise LowdimError(f"{checkpoint}: checkpoint of a run that trained on other {EXTRA_IMAGES}: {path} "
+                      f"{what}{others}; put back the pictures it trained on, or "
+                      f"{either('choose another --out', 'choose another out')} to train on these")
+
+
+def _counted(record: list[dict]) -> list[str]:
+    return [f"{folder['folder']}: {len(folder['pictures'])} identities" for folder in record]
+
+
 def extra_images_identity(folders: list[Path]) -> str:
-    """Each --extra-images folder by name, identity count and a digest of the images training reads (each
-    identity's first: their names and sizes): cheap, no image is read, and another folder or other files in it
-    tell apart."""
+    """Each --extra-images folder by name, identity count and a digest of the names and sizes of the images training
+    reads (each identity's first): what checkpoints recorded before they recorded each picture's digest, and still
+    compared for those (``extra_images_setting``)."""
     from lowdim_sd.precompute import discover_identities
 
     described = []

@@ -21,7 +21,7 @@ from lowdim.option_words import Wording, either
 from lowdim.spaces.base import Space
 from lowdim_sd import stopping
 from lowdim_sd.checked_pictures import CheckedPictures, file_state
-from lowdim_sd.crop_cache import CropCache as _CropCache  # the name it had here, which tests reach for
+from lowdim_sd.crop_cache import CropCache
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.faces import DEFAULT_MARGIN
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
@@ -31,6 +31,7 @@ from lowdim_sd.weight_shards import check_weight_folder
 
 Folders = str | Path | Sequence[str | Path]
 DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px
+_CropCache = CropCache  # the name it had here, which tests reach for
 IMAGE_ROOT = Wording("--image-root", "image_root")  # where the images are now, as its reader passes it
 
 
@@ -108,6 +109,17 @@ class WeightDataset(torch.utils.data.Dataset):
         # at 512) up to a memory budget, least recently used out first. DataLoader workers each fill
         # their own cache.
         self._crops = _CropCache(crop_cache_bytes)
+
+    @property
+    def checked(self) -> CheckedPictures:
+        """What this run saw of each picture at its start (shared by every subset): --extra-images are held to it
+        too, so a picture checked twice at the start is read once."""
+        return self._checked
+
+    @property
+    def crops(self) -> CropCache:
+        """This data set's crops, within its ``crop_cache_bytes``: --extra-images read alike are kept in it too."""
+        return self._crops
 
     @property
     def space(self) -> Space:
@@ -227,13 +239,13 @@ class WeightDataset(torch.utils.data.Dataset):
             face = load_face_image(path, self.resolution, crop=False)
             self._check_unchanged(item, path)
             return face
-        pixels = self._crops.get(path)  # a crop kept is of the picture the start check saw
-        if pixels is None:
-            face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
-            self._check_unchanged(item, path)
-            pixels = ((face + 1.0) * 127.5).round().to(torch.uint8)  # the crop's own 8-bit pixels
-            self._crops.put(path, pixels)
-        return pixels.to(torch.float32) / 127.5 - 1.0  # exactly as images.pil_to_tensor scales them
+        # A crop kept is of the picture the start check saw.
+        return self._crops.crop(path, lambda: self._cropped_and_checked(item, path))
+
+    def _cropped_and_checked(self, item: int, path: Path) -> Tensor:
+        face = load_face_image(path, self.resolution, True, self.crop_margin, self.face_index)
+        self._check_unchanged(item, path)
+        return face
 
     def _check_unchanged(self, item: int, path: Path) -> None:
         """After a read from disk (a change before or during it shows then; one after it left these pixels right):

@@ -45,10 +45,10 @@ def _settings(out) -> dict:
 
 def test_a_resume_with_other_extra_images_is_refused_naming_them(weights, extra, tmp_path):
     train_hypernet(job(weights, tmp_path / "x", steps=2), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(none there, extra: 2 identities, files \w+ now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(none there, extra: 2 identities now\)"):
         train_hypernet(job(weights, tmp_path / "x", steps=4, resume=True, extra_images=[extra]), progress=False)
     train_hypernet(job(weights, tmp_path / "y", steps=2, extra_images=[extra]), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities, files \w+ there, none now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities there, none now\)"):
         train_hypernet(job(weights, tmp_path / "y", steps=4, resume=True), progress=False)
 
 
@@ -188,6 +188,6 @@ def test_a_resume_whose_extra_images_were_replaced_under_the_same_names_is_refus
     """Other faces saved over the --extra-images' files are another training set, though every name is the same."""
     train_hypernet(job(weights, tmp_path / "r", steps=2, extra_images=[extra]), progress=False)
     save_images(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(6)) * 2 - 1, extra, "x")
-    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities, files \w+ there, extra: 2 "
-                                                 r"identities, files \w+ now\)"):
+    with pytest.raises(lowdim.LowdimError, match=f"other extra_images: {extra / 'x_000.png'} is not the picture it "
+                                                 f"trained on under that name"):
         train_hypernet(job(weights, tmp_path / "r", steps=4, resume=True, extra_images=[extra]), progress=False)
