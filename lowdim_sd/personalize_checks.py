@@ -120,8 +120,11 @@ def check_token(token: str, default: str, owner: str = "TrainConfig") -> None:
     if not token.strip():
         raise LowdimError(f"{name} is empty: give one word, the rare word that [V] stands for, or "
                           f"{either('leave --token out', f'leave {owner}.token unset')} (then {default})")
-    if token != token.strip() or len(token.split()) != 1:
-        raise LowdimError(f"{name} must be one word, the rare word that [V] stands for, with no spaces; got {token!r}")
+    # isprintable: an escape or NUL is no space yet no letter of a word; it would reach the run's lines and files
+    if token != token.strip() or len(token.split()) != 1 or not token.isprintable():
+        shown = f"{token[:60]!r}" + (f" (cut: {len(token)} characters)" if len(token) > 60 else "")
+        raise LowdimError(f"{name} must be one word of printable letters, the rare word that [V] stands for, with "
+                          f"no spaces; got {shown}")
 
 
 # The job's fields that only the fast finetune reads, as the CLI names them; the first given is named.

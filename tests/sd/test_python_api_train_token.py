@@ -125,14 +125,16 @@ def test_train_alone_with_an_unset_token_trains_under_sks(model, faces, monkeypa
     assert seen == ["a sks face"] and trainable.metadata["token"] == "sks"
 
 
-@pytest.mark.parametrize(("token", "said"), [("", "--token is empty"), ("two words", "--token must be one word")])
+@pytest.mark.parametrize(("token", "said"), [("", "--token is empty"), ("two words", "--token must be one word"),
+                                             ("sk\x1b[31ms", r"got 'sk\x1b[31ms'"), ("s\x00ks", r"got 's\x00ks'"),
+                                             pytest.param("\x1b" + "s" * 4999, "(cut: 5000 characters)", id="long")])
 def test_the_command_still_refuses_a_bad_token_in_its_own_words(tiny_sd, face, tmp_path, capsys, token, said):
     from lowdim_cli.main import main
 
     code = main(["train", "-m", str(tiny_sd), "-i", str(face), "--steps", "1", "-o", str(tmp_path / "o"),
                  "--token", token])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and said in err[0], err
+    assert code == 1 and len(err) == 1 and said in err[0] and len(err[0]) < 300, err
     assert not (tmp_path / "o" / "adapter.safetensors").exists()
 
 
