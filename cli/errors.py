@@ -22,6 +22,7 @@ import typer
 from rich.markup import escape
 
 from lowdim.errors import first_line
+from lowdim.paths import expand_user
 from lowdim_cli.console import err
 from lowdim_cli.entry import INTERRUPTED, early_stop
 from lowdim_cli.signal_count import SignalCount
@@ -181,7 +182,7 @@ def _prepared_path(name: str, value: Any) -> Any:
     if isinstance(value, (list, tuple)):  # a repeatable option
         return type(value)(_prepared_path(name, item) for item in value)
     if isinstance(value, Path):
-        value = value.expanduser()
+        value = expand_user(value)
         refuse_special(value)
     elif isinstance(value, str) and name in TEXT_PATHS:
         value = os.path.expanduser(value)  # "~/me.safetensors:0.8" too: only a leading ~ is expanded

@@ -90,6 +90,7 @@ def precompute(
     """
     from lowdim_sd.precompute import PrecomputeJob
     from lowdim_sd.precompute import precompute as run
+    from lowdim_sd.resume_words import rate_typed
     from lowdim_sd.train import TrainConfig
 
     if resume and not launched_process():  # said once under a launcher
@@ -103,7 +104,8 @@ def precompute(
                         resolution=resolution,
                         limit=limit, crop=crop, crop_margin=crop_margin, face_index=face_index,
                         shared_noise=shared_noise, init=init, config=config)
-    result = run(job)
+    with rate_typed(lr is not None):  # a rerun's refusal names --lr only when typed, not the --space's default
+        result = run(job)
     if not result.main_process:  # the main process says the run's total, once
         return
     processes = f" by {result.processes} processes" if result.processes > 1 else ""

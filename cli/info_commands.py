@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lowdim import json_text
+from lowdim.paths import expand_user
 from lowdim.registry import get_registry
 from lowdim_cli.console import out
 
@@ -96,7 +97,7 @@ def model_backend(model: str, model_config: str | None = None):
     from lowdim_sd.loading import refuse_a_misspelt_name
 
     refuse_a_misspelt_name(model, list(registry.backends))
-    if "/" in model or Path(model).suffix or Path(model).expanduser().exists():
+    if "/" in model or Path(model).suffix or expand_user(model).exists():
         from lowdim_sd.skeletons import path_backend
 
         return path_backend(model, model_config)

@@ -120,6 +120,7 @@ def train(
       lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
     """
     from lowdim.errors import LowdimError
+    from lowdim_sd.resume_words import rate_typed
     from lowdim_sd.train import TrainConfig
     from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
 
@@ -141,7 +142,8 @@ def train(
                    learning_rate=lr, config=config, resolution=resolution, save_dtype=save_dtype)
     # a flag its mode does not read, even typed at its default value (--space lidb beside --full)
     check_mode_flags(job, {JOB_FIELDS.get(name, name) for name in typed_options(ctx)})
-    result = run_train(job)
+    with rate_typed(lr is not None):  # a resume's refusal names --lr only when typed, not a rate the mode chose
+        result = run_train(job)
     for path in result.outputs:
         out.print(f"wrote [bold]{path}[/]")
     out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s")

@@ -9,8 +9,9 @@ than taken as having nothing to check; ``verify_bases=False`` is the opt-out for
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from torch import Tensor
 
@@ -32,8 +33,23 @@ def regenerate(space: Space, layer: LayerSpec, seed: int) -> dict[str, Tensor]:
 
 def checksum(buffers: LayerTensors, layers: list[LayerSpec]) -> str | None:
     """The checksum of ``buffers`` as a file records it; None: the space has no bases."""
-    flat = [buffers[layer.name][k] for layer in layers for k in sorted(buffers[layer.name])]
-    return F.basis_checksum(flat) if flat else None
+    return layers_checksum(buffers[layer.name] for layer in layers)
+
+
+def layers_checksum(per_layer: Iterable[dict[str, Tensor]]) -> str | None:
+    """The checksum a file records of each layer's bases, in its layer order, taken one layer at a time (a reader
+    without a model never holds them all: ``lowdim show``); None: the space made none."""
+    made_any = False
+
+    def flat() -> Iterator[Tensor]:
+        nonlocal made_any
+        for bases in per_layer:
+            made_any = made_any or bool(bases)
+            yield from (bases[key] for key in sorted(bases))
+
+    # basis_checksum only iterates what it is given (lora_factors hands it a generator too)
+    digest = F.basis_checksum(cast("list[Tensor]", flat()))
+    return digest if made_any else None
 
 
 def recorded_checksum(metadata: dict[str, str], path: Path) -> str | None:

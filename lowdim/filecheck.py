@@ -313,7 +313,17 @@ def check_sizes(config: Any, path: Path, where: str) -> None:
     for key, value in _integers(config, ""):
         bound = MAX_DEPTH if DEPTH_KEY.search(key) else MAX_SIZE
         if value > bound:  # negative values are sentinels (-1: none), never sizes
-            raise LowdimError(f"{path}: {where} '{key}' is {value}; lowdim accepts at most {bound} here")
+            raise LowdimError(f"{path}: {where} {printable_name(key)} is {_number_text(value)}; lowdim accepts at "
+                              f"most {bound} here")
+
+
+def _number_text(value: int) -> str:
+    """An integer from a file for one printed line: JSON takes up to 4,300 digits, said by their count past 40."""
+    try:
+        digits = str(value)
+    except ValueError:  # past Python's own limit on converting an integer to text (a config built in Python)
+        return "a number of thousands of digits"
+    return digits if len(digits) <= 40 else f"a number of {len(digits):,} digits"
 
 
 def _integers(value: Any, key: str) -> list[tuple[str, int]]:

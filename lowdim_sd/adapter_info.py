@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING
 
 from lowdim import json_text
-from lowdim.errors import ConfigError, LowdimError, PluginError
+from lowdim.bases_record import check_bases, layers_checksum, recorded_checksum, regenerate
+from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginError
 from lowdim.file_fit import config_problem, format_version_problem
 from lowdim.filecheck import (
+    MAX_LAYER_REGENERATED,
     basis_kind,
     buffer_shapes,
     check_flat,
@@ -17,9 +21,11 @@ from lowdim.filecheck import (
     checked_dropout,
     checked_scales,
     param_kind,
+    regeneration_cost,
     unflatten,
 )
-from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, unpack_layers
+from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, AdapterFile, unpack_layers
+from lowdim.paths import expand_user
 from lowdim_sd.export import COMPONENTS
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -38,6 +44,8 @@ from lowdim_sd.file_info_parts import (
 from lowdim_sd.prompt_words import with_looks
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from lowdim.spaces.base import Space
 
 
@@ -95,6 +103,13 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     if problem := size_problem(path, meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
         return FileInfo(path, "a lowdim adapter", rows, "", values)
+    checked = bases_problem(path, meta, layers, stored)  # last: it makes the bases
+    if checked:
+        rows.insert(1, ("problem", f"{checked}: every command that loads this file refuses it"))
+        return FileInfo(path, "a lowdim adapter", rows, "", values)
+    if checked is None and values["frozen bases"] is not None:
+        rows = [(label, f"{text}{NOT_CHECKED}" if label == "frozen bases" else text) for label, text in rows]
+        values["frozen bases"] = {"stored": stored, "checked": False}
     if not all(is_sd_layer(layer.name) for layer in layers):  # generate would refuse it: another model's adapter
         return FileInfo(path, "a lowdim adapter", rows, f"lowdim.load_adapter({str(path)!r}, model)", values)
     # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
@@ -137,13 +152,16 @@ def record_rows(meta: dict[str, str], refused: set[str]) -> list[tuple[str, str,
 def has_bases(meta: dict[str, str], layers: list) -> bool:
     """Whether the space's frozen state is random bases made from the seed (LiDB's, VeRA's): what it makes for the
     first layer differs between two seeds. A fixed one (Textual Inversion's row selector) is no bases; where the
-    space cannot be made here, the file's basis checksum says."""
+    space cannot be made here, or that layer's bases are past what a reader without a model makes, the file's basis
+    checksum says."""
     import torch
 
     import lowdim
 
     try:
         space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))
+        if regeneration_cost(space, layers[0]) > MAX_LAYER_REGENERATED:  # a stranger's sizes: minutes, gigabytes
+            raise ValueError("no probe past the bound a reader without a model keeps")
         first, second = space.make_buffers(layers[0], 0), space.make_buffers(layers[0], 1)
     except Exception:  # a plugin's space not installed, a broken config, no layers: shown by rows of their own
         return bool(meta.get("basis_checksum"))
@@ -179,7 +197,7 @@ def missing_model(base_model: str | None) -> tuple[str, str] | None:
     from lowdim_sd.registered_models import FIRST_PARTY_MODELS
 
     name = (base_model or "").lower()
-    if name not in FIRST_PARTY_MODELS or name in lowdim.get_registry().backends or Path(name).expanduser().exists():
+    if name not in FIRST_PARTY_MODELS or name in lowdim.get_registry().backends or expand_user(name).exists():
         return None
     return "needs", (f"the plugin that provides model '{name}' (package {FIRST_PARTY_MODELS[name]}), which is not "
                      f"installed here: pip install {FIRST_PARTY_MODELS[name]}")
@@ -247,5 +265,60 @@ def tensor_problem(path: Path, space: Space, layers: list, header: Header) -> st
     except LowdimError as error:
         return str(error).removeprefix(f"{path}: ")
     except (ValueError, RuntimeError) as error:  # a plugin's make_buffers that refuses the layer its own way
-        return f"its space '{space.name}' cannot make the frozen bases of its layers ({error})"
+        return unmakeable_bases(space, error)
     return ""
+
+
+def unmakeable_bases(space: Space, error: Exception) -> str:
+    return f"its space '{space.name}' cannot make the frozen bases of its layers ({error})"
+
+
+# Show makes a file's bases again to check its basis_checksum as a load does: SD1.5's largest LiDB file (176 layers)
+# takes 0.8 s on an idle core, 1-2 s on a busy 2-core machine. A stranger's sizes can take minutes (a basis thousands
+# wide on every layer), so show starts no layer after this many seconds, nor one past the bound a reader without a
+# model keeps, and says it did not check.
+BASES_SECONDS = 3.0
+NOT_CHECKED = ("; not checked against the basis_checksum it records here: making them again takes longer than show "
+               "spends (every load checks them)")
+
+
+class _OutOfTime(Exception):
+    """Making the file's bases again would take longer than ``lowdim show`` spends."""
+
+
+def bases_problem(path: Path, meta: dict[str, str], layers: list, stored: bool) -> str | None:
+    """The load's words for why it refuses the file's basis_checksum ("": it takes it; None: show did not make the
+    bases, in ``BASES_SECONDS``): its own check (``lowdim/bases_record.py``) of bases made again from the seed, as a
+    load makes them; stored bases are exempt, as in a load."""
+    import lowdim
+
+    try:
+        recorded = recorded_checksum(meta, path)  # one that is no checksum: damage, for stored bases too
+        seed = int(meta.get("seed", ""))
+    except AdapterFileError as error:
+        return str(error).removeprefix(f"{path}: ")
+    except ValueError:  # no seed to make them from; what the load says of it is not show's to guess
+        return ""
+    if stored:
+        return ""
+    space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))
+    try:
+        check_bases(AdapterFile(path, space, seed, layers, {}, None, recorded, meta),
+                    layers_checksum(made_in_time(space, layers, seed)))
+    except AdapterFileError as error:
+        return str(error).removeprefix(f"{path}: ")
+    except _OutOfTime:
+        return None
+    except (ValueError, RuntimeError) as error:  # a plugin's make_buffers that refuses the layer its own way
+        return unmakeable_bases(space, error)
+    return ""
+
+
+def made_in_time(space: Space, layers: list, seed: int) -> Iterator[dict[str, Tensor]]:
+    """Each layer's bases as a load makes them, one layer at a time; ``_OutOfTime`` instead of starting one after
+    ``BASES_SECONDS``, or one alone past the values a reader without a model makes (``check_regeneration``)."""
+    deadline = time.monotonic() + BASES_SECONDS
+    for layer in layers:
+        if time.monotonic() >= deadline or regeneration_cost(space, layer) > MAX_LAYER_REGENERATED:
+            raise _OutOfTime
+        yield regenerate(space, layer, seed)

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 from lowdim.errors import LowdimError
+from lowdim.paths import expand_user
 
 
 def check_adapter_list(adapters: list[tuple[Path, float]]) -> None:
@@ -14,7 +15,7 @@ def check_adapter_list(adapters: list[tuple[Path, float]]) -> None:
     may include it)."""
     seen: dict[Path, Path] = {}
     for path, scale in adapters:
-        key = Path(path).expanduser().resolve()
+        key = expand_user(path).resolve()
         if key in seen:
             also = f" (also as {seen[key]})" if str(seen[key]) != str(path) else ""
             raise LowdimError(f"{path}: given twice{also}; it would act at the sum of the scales: give it once, with "

@@ -27,6 +27,7 @@ from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
 from lowdim.option_words import either
 from lowdim_sd import checkpoint_reading as reading
+from lowdim_sd.resume_words import listed
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
@@ -172,7 +173,7 @@ def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -
         return
     way_on = either("resume with the same options, or choose another --out",
                     "resume with the same settings, or choose another out")
-    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {'; '.join(different)}; {way_on}")
+    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {listed(different)}; {way_on}")
 
 
 # Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side

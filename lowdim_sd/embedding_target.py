@@ -15,6 +15,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
 from lowdim.option_words import either
+from lowdim.paths import expand_user
 from lowdim_sd.textual_inversion import Embedding, EmbeddingError, printable_token, token_names, token_option
 
 
@@ -50,7 +51,7 @@ def base_model_files(base_model: str) -> tuple[Path, Path] | None:
 
     try:
         _, source = name_and_source(base_model, refuse_typos=False)
-        folder = Path(source).expanduser()
+        folder = expand_user(source)
         if folder.is_dir():
             tokenizer, config = folder / "tokenizer", folder / "text_encoder" / "config.json"
             return (tokenizer, config) if tokenizer.is_dir() and config.is_file() else None

@@ -23,6 +23,7 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign
 from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
 from lowdim.option_words import either
+from lowdim.paths import expand_user
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
 from lowdim_sd.model_names import (  # noqa: F401 (refuse_a_misspelt_name: imported from here by its callers)
@@ -180,7 +181,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
 
     from lowdim_sd.pipeline_parts import UNUSED_PARTS, load_cached, load_folder, single_file_error
 
-    path = Path(source).expanduser()
+    path = expand_user(source)
     kwargs = {dtype_keyword(): dtype, **dict.fromkeys(UNUSED_PARTS), "requires_safety_checker": False}
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")

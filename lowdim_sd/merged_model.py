@@ -21,6 +21,7 @@ from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_pl
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, AdapterFile, atomic_write
 from lowdim.option_words import either
+from lowdim.paths import expand_user
 from lowdim_sd.generate import attach_adapters, check_adapter_files
 from lowdim_sd.job_fields import PathArg
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
@@ -268,7 +269,7 @@ def _base_path(source: Path) -> Path | None:
     from lowdim_sd.registered_models import registered_entry
 
     backend = registered_entry(str(source))
-    path = Path(str(getattr(backend.value, "source", None) or source) if backend else source).expanduser()
+    path = expand_user(str(getattr(backend.value, "source", None) or source) if backend else source)
     return path.resolve() if path.exists() else None
 
 

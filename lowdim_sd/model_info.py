@@ -11,6 +11,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.paths import expand_user
 from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, listing, parsed_json, part, shown_whole
 
 # What DiffusionPipeline.from_pretrained loads a folder with when its index names no class the table can show: it
@@ -70,7 +71,7 @@ def registered_model_info(name: str) -> FileInfo | None:
     # A generic (not SD1.x) backend: the face commands would refuse it, inspect counts on it.
     sd = isinstance(backend, SDBackend)
     use = f"lowdim {'personalize' if sd else 'inspect'} -m {quote(name)} {'-i face.jpg -o me' if sd else '-s lidb'}"
-    folder = Path(source).expanduser()
+    folder = expand_user(source)
     pipeline = None
     where = _source_kind(folder) if source else "none"
     if where == "pipeline":
@@ -98,7 +99,9 @@ def registered_model_info(name: str) -> FileInfo | None:
         code = _diffusers_code(loader, str(folder))
         rows[at:at] = [*pipeline.rows, ("in diffusers", bounded(code))]
         values |= {**pipeline.values, "in diffusers": code}
-    return FileInfo(Path(name), f"the registered model {backend.name} (lowdim models)", rows, use, values)
+    # The title, one line: a plugin's name as the rows show it (100 KB cut, a line break escaped); --json's "alias
+    # of" keeps it whole.
+    return FileInfo(Path(name), f"the registered model {part(str(backend.name))} (lowdim models)", rows, use, values)
 
 
 def _source_kind(folder: Path) -> str:

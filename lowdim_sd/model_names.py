@@ -5,8 +5,9 @@ file's configs come from. ``lowdim_sd.loading`` exports these names, as it alway
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import overload
+
+from lowdim.paths import expand_user
 
 
 def canonical_model(model: str) -> str:
@@ -18,7 +19,7 @@ def canonical_model(model: str) -> str:
     name = canonical_name(model)
     if name is not None:
         return name
-    path = Path(model).expanduser()
+    path = expand_user(model)
     return str(path.resolve()) if path.exists() else model
 
 
@@ -45,7 +46,7 @@ def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:
 
     from lowdim_sd.loading import ModelLoadError  # loading imports this module: its error, looked up when raised
 
-    if "/" in model or os.sep in model or Path(model).expanduser().exists():
+    if "/" in model or os.sep in model or expand_user(model).exists():
         return
     close = difflib.get_close_matches(model.lower(), registered, n=1, cutoff=0.75)
     if close:
@@ -73,7 +74,7 @@ def config_source(model: str, config: str | None) -> str | None:
         from lowdim_sd.model_paths import model_config_source
 
         return model_config_source(str(registered(config) or config), list(registry.backends))
-    path = Path(model).expanduser()
+    path = expand_user(model)
     if not (path.is_file() and path.suffix.lower() == ".safetensors"):
         return None
     from lowdim_sd.ldm_checkpoint import stored_base_model
@@ -84,4 +85,4 @@ def config_source(model: str, config: str | None) -> str | None:
     found = registered(base)
     if found is not None:
         return str(found)
-    return base if (Path(base).expanduser() / "model_index.json").is_file() else None
+    return base if (expand_user(base) / "model_index.json").is_file() else None

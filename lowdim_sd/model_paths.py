@@ -13,6 +13,7 @@ from pathlib import Path
 from lowdim.errors import first_line
 from lowdim.filecheck import foreign_lora
 from lowdim.option_words import either, option
+from lowdim.paths import expand_user
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 
 MODEL_KINDS = "a registered name (lowdim models), a hub id, a diffusers folder or a .safetensors checkpoint"
@@ -84,7 +85,7 @@ def model_config_source(config: str, registered: list[str]) -> str:
     from lowdim import hub
     from lowdim_sd.loading import ModelLoadError, config_option, hub_id_not_found
 
-    path = Path(config).expanduser()
+    path = expand_user(config)
     if path.is_dir():
         return str(path)
     if path.exists():

@@ -11,7 +11,7 @@ from lowdim.option_words import on_the_command_line
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import start_digest
-from lowdim_sd.resume_words import changed, leaves, switched
+from lowdim_sd.resume_words import changed, leaves, rate_followed, switched
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.weight_index import (
     FORMAT,
@@ -127,6 +127,9 @@ def precompute_differences(field: str, index: dict, header: dict) -> list[str]:
     """A field of ``index`` that ``header`` (this run's) records otherwise, as ``lowdim precompute`` is typed:
     ``--lr (0.002 there, 0.01 now)``, ``--augment there, --no-augment now``, ``--set rank (1 there, 2 now)``."""
     if any(recorded(index, cause) != recorded(header, cause) for cause in FOLLOWS_FROM.get(field, ())):
+        return []
+    # --lr left out: the rate is the --space's default, and going back to the space there gives its rate again
+    if field == "config.learning_rate" and rate_followed(recorded(index, field), recorded(index, "space")):
         return []
     there, now = recorded(index, field), recorded(header, field)
     if field == "space_config":

@@ -8,10 +8,10 @@ its files, with SD1.5's layer sets. Nothing here imports torch: the CLI uses it 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from lowdim.errors import LowdimError
 from lowdim.inject.select import LayerSet
+from lowdim.paths import expand_user
 from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
 from lowdim.registry import Entry, get_registry, plugin_label
 from lowdim_sd.plugin import SDBackend
@@ -44,20 +44,20 @@ def sd_backend(model: str) -> SDBackend | None:
 def _entry_of_folder(model: str) -> Entry | None:
     """The entry of the registered SD1.x model whose files ``model`` is the folder of: that model, with its
     hypernetwork, describer and crop, not an unknown one trained from zero."""
-    path = Path(model).expanduser()
+    path = expand_user(model)
     if not path.is_dir():
         return None
     here = path.resolve()
     found = {id(entry.value): entry for entry in get_registry().backends.values()  # an alias is the same model
              if isinstance(entry.value, SDBackend) and getattr(entry.value, "source", None)
-             and Path(str(entry.value.source)).expanduser().resolve() == here}
+             and expand_user(str(entry.value.source)).resolve() == here}
     return next(iter(found.values())) if len(found) == 1 else None  # two models on one folder: no guess
 
 
 def refuse_a_bare_word_without_plugins(model: str) -> None:
     """With LOWDIM_NO_PLUGINS set even sd15 and tinyfaces are unregistered: a bare word is then said to be an
     unknown model, naming the variable, instead of being looked up on the hub (seconds, then a wrong cause)."""
-    if plugins_disabled() and "/" not in model and os.sep not in model and not Path(model).expanduser().exists():
+    if plugins_disabled() and "/" not in model and os.sep not in model and not expand_user(model).exists():
         raise LowdimError(f"unknown model '{model}': {NO_PLUGINS_NOTE}")
 
 
@@ -70,7 +70,7 @@ def refuse_a_model_whose_plugin_is_missing(model: str) -> None:
     """A first-party plugin's model named without its plugin says which distribution brings it."""
     plugin = FIRST_PARTY_MODELS.get(model.lower())
     installed = model.lower() in get_registry().backends  # "TinyFaces" with the plugin there: a typo, said so later
-    if plugin is not None and not installed and not Path(model).expanduser().exists():
+    if plugin is not None and not installed and not expand_user(model).exists():
         raise LowdimError(f"unknown model '{model}': it comes with the plugin {plugin}, which is not installed "
                           f"(pip install {plugin}; from a checkout, pip install -e plugins/{plugin})")
 

@@ -1,10 +1,54 @@
 """The shapes of the lines a refused resume or rerun prints for each setting it recorded otherwise, shared by the
 commands that name them by flag (``lowdim train``: ``train_job_words``, ``lowdim train-hypernet``:
-``hypertrain_resume``, ``lowdim precompute``: ``precompute_header``), so the three read alike."""
+``hypertrain_resume``, ``lowdim precompute``: ``precompute_header``), so the three read alike: every difference in
+one line (``listed``), each option the user changed once, not the rate that followed it (``rate_followed``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+
+AT_MOST = 8  # differences a refusal names; past them, the count of the rest: a line still read to its end
+
+
+def listed(lines: Sequence[str]) -> str:
+    """A refusal's differences in one line, ``; `` between them: every one, so one rerun fixes them all, up to
+    AT_MOST; past it, how many more (``...; and 3 more``)."""
+    rest = len(lines) - AT_MOST
+    return "; ".join(lines[:AT_MOST]) + (f"; and {rest} more" if rest > 0 else "")
+
+
+# Whether the user typed --lr: True or False under a training command (``rate_typed``), None where nobody said.
+_RATE_TYPED: contextvars.ContextVar[bool | None] = contextvars.ContextVar("lowdim_rate_typed", default=None)
+
+
+@contextlib.contextmanager
+def rate_typed(typed: bool) -> Iterator[None]:
+    """The CLI runs ``train`` and ``precompute`` inside this, saying whether --lr was typed: a refusal then tells a
+    rate the user gave from their mode's default (``rate_followed``), which no value can tell (an --lr typed at the
+    other mode's default is still typed)."""
+    token = _RATE_TYPED.set(typed)
+    try:
+        yield
+    finally:
+        _RATE_TYPED.reset(token)
+
+
+def rate_followed(there: object, mode_there: object) -> bool:
+    """Whether a rate recorded otherwise only follows another difference, and is no change of its own: no --lr was
+    typed now (this run's rate is its mode's default, ``lowdim_sd.defaults.learning_rate``), and the rate ``there``
+    was the default of its own mode (``mode_there``: ``full``, ``relaxed`` or the space), so going back to that
+    mode gives that rate again. Where nobody said whether --lr was typed, the rate is named."""
+    from lowdim.errors import LowdimError
+    from lowdim_sd import defaults
+
+    if _RATE_TYPED.get() is not False or not isinstance(mode_there, str):
+        return False
+    try:
+        return there == defaults.learning_rate(mode_there)
+    except LowdimError:  # a space whose declared rate is broken now: no default to say it followed
+        return False
 
 
 def switched(words: tuple[str, str], there: object, now: object) -> str:

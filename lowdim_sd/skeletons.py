@@ -21,6 +21,7 @@ from torch import nn
 
 from lowdim import hub  # hub.hub_reachable looked up at each call, so a test can declare it False
 from lowdim.errors import first_line
+from lowdim.paths import expand_user
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.loading import ModelLoadError, config_source, hub_id_not_found, load_sd, quiet_libraries
 
@@ -30,7 +31,7 @@ def component_configs(source: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig
 
-    folder = Path(source).expanduser()
+    folder = expand_user(source)
     if hub.looks_like_path(source) and not folder.is_dir():
         raise ModelLoadError(f"{source}: no such model folder")
     # a 3 s connection check first: looked up unreachable, the hub costs ~30 s of retries before failing
@@ -86,7 +87,7 @@ def build_on_meta(unet_config: dict[str, Any], text_config: dict[str, Any]) -> n
 
 def model_skeleton(model: str, model_config: str | None = None) -> nn.Module:
     """The ``{"unet", "text_encoder"}`` tree of ``model``: a diffusers folder, a hub id or a single file."""
-    path = Path(model).expanduser()
+    path = expand_user(model)
     if path.is_file():
         if model_config is None:  # which SD1.x variant it is, only its weights say
             return load_sd(model, "cpu", "fp16").modules

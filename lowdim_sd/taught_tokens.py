@@ -7,7 +7,7 @@ same record).
 
 from __future__ import annotations
 
-from pathlib import Path
+from lowdim.paths import expand_user
 
 
 def merged_tokens(source: str) -> list[str] | None:
@@ -15,7 +15,7 @@ def merged_tokens(source: str) -> list[str] | None:
     model."""
     from lowdim_sd.merged_model import read_merge_record
 
-    record = read_merge_record(Path(source).expanduser())
+    record = read_merge_record(expand_user(source))
     if record is None:
         return None
     words = record.get("tokens")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from lowdim.option_words import either, option
-from lowdim_sd.resume_words import changed, leaves, switched
+from lowdim_sd.resume_words import changed, leaves, rate_followed, switched
 
 # TrainJob's fields whose CLI flag is not the field's name with dashes.
 JOB_FLAGS = {"space_options": "--set", "initial": "--init"}
@@ -83,11 +83,15 @@ FROM_THE_INITIAL_ADAPTER = ("seed", "frozen_part", "layer_set", "layers")
 def resume_differences(key: str, stored: dict, current: dict) -> list[str]:
     """A setting a checkpoint recorded otherwise, as ``lowdim train`` names it: ``--lr (0.002 there, 0.01 now)``,
     ``--augment there, --no-augment now``, ``--set rank (1 there, 2 now)``; the key ``trainable`` (the signature of
-    what trains) as the flags that chose it, its consequences left out (another --space's whole config)."""
+    what trains) as the flags that chose it, its consequences left out (another --space's whole config, and the
+    default rate that followed another mode: ``rate_followed``)."""
     from lowdim_sd.checkpoints import LEFT_OUT_AT_DEFAULT, TRAINABLE
 
     if key == TRAINABLE:
         return _signature_differences(stored.get(key) or {}, current.get(key) or {})
+    # --lr left out follows --space, --full or --init, whose own line the signature's adds: one change, said once
+    if key == "learning_rate" and rate_followed(stored.get(key), _rate_mode(stored.get(TRAINABLE) or {})):
+        return []
     default = LEFT_OUT_AT_DEFAULT.get(key)
     there, now = stored.get(key, default), current.get(key, default)
     if key in RESUME_SWITCHES:
@@ -103,6 +107,11 @@ def _mode(signature: dict) -> str:
     components = (signature.get("space_config") or {}).get("components") or []
     relaxed = len(components) > 1 and all("seed" in part for part in components[:-1])
     return "init" if signature.get("space") == "stack" and relaxed else "adapter"
+
+
+def _rate_mode(signature: dict) -> object:
+    """The mode whose default rate a run of ``signature`` had (``lowdim_sd.defaults.learning_rate``)."""
+    return {"full": "full", "init": "relaxed"}.get(_mode(signature), signature.get("space"))
 
 
 def _signature_differences(there: dict, now: dict) -> list[str]:

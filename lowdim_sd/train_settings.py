@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.option_words import option
+from lowdim.paths import expand_user
 from lowdim_sd import defaults, runs
 
 IDENTIFIER = "[V]"
@@ -176,7 +177,7 @@ def as_path(value: object, owner: str, name: str) -> Path:
     ``~`` is the home folder, as the CLI expands it: left as it is, a run would make a folder named ``~``."""
     if not isinstance(value, (str, os.PathLike)):
         raise LowdimError(f"{owner}: {name}= takes a path (a str or Path), got a {type(value).__name__}")
-    return Path(value).expanduser()
+    return expand_user(value)
 
 
 def refuse_inference_mode() -> None:

@@ -15,6 +15,7 @@ from lowdim.files import atomic_write
 from lowdim.option_words import either
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.faces import DEFAULT_MARGIN
+from lowdim_sd.resume_words import listed
 
 FORMAT = "lowdim.weights"
 FORMAT_VERSION = "1"
@@ -36,9 +37,33 @@ def write_json(path: Path, payload: dict) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        return json_text.loads(path.read_text())
-    except (OSError, ValueError) as error:  # JSON nested too deeply included
+        text = path.read_text()
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8
         raise LowdimError(f"{path}: unreadable weight index ({error})") from None
+    try:
+        return json_text.loads(text)
+    except ValueError as error:  # JSON nested too deeply included
+        refuse_a_long_version(path, text)
+        raise LowdimError(f"{path}: unreadable weight index ({error})") from None
+
+
+def refuse_a_long_version(path: Path, text: str) -> None:
+    """An index whose format_version is a JSON number of more digits than int() takes (4,300), which json.loads
+    fails on, refused as any other version this lowdim does not read (a larger one: upgrade), whatever else the
+    index holds: a newer lowdim may write what this one cannot read. Read again with such numbers kept as text."""
+    try:
+        index = json_text.loads(text, parse_int=_int_or_digits)
+    except ValueError:
+        return
+    if isinstance(index, dict) and index.get("format") == FORMAT:
+        check_version(path.parent, index)
+
+
+def _int_or_digits(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return digits
 
 
 def read_index(folder: Path) -> dict:
@@ -177,7 +202,6 @@ def with_crop_defaults(config: dict) -> dict:
 # A differing setting in a command's own words (its flag): ``worded(field, index, header)``, the field as
 # ``differing_settings`` names it (``config.learning_rate``), read from either side by ``recorded``.
 Worded = Callable[[str, dict, dict], list[str]]
-SHOWN_AT_MOST = 2  # differences a refusal names: a rerun told two fixes at once, in a line that stays short
 
 
 def done_identities(out: Path, header: dict, compared: dict | None = None,
@@ -194,18 +218,21 @@ def done_identities(out: Path, header: dict, compared: dict | None = None,
     different = [(key, there, now) for key, there, now in different
                  if not (key.startswith("config.") and (key.removeprefix("config."), there, now) in different)]
     if different:
-        shown = "; ".join(_difference_lines(different, existing, header, worded)[:SHOWN_AT_MOST])
+        shown = listed(_difference_lines(different, existing, header, worded))  # all of them: one rerun fixes all
         raise LowdimError(f"{out} holds weights made with other settings: {shown}; rerun with those to continue, or "
                           f"use another {either('--out', 'out')} to start anew")
     if existing.get("dtype") and header.get("dtype") and existing["dtype"] != header["dtype"]:
         # Not a recipe setting (train-hypernet may read folders of both), but one folder's θ should be alike.
+        dtype = either(f"--dtype {existing['dtype']}", f"dtype={existing['dtype']!r}")
         raise LowdimError(f"{out} holds weights trained in {existing['dtype']}, and this run would train in "
-                          f"{header['dtype']}: pass --dtype {existing['dtype']} to continue them (on a device that "
-                          f"trains in it), or use another --out to start anew")
+                          f"{header['dtype']}: pass {dtype} to continue them (on a device that trains in it), or use "
+                          f"another {either('--out', 'out')} to start anew")
     if existing.get("root") and existing["root"] != header["root"] and not _moved_here(existing, header["root"]):
         # Names are matched per identity, so another folder's 'id-00001' would pass for this one's.
+        together = either("another --out (train-hypernet -w A -w B reads several weight folders as one)",
+                          "another out (HyperTrainJob(weights=[A, B]) reads several weight folders as one)")
         raise LowdimError(f"{out} holds weights of the identities in {existing['root']}, not {header['root']}: use "
-                          f"another --out (train-hypernet -w A -w B reads several weight folders as one)")
+                          f"{together}")
     from lowdim_sd.weight_shards import check_weight_folder
 
     # A shard that does not fit its index is no identity done: one line, not a rerun that skips it and a

@@ -20,6 +20,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import check_sizes
 from lowdim.files import PICKLE_SUFFIXES
+from lowdim.paths import expand_user
 from lowdim_sd.loading import ModelLoadError
 from lowdim_sd.model_paths import UNET_PREFIX
 from lowdim_sd.text_encoder_files import check_readable_layout
@@ -65,7 +66,7 @@ def check_single_file(checkpoint: Path, config: str | None, label: str | None = 
     the whole file. ``label`` names the option as its reader typed it."""
     from lowdim_sd.pipeline_parts import cached_snapshot, check_config_folder
 
-    folder = Path(config).expanduser() if config else None
+    folder = expand_user(config) if config else None
     if config and folder is not None and not folder.is_dir():
         folder = cached_snapshot(config)  # a hub id: its cached copy, else diffusers fetches (or says offline)
     if folder is None or not (folder / "model_index.json").is_file():

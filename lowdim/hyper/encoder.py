@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,6 +17,7 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.hub import quiet_transformers
 from lowdim.hyper.config import normalize_encoder_config
 from lowdim.option_words import either
+from lowdim.paths import expand_user
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -113,7 +113,7 @@ def _pretrained_config(hub_id: str) -> tuple[Any, bool]:
 
     from lowdim.hub import hub_reachable, looks_like_path
 
-    if looks_like_path(hub_id) and not Path(hub_id).expanduser().is_dir():
+    if looks_like_path(hub_id) and not expand_user(hub_id).is_dir():
         raise LowdimError(f"image encoder folder '{hub_id}' not found")
     try:
         return AutoConfig.from_pretrained(hub_id, local_files_only=True), True

@@ -31,6 +31,7 @@ from lowdim.hyper.encoder import comparable, is_packaged
 from lowdim.hyper.head import HyperHead
 from lowdim.hyper.safety import check_fit, check_offline, checked_build
 from lowdim.option_words import either
+from lowdim.paths import expand_user
 from lowdim.spaces.base import LayerSpec, Space
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ def _same_model(expected: str, stored: str) -> bool:
     """Equal names, or two spellings of one local folder (files made before paths were recorded absolute)."""
     if expected == stored:
         return True
-    here, there = Path(expected).expanduser(), Path(stored).expanduser()
+    here, there = expand_user(expected), expand_user(stored)
     return here.exists() and there.exists() and here.resolve() == there.resolve()
 
 

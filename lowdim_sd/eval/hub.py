@@ -8,13 +8,13 @@ hub only when a connection to it opens within a few seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from lowdim.errors import first_line
 from lowdim.hub import hub_reachable, looks_like_path, quiet_transformers
 from lowdim.metrics import MetricUnavailable
 from lowdim.option_words import either
+from lowdim.paths import expand_user
 
 # Errors transformers raises for a folder or id it can't use (missing files, a wrong config).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
@@ -27,7 +27,7 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str,
     Python words for it (``EvalJob(options={"dino": {"model": PATH}})``), said when the library is called from
     Python (without it, the flag is said there too).
     """
-    path = Path(source).expanduser()
+    path = expand_user(source)
     with quiet_transformers():
         if path.is_dir():
             try:

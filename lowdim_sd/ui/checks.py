@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lowdim.errors import LowdimError
+from lowdim.paths import expand_user
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit number
 # Each number control's range: (least, most); the page draws its sliders with these, so what it offers is
@@ -190,8 +191,8 @@ def check_model(model: object) -> str:
 
         sd_backend(model)  # a plugin's model of another kind: its one line, as the commands say it
         return model
-    if Path(model).expanduser().exists():
-        refuse_what_a_load_refuses(Path(model).expanduser())
+    if expand_user(model).exists():
+        refuse_what_a_load_refuses(expand_user(model))
         return model
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not model.startswith((".", "/")):
         return model  # a hub id: loading says whether it is reachable

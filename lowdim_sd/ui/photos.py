@@ -17,6 +17,7 @@ from PIL import Image
 
 from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
+from lowdim.paths import expand_user
 from lowdim_sd.ui.checks import NotOffered, check_model, in_page_terms
 
 MAX_PIXELS = 40_000_000  # a photo beyond this is refused before it is decoded (a 40 MP camera's full frame)
@@ -138,7 +139,7 @@ def training_side(model: str) -> int | None:
     from lowdim_sd.registered_models import registered_entry
 
     entry = registered_entry(model)
-    folder = Path(str(getattr(entry.value, "source", "") if entry else model)).expanduser()
+    folder = expand_user(str(getattr(entry.value, "source", "") if entry else model))
     try:
         unet = json_text.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json_text.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))

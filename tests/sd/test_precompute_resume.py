@@ -163,8 +163,8 @@ def test_the_dtype_is_recorded_and_a_resume_in_another_is_refused_saying_which_t
     index["dtype"] = "bf16"  # as a run on another machine would have made it
     (out / "index.json").write_text(json.dumps(index))
     monkeypatch.setattr("lowdim_sd.loading.load_sd", lambda *a, **k: pytest.fail("the model was loaded"))
-    with pytest.raises(lowdim.LowdimError, match=r"trained in bf16, and this run would train in fp32: pass --dtype "
-                                                 r"bf16 to continue"):
+    with pytest.raises(lowdim.LowdimError, match=r"trained in bf16, and this run would train in fp32: pass "
+                                                 r"dtype='bf16' to continue"):  # from Python: the field
         precompute(job(tiny_sd, people, out), progress=False)
     del index["dtype"]  # a folder made before the dtype was recorded: nothing to compare
     (out / "index.json").write_text(json.dumps(index))

@@ -49,8 +49,22 @@ def test_space_options_are_named_by_set_and_another_space_once(args, capsys):
     said = _refusal(capsys, [*args, "--set", "rank=2", "--seed", "3"])
     assert "other settings: --set rank (1 there, 2 now); --seed (0 there, 3 now); rerun with" in said
     said = _refusal(capsys, [*args, "--space", "lora"])
-    assert "other settings: --space (lidb there, lora now); --lr (0.002 there, 0.0001 now); rerun with" in said
+    # --lr left out: its rate is the space's default, which going back to lidb fixes too (not a second change)
+    assert "other settings: --space (lidb there, lora now); rerun with" in said
     assert "--set" not in said and "{" not in said  # another space's config: --space says it
+
+
+def test_a_rate_typed_or_recorded_typed_is_named_beside_the_space(args, capsys):
+    assert main(args) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, [*args, "--space", "lora", "--lr", "1e-4"])  # typed, at lora's own default
+    assert "other settings: --space (lidb there, lora now); --lr (0.002 there, 0.0001 now); rerun with" in said
+    typed = [*args]
+    typed[typed.index("-o") + 1] += "-typed"  # another folder, made with --lr typed
+    assert main([*typed, "--lr", "1e-2"]) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, [*typed, "--space", "lora"])  # typed there: going back to lidb leaves the rate to fix
+    assert "other settings: --space (lidb there, lora now); --lr (0.01 there, 0.0001 now); rerun with" in said
 
 
 def test_what_only_the_loaded_model_tells_is_named_by_its_flag_too(args, capsys):

@@ -68,8 +68,49 @@ def test_another_space_is_named_once_not_with_its_whole_config(tiny_sd, refs, tm
     assert main(_train(tiny_sd, refs, tmp_path / "o", "--steps", 1)) == 0
     capsys.readouterr()
     said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "o", "--steps", 2, "--resume", "--space", space))
-    assert f"other settings: --lr (0.002 there, 0.0001 now); --space (lidb there, {space} now); resume with" in said
+    # --lr left out: its rate is the space's default, which fixing --space fixes too (not a second change)
+    assert f"other settings: --space (lidb there, {space} now); resume with" in said
     assert "--set" not in said and "{" not in said and "frozen" not in said
+
+
+def test_a_rate_left_out_follows_the_mode_and_is_not_named(tiny_sd, refs, tmp_path, capsys):
+    assert main(_train(tiny_sd, refs, tmp_path / "a", "--steps", 1)) == 0
+    assert main(_train(tiny_sd, refs, tmp_path / "full", "--steps", 1, "--full")) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "a", "--steps", 2, "--resume", "--full"))
+    assert "other settings: no --full there, --full now; resume with" in said
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "full", "--steps", 2, "--resume"))
+    assert "other settings: --full there, no --full now; resume with" in said
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "a", "--steps", 2, "--resume", "--init",
+                                   tmp_path / "a" / "adapter.safetensors"))
+    assert "other settings: no --init there, --init now; resume with" in said
+
+
+def test_a_rate_typed_or_recorded_typed_is_named_beside_the_mode(tiny_sd, refs, tmp_path, capsys):
+    assert main(_train(tiny_sd, refs, tmp_path / "a", "--steps", 1)) == 0
+    assert main(_train(tiny_sd, refs, tmp_path / "typed", "--steps", 1, "--lr", "1e-2")) == 0
+    capsys.readouterr()
+    # typed now, at lora's own default: the user gave it, so it is named, whatever its value
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "a", "--steps", 2, "--resume", "--space", "lora",
+                                   "--lr", "1e-4"))
+    assert "other settings: --lr (0.002 there, 0.0001 now); --space (lidb there, lora now); resume with" in said
+    # left out now, typed there: going back to lidb would still leave the rate to fix
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "typed", "--steps", 2, "--resume", "--space", "lora"))
+    assert "other settings: --lr (0.01 there, 0.0001 now); --space (lidb there, lora now); resume with" in said
+
+
+def test_every_difference_is_named_past_eight_counted(tiny_sd, refs, tmp_path, capsys):
+    assert main(_train(tiny_sd, refs, tmp_path / "o", "--steps", 1)) == 0
+    capsys.readouterr()
+    changes = ("--lr", "1e-2", "--no-augment", "--mixed-precision", "bf16", "--seed", 3, "--dropout", 0.1,
+               "--layers", "unet", "--set", "rank=2", "--batch-size", 2)
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "o", "--steps", 2, "--resume", *changes))
+    assert ("other settings: --augment there, --no-augment now; --batch-size (1 there, 2 now); --lr (0.002 there, "
+            "0.01 now); --mixed-precision (no there, bf16 now); --seed (0 there, 3 now); --dropout (0.0 there, 0.1 "
+            "now); --layers (unet+text there, unet now); --set rank (1 there, 2 now); resume with") in said
+    said = _refusal(capsys, _train(tiny_sd, refs, tmp_path / "o", "--steps", 2, "--resume", *changes,
+                                   "--grad-accum", 2, "--prompt", "a [V] person", "--token", "zqx"))
+    assert said.count(" there") == 8 and "; and 3 more; resume with" in said, said
 
 
 def test_other_subjects_are_named_by_their_folders(tiny_sd, refs, tmp_path, capsys):

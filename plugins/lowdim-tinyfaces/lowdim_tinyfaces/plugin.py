@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lowdim.hookspecs import hookimpl
+from lowdim.paths import expand_user
 from lowdim_tinyfaces.model_files import describer_path, hypernet_path, model_path
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def register_backends(register: Callable[[Backend], None]) -> None:
     retrained = os.environ.get(RETRAINED_ENV)
     if retrained:
         register(_tinyfaces_backend(
-            RETRAINED_NAME, str(Path(retrained).expanduser().resolve()),
+            RETRAINED_NAME, str(expand_user(retrained).resolve()),
             f"TinyFaces retrained by train_model, from {RETRAINED_ENV}={retrained}", None))
 
 
