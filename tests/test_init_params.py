@@ -2,12 +2,14 @@
 adapter's seed alone and starts its random factors with the spread the docs give (``init_std``; LiDB's default
 1/sqrt(b)). Textual Inversion's vectors start at zero whatever its options: the contract suite covers that.
 
-The contract suite draws its configs from ``sample_config``, which keeps each space's zero init (its
-``test_default_init_leaves_model_output_unchanged`` needs ΔW = 0), so the ``gaussian`` branches are checked here.
+The contract suite draws its configs from ``sample_config``, which draws every init option too, so the contract's
+``test_shapes_counts_and_reproducible_init`` sees each branch (its ``test_default_init_leaves_model_output_unchanged``
+puts ``init`` back to its default itself); the checks here add the spread and every option on fixed sizes.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lowdim
-from lowdim.spaces import lidb, lora
+from lowdim.spaces import lidb, lora, stack
 from lowdim.spaces.base import Space
 
 INITS = lora.INITS
@@ -85,3 +87,26 @@ def test_trainable_factors_start_with_the_documented_spread(name, init, init_std
         assert abs(values.mean().item()) < 0.15 * std, f"{name} {factor}"
     if init == "zero":
         assert not params[gaussian_only].any(), f"{name} init=zero: {gaussian_only} must start at 0 (ΔW = 0)"
+
+
+def drawn_inits(name: str) -> set[tuple[str, str]]:
+    """(init, init_std) of every LoRA and LiDB config that ``sample_config`` of ``name`` draws over 200 cases (a
+    stack's: its components'), on layers of 1 to 24 as the contract draws them."""
+    space_class = {"lora": lora.LoraSpace, "lidb": lidb.LidbSpace, "stack": stack.StackSpace}[name]
+    drawn = set()
+    for draw in range(200):
+        rng = random.Random(draw)
+        layer = lowdim.LayerSpec("blk.0.q", rng.randint(1, 24), rng.randint(1, 24))
+        options = space_class.sample_config(rng, layer).to_dict()
+        for config in [c["config"] for c in options["components"]] if name == "stack" else [options]:
+            drawn.add((config["init"], repr(config["init_std"])))
+    return drawn
+
+
+@pytest.mark.parametrize("name", ["lora", "lidb", "stack"])
+def test_the_contract_draws_every_init_and_more_than_one_spread(name):
+    """Review BZ, finding 2: LiDB's gaussian init drew from torch's global RNG and the contract's reproducibility
+    property passed it, since ``sample_config`` only ever drew init='zero'."""
+    drawn = drawn_inits(name)
+    assert {init for init, _ in drawn} == set(INITS), f"{name}: sample_config drew init only from {drawn}"
+    assert len({std for _, std in drawn}) > 1, f"{name}: sample_config drew one init_std alone: {drawn}"

@@ -106,7 +106,11 @@ class LidbSpace(Space[LidbConfig]):
         rank = rng.randint(1, max(1, min(3, layer.out_features, layer.in_features)))
         a = rng.randint(rank, layer.out_features + 2)
         b = rng.randint(rank, layer.in_features + 2)
-        return LidbConfig(a=a, b=b, rank=rank, aux_scale=rng.choice([1.0, 0.5, 3.0]))
+        aux_scale = rng.choice([1.0, 0.5, 3.0])
+        # Every init, so the contract checks that each starts from the seed alone (its default-init property puts
+        # init back itself). Drawn last: the sizes above, and the contract's cases pinned on them, stay as drawn.
+        init, init_std = rng.choice(INITS), rng.choice([None, 0.02, 0.5])
+        return LidbConfig(a=a, b=b, rank=rank, aux_scale=aux_scale, init=init, init_std=init_std)
 
 
 # One SD1.5 adapter's 176 layers, each with its own seed: an adapter frozen into a rank-relaxed stack

@@ -74,4 +74,7 @@ class LoraSpace(Space[LoraConfig]):
     def sample_config(cls, rng: random.Random, layer: LayerSpec) -> LoraConfig:
         rank = rng.randint(1, max(1, min(8, layer.out_features, layer.in_features)))
         alpha = rng.choice([None, float(rank), 2.0 * rank, math.sqrt(rank)])
-        return LoraConfig(rank=rank, alpha=alpha)
+        # Every init, so the contract checks that each starts from the seed alone (its default-init property puts
+        # init back itself). Drawn last: the draws above stay as they were.
+        init, init_std = rng.choice(INITS), rng.choice([0.02, 0.5])
+        return LoraConfig(rank=rank, alpha=alpha, init=init, init_std=init_std)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import random
 import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 import lowdim
 from lowdim import functional as F
-from lowdim.inject.layer import AdapterParams
+from lowdim.inject.layer import AdapterLayer, AdapterParams
 from lowdim.plugins import PluginWarning
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.testing.references import reference_delta
@@ -76,9 +77,10 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
 # rng seeds 72 and 89 did, both at aux_scale=3): gradients in the thousands, summed in other orders.
 LIDB_FP32_ROUNDING = {"layer": LayerSpec("blk.0.q", 12, 24), "rng": random.Random(72), "seed": 601,
                       "dtype": torch.float32}
-# A case a bound relative to the largest output failed a correct stack's fp16 and bf16 outputs on
-# (``--hypothesis-seed=5``): their rounding grows with the terms, far larger than the output.
-STACK_HALF_ROUNDING = {"layer": LayerSpec("blk.0.q", 10, 16), "rng": random.Random(2541), "seed": 26353,
+# A case a bound relative to the largest output fails a correct stack's fp16 merged output on, by 1.37 times: its
+# rounding grows with the terms, far larger than the output. (The first, from ``--hypothesis-seed=5``, drew another
+# stack once sample_config drew inits; this one a hypothesis search for that failure found, with seed 9.)
+STACK_HALF_ROUNDING = {"layer": LayerSpec("blk.0.q", 8, 16), "rng": random.Random(8), "seed": 16,
                        "dtype": torch.float32}
 
 
@@ -87,6 +89,27 @@ def make_space(space_name: str, case: dict) -> Space:
     (an ``@example`` runs once for each space)."""
     space_class = REGISTRY.space_class(space_name)
     return REGISTRY.make_space(space_name, space_class.sample_config(copy.copy(case["rng"]), case["layer"]))
+
+
+def make_space_at_default_init(space_name: str, case: dict) -> Space:
+    """``make_space`` with the drawn config's ``init`` option put back to its class default, where the config has
+    one, and a stack's components' too (left out of each ``{'space': ..., 'config': {...}}`` entry of a list
+    option): the init that must give ΔW = 0. ``sample_config`` draws every init, so that the contract checks each
+    one starts from the seed alone; the other options stay as drawn."""
+    config = make_space(space_name, case).config
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name == "init" and field.default is not dataclasses.MISSING:
+            changes["init"] = field.default
+        elif isinstance(value, list) and value and all(_is_component(entry) for entry in value):
+            changes[field.name] = [{**entry, "config": {k: v for k, v in entry["config"].items() if k != "init"}}
+                                   for entry in value]
+    return REGISTRY.make_space(space_name, dataclasses.replace(config, **changes))
+
+
+def _is_component(entry: object) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("space"), str) and isinstance(entry.get("config"), dict)
 
 
 def build(space_name: str, case: dict) -> tuple[Space, dict, dict]:
@@ -126,6 +149,23 @@ class Injected:
                     param.copy_(torch.randn_like(param))
         self.model.to(self.dtype)  # params follow; frozen bases stay fp32, and fp32 values are exact in fp64
         self.x = torch.randn(6, case["layer"].in_features, dtype=self.dtype)
+
+    def move_params(self) -> None:
+        """Every param of the adapter moved in place by a random step, as an optimizer moves it."""
+        with torch.no_grad():
+            for param in (p for params in self.weights().values() for p in params.values()):
+                param.add_(torch.randn_like(param))
+
+    def through_weights(self, x: Tensor) -> Tensor:
+        """The model computed from its adapted layers' ``weight`` and ``bias`` (W + scale·ΔW as one matrix, what a
+        fused kernel reads), not by calling them."""
+        first, last = (cast(AdapterLayer, self.model.get_submodule(name)) for name in LAYERS)
+        hidden = torch.tanh(nn.functional.linear(x, first.weight, first.bias))
+        return nn.functional.linear(hidden, last.weight, last.bias)
+
+    def base_state(self) -> dict[str, Tensor]:
+        """The model's state without the adapter's tensors: the base weights, merged into or not."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if "slots" not in k}
 
     def weights(self) -> dict[str, AdapterParams]:
         """Layer name -> the adapter's own Parameters there."""

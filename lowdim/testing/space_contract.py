@@ -12,7 +12,12 @@ compared with the formula in fp64, allowed rounding in units of the dtype's eps 
 Every property applies to every first-party space. Textual Inversion ("ti") is an embedding space,
 but its update is defined on any matrix (it writes n learned rows, the last ones), so it keeps the
 whole contract on linear layers as is; ``test_on_an_embedding_...`` checks every space through an
-``nn.Embedding`` too, and that a token space leaves every other row bit-identical.
+``nn.Embedding`` too, and that a token space leaves every other row bit-identical, and ``test_on_a_1x1_...`` through
+a 1x1 ``nn.Conv2d`` (both in ``lowdim.testing.contract_layer_kinds``).
+
+``sample_config`` may draw every option, init options included: ``test_default_init_...`` puts the drawn config's
+``init`` back to its class default (and a stack's components' ``init``, by leaving it out of their configs), since it
+is the default init that must give ΔW = 0, while ``test_shapes_counts_and_reproducible_init`` checks every init drawn.
 
 Run it over an installed plugin's space without a source checkout:
 ``python -m pytest --pyargs lowdim.testing.space_contract -k my-space``; or write
@@ -45,15 +50,23 @@ from lowdim.testing.contract_cases import (
     cases,
     close,
     make_space,
+    make_space_at_default_init,
     two_layer_model,
 )
 from lowdim.testing.fresh_process import fresh_process_problem
-from lowdim.testing.plugin_load_checks import (  # noqa: F401  collected here, with the properties
+
+# Registered before its import, as lowdim.testing registers this module: a failed property there shows its values too.
+pytest.register_assert_rewrite("lowdim.testing.contract_layer_kinds")
+from lowdim.testing.contract_layer_kinds import (  # noqa: E402, F401  collected here, with the properties
+    test_on_a_1x1_convolution_every_pixel_gets_the_spaces_update,
+    test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update,
+)
+from lowdim.testing.plugin_load_checks import (  # noqa: E402, F401  collected here, with the properties
     test_no_plugin_warned_while_loading,
     test_the_plugin_loads_and_registers_without_warnings,
 )
-from lowdim.testing.references import reference_delta
-from lowdim.testing.rounding import HALF_UNITS, UNITS, LayerTensors, exact64, units_off
+from lowdim.testing.references import reference_delta  # noqa: E402
+from lowdim.testing.rounding import HALF_UNITS, UNITS, LayerTensors, exact64, units_off  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::lowdim.plugins.PluginWarning")
 
@@ -183,7 +196,7 @@ def test_default_init_leaves_model_output_unchanged(space_name, case):
     model = two_layer_model(case["layer"]).to(case["dtype"])
     x = torch.randn(4, case["layer"].in_features, dtype=case["dtype"])
     before = model(x)
-    lowdim.inject(model, make_space(space_name, case), LAYERS, seed=case["seed"])
+    lowdim.inject(model, make_space_at_default_init(space_name, case), LAYERS, seed=case["seed"])
     assert torch.equal(model(x), before), (f"space '{space_name}': adding it with its default init changed the "
                                            f"model's output; init_params must give ΔW = 0 (docs/plugins.md)")
 
@@ -198,6 +211,10 @@ def test_forward_is_the_spaces_math_and_only_trainable_params_get_gradients(spac
     output.square().sum().backward()
     exact = run.exact(lambda y: y.square().sum())
     assert units_off(output, exact.value, exact.value_spread, run.dtype) <= UNITS, "the output is off the space's math"
+    with torch.no_grad():  # what reads .weight instead of calling the layer (nn.TransformerEncoder's fused path) gets
+        read = run.through_weights(run.x)
+    assert units_off(read, exact.value, exact.value_spread, run.dtype) <= UNITS, (
+        f"at scale {scale}, the model computed from its layers' .weight is off W + scale·ΔW")
     for layer, slot in run.adapters.slots("default").items():
         trainable = set(slot.space.trainable_names(slot.layer))
         for name, param in slot.params.items():
@@ -240,6 +257,8 @@ def test_disable_gives_the_plain_model_and_enable_brings_the_adapter_back(space_
 @PROPERTY
 @given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]))
 def test_merge_and_unmerge_are_idempotent_and_keep_the_spaces_output(space_name, case, scale):
+    """And merge adds a copy of the update: params moved while merged change nothing until unmerge, which takes out
+    exactly what merge added (not the moved params' update)."""
     run = Injected(space_name, case, scale)
     exact = run.exact()
     for part in ("frozen", "all"):  # a stack folds its frozen components first, as personalize does
@@ -248,9 +267,14 @@ def test_merge_and_unmerge_are_idempotent_and_keep_the_spaces_output(space_name,
         run.adapters.merge("default", part=part)
         assert all(torch.equal(v, merged[k]) for k, v in run.model.state_dict().items())
         assert run.units_off(exact) <= UNITS, f"merged ({part}), the output is off the space's math"
+    merged, output = run.base_state(), run.model(run.x)
+    run.move_params()  # as an optimizer step taken while merged: what merge added must be its own copy
+    unchanged = all(torch.equal(v, merged[k]) for k, v in run.base_state().items())
+    assert unchanged and torch.equal(run.model(run.x), output), "merged, moving the adapter's params changed the model"
+    exact = run.exact()  # the moved params, which unmerged the bypass path computes
     for _ in range(2):
         run.adapters.unmerge("default")
-        assert run.base_weights_are_restored()
+        assert run.base_weights_are_restored(), "unmerge took out other than what merge added"
         assert run.units_off(exact) <= UNITS, "unmerged, back on the bypass path, the output is off the space's math"
     run.adapters.remove_all()
     assert run.base_weights_are_restored() and list(run.model.state_dict()) == list(run.base)
@@ -331,37 +355,6 @@ def test_save_load_round_trip(space_name, case, dtype, scales, store_bases, tmp_
     for layer, (down, up) in live.items():  # what `lowdim export` writes is what the loaded model computes
         assert close(exported[layer][1].double() @ exported[layer][0].double(), up.double() @ down.double(),
                      torch.float32), f"{dtype} file: the exported update of layer {layer} is off the loaded model's"
-
-
-@pytest.mark.parametrize("space_name", SPACES)
-@PROPERTY
-@given(case=cases(), batch=st.integers(1, 2))
-def test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update(space_name, case, batch):
-    layer, dtype = case["layer"], case["dtype"]
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(layer.out_features, layer.in_features))
-    targets = lowdim.LayerSet("table", ("0",), types=("embedding",))
-    adapters = lowdim.inject(model, make_space(space_name, case), targets, seed=case["seed"])
-    model.to(dtype)  # params follow, frozen bases stay fp32 (exact in fp64), as in ``Injected``
-    base = model[0].base_layer.weight.detach().clone()
-    slot = adapters.slots("default")["0"]
-    given_tensors = {name: torch.randn(batch, *shape, dtype=dtype)
-                     for name, shape in slot.space.param_shapes(slot.layer).items()}
-    ids = torch.randint(0, layer.out_features, (2 * batch, 5))
-    deltas = [reference_delta(slot.space, {k: v[j] for k, v in given_tensors.items()}, slot.buffers_dict())
-              for j in range(batch)]
-    with adapters.override("default", {"0": given_tensors}):  # sample j uses adapter j % batch
-        output = model(ids)
-    expected = torch.stack([(base + deltas[j % batch])[ids[j]] for j in range(len(ids))])
-    assert close(output, expected, dtype)
-    adapters.load_tensors("default", {"0": {k: v[0] for k, v in given_tensors.items()}})
-    adapters.merge("default")
-    merged = model[0].base_layer.weight
-    assert close(merged, base + deltas[0], dtype) and close(model(ids), (base + deltas[0])[ids], dtype)
-    if getattr(slot.space, "learns_tokens", False):  # a token space touches its own rows only, bit for bit
-        untouched = layer.out_features - slot.space.rank(slot.layer)
-        assert torch.equal(merged[:untouched], base[:untouched])
-        assert torch.equal(model(ids)[ids < untouched], base[ids[ids < untouched]])
 
 
 @pytest.mark.parametrize("space_name", SPACES)
