@@ -192,7 +192,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     current = gr.State(None)  # what Draw draws (page_draw.Drawable): the run shown, a file dropped beside it
-    prompt, drawing = draw_section(studio, current, model, stages)
+    prompt, drawing, more = draw_section(studio, current, model, stages)
     outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
     handlers = PersonalizeHandlers(studio)
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
@@ -214,11 +214,15 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
     checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
     ran = checked.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
-    ran.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
+    forgot = ran.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
     stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name).
-    reopen.click(handlers.open_run, [earlier], outputs, **unlimited, show_progress_on=bar).failure(
-        forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
+    opened = reopen.click(handlers.open_run, [earlier], outputs, **unlimited, show_progress_on=bar)
+    forgot_opened = opened.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
+    # Draw's pictures of the run that was shown go with it, once its outputs (what Draw draws) are in place
+    # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
+    for then in (ran.success, forgot.then, opened.success, forgot_opened.then):
+        more.follow_the_run(then, current)
     return earlier
 
 

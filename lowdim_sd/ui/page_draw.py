@@ -3,7 +3,8 @@ file to draw instead of a run's (``drawing`` does the work; this lays it out and
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
 from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
 from lowdim_sd.ui.drawing import DRAW_AFTER, DrawSettings, Subject, checked_upload, default_prompt, uploaded_adapter
 from lowdim_sd.ui.page_parts import (
+    STOPPED,
     File,
     Number,
     Slider,
@@ -37,13 +39,13 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
                  draw_text(1.0, every_style_parts(keep_styles=0.0)))]
 NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
 Drawable = dict[str, str] | None  # the state of what Draw draws: {"run": NAME}, {"adapter": PATH}, or both
-EARLIER = "earlier draw: "  # a More pictures caption's start once a later Draw failed
+EARLIER = "earlier draw: "  # a More pictures caption's start once a later Draw failed or was stopped
 Pictures = list[tuple[str, str | None]] | None  # More pictures as a handler gets it (file, caption); None: empty
 
 
 def from_the_earlier_draw(pictures: Pictures) -> list[tuple[str, str]]:
-    """More pictures after a Draw that started and failed: the pictures it would have replaced, each caption marked
-    as the earlier draw's (once, however many draws fail after it).
+    """More pictures after a Draw that started and failed (or was stopped: ``after_draw``): the pictures it would
+    have replaced, each caption marked as the earlier draw's (once, however many draws fail after it).
 
     Kept, not cleared as a failed Personalize clears the run it showed: these are good pictures of a draw that
     finished, perhaps minutes of drawing on a CPU, which the user may still want to look at or save, and unlike a
@@ -54,6 +56,57 @@ def from_the_earlier_draw(pictures: Pictures) -> list[tuple[str, str]]:
         said = caption or ""
         marked.append((picture, said if said.startswith(EARLIER) else EARLIER + said))
     return marked
+
+
+def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, what: Drawable) -> tuple:
+    """More pictures and what they were drawn from (``pictures_beside``), once a Draw's job ended (``ended``: what it
+    drew, or how it ended; ``what``: what Draw draws now). Its own pictures go where another run was opened while
+    it drew (Open is no job), as those drawn before the Open would have gone.
+
+    A stopped Draw keeps the pictures it would have replaced, marked as a failed Draw marks them: its line ("...
+    nothing of it was kept") is in the stages box, above the gallery and Draw, and in a toast that fades, while
+    the pictures sit beside Draw, where their captions, unmarked, name a prompt and seed that may well be the
+    stopped Draw's own (a Draw asked again with more steps: no caption names them). A refused Draw started
+    nothing: the page stays as it was, as after a bad value."""
+    if ended == STOPPED:
+        return from_the_earlier_draw(pictures), drawn_with
+    if isinstance(ended, dict):  # its own pictures, which the job put in place
+        return pictures_beside(what, ended)
+    return gr.update(), drawn_with  # REFUSED
+
+
+def pictures_beside(what: Drawable, drawn_with: Drawable) -> tuple:
+    """More pictures and what they were drawn from, once another run may be shown (a Personalize or Open done, or
+    failed and its run cleared; ``what``: what Draw draws now). ``drawn_with`` is what Draw drew them from: the
+    dropped file, if any, and the run shown beside them. Their captions name the prompt, not the run, so beside
+    another run they would be taken for its: they go. The same run shown again keeps them, as does a refused or
+    stopped job, which shows no other run.
+
+    The pictures of a dropped file outlive the run they were drawn beside only while Draw still draws that file:
+    after a failure, which clears the run and keeps the file (``page.forget_run``), they are what Draw makes now
+    and no run is shown to take them for. Another run shown (``page.shown``) is what Draw then draws, its phrase in
+    Draw's prompt, file or not, so the file's pictures would sit under its gallery and its Draw line as its own:
+    they go too."""
+    what = what or {}
+    if drawn_with is None or drawn_with.get("run") == what.get("run"):
+        return gr.update(), drawn_with
+    if "adapter" in drawn_with and what.get("adapter") == drawn_with["adapter"]:
+        return gr.update(), what  # the file they were drawn from, beside the run shown now (none, after a failure)
+    return [], None
+
+
+@dataclass(frozen=True)
+class MorePictures:
+    """The More pictures gallery, with what its pictures were drawn from (``pictures_beside``)."""
+
+    gallery: gr.Gallery
+    drawn_with: gr.State
+
+    def follow_the_run(self, then: Callable, current: gr.State) -> None:
+        """After ``then`` (an event's ``.success`` or ``.then``, where another run may be shown), More pictures
+        only where they are still of what the page shows (``pictures_beside``)."""
+        then(on_page(pictures_beside), [current, self.drawn_with], [self.gallery, self.drawn_with],
+             show_progress="hidden", api_visibility="private")
 
 
 def drawing_line(what: Drawable) -> str:
@@ -93,17 +146,19 @@ def _draw_controls() -> tuple:
 
 
 def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
-                 status: gr.HTML) -> tuple[gr.Textbox, gr.Markdown]:
+                 status: gr.HTML) -> tuple[gr.Textbox, gr.Markdown, MorePictures]:
     """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
-    finishing or opening fills. ``status`` (Personalize's stages box, where Stop's line goes too) gets the
-    line of a Draw refused or stopped."""
+    finishing or opening fills, and its pictures, which another run shown clears. ``status`` (Personalize's stages
+    box, where Stop's line goes too) gets the line of a Draw refused or stopped."""
     prompt, scale, how, seed, steps, count, adapter = _draw_controls()
     with gr.Row():
         drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
         draw = gr.Button("Draw", elem_id="draw")
     # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath")
-    outputs = [drawn, status]
+    more = MorePictures(drawn, gr.State(None))  # nothing drawn yet
+    ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
+    outputs = [drawn, status, ended]
 
     @on_page
     def use_adapter(path: str | None, chosen_model: str, what: Drawable = None):
@@ -115,7 +170,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
         dropped = {**(what or {}), "adapter": str(checked_upload(path))}
         return dropped, default_prompt(Path(dropped["adapter"])), drawing_line(dropped)
 
-    @job_on_page(outputs, status)
+    @job_on_page(outputs, status, ended)
     def draw_more(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
                   request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
@@ -125,7 +180,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
                                        sample_steps, pictures)
         made = studio.draw(subject, **asdict(settings), listener=progress_listener(progress),
                            owner=session(request))  # its tab's closing stops it
-        return made, gr.update()  # the stages box keeps the run's stage times
+        return made, gr.update(), what  # the stages box keeps the run's stage times
 
     @on_page
     def check_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
@@ -146,7 +201,9 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     # failed Personalize's gives way to the follow-up that clears its run (page.py); the error stays its toast.
     ran.failure(on_page(from_the_earlier_draw), [drawn], [drawn], show_progress_on=[drawing],
                 api_visibility="private")
-    return prompt, drawing
+    ran.success(on_page(after_draw), [ended, drawn, more.drawn_with, current], [drawn, more.drawn_with],
+                show_progress="hidden", api_visibility="private")
+    return prompt, drawing, more
 
 
 def asked_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,

@@ -129,14 +129,20 @@ def on_page(fn: Callable) -> Callable:
     return wrapped
 
 
-def job_on_page(outputs: list[gr.components.Component],
-                status: gr.components.Component) -> Callable[[Callable], Callable]:
+REFUSED, STOPPED = "refused", "stopped"  # how a job ended, for an event's ``ended`` state (``job_on_page``)
+
+
+def job_on_page(outputs: list[gr.components.Component], status: gr.components.Component,
+                ended: gr.State | None = None) -> Callable[[Callable], Callable]:
     """``on_page`` for a button that starts a job, whose event fills ``outputs``: a refusal (another job runs) or
     a stop is no mistake of the request, and its line goes in ``status``, where the page shows a job's status, the
     other outputs left as they are. Raised as a ``gr.Error``, it would be a toast that fades, and Gradio would put
     a red "Error" badge on every output, hiding them (Earlier runs, Draw's prompt) with no reason beside them.
-    ``status`` may be HTML (the stages box), where the line is escaped, or markdown (Evaluate's table)."""
+    ``status`` may be HTML (the stages box), where the line is escaped, or markdown (Evaluate's table).
+    ``ended``, a state among ``outputs``, becomes REFUSED or STOPPED, for a follow-up that reads how the job ended
+    (a refused and a stopped job both leave Gradio's ``.success`` to run); the job sets it when it is done."""
     place = next(index for index, output in enumerate(outputs) if output is status)
+    how = next((index for index, output in enumerate(outputs) if output is ended), None)
 
     def decorate(fn: Callable) -> Callable:
         @on_page
@@ -149,6 +155,8 @@ def job_on_page(outputs: list[gr.components.Component],
                 toast(line)
                 values: list[dict[str, Any] | str] = [gr.update()] * len(outputs)
                 values[place] = html_text(line) if isinstance(status, gr.HTML) else line  # the stages box
+                if how is not None:
+                    values[how] = STOPPED if isinstance(error, Stopped) else REFUSED
                 return values[0] if len(values) == 1 else tuple(values)
         return wrapped
     return decorate

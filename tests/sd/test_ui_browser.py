@@ -292,6 +292,26 @@ def test_clearing_a_dropped_adapter_file_brings_draw_back_to_the_run_shown(serve
     wait(browser, lambda d: drawing(d) == f"Draw draws run {name}", 30)
 
 
+def test_opening_another_run_clears_the_pictures_drawn_of_the_one_shown(server, browser, quick_run):
+    """Task FBY: More pictures' captions name their prompt, not their run, so none of the last run's is left
+    under another run's gallery once that run is opened."""
+    url, out = server
+    other = out / f"{quick_run.name}-other"  # a second finished run, as a copy of the first
+    if not other.exists():
+        shutil.copytree(quick_run.folder, other)
+    browser.get(url)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#earlier input"))
+    open_run(browser, quick_run.name)
+    wait(browser, lambda d: "done in" in text_of(d, "stages"), 60)
+    set_number(browser, "#draw-steps input[type=number]", 2)
+    browser.find_element(By.ID, "draw").click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#drawn img"), 120)
+    open_run(browser, other.name)
+    wait(browser, lambda d: other.name in text_of(d, "stages") and "done in" in text_of(d, "stages"), 60)
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#drawn img"), 30)
+    assert not browser.find_elements(By.XPATH, "//*[normalize-space(text())='Error']")
+
+
 def test_a_bad_value_clicked_leaves_the_run_shown_with_only_its_line(server, browser, quick_run):
     """Task FAN: Personalize with Finetune steps 0 under an opened run says so in one line, and the run's gallery
     and stage times stay, with no red "Error" badge over them, only the line's toast (the page checks the values

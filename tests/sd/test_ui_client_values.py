@@ -89,7 +89,7 @@ def test_an_empty_model_box_is_one_line_when_drawing_a_dropped_adapter(made, mod
 
 def test_a_run_is_drawn_on_its_own_model_whatever_the_model_box_holds(made):
     _, page, record = made
-    drawn, _ = handler(page, "draw_more")({"run": record.name}, None, "a [V] face", 1.0, "1", 0, 1, 1)
+    drawn, *_ = handler(page, "draw_more")({"run": record.name}, None, "a [V] face", 1.0, "1", 0, 1, 1)
     assert len(drawn) == 1
     _, prompt, line = handler(page, "use_adapter")(str(record.adapter), None)  # the box is read when drawing
     assert prompt.startswith("a [V] face") and "on the model in the Model box" in line

@@ -54,7 +54,7 @@ def test_clearing_a_dropped_adapter_file_draws_the_run_still_shown_again(made):
     assert line.startswith(f"Draw draws the adapter `{record.adapter.name}`")
     again, prompt, line = use_adapter(None, "tinyfaces", dropped)  # the file box's x
     assert again == opened and line == f"Draw draws run `{record.name}`" and prompt == gr.update()
-    drawn, _ = handler(page, "draw_more")(again, "tinyfaces", "a [V] face", 1.0, "1", 0, 1, 1)
+    drawn, *_ = handler(page, "draw_more")(again, "tinyfaces", "a [V] face", 1.0, "1", 0, 1, 1)
     assert len(drawn) == 1  # the run, drawn on the model it was made with (not the Model box's TinyFaces)
 
 

@@ -84,12 +84,14 @@ def test_a_refused_personalize_says_why_in_the_stages_box_and_leaves_the_rest(ma
 
 
 def test_a_refused_draw_says_why_in_the_stages_box_and_leaves_its_pictures(made):
+    from lowdim_sd.ui.page_parts import REFUSED
+
     studio, page, record = made
     with another_tabs_job(studio):
         returned = handler(page, "draw_more")({"run": record.name}, "tinyfaces", "a [V] face", 1.0, "1", 0, 1, 1,
                                               request=TAB)
     line, rest = status_and_the_rest(page, "draw_more", returned)
-    assert line.startswith(THEIRS) and rest == [gr.update()]
+    assert line.startswith(THEIRS) and rest == [gr.update(), REFUSED]  # More pictures as they were; how it ended
 
 
 def test_a_refused_evaluate_says_why_in_its_table(made):

@@ -66,13 +66,15 @@ def clicked(studio: Studio, asked: dict, before: dict = SHOWN) -> tuple[dict, li
     [draw] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "draw"]
     [job] = [fn for fn in page.fns.values() if fn.api_name == "draw_more"]
     names = list(inspect.signature(job.fn).parameters)  # each input by the name Draw's handler gives it
-    values = {block._id: asked[name] for block, name in zip(job.inputs, names, strict=False)}
-    values.update({block._id: before[block.elem_id] for block in job.outputs})
+    values = ui_events.page_values(page)  # the follow-ups read states besides the job's own controls
+    values.update({block._id: asked[name] for block, name in zip(job.inputs, names, strict=False)})
+    shows = [block for block in job.outputs if block.elem_id]  # not the state saying how the job ended
+    values.update({block._id: before[block.elem_id] for block in shows})
     errors: list[str] = []
     with badges_kept(page) as badged:
         ui_events.run_chain(page, [fn for fn in page.fns.values() if (draw._id, "click") in fn.targets],
                                          values, errors)
-    return {block.elem_id: values[block._id] for block in job.outputs}, errors, badged
+    return {block.elem_id: values[block._id] for block in shows}, errors, badged
 
 
 @contextlib.contextmanager

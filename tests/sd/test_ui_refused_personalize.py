@@ -49,7 +49,8 @@ def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str]]:
     page = build_page(studio)
     [go] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "personalize"]
     [event] = [fn for fn in page.fns.values() if fn.api_name == "personalize"]
-    values = {block._id: asked[block.elem_id] for block in event.inputs}
+    values = ui_events.page_values(page)  # the follow-ups read controls besides the event's (More pictures)
+    values.update({block._id: asked[block.elem_id] for block in event.inputs})
     values.update({block._id: SHOWN[block.elem_id] for block in event.outputs})
     errors: list[str] = []
     ui_events.run_chain(page, [fn for fn in page.fns.values() if (go._id, "click") in fn.targets], values, errors)

@@ -59,3 +59,15 @@ def _show(outputs: list, result: object, values: dict) -> None:
     for block, value in zip(outputs, result if len(outputs) > 1 else [result], strict=True):
         if not (isinstance(value, dict) and value.get("__type__") == "update" and "value" not in value):
             values[block._id] = value["value"] if isinstance(value, dict) and "__type__" in value else value
+
+
+def page_values(page) -> dict:
+    """Each control's value as a page just loaded holds it, by block id (a ``gr.State``'s too), for ``run_chain``."""
+    return {block._id: getattr(block, "value", None) for block in page.blocks.values()}
+
+
+def fire(page, elem_id: str, trigger: str, values: dict, errors: list[str]) -> None:
+    """The events ``trigger`` ("click", "change") on the control ``elem_id`` sets off, each with those chained after
+    it, on ``values`` as ``run_chain`` runs them."""
+    [control] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == elem_id]
+    run_chain(page, [fn for fn in page.fns.values() if (control._id, trigger) in fn.targets], values, errors)
