@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from lowdim import json_text
 from lowdim.paths import expand_user
@@ -18,6 +18,13 @@ from lowdim_cli.console import out
 
 if TYPE_CHECKING:
     from lowdim.sizing import SizeReport
+
+
+def as_written(text: str, style: str = "") -> Text:
+    """``text`` as rich prints it: as written, no markup ("[bold]", "[a-z]" in a glob), no emoji code (":smile:" in a
+    file name) and no highlighting. A path a user typed, a file's words and a plugin's are not rich's to style, and a
+    path or command is copied from what is printed."""
+    return Text(text, style=style)
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -48,7 +55,7 @@ def spaces(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also l
             defaults = entry.value.config_class()
             options = [f"  {k} = {getattr(defaults, k)!r}: {h}" for k, h in entry.value.config_class.help().items()]
             summary = "\n".join([summary, *options])
-        table.add_row(name, entry.plugin, summary)
+        table.add_row(as_written(name), as_written(entry.plugin), as_written(summary))
     out.print(table)
     from lowdim.plugins import SPACES_NO_PLUGINS_NOTE, plugins_disabled
 
@@ -66,7 +73,7 @@ def models():
         table.add_column(column, overflow="fold")  # hub ids are long single words: wrap, never cut
     for backend, aliases in registered_models():
         sets = [backend.default_layer_set] + [s for s in backend.layer_sets if s != backend.default_layer_set]
-        table.add_row(backend.name, ", ".join(aliases), ", ".join(sets), backend.description)
+        table.add_row(*map(as_written, (backend.name, ", ".join(aliases), ", ".join(sets), backend.description)))
     out.print(table)
     if not table.rows and plugins_disabled():
         out.print(NO_PLUGINS_NOTE[:1].upper() + NO_PLUGINS_NOTE[1:], highlight=False)
@@ -152,11 +159,12 @@ def inspect(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    table = Table(title=f"{space} on {model}, layer set '{report.layer_set}'")
+    table = Table(title=as_written(f"{space} on {model}, layer set '{report.layer_set}'", "table.title"))
     for column in ("layer group", "layers", "trainable params", "fp32 bytes", "fp16 bytes"):
         table.add_column(column, justify="left" if column == "layer group" else "right")
     for row in report.rows:
-        table.add_row(row.group, f"{row.layers}", f"{row.params:,}", f"{row.bytes_fp32:,}", f"{row.bytes_fp16:,}")
+        table.add_row(as_written(row.group), f"{row.layers}", f"{row.params:,}", f"{row.bytes_fp32:,}",
+                      f"{row.bytes_fp16:,}")
     total = report.total
     table.add_row("[bold]total", f"[bold]{total.layers}", f"[bold]{total.params:,}",
                   f"[bold]{total.bytes_fp32:,}", f"[bold]{total.bytes_fp16:,}")
@@ -165,7 +173,7 @@ def inspect(
         sizes = ", ".join(f"{size:,} bytes in {dtype}" for dtype, size in report.file_bytes.items())
         out.print(f"Adapter file on disk (tensors + metadata): {sizes}")
     if report.notes:
-        out.print(f"[dim]{len(report.notes)} layer note(s), e.g. {report.notes[0]}[/]")
+        out.print(as_written(f"{len(report.notes)} layer note(s), e.g. {report.notes[0]}", "dim"))
 
 
 def show(
@@ -191,14 +199,15 @@ def show(
     if as_json:
         print(json.dumps(info.as_dict(), indent=2))
         return
-    table = Table(title=f"{info.path}: {info.kind}", title_justify="left", show_header=False)
+    table = Table(title=as_written(f"{info.path}: {info.kind}", "table.title"), title_justify="left",
+                  show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    for name, value in info.rows:  # what a file says is text: a token "[red]" is no markup to rich
-        table.add_row(escape(name), escape(value))
+    for name, value in info.table_rows():  # what a file says is text: a token "[red]" is no markup to rich
+        table.add_row(as_written(name), as_written(value))
     out.print(table)
     if info.use:
-        out.print(f"use it: {escape(info.use)}", highlight=False)
+        out.print(as_written(f"use it: {info.use}"))
 
 
 def register(app: typer.Typer) -> None:

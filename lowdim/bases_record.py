@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
@@ -47,9 +47,20 @@ def layers_checksum(per_layer: Iterable[dict[str, Tensor]]) -> str | None:
             made_any = made_any or bool(bases)
             yield from (bases[key] for key in sorted(bases))
 
-    # basis_checksum only iterates what it is given (lora_factors hands it a generator too)
-    digest = F.basis_checksum(cast("list[Tensor]", flat()))
+    digest = F.basis_checksum(flat())
     return digest if made_any else None
+
+
+def recorded_seed(metadata: dict[str, str], path: Path) -> int:
+    """The file's 'seed' (what its bases are made from), or the one line every load refuses a missing one or one that
+    is no integer with (``lowdim show`` quotes it as the file's problem)."""
+    if "seed" not in metadata:
+        raise AdapterFileError(f"{path}: incomplete metadata: no 'seed' (what its bases are made from)")
+    try:
+        return int(metadata["seed"])
+    except ValueError:
+        shown = printable_name(metadata["seed"])
+        raise AdapterFileError(f"{path}: corrupted metadata: 'seed' is {shown}, not an integer") from None
 
 
 def recorded_checksum(metadata: dict[str, str], path: Path) -> str | None:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from lowdim import __version__, json_text
 from lowdim import functional as F
 from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
-from lowdim.bases_record import check_bases, recorded_checksum
+from lowdim.bases_record import check_bases, recorded_checksum, recorded_seed
 from lowdim.bases_record import checksum as _checksum
 from lowdim.bases_record import regenerate as _regenerate
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
@@ -258,11 +258,11 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
         raise AdapterFileError(f"{path}: {missing_space_words(*missing, registry)}")
     try:
         space = registry.make_space(metadata["space"], _space_config(metadata, path))
-        seed = int(metadata["seed"])
     except ConfigError as error:  # an option a newer lowdim or plugin added, or a value this one refuses
         raise AdapterFileError(f"{path}: {config_problem(error)}") from None
     except (KeyError, ValueError) as error:
         raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
+    seed = recorded_seed(metadata, path)
     layers = unpack_layers(metadata.get("layers", "[]"), path)
     adapter = AdapterFile(path, space, seed, layers, {}, None, recorded_checksum(metadata, path), metadata,
                           checked_scales(metadata.get("scales"), layers, path),

@@ -8,6 +8,7 @@ A low-rank update is kept as two factors, ``down`` (r, in) and ``up`` (out, r), 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -38,7 +39,7 @@ def orthonormal_columns(rows: int, cols: int, generator: torch.Generator) -> Ten
     return q * signs
 
 
-def basis_checksum(tensors: list[Tensor]) -> str:
+def basis_checksum(tensors: Iterable[Tensor]) -> str:
     """A short checksum of frozen bases that usually tolerates last-bit float noise between platforms.
 
     Values are rounded to a 2^-20 grid before hashing, so ulp-level differences from another LAPACK

@@ -9,7 +9,7 @@ from shlex import quote
 from typing import TYPE_CHECKING
 
 from lowdim import json_text
-from lowdim.bases_record import check_bases, layers_checksum, recorded_checksum, regenerate
+from lowdim.bases_record import check_bases, layers_checksum, recorded_checksum, recorded_seed, regenerate
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginError
 from lowdim.file_fit import config_problem, format_version_problem
 from lowdim.filecheck import (
@@ -225,7 +225,7 @@ def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> 
 
 
 def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
-    """What a load would refuse in the file's space or tensors ("": nothing), from the header alone."""
+    """What a load would refuse in the file's space, seed or tensors ("": nothing), from the header alone."""
     import lowdim
 
     try:
@@ -242,6 +242,10 @@ def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list)
         return f"its space '{meta.get('space')}' cannot be made from the config it records ({config_problem(error)})"
     except (LowdimError, KeyError, ValueError, TypeError) as error:
         return f"its space '{meta.get('space')}' cannot be made from the config it records ({error})"
+    try:
+        recorded_seed(meta, path)  # what a load reads after the space: a seed its bases are made from
+    except AdapterFileError as error:
+        return str(error).removeprefix(f"{path}: ")
     return tensor_problem(path, space, layers, header)
 
 
@@ -294,11 +298,9 @@ def bases_problem(path: Path, meta: dict[str, str], layers: list, stored: bool) 
 
     try:
         recorded = recorded_checksum(meta, path)  # one that is no checksum: damage, for stored bases too
-        seed = int(meta.get("seed", ""))
+        seed = recorded_seed(meta, path)
     except AdapterFileError as error:
         return str(error).removeprefix(f"{path}: ")
-    except ValueError:  # no seed to make them from; what the load says of it is not show's to guess
-        return ""
     if stored:
         return ""
     space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))

@@ -29,6 +29,7 @@ from lowdim_sd.file_info_parts import (
     listing,
     number,
     parsed_json,
+    part,
     read_header,
     shown_whole,
     size_text,
@@ -94,7 +95,8 @@ def _model_meant(name: str) -> str:
     if plugins_disabled():  # no model is registered: a model's name is not there to be found
         return f"; {NO_PLUGINS_NOTE}"
     close = difflib.get_close_matches(name.lower(), list(get_registry().backends), n=1, cutoff=0.75)
-    return f"; did you mean {close[0]}? (a registered model: `lowdim models` lists them)" if close else ""
+    # a plugin's name, hundreds of characters long where a stranger registered it: cut as a row's text is
+    return f"; did you mean {part(close[0])}? (a registered model: `lowdim models` lists them)" if close else ""
 
 
 def _hypernet(path: Path, header: Header) -> FileInfo:

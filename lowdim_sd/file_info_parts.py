@@ -41,6 +41,11 @@ class FileInfo:
                 self.values.setdefault(name, value)
                 self.rows[place] = (name, shown)
 
+    def table_rows(self) -> list[tuple[str, str]]:
+        """The rows as the table shows them: a field a file names (a recipe's key) escaped where it holds a line break
+        or an escape code, as ``__post_init__`` escapes a value; --json keeps the name whole."""
+        return [(name if name.isprintable() else summary(name, 120), value) for name, value in self.rows]
+
     def as_dict(self) -> dict:
         fields: dict[str, Any] = {}  # a group's place is a dict of its own
         for name, value in self.rows:

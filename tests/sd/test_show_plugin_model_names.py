@@ -53,3 +53,13 @@ def test_a_plain_model_name_is_shown_as_it_is(tmp_path, monkeypatch, capsys):
         lines, whole = shown("short", capsys)
     assert lines[0] == "short: the registered model plain (lowdim models)"
     assert whole["kind"] == "the registered model plain (lowdim models)" and whole["fields"]["alias of"] == "plain"
+
+
+def test_a_long_model_name_a_near_miss_means_is_bounded_in_did_you_mean(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    meant = "q" + "x" * 398 + "z"  # 400 characters of the registry's letters: a near miss of one 255 long finds it
+    with registered(SDBackend(meant, "")):
+        assert main(["show", "q" + "x" * 253 + "z"]) == 1
+    said = capsys.readouterr().err
+    assert "; did you mean 'qxxx" in said and "(400 characters)?" in said, said
+    assert meant not in said and len(said) < 700, said
