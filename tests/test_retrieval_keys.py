@@ -36,6 +36,21 @@ def test_info_nce_is_symmetric_and_bounded_by_chance_when_every_key_is_alike(row
     assert info_nce(first, first, temperature) <= math.log(rows) + 1e-5
 
 
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(2, 12), dim=st.integers(2, 16), seed=st.integers(0, 1000),
+       temperature=st.floats(0.05, 2.0))
+def test_info_nce_is_the_mean_of_both_directions_cross_entropies_at_logits_over_the_temperature(rows, dim, seed,
+                                                                                               temperature):
+    """The temperature sets how sharply keys are told apart: training at 0.2 must not silently run at 1."""
+    first, second = unit(rows, dim, seed).double(), unit(rows, dim, seed + 1).double()
+    logits = first @ second.T / temperature
+    matched = logits.diagonal()
+    # -log softmax of the matching key, averaged: rows pick among `second`, columns among `first`
+    by_row = (logits.logsumexp(dim=1) - matched).mean()
+    by_column = (logits.logsumexp(dim=0) - matched).mean()
+    torch.testing.assert_close(info_nce(first, second, temperature), (by_row + by_column) / 2)
+
+
 @settings(max_examples=20, deadline=None)
 @given(counts=st.lists(st.integers(2, 6), min_size=1, max_size=5), seed=st.integers(0, 2**16))
 def test_key_training_pairs_two_different_photos_of_a_person_and_every_ordered_pair_occurs(counts, seed):
