@@ -103,6 +103,20 @@ def test_beta_only_never_runs_the_diffusion_model_and_the_weight_loss_falls(weig
     assert [r["step"] for r in val] == [0, 5, 10, 15] and all(r["diffusion_loss"] is None for r in val)
 
 
+def test_each_step_hands_the_optimizer_its_own_batchs_gradient_not_a_running_sum(weights, tmp_path, monkeypatch):
+    grads = []  # what AdamW is given each step; unclipped, so a sum carried over from earlier steps would show
+    real = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: grads.append(torch.cat(
+        [p.grad.flatten() for group in self.param_groups for p in group["params"] if p.grad is not None]))
+        or real(self, *a, **k))
+    # The same 3 training pairs every step, at a rate too small to move anything: the same gradient each time.
+    train_hypernet(job(weights, tmp_path / "h", alpha=0.0, steps=3, batch_size=3, learning_rate=1e-12, val_every=0,
+                       checkpoint_every=0, max_grad_norm=None), progress=False)
+    assert len(grads) == 3 and float(grads[0].norm()) > 0
+    for later in grads[1:]:
+        torch.testing.assert_close(later, grads[0], rtol=1e-4, atol=1e-6)
+
+
 def test_alpha_only_is_the_diffusion_loss_of_every_iterate(weights, tmp_path, monkeypatch):
     sizes = []
     real = hl.denoising_losses

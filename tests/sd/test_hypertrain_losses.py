@@ -96,3 +96,30 @@ def test_the_standardized_weight_loss_is_one_for_the_mean_and_shift_squared_for_
     shifted = net.to_params([z + shift for z in net.from_params(targets)])  # every coordinate `shift` spreads off
     torch.testing.assert_close(hl.standardized_loss(net, shifted, targets), torch.tensor(shift**2),
                                rtol=1e-3, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def far_apart_standardizing_net() -> HyperNetwork:
+    return tiny_net(standardize=True, head_init_scale=1.0).eval()  # iterates far apart, in z as in θ
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), spread=st.floats(1e-2, 1e2))
+def test_a_standardizing_network_trains_the_mean_standardized_loss_of_every_iterate(
+        far_apart_standardizing_net, seed, spread):
+    """Eq. 2 supervises every iterate k = 1..s, in the network's coordinates z as in plain ones."""
+    net = far_apart_standardizing_net
+    targets = random_params(net, 6, seed, scale=spread)
+    net.set_target_statistics(targets)
+    target = {layer: {name: value[:2] for name, value in params.items()} for layer, params in targets.items()}
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    job = HyperTrainJob(weights=Path("unused"), hyper={**HYPER, "standardize": True}, alpha=0.0, beta=2.0)
+    with torch.no_grad():
+        iterates = net(images, return_all=True)
+        losses = hl.pair_losses(net, None, (images, target, torch.tensor([4, 7]), None), 1, job, train=True)
+    each = torch.stack([hl.standardized_loss(net, theta, target) for theta in iterates])
+    assert float(hl.standardized_loss(net, iterates[0], iterates[-1])) > 1e-2  # apart in z: one alone would show
+    torch.testing.assert_close(losses["weight_loss"], each.mean())
+    torch.testing.assert_close(losses["loss"], 2.0 * each.mean())
+    plain = torch.stack([weight_loss(theta, target) for theta in iterates])  # reported as ‖θ̂_k − θ‖², to compare
+    torch.testing.assert_close(losses["per_iterate"], plain)

@@ -56,6 +56,25 @@ def test_hypernetwork_prediction_is_the_frozen_start_of_fast_finetuning(tiny_sd,
                for k, v in p.items() if k.startswith("c0_A"))
 
 
+def test_the_prediction_is_the_networks_after_the_iterations_asked_for(tiny_sd, face, tmp_path, hypernet):
+    from lowdim.hyper import load_hypernet
+    from lowdim_sd.face_inputs import load_face_image
+
+    result = personalize(job(tiny_sd, face, tmp_path / "t", hypernet=hypernet, only_hyper=True, iterations=3,
+                             resolution=16, save_dtype="fp32"), progress=False)
+    written = lowdim.read_adapter(result.adapter).params
+    image = load_face_image(face, 16, crop=False)[None]  # the reference as the run read it
+    with torch.no_grad():
+        iterates = load_hypernet(hypernet).eval()(image, iterations=3, return_all=True)
+
+    def farthest(theta: dict) -> float:
+        return max(float((written[layer][name] - value[0]).abs().max()) for layer, params in theta.items()
+                   for name, value in params.items())
+
+    assert farthest(iterates[2]) < 1e-5
+    assert farthest(iterates[0]) > 1e-2 and farthest(iterates[1]) > 1e-2  # not one pass, nor the file's own 2
+
+
 def test_a_hypernetwork_for_another_target_lists_the_differences(tiny_sd, face, tmp_path, hypernet):
     with pytest.raises(lowdim.LowdimError, match="does not fit the requested target.*layer"):
         personalize(job(tiny_sd, face, tmp_path / "f", hypernet=hypernet, layers="*attn1.to_q"), progress=False)
