@@ -7,6 +7,7 @@ import types
 
 import pytest
 import torch
+from hyper_groupings import lidb_over_groupings  # noqa: F401  (the lidb fixture: one shape group and three)
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -34,22 +35,6 @@ def make_net(
     torch.manual_seed(seed)
     values = dict(encoder_config=vit_config(), width=32, attention_heads=4, feedforward=64, iterations=3)
     return HyperNetwork(HyperConfig(**{**values, **options}), space or lowdim.get_space("lidb", a=6, b=5), layers)
-
-
-# lidb a=6, b=5 clamps q, k, v and o to one shape, so make_net's default has a single group and a head reading
-# another group's rows goes unseen; a=10, b=10 leaves three: (q, k), (v), (o). The tests that move θ between
-# per-layer params and the grouped state, or build one linear map per group, run on both.
-GROUPINGS = {"one-group": ({"a": 6, "b": 5}, 1), "three-groups": ({"a": 10, "b": 10}, 3)}
-
-
-@pytest.fixture(scope="module", params=list(GROUPINGS))
-def lidb(request) -> lowdim.Space:
-    from lowdim.hyper.layout import Grouping, param_layout
-
-    options, groups = GROUPINGS[request.param]
-    space = lowdim.get_space("lidb", **options)
-    assert len(Grouping.build([param_layout(space, layer) for layer in LAYERS], "shape").members) == groups
-    return space
 
 
 def images(batch: int, seed: int = 1) -> torch.Tensor:

@@ -131,7 +131,7 @@ def embedding(tiny_sd, tmp_path_factory):
 
 @pytest.fixture
 def face(tmp_path):
-    """One random 32x32 "face photo" saved as a PNG (the tiny model's resolution)."""
+    """One random 32x32 "face photo" saved as a PNG, twice the tiny model's 16x16 (personalize shrinks it to 16)."""
     from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
