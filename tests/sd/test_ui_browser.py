@@ -233,7 +233,8 @@ def open_run(driver, name: str) -> None:
     field = driver.find_element(By.CSS_SELECTOR, "#earlier input")
     field.clear()
     field.send_keys(name)
-    driver.find_element(By.ID, "open").click()
+    # The page lays its parts out one by one: on a loaded machine Open may come a moment after the box (CI, 08:40)
+    wait(driver, lambda d: d.find_elements(By.ID, "open"), 60)[0].click()
 
 
 @pytest.fixture(scope="module")
