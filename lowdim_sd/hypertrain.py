@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -60,6 +60,7 @@ from lowdim_sd.hypertrain_words import RANDOM_ENCODER
 from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.job_fields import OptionalPathField, PathField, PathsField, job_dataclass, path_field, paths_field
 from lowdim_sd.optim import one_kernel_update
+from lowdim_sd.process_failures import AnotherProcessFailed, Failure, another_failure, failing_together
 from lowdim_sd.retrieval_fill import fill_retrieval
 from lowdim_sd.train import TrainingDiverged
 from lowdim_sd.weight_dataset import Folders, WeightDataset
@@ -140,6 +141,7 @@ class HyperTrainResult:
     net: HyperHead | None = field(default=None, repr=False)
 
 
+@failing_together()  # under a launcher: a process that fails, from its first check on, stops the others with its line
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; the result says where it is saved, and holds its
@@ -174,30 +176,14 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=loop.log.path, main_process=loop.main)
     started = time.perf_counter()
-    # One line for all the small photos (each read every epoch), even if stopped; DataLoader workers warn apart.
-    with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance, \
-            upscaling_told_once(full.resolution):
-        if loop.validating and start == 0:
-            loop.validate()
-        try:
-            for batch in loop.loader:
-                stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
-                value = loop.update(batch)
-                result.losses.append(value)
-                advance(value)
-                if loop.validating and (loop.step % job.val_every == 0 or loop.step == job.steps):
-                    loop.validate()
-                if job.checkpoint_every and loop.step % job.checkpoint_every == 0 and loop.main:
-                    loop.checkpoint()
-                if out_of_time(accelerator, started, job.max_minutes):
-                    if loop.validating and loop.step % job.val_every:
-                        loop.validate()  # the stopping step gets its validation, as the last step would
-                    break
-        except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-            loop.stopped(stop)
-        except PairUnreadable as unreadable:
-            loop.unreadable(unreadable)
-    accelerator.wait_for_everyone()
+    with failing_together():  # under a launcher: a process that fails stops the others with its line
+        # One line for all the small photos (each read every epoch), even if stopped; DataLoader workers warn apart.
+        with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance, \
+                upscaling_told_once(full.resolution):
+            if loop.validating and start == 0:
+                loop.validate()
+            _steps(loop, result, advance, started)
+        accelerator.wait_for_everyone()
     if loop.main:
         from lowdim.hyper import save_hypernet
 
@@ -209,6 +195,34 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         result.validation = last_validation(result.metrics)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _steps(loop: _Loop, result: HyperTrainResult, advance: Callable[..., None], started: float) -> None:
+    """The training steps, each validated, checkpointed and timed as the job asks; a stop keeps what it can."""
+    job = loop.job
+    try:
+        for batch in loop.loader:
+            stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
+            value = loop.update(batch)
+            result.losses.append(value)
+            advance(value)
+            if loop.validating and (loop.step % job.val_every == 0 or loop.step == job.steps):
+                loop.validate()
+            if job.checkpoint_every and loop.step % job.checkpoint_every == 0 and loop.main:
+                loop.checkpoint()
+            if out_of_time(loop.accelerator, started, job.max_minutes):
+                if loop.validating and loop.step % job.val_every:
+                    loop.validate()  # the stopping step gets its validation, as the last step would
+                break
+    except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+        loop.stopped(stop)
+    except PairUnreadable as unreadable:
+        loop.unreadable(unreadable)
+    except RuntimeError as error:  # a collective that another process's end broke, or this process's own error
+        failure = another_failure(error)
+        if failure is None:
+            raise
+        loop.another_failed(failure)
 
 
 def _subsets(job: HyperTrainJob, full: WeightDataset, train: list[str],
@@ -368,12 +382,29 @@ class _Loop:
 
     def stopped(self, stop: BaseException) -> NoReturn:
         """Keep a checkpoint of a stopped run where one can be kept, and say so."""
+        failure = another_failure(stop)  # the launcher's SIGTERM, or the watch's stop, as another process failed
+        if failure is not None:
+            self.another_failed(failure)
         if not self.main:  # only the main process writes the checkpoint, and its line says so
             where = f"process {self.accelerator.process_index + 1} of {self.accelerator.num_processes}"
             runs.reraise(stop, f"{runs.stop_word(stop)} in {where} at step {self.step}; the main process's line "
                                "says what was kept")
         last = checkpoints.latest(self.job.out)
         runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, self.checkpoint, last=last))
+
+    def another_failed(self, failure: Failure) -> NoReturn:
+        """Stop with the line of another process that failed, the main process keeping this step as a stop does (the
+        update is whole: no collective runs inside it), so that --resume loses none of the steps since the last
+        checkpoint."""
+        if not self.main:  # the main process's line says what it kept, unless the main process is the one that failed
+            raise AnotherProcessFailed(f"{failure}; the main process's line says what was kept" if failure.rank != 0
+                                       else str(failure))
+        if self.step == 0 or self.updating:  # nothing trained yet, or an update a forced stop cut in two
+            raise AnotherProcessFailed(str(failure))
+        latest = checkpoints.latest(self.job.out)
+        with stopping.held():  # the launcher's SIGTERM, which follows the failed process's end, waits for the save
+            kept = latest if latest is not None and checkpoints.saved_step(latest) == self.step else self.checkpoint()
+        raise AnotherProcessFailed(f"{failure}; step {self.step} is saved to {kept}: {runs.RESUME} continues from it")
 
     def unreadable(self, error: PairUnreadable) -> NoReturn:
         """Stop on a pair that can no longer be read (a shard removed mid-run), keeping this step first as a stop

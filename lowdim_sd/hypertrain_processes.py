@@ -1,6 +1,6 @@
-"""What ``train-hypernet`` asks of HF accelerate: the Accelerator for a job, what every process of a run agrees on
-(whether the time budget is spent, a loss's mean), and the trained network taken back out of accelerate's
-wrapping as ``load_hypernet`` would give it."""
+"""What ``train-hypernet`` asks of HF accelerate: the Accelerator for a job (formed once every process of a launched
+run got there: ``process_failures``), what every process of a run agrees on (whether the time budget is spent, a
+loss's mean), and the trained network taken back out of accelerate's wrapping as ``load_hypernet`` would give it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd.devices import accelerator_available
+from lowdim_sd.process_failures import join_the_others
 
 if TYPE_CHECKING:
     from lowdim.hyper.head import HyperHead
@@ -29,6 +30,7 @@ def make_accelerator(job: HyperTrainJob) -> Any:
         # into its bucket (correct, and a few bytes) but would warn about it in every process of every run.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         cpu = job.cpu or not accelerator_available()  # else accelerate stays single-process on CPU machines
+        join_the_others()  # forming the process group would wait forever for a process that failed before it
         return Accelerator(mixed_precision=job.mixed_precision, cpu=cpu, kwargs_handlers=[unused])
     except ValueError as error:  # accelerate's state is per process: one setting for the process's lifetime
         raise LowdimError(f"accelerate: {error}") from None

@@ -41,6 +41,7 @@ from lowdim_sd.job_fields import OptionalPathField, PathField, job_dataclass, pa
 from lowdim_sd.precompute_header import index_header, refuse_other_settings_early
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
+from lowdim_sd.process_failures import AnotherProcessFailed, another_failure, failing_together, join_the_others
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import check_job_rate, check_types, job_rate
 from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: this module's API too)
@@ -208,10 +209,11 @@ def check_job(job: PrecomputeJob) -> None:
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def precompute(job: PrecomputeJob, progress: bool = True, model: SDModel | None = None) -> PrecomputeResult:
     """Train one adapter per identity not yet in ``job.out`` and store them as shards."""
-    plan = _plan(job, progress, model)
-    result = PrecomputeResult(index=plan.out / INDEX, skipped=plan.skipped)
-    _train_pending(job, plan, result, progress)
-    _finish(plan, result)
+    with failing_together():  # under a launcher: a process that fails stops the others with its line
+        plan = _plan(job, progress, model)
+        result = PrecomputeResult(index=plan.out / INDEX, skipped=plan.skipped)
+        _train_pending(job, plan, result, progress)
+        _finish(plan, result)
     return result
 
 
@@ -255,6 +257,7 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     every = discover_identities(job.identities, job.out)
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     refuse_other_settings_early(job, config, crop)
+    join_the_others()  # forming the process group would wait forever for a process that failed before it
     state = PartialState(cpu=job.device == "cpu" or (job.device == "auto" and not accelerator_available()))
     rank, processes = state.process_index, state.num_processes
     device = str(state.device) if job.device == "auto" and processes > 1 else job.device
@@ -315,10 +318,12 @@ def _finish(plan: _Plan, result: PrecomputeResult) -> None:
         write_json(plan.index_path, plan.own)  # nothing new to train here: still leave a readable index
     try:
         plan.state.wait_for_everyone()
-    except RuntimeError:  # another process stopped (its own error said why): the gloo/NCCL wait then fails here
-        raise LowdimError(f"another process of this run stopped before the end; this one trained "
-                          f"{len(result.trained)} identities, kept in {plan.index_path}; {runs.RERUN} to continue: "
-                          f"done identities are skipped") from None
+    except RuntimeError as error:  # another process stopped (its own error said why): the gloo/NCCL wait then fails
+        failure = another_failure(error)  # its line, under a launcher that keeps one
+        what = failure or "another process of this run stopped before the end"
+        raise AnotherProcessFailed(f"{what}; this one trained {len(result.trained)} identities, kept in "
+                                   f"{plan.index_path}; {runs.RERUN} to continue: done identities are "
+                                   f"skipped") from None
     result.processes, result.main_process = plan.processes, plan.state.is_main_process
     result.run_trained, result.run_skipped = _run_totals(len(result.trained), len(result.skipped), plan.state.device)
     if plan.state.is_main_process and any(plan.out.glob("index-p*.json")):
