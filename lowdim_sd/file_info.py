@@ -16,7 +16,17 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
 from lowdim.files import PICKLE_SUFFIXES
 from lowdim_sd.adapter_info import describe_adapter
-from lowdim_sd.checkpoint_file_info import is_optimizer_state, optimizer_state_info
+from lowdim_sd.checkpoint_file_info import (
+    checkpoints_left,
+    complete_checkpoints,
+    is_optimizer_state,
+    is_step_folder,
+    is_trained_state,
+    optimizer_state_info,
+    run_folder_info,
+    step_folder_info,
+    trained_state_info,
+)
 from lowdim_sd.file_info_parts import (
     FileInfo,
     Header,
@@ -47,11 +57,15 @@ def describe(path: Path) -> FileInfo:
     LoRA, an SD checkpoint or a registered model name (``lowdim models``); anything else is one LowdimError
     naming it."""
     path = Path(path)
+    if path.is_dir() and is_step_folder(path):  # a train-hypernet one holds a hypernetwork: its checkpoint first
+        return step_folder_info(path)
     for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
         if path.is_dir() and (path / output).is_file() and not (path / "index.json").is_file():
-            return describe(path / output)
+            return checkpoints_left(describe(path / output), path)
     if path.is_dir() and (path / "model_index.json").is_file():
         return pipeline_folder_info(path)
+    if path.is_dir() and not _weight_folder(path) and complete_checkpoints(path):  # a stopped run's --out
+        return run_folder_info(path)
     if path.is_dir():
         try:
             return weight_folder_info(path)
@@ -82,6 +96,10 @@ def describe(path: Path) -> FileInfo:
     except (TypeError, ValueError, KeyError, AttributeError) as error:  # metadata edited or cut by hand
         raise LowdimError(f"{path}: its lowdim metadata is damaged ({type(error).__name__}: "
                           f"{first_line(error)})") from None
+
+
+def _weight_folder(folder: Path) -> bool:
+    return (folder / "index.json").is_file() or any(folder.glob("index-p*.json"))
 
 
 def _model_meant(name: str) -> str:
@@ -206,6 +224,8 @@ def _shard(path: Path, header: Header) -> FileInfo:
 def _other(path: Path, header: Header) -> FileInfo:
     if is_optimizer_state(header):  # a checkpoint's: its header has no format key of its own
         return optimizer_state_info(path, header)
+    if is_trained_state(path):  # nor has the trained state beside it: known by its place
+        return trained_state_info(path, header)
     meta, keys = header.metadata, list(header.shapes)
     rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", size_text(path))]
     values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},

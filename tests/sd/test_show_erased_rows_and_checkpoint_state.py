@@ -52,7 +52,7 @@ def _optimizer_file(out, step: int, sibling: str):
     tensors = {f"{index}.{name}": torch.zeros_like(param) for index, param in enumerate(parameters[:2])
                for name in ("exp_avg", "exp_avg_sq")}
     save_file(tensors, str(folder / "optimizer.safetensors"), optimizer_metadata(step, parameters, tensors))
-    (folder / sibling).write_bytes(b"")
+    save_file({"layer/A": torch.zeros(3)}, str(folder / sibling), {"step": str(step)})
     (folder / "state.json").write_text(json.dumps({"step": step, "settings": {}}))
     return folder / "optimizer.safetensors"
 
@@ -78,3 +78,13 @@ def test_an_optimizer_state_moved_out_of_its_checkpoint_is_still_named(tmp_path)
     info = describe(moved)
     assert info.kind == "the optimizer state of a lowdim checkpoint (step 4)"
     assert "--resume" in info.use and "checkpoints/step-" in info.use
+
+
+def test_an_optimizer_state_beside_an_unreadable_trained_state_says_the_checkpoint_is_damaged(tmp_path):
+    path = _optimizer_file(tmp_path / "run", 60, "trainable.safetensors")
+    (path.parent / "trainable.safetensors").write_bytes(b"")  # a resume from it would stop there
+    info = describe(path)
+    assert dict(info.rows)["damaged"].startswith(f"{path.parent / 'trainable.safetensors'}: not a readable "
+                                                 f".safetensors file (")
+    assert dict(info.rows)["damaged"].endswith("delete the checkpoint folder step-000060 to resume from an older one")
+    assert info.use == ""
