@@ -212,24 +212,35 @@ def test_a_packaged_file_with_missing_own_tensors_is_refused_by_name(tmp_path, m
 
 
 # -- the retrieval head -----------------------------------------------------------------------
-def retrieval_net(count: int = 5):
+# The bank keeps one values<g> per shape group: the tests that store, answer or save it take the lidb fixture, and
+# check every layer, so a group answered from another group's bank, or with another identity's row, fails.
+def retrieval_net(count: int = 5, space: lowdim.Space | None = None, **options):
     torch.manual_seed(0)
-    config = HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=count)
-    return build_hypernet(config, lowdim.get_space("lidb", a=6, b=5), LAYERS)
+    config = HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=count, **options)
+    return build_hypernet(config, space or lowdim.get_space("lidb", a=6, b=5), LAYERS)
 
 
-def test_retrieval_answers_each_stored_image_with_its_own_weights_and_a_look_alike_with_its_neighbours():
-    net = retrieval_net(5).eval()
+def assert_rows(predicted: Mapping, targets: Mapping, rows: list[int], **tolerance) -> None:
+    """Every layer's every param is its own stored θ of identities ``rows``, in that order."""
+    assert predicted.keys() == targets.keys()
+    for layer, params in targets.items():
+        assert predicted[layer].keys() == params.keys()
+        for name, value in params.items():
+            torch.testing.assert_close(predicted[layer][name], value[rows], **tolerance)
+
+
+def test_retrieval_answers_each_stored_image_with_its_own_weights_and_a_look_alike_with_its_neighbours(lidb):
+    net = retrieval_net(5, lidb).eval()
     stored = images(5, seed=2)
     targets = random_targets(net, 5)
     with torch.no_grad():
         net.fill(net.encoder.features(stored), targets)
         exact = net(stored)
         near = net(stored[[3, 1]] + 0.01 * images(2, seed=7))  # a slightly different picture of 3 and 1
-    for layer, params in targets.items():
-        for name, value in params.items():
-            torch.testing.assert_close(exact[layer][name], value)
-            torch.testing.assert_close(near[layer][name], value[[3, 1]])
+    assert_rows(exact, targets, [0, 1, 2, 3, 4])
+    assert_rows(near, targets, [3, 1])
+    for item in (4, 0, 2):  # what rendering the bank (retrieval_fill) loads for each stored identity
+        assert_rows(net.stored_params(item), targets, [item])
 
 
 @given(loudness=st.lists(st.floats(0.02, 50.0), min_size=5, max_size=5), query_loudness=st.floats(0.02, 50.0))
@@ -245,8 +256,8 @@ def test_retrieval_finds_the_nearest_identity_by_direction_not_by_feature_loudne
         assert net.nearest(None, features=features * query_loudness).tolist() == [0, 1, 2, 3, 4]
 
 
-def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp_path):
-    net = retrieval_net(4).eval()
+def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp_path, lidb):
+    net = retrieval_net(4, lidb).eval()
     stored = images(4, seed=3)
     targets = random_targets(net, 4)
     with torch.no_grad():
@@ -255,21 +266,17 @@ def test_retrieval_bank_round_trips_through_a_file_and_refuses_a_wrong_count(tmp
     loaded = load_hypernet(tmp_path / "r.safetensors").eval()
     assert loaded.config.architecture == "retrieval" and loaded.config.bank_size == 4
     with torch.no_grad():
-        again = loaded(stored[[2]], return_all=True)
+        again = loaded(stored[[2, 0, 3]], return_all=True)
     assert len(again) == 1
-    torch.testing.assert_close(again[0][LAYERS[0].name]["A_train"], targets[LAYERS[0].name]["A_train"][[2]])
+    assert_rows(again[0], targets, [2, 0, 3])
     with pytest.raises(LowdimError, match="holds 4 identities, got 2"):
         net.fill(torch.zeros(2, 5, net.encoder.width), targets)
     with pytest.raises(LowdimError, match="bank_size >= 1"):
         retrieval_net(0)
 
 
-def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_rounding(tmp_path):
-    torch.manual_seed(0)
-    space = lowdim.get_space("lidb", a=6, b=5)
-    nets = {dtype: build_hypernet(HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=4,
-                                              bank_dtype=dtype), space, LAYERS).eval()
-            for dtype in ("float32", "float16")}
+def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_rounding(tmp_path, lidb):
+    nets = {dtype: retrieval_net(4, lidb, bank_dtype=dtype).eval() for dtype in ("float32", "float16")}
     stored = images(4, seed=3)
     targets = random_targets(nets["float32"], 4)
     sizes = {}
@@ -282,11 +289,9 @@ def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_roundi
     loaded = load_hypernet(tmp_path / "float16.safetensors").eval()
     assert loaded.config.bank_dtype == "float16"
     with torch.no_grad():
-        predicted = loaded(stored)
-    for layer, params in targets.items():
-        for name, value in params.items():
-            assert predicted[layer][name].dtype == torch.float32
-            torch.testing.assert_close(predicted[layer][name], value, rtol=1e-3, atol=1e-4)
+        predicted = loaded(stored[[1, 3, 0, 2]])
+    assert {value.dtype for params in predicted.values() for value in params.values()} == {torch.float32}
+    assert_rows(predicted, targets, [1, 3, 0, 2], rtol=1e-3, atol=1e-4)
     with pytest.raises(LowdimError, match="bank_dtype must be one of"):
         HyperConfig(architecture="retrieval", bank_size=1, bank_dtype="int8").validate()
 

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from hyper_groupings import lidb_over_groupings  # noqa: F401  (the lidb fixture: one shape group and three)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_hyper import LAYERS, images, vit_config
-from test_hyper_levers import random_targets
+from test_hyper_levers import assert_rows, random_targets
 
 import lowdim
 from lowdim.errors import LowdimError
@@ -100,15 +101,15 @@ def test_key_training_refuses_people_with_one_photo_and_features_of_another_size
         KeyProjection(16, 8, 4)(torch.zeros(3, 5, 16))
 
 
-def keyed_net(count: int, pool: int = 2):
+def keyed_net(count: int, pool: int = 2, space: lowdim.Space | None = None):
     torch.manual_seed(0)
     config = HyperConfig(architecture="retrieval", encoder_config=vit_config(), bank_size=count, key_dim=8,
                          key_hidden=16, encoder_pool=pool)
-    return build_hypernet(config, lowdim.get_space("lidb", a=6, b=5), LAYERS).eval()
+    return build_hypernet(config, space or lowdim.get_space("lidb", a=6, b=5), LAYERS).eval()
 
 
-def test_a_keyed_bank_reads_the_pooled_grid_and_round_trips_with_its_projection(tmp_path):
-    net = keyed_net(4)
+def test_a_keyed_bank_reads_the_pooled_grid_and_round_trips_with_its_projection(tmp_path, lidb):
+    net = keyed_net(4, space=lidb)
     stored = images(4, seed=3)
     targets = random_targets(net, 4)
     with torch.no_grad():
@@ -122,9 +123,7 @@ def test_a_keyed_bank_reads_the_pooled_grid_and_round_trips_with_its_projection(
     assert loaded.config.key_dim == 8 and loaded.key_projection is not None
     with torch.no_grad():
         again = loaded(stored[[2, 0]])
-    for layer, params in targets.items():
-        for name, value in params.items():
-            torch.testing.assert_close(again[layer][name], value[[2, 0]])
+    assert_rows(again, targets, [2, 0])  # every layer of every shape group: its own stored θ
     with pytest.raises(LowdimError, match="key_dim must be an integer >= 0"):
         HyperConfig(architecture="retrieval", bank_size=1, key_dim=-1).validate()
 
