@@ -146,7 +146,9 @@ def train(
         result = run_train(job)
     for path in result.outputs:
         out.print(f"wrote [bold]{path}[/]")
-    out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s")
+    if result.outputs:  # none: --resume found the run already finished, and its warning said so
+        start = f" (from step {result.start_step})" if resume else ""
+        out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s{start}")
 
 
 JOB_FIELDS = {"set_": "space_options", "init": "initial"}  # train's parameters named otherwise in TrainJob

@@ -27,11 +27,12 @@ from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
 from lowdim.option_words import either
 from lowdim_sd import checkpoint_reading as reading
+from lowdim_sd import stopping
 from lowdim_sd.resume_words import listed
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
-    from lowdim_sd.train import Subject, Trainable
+    from lowdim_sd.train import Subject, Trainable, TrainConfig
 
 FOLDER = "checkpoints"
 
@@ -41,13 +42,69 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameters: Sequence[Te
 
 
 def save(out_dir: Path, step: int, trainable: Trainable, optimizer: torch.optim.Optimizer, keep: int,
-         settings: dict | None = None) -> Path:
+         settings: dict | None = None, outputs: Sequence[Path] = ()) -> Path:
     """Write step-NNNNNN/ with the trainable state, optimizer state, the step and the run's settings;
-    prune old ones."""
+    prune old ones. ``outputs``: the files a finished run wrote, of which this is the last step (``finish``)."""
     folder = step_folder(out_dir, step)
     atomic_save(trainable.state(), {"step": str(step)}, folder / "trainable.safetensors")
     _save_optimizer(_optimizer_tensors(optimizer, trainable.parameters), step, trainable.parameters, folder)
-    return complete(folder, {"step": step, "time": time.time(), "settings": settings or {}}, keep)
+    state = {"step": step, "time": time.time(), "settings": settings or {}}
+    return complete(folder, {**state, OUTPUTS: [Path(path).name for path in outputs]} if outputs else state, keep)
+
+
+OUTPUTS = "outputs"  # in state.json: the files of the finished run whose last step the checkpoint holds
+
+
+def keep_the_end(out_dir: Path, step: int, trainable: Trainable, optimizer: torch.optim.Optimizer,
+                 config: TrainConfig, settings: dict, outputs: Sequence[Path], written: bool) -> None:
+    """The SD engine's finished run: a later resume goes on from its end, never from an older checkpoint a stop
+    left (it would redo every step since and rewrite the outputs). Full DreamBooth keeps that end only under
+    ``checkpoint_every``: its checkpoint is the UNet and AdamW's two moments, about 10 GB at SD1.5."""
+    if getattr(trainable, "trains_model_weights", False) and not config.checkpoint_every:
+        shutil.rmtree(Path(out_dir) / FOLDER, ignore_errors=True)
+        return
+    keep = config.keep_checkpoints if config.checkpoint_every else 1  # a stop's leftover is no state to go back to
+    with stopping.held():  # a signal waits for the checkpoint, as for the outputs before it
+        finish(out_dir, step, trainable, optimizer, keep, settings, outputs, written)
+
+
+def finish(out_dir: Path, step: int, trainable: Trainable, optimizer: torch.optim.Optimizer, keep: int,
+           settings: dict, outputs: Sequence[Path], written: bool) -> Path:
+    """A finished run's last step as the newest checkpoint, naming the files it wrote: a later resume with more
+    steps continues from it, not from an older one a stop left (pruned here), and one with the same steps finds
+    nothing to do (``says_finished``). ``written``: the run holds a checkpoint of that step already (a periodic
+    one, or the one it resumed from), which is only marked."""
+    folder = latest(out_dir)
+    if written and folder is not None and saved_step(folder) == step:
+        return complete(folder, {**reading.read_state(folder), OUTPUTS: [Path(path).name for path in outputs]}, keep)
+    return save(out_dir, step, trainable, optimizer, keep, settings, outputs)
+
+
+def finished_outputs(out_dir: Path) -> list[Path]:
+    """The files of the finished run whose end is the newest checkpoint, when every one is still in ``out_dir``;
+    none for a checkpoint of a stop (or one written before runs named their files)."""
+    folder = latest(out_dir)
+    names = reading.read_state(folder).get(OUTPUTS) if folder is not None else None
+    if not isinstance(names, list) or not names or not all(_plain_name(name) for name in names):
+        return []
+    paths = [Path(out_dir) / name for name in names]
+    return paths if all(path.exists() for path in paths) else []
+
+
+def says_finished(out_dir: Path, steps: int) -> bool:
+    """Whether the checkpoint a resume to ``steps`` starts from ends a finished run of that many steps whose files
+    are all still there (``finished_outputs``): then it trains and rewrites nothing, and says so."""
+    outputs = finished_outputs(out_dir)
+    if outputs:
+        longer = either(f"pass --steps above {steps}", f"give TrainConfig(steps=...) above {steps}")
+        warnings.warn(f"{out_dir}: the run already finished at step {steps} ({', '.join(p.name for p in outputs)}); "
+                      f"nothing to train, nothing rewritten: {longer} to train longer", stacklevel=3)
+    return bool(outputs)
+
+
+def _plain_name(name: object) -> bool:
+    """A name of a file right in the run's folder (state.json is read from disk: never a path out of it)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
 
 
 def _save_optimizer(tensors: dict[str, Tensor], step: int, parameters: Sequence[Tensor], folder: Path) -> None:

@@ -216,6 +216,8 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     settings = run_settings(config, trainable)
     if out_dir is not None:
         result.start_step = _start_step(model, subjects, trainable, optimizer, config, Path(out_dir), resume, settings)
+        if resume and result.start_step == config.steps and checkpoints.says_finished(Path(out_dir), config.steps):
+            return result  # its files stand as they are: nothing written, no output to name
 
     def checkpoint(at: int, keep: int = config.keep_checkpoints) -> Path:
         # a Path: called only where out_dir is set (a run without one keeps no checkpoint)
@@ -255,6 +257,11 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     result.seconds = time.perf_counter() - started
     if out_dir is not None:
         result.outputs = _save_outputs(trainable, Path(out_dir), done, lambda: checkpoint(done), continue_with)
+        if continue_with is not None:  # else nothing resumes a checkpoint of it
+            every, start = config.checkpoint_every, result.start_step  # a checkpoint of `done` this run wrote or read:
+            written = bool(every) and done % every == 0 and done > start or done == start > 0
+            checkpoints.keep_the_end(Path(out_dir), done, trainable, optimizer, config, settings, result.outputs,
+                                     written)
     return result
 
 

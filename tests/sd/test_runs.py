@@ -324,7 +324,10 @@ def test_train_refuses_to_overwrite_an_adapter_or_restart_on_checkpoints_without
     assert code == 1 and "holds checkpoints of an earlier run" in text and "--overwrite to start over" in text
     assert_flags_exist(capsys, "train", text)
     code, text = run(capsys, *args, "--seed", 3, "--overwrite")
-    assert code == 0 and not (tmp_path / "o" / "checkpoints").exists()  # the old run's are gone with it
+    # the old run's are gone with it: what is there is the new run's end (a later --resume goes on from it)
+    kept = sorted((tmp_path / "o" / "checkpoints").iterdir())
+    assert code == 0 and [step.name for step in kept] == ["step-000001"]
+    assert json.loads((kept[0] / "state.json").read_text())["settings"]["seed"] == 3
 
 
 def test_personalize_and_export_refuse_to_overwrite_without_overwrite(tiny_sd, refs, tmp_path, capsys):

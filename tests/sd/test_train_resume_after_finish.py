@@ -1,0 +1,151 @@
+"""`lowdim train --resume` on a run that finished: it says which step it continues from; a longer --steps continues
+from where the finished run ended (not from the checkpoint an earlier Ctrl-C left), as an uninterrupted run would;
+the same --steps trains and rewrites nothing and says so. A --full run keeps no checkpoint of its end (a UNet and
+AdamW's two moments) unless --checkpoint-every asks for checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+from safetensors.torch import load_file
+
+from lowdim_cli.main import main
+from lowdim_sd import train as engine
+from lowdim_sd.train import TrainConfig
+from lowdim_sd.workflows import TrainJob, run_train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def refs(tmp_path):
+    save_images(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1, tmp_path / "refs",
+                "me")
+    return tmp_path / "refs"
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, " ".join((captured.out + captured.err).split())
+
+
+def interrupt_at(monkeypatch, at: int) -> None:
+    """A Ctrl-C as step ``at`` starts (what `timeout -s INT` does to a run)."""
+    real = engine.denoising_losses
+
+    def stop(m, s, c, step, *a, **k):
+        if step == at:
+            raise KeyboardInterrupt
+        return real(m, s, c, step, *a, **k)
+
+    monkeypatch.setattr(engine, "denoising_losses", stop)
+
+
+def train(tiny_sd, refs, out, *extra) -> tuple:
+    return ("train", "-m", tiny_sd, "-i", refs, "--out", out, *extra)
+
+
+def stopped_then_finished(capsys, monkeypatch, args: tuple, at: int, steps: int) -> None:
+    """The reviewer's afternoon: a run stopped at step ``at``, then resumed to its end."""
+    interrupt_at(monkeypatch, at)
+    assert run(capsys, *args, "--steps", steps)[0] == 130
+    monkeypatch.undo()
+    code, text = run(capsys, *args, "--steps", steps, "--resume")
+    assert code == 0, text
+
+
+def checkpoint_names(out) -> list[str]:
+    folder = out / "checkpoints"
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_resume_says_the_step_it_continues_from(tiny_sd, refs, tmp_path, capsys, monkeypatch):
+    args = train(tiny_sd, refs, tmp_path / "o")
+    interrupt_at(monkeypatch, 2)
+    assert run(capsys, *args, "--steps", 4)[0] == 130
+    monkeypatch.undo()
+    code, text = run(capsys, *args, "--steps", 4, "--resume")
+    assert code == 0 and "2 steps in" in text and "(from step 2)" in text, text
+
+
+def test_a_longer_resume_of_a_finished_run_continues_from_its_end_as_one_run_would(tiny_sd, refs, tmp_path, capsys,
+                                                                                   monkeypatch):
+    args = train(tiny_sd, refs, tmp_path / "o")
+    stopped_then_finished(capsys, monkeypatch, args, at=1, steps=3)
+    assert checkpoint_names(tmp_path / "o") == ["step-000003"]  # the stop's step-000001 went: it is not the newest
+    code, text = run(capsys, *args, "--steps", 5, "--resume")
+    assert code == 0 and "2 steps in" in text and "(from step 3)" in text, text  # was 4 steps, from step 1
+    assert run(capsys, *train(tiny_sd, refs, tmp_path / "straight"), "--steps", 5)[0] == 0
+    resumed, straight = (load_file(tmp_path / name / "adapter.safetensors") for name in ("o", "straight"))
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[key], straight[key]) for key in straight)
+
+
+def test_resuming_a_finished_run_at_its_own_steps_trains_and_rewrites_nothing(tiny_sd, refs, tmp_path, capsys,
+                                                                            monkeypatch):
+    args = train(tiny_sd, refs, tmp_path / "o")
+    stopped_then_finished(capsys, monkeypatch, args, at=1, steps=2)
+    adapter = tmp_path / "o" / "adapter.safetensors"
+    before = adapter.read_bytes(), adapter.stat().st_mtime_ns
+    calls: list[int] = []
+    real = engine._one_step
+    monkeypatch.setattr(engine, "_one_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    code, text = run(capsys, *args, "--steps", 2, "--resume")
+    assert code == 0 and not calls, text
+    assert "already finished at step 2" in text and "nothing to train" in text and "--steps above 2" in text, text
+    assert "wrote" not in text
+    assert (adapter.read_bytes(), adapter.stat().st_mtime_ns) == before
+
+
+def test_a_checkpoint_naming_a_file_outside_the_run_is_not_taken_for_a_finished_run(tiny_sd, refs, tmp_path,
+                                                                                       capsys):
+    """state.json is read from disk: a name pointing out of --out (which exists) never stops a run from writing."""
+    args = train(tiny_sd, refs, tmp_path / "o", "--steps", 2)
+    assert run(capsys, *args)[0] == 0
+    state = tmp_path / "o" / "checkpoints" / "step-000002" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "outputs": ["../refs"]}))
+    (tmp_path / "o" / "adapter.safetensors").unlink()
+    code, text = run(capsys, *args, "--resume")
+    assert code == 0 and "already finished" not in text and (tmp_path / "o" / "adapter.safetensors").is_file(), text
+
+
+def test_a_run_never_stopped_can_be_continued_too(tiny_sd, refs, tmp_path, capsys):
+    args = train(tiny_sd, refs, tmp_path / "o")
+    assert run(capsys, *args, "--steps", 2)[0] == 0
+    code, text = run(capsys, *args, "--steps", 3, "--resume")
+    assert code == 0 and "1 steps in" in text and "(from step 2)" in text, text
+
+
+def test_from_python_the_result_says_where_the_run_continued_and_that_nothing_was_left_to_do(tiny_sd, refs,
+                                                                                             tmp_path):
+    def job(steps: int, resume: bool = False) -> TrainJob:
+        return TrainJob(model=str(tiny_sd), images=[refs], out=tmp_path / "o", resume=resume,
+                        config=TrainConfig(steps=steps, augment=False))
+
+    run_train(job(2), progress=False)
+    longer = run_train(job(3, resume=True), progress=False)
+    assert longer.start_step == 2 and len(longer.losses) == 1 and longer.outputs
+    finished = r"already finished at step 3 .*nothing to train.*TrainConfig\(steps=\.\.\.\) above 3"
+    with pytest.warns(UserWarning, match=finished):
+        again = run_train(job(3, resume=True), progress=False)
+    assert again.start_step == 3 and again.losses == [] and again.outputs == []
+
+
+def test_a_finished_full_run_keeps_no_checkpoint_unless_asked_and_never_a_stale_one(tiny_sd, refs, tmp_path, capsys,
+                                                                                    monkeypatch):
+    args = train(tiny_sd, refs, tmp_path / "full", "--full")
+    stopped_then_finished(capsys, monkeypatch, args, at=1, steps=2)
+    assert checkpoint_names(tmp_path / "full") == []  # the stop's step-000001 would restart a --resume behind
+    model = (tmp_path / "full" / "model" / "model_index.json").read_bytes()
+    code, text = run(capsys, *args, "--steps", 3, "--resume")
+    assert code == 1 and "already exists; pass --overwrite" in text, text  # not a silent rerun from step 1
+    assert (tmp_path / "full" / "model" / "model_index.json").read_bytes() == model
+    asked = train(tiny_sd, refs, tmp_path / "asked", "--full", "--checkpoint-every", 5)
+    assert run(capsys, *asked, "--steps", 2)[0] == 0
+    assert checkpoint_names(tmp_path / "asked") == ["step-000002"]
+    code, text = run(capsys, *asked, "--steps", 3, "--resume")
+    assert code == 0 and "1 steps in" in text and "(from step 2)" in text, text
