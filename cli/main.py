@@ -31,14 +31,16 @@ from lowdim_cli import (
 from lowdim_cli.console import err
 from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal
 from lowdim_cli.version import show_version
+from lowdim_sd import status_line
 
 app = typer.Typer(
     name="lowdim",
     help="Tiny, fast personalization of text-to-image models in low-dimensional weight spaces.",
     # The command a newcomer wants first, whose summary sits ninth in the list below.
-    epilog="Start here: lowdim personalize -m tinyfaces -i face.jpg -o me  (one photo of a face to your own model, "
-           "offline in under a minute on a CPU; a checkout has examples/face.png; then the `lowdim generate` line "
-           "it prints).",
+    epilog="Start here: lowdim personalize -m tinyfaces -i face.jpg -o me  (one face image to a model that draws it, "
+           "offline in under a minute on a CPU; then the `lowdim generate` line it prints). No face at hand? "
+           "`lowdim tinyfaces-identities -o faces --count 1 --split test` writes one of the 32x32 made-up faces "
+           "tinyfaces knows (a photo of a real person comes out as one of them too): -i faces/id-00000.png.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         _add_plugin_commands()
         errors.catch_interrupts(app)
         fit_help_to_terminal(app)
-        with command_line():  # messages name flags, not the library's parameters
+        # Messages name flags, not the library's parameters; a wait no bar shows gets a spinner on a terminal.
+        with command_line(), status_line.shown_on(err):
             code = app(args=argv, prog_name="lowdim", standalone_mode=False)
         # Typer answers a Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
         return errors.interrupted("") if code == errors.INTERRUPTED else 0

@@ -25,6 +25,7 @@ from lowdim_cli.sd_commands import (
     SpaceOptions,
     typed_options,
 )
+from lowdim_cli.starting import importing_libraries
 from lowdim_sd import defaults
 
 if TYPE_CHECKING:
@@ -119,10 +120,15 @@ def personalize(
     Writes OUT/adapter.safetensors (what `lowdim generate -a` takes), OUT/preview.png (unless --no-preview) and,
     with --export FORMAT, OUT/adapter.FORMAT.safetensors.
 
-    Example: lowdim personalize --model tinyfaces --image face.jpg --out me   (a checkout has examples/face.png)
+    Example: lowdim personalize --model tinyfaces --image face.jpg --out me
+
+    No face at hand (a checkout has examples/face.png)? lowdim tinyfaces-identities -o faces --count 1 --split test
+    writes one of the 32x32 made-up faces tinyfaces knows, for -i faces/id-00000.png; a photo of a real person
+    comes out as one of those faces too.
     """
-    from lowdim_sd.personalize import PersonalizeJob
-    from lowdim_sd.personalize import personalize as run
+    with importing_libraries():
+        from lowdim_sd.personalize import PersonalizeJob
+        from lowdim_sd.personalize import personalize as run
 
     if only_hyper:
         refuse_typed_finetune_flags(ctx)

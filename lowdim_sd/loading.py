@@ -24,6 +24,7 @@ from lowdim.filecheck import describe_foreign
 from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
 from lowdim.option_words import either
 from lowdim.paths import expand_user
+from lowdim_sd import status_line
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
 from lowdim_sd.model_names import (  # noqa: F401 (refuse_a_misspelt_name: imported from here by its callers)
@@ -285,7 +286,9 @@ def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "a
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     resolved = config_source(source, config)
-    with quiet_libraries():  # also diffusers' "will fail" about fp16 on a CPU, which runs, only slowly
+    # The spinner (on a terminal, in a run that shows one: status_line) from before diffusers is imported, the first
+    # run's longest wait without a bar; quiet: also diffusers' "will fail" about fp16 on a CPU, which runs, slowly.
+    with status_line.saying(f"loading the model {model}"), quiet_libraries():
         pipe = load_pipeline(source, torch_dtype, resolved, config)
         pipe.to(torch_device)
     pipe.set_progress_bar_config(disable=True)

@@ -27,7 +27,7 @@ from lowdim.hyper.storage import HypernetFile
 from lowdim.inject import LayerSet
 from lowdim.option_words import either
 from lowdim.spaces.base import Space
-from lowdim_sd import defaults, notebook_views, runs
+from lowdim_sd import defaults, notebook_views, runs, status_line
 from lowdim_sd import personalize_stages as stages
 from lowdim_sd.draw_parts import DrawParts, parse_draw
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
@@ -309,7 +309,8 @@ def personalize(job: PersonalizeJob, progress: bool = True, model: SDModel | Non
 def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None) -> PersonalizeResult:
     # The describer and the hypernetwork are built from torch's global generator (seeded in-run, so the run is
     # deterministic); a Python caller's own stream of random numbers is put back after the run.
-    with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext():
+    with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext(), \
+            status_line.shown_for(progress):  # a terminal's spinner through the waits before the first bar
         run = resolve_run(job)
         result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:

@@ -7,6 +7,7 @@ adapter's: the ones this run rewrites are removed as soon as the adapter is writ
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 import warnings
@@ -16,10 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim.option_words import either
-from lowdim_sd import runs, stopping
+from lowdim_sd import runs, status_line, stopping
 
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeJob, PersonalizeResult
+
+
+# What a terminal's spinner says during the stages before the finetune's bar, which draw none of their own
+# (``load_sd`` names the model's load itself).
+WAITS = {"read image": "reading the face", "describe": "reading the face's looks",
+         "hypernetwork": "predicting the adapter from the face", "initial adapter": "making the initial adapter"}
 
 
 @contextmanager
@@ -29,7 +36,8 @@ def stage(result: PersonalizeResult, name: str, note: Callable[[], str] | None =
     started = time.perf_counter()
     try:
         runs.report(name, 0, 1)  # inside: a stop its listener raises is this stage's, told as one a moment later
-        yield
+        with status_line.saying(WAITS[name]) if name in WAITS else contextlib.nullcontext():
+            yield
     except KeyboardInterrupt as stop:
         if isinstance(stop, runs.Interrupted):  # the finetune's: says its own
             raise

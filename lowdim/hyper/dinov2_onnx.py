@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -257,6 +258,8 @@ def load_packaged_encoder() -> PreTrainedModel:
     if _json_object(stamp).get("sha256") != digest:  # missing or damaged: converted again
         from lowdim.files import atomic_write
 
+        if getattr(sys.stderr, "isatty", bool)():  # a first run's longest silent wait, said once; a log stays as it was
+            print(f"converting the image encoder {NAME} once, into {folder} (later runs reuse it)", file=sys.stderr)
         convert(source, folder, overwrite=True)  # the cache holds only conversions
         atomic_write(stamp, lambda temp: Path(temp).write_text(json.dumps({"source": str(source), "sha256": digest})))
     with quiet_transformers():  # its "Loading weights" bar would cut into lowdim's own
