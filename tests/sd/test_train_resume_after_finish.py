@@ -9,40 +9,14 @@ import json
 
 import pytest
 import torch
-from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+from cli_train_runs import interrupt_at, reference_pictures, run  # noqa: F401  (a fixture: refs)
 from safetensors.torch import load_file
 
-from lowdim_cli.main import main
 from lowdim_sd import train as engine
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.workflows import TrainJob, run_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def refs(tmp_path):
-    save_images(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1, tmp_path / "refs",
-                "me")
-    return tmp_path / "refs"
-
-
-def run(capsys, *args) -> tuple[int, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, " ".join((captured.out + captured.err).split())
-
-
-def interrupt_at(monkeypatch, at: int) -> None:
-    """A Ctrl-C as step ``at`` starts (what `timeout -s INT` does to a run)."""
-    real = engine.denoising_losses
-
-    def stop(m, s, c, step, *a, **k):
-        if step == at:
-            raise KeyboardInterrupt
-        return real(m, s, c, step, *a, **k)
-
-    monkeypatch.setattr(engine, "denoising_losses", stop)
 
 
 def train(tiny_sd, refs, out, *extra) -> tuple:
