@@ -1,6 +1,8 @@
 """A ``lowdim precompute`` rerun into an --out made with other options names each by the flag typed (``--lr``,
 ``--no-augment``, ``--set rank``), not by the index's ``config.`` field, both where it is refused before the model
-loads and where only the loaded model tells (its resolution); from Python, the fields."""
+loads and where only the loaded model tells (its resolution); from Python, the fields. Every difference is named, so
+one rerun fixes them all (past eight, the rest counted, as ``lowdim train --resume``'s refusal does), and from Python
+its other refusals (another dtype, another identities folder) name the ``PrecomputeJob`` fields too."""
 
 from __future__ import annotations
 
@@ -98,3 +100,32 @@ def test_an_init_and_the_layers_are_named_by_what_the_user_gave():
     assert precompute_differences("layers", layers, {**layers, "layer_set": "unet+text", "layers": []}) == []
     assert precompute_differences("config.optimizer", {"config": {}}, {"config": {"optimizer": "sgd"}}) == [
         "--optimizer (adamw there, sgd now)"]
+
+
+def test_a_rerun_names_every_difference_and_counts_those_past_eight(args, capsys):
+    assert main(args) == 0
+    capsys.readouterr()
+    said = _refusal(capsys, [*args, "--lr", "1e-2", "--no-augment", "--seed", "3"])  # a third one is named too
+    assert ("other settings: --seed (0 there, 3 now); --augment there, --no-augment now; --lr (0.002 there, 0.01 "
+            "now); rerun with") in said
+    more = ["--set", "rank=2", "--batch-size", "2", "--optimizer", "sgd", "--prompt", "a [V] person", "--token",
+            "zqx", "--shared-noise", "--mixed-precision", "bf16", "--steps", "2"]
+    said = _refusal(capsys, [*args, "--lr", "1e-2", "--no-augment", "--seed", "3", *more])
+    assert said.count(" there") == 8 and "; and 3 more; rerun with" in said, said
+
+
+def _job(tiny_sd, identities, out, **fields) -> PrecomputeJob:
+    return PrecomputeJob(model=str(tiny_sd), identities=identities, out=out, crop=False, device="cpu",
+                         config=TrainConfig(steps=1), **fields)
+
+
+def test_from_python_another_dtype_or_folder_is_named_by_the_fields(tiny_sd, people, tmp_path):
+    precompute(_job(tiny_sd, people, tmp_path / "w", dtype="fp32"))
+    with pytest.raises(lowdim.LowdimError, match=r"trained in fp32, .*: pass dtype='fp32' to") as refused:
+        precompute(_job(tiny_sd, people, tmp_path / "w", dtype="bf16"))
+    assert "--" not in str(refused.value) and "use another out to start anew" in str(refused.value)
+    others = tmp_path / "others"
+    save_images(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(9)) * 2 - 1, others / "q", "x")
+    with pytest.raises(lowdim.LowdimError, match=r"holds weights of the identities in .*: use another out ") as refused:
+        precompute(_job(tiny_sd, others, tmp_path / "w", dtype="fp32"))
+    assert "--" not in str(refused.value) and " -w " not in str(refused.value)
