@@ -9,6 +9,7 @@ import typer
 
 from lowdim_cli.console import out
 from lowdim_cli.info_commands import parse_options
+from lowdim_cli.starting import importing_libraries
 from lowdim_sd import defaults
 
 Model = Annotated[str, typer.Option(
@@ -120,9 +121,11 @@ def train(
       lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
     """
     from lowdim.errors import LowdimError
-    from lowdim_sd.resume_words import rate_typed
-    from lowdim_sd.train import TrainConfig
-    from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
+
+    with importing_libraries():
+        from lowdim_sd.resume_words import rate_typed
+        from lowdim_sd.train import TrainConfig
+        from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
 
     if rank is not None and init is None:
         raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
@@ -216,19 +219,20 @@ def generate(
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
-    from lowdim_sd.adapter_list import check_adapter_list
-    from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters, warn_unmatched_parts
-    from lowdim_sd.generate import (
-        GenerateConfig,
-        attach_adapters,
-        check_adapter_files,
-        check_config,
-        draw_to_folder,
-        parse_adapter_arg,
-        warn_about_tokens,
-        warn_slow_precision,
-    )
-    from lowdim_sd.loading import load_sd
+    with importing_libraries():
+        from lowdim_sd.adapter_list import check_adapter_list
+        from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters, warn_unmatched_parts
+        from lowdim_sd.generate import (
+            GenerateConfig,
+            attach_adapters,
+            check_adapter_files,
+            check_config,
+            draw_to_folder,
+            parse_adapter_arg,
+            warn_about_tokens,
+            warn_slow_precision,
+        )
+        from lowdim_sd.loading import load_sd
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
                             negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution,

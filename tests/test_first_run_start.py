@@ -85,6 +85,17 @@ def test_a_stop_that_reaches_personalize_through_its_import_is_the_startup_line(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("module", "command"), [
+    ("lowdim_sd.generate", ["generate", "-m", "tinyfaces", "-p", "a face"]),
+    ("lowdim_sd.workflows", ["train", "-m", "tinyfaces", "-i", "face.png"])], ids=["generate", "train"])
+def test_a_stop_while_generate_or_train_imports_is_the_startup_line(tmp_path, capsys, monkeypatch, module, command):
+    monkeypatch.delitem(sys.modules, module, raising=False)  # put back after the test
+    monkeypatch.setattr(sys, "meta_path", [StopAtImport(module, False), *sys.meta_path])
+    code = main([*command, "-o", str(tmp_path / "o")])
+    assert (code, one_line(capsys.readouterr().err)) == (130, EARLY_LINE)
+    assert not (tmp_path / "o").exists()
+
+
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
