@@ -235,7 +235,24 @@ def output_names(job: TrainJob) -> list[Path]:
     """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
     if job.resume and checkpoints.latest(job.out) is not None:
         return []
+    if job.resume and job.full and not job.overwrite:
+        refuse_resuming_a_finished_full_run(job.out / "model")
     return written_paths(job)
+
+
+def refuse_resuming_a_finished_full_run(model: Path) -> None:
+    """A --full run's model folder with no checkpoint beside it: the run finished and, without --checkpoint-every,
+    kept none (its UNet and AdamW's moments, ~10 GB at SD1.5), so a resume has nothing to continue. Said so,
+    rather than the generic "already exists"; a folder no --full run recorded itself in gets the generic line."""
+    from lowdim_sd.merged_model import read_merge_record
+
+    record = read_merge_record(model) if model.is_dir() else None
+    steps = record.get("steps") if record and record.get("made_by") == "lowdim train --full" else None
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        full, every = either("--full", "TrainJob(full=True)"), option("checkpoint_every", "TrainConfig")
+        raise LowdimError(f"{model}: the run finished at step {steps} and kept no checkpoint (a {full} run keeps one "
+                          f"only with {every}), so it cannot continue; pass {either('--overwrite', 'overwrite=True')} "
+                          f"to start it anew, or choose another {job_option('out')}")
 
 
 def check_output_paths(job: TrainJob) -> None:

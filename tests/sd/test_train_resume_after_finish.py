@@ -12,7 +12,9 @@ import torch
 from cli_train_runs import interrupt_at, reference_pictures, run  # noqa: F401  (a fixture: refs)
 from safetensors.torch import load_file
 
+from lowdim.errors import LowdimError
 from lowdim_sd import train as engine
+from lowdim_sd import workflows
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.workflows import TrainJob, run_train
 
@@ -116,10 +118,38 @@ def test_a_finished_full_run_keeps_no_checkpoint_unless_asked_and_never_a_stale_
     assert checkpoint_names(tmp_path / "full") == []  # the stop's step-000001 would restart a --resume behind
     model = (tmp_path / "full" / "model" / "model_index.json").read_bytes()
     code, text = run(capsys, *args, "--steps", 3, "--resume")
-    assert code == 1 and "already exists; pass --overwrite" in text, text  # not a silent rerun from step 1
+    assert code == 1 and "finished at step 2 and kept no checkpoint" in text, text  # not a rerun from step 1
     assert (tmp_path / "full" / "model" / "model_index.json").read_bytes() == model
     asked = train(tiny_sd, refs, tmp_path / "asked", "--full", "--checkpoint-every", 5)
     assert run(capsys, *asked, "--steps", 2)[0] == 0
     assert checkpoint_names(tmp_path / "asked") == ["step-000002"]
     code, text = run(capsys, *asked, "--steps", 3, "--resume")
     assert code == 0 and "1 steps in" in text and "(from step 2)" in text, text
+
+
+def test_resuming_a_finished_full_run_says_it_kept_no_checkpoint_before_the_model_loads(tiny_sd, refs, tmp_path,
+                                                                                       capsys, monkeypatch):
+    args = train(tiny_sd, refs, tmp_path / "full", "--full")
+    assert run(capsys, *args, "--steps", 2)[0] == 0
+    model = (tmp_path / "full" / "model" / "model_index.json").read_bytes()
+    with monkeypatch.context() as patched:
+        patched.setattr(workflows, "load_sd", lambda *a, **k: pytest.fail("the model loaded before the refusal"))
+        code, text = run(capsys, *args, "--steps", 3, "--resume")
+    assert code == 1 and "Traceback" not in text, text
+    said = (f"{tmp_path / 'full' / 'model'}: the run finished at step 2 and kept no checkpoint (a --full run keeps "
+            f"one only with --checkpoint-every), so it cannot continue; pass --overwrite to start it anew")
+    assert said in text, text
+    assert (tmp_path / "full" / "model" / "model_index.json").read_bytes() == model
+    from_python = TrainJob(model=str(tiny_sd), images=[refs], out=tmp_path / "full", full=True, resume=True,
+                           config=TrainConfig(steps=3))
+    with pytest.raises(LowdimError, match=r"only with TrainConfig\(checkpoint_every=\.\.\.\).*overwrite=True"):
+        run_train(from_python, progress=False)
+    code, text = run(capsys, *args, "--steps", 3, "--overwrite")
+    assert code == 0 and "3 steps in" in text, text  # what the line offers works
+
+
+def test_a_model_folder_no_full_run_wrote_gets_the_plain_overwrite_line(tiny_sd, refs, tmp_path, capsys):
+    """A folder named model that holds no record of a --full run (another tool's) tells no story of a run."""
+    (tmp_path / "full" / "model").mkdir(parents=True)
+    code, text = run(capsys, *train(tiny_sd, refs, tmp_path / "full", "--full"), "--steps", 2, "--resume")
+    assert code == 1 and "already exists; pass --overwrite" in text and "finished" not in text, text
