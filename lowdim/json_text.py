@@ -35,6 +35,20 @@ def loads(text: str | bytes, **options: Any) -> Any:
     return value
 
 
+def loads_keeping_long_numbers(text: str | bytes) -> Any:
+    """``loads(text)``, but an integer of more digits than Python converts (4,300), which ``json.loads`` fails on,
+    kept as its text (its digits, a leading "-" on a negative one): a format version a newer writer may have
+    written, to be compared as text (``file_fit.format_version_problem``) rather than failing the whole file."""
+    return loads(text, parse_int=_int_or_digits)
+
+
+def _int_or_digits(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return digits
+
+
 def _nested_within(value: Any, bound: int) -> bool:
     """Whether ``value``'s lists and dicts nest at most ``bound`` levels: walked level by level, with no recursion,
     each container looked at once (a flat list of a million strings costs one pass over it)."""

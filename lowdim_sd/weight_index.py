@@ -52,18 +52,11 @@ def refuse_a_long_version(path: Path, text: str) -> None:
     fails on, refused as any other version this lowdim does not read (a larger one: upgrade), whatever else the
     index holds: a newer lowdim may write what this one cannot read. Read again with such numbers kept as text."""
     try:
-        index = json_text.loads(text, parse_int=_int_or_digits)
+        index = json_text.loads_keeping_long_numbers(text)
     except ValueError:
         return
     if isinstance(index, dict) and index.get("format") == FORMAT:
         check_version(path.parent, index)
-
-
-def _int_or_digits(digits: str) -> int | str:
-    try:
-        return int(digits)
-    except ValueError:  # past sys.get_int_max_str_digits()
-        return digits
 
 
 def read_index(folder: Path) -> dict:

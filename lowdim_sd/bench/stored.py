@@ -60,6 +60,7 @@ def read_settings(path: Path) -> dict:
     stored = _load(path)
     try:
         if isinstance(stored, Exception):
+            _refuse_a_long_version(path)
             raise Damaged(str(stored))
         checked = checked_settings(stored)
     except Damaged as why:
@@ -67,10 +68,34 @@ def read_settings(path: Path) -> dict:
                           f"{Path(path).parent}: restore it (or delete it, if they were made with this command's "
                           f"settings), or use another --out") from None
     if checked["version"] != RESULT_VERSION:
-        raise LowdimError(f"{path}: results of format version {checked['version']}, which this lowdim does not "
-                          f"read (it reads version {RESULT_VERSION}); tabulate them with the lowdim that made them, "
-                          f"or use another --out")
+        raise _other_version(path, checked["version"])
     return checked
+
+
+def _other_version(path: Path, version: object) -> LowdimError:
+    return LowdimError(f"{path}: results of format version {version}, which this lowdim does not read (it reads "
+                       f"version {RESULT_VERSION}); tabulate them with the lowdim that made them, or use another --out")
+
+
+def _refuse_a_long_version(path: Path) -> None:
+    """Settings whose version is a JSON number of more digits than int() takes (4,300), which json.loads fails on,
+    refused as any other version this lowdim does not read, whatever else the file holds: a newer lowdim may write
+    what this one cannot read. A negative one is no version any lowdim writes: left to be damage."""
+    try:
+        stored = json_text.loads_keeping_long_numbers(Path(path).read_text())
+    except (OSError, ValueError):
+        return
+    version = stored.get("version") if isinstance(stored, dict) else None
+    if isinstance(version, str) and version.isascii() and version.isdecimal() and not _converts(version):
+        raise _other_version(path, version)  # a JSON number kept as text, not a string "2" (damage)
+
+
+def _converts(digits: str) -> bool:
+    try:
+        int(digits)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return False
+    return True
 
 
 def changed_settings(wanted: dict, previous: dict) -> list[str]:
