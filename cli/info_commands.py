@@ -194,12 +194,15 @@ def show(
     Examples: lowdim show me/adapter.safetensors   lowdim show tinyfaces
     """
     from lowdim_sd.file_info import describe
+    from lowdim_sd.file_info_parts import one_line, pasteable
 
     info = describe(target)
     if as_json:
         print(json.dumps(info.as_dict(), indent=2))
         return
-    table = Table(title=as_written(f"{info.path}: {info.kind}", "table.title"), title_justify="left",
+    # A file name may hold a line break or an escape code: the title is one line, the path in it escaped and cut.
+    title = f"{one_line(str(info.path))}: {one_line(info.kind)}"
+    table = Table(title=as_written(title, "table.title"), title_justify="left",
                   show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -207,7 +210,7 @@ def show(
         table.add_row(as_written(name), as_written(value))
     out.print(table)
     if info.use:
-        out.print(as_written(f"use it: {info.use}"))
+        out.print(as_written(f"use it: {pasteable(info.use)}"))  # a path's line break as $'\n': it still runs
 
 
 def register(app: typer.Typer) -> None:

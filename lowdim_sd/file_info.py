@@ -38,6 +38,7 @@ from lowdim_sd.file_info_parts import (
     json_object,
     listing,
     number,
+    one_line,
     parsed_json,
     part,
     read_header,
@@ -217,7 +218,7 @@ def _shard(path: Path, header: Header) -> FileInfo:
     rows += [("tensors", f"{len(header.shapes)}"), ("file", size_text(path))]
     values = {"identities": names, **({"erased rows": erased} if erased else {}), "tensors": len(header.shapes),
               "file": {"bytes": path.stat().st_size}}
-    return FileInfo(path, f"a shard of the weight folder {path.parent} (lowdim precompute)", rows,
+    return FileInfo(path, f"a shard of the weight folder {one_line(str(path.parent))} (lowdim precompute)", rows,
                     f"lowdim show {quote(str(path.parent))}", values)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -175,6 +176,49 @@ def command_word(text: str, placeholder: str) -> str:
     """``text`` quoted as one word of a ``use it:`` command, where the table shows it as it is; else ``placeholder``
     (MODEL, PROMPT), as a value shown cut or escaped is no word a user can copy."""
     return quote(text) if text and shown_whole(text) else placeholder
+
+
+def one_line(text: str) -> str:
+    """A path or a sentence naming one (a title, a shard's folder) as printed: as it is where printable, else one
+    short escaped line (``summary``), as a file or folder name may hold a line break or an escape code."""
+    return text if text.isprintable() else summary(text, 120)
+
+
+# A quoted word of a shell command: shlex.quote's '...' (no quote inside), or the "'" it joins them with.
+QUOTED_WORD = re.compile(r"'[^']*'|\"[^\"]*\"")
+ANSI_C_NAMED = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def pasteable(command: str) -> str:
+    """A ``use it:`` command as printed: each single-quoted word holding an unprintable character (a path's line
+    break or escape code) written as bash's ANSI-C ``$'...'`` word instead, that character as its escape. Pasted
+    in bash (or zsh, ksh) it is the same argument, where a placeholder would leave the user to retype the path; it
+    shows on one line, and no escape code reaches the terminal. --json keeps the command as written."""
+    if command.isprintable():
+        return command
+    words = QUOTED_WORD.sub(lambda word: word[0] if word[0].isprintable() or word[0][0] == '"' else
+                            ansi_c_word(word[0][1:-1]), command)
+    # Never met (every path is quote()d), but no raw escape code is printed either way.
+    return "".join(char if char.isprintable() else ansi_c_char(char) for char in words)
+
+
+def ansi_c_word(text: str) -> str:
+    """``text`` as one bash ``$'...'`` word."""
+    return "$'" + "".join(ansi_c_char(char) for char in text) + "'"
+
+
+def ansi_c_char(char: str) -> str:
+    """``char`` inside a ``$'...'`` word. A file name's byte that is no UTF-8 (read as a lone surrogate, Python's
+    surrogateescape) is written as that byte, so the word names the file on disk; each escape has its most digits,
+    so a hex digit after it is never read into it."""
+    code = ord(char)
+    if char in ANSI_C_NAMED:
+        return ANSI_C_NAMED[char]
+    if char.isprintable():
+        return char
+    if code < 0x80 or 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code & 0xFF:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def parsed_json(text: str | None, fallback: object) -> Any:
