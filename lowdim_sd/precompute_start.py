@@ -13,6 +13,7 @@ import torch
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 
 if TYPE_CHECKING:
     from lowdim.inject import LayerSet
@@ -36,7 +37,7 @@ def read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, se
                   "layers": [layer.name for layer in layer_specs(model.modules, layer_set)]}
         for key, value in found.items():
             if value != wanted[key]:
-                raise LowdimError(f"--init {path}: {_difference(key, value, wanted[key])}")
+                raise LowdimError(f"{_named(path)}: {_difference(key, value, wanted[key])}")
         return probe.tensors(ADAPTER + "_start")
     finally:
         probe.delete(ADAPTER + "_start")
@@ -57,7 +58,7 @@ def check_start_early(path: Path, space: Space, seed: int) -> None:
     wanted = {"space": (space.name, space.config.to_dict()), "seed": seed}
     for key, value in found.items():
         if value != wanted[key]:
-            raise LowdimError(f"--init {path}: {_difference(key, value, wanted[key])}")
+            raise LowdimError(f"{_named(path)}: {_difference(key, value, wanted[key])}")
 
 
 def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dict:
@@ -71,8 +72,13 @@ def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dic
     wanted = {"space": (space.name, space.config.to_dict()), "seed": seed, "layers": layers}
     for key, value in found.items():
         if value != wanted[key]:
-            raise LowdimError(f"--init {folder}: {_difference(key, value, wanted[key])}")
+            raise LowdimError(f"{_named(folder)}: {_difference(key, value, wanted[key])}")
     return {layer: {k: v.mean(0) for k, v in params.items()} for layer, params in all_targets(data).items()}
+
+
+def _named(path: Path) -> str:
+    """The start as its reader gave it: ``--init PATH`` on the command line, PrecomputeJob's field from Python."""
+    return either(f"--init {path}", f"PrecomputeJob(init={str(path)!r})")
 
 
 def _difference(key: str, found, wanted) -> str:

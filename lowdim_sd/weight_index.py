@@ -254,9 +254,14 @@ def recorded(index: dict, field: str) -> object:
 
 
 def shown_init(value: object, index: dict) -> str:
-    """An index's --init: by the path it was given as, else by the start's digest; "no --init" without one."""
+    """An index's start: by the path it was given as, else by the start's digest; "no --init" without one. In the
+    reader's words: ``--init PATH`` under the ``lowdim`` command, PrecomputeJob's field (``init='PATH'``) else."""
     path = (index.get("init_path") or {}).get("resolved")
-    return "no --init" if value is None else f"--init {path}" if path else f"an --init of digest {value}"
+    if value is None:
+        return either("no --init", "no init")
+    if path:
+        return either(f"--init {path}", f"init={path!r}")
+    return either(f"an --init of digest {value}", f"an init of digest {value}")
 
 
 def _shown(key: str, value: object, index: dict) -> str:

@@ -13,6 +13,7 @@ from safetensors_edit import rewrite
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.option_words import command_line
 from lowdim_sd.divergence import TrainingDiverged, stop_if_diverged
 from lowdim_sd.precompute import PrecomputeJob, precompute
 from lowdim_sd.precompute_start import check_start_early
@@ -40,14 +41,19 @@ def test_train_init_with_an_embedding_says_it_takes_a_weight_adapter(tiny_sd, li
 def test_precompute_init_of_another_space_names_both_spaces(lidb_and_ti):
     with pytest.raises(LowdimError) as refused:
         check_start_early(lidb_and_ti[1], lowdim.get_space("lidb"), 0)
-    assert str(refused.value) == f"--init {lidb_and_ti[1]}: its space is 'ti', this precompute's is 'lidb'"
+    said = "its space is 'ti', this precompute's is 'lidb'"
+    assert str(refused.value) == f"PrecomputeJob(init={str(lidb_and_ti[1])!r}): {said}"  # from Python: the field
+    with pytest.raises(LowdimError) as refused, command_line():  # `lowdim precompute --init`: the flag
+        check_start_early(lidb_and_ti[1], lowdim.get_space("lidb"), 0)
+    assert str(refused.value) == f"--init {lidb_and_ti[1]}: {said}"
 
 
 def test_precompute_init_of_other_space_options_names_the_option(untrained_adapter):
     with pytest.raises(LowdimError) as refused:
         check_start_early(untrained_adapter, lowdim.get_space("lidb", a=4), 0)
     message = str(refused.value)
-    assert message.startswith(f"--init {untrained_adapter}: its space differs from this precompute's (lidb: a=")
+    assert message.startswith(f"PrecomputeJob(init={str(untrained_adapter)!r}): its space differs from this "
+                              f"precompute's (lidb: a=")
     assert "a=100 against 4" in message and "{" not in message
 
 

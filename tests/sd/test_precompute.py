@@ -281,7 +281,7 @@ def test_init_starts_every_identity_from_a_folders_mean(tiny_sd, people, tmp_pat
         assert all(torch.allclose(row, mean[layer][param]) for row in rows)
     assert len(read_index(tmp_path / "warm")["config"]["init"]) == 64
     other = precompute(job(tiny_sd, people, tmp_path / "x", space_options={"a": 4}), progress=False, model=model)
-    with pytest.raises(lowdim.LowdimError, match="--init .*space differs"):
+    with pytest.raises(lowdim.LowdimError, match=r"PrecomputeJob\(init='.*'\): its space differs"):
         precompute(job(tiny_sd, people, tmp_path / "y", init=other.index.parent), progress=False, model=model)
 
 
@@ -313,8 +313,8 @@ def test_another_settings_folder_or_a_bad_init_is_refused_before_the_model_loads
         (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "missing.safetensors"), "no such adapter file"),
         (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "n"), "index.json"),  # no weight folder
         (job(tiny_sd, people, tmp_path / "n", init=start, config=TrainConfig(steps=2, seed=3)),
-         r"--init .*start.safetensors: its seed differs from this precompute's \(0 against 3\)"),
-        (job(tiny_sd, people, tmp_path / "w", init=start), r"config.init \(no --init there"),
+         r"PrecomputeJob\(init='.*start.safetensors'\): its seed differs from this precompute's \(0 against 3\)"),
+        (job(tiny_sd, people, tmp_path / "w", init=start), r"config.init \(no init there"),
     ]
     (tmp_path / "n").mkdir()
     for bad, said in cases:

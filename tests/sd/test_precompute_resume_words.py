@@ -11,6 +11,7 @@ import torch
 from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
 import lowdim
+from lowdim.option_words import command_line
 from lowdim_cli.main import main
 from lowdim_sd.precompute import PrecomputeJob, precompute
 from lowdim_sd.precompute_header import precompute_differences
@@ -88,6 +89,11 @@ def test_from_python_the_refusal_names_the_index_fields(tiny_sd, people, tmp_pat
 
 
 def test_an_init_and_the_layers_are_named_by_what_the_user_gave():
+    with command_line():  # the lines of `lowdim precompute`, which runs inside it
+        _the_flags_name_an_init_and_the_layers()
+
+
+def _the_flags_name_an_init_and_the_layers():
     given = {"init_path": {"resolved": "/a.safetensors"}, "config": {"init": "d1"}}
     assert precompute_differences("config.init", {"config": {}}, given) == ["no --init there, --init /a.safetensors "
                                                                             "now"]
@@ -129,3 +135,12 @@ def test_from_python_another_dtype_or_folder_is_named_by_the_fields(tiny_sd, peo
     with pytest.raises(lowdim.LowdimError, match=r"holds weights of the identities in .*: use another out ") as refused:
         precompute(_job(tiny_sd, others, tmp_path / "w", dtype="fp32"))
     assert "--" not in str(refused.value) and " -w " not in str(refused.value)
+
+
+def test_an_init_known_by_its_digest_alone_is_worded_for_its_reader():
+    from lowdim_sd.weight_index import shown_init
+
+    assert shown_init("d1", {}) == "an init of digest d1"  # from Python: PrecomputeJob's field, not the flag
+    assert shown_init(None, {}) == "no init"
+    with command_line():
+        assert (shown_init("d1", {}), shown_init(None, {})) == ("an --init of digest d1", "no --init")
