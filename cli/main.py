@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     except ABORTS:
         return errors.interrupted("")
     except LowdimError as error:
-        err.print(f"[bold red]Error:[/] {escape(errors.launched_process() + str(error))}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(errors.terminal_safe(errors.launched_process() + str(error)))}",
+                  highlight=False)
         return 1
     except EXITS as done:
         return done.exit_code
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = errors.one_line_for(error)
         if hint is None:
             raise  # a bug in lowdim or a plugin: its traceback
-        err.print(f"[bold red]Error:[/] {escape(errors.launched_process() + hint)}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(errors.terminal_safe(errors.launched_process() + hint))}",
+                  highlight=False)
         return 1
 
 
