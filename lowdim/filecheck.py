@@ -42,9 +42,6 @@ MAX_DEPTH = 512  # layers or blocks in a config (ViT-g: 40; SD's UNet: 2 per blo
 MAX_SIZE = 1 << 24  # any other integer in a config (widths, vocabulary, bank size, image size)
 DEPTH_KEY = re.compile(r"layers|depth|blocks", re.IGNORECASE)
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-DIFFUSERS_LORA = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
-                  ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight")
-KOHYA_LORA = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1")
 
 
 def inflate(data: bytes, what: str, path: Path, limit: int = MAX_INFLATED) -> bytes:
@@ -123,98 +120,6 @@ def checked_layers(entries: Any, path: Path, error: type[LowdimError] = AdapterF
                             f"integer in [1, {MAX_FEATURES}]")
         layers.append(LayerSpec(name, out, inp))
     return layers
-
-
-# What files handed over where a .safetensors goes open with (a preview.png, a photo): named by their first
-# bytes, whatever their name says. BMP's "BM" is left out: too short to tell from a text file.
-IMAGE_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
-               (b"MM\x00*", "TIFF"))
-HEAD = 512  # bytes read to tell a text file: enough for a line or two, never a whole file
-
-
-def describe_foreign(path: Path) -> str | None:
-    """What a file handed over as safetensors really is, when its first bytes say so: a pickle or zip
-    checkpoint, an image, a JSON or text file (None: no idea, safetensors' own error then says what is wrong)."""
-    with open(path, "rb") as handle:
-        head = handle.read(HEAD)
-    # A safetensors file opens with its JSON header's length and then "{"; that length's low byte can be
-    # 0x80, which alone would read as a pickle's first opcode.
-    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
-        return None
-    if head.startswith(b"PK\x03\x04"):
-        return "a zip archive (a torch.save pickle checkpoint?), not safetensors"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "a pickle (torch.save / pickle.dump), not safetensors"
-    image = next((name for magic, name in IMAGE_MAGIC if head.startswith(magic)), None)
-    if image is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        image = "WebP"
-    if image is not None:
-        return f"a {image} image, not safetensors"
-    return _text(head)
-
-
-def _text(head: bytes) -> str | None:
-    """'a JSON file' / 'a text file' when ``head`` is printable UTF-8. A safetensors header's length (its first
-    8 bytes, little-endian) holds zero bytes for any header under 72 PB, so no safetensors file reads as text."""
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as error:  # a multi-byte character cut at HEAD bytes is still text
-        if len(head) < HEAD or error.start < len(head) - 3:
-            return None
-        text = head[:error.start].decode("utf-8")
-    if not text.strip() or any(not char.isprintable() and char not in "\t\n\r" for char in text):
-        return None
-    kind = "JSON" if text.lstrip()[:1] in ("{", "[") else "text"
-    return f"a {kind} file, not safetensors"
-
-
-def foreign_lora(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:
-    """'diffusers/peft' or 'kohya' when the tensor names are another tool's LoRA layout."""
-    keys = list(keys)
-    if metadata.get("lora_format") in ("diffusers", "kohya"):
-        return "diffusers/peft" if metadata["lora_format"] == "diffusers" else "kohya"
-    if any(key.endswith(DIFFUSERS_LORA) for key in keys):
-        return "diffusers/peft"
-    if any(key.endswith(KOHYA_LORA) or key.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for key in keys):
-        return "kohya"
-    return None
-
-
-def embedding_style(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:
-    """'a1111' or 'diffusers' when the file is a plain Textual Inversion embedding (one lowdim exported, or
-    another tool's in A1111's ``emb_params`` / ``string_to_param`` layout)."""
-    keys = list(keys)
-    if metadata.get("embedding_format") in ("diffusers", "a1111"):
-        return metadata["embedding_format"]
-    if keys == ["emb_params"] or any(key.startswith("string_to_param") for key in keys):
-        return "a1111"
-    return None
-
-
-def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[str]) -> str:
-    """The one line for a safetensors file that is not a lowdim ``kind``."""
-    keys = list(keys)
-    embedding = embedding_style(keys, metadata)
-    if embedding is not None:
-        use = "pipe.load_textual_inversion" + (f"(path, token='{metadata['token']}')" if embedding == "a1111"
-                                                and metadata.get("token") else "")
-        return (f"{path}: this is a Textual Inversion embedding ({embedding} format), not a lowdim {kind}: use it in "
-                f"diffusers ({use}), A1111 or ComfyUI; lowdim draws with the adapter file it was exported from")
-    style = foreign_lora(keys, metadata)
-    if style is not None:
-        where = ("in diffusers (pipe.load_lora_weights), A1111 or ComfyUI" if _for_stable_diffusion(keys)
-                 else "with peft (PeftModel.from_pretrained)")
-        return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it {where}; lowdim reads only the "
-                f"adapter files it writes (lowdim export makes LoRAs of them)")
-    if any(key.startswith("model.diffusion_model.") for key in keys):
-        return f"{path}: a whole model checkpoint, not a lowdim {kind}: pass it with --model (-m)"
-    return f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})"
-
-
-def _for_stable_diffusion(keys: list[str]) -> bool:
-    """A LoRA of a UNet or of SD's text encoder (diffusers', kohya's or A1111's names), not of another model."""
-    return any(key.startswith(("unet.", "text_encoder", "lora_unet_", "lora_te", "transformer.")) or
-               ".unet." in key or "diffusion_model" in key for key in keys)
 
 
 def check_flat(tensors: Mapping[str, Tensor], path: Path) -> None:

@@ -48,12 +48,11 @@ from lowdim.filecheck import (
     check_savable_names,
     checked_dropout,
     checked_scales,
-    describe_foreign,
-    not_ours,
     param_kind,
     refuse_meta_layers,
     unflatten,
 )
+from lowdim.foreign_files import describe_foreign, not_ours
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.parallel import inner_model
 from lowdim.inject.select import exact_layers

@@ -13,8 +13,8 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.filecheck import describe_foreign, embedding_style, foreign_lora
 from lowdim.files import PICKLE_SUFFIXES
+from lowdim.foreign_files import describe_foreign, embedding_style, foreign_lora
 from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.checkpoint_file_info import (
     checkpoints_left,

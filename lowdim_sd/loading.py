@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.filecheck import describe_foreign
 from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
+from lowdim.foreign_files import describe_foreign
 from lowdim.option_words import either
 from lowdim.paths import expand_user
 from lowdim_sd import status_line

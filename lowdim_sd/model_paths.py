@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lowdim.errors import first_line
-from lowdim.filecheck import foreign_lora
+from lowdim.foreign_files import foreign_lora
 from lowdim.option_words import either, option
 from lowdim.paths import expand_user
 from lowdim_sd.image_names import IMAGE_EXTENSIONS

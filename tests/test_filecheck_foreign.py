@@ -12,7 +12,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import AdapterFileError
-from lowdim.filecheck import describe_foreign
+from lowdim.foreign_files import describe_foreign
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)
 

@@ -23,7 +23,7 @@ from safetensors_edit import rewrite
 from torch import nn
 
 import lowdim
-from lowdim import filecheck
+from lowdim import filecheck, foreign_files
 from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.spaces.base import LayerSpec
 from lowdim_sd.export import export_adapter
@@ -274,6 +274,6 @@ def test_a_safetensors_whose_header_length_looks_like_a_pickle_opcode_still_read
         save_file({"t": torch.zeros(1)}, str(path), metadata={"pad": "x" * pad})
         head = path.read_bytes()[:2]
         if head[0] == 0x80 and 2 <= head[1] <= 5:
-            assert filecheck.describe_foreign(path) is None
+            assert foreign_files.describe_foreign(path) is None
             return
     pytest.fail("no padding gave a header length that opens like a pickle")
