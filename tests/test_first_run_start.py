@@ -36,13 +36,20 @@ def readme_start() -> str:
     return one_line((ROOT / "README.md").read_text().split("```")[1])
 
 
+def plugin_readme_model_item() -> str:
+    """The TinyFaces plugin README's item on its model: what a user who installed only the plugin reads."""
+    text = (ROOT / "plugins" / "lowdim-tinyfaces" / "README.md").read_text()
+    return one_line(text.split("the model **`tinyfaces`**")[1].split("\n* ")[0])
+
+
 def test_the_places_that_start_a_user_off_say_how_to_make_a_face_and_the_command_writes_that_file(
         capsys, monkeypatch, tmp_path):
     pytest.importorskip("lowdim_tinyfaces")
     for where, text in [("lowdim --help", help_of(capsys, monkeypatch)),
                         ("personalize --help", help_of(capsys, monkeypatch, "personalize")),
-                        ("the README's start", readme_start())]:
-        assert FACE_COMMAND in text and f"-i {FACE_FILE}" in text, where
+                        ("the README's start", readme_start()),
+                        ("the plugin README's model", plugin_readme_model_item())]:
+        assert FACE_COMMAND in text and FACE_FILE in text, where
     monkeypatch.chdir(tmp_path)
     assert main(FACE_COMMAND.split()[1:]) == 0
     assert (tmp_path / FACE_FILE).is_file()
