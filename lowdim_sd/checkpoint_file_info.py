@@ -60,10 +60,16 @@ def is_trained_state(path: Path) -> bool:
     return path.name == TRAINED_FILE and is_step_folder(path.parent)
 
 
+def saves(out: Path) -> list[Path]:
+    """Every step folder in ``out``'s checkpoints, complete or cut short, oldest first (as ``checkpoints.latest``
+    and ``checkpoints.complete`` see them)."""
+    return reading.step_folders(Path(out) / CHECKPOINTS)
+
+
 def complete_checkpoints(out: Path) -> list[Path]:
     """The complete step folders in ``out``'s checkpoints, oldest first: the last is what ``--resume`` continues
     from (``checkpoints.latest``)."""
-    return [folder for folder in reading.step_folders(Path(out) / CHECKPOINTS) if (folder / STATE_FILE).is_file()]
+    return [folder for folder in saves(out) if (folder / STATE_FILE).is_file()]
 
 
 @dataclass
@@ -98,14 +104,21 @@ class _Checkpoint:
         file, or of the run), and whether and how it resumes."""
         rows = [*self.rows, *extra]
         if not self.complete:  # a file missing there is why: the save was cut short
-            rows.insert(0, ("unfinished", f"no {STATE_FILE}, which a save writes last: a save cut short; --resume "
-                                          f"continues from the newest complete checkpoint and the next save removes "
-                                          f"this one"))
+            rows.insert(0, ("unfinished", self._unfinished()))
         elif self.problems:
             rows.insert(0, ("damaged", self.problems[0]))
         else:
             rows.append(("resumed by", self._resumed_by()))
         return FileInfo(path, kind, rows, self.use(), {**self.values, **values})
+
+    def _unfinished(self) -> str:
+        """What a resume does with a save cut short: passes it by (``checkpoints.latest``) for the newest complete
+        checkpoint, or for none, starting from step 0; the first save it makes removes it (``checkpoints.complete``)."""
+        said = f"no {STATE_FILE}, which a save writes last: a save cut short; "
+        if complete_checkpoints(self.out):
+            return said + "--resume continues from the newest complete checkpoint and the next save removes this one"
+        return said + ("the run holds no finished checkpoint, so --resume starts from step 0 (as a run without it "
+                       "does), and its first save removes this one")
 
     def _resumed_by(self) -> str:
         newest = complete_checkpoints(self.out)[-1:]
@@ -252,6 +265,8 @@ def run_folder_info(out: Path) -> FileInfo:
     """A run's OUT holding checkpoints: stopped before its end (its newest checkpoint, and the resume), or finished
     with outputs ``describe`` shows no one of (a --subjects run's adapters, a --full run's model)."""
     done = complete_checkpoints(out)
+    if not done:
+        return _unfinished_run_info(out)
     check = _read(done[-1])
     where = ("checkpoint", f"{part(str(done[-1]))} (the newest of {len(done)})")
     written = [name for name in check.outputs if (out / name).exists()]
@@ -268,6 +283,29 @@ def run_folder_info(out: Path) -> FileInfo:
     writer = f"{check.writer} " if check.writer else ""
     return check.info(out, f"a lowdim {writer}run stopped at step {check.step} (its newest checkpoint; {said})",
                       [where], checkpoint=checkpoint)
+
+
+def _unfinished_run_info(out: Path) -> FileInfo:
+    """A run's OUT whose only step folders are saves cut short (killed while writing its first checkpoint): nothing
+    to continue from, so a resume starts over from step 0, unless a step folder is a link, which it refuses."""
+    newest = saves(out)[-1]
+    check = _read(newest)
+    writer = f"{check.writer} " if check.writer else ""
+    info = check.info(out, f"a lowdim {writer}run stopped before its first checkpoint was finished (an unfinished "
+                           f"save at step {check.step}; --resume starts from step 0)",
+                      [("checkpoint", f"none finished; {part(str(newest))} is a save cut short")],
+                      checkpoint={"folder": None, "checkpoints": 0, "unfinished": str(newest), "resumes at step": 0})
+    # rerun, it starts over whether or not --resume is given; with it, a later stop continues from its checkpoints
+    info.use = f"lowdim {check.writer} ... -o {quote(str(out))} --resume" if check.writer else ""
+    for folder in saves(out):
+        try:
+            reading.refuse_link(folder)  # as checkpoints.latest: a resume refuses the run, naming the link
+        except LowdimError as error:
+            info.rows.insert(0, ("refused", str(error)))
+            info.values["refused"] = str(error)
+            info.use = ""
+            break
+    return info
 
 
 def checkpoints_left(info: FileInfo, out: Path) -> FileInfo:

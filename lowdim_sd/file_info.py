@@ -18,12 +18,12 @@ from lowdim.foreign_files import describe_foreign, embedding_style, foreign_lora
 from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.checkpoint_file_info import (
     checkpoints_left,
-    complete_checkpoints,
     is_optimizer_state,
     is_step_folder,
     is_trained_state,
     optimizer_state_info,
     run_folder_info,
+    saves,
     step_folder_info,
     trained_state_info,
 )
@@ -65,7 +65,7 @@ def describe(path: Path) -> FileInfo:
             return checkpoints_left(describe(path / output), path)
     if path.is_dir() and (path / "model_index.json").is_file():
         return pipeline_folder_info(path)
-    if path.is_dir() and not _weight_folder(path) and complete_checkpoints(path):  # a stopped run's --out
+    if path.is_dir() and not _weight_folder(path) and saves(path):  # a stopped run's --out, or a killed one's
         return run_folder_info(path)
     if path.is_dir():
         try:
