@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import TYPE_CHECKING
 
 import lowdim
-from lowdim.option_words import on_the_command_line
+from lowdim.option_words import either, on_the_command_line, option
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import start_digest
@@ -22,6 +22,7 @@ from lowdim_sd.weight_index import (
     read_index,
     recorded,
     shown_init,
+    shown_setting,
 )
 
 if TYPE_CHECKING:
@@ -102,9 +103,17 @@ def _dtype_name(job: PrecomputeJob, model: SDModel | None) -> str:
     return dtype_name(model.dtype if model is not None else resolve_dtype(job.dtype, resolve_device(job.device)))
 
 
-# How `lowdim precompute` names an index field a rerun would record otherwise (``done_identities``' ``worded``):
-# by the flag that sets it, where that is not the field's name with dashes.
+# How a precompute names an index field a rerun would record otherwise (``done_identities``' ``worded``): under the
+# ``lowdim`` command by the flag that sets it, where that is not the field's name with dashes; from Python by the
+# field of PrecomputeJob (``JOB_FIELDS``) or TrainConfig (the seed and the rest of ``config``) that sets it.
 FLAGS = {"layer_set": "--layers", "config.learning_rate": "--lr"}
+# Index fields a PrecomputeJob field sets: the field's name.
+# The rate: PrecomputeJob's own field, which --lr sets (TrainConfig's is refused when it says otherwise).
+JOB_FIELDS = {"model": "model", "space": "space", "space_config": "space_options", "layer_set": "layers",
+              "config.learning_rate": "learning_rate",
+              "resolution": "resolution", "config.crop": "crop", "config.crop_margin": "crop_margin",
+              "config.face_index": "face_index", "config.shared_noise": "shared_noise"}
+TRAIN_FIELDS = frozenset(setting.name for setting in fields(TrainConfig))
 # On/off settings as the command line says each side: (on, off).
 SWITCHES = {"config.augment": ("--augment", "--no-augment"), "config.crop": ("--crop", "--no-crop"),
             "config.shared_noise": ("--shared-noise", "no --shared-noise")}
@@ -118,14 +127,16 @@ FOLLOWS_FROM = {"space_config": ("space",), "layers": ("model", "layer_set"), "r
                 "config.crop_margin": ("config.crop",), "config.face_index": ("config.crop",)}
 
 
-def precompute_worded() -> Worded | None:
-    """The flags' words under the ``lowdim`` command; from Python (``PrecomputeJob``), None: the index's fields."""
-    return precompute_differences if on_the_command_line() else None
+def precompute_worded() -> Worded:
+    """How a precompute's refusal words what differs, for the reader at hand (``precompute_differences``)."""
+    return precompute_differences
 
 
 def precompute_differences(field: str, index: dict, header: dict) -> list[str]:
-    """A field of ``index`` that ``header`` (this run's) records otherwise, as ``lowdim precompute`` is typed:
-    ``--lr (0.002 there, 0.01 now)``, ``--augment there, --no-augment now``, ``--set rank (1 there, 2 now)``."""
+    """A field of ``index`` that ``header`` (this run's) records otherwise, as its reader set it: as ``lowdim
+    precompute`` is typed (``--lr (0.002 there, 0.01 now)``, ``--augment there, --no-augment now``, ``--set rank (1
+    there, 2 now)``), or from Python by the field (``PrecomputeJob(learning_rate=...) (0.002 there, 0.01 now)``,
+    ``PrecomputeJob(space_options=...) rank (1 there, 2 now)``)."""
     if any(recorded(index, cause) != recorded(header, cause) for cause in FOLLOWS_FROM.get(field, ())):
         return []
     # --lr left out: the rate is the --space's default, and going back to the space there gives its rate again
@@ -133,18 +144,39 @@ def precompute_differences(field: str, index: dict, header: dict) -> list[str]:
         return []
     there, now = recorded(index, field), recorded(header, field)
     if field == "space_config":
-        return [changed("--set " + ".".join(map(str, path)), old, new) for path, old, new in leaves((), there, now)]
+        named = either("--set ", f"{option('space_options', 'PrecomputeJob')} ")
+        return [_changed(named + ".".join(map(str, path)), field, (old, index), (new, header))
+                for path, old, new in leaves((), there, now)]
     if field == "layers":
         old, new = (len(side) if isinstance(side, list) else 0 for side in (there, now))
         counts = f"{old} there, {new} now" if old != new else "as many, of other shapes"
-        return [f"the layers of the --model ({counts}; the model changed since)"]
+        return [f"the layers of the {either('--model', 'model')} ({counts}; the model changed since)"]
     if field == "config.init":
         return [_init_line(there, now, index, header)]
-    if field in SWITCHES:
+    if field in SWITCHES and on_the_command_line():
         return [switched(SWITCHES[field], there, now)]
+    return [_changed(_named(field), field, (there, index), (now, header))]
+
+
+def _named(field: str) -> str:
+    """The option that sets ``field``: its flag under the ``lowdim`` command, its PrecomputeJob or TrainConfig field
+    from Python (a setting this lowdim has no field for, by its name in the index)."""
     name = field.removeprefix("config.")
     flag = name if field in NO_FLAG else FLAGS.get(field, "--" + name.replace("_", "-"))
-    return [changed(flag, LEFT_OUT.get(field) if there is None else there, LEFT_OUT.get(field) if now is None else now)]
+    if field in JOB_FIELDS:
+        return option(JOB_FIELDS[field], "PrecomputeJob", flag)
+    if name in TRAIN_FIELDS:
+        return option(name, "TrainConfig", flag)
+    return either(flag, f"the training setting {name!r}")
+
+
+def _changed(named: str, field: str, there: tuple[object, dict], now: tuple[object, dict]) -> str:
+    """``named (THERE there, NOW now)``, each (value, its index) as its reader writes it: on the command line, a
+    default the index left out by what it is; from Python, as ``shown_setting`` shows it (a repr, or on/off)."""
+    if on_the_command_line():
+        old, new = (LEFT_OUT.get(field) if value is None else value for value, _ in (there, now))
+        return changed(named, old, new)
+    return f"{named} ({shown_setting(field, *there)} there, {shown_setting(field, *now)} now)"
 
 
 def _init_line(there: object, now: object, index: dict, header: dict) -> str:

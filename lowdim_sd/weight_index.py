@@ -237,7 +237,7 @@ def done_identities(out: Path, header: dict, compared: dict | None = None,
 def _difference_lines(different: list[tuple[str, object, object]], existing: dict, header: dict,
                       worded: Worded | None) -> list[str]:
     if worded is None:
-        return [f"{key} ({_shown(key, there, existing)} there, {_shown(key, now, header)} now)"
+        return [f"{key} ({shown_setting(key, there, existing)} there, {shown_setting(key, now, header)} now)"
                 for key, there, now in different]
     # One flag may say two fields (the seed), and a field may say nothing its cause's line does not (another
     # space's config): never an empty list, since the cause is a difference too, but the fields would do.
@@ -264,7 +264,7 @@ def shown_init(value: object, index: dict) -> str:
     return either(f"an --init of digest {value}", f"an init of digest {value}")
 
 
-def _shown(key: str, value: object, index: dict) -> str:
+def shown_setting(key: str, value: object, index: dict) -> str:
     """A setting's value as the user would name it: the flag for a default left out, the --init file by path."""
     if key == "config.init":
         return shown_init(value, index)

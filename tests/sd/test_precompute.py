@@ -93,7 +93,8 @@ def test_the_index_records_every_training_option_and_resumes_only_with_the_same(
     assert precompute(again, progress=False, model=model).skipped == ["person0"]
     # Any other option is a setting, including those the CLI leaves at their default.
     other = job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, weight_decay=0.1))
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: config.weight_decay \(0.0 there, 0.1 now\);"):
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: TrainConfig\(weight_decay=\.\.\.\) \(0.0 there, "
+                                                 r"0.1 now\);"):  # from Python: the field the user set
         precompute(other, progress=False, model=model)
     with pytest.raises(lowdim.LowdimError, match="other settings.*seed"):
         precompute(job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=2, seed=1)), progress=False,
@@ -308,13 +309,16 @@ def test_another_settings_folder_or_a_bad_init_is_refused_before_the_model_loads
     adapter.delete("default")
     monkeypatch.setattr("lowdim_sd.loading.load_sd", lambda *a, **k: pytest.fail("the model was loaded"))
     cases = [
-        (job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=5)), r"other settings: config.steps \(2 there"),
-        (job(tiny_sd, people, tmp_path / "w", space="lora"), "other settings: space"),
+        (job(tiny_sd, people, tmp_path / "w", config=TrainConfig(steps=5)),
+         r"other settings: TrainConfig\(steps=\.\.\.\) \(2 there"),
+        (job(tiny_sd, people, tmp_path / "w", space="lora"),
+         r"other settings: PrecomputeJob\(space=\.\.\.\) \('lidb' there, 'lora' now\);"),
         (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "missing.safetensors"), "no such adapter file"),
         (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "n"), "index.json"),  # no weight folder
         (job(tiny_sd, people, tmp_path / "n", init=start, config=TrainConfig(steps=2, seed=3)),
          r"PrecomputeJob\(init='.*start.safetensors'\): its seed differs from this precompute's \(0 against 3\)"),
-        (job(tiny_sd, people, tmp_path / "w", init=start), r"config.init \(no init there"),
+        (job(tiny_sd, people, tmp_path / "w", init=start),
+         r"other settings: no init there, init='.*start.safetensors' now;"),
     ]
     (tmp_path / "n").mkdir()
     for bad, said in cases:

@@ -180,13 +180,15 @@ def test_init_is_recorded_by_path_and_the_resume_error_names_it_and_defaults_by_
     out = tmp_path / "w"
     precompute(job(tiny_sd, people, out, limit=1, init="start.safetensors"), progress=False, model=model)
     assert read_index(out)["init_path"] == {"given": "start.safetensors", "resolved": str(start.resolve())}
-    with pytest.raises(lowdim.LowdimError, match=rf"config.init \(init='{start.resolve()}' there, no init now\)"):
+    # from Python: PrecomputeJob's fields, not the index's config.init
+    with pytest.raises(lowdim.LowdimError, match=rf"other settings: init='{start.resolve()}' there, no init now;"):
         precompute(job(tiny_sd, people, out), progress=False, model=model)
     plain = tmp_path / "p"
     precompute(job(tiny_sd, people, plain, limit=1), progress=False, model=model)
-    cases = [({"shared_noise": True}, r"config.shared_noise \(off there, on now\)"),
-             ({"config": TrainConfig(steps=1, optimizer="sgd")}, r"config.optimizer \('adamw' there, 'sgd' now\)"),
-             ({"init": start}, rf"config.init \(no init there, init='{start.resolve()}' now\)")]
+    cases = [({"shared_noise": True}, r"PrecomputeJob\(shared_noise=\.\.\.\) \(off there, on now\)"),
+             ({"config": TrainConfig(steps=1, optimizer="sgd")},
+              r"TrainConfig\(optimizer=\.\.\.\) \('adamw' there, 'sgd' now\)"),
+             ({"init": start}, rf"other settings: no init there, init='{start.resolve()}' now;")]
     for options, said in cases:
         with pytest.raises(lowdim.LowdimError, match=said):
             precompute(job(tiny_sd, people, plain, **options), progress=False)

@@ -77,15 +77,27 @@ def test_what_only_the_loaded_model_tells_is_named_by_its_flag_too(args, capsys)
     assert "other settings: --resolution (32 there, 16 now); rerun with" in said
 
 
-def test_from_python_the_refusal_names_the_index_fields(tiny_sd, people, tmp_path):
-    def job(**config) -> PrecomputeJob:
+def test_from_python_the_refusal_names_the_fields_the_user_set(tiny_sd, people, tmp_path):
+    def job(space_options=None, layers=None, **config) -> PrecomputeJob:
         return PrecomputeJob(model=str(tiny_sd), identities=people, out=tmp_path / "w", crop=False,
-                             config=TrainConfig(steps=1, **config))
+                             space_options=space_options or {}, layers=layers, config=TrainConfig(steps=1, **config))
 
     precompute(job())
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: config.augment \(on there, off now\); "
-                                                 r"config.learning_rate \(0.002 there, 0.01 now\); rerun"):
-        precompute(job(augment=False, learning_rate=1e-2))
+    with pytest.raises(lowdim.LowdimError) as refused:
+        precompute(job(augment=False, learning_rate=1e-2, space_options={"rank": 2}, layers="unet"))
+    said = str(refused.value)
+    assert ("other settings: PrecomputeJob(space_options=...) rank (1 there, 2 now); PrecomputeJob(layers=...) "
+            "('unet+text' there, 'unet' now); TrainConfig(augment=...) (on there, off now); "
+            "PrecomputeJob(learning_rate=...) (0.002 there, 0.01 now); rerun with") in said, said
+    assert "config." not in said and "layer_set" not in said and "--" not in said
+    with pytest.raises(lowdim.LowdimError) as refused:  # another space: its own line, not its options'
+        precompute(PrecomputeJob(model=str(tiny_sd), identities=people, out=tmp_path / "w", crop=False,
+                                 space="lora", config=TrainConfig(steps=1, seed=3)))
+    said = str(refused.value)
+    # from Python nobody says whether the rate was typed: it is named, as the CLI names a typed --lr
+    assert ("other settings: PrecomputeJob(space=...) ('lidb' there, 'lora' now); TrainConfig(seed=...) (0 there, "
+            "3 now); PrecomputeJob(learning_rate=...) (0.002 there, 0.0001 now); rerun with") in said, said
+    assert "space_options" not in said and "{" not in said
 
 
 def test_an_init_and_the_layers_are_named_by_what_the_user_gave():
