@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from lowdim.errors import LowdimError
-from lowdim_cli.console import out
+from lowdim_cli.console import out, user_text
 from lowdim_cli.sd_commands import Device, ModelConfig, typed_options
 
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
@@ -135,19 +134,20 @@ def quality(
     check_job(job, run)  # run_quality checks it too; here a refused setting comes before the warning below
     ignored = None if run else ignored_run_flags(typed_options(ctx))
     if ignored:
-        out.print(f"[yellow]Warning:[/] {ignored}", highlight=False)
+        out.print(f"[yellow]Warning:[/] {user_text(ignored)}", highlight=False)
     results = run_quality(job, run=run)
     rows, columns = aggregate(results, job.checked_methods())
     paths = write_reports(job, results, rows, columns)
     show(rows, columns)
     if not job.gallery_prompts and (Path(out_dir) / "gallery.png").is_file():  # kept, but no longer matches the table
-        out.print(f"[yellow]Warning:[/] no gallery (--gallery-prompts is empty); {Path(out_dir) / 'gallery.png'} is "
-                  f"from an earlier run", highlight=False)
+        gallery = user_text(Path(out_dir) / "gallery.png")
+        out.print(f"[yellow]Warning:[/] no gallery (--gallery-prompts is empty); {gallery} is from an earlier run",
+                  highlight=False)
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
     for name, reason in skipped.items():
-        out.print(f"[yellow]skipped metric {escape(name)}:[/] {escape(reason)}")  # read from result files
+        out.print(f"[yellow]skipped metric {user_text(name)}:[/] {user_text(reason)}")  # read from result files
     for path in paths:
-        out.print(f"wrote [bold]{path}[/]")
+        out.print(f"wrote {user_text(path, 'bold')}")
 
 
 def show(rows, columns) -> None:
@@ -156,12 +156,12 @@ def show(rows, columns) -> None:
     header, body = table_rows(rows, columns)
     table = Table(title="bench quality (mean ± s.e. over identities)")
     for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index == 0 else "right")
+        table.add_column(Text(name), justify="left" if index == 0 else "right")
     for cells in body:
         table.add_row(*map(Text, cells))  # text, never rich markup
     out.print(table)
     for note in not_asked_notes(rows, columns):
-        out.print(note, highlight=False)
+        out.print(user_text(note), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

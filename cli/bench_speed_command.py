@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from lowdim_cli.console import out
+from lowdim_cli.console import out, user_text
 from lowdim_cli.sd_commands import Device
 
 
@@ -68,7 +68,7 @@ def speed(
                    only=tuple(part.strip() for part in (only or "").split(",") if part.strip()), run=run)
     report = run_speed(job)  # its bar on stderr, as every command's: stdout holds the table
     show(report)
-    out.print(f"wrote [bold]{out_dir / 'speed.json'}[/] and [bold]{out_dir / 'table.md'}[/]")
+    out.print(f"wrote {user_text(out_dir / 'speed.json', 'bold')} and {user_text(out_dir / 'table.md', 'bold')}")
 
 
 def show(report: dict) -> None:
@@ -76,12 +76,13 @@ def show(report: dict) -> None:
     from lowdim_sd.bench.speed_setup import SCALES
 
     settings = report["settings"]
-    table = Table(title=f"bench speed: {settings['scale']} scale, {settings['device']}, {settings['dtype']}, "
-                        f"{settings['resolution']} px (median seconds)")
+    # read from speed.json: text, never rich markup
+    table = Table(title=Text(f"bench speed: {settings['scale']} scale, {settings['device']}, {settings['dtype']}, "
+                             f"{settings['resolution']} px (median seconds)", "table.title"))
     for index, name in enumerate(("measurement", "seconds", "p25–p75", "ratio", "goal")):
         table.add_column(name, justify="left" if index in (0, 4) else "right")
     for title, rows in table_rows(report, SCALES[settings["scale"]]):
-        table.add_row(f"[bold]{title}[/]")
+        table.add_row(user_text(title, 'bold'))
         for cells in rows:
             table.add_row(*map(Text, cells))  # text, never rich markup: a skipped reason is read from its file
         table.add_section()

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import typer
-from rich.markup import escape
 
 from lowdim.errors import first_line
 from lowdim.paths import expand_user
-from lowdim_cli.console import err
+from lowdim_cli.console import err, user_text
 from lowdim_cli.entry import INTERRUPTED, early_stop
 from lowdim_cli.signal_count import SignalCount
 
@@ -60,7 +59,7 @@ def _escaped(char: str) -> str:
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` for the CLI: one yellow line, without the file and line that raised it."""
-    err.print(f"[yellow]Warning:[/] {escape(terminal_safe(str(message)))}", highlight=False)
+    err.print(f"[yellow]Warning:[/] {user_text(terminal_safe(str(message)))}", highlight=False)
 
 
 def _out_of_memory_device(error: BaseException) -> str | None:
@@ -218,7 +217,7 @@ def reflow(doc: str | None) -> str | None:
 def interrupted(note: str) -> int:
     """Print a stop's line (what the run kept, or that nothing half-written was left) and return 130."""
     if note:
-        err.print(f"[yellow]{escape(note[:1].upper() + note[1:])}[/]", highlight=False)
+        err.print(f"[yellow]{user_text(note[:1].upper() + note[1:])}[/]", highlight=False)
     else:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
     return INTERRUPTED

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from lowdim.errors import LowdimError
-from lowdim_cli.console import out
+from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import Device, typed_options
 
@@ -117,14 +117,14 @@ def print_report(report) -> None:
         mean = "–" if summary.mean is None else f"{summary.mean:.3f}"
         misses = f"[yellow]{summary.misses}[/]" if summary.misses else "0"
         asked = [str(summary.not_asked)] if not_asked else []
-        table.add_row(result.column, mean, str(summary.scored), misses, *asked)
+        table.add_row(user_text(result.column), mean, str(summary.scored), misses, *asked)
     out.print(table)
     for name, reason in report.skipped_metrics.items():
-        out.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False)
+        out.print(f"[yellow]skipped {user_text(name)}:[/] {user_text(reason)}", highlight=False)
     if report.skipped_images:
         out.print(f"[yellow]{len(report.skipped_images)} image(s) left out[/] (unreadable, missing or tiny)")
     for note in report.notes[:MAX_NOTES_SHOWN]:
-        out.print(f"[dim]note:[/] {note}", highlight=False)
+        out.print(f"[dim]note:[/] {user_text(note)}", highlight=False)
     if len(report.notes) > MAX_NOTES_SHOWN:
         out.print(f"[dim]... and {len(report.notes) - MAX_NOTES_SHOWN} more notes (all of them in eval.md)[/]")
 
@@ -188,7 +188,7 @@ def eval_(
     margin = crop_margin_given(crop_margin, margin, typed)
     check_crop_flags(crop, crop_size, margin, typed)
     for warning in unused_model_flags(dino_model, clip_model, face_model, names):
-        out.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+        out.print(f"[yellow]Warning:[/] {user_text(warning)}", highlight=False)
     resolve_device(device)  # an unknown or absent device is one line, before any metric model loads
     if out_dir is not None:
         check_folder_target(out_dir)  # before the scoring, which a bad --out would otherwise throw away
@@ -200,7 +200,7 @@ def eval_(
     print_report(report)
     if out_dir is not None:
         for path in write_report(report, out_dir):
-            out.print(f"wrote [bold]{path}[/]")
+            out.print(f"wrote {user_text(path, 'bold')}")
     failure = nothing_scored(report, names)
     if failure is not None:  # a table of dashes is no result: a script must not take it for one
         raise LowdimError(failure)

@@ -9,7 +9,7 @@ import typer
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim_cli.console import out
+from lowdim_cli.console import out, user_text
 from lowdim_cli.errors import launched_process
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import (
@@ -111,7 +111,7 @@ def precompute(
     processes = f" by {result.processes} processes" if result.processes > 1 else ""
     shards = "" if result.processes > 1 else f" into {len(result.shards)} shard(s)"
     out.print(f"trained {result.run_trained} identities{shards}{processes}, skipped {result.run_skipped} already "
-              f"done; index: [bold]{result.index}[/]")
+              f"done; index: {user_text(result.index, 'bold')}")
 
 
 # Why precompute has no --resume of its own: a rerun is the resume (docs/cli.md).
@@ -288,8 +288,10 @@ def train_hypernet(
         return
     out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s (from step {result.start_step}); "
               f"{len(result.train_names)} training and {len(result.val_names)} held-out identities")
-    logged = f" and {result.metrics}" if result.metrics and Path(result.metrics).is_file() else ""  # --log-every 0
-    out.print(f"wrote [bold]{result.path}[/]{logged}")
+    logged = ""  # --log-every 0 writes no metrics file
+    if result.metrics and Path(result.metrics).is_file():
+        logged = f" and {user_text(result.metrics)}"
+    out.print(f"wrote {user_text(result.path, 'bold')}{logged}")
 
 
 def encoder_features(
@@ -332,7 +334,7 @@ def encoder_features(
     path, count = write_folder_features(identities, out_file, encoder_name=encoder, pool=pool, resolution=resolution,
                                         crop=crop, crop_margin=crop_margin, face_index=face_index,
                                         overwrite=overwrite, device=device)
-    out.print(f"wrote the features of {count} images to [bold]{path}[/]")
+    out.print(f"wrote the features of {count} images to {user_text(path, 'bold')}")
 
 
 def convert_encoder(
@@ -356,7 +358,7 @@ def convert_encoder(
     from lowdim.hyper.dinov2_onnx import convert, packaged_onnx
 
     folder = convert(onnx_file or packaged_onnx(), out_dir, overwrite=overwrite)
-    out.print(f"wrote a transformers Dinov2Model to [bold]{folder}[/] (config.json, model.safetensors)")
+    out.print(f"wrote a transformers Dinov2Model to {user_text(folder, 'bold')} (config.json, model.safetensors)")
 
 
 def register(app: typer.Typer) -> None:

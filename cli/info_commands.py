@@ -171,7 +171,7 @@ def inspect(
     out.print(table)
     if report.file_bytes:
         sizes = ", ".join(f"{size:,} bytes in {dtype}" for dtype, size in report.file_bytes.items())
-        out.print(f"Adapter file on disk (tensors + metadata): {sizes}")
+        out.print(f"Adapter file on disk (tensors + metadata): {sizes}", markup=False)
     if report.notes:
         out.print(as_written(f"{len(report.notes)} layer note(s), e.g. {report.notes[0]}", "dim"))
 

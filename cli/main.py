@@ -14,7 +14,6 @@ import warnings
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 
 import typer
-from rich.markup import escape
 
 from lowdim.errors import LowdimError
 from lowdim.option_words import command_line
@@ -28,7 +27,7 @@ from lowdim_cli import (
     sd_commands,
     ui_command,
 )
-from lowdim_cli.console import err
+from lowdim_cli.console import err, user_text
 from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal
 from lowdim_cli.version import show_version
 from lowdim_sd import status_line
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except ABORTS:
         return errors.interrupted("")
     except LowdimError as error:
-        err.print(f"[bold red]Error:[/] {escape(errors.terminal_safe(errors.launched_process() + str(error)))}",
+        err.print(f"[bold red]Error:[/] {user_text(errors.terminal_safe(errors.launched_process() + str(error)))}",
                   highlight=False)
         return 1
     except EXITS as done:
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = errors.one_line_for(error)
         if hint is None:
             raise  # a bug in lowdim or a plugin: its traceback
-        err.print(f"[bold red]Error:[/] {escape(errors.terminal_safe(errors.launched_process() + hint))}",
+        err.print(f"[bold red]Error:[/] {user_text(errors.terminal_safe(errors.launched_process() + hint))}",
                   highlight=False)
         return 1
 

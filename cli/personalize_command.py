@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from lowdim_cli.console import out
+from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import (
     CUDA_GRAPHS_HELP,
@@ -174,18 +173,18 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> No
     table.add_row("[bold]total", f"[bold]{sum(result.stages.values()):.2f}")
     out.print(table)
     size = result.adapter.stat().st_size
-    out.print(f"adapter: [bold]{result.adapter}[/] ({size:,} bytes)")
+    out.print(f"adapter: {user_text(result.adapter, 'bold')} ({size:,} bytes)")
     if result.looks:
         where = "the preview and the draw line below" if result.preview else "the draw line below"
-        out.print(f"looks read from the photo, named after [V] in {where}: [bold]{result.looks.strip()}[/]")
+        out.print(f"looks read from the photo, named after [V] in {where}: {user_text(result.looks.strip(), 'bold')}")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
-        out.print(f"wrote [bold]{path}[/]")
+        out.print(f"wrote {user_text(path, 'bold')}")
     prompt = shlex.quote(result.subject_prompt(" at night"))  # parts apart need the looks
     draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
     # Only flags that act on the adapter's layers: --layers unet-self has no text-encoder or cross-attention part.
     keep, every = suggested_flags(keep_styles, adapter_layers(result.adapter))
     every = f", and {every} too for every style at less of the face" if every else ""
-    out.print(f"draw it: {escape(draw)}" + (f"  (add {keep} to keep more of each style{every})" if keep else ""))
+    out.print(f"draw it: {user_text(draw)}" + (f"  (add {keep} to keep more of each style{every})" if keep else ""))
 
 
 def register(app: typer.Typer) -> None:

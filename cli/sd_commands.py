@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lowdim_cli.console import out
+from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.starting import importing_libraries
 from lowdim_sd import defaults
@@ -148,7 +148,7 @@ def train(
     with rate_typed(lr is not None):  # a resume's refusal names --lr only when typed, not a rate the mode chose
         result = run_train(job)
     for path in result.outputs:
-        out.print(f"wrote [bold]{path}[/]")
+        out.print(f"wrote {user_text(path, 'bold')}")
     if result.outputs:  # none: --resume found the run already finished, and its warning said so
         start = f" (from step {result.start_step})" if resume else ""
         out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s{start}")
@@ -254,7 +254,7 @@ def generate(
         warn_about_tokens(config, tokens, sd.taught)
         # a stop keeps what is drawn; prompts.json records the adapters and settings it was drawn with
         paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True, adapters=adapters)
-    out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and [bold]{grid}[/]")
+    out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and {user_text(grid, 'bold')}")
 
 
 def export(
@@ -285,7 +285,7 @@ def export(
     check_file_target(target, "-o")
     # as given: its warnings name the path typed; without --overwrite it never replaces a file another run wrote since
     written = export_adapter(adapter, given, fmt, dtype=dtype, overwrite=overwrite)
-    out.print(f"wrote [bold]{written}[/]")
+    out.print(f"wrote {user_text(written, 'bold')}")
 
 
 def merge(
@@ -330,10 +330,11 @@ def merge(
     check_merge_embeddings(adapters, fmt, files)
     sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
     written, tokens = save_merged(sd, adapters, out_path, fmt, overwrite, files)
-    out.print(f"wrote [bold]{written}[/]")
+    out.print(f"wrote {user_text(written, 'bold')}")
     if tokens:
         names = ", ".join(dict.fromkeys(tokens))
-        out.print(f"prompts name the subject with its identifier: {names} (e.g. '{example_prompt(files, tokens)}')")
+        example = user_text(example_prompt(files, tokens))
+        out.print(f"prompts name the subject with its identifier: {user_text(names)} (e.g. '{example}')")
 
 
 def register(app: typer.Typer) -> None:
