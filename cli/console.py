@@ -23,10 +23,26 @@ def user_text(text: object, style: str = "none") -> str:
     in a line of ours: '[v]' in 'me[v]' is no tag, and 'x[/]y' no rich error after the work is done.
 
     Not rich's ``escape``: it leaves the backslash of 'a\\[' to be dropped and halves 'c\\\\' before a closing tag.
-    The text is closed in its own tag ("none" is no style), so what follows it in the line never changes it."""
-    escaped = _BRACKET.sub(_escaped_bracket, str(text))
+    It is one line that cannot drive the terminal (``terminal_safe``: a file name's newline or escape code), closed
+    in its own tag ("none" is no style), so what follows it in the line never changes it."""
+    escaped = _BRACKET.sub(_escaped_bracket, terminal_safe(str(text)))
     escaped = _TRAILING_BACKSLASHES.sub(lambda run: run[0] * 2, escaped)  # halved again before the closing tag
     return f"[{style}]{escaped}[/]"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` as one line that cannot drive the terminal: a control character (a newline or an escape code in a
+    file name it quotes) written as its escape, and a byte a file name holds that is not UTF-8 (a lone surrogate in
+    Python's str, which the terminal's encoder would crash on) as ``\\xHH``. Printable text is unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # os.fsdecode's surrogateescape: the byte itself
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def _escaped_bracket(match: re.Match[str]) -> str:

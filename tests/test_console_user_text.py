@@ -38,3 +38,15 @@ def test_an_emoji_code_in_a_name_is_not_an_emoji_on_either_console():
 
 def test_a_name_of_anything_is_shown_as_its_text():
     assert printed(out, f"wrote {user_text(3)} and {user_text(None)}") == "wrote 3 and None\n"
+
+
+@given(text=st.text(alphabet=st.sampled_from(["a", "[", "\n", "\r", "\x1b", "\x07", "\t", "\udcff", "é"]),
+                    max_size=20))
+def test_a_control_character_or_undecodable_byte_prints_as_its_escape_on_one_line(text):
+    """A file name may hold a newline, an escape code or a byte that is not UTF-8: on stdout as on stderr, the line
+    says it as an escape, so a printed path never moves the cursor, clears the screen or crashes the encoder."""
+    for console in (out, err):
+        line = printed(console, f"wrote {user_text(text, 'bold')}")
+        assert line.endswith("\n") and line[:-1].isprintable(), repr(line)
+    if "\x1b" in text:
+        assert "\\x1b" in printed(out, user_text(text))
