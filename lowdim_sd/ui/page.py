@@ -88,7 +88,9 @@ def stage_table(record: RunRecord) -> str:
 
 def shown(record: RunRecord) -> tuple:
     """The outputs every way of showing a run fills: gallery, downloads, stage times, runs list, what Draw
-    draws, and Draw's prompt with the looks the run read from its photo."""
+    draws, Draw's prompt with the looks the run read from its photo, Draw's line, and its adapter file box
+    emptied: the run shown is what Draw draws now, and a file left in the box would say otherwise (while the box
+    holds a file, Draw draws that file)."""
     gallery = [(str(path), caption) for path, caption in record.gallery]
     files = [str(path) for path in record.downloads.values()]
     runs = list_runs(record.folder.parent)
@@ -98,17 +100,17 @@ def shown(record: RunRecord) -> tuple:
     except LowdimError:  # an adapter damaged since: the run still shows; Draw names the problem when pressed
         prompt = gr.update()
     return (gallery, files, stage_table(record), gr.update(choices=runs, value=record.name),
-            {"run": record.name}, prompt, drawing_line({"run": record.name}))
+            {"run": record.name}, prompt, drawing_line({"run": record.name}), None)
 
 
 def forget_run(what: Drawable) -> tuple:
     """``shown``'s outputs after a failed Personalize run or Open: no run shown (gallery, downloads, stages), so
-    none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays; Earlier
-    runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job is no failure
-    (``job_on_page``), nor a click whose values are refused before it runs (``check_request``): they leave the
-    run shown."""
+    none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays
+    (in its box); Earlier runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job
+    is no failure (``job_on_page``), nor a click whose values are refused before it runs (``check_request``):
+    they leave the run shown."""
     left = without(what, "run")
-    return [], None, "", gr.update(), left, gr.update(), drawing_line(left)
+    return [], None, "", gr.update(), left, gr.update(), drawing_line(left), gr.update()
 
 
 def face_choices(count: int, chosen: int | None) -> dict:
@@ -192,8 +194,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     current = gr.State(None)  # what Draw draws (page_draw.Drawable): the run shown, a file dropped beside it
-    prompt, drawing, more = draw_section(studio, current, model, stages)
-    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing]
+    prompt, drawing, adapter, more = draw_section(studio, current, model, stages)
+    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing, adapter]
     handlers = PersonalizeHandlers(studio)
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).

@@ -40,28 +40,33 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
 NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
 Drawable = dict[str, str] | None  # the state of what Draw draws: {"run": NAME}, {"adapter": PATH}, or both
 EARLIER = "earlier draw: "  # a More pictures caption's start once a later Draw failed or was stopped
+# Whether More pictures' captions carry EARLIER already: the page's own record, as a prompt may start with those words
+Marked = bool
 Pictures = list[tuple[str, str | None]] | None  # More pictures as a handler gets it (file, caption); None: empty
 
 
-def from_the_earlier_draw(pictures: Pictures) -> list[tuple[str, str]]:
+def from_the_earlier_draw(pictures: Pictures, marked: Marked) -> tuple[list[tuple[str, str]], Marked]:
     """More pictures after a Draw that started and failed (or was stopped: ``after_draw``): the pictures it would
-    have replaced, each caption marked as the earlier draw's (once, however many draws fail after it).
+    have replaced, each caption marked as the earlier draw's (once, however many draws fail after it: ``marked``
+    says whether they carry the mark already, which their text cannot, a prompt being the user's own words), and
+    that they are marked now.
 
     Kept, not cleared as a failed Personalize clears the run it showed: these are good pictures of a draw that
     finished, perhaps minutes of drawing on a CPU, which the user may still want to look at or save, and unlike a
     run they are nowhere else to reopen. Unmarked, they would sit beside the failed draw's error as if it had drawn
     them from the prompt now in the box; the mark says whose they are while the error's toast says what failed."""
-    marked = []
-    for picture, caption in pictures or []:
-        said = caption or ""
-        marked.append((picture, said if said.startswith(EARLIER) else EARLIER + said))
-    return marked
+    shown = [(picture, caption or "") for picture, caption in pictures or []]
+    if marked is True:
+        return shown, True
+    return [(picture, EARLIER + caption) for picture, caption in shown], True
 
 
-def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, what: Drawable) -> tuple:
-    """More pictures and what they were drawn from (``pictures_beside``), once a Draw's job ended (``ended``: what it
-    drew, or how it ended; ``what``: what Draw draws now). Its own pictures go where another run was opened while
-    it drew (Open is no job), as those drawn before the Open would have gone.
+def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, what: Drawable,
+               marked: Marked) -> tuple:
+    """More pictures, what they were drawn from and whether they are marked (``pictures_beside``), once a Draw's
+    job ended (``ended``: what it drew, or how it ended; ``what``: what Draw draws now). Its own pictures go where
+    another run was opened, or a file dropped or cleared, while it drew (neither is a job), as those drawn before
+    would have gone.
 
     A stopped Draw keeps the pictures it would have replaced, marked as a failed Draw marks them: its line ("...
     nothing of it was kept") is in the stages box, above the gallery and Draw, and in a toast that fades, while
@@ -69,43 +74,48 @@ def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, 
     stopped Draw's own (a Draw asked again with more steps: no caption names them). A refused Draw started
     nothing: the page stays as it was, as after a bad value."""
     if ended == STOPPED:
-        return from_the_earlier_draw(pictures), drawn_with
-    if isinstance(ended, dict):  # its own pictures, which the job put in place
-        return pictures_beside(what, ended)
-    return gr.update(), drawn_with  # REFUSED
+        kept, now_marked = from_the_earlier_draw(pictures, marked)
+        return kept, drawn_with, now_marked
+    if isinstance(ended, dict):  # its own pictures, which the job put in place: unmarked
+        kept, drawn_from, _ = pictures_beside(what, ended)
+        return kept, drawn_from, False
+    return gr.update(), drawn_with, marked  # REFUSED
+
+
+def drawn_source(what: Drawable) -> tuple[str, str] | None:
+    """What Draw draws from ``what``: the dropped file while the file box holds one, else the run shown."""
+    if not what:
+        return None
+    return ("adapter", what["adapter"]) if "adapter" in what else ("run", what["run"])
 
 
 def pictures_beside(what: Drawable, drawn_with: Drawable) -> tuple:
-    """More pictures and what they were drawn from, once another run may be shown (a Personalize or Open done, or
-    failed and its run cleared; ``what``: what Draw draws now). ``drawn_with`` is what Draw drew them from: the
-    dropped file, if any, and the run shown beside them. Their captions name the prompt, not the run, so beside
-    another run they would be taken for its: they go. The same run shown again keeps them, as does a refused or
-    stopped job, which shows no other run.
-
-    The pictures of a dropped file outlive the run they were drawn beside only while Draw still draws that file:
-    after a failure, which clears the run and keeps the file (``page.forget_run``), they are what Draw makes now
-    and no run is shown to take them for. Another run shown (``page.shown``) is what Draw then draws, its phrase in
-    Draw's prompt, file or not, so the file's pictures would sit under its gallery and its Draw line as its own:
-    they go too."""
-    what = what or {}
-    if drawn_with is None or drawn_with.get("run") == what.get("run"):
-        return gr.update(), drawn_with
-    if "adapter" in drawn_with and what.get("adapter") == drawn_with["adapter"]:
-        return gr.update(), what  # the file they were drawn from, beside the run shown now (none, after a failure)
-    return [], None
+    """More pictures, what they were drawn from and whether they are marked (``from_the_earlier_draw``), once Draw
+    may draw something else (a Personalize or Open done, or failed and its run cleared; a file dropped or
+    cleared; ``what``: what Draw draws now). ``drawn_with`` is what Draw drew them from. Their captions name the
+    prompt, not what drew them, so beside another source they would be taken for its: they go. The same source
+    kept (the same run shown again; a failure that clears the run beside a dropped file Draw still draws) keeps
+    them, as does a refused or stopped job, which shows no other run."""
+    if drawn_with is None:  # nothing drawn, or cleared already
+        return gr.update(), None, gr.update()
+    if drawn_source(drawn_with) == drawn_source(what):
+        return gr.update(), what, gr.update()
+    return [], None, False
 
 
 @dataclass(frozen=True)
 class MorePictures:
-    """The More pictures gallery, with what its pictures were drawn from (``pictures_beside``)."""
+    """The More pictures gallery, with what its pictures were drawn from (``pictures_beside``) and whether their
+    captions carry the earlier draw's mark (``from_the_earlier_draw``)."""
 
     gallery: gr.Gallery
     drawn_with: gr.State
+    marked: gr.State
 
     def follow_the_run(self, then: Callable, current: gr.State) -> None:
-        """After ``then`` (an event's ``.success`` or ``.then``, where another run may be shown), More pictures
-        only where they are still of what the page shows (``pictures_beside``)."""
-        then(on_page(pictures_beside), [current, self.drawn_with], [self.gallery, self.drawn_with],
+        """After ``then`` (an event's ``.success`` or ``.then``, where another run may be shown or a file dropped
+        or cleared), More pictures only where they are still of what Draw draws (``pictures_beside``)."""
+        then(on_page(pictures_beside), [current, self.drawn_with], [self.gallery, self.drawn_with, self.marked],
              show_progress="hidden", api_visibility="private")
 
 
@@ -146,17 +156,18 @@ def _draw_controls() -> tuple:
 
 
 def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
-                 status: gr.HTML) -> tuple[gr.Textbox, gr.Markdown, MorePictures]:
+                 status: gr.HTML) -> tuple[gr.Textbox, gr.Markdown, gr.File, MorePictures]:
     """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
-    finishing or opening fills, and its pictures, which another run shown clears. ``status`` (Personalize's stages
-    box, where Stop's line goes too) gets the line of a Draw refused or stopped."""
+    finishing or opening fills, its adapter file box, which a run shown clears (``page.shown``), and its pictures,
+    which another source of Draw's clears. ``status`` (Personalize's stages box, where Stop's line goes too) gets
+    the line of a Draw refused or stopped."""
     prompt, scale, how, seed, steps, count, adapter = _draw_controls()
     with gr.Row():
         drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
         draw = gr.Button("Draw", elem_id="draw")
     # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath")
-    more = MorePictures(drawn, gr.State(None))  # nothing drawn yet
+    more = MorePictures(drawn, gr.State(None), gr.State(False))  # nothing drawn yet
     ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
     outputs = [drawn, status, ended]
 
@@ -190,7 +201,9 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
                                         sample_steps, pictures))
 
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
-    adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing], **unlimited)
+    # A file dropped or cleared changes what Draw draws: the pictures drawn from what it drew before go
+    more.follow_the_run(adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing],
+                                       **unlimited).success, current)
     asked = [current, model, prompt, scale, how, seed, steps, count]
     # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
     # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot.
@@ -199,11 +212,12 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     ran = checked.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
     # A draw that started and failed: its badge, on Draw's line where its bar was, gives way to this follow-up's, as a
     # failed Personalize's gives way to the follow-up that clears its run (page.py); the error stays its toast.
-    ran.failure(on_page(from_the_earlier_draw), [drawn], [drawn], show_progress_on=[drawing],
-                api_visibility="private")
-    ran.success(on_page(after_draw), [ended, drawn, more.drawn_with, current], [drawn, more.drawn_with],
+    ran.failure(on_page(from_the_earlier_draw), [drawn, more.marked], [drawn, more.marked],
+                show_progress_on=[drawing], api_visibility="private")
+    ran.success(on_page(after_draw), [ended, drawn, more.drawn_with, current, more.marked],
+                [drawn, more.drawn_with, more.marked],
                 show_progress="hidden", api_visibility="private")
-    return prompt, drawing, more
+    return prompt, drawing, adapter, more
 
 
 def asked_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,

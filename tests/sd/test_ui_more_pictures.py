@@ -78,6 +78,11 @@ class Tab:
         self.set("adapter-file", str(adapter))
         ui_events.fire(self.page, "adapter-file", "change", self.values, self.errors)
 
+    def clear_file(self) -> None:
+        """Draw's file box emptied with its x."""
+        self.set("adapter-file", None)
+        ui_events.fire(self.page, "adapter-file", "change", self.values, self.errors)
+
     def personalize(self) -> None:
         """Personalize clicked with a photo and values the page's own check passes."""
         self.set("model", "tinyfaces")
@@ -247,3 +252,86 @@ def test_a_draw_that_ends_after_another_run_was_opened_leaves_no_pictures_under_
     tab.click("draw")
     assert tab.errors == [] and tab.get("drawing") == f"Draw draws run `{second.name}`"
     assert tab.more_pictures() == []
+
+
+# Task FCQ: what Draw draws is the file box while it holds a file; a run shown clears the box; More pictures follow
+# the source Draw draws, a dropped or cleared file included; the earlier draw's mark is the page's, not the prompt's.
+
+
+def drawn_subjects(studio: Studio, monkeypatch) -> list[Path]:
+    """The adapter file of each draw the studio runs from now on, as it draws it."""
+    subjects: list[Path] = []
+    draw = studio._drawer.draw
+
+    def recorded(subject, settings):
+        subjects.append(Path(subject.adapter))
+        return draw(subject, settings)
+
+    monkeypatch.setattr(studio._drawer, "draw", recorded)  # private: the one place a draw is under way
+    return subjects
+
+
+@pytest.mark.parametrize("shows", ["personalize", "open"])
+def test_a_run_shown_after_a_file_was_dropped_clears_the_file_box_and_draw_draws_the_run(made, tiny_sd, monkeypatch,
+                                                                                        shows):
+    studio, (first, second), dropped = made
+    subjects = drawn_subjects(studio, monkeypatch)
+    tab = Tab(studio)
+    tab.open(first.name)
+    tab.drop(dropped, tiny_sd)
+    if shows == "personalize":
+        monkeypatch.setattr(studio, "personalize", lambda *args, **kwargs: second)
+        tab.personalize()
+    else:
+        tab.open(second.name)
+    assert tab.errors == [] and tab.get("adapter-file") is None  # the box no longer says another file is drawn
+    assert tab.get("drawing") == f"Draw draws run `{second.name}`"
+    tab.click("draw")
+    assert tab.errors == [] and subjects == [second.adapter]
+
+
+def test_a_file_dropped_beside_a_run_is_what_draw_draws_and_its_x_brings_the_run_back(made, tiny_sd, monkeypatch):
+    studio, (first, _), dropped = made
+    subjects = drawn_subjects(studio, monkeypatch)
+    tab = Tab(studio)
+    tab.open(first.name)
+    tab.drop(dropped, tiny_sd)
+    tab.click("draw")
+    tab.clear_file()
+    tab.click("draw")
+    assert tab.errors == [] and tab.get("drawing") == f"Draw draws run `{first.name}`"
+    assert subjects == [dropped, first.adapter]
+
+
+def test_dropping_a_file_clears_the_pictures_drawn_of_the_run(made, tiny_sd, drawn_from_the_first):
+    _, _, dropped = made
+    tab, _ = drawn_from_the_first
+    tab.drop(dropped, tiny_sd)
+    assert tab.errors == [] and tab.get("drawing").startswith(f"Draw draws the adapter `{dropped.name}`")
+    assert tab.more_pictures() == []
+
+
+def test_clearing_the_file_clears_the_pictures_drawn_of_it(made, tiny_sd):
+    studio, (first, _), dropped = made
+    tab = Tab(studio)
+    tab.open(first.name)
+    tab.drop(dropped, tiny_sd)
+    tab.click("draw")
+    assert tab.errors == [] and len(tab.more_pictures()) == 1
+    tab.clear_file()
+    assert tab.get("drawing") == f"Draw draws run `{first.name}`" and tab.more_pictures() == []
+
+
+def test_pictures_whose_prompt_starts_like_the_mark_are_still_marked_when_a_later_draw_fails(made, monkeypatch):
+    studio, (first, _), _ = made
+    tab = Tab(studio)
+    tab.open(first.name)
+    tab.set("draw-prompt", "earlier draw: a photo of a [V] face")  # the user's own words
+    tab.click("draw")
+    [caption] = tab.more_pictures()
+    assert tab.errors == [] and caption.startswith("earlier draw: a photo of a [V] face")
+    monkeypatch.setattr(studio._drawer, "draw", fails("the model could not load: its weights are damaged"))
+    tab.click("draw")
+    assert tab.more_pictures() == ["earlier draw: " + caption]
+    tab.click("draw")  # failed again: marked once
+    assert tab.more_pictures() == ["earlier draw: " + caption]

@@ -137,12 +137,13 @@ def test_a_good_draw_while_another_tabs_run_runs_is_refused_in_the_stages_box_on
     assert shown["drawn"] == SHOWN["drawn"]
 
 
-# The pictures More pictures shows before a Draw that fails, and after it: each kept, captioned as the earlier draw's
-# (once, however many draws fail), so none is taken for the failed draw's.
+# The pictures More pictures shows before a Draw that fails, and after it: each kept, captioned as the earlier draw's,
+# so none is taken for the failed draw's. The page marks them once however many draws fail (test_ui_more_pictures.py),
+# by its own record, not by their text: a prompt of the user's own may start with the mark's words (task FCQ).
 EARLIER = [
     (SHOWN["drawn"], [("/runs/drawn-0.png", "earlier draw: a [V] face (seed 0, scale 1)")]),
     ([("/runs/drawn-0.png", "earlier draw: a [V] face (seed 0, scale 1)")],
-     [("/runs/drawn-0.png", "earlier draw: a [V] face (seed 0, scale 1)")]),
+     [("/runs/drawn-0.png", "earlier draw: earlier draw: a [V] face (seed 0, scale 1)")]),
     (None, []),  # Gradio's value of an empty gallery: nothing drawn yet, nothing to mark
 ]
 

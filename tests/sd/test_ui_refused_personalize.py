@@ -22,7 +22,7 @@ NAME = "20260101-120000-face"
 # The run shown, by elem_id (None: what Draw draws, a state with no id), as an Open of NAME left the page.
 SHOWN = {"gallery": [("/runs/00.png", "reference")], "downloads": ["/runs/a.lowdim.safetensors"],
          "stages": f"<p>Run {NAME} done</p>", "earlier": NAME, None: {"run": NAME}, "draw-prompt": "a [V] face",
-         "drawing": f"Draw draws run {NAME}"}
+         "drawing": f"Draw draws run {NAME}", "adapter-file": None}
 # The run settings, by elem_id, as the page starts (a photo dropped).
 ASKED = {"photo": FACE, "model": "tinyfaces", "use-hyper": True, "steps": 1, "rank": 4, "seed": 0,
          "preview-steps": 1, "face": 0}
