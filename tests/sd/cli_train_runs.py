@@ -1,7 +1,10 @@
-"""What the CLI tests of `lowdim train` runs share: two small reference pictures (the fixture ``refs``), a command
-run and its output as one line (``run``), and a Ctrl-C as a given step starts (``interrupt_at``)."""
+"""What the CLI tests of `lowdim train` runs share: two small reference pictures (the fixture ``refs``, or
+``one_subject`` for a module's fixture), the train command (``train_args``), a command run and its output as one line
+(``run``), and a Ctrl-C as a given step starts (``interrupt_at``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +14,21 @@ from lowdim_cli.main import main
 from lowdim_sd import train as engine
 
 
+def one_subject(folder: Path, side: int = 24) -> Path:
+    """Two small random pictures of one subject (always the same ones), written to ``folder``."""
+    save_images(torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1)) * 2 - 1, folder, "me")
+    return folder
+
+
 @pytest.fixture(name="refs")
 def reference_pictures(tmp_path):
-    """Two small random pictures of one subject, in tmp_path/refs."""
-    save_images(torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1, tmp_path / "refs",
-                "me")
-    return tmp_path / "refs"
+    """``one_subject``'s pictures, in tmp_path/refs."""
+    return one_subject(tmp_path / "refs")
+
+
+def train_args(model: Path, refs: Path, out: Path, *extra: str) -> list[str]:
+    """`lowdim train` of ``refs`` on ``model`` into ``out``, as ``main`` takes it."""
+    return ["train", "-m", str(model), "-i", str(refs), "-o", str(out), *extra]
 
 
 def run(capsys, *args) -> tuple[int, str]:

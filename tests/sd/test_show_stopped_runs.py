@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 import torch
-from hypertrain_jobs import TINY_VIT  # tests/sd, on the path as pytest puts it
+from cli_train_runs import one_subject, train_args  # tests/sd, on the path as pytest puts it
+from hypertrain_jobs import TINY_VIT
 from images_for_tests import save_images
 from safetensors import safe_open
 
@@ -21,15 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STEP = "step-000003"
 
 
-def _train(tiny_sd, refs, out, *extra: str) -> list[str]:
-    return ["train", "-m", str(tiny_sd), "-i", str(refs), "-o", str(out), *extra]
-
-
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("refs") / "me"
-    save_images(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1, folder, "me")
-    return folder
+    return one_subject(tmp_path_factory.mktemp("refs") / "me", side=16)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def stopped(tiny_sd, refs, tmp_path_factory):
     out = tmp_path_factory.mktemp("stopped") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "denoising_losses", stop_in_step_4)
-        assert main(_train(tiny_sd, refs, out, "--steps", "5")) == 130
+        assert main(train_args(tiny_sd, refs, out, "--steps", "5")) == 130
     assert not (out / "adapter.safetensors").exists() and (out / "checkpoints" / STEP / "state.json").is_file()
     return out
 
@@ -140,7 +135,7 @@ def test_a_damaged_or_unfinished_checkpoint_is_said_to_be_and_offers_no_resume(s
 
 def test_a_finished_runs_folder_shows_its_adapter_and_the_checkpoints_it_left(tiny_sd, refs, tmp_path, capsys):
     out = tmp_path / "done"
-    assert main(_train(tiny_sd, refs, out, "--steps", "2", "--checkpoint-every", "1")) == 0
+    assert main(train_args(tiny_sd, refs, out, "--steps", "2", "--checkpoint-every", "1")) == 0
     capsys.readouterr()
     said = _said(capsys, str(out))
     assert said.startswith(f"{out / 'adapter.safetensors'}: a lowdim adapter ")

@@ -10,8 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+from cli_train_runs import one_subject, train_args  # tests/sd, on the path as pytest puts it
 
 from lowdim_cli.main import main
 from lowdim_sd import checkpoints
@@ -27,15 +26,9 @@ class _Killed(BaseException):
     """A SIGKILL as the run sees it: nothing catches it, nothing is cleaned up after it."""
 
 
-def _train(tiny_sd, refs, out, *extra: str) -> list[str]:
-    return ["train", "-m", str(tiny_sd), "-i", str(refs), "-o", str(out), *extra]
-
-
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("refs") / "me"
-    save_images(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1, folder, "me")
-    return folder
+    return one_subject(tmp_path_factory.mktemp("refs") / "me", side=16)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def killed(tiny_sd, refs, tmp_path_factory) -> Path:
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(_Killed):
         patch.setattr(checkpoints, "complete", killed_while_marking)
-        main(_train(tiny_sd, refs, out, "--steps", "5", "--checkpoint-every", "2"))
+        main(train_args(tiny_sd, refs, out, "--steps", "5", "--checkpoint-every", "2"))
     saved = sorted(path.name for path in (out / "checkpoints" / STEP).iterdir())
     assert saved == ["optimizer.safetensors", "trainable.safetensors"]
     assert [path.name for path in (out / "checkpoints").iterdir()] == [STEP]
@@ -102,7 +95,7 @@ def test_a_save_killed_earlier_is_said_the_same_with_what_it_holds(killed, tmp_p
 
 def test_what_show_says_is_what_train_resume_does(killed, tiny_sd, refs, tmp_path, capsys):
     run = shutil.copytree(killed, tmp_path / "run")
-    assert main(_train(tiny_sd, refs, run, "--steps", "1", "--resume")) == 0
+    assert main(train_args(tiny_sd, refs, run, "--steps", "1", "--resume")) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert f"{run} holds no checkpoint, so the run starts from step 0" in said
     assert [path.name for path in (run / "checkpoints").iterdir()] == ["step-000001"]  # the unfinished one removed
