@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.inject.layer import AdapterSlot
-from lowdim.option_words import Wording, either, on_the_command_line
+from lowdim.option_words import Wording, either
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.divergence import TrainingDiverged, divergence_hints, stop_if_diverged
 from lowdim_sd.loading import SDModel
@@ -294,7 +294,7 @@ def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, o
         warnings.warn(f"{either('--resume', 'resume=True')}: {out_dir} holds no checkpoint, so the run starts from "
                       f"step 0", stacklevel=3)
     # Under `lowdim train` a refusal names the flags the user typed; from Python, the fields they set.
-    worded = resume_differences if on_the_command_line() else None
+    worded = resume_differences
     start = checkpoints.restore(out_dir, trainable, optimizer, settings, worded)
     if start > config.steps:
         raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past "

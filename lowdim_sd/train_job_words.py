@@ -4,10 +4,11 @@ refused ``lowdim train --resume`` names by flag (``resume_differences``)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
-from lowdim.option_words import either, option
-from lowdim_sd.resume_words import changed, leaves, rate_followed, switched
+from lowdim.option_words import either, on_the_command_line, option
+from lowdim_sd.resume_words import changed, leaves, rate_followed, shown, switched
 
 # TrainJob's fields whose CLI flag is not the field's name with dashes.
 JOB_FLAGS = {"space_options": "--set", "initial": "--init"}
@@ -67,9 +68,13 @@ def unread_settings(mode: str, merge_frozen: bool) -> tuple[tuple[str, str], ...
     }[mode]
 
 
-# How `lowdim train --resume` names what its checkpoint recorded otherwise (``checkpoints.restore``'s ``worded``):
-# a TrainConfig field, or a key of the trained state's signature (``modes``), by the flag that set it.
+# How a resume of `train` names what its checkpoint recorded otherwise (``checkpoints.restore``'s ``worded``): a
+# TrainConfig field, or a key of the trained state's signature (``modes``), by the flag that set it under the
+# ``lowdim`` command, from Python by the TrainJob field that sets it (``RESUME_JOB_FIELDS``), else TrainConfig's.
 RESUME_FLAGS = {"learning_rate": "--lr", "layer_set": "--layers"}
+# Recorded keys a TrainJob field sets: that field. The rate: TrainJob's own, which --lr sets (TrainConfig's too).
+RESUME_JOB_FIELDS = {"learning_rate": "learning_rate", "space": "space", "layer_set": "layers", "layers": "layers",
+                     "dropout": "dropout", "merge_frozen": "merge_frozen", "text_encoder": "train_text_encoder"}
 # On/off settings as the command line says each side: (on, off).
 RESUME_SWITCHES = {"augment": ("--augment", "--no-augment"),
                    "merge_frozen": ("--merge-frozen", "--no-merge-frozen"),
@@ -95,8 +100,38 @@ def resume_differences(key: str, stored: dict, current: dict) -> list[str]:
     default = LEFT_OUT_AT_DEFAULT.get(key)
     there, now = stored.get(key, default), current.get(key, default)
     if key in RESUME_SWITCHES:
-        return [switched(RESUME_SWITCHES[key], there, now)]
-    return [changed(key if key in NO_FLAG else RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), there, now)]
+        return [_switched(key, there, now)]
+    return [_changed(_named(key), there, now)]
+
+
+def _named(key: str) -> str:
+    """The option that sets a recorded ``key``: its flag under the ``lowdim`` command; from Python its TrainJob
+    field, else its TrainConfig field, else (a key this lowdim has no field for) by its name."""
+    from lowdim_sd.train import TrainConfig
+
+    flag = key if key in NO_FLAG else RESUME_FLAGS.get(key, "--" + key.replace("_", "-"))
+    if key in RESUME_JOB_FIELDS:
+        return option(RESUME_JOB_FIELDS[key], "TrainJob", flag)
+    if key in {setting.name for setting in fields(TrainConfig)}:
+        return option(key, "TrainConfig", flag)
+    return either(flag, f"the training setting {key!r}")
+
+
+def _changed(named: str, there: object, now: object) -> str:
+    """``named (THERE there, NOW now)``: on the command line as typed (``--space (lidb there, lora now)``), from
+    Python a str as its repr (``TrainJob(space=...) ('lidb' there, 'lora' now)``)."""
+    if on_the_command_line():
+        return changed(named, there, now)
+    old, new = (repr(value) if isinstance(value, str) else shown(value) for value in (there, now))
+    return f"{named} ({old} there, {new} now)"
+
+
+def _switched(key: str, there: object, now: object) -> str:
+    """An on/off setting: ``--augment there, --no-augment now``; from Python ``TrainConfig(augment=...) (on there,
+    off now)``."""
+    if on_the_command_line():
+        return switched(RESUME_SWITCHES[key], there, now)
+    return f"{_named(key)} ({'on' if there else 'off'} there, {'on' if now else 'off'} now)"
 
 
 def _mode(signature: dict) -> str:
@@ -117,7 +152,7 @@ def _rate_mode(signature: dict) -> object:
 def _signature_differences(there: dict, now: dict) -> list[str]:
     mode = _mode(there)
     if mode != _mode(now):  # another kind of run: its flag says it, not the keys the other kind lacks
-        flags = {"full": "--full", "init": "--init"}
+        flags = {"full": either("--full", "TrainJob(full=True)"), "init": either("--init", "TrainJob(initial=...)")}
         old, new = flags.get(mode), flags.get(_mode(now))
         return [f"{old or 'no ' + str(new)} there, {new or 'no ' + str(old)} now"]
     from lowdim_sd.checkpoints import LEFT_OUT_AT_DEFAULT
@@ -134,35 +169,37 @@ def _signature_line(mode: str, key: str, old: Any, new: Any, there: dict, now: d
     if mode == "init" and key in FROM_THE_INITIAL_ADAPTER:
         return [_initial_adapter_line(there, now)]
     if key == "full":
-        return [switched(RESUME_SWITCHES["text_encoder"], "text_encoder" in old, "text_encoder" in new)]
+        return [_switched("text_encoder", "text_encoder" in old, "text_encoder" in new)]
     if key in ("space_config", "frozen_part") and there.get("space") != now.get("space"):
         return []  # another space's config and frozen part: --space says it
     if key == "space_config":
         return [_config_line(mode, path, a, b, there, now) for path, a, b in leaves((), old, new)]
     if key == "layers":
-        return [] if there.get("layer_set") != now.get("layer_set") else [f"--layers ({old} layers there, {new} now)"]
+        return [] if there.get("layer_set") != now.get("layer_set") else [f"{_named(key)} ({old} layers there, "
+                                                                          f"{new} now)"]
     if key == "subjects":
         return [f"the subjects ({', '.join(old or [])} there, {', '.join(new or [])} now)"]
     if key == "frozen_part":
         return [changed("the adapter's frozen part", old, new)]
-    return [changed(RESUME_FLAGS.get(key, "--" + key.replace("_", "-")), old, new)]
+    return [_changed(_named(key), old, new)]
 
 
 def _config_line(mode: str, path: tuple, old: object, new: object, there: dict, now: dict) -> str:
     """A differing space option: ``--set KEY``; under --init, its LoRA's rank (``--rank``), ``--merge-frozen``, or
     one of the initial adapter's own."""
     if mode == "adapter":
-        return changed("--set " + ".".join(map(str, path)), old, new)
+        return _changed(f"{job_option('space_options')} {'.'.join(map(str, path))}", old, new)
     if path == ("merge_frozen",):
-        return switched(RESUME_SWITCHES["merge_frozen"], old, new)
+        return _switched("merge_frozen", old, new)
     last = len((there.get("space_config") or {}).get("components") or []) - 1
     if path[:2] == ("components", last) and path[2:] == ("config", "rank"):
-        return changed("--rank", old, new)
+        return _changed(job_option("rank"), old, new)
     if path[:1] == ("components",) and path[1:2] != (last,):
         return _initial_adapter_line(there, now)
-    return changed("the --init LoRA's " + ".".join(map(str, path)), old, new)
+    return _changed(f"the {job_option('initial')} LoRA's " + ".".join(map(str, path)), old, new)
 
 
 def _initial_adapter_line(there: dict, now: dict) -> str:
     old, new = there.get("frozen_part"), now.get("frozen_part")
-    return f"--init (another initial adapter{f': frozen part {old} there, {new} now' if old != new else ''})"
+    frozen = f": frozen part {old} there, {new} now" if old != new else ""
+    return f"{job_option('initial')} (another initial adapter{frozen})"

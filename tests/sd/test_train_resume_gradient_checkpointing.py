@@ -64,8 +64,8 @@ def test_from_python_an_older_checkpoint_resumes_and_other_options_are_still_ref
 
     run_train(job(1), progress=False)
     _record_as_older_versions_did(tmp_path / "p", True)
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: learning_rate \(0.002 there, 0.01 now\); resume") \
-            as refused:
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: TrainJob\(learning_rate=\.\.\.\) "
+                                                 r"\(0.002 there, 0.01 now\); resume") as refused:
         run_train(job(2, learning_rate=1e-2), progress=False)
     assert "gradient_checkpointing" not in str(refused.value)
     assert run_train(job(2), progress=False).start_step == 1
