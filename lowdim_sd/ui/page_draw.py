@@ -135,6 +135,15 @@ def without(what: Drawable, key: str) -> Drawable:
     return left or None
 
 
+def refused_file(what: Drawable) -> tuple:
+    """The file box, what Draw draws and its line once the file dropped in the box was refused (``use_adapter``):
+    the box emptied and Draw drawing the run shown, as its x would leave them, the file dropped before it gone too.
+    Left holding the refused file, the box would name a file Draw does not draw; given back the earlier file, its
+    change would check it again and put the file's own prompt over the one the user may have written since."""
+    left = without(what, "adapter")
+    return None, left, drawing_line(left)
+
+
 def _draw_controls() -> tuple:
     """The prompt, the adapter's scale, how to draw its parts; the pictures' seed, steps and count."""
     with gr.Row():
@@ -201,9 +210,15 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
                                         sample_steps, pictures))
 
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
-    # A file dropped or cleared changes what Draw draws: the pictures drawn from what it drew before go
-    more.follow_the_run(adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing],
-                                       **unlimited).success, current)
+    # A file dropped or cleared changes what Draw draws: the pictures drawn from what it drew before go. A refused
+    # file's badge goes on Draw's line, which the follow-up that empties the box rewrites (the error stays its
+    # toast), not over the prompt, which the refusal leaves as it was.
+    dropped = adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing],
+                             show_progress_on=[drawing], **unlimited)
+    emptied = dropped.failure(refused_file, [current], [adapter, current, drawing], show_progress_on=[drawing],
+                              api_visibility="private")
+    for then in (dropped.success, emptied.then):
+        more.follow_the_run(then, current)
     asked = [current, model, prompt, scale, how, seed, steps, count]
     # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
     # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot.
