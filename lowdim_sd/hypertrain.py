@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import on_the_command_line
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.hypertrain_checks import check_features_cover, check_job
 from lowdim_sd.hypertrain_io import (
@@ -86,7 +85,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     accelerator = make_accelerator(job)
     settings = resume_settings(job, full, accelerator.num_processes)
     if folder is not None:  # before anything is written: a changed option must not half-continue a run
-        checkpoints.check_resume(folder, settings, worded_differences if on_the_command_line() else None)
+        checkpoints.check_resume(folder, settings, worded_differences)  # named as its reader set them
     full.subset(full.names, all_images=job.all_images).check_images()
     numbers = {name: number for number, name in enumerate(full.names)}
     train_names, val_names = split_identities(full.names, job, out, full.people())

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim.option_words import Wording, either
+from lowdim.option_words import Wording, either, on_the_command_line
 from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import CheckedPictures
 from lowdim_sd.checkpoint_reading import read_state
-from lowdim_sd.resume_words import changed, switched
+from lowdim_sd.resume_words import changed, shown, switched
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
@@ -45,25 +45,40 @@ def resume_settings(job: HyperTrainJob, full: WeightDataset, processes: int = 1)
     return json_text.loads(json.dumps(settings, default=str))
 
 
-# What the run reads rather than an option it was given: named by the flag that chose it.
-INPUT_WORDS = {"identities": "the identities in -w", "weight_folders": "-w", "processes": "processes"}
+# What the run reads rather than an option it was given: named by the option that chose it; their values describe
+# what was read (``w: 4 identities, pictures ...``), written as they are for either reader.
+INPUTS = ("identities", "weight_folders", "extra_images", "processes")
+
+
+def _input_named(key: str) -> str:
+    """An input by its flag (``-w``, ``--extra-images``) or HyperTrainJob field (``HyperTrainJob(weights=...)``);
+    the process count, which the launcher sets, by its name."""
+    weights = words.name("weights", "-w")
+    return {"identities": f"the identities in {weights}", "weight_folders": weights,
+            "extra_images": words.name("extra_images"),
+            "processes": either("processes", "the training setting 'processes'")}[key]
 
 
 def worded_differences(key: str, stored: dict, current: dict) -> list[str]:
-    """A differing setting as the ``lowdim`` command names it (``--lr (0.0001 there, 0.001 now)``, ``--augment
-    there, --no-augment now``), not as its HyperTrainJob field: ``checkpoints.check_resume``'s ``worded``."""
+    """A differing setting as its reader set it: by the flag under the ``lowdim`` command (``--lr (0.0001 there,
+    0.001 now)``, ``--augment there, --no-augment now``), from Python by its HyperTrainJob field
+    (``HyperTrainJob(learning_rate=...) (0.0001 there, 0.001 now)``, ``HyperTrainJob(augment=...) (on there, off
+    now)``): ``checkpoints.check_resume``'s ``worded``."""
     default = checkpoints.LEFT_OUT_AT_DEFAULT.get(key)
     there, now = stored.get(key, default), current.get(key, default)
     if key == "hyper" and isinstance(there, dict) and isinstance(now, dict):
         return _hyper_differences([], there, now)
     if key in words.SWITCHES:
-        return [switched(words.SWITCHES[key], there, now)]
-    return [changed(INPUT_WORDS.get(key) or words.name(key), there, now)]
+        return [_switched(words.name(key), words.SWITCHES[key], there, now)]
+    if key in INPUTS:
+        return [changed(_input_named(key), there, now)]
+    return [_changed(words.name(key), there, now)]
 
 
 def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
     """A network option by its flag (``--width``), a nested one by the flag and its path within
-    (``--encoder-config hidden_size``): one line each, not two whole dicts to compare by eye."""
+    (``--encoder-config hidden_size``); from Python by its path in the hyper field (``HyperTrainJob(hyper=...)
+    width``): one line each, not two whole dicts to compare by eye."""
     lines = []
     for key in sorted(set(there) | set(now)):
         old, new = there.get(key), now.get(key)
@@ -72,11 +87,27 @@ def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
         if isinstance(old, dict) and isinstance(new, dict):
             lines += _hyper_differences([*path, key], old, new)
         elif not path and key in words.HYPER_SWITCHES:
-            lines.append(switched(words.HYPER_SWITCHES[key], old, new))
+            lines.append(_switched(words.hyper_option([key]), words.HYPER_SWITCHES[key], old, new))
         else:
-            named = words.hyper_key(path[0]) + " " + ".".join([*path[1:], key]) if path else words.hyper_key(key)
-            lines.append(changed(named, old, new))
+            lines.append(_changed(words.hyper_option([*path, key]), old, new))
     return lines
+
+
+def _changed(named: str, there: object, now: object) -> str:
+    """``named (THERE there, NOW now)``: on the command line as typed (``--diffusion-iterates (all there, last
+    now)``), from Python a str as its repr (``HyperTrainJob(diffusion_iterates=...) ('all' there, 'last' now)``)."""
+    if on_the_command_line():
+        return changed(named, there, now)
+    old, new = (repr(value) if isinstance(value, str) else shown(value) for value in (there, now))
+    return f"{named} ({old} there, {new} now)"
+
+
+def _switched(named: str, cli_words: tuple[str, str], there: object, now: object) -> str:
+    """An on/off setting: ``--augment there, --no-augment now`` (``cli_words``: on, off); from Python
+    ``HyperTrainJob(augment=...) (on there, off now)``."""
+    if on_the_command_line():
+        return switched(cli_words, there, now)
+    return f"{named} ({'on' if there else 'off'} there, {'on' if now else 'off'} now)"
 
 
 def weight_folders_identity(full: WeightDataset) -> str:
@@ -141,7 +172,7 @@ def refuse_other_pictures(checkpoint: Path, recorded: list[dict], current: list[
     there, now = _counted(recorded), _counted(current)
     if there != now:
         raise LowdimError(f"{checkpoint}: checkpoint of a run with other settings: "
-                          f"{changed(str(EXTRA_IMAGES), there, now)}; "
+                          f"{changed(_input_named('extra_images'), there, now)}; "
                           f"{either('resume with the same options', 'resume with the same settings')}, or "
                           f"{either('choose another --out', 'choose another out')}")
     differing = [(Path(folder) / name, name in old["pictures"])

@@ -4,7 +4,7 @@ place for the checks, the retrieval head's fill and the loop alike."""
 
 from __future__ import annotations
 
-from lowdim.option_words import Wording, either, option
+from lowdim.option_words import Wording, either, on_the_command_line, option
 
 OWNER = "HyperTrainJob"
 FLAGS = {"learning_rate": "--lr"}  # the fields whose flag is not the field's name with dashes
@@ -32,3 +32,12 @@ def hyper_key(key: str) -> str:
     """A HyperConfig option of ``job.hyper``: its flag on the command line (``--set KEY`` for one without a flag
     of its own), the dict's key from Python."""
     return either(HYPER_FLAGS.get(key, f"--set {key}"), f'hyper={{"{key}": ...}}')
+
+
+def hyper_option(path: list[str]) -> str:
+    """A HyperConfig option of ``job.hyper`` by its path within (``encoder_config.hidden_size``), as a resume names
+    it: its flag, then the rest of the path, on the command line (``--encoder-config hidden_size``); from Python the
+    field it is set in, then the path (``HyperTrainJob(hyper=...) encoder_config.hidden_size``)."""
+    if not on_the_command_line():
+        return f"{name('hyper')} {'.'.join(path)}"
+    return " ".join([hyper_key(path[0]), ".".join(path[1:])]) if path[1:] else hyper_key(path[0])

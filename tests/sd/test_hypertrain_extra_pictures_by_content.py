@@ -97,7 +97,7 @@ def test_a_resume_with_the_same_pictures_goes_on_and_other_folders_are_one_short
     with pytest.raises(lowdim.LowdimError) as refused:
         train_hypernet(job(weights, out, steps=4, resume=True, **options), progress=False)
     line = str(refused.value)
-    assert "other settings: extra_images (extra: 2 identities there, none now)" in line, line
+    assert "other settings: HyperTrainJob(extra_images=...) (extra: 2 identities there, none now)" in line, line
     (extra / "x_002.bmp").write_bytes((extra / "x_000.bmp").read_bytes())
     with pytest.raises(lowdim.LowdimError, match=r"extra: 2 identities there, extra: 3 identities now"):
         train_hypernet(job(weights, out, steps=4, resume=True, extra_images=[extra], **options), progress=False)
@@ -114,7 +114,8 @@ def test_a_checkpoint_that_recorded_names_and_sizes_still_resumes_compared_on_th
     another_face_of_the_same_size(extra / "x_000.bmp")  # what names and sizes cannot tell
     assert train_hypernet(job(weights, out, steps=3, resume=True, **options), progress=False).start_step == 2
     Image.new("RGB", (24, 24)).save(extra / "x_000.bmp")  # another size: what they can
-    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities, files \w+ there, extra: 2 "
+    with pytest.raises(lowdim.LowdimError, match=r"HyperTrainJob\(extra_images=\.\.\.\) \(extra: 2 identities, "
+                                                 r"files \w+ there, extra: 2 "
                                                  r"identities, files \w+ now\)"):
         train_hypernet(job(weights, out, steps=4, resume=True, **options), progress=False)
 

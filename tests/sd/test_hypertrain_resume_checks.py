@@ -45,10 +45,12 @@ def _settings(out) -> dict:
 
 def test_a_resume_with_other_extra_images_is_refused_naming_them(weights, extra, tmp_path):
     train_hypernet(job(weights, tmp_path / "x", steps=2), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(none there, extra: 2 identities now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"HyperTrainJob\(extra_images=\.\.\.\) "
+                                                 r"\(none there, extra: 2 identities now\)"):
         train_hypernet(job(weights, tmp_path / "x", steps=4, resume=True, extra_images=[extra]), progress=False)
     train_hypernet(job(weights, tmp_path / "y", steps=2, extra_images=[extra]), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"extra_images \(extra: 2 identities there, none now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"HyperTrainJob\(extra_images=\.\.\.\) "
+                                                 r"\(extra: 2 identities there, none now\)"):
         train_hypernet(job(weights, tmp_path / "y", steps=4, resume=True), progress=False)
 
 
@@ -61,7 +63,8 @@ def test_the_file_names_its_extra_images_by_folder_name(weights, extra, tmp_path
 
 def test_a_resume_on_other_people_under_the_same_names_is_refused(weights, other_people, tmp_path):
     train_hypernet(job(weights, tmp_path / "o", steps=2, alpha=0.0), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: weight_folders \(w: 4 identities, pictures \w+ "
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: HyperTrainJob\(weights=\.\.\.\) "
+                                                 r"\(w: 4 identities, pictures \w+ "
                                                  r"there, w: 4 identities, pictures \w+ now\)"):
         train_hypernet(job(other_people, tmp_path / "o", steps=4, alpha=0.0, resume=True), progress=False)
 
@@ -84,10 +87,12 @@ def test_a_resume_with_another_network_option_names_the_option(weights, tmp_path
         train_hypernet(job(weights, tmp_path / "n", steps=4, alpha=0.0, resume=True,
                            hyper={**HYPER, "width": 32, "standardize": True}), progress=False)
     said = str(refused.value)
-    assert "hyper.standardize (not set there, True now); hyper.width (16 there, 32 now)" in said
+    assert ("HyperTrainJob(hyper=...) standardize (off there, on now); HyperTrainJob(hyper=...) width (16 there, "
+            "32 now)") in said, said
     assert "encoder_config" not in said and "{" not in said
     tiny = {**TINY_VIT, "hidden_size": 8}
-    with pytest.raises(lowdim.LowdimError, match=r"hyper.encoder_config.hidden_size \(16 there, 8 now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"HyperTrainJob\(hyper=\.\.\.\) encoder_config.hidden_size "
+                                                 r"\(16 there, 8 now\)"):
         train_hypernet(job(weights, tmp_path / "n", steps=4, alpha=0.0, resume=True,
                            hyper={**HYPER, "encoder_config": tiny}), progress=False)
 
@@ -165,7 +170,8 @@ def test_a_checkpoint_from_before_inputs_were_recorded_is_refused_on_another_ide
         del recorded["settings"][key]
     recorded["settings"]["identities"] = 3  # the weight folder held 3 when that run started; 4 now
     state.write_text(json.dumps(recorded))
-    with pytest.raises(lowdim.LowdimError, match=r"identities \(3 there, 4 now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"settings: the identities in "
+                                                 r"HyperTrainJob\(weights=\.\.\.\) \(3 there, 4 now\)"):
         train_hypernet(job(weights, tmp_path / "old", steps=3, alpha=0.0, resume=True), progress=False)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypertrain_jobs import TINY_VIT, job  # tests/sd, on the path as pytest puts it
+from hypertrain_jobs import HYPER, TINY_VIT, job  # tests/sd, on the path as pytest puts it
 
 import lowdim
 from lowdim_cli.main import main
@@ -41,9 +41,18 @@ def test_a_refused_resume_names_the_commands_own_flags(weights, tmp_path, capsys
     assert not (tmp_path / "h" / "checkpoints" / "step-000002").exists()  # refused before anything is written
 
 
-def test_a_refused_resume_from_python_names_the_fields(weights, tmp_path):
+def test_a_refused_resume_from_python_names_the_fields_the_user_set(weights, tmp_path):
     train_hypernet(job(weights, tmp_path / "p", steps=2, alpha=0.0), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: augment \(True there, False now\); learning_rate "
-                                                 r"\(0.0001 there, 0.001 now\); resume with the same settings"):
-        train_hypernet(job(weights, tmp_path / "p", steps=4, alpha=0.0, resume=True, learning_rate=1e-3,
-                           augment=False), progress=False)
+    hyper = {**HYPER, "width": 32, "encoder_config": {**TINY_VIT, "intermediate_size": 64}}
+    with pytest.raises(lowdim.LowdimError) as refused:
+        train_hypernet(job(weights, tmp_path / "p", steps=4, resume=True, learning_rate=1e-3,
+                           augment=False, diffusion_iterates="last", hyper=hyper), progress=False)
+    said = str(refused.value)
+    assert ("other settings: HyperTrainJob(alpha=...) (0.0 there, 1.0 now); HyperTrainJob(augment=...) (on there, "
+            "off now); HyperTrainJob(diffusion_iterates=...) "
+            "('all' there, 'last' now); HyperTrainJob(hyper=...) encoder_config.intermediate_size (32 there, 64 now); "
+            "HyperTrainJob(hyper=...) width (16 there, 32 now); HyperTrainJob(learning_rate=...) (0.0001 there, 0.001 "
+            "now); resume with the same settings, or choose another out") in said, said
+    raw = ("learning_rate (", "augment (", "hyper.", "hyper={", "--", "True", "{")
+    assert not [word for word in raw if word in said], said
+    assert not (tmp_path / "p" / "checkpoints" / "step-000004").exists()  # refused before anything is written

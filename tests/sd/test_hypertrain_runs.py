@@ -54,8 +54,9 @@ def test_a_resume_survives_a_log_cut_short_and_names_a_broken_split(weights, tmp
 
 def test_a_resume_with_other_training_options_is_refused_naming_them(weights, tmp_path):
     train_hypernet(job(weights, tmp_path / "r", steps=2), progress=False)
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: alpha \(1.0 there, 0.0 now\); learning_rate "
-                                                 r"\(0.0001 there, 0.01 now\)"):
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: HyperTrainJob\(alpha=\.\.\.\) "
+                                                 r"\(1.0 there, 0.0 now\); "
+                                                 r"HyperTrainJob\(learning_rate=\.\.\.\) \(0.0001 there, 0.01 now\)"):
         train_hypernet(job(weights, tmp_path / "r", steps=4, alpha=0.0, learning_rate=1e-2, resume=True),
                        progress=False)
     assert train_hypernet(job(weights, tmp_path / "r", steps=4, resume=True), progress=False).start_step == 2
