@@ -8,6 +8,9 @@ in the first forward.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import NoReturn
+
 import torch
 from torch import Tensor
 
@@ -17,14 +20,16 @@ from lowdim.spaces.base import LayerSpec, Space
 Tensors = dict[str, Tensor]
 
 
-def _fail(space: Space, layer: LayerSpec, problem: str) -> None:
+def _fail(space: Space, layer: LayerSpec, problem: str) -> NoReturn:
     raise LowdimError(f"space '{space.name}' on layer {layer.name} ({layer.out_features}x{layer.in_features}): "
                       f"{problem} (a bug in the space's code, not in the model or the options)")
 
 
 def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors) -> None:
     """``init_params`` matches ``param_shapes``, ``trainable_names`` names params, and ``factors`` has LoRA's shapes."""
-    shapes = space.param_shapes(layer)
+    shapes = _checked_shapes(space, layer)
+    _check_param_types(space, layer, params, shapes)
+    _check_buffer_types(space, layer, buffers)
     made = {name: tuple(value.shape) for name, value in params.items()}
     if made != {name: tuple(shape) for name, shape in shapes.items()}:
         _fail(space, layer, f"init_params gave {made}, but param_shapes says {dict(shapes)}")
@@ -36,7 +41,8 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
     if unknown:
         _fail(space, layer, f"trainable_names lists {', '.join(unknown)}, which init_params does not make")
     with torch.no_grad():  # one layer's real factors: a plugin's math need not run on the meta device
-        down, up = space.factors(params, {k: v.to(torch.float32) for k, v in buffers.items()})
+        made_factors = space.factors(params, {k: v.to(torch.float32) for k, v in buffers.items()})
+    down, up = _checked_pair(space, layer, made_factors)
     width = down.shape[-2] if down.dim() >= 2 else None
     if (down.dim() != 2 or up.dim() != 2 or down.shape[1] != layer.in_features
             or up.shape[0] != layer.out_features or up.shape[1] != width):
@@ -46,6 +52,52 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
         _fail(space, layer, f"rank() says {space.rank(layer)} but factors are {width} wide (down "
                             f"{tuple(down.shape)}); rank() must be the factors' width: drop the override, or "
                             f"return what factors makes")
+
+
+# A wrong type (a list for a dict, DeltaW for (down, up)) is the commonest first mistake in a space; unchecked, it
+# was an AttributeError or "too many values to unpack" from the lines below, naming neither the space nor the rule.
+def _checked_shapes(space: Space, layer: LayerSpec) -> Mapping[str, tuple[int, ...]]:
+    shapes = space.param_shapes(layer)
+    if not isinstance(shapes, Mapping):
+        _fail(space, layer, f"param_shapes returned {_kind(shapes)}; it must return a dict of shapes by param name")
+    for name, shape in shapes.items():
+        if not (isinstance(shape, (tuple, list, torch.Size)) and all(isinstance(size, int) for size in shape)):
+            _fail(space, layer, f"param_shapes gave {name} as {shape!r}; each shape must be a tuple of ints")
+    return shapes
+
+
+def _check_param_types(space: Space, layer: LayerSpec, params: object, shapes: Mapping[str, object]) -> None:
+    rule = f"init_params must return a dict of tensors by the names param_shapes gives ({', '.join(shapes)})"
+    if not isinstance(params, Mapping):
+        _fail(space, layer, f"init_params returned {_kind(params)}; {rule}")
+    for name, value in params.items():
+        if not isinstance(value, Tensor):
+            _fail(space, layer, f"init_params gave {name} as {_kind(value)}; {rule}")
+
+
+def _check_buffer_types(space: Space, layer: LayerSpec, buffers: object) -> None:
+    rule = "it must return a dict of tensors by name ({} for none)"
+    if not isinstance(buffers, Mapping):
+        _fail(space, layer, f"make_buffers returned {_kind(buffers)}; {rule}")
+    for name, value in buffers.items():
+        if not isinstance(value, Tensor):
+            _fail(space, layer, f"make_buffers gave {name} as {_kind(value)}; {rule}")
+
+
+def _checked_pair(space: Space, layer: LayerSpec, factors: object) -> tuple[Tensor, Tensor]:
+    if isinstance(factors, (tuple, list)) and len(factors) == 2 and all(isinstance(f, Tensor) for f in factors):
+        return factors[0], factors[1]
+    if isinstance(factors, (tuple, list)):
+        got = f"a {type(factors).__name__} of {len(factors)} ({', '.join(type(f).__name__ for f in factors)})"
+    else:
+        got = _kind(factors)
+    _fail(space, layer, f"factors returned {got}; it must return (down, up), two tensors of shapes "
+                        f"(r, {layer.in_features}) and ({layer.out_features}, r)")
+
+
+def _kind(value: object) -> str:
+    name = type(value).__name__
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 
 
 def _param_dtypes() -> set[torch.dtype]:

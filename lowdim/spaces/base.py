@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from lowdim import functional as F
-from lowdim.errors import ConfigError
+from lowdim.errors import ConfigError, LowdimError
 
 Tensors = dict[str, Tensor]
 _Config = TypeVar("_Config", bound="SpaceConfig")
@@ -235,7 +235,18 @@ class Space(ABC, Generic[ConfigT]):
     def _factor_shapes(self, layer: LayerSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
         params = {k: torch.zeros(s, device="meta") for k, s in self.param_shapes(layer).items()}
         buffers = {k: v.to("meta") for k, v in self.make_buffers(layer, 0).items()}
-        down, up = self.factors(params, buffers)
+        try:
+            factors = self.factors(params, buffers)
+        except (RuntimeError, NotImplementedError, TypeError) as error:
+            # torch's own message ("Tensor.item() cannot be called on meta tensors", or for a boolean mask one that
+            # does not say "meta") names neither the space nor why lowdim used the meta device at all.
+            torch_says = str(error).splitlines()[0] if str(error) else ""
+            raise LowdimError(
+                f"space '{self.name}' on layer {layer.name} ({layer.out_features}x{layer.in_features}): factors "
+                f"cannot run on meta-device tensors (lowdim calls it there to learn the shapes): use torch operations "
+                f"only, no .item()/float()/numpy or indexing by value ({type(error).__name__}: {torch_says}) (a bug "
+                f"in the space's code, not in the model or the options)") from error
+        down, up = factors
         return tuple(down.shape), tuple(up.shape)
 
 
