@@ -159,7 +159,7 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, Base
             raise LowdimError(_no_match_message(pattern, layer_set, names, model))
     include, exclude = _any_of(layer_set.include), _any_of(layer_set.exclude)
     chosen = [(name, module) for name, module in candidates if include(name) and not exclude(name)]
-    _warn_skipped_conv1ds(model, layer_set, chosen, lambda name: include(name) and not exclude(name))
+    _warn_skipped_layers(model, layer_set, chosen, lambda name: include(name) and not exclude(name))
     for name, module in chosen:
         if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
             raise LowdimError(f"layer '{name}' is an nn.{type(module).__name__} whose shape is not known yet; "
@@ -167,16 +167,31 @@ def select_layers(model: nn.Module, layer_set: LayerSet) -> list[tuple[str, Base
     return chosen
 
 
-def _warn_skipped_conv1ds(model: nn.Module, layer_set: LayerSet, chosen: list[tuple[str, BaseLayer]],
-                          selects: Callable[[str], bool]) -> None:
-    """A pattern that meets GPT-2's Conv1Ds beside an adaptable layer (``*`` on GPT2LMHeadModel: the Conv1Ds and
-    lm_head) adapts the one it can; the layers the user most likely meant are skipped, so that is said."""
-    skipped = [name for name, module in model.named_modules()
-               if type(module).__name__ == "Conv1D" and selects(name)]  # the type first: a cheap pass on any model
-    if skipped and chosen:
-        warnings.warn(f"targets '{layer_set.name}' also match {len(skipped)} transformers Conv1D layers (e.g. "
-                      f"{skipped[0]}), which lowdim does not adapt (GPT-2's transposed linear layers): only "
-                      f"{len(chosen)} layer(s) get the adapter, e.g. {chosen[0][0]}", stacklevel=user_stacklevel())
+def _warn_skipped_layers(model: nn.Module, layer_set: LayerSet, chosen: list[tuple[str, BaseLayer]],
+                         selects: Callable[[str], bool]) -> None:
+    """A pattern that meets layers lowdim cannot adapt beside ones it can (``*`` on GPT2LMHeadModel: the Conv1Ds and
+    lm_head; on an nn.TransformerEncoder: the attention and the FFN) adapts the ones it can; the layers the user most
+    likely meant are skipped, so that is said, once per kind."""
+    from torch import nn  # at call time, as the rest of this module imports torch
+
+    if not chosen:
+        return
+    conv1ds, attention = [], []
+    for name, module in model.named_modules():
+        if type(module).__name__ == "Conv1D" and selects(name):  # the type first: a cheap pass on any model
+            conv1ds.append(name)
+        # out_proj is an nn.Linear a pattern such as '*' meets; the attention is skipped whichever part it names.
+        elif isinstance(module, nn.MultiheadAttention) and (selects(name) or selects(f"{name}.out_proj")):
+            attention.append(name)
+    adapted = f"only {len(chosen)} layer(s) get the adapter, e.g. {chosen[0][0]}"
+    if conv1ds:
+        warnings.warn(f"targets '{layer_set.name}' also match {len(conv1ds)} transformers Conv1D layers (e.g. "
+                      f"{conv1ds[0]}), which lowdim does not adapt (GPT-2's transposed linear layers): {adapted}",
+                      stacklevel=user_stacklevel())
+    if attention:
+        warnings.warn(f"targets '{layer_set.name}' also match {len(attention)} nn.MultiheadAttention layer(s) (e.g. "
+                      f"{attention[0]}), which cannot carry adapters (they compute q, k and v from a bare "
+                      f"in_proj_weight and read out_proj.weight directly): {adapted}", stacklevel=user_stacklevel())
 
 
 def user_stacklevel() -> int:
@@ -229,6 +244,10 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     found = f" ({what_matched(model, *other)})" if other is not None else ""
     if parameter_words := _parameter_words(pattern, model, names):
         return f"pattern '{pattern}'{where} matches no layer: {parameter_words}"
+    if alias := _second_name(pattern, model, names):
+        return (f"pattern '{pattern}'{where} matches no layer by its first name: '{alias[0]}' is the same module as "
+                f"'{alias[1]}' (a module held under two names is one layer, which its wrapper and saved files name by "
+                f"its first name): target '{alias[1]}'")
     if not names and layer_kind(model) in layer_set.types:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
                 f"wrap it, e.g. nn.Sequential(layer), and target '0'")
@@ -240,6 +259,21 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
     )
+
+
+def _second_name(pattern: str, model: nn.Module, names: list[str]) -> tuple[str, str] | None:
+    """(alias, first name) where the pattern names a layer by a second name (``self.b = self.a``): named_modules
+    gives each module once, under its first name, which is the name its wrapper and a saved file go by."""
+    def own(module: nn.Module) -> int:  # a wrapper stands for the layer it holds
+        return id(module.base_layer if getattr(module, "is_lowdim_wrapper", False) else module)
+
+    known = set(names)
+    first = {own(module): name for name, module in model.named_modules() if name in known}
+    for name, module in model.named_modules(remove_duplicate=False):
+        original = first.get(own(module))
+        if original is not None and name != original and not name.endswith(".base_layer") and matches(pattern, name):
+            return name, original
+    return None
 
 
 # Why no part of an nn.MultiheadAttention is a target, for every message that meets one.
