@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim.option_words import Wording, either, on_the_command_line
+from lowdim.option_words import Wording, either
 from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import CheckedPictures
 from lowdim_sd.checkpoint_reading import read_state
-from lowdim_sd.resume_words import changed, shown, switched
+from lowdim_sd.resume_words import changed, worded_change, worded_switch
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
@@ -69,10 +69,10 @@ def worded_differences(key: str, stored: dict, current: dict) -> list[str]:
     if key == "hyper" and isinstance(there, dict) and isinstance(now, dict):
         return _hyper_differences([], there, now)
     if key in words.SWITCHES:
-        return [_switched(words.name(key), words.SWITCHES[key], there, now)]
+        return [worded_switch(words.name(key), words.SWITCHES[key], there, now)]
     if key in INPUTS:
         return [changed(_input_named(key), there, now)]
-    return [_changed(words.name(key), there, now)]
+    return [worded_change(words.name(key), there, now)]
 
 
 def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
@@ -87,27 +87,10 @@ def _hyper_differences(path: list[str], there: dict, now: dict) -> list[str]:
         if isinstance(old, dict) and isinstance(new, dict):
             lines += _hyper_differences([*path, key], old, new)
         elif not path and key in words.HYPER_SWITCHES:
-            lines.append(_switched(words.hyper_option([key]), words.HYPER_SWITCHES[key], old, new))
+            lines.append(worded_switch(words.hyper_option([key]), words.HYPER_SWITCHES[key], old, new))
         else:
-            lines.append(_changed(words.hyper_option([*path, key]), old, new))
+            lines.append(worded_change(words.hyper_option([*path, key]), old, new))
     return lines
-
-
-def _changed(named: str, there: object, now: object) -> str:
-    """``named (THERE there, NOW now)``: on the command line as typed (``--diffusion-iterates (all there, last
-    now)``), from Python a str as its repr (``HyperTrainJob(diffusion_iterates=...) ('all' there, 'last' now)``)."""
-    if on_the_command_line():
-        return changed(named, there, now)
-    old, new = (repr(value) if isinstance(value, str) else shown(value) for value in (there, now))
-    return f"{named} ({old} there, {new} now)"
-
-
-def _switched(named: str, cli_words: tuple[str, str], there: object, now: object) -> str:
-    """An on/off setting: ``--augment there, --no-augment now`` (``cli_words``: on, off); from Python
-    ``HyperTrainJob(augment=...) (on there, off now)``."""
-    if on_the_command_line():
-        return switched(cli_words, there, now)
-    return f"{named} ({'on' if there else 'off'} there, {'on' if now else 'off'} now)"
 
 
 def weight_folders_identity(full: WeightDataset) -> str:

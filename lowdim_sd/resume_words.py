@@ -63,6 +63,27 @@ def changed(name: str, there: object, now: object) -> str:
     return f"{name} ({shown(there)} there, {shown(now)} now)"
 
 
+def worded_change(named: str, there: object, now: object) -> str:
+    """``changed`` for the reader at hand: on the command line as typed (``--space (lidb there, lora now)``), from
+    Python with a str as its repr (``TrainJob(space=...) ('lidb' there, 'lora' now)``), as the field takes it."""
+    from lowdim.option_words import on_the_command_line
+
+    if on_the_command_line():
+        return changed(named, there, now)
+    old, new = (repr(value) if isinstance(value, str) else shown(value) for value in (there, now))
+    return f"{named} ({old} there, {new} now)"
+
+
+def worded_switch(named: str, words: tuple[str, str], there: object, now: object) -> str:
+    """``switched`` for the reader at hand: ``--augment there, --no-augment now`` (``words``: on, off) on the
+    command line, ``TrainConfig(augment=...) (on there, off now)`` from Python (``named``: the field)."""
+    from lowdim.option_words import on_the_command_line
+
+    if on_the_command_line():
+        return switched(words, there, now)
+    return f"{named} ({'on' if there else 'off'} there, {'on' if now else 'off'} now)"
+
+
 def shown(value: object) -> str:
     """A recorded value as the user would type it: a list's items, not Python's brackets and quotes; "not set"
     for a side that left it out."""

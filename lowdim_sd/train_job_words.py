@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from lowdim.option_words import either, on_the_command_line, option
-from lowdim_sd.resume_words import changed, leaves, rate_followed, shown, switched
+from lowdim.option_words import either, option
+from lowdim_sd.resume_words import changed, leaves, rate_followed, worded_change, worded_switch
 
 # TrainJob's fields whose CLI flag is not the field's name with dashes.
 JOB_FLAGS = {"space_options": "--set", "initial": "--init"}
@@ -101,7 +101,7 @@ def resume_differences(key: str, stored: dict, current: dict) -> list[str]:
     there, now = stored.get(key, default), current.get(key, default)
     if key in RESUME_SWITCHES:
         return [_switched(key, there, now)]
-    return [_changed(_named(key), there, now)]
+    return [worded_change(_named(key), there, now)]
 
 
 def _named(key: str) -> str:
@@ -117,21 +117,8 @@ def _named(key: str) -> str:
     return either(flag, f"the training setting {key!r}")
 
 
-def _changed(named: str, there: object, now: object) -> str:
-    """``named (THERE there, NOW now)``: on the command line as typed (``--space (lidb there, lora now)``), from
-    Python a str as its repr (``TrainJob(space=...) ('lidb' there, 'lora' now)``)."""
-    if on_the_command_line():
-        return changed(named, there, now)
-    old, new = (repr(value) if isinstance(value, str) else shown(value) for value in (there, now))
-    return f"{named} ({old} there, {new} now)"
-
-
 def _switched(key: str, there: object, now: object) -> str:
-    """An on/off setting: ``--augment there, --no-augment now``; from Python ``TrainConfig(augment=...) (on there,
-    off now)``."""
-    if on_the_command_line():
-        return switched(RESUME_SWITCHES[key], there, now)
-    return f"{_named(key)} ({'on' if there else 'off'} there, {'on' if now else 'off'} now)"
+    return worded_switch(_named(key), RESUME_SWITCHES[key], there, now)
 
 
 def _mode(signature: dict) -> str:
@@ -181,22 +168,22 @@ def _signature_line(mode: str, key: str, old: Any, new: Any, there: dict, now: d
         return [f"the subjects ({', '.join(old or [])} there, {', '.join(new or [])} now)"]
     if key == "frozen_part":
         return [changed("the adapter's frozen part", old, new)]
-    return [_changed(_named(key), old, new)]
+    return [worded_change(_named(key), old, new)]
 
 
 def _config_line(mode: str, path: tuple, old: object, new: object, there: dict, now: dict) -> str:
     """A differing space option: ``--set KEY``; under --init, its LoRA's rank (``--rank``), ``--merge-frozen``, or
     one of the initial adapter's own."""
     if mode == "adapter":
-        return _changed(f"{job_option('space_options')} {'.'.join(map(str, path))}", old, new)
+        return worded_change(f"{job_option('space_options')} {'.'.join(map(str, path))}", old, new)
     if path == ("merge_frozen",):
         return _switched("merge_frozen", old, new)
     last = len((there.get("space_config") or {}).get("components") or []) - 1
     if path[:2] == ("components", last) and path[2:] == ("config", "rank"):
-        return _changed(job_option("rank"), old, new)
+        return worded_change(job_option("rank"), old, new)
     if path[:1] == ("components",) and path[1:2] != (last,):
         return _initial_adapter_line(there, now)
-    return _changed(f"the {job_option('initial')} LoRA's " + ".".join(map(str, path)), old, new)
+    return worded_change(f"the {job_option('initial')} LoRA's " + ".".join(map(str, path)), old, new)
 
 
 def _initial_adapter_line(there: dict, now: dict) -> str:
