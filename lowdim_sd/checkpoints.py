@@ -25,7 +25,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
-from lowdim.option_words import either
+from lowdim.option_words import either, option
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd import stopping
 from lowdim_sd.resume_words import listed
@@ -337,12 +337,12 @@ def _input_differences(stored: dict | None, current: dict, merged_alike: bool = 
     found = []
     there, now = stored.get("resolution"), current.get("resolution")
     if there and now and there != now:  # every picture differs then: the option is what to name
-        found.append(f"{either('--resolution', 'resolution')} ({there} there, {now} now)")
+        found.append(f"{option('resolution', 'TrainJob')} ({there} there, {now} now)")
     else:
         found += _image_differences(stored.get("images") or {}, current.get("images") or {})
     if merged_alike and stored.get("model") != current.get("model"):
         found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "
-                     f"now: another model, or another {either('--dtype', 'dtype')})")
+                     f"now: another model, or another {option('dtype', 'TrainJob')})")
     return found
 
 

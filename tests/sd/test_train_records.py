@@ -220,11 +220,12 @@ def test_resume_mismatch_lists_each_setting_once_and_names_resolution(tiny_sd, r
     run_train(job(), progress=False)
     with pytest.raises(LowdimError) as caught:
         run_train(job(seed=3, resume=True), progress=False)
-    assert str(caught.value).count("seed (0 there, 3 now)") == 1, caught.value
+    assert str(caught.value).count("TrainConfig(seed=...) (0 there, 3 now)") == 1, caught.value
     with pytest.raises(LowdimError) as caught:
         run_train(job(resume=True, resolution=24), progress=False)
     message = str(caught.value)
-    assert "resolution (16 there, 24 now)" in message and "--" not in message and "'adapter'" not in message, message
+    assert "TrainJob(resolution=...) (16 there, 24 now)" in message, message
+    assert "--" not in message and "'adapter'" not in message, message
 
 
 # ------------------------------------------------------------------------------- F15: show on a TI adapter

@@ -106,7 +106,8 @@ def test_a_checkpoint_of_other_settings_is_refused_in_the_readers_words(tmp_path
     said = checkpoints._input_differences(there, now)
     with option_words.command_line():
         typed = checkpoints._input_differences(there, now)
-    assert said[0] == "resolution (16 there, 24 now)" and said[1].endswith("another model, or another dtype)")
+    assert said[0] == "TrainJob(resolution=...) (16 there, 24 now)"
+    assert said[1].endswith("another model, or another TrainJob(dtype=...))")
     assert typed[0] == "--resolution (16 there, 24 now)" and typed[1].endswith("another model, or another --dtype)")
 
 
