@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from torch import nn
 
+from lowdim import json_text
 from lowdim.errors import AdapterFileError, ConfigError
+from lowdim.filecheck import MAX_INFLATED
 from lowdim.inject.select import (
     EMBEDDING,
     LAYER_TYPES,
@@ -34,6 +36,14 @@ if TYPE_CHECKING:
     from lowdim.spaces.base import LayerSpec
 
 SHOWN = 5  # problems listed in one line; the rest are counted
+# The metadata key naming a file's nn.Embedding layers (a JSON list); every file save_adapter writes has it.
+EMBEDDING_LAYERS = "embedding_layers"
+# A layer's kind, as a refusal names it: a file records only whether a layer is a token table, and a linear
+# layer's update fits a 1x1 convolution's of the same shape (the same map per pixel).
+KIND_WORDS = {"linear": "a linear layer (nn.Linear)", "conv1x1": "a 1x1 convolution (nn.Conv2d)",
+              EMBEDDING: "an nn.Embedding (a token table)"}
+MAX_SHOWN_NAME = 100  # characters of a name the file's record holds and its layer list does not, in a refusal
+MADE_FOR = {True: "an nn.Embedding (a token table)", False: "a linear or 1x1 convolution layer"}
 # What folds peft's adapters into the weights and leaves plain layers (diffusers runs peft under its LoRA loading).
 FOLD_PEFT = ("fold peft's adapters in first (peft: model.merge_and_unload(); diffusers: pipe.fuse_lora(), then "
              "pipe.unload_lora_weights()), then load this adapter")
@@ -43,6 +53,7 @@ def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
     """Every layer of the file must be an adaptable layer of the model with the same shape; one line otherwise."""
     layers = adapter.layers
     if not misfits(layers, model):
+        refuse_other_kinds(adapter, model)
         return
     if cause := wrapper_words(layers):  # it fits neither as saved nor without the prefix: say what the latter lacks
         layers = _unprefixed(layers, wrapper_prefix(layers))
@@ -62,6 +73,45 @@ def validate_against(adapter: AdapterFile, model: nn.Module) -> None:
     if cause:
         raise AdapterFileError(f"{adapter.path}: {cause}it was made for {base}: {shown}")
     raise AdapterFileError(f"{adapter.path} was made for {base} and does not fit this model: {shown}")
+
+
+def refuse_other_kinds(adapter: AdapterFile, model: nn.Module) -> None:
+    """A file whose layers fit ``model``'s by name and shape is refused where one of them is an nn.Embedding in the
+    model and was not in the file's, or the reverse: the update would go to a token table, or a table's to a
+    layer. A file that does not record its tables (an older lowdim's, or another tool's) is not checked."""
+    tables = embedding_layers(adapter)
+    if tables is None:
+        return
+    kinds = {name: layer_kind(module) for name, module in candidate_layers(model, (*LAYER_TYPES, EMBEDDING))}
+    other = [layer.name for layer in adapter.layers if (kinds.get(layer.name) == EMBEDDING) != (layer.name in tables)]
+    if not other:
+        return
+    first, rest = other[0], other[1:]
+    more = f"; {len(rest)} more of its layers are of another kind in the model: {', '.join(rest[:SHOWN])}" + \
+        (", ..." if len(rest) > SHOWN else "") if rest else ""
+    raise AdapterFileError(f"{adapter.path}: layer {first} is {KIND_WORDS[str(kinds[first])]} in the model; the file "
+                           f"was made for {MADE_FOR[first in tables]} of that name and shape{more}")
+
+
+def embedding_layers(adapter: AdapterFile) -> set[str] | None:
+    """The names of the file's layers that were nn.Embeddings where it was made, as the layers are named now (a file
+    saved through a DataParallel recorded them with its prefix); None where the file does not say."""
+    text = adapter.metadata.get(EMBEDDING_LAYERS)
+    if text is None:
+        return None
+    where = f"{adapter.path}: the '{EMBEDDING_LAYERS}' in the metadata"
+    if not isinstance(text, str) or len(text) > MAX_INFLATED:  # it lists fewer names than the layer list holds
+        raise AdapterFileError(f"{where} is not a short JSON list of layer names")
+    try:
+        names = json_text.loads(text)
+    except ValueError as error:
+        raise AdapterFileError(f"{where} is corrupted ({error})") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise AdapterFileError(f"{where} is not a JSON list of layer names")
+    now = {adapter.bases_named.get(layer.name, layer.name): layer.name for layer in adapter.layers}
+    if stray := [name for name in names if name not in now]:
+        raise AdapterFileError(f"{where} names {stray[0][:MAX_SHOWN_NAME]!r}, which is none of the file's layers")
+    return {now[name] for name in names}
 
 
 def _wrapped_by_peft(adapter: AdapterFile, wrapped: list[LayerSpec], module: nn.Module) -> str:

@@ -6,7 +6,8 @@ Layout, chosen so that a LiDB adapter for SD1.5 stays under 60 KB:
   the order of the layer list; shapes are not stored, the space derives them;
 * optionally ``buffer.<name>`` tensors when the bases are stored instead of regenerated;
 * metadata strings: format, space and config, seed, basis checksum, the layer list once
-  (zlib-compressed JSON of [name, out, in]), layer set, base model, identifier token.
+  (zlib-compressed JSON of [name, out, in]), which of those layers are nn.Embeddings (``embedding_layers``,
+  a JSON list of names, ``[]`` when none), layer set, base model, identifier token.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from lowdim.bases_record import checksum as _checksum
 from lowdim.bases_record import regenerate as _regenerate
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.file_fit import (
+    EMBEDDING_LAYERS,
     STORE_BASES,
     config_problem,
     format_version_problem,
+    refuse_other_kinds,
     saved_through_wrapper,
     validate_against,  # noqa: F401  (this module's API too)
     without_wrapper_prefix,
@@ -53,6 +56,7 @@ from lowdim.filecheck import (
     unflatten,
 )
 from lowdim.foreign_files import describe_foreign, not_ours
+from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.parallel import inner_model
 from lowdim.inject.select import exact_layers
@@ -182,6 +186,8 @@ def save_adapter(
         "num_params": str(info.num_params),
         "extra": _json_extra(extra or {}),
         "adapter_name": name,  # what load_adapter names it again unless told otherwise
+        # Which layers are token tables: a load refuses a layer of the other kind with the same name and shape.
+        EMBEDDING_LAYERS: json.dumps(_embedding_layers(adapters, info)),
     }
     scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
@@ -191,6 +197,13 @@ def save_adapter(
     if dropout := info.dropout or float(info.metadata.get("dropout") or 0.0):
         metadata["dropout"] = repr(dropout)
     return atomic_save(tensors, metadata, Path(path))
+
+
+def _embedding_layers(adapters: Adapters, info: AdapterInfo) -> list[str]:
+    """The names of the adapter's layers whose base is an nn.Embedding, in the order of its layer list."""
+    tables = {module.layer_name for module in adapters.model.modules()
+              if isinstance(module, AdapterLayer) and info.name in module.slots and module.is_embedding}
+    return [layer.name for layer in info.layers if layer.name in tables]
 
 
 def _path_first(function: str, path: object) -> None:
@@ -282,7 +295,11 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
                                             basis_kind(space), BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
-    return without_wrapper_prefix(adapter, verify_bases) if through_wrapper else adapter
+    if not through_wrapper or model is None:
+        return adapter
+    renamed = without_wrapper_prefix(adapter, verify_bases)
+    refuse_other_kinds(renamed, inner_model(model))  # the shapes fit without the prefix: the kinds must too
+    return renamed
 
 
 def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:
