@@ -56,7 +56,7 @@ def call_factors(slot: AdapterSlot, dtype: torch.dtype, compiling: bool | None =
         return cast_factors(slot.step_factors, dtype)
     if (torch.is_grad_enabled() or slot.override is not None
             or (is_compiling() if compiling is None else compiling) or _is_tracing()):
-        return cast_factors(_refuse_offloaded(slot, slot.live_factors()), dtype)
+        return cast_factors(slot.live_factors(), dtype)
     sources = (*slot.params.values(), *slot.buffers_dict().values())
     try:
         key = (dtype, slot.enabled, slot.merged_scale, slot.frozen_merged_scale, _optimizer_steps,
@@ -67,7 +67,7 @@ def call_factors(slot: AdapterSlot, dtype: torch.dtype, compiling: bool | None =
         return cast_factors(slot.live_factors(), dtype)  # a functorch-wrapped param: nothing to key on
     if slot._kept_factors is None or slot._kept_factors[0] != key:
         device_type = sources[0].device.type if sources else "cpu"
-        made = _refuse_offloaded(slot, _made_without_autocast(slot, device_type))
+        made = _made_without_autocast(slot, device_type)
         slot._kept_factors = (key, cast_factors(made, dtype))
     return slot._kept_factors[1]
 
@@ -90,13 +90,37 @@ OFFLOADED = ("an adapter's tensors are on the meta device because accelerate's o
              "pipe.enable_model_cpu_offload())")
 
 
-def _refuse_offloaded(slot: AdapterSlot, factors: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
-    """Factors made from the empty tensors accelerate's sequential offload leaves on the slot would run as
-    whatever memory is there (silently wrong pictures); a model wholly on meta (shape tracing) runs as it is."""
-    if factors is not None and (factors[0].is_meta or factors[1].is_meta) and (
-            hasattr(slot, "_hf_hook") or hasattr(slot.params, "_hf_hook")):
-        raise LowdimError(OFFLOADED)
+def refuse_meta(slot: AdapterSlot, factors: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
+    """Factors made from tensors on the meta device next to real inputs would run as whatever memory is there
+    (an output that changes on every call, no error): refused where the slot's tensors are the empty ones
+    accelerate's sequential offload leaves, or only partly on meta. A model wholly on meta (shape tracing) runs
+    as it is. Only meta factors are looked into: two attribute reads on every forward of every layer."""
+    if factors is not None and (factors[0].is_meta or factors[1].is_meta):
+        if hasattr(slot, "_hf_hook") or hasattr(slot.params, "_hf_hook"):
+            raise LowdimError(OFFLOADED)
+        refuse_half_meta(slot)
     return factors
+
+
+def refuse_half_meta(slot: AdapterSlot) -> None:
+    """Refuse, in one line naming the layer, a slot with some of its tensors on the meta device and some not:
+    what a model built on meta gets when its params are set one by one (accelerate's
+    ``set_module_tensor_to_device``) and not through a load, which would have made the bases again."""
+    tensors = {**slot.tensors(), **slot.buffers_dict()}
+    on_meta = [name for name, tensor in tensors.items() if tensor.is_meta]
+    if not on_meta or len(on_meta) == len(tensors):
+        return
+    device = next(tensor.device for tensor in tensors.values() if not tensor.is_meta)
+    if any(name in slot.buffer_names for name in on_meta):
+        what, fix = "frozen bases", ("they are made from the adapter's seed, never loaded: call "
+                                     "model.to_empty(device=...) before loading the state dict, or load it with "
+                                     "model.load_state_dict(sd, assign=True); either makes them again")
+    else:
+        what, fix = "params", ("load a state dict that holds them (load_state_dict(sd, strict=True) names any it "
+                               "lacks), or call model.to_empty(device=...) before loading")
+    raise LowdimError(f"layer {slot.layer.name}: the adapter's {what} {', '.join(on_meta)} are on the meta device "
+                      f"while the rest is on {device}, so the forward would compute with whatever memory is there: "
+                      f"{fix}")
 
 
 def cast_factors(factors: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:

@@ -112,6 +112,7 @@ class AdapterSlot(nn.Module):
         if has_bases:  # only frozen bases can differ between two adapters that match key for key
             self._written[state_guard.BASES] = state_guard.UNKNOWN
             self.register_buffer(state_guard.BASES, torch.tensor(state_guard.UNKNOWN, dtype=torch.int64))
+        self.register_load_state_dict_post_hook(_after_load)  # first: the merged factors need real bases
         self.register_load_state_dict_post_hook(state_guard.refresh_merged_factors)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
@@ -122,6 +123,35 @@ class AdapterSlot(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         state_guard.check_and_fill(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._loaded_from = (state_dict, prefix)  # for _leave_meta_after_assign, once the params are loaded too
+
+    def _leave_meta_after_assign(self, state_dict, prefix: str) -> None:
+        """``load_state_dict(sd, assign=True)`` into a model built on the meta device puts the loaded params on a
+        real device and never calls ``_apply``: the bases (no state dict entry), the scale's buffer and any record
+        the state dict lacked stay on meta, and the forward ran on whatever memory was there. They are made
+        here on the params' device, as ``_apply`` makes them after ``to_empty()``, and the bases are checked
+        against the state dict's fingerprint, which could not be compared while they were on meta."""
+        params = list(self.params.values())
+        if not any(buffer.is_meta for buffer in cast(BufferDict, self._buffers).values()):
+            return  # the usual load: nothing left behind
+        if not params or any(param.is_meta for param in params):
+            return  # nothing was assigned, or not all of it: a forward refuses (factor_cache.refuse_half_meta)
+        device = params[0].device
+        buffers = cast(BufferDict, self._buffers)
+        scale = buffers.get(SCALE)
+        if scale is not None and scale.is_meta:
+            buffers[SCALE] = torch.tensor(float(self.scale), dtype=torch.float32, device=device)
+        for name in list(self._written):
+            if buffers[name].is_meta:  # a record the state dict lacked: refresh() below writes its value
+                buffers[name] = torch.zeros_like(buffers[name], device=device)
+                del self._written[name]
+        seed = getattr(self, "basis_seed", None)  # None: a slot pickled before slots knew it, left to refuse
+        if seed is not None and any(buffers[name].is_meta for name in self.buffer_names):
+            for name in self.buffer_names:
+                buffers[name] = torch.zeros_like(buffers[name], device=device)
+            self._remake_bases()
+            state_guard.check_incoming(self, state_dict, prefix)
+        state_guard.refresh(self)
 
     def tensors(self) -> Tensors:
         # The ParameterDict's own dict: its items() looks each key up through nn.Module.__getattr__, host
@@ -185,9 +215,13 @@ class AdapterSlot(nn.Module):
         if not self.enabled or self.merged_scale is not None:
             return None
         params, buffers = self.tensors(), self.buffers_dict()
-        if self.frozen_merged_scale is not None:
-            return self.space.trainable_factors(params, buffers)
-        return self.space.factors(params, buffers)
+        make = self.space.trainable_factors if self.frozen_merged_scale is not None else self.space.factors
+        try:
+            factors = make(params, buffers)
+        except RuntimeError:  # a space that mixes meta and real tensors (vera's) gets torch's device error
+            factor_cache.refuse_half_meta(self)
+            raise
+        return factor_cache.refuse_meta(self, factors)
 
     call_factors = factor_cache.call_factors  # kept between no_grad calls; a method, as the forward calls it
 
@@ -203,3 +237,10 @@ class AdapterSlot(nn.Module):
         if self.frozen_merged_scale is not None:
             return trainable
         return self.space.factors(params, buffers)
+
+
+def _after_load(slot: AdapterSlot, incompatible_keys: object) -> None:
+    # A post-hook, not _load_from_state_dict: torch loads the slot's params (its child module) after the slot.
+    loaded = slot.__dict__.pop("_loaded_from", None)
+    if loaded is not None:
+        slot._leave_meta_after_assign(*loaded)
