@@ -32,8 +32,9 @@ class ReaderMark:
             weakref.finalize(self, _remove_mark, self.path, os.getpid())
 
     def __reduce__(self) -> tuple:
-        # A DataLoader worker's copy of a dataset marks nothing: its parent's mark covers it, and must not be
-        # removed when the worker's copy is collected.
+        # A DataLoader worker's copy of a dataset holds no mark (None): its parent's mark covers it. Keeping the
+        # parent's mark is not this method's doing: an unpickled copy gets no finalizer (__init__ does not run),
+        # and a forked copy's finalizer leaves the mark to its parent (the pid check in _remove_mark).
         return (_no_mark, ())
 
 

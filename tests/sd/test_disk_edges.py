@@ -84,6 +84,28 @@ def test_a_disk_that_fills_during_an_export_is_one_line(untrained_adapter, tmp_p
     assert os.listdir(tmp_path) == []
 
 
+def test_a_disk_that_fills_while_the_weight_index_is_rewritten_leaves_the_old_index_whole(tmp_path, monkeypatch):
+    # precompute rewrites index.json after every batch: a half-written one would hide every finished shard.
+    import pathlib
+
+    from lowdim.errors import LowdimError
+    from lowdim_sd.weight_index import read_json, write_json
+
+    old = {"format": "lowdim.weights", "identities": [{"name": f"person{n}", "row": n} for n in range(20)]}
+    write_json(tmp_path / "index.json", old)
+    real = pathlib.Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_full)
+    with pytest.raises(LowdimError, match="index.json: could not write \\(No space left on device\\)"):
+        write_json(tmp_path / "index.json", {**old, "identities": old["identities"] * 2})
+    monkeypatch.undo()
+    assert read_json(tmp_path / "index.json") == old and os.listdir(tmp_path) == ["index.json"]
+
+
 def test_a_merge_too_big_for_the_disk_is_refused_before_the_model_loads(tiny_sd, untrained_adapter, tmp_path,
                                                                         capsys, monkeypatch, no_model_load):
     real = shutil.disk_usage

@@ -59,6 +59,18 @@ def test_stored_features_are_the_pooled_backbone_output_looked_up_by_pixels(weig
     assert image_key(images[0]) == image_key(images[0].clone() + 1e-4)  # the same 8-bit picture
 
 
+def test_a_picture_seen_twice_is_stored_once_and_every_picture_keeps_its_own_features(weights, tmp_path):
+    # Two identity folders may share a photo: the file must still pair each key with its own row.
+    net, data = network(weights)
+    distinct = [data.image(item) for item in range(len(data))]
+    keys, features = compute_features(net.encoder, [distinct[0], distinct[1], distinct[0].clone(), *distinct[2:]])
+    assert keys == [image_key(image) for image in distinct] and len(features) == len(distinct)
+    stored = StoredFeatures(save_features(tmp_path / "f.safetensors", net.encoder, keys, features), net.encoder)
+    with torch.no_grad():
+        live = net.encoder.pooled(net.encoder.features(torch.stack(distinct)))
+    torch.testing.assert_close(stored.get(torch.stack(distinct)), live, atol=2e-3, rtol=2e-3)  # stored in fp16
+
+
 def test_training_on_stored_features_matches_training_on_the_encoder(weights, tmp_path, monkeypatch):
     path, _, _ = write(weights, tmp_path / "f.safetensors")
     live = train_hypernet(job(weights, tmp_path / "live"), progress=False)

@@ -268,6 +268,17 @@ def test_an_identity_added_before_the_others_draws_a_seed_of_its_own(tiny_sd, pe
     assert {name: entry["seed"] for name, entry in entries(tmp_path / "fresh").items()} == seeds
 
 
+def test_another_run_seed_gives_every_identity_other_draws(tiny_sd, people, tmp_path, model):
+    # A seed ablation compares runs that share no noise, timesteps or augmentations.
+    seeds = []
+    for seed in (0, 1):
+        precompute(job(tiny_sd, people, tmp_path / f"w{seed}", config=TrainConfig(steps=1, seed=seed)),
+                   progress=False, model=model)
+        seeds.append({name: entry["seed"] for name, entry in entries(tmp_path / f"w{seed}").items()})
+    assert seeds[0].keys() == seeds[1].keys() == {"person0", "person1", "person2"}
+    assert all(seeds[0][name] != seeds[1][name] for name in seeds[0])
+
+
 # ---------------------------------------------------------------------------------- A8: several processes
 
 

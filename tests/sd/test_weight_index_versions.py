@@ -68,6 +68,17 @@ def test_a_newer_part_of_the_index_is_refused_too(tmp_path):
         read_index(tmp_path / "w")
 
 
+def test_a_part_made_with_other_settings_is_not_merged_into_the_index(tmp_path):
+    # A part another run left (another --seed) would be read as one data set under index.json's header.
+    weight_folder(tmp_path / "w")
+    part = {**header(tmp_path / "ids", {"steps": 1}, seed=1), "identities": []}
+    (tmp_path / "w" / "index-p1.json").write_text(json.dumps(part))
+    with pytest.raises(LowdimError) as raised:
+        read_index(tmp_path / "w")
+    assert str(raised.value) == (f"{tmp_path / 'w' / 'index-p1.json'}: made with other settings than index.json; "
+                                 "they cannot be merged")
+
+
 def test_precompute_show_and_train_hypernet_refuse_a_newer_folder_in_one_line(tiny_sd, people, tmp_path, capsys,
                                                                               monkeypatch):
     out = tmp_path / "w"
