@@ -173,11 +173,11 @@ def upright_rgb(image: Image.Image) -> Image.Image:
     (16-bit and float rescaled, transparency over white). An ``Image.open`` of a phone photo is stored on its
     side, and a plain ``convert("RGB")`` clips a 16-bit scan to white: the detector would find no face in either.
     A picture already loaded so is returned as it is; the one given is never changed."""
-    from lowdim_sd.images import _to_rgb  # the loader's own conversion; imported here: it brings in torch
+    from lowdim_sd.images import as_rgb  # the loader's own conversion; imported here: it brings in torch
 
     if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         image = ImageOps.exif_transpose(image)
-    return _to_rgb(image)
+    return as_rgb(image)
 
 
 def _rgb_array(rgb: Image.Image, max_side: int) -> tuple[np.ndarray, float]:

@@ -112,7 +112,7 @@ def open_rgb(path: PathLike) -> Image.Image:
         with Image.open(path) as opened:
             opened.load()
             upright = ImageOps.exif_transpose(opened)
-            return _to_rgb(upright)
+            return as_rgb(upright)
     except Image.DecompressionBombError as error:  # PIL's guard against absurd sizes: say so, not "corrupt"
         raise ImageError(f"image {path} is too large to open safely: {_one_line(error)}") from error
     except UnidentifiedImageError as error:
@@ -121,9 +121,11 @@ def open_rgb(path: PathLike) -> Image.Image:
         raise ImageError(f"file {path} is not a readable image (corrupt or truncated?): {_one_line(error)}") from error
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def as_rgb(image: Image.Image) -> Image.Image:
+    """A picture of any mode as 8-bit RGB, as every loader here reads it: transparency over white, 16-bit and
+    float grayscale rescaled by their range."""
     if image.mode in _WIDE_MODES:
-        return _wide_to_rgb(image)
+        return _wideas_rgb(image)
     if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
         # Composite over white: a transparent background would otherwise decode as black (or garbage).
         rgba = image.convert("RGBA")
@@ -132,7 +134,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
 
 
-def _wide_to_rgb(image: Image.Image) -> Image.Image:
+def _wideas_rgb(image: Image.Image) -> Image.Image:
     """Rescale 16/32-bit grayscale to 8 bits by its value range, instead of PIL's clipping at 255."""
     values = np.asarray(image, dtype=np.float64)
     peak = float(values.max(initial=0.0))
@@ -160,6 +162,12 @@ def _center_square(image: Image.Image, size: int) -> Image.Image:
         return square
     # reducing_gap shrinks huge photos by fast integer steps first: much faster, visually the same.
     return square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def picture_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """An open picture as ``load_image`` reads a file (without its EXIF turn and size checks): RGB, its centre
+    square resized to ``size``, in [-1, 1]. What a metric scoring a picture against a reference should read."""
+    return pil_to_tensor(_center_square(as_rgb(image), size))
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

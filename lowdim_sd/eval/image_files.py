@@ -14,7 +14,7 @@ from PIL import ExifTags, Image, ImageOps
 
 # Private, but no public function converts an already-open picture: open_rgb decodes the whole file
 # first, which would lose draft()'s reduced-scale JPEG decode of huge photos below.
-from lowdim_sd.images import _to_rgb
+from lowdim_sd.images import as_rgb
 
 MIN_SIDE = 16  # below this no metric model sees anything but a blur
 MAX_SIDE = 2048  # larger pictures are shrunk on load: every metric model resizes to 224 px or less
@@ -77,7 +77,7 @@ def _decode(path: Path, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
         if opened.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
             width, height = height, width
         opened.draft("RGB", (max_side, max_side))  # JPEG: decode huge photos at a reduced scale
-        return _to_rgb(ImageOps.exif_transpose(opened)), (width, height)  # 16-bit, float, transparent too
+        return as_rgb(ImageOps.exif_transpose(opened)), (width, height)  # 16-bit, float, transparent too
 
 
 def _too_many_pixels(error: Exception) -> str:

@@ -7,7 +7,8 @@
 - ``tinyfaces-image`` ("Image sim", like DINO / CLIP-I): cosine of the TinyFaces VAE encoder's
   latent means (flattened), generated vs each reference.
 
-Images are resized to the models' 32x32 and scaled to [-1, 1]. Registered by ``plugin.py``.
+Every picture, generated or reference, is read as ``lowdim personalize`` reads a reference: its centre
+square, resized to the models' 32x32, scaled to [-1, 1]. Registered by ``plugin.py``.
 """
 
 from __future__ import annotations
@@ -30,19 +31,16 @@ T = TypeVar("T")
 
 
 def to_tensor(images: Sequence[Any], size: int = SIZE) -> Tensor:
-    """PIL images as a float32 (N, 3, size, size) batch in [-1, 1], the range every TinyFaces model reads."""
-    from PIL import Image
+    """PIL images as a float32 (N, 3, size, size) batch in [-1, 1], the range every TinyFaces model reads.
 
-    arrays = []
-    for image in images:
-        rgb = image.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-        arrays.append(np.asarray(rgb, dtype=np.float32))
-    if not arrays:
+    Each is read as personalize reads a reference: its centre square, resized (never squashed or cut to a corner).
+    """
+    # The reading load_image gives personalize: a reference must score as the face the model was given.
+    from lowdim_sd.images import picture_tensor
+
+    if not images:
         return torch.zeros(0, 3, size, size)
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return batch.div(127.5).sub(1.0).contiguous()
+    return torch.stack([picture_tensor(image, size) for image in images])
 
 
 def _words(text: str) -> str:
