@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 
 import pytest
@@ -150,6 +151,34 @@ def test_the_terminal_table_explains_a_column_of_pictures_asked_nothing(tiny_sd,
     assert "Style acc asked nothing of 1 of 1 pictures: their prompts give it no question" in shown
     table = (out / "table.md").read_text()
     assert "| Base model | – | 0.00 (n=1) | 0 | 1 |" in table and "Style acc asked nothing of 1 of 1" in table
+
+
+def printed_cells(text: str) -> list[list[str]]:
+    """The cells of each line of a printed rich table (heading line, then a line per row), stripped."""
+    return [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]] for line in text.splitlines()
+            if re.search("[│┃]", line)]
+
+
+def test_the_terminal_table_prints_every_value_under_its_heading(capsys, monkeypatch):
+    from lowdim_cli import console
+    from lowdim_cli.bench_command import show
+    from lowdim_sd.bench.report import aggregate, table_rows
+
+    def record(identity, identity_score, style, seconds):
+        return {"method": "base", "identity": identity, "reference": "", "seconds": seconds, "bytes": 54_000,
+                "hypernet": None, "scores": {"i": [identity_score], "m": [style]},
+                "columns": {"i": "Ident", "m": "Style acc"}, "skipped": {}}
+
+    rows, columns = aggregate([record("id-0", 0.2, 1.0, 1.0), record("id-1", 0.4, 0.5, 3.0)], ["base", "ti"])
+    monkeypatch.setattr(console.out, "_width", 200)  # every row on one line
+    show(rows, columns)
+    printed = printed_cells(capsys.readouterr().out)
+    header, body = table_rows(rows, columns)
+    assert printed == [header, *body]
+    assert dict(zip(printed[0], printed[1], strict=True)) == {
+        "Method": "Base model", "Ident": "0.300 ± 0.100", "Style acc": "0.750 ± 0.250", "s / subject": "2.00 ± 1.00",
+        "file": "54.0 KB", "n": "2"}
+    assert printed[2][1:] == ["–", "–", "–", "–", "0"]  # the row without results: a cell under every heading
 
 
 def test_the_work_folder_a_killed_worker_left_is_cleared_by_its_tasks_rerun(tiny_sd, identities, tmp_path,

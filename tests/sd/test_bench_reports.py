@@ -53,6 +53,16 @@ def test_one_identity_has_a_mean_and_no_standard_error():
     assert "| Base model | 0.500 (n=1) | 1.000 (n=1) | 1.00 (n=1) |" in text and "±" not in text.split("\n", 2)[2]
 
 
+def test_a_rows_seconds_and_file_size_are_the_mean_over_its_identities():
+    results = [record("base", "id-0", {"i": [0.1], "m": [1.0]}) | {"seconds": 1.0, "bytes": 100},
+               record("base", "id-1", {"i": [0.1], "m": [1.0]}) | {"seconds": 3.0, "bytes": 300}]
+    rows, columns = aggregate(results, ["base"])
+    seconds = rows[0].seconds
+    assert (seconds.mean, seconds.se, seconds.n) == (2.0, pytest.approx(1.0), 2)  # stdev √2 over √2 identities
+    assert rows[0].bytes == 200
+    assert "| 2.00 ± 1.00 | 200 B | 2 |" in markdown(rows, columns)
+
+
 def test_table_json_gives_no_standard_error_over_one_identity(tmp_path):
     job = job_at(tmp_path)
     results = [record("base", "id-0", {"i": [0.25, 0.75], "m": [1.0, 1.0]})]

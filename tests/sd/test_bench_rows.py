@@ -55,6 +55,22 @@ def test_ours_k1_is_left_out_of_the_default_rows_for_a_retrieval_head_and_refuse
             check_job(job)
 
 
+def test_the_default_rows_name_the_looks_only_on_a_model_with_a_describer(tiny_sd, tmp_path, monkeypatch):
+    from lowdim_sd.bench import quality_rows
+    from lowdim_sd.bench.methods import METHODS, get_method
+    from lowdim_sd.bench.quality import QualityJob
+
+    described = [name for name in METHODS if get_method(name).describe]
+    assert "ours-described" in described and "base-described" in described
+    plain = QualityJob(identities=None, model=str(tiny_sd), out=tmp_path / "out")  # a model without a describer
+    quality_rows.check_rows(plain)
+    assert plain.methods == [name for name in METHODS if name not in described]
+    monkeypatch.setattr(quality_rows, "model_describer", lambda model: lambda image: "fair skin, short hair")
+    describing = QualityJob(identities=None, model=str(tiny_sd), out=tmp_path / "out")
+    quality_rows.check_rows(describing)
+    assert describing.methods == list(METHODS)
+
+
 @pytest.mark.parametrize(("config", "repeats"), [({"architecture": "retrieval", "iterations": 4}, True),
                                                  ({"architecture": "transformer", "iterations": 1}, True),
                                                  ({"architecture": "transformer", "iterations": 4}, False),
