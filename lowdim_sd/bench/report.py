@@ -100,12 +100,15 @@ def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[
 
 
 def human_bytes(n: int) -> str:
+    """The file column's size: bytes below 1000, else to a tenth of the largest unit it reaches, or that the unit
+    below would print as 1000.0 (999,999 bytes is "1.0 MB", never "1000.0 KB")."""
     if n == 0:
         return "0"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    shown = f"{n} B"
+    for unit, size in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if n >= size or f"{n / (size / 1000):.1f}" == "1000.0":
+            shown = f"{n / size:.1f} {unit}"
+    return shown
 
 
 def table_rows(rows: list[Row], columns: dict[str, str]) -> tuple[list[str], list[list[str]]]:

@@ -219,3 +219,58 @@ def test_the_results_pages_crowded_rows_get_labels_that_hide_no_other_label():
     boxes = place_labels(canvas, found, sizes)
     for index, box in enumerate(boxes):  # placed one by one, the last labels of the cluster had no room left
         assert all(_overlap_area(box, other) == 0 for other in boxes[index + 1:]), found[index].label
+
+
+def test_each_error_bar_is_its_own_axis_standard_error(tmp_path):
+    # Identity (up) varies ten times more across identities than style (right): the bars must say so.
+    rows = [Row("uneven", "uneven", cells={"identity": Cell(0.5, 0.1, 10), "style": Cell(0.5, 0.01, 10)})]
+    [point] = points(rows, "identity", "style")
+    assert (point.x_se, point.y_se) == (0.01, 0.1)
+    draw_frontier(rows, "identity", "style", COLUMNS, tmp_path / "f.png")
+    image = Image.open(tmp_path / "f.png").convert("RGB")
+    canvas = Canvas(axis_range([0.49, 0.51]), axis_range([0.4, 0.6]))
+    x, y = (round(v) for v in canvas.pixel(0.5, 0.5))
+    blue = (31, 119, 180)
+    near = range(-2, 3)  # a 2-pixel line lands beside a fractional pixel's rounding
+
+    def blue_at(px: int, py: int, across_x: bool) -> bool:
+        return any(image.getpixel((px + d, py) if across_x else (px, py + d)) == blue for d in near)
+
+    # Each bar's extent: the blue pixels joined to the dot, whatever the label drawn beside them.
+    up, down, leftmost, rightmost = y, y, x, x
+    while blue_at(x, up - 1, True):
+        up -= 1
+    while blue_at(x, down + 1, True):
+        down += 1
+    while blue_at(leftmost - 1, y, False):
+        leftmost -= 1
+    while blue_at(rightmost + 1, y, False):
+        rightmost += 1
+    (_, top), (_, bottom) = canvas.pixel(0.5, 0.6), canvas.pixel(0.5, 0.4)
+    (left, _), (right, _) = canvas.pixel(0.49, 0.5), canvas.pixel(0.51, 0.5)
+    assert (up, down) == pytest.approx((top, bottom), abs=1.5)
+    assert (leftmost, rightmost) == pytest.approx((left, right), abs=1.5)
+    _, horizontal, vertical = marks(canvas, point)  # what a label keeps clear of
+    assert (horizontal[0], horizontal[2]) == pytest.approx((left, right))
+    assert (vertical[1], vertical[3]) == pytest.approx((top, bottom))
+
+
+def test_a_subject_metric_that_never_ran_leaves_its_axis_to_the_next_one(tmp_path, monkeypatch):
+    # Identity is listed first but was unavailable here (every cell "–"): image, which has scores, is the y axis.
+    import lowdim_sd.bench.frontier as frontier
+
+    drawn, draw = [], frontier.draw_frontier
+
+    def spy(rows, subject, prompt, columns, path):
+        drawn.append((subject, prompt))
+        return draw(rows, subject, prompt, columns, path)
+
+    monkeypatch.setattr(frontier, "draw_frontier", spy)
+    job = QualityJob(identities=tmp_path, out=tmp_path / "bench", methods=["base", "ours"], prompts=["a [V] face"])
+    results = [scored(m, f"id-{k}", {"image": [0.1 * k + (m == "ours")], "style": [1.0 - 0.5 * (m == "ours")]})
+               for m in job.methods for k in range(3)]
+    rows, columns = aggregate(results, job.methods)
+    assert list(columns) == ["identity", "image", "style"] and all(row.cells["identity"].n == 0 for row in rows)
+    paths = write_reports(job, results, rows, columns, 2, [], axis_of=AXES.get)
+    assert [p.name for p in paths] == ["table.md", "table.json", "frontier.png"]
+    assert drawn == [("image", "style")]
