@@ -91,6 +91,14 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
 
 
 def _new_slot(space: Space, layer: LayerSpec, seed: int, batch: int | None, check_seeding: bool = False) -> AdapterSlot:
+    # Built and checked on the CPU whatever the default device: the checks need real values, which the tensors
+    # a `with torch.device("meta"):` block makes have not (a bare "Tensor.item() cannot be called on meta tensors"),
+    # and the space draws from a CPU generator. The caller moves the slot to the layer's device, meta included.
+    with torch.device("cpu"):
+        return _new_cpu_slot(space, layer, seed, batch, check_seeding)
+
+
+def _new_cpu_slot(space: Space, layer: LayerSpec, seed: int, batch: int | None, check_seeding: bool) -> AdapterSlot:
     generator = torch.Generator(device="cpu").manual_seed(F.layer_seed(seed, layer.name + "#init"))
     params = space.init_params(layer, generator)
     buffers = space.make_buffers(layer, F.layer_seed(seed, layer.name))
