@@ -38,6 +38,7 @@ from lowdim_sd.bench.stored import RESULT_VERSION as RESULT_VERSION  # read from
 from lowdim_sd.bench.stored import (
     changed_settings,
     check_out,
+    computed_dtype,
     hypernet_digest,
     make_out,
     read_result,
@@ -76,7 +77,8 @@ def settings(job: QualityJob) -> dict:
     row that uses it records which one, and ``aggregate`` refuses a row mixing two.
     """
     keep = ("model", "prompts", "metrics", "token", "seed", "sample_steps", "guidance", "dtype")
-    return {"version": RESULT_VERSION, **{k: v for k, v in asdict(job).items() if k in keep}}
+    recorded = {"version": RESULT_VERSION, **{k: v for k, v in asdict(job).items() if k in keep}}
+    return recorded | {"dtype": computed_dtype(job.dtype, job.device)}  # what the results are computed in
 
 
 def plan(job: QualityJob, run: bool = True) -> list[Task]:
@@ -134,10 +136,13 @@ def check_job(job: QualityJob, run: bool = True) -> None:
     if job.hypernet is not None and not Path(job.hypernet).is_file():
         raise LowdimError(f"{job.hypernet}: hypernetwork checkpoint not found")
     from lowdim.registry import get_registry
-    from lowdim_sd.devices import check_training_dtype
+    from lowdim_sd.devices import check_training_dtype, resolve_device, resolve_dtype
     from lowdim_sd.eval.job import parse_metric_names
 
-    check_training_dtype(job.device, job.dtype)  # every method trains
+    if run:  # every method trains
+        check_training_dtype(job.device, job.dtype)
+    else:  # tabulating trains nothing (a folder made in fp16 on a GPU reads on a CPU), but takes only lowdim's words
+        resolve_dtype(job.dtype, resolve_device(job.device))
     registry = get_registry()
     if job.metrics:  # a metric named twice would be scored and stored twice
         parse_metric_names(",".join(job.metrics), owner="QualityJob")

@@ -98,11 +98,23 @@ def _converts(digits: str) -> bool:
     return True
 
 
-def changed_settings(wanted: dict, previous: dict) -> list[str]:
-    """The names of the settings in which ``previous`` differs from ``wanted``, sorted."""
+def computed_dtype(dtype: str, device: str) -> str:
+    """The dtype a run given ``--dtype`` and ``--device`` computes in, as --dtype names it ('auto' on a CPU:
+    'fp32'): two runs differing only in the words for it make the same results."""
+    from lowdim_sd.devices import dtype_name, resolve_device, resolve_dtype  # torch: only where a run compares
+
+    return dtype_name(resolve_dtype(dtype, resolve_device(device)))
+
+
+def changed_settings(wanted: dict, previous: dict, device: str = "auto") -> list[str]:
+    """The names of the settings in which ``previous`` differs from ``wanted``, sorted. The dtypes are compared
+    as ``computed_dtype`` resolves them on ``device``, the resuming run's: a folder written before settings.json
+    recorded the resolved dtype may say 'auto', taken as what auto would be for this run here."""
     def same(key: str) -> bool:
         if key in UNORDERED and isinstance(previous.get(key), list):
             return set(previous[key]) == set(wanted[key])
+        if key == "dtype" and isinstance(previous.get(key), str):
+            return computed_dtype(previous[key], device) == computed_dtype(wanted[key], device)
         return previous.get(key) == wanted[key]
 
     return sorted(key for key in wanted if not same(key))

@@ -1,10 +1,12 @@
 """`lowdim bench quality` resumed with other settings: each setting settings.json records is compared, and a resume
 changing any one of them is refused naming it (review CD 1). The prompts are compared in order: result k holds
-prompt k's scores, drawn from seed + k, so the same prompts reordered are other settings."""
+prompt k's scores, drawn from seed + k, so the same prompts reordered are other settings. The dtype is compared as
+the run computes in (what --dtype auto resolves to on its --device), not as typed (FDJ)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -77,3 +79,75 @@ def test_the_command_refuses_another_guidance_or_prompt_order_in_one_line_before
     assert code == 1
     assert err == [f"Error: {out} holds results made with other settings ({setting}); use another --out or "
                    f"delete it"]
+
+
+def with_cuda(monkeypatch) -> None:
+    """A machine with one CUDA device, as far as choosing a device and a dtype goes (no model loads in prepare)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.parametrize(("before", "after"), [("fp32", "auto"), ("auto", "fp32")])
+def test_a_resume_on_a_cpu_giving_auto_for_fp32_or_back_resumes(tiny_sd, identities, tmp_path, before, after):
+    out = tmp_path / "bench"
+    first = dataclasses.replace(first_job(tiny_sd, identities, out), device="cpu", dtype=before)
+    prepare(first)
+    assert json.loads((out / "settings.json").read_text())["dtype"] == "fp32"  # auto on a CPU is fp32
+    tasks = prepare(dataclasses.replace(first, dtype=after))
+    assert [task.method for task in tasks] == ["base"] * len(tasks) and tasks
+
+
+def test_a_resume_on_another_device_computing_in_another_dtype_is_refused_naming_it(tiny_sd, identities, tmp_path,
+                                                                                   monkeypatch):
+    with_cuda(monkeypatch)
+    out = tmp_path / "bench"
+    first = dataclasses.replace(first_job(tiny_sd, identities, out), device="cuda", dtype="auto")
+    prepare(first)
+    prepare(dataclasses.replace(first, device="auto"))  # auto picks the CUDA device: fp16 again
+    with pytest.raises(LowdimError, match=r"other settings \(dtype\); use another --out or delete it"):
+        prepare(dataclasses.replace(first, device="cpu"))  # auto on the CPU is fp32: results of another precision
+    assert json.loads((out / "settings.json").read_text())["dtype"] == "fp16"  # auto on CUDA is fp16
+
+
+def older_folder(tiny_sd, identities, out) -> QualityJob:
+    """A folder whose settings.json records --dtype auto as typed, as lowdim did before FDJ."""
+    job = dataclasses.replace(first_job(tiny_sd, identities, out), dtype="auto")
+    prepare(job)
+    stored = out / "settings.json"
+    stored.write_text(json.dumps(json.loads(stored.read_text()) | {"dtype": "auto"}))
+    return job
+
+
+@pytest.mark.parametrize("dtype", ["auto", "fp32"])
+def test_an_older_folder_recording_auto_resumes_in_what_auto_is_here(tiny_sd, identities, tmp_path, monkeypatch,
+                                                                      dtype):
+    out = tmp_path / "bench"
+    job = older_folder(tiny_sd, identities, out)
+    assert prepare(dataclasses.replace(job, device="cpu", dtype=dtype))
+    assert json.loads((out / "settings.json").read_text())["dtype"] == "auto"  # read as it is, not rewritten
+
+
+def test_an_older_folder_recording_auto_refuses_another_dtype_than_auto_is_here(tiny_sd, identities, tmp_path,
+                                                                                monkeypatch):
+    from lowdim_sd import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    out = tmp_path / "bench"
+    job = older_folder(tiny_sd, identities, out)
+    with pytest.raises(LowdimError, match=r"other settings \(dtype\)"):
+        prepare(dataclasses.replace(job, device="cpu", dtype="bf16"))
+
+
+def test_a_folder_made_in_fp16_on_cuda_is_tabulated_on_a_cpu(tiny_sd, identities, tmp_path, monkeypatch):
+    from lowdim_sd.bench.quality import check_job
+
+    with_cuda(monkeypatch)
+    out = tmp_path / "bench"
+    prepare(dataclasses.replace(first_job(tiny_sd, identities, out), device="cuda", dtype="auto"))
+    monkeypatch.undo()  # tabulated on a machine without CUDA, where fp16 trains nothing: nothing does, tabulating
+    job = QualityJob(identities=None, model=str(tiny_sd), out=out, methods=["base"])
+    check_job(job, run=False)
+    check_job(job, run=False)  # the command checks the job, then run_quality checks it again with the stored dtype
+    assert job.dtype == "fp16"
