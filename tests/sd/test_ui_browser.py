@@ -230,10 +230,11 @@ SHARED_STAGES = {"[link](http://e)": 1.0, "see http://evil.example/a": 1.0, "a|b
 
 def open_run(driver, name: str) -> None:
     """Type ``name`` in *Earlier runs* and press Open, as a user who knows a run's name does."""
-    field = driver.find_element(By.CSS_SELECTOR, "#earlier input")
+    # The page lays its parts out one by one: on a loaded machine the box and Open may come a moment after the photo
+    # box (CI: Open at 08:40 of session 51, the box at 11:20 of session 52), so each is waited for
+    field = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#earlier input"), 60)[0]
     field.clear()
     field.send_keys(name)
-    # The page lays its parts out one by one: on a loaded machine Open may come a moment after the box (CI, 08:40)
     wait(driver, lambda d: d.find_elements(By.ID, "open"), 60)[0].click()
 
 
