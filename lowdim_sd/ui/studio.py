@@ -154,8 +154,9 @@ class Studio:
             stopping.ask()
         if not self._slot.acquire(timeout=wait):
             return f"the {running.what} stops at its next step; it has not reached one yet (a model still loading?)"
+        stopped = self._last_stopped  # read while the slot is held: a job starting next clears it
         self._slot.release()
-        if not self._last_stopped:  # it ended before its next step: done, or failed with its own message
+        if not stopped:  # it ended before its next step: done, or failed with its own message
             return f"the {running.what} ended before it could be stopped"
         return f"stopped the {running.what}: nothing of it was kept; the next job can start"
 

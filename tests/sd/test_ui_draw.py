@@ -146,3 +146,29 @@ def test_a_bad_adapter_file_is_one_line(tmp_path, tiny_sd, made):
     other = lowdim.save_adapter(tmp_path / "other.safetensors", toy, base_model="a toy model")
     with pytest.raises(LowdimError, match="was made for a toy model and does not fit this model"):
         studio.draw(uploaded_adapter(other, str(tiny_sd)), "a [V] face", steps=1, count=1)
+
+
+def test_a_how_to_draw_with_its_own_scale_scales_the_adapter(made):
+    """Review CF7: "0.5" in How to draw (the CLI's short form) draws as Adapter scale 0.5 does."""
+    studio, record = made
+    half = studio.draw(record.name, "a [V] face", seed=3, steps=2, count=1, how="0.5")
+    scaled = studio.draw(record.name, "a [V] face", scale=0.5, seed=3, steps=2, count=1)
+    assert half[0][1] == "a [V] face (seed 3, scale 0.5)"
+    assert np.array_equal(np.asarray(half[0][0]), np.asarray(scaled[0][0]))
+
+
+def test_a_run_is_drawn_on_its_own_model_after_another_models_run(tmp_path, tiny_sd, tiny_sd_v):
+    """Review CF8: the drawing model is cached by the model's name; an SD run opened after drawing another
+    model's run must not be drawn on the cached model."""
+    from images_for_tests import save_images
+
+    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, tmp_path,
+                       "face")[0]
+    studio = Studio(StudioConfig(model=str(tiny_sd), out=tmp_path / "ui"))
+    on_eps, on_v = (studio.personalize(face, RunSettings(model=str(model), steps=1, crop=False, preview_steps=1))
+                    for model in (tiny_sd, tiny_sd_v))
+    studio.draw(on_eps.name, "a [V] face", seed=3, steps=2, count=1)  # caches tiny_sd
+    after = studio.draw(on_v.name, "a [V] face", seed=3, steps=2, count=1)
+    fresh = Studio(StudioConfig(model=str(tiny_sd), out=tmp_path / "ui")).draw(on_v.name, "a [V] face", seed=3,
+                                                                                steps=2, count=1)
+    assert np.array_equal(np.asarray(after[0][0]), np.asarray(fresh[0][0]))

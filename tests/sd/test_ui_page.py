@@ -11,6 +11,7 @@ import torch
 
 from lowdim.errors import LowdimError
 from lowdim_sd import defaults
+from lowdim_sd.ui.run_folders import list_runs
 from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
 
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
@@ -175,6 +176,9 @@ def test_a_finished_run_shows_its_whole_folder_and_downloads_named_after_it(stud
     assert all(name.startswith(one.name + ".") for name in names) and any(name.endswith(".png") for name in names)
     assert not set(names) & {path.name for path in two.downloads.values()}  # no clash in a Downloads folder
     assert one.adapter.read_bytes() == (one.folder / "adapter.safetensors").read_bytes()
+    assert one.adapter.read_bytes() != two.adapter.read_bytes()  # the Run seed makes the run (review CF1)
+    # Earlier runs is refilled with every run of --out, not only at a page load (review CF5)
+    assert shown(two)[3]["choices"] == list_runs(studio.config.out) and len(list_runs(studio.config.out)) == 2
     two.adapter.write_bytes(b"cut short")
     # a damaged adapter still lets its run open
     assert shown(two)[2].startswith(f"<p><strong>Run <code>{two.name}</code></strong>")

@@ -51,3 +51,11 @@ def test_a_claim_under_a_missing_out_folder_fails_at_once_rather_than_trying_nam
     (tmp_path / "link").symlink_to(tmp_path / "gone")  # --out whose disk went away while the server ran
     with pytest.raises(OSError):
         claim_run_name(tmp_path / "link", Path("me.png"))
+
+
+def test_a_photos_odd_file_name_makes_a_run_name_read_run_accepts(tmp_path, monkeypatch):
+    """Review CF6: a name legal on Linux (a backslash, a space, brackets) made a run that finished and then could
+    not open, as ``read_run`` refuses such a name."""
+    monkeypatch.setattr(run_folders.time, "strftime", lambda _format: "20261205-120000")
+    assert claim_run_name(tmp_path, Path("my\\photo (1).png")) == "20261205-120000-my-photo-1"
+    assert claim_run_name(tmp_path, Path("(((.png")) == "20261205-120000-photo"

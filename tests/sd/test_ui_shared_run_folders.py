@@ -18,6 +18,7 @@ from lowdim.errors import LowdimError
 from lowdim_sd.ui.run_folders import (
     ADAPTER_LABEL,
     RunRecord,
+    chosen_run,
     list_runs,
     read_run,
     unreadable_runs,
@@ -227,3 +228,25 @@ def test_a_client_of_a_served_page_gets_the_line_not_the_file(out, capfd):
     assert "'../../secret.txt'" in line and "Traceback" not in "".join(capfd.readouterr())
     assert sorted(Path(file).name for file in files) == [f"{GOOD}.lowdim.safetensors", f"{GOOD}.preview.png"]
     assert len(gallery) == 1
+
+
+def test_open_and_draw_never_read_a_run_of_another_folder_named_by_path(out):
+    """Review CF3: a client may send any name; a path to a run elsewhere, relative or absolute, is no run here."""
+    other = out.parent / "other"
+    make_run(other, GOOD, out / GOOD / "adapter.safetensors")
+    studio = Studio(StudioConfig(model="tinyfaces", out=out))
+    for name in (f"../other/{GOOD}", str((other / GOOD).resolve())):
+        with pytest.raises(LowdimError, match="Earlier runs has no run"):
+            chosen_run(out, name)
+        with pytest.raises(LowdimError, match="no finished run"):
+            studio.draw(name, "a [V] face", steps=1, count=1)
+
+
+def test_a_hidden_folder_being_written_is_no_run_to_open(out):
+    """Review CF4: ``.NAME.partial`` holds a run still being written (or a dead server's leftover)."""
+    make_run(out, "done", out / GOOD / "adapter.safetensors")
+    (out / "done").rename(out / ".done.partial")  # a run's folder as it is just before its rename
+    with pytest.raises(LowdimError, match="Earlier runs has no run"):
+        chosen_run(out, ".done.partial")
+    with pytest.raises(LowdimError, match="no finished run"):
+        read_run(out, ".done.partial")
