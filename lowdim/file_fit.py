@@ -96,10 +96,21 @@ def refuse_other_kinds(adapter: AdapterFile, model: nn.Module) -> None:
 def embedding_layers(adapter: AdapterFile) -> set[str] | None:
     """The names of the file's layers that were nn.Embeddings where it was made, as the layers are named now (a file
     saved through a DataParallel recorded them with its prefix); None where the file does not say."""
-    text = adapter.metadata.get(EMBEDDING_LAYERS)
+    names = checked_embedding_layers(adapter.metadata.get(EMBEDDING_LAYERS), adapter.layers, adapter.path,
+                                     adapter.bases_named)
+    if names is None:
+        return None
+    now = {adapter.bases_named.get(layer.name, layer.name): layer.name for layer in adapter.layers}
+    return {now[name] for name in names}
+
+
+def checked_embedding_layers(text: object, layers: list[LayerSpec], path: object,
+                             saved_as: dict[str, str] | None = None) -> list[str] | None:
+    """A file's 'embedding_layers' record (None: it has none), a JSON list of its layers' names as saved
+    (``saved_as``: a layer's name in the file where the load renamed it), or one error naming the file."""
     if text is None:
         return None
-    where = f"{adapter.path}: the '{EMBEDDING_LAYERS}' in the metadata"
+    where = f"{path}: the '{EMBEDDING_LAYERS}' in the metadata"
     if not isinstance(text, str) or len(text) > MAX_INFLATED:  # it lists fewer names than the layer list holds
         raise AdapterFileError(f"{where} is not a short JSON list of layer names")
     try:
@@ -108,10 +119,10 @@ def embedding_layers(adapter: AdapterFile) -> set[str] | None:
         raise AdapterFileError(f"{where} is corrupted ({error})") from None
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise AdapterFileError(f"{where} is not a JSON list of layer names")
-    now = {adapter.bases_named.get(layer.name, layer.name): layer.name for layer in adapter.layers}
-    if stray := [name for name in names if name not in now]:
+    known = {(saved_as or {}).get(layer.name, layer.name) for layer in layers}
+    if stray := [name for name in names if name not in known]:
         raise AdapterFileError(f"{where} names {stray[0][:MAX_SHOWN_NAME]!r}, which is none of the file's layers")
-    return {now[name] for name in names}
+    return names
 
 
 def _wrapped_by_peft(adapter: AdapterFile, wrapped: list[LayerSpec], module: nn.Module) -> str:

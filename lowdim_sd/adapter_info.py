@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from lowdim import json_text
 from lowdim.bases_record import check_bases, layers_checksum, recorded_checksum, recorded_seed, regenerate
 from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginError
-from lowdim.file_fit import config_problem, format_version_problem
+from lowdim.file_fit import EMBEDDING_LAYERS, checked_embedding_layers, config_problem, format_version_problem
 from lowdim.filecheck import (
     MAX_LAYER_REGENERATED,
     basis_kind,
@@ -206,17 +206,20 @@ def missing_model(base_model: str | None) -> tuple[str, str] | None:
 def record_problem(path: Path, meta: dict[str, str], layers: list) -> str:
     """Why every load refuses the file's dropout or scales record ("": it does not); shown, since show reads broken
     files too."""
-    for key in ("dropout", "scales"):
+    for key in ("dropout", "scales", EMBEDDING_LAYERS):
         if problem := refused_record(path, meta, layers, key):
             return f"{problem}: every command that loads this file refuses it"
     return ""
 
 
 def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> str:
-    """The load's words for why it refuses the file's 'dropout' or 'scales' record ("": it takes it)."""
+    """The load's words for why it refuses the file's 'dropout', 'scales' or 'embedding_layers' record ("": it
+    takes it)."""
     try:
         if key == "dropout":
             checked_dropout(meta.get("dropout"), path)
+        elif key == EMBEDDING_LAYERS:
+            checked_embedding_layers(meta.get(key), layers, path)
         else:
             checked_scales(meta.get("scales"), layers, path)
     except LowdimError as error:

@@ -101,6 +101,9 @@ def test_a_damaged_record_is_one_line_naming_the_file(tmp_path, value):
         lowdim.load_adapter(path, nn.Sequential(nn.Linear(4, 4)))
     message = str(refused.value)
     assert "\n" not in message and str(path) in message and "embedding_layers" in message
+    from lowdim_sd.file_info import describe  # lowdim show: the same words, as its problem row
+
+    assert dict(describe(path).rows)["problem"].startswith(message.removeprefix(f"{path}: "))
 
 
 kinds = st.lists(st.booleans(), min_size=1, max_size=5)  # per layer: whether it is an nn.Embedding
