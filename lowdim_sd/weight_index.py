@@ -28,7 +28,7 @@ NOT_SETTINGS = ("gradient_checkpointing",)
 # How a setting's value reads in an error, where the index leaves the default out (None) or a bool hides the flag.
 SHOWN: dict[str, dict[bool | str | None, str]] = {
     "config.shared_noise": {None: "off", False: "off", True: "on"}, "config.optimizer": {None: "'adamw'"},
-    "config.augment": {True: "on", False: "off"}}
+    "config.augment": {True: "on", False: "off"}, "config.crop": {True: "on", False: "off"}}
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -155,8 +155,8 @@ def test_precompute_records_the_crop_and_refuses_to_resume_with_other_settings(t
     config = read_index(out)["config"]
     assert (config["crop"], config["crop_margin"], config["face_index"]) == (False, None, None)
     monkeypatch.setattr(face_inputs, "faces_available", lambda: True)
-    with pytest.raises(lowdim.LowdimError, match=r"other settings: PrecomputeJob\(crop=\.\.\.\) \(False there, "
-                                                 r"True now\);") as caught:  # from Python: the field
+    with pytest.raises(lowdim.LowdimError, match=r"other settings: PrecomputeJob\(crop=\.\.\.\) \(off there, "
+                                                 r"on now\);") as caught:  # from Python: the field
         precompute(precompute_job(tiny_sd, flat_people, out, crop=True), progress=False, model=model)
     assert "\n" not in str(caught.value)
     # A margin where nothing is cropped would change nothing: it is refused, as in personalize.

@@ -156,3 +156,18 @@ def test_an_init_known_by_its_digest_alone_is_worded_for_its_reader():
     assert shown_init(None, {}) == "no init"
     with command_line():
         assert (shown_init("d1", {}), shown_init(None, {})) == ("an --init of digest d1", "no --init")
+
+
+def test_every_switch_is_worded_on_and_off_from_python_as_the_flags_say_it_on_the_command_line():
+    differences = {field: ({"config": {name: True}}, {"config": {name: False}})
+                   for field, name in [("config.crop", "crop"), ("config.augment", "augment"),
+                                       ("config.shared_noise", "shared_noise")]}
+    from_python = {field: precompute_differences(field, *sides) for field, sides in differences.items()}
+    assert from_python == {"config.crop": ["PrecomputeJob(crop=...) (on there, off now)"],
+                           "config.augment": ["TrainConfig(augment=...) (on there, off now)"],
+                           "config.shared_noise": ["PrecomputeJob(shared_noise=...) (on there, off now)"]}
+    with command_line():
+        typed = {field: precompute_differences(field, *sides) for field, sides in differences.items()}
+    assert typed == {"config.crop": ["--crop there, --no-crop now"],
+                     "config.augment": ["--augment there, --no-augment now"],
+                     "config.shared_noise": ["--shared-noise there, no --shared-noise now"]}

@@ -119,6 +119,6 @@ def test_an_uncropped_index_of_no_crop_keys_still_resumes_uncropped_only(tmp_pat
     weight_folder(tmp_path / "w", {"steps": 1})
     assert list(done_identities(tmp_path / "w", header(tmp_path / "ids", {"steps": 1, **crop_settings(
         False, DEFAULT_MARGIN, None)}))) == ["id-0"]
-    with pytest.raises(LowdimError, match=r"config.crop \(False there, True now\)"):
+    with pytest.raises(LowdimError, match=r"config.crop \(off there, on now\)"):
         done_identities(tmp_path / "w", header(tmp_path / "ids", {"steps": 1, **crop_settings(
             True, DEFAULT_MARGIN, None)}))
