@@ -291,7 +291,7 @@ class _Loop:
                 from rich import get_console
 
                 # soft_wrap: one line in a log however narrow the console (piped: 80 columns), as the CLI's own
-                get_console().print(validation_line(self.step, scores), highlight=False, soft_wrap=True)
+                get_console().print(validation_line(self.step, scores), highlight=False, soft_wrap=True, markup=False)
         self.accelerator.wait_for_everyone()
 
     def checkpoint(self) -> Path:

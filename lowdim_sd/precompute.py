@@ -342,7 +342,7 @@ def _say(progress: bool, line: str) -> None:
     if progress:
         from rich import get_console
 
-        get_console().print(line, highlight=False, soft_wrap=True)  # one line in a log, however narrow
+        get_console().print(line, highlight=False, soft_wrap=True, markup=False)  # one line, its paths as written
 
 
 def _batch_line(start: int, size: int, per_batch: int, pending: int, skipped: int, elapsed: float) -> str:

@@ -347,8 +347,9 @@ def progress(total: int, label: str = "training", start: int = 0, enabled: bool 
     )
 
     extra = [TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}")] if loss else []
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
-               TimeRemainingColumn()]
+    # markup=False: the label is user text (an identity's folder, a path), shown as given, never read as markup
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), *extra,
+               TimeElapsedColumn(), TimeRemainingColumn()]
     with live(Progress(*columns, transient=transient, console=console, redirect_stdout=redirect)) as bar:
         task = bar.add_task(label, total=total, completed=start, loss="-", speed="")
         started, done = time.perf_counter(), 0

@@ -40,3 +40,10 @@ def test_a_precompute_batch_line_is_printed_whole(narrow_console, capsys):
     line = "batch 12 of 400: identities 89-96 of 3200, 8 done before, about 3 h 10 min left"
     _say(True, line)
     assert capsys.readouterr().out == line + "\n"
+
+
+@pytest.mark.parametrize("line", ["the identities moved from /data/x[/]y to /data/me[v]: resumed there",
+                                  r"removed 2 shards no identity of the index names: a\[bold].safetensors, [red]b"])
+def test_a_precompute_line_shows_the_paths_it_names_as_written(line, capsys):
+    _say(True, line)  # a folder's name is no markup: '[/]' would stop the run, '[v]' would vanish
+    assert capsys.readouterr().out == line + "\n"
