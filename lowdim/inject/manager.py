@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from numbers import Real
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.inject import adding, merging
 from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
@@ -226,9 +228,21 @@ class Adapters:
                 slot.override = outer[layer]
 
     # -- scale, enable, merge -------------------------------------------------------------
-    def set_scale(self, name: str, scale: float, layers: str | Sequence[str] | None = None) -> None:
-        """Scale the adapter's update; ``layers`` (glob or ``re:`` patterns, as layer sets use) limits it to
+    @overload
+    def set_scale(self, name: str, scale: float, layers: str | Sequence[str] | None = None) -> None: ...
+
+    @overload
+    def set_scale(self, scale: float, /, *, layers: str | Sequence[str] | None = None) -> None: ...
+
+    @overload
+    def set_scale(self, *, scale: float, layers: str | Sequence[str] | None = None) -> None: ...
+
+    def set_scale(self, name: str | float | None = None, scale: float | None = None,
+                  layers: str | Sequence[str] | None = None) -> None:
+        """Scale an adapter's update: ``set_scale(0.5)`` this view's adapter (the one ``enable()`` acts on),
+        ``set_scale(name, 0.5)`` any. ``layers`` (glob or ``re:`` patterns, as layer sets use) limits it to
         the layers they match, e.g. ``"text_encoder.*"`` to weaken only what it does to the prompt."""
+        name, scale = self._scale_words(name, scale)
         check_scale(name, scale)
         slots = self.slots(name)
         if layers is not None:
@@ -241,6 +255,35 @@ class Adapters:
             refuse_if_merged(name, slot, "changing its scale")
         for slot in slots.values():
             slot.scale = float(scale)
+
+    def _scale_words(self, name: Any, scale: Any) -> tuple[str, Any]:
+        """The adapter and scale a ``set_scale`` call means. A number alone is the scale, for the adapter the
+        view's other methods pick; a call it cannot read is one line showing the call that would work."""
+        if isinstance(name, Real) and scale is None:  # set_scale(0.5): the only argument is the scale
+            name, scale = None, name
+        if isinstance(name, Real):  # two numbers, or a number then layers given by position
+            example = scale if isinstance(scale, Real) else name
+            raise LowdimError(f"set_scale({name!r}, {scale!r}): with two arguments the first is the adapter's name, "
+                              f"a str: set_scale({printable_name(self._example_name())}, {example!r}) names one, "
+                              f"set_scale({name!r}, layers=...) scales some layers of this view's adapter")
+        if name is not None and not isinstance(name, str):
+            raise LowdimError(f"set_scale: the adapter's name must be a str, got {type(name).__name__} {name!r:.60}")
+        if scale is None:
+            named = "" if name is None else printable_name(name)
+            raise LowdimError(f"set_scale({named}): no scale given; e.g. set_scale({named + ', ' if named else ''}0.5)")
+        if name is None:
+            name = self._name(None)
+            if name not in self._infos and self._infos:  # with none at all, slots() says 'present: none'
+                present = ", ".join(printable_name(known) for known in self._infos)
+                raise LowdimError(f"set_scale({scale!r}) acts on this view's adapter {printable_name(name)}, which "
+                                  f"is not on this model; it has {present}: name one, e.g. "
+                                  f"set_scale({printable_name(self._example_name())}, {scale!r})")
+        return name, scale
+
+    def _example_name(self) -> str:
+        """The name a refusal's example call shows: this view's adapter if attached, else the first one."""
+        default = self._name(None)
+        return default if default in self._infos or not self._infos else next(iter(self._infos))
 
     def enable(self, name: str | None = None, enabled: bool = True) -> None:
         name = self._name(name)
