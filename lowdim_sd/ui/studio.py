@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lowdim.errors import LowdimError, first_line
@@ -90,11 +90,15 @@ class RunSettings:
         check_number(self.preview_steps, "Gallery denoising steps", *DENOISING_STEPS)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Job:
     what: str  # "personalization": the kind of job
     since: float  # time.monotonic()
     owner: str  # the page session that started it ("": none said), whose closed tab stops it
+    # How this job ended, set once before ``ended``: a Stop waits on its own job's end, never on the slot, which
+    # another tab's job may take the moment this one frees it.
+    stopped: bool = False
+    ended: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 class Studio:
@@ -107,7 +111,6 @@ class Studio:
         # for one job must never land on the next (a closed tab's, as another tab's job starts).
         self._handover = threading.Lock()
         self._running: Job | None = None
-        self._last_stopped = False  # how the last job ended: by a stop, or otherwise (done, failed)
         self._closing = False  # the server is closing: a job stopped now says so to its client
         self._drawer = Drawer(config.model_config, config.device, config.dtype)
         runs.check_folder_target(config.out, "--out")  # a file there (or above) is one line, not a traceback
@@ -124,15 +127,15 @@ class Studio:
             whose, advice = ("", ", or press Stop") if holder.owner == owner else (" started in another tab", "")
             raise Busy(f"a {holder.what}{whose} is already running (for {time.monotonic() - holder.since:.0f} s); "
                        f"one job runs at a time: wait for it to finish{advice}")
+        running = Job(what, time.monotonic(), owner)
         with self._handover:
             stopping.withdraw()  # a stop asked of an earlier job that ended first is not this one's
-            self._running = Job(what, time.monotonic(), owner)
-        self._last_stopped = False
+            self._running = running
         try:
             with command_line():  # the shared checks speak the CLI's words, which the page's terms rewrite
                 yield
         except KeyboardInterrupt:
-            self._last_stopped = True
+            running.stopped = True
             why = ", as the server is closing" if self._closing else ""
             raise Stopped(f"stopped: the {what} was stopped at its next step{why}; nothing of it was kept") from None
         finally:
@@ -140,6 +143,7 @@ class Studio:
                 self._running = None
                 stopping.withdraw()
             self._slot.release()
+            running.ended.set()  # after the release: a Stop that hears it says the next job can start
 
     def stop(self, owner: str | None = None, wait: float = 10.0) -> str:
         """Stop the job in flight at its next step (only ``owner``'s, when given: a page session stops only the
@@ -152,11 +156,9 @@ class Studio:
                 return (f"nothing of yours is running: a {running.what} started in another tab is running, and is "
                         f"not stopped")
             stopping.ask()
-        if not self._slot.acquire(timeout=wait):
+        if not running.ended.wait(wait):  # this job's end: another tab's job may hold the slot by then
             return f"the {running.what} stops at its next step; it has not reached one yet (a model still loading?)"
-        stopped = self._last_stopped  # read while the slot is held: a job starting next clears it
-        self._slot.release()
-        if not stopped:  # it ended before its next step: done, or failed with its own message
+        if not running.stopped:  # it ended before its next step: done, or failed with its own message
             return f"the {running.what} ended before it could be stopped"
         return f"stopped the {running.what}: nothing of it was kept; the next job can start"
 
