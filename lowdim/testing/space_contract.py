@@ -13,7 +13,9 @@ Every property applies to every first-party space. Textual Inversion ("ti") is a
 but its update is defined on any matrix (it writes n learned rows, the last ones), so it keeps the
 whole contract on linear layers as is; ``test_on_an_embedding_...`` checks every space through an
 ``nn.Embedding`` too, and that a token space leaves every other row bit-identical, and ``test_on_a_1x1_...`` through
-a 1x1 ``nn.Conv2d`` (both in ``lowdim.testing.contract_layer_kinds``).
+a 1x1 ``nn.Conv2d`` (both in ``lowdim.testing.contract_layer_kinds``). ``test_a_meta_built_model_...`` builds a model
+on the meta device, injects it and assign-loads a saved state dict, the big-model route
+(``lowdim.testing.contract_meta_load``): its frozen bases must come off meta and its output be the saved model's.
 
 ``sample_config`` may draw every option, init options included: ``test_default_init_...`` puts the drawn config's
 ``init`` back to its class default (and a stack's components' ``init``, by leaving it out of their configs), since it
@@ -55,11 +57,14 @@ from lowdim.testing.contract_cases import (
 )
 from lowdim.testing.fresh_process import fresh_process_problem
 
-# Registered before its import, as lowdim.testing registers this module: a failed property there shows its values too.
-pytest.register_assert_rewrite("lowdim.testing.contract_layer_kinds")
+# Registered before their import, as lowdim.testing registers this module: a failed property there shows its values.
+pytest.register_assert_rewrite("lowdim.testing.contract_layer_kinds", "lowdim.testing.contract_meta_load")
 from lowdim.testing.contract_layer_kinds import (  # noqa: E402, F401  collected here, with the properties
     test_on_a_1x1_convolution_every_pixel_gets_the_spaces_update,
     test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update,
+)
+from lowdim.testing.contract_meta_load import (  # noqa: E402, F401  collected here, with the properties
+    test_a_meta_built_model_assign_loaded_computes_what_the_saved_model_did,
 )
 from lowdim.testing.plugin_load_checks import (  # noqa: E402, F401  collected here, with the properties
     test_no_plugin_warned_while_loading,
