@@ -59,3 +59,12 @@ def test_a_photos_odd_file_name_makes_a_run_name_read_run_accepts(tmp_path, monk
     monkeypatch.setattr(run_folders.time, "strftime", lambda _format: "20261205-120000")
     assert claim_run_name(tmp_path, Path("my\\photo (1).png")) == "20261205-120000-my-photo-1"
     assert claim_run_name(tmp_path, Path("(((.png")) == "20261205-120000-photo"
+
+
+def test_a_claim_passes_over_a_run_finished_under_that_name_in_the_same_second(tmp_path, monkeypatch):
+    """Review CF12: a finished run holds no claim folder any more; taking its name would write the new run's
+    downloads under it, so two runs would offer NAME.lowdim.safetensors."""
+    monkeypatch.setattr(run_folders.time, "strftime", lambda _format: "20261205-120000")
+    (tmp_path / "20261205-120000-me").mkdir()  # published a moment ago, its .partial renamed away
+    assert claim_run_name(tmp_path, Path("me.png")) == "20261205-120000-me-2"
+    assert not (tmp_path / f".20261205-120000-me{PARTIAL}").exists()

@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 from lowdim_cli.ui_command import start_line
-from lowdim_sd.ui.run_folders import list_runs, unreadable_runs, unreadable_runs_line
+from lowdim_sd.ui.run_folders import kept_runs_line, list_runs, unreadable_runs, unreadable_runs_line
 
 RECORD = {"settings": {"model": "tinyfaces"}, "stages": {"finetune": 5.0},
           "gallery": [{"file": "gallery/00.png", "caption": "a [V] face"}],
@@ -27,13 +27,15 @@ def test_a_run_of_another_shape_is_named_with_where_its_files_are(tmp_path):
     run_folder(out, "20261130-120000-face", {**{k: v for k, v in RECORD.items() if k != "downloads"},
                                              "files": RECORD["downloads"]})
     run_folder(out, "20261201-090000-me", RECORD)
-    (out / ".20261202-080000-me.partial").mkdir()  # a run in the making: neither listed nor unreadable
+    # A run in the making, its run.json half written: neither listed, nor unreadable, nor a kept run (review CF12)
+    run_folder(out, ".20261202-080000-me.partial", '{"settings": {"mod')
     (out / "notes").mkdir()  # no run.json: not a run at all
     assert list_runs(out) == ["20261201-090000-me"]
     assert unreadable_runs(out) == ["20261130-120000-face"]
     assert unreadable_runs_line(out) == (
         f"1 run in {out} has a run.json this lowdim cannot read (20261130-120000-face): its files are still in "
         f"{out / '20261130-120000-face'}")
+    assert kept_runs_line(out) == f"2 finished runs are kept in {out}"
     line = start_line(SimpleNamespace(share_url=None), "", "127.0.0.1", 7860, False, out)
     assert line == (f"lowdim ui: serving on http://127.0.0.1:7860 (Ctrl-C stops it); runs are kept in {out}; "
                     f"{unreadable_runs_line(out)}")
