@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
@@ -144,6 +144,7 @@ def test_each_label_is_nearer_its_own_dot_than_any_other():
         assert nearest == number, (found[number].label, found[nearest].label)
 
 
+@settings(deadline=None)  # placing 12 labels takes longer than 200 ms on a loaded 2-core machine: no defect
 @given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 0.1), st.floats(0, 0.1)),
                 min_size=1, max_size=12))
 def test_every_label_has_its_size_and_sits_beside_its_own_dot(values):
