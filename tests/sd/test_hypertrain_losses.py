@@ -3,6 +3,8 @@ and the scale of the standardized weight term. A stand-in Diffusion records what
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import lowdim_sd.hypertrain_losses as hl
 from lowdim.hyper import HyperConfig, HyperNetwork, weight_loss
 from lowdim.spaces.base import LayerSpec
 from lowdim_sd.hypertrain import HyperTrainJob
+from lowdim_sd.train import TrainConfig
 
 LAYERS = [LayerSpec("q", 16, 8), LayerSpec("k", 16, 8), LayerSpec("o", 12, 12)]
 DIFFUSION_LOSS = 7.0
@@ -123,3 +126,45 @@ def test_a_standardizing_network_trains_the_mean_standardized_loss_of_every_iter
     torch.testing.assert_close(losses["loss"], 2.0 * each.mean())
     plain = torch.stack([weight_loss(theta, target) for theta in iterates])  # reported as ‖θ̂_k − θ‖², to compare
     torch.testing.assert_close(losses["per_iterate"], plain)
+
+
+class OverridingAdapters:
+    """Stands in for Diffusion's lowdim.Adapters: keeps the tensors each override runs with."""
+
+    def __init__(self) -> None:
+        self.overrides: list[dict] = []
+
+    @contextlib.contextmanager
+    def override(self, name: str, tensors: dict) -> Iterator[None]:
+        self.overrides.append(tensors)
+        yield
+
+
+def test_each_sample_of_every_iterate_denoises_its_own_subjects_image(monkeypatch):
+    # Sample j carries identity j's prediction: its diffusion term must reconstruct identity j's image, not
+    # another identity's (review CK, finding 2).
+    received: list[list] = []
+
+    def recording_losses(model, subjects, config, step, micro, input_ids, teacher=None):
+        received.append(subjects)
+        return torch.zeros(len(subjects))
+
+    monkeypatch.setattr(hl, "denoising_losses", recording_losses)
+    diffusion = object.__new__(hl.Diffusion)  # the SD model is never reached: denoising_losses is recorded
+    diffusion.adapters, diffusion.model = OverridingAdapters(), None
+    diffusion.config, diffusion.input_ids = TrainConfig(batch_size=1), torch.zeros(1, 4, dtype=torch.long)
+    net = tiny_net(head_init_scale=1.0)
+    iterates = [random_params(net, 2, seed=k) for k in range(3)]
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    diffusion.loss(iterates, images, seeds=[4, 7], step=1, augment=False)
+    (subjects,) = received
+    assert len(subjects) == len(iterates) * 2
+    assert not torch.equal(images[0], images[1])
+    for k, theta in enumerate(iterates):
+        for j, seed in enumerate([4, 7]):
+            sample = subjects[k * 2 + j]
+            assert torch.equal(sample.images, images[j: j + 1]), f"iterate {k}'s sample {j} denoises another image"
+            assert sample.seed == seed
+            for layer, params in theta.items():  # and it runs with iterate k's prediction for identity j
+                for name, value in params.items():
+                    assert torch.equal(diffusion.adapters.overrides[0][layer][name][k * 2 + j], value[j])
