@@ -36,6 +36,7 @@ from lowdim_sd.train_settings import (  # this module's API since before they mo
     Subject,
     TrainConfig,
     TrainResult,
+    check_subjects,
     config_token,
     fill_prompt,
     refuse_inference_mode,
@@ -113,9 +114,8 @@ def _subject_draws(model: SDModel, subject: Subject, config: TrainConfig, step: 
     images = subject.images[picks]
     if config.augment:
         images = augment(images, generator)
-    channels = model.pipe.unet.config.in_channels
-    latent_size = images.shape[-1] // model.pipe.vae_scale_factor
-    shape = (config.batch_size, channels, latent_size, latent_size)
+    height, width, factor = *images.shape[-2:], model.pipe.vae_scale_factor
+    shape = (config.batch_size, model.pipe.unet.config.in_channels, height // factor, width // factor)
     vae_noise = torch.randn(shape, generator=generator)
     noise = torch.randn(shape, generator=generator)
     steps = model.pipe.scheduler.config.num_train_timesteps
@@ -207,6 +207,7 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     refuse_inference_mode()
     config = with_defaults(config)
     config.validate()
+    check_subjects(subjects, model.pipe.vae_scale_factor)
     check_precision(model, config, trainable)
     models = step_models(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
     if len(subjects) != trainable.num_subjects:

@@ -7,7 +7,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -196,6 +196,27 @@ class Subject:
 
     images: Tensor  # (N, 3, H, W) in [-1, 1]
     seed: int = 0
+
+
+def check_subjects(subjects: Sequence[Subject], factor: int) -> None:
+    """Pictures one training batch can take, else one line naming the subject (its place in the list, from 0)
+    and the sizes, before any model call: each side a multiple of the VAE's ``factor`` (latents are that much
+    smaller), and every subject's pictures the size of the first's, since all are stacked into one batch."""
+    sizes = []
+    for index, subject in enumerate(subjects):
+        images = subject.images
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise LowdimError(f"subject {index}'s images must be one (N, 3, H, W) tensor, got {shape}")
+        height, width = images.shape[-2:]
+        if height % factor or width % factor:
+            raise LowdimError(f"subject {index}'s pictures are {height}x{width} (height x width): each side must be "
+                              f"a multiple of {factor}, the VAE's downscaling factor")
+        sizes.append((height, width))
+        if sizes[index] != sizes[0]:
+            raise LowdimError(f"subject {index}'s pictures are {height}x{width} (height x width), subject 0's "
+                              f"{sizes[0][0]}x{sizes[0][1]}: subjects trained together are stacked into one batch, "
+                              f"so all their pictures must be one size")
 
 
 @dataclass

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import lowdim
+from lowdim.errors import LowdimError
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, _interleave, clip_per_subject, denoising_losses, train
+from lowdim_sd.train import Subject, TrainConfig, _interleave, clip_per_subject, denoising_losses, prompt_ids, train
 
 # The gradients of K subjects at once equal each one's alone to float32 rounding, but AdamW divides each coordinate
 # by its gradient's running size, so where a gradient is near zero it turns that rounding into a fraction of lr: LiDB
@@ -84,3 +85,50 @@ def test_one_subjects_copies_share_one_prompt_encoding_with_the_same_loss_and_gr
     for a, b in zip(shared_grads, repeated_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
     assert any(g.abs().sum() > 0 for g in shared_grads)
+
+
+def test_batched_per_subject_losses_are_each_subject_s_own(tiny_sd):
+    """denoising_losses' (K,) result, entry i, is subject i's loss as computed with subject i alone: the gradient
+    only sees their sum, so a pairing with the wrong subject would fail nothing else."""
+    generator = torch.Generator().manual_seed(7)
+    subjects = [Subject(torch.rand(1 + i % 2, 3, 16, 16, generator=generator) * 2 - 1, 100 + i) for i in range(3)]
+    config = TrainConfig(batch_size=2, augment=False)
+    model = load_sd(str(tiny_sd))
+    ids = prompt_ids(model, TrainConfig(token="sks"))
+    together = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=["a", "b", "c"])
+    with torch.no_grad():
+        batched = denoising_losses(model, subjects, config, 3, 0, ids)
+    lowdim.Adapters(model.modules).delete(together.name)
+    adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))  # the same seed: each one's start
+    with torch.no_grad():
+        each = torch.stack([denoising_losses(model, [subject], config, 3, 0, ids)[0] for subject in subjects])
+    assert len(set(each.tolist())) == 3  # the subjects differ, and so do their losses
+    torch.testing.assert_close(batched, each, atol=1e-6, rtol=1e-5)
+
+
+def test_a_non_square_subject_trains(tiny_sd):
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    pictures = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    result = train(model, [Subject(pictures, 1)], trainable, TrainConfig(steps=1, learning_rate=BATCHING_LR),
+                   progress=False)
+    assert len(result.losses) == 1 and result.losses[0] > 0
+
+
+@pytest.mark.parametrize(("sizes", "words"), [
+    ([(16, 16), (16, 24)], "subject 1's pictures are 16x24 (height x width), subject 0's 16x16"),
+    ([(16, 15)], "subject 0's pictures are 16x15 (height x width): each side must be a multiple of 2")])
+def test_pictures_the_batch_cannot_take_are_one_line_before_any_model_call(tiny_sd, sizes, words, monkeypatch):
+    model = load_sd(str(tiny_sd))
+    names = [f"s{i}" for i in range(len(sizes))] if len(sizes) > 1 else None
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=names)
+
+    def called(*args, **kwargs):
+        raise AssertionError("a model was called")
+
+    for part, call in ((model.pipe.vae, "encode"), (model.pipe.unet, "forward"), (model.pipe.text_encoder, "forward")):
+        monkeypatch.setattr(part, call, called)
+    subjects = [Subject(torch.zeros(1, 3, h, w), i) for i, (h, w) in enumerate(sizes)]
+    with pytest.raises(LowdimError) as refused:
+        train(model, subjects, trainable, TrainConfig(steps=1), progress=False)
+    assert words in str(refused.value) and "\n" not in str(refused.value)

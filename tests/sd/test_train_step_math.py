@@ -117,3 +117,39 @@ def test_latents_are_the_vae_s_scaled_by_its_scaling_factor(model, faces, ids, s
     monkeypatch.setattr(vae, "encode", encode_without_spread)
     one_step(model, faces, ids)
     torch.testing.assert_close(spy["latents"], means[0] * factor, atol=1e-6, rtol=1e-6)
+
+
+def test_each_subject_draws_its_own_vae_noise_diffusion_noise_and_timesteps(model):
+    """Subjects of different seeds noise differently in the same (step, micro): precompute without --shared-noise
+    promises each identity its own noise, and batching must not make them share one draw."""
+    from lowdim_sd.train import _subject_draws
+
+    images = torch.zeros(1, 3, 16, 16)
+    first = _subject_draws(model, Subject(images, 1), CONFIG, 0, 0)
+    second = _subject_draws(model, Subject(images, 2), CONFIG, 0, 0)
+    for index, what in ((1, "vae noise"), (2, "diffusion noise"), (3, "timesteps")):
+        assert not torch.equal(first[index], second[index]), f"both subjects drew the same {what}"
+
+
+def test_a_non_square_subject_s_loss_is_the_denoising_loss_of_its_own_shape(model, ids):
+    """16x24 pictures (height x width): latents and both noises are (B, C, 8, 12), and the loss is the one
+    computed step by step from the subject's own generator, in the draw order the engine documents."""
+    from lowdim_sd.train import _generator
+
+    pictures = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    config, seed, step = TrainConfig(batch_size=2, augment=False), 4, 3
+    with torch.no_grad():
+        loss = denoising_losses(model, [Subject(pictures, seed)], config, step, 0, ids)
+        generator = _generator(seed, step, 0)
+        picked = pictures[torch.randint(0, 2, (2,), generator=generator)]
+        pipe, factor = model.pipe, model.pipe.vae_scale_factor
+        shape = (2, pipe.unet.config.in_channels, 16 // factor, 24 // factor)
+        vae_noise, noise = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        timesteps = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (2,), generator=generator)
+        posterior = pipe.vae.encode(picked).latent_dist
+        latents = (posterior.mean + posterior.std * vae_noise) * pipe.vae.config.scaling_factor
+        noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
+        hidden = pipe.text_encoder(ids)[0].expand(2, -1, -1)
+        expected = (pipe.unet(noisy, timesteps, hidden).sample - noise).pow(2).mean()
+    assert latents.shape[-2:] == (8, 12)
+    torch.testing.assert_close(loss, expected.view(1), atol=1e-6, rtol=1e-5)
