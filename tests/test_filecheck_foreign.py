@@ -61,3 +61,17 @@ def test_an_adapter_is_still_read(tmp_path):
     lowdim.inject(model, lowdim.get_space("lora", rank=2), ["0"])
     path = lowdim.save_adapter(tmp_path / "me.safetensors", model)
     assert describe_foreign(path) is None and lowdim.read_adapter(path).layers[0].name == "0"
+
+
+@pytest.mark.parametrize("keys", [  # LyCORIS 'full' and IA3 files: kohya's layer names, none of LoRA's suffixes
+    ["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.diff",
+     "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.diff_b"],
+    ["lora_te_text_model_encoder_layers_0_self_attn_q_proj.weight",
+     "lora_te_text_model_encoder_layers_0_self_attn_q_proj.on_input"],
+])
+def test_a_file_of_kohya_layer_names_is_named_by_its_tool_whatever_its_suffixes(tmp_path, keys):
+    """Review CL 1: the name prefix alone tells kohya's layout; the read says where the file belongs."""
+    path = tmp_path / "lycoris.safetensors"
+    save_file({key: torch.zeros(2, 2) for key in keys}, str(path), metadata={"format": "pt"})
+    with pytest.raises(AdapterFileError, match="this is a kohya LoRA, not a lowdim adapter: use it in diffusers"):
+        lowdim.read_adapter(path)
