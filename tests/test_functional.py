@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lowdim import functional as F
@@ -74,3 +74,17 @@ def test_numerical_rank_counts_the_directions_of_full_rank_factors(out_features,
     assert F.numerical_rank(up @ down) == expected
     assert F.numerical_rank((up @ down).float()) == expected  # any dtype: it counts in float64
     assert F.numerical_rank(torch.zeros(out_features, in_features)) == 0
+
+
+@given(st.lists(st.floats(-12, 0), min_size=1, max_size=6), st.floats(-10, -1), st.integers(0, 2**16))
+def test_numerical_rank_counts_the_singular_values_above_rtol_times_the_largest(log_values, log_rtol, seed):
+    """Review CJ 1: the contract's rank bound reads ``rtol``; a matrix of chosen singular values, rotated."""
+    values = torch.tensor([10.0 ** v for v in log_values], dtype=torch.float64)
+    rtol = 10.0 ** log_rtol
+    assume(all(abs(v / values.max() - rtol) > 1e-3 * rtol for v in values))  # none on the threshold itself
+    generator = torch.Generator().manual_seed(seed)
+    size = len(values)
+    left, _ = torch.linalg.qr(torch.randn(size + 2, size, dtype=torch.float64, generator=generator))
+    right, _ = torch.linalg.qr(torch.randn(size + 3, size, dtype=torch.float64, generator=generator))
+    matrix = left @ torch.diag(values) @ right.T
+    assert F.numerical_rank(matrix, rtol=rtol) == int((values > rtol * values.max()).sum())
