@@ -132,3 +132,17 @@ def test_pictures_the_batch_cannot_take_are_one_line_before_any_model_call(tiny_
     with pytest.raises(LowdimError) as refused:
         train(model, subjects, trainable, TrainConfig(steps=1), progress=False)
     assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_reported_loss_of_k_subjects_is_the_mean_of_their_losses(tiny_sd):
+    """TrainResult.losses (the progress bar's loss, and what stop_if_diverged judges) is the step's mean over the
+    subjects of each one's denoising loss, as one subject alone reports its own: not their sum."""
+    generator = torch.Generator().manual_seed(5)
+    subjects = [Subject(torch.rand(1, 3, 16, 16, generator=generator) * 2 - 1, 10 + i) for i in range(3)]
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None), subject_names=["a", "b", "c"])
+    config = TrainConfig(steps=1, batch_size=2, augment=False)
+    with torch.no_grad():  # the loss at the start, which the one step is taken from
+        each = denoising_losses(model, subjects, config, 0, 0, prompt_ids(model, config)).tolist()
+    result = train(model, subjects, trainable, config, progress=False)
+    assert result.losses[0] == pytest.approx(sum(each) / len(each), rel=1e-5)

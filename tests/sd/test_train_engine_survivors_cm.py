@@ -1,5 +1,6 @@
 """The optimizer settings a run is told, seen in what it does to the weights: TrainConfig.weight_decay and SGD's
-momentum (its doc: 0.9). Review CM's surviving mutants; one- and two-step runs of a LoRA on the tiny model."""
+momentum (its doc: 0.9). Review CM's surviving mutants; one- and two-step runs of a LoRA on the tiny model. And
+review CM2's: a step's dropout masks are its own, and --keep-styles' rows draw apart from the batch."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch
 
 import lowdim
 from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, denoising_losses, prompt_ids, train, with_defaults
+from lowdim_sd.modes import ADAPTER, adapter_trainable, resolve_layers
+from lowdim_sd.style_delta import STYLE_SAMPLES, StyleTerm, style_prompts
+from lowdim_sd.train import Subject, TrainConfig, _dropout_draws, denoising_losses, prompt_ids, train, with_defaults
 
 RATE = 1e-2
 SUBJECT = Subject(torch.zeros(1, 3, 16, 16), 1)
@@ -69,3 +71,44 @@ def test_sgd_s_second_step_carries_nine_tenths_of_the_first_gradient(tiny_sd):
     assert all(float(g.abs().max()) > 1e-5 for g in first)  # every factor has a step to carry
     for w1, w2, g1, g2 in zip(after_one, _weights(trainable), first, second, strict=True):
         torch.testing.assert_close(w2, w1 - RATE * (g2 + 0.9 * g1), atol=1e-6, rtol=1e-4)
+
+
+def test_dropout_masks_are_drawn_anew_at_each_step_and_again_alike_for_the_same_step(tiny_sd):
+    """--dropout's masks (the adapter's functional dropout, under the step's seeding) differ between steps and
+    micro-steps, or one fixed sub-network would be trained all run; the same (seed, step, micro) redraws the same
+    masks, which a resumed run relies on."""
+    model = load_sd(str(tiny_sd))
+
+    def mask(step: int, micro: int = 0) -> torch.Tensor:
+        with _dropout_draws(model, 0, step, micro, True):
+            return torch.nn.functional.dropout(torch.ones(256), 0.5, training=True) == 0
+
+    assert torch.equal(mask(0), mask(0)) and torch.equal(mask(7, 1), mask(7, 1))
+    for one, other in (((0, 0), (1, 0)), ((3, 0), (7, 0)), ((0, 0), (0, 1))):
+        assert not torch.equal(mask(*one), mask(*other)), (one, other)
+
+
+def test_keep_styles_rows_get_noise_and_timesteps_apart_from_the_batchs(tiny_sd, monkeypatch):
+    """The style rows' generator is not the batch's: with as many copies as style rows and no augment, one seeded
+    like the batch's would replay its draws, and the rows would get exactly the batch's noise and timesteps."""
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))
+    reference = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    prompts = style_prompts(model.pipe.tokenizer, ["a [V] face at night", "a pencil sketch of a [V] face"],
+                            "a [V] face", "sks")
+    term = StyleTerm(prompts, trainable.adapters, ADAPTER, 1.0, reference)
+    calls = []
+    add_noise = model.noise_scheduler.add_noise
+
+    def record(latents, noise, timesteps):
+        calls.append((noise.clone(), timesteps.clone()))
+        return add_noise(latents, noise, timesteps)
+
+    monkeypatch.setattr(model.noise_scheduler, "add_noise", record)
+    config = TrainConfig(batch_size=STYLE_SAMPLES, augment=False, prompt="a [V] face", token="sks")
+    with torch.no_grad():
+        denoising_losses(model, [Subject(reference, 4)], config, 0, 0, prompt_ids(model, config), styles=term)
+    (batch_noise, batch_steps), (style_noise, style_steps) = calls  # the batch's add_noise, then the rows'
+    assert batch_noise.shape == style_noise.shape
+    assert not torch.equal(batch_noise, style_noise)
+    assert not torch.equal(batch_steps, style_steps)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lowdim_sd.loading import load_sd
-from lowdim_sd.train import Subject, TrainConfig, denoising_losses
+from lowdim_sd.train import Subject, TrainConfig, _subject_draws, denoising_losses, prompt_ids
 
 COPIES = 8  # TinyFaces' finetune: 8 noisy copies of the one reference per step
 CONFIG = TrainConfig(batch_size=COPIES, augment=False)
@@ -153,3 +153,19 @@ def test_a_non_square_subject_s_loss_is_the_denoising_loss_of_its_own_shape(mode
         expected = (pipe.unet(noisy, timesteps, hidden).sample - noise).pow(2).mean()
     assert latents.shape[-2:] == (8, 12)
     torch.testing.assert_close(loss, expected.view(1), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_a_small_error_is_measured_exactly_in_an_fp16_model_too(tiny_sd, faces, dtype, monkeypatch):
+    """The squared error is taken in fp32 whatever the model's dtype: a UNet that answers the true noise plus
+    1e-3 everywhere has loss (1e-3)**2 = 1e-6. Rounding prediction and target to fp16 first (an error of ~5e-4
+    at |noise| ~ 1) would swamp it, as it would a late run's small losses and their gradients."""
+    model = load_sd(str(tiny_sd), dtype=dtype)
+    assert model.dtype == {"fp32": torch.float32, "fp16": torch.float16}[dtype]
+    subject = Subject(faces[:1], seed=1)
+    noise = _subject_draws(model, subject, CONFIG, 0, 0)[2]  # the step's diffusion noise, drawn again on its own
+    monkeypatch.setattr(model.pipe.unet, "forward", lambda sample, *args, **kwargs: _Output(noise + 1e-3))
+    ids = prompt_ids(model, CONFIG)
+    with torch.no_grad():
+        losses = denoising_losses(model, [subject], CONFIG, 0, 0, ids)
+    assert losses.item() == pytest.approx(1e-6, rel=1e-3)
