@@ -179,6 +179,17 @@ def test_sd15_lidb_file_in_fp16_is_at_most_60_kb():
     assert 52_800 < size <= 60_000
 
 
+@pytest.mark.parametrize("dtype, stored", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_the_dtype_metadata_names_the_dtype_the_tensors_are_stored_in(tmp_path, dtype, stored):
+    # Other tools read the 'dtype' record instead of the tensors: it must not claim fp32 for a half file.
+    model, _ = trained(a=6, b=5)
+    path = lowdim.save_adapter(tmp_path / "me.safetensors", model, dtype=dtype)
+    with safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata()["dtype"] == dtype
+        names = handle.keys()  # a safe_open handle is not iterable
+        assert names and {handle.get_tensor(key).dtype for key in names} == {stored}
+
+
 def test_atomic_writes_get_the_permissions_a_plain_open_gives(tmp_path):
     import os
     import stat
