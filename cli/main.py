@@ -191,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         # Messages name flags, not the library's parameters; a wait no bar shows gets a spinner on a terminal.
         with command_line(), status_line.shown_on(err):
             code = app(args=argv, prog_name="lowdim", standalone_mode=False)
-        # Typer answers a Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
-        return errors.interrupted("") if code == errors.INTERRUPTED else 0
+        # Click returns a command's typer.Exit(code=N) instead of raising it: N is the shell's status. Typer answers a
+        # Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
+        if code == errors.INTERRUPTED:
+            return errors.interrupted("")
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except errors.Stopped as stopped:
         return errors.interrupted(str(stopped.interrupt))
     except ABORTS:

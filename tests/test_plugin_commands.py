@@ -77,3 +77,25 @@ def test_a_plugin_cannot_replace_the_apps_own_options(app_as_it_was, capsys):
         code, said = run(capsys, "--version")
     assert code == 0 and said.startswith("lowdim ")  # --version still answers
     assert "Warning: plugin 'rooter' sets the options of `lowdim` itself" in said
+
+
+def test_a_plugin_commands_exit_code_is_the_shells(app_as_it_was, capsys):
+    """Review CQ 1: click hands back a typer.Exit(code=N) instead of raising it; a check that fails must not tell
+    the shell or CI it passed. A command's other return value is no exit code."""
+    def check(fail: bool = False) -> None:
+        """A plugin's check: exit 3 when it fails."""
+        if fail:
+            raise typer.Exit(code=3)
+
+    def answer() -> str:
+        """A plugin's command that returns a value."""
+        return "a value, not a status"
+
+    def register_commands(cli):
+        cli.command()(check)
+        cli.command()(answer)
+
+    with lowdim.use_registry(with_commands(plugin_module("checker", register_commands=register_commands))):
+        assert run(capsys, "check", "--fail")[0] == 3
+        assert run(capsys, "check")[0] == 0
+        assert run(capsys, "answer")[0] == 0
