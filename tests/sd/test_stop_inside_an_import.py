@@ -20,12 +20,19 @@ def _wrapped_stop(*args, **kwargs):
                            "(look up to see its traceback):") from error
 
 
+def _implicitly_chained_stop(*args, **kwargs):
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed")  # noqa: B904  no `from`: the stop is its __context__ only
+
+
 def _unchained_after_a_signal(*args, **kwargs):
     stopping.ask()  # the handler's flag, set before its KeyboardInterrupt was lost inside the import
     raise ImportError("initialization failed")
 
 
-@pytest.mark.parametrize("raising", [_wrapped_stop, _unchained_after_a_signal])
+@pytest.mark.parametrize("raising", [_wrapped_stop, _implicitly_chained_stop, _unchained_after_a_signal])
 def test_a_stop_wrapped_by_a_library_exits_130_with_one_line(monkeypatch, tmp_path, capsys, raising):
     monkeypatch.setattr("lowdim_sd.hypertrain.train_hypernet", raising)
     code = main(["train-hypernet", "-w", str(tmp_path), "-o", str(tmp_path / "h"), "--encoder-config", "tiny"])
