@@ -2,7 +2,8 @@
 
 A user mistake (not an image, no face, an unknown model, a number out of range) becomes one line on the page
 (``gr.Error``) and the server keeps serving; anything else is also printed to the terminal. A job refused (the
-studio is busy) or stopped is no mistake: its line goes in the stages box (``job_on_page``).
+studio is busy) or stopped is no mistake: its line goes in the job line under Personalize and Stop
+(``job_on_page``), never in the stages box, which holds only the run shown's stage times or the running job's bar.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the p
               f"for a model with no hypernetwork); up to {MAX_FINETUNE_STEPS}. The finetune's time grows with it; "
               f"Stop ends a run")
 HYPER_LABEL = "Start from the hypernetwork's prediction"
+# Earlier runs' text as shown, for Open: Gradio's Dropdown that takes typed names commits no emptied text, so its
+# value would still be the last name opened.
+TYPED_RUN = "(name) => { const box = document.querySelector('#earlier input'); return [box ? box.value : name]; }"
 
 
 def hyper_info(model: str, has_hypernet: bool) -> str:
@@ -90,7 +94,7 @@ def shown(record: RunRecord) -> tuple:
     """The outputs every way of showing a run fills: gallery, downloads, stage times, runs list, what Draw
     draws, Draw's prompt with the looks the run read from its photo, Draw's line, and its adapter file box
     emptied: the run shown is what Draw draws now, and a file left in the box would say otherwise (while the box
-    holds a file, Draw draws that file)."""
+    holds a file, Draw draws that file); and the job line emptied: an earlier refusal or stop is not this run's."""
     gallery = [(str(path), caption) for path, caption in record.gallery]
     files = [str(path) for path in record.downloads.values()]
     runs = list_runs(record.folder.parent)
@@ -100,7 +104,7 @@ def shown(record: RunRecord) -> tuple:
     except LowdimError:  # an adapter damaged since: the run still shows; Draw names the problem when pressed
         prompt = gr.update()
     return (gallery, files, stage_table(record), gr.update(choices=runs, value=record.name),
-            {"run": record.name}, prompt, drawing_line({"run": record.name}), None)
+            {"run": record.name}, prompt, drawing_line({"run": record.name}), None, "")
 
 
 def forget_run(what: Drawable) -> tuple:
@@ -108,9 +112,9 @@ def forget_run(what: Drawable) -> tuple:
     none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays
     (in its box); Earlier runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job
     is no failure (``job_on_page``), nor a click whose values are refused before it runs (``check_request``):
-    they leave the run shown."""
+    they leave the run shown. The job line is emptied: the error is the failure's line."""
     left = without(what, "run")
-    return [], None, "", gr.update(), left, gr.update(), drawing_line(left), gr.update()
+    return [], None, "", gr.update(), left, gr.update(), drawing_line(left), gr.update(), ""
 
 
 def face_choices(count: int, chosen: int | None) -> dict:
@@ -171,9 +175,12 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     with gr.Row():
         go = gr.Button("Personalize", variant="primary", elem_id="personalize")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    # A refused or stopped job's line, beside the buttons that asked: in the stages box it would read as if it were
+    # about the run shown under it (review CR2). HTML: the line is escaped (job_on_page), as a run's words are.
+    job_line = gr.HTML(elem_id="job-line", elem_classes=["lowdim-note"])
     # HTML, not markdown: a shared run's notes and stage names show as written (stage_table escapes them)
     stages = gr.HTML(elem_id="stages")
-    return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, stages
+    return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, stages
 
 
 def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
@@ -183,8 +190,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         with gr.Column(scale=1):
             photo, crop, crop_note, face = _photo_column()
         with gr.Column(scale=1):
-            model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, stages = _run_column(
-                models, config.model)
+            model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, stages = (
+                _run_column(models, config.model))
     # Another way to a run than Personalize, so beside it: an opened run fills the gallery and Draw below.
     with gr.Row():  # any name passes Gradio, as Face's does; chosen_run refuses one that is no run here
         earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out.resolve()})",
@@ -194,8 +201,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     current = gr.State(None)  # what Draw draws (page_draw.Drawable): the run shown, a file dropped beside it
-    prompt, drawing, adapter, more = draw_section(studio, current, model, stages)
-    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing, adapter]
+    prompt, drawing, adapter, more = draw_section(studio, current, model)  # Draw's refusal: on its own line
+    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing, adapter, job_line]
     handlers = PersonalizeHandlers(studio)
     # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
     # otherwise drop a click while its event runs, or queue it out of sight).
@@ -205,7 +212,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
-    personalize = job_on_page(outputs, stages)(handlers.personalize)  # refused or stopped: the line in stages
+    personalize = job_on_page(outputs, job_line)(handlers.personalize)  # refused or stopped: its line
     # One bar, in the box under Personalize and Stop (Gradio's default draws it over every output: Earlier runs,
     # the gallery, Downloads and Draw's prompt hidden while a run runs); a failure's badge goes there too, and the
     # follow-up that clears the run shown clears it.
@@ -215,11 +222,16 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
     checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
-    ran = checked.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
+    # The stages box shows only this run's bar (review CR1), the line no earlier refusal or stop, and Earlier runs
+    # lists what other tabs finished since (CR5), refused or not.
+    started = checked.success(handlers.starting, None, [job_line, stages, earlier], api_visibility="private",
+                              show_progress="hidden", **unlimited)
+    ran = started.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
     forgot = ran.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
-    stop.click(handlers.stop_mine, None, [stages], api_name="stop", **unlimited)
+    stop.click(handlers.stop_mine, None, [job_line], api_name="stop", **unlimited)
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name).
-    opened = reopen.click(handlers.open_run, [earlier], outputs, **unlimited, show_progress_on=bar)
+    # Open reads the text the box shows: an emptied box commits no value, and the last name would open (CR4).
+    opened = reopen.click(handlers.open_run, [earlier], outputs, js=TYPED_RUN, **unlimited, show_progress_on=bar)
     forgot_opened = opened.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
     # Draw's pictures of the run that was shown go with it, once its outputs (what Draw draws) are in place
     # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
@@ -289,6 +301,12 @@ class PersonalizeHandlers:
                       lora_rank: float, run_seed: float | None, sample_steps: float, index: object) -> None:
         """What Personalize refuses before a job starts, checked before the page runs it (``personalize_tab``)."""
         checked_request(*asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index))
+
+    @on_page
+    def starting(self) -> tuple:
+        """A Personalize's values passed its checks: the job line and stages box emptied for its bar, and Earlier
+        runs listing the runs finished since the page loaded (another tab's), its value left as it is."""
+        return "", "", gr.update(choices=list_runs(self.studio.config.out))
 
     @on_page
     def stop_mine(self, request: gr.Request | None = None) -> str:

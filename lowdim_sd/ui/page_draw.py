@@ -37,6 +37,10 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
                  draw_text(1.0, suggested_parts(keep_styles=0.0))),
                 ("parts apart, every style: and its cross-attention at 0.25, for some of the face",
                  draw_text(1.0, every_style_parts(keep_styles=0.0)))]
+# The parts apart, said as a person reads them; the short form (draw_parts.draw_text) last, for whoever types one.
+HOW_TO_DRAW_HELP = ("its parts apart keep more of the model's styles: the text encoder's part weaker, the UNet "
+                    "part only from or until a fraction of the steps, its cross-attention weaker; or type your own, "
+                    "the same as lowdim personalize --preview-draw's te=T@start=F@end=E@ca=C")
 NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
 Drawable = dict[str, str] | None  # the state of what Draw draws: {"run": NAME}, {"adapter": PATH}, or both
 EARLIER = "earlier draw: "  # a More pictures caption's start once a later Draw failed or was stopped
@@ -61,6 +65,12 @@ def from_the_earlier_draw(pictures: Pictures, marked: Marked) -> tuple[list[tupl
     return [(picture, EARLIER + caption) for picture, caption in shown], True
 
 
+def failed_draw(pictures: Pictures, marked: Marked) -> tuple:
+    """More pictures and their mark after a Draw that started and failed (``from_the_earlier_draw``), and Draw's
+    line emptied: an earlier Draw's refusal there ("another tab's run is running") is not why this one failed."""
+    return *from_the_earlier_draw(pictures, marked), ""
+
+
 def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, what: Drawable,
                marked: Marked) -> tuple:
     """More pictures, what they were drawn from and whether they are marked (``pictures_beside``), once a Draw's
@@ -69,8 +79,8 @@ def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, 
     would have gone.
 
     A stopped Draw keeps the pictures it would have replaced, marked as a failed Draw marks them: its line ("...
-    nothing of it was kept") is in the stages box, above the gallery and Draw, and in a toast that fades, while
-    the pictures sit beside Draw, where their captions, unmarked, name a prompt and seed that may well be the
+    nothing of it was kept") is on Draw's own line and in a toast that fades, while the pictures sit under it,
+    where their captions, unmarked, name a prompt and seed that may well be the
     stopped Draw's own (a Draw asked again with more steps: no caption names them). A refused Draw started
     nothing: the page stays as it was, as after a bad value."""
     if ended == STOPPED:
@@ -152,7 +162,7 @@ def _draw_controls() -> tuple:
                             elem_id="draw-prompt")
         scale = Slider(0.0, 1.5, value=1.0, step=0.05, label="Adapter scale", scale=2, elem_id="draw-scale")
         how = gr.Dropdown(DRAW_CHOICES, value="1", allow_custom_value=True, label="How to draw", scale=2,
-                          info="the adapter's parts apart keep styles (te=T, start=F, end=F, ca=C; docs/cli.md)")
+                          info=HOW_TO_DRAW_HELP)
     with gr.Row():
         seed = Number(0, precision=0, label="Picture seed", elem_id="draw-seed",
                       info="the first picture's; each next picture takes the next number")
@@ -164,21 +174,25 @@ def _draw_controls() -> tuple:
     return prompt, scale, how, seed, steps, count, adapter
 
 
-def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
-                 status: gr.HTML) -> tuple[gr.Textbox, gr.Markdown, gr.File, MorePictures]:
+def draw_section(studio: Studio, current: gr.State,
+                 model: gr.Dropdown) -> tuple[gr.Textbox, gr.Markdown, gr.File, MorePictures]:
     """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
     finishing or opening fills, its adapter file box, which a run shown clears (``page.shown``), and its pictures,
-    which another source of Draw's clears. ``status`` (Personalize's stages box, where Stop's line goes too) gets
-    the line of a Draw refused or stopped."""
+    which another source of Draw's clears. A Draw refused or stopped says so on a line of its own beside Draw
+    (review CR 2): in Personalize's stages box it replaced the stage table of the run still shown above, and read
+    as if about that run."""
     prompt, scale, how, seed, steps, count, adapter = _draw_controls()
     with gr.Row():
         drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
         draw = gr.Button("Draw", elem_id="draw")
-    # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again
-    drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath")
+    said = gr.HTML(elem_id="draw-said")  # a Draw refused or stopped (HTML: job_on_page escapes the line)
+    # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again. Output
+    # only: as an input of those follow-ups Gradio would make it an upload box, whose files stayed as "drawn".
+    drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath",
+                       interactive=False)
     more = MorePictures(drawn, gr.State(None), gr.State(False))  # nothing drawn yet
     ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
-    outputs = [drawn, status, ended]
+    outputs = [drawn, said, ended]
 
     @on_page
     def use_adapter(path: str | None, chosen_model: str, what: Drawable = None):
@@ -190,7 +204,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
         dropped = {**(what or {}), "adapter": str(checked_upload(path))}
         return dropped, default_prompt(Path(dropped["adapter"])), drawing_line(dropped)
 
-    @job_on_page(outputs, status, ended)
+    @job_on_page(outputs, said, ended)
     def draw_more(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
                   request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
@@ -200,7 +214,7 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
                                        sample_steps, pictures)
         made = studio.draw(subject, **asdict(settings), listener=progress_listener(progress),
                            owner=session(request))  # its tab's closing stops it
-        return made, gr.update(), what  # the stages box keeps the run's stage times
+        return made, "", what  # an earlier Draw's refusal or stop line goes: this one drew
 
     @on_page
     def check_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
@@ -223,11 +237,11 @@ def draw_section(studio: Studio, current: gr.State, model: gr.Dropdown,
     # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
     # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot.
     checked = draw.click(check_draw, asked, None, api_visibility="private", **unlimited)
-    # Its bar on its own line beside Draw, not over the run's stage table (a refusal's line still goes there)
+    # Its bar on its own line beside Draw, not over the run's stage table (nor is a refusal's line, in `said`)
     ran = checked.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
     # A draw that started and failed: its badge, on Draw's line where its bar was, gives way to this follow-up's, as a
     # failed Personalize's gives way to the follow-up that clears its run (page.py); the error stays its toast.
-    ran.failure(on_page(from_the_earlier_draw), [drawn, more.marked], [drawn, more.marked],
+    ran.failure(on_page(failed_draw), [drawn, more.marked], [drawn, more.marked, said],
                 show_progress_on=[drawing], api_visibility="private")
     ran.success(on_page(after_draw), [ended, drawn, more.drawn_with, current, more.marked],
                 [drawn, more.drawn_with, more.marked],

@@ -206,9 +206,18 @@ def upload_folders() -> re.Pattern:
     return re.compile("(?:" + "|".join(map(re.escape, spellings)) + r")/[^/\s]+/")
 
 
+EXACT_FLOATS = 2 ** 53  # every whole number up to it is a float exactly; past it a float skips some
+
+
 def whole(value: object, label: str) -> int:
     """A number control's value as an int (``checks.whole_number``): what the page's fields send (2, or 2.0),
-    never rounded; an emptied field (None), a fraction or a client's text is one line naming ``label``."""
+    never rounded; an emptied field (None), a fraction or a client's text is one line naming ``label``. A float
+    past 2**53 is refused without quoting it: the browser's number field has rounded what was typed
+    (99999999999999999999 arrives as 1e20), and a line quoting 100000000000000000000 would not be the user's number
+    (review CR7c). A client's exact int is left to the control's own range check, which quotes it as sent."""
+    if isinstance(value, float) and abs(value) > EXACT_FLOATS:
+        raise LowdimError(f"{label} is too large for the page to read exactly (a browser rounds whole numbers past "
+                          f"{EXACT_FLOATS}): type a smaller one")
     return whole_number(value, label)
 
 

@@ -44,11 +44,21 @@ def check_photo(path: str | Path) -> Path:
     except Image.DecompressionBombError as error:  # over twice PIL's limit: a photo too large, not a bad file
         raise too_large(path.name, _bomb_pixels(error)) from None
     except (Image.UnidentifiedImageError, OSError, ValueError) as error:
-        raise LowdimError(f"{path.name} is not an image this page can read ({first_line(error)}); "
+        raise LowdimError(f"{path.name} is not an image this page can read ({_why_unreadable(error)}); "
                           f"use a JPEG, PNG or WebP photo") from None
     if width * height > MAX_PIXELS:
         raise too_large(path.name, width * height, f"{width}x{height} pixels")
     return path
+
+
+def _why_unreadable(error: Exception) -> str:
+    """Why PIL could not open a photo, in the page's words: its own text ("cannot identify image file
+    '/tmp/gradio/.../notes.txt'", "Truncated File Read") names its internals and the upload's temporary path."""
+    if isinstance(error, Image.UnidentifiedImageError):  # no format PIL knows, or one whose header is broken
+        return "not a picture file, or a damaged one"
+    if "truncated" in str(error).lower():
+        return "the file is cut short"
+    return "the file is damaged"
 
 
 def too_large(name: str, pixels: int | None, size: str = "") -> LowdimError:

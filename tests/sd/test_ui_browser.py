@@ -215,9 +215,10 @@ def test_stop_ends_the_run_in_flight_and_says_so(server, browser):
     wait(browser, lambda d: shows(d, "fast finetune"), 120)
     browser.find_element(By.ID, "stop").click()
     # Stop's line ("stopped the personalization: ...") or the stopped run's own, whichever of the two events
-    # Gradio delivers last: both say so in the stages box, and neither puts a red "Error" badge on the page.
-    wait(browser, lambda d: "nothing of it was kept" in text_of(d, "stages"), 60)
-    assert text_of(browser, "stages").startswith("stopped")
+    # Gradio delivers last: both say so on the job line beside Stop (not in the stages box, review CR 2), and
+    # neither puts a red "Error" badge on the page.
+    wait(browser, lambda d: "nothing of it was kept" in text_of(d, "job-line"), 60)
+    assert text_of(browser, "job-line").startswith("stopped")
     assert not browser.find_elements(By.XPATH, "//*[normalize-space(text())='Error']")
     assert finished_runs(out) == before and not list(out.glob(".*.partial"))
 

@@ -206,8 +206,8 @@ def test_the_pictures_of_the_run_go_with_it_though_a_file_was_dropped_since(made
 
 def test_a_stopped_draw_marks_the_pictures_it_would_have_replaced_as_the_earlier_draws(made, drawn_from_the_first,
                                                                                       monkeypatch):
-    """The stop's line is in the stages box, above the gallery and Draw, and a toast that fades; beside More
-    pictures nothing else says that these are not the stopped draw's."""
+    """The stop's line is on Draw's own line, above More pictures, and a toast that fades; the mark says that
+    these pictures are not the stopped draw's."""
     studio, _, _ = made
     tab, before = drawn_from_the_first
 
@@ -217,7 +217,7 @@ def test_a_stopped_draw_marks_the_pictures_it_would_have_replaced_as_the_earlier
     monkeypatch.setattr(studio._drawer, "draw", stopped_at_its_next_step)  # private: the one place a draw is stopped
     tab.set("draw-prompt", "a photo of a [V] face in the snow")
     tab.click("draw")
-    assert tab.errors == [] and tab.get("stages") == STOPPED  # a stop is no error: no badge, its line in stages
+    assert tab.errors == [] and tab.get("draw-said") == STOPPED  # a stop is no error: no badge, its line by Draw
     assert tab.more_pictures() == ["earlier draw: " + caption for caption in before]
     tab.click("draw")  # stopped again: marked once
     assert tab.more_pictures() == ["earlier draw: " + caption for caption in before]
@@ -233,7 +233,7 @@ def test_a_stopped_draw_leaves_more_pictures_empty_where_none_were_drawn(made, m
 
     monkeypatch.setattr(studio._drawer, "draw", stopped_at_its_next_step)
     tab.click("draw")
-    assert tab.errors == [] and tab.get("stages") == STOPPED and tab.more_pictures() == []
+    assert tab.errors == [] and tab.get("draw-said") == STOPPED and tab.more_pictures() == []
 
 
 def test_a_draw_that_ends_after_another_run_was_opened_leaves_no_pictures_under_it(made, drawn_from_the_first,

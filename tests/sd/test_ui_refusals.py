@@ -65,32 +65,35 @@ def output_ids(page, api_name: str) -> list[str]:
     return [block.elem_id for block in event.outputs]
 
 
-def status_and_the_rest(page, api_name: str, returned) -> tuple[str, list]:
-    """The stages box's value among what an event returned, and the other outputs' values."""
+def status_and_the_rest(page, api_name: str, returned, box: str = "stages") -> tuple[str, list]:
+    """The value of the box (``box``: the stages box, or Draw's own line) among what an event returned, and the
+    other outputs' values."""
     values = list(returned) if isinstance(returned, (tuple, list)) else [returned]
     ids = output_ids(page, api_name)
     assert len(values) == len(ids)
-    status = ids.index("stages")
+    status = ids.index(box)
     return values[status], values[:status] + values[status + 1:]
 
 
-def test_a_refused_personalize_says_why_in_the_stages_box_and_leaves_the_rest(made, tiny_sd):
+def test_a_refused_personalize_says_why_beside_its_button_and_leaves_the_rest(made, tiny_sd):
+    """On the job line under Personalize and Stop, not in the stages box over the run shown's stage table (CR 2)."""
     studio, page, _ = made
     with another_tabs_job(studio):
         returned = handler(page, "personalize")(str(FACE), str(tiny_sd), True, 1, 4, 0, 1, 0, request=TAB)
-    line, rest = status_and_the_rest(page, "personalize", returned)
+    line, rest = status_and_the_rest(page, "personalize", returned, "job-line")
     assert line.startswith(THEIRS) and line.endswith("wait for it to finish") and "\n" not in line
     assert rest and all(value == gr.update() for value in rest)  # Earlier runs, gallery, Draw's prompt: as they were
 
 
-def test_a_refused_draw_says_why_in_the_stages_box_and_leaves_its_pictures(made):
+def test_a_refused_draw_says_why_beside_draw_and_leaves_its_pictures(made):
+    """Beside Draw, not in the stages box, where an opened run's stage table stays (review CR 2)."""
     from lowdim_sd.ui.page_parts import REFUSED
 
     studio, page, record = made
     with another_tabs_job(studio):
         returned = handler(page, "draw_more")({"run": record.name}, "tinyfaces", "a [V] face", 1.0, "1", 0, 1, 1,
                                               request=TAB)
-    line, rest = status_and_the_rest(page, "draw_more", returned)
+    line, rest = status_and_the_rest(page, "draw_more", returned, "draw-said")
     assert line.startswith(THEIRS) and rest == [gr.update(), REFUSED]  # More pictures as they were; how it ended
 
 
@@ -101,7 +104,7 @@ def test_a_refused_evaluate_says_why_in_its_table(made):
     assert line.startswith(THEIRS)
 
 
-def test_a_stopped_personalize_says_so_in_the_stages_box_and_leaves_the_rest(made, tiny_sd):
+def test_a_stopped_personalize_says_so_beside_its_button_and_leaves_the_rest(made, tiny_sd):
     studio, page, _ = made
     before = sorted(studio.config.out.iterdir())
     ended = {}
@@ -117,7 +120,7 @@ def test_a_stopped_personalize_says_so_in_the_stages_box_and_leaves_the_rest(mad
     said = studio.stop(owner="tab-1", wait=60)  # the tab's own Stop (a closed tab and Ctrl-C stop it the same way)
     thread.join(60)
     assert said.startswith("stopped the personalization")
-    line, rest = status_and_the_rest(page, "personalize", ended["returned"])
+    line, rest = status_and_the_rest(page, "personalize", ended["returned"], "job-line")
     assert line == "stopped: the personalization was stopped at its next step; nothing of it was kept"
     assert all(value == gr.update() for value in rest)
     assert sorted(studio.config.out.iterdir()) == before  # nothing of it was kept

@@ -24,8 +24,10 @@ from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
 
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 
-# What Draw's outputs show before the click, by elem_id: pictures drawn earlier, and the run's stage times.
-SHOWN = {"drawn": [("/runs/drawn-0.png", "a [V] face (seed 0, scale 1)")], "stages": "<p>Run face done</p>"}
+# What the page shows before the click, by elem_id: pictures drawn earlier, Draw's own line (empty), and the run's
+# stage times, which no Draw writes (review CR 2).
+SHOWN = {"drawn": [("/runs/drawn-0.png", "a [V] face (seed 0, scale 1)")], "draw-said": "",
+         "stages": "<p>Run face done</p>"}
 BUSY = "a personalization started in another tab is already running"
 # A value each control may hold, by the name Draw's handler gives it, and the one line that refuses it.
 BAD = [
@@ -68,7 +70,7 @@ def clicked(studio: Studio, asked: dict, before: dict = SHOWN) -> tuple[dict, li
     names = list(inspect.signature(job.fn).parameters)  # each input by the name Draw's handler gives it
     values = ui_events.page_values(page)  # the follow-ups read states besides the job's own controls
     values.update({block._id: asked[name] for block, name in zip(job.inputs, names, strict=False)})
-    shows = [block for block in job.outputs if block.elem_id]  # not the state saying how the job ended
+    shows = [block for block in page.blocks.values() if getattr(block, "elem_id", None) in before]
     values.update({block._id: before[block.elem_id] for block in shows})
     errors: list[str] = []
     with badges_kept(page) as badged:
@@ -129,11 +131,12 @@ def test_a_run_gone_since_it_was_opened_is_its_line_too(made):
     assert shown == SHOWN and badged == []
 
 
-def test_a_good_draw_while_another_tabs_run_runs_is_refused_in_the_stages_box_only(made):
+def test_a_good_draw_while_another_tabs_run_runs_is_refused_beside_draw_only(made):
     studio, asked = made
     with ui_events.another_tab_running(studio):
         shown, errors, badged = clicked(studio, asked)
-    assert errors == [] and badged == [] and shown["stages"].startswith(BUSY)
+    assert errors == [] and badged == [] and shown["draw-said"].startswith(BUSY)
+    assert shown["stages"] == SHOWN["stages"]
     assert shown["drawn"] == SHOWN["drawn"]
 
 

@@ -22,7 +22,7 @@ NAME = "20260101-120000-face"
 # The run shown, by elem_id (None: what Draw draws, a state with no id), as an Open of NAME left the page.
 SHOWN = {"gallery": [("/runs/00.png", "reference")], "downloads": ["/runs/a.lowdim.safetensors"],
          "stages": f"<p>Run {NAME} done</p>", "earlier": NAME, None: {"run": NAME}, "draw-prompt": "a [V] face",
-         "drawing": f"Draw draws run {NAME}", "adapter-file": None}
+         "drawing": f"Draw draws run {NAME}", "adapter-file": None, "job-line": ""}
 # The run settings, by elem_id, as the page starts (a photo dropped).
 ASKED = {"photo": FACE, "model": "tinyfaces", "use-hyper": True, "steps": 1, "rank": 4, "seed": 0,
          "preview-steps": 1, "face": 0}
@@ -72,10 +72,12 @@ def test_a_bad_value_with_nothing_running_leaves_the_run_shown_too(studio):
     assert errors == ["Finetune steps must be 1 to 2000, got 0"] and shown == SHOWN
 
 
-def test_a_good_click_while_a_run_runs_is_refused_in_the_stages_box_only(studio, another_run):
+def test_a_good_click_while_a_run_runs_is_refused_on_the_job_line_only(studio, another_run):
+    """The line beside Personalize (review CR 2); the stages box was emptied for the run's bar as it started (CR 1),
+    the rest of the run shown stays."""
     shown, errors = clicked(studio, ASKED)
-    assert errors == [] and shown["stages"].startswith("a personalization started in another tab is already running")
-    assert {**shown, "stages": SHOWN["stages"]} == SHOWN
+    assert errors == [] and shown["job-line"].startswith("a personalization started in another tab is already running")
+    assert {**shown, "job-line": "", "stages": SHOWN["stages"]} == SHOWN and shown["stages"] == ""
 
 
 def test_a_run_that_started_and_failed_clears_the_run_shown(studio, monkeypatch):

@@ -1,0 +1,148 @@
+"""Draw's own boxes and lines (review CR 2, 3 and 7): a Draw refused (another tab's run holds the job slot) or
+stopped says so beside Draw, not over the stages box, where an opened run's stage table stays beside its gallery
+and downloads; More pictures only shows Draw's pictures, with no upload target; a photo the page cannot read is
+said in the page's words, not PIL's; the How-to-draw help speaks to a person before it gives the CLI's short form.
+Driven as Gradio's front end drives the page, in-process (ui_events): a click's events, then those chained after
+each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import ui_events  # tests/sd, on the path as pytest puts it
+
+from lowdim.errors import LowdimError
+from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+
+gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+
+BUSY = "a personalization started in another tab is already running"
+STOPPED = "stopped: the drawing was stopped at its next step; nothing of it was kept"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_sd) -> tuple[Studio, str]:
+    """(studio, the name of one finished run on the tiny pipeline, which the tests only read)."""
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
+    folder = tmp_path_factory.mktemp("draw-box")
+    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder,
+                       "face")[0]
+    studio = Studio(StudioConfig(model="tinyfaces", out=folder / "ui"))
+    return studio, studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False,
+                                                        preview_steps=1)).name
+
+
+class Tab:
+    """One page, as a browser tab holds it, with a run opened: its values, and the errors its clicks showed."""
+
+    def __init__(self, studio: Studio, run: str) -> None:
+        from lowdim_sd.ui.page import build_page
+
+        self.page = build_page(studio)
+        self.values = ui_events.page_values(self.page)
+        self.errors: list[str] = []
+        for elem_id, value in {"draw-steps": 1, "draw-count": 1, "earlier": run}.items():
+            self.values[self._id(elem_id)] = value
+        self.click("open")
+        assert self.errors == [] and run in str(self.get("stages"))  # the opened run's stage table
+
+    def _id(self, elem_id: str) -> int:
+        [found] = [block._id for block in self.page.blocks.values() if getattr(block, "elem_id", None) == elem_id]
+        return found
+
+    def get(self, elem_id: str) -> object:
+        return self.values[self._id(elem_id)]
+
+    def click(self, elem_id: str) -> None:
+        ui_events.fire(self.page, elem_id, "click", self.values, self.errors)
+
+
+def test_a_draw_refused_while_another_tabs_run_runs_says_so_beside_draw_and_keeps_the_runs_stage_table(made):
+    tab = Tab(*made)
+    table = tab.get("stages")
+    with ui_events.another_tab_running(made[0]):
+        tab.click("draw")
+    assert tab.errors == [] and tab.get("stages") == table
+    assert str(tab.get("draw-said")).startswith(BUSY)
+
+
+def test_a_stopped_draw_says_so_beside_draw_and_keeps_the_runs_stage_table(made, monkeypatch):
+    studio, run = made
+    tab = Tab(studio, run)
+    table = tab.get("stages")
+
+    def stopped_at_its_next_step(*args: object) -> None:
+        raise KeyboardInterrupt  # what the stop flag raises in a denoising step (lowdim_sd/stopping.py)
+
+    monkeypatch.setattr(studio._drawer, "draw", stopped_at_its_next_step)  # private: the one place a draw stops
+    tab.click("draw")
+    assert tab.errors == [] and tab.get("stages") == table and tab.get("draw-said") == STOPPED
+
+
+@pytest.mark.parametrize("then", ["drawn", "failed"])
+def test_the_next_draw_that_runs_takes_the_refusals_line_away(made, monkeypatch, then):
+    """Left there, the line would say another tab's run is running beside pictures just drawn, or beside the
+    next draw's own failure (its toast)."""
+    studio, run = made
+    tab = Tab(studio, run)
+    with ui_events.another_tab_running(studio):
+        tab.click("draw")
+    assert str(tab.get("draw-said")).startswith(BUSY)
+    if then == "failed":
+        def fails(*args: object) -> None:
+            raise LowdimError("the model could not load: its weights are damaged")
+
+        monkeypatch.setattr(studio._drawer, "draw", fails)
+    tab.click("draw")
+    assert tab.get("draw-said") == ""
+    assert tab.errors == ([] if then == "drawn" else ["the model could not load: its weights are damaged"])
+
+
+def test_more_pictures_takes_no_upload_and_its_follow_ups_still_read_its_pictures(made, tmp_path):
+    """Dropped there, a file was a "drawn" picture under any run opened after, and a non-image a bare "An error
+    occurred."; the follow-ups that keep or mark Draw's pictures take it as an input, which Gradio's front end
+    sends whatever its interactivity."""
+    from PIL import Image
+
+    from lowdim_sd.ui.page import build_page
+
+    page = build_page(made[0])
+    config = page.get_config_file()
+    [props] = [c["props"] for c in config["components"] if c["props"].get("elem_id") == "drawn"]
+    assert props.get("interactive") is False
+    [gallery] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "drawn"]
+    picture = tmp_path / "drawn-0.png"
+    Image.new("RGB", (8, 8)).save(picture)
+    sent = gallery.postprocess([(str(picture), "a [V] face (seed 0, scale 1)")])
+    [(file, caption)] = gallery.preprocess(sent)
+    assert Path(file).read_bytes() == picture.read_bytes() and caption == "a [V] face (seed 0, scale 1)"
+
+
+@pytest.mark.parametrize(("name", "content", "why"), [
+    ("notes.txt", b"not a picture at all", "not a picture file, or a damaged one"),
+    ("fake.jpg", b"\xff\xd8\xff\xe0garbage", "the file is cut short"),  # a JPEG's start, then nothing of it
+])
+def test_a_photo_the_page_cannot_read_is_said_in_its_words_with_the_files_name(tmp_path, name, content, why):
+    from lowdim_sd.ui.photos import check_photo
+
+    photo = tmp_path / name
+    photo.write_bytes(content)
+    with pytest.raises(LowdimError) as caught:
+        check_photo(photo)
+    assert str(caught.value) == f"{name} is not an image this page can read ({why}); use a JPEG, PNG or WebP photo"
+
+
+def test_how_to_draw_says_in_plain_words_what_it_sets_before_the_clis_short_form(made):
+    from lowdim_sd.ui.page import build_page
+
+    config = build_page(made[0]).get_config_file()
+    [help_text] = [c["props"]["info"] for c in config["components"]
+                   if c["props"].get("label") == "How to draw"]
+    words, _, short_form = help_text.partition("the same as")
+    assert short_form and "=" not in words  # no te=T before the plain words have said what it is
+    for said in ("text encoder", "UNet", "cross-attention", "steps"):
+        assert said in words
+    assert "te=" in short_form and "lowdim" in short_form
