@@ -69,24 +69,32 @@ def models():
     from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
 
     table = Table(title="Models")
-    for column in ("name", "aliases", "layer sets (default first)", "description"):
-        table.add_column(column, overflow="fold")  # hub ids are long single words: wrap, never cut
-    for backend, aliases in registered_models():
+    for column in ("name", "plugin", "aliases", "layer sets (default first)", "description"):
+        # hub ids are long single words: wrap, never cut; the prose keeps a readable width on a narrow terminal
+        table.add_column(column, overflow="fold", min_width=20 if column == "description" else None)
+    for backend, plugin, aliases in registered_models():
         sets = [backend.default_layer_set] + [s for s in backend.layer_sets if s != backend.default_layer_set]
-        table.add_row(*map(as_written, (backend.name, ", ".join(aliases), ", ".join(sets), backend.description)))
+        table.add_row(*map(as_written, (backend.name, plugin, ", ".join(aliases), ", ".join(sets),
+                                        backend.description)))
     out.print(table)
     if not table.rows and plugins_disabled():
         out.print(NO_PLUGINS_NOTE[:1].upper() + NO_PLUGINS_NOTE[1:], highlight=False)
 
 
 def registered_models() -> list[tuple]:
-    """(backend, the aliases that run it) of each registered model, by name. Read from the table itself: a name
-    or alias two plugins claim is left out of it (their warning says so), and the rest are listed."""
-    table = get_registry().backends
-    backends = {entry.value.name: entry.value for entry in table.values()}
-    return [(backend, [alias for alias in dict.fromkeys(backend.aliases)
-                       if alias != name and alias in table and table[alias].value is backend])
-            for name, backend in sorted(backends.items())]
+    """(backend, the plugin it came from, the aliases that run it) of each registered model, by name. Read from
+    the table itself: a name or alias two plugins claim is left out of it (their warning says so), and the rest
+    are listed. lowdim's own backend (its `sd` entry point) is "builtin", as its spaces are."""
+    from lowdim.plugins import BUILTIN_NAMES, is_lowdims_own
+
+    registry = get_registry()
+    builtin = BUILTIN_NAMES["lowdim.spaces.builtin"]  # the word `lowdim spaces` shows for lowdim's own
+    table = registry.backends
+    entries = {entry.value.name: entry for entry in table.values()}
+    return [(entry.value, builtin if is_lowdims_own(registry.manager, entry.plugin) else entry.plugin,
+             [alias for alias in dict.fromkeys(entry.value.aliases)
+              if alias != name and alias in table and table[alias].value is entry.value])
+            for name, entry in sorted(entries.items())]
 
 
 def model_backend(model: str, model_config: str | None = None):

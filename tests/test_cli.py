@@ -48,12 +48,38 @@ def test_spaces_lists_builtins_and_plugins(capsys):
         assert name in out
 
 
+def table_rows(out: str) -> dict[str, list[str]]:
+    """A rich table's rows by their first cell (rows of one line each: a wide terminal)."""
+    rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in out.splitlines()]
+    return {cells[0]: cells[1:] for cells in rows if len(cells) >= 3}
+
+
+def test_spaces_and_models_name_the_plugin_each_came_from(capsys, monkeypatch):
+    import types
+
+    import lowdim
+    from lowdim.hookspecs import hookimpl
+    from lowdim_sd.plugin import SDBackend
+
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run(capsys, "spaces")
+    assert code == 0 and table_rows(out)["vera"][0] == "vera" and table_rows(out)["lidb"][0] == "builtin"
+    plugin = types.ModuleType("faces_plugin")
+    faces = SDBackend("faces", "some/faces", aliases=("fc",))
+    plugin.register_backends = hookimpl(lambda register: register(faces))
+    with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin", "lowdim_sd.plugin", plugin])):
+        code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert table_rows(out)["faces"][:2] == ["faces_plugin", "fc"]
+    assert table_rows(out)["sd15"][0] == "builtin"  # lowdim's own SD backend, as its own spaces are
+
+
 def test_models_lists_every_backend_whole_on_a_narrow_terminal(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     code, out, _ = run(capsys, "models")
     assert code == 0 and "sd15" in out and "tinyfaces" in out
     assert "…" not in out  # a long hub id wraps inside its cell instead of being cut
-    cells = "".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 5)
+    cells = "".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 6)
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in cells
 
 
@@ -208,6 +234,7 @@ def test_version_names_lowdim_its_plugins_and_the_libraries_a_bug_report_needs(c
     lines = out.splitlines()
     assert lines[0] == f"lowdim {version('lowdim')}"
     assert f"lowdim-tinyfaces {version('lowdim-tinyfaces')}" in lines[1] and "lowdim-vera" in lines[1]
+    assert "lowdim " not in lines[1].removeprefix("plugins: ")  # lowdim's own entry point is no plugin of it
     assert f"torch {version('torch')}" in lines[2] and f"diffusers {version('diffusers')}" in lines[2]
     assert run(capsys, "--version", "generate")[0] == 0  # eager: answered before any command parses
 

@@ -83,3 +83,20 @@ def test_inspect_on_the_folder_counts_the_models_own_layers(tiny_sd, capsys):
         by_folder = capsys.readouterr().out
     named = by_name.replace(str(tiny_sd), "crossonly")
     assert "cross" in by_name and by_folder.replace(str(tiny_sd), "crossonly") == named
+
+
+def test_a_folder_two_registered_models_share_is_neither_of_them(tmp_path):
+    """Two models on one folder: no guess at whose hypernetwork, describer and crop -m FOLDER means."""
+    import types
+
+    import lowdim
+    from lowdim.hookspecs import hookimpl
+    from lowdim_sd.plugin import SDBackend
+    from lowdim_sd.registered_models import registered_entry
+
+    plugin = types.ModuleType("two_on_one_folder")
+    plugin.register_backends = hookimpl(lambda register: [register(SDBackend("first", str(tmp_path))),
+                                                          register(SDBackend("second", str(tmp_path)))])
+    with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin", "lowdim_sd.plugin", plugin])):
+        assert registered_entry("first").value.name == "first"
+        assert registered_entry(str(tmp_path)) is None and sd_backend(str(tmp_path)) is None
