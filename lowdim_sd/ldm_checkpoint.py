@@ -174,3 +174,45 @@ def _clip_state_dict(text_encoder: Any) -> dict[str, Tensor]:
         name = key if key.startswith("text_model.") else f"text_model.{key}"
         out[CLIP + name] = value
     return out
+
+
+def incomplete_part(pipe: Any) -> tuple[str, list[str]] | None:
+    """The first part of a pipeline read from one file that kept weights on 'meta' (the file held none for them),
+    with those tensors' names; None when every weight was read."""
+    for part, module in (("text encoder", pipe.text_encoder), ("VAE", pipe.vae), ("UNet", pipe.unet)):
+        empty = [name for name, tensor in (*module.named_parameters(), *module.named_buffers()) if tensor.is_meta]
+        if empty:
+            return part, empty
+    return None
+
+
+def missing_from_file(path: Path, folder: Path) -> tuple[str, list[str]] | None:
+    """The first part (text encoder, VAE) whose LDM tensors, as ``folder``'s configs describe them, ``path`` lacks.
+    Asked only once diffusers failed on the file, so a checkpoint it reads is never refused by this comparison."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            held = set(file.keys())
+        with init_empty_weights():  # shapes only: nothing is allocated
+            text = CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder), subfolder="text_encoder"))
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder), subfolder="vae"))
+    except Exception:  # unreadable file or configs: the loader's own line says why
+        return None
+    vae_state = _convert(_vae_state_dict(vae), _vae_table(vae.config), VAE)
+    for part, state in (("text encoder", _clip_state_dict(text)), ("VAE", vae_state)):
+        missing = sorted(set(state) - held)
+        if missing:
+            return part, missing
+    return None
+
+
+def incomplete_file_error(path: Path, part: str, missing: list[str]) -> LowdimError:
+    """One line for a single file that lacks some of a part's weights: what is missing, never torch's meta text."""
+    from lowdim_sd.loading import ModelLoadError  # loading imports this module: here, not at the top
+
+    return ModelLoadError(f"{path} holds no weights for {len(missing)} tensors of the {part} (e.g. {missing[0]}): not "
+                       f"a whole SD1.5 checkpoint; pass the complete file, or a diffusers folder")

@@ -193,6 +193,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
             fix = ("pickles can run code when loaded: convert it to a real .safetensors first"
                    if "pickle" in foreign else "pass a model checkpoint, or a diffusers folder")
             raise ModelLoadError(f"{path}: this is {foreign}; {fix}")
+        from lowdim_sd.ldm_checkpoint import incomplete_file_error, incomplete_part, missing_from_file
         from lowdim_sd.model_paths import refuse_what_is_not_a_checkpoint
         from lowdim_sd.weights_folder import check_single_file
 
@@ -200,9 +201,17 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
         label = config_option(config_name or config) if config else None
         check_single_file(path, config, label)
         try:
-            return StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
+            pipe = StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
         except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
-            raise single_file_error(path, first_line(error), label) from None
+            folder = expand_user(config) if config else None
+            gap = missing_from_file(path, folder) if folder is not None and folder.is_dir() else None
+            raise (single_file_error(path, first_line(error), label) if gap is None
+                   else incomplete_file_error(path, *gap)) from None
+        # A part the file holds only some of is left on 'meta', which pipe.to() would meet as torch's traceback.
+        gap = incomplete_part(pipe)
+        if gap is not None:
+            raise incomplete_file_error(path, *gap)
+        return pipe
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
