@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 import ui_events  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
-from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+from lowdim_sd.ui.studio import Studio
 
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 
@@ -25,14 +24,8 @@ STOPPED = "stopped: the drawing was stopped at its next step; nothing of it was 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, tiny_sd) -> tuple[Studio, str]:
     """(studio, the name of one finished run on the tiny pipeline, which the tests only read)."""
-    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
-
-    folder = tmp_path_factory.mktemp("draw-box")
-    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder,
-                       "face")[0]
-    studio = Studio(StudioConfig(model="tinyfaces", out=folder / "ui"))
-    return studio, studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False,
-                                                        preview_steps=1)).name
+    studio, record = ui_events.studio_with_one_run(tmp_path_factory.mktemp("draw-box"), tiny_sd)
+    return studio, record.name
 
 
 class Tab:

@@ -1,7 +1,7 @@
 """Where ``lowdim ui`` says a job was refused (another tab's runs) or stopped: on the job's own line (Personalize's
-under its buttons, Draw's under Draw), never over the run shown's stage times, and not only in a toast that fades. The button's other outputs (the gallery, Downloads,
-Earlier runs, Draw's prompt) are left as they were, not covered by Gradio's red "Error" badge that a raised
-``gr.Error`` puts on each of them."""
+under its buttons, Draw's under Draw), never over the run shown's stage times, and not only in a toast that fades.
+The button's other outputs (the gallery, Downloads, Earlier runs, Draw's prompt) are left as they were, not covered
+by Gradio's red "Error" badge that a raised ``gr.Error`` puts on each of them."""
 
 from __future__ import annotations
 

@@ -15,12 +15,11 @@ import inspect
 from collections.abc import Callable, Iterator
 
 import pytest
-import torch
 import ui_events  # tests/sd, on the path as pytest puts it
 from ui_requests import handler, refused
 
 from lowdim.errors import LowdimError
-from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+from lowdim_sd.ui.studio import Studio
 
 gr = pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
 
@@ -47,13 +46,7 @@ BAD = [
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, tiny_sd) -> tuple[Studio, dict]:
     """(studio, what a Draw click asks for: its run, which the tests only read, and good values)."""
-    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
-
-    folder = tmp_path_factory.mktemp("refused-draw")
-    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder,
-                       "face")[0]
-    studio = Studio(StudioConfig(model="tinyfaces", out=folder / "ui"))
-    record = studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False, preview_steps=1))
+    studio, record = ui_events.studio_with_one_run(tmp_path_factory.mktemp("refused-draw"), tiny_sd)
     asked = {"what": {"run": record.name}, "chosen_model": "tinyfaces", "prompt_text": "a photo of a [V] face",
              "adapter_scale": 1.0, "how_to_draw": "1", "first_seed": 0, "sample_steps": 1, "pictures": 1}
     return studio, asked

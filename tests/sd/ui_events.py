@@ -71,3 +71,17 @@ def fire(page, elem_id: str, trigger: str, values: dict, errors: list[str]) -> N
     it, on ``values`` as ``run_chain`` runs them."""
     [control] = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == elem_id]
     run_chain(page, [fn for fn in page.fns.values() if (control._id, trigger) in fn.targets], values, errors)
+
+
+def studio_with_one_run(folder, tiny_sd):
+    """A studio on ``folder/ui`` holding one finished run on the tiny pipeline (1 step, 1 preview step): (studio,
+    its RunRecord), for tests that only read the run."""
+    import torch
+    from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+
+    from lowdim_sd.ui.studio import RunSettings, Studio, StudioConfig
+
+    face = save_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1, folder,
+                       "face")[0]
+    studio = Studio(StudioConfig(model="tinyfaces", out=folder / "ui"))
+    return studio, studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False, preview_steps=1))
