@@ -65,3 +65,31 @@ def test_cuda_and_cuda0_are_one_device_and_cuda1_another():
     assert same_device(torch.device("cuda:0"), torch.device("cuda"))
     assert not same_device(torch.device("cuda:0"), torch.device("cuda:1"))
     assert not same_device(torch.device("cuda:0"), torch.device("cpu"))
+
+
+def test_only_lowdims_own_merged_files_are_read_for_a_base_model(tmp_path):
+    """Review CT M28: a checkpoint another tool wrote that happens to carry the key chooses no configs."""
+    from lowdim_sd.ldm_checkpoint import stored_base_model
+
+    foreign = tmp_path / "other.safetensors"
+    save_file({"model.diffusion_model.x": torch.zeros(1)}, str(foreign),
+              metadata={"format": "pt", "lowdim_base_model": "tinyfaces"})
+    assert stored_base_model(foreign) is None
+
+
+def test_a_cpu_whose_flags_cannot_be_read_is_taken_to_have_bf16(monkeypatch):
+    """Review CT M07: as cpu_has_bf16 promises; a bf16 training run is then not refused for the CPU."""
+    from pathlib import Path
+
+    from lowdim_sd import devices
+
+    real = Path.read_text
+
+    def no_procfs(self, *args, **kwargs):
+        if str(self) == "/proc/cpuinfo":
+            raise OSError("no procfs")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_procfs)
+    assert devices.cpu_has_bf16() is True
+    devices.check_training_dtype("cpu", "bf16")
