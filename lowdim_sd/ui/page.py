@@ -305,8 +305,11 @@ class PersonalizeHandlers:
     @on_page
     def starting(self) -> tuple:
         """A Personalize's values passed its checks: the job line and stages box emptied for its bar, and Earlier
-        runs listing the runs finished since the page loaded (another tab's), its value left as it is."""
-        return "", "", gr.update(choices=list_runs(self.studio.config.out))
+        runs listing the runs finished since the page loaded (another tab's), its value left as it is. While another
+        job runs the stages box stays: this one will be refused, and the run shown keeps its stage table beside its
+        gallery (the refusal itself still comes from the job, as the slot may free in between)."""
+        stages = gr.update() if self.studio.busy() else ""
+        return "", stages, gr.update(choices=list_runs(self.studio.config.out))
 
     @on_page
     def stop_mine(self, request: gr.Request | None = None) -> str:

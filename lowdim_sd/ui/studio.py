@@ -145,6 +145,11 @@ class Studio:
             self._slot.release()
             running.ended.set()  # after the release: a Stop that hears it says the next job can start
 
+    def busy(self) -> bool:
+        """Whether a job holds the slot now (or the server is closing), for the page to keep what it shows: a
+        moment later it may differ, so a job asked for still learns from ``job`` itself whether it runs."""
+        return self._slot.locked()
+
     def stop(self, owner: str | None = None, wait: float = 10.0) -> str:
         """Stop the job in flight at its next step (only ``owner``'s, when given: a page session stops only the
         job it started); wait up to ``wait`` seconds for it to end. Returns the line that says what happened."""

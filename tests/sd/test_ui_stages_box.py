@@ -73,6 +73,16 @@ def test_a_refusal_goes_in_the_line_and_leaves_the_run_shown_without_a_stop_line
     assert tab["gallery"] == [("/runs/00.png", "reference")] and tab.errors == []
 
 
+def test_a_refused_personalize_leaves_the_opened_runs_stage_table(studio):
+    """A Personalize refused as another tab's job runs changes only the job line: the run shown keeps its stage
+    table beside its gallery and downloads, rather than the bar's emptied box over a run still shown."""
+    tab = Page(studio)
+    with ui_events.another_tab_running(studio):
+        tab.press("personalize")
+    assert tab["stages"] == TABLE
+    assert tab["job-line"].startswith("a personalization started in another tab is already running")
+
+
 def test_stop_says_its_line_beside_the_buttons_and_leaves_the_stage_table(studio):
     tab = Page(studio)
     tab.press("stop")
