@@ -45,6 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     cls=ValueWordsGroup,
+    result_callback=lambda value, **options: None,  # a command's return value is no exit status (main())
 )
 
 if TYPE_CHECKING:
@@ -191,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         # Messages name flags, not the library's parameters; a wait no bar shows gets a spinner on a terminal.
         with command_line(), status_line.shown_on(err):
             code = app(args=argv, prog_name="lowdim", standalone_mode=False)
-        # Click returns a command's typer.Exit(code=N) instead of raising it: N is the shell's status. Typer answers a
-        # Ctrl-C outside any command (or in a sub-group's) with the bare code 130.
+        # Click returns a command's typer.Exit(code=N) instead of raising it: N is the shell's status (a command's own
+        # return value never gets here: the app's result_callback drops it). Typer answers a Ctrl-C outside any
+        # command (or in a sub-group's) with the bare code 130.
         if code == errors.INTERRUPTED:
             return errors.interrupted("")
         return code if isinstance(code, int) and not isinstance(code, bool) else 0

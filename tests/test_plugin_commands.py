@@ -91,11 +91,20 @@ def test_a_plugin_commands_exit_code_is_the_shells(app_as_it_was, capsys):
         """A plugin's command that returns a value."""
         return "a value, not a status"
 
+    def count() -> int:
+        """A plugin's command that returns a number (review CU 1): still no status."""
+        return 5
+
     def register_commands(cli):
         cli.command()(check)
         cli.command()(answer)
+        cli.command()(count)
+        group = typer.Typer()
+        group.command("inner")(count)
+        cli.add_typer(group, name="grouped")
 
     with lowdim.use_registry(with_commands(plugin_module("checker", register_commands=register_commands))):
         assert run(capsys, "check", "--fail")[0] == 3
         assert run(capsys, "check")[0] == 0
         assert run(capsys, "answer")[0] == 0
+        assert run(capsys, "count")[0] == 0 and run(capsys, "grouped", "inner")[0] == 0
