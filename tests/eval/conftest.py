@@ -86,37 +86,17 @@ def astronaut() -> Image.Image:
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random CLIP (model, image processor, tokenizer) saved as a local folder, loaded by path."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from tiny_metric_models import save_tiny_clip  # tests/, on the path as pytest puts it
 
-    from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
-
-    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
-    torch.manual_seed(0)
-    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
-    size = vocab_size(CLIP_WORDS)
-    # CLIP pools the text at the end-of-text token: its id must be the tokenizer's (the last two are specials).
-    ids = {"bos_token_id": size - 2, "eos_token_id": size - 1, "pad_token_id": size - 1}
-    config = CLIPConfig(text_config={**layers, **ids, "vocab_size": size, "max_position_embeddings": 77},
-                        vision_config={**layers, "image_size": 32, "patch_size": 8}, projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    write_clip_tokenizer(folder, CLIP_WORDS)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", CLIP_WORDS, side=32, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_dino(tmp_path_factory) -> Path:
     """A random ViT saved without an image processor: the metric falls back to ImageNet preprocessing."""
-    import torch
-    from transformers import ViTConfig, ViTModel
+    from tiny_metric_models import save_tiny_vit  # tests/, on the path as pytest puts it
 
-    folder = tmp_path_factory.mktemp("dino") / "tiny-dino"
-    torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=37)
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("dino") / "tiny-dino", side=32, seed=0)
 
 
 @pytest.fixture

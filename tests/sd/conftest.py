@@ -185,6 +185,13 @@ def weight_folders(tiny_sd):
     return make
 
 
+@pytest.fixture(scope="module")
+def weights(weight_folders, tmp_path_factory):
+    """A precomputed weight dataset of four identities (one random 16x16 image each), made once per module that asks
+    for it: the train-hypernet tests' data (a module needing other data defines its own ``weights``)."""
+    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
+
+
 # The bench's test modules: a folder of identities, and the real rows cut to a few steps.
 @pytest.fixture
 def identities(tmp_path, faces):

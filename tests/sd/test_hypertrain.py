@@ -26,12 +26,6 @@ from lowdim_sd.weight_dataset import WeightDataset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def weights(weight_folders, tmp_path_factory):
-    """A weight dataset of four identities (one random 16x16 image each)."""
-    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
-
-
 def test_trains_validates_on_held_out_identities_only_and_personalize_reads_it(weights, tiny_sd, tmp_path,
                                                                               monkeypatch):
     import lowdim_sd.hypertrain as engine

@@ -22,12 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(weight_folders, tmp_path_factory):
-    """A weight dataset of four identities (one random 16x16 image each)."""
-    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
-
-
-@pytest.fixture(scope="module")
 def more_weights(weight_folders, tmp_path_factory):
     """Two more identities, made alike in another folder (with the same identity names as ``weights``)."""
     return weight_folders(tmp_path_factory.mktemp("more"), "w2", 2, seed=10)

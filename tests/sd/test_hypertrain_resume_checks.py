@@ -20,12 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(weight_folders, tmp_path_factory):
-    """A weight dataset of four identities (one random 16x16 image each)."""
-    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
-
-
-@pytest.fixture(scope="module")
 def other_people(weight_folders, tmp_path_factory):
     """Another folder named w: the same identity names (person_000...), other pictures, other θ."""
     return weight_folders(tmp_path_factory.mktemp("otherdata"), "w", 4, seed=11, steps=1)

@@ -15,11 +15,6 @@ from lowdim_sd.hypertrain import train_hypernet
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def weights(weight_folders, tmp_path_factory):
-    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
-
-
 def _args(weights, out) -> list[str]:
     return ["train-hypernet", "-w", str(weights), "-o", str(out), "--encoder-config", json.dumps(TINY_VIT),
             "--width", "16", "--heads", "2", "--iterations", "1", "--batch-size", "2", "--val-identities", "1",

@@ -19,12 +19,6 @@ from lowdim_sd.hypertrain import train_hypernet
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def weights(weight_folders, tmp_path_factory):
-    """A weight dataset of four identities (one random 16x16 image each)."""
-    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "w", 4, seed=9)
-
-
 def test_resume_continues_from_the_checkpoint_exactly(weights, tmp_path):
     whole = train_hypernet(job(weights, tmp_path / "a", steps=4), progress=False)
     train_hypernet(job(weights, tmp_path / "b", steps=2), progress=False)

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_metric_models import save_tiny_clip, save_tiny_vit  # tests/, on the path as pytest puts it
 
 from lowdim.metrics import PROMPT, SUBJECT, Sample, metric_axis
 from lowdim.registry import get_registry
 from lowdim_sd.eval.paper_metrics import ClipImageMetric, ClipTextMetric, DinoMetric
-from lowdim_sd.tokenizer import vocab_size, write_clip_tokenizer
 
 WORDS = ["a", "photo", "of", "face", "at", "night", "pencil", "sketch", "dog", "red", "sks"]
 SIDE = 32  # both tiny models read 32x32 pictures
@@ -29,32 +29,13 @@ IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory) -> Path:
     """A random CLIP with its image processor and tokenizer, saved as a folder the metric loads by path."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    folder = tmp_path_factory.mktemp("numbers-clip") / "clip"
-    torch.manual_seed(1)
-    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
-    size = vocab_size(WORDS)
-    ids = {"bos_token_id": size - 2, "eos_token_id": size - 1, "pad_token_id": size - 1}  # the tokenizer's
-    config = CLIPConfig(text_config={**layers, **ids, "vocab_size": size, "max_position_embeddings": 77},
-                        vision_config={**layers, "image_size": SIDE, "patch_size": 8}, projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE}).save_pretrained(folder)
-    write_clip_tokenizer(folder, WORDS)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("numbers-clip") / "clip", WORDS, side=SIDE, seed=1)
 
 
 @pytest.fixture(scope="module")
 def dino_folder(tmp_path_factory) -> Path:
     """A random ViT saved without an image processor, so the metric's ImageNet fallback is what runs."""
-    from transformers import ViTConfig, ViTModel
-
-    folder = tmp_path_factory.mktemp("numbers-dino") / "dino"
-    torch.manual_seed(2)
-    config = ViTConfig(image_size=SIDE, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=37)
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("numbers-dino") / "dino", side=SIDE, seed=2)
 
 
 def picture(seed: int, width: int = 48, height: int = 36) -> Image.Image:
