@@ -68,3 +68,21 @@ def test_no_sdist_ships_tests_it_cannot_run(project):
     with some of them would only collect with errors."""
     lines = (project / "MANIFEST.in").read_text().splitlines()
     assert "prune tests" in lines
+
+
+@pytest.mark.parametrize("project", PROJECTS[1:], ids=lambda p: p.name)
+def test_every_plugin_states_the_lowdim_it_needs_and_installs_beside_this_one(project):
+    """A plugin without a floor would let pip keep an older lowdim that lacks the hooks it implements; a floor past
+    this lowdim's version would make the plugin uninstallable beside it."""
+    config = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    wanted = config["dependencies"] + [entry for extra in config.get("optional-dependencies", {}).values()
+                                       for entry in extra]
+    lowdim = [re.fullmatch(r"lowdim(\[[a-z,]+\])?>=([0-9.]+)", entry) for entry in wanted
+              if re.match(r"lowdim\b(?!-)", entry)]
+    assert lowdim and all(lowdim), wanted  # named, each with a floor
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert all(release(match.group(2)) <= release(ours) for match in lowdim)
+
+
+def release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
