@@ -25,10 +25,11 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, atomic_write
 from lowdim.inject.state_guard import base_model_only
-from lowdim.option_words import either, option
+from lowdim.option_words import either
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd import stopping
 from lowdim_sd.resume_words import listed
+from lowdim_sd.train_job_words import job_option, reader_of
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel
@@ -199,7 +200,8 @@ def restore(out_dir: Path, trainable: Trainable, optimizer: torch.optim.Optimize
         return 0
     state = reading.read_state(folder)
     step = reading.checked_step(folder, state)
-    _check_settings(folder, state.get("settings") or {}, settings or {}, worded or _differences)
+    with reader_of(trainable):  # a TrainJob's fields, or what a low-level train() caller passed
+        _check_settings(folder, state.get("settings") or {}, settings or {}, worded or _differences)
     weights = folder / "trainable.safetensors"
     tensors = reading.read_tensors(weights)[0]
     moments = reading.optimizer_state(optimizer, trainable.parameters, folder / "optimizer.safetensors")
@@ -284,8 +286,24 @@ def inputs_digest(model: SDModel, subjects: list[Subject], names: list[str]) -> 
     """What a run trains on, for ``restore`` to compare: each subject's reference pixels (as loaded, so
     cropping and resizing count) and a fingerprint of the base model's weights."""
     images = {name: _digest([subject.images]) for name, subject in zip(names, subjects, strict=True)}
-    side = int(subjects[0].images.shape[-1]) if subjects else None  # --resolution, or the model's own
+    side = _picture_size(subjects[0].images) if subjects else None  # --resolution, or the model's own
     return {"images": images, "model": weights_fingerprint(model), **({"resolution": side} if side else {})}
+
+
+def _picture_size(images: Tensor) -> int | str:
+    """The side of square pictures, as checkpoints always recorded it (they keep resuming); "HxW" (height x
+    width) for others, whose width alone would name two other sizes alike."""
+    height, width = (int(side) for side in images.shape[-2:])
+    return width if height == width else f"{height}x{width}"
+
+
+def _other_size(there: object, now: object) -> bool:
+    """Whether two recorded picture sizes differ. A checkpoint from before non-square ones were recorded whole says
+    their width alone: one that width may be is no difference (their pixels' digest still tells)."""
+    if not there or not now or there == now:
+        return False
+    widths = [str(size).rpartition("x")[2] for size in (there, now)]
+    return not (isinstance(there, int) != isinstance(now, int) and widths[0] == widths[1])
 
 
 def weights_fingerprint(model: SDModel) -> str:
@@ -336,13 +354,13 @@ def _input_differences(stored: dict | None, current: dict, merged_alike: bool = 
         return []
     found = []
     there, now = stored.get("resolution"), current.get("resolution")
-    if there and now and there != now:  # every picture differs then: the option is what to name
-        found.append(f"{option('resolution', 'TrainJob')} ({there} there, {now} now)")
+    if _other_size(there, now):  # every picture differs then: the option is what to name
+        found.append(f"{job_option('resolution')} ({there} there, {now} now)")
     else:
         found += _image_differences(stored.get("images") or {}, current.get("images") or {})
     if merged_alike and stored.get("model") != current.get("model"):
         found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "
-                     f"now: another model, or another {option('dtype', 'TrainJob')})")
+                     f"now: another model, or another {job_option('dtype')})")
     return found
 
 

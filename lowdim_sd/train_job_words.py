@@ -4,6 +4,9 @@ refused ``lowdim train --resume`` names by flag (``resume_differences``)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -15,8 +18,33 @@ JOB_FLAGS = {"space_options": "--set", "initial": "--init"}
 
 
 def job_option(name: str) -> str:
-    """A TrainJob field as its reader typed it: ``--init`` on the command line, ``TrainJob(initial=...)`` else."""
+    """A TrainJob field as its reader typed it: ``--init`` on the command line, ``TrainJob(initial=...)`` else; for
+    a caller of the low-level ``train()``, who made no TrainJob, what they passed instead (``from_a_job``)."""
+    if not _FROM_A_JOB.get():
+        return LOW_LEVEL_WORDS.get(name, f"the trainable's {name.replace('_', ' ')}")
     return option(name, "TrainJob", JOB_FLAGS.get(name))
+
+
+# Whether the run being resumed was a TrainJob's (``lowdim train``, ``run_train``); False for the low-level
+# ``train(model, subjects, trainable, config)``, whose caller passed a TrainConfig and a trainable instead.
+_FROM_A_JOB: contextvars.ContextVar[bool] = contextvars.ContextVar("lowdim_from_a_train_job", default=True)
+# What a low-level caller passed in place of a TrainJob field (the rest: the trainable's own).
+LOW_LEVEL_WORDS = {"resolution": "the subjects' picture size", "dtype": "dtype of the model's weights",
+                   "space_options": "the trainable's space config", "initial": "the initial adapter"}
+
+
+@contextlib.contextmanager
+def reader_of(trainable: object) -> Iterator[None]:
+    """Word a resume's refusal for whoever made ``trainable``: a TrainJob's run records its recipe on it
+    (``modes.record_recipe``, made by ``lowdim train``); one the caller built for ``train()`` has none."""
+    extra = (getattr(trainable, "metadata", None) or {}).get("extra") or {}
+    record = getattr(trainable, "record", None) or {}
+    made_by = [str(part.get("made_by", "")) for part in (extra, record) if isinstance(part, dict)]
+    token = _FROM_A_JOB.set(any(maker.startswith("lowdim train") for maker in made_by))
+    try:
+        yield
+    finally:
+        _FROM_A_JOB.reset(token)
 
 
 def leave_out(name: str) -> str:
@@ -110,9 +138,12 @@ def _named(key: str) -> str:
     from lowdim_sd.train import TrainConfig
 
     flag = key if key in NO_FLAG else RESUME_FLAGS.get(key, "--" + key.replace("_", "-"))
-    if key in RESUME_JOB_FIELDS:
+    config_field = key in {setting.name for setting in fields(TrainConfig)}
+    if key in RESUME_JOB_FIELDS and _FROM_A_JOB.get():
         return option(RESUME_JOB_FIELDS[key], "TrainJob", flag)
-    if key in {setting.name for setting in fields(TrainConfig)}:
+    if key in RESUME_JOB_FIELDS and not config_field:  # the low-level train()'s trainable set it
+        return job_option(key)
+    if config_field:
         return option(key, "TrainConfig", flag)
     return either(flag, f"the training setting {key!r}")
 

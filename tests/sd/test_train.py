@@ -81,9 +81,9 @@ def test_resume_equals_an_uninterrupted_run(tiny_sd, faces, tmp_path):
 
 @pytest.mark.parametrize("change, named", [
     ({"seed": 5}, "TrainConfig(seed=...) (0 there, 5 now)"),
-    ({"learning_rate": 0.5}, "TrainJob(learning_rate=...) (0.02 there, 0.5 now)"),
-    ({"space": lowdim.get_space("lidb", rank=2)}, "TrainJob(space_options=...) rank (1 there, 2 now)"),
-    ({"space": lowdim.get_space("lora")}, "TrainJob(space=...) ('lidb' there, 'lora' now)"),
+    ({"learning_rate": 0.5}, "TrainConfig(learning_rate=...) (0.02 there, 0.5 now)"),
+    ({"space": lowdim.get_space("lidb", rank=2)}, "the trainable's space config rank (1 there, 2 now)"),
+    ({"space": lowdim.get_space("lora")}, "the trainable's space ('lidb' there, 'lora' now)"),
     ({"steps": 1}, "checkpoint is at step 2, past steps=1"),
 ])
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_sd, faces, tmp_path, change, named):
