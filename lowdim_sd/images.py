@@ -118,7 +118,15 @@ def open_rgb(path: PathLike) -> Image.Image:
     except UnidentifiedImageError as error:
         raise ImageError(f"file {path} is not a readable image (corrupt or truncated?)") from error
     except _DECODE_ERRORS as error:
-        raise ImageError(f"file {path} is not a readable image (corrupt or truncated?): {_one_line(error)}") from error
+        raise ImageError(f"file {path} is not a readable image{_why_undecodable(error)}") from error
+
+
+def _why_undecodable(error: BaseException) -> str:
+    """The end of open_rgb's line: data cut short said plainly (PIL's "image file is truncated (8 bytes not
+    processed)" and "Truncated File Read" speak of its decoder), any other reason kept short."""
+    if "truncated" in str(error).lower():
+        return ": its data is cut short (a truncated or partly downloaded file)"
+    return f" (corrupt or truncated?): {_one_line(error)}"
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

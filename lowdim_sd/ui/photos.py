@@ -31,24 +31,36 @@ class CropPreview:
     message: str
 
 
-def check_photo(path: str | Path) -> Path:
-    """The uploaded file, refused in one line unless it is an image of at most MAX_PIXELS pixels."""
+def check_photo(path: str | Path, whole: bool = True) -> Path:
+    """The uploaded file, refused in one line unless it is an image of at most MAX_PIXELS pixels and, with
+    ``whole``, its data is all there (decoded now). Without it only the header is read: for pictures a job skips
+    with its own reason when unreadable (eval's generated pictures), so one broken picture does not refuse all."""
     path = Path(path)
     try:
         with warnings.catch_warnings():  # PIL's warning of a photo over its own limit: refused below, by size
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:  # reads the header only: a huge photo is refused before decoding
                 width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise too_large(path.name, width * height, f"{width}x{height} pixels")
+                if whole:
+                    _decode_all(image)
     except FileNotFoundError:
         raise LowdimError(f"{path.name}: the upload is gone; drop the photo again") from None
     except Image.DecompressionBombError as error:  # over twice PIL's limit: a photo too large, not a bad file
         raise too_large(path.name, _bomb_pixels(error)) from None
-    except (Image.UnidentifiedImageError, OSError, ValueError) as error:
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # SyntaxError: a bad PNG CRC
         raise LowdimError(f"{path.name} is not an image this page can read ({_why_unreadable(error)}); "
                           f"use a JPEG, PNG or WebP photo") from None
-    if width * height > MAX_PIXELS:
-        raise too_large(path.name, width * height, f"{width}x{height} pixels")
     return path
+
+
+def _decode_all(image: Image.Image) -> None:
+    """Decode every byte of a photo's data, so that one cut short (a partly downloaded file, whose header reads)
+    is refused as it is dropped, not after the run has loaded the model. A JPEG is decoded at 1/8 scale: its
+    whole data is still read, at a fraction of the cost."""
+    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))  # no-op for formats other than JPEG
+    image.load()
 
 
 def _why_unreadable(error: Exception) -> str:

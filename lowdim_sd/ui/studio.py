@@ -274,7 +274,7 @@ class Studio:
             if not isinstance(value, str):  # the prompt would reach eval as the prompts file's fault, a file of ours
                 raise LowdimError(f"{label} must be text, got {value!r}")
         reference = check_photo(reference)
-        photos = [check_photo(path) for path in images]
+        photos = [check_photo(path, whole=False) for path in images]  # a cut one is left out with its reason
         names = metric_names(metrics, self.config.model)  # none named: those the box started with
         hear = self._heard(listener)
 
