@@ -317,6 +317,8 @@ def test_another_settings_folder_or_a_bad_init_is_refused_before_the_model_loads
         (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "n"), "index.json"),  # no weight folder
         (job(tiny_sd, people, tmp_path / "n", init=start, config=TrainConfig(steps=2, seed=3)),
          r"PrecomputeJob\(init='.*start.safetensors'\): its seed differs from this precompute's \(0 against 3\)"),
+        (job(tiny_sd, people, tmp_path / "n", init=tmp_path / "w", config=TrainConfig(steps=2, seed=3)),
+         r"PrecomputeJob\(init='.*w'\): its seed differs from this precompute's \(0 against 3\)"),  # a folder's
         (job(tiny_sd, people, tmp_path / "w", init=start),
          r"other settings: no init there, init='.*start.safetensors' now;"),
     ]
