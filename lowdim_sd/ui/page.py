@@ -3,7 +3,8 @@
 A user mistake (not an image, no face, an unknown model, a number out of range) becomes one line on the page
 (``gr.Error``) and the server keeps serving; anything else is also printed to the terminal. A job refused (the
 studio is busy) or stopped is no mistake: its line goes in the job line under Personalize and Stop
-(``job_on_page``), never in the stages box, which holds only the run shown's stage times or the running job's bar.
+(``job_on_page``), with the running Personalize's bar, never in the stages box, which holds only the run shown's
+stage times (or an Open's bar): a run opened while the job runs keeps its own beside its gallery.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from lowdim_sd.ui.page_draw import Drawable, draw_section, drawing_line, without
 from lowdim_sd.ui.page_parts import (
     File,
     Number,
+    OpensMeanwhile,
     Slider,
     counted_inputs,
     html_text,
@@ -52,10 +54,11 @@ INTRO = ("# lowdim: you, in any style, from one photo\n"
 DOWNLOADS_NOTE = ("Each file is named after its run. `NAME.lowdim.safetensors`: lowdim's own (`lowdim generate -a`, "
                   "or *Draw* below). `NAME.diffusers.safetensors`: diffusers' `load_lora_weights` and peft. "
                   "`NAME.kohya.safetensors`: A1111, ComfyUI, Forge. `NAME.preview.png`: the gallery in one picture.")
-# The stages box, empty as a first run starts, grows while a job's bar shows in it: an empty HTML box gives the
-# bar no height, and it would overlap the row below.
+# The job line and the stages box, empty as a run starts, grow while a job's bar shows in them: an empty HTML box
+# gives the bar no height, and it would overlap the row below.
 CSS = (".lowdim-note {min-height: 1.5em}\n"
-       "#stages:has(> [data-testid='status-tracker']:not(.hide)) {min-height: 5em}")
+       "#stages:has(> [data-testid='status-tracker']:not(.hide)), "
+       "#job-line:has(> [data-testid='status-tracker']:not(.hide)) {min-height: 5em}")
 STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the prediction, {defaults.SCRATCH_STEPS} "
               f"for a model with no hypernetwork); up to {MAX_FINETUNE_STEPS}. The finetune's time grows with it; "
               f"Stop ends a run")
@@ -105,6 +108,14 @@ def shown(record: RunRecord) -> tuple:
         prompt = gr.update()
     return (gallery, files, stage_table(record), gr.update(choices=runs, value=record.name),
             {"run": record.name}, prompt, drawing_line({"run": record.name}), None, "")
+
+
+def done_beside(record: RunRecord) -> tuple:
+    """``shown``'s outputs for a run that finished while the user opened another: the opened run stays on screen
+    whole, Earlier runs lists the finished one, and the job line says it is done and where to open it."""
+    runs = gr.update(choices=list_runs(record.folder.parent))
+    line = html_text(f"run {record.name} is done: pick it in Earlier runs and press Open to see it")
+    return gr.update(), gr.update(), gr.update(), runs, gr.update(), gr.update(), gr.update(), gr.update(), line
 
 
 def forget_run(what: Drawable) -> tuple:
@@ -213,17 +224,19 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
     personalize = job_on_page(outputs, job_line)(handlers.personalize)  # refused or stopped: its line
-    # One bar, in the box under Personalize and Stop (Gradio's default draws it over every output: Earlier runs,
+    # One bar, on the job line under Personalize and Stop (Gradio's default draws it over every output: Earlier runs,
     # the gallery, Downloads and Draw's prompt hidden while a run runs); a failure's badge goes there too, and the
-    # follow-up that clears the run shown clears it.
-    bar = [stages]
+    # follow-up that clears the run shown clears it. Not over the stages box: a run opened meanwhile shows its stage
+    # table there, which each progress event of the job would grey out under its bar (review CR1). Open's own bar,
+    # as short as reading a folder, is in the stages box it fills.
+    bar, open_bar = [job_line], [stages]
     asked = [photo, model, use_hyper, steps, rank, seed, preview_steps, face]
     # A click's values are checked first, in an event with no outputs: a bad value (a number out of range, no
     # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
     checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
-    # The stages box shows only this run's bar (review CR1), the line no earlier refusal or stop, and Earlier runs
-    # lists what other tabs finished since (CR5), refused or not.
+    # The stages box holds no earlier run's stage table while this run goes (review CR1), the line no earlier refusal
+    # or stop under its bar, and Earlier runs lists what other tabs finished since (CR5), refused or not.
     started = checked.success(handlers.starting, None, [job_line, stages, earlier], api_visibility="private",
                               show_progress="hidden", **unlimited)
     ran = started.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
@@ -231,8 +244,10 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     stop.click(handlers.stop_mine, None, [job_line], api_name="stop", **unlimited)
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name).
     # Open reads the text the box shows: an emptied box commits no value, and the last name would open (CR4).
-    opened = reopen.click(handlers.open_run, [earlier], outputs, js=TYPED_RUN, **unlimited, show_progress_on=bar)
-    forgot_opened = opened.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
+    opened = reopen.click(handlers.open_run, [earlier], outputs, js=TYPED_RUN, **unlimited,
+                          show_progress_on=open_bar)
+    forgot_opened = opened.failure(forget_run, [current], outputs, show_progress_on=open_bar,
+                                   api_visibility="private")
     # Draw's pictures of the run that was shown go with it, once its outputs (what Draw draws) are in place
     # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
     for then in (ran.success, forgot.then, opened.success, forgot_opened.then):
@@ -287,6 +302,7 @@ class PersonalizeHandlers:
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
+        self.opens = OpensMeanwhile()  # a run its session opened while its Personalize ran stays on screen
 
     def personalize(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
                     lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
@@ -294,7 +310,9 @@ class PersonalizeHandlers:
         # No docstring: Gradio would show it as /personalize's API description. The tab wraps this in
         # job_on_page, which needs the tab's outputs. A client calling /personalize is checked here too.
         path, settings = asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index)
-        return shown(self.studio.personalize(path, settings, progress_listener(progress), owner=session(request)))
+        with self.opens.watch(session(request)) as opened:
+            record = self.studio.personalize(path, settings, progress_listener(progress), owner=session(request))
+        return done_beside(record) if opened.is_set() else shown(record)
 
     @on_page
     def check_request(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
@@ -304,10 +322,10 @@ class PersonalizeHandlers:
 
     @on_page
     def starting(self) -> tuple:
-        """A Personalize's values passed its checks: the job line and stages box emptied for its bar, and Earlier
-        runs listing the runs finished since the page loaded (another tab's), its value left as it is. While another
-        job runs the stages box stays: this one will be refused, and the run shown keeps its stage table beside its
-        gallery (the refusal itself still comes from the job, as the slot may free in between)."""
+        """A Personalize's values passed its checks: the job line emptied for its bar, the stages box for its run,
+        and Earlier runs listing the runs finished since the page loaded (another tab's), its value left as it is.
+        While another job runs the stages box stays: this one will be refused, and the run shown keeps its stage
+        table beside its gallery (the refusal itself still comes from the job, as the slot may free in between)."""
         stages = gr.update() if self.studio.busy() else ""
         return "", stages, gr.update(choices=list_runs(self.studio.config.out))
 
@@ -315,11 +333,13 @@ class PersonalizeHandlers:
     def stop_mine(self, request: gr.Request | None = None) -> str:
         """Only the job this session started: another tab's is theirs to stop (docs/cli.md: no override but the
         server's Ctrl-C)."""
-        return html_text(self.studio.stop(owner=session(request)))  # the stages box is HTML
+        return html_text(self.studio.stop(owner=session(request)))  # the job line is HTML
 
     @on_page
-    def open_run(self, name: object) -> tuple:
-        return shown(chosen_run(self.studio.config.out, name))
+    def open_run(self, name: object, request: gr.Request | None = None) -> tuple:
+        record = chosen_run(self.studio.config.out, name)
+        self.opens.opened(session(request))  # only a run shown: a failed Open clears the page as before
+        return shown(record)
 
 
 def asked_run(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,

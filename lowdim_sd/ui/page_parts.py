@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import html
 import re
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -160,6 +162,36 @@ def job_on_page(outputs: list[gr.components.Component], status: gr.components.Co
                 return values[0] if len(values) == 1 else tuple(values)
         return wrapped
     return decorate
+
+
+class OpensMeanwhile:
+    """Whether a page session opened an earlier run while its own job ran: the job, done, then leaves the opened
+    run on screen and says its own is done, rather than putting its run over the one the user opened. Each job
+    watches for itself, so a second click refused while the first runs takes nothing from the first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watching: dict[str, list[threading.Event]] = {}  # by session: one flag per job of it in flight
+
+    @contextmanager
+    def watch(self, owner: str) -> Iterator[threading.Event]:
+        """A flag set when ``owner`` opens a run during the ``with`` block (``opened``)."""
+        flag = threading.Event()
+        with self._lock:
+            self._watching.setdefault(owner, []).append(flag)
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                flags = [other for other in self._watching.pop(owner, []) if other is not flag]
+                if flags:
+                    self._watching[owner] = flags
+
+    def opened(self, owner: str) -> None:
+        """``owner`` opened a run now: each of its jobs in flight leaves that run on screen."""
+        with self._lock:
+            for flag in self._watching.get(owner, []):
+                flag.set()
 
 
 def toast(line: str) -> None:

@@ -1,5 +1,6 @@
-"""Where the page draws a job's progress bar (review BU2): once, in the box under Personalize and Stop for a
-Personalize or an Open, and on Draw's own line for a Draw. Gradio draws an event's bar (and its failure's badge)
+"""Where the page draws a job's progress bar (review BU2): once, on the job line under Personalize and Stop for a
+Personalize (not over the stages box, where a run opened meanwhile shows its stage table: review CR1), in the stages
+box for an Open, and on Draw's own line for a Draw. Gradio draws an event's bar (and its failure's badge)
 over each component in its ``show_progress_on``, or over every output where it names none: that hid Earlier runs,
 the gallery, Downloads and Draw's prompt for as long as a run ran."""
 
@@ -31,13 +32,13 @@ def event(config: dict, api_name: str) -> dict:
     return found
 
 
-@pytest.mark.parametrize(("api_name", "place"), [("personalize", "stages"), ("open_run", "stages"),
+@pytest.mark.parametrize(("api_name", "place"), [("personalize", "job-line"), ("open_run", "stages"),
                                                  ("draw_more", "drawing")])
 def test_a_jobs_bar_is_drawn_once_in_its_own_place(config, api_name, place):
     assert bar_places(config, event(config, api_name)) == [place]
 
 
-@pytest.mark.parametrize(("api_name", "place"), [("personalize", "stages"), ("open_run", "stages"),
+@pytest.mark.parametrize(("api_name", "place"), [("personalize", "job-line"), ("open_run", "stages"),
                                                  ("draw_more", "drawing")])
 def test_a_failures_follow_up_clears_only_where_the_bar_was(config, api_name, place):
     """The failed event's badge sits where its bar was; the follow-up that clears the run shown (or, for Draw, marks
