@@ -55,7 +55,7 @@ from lowdim.filecheck import (
     refuse_meta_layers,
     unflatten,
 )
-from lowdim.foreign_files import describe_foreign, not_ours
+from lowdim.foreign_files import describe_foreign, fix_for, not_ours
 from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.parallel import inner_model
@@ -325,7 +325,7 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
         raise error(f"{path}: {found.format(kind)}")
     foreign = describe_foreign(path)
     if foreign is not None:
-        raise error(f"{path}: this is {foreign}; lowdim reads .safetensors files only")
+        raise error(f"{path}: this is {foreign}; {fix_for(foreign, 'lowdim reads .safetensors files only')}")
     try:
         with safe_open(str(path), framework="pt") as handle:  # one pass: metadata, then tensors if ours
             metadata = handle.metadata() or {}

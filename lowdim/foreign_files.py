@@ -15,18 +15,19 @@ KOHYA_LORA = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1")
 # bytes, whatever their name says. BMP's "BM" is left out: too short to tell from a text file.
 IMAGE_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
                (b"MM\x00*", "TIFF"))
+# safetensors refuses a longer header; a pickle's first 8 bytes, read as a length, are far more.
+LONGEST_HEADER = 100_000_000
 HEAD = 512  # bytes read to tell a text file: enough for a line or two, never a whole file
 
 
 def describe_foreign(path: Path) -> str | None:
-    """What a file handed over as safetensors really is, when its first bytes say so: a pickle or zip
-    checkpoint, an image, a JSON or text file (None: no idea, safetensors' own error then says what is wrong)."""
+    """What a file handed over as safetensors really is, when its first bytes say so: a safetensors file cut
+    short, a pickle or zip checkpoint, an image, a JSON or text file (None: a whole safetensors header, or no
+    idea; safetensors' own error then says what is wrong)."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD)
-    # A safetensors file opens with its JSON header's length and then "{"; that length's low byte can be
-    # 0x80, which alone would read as a pickle's first opcode.
-    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
-        return None
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= LONGEST_HEADER:
+        return _cut_short(path, int.from_bytes(head[:8], "little"))
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive (a torch.save pickle checkpoint?), not safetensors"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -37,6 +38,26 @@ def describe_foreign(path: Path) -> str | None:
     if image is not None:
         return f"a {image} image, not safetensors"
     return _text(head)
+
+
+def _cut_short(path: Path, header_length: int) -> str | None:
+    """A safetensors file (its JSON header's length, then "{") is one however short it is: cut short when its
+    header alone needs more bytes than it holds (an interrupted copy or download), else None. That length's first
+    bytes can read as a pickle's opcode (0x280 opens 80 02), so this is told before any other kind."""
+    size = path.stat().st_size
+    if header_length + 8 <= size:
+        return None
+    return f"{CUT_SHORT} (its header alone is {header_length + 8} bytes, the file holds {size})"
+
+
+CUT_SHORT = "a .safetensors file cut short"
+
+
+def fix_for(foreign: str, otherwise: str) -> str:
+    """What to do about a file ``describe_foreign`` named: a cut one is to be copied again, whatever the reader
+    takes; any other kind gets the reader's own advice (``otherwise``)."""
+    return "copy or download it again: an interrupted copy leaves such a file" if foreign.startswith(CUT_SHORT) \
+        else otherwise
 
 
 def _text(head: bytes) -> str | None:

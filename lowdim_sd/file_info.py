@@ -14,7 +14,7 @@ from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.files import PICKLE_SUFFIXES
-from lowdim.foreign_files import describe_foreign, embedding_style, foreign_lora
+from lowdim.foreign_files import describe_foreign, embedding_style, fix_for, foreign_lora
 from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.checkpoint_file_info import (
     checkpoints_left,
@@ -84,7 +84,8 @@ def describe(path: Path) -> FileInfo:
         raise LowdimError(f"{path}: a pickle file, which can run code when loaded; lowdim reads .safetensors only")
     foreign = describe_foreign(path)  # a picture or a text file by its bytes, whatever its name
     if foreign is not None:
-        raise LowdimError(f"{path}: {foreign}; `lowdim show` reads lowdim files and weight folders")
+        advice = fix_for(foreign, "`lowdim show` reads lowdim files and weight folders")
+        raise LowdimError(f"{path}: {foreign}; {advice}")
     if path.suffix.lower() in IMAGE_EXTENSIONS:  # by its name only: bytes no reader knows
         raise LowdimError(f"{path}: an image, not a .safetensors file; `lowdim show` reads lowdim files and weight "
                           f"folders")

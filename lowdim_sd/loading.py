@@ -21,7 +21,7 @@ from torch import nn
 
 from lowdim.errors import LowdimError, first_line
 from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
-from lowdim.foreign_files import describe_foreign
+from lowdim.foreign_files import describe_foreign, fix_for
 from lowdim.option_words import either
 from lowdim.paths import expand_user
 from lowdim_sd import status_line
@@ -192,7 +192,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
             # Only a pickle or zip checkpoint can be converted; a picture or a text file is just the wrong file.
             fix = ("pickles can run code when loaded: convert it to a real .safetensors first"
                    if "pickle" in foreign else "pass a model checkpoint, or a diffusers folder")
-            raise ModelLoadError(f"{path}: this is {foreign}; {fix}")
+            raise ModelLoadError(f"{path}: this is {foreign}; {fix_for(foreign, fix)}")
         from lowdim_sd.ldm_checkpoint import incomplete_file_error, incomplete_part, missing_from_file
         from lowdim_sd.model_paths import refuse_what_is_not_a_checkpoint
         from lowdim_sd.weights_folder import check_single_file

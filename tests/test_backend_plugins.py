@@ -237,6 +237,8 @@ def re_escape(text: str) -> str:
     (MiniSD("", "/x"), "backend MiniSD: name '' must be lower-case letters, digits and . _ + -"),
     (MiniSD("My Model", "/x"), "backend MiniSD: name 'My Model' must be lower-case letters"),
     (MiniSD("ok", "/x", aliases=("bad/alias",)), "backend MiniSD: name 'bad/alias' must be lower-case letters"),
+    # ("mini") without its comma: refused, not registered as the models m, i and n
+    (MiniSD("ok", "/x", aliases="mini"), "backend MiniSD: aliases must be a tuple of names, got the string 'mini'"),
     (type("NoDefault", (MiniSD,), {"default_layer_set": "no-such-set"})("nodefault", "/x"),
      "backend 'nodefault' (NoDefault): default_layer_set 'no-such-set' is not one of its layer_sets (cross, self-qv)"),
     (Toy, "register_backends expects a lowdim.backends.Backend instance, got <class"),
@@ -246,6 +248,7 @@ def test_a_backend_no_command_could_use_is_refused_as_it_registers(backend, said
     assert len(warned) == 1 and "plugin 'broken' raised in register_backends and was skipped" in warned[0]
     assert said in warned[0]
     assert "toy" not in built.backends and "sd15" in built.backends  # skipped whole, as for spaces
+    assert not {"ok", "m", "i", "n"} & set(built.backends)
 
 
 def test_a_backend_without_a_skeleton_is_one_line_naming_it(capsys):

@@ -40,12 +40,31 @@ def test_what_a_file_really_is_whatever_its_name(tmp_path, content, said):
 def test_real_and_broken_safetensors_are_left_to_safetensors(tmp_path):
     real = tmp_path / "real.safetensors"
     save_file({"x": torch.zeros(3)}, str(real))
-    cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(real.read_bytes()[:12])  # its header cut short: safetensors says so
     for path, content in ((tmp_path / "empty.safetensors", b""), (tmp_path / "bytes", bytes(range(256)))):
         path.write_bytes(content)
-    for path in (real, cut, tmp_path / "empty.safetensors", tmp_path / "bytes"):
+    for path in (real, tmp_path / "empty.safetensors", tmp_path / "bytes"):
         assert describe_foreign(path) is None, path
+
+
+def test_a_safetensors_cut_inside_its_header_is_named_cut_short(tmp_path):
+    real = tmp_path / "real.safetensors"
+    save_file({"x": torch.zeros(3)}, str(real))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(real.read_bytes()[:12])  # an interrupted copy: the header's length, then "{" and a little more
+    said = describe_foreign(cut)
+    assert said is not None and said.startswith("a .safetensors file cut short (its header alone is ")
+    assert said.endswith(" bytes, the file holds 12)")
+
+
+def test_a_cut_safetensors_starting_80_01_is_not_called_a_pickle(tmp_path):
+    # Header length 0x180: its first bytes 80 01 are a pickle opcode's first byte and a protocol no pickle has.
+    header = b'{"__metadata__":{"k":"' + b"v" * 330 + b'"}}'
+    header += b" " * (0x180 - len(header))
+    whole = (0x180).to_bytes(8, "little") + header
+    assert whole[:2] == b"\x80\x01"
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(whole[:200])
+    assert describe_foreign(path) == "a .safetensors file cut short (its header alone is 392 bytes, the file holds 200)"
 
 
 def test_an_image_as_an_adapter_is_one_line_naming_it(tmp_path):
@@ -75,3 +94,14 @@ def test_a_file_of_kohya_layer_names_is_named_by_its_tool_whatever_its_suffixes(
     save_file({key: torch.zeros(2, 2) for key in keys}, str(path), metadata={"format": "pt"})
     with pytest.raises(AdapterFileError, match="this is a kohya LoRA, not a lowdim adapter: use it in diffusers"):
         lowdim.read_adapter(path)
+
+
+def test_only_the_opening_bytes_of_pickle_protocols_2_to_5_are_called_a_pickle(tmp_path):
+    """A pickle of protocol 2 to 5 opens with 0x80 and its protocol; 0x80 then any other byte is no pickle (protocols
+    0 and 1 open with no 0x80 at all), and calling such a file a torch.save checkpoint would send its user the wrong
+    way: it is left to safetensors' own error."""
+    path = tmp_path / "adapter.safetensors"
+    for second in range(256):
+        path.write_bytes(bytes([0x80, second]) + bytes(30))
+        pickled = 2 <= second <= 5
+        assert describe_foreign(path) == ("a pickle (torch.save / pickle.dump), not safetensors" if pickled else None)

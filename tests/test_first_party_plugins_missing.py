@@ -11,6 +11,7 @@ from torch import nn
 
 import lowdim
 from lowdim import plugins
+from lowdim.space_packages import recorded_package
 from lowdim.spaces.stack import StackSpace
 
 pytest.importorskip("lowdim_vera")  # the first-party plugin, installed through its entry point
@@ -105,3 +106,22 @@ def test_train_runs_vera_at_its_own_rate_not_loras():
     # 100 steps on TinyFaces: 1e-4 (LoRA's) moves VeRA's ΔW 7x less than LoRA's; 1e-2 as far as LiDB's 2e-3 does
     assert train_config(TrainJob(model="tinyfaces", space="vera")).learning_rate == 1e-2
     assert train_config(TrainJob(model="tinyfaces", space="vera", learning_rate=3e-3)).learning_rate == 3e-3
+
+
+def test_a_plain_plugin_space_records_its_package_only_once(tmp_path):
+    # space_packages is for a stack with a plugin's component; a plain vera adapter's bytes are those of any lowdim.
+    model = nn.Sequential(nn.Linear(6, 5))
+    lowdim.inject(model, lowdim.get_space("vera"), ["0"])
+    metadata = lowdim.read_adapter(lowdim.save_adapter(tmp_path / "v.safetensors", model)).metadata
+    assert metadata["space_package"] == "lowdim-vera" and "space_packages" not in metadata
+
+
+def test_an_older_stacks_missing_component_is_not_given_the_stacks_own_package():
+    # A file from before space_packages: a plugin's stack whose frozen component is vera. The hint for a missing
+    # vera names lowdim-vera (what brings vera), not the stack's package; an unknown plugin's component, none.
+    metadata = {"space": "mystack", "space_package": "lowdim-mystack",
+                "space_config": json.dumps({"components": [{"space": "vera", "config": {}}]})}
+    assert recorded_package(metadata, "mystack") == "lowdim-mystack"
+    assert recorded_package(metadata, "vera") == "lowdim-vera"
+    metadata["space_config"] = json.dumps({"components": [{"space": "other", "config": {}}]})
+    assert recorded_package(metadata, "other") is None

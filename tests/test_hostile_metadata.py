@@ -197,3 +197,10 @@ def test_a_layer_name_that_would_be_refused_when_read_back_is_refused_when_injec
     with pytest.raises(LowdimError, match=r"adapter 'default' layer 'a\\nb': its name holds a control character"):
         lowdim.inject(model, lowdim.get_space("lora", rank=1), ["*"], seed=0)
     assert not lowdim.Adapters(model).names()
+
+
+def test_a_0d_tensor_where_a_flat_one_is_expected_is_named(tmp_path):
+    path = saved(tmp_path)
+    rewrite(path, {"A_train": torch.tensor(1.0)})  # a scalar: no layer's chunk can be cut from it
+    with pytest.raises(AdapterFileError, match=r"toy.safetensors: tensor 'A_train' is 0-D \(\), where"):
+        lowdim.read_adapter(path)
