@@ -3,6 +3,8 @@ that moment: what another run put there meanwhile stays, and the temp goes."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,31 @@ def test_a_folder_is_published_only_onto_nothing_or_an_empty_folder(tmp_path, th
     else:
         assert [p.name for p in out.iterdir()] == ["theirs"]
     assert [p.name for p in tmp_path.iterdir()] == ["M"]
+
+
+@pytest.fixture
+def no_hard_links(monkeypatch):
+    """A file system without hard links (FAT, some network mounts): os.link refuses, as it does there."""
+    def refused(source, destination):
+        raise OSError(errno.EPERM, "Operation not permitted", str(source), None, str(destination))
+
+    monkeypatch.setattr(os, "link", refused)
+
+
+@pytest.mark.parametrize("there", ["nothing", "file", "dangling link"])
+def test_without_hard_links_a_file_is_still_published_only_where_nothing_is(tmp_path, no_hard_links, there):
+    """A link whose target is gone is still something at the name: the user's, never replaced."""
+    out = tmp_path / "a.safetensors"
+    if there == "file":
+        out.write_text("theirs")
+    elif there == "dangling link":
+        out.symlink_to(tmp_path / "gone")
+    if there == "nothing":
+        atomic_write(out, lambda temp: Path(temp).write_text("mine"), replace=False)
+        assert out.read_text() == "mine"
+    else:
+        with pytest.raises(FileExistsError):
+            atomic_write(out, lambda temp: Path(temp).write_text("mine"), replace=False)
+        assert out.is_symlink() == (there == "dangling link")
+        assert there == "dangling link" or out.read_text() == "theirs"
+    assert os.listdir(tmp_path) == ["a.safetensors"]

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import pickle
+import re
 import zlib
 from pathlib import Path
 
@@ -277,3 +278,13 @@ def test_a_safetensors_whose_header_length_looks_like_a_pickle_opcode_still_read
             assert foreign_files.describe_foreign(path) is None
             return
     pytest.fail("no padding gave a header length that opens like a pickle")
+
+
+def test_a_compressed_layer_list_cut_short_is_refused_naming_the_file(tmp_path):
+    """Half a compressed layer list inflates to half the list without a zlib error: refused, never read as fewer
+    layers."""
+    whole = base64.b64decode(packed([[f"unet.{number}", 24, 16] for number in range(200)])[len("zlib:"):])
+    path = rewrite(saved(tmp_path), layers="zlib:" + base64.b64encode(whole[:len(whole) // 2]).decode())
+    said = rf"^{re.escape(str(path))}: the layer list in the metadata .* is cut short"
+    with pytest.raises(AdapterFileError, match=said):
+        lowdim.read_adapter(path)

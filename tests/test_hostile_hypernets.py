@@ -54,6 +54,19 @@ def test_an_absurd_encoder_depth_is_refused_before_anything_is_built(hyper_file)
         load_hypernet(hyper_file)
 
 
+def test_a_depth_one_past_the_bound_is_refused_before_anything_is_built(hyper_file, monkeypatch):
+    """The depth bound (512) holds for every key naming layers, depth or blocks wherever the word stands in it, not
+    only the wider bound of any other size (16 M), under which a depth builds for minutes."""
+    def build(*args, **kwargs):
+        raise AssertionError("a network was built from the file's configs")
+
+    monkeypatch.setattr("lowdim.hyper.network.build_hypernet", build)
+    with_encoder(hyper_file, num_hidden_layers=513)
+    said = r"'encoder_config.num_hidden_layers' is 513; lowdim accepts at most 512 here$"
+    with pytest.raises(LowdimError, match=said):
+        load_hypernet(hyper_file)
+
+
 def test_an_encoder_config_that_does_not_fit_the_stored_tensors_is_refused_without_allocating_it(hyper_file):
     # 2^20 wide: the real model would take tens of GB; its meta-device twin takes nothing.
     with_encoder(hyper_file, hidden_size=1 << 20, intermediate_size=1 << 22)

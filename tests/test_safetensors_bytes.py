@@ -15,9 +15,11 @@ import sys
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lowdim.files import atomic_save
+from lowdim.safetensors_header import sort_header_metadata
 
 KEYS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
 VALUES = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -76,3 +78,31 @@ def _environment() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def _write_as_another_tool(path, metadata: dict, escaped: bool, spaced: bool) -> None:
+    """A safetensors file whose header another writer made: non-ASCII escaped (``\\u00e9``, json's default) or
+    not, with spaces after its separators or not, its metadata in reverse order, padded as safetensors pads."""
+    header = {"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "__metadata__": dict(reversed(sorted(metadata.items())))}
+    text = json.dumps(header, ensure_ascii=escaped, separators=(", ", ": ") if spaced else (",", ":"))
+    raw = text.encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + struct.pack("<2f", 1.5, -2.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(metadata=st.dictionaries(KEYS, VALUES, min_size=2, max_size=8), escaped=st.booleans(), spaced=st.booleans())
+def test_sorting_another_writers_header_keeps_the_file_readable_and_its_values(tmp_path_factory, metadata, escaped,
+                                                                               spaced):
+    """A header that cannot be sorted in its own bytes (escapes or spaces the sorted form would drop) is left as it
+    is: never a shorter header followed by the old one's tail, which safetensors cannot read."""
+    path = tmp_path_factory.mktemp("other") / "x.safetensors"
+    _write_as_another_tool(path, metadata, escaped, spaced)
+    sort_header_metadata(path)
+    assert load_file(str(path))["t"].tolist() == [1.5, -2.0]
+    with safe_open(str(path), "pt") as reopened:
+        assert reopened.metadata() == metadata
+    stored = json.loads(header(path))["__metadata__"]
+    if not spaced and (not escaped or all(text.isascii() for pair in metadata.items() for text in pair)):
+        assert list(stored) == sorted(stored)  # written as lowdim writes it: sorted in place

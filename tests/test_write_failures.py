@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from lowdim.atomic import atomic_write, sweep_temps, temp_place
+from lowdim.atomic import atomic_write, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 
@@ -92,3 +92,27 @@ def test_a_serializing_bug_keeps_its_own_error(tmp_path):
 
     with pytest.raises(SafetensorError, match="not contiguous"):
         atomic_write(tmp_path / "e.safetensors", write)
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()],
+                         ids=["a failed rename", "a Ctrl-C between the renames"])
+def test_a_folder_replace_that_fails_halfway_puts_the_earlier_folder_back_whole(tmp_path, monkeypatch, failure):
+    """`merge --overwrite` moves the earlier model aside, then renames the new one in: when that second rename fails,
+    the earlier model is back under its own name, not left in a hidden temp place."""
+    out, staging = tmp_path / "merged", tmp_path / "staging"
+    for folder, text in ((out, "the earlier model"), (staging, "the new model")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_text(text)
+    rename = os.replace
+
+    def new_folder_refused(source, destination):
+        if Path(source) == staging:
+            raise failure
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "replace", new_folder_refused)
+    with pytest.raises(type(failure)):
+        replace_folder(staging, out)
+    monkeypatch.undo()
+    assert (out / "model.safetensors").read_text() == "the earlier model"
+    assert sorted(os.listdir(tmp_path)) == ["merged", "staging"]  # nothing hidden left behind

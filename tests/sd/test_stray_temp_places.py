@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from killed_saves import killed_at_the_first_save  # tests/sd, on the path as pytest puts it
 
+from lowdim import atomic
+from lowdim.atomic import UNLOCKED_PLACE_AGE
 from lowdim.files import atomic_write
 from lowdim_sd.runs import clean_stray_temps
 
@@ -111,3 +113,49 @@ def test_a_place_that_may_hold_the_only_copy_is_kept_when_its_block_fails(tmp_pa
         os.replace(tmp_path / "m", aside)
         raise OSError(16, "Device or resource busy")  # and putting it back failed too
     assert aside.read_text() == "the earlier merge"
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.mark.parametrize(("age", "swept"), [(60, False), (2 * UNLOCKED_PLACE_AGE, True)])
+def test_an_older_style_temp_file_is_swept_only_once_an_hour_old(tmp_path, age, swept):
+    """Without a lock to ask, a young temp file of this shape may be another program's write going on."""
+    temp = tmp_path / ".adapter.safetensors.abcd1234.tmp"
+    temp.write_text("another program writes this now")
+    _aged(temp, age)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the "removed ..." warning: the test below is about the files
+        assert clean_stray_temps(tmp_path) == ([temp] if swept else [])
+    assert temp.exists() != swept
+
+
+@pytest.mark.parametrize(("age", "swept"), [(60, False), (2 * UNLOCKED_PLACE_AGE, True)])
+def test_where_places_cannot_be_locked_a_young_one_is_kept(tmp_path, monkeypatch, age, swept):
+    """NFS has no flock: a place no lock can be taken on may be another process's write, until it is an hour old."""
+    place = tmp_path / ".adapter.safetensors.abcd1234.tmp"
+    place.mkdir()
+    (place / "adapter.safetensors").write_text("half")
+    _aged(place, age)
+    monkeypatch.setattr(atomic, "_lock", lambda handle, wait: None)  # what flock on NFS comes to
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert clean_stray_temps(tmp_path) == ([place] if swept else [])
+    assert place.exists() != swept
+
+
+@pytest.mark.parametrize("name", ["ADAPTER.SAFETENSORS", "Me.SafeTensors", "RECORD.JSON"])
+def test_a_killed_write_of_a_file_named_in_capitals_is_swept(tmp_path, name):
+    """A file lowdim writes is one whatever the case of its suffix: its killed write's leftovers go too."""
+    place = tmp_path / f".{name}.abcd1234.tmp"
+    place.mkdir()
+    (place / name).write_text("half")
+    old_style = tmp_path / f".{name}.efgh5678.tmp"  # an older lowdim's temp file
+    old_style.write_text("half")
+    _aged(old_style, 2 * UNLOCKED_PLACE_AGE)
+    with pytest.warns(UserWarning, match="removed"):
+        assert sorted(clean_stray_temps(tmp_path)) == [place, old_style]
+    assert os.listdir(tmp_path) == []
