@@ -18,6 +18,9 @@ from safetensors.torch import load_file, save_file
 
 import lowdim
 from lowdim_sd import checkpoints
+from lowdim_sd.loading import load_sd
+from lowdim_sd.modes import adapter_trainable, resolve_layers
+from lowdim_sd.train import Subject, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 made, run = checkpointed_runs.made, checkpointed_runs.run  # its fixtures, used by name
@@ -94,6 +97,21 @@ def test_an_optimizer_state_that_does_not_fit_the_parameters_is_refused_naming_f
     line = _resume_refused(tiny_sd, faces, run, said)
     assert line.startswith(f"{path}: ") and line.endswith("delete the checkpoint folder step-000002 to resume from "
                                                             "an older one"), line
+
+
+def test_a_refused_optimizer_file_leaves_the_callers_weights_as_they_were(tiny_sd, faces, run):
+    """A Python caller keeps its model after a refused resume (a --full run's checkpoint is the UNet itself):
+    every file is checked before the first weight is loaded."""
+    _edit_tensors(run, "optimizer.safetensors", lambda t: {"x.exp_avg": torch.zeros(3)})
+    model = load_sd(str(tiny_sd))
+    trainable = adapter_trainable(model, lowdim.get_space("lidb"), resolve_layers(None))
+    before = {name: tensor.clone() for name, tensor in trainable.state().items()}
+    with pytest.raises(lowdim.LowdimError, match="unknown optimizer state"):
+        train(model, [Subject(faces, 0)], trainable, checkpointed_runs.CONFIG, out_dir=run, resume=True,
+              progress=False)
+    after = trainable.state()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[name], before[name]) for name in before)
 
 
 @pytest.mark.parametrize("edit, said", [

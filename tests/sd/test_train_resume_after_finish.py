@@ -13,8 +13,8 @@ from cli_train_runs import interrupt_at, reference_pictures, run  # noqa: F401  
 from safetensors.torch import load_file
 
 from lowdim.errors import LowdimError
+from lowdim_sd import checkpoints, workflows
 from lowdim_sd import train as engine
-from lowdim_sd import workflows
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.workflows import TrainJob, run_train
 
@@ -153,3 +153,52 @@ def test_a_model_folder_no_full_run_wrote_gets_the_plain_overwrite_line(tiny_sd,
     (tmp_path / "full" / "model").mkdir(parents=True)
     code, text = run(capsys, *train(tiny_sd, refs, tmp_path / "full", "--full"), "--steps", 2, "--resume")
     assert code == 1 and "already exists; pass --overwrite" in text and "finished" not in text, text
+
+
+def test_a_subjects_run_missing_one_of_its_files_is_not_finished_and_the_resume_writes_it(tiny_sd, people, tmp_path,
+                                                                                           capsys):
+    """One adapter per sub-folder: a resume at the same --steps after one file was deleted writes it again."""
+    args = ("train", "-m", tiny_sd, "--subjects", people, "--out", tmp_path / "o", "--steps", 2)
+    assert run(capsys, *args)[0] == 0
+    gone = tmp_path / "o" / "person1.safetensors"
+    gone.unlink()
+    code, text = run(capsys, *args, "--resume")
+    assert code == 0 and "already finished" not in text and gone.is_file(), text
+
+
+def test_a_resume_at_its_own_steps_only_marks_the_checkpoint_it_started_from(tiny_sd, refs, tmp_path, capsys):
+    """The adapter deleted and written again: the checkpoint's weights and optimizer moments (a UNet's size and
+    twice that for --full) are not written a second time."""
+    args = train(tiny_sd, refs, tmp_path / "o", "--steps", 2)
+    assert run(capsys, *args)[0] == 0
+    folder = tmp_path / "o" / "checkpoints" / "step-000002"
+    names = ("trainable.safetensors", "optimizer.safetensors")
+    before = {name: ((folder / name).stat().st_mtime_ns, (folder / name).stat().st_ino) for name in names}
+    (tmp_path / "o" / "adapter.safetensors").unlink()
+    code, text = run(capsys, *args, "--resume")
+    assert code == 0 and (tmp_path / "o" / "adapter.safetensors").is_file(), text
+    assert {name: ((folder / name).stat().st_mtime_ns, (folder / name).stat().st_ino) for name in names} == before
+
+
+class _TwoWeights:
+    """The least a checkpoint saves: one parameter and its state."""
+
+    def __init__(self) -> None:
+        self.parameters = [torch.nn.Parameter(torch.zeros(2))]
+
+    def state(self) -> dict:
+        return {"w": self.parameters[0].detach().clone()}
+
+
+def test_finishing_never_relabels_an_older_checkpoint_as_the_runs_end(tmp_path):
+    """``written`` with a newest checkpoint of another step: the end is saved, so a resume starts at its step."""
+    trainable = _TwoWeights()
+    optimizer = torch.optim.AdamW(trainable.parameters)
+    checkpoints.save(tmp_path, 2, trainable, optimizer, keep=5)
+    adapter = tmp_path / "adapter.safetensors"
+    adapter.write_bytes(b"x")
+    checkpoints.finish(tmp_path, 4, trainable, optimizer, 5, {}, [adapter], written=True)
+    newest = checkpoints.latest(tmp_path)
+    assert newest is not None and newest.name == "step-000004"
+    assert json.loads((newest / "state.json").read_text())["step"] == 4
+    assert checkpoints.finished_outputs(tmp_path) == [adapter]
