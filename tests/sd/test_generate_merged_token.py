@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import lowdim
 from lowdim_cli.main import main
-from lowdim_sd.generate import GenerateConfig, drawing_record
+from lowdim_sd.generate import GenerateConfig, drawing_record, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.merged_model import save_merged
 
@@ -55,6 +56,19 @@ def test_v_becomes_the_token_the_merged_model_was_taught(merged, tmp_path, capsy
     said = " ".join(capsys.readouterr().err.split())
     assert settings["token"] == "ohwx"
     assert "never taught" not in said and "Warning" not in said
+
+
+def test_v_draws_the_merged_models_word_not_only_records_it(merged, one_thread):
+    # The record alone cannot tell: it names the word apart from the draw. The pictures must be the word's.
+    model = load_sd(merged("single-file", 0), device="cpu", dtype="fp32")
+
+    def pixels(**token) -> np.ndarray:
+        config = GenerateConfig(prompts=["a [V] face"], steps=2, resolution=16, guidance=1.0, **token)
+        return np.asarray(generate(model, config)[0].image, dtype=np.int16)
+
+    drawn = pixels()
+    assert np.array_equal(drawn, pixels(token="ohwx"))
+    assert not np.array_equal(drawn, pixels(token="sks"))  # the two words draw apart, so the check above can fail
 
 
 def test_token_flag_still_wins_over_the_merged_models_token(merged, tmp_path, capsys, one_thread):

@@ -1,10 +1,12 @@
-"""`lowdim generate` records in prompts.json how its pictures were drawn, and `lowdim eval` still reads the folder."""
+"""`lowdim generate` records in prompts.json how its pictures were drawn, lays grid.png out a row per prompt and a
+column per seed, and `lowdim eval` still reads the folder."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from PIL import Image
 
 import lowdim
 from lowdim_cli.main import main
@@ -53,6 +55,23 @@ def test_two_runs_at_other_scales_record_their_adapters_and_settings(tiny_sd, tw
     evaluated = load_eval_set(tmp_path / "a")
     assert [s.prompt for s in evaluated.samples] == ["a [V] face", "a [V] face at night"]
     assert not evaluated.skipped
+
+
+def test_with_no_resolution_asked_the_record_names_the_size_drawn(tiny_sd, tmp_path, one_thread):
+    code = main(["generate", "-m", str(tiny_sd), "-p", "a face", "--steps", "1", "--device", "cpu", "--dtype", "fp32",
+                 "-o", str(tmp_path / "out")])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "prompts.json").read_text(encoding="utf-8"))
+    with Image.open(tmp_path / "out" / record["images"][0]["image"]) as picture:
+        assert record["settings"]["resolution"] == picture.width == picture.height
+
+
+def test_the_grid_has_a_column_per_seed(tiny_sd, tmp_path, one_thread):
+    code = main(["generate", "-m", str(tiny_sd), "-p", "a face", "--seed", "0", "--seed", "1", "--seed", "2", "--steps",
+                 "1", "--resolution", "16", "--device", "cpu", "--dtype", "fp32", "-o", str(tmp_path / "out")])
+    assert code == 0
+    with Image.open(tmp_path / "out" / "grid.png") as grid:
+        assert grid.width > 2 * grid.height  # one row of three pictures, not a column of them
 
 
 @pytest.mark.parametrize(("prompts", "tokens", "flag", "expected"), [

@@ -52,6 +52,7 @@ def test_adapters_of_one_file_name_are_recorded_by_enough_of_their_path_to_tell_
     record = merge_record("tinyfaces", [(paths[0], 0.5), (paths[1], 1.0), (paths[2], 1.0)], ["sks"])
     assert [entry["file"] for entry in record["adapters"]] == ["alice/adapter.safetensors",
                                                                "bob/adapter.safetensors", "solo.safetensors"]
+    assert [entry["scale"] for entry in record["adapters"]] == [0.5, 1.0, 1.0]  # each at the scale it went in at
 
 
 def test_a_model_that_already_carries_an_adapter_is_refused_before_anything_is_written(tiny_sd, same_word, tmp_path):

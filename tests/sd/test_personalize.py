@@ -139,6 +139,23 @@ def test_the_backends_own_hypernetwork_is_used_only_where_it_fits(tiny_sd, face,
                for k, v in p.items() if k.startswith("c0_A"))
 
 
+@pytest.mark.parametrize("options", [{"rank": 2}, {"a": 50}])
+def test_the_backends_own_hypernetwork_is_not_used_for_other_settings_of_its_space(tiny_sd, face, tmp_path, hypernet,
+                                                                                    monkeypatch, options):
+    # --set rank=2 on a model that ships a rank-1 network: a run from zero with a note, not an error about a file
+    # the user never named, nor a prediction made for other bases
+    import lowdim_sd.personalize_hypernet as personalize_hypernet
+
+    monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda model_name: hypernet)
+    with pytest.warns(UserWarning, match="predicts lidb on unet\\+text layers, not the space or layers asked for"):
+        result = personalize(job(tiny_sd, face, tmp_path / "j", space_options=options, steps=1), progress=False)
+    written = lowdim.read_adapter(result.adapter)
+    assert "hypernetwork" not in result.stages
+    assert written.space.config.to_dict()["components"][0]["config"].items() >= options.items()
+    assert all(float(v.abs().sum()) == 0 for p in written.params.values() for k, v in p.items()
+               if k.startswith("c0_A"))
+
+
 def test_an_older_preview_left_in_the_folder_is_pointed_out(tiny_sd, face, tmp_path):
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "preview.png").write_bytes(b"old")

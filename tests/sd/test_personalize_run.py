@@ -62,9 +62,15 @@ def test_a_run_is_resolved_once_and_never_changes_the_job(tiny_sd, face, tmp_pat
     assert resolved.hypernet is not None and resolved.hypernet.path == hypernet
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.bases_seed = 0  # type: ignore[misc]
-    result = personalize(asked, progress=False)
-    made = json.loads(lowdim.read_adapter(result.adapter).metadata["extra"])
+    written = lowdim.read_adapter(personalize(asked, progress=False).adapter)
+    made = json.loads(written.metadata["extra"])
     assert made["hypernet"]["bases_seed"] == 7 and made["seed"] == 3
+    # and the prediction really sits in those bases: the stack's frozen LiDB part, or the file itself under
+    # --only-hyper, is rebuilt from seed 7 when the adapter is loaded
+    assert written.space.config.to_dict()["components"][0]["seed"] == 7
+    only = personalize(job(tiny_sd, face, tmp_path / "b", hypernet=hypernet, seed=3, steps=None, only_hyper=True),
+                       progress=False)
+    assert lowdim.read_adapter(only.adapter).seed == 7
 
 
 def test_no_hyper_resolves_no_prediction_but_keeps_the_papers_budget(tiny_sd, face, tmp_path, hypernet):

@@ -1,6 +1,7 @@
 """The Python API's reports on a kept model and on an in-process Ctrl-C: a stop at the very start of a personalize
-stage is told as one a moment later, draw_to_folder records the adapters attached to the model, and a model given
-to run_train with an initial adapter comes back bit for bit."""
+stage is told as one a moment later, a stop inside the finetune keeps the finetune's own line, draw_to_folder
+records the adapters attached to the model, and a model given to run_train with an initial adapter comes back bit
+for bit."""
 
 from __future__ import annotations
 
@@ -39,6 +40,18 @@ def test_a_stop_as_a_personalize_stage_starts_is_told_as_one_inside_it(tiny_sd, 
     with pytest.raises(runs.Interrupted, match=note), runs.listen(stop_when_heard(stage)):
         personalize(job, progress=False)
     assert (tmp_path / "me" / "adapter.safetensors").is_file() == (stage == "preview")
+
+
+def test_a_stop_inside_the_finetune_is_told_in_the_finetunes_own_words(tiny_sd, face, tmp_path):
+    def at_the_first_step(label: str, done: int, total: int) -> None:
+        if label == "training" and done == 1:
+            _thread.interrupt_main()
+
+    job = PersonalizeJob(model=str(tiny_sd), image=face, out=tmp_path / "me", steps=2, crop=False, preview=False)
+    with pytest.raises(runs.Interrupted) as stopped, runs.listen(at_the_first_step):
+        personalize(job, progress=False)
+    # the train loop names the step it stopped at; the stage's generic line would hide it
+    assert " step " in str(stopped.value) and "'fast finetune'" not in str(stopped.value), str(stopped.value)
 
 
 @pytest.fixture(scope="module")
