@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 from lowdim.errors import LowdimError
 from lowdim.hyper.storage import HypernetFile, read_hypernet
 from lowdim.inject import LayerSet, covers
+from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd.defaults import SCRATCH_STEPS
 from lowdim_sd.modes import resolve_layers
+from lowdim_sd.personalize_checks import switch
 
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeJob
@@ -47,12 +49,28 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     made_for = shipped.made_for
     if made_for[:2] == (space.name, space.config.to_dict()) and predicts_layers(shipped, layers):
         return True, (None if job.no_hyper else shipped), ""
-    if job.only_hyper:  # there the missing prediction is the error, named next
-        return False, None, ""
+    not_asked = _not_asked(made_for, space, layers)
+    unfit = f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, {not_asked}"
+    if job.only_hyper:  # its prediction is all such a run keeps: there is none for what was asked
+        hypernet = either("--hypernet CKPT", "PersonalizeJob(hypernet=CKPT)")
+        raise LowdimError(f"{switch('only_hyper')} keeps the hypernetwork's prediction, and {unfit}: leave those "
+                          f"settings at the model's, or pass a hypernetwork made for them ({hypernet})")
     steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
-    return False, None, (f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, not the space or "
-                         f"layers asked for: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on "
-                         f"top trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
+    return False, None, (f"{unfit}: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
+                         f"trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
+
+
+def _not_asked(made_for: tuple, space: Space, layers: LayerSet) -> str:
+    """What of the run's asked target the shipped network was not made for, as the user asked it: the space, the
+    options that differ (``--set rank=2``), or the layers."""
+    if made_for[0] != space.name:
+        return f"not {either('--space', 'PersonalizeJob(space=...)')} {space.name}"
+    there, now = made_for[1], space.config.to_dict()
+    if there != now:
+        differ = ", ".join(f"{key}={now.get(key)} (it: {there.get(key)})" for key in sorted(set(there) | set(now))
+                           if there.get(key) != now.get(key))
+        return f"not {either('--set', 'PersonalizeJob(space_options=...)')} {differ}"
+    return f"not {either('--layers', 'PersonalizeJob(layers=...)')} {layers.name}"
 
 
 def _checked_only(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -147,13 +149,30 @@ def test_the_backends_own_hypernetwork_is_not_used_for_other_settings_of_its_spa
     import lowdim_sd.personalize_hypernet as personalize_hypernet
 
     monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda model_name: hypernet)
-    with pytest.warns(UserWarning, match="predicts lidb on unet\\+text layers, not the space or layers asked for"):
+    (key, value), = options.items()
+    shipped = lowdim.get_space("lidb").config.to_dict()[key]
+    said = f"predicts lidb on unet+text layers, not PersonalizeJob(space_options=...) {key}={value} (it: {shipped}): "
+    with pytest.warns(UserWarning, match=re.escape(said)):  # the option that differs, not "the space or layers"
         result = personalize(job(tiny_sd, face, tmp_path / "j", space_options=options, steps=1), progress=False)
     written = lowdim.read_adapter(result.adapter)
     assert "hypernetwork" not in result.stages
     assert written.space.config.to_dict()["components"][0]["config"].items() >= options.items()
     assert all(float(v.abs().sum()) == 0 for p in written.params.values() for k, v in p.items()
                if k.startswith("c0_A"))
+
+
+def test_only_hyper_with_settings_the_shipped_network_was_not_made_for_says_which(tiny_sd, face, tmp_path, hypernet,
+                                                                                   monkeypatch):
+    # A run that keeps only the prediction has none for other settings: the refusal names the one that differs,
+    # not "needs a hypernetwork", which the model does ship
+    import lowdim_sd.personalize_hypernet as personalize_hypernet
+
+    monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda model_name: hypernet)
+    said = (r"PersonalizeJob\(only_hyper=True\) keeps the hypernetwork's prediction, and .*'s hypernetwork predicts "
+            r"lidb on unet\+text layers, not PersonalizeJob\(space_options=\.\.\.\) rank=2 \(it: 1\): leave those")
+    with pytest.raises(lowdim.LowdimError, match=said):
+        personalize(job(tiny_sd, face, tmp_path / "o", space_options={"rank": 2}, only_hyper=True), progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_older_preview_left_in_the_folder_is_pointed_out(tiny_sd, face, tmp_path):
