@@ -238,11 +238,11 @@ class Registry:
         """``kind`` names the table in errors ("model"); ``claimed_as`` is how its entries were claimed."""
         self._refuse_a_clash(claimed_as, name)
         if name not in table:
-            known = ", ".join(sorted(table)) or "none"
+            known = _guess(name, table) + "known: " + (", ".join(sorted(table)) or "none")
             if kind == "space":
                 raise ConfigError(_unknown_space(name, known))
             note = f"; {NO_PLUGINS_NOTE}" if plugins_disabled() else ""
-            raise LowdimError(f"unknown {kind} '{name}'; known: {known}{note}")
+            raise LowdimError(f"unknown {kind} '{name}'; {known}{note}")
         return table[name].value
 
     def _refuse_a_clash(self, claimed_as: str, name: str) -> None:
@@ -270,7 +270,15 @@ def _unknown_space(name: str, known: str) -> str:
     if name in FIRST_PARTY_SPACES:
         return no_plugins_space_note(name, FIRST_PARTY_SPACES[name]) if plugins_disabled() else \
             f"unknown space '{name}'{first_party_hint(name)}"
-    return f"unknown space '{name}'; known: {known}"
+    return f"unknown space '{name}'; {known}"
+
+
+def _guess(name: str, table: dict) -> str:
+    """'did you mean lora? ' for a typo of a registered name (``lroa``), as a mistyped model or flag gets."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
 
 
 def _warn_builtin_claimed(kind: str, name: str, plugin: str) -> None:

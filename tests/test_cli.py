@@ -85,6 +85,7 @@ def test_models_lists_every_backend_whole_on_a_narrow_terminal(capsys, monkeypat
 
 @pytest.mark.parametrize("args, message", [
     (["inspect", "-m", "sd15", "-s", "nope", "--no-files"], "unknown space 'nope'; known: lidb, lora, stack"),
+    (["inspect", "-m", "sd15", "-s", "lroa", "--no-files"], "unknown space 'lroa'; did you mean lora? known: lidb"),
     (["inspect", "-m", "sd99", "-s", "lidb", "--no-files"], "unknown model 'sd99'"),
     (["inspect", "-m", "sd15", "-s", "lidb", "--set", "a=0", "--no-files"], "lidb: a must be an integer >= 1"),
     (["inspect", "-m", "sd15", "-s", "lidb", "--set", "a", "--no-files"], "--set expects KEY=VALUE"),

@@ -231,7 +231,7 @@ def test_a_clash_in_a_lazy_table_is_raised_on_every_use_of_the_name():
 
 
 def test_unknown_space_lists_the_known_ones():
-    with pytest.raises(lowdim.ConfigError, match="unknown space 'lidbb'; known: .*lidb.*lora"):
+    with pytest.raises(lowdim.ConfigError, match=r"unknown space 'lidbb'; did you mean lidb\? known: .*lidb.*lora"):
         lowdim.get_space("lidbb")
 
 
