@@ -15,6 +15,7 @@ import torch
 import lowdim
 from lowdim.inject.select import matches
 from lowdim.option_words import either
+from lowdim_sd import status_line
 from lowdim_sd.draw_parts import (
     UNET_LAYERS,
     DrawParts,
@@ -80,7 +81,9 @@ def render_preview(model: SDModel, reference: torch.Tensor, run: PersonalizeRun,
                 view.set_scale(name, scale)
             drawn = fresh
         bar = (row * len(prompts), len(rows) * len(prompts))  # every row on one bar, which never runs back
-        images += [to_pil(reference[None])[0]] + [item.image for item in drawing.generate(drawn, config, _bar=bar)]
+        # Drawn on the terminal as personalize's bars are: the preview is minutes of a CPU's SD1.5 run.
+        pictures = drawing.generate(drawn, config, progress=status_line.showing_progress(), _bar=bar)
+        images += [to_pil(reference[None])[0]] + [item.image for item in pictures]
         captions += [f"reference; right: {how}" if how else "reference",
                      *(f"{prompt} ({draw_text(scale, parts)})" if how else prompt for prompt in prompts)]
     grid = save_grid(job.out / "preview.png", images, captions, ncol=len(prompts) + 1)

@@ -44,6 +44,13 @@ def shown_for(progress: bool) -> contextlib.AbstractContextManager[None]:
     return shown_on(runs.bar_console())
 
 
+def showing_progress() -> bool:
+    """Whether the run in this context shows its progress: inside ``shown_on`` a console, as the ``lowdim``
+    command and ``shown_for(True)`` open (``shown_for(False)``: not). For a stage drawing a bar that its caller
+    has no ``progress`` argument to hand down (personalize's preview)."""
+    return _CONSOLE.get() is not None
+
+
 @contextlib.contextmanager
 def saying(text: str) -> Iterator[None]:
     """A spinner and ``text`` on one line of the terminal for the block, erased as it ends (or is stopped)."""
