@@ -129,8 +129,8 @@ def personalize(
         from lowdim_sd.personalize import PersonalizeJob
         from lowdim_sd.personalize import personalize as run
 
-    if only_hyper:
-        refuse_typed_finetune_flags(ctx)
+    if only_hyper or steps == 0:
+        refuse_typed_finetune_flags(ctx, only_hyper)
     if not preview and "preview_steps" in typed_options(ctx):  # --preview-steps 30, at its default: the job can't tell
         from lowdim_sd.personalize_checks import preview_conflict
 
@@ -148,9 +148,9 @@ def personalize(
     show_result(run(job), model, keep_styles)
 
 
-def refuse_typed_finetune_flags(ctx: typer.Context) -> None:
-    """A finetune flag typed beside --only-hyper, even at its default value (--rank 4), which the job's own
-    check cannot tell from no flag: the run would drop it without a word."""
+def refuse_typed_finetune_flags(ctx: typer.Context, only_hyper: bool) -> None:
+    """A finetune flag typed beside --only-hyper or --steps 0, even at its default value (--rank 4), which the
+    job's own check cannot tell from no flag: the run would drop it without a word."""
     from lowdim_sd.personalize_checks import FINETUNE_FLAGS, only_hyper_conflict
 
     typed = typed_options(ctx)
@@ -158,7 +158,7 @@ def refuse_typed_finetune_flags(ctx: typer.Context) -> None:
         typed.discard("steps")
     for flag in FINETUNE_FLAGS.values():
         if any(flag in param.opts and param.name in typed for param in ctx.command.params):
-            raise only_hyper_conflict(flag)
+            raise only_hyper_conflict(flag, only_hyper)
 
 
 def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:

@@ -56,6 +56,7 @@ from lowdim.filecheck import (
     unflatten,
 )
 from lowdim.foreign_files import describe_foreign, fix_for, not_ours
+from lowdim.given_folder import folder_line
 from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.parallel import inner_model
@@ -320,8 +321,9 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
     _refuse_pickle(path)
     if not path.is_file():
         special = special_kind(path)  # a FIFO is there, not missing (and an open of one would wait for a writer)
-        found = ("is a folder; expected a .safetensors {} file" if path.is_dir() else
-                 f"not a regular file ({special}); expected a .safetensors {{}} file" if special else "no such {} file")
+        if path.is_dir():
+            raise error(folder_line(path, fmt, kind))
+        found = f"not a regular file ({special}); expected a .safetensors {{}} file" if special else "no such {} file"
         raise error(f"{path}: {found.format(kind)}")
     foreign = describe_foreign(path)
     if foreign is not None:

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+from safetensors import SafetensorError, safe_open
 
 from lowdim.errors import LowdimError
-from lowdim.files import atomic_write
+from lowdim.files import FORMAT, atomic_write
+from lowdim.foreign_files import LONGEST_HEADER
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 
 PathLike = str | os.PathLike
@@ -116,9 +118,28 @@ def open_rgb(path: PathLike) -> Image.Image:
     except Image.DecompressionBombError as error:  # PIL's guard against absurd sizes: say so, not "corrupt"
         raise ImageError(f"image {path} is too large to open safely: {_one_line(error)}") from error
     except UnidentifiedImageError as error:
-        raise ImageError(f"file {path} is not a readable image (corrupt or truncated?)") from error
-    except _DECODE_ERRORS as error:
-        raise ImageError(f"file {path} is not a readable image{_why_undecodable(error)}") from error
+        raise ImageError(_not_a_photo(path) or f"file {path} is not a readable image (corrupt or truncated?)") \
+            from error
+    except _DECODE_ERRORS as error:  # a safetensors header can pass for a BMP's: PIL then fails to decode it
+        raise ImageError(_not_a_photo(path) or f"file {path} is not a readable image{_why_undecodable(error)}") \
+            from error
+
+
+def _not_a_photo(path: Path) -> str | None:
+    """What a safetensors file handed where a photo goes is (an adapter from personalize, most likely), told from
+    its header alone, no tensor read; None for anything else, whose decoder's failure is then the line."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9 or head[8:9] != b"{" or int.from_bytes(head[:8], "little") > LONGEST_HEADER:
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as opened:
+            kind = (opened.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        kind = None  # a header cut short or garbled: still no photo, and its first bytes say safetensors
+    if kind == FORMAT:
+        return f"{path} is a lowdim adapter, not a photo; draw with it: lowdim generate -a {path}"
+    return f"{path} is a .safetensors file{f' ({kind})' if kind else ''}, not a photo"
 
 
 def _why_undecodable(error: BaseException) -> str:

@@ -51,6 +51,7 @@ from lowdim_sd.personalize_checks import (
     with_training_phrase,
 )
 from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet
+from lowdim_sd.personalize_recipe import recipe
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.prompt_words import with_looks
@@ -139,6 +140,7 @@ class PersonalizeRun:
     looks: str = ""  # what it read from the reference, once read (``described_run``)
     unfit_note: str = ""  # why the backend's hypernetwork sits this run out, warned once the layers are found
     prompt: str = TrainConfig.prompt  # of the finetune: the hypernetwork's training phrase when it has one
+    only_hyper: bool = False  # the prediction alone is the adapter: --only-hyper, or --steps 0 after a prediction
 
 
 @dataclass
@@ -197,6 +199,11 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
         why = f"{switch('no_hyper')} drops its prediction" if job.no_hyper else "no hypernetwork predicts here"
         raise LowdimError(f"{named('iterations')} sets the hypernetwork's refinement passes, and {why}")
     steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
+    if steps == 0 and hypernet is None:  # a zero start trained 0 steps draws nothing: refused, not written
+        why = f"{switch('no_hyper')} drops the prediction" if job.no_hyper else "no hypernetwork predicts here"
+        raise LowdimError(f"{named('steps')} 0 trains nothing and {why}, so the adapter would draw nothing; give "
+                          f"{named('steps')} 1 or more, or a prediction to keep "
+                          f"({either('--hypernet CKPT', 'PersonalizeJob(hypernet=CKPT)')})")
     TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
                 keep_styles=job.keep_styles).validate("PersonalizeJob")
     job, prompt = with_training_phrase(job, hypernet)
@@ -206,11 +213,13 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
     prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
     draws = job.preview_draws or tuple(getattr(backend, "preview_draws", SDBackend.preview_draws))
+    # 0 steps after a prediction trains nothing: the file is --only-hyper's, not the prediction plus a zero LoRA.
+    only_hyper = job.only_hyper or steps == 0
     return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
-                          0 if job.only_hyper else steps, learning_rate, batch_size, crop, prompts,
+                          0 if only_hyper else steps, learning_rate, batch_size, crop, prompts,
                           resolve_describer(job, backend),
                           preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note,
-                          prompt=prompt)
+                          prompt=prompt, only_hyper=only_hyper)
 
 
 
@@ -273,16 +282,16 @@ def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor
 def initial_trainable(model: SDModel, run: PersonalizeRun, predicted: dict | None) -> AdapterTrainable:
     """The adapter to finetune: the initial one (predicted, or zero) frozen and merged, plus LoRA rank r.
 
-    With ``only_hyper`` it is the predicted adapter alone, in its own space.
+    With ``run.only_hyper`` it is the predicted adapter alone, in its own space.
     """
     job = run.job
     adapters = lowdim.Adapters(model.modules)
     metadata = {"base_model": model.base_model_id, "token": job.token}
-    name = ADAPTER if job.only_hyper else "initial"
+    name = ADAPTER if run.only_hyper else "initial"
     adapters.add(name, run.space, run.layers, seed=run.bases_seed)
     if predicted is not None:
         adapters.load_tensors(name, {k: {p: v[0] for p, v in t.items()} for k, t in predicted.items()})
-    if job.only_hyper:
+    if run.only_hyper:
         return AdapterTrainable(model, ADAPTER, ["adapter"], metadata, save_dtype=job.save_dtype)
     # The paper adds the prediction to the weights (§4.3): merge_frozen; the LoRA's init comes from --seed.
     # --keep-styles switches the whole adapter off for the base model's predictions, so nothing is merged.
@@ -338,7 +347,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
     if run.unfit_note:
         warnings.warn(run.unfit_note, stacklevel=3)
     # --only-hyper trains nothing: its stage only writes the prediction (train with 0 steps saves it).
-    with stage(result, "fast finetune" if not job.only_hyper else "save adapter"):
+    with stage(result, "fast finetune" if not run.only_hyper else "save adapter"):
         trainable.metadata["extra"] = recipe(run)
         config = finetune_config(run)
         trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=job.out,
@@ -368,26 +377,3 @@ def finetune_config(run: PersonalizeRun) -> TrainConfig:
                        prompt=run.prompt, token=job.token, seed=run.seed,
                        gradient_checkpointing=job.gradient_checkpointing, keep_styles=job.keep_styles,
                        style_prompts=run.preview_prompts, cuda_graphs=job.cuda_graphs)
-
-
-def recipe(run: PersonalizeRun) -> dict:
-    """What made this adapter, stored in its file: enough to run it again."""
-    job, hypernet = run.job, None
-    if run.hypernet is not None:
-        hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
-                    "bases_seed": run.bases_seed}
-    # --only-hyper trains no LoRA: a rank or rate recorded for it would describe a finetune that never ran.
-    finetune = {} if job.only_hyper else {"steps": run.steps, "learning_rate": run.learning_rate,
-                                          "batch_size": run.batch_size, "rank": job.rank}
-    made = {"made_by": "lowdim personalize", "image": job.image.name, "hypernet": hypernet,
-            "only_hyper": job.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), **finetune,
-            "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
-    if job.resolution is not None:  # only when asked: the model's own is implied by its name
-        made["resolution"] = job.resolution
-    if job.keep_styles:
-        made["keep_styles"] = job.keep_styles
-    if run.prompt != TrainConfig.prompt:  # the hypernetwork's training phrase
-        made["prompt"] = run.prompt
-    if run.describer is not None:
-        made["looks"] = run.looks
-    return made

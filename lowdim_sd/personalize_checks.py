@@ -150,21 +150,27 @@ def preview_conflict(flag: str) -> LowdimError:
 
 
 def check_only_hyper(job: PersonalizeJob) -> None:
-    """--only-hyper skips the fast finetune, so a finetune setting given with it would be silently dropped (and
-    recorded for a LoRA never trained). Given means off the job's default; 0 steps says no finetune too, and is
-    how the bench's only-hyper rows ask for it. (The CLI also refuses a flag typed at its default, --rank 4.)"""
-    if not job.only_hyper:
+    """--only-hyper skips the fast finetune, and so does --steps 0, so a finetune setting given with either would be
+    silently dropped (and recorded for a LoRA never trained). Given means off the job's default; 0 steps says no
+    finetune too, and is how the bench's only-hyper rows ask for it. (The CLI also refuses a flag typed at its
+    default, --rank 4.)"""
+    if not job.only_hyper and job.steps != 0:
         return
     default = {field.name: field.default for field in fields(job)}
     for name in FINETUNE_FLAGS:
         if getattr(job, name) != default[name] and not (name == "steps" and job.steps == 0):
-            raise only_hyper_conflict(named(name))
+            raise only_hyper_conflict(named(name), job.only_hyper)
 
 
-def only_hyper_conflict(flag: str) -> LowdimError:
-    """``flag``: the setting as its reader typed it (the CLI passes its flag)."""
-    only = switch("only_hyper")
-    return LowdimError(f"{flag} shapes the fast finetune, which {only} skips; leave it out, or drop {only}")
+def only_hyper_conflict(flag: str, only_hyper: bool = True) -> LowdimError:
+    """``flag``: the setting as its reader typed it (the CLI passes its flag); ``only_hyper``: what skips the
+    finetune, --only-hyper, or else --steps 0."""
+    if only_hyper:
+        only = switch("only_hyper")
+        return LowdimError(f"{flag} shapes the fast finetune, which {only} skips; leave it out, or drop {only}")
+    steps = named("steps")
+    return LowdimError(f"{flag} shapes the fast finetune, which {steps} 0 skips; leave it out, or give {steps} 1 or "
+                       f"more")
 
 
 # The crop's own settings: (field, what it does), for the lines that refuse them where nothing is cropped.

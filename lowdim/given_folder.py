@@ -1,0 +1,32 @@
+"""A folder handed over where a lowdim .safetensors file goes (``personalize -o me``'s ``me/``): the line that
+names the file inside it to pass instead, told from the files' headers alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+FEW = 4  # files of a folder named in its line; more are counted
+
+
+def folder_line(folder: Path, fmt: str, kind: str) -> str:
+    """A folder given where a file goes (``personalize -o me``'s, most likely): the files of ``fmt`` it holds,
+    told by their headers alone, named as the path to pass."""
+    held = []
+    files = [path for path in sorted(folder.glob("*.safetensors")) if path.is_file()]  # a FIFO's open would wait
+    for candidate in files[:100]:  # a folder of checkpoints: headers only, and a hundred at most
+        try:
+            with safe_open(str(candidate), framework="pt") as handle:
+                if (handle.metadata() or {}).get("format") == fmt:
+                    held.append(candidate)
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            continue  # not one to pass
+    if len(held) == 1:
+        return f"{folder}{os.sep} is a folder; its {kind} is {held[0]}: pass that"
+    if held:
+        more = f" and {len(held) - FEW} more" if len(held) > FEW else ""
+        return (f"{folder}{os.sep} is a folder of {len(held)} {kind}s ({', '.join(map(str, held[:FEW]))}{more}): "
+                f"pass one of them")
+    return f"{folder}: is a folder; expected a .safetensors {kind} file"

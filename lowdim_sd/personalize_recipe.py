@@ -1,0 +1,34 @@
+"""What made a personalize adapter, as stored in its file's metadata ('extra'): enough to run it again."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lowdim_sd.train import TrainConfig
+
+if TYPE_CHECKING:
+    from lowdim_sd.personalize import PersonalizeRun
+
+
+def recipe(run: PersonalizeRun) -> dict:
+    """What made this adapter, stored in its file: enough to run it again."""
+    job, hypernet = run.job, None
+    if run.hypernet is not None:
+        hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
+                    "bases_seed": run.bases_seed}
+    # Without a finetune (--only-hyper, or --steps 0 after a prediction) a rank or rate recorded would describe
+    # a finetune that never ran; the file is the prediction alone, so it says only_hyper, as that run's does.
+    finetune = {} if run.only_hyper else {"steps": run.steps, "learning_rate": run.learning_rate,
+                                          "batch_size": run.batch_size, "rank": job.rank}
+    made = {"made_by": "lowdim personalize", "image": job.image.name, "hypernet": hypernet,
+            "only_hyper": run.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), **finetune,
+            "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
+    if job.resolution is not None:  # only when asked: the model's own is implied by its name
+        made["resolution"] = job.resolution
+    if job.keep_styles:
+        made["keep_styles"] = job.keep_styles
+    if run.prompt != TrainConfig.prompt:  # the hypernetwork's training phrase
+        made["prompt"] = run.prompt
+    if run.describer is not None:
+        made["looks"] = run.looks
+    return made
