@@ -155,6 +155,9 @@ CASES = [
      "PersonalizeJob(face_index=...) picks the face to crop, and PersonalizeJob(crop=False) turns cropping off"),
     ("personalize only hyper steps", lambda e: check_job(person(e, only_hyper=True, rank=8)),
      "PersonalizeJob(rank=...) shapes the fast finetune, which PersonalizeJob(only_hyper=True) skips"),
+    # 0 steps (the bench's only-hyper rows) spares steps only, not a rank never trained but recorded (CW2 K08)
+    ("personalize only hyper zero steps", lambda e: check_job(person(e, only_hyper=True, steps=0, rank=8)),
+     "PersonalizeJob(rank=...) shapes the fast finetune, which PersonalizeJob(only_hyper=True) skips"),
     ("personalize token", lambda e: check_job(person(e, token="")), "PersonalizeJob(token=...) is empty"),
     ("personalize token not a str", lambda e: check_job(person(e, token=7)), "PersonalizeJob(token=...) must be"),
     ("personalize steps", lambda e: resolve_run(person(e, steps=-1)), "PersonalizeJob(steps=...) must be >= 0"),

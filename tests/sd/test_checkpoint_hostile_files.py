@@ -90,6 +90,10 @@ def _edit_tensors(run, name, edit):
     (lambda t: {k: v for k, v in t.items() if not k.startswith("1.")}, r"holds the state of \d+ parameters"),
     (lambda t: {k: v.fill_(float("nan")) if k == "0.exp_avg" else v for k, v in t.items()},
      r"'0\.exp_avg' holds NaN or infinite values"),
+    pytest.param(lambda t: {k: v.fill_(float("inf")) if k == max(t) else v for k, v in t.items()},
+                 r"holds NaN or infinite values", id="inf in the last tensor"),  # CW2 C05: every tensor is checked
+    pytest.param(lambda t: {("0" + k if k.startswith("1.") else k): v for k, v in t.items()},
+                 r"unknown optimizer state '01\.", id="index with a leading zero"),  # CW2 C15: not parameter 1
 ])
 def test_an_optimizer_state_that_does_not_fit_the_parameters_is_refused_naming_file_and_parameter(
         tiny_sd, faces, run, edit, said):
@@ -117,6 +121,8 @@ def test_a_refused_optimizer_file_leaves_the_callers_weights_as_they_were(tiny_s
 @pytest.mark.parametrize("edit, said", [
     (lambda t: {k: v.fill_(float("inf")) if i == 0 else v for i, (k, v) in enumerate(t.items())},
      "holds NaN or infinite values"),
+    pytest.param(lambda t: {k: v.fill_(float("inf")) if k == max(t) else v for k, v in t.items()},
+                 "holds NaN or infinite values", id="inf in the last tensor"),  # CW2 C05
     (lambda t: {k: torch.zeros(7) if i == 0 else v for i, (k, v) in enumerate(t.items())}, r"expected shape"),
     (lambda t: {**t, "evil/A": torch.zeros(1)}, "unexpected layers"),
 ])

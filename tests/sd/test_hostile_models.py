@@ -98,6 +98,7 @@ def a_lowdim_file(folder: Path, fmt: str, **metadata: str) -> Path:
 
 @pytest.mark.parametrize(("make", "said"), [
     (lambda folder: folder / "face.png", "an image, not a model; --model takes a registered name"),
+    (lambda folder: folder / "FACE.JPG", "an image, not a model; --model takes a registered name"),  # CW2 P01
     (lambda folder: folder / "notes.txt", "not a model file; --model takes"),
     (lambda folder: a_lowdim_file(folder, "lowdim.adapter", base_model="tinyfaces"),
      r"a lowdim adapter, not a model: pass it with --adapter \(-a\), and its base model \(tinyfaces\) with --model"),

@@ -34,3 +34,19 @@ def test_another_spelling_of_an_installed_plugins_model_is_a_typo():
     with pytest.raises(LowdimError) as refused:
         load_sd("TinyFaces")
     assert "did you mean tinyfaces?" in str(refused.value) and "not installed" not in str(refused.value)
+
+
+def test_with_lowdim_no_plugins_a_folder_here_named_by_a_bare_word_is_that_folder(tiny_sd, tmp_path, monkeypatch,
+                                                                                  capsys, one_thread):
+    """``cd models; LOWDIM_NO_PLUGINS=1 lowdim generate -m mymodel``: ./mymodel is a model folder, not an unknown
+    model name (review CW2 R05)."""
+    from lowdim_cli.main import main
+
+    monkeypatch.setenv("LOWDIM_NO_PLUGINS", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodel").symlink_to(tiny_sd, target_is_directory=True)
+    with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin"])):
+        code = main(["generate", "-m", "mymodel", "-p", "a face", "--steps", "1", "--device", "cpu", "-o", "img"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert (tmp_path / "img" / "grid.png").is_file()

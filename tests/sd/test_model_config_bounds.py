@@ -118,3 +118,15 @@ def test_an_entry_outside_the_pipeline_s_parts_naming_a_module_is_refused(copied
         load_pipeline(str(source), torch.float32, config=config)
     assert str(refused.value).startswith(f"{index}: part 'evil' is [\"os\", \"system\"]; lowdim loads diffusers or "
                                          f"transformers classes only")
+
+
+def test_a_model_config_folder_given_with_a_tilde_is_the_home_folders(copied, single_file, tmp_path, monkeypatch):
+    """``load_sd(config="~/pipe")`` is the folder in the home folder, as ``~`` is for the model itself (review CW2
+    P05, P06; the command line expands a quoted ~ in --model-config before it gets here)."""
+    from lowdim_sd.loading import load_sd
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(copied / "unet")  # no ./~ here to be taken for the home folder
+    model = load_sd(str(single_file), config="~/pipe")
+    written = json.loads((copied / "unet" / "config.json").read_text())
+    assert model.pipe.unet.config.sample_size == written["sample_size"]

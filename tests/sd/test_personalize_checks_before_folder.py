@@ -14,6 +14,9 @@ from lowdim_cli.main import main
     (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),
+    (["--resolution", "100"], "--resolution must be a positive multiple of 8"),  # CW2 K06: else a run at 100
+    (["--crop-margin", "inf"], "--crop-margin must be 0 or more (room around the face, a fraction of its width), "
+                               "got inf"),  # CW2 K04
 ])
 def test_a_bad_value_comes_before_the_taken_folder(tiny_sd, face, tmp_path, capsys, args, said):
     out = tmp_path / "me"
@@ -22,6 +25,19 @@ def test_a_bad_value_comes_before_the_taken_folder(tiny_sd, face, tmp_path, caps
     code = main(["personalize", "-m", str(tiny_sd), "-i", str(face), "-o", str(out), "--no-preview", *args])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 1 and said in err and "--overwrite" not in err, err
+    assert (out / "adapter.safetensors").read_bytes() == b"an earlier run's"
+
+
+def test_a_broken_photo_comes_before_the_taken_folder(tiny_sd, tmp_path, capsys):
+    """The photo is opened by the checks run before the output folder is looked at (CW2 K13): a photo that is no
+    image costs neither a model load nor an --overwrite rerun."""
+    out, broken = tmp_path / "me", tmp_path / "face.png"
+    out.mkdir()
+    (out / "adapter.safetensors").write_bytes(b"an earlier run's")
+    broken.write_bytes(b"not a png")
+    code = main(["personalize", "-m", str(tiny_sd), "-i", str(broken), "-o", str(out), "--no-preview"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "not a readable image" in err and "--overwrite" not in err and "Traceback" not in err, err
     assert (out / "adapter.safetensors").read_bytes() == b"an earlier run's"
 
 

@@ -100,3 +100,63 @@ def test_a_folder_two_registered_models_share_is_neither_of_them(tmp_path):
     with lowdim.use_registry(lowdim.Registry.from_plugins(["lowdim.spaces.builtin", "lowdim_sd.plugin", plugin])):
         assert registered_entry("first").value.name == "first"
         assert registered_entry(str(tmp_path)) is None and sd_backend(str(tmp_path)) is None
+
+
+def _cross_only_registry(source: str):
+    """A registry holding ``crossonly``: the tiny pipeline at ``source``, with its own default layer set (cross
+    attention only), so that `lowdim inspect` shows whether a folder was taken for that model."""
+    import types
+
+    import lowdim
+    from lowdim.hookspecs import hookimpl
+    from lowdim_sd.architecture import LAYER_SETS
+    from lowdim_sd.plugin import SDBackend
+
+    class CrossOnly(SDBackend):
+        layer_sets = {"cross": LAYER_SETS["unet-cross"], "unet+text": LAYER_SETS["unet+text"]}
+        default_layer_set = "cross"
+
+    plugin = types.ModuleType("cross_only")
+    plugin.register_backends = hookimpl(lambda register: [register(CrossOnly("crossonly", source))])
+    modules = ["lowdim.spaces.builtin", "lowdim.hyper.builtin", "lowdim_sd.plugin", plugin]
+    return lowdim.Registry.from_plugins(modules)
+
+
+def _inspected(capsys, model: str) -> str:
+    from lowdim_cli.main import main
+
+    assert main(["inspect", "-m", model, "-s", "lidb", "--no-files"]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def _after_the_model(inspected: str) -> str:
+    """The report past its first line's model (``lidb on MODEL, layer set ...``): what the model's backend decides."""
+    return inspected.split(", ", 1)[1]
+
+
+def test_the_folder_given_with_a_tilde_is_the_registered_model(tiny_sd, tmp_path, monkeypatch, capsys):
+    """``-m ~/models/tinyfaces`` (quoted, so the shell left the ~) is tinyfaces, not an unknown model trained from
+    zero without its hypernetwork, describer and crop (review CW2 R01)."""
+    import lowdim
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "tiny").symlink_to(tiny_sd, target_is_directory=True)
+    with lowdim.use_registry(_cross_only_registry(str(tiny_sd))):
+        by_name = _inspected(capsys, "crossonly")
+        by_tilde = _inspected(capsys, "~/tiny")
+        assert sd_backend("~/tiny").name == "crossonly"
+    assert "layer set 'unet-cross'" in by_name and _after_the_model(by_tilde) == _after_the_model(by_name)
+
+
+def test_a_source_registered_with_dotdot_or_a_link_is_its_folder(tiny_sd, tmp_path, capsys):
+    """A plugin may register its source as ``.../sub/../model`` or through a link: the folder it names is still
+    that model (review CW2 R02)."""
+    import lowdim
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "tiny").symlink_to(tiny_sd, target_is_directory=True)
+    with lowdim.use_registry(_cross_only_registry(str(tmp_path / "sub" / ".." / "tiny"))):
+        by_name = _inspected(capsys, "crossonly")
+        by_folder = _inspected(capsys, str(tiny_sd))
+        assert sd_backend(str(tiny_sd)).name == "crossonly"
+    assert "layer set 'unet-cross'" in by_name and _after_the_model(by_folder) == _after_the_model(by_name)
