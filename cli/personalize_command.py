@@ -48,7 +48,7 @@ def personalize(
         help=f"Fast-finetuning steps (default: {defaults.FINETUNE_STEPS} after a hypernetwork's prediction, as in "
              f"the paper: --hypernet, or the one the model ships, as tinyfaces does; --no-hyper keeps "
              f"{defaults.FINETUNE_STEPS}, the paper's ablation; {defaults.SCRATCH_STEPS} with no hypernetwork at "
-             f"all).")] = None,
+             f"all). 0 keeps the prediction alone, as --only-hyper does.")] = None,
     rank: Annotated[int, typer.Option(help="Rank of the relaxed LoRA trained on top (the paper: r > 1).")] = 4,
     lr: Annotated[float | None, typer.Option(
         help=f"Fast-finetuning learning rate (default: the model's rate after a prediction, 1e-2 for tinyfaces; "
