@@ -5,6 +5,7 @@ kohya readers drop the layer without a word (review A1)."""
 
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
@@ -63,8 +64,9 @@ def test_export_refuses_a_lora_on_the_token_embedding_in_one_line_and_writes_not
     assert not list((tmp_path / "ex").iterdir())
 
 
-def _tiny_text_encoder() -> nn.Module:
-    """CLIP's layout: the embeddings' two lookup tables and one attention layer."""
+def _tiny_text_encoder(prefix: str = "") -> nn.Module:
+    """CLIP's layout: the embeddings' two lookup tables and one attention layer; under ``text_model.`` with
+    ``prefix``, as transformers < 5 names them."""
     encoder = nn.Module()
     encoder.embeddings = nn.Module()
     encoder.embeddings.token_embedding = nn.Embedding(10, 4)
@@ -74,18 +76,23 @@ def _tiny_text_encoder() -> nn.Module:
     layer.self_attn.out_proj = nn.Linear(4, 4)
     encoder.encoder = nn.Module()
     encoder.encoder.layers = nn.ModuleList([layer])
+    if prefix:
+        outer = nn.Module()
+        outer.text_model = encoder
+        encoder = outer
     return nn.ModuleDict({"text_encoder": encoder})
 
 
+@pytest.mark.parametrize("prefix", ["", "text_model."])  # transformers >= 5's names, and older ones'
 @pytest.mark.parametrize("table", ["token_embedding", "position_embedding"])
 @pytest.mark.parametrize("fmt", ["diffusers", "kohya"])
-def test_the_library_refuses_any_embedding_layer(tmp_path, table, fmt):
-    model = _tiny_text_encoder()
-    targets = LayerSet("e", (f"text_encoder.embeddings.{table}", "text_encoder.*.out_proj"),
-                       types=("linear", "embedding"))
+def test_the_library_refuses_any_embedding_layer(tmp_path, table, fmt, prefix):
+    model = _tiny_text_encoder(prefix)
+    layer = f"text_encoder.{prefix}embeddings.{table}"
+    targets = LayerSet("e", (layer, "text_encoder.*.out_proj"), types=("linear", "embedding"))
     lowdim.inject(model, lowdim.get_space("lora", rank=2), targets)
     adapter = lowdim.save_adapter(tmp_path / "a.safetensors", model)
-    with pytest.raises(ExportError, match=f"^{adapter}: layer text_encoder.embeddings.{table} ") as error:
+    with pytest.raises(ExportError, match=f"^{adapter}: layer {re.escape(layer)} ") as error:
         export_adapter(adapter, tmp_path / "out.safetensors", fmt)
     assert "\n" not in str(error.value)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.safetensors"]

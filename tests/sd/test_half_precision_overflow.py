@@ -107,3 +107,55 @@ def test_an_embedding_past_fp16_s_range_is_refused_in_its_export_too(embedding, 
         export_adapter(huge, out, dtype="fp16")
     assert not out.exists()
     assert export_adapter(huge, out, dtype="fp32").is_file()
+
+
+def test_one_value_past_fp16_in_an_otherwise_fine_layer_is_refused_naming_it(tmp_path):
+    """One Inf among finite values draws black images as surely as all Inf (review CY, m09)."""
+    from torch import nn
+
+    model = nn.ModuleDict({"unet": nn.ModuleDict({"proj": nn.Linear(8, 8)})})
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["unet.proj"], name="a")
+    with torch.no_grad():
+        for param in adapters.parameters("a"):
+            param.fill_(0.1)
+            param.view(-1)[0] = 1e6  # fp16 stores this one value as Inf
+    source = lowdim.save_adapter(tmp_path / "a.safetensors", adapters, "a")
+    for fmt in ("diffusers", "kohya"):
+        out = tmp_path / f"out.{fmt}.safetensors"
+        with pytest.raises(LowdimError, match=r"layer unet\.proj: .*values go beyond fp16's range"):
+            export_adapter(source, out, fmt, dtype="fp16")
+        assert not out.exists()
+
+
+def _filled(tiny_sd, path, layers: list[str], value: float):
+    """A LoRA adapter of the tiny model on ``layers``, every value ``value``."""
+    model = load_sd(str(tiny_sd), "cpu", "fp32")
+    adapters = lowdim.inject(model.modules, lowdim.get_space("lora", rank=2), layers, name="a")
+    with torch.no_grad():
+        for param in adapters.parameters("a"):
+            param.fill_(value)
+    return lowdim.save_adapter(path, adapters, "a")
+
+
+def test_a_merge_past_fp16_only_in_the_second_adapters_layer_is_refused(tiny_sd, tmp_path):
+    """The range check covers every merged layer, not only the first one (review CY, m24)."""
+    small = _filled(tiny_sd, tmp_path / "small.safetensors", ["unet.*attn2.to_v"], 1e-3)
+    text = _filled(tiny_sd, tmp_path / "text.safetensors", ["text_encoder.*q_proj"], 1e5)
+    out = tmp_path / "merged.safetensors"
+    with pytest.raises(LowdimError) as error:
+        save_merged(load_sd(str(tiny_sd), "cpu", "fp16"), [(small, 1.0), (text, 1.0)], out)
+    said = str(error.value)
+    assert said.startswith(f"{out}: not written: layer {_first_layer(text)} ({text}): "), said
+    assert "merged weights go beyond fp16's range" in said, said
+    assert not out.exists()
+
+
+def test_the_merge_refusal_names_the_first_file_covering_the_layer(tiny_sd, big, tmp_path):
+    """Two adapters on one layer: the refusal names the first one given, the one whose values overflow (m23)."""
+    small = _filled(tiny_sd, tmp_path / "small.safetensors", ["unet.*attn2.to_v"], 1e-3)
+    out = tmp_path / "merged.safetensors"
+    with pytest.raises(LowdimError) as error:
+        save_merged(load_sd(str(tiny_sd), "cpu", "fp16"), [(big, 1.0), (small, 1.0)], out)
+    said = str(error.value)
+    assert said.startswith(f"{out}: not written: layer {_first_layer(big)} ({big}): "), said
+    assert not out.exists()

@@ -151,3 +151,16 @@ def test_a_text_layer_of_the_users_own_which_diffusers_drops_is_refused(tmp_path
         before = pipe.text_encoder.extra["ok"](inputs)
         pipe.load_lora_weights(to_kohya(lowdim.read_adapter(source).lora_factors()))
         assert torch.equal(pipe.text_encoder.extra["ok"](inputs), before)  # what the refusal spares the user
+
+
+@pytest.mark.parametrize("path", ["encoder.layers.0.self_attn.q_proj", "text_model.encoder.layers.0.self_attn.q_proj"])
+def test_a_clip_layer_gets_one_text_model_level_under_either_transformers_layout(path):
+    """transformers >= 5 drops CLIPTextModel's ``text_model.`` level; older ones keep it: the file says it once."""
+    assert split_layer_name(f"text_encoder.{path}") == ("text_encoder", "text_model.encoder.layers.0.self_attn.q_proj")
+    assert kohya_name(f"text_encoder.{path}") == "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+
+
+def test_text_projection_keeps_its_place_beside_text_model():
+    """CLIPTextModelWithProjection's text_projection sits beside text_model, not inside it (review CY, m01)."""
+    assert split_layer_name("text_encoder.text_projection") == ("text_encoder", "text_projection")
+    assert kohya_name("text_encoder.text_projection") == "lora_te_text_projection"

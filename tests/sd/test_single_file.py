@@ -160,3 +160,15 @@ def test_model_config_may_be_a_registered_models_name(checkpoint, tiny_sd):
         assert config_source(str(checkpoint), None) is None  # a file lowdim did not merge names no base model
         loaded = load_sd(str(checkpoint), config="tiny", device="cpu", dtype="fp32")
     assert loaded.pipe.unet.config.block_out_channels == load_sd(str(tiny_sd)).pipe.unet.config.block_out_channels
+
+
+def test_a_text_encoder_keyed_under_text_model_is_written_with_that_level_once():
+    """transformers < 5.6 keeps CLIPTextModel's keys under ``text_model.``: the file must still say
+    ``transformer.text_model.*`` once, as A1111 and ComfyUI read it, not ``text_model.text_model.*`` (CY, m29)."""
+    pipe = build_tiny_pipeline(seed=0)
+    older = torch.nn.Module()
+    older.text_model = pipe.text_encoder  # its keys, each under text_model.
+    flat = ldm_state_dict(pipe)
+    nested = ldm_state_dict(SimpleNamespace(unet=pipe.unet, vae=pipe.vae, text_encoder=older))
+    assert nested.keys() == flat.keys()
+    assert not [key for key in nested if "text_model.text_model" in key]
