@@ -7,7 +7,8 @@ One place for each policy a run follows around its loop:
 * a stop (Ctrl-C, out of memory): what was kept and how to continue, one line; Ctrl-C becomes
   ``Interrupted``, which the CLI prints before exiting 130;
 * hand-written mixed precision for the single-process engine (see ``autocast``);
-* the rich progress bar (on stderr), and the listener that sees every bar (the web UI's progress).
+* the console of the progress bars (stderr), and the listener that hears every bar (the web UI's progress); the
+  bar itself is ``lowdim_sd.progress_bars``' (``runs.progress``, re-exported here).
 
 Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defaults``.
 """
@@ -17,11 +18,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import importlib.util
 import os
 import shutil
-import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 
 from lowdim.errors import LowdimError
 from lowdim.option_words import Wording, either
+from lowdim_sd.progress_bars import progress as progress  # re-exported: every caller names runs.progress
 from lowdim_sd.run_lock import LOCK as LOCK  # re-exported: tests and callers name it runs.LOCK
 from lowdim_sd.run_lock import acquire_lock, release_lock
 from lowdim_sd.run_lock import folder_in_use as folder_in_use  # re-exported: the web UI asks runs.folder_in_use
@@ -305,84 +304,3 @@ def bar_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
-
-
-@contextlib.contextmanager
-def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
-             transient: bool = False, console: Any = None) -> Iterator[Callable[..., None]]:
-    """The one rich progress bar of lowdim: steps done of ``total``, elapsed and remaining time.
-
-    ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
-    and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
-    Disabled, it draws nothing, and the listener still hears each step; so does a bar on ``bar_console()``
-    (stderr: the default) or a ``transient`` one when the console is neither a terminal nor a notebook, so a
-    log holds no bar frames, and a failed command's stderr only its one line; and so does any bar in a notebook
-    without ipywidgets, which rich needs to draw one there (it would only warn).
-    """
-    heard_label, heard_done = label, start
-
-    def heard(steps: int, new_label: str | None) -> None:
-        nonlocal heard_label, heard_done
-        heard_done += steps
-        heard_label = new_label or heard_label
-        report(heard_label, heard_done, total)
-
-    # A print while the bar is drawn goes above it on a terminal; a piped stdout keeps it, as data.
-    redirect = console is not None or getattr(sys.stdout, "isatty", bool)()
-    live_only, console = transient or console is None, console or bar_console()
-    if enabled and live_only:  # off a terminal a bar leaves its last frame (a transient one an empty line)
-        enabled = console.is_terminal or console.is_jupyter
-    if enabled and console.is_jupyter:  # rich's notebook path, whatever is_terminal says
-        enabled = importlib.util.find_spec("ipywidgets") is not None
-    if not enabled:
-        yield lambda value=None, steps=1, label=None: heard(steps, label)
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    extra = [TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}")] if loss else []
-    # markup=False: the label is user text (an identity's folder, a path), shown as given, never read as markup
-    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), *extra,
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with live(Progress(*columns, transient=transient, console=console, redirect_stdout=redirect)) as bar:
-        task = bar.add_task(label, total=total, completed=start, loss="-", speed="")
-        started, done = time.perf_counter(), 0
-
-        def advance(value: float | None = None, steps: int = 1, label: str | None = None) -> None:
-            nonlocal done
-            done += steps
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            speed = "" if not done else f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
-            shown = "-" if value is None else f"{value:.4f}"
-            bar.update(task, advance=steps, loss=shown, speed=speed, **({"description": label} if label else {}))
-            heard(steps, label)
-
-        yield advance
-
-
-@contextlib.contextmanager
-def live(bar: Any) -> Iterator[Any]:
-    """Start and stop the rich ``Progress`` ``bar``. In a notebook also draw its last frame as it stops (rich draws
-    none there then, so a finished bar would show an earlier step) and keep out of the cell the empty output that
-    rich's stop writes there (Textualize/rich#3211), by making the console quiet for the stop alone."""
-    console = bar.console
-    if not console.is_jupyter:
-        with bar:
-            yield bar
-        return
-    quiet = console.quiet
-    try:
-        with bar:
-            try:
-                yield bar
-            finally:
-                bar.refresh()
-                console.quiet = True
-    finally:
-        console.quiet = quiet
