@@ -147,11 +147,19 @@ def test_the_bases_seeding_is_pinned_so_every_saved_file_keeps_loading():
     assert lowdim.files._checksum(adapters.buffers(), adapters.info().layers) == PINNED_CHECKSUM
 
 
+def test_the_trained_factors_first_values_are_pinned_so_a_seed_still_retrains_the_same_run():
+    # Drawn from a stream of their own beside the bases' (layer_seed of NAME#init): a run rerun with its --seed
+    # trains what it trained in earlier versions; an init drawn from the bases' stream instead would not (review DB).
+    adapters = lowdim.inject(nn.Sequential(nn.Linear(64, 48)), lowdim.get_space("lidb"), ["0"], seed=0)
+    assert F.basis_checksum([adapters.slots()["0"].params["B_train"].detach()]) == PINNED_INIT_CHECKSUM
+
+
 # Where each space's trained factors start (seeded, with the documented spread): tests/test_init_params.py.
 
 
 PINNED_SEED = 600197809679054148
 PINNED_CHECKSUM = "fbaaabc4907aae48"
+PINNED_INIT_CHECKSUM = "6d453c1c85d93560"
 
 
 @pytest.mark.parametrize("method", ["merge", "unmerge", "set_scale", "disable", "info", "delete"])
