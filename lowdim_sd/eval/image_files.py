@@ -58,8 +58,8 @@ def read_image(path: Path, label: str, max_side: int = MAX_SIDE) -> Image.Image 
             image, (width, height) = _decode(path, max_side)
     except Image.DecompressionBombError as error:
         return _too_many_pixels(error)
-    except (OSError, SyntaxError, ValueError):
-        return "not a readable image"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image{_cut_short(error)}"
     if min(image.size) < MIN_SIDE:
         return f"{image.width}x{image.height} pixels is too small (each side must be at least {MIN_SIDE})"
     if max(width, height) > max_side:
@@ -68,6 +68,14 @@ def read_image(path: Path, label: str, max_side: int = MAX_SIDE) -> Image.Image 
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     image.info["source"] = str(path)  # metrics name the file in their warnings
     return image
+
+
+def _cut_short(error: BaseException) -> str:
+    """Data cut short said as Personalize says it of a photo (lowdim_sd.images): PIL's "image file is truncated"
+    speaks of its decoder. Any other reason stays the generic line."""
+    if "truncated" in str(error).lower():
+        return ": its data is cut short (a truncated or partly downloaded file)"
+    return ""
 
 
 def _decode(path: Path, max_side: int) -> tuple[Image.Image, tuple[int, int]]:

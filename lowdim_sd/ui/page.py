@@ -3,8 +3,9 @@
 A user mistake (not an image, no face, an unknown model, a number out of range) becomes one line on the page
 (``gr.Error``) and the server keeps serving; anything else is also printed to the terminal. A job refused (the
 studio is busy) or stopped is no mistake: its line goes in the job line under Personalize and Stop
-(``job_on_page``), with the running Personalize's bar, never in the stages box, which holds only the run shown's
-stage times (or an Open's bar): a run opened while the job runs keeps its own beside its gallery.
+(``job_on_page``), above the running Personalize's bar (in a box of its own: the line stays readable), never in
+the stages box, which holds only the run shown's stage times (or an Open's bar): a run opened while the job runs
+keeps its own beside its gallery, and the run shown stays whole until a new run replaces it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from lowdim_sd.ui.drawing import default_prompt
 from lowdim_sd.ui.page_draw import Drawable, draw_section, drawing_line, without
 from lowdim_sd.ui.page_evaluate import evaluate_tab
 from lowdim_sd.ui.page_parts import (
+    OWN_JOB_RUNNING,
     File,
     Number,
     OpensMeanwhile,
     Slider,
     counted_inputs,
+    error_line,
     html_text,
     job_on_page,
     on_page,
@@ -45,7 +48,7 @@ from lowdim_sd.ui.page_parts import (
 )
 from lowdim_sd.ui.photos import crop_preview
 from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
-from lowdim_sd.ui.studio import RunSettings, Studio, checked_request, ships_a_hypernet
+from lowdim_sd.ui.studio import Busy, RunSettings, Stopped, Studio, checked_request, ships_a_hypernet
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
          "Drop a face photo, check the crop, press **Personalize**, or open an earlier run under it; the run's "
@@ -54,11 +57,11 @@ INTRO = ("# lowdim: you, in any style, from one photo\n"
 DOWNLOADS_NOTE = ("Each file is named after its run. `NAME.lowdim.safetensors`: lowdim's own (`lowdim generate -a`, "
                   "or *Draw* below). `NAME.diffusers.safetensors`: diffusers' `load_lora_weights` and peft. "
                   "`NAME.kohya.safetensors`: A1111, ComfyUI, Forge. `NAME.preview.png`: the gallery in one picture.")
-# The job line and the stages box, empty as a run starts, grow while a job's bar shows in them: an empty HTML box
-# gives the bar no height, and it would overlap the row below.
-CSS = (".lowdim-note {min-height: 1.5em}\n"
-       "#stages:has(> [data-testid='status-tracker']:not(.hide)), "
-       "#job-line:has(> [data-testid='status-tracker']:not(.hide)) {min-height: 5em}")
+# An empty HTML box gives a bar no height, and it would overlap the row below. The job's bar box has the bar's
+# height from the start, so nothing under it moves as a run starts and ends (review CZ3); the stages box grows only
+# for an Open's bar, as short as reading a folder.
+CSS = (".lowdim-note {min-height: 1.5em}\n#job-bar {min-height: 5em}\n"
+       "#stages:has(> [data-testid='status-tracker']:not(.hide)) {min-height: 5em}")
 STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the prediction, {defaults.SCRATCH_STEPS} "
               f"for a model with no hypernetwork); up to {MAX_FINETUNE_STEPS}. The finetune's time grows with it; "
               f"Stop ends a run")
@@ -123,7 +126,7 @@ def forget_run(what: Drawable) -> tuple:
     none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays
     (in its box); Earlier runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job
     is no failure (``job_on_page``), nor a click whose values are refused before it runs (``check_request``):
-    they leave the run shown. The job line is emptied: the error is the failure's line."""
+    they leave the run shown. The job line is emptied: the error is an Open's line (a Personalize's: ``failed``)."""
     left = without(what, "run")
     return [], None, "", gr.update(), left, gr.update(), drawing_line(left), gr.update(), ""
 
@@ -189,9 +192,10 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     # A refused or stopped job's line, beside the buttons that asked: in the stages box it would read as if it were
     # about the run shown under it (review CR2). HTML: the line is escaped (job_on_page), as a run's words are.
     job_line = gr.HTML(elem_id="job-line", elem_classes=["lowdim-note"])
+    job_bar = gr.HTML(elem_id="job-bar")  # the running job's bar: over the line, it would hide a refusal (CZ4)
     # HTML, not markdown: a shared run's notes and stage names show as written (stage_table escapes them)
     stages = gr.HTML(elem_id="stages")
-    return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, stages
+    return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, job_bar, stages
 
 
 def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
@@ -201,7 +205,7 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
         with gr.Column(scale=1):
             photo, crop, crop_note, face = _photo_column()
         with gr.Column(scale=1):
-            model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, stages = (
+            model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, job_bar, stages = (
                 _run_column(models, config.model))
     # Another way to a run than Personalize, so beside it: an opened run fills the gallery and Draw below.
     with gr.Row():  # any name passes Gradio, as Face's does; chosen_run refuses one that is no run here
@@ -224,23 +228,25 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
     personalize = job_on_page(outputs, job_line)(handlers.personalize)  # refused or stopped: its line
-    # One bar, on the job line under Personalize and Stop (Gradio's default draws it over every output: Earlier runs,
+    # One bar, in its box under the job line (Gradio's default draws it over every output: Earlier runs,
     # the gallery, Downloads and Draw's prompt hidden while a run runs); a failure's badge goes there too, and the
     # follow-up that clears the run shown clears it. Not over the stages box: a run opened meanwhile shows its stage
     # table there, which each progress event of the job would grey out under its bar (review CR1). Open's own bar,
     # as short as reading a folder, is in the stages box it fills.
-    bar, open_bar = [job_line], [stages]
+    bar, open_bar, refused = [job_bar], [stages], gr.State("")
     asked = [photo, model, use_hyper, steps, rank, seed, preview_steps, face]
     # A click's values are checked first, in an event with no outputs: a bad value (a number out of range, no
     # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
     checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
-    # The stages box holds no earlier run's stage table while this run goes (review CR1), the line no earlier refusal
-    # or stop under its bar, and Earlier runs lists what other tabs finished since (CR5), refused or not.
-    started = checked.success(handlers.starting, None, [job_line, stages, earlier], api_visibility="private",
+    # The line holds no earlier refusal or stop while this run goes, and Earlier runs lists what other tabs finished
+    # since (CR5), refused or not; the run shown stays whole until the new one replaces it (CZ2). A second click
+    # while this tab's own run runs is refused here, before the job's event, whose bar would restart (CZ4).
+    started = checked.success(handlers.starting, None, [job_line, earlier, refused], api_visibility="private",
                               show_progress="hidden", **unlimited)
-    ran = started.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
-    forgot = ran.failure(forget_run, [current], outputs, show_progress_on=bar, api_visibility="private")
+    gate = started.success(handlers.own_job_free, [refused], None, api_visibility="private", **unlimited)
+    ran = gate.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
+    forgot = ran.failure(handlers.failed, [current], outputs, show_progress_on=bar, api_visibility="private")
     stop.click(handlers.stop_mine, None, [job_line], api_name="stop", **unlimited)
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name).
     # Open reads the text the box shows: an emptied box commits no value, and the last name would open (CR4).
@@ -303,6 +309,7 @@ class PersonalizeHandlers:
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.opens = OpensMeanwhile()  # a run its session opened while its Personalize ran stays on screen
+        self.failures: dict[str, tuple[str, bool]] = {}  # by session: its failed job's line, whether it opened a run
 
     def personalize(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
                     lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
@@ -310,8 +317,15 @@ class PersonalizeHandlers:
         # No docstring: Gradio would show it as /personalize's API description. The tab wraps this in
         # job_on_page, which needs the tab's outputs. A client calling /personalize is checked here too.
         path, settings = asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index)
-        with self.opens.watch(session(request)) as opened:
-            record = self.studio.personalize(path, settings, progress_listener(progress), owner=session(request))
+        owner = session(request)
+        with self.opens.watch(owner) as opened:
+            try:
+                record = self.studio.personalize(path, settings, progress_listener(progress), owner=owner)
+            except (Busy, Stopped):  # no failure: job_on_page's line
+                raise
+            except Exception as error:  # its line, for the follow-up (failed), which keeps a run opened meanwhile
+                self.failures[owner] = (error_line(error), opened.is_set())
+                raise
         return done_beside(record) if opened.is_set() else shown(record)
 
     @on_page
@@ -321,13 +335,28 @@ class PersonalizeHandlers:
         checked_request(*asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index))
 
     @on_page
-    def starting(self) -> tuple:
-        """A Personalize's values passed its checks: the job line emptied for its bar, the stages box for its run,
-        and Earlier runs listing the runs finished since the page loaded (another tab's), its value left as it is.
-        While another job runs the stages box stays: this one will be refused, and the run shown keeps its stage
-        table beside its gallery (the refusal itself still comes from the job, as the slot may free in between)."""
-        stages = gr.update() if self.studio.busy() else ""
-        return "", stages, gr.update(choices=list_runs(self.studio.config.out))
+    def starting(self, request: gr.Request | None = None) -> tuple:
+        """A Personalize's values passed its checks: the job line emptied, Earlier runs listing the runs finished
+        since the page loaded (another tab's), its value left as it is, and the refusal ``own_job_free`` gives when
+        this session's own job runs, its line on the job line above that job's bar ("" when none). Another tab's
+        job refuses it from the job itself, as the slot may free in between."""
+        refusal = OWN_JOB_RUNNING if self.opens.running(session(request)) else ""
+        return html_text(refusal), gr.update(choices=list_runs(self.studio.config.out)), refusal
+
+    @on_page
+    def own_job_free(self, refusal: str) -> None:
+        """``starting``'s refusal as a toast too, ending the click's events before the job's, whose bar is drawn
+        where the running job's is: Gradio would restart its clock."""
+        if refusal:
+            raise LowdimError(refusal)
+
+    @on_page
+    def failed(self, what: Drawable, request: gr.Request | None = None) -> tuple:
+        """The follow-up of a Personalize that failed: its error on the job line, which stays once the toast fades,
+        and the run shown cleared (``forget_run``), unless the user opened it while the job ran (review CZ1)."""
+        line, opened = self.failures.pop(session(request), ("", False))
+        kept = (gr.update(),) * 8 if opened else forget_run(what)[:-1]
+        return (*kept, html_text(f"the personalization failed: {line}") if line else "")
 
     @on_page
     def stop_mine(self, request: gr.Request | None = None) -> str:

@@ -120,18 +120,28 @@ def on_page(fn: Callable) -> Callable:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except LowdimError as error:
-            raise gr.Error(page_line(first_line(error)), print_exception=False) from None
         except gr.Error:
             raise
         except Exception as error:
-            traceback.print_exc()
-            raise gr.Error(f"unexpected error: {page_line(first_line(error))} (details in the terminal)",
-                           print_exception=False) from None
+            if not isinstance(error, LowdimError):
+                traceback.print_exc()
+            raise gr.Error(error_line(error), print_exception=False) from None
     return wrapped
 
 
-REFUSED, STOPPED = "refused", "stopped"  # how a job ended, for an event's ``ended`` state (``job_on_page``)
+def error_line(error: Exception) -> str:
+    """The page's one line for ``error`` (``on_page``): a lowdim error's first line, anything else as unexpected."""
+    if isinstance(error, gr.Error):
+        return str(error.message)
+    if isinstance(error, LowdimError):
+        return page_line(first_line(error))
+    return f"unexpected error: {page_line(first_line(error))} (details in the terminal)"
+
+
+REFUSED, STOPPED = "refused", "stopped"
+# A second Personalize while the tab's own runs (the studio's own Busy line would need its job's start, kept private)
+OWN_JOB_RUNNING = ("a personalization is already running in this tab; one job runs at a time: wait for it to "
+                   "finish, or press Stop")  # how a job ended, for an event's ``ended`` state (``job_on_page``)
 
 
 def job_on_page(outputs: list[gr.components.Component], status: gr.components.Component,
@@ -186,6 +196,11 @@ class OpensMeanwhile:
                 flags = [other for other in self._watching.pop(owner, []) if other is not flag]
                 if flags:
                     self._watching[owner] = flags
+
+    def running(self, owner: str) -> bool:
+        """Whether a job of ``owner`` is in flight (inside ``watch``)."""
+        with self._lock:
+            return bool(self._watching.get(owner))
 
     def opened(self, owner: str) -> None:
         """``owner`` opened a run now: each of its jobs in flight leaves that run on screen."""

@@ -44,6 +44,26 @@ def test_the_error_for_a_one_image_folder_names_the_file_and_why(tmp_path, make,
     assert "could be read" not in str(error.value)  # wrong for a file that isn't there
 
 
+def _cut_photo(path, kind: str) -> None:
+    """A noisy picture saved as ``kind``, then only the first 60 % of its bytes kept: a partly downloaded file."""
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=kind)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 6 // 10])
+
+
+@pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")
+@pytest.mark.parametrize("kind", ["PNG", "JPEG"])
+def test_a_cut_picture_is_left_out_as_cut_short_as_personalize_says_it(tmp_path, kind):
+    """Review CZ6: the reason Personalize gives a cut photo (lowdim_sd.images), not the generic one."""
+    _cut_photo(tmp_path / "a.png", kind)
+    _write(tmp_path, ["a.png"])
+    with pytest.raises(EvalFolderError) as error:
+        load_eval_set(tmp_path)
+    assert "a.png: not a readable image: its data is cut short (a truncated or partly downloaded file)" in str(
+        error.value)
+
+
 @pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")
 def test_the_error_for_many_unusable_images_names_the_first_few_and_counts_the_rest(tmp_path):
     names = [f"{i}.png" for i in range(7)]

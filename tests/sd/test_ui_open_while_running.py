@@ -97,7 +97,7 @@ def test_an_earlier_run_opened_while_a_run_runs_stays_whole_beside_its_stage_tab
     # The bar that kept moving after the Open is drawn where it leaves the opened run's stage table alone, and where
     # the page still shows it: the job line, under Personalize and Stop.
     assert "stages" not in tab.bar_places("personalize")
-    assert tab.bar_places("personalize") == ["job-line"]
+    assert tab.bar_places("personalize") == ["job-bar"]
     # Done, the job leaves the opened run on screen, and says which run it made.
     assert tab["stages"] == stage_table(earlier) and tab["gallery"] == seen["gallery"]
     assert earlier.name in str(tab["drawing"])  # Draw draws the run on screen
@@ -116,3 +116,86 @@ def test_a_run_opened_before_personalize_gives_way_to_the_finished_run(runs, mon
     tab.press("personalize")
     assert tab.errors == [] and tab["stages"] == stage_table(finished) and tab["job-line"] == ""
     assert [caption for _, caption in tab["gallery"]] == [caption for _, caption in finished.gallery]
+
+
+def failing(monkeypatch, studio, while_it_runs, error: Exception) -> None:
+    """The studio's Personalize as a job holding the job slot, calling ``while_it_runs`` between two steps, and
+    failing with ``error`` (a folder that cannot be written, as review CZ1 made one)."""
+
+    def personalize(photo, settings, listener=None, owner=""):
+        with studio.job("personalization", owner):
+            listener("fast finetune", 0, 2)
+            while_it_runs()
+            raise error
+
+    monkeypatch.setattr(studio, "personalize", personalize)
+
+
+WRITE_FAILED = "/out/.20261206-164701-face.partial/adapter.safetensors: could not write (File exists)"
+
+
+def test_a_run_that_fails_after_an_open_leaves_the_opened_run_whole_and_says_why(runs, monkeypatch):
+    """Review CZ1: the failure's follow-up cleared the run the user opened meanwhile, and its only trace was a toast
+    that fades. The opened run stays whole, and the job line says the run failed, and why."""
+    from lowdim.errors import LowdimError
+    from lowdim_sd.ui.page import stage_table
+
+    studio, earlier, _ = runs
+    tab = Tab(studio)
+    seen: dict[str, object] = {}
+
+    def open_earlier() -> None:
+        tab.open(earlier.name)
+        seen.update(gallery=tab["gallery"], downloads=tab["downloads"], drawing=tab["drawing"])
+
+    failing(monkeypatch, studio, open_earlier, LowdimError(WRITE_FAILED))
+    tab.press("personalize")
+    assert tab.errors == [WRITE_FAILED]  # the toast
+    assert tab["stages"] == stage_table(earlier) and tab["gallery"] == seen["gallery"] != []
+    assert tab["downloads"] == seen["downloads"] and tab["drawing"] == seen["drawing"]
+    assert earlier.name in str(tab["drawing"]) and tab["earlier"] == earlier.name
+    line = str(tab["job-line"])
+    assert "failed" in line and WRITE_FAILED in line
+    assert "job-line" not in tab.bar_places("personalize")  # a line the bar does not cover
+
+
+def test_a_failed_run_with_nothing_opened_clears_the_page_and_says_why_on_the_job_line(runs, monkeypatch):
+    """A failure with no Open meanwhile still leaves no earlier run under its error (review FAF1), and its line
+    stays on the page once the toast fades."""
+    from lowdim.errors import LowdimError
+
+    studio, earlier, _ = runs
+    tab = Tab(studio)
+    tab.open(earlier.name)
+    failing(monkeypatch, studio, lambda: None, LowdimError(WRITE_FAILED))
+    tab.press("personalize")
+    assert tab.errors == [WRITE_FAILED] and tab["gallery"] == [] and tab["stages"] == ""
+    line = str(tab["job-line"])
+    assert "failed" in line and WRITE_FAILED in line
+
+
+def test_a_second_click_in_the_same_tab_is_refused_readably_and_leaves_the_running_bar(runs, monkeypatch):
+    """Review CZ4: a second Personalize while this tab's own run runs. Its refusal is a toast and a line the bar
+    does not cover, and it runs no event of the job's, whose bar (and its clock) the page would restart."""
+    studio, _, finished = runs
+    tab = Tab(studio)
+    calls: list[int] = []
+    seen: dict[str, object] = {}
+
+    def personalize(photo, settings, listener=None, owner=""):
+        calls.append(1)
+        with studio.job("personalization", owner):
+            listener("fast finetune", 0, 2)
+            tab.press("personalize")
+            seen.update(line=tab["job-line"], errors=list(tab.errors))
+            listener("training", 2, 2)
+            return finished
+
+    monkeypatch.setattr(studio, "personalize", personalize)
+    tab.press("personalize")
+    assert calls == [1]  # the refused click never reached the job's event, which has the bar
+    [refusal] = seen["errors"]
+    assert "already running" in refusal and "press Stop" in refusal  # the toast
+    assert "already running" in str(seen["line"])  # and the line, readable beside the bar
+    assert "job-line" not in tab.bar_places("personalize")
+    assert tab["job-line"] == "" and finished.name in tab["stages"]  # the run then ends as it would have

@@ -46,19 +46,22 @@ class Page:
         ui_events.fire(self.page, elem_id, "click", self.values, self.errors)
 
 
-def test_a_run_starting_clears_the_stage_table_and_line_under_its_bar(studio, monkeypatch):
-    """CR1: what the stages box and the line hold while the run's bar shows: nothing of an earlier run or stop."""
+def test_a_run_starting_leaves_the_run_shown_whole_and_clears_the_line(studio, monkeypatch):
+    """Review CZ2: a Personalize emptied only the stage table of the run shown, its gallery and downloads left,
+    and the gallery jumped up and back. The run shown stays whole until the new run replaces it (its bar is on its
+    own place under the buttons, not over the stages box: CR1); the line holds no earlier stop under the bar."""
     tab = Page(studio)
     tab.values[tab.ids["job-line"]] = STOPPED
+    tab.values[tab.ids["gallery"]] = [("/runs/00.png", "reference")]
     seen: list[tuple] = []
 
     def personalize(*args, **kwargs):
-        seen.append((tab["stages"], tab["job-line"]))
+        seen.append((tab["stages"], tab["job-line"], tab["gallery"]))
         raise Stopped(STOPPED)
 
     monkeypatch.setattr(studio, "personalize", personalize)
     tab.press("personalize")
-    assert seen == [("", "")]
+    assert seen == [(TABLE, "", [("/runs/00.png", "reference")])]
 
 
 def test_a_refusal_goes_in_the_line_and_leaves_the_run_shown_without_a_stop_line_over_it(studio):
