@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import shlex
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -134,11 +135,18 @@ def _not_a_photo(path: Path) -> str | None:
         return None
     try:
         with safe_open(str(path), framework="pt") as opened:
-            kind = (opened.metadata() or {}).get("format")
+            metadata = opened.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError):
-        kind = None  # a header cut short or garbled: still no photo, and its first bytes say safetensors
-    if kind == FORMAT:
-        return f"{path} is a lowdim adapter, not a photo; draw with it: lowdim generate -a {path}"
+        metadata = {}  # a header cut short or garbled: still no photo, and its first bytes say safetensors
+    kind = metadata.get("format")
+    if kind == FORMAT:  # the model and prompt it was made with, as `lowdim show` gives them: the line runs as printed
+        from lowdim_sd.adapter_info import use_prompt
+        from lowdim_sd.file_info_parts import command_word, json_object
+
+        model = command_word(metadata.get("base_model") or "", "MODEL")
+        prompt = use_prompt(metadata, json_object(metadata.get("extra")))
+        draw = f"lowdim generate -m {model} -a {shlex.quote(str(path))} -p {prompt}"
+        return f"{path} is a lowdim adapter, not a photo; draw with it: {draw}"
     return f"{path} is a .safetensors file{f' ({kind})' if kind else ''}, not a photo"
 
 

@@ -14,7 +14,7 @@ from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd.defaults import SCRATCH_STEPS
 from lowdim_sd.modes import resolve_layers
-from lowdim_sd.personalize_checks import switch
+from lowdim_sd.personalize_checks import named, switch
 
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeJob
@@ -51,10 +51,11 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
         return True, (None if job.no_hyper else shipped), ""
     not_asked = _not_asked(made_for, space, layers)
     unfit = f"{job.model}'s hypernetwork predicts {made_for[0]} on {made_for[2]} layers, {not_asked}"
-    if job.only_hyper:  # its prediction is all such a run keeps: there is none for what was asked
+    if job.only_hyper or job.steps == 0:  # its prediction is all such a run keeps: there is none for what was asked
         hypernet = either("--hypernet CKPT", "PersonalizeJob(hypernet=CKPT)")
-        raise LowdimError(f"{switch('only_hyper')} keeps the hypernetwork's prediction, and {unfit}: leave those "
-                          f"settings at the model's, or pass a hypernetwork made for them ({hypernet})")
+        keeping = switch("only_hyper") if job.only_hyper else f"{named('steps')} 0"
+        raise LowdimError(f"{keeping} keeps the hypernetwork's prediction alone, and {unfit}: leave those settings "
+                          f"at the model's, or pass a hypernetwork made for them ({hypernet})")
     steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
     return False, None, (f"{unfit}: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
                          f"trains ({steps}); `lowdim train --space {space.name}` trains the space itself")

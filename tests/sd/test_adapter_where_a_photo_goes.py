@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -32,8 +34,10 @@ def test_an_adapter_given_as_the_photo_is_named_an_adapter(tiny_sd, tmp_path, ad
     code = main(["personalize", "-m", str(tiny_sd), "-i", str(adapter), "--no-crop", "-o", str(tmp_path / "x")])
     line = one_error_line(capsys)
     assert code == 1
-    assert f"{adapter} is a lowdim adapter, not a photo" in line and f"lowdim generate -a {adapter}" in line
-    assert "corrupt" not in line
+    assert f"{adapter} is a lowdim adapter, not a photo" in line and "corrupt" not in line
+    command = shlex.split(line.split("draw with it: ", 1)[1])  # runs as printed: the model its file records
+    assert command[:2] == ["lowdim", "generate"] and "-m" in command
+    assert main([*command[1:], "--steps", "1", "-o", str(tmp_path / "drawn")]) == 0
 
 
 def test_another_safetensors_given_as_the_photo_is_named_safetensors(tiny_sd, tmp_path, capsys):

@@ -168,10 +168,12 @@ def test_only_hyper_with_settings_the_shipped_network_was_not_made_for_says_whic
     import lowdim_sd.personalize_hypernet as personalize_hypernet
 
     monkeypatch.setattr(personalize_hypernet, "default_hypernet", lambda model_name: hypernet)
-    said = (r"PersonalizeJob\(only_hyper=True\) keeps the hypernetwork's prediction, and .*'s hypernetwork predicts "
-            r"lidb on unet\+text layers, not PersonalizeJob\(space_options=\.\.\.\) rank=2 \(it: 1\): leave those")
-    with pytest.raises(lowdim.LowdimError, match=said):
-        personalize(job(tiny_sd, face, tmp_path / "o", space_options={"rank": 2}, only_hyper=True), progress=False)
+    unfit = (r" keeps the hypernetwork's prediction alone, and .*'s hypernetwork predicts lidb on unet\+text layers, "
+             r"not PersonalizeJob\(space_options=\.\.\.\) rank=2 \(it: 1\): leave those")
+    for keeping, asked in ((r"PersonalizeJob\(only_hyper=True\)", {"only_hyper": True}),
+                           (r"PersonalizeJob\(steps=\.\.\.\) 0", {"steps": 0})):  # --steps 0 keeps it alone too
+        with pytest.raises(lowdim.LowdimError, match=keeping + unfit):
+            personalize(job(tiny_sd, face, tmp_path / "o", space_options={"rank": 2}, **asked), progress=False)
     assert not (tmp_path / "o").exists()
 
 
