@@ -161,3 +161,23 @@ def test_tabulating_with_no_gallery_needs_no_prompts_and_writes_whole(tmp_path):
     with pytest.raises(RuntimeError, match="check_job"):
         write_reports(asked, results, rows, columns, 2, [0], axis_of=AXES)
     assert not (asked.out / "table.md").exists()
+
+
+def test_the_n_column_counts_the_rows_identities_and_each_cells_n_those_it_scored(tmp_path):
+    # id-1's picture was missed by every metric: each cell averages one identity, the row still ran two (review DD b15)
+    job = job_at(tmp_path)
+    results = [record("base", "id-0", {"i": [0.5], "m": [1.0]}), record("base", "id-1", {"i": [None], "m": [None]})]
+    rows, columns = aggregate(results, job.methods)
+    assert "| Base model | 0.500 (n=1) | 1.000 (n=1) | 1.00 ± 0.00 | 10 B | 2 |" in markdown(rows, columns)
+    write_reports(job, results, rows, columns, 2, [], axis_of=AXES)
+    row = strict_json(job.out / "table.json")["rows"][0]
+    assert row["identities"] == 2 and row["metrics"]["i"]["n"] == row["metrics"]["m"]["n"] == 1
+
+
+def test_a_column_only_a_later_result_brings_is_in_the_table():
+    # a metric unavailable (skipped) where the first identity ran: its heading and cells are kept (review DD b17)
+    first = record("base", "id-0", {"i": [0.5]}) | {"columns": {"i": "Ident"}}
+    later = record("base", "id-1", {"i": [0.5], "m": [1.0]})
+    rows, columns = aggregate([first, later], ["base"])
+    assert columns == {"i": "Ident", "m": "Style acc"}
+    assert markdown(rows, columns).startswith("| Method | Ident | Style acc | s / subject | file | n |\n")
