@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from lowdim import json_text
+
 DIFFUSERS_LORA = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
                   ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight")
 KOHYA_LORA = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1")
@@ -22,8 +24,8 @@ HEAD = 512  # bytes read to tell a text file: enough for a line or two, never a 
 
 def describe_foreign(path: Path) -> str | None:
     """What a file handed over as safetensors really is, when its first bytes say so: a safetensors file cut
-    short, a pickle or zip checkpoint, an image, a JSON or text file (None: a whole safetensors header, or no
-    idea; safetensors' own error then says what is wrong)."""
+    short (in its header or in its tensor data), a pickle or zip checkpoint, an image, a JSON or text file (None:
+    a whole safetensors file, or no idea; safetensors' own error then says what is wrong)."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD)
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= LONGEST_HEADER:
@@ -42,12 +44,56 @@ def describe_foreign(path: Path) -> str | None:
 
 def _cut_short(path: Path, header_length: int) -> str | None:
     """A safetensors file (its JSON header's length, then "{") is one however short it is: cut short when its
-    header alone needs more bytes than it holds (an interrupted copy or download), else None. That length's first
-    bytes can read as a pickle's opcode (0x280 opens 80 02), so this is told before any other kind."""
+    header alone, or its header and the tensor data it lists, need more bytes than it holds (an interrupted copy or
+    download), else None. That length's first bytes can read as a pickle's opcode (0x280 opens 80 02), so this is
+    told before any other kind."""
     size = path.stat().st_size
-    if header_length + 8 <= size:
+    if header_length + 8 > size:
+        return f"{CUT_SHORT} (its header alone is {header_length + 8} bytes, the file holds {size})"
+    data_end = _tensor_data_end(path, header_length)
+    if data_end is None or header_length + 8 + data_end <= size:
         return None
-    return f"{CUT_SHORT} (its header alone is {header_length + 8} bytes, the file holds {size})"
+    return f"{CUT_SHORT} (its tensors need {header_length + 8 + data_end} bytes, the file holds {size})"
+
+
+def _tensor_data_end(path: Path, header_length: int) -> int | None:
+    """Where the last tensor's data ends, counted from the data's start, read from the header's ``data_offsets``;
+    None for a header that is not safetensors' JSON: safetensors' own error then says what is wrong with it."""
+    header = _header(path, header_length)
+    if header is None:
+        return None
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"
+            and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
+            and len(entry["data_offsets"]) == 2]
+    if not ends or not all(type(end) is int for end in ends):  # bool is an int, and no offset
+        return None
+    return max(ends)
+
+
+def safetensors_metadata(path: Path) -> dict[str, str] | None:
+    """The ``__metadata__`` of a file that opens as a safetensors file ({} when it has none), read from its header
+    alone, whether or not its tensors are all there; None for any other file."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    header_length = int.from_bytes(head[:8], "little")
+    if len(head) < 9 or head[8:9] != b"{" or header_length > LONGEST_HEADER:
+        return None
+    header = _header(path, header_length)
+    metadata = header.get("__metadata__", {}) if header is not None else None
+    return {str(key): str(value) for key, value in metadata.items()} if isinstance(metadata, dict) else None
+
+
+def _header(path: Path, header_length: int) -> dict | None:
+    """A safetensors file's JSON header (``header_length`` is at most LONGEST_HEADER, as safetensors reads it), or
+    None where those bytes are missing or not a JSON object."""
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        raw = handle.read(header_length)
+    try:
+        header = json_text.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return header if isinstance(header, dict) and len(raw) == header_length else None
 
 
 CUT_SHORT = "a .safetensors file cut short"

@@ -17,6 +17,8 @@ from PIL import Image
 
 from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
+from lowdim.files import FORMAT
+from lowdim.foreign_files import safetensors_metadata
 from lowdim.paths import expand_user
 from lowdim_sd.ui.checks import NotOffered, check_model, in_page_terms
 
@@ -50,9 +52,23 @@ def check_photo(path: str | Path, whole: bool = True) -> Path:
     except Image.DecompressionBombError as error:  # over twice PIL's limit: a photo too large, not a bad file
         raise too_large(path.name, _bomb_pixels(error)) from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # SyntaxError: a bad PNG CRC
-        raise LowdimError(f"{path.name} is not an image this page can read ({_why_unreadable(error)}); "
-                          f"use a JPEG, PNG or WebP photo") from None
+        raise LowdimError(_unreadable_line(path, error)) from None
     return path
+
+
+def _unreadable_line(path: Path, error: Exception) -> str:
+    """The line for a dropped file PIL could not read: a photo cut short is a JPEG or PNG already, so only the
+    whole file helps; a lowdim adapter (from a run's folder, beside its preview.png) goes in Draw's box."""
+    # PIL says "truncated" of data cut short; its UnidentifiedImageError names the path, which may hold that word
+    if not isinstance(error, Image.UnidentifiedImageError) and "truncated" in str(error).lower():
+        return f"{path.name} is cut short (a partly downloaded or copied photo); drop the whole photo again"
+    metadata = safetensors_metadata(path)
+    if metadata is not None and metadata.get("format") == FORMAT:
+        return (f'{path.name} is a lowdim adapter, not a photo: drop it in Draw\'s "Or draw an adapter file" box '
+                f"to draw with it")
+    what = "a .safetensors file, not a photo" if metadata is not None else \
+        f"not an image this page can read ({_why_unreadable(error)})"
+    return f"{path.name} is {what}; use a JPEG, PNG or WebP photo"
 
 
 def _decode_all(image: Image.Image) -> None:
@@ -68,8 +84,6 @@ def _why_unreadable(error: Exception) -> str:
     '/tmp/gradio/.../notes.txt'", "Truncated File Read") names its internals and the upload's temporary path."""
     if isinstance(error, Image.UnidentifiedImageError):  # no format PIL knows, or one whose header is broken
         return "not a picture file, or a damaged one"
-    if "truncated" in str(error).lower():
-        return "the file is cut short"
     return "the file is damaged"
 
 

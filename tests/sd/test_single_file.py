@@ -126,7 +126,7 @@ def test_truncated_single_file_is_a_one_line_model_error(checkpoint, tiny_sd, tm
     text = capsys.readouterr().err
     lines = [line for line in text.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in text and lines[0].startswith("Error:")
-    assert "not a readable .safetensors file, cut short or corrupt" in " ".join(text.split())
+    assert "broken.safetensors: this is a .safetensors file cut short (its tensors need" in " ".join(text.split())
     assert "offline?" not in text
 
 

@@ -114,18 +114,21 @@ def test_more_pictures_takes_no_upload_and_its_follow_ups_still_read_its_picture
     assert Path(file).read_bytes() == picture.read_bytes() and caption == "a [V] face (seed 0, scale 1)"
 
 
-@pytest.mark.parametrize(("name", "content", "why"), [
-    ("notes.txt", b"not a picture at all", "not a picture file, or a damaged one"),
-    ("fake.jpg", b"\xff\xd8\xff\xe0garbage", "the file is cut short"),  # a JPEG's start, then nothing of it
+@pytest.mark.parametrize(("name", "content", "said"), [
+    ("notes.txt", b"not a picture at all",
+     "notes.txt is not an image this page can read (not a picture file, or a damaged one); use a JPEG, PNG or WebP "
+     "photo"),
+    ("fake.jpg", b"\xff\xd8\xff\xe0garbage",  # a JPEG's start, then nothing of it: no other format to ask for
+     "fake.jpg is cut short (a partly downloaded or copied photo); drop the whole photo again"),
 ])
-def test_a_photo_the_page_cannot_read_is_said_in_its_words_with_the_files_name(tmp_path, name, content, why):
+def test_a_photo_the_page_cannot_read_is_said_in_its_words_with_the_files_name(tmp_path, name, content, said):
     from lowdim_sd.ui.photos import check_photo
 
     photo = tmp_path / name
     photo.write_bytes(content)
     with pytest.raises(LowdimError) as caught:
         check_photo(photo)
-    assert str(caught.value) == f"{name} is not an image this page can read ({why}); use a JPEG, PNG or WebP photo"
+    assert str(caught.value) == said
 
 
 def test_how_to_draw_says_in_plain_words_what_it_sets_before_the_clis_short_form(made):
