@@ -153,3 +153,40 @@ def test_components_without_a_seed_get_bases_of_their_own_and_the_seeding_is_pin
 
 
 PINNED_STACK_CHECKSUM = "b5cf39a86df56640"
+
+
+class UnstackableLora(LoraSpace):
+    """A component whose factors take one layer's tensors only, as a plugin space may declare."""
+
+    name = "unstackablelora"
+
+    def stacks_layers(self) -> bool:
+        return False
+
+
+def test_a_stack_with_a_component_that_cannot_take_stacked_layers_is_never_stacked():
+    stack = StackSpace.of([(UnstackableLora(rank=2), None)], LoraSpace(rank=2))
+    assert not stack.stacks_layers()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 6))
+    lowdim.inject(model, stack, ["0", "2"], seed=3)
+    with lowdim.stacked_factors(model) as stacked:
+        assert stacked == 0  # the two same-shape layers would otherwise share one batched product
+
+
+def test_describe_names_every_component_whose_rank_exceeds_the_layer():
+    layer = LayerSpec("q", 4, 3)
+    stack = StackSpace.of([(LoraSpace(rank=5), None)], LoraSpace(rank=6))
+    note = stack.describe(layer)
+    assert note is not None and "rank=5" in note and "rank=6" in note
+
+
+def test_a_trainable_index_past_the_last_component_is_refused_not_wrapped_around():
+    components = [{"space": "lora", "config": {}}, {"space": "lora", "config": {"rank": 2}}]
+    for index in (2, -3):
+        try:
+            StackSpace(components=components, trainable=index)
+        except lowdim.ConfigError as error:
+            assert f"trainable index {index} is out of range for 2 components" in str(error)
+        else:
+            raise AssertionError(f"trainable={index} was accepted")

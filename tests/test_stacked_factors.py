@@ -168,3 +168,62 @@ def test_a_slot_disabled_inside_the_context_adds_nothing():
 def test_every_built_in_low_rank_space_stacks_and_a_plugin_space_opts_in():
     assert all(lowdim.get_space(name).stacks_layers() for name in ("lora", "lidb", "stack"))
     assert not lowdim.get_space("ti").stacks_layers()  # an embedding space: never in a linear group
+
+
+@pytest.mark.parametrize("merged", ["a", "b"])
+def test_two_adapters_of_one_stack_with_only_one_frozen_part_merged_keep_their_own_outputs(merged):
+    # One space object behind both adapters (as relax_rank's callers reuse one): only the merged one's forward may
+    # leave its frozen part out, the other still adds its own.
+    stack = lowdim.spaces.StackSpace.of([(lowdim.get_space("lora", rank=2), None)], lowdim.get_space("lora", rank=3))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5)).double().requires_grad_(False)
+    adapters = lowdim.Adapters(model)
+    for name, seed in (("a", 1), ("b", 2)):
+        adapters.add(name, stack, ["0", "2"], seed=seed)
+        with torch.no_grad():  # every param non-zero, the frozen component's included (tensors() are the live ones)
+            for layer in adapters.tensors(name).values():
+                for param in layer.values():
+                    param.copy_(torch.randn_like(param))
+    adapters.merge(merged, part="frozen")
+    x = torch.randn(4, 5, dtype=torch.float64)
+    alone = model(x)
+    with stacked_factors(model) as count:
+        together = model(x)
+    assert count == 4
+    assert torch.allclose(together, alone, atol=1e-10)
+
+
+def _same_shape_layers(count: int) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Linear(4, 4) for _ in range(count)]).double().requires_grad_(False)
+
+
+def test_an_override_inside_the_context_runs_with_the_override_not_the_params():
+    # A hypernetwork's training step: its predicted tensors, not the adapter's own params, must reach the output.
+    model = _same_shape_layers(2)
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["0", "1"], seed=1)
+    predicted = {layer: {key: torch.randn_like(value, requires_grad=True) for key, value in tensors.items()}
+                 for layer, tensors in adapters.tensors().items()}
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with adapters.override("default", predicted):
+        alone = model(x)
+        with stacked_factors(model) as count:
+            together = model(x)
+    assert torch.allclose(together, alone, atol=1e-12)
+    assert count == 0  # the override's tensors are the slots' own per call: nothing to stack
+
+
+def test_the_count_is_the_slots_that_use_the_stacked_factors():
+    model = _same_shape_layers(4)
+    adapters = lowdim.Adapters(model)
+    adapters.add("a", lowdim.get_space("lora", rank=2), ["0", "1"], seed=1)
+    with stacked_factors(model) as count:
+        assert count == 2
+    # Layers wrapped after the model was first walked are found too.
+    adapters.add("b", lowdim.get_space("lora", rank=2), ["2", "3"], seed=2)
+    with stacked_factors(model) as count:
+        assert count == 4
+    # A merged adapter's update is in the weights: its slots take no factors, so they are not counted.
+    adapters.merge("b")
+    with stacked_factors(model) as count:
+        assert count == 2
