@@ -30,6 +30,19 @@ def test_a_broad_pattern_on_gpt2_warns_about_the_conv1ds_it_skips(pattern):
     assert caught[0].filename == __file__  # the user's call, not a line inside lowdim
 
 
+def test_a_broad_pattern_on_a_conv_net_warns_about_the_convolutions_it_skips():
+    # Only a 1x1 Conv2d with stride 1, no padding and one group is linear per pixel: "*" adapts that one and says
+    # which others it met, as it does GPT-2's Conv1Ds (review DE 1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1, stride=2), nn.Conv1d(8, 8, 1))
+    with pytest.warns(UserWarning, match=r"also match 3 convolution\(s\) \(e\.g\. 0 \(3x3 nn\.Conv2d\)\), which lowdim "
+                                         r"does not adapt .*: only 1 layer\(s\) get the adapter, e\.g\. 1$") as caught:
+        adapters = lowdim.inject(model, lowdim.get_space("lora"), ["*"])
+    assert list(adapters.slots()) == ["1"] and caught[0].filename == __file__
+    with warnings.catch_warnings():  # a pattern naming only the adaptable one says nothing
+        warnings.simplefilter("error")
+        lowdim.inject(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1)), lowdim.get_space("lora"), ["1"])
+
+
 def test_a_pattern_without_conv1ds_warns_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

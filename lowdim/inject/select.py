@@ -176,10 +176,14 @@ def _warn_skipped_layers(model: nn.Module, layer_set: LayerSet, chosen: list[tup
 
     if not chosen:
         return
-    conv1ds, attention = [], []
+    conv1ds, attention, convolutions = [], [], []
+    taken = {name for name, _ in chosen}
     for name, module in model.named_modules():
         if type(module).__name__ == "Conv1D" and selects(name):  # the type first: a cheap pass on any model
             conv1ds.append(name)
+        elif isinstance(module, nn.modules.conv._ConvNd) and layer_kind(module) is None and name not in taken \
+                and selects(name):  # a 1x1 one left out by the set's types was left out on purpose
+            convolutions.append(f"{name} ({_conv_shape(module)})")
         # out_proj is an nn.Linear a pattern such as '*' meets; the attention is skipped whichever part it names.
         elif isinstance(module, nn.MultiheadAttention) and (selects(name) or selects(f"{name}.out_proj")):
             attention.append(name)
@@ -188,10 +192,22 @@ def _warn_skipped_layers(model: nn.Module, layer_set: LayerSet, chosen: list[tup
         warnings.warn(f"targets '{layer_set.name}' also match {len(conv1ds)} transformers Conv1D layers (e.g. "
                       f"{conv1ds[0]}), which lowdim does not adapt (GPT-2's transposed linear layers): {adapted}",
                       stacklevel=user_stacklevel())
+    if convolutions:
+        warnings.warn(f"targets '{layer_set.name}' also match {len(convolutions)} convolution(s) (e.g. "
+                      f"{convolutions[0]}), which lowdim does not adapt (only a 1x1 nn.Conv2d with stride 1, no "
+                      f"padding and one group is linear per pixel): {adapted}", stacklevel=user_stacklevel())
     if attention:
         warnings.warn(f"targets '{layer_set.name}' also match {len(attention)} nn.MultiheadAttention layer(s) (e.g. "
                       f"{attention[0]}), which cannot carry adapters (they compute q, k and v from a bare "
                       f"in_proj_weight and read out_proj.weight directly): {adapted}", stacklevel=user_stacklevel())
+
+
+def _conv_shape(conv: nn.modules.conv._ConvNd) -> str:
+    """'3x3 nn.Conv2d', 'nn.Conv1d', '1x1 nn.Conv2d with stride 2': what keeps a convolution from carrying one."""
+    kernel = "x".join(map(str, conv.kernel_size))
+    odd = [f"{what} {getattr(conv, what)}" for what in ("stride", "padding", "groups")
+           if getattr(conv, what) not in ((1, 1), (0, 0), 1, "valid")]
+    return f"{kernel} nn.{type(conv).__name__}" + (f" with {', '.join(odd)}" if odd else "")
 
 
 def user_stacklevel() -> int:
