@@ -25,30 +25,23 @@ from lowdim_sd.ui.checks import (
     check_face,
     check_model,
     installed_models,
-    is_empty,
 )
-from lowdim_sd.ui.drawing import default_prompt
-from lowdim_sd.ui.page_draw import Drawable, draw_section, drawing_line, without
+from lowdim_sd.ui.page_draw import draw_section
 from lowdim_sd.ui.page_evaluate import evaluate_tab
-from lowdim_sd.ui.page_parts import (
-    OWN_JOB_RUNNING,
-    File,
-    Number,
-    OpensMeanwhile,
-    Slider,
-    counted_inputs,
-    error_line,
-    html_text,
-    job_on_page,
-    on_page,
-    page_line,
-    progress_listener,
-    session,
-    whole,
+from lowdim_sd.ui.page_handlers import (
+    HYPER_LABEL,
+    REFRESH_SECONDS,
+    PersonalizeHandlers,
+    forget_run,
+    run_folder_names,
 )
+from lowdim_sd.ui.page_handlers import asked_run as asked_run  # re-exported: where callers have always found it
+from lowdim_sd.ui.page_handlers import shown as shown  # re-exported, as asked_run
+from lowdim_sd.ui.page_handlers import stage_table as stage_table  # re-exported, as asked_run
+from lowdim_sd.ui.page_parts import File, Number, Slider, counted_inputs, job_on_page, on_page, page_line
 from lowdim_sd.ui.photos import crop_preview
-from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
-from lowdim_sd.ui.studio import Busy, RunSettings, Stopped, Studio, checked_request, ships_a_hypernet
+from lowdim_sd.ui.run_folders import list_runs
+from lowdim_sd.ui.studio import Studio, ships_a_hypernet
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
          "Drop a face photo, check the crop, press **Personalize**, or open an earlier run under it; the run's "
@@ -65,7 +58,6 @@ CSS = (".lowdim-note {min-height: 1.5em}\n#job-bar {min-height: 5em}\n"
 STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the prediction, {defaults.SCRATCH_STEPS} "
               f"for a model with no hypernetwork); up to {MAX_FINETUNE_STEPS}. The finetune's time grows with it; "
               f"Stop ends a run")
-HYPER_LABEL = "Start from the hypernetwork's prediction"
 # Earlier runs' text as shown, for Open: Gradio's Dropdown that takes typed names commits no emptied text, so its
 # value would still be the last name opened.
 TYPED_RUN = "(name) => { const box = document.querySelector('#earlier input'); return [box ? box.value : name]; }"
@@ -84,53 +76,6 @@ def recipe_steps(use_hypernet: bool) -> int:
     return defaults.FINETUNE_STEPS if check_checkbox(use_hypernet, HYPER_LABEL) else defaults.SCRATCH_STEPS
 
 
-def stage_table(record: RunRecord) -> str:
-    """The run's notes and stage times, as the stages box's HTML: the words its run.json gave (which someone else
-    may have written) escaped, so they show as written (markdown would make a bare URL a link, and ``&amp;`` ``&``)."""
-    right = ' style="text-align: right"'  # the seconds, as a table of numbers is read
-    rows = "".join(f"<tr><td>{html_text(name)}</td><td{right}>{seconds:.1f}</td></tr>"
-                   for name, seconds in record.stages.items())
-    notes = "".join(f"<p><strong>Note:</strong> {html_text(page_line(note))}</p>" for note in record.notes)  # CLI's
-    return (f"<p><strong>Run <code>{html_text(record.name)}</code></strong> done in {record.total_seconds:.1f} s; "
-            f"its files are in <code>{html_text(str(record.folder.resolve()))}</code></p>{notes}"
-            f"<table><thead><tr><th>stage</th><th{right}>seconds</th></tr></thead><tbody>{rows}</tbody></table>")
-
-
-def shown(record: RunRecord) -> tuple:
-    """The outputs every way of showing a run fills: gallery, downloads, stage times, runs list, what Draw
-    draws, Draw's prompt with the looks the run read from its photo, Draw's line, and its adapter file box
-    emptied: the run shown is what Draw draws now, and a file left in the box would say otherwise (while the box
-    holds a file, Draw draws that file); and the job line emptied: an earlier refusal or stop is not this run's."""
-    gallery = [(str(path), caption) for path, caption in record.gallery]
-    files = [str(path) for path in record.downloads.values()]
-    runs = list_runs(record.folder.parent)
-    prompt: str | dict[str, Any]  # the phrase, or Gradio's "leave the prompt as it is"
-    try:
-        prompt = default_prompt(record.adapter)
-    except LowdimError:  # an adapter damaged since: the run still shows; Draw names the problem when pressed
-        prompt = gr.update()
-    return (gallery, files, stage_table(record), gr.update(choices=runs, value=record.name),
-            {"run": record.name}, prompt, drawing_line({"run": record.name}), None, "")
-
-
-def done_beside(record: RunRecord) -> tuple:
-    """``shown``'s outputs for a run that finished while the user opened another: the opened run stays on screen
-    whole, Earlier runs lists the finished one, and the job line says it is done and where to open it."""
-    runs = gr.update(choices=list_runs(record.folder.parent))
-    line = html_text(f"run {record.name} is done: pick it in Earlier runs and press Open to see it")
-    return gr.update(), gr.update(), gr.update(), runs, gr.update(), gr.update(), gr.update(), gr.update(), line
-
-
-def forget_run(what: Drawable) -> tuple:
-    """``shown``'s outputs after a failed Personalize run or Open: no run shown (gallery, downloads, stages), so
-    none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays
-    (in its box); Earlier runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job
-    is no failure (``job_on_page``), nor a click whose values are refused before it runs (``check_request``):
-    they leave the run shown. The job line is emptied: the error is an Open's line (a Personalize's: ``failed``)."""
-    left = without(what, "run")
-    return [], None, "", gr.update(), left, gr.update(), drawing_line(left), gr.update(), ""
-
-
 def face_choices(count: int, chosen: int | None) -> dict:
     return gr.update(choices=list(range(max(count, 1))), value=chosen or 0, visible=count > 1)
 
@@ -139,11 +84,13 @@ def build_page(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="lowdim", analytics_enabled=False) as page:
         gr.Markdown(INTRO)
         with gr.Tab("Personalize"):
-            earlier = personalize_tab(studio, installed_models())
+            earlier, listed = personalize_tab(studio, installed_models())
         with gr.Tab("Evaluate"):
             evaluate_tab(studio)
-        # On every page load, not once at start: a tab opened later lists the runs made since.
-        page.load(lambda: gr.update(choices=list_runs(studio.config.out)), outputs=earlier)
+        # On every page load, not once at start: a tab opened later lists the runs made since (and the timer
+        # compares the folder with what the page lists from then on).
+        out = studio.config.out
+        page.load(lambda: (gr.update(choices=list_runs(out)), run_folder_names(out)), outputs=[earlier, listed])
 
         def closed(request: gr.Request) -> None:  # a closed or reloaded tab stops the run it started
             studio.stop(owner=request.session_hash, wait=0)
@@ -198,8 +145,9 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, job_bar, stages
 
 
-def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
-    """The main tab; returns its list of earlier runs, which the page refreshes on every load."""
+def personalize_tab(studio: Studio, models: list[str]) -> tuple[gr.Dropdown, gr.State]:
+    """The main tab; returns its list of earlier runs, which the page refreshes on every load, and the folder's
+    names as that list was last made (its timer's state)."""
     config = studio.config
     with gr.Row():
         with gr.Column(scale=1):
@@ -258,7 +206,12 @@ def personalize_tab(studio: Studio, models: list[str]) -> gr.Dropdown:
     # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
     for then in (ran.success, forgot.then, opened.success, forgot_opened.then):
         more.follow_the_run(then, current)
-    return earlier
+    # Another tab's run, finished, joins Earlier runs, and its refusal line here goes stale when it ends: a tick
+    # reads the folder's names and the studio's slot, and updates the page only when one changed (review CZ5).
+    listed = gr.State(None)  # the folder's names as the page last listed them (handlers.refresh)
+    gr.Timer(REFRESH_SECONDS).tick(handlers.refresh, [listed, job_line], [earlier, job_line, listed],
+                                   api_visibility="private", concurrency_limit=None)
+    return earlier, listed
 
 
 @on_page
@@ -300,87 +253,6 @@ def model_recipe(chosen_model: object, use_hypernet: object, cleared_by_page: ob
     if not cleared:
         return box, gr.update(), False
     return {**box, "value": True}, gr.update(value=recipe_steps(True)), False
-
-
-class PersonalizeHandlers:
-    """What the tab's Personalize, Stop and Open do with one studio, as functions of the controls' values: the
-    tab only wires them. Their names are the page's API names (/personalize, /open_run)."""
-
-    def __init__(self, studio: Studio) -> None:
-        self.studio = studio
-        self.opens = OpensMeanwhile()  # a run its session opened while its Personalize ran stays on screen
-        self.failures: dict[str, tuple[str, bool]] = {}  # by session: its failed job's line, whether it opened a run
-
-    def personalize(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
-                    lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
-                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
-        # No docstring: Gradio would show it as /personalize's API description. The tab wraps this in
-        # job_on_page, which needs the tab's outputs. A client calling /personalize is checked here too.
-        path, settings = asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index)
-        owner = session(request)
-        with self.opens.watch(owner) as opened:
-            try:
-                record = self.studio.personalize(path, settings, progress_listener(progress), owner=owner)
-            except (Busy, Stopped):  # no failure: job_on_page's line
-                raise
-            except Exception as error:  # its line, for the follow-up (failed), which keeps a run opened meanwhile
-                self.failures[owner] = (error_line(error), opened.is_set())
-                raise
-        return done_beside(record) if opened.is_set() else shown(record)
-
-    @on_page
-    def check_request(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
-                      lora_rank: float, run_seed: float | None, sample_steps: float, index: object) -> None:
-        """What Personalize refuses before a job starts, checked before the page runs it (``personalize_tab``)."""
-        checked_request(*asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index))
-
-    @on_page
-    def starting(self, request: gr.Request | None = None) -> tuple:
-        """A Personalize's values passed its checks: the job line emptied, Earlier runs listing the runs finished
-        since the page loaded (another tab's), its value left as it is, and the refusal ``own_job_free`` gives when
-        this session's own job runs, its line on the job line above that job's bar ("" when none). Another tab's
-        job refuses it from the job itself, as the slot may free in between."""
-        refusal = OWN_JOB_RUNNING if self.opens.running(session(request)) else ""
-        return html_text(refusal), gr.update(choices=list_runs(self.studio.config.out)), refusal
-
-    @on_page
-    def own_job_free(self, refusal: str) -> None:
-        """``starting``'s refusal as a toast too, ending the click's events before the job's, whose bar is drawn
-        where the running job's is: Gradio would restart its clock."""
-        if refusal:
-            raise LowdimError(refusal)
-
-    @on_page
-    def failed(self, what: Drawable, request: gr.Request | None = None) -> tuple:
-        """The follow-up of a Personalize that failed: its error on the job line, which stays once the toast fades,
-        and the run shown cleared (``forget_run``), unless the user opened it while the job ran (review CZ1)."""
-        line, opened = self.failures.pop(session(request), ("", False))
-        kept = (gr.update(),) * 8 if opened else forget_run(what)[:-1]
-        return (*kept, html_text(f"the personalization failed: {line}") if line else "")
-
-    @on_page
-    def stop_mine(self, request: gr.Request | None = None) -> str:
-        """Only the job this session started: another tab's is theirs to stop (docs/cli.md: no override but the
-        server's Ctrl-C)."""
-        return html_text(self.studio.stop(owner=session(request)))  # the job line is HTML
-
-    @on_page
-    def open_run(self, name: object, request: gr.Request | None = None) -> tuple:
-        record = chosen_run(self.studio.config.out, name)
-        self.opens.opened(session(request))  # only a run shown: a failed Open clears the page as before
-        return shown(record)
-
-
-def asked_run(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,
-              run_seed: float | None, sample_steps: float, index: object) -> tuple[str, RunSettings]:
-    """The photo and settings Personalize's controls ask for, each refused in one line naming its control."""
-    if not path:
-        raise LowdimError("drop a face photo first")
-    return path, RunSettings(model=chosen_model, use_hypernet=check_checkbox(hyper, HYPER_LABEL),
-                             steps=None if is_empty(step_count) else whole(step_count, "Finetune steps"),
-                             rank=whole(lora_rank, "Rank"), seed=whole(run_seed, "Run seed"),
-                             face_index=check_face(index) or None,
-                             preview_steps=whole(sample_steps, "Gallery denoising steps"))
 
 
 def _preview(path: str | None, chosen_model: str, index: int | None) -> tuple:
