@@ -4,8 +4,11 @@ checkpoint), and the one line that says so and where it is used instead."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from lowdim import json_text
 
@@ -25,11 +28,13 @@ HEAD = 512  # bytes read to tell a text file: enough for a line or two, never a 
 def describe_foreign(path: Path) -> str | None:
     """What a file handed over as safetensors really is, when its first bytes say so: a safetensors file cut
     short (in its header or in its tensor data), a pickle or zip checkpoint, an image, a JSON or text file (None:
-    a whole safetensors file, or no idea; safetensors' own error then says what is wrong)."""
+    a whole safetensors file, or no idea; safetensors' own error then says what is wrong). One open of the file."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD)
-    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= LONGEST_HEADER:
-        return _cut_short(path, int.from_bytes(head[:8], "little"))
+        header_length = int.from_bytes(head[:8], "little")
+        if len(head) > 8 and head[8:9] == b"{" and header_length <= LONGEST_HEADER:
+            # That length's first bytes can read as a pickle's opcode (0x280 opens 80 02): told before any other kind
+            return _cut_short(handle, head, header_length, os.fstat(handle.fileno()).st_size)
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive (a torch.save pickle checkpoint?), not safetensors"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -42,32 +47,22 @@ def describe_foreign(path: Path) -> str | None:
     return _text(head)
 
 
-def _cut_short(path: Path, header_length: int) -> str | None:
+# The end offset of a tensor's data as the header states it. Scanned, not parsed: a reader's own bounds decide
+# whether a header's text is parsed at all (a 16 MB layer list is refused unparsed), and in a JSON string these
+# quotes would be escaped.
+_DATA_END = re.compile(rb'"data_offsets"\s*:\s*\[\s*\d+\s*,\s*(\d+)\s*\]')
+
+
+def _cut_short(handle: BinaryIO, head: bytes, header_length: int, size: int) -> str | None:
     """A safetensors file (its JSON header's length, then "{") is one however short it is: cut short when its
     header alone, or its header and the tensor data it lists, need more bytes than it holds (an interrupted copy or
-    download), else None. That length's first bytes can read as a pickle's opcode (0x280 opens 80 02), so this is
-    told before any other kind."""
-    size = path.stat().st_size
+    download), else None."""
     if header_length + 8 > size:
         return f"{CUT_SHORT} (its header alone is {header_length + 8} bytes, the file holds {size})"
-    data_end = _tensor_data_end(path, header_length)
-    if data_end is None or header_length + 8 + data_end <= size:
-        return None
-    return f"{CUT_SHORT} (its tensors need {header_length + 8 + data_end} bytes, the file holds {size})"
-
-
-def _tensor_data_end(path: Path, header_length: int) -> int | None:
-    """Where the last tensor's data ends, counted from the data's start, read from the header's ``data_offsets``;
-    None for a header that is not safetensors' JSON: safetensors' own error then says what is wrong with it."""
-    header = _header(path, header_length)
-    if header is None:
-        return None
-    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"
-            and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
-            and len(entry["data_offsets"]) == 2]
-    if not ends or not all(type(end) is int for end in ends):  # bool is an int, and no offset
-        return None
-    return max(ends)
+    header = head[8:8 + header_length] + handle.read(max(0, header_length - (len(head) - 8)))
+    ends = [int(end) for end in _DATA_END.findall(header)]
+    needed = header_length + 8 + max(ends, default=0)
+    return f"{CUT_SHORT} (its tensors need {needed} bytes, the file holds {size})" if needed > size else None
 
 
 def safetensors_metadata(path: Path) -> dict[str, str] | None:
