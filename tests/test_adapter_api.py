@@ -216,3 +216,18 @@ def test_assigning_a_wrapped_layers_weight_names_the_slot_to_assign():
     net[0].base_layer.weight = nn.Parameter(torch.zeros(5, 6))  # the base weight itself, adapter kept on top
     torch.testing.assert_close(net[0].weight, net[0].effective_weight())
     assert not torch.equal(net[0].weight, torch.zeros(5, 6))
+
+
+@pytest.mark.parametrize(("peft_name", "lowdim_call"), [("unload", "remove_all()"), ("disable_adapter", "disabled("),
+                                                        ("print_trainable_parameters", "num_params"),
+                                                        ("set_adapter", "enable(name)")])
+def test_a_peft_method_name_points_to_lowdims_call(peft_name, lowdim_call):
+    # A peft user's first guess: the call that does it here, in one line (review DE 5); any other name stays
+    # Python's own error, and hasattr/getattr with a default work as on any object
+    adapters = lowdim.inject(nn.Sequential(nn.Linear(4, 4)), lowdim.get_space("lora"), ["0"])
+    with pytest.raises(AttributeError, match=rf"'Adapters' has no '{peft_name}' \(peft's name\); here: ") as caught:
+        getattr(adapters, peft_name)
+    assert lowdim_call in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(AttributeError, match=r"^'Adapters' object has no attribute 'nope'$"):
+        adapters.nope  # noqa: B018
+    assert not hasattr(adapters, peft_name) and getattr(adapters, "nope", 5) == 5

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +65,12 @@ class Adapters:
         if not hasattr(model, STATE_ATTR):
             object.__setattr__(model, STATE_ATTR, {})
         self._infos: dict[str, AdapterInfo] = getattr(model, STATE_ATTR)
+
+    if not TYPE_CHECKING:  # at run time only: a type checker still flags a name Adapters lacks
+        def __getattr__(self, name: str) -> Any:  # only for names the class lacks: a peft name gets a pointer
+            from lowdim.inject.peft_names import missing_attribute
+
+            raise missing_attribute(type(self).__name__, name)
 
     def __repr__(self) -> str:
         """One line per adapter (name, space, scale, merged or disabled, layer count), as a notebook shows it;
