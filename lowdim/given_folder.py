@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
+from lowdim.foreign_files import safetensors_metadata
 
 FEW = 4  # files of a folder named in its line; more are counted
 
@@ -18,11 +18,10 @@ def folder_line(folder: Path, fmt: str, kind: str) -> str:
     files = [path for path in sorted(folder.glob("*.safetensors")) if path.is_file()]  # a FIFO's open would wait
     for candidate in files[:100]:  # a folder of checkpoints: headers only, and a hundred at most
         try:
-            with safe_open(str(candidate), framework="pt") as handle:
-                if (handle.metadata() or {}).get("format") == fmt:
-                    held.append(candidate)
-        except (SafetensorError, OSError, ValueError, RuntimeError):
-            continue  # not one to pass
+            if (safetensors_metadata(candidate) or {}).get("format") == fmt:
+                held.append(candidate)
+        except OSError:
+            continue  # unreadable: not one to pass
     if len(held) == 1:
         return f"{folder}{os.sep} is a folder; its {kind} is {held[0]}: pass that"
     if held:

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-from safetensors import SafetensorError, safe_open
 
 from lowdim.errors import LowdimError
 from lowdim.files import FORMAT, atomic_write
-from lowdim.foreign_files import LONGEST_HEADER
+from lowdim.foreign_files import safetensors_metadata
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 
 PathLike = str | os.PathLike
@@ -128,16 +127,11 @@ def open_rgb(path: PathLike) -> Image.Image:
 
 def _not_a_photo(path: Path) -> str | None:
     """What a safetensors file handed where a photo goes is (an adapter from personalize, most likely), told from
-    its header alone, no tensor read; None for anything else, whose decoder's failure is then the line."""
-    with open(path, "rb") as handle:
-        head = handle.read(9)
-    if len(head) < 9 or head[8:9] != b"{" or int.from_bytes(head[:8], "little") > LONGEST_HEADER:
+    its header alone (``safetensors_metadata``), no tensor read; None for anything else, whose decoder's failure
+    is then the line."""
+    metadata = safetensors_metadata(path)
+    if metadata is None:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as opened:
-            metadata = opened.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError):
-        metadata = {}  # a header cut short or garbled: still no photo, and its first bytes say safetensors
     kind = metadata.get("format")
     if kind == FORMAT:  # the model and prompt it was made with, as `lowdim show` gives them: the line runs as printed
         from lowdim_sd.adapter_info import use_prompt
