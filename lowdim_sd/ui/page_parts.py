@@ -138,10 +138,10 @@ def error_line(error: Exception) -> str:
     return f"unexpected error: {page_line(first_line(error))} (details in the terminal)"
 
 
-REFUSED, STOPPED = "refused", "stopped"
+REFUSED, STOPPED = "refused", "stopped"  # how a job ended, for an event's ``ended`` state (``job_on_page``)
 # A second Personalize while the tab's own runs (the studio's own Busy line would need its job's start, kept private)
 OWN_JOB_RUNNING = ("a personalization is already running in this tab; one job runs at a time: wait for it to "
-                   "finish, or press Stop")  # how a job ended, for an event's ``ended`` state (``job_on_page``)
+                   "finish, or press Stop")
 
 
 def job_on_page(outputs: list[gr.components.Component], status: gr.components.Component,
