@@ -26,13 +26,12 @@ from lowdim_sd.ui.page_parts import (
     whole,
 )
 from lowdim_sd.ui.run_folders import RunRecord, chosen_run, list_runs
-from lowdim_sd.ui.studio import Busy, RunSettings, Stopped, Studio, checked_request
+from lowdim_sd.ui.studio import ANOTHER_TABS_JOB, Busy, RunSettings, Stopped, Studio, checked_request
 
 HYPER_LABEL = "Start from the hypernetwork's prediction"
 
 
-# Another tab's job, as the studio's Busy refusal and Stop name it: stale once the studio is free (review CZ5)
-ANOTHER_TABS_JOB = "started in another tab"
+# A line naming another tab's job (studio.ANOTHER_TABS_JOB) goes stale once the studio is free (review CZ5).
 OTHER_TAB_ENDED = "the other tab's run has ended: Personalize now runs"
 REFRESH_SECONDS = 3  # the page's timer: how soon another tab's finished run is listed
 

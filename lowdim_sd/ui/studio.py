@@ -55,6 +55,10 @@ class Stopped(LowdimError):
     """The job was stopped on request (the Stop button, a closed tab, the server's Ctrl-C)."""
 
 
+# How a refusal or Stop names another tab's job: the page finds those lines by it (page_handlers.refresh).
+ANOTHER_TABS_JOB = "started in another tab"
+
+
 @job_dataclass(frozen=True)
 class StudioConfig:
     """What ``lowdim ui`` was started with."""
@@ -124,7 +128,7 @@ class Studio:
         if not self._slot.acquire(blocking=False):
             holder = self._running or Job("job", time.monotonic(), owner)
             # Stop ends only its own session's job: telling another tab to press it would promise nothing.
-            whose, advice = ("", ", or press Stop") if holder.owner == owner else (" started in another tab", "")
+            whose, advice = ("", ", or press Stop") if holder.owner == owner else (f" {ANOTHER_TABS_JOB}", "")
             raise Busy(f"a {holder.what}{whose} is already running (for {time.monotonic() - holder.since:.0f} s); "
                        f"one job runs at a time: wait for it to finish{advice}")
         running = Job(what, time.monotonic(), owner)
@@ -158,7 +162,7 @@ class Studio:
             if running is None:
                 return "nothing is running"
             if owner is not None and running.owner != owner:
-                return (f"nothing of yours is running: a {running.what} started in another tab is running, and is "
+                return (f"nothing of yours is running: a {running.what} {ANOTHER_TABS_JOB} is running, and is "
                         f"not stopped")
             stopping.ask()
         if not running.ended.wait(wait):  # this job's end: another tab's job may hold the slot by then
