@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lowdim
-from lowdim.errors import LowdimError
-from lowdim.files import AdapterFile
+from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.files import FORMAT, AdapterFile
+from lowdim.given_folder import folder_line
 from lowdim.inject.inference import normal_tensors
 from lowdim_sd.attached_files import (
     AdapterArg,
@@ -28,7 +29,8 @@ from lowdim_sd.loading import SDModel
 def parse_adapter_arg(text: str) -> tuple[Path, float]:
     """'me.safetensors' or 'me.safetensors:0.8' -> (path, scale).
 
-    A colon that is part of the name (an existing file, a drive letter) is kept in the path.
+    A colon that is part of the name (an existing file, a drive letter) is kept in the path. A folder with a scale
+    is refused here, where the scale is still as typed: the line naming the adapter inside keeps it.
     """
     path, sep, scale = text.rpartition(":")
     if not sep or not path or path.endswith(("/", "\\")) or Path(text).exists() or len(path) == 1:
@@ -40,6 +42,8 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
                           f"got '{scale}'") from None
     if not math.isfinite(value):
         raise LowdimError(f"'{text}': the scale must be a finite number, got '{scale}'")
+    if Path(path).is_dir():
+        raise AdapterFileError(folder_line(Path(path), FORMAT, "adapter", sep + scale))
     return Path(path), value
 
 

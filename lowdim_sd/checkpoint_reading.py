@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
+from lowdim.foreign_files import CUT_SHORT, describe_foreign
 
 STEP_NAME = re.compile(r"step-(\d+)")
 PARAMETER_INDEX = re.compile(r"0|[1-9]\d*")
@@ -101,11 +102,39 @@ def read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (no __iter__)
             metadata = handle.metadata() or {}
     except Exception as error:  # OSError, or safetensors' own error on a damaged file
+        cut = _cut_short(path)
+        if cut is not None:
+            raise cut_checkpoint(path, cut) from None
         raise bad_file(path, f"not a readable .safetensors file ({' '.join(str(error).split())})") from None
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise bad_file(path, f"{_quoted(name)} holds NaN or infinite values")
     return tensors, metadata
+
+
+def _cut_short(path: Path) -> str | None:
+    """'a .safetensors file cut short (...)' where ``path`` is one (asked only once safetensors refused it)."""
+    try:
+        foreign = describe_foreign(path)
+    except OSError:
+        return None
+    return foreign if foreign is not None and foreign.startswith(CUT_SHORT) else None
+
+
+def cut_checkpoint(path: Path, cut: str) -> LowdimError:
+    """A checkpoint's file cut short: its save (or a copy of the run folder) stopped part way. Saves are atomic, so
+    the older checkpoint the run folder keeps is whole: resume from it, or, with none, from step 0."""
+    folder = path.parent
+    older = []
+    if STEP_NAME.fullmatch(folder.name):
+        steps = step_folders(folder.parent)
+        older = [done for done in steps[:steps.index(folder)] if (done / "state.json").is_file()] \
+            if folder in steps else []
+    then = (f"delete the checkpoint folder {folder.name} to resume from {older[-1].name}" if older else
+            f"delete the checkpoint folder {folder.name}: the run keeps no older checkpoint, so a resume starts "
+            f"again from step 0")
+    return LowdimError(f"{path}: {cut}: this checkpoint was not written whole (a save or a copy stopped part way); "
+                       f"{then}")
 
 
 def load_trainable(trainable: Any, path: Path, tensors: dict[str, Tensor]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lowdim.errors import first_line
-from lowdim.foreign_files import foreign_lora
+from lowdim.foreign_files import describe_foreign, fix_for, foreign_lora
 from lowdim.option_words import either, option
 from lowdim.paths import expand_user
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
@@ -72,6 +72,14 @@ def _header(path: Path) -> tuple[dict[str, str], list[str]]:
         with safe_open(str(path), framework="pt") as file:
             return dict(file.metadata() or {}), list(file.keys())
     except Exception as error:  # safetensors raises its own error types for every way a file is broken
+        # Asked only once safetensors refused the file: a whole checkpoint's header is read once.
+        try:
+            foreign = describe_foreign(path)
+        except OSError:
+            foreign = None
+        if foreign is not None:  # cut short, most likely: how much is missing, not safetensors' words
+            fix = fix_for(foreign, "pass a model checkpoint, or a diffusers folder")
+            raise ModelLoadError(f"{path}: this is {foreign}; {fix}") from None
         raise ModelLoadError(f"{path}: not a readable .safetensors file, cut short or corrupt "
                              f"({first_line(error)})") from None
 

@@ -208,7 +208,8 @@ def test_exporting_onto_a_folder_or_from_one_names_it(tiny_sd, refs, tmp_path, c
     code, text = run(capsys, "export", tmp_path / "run" / "adapter.safetensors", "-o", refs)
     assert code == 1 and " ".join(text.split()) == f"Error: {refs}: is a folder; give a file name to write"  # alone
     code, text = run(capsys, "export", refs)
-    assert code == 1 and f"{refs}: is a folder; expected a .safetensors adapter file" in " ".join(text.split())
+    said = " ".join(text.split())
+    assert code == 1 and f"{refs}/ is a folder with no lowdim adapter in it; expected a .safetensors adapter" in said
     picture = sorted(refs.iterdir())[0]
     code, text = run(capsys, "export", tmp_path / "run" / "adapter.safetensors", "-o", picture / "x.safetensors")
     assert code == 1 and f"{picture} is a file, where a folder is needed" in " ".join(text.split())
