@@ -14,6 +14,7 @@ from pathlib import Path
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
+from lowdim.inject.adding import adjusted_notes
 from lowdim.option_words import either, option
 from lowdim_sd import checkpoints, defaults, runs, stopping
 from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
@@ -151,11 +152,12 @@ def warn_about_adjusted_options(job: TrainJob, info: lowdim.AdapterInfo) -> None
     """Options given with --set that the space adjusted to fit some layers (LiDB's a and b clamped to a layer's
     width, say): the file records what was asked, the layers hold what fit. The defaults' adjustments (TinyFaces'
     64-wide layers take a = 64 of LiDB's 100) are the space's documented behaviour and stay quiet."""
-    if job.space_options and info.notes:
+    notes = adjusted_notes(info)  # a rank above a layer's was warned about by inject, naming the adapter
+    if job.space_options and notes:
         given = " ".join(f"{key}={value}" for key, value in job.space_options.items())
         given = either(f"--set {given}", f"TrainJob(space_options={job.space_options!r})")
-        warnings.warn(f"{given}: the space notes something on {len(info.notes)} of {len(info.layers)} "
-                      f"layers (an option adjusted to fit, say), e.g. {info.notes[0]}", stacklevel=2)
+        warnings.warn(f"{given}: the space notes something on {len(notes)} of {len(info.layers)} "
+                      f"layers (an option adjusted to fit, say), e.g. {notes[0]}", stacklevel=2)
 
 
 ONE_SUBJECT = {"full": "full DreamBooth trains one subject at a time",

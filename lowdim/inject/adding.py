@@ -9,6 +9,7 @@ the view's own state (``_infos``, ``_given``), as the method would.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from lowdim.inject import guards
 from lowdim.inject.guards import check_scale
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.parallel import refuse_adding_through_ddp
-from lowdim.inject.select import LayerSet, select_layers
+from lowdim.inject.select import LayerSet, select_layers, user_stacklevel
 from lowdim.inject.slot_types import BaseLayer
 from lowdim.inject.space_checks import (
     check_buffers_come_from_the_seed,
@@ -32,6 +33,7 @@ from lowdim.inject.space_checks import (
 from lowdim.inject.state_guard import guard_loads
 from lowdim.inject.wrapping import module_holders, wrap
 from lowdim.spaces.base import LayerSpec, Space
+from lowdim.spaces.stack import StackSpace
 
 if TYPE_CHECKING:
     from lowdim.inject.manager import AdapterInfo, Adapters
@@ -71,6 +73,8 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
     # Every slot is built (and every layer checked by the space) before the model is touched:
     # a layer the space refuses must not leave half an adapter behind.
     slots = []
+    wasted: list[str] = []  # one note per layer whose rank exceeds what the layer holds
+    clamped: list[str] = []  # one per layer with any other note (a dimension clamped to fit): nothing wasted
     for index, (layer_name, module) in enumerate(chosen):
         layer = _spec(layer_name, module)
         slot = _new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
@@ -80,14 +84,43 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
         info.layers.append(layer)
         if note := space.describe(layer):
             info.notes.append(note)
+            wasting, other = notes_by_kind(space, layer)
+            wasted.extend(wasting[:1])
+            clamped.extend(other[:1])
     holders = module_holders(adapters.model)
     for layer_name, _, slot in slots:
         wrap(adapters.model, layer_name, holders).slots[name] = slot
     guard_loads(adapters.model)
-    if info.notes:
-        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
+    if wasted:  # trained and saved for nothing: said where a Python user sees it, not only in a log
+        count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"
+        warnings.warn(f"adapter '{name}': on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
+                      f"optimizer trains those extra params and the file stores them all the same: a lower rank "
+                      f"saves both", stacklevel=user_stacklevel())
+    if clamped:
+        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(clamped), clamped[0])
     adapters._infos[name] = info
     return info
+
+
+def adjusted_notes(info: AdapterInfo) -> list[str]:
+    """``info``'s notes but those inject already warned about (a rank above the layer's): an option adjusted to
+    fit, such as LiDB's a and b clamped to a narrow layer."""
+    return [note for layer in info.layers for note in notes_by_kind(info.space, layer)[1]]
+
+
+def notes_by_kind(space: Space, layer: LayerSpec) -> tuple[list[str], list[str]]:
+    """``space``'s notes on ``layer`` (a stack's, part by part): first those of a part whose rank exceeds the
+    layer's, whose extra params add nothing (LoRA does not clamp its rank: peft does not, and a file's shapes must
+    not depend on the layer), then the rest, such as LiDB's a and b clamped to fit, which waste nothing."""
+    if isinstance(space, StackSpace):
+        parts = [notes_by_kind(component, layer) for component in space.components]
+        return [note for part in parts for note in part[0]], [note for part in parts for note in part[1]]
+    note = space.describe(layer)
+    if note is None:
+        return [], []
+    if space.rank(layer) > min(layer.out_features, layer.in_features):
+        return [note], []
+    return [], [note]
 
 
 def _new_slot(space: Space, layer: LayerSpec, seed: int, batch: int | None, check_seeding: bool = False) -> AdapterSlot:

@@ -6,13 +6,18 @@ holds on one layer is an ``AdapterSlot`` (``lowdim/inject/slot.py``); its names 
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from types import FrameType
+
 import torch
 from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject.factor_cache import is_compiling
-from lowdim.inject.slot import SCALE, AdapterParams, AdapterSlot
+from lowdim.inject.slot import SCALE, AdapterParams, AdapterSlot, MergedNotice
 from lowdim.inject.slot_types import BaseLayer, SlotDict
 from lowdim.spaces.base import LayerSpec
 
@@ -135,6 +140,8 @@ class AdapterLayer(nn.Module):
         for slot in self.slots.values():
             factors = slot.call_factors(x.dtype, compiling=compiling)
             if factors is None:
+                if slot.merged_notice is not None:
+                    _warn_if_training(slot.merged_notice, self.training, compiling)
                 continue
             scale = slot.scale
             if compiling:
@@ -155,6 +162,8 @@ class AdapterLayer(nn.Module):
         for slot in self.slots.values():  # an embedding's update is made in the factors' dtype, then cast
             factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype, compiling=compiling)
             if factors is None:
+                if slot.merged_notice is not None:
+                    _warn_if_training(slot.merged_notice, self.training, compiling)
                 continue
             scale = slot.scale
             if compiling:
@@ -192,6 +201,30 @@ class AdapterLayer(nn.Module):
             weight.sub_(delta)
         else:
             weight.add_(delta)
+
+
+def _warn_if_training(notice: MergedNotice, training: bool, compiling: bool) -> None:
+    """Once per merged adapter, where a forward could be a training step: torch's own error at backward() ("does
+    not require grad") names neither lowdim nor the merge. Evaluating (no grad, or eval mode) is what merge is for."""
+    if compiling or notice.given or not training or not torch.is_grad_enabled():
+        return
+    notice.given = True
+    warnings.warn(f"adapter '{notice.adapter}' is merged into the model's weights: its params get no gradient; "
+                  f"unmerge it before training", stacklevel=_caller_stacklevel())
+
+
+_LOWDIM_AND_TORCH = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+                     os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside lowdim and torch (nn.Module's call machinery, nn.Sequential):
+    the user's line that called the model, or their own forward that called the layer."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LOWDIM_AND_TORCH):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _dropped(x: Tensor, p: float) -> Tensor:

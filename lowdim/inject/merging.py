@@ -16,6 +16,7 @@ from torch import nn
 from lowdim.errors import LowdimError
 from lowdim.inject.guards import check_mergeable, tied_weights, warn_own_forward
 from lowdim.inject.select import user_stacklevel
+from lowdim.inject.slot import MergedNotice
 
 if TYPE_CHECKING:
     from lowdim.inject.manager import Adapters
@@ -29,6 +30,7 @@ def merge(adapters: Adapters, name: str, part: str) -> None:
     check_mergeable(name, adapters._wrappers(name))
     warn_own_forward(name, adapters._wrappers(name))
     tied = tied_weights(adapters.model)
+    notice = MergedNotice(name)  # shared by the layers merged now: a training forward warns once for the adapter
     for wrapper in adapters._wrappers(name):
         slot = wrapper.slots[name]
         if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):
@@ -46,6 +48,7 @@ def merge(adapters: Adapters, name: str, part: str) -> None:
             slot.frozen_merged_scale, slot.frozen_merged_factors = slot.scale, factors
         else:
             slot.merged_scale, slot.merged_factors = slot.scale, factors
+            slot.merged_notice = notice
 
 
 def unmerge(adapters: Adapters, name: str) -> None:
@@ -56,7 +59,7 @@ def unmerge(adapters: Adapters, name: str) -> None:
         if slot.merged_scale is not None:
             if slot.merged_factors is not None:
                 wrapper.add_to_weight(*slot.merged_factors, -slot.merged_scale)
-            slot.merged_scale = slot.merged_factors = None
+            slot.merged_scale = slot.merged_factors = slot.merged_notice = None
         if slot.frozen_merged_scale is not None:
             if slot.frozen_merged_factors is not None:
                 wrapper.add_to_weight(*slot.frozen_merged_factors, -slot.frozen_merged_scale)

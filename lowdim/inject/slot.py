@@ -52,10 +52,21 @@ class AdapterParams(nn.ParameterDict):
                 f"a Space's factors() instead, or train through Adapters.override with tensors you compute")
 
 
+class MergedNotice:
+    """Set by ``merge`` on every slot of the adapter it folds in, one object for all of them: the first forward
+    that could be training (grad on, layer in training mode) warns that the merged params get no gradient, once
+    for the adapter, not once a layer. Read only where the forward skips a slot, so unmerged forwards pay nothing."""
+
+    def __init__(self, adapter: str) -> None:
+        self.adapter = adapter
+        self.given = False
+
+
 class AdapterSlot(nn.Module):
     """One adapter's tensors on one layer, plus its scale and state flags."""
 
     is_lowdim_slot = True
+    merged_notice: MergedNotice | None = None  # a class default: a slot pickled before the notice has none
 
     def __init__(self, space: Space, layer: LayerSpec, params: Tensors, buffers: Tensors,
                  basis_seed: int | None = None) -> None:

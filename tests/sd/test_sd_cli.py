@@ -61,6 +61,14 @@ def test_a_set_option_the_space_adjusts_on_some_layers_is_said_once(tiny_sd, ref
     assert code == 0 and "Warning" not in text  # the defaults' own clamps on small layers stay quiet
 
 
+def test_a_set_rank_above_the_layers_is_warned_about_once(tiny_sd, refs, tmp_path, capsys):
+    code, text = run(capsys, "train", "-m", tiny_sd, "-i", refs, "--steps", 1, "--out", tmp_path,
+                     "--space", "lora", "--set", "rank=4096")
+    assert code == 0, text
+    said = " ".join(text.split())
+    assert said.count("Warning") == 1 and "the rank exceeds what the layer holds" in said  # not again as a --set note
+
+
 def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys):
     people = tmp_path / "people"
     for name in ("ann", "bob", "cyd"):

@@ -1,0 +1,155 @@
+"""Training through a merged adapter: its params get no gradient, which torch reports only as a bare "element 0 of
+tensors does not require grad". lowdim says it in its own words, once per adapter, at the first forward that could
+be training (grad enabled, layer in training mode), and stays quiet everywhere else."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import lowdim
+
+MERGED = "adapter 'default' is merged into the model's weights"
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    model.requires_grad_(False)
+    return model
+
+
+def _merged(model: nn.Module) -> lowdim.Adapters:
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2, init="gaussian"), ["0", "2"], seed=0)
+    adapters.merge()
+    return adapters
+
+
+def _lowdim_warnings(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    return [w for w in caught if "is merged into the model's weights" in str(w.message)]
+
+
+def _forwards(model: nn.Module, count: int = 2) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(count):
+            model(torch.randn(5, 8))
+    return _lowdim_warnings(caught)
+
+
+def test_two_training_forwards_warn_once_naming_the_adapter_and_the_fix():
+    model = _model()
+    _merged(model)
+    said = _forwards(model)
+    assert len(said) == 1
+    assert said[0].category is UserWarning
+    message = str(said[0].message)
+    assert message.startswith(MERGED) and "no gradient" in message and "unmerge" in message
+    assert said[0].filename == __file__  # the caller's line, not lowdim's or torch's
+
+
+@pytest.mark.parametrize("quiet", [torch.no_grad, torch.inference_mode])
+def test_no_warning_without_grad(quiet):
+    model = _model()
+    _merged(model)
+    with quiet():
+        assert _forwards(model) == []
+
+
+def test_no_warning_in_eval_mode():
+    model = _model()
+    _merged(model)
+    model.eval()
+    assert _forwards(model) == []
+
+
+def test_no_warning_after_unmerge_and_the_step_trains():
+    model = _model()
+    adapters = _merged(model)
+    adapters.unmerge()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(torch.randn(5, 8)).pow(2).mean().backward()
+    assert _lowdim_warnings(caught) == []
+    assert all(p.grad is not None for p in adapters.parameters())
+    adapters.disable()  # skipped again, but as disabled: no longer merged
+    assert _forwards(model) == []
+
+
+def test_no_warning_for_a_disabled_adapter():
+    model = _model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["0", "2"], seed=0)
+    adapters.disable()
+    assert _forwards(model) == []
+
+
+def test_merging_again_after_unmerge_warns_again():
+    model = _model()
+    adapters = _merged(model)
+    assert len(_forwards(model)) == 1
+    adapters.unmerge()
+    adapters.merge()
+    assert len(_forwards(model)) == 1
+
+
+def test_each_merged_adapter_warns_once():
+    model = _model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2), ["0"], seed=0)
+    adapters.add("other", lowdim.get_space("lora", rank=2), ["0", "2"], seed=1)
+    adapters.merge("default")
+    adapters.merge("other")
+    said = sorted(str(w.message).split(" is merged")[0] for w in _forwards(model, count=3))
+    assert said == ["adapter 'default'", "adapter 'other'"]
+
+
+def test_an_embedding_and_a_1x1_conv_warn_too():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 3)
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.emb(ids).permute(0, 2, 1)[..., None])
+
+    for layer in ("emb", "conv"):
+        net = Net().requires_grad_(False)
+        targets = lowdim.LayerSet(layer, (layer,), types=("embedding",)) if layer == "emb" else [layer]
+        lowdim.inject(net, lowdim.get_space("lora", rank=2), targets, seed=0).merge()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            net(torch.tensor([[1, 2, 3]]))
+        assert len(_lowdim_warnings(caught)) == 1, layer
+
+
+def test_the_peft_style_loop_that_forgets_unmerge_is_told_why_before_torch_fails():
+    """The review's loop: train, merge to evaluate, go on training without unmerge()."""
+    model = _model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2, init="gaussian"), ["0", "2"], seed=0)
+    optimizer = torch.optim.AdamW(adapters.parameters(), lr=1e-3)
+    x = torch.randn(5, 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        adapters.merge()
+        model.eval()
+        with torch.no_grad():
+            model(x)
+        model.train()
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            model(x).pow(2).mean().backward()
+    said = _lowdim_warnings(caught)
+    assert len(said) == 1 and str(said[0].message).startswith(MERGED)
+
+
+def test_no_warning_while_compiling():
+    model = _model()
+    _merged(model)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled(torch.randn(5, 8))
+    assert _lowdim_warnings(caught) == []
