@@ -129,10 +129,27 @@ def _readable(out: Path, name: str) -> bool:
     return True
 
 
+# What the OS says of a name it refuses as a file's (over 255 bytes; a character FAT or SMB forbid): no run has it.
+# Python 3.11's is_file passes these on; any other error (a folder it may not read) is not said away as no run.
+REFUSED_NAME = (errno.ENAMETOOLONG, errno.EINVAL)
+
+
 def is_run(out: Path, name: object) -> bool:
     """Whether ``name`` is a finished run's in ``out``: never a hidden folder, nor a path out of ``out``."""
-    return (isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name
-            and "\\" not in name and (out / name / RUN_FILE).is_file())
+    if not (isinstance(name, str) and name and not name.startswith(".") and "/" not in name and "\\" not in name):
+        return False
+    try:
+        return (out / name / RUN_FILE).is_file()
+    except OSError as error:
+        if error.errno in REFUSED_NAME:
+            return False
+        raise
+
+
+def _echoed(name: object) -> object:
+    """A name asked for, as a line that says there is no such run echoes it: a client may send one of any length.
+    Every name lowdim gives a run (a stamp, the photo's name cut to 40 characters, a number) is said whole."""
+    return f"{name[:40]}…" if isinstance(name, str) and len(name) > 64 else name
 
 
 def chosen_run(out: Path, name: object) -> RunRecord:
@@ -141,7 +158,7 @@ def chosen_run(out: Path, name: object) -> RunRecord:
     if not name:
         raise LowdimError("pick an earlier run first")
     if not (isinstance(name, str) and is_run(out, name)):  # is_run refuses a non-str too: said here for read_run
-        raise NotOffered(f"Earlier runs has no run {name!r}: pick one it lists (the finished runs in {out})")
+        raise NotOffered(f"Earlier runs has no run {_echoed(name)!r}: pick one it lists (the finished runs in {out})")
     return read_run(out, name)
 
 
@@ -150,7 +167,7 @@ def read_run(out: Path, name: str) -> RunRecord:
     (shared, unpacked into ``--out``), and the page serves every file it names to whoever reaches the page."""
     folder = out / name
     if not is_run(out, name):
-        raise LowdimError(f"no finished run '{name}' in {out}")
+        raise LowdimError(f"no finished run '{_echoed(name)}' in {out}")
     link = linked_part(folder)  # lowdim renames a real folder there and writes a plain run.json
     if link == folder:
         raise LowdimError(f"run '{name}' in {out}: its folder is a symlink (to {link_target(link)}), which lowdim "
