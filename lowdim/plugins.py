@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -115,26 +116,102 @@ def failed_to_load() -> dict[str, str]:
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         name = entry_point.name
+        dist = getattr(getattr(entry_point, "dist", None), "name", None)
         try:
             plugin = entry_point.load()
             if manager.is_registered(plugin):
                 continue  # one package listed twice (an editable install beside a built one)
+            if signature := hook_signature_problem(manager, plugin):  # pluggy's own refusal is three lines
+                where, wrong = signature
+                _failed_to_load[dist or entry_point.value] = wrong
+                label = _package_label(entry_point, dist) + (f" ({where})" if where else "")
+                warnings.warn(f"{label}: {wrong}", PluginWarning, stacklevel=2)
+                continue
             if manager.get_plugin(name) is not None:  # another package's plugin of that name: loaded too, so
-                dist = getattr(getattr(entry_point, "dist", None), "name", None) or entry_point.value
-                name = renamed_plugin(name, dist)  # a name both register is a clash that names them
+                name = renamed_plugin(name, dist or entry_point.value)  # a clash then names both packages
             manager.register(plugin, name=name)
         except Exception as error:  # a broken third-party plugin must not break lowdim
-            dist = getattr(getattr(entry_point, "dist", None), "name", None) or entry_point.value
-            _failed_to_load[dist] = f"{type(error).__name__}: {error}"
-            where = raised_in(entry_point.value.partition(":")[0], error)
-            warning = PluginWarning(f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was "
-                                    f"skipped: {type(error).__name__}: {error}" + (f" (at {where})" if where else ""))
+            _failed_to_load[dist or entry_point.value] = f"{type(error).__name__}: {_one_line(error)}"
+            warning = PluginWarning(_load_failure(entry_point, dist, error))
             warning.__cause__ = error  # its traceback, for -W error and whoever catches the warning
             warnings.warn(warning, stacklevel=2)
             continue
         problem = hook_problem(manager, plugin)
         if problem:
             warnings.warn(f"plugin '{entry_point.name}' ({entry_point.value}) {problem}", PluginWarning, stacklevel=2)
+
+
+def _package_label(entry_point: Any, dist: str | None) -> str:
+    """Who a load message is about: the package (what a user fixes or uninstalls), else the entry point."""
+    return f"plugin package {dist}" if dist else f"plugin '{entry_point.name}'"
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's text on one line: a warning and `lowdim --version`'s plugins line stay whole."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _load_failure(entry_point: Any, dist: str | None, error: Exception) -> str:
+    """The warning for an entry point that could not be loaded. A module the entry point names that is not
+    there at all is the package's install (or its [project.entry-points.lowdim]) at fault, not its code."""
+    module = entry_point.value.partition(":")[0].strip()
+    missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    if missing and (module == missing or module.startswith(f"{missing}.")):
+        fix = dist or "the package that provides it"
+        return (f"{_package_label(entry_point, dist)}: its entry point names module '{module}', which is not "
+                f"installed (reinstall or uninstall {fix})")
+    where = raised_in(module, error)
+    return (f"plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: "
+            f"{type(error).__name__}: {_one_line(error)}" + (f" (at {where})" if where else ""))
+
+
+def hook_signature_problem(manager: pluggy.PluginManager, plugin: object) -> tuple[str | None, str] | None:
+    """("package/module.py:LINE" or None, what is wrong) for a hook whose parameters are not its hookspec's.
+    lowdim calls each hook with its arguments by name (``register=...``), so ``register_spaces(reg)`` could never
+    be called: pluggy refuses it in three lines of its own, and one that takes no parameter fails on every call."""
+    for hook in sorted(name for name in dir(hookspecs) if name.startswith("register_")):
+        function = getattr(plugin, hook, None)
+        if not callable(function) or manager.parse_hookimpl_opts(plugin, hook) is None:
+            continue
+        wanted = list(getattr(manager.hook, hook).spec.argnames)
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):  # no signature to read (a builtin): pluggy and the call judge it
+            continue
+        if _takes_by_name(parameters, wanted):
+            continue
+        shown = ", ".join(f"`{w}`" for w in wanted)
+        one = f"one parameter named {shown}" if len(wanted) == 1 else f"the parameters {shown}"
+        return (_defined_at(function), f"hook {hook}({', '.join(p.name for p in parameters)}) must take {one} "
+                                      f"(lowdim passes {'it' if len(wanted) == 1 else 'them'} by name)")
+    return None
+
+
+def _takes_by_name(parameters: Iterable[inspect.Parameter], wanted: list[str]) -> bool:
+    """Whether a function of ``parameters`` can be called as ``function(**{name: ... for name in wanted})``: each
+    name a parameter (or **kwargs takes it), and no other parameter without a default."""
+    listed = list(parameters)
+    by_name = {p.name for p in listed if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    any_name = any(p.kind is p.VAR_KEYWORD for p in listed)
+    required = {p.name for p in listed if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return (any_name or set(wanted) <= by_name) and required <= set(wanted)
+
+
+def _defined_at(function: Callable[..., Any]) -> str | None:
+    """"package/module.py:LINE" of a function's `def` line (not its decorator's), as ``raised_in`` shows places;
+    None for a callable without code of its own."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return None
+    try:
+        lines, first = inspect.getsourcelines(function)
+        line = first + next(i for i, text in enumerate(lines) if text.lstrip().startswith(("def ", "async def ")))
+    except (OSError, TypeError, StopIteration):
+        line = code.co_firstlineno
+    path = Path(code.co_filename)
+    own = _package_files(getattr(function, "__module__", "").partition(".")[0])
+    base = own[0].parent if own else path.parent
+    return f"{path.relative_to(base).as_posix() if base in path.parents else path.name}:{line}"
 
 
 def renamed_plugin(name: str, dist: str) -> str:

@@ -123,7 +123,8 @@ class Registry:
         def make_kwargs(plugin: str) -> dict[str, Any]:
             made.clear()
 
-            def register(*args: Any) -> None:
+            def register(*args: Any, **named: Any) -> None:
+                _refuse_wrong_arguments(hook, args, named)
                 if check is not None:
                     check(*args)
                 made.append(args)
@@ -285,6 +286,24 @@ def _warn_builtin_claimed(kind: str, name: str, plugin: str) -> None:
     warnings.warn(f"{plugin_label(plugin)} registers {kind} '{name}', a name lowdim's own {kind} "
                   f"has, which stays (lowdim's own commands use it); the plugin's is ignored: it needs a name of its "
                   f"own", PluginWarning, stacklevel=3)
+
+
+# What each hook's register() takes per call: a wrong count would otherwise be told in the words of lowdim's
+# own internals (`_check_space() takes 1 positional argument`), which a plugin author cannot find.
+REGISTER_TAKES = {"register_spaces": (1, "one Space subclass", "register(MySpace)"),
+                  "register_backends": (1, "one Backend instance", "register(MyBackend())"),
+                  "register_heads": (2, "a name and a factory", "register('name', factory)"),
+                  "register_metrics": (2, "a name and a factory", "register('name', factory)")}
+
+
+def _refuse_wrong_arguments(hook: str, args: tuple, named: dict[str, Any]) -> None:
+    count, takes, example = REGISTER_TAKES[hook]
+    if named:
+        raise TypeError(f"register() in {hook} takes {takes} per call ({example}), passed positionally, not "
+                        f"{', '.join(f'{key}=' for key in named)}")
+    if len(args) != count:
+        raise TypeError(f"register() in {hook} takes {takes} per call ({example}), not {len(args)} "
+                        f"argument{'' if len(args) == 1 else 's'}")
 
 
 def _check_space(space_class: Any) -> None:

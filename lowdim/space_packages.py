@@ -86,8 +86,33 @@ def missing_space(metadata: Mapping[str, str], registry: Registry) -> tuple[str,
 
 def missing_space_words(name: str, package: str | None, registry: Registry) -> str:
     """Why the file's space ``name`` cannot be made here: plugins switched off, a clash, or not installed."""
-    if problem := registry.space_unavailable(name, package):
+    if problem := registry.space_unavailable(name, package) or unloaded_package(name, package, registry):
         return problem
     provider = f" (package {package})" if package else ""
     return (f"its space '{name}' is not installed here (known: {', '.join(sorted(registry.spaces))}); install the "
             f"plugin that provides it{provider}")
+
+
+def unloaded_package(name: str, package: str | None, registry: Registry) -> str | None:
+    """Why space ``name`` is missing though its recorded ``package`` is installed here: the package's entry point
+    failed to load (the error ``lowdim --version`` lists), or it loaded but registers no such space (its hook raised,
+    with a warning saying where, or this version of it has none). None: the package is not installed, or unknown."""
+    from lowdim.plugins import failed_to_load
+
+    if not package:
+        return None
+    if error := failed_to_load().get(package):
+        return (f"its space '{name}' comes from package {package}, which is installed but failed to load "
+                f"({' '.join(error.split())}): fix or reinstall it (`lowdim --version` lists plugin errors)")
+    if _loads_a_plugin_of(package, registry):
+        return (f"its space '{name}' comes from package {package}, which is installed but registers no space "
+                f"'{name}' here: a hook of it raised (the plugin warning says where), or this version of it has none")
+    return None
+
+
+def _loads_a_plugin_of(package: str, registry: Registry) -> bool:
+    """Whether ``registry``'s plugins include one installed by distribution ``package``."""
+    from lowdim.registry import plugin_label
+
+    loaded = registry.manager.list_name_plugin() if registry.manager is not None else []
+    return any(plugin_label(plugin).endswith(f"(package {package})") for plugin, _ in loaded if plugin)

@@ -46,7 +46,7 @@ from lowdim_sd.prompt_words import with_looks
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from lowdim.spaces.base import Space
+    from lowdim.spaces.base import LayerSpec, Space
 
 
 def learned_phrase(metadata: dict) -> str:
@@ -150,30 +150,48 @@ def record_rows(meta: dict[str, str], refused: set[str]) -> list[tuple[str, str,
 
 
 def has_bases(meta: dict[str, str], layers: list) -> bool:
-    """Whether the space's frozen state is random bases made from the seed (LiDB's, VeRA's): what it makes for the
-    first layer differs between two seeds. A fixed one (Textual Inversion's row selector) is no bases; where the
-    space cannot be made here, or that layer's bases are past what a reader without a model makes, the file's basis
-    checksum says."""
-    import torch
-
+    """Whether the space's frozen state is random bases made from the seed (LiDB's, VeRA's): what it, or for a stack
+    any of its components, makes for the first layer differs between two seeds. A stack's component is probed alone:
+    one that pins its own seed (every `personalize` file's) ignores the stack's. A fixed state (Textual Inversion's
+    row selector) is no bases; where the space cannot be made here, or that layer's bases are past what a reader
+    without a model makes, the file's basis checksum says."""
     import lowdim
 
     try:
         space = lowdim.get_registry().make_space(meta["space"], json_text.loads(meta.get("space_config") or "{}"))
         if regeneration_cost(space, layers[0]) > MAX_LAYER_REGENERATED:  # a stranger's sizes: minutes, gigabytes
             raise ValueError("no probe past the bound a reader without a model keeps")
-        first, second = space.make_buffers(layers[0], 0), space.make_buffers(layers[0], 1)
+        return any(seed_dependent(part, layers[0]) for part in unstacked(space))
     except Exception:  # a plugin's space not installed, a broken config, no layers: shown by rows of their own
         return bool(meta.get("basis_checksum"))
+
+
+def unstacked(space: Space) -> Iterator[Space]:
+    """The spaces that make a stack's frozen state, nested stacks opened; a space that is no stack itself."""
+    from lowdim.spaces.stack import StackSpace
+
+    if not isinstance(space, StackSpace):
+        yield space
+        return
+    for component in space.components:
+        yield from unstacked(component)
+
+
+def seed_dependent(space: Space, layer: LayerSpec) -> bool:
+    """Whether what ``space`` makes for ``layer`` differs between two seeds: random bases, not a fixed state."""
+    import torch
+
+    first, second = space.make_buffers(layer, 0), space.make_buffers(layer, 1)
     return any(key not in second or not torch.equal(first[key], second[key]) for key in first)
 
 
 def missing_space(meta: dict[str, str]) -> tuple[str, str] | None:
     """The row saying why the file's space, or a stack's component, cannot be used here (None: it can): two
-    plugins claim it, plugins are switched off (LOWDIM_NO_PLUGINS), or no installed plugin provides it. The
-    file names the package (a first-party plugin's is known without)."""
+    plugins claim it, plugins are switched off (LOWDIM_NO_PLUGINS), its installed plugin failed to load, or no
+    installed plugin provides it. The file names the package (a first-party plugin's is known without)."""
     import lowdim
     from lowdim.space_packages import missing_space as first_missing
+    from lowdim.space_packages import unloaded_package
 
     registry = lowdim.get_registry()
     try:
@@ -183,7 +201,7 @@ def missing_space(meta: dict[str, str]) -> tuple[str, str] | None:
     if missing is None:
         return None
     name, package = missing
-    if problem := registry.space_unavailable(name, package):
+    if problem := registry.space_unavailable(name, package) or unloaded_package(name, package, registry):
         return "problem", problem
     provider = f" (package {package})" if package else ""
     return "needs", (f"the plugin that provides space '{name}'{provider}, which is not installed here (`lowdim "

@@ -94,7 +94,8 @@ def test_version_marks_a_plugin_that_fails_to_load(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(plugins, "_failed_to_load", {})
     code = main(["--version"])
     out, err = capsys.readouterr()
-    assert code == 0 and "Warning: plugin 'broken' (lowdim_broken_gone) failed to load" in err
+    assert code == 0 and ("Warning: plugin package lowdim-broken: its entry point names module 'lowdim_broken_gone', "
+                          "which is not installed (reinstall or uninstall lowdim-broken)") in " ".join(err.split())
     assert ("lowdim-broken 0.3.0 (failed to load: ModuleNotFoundError: No module named 'lowdim_broken_gone')"
             in out.splitlines()[1])
     assert "lowdim-vera" in out.splitlines()[1] and "lowdim-vera 0.1.0 (failed" not in out
