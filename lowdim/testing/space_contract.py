@@ -16,6 +16,8 @@ whole contract on linear layers as is; ``test_on_an_embedding_...`` checks every
 a 1x1 ``nn.Conv2d`` (both in ``lowdim.testing.contract_layer_kinds``). ``test_a_meta_built_model_...`` builds a model
 on the meta device, injects it and assign-loads a saved state dict, the big-model route
 (``lowdim.testing.contract_meta_load``): its frozen bases must come off meta and its output be the saved model's.
+Disable/enable, merge/unmerge, merge_and_unload and the half-precision merge are in ``lowdim.testing.contract_merge``.
+Every test of those modules is collected here, and ``import *`` brings them along.
 
 ``sample_config`` may draw every option, init options included: ``test_default_init_...`` puts the drawn config's
 ``init`` back to its class default (and a stack's components' ``init``, by leaving it out of their configs), since it
@@ -32,12 +34,11 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import lowdim
 from lowdim import functional as F
-from lowdim.errors import LowdimError
 from lowdim.inject.space_checks import check_batched_factors
+from lowdim.spaces.base import LayerSpec
 from lowdim.testing.contract_cases import (
     INIT_WARNINGS,
     LAYERS,
@@ -46,7 +47,6 @@ from lowdim.testing.contract_cases import (
     PROPERTY,
     REGISTRY,
     SPACES,
-    STACK_HALF_ROUNDING,
     Injected,
     build,
     cases,
@@ -58,10 +58,17 @@ from lowdim.testing.contract_cases import (
 from lowdim.testing.fresh_process import fresh_process_problem
 
 # Registered before their import, as lowdim.testing registers this module: a failed property there shows its values.
-pytest.register_assert_rewrite("lowdim.testing.contract_layer_kinds", "lowdim.testing.contract_meta_load")
+pytest.register_assert_rewrite("lowdim.testing.contract_layer_kinds", "lowdim.testing.contract_meta_load",
+                               "lowdim.testing.contract_merge")
 from lowdim.testing.contract_layer_kinds import (  # noqa: E402, F401  collected here, with the properties
     test_on_a_1x1_convolution_every_pixel_gets_the_spaces_update,
     test_on_an_embedding_a_lookup_is_a_row_of_the_spaces_update,
+)
+from lowdim.testing.contract_merge import (  # noqa: E402, F401  collected here, with the properties
+    test_disable_gives_the_plain_model_and_enable_brings_the_adapter_back,
+    test_in_half_precision_the_adapter_trains_merges_and_unmerges_within_rounding,
+    test_merge_and_unload_leaves_a_plain_model_that_computes_the_spaces_output,
+    test_merge_and_unmerge_are_idempotent_and_keep_the_spaces_output,
 )
 from lowdim.testing.contract_meta_load import (  # noqa: E402, F401  collected here, with the properties
     test_a_meta_built_model_assign_loaded_computes_what_the_saved_model_did,
@@ -71,7 +78,7 @@ from lowdim.testing.plugin_load_checks import (  # noqa: E402, F401  collected h
     test_the_plugin_loads_and_registers_without_warnings,
 )
 from lowdim.testing.references import reference_delta  # noqa: E402
-from lowdim.testing.rounding import HALF_UNITS, UNITS, LayerTensors, exact64, units_off  # noqa: E402
+from lowdim.testing.rounding import UNITS, LayerTensors, exact64, units_off  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::lowdim.plugins.PluginWarning")
 
@@ -83,21 +90,48 @@ def contract_registry():
 
 
 # -- the math ----------------------------------------------------------------------------------
+def factor_shape_problem(down: torch.Tensor, up: torch.Tensor, layer: LayerSpec) -> str | None:
+    """What is wrong with one sample's factors on ``layer``, each wrong factor named with its shape and the shape
+    LoRA's form needs (down (r, in), up (out, r)); None when they fit."""
+    inputs, outputs = layer.in_features, layer.out_features
+    got = {"down": tuple(down.shape), "up": tuple(up.shape)}
+    needs = {"down": ((None, inputs), f"(r, {inputs}): r rows by the layer's {inputs} inputs"),
+             "up": ((outputs, None), f"({outputs}, r): the layer's {outputs} outputs by r columns")}
+    wrong = {name: _one_factor(got[name], *needs[name]) for name in got}
+    if not any(wrong.values()):
+        if got["down"][0] == got["up"][1]:
+            return None
+        return (f"factors gave down {got['down']} and up {got['up']}: down is {got['down'][0]} rows and up "
+                f"{got['up'][1]} columns, where both must be r, the factors' width (ΔW = up @ down)")
+    said = [f"{name} {got[name]}, which must be {problem}" for name, problem in wrong.items() if problem]
+    right = [f"{name} {got[name]} is right" for name, problem in wrong.items() if not problem]
+    return (f"factors gave {' and '.join(said)}{'; ' if right else ''}{', '.join(right)} "
+            f"(LoRA's form: ΔW = up @ down, down (r, in) and up (out, r))")
+
+
+def _one_factor(shape: tuple[int, ...], fixed: tuple[int | None, int | None], needed: str) -> str | None:
+    """None when ``shape`` is 2-D with the layer's size where ``fixed`` has one; else what it must be."""
+    if len(shape) == 2 and all(want is None or size == want for size, want in zip(shape, fixed, strict=True)):
+        return None
+    flipped = len(shape) == 2 and all(want is None or size == want for size, want in zip(shape, fixed[::-1],
+                                                                                           strict=True))
+    return needed + (" (it looks transposed: swap its two dimensions)" if flipped else "")
+
+
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
 @given(case=cases())
 def test_factors_and_delta_give_the_spaces_own_update_within_its_rank(space_name, case):
     space, params, buffers = build(space_name, case)
     layer = case["layer"]
-    expected = reference_delta(space, params, buffers)
     down, up = space.factors(params, buffers)
     on = f"space '{space_name}' on a {layer.out_features}x{layer.in_features} layer"
-    width = down.shape[-2] if down.dim() >= 2 else None
+    problem = factor_shape_problem(down, up, layer)  # first: a transposed factor has a "width" too, but not rank()'s
+    assert problem is None, f"{on}: {problem}"
+    width = down.shape[-2]
     assert width == space.rank(layer), (f"{on}: rank() says {space.rank(layer)} but factors are {width} wide "
                                         f"(down {tuple(down.shape)}); rank() must be the factors' width")
-    assert down.shape == (width, layer.in_features) and up.shape == (layer.out_features, width), (
-        f"{on}: factors gave down {tuple(down.shape)} and up {tuple(up.shape)}, where LoRA's form needs down "
-        f"(r, {layer.in_features}) and up ({layer.out_features}, r)")
+    expected = reference_delta(space, params, buffers)  # a plugin's is the factors' product: shapes checked first
     assert close(up @ down, expected, case["dtype"]), (
         f"{on}: up @ down of factors() is off the space's formula (REFERENCE_DELTA['{space_name}']) by up to "
         f"{float((up @ down - expected).abs().max()):.3g}")
@@ -112,7 +146,10 @@ def test_delta_is_the_product_of_the_factors(space_name, case):
     """Only ``Adapters.delta`` calls ``delta``; everything else (forward, merge, export) runs on ``factors``."""
     space, params, buffers = build(space_name, case)
     layer = case["layer"]
-    product, delta = F.lowrank_delta(*space.factors(params, buffers)), space.delta(params, buffers)
+    factors = space.factors(params, buffers)
+    problem = factor_shape_problem(*factors, layer)  # their product would be torch's bare "cannot be multiplied"
+    assert problem is None, f"space '{space_name}' on a {layer.out_features}x{layer.in_features} layer: {problem}"
+    product, delta = F.lowrank_delta(*factors), space.delta(params, buffers)
     gap = float((delta - product).abs().max()) if delta.shape == product.shape else float("inf")
     assert delta.shape == product.shape and close(delta, product, case["dtype"]), (
         f"space '{space_name}': delta() disagrees with up @ down of factors() by up to {gap:.3g} on a "
@@ -235,58 +272,6 @@ def test_forward_is_the_spaces_math_and_only_trainable_params_get_gradients(spac
 
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
-@given(case=cases())
-def test_disable_gives_the_plain_model_and_enable_brings_the_adapter_back(space_name, case):
-    run = Injected(space_name, case)
-    adapted = run.model(run.x)
-    run.adapters.disable("default")
-    assert torch.equal(run.model(run.x), run.plain(run.x))
-    run.adapters.enable("default")
-    assert torch.equal(run.model(run.x), adapted)
-    with run.adapters.disabled("default"):
-        assert torch.equal(run.model(run.x), run.plain(run.x))
-    assert torch.equal(run.model(run.x), adapted)
-    run.adapters.disable("default")
-    with pytest.raises(KeyError), run.adapters.disabled("default"):
-        raise KeyError  # an error inside leaves each switch as it found it: off here
-    assert torch.equal(run.model(run.x), run.plain(run.x))
-    run.adapters.enable("default")
-    run.adapters.merge("default")
-    with pytest.raises(LowdimError, match="merged"):  # the weights would keep it applied
-        run.adapters.disable("default")
-    with pytest.raises(LowdimError, match="merged"), run.adapters.disabled("default"):
-        pass
-
-
-@pytest.mark.parametrize("space_name", SPACES)
-@PROPERTY
-@given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]))
-def test_merge_and_unmerge_are_idempotent_and_keep_the_spaces_output(space_name, case, scale):
-    """And merge adds a copy of the update: params moved while merged change nothing until unmerge, which takes out
-    exactly what merge added (not the moved params' update)."""
-    run = Injected(space_name, case, scale)
-    exact = run.exact()
-    for part in ("frozen", "all"):  # a stack folds its frozen components first, as personalize does
-        run.adapters.merge("default", part=part)
-        merged = {k: v.clone() for k, v in run.model.state_dict().items()}
-        run.adapters.merge("default", part=part)
-        assert all(torch.equal(v, merged[k]) for k, v in run.model.state_dict().items())
-        assert run.units_off(exact) <= UNITS, f"merged ({part}), the output is off the space's math"
-    merged, output = run.base_state(), run.model(run.x)
-    run.move_params()  # as an optimizer step taken while merged: what merge added must be its own copy
-    unchanged = all(torch.equal(v, merged[k]) for k, v in run.base_state().items())
-    assert unchanged and torch.equal(run.model(run.x), output), "merged, moving the adapter's params changed the model"
-    exact = run.exact()  # the moved params, which unmerged the bypass path computes
-    for _ in range(2):
-        run.adapters.unmerge("default")
-        assert run.base_weights_are_restored(), "unmerge took out other than what merge added"
-        assert run.units_off(exact) <= UNITS, "unmerged, back on the bypass path, the output is off the space's math"
-    run.adapters.remove_all()
-    assert run.base_weights_are_restored() and list(run.model.state_dict()) == list(run.base)
-
-
-@pytest.mark.parametrize("space_name", SPACES)
-@PROPERTY
 @given(case=cases(), scale=st.sampled_from([1.0, 0.5, -2.0]), batch=st.integers(1, 3), tiles=st.integers(1, 2),
        batched=st.booleans())
 def test_override_runs_the_wrapped_layers_on_given_tensors_per_sample(space_name, case, scale, batch, tiles,
@@ -320,18 +305,6 @@ def test_override_runs_the_wrapped_layers_on_given_tensors_per_sample(space_name
 
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
-@given(case=cases(), scale=st.sampled_from([1.0, -0.5]))
-def test_merge_and_unload_leaves_a_plain_model_that_computes_the_spaces_output(space_name, case, scale):
-    run = Injected(space_name, case, scale)
-    exact = run.exact()
-    run.adapters.merge_and_unload()
-    assert [type(m) for m in run.model] == [nn.Linear, nn.Tanh, nn.Linear] and run.adapters.names() == []
-    assert list(run.model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
-    assert run.units_off(exact) <= UNITS, "merged and unloaded, the model's output is off the space's math"
-
-
-@pytest.mark.parametrize("space_name", SPACES)
-@PROPERTY
 @given(case=cases(), dtype=st.sampled_from(["fp32", "fp16", "bf16"]),
        scales=st.sampled_from([(1.0, 1.0), (0.5, 0.5), (1.0, -2.0)]), store_bases=st.booleans())
 def test_save_load_round_trip(space_name, case, dtype, scales, store_bases, tmp_path_factory):
@@ -361,33 +334,6 @@ def test_save_load_round_trip(space_name, case, dtype, scales, store_bases, tmp_
         assert close(exported[layer][1].double() @ exported[layer][0].double(), up.double() @ down.double(),
                      torch.float32), f"{dtype} file: the exported update of layer {layer} is off the loaded model's"
 
-
-@pytest.mark.parametrize("space_name", SPACES)
-@settings(PROPERTY, max_examples=PROPERTY.max_examples - 1)  # the example below is the one more
-@given(case=cases(), half=st.sampled_from([torch.bfloat16, torch.float16]))
-@example(case=STACK_HALF_ROUNDING, half=torch.float16)
-def test_in_half_precision_the_adapter_trains_merges_and_unmerges_within_rounding(space_name, case, half):
-    """fp16 and bf16 are how models run on GPUs: the space must work in them, not only be close in fp32.
-    Bounds are in units of the dtype's eps (``lowdim.testing.rounding``): rounding, not a wrong formula."""
-    run = Injected(space_name, {**case, "dtype": half})
-    exact = run.exact()
-    eps = torch.finfo(half).eps
-    output = run.model(run.x)
-    assert output.dtype == half
-    assert units_off(output, exact.value, exact.value_spread, half) <= HALF_UNITS, "the output is off the space's math"
-    output.float().mean().backward()  # a mean: random params give outputs whose squares would overflow fp16
-    for slot in run.adapters.slots("default").values():
-        for name in slot.space.trainable_names(slot.layer):
-            grad = slot.params[name].grad
-            assert grad is not None and grad.dtype == half and bool(torch.isfinite(grad).all())
-    run.adapters.merge("default")
-    merged = {k: v.detach().double() for k, v in run.model.state_dict().items() if "slots" not in k}
-    assert run.units_off(exact) <= HALF_UNITS, "merged, the output is off the space's math"
-    run.adapters.unmerge("default")
-    state = {k.replace("base_layer.", ""): v for k, v in run.model.state_dict().items() if "slots" not in k}
-    for key, base in run.base.items():  # W + ΔW − ΔW rounds twice: within an ulp or two of the merged weight
-        size = max(1.0, float(merged[next(k for k in merged if k.replace("base_layer.", "") == key)].abs().max()))
-        assert float((state[key].double() - base.double()).abs().max()) <= 2 * eps * size
 
 
 # What ``from lowdim.testing.space_contract import *`` brings into a plugin's test module: the tests,
