@@ -74,8 +74,8 @@ MISTAKES = {
     WrongInitShape: r"init_params gave \{'up': \(2, 6\)\}, but param_shapes says \{'up': \(6, 2\)\}",
     TrainsWhatItDoesNotMake: "trainable_names lists scale, which init_params does not make",
     GlobalRandomBuffers: "make_buffers gave different tensors for the same seed",
-    SwappedFactors: r"factors gave down \(6, 2\) and up \(2, 8\), where LoRA's form needs down \(r, 8\) and "
-                    r"up \(6, r\)",
+    SwappedFactors: r"factors gave down \(6, 2\), which must be \(r, 8\).* and up \(2, 8\), which must be "
+                    r"\(6, r\)",
     ClaimsStackingButFlattens: r"stacks_layers\(\) is True, but factors of two stacked layers gave down \(4, 8\) "
                                r"and up \(12, 2\), not each layer's own factors \(2, 2, 8\) and \(2, 6, 2\)",
 }

@@ -43,15 +43,41 @@ def check_space_on_layer(space: Space, layer: LayerSpec, params: Tensors, buffer
     with torch.no_grad():  # one layer's real factors: a plugin's math need not run on the meta device
         made_factors = space.factors(params, {k: v.to(torch.float32) for k, v in buffers.items()})
     down, up = _checked_pair(space, layer, made_factors)
-    width = down.shape[-2] if down.dim() >= 2 else None
-    if (down.dim() != 2 or up.dim() != 2 or down.shape[1] != layer.in_features
-            or up.shape[0] != layer.out_features or up.shape[1] != width):
-        _fail(space, layer, f"factors gave down {tuple(down.shape)} and up {tuple(up.shape)}, where LoRA's form "
-                            f"needs down (r, {layer.in_features}) and up ({layer.out_features}, r)")
+    if problem := factor_shape_problem(down, up, layer):
+        _fail(space, layer, problem)
+    width = down.shape[-2]
     if width != space.rank(layer):  # the stack's rank sum and the contract suite trust rank()
         _fail(space, layer, f"rank() says {space.rank(layer)} but factors are {width} wide (down "
                             f"{tuple(down.shape)}); rank() must be the factors' width: drop the override, or "
                             f"return what factors makes")
+
+
+def factor_shape_problem(down: torch.Tensor, up: torch.Tensor, layer: LayerSpec) -> str | None:
+    """What is wrong with one sample's factors on ``layer``, each wrong factor named with its shape and the shape
+    LoRA's form needs (down (r, in), up (out, r)); None when they fit."""
+    inputs, outputs = layer.in_features, layer.out_features
+    got = {"down": tuple(down.shape), "up": tuple(up.shape)}
+    needs = {"down": ((None, inputs), f"(r, {inputs}): r rows by the layer's {inputs} inputs"),
+             "up": ((outputs, None), f"({outputs}, r): the layer's {outputs} outputs by r columns")}
+    wrong = {name: _one_factor(got[name], *needs[name]) for name in got}
+    if not any(wrong.values()):
+        if got["down"][0] == got["up"][1]:
+            return None
+        return (f"factors gave down {got['down']} and up {got['up']}: down is {got['down'][0]} rows and up "
+                f"{got['up'][1]} columns, where both must be r, the factors' width (ΔW = up @ down)")
+    said = [f"{name} {got[name]}, which must be {problem}" for name, problem in wrong.items() if problem]
+    right = [f"{name} {got[name]} is right" for name, problem in wrong.items() if not problem]
+    return (f"factors gave {' and '.join(said)}{'; ' if right else ''}{', '.join(right)} "
+            f"(LoRA's form: ΔW = up @ down, down (r, in) and up (out, r))")
+
+
+def _one_factor(shape: tuple[int, ...], fixed: tuple[int | None, int | None], needed: str) -> str | None:
+    """None when ``shape`` is 2-D with the layer's size where ``fixed`` has one; else what it must be."""
+    if len(shape) == 2 and all(want is None or size == want for size, want in zip(shape, fixed, strict=True)):
+        return None
+    flipped = len(shape) == 2 and all(want is None or size == want for size, want in zip(shape, fixed[::-1],
+                                                                                           strict=True))
+    return needed + (" (it looks transposed: swap its two dimensions)" if flipped else "")
 
 
 # A wrong type (a list for a dict, DeltaW for (down, up)) is the commonest first mistake in a space; unchecked, it

@@ -37,8 +37,7 @@ from hypothesis import strategies as st
 
 import lowdim
 from lowdim import functional as F
-from lowdim.inject.space_checks import check_batched_factors
-from lowdim.spaces.base import LayerSpec
+from lowdim.inject.space_checks import check_batched_factors, factor_shape_problem
 from lowdim.testing.contract_cases import (
     INIT_WARNINGS,
     LAYERS,
@@ -90,34 +89,6 @@ def contract_registry():
 
 
 # -- the math ----------------------------------------------------------------------------------
-def factor_shape_problem(down: torch.Tensor, up: torch.Tensor, layer: LayerSpec) -> str | None:
-    """What is wrong with one sample's factors on ``layer``, each wrong factor named with its shape and the shape
-    LoRA's form needs (down (r, in), up (out, r)); None when they fit."""
-    inputs, outputs = layer.in_features, layer.out_features
-    got = {"down": tuple(down.shape), "up": tuple(up.shape)}
-    needs = {"down": ((None, inputs), f"(r, {inputs}): r rows by the layer's {inputs} inputs"),
-             "up": ((outputs, None), f"({outputs}, r): the layer's {outputs} outputs by r columns")}
-    wrong = {name: _one_factor(got[name], *needs[name]) for name in got}
-    if not any(wrong.values()):
-        if got["down"][0] == got["up"][1]:
-            return None
-        return (f"factors gave down {got['down']} and up {got['up']}: down is {got['down'][0]} rows and up "
-                f"{got['up'][1]} columns, where both must be r, the factors' width (ΔW = up @ down)")
-    said = [f"{name} {got[name]}, which must be {problem}" for name, problem in wrong.items() if problem]
-    right = [f"{name} {got[name]} is right" for name, problem in wrong.items() if not problem]
-    return (f"factors gave {' and '.join(said)}{'; ' if right else ''}{', '.join(right)} "
-            f"(LoRA's form: ΔW = up @ down, down (r, in) and up (out, r))")
-
-
-def _one_factor(shape: tuple[int, ...], fixed: tuple[int | None, int | None], needed: str) -> str | None:
-    """None when ``shape`` is 2-D with the layer's size where ``fixed`` has one; else what it must be."""
-    if len(shape) == 2 and all(want is None or size == want for size, want in zip(shape, fixed, strict=True)):
-        return None
-    flipped = len(shape) == 2 and all(want is None or size == want for size, want in zip(shape, fixed[::-1],
-                                                                                           strict=True))
-    return needed + (" (it looks transposed: swap its two dimensions)" if flipped else "")
-
-
 @pytest.mark.parametrize("space_name", SPACES)
 @PROPERTY
 @given(case=cases())
