@@ -1,6 +1,6 @@
 """Adapter files at the edges of what they hold: a seed past 16 bits, sizes no model bounds, a huge header length,
 a layer entry with extra values, layers out of name order, what a re-save keeps, files with no metadata, a header
-cut by a few bytes.
+cut by a few bytes, a per-layer scale in a file whose layer names lose a wrapper's prefix.
 
 Each test here was written for a mutant of review DF's audit (/work/runs/r55/review-DF.md) that the rest of the
 suite let through, and fails on it: each guards a promise a user relies on that no other test reached.
@@ -169,3 +169,34 @@ def test_another_tools_embedding_of_emb_params_alone_is_named_a_textual_inversio
     save_file({"emb_params": torch.zeros(2, 768)}, str(path))
     with pytest.raises(AdapterFileError, match=r"this is a Textual Inversion embedding \(a1111 format\), not a lowdim"):
         lowdim.read_adapter(path)
+
+
+class OldDataParallel(nn.Module):
+    """Names its model's layers ``module.0``, ``module.2`` as nn.DataParallel did when an older lowdim saved through
+    one, so today's lowdim writes what that one wrote."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def test_a_per_layer_scale_in_a_file_saved_through_a_wrapper_is_kept_when_its_names_lose_the_prefix(
+        tmp_path: Path) -> None:
+    # The load renames the file's layers from 'module.2' to '2'; a scale left under the old name would load the layer
+    # at full strength, with no error.
+    wrapped = OldDataParallel(small_model())
+    adapters = lowdim.inject(wrapped, lowdim.get_space("lidb", a=6, b=5), ["module.0", "module.2"], seed=11)
+    with torch.no_grad():
+        for param in adapters.parameters("default"):
+            param.copy_(torch.randn_like(param))
+    adapters.set_scale("default", 0.5, layers="module.2")
+    path = lowdim.save_adapter(tmp_path / "old.safetensors", wrapped)
+    assert lowdim.read_adapter(path).scales["module.2"] == 0.5
+    fresh = small_model()
+    lowdim.load_adapter(path, fresh)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), wrapped(x))
