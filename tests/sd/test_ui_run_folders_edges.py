@@ -1,6 +1,7 @@
 """The edges of ``lowdim ui --out``'s run folders that review DH found unpinned: a run name the file system refuses
 (too long), the start line's cut of damaged runs, the count of kept runs, a folder that holds no run, an empty
-pick, the age a refusal names and the preview download's name."""
+pick, the age a refusal names, the preview download's name, a run name's seconds and the hypernetwork box of a
+server model lowdim cannot resolve."""
 
 from __future__ import annotations
 
@@ -154,3 +155,37 @@ def test_the_preview_download_is_named_after_the_run_as_a_preview(tmp_path):
     assert downloads["lowdim adapter"].name == "20260101-120000-face.lowdim.safetensors"
     assert json.loads((folder / RUN_FILE).read_text())["downloads"]["preview"] == (
         "downloads/20260101-120000-face.preview.png")
+
+
+
+# Review DH's dropped mutants that survived (FFD) ------------------------------------------------------------------
+
+def test_two_runs_a_few_seconds_apart_get_names_that_differ_by_their_second(tmp_path, monkeypatch):
+    """The stamp has seconds, from the clock as it is: a run in the same minute as another is no '-2' of it."""
+    import time
+
+    from lowdim_sd.ui import run_folders
+
+    def clock_at(second: int) -> types.SimpleNamespace:
+        at = time.struct_time((2026, 1, 1, 12, 0, second, 3, 1, 0))
+        return types.SimpleNamespace(strftime=lambda fmt: time.strftime(fmt, at))
+
+    monkeypatch.setattr(run_folders, "time", clock_at(5))
+    first = run_folders.claim_run_name(tmp_path, Path("me.png"))
+    monkeypatch.setattr(run_folders, "time", clock_at(9))
+    assert (first, run_folders.claim_run_name(tmp_path, Path("me.png"))) == (
+        "20260101-120005-me", "20260101-120009-me")
+
+
+def test_a_server_model_lowdim_cannot_resolve_gets_the_hypernetwork_box_cleared_and_locked(tmp_path, monkeypatch):
+    """With LOWDIM_NO_PLUGINS set a bare word is an unknown model (sd_backend raises): it ships no hypernetwork,
+    so the page does not offer to start from one, nor a run claim it could have."""
+    from lowdim_sd.ui.page import build_page
+    from lowdim_sd.ui.studio import ships_a_hypernet
+
+    monkeypatch.setenv("LOWDIM_NO_PLUGINS", "1")
+    assert ships_a_hypernet("faces-v9") is False
+    page = build_page(Studio(StudioConfig(model="faces-v9", out=tmp_path / "ui")))
+    box = next(block for block in page.blocks.values() if getattr(block, "elem_id", None) == "use-hyper")
+    assert (box.value, box.interactive) == (False, False)
+    assert box.info.startswith("faces-v9 ships no hypernetwork")
