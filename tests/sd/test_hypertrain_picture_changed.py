@@ -25,9 +25,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def replace_with_another(picture, faces):
-    """``picture`` rewritten in place with another identity's bytes, as an editor (or ``cp``) would."""
+    """``picture`` replaced with another identity's bytes, written aside and renamed over it as an editor saves: a
+    DataLoader worker prefetching the next batch meets the old picture or the new one, never a half-written file
+    (``cp``'s truncate-then-write, read in between, is "not a readable image": right, but not this test's case)."""
     other = next(path for path in sorted(faces.glob("*.png")) if path != picture)
-    shutil.copy(other, picture)
+    aside = picture.with_name(f".{picture.name}.new")
+    shutil.copy(other, aside)
+    os.replace(aside, picture)
 
 
 def checked_dataset(weights) -> WeightDataset:
