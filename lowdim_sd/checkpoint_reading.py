@@ -131,8 +131,8 @@ def cut_checkpoint(path: Path, cut: str) -> LowdimError:
         older = [done for done in steps[:steps.index(folder)] if (done / "state.json").is_file()] \
             if folder in steps else []
     then = (f"delete the checkpoint folder {folder.name} to resume from {older[-1].name}" if older else
-            f"delete the checkpoint folder {folder.name}: the run keeps no older checkpoint, so a resume starts "
-            f"again from step 0")
+            f"delete the checkpoint folder {folder.name}: the run keeps no older checkpoint, so a stopped run "
+            f"starts again from step 0 (a finished one, its output written, runs again with --overwrite)")
     return LowdimError(f"{path}: {cut}: this checkpoint was not written whole (a save or a copy stopped part way); "
                        f"{then}")
 
