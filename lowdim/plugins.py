@@ -169,10 +169,15 @@ def hook_signature_problem(manager: pluggy.PluginManager, plugin: object) -> tup
     """("package/module.py:LINE" or None, what is wrong) for a hook whose parameters are not its hookspec's.
     lowdim calls each hook with its arguments by name (``register=...``), so ``register_spaces(reg)`` could never
     be called: pluggy refuses it in three lines of its own, and one that takes no parameter fails on every call."""
-    for hook in sorted(name for name in dir(hookspecs) if name.startswith("register_")):
-        function = getattr(plugin, hook, None)
-        if not callable(function) or manager.parse_hookimpl_opts(plugin, hook) is None:
+    specs = {name for name in dir(hookspecs) if name.startswith("register_")}
+    for attribute in sorted(dir(plugin)):
+        opts = manager.parse_hookimpl_opts(plugin, attribute)  # every name, as pluggy's register reads them
+        if opts is None:
             continue
+        hook = opts.get("specname") or attribute  # @hookimpl(specname=...) implements another name's spec
+        function = getattr(plugin, attribute, None)
+        if hook not in specs or not callable(function):
+            continue  # not a hook of lowdim's (a misspelt one is warned about after registering)
         wanted = list(getattr(manager.hook, hook).spec.argnames)
         try:
             parameters = inspect.signature(function).parameters.values()
@@ -182,7 +187,8 @@ def hook_signature_problem(manager: pluggy.PluginManager, plugin: object) -> tup
             continue
         shown = ", ".join(f"`{w}`" for w in wanted)
         one = f"one parameter named {shown}" if len(wanted) == 1 else f"the parameters {shown}"
-        return (_defined_at(function), f"hook {hook}({', '.join(p.name for p in parameters)}) must take {one} "
+        named = hook if attribute == hook else f"{attribute} (specname {hook})"
+        return (_defined_at(function), f"hook {named}({', '.join(p.name for p in parameters)}) must take {one} "
                                       f"(lowdim passes {'it' if len(wanted) == 1 else 'them'} by name)")
     return None
 

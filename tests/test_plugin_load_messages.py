@@ -125,3 +125,34 @@ def test_a_register_call_with_the_wrong_arguments_names_register_and_what_it_tak
     [said] = [str(w.message) for w in caught]
     assert f"raised in {hook} and was skipped: TypeError: register() in {hook} takes {takes} per call" in said
     assert "_check_space" not in said and "positional argument" not in said
+
+
+SPECNAME_HOOK = textwrap.dedent('''
+    from lowdim.hookspecs import hookimpl
+    from test_plugins import ScalarSpace
+
+
+    @hookimpl(specname="register_spaces")
+    def {function}({parameters}):
+        {body}
+''').lstrip()
+
+
+def test_a_hook_named_by_specname_is_checked_against_the_spec_it_implements(installed):
+    # Its function's name is another hook's (register_commands takes `cli`): judged by that name, a valid plugin
+    # was refused as a whole.
+    installed("load_msg_specname", "lowdim-specplug", "specplug",
+              SPECNAME_HOOK.format(function="register_commands", parameters="register", body="register(ScalarSpace)"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = lowdim.Registry.from_plugins(["lowdim.spaces.builtin"], load_entry_points=True)
+    assert ScalarSpace.name in built.spaces
+    assert [str(w.message) for w in caught if "lowdim-specplug" in str(w.message)] == []
+
+
+def test_a_hook_named_by_specname_with_the_wrong_parameter_names_both_names(installed):
+    installed("load_msg_specname_bad", "lowdim-specbad", "specbad",
+              SPECNAME_HOOK.format(function="my_spaces", parameters="reg", body="pass"))
+    said = ("plugin package lowdim-specbad (load_msg_specname_bad/__init__.py:6): hook my_spaces (specname "
+            "register_spaces)(reg) must take one parameter named `register` (lowdim passes it by name)")
+    assert plugin_warnings("lowdim-specbad") == [said]
