@@ -57,6 +57,7 @@ from lowdim.filecheck import (
 )
 from lowdim.foreign_files import describe_foreign, fix_for, not_ours
 from lowdim.given_folder import folder_line
+from lowdim.inject.adding import add_loaded
 from lowdim.inject.layer import AdapterLayer
 from lowdim.inject.manager import AdapterInfo, Adapters, LayerTensors
 from lowdim.inject.parallel import inner_model
@@ -365,7 +366,7 @@ def load_adapter(
     name = name or (stored if isinstance(stored, str) and stored.isidentifier() else "default")
     refuse_meta_layers(adapters.model, adapter.layers, adapter.path)
     targets = exact_layers(adapter.metadata.get("layer_set", "file"), [layer.name for layer in adapter.layers])
-    info = adapters.add(name, adapter.space, targets, seed=adapter.seed, scale=scale)
+    info = add_loaded(adapters, name, adapter.space, targets, seed=adapter.seed, scale=scale)
     try:  # all or nothing: a load that fails leaves no half-filled adapter behind to block the next try
         _fill(adapters, name, info, adapter, scale, verify_bases)
     except BaseException:

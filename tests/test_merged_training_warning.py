@@ -153,3 +153,57 @@ def test_no_warning_while_compiling():
         warnings.simplefilter("always")
         compiled(torch.randn(5, 8))
     assert _lowdim_warnings(caught) == []
+
+
+def _train(model: nn.Module, params: list[torch.nn.Parameter], steps: int = 2) -> list[warnings.WarningMessage]:
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(steps):
+            model(torch.randn(5, 8)).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return _lowdim_warnings(caught)
+
+
+def _style_merged_then_me(me_layers: list[str]) -> tuple[nn.Sequential, lowdim.Adapters]:
+    """HyperDreamBooth §4.3 by hand: merge one adapter on purpose (the predicted weights), then add a new one."""
+    model = _model()
+    adapters = lowdim.inject(model, lowdim.get_space("lora", rank=2, init="gaussian"), ["0", "2"], name="style",
+                             seed=0)
+    adapters.merge("style")
+    adapters.add("me", lowdim.get_space("lora", rank=2), me_layers, seed=1)
+    return model, adapters
+
+
+def test_training_a_new_adapter_beside_a_merged_one_does_not_warn_and_trains():
+    model, adapters = _style_merged_then_me(["0", "2"])
+    before = [p.detach().clone() for p in adapters.parameters("me")]
+    assert _train(model, adapters.parameters("me")) == []
+    assert any(not torch.equal(a, b) for a, b in zip(before, adapters.parameters("me"), strict=True))
+
+
+def test_merging_the_one_being_trained_too_warns_for_both():
+    model, adapters = _style_merged_then_me(["0", "2"])
+    assert _forwards(model) == []
+    adapters.merge("me")
+    said = sorted(str(w.message).split(" is merged")[0] for w in _forwards(model))
+    assert said == ["adapter 'me'", "adapter 'style'"]
+
+
+def test_a_layer_where_the_merged_adapter_is_alone_still_warns():
+    model, _ = _style_merged_then_me(["0"])  # layer 2 has only the merged 'style': nothing trains there
+    said = _forwards(model)
+    assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
+
+
+@pytest.mark.parametrize("idle", ["disabled", "frozen"])
+def test_another_adapter_that_trains_nothing_does_not_silence_it(idle):
+    model, adapters = _style_merged_then_me(["0", "2"])
+    if idle == "disabled":
+        adapters.disable("me")
+    else:
+        for param in adapters.parameters("me"):
+            param.requires_grad_(False)
+    said = _forwards(model)
+    assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")

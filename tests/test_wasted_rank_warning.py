@@ -75,3 +75,19 @@ def test_the_wasted_params_are_still_made_and_train():
         adapters = lowdim.inject(model, lowdim.get_space("lora", rank=64), ["0"], seed=0)
     assert sum(p.numel() for p in adapters.parameters()) == 64 * (32 + 32)
     model(torch.randn(2, 32)).sum().backward()
+
+
+def test_loading_a_file_whose_rank_exceeds_the_layer_does_not_warn(tmp_path, caplog):
+    """Whoever loads a file did not choose its rank: advice about the optimizer is not theirs to follow."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trained = lowdim.inject(_narrow(), lowdim.get_space("lora", rank=64), ["*"], seed=0)
+    path = tmp_path / "r64.safetensors"
+    lowdim.save_adapter(path, trained)
+    with caplog.at_level(logging.INFO, logger="lowdim"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = lowdim.load_adapter(path, _narrow())
+    assert [str(w.message) for w in caught] == []
+    assert len(info.notes) == 1 and "rank=64 exceeds 0's 32x32" in info.notes[0]  # still told where asked
+    assert any("rank=64 exceeds" in record.getMessage() and record.levelno == logging.INFO
+               for record in caplog.records)

@@ -21,6 +21,7 @@ from lowdim.errors import LowdimError
 from lowdim.filecheck import check_savable_names
 from lowdim.inject import guards
 from lowdim.inject.guards import check_scale
+from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.parallel import refuse_adding_through_ddp
 from lowdim.inject.select import LayerSet, select_layers, user_stacklevel
@@ -42,8 +43,11 @@ log = logging.getLogger("lowdim")
 
 
 def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | Sequence[str], *, seed: int,
-        scale: float, batch: int | None, device: torch.device | str | None, dropout: float) -> AdapterInfo:
-    """``Adapters.add`` on the view ``adapters``: the keywords are the method's."""
+        scale: float, batch: int | None, device: torch.device | str | None, dropout: float,
+        rank_chosen: bool = True) -> AdapterInfo:
+    """``Adapters.add`` on the view ``adapters``: the keywords are the method's. ``rank_chosen`` is False where
+    a file's shapes are loaded (``load_adapter``): a rank above a layer's is then noted, not warned about, as its
+    advice (a lower rank) is for whoever chose it."""
     if not isinstance(name, str) or not name.isidentifier():
         raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
     if name in adapters._infos:
@@ -74,7 +78,6 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
     # a layer the space refuses must not leave half an adapter behind.
     slots = []
     wasted: list[str] = []  # one note per layer whose rank exceeds what the layer holds
-    clamped: list[str] = []  # one per layer with any other note (a dimension clamped to fit): nothing wasted
     for index, (layer_name, module) in enumerate(chosen):
         layer = _spec(layer_name, module)
         slot = _new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
@@ -84,22 +87,28 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
         info.layers.append(layer)
         if note := space.describe(layer):
             info.notes.append(note)
-            wasting, other = notes_by_kind(space, layer)
-            wasted.extend(wasting[:1])
-            clamped.extend(other[:1])
+            wasted.extend(notes_by_kind(space, layer)[0][:1])
     holders = module_holders(adapters.model)
     for layer_name, _, slot in slots:
         wrap(adapters.model, layer_name, holders).slots[name] = slot
     guard_loads(adapters.model)
-    if wasted:  # trained and saved for nothing: said where a Python user sees it, not only in a log
+    if wasted and rank_chosen:  # trained and saved for nothing: said where a Python user sees it, not only in a log
         count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"
         warnings.warn(f"adapter '{name}': on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
                       f"optimizer trains those extra params and the file stores them all the same: a lower rank "
                       f"saves both", stacklevel=user_stacklevel())
-    if clamped:
-        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(clamped), clamped[0])
+    if info.notes:
+        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
     adapters._infos[name] = info
     return info
+
+
+@makes_normal_tensors  # as Adapters.add
+def add_loaded(adapters: Adapters, name: str, space: Space, targets: LayerSet, *, seed: int,
+               scale: float) -> AdapterInfo:
+    """``add`` for ``load_adapter``: the file's rank, which whoever loads it did not choose."""
+    return add(adapters, name, space, targets, seed=seed, scale=scale, batch=None, device=None, dropout=0.0,
+               rank_chosen=False)
 
 
 def adjusted_notes(info: AdapterInfo) -> list[str]:

@@ -141,7 +141,7 @@ class AdapterLayer(nn.Module):
             factors = slot.call_factors(x.dtype, compiling=compiling)
             if factors is None:
                 if slot.merged_notice is not None:
-                    _warn_if_training(slot.merged_notice, self.training, compiling)
+                    _warn_if_training(slot.merged_notice, self, compiling)
                 continue
             scale = slot.scale
             if compiling:
@@ -163,7 +163,7 @@ class AdapterLayer(nn.Module):
             factors = slot.live_factors() if self.is_embedding else slot.call_factors(x.dtype, compiling=compiling)
             if factors is None:
                 if slot.merged_notice is not None:
-                    _warn_if_training(slot.merged_notice, self.training, compiling)
+                    _warn_if_training(slot.merged_notice, self, compiling)
                 continue
             scale = slot.scale
             if compiling:
@@ -203,14 +203,23 @@ class AdapterLayer(nn.Module):
             weight.add_(delta)
 
 
-def _warn_if_training(notice: MergedNotice, training: bool, compiling: bool) -> None:
-    """Once per merged adapter, where a forward could be a training step: torch's own error at backward() ("does
-    not require grad") names neither lowdim nor the merge. Evaluating (no grad, or eval mode) is what merge is for."""
-    if compiling or notice.given or not training or not torch.is_grad_enabled():
+def _warn_if_training(notice: MergedNotice, layer: AdapterLayer, compiling: bool) -> None:
+    """Once per merged adapter, where a forward could be a training step with nothing to train on ``layer``: torch's
+    own error at backward() ("does not require grad") names neither lowdim nor the merge. Evaluating (no grad, or
+    eval mode) is what merge is for, and so is training another adapter over a merged one (HyperDreamBooth §4.3)."""
+    if compiling or notice.given or not layer.training or not torch.is_grad_enabled() or _trains_a_slot(layer):
         return
     notice.given = True
     warnings.warn(f"adapter '{notice.adapter}' is merged into the model's weights: its params get no gradient; "
                   f"unmerge it before training", stacklevel=_caller_stacklevel())
+
+
+def _trains_a_slot(layer: AdapterLayer) -> bool:
+    """Whether a slot of ``layer`` that the forward adds (neither merged nor disabled) has a tensor that requires
+    grad: its own param, or an override computed from trained tensors."""
+    return any(slot.enabled and slot.merged_scale is None
+               and any(tensor.requires_grad for tensor in slot.tensors().values())
+               for slot in layer.slots.values())
 
 
 _LOWDIM_AND_TORCH = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,

@@ -54,8 +54,9 @@ class AdapterParams(nn.ParameterDict):
 
 class MergedNotice:
     """Set by ``merge`` on every slot of the adapter it folds in, one object for all of them: the first forward
-    that could be training (grad on, layer in training mode) warns that the merged params get no gradient, once
-    for the adapter, not once a layer. Read only where the forward skips a slot, so unmerged forwards pay nothing."""
+    that could be training (grad on, layer in training mode, no other live slot of the layer trains) warns that the
+    merged params get no gradient, once for the adapter, not once a layer. Read only where the forward skips a
+    slot, so unmerged forwards pay nothing."""
 
     def __init__(self, adapter: str) -> None:
         self.adapter = adapter
