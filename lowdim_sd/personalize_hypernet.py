@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
-from lowdim.hyper.storage import HypernetFile, read_hypernet
+from lowdim.hyper.storage import HypernetFile, _differences, _same_model, read_hypernet  # load_hypernet's words
 from lowdim.inject import LayerSet, covers
 from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd.defaults import SCRATCH_STEPS
+from lowdim_sd.hypernet_folders import refuse_a_folder_without_one
+from lowdim_sd.model_names import canonical_model, name_and_source
 from lowdim_sd.modes import resolve_layers
 from lowdim_sd.personalize_checks import named, switch
 
@@ -38,10 +40,13 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     nothing is an error, and a warning before it would only mislead.
     """
     if job.hypernet is not None:
+        refuse_a_folder_without_one(job.hypernet)
         if job.no_hyper:  # it keeps the file's recipe (the paper's ablation): the file must still be a hypernetwork
             _checked_only(job.hypernet)
             return True, None, ""
-        return True, read_hypernet(job.hypernet), ""
+        given = read_hypernet(job.hypernet)
+        check_header_fits(job.model, given, space, layers)
+        return True, given, ""
     path = default_hypernet(backend)
     if path is None or (job.no_hyper and job.steps is not None):
         return False, None, ""
@@ -59,6 +64,20 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
     return False, None, (f"{unfit}: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
                          f"trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
+
+
+def check_header_fits(model: str, hypernet: HypernetFile, space: Space, layers: LayerSet) -> None:
+    """What ``load_hypernet`` compares that the file's header tells without the model: the model it was made for,
+    its space and options, its layer set; refused in load_hypernet's words before a model load of seconds (minutes
+    and a download for SD1.5). The layer list needs the model's modules: predict_initial compares it after the load.
+    """
+    own = hypernet.made_for[2] if predicts_layers(hypernet, layers) else layers.name  # as predict_initial loads it
+    recorded = canonical_model(model)
+    if not _same_model(recorded, hypernet.stored["model"]):
+        name_and_source(model)  # a misspelt --model is told as such (as the load would), not as another model
+    differences = _differences(hypernet.stored, model=recorded, space=space, layer_set=own, layers=None, encoder=None)
+    if differences:
+        raise LowdimError(f"{hypernet.path} does not fit the requested target: {'; '.join(differences)}")
 
 
 def _not_asked(made_for: tuple, space: Space, layers: LayerSet) -> str:
