@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -15,8 +15,11 @@ from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import Device, typed_options
 
+if TYPE_CHECKING:
+    from lowdim_sd.eval.report import EvalReport
+
 MAX_NOTES_SHOWN = 10
-DEFAULT_METRICS = "face-rec,dino,clip-i,clip-t"
+DEFAULT_METRICS = "face-rec,dino,clip-i,clip-t"  # for pictures of a model with no metrics of its own
 
 
 def metric_options(pairs: list[str], dino_model: str | None, clip_model: str | None,
@@ -133,9 +136,11 @@ def eval_(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(
         metavar="FOLDER", help="Folder of generated images with a prompts.json or prompts.csv.")],
-    metrics: Annotated[str, typer.Option(
+    metrics: Annotated[str | None, typer.Option(
         help="Comma list of registered metrics: face-rec, dino, clip-i, clip-t (the paper's four), "
-             "tinyfaces-identity, tinyfaces-style, tinyfaces-image, or a plugin's.")] = DEFAULT_METRICS,
+             "tinyfaces-identity, tinyfaces-style, tinyfaces-image, or a plugin's. Default: the metrics of "
+             "the model prompts.json records (TinyFaces' own for its pictures), else " + DEFAULT_METRICS + ".",
+        show_default=False)] = None,
     references: Annotated[list[Path] | None, typer.Option(
         "--references", "-r",
         help="Reference image(s) or folder (repeatable); replace the prompts file's. Each must be an image.")] = None,
@@ -179,11 +184,12 @@ def eval_(
     """
     from lowdim.errors import LowdimError
     from lowdim_sd.devices import resolve_device
-    from lowdim_sd.eval.job import EvalJob, nothing_scored, parse_metric_names, run_eval
+    from lowdim_sd.eval.job import EvalJob, nothing_scored, recorded_model, run_eval
     from lowdim_sd.eval.report import write_report
     from lowdim_sd.runs import check_folder_target
 
-    names = parse_metric_names(metrics)
+    model = recorded_model(folder)
+    names = metric_names_for(metrics, model)
     typed = typed_options(ctx)
     margin = crop_margin_given(crop_margin, margin, typed)
     check_crop_flags(crop, crop_size, margin, typed)
@@ -198,12 +204,53 @@ def eval_(
     with progress_bar(progress) as bar:
         report = run_eval(job, bar)
     print_report(report)
+    failure = nothing_scored(report, names)
+    for line in [] if failure is not None else missed_everything(report, model, names):
+        out.print(f"[yellow]Warning:[/] {user_text(line)}", highlight=False)
     if out_dir is not None:
         for path in write_report(report, out_dir):
             out.print(f"wrote {user_text(path, 'bold')}")
-    failure = nothing_scored(report, names)
     if failure is not None:  # a table of dashes is no result: a script must not take it for one
-        raise LowdimError(failure)
+        raise LowdimError(failure if model is None else f"{failure}; prompts.json says {model} drew them")
+
+
+def metric_names_for(typed: str | None, model: str | None) -> tuple[str, ...]:
+    """--metrics as typed; without it, the metrics that can read the pictures of the model that drew them
+    (said in a line when they are not the paper's four, so the table's columns are no surprise)."""
+    from lowdim_sd.eval.job import model_metrics, parse_metric_names
+
+    if typed is not None:
+        return parse_metric_names(typed)
+    names = model_metrics(model)
+    if names != parse_metric_names(DEFAULT_METRICS):
+        out.print(f"metrics: {','.join(names)} (those for {user_text(str(model))}, which prompts.json says drew "
+                  f"these pictures; --metrics chooses others)", highlight=False)
+    return names
+
+
+def missed_everything(report: EvalReport, model: str | None, requested: tuple[str, ...]) -> list[str]:
+    """A line for each metric that scored none of the pictures (a null mean beside other metrics' scores): why,
+    as far as can be told (pictures too small for it, the model that drew them), and the metrics that read them."""
+    from lowdim_sd.eval.job import SMALL_SIDE, model_metrics
+
+    count = len(report.images)
+    side = report.smallest_side
+    small = side is not None and side <= SMALL_SIDE
+    own = model_metrics(model) if model is not None else ()
+    lines = []
+    for result in report.results:
+        summary = result.summary
+        if not count or summary.scored or summary.misses + summary.not_asked < count or not summary.misses:
+            continue
+        line = f"{result.column} found nothing to score in any of the {count} picture(s)"
+        if small or model is not None:
+            said = [f"they are {side} px"] if small else []
+            said += [f"drawn by {model} (prompts.json)"] if model is not None else []
+            line += ": " + ", ".join(said) + (", too small for it" if small else "")
+        if own and not set(own) & set(requested):
+            line += f"; score them with --metrics {','.join(own)}"
+        lines.append(line + ("" if small else "; the notes above say why"))
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -128,6 +128,35 @@ TINYFACES_METRICS = ("tinyfaces-identity", "tinyfaces-style", "tinyfaces-image")
 SMALL_SIDE = 64  # px: images this small are TinyFaces', which the paper's metrics (face detector, ViTs) can't read
 
 
+def recorded_model(folder: Path) -> str | None:
+    """The model ``lowdim generate`` recorded as having drawn ``folder``'s pictures (prompts.json's
+    ``settings.model``); None for a prompts file made by hand, or one that can't be read (scoring says why)."""
+    from lowdim import json_text
+
+    try:
+        record = json_text.loads((Path(folder) / "prompts.json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    settings = record.get("settings") if isinstance(record, dict) else None
+    model = settings.get("model") if isinstance(settings, dict) else None
+    return model if isinstance(model, str) and model.strip() else None
+
+
+def model_metrics(model: str | None) -> tuple[str, ...]:
+    """The metrics that can read ``model``'s pictures: TinyFaces' own for its 32 px ones (the paper's face detector
+    and ViTs find nothing in them), else the paper's four; an unknown or unregistered model gets the paper's."""
+    from lowdim_sd.registered_models import sd_backend
+
+    try:
+        backend = sd_backend(model) if model is not None else None
+    except LowdimError:  # a model this install lacks: the pictures are still there to score
+        backend = None
+    tiny = backend is not None and backend.name.startswith("tinyfaces")
+    if tiny and set(TINYFACES_METRICS) <= set(get_registry().metrics):
+        return TINYFACES_METRICS
+    return tuple(PAPER_METRICS)
+
+
 def nothing_scored(report: EvalReport, requested: tuple[str, ...]) -> str | None:
     """The error line when no metric scored a single image (None when any did), with the likely fix."""
     if any(result.summary.scored for result in report.results):

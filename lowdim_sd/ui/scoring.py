@@ -110,18 +110,8 @@ def metric_names(box: str, model: str) -> tuple[str, ...]:
 
 
 def metrics_for(model: str) -> tuple[str, ...]:
-    """The Evaluate tab's metrics for the model the page serves: TinyFaces' own for its 32 px pictures, which
-    the paper's (a face detector and ViTs that need the hub) cannot read; else the paper's four."""
-    from lowdim.registry import get_registry
-    from lowdim_sd.eval.job import TINYFACES_METRICS
-    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
-    from lowdim_sd.registered_models import sd_backend
+    """The Evaluate tab's metrics for the model the page serves, as `lowdim eval` picks them for a folder's
+    recorded model: TinyFaces' own for its 32 px pictures, else the paper's four."""
+    from lowdim_sd.eval.job import model_metrics
 
-    try:
-        backend = sd_backend(model)  # a name, an alias, or the registered model's own folder
-    except LowdimError:  # no SD model: the page's jobs say so, the metrics need not
-        backend = None
-    tiny = backend is not None and backend.name.startswith("tinyfaces")
-    if tiny and set(TINYFACES_METRICS) <= set(get_registry().metrics):
-        return TINYFACES_METRICS
-    return tuple(PAPER_METRICS)
+    return model_metrics(model)
