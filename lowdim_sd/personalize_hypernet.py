@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
-from lowdim.hyper.storage import HypernetFile, _differences, _same_model, read_hypernet  # load_hypernet's words
+from lowdim.hyper.storage import HypernetFile, read_hypernet, same_model, target_differences  # load_hypernet's words
 from lowdim.inject import LayerSet, covers
 from lowdim.option_words import either
 from lowdim.spaces.base import Space
@@ -73,9 +73,10 @@ def check_header_fits(model: str, hypernet: HypernetFile, space: Space, layers: 
     """
     own = hypernet.made_for[2] if predicts_layers(hypernet, layers) else layers.name  # as predict_initial loads it
     recorded = canonical_model(model)
-    if not _same_model(recorded, hypernet.stored["model"]):
+    if not same_model(recorded, hypernet.stored["model"]):
         name_and_source(model)  # a misspelt --model is told as such (as the load would), not as another model
-    differences = _differences(hypernet.stored, model=recorded, space=space, layer_set=own, layers=None, encoder=None)
+    differences = target_differences(hypernet.stored, model=recorded, space=space, layer_set=own, layers=None,
+                                     encoder=None)
     if differences:
         raise LowdimError(f"{hypernet.path} does not fit the requested target: {'; '.join(differences)}")
 

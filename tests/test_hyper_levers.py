@@ -292,7 +292,7 @@ def test_a_float16_bank_halves_the_stored_values_and_predicts_within_fp16_roundi
         predicted = loaded(stored[[1, 3, 0, 2]])
     assert {value.dtype for params in predicted.values() for value in params.values()} == {torch.float32}
     assert_rows(predicted, targets, [1, 3, 0, 2], rtol=1e-3, atol=1e-4)
-    with pytest.raises(LowdimError, match="bank_dtype must be one of"):
+    with pytest.raises(LowdimError, match=r"^HyperConfig\(bank_dtype=\.\.\.\) must be one of"):
         HyperConfig(architecture="retrieval", bank_size=1, bank_dtype="int8").validate()
 
 

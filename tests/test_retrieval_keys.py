@@ -124,7 +124,7 @@ def test_a_keyed_bank_reads_the_pooled_grid_and_round_trips_with_its_projection(
     with torch.no_grad():
         again = loaded(stored[[2, 0]])
     assert_rows(again, targets, [2, 0])  # every layer of every shape group: its own stored θ
-    with pytest.raises(LowdimError, match="key_dim must be an integer >= 0"):
+    with pytest.raises(LowdimError, match=r"^HyperConfig\(key_dim=\.\.\.\) must be an integer >= 0"):
         HyperConfig(architecture="retrieval", bank_size=1, key_dim=-1).validate()
 
 

@@ -7,11 +7,23 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lowdim import json_text
+from lowdim.option_words import option as option_name
 from lowdim.spaces.base import SpaceConfig, option, require
 
 GROUPINGS = ("shape", "layer")
 NORMALIZATIONS = ("auto", "none", "imagenet")
 BANK_DTYPES = ("float32", "float16")
+# The options `lowdim train-hypernet` has a flag of its own for; any other it takes as --set KEY=VALUE. The same
+# table as lowdim_sd.hypertrain_words.HYPER_FLAGS (a test holds them equal): the core imports no lowdim_sd.
+COMMAND_FLAGS = {"encoder": "--encoder", "encoder_config": "--encoder-config", "iterations": "--iterations",
+                 "width": "--width", "decoder_layers": "--decoder-layers", "attention_heads": "--heads",
+                 "freeze_encoder": "--freeze-encoder", "standardize": "--standardize"}
+
+
+def named(field: str) -> str:
+    """A HyperConfig option as its reader gave it: train-hypernet's flag under the ``lowdim`` command (``--heads``,
+    ``--set dropout`` for one without a flag of its own), ``HyperConfig(attention_heads=...)`` from Python."""
+    return option_name(field, "HyperConfig", COMMAND_FLAGS.get(field, f"--set {field}"))
 
 
 class TransformersConfig(Protocol):
@@ -78,35 +90,36 @@ class HyperConfig(SpaceConfig):
     def validate(self) -> None:
         for name in ("width", "decoder_layers", "attention_heads", "iterations"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, f"hyper: {name} must be an integer >= 1, got {value!r}")
+            require(isinstance(value, int) and value >= 1, f"{named(name)} must be an integer >= 1, got {value!r}")
         require(self.width % self.attention_heads == 0,
-                f"hyper: attention_heads ({self.attention_heads}) must divide width ({self.width})")
+                f"{named('attention_heads')} ({self.attention_heads}) must divide {named('width')} ({self.width})")
         require(self.feedforward is None or (isinstance(self.feedforward, int) and self.feedforward >= 1),
-                f"hyper: feedforward must be None or an integer >= 1, got {self.feedforward!r}")
-        require(0.0 <= self.dropout < 1.0, f"hyper: dropout must be in [0, 1), got {self.dropout!r}")
-        require(self.head_init_scale >= 0, f"hyper: head_init_scale must be >= 0, got {self.head_init_scale!r}")
-        require(self.encoder_normalize in NORMALIZATIONS,
-                f"hyper: encoder_normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.encoder_normalize!r}")
+                f"{named('feedforward')} must be None or an integer >= 1, got {self.feedforward!r}")
+        require(0.0 <= self.dropout < 1.0, f"{named('dropout')} must be in [0, 1), got {self.dropout!r}")
+        require(self.head_init_scale >= 0, f"{named('head_init_scale')} must be >= 0, got {self.head_init_scale!r}")
+        require(self.encoder_normalize in NORMALIZATIONS, f"{named('encoder_normalize')} must be one of "
+                f"{', '.join(NORMALIZATIONS)}, got {self.encoder_normalize!r}")
         require(self.encoder_input_size is None or (isinstance(self.encoder_input_size, int)
                                                     and 8 <= self.encoder_input_size <= 1024),
-                f"hyper: encoder_input_size must be None or an integer in [8, 1024], got {self.encoder_input_size!r}")
+                f"{named('encoder_input_size')} must be None or an integer in [8, 1024], "
+                f"got {self.encoder_input_size!r}")
         require(isinstance(self.bank_size, int) and self.bank_size >= 0,
-                f"hyper: bank_size must be an integer >= 0, got {self.bank_size!r}")
+                f"{named('bank_size')} must be an integer >= 0, got {self.bank_size!r}")
         require(self.bank_dtype in BANK_DTYPES,
-                f"hyper: bank_dtype must be one of {', '.join(BANK_DTYPES)}, got {self.bank_dtype!r}")
+                f"{named('bank_dtype')} must be one of {', '.join(BANK_DTYPES)}, got {self.bank_dtype!r}")
         for name in ("key_dim", "key_hidden"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0, f"hyper: {name} must be an integer >= 0, got {value!r}")
+            require(isinstance(value, int) and value >= 0, f"{named(name)} must be an integer >= 0, got {value!r}")
         require(isinstance(self.encoder_pool, int) and 0 <= self.encoder_pool <= 64,
-                f"hyper: encoder_pool must be an integer in [0, 64], got {self.encoder_pool!r}")
+                f"{named('encoder_pool')} must be an integer in [0, 64], got {self.encoder_pool!r}")
         for name in ("head_grouping", "token_grouping"):
             value = getattr(self, name)
-            require(value in GROUPINGS, f"hyper: {name} must be one of {', '.join(GROUPINGS)}, got {value!r}")
+            require(value in GROUPINGS, f"{named(name)} must be one of {', '.join(GROUPINGS)}, got {value!r}")
         require(bool(self.encoder) or self.encoder_config is not None,
-                "hyper: give an encoder hub id or an encoder_config")
+                f"give {named('encoder')} (a hub id) or {named('encoder_config')}")
         encoder_config = normalize_encoder_config(self.encoder_config)  # a dict already, unless set since
         require(encoder_config is None or "model_type" in encoder_config,
-                "hyper: encoder_config needs a 'model_type' (e.g. 'vit', 'clip_vision_model', 'dinov2')")
+                f"{named('encoder_config')} needs a 'model_type' (e.g. 'vit', 'clip_vision_model', 'dinov2')")
 
 
 def normalize_encoder_config(config: Any) -> dict[str, Any] | None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 FORMAT = "lowdim.hypernet"
 FORMAT_VERSION = "1"
 BACKBONE = "encoder.backbone."
+DEFAULT_ENCODER = HyperConfig().encoder  # a label only, where a config was given instead
 
 
 def _dumps(value: Any) -> str:
@@ -72,7 +73,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "space": head.space.name,
         "space_config": _dumps(head.space.config.to_dict()),
         "layers": _dumps([[layer.name, layer.out_features, layer.in_features] for layer in head.layers]),
-        "encoder": str(getattr(encoder, "hub_id", "")),
+        "encoder": _encoder_record(encoder),
         "encoder_config": _dumps(getattr(encoder, "config_dict", {})),
         "encoder_weights": "file" if getattr(encoder, "stored_in_file", True) else "package",
         "model": str(metadata.pop("model", "")),
@@ -80,6 +81,20 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "extra": _dumps(metadata),
     }
     return atomic_save(tensors, header, Path(path))
+
+
+# What the header's "encoder" says of a backbone built randomly from a config given without a name of its own.
+INLINE_CONFIG = "inline config"
+
+
+def _encoder_record(encoder: Any) -> str:
+    """The header's ``encoder``: the hub id or package whose weights the backbone has; for one built randomly from
+    a config, the name its caller gave that config (HyperConfig.encoder is a label then) or "inline config", never
+    the default hub id, whose weights it does not hold (what ``lowdim show`` says of it too)."""
+    hub_id = str(getattr(encoder, "hub_id", ""))
+    if not getattr(encoder, "from_config", False) or is_packaged(hub_id):  # a packaged one ignores the config
+        return hub_id
+    return INLINE_CONFIG if hub_id in ("", DEFAULT_ENCODER) else hub_id
 
 
 @dataclass(frozen=True)
@@ -173,7 +188,8 @@ def load_hypernet(
 
     read = path if isinstance(path, HypernetFile) else read_hypernet(path)
     path, tensors, header, stored = read.path, dict(read.tensors), read.header, read.stored
-    differences = _differences(stored, model=model, space=space, layer_set=layer_set, layers=layers, encoder=encoder)
+    differences = target_differences(stored, model=model, space=space, layer_set=layer_set, layers=layers,
+                                     encoder=encoder)
     if differences:
         raise LowdimError(f"{path} does not fit the requested target: {'; '.join(differences)}")
     registry = registry or get_registry()
@@ -268,10 +284,10 @@ def checked_header(header: Mapping[str, str], path: Path) -> dict[str, Any]:
         raise LowdimError(f"{path}: incomplete hypernetwork metadata (no {error})") from None
 
 
-def _differences(stored: Mapping[str, Any], **expected: Any) -> list[str]:
+def target_differences(stored: Mapping[str, Any], **expected: Any) -> list[str]:
     """One line per expectation that the file does not meet."""
     found = []
-    if expected["model"] is not None and not _same_model(expected["model"], stored["model"]):
+    if expected["model"] is not None and not same_model(expected["model"], stored["model"]):
         found.append(f"model: file {stored['model']!r}, expected {expected['model']!r}")
     space = expected["space"]
     if space is not None and (space.name, space.config.to_dict()) != (stored["space"], stored["space_config"]):
@@ -315,7 +331,7 @@ def _set_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def _same_model(expected: str, stored: str) -> bool:
+def same_model(expected: str, stored: str) -> bool:
     """Equal names, or two spellings of one local folder (files made before paths were recorded absolute)."""
     if expected == stored:
         return True

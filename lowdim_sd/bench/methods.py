@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 from lowdim_sd.bench.stored_values import printable
 from lowdim_sd.draw_parts import DRAW_SYNTAX, DrawParts, describe_draw, parse_draw
 from lowdim_sd.loading import SDModel
@@ -251,6 +254,8 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
 
     if method.use_hypernet and hypernet is None:
         raise LowdimError(f"method '{method.name}' needs a trained hypernetwork: pass --hypernet CKPT")
+    if method.use_hypernet and hypernet is not None:
+        refuse_another_space(hypernet, method)
     # personalize's own run, on a model already loaded: the rows differ from `lowdim personalize` only in
     # what the table needs (fp32 files, so every row's bytes compare; no crop of an already prepared image).
     job = PersonalizeJob(model=model.name, image=Path("-"), space=method.space, layers=method.layers,
@@ -268,6 +273,37 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
     trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir, progress=False,
                     continue_with=None)
     return trained.outputs[0], run.looks
+
+
+SPACE_LABELS = {"lidb": "LiDB", "lora": "LoRA"}  # as the tables' rows spell them
+
+
+def refuse_another_space(hypernet: Path, method: Method) -> None:
+    """A hypernetwork of another space (or space options) than the row's, refused in the bench's words: its rows
+    are set (the paper's LiDB), so no flag of the bench can follow the file, and the way to score it is another
+    command. Personalize's own refusal would tell the user to pass --space, which bench quality does not take."""
+    import lowdim
+    from lowdim.hyper.storage import space_flags
+    from lowdim_sd.file_info_parts import read_header
+
+    try:  # the header alone; a file that does not read is named by personalize's own load, next
+        metadata = read_header(hypernet).metadata
+        space, config = metadata["space"], json_text.loads(metadata["space_config"])
+    except (LowdimError, ValueError, KeyError):
+        return
+    row = lowdim.get_space(method.space)  # the options a row runs with: the space's defaults
+    if (space, config) == (row.name, row.config.to_dict()) or not isinstance(config, dict):
+        return
+    flags = printable(space_flags(space, config))  # a stranger's header: no control character to the terminal
+    predicts = f"{printable(space)} adapters" + (f" with other options ({flags})" if space == row.name else "")
+    label = SPACE_LABELS.get(method.space, method.space)
+    score = either(f"`lowdim personalize {flags} --hypernet {shlex.quote(str(hypernet))}` on each photo, then "
+                   f"`lowdim eval` on the pictures generated with its adapters",
+                   f"PersonalizeJob(space={space!r}, space_options=..., hypernet=...) on each photo (the options the "
+                   f"file records), then run_eval on the pictures drawn with its adapters")
+    raise LowdimError(f"{hypernet}: this hypernetwork predicts {predicts}, but bench quality's hypernetwork rows "
+                      f"({method.name} among them) are {label}'s with its default options, the paper's, so it cannot "
+                      f"score it; score it with {score}")
 
 
 def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
