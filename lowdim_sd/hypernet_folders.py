@@ -20,30 +20,30 @@ HYPERNET_FILE = "hypernet.safetensors"  # what train-hypernet writes in its --ou
 def refuse_a_folder_without_one(path: Path) -> None:
     """One line naming what ``path`` is, when it is a weight folder or a folder of train-hypernet checkpoints
     holding no hypernetwork file at its top; nothing otherwise (a file, or another folder: read_hypernet's line)."""
-    if not path.is_dir() or any(_is_hypernet(file) for file in sorted(path.glob("*.safetensors"))[:100]):
+    if not path.is_dir() or any(is_hypernet(file) for file in sorted(path.glob("*.safetensors"))[:100]):
         return
-    if _is_weight_folder(path):
+    if is_weight_folder(path):
         raise LowdimError(f"{path}{os.sep} is a precomputed weight folder (lowdim precompute), not a hypernetwork: "
                           f"train a hypernetwork on it with `lowdim train-hypernet -w {path}` first")
     run, newest = _newest_checkpoint(path)
     if newest is None:
         return
     finished = run / HYPERNET_FILE
-    if _is_hypernet(finished):  # given the checkpoints folder of a finished run
+    if is_hypernet(finished):  # given the checkpoints folder of a finished run
         rest = f"or the finished run's {finished}"
     else:  # a run stopped before its end
         rest = "or finish the run: its train-hypernet command again with --resume"
     raise LowdimError(f"{path}{os.sep} holds train-hypernet checkpoints; the newest is {newest}: pass that, {rest}")
 
 
-def _is_hypernet(file: Path) -> bool:
+def is_hypernet(file: Path) -> bool:
     try:  # headers only; a FIFO is no file (its open would wait)
         return file.is_file() and (safetensors_metadata(file) or {}).get("format") == FORMAT
     except OSError:
         return False
 
 
-def _is_weight_folder(folder: Path) -> bool:
+def is_weight_folder(folder: Path) -> bool:
     index = folder / weight_index.INDEX
     if not index.is_file():
         return False
@@ -60,6 +60,6 @@ def _newest_checkpoint(path: Path) -> tuple[Path, Path | None]:
     run = path.parent if path.name == CHECKPOINTS else path
     for folder in reversed(step_folders(run / CHECKPOINTS)):  # by step number, newest first
         file = folder / HYPERNET_FILE
-        if (folder / "state.json").is_file() and _is_hypernet(file):  # state.json is written last: complete
+        if (folder / "state.json").is_file() and is_hypernet(file):  # state.json is written last: complete
             return run, file
     return run, None

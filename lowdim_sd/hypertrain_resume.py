@@ -18,6 +18,7 @@ from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import CheckedPictures
 from lowdim_sd.checkpoint_reading import read_state
+from lowdim_sd.hypernet_folders import is_weight_folder  # by its index's format
 from lowdim_sd.resume_words import changed, worded_change, worded_switch
 from lowdim_sd.weight_dataset import WeightDataset
 
@@ -196,7 +197,12 @@ def _digest(value: object) -> str:
 
 def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False, overwrite: bool = False) -> Path | None:
     """The newest checkpoint in ``out`` when resuming; refuses to start over on an earlier run's files unless
-    ``overwrite`` (which ``clear_earlier_run`` honours once the run is past its checks)."""
+    ``overwrite`` (which ``clear_earlier_run`` honours once the run is past its checks). A weight folder (a -w
+    given again as -o, the usual slip) is refused even so: its network and checkpoints would sit among the shards,
+    and ``lowdim show`` would tell the folder as one or the other."""
+    if is_weight_folder(out):
+        raise LowdimError(f"{out}: is a precomputed weight folder (lowdim precompute); train-hypernet writes its "
+                          f"network and checkpoints elsewhere: {either('pass another -o', 'pass another out')}")
     if overwrite:
         return None
     folder = checkpoints.latest(out)

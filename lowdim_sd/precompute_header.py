@@ -44,12 +44,13 @@ def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: b
     """An --init, or an --out made with other settings, refused before the model loads (seconds; minutes for
     SD1.5 on a CPU): the layers, the model's own resolution and the start's digest wait for the model."""
     from lowdim_sd.modes import resolve_layers
-    from lowdim_sd.precompute_start import check_start_early
+    from lowdim_sd.precompute_start import check_start_early, refuse_a_hypernet_run
 
     space = lowdim.get_space(job.space, job.space_options)
     if job.init is not None:
         check_start_early(job.init, space, config.seed)
     out = job.out
+    refuse_a_hypernet_run(out)
     if not (out / INDEX).is_file():
         return
     existing = read_index(out)

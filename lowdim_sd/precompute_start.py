@@ -132,3 +132,26 @@ def start_digest(start: dict) -> str:
             digest.update(f"{layer}/{name}".encode())
             digest.update(start[layer][name].detach().float().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def refuse_a_hypernet_run(out: Path) -> None:
+    """One line when ``out`` holds a train-hypernet run (its hypernetwork, told by the file's header, or its step
+    folders): shards and an index.json written among them would make a folder each tool tells as only one thing.
+    A weight folder of precompute's own (a resume) holds neither."""
+    from lowdim_sd.checkpoint_reading import step_folders
+    from lowdim_sd.checkpoints import FOLDER as CHECKPOINTS
+    from lowdim_sd.hypernet_folders import (
+        HYPERNET_FILE,
+        is_hypernet,  # by the file's header
+    )
+
+    out = Path(out)
+    steps = step_folders(out / CHECKPOINTS)
+    if is_hypernet(out / HYPERNET_FILE):
+        held = f"its {HYPERNET_FILE}"
+    elif steps:
+        held = f"checkpoints up to {steps[-1].name}"
+    else:
+        return
+    raise LowdimError(f"{out}: holds a train-hypernet run ({held}); precompute writes its weights elsewhere: "
+                      f"{either('pass another -o', 'pass another out')}")
