@@ -68,7 +68,10 @@ def run(argv, capsys) -> tuple[int, str, str]:
 ], ids=["import", "hook"])
 def test_show_of_a_file_whose_installed_plugin_failed_says_so_not_install_it(monkeypatch, capsys, vera_adapter,
                                                                              load, why):
+    from lowdim_cli import console
+
     install_vera_as(monkeypatch, load)
+    monkeypatch.setattr(console.out, "_width", 400)  # one line a row: a cell's text is not cut by the table's bars
     code, out, _ = run(["show", str(vera_adapter)], capsys)
     flat = " ".join(out.split())
     assert code == 0, out

@@ -34,7 +34,9 @@ def test_a_personalize_file_is_a_stack_with_a_seeded_component_and_a_basis_check
 
 
 def test_show_says_its_bases_are_made_again_from_the_seed(personalized, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")  # the table's rows unwrapped
+    from lowdim_cli import console
+
+    monkeypatch.setattr(console.out, "_width", 400)  # the table's rows unwrapped (COLUMNS is read only at import)
     assert main(["show", str(personalized)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if "frozen bases" in line]
     assert len(rows) == 1 and REMADE in rows[0], rows
