@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
+from cli_train_runs import one_subject  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
@@ -51,9 +51,7 @@ def _table(model) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("refs")
-    save_images(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1, folder, "me")
-    return folder
+    return one_subject(tmp_path_factory.mktemp("refs"), side=16)
 
 
 @pytest.fixture(scope="module")
