@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -24,16 +24,13 @@ from lowdim.files import atomic_write
 from lowdim.option_words import either
 from lowdim_sd.checked_pictures import file_state
 from lowdim_sd.feature_file import StoredFeatures
+from lowdim_sd.hypernet_records import run_metadata as run_metadata  # its old home: callers import it here
+from lowdim_sd.hypernet_records import warn_about_another_phrase as warn_about_another_phrase
 from lowdim_sd.loading import canonical_model
-from lowdim_sd.train import TrainConfig
-from lowdim_sd.train_settings import DEFAULT_TOKEN
-from lowdim_sd.weight_dataset import WeightDataset, as_folders
+from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from lowdim.hyper.encoder import ImageEncoder
-    from lowdim.spaces.base import LayerSpec, Space
     from lowdim_sd.hypertrain import HyperTrainJob
 
 
@@ -343,46 +340,6 @@ def model_to_train(job: HyperTrainJob, full: WeightDataset) -> str:
                           f"on {model}")
     warnings.warn(f"the weights were made with {index['model']}; training for {model} (same layers)", stacklevel=3)
     return model
-
-
-def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
-    """What the hypernetwork file records of its training: the phrase its targets answer to (personalize
-    finetunes and draws with it), the seed and checksum of the bases they live in, and the weight
-    folders and any --extra-images by name only (a shared file should not carry its maker's paths)."""
-    from lowdim.hyper.storage import bases_checksum
-
-    seed = int(index["seed"])
-    # every head's, set as Module attributes (which torch types as Tensor | Module)
-    space, layers = cast("Space", net.space), cast("Sequence[LayerSpec]", net.layers)
-    return {"model": job.model, "layer_set": index["layer_set"], "alpha": job.alpha, "beta": job.beta,
-            "adapter_seed": seed, "bases_checksum": bases_checksum(space, layers, seed),
-            "prompt": index["config"].get("prompt", TrainConfig.prompt),
-            "token": index["config"].get("token", DEFAULT_TOKEN),
-            "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights)),
-            **({"extra_images": ", ".join(folder.resolve().name for folder in job.extra_images)}
-               if job.extra_images else {})}
-
-
-def warn_about_another_phrase(job: HyperTrainJob) -> None:
-    """--prompt and --token shape only the diffusion term: the file records the precompute's phrase, the one
-    its targets answer to and personalize uses. Said once, before training, rather than found in the images."""
-    from lowdim_sd.weight_index import read_index
-
-    asked = {"prompt": job.prompt, "token": job.token}
-    if not any(asked.values()):
-        return
-    folder = as_folders(job.weights)[0]
-    try:
-        config = read_index(folder).get("config", {})
-    except (LowdimError, OSError, ValueError):  # the dataset's own reading names what is wrong
-        return
-    for name, value in asked.items():
-        recorded = config.get(name) or {"prompt": TrainConfig.prompt, "token": DEFAULT_TOKEN}[name]
-        if value is None or value == recorded:
-            continue
-        use = "only the diffusion term's prompt" if job.alpha > 0 else "nothing: --alpha 0 has no diffusion term"
-        warnings.warn(f"--{name} {value!r} changes {use}; the hypernetwork records {recorded!r}, the {name} its "
-                      f"targets in {folder} were trained with, and personalize uses that", stacklevel=2)
 
 
 def validation_line(step: int, scores: dict) -> str:

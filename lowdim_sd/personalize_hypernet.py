@@ -14,6 +14,7 @@ from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd.defaults import SCRATCH_STEPS
 from lowdim_sd.hypernet_folders import refuse_a_folder_without_one
+from lowdim_sd.hypernet_records import model_side, warn_about_another_resolution
 from lowdim_sd.model_names import canonical_model, name_and_source
 from lowdim_sd.modes import resolve_layers
 from lowdim_sd.personalize_checks import named, switch
@@ -46,6 +47,8 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
             return True, None, ""
         given = read_hypernet(job.hypernet)
         check_header_fits(job.model, given, space, layers)
+        # The side personalize reads the photo at: --resolution, else the model's own (its config, not loaded yet).
+        warn_about_another_resolution(given, job.resolution or model_side(job.model))
         return True, given, ""
     path = default_hypernet(backend)
     if path is None or (job.no_hyper and job.steps is not None):
