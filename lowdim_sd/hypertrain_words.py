@@ -4,6 +4,7 @@ place for the checks, the retrieval head's fill and the loop alike."""
 
 from __future__ import annotations
 
+from lowdim.hyper.config import COMMAND_FLAGS
 from lowdim.option_words import Wording, either, on_the_command_line, option
 
 OWNER = "HyperTrainJob"
@@ -18,10 +19,9 @@ def name(field: str, flag: str | None = None) -> str:
     return option(field, OWNER, flag or FLAGS.get(field))
 
 
-# The HyperConfig options train-hypernet has a flag of its own for; any other is set with --set KEY=VALUE.
-HYPER_FLAGS = {"encoder": "--encoder", "encoder_config": "--encoder-config", "iterations": "--iterations",
-               "width": "--width", "decoder_layers": "--decoder-layers", "attention_heads": "--heads",
-               "freeze_encoder": "--freeze-encoder", "standardize": "--standardize"}
+# The HyperConfig options train-hypernet has a flag of its own for; any other is set with --set KEY=VALUE. The
+# core's table (its own refusals name the same flags), not a copy that could drift from it.
+HYPER_FLAGS = COMMAND_FLAGS
 # On/off settings as the command line says each side: (on, off). A HyperConfig switch is off where left out.
 SWITCHES = {"augment": ("--augment", "--no-augment"), "all_images": ("--all-images", "no --all-images")}
 HYPER_SWITCHES = {"freeze_encoder": ("--freeze-encoder", "no --freeze-encoder"),

@@ -13,8 +13,8 @@ from lowdim.spaces.base import SpaceConfig, option, require
 GROUPINGS = ("shape", "layer")
 NORMALIZATIONS = ("auto", "none", "imagenet")
 BANK_DTYPES = ("float32", "float16")
-# The options `lowdim train-hypernet` has a flag of its own for; any other it takes as --set KEY=VALUE. The same
-# table as lowdim_sd.hypertrain_words.HYPER_FLAGS (a test holds them equal): the core imports no lowdim_sd.
+# The options `lowdim train-hypernet` has a flag of its own for; any other it takes as --set KEY=VALUE. Here, not
+# in lowdim_sd, because the core imports no lowdim_sd: lowdim_sd.hypertrain_words.HYPER_FLAGS is this table.
 COMMAND_FLAGS = {"encoder": "--encoder", "encoder_config": "--encoder-config", "iterations": "--iterations",
                  "width": "--width", "decoder_layers": "--decoder-layers", "attention_heads": "--heads",
                  "freeze_encoder": "--freeze-encoder", "standardize": "--standardize"}

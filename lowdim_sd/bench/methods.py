@@ -306,6 +306,34 @@ def refuse_another_space(hypernet: Path, method: Method) -> None:
                       f"score it; score it with {score}")
 
 
+def check_hypernet_header(model: str, hypernet: Path | None, names: list[str], methods: list[Method]) -> None:
+    """No hypernetwork for the rows ``names`` that need one (none given, none shipped); else what each of
+    ``methods``' hypernetwork rows would refuse of ``hypernet`` that its header tells (another
+    space's in the bench's words, another model's or layer set's in personalize's), before the bench loads its
+    model: seconds for the tiny one, minutes and a download for SD1.5, to learn that no row can run. The header
+    alone: the tensors (gigabytes with a ViT-H encoder) are read by each row's own load."""
+    import lowdim
+    from lowdim.file_fit import format_version_problem
+    from lowdim.files import read_checked
+    from lowdim.hyper.storage import FORMAT, FORMAT_VERSION, HypernetFile, checked_header
+    from lowdim_sd.modes import resolve_layers
+    from lowdim_sd.personalize_hypernet import check_header_fits
+
+    if hypernet is None:
+        raise LowdimError(f"method(s) {', '.join(names)} need a trained hypernetwork: model '{model}' ships none, so "
+                          f"pass --hypernet CKPT or leave them out of --methods")
+    rows = [method for method in methods if method.kind == "hyper" and method.use_hypernet]
+    if not rows:
+        return
+    _, header = read_checked(Path(hypernet), FORMAT, "hypernetwork", LowdimError, load_tensors=False)
+    if problem := format_version_problem(header, "hypernetwork", FORMAT_VERSION):
+        raise LowdimError(f"{hypernet}: {problem}")
+    file = HypernetFile(Path(hypernet), header, checked_header(header, Path(hypernet)), {})
+    for method in rows:
+        refuse_another_space(hypernet, method)
+        check_header_fits(model, file, lowdim.get_space(method.space), resolve_layers(method.layers, model))
+
+
 def _dreambooth(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                 token: str, seed: int) -> Path:
     import lowdim

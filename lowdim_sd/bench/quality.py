@@ -25,6 +25,7 @@ from lowdim.metrics import Metric, MetricUnavailable, Sample
 from lowdim.option_words import either, option
 from lowdim_sd.bench.methods import (
     Personalized,
+    check_hypernet_header,
     get_method,
     parse_methods,
     personalize_subject,
@@ -176,11 +177,9 @@ def prepare(job: QualityJob, run: bool = True) -> list[Task]:
         # An empty table would look like a finished benchmark of nothing; a mistyped --out is the likely cause.
         raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
     missing = sorted({t.method for t in tasks if needs_hypernet(t.method) and not result_path(job.out, t).exists()})
-    if run and missing and job.hypernet is None:
-        job.hypernet = shipped_hypernet(job.model)
-    if run and missing and job.hypernet is None:
-        raise LowdimError(f"method(s) {', '.join(missing)} need a trained hypernetwork: model '{job.model}' ships "
-                          f"none, so pass --hypernet CKPT or leave them out of --methods")
+    if run and missing:  # their hypernetwork, checked before the folder is made and any row loads the model
+        job.hypernet = job.hypernet or shipped_hypernet(job.model)
+        check_hypernet_header(job.model, job.hypernet, missing, [get_method(name) for name in missing])
     out = Path(job.out)
     wanted = settings(job)
     stored = out / "settings.json"
