@@ -50,7 +50,7 @@ from lowdim_sd.personalize_checks import (
     switch,
     with_training_phrase,
 )
-from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet
+from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet, warn_about_a_side_read_after_the_load
 from lowdim_sd.personalize_recipe import recipe
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
@@ -334,6 +334,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
                  progress: bool) -> PersonalizeResult:
     """The run's stages after the model is there: ``job`` as asked (``run.job`` has its token resolved)."""
     resolution = job.resolution or model.resolution
+    warn_about_a_side_read_after_the_load(run.hypernet, resolution)  # resolve_run's, where the config was not at hand
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
         reference = load_face_image(job.image, resolution, run.crop, job.crop_margin, job.face_index)

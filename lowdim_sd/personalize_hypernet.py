@@ -3,7 +3,7 @@ it predicts the space and layers asked for; and whether a hypernetwork's layers 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +47,11 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
             return True, None, ""
         given = read_hypernet(job.hypernet)
         check_header_fits(job.model, given, space, layers)
-        # The side personalize reads the photo at: --resolution, else the model's own (its config, not loaded yet).
-        warn_about_another_resolution(given, job.resolution or model_side(job.model))
-        return True, given, ""
+        # The side personalize reads the photo at: --resolution, else the model's own (its config, not loaded yet);
+        # with neither, the file goes on marked, and personalize compares the loaded model's side.
+        side = job.resolution or model_side(job.model)
+        warn_about_another_resolution(given, side)
+        return True, (given if side is not None else SideAfterTheLoad.of(given)), ""
     path = default_hypernet(backend)
     if path is None or (job.no_hyper and job.steps is not None):
         return False, None, ""
@@ -67,6 +69,23 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
     steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
     return False, None, (f"{unfit}: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
                          f"trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
+
+
+@dataclass(frozen=True)
+class SideAfterTheLoad(HypernetFile):
+    """A given hypernetwork whose targets' side could not be compared before the model loaded (no --resolution, and
+    no config to read: a single-file checkpoint, a hub model not downloaded yet); the loaded model's side is."""
+
+    @classmethod
+    def of(cls, hypernet: HypernetFile) -> SideAfterTheLoad:
+        return cls(*(getattr(hypernet, field.name) for field in fields(hypernet)))
+
+
+def warn_about_a_side_read_after_the_load(hypernet: HypernetFile | None, side: int) -> None:
+    """The resolution warning of ``resolve_hypernet``, given once the loaded model tells its side, for a file whose
+    side could not be compared before the load (and only then: a run is told once)."""
+    if isinstance(hypernet, SideAfterTheLoad):
+        warn_about_another_resolution(hypernet, side)
 
 
 def check_header_fits(model: str, hypernet: HypernetFile, space: Space, layers: LayerSet) -> None:

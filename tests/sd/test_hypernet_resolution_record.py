@@ -70,6 +70,29 @@ def test_a_file_without_the_record_says_nothing(tiny_sd, face, tmp_path, make_hy
     assert "precomputed at" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("config_at_hand", [False, True], ids=["side-read-after-the-load", "side-read-before"])
+def test_another_side_is_said_once_whether_or_not_the_model_config_was_at_hand(
+        tiny_sd, face, tmp_path, make_hypernet, monkeypatch, capsys, config_at_hand):
+    """A single-file checkpoint or a hub model not downloaded yet has no config to read before the load: the
+    loaded model's side is compared instead, and a side told before the load is not told again after it."""
+    from lowdim_sd import personalize_hypernet
+
+    if not config_at_hand:
+        monkeypatch.setattr(personalize_hypernet, "model_side", lambda model: None)
+    assert personalize(tiny_sd, face, tmp_path / "me", make_hypernet(1, resolution=32)) == 0
+    err = capsys.readouterr().err
+    assert err.count(SAID) == 1, err
+
+
+def test_the_model_side_read_after_the_load_says_nothing_when_it_is_the_targets(
+        tiny_sd, face, tmp_path, make_hypernet, monkeypatch, capsys):
+    from lowdim_sd import personalize_hypernet
+
+    monkeypatch.setattr(personalize_hypernet, "model_side", lambda model: None)
+    assert personalize(tiny_sd, face, tmp_path / "me", make_hypernet(1, resolution=16)) == 0  # the tiny model's
+    assert "precomputed at" not in capsys.readouterr().err
+
+
 def test_show_lists_the_recorded_side(trained, capsys):
     assert main(["show", str(trained)]) == 0
     out = capsys.readouterr().out
