@@ -7,9 +7,7 @@ holds on one layer is an ``AdapterSlot`` (``lowdim/inject/slot.py``); its names 
 from __future__ import annotations
 
 import os
-import sys
 import warnings
-from types import FrameType
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +15,7 @@ from torch import Tensor, nn
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject.factor_cache import is_compiling
+from lowdim.inject.select import user_stacklevel
 from lowdim.inject.slot import SCALE, AdapterParams, AdapterSlot, MergedNotice
 from lowdim.inject.slot_types import BaseLayer, SlotDict
 from lowdim.spaces.base import LayerSpec
@@ -211,7 +210,7 @@ def _warn_if_training(notice: MergedNotice, layer: AdapterLayer, compiling: bool
         return
     notice.given = True
     warnings.warn(f"adapter '{notice.adapter}' is merged into the model's weights: its params get no gradient; "
-                  f"unmerge it before training", stacklevel=_caller_stacklevel())
+                  f"unmerge it before training", stacklevel=user_stacklevel(_TORCH))
 
 
 def _trains_a_slot(layer: AdapterLayer) -> bool:
@@ -222,18 +221,9 @@ def _trains_a_slot(layer: AdapterLayer) -> bool:
                for slot in layer.slots.values())
 
 
-_LOWDIM_AND_TORCH = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
-                     os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside lowdim and torch (nn.Module's call machinery, nn.Sequential):
-    the user's line that called the model, or their own forward that called the layer."""
-    frame: FrameType | None = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_LOWDIM_AND_TORCH):
-        frame, level = frame.f_back, level + 1
-    return level
+# A forward's warning points past torch's module call machinery (nn.Module, nn.Sequential) too: at the user's line
+# that called the model, or their own forward that called the layer.
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 
 
 def _dropped(x: Tensor, p: float) -> Tensor:

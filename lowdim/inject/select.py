@@ -210,13 +210,14 @@ def _conv_shape(conv: nn.modules.conv._ConvNd) -> str:
     return f"{kernel} nn.{type(conv).__name__}" + (f" with {', '.join(odd)}" if odd else "")
 
 
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning point at the first caller outside lowdim, however deep inside
-    lowdim the caller of this function is (``Adapters.add`` directly, or through ``inject`` and a decorator)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+def user_stacklevel(*also: str) -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside lowdim (and the folders ``also``
+    names, torch's for a warning from a forward), however deep inside lowdim the caller of this function is
+    (``Adapters.add`` directly, or through ``inject`` and a decorator)."""
+    skipped = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, *also)
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
+    while frame is not None and frame.f_code.co_filename.startswith(skipped):
         frame, level = frame.f_back, level + 1
     return level
 
