@@ -251,6 +251,7 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
         predict_initial,
         resolve_run,
     )
+    from lowdim_sd.personalize_hypernet import warn_about_a_side_read_after_the_load
 
     if method.use_hypernet and hypernet is None:
         raise LowdimError(f"method '{method.name}' needs a trained hypernetwork: pass --hypernet CKPT")
@@ -265,6 +266,7 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
                          iterations=method.iterations, crop=False, save_dtype="fp32",
                          keep_styles=method.keep_styles, describe=method.describe)
     run = resolve_run(job)
+    warn_about_a_side_read_after_the_load(run.hypernet, model.resolution)  # a single file's side, told by the load
     if run.describer is not None:
         run = described_run(run, run.describer(reference))
     predicted = predict_initial(model, run, reference.to(model.device))

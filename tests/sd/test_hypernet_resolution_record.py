@@ -99,9 +99,14 @@ def test_show_lists_the_recorded_side(trained, capsys):
     assert re.search(r"training: resolution\W+32\b", out), out
 
 
-def test_bench_quality_hypernetwork_rows_warn(tiny_sd, identities, tmp_path, quick_methods, make_hypernet):
+@pytest.mark.parametrize("config_at_hand", [False, True], ids=["side-read-after-the-load", "side-read-before"])
+def test_bench_quality_hypernetwork_rows_warn(tiny_sd, identities, tmp_path, quick_methods, make_hypernet,
+                                              monkeypatch, config_at_hand):
+    from lowdim_sd import personalize_hypernet
     from lowdim_sd.bench.quality import QualityJob, run_quality
 
+    if not config_at_hand:  # a single-file checkpoint: the bench's loaded model tells the side
+        monkeypatch.setattr(personalize_hypernet, "model_side", lambda model: None)
     hypernet = make_hypernet(1, resolution=32)
     quality = QualityJob(identities=identities, model=str(tiny_sd), out=tmp_path / "bench", metrics=[],
                          prompts=["a [V] face"], sample_steps=2, methods=["only-hyper"], limit=1, hypernet=hypernet)
