@@ -5,9 +5,11 @@ Every file lowdim writes (adapters, hypernetworks, weight shards, indexes, recor
 here, so a crash, Ctrl-C or full disk leaves the old file or the new one, never a torn one. What is written lives
 in a hidden folder ``.NAME.XXXXXXXX.tmp`` beside the target (NAME cut short before its suffix where the whole
 would make too long a name: ``place_name``) until the rename, and so does every temp a writer makes
-beside the file it is given (safetensors 0.8's ``save_file`` writes its own ``.tmpXXXXXX`` there first): a run
-killed outright (kill -9, the OOM killer) leaves one place a later run recognises and sweeps (``sweep_temps``).
-While a write goes on its place is locked, so a sweep never takes a live one.
+beside the file it is given (safetensors 0.8's ``save_file`` writes its own ``.tmpXXXXXX`` there first). A file's
+bytes are flushed to the disk before the rename that names it, and the rename after it (``lowdim.disk_flush``), so
+a power cut too leaves the old file or the new one. A run killed outright (kill -9, the OOM killer) leaves one place
+a later run recognises and sweeps (``sweep_temps``). While a write goes on its place is locked, so a sweep never
+takes a live one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from types import ModuleType
 
 from safetensors import SafetensorError
 
+from lowdim.disk_flush import flush_to_disk, flush_tree_to_disk
 from lowdim.errors import LowdimError
 
 fcntl: ModuleType | None  # None where the platform has no folder locks
@@ -75,11 +78,13 @@ def atomic_write(path: Path, write: Callable[[str], object], replace: bool = Tru
             write(str(temp))
             writing = None
             os.chmod(temp, 0o666 & ~current_umask())  # mkstemp-style writers make 0600; a plain open() would not
+            flush_to_disk(temp)
             if replace:
                 os.replace(temp, path)
                 taken = None
             else:
                 taken = _link_new(temp, path)
+            flush_to_disk(path.parent)
     except (OSError, SafetensorError) as error:  # a full disk, a file-size limit, a name too long: all work lost
         if not refused_target(error, path, writing):
             raise  # not the disk's doing: a bug's, or a source's the error names, which keeps its traceback
@@ -170,6 +175,12 @@ def replace_folder(staging: Path, out: Path, replace: bool = True) -> None:
     aside into a temp place first, as os.replace cannot replace a folder, and removed with it after; put back when
     the rename fails. ``replace=False``: only onto nothing or an empty folder (one rename, which fails on a folder
     another run filled meanwhile), else FileExistsError and ``out`` as it was."""
+    flush_tree_to_disk(staging)  # its files' bytes on the disk before the name that publishes them
+    _rename_folder(staging, Path(out), replace)
+    flush_to_disk(Path(out).parent)
+
+
+def _rename_folder(staging: Path, out: Path, replace: bool) -> None:
     if not replace:
         try:
             os.rename(staging, out)

@@ -1,0 +1,85 @@
+"""An atomic write puts the file's bytes on the disk before the rename that names it, and the rename after: a
+rename may otherwise reach the disk first, and a power cut leave the new name on an empty file."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from lowdim import atomic, disk_flush
+
+
+@pytest.fixture
+def events(monkeypatch) -> list[tuple[str, str]]:
+    """What reached the OS, in order: ("flush", path), ("rename", target) and ("link", target)."""
+    seen: list[tuple[str, str]] = []
+    flush, replace, link = disk_flush.flush_to_disk, os.replace, os.link
+
+    def flushing(path):
+        seen.append(("flush", str(path)))
+        flush(path)
+
+    def renaming(source, target):
+        seen.append(("rename", str(target)))
+        replace(source, target)
+
+    def linking(source, target):
+        seen.append(("link", str(target)))
+        link(source, target)
+
+    monkeypatch.setattr(atomic, "flush_to_disk", flushing)
+    monkeypatch.setattr(disk_flush, "flush_to_disk", flushing)  # flush_tree_to_disk's calls
+    monkeypatch.setattr(atomic.os, "replace", renaming)
+    monkeypatch.setattr(atomic.os, "link", linking)
+    return seen
+
+
+@pytest.mark.parametrize("replace", [True, False], ids=["replacing", "only-where-free"])
+def test_a_file_is_on_the_disk_before_its_name_and_the_name_after(tmp_path, events, replace):
+    target = tmp_path / "adapter.safetensors"
+    atomic.atomic_write(target, lambda name: Path(name).write_bytes(b"weights"), replace=replace)
+
+    assert target.read_bytes() == b"weights"
+    published = next(i for i, (kind, path) in enumerate(events) if kind in ("rename", "link") and path == str(target))
+    flushed_before = [path for kind, path in events[:published] if kind == "flush"]
+    assert any(Path(path).name == target.name and Path(path) != target for path in flushed_before), events
+    assert ("flush", str(tmp_path)) in events[published + 1:], events
+
+
+def test_a_folder_s_files_are_on_the_disk_before_it_is_renamed(tmp_path, events):
+    out = tmp_path / "model"
+    with atomic.temp_place(out) as staging:
+        (staging / "unet").mkdir(parents=True)
+        (staging / "unet" / "config.json").write_text("{}")
+        (staging / "model_index.json").write_text("{}")
+        atomic.replace_folder(staging, out)
+
+    assert (out / "unet" / "config.json").read_text() == "{}"
+    renamed = events.index(("rename", str(out)))
+    flushed = {Path(path).name for kind, path in events[:renamed] if kind == "flush"}
+    assert {"config.json", "model_index.json", "unet"} <= flushed, events
+    assert ("flush", str(tmp_path)) in events[renamed + 1:], events
+
+
+def test_a_file_system_that_cannot_flush_still_gets_the_file(tmp_path, monkeypatch):
+    """Some network mounts answer fsync with EINVAL: the write goes on, at the file system's own pace."""
+    def refuse(handle):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(disk_flush.os, "fsync", refuse)
+    target = atomic.atomic_write(tmp_path / "a.json", lambda name: Path(name).write_text("{}"))
+    assert target.read_text() == "{}"
+
+
+def test_flushing_what_cannot_be_opened_is_no_error(tmp_path):
+    disk_flush.flush_to_disk(tmp_path / "gone")  # no exception: there is nothing of it to put on the disk
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_not_waited_on(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    disk_flush.flush_to_disk(fifo)  # returns: no writer is waited for
