@@ -10,14 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from safetensors import SafetensorError
+
 from lowdim.errors import first_line
 from lowdim.hub import hub_reachable, looks_like_path, quiet_transformers
 from lowdim.metrics import MetricUnavailable
 from lowdim.option_words import either
 from lowdim.paths import expand_user
 
-# Errors transformers raises for a folder or id it can't use (missing files, a wrong config).
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+# Errors transformers raises for a folder or id it can't use (missing files, a wrong config); safetensors' own
+# error (a cut-short file) derives from Exception only.
+_LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
+
+
+class UnusableModel(Exception):
+    """A loader's refusal of a model it found (of the wrong kind, a damaged file), in words a user can act on.
+
+    Said as the reason the model could not be loaded, and never taken for "not in the cache": the hub would give
+    the same files again.
+    """
+
+
+_NOT_LOADED: tuple[type[Exception], ...] = (UnusableModel, *_LOAD_ERRORS)
 
 
 def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str, api: str | None = None) -> Any:
@@ -32,13 +46,15 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str,
         if path.is_dir():
             try:
                 return load(str(path))
-            except _LOAD_ERRORS as error:
+            except _NOT_LOADED as error:
                 raise MetricUnavailable(f"could not load the {what} model from {path}: {first_line(error)}") from None
         if looks_like_path(source) or path.exists():
             advice = _advice(f"pass {flag} with a model folder", api, "give a model folder as")
             raise MetricUnavailable(f"{what} model folder {source} not found; {advice}")
         try:
             return load(source, local_files_only=True)
+        except UnusableModel as error:
+            raise MetricUnavailable(f"could not load the {what} model '{source}': {error}") from None
         except _LOAD_ERRORS:
             pass  # not in the cache: try the hub below
         if not hub_reachable():
@@ -47,7 +63,7 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str,
                                     f"reached; download it where there is network, or {advice}")
         try:
             return load(source)
-        except _LOAD_ERRORS as error:
+        except _NOT_LOADED as error:
             raise MetricUnavailable(f"could not load the {what} model '{source}': {first_line(error)}") from None
 
 

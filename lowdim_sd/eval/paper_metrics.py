@@ -9,7 +9,6 @@ skips that metric with a note and runs the rest.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,8 @@ from lowdim.option_words import either
 DINO_MODEL = "facebook/dino-vits16"  # DreamBooth's DINO: ViT-S/16 trained with DINO
 CLIP_MODEL = "openai/clip-vit-large-patch14"  # CLIP ViT-L/14, the text encoder family of SD1.5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Its main branch holds pytorch_model.bin only; SFconvertbot's pull request holds the safetensors.
+DINO_SAFETENSORS = "for facebook/dino-vits16: `--revision refs/pr/1`"
 
 
 def image_name(image: Any, fallback: str) -> str:
@@ -168,14 +169,17 @@ class DinoMetric(_ImageFeatureMetric):
         from transformers import ViTModel
 
         from lowdim_sd.eval.hub import load_pretrained
+        from lowdim_sd.eval.metric_models import ModelKind, check_picture_size, checked_loader
 
         super().__init__(batch_size)
         self.device = _device(device)
-        net = load_pretrained(lambda src, **kw: ViTModel.from_pretrained(src, add_pooling_layer=False,
-                                                                          use_safetensors=True, **kw),
-                              model, "DINO", "--dino-model", model_option("dino"))
+        kind = ModelKind("DINO", "vit", f"the DINO metric needs a ViT (model_type 'vit'), e.g. {DINO_MODEL}",
+                         DINO_SAFETENSORS)
+        net = load_pretrained(checked_loader(ViTModel, kind, add_pooling_layer=False), model, "DINO", "--dino-model",
+                              model_option("dino"))
         self.net = net.to(self.device).eval()
         self.processor = _image_processor(model, net.config.image_size)
+        check_picture_size(self.processor, net.config.image_size, model, "DINO")
 
     @torch.no_grad()
     def _embed(self, images: list[Any]) -> torch.Tensor:
@@ -188,16 +192,22 @@ class _Clip:
 
     def __init__(self, source: str, device: str) -> None:
         from lowdim_sd.eval.hub import load_pretrained, quiet_transformers
+        from lowdim_sd.eval.metric_models import ModelKind, check_picture_size, checked_loader, needing_files
 
         with quiet_transformers():  # importing an image processor without torchvision logs a warning
             from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
         self.device = _device(device)
-        weights = functools.partial(CLIPModel.from_pretrained, use_safetensors=True)  # never a pickle
+        kind = ModelKind("CLIP", "clip", f"the CLIP metrics need a CLIP model (model_type 'clip'), e.g. {CLIP_MODEL}")
         api = model_option("clip-i", "clip-t")  # one model for both: --clip-model sets it for both
-        self.net = load_pretrained(weights, source, "CLIP", "--clip-model", api).to(self.device).eval()
-        self.processor = load_pretrained(CLIPImageProcessor.from_pretrained, source, "CLIP image processor",
-                                         "--clip-model", api)
-        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, "CLIP tokenizer", "--clip-model", api)
+        net = load_pretrained(checked_loader(CLIPModel, kind), source, "CLIP", "--clip-model", api)
+        self.net = net.to(self.device).eval()
+        self.processor = load_pretrained(
+            needing_files(CLIPImageProcessor.from_pretrained, "image processor", "preprocessor_config.json"),
+            source, "CLIP image processor", "--clip-model", api)
+        check_picture_size(self.processor, net.config.vision_config.image_size, source, "CLIP")
+        self.tokenizer = load_pretrained(needing_files(AutoTokenizer.from_pretrained, "tokenizer", "tokenizer.json",
+                                                       "vocab.json"),
+                                         source, "CLIP tokenizer", "--clip-model", api)
 
     @torch.no_grad()
     def image_features(self, images: list[Any]) -> torch.Tensor:
