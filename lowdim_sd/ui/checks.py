@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from lowdim.atomic import shortened
 from lowdim.errors import LowdimError
 from lowdim.paths import expand_user
 
@@ -113,9 +114,18 @@ def whole_number(value: object, label: str) -> int:
 def real_number(value: object, label: str) -> float:
     """``value`` as a finite float (a weight such as the adapter's scale), else one line naming ``label``."""
     number = as_number(value)
-    if number is None or not math.isfinite(number):
-        raise LowdimError(f"{label} must be a number, got {shown(value)}")
+    if number is None or not _finite(number):
+        raise LowdimError(f"{label} must be a number, got {shortened(shown(value))}")
     return float(number)
+
+
+def _finite(number: int | float) -> bool:
+    """Whether ``number`` is a finite float or fits one: a whole number past a float's range (a client's "1" and
+    400 zeros) is none, where ``math.isfinite`` would raise OverflowError."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def check_number(value: object, label: str, least: int, most: int | None = None) -> int:

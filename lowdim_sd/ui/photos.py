@@ -62,7 +62,10 @@ def _unreadable_line(path: Path, error: Exception) -> str:
     # PIL says "truncated" of data cut short; its UnidentifiedImageError names the path, which may hold that word
     if not isinstance(error, Image.UnidentifiedImageError) and "truncated" in str(error).lower():
         return f"{path.name} is cut short (a partly downloaded or copied photo); drop the whole photo again"
-    metadata = safetensors_metadata(path)
+    try:
+        metadata = safetensors_metadata(path)
+    except OSError:  # a folder, or a file this user may not read: PIL's failure is the line, not this second one
+        metadata = None
     if metadata is not None and metadata.get("format") == FORMAT:
         return (f'{path.name} is a lowdim adapter, not a photo: drop it in Draw\'s "Or draw an adapter file" box '
                 f"to draw with it")
