@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -83,3 +85,17 @@ def test_the_trainable_part_starts_from_the_old_adapters_seed_unless_given_anoth
     assert (default.seed, same.seed, other.seed) == (5, 5, 9)
     assert all(torch.equal(started[layer], again[layer]) for layer in started)
     assert not any(torch.equal(started[layer], elsewhere[layer]) for layer in started)
+
+
+def test_an_adapter_put_back_after_a_failed_relax_does_not_warn_of_its_rank_again():
+    """Its rank beyond a layer's was said once, when it was injected; the put-back is no new choice of rank."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 40), nn.GELU(), nn.Linear(40, 16), nn.GELU(), nn.Linear(16, 2))
+    with pytest.warns(UserWarning, match="the rank exceeds what the layer holds"):
+        adapters = lowdim.inject(model, lowdim.get_space("lora", rank=8), ["0", "4"], name="wide")  # layer 4: 2x16
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(lowdim.ConfigError, match="too small for rank 3"):
+            lowdim.relax_rank(adapters, "wide", "fast", lowdim.get_space("lidb", a=4, b=4, rank=3))
+    assert adapters.names() == ["wide"]
+    assert not [str(w.message) for w in caught if "rank exceeds" in str(w.message)]

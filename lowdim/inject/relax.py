@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim.inject.adding import add
+from lowdim.inject.inference import normal_tensors
 from lowdim.inject.manager import AdapterInfo, Adapters
 from lowdim.inject.select import exact_layers
 from lowdim.spaces.base import Space
@@ -57,7 +59,9 @@ def relax_rank(
 
 
 def _put_back(adapters: Adapters, old: AdapterInfo, targets, frozen: dict, scales: dict[str, float]) -> None:
-    restored = adapters.add(old.name, old.space, targets, seed=old.seed, batch=old.batch, dropout=old.dropout)
+    with normal_tensors():  # as Adapters.add; its rank was warned about once, when the user injected it
+        restored = add(adapters, old.name, old.space, targets, seed=old.seed, scale=1.0, batch=old.batch,
+                       device=None, dropout=old.dropout, rank_chosen=False)
     restored.metadata.update(old.metadata)
     adapters.load_tensors(old.name, frozen)
     for layer, slot in adapters.slots(old.name).items():
