@@ -191,8 +191,17 @@ def test_merging_the_one_being_trained_too_warns_for_both():
     assert said == ["adapter 'me'", "adapter 'style'"]
 
 
-def test_a_layer_where_the_merged_adapter_is_alone_still_warns():
-    model, _ = _style_merged_then_me(["0"])  # layer 2 has only the merged 'style': nothing trains there
+@pytest.mark.parametrize("me_layers", [["0"], ["2"]], ids=["trained-before", "trained-after"])
+def test_a_layer_where_the_merged_adapter_is_alone_is_quiet_while_another_adapter_trains(me_layers):
+    """A style merged on every layer and a new adapter trained on some (cross-attention only, say): the layers
+    holding only the style are no sign of training it, whichever runs first in the forward."""
+    model, adapters = _style_merged_then_me(me_layers)
+    assert _train(model, adapters.parameters("me")) == []
+
+
+def test_a_merged_adapter_alone_on_the_model_warns_after_the_other_is_deleted():
+    model, adapters = _style_merged_then_me(["0"])
+    adapters.delete("me")
     said = _forwards(model)
     assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
 
@@ -207,3 +216,20 @@ def test_another_adapter_that_trains_nothing_does_not_silence_it(idle):
             param.requires_grad_(False)
     said = _forwards(model)
     assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
+
+
+def test_a_copy_of_a_merged_model_is_judged_on_its_own_and_holds_no_link_to_the_first():
+    import copy
+    import gc
+    import weakref
+
+    model, adapters = _style_merged_then_me(["0"])
+    twin = copy.deepcopy(model)
+    lowdim.Adapters(twin).delete("me")  # the copy has only the merged style left: training it is a slip
+    said = _forwards(twin)
+    assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
+    assert _train(model, adapters.parameters("me")) == []  # the first still trains 'me' over the merged style
+    first = weakref.ref(model)
+    del model, adapters
+    gc.collect()
+    assert first() is None  # the merge's notice keeps no model alive

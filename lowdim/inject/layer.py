@@ -208,7 +208,9 @@ def _warn_if_training(notice: MergedNotice, layer: AdapterLayer, compiling: bool
     eval mode) is what merge is for, and so is training another adapter over a merged one (HyperDreamBooth §4.3)."""
     if compiling or notice.given or not layer.training or not torch.is_grad_enabled() or _trains_a_slot(layer):
         return
-    notice.given = True
+    notice.given = True  # said once, or never: an adapter trained elsewhere over it is a choice, not a slip
+    if _another_layer_trains(notice.model()):
+        return
     warnings.warn(f"adapter '{notice.adapter}' is merged into the model's weights: its params get no gradient; "
                   f"unmerge it before training", stacklevel=user_stacklevel(_TORCH))
 
@@ -219,6 +221,13 @@ def _trains_a_slot(layer: AdapterLayer) -> bool:
     return any(slot.enabled and slot.merged_scale is None
                and any(tensor.requires_grad for tensor in slot.tensors().values())
                for slot in layer.slots.values())
+
+
+def _another_layer_trains(model: nn.Module | None) -> bool:
+    """Whether an adapter of ``model`` trains on some layer: a style merged everywhere and a new adapter trained on
+    a few layers (HyperDreamBooth §4.3 by hand) leaves layers that hold only the style, whichever runs first."""
+    return model is not None and any(isinstance(module, AdapterLayer) and _trains_a_slot(module)
+                                     for module in model.modules())
 
 
 # A forward's warning points past torch's module call machinery (nn.Module, nn.Sequential) too: at the user's line

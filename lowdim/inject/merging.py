@@ -30,7 +30,7 @@ def merge(adapters: Adapters, name: str, part: str) -> None:
     check_mergeable(name, adapters._wrappers(name))
     warn_own_forward(name, adapters._wrappers(name))
     tied = tied_weights(adapters.model)
-    notice = MergedNotice(name)  # shared by the layers merged now: a training forward warns once for the adapter
+    notice = MergedNotice(name, adapters.model)  # shared by the layers merged now: warns once for the adapter
     for wrapper in adapters._wrappers(name):
         slot = wrapper.slots[name]
         if slot.merged_scale is not None or (part == "frozen" and slot.frozen_merged_scale is not None):

@@ -7,6 +7,7 @@ what a slot stores, how its scale is mirrored into a buffer a compiled forward r
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -54,13 +55,22 @@ class AdapterParams(nn.ParameterDict):
 
 class MergedNotice:
     """Set by ``merge`` on every slot of the adapter it folds in, one object for all of them: the first forward
-    that could be training (grad on, layer in training mode, no other live slot of the layer trains) warns that the
+    that could be training (grad on, layer in training mode, no other live slot of the model trains) warns that the
     merged params get no gradient, once for the adapter, not once a layer. Read only where the forward skips a
     slot, so unmerged forwards pay nothing."""
 
-    def __init__(self, adapter: str) -> None:
+    def __init__(self, adapter: str, model: nn.Module | None = None) -> None:
         self.adapter = adapter
         self.given = False
+        # Weak: a slot must not keep its model alive. A copy or a pickle goes without it (the layer alone is judged).
+        self._model = weakref.ref(model) if model is not None else None
+
+    def model(self) -> nn.Module | None:
+        """The model the adapter was merged into, while it lives."""
+        return self._model() if self._model is not None else None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None}
 
 
 class AdapterSlot(nn.Module):
