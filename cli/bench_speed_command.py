@@ -41,7 +41,10 @@ def speed(
         help="Where the random-weight model is saved once and loaded from (default: OUT/model; SD1.5 in fp16 "
              "is about 2 GB).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite",
-        help="Drop the measurements stored in --out when they were made with other settings.")] = False,
+        help="Drop the measurements stored in --out (and their table) when they were made with other settings "
+             "or on another machine, instead of refusing them; those of the same settings on the same machine "
+             "are kept, and the run resumes. To measure everything again, delete --out (or one file of "
+             "OUT/measurements/ to measure that row again), or pass another --out.")] = False,
     only: Annotated[str | None, typer.Option(
         help="Comma list of tasks to measure (default: all): load, crop, hypernet, merge, finetune, "
              "finetune-graphs (CUDA only), memory, generate, lora-db, adapter-step, adapter-infer, peft-step, "

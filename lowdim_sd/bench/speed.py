@@ -42,6 +42,7 @@ from lowdim_sd.bench.speed_timing import skipped
 
 SETTINGS_FILE = "settings.json"
 MEASUREMENTS = "measurements"
+REPORT_FILES = ("speed.json", "table.md")
 
 
 @dataclass(frozen=True)
@@ -116,22 +117,47 @@ class Store:
 
     def claim(self, settings: Settings, overwrite: bool, here: dict | None = None) -> None:
         """Make OUT this run's; results measured under other settings, or on another machine than ``here``
-        (default: this one), are refused (or, with overwrite, dropped). The first run records its machine."""
+        (default: this one), are refused (or, with overwrite, dropped with the table made of them). Results of
+        these settings on this machine are kept either way: the rerun resumes. The first run records its machine."""
         if self.out.exists() and not self.out.is_dir():
             raise LowdimError(f"--out {self.out}: is a file; give a folder")
-        stored = None if overwrite else self.stored_settings()  # overwrite drops them, damaged or not
+        here = here or machine(settings.device)
+        try:
+            why = self._mismatch(settings, here)
+        except LowdimError:  # a damaged settings.json: nothing says what its rows were measured with
+            if not overwrite:
+                raise
+            why = "damaged"
+        if why and not overwrite:
+            self._refuse(why)
+        recorded = None if why else self.stored_machine()
+        if why:
+            self.drop()
+        # A folder from before machines were recorded adopts this one: nothing says what measured it.
+        _write_json(self.out / SETTINGS_FILE, {**settings.to_dict(), "machine": recorded or here})
+
+    def _mismatch(self, settings: Settings, here: dict) -> str | None:
+        """Why OUT's stored results are not this run's (other settings, another machine), None when they are."""
+        stored = self.stored_settings()
         if stored is not None and stored != settings.to_dict():
             changed = ", ".join(f"{key} {stored.get(key)} -> {value}" for key, value in settings.to_dict().items()
                                 if stored.get(key) != value)
-            self._refuse(f"made with other settings ({changed})")
-        here = here or machine(settings.device)
-        recorded = None if overwrite else self.stored_machine()
+            return f"made with other settings ({changed})"
+        recorded = self.stored_machine()
         if recorded is not None and machine_changes(recorded, here):
-            self._refuse(f"made on another machine ({machine_changes(recorded, here)})")
-        if overwrite and self.folder.is_dir():
+            return f"made on another machine ({machine_changes(recorded, here)})"
+        return None
+
+    def drop(self) -> None:
+        """Remove the measurements and the report made of them: a table left beside other settings would pass
+        for this run's."""
+        if self.folder.is_dir():
             shutil.rmtree(self.folder)
-        # A folder from before machines were recorded adopts this one: nothing says what measured it.
-        _write_json(self.out / SETTINGS_FILE, {**settings.to_dict(), "machine": recorded or here})
+        self.drop_report()
+
+    def drop_report(self) -> None:
+        for name in REPORT_FILES:
+            (self.out / name).unlink(missing_ok=True)
 
     def _refuse(self, why: str) -> None:
         # Each way out must work as said: --overwrite is refused beside --no-run, so they are two.
@@ -194,12 +220,25 @@ def run_speed(job: SpeedJob, progress: bool = True, console: Any = None) -> dict
         # keeps it, so a rerun after a timeout does not spend its minutes running out of memory again.
         pending = [task for task in chosen if not store.done(task.keys, retry_skipped=task.name in job.only)]
         if pending:
-            measure(pending, settings, scale, job, store, progress, console)
+            try:
+                measure(pending, settings, scale, job, store, progress, console)
+            except KeyboardInterrupt:  # Ctrl-C keeps what is done: the table too, as --no-run would write it
+                if store.load(keys):
+                    write_report(settings, scale, store, keys)
+                else:  # an empty table would pass for a benchmark, and an earlier one for this run's
+                    store.drop_report()
+                raise
     elif not store.load(keys):  # an empty table would pass for a benchmark; a mistyped --out is likelier
         raise LowdimError(f"{job.out}: no results to tabulate (run without --no-run first)")
+    return write_report(settings, scale, store, keys)
+
+
+def write_report(settings: Settings, scale: Scale, store: Store, keys: list[str]) -> dict:
+    """OUT/speed.json and OUT/table.md of what is stored in OUT."""
     report = build_report(settings, scale, store.load(keys), store.stored_machine())
-    _write_json(job.out / "speed.json", report)
-    atomic_write(job.out / "table.md", lambda temp: Path(temp).write_text(markdown(report, scale), encoding="utf-8"))
+    _write_json(store.out / "speed.json", report)
+    atomic_write(store.out / "table.md", lambda temp: Path(temp).write_text(markdown(report, scale),
+                                                                            encoding="utf-8"))
     return report
 
 

@@ -216,7 +216,10 @@ def test_ratios_and_goals_follow_the_seconds_given():
 ])
 def test_bad_options_are_one_line_before_anything_is_built(tmp_path, capsys, args, message):
     out = tmp_path / "speed"
-    assert main(["bench", "speed", "--out", str(out), *args]) == 1
+    # --quick --only load: should a check regress, the run goes on to time one tiny model's load and the test
+    # fails in seconds, rather than build and measure SD1.5 (or all of the tiny suite at 500 px) on the CPU
+    # until the suite's timeout
+    assert main(["bench", "speed", "--quick", "--only", "load", "--out", str(out), *args]) == 1
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
     assert not out.exists()
@@ -230,7 +233,8 @@ def test_only_names_known_tasks(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
-    assert main(["bench", "speed", "--device", "cuda", "--out", str(tmp_path / "speed")]) == 1
+    out = str(tmp_path / "speed")
+    assert main(["bench", "speed", "--quick", "--only", "load", "--device", "cuda", "--out", out]) == 1
     assert "CUDA is not available" in capsys.readouterr().err
 
 

@@ -154,3 +154,67 @@ def test_the_personalize_total_is_judged_against_five_seconds_on_a_gpu_in_fp16(s
     assert total["met"] is {"met": True, "NOT met": False}.get(verdict)
     row = next(line for line in markdown(report, scale).splitlines() if line.startswith("| = personalize:"))
     assert row.endswith(f"| ≤ 5 s (GPU, fp16): {verdict} |")
+
+
+# ------------------------------------------------------------ --overwrite drops only rows of other settings
+
+
+def test_overwrite_on_a_rerun_of_the_same_settings_keeps_and_resumes_the_stored_rows(tmp_path, measured, one_thread):
+    # (the interrupt line says to run the same call again: with --overwrite in it, that must not start over)
+    out = tmp_path / "speed"
+    run_speed(_job(out, "load", overwrite=True), progress=False)
+    load = (out / "measurements" / "load.json").read_text()
+    report = run_speed(_job(out, overwrite=True), progress=False)
+    assert measured.ran == ["load", "crop", "merge"]  # load was stored: not measured again
+    assert (out / "measurements" / "load.json").read_text() == load
+    assert sorted(report["measurements"]) == sorted(KEYS)
+
+
+def test_overwrite_with_only_one_task_keeps_the_other_rows_of_the_same_settings(tmp_path, measured, one_thread):
+    out = tmp_path / "speed"
+    run_speed(_job(out), progress=False)
+    (out / "measurements" / "merge.json").unlink()
+    report = run_speed(_job(out, "merge", overwrite=True), progress=False)
+    assert measured.ran == ["load", "crop", "merge", "merge"]
+    assert sorted(report["measurements"]) == sorted(KEYS)
+    assert "model load" in (out / "table.md").read_text()
+
+
+def test_overwrite_drops_the_rows_of_other_settings(tmp_path, measured, one_thread):
+    out = tmp_path / "speed"
+    run_speed(_job(out, "load", "crop"), progress=False)
+    report = run_speed(_job(out, "merge", resolution=24, overwrite=True), progress=False)
+    assert sorted(report["measurements"]) == ["merge"] and not (out / "measurements" / "load.json").exists()
+    assert json.loads((out / "settings.json").read_text())["resolution"] == 24
+    assert "24 px" in (out / "table.md").read_text().splitlines()[0]
+
+
+def test_overwrite_drops_the_rows_of_another_machine(tmp_path, measured, one_thread):
+    out = tmp_path / "speed"
+    run_speed(_job(out, "load"), progress=False)
+    torch.set_num_threads(2)
+    run_speed(_job(out, "load", overwrite=True), progress=False)
+    assert measured.ran == ["load", "load"]
+    assert json.loads((out / "settings.json").read_text())["machine"]["threads"] == 2
+
+
+def test_overwrite_drops_rows_beside_a_damaged_settings_file(tmp_path, measured, one_thread):
+    out = tmp_path / "speed"
+    run_speed(_job(out, "load"), progress=False)
+    (out / "settings.json").write_text("{not json")
+    with pytest.raises(LowdimError, match="settings.json"):
+        run_speed(_job(out, "load"), progress=False)
+    run_speed(_job(out, "load", overwrite=True), progress=False)
+    assert measured.ran == ["load", "load"]
+
+
+def test_the_overwrite_help_says_what_is_kept_and_how_to_measure_everything_again():
+    import inspect
+    import typing
+
+    from lowdim_cli.bench_speed_command import speed as command
+
+    option = typing.get_type_hints(command, include_extras=True)["overwrite"].__metadata__[0]
+    text = " ".join(inspect.cleandoc(option.help).split())
+    assert "other settings" in text and "another machine" in text
+    assert "are kept" in text and "delete" in text
