@@ -59,8 +59,9 @@ def load_pretrained(load: Callable[..., Any], source: str, what: str, flag: str,
             pass  # not in the cache: try the hub below
         if not hub_reachable():
             advice = _advice(f"pass {flag} PATH to a local copy", api, "give a local copy as")
-            raise MetricUnavailable(f"{what} model '{source}' is not in the Hugging Face cache and the hub can't be "
-                                    f"reached; download it where there is network, or {advice}")
+            typo = f"no folder {source} here, and " if "/" not in source else ""  # a hub id has an owner, mostly
+            raise MetricUnavailable(f"{typo}{what} model '{source}' is not in the Hugging Face cache and the hub "
+                                    f"can't be reached; download it where there is network, or {advice}")
         try:
             return load(source)
         except _NOT_LOADED as error:

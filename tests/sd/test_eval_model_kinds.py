@@ -188,3 +188,14 @@ def test_the_offline_docs_say_which_dino_file_is_needed():
     docs = (Path(__file__).parents[2] / "docs" / "eval.md").read_text()
     offline = docs.split("### Offline behaviour")[1].split("###")[0]
     assert "pytorch_model.bin" in offline and "--revision refs/pr/1" in offline and "safetensors" in offline
+
+
+def test_a_misspelt_folder_name_is_said_to_be_no_folder_here_too(tmp_path, monkeypatch):
+    """A bare name (no slash) is more likely a folder typed wrong than a hub id: the line says it is neither."""
+    from lowdim_sd.eval import hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    with pytest.raises(MetricUnavailable) as error:
+        DinoMetric("dino-vit", device="cpu")
+    assert "no folder dino-vit here, and DINO model 'dino-vit' is not in the Hugging Face cache" in one_line(error)
