@@ -218,18 +218,24 @@ def test_another_adapter_that_trains_nothing_does_not_silence_it(idle):
     assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
 
 
-def test_a_copy_of_a_merged_model_is_judged_on_its_own_and_holds_no_link_to_the_first():
+def test_a_copy_of_a_merge_then_train_model_is_judged_by_its_own_adapters():
     import copy
+
+    model, adapters = _style_merged_then_me(["0"])
+    twin, bare = copy.deepcopy(model), copy.deepcopy(model)
+    assert _train(twin, lowdim.Adapters(twin).parameters("me")) == []  # its own 'me' trains over its own style
+    lowdim.Adapters(bare).delete("me")  # this copy has only the merged style: training it is a slip
+    said = _forwards(bare)
+    assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
+    assert _train(model, adapters.parameters("me")) == []  # whatever its copies do
+
+
+def test_the_merge_keeps_no_model_alive():
     import gc
     import weakref
 
     model, adapters = _style_merged_then_me(["0"])
-    twin = copy.deepcopy(model)
-    lowdim.Adapters(twin).delete("me")  # the copy has only the merged style left: training it is a slip
-    said = _forwards(twin)
-    assert len(said) == 1 and str(said[0].message).startswith("adapter 'style'")
-    assert _train(model, adapters.parameters("me")) == []  # the first still trains 'me' over the merged style
     first = weakref.ref(model)
     del model, adapters
     gc.collect()
-    assert first() is None  # the merge's notice keeps no model alive
+    assert first() is None

@@ -72,6 +72,15 @@ class MergedNotice:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_model": None}
 
+    def __deepcopy__(self, memo: dict) -> MergedNotice:
+        """A copy of the model (copy.deepcopy, begun at the model or above it) judges by its own copy of the model,
+        not the first one, which may train what the copy does not."""
+        copied = MergedNotice(self.adapter)
+        copied.given = self.given
+        model = self.model()
+        copied._model = weakref.ref(memo[id(model)]) if model is not None and id(model) in memo else None
+        return copied
+
 
 class AdapterSlot(nn.Module):
     """One adapter's tensors on one layer, plus its scale and state flags."""
