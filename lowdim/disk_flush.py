@@ -7,24 +7,52 @@ across a power cut too, not only across a crash or Ctrl-C.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+from types import ModuleType
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+# What a file system says when it cannot flush, or cannot open a folder to flush it (Windows): nothing was lost,
+# it keeps its own pace. Any other error (EIO, ENOSPC, EDQUOT) means the bytes may not be on the disk: raised.
+CANNOT_FLUSH = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM,
+                          errno.EISDIR, errno.ENOENT})
 
 
 def flush_to_disk(path: Path) -> None:
-    """Ask the OS to put ``path`` (a file's bytes, a folder's names) on the disk now: a rename may reach the disk
-    before the bytes it names, so without this a power cut after a write could leave the new name on an empty or
-    torn file. A file system that cannot (some network mounts, Windows for a folder) is left to its own pace."""
+    """Ask the OS to put ``path`` (a file's bytes, a folder's names) on the disk now, past the drive's own cache
+    where the OS can say so (macOS's F_FULLFSYNC). Raises the OSError of a flush that failed for the disk's reason
+    (an I/O error, a full disk): the write must not pass for done."""
+    folder = os.path.isdir(path)
+    try:  # a file opened for writing: Windows flushes no handle opened read-only
+        handle = os.open(path, (os.O_RDONLY if folder else os.O_RDWR) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:  # a FIFO put there is opened without waiting, above, and fails here or flushes nothing
+        if error.errno in CANNOT_FLUSH or error.errno == errno.ENXIO:
+            return
+        raise
     try:
-        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO put there must not hang us
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
+        _flush(handle)
+    except OSError as error:
+        if error.errno not in CANNOT_FLUSH:
+            raise
     finally:
         os.close(handle)
+
+
+def _flush(handle: int) -> None:
+    full = getattr(fcntl, "F_FULLFSYNC", None)
+    if fcntl is not None and full is not None:
+        try:
+            fcntl.fcntl(handle, full)
+            return
+        except OSError:  # a file system without it (network, FAT): the plain flush below
+            pass
+    os.fsync(handle)
 
 
 def flush_tree_to_disk(folder: Path) -> None:

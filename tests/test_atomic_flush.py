@@ -83,3 +83,35 @@ def test_a_fifo_is_not_waited_on(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     disk_flush.flush_to_disk(fifo)  # returns: no writer is waited for
+
+
+def test_a_flush_the_disk_fails_fails_the_write_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """An I/O error at the flush means the bytes may never reach the disk: the write is no success, and the old
+    file stays where it was."""
+    from lowdim.errors import LowdimError
+
+    target = tmp_path / "a.json"
+    target.write_text("old")
+
+    def broken(handle):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(disk_flush.os, "fsync", broken)
+    monkeypatch.setattr(disk_flush, "fcntl", None)
+    with pytest.raises(LowdimError, match=r"a\.json: could not write \(Input/output error\)"):
+        atomic.atomic_write(target, lambda name: Path(name).write_text("new"))
+    assert target.read_text() == "old"
+
+
+def test_a_file_is_flushed_through_a_handle_that_may_write(tmp_path, monkeypatch):
+    """Windows flushes no handle opened read-only (EBADF): a file's flush opens it for writing."""
+    opened = []
+    real_open = disk_flush.os.open
+
+    def recording(path, flags, *args):
+        opened.append((Path(path).name, flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(disk_flush.os, "open", recording)
+    atomic.atomic_write(tmp_path / "a.json", lambda name: Path(name).write_text("{}"))
+    assert ("a.json", os.O_RDWR) in opened and (tmp_path.name, os.O_RDONLY) in opened

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from lowdim.atomic import atomic_write
+from lowdim.disk_flush import flush_tree_to_disk
 from lowdim.errors import LowdimError
 from lowdim_sd.architecture import SD15_TEXT_CONFIG, SD15_UNET_CONFIG
 
@@ -152,7 +154,8 @@ def saved_model(folder: Path, scale: Scale) -> Path:
         if scale.name == "full":  # half the disk and the load; loading casts to the dtype each measurement asks
             pipe.to(torch.float16)
         pipe.save_pretrained(folder, safe_serialization=True)
-    marker.write_text(json.dumps({"scale": scale.name}) + "\n")
+    flush_tree_to_disk(folder)  # the weights on the disk before the marker that vouches for them
+    atomic_write(marker, lambda temp: Path(temp).write_text(json.dumps({"scale": scale.name}) + "\n"))
     return folder
 
 

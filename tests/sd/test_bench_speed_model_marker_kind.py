@@ -68,3 +68,24 @@ def test_a_model_folder_that_is_a_file_is_one_line_naming_it(speed_out, capsys):
     line = one_line_error(capsys)
     assert line.startswith(f"Error: {folder}: ") and "not a folder" in line, line
     assert folder.read_text() == "not a folder"
+
+
+def test_the_marker_is_written_after_the_weights_are_on_the_disk(tmp_path, monkeypatch):
+    """A power cut must not leave a marker vouching for weights still in the OS's cache: they are flushed first,
+    and the marker itself is written whole or not at all."""
+    events = []
+
+    class Pipe:
+        def save_pretrained(self, folder, safe_serialization):
+            os.makedirs(folder, exist_ok=True)
+            (folder / "model_index.json").write_text("{}")
+            events.append("saved")
+
+    monkeypatch.setattr(speed_setup, "build_pipeline", lambda scale: Pipe())
+    monkeypatch.setattr(speed_setup, "flush_tree_to_disk", lambda folder: events.append(("flushed", folder.name)))
+    real_write = speed_setup.atomic_write
+    monkeypatch.setattr(speed_setup, "atomic_write",
+                        lambda path, write: events.append(("marker", path.name)) or real_write(path, write))
+    folder = speed_setup.saved_model(tmp_path / "model", SCALES["quick"])
+    assert events == ["saved", ("flushed", "model"), ("marker", READY)]
+    assert (folder / READY).is_file()
