@@ -28,13 +28,9 @@ def flush_to_disk(path: Path) -> None:
     """Ask the OS to put ``path`` (a file's bytes, a folder's names) on the disk now, past the drive's own cache
     where the OS can say so (macOS's F_FULLFSYNC). Raises the OSError of a flush that failed for the disk's reason
     (an I/O error, a full disk): the write must not pass for done."""
-    folder = os.path.isdir(path)
-    try:  # a file opened for writing: Windows flushes no handle opened read-only
-        handle = os.open(path, (os.O_RDONLY if folder else os.O_RDWR) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as error:  # a FIFO put there is opened without waiting, above, and fails here or flushes nothing
-        if error.errno in CANNOT_FLUSH or error.errno == errno.ENXIO:
-            return
-        raise
+    handle = _opened(path)
+    if handle is None:
+        return
     try:
         _flush(handle)
     except OSError as error:
@@ -42,6 +38,20 @@ def flush_to_disk(path: Path) -> None:
             raise
     finally:
         os.close(handle)
+
+
+def _opened(path: Path) -> int | None:
+    """A handle to flush ``path`` through, None where it cannot be opened for that. A file is opened for writing
+    where it may be (Windows flushes no handle opened read-only), else read-only (a umask that left it so)."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # a FIFO put there is opened without waiting for a writer
+    modes = [os.O_RDONLY] if os.path.isdir(path) else [os.O_RDWR, os.O_RDONLY]
+    for mode in modes:
+        try:
+            return os.open(path, mode | nonblocking)
+        except OSError as error:
+            if error.errno not in CANNOT_FLUSH and error.errno != errno.ENXIO:
+                raise
+    return None
 
 
 def _flush(handle: int) -> None:

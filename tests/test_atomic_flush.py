@@ -115,3 +115,20 @@ def test_a_file_is_flushed_through_a_handle_that_may_write(tmp_path, monkeypatch
     monkeypatch.setattr(disk_flush.os, "open", recording)
     atomic.atomic_write(tmp_path / "a.json", lambda name: Path(name).write_text("{}"))
     assert ("a.json", os.O_RDWR) in opened and (tmp_path.name, os.O_RDONLY) in opened
+
+
+def test_a_file_its_owner_may_only_read_is_flushed_read_only(tmp_path, monkeypatch):
+    """A umask that leaves written files read-only: the flush still happens, through a read-only handle."""
+    flushed = []
+    real_open, real_fsync = disk_flush.os.open, disk_flush.os.fsync
+
+    def refusing_writers(path, flags, *args):
+        if flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(disk_flush.os, "open", refusing_writers)
+    monkeypatch.setattr(disk_flush.os, "fsync", lambda handle: flushed.append(handle) or real_fsync(handle))
+    monkeypatch.setattr(disk_flush, "fcntl", None)
+    disk_flush.flush_to_disk(atomic.atomic_write(tmp_path / "a.json", lambda name: Path(name).write_text("{}")))
+    assert len(flushed) >= 3  # the temp, its folder after the rename, and the file asked for here
