@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from lowdim.errors import LowdimError
 from lowdim_sd.weight_index import image_digest
 
 FileState = tuple[int, int, int]  # inode, size, modification time in ns
+Read = TypeVar("Read")
+READ_TRIES = 3  # a picture saved over while it is read, again and again: someone is still writing it
 
 
 def file_state(path: Path) -> FileState | None:
@@ -69,3 +74,18 @@ class CheckedPictures:
         if same:
             self._seen[path] = (now, digest)  # this process digests it again only on its next change
         return same
+
+
+def read_as_digested(path: Path, read: Callable[[Path], Read]) -> tuple[Read, str]:
+    """``read(path)`` (a decoder, given the path) with the digest of the bytes it read: the picture is held to its
+    digest, read, then compared as a ``CheckedPictures`` check compares it, so one saved over during the read is
+    read again rather than paired with a digest of other bytes (precompute's index pairs θ with these digests).
+    A picture gone or unreadable is left to ``read``, whose error names it."""
+    for _ in range(READ_TRIES):
+        pictures = CheckedPictures()
+        digest = pictures.hold(path)
+        value = read(path)
+        if digest is not None and file_state(path) is not None and pictures.unchanged(path):
+            return value, digest
+    raise LowdimError(f"{path}: changed each of the {READ_TRIES} times it was read (is it still being written?); "
+                      f"rerun once it is saved")

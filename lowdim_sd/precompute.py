@@ -35,6 +35,7 @@ from lowdim import option_words
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 from lowdim_sd import defaults, runs
+from lowdim_sd.checked_pictures import read_as_digested
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, upscaling_told_once
 from lowdim_sd.job_fields import OptionalPathField, PathField, job_dataclass, path_field
@@ -287,20 +288,20 @@ def _train_pending(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, pr
                 batch = plan.pending[start: start + job.batch_subjects]
                 _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(plan.pending),
                                                    len(result.skipped), time.monotonic() - started))
-                rows = _train_batch(plan.model, job, plan.config, plan.space, plan.layer_set, batch, plan.crop,
-                                    plan.initial, progress)
-                _keep_batch(job, plan, result, batch, rows)
+                rows, digests = _train_batch(plan.model, job, plan.config, plan.space, plan.layer_set, batch,
+                                             plan.crop, plan.initial, progress)
+                _keep_batch(job, plan, result, batch, rows, digests)
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
             runs.reraise(stop, stop_note(stop, len(result.trained), len(plan.own["identities"]), plan.index_path,
                                          plan.rank, plan.processes))
 
 
 def _keep_batch(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, batch: list[tuple[int, Identity]],
-                rows: dict[str, torch.Tensor]) -> None:
+                rows: dict[str, torch.Tensor], digests: list[list[str]]) -> None:
     names = [identity.name for _, identity in batch]
     shard = plan.out / _shard_name(plan.out, plan.rank, plan.processes)
     atomic_save(rows, {"format": FORMAT + ".shard", "identities": json.dumps(names)}, shard)
-    entries = [index_entry(identity, shard.name, row, _draws_seed(job, plan.config, identity.name),
+    entries = [index_entry(identity, digests[row], shard.name, row, _draws_seed(job, plan.config, identity.name),
                            Path(plan.header["root"]), plan.replaced.get(identity.name))
                for row, (_, identity) in enumerate(batch)]
     # After its shard: the index never names a shard that is not whole. Into a copy, so a stop during the
@@ -368,21 +369,26 @@ def _draws_seed(job: PrecomputeJob, config: TrainConfig, name: str) -> int:
 
 
 def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space: Space, layer_set: LayerSet,
-                 batch: list[tuple[int, Identity]], crop: bool, initial, progress: bool) -> dict[str, torch.Tensor]:
-    """Train one adapter per identity of ``batch`` in one multi-subject run; their tensors, one row each."""
+                 batch: list[tuple[int, Identity]], crop: bool, initial, progress: bool
+                 ) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
+    """Train one adapter per identity of ``batch`` in one multi-subject run; their tensors, one row each, and each
+    identity's digests of the bytes it was trained on (taken as read: a photo saved over while the batch trains
+    is another picture, which a resume trains again)."""
     from lowdim_sd.modes import adapter_trainable
 
     size = job.resolution or model.resolution
-    subjects = [Subject(torch.stack([load_face_image(path, size, crop, job.crop_margin, job.face_index)
-                                     for path in identity.images]), _draws_seed(job, config, identity.name))
-                for _, identity in batch]
+    read = [[read_as_digested(path, lambda path: load_face_image(path, size, crop, job.crop_margin, job.face_index))
+             for path in identity.images] for _, identity in batch]
+    subjects = [Subject(torch.stack([image for image, _ in pictures]), _draws_seed(job, config, identity.name))
+                for pictures, (_, identity) in zip(read, batch, strict=True)]
     trainable = adapter_trainable(model, space, layer_set, seed=config.seed,
                                   subject_names=[identity.name for _, identity in batch], token=config.token)
     if initial is not None:
         start_from(model, initial, len(batch))
     try:
         train(model, subjects, trainable, config, out_dir=None, progress=progress)
-        return {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
+        rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
+        return rows, [[digest for _, digest in pictures] for pictures in read]
     finally:
         lowdim.Adapters(model.modules).delete(trainable.name)
 

@@ -88,10 +88,11 @@ def identity_seed(seed: int, name: str, shared_noise: bool) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def index_entry(identity: Identity, shard: str, row: int, seed: int, root: Path, replaced: dict | None) -> dict:
-    """An identity's index entry: where its θ is, the pictures it was trained on and a digest of each (what a
-    resume and train-hypernet compare with the folder), and, for one trained again, its generation."""
-    digests = [image_digest(path) for path in identity.images]
+def index_entry(identity: Identity, digests: list[str], shard: str, row: int, seed: int, root: Path,
+                replaced: dict | None) -> dict:
+    """An identity's index entry: where its θ is, the pictures it was trained on and ``digests``, one per picture,
+    of the bytes its training read (what a resume and train-hypernet compare with the folder), and, for one trained
+    again, its generation."""
     entry = {"name": identity.name, "shard": shard, "row": row, "seed": seed,
              "images": [relative(path, root) for path in identity.images], "digest": digests[0], "digests": digests}
     if replaced is not None:  # read_index keeps the highest generation, wherever the old entry is
