@@ -276,11 +276,12 @@ def export(
 
     Example: lowdim export me.safetensors --format kohya
     """
-    from lowdim_sd.export import check_export_target, export_adapter
+    from lowdim_sd.export import check_export_target, check_replaceable, export_adapter
     from lowdim_sd.runs import check_file_target, refuse_overwrite
 
     given = out_path if out_path is not None else adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
     target = check_export_target(given)  # before any other check
+    check_replaceable(target, adapter)  # not "pass --overwrite" for a file --overwrite would not replace
     refuse_overwrite([target], overwrite, other="choose another -o")
     check_file_target(target, "-o")
     # as given: its warnings name the path typed; without --overwrite it never replaces a file another run wrote since

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, AdapterFile, atomic_save, read_adapter
+from lowdim.foreign_files import describe_foreign
 from lowdim.option_words import either
 
 FORMATS = ("diffusers", "kohya")
@@ -263,8 +264,7 @@ def export_adapter(
         raise ExportError(f"{named} must be one of {', '.join(DTYPES)}, got '{dtype}'"
                           + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
     source, target = Path(adapter_path), check_export_target(out_path)  # before the format's warnings
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
+    check_replaceable(target, source)
     if not overwrite and target.exists():
         raise _exists(target)
     from lowdim_sd.textual_inversion import EXPORT_FORMATS, export_embedding, is_embedding, read_embedding
@@ -285,6 +285,37 @@ def export_adapter(
         return _export_lora(adapter, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
     except FileExistsError:
         raise _exists(target) from None
+
+
+def check_replaceable(target: Path, source: Path) -> None:
+    """One line where ``target`` is the adapter ``source`` or holds a file ``lowdim export`` did not write
+    (another adapter, a merged model): --overwrite replaces an earlier export only, as merge's replaces an
+    earlier merge only. Whether export wrote it is read from its header as ``lowdim show`` reads it; what it is
+    otherwise, in show's words."""
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
+    if not target.is_file():  # nothing there (a folder is check_export_target's)
+        return
+    from lowdim_sd.file_info import describe, exported_by_lowdim
+    from lowdim_sd.file_info_parts import read_header
+
+    try:
+        if exported_by_lowdim(read_header(target)):
+            return
+        what = describe(target).kind
+    except (LowdimError, OSError):  # not a safetensors file show reads: what its bytes say it is
+        what = _foreign_kind(target)
+    raise ExportError(f"{target}: already exists and is not an earlier export ({what}), which is all "
+                      f"{either('--overwrite', 'overwrite=True')} replaces; "
+                      f"{either('choose another -o', 'choose another out_path')}")
+
+
+def _foreign_kind(target: Path) -> str:
+    """What a file show cannot read is, by its first bytes (a text file, a pickle), for export's refusal."""
+    try:
+        return describe_foreign(target) or "not a readable .safetensors file"
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
 
 
 def _exists(target: Path) -> ExportError:

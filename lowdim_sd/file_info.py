@@ -223,6 +223,16 @@ def _shard(path: Path, header: Header) -> FileInfo:
                     f"lowdim show {quote(str(path.parent))}", values)
 
 
+def exported_by_lowdim(header: Header) -> bool:
+    """Whether ``lowdim export`` wrote the file of ``header``: another tool's LoRA or embedding layout with the
+    source adapter export records. What show calls "exported by lowdim", and all export's --overwrite replaces."""
+    meta, keys = header.metadata, list(header.shapes)
+    # a lowdim.* format is read as lowdim's own file, whatever else its header holds
+    if not meta.get("source_adapter") or str(meta.get("format", "")).startswith("lowdim."):
+        return False
+    return embedding_style(keys, meta) is not None or foreign_lora(keys, meta) is not None
+
+
 def _other(path: Path, header: Header) -> FileInfo:
     if is_optimizer_state(header):  # a checkpoint's: its header has no format key of its own
         return optimizer_state_info(path, header)
@@ -235,14 +245,14 @@ def _other(path: Path, header: Header) -> FileInfo:
     embedding = embedding_style(keys, meta)
     # Texts from the file, each cut where a stranger's runs to 100 KB; --json gives them whole.
     if embedding is not None:
-        made = "exported by lowdim" if meta.get("source_adapter") else "not made by lowdim"
+        made = "exported by lowdim" if exported_by_lowdim(header) else "not made by lowdim"
         texts, whole = text_rows(meta, {**({"source_adapter": "exported from"} if meta.get("source_adapter") else {}),
                                         "token": "token", "vectors": "vectors"})
         return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", [*texts, *rows],
                         "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
                         {**whole, **values, "vectors": number(meta.get("vectors"))})
     style = foreign_lora(keys, meta)
-    if style is not None and meta.get("source_adapter"):  # written by `lowdim export`
+    if style is not None and exported_by_lowdim(header):
         texts, whole = text_rows(meta, {"source_adapter": "exported from", "rank": "rank", "base_model": "base model",
                                         "token": "token"})
         space = f"{bounded(meta.get('space') or '?')} {bounded(meta.get('space_config') or '')}".strip()

@@ -15,6 +15,8 @@ def weight_folder_info(folder: Path) -> FileInfo:
     from lowdim_sd.weight_index import INDEX, read_index
 
     if not (folder / INDEX).is_file() and not any(folder.glob("index-p*.json")):
+        if (what := _other_folder(folder)) is not None:
+            raise LowdimError(f"{folder}: {what}")
         raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
                           f"lowdim files and weight folders")
     index = read_index(folder)
@@ -44,6 +46,23 @@ def weight_folder_info(folder: Path) -> FileInfo:
         rows.insert(0, ("damaged", damage))
         use = ""
     return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
+
+
+def _other_folder(folder: Path) -> str | None:
+    """What a folder lowdim wrote that show does not read is, with the command that does: pictures generate drew
+    (its prompts.json), a run's checkpoints (their newest step, by number: step-1000000 comes after step-999999)."""
+    from lowdim_sd.checkpoint_file_info import CHECKPOINTS, WRITERS, is_step_folder
+    from lowdim_sd.checkpoint_reading import step_folders
+
+    if (folder / "prompts.json").is_file():
+        return (f"pictures lowdim generate drew (prompts.json), not a lowdim file: score them with "
+                f"`lowdim eval {quote(str(folder))} -r FACE`")
+    steps = [step for step in step_folders(folder) if is_step_folder(step)] if folder.name == CHECKPOINTS else []
+    if not steps:
+        return None
+    writer = next((command for name, command in WRITERS.items() if (steps[-1] / name).is_file()), None)
+    return (f"checkpoints of a lowdim {writer + ' ' if writer else ''}run, each in its step folder: "
+            f"`lowdim show {quote(str(steps[-1]))}`")
 
 
 def _damage(folder: Path, index: dict) -> str | None:
