@@ -217,25 +217,27 @@ def eval_(
 def metric_names_for(typed: str | None, model: str | None) -> tuple[str, ...]:
     """--metrics as typed; without it, the metrics that can read the pictures of the model that drew them
     (said in a line when they are not the paper's four, so the table's columns are no surprise)."""
-    from lowdim_sd.eval.job import model_metrics, parse_metric_names
+    from lowdim_sd.eval.job import metrics_model, model_metrics, parse_metric_names
 
     if typed is not None:
         return parse_metric_names(typed)
     names = model_metrics(model)
     if names != parse_metric_names(DEFAULT_METRICS):
+        base = metrics_model(model)
+        merge = "" if base == model else f": a merge of {base}, its record says"
         out.print(f"metrics: {','.join(names)} (those for {user_text(str(model))}, which prompts.json says drew "
-                  f"these pictures; --metrics chooses others)", highlight=False)
+                  f"these pictures{user_text(merge)}; --metrics chooses others)", highlight=False)
     return names
 
 
 def missed_everything(report: EvalReport, model: str | None, requested: tuple[str, ...]) -> list[str]:
     """A line for each metric that scored none of the pictures (a null mean beside other metrics' scores): why,
-    as far as can be told (pictures too small for it, the model that drew them), and the metrics that read them."""
-    from lowdim_sd.eval.job import SMALL_SIDE, model_metrics
+    as far as can be told (pictures too small for it, the model that drew them), and the metrics that read them.
+    Only the paper's metrics are told the pictures are too small: a plugin's (TinyFaces' made for 32 px) reads
+    them, so its misses have another cause, such as pictures without a reference, which the notes above say."""
+    from lowdim_sd.eval.job import model_metrics
 
     count = len(report.images)
-    side = report.smallest_side
-    small = side is not None and side <= SMALL_SIDE
     own = model_metrics(model) if model is not None else ()
     lines = []
     for result in report.results:
@@ -243,14 +245,26 @@ def missed_everything(report: EvalReport, model: str | None, requested: tuple[st
         if not count or summary.scored or summary.misses + summary.not_asked < count or not summary.misses:
             continue
         line = f"{result.column} found nothing to score in any of the {count} picture(s)"
-        if small or model is not None:
-            said = [f"they are {side} px"] if small else []
-            said += [f"drawn by {model} (prompts.json)"] if model is not None else []
-            line += ": " + ", ".join(said) + (", too small for it" if small else "")
+        too_small = too_small_for(report, result.name)
+        said = [f"they are {report.smallest_side} px"] if too_small else []
+        # Drawn by a model this metric is made for says nothing of why it missed.
+        said += [f"drawn by {model} (prompts.json)"] if model is not None and result.name not in own else []
+        if said:
+            line += ": " + ", ".join(said) + (", too small for it" if too_small else "")
         if own and not set(own) & set(requested):
             line += f"; score them with --metrics {','.join(own)}"
-        lines.append(line + ("" if small else "; the notes above say why"))
+        lines.append(line + ("" if too_small else "; the notes above say why"))
     return lines
+
+
+def too_small_for(report: EvalReport, metric: str) -> bool:
+    """Whether ``metric`` is one of the paper's (a face detector, ViTs at 224 px) and the pictures are TinyFaces'
+    size, which it cannot read."""
+    from lowdim_sd.eval.job import SMALL_SIDE
+    from lowdim_sd.eval.paper_metrics import PAPER_METRICS
+
+    side = report.smallest_side
+    return side is not None and side <= SMALL_SIDE and metric in PAPER_METRICS
 
 
 def register(app: typer.Typer) -> None:

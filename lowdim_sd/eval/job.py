@@ -142,11 +142,42 @@ def recorded_model(folder: Path) -> str | None:
     return model if isinstance(model, str) and model.strip() else None
 
 
+MERGES_FOLLOWED = 4  # a merge of a merge names the first as its base; a loop of records must end
+
+
+def merged_base(model: str) -> str | None:
+    """The base model recorded by the merge ``model`` is (``lowdim merge``'s single file: its header; its diffusers
+    folder: the record file beside it), read without loading anything; None for any other model."""
+    from lowdim.paths import expand_user
+    from lowdim_sd.merged_model import read_merge_record
+
+    path = expand_user(model)
+    try:
+        record = read_merge_record(path) if path.exists() else None
+    except OSError:  # a record that can't be read: the pictures are still there to score
+        return None
+    base = record.get("base_model") if record else None
+    return base if isinstance(base, str) and base.strip() else None
+
+
+def metrics_model(model: str | None) -> str | None:
+    """The model whose pictures ``model`` draws, as the metrics see them: a merge's recorded base model (merged
+    weights draw at the base's resolution), followed through merges of merges; else ``model`` itself."""
+    for _ in range(MERGES_FOLLOWED):
+        base = merged_base(model) if model is not None else None
+        if base is None or base == model:
+            return model
+        model = base
+    return model
+
+
 def model_metrics(model: str | None) -> tuple[str, ...]:
     """The metrics that can read ``model``'s pictures: TinyFaces' own for its 32 px ones (the paper's face detector
-    and ViTs find nothing in them), else the paper's four; an unknown or unregistered model gets the paper's."""
+    and ViTs find nothing in them), else the paper's four; an unknown or unregistered model gets the paper's. A
+    merged model's are those of the base model its merge record names."""
     from lowdim_sd.registered_models import sd_backend
 
+    model = metrics_model(model)
     try:
         backend = sd_backend(model) if model is not None else None
     except LowdimError:  # a model this install lacks: the pictures are still there to score
