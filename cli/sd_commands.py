@@ -322,7 +322,7 @@ def merge(
     from lowdim_sd.runs import check_file_target
 
     adapters = [parse_adapter_arg(a) for a in adapter]
-    check_adapter_list(adapters)
+    check_adapter_list(adapters, command="merge")
     # all of it before seconds of model loading
     check_merge_settings(adapters, out_path, fmt, overwrite, Path(model))
     check_file_target(out_path, "-o")  # its folder (a diffusers folder is made later)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import either, option
@@ -31,7 +32,13 @@ from lowdim_sd.finite_latents import NaNPicture, checking_final_latents
 from lowdim_sd.job_fields import SeedsField, WordsField, job_dataclass, seeds_field, words_field
 from lowdim_sd.loading import SDModel
 from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
-from lowdim_sd.prompt_words import IDENTIFIER, fill, token_warnings, with_looks  # noqa: F401 (API)
+from lowdim_sd.prompt_words import (  # noqa: F401 (API)
+    IDENTIFIER,
+    fill,
+    token_warnings,
+    unnamed_subject_lines,
+    with_looks,
+)
 from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
 
 # What help() and a star import show (attach_adapters lives in attaching, detach_adapters in attached_files);
@@ -150,7 +157,9 @@ def identifier(config: GenerateConfig, tokens: Sequence[str] | None, taught: Seq
 
 
 def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str], taught: Sequence[str] | None = None) -> None:
-    for line in token_warnings(config.prompts, tokens, config.token, taught):
+    becomes = identifier(config, tokens, taught)
+    for line in [*token_warnings(config.prompts, tokens, config.token, taught),
+                 *unnamed_subject_lines(config.prompts, tokens, becomes)]:
         warnings.warn(line, stacklevel=2)
 
 
@@ -305,10 +314,9 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     from lowdim_sd.images import save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, item in enumerate(results):
-        slug = "".join(c if c.isalnum() else "-" for c in item.prompt.lower()).strip("-")[:60]
-        paths.append(save_png(item.image, out_dir / f"{index:03d}-{slug}-seed{item.seed}.png"))
+    names = [f"{index:03d}-{_slug(item.prompt)}-seed{item.seed}.png" for index, item in enumerate(results)]
+    replaced = _replaced_of_other_settings(out_dir, names, settings)  # before prompts.json is rewritten
+    paths = [save_png(item.image, out_dir / name) for item, name in zip(results, names, strict=True)]
     # prompts.json makes the folder an eval folder: `lowdim eval OUT --references face.jpg` (docs/eval.md).
     entries = [{"image": path.name, "prompt": item.prompt, "seed": item.seed}
                for path, item in zip(paths, results, strict=True)]
@@ -324,4 +332,52 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     if older:  # an earlier run's pictures: prompts.json and the grid hold this run's only
         warnings.warn(f"{out_dir} also holds {len(older)} picture(s) of an earlier run (e.g. {older[0].name}), "
                       f"left as they were; prompts.json and grid.png list this run's only", stacklevel=2)
+    if replaced:  # by design (a rerun redraws its own), but a sweep into one -o would keep its last run only
+        keep = either("give each run its own -o", "give each call its own out_dir")
+        warnings.warn(f"{out_dir}: replaced {replaced[0]} picture(s) drawn with other settings ({replaced[1]}): "
+                      f"{keep} to keep both", stacklevel=2)
     return paths, grid
+
+
+def _slug(prompt: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in prompt.lower()).strip("-")[:60]
+
+
+def _replaced_of_other_settings(out_dir: Path, names: list[str], settings: dict | None) -> tuple[int, str] | None:
+    """(how many of ``names`` replace a picture the folder's prompts.json says was drawn with other settings, what
+    changed); None when none does, or either run records no settings (nothing to compare)."""
+    try:
+        earlier = json_text.loads((out_dir / "prompts.json").read_text(encoding="utf-8"))
+        before, listed = earlier["settings"], {entry["image"] for entry in earlier["images"]}
+    except (OSError, ValueError, LookupError, TypeError):  # none, or not one lowdim wrote: no settings to compare
+        return None
+    now = json_text.loads(json.dumps(settings)) if settings is not None else None  # as it reads back: lists, not tuples
+    if not isinstance(before, dict) or now is None or before == now:
+        return None
+    count = sum(name in listed and (out_dir / name).is_file() for name in names)
+    return (count, _changes(before, now)) if count else None
+
+
+def _changes(before: dict, now: dict) -> str:
+    """'adapters me.safetensors:0.5 -> me.safetensors:1; steps 30 -> 10': the settings two records differ in."""
+    def text(key: str, value: object) -> str:
+        if key == "adapters" and isinstance(value, list):
+            return ", ".join(_adapter_text(entry) for entry in value) or "none"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    flat_before, flat_now = _flat(before), _flat(now)
+    return "; ".join(f"{key} {text(key, flat_before.get(key))} -> {text(key, flat_now.get(key))}"
+                     for key in dict.fromkeys([*flat_now, *flat_before]) if flat_before.get(key) != flat_now.get(key))
+
+
+def _flat(settings: dict) -> dict:
+    """The record with its parts' fields beside the others: 'text_encoder_scale 1 -> 0', not the parts whole."""
+    parts = settings.get("parts")
+    return {**{k: v for k, v in settings.items() if k != "parts"}, **(parts if isinstance(parts, dict) else {})}
+
+
+def _adapter_text(entry: object) -> str:
+    if not isinstance(entry, dict):
+        return str(entry)
+    scale = entry.get("scale")
+    return f"{entry.get('file')}" + (f":{scale:g}" if isinstance(scale, (int, float)) else "")

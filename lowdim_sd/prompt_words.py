@@ -66,3 +66,24 @@ def _merged_token_lines(tokens: Sequence[str], taught: Sequence[str] | None) -> 
         return [f"this merged model was taught {len(taught)} words ({', '.join(taught)}): {IDENTIFIER} becomes "
                 f"'{taught[0]}', the first; write {others} in the prompt itself, or pass --token, for another subject"]
     return []
+
+
+def unnamed_subject_lines(prompts: Sequence[str], tokens: Sequence[str], becomes: str) -> list[str]:
+    """An adapter that records its word, which no prompt names ([V], which ``becomes`` that word, or the word typed
+    out): its subject is never called, and the picture, partly the adapter still, passes for a weak adapter.
+    A file that records no word (a style LoRA) is not asked for one. One line, however many adapters."""
+    with_v = any(IDENTIFIER in prompt for prompt in prompts)
+    unnamed = [word for word in dict.fromkeys(t for t in tokens if t)
+               if not (with_v and word == becomes) and not any(_names(prompt, word) for prompt in prompts)]
+    if not unnamed or (with_v and becomes not in tokens):  # a --token no adapter learned: _foreign_token_lines
+        return []
+    words = " or ".join(unnamed)
+    whose = "the adapter's subject is" if len(unnamed) == 1 else "the adapters' subjects are"
+    if not with_v:
+        return [f"no prompt names {IDENTIFIER} ({words}): {whose} not called"]
+    return [f"no prompt names {words}: {whose} not called ({IDENTIFIER} becomes '{becomes}')"]
+
+
+def _names(prompt: str, word: str) -> bool:
+    """The word typed out as a word of its own, in any case (the tokenizer lowercases): "a SKS face" names sks."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", prompt, re.IGNORECASE) is not None

@@ -184,6 +184,7 @@ def test_one_adapter_given_twice_is_refused_and_a_zero_scale_is_said(tiny_sd, tw
         code = main([*command, "-m", str(tiny_sd), "-a", twice[0], "-a", twice[1]])
         err = " ".join(capsys.readouterr().err.split())
         assert code == 1 and "given twice" in err and "sum of the scales" in err, command
+        assert f"run {command[0]} once per scale" in err, err  # the command the user ran, not another
     monkeypatch.undo()
     code = main(["generate", "-m", str(tiny_sd), "-a", f"{two_adapters[0]}:0", "-p", "a [V] face", "--steps", "1",
                  "-o", str(tmp_path / "g0")])
