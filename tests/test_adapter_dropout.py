@@ -174,3 +174,20 @@ def test_rank_relaxation_gives_the_new_adapter_its_dropout():
     net, adapters = build("lidb", {"a": 4, "b": 3, "rank": 1}, "linear", 0.0)
     info = lowdim.relax_rank(adapters, "default", "relaxed", lowdim.get_space("lora", rank=2), dropout=0.3)
     assert info.dropout == 0.3 and all(slot.dropout == 0.3 for slot in adapters.slots("relaxed").values())
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_an_adapter_added_to_a_model_in_eval_mode_drops_nothing_until_it_trains(kind):
+    """model.eval() before the inject (peft's layers take the mode they are put in): no dropout, no training
+    forward; model.train() afterwards turns the dropout on as for an adapter injected first."""
+    torch.manual_seed(0)
+    net = Net().requires_grad_(False).eval()
+    target = "mix" if kind == "conv" else "proj"
+    adapters = lowdim.inject(net, lowdim.get_space("lora", rank=2, init="gaussian"), [target], dropout=0.9)
+    adapters.add("second", lowdim.get_space("lora", rank=2, init="gaussian"), [target], dropout=0.9)
+    layer = net.get_submodule(target)
+    assert not layer.training and not any(module.training for module in layer.modules())
+    x = torch.randn(4, 6, dtype=torch.float64) if kind == "linear" else torch.randn(1, 6, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), layer(x))  # the same every call: nothing dropped
+    net.train()
+    assert layer.training and not torch.equal(layer(x), layer(x))  # dropout on again

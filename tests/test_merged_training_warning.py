@@ -239,3 +239,10 @@ def test_the_merge_keeps_no_model_alive():
     del model, adapters
     gc.collect()
     assert first() is None
+
+
+def test_a_model_put_in_eval_before_the_adapter_came_does_not_warn():
+    """The everyday order: model.eval(), load or inject, merge, forward (grad on): an evaluation, not training."""
+    model = _model().eval()
+    _merged(model)
+    assert _forwards(model) == []

@@ -90,7 +90,8 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
             wasted.extend(notes_by_kind(space, layer)[0][:1])
     holders = module_holders(adapters.model)
     for layer_name, _, slot in slots:
-        wrap(adapters.model, layer_name, holders).slots[name] = slot
+        wrapper = wrap(adapters.model, layer_name, holders)
+        wrapper.slots[name] = slot.train(wrapper.training)  # in the mode the model is in, as a peft layer is
     guard_loads(adapters.model)
     if wasted and rank_chosen:  # trained and saved for nothing: said where a Python user sees it, not only in a log
         count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"

@@ -33,6 +33,7 @@ def wrap(model: nn.Module, layer_name: str, holders: Holders) -> AdapterLayer:
     if isinstance(current, AdapterLayer):
         return current
     wrapper = AdapterLayer(current, layer_name)
+    wrapper.train(current.training)  # a model put in eval() before the inject stays in eval (no adapter dropout)
     for holder, attribute in holders.get(id(current), [(parent, child)]):
         setattr(holder, attribute, wrapper)
     return wrapper
