@@ -221,7 +221,8 @@ def test_assigning_a_wrapped_layers_weight_names_the_slot_to_assign():
 
 @pytest.mark.parametrize(("peft_name", "lowdim_call"), [("unload", "remove_all()"), ("disable_adapter", "disabled("),
                                                         ("print_trainable_parameters", "num_params"),
-                                                        ("set_adapter", "enable(name)")])
+                                                        ("set_adapter", "enable(name)"),
+                                                        ("active_adapter", "names()")])
 def test_a_peft_method_name_points_to_lowdims_call(peft_name, lowdim_call):
     # A peft user's first guess: the call that does it here, in one line (review DE 5); any other name stays
     # Python's own error, and hasattr/getattr with a default work as on any object
@@ -232,3 +233,13 @@ def test_a_peft_method_name_points_to_lowdims_call(peft_name, lowdim_call):
     with pytest.raises(AttributeError, match=r"^'Adapters' object has no attribute 'nope'$"):
         adapters.nope  # noqa: B018
     assert not hasattr(adapters, peft_name) and getattr(adapters, "nope", 5) == 5
+
+
+def test_the_trainable_count_of_a_batched_adapter_is_one_subjects_and_the_hint_says_how_to_count_all():
+    """num_params is the paper's per-subject count (what a file records); a batch=3 adapter trains three times it,
+    and peft's print_trainable_parameters hint says how to count those."""
+    adapters = lowdim.inject(nn.Sequential(nn.Linear(4, 4)), lowdim.get_space("lora", rank=2), ["0"], batch=3)
+    trained = sum(p.numel() for p in adapters.parameters())
+    assert trained == 3 * adapters.info().num_params
+    with pytest.raises(AttributeError, match=r"one subject's \(sum\(p\.numel\(\) for p in parameters\(name\)\)"):
+        adapters.print_trainable_parameters()

@@ -49,6 +49,8 @@ class AdapterInfo:
 
     @property
     def num_params(self) -> int:
+        """One subject's trainable numbers (the paper's count, and a file's): a ``batch=K`` adapter trains K times
+        as many, ``sum(p.numel() for p in adapters.parameters(name))``."""
         return sum(self.space.num_params(layer) for layer in self.layers)
 
 

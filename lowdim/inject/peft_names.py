@@ -14,8 +14,11 @@ PEFT_NAMES = {
     "unmerge_adapter": "unmerge(name)",
     "add_adapter": "add(name, space, layers)",
     "active_adapters": "names(), with enable/disable per adapter",
-    "print_trainable_parameters": "info(name).num_params (print(adapters) lists every adapter)",
-    "get_nb_trainable_parameters": "info(name).num_params",
+    "active_adapter": "names(), with enable/disable per adapter (several can be on at once)",
+    "print_trainable_parameters": "info(name).num_params, one subject's (sum(p.numel() for p in parameters(name)) "
+                                  "for all a batch=K adapter trains; print(adapters) lists every adapter)",
+    "get_nb_trainable_parameters": "info(name).num_params, one subject's (sum(p.numel() for p in "
+                                   "parameters(name)) for all a batch=K adapter trains)",
     "save_pretrained": "lowdim.save_adapter(path, model)",
     "load_adapter": "lowdim.load_adapter(path, model)",
 }
