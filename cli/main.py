@@ -214,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         usage.show()
         return usage.exit_code
     except Exception as error:
-        if errors.a_stop_inside(error):
-            return errors.interrupted("")
         hint = errors.one_line_for(error)
+        if errors.a_stop_inside(error):  # a stop, and what its handling then hit (a full disk) said with it
+            return errors.interrupted(f"interrupted, and then {hint}: what the stop was writing was not kept, and "
+                                      "nothing half-written was left behind" if hint else "")
         if hint is None:
             raise  # a bug in lowdim or a plugin: its traceback
         err.print(f"[bold red]Error:[/] {user_text(errors.launched_process() + hint)}",

@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import torch
 
+from lowdim.atomic import os_reason, shortened
 from lowdim.errors import LowdimError
 from lowdim.option_words import Wording, either
 from lowdim_sd.progress_bars import progress as progress  # re-exported: every caller names runs.progress
@@ -78,11 +79,25 @@ def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[],
                         f"{RERUN} to start over")
             return (f"{why} at step {step}, and again while its checkpoint was written, so it was not kept; "
                     f"{continue_with} continues from the last periodic one, {last}")
+        except (OSError, LowdimError) as refused:  # the disk refused it (full, read-only): said, not hidden by the stop
+            return unwritten_note(why, step, refused, continue_with, last)
     if last is None:
         return (f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it was saved and "
                 f"there is no earlier one; {RERUN} to start over")
     return (f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it was saved; "
             f"{continue_with} continues from the last periodic one, {last}")
+
+
+def unwritten_note(why: str, step: int, refused: Exception, continue_with: str | Wording,
+                   last: Path | None) -> str:
+    """A stop's line when its checkpoint could not be written: the OS's reason naming the path, and what stands."""
+    filename = getattr(refused, "filename", None)
+    reason = (f"{shortened(os.fsdecode(filename))}: {os_reason(refused, filename)}" if filename is not None
+              else str(refused))
+    said = f"{why} at step {step}, but its checkpoint could not be written ({reason})"
+    if last is None:
+        return f"{said}, so nothing was kept; {RERUN} to start over"
+    return f"{said}; {continue_with} continues from the last periodic one, {last}"
 
 
 def reraise(stop: BaseException, note: str) -> NoReturn:
