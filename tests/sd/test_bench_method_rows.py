@@ -94,7 +94,7 @@ class Recorder:
                          learning_rate=job.learning_rate, rank=job.rank, hypernet=job.hypernet is not None,
                          keep_styles=job.keep_styles, describe=job.describe)
         assert job.no_hyper == (job.hypernet is None) and job.only_hyper == (job.steps == 0)
-        return types.SimpleNamespace(describer=None, looks="", seed=job.seed)
+        return types.SimpleNamespace(describer=None, looks="", seed=job.seed, hypernet=None)
 
     def adapter_trainable(self, model, space, layers, **kw) -> str:
         default = modes.resolve_layers(None, model.name)
@@ -128,7 +128,7 @@ class Recorder:
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_row_trains_what_its_label_says_and_counts_its_own_size(name, tmp_path, monkeypatch):
     recorder = Recorder(tmp_path, monkeypatch)
-    model = types.SimpleNamespace(name="tiny", device=torch.device("cpu"))
+    model = types.SimpleNamespace(name="tiny", device=torch.device("cpu"), resolution=16)
     done = personalize_subject(model, METHODS[name], torch.zeros(3, 16, 16), tmp_path, Path("hypernet.pt"))
     seen = recorder.seen
     asked = Asked(trains=seen.get("trains", "nothing"), space=seen.get("space"), layers=seen.get("layers"),
