@@ -270,7 +270,9 @@ def export(
     # --save-dtype as personalize and train call it; --dtype, its first name, stays for existing scripts
     dtype: Annotated[str, typer.Option(
         "--save-dtype", "--dtype", help="Tensor type in the file: fp16, bf16 or fp32.")] = "fp16",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=(
+        "Replace an earlier export at the output (a file whose header says lowdim export wrote it); any other file "
+        "there, the source adapter, another adapter or a merged model, is refused."))] = False,
 ):
     """Export an adapter as a plain LoRA that diffusers, ComfyUI and A1111 load (a stack exports exactly).
 

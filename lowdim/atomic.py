@@ -23,6 +23,7 @@ import shutil
 import stat
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -85,7 +86,7 @@ def atomic_write(path: Path, write: Callable[[str], object], replace: bool = Tru
                 taken = None
             else:
                 taken = _link_new(temp, path)
-            flush_to_disk(path.parent)
+            _flush_the_name(path)
     except (OSError, SafetensorError) as error:  # a full disk, a file-size limit, a name too long: all work lost
         if not refused_target(error, path, writing):
             raise  # not the disk's doing: a bug's, or a source's the error names, which keeps its traceback
@@ -93,6 +94,16 @@ def atomic_write(path: Path, write: Callable[[str], object], replace: bool = Tru
     if taken is not None:
         raise taken
     return path
+
+
+def _flush_the_name(path: Path) -> None:
+    """The folder holding the new name ``path`` flushed: the write is done either way (its bytes are on the disk and
+    the name is in place), so a failure here is a warning, not a write that failed."""
+    try:
+        flush_to_disk(path.parent)
+    except OSError as error:
+        warnings.warn(f"{shortened(str(path))}: written, but its folder could not be flushed to the disk "
+                      f"({os_reason(error)}): a power cut now may lose the new name", stacklevel=3)
 
 
 def refused_target(error: OSError | SafetensorError, path: Path, temp: Path | None = None) -> bool:
@@ -178,7 +189,7 @@ def replace_folder(staging: Path, out: Path, replace: bool = True) -> None:
     another run filled meanwhile), else FileExistsError and ``out`` as it was."""
     flush_tree_to_disk(staging)  # its files' bytes on the disk before the name that publishes them
     _rename_folder(staging, Path(out), replace)
-    flush_to_disk(Path(out).parent)
+    _flush_the_name(Path(out))
 
 
 def _rename_folder(staging: Path, out: Path, replace: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,20 @@ def test_a_file_its_owner_may_only_read_is_flushed_read_only(tmp_path, monkeypat
     monkeypatch.setattr(disk_flush, "fcntl", None)
     disk_flush.flush_to_disk(atomic.atomic_write(tmp_path / "a.json", lambda name: Path(name).write_text("{}")))
     assert len(flushed) >= 3  # the temp, its folder after the rename, and the file asked for here
+
+
+def test_a_folder_flush_the_disk_fails_after_the_rename_warns_and_the_write_stands(tmp_path, monkeypatch):
+    """The new file is whole and in place: an I/O error flushing its folder is said, not a failed write."""
+    target = tmp_path / "a.json"
+    real_fsync = disk_flush.os.fsync
+
+    def folder_refused(handle):
+        if stat.S_ISDIR(os.fstat(handle).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(handle)
+
+    monkeypatch.setattr(disk_flush.os, "fsync", folder_refused)
+    monkeypatch.setattr(disk_flush, "fcntl", None)
+    with pytest.warns(UserWarning, match=r"a\.json: written, but its folder could not be flushed .*Input/output"):
+        atomic.atomic_write(target, lambda name: Path(name).write_text("new"))
+    assert target.read_text() == "new"

@@ -34,8 +34,8 @@ def checked_loader(model_class: Any, kind: ModelKind, **options: Any) -> Callabl
     raising UnusableModel unless the model is of ``kind`` and every weight came from its files."""
 
     def load(source: str, **kwargs: Any) -> Any:
+        _check_model_type(source, kind, kwargs)  # first: a folder of another kind is never worth a download
         _refuse_pickles_only(source, kind)
-        _check_model_type(source, kind, kwargs)
         from safetensors import SafetensorError
 
         try:  # mismatched shapes are reported in the loading info below, not as transformers' "above report"

@@ -199,3 +199,14 @@ def test_a_misspelt_folder_name_is_said_to_be_no_folder_here_too(tmp_path, monke
     with pytest.raises(MetricUnavailable) as error:
         DinoMetric("dino-vit", device="cpu")
     assert "no folder dino-vit here, and DINO model 'dino-vit' is not in the Hugging Face cache" in one_line(error)
+
+
+def test_a_vit_folder_of_pickles_given_as_clip_is_told_its_kind_first(vit, folders):
+    """Its kind is what is wrong: downloading its safetensors would only meet the next refusal."""
+    folder = folders / "vit-bin-as-clip"
+    folder.mkdir()
+    (folder / "config.json").write_text((vit / "config.json").read_text())
+    torch.save(load_file(str(vit / "model.safetensors")), folder / "pytorch_model.bin")
+    with pytest.raises(MetricUnavailable, match=f"model_type 'vit'.*{NEEDS_CLIP}") as error:
+        ClipImageMetric(str(folder), device="cpu")
+    assert "pytorch_model.bin" not in one_line(error)
