@@ -126,6 +126,8 @@ class Studio:
         """Hold the process's one job slot, or refuse at once saying what holds it; a stop asked of the job
         ends it as ``Stopped``."""
         if not self._slot.acquire(blocking=False):
+            if self._closing:  # ``close`` keeps the slot: waiting or pressing Stop would start nothing
+                raise Busy("the server is closing: no new job starts")
             holder = self._running or Job("job", time.monotonic(), owner)
             # Stop ends only its own session's job: telling another tab to press it would promise nothing.
             whose, advice = ("", ", or press Stop") if holder.owner == owner else (f" {ANOTHER_TABS_JOB}", "")

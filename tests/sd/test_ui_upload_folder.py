@@ -45,18 +45,22 @@ def test_a_server_removes_only_its_own_folder_and_restores_the_setting(shared):
 
 def test_a_dead_servers_folder_goes_at_the_next_start_and_others_stay(shared):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    tag = upload_folder._host_tag()
-    shared.mkdir()
-    left = shared / f"{upload_folder.PREFIX}{tag}-{int(dead.stdout)}-abc"  # a second Ctrl-C's quit at once
-    live = shared / f"{upload_folder.PREFIX}{tag}-{os.getpid()}-def"
-    elsewhere = shared / f"{upload_folder.PREFIX}00000000-{int(dead.stdout)}-ghi"  # another machine's
-    hashes = shared / "4555be98aa"  # a Gradio server's own, not lowdim's
-    for folder in (left, live, elsewhere, hashes):
-        folder.mkdir()
-        (folder / "face.png").write_bytes(b"photo")
-    with private_uploads() as own:  # the start alone sweeps (review BT5): gone before the page is built
-        assert sorted(path.name for path in shared.iterdir()) == sorted(
-            path.name for path in (live, elsewhere, hashes, own))
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        tag = upload_folder._host_tag()
+        shared.mkdir()
+        left = shared / f"{upload_folder.PREFIX}{tag}-{int(dead.stdout)}-abc"  # a second Ctrl-C's quit at once
+        live = shared / f"{upload_folder.PREFIX}{tag}-{alive.pid}-def"  # another server's, still running
+        elsewhere = shared / f"{upload_folder.PREFIX}00000000-{int(dead.stdout)}-ghi"  # another machine's
+        hashes = shared / "4555be98aa"  # a Gradio server's own, not lowdim's
+        for folder in (left, live, elsewhere, hashes):
+            folder.mkdir()
+            (folder / "face.png").write_bytes(b"photo")
+        with private_uploads() as own:  # the start alone sweeps (review BT5): gone before the page is built
+            assert sorted(path.name for path in shared.iterdir()) == sorted(
+                path.name for path in (live, elsewhere, hashes, own))
+    finally:
+        alive.communicate(timeout=10)
     assert sorted(path.name for path in shared.iterdir()) == sorted(path.name for path in (live, elsewhere, hashes))
 
 
