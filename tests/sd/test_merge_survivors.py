@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from merge_adapters import write_two_adapters  # tests/sd, on the path as pytest puts it
 from safetensors import safe_open
 
 import lowdim
@@ -19,22 +20,12 @@ from lowdim_cli.main import main
 from lowdim_sd import merged_model
 from lowdim_sd.ldm_checkpoint import ldm_state_dict
 from lowdim_sd.loading import load_sd
-from lowdim_sd.modes import resolve_layers
 
 
 @pytest.fixture(scope="module")
 def two_adapters(tiny_sd, tmp_path_factory):
     """A LiDB and a LoRA adapter of the tiny model, each with non-zero values of its own."""
-    folder = tmp_path_factory.mktemp("adapters")
-    paths = []
-    for seed, space in enumerate(("lidb", "lora")):
-        view = lowdim.Adapters(load_sd(str(tiny_sd), device="cpu", dtype="fp32").modules)
-        view.add("default", lowdim.get_space(space), resolve_layers(None), seed=seed)
-        generator = torch.Generator().manual_seed(seed)
-        for parameter in view.parameters("default"):
-            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
-        paths.append(lowdim.save_adapter(folder / f"{space}.safetensors", view, "default"))
-    return paths
+    return write_two_adapters(tiny_sd, tmp_path_factory.mktemp("adapters"))
 
 
 def _tensors_and_metadata(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

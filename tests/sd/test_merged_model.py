@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from merge_adapters import write_two_adapters  # tests/sd, on the path as pytest puts it
 
 import lowdim
 from lowdim_cli.main import main
@@ -18,17 +19,7 @@ CONFIG = GenerateConfig(prompts=["a photo of a face"], seeds=[1], steps=2)
 @pytest.fixture(scope="module")
 def two_adapters(tiny_sd, tmp_path_factory):
     """Two non-zero adapters of different spaces on the tiny model."""
-    folder = tmp_path_factory.mktemp("adapters")
-    paths = []
-    for index, space in enumerate(("lidb", "lora")):
-        model = load_sd(str(tiny_sd), device="cpu", dtype="fp32")
-        view = lowdim.Adapters(model.modules)
-        view.add("default", lowdim.get_space(space), resolve_layers(None), seed=index)
-        generator = torch.Generator().manual_seed(index)
-        for parameter in view.parameters("default"):
-            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
-        paths.append(lowdim.save_adapter(folder / f"{space}.safetensors", view, "default"))
-    return paths
+    return write_two_adapters(tiny_sd, tmp_path_factory.mktemp("adapters"))
 
 
 def _image(model) -> np.ndarray:
