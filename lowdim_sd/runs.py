@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import torch
 
-from lowdim.atomic import os_reason, shortened
+from lowdim.atomic import os_reason
 from lowdim.errors import LowdimError
 from lowdim.option_words import Wording, either
 from lowdim_sd.progress_bars import progress as progress  # re-exported: every caller names runs.progress
@@ -92,7 +92,7 @@ def unwritten_note(why: str, step: int, refused: Exception, continue_with: str |
                    last: Path | None) -> str:
     """A stop's line when its checkpoint could not be written: the OS's reason naming the path, and what stands."""
     filename = getattr(refused, "filename", None)
-    reason = (f"{shortened(os.fsdecode(filename))}: {os_reason(refused, filename)}" if filename is not None
+    reason = (f"{os.fsdecode(filename)}: {os_reason(refused, filename)}" if filename is not None
               else str(refused))
     said = f"{why} at step {step}, but its checkpoint could not be written ({reason})"
     if last is None:
