@@ -62,7 +62,7 @@ class MergedNotice:
     def __init__(self, adapter: str, model: nn.Module | None = None) -> None:
         self.adapter = adapter
         self.given = False
-        # Weak: a slot must not keep its model alive. A copy or a pickle goes without it (the layer alone is judged).
+        # Weak: a slot must not keep its model alive. A pickle goes without it (the layer alone is judged then).
         self._model = weakref.ref(model) if model is not None else None
 
     def model(self) -> nn.Module | None:
