@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import warnings
 
 import pytest
@@ -209,3 +210,18 @@ def quick_methods(monkeypatch):
     table = {name: dataclasses.replace(m, steps=min(m.steps, 3)) for name, m in bench_methods.METHODS.items()}
     monkeypatch.setattr(bench_methods, "METHODS", table)  # the default rows and lookups both read methods.py
     return table
+
+
+@pytest.fixture
+def hypernet_run(tmp_path, make_hypernet):
+    """A train-hypernet --out folder as a run leaves it: checkpoints at steps 10 and 20 (each a step folder with
+    its hypernet.safetensors and state.json), and the finished network."""
+    run = tmp_path / "h"
+    made = make_hypernet(1)
+    for step in (10, 20):  # 20 after 10 by number: names alone would not order step-1000000 and step-999999
+        folder = run / "checkpoints" / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        shutil.copy(made, folder / "hypernet.safetensors")
+        (folder / "state.json").write_text("{}")
+    shutil.copy(made, run / "hypernet.safetensors")
+    return run

@@ -4,7 +4,6 @@ bench rows' layer sets), --no-hyper with a backend's shipped network, the side w
 folders given as --hypernet, and the crop record."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -123,20 +122,6 @@ def test_a_file_for_another_side_is_told_before_the_model_loads(tiny_sd, face, t
 # --- folders given as --hypernet -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def stopped_run(tmp_path, make_hypernet):
-    """A `train-hyper` run folder with checkpoints at steps 10 and 20 and its finished hypernetwork."""
-    run = tmp_path / "h"
-    made = make_hypernet(1)
-    for step in (10, 20):
-        folder = run / "checkpoints" / f"step-{step:06d}"
-        folder.mkdir(parents=True)
-        shutil.copy(made, folder / "hypernet.safetensors")
-        (folder / "state.json").write_text("{}")
-    shutil.copy(made, run / "hypernet.safetensors")
-    return run
-
-
 def test_a_folder_with_an_index_of_another_format_is_not_called_a_weight_folder(tiny_sd, face, tmp_path, capsys):
     folder = tmp_path / "other"
     folder.mkdir()
@@ -146,22 +131,22 @@ def test_a_folder_with_an_index_of_another_format_is_not_called_a_weight_folder(
     assert "precomputed weight folder" not in one_error_line(capsys)
 
 
-def test_a_checkpoint_still_being_written_is_not_offered_as_the_newest(tiny_sd, face, tmp_path, stopped_run,
+def test_a_checkpoint_still_being_written_is_not_offered_as_the_newest(tiny_sd, face, tmp_path, hypernet_run,
                                                                        capsys):
-    (stopped_run / "hypernet.safetensors").unlink()
-    (stopped_run / "checkpoints" / "step-000020" / "state.json").unlink()  # stopped while writing step 20
+    (hypernet_run / "hypernet.safetensors").unlink()
+    (hypernet_run / "checkpoints" / "step-000020" / "state.json").unlink()  # stopped while writing step 20
     capsys.readouterr()
-    assert main(personalize(tiny_sd, face, stopped_run, tmp_path / "out")) == 1
-    newest = stopped_run / "checkpoints" / "step-000010" / "hypernet.safetensors"
+    assert main(personalize(tiny_sd, face, hypernet_run, tmp_path / "out")) == 1
+    newest = hypernet_run / "checkpoints" / "step-000010" / "hypernet.safetensors"
     err = one_error_line(capsys)
     assert f"the newest is {newest}" in err, err
 
 
-def test_a_broken_finished_file_is_not_offered_for_the_checkpoints_folder(tiny_sd, face, tmp_path, stopped_run,
+def test_a_broken_finished_file_is_not_offered_for_the_checkpoints_folder(tiny_sd, face, tmp_path, hypernet_run,
                                                                           capsys):
-    (stopped_run / "hypernet.safetensors").write_bytes(b"not a hypernetwork")
+    (hypernet_run / "hypernet.safetensors").write_bytes(b"not a hypernetwork")
     capsys.readouterr()
-    assert main(personalize(tiny_sd, face, stopped_run / "checkpoints", tmp_path / "out")) == 1
+    assert main(personalize(tiny_sd, face, hypernet_run / "checkpoints", tmp_path / "out")) == 1
     err = one_error_line(capsys)
     assert "finished run's" not in err and "--resume" in err, err
 

@@ -4,8 +4,6 @@ checkpoints), with the file to pass."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 import lowdim_sd.personalize
@@ -68,21 +66,6 @@ def test_a_weight_folder_given_as_the_hypernetwork_says_to_train_one_on_it(tiny_
     assert code == 1
     assert (f"{weights}/ is a precomputed weight folder (lowdim precompute), not a hypernetwork: train a "
             f"hypernetwork on it with `lowdim train-hypernet -w {weights}` first") in line
-
-
-@pytest.fixture
-def hypernet_run(tmp_path, make_hypernet):
-    """A train-hypernet --out folder as a run leaves it: checkpoints at steps 10 and 20 (each a step folder with
-    its hypernet.safetensors and state.json), and the finished network."""
-    run = tmp_path / "h"
-    made = make_hypernet(1)
-    for step in (10, 20):  # 20 after 10 by number: names alone would not order step-1000000 and step-999999
-        folder = run / "checkpoints" / f"step-{step:06d}"
-        folder.mkdir(parents=True)
-        shutil.copy(made, folder / "hypernet.safetensors")
-        (folder / "state.json").write_text("{}")
-    shutil.copy(made, run / "hypernet.safetensors")
-    return run
 
 
 def test_a_checkpoints_folder_names_the_newest_checkpoint_and_the_finished_network(tiny_sd, face, tmp_path,
