@@ -279,7 +279,8 @@ def _save_outputs(trainable: Trainable, out_dir: Path, done: int, checkpoint: Ca
         with stopping.held():
             return trainable.save(out_dir)
     except KeyboardInterrupt as stop:
-        runs.reraise(stop, runs.stop_note(stop, done, False, checkpoint, continue_with))
+        runs.reraise(stop, runs.stop_note(stop, done, False, checkpoint, continue_with,
+                                          last=checkpoints.latest(out_dir)))
 
 
 def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, optimizer: torch.optim.Optimizer,

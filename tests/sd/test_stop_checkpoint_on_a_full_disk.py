@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import sys
 
+import pytest
 from cli_train_runs import interrupt_at, reference_pictures, run  # noqa: F401  (a fixture: refs)
 
-from lowdim_sd import checkpoints
+from lowdim.errors import LowdimError
+from lowdim_sd import checkpoints, runs, train
 
 
 def test_a_stops_checkpoint_refused_by_a_full_disk_names_the_reason_and_the_checkpoint_that_stands(
@@ -28,3 +30,22 @@ def test_a_stops_checkpoint_refused_by_a_full_disk_names_the_reason_and_the_chec
     assert f"could not be written ({out}/checkpoints/step-000003: No space left on device)" in said, said
     assert f"--resume continues from the last periodic one, {out}/checkpoints/step-000002" in said, said
     assert "checkpoint saved" not in said and "Nothing half-written" not in said
+
+
+def test_a_stop_while_the_outputs_are_written_names_the_periodic_checkpoint_when_its_own_cannot_be(tmp_path):
+    """The stop lands in the final save and the disk refuses the stop's checkpoint: the periodic one stands."""
+    periodic = tmp_path / "checkpoints" / "step-000002"
+    periodic.mkdir(parents=True)
+    (periodic / "state.json").write_text("{}")
+
+    class Stopped:
+        def save(self, out_dir):
+            raise KeyboardInterrupt
+
+    def full():
+        raise LowdimError(f"{tmp_path}/checkpoints/step-000004/trainable.safetensors: could not write "
+                          f"(No space left on device)")
+
+    with pytest.raises(runs.Interrupted) as stopped:
+        train._save_outputs(Stopped(), tmp_path, 4, full, runs.RESUME)
+    assert "could not be written" in str(stopped.value) and str(periodic) in str(stopped.value), stopped.value
