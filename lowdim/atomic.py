@@ -7,10 +7,9 @@ in a hidden folder ``.NAME.XXXXXXXX.tmp`` beside the target (NAME cut short befo
 would make too long a name: ``place_name``) until the rename, and so does every temp a writer makes
 beside the file it is given (safetensors 0.8's ``save_file`` writes its own ``.tmpXXXXXX`` there first). A file's
 bytes are flushed to the disk before the rename that names it, and the rename after it (``lowdim.disk_flush``), so
-a power cut too leaves the old file or the new one (where the file system can flush; a flush the disk fails fails
-the write). A run killed outright (kill -9, the OOM killer) leaves one place
-a later run recognises and sweeps (``sweep_temps``). While a write goes on its place is locked, so a sweep never
-takes a live one.
+a power cut too leaves the old file or the new one, where the file system can flush (a disk error at the flush
+fails the write). A run killed outright (kill -9, the OOM killer) leaves one place a later run recognises and
+sweeps (``sweep_temps``). While a write goes on its place is locked, so a sweep never takes a live one.
 """
 
 from __future__ import annotations
