@@ -122,8 +122,10 @@ def print_report(report) -> None:
         asked = [str(summary.not_asked)] if not_asked else []
         table.add_row(user_text(result.column), mean, str(summary.scored), misses, *asked)
     out.print(table)
-    for name, reason in report.skipped_metrics.items():
-        out.print(f"[yellow]skipped {user_text(name)}:[/] {user_text(reason)}", highlight=False)
+    from lowdim_sd.eval.report import skipped_by_reason
+
+    for names, reason in skipped_by_reason(report.skipped_metrics):
+        out.print(f"[yellow]skipped {user_text(names)}:[/] {user_text(reason)}", highlight=False)
     if report.skipped_images:
         out.print(f"[yellow]{len(report.skipped_images)} image(s) left out[/] (unreadable, missing or tiny)")
     for note in report.notes[:MAX_NOTES_SHOWN]:

@@ -124,9 +124,9 @@ class Store:
         here = here or machine(settings.device)
         try:
             why = self._mismatch(settings, here)
-        except LowdimError:  # a damaged settings.json: nothing says what its rows were measured with
-            if not overwrite:
-                raise
+        except LowdimError as damaged:  # a damaged settings.json: nothing says what its rows were measured with
+            if not overwrite:  # said here, not in its reader: --no-run reads it too, and refuses --overwrite
+                raise LowdimError(f"{damaged}, or --overwrite to drop them") from None
             why = "damaged"
         if why and not overwrite:
             self._refuse(why)

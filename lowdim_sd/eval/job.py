@@ -14,7 +14,7 @@ from lowdim.option_words import either, option
 from lowdim.registry import get_registry
 from lowdim_sd.eval.folder import load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
-from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics
+from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics, skipped_by_reason
 from lowdim_sd.job_fields import Converted, PathArg, PathField, as_paths, job_dataclass, path_field
 
 
@@ -86,7 +86,7 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
         refuse_a_folder_being_written(job.folder)  # a run that started while the pictures were read
         metrics, skipped = load_metrics(job.metrics, job.options, {"device": job.device})
     if not metrics:
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        reasons = "; ".join(f"{names}: {reason}" for names, reason in skipped_by_reason(skipped))
         raise LowdimError(f"no metric could run: {reasons}")
     advance = progress(len(metrics) * len(data.samples)) if progress else None
     report = run_metrics(data.samples, metrics, skipped, job.chunk, advance)

@@ -91,7 +91,8 @@ class EvalReport:
             ] + ([["not asked", *(str(r.summary.not_asked) for r in self.results)]]
                  if any(r.summary.not_asked for r in self.results) else []))
         # Names and reasons carry a stranger's file names: shown as the text they are, as the tables' cells are.
-        left_out = [f"- {markdown_cell(f'{name} skipped: {reason}')}" for name, reason in self.skipped_metrics.items()]
+        left_out = [f"- {markdown_cell(f'{names} skipped: {reason}')}"
+                    for names, reason in skipped_by_reason(self.skipped_metrics)]
         if self.skipped_images:
             left_out += [f"- {len(self.skipped_images)} image(s) left out: "
                          f"{markdown_cell(', '.join(self.skipped_images))}"]
@@ -178,8 +179,17 @@ def _right(column: int) -> str:
     return " style='text-align:right'" if column else ""  # numbers right-aligned, as the terminal's table has them
 
 
+def skipped_by_reason(skipped: dict[str, str]) -> list[tuple[str, str]]:
+    """("clip-i, clip-t", reason) for metrics skipped for the same reason (one model that would not load), in
+    their order: the reason said once."""
+    names: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        names.setdefault(reason, []).append(name)
+    return [(", ".join(group), reason) for reason, group in names.items()]
+
+
 def _lines(report: Any) -> list[str]:
-    lines = [f"skipped {name}: {reason}" for name, reason in report.skipped_metrics.items()]
+    lines = [f"skipped {names}: {reason}" for names, reason in skipped_by_reason(report.skipped_metrics)]
     if report.skipped_images:
         lines.append(f"{len(report.skipped_images)} image(s) left out (unreadable, missing or tiny)")
     lines += [f"note: {note}" for note in report.notes[:NOTES_SHOWN]]

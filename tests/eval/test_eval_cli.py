@@ -73,6 +73,21 @@ def test_an_unavailable_metric_is_skipped_and_the_others_run(capsys, folder, tin
     assert list(report["metrics"]) == ["clip-t"] and "dino" in report["skipped_metrics"]
 
 
+def test_two_metrics_skipped_for_one_reason_are_said_once(capsys, folder, tiny_dino, tmp_path):
+    out, missing = tmp_path / "r", tmp_path / "none" / "x"
+    code, stdout, _ = run(capsys, "eval", folder, "--metrics", "dino,clip-i,clip-t", "--clip-model", missing,
+                          "--dino-model", tiny_dino, "--device", "cpu", "--out", out, "--no-progress")
+    assert code == 0
+    said = [line for line in stdout.splitlines() if line.startswith("skipped")]
+    assert len(said) == 1 and "clip-i, clip-t" in said[0], stdout  # one model, one failure, one line
+    written = [line for line in (out / "eval.md").read_text().splitlines() if " skipped: " in line]
+    assert len(written) == 1 and "clip-i, clip-t" in written[0]
+    assert set(json.loads((out / "eval.json").read_text())["skipped_metrics"]) == {"clip-i", "clip-t"}
+    code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "clip-i,clip-t", "--clip-model", missing,
+                               "--device", "cpu", "--out", tmp_path / "r2", "--no-progress")
+    assert code == 1 and (stdout + stderr).count(str(missing)) == 1, stdout + stderr  # none could run: said once
+
+
 def test_input_errors_are_one_red_line(capsys, folder, tmp_path, tiny_clip):
     cases = [
         ([tmp_path / "empty-dir-that-is-missing"], ("eval folder", "not found")),

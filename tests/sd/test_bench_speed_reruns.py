@@ -202,8 +202,9 @@ def test_overwrite_drops_rows_beside_a_damaged_settings_file(tmp_path, measured,
     out = tmp_path / "speed"
     run_speed(_job(out, "load"), progress=False)
     (out / "settings.json").write_text("{not json")
-    with pytest.raises(LowdimError, match="settings.json"):
+    with pytest.raises(LowdimError, match="settings.json") as refused:
         run_speed(_job(out, "load"), progress=False)
+    assert "--overwrite" in str(refused.value)  # the way out this test takes next is offered
     run_speed(_job(out, "load", overwrite=True), progress=False)
     assert measured.ran == ["load", "load"]
 
