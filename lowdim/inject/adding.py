@@ -33,6 +33,7 @@ from lowdim.inject.space_checks import (
 )
 from lowdim.inject.state_guard import guard_loads
 from lowdim.inject.wrapping import module_holders, wrap
+from lowdim.option_words import either
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.spaces.stack import StackSpace
 
@@ -95,7 +96,8 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
     guard_loads(adapters.model)
     if wasted and rank_chosen:  # trained and saved for nothing: said where a Python user sees it, not only in a log
         count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"
-        warnings.warn(f"adapter '{name}': on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
+        who = either("", f"adapter '{name}': ")  # the command names its adapter for itself, not for the user
+        warnings.warn(f"{who}on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
                       f"optimizer trains those extra params and the file stores them all the same: a lower rank "
                       f"saves both", stacklevel=user_stacklevel())
     if info.notes:

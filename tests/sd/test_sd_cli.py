@@ -67,6 +67,7 @@ def test_a_set_rank_above_the_layers_is_warned_about_once(tiny_sd, refs, tmp_pat
     assert code == 0, text
     said = " ".join(text.split())
     assert said.count("Warning") == 1 and "the rank exceeds what the layer holds" in said  # not again as a --set note
+    assert "'subject'" not in said and "adapter '" not in said  # the command's inner adapter name means nothing here
 
 
 def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys):
