@@ -112,7 +112,7 @@ def human_bytes(n: int) -> str:
 
 
 def table_rows(rows: list[Row], columns: dict[str, str]) -> tuple[list[str], list[list[str]]]:
-    header = ["Method", *columns.values(), "s / subject", "file", "n"]
+    header = ["Method", *columns.values(), "s / subject", "file (fp32)", "n"]  # personalize writes fp16: half
     body = [[row.label, *(row.cells[m].text() for m in columns),
              row.seconds.text(2) if row.seconds else "–",
              human_bytes(row.bytes) if row.identities else "–",  # no result: no file, not a 0-byte one

@@ -177,7 +177,7 @@ def test_the_terminal_table_prints_every_value_under_its_heading(capsys, monkeyp
     assert printed == [header, *body]
     assert dict(zip(printed[0], printed[1], strict=True)) == {
         "Method": "Base model", "Ident": "0.300 ± 0.100", "Style acc": "0.750 ± 0.250", "s / subject": "2.00 ± 1.00",
-        "file": "54.0 KB", "n": "2"}
+        "file (fp32)": "54.0 KB", "n": "2"}
     assert printed[2][1:] == ["–", "–", "–", "–", "0"]  # the row without results: a cell under every heading
 
 

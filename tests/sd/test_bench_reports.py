@@ -180,4 +180,4 @@ def test_a_column_only_a_later_result_brings_is_in_the_table():
     later = record("base", "id-1", {"i": [0.5], "m": [1.0]})
     rows, columns = aggregate([first, later], ["base"])
     assert columns == {"i": "Ident", "m": "Style acc"}
-    assert markdown(rows, columns).startswith("| Method | Ident | Style acc | s / subject | file | n |\n")
+    assert markdown(rows, columns).startswith("| Method | Ident | Style acc | s / subject | file (fp32) | n |\n")

@@ -117,7 +117,7 @@ def test_an_identity_that_is_no_plain_name_is_refused(tmp_path, capsys):
 def test_the_good_folder_tabulates_with_the_registered_headings(tmp_path, capsys):
     out = results_folder(tmp_path)
     assert tabulate(out) == 0, capsys.readouterr()
-    header = "| Method | Identity | Style acc | s / subject | file | n |"
+    header = "| Method | Identity | Style acc | s / subject | file (fp32) | n |"
     assert (out / "table.md").read_text().splitlines()[0] == header
     table = json.loads((out / "table.json").read_text())
     assert table["settings"]["version"] == 1

@@ -17,7 +17,7 @@ from test_bench_results_checked import results_folder, tabulate
 from lowdim_cli.main import main
 from lowdim_sd.bench.report import aggregate, markdown
 
-HEADER = "| Method | Identity | Style acc | s / subject | file | n |"
+HEADER = "| Method | Identity | Style acc | s / subject | file (fp32) | n |"
 HOSTILE = "Identity | <img src=x onerror=alert(1)> [click](http://evil.example) **Pwned** \x1b[31mred\x1b[0m"
 
 
@@ -50,7 +50,7 @@ def test_without_settings_the_scored_metrics_are_headed_by_their_registered_name
     (out / "settings.json").unlink()
     assert tabulate(out) == 0, capsys.readouterr()
     assert (out / "table.md").read_text().splitlines()[0] == \
-        "| Method | Identity | Style acc | rm-rf | s / subject | file | n |"
+        "| Method | Identity | Style acc | rm-rf | s / subject | file (fp32) | n |"
 
 
 def rendered(page: str) -> str:
