@@ -9,25 +9,23 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import either, option
 from lowdim_sd import notebook_views, runs
 from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, beside attach_adapters)
     AdapterArg,
-    adapter_entries,
-    adapters_on,
     detach_adapters,
 )
 from lowdim_sd.attaching import attach_adapters, check_adapter_files, parse_adapter_arg  # noqa: F401 (API, CLI)
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
+from lowdim_sd.drawing_record import drawing_record, drawn_tag, identifier, replaced_of_other_settings
 from lowdim_sd.finite_latents import NaNPicture, checking_final_latents
 from lowdim_sd.job_fields import SeedsField, WordsField, job_dataclass, seeds_field, words_field
 from lowdim_sd.loading import SDModel
@@ -150,32 +148,11 @@ def check_resolution(resolution: int | None, owner: str | None = None) -> None:
         raise LowdimError(f"{named} must be a positive multiple of 8, got {resolution}")
 
 
-def identifier(config: GenerateConfig, tokens: Sequence[str] | None, taught: Sequence[str] | None = None) -> str:
-    """The word [V] becomes: --token, else the first adapter's own, else the first word a merged model was
-    taught (``SDModel.taught``), else 'sks'."""
-    return config.token or next((t for t in [*(tokens or []), *(taught or [])] if t), "sks")
-
-
 def warn_about_tokens(config: GenerateConfig, tokens: Sequence[str], taught: Sequence[str] | None = None) -> None:
     becomes = identifier(config, tokens, taught)
     for line in [*token_warnings(config.prompts, tokens, config.token, taught),
                  *unnamed_subject_lines(config.prompts, tokens, becomes)]:
         warnings.warn(line, stacklevel=2)
-
-
-def drawing_record(model: SDModel, config: GenerateConfig, adapters: Sequence[AdapterArg] = (),
-                   tokens: list[str] | None = None) -> dict:
-    """How a folder's pictures were drawn. Two runs at other scales or parts otherwise leave folders that look
-    alike, and `lowdim eval` scores could not be traced to the settings that earned them. No ``adapters``: every
-    adapter on the model, which the pictures are drawn with (``attached_files.adapters_on``)."""
-    tokens, adapters = tokens or [], adapter_entries(adapters)
-    named = [tokens[index] if index < len(tokens) else "" for index in range(len(adapters))]
-    listed = ([{"file": str(path), "scale": scale, "token": token}
-               for (path, scale), token in zip(adapters, named, strict=True)] if adapters else adapters_on(model))
-    return {"model": model.name, "adapters": listed,
-            "token": identifier(config, tokens, model.taught), "steps": config.steps, "guidance": config.guidance,
-            "scheduler": config.scheduler, "negative_prompt": config.negative_prompt,
-            "resolution": config.resolution or model.resolution, "parts": asdict(config.parts)}
 
 
 @torch.no_grad()
@@ -293,19 +270,6 @@ def _decoding_apart(vae) -> Iterator[None]:
         vae.use_slicing = before
 
 
-def drawn_tag(settings: dict) -> str:
-    """How the adapters were drawn, as the personalize preview labels it ('scale 0.5', 'te=0@start=0.3'):
-    empty for the plain draw. Two grids of the same prompts at other settings are otherwise alike."""
-    from lowdim_sd.draw_parts import DrawParts, draw_text
-
-    scales = [float(adapter["scale"]) for adapter in settings.get("adapters", [])
-              if adapter.get("scale") is not None]  # None: loaded by hand, at a scale the model does not keep
-    parts = DrawParts(**settings["parts"]) if scales and settings.get("parts") else DrawParts()
-    tags = [f"scale {'/'.join(f'{s:g}' for s in scales)}" if any(s != 1.0 for s in scales) else ""]
-    tags += [draw_text(1.0, parts) if not parts.whole else ""]
-    return ", ".join(filter(None, tags))
-
-
 def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = None,
                    settings: dict | None = None) -> tuple[list[Path], Path]:
     """PNGs named by prompt and seed, grid.png with each prompt under its picture, and prompts.json (with
@@ -315,7 +279,7 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{index:03d}-{_slug(item.prompt)}-seed{item.seed}.png" for index, item in enumerate(results)]
-    replaced = _replaced_of_other_settings(out_dir, names, settings)  # before prompts.json is rewritten
+    replaced = replaced_of_other_settings(out_dir, names, settings)  # before prompts.json is rewritten
     paths = [save_png(item.image, out_dir / name) for item, name in zip(results, names, strict=True)]
     # prompts.json makes the folder an eval folder: `lowdim eval OUT --references face.jpg` (docs/eval.md).
     entries = [{"image": path.name, "prompt": item.prompt, "seed": item.seed}
@@ -341,43 +305,3 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
 
 def _slug(prompt: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in prompt.lower()).strip("-")[:60]
-
-
-def _replaced_of_other_settings(out_dir: Path, names: list[str], settings: dict | None) -> tuple[int, str] | None:
-    """(how many of ``names`` replace a picture the folder's prompts.json says was drawn with other settings, what
-    changed); None when none does, or either run records no settings (nothing to compare)."""
-    try:
-        earlier = json_text.loads((out_dir / "prompts.json").read_text(encoding="utf-8"))
-        before, listed = earlier["settings"], {entry["image"] for entry in earlier["images"]}
-    except (OSError, ValueError, LookupError, TypeError):  # none, or not one lowdim wrote: no settings to compare
-        return None
-    now = json_text.loads(json.dumps(settings)) if settings is not None else None  # as it reads back: lists, not tuples
-    if not isinstance(before, dict) or now is None or before == now:
-        return None
-    count = sum(name in listed and (out_dir / name).is_file() for name in names)
-    return (count, _changes(before, now)) if count else None
-
-
-def _changes(before: dict, now: dict) -> str:
-    """'adapters me.safetensors:0.5 -> me.safetensors:1; steps 30 -> 10': the settings two records differ in."""
-    def text(key: str, value: object) -> str:
-        if key == "adapters" and isinstance(value, list):
-            return ", ".join(_adapter_text(entry) for entry in value) or "none"
-        return f"{value:g}" if isinstance(value, float) else str(value)
-
-    flat_before, flat_now = _flat(before), _flat(now)
-    return "; ".join(f"{key} {text(key, flat_before.get(key))} -> {text(key, flat_now.get(key))}"
-                     for key in dict.fromkeys([*flat_now, *flat_before]) if flat_before.get(key) != flat_now.get(key))
-
-
-def _flat(settings: dict) -> dict:
-    """The record with its parts' fields beside the others: 'text_encoder_scale 1 -> 0', not the parts whole."""
-    parts = settings.get("parts")
-    return {**{k: v for k, v in settings.items() if k != "parts"}, **(parts if isinstance(parts, dict) else {})}
-
-
-def _adapter_text(entry: object) -> str:
-    if not isinstance(entry, dict):
-        return str(entry)
-    scale = entry.get("scale")
-    return f"{entry.get('file')}" + (f":{scale:g}" if isinstance(scale, (int, float)) else "")

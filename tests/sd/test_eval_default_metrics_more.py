@@ -82,7 +82,7 @@ def merged_file(adapter, tmp_path_factory) -> Path:
 
 def test_pictures_of_a_merged_tinyfaces_file_are_scored_with_tinyfaces_metrics(capsys, merged_file, monkeypatch,
                                                                                 tmp_path):
-    monkeypatch.chdir(merged_file.parent)  # as the review ran it: -m merged.safetensors, recorded as typed
+    monkeypatch.chdir(merged_file.parent)  # as the review ran it: -m merged.safetensors, recorded by its absolute path
     generate("merged.safetensors", tmp_path / "g4")
     reference = tmp_path / "ref.png"
     shutil.copy(sorted((tmp_path / "g4").glob("*.png"))[0], reference)
@@ -90,8 +90,8 @@ def test_pictures_of_a_merged_tinyfaces_file_are_scored_with_tinyfaces_metrics(c
                                "--out", tmp_path / "ev")
     assert code == 0, stdout + stderr
     assert sorted(json.loads((tmp_path / "ev" / "eval.json").read_text())["metrics"]) == sorted(TINYFACES_METRICS)
-    assert (f"metrics: {TINY} (those for merged.safetensors, which prompts.json says drew these pictures: a merge "
-            f"of tinyfaces, its record says; --metrics chooses others)") in stdout
+    assert (f"metrics: {TINY} (those for {merged_file.resolve()}, which prompts.json says drew these pictures: "
+            f"a merge of tinyfaces, its record says; --metrics chooses others)") in stdout
 
 
 def asked_metrics(monkeypatch, tmp_path: Path, model: str) -> tuple[str, ...]:

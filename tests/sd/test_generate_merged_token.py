@@ -9,7 +9,8 @@ import pytest
 
 import lowdim
 from lowdim_cli.main import main
-from lowdim_sd.generate import GenerateConfig, drawing_record, generate
+from lowdim_sd.drawing_record import drawing_record
+from lowdim_sd.generate import GenerateConfig, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.merged_model import save_merged
 

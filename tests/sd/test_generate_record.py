@@ -108,7 +108,7 @@ def test_the_same_adapter_twice_is_refused_not_blended_with_itself(tiny_sd, two_
      "scale 0.8, end=0.8@ca=0.25"),
 ])
 def test_the_grid_caption_says_how_the_adapters_were_drawn(adapters, parts, tag):
-    from lowdim_sd.generate import drawn_tag
+    from lowdim_sd.drawing_record import drawn_tag
 
     settings = {"adapters": [{"file": "a.safetensors", "scale": s, "token": "sks"} for s in adapters], "parts": parts}
     assert drawn_tag(settings) == tag
