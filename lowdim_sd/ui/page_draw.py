@@ -16,10 +16,12 @@ from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
 from lowdim_sd.ui.drawing import DRAW_AFTER, DrawSettings, Subject, checked_upload, default_prompt, uploaded_adapter
 from lowdim_sd.ui.page_parts import (
     STOPPED,
+    BySession,
     File,
     Number,
     Slider,
     code_span,
+    html_text,
     job_on_page,
     on_page,
     progress_listener,
@@ -65,10 +67,11 @@ def from_the_earlier_draw(pictures: Pictures, marked: Marked) -> tuple[list[tupl
     return [(picture, EARLIER + caption) for picture, caption in shown], True
 
 
-def failed_draw(pictures: Pictures, marked: Marked) -> tuple:
+def failed_draw(pictures: Pictures, marked: Marked, line: str | None) -> tuple:
     """More pictures and their mark after a Draw that started and failed (``from_the_earlier_draw``), and Draw's
-    line emptied: an earlier Draw's refusal there ("another tab's run is running") is not why this one failed."""
-    return *from_the_earlier_draw(pictures, marked), ""
+    line saying it failed and why (``line``, kept by its session: ``BySession``), which stays once the error's toast
+    fades; an earlier Draw's refusal there ("another tab's run is running") is not why this one failed."""
+    return *from_the_earlier_draw(pictures, marked), html_text(f"the draw failed: {line}") if line else ""
 
 
 def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, what: Drawable,
@@ -121,12 +124,15 @@ class MorePictures:
     gallery: gr.Gallery
     drawn_with: gr.State
     marked: gr.State
+    said: gr.HTML  # Draw's own line: why the last Draw drew nothing
 
     def follow_the_run(self, then: Callable, current: gr.State) -> None:
         """After ``then`` (an event's ``.success`` or ``.then``, where another run may be shown or a file dropped
-        or cleared), More pictures only where they are still of what Draw draws (``pictures_beside``)."""
+        or cleared), More pictures only where they are still of what Draw draws (``pictures_beside``), and Draw's
+        line emptied: why an earlier Draw drew nothing ("open a run first") is stale once a run is shown."""
         then(on_page(pictures_beside), [current, self.drawn_with], [self.gallery, self.drawn_with, self.marked],
              show_progress="hidden", api_visibility="private")
+        then(lambda: "", None, [self.said], show_progress="hidden", api_visibility="private")
 
 
 def drawing_line(what: Drawable) -> str:
@@ -178,19 +184,22 @@ def draw_section(studio: Studio, current: gr.State,
                  model: gr.Dropdown) -> tuple[gr.Textbox, gr.Markdown, gr.File, MorePictures]:
     """Lay out Draw under the gallery; returns its prompt and its line on what it draws, which a run's
     finishing or opening fills, its adapter file box, which a run shown clears (``page.shown``), and its pictures,
-    which another source of Draw's clears. A Draw refused or stopped says so on a line of its own beside Draw
-    (review CR 2): in Personalize's stages box it replaced the stage table of the run still shown above, and read
-    as if about that run."""
+    which another source of Draw's clears. A Draw refused, stopped or failed says so on a line of its own beside
+    Draw, which stays once the toast fades (review EA 3): in Personalize's stages box it replaced the stage table of
+    the run still shown above, and read as if about that run (review CR 2)."""
     prompt, scale, how, seed, steps, count, adapter = _draw_controls()
     with gr.Row():
         drawing = gr.Markdown(NOTHING_TO_DRAW, elem_classes=["lowdim-note"], elem_id="drawing")
         draw = gr.Button("Draw", elem_id="draw")
-    said = gr.HTML(elem_id="draw-said")  # a Draw refused or stopped (HTML: job_on_page escapes the line)
+    # Why a Draw drew nothing (refused, stopped, failed), which stays once the toast fades until the next Draw
+    # starts (HTML: job_on_page escapes the line). A failure's line is kept for the follow-up that writes it:
+    # Gradio gives a follow-up no error.
+    said, lines = gr.HTML(elem_id="draw-said"), BySession[str]()
     # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again. Output
     # only: as an input of those follow-ups Gradio would make it an upload box, whose files stayed as "drawn".
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath",
                        interactive=False)
-    more = MorePictures(drawn, gr.State(None), gr.State(False))  # nothing drawn yet
+    more = MorePictures(drawn, gr.State(None), gr.State(False), said)  # nothing drawn yet
     ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
     outputs = [drawn, said, ended]
 
@@ -204,6 +213,7 @@ def draw_section(studio: Studio, current: gr.State,
         dropped = {**(what or {}), "adapter": str(checked_upload(path))}
         return dropped, default_prompt(Path(dropped["adapter"])), drawing_line(dropped)
 
+    @lines.keeping
     @job_on_page(outputs, said, ended)
     def draw_more(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
@@ -216,12 +226,23 @@ def draw_section(studio: Studio, current: gr.State,
                            owner=session(request))  # its tab's closing stops it
         return made, "", what  # an earlier Draw's refusal or stop line goes: this one drew
 
+    @lines.keeping
     @on_page
     def check_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
-                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float) -> None:
+                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
+                   request: gr.Request | None = None) -> None:
         """What Draw refuses before a job starts, checked before the page runs it."""
         studio.checked_draw(*asked_draw(what, chosen_model, prompt_text, adapter_scale, how_to_draw, first_seed,
                                         sample_steps, pictures))
+
+    def refused_line(request: gr.Request | None = None) -> str | dict:
+        """A refused Draw's line, kept by ``check_draw``; none kept (a second click's follow-up, after the first
+        one's took the line and wrote it): the line as it is."""
+        line = lines.take(request)
+        return html_text(line) if line else gr.update()
+
+    def failed(pictures: Pictures, marked: Marked, request: gr.Request | None = None) -> tuple:
+        return failed_draw(pictures, marked, lines.take(request))
 
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
     # A file dropped or cleared changes what Draw draws: the pictures drawn from what it drew before go. A refused
@@ -235,13 +256,20 @@ def draw_section(studio: Studio, current: gr.State,
         more.follow_the_run(then, current)
     asked = [current, model, prompt, scale, how, seed, steps, count]
     # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
-    # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot.
+    # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot;
+    # its follow-up writes that line in `said`, where it stays once the toast fades.
     checked = draw.click(check_draw, asked, None, api_visibility="private", **unlimited)
+    checked.failure(refused_line, None, [said], show_progress="hidden", api_visibility="private")
+    # A Draw that runs empties `said` as it starts, as Personalize empties its job line: an earlier Draw's line would
+    # say why the one now drawing drew nothing.
+    cleared = checked.success(lambda: "", None, [said], show_progress="hidden", api_visibility="private",
+                              **unlimited)
     # Its bar on its own line beside Draw, not over the run's stage table (nor is a refusal's line, in `said`)
-    ran = checked.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
+    ran = cleared.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
     # A draw that started and failed: its badge, on Draw's line where its bar was, gives way to this follow-up's, as a
-    # failed Personalize's gives way to the follow-up that clears its run (page.py); the error stays its toast.
-    ran.failure(on_page(failed_draw), [drawn, more.marked], [drawn, more.marked, said],
+    # failed Personalize's gives way to the follow-up that clears its run (page.py); its error is the toast, and
+    # "the draw failed: ..." in `said`, which stays.
+    ran.failure(on_page(failed), [drawn, more.marked], [drawn, more.marked, said],
                 show_progress_on=[drawing], api_visibility="private")
     ran.success(on_page(after_draw), [ended, drawn, more.drawn_with, current, more.marked],
                 [drawn, more.drawn_with, more.marked],

@@ -16,6 +16,7 @@ from lowdim_sd.ui.drawing import default_prompt
 from lowdim_sd.ui.page_draw import Drawable, drawing_line, without
 from lowdim_sd.ui.page_parts import (
     OWN_JOB_RUNNING,
+    BySession,
     OpensMeanwhile,
     error_line,
     html_text,
@@ -99,7 +100,7 @@ class PersonalizeHandlers:
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.opens = OpensMeanwhile()  # a run its session opened while its Personalize ran stays on screen
-        self.failures: dict[str, tuple[str, bool]] = {}  # by session: its failed job's line, whether it opened a run
+        self.failures: BySession[tuple[str, bool]] = BySession()  # its failed job's line, whether it opened a run
 
     def personalize(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
                     lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
@@ -114,7 +115,7 @@ class PersonalizeHandlers:
             except (Busy, Stopped):  # no failure: job_on_page's line
                 raise
             except Exception as error:  # its line, for the follow-up (failed), which keeps a run opened meanwhile
-                self.failures[owner] = (error_line(error), opened.is_set())
+                self.failures.keep(owner, (error_line(error), opened.is_set()))
                 raise
         return done_beside(record) if opened.is_set() else shown(record)
 
@@ -144,7 +145,7 @@ class PersonalizeHandlers:
     def failed(self, what: Drawable, request: gr.Request | None = None) -> tuple:
         """The follow-up of a Personalize that failed: its error on the job line, which stays once the toast fades,
         and the run shown cleared (``forget_run``), unless the user opened it while the job ran (review CZ1)."""
-        line, opened = self.failures.pop(session(request), ("", False))
+        line, opened = self.failures.take(request) or ("", False)
         kept = (gr.update(),) * 8 if opened else forget_run(what)[:-1]
         return (*kept, html_text(f"the personalization failed: {line}") if line else "")
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import re
 import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import gradio as gr
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 Model = TypeVar("Model", bound="BaseModel")
+Kept = TypeVar("Kept")
 
 
 def Slider(*args: Any, **kwargs: Any) -> gr.Slider:  # noqa: N802 - stands for gr.Slider in the layout
@@ -172,6 +174,38 @@ def job_on_page(outputs: list[gr.components.Component], status: gr.components.Co
                 return values[0] if len(values) == 1 else tuple(values)
         return wrapped
     return decorate
+
+
+class BySession(Generic[Kept]):
+    """What a page session's (a tab's) failed event leaves for its ``.failure`` follow-up, to which Gradio gives no
+    error: the failure's line, which the follow-up writes where it stays once the toast fades (Personalize's job
+    line, Draw's own line, Evaluate's table). By session, so another tab's failure is never written on mine; taken
+    by the follow-up, so a later one finds none of it."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, Kept] = {}
+
+    def keep(self, owner: str, value: Kept) -> None:
+        self._kept[owner] = value
+
+    def take(self, request: gr.Request | None) -> Kept | None:
+        """What the session of ``request`` kept, if anything, now no longer kept."""
+        return self._kept.pop(session(request), None)
+
+    def keeping(self: BySession[str], fn: Callable) -> Callable:
+        """``fn`` (an ``on_page`` handler that takes the ``request``), the line of its failure kept for its
+        session."""
+        asked = inspect.signature(fn)
+
+        @functools.wraps(fn)  # its name and signature: the page's API name, and Gradio passes it the request
+        def kept(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error as error:
+                request = asked.bind_partial(*args, **kwargs).arguments.get("request")
+                self.keep(session(request), str(error.message))
+                raise
+        return kept
 
 
 class OpensMeanwhile:

@@ -77,8 +77,8 @@ def test_a_stopped_draw_says_so_beside_draw_and_keeps_the_runs_stage_table(made,
 
 @pytest.mark.parametrize("then", ["drawn", "failed"])
 def test_the_next_draw_that_runs_takes_the_refusals_line_away(made, monkeypatch, then):
-    """Left there, the line would say another tab's run is running beside pictures just drawn, or beside the
-    next draw's own failure (its toast)."""
+    """Left there, the line would say another tab's run is running beside pictures just drawn, or in place of
+    the next draw's own failure, whose line it is now (review EA 3)."""
     studio, run = made
     tab = Tab(studio, run)
     with ui_events.another_tab_running(studio):
@@ -90,8 +90,9 @@ def test_the_next_draw_that_runs_takes_the_refusals_line_away(made, monkeypatch,
 
         monkeypatch.setattr(studio._drawer, "draw", fails)
     tab.click("draw")
-    assert tab.get("draw-said") == ""
-    assert tab.errors == ([] if then == "drawn" else ["the model could not load: its weights are damaged"])
+    failed = "the model could not load: its weights are damaged"
+    assert tab.get("draw-said") == ("" if then == "drawn" else f"the draw failed: {failed}")
+    assert tab.errors == ([] if then == "drawn" else [failed])
 
 
 def test_more_pictures_takes_no_upload_and_its_follow_ups_still_read_its_pictures(made, tmp_path):

@@ -1,11 +1,12 @@
 """A Draw click the page refuses for a bad value (a number out of range or not whole, a prompt without [V], a way to
-draw it cannot read, nothing to draw) before any job starts is its one line and leaves the page as it is, as a
-Personalize click's does (test_ui_refused_personalize.py, task FBL): no red "Error" badge over Draw's line, and the
-value's own line even while another tab's run holds the job slot, not that tab's Busy line. A draw that started and
-then failed has its badge on Draw's line, where its bar was, not in the stages box, and the pictures it would have
-replaced are captioned as the earlier draw's, not left as if they were its own. A client calling /draw_more
-directly is refused by the job itself, in the same line. Driven as Gradio's front end drives the page, in-process:
-the events a click triggers, then those chained after each one."""
+draw it cannot read, nothing to draw) before any job starts is its one line, which stays on Draw's own line once its
+toast fades (review EA 3), and leaves the rest of the page as it is, as a Personalize click's does
+(test_ui_refused_personalize.py, task FBL): no red "Error" badge over Draw's line, and the value's own line even while
+another tab's run holds the job slot, not that tab's Busy line. A draw that started and then failed has its badge on
+Draw's line, where its bar was, not in the stages box, "the draw failed: ..." on Draw's own line after it, and the
+pictures it would have replaced are captioned as the earlier draw's, not left as if they were its own. A client
+calling /draw_more directly is refused by the job itself, in the same line. Driven as Gradio's front end drives the
+page, in-process: the events a click triggers, then those chained after each one."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def test_a_bad_draw_value_while_another_tabs_run_runs_is_its_line_and_leaves_the
     with ui_events.another_tab_running(studio):
         shown, errors, badged = clicked(studio, {**asked, field: value})
     assert errors == [line]
-    assert shown == SHOWN and badged == []
+    assert shown == {**SHOWN, "draw-said": line} and badged == []  # its line stays beside Draw (review EA 3)
 
 
 @pytest.mark.parametrize(("field", "value", "line"), BAD)
@@ -113,7 +114,7 @@ def test_a_bad_draw_value_with_nothing_running_leaves_the_page_too(made, field, 
     studio, asked = made
     shown, errors, badged = clicked(studio, {**asked, field: value})
     assert errors == [line]
-    assert shown == SHOWN and badged == []
+    assert shown == {**SHOWN, "draw-said": line} and badged == []
 
 
 def test_a_run_gone_since_it_was_opened_is_its_line_too(made):
@@ -121,7 +122,7 @@ def test_a_run_gone_since_it_was_opened_is_its_line_too(made):
     with ui_events.another_tab_running(studio):
         shown, errors, badged = clicked(studio, {**asked, "what": {"run": "gone"}})
     assert errors == [f"no finished run 'gone' in {studio.config.out}"]
-    assert shown == SHOWN and badged == []
+    assert shown == {**SHOWN, "draw-said": errors[0]} and badged == []
 
 
 def test_a_good_draw_while_another_tabs_run_runs_is_refused_beside_draw_only(made):
@@ -157,7 +158,8 @@ def test_a_draw_that_started_and_failed_marks_the_pictures_shown_as_the_earlier_
     monkeypatch.setattr(studio._drawer, "draw", fails)  # private: the one place a started draw fails on purpose
     shown, errors, badged = clicked(studio, asked, {**SHOWN, "drawn": before})
     assert errors == ["the model could not load: its weights are damaged"] and badged == ["drawing"]
-    assert shown == {**SHOWN, "drawn": after}
+    assert shown == {**SHOWN, "drawn": after,
+                     "draw-said": "the draw failed: the model could not load: its weights are damaged"}
 
 
 def test_a_draw_after_a_failed_one_shows_only_its_own_pictures(made):
