@@ -44,6 +44,7 @@ from lowdim_sd.hypertrain_io import (
     run_metadata,
     split_identities,
     trim_metrics,
+    validated,
     validation_line,
     write_split,
 )
@@ -54,6 +55,7 @@ from lowdim_sd.hypertrain_processes import handed_over, make_accelerator, out_of
 from lowdim_sd.hypertrain_resume import (
     checkpoint_to_resume,
     clear_earlier_run,
+    drop_unfinished_checkpoints,
     resume_settings,
     worded_differences,
 )
@@ -111,18 +113,12 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         # One line for all the small photos (each read every epoch), even if stopped; DataLoader workers warn apart.
         with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance, \
                 upscaling_told_once(full.resolution):
-            if loop.validating and start == 0:
+            if loop.start_unvalidated():
                 loop.validate()
             _steps(loop, result, advance, started)
         accelerator.wait_for_everyone()
     if loop.main:
-        from lowdim.hyper import save_hypernet
-
-        loop.finish_checkpoints()
-
-        result.net = handed_over(accelerator, loop.net)  # on the CPU, no gradients: as load_hypernet gives it
-        result.net.metadata = {**loop.metadata, "steps": loop.step}  # what load_hypernet(result.path) reads back
-        save_hypernet(result.path, result.net, result.net.metadata)
+        loop.finish(result)
         result.validation = last_validation(result.metrics)
     result.seconds = time.perf_counter() - started
     return result
@@ -299,6 +295,34 @@ class _Loop:
                                          self.optimizer, self.trainable, self.metadata, self.job.keep_checkpoints,
                                          self.settings)
 
+    def start_unvalidated(self) -> bool:
+        """Whether the run validates its start step before its first update: step 0 always; a resumed start an
+        uninterrupted run validates (a --val-every step, the last one) when metrics.jsonl lacks it, as a stop during
+        that validation leaves it: the stop saved the step before its numbers were logged."""
+        step, job = self.step, self.job
+        if not self.validating or step > 0 and step % job.val_every and step != job.steps:
+            return False
+        return step == 0 or not validated(self.log.path, step)
+
+    def finish(self, result: HyperTrainResult) -> None:
+        """The run's end (main process): its last checkpoint and the network file. A stop in either keeps the end
+        step as a stop in the loop does, so a Ctrl-C in a run's last seconds loses none of its steps."""
+        from lowdim.hyper import save_hypernet
+
+        try:
+            self.finish_checkpoints()
+            # On the CPU, no gradients: as load_hypernet gives it.
+            result.net = handed_over(self.accelerator, self.net)
+            result.net.metadata = {**self.metadata, "steps": self.step}  # what load_hypernet(result.path) reads back
+            save_hypernet(result.path, result.net, result.net.metadata)
+        except KeyboardInterrupt as stop:
+            self.stopped(stop)
+
+    def kept_checkpoint(self) -> Path:
+        """This step's checkpoint: the one written already (periodic, the end's, the one resumed from), or a new one."""
+        latest = checkpoints.latest(self.job.out)
+        return latest if latest is not None and checkpoints.saved_step(latest) == self.step else self.checkpoint()
+
     def finish_checkpoints(self) -> None:
         """At the run's end, its last step is what a later --resume continues from (a longer run, or the rest of
         a --max-minutes budget); without periodic checkpoints, a stop's leftover one is dropped instead, so a
@@ -321,7 +345,9 @@ class _Loop:
             runs.reraise(stop, f"{runs.stop_word(stop)} in {where} at step {self.step}; the main process's line "
                                "says what was kept")
         last = checkpoints.latest(self.job.out)
-        runs.reraise(stop, runs.stop_note(stop, self.step, self.updating, self.checkpoint, last=last))
+        note = runs.stop_note(stop, self.step, self.updating, self.kept_checkpoint, last=last)
+        drop_unfinished_checkpoints(self.job.out)  # the save the stop cut short, if it could not be redone
+        runs.reraise(stop, note)
 
     def another_failed(self, failure: Failure) -> NoReturn:
         """Stop with the line of another process that failed, the main process keeping this step as a stop does (the
@@ -332,9 +358,8 @@ class _Loop:
                                        else str(failure))
         if self.step == 0 or self.updating:  # nothing trained yet, or an update a forced stop cut in two
             raise AnotherProcessFailed(str(failure))
-        latest = checkpoints.latest(self.job.out)
         with stopping.held():  # the launcher's SIGTERM, which follows the failed process's end, waits for the save
-            kept = latest if latest is not None and checkpoints.saved_step(latest) == self.step else self.checkpoint()
+            kept = self.kept_checkpoint()
         raise AnotherProcessFailed(f"{failure}; step {self.step} is saved to {kept}: {runs.RESUME} continues from it")
 
     def unreadable(self, error: PairUnreadable) -> NoReturn:
@@ -344,6 +369,5 @@ class _Loop:
             raise error
         if self.step == 0:  # nothing trained yet: a checkpoint of the start would only be a folder to clean up
             raise LowdimError(str(error)) from None
-        latest = checkpoints.latest(self.job.out)
-        kept = latest if latest is not None and checkpoints.saved_step(latest) == self.step else self.checkpoint()
+        kept = self.kept_checkpoint()
         raise LowdimError(f"{error}; step {self.step} is saved to {kept}: {runs.RESUME} continues from it") from None

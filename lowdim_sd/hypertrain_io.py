@@ -10,7 +10,7 @@ import contextlib
 import json
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -252,17 +252,25 @@ class MetricsLog:
 
 def last_validation(path: Path | None) -> dict | None:
     """The newest held-out record of ``metrics.jsonl`` (the last validation the run printed), or None."""
+    found = list(_validations(path))
+    return found[-1] if found else None
+
+
+def validated(path: Path, step: int) -> bool:
+    """Whether ``metrics.jsonl`` holds the held-out record of ``step``."""
+    return any(record.get("step") == step for record in _validations(path))
+
+
+def _validations(path: Path | None) -> Iterator[dict]:
     if path is None or not path.is_file():
-        return None
-    found = None
+        return
     for line in path.read_text(errors="replace").splitlines():
         try:
             record = json_text.loads(line)
         except ValueError:  # a line a kill cut short
             continue
         if isinstance(record, dict) and record.get("split") == "val":
-            found = record
-    return found
+            yield record
 
 
 def trim_metrics(path: Path, start: int) -> None:

@@ -17,7 +17,7 @@ from lowdim.option_words import Wording, either
 from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import CheckedPictures
-from lowdim_sd.checkpoint_reading import read_state
+from lowdim_sd.checkpoint_reading import read_state, step_folders
 from lowdim_sd.hypernet_folders import is_weight_folder  # by its index's format
 from lowdim_sd.resume_words import changed, worded_change, worded_switch
 from lowdim_sd.weight_dataset import WeightDataset
@@ -230,3 +230,11 @@ def clear_earlier_run(out: Path) -> None:
     shutil.rmtree(out / checkpoints.FOLDER, ignore_errors=True)
     for name in EARLIER_RUN_FILES:
         (out / name).unlink(missing_ok=True)
+
+
+def drop_unfinished_checkpoints(out: Path) -> None:
+    """Step folders without their ``state.json``: a save a stop cut short and could not redo (a second Ctrl-C, a
+    full disk). No checkpoint, and no resume reads one; removed so none is left behind to look like one."""
+    for folder in step_folders(out / checkpoints.FOLDER):
+        if not folder.is_symlink() and not (folder / "state.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
