@@ -47,6 +47,7 @@ from lowdim_sd.file_info_parts import (
     space_object,
     text_rows,
 )
+from lowdim_sd.hypernet_folders import run_records
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.model_info import merged_model_info, pipeline_folder_info, registered_model_info
 from lowdim_sd.model_paths import UNET_PREFIX
@@ -140,12 +141,14 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
             ("network", ", ".join(f"{key} {value}" for key, value in network.items())),
             ("file", f"{size_text(path)}, {header.values:,} stored values")]
     rows += [(f"training: {key}", bounded(compact(value))) for key, value in extra.items()]
+    run_rows, run_values = run_records(path, extra.get("steps"))  # split.json, metrics.jsonl beside it
+    rows += run_rows
     predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
                 "layers": len(layers), "layer set": meta.get("layer_set") or None}
     values = {"predicts": predicts, "network": network, "for model": meta.get("model") or "?",
               "image encoder": f"{encoder} ({where})",
               "file": {"bytes": path.stat().st_size, "stored values": header.values},
-              **{f"training: {key}": value for key, value in extra.items()}}
+              **{f"training: {key}": value for key, value in extra.items()}, **run_values}
     if problem := hypernet_problem(path, header):  # every load refuses it: no command to suggest
         rows.insert(0, ("problem", problem))
     return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values)

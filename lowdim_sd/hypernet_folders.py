@@ -1,6 +1,7 @@
 """A folder given where a hypernetwork file goes (``--hypernet``) that holds none at its top: a weight folder (the
 user skipped phase 1) or train-hypernet checkpoints, named for what it is, with the file to pass. Any other folder
-is left to ``lowdim.given_folder``'s line, which names the hypernetwork file a folder holds."""
+is left to ``lowdim.given_folder``'s line, which names the hypernetwork file a folder holds. And what ``lowdim show``
+reads of the run beside a train-hypernet --out's network: its split.json and metrics.jsonl (``run_records``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lowdim_sd.checkpoint_reading import step_folders
 from lowdim_sd.checkpoints import FOLDER as CHECKPOINTS
 
 HYPERNET_FILE = "hypernet.safetensors"  # what train-hypernet writes in its --out and in each step folder
+SPLIT, METRICS = "split.json", "metrics.jsonl"  # written beside it: the held-out identities, the logged losses
 
 
 def refuse_a_folder_without_one(path: Path) -> None:
@@ -63,3 +65,71 @@ def _newest_checkpoint(path: Path) -> tuple[Path, Path | None]:
         if (folder / "state.json").is_file() and is_hypernet(file):  # state.json is written last: complete
             return run, file
     return run, None
+
+
+Row = tuple[str, str]
+
+
+def run_records(file: Path, steps: object) -> tuple[list[Row], dict[str, object]]:
+    """(rows, --json values) of the run a train-hypernet network ``file`` (recorded at step ``steps``) ends: how
+    many identities it trained on and held out, and its last validation in the words the run printed. Nothing unless
+    ``file`` sits as the run's network, with split.json or metrics.jsonl beside it: a file copied away shows no
+    run's. The validation is shown only where it is of this network: of its step, on split.json's held-out ones."""
+    folder = file.parent
+    if file.name != HYPERNET_FILE or not isinstance(steps, int) or not any(
+            (folder / name).exists() for name in (SPLIT, METRICS)):
+        return [], {}
+    held_out, identities, counts = _identities(folder / SPLIT)
+    values: dict[str, object] = {"identities": counts} if counts else {}
+    if held_out == []:  # a run without held-out identities validates nothing
+        return [identities, ("last validation", "none: no held-out identities")], values
+    said, record = _last_validation(folder / METRICS, steps, held_out)
+    if record is not None:
+        values["last validation"] = {key: value for key, value in record.items() if key != "split"}
+    return [identities, ("last validation", said)], values
+
+
+def _identities(path: Path) -> tuple[list[str] | None, Row, dict[str, int]]:
+    """(the held-out names, or None where split.json says none; its row; its counts for --json)."""
+    from lowdim_sd.hypertrain_io import read_split
+
+    if not path.exists():
+        return None, ("identities", f"unknown: no {SPLIT} here"), {}
+    if not path.is_file():  # a FIFO's read would wait
+        return None, ("identities", f"unknown: {SPLIT} is not a file"), {}
+    try:
+        split = read_split(path)
+    except LowdimError:
+        return None, ("identities", f"unknown: {SPLIT} is damaged"), {}
+    train, val = len(split["train"]), len(split["val"])
+    # train-hypernet's own end line: "N training and M held-out identities"
+    return split["val"], ("identities", f"{train} training and {val} held out"), {"training": train, "held out": val}
+
+
+def _last_validation(path: Path, steps: int, held_out: list[str] | None) -> tuple[str, dict | None]:
+    """(the row's words, the record they are of, or None where none is shown): the line the run printed at its
+    last validation, if that is of this network's step and on split.json's held-out identities."""
+    from lowdim_sd.file_info_parts import part
+    from lowdim_sd.hypertrain_io import last_validation, validation_line
+
+    if not path.exists():
+        return f"unknown: no {METRICS} here", None
+    if not path.is_file():  # a FIFO's read would wait
+        return f"unknown: {METRICS} is not a file", None
+    try:
+        record = last_validation(path)
+    except OSError:
+        return f"unknown: {METRICS} cannot be read", None
+    if record is None:
+        return f"unknown: {METRICS} holds no validation", None
+    step = record.get("step")
+    if step != steps:  # of a later run continued in this folder, or a network copied in from another step
+        return f"not shown: {METRICS}'s last is of step {part(str(step))}, this network's step {steps}", None
+    try:
+        said = validation_line(steps, record)
+        others = held_out is not None and sorted(map(str, record["identities"])) != sorted(held_out)
+    except (TypeError, ValueError, KeyError):  # a record edited by hand
+        return f"unknown: {METRICS}'s validation of step {steps} is damaged", None
+    if others:
+        return f"not shown: {METRICS}'s last validation held out other identities than {SPLIT}", None
+    return said, record
