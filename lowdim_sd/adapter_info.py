@@ -1,4 +1,5 @@
-"""``lowdim show`` on a lowdim adapter: its space, layers, seed and recipe, read from the header alone."""
+"""``lowdim show`` on a lowdim adapter: its space, layers, seed and recipe, read from the header; the values are read
+only to check them finite, as every load does."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lowdim.filecheck import (
     MAX_LAYER_REGENERATED,
     basis_kind,
     buffer_shapes,
+    check_finite,
     check_flat,
     check_regeneration,
     checked_dropout,
@@ -246,7 +248,8 @@ def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> 
 
 
 def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
-    """What a load would refuse in the file's space, seed or tensors ("": nothing), from the header alone."""
+    """What a load would refuse in the file's space, seed or tensors ("": nothing), from the header, then the values'
+    finiteness."""
     import lowdim
 
     try:
@@ -267,7 +270,25 @@ def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list)
         recorded_seed(meta, path)  # what a load reads after the space: a seed its bases are made from
     except AdapterFileError as error:
         return str(error).removeprefix(f"{path}: ")
-    return tensor_problem(path, space, layers, header)
+    return tensor_problem(path, space, layers, header) or values_problem(path, space, layers)
+
+
+def values_problem(path: Path, space: Space, layers: list) -> str:
+    """The load's words for NaN or Inf in the file's params or stored bases ("": every value is finite), by the
+    load's own check on the values (a diverged run's file). Run once ``tensor_problem`` found the tensors fit."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    params = {key: value for key, value in tensors.items() if not key.startswith(BUFFER_PREFIX)}
+    bases = {key.removeprefix(BUFFER_PREFIX): value for key, value in tensors.items() if key.startswith(BUFFER_PREFIX)}
+    try:
+        check_finite(unflatten(params, layers, space.param_shapes, path, param_kind(space)), path)
+        if bases:
+            check_finite(unflatten(bases, layers, lambda layer: buffer_shapes(space, layer), path, basis_kind(space),
+                                   BUFFER_PREFIX), path, "stored basis")
+    except LowdimError as error:  # its "; refusing it" is said by the row's own ending
+        return str(error).removeprefix(f"{path}: ").removesuffix("; refusing it")
+    return ""
 
 
 def tensor_problem(path: Path, space: Space, layers: list, header: Header) -> str:

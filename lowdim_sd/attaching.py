@@ -8,12 +8,14 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from shlex import quote
 
 import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.files import FORMAT, AdapterFile
 from lowdim.given_folder import folder_line
 from lowdim.inject.inference import normal_tensors
+from lowdim.option_words import either
 from lowdim_sd.attached_files import (
     AdapterArg,
     adapter_entries,
@@ -43,7 +45,7 @@ def parse_adapter_arg(text: str) -> tuple[Path, float]:
     if not math.isfinite(value):
         raise LowdimError(f"'{text}': the scale must be a finite number, got '{scale}'")
     if Path(path).is_dir():
-        raise AdapterFileError(folder_line(Path(path), FORMAT, "adapter", sep + scale))
+        raise AdapterFileError(folder_refusal(Path(path), sep + scale))
     return Path(path), value
 
 
@@ -98,4 +100,31 @@ def check_adapter_files(adapters: Sequence[AdapterArg]) -> list[AdapterFile]:
     """Each file read and checked on its own (missing, foreign, damaged: one line naming it) before a model loads;
     the model's own checks of its layers follow when it is attached. Returns the files as read, for
     ``attach_adapters``: a command reads each file once."""
-    return [lowdim.read_adapter(path) for path, _ in adapter_entries(adapters)]
+    return [_read(path) for path, _ in adapter_entries(adapters)]
+
+
+def _read(path: Path) -> AdapterFile:
+    if path.is_dir():  # the core's folder line, told what a folder holding no adapter is here (a whole model)
+        raise AdapterFileError(folder_refusal(path))
+    return lowdim.read_adapter(path)
+
+
+def folder_refusal(folder: Path, typed_after: str = "") -> str:
+    """The line for a folder given as an adapter: the adapter inside it to pass (``typed_after`` kept), else the
+    whole model it is or holds, to draw with as the model, else that it holds none."""
+    return folder_line(folder, FORMAT, "adapter", typed_after, whole_model_line(folder))
+
+
+def whole_model_line(folder: Path) -> str:
+    """What ``folder`` is where it is a whole model ``lowdim merge`` or ``lowdim train --full`` wrote, or holds one
+    as ``model/`` (a --full run's folder), and how to draw with it; "" for any other folder."""
+    from lowdim_sd.merged_model import is_merged_folder, read_merge_record
+    from lowdim_sd.model_info import TRAINED
+
+    for model in (folder, folder / "model"):
+        if is_merged_folder(model):  # the record beside a pipeline index: one of lowdim's own models
+            maker = TRAINED if (read_merge_record(model) or {}).get("made_by") == TRAINED else "lowdim merge"
+            what = "is a whole model" if model == folder else f"holds a whole model, {model}"
+            use = either(f"draw it with -m {quote(str(model))}", f"load it as the model: load_sd({str(model)!r})")
+            return f"{folder}{os.sep} {what} (`{maker}` wrote it), not an adapter: {use}"
+    return ""

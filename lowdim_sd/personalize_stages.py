@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from lowdim.option_words import either
 from lowdim_sd import runs, status_line, stopping
+from lowdim_sd.run_outputs import ADAPTER, export_path
 
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeJob, PersonalizeResult
@@ -52,7 +53,7 @@ def written_files(job: PersonalizeJob) -> list[Path]:
     """What a run writes to ``job.out``, the adapter first: an earlier run's copies are replaced only with
     --overwrite."""
     out = job.out
-    return [out / "adapter.safetensors", *(out / f"adapter.{fmt}.safetensors" for fmt in job.export),
+    return [out / ADAPTER, *(export_path(out / ADAPTER, fmt) for fmt in job.export),
             *([out / "preview.png"] if job.preview else [])]
 
 
@@ -74,7 +75,7 @@ def earlier_kept(job: PersonalizeJob) -> list[Path]:
     from lowdim_sd.export import FORMATS
 
     out = job.out
-    kept = [*(out / f"adapter.{fmt}.safetensors" for fmt in FORMATS if fmt not in job.export),
+    kept = [*(export_path(out / ADAPTER, fmt) for fmt in FORMATS if fmt not in job.export),
             *([] if job.preview else [out / "preview.png"])]
     return [path for path in kept if path.is_file()]
 

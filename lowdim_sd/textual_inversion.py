@@ -123,17 +123,20 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
     tokenizer = model.pipe.tokenizer
     names = token_names(token, vectors)
     where = f"{source}: " if source else ""
+    if any(not name or name.split() != [name] for name in names):
+        raise LowdimError(f"{where}the identifier {token!r} must be one word without spaces")
+    # Before the claimed check: CLIP's special tokens are added tokens too, and no embedding claimed them.
+    if problem := token_problem(token):  # what a file's reader refuses (read_embedding): never trained either
+        raise LowdimError(f"{where}the identifier {printable_token(token)} {problem}")
     taken = [name for name in names if name in tokenizer.added_tokens_encoder]
     if taken:
         raise EmbeddingError(f"{where}token '{taken[0]}' is already claimed by another embedding; two embeddings "
                              f"cannot share a token (train or load one with another {token_option()})")
-    if any(not name or name.split() != [name] for name in names):
-        raise LowdimError(f"{where}the identifier {token!r} must be one word without spaces")
-    if problem := token_problem(token):  # what a file's reader refuses (read_embedding): never trained either
-        raise LowdimError(f"{where}the identifier {printable_token(token)} {problem}")
     if token in tokenizer.get_vocab():
+        # A file's token is the file's: generate's --token only names what [V] becomes, so it cannot change it.
+        fix = f"train it again with another {trained_token()}" if source else f"choose another {token_option()}"
         raise LowdimError(f"{where}the identifier '{token}' is itself a token of the vocabulary, which cannot "
-                          f"get a second row; choose another {token_option()}")
+                          f"get a second row; {fix}")
     pieces = tokenizer.tokenize(token)
     if len(pieces) == 1:
         warnings.warn(f"the identifier '{token}' is already a word of the vocabulary ({pieces[0]}); its "
@@ -160,6 +163,11 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
 
 def token_option() -> str:
     return either("--token", "token (TrainConfig(token=...))")
+
+
+def trained_token() -> str:
+    """The token option named as training's, for a reader outside training (generate's ``--token`` is another)."""
+    return either("token (lowdim train --token)", "token (TrainConfig(token=...))")
 
 
 def init_vector(model: SDModel, word: str) -> Tensor:

@@ -12,9 +12,13 @@ from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, 
 
 
 def weight_folder_info(folder: Path) -> FileInfo:
+    """The weight folder's index and shards; a finished ``train --full`` run's --out (its ``model/`` alone, no
+    checkpoint left) shows its model, as an adapter run's --out shows its adapter."""
     from lowdim_sd.weight_index import INDEX, read_index
 
     if not (folder / INDEX).is_file() and not any(folder.glob("index-p*.json")):
+        if (trained := _trained_model(folder)) is not None:
+            return trained
         if (what := _other_folder(folder)) is not None:
             raise LowdimError(f"{folder}: {what}")
         raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
@@ -46,6 +50,14 @@ def weight_folder_info(folder: Path) -> FileInfo:
         rows.insert(0, ("damaged", damage))
         use = ""
     return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
+
+
+def _trained_model(folder: Path) -> FileInfo | None:
+    """``show OUT/model`` of a --full run's --out, told by the record its model folder keeps."""
+    from lowdim_sd.model_info import pipeline_folder_info
+    from lowdim_sd.run_outputs import MODEL, trained_model
+
+    return pipeline_folder_info(folder / MODEL) if trained_model(folder / MODEL) else None
 
 
 def _other_folder(folder: Path) -> str | None:

@@ -16,7 +16,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim.inject.adding import adjusted_notes
 from lowdim.option_words import either, option
-from lowdim_sd import checkpoints, defaults, runs, stopping
+from lowdim_sd import checkpoints, defaults, run_outputs, runs, stopping
 from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.given_model import check_given_model
@@ -206,6 +206,7 @@ def check_train_job(job: TrainJob) -> None:
     if config.cuda_graphs:  # job.device's; train() checks a given model's own device again
         check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
     check_output_paths(job)
+    refuse_earlier_outputs(job)
 
 
 def check_mode_flags(job: TrainJob, typed: Collection[str] = ()) -> None:
@@ -235,11 +236,33 @@ def check_dropout_option(job: TrainJob) -> None:
 
 def output_names(job: TrainJob) -> list[Path]:
     """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
-    if job.resume and checkpoints.latest(job.out) is not None:
+    if continues(job):
         return []
     if job.resume and job.full and not job.overwrite:
         refuse_resuming_a_finished_full_run(job.out / "model")
     return written_paths(job)
+
+
+def continues(job: TrainJob) -> bool:
+    """Whether the run continues an earlier one from its checkpoint: its outputs are the run's own."""
+    return job.resume and checkpoints.latest(job.out) is not None
+
+
+def earlier_outputs(job: TrainJob) -> list[run_outputs.Earlier]:
+    """What an earlier run of another kind left in ``job.out`` that this run would leave beside its own output,
+    stale: a --full run's model/ where adapters are written, an adapter where a model is, and the exports of
+    either adapter (``lowdim_sd.run_outputs``)."""
+    if continues(job):
+        return []
+    return run_outputs.earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+
+
+def refuse_earlier_outputs(job: TrainJob) -> None:
+    """Without --overwrite, one line naming an earlier run's outputs this run would leave stale; where the run's
+    own output is there too, ``runs.refuse_overwrite`` names that one instead."""
+    if job.overwrite or any(path.exists() for path in output_names(job)):
+        return
+    run_outputs.refuse_earlier(earlier_outputs(job), "model" if job.full else "adapter")
 
 
 def refuse_resuming_a_finished_full_run(model: Path) -> None:
@@ -328,5 +351,7 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
             config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
+        if job.overwrite:  # past every check and the load: a refused run costs the earlier one nothing
+            run_outputs.remove_earlier(earlier_outputs(job))
         job.out.mkdir(parents=True, exist_ok=True)
         return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)
