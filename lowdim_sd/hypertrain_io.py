@@ -357,5 +357,6 @@ def validation_line(step: int, scores: dict) -> str:
     mean = f" ({against:.3g}× the training mean's)" if against is not None else ""
     denoise = scores.get("diffusion_loss")
     diffusion = f", diffusion loss {denoise:.4g}" if denoise is not None else ""
-    return (f"step {step}, {len(scores['identities'])} held-out identities: weight loss "
+    held = len(scores["identities"])
+    return (f"step {step}, {held} held-out identit{'y' if held == 1 else 'ies'}: weight loss "
             f"{scores['weight_loss']:.4g}{mean}{diffusion}")

@@ -142,7 +142,7 @@ def test_cli_train_hypernet(weights, tmp_path, capsys):
     assert "3 training and 1 held-out identities" in text
     # Each validation is printed as it happens (steps 0, 1 and 2), as metrics.jsonl has it.
     logged = records(tmp_path / "h" / "metrics.jsonl", "val")
-    shown = re.findall(r"step (\d+), 1 held-out identities: weight loss (\S+) \((\S+)× the training mean's\), "
+    shown = re.findall(r"step (\d+), 1 held-out identity: weight loss (\S+) \((\S+)× the training mean's\), "
                        r"diffusion loss (\S+)", " ".join(text.split()))
     assert [int(step) for step, *_ in shown] == [r["step"] for r in logged] == [0, 1, 2]
     for (_, weight, against, denoise), record in zip(shown, logged, strict=True):

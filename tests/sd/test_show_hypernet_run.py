@@ -60,7 +60,7 @@ def test_show_gives_a_runs_identities_and_last_validation_in_the_words_train_hyp
         rows = _rows(path)
         assert rows["identities"] == "3 training and 1 held out"
         said = rows["last validation"]
-        assert said.startswith(f"step 3, 1 held-out identities: weight loss {last['weight_loss']:.4g} (")
+        assert said.startswith(f"step 3, 1 held-out identity: weight loss {last['weight_loss']:.4g} (")
         assert said.endswith(f", diffusion loss {last['diffusion_loss']:.4g}")
         assert said in printed  # the very line the run printed at its last step
         _shown(capsys, path)  # the table, exit 0
@@ -138,7 +138,7 @@ def _last_record(**changed):
     return change
 
 
-VALIDATED = "step 3, 1 held-out identities: weight loss "
+VALIDATED = "step 3, 1 held-out identity: weight loss "
 
 
 @pytest.mark.parametrize(("damage", "identities", "validation"), [
