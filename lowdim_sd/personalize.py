@@ -357,9 +357,10 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
     cleared = clear_earlier(job)  # from here the earlier run's preview and exports would show another adapter
     if job.export:
         from lowdim_sd.export import export_adapter
+        from lowdim_sd.run_outputs import ADAPTER, export_path
 
         with after_the_adapter(result, "export", job, cleared):
-            result.exports = [export_adapter(result.adapter, job.out / f"adapter.{fmt}.safetensors", fmt)
+            result.exports = [export_adapter(result.adapter, export_path(job.out / ADAPTER, fmt), fmt)
                               for fmt in job.export]
     if job.preview:
         with after_the_adapter(result, "preview", job, cleared):
