@@ -40,8 +40,9 @@ def pipeline_folder_info(folder: Path) -> FileInfo:
 
 
 def _folder_problem(folder: Path) -> str | None:
-    """What the load refuses the folder for before reading a weight (another pipeline, a missing part, pickle
-    weights), as its one line; None when those checks pass."""
+    """What the load refuses the folder for before diffusers reads it (another pipeline, a missing part, pickle
+    weights, a weight file cut short, a config that does not fit its weights or the other parts), as its one line;
+    None when those checks pass. The weights are judged from their headers only."""
     from lowdim_sd.pipeline_parts import check_model_folder
 
     try:

@@ -4,10 +4,12 @@ loads that run the checks: a folder, a hub id's copy in the cache, and the words
 ``StableDiffusionPipeline.from_pretrained`` loads an SDXL folder as SD1.x by dropping the parts it does not
 know, and transformers builds a tokenizer of two tokens from a missing folder without a word: both then fail
 mid-run in a traceback. So the folder must be an SD1.x pipeline, and every part it lists (but those lowdim
-never loads) must be there with the files that part is read from. A folder saved with ``variant="fp16"``
-holds ``*.fp16.safetensors`` weights only; it is loaded as that variant, in the dtype asked. Offline, a hub id
-already in the cache is checked the same way, on its snapshot folder, so it gets the same lines as a folder;
-with the hub reachable diffusers loads it as before (an updated repository is fetched).
+never loads) must be there with the files that part is read from, its config fitting its weights and the UNet's
+cross-attention the text encoder's width (a UNet of another model fails at its first step in torch's words).
+A folder saved with ``variant="fp16"`` holds ``*.fp16.safetensors`` weights only; it is loaded as that variant,
+in the dtype asked. Offline, a hub id already in the cache is checked the same way, on its snapshot folder, so it
+gets the same lines as a folder; with the hub reachable diffusers loads it as before (an updated repository is
+fetched).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from typing import Any
 from lowdim.errors import first_line
 from lowdim.filecheck import printable_name
 from lowdim_sd.loading import ModelLoadError
-from lowdim_sd.weights_folder import LIBRARIES, WEIGHT_PICKLES, pickle_refusal, read_config_json
+from lowdim_sd.weights_folder import LIBRARIES, WEIGHT_PICKLES, check_weights_folder, pickle_refusal, read_config_json
 
+# What diffusers appends to a shape mismatch: keyword arguments that load random weights, no advice for a reader.
+LIBRARY_ADVICE = " If you want to instead"
 # Passed as None on every load: a copy of SD1.5 often lists them with their folders deleted.
 UNUSED_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
 # Pipelines of SD1.x's parts and shapes (img2img is saved from the same model).
@@ -49,13 +53,17 @@ class MissingPart(ModelLoadError):
 
 
 def check_model_folder(folder: Path) -> str | None:
-    """``folder`` is an SD1.x pipeline with every part it lists, each with its weights; the weights variant to
-    load (``"fp16"`` where a part holds fp16-variant weights only, else None)."""
+    """``folder`` is an SD1.x pipeline with every part it lists, each with weights its config fits, and parts
+    that fit each other; the weights variant to load (``"fp16"`` where a part holds fp16-variant weights only,
+    else None). What every load checks before diffusers reads the folder, and ``lowdim show`` before it offers a
+    command."""
     index = read_config_json(folder / "model_index.json")
     check_entries(index, folder / "model_index.json")
     check_sd1(folder, index, str(folder))
     variant = check_parts(folder, index, weights=True)
     check_picture_size(folder)
+    check_weights_folder(folder)  # a config that does not fit its own weights is named before the parts' mismatch
+    check_parts_fit(folder, index)
     return variant
 
 
@@ -66,6 +74,25 @@ def check_config_folder(folder: Path, label: str) -> None:
     check_sd1(folder, index, label)
     check_parts(folder, index, weights=False)
     check_picture_size(folder)
+    check_parts_fit(folder, index)
+
+
+def check_parts_fit(folder: Path, index: dict) -> None:
+    """The UNet's cross-attention takes tokens as wide as the text encoder gives them: a UNet from another model
+    (SD2's 1024 beside SD1.5's 768) loads without a word and fails at its first step in a torch traceback."""
+    if not (_listed(index, "unet") and _listed(index, "text_encoder")):
+        return
+    unet_path, text_path = folder / "unet" / "config.json", folder / "text_encoder" / "config.json"
+    unet = read_config_json(unet_path)
+    # A UNet with encoder_hid_dim projects the text encoder's tokens to its cross_attention_dim first.
+    key = "encoder_hid_dim" if unet.get("encoder_hid_dim") is not None else "cross_attention_dim"
+    takes, gives = unet.get(key), read_config_json(text_path).get("hidden_size")
+    widths = takes if isinstance(takes, list) else [takes]
+    if isinstance(gives, int) and all(isinstance(width, int) for width in widths) \
+            and any(width != gives for width in widths):
+        raise ModelLoadError(f"{unet_path}: {key} {json.dumps(takes)[:40]}, but {text_path} has hidden_size "
+                             f"{gives}: parts of two different models; copy the unet and text_encoder folders from "
+                             f"the same model")
 
 
 def check_entries(index: dict, path: Path) -> None:
@@ -95,12 +122,19 @@ def check_sd1(folder: Path, index: dict, label: str) -> None:
 
 
 def other_pipeline(folder: Path, index: dict) -> str | None:
-    """What the folder is when it is no SD1.x pipeline ("an SDXL pipeline (...)"), else None."""
+    """What the folder is when it is no SD1.x pipeline ("an SDXL pipeline (...)", naming what made it one), else
+    None. Its class is named only where it says XL: an SDXL UNet in a StableDiffusionPipeline folder is no
+    StableDiffusionPipeline, whatever the index says."""
     name = str(index.get("_class_name") or "")
     unet_config = folder / "unet" / "config.json"
     added = read_config_json(unet_config).get("addition_embed_type") if unet_config.is_file() else None
-    if "XL" in name or _listed(index, "text_encoder_2") or added is not None:
-        return f"an SDXL pipeline ({name or 'its UNet takes added conditioning'})"
+    if "XL" in name:
+        return f"an SDXL pipeline ({name})"
+    if _listed(index, "text_encoder_2"):
+        return "an SDXL pipeline (model_index.json lists a second text encoder, text_encoder_2)"
+    if added is not None:
+        shown = printable_name(added, 40) if isinstance(added, str) else json.dumps(added)[:40]
+        return f"an SDXL pipeline (its UNet takes added conditioning: unet/config.json has addition_embed_type {shown})"
     if name and name not in SD1_PIPELINES:
         return f"a {name}"
     return None
@@ -218,14 +252,17 @@ def load_folder(folder: Path, options: dict[str, Any]) -> Any:
     """The SD1.x pipeline in ``folder``, checked first (parts, pickles, configs), in its weights variant."""
     from diffusers import StableDiffusionPipeline
 
-    from lowdim_sd.weights_folder import check_weights_folder
-
     variant = check_model_folder(folder)
-    check_weights_folder(folder)
     try:
         return StableDiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, variant=variant, **options)
     except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
-        raise ModelLoadError(f"{folder}: could not load it as an SD1.x pipeline: {first_line(error)}") from None
+        reason = without_library_advice(first_line(error))
+        raise ModelLoadError(f"{folder}: could not load it as an SD1.x pipeline: {reason}") from None
+
+
+def without_library_advice(reason: str) -> str:
+    """diffusers' reason without the keyword arguments it advises (they load random weights)."""
+    return reason.split(LIBRARY_ADVICE)[0]
 
 
 def load_cached(hub_id: str, options: dict[str, Any]) -> Any | None:
@@ -276,7 +313,7 @@ def single_file_error(path: Path, reason: str, config_label: str | None) -> Mode
     from lowdim_sd.loading import config_option
 
     if config_label is not None and "expected shape" in reason:
-        reason = reason.split(" If you want")[0]
+        reason = without_library_advice(reason)
         return ModelLoadError(f"{path}: its weights do not fit {config_label} (another architecture?); pass the "
                               f"folder of the model the checkpoint was made from: {reason}")
     offline = config_label is None and (constants.HF_HUB_OFFLINE or any(word in reason for word in NETWORK_WORDS))

@@ -1,15 +1,17 @@
-"""A diffusers folder is checked before diffusers reads it: no pickles, no shard outside the folder, and
-no config that describes a far bigger model than its weights hold.
+"""A diffusers folder is checked before diffusers reads it: no pickles, no shard outside the folder, no
+weight file cut short, and no config that describes a far bigger model than its weights hold, or tensors of other
+shapes than they hold.
 
 diffusers falls back to a component's pickle (``*.bin``) weights, follows an index's shard paths
 wherever they point, and allocates whatever a ``config.json`` describes before it finds that the
 weights do not fit: a 2 KB edited config makes it try tens of GB. Each component is therefore built
-on the meta device (no memory) and its size compared with what the safetensors headers hold.
+on the meta device (no memory) and its size and tensor shapes compared with what the safetensors headers hold.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
 from lowdim.filecheck import check_sizes
 from lowdim.files import PICKLE_SUFFIXES
+from lowdim.foreign_files import describe_foreign, fix_for
 from lowdim.paths import expand_user
 from lowdim_sd.loading import ModelLoadError
 from lowdim_sd.model_paths import UNET_PREFIX
@@ -39,7 +42,7 @@ ARCHITECTURE_TOLERANCE = 0.1
 
 def check_weights_folder(folder: Path) -> None:
     """Every component's weights are safetensors, each shard index stays inside its folder, and every
-    component's config describes a model no bigger than its weights."""
+    component's config describes a model no bigger than its weights, with their shapes."""
     for part in sorted(sub for sub in folder.iterdir() if sub.is_dir()):
         files = sorted(entry.name for entry in part.iterdir() if entry.is_file())
         pickles = [name for name in files if name.lower().endswith(WEIGHT_PICKLES)]
@@ -48,10 +51,10 @@ def check_weights_folder(folder: Path) -> None:
         for index in sorted({*part.glob("*.safetensors.index.json"), *part.glob("*.safetensors.index.*.json")}):
             check_shard_index(index)
     for part, model_class in components(folder):
-        sizes = stored_sizes(sorted(part.glob("*.safetensors")))
-        if sizes:
-            check_config_fits(part, model_class, sum(sizes.values()))
-            check_readable_layout(part, model_class, list(sizes))
+        shapes = stored_shapes(sorted(part.glob("*.safetensors")))
+        if shapes:
+            check_config_fits(part, model_class, shapes)
+            check_readable_layout(part, model_class, list(shapes))
 
 
 def pickle_refusal(weights: Path) -> ModelLoadError:
@@ -139,27 +142,56 @@ def stored_values(files: list[Path]) -> int:
 
 def stored_sizes(files: list[Path]) -> dict[str, int]:
     """Each stored tensor's name and number of values, from the files' headers (no tensor is read)."""
-    sizes = {}
+    return {key: math.prod(shape) for key, shape in stored_shapes(files).items()}
+
+
+def stored_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Each stored tensor's name and shape, from the files' headers (no tensor is read)."""
+    shapes = {}
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    sizes[key] = int(torch.Size(handle.get_slice(key).get_shape()).numel())
-        except Exception as error:  # safetensors' own error type, OSError: diffusers will say it better
-            raise ModelLoadError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
-    return sizes
+                    shapes[key] = tuple(int(side) for side in handle.get_slice(key).get_shape())
+        except Exception as error:  # safetensors' own error type, OSError
+            raise _unreadable(path, first_line(error)) from None
+    return shapes
 
 
-def check_config_fits(part: Path, model_class: type[torch.nn.Module], stored: int) -> None:
-    """The model ``part/config.json`` describes, built on the meta device, holds about ``stored`` values."""
-    described = described_values(part, model_class)
-    if described > SLACK_FACTOR * stored + SLACK_VALUES:
+def _unreadable(path: Path, reason: str) -> ModelLoadError:
+    """A weight file safetensors refused: one cut short (an interrupted copy) in the words a single file gets."""
+    try:
+        foreign = describe_foreign(path)
+    except OSError:
+        foreign = None
+    if foreign is not None:
+        return ModelLoadError(f"{path}: this is {foreign}; "
+                              f"{fix_for(foreign, 'copy the folder again from the model it came from')}")
+    return ModelLoadError(f"{path}: not a readable safetensors file ({reason})")
+
+
+def check_config_fits(part: Path, model_class: type[torch.nn.Module], stored: dict[str, tuple[int, ...]]) -> None:
+    """The model ``part/config.json`` describes, built on the meta device, holds about as many values as the
+    ``stored`` tensors, and each tensor of both has one shape: an edited width (a cross-attention of 64 over
+    weights of 32) otherwise reaches diffusers, whose refusal advises keyword arguments that load random weights."""
+    shapes = described_shapes(part, model_class)
+    described, held = sum(map(math.prod, shapes.values())), sum(map(math.prod, stored.values()))
+    if described > SLACK_FACTOR * held + SLACK_VALUES:
         raise ModelLoadError(f"{part / 'config.json'}: describes a {model_class.__name__} of {described} values, "
-                             f"but its weights hold {stored}; refusing to build it (an edited config?)")
+                             f"but its weights hold {held}; refusing to build it (an edited config?)")
+    for key, shape in shapes.items():
+        if key in stored and stored[key] != shape:
+            raise ModelLoadError(f"{part / 'config.json'} does not fit its weights ({key}: config {list(shape)}, "
+                                 f"file {list(stored[key])}); an edited config?")
 
 
 def described_values(part: Path, model_class: type[torch.nn.Module]) -> int:
     """How many values the model ``part/config.json`` describes, built on the meta device (no memory)."""
+    return sum(map(math.prod, described_shapes(part, model_class).values()))
+
+
+def described_shapes(part: Path, model_class: type[torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """Each tensor of the model ``part/config.json`` describes, with its shape, built on the meta device."""
     config = read_config_json(part / "config.json")
     check_sizes(config, part / "config.json", "config")
     try:
@@ -170,7 +202,7 @@ def described_values(part: Path, model_class: type[torch.nn.Module]) -> int:
     except Exception as error:  # diffusers builds on the meta device too, and would fail alike, in a traceback
         raise ModelLoadError(f"{part / 'config.json'}: no {model_class.__name__} can be built from it "
                              f"({first_line(error)})") from None
-    return sum(int(value.numel()) for value in model.state_dict().values())
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 def _build(model_class: type[Any], part: Path) -> torch.nn.Module:  # Any: diffusers' or transformers' own API
