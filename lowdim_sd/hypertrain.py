@@ -259,7 +259,7 @@ class _Loop:
                     self.net, diffusion, next(self.extras), self.step, job, self.caches["extra"])
         loss: Tensor = losses["loss"]
         if not torch.isfinite(loss.detach()):
-            raise TrainingDiverged(f"loss became {float(loss)} at step {self.step + 1}; try a lower --lr")
+            raise TrainingDiverged(f"loss became {float(loss.detach())} at step {self.step + 1}; try a lower --lr")
         accelerator.backward(loss)
         if job.max_grad_norm:
             accelerator.clip_grad_norm_(self.trainable, job.max_grad_norm)
