@@ -145,7 +145,7 @@ def personalize(
                          hypernet=hypernet, no_hyper=no_hyper, only_hyper=only_hyper, iterations=iterations,
                          crop=crop, crop_margin=crop_margin, face_index=face_index, overwrite=overwrite,
                          gradient_checkpointing=gradient_checkpointing, cuda_graphs=cuda_graphs)
-    show_result(run(job), model, keep_styles)
+    show_result(run(job), model, keep_styles, model_config)
 
 
 def refuse_typed_finetune_flags(ctx: typer.Context, only_hyper: bool) -> None:
@@ -161,8 +161,9 @@ def refuse_typed_finetune_flags(ctx: typer.Context, only_hyper: bool) -> None:
             raise only_hyper_conflict(flag, only_hyper)
 
 
-def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> None:
-    """The stage times, the files written, and the `lowdim generate` line that draws the subject."""
+def show_result(result: PersonalizeResult, model: str, keep_styles: float, model_config: str | None = None) -> None:
+    """The stage times, the files written, and the `lowdim generate` line that draws the subject, with the
+    ``--model-config`` the run was given: a checkpoint naming no configs loads only with it offline."""
     from lowdim_sd.draw_parts import adapter_layers, suggested_flags
 
     table = Table(title="stages")
@@ -180,7 +181,8 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float) -> No
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote {user_text(path, 'bold')}")
     prompt = shlex.quote(result.subject_prompt(" at night"))  # parts apart need the looks
-    draw = f"lowdim generate -m {shlex.quote(model)} -a {shlex.quote(str(result.adapter))} -p {prompt}"
+    configs = f" --model-config {shlex.quote(model_config)}" if model_config else ""
+    draw = f"lowdim generate -m {shlex.quote(model)}{configs} -a {shlex.quote(str(result.adapter))} -p {prompt}"
     # Only flags that act on the adapter's layers: --layers unet-self has no text-encoder or cross-attention part.
     keep, every = suggested_flags(keep_styles, adapter_layers(result.adapter))
     every = f", and {every} too for every style at less of the face" if every else ""

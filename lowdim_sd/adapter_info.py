@@ -116,8 +116,22 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
         return FileInfo(path, "a lowdim adapter", rows, f"lowdim.load_adapter({str(path)!r}, model)", values)
     # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
     base = command_word(meta.get("base_model") or "", "MODEL")
+    configs = configs_flag_for(meta.get("base_model") or "")
     return FileInfo(path, "a lowdim adapter", rows,
-                    f"lowdim generate -m {base} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values)
+                    f"lowdim generate -m {base}{configs} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values)
+
+
+def configs_flag_for(base_model: str) -> str:
+    """The ``--model-config FOLDER`` a base model that is a single file naming no configs needs offline, as `lowdim
+    show` says for that file itself; "" for any other base (a folder, a registered name, a lowdim merge naming its
+    configs)."""
+    from lowdim_sd.file_info import configs_flag  # file_info reads adapters with this module
+    from lowdim_sd.model_names import config_source
+
+    path = expand_user(base_model) if base_model else None
+    if path is None or not (path.is_file() and path.suffix.lower() == ".safetensors"):
+        return ""
+    return configs_flag() if config_source(base_model, None) is None else ""
 
 
 def is_sd_layer(name: str) -> bool:

@@ -273,11 +273,11 @@ def _other(path: Path, header: Header) -> FileInfo:
         return merged_model_info(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
-                        f"lowdim personalize -m {quote(str(path))}{_configs_flag()} -i face.jpg -o me", values)
+                        f"lowdim personalize -m {quote(str(path))}{configs_flag()} -i face.jpg -o me", values)
     return FileInfo(path, "a .safetensors file lowdim does not know", rows, values=values)
 
 
-def _configs_flag() -> str:
+def configs_flag() -> str:
     """Offline, a checkpoint naming no base model loads only with its configs from a local folder."""
     from huggingface_hub import constants
 

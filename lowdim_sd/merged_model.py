@@ -34,6 +34,7 @@ FORMATS = ("single-file", "diffusers")
 RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it (diffusers ignores the file)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadata
+CONFIGS_KEY = "model_config"  # in the record: the folder of a single-file base's configs (its --model-config)
 ScaledAdapters = Sequence[tuple[PathArg, float]]  # (adapter file, scale) pairs, as attach_adapters takes them
 # What a merged model holds of a diffusers folder, whatever else is there (a safety checker, two precisions).
 MERGED_PARTS = ("unet", "vae", "text_encoder")
@@ -67,7 +68,7 @@ def save_merged(model: SDModel, adapters: ScaledAdapters, out: str | os.PathLike
     base = str(Path(base).resolve()) if Path(base).exists() else base
     tokens = [token for token in tokens if token]
     warn_shared_words(tokens, model.taught)
-    record = merge_record(base, adapters, tokens, example_prompt(files, tokens))
+    record = merge_record(base, adapters, tokens, example_prompt(files, tokens), configs_folder(model))
     sweep_earlier_debris(out)  # before the write: the space it frees may be what the new model needs
     try:
         # Without --overwrite, published only where --out is still free: another merge to it may have finished
@@ -117,14 +118,27 @@ def check_merged_range(model: SDModel, covered: dict[str, Path], out: Path) -> N
                           f"range (Inf/NaN); {fix}")
 
 
-def merge_record(base: str, adapters: ScaledAdapters, tokens: list[str], prompt: str = "") -> dict:
+def merge_record(base: str, adapters: ScaledAdapters, tokens: list[str], prompt: str = "",
+                 configs: str | None = None) -> dict:
     """What a merged model was made of, so ``lowdim show`` can name its base, adapters and the words that
-    call its subjects, which the weights alone no longer say; ``prompt``: the one merge suggested."""
+    call its subjects, which the weights alone no longer say; ``prompt``: the one merge suggested; ``configs``: the
+    folder a single-file base read its configs from, where loading the merged file finds them (``config_source``)."""
     names = distinct_names([Path(path) for path, _ in adapters])
     record = {"base_model": base, "adapters": [{"file": name, "scale": scale}
                                                for name, (_, scale) in zip(names, adapters, strict=True)],
               "tokens": list(dict.fromkeys(tokens))}
-    return {**record, "prompt": prompt} if prompt else record
+    return {**record, **({"prompt": prompt} if prompt else {}), **({CONFIGS_KEY: configs} if configs else {})}
+
+
+def configs_folder(model: SDModel) -> str | None:
+    """The folder, absolute, that a model loaded from a single file read its configs from (``--model-config``, or
+    those a lowdim file records): the one its tokenizer came from, as no single file holds a tokenizer. None for a
+    model from a folder or the hub, whose configs are its own: its record's base model finds them."""
+    if not expand_user(model.source).is_file():
+        return None
+    folder = getattr(model.pipe.tokenizer, "name_or_path", None)
+    path = expand_user(folder) if isinstance(folder, str) and folder else None
+    return str(path.resolve()) if path is not None and (path / "model_index.json").is_file() else None
 
 
 def distinct_names(paths: list[Path]) -> list[str]:

@@ -5,6 +5,7 @@ file's configs come from. ``lowdim_sd.loading`` exports these names, as it alway
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import overload
 
 from lowdim.paths import expand_user
@@ -61,7 +62,8 @@ def config_source(model: str, config: None) -> str | None: ...
 def config_source(model: str, config: str | None) -> str | None:
     """Where a single file's configs come from: ``--model-config`` (a registered name stands for its folder or
     hub id); else, for a file ``lowdim merge`` wrote, the base model it names when that is a registered name
-    or a folder here; else None, and diffusers infers them."""
+    or a folder here, or the configs folder it records (a merge of a single file read with --model-config); else
+    None, and diffusers infers them."""
     from lowdim.registry import get_registry
 
     registry = get_registry()
@@ -85,4 +87,14 @@ def config_source(model: str, config: str | None) -> str | None:
     found = registered(base)
     if found is not None:
         return str(found)
-    return base if (expand_user(base) / "model_index.json").is_file() else None
+    return base if (expand_user(base) / "model_index.json").is_file() else recorded_configs(path)
+
+
+def recorded_configs(path: Path) -> str | None:
+    """The configs folder a merged single file records, where it is still a model folder here; else None."""
+    from lowdim_sd.merged_model import CONFIGS_KEY, read_merge_record  # merged_model loads models: imports this
+
+    folder = (read_merge_record(path) or {}).get(CONFIGS_KEY)
+    if not (isinstance(folder, str) and folder):  # a merge before the record held it, or of no single file
+        return None
+    return folder if (expand_user(folder) / "model_index.json").is_file() else None
