@@ -134,10 +134,11 @@ def _not_a_photo(path: Path) -> str | None:
         return None
     kind = metadata.get("format")
     if kind == FORMAT:  # the model and prompt it was made with, as `lowdim show` gives them: the line runs as printed
-        from lowdim_sd.adapter_info import use_prompt
+        from lowdim_sd.adapter_info import configs_flag_for, use_prompt
         from lowdim_sd.file_info_parts import command_word, json_object
 
-        model = command_word(metadata.get("base_model") or "", "MODEL")
+        base = metadata.get("base_model") or ""
+        model = command_word(base, "MODEL") + configs_flag_for(base)
         prompt = use_prompt(metadata, json_object(metadata.get("extra")))
         draw = f"lowdim generate -m {model} -a {shlex.quote(str(path))} -p {prompt}"
         return f"{path} is a lowdim adapter, not a photo; draw with it: {draw}"

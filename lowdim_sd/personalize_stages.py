@@ -134,7 +134,8 @@ def stop_note(result: PersonalizeResult, name: str, job: PersonalizeJob, cleared
 
 def draw_line(result: PersonalizeResult, job: PersonalizeJob) -> str:
     """How to draw the adapter, as its reader would type it: a ``lowdim generate`` line, or the Python calls."""
-    cli = (f"lowdim generate -m {shlex.quote(job.model)} -a {shlex.quote(str(result.adapter))} "
+    configs = f" --model-config {shlex.quote(job.model_config)}" if job.model_config else ""  # a single file's, offline
+    cli = (f"lowdim generate -m {shlex.quote(job.model)}{configs} -a {shlex.quote(str(result.adapter))} "
            f"-p {shlex.quote(result.subject_prompt())}")
     api = (f"generate(model, GenerateConfig(prompts=[{result.subject_prompt()!r}]), "
            f"attach_adapters(model, [{str(result.adapter)!r}]))")

@@ -129,3 +129,22 @@ def test_a_merge_of_a_bare_checkpoint_draws_with_no_model_config_what_the_adapte
     code, text = run(capsys, "generate", "-m", a1111, "--model-config", tiny_sd, "-p", prompt, *FAST, "-o", "bare")
     assert code == 0, text
     assert np.abs(drawn(Path("bare")) - attached).max() > 20  # so the match above is the adapter's
+
+
+def test_the_interrupted_runs_draw_line_keeps_model_config(a1111, tiny_sd, adapter):
+    from types import SimpleNamespace
+
+    from lowdim.option_words import command_line
+    from lowdim_sd.personalize_stages import draw_line
+
+    job = SimpleNamespace(model=str(a1111), model_config=str(tiny_sd))
+    result = SimpleNamespace(adapter=adapter, subject_prompt=lambda: "a [V] face")
+    with command_line():  # the command's words: a Python caller is told the calls
+        assert f"-m {a1111} --model-config {tiny_sd} -a" in draw_line(result, job)  # type: ignore[arg-type]
+
+
+def test_an_adapter_given_as_the_photo_names_the_model_config_its_draw_line_needs_offline(offline, adapter,
+                                                                                         tmp_path, capsys):
+    code, said = run(capsys, "personalize", "-m", "tinyfaces", "-i", adapter, "-o", tmp_path / "x", "--steps", 1)
+    assert code == 1 and "is a lowdim adapter, not a photo" in said
+    assert " --model-config " in said, said  # the line runs as printed, as show's use line does
