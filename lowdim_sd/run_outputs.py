@@ -4,6 +4,10 @@ adapter, its ``lowdim export`` files, or a ``train --full`` run's ``model/``.
 A script reading ``OUT/adapter.safetensors`` (or ``lowdim show OUT``) must never pick up another run's file, so a
 run refuses such a folder in one line, and ``--overwrite`` removes those files. Only what lowdim wrote counts,
 each told by its header or record, never by its name alone: a user's own file at one of these names stays.
+
+The adapters a ``train --subjects`` run wrote (``OUT/NAME.safetensors``) are named after the user's subjects, so
+lowdim cannot tell them from adapters a user keeps there on purpose: a --full run leaves them as they are, naming
+them (told by header) in one warning as it starts (``warn_adapters_left``).
 """
 
 from __future__ import annotations
@@ -80,6 +84,26 @@ def remove_earlier(earlier: Sequence[Earlier]) -> list[Path]:
         warnings.warn(f"removed the earlier run's {listed}: {either('--overwrite', 'overwrite=True')} replaces the "
                       f"whole run", stacklevel=3)
     return [item.path for item in earlier]
+
+
+def adapters_left(out: Path) -> list[Path]:
+    """The lowdim adapters in ``out`` a --full run leaves as they are: each but ``adapter.safetensors`` (refused or
+    removed as ``earlier_outputs`` says), told by its header."""
+    if not out.is_dir():
+        return []
+    return sorted(path for path in out.glob("*.safetensors") if path.name != ADAPTER and _lowdim_adapter(path))
+
+
+def warn_adapters_left(out: Path) -> list[Path]:
+    """Name, in one warning, the lowdim adapters of an earlier run a --full run leaves beside its model (a
+    ``--subjects`` run's NAME.safetensors), so none is taken for this run's; returns them."""
+    left = adapters_left(out)
+    if left:
+        listed = ", ".join(map(str, left))
+        these = "lowdim adapters of an earlier run, left as they were" if len(left) > 1 \
+            else "a lowdim adapter of an earlier run, left as it was"
+        warnings.warn(f"{listed}: {these} beside this run's model", stacklevel=2)
+    return left
 
 
 def _adapter_words(adapter: Path) -> str:
