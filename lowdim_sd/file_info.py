@@ -47,7 +47,6 @@ from lowdim_sd.file_info_parts import (
     space_object,
     text_rows,
 )
-from lowdim_sd.hypernet_folders import run_records
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.model_info import merged_model_info, pipeline_folder_info, registered_model_info
 from lowdim_sd.model_paths import UNET_PREFIX
@@ -141,6 +140,8 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
             ("network", ", ".join(f"{key} {value}" for key, value in network.items())),
             ("file", f"{size_text(path)}, {header.values:,} stored values")]
     rows += [(f"training: {key}", bounded(compact(value))) for key, value in extra.items()]
+    from lowdim_sd.hypernet_folders import run_records  # inside: it imports PIL, which show of an adapter lacks
+
     run_rows, run_values = run_records(path, extra.get("steps"))  # split.json, metrics.jsonl beside it
     rows += run_rows
     predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
