@@ -257,6 +257,14 @@ def earlier_outputs(job: TrainJob) -> list[run_outputs.Earlier]:
     return run_outputs.earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
 
 
+def replaced_outputs(job: TrainJob) -> list[run_outputs.Earlier]:
+    """What of an earlier run of another kind this run removes when done: with --overwrite, and on a resume, whose
+    first start needed --overwrite to go ahead beside them."""
+    if not (job.overwrite or continues(job)):
+        return []
+    return run_outputs.earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+
+
 def refuse_earlier_outputs(job: TrainJob) -> None:
     """Without --overwrite, one line naming an earlier run's outputs this run would leave stale; where the run's
     own output is there too, ``runs.refuse_overwrite`` names that one instead."""
@@ -353,7 +361,8 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
             config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
-        if job.overwrite:  # past every check and the load: a refused run costs the earlier one nothing
-            run_outputs.remove_earlier(earlier_outputs(job))
+        replaced = replaced_outputs(job)
         job.out.mkdir(parents=True, exist_ok=True)
-        return train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)
+        result = train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)
+        run_outputs.remove_earlier(replaced)  # once this run's own are written: a stop keeps the earlier run whole
+        return result

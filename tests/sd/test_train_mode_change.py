@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from cli_train_runs import one_subject, run  # tests/sd, on the path as pytest puts it
+from cli_train_runs import interrupt_at, one_subject, run  # tests/sd, on the path as pytest puts it
 
 from lowdim.errors import LowdimError
 from lowdim_sd.train import TrainConfig
@@ -128,3 +128,22 @@ def test_show_of_a_finished_full_runs_folder_shows_its_model(earlier, capsys):
     assert code == 0, text
     assert f"{out / 'model'}: a whole model lowdim train --full wrote" in text, text
     assert f"use it: lowdim generate -m {out / 'model'}" in text, text
+
+
+def test_a_stopped_overwrite_keeps_the_earlier_run_whole_and_its_resume_replaces_it(tiny_sd, earlier, tmp_path,
+                                                                                   capsys, monkeypatch):
+    """The earlier run goes once this one's output is written: a Ctrl-C mid-run leaves the earlier model as it was
+    (not a folder with neither run's), and the resumed run, done, removes it as --overwrite asked."""
+    out = copied(earlier, "full", tmp_path)
+    model = {path.relative_to(out): path.read_bytes() for path in (out / "model").rglob("*") if path.is_file()}
+    with monkeypatch.context() as patched:
+        interrupt_at(patched, 2)
+        code, text = run(capsys, *train(tiny_sd, earlier, out, "--space", "ti", "--overwrite", "--steps", 3,
+                                        "--checkpoint-every", 1))
+    assert code == 130, text
+    assert {path.relative_to(out): path.read_bytes() for path in (out / "model").rglob("*") if path.is_file()} == model
+    code, text = run(capsys, *train(tiny_sd, earlier, out, "--space", "ti", "--resume", "--steps", 3,
+                                    "--checkpoint-every", 1))
+    assert code == 0, text
+    assert "model" not in names(out) and "adapter.safetensors" in names(out)
+    assert "removed" in text and str(out / "model") in text, text
