@@ -52,17 +52,19 @@ class MissingPart(ModelLoadError):
     """A part the folder lists is not there (a cached copy may just be incomplete)."""
 
 
-def check_model_folder(folder: Path) -> str | None:
+def check_model_folder(folder: Path, weights: bool = True) -> str | None:
     """``folder`` is an SD1.x pipeline with every part it lists, each with weights its config fits, and parts
     that fit each other; the weights variant to load (``"fp16"`` where a part holds fp16-variant weights only,
     else None). What every load checks before diffusers reads the folder, and ``lowdim show`` before it offers a
-    command."""
+    command. ``weights=False``: its JSON files only, no weight header read and no part built (the ui's check as
+    a photo is dropped; the load checks the rest)."""
     index = read_config_json(folder / "model_index.json")
     check_entries(index, folder / "model_index.json")
     check_sd1(folder, index, str(folder))
     variant = check_parts(folder, index, weights=True)
     check_picture_size(folder)
-    check_weights_folder(folder)  # a config that does not fit its own weights is named before the parts' mismatch
+    if weights:
+        check_weights_folder(folder)  # a config that does not fit its own weights is named before the parts' mismatch
     check_parts_fit(folder, index)
     return variant
 

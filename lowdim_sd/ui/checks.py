@@ -222,7 +222,7 @@ def refuse_what_a_load_refuses(path: Path) -> None:
     if path.is_dir():
         if not (path / "model_index.json").is_file():  # load_sd's words for it
             raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
-        check_model_folder(path)
+        check_model_folder(path, weights=False)
 
 
 def model_meant(model: str) -> str:

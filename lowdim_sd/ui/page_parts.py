@@ -176,6 +176,9 @@ def job_on_page(outputs: list[gr.components.Component], status: gr.components.Co
     return decorate
 
 
+KEPT_SESSIONS = 256  # BySession's bound: lines never taken would otherwise stay for the server's life
+
+
 class BySession(Generic[Kept]):
     """What a page session's (a tab's) failed event leaves for its ``.failure`` follow-up, to which Gradio gives no
     error: the failure's line, which the follow-up writes where it stays once the toast fades (Personalize's job
@@ -186,7 +189,10 @@ class BySession(Generic[Kept]):
         self._kept: dict[str, Kept] = {}
 
     def keep(self, owner: str, value: Kept) -> None:
+        self._kept.pop(owner, None)  # re-added last: the oldest first in line to go
         self._kept[owner] = value
+        while len(self._kept) > KEPT_SESSIONS:  # an API client or a tab closed before its follow-up takes none
+            del self._kept[next(iter(self._kept))]
 
     def take(self, request: gr.Request | None) -> Kept | None:
         """What the session of ``request`` kept, if anything, now no longer kept."""

@@ -234,3 +234,21 @@ def test_a_tabs_kept_line_is_taken_once_and_another_tabs_stays_its_own():
     assert lines.take(mine) is None  # taken: a later follow-up of my tab writes no stale line
     assert "no [V] in the prompt" in lines.take(theirs)
     assert lines.take(theirs) is None
+
+
+def test_lines_no_follow_up_takes_are_bounded_the_oldest_going_first():
+    """An API client's failed call, or a tab closed before its follow-up, leaves a line no one takes: a server up
+    for weeks must not keep them all (review EE 2)."""
+    pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")
+    from lowdim_sd.ui.page_parts import KEPT_SESSIONS, BySession
+
+    lines: BySession[str] = BySession()
+    for index in range(KEPT_SESSIONS + 10):
+        lines.keep(f"client-{index}", f"line {index}")
+    lines.keep("client-0", "again")  # kept anew: now the newest, not the first to go
+    newest = SimpleNamespace(session_hash=f"client-{KEPT_SESSIONS + 9}")
+    assert lines.take(SimpleNamespace(session_hash="client-0")) == "again"
+    for gone in ("client-1", "client-10"):  # the oldest, the last of them pushed out by client-0's new line
+        assert lines.take(SimpleNamespace(session_hash=gone)) is None
+    assert lines.take(SimpleNamespace(session_hash="client-11")) == "line 11"
+    assert lines.take(newest) == f"line {KEPT_SESSIONS + 9}"
