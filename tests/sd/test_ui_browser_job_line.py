@@ -9,7 +9,15 @@ import pytest
 pytest.importorskip("selenium", reason="the browser test drives Chromium with selenium (pip install selenium)")
 
 from selenium.webdriver.common.by import By  # noqa: E402
-from test_ui_browser import FACE, browser, server, set_number, shows, text_of, wait  # noqa: E402, F401  (fixtures)
+from test_ui_browser import (  # noqa: E402, F401  (fixtures)
+    FACE,
+    bar_shows,
+    browser,
+    server,
+    set_number,
+    text_of,
+    wait,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +39,13 @@ def test_the_bar_moves_nothing_and_a_second_click_is_refused_in_a_line_it_does_n
     set_number(browser, "#steps input", 2000)
     before = top(browser, "stages")
     browser.find_element(By.ID, "personalize").click()
-    wait(browser, lambda d: shows(d, "fast finetune"), 120)
+    wait(browser, lambda d: bar_shows(d, "fast finetune"), 120)
     assert top(browser, "stages") == before  # the bar's box was as tall before it showed
     browser.find_element(By.ID, "personalize").click()
     wait(browser, lambda d: "already running" in text_of(d, "job-line"), 60)
     assert not browser.execute_script(COVERED)  # the refusal is readable, not under the bar
-    wait(browser, lambda d: shows(d, "fast finetune"), 30)  # the running job's bar still shows (a loaded machine
-    # may redraw it a moment after the refused click's events)
+    wait(browser, lambda d: bar_shows(d, "fast finetune"), 30)  # the running job's bar still shows (a loaded
+    # machine may redraw it a moment after the refused click's events)
     browser.find_element(By.ID, "stop").click()
     wait(browser, lambda d: "nothing of it was kept" in text_of(d, "job-line"), 60)
     assert top(browser, "stages") == before

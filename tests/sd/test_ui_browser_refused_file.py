@@ -10,7 +10,17 @@ import time
 import pytest
 
 # By through test_ui_browser, which skips this module too where selenium or Chromium is missing
-from test_ui_browser import By, browser, open_run, quick_run, server, shows, text_of, wait  # noqa: F401  (fixtures)
+from test_ui_browser import (  # noqa: F401  (fixtures)
+    By,
+    browser,
+    error_badges,
+    open_run,
+    quick_run,
+    server,
+    shows,
+    text_of,
+    wait,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,5 +45,4 @@ def test_a_refused_file_leaves_the_box_empty_and_draw_drawing_the_run_with_no_ba
     box = text_of(browser, "adapter-file")
     assert "notes.txt" not in box and browser.find_elements(By.CSS_SELECTOR, "#adapter-file input[type=file]")
     assert drawing(browser) == f"Draw draws run {quick_run.name}"
-    badges = browser.find_elements(By.XPATH, "//*[normalize-space(text())='Error']")
-    assert [badge.get_attribute("class").split()[0] for badge in badges] == ["toast-title"]  # the refusal's toast
+    assert error_badges(browser) == ["toast-title"]  # the refusal's toast
