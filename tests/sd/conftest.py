@@ -225,3 +225,18 @@ def hypernet_run(tmp_path, make_hypernet):
         (folder / "state.json").write_text("{}")
     shutil.copy(made, run / "hypernet.safetensors")
     return run
+
+
+@pytest.fixture(scope="module")
+def tiny_faces_adapter(tmp_path_factory):
+    """A TinyFaces LiDB adapter with a token, as personalize writes one (its values do not matter)."""
+    pytest.importorskip("lowdim_tinyfaces")
+    import lowdim
+    from lowdim_sd.loading import load_sd
+    from lowdim_sd.modes import resolve_layers
+
+    model = load_sd("tinyfaces", device="cpu", dtype="fp32")
+    view = lowdim.Adapters(model.modules)
+    view.add("default", lowdim.get_space("lidb"), resolve_layers(None, "tinyfaces"), seed=0)
+    return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="sks",
+                               base_model="tinyfaces")

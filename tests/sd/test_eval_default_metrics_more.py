@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import lowdim
 from lowdim_cli.main import main
 from lowdim_sd.eval.job import TINYFACES_METRICS
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
@@ -41,20 +40,6 @@ def drawn(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory) -> Path:
-    """A TinyFaces adapter with a token, as personalize writes one (its values do not matter here)."""
-    pytest.importorskip("lowdim_tinyfaces")
-    from lowdim_sd.loading import load_sd
-    from lowdim_sd.modes import resolve_layers
-
-    model = load_sd("tinyfaces", device="cpu", dtype="fp32")
-    view = lowdim.Adapters(model.modules)
-    view.add("default", lowdim.get_space("lidb"), resolve_layers(None, "tinyfaces"), seed=0)
-    return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="sks",
-                               base_model="tinyfaces")
-
-
 def test_tinyfaces_own_metrics_missing_for_want_of_a_reference_are_not_blamed_on_the_size(capsys, drawn):
     code, stdout, stderr = run(capsys, "eval", drawn, "--device", "cpu", "--no-progress")
     assert code == 0, stdout + stderr  # the style metric reads them without a reference
@@ -74,9 +59,9 @@ def test_the_papers_metrics_on_32_px_pictures_are_still_told_they_are_too_small(
 
 
 @pytest.fixture(scope="module")
-def merged_file(adapter, tmp_path_factory) -> Path:
+def merged_file(tiny_faces_adapter, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("merged") / "merged.safetensors"
-    assert main(["merge", "-m", "tinyfaces", "-a", str(adapter), "-o", str(out)]) == 0
+    assert main(["merge", "-m", "tinyfaces", "-a", str(tiny_faces_adapter), "-o", str(out)]) == 0
     return out
 
 
@@ -122,10 +107,11 @@ def asked_metrics(monkeypatch, tmp_path: Path, model: str) -> tuple[str, ...]:
     return asked[0]
 
 
-def test_pictures_of_a_merged_tinyfaces_folder_are_scored_with_tinyfaces_metrics(adapter, monkeypatch, tmp_path,
-                                                                                  capsys):
+def test_pictures_of_a_merged_tinyfaces_folder_are_scored_with_tinyfaces_metrics(tiny_faces_adapter, monkeypatch,
+                                                                                  tmp_path, capsys):
     out = tmp_path / "merged-dir"
-    assert main(["merge", "-m", "tinyfaces", "-a", str(adapter), "-o", str(out), "--format", "diffusers"]) == 0
+    assert main(["merge", "-m", "tinyfaces", "-a", str(tiny_faces_adapter), "-o", str(out),
+                 "--format", "diffusers"]) == 0
     assert asked_metrics(monkeypatch, tmp_path, str(out)) == TINYFACES_METRICS
     assert "a merge of tinyfaces, its record says" in " ".join(capsys.readouterr().out.split())
 

@@ -20,19 +20,6 @@ from lowdim_sd.loading import SDModel, load_sd
 pytestmark = pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")
 
 
-@pytest.fixture(scope="module")
-def tiny_faces_adapter(tmp_path_factory) -> Path:
-    """A TinyFaces adapter with a token (its values do not matter), as in test_eval_default_metrics_more.py."""
-    pytest.importorskip("lowdim_tinyfaces")
-    from lowdim_sd.modes import resolve_layers
-
-    model = load_sd("tinyfaces", device="cpu", dtype="fp32")
-    view = lowdim.Adapters(model.modules)
-    view.add("default", lowdim.get_space("lidb"), resolve_layers(None, "tinyfaces"), seed=0)
-    return lowdim.save_adapter(tmp_path_factory.mktemp("adapter") / "me.safetensors", view, "default", token="sks",
-                               base_model="tinyfaces")
-
-
 def _metrics_eval_picks(monkeypatch, folder: Path) -> tuple[str, ...]:
     """The metrics `lowdim eval FOLDER` would score with, by default; nothing is scored."""
     import lowdim_sd.eval.job

@@ -28,33 +28,8 @@ def made(tmp_path_factory, tiny_sd) -> tuple[Studio, str]:
     return studio, record.name
 
 
-class Tab:
-    """One page, as a browser tab holds it, with a run opened: its values, and the errors its clicks showed."""
-
-    def __init__(self, studio: Studio, run: str) -> None:
-        from lowdim_sd.ui.page import build_page
-
-        self.page = build_page(studio)
-        self.values = ui_events.page_values(self.page)
-        self.errors: list[str] = []
-        for elem_id, value in {"draw-steps": 1, "draw-count": 1, "earlier": run}.items():
-            self.values[self._id(elem_id)] = value
-        self.click("open")
-        assert self.errors == [] and run in str(self.get("stages"))  # the opened run's stage table
-
-    def _id(self, elem_id: str) -> int:
-        [found] = [block._id for block in self.page.blocks.values() if getattr(block, "elem_id", None) == elem_id]
-        return found
-
-    def get(self, elem_id: str) -> object:
-        return self.values[self._id(elem_id)]
-
-    def click(self, elem_id: str) -> None:
-        ui_events.fire(self.page, elem_id, "click", self.values, self.errors)
-
-
 def test_a_draw_refused_while_another_tabs_run_runs_says_so_beside_draw_and_keeps_the_runs_stage_table(made):
-    tab = Tab(*made)
+    tab = ui_events.Tab(*made)
     table = tab.get("stages")
     with ui_events.another_tab_running(made[0]):
         tab.click("draw")
@@ -64,7 +39,7 @@ def test_a_draw_refused_while_another_tabs_run_runs_says_so_beside_draw_and_keep
 
 def test_a_stopped_draw_says_so_beside_draw_and_keeps_the_runs_stage_table(made, monkeypatch):
     studio, run = made
-    tab = Tab(studio, run)
+    tab = ui_events.Tab(studio, run)
     table = tab.get("stages")
 
     def stopped_at_its_next_step(*args: object) -> None:
@@ -80,7 +55,7 @@ def test_the_next_draw_that_runs_takes_the_refusals_line_away(made, monkeypatch,
     """Left there, the line would say another tab's run is running beside pictures just drawn, or in place of
     the next draw's own failure, whose line it is now (review EA 3)."""
     studio, run = made
-    tab = Tab(studio, run)
+    tab = ui_events.Tab(studio, run)
     with ui_events.another_tab_running(studio):
         tab.click("draw")
     assert str(tab.get("draw-said")).startswith(BUSY)

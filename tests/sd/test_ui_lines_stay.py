@@ -36,38 +36,6 @@ def made(tmp_path_factory, tiny_sd) -> tuple[Studio, str]:
     return studio, record.name
 
 
-class Tab:
-    """One page, as a browser tab holds it, with a run opened: its values, and the errors its clicks showed."""
-
-    def __init__(self, studio: Studio, run: str) -> None:
-        from lowdim_sd.ui.page import build_page
-
-        self.page = build_page(studio)
-        self.values = ui_events.page_values(self.page)
-        self.errors: list[str] = []
-        self.set({"draw-steps": 1, "draw-count": 1, "earlier": run})
-        self.click("open")
-        assert self.errors == [] and run in str(self.get("stages"))
-
-    def block(self, elem_id: str | None):
-        """The control ``elem_id``; "how" is How to draw, None the state of what Draw draws (neither has an id)."""
-        [draw] = [fn for fn in self.page.fns.values() if fn.api_name == "draw_more"]
-        if elem_id in ("how", None):
-            return draw.inputs[4 if elem_id == "how" else 0]
-        [found] = [block for block in self.page.blocks.values() if getattr(block, "elem_id", None) == elem_id]
-        return found
-
-    def set(self, values: dict) -> None:
-        for elem_id, value in values.items():
-            self.values[self.block(elem_id)._id] = value
-
-    def get(self, elem_id: str) -> object:
-        return self.values[self.block(elem_id)._id]
-
-    def click(self, elem_id: str) -> None:
-        ui_events.fire(self.page, elem_id, "click", self.values, self.errors)
-
-
 def failing_draw(studio: Studio, monkeypatch) -> None:
     """A draw that starts and then fails (private: the one place a started draw fails on purpose)."""
     def fails(*args: object) -> None:
@@ -78,7 +46,7 @@ def failing_draw(studio: Studio, monkeypatch) -> None:
 
 @pytest.mark.parametrize(("elem_id", "value", "line"), REFUSED)
 def test_a_refused_draw_keeps_its_line_beside_draw(made, elem_id, value, line):
-    tab = Tab(*made)
+    tab = ui_events.Tab(*made)
     tab.set({elem_id: value})
     tab.click("draw")
     assert tab.errors == [line]  # the toast, which fades
@@ -87,7 +55,7 @@ def test_a_refused_draw_keeps_its_line_beside_draw(made, elem_id, value, line):
 
 def test_a_draw_that_started_and_failed_says_so_beside_draw_and_keeps_the_earlier_pictures(made, monkeypatch):
     studio, run = made
-    tab = Tab(studio, run)
+    tab = ui_events.Tab(studio, run)
     tab.click("draw")
     drawn = tab.get("drawn")
     assert tab.errors == [] and len(drawn) == 1  # type: ignore[arg-type]  # a gallery's value: a list
@@ -102,7 +70,7 @@ def test_the_next_draw_takes_the_line_away_as_it_starts(made, monkeypatch):
     """While it draws (minutes on a CPU), a refusal's line beside it would say why a draw it is making made
     nothing; once it has drawn, beside its pictures."""
     studio, run = made
-    tab = Tab(studio, run)
+    tab = ui_events.Tab(studio, run)
     tab.set({"draw-prompt": "a photo of a face"})
     tab.click("draw")
     assert tab.get("draw-said") == NO_V
@@ -120,7 +88,7 @@ def test_the_next_draw_takes_the_line_away_as_it_starts(made, monkeypatch):
 
 def test_a_draw_refused_while_another_tabs_run_runs_keeps_its_busy_line(made):
     studio, run = made
-    tab = Tab(studio, run)
+    tab = ui_events.Tab(studio, run)
     with ui_events.another_tab_running(studio):
         tab.click("draw")
     assert tab.errors == []  # no failure: its line, as before, with no "Error" badge
@@ -149,13 +117,13 @@ def test_a_tabs_refused_draw_is_never_written_on_another_tab(made):
     assert then.fn(request=mine) == NO_V
 
 
-def evaluate(tab: Tab, pictures: list[str] | None, reference: str | None, metrics: str) -> None:
+def evaluate(tab: ui_events.Tab, pictures: list[str] | None, reference: str | None, metrics: str) -> None:
     tab.set({"generated": pictures, "reference": reference, "metrics": metrics})
     tab.click("score")
 
 
 def test_score_with_no_reference_photo_says_so_where_the_table_goes(made):
-    tab = Tab(*made)
+    tab = ui_events.Tab(*made)
     evaluate(tab, [str(FACE)], str(FACE), "tinyfaces-image")
     assert tab.errors == [] and "1.000" in str(tab.get("eval-table"))  # a picture against itself
     evaluate(tab, [str(FACE)], None, "tinyfaces-image")
@@ -164,7 +132,7 @@ def test_score_with_no_reference_photo_says_so_where_the_table_goes(made):
 
 
 def test_a_score_that_fails_says_why_in_markdown_that_shows_it_as_typed(made):
-    tab = Tab(*made)
+    tab = ui_events.Tab(*made)
     evaluate(tab, [str(FACE)], str(FACE), "my_*own*_metric")
     [line] = tab.errors
     assert line.startswith("unknown metric 'my_*own*_metric'")
@@ -187,7 +155,7 @@ def test_a_tabs_failed_score_is_never_written_on_another_tab(made):
 
 def test_a_run_shown_takes_away_the_line_of_a_draw_refused_for_want_of_one(made):
     """"open a run first", left beside Draw once a run is open, would contradict the run shown above it."""
-    tab = Tab(*made)
+    tab = ui_events.Tab(*made)
     tab.set({None: None})  # nothing to draw, as a fresh page
     tab.click("draw")
     assert str(tab.get("draw-said")).startswith("personalize or open a run")

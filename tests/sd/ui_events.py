@@ -85,3 +85,35 @@ def studio_with_one_run(folder, tiny_sd):
                        "face")[0]
     studio = Studio(StudioConfig(model="tinyfaces", out=folder / "ui"))
     return studio, studio.personalize(face, RunSettings(model=str(tiny_sd), steps=1, crop=False, preview_steps=1))
+
+
+class Tab:
+    """One page, as a browser tab holds it, with a run opened: its values, and the errors its clicks showed."""
+
+    def __init__(self, studio, run: str) -> None:
+        from lowdim_sd.ui.page import build_page
+
+        self.page = build_page(studio)
+        self.values = page_values(self.page)
+        self.errors: list[str] = []
+        self.set({"draw-steps": 1, "draw-count": 1, "earlier": run})
+        self.click("open")
+        assert self.errors == [] and run in str(self.get("stages"))  # the opened run's stage table
+
+    def block(self, elem_id: str | None):
+        """The control ``elem_id``; "how" is How to draw, None the state of what Draw draws (neither has an id)."""
+        [draw] = [fn for fn in self.page.fns.values() if fn.api_name == "draw_more"]
+        if elem_id in ("how", None):
+            return draw.inputs[4 if elem_id == "how" else 0]
+        [found] = [block for block in self.page.blocks.values() if getattr(block, "elem_id", None) == elem_id]
+        return found
+
+    def set(self, values: dict) -> None:
+        for elem_id, value in values.items():
+            self.values[self.block(elem_id)._id] = value
+
+    def get(self, elem_id: str | None) -> object:
+        return self.values[self.block(elem_id)._id]
+
+    def click(self, elem_id: str) -> None:
+        fire(self.page, elem_id, "click", self.values, self.errors)
