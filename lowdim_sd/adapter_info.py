@@ -128,8 +128,11 @@ def configs_flag_for(base_model: str) -> str:
     from lowdim_sd.file_info import configs_flag  # file_info reads adapters with this module
     from lowdim_sd.model_names import config_source
 
-    path = expand_user(base_model) if base_model else None
-    if path is None or not (path.is_file() and path.suffix.lower() == ".safetensors"):
+    try:
+        single_file = bool(base_model) and expand_user(base_model).is_file()
+    except OSError:  # a header's text too long to be a path (ENAMETOOLONG): no file of ours
+        return ""
+    if not (single_file and base_model.lower().endswith(".safetensors")):
         return ""
     return configs_flag() if config_source(base_model, None) is None else ""
 

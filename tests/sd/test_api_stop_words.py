@@ -62,7 +62,7 @@ def test_a_stop_with_nothing_kept_says_how_to_start_over_in_the_readers_words(on
 def stopped_personalize(tmp_path: Path, overwrite: bool) -> str:
     out = tmp_path / "C"
     out.mkdir(exist_ok=True)
-    job = SimpleNamespace(model="tinyfaces", out=out, export=(), preview=True, overwrite=overwrite)
+    job = SimpleNamespace(model="tinyfaces", model_config=None, out=out, export=(), preview=True, overwrite=overwrite)
     result = SimpleNamespace(adapter=out / "adapter.safetensors", subject_prompt=lambda: "a [V] face")
     return personalize_stages.stop_note(result, "preview", job, [])
 
