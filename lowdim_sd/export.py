@@ -263,7 +263,13 @@ def export_adapter(
         named = either("the export's dtype (--save-dtype)", "export_adapter(dtype=...)")
         raise ExportError(f"{named} must be one of {', '.join(DTYPES)}, got '{dtype}'"
                           + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
-    source, target = Path(adapter_path), check_export_target(out_path)  # before the format's warnings
+    source = Path(adapter_path)
+    if source.is_dir():  # a whole model (train --full, merge) is said so, before any name of its export is checked
+        from lowdim_sd.attaching import whole_model_line
+
+        if whole := whole_model_line(source):
+            raise ExportError(whole)
+    target = check_export_target(out_path)  # before the format's warnings
     check_replaceable(target, source)
     if not overwrite and target.exists():
         raise _exists(target)

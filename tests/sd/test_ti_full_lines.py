@@ -80,6 +80,13 @@ def test_a_merged_folder_given_as_an_adapter_is_named_merge_s_model(merged, tiny
                     f"-m {merged}"), line
 
 
+@pytest.mark.parametrize("given", ["run", "model"])
+def test_a_whole_model_given_to_export_is_named_one_before_any_export_name_is_checked(full_run, given, capsys):
+    folder = full_run if given == "run" else full_run / "model"
+    line = one_line(capsys, "export", folder)
+    assert "whole model" in line and "(`lowdim train --full` wrote it), not an adapter" in line, line
+
+
 def test_a_whole_model_given_to_merge_as_an_adapter_gets_the_same_line(merged, tiny_sd, tmp_path, capsys):
     line = one_line(capsys, "merge", "-m", tiny_sd, "-a", merged, "-f", "diffusers", "-o", tmp_path / "m2")
     assert line.endswith(f"{merged}/ is a whole model (`lowdim merge` wrote it), not an adapter: draw it with "
