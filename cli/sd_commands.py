@@ -278,10 +278,11 @@ def export(
 
     Example: lowdim export me.safetensors --format kohya
     """
-    from lowdim_sd.export import check_export_target, check_replaceable, export_adapter
+    from lowdim_sd.export import check_export_source, check_export_target, check_replaceable, export_adapter
+    from lowdim_sd.run_outputs import export_path
     from lowdim_sd.runs import check_file_target, refuse_overwrite
 
-    given = out_path if out_path is not None else adapter.with_name(f"{adapter.stem}.{fmt}.safetensors")
+    given = out_path if out_path is not None else export_path(check_export_source(adapter), fmt)
     target = check_export_target(given)  # before any other check
     check_replaceable(target, adapter)  # not "pass --overwrite" for a file --overwrite would not replace
     refuse_overwrite([target], overwrite, other="choose another -o")

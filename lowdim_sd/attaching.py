@@ -118,12 +118,13 @@ def folder_refusal(folder: Path, typed_after: str = "") -> str:
 def whole_model_line(folder: Path) -> str:
     """What ``folder`` is where it is a whole model ``lowdim merge`` or ``lowdim train --full`` wrote, or holds one
     as ``model/`` (a --full run's folder), and how to draw with it; "" for any other folder."""
-    from lowdim_sd.merged_model import is_merged_folder, read_merge_record
+    from lowdim_sd.merged_model import is_merged_folder
     from lowdim_sd.model_info import TRAINED
+    from lowdim_sd.run_outputs import trained_model
 
     for model in (folder, folder / "model"):
         if is_merged_folder(model):  # the record beside a pipeline index: one of lowdim's own models
-            maker = TRAINED if (read_merge_record(model) or {}).get("made_by") == TRAINED else "lowdim merge"
+            maker = TRAINED if trained_model(model) else "lowdim merge"
             what = "is a whole model" if model == folder else f"holds a whole model, {model}"
             use = either(f"draw it with -m {quote(str(model))}", f"load it as the model: load_sd({str(model)!r})")
             return f"{folder}{os.sep} {what} (`{maker}` wrote it), not an adapter: {use}"

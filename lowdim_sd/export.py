@@ -263,12 +263,7 @@ def export_adapter(
         named = either("the export's dtype (--save-dtype)", "export_adapter(dtype=...)")
         raise ExportError(f"{named} must be one of {', '.join(DTYPES)}, got '{dtype}'"
                           + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
-    source = Path(adapter_path)
-    if source.is_dir():  # a whole model (train --full, merge) is said so, before any name of its export is checked
-        from lowdim_sd.attaching import whole_model_line
-
-        if whole := whole_model_line(source):
-            raise ExportError(whole)
+    source = check_export_source(Path(adapter_path))
     target = check_export_target(out_path)  # before the format's warnings
     check_replaceable(target, source)
     if not overwrite and target.exists():
@@ -291,6 +286,17 @@ def export_adapter(
         return _export_lora(adapter, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
     except FileExistsError:
         raise _exists(target) from None
+
+
+def check_export_source(source: Path) -> Path:
+    """A whole model (``train --full``'s, ``merge``'s) given as the adapter is said to be one, before any name of
+    its export is checked; anything else is left to the adapter's reading."""
+    if source.is_dir():
+        from lowdim_sd.attaching import whole_model_line
+
+        if whole := whole_model_line(source):
+            raise ExportError(whole)
+    return source
 
 
 def check_replaceable(target: Path, source: Path) -> None:
