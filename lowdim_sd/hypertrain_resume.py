@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -218,6 +219,9 @@ def checkpoint_to_resume(out: Path, resume: bool, retrieval: bool = False, overw
         remedy = either("pass --overwrite to start over, or choose another --out",
                         "pass overwrite=True to start over, or choose another out")
         raise LowdimError(f"{out} holds a finished hypernetwork and no checkpoint to resume from; {remedy}{later}")
+    if folder is None and resume:  # a mistyped --out would otherwise start over without a word, as train warns
+        warnings.warn(f"{either('--resume', 'resume=True')}: {out} holds no checkpoint, so the run starts from "
+                      f"step 0", stacklevel=3)
     return folder
 
 

@@ -51,3 +51,12 @@ def test_a_refused_resume_from_python_names_the_fields_the_user_set(weights, tmp
     raw = ("learning_rate (", "augment (", "hyper.", "hyper={", "--", "True", "{")
     assert not [word for word in raw if word in said], said
     assert not (tmp_path / "p" / "checkpoints" / "step-000004").exists()  # refused before anything is written
+
+
+def test_a_resume_into_a_folder_with_no_checkpoint_says_it_starts_from_step_0(weights, tmp_path, capsys):
+    typo = tmp_path / "typo"  # a mistyped --out would otherwise train from scratch without a word
+    assert main([*_args(weights, typo), "--steps", "1", "--resume"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"--resume: {typo} holds no checkpoint, so the run starts from step 0" in said
+    with pytest.warns(UserWarning, match=r"resume=True: .*fresh holds no checkpoint, so the run starts from step 0"):
+        train_hypernet(job(weights, tmp_path / "fresh", steps=1, resume=True, alpha=0.0), progress=False)
