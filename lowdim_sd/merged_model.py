@@ -27,6 +27,7 @@ from lowdim_sd.job_fields import PathArg
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
 from lowdim_sd.loading import SDModel
+from lowdim_sd.model_names import CONFIGS_KEY
 from lowdim_sd.text_encoder_files import save_pipeline
 from lowdim_sd.textual_inversion import is_embedding
 
@@ -34,7 +35,6 @@ FORMATS = ("single-file", "diffusers")
 RECORD = "lowdim_merge.json"  # in a merged diffusers folder: what went into it (diffusers ignores the file)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 RECORD_KEY = "lowdim_merge"  # the same record in a merged single file's metadata
-CONFIGS_KEY = "model_config"  # in the record: the folder of a single-file base's configs (its --model-config)
 ScaledAdapters = Sequence[tuple[PathArg, float]]  # (adapter file, scale) pairs, as attach_adapters takes them
 # What a merged model holds of a diffusers folder, whatever else is there (a safety checker, two precisions).
 MERGED_PARTS = ("unet", "vae", "text_encoder")

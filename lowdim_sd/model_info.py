@@ -13,6 +13,7 @@ from shlex import quote
 from lowdim.errors import LowdimError
 from lowdim.paths import expand_user
 from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, listing, parsed_json, part, shown_whole
+from lowdim_sd.model_names import CONFIGS_KEY, is_model_folder
 
 # What DiffusionPipeline.from_pretrained loads a folder with when its index names no class the table can show: it
 # reads the class from the index itself.
@@ -148,8 +149,24 @@ def merged_model_info(path: Path, kind: str, record: object, rows: list[tuple[st
             ("token", listing(list(map(bounded, tokens))) or "?"), *rows]
     values = {**(values or {}), "base model": base, "token": tokens,
               "adapters merged": [{"file": entry.get("file"), "scale": entry.get("scale")} for entry in entries]}
-    return FileInfo(path, kind, rows, f"lowdim generate -m {quote(str(path))} -p {_prompt_word(record, tokens)}",
-                    values)
+    configs, flag = _base_configs(record)
+    if configs is not None:
+        rows.insert(1, ("base configs", configs))
+        values["base configs"] = record[CONFIGS_KEY]
+    return FileInfo(path, kind, rows,
+                    f"lowdim generate -m {quote(str(path))}{flag} -p {_prompt_word(record, tokens)}", values)
+
+
+def _base_configs(record: dict) -> tuple[str | None, str]:
+    """The configs folder a merge of a single file recorded (where its base's configs were read from), as its row
+    shows it, and the flag its use line needs: none while it is a model folder, ``--model-config`` once it moved."""
+    folder = record.get(CONFIGS_KEY)
+    if not (isinstance(folder, str) and folder):
+        return None, ""
+    if is_model_folder(folder):
+        return bounded(folder), ""
+    return f"{bounded(folder)} (no model folder there any more: draw with --model-config FOLDER)", \
+        " --model-config FOLDER"
 
 
 TRAINED = "lowdim train --full"  # the maker a trained model's record names (lowdim_sd.modes.record_recipe)

@@ -87,14 +87,32 @@ def config_source(model: str, config: str | None) -> str | None:
     found = registered(base)
     if found is not None:
         return str(found)
-    return base if (expand_user(base) / "model_index.json").is_file() else recorded_configs(path)
+    return base if is_model_folder(base) else recorded_configs(path)
+
+
+# In a merge's record: the folder of a single-file base's configs (its --model-config), so the merge loads with none.
+CONFIGS_KEY = "model_config"
 
 
 def recorded_configs(path: Path) -> str | None:
     """The configs folder a merged single file records, where it is still a model folder here; else None."""
-    from lowdim_sd.merged_model import CONFIGS_KEY, read_merge_record  # merged_model loads models: imports this
+    folder = _configs_in_record(path)
+    return folder if folder is not None and is_model_folder(folder) else None
+
+
+def moved_configs(path: Path) -> str | None:
+    """The configs folder a merged single file records where it is no model folder any more (moved or deleted):
+    its load then needs ``--model-config`` again, and is told which folder went."""
+    folder = _configs_in_record(path)
+    return folder if folder is not None and not is_model_folder(folder) else None
+
+
+def is_model_folder(folder: str) -> bool:
+    return (expand_user(folder) / "model_index.json").is_file()
+
+
+def _configs_in_record(path: Path) -> str | None:
+    from lowdim_sd.merged_model import read_merge_record  # merged_model loads models: imports this
 
     folder = (read_merge_record(path) or {}).get(CONFIGS_KEY)
-    if not (isinstance(folder, str) and folder):  # a merge before the record held it, or of no single file
-        return None
-    return folder if (expand_user(folder) / "model_index.json").is_file() else None
+    return folder if isinstance(folder, str) and folder else None  # none: a merge before the record held it

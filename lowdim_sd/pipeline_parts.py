@@ -313,11 +313,16 @@ def single_file_error(path: Path, reason: str, config_label: str | None) -> Mode
     from huggingface_hub import constants
 
     from lowdim_sd.loading import config_option
+    from lowdim_sd.model_names import moved_configs
 
     if config_label is not None and "expected shape" in reason:
         reason = without_library_advice(reason)
         return ModelLoadError(f"{path}: its weights do not fit {config_label} (another architecture?); pass the "
                               f"folder of the model the checkpoint was made from: {reason}")
+    moved = moved_configs(path) if config_label is None else None
+    if moved is not None:
+        return ModelLoadError(f"{path}: the configs folder its merge recorded, {moved}, is no model folder any more "
+                              f"(moved?); pass {config_option()}, a local diffusers folder of the same model: {reason}")
     offline = config_label is None and (constants.HF_HUB_OFFLINE or any(word in reason for word in NETWORK_WORDS))
     hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
     return ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}")

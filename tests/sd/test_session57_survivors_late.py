@@ -127,7 +127,8 @@ def test_a_merge_whose_recorded_configs_folder_moved_asks_for_model_config_offli
     from huggingface_hub import constants
 
     from lowdim_sd.ldm_checkpoint import save_single_file
-    from lowdim_sd.merged_model import CONFIGS_KEY, RECORD_KEY
+    from lowdim_sd.merged_model import RECORD_KEY
+    from lowdim_sd.model_names import CONFIGS_KEY
     from lowdim_sd.tiny import build_tiny_pipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -142,7 +143,8 @@ def test_a_merge_whose_recorded_configs_folder_moved_asks_for_model_config_offli
     assert main(["generate", "-m", str(merged), "-p", "x", "--steps", "1", "-o", str(tmp_path / "g")]) == 1
     said = " ".join(capsys.readouterr().err.split())
     assert "pass --model-config" in said, said
-    assert str(configs) not in said, said  # the folder it no longer finds is not the model's configs
+    # the folder it no longer finds is named as gone, not read as the model's configs
+    assert f"the configs folder its merge recorded, {configs}, is no model folder any more" in said, said
 
 
 def with_base_model(adapter: Path, base: Path, out: Path) -> Path:
@@ -161,7 +163,8 @@ def test_show_asks_for_model_config_only_where_the_adapter_s_single_file_base_fi
     from huggingface_hub import constants
 
     from lowdim_sd.ldm_checkpoint import save_single_file
-    from lowdim_sd.merged_model import CONFIGS_KEY, RECORD_KEY
+    from lowdim_sd.merged_model import RECORD_KEY
+    from lowdim_sd.model_names import CONFIGS_KEY
     from lowdim_sd.tiny import build_tiny_pipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

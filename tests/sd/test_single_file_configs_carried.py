@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,30 @@ def test_an_adapter_given_as_the_photo_names_the_model_config_its_draw_line_need
     code, said = run(capsys, "personalize", "-m", "tinyfaces", "-i", adapter, "-o", tmp_path / "x", "--steps", 1)
     assert code == 1 and "is a lowdim adapter, not a photo" in said
     assert " --model-config " in said, said  # the line runs as printed, as show's use line does
+
+
+def test_a_merge_whose_recorded_configs_moved_says_which_folder_went(adapter, a1111, tiny_sd, tmp_path, capsys,
+                                                                     offline, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # show's table rows unwrapped
+    configs = shutil.copytree(tiny_sd, tmp_path / "configs")
+    merged = tmp_path / "merged.safetensors"
+    code, text = run(capsys, "merge", "-m", a1111, "--model-config", configs, "-a", adapter, "-o", merged)
+    assert code == 0, text
+    code, text = run(capsys, "show", merged)
+    assert code == 0 and f"base configs {configs}" in words_of(text), text
+    assert "--model-config" not in printed_command(text, "use it:")
+    configs.rename(tmp_path / "moved")
+    code, text = run(capsys, "show", merged)
+    said = words_of(text)
+    assert code == 0 and f"{configs} (no model folder there any more: draw with --model-config FOLDER)" in said
+    assert printed_command(text, "use it:")[2:4] == [str(merged), "--model-config"], text
+    code, text = run(capsys, "generate", "-m", merged, "-p", "a face", *FAST, "-o", tmp_path / "drawn")
+    said = " ".join(text.split())
+    assert code == 1 and "Traceback" not in said, said
+    assert f"the configs folder its merge recorded, {configs}, is no model folder any more (moved?); pass " \
+           f"--model-config, a local diffusers folder of the same model" in said, said
+
+
+def words_of(table: str) -> str:
+    """What a person reads in show's table: its words, without the box's lines."""
+    return " ".join(table.replace("│", " ").split())
