@@ -130,8 +130,11 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
         raise LowdimError(f"{where}the identifier {printable_token(token)} {problem}")
     taken = [name for name in names if name in tokenizer.added_tokens_encoder]
     if taken:
+        # A file's token is the file's (generate's --token cannot rename it): only another training changes it.
+        fix = (f"draw with one of them, or train one again with another {trained_token()}" if source
+               else f"train or load one with another {token_option()}")
         raise EmbeddingError(f"{where}token '{taken[0]}' is already claimed by another embedding; two embeddings "
-                             f"cannot share a token (train or load one with another {token_option()})")
+                             f"cannot share a token ({fix})")
     if token in tokenizer.get_vocab():
         # A file's token is the file's: generate's --token only names what [V] becomes, so it cannot change it.
         fix = f"train it again with another {trained_token()}" if source else f"choose another {token_option()}"

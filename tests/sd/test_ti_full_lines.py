@@ -144,6 +144,15 @@ def test_a_token_an_earlier_embedding_holds_is_still_claimed(tiny_sd, lidb_and_t
         ti_trainable(model, lowdim.get_space("ti", vectors=1, init_word="face"), token="sks")
 
 
+def test_two_files_of_one_token_are_told_to_train_one_again_not_to_pass_generate_s_token(tiny_sd, lidb_and_ti,
+                                                                                        tmp_path, capsys):
+    twin = shutil.copy(lidb_and_ti[1], tmp_path / "twin.safetensors")  # sks too
+    line = one_line(capsys, "generate", "-m", tiny_sd, "-a", lidb_and_ti[1], "-a", twin, "-p", "a [V] face",
+                    "--steps", "1", "--device", "cpu", "-o", tmp_path / "g")
+    assert "token 'sks' is already claimed by another embedding" in line, line
+    assert line.endswith("(draw with one of them, or train one again with another token (lowdim train --token))")
+
+
 # --------------------------------------------------------------------------- 5: a file's token in the vocabulary
 
 
