@@ -80,6 +80,8 @@ def stop_note(stop: BaseException, step: int, updating: bool, save: Callable[[],
             return (f"{why} at step {step}, and again while its checkpoint was written, so it was not kept; "
                     f"{continue_with} continues from the last periodic one, {last}")
         except (OSError, LowdimError) as refused:  # the disk refused it (full, read-only): said, not hidden by the stop
+            if isinstance(refused, OSError) and refused.errno is None:
+                raise  # no error number: not the OS's refusal but a bug's, which keeps its traceback
             return unwritten_note(why, step, refused, continue_with, last)
     if last is None:
         return (f"{why} inside the optimizer update of step {step + 1}, so no checkpoint of it was saved and "

@@ -53,6 +53,14 @@ def test_a_stop_whose_only_checkpoint_the_disk_refused_says_nothing_was_kept_and
     assert "nothing was kept" in note and "to start over" in note and "continues from" not in note
 
 
+def test_a_stop_whose_save_hits_a_bug_keeps_the_bug_s_traceback():
+    def buggy_save() -> Path:
+        raise OSError("a bug's error, with no error number of the OS's")
+
+    with pytest.raises(OSError, match="a bug's error"):
+        runs.stop_note(KeyboardInterrupt(), 2, False, buggy_save, last=Path("o/checkpoints/step-000001"))
+
+
 def _plugin_command(command) -> lowdim.Registry:
     def register_commands(cli):
         cli.command()(command)
