@@ -139,15 +139,20 @@ def eval_(
     folder: Annotated[Path, typer.Argument(
         metavar="FOLDER", help="Folder of generated images with a prompts.json or prompts.csv.")],
     metrics: Annotated[str | None, typer.Option(
-        help="Comma list of registered metrics: face-rec, dino, clip-i, clip-t (the paper's four), "
-             "tinyfaces-identity, tinyfaces-style, tinyfaces-image, or a plugin's. Default: the metrics of "
-             "the model prompts.json records (TinyFaces' own for its pictures), else " + DEFAULT_METRICS + ".",
+        help="Comma list of registered metrics. The paper's four: face-rec (same person: face-embedding cosine; "
+             "needs the faces extra), dino and clip-i (same subject: image-feature cosine), clip-t (follows the "
+             "prompt, identifier removed); dino and clip-* need their model cached or local (safetensors). "
+             "TinyFaces' analogues: tinyfaces-identity, tinyfaces-style (the style the prompt names), "
+             "tinyfaces-image (needs diffusers). Or a plugin's. Default: the metrics of the model prompts.json "
+             "records (TinyFaces' own for its pictures), else " + DEFAULT_METRICS + ". See docs/eval.md.",
         show_default=False)] = None,
     references: Annotated[list[Path] | None, typer.Option(
         "--references", "-r",
-        help="Reference image(s) or folder (repeatable); replace the prompts file's. Each must be an image.")] = None,
+        help="Reference image files or folders of them (repeatable), the photos the pictures should match; they "
+             "replace the prompts file's shared references, but an image's own references there win.")] = None,
     token: Annotated[str | None, typer.Option(
-        help="The identifier in the prompts (e.g. sks); CLIP-T removes it. Default: the prompts file's.")] = None,
+        help="The identifier in the prompts (e.g. sks); CLIP-T removes it. Default: the prompts file's "
+             "\"token\", else the word(s) `lowdim generate` recorded there.")] = None,
     crop: Annotated[bool, typer.Option(
         help="Crop references to the face first (needs the faces extra); generated images are never cropped.")] = False,
     crop_size: Annotated[int, typer.Option(help="With --crop: side of the face crop in pixels.")] = 512,
@@ -164,7 +169,8 @@ def eval_(
         "--set", help="Metric option METRIC.KEY=VALUE, repeatable (e.g. dino.batch_size=8).")] = None,
     device: Device = "auto",
     out_dir: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Write eval.json (every score) and eval.md (the tables) into this folder.")] = None,
+        "--out", "-o", help="Write eval.json (every score, and what produced them: models, token, references) "
+                            "and eval.md (the tables) into this folder.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while scoring.")] = True,
 ):
     """Score generated images with the paper's metrics: Face Rec, DINO, CLIP-I and CLIP-T.
@@ -187,7 +193,7 @@ def eval_(
     from lowdim.errors import LowdimError
     from lowdim_sd.devices import resolve_device
     from lowdim_sd.eval.job import EvalJob, nothing_scored, recorded_model, run_eval
-    from lowdim_sd.eval.report import write_report
+    from lowdim_sd.eval.report import check_report_files, write_report
     from lowdim_sd.runs import check_folder_target
 
     model = recorded_model(folder)
@@ -198,8 +204,9 @@ def eval_(
     for warning in unused_model_flags(dino_model, clip_model, face_model, names):
         out.print(f"[yellow]Warning:[/] {user_text(warning)}", highlight=False)
     resolve_device(device)  # an unknown or absent device is one line, before any metric model loads
-    if out_dir is not None:
-        check_folder_target(out_dir)  # before the scoring, which a bad --out would otherwise throw away
+    if out_dir is not None:  # before the scoring, which a bad --out would otherwise throw away
+        check_folder_target(out_dir)
+        check_report_files(out_dir, "--out")
     job = EvalJob(folder=folder, metrics=names, references=tuple(references or ()), token=token, crop=crop,
                   crop_size=crop_size, margin=margin, device=device,
                   options=metric_options(set_ or [], dino_model, clip_model, face_model, names))

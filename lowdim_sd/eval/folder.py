@@ -3,6 +3,7 @@
 prompts.json::
 
     {"token": "sks",                                   optional: the identifier CLIP-T removes
+                                                       (else generate's "settings" record's)
      "references": ["../me/face.jpg"],                 optional: references of every image
      "images": [{"image": "000.png", "prompt": "a sks face at night",
                  "references": ["refs/other.jpg"]}]}   optional per image: its own references
@@ -10,10 +11,12 @@ prompts.json::
 ``"images"`` may also map file names to prompts: ``{"000.png": "a sks face at night"}``. prompts.csv
 has a header ``image,prompt[,references]``, references separated by ``;``. Paths are relative to
 the folder; a reference may be a folder of images. ``lowdim generate`` writes a prompts.json with
-each image's prompt (with ``[V]``) and seed, and a ``"settings"`` record of how it drew them (read by
-people, ignored here), but no references: give them on the command line. Prompts files are UTF-8,
+each image's prompt (with ``[V]``) and seed, and a ``"settings"`` record of how it drew them (read here
+for its identifiers alone: ``token``, the word [V] became, and each adapter's ``token``, when the file has no
+``"token"`` of its own), but no references: give them on the command line. Prompts files are UTF-8,
 with or without a byte order mark (Excel's "CSV UTF-8" writes one). Each image is listed once. With
-both files, prompts.json is used (an EvalWarning says so).
+both files, prompts.json is used (an EvalWarning says so). References are chosen by ``ReferenceChoice``:
+each file once, never the image scored itself nor generate's grid.png.
 
 A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
 skipped with a :class:`SkippedImageWarning` and the rest are evaluated.
@@ -49,11 +52,15 @@ from lowdim_sd.eval.image_files import (  # noqa: F401
     warn_skipped,
 )
 from lowdim_sd.eval.listed_images import listing_problem
-from lowdim_sd.eval.reference_images import IMAGE_SUFFIXES, ReferenceImages, pictures_in  # noqa: F401
+from lowdim_sd.eval.reference_images import (  # noqa: F401
+    GENERATE_GRID,
+    IMAGE_SUFFIXES,
+    ReferenceChoice,
+    ReferenceImages,
+    pictures_in,
+)
 
 PROMPT_FILES = ("prompts.json", "prompts.csv")
-# Written by `lowdim generate` next to the images; it is not one of them.
-_GENERATE_GRID = "grid.png"
 
 
 class EvalFolderError(LowdimError):
@@ -75,15 +82,38 @@ class PromptsFile:
     entries: list[Entry]
     token: str | None = None
     references: tuple[str, ...] = ()
+    other_tokens: tuple[str, ...] = ()  # the other adapters' words generate recorded: CLIP-T removes them too
+
+
+@dataclass(frozen=True)
+class EvalSample(Sample):
+    """A Sample whose prompt may hold more identifiers than ``token`` (one per adapter, as ``lowdim generate``
+    records them): CLIP-T removes them all."""
+
+    other_tokens: tuple[str, ...] = ()
+
+    def clean_prompt(self) -> str:
+        cleaned = super().clean_prompt()
+        if not self.other_tokens:
+            return cleaned
+        return " ".join(word for word in cleaned.split() if word.strip(",.") not in self.other_tokens)
 
 
 @dataclass
 class EvalSet:
-    """The samples an eval runs on, in prompts-file order, and the names of the images left out."""
+    """The samples an eval runs on, in prompts-file order, and the names of the images left out.
+
+    ``references``: the real paths each sample's reference pictures came from; ``shared``: those of the
+    references every image without its own is given (both as opened: a file that could not be read is not).
+    ``token`` and ``other_tokens``: the identifiers CLIP-T removes (--token, else the prompts file's)."""
 
     folder: Path
     samples: list[Sample]
     skipped: list[str] = field(default_factory=list)
+    references: list[tuple[str, ...]] = field(default_factory=list)
+    shared: tuple[str, ...] = ()
+    token: str | None = None
+    other_tokens: tuple[str, ...] = ()
 
 
 # -- reading the prompts file -------------------------------------------------------------------------
@@ -139,8 +169,7 @@ def _read_json(path: Path) -> PromptsFile:
         raise EvalFolderError(f"{path} must be an object with an \"images\" list (see docs/eval.md)")
     images = data["images"]
     if isinstance(images, dict):
-        images = [{"image": key, **(value if isinstance(value, dict) else {"prompt": value})}
-                  for key, value in images.items()]
+        images = [_mapped_entry(path, key, value) for key, value in images.items()]
     if not isinstance(images, list):
         raise EvalFolderError(f"{path}: \"images\" must be a list or an object, got {type(images).__name__}")
     token = data.get("token")
@@ -148,7 +177,34 @@ def _read_json(path: Path) -> PromptsFile:
         raise EvalFolderError(f"{path}: \"token\" must be a string, got {token!r}")
     entries = [_entry(item, f"{path}: image entry {index}") for index, item in enumerate(images)]
     _refuse_listing_problems(path, entries, [f"image entry {index}" for index in range(len(entries))])
-    return PromptsFile(path, entries, token or None, _paths(data.get("references", []), f"{path}: references"))
+    token, others = (token, ()) if token else _recorded_tokens(data.get("settings"))
+    return PromptsFile(path, entries, token or None, _paths(data.get("references", []), f"{path}: references"),
+                       others)
+
+
+def _mapped_entry(path: Path, key: str, value: Any) -> dict[str, Any]:
+    """``"000.png": "a prompt"`` or ``"000.png": {"prompt": ...}``: the key is the image. An inner ``"image"``
+    naming another file would score that file under the key's name (and leave the key's image unscored)."""
+    if not isinstance(value, dict):
+        return {"image": key, "prompt": value}
+    inner = value.get("image", key)
+    if not (isinstance(inner, str) and os.path.normpath(inner) == os.path.normpath(key)):
+        raise EvalFolderError(f"{path}: image entry \"{key}\" names another \"image\" inside it ({inner!r}); in "
+                              f"this form the key is the image: drop the inner \"image\", or make it the key")
+    return {**value, "image": key}
+
+
+def _recorded_tokens(settings: Any) -> tuple[str | None, tuple[str, ...]]:
+    """The word [V] became, as ``lowdim generate`` records it (``settings.token``), and each attached adapter's
+    own (``settings.adapters[].token``; several adapters, several words): the identifiers its prompts may hold.
+    A record eval only borrows from: what is not a word there is passed over, as the rest of it is."""
+    if not isinstance(settings, dict):
+        return None, ()
+    token, adapters = settings.get("token"), settings.get("adapters")
+    token = token if isinstance(token, str) else None
+    words = [entry.get("token") for entry in adapters if isinstance(entry, dict)] if isinstance(adapters, list) else []
+    others = [word for word in words if isinstance(word, str) and word.strip() and word != token]
+    return (token or None), tuple(dict.fromkeys(others))
 
 
 def _entry(item: Any, where: str) -> Entry:
@@ -235,28 +291,42 @@ def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | No
     """Read the prompts file and open every image it names, with its references.
 
     ``references`` (from the command line) replace the file's shared references, and each must be
-    usable (else EvalFolderError); an image's own references always win. ``token`` overrides the
-    file's. ``crop`` crops references to the face (generated images are scored as they are).
+    usable (else EvalFolderError); an image's own references always win. Each reference file counts once, and
+    neither the image scored itself nor generate's grid.png is one of its references (``ReferenceChoice``, with a
+    note). ``token`` overrides the file's (and generate's record's). ``crop`` crops references to the face
+    (generated images are scored as they are).
     """
-    folder = Path(folder)
+    folder, given = Path(folder), [Path(path) for path in references]
     prompts = read_prompts(folder)
-    shared = list(references) or [folder / r for r in prompts.references]
-    refs = ReferenceImages(crop, crop_size, margin)
-    refs.require(list(references))
-    samples, unusable = [], {}  # unusable: {listed name: why it can't be used}
+    shared = given or [folder / r for r in prompts.references]
+    shared_from = either("--references", "EvalJob(references=...)") if given else f"{prompts.path.name}'s references"
+    refs, choice = ReferenceImages(crop, crop_size, margin), ReferenceChoice(
+        {entry.image: folder / entry.image for entry in prompts.entries})
+    refs.require(given)
+    tokens = (token, ()) if token else (prompts.token, prompts.other_tokens)
+    data, unusable, unread = EvalSet(folder, [], token=tokens[0], other_tokens=tokens[1]), {}, {}
     for entry in prompts.entries:
         image = read_image(folder / entry.image, "generated image")
         if isinstance(image, str):
             warn_skipped(folder / entry.image, "generated image", image)
             unusable[entry.image] = image
             continue
-        own = [folder / r for r in entry.references] or shared
-        samples.append(_sample(image, refs.load(own), entry, token or prompts.token))
+        where = f"its own references in {prompts.path.name}" if entry.references else shared_from
+        files = choice.for_image(entry.image, [folder / r for r in entry.references] or shared, where)
+        data.samples.append(_sample(image, refs.load(files), entry, *tokens))
+        data.references.append(refs.sources(files))
+        if entry.references and not data.references[-1]:
+            unread[entry.image] = entry.references
+    if any(not entry.references for entry in prompts.entries if entry.image not in unusable):
+        data.shared = refs.sources(choice.files(shared))
+    for note in choice.notes():
+        warnings.warn(EvalWarning(note), stacklevel=2)
     _warn_unlisted(folder, prompts, refs.opened())
-    _warn_without_references(samples)
-    if not samples:
+    _warn_without_references(data.samples, unread, prompts.path.name)
+    if not data.samples:
         raise EvalFolderError(_nothing_usable(folder, prompts.path.name, unusable))
-    return EvalSet(folder, samples, list(unusable))
+    data.skipped = list(unusable)
+    return data
 
 
 SHOWN_UNUSABLE = 3  # images the no-usable-image error names; a longer line would hide the error itself
@@ -277,16 +347,18 @@ def _nothing_usable(folder: Path, prompts_name: str, unusable: dict[str, str]) -
     return f"no usable generated image in {folder}: {said}: {'; '.join(reasons)}{more}"
 
 
-def _sample(image: Image.Image, references: tuple[Image.Image, ...], entry: Entry, token: str | None) -> Sample:
+def _sample(image: Image.Image, references: tuple[Image.Image, ...], entry: Entry, token: str | None,
+            other_tokens: tuple[str, ...] = ()) -> Sample:
     prompt = entry.prompt
     if "[V]" in prompt:  # a template prompt ("a [V] face"): fill it, or remove "[V]" itself for CLIP-T
         prompt, token = (prompt.replace("[V]", token), token) if token else (prompt, "[V]")
-    return Sample(image=image, references=references, prompt=prompt, token=token, name=entry.image)
+    return EvalSample(image=image, references=references, prompt=prompt, token=token, name=entry.image,
+                      other_tokens=other_tokens)
 
 
 def _warn_unlisted(folder: Path, prompts: PromptsFile, references: list[Path]) -> None:
     listed = {_file_key(folder / e.image) for e in prompts.entries} | {_file_key(p) for p in references}
-    unlisted = [p.name for p in pictures_in(folder) if p.name != _GENERATE_GRID and _file_key(p) not in listed]
+    unlisted = [p.name for p in pictures_in(folder) if p.name != GENERATE_GRID and _file_key(p) not in listed]
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
         warnings.warn(EvalWarning(f"{len(unlisted)} image(s) in {folder} are not in {prompts.path.name} and are "
@@ -306,10 +378,19 @@ def _file_key(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _warn_without_references(samples: list[Sample]) -> None:
-    bare = [s.name for s in samples if not s.references]
+def _warn_without_references(samples: list[Sample], unread: dict[str, tuple[str, ...]], prompts_name: str) -> None:
+    """A note for the images with no reference to compare with: those whose own references (in the prompts
+    file, which win over --references) could not be read apart, as passing -r again would not help them."""
+    bare = [s.name for s in samples if not s.references and s.name not in unread]
     if bare:
         how = either("with --references/-r FILE_OR_FOLDER", "as EvalJob(references=...)")
         warnings.warn(EvalWarning(f"{len(bare)} image(s) have no usable reference image ({bare[0]} ...): "
                                   f"image and identity metrics count them as misses; pass the reference "
                                   f"photo(s) {how} or list them in the prompts file"), stacklevel=3)
+    if unread:
+        name, own = next(iter(unread.items()))
+        instead = either("--references", "EvalJob(references=...)")
+        warnings.warn(EvalWarning(f"{len(unread)} image(s) have no usable reference image because their own "
+                                  f"references in {prompts_name} could not be read ({name}: {', '.join(own)} ...): "
+                                  f"image and identity metrics count them as misses; an image's own references "
+                                  f"win over {instead}, so fix or remove them in {prompts_name}"), stacklevel=3)

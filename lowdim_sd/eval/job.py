@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 from lowdim.errors import LowdimError
 from lowdim.option_words import either, option
 from lowdim.registry import get_registry
-from lowdim_sd.eval.folder import load_eval_set
+from lowdim_sd.eval.folder import EvalSet, load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
 from lowdim_sd.eval.report import EvalReport, load_metrics, notes_of, run_metrics, skipped_by_reason
 from lowdim_sd.job_fields import Converted, PathArg, PathField, as_paths, job_dataclass, path_field
@@ -90,10 +90,40 @@ def run_eval(job: EvalJob, progress: ProgressFactory | None = None) -> EvalRepor
         raise LowdimError(f"no metric could run: {reasons}")
     advance = progress(len(metrics) * len(data.samples)) if progress else None
     report = run_metrics(data.samples, metrics, skipped, job.chunk, advance)
+    report.settings, report.references = run_settings(job, data, metrics), data.references
     report.skipped_images = data.skipped
     report.smallest_side = min((min(sample.image.size) for sample in data.samples), default=None)
     report.notes = list(dict.fromkeys([*notes_of(caught), *report.notes]))
     return report
+
+
+def run_settings(job: EvalJob, data: EvalSet, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What produced a report's numbers, as eval.json's ``settings`` records it: the model each metric that ran
+    read (its ``model_source``: a path resolved, a hub id as named), the identifier(s) CLIP-T removed, the
+    references' crop and the shared references' real paths. Two reports made with other embedders or references
+    are told apart by it."""
+    tokens = {"token": data.token} | ({"other_tokens": list(data.other_tokens)} if data.other_tokens else {})
+    crop = {"size": job.crop_size, "margin": job.margin} if job.crop else None
+    models = {name: metric_source(metric) for name, metric in metrics.items()}
+    return {"models": models, **tokens, "crop": crop, "references": list(data.shared)}
+
+
+def metric_source(metric: object) -> str | None:
+    """The model a metric says it read (``lowdim.metrics``: an optional ``model_source``); None where it says
+    none."""
+    source = getattr(metric, "model_source", None)
+    return as_recorded(str(source)) if source else None
+
+
+def as_recorded(model: str) -> str:
+    """A local file or folder as its real path (``~`` expanded, links followed); a hub id as named."""
+    from lowdim.paths import expand_user
+
+    path = expand_user(model)
+    try:
+        return str(path.resolve()) if path.exists() else model
+    except (OSError, RuntimeError):  # a link loop: as named
+        return model
 
 
 def refuse_a_folder_being_written(folder: Path) -> None:

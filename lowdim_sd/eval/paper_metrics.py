@@ -92,6 +92,7 @@ class FaceRecMetric:
         except RuntimeError as error:  # dlib's deserializer names no flag, and would end the whole eval
             raise MetricUnavailable(f"{given} is not a dlib face-recognition model "
                                     f"({str(error).splitlines()[0]})") from None
+        self.model_source = faces.embedder_file(model)  # what eval.json's settings record
         self._references = _ReferenceCache()
 
     def _describe(self, images: Sequence[Any], names: Sequence[str], role: str) -> list[np.ndarray | None]:
@@ -172,7 +173,7 @@ class DinoMetric(_ImageFeatureMetric):
         from lowdim_sd.eval.metric_models import ModelKind, check_picture_size, checked_loader
 
         super().__init__(batch_size)
-        self.device = _device(device)
+        self.device, self.model_source = _device(device), model
         kind = ModelKind("DINO", "vit", f"the DINO metric needs a ViT (model_type 'vit'), e.g. {DINO_MODEL}",
                          DINO_SAFETENSORS)
         net = load_pretrained(checked_loader(ViTModel, kind, add_pooling_layer=False), model, "DINO", "--dino-model",
@@ -245,7 +246,7 @@ class ClipImageMetric(_ImageFeatureMetric):
 
     def __init__(self, model: str = CLIP_MODEL, device: str = "auto", batch_size: int = 16) -> None:
         super().__init__(batch_size)
-        self.clip = _clip(model, device)
+        self.clip, self.model_source = _clip(model, device), model
 
     def _embed(self, images: list[Any]) -> torch.Tensor:
         return self.clip.image_features(images)
@@ -258,7 +259,7 @@ class ClipTextMetric:
     axis = PROMPT
 
     def __init__(self, model: str = CLIP_MODEL, device: str = "auto", batch_size: int = 16) -> None:
-        self.clip = _clip(model, device)
+        self.clip, self.model_source = _clip(model, device), model
         self.batch_size = batch_size
 
     def score(self, samples: Sequence[Sample]) -> list[float | None]:

@@ -59,6 +59,10 @@ class EvalReport:
     skipped_images: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     smallest_side: int | None = None  # of the generated images, in pixels: tells TinyFaces' 32 px ones apart
+    # What produced the numbers (``job.run_settings``): each metric's model, the token, the crop, the shared
+    # references; and each image's references (real paths), written per image only where they are not those.
+    settings: dict[str, Any] = field(default_factory=dict)
+    references: list[tuple[str, ...]] = field(default_factory=list)
 
     def __repr__(self) -> str:  # a notebook's line: the means, not every score
         return report_repr(self)
@@ -68,6 +72,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "settings": self.settings,
             "metrics": {r.name: {"column": r.column, **vars(r.summary)} for r in self.results},
             "skipped_metrics": self.skipped_metrics,
             "skipped_images": self.skipped_images,
@@ -79,10 +84,16 @@ class EvalReport:
         scores = {r.name: r.scores[index] for r in self.results}
         record = {"image": name, "prompt": self.prompts[index], "scores": scores}
         not_asked = [r.name for r in self.results if r.asked is not None and not r.asked[index]]
-        return record | ({"not_asked": not_asked} if not_asked else {})
+        own = list(self.references[index]) if index < len(self.references) else None
+        differs = own is not None and own != list(self.settings.get("references", []))
+        return record | ({"not_asked": not_asked} if not_asked else {}) | ({"references": own} if differs else {})
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, settings: bool = False) -> str:
+        """The tables (the Evaluate tab shows them); ``settings``: with the line of what produced the numbers above
+        them, as eval.md has it (a report built by hand, with no settings, has none to say)."""
         lines = ["# lowdim eval", ""]
+        if settings and self.settings:
+            lines += [markdown_cell(settings_line(self.settings, self._own_references())), ""]
         if self.results:
             lines += _md_table(["", *(f"{r.column} ↑" for r in self.results)], [
                 ["mean", *(_fmt(r.summary.mean, "–") for r in self.results)],
@@ -105,6 +116,35 @@ class EvalReport:
         if self.notes:
             lines += ["", "## Notes", "", *(f"- {markdown_cell(note)}" for note in self.notes)]
         return "\n".join(lines) + "\n"
+
+
+    def _own_references(self) -> int:
+        """How many images were compared with other references than the shared ones."""
+        shared = list(self.settings.get("references", []))
+        return sum(list(own) != shared for own in self.references)
+
+
+def settings_line(settings: dict[str, Any], own_references: int = 0) -> str:
+    """eval.md's line of what produced the numbers: 'Scored with: models Identity …/metrics/weights; token sks;
+    references …/ids/id-00000.png and 1 more; crop off (all of it in eval.json's settings)'."""
+    models = [f"{name} {_short(str(model))}" for name, model in settings.get("models", {}).items()
+              if model is not None]
+    token = settings.get("token")
+    words = [token, *settings.get("other_tokens", [])] if token else settings.get("other_tokens", [])
+    shared = settings.get("references", [])
+    refs = (_short(shared[0]) + (f" and {len(shared) - 1} more" if len(shared) > 1 else "")) if shared else "none"
+    refs += f" (other ones for {own_references} image(s), listed per image in eval.json)" if own_references else ""
+    crop = settings.get("crop")
+    cropped = f"crop {crop['size']} px, margin {crop['margin']:g}" if isinstance(crop, dict) else "crop off"
+    parts = [f"models {', '.join(models) or 'none'}", f"token {', '.join(words) if words else 'none'}",
+             f"references {refs}", cropped]
+    return f"Scored with: {'; '.join(parts)} (all of it in eval.json's settings)"
+
+
+def _short(path: str) -> str:
+    """A long absolute path as its last two parts ('…/metrics/weights'); a hub id ('facebook/dino-vits16') as is."""
+    parts = Path(path).parts
+    return f"…/{'/'.join(parts[-2:])}" if Path(path).is_absolute() and len(parts) > 3 else path
 
 
 def _fmt(value: float | None, missing: str = "miss") -> str:
@@ -296,13 +336,33 @@ def _write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
 
 
+REPORT_FILES = ("eval.json", "eval.md")
+
+
+def check_report_files(out: str | os.PathLike[str], flag: str | None = None) -> None:
+    """One line when ``out`` holds something in the way of a report file (a folder named eval.json, a FIFO): the
+    command checks it before scoring, and ``write_report`` before writing either file, so a report is not left half
+    new (a new eval.json beside an earlier run's eval.md). ``flag``: how the line names ``out`` (``--out DIR``)."""
+    from lowdim.atomic import special_kind
+    from lowdim_sd.runs import naming
+
+    for name in REPORT_FILES:
+        target = Path(out) / name
+        kind = "a folder" if target.is_dir() else special_kind(target)
+        if kind is not None:
+            raise LowdimError(f"{naming(Path(out), flag)}: {target} is {kind}, where the report's {name} goes; move "
+                              f"it away, or write the report into another folder")
+
+
 def write_report(report: EvalReport, out: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``out/eval.json`` and ``out/eval.md`` (each atomically: temp file, then rename)."""
     out = Path(out)
+    check_report_files(out)
     try:  # checked before scoring; what only the writing finds (a file in its way, /proc) is still one line
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise LowdimError(f"could not write the report into {out}: {error.strerror or error}") from None
     # Each write's own refusal (a full disk) is atomic_write's one line, naming the file.
-    return (_write_text(out / "eval.json", json.dumps(report.to_dict(), indent=1) + "\n"),
-            _write_text(out / "eval.md", report.to_markdown()))
+    json_name, md_name = REPORT_FILES
+    return (_write_text(out / json_name, json.dumps(report.to_dict(), indent=1) + "\n"),
+            _write_text(out / md_name, report.to_markdown(settings=True)))

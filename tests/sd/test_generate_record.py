@@ -50,10 +50,13 @@ def test_two_runs_at_other_scales_record_their_adapters_and_settings(tiny_sd, tw
     assert [a["scale"] for a in second["settings"]["adapters"]] == [0.2, 0.9]
     assert second["settings"]["parts"] == {"text_encoder_scale": 1.0, "adapter_start": 0.0, "adapter_end": 1.0,
                                            "cross_attention_scale": 1.0}
-    # Each image keeps its entry as before; eval reads the folder as it always did.
+    # Each image keeps its entry as before; eval fills [V] with the word the record says it became, and its CLIP-T
+    # removes that word and the other adapter's.
     assert [(e["prompt"], e["seed"]) for e in first["images"]] == [("a [V] face", 3), ("a [V] face at night", 3)]
     evaluated = load_eval_set(tmp_path / "a")
-    assert [s.prompt for s in evaluated.samples] == ["a [V] face", "a [V] face at night"]
+    assert [s.prompt for s in evaluated.samples] == ["a zwx face", "a zwx face at night"]
+    assert [s.clean_prompt() for s in evaluated.samples] == ["a face", "a face at night"]
+    assert (evaluated.token, evaluated.other_tokens) == ("zwx", ("qpv",))
     assert not evaluated.skipped
 
 

@@ -3,7 +3,8 @@
 - ``tinyfaces-identity`` ("Identity", like Face Rec): cosine of identity-encoder embeddings,
   generated vs each reference, averaged over references.
 - ``tinyfaces-style`` ("Style acc", like CLIP-T): 1.0 when the style classifier sees the style the
-  prompt asked for, 0.0 when not, a miss when the prompt matches no style template.
+  prompt asked for, 0.0 when not; a prompt matching no style template, or two, asks for no style: "not
+  asked" (``applies`` is False), left out of the mean and apart from the misses.
 - ``tinyfaces-image`` ("Image sim", like DINO / CLIP-I): cosine of the TinyFaces VAE encoder's
   latent means (flattened), generated vs each reference.
 
@@ -25,6 +26,7 @@ from lowdim.errors import first_line
 from lowdim.metrics import PROMPT, SUBJECT, MetricUnavailable, Sample, mean_cosine
 
 from ..styles import STYLE_TEMPLATES
+from .nets import WEIGHTS_DIR
 
 SIZE = 32
 T = TypeVar("T")
@@ -62,7 +64,8 @@ def prompted_style(prompt: str) -> str | None:
     """The style whose template the prompt fills with some subject; None when no template, or several, fit.
 
     "a pencil sketch of a sks face" -> "sketch"; "a sks dog at night" -> "night". A prompt that two
-    templates explain ("a photo of a sks face at night") names no single style, so it is a miss.
+    templates explain ("a photo of a sks face at night") names no single style, so Style acc does not ask it
+    ("not asked", as for a prompt naming none), rather than counting a miss.
     """
     text = " ".join(prompt.split()).rstrip(" .!")
     found = [style for style, pattern in _PATTERNS.items() if pattern.fullmatch(text)]
@@ -89,6 +92,7 @@ class IdentityMetric:
         from . import load_identity_encoder
 
         self.encoder = _load("identity encoder", lambda: load_identity_encoder(directory), directory)
+        self.model_source = str(directory or WEIGHTS_DIR)  # what lowdim eval's settings record
 
     def score(self, samples: Sequence[Sample]) -> list[float | None]:
         generated = self.encoder.embed(to_tensor([s.image for s in samples])).numpy()
@@ -104,6 +108,7 @@ class StyleMetric:
         from . import load_style_classifier
 
         self.classifier = _load("style classifier", lambda: load_style_classifier(directory), directory)
+        self.model_source = str(directory or WEIGHTS_DIR)
 
     def applies(self, sample: Sample) -> bool:
         """Only a prompt that names one style asks for one: the others are "not asked", not misses."""
@@ -134,7 +139,7 @@ class ImageMetric:
 
         if device == "auto":  # lowdim eval's default: the GPU if there is one
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        source = str(model or model_files.model_path())
+        source = self.model_source = str(model or model_files.model_path())
         try:
             self.vae = _load(f"VAE ({source}/vae)", lambda: _load_vae(source, device))
         except ImportError as error:
