@@ -278,18 +278,28 @@ def export(
 
     Example: lowdim export me.safetensors --format kohya
     """
-    from lowdim_sd.export import check_export_source, check_export_target, check_replaceable, export_adapter
+    from lowdim_sd.export import export_adapter
+    from lowdim_sd.export_checks import (
+        check_export_options,
+        check_export_source,
+        check_export_target,
+        check_replaceable,
+        written_through,
+    )
     from lowdim_sd.run_outputs import export_path
     from lowdim_sd.runs import check_file_target, refuse_overwrite
 
-    given = out_path if out_path is not None else export_path(check_export_source(adapter), fmt)
+    check_export_options(fmt, dtype)  # pure arguments: a typo first, not after "pass --overwrite"
+    source = check_export_source(adapter)  # a folder (`lowdim export .`) before a name is made from it
+    given = out_path if out_path is not None else export_path(source, fmt)
     target = check_export_target(given)  # before any other check
     check_replaceable(target, adapter)  # not "pass --overwrite" for a file --overwrite would not replace
     refuse_overwrite([target], overwrite, other="choose another -o")
-    check_file_target(target, "-o")
+    check_file_target(written_through(target), "-o")  # a link's: the file it leads to is the one written
     # as given: its warnings name the path typed; without --overwrite it never replaces a file another run wrote since
     written = export_adapter(adapter, given, fmt, dtype=dtype, overwrite=overwrite)
-    out.print(f"wrote {user_text(written, 'bold')}")
+    through = f" (through the link {user_text(target)})" if target.is_symlink() else ""
+    out.print(f"wrote {user_text(written, 'bold')}{through}")
 
 
 def merge(

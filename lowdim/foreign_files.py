@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lowdim import json_text
+from lowdim.option_words import either
 
 DIFFUSERS_LORA = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
                   ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight")
@@ -142,21 +143,42 @@ def embedding_style(keys: Iterable[str], metadata: Mapping[str, str]) -> str | N
 def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[str]) -> str:
     """The one line for a safetensors file that is not a lowdim ``kind``."""
     keys = list(keys)
+    source = metadata.get("source_adapter")  # what lowdim export records: the adapter lowdim draws with
     embedding = embedding_style(keys, metadata)
     if embedding is not None:
         use = "pipe.load_textual_inversion" + (f"(path, token='{metadata['token']}')" if embedding == "a1111"
                                                 and metadata.get("token") else "")
         return (f"{path}: this is a Textual Inversion embedding ({embedding} format), not a lowdim {kind}: use it in "
-                f"diffusers ({use}), A1111 or ComfyUI; lowdim draws with the adapter file it was exported from")
+                f"diffusers ({use}), A1111 or ComfyUI; lowdim draws with the adapter file it was exported from"
+                + (f", {_quoted(source)}" if source else ""))
     style = foreign_lora(keys, metadata)
     if style is not None:
-        where = ("in diffusers (pipe.load_lora_weights), A1111 or ComfyUI" if _for_stable_diffusion(keys)
-                 else "with peft (PeftModel.from_pretrained)")
-        return (f"{path}: this is a {style} LoRA, not a lowdim {kind}: use it {where}; lowdim reads only the "
-                f"adapter files it writes (lowdim export makes LoRAs of them)")
+        return (f"{path}: this is a {style} LoRA{' lowdim exported' if source else ''}, not a lowdim {kind}: use it "
+                f"{_lora_use(style, keys, bool(source))}; "
+                + (f"lowdim reads the adapter file it was exported from, {_quoted(source)}" if source else
+                   "lowdim reads only the adapter files it writes (lowdim export makes LoRAs of them)"))
     if any(key.startswith("model.diffusion_model.") for key in keys):
         return f"{path}: a whole model checkpoint, not a lowdim {kind}: pass it with --model (-m)"
     return f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})"
+
+
+def _lora_use(style: str, keys: list[str], exported: bool) -> str:
+    """Where a LoRA of ``style`` loads, as ``lowdim export``'s own warning and ``lowdim show`` say it: ComfyUI maps
+    only kohya names onto the UNet, so a diffusers/peft file is for diffusers."""
+    if not _for_stable_diffusion(keys):
+        return "with peft (PeftModel.from_pretrained)"
+    if style == "kohya":
+        return "in diffusers (pipe.load_lora_weights), A1111 or ComfyUI"
+    kohya = (f"for ComfyUI or A1111 export its adapter with "
+             f"{either('--format kohya', 'export_adapter(fmt=' + repr('kohya') + ')')}" if exported else
+             "ComfyUI and A1111 read the kohya format")
+    return f"in diffusers (pipe.load_lora_weights); {kohya}"
+
+
+def _quoted(text: str, longest: int = 120) -> str:
+    """A name from a file's header in one printed line: quoted and escaped, cut to about ``longest`` characters."""
+    shown = ascii(text)
+    return shown if len(shown) <= longest else shown[:longest - longest // 6] + "...'"
 
 
 def _for_stable_diffusion(keys: list[str]) -> bool:

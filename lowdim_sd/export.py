@@ -25,10 +25,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, AdapterFile, atomic_save, read_adapter
-from lowdim.foreign_files import describe_foreign
 from lowdim.option_words import either
+from lowdim_sd.export_checks import (
+    ExportError,
+    check_export_options,
+    check_export_source,
+    check_export_target,
+    check_replaceable,
+    exists_error,
+    written_through,
+)
 
 FORMATS = ("diffusers", "kohya")
 # The kohya export as a Python caller asks for it (the CLI's words: --format kohya).
@@ -46,10 +53,6 @@ _SD1_CONV1X1 = re.compile(r"unet\.(.+\.)?(attentions\.\d+\.proj_(in|out)|resnets
 # (the children of ``embeddings``) and whatever lowdim itself takes for a token embedding (TOKEN_EMBEDDINGS).
 # Adapter files do not record a layer's kind, so the names tell; a LoRA reader would apply these as linear layers.
 _EMBEDDINGS = re.compile(r"text_encoder\.(text_model\.)?embeddings\.[^.]+|.*[._](token_embedding|embed_tokens|wte)")
-
-
-class ExportError(LowdimError):
-    """An adapter that cannot be written as an SD LoRA (format, dtype, layer names or factor shapes)."""
 
 
 def sd1_conv1x1_layers(names: Iterable[str]) -> set[str]:
@@ -220,28 +223,6 @@ def refuse_layers_diffusers_renames(source: Path, names: Iterable[str]) -> None:
                           f"module names exactly")
 
 
-def check_export_target(out: str | os.PathLike) -> Path:
-    """``out`` as the Path to write, or one line naming it as given.
-
-    Every format writes one .safetensors file, the only kind A1111 and ComfyUI list as a LoRA or an
-    embedding. A name ending in a slash means a folder even before it exists, so the raw text is checked:
-    ``Path`` drops that slash, and a file named after the folder would be written instead.
-    """
-    raw = os.fspath(out)
-    target = Path(raw)
-    if target.is_dir():
-        raise ExportError(f"{raw}: is a folder; give a file name to write")
-    if raw.endswith(("/", os.sep)):
-        raise ExportError(f"{raw}: ends in a slash, so it names a folder; give a file name to write, ending in "
-                          f".safetensors")
-    if target.suffix.lower() != ".safetensors":
-        # lora.txt -> lora.safetensors, lora.safetensors.bak -> lora.safetensors
-        stem = target.stem if target.stem.lower().endswith(".safetensors") else target.stem + ".safetensors"
-        raise ExportError(f"{raw}: not a .safetensors name; an export is a .safetensors file, the only kind A1111 "
-                          f"and ComfyUI list, e.g. {target.with_name(stem)}")
-    return target
-
-
 def export_adapter(
     adapter_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -255,19 +236,16 @@ def export_adapter(
 
     ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet. ``overwrite=False``:
     a file at ``out_path`` is never replaced, one that another run wrote while this export ran included (one
-    line, and that file as it was).
+    line, and that file as it was). A symbolic link at ``out_path`` is kept: the file it leads to is the one
+    written (``written_through``), and returned.
     """
-    if dtype not in DTYPES:
-        from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
-
-        named = either("the export's dtype (--save-dtype)", "export_adapter(dtype=...)")
-        raise ExportError(f"{named} must be one of {', '.join(DTYPES)}, got '{dtype}'"
-                          + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
+    check_export_options(fmt, dtype)  # arguments first: a typo is not told after an output check
     source = check_export_source(Path(adapter_path))
     target = check_export_target(out_path)  # before the format's warnings
-    check_replaceable(target, source)
+    check_replaceable(target, source)  # a link judged by the file it leads to
     if not overwrite and target.exists():
-        raise _exists(target)
+        raise exists_error(target)
+    written = written_through(target)
     from lowdim_sd.textual_inversion import EXPORT_FORMATS, export_embedding, is_embedding, read_embedding
 
     # One reading decides the kind and is what a LoRA exports: a file another run renames over this one meanwhile
@@ -282,57 +260,10 @@ def export_adapter(
                 from lowdim_sd.embedding_target import check_embedding_target
 
                 check_embedding_target(read_embedding(adapter), fmt)  # what its base model would refuse
-            return export_embedding(source, target, fmt, DTYPES[dtype], replace=overwrite)
-        return _export_lora(adapter, target, fmt, dtype, conv_layers, out_path, replace=overwrite)
+            return export_embedding(source, written, fmt, DTYPES[dtype], replace=overwrite)
+        return _export_lora(adapter, written, fmt, dtype, conv_layers, out_path, replace=overwrite)
     except FileExistsError:
-        raise _exists(target) from None
-
-
-def check_export_source(source: Path) -> Path:
-    """A whole model (``train --full``'s, ``merge``'s) given as the adapter is said to be one, before any name of
-    its export is checked; anything else is left to the adapter's reading."""
-    if source.is_dir():
-        from lowdim_sd.attaching import whole_model_line
-
-        if whole := whole_model_line(source):
-            raise ExportError(whole)
-    return source
-
-
-def check_replaceable(target: Path, source: Path) -> None:
-    """One line where ``target`` is the adapter ``source`` or holds a file ``lowdim export`` did not write
-    (another adapter, a merged model): --overwrite replaces an earlier export only, as merge's replaces an
-    earlier merge only. Whether export wrote it is read from its header as ``lowdim show`` reads it; what it is
-    otherwise, in show's words."""
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise ExportError(f"{target}: refusing to overwrite the source adapter with its export")
-    if not target.is_file():  # nothing there (a folder is check_export_target's)
-        return
-    from lowdim_sd.file_info import describe, exported_by_lowdim
-    from lowdim_sd.file_info_parts import read_header
-
-    try:
-        if exported_by_lowdim(read_header(target)):
-            return
-        what = describe(target).kind
-    except (LowdimError, OSError):  # not a safetensors file show reads: what its bytes say it is
-        what = _foreign_kind(target)
-    raise ExportError(f"{target}: already exists and is not an earlier export ({what}), which is all "
-                      f"{either('--overwrite', 'overwrite=True')} replaces; "
-                      f"{either('choose another -o', 'choose another out_path')}")
-
-
-def _foreign_kind(target: Path) -> str:
-    """What a file show cannot read is, by its first bytes (a text file, a pickle), for export's refusal."""
-    try:
-        return describe_foreign(target) or "not a readable .safetensors file"
-    except OSError as error:
-        return f"unreadable: {error.strerror or error}"
-
-
-def _exists(target: Path) -> ExportError:
-    return ExportError(f"{target}: already exists; pass {either('--overwrite', 'overwrite=True')} to replace it, "
-                       f"or {either('choose another -o', 'choose another out_path')}")
+        raise exists_error(target) from None
 
 
 def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_layers: Collection[str] | None,
@@ -342,8 +273,10 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
     factors = adapter.lora_factors()
     if not factors:
         raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")
-    if fmt not in CONVERTERS:
-        raise ExportError(f"unknown LoRA format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt not in CONVERTERS:  # a format of embeddings only (check_export_options took the rest)
+        raise ExportError(f"{source}: a LoRA exports as {' or '.join(FORMATS)}, not '{fmt}' (a Textual Inversion "
+                          f"embedding's format); for ComfyUI or A1111 export with "
+                          f"{either('--format kohya', KOHYA_FROM_PYTHON)}")
     refuse_embedding_layers(source, factors)
     if conv_layers is None:
         conv_layers = sd1_conv1x1_layers(factors)

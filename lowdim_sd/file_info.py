@@ -243,9 +243,11 @@ def _other(path: Path, header: Header) -> FileInfo:
     if is_trained_state(path):  # nor has the trained state beside it: known by its place
         return trained_state_info(path, header)
     meta, keys = header.metadata, list(header.shapes)
-    rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"), ("file", size_text(path))]
+    dtype = header.dtype(keys)  # the tensors' own, as an adapter's row gives it: an export's --save-dtype
+    rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"),
+            ("file", f"{size_text(path)}, {dtype}" if dtype else size_text(path))]
     values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},
-                                 "file": {"bytes": path.stat().st_size}}
+                                 "file": {"bytes": path.stat().st_size, "dtype": dtype}}
     embedding = embedding_style(keys, meta)
     # Texts from the file, each cut where a stranger's runs to 100 KB; --json gives them whole.
     if embedding is not None:

@@ -188,7 +188,7 @@ def test_conv1x1_rule_matches_the_real_layer_types():
 
 def test_export_errors_are_one_clear_line(personalized, tmp_path):
     source = personalized("lidb")[3]
-    with pytest.raises(ExportError, match="unknown LoRA format 'lycoris'"):
+    with pytest.raises(ExportError, match="unknown export format 'lycoris'"):
         export_adapter(source, tmp_path / "x.safetensors", "lycoris")
     with pytest.raises(ExportError, match="dtype"):
         export_adapter(source, tmp_path / "x.safetensors", "kohya", dtype="int8")
