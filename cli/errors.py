@@ -94,6 +94,30 @@ def os_refusal(error: Exception) -> str | None:
     return None
 
 
+def name_the_plugin(error: BaseException) -> None:
+    """A bug's traceback ends with the plugin whose code raised it (a note under the error's own line), so a user
+    who only installed that plugin knows whom to report it to. Nothing is added when the error never went
+    through a plugin's code, or when finding that fails: the bug's own traceback comes first."""
+    from lowdim.plugins import installed_plugins, plugin_that_raised
+    from lowdim.registry import current_registry, plugin_label
+
+    try:
+        registry = current_registry()
+        manager = registry.manager if registry is not None and registry.manager is not None else installed_plugins()
+        found = plugin_that_raised(manager, error)
+        if found is None:
+            return
+        line = (f"lowdim: this error was raised in {plugin_label(found[0])}"
+                + (f", at {found[1]}" if found[1] else "") + ": report it to that plugin's authors")
+    except Exception:  # noqa: BLE001  (never hide the bug that is being reported)
+        return
+    add_note = getattr(error, "add_note", None)  # Python >= 3.11 prints notes under the error's line
+    if callable(add_note):
+        add_note(line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def launched_process() -> str:
     """'process R of P: ' in a launcher's (torchrun, accelerate launch) process other than the main one; else ''.
 

@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             return errors.interrupted(f"interrupted, and then {hint}: what the stop was writing was not kept, and "
                                       "nothing half-written was left behind" if hint else "")
         if hint is None:
+            errors.name_the_plugin(error)  # whom a user reports it to, when a plugin's code raised it
             raise  # a bug in lowdim or a plugin: its traceback
         err.print(f"[bold red]Error:[/] {user_text(errors.launched_process() + hint)}",
                   highlight=False)

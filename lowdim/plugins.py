@@ -6,6 +6,7 @@ else keeps working. Tests bypass discovery by building a PluginManager from expl
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -15,7 +16,7 @@ import re
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -170,8 +171,8 @@ def hook_signature_problem(manager: pluggy.PluginManager, plugin: object) -> tup
     lowdim calls each hook with its arguments by name (``register=...``), so ``register_spaces(reg)`` could never
     be called: pluggy refuses it in three lines of its own, and one that takes no parameter fails on every call."""
     specs = {name for name in dir(hookspecs) if name.startswith("register_")}
-    for attribute in sorted(dir(plugin)):
-        opts = manager.parse_hookimpl_opts(plugin, attribute)  # every name, as pluggy's register reads them
+    for attribute in _names_held(plugin):
+        opts = manager.parse_hookimpl_opts(plugin, attribute)
         if opts is None:
             continue
         hook = opts.get("specname") or attribute  # @hookimpl(specname=...) implements another name's spec
@@ -191,6 +192,13 @@ def hook_signature_problem(manager: pluggy.PluginManager, plugin: object) -> tup
         return (_defined_at(function), f"hook {named}({', '.join(p.name for p in parameters)}) must take {one} "
                                       f"(lowdim passes {'it' if len(wanted) == 1 else 'them'} by name)")
     return None
+
+
+def _names_held(plugin: object) -> list[str]:
+    """The names a hook may be under: a module's own (its ``__dict__``), not every name its ``dir()`` gives, since a
+    lazy entry module's ``__dir__`` may name classes its ``__getattr__`` would import, torch with them. (pluggy's own
+    register still reads every name dir() gives: docs/plugins.md says to bind no ``__dir__``.)"""
+    return sorted(vars(plugin)) if isinstance(plugin, ModuleType) else sorted(dir(plugin))
 
 
 def _takes_by_name(parameters: Iterable[inspect.Parameter], wanted: list[str]) -> bool:
@@ -266,7 +274,10 @@ def call_each(
     """
     for impl in getattr(manager.hook, hook_name).get_hookimpls():
         try:
-            impl.function(**make_kwargs(impl.plugin_name))
+            with _said_as_the_plugins(impl.plugin_name):
+                returned = impl.function(**make_kwargs(impl.plugin_name))
+            if _returned_something(returned):
+                warnings.warn(_returned_warning(impl.plugin_name, hook_name, returned), PluginWarning, stacklevel=2)
             if on_success is not None:
                 on_success(impl.plugin_name)
         except PluginError:
@@ -277,6 +288,42 @@ def call_each(
             if on_failure is not None:
                 on_failure(impl.plugin_name)
             warnings.warn(hook_error_warning(impl, hook_name, error), stacklevel=2)
+
+
+@contextlib.contextmanager
+def _said_as_the_plugins(plugin_name: str) -> Iterator[None]:
+    """The plugin warnings lowdim gives while a plugin's hook runs (its register() checks: an option without help
+    text) name the plugin and its package, as every other plugin warning does; other warnings pass as they were."""
+    from lowdim.registry import plugin_label  # the registry imports this module
+
+    said: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as said:  # the filters as they are: an "error" one still raises
+            yield
+    finally:
+        label = plugin_label(plugin_name) if said else ""
+        for warning in said:
+            message = warning.message
+            if issubclass(warning.category, PluginWarning) and label not in str(message):
+                labelled = warning.category(f"{label}: {message}")
+                labelled.__cause__ = getattr(message, "__cause__", None)
+                message = labelled
+            warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno, source=warning.source)
+
+
+def _returned_something(returned: object) -> bool:
+    """Whether a hook returned what it meant to register: not None, nor register()'s own Nones (a comprehension)."""
+    return returned is not None and not (isinstance(returned, (list, tuple)) and all(x is None for x in returned))
+
+
+def _returned_warning(plugin_name: str, hook_name: str, returned: object) -> str:
+    """A hook that returns what it should register (as many plugin systems collect) registers nothing: said."""
+    from lowdim.registry import plugin_label
+
+    shown = repr(returned) if len(repr(returned)) <= 80 else repr(returned)[:77] + "..."
+    fix = "add each command with @cli.command()" if hook_name == "register_commands" else \
+        "call register(...) for each"
+    return f"{plugin_label(plugin_name)}: {hook_name} returned {shown}; {fix} instead (the return value is ignored)"
 
 
 def hook_error_warning(impl: pluggy.HookImpl, hook_name: str, error: Exception) -> PluginWarning:
@@ -305,14 +352,34 @@ def raised_in(module: str, error: BaseException, fallback: list[Path] | None = N
     """``raised_at`` for the plugin whose code is the top-level package of ``module``, found without importing it
     (a plugin that failed to import is not in ``sys.modules``); ``fallback``: its files where none is found."""
     own = _package_files(module.partition(".")[0]) or fallback or []
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if any(Path(frame.filename) == place or place in Path(frame.filename).parents for place in own)]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if _inside(frame.filename, own)]
     if not frames:
         return None
     frame, base = frames[-1], own[0].parent
     path = Path(frame.filename)
     shown = path.relative_to(base).as_posix() if base in path.parents else path.name
     return f"{shown}:{frame.lineno}"
+
+
+def plugin_that_raised(manager: pluggy.PluginManager, error: BaseException) -> tuple[str, str] | None:
+    """(plugin name, "package/module.py:LINE") of the innermost traceback frame of ``error`` in a loaded plugin's
+    own files, lowdim's own modules left out: whose code raised it (or called what did); None where none did."""
+    frames = traceback.extract_tb(error.__traceback__)
+    innermost: tuple[int, str, str] | None = None
+    for name, plugin in manager.list_name_plugin():
+        module = getattr(plugin, "__name__", None)
+        if not isinstance(module, str) or is_lowdims_own(manager, name):
+            continue
+        own = _package_files(module.partition(".")[0])
+        last = max((i for i, frame in enumerate(frames) if _inside(frame.filename, own)), default=-1)
+        if last >= 0 and (innermost is None or last > innermost[0]):
+            innermost = (last, name, module)
+    return (innermost[1], raised_in(innermost[2], error) or "") if innermost else None
+
+
+def _inside(filename: str, own: list[Path]) -> bool:
+    path = Path(filename)
+    return any(path == place or place in path.parents for place in own)
 
 
 def _package_files(top: str) -> list[Path]:

@@ -29,7 +29,7 @@ PLUGIN = textwrap.dedent('''
 
 
     @dataclass
-    class Unhelped(SpaceConfig):
+    class Unhelped(Config):  # Beta derives from Alpha, so its config from Alpha's (else it is refused)
         rank: int = 1
 
 

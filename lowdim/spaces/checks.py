@@ -13,6 +13,7 @@ import inspect
 import math
 import numbers
 import re
+import typing
 from typing import Any
 
 from lowdim.errors import LowdimError
@@ -44,9 +45,30 @@ def refuse_a_broken_space_class(space_class: Any) -> None:
         raise LowdimError(f"space '{name}' ({shown}): option '{bare[0]}' of {config_class.__name__} has no "
                           f"default; every option needs one (lowdim.option(default, help=...)), since "
                           f"get_space('{name}') builds the space with none given")
+    if problem := inherited_config_problem(space_class, config_class):
+        raise LowdimError(f"space '{name}' ({shown}): {problem}")
     if problem := class_attribute_problem(space_class):
         raise LowdimError(f"space '{name}' ({shown}): {problem}")
     warn_of_options_without_help(space_class, config_class)
+
+
+def inherited_config_problem(space_class: type, config_class: type) -> str | None:
+    """Why ``config_class`` cannot be the config of a space derived from another space (None: it can): the parent's
+    methods read its own config's options, so another config fails there, as an AttributeError deep in a command.
+    Read from each parent space's ``config_class`` and a ``Space[SomeConfig]`` base, beyond the base SpaceConfig."""
+    from lowdim.spaces.base import Space, SpaceConfig
+
+    parents = [(base.__name__, getattr(base, "config_class", None)) for base in space_class.__bases__
+               if issubclass(base, Space)]
+    for generic in getattr(space_class, "__orig_bases__", ()):
+        origin, arguments = typing.get_origin(generic), typing.get_args(generic)
+        if isinstance(origin, type) and issubclass(origin, Space) and arguments:
+            parents.append((f"{origin.__name__}[{getattr(arguments[0], '__name__', arguments[0])}]", arguments[0]))
+    for parent, wanted in parents:
+        if isinstance(wanted, type) and wanted is not SpaceConfig and not issubclass(config_class, wanted):
+            return (f"config_class {config_class.__name__} is no subclass of {wanted.__name__}, the config of "
+                    f"{parent}, which it derives from (its methods read self.config as one)")
+    return None
 
 
 def class_attribute_problem(space_class: Any) -> str | None:
