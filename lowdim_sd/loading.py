@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,8 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
         return pipe
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+            raise not_a_pipeline_folder(path)
+        warn_unused_configs(path, config_name or config)
         return load_folder(path, kwargs)
     from lowdim.atomic import refuse_special
 
@@ -222,6 +224,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
     # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
+    warn_unused_configs(source, config_name or config)
     cached = load_cached(source, kwargs)  # a cached copy is checked as a folder is, and says what is wrong with it
     if cached is not None:
         return cached
@@ -231,6 +234,22 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
         return StableDiffusionPipeline.from_pretrained(source, use_safetensors=True, **kwargs)
     except (OSError, HFValidationError) as error:
         raise hub_id_not_found(source) from error
+
+
+def not_a_pipeline_folder(path: Path) -> ModelLoadError:
+    """The line for a folder with no model_index.json given as the model (the ui's model box says it too); a part
+    of a pipeline (its unet/) is pointed to the pipeline folder above it, which is the model."""
+    from lowdim_sd.model_tree import pass_the_pipeline
+
+    return ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json){pass_the_pipeline(path)}")
+
+
+def warn_unused_configs(model: str | Path, config: str | None) -> None:
+    """A diffusers folder or hub id loads with its own configs: ``--model-config`` serves a single file alone, and
+    one given here would otherwise be dropped without a word (a reader taking it to replace the folder's)."""
+    if config is not None:
+        warnings.warn(f"{config_option(config)}: not used: {model} is a diffusers pipeline, which loads with its own "
+                      f"configs (the option serves a single .safetensors file)", stacklevel=4)
 
 
 def hub_id_not_found(source: str, flag: str = "--model") -> ModelLoadError:
@@ -269,6 +288,23 @@ def dtype_keyword(diffusers_version: str | None = None) -> str:
         diffusers_version = version("diffusers")
     major, minor = (_leading_number(part, diffusers_version) for part in diffusers_version.split(".")[:2])
     return "dtype" if (major, minor) >= (0, 40) else "torch_dtype"
+
+
+def part_dtype_option(model_class: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The dtype of the pipeline's ``options`` in the keyword ``model_class.from_pretrained`` takes when one part
+    loads alone: the pipeline's for a diffusers model, and for a transformers one ``dtype`` from transformers 4.56
+    on (which deprecates ``torch_dtype``), as diffusers passes it."""
+    from transformers import PreTrainedModel
+
+    keyword = dtype_keyword()
+    if keyword not in options:
+        return {}
+    if issubclass(model_class, PreTrainedModel):
+        from importlib.metadata import version
+
+        numbers = tuple(int(re.sub(r"\D.*", "", part) or 0) for part in version("transformers").split(".")[:2])
+        return {"dtype" if numbers >= (4, 56) else "torch_dtype": options[keyword]}
+    return {keyword: options[keyword]}
 
 
 def _leading_number(part: str, version: str) -> int:

@@ -28,6 +28,7 @@ from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
 from lowdim_sd.loading import SDModel
 from lowdim_sd.model_names import CONFIGS_KEY
+from lowdim_sd.model_tree import model_path, refuse_out_in_model
 from lowdim_sd.text_encoder_files import save_pipeline
 from lowdim_sd.textual_inversion import is_embedding
 
@@ -203,7 +204,7 @@ def merged_bytes(model: str | os.PathLike[str], dtype: str | torch.dtype = "auto
     (``--dtype``'s word, auto being fp32 as the merge runs on the CPU, or a torch dtype), known before the model
     loads: its weights counted from the headers of its files here, each part's shards all and one of its precision
     variants; 0 where it has no files here (a hub id not downloaded yet)."""
-    source = _base_path(Path(model))
+    source = model_path(model)
     if source is None:
         return 0
     if source.is_file():
@@ -261,30 +262,18 @@ def _check_target(out: Path, fmt: str, overwrite: bool, source: Path, adapters: 
 
 
 def _refuse_a_source(out: Path, source: Path, adapters: list[PathArg]) -> None:
-    """--out is never the base model or an adapter being merged, nor a folder holding one (replacing it whole
-    would delete it), flag or not."""
+    """--out is never the base model, inside it, or a folder holding it (replacing it whole would delete it), nor an
+    adapter being merged or a folder holding one, flag or not."""
+    refuse_out_in_model(out, source, "merge")
     if not out.exists():
         return
-    target, base = out.resolve(), _base_path(source)
-    if base is not None and target == base:
-        raise LowdimError(f"{out}: is the base model itself, which merge never replaces; pick a new --out")
-    if base is not None and target in base.parents:
-        raise LowdimError(f"{out}: holds the base model {base}, which merge never replaces; pick a new --out")
+    target = out.resolve()
     for adapter in (Path(path) for path in adapters if Path(path).exists()):
         if target == adapter.resolve():
             raise LowdimError(f"{out}: refusing to overwrite the source adapter with its merge; pick a new --out")
         if target in adapter.resolve().parents:
             raise LowdimError(f"{out}: holds the adapter {adapter} being merged, which replacing the folder "
                               f"would delete; pick a new --out")
-
-
-def _base_path(source: Path) -> Path | None:
-    """Where the base model's files are here (a registered name: its folder); None where none is (a hub id)."""
-    from lowdim_sd.registered_models import registered_entry
-
-    backend = registered_entry(str(source))
-    path = expand_user(str(getattr(backend.value, "source", None) or source) if backend else source)
-    return path.resolve() if path.exists() else None
 
 
 def _check_folder_target(out: Path, overwrite: bool) -> None:

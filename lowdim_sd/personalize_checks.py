@@ -7,6 +7,7 @@ import math
 import numbers
 import warnings
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
@@ -15,6 +16,7 @@ from lowdim.option_words import either, option
 from lowdim_sd.draw_parts import parse_draw
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import open_rgb
+from lowdim_sd.model_tree import refuse_out_in_model
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.train_settings import DEFAULT_TOKEN, refuse_inference_mode
 from lowdim_sd.train_settings import check_types as check_field_types
@@ -208,7 +210,19 @@ def check_inputs(job: PersonalizeJob) -> None:
     """``check_job``, and the picture: a missing or broken one costs milliseconds here, not a model load first.
     (The quality bench hands personalize a decoded picture, so the file check is the CLI's and UI's alone.)"""
     check_job(job)
+    refuse_out_in_model(job.out, job.model, "personalize", named("out"), model_tree_outputs(job))
     open_rgb(job.image)
+
+
+def model_tree_outputs(job: PersonalizeJob) -> list[Path]:
+    """Every path the run writes into ``job.out``, or may remove there with --overwrite (each export and the preview,
+    asked for or not): no model may lie at one of them."""
+    from lowdim_sd.checkpoints import FOLDER
+    from lowdim_sd.export import FORMATS
+    from lowdim_sd.run_outputs import ADAPTER, export_path
+
+    adapter = job.out / ADAPTER
+    return [adapter, *(export_path(adapter, fmt) for fmt in FORMATS), job.out / "preview.png", job.out / FOLDER]
 
 
 def with_training_phrase(job: PersonalizeJob, hypernet: HypernetFile | None) -> tuple[PersonalizeJob, str]:

@@ -6,10 +6,10 @@ know, and transformers builds a tokenizer of two tokens from a missing folder wi
 mid-run in a traceback. So the folder must be an SD1.x pipeline, and every part it lists (but those lowdim
 never loads) must be there with the files that part is read from, its config fitting its weights and the UNet's
 cross-attention the text encoder's width (a UNet of another model fails at its first step in torch's words).
-A folder saved with ``variant="fp16"`` holds ``*.fp16.safetensors`` weights only; it is loaded as that variant,
-in the dtype asked. Offline, a hub id already in the cache is checked the same way, on its snapshot folder, so it
-gets the same lines as a folder; with the hub reachable diffusers loads it as before (an updated repository is
-fetched).
+A folder saved with ``variant="fp16"`` holds ``*.fp16.safetensors`` weights only; each such part is loaded as that
+variant by its own class, in the dtype asked (diffusers' own variant load fails on a README in a part folder).
+Offline, a hub id already in the cache is checked the same way, on its snapshot folder, so it gets the same lines
+as a folder; with the hub reachable diffusers loads it as before (an updated repository is fetched).
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ from typing import Any
 from lowdim.errors import first_line
 from lowdim.filecheck import printable_name
 from lowdim_sd.loading import ModelLoadError
-from lowdim_sd.weights_folder import LIBRARIES, WEIGHT_PICKLES, check_weights_folder, pickle_refusal, read_config_json
+from lowdim_sd.weights_folder import (
+    LIBRARIES,
+    UNUSED_PARTS,
+    WEIGHT_PICKLES,
+    check_weights_folder,
+    pickle_refusal,
+    read_config_json,
+)
 
 # What diffusers appends to a shape mismatch: keyword arguments that load random weights, no advice for a reader.
 LIBRARY_ADVICE = " If you want to instead"
-# Passed as None on every load: a copy of SD1.5 often lists them with their folders deleted.
-UNUSED_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
 # Pipelines of SD1.x's parts and shapes (img2img is saved from the same model).
 SD1_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 # Words of the errors diffusers passes on when it could not reach the hub for a single file's configs.
@@ -38,6 +43,9 @@ NETWORK_WORDS = ("Connect", "connection", "offline", "Name or service", "resolve
 # diffusers' names of fp16-variant weights: a file, a shard, a shard index.
 FP16_INDEX = re.compile(r"\.safetensors\.index\.fp16\.json$")
 FP16_WEIGHTS = re.compile(r"\.fp16(-\d+-of-\d+)?\.safetensors$|" + FP16_INDEX.pattern)
+# The name diffusers reads a part's weights under, by the library of the part's class: NAME.safetensors, or a shard
+# index NAME.safetensors.index.json, each also as the fp16 variant; a file of any other name is never read.
+WEIGHTS_NAMES = {"diffusers": "diffusion_pytorch_model", "transformers": "model"}
 # The parts an SD1.x pipeline takes: model_index.json must name each as [library, class] or [null, null].
 PIPELINE_PARTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", *UNUSED_PARTS)
 # diffusers allocates several arrays of num_train_timesteps values as it builds a scheduler; SD trains on 1000.
@@ -159,7 +167,7 @@ def check_parts(folder: Path, index: dict, weights: bool) -> str | None:
             check_scheduler_config(part / "scheduler_config.json")
         else:
             _need_files(part, kind, ("config.json",))
-            if weights and weights_variant(part) is not None:
+            if weights and weights_variant(part, str(entry[0])) is not None:
                 variant = "fp16"
     return variant
 
@@ -209,20 +217,41 @@ def check_picture_size(folder: Path) -> None:
                              f"at most {MAX_PICTURE} (SD1.5 draws 512, SDXL 1024)")
 
 
-def weights_variant(part: Path) -> str | None:
-    """None where ``part`` holds plain .safetensors weights, "fp16" where only the fp16 variant; else refused."""
+def weights_variant(part: Path, library: str | None = None) -> str | None:
+    """None where ``part`` holds plain .safetensors weights, "fp16" where only the fp16 variant; else refused.
+    With the ``library`` of the part's class, only the names diffusers reads count (WEIGHTS_NAMES): weights under
+    another name (``unet/model.safetensors``) are named here, rather than in diffusers' two lines, its logger's and
+    its error's."""
     files = sorted(entry.name for entry in part.iterdir() if entry.is_file())
     # A shard index stands for its shards, which check_weights_folder checks (they may be missing or outside).
     safetensors = [name for name in files if name.endswith((".safetensors", ".safetensors.index.json"))
                    or FP16_INDEX.search(name)]
-    if any(not FP16_WEIGHTS.search(name) for name in safetensors):
+    stem = WEIGHTS_NAMES.get(library or "")
+    if stem is not None:
+        plain, fp16 = _weights_names(stem)
+        if any(name in files for name in plain):
+            return None
+        if any(name in files for name in fp16):
+            return "fp16"
+        if safetensors:
+            found = ", ".join(printable_name(name, 60) for name in safetensors[:3])
+            raise ModelLoadError(f"{part}: no {plain[0]}, the name diffusers reads its weights from (found {found}); "
+                                 f"rename the file if it holds this part's weights, else copy the folder from the "
+                                 f"model it came from")
+    elif any(not FP16_WEIGHTS.search(name) for name in safetensors):
         return None
-    if safetensors:
+    elif safetensors:
         return "fp16"
     pickles = [name for name in files if name.lower().endswith(WEIGHT_PICKLES)]
     if pickles:
         raise pickle_refusal(part / pickles[0])
     raise MissingPart(f"{part}: no .safetensors weights in it; copy the folder from the model it came from")
+
+
+def _weights_names(stem: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The names diffusers reads a part's weights from: (plain file, shard index), then the fp16 variant's."""
+    return (f"{stem}.safetensors", f"{stem}.safetensors.index.json"), \
+        (f"{stem}.fp16.safetensors", f"{stem}.safetensors.index.fp16.json")
 
 
 def _need_files(part: Path, kind: str, *choices: tuple[str, ...]) -> None:
@@ -251,15 +280,40 @@ def cached_snapshot(hub_id: str) -> Path | None:
 
 
 def load_folder(folder: Path, options: dict[str, Any]) -> Any:
-    """The SD1.x pipeline in ``folder``, checked first (parts, pickles, configs), in its weights variant."""
+    """The SD1.x pipeline in ``folder``, checked first (parts, pickles, configs), each part in its weights variant."""
     from diffusers import StableDiffusionPipeline
 
-    variant = check_model_folder(folder)
+    check_model_folder(folder)
     try:
-        return StableDiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, variant=variant, **options)
+        parts = load_fp16_parts(folder, options)
+        return StableDiffusionPipeline.from_pretrained(str(folder), use_safetensors=True, **options, **parts)
     except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
         reason = without_library_advice(first_line(error))
         raise ModelLoadError(f"{folder}: could not load it as an SD1.x pipeline: {reason}") from None
+
+
+def load_fp16_parts(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Each part of ``folder`` holding fp16-variant weights only, loaded by its own class as that variant, for the
+    pipeline's load to take as given. Given ``variant="fp16"``, diffusers' pipeline load reads every name in each
+    part folder as NAME.VARIANT... and fails with an IndexError on one with no '.' (a README, a ``checkpoints/``
+    folder), so the pipeline is loaded with no variant, and these parts handed to it."""
+    from lowdim_sd.loading import part_dtype_option
+
+    index = read_config_json(folder / "model_index.json")
+    loaded = {}
+    for name, library, class_name in _model_parts(index):
+        if weights_variant(folder / name, library) == "fp16":
+            model_class = getattr(importlib.import_module(library), class_name)
+            loaded[name] = model_class.from_pretrained(str(folder), subfolder=name, variant="fp16",
+                                                       use_safetensors=True, **part_dtype_option(model_class, options))
+    return loaded
+
+
+def _model_parts(index: dict) -> list[tuple[str, str, str]]:
+    """(name, library, class) of each part a load reads weights for: listed, used, no tokenizer or scheduler."""
+    return [(name, str(entry[0]), str(entry[1])) for name, entry in index.items()
+            if not name.startswith("_") and name not in UNUSED_PARTS and _listed(index, name)
+            and not any(word in str(entry[1]) for word in ("Tokenizer", "Scheduler"))]
 
 
 def without_library_advice(reason: str) -> str:

@@ -32,6 +32,9 @@ WEIGHT_PICKLES = PICKLE_SUFFIXES
 MAX_INDEX_BYTES = 64 << 20  # a shard index of SDXL's UNet is about 100 KB
 MAX_CONFIG_BYTES = 1 << 20  # a config.json or model_index.json (SD1.5's largest: 2 KB)
 LIBRARIES = ("diffusers", "transformers")
+# Passed as None on every load, so never opened: a copy of SD1.5 often lists them with their folders deleted, or keeps
+# them as the pickles diffusers saved before about 0.22.
+UNUSED_PARTS = ("safety_checker", "feature_extractor", "image_encoder")
 # What a model may hold beyond its stored weights (tied or recomputed tensors) before the config is
 # taken to describe another, bigger model.
 SLACK_FACTOR, SLACK_VALUES = 2, 1 << 20
@@ -42,8 +45,10 @@ ARCHITECTURE_TOLERANCE = 0.1
 
 def check_weights_folder(folder: Path) -> None:
     """Every component's weights are safetensors, each shard index stays inside its folder, and every
-    component's config describes a model no bigger than its weights, with their shapes."""
-    for part in sorted(sub for sub in folder.iterdir() if sub.is_dir()):
+    component's config describes a model no bigger than its weights, with their shapes. Only the parts a load
+    reads are looked in: a pickle in a folder never opened (an old safety checker, a ``samples/`` folder) is never
+    read either."""
+    for part in loaded_parts(folder):
         files = sorted(entry.name for entry in part.iterdir() if entry.is_file())
         pickles = [name for name in files if name.lower().endswith(WEIGHT_PICKLES)]
         if pickles and not any(name.endswith(".safetensors") for name in files):
@@ -57,6 +62,15 @@ def check_weights_folder(folder: Path) -> None:
             check_readable_layout(part, model_class, list(shapes))
 
 
+def loaded_parts(folder: Path) -> list[Path]:
+    """The part folders a load of ``folder`` reads: those its model_index.json lists with a class, but the
+    UNUSED_PARTS, in name order."""
+    index = read_config_json(folder / "model_index.json")
+    return [folder / name for name, entry in sorted(index.items())
+            if not name.startswith("_") and name not in UNUSED_PARTS and isinstance(entry, list) and len(entry) == 2
+            and entry[0] is not None and (folder / name).is_dir()]
+
+
 def pickle_refusal(weights: Path) -> ModelLoadError:
     return ModelLoadError(
         f"{weights}: pickle weights can run code when loaded; lowdim loads .safetensors only "
@@ -67,14 +81,18 @@ def check_single_file(checkpoint: Path, config: str | None, label: str | None = 
     """A ``--model-config`` folder (or the cached copy of a hub id) is an SD1.x pipeline listing every part it
     needs, and describes the checkpoint's architecture: its UNet about as big as the file's, no part bigger than
     the whole file. ``label`` names the option as its reader typed it."""
+    from lowdim_sd.model_tree import pass_the_pipeline
     from lowdim_sd.pipeline_parts import cached_snapshot, check_config_folder
 
     folder = expand_user(config) if config else None
+    label = label or f"--model-config {config}"
+    if folder is not None and folder.is_dir() and not (folder / "model_index.json").is_file():
+        fix = pass_the_pipeline(folder) or "; pass the diffusers folder of the model the checkpoint was made from"
+        raise ModelLoadError(f"{label}: a folder with no model_index.json, not a diffusers pipeline{fix}")
     if config and folder is not None and not folder.is_dir():
         folder = cached_snapshot(config)  # a hub id: its cached copy, else diffusers fetches (or says offline)
     if folder is None or not (folder / "model_index.json").is_file():
         return
-    label = label or f"--model-config {config}"
     check_config_folder(folder, label)
     try:
         sizes = stored_sizes([checkpoint])
@@ -125,7 +143,8 @@ def components(folder: Path) -> list[tuple[Path, type[torch.nn.Module]]]:
     index = read_config_json(folder / "model_index.json")
     found = []
     for name, entry in index.items():
-        if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES):
+        if name.startswith("_") or name in UNUSED_PARTS or not (isinstance(entry, list) and len(entry) == 2
+                                                                and entry[0] in LIBRARIES):
             continue
         part = folder / name
         model_class = getattr(importlib.import_module(entry[0]), str(entry[1]), None)

@@ -23,6 +23,7 @@ from lowdim_sd.given_model import check_given_model
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, load_reference_sets, load_references
 from lowdim_sd.job_fields import OptionalPathField, PathField, PathsField, job_dataclass, path_field, paths_field
 from lowdim_sd.loading import SDModel, load_sd
+from lowdim_sd.model_tree import refuse_out_in_model
 from lowdim_sd.modes import (
     FullTrainable,
     adapter_trainable,
@@ -205,8 +206,15 @@ def check_train_job(job: TrainJob) -> None:
     check_training_dtype(job.device, job.dtype)
     if config.cuda_graphs:  # job.device's; train() checks a given model's own device again
         check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
+    refuse_out_in_model(job.out, job.model, "train", option("out", "TrainJob"), model_tree_outputs(job))
     check_output_paths(job)
     refuse_earlier_outputs(job)
+
+
+def model_tree_outputs(job: TrainJob) -> list[Path]:
+    """What the run writes into ``job.out``, or may remove there (checkpoints; an earlier --full run's model, which
+    an adapter run's --overwrite replaces): no model may lie under one of them."""
+    return [*written_paths(job), job.out / checkpoints.FOLDER, job.out / run_outputs.MODEL]
 
 
 def check_mode_flags(job: TrainJob, typed: Collection[str] = ()) -> None:

@@ -179,9 +179,9 @@ def test_every_lookup_of_a_models_defaults_says_the_clash_not_a_path_or_a_defaul
     from lowdim_sd.bench.methods import model_describer
     from lowdim_sd.bench.quality import bench_prompts, shipped_hypernet
     from lowdim_sd.face_inputs import backend_crops
-    from lowdim_sd.merged_model import _base_path
+    from lowdim_sd.model_tree import model_path
 
-    for lookup in (backend_crops, shipped_hypernet, bench_prompts, model_describer, _base_path):
+    for lookup in (backend_crops, shipped_hypernet, bench_prompts, model_describer, model_path):
         with pytest.raises(PluginError, match=CLASH):
             lookup("mini")
 

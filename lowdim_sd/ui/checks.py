@@ -215,13 +215,13 @@ def refuse_what_a_load_refuses(path: Path) -> None:
     model_index.json, another pipeline than SD1.x (SDXL), a part it lists missing. Its JSON files only, so the
     page says it at start and at the crop preview, not at the first click that loads the model."""
     from lowdim.atomic import refuse_special
-    from lowdim_sd.loading import ModelLoadError
+    from lowdim_sd.loading import not_a_pipeline_folder
     from lowdim_sd.pipeline_parts import check_model_folder
 
     refuse_special(path)
     if path.is_dir():
         if not (path / "model_index.json").is_file():  # load_sd's words for it
-            raise ModelLoadError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+            raise not_a_pipeline_folder(path)
         check_model_folder(path, weights=False)
 
 

@@ -1,8 +1,9 @@
 """The Gradio page of ``lowdim ui``: layout and wiring only; every action is a ``Studio`` call.
 
 A user mistake (not an image, no face, an unknown model, a number out of range) becomes one line on the page
-(``gr.Error``) and the server keeps serving; anything else is also printed to the terminal. A job refused (the
-studio is busy) or stopped is no mistake: its line goes in the job line under Personalize and Stop
+(``gr.Error``), and the server keeps serving; anything else is also printed to the terminal. A button's (or Draw's
+file box's) stays on a line of its tab once the toast fades: the job line, Draw's line, Evaluate's table. A job
+refused (the studio is busy) or stopped is no mistake: its line goes in the job line under Personalize and Stop
 (``job_on_page``), above the running Personalize's bar (in a box of its own: the line stays readable), never in
 the stages box, which holds only the run shown's stage times (or an Open's bar): a run opened while the job runs
 keeps its own beside its gallery, and the run shown stays whole until a new run replaces it.
@@ -32,7 +33,6 @@ from lowdim_sd.ui.page_handlers import (
     HYPER_LABEL,
     REFRESH_SECONDS,
     PersonalizeHandlers,
-    forget_run,
     run_folder_names,
 )
 from lowdim_sd.ui.page_handlers import asked_run as asked_run  # re-exported: where callers have always found it
@@ -61,6 +61,11 @@ STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the p
 # Earlier runs' text as shown, for Open: Gradio's Dropdown that takes typed names commits no emptied text, so its
 # value would still be the last name opened.
 TYPED_RUN = "(name) => { const box = document.querySelector('#earlier input'); return [box ? box.value : name]; }"
+# The tab's page session before a reload, which the browser keeps for the tab (sessionStorage: a reload keeps it, a
+# new tab starts without): a reload ends that session, and the job it ran, so the new page says what became of it.
+SESSION_BEFORE = ("() => { try { return [sessionStorage.getItem('lowdim-ui-session') || '']; } "
+                  "catch (e) { return ['']; } }")
+KEEP_SESSION = "(now) => { try { sessionStorage.setItem('lowdim-ui-session', now); } catch (e) {} return []; }"
 
 
 def hyper_info(model: str, has_hypernet: bool) -> str:
@@ -84,7 +89,7 @@ def build_page(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="lowdim", analytics_enabled=False) as page:
         gr.Markdown(INTRO)
         with gr.Tab("Personalize"):
-            earlier, listed = personalize_tab(studio, installed_models())
+            earlier, listed = personalize_tab(studio, installed_models(), page)
         with gr.Tab("Evaluate"):
             evaluate_tab(studio)
         # On every page load, not once at start: a tab opened later lists the runs made since (and the timer
@@ -93,7 +98,7 @@ def build_page(studio: Studio) -> gr.Blocks:
         page.load(lambda: (gr.update(choices=list_runs(out)), run_folder_names(out)), outputs=[earlier, listed])
 
         def closed(request: gr.Request) -> None:  # a closed or reloaded tab stops the run it started
-            studio.stop(owner=request.session_hash, wait=0)
+            studio.stop(owner=request.session_hash, wait=0, tab_closed=True)  # said on the console and the reload
 
         page.unload(closed)
     counted_inputs(page)
@@ -145,9 +150,10 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, job_bar, stages
 
 
-def personalize_tab(studio: Studio, models: list[str]) -> tuple[gr.Dropdown, gr.State]:
+def personalize_tab(studio: Studio, models: list[str], page: gr.Blocks) -> tuple[gr.Dropdown, gr.State]:
     """The main tab; returns its list of earlier runs, which the page refreshes on every load, and the folder's
-    names as that list was last made (its timer's state)."""
+    names as that list was last made (its timer's state). A page load tells it what became of the job a reload
+    of the tab stopped (``_told_after_reload``)."""
     config = studio.config
     with gr.Row():
         with gr.Column(scale=1):
@@ -187,6 +193,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> tuple[gr.Dropdown, gr.
     # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
     checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
+    # Its line then stays on the job line once the toast fades, in place of an earlier stop or refusal (review EK 1).
+    checked.failure(handlers.refused, None, [job_line], show_progress="hidden", api_visibility="private")
     # The line holds no earlier refusal or stop while this run goes, and Earlier runs lists what other tabs finished
     # since (CR5), refused or not; the run shown stays whole until the new one replaces it (CZ2). A second click
     # while this tab's own run runs is refused here, before the job's event, whose bar would restart (CZ4).
@@ -200,8 +208,8 @@ def personalize_tab(studio: Studio, models: list[str]) -> tuple[gr.Dropdown, gr.
     # Open reads the text the box shows: an emptied box commits no value, and the last name would open (CR4).
     opened = reopen.click(handlers.open_run, [earlier], outputs, js=TYPED_RUN, **unlimited,
                           show_progress_on=open_bar)
-    forgot_opened = opened.failure(forget_run, [current], outputs, show_progress_on=open_bar,
-                                   api_visibility="private")
+    forgot_opened = opened.failure(handlers.open_failed, [current], outputs, show_progress_on=open_bar,
+                                   api_visibility="private")  # and why, on the job line
     # Draw's pictures of the run that was shown go with it, once its outputs (what Draw draws) are in place
     # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
     for then in (ran.success, forgot.then, opened.success, forgot_opened.then):
@@ -209,9 +217,22 @@ def personalize_tab(studio: Studio, models: list[str]) -> tuple[gr.Dropdown, gr.
     # Another tab's run, finished, joins Earlier runs, and its refusal line here goes stale when it ends: a tick
     # reads the folder's names and the studio's slot, and updates the page only when one changed (review CZ5).
     listed = gr.State(None)  # the folder's names as the page last listed them (handlers.refresh)
-    gr.Timer(REFRESH_SECONDS).tick(handlers.refresh, [listed, job_line], [earlier, job_line, listed],
+    before = _told_after_reload(page, handlers, job_line)
+    gr.Timer(REFRESH_SECONDS).tick(handlers.refresh, [listed, job_line, before], [earlier, job_line, listed],
                                    api_visibility="private", concurrency_limit=None)
     return earlier, listed
+
+
+def _told_after_reload(page: gr.Blocks, handlers: PersonalizeHandlers, job_line: gr.HTML) -> gr.State:
+    """A reload ends the tab's page session, whose job Gradio's unload then stops (``build_page``): the new page
+    load reads the session the browser kept for the tab and puts that job's stop on the job line, now or at a tick
+    of the timer once it has stopped (review EK 2), and has the browser keep this session for the next reload.
+    Returns the state of the session before the reload, for the timer."""
+    kept = gr.Textbox(visible=False, elem_id="session-before")  # what the browser kept, to and from the page
+    before = gr.State("")
+    page.load(handlers.reloaded, [kept], [job_line, kept, before], js=SESSION_BEFORE, show_progress="hidden",
+              api_visibility="private").then(None, [kept], None, js=KEEP_SESSION, api_visibility="private")
+    return before
 
 
 @on_page

@@ -126,13 +126,15 @@ class MorePictures:
     marked: gr.State
     said: gr.HTML  # Draw's own line: why the last Draw drew nothing
 
-    def follow_the_run(self, then: Callable, current: gr.State) -> None:
+    def follow_the_run(self, then: Callable, current: gr.State, empties_said: bool = True) -> None:
         """After ``then`` (an event's ``.success`` or ``.then``, where another run may be shown or a file dropped
         or cleared), More pictures only where they are still of what Draw draws (``pictures_beside``), and Draw's
-        line emptied: why an earlier Draw drew nothing ("open a run first") is stale once a run is shown."""
+        line emptied: why an earlier Draw drew nothing ("open a run first") is stale once a run is shown (not
+        after ``then``'s event wrote a line there itself: ``empties_said`` False)."""
         then(on_page(pictures_beside), [current, self.drawn_with], [self.gallery, self.drawn_with, self.marked],
              show_progress="hidden", api_visibility="private")
-        then(lambda: "", None, [self.said], show_progress="hidden", api_visibility="private")
+        if empties_said:
+            then(lambda: "", None, [self.said], show_progress="hidden", api_visibility="private")
 
 
 def drawing_line(what: Drawable) -> str:
@@ -203,8 +205,9 @@ def draw_section(studio: Studio, current: gr.State,
     ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
     outputs = [drawn, said, ended]
 
+    @lines.keeping  # a refused file's line, for file_refused
     @on_page
-    def use_adapter(path: str | None, chosen_model: str, what: Drawable = None):
+    def use_adapter(path: str | None, chosen_model: str, what: Drawable = None, request: gr.Request | None = None):
         """The file is checked now; the Model box when Draw is pressed, as it is then (it may be filled in after).
         The run shown stays beside the file in ``what``: clearing the file draws that run again."""
         if not path:
@@ -244,16 +247,22 @@ def draw_section(studio: Studio, current: gr.State,
     def failed(pictures: Pictures, marked: Marked, request: gr.Request | None = None) -> tuple:
         return failed_draw(pictures, marked, lines.take(request))
 
+    def file_refused(what: Drawable, request: gr.Request | None = None) -> tuple:
+        """``refused_file``'s outputs, and why on Draw's line, which stays once the toast fades (review EK 3): the
+        file dropped is gone from its box, and the page would say nothing of it."""
+        line = lines.take(request)
+        return *refused_file(what), html_text(line) if line else ""
+
     unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
     # A file dropped or cleared changes what Draw draws: the pictures drawn from what it drew before go. A refused
     # file's badge goes on Draw's line, which the follow-up that empties the box rewrites (the error stays its
-    # toast), not over the prompt, which the refusal leaves as it was.
+    # toast, and is on `said` too), not over the prompt, which the refusal leaves as it was.
     dropped = adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing],
                              show_progress_on=[drawing], **unlimited)
-    emptied = dropped.failure(refused_file, [current], [adapter, current, drawing], show_progress_on=[drawing],
+    emptied = dropped.failure(file_refused, [current], [adapter, current, drawing, said], show_progress_on=[drawing],
                               api_visibility="private")
-    for then in (dropped.success, emptied.then):
-        more.follow_the_run(then, current)
+    more.follow_the_run(dropped.success, current)
+    more.follow_the_run(emptied.then, current, empties_said=False)  # its line, which emptied wrote there
     asked = [current, model, prompt, scale, how, seed, steps, count]
     # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
     # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot;

@@ -5,6 +5,8 @@ which ``page.py`` only wires."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +90,21 @@ def forget_run(what: Drawable) -> tuple:
     none sits under the error as if it were the failed one's, and none for Draw, whose dropped file stays
     (in its box); Earlier runs (the name typed or picked) and Draw's prompt as they are. A refused or stopped job
     is no failure (``job_on_page``), nor a click whose values are refused before it runs (``check_request``):
-    they leave the run shown. The job line is emptied: the error is an Open's line (a Personalize's: ``failed``)."""
+    they leave the run shown. The job line is emptied: the follow-ups that call this write the failure's line
+    there (``failed``, ``open_failed``)."""
     left = without(what, "run")
     return [], None, "", gr.update(), left, gr.update(), drawing_line(left), gr.update(), ""
+
+
+@contextmanager
+def kept_on_failure(lines: BySession[str], request: gr.Request | None) -> Iterator[None]:
+    """The line of what fails in the block (``error_line``, as ``on_page`` shows it) kept for the session's
+    follow-up, which writes it where it stays once the toast fades."""
+    try:
+        yield
+    except Exception as error:
+        lines.keep(session(request), error_line(error))
+        raise
 
 
 class PersonalizeHandlers:
@@ -101,6 +115,8 @@ class PersonalizeHandlers:
         self.studio = studio
         self.opens = OpensMeanwhile()  # a run its session opened while its Personalize ran stays on screen
         self.failures: BySession[tuple[str, bool]] = BySession()  # its failed job's line, whether it opened a run
+        self.refusals: BySession[str] = BySession()  # a click's values refused before its job: the line
+        self.failed_opens: BySession[str] = BySession()  # an Open that failed: the line
 
     def personalize(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
                     lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
@@ -121,9 +137,20 @@ class PersonalizeHandlers:
 
     @on_page
     def check_request(self, path: str | None, chosen_model: str, hyper: bool, step_count: float | None,
-                      lora_rank: float, run_seed: float | None, sample_steps: float, index: object) -> None:
-        """What Personalize refuses before a job starts, checked before the page runs it (``personalize_tab``)."""
-        checked_request(*asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps, index))
+                      lora_rank: float, run_seed: float | None, sample_steps: float, index: object,
+                      request: gr.Request | None = None) -> None:
+        """What Personalize refuses before a job starts, checked before the page runs it (``personalize_tab``); a
+        refusal's line is kept for ``refused``."""
+        with kept_on_failure(self.refusals, request):
+            checked_request(*asked_run(path, chosen_model, hyper, step_count, lora_rank, run_seed, sample_steps,
+                                       index))
+
+    def refused(self, request: gr.Request | None = None) -> str | dict:
+        """The follow-up of a click ``check_request`` refused: its line on the job line, where it stays once the
+        toast fades, in place of an earlier stop or refusal there, which would read as this click's answer (review
+        EK 1); none kept (a second click's follow-up, after the first one's took the line): the line as it is."""
+        line = self.refusals.take(request)
+        return html_text(line) if line else gr.update()
 
     @on_page
     def starting(self, request: gr.Request | None = None) -> tuple:
@@ -156,21 +183,41 @@ class PersonalizeHandlers:
         return html_text(self.studio.stop(owner=session(request)))  # the job line is HTML
 
     @on_page
-    def refresh(self, listed: list[str] | None, line: str | None) -> tuple:
+    def refresh(self, listed: list[str] | None, line: str | None, before_reload: str | None = None) -> tuple:
         """The page's timer: Earlier runs' choices when the folder's runs changed since ``listed`` (its value, and
         the text typed in it, left as they are), another tab's refusal or Stop line (``ANOTHER_TABS_JOB``) replaced
         once the studio is free, and the listing for the next tick; a tick that finds nothing changed updates
-        nothing (``gr.skip()``). Never this tab's own job's line: that stays until this tab acts."""
+        nothing (``gr.skip()``). Never this tab's own job's line: that stays until this tab acts, but for the
+        job this tab ran before it was reloaded (the session ``before_reload``), stopped since: its line then."""
         names = run_folder_names(self.studio.config.out)
         runs = gr.update(choices=list_runs(self.studio.config.out)) if names != listed else gr.skip()
+        stopped = self.studio.closed_tab_line(before_reload)
         stale = ANOTHER_TABS_JOB in (line or "") and not self.studio.busy()
-        return runs, OTHER_TAB_ENDED if stale else gr.skip(), names if names != listed else gr.skip()
+        now = html_text(stopped) if stopped else OTHER_TAB_ENDED if stale else gr.skip()
+        return runs, now, names if names != listed else gr.skip()
+
+    @on_page
+    def reloaded(self, before: str | None, request: gr.Request | None = None) -> tuple:
+        """A page load: the session this tab had before a reload (``before``, which the browser kept for the tab:
+        page.KEEP_SESSION), whose job the reload stopped, for the timer (``refresh``) until the job has stopped;
+        its line now if it has. And this session, for the browser to keep for the next reload."""
+        before = before if isinstance(before, str) else ""
+        stopped = self.studio.closed_tab_line(before)
+        return html_text(stopped) if stopped else gr.skip(), session(request), before
 
     @on_page
     def open_run(self, name: object, request: gr.Request | None = None) -> tuple:
-        record = chosen_run(self.studio.config.out, name)
-        self.opens.opened(session(request))  # only a run shown: a failed Open clears the page as before
-        return shown(record)
+        with kept_on_failure(self.failed_opens, request):  # for open_failed
+            record = chosen_run(self.studio.config.out, name)
+            self.opens.opened(session(request))  # only a run shown: a failed Open clears the page as before
+            return shown(record)
+
+    @on_page
+    def open_failed(self, what: Drawable, request: gr.Request | None = None) -> tuple:
+        """The follow-up of an Open that failed: no run shown (``forget_run``), and why on the job line, which
+        stays once the toast fades (an emptied page with no reason beside it: review EK 1)."""
+        line = self.failed_opens.take(request)
+        return (*forget_run(what)[:-1], html_text(f"nothing was opened: {line}") if line else "")
 
 
 def asked_run(path: str | None, chosen_model: str, hyper: bool, step_count: float | None, lora_rank: float,

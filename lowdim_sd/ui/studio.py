@@ -15,6 +15,7 @@ Nothing here imports Gradio. A ``Studio`` serves one ``lowdim ui`` process:
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -57,6 +58,7 @@ class Stopped(LowdimError):
 
 # How a refusal or Stop names another tab's job: the page finds those lines by it (page_handlers.refresh).
 ANOTHER_TABS_JOB = "started in another tab"
+KEPT_CLOSED_TABS = 64  # closed tabs' lines kept for their reload (Studio.closed_tab_line); an older one goes
 
 
 @job_dataclass(frozen=True)
@@ -99,17 +101,21 @@ class Job:
     what: str  # "personalization": the kind of job
     since: float  # time.monotonic()
     owner: str  # the page session that started it ("": none said), whose closed tab stops it
+    run: str = ""  # the run a personalization makes, once named: what a closed tab's line names
     # How this job ended, set once before ``ended``: a Stop waits on its own job's end, never on the slot, which
     # another tab's job may take the moment this one frees it.
     stopped: bool = False
+    closed: bool = False  # asked to stop as its tab was closed or reloaded: no page of it is left to say so
     ended: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 class Studio:
     """One ``lowdim ui`` process: its settings, its one job slot and its cached model for drawing."""
 
-    def __init__(self, config: StudioConfig):
+    def __init__(self, config: StudioConfig, tell: Callable[[str], None] | None = None):
         self.config = config
+        self._tell = tell or _on_the_console  # the server's terminal: a closed tab's stopped job is said there
+        self._closed_tabs: dict[str, str] = {}  # by owner: its closed tab's stopped job, for that tab reloaded
         self._slot = threading.Lock()
         # Held while a job becomes or stops being the one running, and while a Stop reads and asks it: a Stop read
         # for one job must never land on the next (a closed tab's, as another tab's job starts).
@@ -122,9 +128,9 @@ class Studio:
         clean_partials(config.out)
 
     @contextmanager
-    def job(self, what: str, owner: str = "") -> Iterator[None]:
+    def job(self, what: str, owner: str = "") -> Iterator[Job]:
         """Hold the process's one job slot, or refuse at once saying what holds it; a stop asked of the job
-        ends it as ``Stopped``."""
+        ends it as ``Stopped``. Yields the job, for a personalization to name its run (``Job.run``)."""
         if not self._slot.acquire(blocking=False):
             if self._closing:  # ``close`` keeps the slot: waiting or pressing Stop would start nothing
                 raise Busy("the server is closing: no new job starts")
@@ -139,11 +145,10 @@ class Studio:
             self._running = running
         try:
             with command_line():  # the shared checks speak the CLI's words, which the page's terms rewrite
-                yield
+                yield running
         except KeyboardInterrupt:
             running.stopped = True
-            why = ", as the server is closing" if self._closing else ""
-            raise Stopped(f"stopped: the {what} was stopped at its next step{why}; nothing of it was kept") from None
+            raise Stopped(self._stopped_line(running)) from None
         finally:
             with self._handover:
                 self._running = None
@@ -151,14 +156,37 @@ class Studio:
             self._slot.release()
             running.ended.set()  # after the release: a Stop that hears it says the next job can start
 
+    def _stopped_line(self, job: Job) -> str:
+        """A stopped job's line. A closed tab's job is said on the server's console, and kept for the tab's
+        reload (``closed_tab_line``): the page that started it, and would show its line, is gone."""
+        why = ", as the server is closing" if self._closing else ""
+        if job.closed and not self._closing:
+            named = f"the {job.what}" + (f" (run {job.run})" if job.run else "")
+            self._tell(f"lowdim ui: stopped {named} at its next step, as the tab that started it was closed or "
+                       f"reloaded; nothing of it was kept")
+            with self._handover:
+                self._closed_tabs.pop(job.owner, None)  # re-added last: the oldest first in line to go
+                self._closed_tabs[job.owner] = (f"stopped: {named} was stopped at its next step, as this tab was "
+                                                f"reloaded (or closed) while it ran; nothing of it was kept")
+                while len(self._closed_tabs) > KEPT_CLOSED_TABS:
+                    del self._closed_tabs[next(iter(self._closed_tabs))]
+        return f"stopped: the {job.what} was stopped at its next step{why}; nothing of it was kept"
+
+    def closed_tab_line(self, owner: str | None) -> str | None:
+        """The line of the job that ``owner``'s tab started and its closing or reload stopped, once (the reloaded
+        tab shows it); None when there is none (yet: the job stops at its next step)."""
+        with self._handover:
+            return self._closed_tabs.pop(owner, None) if owner else None
+
     def busy(self) -> bool:
         """Whether a job holds the slot now (or the server is closing), for the page to keep what it shows: a
         moment later it may differ, so a job asked for still learns from ``job`` itself whether it runs."""
         return self._slot.locked()
 
-    def stop(self, owner: str | None = None, wait: float = 10.0) -> str:
+    def stop(self, owner: str | None = None, wait: float = 10.0, tab_closed: bool = False) -> str:
         """Stop the job in flight at its next step (only ``owner``'s, when given: a page session stops only the
-        job it started); wait up to ``wait`` seconds for it to end. Returns the line that says what happened."""
+        job it started); wait up to ``wait`` seconds for it to end. Returns the line that says what happened.
+        ``tab_closed``: the owner's tab was closed or reloaded; the job's end is said elsewhere (``_stopped_line``)."""
         with self._handover:
             running = self._running
             if running is None:
@@ -166,6 +194,7 @@ class Studio:
             if owner is not None and running.owner != owner:
                 return (f"nothing of yours is running: a {running.what} {ANOTHER_TABS_JOB} is running, and is "
                         f"not stopped")
+            running.closed = running.closed or tab_closed
             stopping.ask()
         if not running.ended.wait(wait):  # this job's end: another tab's job may hold the slot by then
             return f"the {running.what} stops at its next step; it has not reached one yet (a model still loading?)"
@@ -201,9 +230,9 @@ class Studio:
                     owner: str = "") -> RunRecord:
         """``lowdim personalize`` on the photo, into a new run folder that appears only once complete."""
         photo, model = checked_request(photo, settings)
-        with self.job("personalization", owner):
+        with self.job("personalization", owner) as running:
             out = self.config.out
-            name = claim_run_name(out, photo)
+            name = running.run = claim_run_name(out, photo)
             work = out / f".{name}{PARTIAL}"
             try:
                 with runs.listen(self._heard(listener)), advice_for_the_page():
@@ -296,6 +325,10 @@ class Studio:
         with self.job("scoring", owner), tempfile.TemporaryDirectory(prefix="lowdim-eval-") as folder:
             job = EvalJob(Path(folder), names, (reference,), token, device=self.config.device)
             return scored(job, photos, prompt, progress)
+
+
+def _on_the_console(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def checked_request(photo: str | Path, settings: RunSettings) -> tuple[Path, str]:

@@ -64,12 +64,13 @@ def clicked(studio: Studio, asked: dict) -> tuple[dict, list[str]]:
 ])
 def test_a_bad_value_clicked_while_a_run_runs_leaves_the_run_shown(studio, another_run, field, value, line):
     shown, errors = clicked(studio, {**ASKED, field: value})
-    assert errors == [line] and shown == SHOWN
+    assert errors == [line] and shown == {**SHOWN, "job-line": line}  # the line stays once the toast fades (EK 1)
 
 
 def test_a_bad_value_with_nothing_running_leaves_the_run_shown_too(studio):
     shown, errors = clicked(studio, {**ASKED, "steps": 0})
-    assert errors == ["Finetune steps must be 1 to 2000, got 0"] and shown == SHOWN
+    line = "Finetune steps must be 1 to 2000, got 0"
+    assert errors == [line] and shown == {**SHOWN, "job-line": line}
 
 
 def test_a_good_click_while_a_run_runs_is_refused_on_the_job_line_only(studio, another_run):
