@@ -74,6 +74,10 @@ def lowrank_add_(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: flo
     layer of every forward pays this. ``result`` must not be needed by autograd (a linear layer's output
     is not: its backward reads the input and the weight). The down product is in x's dtype, the up
     product in ``result``'s (they differ under autocast).
+
+    Under a torch.func transform (``vmap`` over ``functional_call``) the add is out of place: vmap has no
+    batching rule for ``addmm_`` (a slow per-sample loop and a warning on every call), and cannot add a
+    batched update into an unbatched ``result`` in place at all (adapter params vmapped, the model's not).
     """
     if down.dtype != x.dtype:  # the forward passes factors already cast: no call for a no-op .to() then
         down = down.to(x.dtype)
@@ -82,7 +86,14 @@ def lowrank_add_(result: Tensor, x: Tensor, down: Tensor, up: Tensor, scale: flo
         hidden, up = hidden.to(result.dtype), up.to(result.dtype)
     elif up.dtype != result.dtype:
         up = up.to(result.dtype)
+    if _functorch_active():
+        return torch.addmm(result, hidden, up.T, alpha=scale)
     return result.addmm_(hidden, up.T, alpha=scale)
+
+
+# Whether a torch.func transform (vmap, grad, jvp) is running: one C call, no Python frames. A private torch
+# function: a torch without it keeps the in-place add (vmap then warns, as before).
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
 def lowrank_apply(x: Tensor, down: Tensor, up: Tensor) -> Tensor:

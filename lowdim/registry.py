@@ -375,7 +375,14 @@ def use_registry(registry: Registry) -> Iterator[Registry]:
 
 
 def get_space(name: str, config: dict[str, Any] | SpaceConfig | None = None, **overrides: Any) -> Space:
-    """Build a registered space by name: ``get_space('lidb', a=64)``."""
+    """Build a registered space by name: ``get_space('lidb', a=64)``; ``config`` (a dict or SpaceConfig) and the
+    keywords set its options.
+
+    Built in: lora, lidb, ti, stack; plugins add more (vera: lowdim-vera). ``lowdim spaces -v`` lists them all with
+    every option, its default and help; in Python, ``sorted(lowdim.get_registry().spaces)`` names them and
+    ``lowdim.get_registry().space_class('lidb').config_class.help()`` gives one's options. An unknown name or
+    option is one ConfigError (a LowdimError) naming the known ones.
+    """
     from lowdim.spaces.base import SpaceConfig
 
     merged = {**(config.to_dict() if isinstance(config, SpaceConfig) else dict(config or {})), **overrides}

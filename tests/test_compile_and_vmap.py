@@ -41,7 +41,6 @@ def test_a_fullgraph_compile_runs_no_grad_inference_again_and_again_as_eager_doe
         assert torch.allclose(compiled(x), model(x), atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented the batching rule")
 def test_vmap_over_per_sample_params_without_gradients_equals_override():
     model = tiny_model("lora")
     adapters = lowdim.Adapters(model)

@@ -119,6 +119,8 @@ class AdapterLayer(nn.Module):
             factors = slot.live_factors()
             if factors is None:
                 continue
+            if (slot.layer.out_features, slot.layer.in_features) != weight.shape[:2]:
+                self._refuse_resized_base(weight.shape)
             down, up = factors
             if down.dim() > 2:
                 stand_in = weight.detach().as_subclass(_PerSampleWeight)
@@ -133,8 +135,10 @@ class AdapterLayer(nn.Module):
             return self._forward_any(x)
         # One row per token: the base's output is then a fresh (N, out) matrix the updates add into in place
         # (functional.lowrank_add_), and the layer's output a view of it in x's shape.
-        rows = x.reshape(-1, x.shape[-1])
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
         result = self.base_layer(rows)
+        width = result.shape[-1]  # read once, for every slot's check and the view below
         compiling = is_compiling()
         for slot in self.slots.values():
             factors = slot.call_factors(x.dtype, compiling=compiling)
@@ -142,6 +146,9 @@ class AdapterLayer(nn.Module):
                 if slot.merged_notice is not None:
                     _warn_if_training(slot.merged_notice, self, compiling)
                 continue
+            made_for = slot.layer  # the base's output and input widths are its weight's: two int compares
+            if made_for.out_features != width or made_for.in_features != shape[-1]:
+                self._refuse_resized_base(self.base_layer.weight.shape)
             scale = slot.scale
             if compiling:
                 factors, scale = _scale_folded(slot, factors), 1.0
@@ -152,7 +159,7 @@ class AdapterLayer(nn.Module):
                 source = _dropped(x, slot.dropout) if slot.dropout and self.training else x
                 update = self._low_rank_update(source, *factors).reshape(result.shape)
                 result = result + (update if scale == 1.0 else scale * update)
-        return result.view(*x.shape[:-1], result.shape[-1])
+        return result.view(*shape[:-1], width)
 
     def _forward_any(self, x: Tensor) -> Tensor:
         """A 1x1 convolution's or an embedding's forward: the update made apart, then added."""
@@ -164,6 +171,9 @@ class AdapterLayer(nn.Module):
                 if slot.merged_notice is not None:
                     _warn_if_training(slot.merged_notice, self, compiling)
                 continue
+            shape = self.base_layer.weight.shape  # a table's rows show in no output: its weight is read
+            if (slot.layer.out_features, slot.layer.in_features) != shape[:2]:
+                self._refuse_resized_base(shape)
             scale = slot.scale
             if compiling:
                 factors, scale = _scale_folded(slot, factors), 1.0
@@ -172,6 +182,23 @@ class AdapterLayer(nn.Module):
             update = self._low_rank_update(_dropped(x, slot.dropout) if dropping else x, *factors)
             result = result + (update if scale == 1.0 else scale * update)
         return result
+
+    def _refuse_resized_base(self, shape: torch.Size) -> None:
+        """Raise, naming the layer, the adapters and both shapes, where the base weight (now ``shape``) is no longer
+        the shape its adapters were made for: a tied lm_head whose embedding ``resize_token_embeddings`` grew has
+        its rows changed under the adapter, and torch's reshape or in-place error named neither."""
+        stale = {name: f"{slot.layer.out_features}x{slot.layer.in_features}" for name, slot in self.slots.items()
+                 if (slot.layer.out_features, slot.layer.in_features) != tuple(shape[:2])}
+        if not stale:
+            return
+        first = next(iter(stale))
+        made = (f"adapter '{first}' was made for {stale[first]}" if len(stale) == 1 else
+                "adapters " + ", ".join(f"'{name}' ({made_for})" for name, made_for in stale.items())
+                + " were made for another shape")
+        removal = " and ".join(f"lowdim.Adapters(model).delete('{name}')" for name in stale)
+        raise LowdimError(f"layer {self.layer_name}: its base weight is now {shape[0]}x{shape[1]}, but {made} (a "
+                          f"tied embedding resized, as resize_token_embeddings does?): resize the model before "
+                          f"inject, or remove the adapter first ({removal}) and inject again after")
 
     def _low_rank_update(self, x: Tensor, down: Tensor, up: Tensor) -> Tensor:  # not _apply: nn.Module owns it
         # A conv's input is (N, C, H, W) or one image (C, H, W): only the first has a batch dimension.
@@ -190,6 +217,8 @@ class AdapterLayer(nn.Module):
     @torch.no_grad()
     def add_to_weight(self, down: Tensor, up: Tensor, scale: float) -> None:
         weight = self.base_layer.weight
+        if (down.shape[-1], up.shape[-2]) != (weight.shape[1], weight.shape[0]):  # merge's and unmerge's check
+            self._refuse_resized_base(weight.shape)
         # At least fp32 for the product, so an fp16 base gains a correctly rounded delta.
         dtype = torch.promote_types(weight.dtype, torch.float32)
         delta = F.lowrank_delta(down.to(dtype), up.to(dtype))

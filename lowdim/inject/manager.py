@@ -119,9 +119,16 @@ class Adapters:
     ) -> AdapterInfo:
         """Inject a fresh adapter (ΔW = 0 with the space's default init) into every target layer.
 
-        Adapter tensors live on each layer's device unless ``device`` says otherwise (a model on
-        the meta device can still carry real adapter tensors, e.g. to measure file sizes). ``dropout``
-        zeroes that share of each update's input while the module trains (peft's ``lora_dropout``).
+        ``targets``: a pattern string or list of them, matched against the full dotted layer names: shell globs
+        whose ``*`` crosses dots (``"*attn*.to_q"``), ``re:`` regular expressions (``"re:.*\\.q_proj"``), several
+        comma-separated in one string: linear and 1x1-conv layers; or a ``LayerSet``, whose ``types`` pick the
+        kinds (embeddings too).
+        ``seed`` fixes the frozen bases and the init: adapters of one space and seed share their bases.
+        ``scale`` multiplies the update (W + scale·ΔW; ``set_scale`` later). ``batch=K`` makes K per-sample
+        adapters: sample j of the input uses adapter j % K. Adapter tensors live on each layer's device unless
+        ``device`` says otherwise (a model on the meta device can still carry real adapter tensors, e.g. to
+        measure file sizes). ``dropout`` zeroes that share of each update's input while the module trains
+        (peft's ``lora_dropout``).
         """
         return adding.add(self, name, space, targets, seed=seed, scale=scale, batch=batch, device=device,
                           dropout=dropout)
@@ -191,6 +198,7 @@ class Adapters:
         return {layer: dict(slot.tensors()) for layer, slot in self.slots(name).items()}
 
     def buffers(self, name: str | None = None) -> LayerTensors:
+        """Layer name -> {buffer name -> tensor}: the adapter's frozen bases, made from its seed (never saved)."""
         name = self._name(name)
         return {layer: slot.buffers_dict() for layer, slot in self.slots(name).items()}
 
@@ -350,6 +358,7 @@ class Adapters:
         return result
 
     def delta(self, name: str, layer: str) -> Tensor:
+        """The dense update scale·ΔW that adapter ``name`` adds to ``layer``'s weight (out, in), for inspection."""
         slots = self.slots(name)
         if layer not in slots:
             raise LowdimError(f"adapter '{name}' has no layer '{layer}'; e.g. {', '.join(list(slots)[:3])}")
@@ -370,7 +379,13 @@ def inject(
     dropout: float = 0.0,
 ) -> Adapters:
     """Add one adapter to ``model`` and return the model's ``Adapters`` view, whose methods act on that adapter
-    unless given another name. The keywords are ``Adapters.add``'s."""
+    unless given another name.
+
+    ``targets``: glob patterns whose ``*`` crosses dots (``"*attn*.to_q"``), ``re:`` regexes, several in one
+    comma-separated string or a list, all matched against full dotted layer names; or a ``lowdim.LayerSet``.
+    ``seed`` fixes the frozen bases and the init; ``scale`` multiplies the update (W + scale·ΔW); ``batch=K``
+    makes K per-sample adapters (sample j uses adapter j % K); ``device`` puts the adapter's tensors elsewhere
+    than each layer's; ``dropout`` as peft's ``lora_dropout``. More in ``help(lowdim.Adapters.add)``."""
     adapters = Adapters(model, default=name)
     adapters.add(name, space, targets, seed=seed, scale=scale, batch=batch, device=device, dropout=dropout)
     return adapters

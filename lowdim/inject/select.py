@@ -30,10 +30,14 @@ EMBEDDING = "embedding"
 
 @dataclass(frozen=True)
 class LayerSet:
-    """Layers whose dotted names match any ``include`` pattern and no ``exclude`` pattern.
+    """Layers of the kinds ``types`` names whose dotted names match any ``include`` pattern and no ``exclude`` one.
 
     Patterns are shell globs over the full dotted name (``*`` crosses dots), or regular
-    expressions when prefixed with ``re:`` (matched against the full name).
+    expressions when prefixed with ``re:`` (matched against the full name). ``types`` takes
+    ``"linear"`` (nn.Linear), ``"conv1x1"`` (a 1x1 nn.Conv2d, stride 1, no padding, one group) and
+    ``"embedding"`` (nn.Embedding); it defaults to ``("linear",)``, where patterns given to ``inject``
+    as a string or list take ``("linear", "conv1x1")``. A wildcard that meets 1x1 convolutions the
+    types leave out warns; embeddings are taken only when ``types`` names them.
     """
 
     name: str
@@ -176,14 +180,17 @@ def _warn_skipped_layers(model: nn.Module, layer_set: LayerSet, chosen: list[tup
 
     if not chosen:
         return
-    conv1ds, attention, convolutions = [], [], []
+    conv1ds, attention, convolutions, typed_out = [], [], [], []
     taken = {name for name, _ in chosen}
+    types_take_convs = "conv1x1" in layer_set.types
     for name, module in model.named_modules():
         if type(module).__name__ == "Conv1D" and selects(name):  # the type first: a cheap pass on any model
             conv1ds.append(name)
         elif isinstance(module, nn.modules.conv._ConvNd) and layer_kind(module) is None and name not in taken \
-                and selects(name):  # a 1x1 one left out by the set's types was left out on purpose
+                and selects(name):
             convolutions.append(f"{name} ({_conv_shape(module)})")
+        elif not types_take_convs and _is_conv1x1(module) and not name.endswith(".base_layer") and selects(name):
+            typed_out.append(name)  # LayerSet's default types leave these out; a pattern list takes them
         # out_proj is an nn.Linear a pattern such as '*' meets; the attention is skipped whichever part it names.
         elif isinstance(module, nn.MultiheadAttention) and (selects(name) or selects(f"{name}.out_proj")):
             attention.append(name)
@@ -196,10 +203,20 @@ def _warn_skipped_layers(model: nn.Module, layer_set: LayerSet, chosen: list[tup
         warnings.warn(f"targets '{layer_set.name}' also match {len(convolutions)} convolution(s) (e.g. "
                       f"{convolutions[0]}), which lowdim does not adapt (only a 1x1 nn.Conv2d with stride 1, no "
                       f"padding and one group is linear per pixel): {adapted}", stacklevel=user_stacklevel())
+    if typed_out:
+        warnings.warn(f"targets '{layer_set.name}' also match {len(typed_out)} 1x1 convolution(s) (e.g. "
+                      f"{typed_out[0]}), which this layer set's types ({', '.join(layer_set.types)}) leave out: add "
+                      f"'conv1x1' to its types to adapt them too: {adapted}", stacklevel=user_stacklevel())
     if attention:
         warnings.warn(f"targets '{layer_set.name}' also match {len(attention)} nn.MultiheadAttention layer(s) (e.g. "
                       f"{attention[0]}), which cannot carry adapters (they compute q, k and v from a bare "
                       f"in_proj_weight and read out_proj.weight directly): {adapted}", stacklevel=user_stacklevel())
+
+
+def _is_conv1x1(module: nn.Module) -> bool:
+    """Whether ``module``, or the layer inside lowdim's wrapper, is a 1x1 convolution lowdim can adapt."""
+    inner = module.get_submodule("base_layer") if getattr(module, "is_lowdim_wrapper", False) else module
+    return layer_kind(inner) == "conv1x1"
 
 
 def _conv_shape(conv: nn.modules.conv._ConvNd) -> str:
