@@ -216,7 +216,6 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise not_a_pipeline_folder(path)
-        warn_unused_configs(path, config_name or config)
         return load_folder(path, kwargs)
     from lowdim.atomic import refuse_special
 
@@ -224,7 +223,6 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
     # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
-    warn_unused_configs(source, config_name or config)
     cached = load_cached(source, kwargs)  # a cached copy is checked as a folder is, and says what is wrong with it
     if cached is not None:
         return cached
@@ -249,7 +247,7 @@ def warn_unused_configs(model: str | Path, config: str | None) -> None:
     one given here would otherwise be dropped without a word (a reader taking it to replace the folder's)."""
     if config is not None:
         warnings.warn(f"{config_option(config)}: not used: {model} is a diffusers pipeline, which loads with its own "
-                      f"configs (the option serves a single .safetensors file)", stacklevel=4)
+                      f"configs (the option serves a single .safetensors file)", stacklevel=3)
 
 
 def hub_id_not_found(source: str, flag: str = "--model") -> ModelLoadError:
@@ -331,6 +329,9 @@ def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "a
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     resolved = config_source(source, config)
+    if config is not None and not expand_user(source).is_file() and (expand_user(source).is_dir()
+                                                                     or _looks_like_hub_id(source)):
+        warn_unused_configs(model, config)  # named as typed (tinyfaces, not its folder)
     # The spinner (on a terminal, in a run that shows one: status_line) from before diffusers is imported, the first
     # run's longest wait without a bar; quiet: also diffusers' "will fail" about fp16 on a CPU, which runs, slowly.
     with status_line.saying(f"loading the model {model}"), quiet_libraries():

@@ -376,7 +376,7 @@ def single_file_error(path: Path, reason: str, config_label: str | None) -> Mode
     moved = moved_configs(path) if config_label is None else None
     if moved is not None:
         return ModelLoadError(f"{path}: the configs folder its merge recorded, {moved}, is no model folder any more "
-                              f"(moved?); pass {config_option()}, a local diffusers folder of the same model: {reason}")
+                              f"(moved?); pass {config_option()}, a local diffusers folder of the same model")
     offline = config_label is None and (constants.HF_HUB_OFFLINE or any(word in reason for word in NETWORK_WORDS))
     hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
     return ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}")

@@ -262,3 +262,19 @@ def test_a_model_config_beside_a_folder_model_is_warned_unused(tiny_sd, tmp_path
     with pytest.warns(UserWarning, match=re.escape(f"load_sd(config='{other}'): not used: ") + ".* its own configs"):
         model = load_sd(str(tiny_sd), "cpu", "fp32", config=str(other))
     assert model.pipe.scheduler.config.beta_end == config["beta_end"]  # the folder's own
+
+
+def test_the_unused_model_config_warning_names_a_registered_model_as_typed(tiny_sd):
+    with pytest.warns(UserWarning, match=r"not used: tinyfaces is a diffusers pipeline") as said:
+        load_sd("tinyfaces", "cpu", "fp32", config=str(tiny_sd))
+    assert not [w for w in said if "lowdim_tinyfaces" in str(w.message)]  # not the plugin's install folder
+
+
+def test_a_single_file_read_with_model_config_is_not_warned(tiny_sd, tmp_path):
+    import warnings
+
+    single = save_single_file(build_tiny_pipeline(0), tmp_path / "mine.safetensors")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        load_sd(str(single), "cpu", "fp32", config=str(tiny_sd))
+    assert not [w for w in said if "not used" in str(w.message)]
