@@ -6,7 +6,6 @@ else keeps working. Tests bypass discovery by building a PluginManager from expl
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -16,7 +15,7 @@ import re
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +26,7 @@ import pluggy
 from lowdim import hookspecs
 from lowdim._lazy import lazy_exports as lazy_exports  # public here: a plugin's entry module defers its torch
 from lowdim.errors import PluginError
+from lowdim.plugin_calling import calling_plugin
 
 ENTRY_POINT_GROUP = "lowdim"
 BUILTIN_MODULES = ("lowdim.spaces.builtin", "lowdim.hyper.builtin")
@@ -274,7 +274,7 @@ def call_each(
     """
     for impl in getattr(manager.hook, hook_name).get_hookimpls():
         try:
-            with _said_as_the_plugins(impl.plugin_name):
+            with calling_plugin(impl.plugin_name):  # its warnings name it (lowdim.plugin_calling)
                 returned = impl.function(**make_kwargs(impl.plugin_name))
             if _returned_something(returned):
                 warnings.warn(_returned_warning(impl.plugin_name, hook_name, returned), PluginWarning, stacklevel=2)
@@ -288,27 +288,6 @@ def call_each(
             if on_failure is not None:
                 on_failure(impl.plugin_name)
             warnings.warn(hook_error_warning(impl, hook_name, error), stacklevel=2)
-
-
-@contextlib.contextmanager
-def _said_as_the_plugins(plugin_name: str) -> Iterator[None]:
-    """The plugin warnings lowdim gives while a plugin's hook runs (its register() checks: an option without help
-    text) name the plugin and its package, as every other plugin warning does; other warnings pass as they were."""
-    from lowdim.registry import plugin_label  # the registry imports this module
-
-    said: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as said:  # the filters as they are: an "error" one still raises
-            yield
-    finally:
-        label = plugin_label(plugin_name) if said else ""
-        for warning in said:
-            message = warning.message
-            if issubclass(warning.category, PluginWarning) and label not in str(message):
-                labelled = warning.category(f"{label}: {message}")
-                labelled.__cause__ = getattr(message, "__cause__", None)
-                message = labelled
-            warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno, source=warning.source)
 
 
 def _returned_something(returned: object) -> bool:

@@ -59,8 +59,9 @@ def check_export_target(out: str | os.PathLike) -> Path:
     """``out`` as the Path to write, or one line naming it as given.
 
     Every format writes one .safetensors file, the only kind A1111 and ComfyUI list as a LoRA or an
-    embedding. A name ending in a slash means a folder even before it exists, so the raw text is checked:
-    ``Path`` drops that slash, and a file named after the folder would be written instead.
+    embedding: a symbolic link's name and the name of the file it leads to (the one written) alike. A name ending
+    in a slash means a folder even before it exists, so the raw text is checked: ``Path`` drops that slash, and a
+    file named after the folder would be written instead.
     """
     raw = os.fspath(out)
     target = Path(raw)
@@ -74,7 +75,22 @@ def check_export_target(out: str | os.PathLike) -> Path:
         stem = target.stem if target.stem.lower().endswith(".safetensors") else target.stem + ".safetensors"
         raise ExportError(f"{raw}: not a .safetensors name; an export is a .safetensors file, the only kind A1111 "
                           f"and ComfyUI list, e.g. {target.with_name(stem)}")
+    if target.is_symlink():
+        _check_linked_file(target, written_through(target))
     return target
+
+
+def _check_linked_file(link: Path, file: Path) -> None:
+    """The name rule for the file a link at the output leads to, which is the one written (``written_through``), and
+    its folder, which must be there: a link into a missing folder is a store moved or not mounted, and making the
+    folder (as a plain -o's is made) would write the export where no one looks for it."""
+    instead = either("choose another -o", "choose another out_path")
+    if file.suffix.lower() != ".safetensors":
+        raise ExportError(f"{link}: a symbolic link to {file}, not a .safetensors name; an export is written to the "
+                          f"file its link leads to, so link to a .safetensors file or {instead}")
+    if not file.parent.is_dir():
+        raise ExportError(f"{link}: a symbolic link to {file}, in {file.parent}, which is no folder here (a store "
+                          f"moved, or not mounted?); make the folder, or {instead}")
 
 
 def written_through(target: Path) -> Path:

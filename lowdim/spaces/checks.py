@@ -105,15 +105,17 @@ def warn_of_options_without_help(space_class: Any, config_class: type) -> None:
     a warning naming it and the fix, not a refusal (the space is usable as it is)."""
     import warnings
 
+    from lowdim.plugin_calling import as_the_plugins
     from lowdim.plugins import PluginWarning
 
     fields = dataclasses.fields(config_class)
     blank = [field.name for field in fields if not str(field.metadata.get("help", "")).strip()]
     if blank:
         options = "option " + ", ".join(f"'{option}'" for option in blank)
-        warnings.warn(f"space '{space_class.name}' ({space_class.__name__}): {options} of {config_class.__name__} "
-                      f"{'has' if len(blank) == 1 else 'have'} no help text, so `lowdim spaces -v` shows it blank; "
-                      f"declare it with lowdim.option(default, help)", PluginWarning, stacklevel=4)
+        warnings.warn(as_the_plugins(
+            f"space '{space_class.name}' ({space_class.__name__}): {options} of {config_class.__name__} "
+            f"{'has' if len(blank) == 1 else 'have'} no help text, so `lowdim spaces -v` shows it blank; declare it "
+            f"with lowdim.option(default, help)"), PluginWarning, stacklevel=4)
 
 
 def warn_if_init_is_not_zero(space_class: Any) -> None:

@@ -16,7 +16,7 @@ for its identifiers alone: ``token``, the word [V] became, and each adapter's ``
 ``"token"`` of its own), but no references: give them on the command line. Prompts files are UTF-8,
 with or without a byte order mark (Excel's "CSV UTF-8" writes one). Each image is listed once. With
 both files, prompts.json is used (an EvalWarning says so). References are chosen by ``ReferenceChoice``:
-each file once, never the image scored itself nor generate's grid.png.
+each file once, never a generated picture being scored nor generate's grid.png.
 
 A bad prompts file is an :class:`EvalFolderError`. A bad image (missing, not an image, tiny) is
 skipped with a :class:`SkippedImageWarning` and the rest are evaluated.
@@ -292,7 +292,7 @@ def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | No
 
     ``references`` (from the command line) replace the file's shared references, and each must be
     usable (else EvalFolderError); an image's own references always win. Each reference file counts once, and
-    neither the image scored itself nor generate's grid.png is one of its references (``ReferenceChoice``, with a
+    neither a picture being scored nor generate's grid.png is one of its references (``ReferenceChoice``, with a
     note). ``token`` overrides the file's (and generate's record's). ``crop`` crops references to the face
     (generated images are scored as they are).
     """

@@ -9,6 +9,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -62,43 +63,46 @@ def is_generate_grid(path: Path) -> bool:
     return path.name == GENERATE_GRID and any((path.parent / name).is_file() for name in PROMPT_FILES)
 
 
+class Reference(NamedTuple):
+    """A reference file as given (what notes, errors and a crop's ``source`` name) and its real path (what tells two
+    files apart), worked out once: an eval of many images sharing many references resolves each file once."""
+
+    given: Path
+    key: Path
+
+
 class ReferenceChoice:
     """The reference files each image is compared with: folders expanded (``expand_folders``), each file once
-    by its real path, a generate folder's grid.png never, and never the image being scored itself (it would
-    score 1 against itself). What it leaves out is said in ``notes()``, one line per kind."""
+    by its real path, a generate folder's grid.png never, and never one of the generated pictures being scored
+    (an image would score 1 against itself, and the others are generated too: no photo of the subject). What it
+    leaves out is said in ``notes()``, one line per kind."""
 
     def __init__(self, scored: Mapping[str, Path]) -> None:
-        self._scored = {name: real_path(path) for name, path in scored.items()}  # image name -> its file
-        self._chosen: dict[tuple[Path, ...], tuple[list[Path], list[Path]]] = {}  # paths given -> (files, grids)
+        self._scored = {real_path(path) for path in scored.values()}  # the files of the images being scored
+        self._chosen: dict[tuple[Path, ...], tuple[list[Reference], list[Reference], list[Path]]] = {}
         self._given: dict[Path, list[Path]] = {}  # a file given more than once -> each way it was given
-        self._itself: list[tuple[str, Path]] = []  # (image, the reference that is that image)
+        self._generated: dict[Path, Path] = {}  # a scored picture given as a reference -> first as given
         self._grids: dict[Path, None] = {}
 
-    def files(self, paths: Sequence[Path]) -> list[Path]:
-        """The files of ``paths``, each once, grids left out (the image scored is left out by ``for_image``)."""
+    def files(self, paths: Sequence[Path]) -> list[Reference]:
+        """The files of ``paths``, each once, grids and the pictures being scored left out."""
         return self._files(tuple(paths))[0]
 
-    def for_image(self, name: str, paths: Sequence[Path], where: str) -> list[Path]:
+    def for_image(self, name: str, paths: Sequence[Path], where: str) -> list[Reference]:
         """The files of ``paths`` image ``name`` is compared with; ``where`` says where the paths were given (for
-        the refusal when nothing but the image itself, or a grid, is left)."""
-        files, grids = self._files(tuple(paths))
-        own = self._scored.get(name)
-        kept = [path for path in files if real_path(path) != own]
-        itself = [path for path in files if real_path(path) == own]
-        self._itself += [(name, path) for path in itself]
-        if (itself or grids) and not kept:
+        the refusal when nothing but generated pictures, or a grid, is left)."""
+        kept, generated, grids = self._files(tuple(paths))
+        if (generated or grids) and not kept:
             from lowdim_sd.eval.folder import EvalFolderError  # folder imports this module: its error, when raised
 
-            left = [*(f"{path}, the image itself" for path in itself), *(f"{path}, generate's grid" for path in grids)]
-            why = [*(["a picture compared with itself scores 1"] if itself else []),
-                   *(["a grid is a collage of generated pictures, no photo of the subject"] if grids else [])]
-            raise EvalFolderError(f"the references of {name} ({where}) are only {'; '.join(left)}: "
-                                  f"{' and '.join(why)}; give the photo(s) of the subject it should match")
+            raise EvalFolderError(f"the references of {name} ({where}) are only {_left_out(generated, grids)}: "
+                                  f"generated pictures are no photo of the subject (and a picture scores 1 against "
+                                  f"itself); give the photo(s) of the subject it should match")
         return kept
 
-    def _files(self, paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
-        """Each file of ``paths`` once (by real path, first as given), and the generate grids left out; worked out
-        once per list, however many images share it, so each repeat is noted once."""
+    def _files(self, paths: tuple[Path, ...]) -> tuple[list[Reference], list[Reference], list[Path]]:
+        """(files kept, pictures being scored, generate grids) of ``paths``, each file once (by real path, first as
+        given); worked out once per list, however many images share it, so each repeat is noted once."""
         if paths not in self._chosen:
             first: dict[Path, Path] = {}
             grids: list[Path] = []
@@ -112,7 +116,12 @@ class ReferenceChoice:
                     self._given.setdefault(key, [first[key]]).append(path)
                 else:
                     first[key] = path
-            self._chosen[paths] = list(first.values()), grids
+            chosen = [Reference(given, key) for key, given in first.items()]
+            generated = [reference for reference in chosen if reference.key in self._scored]
+            for reference in generated:
+                self._generated.setdefault(reference.key, reference.given)
+            kept = [reference for reference in chosen if reference.key not in self._scored]
+            self._chosen[paths] = kept, generated, grids
         return self._chosen[paths]
 
     def notes(self) -> list[str]:
@@ -126,15 +135,27 @@ class ReferenceChoice:
             lines.append(f"{many}{ways[0]} is given {len(ways)} times as a reference{shown}; each file counts once, "
                          f"as given twice it would weigh double in every mean")
         parts = []
-        if self._itself:
-            name, path = self._itself[0]
-            parts.append(f"{len(self._itself)} reference(s) are the image scored itself (e.g. {path} for {name}): "
-                         f"each is left out of its own image's references, as a picture scores 1 against itself")
+        if self._generated:
+            parts.append(f"{len(self._generated)} reference(s) are generated pictures being scored (e.g. "
+                         f"{next(iter(self._generated.values()))}): left out of every image's references, as a "
+                         f"generated picture is no photo of the subject (and a picture scores 1 against itself)")
         if self._grids:
             more = f" and {len(self._grids) - 1} more" if len(self._grids) > 1 else ""
             parts.append(f"generate's grid {next(iter(self._grids))}{more}, a collage of generated pictures, is "
                          f"left out of the references")
         return lines + (["; ".join(parts)] if parts else [])
+
+
+SHOWN_LEFT_OUT = 3  # references a refusal names; the rest are counted
+
+
+def _left_out(generated: list[Reference], grids: list[Path]) -> str:
+    """What a refused image's references were, as the refusal names them: a few, then how many more."""
+    named = [str(reference.given) for reference in generated[:SHOWN_LEFT_OUT]]
+    more = f" and {len(generated) - SHOWN_LEFT_OUT} more" if len(generated) > SHOWN_LEFT_OUT else ""
+    said = [f"generated pictures being scored ({', '.join(named)}{more})"] if generated else []
+    said += [f"generate's grid {grid}" for grid in grids]
+    return " and ".join(said)
 
 
 class ReferenceImages:
@@ -147,20 +168,19 @@ class ReferenceImages:
         # large enough in the file is not made small (and its crop soft) by the metrics' smaller size limit.
         self._max_side = CROP_MAX_SIDE if crop else MAX_SIDE
 
-    def load(self, paths: Sequence[Path]) -> tuple[Image.Image, ...]:
-        return tuple(image for _, image in self._opened(paths))
+    def load(self, references: Sequence[Reference]) -> tuple[Image.Image, ...]:
+        """The images of ``references`` (as ``ReferenceChoice`` chose them) that could be used, each opened once."""
+        return tuple(image for _, image in self._opened(references))
 
-    def sources(self, paths: Sequence[Path]) -> tuple[str, ...]:
-        """The real paths of those of ``paths`` opened so far that could be used (none is opened here)."""
-        keys = [real_path(path) for path in expand_folders(paths)]
-        return tuple(str(key) for key in keys if key in self._cache and self._cache[key][1] is not None)
+    def sources(self, references: Sequence[Reference]) -> tuple[str, ...]:
+        """The real paths of those of ``references`` opened so far that could be used (none is opened here)."""
+        return tuple(str(key) for _, key in references if key in self._cache and self._cache[key][1] is not None)
 
-    def _opened(self, paths: Sequence[Path]) -> list[tuple[Path, Image.Image]]:
+    def _opened(self, references: Sequence[Reference]) -> list[tuple[Path, Image.Image]]:
         out: list[tuple[Path, Image.Image]] = []
-        for path in expand_folders(paths):
-            key = real_path(path)
+        for given, key in references:
             if key not in self._cache:
-                self._cache[key] = path, self._open(path)
+                self._cache[key] = given, self._open(given)
             image = self._cache[key][1]
             if image is not None:
                 out.append((key, image))

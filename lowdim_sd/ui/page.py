@@ -63,7 +63,10 @@ STEPS_HELP = (f"empty: the model's recipe ({defaults.FINETUNE_STEPS} after the p
 TYPED_RUN = "(name) => { const box = document.querySelector('#earlier input'); return [box ? box.value : name]; }"
 # The tab's page session before a reload, which the browser keeps for the tab (sessionStorage: a reload keeps it, a
 # new tab starts without): a reload ends that session, and the job it ran, so the new page says what became of it.
-SESSION_BEFORE = ("() => { try { return [sessionStorage.getItem('lowdim-ui-session') || '']; } "
+# Claimed on a real reload only: "Duplicate tab" copies sessionStorage too, and the copy, never reloaded, would
+# otherwise take (once) the line of the original tab's job.
+SESSION_BEFORE = ("() => { try { const nav = performance.getEntriesByType('navigation')[0]; "
+                  "return [nav && nav.type === 'reload' ? sessionStorage.getItem('lowdim-ui-session') || '' : '']; } "
                   "catch (e) { return ['']; } }")
 KEEP_SESSION = "(now) => { try { sessionStorage.setItem('lowdim-ui-session', now); } catch (e) {} return []; }"
 

@@ -199,8 +199,9 @@ class PersonalizeHandlers:
     @on_page
     def reloaded(self, before: str | None, request: gr.Request | None = None) -> tuple:
         """A page load: the session this tab had before a reload (``before``, which the browser kept for the tab:
-        page.KEEP_SESSION), whose job the reload stopped, for the timer (``refresh``) until the job has stopped;
-        its line now if it has. And this session, for the browser to keep for the next reload."""
+        page.KEEP_SESSION, and gives only to a reload, not to a duplicated tab: page.SESSION_BEFORE), whose job the
+        reload stopped, for the timer (``refresh``) until the job has stopped; its line now if it has. And this
+        session, for the browser to keep for the next reload."""
         before = before if isinstance(before, str) else ""
         stopped = self.studio.closed_tab_line(before)
         return html_text(stopped) if stopped else gr.skip(), session(request), before

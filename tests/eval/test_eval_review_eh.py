@@ -1,6 +1,6 @@
-"""Review EH of ``lowdim eval``: which references an image is compared with (never itself, never generate's grid,
-each file once), the identifier generate records, what eval.json says produced its numbers, and the refusals and
-help that go with them."""
+"""Review EH of ``lowdim eval``: which references an image is compared with (never a picture being scored, nor
+generate's grid; each file once), the identifier generate records, what eval.json says produced its numbers, and the
+refusals and help that go with them."""
 
 from __future__ import annotations
 
@@ -72,26 +72,25 @@ def identity(samples: list[Sample]) -> list[float | None]:
     return IdentityMetric().score(samples)
 
 
-# -- 1. an image is never its own reference, generate's grid never one --------------------------------------------
+# -- 1. no generated picture being scored is a reference, generate's grid never one -------------------------------
 
 
-def test_the_folder_scored_as_references_gives_each_image_the_others_and_never_the_grid(generated):
-    data, said = notes(lambda: load_eval_set(generated, [generated]))
-    assert [sources(sample) for sample in data.samples] == [["001.png", "002.png"], ["000.png", "002.png"],
-                                                            ["000.png", "001.png"]]
-    left_out = [note for note in said if "the image scored itself" in note]
+def test_the_folder_scored_given_with_the_photos_leaves_every_generated_picture_and_the_grid_out(generated, photos):
+    data, said = notes(lambda: load_eval_set(generated, [generated, photos]))
+    assert [sources(sample) for sample in data.samples] == [["id-0.png", "id-1.png"]] * 3
+    left_out = [note for note in said if "generated pictures being scored" in note]
     assert len(left_out) == 1  # one note, however many images
     assert "3 reference(s)" in left_out[0] and "000.png" in left_out[0] and "grid.png" in left_out[0]
 
 
-def test_an_images_score_leaves_itself_out(generated, capsys, tmp_path):
+def test_an_images_score_against_the_folder_and_the_photos_is_its_score_against_the_photos(generated, photos,
+                                                                                            capsys, tmp_path):
     pytest.importorskip("lowdim_tinyfaces")
-    code, stdout, stderr = evaluate(capsys, generated, "-r", generated, "--out", tmp_path / "ev")
+    code, stdout, stderr = evaluate(capsys, generated, "-r", generated, "-r", photos, "--out", tmp_path / "ev")
     assert code == 0, stderr
     scores = [image["scores"][IDENTITY] for image in json.loads((tmp_path / "ev" / "eval.json").read_text())["images"]]
-    data = load_eval_set(generated, [generated / "001.png", generated / "002.png"])
-    expected = identity([Sample(data.samples[0].image, data.samples[0].references[:2], "")])[0]
-    assert scores[0] == pytest.approx(expected, abs=1e-6) and scores[0] < 0.999
+    data = load_eval_set(generated, [photos])
+    assert scores == pytest.approx(identity(data.samples), abs=1e-6)
 
 
 def test_a_grid_of_a_generate_folder_is_never_read_as_a_reference(generated, photos):
@@ -109,11 +108,11 @@ def test_an_image_left_with_nothing_but_itself_or_the_grid_is_refused_naming_it(
     assert not (tmp_path / "ev").exists()
 
 
-def test_a_reference_linked_to_the_image_scored_is_that_image(generated):
+def test_a_reference_linked_to_an_image_scored_is_that_image(generated, photos):
     link = generated.parent / "me.png"
     os.symlink(generated / "001.png", link)
-    data, said = notes(lambda: load_eval_set(generated, [link, generated / "002.png"]))
-    assert sources(data.samples[1]) == ["002.png"] and sources(data.samples[0]) == ["me.png", "002.png"]
+    data, said = notes(lambda: load_eval_set(generated, [link, photos / "id-0.png"]))
+    assert [sources(sample) for sample in data.samples] == [["id-0.png"]] * 3
 
 
 # -- 2. the identifier generate records ---------------------------------------------------------------------------
