@@ -319,6 +319,9 @@ def load_eval_set(folder: Path, references: Sequence[Path] = (), token: str | No
             unread[entry.image] = entry.references
     if any(not entry.references for entry in prompts.entries if entry.image not in unusable):
         data.shared = refs.sources(choice.files(shared))
+    elif given and data.samples:  # each image's own references win: said, not dropped without a word
+        warnings.warn(EvalWarning(f"{shared_from} unused: every image in {prompts.path.name} lists its own "
+                                  f"references, which win over them"), stacklevel=2)
     for note in choice.notes():
         warnings.warn(EvalWarning(note), stacklevel=2)
     _warn_unlisted(folder, prompts, refs.opened())

@@ -273,6 +273,18 @@ def test_an_entrys_unreadable_own_references_are_named_not_answered_with_pass_r(
     assert "pass the reference photo(s)" not in note
 
 
+def test_references_given_where_every_image_lists_its_own_are_said_unused(generated, photos):
+    record = json.loads((generated / "prompts.json").read_text())
+    for entry in record["images"]:
+        entry["references"] = ["../ids/id-1.png"]
+    (generated / "prompts.json").write_text(json.dumps(record))
+    data, said = notes(lambda: load_eval_set(generated, [photos / "id-0.png"]))
+    assert [sources(sample) for sample in data.samples] == [["id-1.png"]] * 3  # the images' own win
+    assert "EvalJob(references=...) unused: every image in prompts.json lists its own references" in " ".join(said)
+    _, said = notes(lambda: load_eval_set(generated))
+    assert not [line for line in said if "unused" in line]  # none given: nothing went unused
+
+
 def test_help_of_references_says_files_or_folders_and_that_own_references_win(capsys):
     code, stdout, stderr = run(capsys, "eval", "--help")
     assert code == 0
