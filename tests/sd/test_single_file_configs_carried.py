@@ -152,19 +152,19 @@ def test_an_adapter_given_as_the_photo_names_the_model_config_its_draw_line_need
 
 
 def test_a_merge_whose_recorded_configs_moved_says_which_folder_went(adapter, a1111, tiny_sd, tmp_path, capsys,
-                                                                     offline, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")  # show's table rows unwrapped
+                                                                     offline):
     configs = shutil.copytree(tiny_sd, tmp_path / "configs")
     merged = tmp_path / "merged.safetensors"
     code, text = run(capsys, "merge", "-m", a1111, "--model-config", configs, "-a", adapter, "-o", merged)
     assert code == 0, text
     code, text = run(capsys, "show", merged)
-    assert code == 0 and f"base configs {configs}" in words_of(text), text
+    assert code == 0 and squeezed(f"base configs {configs}") in squeezed(text), text
     assert "--model-config" not in printed_command(text, "use it:")
     configs.rename(tmp_path / "moved")
     code, text = run(capsys, "show", merged)
-    said = words_of(text)
-    assert code == 0 and f"{configs} (no model folder there any more: draw with --model-config FOLDER)" in said
+    said = squeezed(text)
+    gone = f"{configs} (no model folder there any more: draw with --model-config FOLDER)"
+    assert code == 0 and squeezed(gone) in said
     assert printed_command(text, "use it:")[2:4] == [str(merged), "--model-config"], text
     code, text = run(capsys, "generate", "-m", merged, "-p", "a face", *FAST, "-o", tmp_path / "drawn")
     said = " ".join(text.split())
@@ -173,6 +173,7 @@ def test_a_merge_whose_recorded_configs_moved_says_which_folder_went(adapter, a1
                          f"pass --model-config, a local diffusers folder of the same model"), said  # no network words
 
 
-def words_of(table: str) -> str:
-    """What a person reads in show's table: its words, without the box's lines."""
-    return " ".join(table.replace("│", " ").split())
+def squeezed(table: str) -> str:
+    """Show's table as one run of characters, without the box's lines and spaces: a row the console's width
+    wrapped (a long path) reads as one."""
+    return "".join(table.replace("│", "").split())
