@@ -65,7 +65,7 @@ def registered_model_info(name: str) -> FileInfo | None:
         return None
     backend = entry.value
     source = str(getattr(backend, "source", "") or "")
-    texts = [("registered by", f"the plugin {entry.plugin}", "")]
+    texts = [("registered by", _registrar(entry.plugin), "")]
     if backend.name != name:
         texts.append(("alias of", backend.name, ""))
     if description := str(getattr(backend, "description", "") or ""):
@@ -104,6 +104,16 @@ def registered_model_info(name: str) -> FileInfo | None:
     # The title, one line: a plugin's name as the rows show it (100 KB cut, a line break escaped); --json's "alias
     # of" keeps it whole.
     return FileInfo(Path(name), f"the registered model {part(str(backend.name))} (lowdim models)", rows, use, values)
+
+
+def _registrar(plugin: str) -> str:
+    """Who registered a model, in `lowdim models`' word: lowdim's own backend (its `sd` entry point) is builtin."""
+    from lowdim.plugins import BUILTIN_NAMES, is_lowdims_own
+    from lowdim.registry import get_registry
+
+    if is_lowdims_own(get_registry().manager, plugin):
+        return BUILTIN_NAMES["lowdim.spaces.builtin"]
+    return f"the plugin {plugin}"
 
 
 def _source_kind(folder: Path) -> str:

@@ -104,8 +104,10 @@ def check_readable_layout(part: Path, model_class: type, keys: list[str]) -> Non
 @cache
 def _reads_nested_only(model_class: Any) -> bool:  # Any: transformers' CLIPTextModel, known by its name
     """Whether this transformers nests CLIPTextModel under ``text_model`` (before 5.6: it cannot read flat names)."""
+    # Its special tokens inside its 8-token vocabulary: CLIP's own ids (49406...) would have transformers warn.
     config = model_class.config_class(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                                      num_attention_heads=1, max_position_embeddings=4, projection_dim=8)
+                                      num_attention_heads=1, max_position_embeddings=4, projection_dim=8,
+                                      bos_token_id=0, eos_token_id=1, pad_token_id=1)
     with torch.device("meta"):
         model = model_class(config)
     return text_encoder_root(model) is not model

@@ -24,7 +24,7 @@ from lowdim.filecheck import check_sizes
 from lowdim.files import PICKLE_SUFFIXES
 from lowdim.foreign_files import describe_foreign, fix_for
 from lowdim.paths import expand_user
-from lowdim_sd.loading import ModelLoadError
+from lowdim_sd.loading import ModelLoadError, quiet_libraries
 from lowdim_sd.model_paths import UNET_PREFIX
 from lowdim_sd.text_encoder_files import check_readable_layout
 
@@ -213,8 +213,8 @@ def described_shapes(part: Path, model_class: type[torch.nn.Module]) -> dict[str
     """Each tensor of the model ``part/config.json`` describes, with its shape, built on the meta device."""
     config = read_config_json(part / "config.json")
     check_sizes(config, part / "config.json", "config")
-    try:
-        with torch.device("meta"):
+    try:  # quiet: a config's notes (a bos id past its vocabulary) are the load's to hide or give, not this check's
+        with quiet_libraries(), torch.device("meta"):
             model = _build(model_class, part)
     except LowdimError:
         raise

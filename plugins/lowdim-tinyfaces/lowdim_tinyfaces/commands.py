@@ -47,10 +47,16 @@ def tinyfaces_identities(
         where = f"--out {out}" if blocking == out else f"--out {out}: {blocking}"
         raise LowdimError(f"{where} is a file, not a folder; pass a folder to write the identities into")
     if holds_exactly(out, count, split, seed, style, renders=renders):
-        typer.echo(f"{out} already holds these {count} identities ({split} split, seed {seed}); nothing to write")
+        typer.echo(f"{out} already holds {'this' if count == 1 else 'these'} {_identities(count)} ({split} split, "
+                   f"seed {seed}); nothing to write")
         return
     paths = write_identities(out, count, split, seed, style, renders=renders, overwrite=overwrite)
-    typer.echo(f"wrote {len(paths)} identities ({split} split) to {out}")
+    typer.echo(f"wrote {_identities(len(paths))} ({split} split) to {out}")
+
+
+def _identities(count: int) -> str:
+    """``count`` with its noun, singular for one: "1 identity", "3 identities"."""
+    return f"{count} {'identity' if count == 1 else 'identities'}"
 
 
 def register(cli: typer.Typer) -> None:
