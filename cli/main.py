@@ -41,6 +41,9 @@ app = typer.Typer(
            "`lowdim tinyfaces-identities -o faces --count 1 --split test` writes one of the 32x32 made-up faces "
            "tinyfaces knows (a photo of a real person comes out as one of them too): -i faces/id-00000.png.",
     no_args_is_help=True,
+    # -h as pytest, pip and most tools take it; every command and group under the root inherits it (no command
+    # uses -h for anything else: tests/test_help_review_eo.py)
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",

@@ -180,13 +180,19 @@ def show_result(result: PersonalizeResult, model: str, keep_styles: float, model
         out.print(f"looks read from the photo, named after [V] in {where}: {user_text(result.looks.strip(), 'bold')}")
     for path in [*result.exports, *([result.preview] if result.preview else [])]:
         out.print(f"wrote {user_text(path, 'bold')}")
-    prompt = shlex.quote(result.subject_prompt(" at night"))  # parts apart need the looks
-    configs = f" --model-config {shlex.quote(model_config)}" if model_config else ""
-    draw = f"lowdim generate -m {shlex.quote(model)}{configs} -a {shlex.quote(str(result.adapter))} -p {prompt}"
+    # drawn apart, the adapter's parts need the looks in words
+    draw = draw_command(model, result.adapter, result.subject_prompt(" at night"), model_config)
     # Only flags that act on the adapter's layers: --layers unet-self has no text-encoder or cross-attention part.
     keep, every = suggested_flags(keep_styles, adapter_layers(result.adapter))
     every = f", and {every} too for every style at less of the face" if every else ""
     out.print(f"draw it: {user_text(draw)}" + (f"  (add {keep} to keep more of each style{every})" if keep else ""))
+
+
+def draw_command(model: str, adapter: Path, prompt: str, model_config: str | None = None) -> str:
+    """The `lowdim generate` line that draws ``adapter``'s subject, as typed: the model and ``--model-config`` a run
+    was given (a checkpoint naming no configs loads only with it offline), each word quoted for the shell."""
+    configs = f" --model-config {shlex.quote(model_config)}" if model_config else ""
+    return f"lowdim generate -m {shlex.quote(model)}{configs} -a {shlex.quote(str(adapter))} -p {shlex.quote(prompt)}"
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lowdim_cli.console import out, user_text
-from lowdim_cli.info_commands import parse_options
+from lowdim_cli.info_commands import MODEL_CONFIG_HELP, MODEL_CONFIG_METAVAR, parse_options
 from lowdim_cli.starting import importing_libraries
 from lowdim_sd import defaults
 
@@ -22,10 +22,7 @@ Dtype = Annotated[str, typer.Option(help="Model weights: auto (fp16 on GPU, fp32
 # merge loads on the CPU whatever the machine, so its auto is always fp32: a half-size file needs --dtype fp16
 MergeDtype = Annotated[str, typer.Option(
     help="Weights of the merged model: auto (fp32: merge runs on the CPU), fp32, fp16 (half the file), bf16.")]
-ModelConfig = Annotated[str | None, typer.Option(
-    metavar="FOLDER", help="With a single-file .safetensors model offline: a local diffusers folder of the same "
-                           "architecture, or a registered model's name (tinyfaces). Files lowdim merge wrote name "
-                           "their own.")]
+ModelConfig = Annotated[str | None, typer.Option(metavar=MODEL_CONFIG_METAVAR, help=MODEL_CONFIG_HELP)]
 SaveDtype = Annotated[str, typer.Option(
     help="Tensors of the adapter file: fp16 (half the bytes of fp32, e.g. 54 KB for an SD1.5 LiDB; the "
          "difference is far below what changes an image), fp32 or bf16.")]
@@ -45,7 +42,14 @@ GradientCheckpointing = Annotated[bool, typer.Option(
          "finetune), the same result. Off by default: personalize on SD1.5 at 512 px in fp16 peaks at 4.2 GiB "
          "with or without it (measured on an H200), so an 8 GB card needs nothing; it helps at larger resolutions "
          "and batches.")]
-CheckpointEvery = Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps (0: never).")]
+# What 0 keeps differs: train keeps its finished run's last step (a later --resume --steps N goes on from it),
+# train-hypernet keeps none (lowdim_sd.checkpoints.keep_the_end, lowdim_sd.hypertrain's finish_checkpoints)
+CheckpointEvery = Annotated[int, typer.Option(
+    help="Save a resumable checkpoint every N steps (0: only the finished run's last step, which --resume --steps N "
+         "goes on from; with --full, none).")]
+HypernetCheckpointEvery = Annotated[int, typer.Option(
+    help="Save a resumable checkpoint every N steps and at the end (0: none). A stopped run keeps the step it "
+         "stopped at.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")]
 CropMargin = Annotated[float, typer.Option(
     help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")]
@@ -72,8 +76,7 @@ def train(
         help="With --full, also train the text encoder.")] = False,
     init: Annotated[Path | None, typer.Option(
         help="Rank-relaxed fast finetuning (paper §4.3) from this adapter, e.g. a predicted LiDB.")] = None,
-    rank: Annotated[int | None, typer.Option(
-        help="With --init: rank of the new LoRA (r > 1 relaxes the rank; default 4).")] = None,
+    rank: Annotated[int, typer.Option(help="With --init: rank of the new LoRA (r > 1 relaxes the rank).")] = 4,
     merge_frozen: Annotated[bool, typer.Option(help="With --init: fold the initial adapter into the weights.")] = True,
     steps: Annotated[int | None, typer.Option(
         help=f"Optimizer steps (default {defaults.STEPS}; {defaults.FINETUNE_STEPS} with --init).")] = None,
@@ -110,15 +113,17 @@ def train(
 ):
     """Personalize a model on reference images: LiDB by default, any space, full DreamBooth, or rank-relaxed.
 
-    Examples:
+    Examples, each after a line saying what it trains:
 
-      lowdim train -m tinyfaces -i face.png --out me-lidb         (LiDB, 400 steps)
-
-      lowdim train -m sd15 -i photos/ --space lora --set rank=4    (LoRA DreamBooth)
-
-      lowdim train -m sd15 -i face.jpg --init predicted.safetensors --rank 4   (fast finetune, 40 steps)
-
-      lowdim train -m tinyfaces --subjects people/ --out batch     (one LiDB per sub-folder, batched)
+    \b
+      # LiDB, 400 steps
+      lowdim train -m tinyfaces -i face.png --out me-lidb
+      # LoRA DreamBooth
+      lowdim train -m sd15 -i photos/ --space lora --set rank=4
+      # fast finetune, 40 steps
+      lowdim train -m sd15 -i face.jpg --init predicted.safetensors --rank 4
+      # one LiDB per sub-folder, batched
+      lowdim train -m tinyfaces --subjects people/ --out batch
     """
     from lowdim.errors import LowdimError
 
@@ -127,7 +132,7 @@ def train(
         from lowdim_sd.train import TrainConfig
         from lowdim_sd.workflows import TrainJob, check_mode_flags, run_train
 
-    if rank is not None and init is None:
+    if "rank" in typed_options(ctx) and init is None:
         raise LowdimError("--rank is the rank of the LoRA trained on top of --init; for a LoRA of rank N from "
                           "scratch use --space lora --set rank=N")
     # token None: run_train's default word, sks, or --init's own, which the initial adapter's frozen part answers to
@@ -138,7 +143,7 @@ def train(
         gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, cuda_graphs=cuda_graphs)
     job = TrainJob(model=model, images=images or [], subjects=subjects, space=space,
                    space_options=parse_options(set_ or []), layers=layers, full=full,
-                   train_text_encoder=train_text_encoder, initial=init, rank=4 if rank is None else rank,
+                   train_text_encoder=train_text_encoder, initial=init, rank=rank,
                    merge_frozen=merge_frozen, dropout=dropout,
                    out=out_dir, resume=resume, overwrite=overwrite, device=device, dtype=dtype,
                    model_config=model_config,
@@ -152,6 +157,37 @@ def train(
     if result.outputs:  # none: --resume found the run already finished, and its warning said so
         start = f" (from step {result.start_step})" if resume else ""
         out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s{start}")
+        print_next_command(result.outputs, model, model_config)
+
+
+def print_next_command(outputs: list[Path], model: str, model_config: str | None) -> None:
+    """What to run next: personalize's `draw it:` line for the first adapter train wrote (the others are drawn
+    alike), or show's `use it:` line for the model folder --full wrote."""
+    first = outputs[0]
+    if not first.is_file():  # --full: a model folder, drawn as show says
+        print_use_line(first)
+        return
+    from safetensors import safe_open
+
+    from lowdim_cli.personalize_command import draw_command  # it imports this module's options
+    from lowdim_sd.adapter_info import learned_phrase
+
+    with safe_open(str(first), framework="pt") as opened:  # the header alone: the phrase it trained on
+        metadata = opened.metadata() or {}
+    draw = draw_command(model, first, learned_phrase(metadata) + " at night", model_config)
+    more = len(outputs) - 1
+    others = f"  (the other {more} adapter{'s' * (more != 1)} alike)" if more else ""
+    out.print(f"draw it: {user_text(draw)}{others}")
+
+
+def print_use_line(path: Path) -> None:
+    """The `use it:` line `lowdim show` ends with for ``path``, built as show builds it, if it has one."""
+    from lowdim_sd.file_info import describe
+    from lowdim_sd.file_info_parts import pasteable
+
+    use = describe(path).use
+    if use:
+        out.print(f"use it: {user_text(pasteable(use))}")
 
 
 JOB_FIELDS = {"set_": "space_options", "init": "initial"}  # train's parameters named otherwise in TrainJob
@@ -180,8 +216,8 @@ def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable); [V] is the subject.")],
     adapter: Annotated[list[str] | None, typer.Option(
         "--adapter", "-a", help="Adapter file, optionally with a scale: me.safetensors:0.8 (repeatable).")] = None,
-    seed: Annotated[list[int] | None, typer.Option(
-        help="Seed (repeatable); one image per prompt and seed (default: 0).", show_default=False)] = None,
+    seed: Annotated[list[int], typer.Option(
+        help="Seed (repeatable); one image per prompt and seed.")] = [0],  # noqa: B006  # click copies it per run
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
     negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
@@ -215,7 +251,10 @@ def generate(
 
     Also prompts.json: each image's prompt, seed and settings, which makes --out a folder `lowdim eval` scores.
 
-    Example: lowdim generate -m tinyfaces -a me/adapter.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
+    Example:
+
+    \b
+      lowdim generate -m tinyfaces -a me/adapter.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
@@ -265,7 +304,7 @@ def export(
     # A str, not a Path: Path drops a trailing slash, and "-o newd/" must be refused as a folder, not written
     # as a file named newd.
     out_path: Annotated[str | None, typer.Option(
-        "--out", "-o", metavar="FILE", help="Output file ending in .safetensors (default: "
+        "--out", "-o", metavar="PATH", help="Output file ending in .safetensors (default: "
                                             "NAME.FORMAT.safetensors beside ADAPTER).")] = None,
     # --save-dtype as personalize and train call it; --dtype, its first name, stays for existing scripts
     dtype: Annotated[str, typer.Option(
@@ -320,7 +359,10 @@ def merge(
 
     For tools without LoRA support, or to run with zero adapter overhead; `lowdim export` writes a plain LoRA instead.
 
-    Example: lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
+    Example:
+
+    \b
+      lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
     from lowdim_sd.adapter_list import check_adapter_list
     from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
@@ -349,6 +391,7 @@ def merge(
         names = ", ".join(dict.fromkeys(tokens))
         example = user_text(example_prompt(files, tokens))
         out.print(f"prompts name the subject with its identifier: {user_text(names)} (e.g. '{example}')")
+    print_use_line(written)
 
 
 def register(app: typer.Typer) -> None:

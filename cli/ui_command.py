@@ -208,8 +208,9 @@ def ui(
 ):
     """A local web page: drop one face photo, get your personalized model, see it in every style, download it.
 
-    Needs the ui extra: pip install 'lowdim\\[ui]'. Example: lowdim ui --model tinyfaces, then open
-    http://127.0.0.1:7860
+    Needs the ui extra: pip install 'lowdim\\[ui]'. Example (then open http://127.0.0.1:7860 in a browser):
+
+      lowdim ui --model tinyfaces
     """
     serve(host, port, model, out, share, model_config, device, dtype)
 

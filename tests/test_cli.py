@@ -276,8 +276,8 @@ def test_python_dash_m_lowdim_is_the_command():
 
 
 @pytest.mark.parametrize(("command", "usage"), [
-    ("export", "Usage: lowdim export [OPTIONS] {ADAPTER}"),
-    ("eval", "Usage: lowdim eval [OPTIONS] {FOLDER}"),
+    ("export", "Usage: lowdim export [OPTIONS] ADAPTER"),
+    ("eval", "Usage: lowdim eval [OPTIONS] FOLDER"),
     ("convert-encoder", "Usage: lowdim convert-encoder [OPTIONS] [ONNX_FILE]"),
 ])
 def test_usage_lines_name_arguments_as_the_docs_do(command, usage, capsys):

@@ -63,7 +63,7 @@ def test_a_flag_shows_no_value_and_a_value_option_shows_its_kind(capsys, monkeyp
     assert option_row(text, "--overwrite").split("--overwrite")[1].split()[0] == "Replace"
     assert option_row(text, "--steps").split("--steps")[1].split()[0] == "INTEGER"
     assert option_row(text, "--lr").split("--lr")[1].split()[0] == "FLOAT"
-    assert option_row(text, "--help").split("--help")[1].split()[0] == "Show"
+    assert option_row(text, "--help").split("--help")[1].split()[:2] == ["-h", "Show"]  # -h, no value word
     quality = help_of(capsys, monkeypatch, "bench", "quality")  # a sub-group's command too
     assert re.search(r"--identities\s+-i\s+PATH\s", option_row(quality, "--identities"))  # │ --identities -i PATH
 
@@ -110,7 +110,11 @@ def test_a_narrow_terminal_gets_every_option_name_whole(capsys, monkeypatch):
         assert main([*path, "--help"]) == 0, path
         text = capsys.readouterr().out
         assert "…" not in text and "│" not in text, path  # rich's table cut names here ("--gradient-checkpoi…")
-        assert max(len(line) for line in text.splitlines()) <= 80, path
+        # wider only where a line would have to be cut inside a word or a command: a value wider than the column
+        # (`tinyfaces-identity,tinyfaces-image,tinyfaces-style`), an example kept on its line to be copied
+        wide = [line for line in text.splitlines() if len(line) > 80 and len(line.split()) > 1
+                and not line.lstrip().startswith(("lowdim ", "accelerate "))]
+        assert not wide, path
         assert not re.search(r"\w-$", text, re.M), path  # wrapped at spaces only: `--batch-subjects` stays whole
         if path == ["personalize"]:
             assert re.search(r"^  --gradient-checkpointing +Recompute activations", text, re.M)

@@ -24,7 +24,7 @@ def test_merge_says_auto_is_fp32_as_it_loads_on_the_cpu(capsys, monkeypatch):
 
 def test_generate_shows_its_seed_default_and_names_prompts_json(capsys, monkeypatch):
     text = help_of(capsys, monkeypatch, "generate")
-    assert re.search(r"--seed INTEGER Seed \(repeatable\); one image per prompt and seed \(default: 0\)\. --", text)
+    assert re.search(r"--seed INTEGER Seed \(repeatable\); one image per prompt and seed\. \[default: 0\] --", text)
     assert "prompts.json" in text and "lowdim eval" in text
 
 

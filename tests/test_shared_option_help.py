@@ -12,8 +12,9 @@ import typer.main
 from lowdim_cli.main import _add_plugin_commands, app
 
 # Declared once in cli/sd_commands.py, beside Device, Dtype and ModelConfig
+# (--checkpoint-every is not: its 0 keeps train's last step and none of train-hypernet's, tests/test_help_review_eo.py)
 SHARED = ["--set", "--augment", "--mixed-precision", "--gradient-checkpointing", "--prompt", "--crop-margin",
-          "--checkpoint-every", "--resume"]
+          "--resume"]
 
 # The same flag naming something else in these commands, so their help rightly differs
 ELSEWHERE = {
