@@ -35,6 +35,17 @@ def app_as_it_was():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread during the test, whatever the code under test (accelerate, the CLI) sets."""
+    import torch  # here, not above: the thread count must be set before torch is first imported
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def one_process_group(tmp_path):
     """torch.distributed set up as a single process (gloo), as DistributedDataParallel needs, and torn down."""
     import torch.distributed as dist

@@ -12,21 +12,9 @@ import shlex
 
 import pytest
 import typer.main
+from test_cli_help_values import every_command  # tests/, on the path as pytest puts it
 
-from lowdim_cli.main import _add_plugin_commands, app, main
-
-
-def every_command() -> list[list[str]]:
-    _add_plugin_commands()
-    found = []
-
-    def walk(command, path: list[str]) -> None:
-        for name, sub in getattr(command, "commands", {}).items():
-            found.append([*path, name])
-            walk(sub, [*path, name])
-
-    walk(typer.main.get_command(app), [])
-    return found
+from lowdim_cli.main import app, main
 
 
 def help_of(capsys, monkeypatch, *path: str, columns: int = 80, flag: str = "--help") -> str:

@@ -23,15 +23,6 @@ from lowdim.registry import plugin_label
 from lowdim_cli.main import main
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread during the test, whatever the CLI sets."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- an export handed back names the adapter lowdim draws with ------------------------------------------------------
 def test_an_exported_embedding_handed_back_names_the_adapter_it_was_exported_from():
     said = not_ours(Path("me-a1111.safetensors"), "adapter",

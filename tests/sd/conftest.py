@@ -14,15 +14,6 @@ from lowdim_sd.bench import methods as bench_methods
 from lowdim_sd.tiny import save_tiny_pipeline
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread during the test, whatever the code under test (accelerate, CLI) sets."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """Path of a tiny random SD pipeline folder (epsilon prediction)."""
