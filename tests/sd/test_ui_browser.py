@@ -1,7 +1,7 @@
 """``lowdim ui`` in a real browser: Debian's headless Chromium drives the page the way a person would.
 
-Needs ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped, saying so, where no
-browser can be installed. ``LOWDIM_UI_SCREENSHOT=docs/images/ui.png`` also keeps the finished page's
+Needs ``chromium`` and ``chromium-driver`` (apt install chromium chromium-driver); skipped, saying so, where
+they are not installed (CI does not install them: ``.ci/run`` says why). ``LOWDIM_UI_SCREENSHOT=docs/images/ui.png`` also keeps the finished page's
 screenshot there, made with the page's default recipe instead of a few quick steps (how the one in
 the README was made).
 """
@@ -24,7 +24,7 @@ pytest.importorskip("selenium", reason="the browser test drives Chromium with se
 pytest.importorskip("peft", reason="diffusers' load_lora_weights needs the peft backend (pip install peft)")
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and DRIVER):
-    pytest.skip("no Chromium here (apt install chromium chromium-driver; .ci/run does)", allow_module_level=True)
+    pytest.skip("no Chromium here (apt install chromium chromium-driver; CI does not)", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
