@@ -1,9 +1,9 @@
 """``lowdim ui`` in a real browser: Debian's headless Chromium drives the page the way a person would.
 
 Needs ``chromium`` and ``chromium-driver`` (apt install chromium chromium-driver); skipped, saying so, where
-they are not installed (CI does not install them: ``.ci/run`` says why). ``LOWDIM_UI_SCREENSHOT=docs/images/ui.png`` also keeps the finished page's
-screenshot there, made with the page's default recipe instead of a few quick steps (how the one in
-the README was made).
+they are not installed (CI does not install them: ``.ci/run`` says why). ``LOWDIM_UI_SCREENSHOT=docs/images/ui.png``
+also keeps the finished page's screenshot there, made with the page's default recipe instead of a few quick steps
+(how the one in the README was made).
 """
 
 from __future__ import annotations
