@@ -12,7 +12,8 @@ from rich.text import Text
 
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out, user_text
-from lowdim_cli.sd_commands import Device, ModelConfig, typed_options
+from lowdim_cli.sd_commands import typed_options
+from lowdim_cli.shared_options import Device, ModelConfig
 
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lowdim_cli.console import out, user_text
-from lowdim_cli.sd_commands import Device
+from lowdim_cli.shared_options import Device
 
 
 def speed(

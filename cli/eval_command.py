@@ -13,7 +13,8 @@ from rich.table import Table
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import Device, typed_options
+from lowdim_cli.sd_commands import typed_options
+from lowdim_cli.shared_options import Device
 
 if TYPE_CHECKING:
     from lowdim_sd.eval.report import EvalReport

@@ -12,7 +12,7 @@ from lowdim.errors import LowdimError
 from lowdim_cli.console import out, user_text
 from lowdim_cli.errors import launched_process
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import (
+from lowdim_cli.shared_options import (
     Augment,
     CropMargin,
     Device,

@@ -19,7 +19,7 @@ from lowdim_cli.console import out
 if TYPE_CHECKING:
     from lowdim.sizing import SizeReport
 
-# --model-config, as every command that takes it writes it (cli/sd_commands.py's ModelConfig and inspect's): the
+# --model-config, as every command that takes it writes it (cli/shared_options.py's ModelConfig and inspect's): the
 # folder is what show's use lines name, a registered model's name is the same folder by its name.
 MODEL_CONFIG_METAVAR = "FOLDER"
 MODEL_CONFIG_HELP = ("With a single-file .safetensors model: a local diffusers folder of the same architecture, or a "

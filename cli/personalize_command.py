@@ -11,7 +11,8 @@ from rich.table import Table
 
 from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
-from lowdim_cli.sd_commands import (
+from lowdim_cli.sd_commands import typed_options
+from lowdim_cli.shared_options import (
     CUDA_GRAPHS_HELP,
     CropMargin,
     Device,
@@ -22,7 +23,6 @@ from lowdim_cli.sd_commands import (
     Resolution,
     SaveDtype,
     SpaceOptions,
-    typed_options,
 )
 from lowdim_cli.starting import importing_libraries
 from lowdim_sd import defaults

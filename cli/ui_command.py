@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from lowdim.errors import LowdimError
-from lowdim_cli.sd_commands import Device, Dtype, ModelConfig
+from lowdim_cli.shared_options import Device, Dtype, ModelConfig
 
 INSTALL_HINT = "pip install 'lowdim[ui]'"
 # An upload's cap: over any photo of the page's 40 MP (photos.MAX_PIXELS: 160 MB as 8-bit RGBA stored with no

@@ -11,7 +11,7 @@ import typer.main
 
 from lowdim_cli.main import _add_plugin_commands, app
 
-# Declared once in cli/sd_commands.py, beside Device, Dtype and ModelConfig
+# Declared once in cli/shared_options.py, beside Device, Dtype and ModelConfig
 # (--checkpoint-every is not: its 0 keeps train's last step and none of train-hypernet's, tests/test_help_review_eo.py)
 SHARED = ["--set", "--augment", "--mixed-precision", "--gradient-checkpointing", "--prompt", "--crop-margin",
           "--resume"]
