@@ -33,8 +33,8 @@ def tinyfaces_identities(
     A folder that already holds identities is refused unless it holds exactly these (a rerun) or --overwrite
     is given: weight folders made from it refer to its images by name.
     """
-    from lowdim.errors import LowdimError
-    from lowdim_tinyfaces.folders import SPLITS, holds_exactly, write_identities  # torch, PIL: not for --help
+    from lowdim.errors import LowdimError  # these import torch and PIL: not for --help
+    from lowdim_tinyfaces.folders import SPLITS, holds_exactly, identities_word, write_identities
     from lowdim_tinyfaces.styles import STYLES
 
     if split not in SPLITS:
@@ -47,16 +47,11 @@ def tinyfaces_identities(
         where = f"--out {out}" if blocking == out else f"--out {out}: {blocking}"
         raise LowdimError(f"{where} is a file, not a folder; pass a folder to write the identities into")
     if holds_exactly(out, count, split, seed, style, renders=renders):
-        typer.echo(f"{out} already holds {'this' if count == 1 else 'these'} {_identities(count)} ({split} split, "
+        typer.echo(f"{out} already holds {'this' if count == 1 else 'these'} {identities_word(count)} ({split} split, "
                    f"seed {seed}); nothing to write")
         return
     paths = write_identities(out, count, split, seed, style, renders=renders, overwrite=overwrite)
-    typer.echo(f"wrote {_identities(len(paths))} ({split} split) to {out}")
-
-
-def _identities(count: int) -> str:
-    """``count`` with its noun, singular for one: "1 identity", "3 identities"."""
-    return f"{count} {'identity' if count == 1 else 'identities'}"
+    typer.echo(f"wrote {identities_word(len(paths))} ({split} split) to {out}")
 
 
 def register(cli: typer.Typer) -> None:

@@ -108,15 +108,20 @@ def _earlier(out: Path) -> list[Path]:
     return [path for path in out.iterdir() if path.name == INDEX_FILE or ENTRY.match(path.name)]
 
 
+def identities_word(count: int) -> str:
+    """``count`` with its noun, singular for one: "1 identity", "3 identities"."""
+    return f"{count} {'identity' if count == 1 else 'identities'}"
+
+
 def _what(out: Path, earlier: list[Path]) -> str:
     """The earlier identities in a few words, from their index when it reads."""
     entries = sum(1 for path in earlier if path.name != INDEX_FILE)
     try:
         record = json_text.loads((out / INDEX_FILE).read_text())
-        return (f"{len(record['identities'])} identities ({record['split']} split, seed {record['seed']}, "
+        return (f"{identities_word(len(record['identities']))} ({record['split']} split, seed {record['seed']}, "
                 f"style {record['style']})")
     except (OSError, ValueError, TypeError, KeyError):
-        return f"{entries} identities without a readable {INDEX_FILE} (a run cut short?)"
+        return f"{identities_word(entries)} without a readable {INDEX_FILE} (a run cut short?)"
 
 
 def _render_all(levels: np.ndarray, style: str, seeds: np.ndarray, size: int, renders: int) -> list[np.ndarray]:

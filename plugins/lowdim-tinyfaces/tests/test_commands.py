@@ -103,3 +103,13 @@ def test_the_help_names_every_style(capsys):
     assert main(["tinyfaces-identities", "--help"]) == 0
     said = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert all(style in said for style in STYLES), said
+
+
+def test_a_refusal_of_one_earlier_identity_names_it_in_the_singular(tmp_path, capsys):
+    ids = tmp_path / "ids"
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "1"]) == 0
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "1", "--seed", "3"]) == 1
+    assert "already holds 1 identity (train split" in capsys.readouterr().err
+    (ids / ".identities.json").unlink()
+    assert main(["tinyfaces-identities", "-o", str(ids), "--count", "1"]) == 1
+    assert "1 identity without a readable .identities.json" in capsys.readouterr().err
