@@ -157,6 +157,7 @@ def save_adapter(
     name = info.name
     if dtype not in DTYPES:
         raise AdapterFileError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    embedding_layers = _embedding_layers(adapters, info)  # first: it refuses a layer resized under the adapter
     params, buffers = adapters.tensors(name), adapters.buffers(name)
     if info.batch is not None:
         if sample is None or not 0 <= sample < info.batch:
@@ -189,7 +190,7 @@ def save_adapter(
         "extra": _json_extra(extra or {}),
         "adapter_name": name,  # what load_adapter names it again unless told otherwise
         # Which layers are token tables: a load refuses a layer of the other kind with the same name and shape.
-        EMBEDDING_LAYERS: json.dumps(_embedding_layers(adapters, info)),
+        EMBEDDING_LAYERS: json.dumps(embedding_layers),
     }
     scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
@@ -202,9 +203,14 @@ def save_adapter(
 
 
 def _embedding_layers(adapters: Adapters, info: AdapterInfo) -> list[str]:
-    """The names of the adapter's layers whose base is an nn.Embedding, in the order of its layer list."""
-    tables = {module.layer_name for module in adapters.model.modules()
-              if isinstance(module, AdapterLayer) and info.name in module.slots and module.is_embedding}
+    """The names of the adapter's layers whose base is an nn.Embedding, in the order of its layer list. The same walk
+    refuses a layer whose base weight was resized under the adapter (a tied lm_head after resize_token_embeddings):
+    the file would record the old shape."""
+    wrappers = [module for module in adapters.model.modules()
+                if isinstance(module, AdapterLayer) and info.name in module.slots]
+    for wrapper in wrappers:
+        wrapper.refuse_resized_base(info.name)
+    tables = {wrapper.layer_name for wrapper in wrappers if wrapper.is_embedding}
     return [layer.name for layer in info.layers if layer.name in tables]
 
 

@@ -63,7 +63,7 @@ def test_a_pattern_on_another_kind_of_module_names_what_it_found():
     no_linear = r"matches no linear/conv1x1 layer \('1' is a ReLU\); real names look like: 0$"
     with pytest.raises(LowdimError, match=no_linear):
         lowdim.inject(model, lowdim.get_space("lora"), ["1"])
-    with pytest.raises(LowdimError, match=r"'2' is an Embedding, which this layer set's types \(embedding not"):
+    with pytest.raises(LowdimError, match=r"'2' is an Embedding, which patterns given as a string or list leave out"):
         lowdim.inject(model, lowdim.get_space("lora"), ["2"])
 
 

@@ -183,12 +183,19 @@ class AdapterLayer(nn.Module):
             result = result + (update if scale == 1.0 else scale * update)
         return result
 
-    def _refuse_resized_base(self, shape: torch.Size) -> None:
-        """Raise, naming the layer, the adapters and both shapes, where the base weight (now ``shape``) is no longer
-        the shape its adapters were made for: a tied lm_head whose embedding ``resize_token_embeddings`` grew has
-        its rows changed under the adapter, and torch's reshape or in-place error named neither."""
+    def refuse_resized_base(self, adapter: str) -> None:
+        """Raise where the base weight is no longer the shape ``adapter`` was made for: save_adapter's check, as a file
+        written then would record the old shape, which a load refuses or applies to the wrong rows."""
+        self._refuse_resized_base(self.base_layer.weight.shape, adapter)
+
+    def _refuse_resized_base(self, shape: torch.Size, adapter: str | None = None) -> None:
+        """Raise, naming the layer, the adapters (``adapter`` only, where given) and both shapes, where the base weight
+        (now ``shape``) is no longer the shape they were made for: a tied lm_head whose embedding
+        ``resize_token_embeddings`` grew has its rows changed under the adapter, and torch's reshape or in-place error
+        named neither."""
         stale = {name: f"{slot.layer.out_features}x{slot.layer.in_features}" for name, slot in self.slots.items()
-                 if (slot.layer.out_features, slot.layer.in_features) != tuple(shape[:2])}
+                 if (slot.layer.out_features, slot.layer.in_features) != tuple(shape[:2])
+                 and adapter in (None, name)}
         if not stale:
             return
         first = next(iter(stale))

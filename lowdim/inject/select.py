@@ -10,7 +10,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
@@ -45,6 +45,8 @@ class LayerSet:
     exclude: tuple[str, ...] = ()
     types: tuple[str, ...] = ("linear",)
     description: str = ""
+    # Made by from_patterns from what the user typed, not a LayerSet given: errors then speak of the patterns.
+    plain_patterns: bool = field(default=False, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.types if kind not in (*LAYER_TYPES, EMBEDDING)]
@@ -56,7 +58,7 @@ class LayerSet:
     def from_patterns(cls, patterns: str | Sequence[str], name: str | None = None) -> LayerSet:
         if isinstance(patterns, str):
             patterns = split_patterns(patterns)
-        return cls(name=name or ",".join(patterns), include=tuple(patterns), types=LAYER_TYPES)
+        return cls(name=name or ",".join(patterns), include=tuple(patterns), types=LAYER_TYPES, plain_patterns=True)
 
 
 def split_patterns(text: str) -> list[str]:
@@ -271,11 +273,11 @@ def _no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model
     tail = pattern.rsplit(".", 1)[-1]
     same_tail = [name for name in names if name.rsplit(".", 1)[-1] == tail][:3]
     examples = same_tail or difflib.get_close_matches(pattern.replace("*", ""), names, n=3, cutoff=0.3) or names[:3]
-    where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern else ""
+    where = f" (layer set '{layer_set.name}')" if layer_set.name != pattern and not layer_set.plain_patterns else ""
     matched = [(name, module) for name, module in model.named_modules() if name and matches(pattern, name)]
     # GPT-2's Conv1Ds are what a broad pattern meant there, not the embedding or block that comes first.
     other = next((pair for pair in matched if type(pair[1]).__name__ == "Conv1D"), matched[0] if matched else None)
-    found = f" ({what_matched(model, *other)})" if other is not None else ""
+    found = f" ({what_matched(model, *other, layer_set)})" if other is not None else ""
     if parameter_words := _parameter_words(pattern, model, names):
         return f"pattern '{pattern}'{where} matches no layer: {parameter_words}"
     if alias := _second_name(pattern, model, names):
@@ -334,12 +336,12 @@ def _parameter_words(pattern: str, model: nn.Module, names: list[str]) -> str | 
     return None
 
 
-def what_matched(model: nn.Module, name: str, module: nn.Module) -> str:
+def what_matched(model: nn.Module, name: str, module: nn.Module, layer_set: LayerSet | None = None) -> str:
     """Why a module the pattern names is no target: its kind, or the wrapper it sits in."""
     parent_name, _, last = name.rpartition(".")
     parent = model.get_submodule(parent_name) if last == "base_layer" else None
     if parent is None:
-        return f"'{name}' is {_peft_words(module) or kind_words(module)}"
+        return f"'{name}' is {_peft_words(module) or kind_words(module, layer_set)}"
     if getattr(parent, "is_lowdim_wrapper", False):
         return f"'{name}' is the layer inside lowdim's wrapper of layer {parent_name}: target '{parent_name}'"
     # peft's merge and unload write into a wrapper's base_layer and hand it back in the wrapper's place, so a
@@ -363,8 +365,9 @@ def _peft_words(module: nn.Module) -> str | None:
     return f"{what}: target other layers, or fold peft's adapters in with merge_and_unload() first" if what else None
 
 
-def kind_words(module: nn.Module) -> str:
-    """What a matched module is, in the words a user needs to pick another one."""
+def kind_words(module: nn.Module, layer_set: LayerSet | None = None) -> str:
+    """What a matched module is, in the words a user needs to pick another one (``layer_set``: the targets it was
+    matched for, whose types left it out)."""
     from torch import nn
 
     if isinstance(module, nn.Conv2d) and layer_kind(module) is None:
@@ -377,6 +380,10 @@ def kind_words(module: nn.Module) -> str:
     if name == "Conv1D":  # transformers' GPT-2 layer: a linear layer whose weight is stored (in, out)
         return "a transformers Conv1D (GPT-2's transposed linear layer), which lowdim does not adapt"
     article = "an" if name[0] in "AEIOU" else "a"
+    if kind and layer_set is not None and layer_set.plain_patterns:  # no LayerSet given: name the types patterns take
+        return (f"{article} {name}, which patterns given as a string or list leave out (they take "
+                f"{' and '.join(layer_set.types)} layers): to adapt it, give the targets as lowdim.LayerSet("
+                f"{layer_set.name!r}, {layer_set.include!r}, types={(*layer_set.types, kind)!r})")
     return f"{article} {name}" + (f", which this layer set's types ({kind} not among them) leave out" if kind else "")
 
 
