@@ -95,30 +95,32 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     values = {**{label: meta[key] for key, label, shown in recorded if shown != meta[key]}, **values}
     if problem := format_version_problem(meta, "adapter", FORMAT_VERSION):  # every load refuses it
         rows.insert(1, ("problem", problem))
-        return FileInfo(path, "a lowdim adapter", rows, "", values)
+        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
     if problem := record_problem(path, meta, layers):
         rows.insert(1, ("problem", problem))
-        return FileInfo(path, "a lowdim adapter", rows, "", values)
+        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
     if missing := missing_space(meta) or missing_model(meta.get("base_model")):  # a command would refuse it
         rows.insert(1, missing)
-        return FileInfo(path, "a lowdim adapter", rows, "", values)
+        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
     if problem := size_problem(path, meta, header, layers):
         rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
-        return FileInfo(path, "a lowdim adapter", rows, "", values)
+        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
     checked = bases_problem(path, meta, layers, stored)  # last: it makes the bases
     if checked:
         rows.insert(1, ("problem", f"{checked}: every command that loads this file refuses it"))
-        return FileInfo(path, "a lowdim adapter", rows, "", values)
+        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
     if checked is None and values["frozen bases"] is not None:
         rows = [(label, f"{text}{NOT_CHECKED}" if label == "frozen bases" else text) for label, text in rows]
         values["frozen bases"] = {"stored": stored, "checked": False}
     if not all(is_sd_layer(layer.name) for layer in layers):  # generate would refuse it: another model's adapter
-        return FileInfo(path, "a lowdim adapter", rows, f"lowdim.load_adapter({str(path)!r}, model)", values)
+        return FileInfo(path, "a lowdim adapter", rows, f"lowdim.load_adapter({str(path)!r}, model)", values,
+                        type="adapter")
     # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
     base = command_word(meta.get("base_model") or "", "MODEL")
     configs = configs_flag_for(meta.get("base_model") or "")
     return FileInfo(path, "a lowdim adapter", rows,
-                    f"lowdim generate -m {base}{configs} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values)
+                    f"lowdim generate -m {base}{configs} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values,
+                    type="adapter")
 
 
 def configs_flag_for(base_model: str) -> str:

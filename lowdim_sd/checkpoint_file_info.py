@@ -99,9 +99,10 @@ class _Checkpoint:
         # a resume with other options is refused (checkpoints.check_resume): the run's own, then --resume
         return f"lowdim {self.writer} ... -o {quote(str(self.out))} --resume"
 
-    def info(self, path: Path, kind: str, extra: Sequence[tuple[str, str]] = (), **values: object) -> FileInfo:
-        """The checkpoint as ``path`` (itself, a file in it, its run's OUT): its rows, then ``extra``'s (of that
-        file, or of the run), and whether and how it resumes."""
+    def info(self, path: Path, kind: str, file_type: str, extra: Sequence[tuple[str, str]] = (),
+             **values: object) -> FileInfo:
+        """The checkpoint as ``path`` (itself, a file in it, its run's OUT; ``file_type`` of FILE_TYPES): its rows,
+        then ``extra``'s (of that file, or of the run), and whether and how it resumes."""
         rows = [*self.rows, *extra]
         if not self.complete:  # a file missing there is why: the save was cut short
             rows.insert(0, ("unfinished", self._unfinished()))
@@ -109,7 +110,7 @@ class _Checkpoint:
             rows.insert(0, ("damaged", self.problems[0]))
         else:
             rows.append(("resumed by", self._resumed_by()))
-        return FileInfo(path, kind, rows, self.use(), {**self.values, **values})
+        return FileInfo(path, kind, rows, self.use(), {**self.values, **values}, type=file_type)
 
     def _unfinished(self) -> str:
         """What a resume does with a save cut short: passes it by (``checkpoints.latest``) for the newest complete
@@ -233,7 +234,7 @@ def _optimizer(check: _Checkpoint) -> None:
         return
     check.rows.append(_parameters_row(header))
     meta = header.metadata
-    check.values["parameters"] = {"count": number(meta.get("parameters")), "with a state": number(meta.get("stateful"))}
+    check.values["parameters"] = {"count": number(meta.get("parameters")), "with_state": number(meta.get("stateful"))}
 
 
 def _parameters_row(header: Header) -> tuple[str, str]:
@@ -252,12 +253,12 @@ def _file_rows(path: Path, header: Header) -> tuple[list[tuple[str, str]], dict[
 
 def step_folder_info(folder: Path) -> FileInfo:
     check = _read(folder)
-    return check.info(folder, check.name())
+    return check.info(folder, check.name(), "checkpoint")
 
 
 def trained_state_info(path: Path, header: Header) -> FileInfo:
     check = _read(path.parent)  # its values and tensors are the "trained state" row's: its size said once more
-    return check.info(path, f"the trained state of {check.name()}", [("file", size_text(path))],
+    return check.info(path, f"the trained state of {check.name()}", "trained_state", [("file", size_text(path))],
                       file={"bytes": path.stat().st_size})
 
 
@@ -275,14 +276,14 @@ def run_folder_info(out: Path) -> FileInfo:
         check.outputs[0] if check.outputs else "", "adapters" if len(check.outputs) > 1 else "adapter")
     if check.outputs and len(written) == len(check.outputs):
         info = check.info(out, f"the folder of a finished lowdim {check.writer} run (its newest checkpoint: step "
-                               f"{check.step})", [where], checkpoint=checkpoint, wrote=written)
+                               f"{check.step})", "finished_run", [where], checkpoint=checkpoint, wrote=written)
         info.rows.insert(0, ("wrote", listing([bounded(name) for name in written])))
         info.use = f"lowdim show {quote(str(out / written[0]))}"
         return info
     said = f"{len(written)} of its {len(check.outputs)} {noun} written" if written else f"no {noun} written yet"
     writer = f"{check.writer} " if check.writer else ""
     return check.info(out, f"a lowdim {writer}run stopped at step {check.step} (its newest checkpoint; {said})",
-                      [where], checkpoint=checkpoint)
+                      "stopped_run", [where], checkpoint=checkpoint)
 
 
 def _unfinished_run_info(out: Path) -> FileInfo:
@@ -292,9 +293,9 @@ def _unfinished_run_info(out: Path) -> FileInfo:
     check = _read(newest)
     writer = f"{check.writer} " if check.writer else ""
     info = check.info(out, f"a lowdim {writer}run stopped before its first checkpoint was finished (an unfinished "
-                           f"save at step {check.step}; --resume starts from step 0)",
+                           f"save at step {check.step}; --resume starts from step 0)", "stopped_run",
                       [("checkpoint", f"none finished; {part(str(newest))} is a save cut short")],
-                      checkpoint={"folder": None, "checkpoints": 0, "unfinished": str(newest), "resumes at step": 0})
+                      checkpoint={"folder": None, "checkpoints": 0, "unfinished": str(newest), "resumes_at_step": 0})
     # rerun, it starts over whether or not --resume is given; with it, a later stop continues from its checkpoints
     info.use = f"lowdim {check.writer} ... -o {quote(str(out))} --resume" if check.writer else ""
     for folder in saves(out):
@@ -315,7 +316,7 @@ def checkpoints_left(info: FileInfo, out: Path) -> FileInfo:
         newest = int(done[-1].name.removeprefix("step-"))
         info.rows.append(("checkpoints", f"{len(done)} left in {part(str(out / CHECKPOINTS))}, the newest at step "
                                          f"{newest}"))
-        info.values["checkpoints"] = {"count": len(done), "newest step": newest, "folder": str(out / CHECKPOINTS)}
+        info.values["checkpoints"] = {"count": len(done), "newest_step": newest, "folder": str(out / CHECKPOINTS)}
     return info
 
 
@@ -323,7 +324,7 @@ def optimizer_state_info(path: Path, header: Header) -> FileInfo:
     rows, values = _file_rows(path, header)
     if _in_step_folder(path):
         check = _read(path.parent)
-        return check.info(path, f"the optimizer state of {check.name()}", rows, **values)
+        return check.info(path, f"the optimizer state of {check.name()}", "optimizer_state", rows, **values)
     # Moved out of its step folder: no run finds it there, and only its own metadata says what it is.
     meta = header.metadata
     step, parameters, stateful = (number(meta.get(key)) for key in OPTIMIZER_METADATA)
@@ -332,7 +333,8 @@ def optimizer_state_info(path: Path, header: Header) -> FileInfo:
            f"it, plus --resume)" if isinstance(step, int) else "")
     return FileInfo(path, f"the optimizer state of a lowdim checkpoint (step {shown_step})",
                     [("step", shown_step), _parameters_row(header), *rows], use,
-                    {"step": step, "parameters": {"count": parameters, "with a state": stateful}, **values})
+                    {"step": step, "parameters": {"count": parameters, "with_state": stateful}, **values},
+                    type="optimizer_state")
 
 
 def _in_step_folder(path: Path) -> bool:

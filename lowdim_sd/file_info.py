@@ -35,6 +35,7 @@ from lowdim_sd.file_info_parts import (
     compact,
     config_object,
     hypernet_problem,
+    json_key,
     json_object,
     listing,
     number,
@@ -145,14 +146,24 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
     run_rows, run_values = run_records(path, extra.get("steps"))  # split.json, metrics.jsonl beside it
     rows += run_rows
     predicts = {"space": meta.get("space"), "config": config_object(meta.get("space_config", "")),
-                "layers": len(layers), "layer set": meta.get("layer_set") or None}
+                "layers": len(layers), "layer_set": meta.get("layer_set") or None}
     values = {"predicts": predicts, "network": network, "for model": meta.get("model") or "?",
               "image encoder": f"{encoder} ({where})",
-              "file": {"bytes": path.stat().st_size, "stored values": header.values},
-              **{f"training: {key}": value for key, value in extra.items()}, **run_values}
+              "file": {"bytes": path.stat().st_size, "stored_values": header.values},
+              **{f"training: {key}": value for key, value in extra.items()}, **_keyed(run_values)}
     if problem := hypernet_problem(path, header):  # every load refuses it: no command to suggest
         rows.insert(0, ("problem", problem))
-    return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values)
+    return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values,
+                    type="hypernetwork")
+
+
+def _keyed(run_values: dict[str, object]) -> dict[str, object]:
+    """The run's records for --json with lowdim's own keys in its identity counts ("held out" -> "held_out"); the
+    last validation's are metrics.jsonl's, as the run wrote them."""
+    counts = run_values.get("identities")
+    if not isinstance(counts, dict):
+        return run_values
+    return {**run_values, "identities": {json_key(key): count for key, count in counts.items()}}
 
 
 def _hypernet_use(path: Path, meta: dict) -> str:
@@ -205,7 +216,7 @@ def _features(path: Path, header: Header) -> FileInfo:
     encoder, pool = command_word(meta.get("encoder", ""), "ENCODER"), command_word(meta.get("pool", "0"), "POOL")
     return FileInfo(path, "a lowdim encoder-feature file (lowdim encoder-features)", rows,
                     f"lowdim train-hypernet -w WEIGHTS --encoder {encoder} --freeze-encoder --set encoder_pool={pool} "
-                    f"--features {quote(str(path))}", values)
+                    f"--features {quote(str(path))}", values, type="encoder_features")
 
 
 def _shard(path: Path, header: Header) -> FileInfo:
@@ -224,7 +235,7 @@ def _shard(path: Path, header: Header) -> FileInfo:
     values = {"identities": names, **({"erased rows": erased} if erased else {}), "tensors": len(header.shapes),
               "file": {"bytes": path.stat().st_size}}
     return FileInfo(path, f"a shard of the weight folder {one_line(str(path.parent))} (lowdim precompute)", rows,
-                    f"lowdim show {quote(str(path.parent))}", values)
+                    f"lowdim show {quote(str(path.parent))}", values, type="weight_shard")
 
 
 def exported_by_lowdim(header: Header) -> bool:
@@ -256,7 +267,8 @@ def _other(path: Path, header: Header) -> FileInfo:
                                         "token": "token", "vectors": "vectors"})
         return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", [*texts, *rows],
                         "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
-                        {**whole, **values, "vectors": number(meta.get("vectors"))})
+                        {**whole, **values, "vectors": number(meta.get("vectors"))},
+                        type="textual_inversion_export" if made == "exported by lowdim" else "textual_inversion")
     style = foreign_lora(keys, meta)
     if style is not None and exported_by_lowdim(header):
         texts, whole = text_rows(meta, {"source_adapter": "exported from", "rank": "rank", "base_model": "base model",
@@ -266,18 +278,20 @@ def _other(path: Path, header: Header) -> FileInfo:
         where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
         values = {**whole, **values, "space": space_object(meta.get("space"), meta.get("space_config")),
                   "rank": number(meta.get("rank"))}
-        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values)
+        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values,
+                        type="lora_export")
     if style is not None:
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
-                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values)
+                        "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values, type="lora")
     from lowdim_sd.merged_model import record_in_metadata  # it draws with diffusers: the sd extra
 
     if (record := record_in_metadata(meta)) is not None:
         return merged_model_info(path, "a whole model lowdim merge wrote (single file)", record, rows, values)
     if any(key.startswith(UNET_PREFIX) for key in keys):
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
-                        f"lowdim personalize -m {quote(str(path))}{configs_flag()} -i face.jpg -o me", values)
-    return FileInfo(path, "a .safetensors file lowdim does not know", rows, values=values)
+                        f"lowdim personalize -m {quote(str(path))}{configs_flag()} -i face.jpg -o me", values,
+                        type="sd_checkpoint")
+    return FileInfo(path, "a .safetensors file lowdim does not know", rows, values=values, type="unknown_safetensors")
 
 
 def configs_flag() -> str:

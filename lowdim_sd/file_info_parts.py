@@ -19,17 +19,60 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+# What ``--json``'s "type" says a file or folder is: one fixed word a script switches on (the prose title, "kind",
+# may change its words and holds paths and steps). docs/cli.md's show section lists them, in this order.
+FILE_TYPES = {
+    "adapter": "a lowdim adapter (personalize, train), or the --out folder holding it",
+    "hypernetwork": "a lowdim hypernetwork (train-hypernet), or the --out folder holding it",
+    "encoder_features": "an encoder-feature file (encoder-features)",
+    "weight_folder": "a weight folder (precompute)",
+    "weight_shard": "one shard file of a weight folder",
+    "checkpoint": "a checkpoint's step folder (OUT/checkpoints/step-N), finished or cut short",
+    "trained_state": "a checkpoint's trainable.safetensors",
+    "optimizer_state": "a checkpoint's optimizer.safetensors, in its step folder or moved out of it",
+    "finished_run": "a finished run's --out whose outputs no one file is (train --subjects' adapters, train --full's "
+                    "model beside its checkpoints)",
+    "stopped_run": "a run's --out stopped before writing its output (--resume continues it)",
+    "textual_inversion": "a Textual Inversion embedding another tool made",
+    "textual_inversion_export": "a Textual Inversion embedding lowdim export wrote",
+    "lora": "a LoRA another tool made",
+    "lora_export": "a LoRA lowdim export wrote",
+    "sd_checkpoint": "a single-file Stable Diffusion checkpoint",
+    "merged_model": "a whole model lowdim merge wrote (single file or diffusers folder)",
+    "full_model": "a whole model lowdim train --full wrote (OUT/model, or the finished run's OUT with no checkpoint "
+                  "left)",
+    "pipeline_folder": "a diffusers pipeline folder (problem says why when lowdim cannot load it)",
+    "registered_model": "a model registered by name (lowdim models)",
+    "unknown_safetensors": "a .safetensors file lowdim does not know",
+}
+# Rows saying lowdim would refuse the file: --json's "problem" is the first one's text.
+PROBLEM_ROWS = ("problem", "needs", "damaged", "unfinished", "refused")
+# A use line that is a command (a shell line, or the Python call of a non-SD adapter), not advice in prose.
+COMMAND_STARTS = ("lowdim ", "lowdim.")
+SNAKE_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+_NOT_KEY = re.compile(r"[^a-z0-9]+")
+
+
+def json_key(label: str) -> str:
+    """A table label as --json's key: snake_case ("trainable params" -> "trainable_params"), so a reworded label is
+    a change made here, not at each reader. Labels only: a key a file holds (a recipe's) stays as the file has it."""
+    return _NOT_KEY.sub("_", label.lower()).strip("_")
+
+
 @dataclass
 class FileInfo:
     path: Path
-    kind: str  # one line: what it is
+    kind: str  # one line: what it is, for people (the table's title)
     rows: list[tuple[str, str]] = field(default_factory=list)  # (field, value as the table shows it), in order
     use: str = ""  # the command that uses it, when there is one
     # A field's value for --json where the table's text is not it: programs read numbers, booleans and
     # objects, not "54,784", "false" or JSON inside a string.
     values: dict[str, object] = field(default_factory=dict)
+    type: str = field(kw_only=True)  # one of FILE_TYPES: required, so no new kind of file goes without one
 
     def __post_init__(self) -> None:
+        if self.type not in FILE_TYPES:
+            raise ValueError(f"FileInfo type {self.type!r} is none of FILE_TYPES")
         # A value from a file (a token, a name) may hold an escape sequence that would recolour or rewrite the
         # terminal: the table shows it escaped (with its length where cut), --json the value itself (JSON escapes
         # it). A row quoting a load's refusal is bounded here, for every kind of file: the load's words quote the
@@ -48,12 +91,17 @@ class FileInfo:
         return [(name if name.isprintable() else summary(name, 120), value) for name, value in self.rows]
 
     def as_dict(self) -> dict:
+        """--json's object: "type" (one of FILE_TYPES), "fields" under snake_case keys (a group's, "recipe: steps",
+        one object: {"recipe": {"steps": ...}}, its keys as the file names them), "problem" (why lowdim would refuse
+        it, or None), "command" (the use line where it is a command, else None); "kind" and "use" as printed."""
         fields: dict[str, Any] = {}  # a group's place is a dict of its own
         for name, value in self.rows:
-            group, _, key = name.partition(GROUPED)  # "recipe: steps" -> {"recipe": {"steps": ...}}
-            place = fields.setdefault(group, {}) if key else fields
-            place[key or name] = self.values.get(name, value)
-        return {"path": str(self.path), "kind": self.kind, "fields": fields, "use": self.use}
+            group, _, key = name.partition(GROUPED)
+            place = fields.setdefault(json_key(group), {}) if key else fields
+            place[key or json_key(name)] = self.values.get(name, value)
+        problem = next((self.values.get(name, value) for name, value in self.rows if name in PROBLEM_ROWS), None)
+        return {"path": str(self.path), "type": self.type, "kind": self.kind, "fields": fields, "problem": problem,
+                "use": self.use, "command": self.use if self.use.startswith(COMMAND_STARTS) else None}
 
 
 DTYPE_NAMES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}

@@ -33,11 +33,11 @@ def pipeline_folder_info(folder: Path) -> FileInfo:
         return _trained(folder, record, rows, values)
     if (problem := _folder_problem(folder)) is not None:  # every load refuses it: no command to suggest
         return FileInfo(folder, "a diffusers pipeline folder lowdim cannot load", [*rows, ("problem", problem)],
-                        values=values)
+                        values=values, type="pipeline_folder")
     if record is not None:
         return merged_model_info(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows, values)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
-                    f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me", values)
+                    f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me", values, type="pipeline_folder")
 
 
 def _folder_problem(folder: Path) -> str | None:
@@ -103,7 +103,8 @@ def registered_model_info(name: str) -> FileInfo | None:
         values |= {**pipeline.values, "in diffusers": code}
     # The title, one line: a plugin's name as the rows show it (100 KB cut, a line break escaped); --json's "alias
     # of" keeps it whole.
-    return FileInfo(Path(name), f"the registered model {part(str(backend.name))} (lowdim models)", rows, use, values)
+    return FileInfo(Path(name), f"the registered model {part(str(backend.name))} (lowdim models)", rows, use, values,
+                    type="registered_model")
 
 
 def _registrar(plugin: str) -> str:
@@ -164,7 +165,8 @@ def merged_model_info(path: Path, kind: str, record: object, rows: list[tuple[st
         rows.insert(1, ("base configs", configs))
         values["base configs"] = record[CONFIGS_KEY]
     return FileInfo(path, kind, rows,
-                    f"lowdim generate -m {quote(str(path))}{flag} -p {_prompt_word(record, tokens)}", values)
+                    f"lowdim generate -m {quote(str(path))}{flag} -p {_prompt_word(record, tokens)}", values,
+                    type="merged_model")
 
 
 def _base_configs(record: dict) -> tuple[str | None, str]:
@@ -198,7 +200,8 @@ def _trained(folder: Path, record: dict, rows: list[tuple[str, str]], values: di
     recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")
     values = {**values, "base model": base, "token": tokens, "trained": {key: record.get(key) for key in recipe}}
     return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
-                    f"lowdim generate -m {quote(str(folder))} -p {_prompt_word(record, tokens)}", values)
+                    f"lowdim generate -m {quote(str(folder))} -p {_prompt_word(record, tokens)}", values,
+                    type="full_model")
 
 
 def _prompt_word(record: dict, tokens: list[str]) -> str:

@@ -50,7 +50,8 @@ def weight_folder_info(folder: Path) -> FileInfo:
     if (damage := _damage(folder, index)) is not None:  # what train-hypernet would refuse it for, and no command
         rows.insert(0, ("damaged", damage))
         use = ""
-    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values)
+    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values,
+                    type="weight_folder")
 
 
 def _trained_model(folder: Path) -> FileInfo | None:

@@ -80,7 +80,7 @@ def test_a_deeply_nested_scales_value_is_one_bounded_escaped_line(tmp_path, dept
     assert main(["show", str(path), "--json"]) == 0
     out = capsys.readouterr().out
     assert len(out.splitlines()) < 60  # no nested list written out level by level
-    assert json.loads(out)["fields"]["layer scales"] == f"[{nested(depth)}, 1.0]"  # programs get the text itself
+    assert json.loads(out)["fields"]["layer_scales"] == f"[{nested(depth)}, 1.0]"  # programs get the text itself
 
 
 def test_scales_a_load_takes_are_shown_as_they_are(tmp_path, capsys):
@@ -90,4 +90,4 @@ def test_scales_a_load_takes_are_shown_as_they_are(tmp_path, capsys):
     path = lowdim.save_adapter(tmp_path / "half.safetensors", model)
     assert dict(describe(path).rows)["layer scales"] == "[0.5, 0.5]"
     assert main(["show", str(path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["fields"]["layer scales"] == [0.5, 0.5]
+    assert json.loads(capsys.readouterr().out)["fields"]["layer_scales"] == [0.5, 0.5]

@@ -91,7 +91,7 @@ def test_bases_that_take_longer_than_show_spends_are_said_not_checked(tmp_path, 
     table, whole = shown(path, capsys)
     fields = whole["fields"]
     assert "problem" not in fields and whole["use"].startswith("lowdim generate")
-    assert fields["frozen bases"] == {"stored": False, "checked": False}
+    assert fields["frozen_bases"] == {"stored": False, "checked": False}
     assert "not checked" in " ".join(table.split())
 
 
@@ -122,5 +122,5 @@ def test_show_makes_no_basis_past_the_bound_a_reader_without_a_model_keeps(tmp_p
     save_file({"A_train": torch.zeros(wide), "B_train": torch.zeros(wide)}, str(path), metadata)
     table, whole = shown(path, capsys)
     assert "problem" not in whole["fields"]
-    assert whole["fields"]["frozen bases"] == {"stored": False, "checked": False}
+    assert whole["fields"]["frozen_bases"] == {"stored": False, "checked": False}
     assert "not checked" in " ".join(table.split())

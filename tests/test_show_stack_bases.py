@@ -45,4 +45,4 @@ def test_show_says_its_bases_are_made_again_from_the_seed(personalized, capsys, 
 def test_show_json_gives_the_bases_as_made_again_not_null(personalized, capsys):
     assert main(["show", "--json", str(personalized)]) == 0
     fields = json.loads(capsys.readouterr().out)["fields"]
-    assert fields["frozen bases"] is not None and fields["frozen bases"]["stored"] is False, fields
+    assert fields["frozen_bases"] is not None and fields["frozen_bases"]["stored"] is False, fields

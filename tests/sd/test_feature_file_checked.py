@@ -83,6 +83,7 @@ def test_unpooled_features_must_have_the_encoders_own_token_count(weights, tmp_p
 
 
 def test_show_prints_a_value_that_is_not_printable_escaped():
-    info = FileInfo("x.safetensors", "a lowdim adapter", [("token", "sk\x1b[31ms"), ("space", "lidb {}")])
+    info = FileInfo("x.safetensors", "a lowdim adapter", [("token", "sk\x1b[31ms"), ("space", "lidb {}")],
+                    type="adapter")
     assert dict(info.rows) == {"token": r"'sk\x1b[31ms'", "space": "lidb {}"}
     assert info.as_dict()["fields"]["token"] == "sk\x1b[31ms"  # --json keeps the value: JSON escapes it itself

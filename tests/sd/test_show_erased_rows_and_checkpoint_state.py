@@ -31,7 +31,7 @@ def test_a_shard_with_an_erased_row_counts_and_names_only_the_identities_it_hold
     assert rows["identities"] == "2: id-00002, id-00004"
     assert rows["erased rows"].startswith("1 (zeroed, its name blanked")
     assert info.as_dict()["fields"]["identities"] == ["id-00002", "id-00004"]
-    assert info.as_dict()["fields"]["erased rows"] == 1
+    assert info.as_dict()["fields"]["erased_rows"] == 1
     assert main(["show", str(shard)]) == 0
     assert "id-00002, id-00004" in capsys.readouterr().out
 
@@ -66,7 +66,7 @@ def test_a_checkpoints_optimizer_state_says_whose_which_step_and_how_to_resume(t
     assert info.kind == f"the optimizer state of a lowdim {command} checkpoint (step 60)"
     assert rows["step"] == "60" and rows["parameters"] == "3, 2 holding a state (exp_avg, exp_avg_sq)"
     assert info.use.startswith(f"lowdim {command} ") and f"-o {tmp_path / 'run'} --resume" in info.use
-    assert info.as_dict()["fields"]["parameters"] == {"count": 3, "with a state": 2}
+    assert info.as_dict()["fields"]["parameters"] == {"count": 3, "with_state": 2}
     assert main(["show", str(path)]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "does not know" not in said and "--resume" in said

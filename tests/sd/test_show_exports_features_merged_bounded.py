@@ -75,27 +75,27 @@ def _trained(path: Path, **record: object) -> Path:
 # (what the file is, how a text gets into it, the row that shows it, where --json keeps it whole)
 Case = tuple[Callable[[Path, str], Path], str, Callable[[dict], object]]
 CASES: dict[str, Case] = {
-    "lora source_adapter": (lambda p, t: _lora(p, source_adapter=t), "exported from", lambda f: f["exported from"]),
+    "lora source_adapter": (lambda p, t: _lora(p, source_adapter=t), "exported from", lambda f: f["exported_from"]),
     "lora token": (lambda p, t: _lora(p, token=t), "token", lambda f: f["token"]),
-    "lora base_model": (lambda p, t: _lora(p, base_model=t), "base model", lambda f: f["base model"]),
+    "lora base_model": (lambda p, t: _lora(p, base_model=t), "base model", lambda f: f["base_model"]),
     "lora rank": (lambda p, t: _lora(p, rank=t), "rank", lambda f: f["rank"]),
     "lora space": (lambda p, t: _lora(p, space=t), "space", lambda f: f["space"]["name"]),
     "lora space_config": (lambda p, t: _lora(p, space_config=t), "space", lambda f: f["space"]["config"]),
     "embedding source_adapter": (lambda p, t: _embedding(p, source_adapter=t), "exported from",
-                                 lambda f: f["exported from"]),
+                                 lambda f: f["exported_from"]),
     "embedding token": (lambda p, t: _embedding(p, token=t), "token", lambda f: f["token"]),
     "embedding vectors": (lambda p, t: _embedding(p, vectors=t), "vectors", lambda f: f["vectors"]),
     "features encoder": (lambda p, t: _features(p, encoder=t), "encoder", lambda f: f["encoder"]),
-    "features input_size": (lambda p, t: _features(p, input_size=t), "input size", lambda f: f["input size"]),
+    "features input_size": (lambda p, t: _features(p, input_size=t), "input size", lambda f: f["input_size"]),
     "features normalize": (lambda p, t: _features(p, normalize=t), "normalize", lambda f: f["normalize"]),
     "features pool": (lambda p, t: _features(p, pool=t), "pool", lambda f: f["pool"]),
-    "merged base_model": (lambda p, t: _merged(p, base_model=t), "base model", lambda f: f["base model"]),
+    "merged base_model": (lambda p, t: _merged(p, base_model=t), "base model", lambda f: f["base_model"]),
     "merged adapter": (lambda p, t: _merged(p, adapters=[{"file": t, "scale": 0.5}, {"file": "b", "scale": 1.0}]),
-                       "adapters merged", lambda f: f["adapters merged"][0]["file"]),
+                       "adapters merged", lambda f: f["adapters_merged"][0]["file"]),
     "merged scale": (lambda p, t: _merged(p, adapters=[{"file": "a", "scale": t}]), "adapters merged",
-                     lambda f: f["adapters merged"][0]["scale"]),
+                     lambda f: f["adapters_merged"][0]["scale"]),
     "merged token": (lambda p, t: _merged(p, tokens=[t, "qvz"]), "token", lambda f: f["token"][0]),
-    "trained base_model": (lambda p, t: _trained(p, base_model=t), "base model", lambda f: f["base model"]),
+    "trained base_model": (lambda p, t: _trained(p, base_model=t), "base model", lambda f: f["base_model"]),
     "trained token": (lambda p, t: _trained(p, tokens=[t]), "token", lambda f: f["token"][0]),
     "trained prompt": (lambda p, t: _trained(p, prompt=t), "trained", lambda f: f["trained"]["prompt"]),
     "trained steps": (lambda p, t: _trained(p, steps=t), "trained", lambda f: f["trained"]["steps"]),
@@ -179,7 +179,7 @@ def test_a_merged_model_listing_many_adapters_and_tokens_names_the_first_and_cou
     assert rows["token"].startswith("t0, t1") and rows["token"].endswith("and 9,995 more")
     table(path, capsys)
     fields = json_fields(path, capsys)
-    assert len(fields["adapters merged"]) == 10_000 and fields["token"] == tokens
+    assert len(fields["adapters_merged"]) == 10_000 and fields["token"] == tokens
 
 
 def test_a_row_escaped_whole_and_cut_says_its_length(tmp_path, capsys):
@@ -191,4 +191,4 @@ def test_a_row_escaped_whole_and_cut_says_its_length(tmp_path, capsys):
     whole = ", ".join(f"{name} at 1.0" for name in files)
     assert row.isprintable() and row.startswith("'0\\naaa") and row.endswith(f"({len(whole):,} characters)"), row
     table(path, capsys)
-    assert [entry["file"] for entry in json_fields(path, capsys)["adapters merged"]] == files
+    assert [entry["file"] for entry in json_fields(path, capsys)["adapters_merged"]] == files

@@ -71,9 +71,9 @@ def test_show_json_gives_the_counts_and_the_last_validations_numbers(finished, c
     fields = json.loads(capsys.readouterr().out)["fields"]
     split = json.loads((finished / "split.json").read_text())
     last = records(finished / "metrics.jsonl", "val")[-1]
-    assert fields["identities"] == {"training": len(split["train"]), "held out": len(split["val"])} == {
-        "training": 3, "held out": 1}
-    shown = fields["last validation"]
+    assert fields["identities"] == {"training": len(split["train"]), "held_out": len(split["val"])} == {
+        "training": 3, "held_out": 1}
+    shown = fields["last_validation"]
     assert shown["step"] == 3
     assert (shown["weight_loss"], shown["weight_loss_vs_mean"], shown["diffusion_loss"]) == (
         last["weight_loss"], last["weight_loss_vs_mean"], last["diffusion_loss"])

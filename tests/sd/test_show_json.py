@@ -47,7 +47,7 @@ def test_json_gives_numbers_booleans_and_nested_objects(tmp_path, capsys):
     assert main(["show", str(path), "--json"]) == 0
     fields = json.loads(capsys.readouterr().out)["fields"]
     _no_display_strings(fields)
-    assert fields["trainable params"] == lowdim.read_adapter(path).num_params
+    assert fields["trainable_params"] == lowdim.read_adapter(path).num_params
     assert fields["space"] == {"name": "lidb", "config": json.loads(lowdim.read_adapter(path).metadata["space_config"])}
     assert fields["layers"]["count"] == 1 and fields["seed"] == 3
     assert fields["file"] == {"bytes": path.stat().st_size, "dtype": "fp16"}
@@ -55,7 +55,7 @@ def test_json_gives_numbers_booleans_and_nested_objects(tmp_path, capsys):
     assert recipe["only_hyper"] is False and recipe["steps"] == 40
     assert recipe["hypernet"] == HYPERNET and recipe["face_index"] is None
     assert recipe["looks"] == LOOKS.strip() and fields["token"] == "zwx"
-    assert fields["frozen bases"] == {"stored": False}  # a flag, not the table's sentence
+    assert fields["frozen_bases"] == {"stored": False}  # a flag, not the table's sentence
     assert not any(name.startswith("recipe: ") for name in fields)
 
 
@@ -77,7 +77,7 @@ def test_a_hypernetwork_and_an_export_in_json(make_hypernet, tmp_path, capsys):
     assert main(["show", str(hypernet), "--json"]) == 0
     fields = json.loads(capsys.readouterr().out)["fields"]
     _no_display_strings(fields)
-    assert fields["predicts"]["space"] == "lidb" and fields["predicts"]["layer set"] == "unet+text"
+    assert fields["predicts"]["space"] == "lidb" and fields["predicts"]["layer_set"] == "unet+text"
     assert isinstance(fields["predicts"]["config"], dict) and isinstance(fields["predicts"]["layers"], int)
     assert fields["network"]["iterations"] == 2 and fields["training"]["adapter_seed"] == 7
     assert fields["file"]["bytes"] == hypernet.stat().st_size
@@ -127,7 +127,7 @@ def test_json_stays_json_when_a_number_in_the_file_is_not_finite(tmp_path, capsy
         raise AssertionError(f"{constant} is not JSON")
 
     fields = json.loads(capsys.readouterr().out, parse_constant=refuse)["fields"]
-    assert fields["trained with dropout"] == text and fields["seed"] == text
+    assert fields["trained_with_dropout"] == text and fields["seed"] == text
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", "-0.1", "nan"])

@@ -37,7 +37,7 @@ def test_a_huge_model_name_in_a_hypernetwork_is_cut_and_a_placeholder_in_the_use
     assert_cut(dict(info.rows)["for model"])
     words = shlex.split(info.use)
     assert words[:4] == ["lowdim", "personalize", "-m", "MODEL"] and len(info.use) < 400
-    assert shown_briefly(path, capsys)["for model"] == LONG
+    assert shown_briefly(path, capsys)["for_model"] == LONG
 
 
 @pytest.mark.parametrize("field", ["layer_set", "space_config"])
@@ -50,7 +50,7 @@ def test_a_huge_layer_set_or_space_config_in_a_hypernetwork_is_cut(make_hypernet
     assert len(predicts) <= 400 and "characters)" in predicts
     assert len(info.use) < 400
     fields = shown_briefly(path, capsys)
-    assert (fields["predicts"]["layer set"] if field == "layer_set" else fields["predicts"]["config"]["init"]) == LONG
+    assert (fields["predicts"]["layer_set"] if field == "layer_set" else fields["predicts"]["config"]["init"]) == LONG
 
 
 def test_a_huge_training_text_and_encoder_name_in_a_hypernetwork_are_cut(make_hypernet, capsys):
@@ -67,7 +67,7 @@ def test_a_huge_training_text_and_encoder_name_in_a_hypernetwork_are_cut(make_hy
     assert_cut(rows["training: prompt"])
     assert len(rows["image encoder"]) <= 250 and f"({HUGE:,} characters)" in rows["image encoder"]
     fields = shown_briefly(path, capsys)
-    assert fields["training"]["prompt"] == LONG and LONG in fields["image encoder"]
+    assert fields["training"]["prompt"] == LONG and LONG in fields["image_encoder"]
 
 
 def test_huge_texts_in_a_weight_index_are_cut_and_json_keeps_them(weight_folders, tmp_path, capsys):

@@ -84,7 +84,7 @@ def test_a_plugin_models_hub_id_is_bounded_and_json_keeps_it_whole(tmp_path, mon
         code = rows["in diffusers"]
         assert code.isprintable() and len(code) <= LONGEST_ROW, code[:500]
         _, fields = shown("strange", capsys)
-    assert fields["hub id"] == text and json.dumps(text) in fields["in diffusers"]
+    assert fields["hub_id"] == text and json.dumps(text) in fields["in_diffusers"]
 
 
 @pytest.mark.parametrize("text", TEXTS.values(), ids=TEXTS.keys())
@@ -142,7 +142,7 @@ def test_a_plugin_models_default_hypernetwork_is_bounded(tmp_path, monkeypatch, 
     with registered(SDBackend("strange", "", default_hypernet=text)):
         assert_bounded(dict(describe(Path("strange")).rows)["default hypernetwork"], text)
         _, fields = shown("strange", capsys)
-    assert fields["default hypernetwork"] == text
+    assert fields["default_hypernetwork"] == text
 
 
 def test_a_shard_of_many_identities_names_the_first_five_and_counts_the_rest(tmp_path, capsys):

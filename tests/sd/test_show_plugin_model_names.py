@@ -33,7 +33,7 @@ def test_a_100kb_model_name_is_a_bounded_title_and_alias_row(tmp_path, monkeypat
     title = lines[0]
     assert title.startswith("short: the registered model 'nnn") and title.endswith("(lowdim models)"), title[:300]
     assert "(100,000 characters)" in title and len(title) < 300, title[:300]
-    assert whole["fields"]["alias of"] == HUGE  # --json: the name whole
+    assert whole["fields"]["alias_of"] == HUGE  # --json: the name whole
     assert len(whole["kind"]) < 300
 
 
@@ -44,7 +44,7 @@ def test_a_model_name_with_a_line_break_is_one_escaped_title_line(tmp_path, monk
         backend.name = "two\nlines"  # what a plugin's object says once registered: the registry checked the first
         lines, whole = shown("short", capsys)
     assert lines[0] == "short: the registered model 'two\\nlines' (lowdim models)", lines[:2]
-    assert whole["fields"]["alias of"] == "two\nlines"
+    assert whole["fields"]["alias_of"] == "two\nlines"
 
 
 def test_a_plain_model_name_is_shown_as_it_is(tmp_path, monkeypatch, capsys):
@@ -52,7 +52,7 @@ def test_a_plain_model_name_is_shown_as_it_is(tmp_path, monkeypatch, capsys):
     with registered(SDBackend("plain", "", aliases=("short",))):
         lines, whole = shown("short", capsys)
     assert lines[0] == "short: the registered model plain (lowdim models)"
-    assert whole["kind"] == "the registered model plain (lowdim models)" and whole["fields"]["alias of"] == "plain"
+    assert whole["kind"] == "the registered model plain (lowdim models)" and whole["fields"]["alias_of"] == "plain"
 
 
 def test_a_long_model_name_a_near_miss_means_is_bounded_in_did_you_mean(tmp_path, monkeypatch, capsys):

@@ -66,7 +66,7 @@ def test_show_names_the_plugin_as_lowdim_models_does(name, capsys):
     backend = get_registry().backend_entry(name).value
     listed = {model.name: plugin for model, plugin, _ in registered_models()}[backend.name]
     assert main(["show", name, "--json"]) == 0
-    said = json.loads(capsys.readouterr().out)["fields"]["registered by"]
+    said = json.loads(capsys.readouterr().out)["fields"]["registered_by"]
     assert said in (listed, f"the plugin {listed}"), (said, listed)
     assert main(["models"]) == 0
     assert listed in capsys.readouterr().out
@@ -77,7 +77,7 @@ def test_show_names_the_plugin_as_lowdim_models_does(name, capsys):
 
 def test_sd15_is_lowdims_own_in_show_as_in_models(capsys):
     assert main(["show", "sd15", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["fields"]["registered by"] == "builtin"
+    assert json.loads(capsys.readouterr().out)["fields"]["registered_by"] == "builtin"
 
 
 @pytest.mark.parametrize(("count", "noun"), [(1, "identity"), (2, "identities"), (3, "identities")])

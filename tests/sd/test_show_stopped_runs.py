@@ -95,7 +95,7 @@ def test_json_carries_the_step_what_trains_and_the_resume_command(stopped, capsy
     assert fields["step"] == 3
     assert fields["trains"]["space"] == {"name": signature["space"], "config": signature["space_config"]}
     assert fields["trains"]["layers"] == {"count": signature["layers"], "set": signature["layer_set"]}
-    assert fields["trained state"] == {"file": "trainable.safetensors", "values": values, "tensors": tensors}
+    assert fields["trained_state"] == {"file": "trainable.safetensors", "values": values, "tensors": tensors}
     assert fields["parameters"]["count"] == tensors  # one optimizer parameter per trained tensor
     assert shown["use"] == f"lowdim train ... -o {stopped} --resume"
 
@@ -113,7 +113,7 @@ def test_an_older_step_folder_says_a_resume_continues_from_the_newest(stopped, t
     (older / "state.json").write_text(json.dumps({**state, "step": 1}))
     shown = json.loads(_said(capsys, str(older), "--json"))
     assert shown["kind"] == "a lowdim train checkpoint (step 1)" and shown["fields"]["step"] == 1
-    assert shown["fields"]["resumed by"].endswith(f"continues from the newest checkpoint in {run}, step 3, not "
+    assert shown["fields"]["resumed_by"].endswith(f"continues from the newest checkpoint in {run}, step 3, not "
                                                   f"this one")
     assert shown["use"] == f"lowdim train ... -o {run} --resume"
 
@@ -141,7 +141,7 @@ def test_a_finished_runs_folder_shows_its_adapter_and_the_checkpoints_it_left(ti
     assert said.startswith(f"{out / 'adapter.safetensors'}: a lowdim adapter ")
     assert dict(describe(out).rows)["checkpoints"] == f"2 left in {out / 'checkpoints'}, the newest at step 2"
     fields = json.loads(_said(capsys, str(out), "--json"))["fields"]
-    assert fields["checkpoints"] == {"count": 2, "newest step": 2, "folder": str(out / "checkpoints")}
+    assert fields["checkpoints"] == {"count": 2, "newest_step": 2, "folder": str(out / "checkpoints")}
 
 
 def test_a_finished_several_subject_runs_folder_names_the_adapters_it_wrote_not_a_stop(tiny_sd, tmp_path, capsys):
@@ -202,4 +202,4 @@ def test_a_stopped_train_hypernet_runs_folder_and_step_folder_say_step_and_resum
     assert rows["trained state"].endswith("tensors (hypernet.safetensors)")
     fields = json.loads(_said(capsys, str(path), "--json"))["fields"]
     assert fields["step"] == 1 and fields["trains"]["space"]["name"] == "lidb"
-    assert fields["trained state"]["file"] == "hypernet.safetensors"
+    assert fields["trained_state"]["file"] == "hypernet.safetensors"

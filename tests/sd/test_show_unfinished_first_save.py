@@ -73,7 +73,7 @@ def test_json_says_no_finished_checkpoint_and_the_step_a_resume_starts_at(killed
     assert shown["kind"] == KIND
     assert shown["fields"]["step"] == 2
     assert shown["fields"]["checkpoint"] == {"folder": None, "checkpoints": 0,
-                                             "unfinished": str(killed / "checkpoints" / STEP), "resumes at step": 0}
+                                             "unfinished": str(killed / "checkpoints" / STEP), "resumes_at_step": 0}
 
 
 @pytest.mark.parametrize("left", [("trainable.safetensors",), ()])

@@ -35,7 +35,7 @@ def test_a_resumed_run_drops_what_an_uninterrupted_one_drops_and_the_callers_str
     assert lowdim.read_adapter(result.outputs[0]).dropout == 0.5
     shown = describe(result.outputs[0])  # `lowdim show`: text for people, a number for --json
     assert dict(shown.rows)["trained with dropout"] == "0.5"
-    assert shown.as_dict()["fields"]["trained with dropout"] == 0.5
+    assert shown.as_dict()["fields"]["trained_with_dropout"] == 0.5
     run(tiny_sd, faces, tmp_path / "b", 2, dropout=0.5)
     resumed, result = run(tiny_sd, faces, tmp_path / "b", 4, dropout=0.5, resume=True)
     assert result.start_step == 2
