@@ -20,8 +20,8 @@ from lowdim.errors import LowdimError
 from lowdim_cli.shared_options import Device, Dtype, ModelConfig
 
 INSTALL_HINT = "pip install 'lowdim[ui]'"
-# An upload's cap: over any photo of the page's 40 MP (photos.MAX_PIXELS: 160 MB as 8-bit RGBA stored with no
-# compression at all; a JPEG of 40 MP is some 20 MB) and an adapter file (a rank-32 LoRA of SD1.5's attention is
+# An upload's cap: over any photo of the page's 50 MP (photos.MAX_PIXELS: 200 MB as 8-bit RGBA stored with no
+# compression at all; a JPEG of 50 MP is some 25 MB) and an adapter file (a rank-32 LoRA of SD1.5's attention is
 # some 35 MB in fp32); Gradio refuses a larger one while it arrives, before it is kept.
 MAX_UPLOAD_BYTES = 200_000_000
 DELIVERY_WAIT = 5.0  # seconds the closing server gives its queue to tell a stopped job's client why

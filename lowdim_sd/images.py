@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import shlex
 import warnings
 from collections.abc import Iterator, Sequence
@@ -21,10 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lowdim.errors import LowdimError
 from lowdim.files import FORMAT, atomic_write
 from lowdim.foreign_files import safetensors_metadata
-from lowdim_sd.image_names import IMAGE_EXTENSIONS
+
+# ImageError, the extensions and the folder scan need no PIL (image_names); many modules import them from here.
+from lowdim_sd.image_names import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from lowdim_sd.image_names import ImageError as ImageError
+from lowdim_sd.image_names import animation_frames, some_names, unreadable_format, unreadable_photo_line
+from lowdim_sd.image_names import collect_images as collect_images
 
 PathLike = str | os.PathLike
 # Modes holding more than 8 bits per pixel: PIL's convert() clips them at 255 instead of rescaling.
@@ -33,10 +38,6 @@ _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Errors PIL raises for bytes it cannot decode: UnidentifiedImageError and "image file is truncated"
 # are OSErrors; some plugins raise SyntaxError or ValueError on malformed headers.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError)
-
-
-class ImageError(LowdimError):
-    """A reference image or folder that cannot be used: missing, unreadable, or too small."""
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -102,27 +103,40 @@ def _usable_image(path: Path, size: int, min_side: int | None) -> Image.Image:
 def open_rgb(path: PathLike) -> Image.Image:
     """The picture at ``path`` as an upright (EXIF orientation) RGB PIL image, transparency over white.
 
-    The whole file is decoded now (PIL is lazy), so corrupt or truncated data fails here: a missing,
-    unreadable or absurdly large file is an :class:`ImageError` naming it.
+    The whole file is decoded now (PIL is lazy), so corrupt or truncated data fails here: a missing, empty,
+    unreadable or absurdly large file is an :class:`ImageError` naming it. An animated picture is read as its
+    first frame, and one over PIL's warning size loads: each is said once per file (``note_frames``,
+    ``note_size``), however often it is opened.
     """
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image file {path} not found")
     if not path.is_file():
         raise ImageError(f"image path {path} is not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"image file {path} is empty (0 bytes)")
     try:
-        with Image.open(path) as opened:
+        with pil_size_warning_off(), Image.open(path) as opened:
+            frames = animation_frames(opened)  # before load(): counting seeks through the frames
             opened.load()
-            upright = ImageOps.exif_transpose(opened)
-            return as_rgb(upright)
+            image = as_rgb(ImageOps.exif_transpose(opened))
     except Image.DecompressionBombError as error:  # PIL's guard against absurd sizes: say so, not "corrupt"
-        raise ImageError(f"image {path} is too large to open safely: {_one_line(error)}") from error
+        raise ImageError(f"image {path} is {too_many_pixels(error)}") from error
     except UnidentifiedImageError as error:
-        raise ImageError(_not_a_photo(path) or f"file {path} is not a readable image (corrupt or truncated?)") \
+        raise ImageError(_what_it_is(path) or f"file {path} is not a readable image (corrupt or truncated?)") \
             from error
     except _DECODE_ERRORS as error:  # a safetensors header can pass for a BMP's: PIL then fails to decode it
-        raise ImageError(_not_a_photo(path) or f"file {path} is not a readable image{_why_undecodable(error)}") \
+        raise ImageError(_what_it_is(path) or f"file {path} is not a readable image{_why_undecodable(error)}") \
             from error
+    note_frames(path, frames)
+    note_size(path, *image.size)
+    return image
+
+
+def _what_it_is(path: Path) -> str | None:
+    """The line for a file PIL cannot read that is something else: a safetensors file, a HEIC or AVIF photo."""
+    kind = unreadable_format(path)
+    return _not_a_photo(path) or (unreadable_photo_line(str(path), kind) if kind else None)
 
 
 def _not_a_photo(path: Path) -> str | None:
@@ -213,67 +227,74 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-# ------------------------------------------------------------------------------------------- collecting
+# ------------------------------------------------------------------------- animated and very large pictures
+
+_TOLD: set[tuple[object, ...]] = set()  # (file, its identity, line): personalize opens its photo twice
 
 
-def collect_images(paths: PathLike | Sequence[PathLike], subfolder_hint: str | None = None) -> list[Path]:
-    """The image files named by ``paths``: a folder, one file, or a list of files and folders.
+def _warn_once(path: Path, line: str) -> None:
+    """``line`` as a warning, once per file and line in this process: a file changed since is told again."""
+    try:
+        stat = path.stat()
+        key: tuple[object, ...] = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, line)
+    except OSError:
+        key = (str(path), line)
+    if key not in _TOLD:
+        _TOLD.add(key)
+        warnings.warn(line, stacklevel=4)
 
-    Folders are scanned non-recursively and sorted by name, keeping files whose extension is an image
-    extension; other files are skipped with one warning (hidden files such as .DS_Store silently), and so
-    are sub-folders holding pictures, named with their counts and ``subfolder_hint`` (what to do instead;
-    default: move the pictures up). Files listed by name are kept whatever their extension: the user asked
-    for them, and load_image reports it clearly if one is not a picture.
+
+def note_frames(path: Path, frames: int) -> None:
+    """An animated picture is read as its first frame, which may be blank (a fade-in): said, naming the file."""
+    if frames > 1:
+        _warn_once(path, f"image {path} is animated ({frames} frames); using its first frame")
+
+
+def note_size(path: Path, width: int, height: int) -> None:
+    """A photo over PIL's warning size (``Image.MAX_IMAGE_PIXELS``) loads, slowly: said in lowdim's words, naming
+    it, once, instead of PIL's unnamed "decompression bomb DOS attack" warning (``pil_size_warning_off``)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        below = _megapixels_below(limit)
+        _warn_once(path, f"image {path} is {width}x{height} pixels ({megapixels(width * height)}), more than PIL "
+                         f"reads without a warning ({below}): it loads, slowly; a copy scaled down to {below} or "
+                         f"less works the same")
+
+
+@contextmanager
+def pil_size_warning_off() -> Iterator[None]:
+    """PIL's warning of a picture over its MAX_IMAGE_PIXELS names no file and calls the photo an attack: off
+    inside, where the caller says the size itself (``note_size``, eval's shrink). PIL still refuses twice it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def too_many_pixels(error: Exception) -> str:
+    """Why PIL refused a file over twice its MAX_IMAGE_PIXELS, with the file's size and the way forward.
+
+    PIL raises before it hands over the image, so the size is read from its message ('Image size
+    (196000000 pixels) exceeds ...'); where that wording has changed the size is left out.
     """
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if not items:
-        raise ImageError("no reference images given")
-    found: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found.extend(_scan_folder(item, subfolder_hint or f"move them up into {item} to use them"))
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise ImageError(f"image file {item} not found")
-    return found
+    pixels = bomb_pixels(error)
+    limit = _megapixels_below(2 * (Image.MAX_IMAGE_PIXELS or 0))
+    size = f"{megapixels(pixels)}, " if pixels else ""
+    return f"{size}more pixels than PIL opens safely ({limit}): scale it down to {limit} or less"
 
 
-def _scan_folder(folder: Path, subfolder_hint: str) -> list[Path]:
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    files = sorted(p for p in entries if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
-    nested = _sub_folders_with_images(sorted(p for p in entries if p.is_dir()))
-    if not images:
-        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        elsewhere = f"; its sub-folders hold some, {_some(nested)}: {subfolder_hint}" if nested else ""
-        raise ImageError(f"folder {folder} holds no image files (looked for {extensions}){elsewhere}")
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {_some(skipped)}", stacklevel=3)
-    if nested:  # read one level only: a folder of photos often keeps rejects or other people below it
-        warnings.warn(f"skipped {len(nested)} sub-folder(s) of {folder} and the images in them, {_some(nested)}: "
-                      f"{subfolder_hint}", stacklevel=3)
-    return images
+def bomb_pixels(error: Exception) -> int | None:
+    """The pixel count PIL's DecompressionBombError names; None where its wording has changed."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else None
 
 
-def _sub_folders_with_images(folders: list[Path]) -> list[str]:
-    """['sub (2 images)', 'more (1 image)'] for the folders holding image files at any depth; hidden folders
-    and files left out, as the scan leaves them out."""
-    counts = [(folder.name, _images_below(folder)) for folder in folders]
-    return [f"{name} ({count} image{'s' if count > 1 else ''})" for name, count in counts if count]
+def megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} MP"
 
 
-def _images_below(folder: Path) -> int:
-    count = 0
-    for _, subs, names in os.walk(folder):  # links to folders not followed: no loops
-        subs[:] = [sub for sub in subs if not sub.startswith(".")]
-        count += sum(not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS for name in names)
-    return count
-
-
-def _some(names: list[str], shown: int = 5) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+def _megapixels_below(pixels: int) -> str:
+    """A limit in whole MP rounded down: a photo scaled to the number said is within it."""
+    return f"{pixels // 1_000_000} MP"
 
 
 def load_references(paths: PathLike | Sequence[PathLike], size: int, min_side: int | None = None) -> torch.Tensor:
@@ -317,7 +338,7 @@ def _upscaled_line(small: list[tuple[Path, tuple[int, int]]], total: int, size: 
     path, (width, height) = min(small, key=lambda item: (min(item[1]), item[1]))
     return (f"{len(small)} of {total} images are smaller than {size}x{size} pixels and are upscaled, "
             f"which blurs them (the smallest, {path}, is {width}x{height}): "
-            f"{_some([str(p) for p, _ in small], shown=3)}")
+            f"{some_names([str(p) for p, _ in small], shown=3)}")
 
 
 # ----------------------------------------------------------------------------------------- augmentation

@@ -6,15 +6,15 @@ has: JPEGs are decoded at a reduced scale, and PIL refuses the largest files bef
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps
 
-# Private, but no public function converts an already-open picture: open_rgb decodes the whole file
-# first, which would lose draft()'s reduced-scale JPEG decode of huge photos below.
-from lowdim_sd.images import as_rgb
+# Not open_rgb: it decodes the whole file first, which would lose draft()'s reduced-scale JPEG decode of huge
+# photos below. Its conversion, its animated-picture note and its words for PIL's size limit are shared.
+from lowdim_sd.image_names import animation_frames
+from lowdim_sd.images import as_rgb, note_frames, pil_size_warning_off, too_many_pixels
 
 MIN_SIDE = 16  # below this no metric model sees anything but a blur
 MAX_SIDE = 2048  # larger pictures are shrunk on load: every metric model resizes to 224 px or less
@@ -51,13 +51,10 @@ def read_image(path: Path, label: str, max_side: int = MAX_SIDE) -> Image.Image 
     if not path.is_file():
         return "no such file" if not path.exists() else "not a file"
     try:
-        with warnings.catch_warnings():
-            # PIL's note for a photo over its MAX_IMAGE_PIXELS names no file and calls it a bomb: the size is
-            # bounded here instead (draft, then the shrink below), and PIL still refuses twice its limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pil_size_warning_off():  # the size is bounded here instead: draft, then the shrink below
             image, (width, height) = _decode(path, max_side)
     except Image.DecompressionBombError as error:
-        return _too_many_pixels(error)
+        return too_many_pixels(error)
     except (OSError, SyntaxError, ValueError) as error:
         return f"not a readable image{_cut_short(error)}"
     if min(image.size) < MIN_SIDE:
@@ -84,21 +81,6 @@ def _decode(path: Path, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
         width, height = opened.size
         if opened.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
             width, height = height, width
+        note_frames(path, animation_frames(opened))
         opened.draft("RGB", (max_side, max_side))  # JPEG: decode huge photos at a reduced scale
         return as_rgb(ImageOps.exif_transpose(opened)), (width, height)  # 16-bit, float, transparent too
-
-
-def _too_many_pixels(error: Exception) -> str:
-    """Why PIL refused a file over twice its MAX_IMAGE_PIXELS, with the file's size.
-
-    PIL raises before it hands over the image, so the size is read from its message ('Image size
-    (196000000 pixels) exceeds ...'); where that wording has changed the size is left out.
-    """
-    found = re.search(r"\((\d+) pixels\)", str(error))
-    size = f"{_megapixels(int(found.group(1)))}, " if found else ""
-    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-    return f"{size}more pixels than PIL opens safely ({_megapixels(limit)}); scale it down to use it"
-
-
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} MP"

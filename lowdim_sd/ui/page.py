@@ -39,7 +39,7 @@ from lowdim_sd.ui.page_handlers import asked_run as asked_run  # re-exported: wh
 from lowdim_sd.ui.page_handlers import shown as shown  # re-exported, as asked_run
 from lowdim_sd.ui.page_handlers import stage_table as stage_table  # re-exported, as asked_run
 from lowdim_sd.ui.page_parts import File, Number, Slider, counted_inputs, job_on_page, on_page, page_line
-from lowdim_sd.ui.photos import crop_preview
+from lowdim_sd.ui.photos import MAX_PIXELS, crop_preview
 from lowdim_sd.ui.run_folders import list_runs
 from lowdim_sd.ui.studio import Studio, ships_a_hypernet
 
@@ -110,7 +110,8 @@ def build_page(studio: Studio) -> gr.Blocks:
 
 def _photo_column() -> tuple:
     """The photo, the crop the model will learn from, a note on it, and which face when there are several."""
-    photo = File("Face photo", label="Face photo (JPEG, PNG, WebP; up to 40 MP)", type="filepath", elem_id="photo")
+    photo = File("Face photo", label=f"Face photo (JPEG, PNG, WebP; up to {MAX_PIXELS // 1_000_000} MP)",
+                 type="filepath", elem_id="photo")
     crop = gr.Image(label="What the model learns", interactive=False, height=256, elem_id="crop")
     crop_note = gr.Markdown(elem_classes=["lowdim-note"], elem_id="crop-note")
     # Any value passes Gradio, whose own check prints a traceback and names no control: check_face, the preview

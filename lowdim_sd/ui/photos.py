@@ -6,7 +6,6 @@ line, so a run never starts on a photo it will throw out after loading the model
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +19,13 @@ from lowdim.errors import LowdimError, first_line
 from lowdim.files import FORMAT
 from lowdim.foreign_files import safetensors_metadata
 from lowdim.paths import expand_user
+from lowdim_sd.image_names import animation_frames, unreadable_format, unreadable_photo_line
 from lowdim_sd.ui.checks import NotOffered, check_model, in_page_terms
 
-MAX_PIXELS = 40_000_000  # a photo beyond this is refused before it is decoded (a 40 MP camera's full frame)
+# A photo beyond this is refused before it is decoded. 50 MP takes the largest ordinary phone frames (48 MP
+# 8064x6048, 50 MP 8160x6120), which the CLI reads without a word; PIL's own warning size (89 MP) would pass photos
+# that the upload cap (cli/ui_command.py: 200 MB, a 50 MP photo at 4 bytes a pixel) may refuse before this check.
+MAX_PIXELS = 50_000_000
 PREVIEW_SIDE = 256  # the crop shown before training; what trains is cut the same way at the model's size
 
 
@@ -45,12 +48,15 @@ def check_photo(path: str | Path, whole: bool = True) -> Path:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise too_large(path.name, width * height, f"{width}x{height} pixels")
+                _refuse_animated(path, image)
                 if whole:
                     _decode_all(image)
     except FileNotFoundError:
         raise LowdimError(f"{path.name}: the upload is gone; drop the photo again") from None
     except Image.DecompressionBombError as error:  # over twice PIL's limit: a photo too large, not a bad file
-        raise too_large(path.name, _bomb_pixels(error)) from None
+        from lowdim_sd.images import bomb_pixels
+
+        raise too_large(path.name, bomb_pixels(error)) from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # SyntaxError: a bad PNG CRC
         raise LowdimError(_unreadable_line(path, error)) from None
     return path
@@ -62,6 +68,11 @@ def _unreadable_line(path: Path, error: Exception) -> str:
     # PIL says "truncated" of data cut short; its UnidentifiedImageError names the path, which may hold that word
     if not isinstance(error, Image.UnidentifiedImageError) and "truncated" in str(error).lower():
         return f"{path.name} is cut short (a partly downloaded or copied photo); drop the whole photo again"
+    if path.is_file() and path.stat().st_size == 0:
+        return f"{path.name} is empty (0 bytes); drop the photo again"
+    kind = unreadable_format(path)
+    if kind:  # a HEIC photo (an iPhone's default) is not a damaged file
+        return unreadable_photo_line(path.name, kind)
     try:
         metadata = safetensors_metadata(path)
     except OSError:  # a folder, or a file this user may not read: PIL's failure is the line, not this second one
@@ -72,6 +83,15 @@ def _unreadable_line(path: Path, error: Exception) -> str:
     what = "a .safetensors file, not a photo" if metadata is not None else \
         f"not an image this page can read ({_why_unreadable(error)})"
     return f"{path.name} is {what}; use a JPEG, PNG or WebP photo"
+
+
+def _refuse_animated(path: Path, image: Image.Image) -> None:
+    """Personalize would learn an animated picture's first frame, which may be blank (a fade-in): refused here,
+    where the page's other checks refuse, as the CLI warns of it."""
+    frames = animation_frames(image)
+    if frames > 1:
+        raise LowdimError(f"{path.name} is animated ({frames} frames), and only its first frame would be used: "
+                          f"drop a still photo (JPEG, PNG or WebP)")
 
 
 def _decode_all(image: Image.Image) -> None:
@@ -94,15 +114,8 @@ def too_large(name: str, pixels: int | None, size: str = "") -> LowdimError:
     """The line for a photo over MAX_PIXELS: its size, as much of it as is known."""
     megapixels = f"{pixels / 1e6:.0f} MP" if pixels else f"over {MAX_PIXELS // 1_000_000} MP"
     said = f"{size} ({megapixels})" if size else megapixels
-    return LowdimError(f"{name} is {said}; photos up to {MAX_PIXELS // 1_000_000} MP are accepted: scale it "
-                       f"down first")
-
-
-def _bomb_pixels(error: Exception) -> int | None:
-    """The pixel count PIL's DecompressionBombError names ('Image size (400000000 pixels) exceeds ...'): PIL
-    refuses before it hands over the size. None where its wording has changed."""
-    found = re.search(r"\((\d+) pixels\)", str(error))
-    return int(found.group(1)) if found else None
+    limit = f"{MAX_PIXELS // 1_000_000} MP"
+    return LowdimError(f"{name} is {said}; photos up to {limit} are accepted: scale it down to {limit} or less")
 
 
 def crop_preview(path: str | Path, model: str, face_index: int | None = None,

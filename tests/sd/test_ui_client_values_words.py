@@ -206,12 +206,12 @@ def test_a_prompt_sent_null_is_the_empty_box_and_no_file_of_the_pages_is_named(m
 
 @pytest.mark.parametrize(("width", "height", "said"), [(20000, 20000, "400 MP"),  # over twice PIL's own limit
                                                        (10000, 10000, "10000x10000 pixels (100 MP)"),  # over it
-                                                       (8000, 6000, "8000x6000 pixels (48 MP)")])
+                                                       (9000, 6000, "9000x6000 pixels (54 MP)")])
 def test_a_photo_over_pils_own_limit_is_too_large_not_unreadable(made, tmp_path, width, height, said):
     from lowdim_sd.ui.photos import check_photo
 
     photo = png_header(tmp_path / "huge.png", width, height)
-    line = f"huge.png is {said}; photos up to 40 MP are accepted: scale it down first"
+    line = f"huge.png is {said}; photos up to 50 MP are accepted: scale it down to 50 MP or less"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning stays off the terminal
         with pytest.raises(LowdimError) as caught:
