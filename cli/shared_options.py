@@ -50,4 +50,4 @@ HypernetCheckpointEvery = Annotated[int, typer.Option(
          "stopped at.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")]
 CropMargin = Annotated[float, typer.Option(
-    help="Room around the face, as a fraction of its width on each side (0.25 tight, 0.6 hair and chin).")]
+    help="Room around the face, as a fraction of its width on each side, 0 to 3 (0.25 tight, 0.6 hair and chin).")]

@@ -7,13 +7,15 @@ time. See docs/eval.md for why this detector.
 
 A photo with no face raises :class:`FaceNotFound`; several faces warn (:class:`SeveralFacesWarning`)
 and the largest wins unless ``index`` picks one; a face much smaller than the crop warns
-(:class:`SmallFaceWarning`), since upscaling it only adds blur.
+(:class:`SmallFaceWarning`), since upscaling it only adds blur; a crop reaching past the photo, which dlib fills
+with black, warns (:class:`PaddedCropWarning`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -31,13 +33,23 @@ from lowdim.option_words import either
 INSTALL_HINT = "pip install 'lowdim[faces]'"
 # HOG finds faces of about 80 px and up at the original scale; each upsampling halves that.
 # Detection runs on a copy whose long side is at most DETECT_MAX_SIDE: faces that fill a 6000 px
-# photo stay far above 80 px, and detection stays well under a second on a CPU.
+# photo stay far above 80 px, and detection stays well under a second on a CPU. Where that copy shows no face and the
+# photo is larger, a second look runs on a copy up to CROP_MAX_SIDE without upsampling: a 12 MP phone frame's 100 px
+# face is found there (about 3 s on one CPU core, where upsampling the full frame takes 9 s). A copy of at most
+# UPSAMPLED_PIXELS (a panorama's strip) is upsampled as well, for the same cost.
 DETECT_MAX_SIDE = 1024
+HOG_MIN_FACE = 80
+UPSAMPLED_PIXELS = 3_000_000
 # Smaller than this, nothing in the picture can be told apart as a face.
 MIN_SIDE = 24
 # Cropping reads at most this resolution: more only costs memory, the crop is a few hundred pixels.
 CROP_MAX_SIDE = 4096
 DEFAULT_MARGIN = 0.6
+# At margin m the face is 1/(1+2m) of the crop's width: at 3, a seventh (73 px of a 512 px crop, under what the
+# detector itself needs to see a face); more leaves a speck in a field of background or black padding.
+MAX_MARGIN = 3.0
+# A crop more than this share black padding (dlib's fill where the crop reaches past the photo) is warned about.
+PADDING_WARNED = 0.05
 # A detection scoring under this fraction of the best one in the same picture is dropped: these are
 # printed or drawn faces (a badge, a poster), not a second person (skimage's astronaut has one).
 WEAK_FRACTION = 0.25
@@ -46,7 +58,7 @@ WEAK_FRACTION = 0.25
 NO_FACE_HINT = "; use a photo where the face is clearly visible, or pass --no-crop to use the image as it is"
 NO_FACE_API_HINT = "; use a photo where the face is clearly visible"
 JOB_NO_FACE_API_HINT = "; use a photo where the face is clearly visible, or pass crop=False to use the image as it is"
-SEVERAL_FACES_HINT = "; pick another by its index (#N)"
+SEVERAL_FACES_HINT = "; pick another with --face-index N"
 SEVERAL_FACES_API_HINT = "; pick another by its index (index=N)"
 JOB_SEVERAL_FACES_API_HINT = "; pick another by its index (face_index=N)"
 
@@ -89,6 +101,10 @@ class SmallFaceWarning(FaceWarning):
     """The face is much smaller than the crop, so the crop is an upscaled, soft picture."""
 
 
+class PaddedCropWarning(FaceWarning):
+    """The crop reaches past the photo's edge, and dlib fills what lies outside with black."""
+
+
 @dataclass(frozen=True)
 class Face:
     """A detected face box in the pixel coordinates of the image it was found in."""
@@ -106,6 +122,10 @@ class Face:
     @property
     def area(self) -> int:
         return max(self.width, 0) * max(self.bottom - self.top, 0)
+
+    @property
+    def centre(self) -> tuple[int, int]:
+        return (self.left + self.right) // 2, (self.top + self.bottom) // 2
 
 
 # -- the models, loaded once per process -------------------------------------------------------------
@@ -180,9 +200,18 @@ def upright_rgb(image: Image.Image) -> Image.Image:
     A picture already loaded so is returned as it is; the one given is never changed."""
     from lowdim_sd.images import as_rgb  # the loader's own conversion; imported here: it brings in torch
 
-    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+    if _orientation(image) != 1:
         image = ImageOps.exif_transpose(image)
     return as_rgb(image)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation, 1 (as stored) where there is none or the EXIF block cannot be parsed: PIL decodes such a
+    JPEG's pixels, and the loader (``open_rgb``) uses them as stored, so the crop does too."""
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except (SyntaxError, ValueError, OSError):  # what PIL raises for an EXIF block that is no TIFF directory
+        return 1
 
 
 def _rgb_array(rgb: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
@@ -219,7 +248,10 @@ def _detect(rgb: Image.Image, name: str) -> list[Face]:
         if key in _detections:
             _detections.move_to_end(key)
             return list(_detections[key])
-    faces = _detect_in(array, scale)
+    faces = _detect_in(array, scale, 2 if max(array.shape[:2]) < 256 else 1)  # small: faces down to ~20 px
+    if not faces and max(rgb.size) > DETECT_MAX_SIDE:  # a face too small for the copy: a second look, larger
+        larger, larger_scale = _rgb_array(rgb, CROP_MAX_SIDE)
+        faces = _detect_in(larger, larger_scale, _second_upsample(larger.shape))
     with _detections_lock:
         _detections[key] = tuple(faces)
         while len(_detections) > DETECTIONS_KEPT:
@@ -227,9 +259,12 @@ def _detect(rgb: Image.Image, name: str) -> list[Face]:
     return faces
 
 
-def _detect_in(array: np.ndarray, scale: float) -> list[Face]:
-    # Small pictures get a second upsampling so faces down to ~20 px are still found.
-    upsample = 2 if max(array.shape[:2]) < 256 else 1
+def _second_upsample(shape: tuple[float, ...]) -> int:
+    return 1 if shape[0] * shape[1] <= UPSAMPLED_PIXELS else 0
+
+
+def _detect_in(array: np.ndarray, scale: float, upsample: int) -> list[Face]:
+    """The faces in ``array``, in the coordinates of the picture it is ``1/scale`` of."""
     boxes, scores, _ = _detector().run(array, upsample, 0.0)
     faces = [Face(round(b.left() * scale), round(b.top() * scale), round(b.right() * scale),
                   round(b.bottom() * scale), float(s)) for b, s in zip(boxes, scores, strict=True)]
@@ -241,26 +276,42 @@ def _detect_in(array: np.ndarray, scale: float) -> list[Face]:
 
 
 def choose_face(faces: list[Face], index: int | None, name: str = "image", hint: str = "",
-                no_face_hint: str | None = None) -> Face:
+                no_face_hint: str | None = None, photo_size: tuple[int, int] | None = None) -> Face:
     """The face at ``index`` (0 is the largest), or the largest with a warning when there are several.
 
     ``hint`` ends the several-faces warning and ``no_face_hint`` the no-face error: what the caller's user can do
-    (``no_face_hint`` None: personalize's, as a flag on the command line and a parameter from Python).
+    (``no_face_hint`` None: personalize's, as a flag on the command line and a parameter from Python). ``photo_size``:
+    the picture's (width, height), which the no-face error gives for a photo large enough to hide a small face.
     """
+    face = pick_face(faces, index, name, no_face_hint, photo_size)
+    if index is None and len(faces) > 1:
+        where = ", ".join(f"#{i}: {f.width} px at {f.centre}" for i, f in enumerate(faces))
+        warnings.warn(SeveralFacesWarning(
+            f"{name} has {len(faces)} faces (width, centre x and y: {where}); using the largest{hint}"),
+            stacklevel=3)
+    return face
+
+
+def pick_face(faces: list[Face], index: int | None, name: str = "image", no_face_hint: str | None = None,
+              photo_size: tuple[int, int] | None = None) -> Face:
+    """``choose_face`` without its several-faces warning: what a check made before the run (which crops, and warns,
+    later) refuses, in the same words: no face, or an ``index`` beyond those found."""
     if not faces:
         advice = default_no_face_hint() if no_face_hint is None else no_face_hint
-        raise FaceNotFound(f"no face found in {name}{advice}")
-    if index is not None:
-        if not 0 <= index < len(faces):
-            raise FaceNotFound(f"face index {index} asked for, but {name} has {len(faces)} face(s) "
-                               f"(0 is the largest)")
-        return faces[index]
-    if len(faces) > 1:
-        sizes = ", ".join(f"#{i}: {f.width} px" for i, f in enumerate(faces))
-        warnings.warn(SeveralFacesWarning(
-            f"{name} has {len(faces)} faces ({sizes}); using the largest{hint}"),
-            stacklevel=3)
-    return faces[0]
+        raise FaceNotFound(f"no face found in {name}{_small_face_note(photo_size)}{advice}")
+    if index is not None and not 0 <= index < len(faces):
+        raise FaceNotFound(f"face index {index} asked for, but {name} has {len(faces)} face(s) (0 is the largest)")
+    return faces[0 if index is None else index]
+
+
+def _small_face_note(photo_size: tuple[int, int] | None) -> str:
+    """For a photo larger than the first look's copy, the face size the second can miss, and what to do then."""
+    if photo_size is None or max(photo_size) <= DETECT_MAX_SIDE:
+        return ""
+    scale = max(1.0, max(photo_size) / CROP_MAX_SIDE)  # the second look's copy is 1/scale of the photo
+    smallest = math.ceil(HOG_MIN_FACE * scale / 2 ** _second_upsample((photo_size[1] / scale, photo_size[0] / scale)))
+    return (f" (a {photo_size[0]}x{photo_size[1]} photo, where a face under about {smallest} px wide may be missed: "
+            f"crop the photo around the face)")
 
 
 # -- alignment and cropping ---------------------------------------------------------------------------
@@ -283,7 +334,8 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
     padding): 0.25 is a tight crop of the features, 0.6 (default) keeps hair and chin, the framing
     of CelebA-HQ that the paper trains on. ``index`` picks a face when there are several (0 is the
     largest); otherwise the largest is used with a :class:`SeveralFacesWarning`.
-    Raises :class:`FaceNotFound` when there is no face and :class:`FacesUnavailable` without the extra.
+    Raises :class:`FaceNotFound` when there is no face and :class:`FacesUnavailable` without the extra. Where the crop
+    reaches past the photo it is black, as dlib fills it (and trained adapters saw it): see ``warn_of_padding``.
     The two hints end those notes (None: personalize's flags on the command line, its fields from Python); pass
     what your own user can do instead.
     """
@@ -291,17 +343,22 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
         raise LowdimError(f"crop size must be at least 8 pixels, got {size}")
     if margin < 0:
         raise LowdimError(f"face margin must be 0 or more, got {margin}")
+    if not margin <= MAX_MARGIN:  # nan and inf too
+        raise LowdimError(f"face margin must be a finite number from 0 to {MAX_MARGIN:g}, got {margin}")
     rgb = upright_rgb(image)
     several = default_several_faces_hint() if several_faces_hint is None else several_faces_hint
-    face = choose_face(_detect(rgb, name), index, name, several, no_face_hint)
+    face = choose_face(_detect(rgb, name), index, name, several, no_face_hint, rgb.size)
     if face.width * (1 + 2 * margin) < size / 2:
         warnings.warn(SmallFaceWarning(
             f"the face in {name} is only {face.width} px wide; its {size} px crop is upscaled and will look soft"),
             stacklevel=2)
     array, scale = _rgb_array(rgb, CROP_MAX_SIDE)
     dlib = _dlib()
-    details = dlib.get_face_chip_details(_landmarks(array, face, scale), size=size, padding=margin)
-    return Image.fromarray(dlib.extract_image_chip(array, details))
+    landmarks = _landmarks(array, face, scale)
+    from lowdim_sd.face_padding import warn_of_padding
+
+    warn_of_padding(array.shape[:2], landmarks, size, margin, name)
+    return Image.fromarray(dlib.extract_image_chip(array, dlib.get_face_chip_details(landmarks, size, margin)))
 
 
 def face_descriptor(image: Image.Image, name: str = "image", model: str | None = None) -> np.ndarray | None:

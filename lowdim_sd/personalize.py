@@ -44,6 +44,7 @@ from lowdim_sd.job_fields import (
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
 from lowdim_sd.personalize_checks import (
+    check_face_found,
     check_inputs,
     check_job,
     named,
@@ -321,6 +322,7 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
     with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext(), \
             status_line.shown_for(progress):  # a terminal's spinner through the waits before the first bar
         run = resolve_run(job)
+        check_face_found(job, run.crop)  # before the model loads
         result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):

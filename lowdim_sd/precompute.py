@@ -19,7 +19,6 @@ shard is written atomically before the index names it, so an interrupted run los
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import re
 import time
@@ -190,14 +189,12 @@ def check_job(job: PrecomputeJob) -> None:
     if set(space.param_shapes(probe)) - set(space.trainable_names(probe)):
         raise LowdimError(f"--space {job.space} has frozen params, which no hypernetwork predicts: train-hypernet "
                           f"would refuse these weights; precompute a space whose params all train (lidb, lora)")
-    if not (math.isfinite(job.crop_margin) and job.crop_margin >= 0):
-        raise LowdimError(f"{option_words.option('crop_margin', 'PrecomputeJob')} must be 0 or more (room around the "
-                          f"face, a fraction of its width), got {job.crop_margin}")
+    from lowdim_sd.personalize_checks import check_crop_flags, check_crop_margin
+
+    check_crop_margin(job.crop_margin, option_words.option('crop_margin', 'PrecomputeJob'))
     if job.face_index is not None and job.face_index < 0:
         raise LowdimError(f"{option_words.option('face_index', 'PrecomputeJob')} must be 0 or more (0 is the largest "
                           f"face), got {job.face_index}")
-    from lowdim_sd.personalize_checks import check_crop_flags
-
     check_crop_flags(job)  # a crop setting where nothing is cropped: as personalize refuses it
     from lowdim_sd.generate import check_resolution
 

@@ -113,7 +113,9 @@ def test_the_default_crop_is_advised_without_margin_or_index(weights, encoder_fo
 @pytest.mark.parametrize("flags, words", [
     (["--crop-margin", "0.3"], "--crop-margin shapes the face crop, which is off: add --crop"),
     (["--face-index", "1"], "--face-index shapes the face crop, which is off: add --crop"),
-    (["--crop", "--crop-margin", "-1"], "--crop-margin must be 0 or more, got -1.0"),
+    (["--crop", "--crop-margin", "-1"], "--crop-margin must be 0 or more (room around the face, a fraction of its "
+                                        "width), got -1.0"),
+    (["--crop", "--crop-margin", "4"], "--crop-margin must be a finite number from 0 to 3"),  # before the encoder
     (["--crop", "--face-index", "-1"], "--face-index must be 0 or more, got -1"),
 ])
 def test_crop_settings_that_would_do_nothing_or_cannot_crop_are_one_line(weights, encoder_folder, tmp_path, capsys,

@@ -207,6 +207,7 @@ def test_cli_passes_the_crop_options(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(("options", "said"), [
     ({"crop_margin": -1.0}, r"PrecomputeJob\(crop_margin=\.\.\.\) must be 0 or more"),
     ({"crop_margin": float("nan")}, r"PrecomputeJob\(crop_margin=\.\.\.\) must be 0 or more"),
+    ({"crop_margin": 4.0}, r"PrecomputeJob\(crop_margin=\.\.\.\) must be a finite number from 0 to 3"),
     ({"face_index": -1}, r"PrecomputeJob\(face_index=\.\.\.\) must be 0 or more"),
 ])
 def test_crop_settings_no_run_can_use_are_refused_even_without_crop(tiny_sd, flat_people, tmp_path, options, said):

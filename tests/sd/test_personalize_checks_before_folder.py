@@ -15,8 +15,8 @@ from lowdim_cli.main import main
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA GPU"),
     (["--resolution", "100"], "--resolution must be a positive multiple of 8"),  # CW2 K06: else a run at 100
-    (["--crop-margin", "inf"], "--crop-margin must be 0 or more (room around the face, a fraction of its width), "
-                               "got inf"),  # CW2 K04
+    (["--crop-margin", "inf"], "--crop-margin must be a finite number from 0 to 3 (room around the face, a fraction "
+                               "of its width; at 3 the face is a seventh of the crop's width), got inf"),  # CW2 K04
 ])
 def test_a_bad_value_comes_before_the_taken_folder(tiny_sd, face, tmp_path, capsys, args, said):
     out = tmp_path / "me"

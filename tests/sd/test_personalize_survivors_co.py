@@ -121,6 +121,7 @@ def two_faces(tmp_path, monkeypatch):
         return image.crop((face.left, face.top, face.right, face.bottom)).resize((size, size))
 
     monkeypatch.setattr(faces, "crop_face", crop_face)
+    monkeypatch.setattr(faces, "detect_faces", lambda image, name="image": list(boxes))  # the check before the load
     monkeypatch.setattr(face_inputs, "faces_available", lambda: True)
     return path, margins
 
