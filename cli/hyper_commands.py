@@ -223,7 +223,8 @@ def train_hypernet(
     heads: Annotated[int | None, typer.Option(help="Attention heads (default 8; must divide --width).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other hypernetwork option KEY=VALUE (see docs/hypernetwork.md), repeatable.")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Fraction of identities held out for validation.")] = 0.0,
+    val_fraction: Annotated[float, typer.Option(
+        help="Fraction of identities held out for validation, rounded (above 0: at least one).")] = 0.0,
     val_identities: Annotated[int | None, typer.Option(help="Number of held-out identities (overrides).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate every N steps (and at step 0 and the end; 0: never).")] = 100,
     log_every: Annotated[int, typer.Option(help="Log training losses to metrics.jsonl every N steps (0: never).")] = 10,

@@ -6,6 +6,8 @@ Split from ``lowdim_sd.hypertrain_io`` (which re-exports ``run_metadata`` and ``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -25,11 +27,13 @@ if TYPE_CHECKING:
     from lowdim_sd.hypertrain import HyperTrainJob
 
 
-def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
+def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module, settings: dict | None = None) -> dict:
     """What the hypernetwork file records of its training: the phrase its targets answer to (personalize
     finetunes and draws with it), the seed and checksum of the bases they live in, the pictures the targets were
-    trained on (resolution, crop), and the weight folders and any --extra-images by name only (a shared file should
-    not carry its maker's paths)."""
+    trained on (resolution, crop), the weight folders and any --extra-images by name only (a shared file should
+    not carry its maker's paths), the run's --lr, --seed and --batch-size, and (given ``settings``, what a resume
+    compares) its ``run_id``. The header digest personalize records then tells apart two runs that differ in any
+    option or in their weight folders' identities and pictures."""
     from lowdim.hyper.storage import bases_checksum
 
     seed = int(index["seed"])
@@ -42,7 +46,17 @@ def run_metadata(job: HyperTrainJob, index: dict, net: torch.nn.Module) -> dict:
             **targets_pictures(index),
             "weights": ", ".join(folder.resolve().name for folder in as_folders(job.weights)),
             **({"extra_images": ", ".join(folder.resolve().name for folder in job.extra_images)}
-               if job.extra_images else {})}
+               if job.extra_images else {}),
+            "learning_rate": job.learning_rate, "seed": job.seed, "batch_size": job.batch_size,
+            **({"run_id": run_id(settings)} if settings is not None else {})}
+
+
+def run_id(settings: dict) -> str:
+    """16 hex digits of sha256 over a run's settings (``hypertrain_resume.resume_settings``: every option a resume
+    must repeat, and each weight folder's and extra picture's digest): the same for a run and its resumes, so a
+    resumed run's file is byte for byte an uninterrupted one's, and another for a run with other options or data.
+    Not random: two runs alike in all of that train the same network."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def targets_pictures(index: dict) -> dict:

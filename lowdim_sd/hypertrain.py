@@ -56,6 +56,7 @@ from lowdim_sd.hypertrain_resume import (
     checkpoint_to_resume,
     clear_earlier_run,
     drop_unfinished_checkpoints,
+    earlier_run_set_aside,
     resume_settings,
     worded_differences,
 )
@@ -93,19 +94,23 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     train_names, val_names = split_identities(full.names, job, out, full.people())
     train_set, val_set = _subsets(job, full, train_names, val_names)
     check_features_cover(job, train_set, val_set, progress and accelerator.is_main_process)
-    if job.overwrite and accelerator.is_main_process:
-        clear_earlier_run(out)  # past every check: a refused run costs the earlier one nothing
-    accelerator.wait_for_everyone()
     if job.hyper.get("architecture") == "retrieval":
-        write_split(out, train_names, val_names)
-        filled = fill_retrieval(job, train_set, val_set, numbers, out, progress)
+        # Its checks run inside the fill (encoder, keys): the earlier run waits aside, back if the fill is refused.
+        with earlier_run_set_aside(out, job.overwrite and accelerator.is_main_process):
+            write_split(out, train_names, val_names)
+            filled = fill_retrieval(job, train_set, val_set, numbers, out, progress)
         filled.validation = last_validation(filled.metrics) if filled.main_process else None
         return filled
 
-    net, start = _network(job, full, folder)
-    loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start)
+    net, start = _network(job, full, folder)  # the encoder, --set keys and --heads refuse here
+    loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start, settings)
+    if job.overwrite and loop.main:
+        clear_earlier_run(out)  # past every check, the network built: a refused run costs the earlier one nothing
+    accelerator.wait_for_everyone()
+    if loop.main:  # from a step-0 checkpoint the run validates step 0 again: its earlier record goes, not twice
+        trim_metrics(loop.log.path, start if job.resume and start > 0 else -1)
     write_split(out, train_names, val_names)  # past every check: a refused run leaves no split behind
-    loop.settings, loop.say = settings, progress
+    loop.say = progress
     result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
                               metrics=loop.log.path, main_process=loop.main)
     started = time.perf_counter()
@@ -207,7 +212,7 @@ class _Loop:
     @classmethod
     def prepare(cls, job: HyperTrainJob, accelerator: Any, net: torch.nn.Module, full: WeightDataset,
                 train_set: WeightDataset, val_set: WeightDataset | None, numbers: dict[str, int],
-                folder: Path | None, start: int) -> _Loop:
+                folder: Path | None, start: int, settings: dict) -> _Loop:
         extra = extra_images_loader(job, train_set, start, accelerator.num_processes)
         # A --features file made for another encoder setting is refused here, before the SD model loads.
         caches = feature_caches(job, net, train_set, val_set, extra)
@@ -228,15 +233,11 @@ class _Loop:
         loader = torch.utils.data.DataLoader(Pairs(train_set, numbers), batch_size=job.batch_size, sampler=sampler,
                                              num_workers=job.num_workers)
         net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
-        metadata = run_metadata(job, index, accelerator.unwrap_model(net))
-        metrics = job.out / "metrics.jsonl"
-        if accelerator.is_main_process:
-            # From a step-0 checkpoint the run validates step 0 again: its earlier record goes, not twice.
-            trim_metrics(metrics, start if job.resume and start > 0 else -1)
+        metadata = run_metadata(job, index, accelerator.unwrap_model(net), settings)
         return cls(job, accelerator, net, optimizer, trainable, loader,
                    iter(accelerator.prepare(extra)) if extra is not None else None, diffusion, val_set, numbers,
-                   caches, mean,
-                   MetricsLog(metrics, accelerator.is_main_process), metadata, start)
+                   caches, mean, MetricsLog(job.out / "metrics.jsonl", accelerator.is_main_process), metadata, start,
+                   settings=settings)
 
     @property
     def main(self) -> bool:

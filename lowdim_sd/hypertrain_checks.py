@@ -112,9 +112,10 @@ def check_counts(job: HyperTrainJob) -> None:
     if job.extra_batch_size is not None and job.extra_batch_size < 1:
         raise LowdimError(f"{name('extra_batch_size')} must be >= 1 (left out: {either('--batch-size', 'batch_size')})"
                           f", got {job.extra_batch_size}")
-    if job.val_identities is not None and job.val_identities < 0 or not 0 <= job.val_fraction < 1:
-        raise LowdimError(f"{name('val_fraction')} must be in [0, 1) and {name('val_identities')} >= 0, got "
-                          f"{job.val_fraction} and {job.val_identities}")
+    if not 0 <= job.val_fraction < 1:
+        raise LowdimError(f"{name('val_fraction')} must be in [0, 1), got {job.val_fraction}")
+    if job.val_identities is not None and job.val_identities < 0:
+        raise LowdimError(f"{name('val_identities')} must be >= 0, got {job.val_identities}")
     if job.mixed_precision not in runs.MIXED_PRECISION:
         raise LowdimError(f"{name('mixed_precision')} must be one of {', '.join(runs.MIXED_PRECISION)}, got "
                           f"'{job.mixed_precision}'")

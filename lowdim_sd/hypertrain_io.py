@@ -22,6 +22,7 @@ from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.option_words import either
+from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import file_state
 from lowdim_sd.feature_file import StoredFeatures
 from lowdim_sd.hypernet_records import run_metadata as run_metadata  # its old home: callers import it here
@@ -195,14 +196,31 @@ def split_identities(names: list[str], job: HyperTrainJob, out: Path, people: di
             raise LowdimError(f"{path} names identities the weights lack ({', '.join(unknown[:3])}); "
                               f"resume with the same --weights")
         return split["train"], split["val"]
-    count = job.val_identities if job.val_identities is not None else round(job.val_fraction * len(names))
+    count, asked = held_out_count(job, len(names))
     if not 0 <= count < len(names):
-        raise LowdimError(f"{count} held-out identities of {len(names)}: at least one must be left to train on")
+        raise LowdimError(f"{asked} gives {count} held-out identities of {len(names)}: at least one must be left "
+                          f"to train on")
     val, train = _draw_split(names, people or {}, count, job.seed)
     if not train:
-        raise LowdimError(f"{count} held-out identities of {len(names)} take every person (identities of the same "
-                          f"images in several weight folders are one person): at least one must be left to train on")
+        raise LowdimError(f"{asked} gives {count} held-out identities of {len(names)}, which take every person "
+                          f"(identities of the same images in several weight folders are one person): at least one "
+                          f"must be left to train on")
     return train, val
+
+
+def held_out_count(job: HyperTrainJob, identities: int) -> tuple[int, str]:
+    """How many identities are held out, and the option that set it as its reader gave it (``--val-fraction
+    0.25``): --val-identities as given, else the fraction of the identities rounded, at least one for a fraction
+    above 0 (one that rounds to none would turn validation off without a word)."""
+    if job.val_identities is not None:
+        return job.val_identities, _given("val_identities", job.val_identities)
+    count = round(job.val_fraction * identities)
+    return (max(count, 1) if job.val_fraction > 0 else 0), _given("val_fraction", job.val_fraction)
+
+
+def _given(field: str, value: object) -> str:
+    """An option with its value as its reader gave it: ``--val-fraction 0.99``, ``HyperTrainJob(val_fraction=0.99)``."""
+    return either(f"{words.name(field)} {value}", f"HyperTrainJob({field}={value!r})")
 
 
 def write_split(out: Path, train: list[str], val: list[str]) -> None:

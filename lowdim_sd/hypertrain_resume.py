@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -234,6 +236,30 @@ def clear_earlier_run(out: Path) -> None:
     shutil.rmtree(out / checkpoints.FOLDER, ignore_errors=True)
     for name in EARLIER_RUN_FILES:
         (out / name).unlink(missing_ok=True)
+
+
+@contextmanager
+def earlier_run_set_aside(out: Path, overwrite: bool) -> Iterator[None]:
+    """For a run whose checks run while it writes (the retrieval head's fill): the earlier run's files wait in a
+    hidden folder in ``out``, put back if the run is refused or stopped (what it wrote goes), removed once it is
+    done. Without ``overwrite``, nothing is moved."""
+    earlier = [name for name in (checkpoints.FOLDER, *EARLIER_RUN_FILES) if (out / name).exists()] if overwrite else []
+    if not earlier:
+        yield
+        return
+    aside = out / f".earlier-run-{os.getpid()}"
+    aside.mkdir(exist_ok=True)
+    for name in earlier:
+        os.replace(out / name, aside / name)
+    try:
+        yield
+    except BaseException:
+        clear_earlier_run(out)  # this run's files: none of it is the result
+        for name in earlier:
+            os.replace(aside / name, out / name)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def drop_unfinished_checkpoints(out: Path) -> None:

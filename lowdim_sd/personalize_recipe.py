@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdim_sd.train import TrainConfig
 
 if TYPE_CHECKING:
+    from lowdim.hyper.storage import HypernetFile
     from lowdim_sd.personalize import PersonalizeRun
 
 
@@ -14,8 +16,7 @@ def recipe(run: PersonalizeRun) -> dict:
     """What made this adapter, stored in its file: enough to run it again."""
     job, hypernet = run.job, None
     if run.hypernet is not None:
-        hypernet = {"file": run.hypernet.path.name, "sha256": run.hypernet.digest, "iterations": job.iterations,
-                    "bases_seed": run.bases_seed}
+        hypernet = hypernet_record(run.hypernet, job.iterations, run.bases_seed)
     # Without a finetune (--only-hyper, or --steps 0 after a prediction) a rank or rate recorded would describe
     # a finetune that never ran; the file is the prediction alone, so it says only_hyper, as that run's does.
     finetune = {} if run.only_hyper else {"steps": run.steps, "learning_rate": run.learning_rate,
@@ -32,3 +33,14 @@ def recipe(run: PersonalizeRun) -> dict:
     if run.describer is not None:
         made["looks"] = run.looks
     return made
+
+
+def hypernet_record(hypernet: HypernetFile, iterations: int | None, bases_seed: int) -> dict:
+    """Which hypernetwork predicted the start: its path (absolute, as every run's file has the same name), its
+    ``digest`` (``HypernetFile.digest``: of its header, which records its config, layers, step and training run,
+    --lr, --seed, --batch-size and run id included; not the file's sha256), and the refinement passes it ran (the
+    network's own count where --iterations was left out). Adapters from before recorded the digest as "sha256",
+    the file's bare name, and null for iterations left out."""
+    used = iterations if iterations is not None else hypernet.stored["hyper_config"].get("iterations")
+    return {"file": str(Path(hypernet.path).resolve()), "digest": hypernet.digest, "iterations": used,
+            "bases_seed": bases_seed}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -272,12 +273,35 @@ def _weight_folder(path: Path) -> Path:
 
 
 def _check_alike(folders: list[Path], indexes: list[dict]) -> None:
-    """θ from another model, space, layer list or recipe would teach the hypernetwork two targets."""
+    """θ from another model, space, layer list or recipe would teach the hypernetwork two targets: refused naming
+    each precompute option that differs with both folders' values (``--seed (0 in w1, 1 in w2)``), as a precompute
+    rerun names them."""
     for folder, index in zip(folders[1:], indexes[1:], strict=True):
-        different = [key for key, _, _ in differing_settings(index, indexes[0])]
-        if different:
-            raise LowdimError(f"{folder}: made with other settings than {folders[0]} ({', '.join(different)}); "
-                              f"only weight folders made alike can train one hypernetwork")
+        if differing_settings(indexes[0], index):
+            shown = "; ".join(_worded_apart(indexes[0], index, str(folders[0]), str(folder)))
+            raise LowdimError(f"{folder}: made with other settings than {folders[0]}: {shown}; only weight folders "
+                              f"made alike can train one hypernetwork")
+
+
+def _worded_apart(first: dict, other: dict, first_name: str, other_name: str) -> list[str]:
+    """Precompute's own lines for what differs (``precompute_differences``: its flags, both values, one line for a
+    setting two fields record), each side said by its folder (``in w1``) rather than ``there``/``now``."""
+    from lowdim_sd.precompute_header import precompute_differences
+
+    different = differing_settings(first, other)
+    fields = [key for key, there, now in different  # the adapter seed is config.seed too: one setting, said once
+              if not (key.startswith("config.") and (key.removeprefix("config."), there, now) in different)]
+    lines = list(dict.fromkeys(line for key in fields for line in precompute_differences(key, first, other)))
+    return [_sides_named(line, first_name, other_name) for line in lines or fields]
+
+
+def _sides_named(line: str, first: str, other: str) -> str:
+    """``--seed (0 there, 1 now)`` as ``--seed (0 in w1, 1 in w2)``; a line not of that shape is kept as it is."""
+    found = re.fullmatch(r"(.*) there, (.*) now(\)?)", line, flags=re.DOTALL)
+    if found is None:
+        return line
+    value, new, closing = found.groups()
+    return f"{value} in {first}, {new} in {other}{closing}"
 
 
 def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:

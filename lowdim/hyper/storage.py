@@ -123,8 +123,10 @@ class HypernetFile:
 
     @property
     def digest(self) -> str:
-        """16 hex digits of sha256 over the header (config, layers, training run and step): it tells
-        checkpoints apart without hashing the weights."""
+        """16 hex digits of sha256 over the header alone (config, layers, step and the training run's record:
+        from train-hypernet, its --lr, --seed, --batch-size and run id, a digest of every option and each weight
+        folder's pictures): it tells checkpoints and runs apart without hashing the weights. Not the file's sha256
+        (``sha256sum`` gives another); personalize records it as the recipe's hypernet ``digest``."""
         return hashlib.sha256(json.dumps(dict(self.header), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -276,7 +276,8 @@ def test_a_hypernetwork_records_sks_when_its_weights_recorded_no_token(monkeypat
     from lowdim_sd.hypertrain_io import run_metadata
 
     monkeypatch.setattr(lowdim.hyper.storage, "bases_checksum", lambda *args: "0")
-    job = SimpleNamespace(model="m", alpha=1.0, beta=1.0, weights=[tmp_path], extra_images=[])
+    job = SimpleNamespace(model="m", alpha=1.0, beta=1.0, weights=[tmp_path], extra_images=[], learning_rate=1e-4,
+                          seed=0, batch_size=4)
     net = SimpleNamespace(space=None, layers=None)
     metadata = run_metadata(job, {"seed": 0, "layer_set": "all", "config": {}}, net)
     assert metadata["token"] == "sks"

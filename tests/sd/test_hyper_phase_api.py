@@ -38,8 +38,8 @@ REFUSALS = [
     ({"alpha": 0.0, "beta": 0.0},
      "HyperTrainJob(alpha=...) and HyperTrainJob(beta=...) must be >= 0 and not both 0 (eq. 2 would have no loss)",
      "--alpha and --beta must be >= 0 and not both 0 (eq. 2 would have no loss)"),
-    ({"val_fraction": 1.5}, "HyperTrainJob(val_fraction=...) must be in [0, 1) and HyperTrainJob(val_identities=...) "
-     ">= 0, got 1.5 and None", "--val-fraction must be in [0, 1) and --val-identities >= 0, got 1.5 and None"),
+    ({"val_fraction": 1.5}, "HyperTrainJob(val_fraction=...) must be in [0, 1), got 1.5",
+     "--val-fraction must be in [0, 1), got 1.5"),
     ({"diffusion_iterates": "first"}, "HyperTrainJob(diffusion_iterates=...) must be all or last, got 'first'",
      "--diffusion-iterates must be all or last, got 'first'"),
     ({"diffusion_target": "x"}, "HyperTrainJob(diffusion_target=...) must be noise or teacher, got 'x'",
@@ -49,8 +49,8 @@ REFUSALS = [
     ({"max_minutes": -1.0}, "HyperTrainJob(max_minutes=...) must be > 0, got -1.0",
      "--max-minutes must be > 0, got -1.0"),
     ({"max_minutes": 0}, "HyperTrainJob(max_minutes=...) must be > 0, got 0", "--max-minutes must be > 0, got 0"),
-    ({"val_fraction": 1.0}, "HyperTrainJob(val_fraction=...) must be in [0, 1) and HyperTrainJob(val_identities=...) "
-     ">= 0, got 1.0 and None", "--val-fraction must be in [0, 1) and --val-identities >= 0, got 1.0 and None"),
+    ({"val_fraction": 1.0}, "HyperTrainJob(val_fraction=...) must be in [0, 1), got 1.0",
+     "--val-fraction must be in [0, 1), got 1.0"),
     ({"extra_images": ["x"], "extra_batch_size": 0},
      "HyperTrainJob(extra_batch_size=...) must be >= 1 (left out: batch_size), got 0",
      "--extra-batch-size must be >= 1 (left out: --batch-size), got 0"),

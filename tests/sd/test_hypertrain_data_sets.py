@@ -61,7 +61,8 @@ def test_a_subset_reads_like_a_fresh_data_set_without_reading_the_indexes(weight
 
 def test_weight_folders_made_differently_or_named_alike_are_refused(weight_folders, weights, tmp_path):
     other_recipe = weight_folders(tmp_path, "w3", 1, seed=11, steps=4)
-    with pytest.raises(lowdim.LowdimError, match="made with other settings.*config"):
+    steps = r"made with other settings .*TrainConfig\(steps=\.\.\.\) \(3 in .*, 4 in "  # both values, by folder
+    with pytest.raises(lowdim.LowdimError, match=steps):
         WeightDataset([weights, other_recipe])
     with pytest.raises(lowdim.LowdimError, match="distinct names"):
         WeightDataset([weights, weight_folders(tmp_path / "elsewhere", "w", 1, seed=12)])

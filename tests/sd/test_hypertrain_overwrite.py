@@ -38,12 +38,12 @@ def test_overwrite_starts_over_as_a_fresh_run_would(weights, tmp_path, checkpoin
     assert kept == ["step-000002", "step-000003"]  # keep_checkpoints=2 of this run; the earlier run's step 4 went
 
 
-def test_an_overwrite_stopped_before_its_split_is_written_leaves_no_earlier_split_to_resume(weights, tmp_path,
-                                                                                          monkeypatch):
-    """Ctrl-C while the network is built: the earlier run is already cleared, this run's split not yet written, so a
-    --resume then draws the split afresh instead of reading back the earlier run's held-out identities."""
-    fresh = train_hypernet(job(weights, tmp_path / "fresh", steps=1, seed=1), progress=False)
-    train_hypernet(job(weights, tmp_path / "o", steps=1, val_identities=2), progress=False)
+def test_an_overwrite_stopped_while_the_network_is_built_leaves_the_earlier_run_to_resume(weights, tmp_path,
+                                                                                         monkeypatch):
+    """Ctrl-C while the network is built: the earlier run is cleared only past that, so it stands whole, and a
+    --resume continues it, its split (two held out) read back."""
+    train_hypernet(job(weights, tmp_path / "o", steps=1, val_identities=2, checkpoint_every=1), progress=False)
+    split = (tmp_path / "o" / "split.json").read_bytes()
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
@@ -52,9 +52,10 @@ def test_an_overwrite_stopped_before_its_split_is_written_leaves_no_earlier_spli
         patch.setattr("lowdim_sd.hypertrain._network", stopped)
         with pytest.raises(KeyboardInterrupt):
             train_hypernet(job(weights, tmp_path / "o", steps=1, seed=1, overwrite=True), progress=False)
-    assert not (tmp_path / "o" / "split.json").exists()
-    resumed = train_hypernet(job(weights, tmp_path / "o", steps=1, seed=1, resume=True), progress=False)
-    assert (resumed.train_names, resumed.val_names) == (fresh.train_names, fresh.val_names)
+    assert (tmp_path / "o" / "split.json").read_bytes() == split
+    resumed = train_hypernet(job(weights, tmp_path / "o", steps=2, val_identities=2, checkpoint_every=1,
+                                 resume=True), progress=False)
+    assert resumed.start_step == 1 and len(resumed.val_names) == 2
 
 
 def test_a_refused_overwrite_leaves_the_earlier_run_whole(weights, tmp_path):

@@ -193,8 +193,8 @@ def test_the_adapter_file_records_how_it_was_made(tiny_sd, face, tmp_path, hyper
     result = personalize(job(tiny_sd, face, tmp_path / "m", hypernet=hypernet, seed=3, iterations=1), progress=False)
     made = json.loads(lowdim.read_adapter(result.adapter).metadata["extra"])
     assert made["steps"] == 3 and made["seed"] == 3 and made["rank"] == 4 and made["image"] == face.name
-    assert made["hypernet"]["file"] == hypernet.name and made["hypernet"]["iterations"] == 1
-    assert len(made["hypernet"]["sha256"]) == 16 and made["hypernet"]["bases_seed"] == 3  # none recorded: --seed
+    assert made["hypernet"]["file"] == str(hypernet.resolve()) and made["hypernet"]["iterations"] == 1
+    assert len(made["hypernet"]["digest"]) == 16 and made["hypernet"]["bases_seed"] == 3  # none recorded: --seed
     scratch = personalize(job(tiny_sd, face, tmp_path / "n"), progress=False)
     assert json.loads(lowdim.read_adapter(scratch.adapter).metadata["extra"])["hypernet"] is None
 
