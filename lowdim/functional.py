@@ -15,7 +15,9 @@ from torch import Tensor
 
 
 def layer_seed(adapter_seed: int, layer_name: str) -> int:
-    """A 63-bit seed for one layer, stable across platforms and Python versions.
+    """A 63-bit seed for one layer, stable across platforms and Python versions. torch's CPU generator, which makes
+    the bases from it, reads only its low 32 bits (two layers share bases with chance 2**-32, not 2**-63); the
+    format keeps all 63, which a stack's component seeds hash again.
 
     Hashing the name (not enumerating layers) keeps a layer's bases fixed when other layers are
     added or removed from the layer set.

@@ -82,9 +82,11 @@ def test_the_trainable_part_starts_from_the_old_adapters_seed_unless_given_anoth
         return info, {layer: tensors["c1_down"] for layer, tensors in adapters.tensors("fast").items()}
 
     (default, started), (same, again), (other, elsewhere) = relaxed(), relaxed(seed=5), relaxed(seed=9)
-    assert (default.seed, same.seed, other.seed) == (5, 5, 9)
+    zero, at_zero = relaxed(seed=0)  # a seed of 0 is a seed, not "none given"
+    assert (default.seed, same.seed, other.seed, zero.seed) == (5, 5, 9, 0)
     assert all(torch.equal(started[layer], again[layer]) for layer in started)
     assert not any(torch.equal(started[layer], elsewhere[layer]) for layer in started)
+    assert not any(torch.equal(started[layer], at_zero[layer]) for layer in started)
 
 
 def test_an_adapter_put_back_after_a_failed_relax_does_not_warn_of_its_rank_again():
