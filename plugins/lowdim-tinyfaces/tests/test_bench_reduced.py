@@ -30,11 +30,12 @@ def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     identities = root / "heldout"
     write_identities(identities, 50, split="test", seed=0)  # the full run's identities; we use 3
-    # Two worker processes of one thread each: 125 s here against 185 s for one process of two threads.
+    # One process of one thread: under pytest -n 2 the other core runs other tests, so a second bench worker here
+    # (125 s alone, against 185 s for one process of two threads) only made three processes share two cores.
     job = QualityJob(identities=identities, out=root / "out", methods=["ours-described", "only-hyper", "no-hyper",
                                                                    "base", "only-hyper-unet", APART, WINDOW,
                                                                    CROSS],
-                     hypernet=hypernet_path(), limit=3, device="cpu", workers=2)
+                     hypernet=hypernet_path(), limit=3, device="cpu", workers=1, threads=1)
     rows, _ = aggregate(run_quality(job), job.methods)
     return {row.method: row for row in rows}
 
