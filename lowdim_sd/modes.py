@@ -293,12 +293,16 @@ def initial_token(initial: str | os.PathLike[str] | None, token: str | None) -> 
     return learned or DEFAULT_TOKEN
 
 
-def record_recipe(trainable: object, config: TrainConfig, subjects: list[Subject]) -> None:
+def record_recipe(trainable: object, config: TrainConfig, subjects: list[Subject], initial: Path | None = None) -> None:
     """Store what made the files `lowdim train` writes in them: the prompt template, steps, rate and image count
-    (`lowdim show` prints them and suggests the prompt); a --full model also its base and word, in the record a
-    merged model carries, so generate's [V] calls the trained subject."""
-    recipe = {"made_by": "lowdim train", "prompt": config.prompt, "steps": config.steps,
-              "learning_rate": config.learning_rate, "batch_size": config.batch_size}
+    (`lowdim show` prints them and suggests the prompt), and the --init adapter it finetuned (its absolute path, as
+    personalize records its hypernetwork, and the sha256 of its bytes); a --full model also its base and word, in
+    the record a merged model carries, so generate's [V] calls the trained subject."""
+    recipe: dict[str, Any] = {"made_by": "lowdim train", "prompt": config.prompt, "steps": config.steps,
+                              "learning_rate": config.learning_rate, "batch_size": config.batch_size}
+    if initial is not None:
+        path = Path(initial).resolve()
+        recipe["init"] = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if isinstance(trainable, FullTrainable):
         model = trainable.model
         # The prompt keeps [V]: generate calls the model's recorded word by it, as it does a merged model's.

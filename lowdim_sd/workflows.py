@@ -365,7 +365,7 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
     # A model run_train loaded itself is dropped after: nothing to hand back, and no unmerge to pay for.
     with left_as_given(model, tokens=learns, initial=job.initial) if given else contextlib.nullcontext():
         trainable = build_trainable(job, model, names)
-        record_recipe(trainable, config, subjects)  # prompt, steps, rate, images: in the files it writes
+        record_recipe(trainable, config, subjects, job.initial)  # prompt, steps, rate, images, --init: in its files
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
             config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
