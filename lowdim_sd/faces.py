@@ -63,6 +63,17 @@ SEVERAL_FACES_API_HINT = "; pick another by its index (index=N)"
 JOB_SEVERAL_FACES_API_HINT = "; pick another by its index (face_index=N)"
 
 
+def check_crop_margin(margin: float, name: str) -> None:
+    """The room around the face: 0 or more, and at most ``faces.MAX_MARGIN`` (the face a seventh of the crop's width;
+    more leaves a speck in background or black padding). ``name``: the setting as its reader typed it."""
+    what = "room around the face, a fraction of its width"
+    if not margin >= 0:  # nan too
+        raise LowdimError(f"{name} must be 0 or more ({what}), got {margin}")
+    if not (math.isfinite(margin) and margin <= MAX_MARGIN):
+        raise LowdimError(f"{name} must be a finite number from 0 to {MAX_MARGIN:g} ({what}; at {MAX_MARGIN:g} the "
+                          f"face is a seventh of the crop's width), got {margin}")
+
+
 def default_no_face_hint() -> str:
     return either(NO_FACE_HINT, NO_FACE_API_HINT)
 

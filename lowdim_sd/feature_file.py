@@ -137,7 +137,7 @@ def _check_crop(crop: bool, margin: float, index: int | None) -> None:
                 raise LowdimError(f"{name(field)} shapes the face crop, which is off: "
                                   f"{either('add --crop', 'pass crop=True')} (as the weight folders' index.json "
                                   f"config.crop says)")
-    from lowdim_sd.personalize_checks import check_crop_margin
+    from lowdim_sd.faces import check_crop_margin
 
     check_crop_margin(margin, name("crop_margin"))
     if index is not None and index < 0:

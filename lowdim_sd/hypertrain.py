@@ -57,6 +57,7 @@ from lowdim_sd.hypertrain_resume import (
     clear_earlier_run,
     drop_unfinished_checkpoints,
     earlier_run_set_aside,
+    put_back_set_aside,
     resume_settings,
     worded_differences,
 )
@@ -84,6 +85,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     check_has_identities(full)
     job.model = model_to_train(job, full)
     out = job.out
+    put_back_set_aside(out)  # before anything reads out: a killed --overwrite's earlier run is the one there
     folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval", job.overwrite)
     accelerator = make_accelerator(job)
     settings = resume_settings(job, full, accelerator.num_processes)

@@ -238,6 +238,26 @@ def clear_earlier_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+SET_ASIDE_PREFIX = ".earlier-run-"
+
+
+def put_back_set_aside(out: Path) -> None:
+    """An earlier run that a killed ``--overwrite`` of a retrieval head left set aside (``earlier_run_set_aside``'s
+    folder, which only a kill leaves: a refusal or a stop puts it back) goes back in place of what the killed run
+    wrote, with a warning: a run holds ``out``'s lock here, so that run is gone. Rank 0 only, under a launcher."""
+    if os.environ.get("RANK", "0") != "0" or not out.is_dir():
+        return
+    for aside in sorted(out.glob(SET_ASIDE_PREFIX + "*")):
+        if not aside.is_dir() or aside.is_symlink():
+            continue
+        clear_earlier_run(out)  # the killed run's split, log or checkpoints: none of it is a result
+        for kept in aside.iterdir():
+            os.replace(kept, out / kept.name)
+        shutil.rmtree(aside, ignore_errors=True)
+        warnings.warn(f"{out}: put back the earlier run that a killed --overwrite had set aside in {aside.name} "
+                      f"(the killed run's files went)", stacklevel=2)
+
+
 @contextmanager
 def earlier_run_set_aside(out: Path, overwrite: bool) -> Iterator[None]:
     """For a run whose checks run while it writes (the retrieval head's fill): the earlier run's files wait in a
@@ -247,7 +267,7 @@ def earlier_run_set_aside(out: Path, overwrite: bool) -> Iterator[None]:
     if not earlier:
         yield
         return
-    aside = out / f".earlier-run-{os.getpid()}"
+    aside = out / f"{SET_ASIDE_PREFIX}{os.getpid()}"
     aside.mkdir(exist_ok=True)
     for name in earlier:
         os.replace(out / name, aside / name)

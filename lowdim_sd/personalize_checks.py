@@ -3,7 +3,6 @@ those it takes from the hypernetwork file."""
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from dataclasses import fields, replace
@@ -14,6 +13,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
 from lowdim.option_words import either, option
 from lowdim_sd.draw_parts import parse_draw
+from lowdim_sd.faces import check_crop_margin
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import open_rgb
 from lowdim_sd.model_tree import refuse_out_in_model
@@ -198,19 +198,6 @@ def check_crop_flags(job: PersonalizeJob | PrecomputeJob) -> None:
                           f"{either('--crop', 'crop=True')} for a photo of several faces")
     if not face_inputs.faces_available():
         raise LowdimError(f"{flag} {does}, and cropping needs face detection, which is not installed; {INSTALL_HINT}")
-
-
-def check_crop_margin(margin: float, name: str) -> None:
-    """The room around the face: 0 or more, and at most ``faces.MAX_MARGIN`` (the face a seventh of the crop's width;
-    more leaves a speck in background or black padding). ``name``: the setting as its reader typed it."""
-    from lowdim_sd.faces import MAX_MARGIN
-
-    what = "room around the face, a fraction of its width"
-    if not margin >= 0:  # nan too
-        raise LowdimError(f"{name} must be 0 or more ({what}), got {margin}")
-    if not (math.isfinite(margin) and margin <= MAX_MARGIN):
-        raise LowdimError(f"{name} must be a finite number from 0 to {MAX_MARGIN:g} ({what}; at {MAX_MARGIN:g} the "
-                          f"face is a seventh of the crop's width), got {margin}")
 
 
 def fields_default(job: PersonalizeJob | PrecomputeJob, name: str):

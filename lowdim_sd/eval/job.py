@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
@@ -146,9 +145,9 @@ def check_crop(crop: bool, crop_size: int, margin: float, owner: str = "EvalJob"
     """A margin or size no crop can use is one line, from the CLI and from Python alike (each naming the setting
     as its reader gave it: ``--margin``, ``EvalJob(margin=...)``), with the crop off too: a Python caller passing
     one means it, and the command refuses either without --crop before this."""
-    if not (math.isfinite(margin) and margin >= 0):
-        raise LowdimError(f"{option('margin', owner)} must be 0 or more (room around the face, a fraction of its "
-                          f"width), got {margin}")
+    from lowdim_sd.faces import check_crop_margin  # as personalize and precompute bound it: 0 to MAX_MARGIN
+
+    check_crop_margin(margin, option("margin", owner))
     if not MIN_CROP_SIZE <= crop_size <= MAX_CROP_SIZE:
         raise LowdimError(f"{option('crop_size', owner)} must be {MIN_CROP_SIZE} to {MAX_CROP_SIZE} pixels (the side "
                           f"of the face crop), got {crop_size}")

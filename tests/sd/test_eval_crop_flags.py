@@ -59,6 +59,7 @@ def test_crop_flags_with_the_crop_still_score(folder, capsys, args):
 
 @pytest.mark.parametrize(("options", "said"), [
     ({"margin": float("nan")}, r"EvalJob\(margin=\.\.\.\) must be 0 or more"),
+    ({"margin": 4.0}, r"EvalJob\(margin=\.\.\.\) must be a finite number from 0 to 3"),  # as personalize
     ({"crop_size": 4}, r"EvalJob\(crop_size=\.\.\.\) must be 8 to 4096"),
     ({"crop_size": 4097}, r"EvalJob\(crop_size=\.\.\.\) must be 8 to 4096")])
 def test_a_crop_no_crop_can_use_is_one_line_from_python_too(tmp_path, options, said):

@@ -162,3 +162,22 @@ def test_mixed_weight_folders_are_refused_with_the_flag_and_both_values(weights,
     assert f"--seed (0 in {weights}, 1 in {other})" in err and "config.seed" not in err
     with pytest.raises(lowdim.LowdimError, match=r"made with other settings than .*\(0 in .*, 1 in .*\)"):
         train_hypernet(job([weights, other], tmp_path / "p"), progress=False)
+
+
+def test_an_earlier_run_a_killed_overwrite_left_set_aside_is_put_back_by_the_next_run(weights, finished, tmp_path):
+    """Review ES 1: a SIGKILL during a retrieval fill under --overwrite leaves the earlier run in .earlier-run-PID
+    and the killed run's split in its place; the next run puts the earlier one back and says so."""
+    out = tmp_path / "h"
+    shutil.copytree(finished, out)
+    before = _files(out)
+    aside = out / ".earlier-run-424242"
+    aside.mkdir()
+    for path in list(out.iterdir()):
+        if path != aside:
+            path.rename(aside / path.name)
+    (out / "split.json").write_text(json.dumps({"train": ["nobody"], "val": []}))  # what the killed run wrote
+    with pytest.warns(UserWarning, match=r"put back the earlier run that a killed --overwrite had set aside in "
+                                         r"\.earlier-run-424242"):
+        resumed = train_hypernet(job(weights, out, steps=3, checkpoint_every=1, resume=True), progress=False)
+    assert resumed.start_step == 2 and not aside.exists()
+    assert (out / "split.json").read_bytes() == before["split.json"]
