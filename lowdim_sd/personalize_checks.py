@@ -217,8 +217,11 @@ def check_face_found(job: PersonalizeJob, crop: bool) -> None:
     asks for, is one line before the model loads, not after it (12 s on tinyfaces, minutes for sd15 on a CPU); the
     run's crop then finds these faces in the detection cache, at no second cost. After the settings' checks, which
     a rerun would meet first otherwise."""
-    if not crop:
-        return
+    from lowdim.hub import looks_like_path
+    from lowdim.paths import expand_user
+
+    if not crop or (looks_like_path(job.model) and not expand_user(job.model).exists()):
+        return  # a model path that is not there: the load's line names it, and says so first
     from lowdim_sd import faces
 
     picture = open_rgb(job.image)
