@@ -55,3 +55,22 @@ def one_process_group(tmp_path):
         yield
     finally:
         dist.destroy_process_group()
+
+
+@pytest.fixture
+def detector_runs(monkeypatch):
+    """The shapes of the pictures dlib's face detector is run on, in order (the real detector still answers), with
+    no detection kept from other tests: how many times a run looked for faces, and at what size."""
+    from collections import OrderedDict
+
+    faces = pytest.importorskip("lowdim_sd.faces")
+    real, runs = faces._detector(), []
+
+    class Counting:
+        def run(self, array, *args):
+            runs.append(array.shape)
+            return real.run(array, *args)
+
+    monkeypatch.setattr(faces, "_detector", Counting)
+    monkeypatch.setattr(faces, "_detections", OrderedDict())
+    return runs

@@ -3,28 +3,11 @@ the same picture, and dlib's detector costs up to a second a call on a CPU."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import pytest
 
 faces = pytest.importorskip("lowdim_sd.faces")
 if not faces.faces_available():
     pytest.skip("the faces extra is not installed: pip install 'lowdim[faces]'", allow_module_level=True)
-
-
-@pytest.fixture
-def detector_runs(monkeypatch):
-    """The pictures dlib's detector is run on, in order (the real detector still answers)."""
-    real, runs = faces._detector(), []
-
-    class Counting:
-        def run(self, array, *args):
-            runs.append(array.shape)
-            return real.run(array, *args)
-
-    monkeypatch.setattr(faces, "_detector", Counting)
-    monkeypatch.setattr(faces, "_detections", OrderedDict(), raising=False)  # none kept from other tests
-    return runs
 
 
 def test_the_same_pixels_are_detected_once_however_they_are_given(astronaut, detector_runs):

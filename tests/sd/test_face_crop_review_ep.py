@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -30,21 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def astronaut() -> np.ndarray:
     """scikit-image's astronaut (the photo the other face tests use): one real face about 90 px wide, 512x512."""
     return pytest.importorskip("skimage.data").astronaut()
-
-
-@pytest.fixture
-def detector_runs(monkeypatch):
-    """The pictures dlib's detector is run on (the real detector still answers), none kept from other tests."""
-    real, runs = faces._detector(), []
-
-    class Counting:
-        def run(self, array, *args):
-            runs.append(array.shape)
-            return real.run(array, *args)
-
-    monkeypatch.setattr(faces, "_detector", Counting)
-    monkeypatch.setattr(faces, "_detections", OrderedDict())
-    return runs
 
 
 def job(image, tmp_path, **fields) -> PersonalizeJob:
