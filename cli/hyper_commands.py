@@ -110,7 +110,8 @@ def precompute(
         return
     processes = f" by {result.processes} processes" if result.processes > 1 else ""
     shards = "" if result.processes > 1 else f" into {len(result.shards)} shard(s)"
-    out.print(f"trained {result.run_trained} identities{shards}{processes}, skipped {result.run_skipped} already "
+    trained = f"{result.run_trained} identit{'y' if result.run_trained == 1 else 'ies'}"
+    out.print(f"trained {trained}{shards}{processes}, skipped {result.run_skipped} already "
               f"done; index: {user_text(result.index, 'bold')}")
 
 

@@ -320,9 +320,10 @@ def _finish(plan: _Plan, result: PrecomputeResult) -> None:
     except RuntimeError as error:  # another process stopped (its own error said why): the gloo/NCCL wait then fails
         failure = another_failure(error)  # its line, under a launcher that keeps one
         what = failure or "another process of this run stopped before the end"
-        raise AnotherProcessFailed(f"{what}; this one trained {len(result.trained)} identities, kept in "
-                                   f"{plan.index_path}; {runs.RERUN} to continue: done identities are "
-                                   f"skipped") from None
+        count = len(result.trained)
+        raise AnotherProcessFailed(f"{what}; this one trained {count} identit{'y' if count == 1 else 'ies'}, kept "
+                                   f"in {plan.index_path}; {runs.RERUN} to continue: done identities are skipped"
+                                   ) from None
     result.processes, result.main_process = plan.processes, plan.state.is_main_process
     result.run_trained, result.run_skipped = _run_totals(len(result.trained), len(result.skipped), plan.state.device)
     if plan.state.is_main_process and any(plan.out.glob("index-p*.json")):

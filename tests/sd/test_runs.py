@@ -81,7 +81,7 @@ def test_ctrl_c_in_precompute_keeps_the_done_identities_and_says_rerun(tiny_sd, 
     assert_flags_exist(capsys, "precompute", text)
     monkeypatch.undo()
     code, text = run(capsys, *args)
-    assert code == 0 and "trained 1 identities" in text and "skipped 2" in text
+    assert code == 0 and "trained 1 identity into" in text and "skipped 2" in text
 
 
 def test_ctrl_c_in_any_other_command_exits_130(tiny_sd, tmp_path, capsys, monkeypatch):

