@@ -352,10 +352,7 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
     """
     if size < 8:
         raise LowdimError(f"crop size must be at least 8 pixels, got {size}")
-    if margin < 0:
-        raise LowdimError(f"face margin must be 0 or more, got {margin}")
-    if not margin <= MAX_MARGIN:  # nan and inf too
-        raise LowdimError(f"face margin must be a finite number from 0 to {MAX_MARGIN:g}, got {margin}")
+    check_crop_margin(margin, "face margin")
     rgb = upright_rgb(image)
     several = default_several_faces_hint() if several_faces_hint is None else several_faces_hint
     face = choose_face(_detect(rgb, name), index, name, several, no_face_hint, rgb.size)
