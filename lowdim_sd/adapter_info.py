@@ -44,6 +44,7 @@ from lowdim_sd.file_info_parts import (
     summary,
 )
 from lowdim_sd.prompt_words import with_looks
+from lowdim_sd.recorded_paths import shipped_text
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -80,7 +81,9 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     recorded = record_rows(meta, refused)
     rows += [(label, shown) for _, label, shown in recorded]
     recipe = json_object(meta.get("extra"))
-    rows += [(f"recipe: {key}", bounded(compact(value))) for key, value in recipe.items()]  # --json: whole
+    # The network a model ships by that model (its record holds no path, docs/sd.md "Paths in files"); else as stored
+    rows += [(f"recipe: {key}", bounded((key == "hypernet" and shipped_text(value)) or compact(value)))
+             for key, value in recipe.items()]  # --json: whole
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
               "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
               "trainable params": int(meta.get("num_params") or 0),

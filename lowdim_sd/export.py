@@ -36,6 +36,7 @@ from lowdim_sd.export_checks import (
     exists_error,
     written_through,
 )
+from lowdim_sd.recorded_paths import shared_model_name
 
 FORMATS = ("diffusers", "kohya")
 # The kohya export as a Python caller asks for it (the CLI's words: --format kohya).
@@ -237,7 +238,8 @@ def export_adapter(
     ``conv_layers`` names the 1x1 convolution layers; by default those of an SD 1.x UNet. ``overwrite=False``:
     a file at ``out_path`` is never replaced, one that another run wrote while this export ran included (one
     line, and that file as it was). A symbolic link at ``out_path`` is kept: the file it leads to is the one
-    written (``written_through``), and returned.
+    written (``written_through``), and returned. The file is made to be shared, so it records no path of this
+    machine: a local base model by its folder's name (``recorded_paths.shared_model_name``).
     """
     check_export_options(fmt, dtype)  # arguments first: a typo is not told after an output check
     source = check_export_source(Path(adapter_path))
@@ -300,7 +302,7 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
         "source_adapter": source.name,
         "space": meta.get("space", adapter.space.name),
         "space_config": meta.get("space_config", ""),
-        "base_model": meta.get("base_model", ""),
+        "base_model": shared_model_name(meta.get("base_model", "")),  # a file to share holds no path of this machine
         "token": meta.get("token", ""),
         "rank": str(rank),
         "dtype": dtype,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lowdim_sd.recorded_paths import recorded_file
 from lowdim_sd.train import TrainConfig
 
 if TYPE_CHECKING:
@@ -36,11 +36,12 @@ def recipe(run: PersonalizeRun) -> dict:
 
 
 def hypernet_record(hypernet: HypernetFile, iterations: int | None, bases_seed: int) -> dict:
-    """Which hypernetwork predicted the start: its path (absolute, as every run's file has the same name), its
-    ``digest`` (``HypernetFile.digest``: of its header, which records its config, layers, step and training run,
-    --lr, --seed, --batch-size and run id included; not the file's sha256), and the refinement passes it ran (the
-    network's own count where --iterations was left out). Adapters from before recorded the digest as "sha256",
-    the file's bare name, and null for iterations left out."""
+    """Which hypernetwork predicted the start: the file (``recorded_file``: a user's by its absolute path, as every
+    run's file has the same name; the one a model ships by its name and ``shipped_with``, the model, not the folder
+    pip put it in), its ``digest`` (``HypernetFile.digest``: of its header, which records its config, layers, step
+    and training run, --lr, --seed, --batch-size and run id included; not the file's sha256), and the refinement
+    passes it ran (the network's own count where --iterations was left out). Adapters from before recorded the
+    shipped network by its absolute path too, the digest as "sha256", the file's bare name, and null for
+    iterations left out."""
     used = iterations if iterations is not None else hypernet.stored["hyper_config"].get("iterations")
-    return {"file": str(Path(hypernet.path).resolve()), "digest": hypernet.digest, "iterations": used,
-            "bases_seed": bases_seed}
+    return {**recorded_file(hypernet.path), "digest": hypernet.digest, "iterations": used, "bases_seed": bases_seed}

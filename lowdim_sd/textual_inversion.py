@@ -311,6 +311,7 @@ def export_embedding(source: str | os.PathLike, target: str | os.PathLike, fmt: 
     """Write a TI adapter as a plain embedding file (atomically), with what it was made for as metadata;
     ``replace=False``: FileExistsError where a file is at ``target`` when the write is done."""
     from lowdim.files import atomic_save
+    from lowdim_sd.recorded_paths import shared_model_name  # a shared file: no path of this machine
 
     if fmt not in EXPORT_FORMATS:
         raise EmbeddingError(f"{source}: a Textual Inversion embedding exports as {' or '.join(EXPORT_FORMATS)}, "
@@ -324,6 +325,6 @@ def export_embedding(source: str | os.PathLike, target: str | os.PathLike, fmt: 
                              f"'s range (Inf/NaN in the export); {fix}")
     metadata = {"format": "pt", "embedding_format": fmt, "token": embedding.token, "name": embedding.token,
                 "vectors": str(len(embedding.vectors)), "width": str(embedding.vectors.shape[1]),
-                "vocabulary": str(embedding.vocabulary), "base_model": embedding.base_model,
+                "vocabulary": str(embedding.vocabulary), "base_model": shared_model_name(embedding.base_model),
                 "source_adapter": Path(source).name, "space": SPACE}
     return atomic_save(tensors, metadata, Path(target), replace=replace)

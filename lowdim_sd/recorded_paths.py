@@ -1,0 +1,71 @@
+"""How lowdim's files record the files they were made from, one policy for all (docs/sd.md, "Paths in files"):
+
+1. A file that stays on the user's machine (an adapter, a run folder, ``prompts.json``) records the user's own
+   files by absolute path: that is what lets ``lowdim show`` and a rerun find them from any folder.
+2. A file shipped inside an installed package (a model's default hypernetwork, TinyFaces') is recorded by what
+   names it, its file name and the model that ships it, not by where pip put it (site-packages, a user's venv):
+   that path says nothing on another machine but the first machine's folder layout.
+3. A file written to be shared (``lowdim export``, every format) records no absolute path: a local base model by
+   its folder's (or file's) name; a hub id or a registered model's name as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+# The key a shipped file's record names the model that ships it by (policy 2).
+SHIPPED_WITH = "shipped_with"
+
+
+def shipping_model(path: str | os.PathLike) -> str | None:
+    """The registered model whose backend ships the file at ``path`` as its default hypernetwork (``tinyfaces``),
+    reached by any path or link; None for any other file (the user's own, a copy of the shipped one included)."""
+    from lowdim.registry import get_registry
+    from lowdim_sd.personalize_hypernet import default_hypernet
+
+    here = Path(path).resolve()
+    for name, entry in get_registry().backends.items():  # aliases repeat a backend: the first answers
+        shipped = default_hypernet(entry.value)
+        if shipped is not None and shipped.resolve() == here:
+            return str(getattr(entry.value, "name", None) or name)
+    return None
+
+
+def recorded_file(path: str | os.PathLike) -> dict[str, str]:
+    """How a file that stays on this machine records the file at ``path``, links followed: ``{"file": its own name,
+    "shipped_with": the model}`` for a file a model ships (policy 2), else ``{"file": its absolute path}``, so it
+    is found from any folder (policy 1)."""
+    here = Path(path).resolve()
+    model = shipping_model(here)
+    return {"file": here.name, SHIPPED_WITH: model} if model is not None else {"file": str(here)}
+
+
+def shipped_text(record: object) -> str | None:
+    """What ``lowdim show`` says of a record ``recorded_file`` made for a shipped file, the rest of the record
+    after it: 'the network shipped with tinyfaces (hypernet.safetensors) {"digest":...}'; None for any other
+    record (a user's file, by its absolute path, and every older record are shown as they are)."""
+    if not isinstance(record, dict) or not isinstance(record.get(SHIPPED_WITH), str) or not record[SHIPPED_WITH]:
+        return None
+    import json
+
+    rest = {key: value for key, value in record.items() if key not in ("file", SHIPPED_WITH)}
+    named = f" ({record['file']})" if isinstance(record.get("file"), str) and record["file"] else ""
+    return (f"the network shipped with {record[SHIPPED_WITH]}{named} "
+            f"{json.dumps(rest, separators=(',', ':'), sort_keys=True)}")
+
+
+def shared_model_name(model: str) -> str:
+    """How a file written to be shared records its base model (policy 3): a local folder or file by its name
+    (``/home/alice/models/my-sd`` -> ``my-sd``), a path however written (absolute, ``~``, ``./``, a Windows drive);
+    a hub id (``org/name``) or a registered model's name as it is."""
+    if not model or not _is_a_path(model):
+        return model
+    return PureWindowsPath(model.rstrip("/\\")).name or model  # PureWindowsPath splits at '/' and '\\' alike
+
+
+def _is_a_path(model: str) -> bool:
+    """Whether a recorded model is a path, not a hub id: a hub id never starts with '/', '~' or '.' nor holds '\\'
+    or a drive."""
+    return (PurePosixPath(model).is_absolute() or PureWindowsPath(model).is_absolute() or "\\" in model
+            or model.startswith(("~", "./", "../")) or model in (".", ".."))
