@@ -288,12 +288,24 @@ def train_hypernet(
     result = run(job)
     if not result.main_process:
         return
-    out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s (from step {result.start_step}); "
-              f"{len(result.train_names)} training and {len(result.val_names)} held-out identities")
+    out.print(f"{_what_ran(result, resume)}; {len(result.train_names)} training and {len(result.val_names)} "
+              f"held-out identities")
     logged = ""  # --log-every 0 writes no metrics file
     if result.metrics and Path(result.metrics).is_file():
         logged = f" and {user_text(result.metrics)}"
     out.print(f"wrote {user_text(result.path, 'bold')}{logged}")
+
+
+def _what_ran(result, resume: bool) -> str:
+    """The summary's first words: the steps trained (from where, on a resume, as `lowdim train` says it), or for
+    the retrieval head, which trains no step, the bank it filled and the key embedding's steps before."""
+    seconds = f"{result.seconds:.1f} s"
+    if result.filled_bank:
+        keys = f" after {result.key_steps} key-embedding steps" if result.key_steps else ""
+        return f"retrieval bank filled{keys} in {seconds}"
+    start = f" (from step {result.start_step})" if resume else ""
+    steps = len(result.losses)
+    return f"{steps} step{'' if steps == 1 else 's'} in {seconds}{start}"
 
 
 def encoder_features(

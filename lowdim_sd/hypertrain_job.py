@@ -81,3 +81,6 @@ class HyperTrainResult:
     # The network saved at path, in eval mode as load_hypernet returns it (main process; None for the retrieval
     # head, which load_hypernet(path) rebuilds). Left out of the repr: a module's runs to hundreds of lines.
     net: HyperHead | None = field(default=None, repr=False)
+    # The retrieval head trains no steps: it fills its bank, after key_steps of its key embedding (0 without one).
+    filled_bank: bool = False
+    key_steps: int = 0

@@ -115,7 +115,8 @@ def fill_retrieval(job: HyperTrainJob, train_set: WeightDataset, val_set: Weight
         extra.update(add_render_keys(net, job, train_set, progress))
     metrics = out / "metrics.jsonl"
     result = HyperTrainResult(out / "hypernet.safetensors", train_names=train_set.names,
-                              val_names=val_set.names if val_set else [], metrics=metrics)
+                              val_names=val_set.names if val_set else [], metrics=metrics, filled_bank=True,
+                              key_steps=job.key_steps if net.key_projection is not None else 0)
     log = MetricsLog(metrics, True)
     if val_set is not None:
         mean = {layer: {k: v.mean(0) for k, v in p.items()} for layer, p in targets.items()}

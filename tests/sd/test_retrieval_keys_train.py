@@ -163,3 +163,16 @@ def test_a_retrieval_head_says_which_training_options_it_ignores_and_gives_no_fa
     quiet = [str(tmp_path / "quiet") if value == str(tmp_path / "r") else value for value in args]
     code = main([*quiet, "--alpha", "0"])
     assert code == 0 and "ignored" not in capsys.readouterr().err  # the shipped recipe's --alpha 0: no warning
+
+
+def test_the_cli_summary_says_the_bank_was_filled_after_the_key_steps_not_zero_steps(weights, people, tmp_path,
+                                                                                     capsys):
+    code = main(["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "k"), "--encoder-config",
+                 '{"model_type": "vit", "image_size": 16, "patch_size": 4, "hidden_size": 16, '
+                 '"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}',
+                 "--set", "architecture=retrieval", "--set", "key_dim=4", "--set", "encoder_pool=2",
+                 "--key-pairs", str(people), "--key-steps", "3", "--val-identities", "0"])
+    said = capsys.readouterr().out
+    assert code == 0, said
+    assert "retrieval bank filled after 3 key-embedding steps in" in said
+    assert "0 steps" not in said and "from step" not in said
