@@ -215,9 +215,20 @@ TRAINABLE = "trainable"  # the SD engine's settings: the trained state's signatu
 
 
 def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -> None:
+    different = differences_between(stored, current, worded)
+    if not different:
+        return
+    way_on = either("resume with the same options, or choose another --out",
+                    "resume with the same settings, or choose another out")
+    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {listed(different)}; {way_on}")
+
+
+def differences_between(stored: dict, current: dict, worded: Worded | None = None) -> list[str]:
+    """What ``restore`` refuses a checkpoint's ``stored`` settings for, one line each; none: it resumes."""
+    worded = worded or _differences
     current = json_text.loads(json.dumps(current))  # as stored: tuples become lists
     if not stored or not current or stored == current:
-        return  # checkpoints from before settings were recorded resume as they always did
+        return []  # checkpoints from before settings were recorded resume as they always did
     different = [line for key in sorted(set(stored) | set(current))
                  if key not in (TRAINABLE, "inputs", *NO_LONGER_COMPARED) and stored.get(key) != current.get(key)
                  and (key in stored or key not in RECORDED_SINCE) for line in worded(key, stored, current)]
@@ -227,12 +238,9 @@ def _check_settings(folder: Path, stored: dict, current: dict, worded: Worded) -
         different += worded(TRAINABLE, stored, current)
     merged_alike = _merged_part(stored.get(TRAINABLE)) == _merged_part(current.get(TRAINABLE))
     different += _input_differences(stored.get("inputs"), current.get("inputs") or {}, merged_alike)
-    different = list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once
-    if not different:
-        return
-    way_on = either("resume with the same options, or choose another --out",
-                    "resume with the same settings, or choose another out")
-    raise LowdimError(f"{folder}: checkpoint of a run with other settings: {listed(different)}; {way_on}")
+    if stored.get("seed") == current.get("seed"):  # else the seed's own line says why every subject's differs
+        different += _seed_differences(stored.get("inputs"), current.get("inputs") or {})
+    return list(dict.fromkeys(different))  # the seed is the run's and its adapter's: said once
 
 
 # Settings a checkpoint leaves out at their default (so that checkpoints made before they existed resume): a side
@@ -286,8 +294,10 @@ def inputs_digest(model: SDModel, subjects: list[Subject], names: list[str]) -> 
     """What a run trains on, for ``restore`` to compare: each subject's reference pixels (as loaded, so
     cropping and resizing count) and a fingerprint of the base model's weights."""
     images = {name: _digest([subject.images]) for name, subject in zip(names, subjects, strict=True)}
+    seeds = {name: subject.seed for name, subject in zip(names, subjects, strict=True)}  # each one's draws
     side = _picture_size(subjects[0].images) if subjects else None  # --resolution, or the model's own
-    return {"images": images, "model": weights_fingerprint(model), **({"resolution": side} if side else {})}
+    return {"images": images, "seeds": seeds, "model": weights_fingerprint(model),
+            **({"resolution": side} if side else {})}
 
 
 def _picture_size(images: Tensor) -> int | str:
@@ -362,6 +372,18 @@ def _input_differences(stored: dict | None, current: dict, merged_alike: bool = 
         found.append(f"the base model differs (weights digest {stored.get('model')} there, {current.get('model')} "
                      f"now: another model, or another {job_option('dtype')})")
     return found
+
+
+def _seed_differences(stored: dict | None, current: dict) -> list[str]:
+    """The subjects whose noise seed (their draws) differs, where both sides recorded them (older ones did not)."""
+    old, new = (stored or {}).get("seeds"), current.get("seeds")
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    if len(old) == len(new) == 1:
+        old, new = {"": next(iter(old.values()))}, {"": next(iter(new.values()))}
+    whose = {name: f" of subject '{name}'" if name else "" for name in old}
+    return [f"the noise seed{whose[name]} ({old[name]} there, {new[name]} now)" for name in sorted(set(old) & set(new))
+            if old[name] != new[name]]
 
 
 def _image_differences(old: dict, new: dict) -> list[str]:

@@ -13,7 +13,8 @@ Layout of the output folder::
     out/index-p1.json                 process 1's part of the index until the main process merges it
 
 Resuming skips identities already in the index, unless their pictures changed (``precompute_resume``). A
-shard is written atomically before the index names it, so an interrupted run loses at most the batch in flight.
+shard is written atomically before the index names it, and the batch in flight trains in a hidden folder of ``out``
+that a stop leaves a checkpoint in, which a rerun resumes (``precompute_batches``): an interrupted run loses no step.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from lowdim import option_words
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
 from lowdim_sd import defaults, runs
+from lowdim_sd import precompute_batches as batches
 from lowdim_sd.checked_pictures import read_as_digested
 from lowdim_sd.face_inputs import load_face_image, resolve_crop
 from lowdim_sd.images import IMAGE_EXTENSIONS, collect_images, upscaling_told_once
 from lowdim_sd.job_fields import OptionalPathField, PathField, job_dataclass, path_field
+from lowdim_sd.precompute_batches import InFlight
 from lowdim_sd.precompute_header import index_header, refuse_other_settings_early
 from lowdim_sd.precompute_resume import identity_seed, index_entry, stop_note, take_over
 from lowdim_sd.precompute_start import read_start, start_from
@@ -267,6 +270,7 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
     header = index_header(job, config, model, space, layer_set, crop, initial)
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
+    batches.sweep_other_runs(out, rank, processes)  # a stopped batch of a run under another number of processes
     mine = [(number, identity) for number, identity in enumerate(every[: job.limit]) if number % processes == rank]
     index_path = out / (INDEX if processes == 1 else f"index-p{rank}.json")
     done, replaced, own = take_over(out, header, [identity for _, identity in mine], index_path, rank, processes,
@@ -277,21 +281,29 @@ def _plan(job: PrecomputeJob, progress: bool, model: SDModel | None) -> _Plan:
 
 
 def _train_pending(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, progress: bool) -> None:
-    """Train the pending identities batch by batch, each batch kept (shard, then index) before the next."""
+    """Train the pending identities batch by batch, each batch kept (shard, then index) before the next; the batch in
+    flight trains in ``where.folder``, which a stop leaves its checkpoint in (``precompute_batches``)."""
     started = time.monotonic()
     whose = f"process {plan.rank + 1} of {plan.processes}, " if plan.processes > 1 else ""  # lines interleave
+    where = InFlight(batches.batch_folder(plan.out, plan.rank, plan.processes), plan.header, set(plan.skipped),
+                     lambda line: _say(progress, whose + line))
     with upscaling_told_once(job.resolution or plan.model.resolution):  # one line for all small photos, even if stopped
         try:
             for start in range(0, len(plan.pending), job.batch_subjects):
                 batch = plan.pending[start: start + job.batch_subjects]
-                _say(progress, whose + _batch_line(start, len(batch), job.batch_subjects, len(plan.pending),
+                _say(progress, whose + batches.batch_line(start, len(batch), job.batch_subjects, len(plan.pending),
                                                    len(result.skipped), time.monotonic() - started))
                 rows, digests = _train_batch(plan.model, job, plan.config, plan.space, plan.layer_set, batch,
-                                             plan.crop, plan.initial, progress)
+                                             plan.crop, plan.initial, progress, where)
                 _keep_batch(job, plan, result, batch, rows, digests)
+                batches.remove(where.folder)  # kept: nothing of it to resume
+            batches.leave_no_batch(where.folder, {*plan.skipped, *result.trained})
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
+            kept = where.kept({*plan.skipped, *result.trained})
+            if kept is None:  # no step of it to resume
+                batches.remove(where.folder)
             runs.reraise(stop, stop_note(stop, len(result.trained), len(plan.own["identities"]), plan.index_path,
-                                         plan.rank, plan.processes))
+                                         plan.rank, plan.processes, kept))
 
 
 def _keep_batch(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, batch: list[tuple[int, Identity]],
@@ -345,22 +357,7 @@ def _say(progress: bool, line: str) -> None:
         get_console().print(line, highlight=False, soft_wrap=True, markup=False)  # one line, its paths as written
 
 
-def _batch_line(start: int, size: int, per_batch: int, pending: int, skipped: int, elapsed: float) -> str:
-    """Where a batch stands in the whole run (each batch draws its own bar of steps), with the time the
-    rest should take at the pace of the batches so far: a phase 0 of thousands of identities runs for hours."""
-    which = f"{start + 1}-{start + size}" if size > 1 else f"{start + 1}"
-    before = f", {skipped} done before" if skipped else ""
-    left = f", about {_duration(elapsed / start * (pending - start))} left" if start else ""
-    batches = -(-pending // per_batch)
-    noun = "identities" if size > 1 else "identity"
-    return f"batch {start // per_batch + 1} of {batches}: {noun} {which} of {pending}{before}{left}"
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return f"{max(1, round(seconds))} s"
-    return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+_batch_line = batches.batch_line  # tests call it pre._batch_line
 
 
 def _draws_seed(job: PrecomputeJob, config: TrainConfig, name: str) -> int:
@@ -368,11 +365,11 @@ def _draws_seed(job: PrecomputeJob, config: TrainConfig, name: str) -> int:
 
 
 def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space: Space, layer_set: LayerSet,
-                 batch: list[tuple[int, Identity]], crop: bool, initial, progress: bool
+                 batch: list[tuple[int, Identity]], crop: bool, initial, progress: bool, where: InFlight
                  ) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
-    """Train one adapter per identity of ``batch`` in one multi-subject run; their tensors, one row each, and each
-    identity's digests of the bytes it was trained on (taken as read: a photo saved over while the batch trains
-    is another picture, which a resume trains again)."""
+    """Train one adapter per identity of ``batch`` in one multi-subject run, in ``where.folder`` (resumed when it holds
+    this batch stopped); their tensors, one row each, and each identity's digests of the bytes it was trained on
+    (taken as read: a photo saved over while the batch trains is another picture, which a resume trains again)."""
     from lowdim_sd.modes import adapter_trainable
 
     size = job.resolution or model.resolution
@@ -385,7 +382,9 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
     if initial is not None:
         start_from(model, initial, len(batch))
     try:
-        train(model, subjects, trainable, config, out_dir=None, progress=progress)
+        resume = where.resumes(model, subjects, trainable, config)
+        train(model, subjects, batches.BatchTrainable(trainable), config, out_dir=where.folder, resume=resume,
+              progress=progress, continue_with=runs.RERUN)
         rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
         return rows, [[digest for _, digest in pictures] for pictures in read]
     finally:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lowdim_sd.precompute import Identity
+    from lowdim_sd.precompute_batches import Kept
 
 SHARD = re.compile(r"^shard-(?:p(\d+)-)?\d+\.safetensors$")
 
@@ -304,17 +305,24 @@ def kept_orphans_line(out: Path, kept: list[Path], readers: list[str]) -> str:
             f"precompute into {out}, with no run reading it, removes {'it' if len(kept) == 1 else 'them'}")
 
 
-def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, rank: int, processes: int) -> str:
+def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, rank: int, processes: int,
+              batch: Kept | None = None) -> str:
     """The one line of a stopped precompute: what this process trained and what is on disk (``kept``: the entries
-    its index file holds). Under several processes, one that kept nothing says so of itself only: the others
-    may have kept identities, which a rerun continues from."""
+    its index file holds; ``batch``: the steps of the batch in flight its folder keeps, which a rerun resumes). Under
+    several processes, one that kept nothing says so of itself only: the others may have kept identities, which a
+    rerun continues from."""
     what = runs.stop_word(stop)
+    resumed = f", and the batch resumes at step {batch.step}" if batch else ""
     if processes > 1 and not trained:
+        its = f"; it kept {batch.words}" if batch else ""
         return (f"{what} during the first batch of process {rank + 1} of {processes}, so it added nothing to "
-                f"{index_path.parent} (the other processes say what they kept); {runs.RERUN} to continue: done "
-                f"identities are skipped")
+                f"{index_path.parent} (the other processes say what they kept){its}; {runs.RERUN} to continue: done "
+                f"identities are skipped{resumed}")
+    if not kept and batch:  # the first batch's steps alone
+        return f"{what} during the first batch; kept {batch.words}; {runs.RERUN} to continue from step {batch.step}"
     if not kept:  # no index was written, and the folder made for it is cleared away
         return f"{what} during the first batch, so nothing was kept; {runs.RERUN} to start over"
+    in_flight = f", and {batch.words}" if batch else " (the batch in flight is lost)"
     return (f"{what} with {trained} {'identity' if trained == 1 else 'identities'} trained in this run; {kept} "
-            f"{'is' if kept == 1 else 'are'} kept in {index_path} (the batch in flight is lost); {runs.RERUN} to "
-            f"continue: done identities are skipped")
+            f"{'is' if kept == 1 else 'are'} kept in {index_path}{in_flight}; {runs.RERUN} to continue: done "
+            f"identities are skipped{resumed}")

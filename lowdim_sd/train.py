@@ -50,8 +50,8 @@ if TYPE_CHECKING:
 # imported name only when listed here); what help() shows.
 __all__ = ["IDENTIFIER", "MIXED_PRECISION", "OPTIMIZERS", "RESUMABLE", "Subject", "TrainConfig", "TrainResult",
            "Trainable", "TrainingDiverged", "check_precision", "clip_per_subject", "config_token", "denoising_losses",
-           "divergence_hints", "fill_prompt", "make_optimizer", "prompt_ids", "refuse_inference_mode", "run_settings",
-           "stop_if_diverged", "train", "with_defaults"]
+           "divergence_hints", "fill_prompt", "inputs_of", "make_optimizer", "prompt_ids", "refuse_inference_mode",
+           "run_settings", "stop_if_diverged", "train", "with_defaults"]
 
 MIXED_PRECISION = runs.MIXED_PRECISION
 
@@ -287,8 +287,7 @@ def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, o
                 config: TrainConfig, out_dir: Path, resume: bool, settings: dict) -> int:
     """The step a run into ``out_dir`` starts at (a checkpoint's, with ``resume``), once ``settings`` hold
     the digest of its inputs: taken before a restore changes the weights full DreamBooth trains."""
-    names = getattr(trainable, "subject_names", None) or [str(n) for n in range(len(subjects))]
-    settings["inputs"] = checkpoints.inputs_digest(model, subjects, names)
+    settings["inputs"] = inputs_of(model, subjects, trainable)
     runs.check_space(out_dir, 4 * sum(p.numel() * p.element_size() for p in trainable.parameters))
     if not resume:
         return 0
@@ -302,6 +301,12 @@ def _start_step(model: SDModel, subjects: list[Subject], trainable: Trainable, o
         raise LowdimError(f"{out_dir}: its checkpoint is at step {start}, past "
                           f"{either(f'--steps {config.steps}', f'steps={config.steps}')}")
     return start
+
+
+def inputs_of(model: SDModel, subjects: list[Subject], trainable: Trainable) -> dict:
+    """What a run trains on, as a resume compares it: each subject's pictures and seed, the base model's weights."""
+    names = getattr(trainable, "subject_names", None) or [str(n) for n in range(len(subjects))]
+    return checkpoints.inputs_digest(model, subjects, names)
 
 
 def prompt_ids(model: SDModel, config: TrainConfig) -> Tensor:
