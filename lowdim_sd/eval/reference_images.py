@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from lowdim.option_words import Wording
 from lowdim_sd.eval.image_files import MAX_SIDE, read_image, warn_skipped
 from lowdim_sd.faces import CROP_MAX_SIDE
 from lowdim_sd.images import IMAGE_EXTENSIONS, ImageError, collect_images
@@ -146,6 +147,8 @@ class ReferenceChoice:
         return lines + (["; ".join(parts)] if parts else [])
 
 
+# Where the references came from, in the words of the reader at hand (docs/eval.md: Python callers get the field).
+_GIVEN_AS = Wording("--references", "EvalJob(references=...)")
 SHOWN_LEFT_OUT = 3  # references a refusal names; the rest are counted
 
 
@@ -196,7 +199,7 @@ class ReferenceImages:
 
         for path in paths:
             if path.is_dir() and not expand_folders([path]):
-                raise EvalFolderError(f"reference folder {path} (--references) holds no images "
+                raise EvalFolderError(f"reference folder {path} ({_GIVEN_AS}) holds no images "
                                       f"({', '.join(IMAGE_SUFFIXES)})")
         for path in expand_folders(paths):
             key = real_path(path)
@@ -209,7 +212,7 @@ class ReferenceImages:
             if strict:
                 from lowdim_sd.eval.folder import EvalFolderError
 
-                raise EvalFolderError(f"reference {path} (--references): {image}")
+                raise EvalFolderError(f"reference {path} ({_GIVEN_AS}): {image}")
             warn_skipped(path, "reference", image)
             return None
         if not self.crop:

@@ -45,13 +45,18 @@ def test_a_given_reference_that_cannot_be_used_is_one_line_naming_it(generated, 
     assert code == 1
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and bad in lines[0] and "Traceback" not in stderr
+    assert "(--references)" in lines[0] and "EvalJob" not in lines[0]
     assert not out.exists()
 
 
 @pytest.mark.filterwarnings("ignore:.*no usable reference")
 def test_the_library_refuses_a_missing_given_reference_but_skips_a_listed_one(generated, tmp_path):
-    with pytest.raises(EvalFolderError, match="nope.png.*no such file"):
+    with pytest.raises(EvalFolderError, match="nope.png.*no such file") as refused:
         load_eval_set(generated, references=[tmp_path / "nope.png"])
+    assert "(EvalJob(references=...))" in str(refused.value) and "--references" not in str(refused.value)
+    (tmp_path / "empty-folder").mkdir()
+    with pytest.raises(EvalFolderError, match=r"empty-folder \(EvalJob\(references=\.\.\.\)\) holds no images"):
+        load_eval_set(generated, references=[tmp_path / "empty-folder"])
     prompts = json.loads((generated / "prompts.json").read_text())
     (generated / "prompts.json").write_text(json.dumps({**prompts, "references": ["gone.png"]}))
     with pytest.warns(UserWarning, match="gone.png: no such file"):
