@@ -9,6 +9,7 @@ place (``trainable.safetensors`` in a step folder); the command by the step fold
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -284,6 +285,53 @@ def run_folder_info(out: Path) -> FileInfo:
     writer = f"{check.writer} " if check.writer else ""
     return check.info(out, f"a lowdim {writer}run stopped at step {check.step} (its newest checkpoint; {said})",
                       "stopped_run", [where], checkpoint=checkpoint)
+
+
+def checkpoints_folder(path: Path) -> Path | None:
+    """``path`` as a run's ``OUT/checkpoints`` holding a step folder (absolute where it is named '.' or '..', as from
+    inside it); None for any other folder."""
+    folder = Path(os.path.abspath(path)) if path.name in ("", ".", "..") else path
+    if folder.name != CHECKPOINTS or not any(is_step_folder(step) for step in saves(folder.parent)):
+        return None
+    return folder
+
+
+def checkpoints_folder_info(folder: Path) -> FileInfo:
+    """A run's ``OUT/checkpoints``: how many checkpoints it holds and at which steps, its newest as show of that step
+    folder says it, whether the run finished, and the command that resumes from it (or why a resume refuses it)."""
+    out = folder.parent
+    done = complete_checkpoints(out)
+    if not done:  # saves cut short alone: said as the run's OUT says it (a resume starts over)
+        run = _unfinished_run_info(out)
+        return FileInfo(folder, f"the checkpoints folder of {run.kind}", run.rows, run.use, run.values,
+                        type="checkpoints_folder")
+    check = _read(done[-1])
+    steps = [int(step.name.removeprefix("step-")) for step in done]
+    cut = len(saves(out)) - len(done)
+    said = f"{len(done):,} complete, at step{'s' * (len(done) > 1)} {listing([f'{step:,}' for step in steps])}"
+    said += f"; and {_count(cut, 'save')} cut short, which the next save removes" if cut else ""
+    written = [name for name in check.outputs if (out / name).exists()]
+    finished = bool(check.outputs) and len(written) == len(check.outputs)
+    writer = f"{check.writer} " if check.writer else ""
+    info = check.info(folder, f"the checkpoints folder of a lowdim {writer}run ({_count(len(done), 'checkpoint')}, "
+                              f"the newest at step {check.step})", "checkpoints_folder",
+                      checkpoints={"count": len(done), "steps": steps, "cut_short": cut}, newest=str(done[-1]))
+    rows = [("checkpoints", said), ("newest", part(str(done[-1])))]
+    if check.outputs:  # what the run writes at its end, where its checkpoint records it
+        rows.append(("run", _run_state(check, written, finished)))
+        info.values["run"] = {"finished": finished, "wrote": written}
+    at = int(bool(check.problems))  # after the damaged row a table starts with
+    info.rows[at:at] = rows
+    return info
+
+
+def _run_state(check: _Checkpoint, written: list[str], finished: bool) -> str:
+    """Whether the run whose newest checkpoint ``check`` is wrote its outputs (``written`` of ``check.outputs``)."""
+    if finished:
+        return f"finished: wrote {listing([bounded(name) for name in written])} (--resume with more --steps goes on)"
+    outputs = listing([bounded(name) for name in check.outputs])
+    return f"stopped at step {check.step}: " + (f"wrote {len(written)} of {outputs}" if written else
+                                                 f"{outputs} not written yet")
 
 
 def _unfinished_run_info(out: Path) -> FileInfo:

@@ -17,6 +17,8 @@ from lowdim.files import PICKLE_SUFFIXES
 from lowdim.foreign_files import describe_foreign, embedding_style, fix_for, foreign_lora
 from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.checkpoint_file_info import (
+    checkpoints_folder,
+    checkpoints_folder_info,
     checkpoints_left,
     is_optimizer_state,
     is_step_folder,
@@ -49,7 +51,13 @@ from lowdim_sd.file_info_parts import (
     text_rows,
 )
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
-from lowdim_sd.model_info import merged_model_info, pipeline_folder_info, registered_model_info
+from lowdim_sd.model_info import (
+    merged_model_info,
+    part_weights_info,
+    pipeline_folder_info,
+    pipeline_part_info,
+    registered_model_info,
+)
 from lowdim_sd.model_paths import UNET_PREFIX
 from lowdim_sd.weight_folder_info import weight_folder_info
 
@@ -68,6 +76,8 @@ def describe(path: Path) -> FileInfo:
         return pipeline_folder_info(path)
     if path.is_dir() and not _weight_folder(path) and saves(path):  # a stopped run's --out, or a killed one's
         return run_folder_info(path)
+    if path.is_dir() and not _weight_folder(path) and (part_of := _part_of(path)) is not None:
+        return part_of
     if path.is_dir():
         try:
             return weight_folder_info(path)
@@ -103,6 +113,18 @@ def describe(path: Path) -> FileInfo:
 
 def _weight_folder(folder: Path) -> bool:
     return (folder / "index.json").is_file() or any(folder.glob("index-p*.json"))
+
+
+def _part_of(folder: Path) -> FileInfo | None:
+    """A folder that is a part of what show reads: a diffusers pipeline's unet/ (or any part it lists), a run's
+    checkpoints/; None for any other (``weight_folder_info`` says what it is not)."""
+    from lowdim_sd.model_tree import pipeline_holding  # it imports torch: only for a folder
+
+    if (pipeline := pipeline_holding(folder)) is not None:
+        return pipeline_part_info(folder, pipeline)
+    if (checkpoints := checkpoints_folder(folder)) is not None:
+        return checkpoints_folder_info(checkpoints)
+    return None
 
 
 def _model_meant(name: str) -> str:
@@ -167,8 +189,14 @@ def _keyed(run_values: dict[str, object]) -> dict[str, object]:
 
 
 def _hypernet_use(path: Path, meta: dict) -> str:
+    """personalize with the network; in its run's folder, on a picture of an identity the run held out (an honest
+    first try: a face it never trained on), where that is on disk; else on the example face.jpg."""
+    from lowdim_sd.hypernet_folders import held_out_picture
+
     model = command_word(meta.get("model") or "", "MODEL")  # a name the table cuts or escapes is no word to copy
-    return f"lowdim personalize -m {model} --hypernet {quote(str(path))}{_target_flags(meta)} -i face.jpg -o me"
+    picture = held_out_picture(path, json_object(meta.get("extra")).get("weights"))
+    face = quote(str(picture)) if picture is not None else "face.jpg"
+    return f"lowdim personalize -m {model} --hypernet {quote(str(path))}{_target_flags(meta)} -i {face} -o me"
 
 
 # What describes each head: a retrieval head has a bank of identities and keys, no decoder to iterate.
@@ -291,6 +319,8 @@ def _other(path: Path, header: Header) -> FileInfo:
         return FileInfo(path, "a Stable Diffusion checkpoint (single file)", rows,
                         f"lowdim personalize -m {quote(str(path))}{configs_flag()} -i face.jpg -o me", values,
                         type="sd_checkpoint")
+    if (weights := part_weights_info(path, rows, values)) is not None:  # a pipeline's unet/ or text_encoder/ weights
+        return weights
     return FileInfo(path, "a .safetensors file lowdim does not know", rows, values=values, type="unknown_safetensors")
 
 

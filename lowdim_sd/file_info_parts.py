@@ -28,6 +28,7 @@ FILE_TYPES = {
     "weight_folder": "a weight folder (precompute)",
     "weight_shard": "one shard file of a weight folder",
     "checkpoint": "a checkpoint's step folder (OUT/checkpoints/step-N), finished or cut short",
+    "checkpoints_folder": "a run's checkpoints folder (OUT/checkpoints): how many, the newest, and the resume",
     "trained_state": "a checkpoint's trainable.safetensors",
     "optimizer_state": "a checkpoint's optimizer.safetensors, in its step folder or moved out of it",
     "finished_run": "a finished run's --out whose outputs no one file is (train --subjects' adapters, train --full's "
@@ -42,6 +43,8 @@ FILE_TYPES = {
     "full_model": "a whole model lowdim train --full wrote (OUT/model, or the finished run's OUT with no checkpoint "
                   "left)",
     "pipeline_folder": "a diffusers pipeline folder (problem says why when lowdim cannot load it)",
+    "pipeline_part": "a part of a diffusers pipeline (its unet/, vae/, text_encoder/... folder, or the weights "
+                     "diffusers reads in one), whose use line names the pipeline folder",
     "registered_model": "a model registered by name (lowdim models)",
     "unknown_safetensors": "a .safetensors file lowdim does not know",
 }

@@ -1,7 +1,8 @@
 """A folder given where a hypernetwork file goes (``--hypernet``) that holds none at its top: a weight folder (the
 user skipped phase 1) or train-hypernet checkpoints, named for what it is, with the file to pass. Any other folder
 is left to ``lowdim.given_folder``'s line, which names the hypernetwork file a folder holds. And what ``lowdim show``
-reads of the run beside a train-hypernet --out's network: its split.json and metrics.jsonl (``run_records``)."""
+reads of the run beside a train-hypernet --out's network: its split.json and metrics.jsonl (``run_records``), and a
+held-out identity's picture for its use line (``held_out_picture``)."""
 
 from __future__ import annotations
 
@@ -133,3 +134,47 @@ def _last_validation(path: Path, steps: int, held_out: list[str] | None) -> tupl
     if others:
         return f"not shown: {METRICS}'s last validation held out other identities than {SPLIT}", None
     return said, record
+
+
+def held_out_picture(file: Path, weights: object) -> Path | None:
+    """A picture of an identity the run of ``file`` (its --out's network) held out, per its split.json, on disk where
+    the index of its weight folder says: a face the network never trained on, personalize's honest first try. The
+    weight folder is found by the name the file records (``weights``; with several, a held-out name says its folder),
+    beside the run's --out or in the current folder. None where any of that is not there."""
+    from lowdim_sd.hypertrain_io import read_split
+
+    split = file.parent / SPLIT
+    if file.name != HYPERNET_FILE or not isinstance(weights, str) or not split.is_file():
+        return None
+    try:
+        held_out = read_split(split)["val"]
+    except LowdimError:
+        return None
+    names = weights.split(", ")  # as hypernet_records.run_metadata joins them
+    beside = Path(os.path.abspath(file)).parent.parent  # the folder holding the run's --out
+    for identity in held_out[:20]:  # a stranger's split may list thousands: a few tries are enough
+        folder, _, name = identity.partition("/") if len(names) > 1 else (names[0], "", identity)
+        if folder in ("", ".", "..") or Path(folder).name != folder:  # a name alone, as the file records it
+            continue
+        for place in (beside / folder, Path(folder)):
+            picture = _first_picture(place, name) if is_weight_folder(place) else None
+            if picture is not None:
+                return picture
+    return None
+
+
+def _first_picture(folder: Path, identity: str) -> Path | None:
+    """The first picture of ``identity`` as the weight folder's index records it, if it is on disk."""
+    from lowdim_sd.weight_shards import image_inside_root
+
+    try:
+        index = weight_index.read_index(folder)
+    except (LowdimError, OSError):
+        return None
+    entry: dict = next((entry for entry in index["identities"] if entry.get("name") == identity), {})
+    images = entry.get("images")
+    if not isinstance(images, list) or not images or not isinstance(images[0], str) or \
+            not image_inside_root(images[0]) or not isinstance(index.get("root"), str):
+        return None
+    picture = Path(index["root"]) / images[0]
+    return picture if picture.is_file() else None

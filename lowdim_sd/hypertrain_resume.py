@@ -23,6 +23,7 @@ from lowdim_sd.checked_pictures import CheckedPictures
 from lowdim_sd.checkpoint_reading import read_state, step_folders
 from lowdim_sd.hypernet_folders import is_weight_folder  # by its index's format
 from lowdim_sd.resume_words import changed, worded_change, worded_switch
+from lowdim_sd.runs import holds_the_shared_out
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ def put_back_set_aside(out: Path) -> None:
     """An earlier run that a killed ``--overwrite`` of a retrieval head left set aside (``earlier_run_set_aside``'s
     folder, which only a kill leaves: a refusal or a stop puts it back) goes back in place of what the killed run
     wrote, with a warning: a run holds ``out``'s lock here, so that run is gone. Rank 0 only, under a launcher."""
-    if os.environ.get("RANK", "0") != "0" or not out.is_dir():
+    if not holds_the_shared_out() or not out.is_dir():
         return
     for aside in sorted(out.glob(SET_ASIDE_PREFIX + "*")):
         if not aside.is_dir() or aside.is_symlink():

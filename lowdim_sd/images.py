@@ -8,6 +8,7 @@ folder) raises :class:`ImageError` with one line that names the file, so the CLI
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import re
 import shlex
@@ -229,19 +230,19 @@ def _one_line(error: BaseException) -> str:
 
 # ------------------------------------------------------------------------- animated and very large pictures
 
-_TOLD: set[tuple[object, ...]] = set()  # (file, its identity, line): personalize opens its photo twice
+@functools.lru_cache(maxsize=256)  # the files told of last: a long `lowdim ui` server is told of upload after upload
+def _tell(file: tuple[object, ...], line: str) -> None:  # file: its path and identity; personalize opens it twice
+    warnings.warn(line, stacklevel=5)  # the line two calls above note_frames or note_size, which asked for the picture
 
 
 def _warn_once(path: Path, line: str) -> None:
     """``line`` as a warning, once per file and line in this process: a file changed since is told again."""
     try:
         stat = path.stat()
-        key: tuple[object, ...] = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, line)
+        file: tuple[object, ...] = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     except OSError:
-        key = (str(path), line)
-    if key not in _TOLD:
-        _TOLD.add(key)
-        warnings.warn(line, stacklevel=4)
+        file = (str(path),)
+    _tell(file, line)
 
 
 def note_frames(path: Path, frames: int) -> None:

@@ -7,12 +7,25 @@ description holding an escape code): each row shows them bounded and escaped, ``
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
 from lowdim.paths import expand_user
-from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, listing, parsed_json, part, shown_whole
+from lowdim_sd.file_info_parts import (
+    FileInfo,
+    bounded,
+    command_word,
+    compact,
+    listing,
+    one_line,
+    parsed_json,
+    part,
+    shown_whole,
+    size_text,
+)
 from lowdim_sd.model_names import CONFIGS_KEY, is_model_folder
 
 # What DiffusionPipeline.from_pretrained loads a folder with when its index names no class the table can show: it
@@ -38,6 +51,62 @@ def pipeline_folder_info(folder: Path) -> FileInfo:
         return merged_model_info(folder, "a whole model lowdim merge wrote (diffusers folder)", record, rows, values)
     return FileInfo(folder, "a diffusers pipeline folder", rows,
                     f"lowdim personalize -m {quote(str(folder))} -i face.jpg -o me", values, type="pipeline_folder")
+
+
+def pipeline_part_info(folder: Path, pipeline: Path) -> FileInfo:
+    """A part folder of a diffusers pipeline (``pipeline_holding``: its unet/, vae/, text_encoder/...), no model of its
+    own: the class the pipeline's index names for it, the .safetensors files it holds, and the pipeline's use line."""
+    name = Path(os.path.abspath(folder)).name
+    files = sorted(file for file in folder.glob("*.safetensors") if file.is_file())
+    rows = [("weight files", listing([f"{part(file.name)} ({size_text(file)})" for file in files]) or "none")]
+    values: dict[str, object] = {"weight files": [{"file": file.name, "bytes": file.stat().st_size} for file in files]}
+    return _as_part(folder, f"the {name} part of the diffusers pipeline {one_line(str(pipeline))}", name, pipeline,
+                    rows, values)
+
+
+def part_weights_info(path: Path, rows: list[tuple[str, str]], values: dict[str, object]) -> FileInfo | None:
+    """The weights of a diffusers pipeline's part (``unet/diffusion_pytorch_model.safetensors``: a file under the name
+    diffusers reads for the class the pipeline's index names there, a shard or the fp16 variant too), said as its
+    pipeline's; None for any other file. ``rows`` and ``values``: its tensors and size, as any file's."""
+    from lowdim_sd.model_tree import pipeline_holding
+    from lowdim_sd.pipeline_parts import WEIGHTS_NAMES
+
+    pipeline = pipeline_holding(path.parent)
+    if pipeline is None:
+        return None
+    name = Path(os.path.abspath(path.parent)).name
+    library, _ = _listed_class(pipeline, name)
+    stem = WEIGHTS_NAMES.get(library)
+    if stem is None or not re.fullmatch(rf"{re.escape(stem)}(\.fp16)?(-\d+-of-\d+)?\.safetensors", path.name):
+        return None  # a file diffusers never reads: not the part's weights, whatever it holds
+    return _as_part(path, f"the {name} weights of the diffusers pipeline {one_line(str(pipeline))}", name, pipeline,
+                    rows, values)
+
+
+def _as_part(path: Path, kind: str, name: str, pipeline: Path, rows: list[tuple[str, str]],
+             values: dict[str, object]) -> FileInfo:
+    """A part of ``pipeline`` (its folder or its weights): the pipeline and the part's class first, why the pipeline
+    cannot be loaded where it cannot, and the command that uses the pipeline, which is what a part is loaded with."""
+    whole = pipeline_folder_info(pipeline)
+    library, class_name = _listed_class(pipeline, name)
+    pipeline_class = str(whole.values.get("pipeline", "?"))
+    rows = [("pipeline", f"{part(str(pipeline))} ({bounded(pipeline_class)})"),
+            ("part", f"{part(name)}: {bounded(class_name)} ({bounded(library)})"), *rows]
+    values = {**values, "pipeline": {"folder": str(pipeline), "class": pipeline_class},
+              "part": {"name": name, "class": class_name, "library": library}}
+    if (problem := dict(whole.rows).get("problem")) is not None:  # every load of the pipeline refuses it
+        rows.insert(0, ("problem", f"its pipeline cannot be loaded: {problem}"))
+    return FileInfo(path, kind, rows, whole.use or f"lowdim show {quote(str(pipeline))}", values,
+                    type="pipeline_part")
+
+
+def _listed_class(pipeline: Path, name: str) -> tuple[str, str]:
+    """(library, class) the pipeline's ``model_index.json`` names for its part ``name`` ('?' where it names none)."""
+    index = parsed_json((pipeline / "model_index.json").read_text(errors="replace"), {})
+    entry = index.get(name) if isinstance(index, dict) else None
+    if isinstance(entry, list) and len(entry) == 2:
+        return str(entry[0]), str(entry[1])
+    return "?", "?"
 
 
 def _folder_problem(folder: Path) -> str | None:

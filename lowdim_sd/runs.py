@@ -222,8 +222,9 @@ def clean_stray_temps(out: Path) -> list[Path]:
     return list(removed)
 
 
-def _main_process() -> bool:
-    # Under `accelerate launch` every process runs the command on the same --out: rank 0 holds it for all.
+def holds_the_shared_out() -> bool:
+    """Whether this process is the one that holds, cleans and repairs a run's --out: under a launcher (`accelerate
+    launch`, torchrun) every process runs the command on the same --out, and rank 0 does it for all; alone, it is."""
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -235,7 +236,7 @@ def output_folder(out: Path, outputs: Sequence[Path] = (), overwrite: bool = Fal
     refuse_overwrite(list(outputs), overwrite)
     created = not out.exists()
     check_usable(out, needed_bytes)
-    if not _main_process():
+    if not holds_the_shared_out():
         yield out
         return
     mine = acquire_lock(out)

@@ -4,7 +4,6 @@ that cannot train is said to be damaged, not vouched for."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from shlex import quote
 
@@ -63,25 +62,12 @@ def _trained_model(folder: Path) -> FileInfo | None:
 
 
 def _other_folder(folder: Path) -> str | None:
-    """What a folder lowdim wrote that show does not read is, with the command that does: a part of a diffusers
-    pipeline (its unet/), pictures generate drew (its prompts.json), a run's checkpoints (their newest step, by
-    number: step-1000000 comes after step-999999)."""
-    from lowdim_sd.checkpoint_file_info import CHECKPOINTS, WRITERS, is_step_folder
-    from lowdim_sd.checkpoint_reading import step_folders
-    from lowdim_sd.model_tree import pipeline_holding
-
-    if (pipeline := pipeline_holding(folder)) is not None:
-        return (f"the {Path(os.path.abspath(folder)).name} part of the diffusers pipeline {pipeline}, not a model of "
-                f"its own: `lowdim show {quote(str(pipeline))}`, and pass {quote(str(pipeline))} as the model")
+    """What a folder lowdim wrote that show does not read is, with the command that does: pictures generate drew
+    (its prompts.json). A pipeline's part and a run's checkpoints are shown (``file_info.describe``)."""
     if (folder / "prompts.json").is_file():
         return (f"pictures lowdim generate drew (prompts.json), not a lowdim file: score them with "
                 f"`lowdim eval {quote(str(folder))} -r FACE`")
-    steps = [step for step in step_folders(folder) if is_step_folder(step)] if folder.name == CHECKPOINTS else []
-    if not steps:
-        return None
-    writer = next((command for name, command in WRITERS.items() if (steps[-1] / name).is_file()), None)
-    return (f"checkpoints of a lowdim {writer + ' ' if writer else ''}run, each in its step folder: "
-            f"`lowdim show {quote(str(steps[-1]))}`")
+    return None
 
 
 def _damage(folder: Path, index: dict) -> str | None:

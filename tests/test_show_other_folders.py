@@ -1,6 +1,7 @@
 """``lowdim show`` of a folder of pictures ``lowdim generate`` drew, or of a train run's ``checkpoints`` folder
-(review DT 6): it said only "a folder, but not a lowdim weight folder (no index.json)". It says what each is and
-the command that reads it: eval for the pictures, show of the newest step folder (by its real name)."""
+(review DT 6): it said only "a folder, but not a lowdim weight folder (no index.json)". It says what each is: the
+pictures' line names eval, which reads them; the checkpoints are shown, their newest step folder by its real step
+(session 60's FHI: a checkpoints folder is described, no longer an Error line)."""
 
 from __future__ import annotations
 
@@ -53,11 +54,11 @@ def test_show_of_a_runs_checkpoints_folder_names_its_newest_step(tmp_path, capsy
     run = tmp_path / "tr-lora"
     for step in steps:
         newest = _step(run, step)
-    assert main(["show", str(run / "checkpoints")]) == 1
-    line = _one_line(capsys)
-    assert "checkpoints of a lowdim train run" in line, line
-    assert f"lowdim show {shlex.quote(str(newest))}" in line  # step-1000000, not step-000100 by name order
-    assert "weight folder" not in line
+    assert main(["show", str(run / "checkpoints"), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["type"] == "checkpoints_folder" and "lowdim train run" in said["kind"], said["kind"]
+    assert said["fields"]["newest"] == str(newest)  # step-1000000, not step-000100 by name order
+    assert said["fields"]["checkpoints"]["steps"] == steps
 
 
 def test_any_other_folder_is_still_not_a_weight_folder(tmp_path, capsys):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import either
 
 if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at import, `lowdim --help` loads them
     from types import FrameType
@@ -26,6 +27,9 @@ LAYER_TYPES = ("linear", "conv1x1")
 # Token embeddings are targets only when asked for by kind (Textual Inversion): a glob such as
 # "text_encoder.*" must keep meaning the linear layers it always meant.
 EMBEDDING = "embedding"
+# The lowdim command's one way to adapt an embedding (its --layers patterns take none); Python's LayerSet names one.
+ONLY_AS_TI = ("the lowdim command adapts an embedding only as Textual Inversion (--space ti, without --layers: new "
+              "token vectors in the text encoder's token embedding); another space adapts it from Python, given")
 
 
 @dataclass(frozen=True)
@@ -381,9 +385,10 @@ def kind_words(module: nn.Module, layer_set: LayerSet | None = None) -> str:
         return "a transformers Conv1D (GPT-2's transposed linear layer), which lowdim does not adapt"
     article = "an" if name[0] in "AEIOU" else "a"
     if kind and layer_set is not None and layer_set.plain_patterns:  # no LayerSet given: name the types patterns take
-        return (f"{article} {name}, which patterns given as a string or list leave out (they take "
-                f"{' and '.join(layer_set.types)} layers): to adapt it, give the targets as lowdim.LayerSet("
-                f"{layer_set.name!r}, {layer_set.include!r}, types={(*layer_set.types, kind)!r})")
+        return (f"{article} {name}, which {either('--layers patterns', 'patterns given as a string or list')} leave "
+                f"out (they take {' and '.join(layer_set.types)} layers): {either(ONLY_AS_TI, 'to adapt it, give')} "
+                f"the targets as lowdim.LayerSet({layer_set.name!r}, {layer_set.include!r}, "
+                f"types={(*layer_set.types, kind)!r})")
     return f"{article} {name}" + (f", which this layer set's types ({kind} not among them) leave out" if kind else "")
 
 

@@ -229,9 +229,9 @@ def test_the_command_names_model_config_as_typed(tiny_sd, single_file, tmp_path,
 def test_a_part_folder_as_the_model_points_to_its_pipeline(tiny_sd, tmp_path, capsys):
     said = refusal(lambda: load_pipeline(str(tiny_sd / "unet"), torch.float32))
     assert said.startswith(f"{tiny_sd / 'unet'}: not a diffusers pipeline folder") and said.endswith(f"pass {tiny_sd}")
-    assert main(["show", str(tiny_sd / "unet")]) == 1
-    line = one_line(capsys)
-    assert "the unet part of the diffusers pipeline" in line and f"lowdim show {tiny_sd}" in line
+    assert main(["show", str(tiny_sd / "unet"), "--json"]) == 0  # session 60 (FHI): shown, not an Error line
+    said = json.loads(capsys.readouterr().out)
+    assert said["kind"] == f"the unet part of the diffusers pipeline {tiny_sd}" and f"-m {tiny_sd} " in said["command"]
     (tmp_path / "loose").mkdir()
     assert "pass" not in refusal(lambda: load_pipeline(str(tmp_path / "loose"), torch.float32))
 

@@ -60,6 +60,14 @@ def _finished_full_run(out: Path) -> Path:
     return out
 
 
+def _part(pipeline: Path) -> Path:
+    """The unet folder of a diffusers pipeline, as far as `show` reads it: listed in its index."""
+    (pipeline / "unet").mkdir(parents=True)
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                           "unet": ["diffusers", "UNet2DConditionModel"]}))
+    return pipeline / "unet"
+
+
 def _unknown(path: Path, **tensors: torch.Tensor) -> Path:
     save_file(tensors or {"x": torch.zeros(2)}, str(path), {})
     return path
@@ -82,6 +90,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
         "weight_folder": _weight_folder(root / "weights"),
         "weight_shard": _shard(root / "weights" / "shard-00000.safetensors", ["a", "b"]),
         "checkpoint": optimizer.parent,
+        "checkpoints_folder": optimizer.parent.parent,
         "trained_state": optimizer.parent / "trainable.safetensors",
         "optimizer_state": optimizer,
         "finished_run": _finished_full_run(root / "full-run"),
@@ -94,6 +103,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
         "merged_model": _merged(root / "merged.safetensors"),
         "full_model": _trained(root / "trained.safetensors"),
         "pipeline_folder": pipeline_folder(root / "pipe", "StableDiffusionPipeline"),
+        "pipeline_part": _part(root / "pipe-with-unet"),
         "registered_model": Path(REGISTERED),
         "unknown_safetensors": _unknown(root / "unknown.safetensors"),
     }
