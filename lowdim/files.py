@@ -158,12 +158,13 @@ def save_adapter(
     if dtype not in DTYPES:
         raise AdapterFileError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     embedding_layers = _embedding_layers(adapters, info)  # first: it refuses a layer resized under the adapter
-    params, buffers = adapters.tensors(name), adapters.buffers(name)
+    slots = adapters.slots(name)  # once: each lookup walks every module of the model
+    params = {layer: dict(slot.tensors()) for layer, slot in slots.items()}  # as adapters.tensors(name)
+    buffers = {layer: slot.buffers_dict() for layer, slot in slots.items()}  # as adapters.buffers(name)
     if info.batch is not None:
         if sample is None or not 0 <= sample < info.batch:
-            raise AdapterFileError(
-                f"adapter '{name}' holds {info.batch} per-sample adapters: pass sample=0..{info.batch - 1}"
-            )
+            raise AdapterFileError(f"adapter '{name}' holds {info.batch} per-sample adapters: pass "
+                                   f"sample=0..{info.batch - 1}")
         params = {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
     elif sample is not None:
         raise AdapterFileError(f"adapter '{name}' is one adapter, not a per-sample batch: leave sample out")
@@ -192,7 +193,7 @@ def save_adapter(
         # Which layers are token tables: a load refuses a layer of the other kind with the same name and shape.
         EMBEDDING_LAYERS: json.dumps(embedding_layers),
     }
-    scales = [adapters.slots(name)[layer.name].scale for layer in info.layers]
+    scales = [slots[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
     metadata.update(package_metadata(info.space))  # a plugin's spaces: what a machine without them must install

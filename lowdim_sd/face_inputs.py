@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lowdim.option_words import either
-from lowdim_sd.faces import DEFAULT_MARGIN, INSTALL_HINT, FacesUnavailable, FaceWarning, faces_available
+from lowdim_sd.faces import DEFAULT_MARGIN, INSTALL_HINT, FacesUnavailable, FaceWarning, FoundFaces, faces_available
 from lowdim_sd.images import PathLike, load_image, open_rgb, pil_to_tensor
 
 NO_EXTRA = "install lowdim[faces] to crop faces; using the image as it is"
@@ -49,14 +49,15 @@ def resolve_crop(crop: bool | None, model_name: str) -> bool:
 
 
 def load_face_image(path: PathLike, resolution: int, crop: bool | None = None, margin: float = DEFAULT_MARGIN,
-                    index: int | None = None, model_name: str = "") -> Tensor:
+                    index: int | None = None, model_name: str = "", found: FoundFaces | None = None) -> Tensor:
     """One reference picture as a (3, resolution, resolution) float32 tensor in [-1, 1].
 
     Cropped: the file is opened like ``load_image`` (upright by EXIF, RGB, transparency over white),
     then the face is found, aligned and cut out at ``resolution`` (``faces.crop_face``; no face is a
     ``FaceNotFound`` naming the file). Not cropped: ``load_image`` (center square, resized).
     ``crop=None`` resolves it with ``resolve_crop`` for ``model_name``; jobs that load many images
-    resolve once and pass the bool, so the missing-extra warning is printed once.
+    resolve once and pass the bool, so the missing-extra warning is printed once. ``found``: what
+    ``faces.find_faces`` found in the file (a check before the run decoded it), cropped instead of decoding it again.
     """
     if crop is None:
         crop = resolve_crop(None, model_name)
@@ -65,8 +66,9 @@ def load_face_image(path: PathLike, resolution: int, crop: bool | None = None, m
     from lowdim_sd.faces import crop_face, job_hints
 
     path = Path(path)
-    return pil_to_tensor(crop_face(open_rgb(path), size=resolution, margin=margin, index=index, name=str(path),
-                                     **job_hints()))
+    picture, faces = (open_rgb(path), None) if found is None else (found.picture, found.faces)
+    return pil_to_tensor(crop_face(picture, size=resolution, margin=margin, index=index, name=str(path), found=faces,
+                                   **job_hints()))
 
 
 def crop_settings(crop: bool, margin: float, index: int | None) -> dict:

@@ -240,6 +240,20 @@ def detect_faces(image: Image.Image, name: str = "image") -> list[Face]:
     return _detect(upright_rgb(image), name)
 
 
+@dataclass(frozen=True)
+class FoundFaces:
+    """A picture as ``upright_rgb`` reads it and its faces, largest first: a check before a run hands them to its crop
+    (``crop_face(picture, found=faces)``), so the photo is not decoded, nor resized and hashed for the cache, again."""
+    picture: Image.Image
+    faces: tuple[Face, ...]
+
+
+def find_faces(image: Image.Image, name: str = "image") -> FoundFaces:
+    """``detect_faces``, with the upright picture they were found in."""
+    rgb = upright_rgb(image)
+    return FoundFaces(rgb, tuple(detect_faces(rgb, name)))
+
+
 # One photo is detected on again and again: the ui's preview, its click's check and the run each crop it, and eval
 # crops a reference for each metric. The faces of the last few pictures are kept, keyed by their pixels (so an
 # edited photo, or another one under the same name, is detected anew): a detection costs up to a second on a CPU.
@@ -336,15 +350,15 @@ def _landmarks(array: np.ndarray, face: Face, scale: float) -> Any:
 
 
 def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGIN, index: int | None = None,
-              name: str = "image", several_faces_hint: str | None = None,
-              no_face_hint: str | None = None) -> Image.Image:
+              name: str = "image", several_faces_hint: str | None = None, no_face_hint: str | None = None,
+              found: tuple[Face, ...] | None = None) -> Image.Image:
     """The face in ``image``, upright (eyes level), centred and resized to ``size`` x ``size`` RGB.
 
     ``image`` is read as the CLI reads a file (see ``upright_rgb``), so ``crop_face(Image.open(path))`` crops what
-    personalize crops. ``margin`` is the room around the face as a fraction of its width on each side (dlib's chip
-    padding): 0.25 is a tight crop of the features, 0.6 (default) keeps hair and chin, the framing
-    of CelebA-HQ that the paper trains on. ``index`` picks a face when there are several (0 is the
-    largest); otherwise the largest is used with a :class:`SeveralFacesWarning`.
+    personalize crops; ``found``: the faces ``find_faces`` found in it, not looked for again. ``margin`` is the room
+    around the face as a fraction of its width on each side (dlib's chip padding): 0.25 is a tight crop of the
+    features, 0.6 (default) keeps hair and chin, the framing of CelebA-HQ that the paper trains on. ``index`` picks a
+    face when there are several (0 is the largest); otherwise the largest is used with a :class:`SeveralFacesWarning`.
     Raises :class:`FaceNotFound` when there is no face and :class:`FacesUnavailable` without the extra. Where the crop
     reaches past the photo it is black, as dlib fills it (and trained adapters saw it): see ``warn_of_padding``.
     The two hints end those notes (None: personalize's flags on the command line, its fields from Python); pass
@@ -355,7 +369,8 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
     check_crop_margin(margin, "face margin")
     rgb = upright_rgb(image)
     several = default_several_faces_hint() if several_faces_hint is None else several_faces_hint
-    face = choose_face(_detect(rgb, name), index, name, several, no_face_hint, rgb.size)
+    faces = _detect(rgb, name) if found is None else list(found)
+    face = choose_face(faces, index, name, several, no_face_hint, rgb.size)
     if face.width * (1 + 2 * margin) < size / 2:
         warnings.warn(SmallFaceWarning(
             f"the face in {name} is only {face.width} px wide; its {size} px crop is upscaled and will look soft"),

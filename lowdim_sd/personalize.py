@@ -23,6 +23,7 @@ import torch
 
 import lowdim
 from lowdim.errors import LowdimError
+from lowdim.hyper.encoder import features_computed_once
 from lowdim.hyper.storage import HypernetFile
 from lowdim.inject import LayerSet
 from lowdim.option_words import either
@@ -62,6 +63,8 @@ from lowdim_sd.train_settings import as_path
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from lowdim_sd.faces import FoundFaces
 
 __all__ = ["PersonalizeJob", "PersonalizeResult", "personalize"]  # what help() shows; the stages are internal
 
@@ -312,41 +315,46 @@ def personalize(job: PersonalizeJob, progress: bool = True, model: SDModel | Non
     ``requires_grad`` and train mode as it was, no ``.grad``."""
     if model is not None:  # before the output folder is made
         check_given_model(model, job, "personalize(model=...)")
-    return _personalize_into(job, progress, model)
+    photo = check_inputs(job)  # bad input: no folder; the photo decoded once, for the face check and the crop
+    return _personalize_into(job, progress, model, photo)
 
 
-@runs.one_run_per_folder(lambda job: job.out, written_files, check=check_inputs)  # bad input: no folder
-def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None) -> PersonalizeResult:
+@runs.one_run_per_folder(lambda job: job.out, written_files)
+def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None,
+                      photo: Image.Image) -> PersonalizeResult:
     # The describer and the hypernetwork are built from torch's global generator (seeded in-run, so the run is
     # deterministic); a Python caller's own stream of random numbers is put back after the run.
     with torch.random.fork_rng(devices=[]), given.one_run() if given is not None else contextlib.nullcontext(), \
             status_line.shown_for(progress):  # a terminal's spinner through the waits before the first bar
         run = resolve_run(job)
-        check_face_found(job, run.crop)  # before the model loads
+        found = check_face_found(job, run.crop, photo)  # before the model loads
         result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):
                 model = load_sd(job.model, job.device, job.dtype, job.model_config)
-            return _personalize(job, run, result, model, progress)
+            return _personalize(job, run, result, model, progress, found)
         with handed_back(given, run.layers):
-            return _personalize(job, run, result, given, progress)
+            return _personalize(job, run, result, given, progress, found)
 
 
 def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeResult, model: SDModel,
-                 progress: bool) -> PersonalizeResult:
-    """The run's stages after the model is there: ``job`` as asked (``run.job`` has its token resolved)."""
+                 progress: bool, found: FoundFaces | None) -> PersonalizeResult:
+    """The run's stages after the model is there: ``job`` as asked (``run.job`` has its token resolved); ``found``:
+    the check's faces in the photo, which the crop reads."""
     resolution = job.resolution or model.resolution
     warn_about_a_side_read_after_the_load(run.hypernet, resolution)  # resolve_run's, where the config was not at hand
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
-        reference = load_face_image(job.image, resolution, run.crop, job.crop_margin, job.face_index)
-    if run.describer is not None:
-        with stage(result, "describe"):
-            result.looks = run.describer(reference)
-            run = described_run(run, result.looks)
-    with stage(result, "hypernetwork" if run.hypernet is not None else "initial adapter"):  # --no-hyper: zero
-        predicted = predict_initial(model, run, reference)
-        trainable = initial_trainable(model, run, predicted)
+        reference = load_face_image(job.image, resolution, run.crop, job.crop_margin, job.face_index, found=found)
+    # The describer and the hypernetwork read one frozen backbone (TinyFaces': DINOv2) the same way: it runs once.
+    with features_computed_once():
+        if run.describer is not None:
+            with stage(result, "describe"):
+                result.looks = run.describer(reference)
+                run = described_run(run, result.looks)
+        with stage(result, "hypernetwork" if run.hypernet is not None else "initial adapter"):  # --no-hyper: zero
+            predicted = predict_initial(model, run, reference)
+            trainable = initial_trainable(model, run, predicted)
     if run.unfit_note:
         warnings.warn(run.unfit_note, stacklevel=3)
     # --only-hyper trains nothing: its stage only writes the prediction (train with 0 steps saves it).

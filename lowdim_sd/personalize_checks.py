@@ -13,7 +13,7 @@ from lowdim.errors import LowdimError
 from lowdim.files import DTYPES
 from lowdim.option_words import either, option
 from lowdim_sd.draw_parts import parse_draw
-from lowdim_sd.faces import check_crop_margin
+from lowdim_sd.faces import FoundFaces, check_crop_margin
 from lowdim_sd.generate import check_resolution
 from lowdim_sd.images import open_rgb
 from lowdim_sd.model_tree import refuse_out_in_model
@@ -22,6 +22,7 @@ from lowdim_sd.train_settings import DEFAULT_TOKEN, refuse_inference_mode
 from lowdim_sd.train_settings import check_types as check_field_types
 
 if TYPE_CHECKING:
+    from PIL import Image
 
     from lowdim.hyper.storage import HypernetFile
     from lowdim_sd.personalize import PersonalizeJob
@@ -204,30 +205,32 @@ def fields_default(job: PersonalizeJob | PrecomputeJob, name: str):
     return next(field.default for field in fields(job) if field.name == name)
 
 
-def check_inputs(job: PersonalizeJob) -> None:
+def check_inputs(job: PersonalizeJob) -> Image.Image:
     """``check_job``, and the picture: a missing or broken one costs milliseconds here, not a model load first.
-    (The quality bench hands personalize a decoded picture, so the file check is the CLI's and UI's alone.)"""
+    (The quality bench hands personalize a decoded picture, so the file check is the CLI's and UI's alone.) Returns the
+    picture decoded, for the face check and crop to read instead of the file again."""
     check_job(job)
     refuse_out_in_model(job.out, job.model, "personalize", named("out"), model_tree_outputs(job))
-    open_rgb(job.image)
+    return open_rgb(job.image)
 
 
-def check_face_found(job: PersonalizeJob, crop: bool) -> None:
+def check_face_found(job: PersonalizeJob, crop: bool, photo: Image.Image | None = None) -> FoundFaces | None:
     """With the crop on (``crop``: the run's, resolved), a photo without a face, or with fewer than ``job.face_index``
-    asks for, is one line before the model loads, not after it (12 s on tinyfaces, minutes for sd15 on a CPU); the
-    run's crop then finds these faces in the detection cache, at no second cost. After the settings' checks, which
-    a rerun would meet first otherwise."""
+    asks for, is one line before the model loads, not after it (12 s on tinyfaces, minutes for sd15 on a CPU). After
+    the settings' checks, which a rerun would meet first otherwise. ``photo``: the file as ``check_inputs`` decoded
+    it. Returns the faces found with their picture, which the run's crop reads (None: no crop, or no model to crop
+    for): the photo is decoded, and its detection keyed, once."""
     from lowdim.hub import looks_like_path
     from lowdim.paths import expand_user
 
     if not crop or (looks_like_path(job.model) and not expand_user(job.model).exists()):
-        return  # a model path that is not there: the load's line names it, and says so first
+        return None  # a model path that is not there: the load's line names it, and says so first
     from lowdim_sd import faces
 
-    picture = open_rgb(job.image)
     name = str(Path(job.image))  # as load_face_image names it
-    faces.pick_face(faces.detect_faces(picture, name), job.face_index, name, faces.job_hints()["no_face_hint"],
-                    picture.size)
+    found = faces.find_faces(open_rgb(job.image) if photo is None else photo, name)
+    faces.pick_face(list(found.faces), job.face_index, name, faces.job_hints()["no_face_hint"], found.picture.size)
+    return found
 
 
 def model_tree_outputs(job: PersonalizeJob) -> list[Path]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from lowdim_sd.recorded_paths import recorded_file
 from lowdim_sd.train import TrainConfig
 
@@ -23,7 +25,9 @@ def recipe(run: PersonalizeRun) -> dict:
                                           "batch_size": run.batch_size, "rank": job.rank}
     made = {"made_by": "lowdim personalize", "image": job.image.name, "hypernet": hypernet,
             "only_hyper": run.only_hyper, **({"no_hyper": True} if job.no_hyper else {}), **finetune,
-            "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index}
+            "seed": run.seed, "crop": run.crop, "crop_margin": job.crop_margin, "face_index": job.face_index,
+            # The same seed gives the same bytes only on as many CPU threads: a kernel's sums split over them.
+            "threads": torch.get_num_threads()}
     if job.resolution is not None:  # only when asked: the model's own is implied by its name
         made["resolution"] = job.resolution
     if job.keep_styles:

@@ -6,8 +6,10 @@ generic core never depends on a diffusion library.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -44,6 +46,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 _SHAPES_ONLY = False
+# Within ``features_computed_once``: (what decides the features, images, their features) of each backbone run.
+_KEPT: ContextVar[list[tuple[tuple, Tensor, Tensor]] | None] = ContextVar("lowdim_kept_features", default=None)
 
 
 def is_packaged(hub_id: str) -> bool:
@@ -60,6 +64,18 @@ def packaged_weights_unused() -> Iterator[None]:
         yield
     finally:
         _SHAPES_ONLY = before
+
+
+@contextmanager
+def features_computed_once() -> Iterator[None]:
+    """Within it, encoders of one frozen packaged backbone (the same weights: the package's) that read the same images
+    the same way run it once: personalize's describer and hypernetwork both read DINOv2's tokens of the photo, and
+    the second gets the first's, bit for bit what its own run gives. A context variable: each thread keeps its own."""
+    token = _KEPT.set([])
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
 
 
 def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> PreTrainedModel:
@@ -216,8 +232,31 @@ class ImageEncoder(nn.Module):
             raise LowdimError(f"the {self.hub_id} backbone was built without its weights (its features were to come "
                               f"from a --features file); install its package to compute features")
         check_images(pixel_values, int(getattr(self.backbone.config, "num_channels", 3) or 3))
+        kept = _KEPT.get()
+        if kept is None or (key := self._features_key(pixel_values)) is None:
+            return self._backbone_features(pixel_values)
+        found = next((tokens for known, images, tokens in kept if known == key and torch.equal(images, pixel_values)),
+                     None)
+        if found is None:
+            found = self._backbone_features(pixel_values).detach()
+            kept.append((key, pixel_values.detach().clone(), found))
+        return found.clone()  # a copy: a reader changing its tokens in place leaves the kept ones alone
+
+    def _backbone_features(self, pixel_values: Tensor) -> Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.backbone(pixel_values=self.prepare(pixel_values)).last_hidden_state
+
+    def _features_key(self, images: Tensor) -> tuple | None:
+        """What decides this backbone's features of ``images``, where another encoder's run may stand in for its own
+        (``features_computed_once``); None where none may: weights a file or training may have changed. Pooling is
+        no part of it: each reader pools the full tokens itself."""
+        if self.stored_in_file:
+            return None
+        weight = next(self.backbone.parameters())
+        if weight.device.type == "meta":
+            return None
+        return (self.hub_id, json.dumps(comparable(self.config_dict), sort_keys=True, default=str), self.input_size,
+                self.normalize, weight.device, weight.dtype, images.device, images.dtype, tuple(images.shape))
 
     def project(self, features: Tensor) -> Tensor:
         """Backbone features (B, T, width) -> decoder memory (B, T', out_width), pooled if ``pool``."""
