@@ -294,12 +294,15 @@ def initial_token(initial: str | os.PathLike[str] | None, token: str | None) -> 
 
 
 def record_recipe(trainable: object, config: TrainConfig, subjects: list[Subject], initial: Path | None = None) -> None:
-    """Store what made the files `lowdim train` writes in them: the prompt template, steps, rate and image count
-    (`lowdim show` prints them and suggests the prompt), and the --init adapter it finetuned (its absolute path, as
-    personalize records its hypernetwork, and the sha256 of its bytes); a --full model also its base and word, in
-    the record a merged model carries, so generate's [V] calls the trained subject."""
+    """Store what made the files `lowdim train` writes in them: the prompt template, steps, rate, image count and
+    torch's thread count (`lowdim show` prints them and suggests the prompt), and the --init adapter it finetuned
+    (its absolute path, as personalize records its hypernetwork, and the sha256 of its bytes); a --full model also
+    its base and word, in the record a merged model carries, so generate's [V] calls the trained subject."""
     recipe: dict[str, Any] = {"made_by": "lowdim train", "prompt": config.prompt, "steps": config.steps,
-                              "learning_rate": config.learning_rate, "batch_size": config.batch_size}
+                              "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+                              # The same seed gives the same bytes only on as many CPU threads (docs/sd.md,
+                              # Determinism): a kernel's sums split over them. As personalize's recipe says it.
+                              "threads": torch.get_num_threads()}
     if initial is not None:
         path = Path(initial).resolve()
         recipe["init"] = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}

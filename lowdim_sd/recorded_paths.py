@@ -41,6 +41,49 @@ def recorded_file(path: str | os.PathLike) -> dict[str, str]:
     return {"file": here.name, SHIPPED_WITH: model} if model is not None else {"file": str(here)}
 
 
+def shipped_file(model: str) -> Path | None:
+    """The file the registered model ``model`` ships as its default hypernetwork, where this install put it; None
+    where no model of that name is registered here or it ships none."""
+    from lowdim.registry import get_registry
+    from lowdim_sd.personalize_hypernet import default_hypernet
+
+    entry = get_registry().backends.get(model)
+    return default_hypernet(entry.value) if entry is not None else None
+
+
+def recorded_path(record: object) -> str | None:
+    """Where a record of a file points on this machine, absolute and links followed, so two records of one file
+    compare equal however each spells it: ``recorded_file``'s (a shipped file by where this install put the model's
+    file; the name and model as text where no model here ships one) and an older record's plain path (taken from
+    the working folder, as it was given). None for no record."""
+    if isinstance(record, dict) and isinstance(record.get("file"), str):
+        model = record.get(SHIPPED_WITH)
+        if isinstance(model, str) and model:
+            shipped = shipped_file(model)
+            return _real(str(shipped)) if shipped is not None else f"{record['file']} shipped with {model}"
+        record = record["file"]
+    return _real(record) if isinstance(record, str) and record else None
+
+
+def _real(path: str) -> str:
+    """``path`` absolute with its links followed; as it is where it cannot be (a NUL in a stranger's record)."""
+    try:
+        return os.path.realpath(os.path.expanduser(path))
+    except (OSError, ValueError):
+        return path
+
+
+def recorded_text(record: object) -> str:
+    """A record of a file as a line names it: 'the network shipped with tinyfaces (hypernet.safetensors)' for a
+    shipped one, the path of any other, an older record's plain path as it is."""
+    if isinstance(record, dict):
+        model, name = record.get(SHIPPED_WITH), record.get("file")
+        if isinstance(model, str) and model:
+            return f"the network shipped with {model}" + (f" ({name})" if isinstance(name, str) and name else "")
+        return str(name)
+    return str(record)
+
+
 def shipped_text(record: object) -> str | None:
     """What ``lowdim show`` says of a record ``recorded_file`` made for a shipped file, the rest of the record
     after it: 'the network shipped with tinyfaces (hypernet.safetensors) {"digest":...}'; None for any other

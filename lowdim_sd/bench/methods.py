@@ -243,6 +243,7 @@ def _looks(model: SDModel, reference: torch.Tensor) -> str:
 
 def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                     hypernet: Path | None, token: str, seed: int) -> tuple[Path, str]:
+    from lowdim.hyper.encoder import features_computed_once
     from lowdim_sd.personalize import (
         PersonalizeJob,
         described_run,
@@ -267,10 +268,13 @@ def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, wor
                          keep_styles=method.keep_styles, describe=method.describe)
     run = resolve_run(job)
     warn_about_a_side_read_after_the_load(run.hypernet, model.resolution)  # a single file's side, told by the load
-    if run.describer is not None:
-        run = described_run(run, run.describer(reference))
-    predicted = predict_initial(model, run, reference.to(model.device))
-    trainable = initial_trainable(model, run, predicted)
+    # As personalize: the describer and the hypernetwork read one frozen backbone (TinyFaces': DINOv2) the same way,
+    # so it runs once for both, bit for bit what each would compute itself.
+    with features_computed_once():
+        if run.describer is not None:
+            run = described_run(run, run.describer(reference))
+        predicted = predict_initial(model, run, reference.to(model.device))
+        trainable = initial_trainable(model, run, predicted)
     config = finetune_config(run)
     trained = train(model, [Subject(reference[None], run.seed)], trainable, config, out_dir=work_dir, progress=False,
                     continue_with=None)

@@ -40,10 +40,10 @@ from lowdim_sd.bench.stored import (
     changed_settings,
     check_out,
     computed_dtype,
-    hypernet_digest,
     make_out,
     read_result,
     read_settings,
+    recorded_hypernet,
     refuse_other_hypernets,
 )
 from lowdim_sd.draw_parts import DrawParts, drawing_parts
@@ -354,9 +354,7 @@ def _run_claimed(job: QualityJob, task: Task) -> dict:
     hypernet = job.hypernet if method.kind == "hyper" and method.use_hypernet else None
     record = {"method": task.method, "identity": task.identity, "reference": recorded_reference(task, job.out),
               "seconds": done.seconds, "bytes": done.bytes, "device": str(model.device), "looks": done.looks,
-              "hypernet": str(hypernet) if hypernet is not None else None,
-              "hypernet_sha256": hypernet_digest(hypernet) if hypernet is not None else None,
-              **scores_of(metrics, samples),
+              **recorded_hypernet(hypernet), **scores_of(metrics, samples),
               "columns": {name: metric.column for name, metric in metrics.items()}, "skipped": skipped}
     write_json(result_path(job.out, task), record)
     return record

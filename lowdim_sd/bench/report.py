@@ -20,6 +20,7 @@ from lowdim.option_words import option
 from lowdim_sd.bench.methods import method_label
 from lowdim_sd.bench.stored_values import printable
 from lowdim_sd.markdown_cells import markdown_cell
+from lowdim_sd.recorded_paths import recorded_path
 
 if TYPE_CHECKING:
     from lowdim_sd.bench.quality_job import QualityJob
@@ -79,9 +80,10 @@ def aggregate(results: list[dict], methods: list[str]) -> tuple[list[Row], dict[
     rows = []
     for name in methods:
         mine = [r for r in results if r["method"] == name]
-        # by content where every result records it: one path retrained between runs is two networks
+        # by content where every result records it: one path retrained between runs is two networks; else by where
+        # each path leads, however it was spelled (an older result's path, a newer one's name of a shipped network)
         by_digest = all(r.get("hypernet_sha256") for r in mine if r.get("hypernet") is not None)
-        hypernets = {r.get("hypernet_sha256") if by_digest else r.get("hypernet") for r in mine}
+        hypernets = {r.get("hypernet_sha256") if by_digest else recorded_path(r.get("hypernet")) for r in mine}
         if len(hypernets) > 1:
             raise LowdimError(f"results of '{name}' were made with different hypernetworks "
                               f"({', '.join(sorted(map(str, hypernets)))}); delete results/{name} and rerun")

@@ -134,13 +134,31 @@ def _header_digest(path: str, mtime_ns: int, size: int) -> str:
     return read_hypernet(path).digest
 
 
+def recorded_hypernet(hypernet: Path | None) -> dict:
+    """What a result records of the hypernetwork its row predicted with (None: a row without one): the file as a
+    results folder records one (docs/sd.md, "Paths in files": the network a model ships by its name and that model,
+    a user's own by its absolute path) and its digest, by which a rerun and the table tell two networks apart."""
+    if hypernet is None:
+        return {"hypernet": None, "hypernet_sha256": None}
+    from lowdim_sd.recorded_paths import recorded_file
+
+    return {"hypernet": recorded_file(hypernet), "hypernet_sha256": hypernet_digest(hypernet)}
+
+
 def refuse_other_hypernets(results: list[dict], hypernet: Path, out: Path) -> None:
     """A resumed run given another --hypernet (or the same path retrained) would keep the done rows of the old
-    one and tabulate them as this one's: refused before any task runs, naming the row to delete."""
+    one and tabulate them as this one's: refused before any task runs, naming the row to delete. Compared by
+    digest, or for a result from before results recorded one, by where its path leads."""
+    from lowdim_sd.recorded_paths import recorded_path, recorded_text
+
     digest = hypernet_digest(hypernet)
     for record in results:
-        made_with = record.get("hypernet_sha256") or record.get("hypernet")
-        if record.get("hypernet") is not None and made_with not in (digest, str(hypernet)):
-            raise LowdimError(f"{out}/results/{record['method']} holds results made with another hypernetwork "
-                              f"({record['hypernet']}, {made_with}) than --hypernet {hypernet} ({digest}); delete "
-                              f"that folder to rerun the row with this one, or use another --out")
+        if record.get("hypernet") is None:
+            continue
+        made_with = record.get("hypernet_sha256")
+        if made_with == digest or (not made_with and recorded_path(record["hypernet"]) == recorded_path(str(hypernet))):
+            continue
+        raise LowdimError(f"{out}/results/{record['method']} holds results made with another hypernetwork "
+                          f"({printable(recorded_text(record['hypernet']))}, {printable(made_with or 'no digest')}) "
+                          f"than --hypernet {hypernet} ({digest}); delete that folder to rerun the row with this one, "
+                          f"or use another --out")

@@ -129,9 +129,11 @@ def checked_result(record: Any, path: Path, prompts: int | None, metrics: Sequen
     text(record["reference"], "reference")
     number(record["seconds"], "seconds")
     count(record["bytes"], "bytes", high=2**63)  # a mean of sizes is a float
-    for key in ("hypernet", "hypernet_sha256", "device", "looks"):
+    for key in ("hypernet_sha256", "device", "looks"):
         if record.get(key) is not None:
             text(record[key], key)
+    if record.get("hypernet") is not None:
+        recorded_file(record["hypernet"], "hypernet")
     for key in ("columns", "skipped"):  # the file's own words: read by no table, but a wrong type is damage
         for name, words in mapping(record.get(key, {}), key).items():
             text(words, f"{key} of {shown(name)}")
@@ -140,6 +142,18 @@ def checked_result(record: Any, path: Path, prompts: int | None, metrics: Sequen
     listed = list(scores if metrics is None else metrics)
     return record | {"scores": {name: scores[name] for name in listed if name in scores}, "columns": headings(listed),
                      "not_asked": {name: not_asked[name] for name in listed if not_asked.get(name)}}
+
+
+def recorded_file(value: Any, what: str) -> str | dict:
+    """A file as a result records it: a path (every result before the recorded-paths policy), or the record
+    ``recorded_paths.recorded_file`` makes, ``{"file": ...}`` with ``"shipped_with"``: the model, for one a model
+    ships, each text."""
+    if isinstance(value, dict) and set(value) <= {"file", "shipped_with"} and "file" in value \
+            and all(isinstance(part, str) for part in value.values()):
+        return value
+    if not isinstance(value, str):
+        raise Damaged(f"{what} is {shown(value)}, not a path nor a record of a file")
+    return value
 
 
 def check_place(record: dict, path: Path) -> None:
