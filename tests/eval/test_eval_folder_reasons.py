@@ -167,5 +167,5 @@ def test_an_image_over_pils_hard_limit_is_skipped_with_its_name_and_size(tmp_pat
     assert data.skipped == ["huge.png"]
     skips = [str(w.message) for w in caught if issubclass(w.category, SkippedImageWarning)]
     assert len(skips) == 1 and "huge.png: 3 MP" in skips[0] and "2 MP" in skips[0]
-    with pytest.raises(EvalFolderError, match=r"reference .*huge.png \(--references\): 3 MP"):
+    with pytest.raises(EvalFolderError, match=r"reference .*huge.png \(EvalJob\(references=\.\.\.\)\): 3 MP"):
         load_eval_set(tmp_path, references=[tmp_path / "huge.png"])
