@@ -19,7 +19,6 @@ import errno
 import os
 import re
 import shutil
-import stat
 import tempfile
 import time
 import warnings
@@ -31,6 +30,7 @@ from safetensors import SafetensorError
 
 from lowdim.disk_flush import flush_to_disk, flush_tree_to_disk
 from lowdim.errors import LowdimError
+from lowdim.file_reading import SPECIAL_KINDS, refuse_special, special_kind  # noqa: F401  (moved there; API here too)
 
 fcntl: ModuleType | None  # None where the platform has no folder locks
 try:
@@ -45,9 +45,6 @@ WRITER_TEMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
 # The files lowdim writes into a run's folder (adapters, shards, checkpoints, indexes, records, previews): what a
 # sweep with no target takes temps of.
 RUN_FILE_SUFFIXES = frozenset({".safetensors", ".json", ".jsonl", ".png"})
-# What a path is that is neither a regular file nor a folder (``special_kind``).
-SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                 (stat.S_ISSOCK, "a socket"))
 UNLOCKED_PLACE_AGE = 3600  # seconds: where folders cannot be locked, a place this old is no write's any more
 # The most of a target's name a place's name carries: ".NAME.XXXXXXXX.tmp" is 14 bytes longer than NAME, and must
 # fit where NAME does (255 bytes on most file systems, 143 on eCryptfs).
@@ -377,22 +374,3 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def special_kind(path: str | os.PathLike[str]) -> str | None:
-    """'a FIFO', 'a character device', 'a block device' or 'a socket' for what ``path`` is (a link followed); None
-    for a regular file, a folder, or a path that is not there (or cannot be looked at: its use says why). Asked
-    before any open: opening a FIFO waits for a writer, in a call no Ctrl-C ends when Rust (safetensors) or C
-    makes it, as they retry the open themselves."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return None
-    return next((word for test, word in SPECIAL_KINDS if test(mode)), None)
-
-
-def refuse_special(path: str | os.PathLike[str]) -> None:
-    """One line naming ``path`` when it is a FIFO, a device or a socket, where a file or a folder is wanted."""
-    kind = special_kind(path)
-    if kind is not None:
-        raise LowdimError(f"{Path(path)}: not a regular file ({kind}); give a file or a folder")

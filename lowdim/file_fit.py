@@ -187,6 +187,19 @@ def format_version_problem(metadata: Mapping[str, str], kind: str, reads: str) -
     return f"{kind} {stated} (the file was edited or made by another tool); this lowdim reads version {reads}"
 
 
+# What every adapter file lowdim has written records, and no load makes do without: the space, its config and the
+# layer list (a file without one would read as no layers, its tensors then each "not a param" of the space).
+REQUIRED_ADAPTER_FIELDS = ("space", "space_config", "layers")
+
+
+def incomplete_metadata(metadata: Mapping[str, str]) -> str:
+    """"incomplete metadata (no 'space')" for the first of ``REQUIRED_ADAPTER_FIELDS`` an adapter's header lacks
+    ("" where it has them all), as the hypernetwork reader says of its own: a missing record named as missing, not as
+    a space no plugin provides or a stray tensor."""
+    missing = next((field for field in REQUIRED_ADAPTER_FIELDS if field not in metadata), None)
+    return f"incomplete metadata (no '{missing}')" if missing else ""
+
+
 def _newer(found: str, reads: str) -> bool:
     """Whether ``found`` is a larger whole number than ``reads``, both in ASCII digits ("²".isdigit() holds). Compared
     as text, never through int(): a file's version may have more digits than Python converts (4,300)."""

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lowdim import __version__, json_text
 from lowdim import functional as F
-from lowdim.atomic import atomic_write, current_umask, special_kind  # noqa: F401  (the first two: this module's API too)
+from lowdim.atomic import atomic_write, current_umask  # noqa: F401  (this module's API too)
 from lowdim.bases_record import check_bases, recorded_checksum, recorded_seed
 from lowdim.bases_record import checksum as _checksum
 from lowdim.bases_record import regenerate as _regenerate
@@ -34,13 +34,16 @@ from lowdim.errors import AdapterFileError, ConfigError, LowdimError
 from lowdim.file_fit import (
     EMBEDDING_LAYERS,
     STORE_BASES,
+    checked_embedding_layers,
     config_problem,
     format_version_problem,
+    incomplete_metadata,
     refuse_other_kinds,
     saved_through_wrapper,
     validate_against,  # noqa: F401  (this module's API too)
     without_wrapper_prefix,
 )
+from lowdim.file_reading import EMPTY, PICKLE_SUFFIXES, is_empty, not_a_file, refuse_pickle  # noqa: F401 (API)
 from lowdim.filecheck import (
     basis_kind,
     buffer_shapes,
@@ -71,7 +74,6 @@ from lowdim.spaces.base import LayerSpec, Space
 FORMAT = "lowdim.adapter"
 FORMAT_VERSION = "1"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 BUFFER_PREFIX = "buffer."
 
 
@@ -227,7 +229,7 @@ def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str 
     Written straight from the tensors, never serialized to bytes first: a merged model's file is as big as it.
     ``replace=False``: FileExistsError where a file is at ``path`` when the write is done (``atomic_write``)."""
     path = Path(path)
-    _refuse_pickle(path)
+    refuse_pickle(path)
 
     def write(temp: str) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
@@ -256,13 +258,6 @@ def _flatten(per_layer: LayerTensors, layers: list[LayerSpec], dtype: torch.dtyp
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise AdapterFileError(
-            f"{path}: '{path.suffix}' files can hold pickled code; lowdim reads and writes .safetensors only"
-        )
-
-
 def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, verify_bases: bool = True) -> AdapterFile:
     """Read and check an adapter file (layers, space, tensor sizes, finite floats); with ``model``, its layers
     are checked against the model's before any tensor is shaped or basis made (``verify_bases``: as load_adapter's,
@@ -271,7 +266,7 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
 
     path = Path(path)
     tensors, metadata = read_checked(path, FORMAT, "adapter")
-    if problem := format_version_problem(metadata, "adapter", FORMAT_VERSION):
+    if problem := format_version_problem(metadata, "adapter", FORMAT_VERSION) or incomplete_metadata(metadata):
         raise AdapterFileError(f"{path}: {problem}")
     registry = get_registry()
     # A plugin's space (or a stack's component) is made where that plugin is installed; a clash raises PluginError.
@@ -288,6 +283,8 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
     adapter = AdapterFile(path, space, seed, layers, {}, None, recorded_checksum(metadata, path), metadata,
                           checked_scales(metadata.get("scales"), layers, path),
                           checked_dropout(metadata.get("dropout"), path), verify_bases=verify_bases)
+    # Read by every reader, not only a load onto a model: export would share a file whose record is unreadable.
+    checked_embedding_layers(metadata.get(EMBEDDING_LAYERS), layers, path)
     # A DataParallel/DDP is checked as the model it holds, where load_adapter puts adapters; a file an older lowdim
     # saved through one (its names 'module.'-prefixed) is named as that model names its layers, once it is read.
     through_wrapper = model is not None and saved_through_wrapper(layers, inner_model(model))
@@ -326,13 +323,15 @@ def read_checked(path: Path, fmt: str, kind: str, error: type[Exception] = Adapt
                  load_tensors: bool = True) -> tuple[dict, dict]:
     """(tensors, metadata) of a lowdim safetensors file of format ``fmt``, or one clear error naming ``path``;
     without ``load_tensors``, only the header is checked and the tensors come back empty."""
-    _refuse_pickle(path)
+    refuse_pickle(path)
     if not path.is_file():
-        special = special_kind(path)  # a FIFO is there, not missing (and an open of one would wait for a writer)
         if path.is_dir():
             raise error(folder_line(path, fmt, kind))
-        found = f"not a regular file ({special}); expected a .safetensors {{}} file" if special else "no such {} file"
-        raise error(f"{path}: {found.format(kind)}")
+        # a FIFO is there, not missing (and an open of one would wait for a writer); a link loop is there too
+        what = not_a_file(path)
+        raise error(f"{path}: {what}; expected a .safetensors {kind} file" if what else f"{path}: no such {kind} file")
+    if is_empty(path):
+        raise error(f"{path}: {EMPTY}; expected a .safetensors {kind} file")
     foreign = describe_foreign(path)
     if foreign is not None:
         raise error(f"{path}: this is {foreign}; {fix_for(foreign, 'lowdim reads .safetensors files only')}")

@@ -11,8 +11,14 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.bases_record import check_bases, layers_checksum, recorded_checksum, recorded_seed, regenerate
-from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginError
-from lowdim.file_fit import EMBEDDING_LAYERS, checked_embedding_layers, config_problem, format_version_problem
+from lowdim.errors import AdapterFileError, ConfigError, LowdimError
+from lowdim.file_fit import (
+    EMBEDDING_LAYERS,
+    checked_embedding_layers,
+    config_problem,
+    format_version_problem,
+    incomplete_metadata,
+)
 from lowdim.filecheck import (
     MAX_LAYER_REGENERATED,
     basis_kind,
@@ -28,6 +34,7 @@ from lowdim.filecheck import (
 )
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, AdapterFile, unpack_layers
 from lowdim.paths import expand_user
+from lowdim_sd.adapter_needs import missing_model, missing_space
 from lowdim_sd.export import COMPONENTS
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -73,8 +80,9 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     dtype = header.dtype([key for key in header.shapes if not key.startswith(BUFFER_PREFIX)]) or meta.get("dtype")
     refused = {key for key in ("scales", "dropout") if meta.get(key) and refused_record(path, meta, layers, key)}
     rows = [("space", f"{bounded(meta.get('space', '?'))} {bounded(meta.get('space_config', ''))}".strip()),
-            ("layers", f"{len(layers)}" + (f" ({bounded(meta['layer_set'])})" if meta.get("layer_set") else "")),
-            ("trainable params", f"{int(meta.get('num_params') or 0):,}"),
+            ("layers", f"{len(layers) if 'layers' in meta else '?'}" + (f" ({bounded(meta['layer_set'])})"
+                                                                          if meta.get("layer_set") else "")),
+            ("trainable params", params_text(meta)),
             ("file", f"{size_text(path)}, {dtype or '?'}"),
             ("seed", meta.get("seed", "?")),
             ("frozen bases", "stored in the file" if stored else REMADE if remade else "none")]
@@ -86,7 +94,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
              for key, value in recipe.items()]  # --json: whole
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
               "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
-              "trainable params": int(meta.get("num_params") or 0),
+              "trainable params": number(meta.get("num_params")) if meta.get("num_params") else 0,
               "file": {"bytes": path.stat().st_size, "dtype": dtype}, "seed": number(meta.get("seed")),
               **({"layer scales": meta["scales"] if "scales" in refused else parsed_json(meta["scales"], None)}
                  if meta.get("scales") else {}),
@@ -96,7 +104,7 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
                  for key, value in recipe.items()}}
     # --json gives a row the table shows cut as its text; one it gives as a number or an object stays one
     values = {**{label: meta[key] for key, label, shown in recorded if shown != meta[key]}, **values}
-    if problem := format_version_problem(meta, "adapter", FORMAT_VERSION):  # every load refuses it
+    if problem := format_version_problem(meta, "adapter", FORMAT_VERSION) or incomplete_metadata(meta):  # all refuse
         rows.insert(1, ("problem", problem))
         return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
     if problem := record_problem(path, meta, layers):
@@ -124,6 +132,17 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     return FileInfo(path, "a lowdim adapter", rows,
                     f"lowdim generate -m {base}{configs} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values,
                     type="adapter")
+
+
+def params_text(meta: dict[str, str]) -> str:
+    """The 'trainable params' row: the count the file records, or what is wrong with a record that is no whole
+    number. A record only (``num_params``: no load reads it, the file loads as it is), so a damaged one is said in
+    its row, not as a problem: show still reads the rest, and the use line still runs."""
+    recorded = number(meta.get("num_params")) if meta.get("num_params") else 0
+    if isinstance(recorded, int):
+        return f"{recorded:,}"
+    return (f"unknown: the 'num_params' in the metadata is {summary(meta['num_params'])}, not a whole number (damaged; "
+            f"a record no load reads, so the file loads as it is)")
 
 
 def configs_flag_for(base_model: str) -> str:
@@ -207,42 +226,6 @@ def seed_dependent(space: Space, layer: LayerSpec) -> bool:
 
     first, second = space.make_buffers(layer, 0), space.make_buffers(layer, 1)
     return any(key not in second or not torch.equal(first[key], second[key]) for key in first)
-
-
-def missing_space(meta: dict[str, str]) -> tuple[str, str] | None:
-    """The row saying why the file's space, or a stack's component, cannot be used here (None: it can): two
-    plugins claim it, plugins are switched off (LOWDIM_NO_PLUGINS), its installed plugin failed to load, or no
-    installed plugin provides it. The file names the package (a first-party plugin's is known without)."""
-    import lowdim
-    from lowdim.space_packages import missing_space as first_missing
-    from lowdim.space_packages import unloaded_package
-
-    registry = lowdim.get_registry()
-    try:
-        missing = first_missing(meta, registry)
-    except PluginError as error:  # two plugins claim a component's name: what every load says
-        return "problem", str(error)
-    if missing is None:
-        return None
-    name, package = missing
-    if problem := registry.space_unavailable(name, package) or unloaded_package(name, package, registry):
-        return "problem", problem
-    provider = f" (package {package})" if package else ""
-    return "needs", (f"the plugin that provides space '{name}'{provider}, which is not installed here (`lowdim "
-                     f"spaces` lists those that are)")
-
-
-def missing_model(base_model: str | None) -> tuple[str, str] | None:
-    """The row naming the first-party plugin that brings the file's base model, where it is not installed here
-    (`use it: lowdim generate -m tinyfaces ...` would be refused); None otherwise."""
-    import lowdim
-    from lowdim_sd.registered_models import FIRST_PARTY_MODELS
-
-    name = (base_model or "").lower()
-    if name not in FIRST_PARTY_MODELS or name in lowdim.get_registry().backends or expand_user(name).exists():
-        return None
-    return "needs", (f"the plugin that provides model '{name}' (package {FIRST_PARTY_MODELS[name]}), which is not "
-                     f"installed here: pip install {FIRST_PARTY_MODELS[name]}")
 
 
 def record_problem(path: Path, meta: dict[str, str], layers: list) -> str:

@@ -12,6 +12,7 @@ from shlex import quote
 
 import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.files import FORMAT, AdapterFile
 from lowdim.given_folder import folder_line
 from lowdim.inject.inference import normal_tensors
@@ -26,6 +27,7 @@ from lowdim_sd.attached_files import (
 )
 from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
+from lowdim_sd.taught_tokens import recorded_word_problem
 
 
 def parse_adapter_arg(text: str) -> tuple[Path, float]:
@@ -106,7 +108,19 @@ def check_adapter_files(adapters: Sequence[AdapterArg]) -> list[AdapterFile]:
 def _read(path: Path) -> AdapterFile:
     if path.is_dir():  # the core's folder line, told what a folder holding no adapter is here (a whole model)
         raise AdapterFileError(folder_refusal(path))
-    return lowdim.read_adapter(path)
+    return read_adapter_file(path)
+
+
+def read_adapter_file(path: str | os.PathLike) -> AdapterFile:
+    """``lowdim.read_adapter``'s file, its recorded word checked too: what every command that takes an adapter's
+    token (generate's and merge's -a, train's --init) reads it through, so an escape code or a newline an edited
+    file holds never reaches a prompt, a terminal or a file written from it."""
+    adapter = lowdim.read_adapter(path)
+    token = adapter.metadata.get("token", "")
+    if problem := recorded_word_problem(token):
+        raise AdapterFileError(f"{adapter.path}: its token {printable_name(token, 60)} {problem}, which no lowdim run "
+                               f"records (the file was edited or damaged)")
+    return adapter
 
 
 def folder_refusal(folder: Path, typed_after: str = "") -> str:

@@ -24,11 +24,13 @@ from lowdim_sd.file_info_parts import (
     bounded,
     compact,
     config_object,
+    hypernet_values_problem,
     listing,
     number,
     parsed_json,
     part,
     read_header,
+    refusal,
     size_text,
 )
 
@@ -173,6 +175,9 @@ def _trained(check: _Checkpoint, settings: dict) -> None:
     if check.writer == "train-hypernet":
         trains = _hypernet_trains(header.metadata) if header else None
         check.outputs = ["hypernet.safetensors"]
+        # the resume loads it as every load does, refusing NaN or Inf (a step of a run that diverged)
+        if header is not None and (found := hypernet_values_problem(check.folder / name)):
+            check.problems.append(str(reading.bad_file(check.folder / name, found)))
     else:
         trains = _adapter_trains(settings.get("trainable"), check)
     if trains is not None:
@@ -362,9 +367,13 @@ def checkpoints_left(info: FileInfo, out: Path) -> FileInfo:
     done = complete_checkpoints(out)
     if done:
         newest = int(done[-1].name.removeprefix("step-"))
+        # what a --resume (more --steps) would refuse, said here: the output itself is fine, so no problem row
+        refused = next(iter(_read(done[-1]).problems), None)
+        said = f"; --resume refuses it: {refusal(refused)}" if refused else ""
         info.rows.append(("checkpoints", f"{len(done)} left in {part(str(out / CHECKPOINTS))}, the newest at step "
-                                         f"{newest}"))
-        info.values["checkpoints"] = {"count": len(done), "newest_step": newest, "folder": str(out / CHECKPOINTS)}
+                                         f"{newest}{said}"))
+        info.values["checkpoints"] = {"count": len(done), "newest_step": newest, "folder": str(out / CHECKPOINTS),
+                                      **({"resume_refused": refused} if refused else {})}
     return info
 
 

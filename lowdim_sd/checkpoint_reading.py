@@ -137,6 +137,14 @@ def cut_checkpoint(path: Path, cut: str) -> LowdimError:
                        f"{then}")
 
 
+def in_checkpoint_words(path: Path, error: LowdimError) -> LowdimError:
+    """A reader's refusal of ``path``, a file of a checkpoint it resumes from (a train-hypernet checkpoint's
+    network, read by ``load_hypernet``): where the file is cut short, told as every checkpoint file is
+    (``cut_checkpoint``: delete this checkpoint to resume from the older one), not a download's "copy it again"."""
+    cut = _cut_short(path)
+    return cut_checkpoint(path, cut) if cut is not None else error
+
+
 def load_trainable(trainable: Any, path: Path, tensors: dict[str, Tensor]) -> None:
     """``trainable.load_state(tensors)``, its refusal (a layer or shape that does not fit) naming ``path``."""
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.files import PICKLE_SUFFIXES
+from lowdim.file_reading import PICKLE_SUFFIXES, not_a_file
 from lowdim.foreign_files import describe_foreign, embedding_style, fix_for, foreign_lora
 from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.checkpoint_file_info import (
@@ -30,6 +30,7 @@ from lowdim_sd.checkpoint_file_info import (
     trained_state_info,
 )
 from lowdim_sd.file_info_parts import (
+    VALUES_NOT_CHECKED,
     FileInfo,
     Header,
     bounded,
@@ -37,6 +38,7 @@ from lowdim_sd.file_info_parts import (
     compact,
     config_object,
     hypernet_problem,
+    hypernet_values_problem,
     json_key,
     json_object,
     listing,
@@ -59,14 +61,20 @@ from lowdim_sd.model_info import (
     registered_model_info,
 )
 from lowdim_sd.model_paths import UNET_PREFIX
+from lowdim_sd.stopped_precompute_info import batch_folder_info, in_batch_folder, is_batch_folder
 from lowdim_sd.weight_folder_info import weight_folder_info
 
 
 def describe(path: Path) -> FileInfo:
     """What ``path`` is: a lowdim adapter, hypernetwork, weight folder or shard, feature file, another tool's
     LoRA, an SD checkpoint or a registered model name (``lowdim models``); anything else is one LowdimError
-    naming it."""
-    path = Path(path)
+    naming it. A checkpoint in precompute's batch folder is said as precompute's, which its rerun resumes."""
+    return in_batch_folder(_described(Path(path)))
+
+
+def _described(path: Path) -> FileInfo:
+    if path.is_dir() and is_batch_folder(path):  # precompute's: before the train checkpoints it holds
+        return batch_folder_info(path)
     if path.is_dir() and is_step_folder(path):  # a train-hypernet one holds a hypernetwork: its checkpoint first
         return step_folder_info(path)
     for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
@@ -88,6 +96,8 @@ def describe(path: Path) -> FileInfo:
         if model is not None:
             return model
     if not path.is_file():
+        if (what := not_a_file(path)) is not None:  # there, but no file: a link loop, a FIFO
+            raise LowdimError(f"{path}: {what}; `lowdim show` reads lowdim files and weight folders")
         raise LowdimError(f"{path}: no such file or folder{_model_meant(str(path)) if not path.exists() else ''}")
     if path.name == "index.json" or path.name.startswith("index-p"):
         raise LowdimError(f"{path}: a weight folder's index; show the folder: lowdim show {quote(str(path.parent))}")
@@ -173,7 +183,10 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
               "image encoder": f"{encoder} ({where})",
               "file": {"bytes": path.stat().st_size, "stored_values": header.values},
               **{f"training: {key}": value for key, value in extra.items()}, **_keyed(run_values)}
-    if problem := hypernet_problem(path, header):  # every load refuses it: no command to suggest
+    problem = hypernet_problem(path, header) or hypernet_values_problem(path)  # None: values not all read
+    if problem is None:
+        rows.append(("values", VALUES_NOT_CHECKED))
+    if problem:  # every load refuses it: no command to suggest
         rows.insert(0, ("problem", problem))
     return FileInfo(path, "a lowdim hypernetwork", rows, "" if problem else _hypernet_use(path, meta), values,
                     type="hypernetwork")

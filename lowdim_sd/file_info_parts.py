@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -34,6 +35,8 @@ FILE_TYPES = {
     "finished_run": "a finished run's --out whose outputs no one file is (train --subjects' adapters, train --full's "
                     "model beside its checkpoints)",
     "stopped_run": "a run's --out stopped before writing its output (--resume continues it)",
+    "stopped_precompute": "a precompute's --out stopped before its end (a batch in flight kept, or index parts not "
+                          "merged), or that batch's folder: the same precompute command again continues it",
     "textual_inversion": "a Textual Inversion embedding another tool made",
     "textual_inversion_export": "a Textual Inversion embedding lowdim export wrote",
     "lora": "a LoRA another tool made",
@@ -158,6 +161,10 @@ class Header:
 def read_header(path: Path) -> Header:
     from safetensors import safe_open
 
+    from lowdim.file_reading import EMPTY, is_empty
+
+    if is_empty(path):  # safetensors would say "header too small"
+        raise LowdimError(f"{path}: not a readable .safetensors file ({EMPTY}: no header to read)")
     try:
         with safe_open(str(path), framework="pt") as file:
             slices = {key: file.get_slice(key) for key in file.keys()}  # noqa: SIM118
@@ -324,7 +331,7 @@ def size_text(path: Path) -> str:
 def hypernet_problem(path: Path, header: Header) -> str:
     """Why every load refuses the file ("": its version, header and tensors pass): the loader's own checks, so show
     words it as the load would. Its tensors are checked as meta tensors of the header's shapes and dtypes (as an
-    adapter's are, ``adapter_info.tensor_problem``): no value is read, so NaN is the load's alone to find."""
+    adapter's are, ``adapter_info.tensor_problem``); their values are ``hypernet_values_problem``'s to read."""
     from lowdim.file_fit import format_version_problem
     from lowdim.hyper.storage import FORMAT_VERSION, check_stored_tensors
 
@@ -336,4 +343,34 @@ def hypernet_problem(path: Path, header: Header) -> str:
         return str(error).removeprefix(f"{path}: ")
     except Exception as error:  # transformers' or a plugin head's own refusal of a stranger's sizes (the load's too)
         return f"its network cannot be built from the configs it records ({type(error).__name__}: {first_line(error)})"
+    return ""
+
+
+# Show reads a hypernetwork's values to check them finite, as every load does: a 100 MB file (an encoder's weights
+# in it) takes well under a second. A stranger's far larger file is read no longer than this, then said unchecked.
+VALUES_SECONDS = 3.0
+VALUES_NOT_CHECKED = ("not all checked for NaN or Inf here: reading them takes longer than show spends (every load "
+                      "checks them)")
+
+
+def hypernet_values_problem(path: Path) -> str | None:
+    """The load's words for the first tensor holding NaN or Inf ("": every value is finite; None: show stopped after
+    ``VALUES_SECONDS``), by the load's own check (``lowdim.hyper.safety.check_tensors``), one tensor at a time, so
+    no more than the largest is held. Run once the header's tensors are found to fit the network it builds."""
+    from safetensors import safe_open
+
+    from lowdim.hyper.safety import check_tensors
+
+    deadline = time.monotonic() + VALUES_SECONDS
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            for key in file.keys():  # noqa: SIM118
+                if time.monotonic() >= deadline:
+                    return None
+                tensor = {key: file.get_tensor(key)}
+                check_tensors(tensor, tensor, path)  # against itself: names and shapes were checked; values here
+    except LowdimError as error:
+        return str(error).removeprefix(f"{path}: ")
+    except Exception as error:  # safetensors' own error types: a file changed since its header was read
+        return f"not a readable safetensors file (truncated or corrupted?): {first_line(error)}"
     return ""

@@ -124,6 +124,10 @@ def check_config(config: GenerateConfig) -> None:
             raise LowdimError(f"{name} must be a list of {'texts' if kind is str else 'integers'}, e.g. "
                               f"{name}={example}; got {value!r:.80}")
     check_scheduler(config.scheduler)
+    if config.token is not None:  # one word, as train's --token: it is pasted into every prompt and the record
+        from lowdim_sd.personalize_checks import check_token
+
+        check_token(config.token, "the first adapter's own word, else sks", "GenerateConfig")
     check_resolution(config.resolution, "GenerateConfig")
     check_parts(config.parts)
     least = MIN_STEPS.get(config.scheduler, 1)

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from lowdim.errors import LowdimError
 from lowdim_sd import checkpoints, runs, stopping
-from lowdim_sd.hypertrain_checks import check_features_cover, check_job
+from lowdim_sd.checkpoint_reading import in_checkpoint_words
+from lowdim_sd.hypertrain_checks import check_features_cover, check_job, check_weights_finite
 from lowdim_sd.hypertrain_io import (
     FeatureCache,
     MetricsLog,
@@ -83,6 +84,7 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
     last validation and (main process) the network itself."""
     full = WeightDataset(job.weights, image_root=job.image_root)
     check_has_identities(full)
+    check_weights_finite(full)
     job.model = model_to_train(job, full)
     out = job.out
     put_back_set_aside(out)  # before anything reads out: a killed --overwrite's earlier run is the one there
@@ -169,8 +171,11 @@ def _network(job: HyperTrainJob, full: WeightDataset, folder: Path | None) -> tu
     from lowdim.hyper import HyperConfig, build_hypernet, load_hypernet
 
     if folder is not None:
-        with encoder_weights_context(job):
-            net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
+        try:
+            with encoder_weights_context(job):
+                net = load_hypernet(folder / "hypernet.safetensors", space=full.space, layers=full.layers)
+        except LowdimError as error:  # a cut file: resume from the older checkpoint, as its other files say
+            raise in_checkpoint_words(folder / "hypernet.safetensors", error) from None
         # The loaded config holds the backbone's whole expanded transformers config; the job's, as a fresh run
         # keeps it, makes the resumed file the same as an uninterrupted run's. Only where the two agree on
         # everything else (check_resume compared them; a checkpoint from before settings were recorded may not).

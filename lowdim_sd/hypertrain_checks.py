@@ -145,6 +145,15 @@ def refuse_what_does_nothing(job: HyperTrainJob) -> None:
                           f"{either('add --key-pairs FOLDER', 'pass key_pairs=FOLDER')}")
 
 
+def check_weights_finite(full: WeightDataset) -> None:
+    """Every identity's θ in the weight folders read once, before anything is written into the run's -o: a row
+    of NaN or Inf is refused in one line naming its shard, not steps in, with split.json left behind."""
+    from lowdim_sd.weight_shards import refuse_nonfinite
+
+    for position, folder in enumerate(full.folders):
+        refuse_nonfinite(folder, [entry for entry in full.entries if entry["folder"] == position])
+
+
 def check_features_cover(job: HyperTrainJob, train_set: WeightDataset, val_set: WeightDataset | None,
                          progress: bool = False) -> None:
     """--features hold every image this run reads (weights' images, --extra-images, --key-pairs photos), or

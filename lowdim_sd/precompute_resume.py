@@ -1,12 +1,12 @@
 """What ``lowdim precompute`` keeps of an earlier run's folder, what it writes per identity, and what a stop says.
 
-A resume skips the identities the index names, except those whose pictures changed since they were trained
-(another photo under the same name, a photo added to or removed from a sub-folder): those are trained again,
-their new entry replacing the old. Shards no index names (a stop between a shard's rename and its index line)
-are removed. An identity whose pictures are all gone (its sub-folder deleted) leaves the index, and its row in a
-shard is erased. While another run reads the folder (a live train-hypernet: ``lowdim_sd.weight_readers``), no
-shard is removed and no row erased: a later run does it. Each identity's noise seed comes from its name, so
-identities added between runs never take another's seed.
+A resume skips the identities the index names, except those whose pictures changed since they were trained (another
+photo under the same name, a photo added to or removed from a sub-folder): those are trained again, their new entry
+replacing the old, as are those whose shard row holds NaN or Inf. Shards no index names (a stop between a shard's
+rename and its index line) are removed. An identity whose pictures are all gone (its sub-folder deleted) leaves the
+index, and its row in a shard is erased. While another run reads the folder (a live train-hypernet:
+``lowdim_sd.weight_readers``), no shard is removed and no row erased: a later run does it. Each identity's noise
+seed comes from its name, so identities added between runs never take another's seed.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def take_over(out: Path, header: dict, identities: list[Identity], index_path: P
     if present is not None:
         done = forget_gone(done, present, out, own, index_path, rank, processes, readers)
     done, replaced = forget_changed(done, identities, Path(header["root"]), own, index_path)
+    done, damaged = forget_nonfinite(done, identities, out, own, index_path)
+    replaced |= damaged
     if readers:
         if kept := orphan_shards(out, rank, processes):
             warnings.warn(kept_orphans_line(out, kept, readers), stacklevel=3)
@@ -180,6 +182,27 @@ def forget_changed(done: dict[str, dict], identities: list[Identity], root: Path
         write_json(index_path, own)
     return ({name: entry for name, entry in done.items() if name not in changed},
             {name: done[name] for name in changed})
+
+
+def forget_nonfinite(done: dict[str, dict], identities: list[Identity], out: Path, own: dict,
+                     index_path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``done`` less those of ``identities`` whose shard row holds NaN or Inf (a diverged identity kept by an older
+    lowdim, a damaged copy), and those (name: old entry), trained again as a changed one is, with one line naming
+    the shard and identity: else the resume calls the folder complete and train-hypernet refuses it."""
+    from lowdim_sd.weight_shards import nonfinite_line, nonfinite_rows
+
+    damaged = nonfinite_rows(out, [done[identity.name] for identity in identities if identity.name in done])
+    if not damaged:
+        return done, {}
+    (name, where), more = next(iter(damaged.items())), len(damaged) - 1
+    others = f" (and {more} other {'identity' if more == 1 else 'identities'})" if more else ""
+    warnings.warn(f"{nonfinite_line(name, where)}{others}; training {'them' if more else 'it'} again", stacklevel=3)
+    kept = [entry for entry in own["identities"] if entry["name"] not in damaged]
+    if len(kept) < len(own["identities"]):  # in another process's part, the new entry's generation passes over it
+        own["identities"] = kept
+        write_json(index_path, own)
+    return ({name: entry for name, entry in done.items() if name not in damaged},
+            {name: done[name] for name in damaged})
 
 
 def record_under_root(own: dict, unchanged: list[Identity], root: Path) -> bool:

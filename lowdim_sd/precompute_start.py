@@ -45,12 +45,14 @@ def read_start(path: Path, model: SDModel, space: Space, layer_set: LayerSet, se
 
 def check_start_early(path: Path, space: Space, seed: int) -> None:
     """What can be told of an --init without the model (missing, no adapter or weight folder, another space or
-    seed), before the model loads; its layers are checked against the model by ``read_start``."""
+    seed; a weight folder's damaged shard, or a row of NaN or Inf, which its mean would carry into every identity),
+    before the model loads; its layers are checked against the model by ``read_start``."""
     from lowdim_sd.weight_index import read_index
+    from lowdim_sd.weight_shards import check_weight_folder, refuse_nonfinite
 
     path = Path(path)
-    if path.is_dir():
-        index = read_index(path)
+    index = read_index(path) if path.is_dir() else None
+    if index is not None:
         found = {"space": (index.get("space"), index.get("space_config")), "seed": index.get("seed")}
     else:
         adapter = lowdim.read_adapter(path)
@@ -59,6 +61,9 @@ def check_start_early(path: Path, space: Space, seed: int) -> None:
     for key, value in found.items():
         if value != wanted[key]:
             raise LowdimError(f"{_named(path)}: {_difference(key, value, wanted[key])}")
+    if index is not None:  # its shards, as the mean reads them once the model is in (each row: ~26K values at SD1.5)
+        check_weight_folder(path, index)
+        refuse_nonfinite(path, index["identities"])
 
 
 def _mean_start(folder: Path, space: Space, seed: int, layers: list[str]) -> dict:

@@ -28,3 +28,14 @@ def _a_word(word: object) -> bool:
     from lowdim_sd.textual_inversion import MAX_TOKEN
 
     return isinstance(word, str) and 0 < len(word) <= MAX_TOKEN and word.isprintable()
+
+
+def recorded_word_problem(word: str) -> str | None:
+    """Why ``word``, the token an adapter file records, cannot be the word [V] stands for, as ``--token`` is
+    checked (``personalize_checks.check_token``): one word of printable letters, no space or escape code in it
+    or around it. None for such a word, or for none recorded (''): the file then calls its subject nothing."""
+    if not word:
+        return None
+    if word != word.strip() or len(word.split()) != 1 or not word.isprintable():
+        return "is not one word of printable letters"
+    return None

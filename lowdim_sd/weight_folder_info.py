@@ -1,6 +1,7 @@
 """``lowdim show`` of a weight folder (``lowdim precompute``'s output): its identities and the settings a resume
 must match, read from its index, with each shard's header checked against it as train-hypernet checks it: a folder
-that cannot train is said to be damaged, not vouched for."""
+that cannot train is said to be damaged, not vouched for. A precompute stopped before its end is said to be one
+(``stopped_precompute_info``), with what it kept, and so is a batch folder it trains in."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, 
 def weight_folder_info(folder: Path) -> FileInfo:
     """The weight folder's index and shards; a finished ``train --full`` run's --out (its ``model/`` alone, no
     checkpoint left) shows its model, as an adapter run's --out shows its adapter."""
+    from lowdim_sd.stopped_precompute_info import batch_folders, stopped_before_first_batch, stopped_precompute
     from lowdim_sd.weight_index import INDEX, read_index
 
     if not (folder / INDEX).is_file() and not any(folder.glob("index-p*.json")):
@@ -21,9 +23,27 @@ def weight_folder_info(folder: Path) -> FileInfo:
             return trained
         if (what := _other_folder(folder)) is not None:
             raise LowdimError(f"{folder}: {what}")
+        if batch_folders(folder):  # a precompute stopped in its first batch: no index yet, its steps kept
+            return stopped_before_first_batch(folder)
         raise LowdimError(f"{folder}: a folder, but not a lowdim weight folder (no {INDEX}); `lowdim show` reads "
                           f"lowdim files and weight folders")
     index = read_index(folder)
+    rows, values = index_rows(index)
+    use = f"lowdim train-hypernet -w {quote(str(folder))}{_offline_encoder()} -o hyper"
+    if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
+        use = (f"lowdim precompute -m {command_word(str(index.get('model') or ''), 'MODEL')} -i "
+               f"{command_word(str(index.get('root') or ''), 'IDENTITIES')} -o {quote(str(folder))}")
+    info = FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values,
+                    type="weight_folder")
+    info = stopped_precompute(info, index)  # index parts not merged, or a batch in flight: said so, and its rerun
+    if (damage := _damage(folder, index)) is not None:  # what train-hypernet would refuse it for, and no command
+        info.rows.insert(0, ("damaged", damage))
+        info.use = ""
+    return info
+
+
+def index_rows(index: dict) -> tuple[list[tuple[str, str]], dict[str, object]]:
+    """The rows (and --json values) of a weight index: identities and shards, then the settings a resume matches."""
     shards = sorted({str(entry.get("shard")) for entry in index["identities"]})
     layers: list = index["layers"] if isinstance(index.get("layers"), list) else []  # "abc": none, not 3
     # Texts from the index, each cut where a stranger's runs to 100 KB; --json gives them whole.
@@ -42,15 +62,7 @@ def weight_folder_info(folder: Path) -> FileInfo:
               "layers": {"count": len(layers), "set": index.get("layer_set")},
               "resolution": index.get("resolution"), "seed": index.get("seed"),
               **{f"training: {key}": value for key, (_, value) in training.items()}}
-    use = f"lowdim train-hypernet -w {quote(str(folder))}{_offline_encoder()} -o hyper"
-    if not index["identities"]:  # train-hypernet would refuse it: precompute into it first
-        use = (f"lowdim precompute -m {command_word(str(index.get('model') or ''), 'MODEL')} -i "
-               f"{command_word(str(index.get('root') or ''), 'IDENTITIES')} -o {quote(str(folder))}")
-    if (damage := _damage(folder, index)) is not None:  # what train-hypernet would refuse it for, and no command
-        rows.insert(0, ("damaged", damage))
-        use = ""
-    return FileInfo(folder, "a lowdim weight folder (lowdim precompute: one adapter per identity)", rows, use, values,
-                    type="weight_folder")
+    return rows, values
 
 
 def _trained_model(folder: Path) -> FileInfo | None:

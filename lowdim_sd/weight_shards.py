@@ -5,13 +5,15 @@ missing tensor, a row another identity's, an index naming shards that never exis
 as a traceback minutes into training, or train on the wrong θ without a word. So each shard the index names is
 opened once and its header alone is read (safetensors' JSON header: names, dtypes, shapes and the shard's own list
 of identities; no tensor), and compared with what the index's space and layers make. Each refusal is one line
-naming index.json or the shard. Values are not read here: NaN or Inf is refused as a row is read
-(``WeightDataset.weights``).
+naming index.json or the shard. Values are read apart, by ``nonfinite_rows``: a row of NaN or Inf (a diverged
+identity, a damaged copy) is trained again by a precompute resume, and refused by train-hypernet and precompute
+--init before they write or load anything.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from lowdim import json_text
@@ -185,3 +187,57 @@ def _header(path: Path) -> tuple[dict[str, list[int]], dict[str, str], list[str]
     if not isinstance(names, list) or len(names) != rows or not all(isinstance(name, str) for name in names):
         raise LowdimError(f"{path}: its metadata's list of identities is not one name per row; the shard is damaged")
     return shapes, dtypes, names
+
+
+def nonfinite_rows(folder: Path, entries: Iterable[dict]) -> dict[str, tuple[Path, str, int]]:
+    """Of ``entries`` (index entries of ``folder`` that ``check_weight_folder`` passed), those whose row holds NaN
+    or Inf: name -> (shard, tensor, row), its first such tensor. Each shard is read once, a tensor at a time (a
+    batch of identities' rows, ~26K values each at SD1.5); rows no entry names are not looked at."""
+    by_shard: dict[str, list[dict]] = defaultdict(list)
+    for entry in entries:
+        by_shard[entry["shard"]].append(entry)
+    found: dict[str, tuple[Path, str, int]] = {}
+    for shard, named in sorted(by_shard.items()):
+        path = Path(folder) / shard
+        rows = [int(entry["row"]) for entry in named]
+        for key, finite in _finite_rows(path, rows):
+            for entry, row, whole in zip(named, rows, finite, strict=True):
+                if not whole:
+                    found.setdefault(entry["name"], (path, key, row))
+    return found
+
+
+def _finite_rows(path: Path, rows: list[int]) -> Iterable[tuple[str, list[bool]]]:
+    """(tensor name, whether each of ``rows`` is finite in it) for each float tensor of the shard at ``path``."""
+    import torch
+    from safetensors import safe_open
+
+    from lowdim_sd import stopping
+
+    try:
+        with safe_open(str(path), framework="pt") as opened:
+            for key in opened.keys():  # noqa: SIM118 (safe_open is not a dict)
+                picked = opened.get_tensor(key)[rows]
+                if picked.is_floating_point() and picked[0].numel():
+                    yield key, torch.isfinite(picked).reshape(len(rows), -1).all(1).tolist()
+    except Exception as error:  # OSError, or safetensors' own error type for every way a file is broken
+        stopping.check()  # a Ctrl-C inside safetensors' read comes out as its error: the stop, not a damaged shard
+        raise LowdimError(f"{path}: unreadable weight shard ({str(error).splitlines()[0] if str(error) else error!r})"
+                          ) from None
+
+
+def nonfinite_line(name: str, where: tuple[Path, str, int]) -> str:
+    """What ``nonfinite_rows`` found of identity ``name``: its shard, tensor and row."""
+    path, key, row = where
+    return (f"{path}: tensor {printable_name(key)} holds NaN or Inf values in row {row} (identity "
+            f"{printable_name(name)})")
+
+
+def refuse_nonfinite(folder: Path, entries: Iterable[dict]) -> None:
+    """One line for the first of ``entries`` whose row holds NaN or Inf: trained on, it ends the run in a NaN loss
+    blamed on the learning rate. A precompute resume into the folder trains such identities again."""
+    found = nonfinite_rows(folder, entries)
+    if found:
+        name, where = next(iter(found.items()))
+        raise LowdimError(f"{nonfinite_line(name, where)}; refusing it (rerun the lowdim precompute that made "
+                          f"{folder} into it: it trains such identities again)")

@@ -209,6 +209,20 @@ def check_train_job(job: TrainJob) -> None:
     refuse_out_in_model(job.out, job.model, "train", option("out", "TrainJob"), model_tree_outputs(job))
     check_output_paths(job)
     refuse_earlier_outputs(job)
+    check_initial(job)  # last: the one check that reads a file's tensors
+
+
+def check_initial(job: TrainJob) -> None:
+    """--init's adapter read and checked as its load reads it (missing, damaged, not a lowdim adapter, from a newer
+    lowdim, NaN values, a token that is no word, an embedding), before the model loads: a bad file then costs
+    nothing, not a model load (gigabytes at SD1.5) before its line. Its layers are checked as it loads."""
+    if job.initial is None or job.full:  # --full beside --init: check_mode_flags names the two
+        return
+    from lowdim_sd.attaching import read_adapter_file
+    from lowdim_sd.textual_inversion import is_embedding, refuse_embedding_start
+
+    if is_embedding(read_adapter_file(job.initial)):  # read first: a FIFO or a folder is refused unopened
+        refuse_embedding_start(job.initial)
 
 
 def model_tree_outputs(job: TrainJob) -> list[Path]:

@@ -52,6 +52,16 @@ def _weight_folder(folder: Path) -> Path:
     return folder
 
 
+def _stopped_precompute(out: Path) -> Path:
+    """A precompute's --out stopped in its first batch: its batch folder and record alone, no index yet."""
+    batch = out / ".batch-in-flight"
+    batch.mkdir(parents=True)
+    (batch / "batch.json").write_text(json.dumps({"identities": ["a", "b"], "header": {
+        "format": "lowdim.weights", "model": "tiny-base", "space": "lidb", "space_config": {}, "seed": 0,
+        "layer_set": "unet", "layers": [], "resolution": 16, "root": "faces", "config": {"steps": 4}}}))
+    return out
+
+
 def _finished_full_run(out: Path) -> Path:
     """A `train --full` run's OUT with its model written and its last checkpoint kept."""
     folder = _optimizer_file(out, 4, "trainable.safetensors").parent
@@ -95,6 +105,7 @@ def made(tmp_path_factory) -> dict[str, Path]:
         "optimizer_state": optimizer,
         "finished_run": _finished_full_run(root / "full-run"),
         "stopped_run": stopped,
+        "stopped_precompute": _stopped_precompute(root / "stopped-precompute"),
         "textual_inversion": _embedding(root / "foreign" / "emb.safetensors", source_adapter=""),
         "textual_inversion_export": _embedding(root / "ti" / "emb.safetensors"),
         "lora": _lora(root / "foreign" / "lora.safetensors", source_adapter=""),

@@ -5,6 +5,7 @@ word; the combinations each mode does read still reach the model."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 from PIL import Image
@@ -75,7 +76,8 @@ def test_the_first_flag_given_is_the_one_named(files, capsys):
     ["--init", "a.safetensors", "--merge-frozen"],
     [],
 ])
-def test_flags_the_mode_reads_still_reach_the_model(files, capsys, args):
+def test_flags_the_mode_reads_still_reach_the_model(files, capsys, args, untrained_adapter):
+    shutil.copy(untrained_adapter, files / "a.safetensors")  # --init's file is read before the load: a real one
     with pytest.raises(ModelLoaded):
         train(capsys, *args)
 
