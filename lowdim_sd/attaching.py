@@ -12,7 +12,6 @@ from shlex import quote
 
 import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
-from lowdim.filecheck import printable_name
 from lowdim.files import FORMAT, AdapterFile
 from lowdim.given_folder import folder_line
 from lowdim.inject.inference import normal_tensors
@@ -27,7 +26,7 @@ from lowdim_sd.attached_files import (
 )
 from lowdim_sd.embedding_undo import tokens_undone_on_error
 from lowdim_sd.loading import SDModel
-from lowdim_sd.taught_tokens import recorded_word_problem
+from lowdim_sd.taught_tokens import check_recorded_token
 
 
 def parse_adapter_arg(text: str) -> tuple[Path, float]:
@@ -115,12 +114,7 @@ def read_adapter_file(path: str | os.PathLike) -> AdapterFile:
     """``lowdim.read_adapter``'s file, its recorded word checked too: what every command that takes an adapter's
     token (generate's and merge's -a, train's --init) reads it through, so an escape code or a newline an edited
     file holds never reaches a prompt, a terminal or a file written from it."""
-    adapter = lowdim.read_adapter(path)
-    token = adapter.metadata.get("token", "")
-    if problem := recorded_word_problem(token):
-        raise AdapterFileError(f"{adapter.path}: its token {printable_name(token, 60)} {problem}, which no lowdim run "
-                               f"records (the file was edited or damaged)")
-    return adapter
+    return check_recorded_token(lowdim.read_adapter(path))
 
 
 def folder_refusal(folder: Path, typed_after: str = "") -> str:

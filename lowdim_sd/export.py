@@ -37,6 +37,7 @@ from lowdim_sd.export_checks import (
     written_through,
 )
 from lowdim_sd.recorded_paths import shared_model_name
+from lowdim_sd.taught_tokens import check_recorded_token
 
 FORMATS = ("diffusers", "kohya")
 # The kohya export as a Python caller asks for it (the CLI's words: --format kohya).
@@ -253,7 +254,7 @@ def export_adapter(
     # One reading decides the kind and is what a LoRA exports: a file another run renames over this one meanwhile
     # is never taken for the other kind. (An embedding is read again by export_embedding, which takes a path; a
     # LoRA renamed over it in between is refused in one line naming the file.)
-    adapter = read_adapter(source)
+    adapter = check_recorded_token(read_adapter(source))  # its token is copied into the file to share
     try:
         # Without overwrite, published only where the name is still free: another export to it may have
         # finished since the check above.

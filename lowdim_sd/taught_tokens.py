@@ -7,7 +7,14 @@ same record).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from lowdim.errors import AdapterFileError
+from lowdim.filecheck import printable_name
 from lowdim.paths import expand_user
+
+if TYPE_CHECKING:
+    from lowdim.files import AdapterFile
 
 
 def merged_tokens(source: str) -> list[str] | None:
@@ -39,3 +46,14 @@ def recorded_word_problem(word: str) -> str | None:
     if word != word.strip() or len(word.split()) != 1 or not word.isprintable():
         return "is not one word of printable letters"
     return None
+
+
+def check_recorded_token(adapter: AdapterFile) -> AdapterFile:
+    """``adapter`` as read, once its recorded word passes ``recorded_word_problem``: every command that takes an
+    adapter's token (generate's and merge's -a, train's --init) or writes it into a file to share (export) reads it
+    through this, so an escape code or a newline an edited file holds never reaches a prompt, a terminal or a file."""
+    token = adapter.metadata.get("token", "")
+    if problem := recorded_word_problem(token):
+        raise AdapterFileError(f"{adapter.path}: its token {printable_name(token, 60)} {problem}, which no lowdim run "
+                               f"records (the file was edited or damaged)")
+    return adapter

@@ -269,3 +269,12 @@ def test_a_generate_config_token_that_is_no_word_is_refused_from_python(model):
 
     with pytest.raises(LowdimError, match=r"^GenerateConfig\(token=\.\.\.\) must be one word of printable letters"):
         generate(model, GenerateConfig(prompts=["a [V] face"], steps=1, token=HOSTILE_TOKEN))
+
+
+def test_export_refuses_an_adapter_whose_token_is_no_word_and_writes_nothing(untrained_adapter, tmp_path, capsys):
+    bad = rewritten(Path(untrained_adapter), tmp_path / "bad.safetensors", token=HOSTILE_TOKEN)
+    out = tmp_path / "shared.safetensors"
+    code = main(["export", str(bad), "-f", "kohya", "-o", str(out)])
+    line = capsys.readouterr().err.strip()
+    assert code == 1 and line.startswith(f"Error: {bad}: its token 'a\\x1b[31mb\\nc' is not one word"), line
+    assert not out.exists()  # the escape code never reaches a file made to be shared
