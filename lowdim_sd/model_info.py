@@ -261,12 +261,13 @@ def _trained(folder: Path, record: dict, rows: list[tuple[str, str]], values: di
     steps, rate, images = (bounded(str(record.get(key, "?"))) for key in ("steps", "learning_rate", "images"))
     prompt = record.get("prompt", "?")
     prompt = prompt if isinstance(prompt, str) else compact(prompt)
-    trained = (f"{steps} steps at lr {rate} on {images} image(s), {parts}; "
+    threads = f", {bounded(str(record['threads']))} CPU thread(s)" if "threads" in record else ""  # bytes are per count
+    trained = (f"{steps} steps at lr {rate} on {images} image(s){threads}, {parts}; "
                f"prompt {repr(prompt) if bounded(prompt) == prompt else bounded(prompt)}")  # quoted, as a cut one is
     base = str(record.get("base_model") or "?")
     rows = [("base model", bounded(base)), ("token", listing(list(map(bounded, tokens))) or "?"),
             ("trained", trained), *rows]
-    recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained")
+    recipe = ("steps", "learning_rate", "images", "prompt", "text_encoder_trained", "threads")
     values = {**values, "base model": base, "token": tokens, "trained": {key: record.get(key) for key in recipe}}
     return FileInfo(folder, f"a whole model {TRAINED} wrote (diffusers folder)", rows,
                     f"lowdim generate -m {quote(str(folder))} -p {_prompt_word(record, tokens)}", values,

@@ -56,6 +56,10 @@ def test_a_full_run_records_the_thread_count_in_its_models_record(tiny_sd, refs,
     run_train(TrainJob(model=str(tiny_sd), images=refs, out=tmp_path / "full", full=True,
                        config=TrainConfig(steps=1, augment=False)), progress=False)
     assert read_merge_record(tmp_path / "full" / "model")["threads"] == 1
+    from lowdim_sd.file_info import describe
+
+    shown = describe(tmp_path / "full" / "model")  # show says it, as it says an adapter's
+    assert ", 1 CPU thread(s), " in dict(shown.rows)["trained"] and shown.values["trained"]["threads"] == 1
 
 
 # ------------------------------------------------------------- bench quality: DINOv2 once per photo
