@@ -327,11 +327,18 @@ def feature_caches(job: HyperTrainJob, net, train_set: WeightDataset, val_set: W
 
 def encoder_weights_context(job: HyperTrainJob):
     """With --features, a packaged frozen encoder is built without its package (its weights never run);
-    not with --key-renders, whose images the model makes on the spot and the backbone must see."""
-    from lowdim.hyper.encoder import packaged_weights_unused
+    not with --key-renders, whose images the model makes on the spot and the backbone must see. The offline
+    advice names the encoder in HyperTrainJob's words."""
+    from lowdim.hyper.encoder import encoder_words, packaged_weights_unused
 
     shapes_only = job.features is not None and not job.key_renders
-    return packaged_weights_unused() if shapes_only else contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    # HyperTrainJob takes the encoder in hyper={...}: the offline advice names it so, not as HyperConfig's fields
+    stack.enter_context(encoder_words('hyper={{"encoder": "{packaged}"}}', 'hyper={"encoder_config": TINY_ENCODER} '
+                                      "(lowdim_sd.hypertrain; the command's --encoder-config tiny)"))
+    if shapes_only:
+        stack.enter_context(packaged_weights_unused())
+    return stack
 
 
 def extra_images_loader(job: HyperTrainJob, like: WeightDataset, start: int, processes: int):

