@@ -286,7 +286,7 @@ def _train_pending(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, pr
     started = time.monotonic()
     whose = f"process {plan.rank + 1} of {plan.processes}, " if plan.processes > 1 else ""  # lines interleave
     where = InFlight(batches.batch_folder(plan.out, plan.rank, plan.processes), plan.header, set(plan.skipped),
-                     lambda line: _say(progress, whose + line))
+                     lambda line: _say(progress, whose + line), rank=plan.rank, processes=plan.processes)
     with upscaling_told_once(job.resolution or plan.model.resolution):  # one line for all small photos, even if stopped
         try:
             for start in range(0, len(plan.pending), job.batch_subjects):
@@ -297,7 +297,7 @@ def _train_pending(job: PrecomputeJob, plan: _Plan, result: PrecomputeResult, pr
                                              plan.crop, plan.initial, progress, where)
                 _keep_batch(job, plan, result, batch, rows, digests)
                 batches.remove(where.folder)  # kept: nothing of it to resume
-            batches.leave_no_batch(where.folder, {*plan.skipped, *result.trained})
+            batches.leave_no_batch(where.folder, {*plan.skipped, *result.trained}, plan.processes)
         except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
             kept = where.kept({*plan.skipped, *result.trained})
             if kept is None:  # no step of it to resume

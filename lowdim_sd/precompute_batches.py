@@ -14,6 +14,7 @@ adapter file into it (the rows go to a shard; an identity's name may be too long
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import warnings
@@ -87,6 +88,30 @@ def kept_in(folder: Path, steps: int, done: Collection[str] = ()) -> Kept | None
     return Kept(folder, names, step, steps)
 
 
+def launched() -> tuple[int, int]:
+    """This process's rank and the run's number of processes, as a launcher (torchrun, accelerate launch) gives
+    them to every process, and accelerate's PartialState reads them; alone, process 0 of 1."""
+    rank, processes = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return (int(rank), int(processes)) if rank.isdigit() and processes.isdigit() else (0, 1)
+
+
+def other_processes(folder: Path, processes: int) -> str | None:
+    """'the run before had P processes, this one Q' where the folder's record says its run had another number of
+    processes (its batches were other shares of the identities: the first reason a rerun discards it); None where
+    the numbers agree, or the record is unreadable or older than the field."""
+    try:
+        before = _record(folder).get("processes")
+    except (LowdimError, OSError, ValueError):
+        return None
+    if type(before) is not int or before < 1 or before == processes:
+        return None
+    return f"the run before had {_processes(before)}, this one {processes}"
+
+
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
 def sweep_other_runs(out: Path, rank: int, processes: int) -> None:
     """The main process removes the batch folders no process of this run owns (left by a run under another number
     of processes, whose batches were other shares of the identities), saying so."""
@@ -97,20 +122,23 @@ def sweep_other_runs(out: Path, rank: int, processes: int) -> None:
                          and path.name not in ours):
         kept = kept_in(folder, 0)
         if kept is not None:
-            warnings.warn(f"{folder}: discarded the stopped batch ({shown(kept.names)}, at step {kept.step}) of a "
-                          f"run under another number of processes", stacklevel=3)
+            why = other_processes(folder, processes) or "it was a run under another number of processes"
+            warnings.warn(f"{folder}: discarded the stopped batch ({shown(kept.names)}, at step {kept.step}): "
+                          f"{why}", stacklevel=3)
         remove(folder)
 
 
-def leave_no_batch(folder: Path, done: set[str]) -> None:
+def leave_no_batch(folder: Path, done: set[str], processes: int | None = None) -> None:
     """After a run's last batch: a folder still there held a batch this run had none of to train (its identities
-    past --limit now, or gone), discarded with a line unless it was kept already."""
+    past --limit now, or gone, or trained by another process of a run under another number of ``processes``:
+    the launcher's, where not given), discarded with a line unless it was kept already."""
     if not folder.exists():
         return
     kept = kept_in(folder, 0, done)
     if kept is not None:
-        warnings.warn(f"{folder}: discarded the stopped batch ({shown(kept.names)}, at step {kept.step}): this run "
-                      f"has none of its identities to train", stacklevel=3)
+        why = other_processes(folder, launched()[1] if processes is None else processes)
+        warnings.warn(f"{folder}: discarded the stopped batch ({shown(kept.names)}, at step {kept.step}): "
+                      f"{why or 'this run has none of its identities to train'}", stacklevel=3)
     remove(folder)
 
 
@@ -123,6 +151,13 @@ class InFlight:
     done: set[str]  # identities the index holds
     say: Callable[[str], None]
     first: bool = True  # only a run's first batch may be the one a stop left
+    rank: int | None = None  # this process's, and the run's number of processes: the launcher's, where not given
+    processes: int | None = None
+
+    def __post_init__(self) -> None:
+        rank, processes = launched()
+        self.rank = rank if self.rank is None else self.rank
+        self.processes = processes if self.processes is None else self.processes
 
     def resumes(self, model: SDModel, subjects: list[Subject], trainable: AdapterTrainable,
                 config: TrainConfig) -> bool:
@@ -132,29 +167,35 @@ class InFlight:
         names = list(trainable.subject_names)
         kept = kept_in(self.folder, self.header["config"]["steps"], self.done) if first else None
         if kept is not None:  # train's own resume settings, as it compares them (pictures, seeds, model, recipe)
-            settings = {**run_settings(with_defaults(config), trainable), "inputs": inputs_of(model, subjects,
-                                                                                               trainable)}
-            why = self._why_not(kept, names, settings)
+            why = self._why_not(kept, names, lambda: {**run_settings(with_defaults(config), trainable),
+                                                      "inputs": inputs_of(model, subjects, trainable)})
             if why is None:
                 self.say(f"resuming the stopped batch ({shown(names)}) at step {kept.step} of {kept.steps} from "
                          f"{self.folder}")
+                self._write_record(names)  # now this run's: a later stop's rerun compares its processes with this run's
                 return True
             warnings.warn(f"{self.folder}: discarded the stopped batch ({shown(kept.names)}, at step {kept.step}): "
                           f"{why}; training the batch from step 0", stacklevel=4)
         remove(self.folder)
         self.folder.mkdir(parents=True)
-        write_json(self.folder / RECORD, {"identities": names, "header": self.header})
+        self._write_record(names)
         return False
 
-    def _why_not(self, kept: Kept, names: list[str], settings: dict) -> str | None:
-        """Why the kept batch is not the batch of ``names`` trained as this run trains it (None: it is)."""
+    def _write_record(self, names: list[str]) -> None:
+        write_json(self.folder / RECORD, {"identities": names, "header": self.header, "rank": self.rank,
+                                          "processes": self.processes})
+
+    def _why_not(self, kept: Kept, names: list[str], settings: Callable[[], dict]) -> str | None:
+        """Why the kept batch is not the batch of ``names`` trained as this run trains it (None: it is). Under
+        another number of processes it may still be (the same identities, trained alike: a share can repeat)."""
         if kept.names != names:
-            return (f"this run's first batch is {shown(names)} (another {option('batch_subjects', 'PrecomputeJob')}, "
-                    f"or other identities to train)")
+            return other_processes(self.folder, self.processes or 1) or (
+                f"this run's first batch is {shown(names)} (another {option('batch_subjects', 'PrecomputeJob')}, "
+                f"or other identities to train)")
         stored = _record(self.folder)["header"]
         different = _header_differences(stored, self.header)
         try:
-            different = different or checkpoints.differences_between(_stored_settings(self.folder), settings)
+            different = different or checkpoints.differences_between(_stored_settings(self.folder), settings())
         except LowdimError as error:
             return str(error)
         return f"it was trained otherwise: {listed(different)}" if different else None

@@ -333,19 +333,22 @@ def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, ra
     """The one line of a stopped precompute: what this process trained and what is on disk (``kept``: the entries
     its index file holds; ``batch``: the steps of the batch in flight its folder keeps, which a rerun resumes). Under
     several processes, one that kept nothing says so of itself only: the others may have kept identities, which a
-    rerun continues from."""
+    rerun continues from, naming its process; a later line from a process other than the main one starts
+    ``process R of P:``."""
     what = runs.stop_word(stop)
     resumed = f", and the batch resumes at step {batch.step}" if batch else ""
-    if processes > 1 and not trained:
+    if processes > 1 and not trained:  # a process killed outright says nothing: "if any"
         its = f"; it kept {batch.words}" if batch else ""
         return (f"{what} during the first batch of process {rank + 1} of {processes}, so it added nothing to "
-                f"{index_path.parent} (the other processes say what they kept){its}; {runs.RERUN} to continue: done "
-                f"identities are skipped{resumed}")
+                f"{index_path.parent} (the other processes' lines, if any, say what they kept){its}; {runs.RERUN} to "
+                f"continue: done identities are skipped{resumed}")
+    whose = f"process {rank + 1} of {processes}: " if processes > 1 and rank else ""  # the lines look alike
     if not kept and batch:  # the first batch's steps alone
-        return f"{what} during the first batch; kept {batch.words}; {runs.RERUN} to continue from step {batch.step}"
+        return (f"{whose}{what} during the first batch; kept {batch.words}; {runs.RERUN} to continue from step "
+                f"{batch.step}")
     if not kept:  # no index was written, and the folder made for it is cleared away
-        return f"{what} during the first batch, so nothing was kept; {runs.RERUN} to start over"
+        return f"{whose}{what} during the first batch, so nothing was kept; {runs.RERUN} to start over"
     in_flight = f", and {batch.words}" if batch else " (the batch in flight is lost)"
-    return (f"{what} with {trained} {'identity' if trained == 1 else 'identities'} trained in this run; {kept} "
+    return (f"{whose}{what} with {trained} {'identity' if trained == 1 else 'identities'} trained in this run; {kept} "
             f"{'is' if kept == 1 else 'are'} kept in {index_path}{in_flight}; {runs.RERUN} to continue: done "
             f"identities are skipped{resumed}")

@@ -103,7 +103,8 @@ def test_precompute_whose_other_machine_fails_mid_run_stops_within_seconds(tiny_
             f"{re.escape(str(out / '.batch-in-flight-p0'))}")
     line = re.fullmatch(re.escape(f"Error: process 2 of 2 failed: person_001.png: {PICTURE_LINE}; this process stopped "
                                   f"with it: interrupted during the first batch of process 1 of 2, so it added nothing "
-                                  f"to {out} (the other processes say what they kept)") + f"(?:{kept})?" +
+                                  f"to {out} (the other processes' lines, if any, say what they kept)") +
+                        f"(?:{kept})?" +
                         re.escape("; rerun the same command to continue: done identities are skipped") +
                         "(?:, and the batch resumes at step (\\d+))?", said[0]) if len(said) == 1 else None
     assert line is not None and line[1] == line[2], said
