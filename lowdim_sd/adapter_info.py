@@ -229,12 +229,14 @@ def seed_dependent(space: Space, layer: LayerSpec) -> bool:
 
 
 def record_problem(path: Path, meta: dict[str, str], layers: list) -> str:
-    """Why every load refuses the file's dropout or scales record ("": it does not); shown, since show reads broken
-    files too."""
+    """Why every load refuses the file's dropout or scales record, or every command that takes its token that token
+    ("": none does); shown, since show reads broken files too."""
+    from lowdim_sd.taught_tokens import token_problem
+
     for key in ("dropout", "scales", EMBEDDING_LAYERS):
         if problem := refused_record(path, meta, layers, key):
             return f"{problem}: every command that loads this file refuses it"
-    return ""
+    return token_problem(meta)  # generate, merge, train --init and export take the token
 
 
 def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> str:

@@ -38,13 +38,12 @@ def _a_word(word: object) -> bool:
 
 
 def recorded_word_problem(word: str) -> str | None:
-    """Why ``word``, the token an adapter file records, cannot be the word [V] stands for, as ``--token`` is
-    checked (``personalize_checks.check_token``): one word of printable letters, no space or escape code in it
-    or around it. None for such a word, or for none recorded (''): the file then calls its subject nothing."""
-    if not word:
-        return None
-    if word != word.strip() or len(word.split()) != 1 or not word.isprintable():
-        return "is not one word of printable letters"
+    """Why ``word``, the token an adapter file records, cannot stand for [V]: a character that is not printable (an
+    escape code, a newline, a zero-width space), which would reach a prompt, a terminal or a shared file. A space
+    is let through: ``lowdim.save_adapter(token="sks person")`` writes one, and such files loaded before (``--token``
+    itself takes one word). None for a printable word, or for none recorded (''): the file then names no subject."""
+    if word and not word.isprintable():
+        return "holds a character that is not printable (an escape code or a line break)"
     return None
 
 
@@ -57,3 +56,12 @@ def check_recorded_token(adapter: AdapterFile) -> AdapterFile:
         raise AdapterFileError(f"{adapter.path}: its token {printable_name(token, 60)} {problem}, which no lowdim run "
                                f"records (the file was edited or damaged)")
     return adapter
+
+
+def token_problem(metadata: dict[str, str]) -> str:
+    """What ``check_recorded_token`` refuses in a file's metadata, as ``lowdim show``'s problem row says it ("":
+    nothing)."""
+    token = metadata.get("token", "")
+    problem = recorded_word_problem(token)
+    return f"its token {printable_name(token, 60)} {problem}: every command that takes its token refuses it" if (
+        problem) else ""

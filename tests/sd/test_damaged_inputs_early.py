@@ -24,6 +24,7 @@ from lowdim_sd import workflows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HOSTILE_TOKEN = "a\x1b[31mb\nc"  # a terminal's colour code and a newline
+NOT_PRINTABLE = "'a\\x1b[31mb\\nc' holds a character that is not printable"  # as the refusal shows it, escaped
 
 
 class ModelLoaded(Exception):
@@ -104,7 +105,7 @@ def test_an_init_whose_token_is_no_word_is_refused_naming_the_file_before_the_mo
     bad = rewritten(good, tmp_path / "bad.safetensors", token=HOSTILE_TOKEN)
     code, stderr = run(bad, capsys)
     line = one_error_line(stderr)
-    assert code == 1 and line.startswith(f"{bad}: its token 'a\\x1b[31mb\\nc' is not one word"), line
+    assert code == 1 and line.startswith(f"{bad}: its token {NOT_PRINTABLE}"), line
     assert "\x1b" not in stderr
 
 
@@ -236,21 +237,34 @@ def test_generate_refuses_an_adapter_whose_token_is_no_word_before_the_model_loa
                  "-o", str(tmp_path / "g")])
     stderr = capsys.readouterr().err
     line = one_error_line(stderr)
-    assert code == 1 and line.startswith(f"{bad}: its token 'a\\x1b[31mb\\nc' is not one word"), line
+    assert code == 1 and line.startswith(f"{bad}: its token {NOT_PRINTABLE}"), line
     assert "\x1b" not in stderr
 
 
 def test_attaching_an_adapter_whose_token_is_no_word_is_refused_and_adds_nothing(untrained_adapter, tmp_path, model):
-    from lowdim_sd.generate import attach_adapters
+    from lowdim_sd.generate import attach_adapters, detach_adapters
 
-    bad = rewritten(Path(untrained_adapter), tmp_path / "bad.safetensors", token="two words")
-    with pytest.raises(LowdimError, match=f"^{re.escape(str(bad))}: its token 'two words' is not one word"):
+    bad = rewritten(Path(untrained_adapter), tmp_path / "bad.safetensors", token="sks\nperson")
+    with pytest.raises(LowdimError, match=f"^{re.escape(str(bad))}: its token 'sks\\\\nperson' holds a character"):
         attach_adapters(model, [bad])
     assert lowdim.Adapters(model.modules).names() == []
     assert attach_adapters(model, [Path(untrained_adapter)]) == ["zwx"]  # a file's own word still comes through
-    from lowdim_sd.generate import detach_adapters
-
     detach_adapters(model)
+    # Two printable words: what lowdim.save_adapter(token="sks person") writes, and such files loaded before (EX 1)
+    spaced = rewritten(Path(untrained_adapter), tmp_path / "spaced.safetensors", token="sks person")
+    assert attach_adapters(model, [spaced]) == ["sks person"]
+    detach_adapters(model)
+
+
+def test_show_names_a_token_the_commands_refuse_as_its_problem_and_gives_no_use_line(untrained_adapter, tmp_path):
+    from lowdim_sd.file_info import describe
+
+    bad = rewritten(Path(untrained_adapter), tmp_path / "bad.safetensors", token=HOSTILE_TOKEN)
+    shown = describe(bad)
+    assert dict(shown.rows)["problem"].startswith("its token 'a\\x1b[31mb\\nc' holds a character that is not")
+    assert shown.use == ""
+    spaced = describe(rewritten(Path(untrained_adapter), tmp_path / "spaced.safetensors", token="sks person"))
+    assert "problem" not in dict(spaced.rows) and spaced.use.startswith("lowdim generate")
 
 
 @pytest.mark.parametrize("token", [HOSTILE_TOKEN, "two words", " sks", ""])
@@ -276,5 +290,5 @@ def test_export_refuses_an_adapter_whose_token_is_no_word_and_writes_nothing(unt
     out = tmp_path / "shared.safetensors"
     code = main(["export", str(bad), "-f", "kohya", "-o", str(out)])
     line = capsys.readouterr().err.strip()
-    assert code == 1 and line.startswith(f"Error: {bad}: its token 'a\\x1b[31mb\\nc' is not one word"), line
+    assert code == 1 and line.startswith(f"Error: {bad}: its token {NOT_PRINTABLE}"), line
     assert not out.exists()  # the escape code never reaches a file made to be shared
