@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from encoder_runs import backbone_runs  # tests/sd, on the path as pytest puts it
 from PIL import Image
 from safetensors import safe_open
 from torch import nn
@@ -27,22 +28,6 @@ from lowdim_sd.personalize import PersonalizeJob, personalize
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXAMPLE_FACE = Path(__file__).resolve().parents[2] / "examples" / "face.png"
-
-
-def backbone_runs(monkeypatch) -> list[torch.Tensor]:
-    """Every forward of a DINOv2 backbone from here on, as the tokens it gave."""
-    from transformers import Dinov2Model
-
-    runs: list[torch.Tensor] = []
-    forward = Dinov2Model.forward
-
-    def counted(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        runs.append(out.last_hidden_state.detach().clone())
-        return out
-
-    monkeypatch.setattr(Dinov2Model, "forward", counted)
-    return runs
 
 
 def read_tokens(monkeypatch) -> list[tuple[int, torch.Tensor]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from encoder_runs import backbone_runs  # tests/sd, on the path as pytest puts it
 from images_for_tests import save_images  # tests/sd, on the path as pytest puts it
 
 import lowdim
@@ -71,22 +72,6 @@ def tinyfaces_ready() -> bool:
     except ImportError:
         return False
     return describer_path().exists() and hypernet_path().exists()
-
-
-def backbone_runs(monkeypatch) -> list[torch.Tensor]:
-    """Every forward of a DINOv2 backbone from here on, as the tokens it gave."""
-    from transformers import Dinov2Model
-
-    runs: list[torch.Tensor] = []
-    forward = Dinov2Model.forward
-
-    def counted(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        runs.append(out.last_hidden_state.detach().clone())
-        return out
-
-    monkeypatch.setattr(Dinov2Model, "forward", counted)
-    return runs
 
 
 @pytest.mark.skipif(not tinyfaces_ready(), reason="the TinyFaces plugin and its shipped files")
