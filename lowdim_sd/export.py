@@ -254,7 +254,7 @@ def export_adapter(
     # One reading decides the kind and is what a LoRA exports: a file another run renames over this one meanwhile
     # is never taken for the other kind. (An embedding is read again by export_embedding, which takes a path; a
     # LoRA renamed over it in between is refused in one line naming the file.)
-    adapter = check_recorded_token(read_adapter(source))  # its token is copied into the file to share
+    adapter = read_adapter(source)
     try:
         # Without overwrite, published only where the name is still free: another export to it may have
         # finished since the check above.
@@ -264,7 +264,10 @@ def export_adapter(
 
                 check_embedding_target(read_embedding(adapter), fmt)  # what its base model would refuse
             return export_embedding(source, written, fmt, DTYPES[dtype], replace=overwrite)
-        return _export_lora(adapter, written, fmt, dtype, conv_layers, out_path, replace=overwrite)
+        # An embedding's token is checked by its own reader, more strictly (a word its tokenizer takes); a LoRA's is
+        # copied into the file to share as it is recorded
+        return _export_lora(check_recorded_token(adapter), written, fmt, dtype, conv_layers, out_path,
+                            replace=overwrite)
     except FileExistsError:
         raise exists_error(target) from None
 
