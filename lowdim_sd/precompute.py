@@ -192,10 +192,10 @@ def check_job(job: PrecomputeJob) -> None:
     if set(space.param_shapes(probe)) - set(space.trainable_names(probe)):
         raise LowdimError(f"--space {job.space} has frozen params, which no hypernetwork predicts: train-hypernet "
                           f"would refuse these weights; precompute a space whose params all train (lidb, lora)")
-    from lowdim_sd.faces import check_crop_margin
     from lowdim_sd.personalize_checks import check_crop_flags
+    from lowdim_sd.precompute_header import check_new_margin
 
-    check_crop_margin(job.crop_margin, option_words.option('crop_margin', 'PrecomputeJob'))
+    check_new_margin(job)
     if job.face_index is not None and job.face_index < 0:
         raise LowdimError(f"{option_words.option('face_index', 'PrecomputeJob')} must be 0 or more (0 is the largest "
                           f"face), got {job.face_index}")

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, fields
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import lowdim
 from lowdim.option_words import either, on_the_command_line, option
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import start_digest
-from lowdim_sd.resume_words import changed, leaves, rate_followed, switched
+from lowdim_sd.resume_words import leaves, rate_followed, shown
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.weight_index import (
     FORMAT,
@@ -62,6 +63,17 @@ def refuse_other_settings_early(job: PrecomputeJob, config: TrainConfig, crop: b
         header["config"]["init"] = existing.get("config", {}).get("init", "an --init")
     done_identities(out, header, {key: existing.get(key) for key in header if key != "identities"},
                     precompute_worded())
+
+
+def check_new_margin(job: PrecomputeJob) -> None:
+    """--crop-margin within ``faces.MAX_MARGIN`` for a new --out. An --out that holds an index compares the margin it
+    records instead (``refuse_other_settings_early``, else ``done_identities``): one recorded past the bound by a
+    lowdim before it extends at that margin, and any other margin is one of the header's difference lines."""
+    from lowdim_sd.faces import check_crop_margin
+
+    out = Path(job.out)
+    if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
+        check_crop_margin(job.crop_margin, option("crop_margin", "PrecomputeJob"))
 
 
 def recorded_settings(config: TrainConfig, crop: bool, margin: float, face_index: int | None) -> dict:
@@ -128,16 +140,31 @@ FOLLOWS_FROM = {"space_config": ("space",), "layers": ("model", "layer_set"), "r
                 "config.crop_margin": ("config.crop",), "config.face_index": ("config.crop",)}
 
 
+class Sides(NamedTuple):
+    """How a difference's line names its two sides: a rerun's folder and the rerun itself (``there``, ``now``), or
+    two folders (``in w1``, ``in w2``: ``weight_dataset``). Where both sides name one file that held other bytes:
+    ``apart`` says which side had another (``there``; ``in w1 than in w2``), ``since`` when it changed."""
+
+    there: str = "there"
+    now: str = "now"
+    since: str = "since"
+    apart: str = "there"
+
+
+RERUN_SIDES = Sides()  # precompute's own lines: the --out's index there, this run now
+
+
 def precompute_worded() -> Worded:
     """How a precompute's refusal words what differs, for the reader at hand (``precompute_differences``)."""
     return precompute_differences
 
 
-def precompute_differences(field: str, index: dict, header: dict) -> list[str]:
+def precompute_differences(field: str, index: dict, header: dict, sides: Sides = RERUN_SIDES) -> list[str]:
     """A field of ``index`` that ``header`` (this run's) records otherwise, as its reader set it: as ``lowdim
     precompute`` is typed (``--lr (0.002 there, 0.01 now)``, ``--augment there, --no-augment now``, ``--set rank (1
     there, 2 now)``), or from Python by the field (``PrecomputeJob(learning_rate=...) (0.002 there, 0.01 now)``,
-    ``PrecomputeJob(space_options=...) rank (1 there, 2 now)``)."""
+    ``PrecomputeJob(space_options=...) rank (1 there, 2 now)``). ``sides`` names the two sides (two folders compared:
+    ``--lr (0.002 in w1, 0.01 in w2)``)."""
     if any(recorded(index, cause) != recorded(header, cause) for cause in FOLLOWS_FROM.get(field, ())):
         return []
     # --lr left out: the rate is the --space's default, and going back to the space there gives its rate again
@@ -146,17 +173,18 @@ def precompute_differences(field: str, index: dict, header: dict) -> list[str]:
     there, now = recorded(index, field), recorded(header, field)
     if field == "space_config":
         named = either("--set ", f"{option('space_options', 'PrecomputeJob')} ")
-        return [_changed(named + ".".join(map(str, path)), field, (old, index), (new, header))
+        return [_changed(named + ".".join(map(str, path)), field, (old, index), (new, header), sides)
                 for path, old, new in leaves((), there, now)]
     if field == "layers":
         old, new = (len(side) if isinstance(side, list) else 0 for side in (there, now))
-        counts = f"{old} there, {new} now" if old != new else "as many, of other shapes"
-        return [f"the layers of the {either('--model', 'model')} ({counts}; the model changed since)"]
+        counts = f"{old} {sides.there}, {new} {sides.now}" if old != new else "as many, of other shapes"
+        return [f"the layers of the {either('--model', 'model')} ({counts}; the model changed {sides.since})"]
     if field == "config.init":
-        return [_init_line(there, now, index, header)]
+        return [_init_line(there, now, index, header, sides)]
     if field in SWITCHES and on_the_command_line():
-        return [switched(SWITCHES[field], there, now)]
-    return [_changed(_named(field), field, (there, index), (now, header))]
+        on, off = SWITCHES[field]
+        return [f"{on if there else off} {sides.there}, {on if now else off} {sides.now}"]
+    return [_changed(_named(field), field, (there, index), (now, header), sides)]
 
 
 def _named(field: str) -> str:
@@ -171,18 +199,19 @@ def _named(field: str) -> str:
     return either(flag, f"the training setting {name!r}")
 
 
-def _changed(named: str, field: str, there: tuple[object, dict], now: tuple[object, dict]) -> str:
+def _changed(named: str, field: str, there: tuple[object, dict], now: tuple[object, dict], sides: Sides) -> str:
     """``named (THERE there, NOW now)``, each (value, its index) as its reader writes it: on the command line, a
-    default the index left out by what it is; from Python, as ``shown_setting`` shows it (a repr, or on/off)."""
+    default the index left out by what it is (as ``resume_words.changed`` shows it); from Python, as
+    ``shown_setting`` shows it (a repr, or on/off)."""
     if on_the_command_line():
-        old, new = (LEFT_OUT.get(field) if value is None else value for value, _ in (there, now))
-        return changed(named, old, new)
-    return f"{named} ({shown_setting(field, *there)} there, {shown_setting(field, *now)} now)"
+        old, new = (shown(LEFT_OUT.get(field) if value is None else value) for value, _ in (there, now))
+    else:
+        old, new = shown_setting(field, *there), shown_setting(field, *now)
+    return f"{named} ({old} {sides.there}, {new} {sides.now})"
 
 
-def _init_line(there: object, now: object, index: dict, header: dict) -> str:
+def _init_line(there: object, now: object, index: dict, header: dict, sides: Sides) -> str:
     old, new = shown_init(there, index), shown_init(now, header)
     if old == new:  # one path, other bytes: the file was written anew since
-        return f"{new} (another initial adapter there: the file changed since)"
-    return f"{old} there, {new} now"
-
+        return f"{new} (another initial adapter {sides.apart}: the file changed {sides.since})"
+    return f"{old} {sides.there}, {new} {sides.now}"

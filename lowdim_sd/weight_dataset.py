@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.filecheck import printable_name
 from lowdim.option_words import Wording, either
 from lowdim.spaces.base import Space
 from lowdim_sd import stopping
@@ -28,7 +26,7 @@ from lowdim_sd.faces import DEFAULT_MARGIN
 from lowdim_sd.image_names import IMAGE_EXTENSIONS
 from lowdim_sd.weight_index import differing_settings, read_index
 from lowdim_sd.weight_readers import ReaderMark
-from lowdim_sd.weight_shards import check_weight_folder
+from lowdim_sd.weight_shards import check_weight_folder, nonfinite_line
 
 Folders = str | Path | Sequence[str | Path]
 DEFAULT_CROP_CACHE_BYTES = 2 << 30  # 2 GiB: about 2,700 crops at 512 px
@@ -143,8 +141,8 @@ class WeightDataset(torch.utils.data.Dataset):
             with safe_open(str(path), framework="pt") as shard:
                 for key in shard.keys():  # noqa: SIM118 (safe_open is not a dict)
                     layer, _, param = key.rpartition("/")
-                    nested.setdefault(layer, {})[param] = _finite(path, key, entry["row"],
-                                                                  shard.get_slice(key)[entry["row"]])
+                    nested.setdefault(layer, {})[param] = _finite(shard.get_slice(key)[entry["row"]],
+                                                                  (path, key, entry["row"]), entry["name"])
         except LowdimError:
             raise
         except Exception as error:  # OSError, or safetensors' own error type
@@ -286,22 +284,15 @@ def _check_alike(folders: list[Path], indexes: list[dict]) -> None:
 def _worded_apart(first: dict, other: dict, first_name: str, other_name: str) -> list[str]:
     """Precompute's own lines for what differs (``precompute_differences``: its flags, both values, one line for a
     setting two fields record), each side said by its folder (``in w1``) rather than ``there``/``now``."""
-    from lowdim_sd.precompute_header import precompute_differences
+    from lowdim_sd.precompute_header import Sides, precompute_differences
 
+    sides = Sides(f"in {first_name}", f"in {other_name}", "between the two precomputes",
+                  f"in {first_name} than in {other_name}")
     different = differing_settings(first, other)
     fields = [key for key, there, now in different  # the adapter seed is config.seed too: one setting, said once
               if not (key.startswith("config.") and (key.removeprefix("config."), there, now) in different)]
-    lines = list(dict.fromkeys(line for key in fields for line in precompute_differences(key, first, other)))
-    return [_sides_named(line, first_name, other_name) for line in lines or fields]
-
-
-def _sides_named(line: str, first: str, other: str) -> str:
-    """``--seed (0 there, 1 now)`` as ``--seed (0 in w1, 1 in w2)``; a line not of that shape is kept as it is."""
-    found = re.fullmatch(r"(.*) there, (.*) now(\)?)", line, flags=re.DOTALL)
-    if found is None:
-        return line
-    value, new, closing = found.groups()
-    return f"{value} in {first}, {new} in {other}{closing}"
+    lines = list(dict.fromkeys(line for key in fields for line in precompute_differences(key, first, other, sides)))
+    return lines or fields
 
 
 def _named_entries(folders: list[Path], indexes: list[dict]) -> list[dict]:
@@ -342,9 +333,12 @@ def _found_by_bytes(entry: dict, root: Path) -> dict:
     return {**entry, "images": images}
 
 
-def _finite(path: Path, key: str, row: int, values: Tensor) -> Tensor:
-    """``values`` if finite: NaN or Inf in a target would end training as a NaN loss, blamed on the learning rate."""
+def _finite(values: Tensor, where: tuple[Path, str, int], name: str) -> Tensor:
+    """``values`` if finite: NaN or Inf in a target would end training as a NaN loss, blamed on the learning rate.
+    ``where``: (shard, tensor, row) of identity ``name``. A rerun of precompute into the same folder trains such a row
+    again (``precompute_resume.forget_nonfinite``), as train-hypernet's own check of every row says."""
     if values.is_floating_point() and not torch.isfinite(values).all():
-        raise LowdimError(f"{path}: tensor {printable_name(key)} holds NaN or Inf values in row {row}; refusing it "
-                          f"(rerun the lowdim precompute that made the folder into a new one)")
+        folder = where[0].parent
+        raise LowdimError(f"{nonfinite_line(name, where)}; refusing it (rerun the lowdim precompute that made {folder} "
+                          f"into it: it trains such identities again)")
     return values

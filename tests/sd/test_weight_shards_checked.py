@@ -97,7 +97,8 @@ def test_nan_or_inf_in_a_shard_is_refused_as_the_row_is_read(copy):
     key = edit_shard(copy, lambda t, m, k: t[k].__setitem__(1, float("nan")))
     data = WeightDataset(copy)  # headers only: the values are read with the row
     data.weights(0)
-    with pytest.raises(LowdimError, match=rf"{SHARD}: tensor '{key}' holds NaN or Inf values in row 1; refusing it"):
+    with pytest.raises(LowdimError, match=rf"{SHARD}: tensor '{key}' holds NaN or Inf values in row 1 \(identity "
+                                          rf"'person_001'\); refusing it"):
         data.weights(1)
 
 
