@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,6 +28,9 @@ from lowdim_cli.shared_options import (
     TrainingPrompt,
 )
 from lowdim_sd import defaults
+
+if TYPE_CHECKING:  # the command imports lowdim_sd's training modules only when it runs
+    from lowdim_sd.hypertrain_job import HyperTrainResult
 
 
 def precompute(
@@ -120,14 +123,16 @@ RESUMES_BY_ITSELF = ("--resume is not needed: precompute resumes by itself; a re
                      "identities already done (those whose pictures changed are trained again)")
 
 
-def encoder_config_option(value: str | None):
-    """'tiny', a JSON object, or a path to a JSON file."""
+def encoder_config_option(value: str | None) -> dict | None:
+    """'tiny', a JSON object, or a path to a JSON file. 'tiny' is given by its name, which the hypernetwork's file
+    records as its encoder (its header's ``encoder``); a JSON object or file has none ("inline config")."""
+    from lowdim.hyper.config import named_encoder_config
     from lowdim_sd.hypertrain import TINY_ENCODER
 
     if value is None:
         return None
     if value == "tiny":
-        return dict(TINY_ENCODER)
+        return named_encoder_config("tiny", TINY_ENCODER)
     text = Path(value).read_text() if not value.lstrip().startswith("{") and Path(value).is_file() else value
     try:
         config = json_text.loads(text)
@@ -296,7 +301,7 @@ def train_hypernet(
     out.print(f"wrote {user_text(result.path, 'bold')}{logged}")
 
 
-def _what_ran(result, resume: bool) -> str:
+def _what_ran(result: HyperTrainResult, resume: bool) -> str:
     """The summary's first words: the steps trained (from where, on a resume, as `lowdim train` says it), or for
     the retrieval head, which trains no step, the bank it filled and the key embedding's steps before."""
     seconds = f"{result.seconds:.1f} s"

@@ -252,11 +252,12 @@ def generate(
                             negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution,
                             parts=DrawParts(text_encoder_scale, adapter_start, adapter_end, cross_attention_scale),
                             batch=batch)
-    check_config(config)  # before minutes of model loading and drawing, not after
     adapters = [parse_adapter_arg(a) for a in adapter or []]
     check_adapter_list(adapters)
-    check_parts_have_adapters(config.parts, len(adapters))
     files = check_adapter_files(adapters)  # each file read here, once: the model is given what was read
+    # before minutes of model loading and drawing, not after; --token may repeat a file's own token as it is
+    check_config(config, [file.metadata.get("token", "") for file in files])
+    check_parts_have_adapters(config.parts, len(adapters))
     warn_unmatched_parts(config.parts, adapters, files)  # a flag acting on no layer of them draws nothing else
     check_images_folder(out_dir)
     from lowdim_sd.runs import output_folder

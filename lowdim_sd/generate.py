@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from lowdim.errors import LowdimError
+from lowdim.filecheck import printable_name
 from lowdim.files import atomic_write
 from lowdim.option_words import either, option
 from lowdim_sd import notebook_views, runs
@@ -62,8 +63,9 @@ class GenerateConfig:
     negative_prompt: what to steer away from ("blurry"); ``[V]`` is filled here too. Empty: none.
     scheduler: the sampler, one of ``SCHEDULERS`` (ddim, dpm++, euler, euler-a, pndm, ddpm); the pipeline's
         own is put back after the call.
-    token: the word ``[V]`` becomes. None: the first attached adapter's word (``attach_adapters`` returns
-        them; pass them as ``generate``'s ``tokens``), else the first a merged model was taught, else 'sks'.
+    token: the word ``[V]`` becomes: one word, or the token an attached adapter records as it is (spaces and
+        all). None: the first attached adapter's word (``attach_adapters`` returns them; pass them as
+        ``generate``'s ``tokens``), else the first a merged model was taught, else 'sks'.
     resolution: the picture's side in pixels, a multiple of 8. None: the model's own.
     parts: how the adapters' parts draw (``DrawParts``): their text-encoder part at its own scale, their UNet
         part joining late or leaving early. The default draws them whole, as every loader does.
@@ -116,18 +118,17 @@ def warn_slow_precision(sd: SDModel) -> None:
                       stacklevel=2)
 
 
-def check_config(config: GenerateConfig) -> None:
-    """Refuse settings diffusers would fail on halfway (or silently draw noise with)."""
+def check_config(config: GenerateConfig, recorded: Sequence[str] = ()) -> None:
+    """Refuse settings diffusers would fail on halfway (or silently draw noise with). ``recorded``: the tokens the
+    adapter files drawn with record (``attach_adapters`` returns them), which ``token`` may repeat as they are."""
     for name, kind, example in (("prompts", str, "['a face at night']"), ("seeds", numbers.Integral, "[0, 1]")):
         value = getattr(config, name)
         if not isinstance(value, (list, tuple)) or any(not isinstance(v, kind) or isinstance(v, bool) for v in value):
             raise LowdimError(f"{name} must be a list of {'texts' if kind is str else 'integers'}, e.g. "
                               f"{name}={example}; got {value!r:.80}")
     check_scheduler(config.scheduler)
-    if config.token is not None:  # one word, as train's --token: it is pasted into every prompt and the record
-        from lowdim_sd.personalize_checks import check_token
-
-        check_token(config.token, "the first adapter's own word, else sks", "GenerateConfig")
+    if config.token is not None:
+        check_token_given(config.token, recorded)
     check_resolution(config.resolution, "GenerateConfig")
     check_parts(config.parts)
     least = MIN_STEPS.get(config.scheduler, 1)
@@ -142,6 +143,25 @@ def check_config(config: GenerateConfig) -> None:
                           f"is usual), got {config.guidance:g}")
     if config.batch < 1:
         raise LowdimError(f"{option('batch', 'GenerateConfig')} must be at least 1, got {config.batch}")
+
+
+def check_token_given(token: str, recorded: Sequence[str] = ()) -> None:
+    """``--token`` is one word, as train's: it is pasted for [V] into every prompt and the record. The word an adapter
+    file drawn with records (``recorded``) is taken as it is, spaces and all: ``lowdim.save_adapter(token="sks
+    person")`` writes such a file, which draws with its own word when --token is left out, so a user who names
+    that word is not refused. Its characters must still print (a file's word is checked so when it is read)."""
+    from lowdim_sd.personalize_checks import check_token
+
+    if isinstance(token, str) and token.isprintable() and token in [word for word in recorded if word]:
+        return
+    if isinstance(token, str) and token.isprintable() and token == token.strip() and len(token.split()) > 1:
+        learned = ", ".join(printable_name(word, 60) for word in dict.fromkeys(word for word in recorded if word))
+        files = (either(f"the -a files record {learned}", f"the attached adapters record {learned}") if learned
+                 else either("no -a file records a token", "no attached adapter records a token"))
+        raise LowdimError(f"{option('token', 'GenerateConfig')} must be one word, the rare word that [V] stands for; "
+                          f"got {printable_name(token, 60)} ({len(token.split())} words), which only the token an "
+                          f"adapter file records may be, and {files}")
+    check_token(token, "the first adapter's own word, else sks", "GenerateConfig")
 
 
 def check_resolution(resolution: int | None, owner: str | None = None) -> None:
@@ -172,7 +192,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     """
     # ``_bar`` is the preview's alone (preview.py), not API: (pictures drawn before this call, pictures in all), so
     # its rows' pictures go on one bar that never runs back to 0; None: a bar of its own.
-    check_config(config)
+    check_config(config, tokens or ())
     refuse_without_weights(model.pipe, model.name)
     with model.one_run(), scheduled(model, config.scheduler), own_bar_silenced(model.pipe):
         return _generate(model, config, tokens, progress, keep, _bar)

@@ -1,8 +1,13 @@
-"""The words a model `lowdim merge` wrote was taught, read back from the record merge left in it.
+"""The words [V] stands for where no --token names one: those a merged model was taught, and the check of the
+word an adapter file records.
 
-Its adapters are in its weights, so no adapter file is left to say which word calls its subject: `lowdim
-generate -m MERGED -p 'a [V] face'` reads the word here, as ``SDModel.taught`` (`lowdim show` reads the
-same record).
+A model `lowdim merge` wrote holds its adapters in its weights, so no adapter file is left to say which word calls
+its subject: `lowdim generate -m MERGED -p 'a [V] face'` reads the words from the record merge left in it
+(``merged_tokens``, as ``SDModel.taught``; `lowdim show` reads the same record).
+
+An adapter file's recorded token is checked before any command uses it (``check_recorded_token``: generate's and
+merge's -a, train's --init, export, the ui's Draw), and ``lowdim show`` says the same problem in its row
+(``token_problem``): a character that is not printable is refused, a space is not.
 """
 
 from __future__ import annotations

@@ -122,10 +122,31 @@ class HyperConfig(SpaceConfig):
                 f"{named('encoder_config')} needs a 'model_type' (e.g. 'vit', 'clip_vision_model', 'dinov2')")
 
 
+class NamedEncoderConfig(dict[str, Any]):
+    """An encoder config its caller gave by a name (train-hypernet's ``--encoder-config tiny``): a dict like any
+    other, so it compares, stores and resumes as the same config given as a JSON object does, with the ``name``
+    that ``save_hypernet`` records as the file's encoder (one given as a JSON object records "inline config").
+    The name is no key: a run started before names were recorded resumes with the same settings."""
+
+    name: str = ""  # a copy made as a plain dict's (dataclasses.asdict, for the file's JSON) has none
+
+
+def named_encoder_config(name: str, config: Mapping[str, Any]) -> NamedEncoderConfig:
+    """``config`` under ``name``, which the hypernetwork's file records as its encoder (see ``NamedEncoderConfig``)."""
+    named = NamedEncoderConfig(config)
+    named.name = name
+    return named
+
+
+def encoder_config_name(config: Any) -> str:
+    """The name ``config`` was given by (``named_encoder_config``); "" for a config given as it is."""
+    return config.name if isinstance(config, NamedEncoderConfig) else ""
+
+
 def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
-    """A plain JSON-able dict, so configs compare, print and store in file metadata alike. Keys with a leading
-    underscore are left out: transformers' own bookkeeping, which some releases change once a model is built
-    from the config (``_attn_implementation_autoset``)."""
+    """A plain JSON-able dict, so configs compare, print and store in file metadata alike (a named one keeps its
+    name). Keys with a leading underscore are left out: transformers' own bookkeeping, which some releases change
+    once a model is built from the config (``_attn_implementation_autoset``)."""
     if config is None:
         return None
     if hasattr(config, "to_json_string"):  # a transformers PretrainedConfig
@@ -134,4 +155,5 @@ def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
     tiny = " (the command's --encoder-config tiny is lowdim_sd.hypertrain.TINY_ENCODER)" if config == "tiny" else ""
     require(isinstance(config, Mapping), f"hyper: encoder_config must be a transformers config or its dict, with a "
                                          f"'model_type'; got {config!r}{tiny}")
-    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+    kept = {key: value for key, value in dict(config).items() if not key.startswith("_")}
+    return named_encoder_config(name, kept) if (name := encoder_config_name(config)) else kept

@@ -26,7 +26,7 @@ from lowdim.file_fit import config_problem, format_version_problem
 from lowdim.filecheck import MAX_INFLATED, check_regeneration, check_savable_names, checked_layers, printable_name
 from lowdim.files import atomic_save, read_checked
 from lowdim.hyper.bases_seed import PROBED_LAYERS, bases_checksum, bases_record, recorded_seed
-from lowdim.hyper.config import HyperConfig, normalize_encoder_config
+from lowdim.hyper.config import HyperConfig, encoder_config_name, normalize_encoder_config
 from lowdim.hyper.encoder import comparable, is_packaged
 from lowdim.hyper.head import HyperHead
 from lowdim.hyper.safety import check_fit, check_offline, checked_build
@@ -73,7 +73,7 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
         "space": head.space.name,
         "space_config": _dumps(head.space.config.to_dict()),
         "layers": _dumps([[layer.name, layer.out_features, layer.in_features] for layer in head.layers]),
-        "encoder": _encoder_record(encoder),
+        "encoder": _encoder_record(encoder, getattr(head.config, "encoder_config", None)),
         "encoder_config": _dumps(getattr(encoder, "config_dict", {})),
         "encoder_weights": "file" if getattr(encoder, "stored_in_file", True) else "package",
         "model": str(metadata.pop("model", "")),
@@ -87,14 +87,18 @@ def save_hypernet(path: str | os.PathLike, net: nn.Module, metadata: Mapping[str
 INLINE_CONFIG = "inline config"
 
 
-def _encoder_record(encoder: Any) -> str:
+def _encoder_record(encoder: Any, config: Any = None) -> str:
     """The header's ``encoder``: the hub id or package whose weights the backbone has; for one built randomly from
-    a config, the name its caller gave that config (HyperConfig.encoder is a label then) or "inline config", never
-    the default hub id, whose weights it does not hold (what ``lowdim show`` says of it too)."""
+    a config (``config``, as the network's HyperConfig holds it), the label its caller gave (HyperConfig.encoder
+    is a label then), else the name the config was given by (``named_encoder_config``: train-hypernet's
+    ``--encoder-config tiny``), else "inline config"; never the default hub id, whose weights it does not hold
+    (what ``lowdim show`` says of it too)."""
     hub_id = str(getattr(encoder, "hub_id", ""))
     if not getattr(encoder, "from_config", False) or is_packaged(hub_id):  # a packaged one ignores the config
         return hub_id
-    return INLINE_CONFIG if hub_id in ("", DEFAULT_ENCODER) else hub_id
+    if hub_id not in ("", DEFAULT_ENCODER):
+        return hub_id
+    return encoder_config_name(config) or INLINE_CONFIG
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lowdim_sd.job_fields import (
+    Converted,
+    OptionalPathField,
+    PathField,
+    job_dataclass,
+    optional_path,
+    path_field,
+)
+
 DEFAULT_METRICS = ("tinyfaces-identity", "tinyfaces-image", "tinyfaces-style")
 
 
-@dataclass
+# The path fields take a str as the CLI's Path (job_fields), so a script's QualityJob(hypernet="h.safetensors")
+# runs as `--hypernet h.safetensors` does, not an AttributeError from the first check that reads the file.
+@job_dataclass
 class QualityJob:
-    identities: Path | None  # a flat folder: one reference image per held-out identity (tabulating: optional)
+    # a flat folder: one reference image per held-out identity (tabulating: optional)
+    identities: OptionalPathField = Converted(convert=optional_path)
     model: str = "tinyfaces"
     model_config: str | None = None  # a single-file checkpoint's diffusers config (hub id or folder), offline
-    out: Path = Path("bench-quality")
+    out: PathField = path_field(default=Path("bench-quality"))
     methods: list[str] | None = None  # None: every row the model can run (check_job fills it in)
     prompts: list[str] | None = None  # default: the backend's bench_prompts
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    hypernet: Path | None = None
+    hypernet: OptionalPathField = path_field(default=None)  # None: the model's shipped one, where a row needs one
     limit: int | None = None  # use only the first N identities (sorted by name)
     token: str = "sks"
     seed: int = 0

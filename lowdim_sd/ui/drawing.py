@@ -54,11 +54,13 @@ def checked_upload(path: str | Path) -> Path:
 
 def default_prompt(adapter: Path) -> str:
     """The phrase the adapter learned, with the looks read from its photo, then ``DRAW_AFTER``: what the run's
-    gallery drew in that style ('a [V] face with ginger long hair wearing a hat')."""
-    import lowdim
+    gallery drew in that style ('a [V] face with ginger long hair wearing a hat'). The file is read as every
+    command that takes its token reads it (``read_adapter_file``): a recorded token holding an escape code or a
+    line break is one line naming the file, never a prompt filled from it."""
     from lowdim_sd.adapter_info import learned_phrase
+    from lowdim_sd.attaching import read_adapter_file
 
-    return learned_phrase(lowdim.read_adapter(adapter).metadata) + DRAW_AFTER
+    return learned_phrase(read_adapter_file(adapter).metadata) + DRAW_AFTER
 
 
 @dataclass(frozen=True)
