@@ -226,10 +226,18 @@ def reflow(doc: str | None) -> str | None:
 def interrupted(note: str) -> int:
     """Print a stop's line (what the run kept, or that nothing half-written was left) and return 130."""
     if note:
-        err.print(f"[yellow]{user_text(note[:1].upper() + note[1:])}[/]", highlight=False)
+        err.print(f"[yellow]{user_text(as_a_line(note))}[/]", highlight=False)
     else:
         err.print("[yellow]Interrupted.[/] Nothing half-written was left behind.")
     return INTERRUPTED
+
+
+def as_a_line(note: str) -> str:
+    """A stop's note as a line of its own: its first letter a capital, unless the note starts with this process's
+    name (``process R of P:``), which stays as every line of that process has it (its batch lines, its error
+    lines), so that one search finds them all."""
+    name = launched_process()
+    return note if name and note.startswith(name) else note[:1].upper() + note[1:]
 
 
 def a_stop_inside(error: BaseException) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,27 @@ def stop_if_diverged(loss: float, step: int, trainable, out_dir: Path | None, ch
     advice = f"try {hints}" if peak is None else (
         f"the {either('--init', 'initial')} adapter holds values up to {peak:.3g}, where a trained adapter's stay "
         f"near 1, so no learning rate trains from it: check that file")
+    if out_dir is not None:
+        _note_in_its_folder(trainable, out_dir, Divergence(step + 1, what, advice))
     raise TrainingDiverged(f"{what} at step {step + 1}; training stopped and {kept}; {advice}")
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """What a diverged run says of it: the step that went non-finite (from 1), what did, and what may help."""
+
+    step: int
+    what: str
+    advice: str
+
+
+def _note_in_its_folder(trainable, out_dir: Path, divergence: Divergence) -> None:
+    """Let a trainable that keeps a record of its run in ``out_dir`` note the divergence there (precompute's batch:
+    ``precompute_batches.BatchTrainable``): resumed from the last good state with the same settings, the run would
+    go non-finite at the same step again."""
+    note = getattr(trainable, "note_divergence", None)
+    if callable(note):
+        note(out_dir, divergence)
 
 
 def divergence_hints(model: SDModel, config: TrainConfig) -> str:

@@ -7,6 +7,8 @@ batch, trained the same way, resumes it from that step, its rows byte for byte a
 identities in the same order, and the header's settings alike, then train's own resume check (each identity's
 pictures and seed, the base model's weights, the training settings). Any other leftover is discarded with one line
 saying why, and the batch trains from step 0. Once the batch is kept (its shard, then the index), the folder goes.
+A batch that diverged keeps its last good state there too, and its record says so: a rerun that would resume it (the
+same batch, trained alike) would go non-finite at the same step again, so it refuses, saying what would help.
 
 Nothing else reads the folder: shards and index parts are found at the top of --out only, and train writes no
 adapter file into it (the rows go to a shard; an identity's name may be too long for a file name anyway).
@@ -26,12 +28,13 @@ import torch
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim.option_words import option
+from lowdim.option_words import either, option
 from lowdim_sd import checkpoints
+from lowdim_sd.divergence import Divergence, TrainingDiverged
 from lowdim_sd.precompute_header import precompute_differences
 from lowdim_sd.resume_words import listed
 from lowdim_sd.train import inputs_of, run_settings, with_defaults
-from lowdim_sd.weight_index import differing_settings, write_json
+from lowdim_sd.weight_index import INDEX, differing_settings, write_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -169,6 +172,8 @@ class InFlight:
         if kept is not None:  # train's own resume settings, as it compares them (pictures, seeds, model, recipe)
             why = self._why_not(kept, names, lambda: {**run_settings(with_defaults(config), trainable),
                                                       "inputs": inputs_of(model, subjects, trainable)})
+            if why is None and (diverged := divergence_in(self.folder)) is not None:
+                raise TrainingDiverged(diverged_again(self.folder, names, diverged))
             if why is None:
                 self.say(f"resuming the stopped batch ({shown(names)}) at step {kept.step} of {kept.steps} from "
                          f"{self.folder}")
@@ -203,6 +208,45 @@ class InFlight:
     def kept(self, done: Collection[str]) -> Kept | None:
         """What a stop now leaves of the batch in flight (None: nothing, or a batch the index holds: ``done``)."""
         return kept_in(self.folder, self.header["config"]["steps"], done)
+
+
+def note_divergence(folder: Path, divergence: Divergence) -> None:
+    """Record in the batch's record that its training diverged: its checkpoint is the last good state."""
+    try:
+        record = _record(folder)
+    except (LowdimError, OSError, ValueError):  # no record of this batch: nothing a rerun would resume
+        return
+    write_json(folder / RECORD, {**record, "diverged": {"step": divergence.step, "what": divergence.what,
+                                                        "advice": divergence.advice}})
+
+
+def divergence_in(folder: Path) -> Divergence | None:
+    """The divergence the batch's record notes (``note_divergence``); None where it notes none, or is unreadable."""
+    try:
+        noted = _record(folder).get("diverged")
+    except (LowdimError, OSError, ValueError):
+        return None
+    if not isinstance(noted, dict) or type(noted.get("step")) is not int \
+            or not all(isinstance(noted.get(key), str) for key in ("what", "advice")):
+        return None
+    return Divergence(noted["step"], noted["what"], noted["advice"])
+
+
+def diverged_again(folder: Path, names: list[str], diverged: Divergence) -> str:
+    """Why a rerun does not resume a batch that diverged: trained alike, it would diverge at the same step again."""
+    return (f"{folder}: its batch ({shown(names)}) diverged at step {diverged.step} ({diverged.what}) with these same "
+            f"settings, and resumed it would diverge there again: {what_helps(folder, diverged)} (removing {folder} "
+            f"discards it)")
+
+
+def what_helps(folder: Path, diverged: Divergence) -> str:
+    """The divergence's advice; under an index, with another --out: the index keeps its identities' settings (a
+    rerun into it with another rate is refused before the model loads)."""
+    out = folder.parent
+    if not (out / INDEX).is_file() and not any(out.glob("index-p*.json")):
+        return diverged.advice  # other settings discard the batch and train it from step 0
+    return (f"{diverged.advice} with another {either('--out', 'out')} ({out} keeps the settings its identities were "
+            f"trained with)")
 
 
 def _record(folder: Path) -> dict:
@@ -249,6 +293,10 @@ class BatchTrainable:
 
     def save(self, out_dir: Path) -> list[Path]:
         return []
+
+    def note_divergence(self, out_dir: Path, divergence: Divergence) -> None:
+        """``divergence._note_in_its_folder``: a rerun of this batch, trained alike, would diverge again."""
+        note_divergence(out_dir, divergence)
 
     def __getattr__(self, name: str) -> Any:  # the rest train asks of an adapter (signature, subject_names)
         return getattr(self.trainable, name)

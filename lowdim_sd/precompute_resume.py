@@ -67,7 +67,31 @@ def take_over(out: Path, header: dict, identities: list[Identity], index_path: P
             warnings.warn(kept_orphans_line(out, kept, readers), stacklevel=3)
     elif removed := remove_orphan_shards(out, rank, processes):
         say(orphans_line(removed))
+    record_asked(own, len(identities), index_path, out, rank, processes)
     return done, replaced, own
+
+
+# The index field that says how many identities the latest one-process run was asked for (past --limit, none): an
+# index that holds fewer is of a run stopped before its end, even between two batches, when no batch folder is left
+# (``lowdim show`` says so: ``stopped_precompute_info``). Each batch's index write carries it, from ``own``.
+ASKED = "identities_asked"
+
+
+def record_asked(own: dict, asked: int, index_path: Path, out: Path, rank: int, processes: int) -> None:
+    """Record in ``own`` (one process: the index) that this run was asked for ``asked`` identities, written at once
+    where the index is on disk (a stop before the first batch then leaves the new count; a first run writes its
+    index after its first batch). Under several processes the parts' own lines say a run is unfinished: the main
+    process removes the count an earlier one-process run left in ``index.json``, which the merge would carry over
+    while the identities it counted may be gone since."""
+    if processes > 1:
+        if rank == 0 and (out / INDEX).is_file() and ASKED in (index := read_json(out / INDEX)):
+            write_json(out / INDEX, {key: value for key, value in index.items() if key != ASKED})
+        return
+    if own.get(ASKED) == asked:
+        return
+    own[ASKED] = asked
+    if index_path.is_file():
+        write_json(index_path, own)
 
 
 def own_index(path: Path, header: dict, say: Callable[[str], None]) -> dict:
@@ -334,15 +358,18 @@ def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, ra
     its index file holds; ``batch``: the steps of the batch in flight its folder keeps, which a rerun resumes). Under
     several processes, one that kept nothing says so of itself only: the others may have kept identities, which a
     rerun continues from, naming its process; a later line from a process other than the main one starts
-    ``process R of P:``."""
+    ``process R of P:``. A stop that came with another process's failure is said in that failure's line, which the
+    ``lowdim`` command starts with this process's name already (``cli.errors.launched_process``): not twice."""
     what = runs.stop_word(stop)
     resumed = f", and the batch resumes at step {batch.step}" if batch else ""
+    named = processes > 1 and rank > 0 and not _with_another_failure(stop)  # else the main one's, or named already
     if processes > 1 and not trained:  # a process killed outright says nothing: "if any"
         its = f"; it kept {batch.words}" if batch else ""
-        return (f"{what} during the first batch of process {rank + 1} of {processes}, so it added nothing to "
-                f"{index_path.parent} (the other processes' lines, if any, say what they kept){its}; {runs.RERUN} to "
-                f"continue: done identities are skipped{resumed}")
-    whose = f"process {rank + 1} of {processes}: " if processes > 1 and rank else ""  # the lines look alike
+        which = f"process {rank + 1} of {processes}" if named or not rank else "this process"
+        return (f"{what} during the first batch of {which}, so it added nothing to {index_path.parent} (the other "
+                f"processes' lines, if any, say what they kept){its}; {runs.RERUN} to continue: done identities are "
+                f"skipped{resumed}")
+    whose = f"process {rank + 1} of {processes}: " if named else ""  # the lines look alike
     if not kept and batch:  # the first batch's steps alone
         return (f"{whose}{what} during the first batch; kept {batch.words}; {runs.RERUN} to continue from step "
                 f"{batch.step}")
@@ -352,3 +379,16 @@ def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, ra
     return (f"{whose}{what} with {trained} {'identity' if trained == 1 else 'identities'} trained in this run; {kept} "
             f"{'is' if kept == 1 else 'are'} kept in {index_path}{in_flight}; {runs.RERUN} to continue: done "
             f"identities are skipped{resumed}")
+
+
+def _with_another_failure(stop: BaseException) -> bool:
+    """Whether this Ctrl-C-like stop came with another process's failure, posted to the launcher's store:
+    ``process_failures.failing_together`` then makes this stop's line part of that failure's (an out-of-memory
+    stop stays this process's own error)."""
+    from lowdim_sd.process_failures import LaunchedRun
+
+    run = LaunchedRun.connect() if isinstance(stop, KeyboardInterrupt) else None
+    try:
+        return run is not None and run.failure() is not None
+    except RuntimeError:  # the launcher's store is gone, and with it any line of another process
+        return False

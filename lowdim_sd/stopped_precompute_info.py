@@ -1,6 +1,7 @@
 """``lowdim show`` of what a precompute stopped before its end leaves (``lowdim_sd.precompute_batches``): its --out
-holding a batch in flight (``.batch-in-flight``; ``.batch-in-flight-pR`` for process R of several) or index parts not
-merged yet (``index-pR.json``), and such a batch folder itself, or a checkpoint in it. Those are precompute's alone: a
+holding a batch in flight (``.batch-in-flight``; ``.batch-in-flight-pR`` for process R of several), index parts not
+merged yet (``index-pR.json``) or an index of fewer identities than its run was asked for (stopped between two
+batches), and such a batch folder itself, or a checkpoint in it. Those are precompute's alone: a
 rerun of the same precompute command resumes them, and no other command reads them (``lowdim train --resume`` on a
 batch folder would train a run of its own there). The precompute command is not recorded in full (its --steps,
 --batch-subjects, its launcher), so the use line is that command with ``...`` for its own options."""
@@ -18,6 +19,7 @@ from lowdim_sd.file_info_parts import FileInfo, command_word, listing, part
 from lowdim_sd.weight_folder_info import index_rows
 
 FOLDER, RECORD = ".batch-in-flight", "batch.json"  # precompute_batches' names (that module imports the trainer)
+ASKED = "identities_asked"  # precompute_resume.ASKED: the identities a one-process run was asked for
 BATCH_NAME = re.compile(rf"^{re.escape(FOLDER)}(?:-p(?P<rank>\d+))?$")
 RERUN = ("rerun the same precompute command (its options are not recorded in full: the same --steps, "
          "--batch-subjects and launcher)")
@@ -61,7 +63,7 @@ def _header(record: dict) -> dict:
 def _batch(folder: Path, done: Collection[str]) -> tuple[str, dict[str, object]]:
     """What the batch folder keeps, in a row's words and as --json's object: its identities and the steps its
     checkpoint holds (what a rerun resumes, as ``precompute_batches.kept_in`` finds it)."""
-    from lowdim_sd.precompute_batches import kept_in
+    from lowdim_sd.precompute_batches import divergence_in, kept_in, what_helps
 
     record = _record(folder)
     listed = record.get("identities")
@@ -70,6 +72,11 @@ def _batch(folder: Path, done: Collection[str]) -> tuple[str, dict[str, object]]
     kept = kept_in(folder, steps if isinstance(steps, int) else 0, done)
     value = {"folder": str(folder), "identities": names, "step": kept.step if kept else 0, "steps": steps}
     who = f"{folder.name}: " + (f"{listing([part(name) for name in names], 3)}, " if names else "")
+    if kept is not None and (diverged := divergence_in(folder)) is not None:  # refused: precompute_batches
+        value["diverged"] = {"step": diverged.step, "what": diverged.what, "advice": diverged.advice}
+        return (f"{who}diverged at step {diverged.step} ({part(diverged.what)}), its last good state (step "
+                f"{kept.step}) kept: the rerun with the same settings refuses it, since it would diverge there "
+                f"again; {part(what_helps(_named(folder), diverged))}"), value
     if kept is not None:
         checkpoint = f"step-{kept.step:06d}"
         return f"{who}{kept.step} of {steps} steps kept (its checkpoint {checkpoint}): the rerun resumes them", value
@@ -110,16 +117,19 @@ def stopped_before_first_batch(out: Path) -> FileInfo:
 
 def stopped_precompute(info: FileInfo, index: dict) -> FileInfo:
     """``info`` of a weight folder, said to be a precompute stopped before its end where it is one: its index parts
-    not merged into index.json (the main process merges them at the end), or a batch in flight kept; else as it is.
+    not merged into index.json (the main process merges them at the end), a batch in flight kept, or fewer identities
+    kept than its run was asked for (a stop between two batches); else as it is.
     train-hypernet would train on the identities kept so far alone, so its use line is the rerun instead."""
     folder = info.path
     parts, batches = sorted(folder.glob("index-p*.json")), batch_folders(folder)
-    if not parts and not batches:
+    count, asked = len(index["identities"]), index.get(ASKED)
+    short = type(asked) is int and asked > count  # stopped between two batches: no batch folder left
+    if not parts and not batches and not short:
         return info
-    count = len(index["identities"])
     where = (f" in the index parts of {len(parts)} process{'es' * (len(parts) > 1)} (index-p*.json), not merged into "
              f"index.json yet" if parts else "")
-    said = (f"a precompute stopped before its end: {count:,} identit{'ies' if count != 1 else 'y'} kept{where}; "
+    of = f" (of the {asked:,} its run was asked for)" if short and not parts else ""
+    said = (f"a precompute stopped before its end: {count:,} identit{'ies' if count != 1 else 'y'} kept{of}{where}; "
             f"{RERUN} to finish it (train-hypernet now would train on those alone)")
     rows = [("unfinished", said)]
     values = dict(info.values)
