@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import lowdim
 import lowdim_sd.divergence as divergence
 import lowdim_sd.train as engine
+import lowdim_sd.train_loss as train_loss
 from lowdim_sd.architecture import LAYER_SETS
 from lowdim_sd.bench.speed_setup import SCALES, build_pipeline
 from lowdim_sd.loading import SDModel
@@ -101,7 +102,7 @@ def step_parts(pipe, resolution: int, steps: int, name: str) -> None:
     counter.attributing(pipe.text_encoder, "forward", "text encoder forward")
     counter.attributing(pipe.unet, "forward", "UNet forward")
     counter.attributing(torch.Tensor, "backward", "backward (UNet, text encoder, adapters)")
-    counter.attributing(engine, "_subject_draws", "images, augmentation, noise draws")
+    counter.attributing(train_loss, "subject_draws", "images, augmentation, noise draws")
     counter.attributing(engine, "clip_per_subject", "gradient clipping")
     counter.attributing(divergence, "all_finite", "finiteness check")
     counter.attributing(torch.optim.AdamW, "step", "AdamW (fused)")

@@ -22,8 +22,10 @@ from lowdim.errors import AdapterFileError, ConfigError, LowdimError, PluginErro
 # What type checkers and editors see; at run time __getattr__ below loads each on first use. Imported from the
 # defining modules: the sub-packages make their names with __getattr__, which checkers read as Any.
 if TYPE_CHECKING:
-    from lowdim.files import AdapterFile, load_adapter, read_adapter, save_adapter
-    from lowdim.inject.manager import AdapterInfo, Adapters, inject
+    from lowdim.file_loading import AdapterFile, load_adapter, read_adapter
+    from lowdim.files import save_adapter
+    from lowdim.inject.adapter_info import AdapterInfo
+    from lowdim.inject.manager import Adapters, inject
     from lowdim.inject.relax import relax_rank
     from lowdim.inject.select import LayerSet
     from lowdim.inject.stacked import stacked_factors
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 # only: a checker that sees a module __getattr__ takes any unknown name (a typo) for one of its results.
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_exports(__name__, {
-        "lowdim.files": ("AdapterFile", "load_adapter", "read_adapter", "save_adapter"),
+        "lowdim.file_loading": ("AdapterFile", "load_adapter", "read_adapter"),
+        "lowdim.files": ("save_adapter",),
         "lowdim.inject": ("AdapterInfo", "Adapters", "LayerSet", "inject", "relax_rank", "stacked_factors"),
         "lowdim.registry": ("Registry", "get_registry", "get_space", "use_registry"),
         "lowdim.spaces": ("LayerSpec", "Space", "SpaceConfig", "option", "require"),

@@ -21,18 +21,12 @@ from torch import nn
 from lowdim import json_text
 from lowdim.errors import AdapterFileError, ConfigError
 from lowdim.filecheck import MAX_INFLATED
-from lowdim.inject.select import (
-    EMBEDDING,
-    LAYER_TYPES,
-    candidate_layers,
-    kind_words,
-    layer_kind,
-    peft_layer_words,
-    what_matched,
-)
+from lowdim.inject.matching import EMBEDDING, LAYER_TYPES, layer_kind
+from lowdim.inject.select import candidate_layers
+from lowdim.inject.select_words import kind_words, peft_layer_words, what_matched
 
 if TYPE_CHECKING:
-    from lowdim.files import AdapterFile
+    from lowdim.file_loading import AdapterFile
     from lowdim.spaces.base import LayerSpec
 
 SHOWN = 5  # problems listed in one line; the rest are counted

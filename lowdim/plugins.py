@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import re
 import sys
 import traceback
 import warnings
@@ -26,7 +25,8 @@ import pluggy
 from lowdim import hookspecs
 from lowdim._lazy import lazy_exports as lazy_exports  # public here: a plugin's entry module defers its torch
 from lowdim.errors import PluginError
-from lowdim.plugin_calling import calling_plugin
+from lowdim.plugin_calling import calling_plugin, plugin_label, renamed_plugin
+from lowdim.plugin_calling import split_renamed as split_renamed  # re-exported: lowdim.testing.plugin_load_checks
 
 ENTRY_POINT_GROUP = "lowdim"
 BUILTIN_MODULES = ("lowdim.spaces.builtin", "lowdim.hyper.builtin")
@@ -228,20 +228,6 @@ def _defined_at(function: Callable[..., Any]) -> str | None:
     return f"{path.relative_to(base).as_posix() if base in path.parents else path.name}:{line}"
 
 
-def renamed_plugin(name: str, dist: str) -> str:
-    """The name a second package's entry point of an already registered name is registered under."""
-    return f"{name} (package {dist})"
-
-
-def split_renamed(plugin: str) -> tuple[str, str | None]:
-    """(entry-point name, package) of a plugin registered under ``renamed_plugin``'s name; (plugin, None) else."""
-    found = _RENAMED.fullmatch(plugin)
-    return (found["name"], found["dist"]) if found else (plugin, None)
-
-
-_RENAMED = re.compile(r"(?P<name>.+) \(package (?P<dist>[^()]+)\)")
-
-
 def hook_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:
     """What keeps a loaded plugin from being called, which pluggy passes over in silence: a hook name that
     lowdim has no hook of (a typo), or no hook at all (a function without @hookimpl)."""
@@ -297,8 +283,6 @@ def _returned_something(returned: object) -> bool:
 
 def _returned_warning(plugin_name: str, hook_name: str, returned: object) -> str:
     """A hook that returns what it should register (as many plugin systems collect) registers nothing: said."""
-    from lowdim.registry import plugin_label
-
     shown = repr(returned) if len(repr(returned)) <= 80 else repr(returned)[:77] + "..."
     fix = "add each command with @cli.command()" if hook_name == "register_commands" else \
         "call register(...) for each"
@@ -309,8 +293,6 @@ def hook_error_warning(impl: pluggy.HookImpl, hook_name: str, error: Exception) 
     """The warning for a plugin hook that raised: the plugin and its package (what to uninstall), the error, and
     where in the plugin's own code it came from (its author's bug is there, not in lowdim's frames). The error is
     its cause, so ``-W error`` (and whoever catches the warning) still has its traceback."""
-    from lowdim.registry import plugin_label  # the registry imports this module
-
     where = raised_at(impl.function, error)
     warning = PluginWarning(f"{plugin_label(impl.plugin_name)} raised in {hook_name} and was skipped: "
                             f"{type(error).__name__}: {error}" + (f" (at {where})" if where else ""))

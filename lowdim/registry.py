@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import pluggy
 
 from lowdim.errors import ConfigError, LowdimError, PluginError
+from lowdim.plugin_calling import package_suffix
+from lowdim.plugin_calling import plugin_label as plugin_label  # re-exported: cli, lowdim_sd, space_packages
 from lowdim.plugins import (
     BUILTIN_MODULES,
     NO_PLUGINS_NOTE,
@@ -26,7 +28,6 @@ from lowdim.plugins import (
     is_lowdims_own,
     no_plugins_space_note,
     plugins_disabled,
-    split_renamed,
 )
 
 if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
@@ -325,26 +326,7 @@ def space_package(name: str, registry: Registry | None = None) -> str | None:
     entry = registry.spaces.get(name)
     if entry is None or registry._own(entry.plugin):
         return None
-    return _distribution(entry.plugin).removeprefix(" (package ").removesuffix(")") or None
-
-
-def plugin_label(plugin: str) -> str:
-    """"plugin 'NAME' (package DIST)": who registered something, and what a user would uninstall. A second
-    package's entry point of a taken name is registered as "NAME (package DIST)" (lowdim.plugins), told alike."""
-    name, dist = split_renamed(plugin)
-    return f"plugin '{name}'" + (f" (package {dist})" if dist else _distribution(name))
-
-
-def _distribution(plugin: str) -> str:
-    """' (package NAME)' for a plugin installed from a distribution: what a user uninstalls."""
-    from importlib.metadata import entry_points
-
-    name, dist = split_renamed(plugin)
-    if dist:
-        return f" (package {dist})"
-    found = next((point for point in entry_points(group="lowdim") if point.name == name), None)
-    dist = getattr(found, "dist", None)
-    return f" (package {dist.name})" if dist is not None else ""
+    return package_suffix(entry.plugin).removeprefix(" (package ").removesuffix(")") or None
 
 
 _current: Registry | None = None

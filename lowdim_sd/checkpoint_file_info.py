@@ -1,7 +1,8 @@
 """``lowdim show`` of what ``lowdim train`` and ``lowdim train-hypernet`` keep to continue from: a step folder
-(``OUT/checkpoints/step-NNNNNN``), the files in it (the trained state, the optimizer state), and the OUT folder of a
-run that stopped before writing its adapter or hypernetwork. Each is said as the one checkpoint it is (``_read``): its
-step, what trains, its optimizer's state and how the run continues (``--resume``), or why a resume refuses it.
+(``OUT/checkpoints/step-NNNNNN``) and the files in it (the trained state, the optimizer state); a run's OUT folder
+and its checkpoints folder are ``run_folder_info``'s. Each is said as the one checkpoint it is
+(``read_checkpoint``): its step, what trains, its optimizer's state and how the run continues (``--resume``), or why
+a resume refuses it.
 
 The optimizer state's header holds no format key, so it is known by its layout (the metadata
 ``checkpoint_reading.optimizer_metadata`` writes, tensors named ``<param index>.<name>``); the trained state by its
@@ -9,7 +10,6 @@ place (``trainable.safetensors`` in a step folder); the command by the step fold
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +30,6 @@ from lowdim_sd.file_info_parts import (
     parsed_json,
     part,
     read_header,
-    refusal,
     size_text,
 )
 
@@ -76,7 +75,7 @@ def complete_checkpoints(out: Path) -> list[Path]:
 
 
 @dataclass
-class _Checkpoint:
+class CheckpointView:
     """One step folder as show reads it: headers and state.json, no tensor."""
 
     folder: Path
@@ -133,10 +132,12 @@ class _Checkpoint:
         return said
 
 
-def _read(folder: Path) -> _Checkpoint:
+def read_checkpoint(folder: Path) -> CheckpointView:
+    """The step folder ``folder`` as show reads it (headers and state.json, no tensor): its rows and values, and why
+    a resume would refuse it."""
     writer = next((writer for sibling, writer in WRITERS.items() if (folder / sibling).is_file()), None)
     named = int(folder.name.removeprefix("step-"))
-    check = _Checkpoint(folder, writer, named, (folder / STATE_FILE).is_file())
+    check = CheckpointView(folder, writer, named, (folder / STATE_FILE).is_file())
     state: dict = {}
     try:
         reading.refuse_link(folder)  # resumed from, it would be wherever the link points
@@ -156,7 +157,7 @@ def _read(folder: Path) -> _Checkpoint:
     return check
 
 
-def _header(check: _Checkpoint, path: Path) -> Header | None:
+def _header(check: CheckpointView, path: Path) -> Header | None:
     """The header of a checkpoint's file; None, its problem noted, where a resume could not read it."""
     if not path.is_file():
         check.problems.append(str(reading.bad_file(path, "missing: a checkpoint holds it beside state.json")))
@@ -168,7 +169,7 @@ def _header(check: _Checkpoint, path: Path) -> Header | None:
         return None
 
 
-def _trained(check: _Checkpoint, settings: dict) -> None:
+def _trained(check: CheckpointView, settings: dict) -> None:
     """What trains (the run's settings, or the hypernetwork's header) and the trained state's size."""
     name = next(sibling for sibling, writer in WRITERS.items() if writer == check.writer)
     header = _header(check, check.folder / name)
@@ -184,12 +185,12 @@ def _trained(check: _Checkpoint, settings: dict) -> None:
         check.rows.append(("trains", trains[0]))
         check.values["trains"] = trains[1]
     if header is not None:
-        tensors = _count(len(header.shapes), "tensor")
-        check.rows.append(("trained state", f"{_count(header.values, 'value')} in {tensors} ({name})"))
+        tensors = counted(len(header.shapes), "tensor")
+        check.rows.append(("trained state", f"{counted(header.values, 'value')} in {tensors} ({name})"))
         check.values["trained state"] = {"file": name, "values": header.values, "tensors": len(header.shapes)}
 
 
-def _adapter_trains(signature: object, check: _Checkpoint) -> tuple[str, dict] | None:
+def _adapter_trains(signature: object, check: CheckpointView) -> tuple[str, dict] | None:
     """A train run's trained state as its settings record it (``AdapterTrainable.signature``, ``FullTrainable``'s);
     None where they say nothing of it (a checkpoint from before they were recorded)."""
     if not isinstance(signature, dict) or not signature:
@@ -205,7 +206,7 @@ def _adapter_trains(signature: object, check: _Checkpoint) -> tuple[str, dict] |
     check.outputs = [f"{name}.safetensors" for name in plain] or ["adapter.safetensors"]
     space, config, layers = signature.get("space", "?"), signature.get("space_config", {}), signature.get("layers")
     layer_set = bounded(str(signature.get("layer_set")))
-    count = _count(layers, "layer") if isinstance(layers, int) else f"{bounded(str(layers))} layers"
+    count = counted(layers, "layer") if isinstance(layers, int) else f"{bounded(str(layers))} layers"
     text = f"{bounded(str(space))} {bounded(compact(config))} on {count} ({layer_set})"
     if len(subjects) > 1:
         text += f"; one adapter for each of {len(subjects)} subjects: {listing([bounded(s) for s in subjects])}"
@@ -219,17 +220,18 @@ def _hypernet_trains(meta: dict[str, str]) -> tuple[str, dict] | None:
     layers = parsed_json(meta.get("layers"), [])
     count = len(layers) if isinstance(layers, list) else 0
     space, config, layer_set = meta.get("space", "?"), meta.get("space_config", ""), meta.get("layer_set") or "?"
-    return (f"a hypernetwork predicting {bounded(space)} {bounded(config)} on {_count(count, 'layer')} "
+    return (f"a hypernetwork predicting {bounded(space)} {bounded(config)} on {counted(count, 'layer')} "
             f"({bounded(layer_set)})",
             {"network": "hypernetwork", "space": {"name": space, "config": config_object(config)},
              "layers": {"count": count, "set": meta.get("layer_set") or None}})
 
 
-def _count(count: int, noun: str) -> str:
+def counted(count: int, noun: str) -> str:
+    """``count`` ``noun``s, grouped by thousands: '1 layer', '1,024 values'."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _optimizer(check: _Checkpoint) -> None:
+def _optimizer(check: CheckpointView) -> None:
     path = check.folder / OPTIMIZER_FILE
     header = _header(check, path)
     if header is None:
@@ -258,129 +260,21 @@ def _file_rows(path: Path, header: Header) -> tuple[list[tuple[str, str]], dict[
 
 
 def step_folder_info(folder: Path) -> FileInfo:
-    check = _read(folder)
+    check = read_checkpoint(folder)
     return check.info(folder, check.name(), "checkpoint")
 
 
 def trained_state_info(path: Path, header: Header) -> FileInfo:
-    check = _read(path.parent)  # its values and tensors are the "trained state" row's: its size said once more
+    # its values and tensors are the "trained state" row's: its size said once more
+    check = read_checkpoint(path.parent)
     return check.info(path, f"the trained state of {check.name()}", "trained_state", [("file", size_text(path))],
                       file={"bytes": path.stat().st_size})
-
-
-def run_folder_info(out: Path) -> FileInfo:
-    """A run's OUT holding checkpoints: stopped before its end (its newest checkpoint, and the resume), or finished
-    with outputs ``describe`` shows no one of (a --subjects run's adapters, a --full run's model)."""
-    done = complete_checkpoints(out)
-    if not done:
-        return _unfinished_run_info(out)
-    check = _read(done[-1])
-    where = ("checkpoint", f"{part(str(done[-1]))} (the newest of {len(done)})")
-    written = [name for name in check.outputs if (out / name).exists()]
-    checkpoint = {"folder": str(done[-1]), "checkpoints": len(done)}
-    noun = {"hypernet.safetensors": "hypernetwork", "model": "model"}.get(
-        check.outputs[0] if check.outputs else "", "adapters" if len(check.outputs) > 1 else "adapter")
-    if check.outputs and len(written) == len(check.outputs):
-        info = check.info(out, f"the folder of a finished lowdim {check.writer} run (its newest checkpoint: step "
-                               f"{check.step})", "finished_run", [where], checkpoint=checkpoint, wrote=written)
-        info.rows.insert(0, ("wrote", listing([bounded(name) for name in written])))
-        info.use = f"lowdim show {quote(str(out / written[0]))}"
-        return info
-    said = f"{len(written)} of its {len(check.outputs)} {noun} written" if written else f"no {noun} written yet"
-    writer = f"{check.writer} " if check.writer else ""
-    return check.info(out, f"a lowdim {writer}run stopped at step {check.step} (its newest checkpoint; {said})",
-                      "stopped_run", [where], checkpoint=checkpoint)
-
-
-def checkpoints_folder(path: Path) -> Path | None:
-    """``path`` as a run's ``OUT/checkpoints`` holding a step folder (absolute where it is named '.' or '..', as from
-    inside it); None for any other folder."""
-    folder = Path(os.path.abspath(path)) if path.name in ("", ".", "..") else path
-    if folder.name != CHECKPOINTS or not any(is_step_folder(step) for step in saves(folder.parent)):
-        return None
-    return folder
-
-
-def checkpoints_folder_info(folder: Path) -> FileInfo:
-    """A run's ``OUT/checkpoints``: how many checkpoints it holds and at which steps, its newest as show of that step
-    folder says it, whether the run finished, and the command that resumes from it (or why a resume refuses it)."""
-    out = folder.parent
-    done = complete_checkpoints(out)
-    if not done:  # saves cut short alone: said as the run's OUT says it (a resume starts over)
-        run = _unfinished_run_info(out)
-        return FileInfo(folder, f"the checkpoints folder of {run.kind}", run.rows, run.use, run.values,
-                        type="checkpoints_folder")
-    check = _read(done[-1])
-    steps = [int(step.name.removeprefix("step-")) for step in done]
-    cut = len(saves(out)) - len(done)
-    said = f"{len(done):,} complete, at step{'s' * (len(done) > 1)} {listing([f'{step:,}' for step in steps])}"
-    said += f"; and {_count(cut, 'save')} cut short, which the next save removes" if cut else ""
-    written = [name for name in check.outputs if (out / name).exists()]
-    finished = bool(check.outputs) and len(written) == len(check.outputs)
-    writer = f"{check.writer} " if check.writer else ""
-    info = check.info(folder, f"the checkpoints folder of a lowdim {writer}run ({_count(len(done), 'checkpoint')}, "
-                              f"the newest at step {check.step})", "checkpoints_folder",
-                      checkpoints={"count": len(done), "steps": steps, "cut_short": cut}, newest=str(done[-1]))
-    rows = [("checkpoints", said), ("newest", part(str(done[-1])))]
-    if check.outputs:  # what the run writes at its end, where its checkpoint records it
-        rows.append(("run", _run_state(check, written, finished)))
-        info.values["run"] = {"finished": finished, "wrote": written}
-    at = int(bool(check.problems))  # after the damaged row a table starts with
-    info.rows[at:at] = rows
-    return info
-
-
-def _run_state(check: _Checkpoint, written: list[str], finished: bool) -> str:
-    """Whether the run whose newest checkpoint ``check`` is wrote its outputs (``written`` of ``check.outputs``)."""
-    if finished:
-        return f"finished: wrote {listing([bounded(name) for name in written])} (--resume with more --steps goes on)"
-    outputs = listing([bounded(name) for name in check.outputs])
-    return f"stopped at step {check.step}: " + (f"wrote {len(written)} of {outputs}" if written else
-                                                 f"{outputs} not written yet")
-
-
-def _unfinished_run_info(out: Path) -> FileInfo:
-    """A run's OUT whose only step folders are saves cut short (killed while writing its first checkpoint): nothing
-    to continue from, so a resume starts over from step 0, unless a step folder is a link, which it refuses."""
-    newest = saves(out)[-1]
-    check = _read(newest)
-    writer = f"{check.writer} " if check.writer else ""
-    info = check.info(out, f"a lowdim {writer}run stopped before its first checkpoint was finished (an unfinished "
-                           f"save at step {check.step}; --resume starts from step 0)", "stopped_run",
-                      [("checkpoint", f"none finished; {part(str(newest))} is a save cut short")],
-                      checkpoint={"folder": None, "checkpoints": 0, "unfinished": str(newest), "resumes_at_step": 0})
-    # rerun, it starts over whether or not --resume is given; with it, a later stop continues from its checkpoints
-    info.use = f"lowdim {check.writer} ... -o {quote(str(out))} --resume" if check.writer else ""
-    for folder in saves(out):
-        try:
-            reading.refuse_link(folder)  # as checkpoints.latest: a resume refuses the run, naming the link
-        except LowdimError as error:
-            info.rows.insert(0, ("refused", str(error)))
-            info.values["refused"] = str(error)
-            info.use = ""
-            break
-    return info
-
-
-def checkpoints_left(info: FileInfo, out: Path) -> FileInfo:
-    """A finished run's output (``info``) with a row for the checkpoints its OUT still holds, if any."""
-    done = complete_checkpoints(out)
-    if done:
-        newest = int(done[-1].name.removeprefix("step-"))
-        # what a --resume (more --steps) would refuse, said here: the output itself is fine, so no problem row
-        refused = next(iter(_read(done[-1]).problems), None)
-        said = f"; --resume refuses it: {refusal(refused)}" if refused else ""
-        info.rows.append(("checkpoints", f"{len(done)} left in {part(str(out / CHECKPOINTS))}, the newest at step "
-                                         f"{newest}{said}"))
-        info.values["checkpoints"] = {"count": len(done), "newest_step": newest, "folder": str(out / CHECKPOINTS),
-                                      **({"resume_refused": refused} if refused else {})}
-    return info
 
 
 def optimizer_state_info(path: Path, header: Header) -> FileInfo:
     rows, values = _file_rows(path, header)
     if _in_step_folder(path):
-        check = _read(path.parent)
+        check = read_checkpoint(path.parent)
         return check.info(path, f"the optimizer state of {check.name()}", "optimizer_state", rows, **values)
     # Moved out of its step folder: no run finds it there, and only its own metadata says what it is.
     meta = header.metadata

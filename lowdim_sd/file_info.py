@@ -17,14 +17,10 @@ from lowdim.file_reading import PICKLE_SUFFIXES, not_a_file
 from lowdim.foreign_files import describe_foreign, embedding_style, fix_for, foreign_lora
 from lowdim_sd.adapter_info import describe_adapter
 from lowdim_sd.checkpoint_file_info import (
-    checkpoints_folder,
-    checkpoints_folder_info,
-    checkpoints_left,
     is_optimizer_state,
     is_step_folder,
     is_trained_state,
     optimizer_state_info,
-    run_folder_info,
     saves,
     step_folder_info,
     trained_state_info,
@@ -61,6 +57,7 @@ from lowdim_sd.model_info import (
     registered_model_info,
 )
 from lowdim_sd.model_paths import UNET_PREFIX
+from lowdim_sd.run_folder_info import checkpoints_folder, checkpoints_folder_info, checkpoints_left, run_folder_info
 from lowdim_sd.stopped_precompute_info import batch_folder_info, in_batch_folder, is_batch_folder
 from lowdim_sd.weight_folder_info import weight_folder_info
 

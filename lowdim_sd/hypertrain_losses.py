@@ -15,7 +15,8 @@ from torch import Tensor
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim_sd.hypertrain_io import FeatureCache, PairBatch, Pairs
-from lowdim_sd.train import Subject, TrainConfig, denoising_losses, fill_prompt
+from lowdim_sd.train import Subject, TrainConfig, fill_prompt
+from lowdim_sd.train_loss import denoising_losses
 from lowdim_sd.weight_dataset import WeightDataset
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Reference images in, pictures out: loading, augmentation and saving of image tensors.
+"""Reference images in, pictures out: loading and saving of image tensors (augmentation: ``image_augment``).
 
 Images travel as float32 tensors of shape (3, H, W) or (N, 3, H, W) with values in [-1, 1], the range
 the SD VAE expects. Everything a user can get wrong (a missing file, a corrupt or tiny picture, an empty
@@ -8,9 +8,7 @@ folder) raises :class:`ImageError` with one line that names the file, so the CLI
 from __future__ import annotations
 
 import contextvars
-import functools
 import os
-import re
 import shlex
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lowdim.files import FORMAT, atomic_write
 from lowdim.foreign_files import safetensors_metadata
+
+# The size and frame notes are image_limits' (eval's reader shares them); augment is re-exported: train.py imports it.
+from lowdim_sd.image_augment import augment as augment
+from lowdim_sd.image_limits import note_frames, note_size, pil_size_warning_off, too_many_pixels
 
 # ImageError, the extensions and the folder scan need no PIL (image_names); many modules import them from here.
 from lowdim_sd.image_names import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
@@ -228,76 +229,6 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-# ------------------------------------------------------------------------- animated and very large pictures
-
-@functools.lru_cache(maxsize=256)  # the files told of last: a long `lowdim ui` server is told of upload after upload
-def _tell(file: tuple[object, ...], line: str) -> None:  # file: its path and identity; personalize opens it twice
-    warnings.warn(line, stacklevel=5)  # the line two calls above note_frames or note_size, which asked for the picture
-
-
-def _warn_once(path: Path, line: str) -> None:
-    """``line`` as a warning, once per file and line in this process: a file changed since is told again."""
-    try:
-        stat = path.stat()
-        file: tuple[object, ...] = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        file = (str(path),)
-    _tell(file, line)
-
-
-def note_frames(path: Path, frames: int) -> None:
-    """An animated picture is read as its first frame, which may be blank (a fade-in): said, naming the file."""
-    if frames > 1:
-        _warn_once(path, f"image {path} is animated ({frames} frames); using its first frame")
-
-
-def note_size(path: Path, width: int, height: int) -> None:
-    """A photo over PIL's warning size (``Image.MAX_IMAGE_PIXELS``) loads, slowly: said in lowdim's words, naming
-    it, once, instead of PIL's unnamed "decompression bomb DOS attack" warning (``pil_size_warning_off``)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > limit:
-        below = _megapixels_below(limit)
-        _warn_once(path, f"image {path} is {width}x{height} pixels ({megapixels(width * height)}), more than PIL "
-                         f"reads without a warning ({below}): it loads, slowly; a copy scaled down to {below} or "
-                         f"less works the same")
-
-
-@contextmanager
-def pil_size_warning_off() -> Iterator[None]:
-    """PIL's warning of a picture over its MAX_IMAGE_PIXELS names no file and calls the photo an attack: off
-    inside, where the caller says the size itself (``note_size``, eval's shrink). PIL still refuses twice it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
-
-
-def too_many_pixels(error: Exception) -> str:
-    """Why PIL refused a file over twice its MAX_IMAGE_PIXELS, with the file's size and the way forward.
-
-    PIL raises before it hands over the image, so the size is read from its message ('Image size
-    (196000000 pixels) exceeds ...'); where that wording has changed the size is left out.
-    """
-    pixels = bomb_pixels(error)
-    limit = _megapixels_below(2 * (Image.MAX_IMAGE_PIXELS or 0))
-    size = f"{megapixels(pixels)}, " if pixels else ""
-    return f"{size}more pixels than PIL opens safely ({limit}): scale it down to {limit} or less"
-
-
-def bomb_pixels(error: Exception) -> int | None:
-    """The pixel count PIL's DecompressionBombError names; None where its wording has changed."""
-    found = re.search(r"\((\d+) pixels\)", str(error))
-    return int(found.group(1)) if found else None
-
-
-def megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} MP"
-
-
-def _megapixels_below(pixels: int) -> str:
-    """A limit in whole MP rounded down: a photo scaled to the number said is within it."""
-    return f"{pixels // 1_000_000} MP"
-
-
 def load_references(paths: PathLike | Sequence[PathLike], size: int, min_side: int | None = None) -> torch.Tensor:
     """All reference pictures named by ``paths`` (see collect_images) as an (N, 3, size, size) tensor."""
     return load_reference_sets([paths], size, min_side)[0]
@@ -340,45 +271,6 @@ def _upscaled_line(small: list[tuple[Path, tuple[int, int]]], total: int, size: 
     return (f"{len(small)} of {total} images are smaller than {size}x{size} pixels and are upscaled, "
             f"which blurs them (the smallest, {path}, is {width}x{height}): "
             f"{some_names([str(p) for p, _ in small], shown=3)}")
-
-
-# ----------------------------------------------------------------------------------------- augmentation
-
-
-def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True, max_crop: float = 0.1) -> torch.Tensor:
-    """Per image: a random horizontal flip, then a random crop of scale (1 - u * max_crop), u ~ U(0, 1),
-    at a random position, resized back to the full size (bilinear, antialiased).
-
-    Deterministic: the same generator state gives identical output. Each call draws exactly 4 numbers
-    per image from ``generator`` whatever ``flip`` and ``max_crop`` are, so the random stream (and any
-    later draws) does not depend on those options. Same shape and dtype out as in; values stay within
-    each image's own value range (so [-1, 1] in, [-1, 1] out), since resampling is clamped.
-    """
-    if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"augment expects a float (N, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
-    if not 0.0 <= max_crop < 1.0:
-        raise ValueError(f"max_crop must be in [0, 1), got {max_crop}")
-    draws = torch.rand(images.shape[0], 4, generator=generator, dtype=torch.float64).tolist()
-    if not draws:
-        return images.clone()
-    return torch.stack([_augment_one(image, draw, flip, max_crop) for image, draw in zip(images, draws, strict=True)])
-
-
-def _augment_one(image: torch.Tensor, draw: list[float], flip: bool, max_crop: float) -> torch.Tensor:
-    flip_draw, scale_draw, top_draw, left_draw = draw
-    if flip and flip_draw < 0.5:
-        image = image.flip(-1)
-    height, width = image.shape[-2:]
-    scale = 1.0 - scale_draw * max_crop
-    crop_h, crop_w = max(1, round(scale * height)), max(1, round(scale * width))
-    if (crop_h, crop_w) == (height, width):
-        return image.clone()  # no resampling, so flip-only is an exact mirror
-    top = min(int(top_draw * (height - crop_h + 1)), height - crop_h)
-    left = min(int(left_draw * (width - crop_w + 1)), width - crop_w)
-    crop = image[:, top:top + crop_h, left:left + crop_w].unsqueeze(0).to(torch.float32)
-    resized = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False, antialias=True)[0]
-    # Float rounding in the filter can step a hair outside the input's range; [-1, 1] must stay exact.
-    return resized.clamp(image.min().item(), image.max().item()).to(image.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
+from lowdim_sd.model_errors import ModelLoadError
 
 UNET, VAE, CLIP = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
 METADATA = {"format": "pt", "lowdim": "ldm-sd1"}
@@ -212,7 +213,5 @@ def missing_from_file(path: Path, folder: Path) -> tuple[str, list[str]] | None:
 
 def incomplete_file_error(path: Path, part: str, missing: list[str]) -> LowdimError:
     """One line for a single file that lacks some of a part's weights: what is missing, never torch's meta text."""
-    from lowdim_sd.loading import ModelLoadError  # loading imports this module: here, not at the top
-
     return ModelLoadError(f"{path} holds no weights for {len(missing)} tensors of the {part} (e.g. {missing[0]}): not "
                        f"a whole SD1.5 checkpoint; pass the complete file, or a diffusers folder")

@@ -28,6 +28,9 @@ from lowdim.paths import expand_user
 from lowdim_sd import status_line
 from lowdim_sd.architecture import component_tree
 from lowdim_sd.devices import resolve_device, resolve_dtype
+
+# re-exported: skeletons, pipeline_parts, model_paths, weights_folder, text_encoder_files, merged_model and tests
+from lowdim_sd.model_errors import ModelLoadError as ModelLoadError
 from lowdim_sd.model_names import (  # noqa: F401 (refuse_a_misspelt_name: imported from here by its callers)
     canonical_model,
     config_source,
@@ -39,10 +42,6 @@ if TYPE_CHECKING:  # diffusers' top-level names are typed as its dummies: the cl
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 
 __all__ = ["ModelLoadError", "SDModel", "load_sd"]  # what help() shows: the helpers are the package's own
-
-
-class ModelLoadError(LowdimError):
-    """The model could not be found or read."""
 
 
 # diffusers/transformers load under process-wide switches (empty-weight init on 'meta', verbosity): two loads at

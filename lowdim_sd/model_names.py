@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import overload
 
 from lowdim.paths import expand_user
+from lowdim_sd.model_errors import ModelLoadError
 
 
 def canonical_model(model: str) -> str:
@@ -44,8 +45,6 @@ def refuse_a_misspelt_name(model: str, registered: list[str]) -> None:
     """A bare word close to a registered name is a typo, refused at once: the hub lookup it would otherwise
     go to takes seconds offline and ends in an error that never names the model meant."""
     import difflib
-
-    from lowdim_sd.loading import ModelLoadError  # loading imports this module: its error, looked up when raised
 
     if "/" in model or os.sep in model or expand_user(model).exists():
         return

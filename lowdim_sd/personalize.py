@@ -4,9 +4,9 @@ The pipeline is the paper's phase 2: an initial adapter in the chosen space (the
 prediction once one is given; zero otherwise, the paper's "No Hyper" ablation), frozen, plus a
 LoRA of rank r > 1 trained for a few steps (rank-relaxed fast finetuning, §4.3).
 
-Read top-down: ``resolve_run`` turns the job (what was asked) into a frozen ``PersonalizeRun``
-(what it targets) before anything loads; ``personalize`` then loads, predicts, finetunes, exports
-and previews with it. Nothing changes the job on the way.
+Read top-down: ``resolve_run`` (``lowdim_sd.personalize_resolve``) turns the job (what was asked) into a
+frozen ``PersonalizeRun`` (what it targets) before anything loads; ``personalize`` then loads, predicts,
+finetunes, exports and previews with it. Nothing changes the job on the way.
 """
 
 from __future__ import annotations
@@ -14,24 +14,18 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.hyper.encoder import features_computed_once
-from lowdim.hyper.storage import HypernetFile
-from lowdim.inject import LayerSet
-from lowdim.option_words import either
-from lowdim.spaces.base import Space
-from lowdim_sd import defaults, notebook_views, runs, status_line
+from lowdim_sd import notebook_views, runs, status_line
 from lowdim_sd import personalize_stages as stages
-from lowdim_sd.draw_parts import DrawParts, parse_draw
-from lowdim_sd.face_inputs import load_face_image, resolve_crop
+from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.given_model import check_given_model, handed_back
 from lowdim_sd.job_fields import (
     Converted,
@@ -44,20 +38,17 @@ from lowdim_sd.job_fields import (
 )
 from lowdim_sd.loading import SDModel, canonical_model, load_sd
 from lowdim_sd.modes import ADAPTER, AdapterTrainable, relaxed_trainable, resolve_layers
-from lowdim_sd.personalize_checks import (
-    check_face_found,
-    check_inputs,
-    check_job,
-    named,
-    switch,
-    with_training_phrase,
-)
-from lowdim_sd.personalize_hypernet import predicts_layers, resolve_hypernet, warn_about_a_side_read_after_the_load
+from lowdim_sd.personalize_checks import check_face_found, check_inputs, named
+from lowdim_sd.personalize_hypernet import predicts_layers, warn_about_a_side_read_after_the_load
 from lowdim_sd.personalize_recipe import recipe
+
+# PersonalizeRun, resolve_run and described_run are used here and re-exported (preview and personalize_recipe import
+# PersonalizeRun from here, tests resolve_run); resolve_describer is only re-exported
+from lowdim_sd.personalize_resolve import PersonalizeRun, described_run, resolve_run
+from lowdim_sd.personalize_resolve import resolve_describer as resolve_describer
 from lowdim_sd.personalize_stages import after_the_adapter, clear_earlier, stage, warn_earlier, written_files
 from lowdim_sd.preview import preview_unless_out_of_memory
 from lowdim_sd.prompt_words import with_looks
-from lowdim_sd.registered_models import registered_entry
 from lowdim_sd.train import Subject, TrainConfig, train
 from lowdim_sd.train_settings import as_path
 
@@ -120,33 +111,6 @@ class PersonalizeJob:
     cuda_graphs: bool = False  # replay the finetune's models from CUDA graphs (lowdim_sd.step_graphs)
 
 
-SCRATCH_STEPS = defaults.SCRATCH_STEPS  # from zero, 40 steps barely move the identity (see docs/sd.md)
-
-
-@dataclass(frozen=True)
-class PersonalizeRun:
-    """What a personalize run targets, resolved once from the job before the model loads."""
-
-    job: PersonalizeJob
-    backend: Any  # the registered backend of --model; None for a path or hub id
-    space: Space  # of the initial adapter
-    layers: LayerSet
-    hypernet: HypernetFile | None  # the file the prediction comes from; None: no prediction
-    seed: int
-    bases_seed: int  # of the initial adapter's frozen bases
-    steps: int  # fast-finetuning steps actually run (0 with --only-hyper)
-    learning_rate: float
-    batch_size: int
-    crop: bool
-    preview_prompts: tuple[str, ...]
-    describer: Callable[[torch.Tensor], str] | None = None  # the backend's reader of looks, when used
-    preview_draws: tuple[tuple[float, DrawParts], ...] = ((1.0, DrawParts()),)  # (scale, parts) per row
-    looks: str = ""  # what it read from the reference, once read (``described_run``)
-    unfit_note: str = ""  # why the backend's hypernetwork sits this run out, warned once the layers are found
-    prompt: str = TrainConfig.prompt  # of the finetune: the hypernetwork's training phrase when it has one
-    only_hyper: bool = False  # the prediction alone is the adapter: --only-hyper, or --steps 0 after a prediction
-
-
 @dataclass
 class PersonalizeResult:
     """What a personalize run wrote and measured.
@@ -179,81 +143,6 @@ class PersonalizeResult:
 
     def _repr_html_(self) -> str:  # a notebook shows the preview's cells, from the gallery held (no file read)
         return notebook_views.result_html(self)
-
-
-def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
-    """The run's targets, resolved once: backend, space, layer set, hypernetwork, seeds, schedule, crop."""
-    from lowdim_sd.plugin import SDBackend
-
-    check_job(job)
-    entry = registered_entry(job.model)
-    backend = entry.value if entry else None
-    space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers, job.model)
-    if getattr(space, "learns_tokens", False):
-        space_given = either(f"--space {job.space}", f"PersonalizeJob(space={job.space!r})")
-        train_it = either(f"`lowdim train --space {job.space}`", f"run_train(TrainJob(space={job.space!r}))")
-        raise LowdimError(f"{space_given} learns token embeddings, not weights: personalize relaxes a weight "
-                          f"space's rank (lidb, lora, ...); train an embedding with {train_it}")
-    in_play, hypernet, unfit_note = resolve_hypernet(job, backend, space, layers)
-    if job.only_hyper and not in_play:
-        raise LowdimError(f"{switch('only_hyper')} needs a hypernetwork "
-                          f"({either('--hypernet CKPT', 'PersonalizeJob(hypernet=CKPT)')}): without a prediction "
-                          f"there is nothing to keep")
-    if job.iterations is not None and hypernet is None:
-        why = f"{switch('no_hyper')} drops its prediction" if job.no_hyper else "no hypernetwork predicts here"
-        raise LowdimError(f"{named('iterations')} sets the hypernetwork's refinement passes, and {why}")
-    steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
-    if steps == 0 and hypernet is None:  # a zero start trained 0 steps draws nothing: refused, not written
-        why = f"{switch('no_hyper')} drops the prediction" if job.no_hyper else "no hypernetwork predicts here"
-        raise LowdimError(f"{named('steps')} 0 trains nothing and {why}, so the adapter would draw nothing; give "
-                          f"{named('steps')} 1 or more, or a prediction to keep "
-                          f"({either('--hypernet CKPT', 'PersonalizeJob(hypernet=CKPT)')})")
-    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-                keep_styles=job.keep_styles).validate("PersonalizeJob")
-    job, prompt = with_training_phrase(job, hypernet)
-    bases_seed = job.seed if job.bases_seed is None else job.bases_seed
-    if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
-        bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
-    crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
-    prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
-    draws = job.preview_draws or tuple(getattr(backend, "preview_draws", SDBackend.preview_draws))
-    # 0 steps after a prediction trains nothing: the file is --only-hyper's, not the prediction plus a zero LoRA.
-    only_hyper = job.only_hyper or steps == 0
-    return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
-                          0 if only_hyper else steps, learning_rate, batch_size, crop, prompts,
-                          resolve_describer(job, backend),
-                          preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note,
-                          prompt=prompt, only_hyper=only_hyper)
-
-
-
-def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:
-    describer = getattr(backend, "describe_subject", None)
-    if job.describe and describer is None:
-        raise LowdimError(f"{either('--describe', 'PersonalizeJob(describe=True)')}: model '{job.model}' has no "
-                          f"describer of looks; {either('leave --describe out', 'leave describe= unset')}")
-    return describer if job.describe is not False else None
-
-
-def described_run(run: PersonalizeRun, looks: str) -> PersonalizeRun:
-    """The run with the looks in its preview prompts, which are also --keep-styles' style prompts."""
-    return replace(run, looks=looks, preview_prompts=tuple(with_looks(p, looks) for p in run.preview_prompts))
-
-
-def finetune_schedule(job: PersonalizeJob, backend: Any, in_play: bool) -> tuple[int, int, float]:
-    """(steps, images per step, learning rate): what was asked, else the model's recipe for the fast finetune
-    after a prediction, else the from-zero one. --no-hyper keeps the prediction's recipe: the paper's ablation."""
-    from lowdim_sd.plugin import SDBackend
-
-    recipe = backend if (in_play or job.no_hyper) and backend is not None else SDBackend
-    steps = job.steps if job.steps is not None else (defaults.FINETUNE_STEPS if in_play else SCRATCH_STEPS)
-    batch_size = job.batch_size
-    if batch_size is None:  # 0 stays: TrainConfig.validate names it
-        batch_size = getattr(recipe, "finetune_batch", defaults.FINETUNE_BATCH)
-    learning_rate = job.learning_rate  # 0 stays: TrainConfig.validate names it
-    if learning_rate is None:
-        learning_rate = getattr(recipe, "finetune_lr", defaults.FINETUNE_LR)
-    return steps, batch_size, learning_rate
 
 
 def predict_initial(model: SDModel, run: PersonalizeRun, reference: torch.Tensor) -> dict | None:

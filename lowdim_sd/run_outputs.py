@@ -8,6 +8,9 @@ each told by its header or record, never by its name alone: a user's own file at
 The adapters a ``train --subjects`` run wrote (``OUT/NAME.safetensors``) are named after the user's subjects, so
 lowdim cannot tell them from adapters a user keeps there on purpose: a --full run leaves them as they are, naming
 them (told by header) in one warning as it starts (``warn_adapters_left``).
+
+A ``lowdim train`` job's outputs (``TrainJob``) are named here too: the paths it writes (``written_paths``), those it
+would replace (``output_names``), and the earlier run's files it refuses or removes.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either
+from lowdim.option_words import either, option
+from lowdim_sd import checkpoints
+from lowdim_sd.train_job_words import job_option
+
+if TYPE_CHECKING:
+    from lowdim_sd.workflows import TrainJob
 
 ADAPTER = "adapter.safetensors"  # what an adapter run (train, personalize) writes into its --out
 MODEL = "model"  # what a train --full run writes into its --out
@@ -154,3 +163,80 @@ def trained_model(folder: Path) -> bool:
     except OSError:  # an unreadable record: not one lowdim can vouch for
         return False
     return record is not None and record.get("made_by") == TRAINED
+
+
+def output_names(job: TrainJob) -> list[Path]:
+    """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
+    if continues(job):
+        return []
+    if job.resume and job.full and not job.overwrite:
+        refuse_resuming_a_finished_full_run(job.out / "model")
+    return written_paths(job)
+
+
+def continues(job: TrainJob) -> bool:
+    """Whether the run continues an earlier one from its checkpoint: its outputs are the run's own."""
+    return job.resume and checkpoints.latest(job.out) is not None
+
+
+def earlier_outputs_of(job: TrainJob) -> list[Earlier]:
+    """What an earlier run of another kind left in ``job.out`` that this run would leave beside its own output,
+    stale: a --full run's model/ where adapters are written, an adapter where a model is, and the exports of
+    either adapter (``earlier_outputs``)."""
+    if continues(job):
+        return []
+    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+
+
+def replaced_outputs(job: TrainJob) -> list[Earlier]:
+    """What of an earlier run of another kind this run removes when done: with --overwrite, and on a resume, whose
+    first start needed --overwrite to go ahead beside them."""
+    if not (job.overwrite or continues(job)):
+        return []
+    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+
+
+def refuse_earlier_outputs(job: TrainJob) -> None:
+    """Without --overwrite, one line naming an earlier run's outputs this run would leave stale; where the run's
+    own output is there too, ``runs.refuse_overwrite`` names that one instead."""
+    if job.overwrite or any(path.exists() for path in output_names(job)):
+        return
+    refuse_earlier(earlier_outputs_of(job), "model" if job.full else "adapter")
+
+
+def refuse_resuming_a_finished_full_run(model: Path) -> None:
+    """A --full run's model folder with no checkpoint beside it: the run finished and, without --checkpoint-every,
+    kept none (its UNet and AdamW's moments, ~10 GB at SD1.5), so a resume has nothing to continue. Said so,
+    rather than the generic "already exists"; a folder no --full run recorded itself in gets the generic line."""
+    from lowdim_sd.merged_model import read_merge_record
+
+    record = read_merge_record(model) if model.is_dir() else None
+    steps = record.get("steps") if record and record.get("made_by") == "lowdim train --full" else None
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        full, every = either("--full", "TrainJob(full=True)"), option("checkpoint_every", "TrainConfig")
+        raise LowdimError(f"{model}: the run finished at step {steps} and kept no checkpoint (a {full} run keeps one "
+                          f"only with {every}), so it cannot continue; pass {either('--overwrite', 'overwrite=True')} "
+                          f"to start it anew, or choose another {job_option('out')}")
+
+
+def check_output_paths(job: TrainJob) -> None:
+    """An output path taken by the wrong kind of thing (a folder named adapter.safetensors, a file named model),
+    refused before the model loads: the final save would find it only after every step had run."""
+    for path in written_paths(job):
+        if job.full and path.exists() and not path.is_dir():
+            raise LowdimError(f"{path}: is a file, where {either('--full', 'TrainJob(full=True)')} writes the "
+                              f"trained model's folder; move it away or choose another {job_option('out')}")
+        if not job.full and path.is_dir():
+            raise LowdimError(f"{path}: is a folder, where the run writes an adapter file; move it away or choose "
+                              f"another {job_option('out')}")
+
+
+def written_paths(job: TrainJob) -> list[Path]:
+    """The files (or folder) the run writes into ``job.out``."""
+    if job.full:
+        return [job.out / "model"]
+    if job.subjects is not None and job.subjects.is_dir():
+        from lowdim_sd.workflows import subject_folders  # here, not at the top: workflows imports this module
+
+        return [job.out / f"{p.name}.safetensors" for p in subject_folders(job.subjects, warn=False)]
+    return [job.out / "adapter.safetensors"]

@@ -207,8 +207,8 @@ def check_train_job(job: TrainJob) -> None:
     if config.cuda_graphs:  # job.device's; train() checks a given model's own device again
         check_graphs(resolve_device(job.device), config.mixed_precision, config.gradient_checkpointing)
     refuse_out_in_model(job.out, job.model, "train", option("out", "TrainJob"), model_tree_outputs(job))
-    check_output_paths(job)
-    refuse_earlier_outputs(job)
+    run_outputs.check_output_paths(job)
+    run_outputs.refuse_earlier_outputs(job)
     check_initial(job)  # last: the one check that reads a file's tensors
 
 
@@ -228,7 +228,7 @@ def check_initial(job: TrainJob) -> None:
 def model_tree_outputs(job: TrainJob) -> list[Path]:
     """What the run writes into ``job.out``, or may remove there (checkpoints; an earlier --full run's model, which
     an adapter run's --overwrite replaces): no model may lie under one of them."""
-    return [*written_paths(job), job.out / checkpoints.FOLDER, job.out / run_outputs.MODEL]
+    return [*run_outputs.written_paths(job), job.out / checkpoints.FOLDER, job.out / run_outputs.MODEL]
 
 
 def check_mode_flags(job: TrainJob, typed: Collection[str] = ()) -> None:
@@ -256,82 +256,7 @@ def check_dropout_option(job: TrainJob) -> None:
                           f"input is token ids, not features to drop; {leave_out('dropout')}")
 
 
-def output_names(job: TrainJob) -> list[Path]:
-    """The files (or folder) the run would replace in ``job.out``; a resumed run replaces its own."""
-    if continues(job):
-        return []
-    if job.resume and job.full and not job.overwrite:
-        refuse_resuming_a_finished_full_run(job.out / "model")
-    return written_paths(job)
-
-
-def continues(job: TrainJob) -> bool:
-    """Whether the run continues an earlier one from its checkpoint: its outputs are the run's own."""
-    return job.resume and checkpoints.latest(job.out) is not None
-
-
-def earlier_outputs(job: TrainJob) -> list[run_outputs.Earlier]:
-    """What an earlier run of another kind left in ``job.out`` that this run would leave beside its own output,
-    stale: a --full run's model/ where adapters are written, an adapter where a model is, and the exports of
-    either adapter (``lowdim_sd.run_outputs``)."""
-    if continues(job):
-        return []
-    return run_outputs.earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
-
-
-def replaced_outputs(job: TrainJob) -> list[run_outputs.Earlier]:
-    """What of an earlier run of another kind this run removes when done: with --overwrite, and on a resume, whose
-    first start needed --overwrite to go ahead beside them."""
-    if not (job.overwrite or continues(job)):
-        return []
-    return run_outputs.earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
-
-
-def refuse_earlier_outputs(job: TrainJob) -> None:
-    """Without --overwrite, one line naming an earlier run's outputs this run would leave stale; where the run's
-    own output is there too, ``runs.refuse_overwrite`` names that one instead."""
-    if job.overwrite or any(path.exists() for path in output_names(job)):
-        return
-    run_outputs.refuse_earlier(earlier_outputs(job), "model" if job.full else "adapter")
-
-
-def refuse_resuming_a_finished_full_run(model: Path) -> None:
-    """A --full run's model folder with no checkpoint beside it: the run finished and, without --checkpoint-every,
-    kept none (its UNet and AdamW's moments, ~10 GB at SD1.5), so a resume has nothing to continue. Said so,
-    rather than the generic "already exists"; a folder no --full run recorded itself in gets the generic line."""
-    from lowdim_sd.merged_model import read_merge_record
-
-    record = read_merge_record(model) if model.is_dir() else None
-    steps = record.get("steps") if record and record.get("made_by") == "lowdim train --full" else None
-    if isinstance(steps, int) and not isinstance(steps, bool):
-        full, every = either("--full", "TrainJob(full=True)"), option("checkpoint_every", "TrainConfig")
-        raise LowdimError(f"{model}: the run finished at step {steps} and kept no checkpoint (a {full} run keeps one "
-                          f"only with {every}), so it cannot continue; pass {either('--overwrite', 'overwrite=True')} "
-                          f"to start it anew, or choose another {job_option('out')}")
-
-
-def check_output_paths(job: TrainJob) -> None:
-    """An output path taken by the wrong kind of thing (a folder named adapter.safetensors, a file named model),
-    refused before the model loads: the final save would find it only after every step had run."""
-    for path in written_paths(job):
-        if job.full and path.exists() and not path.is_dir():
-            raise LowdimError(f"{path}: is a file, where {either('--full', 'TrainJob(full=True)')} writes the "
-                              f"trained model's folder; move it away or choose another {job_option('out')}")
-        if not job.full and path.is_dir():
-            raise LowdimError(f"{path}: is a folder, where the run writes an adapter file; move it away or choose "
-                              f"another {job_option('out')}")
-
-
-def written_paths(job: TrainJob) -> list[Path]:
-    """The files (or folder) the run writes into ``job.out``."""
-    if job.full:
-        return [job.out / "model"]
-    if job.subjects is not None and job.subjects.is_dir():
-        return [job.out / f"{p.name}.safetensors" for p in subject_folders(job.subjects, warn=False)]
-    return [job.out / "adapter.safetensors"]
-
-
-@runs.one_run_per_folder(lambda job: job.out, output_names, check=check_train_job)
+@runs.one_run_per_folder(lambda job: job.out, run_outputs.output_names, check=check_train_job)
 def run_train(job: TrainJob, progress: bool = True, model: SDModel | None = None) -> TrainResult:
     """Train as ``lowdim train`` does. A ``model`` given is handed back as it came, however the run ends: what
     trained is in ``job.out``'s files (load them with ``attach_adapters``), not left on the model."""
@@ -383,7 +308,7 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
             config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
-        replaced = replaced_outputs(job)
+        replaced = run_outputs.replaced_outputs(job)
         job.out.mkdir(parents=True, exist_ok=True)
         result = train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)
         run_outputs.remove_earlier(replaced)  # once this run's own are written: a stop keeps the earlier run whole

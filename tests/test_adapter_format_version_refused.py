@@ -15,7 +15,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import AdapterFileError
-from lowdim.files import FORMAT_VERSION
+from lowdim.file_loading import FORMAT_VERSION
 from lowdim_cli.main import main
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 import lowdim
-from lowdim.files import FORMAT
+from lowdim.file_loading import FORMAT
 from lowdim.given_folder import folder_line
 
 ELSEWHERE = "me/ is a whole model: draw it with -m me"

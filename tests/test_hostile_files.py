@@ -97,7 +97,7 @@ def test_stored_bases_are_sized_against_the_model_before_they_are_made(tmp_path,
     def never(*args):
         raise AssertionError("bases were shaped before the layers were checked against the model")
 
-    monkeypatch.setattr("lowdim.files.buffer_shapes", never)
+    monkeypatch.setattr("lowdim.file_loading.buffer_shapes", never)
     with pytest.raises(AdapterFileError, match=r"does not fit this model: unet\.0 \(file 60000x60000, model 24x16\)"):
         lowdim.load_adapter(path, toy_model())
 
@@ -261,7 +261,7 @@ def test_a_file_of_another_format_is_refused_without_loading_its_tensors(tmp_pat
         with safe_open(*args, **kwargs) as handle:
             yield Counting(handle)
 
-    monkeypatch.setattr("lowdim.files.safe_open", watched)
+    monkeypatch.setattr("lowdim.file_loading.safe_open", watched)
     with pytest.raises(AdapterFileError, match=expected):
         lowdim.read_adapter(path)
     assert loaded == []

@@ -18,7 +18,8 @@ from torch.func import functional_call, vmap
 import lowdim
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject.select import EMBEDDING, LAYER_TYPES, LayerSet
+from lowdim.inject.matching import EMBEDDING, LAYER_TYPES
+from lowdim.inject.select import LayerSet
 
 LORA = {"rank": 2, "init": "gaussian"}
 

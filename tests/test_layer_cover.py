@@ -9,7 +9,7 @@ from torch import nn
 
 from lowdim.errors import LowdimError
 from lowdim.inject import LayerSet, covers, select_layers
-from lowdim.inject.select import matches
+from lowdim.inject.matching import matches
 
 PATTERNS = ["*attn1.*", "*attn2.*", "*.to_q", "*.to_k", "text.*", "unet.*", "re:.*proj", "*.down.*"]
 

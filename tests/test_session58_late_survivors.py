@@ -255,7 +255,7 @@ def test_a_wrapped_1x1_convolution_left_out_is_counted_once():
 
 def test_a_refusal_of_many_generated_references_names_three_and_counts_the_rest(tmp_path):
     """An image whose references are the other 5 pictures being scored: the line names a few, not a wall of paths."""
-    from lowdim_sd.eval.folder import EvalFolderError
+    from lowdim_sd.eval.prompts_file import EvalFolderError
     from lowdim_sd.eval.reference_images import ReferenceChoice
 
     pictures = []

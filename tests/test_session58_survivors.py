@@ -19,7 +19,7 @@ from torch import nn
 import lowdim
 from lowdim import plugins
 from lowdim.foreign_files import not_ours
-from lowdim.registry import plugin_label
+from lowdim.plugin_calling import plugin_label
 from lowdim_cli.main import main
 
 

@@ -66,7 +66,7 @@ def test_an_avif_named_only_among_the_compatible_brands_is_an_avif(tmp_path):
 
 
 def test_an_animated_file_changed_since_is_told_again(tmp_path):
-    from lowdim_sd.images import note_frames
+    from lowdim_sd.image_limits import note_frames
 
     anim = tmp_path / "anim.gif"
     anim.write_bytes(b"GIF89a")
@@ -83,7 +83,7 @@ def test_an_animated_file_changed_since_is_told_again(tmp_path):
 def test_a_refusal_sizes_way_forward_is_a_size_within_the_limit(monkeypatch):
     from PIL import Image
 
-    from lowdim_sd.images import too_many_pixels
+    from lowdim_sd.image_limits import too_many_pixels
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_900_000)  # PIL refuses over twice it: 3.8 MP
     line = too_many_pixels(Exception("Image size (9000000 pixels) exceeds limit of 3800000 pixels"))

@@ -60,7 +60,7 @@ def _note(path: Path) -> str:
 
 
 def test_the_once_per_file_note_remembers_the_files_met_last_not_every_one(tmp_path):
-    from lowdim_sd.images import note_frames
+    from lowdim_sd.image_limits import note_frames
 
     first = tmp_path / "first.gif"
     first.write_bytes(b"GIF89a")

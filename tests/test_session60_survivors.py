@@ -39,7 +39,7 @@ def _settings(run_seed: int, seeds: dict[str, int]) -> dict:
 
 
 def test_a_resume_names_the_one_subject_whose_noise_seed_changed():
-    from lowdim_sd.checkpoints import differences_between
+    from lowdim_sd.checkpoint_settings import differences_between
 
     found = differences_between(_settings(1, {"a": 5, "b": 6}), _settings(1, {"a": 5, "b": 7}))
     assert found == ["the noise seed of subject 'b' (6 there, 7 now)"]
@@ -47,13 +47,13 @@ def test_a_resume_names_the_one_subject_whose_noise_seed_changed():
 
 
 def test_a_single_subjects_noise_seed_is_said_without_its_name():
-    from lowdim_sd.checkpoints import differences_between
+    from lowdim_sd.checkpoint_settings import differences_between
 
     assert differences_between(_settings(1, {"x": 5}), _settings(1, {"y": 8})) == ["the noise seed (5 there, 8 now)"]
 
 
 def test_another_run_seed_is_said_once_not_once_per_subject():
-    from lowdim_sd.checkpoints import differences_between
+    from lowdim_sd.checkpoint_settings import differences_between
 
     found = differences_between(_settings(1, {"a": 5, "b": 6}), _settings(2, {"a": 9, "b": 10}))
     assert len(found) == 1 and "seed" in found[0] and "subject" not in found[0]

@@ -20,6 +20,7 @@ from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.filecheck import check_savable_names
 from lowdim.inject import guards
+from lowdim.inject.adapter_info import AdapterInfo
 from lowdim.inject.guards import check_scale
 from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
@@ -38,7 +39,7 @@ from lowdim.spaces.base import LayerSpec, Space
 from lowdim.spaces.stack import StackSpace
 
 if TYPE_CHECKING:
-    from lowdim.inject.manager import AdapterInfo, Adapters
+    from lowdim.inject.manager import Adapters
 
 log = logging.getLogger("lowdim")
 
@@ -67,8 +68,6 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
         raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
                           f"list of patterns, got {targets!r}")
     layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
-    from lowdim.inject.manager import AdapterInfo  # the manager imports this module: its class, at call time
-
     info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch, dropout=float(dropout))
     chosen = select_layers(adapters.model, layer_set)
     if not chosen:

@@ -8,50 +8,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from numbers import Real
 from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
-from lowdim.filecheck import printable_name
 from lowdim.inject import adding, merging
+from lowdim.inject.adapter_info import AdapterInfo  # also re-exported: lowdim/inject/__init__.py names it here
+from lowdim.inject.adapter_words import adapters_repr, scale_words
 from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
 from lowdim.inject.inference import makes_normal_tensors
 from lowdim.inject.layer import AdapterLayer, AdapterSlot
 from lowdim.inject.load_checks import check_loadable
+from lowdim.inject.matching import matches
 from lowdim.inject.parallel import inner_model
-from lowdim.inject.select import LayerSet, matches, split_patterns
+from lowdim.inject.select import LayerSet, split_patterns
 from lowdim.inject.state_guard import unguard_loads
 from lowdim.inject.wrapping import module_holders, unwrap
-from lowdim.spaces.base import LayerSpec, Space
+from lowdim.spaces.base import Space
 
 STATE_ATTR = "_lowdim_adapters"
 DEFAULT_NAME = "default"  # what ``inject`` names an adapter, and what every method here reads unless told
 LayerTensors = dict[str, dict[str, Tensor]]
-
-
-@dataclass
-class AdapterInfo:
-    """What identifies an adapter: its space, seed and the layers it covers."""
-
-    name: str
-    space: Space
-    seed: int
-    layers: list[LayerSpec]
-    layer_set: str
-    batch: int | None = None
-    notes: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    dropout: float = 0.0  # on the input of every layer's update while the model trains (not embeddings)
-
-    @property
-    def num_params(self) -> int:
-        """One subject's trainable numbers (the paper's count, and a file's): a ``batch=K`` adapter trains K times
-        as many, ``sum(p.numel() for p in adapters.parameters(name))``."""
-        return sum(self.space.num_params(layer) for layer in self.layers)
 
 
 class Adapters:
@@ -77,31 +56,7 @@ class Adapters:
     def __repr__(self) -> str:
         """One line per adapter (name, space, scale, merged or disabled, layer count), as a notebook shows it;
         read from the slots in one pass over the model, and never raising."""
-
-        def state(slots: list[AdapterSlot]) -> str:  # 'scale 0.25-1' where set per layer, then merged/disabled
-            scales = sorted({slot.scale for slot in slots}) or [float("nan")]
-            words = [f"scale {scales[0]:g}" + (f"-{scales[-1]:g}" if len(scales) > 1 else "")]
-            merged = [slot.merged_scale is not None for slot in slots]
-            if any(merged):
-                words.append("merged" if all(merged) else "partly merged")
-            elif any(slot.frozen_merged_scale is not None for slot in slots):
-                words.append("frozen part merged")
-            return ", ".join(words + (["disabled"] if any(not slot.enabled for slot in slots) else []))
-
-        try:
-            slots: dict[str, list[AdapterSlot]] = {name: [] for name in self._infos}
-            for module in self.model.modules():
-                if isinstance(module, AdapterLayer):
-                    for name, slot in module.slots.items():
-                        slots.setdefault(name, []).append(slot)
-            lines = [f"  {name}: {info.space.name}, {state(slots[name])}, {len(info.layers)} "
-                     f"layer{'s' if len(info.layers) != 1 else ''}" for name, info in self._infos.items()]
-        except Exception:  # a display must not fail: the view is there, its details are not
-            return f"Adapters(on {type(self.model).__name__})"
-        where = type(self.model).__name__
-        if not lines:
-            return f"Adapters(none on {where})"
-        return f"Adapters({len(lines)} on {where}:\n" + "\n".join(lines) + ")"
+        return adapters_repr(self)
 
     # -- adding and removing --------------------------------------------------------------
     @makes_normal_tensors  # under torch.inference_mode too: inference tensors would break later forwards
@@ -258,7 +213,7 @@ class Adapters:
         """Scale an adapter's update: ``set_scale(0.5)`` this view's adapter (the one ``enable()`` acts on),
         ``set_scale(name, 0.5)`` any. ``layers`` (glob or ``re:`` patterns, as layer sets use) limits it to
         the layers they match, e.g. ``"text_encoder.*"`` to weaken only what it does to the prompt."""
-        name, scale = self._scale_words(name, scale)
+        name, scale = scale_words(self, name, scale)
         check_scale(name, scale)
         slots = self.slots(name)
         if layers is not None:
@@ -271,35 +226,6 @@ class Adapters:
             refuse_if_merged(name, slot, "changing its scale")
         for slot in slots.values():
             slot.scale = float(scale)
-
-    def _scale_words(self, name: Any, scale: Any) -> tuple[str, Any]:
-        """The adapter and scale a ``set_scale`` call means. A number alone is the scale, for the adapter the
-        view's other methods pick; a call it cannot read is one line showing the call that would work."""
-        if isinstance(name, Real) and scale is None:  # set_scale(0.5): the only argument is the scale
-            name, scale = None, name
-        if isinstance(name, Real):  # two numbers, or a number then layers given by position
-            example = scale if isinstance(scale, Real) else name
-            raise LowdimError(f"set_scale({name!r}, {scale!r}): with two arguments the first is the adapter's name, "
-                              f"a str: set_scale({printable_name(self._example_name())}, {example!r}) names one, "
-                              f"set_scale({name!r}, layers=...) scales some layers of this view's adapter")
-        if name is not None and not isinstance(name, str):
-            raise LowdimError(f"set_scale: the adapter's name must be a str, got {type(name).__name__} {name!r:.60}")
-        if scale is None:
-            named = "" if name is None else printable_name(name)
-            raise LowdimError(f"set_scale({named}): no scale given; e.g. set_scale({named + ', ' if named else ''}0.5)")
-        if name is None:
-            name = self._name(None)
-            if name not in self._infos and self._infos:  # with none at all, slots() says 'present: none'
-                present = ", ".join(printable_name(known) for known in self._infos)
-                raise LowdimError(f"set_scale({scale!r}) acts on this view's adapter {printable_name(name)}, which "
-                                  f"is not on this model; it has {present}: name one, e.g. "
-                                  f"set_scale({printable_name(self._example_name())}, {scale!r})")
-        return name, scale
-
-    def _example_name(self) -> str:
-        """The name a refusal's example call shows: this view's adapter if attached, else the first one."""
-        default = self._name(None)
-        return default if default in self._infos or not self._infos else next(iter(self._infos))
 
     def enable(self, name: str | None = None, enabled: bool = True) -> None:
         name = self._name(name)

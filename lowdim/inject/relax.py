@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from lowdim.errors import LowdimError
+from lowdim.inject.adapter_info import AdapterInfo
 from lowdim.inject.adding import add
 from lowdim.inject.inference import normal_tensors
-from lowdim.inject.manager import AdapterInfo, Adapters
-from lowdim.inject.select import exact_layers
+from lowdim.inject.manager import Adapters
+from lowdim.inject.select import LayerSet, exact_layers
 from lowdim.spaces.base import Space
 
 
@@ -58,7 +59,7 @@ def relax_rank(
     return info
 
 
-def _put_back(adapters: Adapters, old: AdapterInfo, targets, frozen: dict, scales: dict[str, float]) -> None:
+def _put_back(adapters: Adapters, old: AdapterInfo, targets: LayerSet, frozen: dict, scales: dict[str, float]) -> None:
     with normal_tensors():  # as Adapters.add; its rank was warned about once, when the user injected it
         restored = add(adapters, old.name, old.space, targets, seed=old.seed, scale=1.0, batch=old.batch,
                        device=None, dropout=old.dropout, rank_chosen=False)

@@ -19,7 +19,7 @@ from lowdim.inject.slot_types import BufferDict, ParamDict
 from lowdim.spaces.base import LayerSpec, Space, Tensors
 
 if TYPE_CHECKING:
-    from lowdim.inject.stacked import _FrozenStack
+    from lowdim.inject.stacked import FrozenStack
 
 # The scale as a 0-dim fp32 buffer, which only a compiled forward reads: dynamo guards a float attribute's
 # value, so each new scale compiled the model again (the 9th fell back to eager, or failed with fullgraph=True),
@@ -112,7 +112,7 @@ class AdapterSlot(nn.Module):
         self.override: Tensors | None = None
         self._kept_factors: tuple[tuple, tuple[Tensor, Tensor] | None] | None = None
         self.step_factors: tuple[Tensor, Tensor] | None = None  # given for one forward by stacked_factors
-        self._frozen_stack: _FrozenStack | None = None  # stacked_factors' stack of this slot's group's frozen tensors
+        self._frozen_stack: FrozenStack | None = None  # stacked_factors' stack of this slot's group's frozen tensors
         self._guard_state_dicts(bool(buffers))
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -87,7 +87,7 @@ class _Group:
             return self.space.trainable_factors(params, buffers)
         return self.space.factors(params, buffers)
 
-    def factors(self, frozen: _FrozenStack) -> list[Factors]:
+    def factors(self, frozen: FrozenStack) -> list[Factors]:
         params = {name: torch.stack([slot.params[name] for slot in self.slots]) for name in self.trainable}
         down, up = self.compute({**params, **frozen.params}, frozen.buffers)
         return list(zip(down.to(self.dtype).unbind(), up.to(self.dtype).unbind(), strict=True))
@@ -105,7 +105,7 @@ class _Group:
         return id(down) not in given or id(up) not in given
 
 
-class _FrozenStack:
+class FrozenStack:
     """Copies of a group's frozen params and buffers, stacked; the slots' own tensors stay as they are."""
 
     def __init__(self, group: _Group) -> None:
@@ -120,12 +120,12 @@ class _FrozenStack:
         self.sources = [tensor for slot in slots for tensor in _frozen_tensors(slot, group)]
 
 
-def _frozen_stack(group: _Group) -> _FrozenStack:
+def _frozen_stack(group: _Group) -> FrozenStack:
     """The group's frozen stack, remade when a slot joined or left or a frozen tensor changed (in place,
     moved or replaced); kept on the group's first slot between calls."""
     kept = getattr(group.slots[0], "_frozen_stack", None)
     if kept is None or kept.signature != _signature(group):
-        kept = _FrozenStack(group)
+        kept = FrozenStack(group)
         group.slots[0]._frozen_stack = kept
     return kept
 

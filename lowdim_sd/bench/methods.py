@@ -244,15 +244,9 @@ def _looks(model: SDModel, reference: torch.Tensor) -> str:
 def _hyper_pipeline(model: SDModel, method: Method, reference: torch.Tensor, work_dir: Path,
                     hypernet: Path | None, token: str, seed: int) -> tuple[Path, str]:
     from lowdim.hyper.encoder import features_computed_once
-    from lowdim_sd.personalize import (
-        PersonalizeJob,
-        described_run,
-        finetune_config,
-        initial_trainable,
-        predict_initial,
-        resolve_run,
-    )
+    from lowdim_sd.personalize import PersonalizeJob, finetune_config, initial_trainable, predict_initial
     from lowdim_sd.personalize_hypernet import warn_about_a_side_read_after_the_load
+    from lowdim_sd.personalize_resolve import described_run, resolve_run
 
     if method.use_hypernet and hypernet is None:
         raise LowdimError(f"method '{method.name}' needs a trained hypernetwork: pass --hypernet CKPT")

@@ -27,7 +27,8 @@ BENCH = "bench"  # the adapter name every variant injects
 
 def engine_step(ctx: SpeedContext, model: SDModel, parameters: list) -> Callable[[], None]:
     """One training step of the engine on ``parameters`` (the model is put in train mode)."""
-    from lowdim_sd.train import Subject, TrainConfig, clip_per_subject, denoising_losses, fill_prompt, make_optimizer
+    from lowdim_sd.train import Subject, TrainConfig, fill_prompt, make_optimizer
+    from lowdim_sd.train_loss import clip_per_subject, denoising_losses
 
     config = TrainConfig(learning_rate=1e-4, seed=0)
     subject = Subject(ctx.reference()[None], 0)

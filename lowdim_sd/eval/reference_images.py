@@ -15,6 +15,7 @@ from PIL import Image
 
 from lowdim.option_words import Wording
 from lowdim_sd.eval.image_files import MAX_SIDE, read_image, warn_skipped
+from lowdim_sd.eval.prompts_file import PROMPT_FILES, EvalFolderError
 from lowdim_sd.faces import CROP_MAX_SIDE
 from lowdim_sd.images import IMAGE_EXTENSIONS, ImageError, collect_images
 
@@ -59,8 +60,6 @@ def real_path(path: Path) -> Path:
 
 def is_generate_grid(path: Path) -> bool:
     """Whether ``path`` is the grid.png ``lowdim generate`` wrote beside its pictures (and their prompts file)."""
-    from lowdim_sd.eval.folder import PROMPT_FILES  # folder imports this module
-
     return path.name == GENERATE_GRID and any((path.parent / name).is_file() for name in PROMPT_FILES)
 
 
@@ -94,8 +93,6 @@ class ReferenceChoice:
         the refusal when nothing but generated pictures, or a grid, is left)."""
         kept, generated, grids = self._files(tuple(paths))
         if (generated or grids) and not kept:
-            from lowdim_sd.eval.folder import EvalFolderError  # folder imports this module: its error, when raised
-
             raise EvalFolderError(f"the references of {name} ({where}) are only {_left_out(generated, grids)}: "
                                   f"generated pictures are no photo of the subject (and a picture scores 1 against "
                                   f"itself); give the photo(s) of the subject it should match")
@@ -195,8 +192,6 @@ class ReferenceImages:
 
     def require(self, paths: Sequence[Path]) -> None:
         """Open references the user named: one that can't be used is an error naming it, not misses."""
-        from lowdim_sd.eval.folder import EvalFolderError  # folder imports this module: its error, when raised
-
         for path in paths:
             if path.is_dir() and not expand_folders([path]):
                 raise EvalFolderError(f"reference folder {path} ({_GIVEN_AS}) holds no images "
@@ -210,8 +205,6 @@ class ReferenceImages:
         image = read_image(path, "reference", self._max_side)
         if isinstance(image, str):
             if strict:
-                from lowdim_sd.eval.folder import EvalFolderError
-
                 raise EvalFolderError(f"reference {path} ({_GIVEN_AS}): {image}")
             warn_skipped(path, "reference", image)
             return None

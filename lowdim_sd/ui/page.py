@@ -41,7 +41,8 @@ from lowdim_sd.ui.page_handlers import stage_table as stage_table  # re-exported
 from lowdim_sd.ui.page_parts import File, Number, Slider, counted_inputs, job_on_page, on_page, page_line
 from lowdim_sd.ui.photos import MAX_PIXELS, crop_preview
 from lowdim_sd.ui.run_folders import list_runs
-from lowdim_sd.ui.studio import Studio, ships_a_hypernet
+from lowdim_sd.ui.studio import Studio
+from lowdim_sd.ui.studio_notes import ships_a_hypernet
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
          "Drop a face photo, check the crop, press **Personalize**, or open an earlier run under it; the run's "

@@ -54,7 +54,7 @@ def check_photo(path: str | Path, whole: bool = True) -> Path:
     except FileNotFoundError:
         raise LowdimError(f"{path.name}: the upload is gone; drop the photo again") from None
     except Image.DecompressionBombError as error:  # over twice PIL's limit: a photo too large, not a bad file
-        from lowdim_sd.images import bomb_pixels
+        from lowdim_sd.image_limits import bomb_pixels
 
         raise too_large(path.name, bomb_pixels(error)) from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # SyntaxError: a bad PNG CRC

@@ -116,9 +116,11 @@ def test_margin_widens_the_crop(photos):
 
 
 def test_missing_extra_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(faces.FacesUnavailable, match=r"pip install 'lowdim\[faces\]'"):
-        faces.models_dir()
+    from lowdim_sd import face_models
+
+    monkeypatch.setattr(face_models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(face_models.FacesUnavailable, match=r"pip install 'lowdim\[faces\]'"):
+        face_models.models_dir()
 
 
 @pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")

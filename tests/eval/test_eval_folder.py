@@ -12,15 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lowdim_sd.eval.folder import (
-    Entry,
-    EvalFolderError,
-    EvalWarning,
-    ImageSizeWarning,
-    SkippedImageWarning,
-    load_eval_set,
-    read_prompts,
-)
+from lowdim_sd.eval.folder import EvalWarning, ImageSizeWarning, SkippedImageWarning, load_eval_set
+from lowdim_sd.eval.prompts_file import Entry, EvalFolderError, read_prompts
 
 # Notes about images not named in prompts.json etc.: asserted where they matter, noise elsewhere.
 pytestmark = pytest.mark.filterwarnings("ignore::lowdim_sd.eval.folder.EvalWarning")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, read_prompts
+from lowdim_sd.eval.prompts_file import EvalFolderError, read_prompts
 
 
 def _picture(path) -> None:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, EvalWarning, ImageSizeWarning, SkippedImageWarning, load_eval_set
+from lowdim_sd.eval.folder import EvalWarning, ImageSizeWarning, SkippedImageWarning, load_eval_set
+from lowdim_sd.eval.prompts_file import EvalFolderError
 
 
 def _write(folder, images) -> None:

@@ -120,7 +120,7 @@ def test_under_the_command_the_skip_reason_keeps_its_flag(folder, monkeypatch, f
 
 
 def test_a_missing_face_model_names_evaljobs_options(folder):
-    from lowdim_sd.faces import faces_available
+    from lowdim_sd.face_models import faces_available
 
     if not faces_available():
         pytest.skip("face-rec needs the faces extra")

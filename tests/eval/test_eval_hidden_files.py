@@ -9,7 +9,8 @@ import warnings
 import pytest
 
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, load_eval_set
+from lowdim_sd.eval.folder import load_eval_set
+from lowdim_sd.eval.prompts_file import EvalFolderError
 
 # What macOS writes next to every file it copies to a foreign disk: not a picture, whatever its name says.
 APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "

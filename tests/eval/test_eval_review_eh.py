@@ -14,8 +14,9 @@ import pytest
 from lowdim.errors import LowdimError
 from lowdim.metrics import Sample
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, load_eval_set, read_prompts
+from lowdim_sd.eval.folder import load_eval_set
 from lowdim_sd.eval.job import EvalJob, run_eval
+from lowdim_sd.eval.prompts_file import EvalFolderError, read_prompts
 from lowdim_sd.eval.report import write_report
 
 IDENTITY = "tinyfaces-identity"
@@ -199,7 +200,7 @@ def test_a_hub_model_is_recorded_as_named_and_a_default_one_as_the_file_read(mon
 
     from lowdim_sd.eval import paper_metrics
     from lowdim_sd.eval.job import metric_source
-    from lowdim_sd.faces import faces_available
+    from lowdim_sd.face_models import faces_available
 
     monkeypatch.setattr(paper_metrics, "_clip", lambda model, device: None)  # no hub here: only what it records
     assert metric_source(paper_metrics.ClipTextMetric()) == paper_metrics.CLIP_MODEL

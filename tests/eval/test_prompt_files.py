@@ -11,7 +11,8 @@ import pytest
 
 from lowdim.option_words import command_line
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, EvalWarning, read_prompts
+from lowdim_sd.eval.folder import EvalWarning
+from lowdim_sd.eval.prompts_file import EvalFolderError, read_prompts
 
 
 def _csv(folder, text: str):

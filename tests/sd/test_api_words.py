@@ -197,7 +197,8 @@ def test_a_python_caller_is_told_the_parameter_it_passed(env, call, words):
 
 def test_python_hints_name_what_a_caller_can_set(env, monkeypatch):
     from lowdim_sd import face_inputs
-    from lowdim_sd.faces import FacesUnavailable, default_several_faces_hint
+    from lowdim_sd.face_models import FacesUnavailable
+    from lowdim_sd.faces import default_several_faces_hint
 
     monkeypatch.setattr(face_inputs, "faces_available", lambda: False)
     with pytest.raises(FacesUnavailable) as error:  # crop=True without the faces extra: what to pass instead

@@ -15,6 +15,7 @@ import torch
 
 import lowdim_sd.modes as modes
 import lowdim_sd.personalize as personalize
+import lowdim_sd.personalize_resolve as personalize_resolve
 import lowdim_sd.textual_inversion as textual_inversion
 from lowdim_sd.bench import methods as bench_methods
 from lowdim_sd.bench.methods import METHODS, Personalized, personalize_subject
@@ -79,7 +80,7 @@ class Recorder:
 
     def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.folder, self.seen = folder, {}
-        monkeypatch.setattr(personalize, "resolve_run", self.resolve_run)
+        monkeypatch.setattr(personalize_resolve, "resolve_run", self.resolve_run)
         monkeypatch.setattr(personalize, "predict_initial", lambda model, run, reference: None)
         monkeypatch.setattr(personalize, "initial_trainable", lambda model, run, predicted: "hyper")
         monkeypatch.setattr(personalize, "finetune_config", lambda run: None)

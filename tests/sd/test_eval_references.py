@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, load_eval_set
+from lowdim_sd.eval.folder import load_eval_set
+from lowdim_sd.eval.prompts_file import EvalFolderError
 
 
 def picture(seed: int) -> Image.Image:

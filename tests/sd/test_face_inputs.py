@@ -15,7 +15,8 @@ import lowdim_sd.faces as faces
 import lowdim_sd.personalize as personalize_module
 from lowdim_cli.main import main
 from lowdim_sd.face_inputs import backend_crops, load_face_image, resolve_crop
-from lowdim_sd.faces import FaceNotFound, FacesUnavailable, FaceWarning
+from lowdim_sd.face_models import FacesUnavailable
+from lowdim_sd.faces import FaceNotFound, FaceWarning
 from lowdim_sd.images import load_image
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.precompute import INDEX, PrecomputeJob, precompute, read_index

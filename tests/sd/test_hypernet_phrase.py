@@ -9,7 +9,8 @@ import lowdim
 import lowdim.hyper.storage as storage
 from lowdim.hyper import load_hypernet
 from lowdim.hyper.storage import read_hypernet
-from lowdim_sd.personalize import PersonalizeJob, personalize, resolve_run
+from lowdim_sd.personalize import PersonalizeJob, personalize
+from lowdim_sd.personalize_resolve import resolve_run
 from lowdim_sd.train import TrainConfig
 
 

@@ -14,9 +14,9 @@ from images_for_tests import save_images  # tests/sd, on the path as pytest puts
 from PIL import Image
 
 from lowdim.errors import LowdimError
+from lowdim_sd.image_augment import augment
 from lowdim_sd.images import (
     ImageError,
-    augment,
     collect_images,
     load_image,
     load_references,

@@ -17,7 +17,8 @@ from lowdim.registry import Entry, get_registry
 from lowdim_cli.main import main
 from lowdim_sd.generate import with_looks
 from lowdim_sd.loading import load_sd
-from lowdim_sd.personalize import PersonalizeJob, finetune_config, personalize, resolve_run
+from lowdim_sd.personalize import PersonalizeJob, finetune_config, personalize
+from lowdim_sd.personalize_resolve import resolve_run
 from lowdim_sd.plugin import SDBackend
 
 LOOKS = " with ginger long hair"
@@ -73,7 +74,7 @@ def test_no_describe_skips_the_describer_and_keeps_the_models_prompts(described,
 
 
 def test_keep_styles_learns_the_described_style_prompts(described, face, tmp_path):
-    from lowdim_sd.personalize import described_run
+    from lowdim_sd.personalize_resolve import described_run
 
     run = described_run(resolve_run(job("tiny-described", face, tmp_path / "c", keep_styles=0.2)), LOOKS)
     assert finetune_config(run).style_prompts == ("a photo of a [V] face with ginger long hair",

@@ -21,7 +21,8 @@ import lowdim
 import lowdim.hyper.storage as storage
 from lowdim_cli.main import main
 from lowdim_sd.loading import load_sd
-from lowdim_sd.personalize import PersonalizeJob, personalize, resolve_run
+from lowdim_sd.personalize import PersonalizeJob, personalize
+from lowdim_sd.personalize_resolve import resolve_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +94,7 @@ def test_no_hyper_still_refuses_a_hypernetwork_of_a_newer_format(tiny_sd, face, 
 
 
 def test_the_fast_finetune_takes_the_models_batch_and_rate_after_a_prediction_and_for_its_ablation(tiny_sd, face):
-    from lowdim_sd.personalize import finetune_schedule
+    from lowdim_sd.personalize_resolve import finetune_schedule
     from lowdim_sd.plugin import SDBackend
 
     tuned = SDBackend("tuned", str(tiny_sd), finetune_batch=4, finetune_lr=1e-2)

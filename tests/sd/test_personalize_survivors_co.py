@@ -16,7 +16,8 @@ import lowdim_sd.personalize as personalize_module
 from lowdim_sd.generate import GenerateConfig, attach_adapters, generate
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import ADAPTER, relaxed_trainable
-from lowdim_sd.personalize import PersonalizeJob, personalize, resolve_run
+from lowdim_sd.personalize import PersonalizeJob, personalize
+from lowdim_sd.personalize_resolve import resolve_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

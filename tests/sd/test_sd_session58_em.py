@@ -25,7 +25,8 @@ from torch import nn
 
 import lowdim
 from lowdim_cli.main import main
-from lowdim_sd.eval.folder import EvalFolderError, load_eval_set
+from lowdim_sd.eval.folder import load_eval_set
+from lowdim_sd.eval.prompts_file import EvalFolderError
 from lowdim_sd.export import ExportError, export_adapter
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*ComfyUI reads only the kohya format")  # export's own warning

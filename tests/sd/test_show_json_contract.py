@@ -19,7 +19,7 @@ from test_show_erased_rows_and_checkpoint_state import _optimizer_file, _shard
 from test_show_exports_features_merged_bounded import _embedding, _features, _lora, _merged, _trained
 from test_show_models_pipelines_bounded import pipeline_folder, registered
 
-from lowdim.files import BUFFER_PREFIX
+from lowdim.file_loading import BUFFER_PREFIX
 from lowdim_cli.main import main
 from lowdim_sd.file_info import describe
 from lowdim_sd.file_info_parts import FILE_TYPES

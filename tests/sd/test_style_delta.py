@@ -12,7 +12,8 @@ from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import ADAPTER, adapter_trainable, resolve_layers
 from lowdim_sd.personalize import PersonalizeJob, personalize
 from lowdim_sd.style_delta import StyleTerm, style_prompts, without_identifier
-from lowdim_sd.train import Subject, TrainConfig, denoising_losses, train
+from lowdim_sd.train import Subject, TrainConfig, train
+from lowdim_sd.train_loss import denoising_losses
 
 STYLES = ["a [V] face at night", "a pencil sketch of a [V] face"]
 
@@ -167,7 +168,8 @@ def test_personalize_and_the_bench_row_both_add_the_loss(tiny_sd, face, tmp_path
 
     from lowdim_sd import style_delta
     from lowdim_sd.bench.methods import METHODS, personalize_subject
-    from lowdim_sd.personalize import finetune_config, resolve_run
+    from lowdim_sd.personalize import finetune_config
+    from lowdim_sd.personalize_resolve import resolve_run
 
     config = finetune_config(resolve_run(job(tiny_sd, face, tmp_path / "e", keep_styles=0.3)))
     assert config.keep_styles == 0.3 and "a [V] face at night" in " ".join(config.style_prompts)

@@ -17,9 +17,9 @@ from lowdim_sd.train import (
     Subject,
     TrainConfig,
     TrainingDiverged,
-    denoising_losses,
     train,
 )
+from lowdim_sd.train_loss import denoising_losses
 
 FAST = TrainConfig(steps=6, learning_rate=5e-2, augment=False, prompt="a [V] face")
 

@@ -9,7 +9,8 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, _interleave, clip_per_subject, denoising_losses, prompt_ids, train
+from lowdim_sd.train import Subject, TrainConfig, prompt_ids, train
+from lowdim_sd.train_loss import clip_per_subject, denoising_losses, interleave
 
 # The gradients of K subjects at once equal each one's alone to float32 rounding, but AdamW divides each coordinate
 # by its gradient's running size, so where a gradient is near zero it turns that rounding into a fraction of lr: LiDB
@@ -55,7 +56,7 @@ def test_clipping_is_per_subject_a_small_gradient_is_left_alone():
 
 def test_sample_j_of_a_batch_belongs_to_subject_j_mod_k():
     parts = [torch.full((2, 1), float(subject)) for subject in range(3)]  # 2 images per subject
-    assert _interleave(parts).flatten().tolist() == [0, 1, 2, 0, 1, 2]
+    assert interleave(parts).flatten().tolist() == [0, 1, 2, 0, 1, 2]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -63,7 +64,7 @@ def test_one_subjects_copies_share_one_prompt_encoding_with_the_same_loss_and_gr
                                                                                         monkeypatch):
     # The prompt is encoded once and broadcast over the copies; encoding it once per copy, as several
     # subjects must, gives the same loss and the same gradient on the text encoder's adapter.
-    from lowdim_sd import train as engine
+    from lowdim_sd import train_loss as engine
 
     model = load_sd(str(tiny_sd))
     trainable = adapter_trainable(model, lowdim.get_space("lora"), resolve_layers(None))

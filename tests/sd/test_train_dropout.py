@@ -73,6 +73,6 @@ def test_a_dropout_no_training_can_use_is_one_line_before_the_model_loads(tmp_pa
     ("xpu:0", {"devices": [0], "device_type": "xpu"}),
 ])
 def test_the_masks_seeding_puts_back_the_models_device_generator_too(device, forked):
-    from lowdim_sd.train import _accelerator_generator
+    from lowdim_sd.train_loss import accelerator_generator
 
-    assert _accelerator_generator(torch.device(device)) == forked
+    assert accelerator_generator(torch.device(device)) == forked

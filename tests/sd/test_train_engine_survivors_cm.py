@@ -10,7 +10,8 @@ import lowdim
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import ADAPTER, adapter_trainable, resolve_layers
 from lowdim_sd.style_delta import STYLE_SAMPLES, StyleTerm, style_prompts
-from lowdim_sd.train import Subject, TrainConfig, _dropout_draws, denoising_losses, prompt_ids, train, with_defaults
+from lowdim_sd.train import Subject, TrainConfig, prompt_ids, train, with_defaults
+from lowdim_sd.train_loss import denoising_losses, dropout_draws
 
 RATE = 1e-2
 SUBJECT = Subject(torch.zeros(1, 3, 16, 16), 1)
@@ -80,7 +81,7 @@ def test_dropout_masks_are_drawn_anew_at_each_step_and_again_alike_for_the_same_
     model = load_sd(str(tiny_sd))
 
     def mask(step: int, micro: int = 0) -> torch.Tensor:
-        with _dropout_draws(model, 0, step, micro, True):
+        with dropout_draws(model, 0, step, micro, True):
             return torch.nn.functional.dropout(torch.ones(256), 0.5, training=True) == 0
 
     assert torch.equal(mask(0), mask(0)) and torch.equal(mask(7, 1), mask(7, 1))

@@ -13,7 +13,8 @@ import torch
 import lowdim
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
-from lowdim_sd.train import Subject, TrainConfig, _subject_draws, denoising_losses, prompt_ids, train
+from lowdim_sd.train import Subject, TrainConfig, prompt_ids, train
+from lowdim_sd.train_loss import denoising_losses, subject_draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,7 +35,7 @@ def test_every_reference_image_of_a_subject_is_trained_on(model):
     subject = Subject(references, seed=2)
     config = TrainConfig(batch_size=4, augment=False)
     picked = {_which_reference(image, references)
-              for step in range(4) for image in _subject_draws(model, subject, config, step, 0)[0]}
+              for step in range(4) for image in subject_draws(model, subject, config, step, 0)[0]}
     assert picked == {0, 1, 2}
 
 
@@ -42,8 +43,8 @@ def test_augment_changes_the_images_a_step_trains_on(model):
     references = _references()
     subject = Subject(references, seed=2)
     for step in range(3):
-        plain = _subject_draws(model, subject, TrainConfig(batch_size=8, augment=False), step, 0)[0]
-        augmented = _subject_draws(model, subject, TrainConfig(batch_size=8, augment=True), step, 0)[0]
+        plain = subject_draws(model, subject, TrainConfig(batch_size=8, augment=False), step, 0)[0]
+        augmented = subject_draws(model, subject, TrainConfig(batch_size=8, augment=True), step, 0)[0]
         assert augmented.shape == plain.shape
         # the picks come before augment's draws, so they agree; the pictures must not (an image whose crop rounds
         # to the full size and that is not flipped comes out unchanged, so not every one differs)

@@ -14,6 +14,7 @@ from words_for_tests import both  # tests/sd, on the path as pytest puts it
 
 from lowdim import option_words
 from lowdim_sd import checkpoints, runs
+from lowdim_sd.checkpoint_settings import input_differences
 from lowdim_sd.hypertrain import HyperTrainJob
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,9 +104,9 @@ def test_a_checkpoint_of_other_settings_is_refused_in_the_readers_words(tmp_path
     assert cli.endswith("seed (0 there, 1 now); resume with the same options, or choose another --out")
     there = {"images": {}, "model": "a", "resolution": 16}
     now = {"images": {}, "model": "b", "resolution": 24}
-    said = checkpoints._input_differences(there, now)
+    said = input_differences(there, now)
     with option_words.command_line():
-        typed = checkpoints._input_differences(there, now)
+        typed = input_differences(there, now)
     assert said[0] == "TrainJob(resolution=...) (16 there, 24 now)"
     assert said[1].endswith("another model, or another TrainJob(dtype=...))")
     assert typed[0] == "--resolution (16 there, 24 now)" and typed[1].endswith("another model, or another --dtype)")

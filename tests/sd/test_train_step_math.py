@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from lowdim_sd.loading import load_sd
-from lowdim_sd.train import Subject, TrainConfig, _subject_draws, denoising_losses, prompt_ids
+from lowdim_sd.train import Subject, TrainConfig, prompt_ids
+from lowdim_sd.train_loss import denoising_losses, subject_draws
 
 COPIES = 8  # TinyFaces' finetune: 8 noisy copies of the one reference per step
 CONFIG = TrainConfig(batch_size=COPIES, augment=False)
@@ -122,11 +123,11 @@ def test_latents_are_the_vae_s_scaled_by_its_scaling_factor(model, faces, ids, s
 def test_each_subject_draws_its_own_vae_noise_diffusion_noise_and_timesteps(model):
     """Subjects of different seeds noise differently in the same (step, micro): precompute without --shared-noise
     promises each identity its own noise, and batching must not make them share one draw."""
-    from lowdim_sd.train import _subject_draws
+    from lowdim_sd.train_loss import subject_draws
 
     images = torch.zeros(1, 3, 16, 16)
-    first = _subject_draws(model, Subject(images, 1), CONFIG, 0, 0)
-    second = _subject_draws(model, Subject(images, 2), CONFIG, 0, 0)
+    first = subject_draws(model, Subject(images, 1), CONFIG, 0, 0)
+    second = subject_draws(model, Subject(images, 2), CONFIG, 0, 0)
     for index, what in ((1, "vae noise"), (2, "diffusion noise"), (3, "timesteps")):
         assert not torch.equal(first[index], second[index]), f"both subjects drew the same {what}"
 
@@ -134,13 +135,13 @@ def test_each_subject_draws_its_own_vae_noise_diffusion_noise_and_timesteps(mode
 def test_a_non_square_subject_s_loss_is_the_denoising_loss_of_its_own_shape(model, ids):
     """16x24 pictures (height x width): latents and both noises are (B, C, 8, 12), and the loss is the one
     computed step by step from the subject's own generator, in the draw order the engine documents."""
-    from lowdim_sd.train import _generator
+    from lowdim_sd.train_loss import step_generator
 
     pictures = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(5)) * 2 - 1
     config, seed, step = TrainConfig(batch_size=2, augment=False), 4, 3
     with torch.no_grad():
         loss = denoising_losses(model, [Subject(pictures, seed)], config, step, 0, ids)
-        generator = _generator(seed, step, 0)
+        generator = step_generator(seed, step, 0)
         picked = pictures[torch.randint(0, 2, (2,), generator=generator)]
         pipe, factor = model.pipe, model.pipe.vae_scale_factor
         shape = (2, pipe.unet.config.in_channels, 16 // factor, 24 // factor)
@@ -163,7 +164,7 @@ def test_a_small_error_is_measured_exactly_in_an_fp16_model_too(tiny_sd, faces, 
     model = load_sd(str(tiny_sd), dtype=dtype)
     assert model.dtype == {"fp32": torch.float32, "fp16": torch.float16}[dtype]
     subject = Subject(faces[:1], seed=1)
-    noise = _subject_draws(model, subject, CONFIG, 0, 0)[2]  # the step's diffusion noise, drawn again on its own
+    noise = subject_draws(model, subject, CONFIG, 0, 0)[2]  # the step's diffusion noise, drawn again on its own
     monkeypatch.setattr(model.pipe.unet, "forward", lambda sample, *args, **kwargs: _Output(noise + 1e-3))
     ids = prompt_ids(model, CONFIG)
     with torch.no_grad():

@@ -170,7 +170,7 @@ def test_the_report_names_each_picture_by_its_own_name(made, uploads, tmp_path):
 
 
 def test_the_reference_photo_is_named_by_its_own_name_in_the_notes(made, uploads):
-    from lowdim_sd.faces import faces_available
+    from lowdim_sd.face_models import faces_available
 
     if not faces_available():
         pytest.skip("face-rec needs the faces extra")

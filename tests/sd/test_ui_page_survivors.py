@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from lowdim.errors import LowdimError
-from lowdim.files import FORMAT
+from lowdim.file_loading import FORMAT
 from lowdim_sd.ui import checks, page_draw, page_handlers, photos, scoring, upload_folder
 
 pytest.importorskip("gradio", reason="lowdim ui needs the ui extra (pip install 'lowdim[ui]')")

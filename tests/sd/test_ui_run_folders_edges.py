@@ -181,7 +181,7 @@ def test_a_server_model_lowdim_cannot_resolve_gets_the_hypernetwork_box_cleared_
     """With LOWDIM_NO_PLUGINS set a bare word is an unknown model (sd_backend raises): it ships no hypernetwork,
     so the page does not offer to start from one, nor a run claim it could have."""
     from lowdim_sd.ui.page import build_page
-    from lowdim_sd.ui.studio import ships_a_hypernet
+    from lowdim_sd.ui.studio_notes import ships_a_hypernet
 
     monkeypatch.setenv("LOWDIM_NO_PLUGINS", "1")
     assert ships_a_hypernet("faces-v9") is False

@@ -148,7 +148,7 @@ def test_a_run_from_tinyfaces_hypernetwork_records_it(tmp_path, face):
 
 def test_tinyfaces_own_folder_ships_its_hypernetwork_as_its_name_does(tiny_sd):
     from lowdim.registry import get_registry
-    from lowdim_sd.ui.studio import ships_a_hypernet
+    from lowdim_sd.ui.studio_notes import ships_a_hypernet
 
     entry = get_registry().backends.get("tinyfaces")
     if entry is None:

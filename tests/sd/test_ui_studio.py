@@ -131,7 +131,7 @@ def test_the_crop_preview_says_what_the_model_will_learn(tmp_path, tiny_sd, face
     pytest.importorskip("skimage")
     from skimage import data
 
-    from lowdim_sd.faces import faces_available
+    from lowdim_sd.face_models import faces_available
 
     kept = crop_preview(face, str(tiny_sd), crop=False)
     assert kept.faces == 0 and "as it is" in kept.message and kept.image.size == (256, 256)
@@ -160,7 +160,7 @@ def test_scoring_dropped_pictures_gives_the_eval_table(studio, tmp_path):
     pytest.importorskip("skimage")
     from skimage import data
 
-    from lowdim_sd.faces import faces_available
+    from lowdim_sd.face_models import faces_available
 
     if not faces_available():
         pytest.skip("the faces extra is not installed")

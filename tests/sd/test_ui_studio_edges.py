@@ -21,7 +21,8 @@ from lowdim.errors import LowdimError
 from lowdim_sd import stopping
 from lowdim_sd.ui.checks import NotOffered
 from lowdim_sd.ui.run_folders import PARTIAL, chosen_run, is_run, list_runs, publish_run, read_run, write_record
-from lowdim_sd.ui.studio import RunSettings, Stopped, Studio, StudioConfig, no_hypernet_note, run_notes
+from lowdim_sd.ui.studio import RunSettings, Stopped, Studio, StudioConfig
+from lowdim_sd.ui.studio_notes import no_hypernet_note, run_notes
 
 NAME = "20260101-120000-face"
 
