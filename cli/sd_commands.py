@@ -174,18 +174,6 @@ def typed_options(ctx: typer.Context) -> set[str]:
             if getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"}
 
 
-def check_images_folder(out_dir: Path) -> None:
-    """--out of generate is a folder: a file there, or a picture's name, is one line before the model loads."""
-    from lowdim.errors import LowdimError
-    from lowdim_sd.images import IMAGE_EXTENSIONS
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LowdimError(f"{out_dir}: a file, where --out needs a folder for the images")
-    if not out_dir.exists() and out_dir.suffix.lower() in IMAGE_EXTENSIONS:
-        raise LowdimError(f"--out {out_dir}: a picture's name, where --out is a folder for the images (one PNG per "
-                          f"prompt and seed, and grid.png); pass a folder, e.g. --out {out_dir.with_suffix('')}")
-
-
 def generate(
     model: Model,
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable); [V] is the subject.")],
@@ -234,41 +222,17 @@ def generate(
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
     """
     with importing_libraries():
-        from lowdim_sd.adapter_list import check_adapter_list
-        from lowdim_sd.draw_parts import DrawParts, check_parts_have_adapters, warn_unmatched_parts
-        from lowdim_sd.generate import (
-            GenerateConfig,
-            attach_adapters,
-            check_adapter_files,
-            check_config,
-            draw_to_folder,
-            parse_adapter_arg,
-            warn_about_tokens,
-            warn_slow_precision,
-        )
-        from lowdim_sd.loading import load_sd
+        from lowdim_sd.draw_parts import DrawParts
+        from lowdim_sd.generate import GenerateConfig
+        from lowdim_sd.generate_job import GenerateJob, generate_to_folder
 
     config = GenerateConfig(prompts=prompt, seeds=seed or [0], steps=steps, guidance=guidance,
                             negative_prompt=negative, scheduler=scheduler, token=token, resolution=resolution,
                             parts=DrawParts(text_encoder_scale, adapter_start, adapter_end, cross_attention_scale),
                             batch=batch)
-    adapters = [parse_adapter_arg(a) for a in adapter or []]
-    check_adapter_list(adapters)
-    files = check_adapter_files(adapters)  # each file read here, once: the model is given what was read
-    # before minutes of model loading and drawing, not after; --token may repeat a file's own token as it is
-    check_config(config, [file.metadata.get("token", "") for file in files])
-    check_parts_have_adapters(config.parts, len(adapters))
-    warn_unmatched_parts(config.parts, adapters, files)  # a flag acting on no layer of them draws nothing else
-    check_images_folder(out_dir)
-    from lowdim_sd.runs import output_folder
-
-    with output_folder(out_dir):  # usable before the model loads, and one run at a time
-        sd = load_sd(model, device, dtype, model_config)
-        warn_slow_precision(sd)
-        tokens = attach_adapters(sd, adapters, files)
-        warn_about_tokens(config, tokens, sd.taught)
-        # a stop keeps what is drawn; prompts.json records the adapters and settings it was drawn with
-        paths, grid = draw_to_folder(sd, config, out_dir, tokens, progress=True, adapters=adapters)
+    result = generate_to_folder(GenerateJob(model=model, config=config, adapters=adapter or [], out=out_dir,
+                                            device=device, dtype=dtype, model_config=model_config))
+    paths, grid = result.images, result.grid
     out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and {user_text(grid, 'bold')}")
 
 
@@ -293,28 +257,11 @@ def export(
 
     Example: lowdim export me.safetensors --format kohya
     """
-    from lowdim_sd.export import export_adapter
-    from lowdim_sd.export_checks import (
-        check_export_options,
-        check_export_source,
-        check_export_target,
-        check_replaceable,
-        written_through,
-    )
-    from lowdim_sd.run_outputs import export_path
-    from lowdim_sd.runs import check_file_target, refuse_overwrite
+    from lowdim_sd.export_job import ExportJob, checked_export
 
-    check_export_options(fmt, dtype)  # pure arguments: a typo first, not after "pass --overwrite"
-    source = check_export_source(adapter)  # a folder (`lowdim export .`) before a name is made from it
-    given = out_path if out_path is not None else export_path(source, fmt)
-    target = check_export_target(given)  # before any other check
-    check_replaceable(target, adapter)  # not "pass --overwrite" for a file --overwrite would not replace
-    refuse_overwrite([target], overwrite, other="choose another -o")
-    check_file_target(written_through(target), "-o")  # a link's: the file it leads to is the one written
-    # as given: its warnings name the path typed; without --overwrite it never replaces a file another run wrote since
-    written = export_adapter(adapter, given, fmt, dtype=dtype, overwrite=overwrite)
-    through = f" (through the link {user_text(target)})" if target.is_symlink() else ""
-    out.print(f"wrote {user_text(written, 'bold')}{through}")
+    result = checked_export(ExportJob(adapter=adapter, out=out_path, fmt=fmt, dtype=dtype, overwrite=overwrite))
+    through = f" (through the link {user_text(result.link)})" if result.link is not None else ""
+    out.print(f"wrote {user_text(result.path, 'bold')}{through}")
 
 
 def merge(
@@ -340,34 +287,16 @@ def merge(
     \b
       lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
-    from lowdim_sd.adapter_list import check_adapter_list
-    from lowdim_sd.generate import check_adapter_files, parse_adapter_arg
-    from lowdim_sd.loading import load_sd
-    from lowdim_sd.merged_model import (
-        check_merge_embeddings,
-        check_merge_settings,
-        check_merge_space,
-        example_prompt,
-        save_merged,
-    )
-    from lowdim_sd.runs import check_file_target
+    from lowdim_sd.merge_job import MergeJob, merge_adapters
 
-    adapters = [parse_adapter_arg(a) for a in adapter]
-    check_adapter_list(adapters, command="merge")
-    # all of it before seconds of model loading
-    check_merge_settings(adapters, out_path, fmt, overwrite, Path(model))
-    check_file_target(out_path, "-o")  # its folder (a diffusers folder is made later)
-    check_merge_space(out_path, model, dtype, "-o")
-    files = check_adapter_files(adapters)  # each file read here, once: the merge is given what was read
-    check_merge_embeddings(adapters, fmt, files)
-    sd = load_sd(model, "cpu", dtype, model_config)  # merging is a few matrix products: no accelerator needed
-    written, tokens = save_merged(sd, adapters, out_path, fmt, overwrite, files)
-    out.print(f"wrote {user_text(written, 'bold')}")
-    if tokens:
-        names = ", ".join(dict.fromkeys(tokens))
-        example = user_text(example_prompt(files, tokens))
-        out.print(f"prompts name the subject with its identifier: {user_text(names)} (e.g. '{example}')")
-    print_use_line(written)
+    result = merge_adapters(MergeJob(model=model, adapters=adapter, out=out_path, fmt=fmt, overwrite=overwrite,
+                                     dtype=dtype, model_config=model_config))
+    out.print(f"wrote {user_text(result.path, 'bold')}")
+    if result.tokens:
+        names = ", ".join(dict.fromkeys(result.tokens))
+        out.print(f"prompts name the subject with its identifier: {user_text(names)} (e.g. "
+                  f"'{user_text(result.example)}')")
+    print_use_line(result.path)
 
 
 def register(app: typer.Typer) -> None:

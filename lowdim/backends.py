@@ -8,7 +8,11 @@ from lowdim.errors import LowdimError
 from lowdim.inject.select import LayerSet
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from torch import nn
+
+    from lowdim.foreign_files import ForeignFile
 
 
 class Backend:
@@ -46,6 +50,17 @@ class Backend:
             return LayerSet.from_patterns(key)
         known = ", ".join(self.layer_sets)
         raise LowdimError(f"unknown layer set '{key}' for {self.name}; known: {known}, or give glob patterns")
+
+    def foreign_file_kind(self, keys: Sequence[str]) -> str | None:
+        """What a safetensors file that is neither lowdim's nor a LoRA or embedding is, told from its tensor names
+        in this backend's architecture ("a whole model checkpoint"); None: not one this backend knows."""
+        return None
+
+    def foreign_file_advice(self, file: ForeignFile) -> str | None:
+        """Where ``file`` (another tool's LoRA or embedding, or what ``foreign_file_kind`` named), handed over
+        where a lowdim file goes, is used instead: the words after "not a lowdim adapter: " ("use it in ..."), or
+        None where this backend has none (the core's line then says what the file is, and no more)."""
+        return None
 
 
 def refuse_a_broken_backend(backend: Any) -> None:

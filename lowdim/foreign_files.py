@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lowdim import json_text
-from lowdim.option_words import either
+from lowdim.errors import LowdimError
 
-DIFFUSERS_LORA = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
-                  ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight")
-KOHYA_LORA = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1")
+if TYPE_CHECKING:
+    from lowdim.backends import Backend
+
+# Tensor names of other tools' LoRA layouts: peft's (and diffusers', which runs peft), and the flattened one whose
+# first name component starts "lora_" (lora_unet_..., lora_te1_..., LyCORIS' LoHa and LoKr).
+PEFT_LORA = (".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight",
+             ".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight")
+FLAT_LORA = (".lora_down.weight", ".lora_up.weight", ".hada_w1_a", ".lokr_w1")
+# The formats lowdim export records (metadata lora_format, embedding_format) and these readers name: what a file is.
+LORA_STYLES = {"diffusers": "diffusers/peft", "kohya": "kohya"}
+EMBEDDING_STYLES = ("diffusers", "a1111")
 
 # What files handed over where a .safetensors goes open with (a preview.png, a photo): named by their first
 # bytes, whatever their name says. BMP's "BM" is left out: too short to tell from a text file.
@@ -120,68 +129,87 @@ def _text(head: bytes) -> str | None:
 def foreign_lora(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:
     """'diffusers/peft' or 'kohya' when the tensor names are another tool's LoRA layout."""
     keys = list(keys)
-    if metadata.get("lora_format") in ("diffusers", "kohya"):
-        return "diffusers/peft" if metadata["lora_format"] == "diffusers" else "kohya"
-    if any(key.endswith(DIFFUSERS_LORA) for key in keys):
-        return "diffusers/peft"
-    if any(key.endswith(KOHYA_LORA) or key.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for key in keys):
-        return "kohya"
+    if metadata.get("lora_format") in LORA_STYLES:
+        return LORA_STYLES[metadata["lora_format"]]
+    if any(key.endswith(PEFT_LORA) for key in keys):
+        return LORA_STYLES["diffusers"]
+    if any(key.endswith(FLAT_LORA) or key.startswith("lora_") for key in keys):
+        return LORA_STYLES["kohya"]
     return None
 
 
 def embedding_style(keys: Iterable[str], metadata: Mapping[str, str]) -> str | None:
-    """'a1111' or 'diffusers' when the file is a plain Textual Inversion embedding (one lowdim exported, or
-    another tool's in A1111's ``emb_params`` / ``string_to_param`` layout)."""
+    """The format's name ('a1111' or 'diffusers', as lowdim export records it) when the file is a plain Textual
+    Inversion embedding (one lowdim exported, or another tool's in the ``emb_params`` / ``string_to_param`` layout)."""
     keys = list(keys)
-    if metadata.get("embedding_format") in ("diffusers", "a1111"):
+    if metadata.get("embedding_format") in EMBEDDING_STYLES:
         return metadata["embedding_format"]
     if keys == ["emb_params"] or any(key.startswith("string_to_param") for key in keys):
-        return "a1111"
+        return EMBEDDING_STYLES[1]
     return None
 
 
+EMBEDDING, LORA = "embedding", "lora"
+
+
+@dataclass(frozen=True)
+class ForeignFile:
+    """A safetensors file handed over where a lowdim one goes, as the core tells it: ``what`` it is (EMBEDDING, LORA,
+    or what a backend named it), in which ``style`` (a format's name, or ""), and its tensor names and metadata, for a
+    backend to say where such a file is used instead (``Backend.foreign_file_advice``)."""
+
+    what: str
+    style: str
+    keys: tuple[str, ...]
+    metadata: Mapping[str, str]
+
+    @property
+    def exported_from(self) -> str:
+        """The adapter lowdim export made it of ("" for another tool's file): the one lowdim draws with."""
+        return self.metadata.get("source_adapter", "")
+
+
 def not_ours(path: Path, kind: str, metadata: Mapping[str, str], keys: Iterable[str]) -> str:
-    """The one line for a safetensors file that is not a lowdim ``kind``."""
-    keys = list(keys)
-    source = metadata.get("source_adapter")  # what lowdim export records: the adapter lowdim draws with
+    """The one line for a safetensors file that is not a lowdim ``kind``: what it is, and where it is used instead
+    when an installed backend says so."""
+    keys, source = tuple(keys), metadata.get("source_adapter")  # what lowdim export records
     embedding = embedding_style(keys, metadata)
     if embedding is not None:
-        use = "pipe.load_textual_inversion" + (f"(path, token='{metadata['token']}')" if embedding == "a1111"
-                                                and metadata.get("token") else "")
-        return (f"{path}: this is a Textual Inversion embedding ({embedding} format), not a lowdim {kind}: use it in "
-                f"diffusers ({use}), A1111 or ComfyUI; lowdim draws with the adapter file it was exported from"
+        use = _advice(ForeignFile(EMBEDDING, embedding, keys, metadata))
+        return (f"{path}: this is a Textual Inversion embedding ({embedding} format), not a lowdim {kind}"
+                f"{f': {use}' if use else ''}; lowdim draws with the adapter file it was exported from"
                 + (f", {_quoted(source)}" if source else ""))
     style = foreign_lora(keys, metadata)
     if style is not None:
-        return (f"{path}: this is a {style} LoRA{' lowdim exported' if source else ''}, not a lowdim {kind}: use it "
-                f"{_lora_use(style, keys, bool(source))}; "
+        use = _advice(ForeignFile(LORA, style, keys, metadata)) or "use it with peft (PeftModel.from_pretrained)"
+        return (f"{path}: this is a {style} LoRA{' lowdim exported' if source else ''}, not a lowdim {kind}: {use}; "
                 + (f"lowdim reads the adapter file it was exported from, {_quoted(source)}" if source else
                    "lowdim reads only the adapter files it writes (lowdim export makes LoRAs of them)"))
-    if any(key.startswith("model.diffusion_model.") for key in keys):
-        return f"{path}: a whole model checkpoint, not a lowdim {kind}: pass it with --model (-m)"
+    named = _backend_words(lambda backend: backend.foreign_file_kind(keys))
+    if named is not None:
+        use = _advice(ForeignFile(named, "", keys, metadata))
+        return f"{path}: {named}, not a lowdim {kind}" + (f": {use}" if use else "")
     return f"{path}: not a lowdim {kind} (metadata 'format' is {metadata.get('format')!r})"
 
 
-def _lora_use(style: str, keys: list[str], exported: bool) -> str:
-    """Where a LoRA of ``style`` loads, as ``lowdim export``'s own warning and ``lowdim show`` say it: ComfyUI maps
-    only kohya names onto the UNet, so a diffusers/peft file is for diffusers."""
-    if not _for_stable_diffusion(keys):
-        return "with peft (PeftModel.from_pretrained)"
-    if style == "kohya":
-        return "in diffusers (pipe.load_lora_weights), A1111 or ComfyUI"
-    kohya = (f"for ComfyUI or A1111 export its adapter with "
-             f"{either('--format kohya', 'export_adapter(fmt=' + repr('kohya') + ')')}" if exported else
-             "ComfyUI and A1111 read the kohya format")
-    return f"in diffusers (pipe.load_lora_weights); {kohya}"
+def _advice(file: ForeignFile) -> str | None:
+    """Where ``file`` is used instead, as the first installed backend that knows says it (None: none does)."""
+    return _backend_words(lambda backend: backend.foreign_file_advice(file))
+
+
+def _backend_words(ask: Callable[[Backend], str | None]) -> str | None:
+    """The first answer of the registered backends to ``ask``; None where none answers, or none can be read (a
+    refused file's line must come whatever the plugins do)."""
+    from lowdim.registry import get_registry  # the registry loads plugins: only for a file that is not lowdim's
+
+    try:
+        backends = [entry.value for entry in get_registry().backends.values()]
+    except LowdimError:
+        return None
+    return next((said for backend in backends if (said := ask(backend))), None)
 
 
 def _quoted(text: str, longest: int = 120) -> str:
     """A name from a file's header in one printed line: quoted and escaped, cut to about ``longest`` characters."""
     shown = ascii(text)
     return shown if len(shown) <= longest else shown[:longest - longest // 6] + "...'"
-
-
-def _for_stable_diffusion(keys: list[str]) -> bool:
-    """A LoRA of a UNet or of SD's text encoder (diffusers', kohya's or A1111's names), not of another model."""
-    return any(key.startswith(("unet.", "text_encoder", "lora_unet_", "lora_te", "transformer.")) or
-               ".unet." in key or "diffusion_model" in key for key in keys)

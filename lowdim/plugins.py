@@ -32,9 +32,10 @@ ENTRY_POINT_GROUP = "lowdim"
 BUILTIN_MODULES = ("lowdim.spaces.builtin", "lowdim.hyper.builtin")
 # Names shown as "plugin" in `lowdim spaces`; pluggy needs them distinct.
 BUILTIN_NAMES = {"lowdim.spaces.builtin": "builtin", "lowdim.hyper.builtin": "builtin-heads"}
-# lowdim's SD backend loads as the entry point `sd` (so LOWDIM_NO_PLUGINS leaves it out, and a core install
-# without diffusers still starts), but its names (sd15, its aliases) are lowdim's own as much as the spaces' are.
-OWN_MODULES = (*BUILTIN_MODULES, "lowdim_sd.plugin")
+# What a plugin module of lowdim's own that loads as an entry point declares (``LOWDIM_FIRST_PARTY = __name__``): its
+# names are lowdim's own as much as the built-in spaces' are, though LOWDIM_NO_PLUGINS leaves it out. Its own name,
+# not True: a module that star-imports a first-party plugin's names copies the value, which then names another.
+FIRST_PARTY = "LOWDIM_FIRST_PARTY"
 # Values of LOWDIM_NO_PLUGINS that leave plugins on: `LOWDIM_NO_PLUGINS=0` reads as "no, don't disable them".
 OFF_VALUES = ("", "0", "false", "no")
 
@@ -88,7 +89,8 @@ def is_lowdims_own(manager: pluggy.PluginManager | None, plugin_name: str) -> bo
     if plugin_name in BUILTIN_NAMES.values():
         return True
     plugin = manager.get_plugin(plugin_name) if manager is not None else None
-    return getattr(plugin, "__name__", None) in OWN_MODULES
+    module = getattr(plugin, "__name__", None)
+    return module in BUILTIN_MODULES or (isinstance(module, str) and getattr(plugin, FIRST_PARTY, None) == module)
 
 
 _installed: pluggy.PluginManager | None = None

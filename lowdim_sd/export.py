@@ -36,6 +36,7 @@ from lowdim_sd.export_checks import (
     exists_error,
     written_through,
 )
+from lowdim_sd.export_job import ExportJob, ExportResult, checked_export  # noqa: F401 (API: the command's sequence)
 from lowdim_sd.recorded_paths import shared_model_name
 from lowdim_sd.taught_tokens import check_recorded_token
 

@@ -315,7 +315,10 @@ def crop_face(image: Image.Image, size: int = 512, margin: float = DEFAULT_MARGI
     """
     if size < 8:
         raise LowdimError(f"crop size must be at least 8 pixels, got {size}")
-    check_crop_margin(margin, "face margin")
+    if not (math.isfinite(margin) and margin >= 0):  # the 0-3 bound is a new run's (check_crop_margin): a weight
+        # folder an older lowdim recorded past it is cropped at its own margin again when extended or trained on
+        raise LowdimError(f"face margin must be a finite number of 0 or more (room around the face, a fraction of its "
+                          f"width), got {margin}")
     rgb = upright_rgb(image)
     several = default_several_faces_hint() if several_faces_hint is None else several_faces_hint
     faces = _detect(rgb, name) if found is None else list(found)

@@ -157,7 +157,9 @@ def _hypernet(path: Path, header: Header) -> FileInfo:
     stored = config.get("encoder_config")  # set: a network of that config (the hub id is then a label only)
     if isinstance(stored, dict) and meta.get("encoder_weights") != "package":
         kind = f"{stored.get('model_type', '?')}, hidden {stored.get('hidden_size')}"
-        encoder = f"random-init from its stored config ({kind})"
+        named = meta.get("encoder") or ""  # the config's name or the caller's label; lowdim.hyper.storage's
+        called = f" '{named}'" if named and named != "inline config" else ""  # INLINE_CONFIG says it had none
+        encoder = f"random-init from its stored config{called} ({kind})"
     else:
         encoder = meta.get("encoder") or "?"
     where = "weights from its package" if meta.get("encoder_weights") == "package" else "weights in the file"

@@ -35,8 +35,9 @@ FILE_TYPES = {
     "finished_run": "a finished run's --out whose outputs no one file is (train --subjects' adapters, train --full's "
                     "model beside its checkpoints)",
     "stopped_run": "a run's --out stopped before writing its output (--resume continues it)",
-    "stopped_precompute": "a precompute's --out stopped before its end (a batch in flight kept, or index parts not "
-                          "merged), or that batch's folder: the same precompute command again continues it",
+    "stopped_precompute": "a precompute's --out stopped before its end (a batch in flight kept, index parts not "
+                          "merged, or fewer identities kept than its run was asked for), or that batch's folder: the "
+                          "same precompute command again continues it (a batch that diverged: with a lower --lr)",
     "textual_inversion": "a Textual Inversion embedding another tool made",
     "textual_inversion_export": "a Textual Inversion embedding lowdim export wrote",
     "lora": "a LoRA another tool made",

@@ -28,6 +28,7 @@ from lowdim_sd.attaching import attach_adapters, check_adapter_files, parse_adap
 from lowdim_sd.draw_parts import DrawParts, check_parts, drawing_parts
 from lowdim_sd.drawing_record import drawing_record, drawn_tag, identifier, replaced_of_other_settings
 from lowdim_sd.finite_latents import NaNPicture, checking_final_latents
+from lowdim_sd.generate_job import GenerateJob, GenerateResult, generate_to_folder  # noqa: F401 (API)
 from lowdim_sd.job_fields import SeedsField, WordsField, job_dataclass, seeds_field, words_field
 from lowdim_sd.loading import SDModel
 from lowdim_sd.pipe_state import own_bar_silenced, refuse_without_weights
@@ -41,9 +42,10 @@ from lowdim_sd.prompt_words import (  # noqa: F401 (API)
 from lowdim_sd.schedulers import SCHEDULERS, check_scheduler, scheduled, set_scheduler  # noqa: F401 (API)
 
 # What help() and a star import show (attach_adapters lives in attaching, detach_adapters in attached_files);
-# the check_* and record helpers are the CLI's, still importable by name.
-__all__ = ["SCHEDULERS", "DrawParts", "GenerateConfig", "Generated", "attach_adapters", "detach_adapters",
-           "draw_to_folder", "generate"]
+# generate_to_folder(GenerateJob) is the command's whole sequence (generate_job); the check_* and record helpers
+# it calls are still importable by name.
+__all__ = ["SCHEDULERS", "DrawParts", "GenerateConfig", "GenerateJob", "GenerateResult", "Generated",
+           "attach_adapters", "detach_adapters", "draw_to_folder", "generate", "generate_to_folder"]
 
 # The label of generate's bar, which counts pictures, not denoising steps: the web page says "pictures" for it.
 PICTURES_BAR = "generating"

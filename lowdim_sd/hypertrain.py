@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lowdim.errors import LowdimError
+from lowdim.hyper.encoder import TINY_ENCODER as TINY_ENCODER  # re-exported: cli.hyper_commands, tests
 from lowdim_sd import checkpoints, runs, stopping
 from lowdim_sd.checkpoint_reading import in_checkpoint_words
 from lowdim_sd.hypertrain_checks import check_features_cover, check_job, check_weights_finite
@@ -62,7 +63,7 @@ from lowdim_sd.hypertrain_resume import (
     resume_settings,
     worded_differences,
 )
-from lowdim_sd.hypertrain_words import RANDOM_ENCODER
+from lowdim_sd.hypertrain_words import RANDOM_ENCODER, hyper_flags_named
 from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.optim import one_kernel_update
 from lowdim_sd.process_failures import AnotherProcessFailed, Failure, another_failure, failing_together
@@ -73,10 +74,9 @@ from lowdim_sd.weight_dataset import WeightDataset
 if TYPE_CHECKING:
     from lowdim.hyper.network import HyperNetwork
 
-TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-                "num_attention_heads": 2, "intermediate_size": 64}
 
 
+@hyper_flags_named  # outermost: HyperConfig's refusals in its checks and in the run name the command's flags
 @failing_together()  # under a launcher: a process that fails, from its first check on, stops the others with its line
 @runs.one_run_per_folder(lambda job: job.out, check=check_job)
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:

@@ -20,13 +20,14 @@ from lowdim import json_text
 from lowdim.atomic import describe_removed, replace_folder, sweep_temps, temp_place
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES, AdapterFile, atomic_write
-from lowdim.option_words import either
+from lowdim.option_words import either, option
 from lowdim.paths import expand_user
 from lowdim_sd.generate import attach_adapters, check_adapter_files
 from lowdim_sd.job_fields import PathArg
 from lowdim_sd.ldm_checkpoint import BASE_MODEL_KEY, save_single_file
 from lowdim_sd.ldm_checkpoint import METADATA as LDM_MARK
 from lowdim_sd.loading import SDModel
+from lowdim_sd.merge_job import MergeJob, MergeResult, merge_adapters  # noqa: F401 (API: the command's sequence)
 from lowdim_sd.model_names import CONFIGS_KEY
 from lowdim_sd.model_tree import model_path, refuse_out_in_model
 from lowdim_sd.text_encoder_files import save_pipeline
@@ -179,14 +180,15 @@ def example_prompt(files: Sequence[AdapterFile], tokens: list[str]) -> str:
 
 
 def check_merge_settings(adapters: ScaledAdapters, out: Path, fmt: str, overwrite: bool,
-                         source: Path) -> None:
+                         source: Path, owner: str = "save_merged") -> None:
     """Everything about a merge that needs neither the model nor an adapter file (format, adapters given, --out),
     one line for the first wrong; ``source`` is where the base model is loaded from, which the output must never
-    replace."""
+    replace. ``owner``: what a Python caller set ``fmt`` and ``adapters`` on (``MergeJob``, ``save_merged``)."""
     if fmt not in FORMATS:
-        raise LowdimError(f"unknown --format '{fmt}'; known: {', '.join(FORMATS)}")
+        raise LowdimError(f"unknown {option('fmt', owner, '--format')} '{fmt}'; known: {', '.join(FORMATS)}")
     if not adapters:
-        raise LowdimError("no adapter given: pass at least one --adapter FILE[:SCALE]")
+        given = either("--adapter FILE[:SCALE]", f"adapter in {owner}(adapters=...)")
+        raise LowdimError(f"no adapter given: pass at least one {given}")
     _check_target(out, fmt, overwrite, source, [path for path, _ in adapters])
 
 

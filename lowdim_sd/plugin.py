@@ -10,7 +10,16 @@ from lowdim.hookspecs import hookimpl
 from lowdim_sd import architecture, defaults
 
 if TYPE_CHECKING:  # loading plugins (`lowdim --help` lists their commands) must not import torch
+    from collections.abc import Sequence
+
     from torch import Tensor, nn
+
+    from lowdim.foreign_files import ForeignFile
+
+# lowdim's own (lowdim.plugins.FIRST_PARTY): its names (sd15, its aliases) are lowdim's as much as the built-in
+# spaces' are, though it loads as the entry point `sd` (so LOWDIM_NO_PLUGINS leaves it out, and a core install
+# without diffusers still starts).
+LOWDIM_FIRST_PARTY = __name__
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -82,6 +91,16 @@ class SDBackend(Backend):
 
     def layer_group(self, layer_name: str) -> str:
         return architecture.layer_group(layer_name)
+
+    def foreign_file_kind(self, keys: Sequence[str]) -> str | None:
+        from lowdim_sd.foreign_file_words import checkpoint_kind
+
+        return checkpoint_kind(keys)
+
+    def foreign_file_advice(self, file: ForeignFile) -> str | None:
+        from lowdim_sd.foreign_file_words import advice
+
+        return advice(file)
 
 
 @hookimpl

@@ -106,9 +106,12 @@ def stopped_before_first_batch(out: Path) -> FileInfo:
     rows, values = index_rows({**header, "identities": []}) if header else ([], {})
     rows = [(name, "none kept yet" if name == "identities" else text) for name, text in rows]
     batch_row, batch_values = _batches_row(batches, ())
+    from lowdim_sd.precompute_batches import divergence_in
+
+    but = ", but for one that diverged (below)" if any(divergence_in(folder) for folder in batches) else ""
     said = (f"a precompute stopped before its first batch was kept: no identity is kept yet, and "
             f"{len(batches)} batch folder{'s' * (len(batches) > 1)} hold its steps; {RERUN} to continue: it "
-            f"resumes each batch from its checkpoint")
+            f"resumes each batch from its checkpoint{but}")
     return FileInfo(out, "a lowdim precompute run stopped before its first batch was kept",
                     [("unfinished", said), batch_row, *rows], rerun_line(out, header),
                     {**values, "identities": {"count": 0, "shards": 0}, "batches in flight": batch_values},

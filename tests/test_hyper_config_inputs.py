@@ -11,7 +11,7 @@ from lowdim.hyper import HyperConfig
 
 
 @pytest.mark.parametrize(("given", "said"), [
-    ("tiny", r"got 'tiny' \(the command's --encoder-config tiny is lowdim_sd.hypertrain.TINY_ENCODER\)$"),
+    ("tiny", r"got 'tiny' \(the tiny encoder's config is lowdim.hyper.TINY_ENCODER\)$"),
     (5, r"got 5$"),
     (["vit"], r"got \['vit'\]$"),
 ])

@@ -12,7 +12,7 @@ from lowdim._lazy import lazy_exports
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ below loads each on first use
     from lowdim.hyper.config import HyperConfig
-    from lowdim.hyper.encoder import ImageEncoder
+    from lowdim.hyper.encoder import TINY_ENCODER, ImageEncoder
     from lowdim.hyper.head import HyperHead
     from lowdim.hyper.network import HyperNetwork, build_hypernet, weight_loss
     from lowdim.hyper.storage import load_hypernet, save_hypernet
@@ -22,12 +22,12 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
 if not TYPE_CHECKING:
     __getattr__, __dir__ = lazy_exports(__name__, {
         "lowdim.hyper.config": ("HyperConfig",),
-        "lowdim.hyper.encoder": ("ImageEncoder",),
+        "lowdim.hyper.encoder": ("ImageEncoder", "TINY_ENCODER"),
         "lowdim.hyper.head": ("HyperHead",),
         "lowdim.hyper.network": ("HyperNetwork", "build_hypernet", "weight_loss"),
         "lowdim.hyper.storage": ("load_hypernet", "save_hypernet"),
     })
 del lazy_exports
 
-__all__ = ["HyperConfig", "HyperHead", "HyperNetwork", "ImageEncoder", "build_hypernet", "load_hypernet",
-           "save_hypernet", "weight_loss"]
+__all__ = ["TINY_ENCODER", "HyperConfig", "HyperHead", "HyperNetwork", "ImageEncoder", "build_hypernet",
+           "load_hypernet", "save_hypernet", "weight_loss"]

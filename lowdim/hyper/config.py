@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,17 +15,27 @@ from lowdim.spaces.base import SpaceConfig, option, require
 GROUPINGS = ("shape", "layer")
 NORMALIZATIONS = ("auto", "none", "imagenet")
 BANK_DTYPES = ("float32", "float16")
-# The options `lowdim train-hypernet` has a flag of its own for; any other it takes as --set KEY=VALUE. Here, not
-# in lowdim_sd, because the core imports no lowdim_sd: lowdim_sd.hypertrain_words.HYPER_FLAGS is this table.
-COMMAND_FLAGS = {"encoder": "--encoder", "encoder_config": "--encoder-config", "iterations": "--iterations",
-                 "width": "--width", "decoder_layers": "--decoder-layers", "attention_heads": "--heads",
-                 "freeze_encoder": "--freeze-encoder", "standardize": "--standardize"}
+# How the caller that takes HyperConfig's options its own way names them (a command's flags): set around its work
+# (``options_named``); None, the default, names the dataclass's field, as a Python caller gives it.
+_OPTION_WORDS: ContextVar[Callable[[str], str] | None] = ContextVar("lowdim_hyper_option_words", default=None)
+
+
+@contextmanager
+def options_named(flag: Callable[[str], str]) -> Iterator[None]:
+    """Within it, a refused option is named ``flag(field)`` under the ``lowdim`` command (``--heads``), and as
+    ``HyperConfig(field=...)`` from Python: for the code of a command that takes the options as its own flags."""
+    token = _OPTION_WORDS.set(flag)
+    try:
+        yield
+    finally:
+        _OPTION_WORDS.reset(token)
 
 
 def named(field: str) -> str:
-    """A HyperConfig option as its reader gave it: train-hypernet's flag under the ``lowdim`` command (``--heads``,
-    ``--set dropout`` for one without a flag of its own), ``HyperConfig(attention_heads=...)`` from Python."""
-    return option_name(field, "HyperConfig", COMMAND_FLAGS.get(field, f"--set {field}"))
+    """A HyperConfig option as its reader gave it: the flag of the command at work (``options_named``) under the
+    ``lowdim`` command, ``HyperConfig(attention_heads=...)`` from Python or where no command named its flags."""
+    flag = _OPTION_WORDS.get()
+    return option_name(field, "HyperConfig", flag(field)) if flag is not None else f"HyperConfig({field}=...)"
 
 
 class TransformersConfig(Protocol):
@@ -151,8 +163,8 @@ def normalize_encoder_config(config: Any) -> dict[str, Any] | None:
         return None
     if hasattr(config, "to_json_string"):  # a transformers PretrainedConfig
         config = json_text.loads(config.to_json_string(use_diff=False))
-    # The command's `--encoder-config tiny` is a name only it knows: from Python it is a dict like any other.
-    tiny = " (the command's --encoder-config tiny is lowdim_sd.hypertrain.TINY_ENCODER)" if config == "tiny" else ""
+    # 'tiny' is a name only a command knows: from Python the tiny encoder is a dict like any other.
+    tiny = " (the tiny encoder's config is lowdim.hyper.TINY_ENCODER)" if config == "tiny" else ""
     require(isinstance(config, Mapping), f"hyper: encoder_config must be a transformers config or its dict, with a "
                                          f"'model_type'; got {config!r}{tiny}")
     kept = {key: value for key, value in dict(config).items() if not key.startswith("_")}

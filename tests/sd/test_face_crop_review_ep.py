@@ -87,8 +87,17 @@ def test_the_crop_margin_has_a_finite_upper_bound(tmp_path, astronaut):
     for margin in (float("inf"), 3.5, 50.0):
         with pytest.raises(LowdimError, match=r"crop_margin=\.\.\.\) must be a finite number from 0 to 3 "):
             check_job(job(face, tmp_path, crop=True, crop_margin=margin))
-        with pytest.raises(LowdimError, match="a finite number from 0 to 3"):
+    for margin in (float("inf"), float("nan"), -0.1):  # crop_face itself takes any finite room, as a folder recorded
+        with pytest.raises(LowdimError, match="face margin must be a finite number of 0 or more"):
             faces.crop_face(Image.fromarray(astronaut), 64, margin=margin)
+
+
+def test_a_margin_an_older_lowdim_recorded_past_the_bound_still_crops(astronaut):
+    """A weight folder recorded at --crop-margin 3.5 (valid before the bound) is extended and trained on at 3.5:
+    the crop takes it, wider than at 3 (the face a smaller part of the same 64 px)."""
+    photo = Image.fromarray(astronaut)
+    wide, bound = faces.crop_face(photo, 64, margin=3.5), faces.crop_face(photo, 64, margin=3.0)
+    assert wide.size == bound.size == (64, 64) and wide.tobytes() != bound.tobytes()
 
 
 # ---------------------------------------------------------------------------------- EP 3: a small face, a big photo

@@ -59,6 +59,8 @@ def test_a_rerun_of_a_diverged_first_batch_refuses_and_a_lower_rate_trains_it_an
                                   f"--lr (removing {folder} discards it)")
     assert steps.count == 0 and (folder / "checkpoints" / "step-000002").is_dir()  # not a step wasted, nothing lost
     assert "diverged at step 3 (the loss became nan)" in dict(describe(folder).rows)["batch"]
+    assert dict(describe(out).rows)["unfinished"].endswith("it resumes each batch from its checkpoint, but for one "
+                                                           "that diverged (below)")
 
     steps.nan = None  # the lower rate trains the batch from step 0, discarding the kept state with its line
     with pytest.warns(UserWarning, match="^" + re.escape(f"{folder}: discarded the stopped batch (person0, person1, "

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ["--width", "16", "--heads", "2", "--iterations", "1", "--batch-size", "2", "--val-identities", "0",
          "--alpha", "0", "--log-every", "0", "--device", "cpu"]
-SHOWN = "random-init from its stored config (vit, hidden 32) (weights in the file)"  # show's row, either way
+SHOWN = "random-init from its stored config (vit, hidden 32) (weights in the file)"  # show's row of a JSON one
+SHOWN_NAMED = "random-init from its stored config 'tiny' (vit, hidden 32) (weights in the file)"
 
 
 def _recorded(path) -> str:
@@ -41,9 +42,9 @@ def test_the_named_config_is_recorded_by_name_and_a_json_one_as_inline(weights, 
     capsys.readouterr()
     assert _recorded(named / "hypernet.safetensors") == "tiny"
     assert _recorded(inline / "hypernet.safetensors") == "inline config"
-    # The same network either way: only the header's encoder says how the config was given.
-    for out in (named, inline):
-        assert _shown_encoder(out / "hypernet.safetensors", capsys) == SHOWN
+    # The same network either way: only the header's encoder says how the config was given, and show names it.
+    for out, shown in ((named, SHOWN_NAMED), (inline, SHOWN)):
+        assert _shown_encoder(out / "hypernet.safetensors", capsys) == shown
         assert load_hypernet(out / "hypernet.safetensors").config.encoder_config["hidden_size"] == 32
     assert load_hypernet(named / "hypernet.safetensors", encoder="tiny") is not None  # a load may expect it by name
 
