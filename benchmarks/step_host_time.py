@@ -10,7 +10,8 @@ and torch's eager dispatch cost, which only a replayed CUDA graph (``--cuda-grap
 alternate the variants side by side; each row keeps its fastest round.
 
     python benchmarks/step_host_time.py            # 5 rounds of 10 steps
-    python benchmarks/step_host_time.py --quick    # 2 rounds of 2 steps (the test's)
+    python benchmarks/step_host_time.py --quick    # 2 rounds of 2 steps: checks that it runs
+    python benchmarks/step_host_time.py --rounds 1 --steps 1    # the test's: every row, the least time
 """
 
 from __future__ import annotations

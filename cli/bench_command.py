@@ -13,7 +13,7 @@ from rich.text import Text
 from lowdim.errors import LowdimError
 from lowdim_cli.console import out, user_text
 from lowdim_cli.sd_commands import typed_options
-from lowdim_cli.shared_options import Device, ModelConfig
+from lowdim_cli.shared_options import Device, Model, ModelConfig
 
 bench = typer.Typer(help="Benchmarks that reproduce the paper's tables.", no_args_is_help=True)
 
@@ -62,7 +62,7 @@ def quality(
     identities: Annotated[Path | None, typer.Option(
         "--identities", "-i", help="Flat folder: one reference image per HELD-OUT identity (never used in training); "
                                    "needed to run, not to tabulate (--no-run).", show_default=False)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name, hub id or folder.")] = "tinyfaces",
+    model: Model = "tinyfaces",
     model_config: ModelConfig = None,
     hypernet: Annotated[Path | None, typer.Option(
         help="Trained hypernetwork checkpoint for ours, ours-k1 and only-hyper; "

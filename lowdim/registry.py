@@ -33,6 +33,7 @@ from lowdim.plugins import (
 if TYPE_CHECKING:  # they import torch; the CLI reads this module to list plugin commands without it
     from torch import nn
 
+    from lowdim.backends import Backend
     from lowdim.hyper.config import HyperConfig
     from lowdim.metrics import Metric
     from lowdim.spaces.base import LayerSpec, Space, SpaceConfig
@@ -87,11 +88,11 @@ class Registry:
         return cls.from_manager(build_plugin_manager(modules, load_entry_points=load_entry_points))
 
     @property
-    def spaces(self) -> dict[str, Entry]:
+    def spaces(self) -> dict[str, Entry[type[Space]]]:
         return self._table("spaces")
 
     @property
-    def backends(self) -> dict[str, Entry]:
+    def backends(self) -> dict[str, Entry[Backend]]:
         return self._table("backends")
 
     @property
@@ -226,10 +227,10 @@ class Registry:
             config = space_class.config_class.from_dict(dict(config or {}), name)
         return space_class.build(config, self)
 
-    def backend(self, name: str) -> Any:
+    def backend(self, name: str) -> Backend:
         return self._lookup(self.backends, "model", name, "backend")
 
-    def backend_entry(self, name: str) -> Entry | None:
+    def backend_entry(self, name: str) -> Entry[Backend] | None:
         """The entry of the backend registered as ``name`` (a name or alias); None when none is (a path or hub
         id). A name two plugins claim is the error saying to uninstall one, not an unknown model."""
         table = self.backends

@@ -17,6 +17,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.paths import is_plain_name
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -202,7 +203,7 @@ def _adapter_trains(signature: object, check: CheckpointView) -> tuple[str, dict
     listed = signature.get("subjects")
     subjects = [str(name) for name in listed] if isinstance(listed, list) else []
     # state.json is read from disk: a subject named as a path is no file of this run's to look for
-    plain = [name for name in subjects if name not in ("", ".", "..") and Path(name).name == name]
+    plain = [name for name in subjects if is_plain_name(name)]
     check.outputs = [f"{name}.safetensors" for name in plain] or ["adapter.safetensors"]
     space, config, layers = signature.get("space", "?"), signature.get("space_config", {}), signature.get("layers")
     layer_set = bounded(str(signature.get("layer_set")))

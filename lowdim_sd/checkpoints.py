@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lowdim.files import atomic_save, atomic_write
 from lowdim.option_words import either
+from lowdim.paths import is_plain_name
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd import stopping
 
@@ -86,7 +87,7 @@ def finished_outputs(out_dir: Path) -> list[Path]:
     none for a checkpoint of a stop (or one written before runs named their files)."""
     folder = latest(out_dir)
     names = reading.read_state(folder).get(OUTPUTS) if folder is not None else None
-    if not isinstance(names, list) or not names or not all(_plain_name(name) for name in names):
+    if not isinstance(names, list) or not names or not all(is_plain_name(name) for name in names):
         return []
     paths = [Path(out_dir) / name for name in names]
     return paths if all(path.exists() for path in paths) else []
@@ -101,11 +102,6 @@ def says_finished(out_dir: Path, steps: int) -> bool:
         warnings.warn(f"{out_dir}: the run already finished at step {steps} ({', '.join(p.name for p in outputs)}); "
                       f"nothing to train, nothing rewritten: {longer} to train longer", stacklevel=3)
     return bool(outputs)
-
-
-def _plain_name(name: object) -> bool:
-    """A name of a file right in the run's folder (state.json is read from disk: never a path out of it)."""
-    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
 
 
 def _save_optimizer(tensors: dict[str, Tensor], step: int, parameters: Sequence[Tensor], folder: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from lowdim.errors import LowdimError
 from lowdim.foreign_files import safetensors_metadata
 from lowdim.hyper.storage import FORMAT
+from lowdim.paths import is_plain_name
 from lowdim_sd import weight_index
 from lowdim_sd.checkpoint_reading import step_folders
 from lowdim_sd.checkpoints import FOLDER as CHECKPOINTS
@@ -154,7 +155,7 @@ def held_out_picture(file: Path, weights: object) -> Path | None:
     beside = Path(os.path.abspath(file)).parent.parent  # the folder holding the run's --out
     for identity in held_out[:20]:  # a stranger's split may list thousands: a few tries are enough
         folder, _, name = identity.partition("/") if len(names) > 1 else (names[0], "", identity)
-        if folder in ("", ".", "..") or Path(folder).name != folder:  # a name alone, as the file records it
+        if not is_plain_name(folder):  # a name alone, as the file records it
             continue
         for place in (beside / folder, Path(folder)):
             picture = _first_picture(place, name) if is_weight_folder(place) else None

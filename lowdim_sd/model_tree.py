@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lowdim.errors import LowdimError
 from lowdim.option_words import either
-from lowdim.paths import expand_user
+from lowdim.paths import expand_user, named
 
 
 def model_path(model: str | os.PathLike[str]) -> Path | None:
@@ -63,7 +63,7 @@ def pipeline_holding(folder: Path) -> Path | None:
     from lowdim_sd.weights_folder import read_config_json
 
     name = Path(os.path.abspath(folder)).name
-    parent = Path(os.path.abspath(folder)).parent if folder.name in ("", ".", "..") else folder.parent
+    parent = named(folder).parent
     try:
         listed = name in read_config_json(parent / "model_index.json")
     except (LowdimError, OSError):  # no index, or an unreadable one: no pipeline to point to

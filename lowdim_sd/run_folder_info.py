@@ -5,11 +5,11 @@ that file stays small."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.paths import named
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd.checkpoint_file_info import (
     CHECKPOINTS,
@@ -50,7 +50,7 @@ def run_folder_info(out: Path) -> FileInfo:
 def checkpoints_folder(path: Path) -> Path | None:
     """``path`` as a run's ``OUT/checkpoints`` holding a step folder (absolute where it is named '.' or '..', as from
     inside it); None for any other folder."""
-    folder = Path(os.path.abspath(path)) if path.name in ("", ".", "..") else path
+    folder = named(path)
     if folder.name != CHECKPOINTS or not any(is_step_folder(step) for step in saves(folder.parent)):
         return None
     return folder

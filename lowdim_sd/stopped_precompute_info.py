@@ -15,6 +15,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim import json_text
+from lowdim.paths import named
 from lowdim_sd.file_info_parts import FileInfo, command_word, listing, part
 from lowdim_sd.weight_folder_info import index_rows
 
@@ -38,12 +39,7 @@ def batch_folders(out: Path) -> list[Path]:
 
 def is_batch_folder(folder: Path) -> bool:
     """Whether ``folder`` is precompute's batch folder: its name and its record (``batch.json``)."""
-    return BATCH_NAME.match(_named(folder).name) is not None and (folder / RECORD).is_file()
-
-
-def _named(folder: Path) -> Path:
-    """``folder`` with a name ('.' inside it has none) and its --out as its parent."""
-    return Path(os.path.abspath(folder)) if folder.name in ("", ".", "..") else folder
+    return BATCH_NAME.match(named(folder).name) is not None and (folder / RECORD).is_file()
 
 
 def _record(folder: Path) -> dict:
@@ -76,7 +72,7 @@ def _batch(folder: Path, done: Collection[str]) -> tuple[str, dict[str, object]]
         value["diverged"] = {"step": diverged.step, "what": diverged.what, "advice": diverged.advice}
         return (f"{who}diverged at step {diverged.step} ({part(diverged.what)}), its last good state (step "
                 f"{kept.step}) kept: the rerun with the same settings refuses it, since it would diverge there "
-                f"again; {part(what_helps(_named(folder), diverged))}"), value
+                f"again; {part(what_helps(named(folder), diverged))}"), value
     if kept is not None:
         checkpoint = f"step-{kept.step:06d}"
         return f"{who}{kept.step} of {steps} steps kept (its checkpoint {checkpoint}): the rerun resumes them", value
@@ -147,7 +143,7 @@ def stopped_precompute(info: FileInfo, index: dict) -> FileInfo:
 
 def batch_folder_info(folder: Path) -> FileInfo:
     """A batch folder itself: precompute's batch in flight of its --out, which the rerun resumes."""
-    out = _named(folder).parent
+    out = named(folder).parent
     header = _header(_record(folder))
     text, value = _batch(folder, ())
     said = (f"precompute's batch in flight of {part(str(out))}: {RERUN} with -o {part(str(out))} to resume it; no "

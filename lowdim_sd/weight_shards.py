@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.filecheck import checked_layers, printable_name
+from lowdim.paths import is_plain_name
 from lowdim.spaces.base import LayerSpec
 from lowdim_sd.weight_index import INDEX
 
@@ -55,8 +56,7 @@ def check_weight_folder(folder: Path, index: dict, images: bool = True) -> list[
 def check_shard_name(folder: Path, entry: dict) -> None:
     """A shard is a plain file of its own folder: an index must not point lowdim at files elsewhere."""
     shard = entry.get("shard")
-    if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", "..") \
-            or not shard.endswith(".safetensors"):
+    if not is_plain_name(shard) or not shard.endswith(".safetensors"):
         raise LowdimError(f"{folder}: identity {entry.get('name')!r} names shard {shard!r}; a shard must be a "
                           f"plain .safetensors file name inside the weight folder")
 

@@ -20,7 +20,8 @@ def test_every_variant_gets_a_row_against_the_floor_and_leaves_the_model_bare(ca
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)  # not the one thread the script pins, so a missing hand-back shows
     try:
-        namespace["main"](["--quick"])
+        # One round of one timed step: the rows, the floor's ratio and the hand-back do not depend on how many
+        namespace["main"](["--rounds", "1", "--steps", "1"])
         assert torch.get_num_threads() == threads + 1  # the script pins one thread for itself, then gives them back
     finally:
         torch.set_num_threads(threads)

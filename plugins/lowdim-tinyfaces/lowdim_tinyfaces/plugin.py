@@ -7,17 +7,16 @@ nothing in lowdim looks data sources up by name, so there is no hook for them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from lowdim.hookspecs import hookimpl
+from lowdim.hookspecs import RegisterBackend, RegisterMetric, hookimpl
 from lowdim.paths import expand_user
 from lowdim_tinyfaces.model_files import describer_path, hypernet_path, model_path
 
 if TYPE_CHECKING:
     import typer
 
-    from lowdim.backends import Backend
+    from lowdim_sd.plugin import SDBackend
 
 # looks and styles import torch, so they are imported where used: `lowdim --help` loads this module.
 
@@ -49,7 +48,7 @@ def describe_face(image):
     return describe_face(image)
 
 
-def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str | None):
+def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str | None) -> SDBackend:
     from lowdim_sd.plugin import SDBackend
 
     return SDBackend(
@@ -69,7 +68,7 @@ def _tinyfaces_backend(name: str, source: str, description: str, hypernet: str |
 
 
 @hookimpl
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     description = "TinyFaces: a 32x32 SD-architecture model lowdim trains on its procedural faces"
     hypernet = str(hypernet_path()) if hypernet_path().exists() else None
     register(_tinyfaces_backend("tinyfaces", str(model_path()), description, hypernet))
@@ -81,7 +80,7 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 
 
 @hookimpl
-def register_metrics(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     """tinyfaces-identity, tinyfaces-style and tinyfaces-image: ``lowdim.metrics.Metric`` factories."""
     from lowdim_tinyfaces.metrics.plugin_metrics import FACTORIES
 

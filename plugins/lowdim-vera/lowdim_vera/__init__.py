@@ -6,10 +6,9 @@ hookimpl below; importing lowdim_vera alone registers nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from lowdim.hookspecs import hookimpl
+from lowdim.hookspecs import RegisterSpace, hookimpl
 from lowdim.plugins import lazy_exports
 
 if TYPE_CHECKING:  # what checkers see; at run time __getattr__ below loads them on first use
@@ -27,7 +26,7 @@ if not TYPE_CHECKING:
 
 
 @hookimpl
-def register_spaces(register: Callable[[type], None]) -> None:
+def register_spaces(register: RegisterSpace) -> None:
     from lowdim_vera.space import VeraSpace
 
     register(VeraSpace)
