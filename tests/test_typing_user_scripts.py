@@ -51,8 +51,6 @@ def reported(documented_plugin: Path) -> tuple[set[tuple[str, int, str]], list[s
     return errors, unplaced + [out]
 
 
-# slow: a cold mypy run follows lowdim into torch (about a minute); the mark also hands this module out early.
-@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
 def test_a_users_checker_reports_exactly_the_marked_lines(script: Path, reported) -> None:
     errors, report = reported
@@ -60,7 +58,6 @@ def test_a_users_checker_reports_exactly_the_marked_lines(script: Path, reported
     assert {error for error in errors if error[0] == script.name} == expected_errors(script), report[-1]
 
 
-@pytest.mark.slow
 def test_the_documented_plugin_space_passes_a_strict_checker(documented_plugin: Path, reported) -> None:
     errors, report = reported
     assert {error for error in errors if error[0] == documented_plugin.name} == set(), report[-1]
