@@ -12,7 +12,7 @@ from lowdim.option_words import either, on_the_command_line, option
 from lowdim_sd.face_inputs import crop_settings
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.precompute_start import start_digest
-from lowdim_sd.resume_words import leaves, rate_followed, shown
+from lowdim_sd.resume_words import changed, leaves, rate_followed, switched
 from lowdim_sd.train import TrainConfig
 from lowdim_sd.weight_index import (
     FORMAT,
@@ -182,8 +182,7 @@ def precompute_differences(field: str, index: dict, header: dict, sides: Sides =
     if field == "config.init":
         return [_init_line(there, now, index, header, sides)]
     if field in SWITCHES and on_the_command_line():
-        on, off = SWITCHES[field]
-        return [f"{on if there else off} {sides.there}, {on if now else off} {sides.now}"]
+        return [switched(SWITCHES[field], there, now, (sides.there, sides.now))]
     return [_changed(_named(field), field, (there, index), (now, header), sides)]
 
 
@@ -201,13 +200,12 @@ def _named(field: str) -> str:
 
 def _changed(named: str, field: str, there: tuple[object, dict], now: tuple[object, dict], sides: Sides) -> str:
     """``named (THERE there, NOW now)``, each (value, its index) as its reader writes it: on the command line, a
-    default the index left out by what it is (as ``resume_words.changed`` shows it); from Python, as
+    default the index left out by what it is (``resume_words.changed``); from Python, as
     ``shown_setting`` shows it (a repr, or on/off)."""
     if on_the_command_line():
-        old, new = (shown(LEFT_OUT.get(field) if value is None else value) for value, _ in (there, now))
-    else:
-        old, new = shown_setting(field, *there), shown_setting(field, *now)
-    return f"{named} ({old} {sides.there}, {new} {sides.now})"
+        old, new = (LEFT_OUT.get(field) if value is None else value for value, _ in (there, now))
+        return changed(named, old, new, (sides.there, sides.now))
+    return f"{named} ({shown_setting(field, *there)} {sides.there}, {shown_setting(field, *now)} {sides.now})"
 
 
 def _init_line(there: object, now: object, index: dict, header: dict, sides: Sides) -> str:

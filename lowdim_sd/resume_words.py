@@ -51,16 +51,21 @@ def rate_followed(there: object, mode_there: object) -> bool:
         return False
 
 
-def switched(words: tuple[str, str], there: object, now: object) -> str:
+# How a line names its two sides: a resume's checkpoint or index (there) and this run (now); two weight folders
+# compared say each by its folder instead (``in w1``, ``in w2``: precompute_header.Sides).
+THERE_NOW = ("there", "now")
+
+
+def switched(words: tuple[str, str], there: object, now: object, sides: tuple[str, str] = THERE_NOW) -> str:
     """An on/off setting as the command line says each side: ``--augment there, --no-augment now``; ``words``:
     (on, off)."""
     on, off = words
-    return f"{on if there else off} there, {on if now else off} now"
+    return f"{on if there else off} {sides[0]}, {on if now else off} {sides[1]}"
 
 
-def changed(name: str, there: object, now: object) -> str:
+def changed(name: str, there: object, now: object, sides: tuple[str, str] = THERE_NOW) -> str:
     """``--lr (0.002 there, 0.01 now)``."""
-    return f"{name} ({shown(there)} there, {shown(now)} now)"
+    return f"{name} ({shown(there)} {sides[0]}, {shown(now)} {sides[1]})"
 
 
 def worded_change(named: str, there: object, now: object) -> str:
