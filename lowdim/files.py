@@ -85,19 +85,35 @@ def save_adapter(
     slots = adapters.slots(name)  # once: each lookup walks every module of the model
     params = {layer: dict(slot.tensors()) for layer, slot in slots.items()}  # as adapters.tensors(name)
     buffers = {layer: slot.buffers_dict() for layer, slot in slots.items()}  # as adapters.buffers(name)
-    if info.batch is not None:
-        if sample is None or not 0 <= sample < info.batch:
-            raise AdapterFileError(f"adapter '{name}' holds {info.batch} per-sample adapters: pass "
-                                   f"sample=0..{info.batch - 1}")
-        params = {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
-    elif sample is not None:
-        raise AdapterFileError(f"adapter '{name}' is one adapter, not a per-sample batch: leave sample out")
+    params = _sample_params(params, info, sample)
     check_savable(params, name, dtype, DTYPES[dtype])
     check_savable_names(info.layers, f"adapter '{name}'")
     tensors = _flatten(params, info.layers, DTYPES[dtype])
     if store_bases or info.metadata.get(STORE_BASES):
         flat = _flatten(buffers, info.layers, torch.float32)
         tensors.update({BUFFER_PREFIX + k: v for k, v in flat.items()})
+    scales = [slots[layer.name].scale for layer in info.layers]
+    metadata = _adapter_metadata(info, scales, buffers, dtype=dtype, base_model=base_model, token=token,
+                                 extra=extra or {}, embedding_layers=embedding_layers)
+    return atomic_save(tensors, metadata, Path(path))
+
+
+def _sample_params(params: LayerTensors, info: AdapterInfo, sample: int | None) -> LayerTensors:
+    """``params`` as one adapter: sample ``sample`` of a per-sample batch, refused where ``sample`` does not fit."""
+    if info.batch is not None:
+        if sample is None or not 0 <= sample < info.batch:
+            raise AdapterFileError(f"adapter '{info.name}' holds {info.batch} per-sample adapters: pass "
+                                   f"sample=0..{info.batch - 1}")
+        return {layer: {k: v[sample] for k, v in p.items()} for layer, p in params.items()}
+    if sample is not None:
+        raise AdapterFileError(f"adapter '{info.name}' is one adapter, not a per-sample batch: leave sample out")
+    return params
+
+
+def _adapter_metadata(info: AdapterInfo, scales: list[float], buffers: LayerTensors, *, dtype: str,
+                      base_model: str, token: str, extra: dict[str, Any],
+                      embedding_layers: list[str]) -> dict[str, str]:
+    """The file's metadata strings (see the module docstring); ``scales`` and ``buffers`` in layer order."""
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -112,19 +128,18 @@ def save_adapter(
         "token": token or str(info.metadata.get("token", "")),
         "dtype": dtype,
         "num_params": str(info.num_params),
-        "extra": _json_extra(extra or {}),
-        "adapter_name": name,  # what load_adapter names it again unless told otherwise
+        "extra": _json_extra(extra),
+        "adapter_name": info.name,  # what load_adapter names it again unless told otherwise
         # Which layers are token tables: a load refuses a layer of the other kind with the same name and shape.
         EMBEDDING_LAYERS: json.dumps(embedding_layers),
     }
-    scales = [slots[layer.name].scale for layer in info.layers]
     if any(scale != 1.0 for scale in scales):  # set_scale is part of what the adapter does: a reload keeps it
         metadata["scales"] = json.dumps(scales)
     metadata.update(package_metadata(info.space))  # a plugin's spaces: what a machine without them must install
     # A loaded adapter keeps the record (applied by no load), so its re-save does; at 0 left out: older files unchanged.
     if dropout := info.dropout or float(info.metadata.get("dropout") or 0.0):
         metadata["dropout"] = repr(dropout)
-    return atomic_save(tensors, metadata, Path(path))
+    return metadata
 
 
 def _embedding_layers(adapters: Adapters, info: AdapterInfo) -> list[str]:

@@ -85,6 +85,8 @@ class Registry:
     def from_plugins(
         cls, modules: Iterable[str | ModuleType] = BUILTIN_MODULES, load_entry_points: bool = False
     ) -> Registry:
+        """The registry of the plugins in ``modules`` (default: lowdim's built-ins), plus installed ones if
+        ``load_entry_points``."""
         return cls.from_manager(build_plugin_manager(modules, load_entry_points=load_entry_points))
 
     @property
@@ -212,9 +214,12 @@ class Registry:
 
     # -- lookup ---------------------------------------------------------------------------
     def space_class(self, name: str) -> type[Space]:
+        """The class registered as space ``name``; an unknown or clashing name is a LowdimError saying why."""
         return self._lookup(self.spaces, "space", name, "space")
 
     def make_space(self, name: str, config: dict[str, Any] | SpaceConfig | None = None) -> Space:
+        """Space ``name`` built from ``config`` (a dict or SpaceConfig; None: defaults). Warns once per space class
+        whose init does not start at a zero update (a fresh adapter would change the model before training)."""
         from lowdim.spaces.base import SpaceConfig
 
         space_class = self.space_class(name)
@@ -228,6 +233,7 @@ class Registry:
         return space_class.build(config, self)
 
     def backend(self, name: str) -> Backend:
+        """The backend registered as model ``name`` (a name or alias); unknown or clashing: a LowdimError."""
         return self._lookup(self.backends, "model", name, "backend")
 
     def backend_entry(self, name: str) -> Entry[Backend] | None:

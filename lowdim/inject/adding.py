@@ -50,6 +50,31 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
     """``Adapters.add`` on the view ``adapters``: the keywords are the method's. ``rank_chosen`` is False where
     a file's shapes are loaded (``load_adapter``): a rank above a layer's is then noted, not warned about, as its
     advice (a lower rank) is for whoever chose it."""
+    _check_add_arguments(adapters, name, space, targets, seed=seed, scale=scale, batch=batch, dropout=dropout)
+    layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
+    info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch, dropout=float(dropout))
+    chosen = select_layers(adapters.model, layer_set)
+    if not chosen:
+        raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
+    # Refused now, not when the file is written: no run trains layers it cannot save.
+    check_savable_names([LayerSpec(layer_name, 1, 1) for layer_name, _ in chosen], f"adapter '{name}'")
+    slots, wasted = _build_slots(info, chosen, scale=scale, device=device)
+    holders = module_holders(adapters.model)
+    for layer_name, slot in slots:
+        wrapper = wrap(adapters.model, layer_name, holders)
+        wrapper.slots[name] = slot.train(wrapper.training)  # in the mode the model is in, as a peft layer is
+    guard_loads(adapters.model)
+    if wasted and rank_chosen:
+        _warn_wasted_rank(wasted, name)
+    if info.notes:
+        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
+    adapters._infos[name] = info
+    return info
+
+
+def _check_add_arguments(adapters: Adapters, name: str, space: Space, targets: object, *, seed: object,
+                         scale: float, batch: object, dropout: float) -> None:
+    """Every refusal of ``add``'s arguments, before any layer is looked at."""
     if not isinstance(name, str) or not name.isidentifier():
         raise LowdimError(f"adapter name {name!r} must be a Python identifier (letters, digits, _)")
     if name in adapters._infos:
@@ -67,42 +92,35 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
     if not isinstance(targets, (LayerSet, str, list, tuple)):
         raise LowdimError(f"adapter '{name}': targets must be a LayerSet, a pattern string ('*attn*.to_q') or a "
                           f"list of patterns, got {targets!r}")
-    layer_set = targets if isinstance(targets, LayerSet) else LayerSet.from_patterns(targets)
-    info = AdapterInfo(name, space, int(seed), [], layer_set.name, batch, dropout=float(dropout))
-    chosen = select_layers(adapters.model, layer_set)
-    if not chosen:
-        raise LowdimError(f"adapter '{name}': targets {layer_set.name or '(none)'!r} select no layer")
-    # Refused now, not when the file is written: no run trains layers it cannot save.
-    check_savable_names([LayerSpec(layer_name, 1, 1) for layer_name, _ in chosen], f"adapter '{name}'")
-    # Every slot is built (and every layer checked by the space) before the model is touched:
-    # a layer the space refuses must not leave half an adapter behind.
+
+
+def _build_slots(info: AdapterInfo, chosen: Sequence[tuple[str, BaseLayer]], *, scale: float,
+                 device: torch.device | str | None) -> tuple[list[tuple[str, AdapterSlot]], list[str]]:
+    """One slot per chosen layer, each checked by the space, with the model still untouched: a layer the space
+    refuses must not leave half an adapter behind. Fills ``info``'s layers and notes; also returns one note per
+    layer whose rank exceeds what the layer holds."""
     slots = []
-    wasted: list[str] = []  # one note per layer whose rank exceeds what the layer holds
+    wasted: list[str] = []
     for index, (layer_name, module) in enumerate(chosen):
         layer = _spec(layer_name, module)
-        slot = _new_slot(space, layer, info.seed, batch, check_seeding=index == 0)
+        slot = _new_slot(info.space, layer, info.seed, info.batch, check_seeding=index == 0)
         slot.to(device=device or _weight(module).device)
-        slot.scale, slot.dropout = scale, float(dropout)
-        slots.append((layer_name, module, slot))
+        slot.scale, slot.dropout = scale, info.dropout
+        slots.append((layer_name, slot))
         info.layers.append(layer)
-        if note := space.describe(layer):
+        if note := info.space.describe(layer):
             info.notes.append(note)
-            wasted.extend(notes_by_kind(space, layer)[0][:1])
-    holders = module_holders(adapters.model)
-    for layer_name, _, slot in slots:
-        wrapper = wrap(adapters.model, layer_name, holders)
-        wrapper.slots[name] = slot.train(wrapper.training)  # in the mode the model is in, as a peft layer is
-    guard_loads(adapters.model)
-    if wasted and rank_chosen:  # trained and saved for nothing: said where a Python user sees it, not only in a log
-        count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"
-        who = either("", f"adapter '{name}': ")  # the command names its adapter for itself, not for the user
-        warnings.warn(f"{who}on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
-                      f"optimizer trains those extra params and the file stores them all the same: a lower rank "
-                      f"saves both", stacklevel=user_stacklevel())
-    if info.notes:
-        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
-    adapters._infos[name] = info
-    return info
+            wasted.extend(notes_by_kind(info.space, layer)[0][:1])
+    return slots, wasted
+
+
+def _warn_wasted_rank(wasted: list[str], name: str) -> None:
+    """Layers trained and saved for nothing: said where a Python user sees it, not only in a log."""
+    count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"
+    who = either("", f"adapter '{name}': ")  # the command names its adapter for itself, not for the user
+    warnings.warn(f"{who}on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
+                  f"optimizer trains those extra params and the file stores them all the same: a lower rank "
+                  f"saves both", stacklevel=user_stacklevel())
 
 
 @makes_normal_tensors  # as Adapters.add

@@ -122,9 +122,11 @@ class Adapters:
         return self.default if name is None else name
 
     def names(self) -> list[str]:
+        """The adapters on this model, in the order they were added."""
         return list(self._infos)
 
     def info(self, name: str | None = None) -> AdapterInfo:
+        """What adapter ``name`` is (space, seed, layers, ...); a name not on the model is a LowdimError."""
         name = self._name(name)
         if name not in self._infos:
             known = ", ".join(self._infos) or "none"
@@ -228,6 +230,7 @@ class Adapters:
             slot.scale = float(scale)
 
     def enable(self, name: str | None = None, enabled: bool = True) -> None:
+        """Switch adapter ``name`` on (``enabled=False``: off) on every layer; refused for a merged adapter."""
         name = self._name(name)
         slots = self.slots(name).values()
         for slot in slots:  # all checked before any switch moves: a refusal changes nothing
@@ -236,6 +239,7 @@ class Adapters:
             slot.enabled = enabled
 
     def disable(self, name: str | None = None) -> None:
+        """``enable(name, False)``: the model runs as if adapter ``name`` were absent until it is enabled."""
         name = self._name(name)
         self.enable(name, False)
 

@@ -8,7 +8,7 @@ from lowdim.errors import LowdimError
 from lowdim.inject.adapter_info import AdapterInfo
 from lowdim.inject.adding import add
 from lowdim.inject.inference import normal_tensors
-from lowdim.inject.manager import Adapters
+from lowdim.inject.manager import Adapters, LayerTensors
 from lowdim.inject.select import LayerSet, exact_layers
 from lowdim.spaces.base import Space
 
@@ -59,7 +59,9 @@ def relax_rank(
     return info
 
 
-def _put_back(adapters: Adapters, old: AdapterInfo, targets: LayerSet, frozen: dict, scales: dict[str, float]) -> None:
+def _put_back(adapters: Adapters, old: AdapterInfo, targets: LayerSet, frozen: LayerTensors,
+              scales: dict[str, float]) -> None:
+    """Adapter ``old`` as it was before ``relax_rank`` deleted it: its layers, trained tensors and scales."""
     with normal_tensors():  # as Adapters.add; its rank was warned about once, when the user injected it
         restored = add(adapters, old.name, old.space, targets, seed=old.seed, scale=1.0, batch=old.batch,
                        device=None, dropout=old.dropout, rank_chosen=False)
