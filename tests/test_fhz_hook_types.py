@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from strict_checker import check  # tests/, on the path as pytest puts it
+
+pytestmark = pytest.mark.strict_checker  # conftest.py orders the suite by it
 
 PLUGIN = '''\
 from __future__ import annotations

@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from strict_checker import check  # tests/, on the path as pytest puts it
+
+pytestmark = pytest.mark.strict_checker  # conftest.py orders the suite by it
 
 SCRIPT = Path(__file__).resolve().parent / "typing" / "user_sd_jobs.py"
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from strict_checker import ROOT, check  # tests/, on the path as pytest puts it
 
+pytestmark = pytest.mark.strict_checker  # conftest.py orders the suite by it
+
 SCRIPTS = [ROOT / "tests" / "typing" / name
            for name in ("lazy_names.py", "hyper_calls.py", "metrics_use.py", "space_configs.py")]
 PLUGIN_PAGE = ROOT / "docs" / "plugins.md"

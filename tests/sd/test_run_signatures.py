@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from strict_checker import check  # tests/, on the path as pytest puts it
+
+pytestmark = pytest.mark.strict_checker  # conftest.py orders the suite by it
 
 RUNS = {"lowdim_sd.workflows": "run_train", "lowdim_sd.precompute": "precompute",
         "lowdim_sd.hypertrain": "train_hypernet"}
