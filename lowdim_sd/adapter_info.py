@@ -11,30 +11,19 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.bases_record import check_bases, layers_checksum, recorded_checksum, recorded_seed, regenerate
-from lowdim.errors import AdapterFileError, ConfigError, LowdimError
-from lowdim.file_fit import (
-    EMBEDDING_LAYERS,
-    checked_embedding_layers,
-    config_problem,
-    format_version_problem,
-    incomplete_metadata,
-)
-from lowdim.filecheck import (
-    MAX_LAYER_REGENERATED,
-    basis_kind,
-    buffer_shapes,
-    check_finite,
-    check_flat,
-    check_regeneration,
-    checked_dropout,
-    checked_scales,
-    param_kind,
-    regeneration_cost,
-    unflatten,
-)
+from lowdim.errors import AdapterFileError
+from lowdim.file_fit import format_version_problem, incomplete_metadata
+from lowdim.filecheck import MAX_LAYER_REGENERATED, regeneration_cost
 from lowdim.files import BUFFER_PREFIX, FORMAT_VERSION, AdapterFile, unpack_layers
 from lowdim.paths import expand_user
 from lowdim_sd.adapter_needs import missing_model, missing_space
+from lowdim_sd.adapter_problems import (
+    REFUSED_BY_EVERY_LOAD,
+    record_problem,
+    refused_record,
+    size_problem,
+    unmakeable_bases,
+)
 from lowdim_sd.export import COMPONENTS
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -72,6 +61,8 @@ REMADE = "made again when loaded (from the seed and the space's config)"
 
 
 def describe_adapter(path: Path, header: Header) -> FileInfo:
+    """``lowdim show``'s view of a lowdim adapter: the rows its header records, then the first thing every load
+    would refuse in it as a row of its own, or, where a load takes it, the command that uses it."""
     meta = header.metadata
     layers = unpack_layers(meta.get("layers", "[]"), path)
     stored = any(key.startswith(BUFFER_PREFIX) for key in header.shapes)
@@ -79,6 +70,22 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
     # The params' own dtype: the 'dtype' metadata is a claim no load reads, so an edited one would mislead.
     dtype = header.dtype([key for key in header.shapes if not key.startswith(BUFFER_PREFIX)]) or meta.get("dtype")
     refused = {key for key in ("scales", "dropout") if meta.get(key) and refused_record(path, meta, layers, key)}
+    recorded = record_rows(meta, refused)
+    rows = _adapter_rows(path, meta, layers, dtype, stored, remade, recorded)
+    values = _adapter_values(path, meta, layers, dtype, stored, remade, refused, recorded)
+    problem, bases_checked = _first_problem(path, meta, header, layers, stored)
+    if problem is not None:
+        rows.insert(1, problem)
+    elif not bases_checked and values["frozen bases"] is not None:
+        rows = [(label, f"{text}{NOT_CHECKED}" if label == "frozen bases" else text) for label, text in rows]
+        values["frozen bases"] = {"stored": stored, "checked": False}
+    use = "" if problem is not None else _use_line(path, meta, layers)
+    return FileInfo(path, "a lowdim adapter", rows, use, values, type="adapter")
+
+
+def _adapter_rows(path: Path, meta: dict[str, str], layers: list, dtype: str | None, stored: bool, remade: bool,
+                  recorded: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The table's rows of what the file records, each bounded for the table; a problem row goes in later."""
     rows = [("space", f"{bounded(meta.get('space', '?'))} {bounded(meta.get('space_config', ''))}".strip()),
             ("layers", f"{len(layers) if 'layers' in meta else '?'}" + (f" ({bounded(meta['layer_set'])})"
                                                                           if meta.get("layer_set") else "")),
@@ -86,12 +93,18 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
             ("file", f"{size_text(path)}, {dtype or '?'}"),
             ("seed", meta.get("seed", "?")),
             ("frozen bases", "stored in the file" if stored else REMADE if remade else "none")]
-    recorded = record_rows(meta, refused)
     rows += [(label, shown) for _, label, shown in recorded]
     recipe = json_object(meta.get("extra"))
     # The network a model ships by that model (its record holds no path, docs/sd.md "Paths in files"); else as stored
     rows += [(f"recipe: {key}", bounded((key == "hypernet" and shipped_text(value)) or compact(value)))
              for key, value in recipe.items()]  # --json: whole
+    return rows
+
+
+def _adapter_values(path: Path, meta: dict[str, str], layers: list, dtype: str | None, stored: bool, remade: bool,
+                    refused: set[str], recorded: list[tuple[str, str, str]]) -> dict[str, object]:
+    """The file's fields as ``--json`` gives them: numbers as numbers, objects as objects, texts whole."""
+    recipe = json_object(meta.get("extra"))
     values = {"space": space_object(meta.get("space"), meta.get("space_config", "")),
               "layers": {"count": len(layers), "set": meta.get("layer_set") or None},
               "trainable params": number(meta.get("num_params")) if meta.get("num_params") else 0,
@@ -103,35 +116,36 @@ def describe_adapter(path: Path, header: Header) -> FileInfo:
               **{f"recipe: {key}": value.strip() if isinstance(value, str) else value
                  for key, value in recipe.items()}}
     # --json gives a row the table shows cut as its text; one it gives as a number or an object stays one
-    values = {**{label: meta[key] for key, label, shown in recorded if shown != meta[key]}, **values}
+    return {**{label: meta[key] for key, label, shown in recorded if shown != meta[key]}, **values}
+
+
+def _first_problem(path: Path, meta: dict[str, str], header: Header, layers: list,
+                   stored: bool) -> tuple[tuple[str, str] | None, bool]:
+    """The row of the first thing every load (or every command) would refuse in the file (None: nothing), checked
+    in the order a load meets them, and whether its bases were made again and checked (False: show ran out of
+    ``BASES_SECONDS``)."""
     if problem := format_version_problem(meta, "adapter", FORMAT_VERSION) or incomplete_metadata(meta):  # all refuse
-        rows.insert(1, ("problem", problem))
-        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
+        return ("problem", problem), True
     if problem := record_problem(path, meta, layers):
-        rows.insert(1, ("problem", problem))
-        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
+        return ("problem", problem), True
     if missing := missing_space(meta) or missing_model(meta.get("base_model")):  # a command would refuse it
-        rows.insert(1, missing)
-        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
+        return missing, True
     if problem := size_problem(path, meta, header, layers):
-        rows.insert(1, ("problem", f"{problem}: every command that loads this file refuses it"))
-        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
+        return ("problem", f"{problem}{REFUSED_BY_EVERY_LOAD}"), True
     checked = bases_problem(path, meta, layers, stored)  # last: it makes the bases
-    if checked:
-        rows.insert(1, ("problem", f"{checked}: every command that loads this file refuses it"))
-        return FileInfo(path, "a lowdim adapter", rows, "", values, type="adapter")
-    if checked is None and values["frozen bases"] is not None:
-        rows = [(label, f"{text}{NOT_CHECKED}" if label == "frozen bases" else text) for label, text in rows]
-        values["frozen bases"] = {"stored": stored, "checked": False}
-    if not all(is_sd_layer(layer.name) for layer in layers):  # generate would refuse it: another model's adapter
-        return FileInfo(path, "a lowdim adapter", rows, f"lowdim.load_adapter({str(path)!r}, model)", values,
-                        type="adapter")
+    return (("problem", f"{checked}{REFUSED_BY_EVERY_LOAD}") if checked else None), checked is not None
+
+
+def _use_line(path: Path, meta: dict[str, str], layers: list) -> str:
+    """The command that uses a file every load takes: `lowdim generate` for an SD adapter; for another model's
+    adapter (generate would refuse it), the Python call that loads it."""
+    if not all(is_sd_layer(layer.name) for layer in layers):
+        return f"lowdim.load_adapter({str(path)!r}, model)"
     # A base model the table cannot show as it is (an escape sequence, 100 KB) is no command to copy: MODEL instead.
     base = command_word(meta.get("base_model") or "", "MODEL")
     configs = configs_flag_for(meta.get("base_model") or "")
-    return FileInfo(path, "a lowdim adapter", rows,
-                    f"lowdim generate -m {base}{configs} -a {quote(str(path))} -p {use_prompt(meta, recipe)}", values,
-                    type="adapter")
+    recipe = json_object(meta.get("extra"))
+    return f"lowdim generate -m {base}{configs} -a {quote(str(path))} -p {use_prompt(meta, recipe)}"
 
 
 def params_text(meta: dict[str, str]) -> str:
@@ -226,104 +240,6 @@ def seed_dependent(space: Space, layer: LayerSpec) -> bool:
 
     first, second = space.make_buffers(layer, 0), space.make_buffers(layer, 1)
     return any(key not in second or not torch.equal(first[key], second[key]) for key in first)
-
-
-def record_problem(path: Path, meta: dict[str, str], layers: list) -> str:
-    """Why every load refuses the file's dropout or scales record, or every command that takes its token that token
-    ("": none does); shown, since show reads broken files too."""
-    from lowdim_sd.taught_tokens import token_problem
-
-    for key in ("dropout", "scales", EMBEDDING_LAYERS):
-        if problem := refused_record(path, meta, layers, key):
-            return f"{problem}: every command that loads this file refuses it"
-    return token_problem(meta)  # generate, merge, train --init and export take the token
-
-
-def refused_record(path: Path, meta: dict[str, str], layers: list, key: str) -> str:
-    """The load's words for why it refuses the file's 'dropout', 'scales' or 'embedding_layers' record ("": it
-    takes it)."""
-    try:
-        if key == "dropout":
-            checked_dropout(meta.get("dropout"), path)
-        elif key == EMBEDDING_LAYERS:
-            checked_embedding_layers(meta.get(key), layers, path)
-        else:
-            checked_scales(meta.get("scales"), layers, path)
-    except LowdimError as error:
-        return str(error).removeprefix(f"{path}: ")
-    return ""
-
-
-def size_problem(path: Path, meta: dict[str, str], header: Header, layers: list) -> str:
-    """What a load would refuse in the file's space, seed or tensors ("": nothing), from the header, then the values'
-    finiteness."""
-    import lowdim
-
-    try:
-        config = json_text.loads(meta.get("space_config") or "{}")
-    except ValueError as error:
-        return f"the space_config in the metadata is corrupted ({error})"
-    if not isinstance(config, dict):
-        return "the space_config in the metadata is not a JSON object"
-    try:
-        space = lowdim.get_registry().make_space(meta["space"], config)
-        for layer in layers:  # a plugin's space that cannot shape a layer: named here, not as a tensor's fault
-            space.param_shapes(layer)
-    except ConfigError as error:  # an option a newer lowdim or plugin added: say to upgrade, as a load does
-        return f"its space '{meta.get('space')}' cannot be made from the config it records ({config_problem(error)})"
-    except (LowdimError, KeyError, ValueError, TypeError) as error:
-        return f"its space '{meta.get('space')}' cannot be made from the config it records ({error})"
-    try:
-        recorded_seed(meta, path)  # what a load reads after the space: a seed its bases are made from
-    except AdapterFileError as error:
-        return str(error).removeprefix(f"{path}: ")
-    return tensor_problem(path, space, layers, header) or values_problem(path, space, layers)
-
-
-def values_problem(path: Path, space: Space, layers: list) -> str:
-    """The load's words for NaN or Inf in the file's params or stored bases ("": every value is finite), by the
-    load's own check on the values (a diverged run's file). Run once ``tensor_problem`` found the tensors fit."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    params = {key: value for key, value in tensors.items() if not key.startswith(BUFFER_PREFIX)}
-    bases = {key.removeprefix(BUFFER_PREFIX): value for key, value in tensors.items() if key.startswith(BUFFER_PREFIX)}
-    try:
-        check_finite(unflatten(params, layers, space.param_shapes, path, param_kind(space)), path)
-        if bases:
-            check_finite(unflatten(bases, layers, lambda layer: buffer_shapes(space, layer), path, basis_kind(space),
-                                   BUFFER_PREFIX), path, "stored basis")
-    except LowdimError as error:  # its "; refusing it" is said by the row's own ending
-        return str(error).removeprefix(f"{path}: ").removesuffix("; refusing it")
-    return ""
-
-
-def tensor_problem(path: Path, space: Space, layers: list, header: Header) -> str:
-    """The load's words for the first of the file's tensors it refuses ("": none): a stray, missing or wrong-sized
-    param or stored basis, or one stored as no floats. The load's own checks run on meta-device tensors of the
-    header's shapes and dtypes, so no value is read; stored bases are sized by making each layer's, bounded as a load
-    without a model bounds them."""
-    try:  # each of the stored dtype, so a tensor of integers is named as the load names it
-        tensors = header.meta_tensors()
-    except LowdimError as error:  # a dtype torch lacks: the load fails to read the file, in safetensors' words
-        return str(error)
-    params = {key: value for key, value in tensors.items() if not key.startswith(BUFFER_PREFIX)}
-    bases = {key.removeprefix(BUFFER_PREFIX): value for key, value in tensors.items() if key.startswith(BUFFER_PREFIX)}
-    try:
-        check_flat(tensors, path)
-        unflatten(params, layers, space.param_shapes, path, param_kind(space))
-        if bases:
-            check_regeneration(space, layers, path)
-            unflatten(bases, layers, lambda layer: buffer_shapes(space, layer), path, basis_kind(space), BUFFER_PREFIX)
-    except LowdimError as error:
-        return str(error).removeprefix(f"{path}: ")
-    except (ValueError, RuntimeError) as error:  # a plugin's make_buffers that refuses the layer its own way
-        return unmakeable_bases(space, error)
-    return ""
-
-
-def unmakeable_bases(space: Space, error: Exception) -> str:
-    return f"its space '{space.name}' cannot make the frozen bases of its layers ({error})"
 
 
 # Show makes a file's bases again to check its basis_checksum as a load does: SD1.5's largest LiDB file (176 layers)

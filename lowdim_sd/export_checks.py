@@ -24,20 +24,21 @@ class ExportError(LowdimError):
     """An adapter that cannot be written as an SD LoRA (format, dtype, layer names or factor shapes)."""
 
 
-def check_export_options(fmt: str, dtype: str) -> None:
+def check_export_options(fmt: str, dtype: str, owner: str = "export_adapter") -> None:
     """One line for a format or a dtype export does not write, with the word meant for a near miss (``Kohya``,
     ``kohay``, ``float16``): pure argument checks, made before any file is looked at, so a typo is not reported
-    after an output check it makes moot."""
+    after an output check it makes moot. ``owner``: what a Python caller called with them (``export_adapter``, or
+    the ``ExportJob`` that ``checked_export`` was given), named in the line; the CLI's line names its flags."""
     from lowdim_sd.devices import DTYPE_MEANT, did_you_mean
     from lowdim_sd.run_outputs import export_formats
 
     formats = list(export_formats())
     if fmt not in formats:
         listed = ", ".join(f"{name} ({FORMAT_USES[name]})" if name in FORMAT_USES else name for name in formats)
-        named = either(f"unknown --format '{fmt}'", f"unknown export format '{fmt}' (export_adapter(fmt=...))")
+        named = either(f"unknown --format '{fmt}'", f"unknown export format '{fmt}' ({owner}(fmt=...))")
         raise ExportError(f"{named}; choose one of {listed}" + did_you_mean(str(fmt), FORMAT_MEANT, formats))
     if dtype not in DTYPES:
-        named = either("the export's dtype (--save-dtype)", "export_adapter(dtype=...)")
+        named = either("the export's dtype (--save-dtype)", f"{owner}(dtype=...)")
         raise ExportError(f"{named} must be one of {', '.join(DTYPES)}, got '{dtype}'"
                           + did_you_mean(str(dtype), DTYPE_MEANT, list(DTYPES)))
 

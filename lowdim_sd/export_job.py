@@ -55,7 +55,7 @@ def checked_export(job: ExportJob) -> ExportResult:
     from lowdim_sd.run_outputs import export_path
     from lowdim_sd.runs import check_file_target, refuse_overwrite
 
-    check_export_options(job.fmt, job.dtype)  # pure arguments: a typo first, not after "pass --overwrite"
+    check_export_options(job.fmt, job.dtype, "ExportJob")  # pure arguments: a typo first, not after "pass --overwrite"
     source = check_export_source(job.adapter)  # a folder (`lowdim export .`) before a name is made from it
     given = job.out if job.out is not None else export_path(source, job.fmt)
     target = check_export_target(given)  # before any other check

@@ -70,28 +70,52 @@ def describe(path: Path) -> FileInfo:
 
 
 def _described(path: Path) -> FileInfo:
-    if path.is_dir() and is_batch_folder(path):  # precompute's: before the train checkpoints it holds
-        return batch_folder_info(path)
-    if path.is_dir() and is_step_folder(path):  # a train-hypernet one holds a hypernetwork: its checkpoint first
-        return step_folder_info(path)
-    for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
-        if path.is_dir() and (path / output).is_file() and not (path / "index.json").is_file():
-            return checkpoints_left(describe(path / output), path)
-    if path.is_dir() and (path / "model_index.json").is_file():
-        return pipeline_folder_info(path)
-    if path.is_dir() and not _weight_folder(path) and saves(path):  # a stopped run's --out, or a killed one's
-        return run_folder_info(path)
-    if path.is_dir() and not _weight_folder(path) and (part_of := _part_of(path)) is not None:
-        return part_of
+    """What ``describe`` says of ``path`` before it checks for precompute's batch folder: a folder by what it
+    holds, a registered model name, then a file by the ``format`` its header records."""
     if path.is_dir():
-        try:
-            return weight_folder_info(path)
-        except (TypeError, ValueError, KeyError, AttributeError) as error:
-            raise LowdimError(f"{path}: its index is damaged ({type(error).__name__}: {first_line(error)})") from None
+        return _folder_info(path)
     if not path.exists():  # a path on disk wins over a model registered under the same name
         model = registered_model_info(str(path))
         if model is not None:
             return model
+    _refuse_non_lowdim_file(path)
+    header = read_header(path)
+    readers = {"lowdim.adapter": describe_adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
+               "lowdim.weights.shard": _shard}
+    reader = readers.get(header.metadata.get("format", ""), _other)
+    try:
+        return reader(path, header)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # metadata edited or cut by hand
+        raise LowdimError(f"{path}: its lowdim metadata is damaged ({type(error).__name__}: "
+                          f"{first_line(error)})") from None
+
+
+def _folder_info(path: Path) -> FileInfo:
+    """What a folder is, by what it holds, checked from the most particular: precompute's batch folder, a step
+    checkpoint, a command's --out, a diffusers pipeline, a stopped run's --out, a part of a pipeline or run, else
+    a weight folder (or one LowdimError saying its index is damaged)."""
+    if is_batch_folder(path):  # precompute's: before the train checkpoints it holds
+        return batch_folder_info(path)
+    if is_step_folder(path):  # a train-hypernet one holds a hypernetwork: its checkpoint first
+        return step_folder_info(path)
+    for output in ("adapter.safetensors", "hypernet.safetensors"):  # the --out folder of personalize, train...
+        if (path / output).is_file() and not (path / "index.json").is_file():
+            return checkpoints_left(describe(path / output), path)
+    if (path / "model_index.json").is_file():
+        return pipeline_folder_info(path)
+    if not _weight_folder(path) and saves(path):  # a stopped run's --out, or a killed one's
+        return run_folder_info(path)
+    if not _weight_folder(path) and (part_of := _part_of(path)) is not None:
+        return part_of
+    try:
+        return weight_folder_info(path)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise LowdimError(f"{path}: its index is damaged ({type(error).__name__}: {first_line(error)})") from None
+
+
+def _refuse_non_lowdim_file(path: Path) -> None:
+    """One LowdimError for a path that is no .safetensors file show reads: none there, no file (a FIFO, a link
+    loop), a weight folder's index, a pickle, a picture or a text file; nothing for any other file."""
     if not path.is_file():
         if (what := not_a_file(path)) is not None:  # there, but no file: a link loop, a FIFO
             raise LowdimError(f"{path}: {what}; `lowdim show` reads lowdim files and weight folders")
@@ -107,15 +131,6 @@ def _described(path: Path) -> FileInfo:
     if path.suffix.lower() in IMAGE_EXTENSIONS:  # by its name only: bytes no reader knows
         raise LowdimError(f"{path}: an image, not a .safetensors file; `lowdim show` reads lowdim files and weight "
                           f"folders")
-    header = read_header(path)
-    readers = {"lowdim.adapter": describe_adapter, "lowdim.hypernet": _hypernet, "lowdim.encoder_features": _features,
-               "lowdim.weights.shard": _shard}
-    reader = readers.get(header.metadata.get("format", ""), _other)
-    try:
-        return reader(path, header)
-    except (TypeError, ValueError, KeyError, AttributeError) as error:  # metadata edited or cut by hand
-        raise LowdimError(f"{path}: its lowdim metadata is damaged ({type(error).__name__}: "
-                          f"{first_line(error)})") from None
 
 
 def _weight_folder(folder: Path) -> bool:

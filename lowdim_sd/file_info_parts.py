@@ -332,7 +332,7 @@ def size_text(path: Path) -> str:
 def hypernet_problem(path: Path, header: Header) -> str:
     """Why every load refuses the file ("": its version, header and tensors pass): the loader's own checks, so show
     words it as the load would. Its tensors are checked as meta tensors of the header's shapes and dtypes (as an
-    adapter's are, ``adapter_info.tensor_problem``); their values are ``hypernet_values_problem``'s to read."""
+    adapter's are, ``adapter_problems.tensor_problem``); their values are ``hypernet_values_problem``'s to read."""
     from lowdim.file_fit import format_version_problem
     from lowdim.hyper.storage import FORMAT_VERSION, check_stored_tensors
 

@@ -120,9 +120,10 @@ def warn_slow_precision(sd: SDModel) -> None:
                       stacklevel=2)
 
 
-def check_config(config: GenerateConfig, recorded: Sequence[str] = ()) -> None:
+def check_config(config: GenerateConfig, recorded: Sequence[str] = (), taught: Sequence[str] = ()) -> None:
     """Refuse settings diffusers would fail on halfway (or silently draw noise with). ``recorded``: the tokens the
-    adapter files drawn with record (``attach_adapters`` returns them), which ``token`` may repeat as they are."""
+    adapter files drawn with record (``attach_adapters`` returns them); ``taught``: those the merged model drawn
+    with was taught (``SDModel.taught``, ``taught_tokens.merged_tokens``). ``token`` may repeat either as it is."""
     for name, kind, example in (("prompts", str, "['a face at night']"), ("seeds", numbers.Integral, "[0, 1]")):
         value = getattr(config, name)
         if not isinstance(value, (list, tuple)) or any(not isinstance(v, kind) or isinstance(v, bool) for v in value):
@@ -130,7 +131,7 @@ def check_config(config: GenerateConfig, recorded: Sequence[str] = ()) -> None:
                               f"{name}={example}; got {value!r:.80}")
     check_scheduler(config.scheduler)
     if config.token is not None:
-        check_token_given(config.token, recorded)
+        check_token_given(config.token, recorded, taught)
     check_resolution(config.resolution, "GenerateConfig")
     check_parts(config.parts)
     least = MIN_STEPS.get(config.scheduler, 1)
@@ -147,23 +148,32 @@ def check_config(config: GenerateConfig, recorded: Sequence[str] = ()) -> None:
         raise LowdimError(f"{option('batch', 'GenerateConfig')} must be at least 1, got {config.batch}")
 
 
-def check_token_given(token: str, recorded: Sequence[str] = ()) -> None:
+def check_token_given(token: str, recorded: Sequence[str] = (), taught: Sequence[str] = ()) -> None:
     """``--token`` is one word, as train's: it is pasted for [V] into every prompt and the record. The word an adapter
-    file drawn with records (``recorded``) is taken as it is, spaces and all: ``lowdim.save_adapter(token="sks
-    person")`` writes such a file, which draws with its own word when --token is left out, so a user who names
-    that word is not refused. Its characters must still print (a file's word is checked so when it is read)."""
+    file drawn with records (``recorded``), or a merged model drawn with was taught (``taught``), is taken as it is,
+    spaces and all: ``lowdim.save_adapter(token="sks person")`` writes such a file, which draws with its own word
+    when --token is left out (as a model merged from it does), so a user who names that word is not refused. Its
+    characters must still print (a file's word is checked so when it is read, a merged model's when its record is)."""
     from lowdim_sd.personalize_checks import check_token
 
-    if isinstance(token, str) and token.isprintable() and token in [word for word in recorded if word]:
+    if isinstance(token, str) and token.isprintable() and token in [word for word in (*recorded, *taught) if word]:
         return
     if isinstance(token, str) and token.isprintable() and token == token.strip() and len(token.split()) > 1:
-        learned = ", ".join(printable_name(word, 60) for word in dict.fromkeys(word for word in recorded if word))
+        learned = _listed_words(recorded)
         files = (either(f"the -a files record {learned}", f"the attached adapters record {learned}") if learned
                  else either("no -a file records a token", "no attached adapter records a token"))
+        # a plain model's line is as it was; a merged model's also names the words it was taught
+        model = _listed_words(taught)
+        whose = "an adapter file records or the merged model was taught" if model else "an adapter file records"
         raise LowdimError(f"{option('token', 'GenerateConfig')} must be one word, the rare word that [V] stands for; "
-                          f"got {printable_name(token, 60)} ({len(token.split())} words), which only the token an "
-                          f"adapter file records may be, and {files}")
+                          f"got {printable_name(token, 60)} ({len(token.split())} words), which only the token "
+                          f"{whose} may be, and {files}" + (f"; the merged model was taught {model}" if model else ""))
     check_token(token, "the first adapter's own word, else sks", "GenerateConfig")
+
+
+def _listed_words(words: Sequence[str]) -> str:
+    """The words, each once and quoted as a line shows them, for a refusal to list ('' for none)."""
+    return ", ".join(printable_name(word, 60) for word in dict.fromkeys(word for word in words if word))
 
 
 def check_resolution(resolution: int | None, owner: str | None = None) -> None:
@@ -194,7 +204,7 @@ def generate(model: SDModel, config: GenerateConfig, tokens: list[str] | None = 
     """
     # ``_bar`` is the preview's alone (preview.py), not API: (pictures drawn before this call, pictures in all), so
     # its rows' pictures go on one bar that never runs back to 0; None: a bar of its own.
-    check_config(config, tokens or ())
+    check_config(config, tokens or (), model.taught or ())  # a merged model's own word is taken as a file's is
     refuse_without_weights(model.pipe, model.name)
     with model.one_run(), scheduled(model, config.scheduler), own_bar_silenced(model.pipe):
         return _generate(model, config, tokens, progress, keep, _bar)

@@ -78,6 +78,22 @@ def check_images_folder(out_dir: Path) -> None:
                           f"prompt and seed, and grid.png); pass a folder, e.g. {flag} {out_dir.with_suffix('')}")
 
 
+def taught_before_loading(model: object) -> list[str]:
+    """The words the merged model ``model`` names was taught, read from the record `lowdim merge` left in it (its
+    folder's record file, a single file's header), not by loading it: [] for any other model, or for one
+    ``load_sd`` is about to refuse (it says why, in its own line)."""
+    from lowdim_sd.model_names import name_and_source
+    from lowdim_sd.taught_tokens import merged_tokens
+
+    if not isinstance(model, (str, os.PathLike)):
+        return []
+    try:
+        _, source = name_and_source(os.fspath(model), refuse_typos=False)  # a registered name: the folder it loads
+    except LowdimError:
+        return []
+    return merged_tokens(source) or []
+
+
 def generate_to_folder(job: GenerateJob) -> GenerateResult:
     """Check, load, attach and draw as ``lowdim generate`` does, writing into ``job.out``. Every check that needs
     no model (the adapter list, each file read once, the settings, the output folder) comes before the model
@@ -103,8 +119,9 @@ def generate_to_folder(job: GenerateJob) -> GenerateResult:
     adapters = scaled_adapters(job.adapters, "GenerateJob")
     check_adapter_list(adapters)
     files = check_adapter_files(adapters)  # each file read here, once: the model is given what was read
-    # before minutes of model loading and drawing, not after; the token may repeat a file's own token as it is
-    check_config(config, [file.metadata.get("token", "") for file in files])
+    # before minutes of model loading and drawing, not after; the token may repeat a file's own token as it is, or
+    # a merged model's own (read from its record, not its weights)
+    check_config(config, [file.metadata.get("token", "") for file in files], taught_before_loading(job.model))
     check_parts_have_adapters(config.parts, len(adapters))
     warn_unmatched_parts(config.parts, adapters, files)  # a part acting on no layer of them draws nothing else
     check_images_folder(job.out)

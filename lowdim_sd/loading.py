@@ -178,40 +178,15 @@ def load_pipeline(source: str, dtype: torch.dtype, config: str | None = None, co
 
 
 def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_name: str | None):
-    from diffusers import StableDiffusionPipeline
-
-    from lowdim_sd.pipeline_parts import UNUSED_PARTS, load_cached, load_folder, single_file_error
+    """The pipeline ``source`` names, as the single file, diffusers folder or hub id it is; a pickle is refused."""
+    from lowdim_sd.pipeline_parts import UNUSED_PARTS, load_folder
 
     path = expand_user(source)
     kwargs = {dtype_keyword(): dtype, **dict.fromkeys(UNUSED_PARTS), "requires_safety_checker": False}
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
     if path.is_file():
-        foreign = describe_foreign(path) if path.suffix.lower() == ".safetensors" else None
-        if foreign is not None:
-            # Only a pickle or zip checkpoint can be converted; a picture or a text file is just the wrong file.
-            fix = ("pickles can run code when loaded: convert it to a real .safetensors first"
-                   if "pickle" in foreign else "pass a model checkpoint, or a diffusers folder")
-            raise ModelLoadError(f"{path}: this is {foreign}; {fix_for(foreign, fix)}")
-        from lowdim_sd.ldm_checkpoint import incomplete_file_error, incomplete_part, missing_from_file
-        from lowdim_sd.model_paths import refuse_what_is_not_a_checkpoint
-        from lowdim_sd.weights_folder import check_single_file
-
-        refuse_what_is_not_a_checkpoint(path)
-        label = config_option(config_name or config) if config else None
-        check_single_file(path, config, label)
-        try:
-            pipe = StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
-        except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
-            folder = expand_user(config) if config else None
-            gap = missing_from_file(path, folder) if folder is not None and folder.is_dir() else None
-            raise (single_file_error(path, first_line(error), label) if gap is None
-                   else incomplete_file_error(path, *gap)) from None
-        # A part the file holds only some of is left on 'meta', which pipe.to() would meet as torch's traceback.
-        gap = incomplete_part(pipe)
-        if gap is not None:
-            raise incomplete_file_error(path, *gap)
-        return pipe
+        return _read_single_file(path, config, config_name, kwargs)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise not_a_pipeline_folder(path)
@@ -222,12 +197,53 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
     # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
+    return _read_hub(source, kwargs)
+
+
+def _read_single_file(path: Path, config: str | None, config_name: str | None, kwargs: dict):
+    """A single-file checkpoint's pipeline, with ``config`` (a folder of configs) where given; a file that is no
+    checkpoint, or one missing a part, is refused by name before diffusers' own error would."""
+    from diffusers import StableDiffusionPipeline
+
+    from lowdim_sd.ldm_checkpoint import incomplete_file_error, incomplete_part, missing_from_file
+    from lowdim_sd.model_paths import refuse_what_is_not_a_checkpoint
+    from lowdim_sd.pipeline_parts import single_file_error
+    from lowdim_sd.weights_folder import check_single_file
+
+    foreign = describe_foreign(path) if path.suffix.lower() == ".safetensors" else None
+    if foreign is not None:
+        # Only a pickle or zip checkpoint can be converted; a picture or a text file is just the wrong file.
+        fix = ("pickles can run code when loaded: convert it to a real .safetensors first"
+               if "pickle" in foreign else "pass a model checkpoint, or a diffusers folder")
+        raise ModelLoadError(f"{path}: this is {foreign}; {fix_for(foreign, fix)}")
+    refuse_what_is_not_a_checkpoint(path)
+    label = config_option(config_name or config) if config else None
+    check_single_file(path, config, label)
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(str(path), config=config, **kwargs)
+    except Exception as error:  # diffusers raises many types here, all meaning "cannot read this"
+        folder = expand_user(config) if config else None
+        gap = missing_from_file(path, folder) if folder is not None and folder.is_dir() else None
+        raise (single_file_error(path, first_line(error), label) if gap is None
+               else incomplete_file_error(path, *gap)) from None
+    # A part the file holds only some of is left on 'meta', which pipe.to() would meet as torch's traceback.
+    gap = incomplete_part(pipe)
+    if gap is not None:
+        raise incomplete_file_error(path, *gap)
+    return pipe
+
+
+def _read_hub(source: str, kwargs: dict):
+    """A hub id's pipeline: its cached copy, else the hub's, safetensors only (a repository of *.bin is refused)."""
+    from diffusers import StableDiffusionPipeline
+    from huggingface_hub.errors import HFValidationError  # a name the hub's own rules refuse ("a..b")
+
+    from lowdim_sd.pipeline_parts import load_cached
+
     cached = load_cached(source, kwargs)  # a cached copy is checked as a folder is, and says what is wrong with it
     if cached is not None:
         return cached
-    from huggingface_hub.errors import HFValidationError  # a name the hub's own rules refuse ("a..b")
     try:
-        # A hub id too: safetensors only, so a repository (or a cached copy) holding only *.bin is refused.
         return StableDiffusionPipeline.from_pretrained(source, use_safetensors=True, **kwargs)
     except (OSError, HFValidationError) as error:
         raise hub_id_not_found(source) from error

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lowdim.backends import Backend
-from lowdim.hookspecs import hookimpl
+from lowdim.hookspecs import RegisterBackend, RegisterMetric, hookimpl
 from lowdim_sd import architecture, defaults
 
 if TYPE_CHECKING:  # loading plugins (`lowdim --help` lists their commands) must not import torch
@@ -104,7 +104,7 @@ class SDBackend(Backend):
 
 
 @hookimpl
-def register_backends(register: Callable[[Backend], None]) -> None:
+def register_backends(register: RegisterBackend) -> None:
     register(SDBackend(
         "sd15", SD15_HUB_ID, aliases=("sd1.5", "stable-diffusion-1.5"), skeleton=architecture.sd15_skeleton,
         description=f"Stable Diffusion 1.5 ({SD15_HUB_ID}); UNet + CLIP ViT-L/14 text encoder",
@@ -112,7 +112,7 @@ def register_backends(register: Callable[[Backend], None]) -> None:
 
 
 @hookimpl
-def register_metrics(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     """The paper's four metrics (``lowdim eval``); each loads its model only when built."""
     from lowdim_sd.eval.paper_metrics import FACTORIES
 

@@ -1,13 +1,16 @@
-"""The one progress bar of lowdim (``runs.progress``, re-exported there): rich's bar on a terminal or in a notebook;
-on the default console when it is a file (``lowdim train ... 2> log``, nohup, a CI log), a plain line now and then.
+"""The one progress bar of lowdim and its listener: rich's bar on a terminal or in a notebook; on the default console
+when it is a file (``lowdim train ... 2> log``, nohup, a CI log), a plain line now and then; and ``listen``/``report``,
+which tell a caller (the web UI's progress) every step and stage, whether or not a bar is drawn.
 
-The console and the listener are ``lowdim_sd.runs``'s (``bar_console``, ``report``), looked up there at each bar,
-so a test or a caller that replaces ``runs.bar_console`` reaches the bars too.
+Callers name them ``runs.progress``, ``runs.listen`` and ``runs.report``. The default console is ``runs.bar_console``,
+which ``runs.progress`` hands to each bar it starts, so a test or a caller that replaces ``runs.bar_console`` reaches
+the bars too; this module imports nothing of ``runs``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.util
 import sys
 import time
@@ -18,48 +21,96 @@ from typing import Any
 # shorter than this none at all (a failed command's captured stderr stays its one line).
 LOG_EVERY = 60.0
 
+# A listener hears (label, done, total) from every bar and every stage, whether or not a terminal bar
+# is drawn: a context variable, so the web UI's job thread hears its own run and no other.
+_LISTENER: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "lowdim_progress_listener", default=None)
+
+
+@contextlib.contextmanager
+def listen(callback: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Call ``callback(label, done, total)`` on every progress step and stage start within the block."""
+    token = _LISTENER.set(callback)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
+
+
+def report(label: str, done: int, total: int) -> None:
+    """Tell the listener, if any, that ``label`` is at ``done`` of ``total`` (a stage starting: 0 of 1)."""
+    listener = _LISTENER.get()
+    if listener is not None:
+        listener(label, done, total)
+
+
+# How a bar moves: advance(value=None, steps=1, label=None).
+Advance = Callable[..., None]
+
 
 @contextlib.contextmanager
 def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
-             transient: bool = False, console: Any = None) -> Iterator[Callable[..., None]]:
+             transient: bool = False, console: Any = None, *,
+             default_console: Callable[[], Any]) -> Iterator[Advance]:
     """The one rich progress bar of lowdim: steps done of ``total``, elapsed and remaining time.
 
     ``advance(value=None, steps=1, label=None)`` moves it; with ``loss`` it also shows the last loss
     and the speed; ``label`` renames the bar (``steps=0``: only that, e.g. the task starting now).
-    Disabled, it draws nothing, and the listener still hears each step; so does a bar on ``bar_console()``
-    (stderr: the default) or a ``transient`` one when the console is neither a terminal nor a notebook, so a
-    log holds no bar frames, and a failed command's stderr only its one line; and so does any bar in a notebook
-    without ipywidgets, which rich needs to draw one there (it would only warn). A bar on the default console that
-    is neither transient nor disabled writes there instead at most one plain line per ``LOG_EVERY`` seconds, none
-    in the first (see ``LogLines``).
+    Disabled, it draws nothing, and the listener still hears each step; so does a bar on ``default_console()``
+    (``runs.bar_console()``, stderr: the default) or a ``transient`` one when the console is neither a terminal nor
+    a notebook, so a log holds no bar frames, and a failed command's stderr only its one line; and so does any bar
+    in a notebook without ipywidgets, which rich needs to draw one there (it would only warn). A bar on the default
+    console that is neither transient nor disabled writes there instead at most one plain line per ``LOG_EVERY``
+    seconds, none in the first (see ``LogLines``).
     """
-    from lowdim_sd import runs  # runs re-exports this module's names: imported here, once both are loaded
+    heard = _heard_steps(label, start, total)
+    # A print while the bar is drawn goes above it on a terminal; a piped stdout keeps it, as data.
+    redirect = console is not None or getattr(sys.stdout, "isatty", bool)()
+    logs = enabled and console is None and not transient  # the default console gets plain lines off a terminal
+    live_only, console = transient or console is None, console or default_console()
+    if not _shown(console, enabled, live_only):
+        lines = LogLines(console, label, start, total, loss) if logs and not console.is_jupyter else None
+        yield _unseen_advance(heard, lines)
+        return
+    with _rich_bar(console, label, start, total, loss, transient, redirect, heard) as advance:
+        yield advance
 
+
+def _heard_steps(label: str, start: int, total: int) -> Callable[[int, str | None], None]:
+    """What tells the listener each move of a bar: ``heard(steps, new_label)``, counted from ``start``."""
     heard_label, heard_done = label, start
 
     def heard(steps: int, new_label: str | None) -> None:
         nonlocal heard_label, heard_done
         heard_done += steps
         heard_label = new_label or heard_label
-        runs.report(heard_label, heard_done, total)
+        report(heard_label, heard_done, total)
+    return heard
 
-    # A print while the bar is drawn goes above it on a terminal; a piped stdout keeps it, as data.
-    redirect = console is not None or getattr(sys.stdout, "isatty", bool)()
-    logs = enabled and console is None and not transient  # the default console gets plain lines off a terminal
-    live_only, console = transient or console is None, console or runs.bar_console()
+
+def _shown(console: Any, enabled: bool, live_only: bool) -> bool:
+    """Whether a bar is drawn on ``console``: one that leaves no log of frames (``live_only``) only on a terminal or
+    in a notebook, and in a notebook only with ipywidgets."""
     if enabled and live_only:  # off a terminal a bar leaves its last frame (a transient one an empty line)
         enabled = console.is_terminal or console.is_jupyter
     if enabled and console.is_jupyter:  # rich's notebook path, whatever is_terminal says
         enabled = importlib.util.find_spec("ipywidgets") is not None
-    if not enabled:
-        lines = LogLines(console, label, start, total, loss) if logs and not console.is_jupyter else None
+    return enabled
 
-        def unseen(value: float | None = None, steps: int = 1, label: str | None = None) -> None:
-            heard(steps, label)
-            if lines is not None:
-                lines.advance(value, steps, label)
-        yield unseen
-        return
+
+def _unseen_advance(heard: Callable[[int, str | None], None], lines: LogLines | None) -> Advance:
+    """A bar that draws nothing: the listener hears each step, and a log gets its plain ``lines`` if any."""
+    def unseen(value: float | None = None, steps: int = 1, label: str | None = None) -> None:
+        heard(steps, label)
+        if lines is not None:
+            lines.advance(value, steps, label)
+    return unseen
+
+
+@contextlib.contextmanager
+def _rich_bar(console: Any, label: str, start: int, total: int, loss: bool, transient: bool, redirect: bool,
+              heard: Callable[[int, str | None], None]) -> Iterator[Advance]:
+    """Rich's bar on ``console``, live for the block; each move also told to the listener."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -7,8 +7,9 @@ One place for each policy a run follows around its loop:
 * a stop (Ctrl-C, out of memory): what was kept and how to continue, one line; Ctrl-C becomes
   ``Interrupted``, which the CLI prints before exiting 130;
 * hand-written mixed precision for the single-process engine (see ``autocast``);
-* the console of the progress bars (stderr), and the listener that hears every bar (the web UI's progress); the
-  bar itself is ``lowdim_sd.progress_bars``' (``runs.progress``, re-exported here).
+* the console of the progress bars (stderr), which ``runs.progress`` hands to each bar; the bar itself and the
+  listener that hears every bar (the web UI's progress) are ``lowdim_sd.progress_bars``' (``runs.listen`` and
+  ``runs.report`` re-exported here).
 
 Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defaults``.
 """
@@ -16,7 +17,6 @@ Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defa
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import os
 import shutil
@@ -30,7 +30,10 @@ import torch
 from lowdim.atomic import os_reason
 from lowdim.errors import LowdimError
 from lowdim.option_words import Wording, either
-from lowdim_sd.progress_bars import progress as progress  # re-exported: every caller names runs.progress
+from lowdim_sd import progress_bars
+from lowdim_sd.progress_bars import Advance
+from lowdim_sd.progress_bars import listen as listen  # re-exported: callers name runs.listen, runs.report
+from lowdim_sd.progress_bars import report as report
 from lowdim_sd.run_lock import LOCK as LOCK  # re-exported: tests and callers name it runs.LOCK
 from lowdim_sd.run_lock import acquire_lock, release_lock
 from lowdim_sd.run_lock import folder_in_use as folder_in_use  # re-exported: the web UI asks runs.folder_in_use
@@ -292,27 +295,13 @@ def grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradSca
 # ------------------------------------------------------------------------------------------- progress
 
 
-# A listener hears (label, done, total) from every bar and every stage, whether or not a terminal bar
-# is drawn: a context variable, so the web UI's job thread hears its own run and no other.
-_LISTENER: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
-    "lowdim_progress_listener", default=None)
-
-
-@contextlib.contextmanager
-def listen(callback: Callable[[str, int, int], None]) -> Iterator[None]:
-    """Call ``callback(label, done, total)`` on every progress step and stage start within the block."""
-    token = _LISTENER.set(callback)
-    try:
-        yield
-    finally:
-        _LISTENER.reset(token)
-
-
-def report(label: str, done: int, total: int) -> None:
-    """Tell the listener, if any, that ``label`` is at ``done`` of ``total`` (a stage starting: 0 of 1)."""
-    listener = _LISTENER.get()
-    if listener is not None:
-        listener(label, done, total)
+def progress(total: int, label: str = "training", start: int = 0, enabled: bool = True, loss: bool = True,
+             transient: bool = False, console: Any = None) -> contextlib.AbstractContextManager[Advance]:
+    """The one progress bar of lowdim: steps done of ``total``, elapsed and remaining time, moved by
+    ``advance(value=None, steps=1, label=None)`` (``progress_bars.progress`` says what it shows and when it draws).
+    It draws on ``console``, else on ``bar_console()``, looked up here at each bar, so a test or a caller that
+    replaces ``runs.bar_console`` reaches every bar too."""
+    return progress_bars.progress(total, label, start, enabled, loss, transient, console, default_console=bar_console)
 
 
 @functools.cache

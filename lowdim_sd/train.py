@@ -73,17 +73,8 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     ``continue_with`` says how a stopped run goes on (default: --resume); None where nothing can resume
     a checkpoint, so a stop keeps none.
     """
-    refuse_inference_mode()
-    config = with_defaults(config)
-    config.validate()
-    check_subjects(subjects, model.pipe.vae_scale_factor)
-    check_precision(model, config, trainable)
-    models = step_models(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
-    if len(subjects) != trainable.num_subjects:
-        raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
-    optimizer = make_optimizer(trainable.parameters, config)
-    result = TrainResult()
-    settings = run_settings(config, trainable)
+    config, models, optimizer = _prepared(model, subjects, trainable, config)
+    result, settings = TrainResult(), run_settings(config, trainable)
     if out_dir is not None:
         result.start_step = _start_step(model, subjects, trainable, optimizer, config, Path(out_dir), resume, settings)
         if resume and result.start_step == config.steps and checkpoints.says_finished(Path(out_dir), config.steps):
@@ -96,22 +87,76 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
     input_ids = prompt_ids(model, config)
     styles = _style_term(model, subjects, trainable, config)
     _set_train_mode(model, config.gradient_checkpointing)
-    dropping = drops_inputs(model)
-    scaler = runs.grad_scaler(model.device, config.mixed_precision)
-    hints = divergence_hints(model, config)
+    steps = _Steps(model, subjects, trainable, optimizer, config, models, input_ids, styles, drops_inputs(model),
+                   runs.grad_scaler(model.device, config.mixed_precision))
     started = time.perf_counter()
-    done, updating = result.start_step, False  # steps whose update is applied: what a stop's checkpoint holds
+    done = _step_loop(steps, result, out_dir, checkpoint, progress, continue_with)
+    result.seconds = time.perf_counter() - started
+    if out_dir is not None:
+        result.outputs = _save_outputs(trainable, Path(out_dir), done, lambda: checkpoint(done), continue_with)
+        if continue_with is not None:  # else nothing resumes a checkpoint of it
+            _keep_end(Path(out_dir), done, result, steps, settings)
+    return result
+
+
+def _prepared(model: SDModel, subjects: list[Subject], trainable: Trainable,
+              config: TrainConfig) -> tuple[TrainConfig, StepModels, torch.optim.Optimizer]:
+    """The run's config with its defaults filled in, once every refusal that needs no file is made (before a
+    resume reads its checkpoint), with the models a step runs and the optimizer."""
+    refuse_inference_mode()
+    config = with_defaults(config)
+    config.validate()
+    check_subjects(subjects, model.pipe.vae_scale_factor)
+    check_precision(model, config, trainable)
+    models = step_models(model, config.cuda_graphs, config.mixed_precision, config.gradient_checkpointing)
+    if len(subjects) != trainable.num_subjects:
+        raise LowdimError(f"{len(subjects)} subjects given for {trainable.num_subjects} adapters")
+    return config, models, make_optimizer(trainable.parameters, config)
+
+
+@dataclasses.dataclass
+class _Steps:
+    """What every step of one run takes besides its number, made once before the first."""
+
+    model: SDModel
+    subjects: list[Subject]
+    trainable: Trainable
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    models: StepModels
+    input_ids: Tensor
+    styles: object  # the --keep-styles term, or None
+    dropping: bool
+    scaler: torch.amp.GradScaler
+
+    def loss(self, step: int) -> float:
+        """Step ``step``'s loss, its gradients left for ``update`` (``_one_step``, looked up at each step: a test
+        replaces it)."""
+        return _one_step(self.model, self.subjects, self.trainable, self.optimizer, self.config, step, self.input_ids,
+                         self.scaler, self.styles, self.models, dropping=self.dropping)
+
+    def update(self) -> None:
+        self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
+        self.scaler.update()
+
+
+def _step_loop(steps: _Steps, result: TrainResult, out_dir: Path | None, checkpoint: Callable[..., Path],
+               progress: bool, continue_with: str | Wording | None) -> int:
+    """Run the steps from ``result.start_step`` on, each loss into ``result``, checkpoints as the config says; the
+    steps whose update is applied, what a stop's checkpoint holds. A stop (Ctrl-C, out of memory) keeps what it can
+    and is raised again with its note; the model is back in inference mode however the loop ends."""
+    config, trainable = steps.config, steps.trainable
+    hints = divergence_hints(steps.model, config)
+    done, updating = result.start_step, False
     with runs.progress(config.steps, start=result.start_step, enabled=progress) as advance:
         try:
             for step in range(result.start_step, config.steps):
                 stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
-                loss = _one_step(model, subjects, trainable, optimizer, config, step, input_ids, scaler, styles,
-                                 models, dropping=dropping)
-                stop_if_diverged(loss, step, trainable, out_dir, checkpoint, scaler.is_enabled(), hints)
+                loss = steps.loss(step)
+                stop_if_diverged(loss, step, trainable, out_dir, checkpoint, steps.scaler.is_enabled(), hints)
                 with stopping.held():  # a signal now is taken up at the next step's check, with a checkpoint
                     updating = True
-                    scaler.step(optimizer)  # a plain optimizer.step() unless fp16 autocast on a GPU
-                    scaler.update()
+                    steps.update()
                     done, updating = step + 1, False  # counted here: a stop from now on keeps this step
                 result.losses.append(loss)
                 advance(loss)
@@ -123,16 +168,17 @@ def train(model: SDModel, subjects: list[Subject], trainable: Trainable, config:
             runs.reraise(stop, runs.stop_note(stop, done, updating, lambda: checkpoint(done), continue_with,
                                               last=checkpoints.latest(out_dir)))
         finally:
-            _set_eval_mode(model)
-    result.seconds = time.perf_counter() - started
-    if out_dir is not None:
-        result.outputs = _save_outputs(trainable, Path(out_dir), done, lambda: checkpoint(done), continue_with)
-        if continue_with is not None:  # else nothing resumes a checkpoint of it
-            every, start = config.checkpoint_every, result.start_step  # a checkpoint of `done` this run wrote or read:
-            written = bool(every) and done % every == 0 and done > start or done == start > 0
-            checkpoints.keep_the_end(Path(out_dir), done, trainable, optimizer, config, settings, result.outputs,
-                                     written)
-    return result
+            _set_eval_mode(steps.model)
+    return done
+
+
+def _keep_end(out_dir: Path, done: int, result: TrainResult, steps: _Steps, settings: dict) -> None:
+    """Keep the finished run's end for a later resume (``checkpoints.keep_the_end``), told whether this run
+    already wrote or read a checkpoint of step ``done``."""
+    every, start = steps.config.checkpoint_every, result.start_step
+    written = bool(every) and done % every == 0 and done > start or done == start > 0
+    checkpoints.keep_the_end(out_dir, done, steps.trainable, steps.optimizer, steps.config, settings, result.outputs,
+                             written)
 
 
 def _save_outputs(trainable: Trainable, out_dir: Path, done: int, checkpoint: Callable[[], Path],

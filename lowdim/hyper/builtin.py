@@ -1,13 +1,12 @@
 """Registers the built-in hypernetwork heads through the same hook any plugin uses."""
 
-from collections.abc import Callable
-from typing import Any
+from __future__ import annotations
 
-from lowdim.hookspecs import hookimpl
+from lowdim.hookspecs import RegisterHead, hookimpl
 
 
 @hookimpl
-def register_heads(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def register_heads(register: RegisterHead) -> None:
     from lowdim.hyper.network import build_transformer  # here, not above: loading plugins needs no torch
     from lowdim.hyper.retrieval import build_retrieval
 

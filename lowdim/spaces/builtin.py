@@ -1,12 +1,12 @@
 """Registers the built-in spaces through the same hook any plugin uses."""
 
-from collections.abc import Callable
+from __future__ import annotations
 
-from lowdim.hookspecs import hookimpl
+from lowdim.hookspecs import RegisterSpace, hookimpl
 
 
 @hookimpl
-def register_spaces(register: Callable[[type], None]) -> None:
+def register_spaces(register: RegisterSpace) -> None:
     from lowdim.spaces.lidb import LidbSpace  # here, not above: loading plugins (for `lowdim --help`) needs no torch
     from lowdim.spaces.lora import LoraSpace
     from lowdim.spaces.stack import StackSpace

@@ -11,9 +11,10 @@ keeps its own beside its gallery, and the run shown stays whole until a new run 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import gradio as gr
+from gradio.events import Dependency
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import defaults
@@ -27,7 +28,7 @@ from lowdim_sd.ui.checks import (
     check_model,
     installed_models,
 )
-from lowdim_sd.ui.page_draw import draw_section
+from lowdim_sd.ui.page_draw import UNLIMITED, draw_section
 from lowdim_sd.ui.page_evaluate import evaluate_tab
 from lowdim_sd.ui.page_handlers import (
     HYPER_LABEL,
@@ -41,7 +42,7 @@ from lowdim_sd.ui.page_handlers import stage_table as stage_table  # re-exported
 from lowdim_sd.ui.page_parts import File, Number, Slider, counted_inputs, job_on_page, on_page, page_line
 from lowdim_sd.ui.photos import MAX_PIXELS, crop_preview
 from lowdim_sd.ui.run_folders import list_runs
-from lowdim_sd.ui.studio import Studio
+from lowdim_sd.ui.studio import Studio, StudioConfig
 from lowdim_sd.ui.studio_notes import ships_a_hypernet
 
 INTRO = ("# lowdim: you, in any style, from one photo\n"
@@ -155,77 +156,115 @@ def _run_column(models: list[str], model_name: str) -> tuple:
     return model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, job_bar, stages
 
 
+class _RunOutputs(NamedTuple):
+    """What Personalize and Open fill, in the order ``page_handlers.shown`` returns them."""
+
+    gallery: gr.Gallery
+    downloads: gr.File
+    stages: gr.HTML
+    earlier: gr.Dropdown
+    current: gr.State  # what Draw draws
+    prompt: gr.Textbox  # Draw's
+    drawing: gr.Markdown  # Draw's line on what it draws
+    adapter: gr.File  # Draw's file box
+    job_line: gr.HTML
+
+
 def personalize_tab(studio: Studio, models: list[str], page: gr.Blocks) -> tuple[gr.Dropdown, gr.State]:
     """The main tab; returns its list of earlier runs, which the page refreshes on every load, and the folder's
     names as that list was last made (its timer's state). A page load tells it what became of the job a reload
     of the tab stopped (``_told_after_reload``)."""
-    config = studio.config
     with gr.Row():
         with gr.Column(scale=1):
             photo, crop, crop_note, face = _photo_column()
         with gr.Column(scale=1):
             model, use_hyper, hyper_cleared, steps, rank, seed, preview_steps, go, stop, job_line, job_bar, stages = (
-                _run_column(models, config.model))
-    # Another way to a run than Personalize, so beside it: an opened run fills the gallery and Draw below.
-    with gr.Row():  # any name passes Gradio, as Face's does; chosen_run refuses one that is no run here
-        earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out.resolve()})",
-                              allow_custom_value=True, scale=3, elem_id="earlier")
-        reopen = gr.Button("Open", scale=1, elem_id="open")
+                _run_column(models, studio.config.model))
+    earlier, reopen = _earlier_runs_row(studio.config)
     gallery = gr.Gallery(label="The subject in the model's styles", columns=7, height=240, elem_id="gallery")
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
     gr.Markdown(DOWNLOADS_NOTE)
     current = gr.State(None)  # what Draw draws (page_draw.Drawable): the run shown, a file dropped beside it
     prompt, drawing, adapter, more = draw_section(studio, current, model)  # Draw's refusal: on its own line
-    outputs = [gallery, downloads, stages, earlier, current, prompt, drawing, adapter, job_line]
+    outputs = _RunOutputs(gallery, downloads, stages, earlier, current, prompt, drawing, adapter, job_line)
     handlers = PersonalizeHandlers(studio)
-    # Every click reaches the studio, which refuses a second job itself with a message (Gradio would
-    # otherwise drop a click while its event runs, or queue it out of sight).
-    unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}
-    photo.change(show_photo, [photo, model], [crop, crop_note, face], **unlimited)
-    model.change(show_model, [photo, model, face], [crop, crop_note, face], **unlimited)  # crops differ by model
-    face.input(show_crop, [photo, model, face], [crop, crop_note, face], **unlimited)
+    photo.change(show_photo, [photo, model], [crop, crop_note, face], **UNLIMITED)
+    model.change(show_model, [photo, model, face], [crop, crop_note, face], **UNLIMITED)  # crops differ by model
+    face.input(show_crop, [photo, model, face], [crop, crop_note, face], **UNLIMITED)
     use_hyper.input(recipe_steps, [use_hyper], [steps])
     model.change(model_recipe, [model, use_hyper, hyper_cleared], [use_hyper, steps, hyper_cleared])
+    asked = [photo, model, use_hyper, steps, rank, seed, preview_steps, face]
+    ran, forgot = _wire_personalize(go, stop, asked, outputs, handlers, [job_bar])
+    opened, forgot_opened = _wire_open(reopen, outputs, handlers, [stages])
+    # Draw's pictures of the run that was shown go with it, once its outputs (what Draw draws) are in place
+    # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
+    for then in (ran.success, forgot.then, opened.success, forgot_opened.then):
+        more.follow_the_run(then, current)
+    return earlier, _wire_timer(page, handlers, earlier, job_line)
+
+
+def _wire_timer(page: gr.Blocks, handlers: PersonalizeHandlers, earlier: gr.Dropdown, job_line: gr.HTML) -> gr.State:
+    """Another tab's run, finished, joins Earlier runs, and its refusal line here goes stale when it ends: a tick
+    reads the folder's names and the studio's slot, and updates the page only when one changed (review CZ5).
+    Returns the folder's names as the page last listed them (``handlers.refresh``), the timer's state."""
+    listed = gr.State(None)
+    before = _told_after_reload(page, handlers, job_line)
+    gr.Timer(REFRESH_SECONDS).tick(handlers.refresh, [listed, job_line, before], [earlier, job_line, listed],
+                                   api_visibility="private", concurrency_limit=None)
+    return listed
+
+
+def _earlier_runs_row(config: StudioConfig) -> tuple[gr.Dropdown, gr.Button]:
+    """Earlier runs and its Open: another way to a run than Personalize, so beside it (an opened run fills the
+    gallery and Draw below)."""
+    with gr.Row():  # any name passes Gradio, as Face's does; chosen_run refuses one that is no run here
+        earlier = gr.Dropdown(list_runs(config.out), label=f"Earlier runs (in {config.out.resolve()})",
+                              allow_custom_value=True, scale=3, elem_id="earlier")
+        reopen = gr.Button("Open", scale=1, elem_id="open")
+    return earlier, reopen
+
+
+def _wire_personalize(go: gr.Button, stop: gr.Button, asked: list[gr.components.Component], shows: _RunOutputs,
+                      handlers: PersonalizeHandlers,
+                      bar: list[gr.components.Component]) -> tuple[Dependency, Dependency]:
+    """Personalize's click (``asked``: its controls' values) checked, started and run, its bar in ``bar``, and Stop;
+    returns the run's event and the follow-up of its failure, after which Draw's pictures may go."""
+    outputs, job_line = list(shows), shows.job_line
     personalize = job_on_page(outputs, job_line)(handlers.personalize)  # refused or stopped: its line
     # One bar, in its box under the job line (Gradio's default draws it over every output: Earlier runs,
     # the gallery, Downloads and Draw's prompt hidden while a run runs); a failure's badge goes there too, and the
     # follow-up that clears the run shown clears it. Not over the stages box: a run opened meanwhile shows its stage
-    # table there, which each progress event of the job would grey out under its bar (review CR1). Open's own bar,
-    # as short as reading a folder, is in the stages box it fills.
-    bar, open_bar, refused = [job_bar], [stages], gr.State("")
-    asked = [photo, model, use_hyper, steps, rank, seed, preview_steps, face]
+    # table there, which each progress event of the job would grey out under its bar (review CR1).
+    refused = gr.State("")
     # A click's values are checked first, in an event with no outputs: a bad value (a number out of range, no
     # photo) is its one line and leaves the run shown, as a Busy refusal does, even while a run runs. A run that
     # started and failed leaves no earlier run's gallery, downloads or stages under its error, as Open below.
-    checked = go.click(handlers.check_request, asked, None, api_visibility="private", **unlimited)
+    checked = go.click(handlers.check_request, asked, None, api_visibility="private", **UNLIMITED)
     # Its line then stays on the job line once the toast fades, in place of an earlier stop or refusal (review EK 1).
     checked.failure(handlers.refused, None, [job_line], show_progress="hidden", api_visibility="private")
     # The line holds no earlier refusal or stop while this run goes, and Earlier runs lists what other tabs finished
     # since (CR5), refused or not; the run shown stays whole until the new one replaces it (CZ2). A second click
     # while this tab's own run runs is refused here, before the job's event, whose bar would restart (CZ4).
-    started = checked.success(handlers.starting, None, [job_line, earlier, refused], api_visibility="private",
-                              show_progress="hidden", **unlimited)
-    gate = started.success(handlers.own_job_free, [refused], None, api_visibility="private", **unlimited)
-    ran = gate.success(personalize, asked, outputs, **unlimited, show_progress_on=bar)
-    forgot = ran.failure(handlers.failed, [current], outputs, show_progress_on=bar, api_visibility="private")
-    stop.click(handlers.stop_mine, None, [job_line], api_name="stop", **unlimited)
+    started = checked.success(handlers.starting, None, [job_line, shows.earlier, refused], api_visibility="private",
+                              show_progress="hidden", **UNLIMITED)
+    gate = started.success(handlers.own_job_free, [refused], None, api_visibility="private", **UNLIMITED)
+    ran = gate.success(personalize, asked, outputs, **UNLIMITED, show_progress_on=bar)
+    forgot = ran.failure(handlers.failed, [shows.current], outputs, show_progress_on=bar, api_visibility="private")
+    stop.click(handlers.stop_mine, None, [job_line], api_name="stop", **UNLIMITED)
+    return ran, forgot
+
+
+def _wire_open(reopen: gr.Button, shows: _RunOutputs, handlers: PersonalizeHandlers,
+               open_bar: list[gr.components.Component]) -> tuple[Dependency, Dependency]:
+    """Open: the run named in Earlier runs shown, its bar in ``open_bar`` (the stages box it fills, as short as
+    reading a folder); returns its event and the follow-up of its failure, after which Draw's pictures may go."""
     # A failed Open leaves no other run's gallery, stages or Draw under its error (Earlier runs holds the new name).
     # Open reads the text the box shows: an emptied box commits no value, and the last name would open (CR4).
-    opened = reopen.click(handlers.open_run, [earlier], outputs, js=TYPED_RUN, **unlimited,
+    opened = reopen.click(handlers.open_run, [shows.earlier], list(shows), js=TYPED_RUN, **UNLIMITED,
                           show_progress_on=open_bar)
-    forgot_opened = opened.failure(handlers.open_failed, [current], outputs, show_progress_on=open_bar,
+    forgot_opened = opened.failure(handlers.open_failed, [shows.current], list(shows), show_progress_on=open_bar,
                                    api_visibility="private")  # and why, on the job line
-    # Draw's pictures of the run that was shown go with it, once its outputs (what Draw draws) are in place
-    # (page_draw.pictures_beside); a refused or stopped Personalize, also a success to Gradio, shows no other run.
-    for then in (ran.success, forgot.then, opened.success, forgot_opened.then):
-        more.follow_the_run(then, current)
-    # Another tab's run, finished, joins Earlier runs, and its refusal line here goes stale when it ends: a tick
-    # reads the folder's names and the studio's slot, and updates the page only when one changed (review CZ5).
-    listed = gr.State(None)  # the folder's names as the page last listed them (handlers.refresh)
-    before = _told_after_reload(page, handlers, job_line)
-    gr.Timer(REFRESH_SECONDS).tick(handlers.refresh, [listed, job_line, before], [earlier, job_line, listed],
-                                   api_visibility="private", concurrency_limit=None)
-    return earlier, listed
+    return opened, forgot_opened
 
 
 def _told_after_reload(page: gr.Blocks, handlers: PersonalizeHandlers, job_line: gr.HTML) -> gr.State:

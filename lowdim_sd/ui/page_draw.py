@@ -1,34 +1,26 @@
 """The page's Draw section: a prompt, how to draw the adapter, its own seed, steps and count, and an adapter
-file to draw instead of a run's (``drawing`` does the work; this lays it out and wires it)."""
+file to draw instead of a run's (``drawing`` does the work, ``draw_handlers`` answers the controls; this lays it
+out and wires it)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from lowdim.errors import LowdimError
 from lowdim_sd.draw_parts import draw_text, every_style_parts, suggested_parts
-from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES, real_number
-from lowdim_sd.ui.drawing import DRAW_AFTER, DrawSettings, Subject, checked_upload, default_prompt, uploaded_adapter
-from lowdim_sd.ui.page_parts import (
-    STOPPED,
-    BySession,
-    File,
-    Number,
-    Slider,
-    code_span,
-    html_text,
-    job_on_page,
-    on_page,
-    progress_listener,
-    session,
-    text,
-    whole,
-)
+from lowdim_sd.ui.checks import DENOISING_STEPS, PICTURES
+from lowdim_sd.ui.draw_handlers import EARLIER as EARLIER  # re-exported, as the names below: where callers found them
+from lowdim_sd.ui.draw_handlers import NOTHING_TO_DRAW, Drawable, DrawHandlers, Marked, Pictures, from_the_earlier_draw
+from lowdim_sd.ui.draw_handlers import asked_draw as asked_draw  # re-exported
+from lowdim_sd.ui.draw_handlers import drawing_line as drawing_line  # re-exported
+from lowdim_sd.ui.draw_handlers import failed_draw as failed_draw  # re-exported
+from lowdim_sd.ui.draw_handlers import refused_file as refused_file  # re-exported
+from lowdim_sd.ui.draw_handlers import without as without  # re-exported
+from lowdim_sd.ui.drawing import DRAW_AFTER
+from lowdim_sd.ui.page_parts import STOPPED, BySession, File, Number, Slider, job_on_page, on_page
 from lowdim_sd.ui.studio import Studio
 
 # (label, short form): the whole adapter, and its parts apart as docs/results.md measured them on TinyFaces;
@@ -43,35 +35,9 @@ DRAW_CHOICES = [("whole", "1"), ("parts apart: text encoder's part off, UNet par
 HOW_TO_DRAW_HELP = ("its parts apart keep more of the model's styles: the text encoder's part weaker, the UNet "
                     "part only from or until a fraction of the steps, its cross-attention weaker; or type your own, "
                     "the same as lowdim personalize --preview-draw's te=T@start=F@end=E@ca=C")
-NOTHING_TO_DRAW = "Draw draws the run personalized or opened here, or an adapter file dropped beside it"
-Drawable = dict[str, str] | None  # the state of what Draw draws: {"run": NAME}, {"adapter": PATH}, or both
-EARLIER = "earlier draw: "  # a More pictures caption's start once a later Draw failed or was stopped
-# Whether More pictures' captions carry EARLIER already: the page's own record, as a prompt may start with those words
-Marked = bool
-Pictures = list[tuple[str, str | None]] | None  # More pictures as a handler gets it (file, caption); None: empty
-
-
-def from_the_earlier_draw(pictures: Pictures, marked: Marked) -> tuple[list[tuple[str, str]], Marked]:
-    """More pictures after a Draw that started and failed (or was stopped: ``after_draw``): the pictures it would
-    have replaced, each caption marked as the earlier draw's (once, however many draws fail after it: ``marked``
-    says whether they carry the mark already, which their text cannot, a prompt being the user's own words), and
-    that they are marked now.
-
-    Kept, not cleared as a failed Personalize clears the run it showed: these are good pictures of a draw that
-    finished, perhaps minutes of drawing on a CPU, which the user may still want to look at or save, and unlike a
-    run they are nowhere else to reopen. Unmarked, they would sit beside the failed draw's error as if it had drawn
-    them from the prompt now in the box; the mark says whose they are while the error's toast says what failed."""
-    shown = [(picture, caption or "") for picture, caption in pictures or []]
-    if marked is True:
-        return shown, True
-    return [(picture, EARLIER + caption) for picture, caption in shown], True
-
-
-def failed_draw(pictures: Pictures, marked: Marked, line: str | None) -> tuple:
-    """More pictures and their mark after a Draw that started and failed (``from_the_earlier_draw``), and Draw's
-    line saying it failed and why (``line``, kept by its session: ``BySession``), which stays once the error's toast
-    fades; an earlier Draw's refusal there ("another tab's run is running") is not why this one failed."""
-    return *from_the_earlier_draw(pictures, marked), html_text(f"the draw failed: {line}") if line else ""
+# Every click reaches the studio, which refuses a second job itself with a message (Gradio would otherwise drop a
+# click while its event runs, or queue it out of sight); the Personalize tab's events take the same options.
+UNLIMITED: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}
 
 
 def after_draw(ended: Drawable | str, pictures: Pictures, drawn_with: Drawable, what: Drawable,
@@ -137,31 +103,6 @@ class MorePictures:
             then(lambda: "", None, [self.said], show_progress="hidden", api_visibility="private")
 
 
-def drawing_line(what: Drawable) -> str:
-    """Draw's line on what it draws: a dropped file over the run it was dropped beside, which its clearing
-    brings back."""
-    if what and "adapter" in what:
-        return f"Draw draws the adapter {code_span(Path(what['adapter']).name)} on the model in the Model box"
-    if what and "run" in what:
-        return f"Draw draws run {code_span(what['run'])}"
-    return NOTHING_TO_DRAW
-
-
-def without(what: Drawable, key: str) -> Drawable:
-    """What Draw draws once the run or the dropped file (``key``) is gone: the other, or nothing."""
-    left = {name: value for name, value in (what or {}).items() if name != key}
-    return left or None
-
-
-def refused_file(what: Drawable) -> tuple:
-    """The file box, what Draw draws and its line once the file dropped in the box was refused (``use_adapter``):
-    the box emptied and Draw drawing the run shown, as its x would leave them, the file dropped before it gone too.
-    Left holding the refused file, the box would name a file Draw does not draw; given back the earlier file, its
-    change would check it again and put the file's own prompt over the one the user may have written since."""
-    left = without(what, "adapter")
-    return None, left, drawing_line(left)
-
-
 def _draw_controls() -> tuple:
     """The prompt, the adapter's scale, how to draw its parts; the pictures' seed, steps and count."""
     with gr.Row():
@@ -196,106 +137,55 @@ def draw_section(studio: Studio, current: gr.State,
     # Why a Draw drew nothing (refused, stopped, failed), which stays once the toast fades until the next Draw
     # starts (HTML: job_on_page escapes the line). A failure's line is kept for the follow-up that writes it:
     # Gradio gives a follow-up no error.
-    said, lines = gr.HTML(elem_id="draw-said"), BySession[str]()
+    said, handlers = gr.HTML(elem_id="draw-said"), DrawHandlers(studio, BySession[str]())
     # filepath: a failed Draw's follow-up gets the pictures shown as (file, caption), to caption them again. Output
     # only: as an input of those follow-ups Gradio would make it an upload box, whose files stayed as "drawn".
     drawn = gr.Gallery(label="More pictures", columns=4, height=280, elem_id="drawn", type="filepath",
                        interactive=False)
     more = MorePictures(drawn, gr.State(None), gr.State(False), said)  # nothing drawn yet
-    ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
-    outputs = [drawn, said, ended]
-
-    @lines.keeping  # a refused file's line, for file_refused
-    @on_page
-    def use_adapter(path: str | None, chosen_model: str, what: Drawable = None, request: gr.Request | None = None):
-        """The file is checked now; the Model box when Draw is pressed, as it is then (it may be filled in after).
-        The run shown stays beside the file in ``what``: clearing the file draws that run again."""
-        if not path:
-            left = without(what, "adapter")
-            return left, gr.update(), drawing_line(left)
-        dropped = {**(what or {}), "adapter": str(checked_upload(path))}
-        return dropped, default_prompt(Path(dropped["adapter"])), drawing_line(dropped)
-
-    @lines.keeping
-    @job_on_page(outputs, said, ended)
-    def draw_more(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
-                  how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
-                  request: gr.Request | None = None, progress: gr.Progress = gr.Progress()):
-        # No docstring: Gradio would show it as /draw_more's API description. A client calling /draw_more, which
-        # runs without check_draw, is checked here too (studio.draw checks what asked_draw leaves).
-        subject, settings = asked_draw(what, chosen_model, prompt_text, adapter_scale, how_to_draw, first_seed,
-                                       sample_steps, pictures)
-        made = studio.draw(subject, **asdict(settings), listener=progress_listener(progress),
-                           owner=session(request))  # its tab's closing stops it
-        return made, "", what  # an earlier Draw's refusal or stop line goes: this one drew
-
-    @lines.keeping
-    @on_page
-    def check_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
-                   how_to_draw: str | None, first_seed: float | None, sample_steps: float, pictures: float,
-                   request: gr.Request | None = None) -> None:
-        """What Draw refuses before a job starts, checked before the page runs it."""
-        studio.checked_draw(*asked_draw(what, chosen_model, prompt_text, adapter_scale, how_to_draw, first_seed,
-                                        sample_steps, pictures))
-
-    def refused_line(request: gr.Request | None = None) -> str | dict:
-        """A refused Draw's line, kept by ``check_draw``; none kept (a second click's follow-up, after the first
-        one's took the line and wrote it): the line as it is."""
-        line = lines.take(request)
-        return html_text(line) if line else gr.update()
-
-    def failed(pictures: Pictures, marked: Marked, request: gr.Request | None = None) -> tuple:
-        return failed_draw(pictures, marked, lines.take(request))
-
-    def file_refused(what: Drawable, request: gr.Request | None = None) -> tuple:
-        """``refused_file``'s outputs, and why on Draw's line, which stays once the toast fades (review EK 3): the
-        file dropped is gone from its box, and the page would say nothing of it."""
-        line = lines.take(request)
-        return *refused_file(what), html_text(line) if line else ""
-
-    unlimited: dict[str, Any] = {"concurrency_limit": None, "trigger_mode": "multiple"}  # event options
-    # A file dropped or cleared changes what Draw draws: the pictures drawn from what it drew before go. A refused
-    # file's badge goes on Draw's line, which the follow-up that empties the box rewrites (the error stays its
-    # toast, and is on `said` too), not over the prompt, which the refusal leaves as it was.
-    dropped = adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing],
-                             show_progress_on=[drawing], **unlimited)
-    emptied = dropped.failure(file_refused, [current], [adapter, current, drawing, said], show_progress_on=[drawing],
-                              api_visibility="private")
-    more.follow_the_run(dropped.success, current)
-    more.follow_the_run(emptied.then, current, empties_said=False)  # its line, which emptied wrote there
-    asked = [current, model, prompt, scale, how, seed, steps, count]
-    # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
-    # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot;
-    # its follow-up writes that line in `said`, where it stays once the toast fades.
-    checked = draw.click(check_draw, asked, None, api_visibility="private", **unlimited)
-    checked.failure(refused_line, None, [said], show_progress="hidden", api_visibility="private")
-    # A Draw that runs empties `said` as it starts, as Personalize empties its job line: an earlier Draw's line would
-    # say why the one now drawing drew nothing.
-    cleared = checked.success(lambda: "", None, [said], show_progress="hidden", api_visibility="private",
-                              **unlimited)
-    # Its bar on its own line beside Draw, not over the run's stage table (nor is a refusal's line, in `said`)
-    ran = cleared.success(draw_more, asked, outputs, show_progress_on=[drawing], **unlimited)
-    # A draw that started and failed: its badge, on Draw's line where its bar was, gives way to this follow-up's, as a
-    # failed Personalize's gives way to the follow-up that clears its run (page.py); its error is the toast, and
-    # "the draw failed: ..." in `said`, which stays.
-    ran.failure(on_page(failed), [drawn, more.marked], [drawn, more.marked, said],
-                show_progress_on=[drawing], api_visibility="private")
-    ran.success(on_page(after_draw), [ended, drawn, more.drawn_with, current, more.marked],
-                [drawn, more.drawn_with, more.marked],
-                show_progress="hidden", api_visibility="private")
+    _wire_file_box(adapter, model, current, prompt, drawing, more, handlers)
+    _wire_draw(draw, [current, model, prompt, scale, how, seed, steps, count], drawing, more, handlers)
     return prompt, drawing, adapter, more
 
 
-def asked_draw(what: Drawable, chosen_model: str, prompt_text: str | None, adapter_scale: float,
-               how_to_draw: str | None, first_seed: float | None, sample_steps: float,
-               pictures: float) -> tuple[Subject | str, DrawSettings]:
-    """What Draw's controls ask to draw (a run's name, or a dropped file on the Model box's model) and how, each
-    value that is no number of its kind refused in one line naming its control (``Studio.checked_draw`` checks the
-    rest)."""
-    if not what:
-        raise LowdimError("personalize or open a run, or drop an adapter file, first: Draw needs an adapter")
-    # A run is drawn on the model it was made with: the Model box is read (and checked) for a dropped file only.
-    subject = uploaded_adapter(what["adapter"], chosen_model) if "adapter" in what else what["run"]
-    return subject, DrawSettings(text(prompt_text), real_number(adapter_scale, "Adapter scale"),
-                                 whole(first_seed, "Picture seed"), whole(sample_steps, "Draw's denoising steps"),
-                                 whole(pictures, "Pictures"), str(text(how_to_draw)))
+def _wire_file_box(adapter: gr.File, model: gr.Dropdown, current: gr.State, prompt: gr.Textbox,
+                   drawing: gr.Markdown, more: MorePictures, handlers: DrawHandlers) -> None:
+    """A file dropped or cleared changes what Draw draws (``current``), its prompt and its line (``drawing``): the
+    pictures drawn from what it drew before go."""
+    # A refused file's badge goes on Draw's line, which the follow-up that empties the box rewrites (the error stays
+    # its toast, and is on `said` too), not over the prompt, which the refusal leaves as it was.
+    use_adapter = handlers.lines.keeping(handlers.use_adapter)  # a refused file's line, for file_refused
+    dropped = adapter.change(use_adapter, [adapter, model, current], [current, prompt, drawing],
+                             show_progress_on=[drawing], **UNLIMITED)
+    emptied = dropped.failure(handlers.file_refused, [current], [adapter, current, drawing, more.said],
+                              show_progress_on=[drawing], api_visibility="private")
+    more.follow_the_run(dropped.success, current)
+    more.follow_the_run(emptied.then, current, empties_said=False)  # its line, which emptied wrote there
+
+
+def _wire_draw(draw: gr.Button, asked: list[gr.components.Component], drawing: gr.Markdown, more: MorePictures,
+               handlers: DrawHandlers) -> None:
+    """Draw's click: its values (``asked``: what Draw draws, the Model box, then Draw's controls) checked, then the
+    job, and the follow-ups that put its pictures, or why it drew none, beside Draw."""
+    ended = gr.State(None)  # how the last Draw's job ended, for after_draw: what it drew, REFUSED or STOPPED
+    current, said, outputs = asked[0], more.said, [more.gallery, more.said, ended]
+    # A click's values are checked first, in an event with no outputs, as Personalize's are: a bad value is its one
+    # line, with no "Error" badge over Draw's line, and its own line even while another tab's run holds the slot;
+    # its follow-up writes that line in `said`, where it stays once the toast fades.
+    checked = draw.click(handlers.lines.keeping(handlers.check_draw), asked, None, api_visibility="private",
+                         **UNLIMITED)
+    checked.failure(handlers.refused_line, None, [said], show_progress="hidden", api_visibility="private")
+    # A Draw that runs empties `said` as it starts, as Personalize empties its job line: an earlier Draw's line would
+    # say why the one now drawing drew nothing.
+    cleared = checked.success(lambda: "", None, [said], show_progress="hidden", api_visibility="private",
+                              **UNLIMITED)
+    # Its bar on its own line beside Draw, not over the run's stage table (nor is a refusal's line, in `said`)
+    draw_more = handlers.lines.keeping(job_on_page(outputs, said, ended)(handlers.draw_more))
+    ran = cleared.success(draw_more, asked, outputs, show_progress_on=[drawing], **UNLIMITED)
+    # A draw that started and failed: its badge, on Draw's line where its bar was, gives way to this follow-up's, as
+    # a failed Personalize's gives way to the follow-up that clears its run (page.py); its error is the toast, and
+    # "the draw failed: ..." in `said`, which stays.
+    ran.failure(handlers.failed, [more.gallery, more.marked], [more.gallery, more.marked, said],
+                show_progress_on=[drawing], api_visibility="private")
+    ran.success(on_page(after_draw), [ended, more.gallery, more.drawn_with, current, more.marked],
+                [more.gallery, more.drawn_with, more.marked], show_progress="hidden", api_visibility="private")

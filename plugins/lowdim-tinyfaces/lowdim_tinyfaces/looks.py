@@ -83,9 +83,9 @@ def training_set(feature_file: Path, folders: list[Path]) -> tuple[Tensor, dict[
                     labels.append(levels)
     if not rows:
         raise SystemExit(f"{feature_file}: holds the features of no photo in {', '.join(map(str, folders))}")
-    levels = torch.from_numpy(np.stack(labels))
+    label_levels = torch.from_numpy(np.stack(labels))
     signature = {key: metadata[key] for key in ENCODER_KEYS}
-    return stored[rows], {f: levels[:, FACTOR_NAMES.index(f)] for f in NAMED}, signature
+    return stored[rows], {f: label_levels[:, FACTOR_NAMES.index(f)] for f in NAMED}, signature
 
 
 def main(argv: list[str] | None = None) -> None:

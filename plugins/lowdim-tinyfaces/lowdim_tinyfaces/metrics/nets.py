@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -16,6 +17,8 @@ from lowdim import json_text
 from lowdim.files import atomic_save, atomic_write
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
@@ -51,7 +54,8 @@ def load_weights(name: str, directory: Path | None = None) -> tuple[dict, dict[s
     return config, {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
 
 
-def load_into(module: nn.Module, tensors: dict[str, Tensor]) -> nn.Module:
+def load_into(module: ModuleT, tensors: dict[str, Tensor]) -> ModuleT:
+    """``module`` holding ``tensors``, frozen and in eval mode (the same object, so callers keep its type)."""
     missing, unexpected = module.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:

@@ -11,11 +11,14 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from lowdim.files import atomic_write
 
 from ..styles import STYLES
 from ..world import render_tensor
@@ -26,6 +29,8 @@ from .identity import IdentityEncoder
 from .nets import WEIGHTS_DIR, num_params, save_weights
 from .style import NAME as STYLE_NAME
 from .style import StyleClassifier
+
+Log = Callable[[dict], None]
 
 
 def _lr(step: int, steps: int, peak: float, warmup: int = 50) -> float:
@@ -49,13 +54,13 @@ def nt_xent(emb: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor
     return -(logp * pos).sum(1).div(pos.sum(1).clamp_min(1)).mean()
 
 
-def train_style(args: argparse.Namespace, log) -> StyleClassifier:
+def train_style(args: argparse.Namespace, log: Log) -> StyleClassifier:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     model = StyleClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=args.style_lr, weight_decay=1e-4)
-    t0 = time.time()
+    started = time.time()
     for step in range(args.style_steps):
         lv = sample_levels(args.style_batch, rng, 0)
         st = rng.integers(0, len(STYLES), args.style_batch)
@@ -66,18 +71,18 @@ def train_style(args: argparse.Namespace, log) -> StyleClassifier:
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == args.style_steps - 1:
-            log({"model": "style", "step": step, "loss": loss.item(), "t": time.time() - t0})
+            log({"model": "style", "step": step, "loss": loss.item(), "t": time.time() - started})
     return model.eval()
 
 
-def train_identity(args: argparse.Namespace, log) -> IdentityEncoder:
+def train_identity(args: argparse.Namespace, log: Log) -> IdentityEncoder:
     torch.manual_seed(args.seed + 1)
     rng = np.random.default_rng(args.seed + 1)
     gen = torch.Generator().manual_seed(args.seed + 1)
     model = IdentityEncoder()
     opt = torch.optim.AdamW(model.parameters(), lr=args.id_lr, weight_decay=1e-4)
     k = args.id_identities
-    t0 = time.time()
+    started = time.time()
     for step in range(args.id_steps):
         lv = sample_levels(k, rng, 0)
         s1 = rng.integers(0, len(STYLES), k)
@@ -90,7 +95,8 @@ def train_identity(args: argparse.Namespace, log) -> IdentityEncoder:
         model.train()
         emb, logits = model(x)
         target = torch.from_numpy(levels)
-        ce = sum(F.cross_entropy(lg, target[:, f]) for f, lg in enumerate(logits)) / len(logits)
+        # A tensor start keeps ``ce`` a Tensor for the type checker; 0-dim zeros + x is x bit for bit.
+        ce = sum((F.cross_entropy(lg, target[:, f]) for f, lg in enumerate(logits)), torch.zeros(())) / len(logits)
         con = nt_xent(emb, labels, args.tau)
         loss = ce + args.con_weight * con
         opt.zero_grad()
@@ -110,72 +116,84 @@ def train_identity(args: argparse.Namespace, log) -> IdentityEncoder:
                     "ce": ce.item(),
                     "con": con.item(),
                     "factor_acc": float(acc),
-                    "t": time.time() - t0,
+                    "t": time.time() - started,
                 }
             )
     return model.eval()
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/metrics"))
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--style-steps", type=int, default=300)
+    parser.add_argument("--style-batch", type=int, default=64)
+    parser.add_argument("--style-lr", type=float, default=3e-3)
+    parser.add_argument("--id-steps", type=int, default=1500)
+    parser.add_argument("--id-identities", type=int, default=48, help="per batch; 2 views each")
+    parser.add_argument("--id-lr", type=float, default=2e-3)
+    parser.add_argument("--tau", type=float, default=0.1)
+    parser.add_argument("--con-weight", type=float, default=0.5)
+    parser.add_argument("--skip-style", action="store_true")
+    parser.add_argument("--skip-identity", action="store_true")
+    return parser
+
+
+def _style_report(args: argparse.Namespace, log: Log) -> dict:
+    """Train the style classifier, write its weights, and return its section of the report."""
+    started = time.time()
+    style = train_style(args, log)
+    weights_config = {"model": style.config, "params": num_params(style), "train_seconds": time.time() - started}
+    save_weights(style, weights_config, STYLE_NAME, args.weights_dir)
+    report: dict = {
+        **weights_config,
+        "accuracy_clean": evaluate.style_accuracy(style, seed=11),
+        "accuracy_degraded": evaluate.style_accuracy(style, seed=11, degraded=True),
+    }
+    log({"style_report": report})
+    return report
+
+
+def _identity_report(args: argparse.Namespace, log: Log) -> dict:
+    """Train the identity encoder, write its weights (with the chosen threshold), and return its report section."""
+    started = time.time()
+    encoder = train_identity(args, log)
+    weights_config = {"model": encoder.config, "params": num_params(encoder), "train_seconds": time.time() - started}
+    report: dict = {
+        **weights_config,
+        "factor_accuracy_clean": evaluate.factor_accuracy(encoder, seed=12),
+        "factor_accuracy_degraded": evaluate.factor_accuracy(encoder, seed=12, degraded=True),
+        "verification_clean": evaluate.verification_report(encoder, seed=13),
+        "verification_degraded": evaluate.verification_report(encoder, seed=13, degraded=True),
+    }
+    # The validation-chosen threshold (clean renders) ships with the weights.
+    weights_config["threshold"] = report["verification_clean"]["threshold"]
+    save_weights(encoder, weights_config, ID_NAME, args.weights_dir)
+    log({"identity_report": report})
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("runs/metrics"))
-    p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--style-steps", type=int, default=300)
-    p.add_argument("--style-batch", type=int, default=64)
-    p.add_argument("--style-lr", type=float, default=3e-3)
-    p.add_argument("--id-steps", type=int, default=1500)
-    p.add_argument("--id-identities", type=int, default=48, help="per batch; 2 views each")
-    p.add_argument("--id-lr", type=float, default=2e-3)
-    p.add_argument("--tau", type=float, default=0.1)
-    p.add_argument("--con-weight", type=float, default=0.5)
-    p.add_argument("--skip-style", action="store_true")
-    p.add_argument("--skip-identity", action="store_true")
-    args = p.parse_args(argv)
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    log_file = (args.out / "train_log.jsonl").open("a")
-
-    def log(rec: dict) -> None:
-        print(json.dumps(rec), flush=True)
-        log_file.write(json.dumps(rec) + "\n")
-        log_file.flush()
-
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
-    if not args.skip_style:
-        t0 = time.time()
-        style = train_style(args, log)
-        cfg = {
-            "model": style.config,
-            "params": num_params(style),
-            "train_seconds": time.time() - t0,
-        }
-        save_weights(style, cfg, STYLE_NAME, args.weights_dir)
-        report["style"] = {
-            **cfg,
-            "accuracy_clean": evaluate.style_accuracy(style, seed=11),
-            "accuracy_degraded": evaluate.style_accuracy(style, seed=11, degraded=True),
-        }
-        log({"style_report": report["style"]})
-    if not args.skip_identity:
-        t0 = time.time()
-        enc = train_identity(args, log)
-        cfg = {"model": enc.config, "params": num_params(enc), "train_seconds": time.time() - t0}
-        report["identity"] = {
-            **cfg,
-            "factor_accuracy_clean": evaluate.factor_accuracy(enc, seed=12),
-            "factor_accuracy_degraded": evaluate.factor_accuracy(enc, seed=12, degraded=True),
-            "verification_clean": evaluate.verification_report(enc, seed=13),
-            "verification_degraded": evaluate.verification_report(enc, seed=13, degraded=True),
-        }
-        # The validation-chosen threshold (clean renders) ships with the weights.
-        cfg["threshold"] = report["identity"]["verification_clean"]["threshold"]
-        save_weights(enc, cfg, ID_NAME, args.weights_dir)
-        log({"identity_report": report["identity"]})
-    name = "report.json" if not (args.skip_style or args.skip_identity) else "report_partial.json"
-    (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
+    with (args.out / "train_log.jsonl").open("a") as log_file:
 
+        def log(record: dict) -> None:
+            print(json.dumps(record), flush=True)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+        if not args.skip_style:
+            report["style"] = _style_report(args, log)
+        if not args.skip_identity:
+            report["identity"] = _identity_report(args, log)
+    name = "report.json" if not (args.skip_style or args.skip_identity) else "report_partial.json"
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(args.out / name, lambda temp: Path(temp).write_text(text))
 
 if __name__ == "__main__":
     main()
