@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.sd_commands import typed_options
@@ -128,7 +129,7 @@ def print_report(report) -> None:
     for names, reason in skipped_by_reason(report.skipped_metrics):
         out.print(f"[yellow]skipped {user_text(names)}:[/] {user_text(reason)}", highlight=False)
     if report.skipped_images:
-        out.print(f"[yellow]{len(report.skipped_images)} image(s) left out[/] (unreadable, missing or tiny)")
+        out.print(f"[yellow]{counted(len(report.skipped_images), 'image')} left out[/] (unreadable, missing or tiny)")
     for note in report.notes[:MAX_NOTES_SHOWN]:
         out.print(f"[dim]note:[/] {user_text(note)}", highlight=False)
     if len(report.notes) > MAX_NOTES_SHOWN:
@@ -253,7 +254,7 @@ def missed_everything(report: EvalReport, model: str | None, requested: tuple[st
         summary = result.summary
         if not count or summary.scored or summary.misses + summary.not_asked < count or not summary.misses:
             continue
-        line = f"{result.column} found nothing to score in any of the {count} picture(s)"
+        line = f"{result.column} found nothing to score in any of the {counted(count, 'picture')}"
         too_small = too_small_for(report, result.name)
         said = [f"they are {report.smallest_side} px"] if too_small else []
         # Drawn by a model this metric is made for says nothing of why it missed.

@@ -9,6 +9,7 @@ import typer
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim_cli.console import out, user_text
 from lowdim_cli.errors import launched_process
 from lowdim_cli.info_commands import parse_options
@@ -112,8 +113,8 @@ def precompute(
     if not result.main_process:  # the main process says the run's total, once
         return
     processes = f" by {result.processes} processes" if result.processes > 1 else ""
-    shards = "" if result.processes > 1 else f" into {len(result.shards)} shard(s)"
-    trained = f"{result.run_trained} identit{'y' if result.run_trained == 1 else 'ies'}"
+    shards = "" if result.processes > 1 else f" into {counted(len(result.shards), 'shard')}"
+    trained = counted(result.run_trained, "identity", plural="identities")
     out.print(f"trained {trained}{shards}{processes}, skipped {result.run_skipped} already "
               f"done; index: {user_text(result.index, 'bold')}")
 
@@ -310,7 +311,7 @@ def _what_ran(result: HyperTrainResult, resume: bool) -> str:
         return f"retrieval bank filled{keys} in {seconds}"
     start = f" (from step {result.start_step})" if resume else ""
     steps = len(result.losses)
-    return f"{steps} step{'' if steps == 1 else 's'} in {seconds}{start}"
+    return f"{counted(steps, 'step')} in {seconds}{start}"
 
 
 def encoder_features(

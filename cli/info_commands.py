@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lowdim import json_text
+from lowdim.option_words import counted
 from lowdim.paths import expand_user
 from lowdim.registry import get_registry
 from lowdim_cli.console import out
@@ -187,7 +188,7 @@ def inspect(
         sizes = ", ".join(f"{size:,} bytes in {dtype}" for dtype, size in report.file_bytes.items())
         out.print(f"Adapter file on disk (tensors + metadata): {sizes}", markup=False)
     if report.notes:
-        out.print(as_written(f"{len(report.notes)} layer note(s), e.g. {report.notes[0]}", "dim"))
+        out.print(as_written(f"{counted(len(report.notes), 'layer note')}, e.g. {report.notes[0]}", "dim"))
 
 
 def show(

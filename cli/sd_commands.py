@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lowdim.option_words import counted
 from lowdim_cli.console import out, user_text
 from lowdim_cli.info_commands import parse_options
 from lowdim_cli.shared_options import (
@@ -131,7 +132,7 @@ def train(
         out.print(f"wrote {user_text(path, 'bold')}")
     if result.outputs:  # none: --resume found the run already finished, and its warning said so
         start = f" (from step {result.start_step})" if resume else ""
-        out.print(f"{len(result.losses)} steps in {result.seconds:.1f} s{start}")
+        out.print(f"{counted(len(result.losses), 'step')} in {result.seconds:.1f} s{start}")
         print_next_command(result.outputs, model, model_config)
 
 
@@ -151,7 +152,7 @@ def print_next_command(outputs: list[Path], model: str, model_config: str | None
         metadata = opened.metadata() or {}
     draw = draw_command(model, first, learned_phrase(metadata) + " at night", model_config)
     more = len(outputs) - 1
-    others = f"  (the other {more} adapter{'s' * (more != 1)} alike)" if more else ""
+    others = f"  (the other {counted(more, 'adapter')} alike)" if more else ""
     out.print(f"draw it: {user_text(draw)}{others}")
 
 
@@ -233,7 +234,7 @@ def generate(
     result = generate_to_folder(GenerateJob(model=model, config=config, adapters=adapter or [], out=out_dir,
                                             device=device, dtype=dtype, model_config=model_config))
     paths, grid = result.images, result.grid
-    out.print(f"wrote {len(paths)} image{'s' * (len(paths) != 1)} and {user_text(grid, 'bold')}")
+    out.print(f"wrote {counted(len(paths), 'image')} and {user_text(grid, 'bold')}")
 
 
 def export(

@@ -56,3 +56,11 @@ class Wording:
 
     def __repr__(self) -> str:
         return f"Wording({self.cli!r}, {self.api!r})"
+
+
+def counted(n: int, noun: str, *, grouped: bool = False, plural: str | None = None) -> str:
+    """``n`` and the noun in the number it needs ("1 layer", "3 layers", "0 layers"), so a message never says
+    "1 layer(s)". ``grouped`` writes thousands separators ("12,800 values"); ``plural`` is for a noun that does
+    not take an "s" ("identity" -> "identities", "batch" -> "batches")."""
+    number = f"{n:,}" if grouped else str(n)
+    return f"{number} {noun if n == 1 else plural or noun + 's'}"

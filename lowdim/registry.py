@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import pluggy
 
 from lowdim.errors import ConfigError, LowdimError, PluginError
+from lowdim.option_words import counted
 from lowdim.plugin_calling import package_suffix
 from lowdim.plugin_calling import plugin_label as plugin_label  # re-exported: cli, lowdim_sd, space_packages
 from lowdim.plugins import (
@@ -310,8 +311,8 @@ def _refuse_wrong_arguments(hook: str, args: tuple, named: dict[str, Any]) -> No
         raise TypeError(f"register() in {hook} takes {takes} per call ({example}), passed positionally, not "
                         f"{', '.join(f'{key}=' for key in named)}")
     if len(args) != count:
-        raise TypeError(f"register() in {hook} takes {takes} per call ({example}), not {len(args)} "
-                        f"argument{'' if len(args) == 1 else 's'}")
+        raise TypeError(f"register() in {hook} takes {takes} per call ({example}), not "
+                        f"{counted(len(args), 'argument')}")
 
 
 def _check_space(space_class: Any) -> None:

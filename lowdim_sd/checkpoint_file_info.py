@@ -17,6 +17,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim.paths import is_plain_name
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd.file_info_parts import (
@@ -186,8 +187,8 @@ def _trained(check: CheckpointView, settings: dict) -> None:
         check.rows.append(("trains", trains[0]))
         check.values["trains"] = trains[1]
     if header is not None:
-        tensors = counted(len(header.shapes), "tensor")
-        check.rows.append(("trained state", f"{counted(header.values, 'value')} in {tensors} ({name})"))
+        tensors = counted(len(header.shapes), "tensor", grouped=True)
+        check.rows.append(("trained state", f"{counted(header.values, 'value', grouped=True)} in {tensors} ({name})"))
         check.values["trained state"] = {"file": name, "values": header.values, "tensors": len(header.shapes)}
 
 
@@ -207,7 +208,7 @@ def _adapter_trains(signature: object, check: CheckpointView) -> tuple[str, dict
     check.outputs = [f"{name}.safetensors" for name in plain] or ["adapter.safetensors"]
     space, config, layers = signature.get("space", "?"), signature.get("space_config", {}), signature.get("layers")
     layer_set = bounded(str(signature.get("layer_set")))
-    count = counted(layers, "layer") if isinstance(layers, int) else f"{bounded(str(layers))} layers"
+    count = counted(layers, "layer", grouped=True) if isinstance(layers, int) else f"{bounded(str(layers))} layers"
     text = f"{bounded(str(space))} {bounded(compact(config))} on {count} ({layer_set})"
     if len(subjects) > 1:
         text += f"; one adapter for each of {len(subjects)} subjects: {listing([bounded(s) for s in subjects])}"
@@ -221,15 +222,10 @@ def _hypernet_trains(meta: dict[str, str]) -> tuple[str, dict] | None:
     layers = parsed_json(meta.get("layers"), [])
     count = len(layers) if isinstance(layers, list) else 0
     space, config, layer_set = meta.get("space", "?"), meta.get("space_config", ""), meta.get("layer_set") or "?"
-    return (f"a hypernetwork predicting {bounded(space)} {bounded(config)} on {counted(count, 'layer')} "
+    return (f"a hypernetwork predicting {bounded(space)} {bounded(config)} on {counted(count, 'layer', grouped=True)} "
             f"({bounded(layer_set)})",
             {"network": "hypernetwork", "space": {"name": space, "config": config_object(config)},
              "layers": {"count": count, "set": meta.get("layer_set") or None}})
-
-
-def counted(count: int, noun: str) -> str:
-    """``count`` ``noun``s, grouped by thousands: '1 layer', '1,024 values'."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _optimizer(check: CheckpointView) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -70,7 +70,7 @@ def device_problem(device: str) -> str | None:
             return f"device '{device}' was requested but CUDA is not available; use {use_cpu()}"
         count = torch.cuda.device_count()
         if chosen.index is not None and chosen.index >= count:
-            return (f"device '{device}' does not exist: this machine has {count} CUDA device(s), "
+            return (f"device '{device}' does not exist: this machine has {counted(count, 'CUDA device')}, "
                     f"cuda:0 to cuda:{count - 1}")
         return None
     if chosen.type == "mps":

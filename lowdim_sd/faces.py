@@ -26,7 +26,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 
 # The extra's own names (face_models) are re-exported: they are the faces API of docs/eval.md, and
 # personalize_checks and bench/speed_measures import INSTALL_HINT and faces_available from here.
@@ -274,7 +274,8 @@ def pick_face(faces: list[Face], index: int | None, name: str = "image", no_face
         advice = default_no_face_hint() if no_face_hint is None else no_face_hint
         raise FaceNotFound(f"no face found in {name}{_small_face_note(photo_size)}{advice}")
     if index is not None and not 0 <= index < len(faces):
-        raise FaceNotFound(f"face index {index} asked for, but {name} has {len(faces)} face(s) (0 is the largest)")
+        raise FaceNotFound(f"face index {index} asked for, but {name} has {counted(len(faces), 'face')} "
+                           "(0 is the largest)")
     return faces[0 if index is None else index]
 
 

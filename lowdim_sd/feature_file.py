@@ -27,7 +27,7 @@ from torch import Tensor
 from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save, read_checked
-from lowdim.option_words import either, option
+from lowdim.option_words import counted, either, option
 from lowdim_sd.faces import DEFAULT_MARGIN
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ def _check_tokens(path: Path, tokens: int, encoder: ImageEncoder) -> None:
         expected = _unpooled_tokens(encoder)
         how = f"this encoder gives {expected}"
     if expected is not None and tokens != expected:
-        count = f"{tokens} {'token' if tokens == 1 else 'tokens'}"
+        count = counted(tokens, "token")
         raise LowdimError(f"{path}: its features hold {count} per image; {how}; the file is damaged or made by "
                           f"another tool")
 

@@ -18,7 +18,7 @@ from PIL import Image
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
 from lowdim.files import atomic_write
-from lowdim.option_words import either, option
+from lowdim.option_words import counted, either, option
 from lowdim_sd import notebook_views, runs
 from lowdim_sd.attached_files import (  # noqa: F401 (detach_adapters: API, beside attach_adapters)
     AdapterArg,
@@ -330,12 +330,13 @@ def save_generated(results: list[Generated], out_dir: Path, ncol: int | None = N
     grid = save_grid(out_dir / "grid.png", [item.image for item in results], captions, ncol=ncol)
     older = sorted(set(out_dir.glob("*.png")) - {*paths, grid})
     if older:  # an earlier run's pictures: prompts.json and the grid hold this run's only
-        warnings.warn(f"{out_dir} also holds {len(older)} picture(s) of an earlier run (e.g. {older[0].name}), "
-                      f"left as they were; prompts.json and grid.png list this run's only", stacklevel=2)
+        warnings.warn(f"{out_dir} also holds {counted(len(older), 'picture')} of an earlier run (e.g. "
+                      f"{older[0].name}), left as they were; prompts.json and grid.png list this run's only",
+                      stacklevel=2)
     if replaced:  # by design (a rerun redraws its own), but a sweep into one -o would keep its last run only
         keep = either("give each run its own -o", "give each call its own out_dir")
-        warnings.warn(f"{out_dir}: replaced {replaced[0]} picture(s) drawn with other settings ({replaced[1]}): "
-                      f"{keep} to keep both", stacklevel=2)
+        warnings.warn(f"{out_dir}: replaced {counted(replaced[0], 'picture')} drawn with other settings "
+                      f"({replaced[1]}): {keep} to keep both", stacklevel=2)
     return paths, grid
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from lowdim import json_text
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import file_state
 from lowdim_sd.feature_file import StoredFeatures
@@ -383,5 +383,5 @@ def validation_line(step: int, scores: dict) -> str:
     denoise = scores.get("diffusion_loss")
     diffusion = f", diffusion loss {denoise:.4g}" if denoise is not None else ""
     held = len(scores["identities"])
-    return (f"step {step}, {held} held-out identit{'y' if held == 1 else 'ies'}: weight loss "
+    return (f"step {step}, {counted(held, 'held-out identity', plural='held-out identities')}: weight loss "
             f"{scores['weight_loss']:.4g}{mean}{diffusion}")

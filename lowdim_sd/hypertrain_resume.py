@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim.option_words import Wording, either
+from lowdim.option_words import Wording, counted, either
 from lowdim_sd import checkpoints
 from lowdim_sd import hypertrain_words as words
 from lowdim_sd.checked_pictures import CheckedPictures
@@ -171,7 +171,7 @@ def refuse_other_pictures(checkpoint: Path, recorded: list[dict], current: list[
     (path, same_name), more = differing[0], len(differing) - 1
     what = ("is not the picture it trained on under that name (other bytes)" if same_name else
             "is not among the pictures it trained on")
-    others = f"; {more} more picture{'s' if more > 1 else ''} differ{'s' if more == 1 else ''}" if more else ""
+    others = f"; {counted(more, 'more picture')} differ{'s' if more == 1 else ''}" if more else ""
     raise LowdimError(f"{checkpoint}: checkpoint of a run that trained on other {EXTRA_IMAGES}: {path} "
                       f"{what}{others}; put back the pictures it trained on, or "
                       f"{either('choose another --out', 'choose another out')} to train on these")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_save
+from lowdim.option_words import counted
 from lowdim_sd.model_errors import ModelLoadError
 
 UNET, VAE, CLIP = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -73,7 +74,8 @@ def _plain_state_dict(module: nn.Module) -> dict[str, Tensor]:
     wrappers = {name: layer for name, layer in module.named_modules() if getattr(layer, "is_lowdim_wrapper", False)}
     live = [name for name, layer in wrappers.items() if any(s.live_factors() is not None for s in layer.slots.values())]
     if live:
-        raise LowdimError(f"{len(live)} layer(s), e.g. {live[0]}, hold an unmerged adapter: merge it first "
+        hold = "holds" if len(live) == 1 else "hold"
+        raise LowdimError(f"{counted(len(live), 'layer')}, e.g. {live[0]}, {hold} an unmerged adapter: merge it first "
                           f"(Adapters.merge) or disable it, so the checkpoint holds what the model draws")
     state = {}
     for key, value in module.state_dict().items():

@@ -13,6 +13,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim.paths import expand_user
 from lowdim_sd.file_info_parts import (
     FileInfo,
@@ -253,16 +254,25 @@ def _base_configs(record: dict) -> tuple[str | None, str]:
 TRAINED = "lowdim train --full"  # the maker a trained model's record names (lowdim_sd.modes.record_recipe)
 
 
+def _recorded_count(record: dict, key: str, noun: str) -> str:
+    """'1 image', '4 images' for a count the record holds; a stranger's non-number as it is (cut), with 'noun(s)'."""
+    value = record.get(key, "?")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return counted(value, noun)
+    return f"{bounded(str(value))} {noun}(s)"
+
+
 def _trained(folder: Path, record: dict, rows: list[tuple[str, str]], values: dict[str, object]) -> FileInfo:
     """A model `lowdim train --full` wrote: its base, its word and how it trained, drawn with as a merged one is."""
     tokens = [str(token) for token in record.get("tokens", [])]
     parts = "UNet and text encoder" if record.get("text_encoder_trained") else "UNet"
     # Texts from the record, each cut where a stranger's runs to 100 KB; --json gives them whole.
-    steps, rate, images = (bounded(str(record.get(key, "?"))) for key in ("steps", "learning_rate", "images"))
+    steps, rate = (bounded(str(record.get(key, "?"))) for key in ("steps", "learning_rate"))
     prompt = record.get("prompt", "?")
     prompt = prompt if isinstance(prompt, str) else compact(prompt)
-    threads = f", {bounded(str(record['threads']))} CPU thread(s)" if "threads" in record else ""  # bytes are per count
-    trained = (f"{steps} steps at lr {rate} on {images} image(s){threads}, {parts}; "
+    # the same seed gives the same bytes only on as many threads: said whenever the record has them
+    threads = f", {_recorded_count(record, 'threads', 'CPU thread')}" if "threads" in record else ""
+    trained = (f"{steps} steps at lr {rate} on {_recorded_count(record, 'images', 'image')}{threads}, {parts}; "
                f"prompt {repr(prompt) if bounded(prompt) == prompt else bounded(prompt)}")  # quoted, as a cut one is
     base = str(record.get("base_model") or "?")
     rows = [("base model", bounded(base)), ("token", listing(list(map(bounded, tokens))) or "?"),

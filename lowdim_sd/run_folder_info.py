@@ -9,13 +9,13 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim.paths import named
 from lowdim_sd import checkpoint_reading as reading
 from lowdim_sd.checkpoint_file_info import (
     CHECKPOINTS,
     CheckpointView,
     complete_checkpoints,
-    counted,
     is_step_folder,
     read_checkpoint,
     saves,
@@ -69,11 +69,12 @@ def checkpoints_folder_info(folder: Path) -> FileInfo:
     steps = [int(step.name.removeprefix("step-")) for step in done]
     cut = len(saves(out)) - len(done)
     said = f"{len(done):,} complete, at step{'s' * (len(done) > 1)} {listing([f'{step:,}' for step in steps])}"
-    said += f"; and {counted(cut, 'save')} cut short, which the next save removes" if cut else ""
+    said += f"; and {counted(cut, 'save', grouped=True)} cut short, which the next save removes" if cut else ""
     written = [name for name in check.outputs if (out / name).exists()]
     finished = bool(check.outputs) and len(written) == len(check.outputs)
     writer = f"{check.writer} " if check.writer else ""
-    info = check.info(folder, f"the checkpoints folder of a lowdim {writer}run ({counted(len(done), 'checkpoint')}, "
+    kept = counted(len(done), "checkpoint", grouped=True)
+    info = check.info(folder, f"the checkpoints folder of a lowdim {writer}run ({kept}, "
                               f"the newest at step {check.step})", "checkpoints_folder",
                       checkpoints={"count": len(done), "steps": steps, "cut_short": cut}, newest=str(done[-1]))
     rows = [("checkpoints", said), ("newest", part(str(done[-1])))]

@@ -15,6 +15,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim import json_text
+from lowdim.option_words import counted
 from lowdim.paths import named
 from lowdim_sd.file_info_parts import FileInfo, command_word, listing, part
 from lowdim_sd.weight_folder_info import index_rows
@@ -106,7 +107,8 @@ def stopped_before_first_batch(out: Path) -> FileInfo:
 
     but = ", but for one that diverged (below)" if any(divergence_in(folder) for folder in batches) else ""
     said = (f"a precompute stopped before its first batch was kept: no identity is kept yet, and "
-            f"{len(batches)} batch folder{'s' * (len(batches) > 1)} hold its steps; {RERUN} to continue: it "
+            f"{counted(len(batches), 'batch folder')} {'holds' if len(batches) == 1 else 'hold'} its steps; {RERUN} to "
+            f"continue: it "
             f"resumes each batch from its checkpoint{but}")
     return FileInfo(out, "a lowdim precompute run stopped before its first batch was kept",
                     [("unfinished", said), batch_row, *rows], rerun_line(out, header),

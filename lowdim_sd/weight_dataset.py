@@ -16,7 +16,7 @@ from torch import Tensor
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.option_words import Wording, either
+from lowdim.option_words import Wording, counted, either
 from lowdim.spaces.base import Space
 from lowdim_sd import stopping
 from lowdim_sd.checked_pictures import CheckedPictures, file_state
@@ -185,7 +185,8 @@ class WeightDataset(torch.utils.data.Dataset):
                        f"{self.folders[number]} (it takes identities with no pictures left out of the folder)"
                        if self.roots[number] == Path(self._indexes[number]["root"]) else "")
             number, image = self.items[missing[0]]
-            raise LowdimError(f"{len(missing)} of the {len(self)} training image(s) are gone, e.g. "
+            are = "is" if len(missing) == 1 else "are"
+            raise LowdimError(f"{len(missing)} of the {counted(len(self), 'training image')} {are} gone, e.g. "
                               f"{self.image_path(missing[0])}; {self._where_to_find(self.entries[number], image)}"
                               f"{removed}")
         self.check_same_pictures()

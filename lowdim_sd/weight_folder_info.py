@@ -9,6 +9,7 @@ from pathlib import Path
 from shlex import quote
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim_sd.file_info_parts import FileInfo, bounded, command_word, compact, space_object
 
 
@@ -48,7 +49,7 @@ def index_rows(index: dict) -> tuple[list[tuple[str, str]], dict[str, object]]:
     layers: list = index["layers"] if isinstance(index.get("layers"), list) else []  # "abc": none, not 3
     # Texts from the index, each cut where a stranger's runs to 100 KB; --json gives them whole.
     model, root = str(index.get("model") or "?"), str(index.get("root") or "?")
-    rows = [("identities", f"{len(index['identities']):,} in {len(shards)} shard(s)"),
+    rows = [("identities", f"{len(index['identities']):,} in {counted(len(shards), 'shard')}"),
             ("space", f"{bounded(str(index.get('space', '?')))} {bounded(compact(index.get('space_config', {})))}"),
             ("model", bounded(model)),
             ("layers", f"{len(layers)} ({bounded(str(index.get('layer_set', '?')))})"),

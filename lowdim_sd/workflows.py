@@ -15,7 +15,7 @@ import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
 from lowdim.inject.adding import adjusted_notes
-from lowdim.option_words import either, option
+from lowdim.option_words import counted, either, option
 from lowdim_sd import checkpoints, defaults, run_outputs, runs, stopping
 from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device
 from lowdim_sd.generate import check_resolution
@@ -120,7 +120,8 @@ def subject_folders(folder: Path, warn: bool = True) -> list[Path]:
         raise LowdimError(f"{folder}: expected one sub-folder of images per subject, found none")
     loose = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if loose and warn:
-        warnings.warn(f"{folder}: {len(loose)} image(s) beside the subject sub-folders are not trained, "
+        are = "is" if len(loose) == 1 else "are"
+        warnings.warn(f"{folder}: {counted(len(loose), 'image')} beside the subject sub-folders {are} not trained, "
                       f"e.g. {loose[0]}", stacklevel=3)
     return folders
 

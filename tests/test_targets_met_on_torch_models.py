@@ -29,7 +29,7 @@ def test_star_on_a_transformer_encoder_warns_that_attention_is_skipped():
     lines = [str(w.message) for w in caught if "MultiheadAttention" in str(w.message)]
     assert len(lines) == 1, [str(w.message) for w in caught]
     assert "2 nn.MultiheadAttention" in lines[0] and "layers.0.self_attn" in lines[0]
-    assert "4 layer(s) get the adapter" in lines[0] and "\n" not in lines[0]
+    assert "4 layers get the adapter" in lines[0] and "\n" not in lines[0]
     assert wrapped(model) == [f"layers.{i}.linear{j}" for i in (0, 1) for j in (1, 2)]
 
 

@@ -34,7 +34,7 @@ from lowdim.inject.space_checks import (
 )
 from lowdim.inject.state_guard import guard_loads
 from lowdim.inject.wrapping import module_holders, wrap
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.spaces.stack import StackSpace
 
@@ -67,7 +67,7 @@ def add(adapters: Adapters, name: str, space: Space, targets: LayerSet | str | S
     if wasted and rank_chosen:
         _warn_wasted_rank(wasted, name)
     if info.notes:
-        log.info("adapter '%s': notes on %d layer(s), e.g. %s", name, len(info.notes), info.notes[0])
+        log.info("adapter '%s': notes on %s, e.g. %s", name, counted(len(info.notes), "layer"), info.notes[0])
     adapters._infos[name] = info
     return info
 
@@ -116,7 +116,7 @@ def _build_slots(info: AdapterInfo, chosen: Sequence[tuple[str, BaseLayer]], *, 
 
 def _warn_wasted_rank(wasted: list[str], name: str) -> None:
     """Layers trained and saved for nothing: said where a Python user sees it, not only in a log."""
-    count = f"{len(wasted)} layer{'s' * (len(wasted) != 1)}"
+    count = counted(len(wasted), "layer")
     who = either("", f"adapter '{name}': ")  # the command names its adapter for itself, not for the user
     warnings.warn(f"{who}on {count} the rank exceeds what the layer holds, e.g. {wasted[0]}; the "
                   f"optimizer trains those extra params and the file stores them all the same: a lower rank "

@@ -16,6 +16,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
 from lowdim.inject.select import user_stacklevel
+from lowdim.option_words import counted
 
 if TYPE_CHECKING:
     from lowdim.inject.layer import AdapterLayer, AdapterSlot
@@ -89,7 +90,7 @@ def warn_own_forward(name: str, wrappers: Iterable[AdapterLayer]) -> None:
     log). Warned, not refused: the merge is right for most, and refusing would leave no way to merge them."""
     own = [w for w in wrappers if type(w.base_layer).forward is not _plain_forward(w.base_layer)]
     if own:
-        others = f" and {len(own) - 1} other layer(s)" if len(own) > 1 else ""
+        others = f" and {counted(len(own) - 1, 'other layer')}" if len(own) > 1 else ""
         warnings.warn(f"layer {own[0].layer_name} ({type(own[0].base_layer).__name__}){others} overrides forward, "
                       f"so it may not compute with its weight as stored: merging adapter '{name}' adds the update to "
                       f"that weight; compare the merged output with the unmerged one, or keep the adapter unmerged",

@@ -20,6 +20,7 @@ from lowdim.inject.matching import (  # re-exported: lowdim_sd (preview, draw_pa
     matches,
 )
 from lowdim.inject.select_words import no_match_message
+from lowdim.option_words import counted
 
 if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at import, `lowdim --help` loads them
     from types import FrameType
@@ -177,21 +178,23 @@ def _warn_skipped_layers(model: nn.Module, layer_set: LayerSet, chosen: list[tup
         # out_proj is an nn.Linear a pattern such as '*' meets; the attention is skipped whichever part it names.
         elif isinstance(module, nn.MultiheadAttention) and (selects(name) or selects(f"{name}.out_proj")):
             attention.append(name)
-    adapted = f"only {len(chosen)} layer(s) get the adapter, e.g. {chosen[0][0]}"
+    get = "gets" if len(chosen) == 1 else "get"
+    adapted = f"only {counted(len(chosen), 'layer')} {get} the adapter, e.g. {chosen[0][0]}"
     if conv1ds:
         warnings.warn(f"targets '{layer_set.name}' also match {len(conv1ds)} transformers Conv1D layers (e.g. "
                       f"{conv1ds[0]}), which lowdim does not adapt (GPT-2's transposed linear layers): {adapted}",
                       stacklevel=user_stacklevel())
     if convolutions:
-        warnings.warn(f"targets '{layer_set.name}' also match {len(convolutions)} convolution(s) (e.g. "
+        warnings.warn(f"targets '{layer_set.name}' also match {counted(len(convolutions), 'convolution')} (e.g. "
                       f"{convolutions[0]}), which lowdim does not adapt (only a 1x1 nn.Conv2d with stride 1, no "
                       f"padding and one group is linear per pixel): {adapted}", stacklevel=user_stacklevel())
     if typed_out:
-        warnings.warn(f"targets '{layer_set.name}' also match {len(typed_out)} 1x1 convolution(s) (e.g. "
+        warnings.warn(f"targets '{layer_set.name}' also match {counted(len(typed_out), '1x1 convolution')} (e.g. "
                       f"{typed_out[0]}), which this layer set's types ({', '.join(layer_set.types)}) leave out: add "
                       f"'conv1x1' to its types to adapt them too: {adapted}", stacklevel=user_stacklevel())
     if attention:
-        warnings.warn(f"targets '{layer_set.name}' also match {len(attention)} nn.MultiheadAttention layer(s) (e.g. "
+        also = counted(len(attention), "nn.MultiheadAttention layer")
+        warnings.warn(f"targets '{layer_set.name}' also match {also} (e.g. "
                       f"{attention[0]}), which cannot carry adapters (they compute q, k and v from a bare "
                       f"in_proj_weight and read out_proj.weight directly): {adapted}", stacklevel=user_stacklevel())
 

@@ -10,7 +10,7 @@ import difflib
 from typing import TYPE_CHECKING
 
 from lowdim.inject.matching import compiled_pattern, layer_kind, literal_name, matches
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 
 if TYPE_CHECKING:  # torch loads with the first model, as in select
     from torch import nn
@@ -43,9 +43,9 @@ def no_match_message(pattern: str, layer_set: LayerSet, names: list[str], model:
         return (f"the model itself is an nn.{type(model).__name__}, and adapters go on the layers inside a model: "
                 f"wrap it, e.g. nn.Sequential(layer), and target '0'")
     if same_tail and literal_name(pattern) == pattern and "." not in pattern:  # peft's habit: a bare module name
-        count = sum(name.rsplit(".", 1)[-1] == tail for name in names)
+        count = counted(sum(name.rsplit(".", 1)[-1] == tail for name in names), "layer")
         return (f"pattern '{pattern}'{where} matches no layer: a pattern matches whole dotted names, so "
-                f"'*.{pattern}' is the one that matches the {count} layer(s) named {pattern}, e.g. {same_tail[0]}")
+                f"'*.{pattern}' is the one that matches the {count} named {pattern}, e.g. {same_tail[0]}")
     return (
         f"pattern '{pattern}'{where} matches no {'/'.join(layer_set.types)} layer{found}; "
         f"real names look like: {', '.join(examples) or 'none: the model has no such layers'}"
@@ -128,7 +128,7 @@ def kind_words(module: nn.Module, layer_set: LayerSet | None = None) -> str:
     if isinstance(module, nn.Conv2d) and layer_kind(module) is None:
         return f"a Conv2d with a {module.kernel_size[0]}x{module.kernel_size[1]} kernel, stride {module.stride[0]}, " \
                f"padding {module.padding if isinstance(module.padding, str) else module.padding[0]} " \
-               f"and {module.groups} group(s): only a plain 1x1 convolution is linear per pixel"
+               f"and {counted(module.groups, 'group')}: only a plain 1x1 convolution is linear per pixel"
     if isinstance(module, nn.MultiheadAttention):
         return f"an nn.MultiheadAttention: {MHA_WORDS}"
     kind, name = layer_kind(module), type(module).__name__

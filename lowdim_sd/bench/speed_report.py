@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+from lowdim.option_words import counted
 from lowdim_sd.bench.speed_setup import Scale, Settings
 from lowdim_sd.markdown_cells import markdown_cell
 
@@ -44,7 +45,7 @@ def labels(scale: Scale) -> dict[str, str]:
             names[f"{kind}_lowdim_r{rank}"] = f"{what}, lowdim LoRA r={rank}"
             names[f"{kind}_peft_r{rank}"] = f"{what}, peft LoRA r={rank}"
     for k in scale.subjects:
-        names[f"batched_k{k}"] = f"precompute, {k} subject{'s' * (k > 1)} in one batch ({scale.batch_steps} steps)"
+        names[f"batched_k{k}"] = f"precompute, {counted(k, 'subject')} in one batch ({scale.batch_steps} steps)"
     return names
 
 

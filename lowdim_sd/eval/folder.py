@@ -33,7 +33,7 @@ from pathlib import Path
 from PIL import Image
 
 from lowdim.metrics import Sample
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 
 # The warnings and size limits are imported from here too: they are this module's public names.
 from lowdim_sd.eval.image_files import (  # noqa: F401
@@ -170,8 +170,9 @@ def _warn_unlisted(folder: Path, prompts: PromptsFile, references: list[Path]) -
     unlisted = [p.name for p in pictures_in(folder) if p.name != GENERATE_GRID and _file_key(p) not in listed]
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
-        warnings.warn(EvalWarning(f"{len(unlisted)} image(s) in {folder} are not in {prompts.path.name} and are "
-                                  f"not evaluated: {shown}"), stacklevel=3)
+        are = "is" if len(unlisted) == 1 else "are"
+        warnings.warn(EvalWarning(f"{counted(len(unlisted), 'image')} in {folder} {are} not in {prompts.path.name} and "
+                                  f"{are} not evaluated: {shown}"), stacklevel=3)
 
 
 def _file_key(path: Path) -> Path:
@@ -193,13 +194,17 @@ def _warn_without_references(samples: list[Sample], unread: dict[str, tuple[str,
     bare = [s.name for s in samples if not s.references and s.name not in unread]
     if bare:
         how = either("with --references/-r FILE_OR_FOLDER", "as EvalJob(references=...)")
-        warnings.warn(EvalWarning(f"{len(bare)} image(s) have no usable reference image ({bare[0]} ...): "
-                                  f"image and identity metrics count them as misses; pass the reference "
+        has, them = ("has", "it as a miss") if len(bare) == 1 else ("have", "them as misses")
+        warnings.warn(EvalWarning(f"{counted(len(bare), 'image')} {has} no usable reference image ({bare[0]} ...): "
+                                  f"image and identity metrics count {them}; pass the reference "
                                   f"photo(s) {how} or list them in the prompts file"), stacklevel=3)
     if unread:
         name, own = next(iter(unread.items()))
         instead = either("--references", "EvalJob(references=...)")
-        warnings.warn(EvalWarning(f"{len(unread)} image(s) have no usable reference image because their own "
-                                  f"references in {prompts_name} could not be read ({name}: {', '.join(own)} ...): "
-                                  f"image and identity metrics count them as misses; an image's own references "
-                                  f"win over {instead}, so fix or remove them in {prompts_name}"), stacklevel=3)
+        has, their, them = (("has", "its", "it as a miss") if len(unread) == 1 else
+                            ("have", "their", "them as misses"))
+        warnings.warn(EvalWarning(f"{counted(len(unread), 'image')} {has} no usable reference image because "
+                                  f"{their} own references in {prompts_name} could not be read ({name}: "
+                                  f"{', '.join(own)} ...): image and identity metrics count {them}; an image's own "
+                                  f"references win over {instead}, so fix or remove them in {prompts_name}"),
+                      stacklevel=3)

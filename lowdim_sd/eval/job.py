@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lowdim.errors import LowdimError
-from lowdim.option_words import either, option
+from lowdim.option_words import counted, either, option
 from lowdim.registry import get_registry
 from lowdim_sd.eval.folder import EvalSet, load_eval_set
 from lowdim_sd.eval.paper_metrics import PAPER_METRICS
@@ -224,11 +224,11 @@ def nothing_scored(report: EvalReport, requested: tuple[str, ...]) -> str | None
     count = len(report.images)
     asked_nothing = [r.name for r in report.results if r.summary.not_asked == count]
     if count and len(asked_nothing) == len(report.results):
-        return (f"{', '.join(asked_nothing)} asked nothing of any of the {count} image(s): no prompt is one "
+        return (f"{', '.join(asked_nothing)} asked nothing of any of the {counted(count, 'image')}: no prompt is one "
                 f"{'it scores' if len(asked_nothing) == 1 else 'they score'} (tinyfaces-style: a prompt naming "
                 f"one of TinyFaces' styles, such as 'a photo of a [V] face')")
     ran = ", ".join(result.name for result in report.results)
-    line = f"no metric scored any of the {count} image(s) (ran: {ran}); the notes above say why"
+    line = f"no metric scored any of the {counted(count, 'image')} (ran: {ran}); the notes above say why"
     available = set(get_registry().metrics)
     small = report.smallest_side is not None and report.smallest_side <= SMALL_SIDE
     if small and set(TINYFACES_METRICS) <= available and not set(requested) & set(TINYFACES_METRICS):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from lowdim.option_words import Wording
+from lowdim.option_words import Wording, counted
 from lowdim_sd.eval.image_files import MAX_SIDE, read_image, warn_skipped
 from lowdim_sd.eval.prompts_file import PROMPT_FILES, EvalFolderError
 from lowdim_sd.faces import CROP_MAX_SIDE
@@ -134,7 +134,8 @@ class ReferenceChoice:
                          f"as given twice it would weigh double in every mean")
         parts = []
         if self._generated:
-            parts.append(f"{len(self._generated)} reference(s) are generated pictures being scored (e.g. "
+            are = "is a generated picture" if len(self._generated) == 1 else "are generated pictures"
+            parts.append(f"{counted(len(self._generated), 'reference')} {are} being scored (e.g. "
                          f"{next(iter(self._generated.values()))}): left out of every image's references, as a "
                          f"generated picture is no photo of the subject (and a picture scores 1 against itself)")
         if self._grids:

@@ -23,7 +23,7 @@ from typing import Any
 from lowdim.errors import LowdimError
 from lowdim.files import atomic_write
 from lowdim.metrics import Metric, MetricUnavailable, Sample, Summary, applies, summarize
-from lowdim.option_words import option
+from lowdim.option_words import counted, option
 from lowdim_sd.markdown_cells import markdown_cell
 
 # Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
@@ -105,7 +105,7 @@ class EvalReport:
         left_out = [f"- {markdown_cell(f'{names} skipped: {reason}')}"
                     for names, reason in skipped_by_reason(self.skipped_metrics)]
         if self.skipped_images:
-            left_out += [f"- {len(self.skipped_images)} image(s) left out: "
+            left_out += [f"- {counted(len(self.skipped_images), 'image')} left out: "
                          f"{markdown_cell(', '.join(self.skipped_images))}"]
         lines += ["", *left_out] if left_out else []
         if self.results:
@@ -133,7 +133,8 @@ def settings_line(settings: dict[str, Any], own_references: int = 0) -> str:
     words = [token, *settings.get("other_tokens", [])] if token else settings.get("other_tokens", [])
     shared = settings.get("references", [])
     refs = (_short(shared[0]) + (f" and {len(shared) - 1} more" if len(shared) > 1 else "")) if shared else "none"
-    refs += f" (other ones for {own_references} image(s), listed per image in eval.json)" if own_references else ""
+    own = counted(own_references, "image")
+    refs += f" (other ones for {own}, listed per image in eval.json)" if own_references else ""
     crop = settings.get("crop")
     cropped = f"crop {crop['size']} px, margin {crop['margin']:g}" if isinstance(crop, dict) else "crop off"
     parts = [f"models {', '.join(models) or 'none'}", f"token {', '.join(words) if words else 'none'}",
@@ -167,13 +168,13 @@ NOTES_SHOWN = 10  # as `lowdim eval` prints them; eval.md (write_report) has all
 def report_repr(report: Any) -> str:
     """``EvalReport(2 images; Identity 0.250 (2 scored), Style acc – (0 scored, 2 not asked); skipped: dino)``."""
     try:
-        parts = [_count(len(report.images), "image"), ", ".join(_metric_words(r) for r in report.results)]
+        parts = [counted(len(report.images), "image"), ", ".join(_metric_words(r) for r in report.results)]
         if report.skipped_metrics:
             parts.append(f"skipped: {', '.join(report.skipped_metrics)}")
         if report.skipped_images:
-            parts.append(f"{_count(len(report.skipped_images), 'image')} left out")
+            parts.append(f"{counted(len(report.skipped_images), 'image')} left out")
         if report.notes:
-            parts.append(_count(len(report.notes), "note"))
+            parts.append(counted(len(report.notes), "note"))
         return f"EvalReport({'; '.join(part for part in parts if part)})"
     except Exception:  # a report built by hand with odd fields: still a line, never an error
         return "EvalReport(...)"
@@ -187,15 +188,11 @@ def report_html(report: Any) -> str:
         return f"<pre>{html.escape(report_repr(report))}</pre>"
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 def _metric_words(result: Any) -> str:
     summary = result.summary
     counts = [f"{summary.scored} scored"]
     if summary.misses:
-        counts.append(f"{summary.misses} miss{'' if summary.misses == 1 else 'es'}")
+        counts.append(counted(summary.misses, "miss", plural="misses"))
     if summary.not_asked:
         counts.append(f"{summary.not_asked} not asked")
     return f"{result.column} {_fmt(summary.mean, '–')} ({', '.join(counts)})"
@@ -231,7 +228,7 @@ def skipped_by_reason(skipped: dict[str, str]) -> list[tuple[str, str]]:
 def _lines(report: Any) -> list[str]:
     lines = [f"skipped {names}: {reason}" for names, reason in skipped_by_reason(report.skipped_metrics)]
     if report.skipped_images:
-        lines.append(f"{len(report.skipped_images)} image(s) left out (unreadable, missing or tiny)")
+        lines.append(f"{counted(len(report.skipped_images), 'image')} left out (unreadable, missing or tiny)")
     lines += [f"note: {note}" for note in report.notes[:NOTES_SHOWN]]
     if len(report.notes) > NOTES_SHOWN:
         lines.append(f"... and {len(report.notes) - NOTES_SHOWN} more notes (all of them in eval.md)")

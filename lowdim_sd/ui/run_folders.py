@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim_sd import runs
 from lowdim_sd.ui.checks import NotOffered
 from lowdim_sd.ui.run_links import (
@@ -370,4 +371,4 @@ def publish_run(work: Path, out: Path, name: str) -> str:
 def kept_runs_line(out: Path) -> str:
     """'3 finished runs are kept in OUT': what a stopped server leaves, those Earlier runs leaves out included."""
     count = len(_finished(out))
-    return f"{count} finished run{' is' if count == 1 else 's are'} kept in {out}"
+    return f"{counted(count, 'finished run')} {'is' if count == 1 else 'are'} kept in {out}"

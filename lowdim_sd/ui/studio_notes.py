@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from lowdim.errors import LowdimError, first_line
+from lowdim.option_words import counted
 
 
 def ships_a_hypernet(model: str) -> bool:
@@ -30,7 +31,7 @@ def no_hypernet_note(model: str, steps: int | None) -> str:
     ran = SCRATCH_STEPS if steps is None else steps
     recipe = ("the recipe from zero" if ran == SCRATCH_STEPS
               else f"from zero the recipe is {SCRATCH_STEPS}: empty Finetune steps")
-    return (f"{model} ships no hypernetwork: the LoRA started from zero and trained {ran} step{'s' * (ran != 1)} "
+    return (f"{model} ships no hypernetwork: the LoRA started from zero and trained {counted(ran, 'step')} "
             f"({recipe})")
 
 

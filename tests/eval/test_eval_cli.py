@@ -202,7 +202,7 @@ def test_no_image_scored_is_a_failure_that_names_the_tinyfaces_metrics_for_small
                                "--no-progress")
     said = " ".join(stderr.split())
     assert code == 1 and "Traceback" not in stderr
-    assert "Error: no metric scored any of the 3 image(s) (ran: face-rec); the notes above say why" in said
+    assert "Error: no metric scored any of the 3 images (ran: face-rec); the notes above say why" in said
     assert ("these are 48 px images, as TinyFaces draws them: score them with --metrics "
             "tinyfaces-identity,tinyfaces-style,tinyfaces-image") in said
     assert json.loads((out / "eval.json").read_text())["metrics"]["face-rec"]["scored"] == 0  # the misses are kept
@@ -271,7 +271,7 @@ def test_no_image_asked_by_the_only_metric_says_so(capsys, folder):
         code, stdout, stderr = run(capsys, "eval", folder, "--metrics", "cats", "--no-progress")
     said = " ".join((stdout + stderr).split())
     assert code == 1 and "Traceback" not in said
-    assert "cats asked nothing of any of the 3 image(s)" in said
+    assert "cats asked nothing of any of the 3 images" in said
 
 
 class _CatsOnly(_Fixed):

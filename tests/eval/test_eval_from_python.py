@@ -155,7 +155,7 @@ def test_the_notebook_view_is_the_table_lowdim_eval_prints(report):
     rows = [re.findall(r"<td(?: [^>]*)?>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)]
     assert ["Identity", "0.250", "1", "1", "0"] in rows and ["Style acc", "1.000", "1", "0", "1"] in rows
     assert "skipped dino: no &lt;model&gt;" in page and "<model>" not in page
-    assert "1 image(s) left out" in page and "note: no face in 1.png" in page
+    assert "1 image left out" in page and "note: no face in 1.png" in page
 
 
 def test_the_views_never_raise(report):

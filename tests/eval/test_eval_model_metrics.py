@@ -58,7 +58,7 @@ def test_metrics_typed_win_and_a_metric_that_misses_every_picture_says_why(capsy
                                "--out", tmp_path / "ev", "--no-progress")
     assert code == 1 and "Traceback" not in stderr
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["metrics"].keys() == {"face-rec"}
-    assert stderr.startswith("Error: no metric scored any of the 2 image(s) (ran: face-rec)")
+    assert stderr.startswith("Error: no metric scored any of the 2 images (ran: face-rec)")
     assert f"score them with --metrics {','.join(TINYFACES_METRICS)}; prompts.json says tinyfaces drew them" in stderr
 
 
@@ -66,7 +66,7 @@ def test_a_metric_missing_every_picture_beside_one_that_scores_is_told_in_one_li
     code, stdout, stderr = run(capsys, "eval", drawn, "-r", reference, "--metrics", "face-rec,tinyfaces-image",
                                "--device", "cpu", "--no-progress")
     assert code == 0, stderr
-    assert ("Face Rec found nothing to score in any of the 2 picture(s): they are 32 px, drawn by tinyfaces "
+    assert ("Face Rec found nothing to score in any of the 2 pictures: they are 32 px, drawn by tinyfaces "
             "(prompts.json), too small for it" in stdout)
     assert "score them with --metrics" not in stdout  # tinyfaces-image, one of its own, was asked for
 

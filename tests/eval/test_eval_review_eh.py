@@ -81,7 +81,7 @@ def test_the_folder_scored_given_with_the_photos_leaves_every_generated_picture_
     assert [sources(sample) for sample in data.samples] == [["id-0.png", "id-1.png"]] * 3
     left_out = [note for note in said if "generated pictures being scored" in note]
     assert len(left_out) == 1  # one note, however many images
-    assert "3 reference(s)" in left_out[0] and "000.png" in left_out[0] and "grid.png" in left_out[0]
+    assert "3 references" in left_out[0] and "000.png" in left_out[0] and "grid.png" in left_out[0]
 
 
 def test_an_images_score_against_the_folder_and_the_photos_is_its_score_against_the_photos(generated, photos,
@@ -180,7 +180,7 @@ def test_eval_json_records_models_token_crop_and_references(generated, photos, c
     assert own == [None, None, [str((photos / "id-1.png").resolve())]]  # only where not the shared ones
     markdown = (out / "eval.md").read_text()
     line = next(text for text in markdown.splitlines() if text.startswith("Scored with"))
-    assert "token sks" in line and "id-0.png" in line and "crop off" in line and "1 image(s)" in line
+    assert "token sks" in line and "id-0.png" in line and "crop off" in line and "1 image," in line
 
 
 def test_two_reports_made_with_other_clip_models_are_told_apart(generated, photos, tmp_path, tiny_clip):

@@ -27,7 +27,7 @@ def test_a_gpu_that_exists_is_taken(two_gpus, device):
 
 
 def test_a_gpu_index_past_the_last_names_the_ones_there_are(two_gpus):
-    with pytest.raises(LowdimError, match=r"^device 'cuda:2' does not exist: this machine has 2 CUDA device\(s\), "
+    with pytest.raises(LowdimError, match=r"^device 'cuda:2' does not exist: this machine has 2 CUDA devices, "
                                           r"cuda:0 to cuda:1$"):
         resolve_device("cuda:2")
 

@@ -46,7 +46,7 @@ def test_tinyfaces_own_metrics_missing_for_want_of_a_reference_are_not_blamed_on
     assert "have no usable reference image" in stdout  # the note that says why
     assert "too small" not in stdout
     for column in ("Identity", "Image sim"):
-        assert f"{column} found nothing to score in any of the 2 picture(s); the notes above say why" in stdout
+        assert f"{column} found nothing to score in any of the 2 pictures; the notes above say why" in stdout
 
 
 def test_the_papers_metrics_on_32_px_pictures_are_still_told_they_are_too_small(capsys, drawn, tmp_path):
@@ -55,7 +55,7 @@ def test_the_papers_metrics_on_32_px_pictures_are_still_told_they_are_too_small(
     code, stdout, stderr = run(capsys, "eval", drawn, "--metrics", "face-rec,tinyfaces-identity", "--device", "cpu",
                                "--no-progress", "-r", reference)
     assert code == 0, stderr
-    assert ("Face Rec found nothing to score in any of the 2 picture(s): they are 32 px, drawn by tinyfaces "
+    assert ("Face Rec found nothing to score in any of the 2 pictures: they are 32 px, drawn by tinyfaces "
             "(prompts.json), too small for it") in stdout
     assert "Identity found nothing" not in stdout
 

@@ -76,7 +76,7 @@ def test_without_references_the_note_says_how_to_pass_them(generated, capsys):
     code, stdout, stderr = eval_cli(capsys, generated)
     assert code == 1  # nothing could be scored: a failure, after the note saying why
     assert "--references/-r" in " ".join(stdout.split())
-    assert "no metric scored any of the 2 image(s)" in " ".join(stderr.split())
+    assert "no metric scored any of the 2 images" in " ".join(stderr.split())
 
 
 def test_help_does_not_promise_references_from_generate(capsys):

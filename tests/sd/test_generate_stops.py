@@ -89,7 +89,7 @@ def test_an_earlier_runs_pictures_in_the_folder_are_pointed_out_not_listed(tiny_
     model = load_sd(str(tiny_sd))
     out = tmp_path / "out"
     draw_to_folder(model, GenerateConfig(prompts=PROMPTS[:1], steps=2, resolution=16), out)
-    with pytest.warns(UserWarning, match=r"also holds 1 picture\(s\) of an earlier run .*prompts.json and grid.png "
+    with pytest.warns(UserWarning, match=r"also holds 1 picture of an earlier run .*prompts.json and grid.png "
                                          r"list this run's only"):
         draw_to_folder(model, GenerateConfig(prompts=PROMPTS[1:2], steps=2, resolution=16), out)
     listed = json.loads((out / "prompts.json").read_text())["images"]

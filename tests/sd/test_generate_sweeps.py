@@ -48,13 +48,13 @@ def test_a_picture_replaced_by_one_of_other_settings_is_said_once(tmp_path):
     out = tmp_path / "sc"
     assert _save(out, _settings(0.5), seeds=(0, 1)) == []
     said = [line for line in _save(out, _settings(1.0), seeds=(0, 1)) if "drawn with other settings" in line]
-    assert len(said) == 1 and "replaced 2 picture(s) drawn with other settings" in said[0]
+    assert len(said) == 1 and "replaced 2 pictures drawn with other settings" in said[0]
     assert "me/adapter.safetensors:0.5 -> me/adapter.safetensors:1" in said[0]
     assert "give each call its own out_dir" in said[0]  # a Python call
     assert sorted(p.name for p in out.iterdir()) == ["000-a--v--face-seed0.png", "001-a--v--face-seed1.png",
                                                      "grid.png", "prompts.json"]  # nothing new on disk
     said = [line for line in _save(out, _settings(1.0, steps=10)) if "drawn with other settings" in line]
-    assert len(said) == 1 and "replaced 1 picture(s)" in said[0] and "steps 30 -> 10" in said[0]
+    assert len(said) == 1 and "replaced 1 picture drawn" in said[0] and "steps 30 -> 10" in said[0]
 
 
 @pytest.mark.parametrize("earlier", [
@@ -85,7 +85,7 @@ def test_a_scale_sweep_into_one_folder_warns_on_the_second_run(tiny_sd, sks_adap
 
     assert "drawn with other settings" not in run("0.5")
     said = run("1.0")
-    assert "replaced 1 picture(s) drawn with other settings" in said and "give each run its own -o" in said
+    assert "replaced 1 picture drawn with other settings" in said and "give each run its own -o" in said
     record = json.loads((tmp_path / "sc" / "prompts.json").read_text(encoding="utf-8"))
     assert record["settings"]["adapters"][0]["scale"] == 1.0
 

@@ -21,7 +21,7 @@ def test_a_layers_glob_with_a_class_and_a_plugins_note_are_printed_as_written(ti
     assert main(["inspect", "-m", str(tiny_sd), "-s", "lora", "-l", "unet.*to_[kq]", "--no-files"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("layer set 'unet.*to_[kq]'"), lines[0]
-    assert lines[-1].startswith("16 layer note(s), e.g. [b]unet.") and lines[-1].endswith("[/b] :zap:"), lines[-1]
+    assert lines[-1].startswith("16 layer notes, e.g. [b]unet.") and lines[-1].endswith("[/b] :zap:"), lines[-1]
 
 
 def test_a_plugin_models_description_is_listed_as_written(capsys):

@@ -184,7 +184,7 @@ def test_cli_precompute(tiny_sd, people, tmp_path, capsys):
                  "--no-crop", "--batch-subjects", "2", "--device", "cpu"])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "trained 3 identities into 2 shard(s)" in text and len(WeightDataset(tmp_path / "w")) == 3
+    assert "trained 3 identities into 2 shards" in text and len(WeightDataset(tmp_path / "w")) == 3
     assert "batch 1 of 2: identities 1-2 of 3\n" in text and "batch 2 of 2: identity 3 of 3, about" in text
 
 

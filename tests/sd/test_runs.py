@@ -48,7 +48,7 @@ def test_ctrl_c_in_train_exits_130_says_what_was_kept_and_how_to_resume(tiny_sd,
     assert not (tmp_path / "o" / runs.LOCK).exists()  # the lock goes with the run
     monkeypatch.undo()
     code, text = run(capsys, *args, "--resume")
-    assert code == 0 and "1 steps in" in text
+    assert code == 0 and "1 step in" in text
 
 
 def test_ctrl_c_in_personalize_says_rerun_not_a_flag_it_lacks(tiny_sd, refs, tmp_path, capsys, monkeypatch):

@@ -83,7 +83,7 @@ def test_batched_subjects_write_one_adapter_each(tiny_sd, refs, tmp_path, capsys
     assert code == 0, text
     assert sorted(p.name for p in (tmp_path / "b").glob("*.safetensors")) == [
         "ann.safetensors", "bob.safetensors", "cyd.safetensors"]
-    assert "1 image(s) beside the subject sub-folders are not trained, e.g. stray.png" in " ".join(text.split())
+    assert "1 image beside the subject sub-folders is not trained, e.g. stray.png" in " ".join(text.split())
 
 
 @pytest.mark.parametrize("case, message", [

@@ -60,7 +60,7 @@ def test_a_full_run_records_the_thread_count_in_its_models_record(tiny_sd, refs,
     from lowdim_sd.file_info import describe
 
     shown = describe(tmp_path / "full" / "model")  # show says it, as it says an adapter's
-    assert ", 1 CPU thread(s), " in dict(shown.rows)["trained"] and shown.values["trained"]["threads"] == 1
+    assert ", 1 CPU thread, " in dict(shown.rows)["trained"] and shown.values["trained"]["threads"] == 1
 
 
 # ------------------------------------------------------------- bench quality: DINOv2 once per photo

@@ -57,7 +57,7 @@ def test_a_weight_folder_and_its_shards(weight_folders, tmp_path):
     folder = weight_folders(tmp_path, "w", 3, seed=1, steps=1)
     info = describe(folder)
     rows = dict(info.rows)
-    assert info.kind.startswith("a lowdim weight folder") and rows["identities"] == "3 in 1 shard(s)"
+    assert info.kind.startswith("a lowdim weight folder") and rows["identities"] == "3 in 1 shard"
     assert rows["space"].startswith("lidb") and rows["training: steps"] == "1"
     assert rows["images from"] == str((tmp_path / "faces-w").resolve())
     # With the packaged encoder where the default hub one is not cached (test_show_json_contract.py checks which).

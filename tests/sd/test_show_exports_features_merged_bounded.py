@@ -150,7 +150,7 @@ def test_a_short_printable_text_is_shown_as_it_is(tmp_path):
     assert dict(merged.rows)["adapters merged"] == "me.safetensors at 1.0" and dict(merged.rows)["token"] == "zwx"
     assert merged.use.endswith("-p 'a zwx face'")
     trained = describe(_trained(tmp_path / "t"))
-    assert dict(trained.rows)["trained"] == "40 steps at lr 1e-05 on 3 image(s), UNet; prompt 'a zwx face'"
+    assert dict(trained.rows)["trained"] == "40 steps at lr 1e-05 on 3 images, UNet; prompt 'a zwx face'"
     assert dict(trained.rows)["base model"] == "tiny-base" and trained.use.endswith("-p 'a zwx face'")
 
 

@@ -93,7 +93,7 @@ def test_a_run_never_stopped_can_be_continued_too(tiny_sd, refs, tmp_path, capsy
     args = train(tiny_sd, refs, tmp_path / "o")
     assert run(capsys, *args, "--steps", 2)[0] == 0
     code, text = run(capsys, *args, "--steps", 3, "--resume")
-    assert code == 0 and "1 steps in" in text and "(from step 2)" in text, text
+    assert code == 0 and "1 step in" in text and "(from step 2)" in text, text
 
 
 def test_from_python_the_result_says_where_the_run_continued_and_that_nothing_was_left_to_do(tiny_sd, refs,
@@ -124,7 +124,7 @@ def test_a_finished_full_run_keeps_no_checkpoint_unless_asked_and_never_a_stale_
     assert run(capsys, *asked, "--steps", 2)[0] == 0
     assert checkpoint_names(tmp_path / "asked") == ["step-000002"]
     code, text = run(capsys, *asked, "--steps", 3, "--resume")
-    assert code == 0 and "1 steps in" in text and "(from step 2)" in text, text
+    assert code == 0 and "1 step in" in text and "(from step 2)" in text, text
 
 
 def test_resuming_a_finished_full_run_says_it_kept_no_checkpoint_before_the_model_loads(tiny_sd, refs, tmp_path,

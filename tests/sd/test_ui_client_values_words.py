@@ -164,7 +164,7 @@ def test_the_report_names_each_picture_by_its_own_name(made, uploads, tmp_path):
     pictures = [uploaded(uploads, "me.png"), uploaded(uploads, "broken.png", tmp_path / "broken.png")]
     report = handler(page, "run")(pictures, uploaded(uploads, "ref.png"), "a photo of a [V] face", "sks",
                                   "tinyfaces-identity")
-    assert "| me.png |" in report and "image(s) left out: broken.png" in report
+    assert "| me.png |" in report and "1 image left out: broken.png" in report
     assert "- skipping generated image broken.png: not a readable image" in report
     assert str(uploads) not in report and "lowdim-eval-" not in report and "000.png" not in report
 

@@ -148,7 +148,7 @@ def test_evaluate_says_why_nothing_scored_and_what_the_page_can_do(tmp_path):
     studio = Studio(StudioConfig(model="tinyfaces", out=tmp_path / "ui"))
     report = studio.evaluate(pictures, FACE, "a photo of a [V] face", "sks", "face-rec")
     first = report.strip().splitlines()[0]
-    assert "no metric scored any of the 2 image(s) (ran: face-rec); the notes below say why" in first
+    assert "no metric scored any of the 2 images (ran: face-rec); the notes below say why" in first
     assert first.rstrip("*").endswith("score them with the Metrics box set to "
                                       "tinyfaces-identity,tinyfaces-style,tinyfaces-image")
     assert "--" not in first and "Face Rec" in report
