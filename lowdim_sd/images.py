@@ -45,16 +45,18 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError)
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_image(path: PathLike, size: int, min_side: int | None = None) -> torch.Tensor:
+def load_image(path: PathLike, size: int, min_side: int | None = None,
+               picture: Image.Image | None = None) -> torch.Tensor:
     """Load one picture as a (3, size, size) float32 tensor in [-1, 1].
 
     The picture is turned upright (EXIF orientation), converted to RGB (transparency over white),
     center-cropped to a square and resized with LANCZOS. A shorter side below ``min_side`` (default
     ``size // 2``) is an error, since upscaling that far only invents blur; a shorter side between
-    ``min_side`` and ``size`` is upscaled with a warning.
+    ``min_side`` and ``size`` is upscaled with a warning. ``picture``: the file at ``path`` as ``open_rgb``
+    decoded it already (a check before the run read it), read instead of decoding the file again.
     """
     path = Path(path)
-    image = _usable_image(path, size, min_side)
+    image = _usable_image(path, size, min_side, picture)
     told = _UPSCALED.get()
     if told is not None:
         told.loaded.add(path)
@@ -90,10 +92,11 @@ def upscaling_told_once(size: int) -> Iterator[None]:
             warnings.warn(_upscaled_line(list(told.small.items()), len(told.loaded), size), stacklevel=3)
 
 
-def _usable_image(path: Path, size: int, min_side: int | None) -> Image.Image:
-    """The picture at ``path`` (see ``open_rgb``), refused when its shorter side is below ``min_side``."""
+def _usable_image(path: Path, size: int, min_side: int | None, picture: Image.Image | None = None) -> Image.Image:
+    """The picture at ``path`` (see ``open_rgb``; ``picture``: as it decoded it already), refused when its shorter
+    side is below ``min_side``."""
     min_side = size // 2 if min_side is None else min_side
-    image = open_rgb(path)
+    image = open_rgb(path) if picture is None else picture
     width, height = image.size
     if min(width, height) < min_side:
         raise ImageError(

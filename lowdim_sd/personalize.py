@@ -27,6 +27,7 @@ from lowdim_sd import notebook_views, runs, status_line
 from lowdim_sd import personalize_stages as stages
 from lowdim_sd.face_inputs import load_face_image
 from lowdim_sd.given_model import check_given_model, handed_back
+from lowdim_sd.images import load_image
 from lowdim_sd.job_fields import (
     Converted,
     OptionalPathField,
@@ -221,20 +222,20 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
         if given is None:
             with stage(result, "load model"):
                 model = load_sd(job.model, job.device, job.dtype, job.model_config)
-            return _personalize(job, run, result, model, progress, found)
+            return _personalize(job, run, result, model, progress, photo, found)
         with handed_back(given, run.layers):
-            return _personalize(job, run, result, given, progress, found)
+            return _personalize(job, run, result, given, progress, photo, found)
 
 
 def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeResult, model: SDModel,
-                 progress: bool, found: FoundFaces | None) -> PersonalizeResult:
-    """The run's stages after the model is there: ``job`` as asked (``run.job`` has its token resolved); ``found``:
-    the check's faces in the photo, which the crop reads."""
+                 progress: bool, photo: Image.Image, found: FoundFaces | None) -> PersonalizeResult:
+    """The run's stages after the model is there: ``job`` as asked (``run.job`` has its token resolved); ``photo``:
+    the picture as the check decoded it; ``found``: the check's faces in it, which the crop reads."""
     resolution = job.resolution or model.resolution
     warn_about_a_side_read_after_the_load(run.hypernet, resolution)  # resolve_run's, where the config was not at hand
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
-        reference = load_face_image(job.image, resolution, run.crop, job.crop_margin, job.face_index, found=found)
+        reference = read_reference(job, run.crop, resolution, photo, found)
     # The describer and the hypernetwork read one frozen backbone (TinyFaces': DINOv2) the same way: it runs once.
     with features_computed_once():
         if run.describer is not None:
@@ -269,6 +270,15 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
         stages.take_up_a_held_stop(result, job, cleared)
     warn_earlier(job, cleared)
     return result
+
+
+def read_reference(job: PersonalizeJob, crop: bool, resolution: int, photo: Image.Image,
+                   found: FoundFaces | None) -> torch.Tensor:
+    """The photo as the run trains on it, from what the checks decoded of it (the file is not decoded again):
+    cropped from the faces ``found`` in it, or (no crop) its centre square."""
+    if not crop:
+        return load_image(job.image, resolution, picture=photo)
+    return load_face_image(job.image, resolution, crop, job.crop_margin, job.face_index, found=found)
 
 
 def finetune_config(run: PersonalizeRun) -> TrainConfig:

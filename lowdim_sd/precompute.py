@@ -383,8 +383,9 @@ def _train_batch(model: SDModel, job: PrecomputeJob, config: TrainConfig, space:
         start_from(model, initial, len(batch))
     try:
         resume = where.resumes(model, subjects, trainable, config)
-        train(model, subjects, batches.BatchTrainable(trainable), config, out_dir=where.folder, resume=resume,
-              progress=progress, continue_with=runs.RERUN)
+        with runs.stop_said_by_caller():  # a stop's one line is _train_pending's, of the index and this folder
+            train(model, subjects, batches.BatchTrainable(trainable), config, out_dir=where.folder, resume=resume,
+                  progress=progress, continue_with=runs.RERUN)
         rows = {key: value if len(batch) > 1 else value[None] for key, value in trainable.state().items()}
         return rows, [[digest for _, digest in pictures] for pictures in read]
     finally:

@@ -17,6 +17,7 @@ Checkpoint files live in ``lowdim_sd.checkpoints``; defaults in ``lowdim_sd.defa
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import shutil
@@ -105,11 +106,29 @@ def unwritten_note(why: str, step: int, refused: Exception, continue_with: str |
     return f"{said}; {continue_with} continues from the last periodic one, {last}"
 
 
+# Set while a caller runs a loop whose stop it says itself, in its own words (precompute: what its index and the
+# batch in flight keep): the loop's out-of-memory line is then not warned too, as its Ctrl-C line is replaced.
+_STOP_SAID_BY_CALLER: contextvars.ContextVar[bool] = contextvars.ContextVar("lowdim_stop_said_by_caller",
+                                                                          default=False)
+
+
+@contextlib.contextmanager
+def stop_said_by_caller() -> Iterator[None]:
+    """Within the block, ``reraise`` raises an out-of-memory stop without its line: the caller says one."""
+    token = _STOP_SAID_BY_CALLER.set(True)
+    try:
+        yield
+    finally:
+        _STOP_SAID_BY_CALLER.reset(token)
+
+
 def reraise(stop: BaseException, note: str) -> NoReturn:
-    """Ctrl-C becomes ``Interrupted(note)``; any other stop is warned about and raised as it was."""
+    """Ctrl-C becomes ``Interrupted(note)``; any other stop is warned about (unless ``stop_said_by_caller``) and
+    raised as it was."""
     if isinstance(stop, KeyboardInterrupt):
         raise Interrupted(note) from stop
-    warnings.warn(note, stacklevel=3)
+    if not _STOP_SAID_BY_CALLER.get():
+        warnings.warn(note, stacklevel=3)
     raise stop
 
 
