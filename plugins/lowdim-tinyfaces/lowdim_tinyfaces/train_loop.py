@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class ThreadTuner:
         if k == 2 * self.probe - 1:
             # Median of the last probes, dropping the first of each (thread-pool warm-up).
             med = {t: float(np.median(v[1:] or v)) for t, v in self.times.items()}
-            self.best = min(med, key=med.get)
+            self.best = min(med, key=med.__getitem__)
             self.reference = med[self.best]
             self.times = {}
 
@@ -206,12 +207,14 @@ def run_stage(
 ) -> dict:
     """The training loop of one stage, as ``plan`` says, with periodic checkpoints and sample grids."""
     meta = load_checkpoint(out, name, modules, opt, ema) if resume else None
-    state = {"step": 0, "elapsed": 0.0, "done": False} if meta is None else meta
+    # Annotated: mypy would join the fresh dict's int/float/bool values to float and make ``step`` a float.
+    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "done": False} if meta is None else meta
     if meta is not None:
         log(f"[{name}] resumed at step {state['step']} ({state['elapsed']:.0f}s used)")
     if plan.finished(state):
         return state  # finished as planned; a larger --budget-minutes (or --unet-steps) extends it
-    elapsed, step = state["elapsed"], state["step"]
+    elapsed: float = state["elapsed"]
+    step: int = state["step"]
     tick = time.time()
     tuner = ThreadTuner(max_threads or MAX_THREADS[0], tune=plan.steps is None)
 

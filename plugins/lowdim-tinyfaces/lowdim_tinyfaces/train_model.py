@@ -80,7 +80,8 @@ def train_vae(cfg: TrainConfig, out: Path, budget_s: float, log: Logger, resume:
 @torch.no_grad()
 def set_scaling_factor(vae, cfg: TrainConfig, log: Logger) -> float:
     """Scale latents to unit std, as SD's 0.18215 does for its VAE."""
-    chunks, n = [], 0
+    chunks: list[torch.Tensor] = []
+    n = 0
     while n < cfg.latent_std_images:
         images, _ = render_batch(cfg.seed, EVAL_STREAM, 100 + len(chunks), 256, cfg.image_size)
         chunks.append(vae.encode(images).latent_dist.mode())

@@ -62,8 +62,8 @@ def load_optimizer_tensors(
     template = opt.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, t in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = t.reshape(()) if key == "step" else t
+        param_id, key = name.split(".", 1)
+        state.setdefault(int(param_id), {})[key] = t.reshape(()) if key == "step" else t
     # Restore original shapes from the parameters they belong to.
     params = [p for g in opt.param_groups for p in g["params"]]
     for idx, st in state.items():

@@ -6,6 +6,8 @@ so a resumed run sees exactly the stream an uninterrupted one would have.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -15,6 +17,9 @@ from .captions import attribute_caption
 from .identity import CARDINALITIES
 from .styles import STYLES
 from .world import render_tensor
+
+if TYPE_CHECKING:  # the top-level diffusers names type as dummies, not Modules
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
 
 VAE_STAGE, UNET_STAGE, EVAL_STREAM = 1, 2, 3
 
@@ -53,7 +58,7 @@ def batch_captions(seed: int, stage: int, step: int, levels: np.ndarray, style_i
     return ["" if rng.random() < dropout else c for c in captions]
 
 
-def vae_loss(vae: nn.Module, images: Tensor, kl_weight: float, gen: torch.Generator) -> dict:
+def vae_loss(vae: AutoencoderKL, images: Tensor, kl_weight: float, gen: torch.Generator) -> dict:
     """L1 reconstruction through a sampled latent plus a tiny KL (SD uses ~1e-6)."""
     posterior = vae.encode(images).latent_dist
     recon = vae.decode(posterior.sample(generator=gen)).sample
@@ -109,12 +114,18 @@ def sample_latents(
     steps: int = 25,
     guidance: float = 4.0,
 ) -> Tensor:
-    """DDIM with classifier-free guidance, the same maths as StableDiffusionPipeline."""
-    n, device = cond_ids.shape[0], unet.device
+    """DDIM with classifier-free guidance, the same maths as StableDiffusionPipeline.
+
+    ``unet`` is always a diffusers UNet2DConditionModel; the training code holds it as a Module, so it is
+    narrowed here for the checker (no run-time effect) rather than in every caller's signature.
+    """
+    model = cast("UNet2DConditionModel", unet)
+    n, device = cond_ids.shape[0], model.device
     context = torch.cat([encode_prompts(text_encoder, uncond_ids.to(device)).expand(n, -1, -1),
                          encode_prompts(text_encoder, cond_ids.to(device))])
-    size = unet.config.sample_size
-    x = torch.randn((n, unet.config.in_channels, size, size), generator=gen).to(device)
+    # Item access: diffusers types ``config`` as a plain dict (at run time a FrozenDict that also has attributes).
+    size = model.config["sample_size"]
+    x = torch.randn((n, model.config["in_channels"], size, size), generator=gen).to(device)
     scheduler.set_timesteps(steps)
     x = x * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
