@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 
 # .jfif is what browsers and Windows often save a JPEG as; .avif is read by the PIL builds of today (images.py's
 # folder scan names an AVIF as unreadable where this one cannot read it, as it names a HEIC).
@@ -112,15 +113,16 @@ def _scan_folder(folder: Path, subfolder_hint: str) -> list[Path]:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
         raise ImageError(f"folder {folder} holds no image files (looked for {extensions}){elsewhere}")
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {some_names(skipped)}", stacklevel=3)
+        warnings.warn(f"skipped {counted(len(skipped), 'non-image file')} in {folder}: {some_names(skipped)}",
+                      stacklevel=3)
     if unreadable:
-        warnings.warn(f"skipped {len(unreadable)} photo(s) in {folder}: {_unreadable_said(unreadable)}",
+        warnings.warn(f"skipped {counted(len(unreadable), 'photo')} in {folder}: {_unreadable_said(unreadable)}",
                       stacklevel=3)
     if links:  # its own pictures, read above: "move them up" would send the user looking for other ones
-        warnings.warn(f"skipped {len(links)} link(s) in {folder} to the folder itself or a folder above it, not "
-                      f"sub-folders of other pictures: {some_names(links)}", stacklevel=3)
+        warnings.warn(f"skipped {counted(len(links), 'link')} in {folder} to the folder itself or a folder above it, "
+                      f"not sub-folders of other pictures: {some_names(links)}", stacklevel=3)
     if nested:  # read one level only: a folder of photos often keeps rejects or other people below it
-        warnings.warn(f"skipped {len(nested)} sub-folder(s) of {folder} and the images in them, "
+        warnings.warn(f"skipped {counted(len(nested), 'sub-folder')} of {folder} and the images in them, "
                       f"{some_names(nested)}: {subfolder_hint}", stacklevel=3)
     return images
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from lowdim.errors import LowdimError
 from lowdim.hyper.storage import HypernetFile, read_hypernet, same_model, target_differences  # load_hypernet's words
 from lowdim.inject import LayerSet, covers
-from lowdim.option_words import either
+from lowdim.option_words import counted, either
 from lowdim.spaces.base import Space
 from lowdim_sd.defaults import SCRATCH_STEPS
 from lowdim_sd.hypernet_folders import refuse_a_folder_without_one
@@ -66,7 +66,7 @@ def resolve_hypernet(job: PersonalizeJob, backend: Any, space: Space,
         keeping = switch("only_hyper") if job.only_hyper else f"{named('steps')} 0"
         raise LowdimError(f"{keeping} keeps the hypernetwork's prediction alone, and {unfit}: leave those settings "
                           f"at the model's, or pass a hypernetwork made for them ({hypernet})")
-    steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else f"{job.steps} step(s)"
+    steps = f"{SCRATCH_STEPS} steps unless --steps" if job.steps is None else counted(job.steps, "step")
     return False, None, (f"{unfit}: the {space.name} part stays at zero and only the rank-{job.rank} LoRA on top "
                          f"trains ({steps}); `lowdim train --space {space.name}` trains the space itself")
 

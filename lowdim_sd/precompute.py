@@ -139,8 +139,9 @@ def discover_identities(folder: Path, out: Path | None = None) -> list[Identity]
     if subfolders:
         loose = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if loose:
-            warnings.warn(f"{folder}: {len(loose)} image(s) beside the identity sub-folders are ignored, "
-                          f"e.g. {loose[0]}", stacklevel=2)
+            loose_said, are = option_words.counted(len(loose), "image"), "is" if len(loose) == 1 else "are"
+            warnings.warn(f"{folder}: {loose_said} beside the identity sub-folders {are} ignored, e.g. {loose[0]}",
+                          stacklevel=2)
         return [Identity(identity_named(sub), collect_images(sub)) for sub in subfolders]
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -332,8 +333,8 @@ def _finish(plan: _Plan, result: PrecomputeResult) -> None:
     except RuntimeError as error:  # another process stopped (its own error said why): the gloo/NCCL wait then fails
         failure = another_failure(error)  # its line, under a launcher that keeps one
         what = failure or "another process of this run stopped before the end"
-        count = len(result.trained)
-        raise AnotherProcessFailed(f"{what}; this one trained {count} identit{'y' if count == 1 else 'ies'}, kept "
+        trained = option_words.counted(len(result.trained), "identity", plural="identities")
+        raise AnotherProcessFailed(f"{what}; this one trained {trained}, kept "
                                    f"in {plan.index_path}; {runs.RERUN} to continue: done identities are skipped"
                                    ) from None
     result.processes, result.main_process = plan.processes, plan.state.is_main_process

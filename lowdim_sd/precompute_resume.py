@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
+from lowdim.option_words import counted
 from lowdim_sd import runs
 from lowdim_sd.precompute_header import precompute_worded
 from lowdim_sd.weight_index import (
@@ -219,7 +220,7 @@ def forget_nonfinite(done: dict[str, dict], identities: list[Identity], out: Pat
     if not damaged:
         return done, {}
     (name, where), more = next(iter(damaged.items())), len(damaged) - 1
-    others = f" (and {more} other {'identity' if more == 1 else 'identities'})" if more else ""
+    others = f" (and {counted(more, 'other identity', plural='other identities')})" if more else ""
     warnings.warn(f"{nonfinite_line(name, where)}{others}; training {'them' if more else 'it'} again", stacklevel=3)
     kept = [entry for entry in own["identities"] if entry["name"] not in damaged]
     if len(kept) < len(own["identities"]):  # in another process's part, the new entry's generation passes over it
@@ -376,7 +377,7 @@ def stop_note(stop: BaseException, trained: int, kept: int, index_path: Path, ra
     if not kept:  # no index was written, and the folder made for it is cleared away
         return f"{whose}{what} during the first batch, so nothing was kept; {runs.RERUN} to start over"
     in_flight = f", and {batch.words}" if batch else " (the batch in flight is lost)"
-    return (f"{whose}{what} with {trained} {'identity' if trained == 1 else 'identities'} trained in this run; {kept} "
+    return (f"{whose}{what} with {counted(trained, 'identity', plural='identities')} trained in this run; {kept} "
             f"{'is' if kept == 1 else 'are'} kept in {index_path}{in_flight}; {runs.RERUN} to continue: done "
             f"identities are skipped{resumed}")
 

@@ -36,3 +36,18 @@ def test_a_device_past_the_only_gpu_names_one_cuda_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(LowdimError, match=r"this machine has 1 CUDA device, cuda:0 to cuda:0$"):
         resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize(("loose", "said"), [(1, "1 image beside the identity sub-folders is ignored"),
+                                              (2, "2 images beside the identity sub-folders are ignored")])
+def test_precompute_names_loose_images_beside_identity_folders_in_their_number(tmp_path, loose, said):
+    from PIL import Image
+
+    from lowdim_sd.precompute import discover_identities
+
+    (tmp_path / "ann").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "ann" / "a.png")
+    for index in range(loose):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"loose{index}.png")
+    with pytest.warns(UserWarning, match=said):
+        assert [identity.name for identity in discover_identities(tmp_path)] == ["ann"]

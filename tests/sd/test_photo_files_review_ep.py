@@ -116,8 +116,8 @@ def test_a_heic_beside_pictures_is_skipped_with_its_advice_not_as_a_non_image_fi
     (tmp_path / "notes.txt").write_text("not a picture")
     found, said, _ = _caught(lambda: collect_images(tmp_path))
     assert found == [tmp_path / "a.png"]
-    assert sorted(said) == [f"skipped 1 non-image file(s) in {tmp_path}: notes.txt",
-                            f"skipped 1 photo(s) in {tmp_path}: b.heic {HEIC_LINE} (an iPhone saves JPEGs with "
+    assert sorted(said) == [f"skipped 1 non-image file in {tmp_path}: notes.txt",
+                            f"skipped 1 photo in {tmp_path}: b.heic {HEIC_LINE} (an iPhone saves JPEGs with "
                             f"Settings > Camera > Formats > Most Compatible)"]
 
 
@@ -199,6 +199,6 @@ def test_a_link_to_the_folder_itself_is_not_a_sub_folder_to_move_up(tmp_path):
     (folder / "up").symlink_to("..")
     found, said, _ = _caught(lambda: collect_images(folder))
     assert found == [folder / "a.png", folder / "b.png"]
-    assert said == [f"skipped 2 link(s) in {folder} to the folder itself or a folder above it, not sub-folders of "
+    assert said == [f"skipped 2 links in {folder} to the folder itself or a folder above it, not sub-folders of "
                     f"other pictures: selfdir (a link to {folder} itself), up (a link to {tmp_path.resolve()}, above "
                     f"{folder})"]
