@@ -52,7 +52,7 @@ def test_layer_sets_select_by_pattern_and_type():
 
 def test_a_bare_module_name_as_peft_takes_it_is_answered_with_the_pattern_that_matches():
     with pytest.raises(LowdimError, match=r"^pattern 'to_q' matches no layer: a pattern matches whole dotted names, "
-                                          r"so '\*\.to_q' is the one that matches the 2 layer\(s\) named to_q, "
+                                          r"so '\*\.to_q' is the one that matches the 2 layers named to_q, "
                                           r"e\.g\. 0\.to_q$"):
         lowdim.inject(make_model(), lowdim.get_space("lora"), ["to_q"])
     assert len(lowdim.inject(make_model(), lowdim.get_space("lora"), ["*.to_q"]).info().layers) == 2

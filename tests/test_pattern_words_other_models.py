@@ -34,8 +34,8 @@ def test_a_broad_pattern_on_a_conv_net_warns_about_the_convolutions_it_skips():
     # Only a 1x1 Conv2d with stride 1, no padding and one group is linear per pixel: "*" adapts that one and says
     # which others it met, as it does GPT-2's Conv1Ds (review DE 1)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1, stride=2), nn.Conv1d(8, 8, 1))
-    with pytest.warns(UserWarning, match=r"also match 3 convolution\(s\) \(e\.g\. 0 \(3x3 nn\.Conv2d\)\), which lowdim "
-                                         r"does not adapt .*: only 1 layer\(s\) get the adapter, e\.g\. 1$") as caught:
+    with pytest.warns(UserWarning, match=r"also match 3 convolutions \(e\.g\. 0 \(3x3 nn\.Conv2d\)\), which lowdim "
+                                         r"does not adapt .*: only 1 layer gets the adapter, e\.g\. 1$") as caught:
         adapters = lowdim.inject(model, lowdim.get_space("lora"), ["*"])
     assert list(adapters.slots()) == ["1"] and caught[0].filename == __file__
     with warnings.catch_warnings():  # a pattern naming only the adaptable one says nothing

@@ -351,5 +351,5 @@ def test_layers_that_match_nothing_are_an_error_with_no_warning_about_the_hypern
         warnings.simplefilter("always")
         personalize(job(tiny_sd, face, tmp_path / "n", layers="nothing.matches"), progress=False)
     assert [str(w.message) for w in caught if "hypernetwork predicts" in str(w.message)] == []
-    with pytest.warns(UserWarning, match=r"only the rank-4 LoRA on top trains \(3 step\(s\)\)"):
+    with pytest.warns(UserWarning, match=r"only the rank-4 LoRA on top trains \(3 steps\)"):
         personalize(job(tiny_sd, face, tmp_path / "m", layers="*attn1.to_q"), progress=False)
