@@ -195,7 +195,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
 
     refuse_special(path)  # there, but neither file nor folder (a FIFO, a device): named as what it is
     # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
-    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not _looks_like_hub_id(source):
+    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not looks_like_hub_id(source):
         raise ModelLoadError(f"{source}: no such model file or folder")
     return _read_hub(source, kwargs)
 
@@ -327,7 +327,7 @@ def _leading_number(part: str, version: str) -> int:
     return int(found.group())
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     """``name`` or ``owner/name`` in the characters the hub allows: a path with a space or a backslash is not."""
     return re.fullmatch(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+", text) is not None and not text.startswith(".")
 
@@ -345,7 +345,7 @@ def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "a
     torch_dtype = resolve_dtype(dtype, torch_device)
     resolved = config_source(source, config)
     if config is not None and not expand_user(source).is_file() and (expand_user(source).is_dir()
-                                                                     or _looks_like_hub_id(source)):
+                                                                     or looks_like_hub_id(source)):
         warn_unused_configs(model, config)  # named as typed (tinyfaces, not its folder)
     # The spinner (on a terminal, in a run that shows one: status_line) from before diffusers is imported, the first
     # run's longest wait without a bar; quiet: also diffusers' "will fail" about fp16 on a CPU, which runs, slowly.

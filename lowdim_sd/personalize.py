@@ -205,7 +205,9 @@ def personalize(job: PersonalizeJob, progress: bool = True, model: SDModel | Non
     ``requires_grad`` and train mode as it was, no ``.grad``."""
     if model is not None:  # before the output folder is made
         check_given_model(model, job, "personalize(model=...)")
-    photo = check_inputs(job)  # bad input: no folder; the photo decoded once, for the face check and the crop
+    # bad input: no folder; the photo decoded once, for the face check and the crop. A given model's name is a label
+    # (a pipeline's name_or_path, maybe a folder gone since), so only a model to load has its -m word checked.
+    photo = check_inputs(job, model_to_load=model is None)
     return _personalize_into(job, progress, model, photo)
 
 

@@ -4,6 +4,7 @@ those it takes from the hypernetwork file."""
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
@@ -205,11 +206,38 @@ def fields_default(job: PersonalizeJob | PrecomputeJob, name: str):
     return next(field.default for field in fields(job) if field.name == name)
 
 
-def check_inputs(job: PersonalizeJob) -> Image.Image:
-    """``check_job``, and the picture: a missing or broken one costs milliseconds here, not a model load first.
-    (The quality bench hands personalize a decoded picture, so the file check is the CLI's and UI's alone.) Returns the
-    picture decoded, for the face check and crop to read instead of the file again."""
+def check_model_word(model: object) -> None:
+    """``-m`` refused in the load's own line (generate's, word for word) before the photo or its faces are looked
+    at: a bare word close to a registered name (``tinyfacez``, ``SD15``), a pickle, a path that is not
+    there. Else a typo read as a path crops by default, and its user hears that their photo has no face. A hub id
+    goes on: only a lookup of seconds tells whether it is there."""
+    from lowdim.files import PICKLE_SUFFIXES
+    from lowdim.paths import expand_user
+    from lowdim_sd.loading import ModelLoadError, looks_like_hub_id, name_and_source
+    from lowdim_sd.registered_models import registered_entry
+
+    if isinstance(model, os.PathLike):  # from Python: the load takes a Path too
+        model = os.fspath(model)
+    if not isinstance(model, str):
+        return  # load_sd's one line names what it got
+    name_and_source(model)  # a misspelt name, a clashed one, one that is no SD1.x model
+    if registered_entry(model) is not None:
+        return  # its folder or hub id is the backend's to fetch
+    path = expand_user(model)
+    if path.suffix.lower() in PICKLE_SUFFIXES:  # as load_sd's _read_pipeline says it, in this order
+        raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
+    if not path.exists() and (path.suffix.lower() == ".safetensors" or not looks_like_hub_id(model)):
+        raise ModelLoadError(f"{model}: no such model file or folder")
+
+
+def check_inputs(job: PersonalizeJob, model_to_load: bool = True) -> Image.Image:
+    """``check_job``, the model's word (``model_to_load``: no model given) and the picture: a missing or broken one
+    costs milliseconds here, not a model load first. (The quality bench hands personalize a decoded picture, so the
+    file check is the CLI's and UI's alone.) Returns the picture decoded, for the face check and crop to read instead
+    of the file again."""
     check_job(job)
+    if model_to_load:  # after the settings, as generate orders them; before the photo, which a typo is not about
+        check_model_word(job.model)
     refuse_out_in_model(job.out, job.model, "personalize", named("out"), model_tree_outputs(job))
     return open_rgb(job.image)
 
