@@ -7,6 +7,7 @@ the concatenated factors, of rank Σ r_i. The typical stack is a hypernetwork-pr
 
 from __future__ import annotations
 
+import numbers
 import random
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -22,6 +23,17 @@ from lowdim.spaces.lora import LoraSpace
 
 def _default_components() -> list[dict[str, Any]]:
     return [{"space": "lidb", "config": {}}, {"space": "lora", "config": {"rank": 4}}]
+
+
+def _check_component(index: int, component: dict[str, Any]) -> None:
+    """The types a component's entries must have: a file or a config dict carries them as written, and a wrong
+    one would otherwise surface as a raw TypeError/ValueError when the stack is built or injected."""
+    where = f"stack: component {index} ({component['space']!r})"
+    config, seed = component.get("config"), component.get("seed")
+    require(config is None or isinstance(config, dict), f"{where}: config must be a dict of options, got {config!r}")
+    # bool is an int to Python, and int(1.5) would quietly seed with 1
+    require(seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)),
+            f"{where}: seed must be an integer or null, got {seed!r}")
 
 
 @dataclass
@@ -43,6 +55,7 @@ class StackConfig(SpaceConfig):
         for i, component in enumerate(self.components):
             require(isinstance(component, dict) and "space" in component,
                     f"stack: component {i} must be a dict with a 'space' name, got {component!r}")
+            _check_component(i, component)
         count = len(self.components)
         require(-count <= self.trainable < count,
                 f"stack: trainable index {self.trainable} is out of range for {count} components")
