@@ -16,3 +16,17 @@ def save_images(images: torch.Tensor | Sequence[Image.Image], folder: PathLike, 
     pictures = to_pil(images) if isinstance(images, torch.Tensor) else list(images)
     stem = f"{prefix}_" if prefix else ""
     return [save_png(picture, Path(folder) / f"{stem}{index:03d}.png") for index, picture in enumerate(pictures)]
+
+
+def decodes_of(path: Path, monkeypatch) -> list[Path]:
+    """Every PIL decode of ``path`` from here on, whichever reader asks for it (a list that grows)."""
+    opened: list[Path] = []
+    open_image = Image.open
+
+    def counted(fp, *args, **kwargs):
+        if isinstance(fp, (str, Path)) and Path(fp) == path:
+            opened.append(Path(fp))
+        return open_image(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counted)
+    return opened

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from images_for_tests import decodes_of  # tests/sd, on the path as pytest puts it
 from PIL import Image
 
 import lowdim_sd.personalize as personalize_module
@@ -21,20 +22,6 @@ def photo(path: Path, width: int, height: int) -> Path:
     pixels = np.random.default_rng(5).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     return path
-
-
-def decodes_of(path: Path, monkeypatch) -> list[Path]:
-    """Every PIL decode of ``path`` from here on, whichever reader asks for it."""
-    opened: list[Path] = []
-    open_image = Image.open
-
-    def counted(fp, *args, **kwargs):
-        if isinstance(fp, (str, Path)) and Path(fp) == path:
-            opened.append(Path(fp))
-        return open_image(fp, *args, **kwargs)
-
-    monkeypatch.setattr(Image, "open", counted)
-    return opened
 
 
 def test_with_the_crop_off_the_photo_is_decoded_once_and_trained_on_as_load_image_reads_it(tiny_sd, tmp_path,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from encoder_runs import backbone_runs  # tests/sd, on the path as pytest puts it
+from images_for_tests import decodes_of  # tests/sd, on the path as pytest puts it
 from PIL import Image
 from safetensors import safe_open
 from torch import nn
@@ -175,20 +176,6 @@ def astronaut_file(tmp_path_factory):
     return path
 
 
-def opens_of(path: Path, monkeypatch) -> list[Path]:
-    """Every PIL decode of ``path`` from here on, whichever loader asks for it."""
-    opened: list[Path] = []
-    open_image = Image.open
-
-    def counted(fp, *args, **kwargs):
-        if isinstance(fp, (str, Path)) and Path(fp) == path:
-            opened.append(Path(fp))
-        return open_image(fp, *args, **kwargs)
-
-    monkeypatch.setattr(Image, "open", counted)
-    return opened
-
-
 def detections(monkeypatch) -> list[tuple[int, int]]:
     """The size of every picture the face detection (with its cache key) ran on from here on."""
     sizes: list[tuple[int, int]] = []
@@ -213,7 +200,7 @@ def test_with_the_crop_on_the_photo_is_decoded_and_detected_once_and_the_adapter
         return references[-1]
 
     monkeypatch.setattr(personalize_module, "load_face_image", kept)
-    opened, detected = opens_of(astronaut_file, monkeypatch), detections(monkeypatch)
+    opened, detected = decodes_of(astronaut_file, monkeypatch), detections(monkeypatch)
     job = PersonalizeJob(model=str(tiny_sd), image=astronaut_file, out=tmp_path / "once", steps=1, preview=False,
                          crop=True)
     once = personalize(job, progress=False)
