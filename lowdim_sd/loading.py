@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from lowdim.errors import LowdimError, first_line
-from lowdim.files import PICKLE_SUFFIXES  # one list of what lowdim never unpickles
 from lowdim.foreign_files import describe_foreign, fix_for
 from lowdim.option_words import either
 from lowdim.paths import expand_user
@@ -31,6 +30,7 @@ from lowdim_sd.devices import resolve_device, resolve_dtype
 
 # re-exported: skeletons, pipeline_parts, model_paths, weights_folder, text_encoder_files, merged_model and tests
 from lowdim_sd.model_errors import ModelLoadError as ModelLoadError
+from lowdim_sd.model_errors import looks_like_hub_id, refuse_missing_model, refuse_pickled_model
 from lowdim_sd.model_names import (  # noqa: F401 (refuse_a_misspelt_name: imported from here by its callers)
     canonical_model,
     config_source,
@@ -183,8 +183,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
 
     path = expand_user(source)
     kwargs = {dtype_keyword(): dtype, **dict.fromkeys(UNUSED_PARTS), "requires_safety_checker": False}
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
+    refuse_pickled_model(path)
     if path.is_file():
         return _read_single_file(path, config, config_name, kwargs)
     if path.is_dir():
@@ -194,9 +193,7 @@ def _read_pipeline(source: str, dtype: torch.dtype, config: str | None, config_n
     from lowdim.atomic import refuse_special
 
     refuse_special(path)  # there, but neither file nor folder (a FIFO, a device): named as what it is
-    # "My Models/sd15" is a folder's name and "x/model.safetensors" a file's, not hub ids; "owner/model-v1.5" is one.
-    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or not looks_like_hub_id(source):
-        raise ModelLoadError(f"{source}: no such model file or folder")
+    refuse_missing_model(source, path)
     return _read_hub(source, kwargs)
 
 
@@ -325,11 +322,6 @@ def _leading_number(part: str, version: str) -> int:
     if found is None:
         raise LowdimError(f"diffusers {version}: not a version number lowdim can read (expected MAJOR.MINOR...)")
     return int(found.group())
-
-
-def looks_like_hub_id(text: str) -> bool:
-    """``name`` or ``owner/name`` in the characters the hub allows: a path with a space or a backslash is not."""
-    return re.fullmatch(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+", text) is not None and not text.startswith(".")
 
 
 def load_sd(model: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",

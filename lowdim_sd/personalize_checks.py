@@ -211,9 +211,9 @@ def check_model_word(model: object) -> None:
     at: a bare word close to a registered name (``tinyfacez``, ``SD15``), a pickle, a path that is not
     there. Else a typo read as a path crops by default, and its user hears that their photo has no face. A hub id
     goes on: only a lookup of seconds tells whether it is there."""
-    from lowdim.files import PICKLE_SUFFIXES
     from lowdim.paths import expand_user
-    from lowdim_sd.loading import ModelLoadError, looks_like_hub_id, name_and_source
+    from lowdim_sd.loading import name_and_source
+    from lowdim_sd.model_errors import refuse_missing_model, refuse_pickled_model
     from lowdim_sd.registered_models import registered_entry
 
     if isinstance(model, os.PathLike):  # from Python: the load takes a Path too
@@ -224,10 +224,9 @@ def check_model_word(model: object) -> None:
     if registered_entry(model) is not None:
         return  # its folder or hub id is the backend's to fetch
     path = expand_user(model)
-    if path.suffix.lower() in PICKLE_SUFFIXES:  # as load_sd's _read_pipeline says it, in this order
-        raise ModelLoadError(f"{path}: pickle checkpoints can run code when loaded; convert it to .safetensors first")
-    if not path.exists() and (path.suffix.lower() == ".safetensors" or not looks_like_hub_id(model)):
-        raise ModelLoadError(f"{model}: no such model file or folder")
+    refuse_pickled_model(path)  # as load_sd's _read_pipeline says them, in this order
+    if not path.exists():
+        refuse_missing_model(model, path)
 
 
 def check_inputs(job: PersonalizeJob, model_to_load: bool = True) -> Image.Image:
