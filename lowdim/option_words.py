@@ -8,17 +8,16 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+from lowdim.scoped import scoped
+
 _ON_THE_COMMAND_LINE = contextvars.ContextVar("lowdim_on_the_command_line", default=False)
 
 
 @contextlib.contextmanager
 def command_line() -> Iterator[None]:
     """Messages raised inside name flags: the CLI runs each command inside this."""
-    token = _ON_THE_COMMAND_LINE.set(True)
-    try:
+    with scoped(_ON_THE_COMMAND_LINE, True):
         yield
-    finally:
-        _ON_THE_COMMAND_LINE.reset(token)
 
 
 def on_the_command_line() -> bool:

@@ -18,17 +18,16 @@ import contextvars
 import re
 from collections.abc import Iterator
 
+from lowdim.scoped import scoped
+
 _calling: contextvars.ContextVar[str | None] = contextvars.ContextVar("lowdim_calling_plugin", default=None)
 
 
 @contextlib.contextmanager
 def calling_plugin(plugin_name: str) -> Iterator[None]:
     """While the block runs, ``as_the_plugins`` names the plugin registered as ``plugin_name``."""
-    token = _calling.set(plugin_name)
-    try:
+    with scoped(_calling, plugin_name):
         yield
-    finally:
-        _calling.reset(token)
 
 
 def as_the_plugins(message: str) -> str:

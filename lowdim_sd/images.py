@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lowdim.files import FORMAT, atomic_write
 from lowdim.foreign_files import safetensors_metadata
+from lowdim.scoped import scoped
 
 # The size and frame notes are image_limits' (eval's reader shares them); augment is re-exported: train.py imports it.
 from lowdim_sd.image_augment import augment as augment
@@ -83,11 +84,10 @@ def upscaling_told_once(size: int) -> Iterator[None]:
     """Inside, the pictures ``load_image`` upscales are counted, and told in one warning on the way out (done or
     stopped): a precompute over thousands of small photos would otherwise print a line for each."""
     told = _Upscaled(size)
-    token = _UPSCALED.set(told)
     try:
-        yield
+        with scoped(_UPSCALED, told):
+            yield
     finally:
-        _UPSCALED.reset(token)
         if told.small:
             warnings.warn(_upscaled_line(list(told.small.items()), len(told.loaded), size), stacklevel=3)
 

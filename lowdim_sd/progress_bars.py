@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lowdim.scoped import scoped
+
 # Seconds between two plain progress lines in a log: a 2-hour run writes about 120, never one per step, and a run
 # shorter than this none at all (a failed command's captured stderr stays its one line).
 LOG_EVERY = 60.0
@@ -30,11 +32,8 @@ _LISTENER: contextvars.ContextVar[Callable[[str, int, int], None] | None] = cont
 @contextlib.contextmanager
 def listen(callback: Callable[[str, int, int], None]) -> Iterator[None]:
     """Call ``callback(label, done, total)`` on every progress step and stage start within the block."""
-    token = _LISTENER.set(callback)
-    try:
+    with scoped(_LISTENER, callback):
         yield
-    finally:
-        _LISTENER.reset(token)
 
 
 def report(label: str, done: int, total: int) -> None:

@@ -9,6 +9,8 @@ import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
 
+from lowdim.scoped import scoped
+
 AT_MOST = 8  # differences a refusal names; past them, the count of the rest: a line still read to its end
 
 
@@ -28,11 +30,8 @@ def rate_typed(typed: bool) -> Iterator[None]:
     """The CLI runs ``train`` and ``precompute`` inside this, saying whether --lr was typed: a refusal then tells a
     rate the user gave from their mode's default (``rate_followed``), which no value can tell (an --lr typed at the
     other mode's default is still typed)."""
-    token = _RATE_TYPED.set(typed)
-    try:
+    with scoped(_RATE_TYPED, typed):
         yield
-    finally:
-        _RATE_TYPED.reset(token)
 
 
 def rate_followed(there: object, mode_there: object) -> bool:

@@ -31,6 +31,7 @@ import torch
 from lowdim.atomic import os_reason
 from lowdim.errors import LowdimError
 from lowdim.option_words import Wording, either
+from lowdim.scoped import scoped
 from lowdim_sd import progress_bars
 from lowdim_sd.progress_bars import Advance
 from lowdim_sd.progress_bars import listen as listen  # re-exported: callers name runs.listen, runs.report
@@ -115,11 +116,8 @@ _STOP_SAID_BY_CALLER: contextvars.ContextVar[bool] = contextvars.ContextVar("low
 @contextlib.contextmanager
 def stop_said_by_caller() -> Iterator[None]:
     """Within the block, ``reraise`` raises an out-of-memory stop without its line: the caller says one."""
-    token = _STOP_SAID_BY_CALLER.set(True)
-    try:
+    with scoped(_STOP_SAID_BY_CALLER, True):
         yield
-    finally:
-        _STOP_SAID_BY_CALLER.reset(token)
 
 
 def reraise(stop: BaseException, note: str) -> NoReturn:

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from lowdim.scoped import scoped
+
 # The console ``saying`` draws on, for the run in this context; None: draw nothing.
 _CONSOLE: contextvars.ContextVar[Any] = contextvars.ContextVar("lowdim_status_console", default=None)
 
@@ -25,11 +27,8 @@ _CONSOLE: contextvars.ContextVar[Any] = contextvars.ContextVar("lowdim_status_co
 @contextlib.contextmanager
 def shown_on(console: Any) -> Iterator[None]:
     """Within the block, ``saying`` draws on the rich ``console`` (None: nowhere)."""
-    token = _CONSOLE.set(console)
-    try:
+    with scoped(_CONSOLE, console):
         yield
-    finally:
-        _CONSOLE.reset(token)
 
 
 def shown_for(progress: bool) -> contextlib.AbstractContextManager[None]:

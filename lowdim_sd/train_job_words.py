@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from lowdim.option_words import either, option
+from lowdim.scoped import scoped
 from lowdim_sd.resume_words import changed, leaves, rate_followed, worded_change, worded_switch
 
 # TrainJob's fields whose CLI flag is not the field's name with dashes.
@@ -40,11 +41,8 @@ def reader_of(trainable: object) -> Iterator[None]:
     extra = (getattr(trainable, "metadata", None) or {}).get("extra") or {}
     record = getattr(trainable, "record", None) or {}
     made_by = [str(part.get("made_by", "")) for part in (extra, record) if isinstance(part, dict)]
-    token = _FROM_A_JOB.set(any(maker.startswith("lowdim train") for maker in made_by))
-    try:
+    with scoped(_FROM_A_JOB, any(maker.startswith("lowdim train") for maker in made_by)):
         yield
-    finally:
-        _FROM_A_JOB.reset(token)
 
 
 def leave_out(name: str) -> str:

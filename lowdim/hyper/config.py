@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from lowdim import json_text
 from lowdim.option_words import option as option_name
+from lowdim.scoped import scoped
 from lowdim.spaces.base import SpaceConfig, option, require
 
 GROUPINGS = ("shape", "layer")
@@ -24,11 +25,8 @@ _OPTION_WORDS: ContextVar[Callable[[str], str] | None] = ContextVar("lowdim_hype
 def options_named(flag: Callable[[str], str]) -> Iterator[None]:
     """Within it, a refused option is named ``flag(field)`` under the ``lowdim`` command (``--heads``), and as
     ``HyperConfig(field=...)`` from Python: for the code of a command that takes the options as its own flags."""
-    token = _OPTION_WORDS.set(flag)
-    try:
+    with scoped(_OPTION_WORDS, flag):
         yield
-    finally:
-        _OPTION_WORDS.reset(token)
 
 
 def named(field: str) -> str:

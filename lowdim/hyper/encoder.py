@@ -20,6 +20,7 @@ from lowdim.hub import quiet_transformers
 from lowdim.hyper.config import normalize_encoder_config
 from lowdim.option_words import either
 from lowdim.paths import expand_user
+from lowdim.scoped import scoped
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -80,11 +81,8 @@ _ENCODER_WORDS: ContextVar[tuple[str, str]] = ContextVar("lowdim_encoder_words",
 def encoder_words(packaged: str, tiny: str) -> Iterator[None]:
     """Within it, the offline advice names the encoder as ``packaged`` (with ``{packaged}`` for the packaged
     encoder's name) and a random one as ``tiny``: the Python spelling of the caller that builds the encoder."""
-    token = _ENCODER_WORDS.set((packaged, tiny))
-    try:
+    with scoped(_ENCODER_WORDS, (packaged, tiny)):
         yield
-    finally:
-        _ENCODER_WORDS.reset(token)
 
 
 @contextmanager
@@ -92,11 +90,8 @@ def features_computed_once() -> Iterator[None]:
     """Within it, encoders of one frozen packaged backbone (the same weights: the package's) that read the same images
     the same way run it once: personalize's describer and hypernetwork both read DINOv2's tokens of the photo, and
     the second gets the first's, bit for bit what its own run gives. A context variable: each thread keeps its own."""
-    token = _KEPT.set([])
-    try:
+    with scoped(_KEPT, []):
         yield
-    finally:
-        _KEPT.reset(token)
 
 
 def build_vision_model(hub_id: str, config: dict[str, Any] | None) -> PreTrainedModel:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.inject.slot_types import BufferDict
+from lowdim.scoped import scoped
 
 if TYPE_CHECKING:
     from lowdim.inject.layer import AdapterSlot
@@ -37,11 +38,8 @@ def base_model_only() -> Iterator[None]:
     """For a reader of a model's state dict that drops the slots' entries (a fingerprint of the base model, taken
     at the start of every training run): the slots' records are left as they are, since bringing them up to
     date hashes every frozen basis, a cost the hot path of `personalize` should not pay for keys it ignores."""
-    token = _recording.set(False)
-    try:
+    with scoped(_recording, False):
         yield
-    finally:
-        _recording.reset(token)
 
 
 def recording() -> bool:
