@@ -75,50 +75,44 @@ def train_style(args: argparse.Namespace, log: Log) -> StyleClassifier:
     return model.eval()
 
 
+def _identity_batch(k: int, rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    """``k`` identities drawn twice, each time in another style: the contrastive loss's positives are the pairs."""
+    lv = sample_levels(k, rng, 0)
+    s1 = rng.integers(0, len(STYLES), k)
+    s2 = other_styles(s1, rng)
+    levels = np.concatenate([lv, lv])
+    return degrade(render_tensor(levels, list(np.concatenate([s1, s2])), seeds(2 * k, rng)), gen), levels
+
+
+def _factor_losses(logits: list[torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The mean cross-entropy over the face factors, and the mean accuracy the log reports."""
+    # A tensor start keeps the sum a Tensor for the type checker; 0-dim zeros + x is x bit for bit.
+    ce = sum((F.cross_entropy(lg, target[:, f]) for f, lg in enumerate(logits)), torch.zeros(())) / len(logits)
+    accuracy = np.mean([(lg.argmax(1) == target[:, f]).float().mean().item() for f, lg in enumerate(logits)])
+    return ce, float(accuracy)
+
+
 def train_identity(args: argparse.Namespace, log: Log) -> IdentityEncoder:
     torch.manual_seed(args.seed + 1)
     rng = np.random.default_rng(args.seed + 1)
     gen = torch.Generator().manual_seed(args.seed + 1)
     model = IdentityEncoder()
     opt = torch.optim.AdamW(model.parameters(), lr=args.id_lr, weight_decay=1e-4)
-    k = args.id_identities
     started = time.time()
     for step in range(args.id_steps):
-        lv = sample_levels(k, rng, 0)
-        s1 = rng.integers(0, len(STYLES), k)
-        s2 = other_styles(s1, rng)
-        levels = np.concatenate([lv, lv])
-        x = render_tensor(levels, list(np.concatenate([s1, s2])), seeds(2 * k, rng))
-        x = degrade(x, gen)
-        labels = torch.from_numpy(identity_index(levels))
+        x, levels = _identity_batch(args.id_identities, rng, gen)
         _set_lr(opt, _lr(step, args.id_steps, args.id_lr))
         model.train()
         emb, logits = model(x)
-        target = torch.from_numpy(levels)
-        # A tensor start keeps ``ce`` a Tensor for the type checker; 0-dim zeros + x is x bit for bit.
-        ce = sum((F.cross_entropy(lg, target[:, f]) for f, lg in enumerate(logits)), torch.zeros(())) / len(logits)
-        con = nt_xent(emb, labels, args.tau)
+        ce, accuracy = _factor_losses(logits, torch.from_numpy(levels))
+        con = nt_xent(emb, torch.from_numpy(identity_index(levels)), args.tau)
         loss = ce + args.con_weight * con
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == args.id_steps - 1:
-            acc = np.mean(
-                [
-                    (lg.argmax(1) == target[:, f]).float().mean().item()
-                    for f, lg in enumerate(logits)
-                ]
-            )
-            log(
-                {
-                    "model": "identity",
-                    "step": step,
-                    "ce": ce.item(),
-                    "con": con.item(),
-                    "factor_acc": float(acc),
-                    "t": time.time() - started,
-                }
-            )
+            log({"model": "identity", "step": step, "ce": ce.item(), "con": con.item(), "factor_acc": accuracy,
+                 "t": time.time() - started})
     return model.eval()
 
 
