@@ -65,7 +65,7 @@ def load_pipeline(model: str):
     return pipe
 
 
-def measure(model: str, count: int, plain: bool = False) -> dict[str, tuple[np.ndarray, float]]:
+def measure(model: str, count: int, plain: bool = False, steps: int = 25) -> dict[str, tuple[np.ndarray, float]]:
     """Per style: (read-back share of each named look, mean identity cosine against a photo render)."""
     pipe = None if model == "renders" else load_pipeline(model)
     encoder = load_identity_encoder()
@@ -79,7 +79,7 @@ def measure(model: str, count: int, plain: bool = False) -> dict[str, tuple[np.n
             images = render_tensor(levels, [style_id] * count, seeds(count, np.random.default_rng(7)), 32)
         else:
             generator = torch.Generator().manual_seed(GENERATION_SEED)
-            images = pipe(prompts_for(levels, style_id, plain), num_inference_steps=25, guidance_scale=4.0,
+            images = pipe(prompts_for(levels, style_id, plain), num_inference_steps=steps, guidance_scale=4.0,
                           generator=generator, output_type="pt").images * 2 - 1
         with torch.no_grad():
             accuracy = read_back(encoder.predict_factors(images).numpy(), levels)
@@ -94,12 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=48, help="validation identities (default 48)")
     parser.add_argument("--plain", action="store_true", help="the style prompt alone, naming no looks")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=25,
+                        help="denoising steps per image (default 25, the tables' setting; fewer to try the script)")
     args = parser.parse_args(argv)
     problem = args.model not in ("tinyfaces", "renders") and not_a_model_folder(Path(args.model))
     if problem:
         parser.error(problem)
     torch.set_num_threads(args.threads)
-    print("\n".join(summary(measure(args.model, args.count, args.plain))))
+    print("\n".join(summary(measure(args.model, args.count, args.plain, args.steps))))
 
 
 if __name__ == "__main__":

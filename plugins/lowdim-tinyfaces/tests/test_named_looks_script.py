@@ -60,7 +60,9 @@ def test_renders_read_back_near_the_ceiling_and_the_mean_row_averages_the_styles
 
 @pytest.mark.slow
 def test_the_shipped_model_is_asked_for_its_looks_and_a_wrong_folder_is_refused(tmp_path, capsys):
-    script.main(["tinyfaces", "--count", "2", "--threads", "1"])
+    # The path from the model's name to the table is checked, not how close 25 steps bring the images
+    # (test_renders_... checks the read-back): 2 steps of one identity.
+    script.main(["tinyfaces", "--count", "1", "--threads", "1", "--steps", "2"])
     rows = capsys.readouterr().out.splitlines()
     assert [row.split(" | ")[0] for row in rows[2:]] == [f"| {s}" for s in STYLES] + ["| mean"]
     with pytest.raises(SystemExit):
