@@ -79,6 +79,12 @@ def _precompute(tiny_sd, faces: Path, out: Path, steps: int) -> list[str]:
             "--batch-subjects", "1", "--no-crop", "--device", "cpu"]
 
 
+@pytest.fixture(scope="module")
+def weights(weight_folders, tmp_path_factory) -> Path:
+    """Four precomputed identities, made once for both train-hypernet tests: a run only reads them."""
+    return weight_folders(tmp_path_factory.mktemp("hyperdata"), "weights", 4, seed=1)
+
+
 def _said(ended: Ended) -> list[str]:
     return [line for line in ended.err.splitlines() if line.startswith("Error:")]
 
@@ -110,9 +116,7 @@ def test_precompute_whose_other_machine_fails_mid_run_stops_within_seconds(tiny_
     assert line is not None and line[1] == line[2], said
 
 
-def test_train_hypernet_whose_other_machine_fails_before_the_run_forms_does_not_wait_for_it(weight_folders,
-                                                                                           tmp_path):
-    weights = weight_folders(tmp_path, "weights", 4, seed=1)
+def test_train_hypernet_whose_other_machine_fails_before_the_run_forms_does_not_wait_for_it(weights, tmp_path):
     argv = ["train-hypernet", "-w", str(weights), "-o", str(tmp_path / "h"), "--encoder-config", "tiny", "--width",
             "16", "--heads", "2", "--iterations", "2", "--steps", "2", "--batch-size", "1", "--device", "cpu"]
     main, failing = _as_two_machines(tmp_path, argv, FAIL_AT="weights")
@@ -121,9 +125,8 @@ def test_train_hypernet_whose_other_machine_fails_before_the_run_forms_does_not_
     assert "Traceback" not in main.err
 
 
-def test_train_hypernet_under_torchrun_whose_other_process_fails_keeps_the_step_and_says_why(weight_folders,
-                                                                                           tmp_path):
-    weights, out, logs = weight_folders(tmp_path, "weights", 4, seed=1), tmp_path / "h", tmp_path / "logs"
+def test_train_hypernet_under_torchrun_whose_other_process_fails_keeps_the_step_and_says_why(weights, tmp_path):
+    out, logs = tmp_path / "h", tmp_path / "logs"
     argv = ["train-hypernet", "-w", str(weights), "-o", str(out), "--encoder-config", "tiny", "--width", "16",
             "--heads", "2", "--iterations", "2", "--steps", "6", "--batch-size", "1", "--checkpoint-every", "2",
             "--device", "cpu"]

@@ -5,6 +5,7 @@ beside the file it is asked for) is among them. A Ctrl-C right after the staging
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,11 +20,29 @@ from lowdim_sd.merged_model import save_merged
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# A merge whose first safetensors write is killed with SIGKILL (killed_saves).
-KILLED_MERGE = killed_at_the_first_save("""
+# Merges whose first safetensors write is killed with SIGKILL (killed_saves), each its own process: one process
+# imports what a merge imports once, then forks a child per merge (argv, stderr file), and prints their exit codes.
+KILLED_MERGES = killed_at_the_first_save("""
+    import json
+    import diffusers, transformers
     from lowdim_cli.main import main
-    main(sys.argv[1:])
+    codes = []
+    for argv, err in json.loads(sys.argv[1]):
+        child = os.fork()
+        if child == 0:
+            os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+            try:
+                main(argv)
+            finally:
+                sys.stderr.flush()
+                os._exit(0)
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+    print(json.dumps(codes))
 """, b"half of a model")
+FORMATS = [("single-file", "m.safetensors"), ("diffusers", "m")]
+# Decoys a later merge must leave: safetensors-like but not in lowdim's place; lowdim-like but holding what lowdim
+# never writes.
+OTHERS = (".tmpAbCd12", ".{name}.notes123.tmp")
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +58,39 @@ def _hidden(folder: Path) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.startswith("."))
 
 
-@pytest.mark.parametrize(("fmt", "name"), [("single-file", "m.safetensors"), ("diffusers", "m")])
-def test_a_later_merge_removes_what_a_killed_merge_left_and_says_so(tiny_sd, adapter, tmp_path, capsys, fmt, name):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    (folder / ".tmpAbCd12").write_bytes(b"another program's temp")  # safetensors-like, but not in lowdim's place
-    (folder / f".{name}.notes123.tmp").mkdir()  # lowdim-like name, but holding what lowdim never writes
-    (folder / f".{name}.notes123.tmp" / "notes.txt").write_text("mine")
+@pytest.fixture(scope="module")
+def killed(tiny_sd, adapter, tmp_path_factory) -> dict[str, tuple[Path, int, str]]:
+    """Per format: a folder with the decoys where a merge was killed at its first write, its exit code, stderr."""
+    runs = {}
+    for fmt, name in FORMATS:
+        folder = tmp_path_factory.mktemp(f"killed-{fmt}") / "models"
+        folder.mkdir()
+        (folder / OTHERS[0]).write_bytes(b"another program's temp")
+        (folder / OTHERS[1].format(name=name)).mkdir()
+        (folder / OTHERS[1].format(name=name) / "notes.txt").write_text("mine")
+        runs[fmt] = (folder, _merge_args(tiny_sd, adapter, folder / name, fmt), folder.parent / "merge.err")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run([sys.executable, "-c", KILLED_MERGE, *_merge_args(tiny_sd, adapter, folder / name, fmt)],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
-    left = [entry for entry in _hidden(folder) if entry not in (".tmpAbCd12", f".{name}.notes123.tmp")]
+    done = subprocess.run([sys.executable, "-c", KILLED_MERGES,
+                           json.dumps([(argv, str(err)) for _, argv, err in runs.values()])],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    codes = json.loads(done.stdout)
+    return {fmt: (folder, code, err.read_text()) for (fmt, (folder, _, err)), code in zip(runs.items(), codes,
+                                                                                           strict=True)}
+
+
+@pytest.mark.parametrize(("fmt", "name"), FORMATS)
+def test_a_later_merge_removes_what_a_killed_merge_left_and_says_so(tiny_sd, adapter, killed, capsys, fmt, name):
+    folder, code, stderr = killed[fmt]
+    others = sorted(other.format(name=name) for other in OTHERS)
+    assert code == -9, stderr
+    left = [entry for entry in _hidden(folder) if entry not in others]
     assert left and not (folder / name).exists()
     assert not any(entry.startswith(".tmp") for entry in left)  # safetensors' temp went into lowdim's place
 
     assert main(_merge_args(tiny_sd, adapter, folder / name, fmt)) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert (folder / name).exists() and _hidden(folder) == sorted([".tmpAbCd12", f".{name}.notes123.tmp"])
+    assert (folder / name).exists() and _hidden(folder) == others
     assert "removed" in err and all(entry in err for entry in left), err
     assert (folder / f".{name}.notes123.tmp" / "notes.txt").read_text() == "mine"
 

@@ -16,16 +16,30 @@ from lowdim_cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Its own process: transformers warns of a config once per process, and another test may have had it warned already.
-SHOW = "import sys; from lowdim_cli.main import main; sys.exit(main(sys.argv[1:]))"
+# Their own process: transformers warns of a config once per process, and another test may have had it warned
+# already. One process shows both, each as a fresh process would: before each, the once-only caches that a show
+# before it filled (transformers' and diffusers' warning_once, lowdim's functools caches) are emptied.
+SEPARATOR = "\n--- the next show ---\n"
+SHOWS = f"""
+import json, logging, sys
+from lowdim_cli.main import main
 
+def as_fresh():
+    once = getattr(logging.Logger, "warning_once", None)
+    lowdims = [value for name, module in list(sys.modules.items()) if name.split(".")[0].startswith("lowdim")
+               for value in list(vars(module).values()) if callable(getattr(value, "cache_clear", None))]
+    for cached in [once, *lowdims] if once is not None else lowdims:
+        cached.cache_clear()
 
-def show_stderr(*argv: str) -> tuple[str, str]:
-    """stdout and stderr of `lowdim show ARGV` run in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", SHOW, "show", *argv], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout, done.stderr
+for argv in json.loads(sys.argv[1]):
+    as_fresh()
+    for stream in (sys.stdout, sys.stderr):
+        stream.write({SEPARATOR!r})
+        stream.flush()
+    if main(["show", *argv]) != 0:
+        sys.exit(1)
+"""
+SHOWN = {"name": ("tinyfaces",), "folder-json": ("--json", "FOLDER")}
 
 
 def tinyfaces_folder() -> str:
@@ -34,9 +48,21 @@ def tinyfaces_folder() -> str:
     return str(get_registry().backend_entry("tinyfaces").value.source)
 
 
-@pytest.mark.parametrize("argv", [("tinyfaces",), ("--json", "FOLDER")], ids=["name", "folder-json"])
-def test_show_of_tinyfaces_prints_no_transformers_warning(argv):
-    out, err = show_stderr(*(tinyfaces_folder() if word == "FOLDER" else word for word in argv))
+@pytest.fixture(scope="module")
+def shows() -> dict[str, tuple[str, str]]:
+    """stdout and stderr of `lowdim show ARGV` for each of SHOWN, all in one fresh process, each as if fresh."""
+    argvs = [[tinyfaces_folder() if word == "FOLDER" else word for word in argv] for argv in SHOWN.values()]
+    done = subprocess.run([sys.executable, "-c", SHOWS, json.dumps(argvs)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    outs, errs = (stream.split(SEPARATOR)[1:] for stream in (done.stdout, done.stderr))
+    assert len(outs) == len(errs) == len(SHOWN), done.stderr[-2000:]
+    return dict(zip(SHOWN, zip(outs, errs, strict=True), strict=True))
+
+
+@pytest.mark.parametrize("argv", list(SHOWN))
+def test_show_of_tinyfaces_prints_no_transformers_warning(shows, argv):
+    out, err = shows[argv]
     assert "[transformers]" not in err and "bos_token_id" not in err and "eos_token_id" not in err, err
     assert err.strip() == "", err
     assert out.strip(), "show printed nothing"

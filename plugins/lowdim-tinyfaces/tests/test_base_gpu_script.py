@@ -27,7 +27,7 @@ def _call(tmp_path: Path, minutes: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_the_gpu_script_returns_a_loadable_model_that_a_second_call_would_continue(tmp_path):
-    done = _call(tmp_path, "3.6")
+    done = _call(tmp_path, "3.52")  # train_model holds 3.5 minutes back for the export: 1.2 s of steps
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = tmp_path / "out"
     assert sorted(path.name for path in out.iterdir()) == ["final_pipeline.png", "gpu.txt", "log.txt",
