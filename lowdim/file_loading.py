@@ -133,22 +133,11 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
     """Read and check an adapter file (layers, space, tensor sizes, finite floats); with ``model``, its layers
     are checked against the model's before any tensor is shaped or basis made (``verify_bases``: as load_adapter's,
     and it holds for the file's ``lora_factors`` too)."""
-    from lowdim.registry import get_registry
-
     path = Path(path)
     tensors, metadata = read_checked(path, FORMAT, "adapter")
     if problem := format_version_problem(metadata, "adapter", FORMAT_VERSION) or incomplete_metadata(metadata):
         raise AdapterFileError(f"{path}: {problem}")
-    registry = get_registry()
-    # A plugin's space (or a stack's component) is made where that plugin is installed; a clash raises PluginError.
-    if missing := missing_space(metadata, registry):
-        raise AdapterFileError(f"{path}: {missing_space_words(*missing, registry)}")
-    try:
-        space = registry.make_space(metadata["space"], _space_config(metadata, path))
-    except ConfigError as error:  # an option a newer lowdim or plugin added, or a value this one refuses
-        raise AdapterFileError(f"{path}: {config_problem(error)}") from None
-    except (KeyError, ValueError) as error:
-        raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
+    space = _recorded_space(metadata, path)
     seed = recorded_seed(metadata, path)
     layers = unpack_layers(metadata.get("layers", "[]"), path)
     adapter = AdapterFile(path, space, seed, layers, {}, None, recorded_checksum(metadata, path), metadata,
@@ -161,22 +150,45 @@ def read_adapter(path: str | os.PathLike, model: nn.Module | None = None, *, ver
     through_wrapper = model is not None and saved_through_wrapper(layers, inner_model(model))
     if model is not None and not through_wrapper:
         validate_against(adapter, inner_model(model))
+    _read_tensors(adapter, tensors, sizes_bounded=model is not None)
+    if not through_wrapper or model is None:
+        return adapter
+    renamed = without_wrapper_prefix(adapter, verify_bases)
+    refuse_other_kinds(renamed, inner_model(model))  # the shapes fit without the prefix: the kinds must too
+    return renamed
+
+
+def _recorded_space(metadata: dict[str, str], path: Path) -> Space:
+    """The space the file's metadata records, made with its recorded options; a refusal names the file."""
+    from lowdim.registry import get_registry
+
+    registry = get_registry()
+    # A plugin's space (or a stack's component) is made where that plugin is installed; a clash raises PluginError.
+    if missing := missing_space(metadata, registry):
+        raise AdapterFileError(f"{path}: {missing_space_words(*missing, registry)}")
+    try:
+        return registry.make_space(metadata["space"], _space_config(metadata, path))
+    except ConfigError as error:  # an option a newer lowdim or plugin added, or a value this one refuses
+        raise AdapterFileError(f"{path}: {config_problem(error)}") from None
+    except (KeyError, ValueError) as error:
+        raise AdapterFileError(f"{path}: incomplete or corrupted metadata ({error})") from None
+
+
+def _read_tensors(adapter: AdapterFile, tensors: dict[str, Tensor], sizes_bounded: bool) -> None:
+    """Shape the file's tensors into the adapter's params and stored bases, each checked finite; ``sizes_bounded``:
+    a model bounds the sizes (checked already), else the file's must be sane before any basis is shaped."""
+    path, space, layers = adapter.path, adapter.space, adapter.layers
     check_flat(tensors, path)
     buffer_tensors = {k[len(BUFFER_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIX)}
     param_tensors = {k: v for k, v in tensors.items() if not k.startswith(BUFFER_PREFIX)}
     adapter.params = unflatten(param_tensors, layers, space.param_shapes, path, param_kind(space))
     check_finite(adapter.params, path)
     if buffer_tensors:
-        if model is None:  # the model bounds the sizes; without one, the file's must be sane
+        if not sizes_bounded:
             check_regeneration(space, layers, path)
         adapter.stored_buffers = unflatten(buffer_tensors, layers, lambda layer: buffer_shapes(space, layer), path,
                                             basis_kind(space), BUFFER_PREFIX)
         check_finite(adapter.stored_buffers, path, "stored basis")
-    if not through_wrapper or model is None:
-        return adapter
-    renamed = without_wrapper_prefix(adapter, verify_bases)
-    refuse_other_kinds(renamed, inner_model(model))  # the shapes fit without the prefix: the kinds must too
-    return renamed
 
 
 def _space_config(metadata: dict[str, str], path: Path) -> dict[str, Any]:

@@ -278,13 +278,7 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
     """``export_adapter`` for a LoRA adapter as read; ``out_path``: the name as given, which its warning says."""
     source = adapter.path
     factors = adapter.lora_factors()
-    if not factors:
-        raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")
-    if fmt not in CONVERTERS:  # a format of embeddings only (check_export_options took the rest)
-        raise ExportError(f"{source}: a LoRA exports as {' or '.join(FORMATS)}, not '{fmt}' (a Textual Inversion "
-                          f"embedding's format); for ComfyUI or A1111 export with "
-                          f"{either('--format kohya', KOHYA_FROM_PYTHON)}")
-    refuse_embedding_layers(source, factors)
+    _refuse_lora_export(source, factors, fmt)
     if conv_layers is None:
         conv_layers = sd1_conv1x1_layers(factors)
     if fmt == "diffusers" and any(name.startswith("unet.") for name in factors):
@@ -292,19 +286,42 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
         warnings.warn(f"{os.fspath(out_path)}: ComfyUI reads only the kohya format for the UNet part (the UNet keys of "
                       f"a diffusers-format LoRA are not loaded there); for ComfyUI or A1111 export with "
                       f"{either('--format kohya', KOHYA_FROM_PYTHON)}", stacklevel=3)
+    tensors = _lora_tensors(source, factors, fmt, dtype, conv_layers)
+    return atomic_save(tensors, _lora_metadata(adapter, factors, fmt, dtype), target, replace=replace)
+
+
+def _refuse_lora_export(source: Path, factors: Factors, fmt: str) -> None:
+    """Refuse a LoRA with no layers, a format of embeddings only, or layers of the token embedding."""
+    if not factors:
+        raise ExportError(f"{source}: the adapter covers no layers, there is nothing to export")
+    if fmt not in CONVERTERS:  # a format of embeddings only (check_export_options took the rest)
+        raise ExportError(f"{source}: a LoRA exports as {' or '.join(FORMATS)}, not '{fmt}' (a Textual Inversion "
+                          f"embedding's format); for ComfyUI or A1111 export with "
+                          f"{either('--format kohya', KOHYA_FROM_PYTHON)}")
+    refuse_embedding_layers(source, factors)
+
+
+def _lora_tensors(source: Path, factors: Factors, fmt: str, dtype: str,
+                  conv_layers: Collection[str]) -> dict[str, Tensor]:
+    """The file's tensors in ``fmt`` and ``dtype``, range-checked before anything is written."""
     written = _with_text_out_proj(factors)
     tensors = CONVERTERS[fmt](written, conv_layers)
     if fmt == "kohya":
         refuse_layers_diffusers_renames(source, written)
     tensors = {key: value.to(DTYPES[dtype]) for key, value in tensors.items()}
-    _check_range(source, tensors, _layers_by_key(factors, fmt), dtype)  # before anything is written
+    _check_range(source, tensors, _layers_by_key(factors, fmt), dtype)
+    return tensors
+
+
+def _lora_metadata(adapter: AdapterFile, factors: Factors, fmt: str, dtype: str) -> dict[str, str]:
+    """The exported file's metadata: where it came from, and what LoRA loaders and A1111 read."""
     rank = max(down.shape[0] for down, _ in factors.values())  # diffusers: every layer's (_uniform_rank)
     meta = adapter.metadata
     metadata = {
         # safetensors' own convention ("pt"), which some HF loaders check; the LoRA layout has its own key.
         "format": "pt",
         "lora_format": fmt,
-        "source_adapter": source.name,
+        "source_adapter": adapter.path.name,
         "space": meta.get("space", adapter.space.name),
         "space_config": meta.get("space_config", ""),
         "base_model": shared_model_name(meta.get("base_model", "")),  # a file to share holds no path of this machine
@@ -317,7 +334,7 @@ def _export_lora(adapter: AdapterFile, target: Path, fmt: str, dtype: str, conv_
         # What A1111's extra-networks page and kohya's tools show for a LoRA.
         metadata.update({"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
                          "ss_network_alpha": str(kohya_alpha(factors)), "ss_base_model_version": "sd_v1"})
-    return atomic_save(tensors, metadata, target, replace=replace)
+    return metadata
 
 
 def _layers_by_key(factors: Factors, fmt: str) -> dict[str, str]:

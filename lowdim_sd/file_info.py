@@ -61,6 +61,8 @@ from lowdim_sd.run_folder_info import checkpoints_folder, checkpoints_folder_inf
 from lowdim_sd.stopped_precompute_info import batch_folder_info, in_batch_folder, is_batch_folder
 from lowdim_sd.weight_folder_info import weight_folder_info
 
+Rows = list[tuple[str, str]]  # a file's (label, text) rows, as FileInfo shows them
+
 
 def describe(path: Path) -> FileInfo:
     """What ``path`` is: a lowdim adapter, hypernetwork, weight folder or shard, feature file, another tool's
@@ -304,40 +306,59 @@ def exported_by_lowdim(header: Header) -> bool:
 
 
 def _other(path: Path, header: Header) -> FileInfo:
+    """A .safetensors file with no lowdim format key: a checkpoint's state, another tool's file, a whole model.
+    Texts from the file are each cut where a stranger's runs to 100 KB; --json gives them whole."""
     if is_optimizer_state(header):  # a checkpoint's: its header has no format key of its own
         return optimizer_state_info(path, header)
     if is_trained_state(path):  # nor has the trained state beside it: known by its place
         return trained_state_info(path, header)
-    meta, keys = header.metadata, list(header.shapes)
+    keys = list(header.shapes)
     dtype = header.dtype(keys)  # the tensors' own, as an adapter's row gives it: an export's --save-dtype
     rows = [("tensors", f"{len(keys):,} holding {header.values:,} values"),
             ("file", f"{size_text(path)}, {dtype}" if dtype else size_text(path))]
     values: dict[str, object] = {"tensors": {"count": len(keys), "values": header.values},
                                  "file": {"bytes": path.stat().st_size, "dtype": dtype}}
-    embedding = embedding_style(keys, meta)
-    # Texts from the file, each cut where a stranger's runs to 100 KB; --json gives them whole.
+    embedding = embedding_style(keys, header.metadata)
     if embedding is not None:
-        made = "exported by lowdim" if exported_by_lowdim(header) else "not made by lowdim"
-        texts, whole = text_rows(meta, {**({"source_adapter": "exported from"} if meta.get("source_adapter") else {}),
-                                        "token": "token", "vectors": "vectors"})
-        return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", [*texts, *rows],
-                        "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
-                        {**whole, **values, "vectors": number(meta.get("vectors"))},
-                        type="textual_inversion_export" if made == "exported by lowdim" else "textual_inversion")
-    style = foreign_lora(keys, meta)
-    if style is not None and exported_by_lowdim(header):
-        texts, whole = text_rows(meta, {"source_adapter": "exported from", "rank": "rank", "base_model": "base model",
-                                        "token": "token"})
-        space = f"{bounded(meta.get('space') or '?')} {bounded(meta.get('space_config') or '')}".strip()
-        rows = [texts[0], ("space", space), *texts[1:], *rows]
-        where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
-        values = {**whole, **values, "space": space_object(meta.get("space"), meta.get("space_config")),
-                  "rank": number(meta.get("rank"))}
-        return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values,
-                        type="lora_export")
+        return _embedding_info(path, header, embedding, rows, values)
+    style = foreign_lora(keys, header.metadata)
     if style is not None:
+        return _lora_info(path, header, style, rows, values)
+    return _model_or_unknown(path, header.metadata, keys, rows, values)
+
+
+def _embedding_info(path: Path, header: Header, embedding: str, rows: Rows, values: dict[str, object]) -> FileInfo:
+    """A Textual Inversion embedding, lowdim's export or another tool's."""
+    meta = header.metadata
+    made = "exported by lowdim" if exported_by_lowdim(header) else "not made by lowdim"
+    texts, whole = text_rows(meta, {**({"source_adapter": "exported from"} if meta.get("source_adapter") else {}),
+                                    "token": "token", "vectors": "vectors"})
+    return FileInfo(path, f"a Textual Inversion embedding ({embedding} format, {made})", [*texts, *rows],
+                    "load it in diffusers (pipe.load_textual_inversion), A1111 or ComfyUI",
+                    {**whole, **values, "vectors": number(meta.get("vectors"))},
+                    type="textual_inversion_export" if made == "exported by lowdim" else "textual_inversion")
+
+
+def _lora_info(path: Path, header: Header, style: str, rows: Rows, values: dict[str, object]) -> FileInfo:
+    """A plain LoRA (kohya or diffusers keys): lowdim's export, with what it was exported from, or another tool's."""
+    if not exported_by_lowdim(header):
         return FileInfo(path, f"a {style} LoRA (not made by lowdim)", rows,
                         "load it in diffusers (pipe.load_lora_weights), A1111 or ComfyUI", values, type="lora")
+    meta = header.metadata
+    texts, whole = text_rows(meta, {"source_adapter": "exported from", "rank": "rank", "base_model": "base model",
+                                    "token": "token"})
+    space = f"{bounded(meta.get('space') or '?')} {bounded(meta.get('space_config') or '')}".strip()
+    rows = [texts[0], ("space", space), *texts[1:], *rows]
+    where = "A1111 or ComfyUI, or diffusers" if style == "kohya" else "diffusers (ComfyUI wants --format kohya)"
+    values = {**whole, **values, "space": space_object(meta.get("space"), meta.get("space_config")),
+              "rank": number(meta.get("rank"))}
+    return FileInfo(path, f"a {style} LoRA exported by lowdim", rows, f"load it in {where}", values,
+                    type="lora_export")
+
+
+def _model_or_unknown(path: Path, meta: dict[str, str], keys: list[str], rows: Rows,
+                      values: dict[str, object]) -> FileInfo:
+    """A whole model (lowdim's merge, a single-file checkpoint, a pipeline part's weights), or a file not known."""
     from lowdim_sd.merged_model import record_in_metadata  # it draws with diffusers: the sd extra
 
     if (record := record_in_metadata(meta)) is not None:

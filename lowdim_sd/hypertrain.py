@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -53,7 +53,7 @@ from lowdim_sd.hypertrain_io import (
 from lowdim_sd.hypertrain_job import HyperTrainJob as HyperTrainJob  # this module's API too
 from lowdim_sd.hypertrain_job import HyperTrainResult as HyperTrainResult
 from lowdim_sd.hypertrain_losses import Diffusion, evaluate, extra_loss, pair_losses, unwrap
-from lowdim_sd.hypertrain_processes import handed_over, make_accelerator, out_of_time, process_mean
+from lowdim_sd.hypertrain_processes import handed_over, make_accelerator, process_mean
 from lowdim_sd.hypertrain_resume import (
     checkpoint_to_resume,
     clear_earlier_run,
@@ -63,6 +63,7 @@ from lowdim_sd.hypertrain_resume import (
     resume_settings,
     worded_differences,
 )
+from lowdim_sd.hypertrain_steps import run_steps
 from lowdim_sd.hypertrain_words import RANDOM_ENCODER, hyper_flags_named
 from lowdim_sd.images import upscaling_told_once
 from lowdim_sd.optim import one_kernel_update
@@ -82,10 +83,7 @@ if TYPE_CHECKING:
 def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResult:
     """Train (or, with ``resume``, continue) a hypernetwork; the result says where it is saved, and holds its
     last validation and (main process) the network itself."""
-    full = WeightDataset(job.weights, image_root=job.image_root)
-    check_has_identities(full)
-    check_weights_finite(full)
-    job.model = model_to_train(job, full)
+    full = _checked_weights(job)
     out = job.out
     put_back_set_aside(out)  # before anything reads out: a killed --overwrite's earlier run is the one there
     folder = checkpoint_to_resume(out, job.resume, job.hyper.get("architecture") == "retrieval", job.overwrite)
@@ -95,70 +93,71 @@ def train_hypernet(job: HyperTrainJob, progress: bool = True) -> HyperTrainResul
         checkpoints.check_resume(folder, settings, worded_differences)  # named as its reader set them
     full.subset(full.names, all_images=job.all_images).check_images()
     numbers = {name: number for number, name in enumerate(full.names)}
-    train_names, val_names = split_identities(full.names, job, out, full.people())
-    train_set, val_set = _subsets(job, full, train_names, val_names)
+    split = split_identities(full.names, job, out, full.people())
+    train_set, val_set = _subsets(job, full, *split)
     check_features_cover(job, train_set, val_set, progress and accelerator.is_main_process)
     if job.hyper.get("architecture") == "retrieval":
-        # Its checks run inside the fill (encoder, keys): the earlier run waits aside, back if the fill is refused.
-        with earlier_run_set_aside(out, job.overwrite and accelerator.is_main_process):
-            write_split(out, train_names, val_names)
-            filled = fill_retrieval(job, train_set, val_set, numbers, out, progress)
-        filled.validation = last_validation(filled.metrics) if filled.main_process else None
-        return filled
+        return _retrieval_run(job, accelerator.is_main_process, train_set, val_set, numbers, split, progress)
 
     net, start = _network(job, full, folder)  # the encoder, --set keys and --heads refuse here
     loop = _Loop.prepare(job, accelerator, net, full, train_set, val_set, numbers, folder, start, settings)
+    _clear_for_the_run(loop, start, split)
+    loop.say = progress
+    result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=split[0], val_names=split[1],
+                              metrics=loop.log.path, main_process=loop.main)
+    _train(loop, result, full.resolution, progress)
+    return result
+
+
+def _checked_weights(job: HyperTrainJob) -> WeightDataset:
+    """The weight folder the job reads, refused before anything else if it holds no identity or a non-finite
+    value; the job's model is set from it."""
+    full = WeightDataset(job.weights, image_root=job.image_root)
+    check_has_identities(full)
+    check_weights_finite(full)
+    job.model = model_to_train(job, full)
+    return full
+
+
+def _retrieval_run(job: HyperTrainJob, main: bool, train_set: WeightDataset, val_set: WeightDataset | None,
+                   numbers: dict[str, int], split: tuple[list[str], list[str]], progress: bool) -> HyperTrainResult:
+    """A retrieval head's run: filled, not trained."""
+    # Its checks run inside the fill (encoder, keys): the earlier run waits aside, back if the fill is refused.
+    with earlier_run_set_aside(job.out, job.overwrite and main):
+        write_split(job.out, *split)
+        filled = fill_retrieval(job, train_set, val_set, numbers, job.out, progress)
+    filled.validation = last_validation(filled.metrics) if filled.main_process else None
+    return filled
+
+
+def _clear_for_the_run(loop: _Loop, start: int, split: tuple[list[str], list[str]]) -> None:
+    """Past every check, the network built: what --overwrite replaces goes, and the run's split is written, so a
+    refused run costs the earlier one nothing and leaves no split behind."""
+    job = loop.job
     if job.overwrite and loop.main:
-        clear_earlier_run(out)  # past every check, the network built: a refused run costs the earlier one nothing
-    accelerator.wait_for_everyone()
+        clear_earlier_run(job.out)
+    loop.accelerator.wait_for_everyone()
     if loop.main:  # from a step-0 checkpoint the run validates step 0 again: its earlier record goes, not twice
         trim_metrics(loop.log.path, start if job.resume and start > 0 else -1)
-    write_split(out, train_names, val_names)  # past every check: a refused run leaves no split behind
-    loop.say = progress
-    result = HyperTrainResult(out / "hypernet.safetensors", start, train_names=train_names, val_names=val_names,
-                              metrics=loop.log.path, main_process=loop.main)
+    write_split(job.out, *split)
+
+
+def _train(loop: _Loop, result: HyperTrainResult, resolution: int, progress: bool) -> None:
+    """The run's steps under its progress bar, then (main process) its end: the result gets its network, last
+    validation and time."""
     started = time.perf_counter()
     with failing_together():  # under a launcher: a process that fails stops the others with its line
         # One line for all the small photos (each read every epoch), even if stopped; DataLoader workers warn apart.
-        with runs.progress(job.steps, start=start, enabled=progress and loop.main) as advance, \
-                upscaling_told_once(full.resolution):
+        with runs.progress(loop.job.steps, start=loop.step, enabled=progress and loop.main) as advance, \
+                upscaling_told_once(resolution):
             if loop.start_unvalidated():
                 loop.validate()
-            _steps(loop, result, advance, started)
-        accelerator.wait_for_everyone()
+            run_steps(loop, result, advance, started)
+        loop.accelerator.wait_for_everyone()
     if loop.main:
         loop.finish(result)
         result.validation = last_validation(result.metrics)
     result.seconds = time.perf_counter() - started
-    return result
-
-
-def _steps(loop: _Loop, result: HyperTrainResult, advance: Callable[..., None], started: float) -> None:
-    """The training steps, each validated, checkpointed and timed as the job asks; a stop keeps what it can."""
-    job = loop.job
-    try:
-        for batch in loop.loader:
-            stopping.check()  # a signal's stop, if its KeyboardInterrupt was swallowed
-            value = loop.update(batch)
-            result.losses.append(value)
-            advance(value)
-            if loop.validating and (loop.step % job.val_every == 0 or loop.step == job.steps):
-                loop.validate()
-            if job.checkpoint_every and loop.step % job.checkpoint_every == 0 and loop.main:
-                loop.checkpoint()
-            if out_of_time(loop.accelerator, started, job.max_minutes):
-                if loop.validating and loop.step % job.val_every:
-                    loop.validate()  # the stopping step gets its validation, as the last step would
-                break
-    except (KeyboardInterrupt, torch.OutOfMemoryError) as stop:
-        loop.stopped(stop)
-    except PairUnreadable as unreadable:
-        loop.unreadable(unreadable)
-    except RuntimeError as error:  # a collective that another process's end broke, or this process's own error
-        failure = another_failure(error)
-        if failure is None:
-            raise
-        loop.another_failed(failure)
 
 
 def _subsets(job: HyperTrainJob, full: WeightDataset, train: list[str],

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from shlex import quote
+from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
 from lowdim.option_words import counted
@@ -28,6 +29,9 @@ from lowdim_sd.file_info_parts import (
     size_text,
 )
 from lowdim_sd.model_names import CONFIGS_KEY, is_model_folder
+
+if TYPE_CHECKING:
+    from lowdim.backends import Backend
 
 # What DiffusionPipeline.from_pretrained loads a folder with when its index names no class the table can show: it
 # reads the class from the index itself.
@@ -135,33 +139,51 @@ def registered_model_info(name: str) -> FileInfo | None:
         return None
     backend = entry.value
     source = str(getattr(backend, "source", "") or "")
-    texts = [("registered by", _registrar(entry.plugin), "")]
+    folder = expand_user(source)
+    where = _source_kind(folder) if source else "none"
+    pipeline = pipeline_folder_info(folder) if where == "pipeline" else None
+    texts = [*_backend_texts(name, entry.plugin, backend), *_files_texts(source, folder, where)]
+    if default := str(getattr(backend, "default_hypernet", None) or ""):
+        texts.append(("default hypernetwork", default, ""))
+    # A generic (not SD1.x) backend: the face commands would refuse it, inspect counts on it.
+    sd = isinstance(backend, SDBackend)
+    use = f"lowdim {'personalize' if sd else 'inspect'} -m {quote(name)} {'-i face.jpg -o me' if sd else '-s lidb'}"
+    if pipeline is not None:  # a merged folder is drawn with, not personalized: keep its command, under the name
+        use = pipeline.use.replace(f"-m {quote(str(folder))}", f"-m {quote(name)}", 1)
+    rows, values = _model_rows(texts, pipeline, folder)
+    # The title, one line: a plugin's name as the rows show it (100 KB cut, a line break escaped); --json's "alias
+    # of" keeps it whole.
+    return FileInfo(Path(name), f"the registered model {part(str(backend.name))} (lowdim models)", rows, use, values,
+                    type="registered_model")
+
+
+def _backend_texts(name: str, plugin: str, backend: Backend) -> list[tuple[str, str, str]]:
+    """The (label, text, note) of who registered the model, what it is an alias of and its description."""
+    texts = [("registered by", _registrar(plugin), "")]
     if backend.name != name:
         texts.append(("alias of", backend.name, ""))
     if description := str(getattr(backend, "description", "") or ""):
         texts.append(("description", description, ""))
-    # A generic (not SD1.x) backend: the face commands would refuse it, inspect counts on it.
-    sd = isinstance(backend, SDBackend)
-    use = f"lowdim {'personalize' if sd else 'inspect'} -m {quote(name)} {'-i face.jpg -o me' if sd else '-s lidb'}"
-    folder = expand_user(source)
-    pipeline = None
-    where = _source_kind(folder) if source else "none"
+    return texts
+
+
+def _files_texts(source: str, folder: Path, where: str) -> list[tuple[str, str, str]]:
+    """The (label, text, note) of where a registered model's files are: its folder, its hub id, or its code."""
     if where == "pipeline":
-        pipeline = pipeline_folder_info(folder)
-        texts.append(("files", str(folder), ""))
-        # A merged folder is drawn with, not personalized: keep its command, under the name.
-        use = pipeline.use.replace(f"-m {quote(str(folder))}", f"-m {quote(name)}", 1)
-    elif where == "other":
-        texts.append(("files", str(folder), " (not a diffusers folder: no model_index.json)"))
-    elif where == "missing" and (folder.is_absolute() or source.startswith((".", "~"))):
-        texts.append(("files", str(folder), " (missing: no such folder)"))
-    elif source:
-        texts += [("hub id", source, ""), ("in diffusers", _diffusers_code("StableDiffusionPipeline", source), ""),
-                  ("cached at", _hub_cache(source), "")]
-    else:
-        texts.append(("files", "none: built from its code", ""))
-    if default := str(getattr(backend, "default_hypernet", None) or ""):
-        texts.append(("default hypernetwork", default, ""))
+        return [("files", str(folder), "")]
+    if where == "other":
+        return [("files", str(folder), " (not a diffusers folder: no model_index.json)")]
+    if where == "missing" and (folder.is_absolute() or source.startswith((".", "~"))):
+        return [("files", str(folder), " (missing: no such folder)")]
+    if source:
+        return [("hub id", source, ""), ("in diffusers", _diffusers_code("StableDiffusionPipeline", source), ""),
+                ("cached at", _hub_cache(source), "")]
+    return [("files", "none: built from its code", "")]
+
+
+def _model_rows(texts: list[tuple[str, str, str]], pipeline: FileInfo | None,
+                folder: Path) -> tuple[list[tuple[str, str]], dict[str, object]]:
+    """The rows (each text bounded) and --json values (whole); a pipeline folder's own rows follow "files"."""
     rows = [(label, f"{part(text)}{note}") for label, text, note in texts]
     values: dict[str, object] = {label: f"{text}{note}" for label, text, note in texts}
     if pipeline is not None:
@@ -171,10 +193,7 @@ def registered_model_info(name: str) -> FileInfo | None:
         code = _diffusers_code(loader, str(folder))
         rows[at:at] = [*pipeline.rows, ("in diffusers", bounded(code))]
         values |= {**pipeline.values, "in diffusers": code}
-    # The title, one line: a plugin's name as the rows show it (100 KB cut, a line break escaped); --json's "alias
-    # of" keeps it whole.
-    return FileInfo(Path(name), f"the registered model {part(str(backend.name))} (lowdim models)", rows, use, values,
-                    type="registered_model")
+    return rows, values
 
 
 def _registrar(plugin: str) -> str:

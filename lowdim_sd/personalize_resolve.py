@@ -67,12 +67,37 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     entry = registered_entry(job.model)
     backend = entry.value if entry else None
     space, layers = lowdim.get_space(job.space, job.space_options), resolve_layers(job.layers, job.model)
+    refuse_token_space(job, space)
+    in_play, hypernet, unfit_note = resolve_hypernet(job, backend, space, layers)
+    refuse_hypernet_options_unused(job, in_play, hypernet)
+    steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
+    refuse_nothing_to_draw(job, steps, hypernet)
+    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
+                keep_styles=job.keep_styles).validate("PersonalizeJob")
+    job, prompt = with_training_phrase(job, hypernet)
+    crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
+    prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
+    draws = job.preview_draws or tuple(getattr(backend, "preview_draws", SDBackend.preview_draws))
+    # 0 steps after a prediction trains nothing: the file is --only-hyper's, not the prediction plus a zero LoRA.
+    only_hyper = job.only_hyper or steps == 0
+    return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, resolve_bases_seed(job, hypernet),
+                          0 if only_hyper else steps, learning_rate, batch_size, crop, prompts,
+                          resolve_describer(job, backend),
+                          preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note,
+                          prompt=prompt, only_hyper=only_hyper)
+
+
+def refuse_token_space(job: PersonalizeJob, space: Space) -> None:
+    """Refuse a space of token embeddings: personalize relaxes a weight space's rank."""
     if getattr(space, "learns_tokens", False):
         space_given = either(f"--space {job.space}", f"PersonalizeJob(space={job.space!r})")
         train_it = either(f"`lowdim train --space {job.space}`", f"run_train(TrainJob(space={job.space!r}))")
         raise LowdimError(f"{space_given} learns token embeddings, not weights: personalize relaxes a weight "
                           f"space's rank (lidb, lora, ...); train an embedding with {train_it}")
-    in_play, hypernet, unfit_note = resolve_hypernet(job, backend, space, layers)
+
+
+def refuse_hypernet_options_unused(job: PersonalizeJob, in_play: bool, hypernet: HypernetFile | None) -> None:
+    """Refuse --only-hyper and --iterations where no hypernetwork's prediction takes part."""
     if job.only_hyper and not in_play:
         raise LowdimError(f"{switch('only_hyper')} needs a hypernetwork "
                           f"({either('--hypernet CKPT', 'PersonalizeJob(hypernet=CKPT)')}): without a prediction "
@@ -80,28 +105,22 @@ def resolve_run(job: PersonalizeJob) -> PersonalizeRun:
     if job.iterations is not None and hypernet is None:
         why = f"{switch('no_hyper')} drops its prediction" if job.no_hyper else "no hypernetwork predicts here"
         raise LowdimError(f"{named('iterations')} sets the hypernetwork's refinement passes, and {why}")
-    steps, batch_size, learning_rate = finetune_schedule(job, backend, in_play)
-    if steps == 0 and hypernet is None:  # a zero start trained 0 steps draws nothing: refused, not written
+
+
+def refuse_nothing_to_draw(job: PersonalizeJob, steps: int, hypernet: HypernetFile | None) -> None:
+    """Refuse a zero start trained 0 steps: it draws nothing, so it is refused, not written."""
+    if steps == 0 and hypernet is None:
         why = f"{switch('no_hyper')} drops the prediction" if job.no_hyper else "no hypernetwork predicts here"
         raise LowdimError(f"{named('steps')} 0 trains nothing and {why}, so the adapter would draw nothing; give "
                           f"{named('steps')} 1 or more, or a prediction to keep "
                           f"({either('--hypernet CKPT', 'PersonalizeJob(hypernet=CKPT)')})")
-    TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-                keep_styles=job.keep_styles).validate("PersonalizeJob")
-    job, prompt = with_training_phrase(job, hypernet)
-    bases_seed = job.seed if job.bases_seed is None else job.bases_seed
-    if hypernet is not None:  # the prediction lives in the bases of the seed its training weights had
-        bases_seed = int(hypernet.metadata.get("adapter_seed", job.seed))
-    crop = resolve_crop(job.crop, job.model)  # before the model loads: a missing extra fails fast
-    prompts = tuple(getattr(backend, "preview_prompts", SDBackend.preview_prompts))  # a path: SD1.x
-    draws = job.preview_draws or tuple(getattr(backend, "preview_draws", SDBackend.preview_draws))
-    # 0 steps after a prediction trains nothing: the file is --only-hyper's, not the prediction plus a zero LoRA.
-    only_hyper = job.only_hyper or steps == 0
-    return PersonalizeRun(job, backend, space, layers, hypernet, job.seed, bases_seed,
-                          0 if only_hyper else steps, learning_rate, batch_size, crop, prompts,
-                          resolve_describer(job, backend),
-                          preview_draws=tuple(parse_draw(text) for text in draws), unfit_note=unfit_note,
-                          prompt=prompt, only_hyper=only_hyper)
+
+
+def resolve_bases_seed(job: PersonalizeJob, hypernet: HypernetFile | None) -> int:
+    """The seed of the initial adapter's frozen bases: a prediction lives in those its training weights had."""
+    if hypernet is not None:
+        return int(hypernet.metadata.get("adapter_seed", job.seed))
+    return job.seed if job.bases_seed is None else job.bases_seed
 
 
 def resolve_describer(job: PersonalizeJob, backend: Any) -> Callable[[torch.Tensor], str] | None:

@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 from safetensors import safe_open
@@ -123,6 +123,24 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
     tokenizer = model.pipe.tokenizer
     names = token_names(token, vectors)
     where = f"{source}: " if source else ""
+    _refuse_identifier(tokenizer, token, names, source)
+    pieces = tokenizer.tokenize(token)
+    if len(pieces) == 1:
+        warnings.warn(f"the identifier '{token}' is already a word of the vocabulary ({pieces[0]}); its "
+                      f"embedding now stands for the subject in every prompt that uses it", stacklevel=2)
+    rows = _table_rows(model)
+    tokenizer.add_tokens(names)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if ids != list(range(rows, rows + vectors)) or tokenizer.tokenize(" ".join(names)) != names:
+        raise LowdimError(f"{where}this tokenizer does not keep the identifier '{token}' as its own token "
+                          f"(it lowercases text?); choose a lowercase identifier")
+    _append_zero_rows(model, rows, vectors)
+    return ids
+
+
+def _refuse_identifier(tokenizer: Any, token: str, names: list[str], source: str) -> None:
+    """Refuse an identifier whose tokens cannot be added: spaces, unreadable, claimed, or in the vocabulary."""
+    where = f"{source}: " if source else ""
     if any(not name or name.split() != [name] for name in names):
         raise LowdimError(f"{where}the identifier {token!r} must be one word without spaces")
     # Before the claimed check: CLIP's special tokens are added tokens too, and no embedding claimed them.
@@ -140,28 +158,27 @@ def add_tokens(model: SDModel, token: str, vectors: int, source: str = "") -> li
         fix = f"train it again with another {trained_token()}" if source else f"choose another {token_option()}"
         raise LowdimError(f"{where}the identifier '{token}' is itself a token of the vocabulary, which cannot "
                           f"get a second row; {fix}")
-    pieces = tokenizer.tokenize(token)
-    if len(pieces) == 1:
-        warnings.warn(f"the identifier '{token}' is already a word of the vocabulary ({pieces[0]}); its "
-                      f"embedding now stands for the subject in every prompt that uses it", stacklevel=2)
-    table = _table(model)
-    rows = table.weight.shape[0]
-    if len(tokenizer) != rows:  # the tokenizer's ids must be the table's rows, or new ids miss new rows
+
+
+def _table_rows(model: SDModel) -> int:
+    """The embedding's rows, refused unless they are the tokenizer's ids: else new ids would miss new rows."""
+    tokenizer = model.pipe.tokenizer
+    rows = _table(model).weight.shape[0]
+    if len(tokenizer) != rows:
         raise LowdimError(f"the tokenizer has {len(tokenizer)} tokens but the text encoder's embedding {rows} "
                           f"rows; Textual Inversion needs them equal")
-    tokenizer.add_tokens(names)
-    ids = tokenizer.convert_tokens_to_ids(names)
-    if ids != list(range(rows, rows + vectors)) or tokenizer.tokenize(" ".join(names)) != names:
-        raise LowdimError(f"{where}this tokenizer does not keep the identifier '{token}' as its own token "
-                          f"(it lowercases text?); choose a lowercase identifier")
+    return rows
+
+
+def _append_zero_rows(model: SDModel, rows: int, vectors: int) -> None:
+    """Grow the embedding's ``rows`` rows by ``vectors`` zero ones (the space's ΔE is then the rows themselves)."""
     text_encoder = model.pipe.text_encoder
     # No mean resizing: the rows are zeroed anyway, and its covariance of SD's 49408x768 table costs seconds.
     text_encoder.resize_token_embeddings(rows + vectors, mean_resizing=False)
     table = text_encoder.get_input_embeddings()
     with torch.no_grad():
-        table.weight[rows:] = 0  # the space's ΔE is then the rows themselves
+        table.weight[rows:] = 0
     table.weight.requires_grad_(False)  # resizing makes a fresh, trainable Parameter
-    return ids
 
 
 def token_option() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,22 @@ def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, 
     opt = torch.optim.AdamW([p for m in modules.values() for p in m.parameters()],
                             lr=cfg.unet_lr, weight_decay=1e-2)
     ema = EMA(modules, cfg.ema_decay)
+    step_fn = unet_step(cfg, vae, unet, text_encoder, tokenizer, opt, device)
+
+    def on_sample(step: int) -> None:
+        u, t = ema_copies(ema, unet, text_encoder)
+        save_grid(out / "samples" / f"unet_{step:06d}.png", sample_grid(u, t, tokenizer, vae),
+                  ncol=GRID_SEEDS, upscale=3)
+
+    state = run_stage("unet", out, plan, modules, opt, cfg.unet_lr, step_fn, cfg, log, resume,
+                      ema=ema, on_sample=on_sample)
+    u, t = ema_copies(ema, unet, text_encoder)
+    return u.eval(), t.eval(), state["done"]
+
+
+def unet_step(cfg: TrainConfig, vae, unet: nn.Module, text_encoder: nn.Module, tokenizer: Any,
+              opt: torch.optim.Optimizer, device: str) -> Callable[[int], dict[str, float]]:
+    """Stage 2's step: render batch ``step``, encode it, and take one optimizer step on its diffusion loss."""
     scheduler = build_train_scheduler()
     style_ids_table = tokenize(tokenizer, training_prompts() + [""])  # last row: the empty prompt, for guidance
     sf = vae.config.scaling_factor
@@ -126,20 +143,14 @@ def train_unet(cfg: TrainConfig, out: Path, plan: StagePlan, log, resume: bool, 
         opt.step()
         return {"loss": loss.item()}
 
-    def ema_copies() -> tuple[nn.Module, nn.Module]:
-        u, t = copy.deepcopy(unet), copy.deepcopy(text_encoder)
-        ema.copy_to({"unet": u, "text_encoder": t})
-        return u, t
+    return step_fn
 
-    def on_sample(step: int) -> None:
-        u, t = ema_copies()
-        save_grid(out / "samples" / f"unet_{step:06d}.png", sample_grid(u, t, tokenizer, vae),
-                  ncol=GRID_SEEDS, upscale=3)
 
-    state = run_stage("unet", out, plan, modules, opt, cfg.unet_lr, step_fn, cfg, log, resume,
-                      ema=ema, on_sample=on_sample)
-    u, t = ema_copies()
-    return u.eval(), t.eval(), state["done"]
+def ema_copies(ema: EMA, unet: nn.Module, text_encoder: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Copies of the UNet and text encoder holding the EMA weights; the trained modules stay as they are."""
+    u, t = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    ema.copy_to({"unet": u, "text_encoder": t})
+    return u, t
 
 
 def export_pipeline(model_dir: Path, vae, unet, text_encoder, tokenizer, out: Path, log) -> None:
