@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import lowdim
-from lowdim.inject.select import select_layers
+from lowdim.injection.select import select_layers
 from lowdim_sd.architecture import SD15_TEXT_CONFIG, SD15_UNET_CONFIG, build_components
 from lowdim_sd.plugin import SDBackend
 

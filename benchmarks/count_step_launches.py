@@ -164,7 +164,7 @@ def peft_counts(model: SDModel, rank: int, weights: str, count) -> tuple[int, in
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
-    from lowdim.inject.select import select_layers
+    from lowdim.injection.select import select_layers
     from lowdim_sd.bench.speed_adapters import remove_peft
 
     names = [name for name, _ in select_layers(model.modules, LAYER_SETS["unet+text"])]

@@ -137,7 +137,7 @@ def inspect_sizes(model: str, space: str, layers: str | None, options: dict, fil
     chosen_space = registry.make_space(space, options)
     skeleton, layer_set = backend.skeleton(), backend.resolve_layer_set(layers)
     if getattr(chosen_space, "learns_tokens", False) and layers is None:
-        from lowdim.inject.select import TOKEN_EMBEDDINGS
+        from lowdim.injection.select import TOKEN_EMBEDDINGS
 
         layer_set = TOKEN_EMBEDDINGS
     report = size_report(skeleton, chosen_space, layer_set, backend.layer_group)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -21,9 +21,9 @@ from torch import nn
 from lowdim import json_text
 from lowdim.errors import AdapterFileError, ConfigError
 from lowdim.filecheck import MAX_INFLATED
-from lowdim.inject.matching import EMBEDDING, LAYER_TYPES, layer_kind
-from lowdim.inject.select import candidate_layers
-from lowdim.inject.select_words import kind_words, peft_layer_words, what_matched
+from lowdim.injection.matching import EMBEDDING, LAYER_TYPES, layer_kind
+from lowdim.injection.select import candidate_layers
+from lowdim.injection.select_words import kind_words, peft_layer_words, what_matched
 
 if TYPE_CHECKING:
     from lowdim.file_loading import AdapterFile

@@ -48,11 +48,11 @@ from lowdim.filecheck import (
 )
 from lowdim.foreign_files import describe_foreign, fix_for, not_ours
 from lowdim.given_folder import folder_line
-from lowdim.inject.adapter_info import AdapterInfo
-from lowdim.inject.adding import add_loaded
-from lowdim.inject.manager import Adapters, LayerTensors
-from lowdim.inject.parallel import inner_model
-from lowdim.inject.select import exact_layers
+from lowdim.injection.adapter_info import AdapterInfo
+from lowdim.injection.adding import add_loaded
+from lowdim.injection.manager import Adapters, LayerTensors
+from lowdim.injection.parallel import inner_model
+from lowdim.injection.select import exact_layers
 from lowdim.layer_lists import unpack_layers
 from lowdim.space_packages import missing_space, missing_space_words
 from lowdim.spaces.base import LayerSpec, Space

@@ -48,9 +48,9 @@ from lowdim.file_loading import (  # noqa: F401
 )
 from lowdim.file_reading import EMPTY, PICKLE_SUFFIXES, is_empty, not_a_file, refuse_pickle  # noqa: F401 (API)
 from lowdim.filecheck import check_savable, check_savable_names
-from lowdim.inject.adapter_info import AdapterInfo
-from lowdim.inject.layer import AdapterLayer
-from lowdim.inject.manager import Adapters, LayerTensors
+from lowdim.injection.adapter_info import AdapterInfo
+from lowdim.injection.layer import AdapterLayer
+from lowdim.injection.manager import Adapters, LayerTensors
 from lowdim.layer_lists import pack_layers as _pack_layers
 from lowdim.layer_lists import unpack_layers  # noqa: F401  (this module's API too)
 from lowdim.safetensors_header import sort_header_metadata

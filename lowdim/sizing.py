@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lowdim.inject.select import LayerSet, select_layers
+from lowdim.injection.select import LayerSet, select_layers
 from lowdim.spaces.base import LayerSpec, Space
 
 BYTES = {"fp32": 4, "fp16": 2}
@@ -56,7 +56,7 @@ class SizeReport:
 def adapter_file_bytes(model: nn.Module, space: Space, layer_set: LayerSet, dtype: str = "fp16") -> int:
     """Size on disk of a fresh adapter file, written for real (the model may live on the meta device)."""
     from lowdim.files import save_adapter
-    from lowdim.inject.manager import Adapters
+    from lowdim.injection.manager import Adapters
 
     adapters = Adapters(model)
     adapters.add("sizing", space, layer_set, device="cpu")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 
 if TYPE_CHECKING:  # the plugin module reads LAYER_SETS at import: `lowdim --help` needs no torch
     from torch import nn

@@ -14,7 +14,7 @@ import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.files import FORMAT, AdapterFile
 from lowdim.given_folder import folder_line
-from lowdim.inject.inference import normal_tensors
+from lowdim.injection.inference import normal_tensors
 from lowdim.option_words import either
 from lowdim_sd.attached_files import (
     AdapterArg,

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lowdim import json_text
 from lowdim.errors import LowdimError
-from lowdim.inject.state_guard import base_model_only
+from lowdim.injection.state_guard import base_model_only
 from lowdim.option_words import either
 from lowdim_sd.resume_words import listed
 from lowdim_sd.train_job_words import job_option

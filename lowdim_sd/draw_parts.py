@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.inject.select import matches
+from lowdim.injection.select import matches
 from lowdim.option_words import on_the_command_line, option
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from lowdim.errors import LowdimError
-from lowdim.inject import LayerSet
-from lowdim.inject.select import select_layers
+from lowdim.injection import LayerSet
+from lowdim.injection.select import select_layers
 from lowdim_sd.loading import canonical_model
 from lowdim_sd.modes import left_as_given
 

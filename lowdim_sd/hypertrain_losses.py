@@ -87,12 +87,12 @@ class Diffusion:
 
 def checkpoint_keeping_predictions(unet: UNet2DConditionModel) -> None:
     """Gradient checkpointing of the UNet whose recomputation keeps the predicted adapter it ran with: the
-    backward comes after the prediction's override has ended (``lowdim.inject.checkpointing``)."""
+    backward comes after the prediction's override has ended (``lowdim.injection.checkpointing``)."""
     import inspect
 
     import diffusers
 
-    from lowdim.inject.checkpointing import checkpointing_with_overrides
+    from lowdim.injection.checkpointing import checkpointing_with_overrides
 
     if "gradient_checkpointing_func" not in inspect.signature(unet.enable_gradient_checkpointing).parameters:
         raise LowdimError(f"--gradient-checkpointing in train-hypernet needs diffusers 0.33 or later, which lets it "

@@ -24,7 +24,7 @@ from lowdim.atomic import replace_folder, temp_place
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
 from lowdim.files import atomic_write
-from lowdim.inject import LayerSet
+from lowdim.injection import LayerSet
 from lowdim.option_words import either, on_the_command_line
 from lowdim.spaces.base import Space
 from lowdim_sd.embedding_undo import tokens_undone

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
 from lowdim.hyper.storage import HypernetFile, read_hypernet, same_model, target_differences  # load_hypernet's words
-from lowdim.inject import LayerSet, covers
+from lowdim.injection import LayerSet, covers
 from lowdim.option_words import counted, either
 from lowdim.spaces.base import Space
 from lowdim_sd.defaults import SCRATCH_STEPS

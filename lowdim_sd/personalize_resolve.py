@@ -16,7 +16,7 @@ import torch
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.hyper.storage import HypernetFile
-from lowdim.inject import LayerSet
+from lowdim.injection import LayerSet
 from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd import defaults

@@ -62,7 +62,7 @@ from lowdim_sd.weight_index import (  # noqa: F401  (read_index, merge_index: th
 if TYPE_CHECKING:
     from accelerate import PartialState
 
-    from lowdim.inject import LayerSet
+    from lowdim.injection import LayerSet
     from lowdim.spaces.base import Space
     from lowdim_sd.loading import SDModel
 

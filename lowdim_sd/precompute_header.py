@@ -27,7 +27,7 @@ from lowdim_sd.weight_index import (
 )
 
 if TYPE_CHECKING:
-    from lowdim.inject import LayerSet
+    from lowdim.injection import LayerSet
     from lowdim.spaces.base import Space
     from lowdim_sd.loading import SDModel
     from lowdim_sd.precompute import PrecomputeJob

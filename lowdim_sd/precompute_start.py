@@ -16,7 +16,7 @@ from lowdim.errors import LowdimError
 from lowdim.option_words import either
 
 if TYPE_CHECKING:
-    from lowdim.inject import LayerSet
+    from lowdim.injection import LayerSet
     from lowdim.spaces.base import Space
     from lowdim_sd.loading import SDModel
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import lowdim
-from lowdim.inject.select import matches
+from lowdim.injection.select import matches
 from lowdim.option_words import either
 from lowdim_sd import status_line
 from lowdim_sd.draw_parts import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from lowdim.errors import LowdimError
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 from lowdim.paths import expand_user
 from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
 from lowdim.registry import Entry, get_registry, plugin_label

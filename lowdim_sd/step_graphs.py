@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject import stacked_factors
+from lowdim.injection import stacked_factors
 
 if TYPE_CHECKING:
     from lowdim_sd.loading import SDModel

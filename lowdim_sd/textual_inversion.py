@@ -28,8 +28,8 @@ import lowdim
 from lowdim.errors import AdapterFileError, LowdimError
 from lowdim.filecheck import printable_name
 from lowdim.files import AdapterFile, read_adapter
-from lowdim.inject.layer import AdapterLayer
-from lowdim.inject.select import EMBEDDING, LayerSet
+from lowdim.injection.layer import AdapterLayer
+from lowdim.injection.select import EMBEDDING, LayerSet
 from lowdim.option_words import either
 from lowdim.spaces.base import Space
 from lowdim_sd.loading import SDModel

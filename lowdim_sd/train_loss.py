@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor
 
-from lowdim.inject.layer import AdapterSlot
+from lowdim.injection.layer import AdapterSlot
 from lowdim_sd.image_augment import augment
 from lowdim_sd.loading import SDModel
 from lowdim_sd.step_graphs import StepModels, eager_models

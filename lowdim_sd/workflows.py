@@ -14,7 +14,7 @@ from pathlib import Path
 import lowdim
 from lowdim.errors import LowdimError
 from lowdim.files import DTYPES as SAVE_DTYPES
-from lowdim.inject.adding import adjusted_notes
+from lowdim.injection.adding import adjusted_notes
 from lowdim.option_words import counted, either, option
 from lowdim_sd import checkpoints, defaults, run_outputs, runs, stopping
 from lowdim_sd.devices import DTYPE_MEANT, check_training_dtype, did_you_mean, resolve_device

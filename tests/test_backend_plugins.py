@@ -17,7 +17,7 @@ import lowdim
 from lowdim import plugins
 from lowdim.backends import Backend
 from lowdim.errors import LowdimError, PluginError
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 from lowdim_cli.main import main
 from lowdim_sd import architecture
 from lowdim_sd.plugin import SDBackend

@@ -1,7 +1,7 @@
 """A no-grad forward asks ``torch.compiler.is_compiling()`` once per adapted layer, not once more per slot in
 ``call_factors``: it is a hot path (every layer of every generation step). ``call_factors`` takes the answer as
-a keyword; its callers that give none still get it asked for them. And ``lowdim.inject.layer`` keeps giving the
-names it gave before the slot moved to ``lowdim/inject/slot.py`` (models pickled whole name them there)."""
+a keyword; its callers that give none still get it asked for them. And ``lowdim.injection.layer`` keeps giving the
+names it gave before the slot moved to ``lowdim/injection/slot.py`` (models pickled whole name them there)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import lowdim
-from lowdim.inject import factor_cache
+from lowdim.injection import factor_cache
 
 
 def adapted(layers: int) -> tuple[nn.Module, list[str]]:
@@ -24,8 +24,8 @@ def adapted(layers: int) -> tuple[nn.Module, list[str]]:
 
 
 def count_is_compiling(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts every ask, from whichever lowdim.inject module holds its own reference to ``is_compiling``."""
-    from lowdim.inject import layer as layer_module  # ``import lowdim.inject.layer`` meets the function inject
+    """Counts every ask, from whichever lowdim.injection module holds its own reference to ``is_compiling``."""
+    from lowdim.injection import layer as layer_module  # ``import lowdim.injection.layer`` meets the function inject
 
     asked = [0]
 
@@ -65,7 +65,7 @@ def test_call_factors_asks_for_itself_without_the_keyword_and_obeys_it_with(monk
 
 
 def test_the_layer_module_still_gives_the_slot_names_and_a_pickled_model_loads():
-    from lowdim.inject import layer, slot
+    from lowdim.injection import layer, slot
 
     assert (layer.AdapterSlot, layer.AdapterParams, layer.SCALE) == (slot.AdapterSlot, slot.AdapterParams, slot.SCALE)
     model, _ = adapted(2)

@@ -17,7 +17,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.inject.space_checks import check_batched_factors
+from lowdim.injection.space_checks import check_batched_factors
 
 
 class InitsInFloat64(UpOnly):

@@ -18,7 +18,7 @@ from test_plugins import ScalarConfig, ScalarSpace, plugin_module
 import lowdim
 from lowdim import plugins
 from lowdim.errors import LowdimError
-from lowdim.inject.space_checks import check_batched_factors
+from lowdim.injection.space_checks import check_batched_factors
 
 SLIPS = textwrap.dedent('''
     from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""The factors a no_grad call keeps (lowdim/inject/factor_cache.py) next to torch's other ways of running a model.
+"""The factors a no_grad call keeps (lowdim/injection/factor_cache.py) next to torch's other ways of running a model.
 
 An autocast call must not leave bf16-rounded factors for later fp32 calls; a ``torch.jit.trace`` made under
 no_grad must record the factor products, not bake the kept factors in as constants; and a compiled model must

@@ -17,7 +17,7 @@ from lowdim.backends import Backend
 from lowdim.errors import ConfigError
 from lowdim.foreign_files import not_ours
 from lowdim.hookspecs import hookimpl
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 from lowdim.option_words import command_line
 from lowdim.registry import Registry, use_registry
 
@@ -31,7 +31,7 @@ SD_WORDS = ("lowdim_sd", "unet", "text_encoder", "diffusers", "comfyui", "a1111"
 FORMAT_NAMES = {"diffusers", "diffusers/peft", "kohya", "a1111"}
 # Messages of files outside this task's reach that name the diffusers *library*'s own calls (removing its hooks,
 # fusing peft) for a model a user built with it: left, see session 61's FHX report.
-LIBRARY_ADVICE = {"filecheck.py", "file_fit.py", "inject/factor_cache.py", "inject/stacked.py"}
+LIBRARY_ADVICE = {"filecheck.py", "file_fit.py", "injection/factor_cache.py", "injection/stacked.py"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

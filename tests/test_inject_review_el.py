@@ -18,8 +18,8 @@ from torch.func import functional_call, vmap
 import lowdim
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject.matching import EMBEDDING, LAYER_TYPES
-from lowdim.inject.select import LayerSet
+from lowdim.injection.matching import EMBEDDING, LAYER_TYPES
+from lowdim.injection.select import LayerSet
 
 LORA = {"rank": 2, "init": "gaussian"}
 

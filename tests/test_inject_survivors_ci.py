@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import lowdim
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 
 # scales away from 1, where a mutant that uses 1 (or none) instead of the adapter's scale shows
 SCALES = st.sampled_from([0.5, -0.7, 0.3, 2.0])

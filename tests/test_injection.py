@@ -10,7 +10,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.inject import AdapterLayer, LayerSet
+from lowdim.injection import AdapterLayer, LayerSet
 
 
 class Block(nn.Module):

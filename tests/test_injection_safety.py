@@ -12,7 +12,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import ConfigError, LowdimError
-from lowdim.inject import AdapterLayer
+from lowdim.injection import AdapterLayer
 from lowdim.registry import get_registry
 
 

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject import LayerSet, covers, select_layers
-from lowdim.inject.matching import matches
+from lowdim.injection import LayerSet, covers, select_layers
+from lowdim.injection.matching import matches
 
 PATTERNS = ["*attn1.*", "*attn2.*", "*.to_q", "*.to_k", "text.*", "unet.*", "re:.*proj", "*.down.*"]
 

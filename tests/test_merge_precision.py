@@ -1,5 +1,5 @@
 """Merging into an fp16 or bf16 base weight adds ΔW computed in at least fp32 and rounded once
-(lowdim/inject/layer.py, ``add_to_weight``): the merged weight carries only the rounding of ΔW and the
+(lowdim/injection/layer.py, ``add_to_weight``): the merged weight carries only the rounding of ΔW and the
 rounding of the sum, never the error of a half-precision product (which is many ulps where ΔW's terms cancel).
 
 Both checks compare with W + scale·ΔW computed in float64. A bound of one ulp of that reference itself cannot

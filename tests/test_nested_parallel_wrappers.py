@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import lowdim
-from lowdim.inject.parallel import inner_model
+from lowdim.injection.parallel import inner_model
 
 
 def plain() -> nn.Sequential:

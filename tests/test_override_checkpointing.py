@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lowdim
-from lowdim.inject.checkpointing import checkpointing_with_overrides
+from lowdim.injection.checkpointing import checkpointing_with_overrides
 
 
 class Checkpointed(nn.Module):

@@ -20,7 +20,7 @@ import lowdim
 from lowdim.errors import LowdimError
 
 ROOT = Path(__file__).resolve().parents[1]
-LAZY_PACKAGES = ["lowdim", "lowdim.inject", "lowdim.spaces", "lowdim.hyper"]
+LAZY_PACKAGES = ["lowdim", "lowdim.injection", "lowdim.spaces", "lowdim.hyper"]
 
 
 def test_the_wheel_ships_a_py_typed_marker_for_each_package_with_hints():
@@ -56,7 +56,7 @@ def test_type_checkers_see_every_lazy_name_imported_from_the_module_that_defines
 
 
 def test_importing_lowdim_and_its_lazy_packages_loads_no_torch():
-    code = ("import sys, lowdim, lowdim.inject, lowdim.spaces, lowdim.hyper; from lowdim import LayerSet; "
+    code = ("import sys, lowdim, lowdim.injection, lowdim.spaces, lowdim.hyper; from lowdim import LayerSet; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
@@ -80,11 +80,11 @@ def test_targets_hint_takes_any_sequence_of_patterns_as_the_code_does(function):
 
 
 def test_docs_import_the_inject_packages_names_since_lowdim_inject_is_the_function():
-    assert "from lowdim.inject import" in lowdim.__doc__
+    assert "from lowdim.injection import" in lowdim.__doc__
     for page in ("hypernetwork.md", "hypertrain.md"):
         text = (ROOT / "docs" / page).read_text()
         assert not re.findall(r"(?<!from )lowdim\.inject\.[a-z_]+", text), page
-        assert "from lowdim.inject import checkpointing_with_overrides" in text, page
+        assert "from lowdim.injection import checkpointing_with_overrides" in text, page
 
 
 def _two_layers() -> nn.Module:

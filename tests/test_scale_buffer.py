@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import lowdim
-from lowdim.inject.layer import SCALE
+from lowdim.injection.layer import SCALE
 
 
 def exact_lora_model() -> tuple[nn.Module, lowdim.Adapters]:

@@ -238,7 +238,7 @@ def test_a_wrapped_1x1_convolution_left_out_is_counted_once():
     from torch import nn
 
     import lowdim
-    from lowdim.inject.select import LayerSet
+    from lowdim.injection.select import LayerSet
 
     model = nn.Sequential(nn.Linear(8, 8), nn.Conv2d(8, 8, 1))
     space = lowdim.get_space("lora", rank=2)

@@ -1,4 +1,4 @@
-"""Tests that kill the surviving mutants of session 61's mutation audit of the core (review EY, lowdim/inject and
+"""Tests that kill the surviving mutants of session 61's mutation audit of the core (review EY, lowdim/injection and
 the adapter files): a load refused after its adapter was added leaves none behind, a tensor that would broadcast
 into a param is refused, a wrapped layer's bias is guarded as its weight is, a damaged embedding record is refused by
 a read without a model, and torch's fused path reads a wrapped weight at the adapter's scale."""

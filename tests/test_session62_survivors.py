@@ -93,7 +93,7 @@ def test_unmerge_after_loading_into_a_frozen_merged_stack_restores_the_base_weig
 def test_a_lidb_rank_equal_to_the_layer_size_is_clamped_without_a_wasted_rank_warning():
     import warnings as _w
 
-    from lowdim.inject.adding import adjusted_notes
+    from lowdim.injection.adding import adjusted_notes
 
     model = nn.Sequential(nn.Linear(4, 4))
     with _w.catch_warnings(record=True) as caught:

@@ -11,7 +11,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import AdapterFileError
-from lowdim.inject import AdapterLayer
+from lowdim.injection import AdapterLayer
 
 
 class Shared(nn.Module):

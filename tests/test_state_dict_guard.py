@@ -1,5 +1,5 @@
 """A model's own state_dict() records each adapter's frozen-bases fingerprint and merged state, and loading one
-refuses a state dict that would match key for key yet compute something else (lowdim/inject/state_guard.py)."""
+refuses a state dict that would match key for key yet compute something else (lowdim/injection/state_guard.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 import lowdim
 from lowdim.errors import LowdimError
-from lowdim.inject.state_guard import BASES, MERGED
+from lowdim.injection.state_guard import BASES, MERGED
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.testing.space_contract import (
     LAYERS,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lowdim
-from lowdim.inject.layer import AdapterLayer
+from lowdim.injection.layer import AdapterLayer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_host_time.py"
 

@@ -5,7 +5,7 @@ them into LoRA factors (down, up). Everything that runs is built from those fact
 layer's forward (``functional.lowrank_add_``), merging into the weights, the dense delta and
 export. So a space cannot make its forward disagree with what it merges or exports; the contract
 suite checks the factors against each space's own formula for ΔW instead.
-It holds no tensors itself; the injection layer (``lowdim.inject``) owns those.
+It holds no tensors itself; the injection layer (``lowdim.injection``) owns those.
 
 Two kinds of per-layer tensors exist:
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 import lowdim
 from lowdim import functional as F
-from lowdim.inject.layer import AdapterLayer, AdapterParams
+from lowdim.injection.layer import AdapterLayer, AdapterParams
 from lowdim.plugins import PluginWarning
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.testing.references import reference_delta

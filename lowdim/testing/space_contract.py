@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 import lowdim
 from lowdim import functional as F
-from lowdim.inject.space_checks import check_batched_factors, factor_shape_problem
+from lowdim.injection.space_checks import check_batched_factors, factor_shape_problem
 from lowdim.testing.contract_cases import (
     INIT_WARNINGS,
     LAYERS,

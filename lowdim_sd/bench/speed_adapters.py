@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import lowdim
-from lowdim.inject.select import select_layers
+from lowdim.injection.select import select_layers
 from lowdim_sd.bench.speed_measures import LAYERS, PROMPT, SpeedContext
 from lowdim_sd.bench.speed_timing import Setup, record, side_by_side, skipped
 from lowdim_sd.loading import SDModel

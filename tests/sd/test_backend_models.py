@@ -10,7 +10,7 @@ import pytest
 
 import lowdim
 from lowdim.hookspecs import hookimpl
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 from lowdim.plugins import BUILTIN_MODULES
 from lowdim_sd.plugin import SDBackend
 

@@ -174,7 +174,7 @@ def tiny_context(tmp_path_factory):
 @pytest.mark.parametrize("rank", [1, 4])
 def test_peft_row_takes_the_same_layers_as_lowdim_at_scale_1(tiny_context, rank):
     pytest.importorskip("peft")
-    from lowdim.inject.select import select_layers
+    from lowdim.injection.select import select_layers
     from lowdim_sd.bench import speed_adapters
 
     model = tiny_context.model()

@@ -177,8 +177,8 @@ def test_mixed_ranks_conv1x1_and_mlp_layers_round_trip_exactly():
 
 
 def test_conv1x1_rule_matches_the_real_layer_types():
-    from lowdim.inject.matching import layer_kind
-    from lowdim.inject.select import candidate_layers
+    from lowdim.injection.matching import layer_kind
+    from lowdim.injection.select import candidate_layers
     from lowdim_sd.architecture import sd15_skeleton
 
     for model in (_components(build_tiny_pipeline(seed=0)), sd15_skeleton()):

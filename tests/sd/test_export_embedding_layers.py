@@ -13,7 +13,7 @@ from torch import nn
 
 import lowdim
 from lowdim.hookspecs import hookimpl
-from lowdim.inject.select import LayerSet
+from lowdim.injection.select import LayerSet
 from lowdim.plugins import BUILTIN_MODULES
 from lowdim_cli.main import main
 from lowdim_sd.export import ExportError, export_adapter

@@ -90,7 +90,7 @@ def test_a_name_with_an_underscore_that_diffusers_restores_exports_and_loads_exa
 
 
 def test_every_sd15_layer_keeps_its_name_through_diffusers_kohya_reader_quickly():
-    from lowdim.inject.select import candidate_layers
+    from lowdim.injection.select import candidate_layers
     from lowdim_sd.architecture import sd15_skeleton
 
     names = [name for name, _ in candidate_layers(sd15_skeleton())]
@@ -107,7 +107,7 @@ def test_every_sd15_layer_keeps_its_name_through_diffusers_kohya_reader_quickly(
 
 def test_sd_models_own_layers_are_passed_without_asking_diffusers(monkeypatch):
     """Importing diffusers' loaders costs seconds: an export of SD's own layers (SD1.5's, TinyFaces') never does."""
-    from lowdim.inject.select import candidate_layers
+    from lowdim.injection.select import candidate_layers
     from lowdim_sd.architecture import sd15_skeleton
 
     tiny = build_tiny_pipeline(seed=0)

@@ -112,7 +112,7 @@ def test_another_value_error_of_diffusers_converters_is_said_as_an_unasked_reade
 @functools.lru_cache(1)
 def tiny_layers() -> tuple[str, ...]:
     """Every linear and 1x1-conv layer of the tiny SD pipeline, by lowdim layer name, as lowdim adapts them."""
-    from lowdim.inject.select import candidate_layers
+    from lowdim.injection.select import candidate_layers
 
     pipe = build_tiny_pipeline(seed=0)
     return tuple(sorted(name for name, _ in candidate_layers(nn.ModuleDict({"unet": pipe.unet,

@@ -239,7 +239,7 @@ def test_shared_noise_gives_identical_images_identical_weights_and_is_recorded(t
 def test_init_starts_every_identity_from_an_adapter_file(tiny_sd, people, tmp_path, model, monkeypatch):
     import copy
 
-    from lowdim.inject.select import exact_layers
+    from lowdim.injection.select import exact_layers
 
     first = precompute(job(tiny_sd, people, tmp_path / "w"), progress=False, model=model)
     data = WeightDataset(first.index.parent)

@@ -13,8 +13,8 @@ from safetensors_edit import rewrite
 
 import lowdim
 from lowdim.filecheck import checked_layers
-from lowdim.inject.matching import EMBEDDING, LAYER_TYPES
-from lowdim.inject.select import candidate_layers
+from lowdim.injection.matching import EMBEDDING, LAYER_TYPES
+from lowdim.injection.select import candidate_layers
 from lowdim_cli.main import main
 from lowdim_sd.file_info import describe
 from lowdim_sd.loading import load_sd

@@ -1,4 +1,4 @@
-"""The state-dict guard (lowdim/inject/state_guard.py) stays off the training path: every run with an out folder
+"""The state-dict guard (lowdim/injection/state_guard.py) stays off the training path: every run with an out folder
 fingerprints the base model through its state dict, and must not hash every frozen basis for it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import lowdim
-from lowdim.inject import state_guard
+from lowdim.injection import state_guard
 from lowdim_sd.loading import load_sd
 from lowdim_sd.modes import adapter_trainable, resolve_layers
 from lowdim_sd.train import Subject, TrainConfig, train

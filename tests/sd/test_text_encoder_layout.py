@@ -11,7 +11,7 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 import lowdim
-from lowdim.inject.select import select_layers
+from lowdim.injection.select import select_layers
 from lowdim_sd.architecture import LAYER_SETS, component_tree, text_encoder_root
 from lowdim_sd.tiny import TINY_TEXT
 

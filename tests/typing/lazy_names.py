@@ -9,11 +9,11 @@ from typing_extensions import assert_type
 
 import lowdim
 import lowdim.hyper
-import lowdim.inject
-import lowdim.inject.select  # a sub-module of lowdim/inject/, as docs/hypernetwork.md imports one
-from lowdim import Adapters, Space, inject  # pyright reads `lowdim.inject` as the sub-package after that import
+import lowdim.injection
+import lowdim.injection.select  # a sub-module of lowdim/injection/: the function lowdim.inject stays the function
+from lowdim import Adapters, Space, inject
 from lowdim.hyper import HyperConfig
-from lowdim.inject import checkpointing_with_overrides
+from lowdim.injection import checkpointing_with_overrides
 
 
 def names() -> None:
@@ -34,6 +34,6 @@ def typos() -> None:
 def typo_imports() -> None:
     from lowdim import get_spaec  # expect: attr-defined
     from lowdim.hyper import HyperConfg  # expect: attr-defined
-    from lowdim.inject import checkpointing_with_override  # expect: attr-defined
+    from lowdim.injection import checkpointing_with_override  # expect: attr-defined
 
     print(get_spaec, HyperConfg, checkpointing_with_override)

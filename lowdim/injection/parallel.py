@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lowdim.errors import LowdimError
-from lowdim.inject.select import user_stacklevel
+from lowdim.injection.select import user_stacklevel
 
 PARALLEL_WRAPPERS = (nn.DataParallel, DistributedDataParallel)
 

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject.layer import AdapterLayer, AdapterSlot
-from lowdim.inject.slot_types import BufferDict, ParamDict
+from lowdim.injection.layer import AdapterLayer, AdapterSlot
+from lowdim.injection.slot_types import BufferDict, ParamDict
 from lowdim.spaces.base import Tensors
 
 Factors = tuple[Tensor, Tensor]

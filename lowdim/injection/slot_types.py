@@ -1,4 +1,4 @@
-"""The types of what an adapter wrapper holds, as type checkers see them (``lowdim/inject/layer.py``, ``slot.py``).
+"""The types of what an adapter wrapper holds, as type checkers see them (``lowdim/injection/layer.py``, ``slot.py``).
 
 Annotations and aliases only: nothing here adds work at runtime.
 """
@@ -12,9 +12,9 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from collections.abc import ItemsView, ValuesView
 
-    from lowdim.inject.layer import AdapterSlot
+    from lowdim.injection.layer import AdapterSlot
 
-BaseLayer = nn.Linear | nn.Conv2d | nn.Embedding  # what lowdim.inject.select picks to wrap
+BaseLayer = nn.Linear | nn.Conv2d | nn.Embedding  # what lowdim.injection.select picks to wrap
 
 # How a slot's ``params._parameters`` and ``_buffers`` are cast: nn.Module types their values as Optional, but a
 # slot registers no None in either.

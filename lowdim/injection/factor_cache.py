@@ -11,7 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from lowdim.errors import LowdimError
 
 if TYPE_CHECKING:
-    from lowdim.inject.slot import AdapterSlot
+    from lowdim.injection.slot import AdapterSlot
 
 _optimizer_steps = 0
 

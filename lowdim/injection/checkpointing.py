@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowdim.inject.layer import AdapterSlot
+from lowdim.injection.layer import AdapterSlot
 
 
 def checkpointing_with_overrides(model: nn.Module) -> Callable[..., Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lowdim.inject.layer import AdapterLayer
+from lowdim.injection.layer import AdapterLayer
 
 Holders = dict[int, list[tuple[nn.Module, str]]]
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
-from lowdim.inject.layer import AdapterSlot
+from lowdim.injection.layer import AdapterSlot
 
 
 def check_loadable(name: str, kind: str, slots: Mapping[str, AdapterSlot],

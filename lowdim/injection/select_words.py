@@ -9,13 +9,13 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from lowdim.inject.matching import compiled_pattern, layer_kind, literal_name, matches
+from lowdim.injection.matching import compiled_pattern, layer_kind, literal_name, matches
 from lowdim.option_words import counted, either
 
 if TYPE_CHECKING:  # torch loads with the first model, as in select
     from torch import nn
 
-    from lowdim.inject.select import LayerSet
+    from lowdim.injection.select import LayerSet
 
 # The lowdim command's one way to adapt an embedding (its --layers patterns take none); Python's LayerSet names one.
 ONLY_AS_TI = ("the lowdim command adapts an embedding only as Textual Inversion (--space ti, without --layers: new "

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject.guards import check_mergeable, tied_weights, warn_own_forward
-from lowdim.inject.select import user_stacklevel
-from lowdim.inject.slot import MergedNotice
+from lowdim.injection.guards import check_mergeable, tied_weights, warn_own_forward
+from lowdim.injection.select import user_stacklevel
+from lowdim.injection.slot import MergedNotice
 
 if TYPE_CHECKING:
-    from lowdim.inject.manager import Adapters
+    from lowdim.injection.manager import Adapters
 
 
 def merge(adapters: Adapters, name: str, part: str) -> None:

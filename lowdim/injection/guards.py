@@ -15,13 +15,13 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
-from lowdim.inject.select import user_stacklevel
+from lowdim.injection.select import user_stacklevel
 from lowdim.option_words import counted
 
 if TYPE_CHECKING:
-    from lowdim.inject.layer import AdapterLayer, AdapterSlot
-    from lowdim.inject.manager import LayerTensors
-    from lowdim.inject.slot_types import BaseLayer
+    from lowdim.injection.layer import AdapterLayer, AdapterSlot
+    from lowdim.injection.manager import LayerTensors
+    from lowdim.injection.slot_types import BaseLayer
 
 
 def check_mergeable(name: str, wrappers: Iterable[AdapterLayer]) -> None:

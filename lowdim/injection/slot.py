@@ -1,6 +1,6 @@
 """One adapter's tensors on one layer (``AdapterSlot``): its params, frozen bases, scale and state flags.
 
-Kept apart from the wrapper that routes the forward (``lowdim/inject/layer.py``, which still gives these names):
+Kept apart from the wrapper that routes the forward (``lowdim/injection/layer.py``, which still gives these names):
 what a slot stores, how its scale is mirrored into a buffer a compiled forward reads, and what a move or a cast
 (``_apply``) does to its frozen bases.
 """
@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject import factor_cache, state_guard
-from lowdim.inject.slot_types import BufferDict, ParamDict
+from lowdim.injection import factor_cache, state_guard
+from lowdim.injection.slot_types import BufferDict, ParamDict
 from lowdim.spaces.base import LayerSpec, Space, Tensors
 
 if TYPE_CHECKING:
-    from lowdim.inject.stacked import FrozenStack
+    from lowdim.injection.stacked import FrozenStack
 
 # The scale as a 0-dim fp32 buffer, which only a compiled forward reads: dynamo guards a float attribute's
 # value, so each new scale compiled the model again (the 9th fell back to eager, or failed with fullgraph=True),
@@ -135,7 +135,7 @@ class AdapterSlot(nn.Module):
             with torch.no_grad():
                 held.fill_(float(self.scale))
 
-    # -- what the model's own state_dict() records, and what its load checks (lowdim/inject/state_guard.py) --
+    # -- what the model's own state_dict() records, and what its load checks (lowdim/injection/state_guard.py) --
     def _guard_state_dicts(self, has_bases: bool) -> None:
         self._fingerprint: tuple[tuple, int] | None = None  # made at the first save or load, never at injection
         self._written: dict[str, object] = {state_guard.MERGED: list(state_guard.merged_codes(self))}

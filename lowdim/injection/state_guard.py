@@ -20,11 +20,11 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject.slot_types import BufferDict
+from lowdim.injection.slot_types import BufferDict
 from lowdim.scoped import scoped
 
 if TYPE_CHECKING:
-    from lowdim.inject.layer import AdapterSlot
+    from lowdim.injection.layer import AdapterSlot
 
 BASES = "lowdim_bases"  # the frozen bases' checksum (F.basis_checksum) as a signed 64-bit integer
 MERGED = "lowdim_merged"  # float64 bits of (merged_scale, frozen_merged_scale), NaN for "not merged"

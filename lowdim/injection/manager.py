@@ -14,18 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from lowdim.errors import LowdimError
-from lowdim.inject import adding, merging
-from lowdim.inject.adapter_info import AdapterInfo  # also re-exported: lowdim/inject/__init__.py names it here
-from lowdim.inject.adapter_words import adapters_repr, scale_words
-from lowdim.inject.guards import check_override, check_scale, refuse_if_merged
-from lowdim.inject.inference import makes_normal_tensors
-from lowdim.inject.layer import AdapterLayer, AdapterSlot
-from lowdim.inject.load_checks import check_loadable
-from lowdim.inject.matching import matches
-from lowdim.inject.parallel import inner_model
-from lowdim.inject.select import LayerSet, split_patterns
-from lowdim.inject.state_guard import unguard_loads
-from lowdim.inject.wrapping import module_holders, unwrap
+from lowdim.injection import adding, merging
+from lowdim.injection.adapter_info import AdapterInfo  # also re-exported: lowdim/injection/__init__.py names it here
+from lowdim.injection.adapter_words import adapters_repr, scale_words
+from lowdim.injection.guards import check_override, check_scale, refuse_if_merged
+from lowdim.injection.inference import makes_normal_tensors
+from lowdim.injection.layer import AdapterLayer, AdapterSlot
+from lowdim.injection.load_checks import check_loadable
+from lowdim.injection.matching import matches
+from lowdim.injection.parallel import inner_model
+from lowdim.injection.select import LayerSet, split_patterns
+from lowdim.injection.state_guard import unguard_loads
+from lowdim.injection.wrapping import module_holders, unwrap
 from lowdim.spaces.base import Space
 
 STATE_ATTR = "_lowdim_adapters"
@@ -49,7 +49,7 @@ class Adapters:
 
     if not TYPE_CHECKING:  # at run time only: a type checker still flags a name Adapters lacks
         def __getattr__(self, name: str) -> Any:  # only for names the class lacks: a peft name gets a pointer
-            from lowdim.inject.peft_names import missing_attribute
+            from lowdim.injection.peft_names import missing_attribute
 
             raise missing_attribute(type(self).__name__, name)
 

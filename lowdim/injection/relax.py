@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from lowdim.errors import LowdimError
-from lowdim.inject.adapter_info import AdapterInfo
-from lowdim.inject.adding import add
-from lowdim.inject.inference import normal_tensors
-from lowdim.inject.manager import Adapters, LayerTensors
-from lowdim.inject.select import LayerSet, exact_layers
+from lowdim.injection.adapter_info import AdapterInfo
+from lowdim.injection.adding import add
+from lowdim.injection.inference import normal_tensors
+from lowdim.injection.manager import Adapters, LayerTensors
+from lowdim.injection.select import LayerSet, exact_layers
 from lowdim.spaces.base import Space
 
 

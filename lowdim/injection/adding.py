@@ -19,27 +19,27 @@ from torch import Tensor
 from lowdim import functional as F
 from lowdim.errors import LowdimError
 from lowdim.filecheck import check_savable_names
-from lowdim.inject import guards
-from lowdim.inject.adapter_info import AdapterInfo
-from lowdim.inject.guards import check_scale
-from lowdim.inject.inference import makes_normal_tensors
-from lowdim.inject.layer import AdapterLayer, AdapterSlot
-from lowdim.inject.parallel import refuse_adding_through_ddp
-from lowdim.inject.select import LayerSet, select_layers, user_stacklevel
-from lowdim.inject.slot_types import BaseLayer
-from lowdim.inject.space_checks import (
+from lowdim.injection import guards
+from lowdim.injection.adapter_info import AdapterInfo
+from lowdim.injection.guards import check_scale
+from lowdim.injection.inference import makes_normal_tensors
+from lowdim.injection.layer import AdapterLayer, AdapterSlot
+from lowdim.injection.parallel import refuse_adding_through_ddp
+from lowdim.injection.select import LayerSet, select_layers, user_stacklevel
+from lowdim.injection.slot_types import BaseLayer
+from lowdim.injection.space_checks import (
     check_buffers_come_from_the_seed,
     check_space_on_layer,
     check_stacked_factors,
 )
-from lowdim.inject.state_guard import guard_loads
-from lowdim.inject.wrapping import module_holders, wrap
+from lowdim.injection.state_guard import guard_loads
+from lowdim.injection.wrapping import module_holders, wrap
 from lowdim.option_words import counted, either
 from lowdim.spaces.base import LayerSpec, Space
 from lowdim.spaces.stack import StackSpace
 
 if TYPE_CHECKING:
-    from lowdim.inject.manager import Adapters
+    from lowdim.injection.manager import Adapters
 
 log = logging.getLogger("lowdim")
 

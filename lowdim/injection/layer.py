@@ -1,7 +1,7 @@
 """nn.Module wrappers that add adapters to a linear (or 1x1 conv, or embedding) layer.
 
 The math lives in the spaces; these modules only own tensors and flags and route the forward. What one adapter
-holds on one layer is an ``AdapterSlot`` (``lowdim/inject/slot.py``); its names are given here too, as before.
+holds on one layer is an ``AdapterSlot`` (``lowdim/injection/slot.py``); its names are given here too, as before.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from lowdim import functional as F
 from lowdim.errors import LowdimError
-from lowdim.inject.factor_cache import is_compiling
-from lowdim.inject.select import user_stacklevel
-from lowdim.inject.slot import SCALE, AdapterParams, AdapterSlot, MergedNotice
-from lowdim.inject.slot_types import BaseLayer, SlotDict
+from lowdim.injection.factor_cache import is_compiling
+from lowdim.injection.select import user_stacklevel
+from lowdim.injection.slot import SCALE, AdapterParams, AdapterSlot, MergedNotice
+from lowdim.injection.slot_types import BaseLayer, SlotDict
 from lowdim.spaces.base import LayerSpec
 
 __all__ = ["SCALE", "AdapterLayer", "AdapterParams", "AdapterSlot"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lowdim.errors import LowdimError
-from lowdim.inject.matching import (  # re-exported: lowdim_sd (preview, draw_parts, textual_inversion) imports them
+from lowdim.injection.matching import (  # re-exported: lowdim_sd (preview, draw_parts, textual_inversion) imports them
     EMBEDDING,
     LAYER_TYPES,
     compiled_pattern,
@@ -19,7 +19,7 @@ from lowdim.inject.matching import (  # re-exported: lowdim_sd (preview, draw_pa
     literal_name,
     matches,
 )
-from lowdim.inject.select_words import no_match_message
+from lowdim.injection.select_words import no_match_message
 from lowdim.option_words import counted
 
 if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at import, `lowdim --help` loads them
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch loads with the first model: plugins name LayerSets at
 
     from torch import nn
 
-    from lowdim.inject.slot_types import BaseLayer
+    from lowdim.injection.slot_types import BaseLayer
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ TOKEN_EMBEDDINGS = LayerSet("token-embedding", ("re:.*(token_embedding|embed_tok
 
 def candidate_layers(model: nn.Module, types: Iterable[str] = LAYER_TYPES) -> list[tuple[str, BaseLayer]]:
     """(name, layer) of each adaptable layer in model order; a wrapped one's own layer, under the wrapper's name."""
-    from lowdim.inject.slot_types import BaseLayer
+    from lowdim.injection.slot_types import BaseLayer
 
     wanted = set(types)
     found = []

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from lowdim.errors import LowdimError
 from lowdim.filecheck import printable_name
-from lowdim.inject.layer import AdapterLayer, AdapterSlot
+from lowdim.injection.layer import AdapterLayer, AdapterSlot
 
 if TYPE_CHECKING:
-    from lowdim.inject.manager import Adapters
+    from lowdim.injection.manager import Adapters
 
 
 def adapters_repr(adapters: Adapters) -> str:
