@@ -76,6 +76,16 @@ def test_numerical_rank_counts_the_directions_of_full_rank_factors(out_features,
     assert F.numerical_rank(torch.zeros(out_features, in_features)) == 0
 
 
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(1, 6), seed=st.integers(0, 2**31 - 1))
+def test_numerical_rank_counts_values_strictly_above_the_tolerance(size, seed):
+    # rtol=1 keeps no value (the largest is not above itself), so a caller can ask "any direction beyond the
+    # largest?" and get 0; the equal singular values of a scaled orthonormal matrix are all kept below it.
+    generator = torch.Generator().manual_seed(seed)
+    matrix = 3.0 * _orthonormal_columns(size, size, generator)
+    assert F.numerical_rank(matrix, rtol=1.0) == 0
+    assert F.numerical_rank(matrix, rtol=1.0 - 1e-9) == size
+
 @settings(deadline=None)  # an SVD per example: a loaded machine can take longer than hypothesis' 200 ms
 @given(st.lists(st.floats(-12, 0), min_size=1, max_size=6), st.floats(-10, -1), st.integers(0, 2**16))
 def test_numerical_rank_counts_the_singular_values_above_rtol_times_the_largest(log_values, log_rtol, seed):

@@ -184,3 +184,25 @@ def test_an_earlier_run_a_killed_overwrite_left_set_aside_is_put_back_by_the_nex
         resumed = train_hypernet(job(weights, out, steps=3, checkpoint_every=1, resume=True), progress=False)
     assert resumed.start_step == 2 and not aside.exists()
     assert (out / "split.json").read_bytes() == before["split.json"]
+
+
+def test_while_a_retrieval_overwrite_fills_the_earlier_run_waits_whole_where_the_next_run_puts_it_back(
+        weights, finished, tmp_path, monkeypatch):
+    """What a SIGKILL during the fill would leave: the earlier run's every file in .earlier-run-PID (which the next
+    run puts back, test above), none of it in the folder the killed run was writing."""
+    import lowdim_sd.hypertrain as hypertrain
+
+    out = tmp_path / "h"
+    shutil.copytree(finished, out)
+    before = _files(out)
+    seen = {}
+
+    def killed_here(job, *args, **kwargs):
+        (aside,) = out.glob(".earlier-run-*")
+        seen.update(aside=_files(aside), in_place=(out / "hypernet.safetensors").exists())
+        raise lowdim.LowdimError("refused while filling")
+
+    monkeypatch.setattr(hypertrain, "fill_retrieval", killed_here)
+    assert main(["train-hypernet", "-w", str(weights), "-o", str(out), *CLI, "--set", "architecture=retrieval"]) == 1
+    assert seen == {"aside": before, "in_place": False}
+    assert _files(out) == before

@@ -10,9 +10,12 @@ from lowdim_sd.train import TrainConfig
 from lowdim_sd.workflows import TrainJob, run_train
 
 
-def test_a_finetuned_adapter_records_its_init_file_by_path_and_sha256(tiny_sd, lidb_and_ti, face, tmp_path):
+def test_a_finetuned_adapter_records_its_init_file_by_path_and_sha256(tiny_sd, lidb_and_ti, face, tmp_path,
+                                                                      monkeypatch):
     start = lidb_and_ti[0]
-    job = TrainJob(model=str(tiny_sd), images=[face], initial=start, out=tmp_path / "run", config=TrainConfig(steps=1))
+    monkeypatch.chdir(start.parent)  # given relative, as a user types it: recorded whole, found from any folder
+    job = TrainJob(model=str(tiny_sd), images=[face], initial=type(start)(start.name), out=tmp_path / "run",
+                   config=TrainConfig(steps=1))
     run_train(job, progress=False)
     recipe = describe(tmp_path / "run" / "adapter.safetensors").as_dict()["fields"]["recipe"]
     assert recipe["init"] == {"file": str(start.resolve()), "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
