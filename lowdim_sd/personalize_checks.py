@@ -208,9 +208,10 @@ def fields_default(job: PersonalizeJob | PrecomputeJob, name: str):
 
 def check_model_word(model: object) -> None:
     """``-m`` refused in the load's own line (generate's, word for word) before the photo or its faces are looked
-    at: a bare word close to a registered name (``tinyfacez``, ``SD15``), a pickle, a path that is not
-    there. Else a typo read as a path crops by default, and its user hears that their photo has no face. A hub id
-    goes on: only a lookup of seconds tells whether it is there."""
+    at: a bare word close to a registered name (``tinyfacez``, ``SD15``) or one the hub cache does not hold
+    (``nosuchdir``), a pickle, a path that is not there. Else a typo read as a path crops by default, and its user
+    hears that their photo has no face. An ``owner/name`` hub id goes on: only a lookup of seconds tells whether it
+    is there."""
     from lowdim.paths import expand_user
     from lowdim_sd.loading import name_and_source
     from lowdim_sd.model_errors import refuse_missing_model, refuse_pickled_model
@@ -227,6 +228,26 @@ def check_model_word(model: object) -> None:
     refuse_pickled_model(path)  # as load_sd's _read_pipeline says them, in this order
     if not path.exists():
         refuse_missing_model(model, path)
+        refuse_an_uncached_bare_word(model)
+
+
+def refuse_an_uncached_bare_word(model: str) -> None:
+    """A bare word (no ``/``) that names no registered model and no path, and that the hub cache does not hold, in
+    the load's own line: the hub keeps SD pipelines under ``owner/name``, so the load would only end there, after
+    seconds of lookup (and, with the crop on, after a face check that blames the photo)."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    from lowdim_sd.loading import hub_id_not_found
+
+    if "/" in model:
+        return
+    try:
+        cached = try_to_load_from_cache(model, "model_index.json")
+    except HFValidationError:  # a name the hub's own rules refuse: the load says the same line for it
+        cached = None
+    if not isinstance(cached, str):  # None, or the cache's note that the file is known to be missing
+        raise hub_id_not_found(model)
 
 
 def check_inputs(job: PersonalizeJob, model_to_load: bool = True) -> Image.Image:

@@ -23,6 +23,7 @@ from lowdim.injection.layer import AdapterLayer, AdapterSlot
 from lowdim.injection.load_checks import check_loadable
 from lowdim.injection.matching import matches
 from lowdim.injection.parallel import inner_model
+from lowdim.injection.peft_names import refusing_peft_keywords
 from lowdim.injection.select import LayerSet, split_patterns
 from lowdim.injection.state_guard import unguard_loads
 from lowdim.injection.wrapping import module_holders, unwrap
@@ -296,6 +297,7 @@ class Adapters:
         return slot.space.delta(slot.tensors(), slot.buffers_dict()) * slot.scale
 
 
+@refusing_peft_keywords  # target_modules=, r=, lora_alpha=: one line naming lowdim's way
 def inject(
     model: nn.Module,
     space: Space,

@@ -1,7 +1,17 @@
 """peft's names for what ``Adapters`` does under lowdim's own: a peft user's first guess (``adapters.unload()``,
-``print_trainable_parameters()``) gets the lowdim call that does it, not a bare AttributeError."""
+``print_trainable_parameters()``) gets the lowdim call that does it, not a bare AttributeError; peft's keywords
+(``inject(..., target_modules=...)``) get lowdim's, not a bare TypeError."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from lowdim.errors import LowdimError
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 PEFT_NAMES = {
     "unload": "remove_all() takes every adapter off and restores the modules; merge_and_unload() folds them in first",
@@ -30,3 +40,28 @@ def missing_attribute(owner: str, name: str) -> AttributeError:
     if hint is None:
         return AttributeError(f"'{owner}' object has no attribute '{name}'")
     return AttributeError(f"'{owner}' has no '{name}' (peft's name); here: {hint}")
+
+
+# peft's LoraConfig keywords, as a peft user passes them to inject, with what says the same here.
+PEFT_KEYWORDS = {
+    "target_modules": "targets=, glob patterns or re: regexes matched against full dotted layer names "
+                      "(targets=['*to_q', '*to_v'])",
+    "r": "the space's config: get_space('lora', rank=...)",
+    "lora_alpha": "the space's config: get_space('lora', rank=..., alpha=...)",
+    "lora_dropout": "dropout=",
+}
+
+
+def refusing_peft_keywords(function: Callable[Params, Result]) -> Callable[Params, Result]:
+    """``function``, with peft's keywords (``target_modules=``) refused in one line naming lowdim's. Its signature
+    stays the one type checkers and ``inspect.signature`` see, with no ``**kwargs``: any other unknown keyword
+    (``sead=``) is still Python's TypeError."""
+
+    @functools.wraps(function)
+    def call(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        given = next((word for word in PEFT_KEYWORDS if word in kwargs), None)
+        if given is not None:
+            raise LowdimError(f"{function.__name__}() takes no '{given}' (peft's name); here: {PEFT_KEYWORDS[given]}")
+        return function(*args, **kwargs)
+
+    return call
