@@ -30,6 +30,7 @@ from lowdim_sd.loading import SDModel
 from lowdim_sd.merge_job import MergeJob, MergeResult, merge_adapters  # noqa: F401 (API: the command's sequence)
 from lowdim_sd.model_names import CONFIGS_KEY
 from lowdim_sd.model_tree import model_path, refuse_out_in_model
+from lowdim_sd.recorded_paths import recorded_folder
 from lowdim_sd.text_encoder_files import save_pipeline
 from lowdim_sd.textual_inversion import is_embedding
 
@@ -133,14 +134,15 @@ def merge_record(base: str, adapters: ScaledAdapters, tokens: list[str], prompt:
 
 
 def configs_folder(model: SDModel) -> str | None:
-    """The folder, absolute, that a model loaded from a single file read its configs from (``--model-config``, or
-    those a lowdim file records): the one its tokenizer came from, as no single file holds a tokenizer. None for a
+    """The folder that a model loaded from a single file read its configs from (``--model-config``, or those a
+    lowdim file records), as its record names it: a registered model's by that model's name, any other absolute
+    (``recorded_folder``); the folder its tokenizer came from, as no single file holds a tokenizer. None for a
     model from a folder or the hub, whose configs are its own: its record's base model finds them."""
     if not expand_user(model.source).is_file():
         return None
     folder = getattr(model.pipe.tokenizer, "name_or_path", None)
     path = expand_user(folder) if isinstance(folder, str) and folder else None
-    return str(path.resolve()) if path is not None and (path / "model_index.json").is_file() else None
+    return recorded_folder(path) if path is not None and (path / "model_index.json").is_file() else None
 
 
 def distinct_names(paths: list[Path]) -> list[str]:

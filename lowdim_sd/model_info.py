@@ -28,7 +28,7 @@ from lowdim_sd.file_info_parts import (
     shown_whole,
     size_text,
 )
-from lowdim_sd.model_names import CONFIGS_KEY, is_model_folder
+from lowdim_sd.model_names import CONFIGS_KEY, is_model_folder, is_recorded_name, registered_source
 
 if TYPE_CHECKING:
     from lowdim.backends import Backend
@@ -264,6 +264,12 @@ def _base_configs(record: dict) -> tuple[str | None, str]:
     folder = record.get(CONFIGS_KEY)
     if not (isinstance(folder, str) and folder):
         return None, ""
+    if is_recorded_name(folder):  # a registered model's configs, by its name: wherever that model is installed
+        source = registered_source(folder)
+        if source is not None:
+            return f"{bounded(folder)} (the registered model's, here {bounded(source)})", ""
+        return f"{bounded(folder)} (a registered model's, not registered here: draw with --model-config FOLDER)", \
+            " --model-config FOLDER"
     if is_model_folder(folder):
         return bounded(folder), ""
     return f"{bounded(folder)} (no model folder there any more: draw with --model-config FOLDER)", \

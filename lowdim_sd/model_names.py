@@ -10,6 +10,7 @@ from typing import overload
 
 from lowdim.paths import expand_user
 from lowdim_sd.model_errors import ModelLoadError
+from lowdim_sd.recorded_paths import is_recorded_name
 
 
 def canonical_model(model: str) -> str:
@@ -65,16 +66,10 @@ def config_source(model: str, config: str | None) -> str | None:
     None, and diffusers infers them."""
     from lowdim.registry import get_registry
 
-    registry = get_registry()
-
-    def registered(name: str) -> str | None:
-        backend = registry.backends.get(name)
-        return getattr(backend.value, "source", None) if backend else None
-
     if config is not None:
         from lowdim_sd.model_paths import model_config_source
 
-        return model_config_source(str(registered(config) or config), list(registry.backends))
+        return model_config_source(str(registered_source(config) or config), list(get_registry().backends))
     path = expand_user(model)
     if not (path.is_file() and path.suffix.lower() == ".safetensors"):
         return None
@@ -83,27 +78,53 @@ def config_source(model: str, config: str | None) -> str | None:
     base = stored_base_model(path)
     if base is None:
         return None
-    found = registered(base)
+    found = registered_source(base)
     if found is not None:
-        return str(found)
+        return found
     return base if is_model_folder(base) else recorded_configs(path)
 
 
-# In a merge's record: the folder of a single-file base's configs (its --model-config), so the merge loads with none.
+def registered_source(name: str) -> str | None:
+    """What the registered model ``name`` (or alias) loads from here, its folder or hub id; None where no model of
+    that name is registered."""
+    from lowdim.registry import get_registry
+
+    backend = get_registry().backends.get(name)
+    source = getattr(backend.value, "source", None) if backend else None
+    return str(source) if source else None
+
+
+# In a merge's record: where a single-file base's configs came from (its --model-config), so the merge loads with
+# none: a registered model by its name, any other folder by its absolute path (recorded_paths.recorded_folder); a
+# merge from before the name was recorded holds a registered model's folder by its path too, read as any folder.
 CONFIGS_KEY = "model_config"
 
 
 def recorded_configs(path: Path) -> str | None:
-    """The configs folder a merged single file records, where it is still a model folder here; else None."""
-    folder = _configs_in_record(path)
-    return folder if folder is not None and is_model_folder(folder) else None
+    """The configs a merged single file records, where they are here: the folder it names while that is still a
+    model folder, or what the registered model it names loads from (its folder or hub id); else None."""
+    recorded = _configs_in_record(path)
+    if recorded is None:
+        return None
+    if is_recorded_name(recorded):
+        return registered_source(recorded)
+    return recorded if is_model_folder(recorded) else None
 
 
 def moved_configs(path: Path) -> str | None:
     """The configs folder a merged single file records where it is no model folder any more (moved or deleted):
-    its load then needs ``--model-config`` again, and is told which folder went."""
-    folder = _configs_in_record(path)
-    return folder if folder is not None and not is_model_folder(folder) else None
+    its load then needs ``--model-config`` again, and is told which folder went. None for a registered name."""
+    recorded = _configs_in_record(path)
+    return recorded if recorded is not None and not is_recorded_name(recorded) and not is_model_folder(recorded) \
+        else None
+
+
+def unregistered_configs(path: Path) -> str | None:
+    """The registered model a merged single file read its configs from where no model of that name is registered
+    here (its plugin not installed): its load then needs ``--model-config``."""
+    recorded = _configs_in_record(path)
+    return recorded if recorded is not None and is_recorded_name(recorded) and not registered_source(recorded) \
+        else None
 
 
 def is_model_folder(folder: str) -> bool:

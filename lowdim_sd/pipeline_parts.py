@@ -367,7 +367,7 @@ def single_file_error(path: Path, reason: str, config_label: str | None) -> Mode
     from huggingface_hub import constants
 
     from lowdim_sd.loading import config_option
-    from lowdim_sd.model_names import moved_configs
+    from lowdim_sd.model_names import moved_configs, unregistered_configs
 
     if config_label is not None and "expected shape" in reason:
         reason = without_library_advice(reason)
@@ -377,6 +377,19 @@ def single_file_error(path: Path, reason: str, config_label: str | None) -> Mode
     if moved is not None:
         return ModelLoadError(f"{path}: the configs folder its merge recorded, {moved}, is no model folder any more "
                               f"(moved?); pass {config_option()}, a local diffusers folder of the same model")
+    unregistered = unregistered_configs(path) if config_label is None else None
+    if unregistered is not None:
+        return ModelLoadError(f"{path}: its merge read its configs from the registered model {unregistered}, which "
+                              f"is not registered here{plugin_hint(unregistered)}; pass {config_option()}, a local "
+                              f"diffusers folder of the same model")
     offline = config_label is None and (constants.HF_HUB_OFFLINE or any(word in reason for word in NETWORK_WORDS))
     hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
     return ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}")
+
+
+def plugin_hint(model: str) -> str:
+    """' (it comes with the plugin lowdim-tinyfaces: pip install lowdim-tinyfaces)' for a first-party model."""
+    from lowdim_sd.registered_models import FIRST_PARTY_MODELS
+
+    plugin = FIRST_PARTY_MODELS.get(model.lower())
+    return f" (it comes with the plugin {plugin}: pip install {plugin})" if plugin else ""

@@ -4,7 +4,10 @@
    files by absolute path: that is what lets ``lowdim show`` and a rerun find them from any folder.
 2. A file shipped inside an installed package (a model's default hypernetwork, TinyFaces') is recorded by what
    names it, its file name and the model that ships it, not by where pip put it (site-packages, a user's venv):
-   that path says nothing on another machine but the first machine's folder layout.
+   that path says nothing on another machine but the first machine's folder layout. So is a registered model's
+   own folder (TinyFaces', sd15's copy in the Hugging Face cache) that a merged model read its configs from: by the
+   model's name, which the registry turns back into its folder wherever that model is installed
+   (``recorded_folder``); a folder of the user's own is recorded by its absolute path (policy 1).
 3. A file written to be shared (``lowdim export``, every format) records no absolute path: a local base model by
    its folder's (or file's) name; a hub id or a registered model's name as it is.
 """
@@ -112,3 +115,35 @@ def _is_a_path(model: str) -> bool:
     or a drive."""
     return (PurePosixPath(model).is_absolute() or PureWindowsPath(model).is_absolute() or "\\" in model
             or model.startswith(("~", "./", "../")) or model in (".", ".."))
+
+
+def recorded_folder(folder: str | os.PathLike) -> str:
+    """How a file that stays on this machine records a model folder it needs (a merged model's configs): a
+    registered SD1.x model's own folder by that model's name (policy 2), which the registry finds wherever the model
+    is installed; any other folder by its absolute path, links followed (policy 1)."""
+    here = Path(folder).resolve()
+    return registered_model_of(here) or str(here)
+
+
+def registered_model_of(folder: Path) -> str | None:
+    """The registered SD1.x model whose own folder ``folder`` is: its source folder (TinyFaces'), or the snapshot
+    of its hub id in the Hugging Face cache (sd15's); None for any other folder, or one two models share."""
+    from lowdim.registry import get_registry
+    from lowdim_sd.plugin import SDBackend
+    from lowdim_sd.registered_models import registered_entry
+
+    entry = registered_entry(str(folder))  # a registered model's source folder, by any path or link
+    if entry is not None:
+        return str(entry.value.name)
+    if folder.parent.name != "snapshots":  # models--org--name/snapshots/<revision>: the cache's own layout
+        return None
+    names = {backend.name for backend in (entry.value for entry in get_registry().backends.values())
+             if isinstance(backend, SDBackend) and isinstance(getattr(backend, "source", None), str)
+             and folder.parent.parent.name == "models--" + backend.source.replace("/", "--")}
+    return names.pop() if len(names) == 1 else None
+
+
+def is_recorded_name(record: str) -> bool:
+    """Whether a recorded model or folder is a name (a registered model's, ``recorded_folder``'s) or a hub id,
+    not a path: a path is recorded absolute."""
+    return bool(record) and not _is_a_path(record)
