@@ -116,8 +116,7 @@ def quality(
     Writes OUT/table.md, OUT/table.json, OUT/gallery.png and OUT/frontier.png (subject fidelity against
     prompt fidelity, one dot per row); per-task results under OUT/results resume an interrupted run.
     Example (TinyFaces, see docs/results.md):
-
-    \b
+    \v\b
       lowdim tinyfaces-identities -o heldout --count 50 --split test
       lowdim bench quality -i heldout --hypernet hyper/hypernet.safetensors --workers 2
     """

@@ -185,8 +185,7 @@ def eval_(
     skipped with a note, and the others still run.
 
     Examples:
-
-    \b
+    \v\b
       lowdim eval images/ --references face.png --token sks --out results
       lowdim eval images/ --metrics face-rec,clip-t --clip-model ~/models/clip-vit-large-patch14
       lowdim eval images/ -r heldout/id-00003.png --metrics tinyfaces-identity,tinyfaces-style,tinyfaces-image

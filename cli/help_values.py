@@ -108,6 +108,10 @@ class ValueWordsGroup(TyperGroup):
         super().format_help(ctx, formatter)
 
 
+# An example block in a command's docstring opens with a `\v\b` line right under its heading: click's plain
+# help splits lines at the `\v` too, so it sees the blank line and the `\b` line that keeps the block's lines as
+# written, and rich's, which drops both characters, shows one blank line where `\n\n\b` showed two.
+
 # Below this many columns rich's option table cuts long option names ("--gradient-checkpoi…") and squeezes the
 # help into a narrow strip, where click's plain layout (the names, then the help beside or under them) fits.
 RICH_HELP_MIN_COLUMNS = 100

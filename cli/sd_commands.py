@@ -90,8 +90,7 @@ def train(
     """Personalize a model on reference images: LiDB by default, any space, full DreamBooth, or rank-relaxed.
 
     Examples, each after a line saying what it trains:
-
-    \b
+    \v\b
       # LiDB, 400 steps
       lowdim train -m tinyfaces -i face.png --out me-lidb
       # LoRA DreamBooth
@@ -216,8 +215,7 @@ def generate(
     Also prompts.json: each image's prompt, seed and settings, which makes --out a folder `lowdim eval` scores.
 
     Example:
-
-    \b
+    \v\b
       lowdim generate -m tinyfaces -a me/adapter.safetensors -p "a pencil sketch of a [V] face" --seed 1 --seed 2
 
     Styles the adapter overwrites: add --text-encoder-scale 0 --adapter-start 0.3 --adapter-end 0.8 (docs/cli.md).
@@ -284,8 +282,7 @@ def merge(
     For tools without LoRA support, or to run with zero adapter overhead; `lowdim export` writes a plain LoRA instead.
 
     Example:
-
-    \b
+    \v\b
       lowdim merge -m sd15 -a me.safetensors -o me-sd15.safetensors --dtype fp16
     """
     from lowdim_sd.merge_job import MergeJob, merge_adapters

@@ -44,8 +44,19 @@ class PluginWarning(UserWarning):
     """A plugin could not be loaded or raised inside a hook; lowdim went on without it."""
 
 
+class OwnNamesPluginManager(pluggy.PluginManager):
+    """pluggy's manager, looking for a module's hooks among the names it defines (``vars``), as ``_names_held``
+    does: pluggy's register reads every name ``dir()`` gives, and a lazy entry module's ``__dir__``
+    (``lazy_exports``) names classes that reading would import, torch with them, at every start of lowdim."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        if isinstance(plugin, ModuleType) and name not in vars(plugin):
+            return None  # a lazy name, never a hook: resolving it is the import the module deferred
+        return super().parse_hookimpl_opts(plugin, name)
+
+
 def new_plugin_manager() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager("lowdim")
+    manager = OwnNamesPluginManager("lowdim")
     manager.add_hookspecs(hookspecs)
     return manager
 
@@ -198,8 +209,8 @@ def hook_signature_problem(manager: pluggy.PluginManager, plugin: object) -> tup
 
 def _names_held(plugin: object) -> list[str]:
     """The names a hook may be under: a module's own (its ``__dict__``), not every name its ``dir()`` gives, since a
-    lazy entry module's ``__dir__`` may name classes its ``__getattr__`` would import, torch with them. (pluggy's own
-    register still reads every name dir() gives: docs/plugins.md says to bind no ``__dir__``.)"""
+    lazy entry module's ``__dir__`` may name classes its ``__getattr__`` would import, torch with them (register
+    looks among the same names: ``OwnNamesPluginManager``)."""
     return sorted(vars(plugin)) if isinstance(plugin, ModuleType) else sorted(dir(plugin))
 
 

@@ -19,10 +19,10 @@ __all__ = ["VeraConfig", "VeraSpace", "register_spaces"]
 
 
 # VeraConfig and VeraSpace import torch, so they load on first use: lowdim loads this module to list plugin
-# commands in `lowdim --help`. No __dir__ naming them: pluggy reads every name dir() gives, which would load them.
+# commands in `lowdim --help` (lowdim registers it by the names it holds, so __dir__ naming them loads nothing).
 # Bound at run time only: a checker that saw a module __getattr__ would take any misspelt name for one of these.
 if not TYPE_CHECKING:
-    __getattr__, _ = lazy_exports(__name__, {"lowdim_vera.space": ("VeraConfig", "VeraSpace")})
+    __getattr__, __dir__ = lazy_exports(__name__, {"lowdim_vera.space": ("VeraConfig", "VeraSpace")})
 
 
 @hookimpl
