@@ -5,9 +5,12 @@ A script reading ``OUT/adapter.safetensors`` (or ``lowdim show OUT``) must never
 run refuses such a folder in one line, and ``--overwrite`` removes those files. Only what lowdim wrote counts,
 each told by its header or record, never by its name alone: a user's own file at one of these names stays.
 
-The adapters a ``train --subjects`` run wrote (``OUT/NAME.safetensors``) are named after the user's subjects, so
-lowdim cannot tell them from adapters a user keeps there on purpose: a --full run leaves them as they are, naming
-them (told by header) in one warning as it starts (``warn_adapters_left``).
+An adapter run (train, with or without ``--subjects``) takes every other lowdim adapter in OUT (told by its header)
+for an earlier run's output, with its exports and personalize's preview.png: another run's ``NAME.safetensors``
+beside this run's adapters would pass for one of them. The adapter ``--init`` starts from stays: it is the run's
+input. A --full run, whose model no adapter could pass for, leaves the adapters a ``train --subjects`` run wrote
+(named after the user's subjects, maybe kept on purpose) as they are, naming them (told by header) in one warning as
+it starts (``warn_adapters_left``).
 
 A ``lowdim train`` job's outputs (``TrainJob``) are named here too: the paths it writes (``written_paths``), those it
 would replace (``output_names``), and the earlier run's files it refuses or removes.
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 ADAPTER = "adapter.safetensors"  # what an adapter run (train, personalize) writes into its --out
 MODEL = "model"  # what a train --full run writes into its --out
+PREVIEW = "preview.png"  # what personalize writes beside its adapter
 
 
 @dataclass(frozen=True)
@@ -56,18 +60,38 @@ def export_formats() -> tuple[str, ...]:
     return tuple(dict.fromkeys((*FORMATS, *EXPORT_FORMATS)))
 
 
-def earlier_outputs(out: Path, writes_model: bool, adapters: Sequence[Path] = ()) -> list[Earlier]:
+def earlier_outputs(out: Path, writes_model: bool, adapters: Sequence[Path] = (),
+                    start: Path | None = None) -> list[Earlier]:
     """What an earlier run left in ``out`` that this run (writing ``model/`` or the ``adapters``) does not write
-    again: for a model, an adapter run's adapter and its exports; for adapters, a --full run's model and the
-    exports of the adapters they replace (an export shows the adapter it was made from, not the new one)."""
+    again: for a model, an adapter run's adapter, its exports and personalize's preview of it; for adapters, a
+    --full run's model, every other lowdim adapter with what was made of it, and the exports and preview of the
+    adapters they replace (an export or a preview shows the adapter it was made from, not the new one). ``start``:
+    the adapter the run starts from (--init), kept with what was made of it."""
     if writes_model:
         adapter = out / ADAPTER
-        found = [Earlier(adapter, _adapter_words(adapter))] if _lowdim_adapter(adapter) else []
-        return found + _exports(adapter, "its export" if found else "an earlier adapter's export")
+        if _lowdim_adapter(adapter):
+            return _with_what_was_made_of_it(adapter)
+        return _exports(adapter, "an earlier adapter's export")
     model = out / MODEL
     found = [Earlier(model, f"the model of an earlier {either('--full', 'TrainJob(full=True)')} run")] \
         if trained_model(model) else []
-    return found + [export for adapter in adapters for export in _exports(adapter, "an earlier adapter's export")]
+    written = {adapter.name for adapter in adapters}
+    kept = start.resolve() if start is not None else None
+    others = [path for path in lowdim_adapters(out) if path.name not in written and path.resolve() != kept]
+    replaced = [made for adapter in adapters for made in _made_of(adapter, "an earlier adapter's")]
+    return found + [item for other in others for item in _with_what_was_made_of_it(other)] + replaced
+
+
+def _with_what_was_made_of_it(adapter: Path) -> list[Earlier]:
+    """An earlier run's adapter, then its exports and personalize's preview of it, which go with it."""
+    return [Earlier(adapter, _adapter_words(adapter)), *_made_of(adapter, "its")]
+
+
+def _made_of(adapter: Path, whose: str) -> list[Earlier]:
+    """``adapter``'s exports, and the preview.png beside it where personalize wrote both (its recipe says so)."""
+    preview = adapter.with_name(PREVIEW)
+    ours = adapter.name == ADAPTER and preview.is_file() and _made_by_personalize(adapter)
+    return _exports(adapter, f"{whose} export") + ([Earlier(preview, f"{whose} preview")] if ours else [])
 
 
 def refuse_earlier(earlier: Sequence[Earlier], own: str) -> None:
@@ -95,12 +119,17 @@ def remove_earlier(earlier: Sequence[Earlier]) -> list[Path]:
     return [item.path for item in earlier]
 
 
+def lowdim_adapters(out: Path) -> list[Path]:
+    """The lowdim adapters in ``out``, told by their header: a user's other .safetensors file is none."""
+    if not out.is_dir():
+        return []
+    return sorted(path for path in out.glob("*.safetensors") if _lowdim_adapter(path))
+
+
 def adapters_left(out: Path) -> list[Path]:
     """The lowdim adapters in ``out`` a --full run leaves as they are: each but ``adapter.safetensors`` (refused or
     removed as ``earlier_outputs`` says), told by its header."""
-    if not out.is_dir():
-        return []
-    return sorted(path for path in out.glob("*.safetensors") if path.name != ADAPTER and _lowdim_adapter(path))
+    return [path for path in lowdim_adapters(out) if path.name != ADAPTER]
 
 
 def warn_adapters_left(out: Path) -> list[Path]:
@@ -120,6 +149,12 @@ def _adapter_words(adapter: Path) -> str:
 
     space = _metadata(adapter).get("space")  # the header's text: escaped and cut, as show prints it
     return f"an earlier run's adapter, space {part(space)}" if space else "an earlier run's adapter"
+
+
+def _made_by_personalize(adapter: Path) -> bool:
+    from lowdim_sd.file_info_parts import json_object
+
+    return json_object(_metadata(adapter).get("extra")).get("made_by") == "lowdim personalize"
 
 
 def _exports(adapter: Path, what: str) -> list[Earlier]:
@@ -185,7 +220,7 @@ def earlier_outputs_of(job: TrainJob) -> list[Earlier]:
     either adapter (``earlier_outputs``)."""
     if continues(job):
         return []
-    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+    return _earlier_of(job)
 
 
 def replaced_outputs(job: TrainJob) -> list[Earlier]:
@@ -193,7 +228,12 @@ def replaced_outputs(job: TrainJob) -> list[Earlier]:
     first start needed --overwrite to go ahead beside them."""
     if not (job.overwrite or continues(job)):
         return []
-    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+    return _earlier_of(job)
+
+
+def _earlier_of(job: TrainJob) -> list[Earlier]:
+    initial = Path(job.initial) if job.initial is not None else None
+    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job), initial)
 
 
 def refuse_earlier_outputs(job: TrainJob) -> None:

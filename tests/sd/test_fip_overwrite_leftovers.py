@@ -1,0 +1,110 @@
+"""An earlier run's files are that run's outputs, refused without --overwrite and removed with it (FIP):
+
+- an adapter run into a ``--subjects`` run's folder: the earlier NAME.safetensors (told by header, a user's other
+  .safetensors file stays), and, the other way, a ``--subjects`` run into an adapter run's folder: its
+  adapter.safetensors; the adapter --init starts from stays;
+- an --overwrite run (--full or an adapter's) into personalize's folder removes its preview.png with the adapter
+  it removes or replaces (a preview beside an adapter personalize did not write stays)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+OTHER = "notes.safetensors"  # a user's own file: no lowdim header
+
+
+@pytest.fixture
+def subjects_run(untrained_adapter, tmp_path) -> Path:
+    """A folder as `train --subjects` (alice, bob) left it, with a user's own .safetensors file beside."""
+    out = tmp_path / "o"
+    out.mkdir()
+    for name in ("alice", "bob"):
+        shutil.copy(untrained_adapter, out / f"{name}.safetensors")
+    save_file(load_file(str(untrained_adapter)), str(out / OTHER), metadata={"format": "pt"})
+    return out
+
+
+def train(capsys, tiny_sd, tmp_path, out: Path, *extra) -> tuple[int, str]:
+    from cli_train_runs import one_subject, run  # tests/sd, on the path as pytest puts it
+
+    return run(capsys, "train", "-m", tiny_sd, "-i", one_subject(tmp_path / "refs", side=16), "-o", out,
+               "--steps", 1, "--no-augment", *extra)
+
+
+def names(out: Path) -> list[str]:
+    return sorted(path.name for path in out.iterdir() if path.name != "checkpoints")
+
+
+def test_an_adapter_run_refuses_a_subjects_run_s_adapters_without_overwrite(subjects_run, tiny_sd, tmp_path,
+                                                                            capsys, one_thread):
+    code, text = train(capsys, tiny_sd, tmp_path, subjects_run)
+    assert code != 0
+    assert str(subjects_run / "alice.safetensors") in text and str(subjects_run / "bob.safetensors") in text, text
+    assert "--overwrite" in text and "Traceback" not in text and OTHER not in text, text
+    assert names(subjects_run) == ["alice.safetensors", "bob.safetensors", OTHER]  # nothing written or removed
+
+
+def test_an_adapter_run_s_overwrite_removes_a_subjects_run_s_adapters(subjects_run, tiny_sd, tmp_path, capsys,
+                                                                      one_thread):
+    code, text = train(capsys, tiny_sd, tmp_path, subjects_run, "--overwrite")
+    assert code == 0, text
+    assert names(subjects_run) == ["adapter.safetensors", OTHER]
+    assert "removed the earlier run's" in text and str(subjects_run / "alice.safetensors") in text, text
+
+
+def test_the_adapter_init_starts_from_stays(subjects_run, tiny_sd, tmp_path, capsys, one_thread):
+    start = subjects_run / "alice.safetensors"
+    before = start.read_bytes()
+    code, text = train(capsys, tiny_sd, tmp_path, subjects_run, "--init", start, "--overwrite")
+    assert code == 0, text
+    assert names(subjects_run) == ["adapter.safetensors", "alice.safetensors", OTHER]  # bob went
+    assert start.read_bytes() == before
+
+
+def test_a_subjects_run_takes_an_adapter_run_s_adapter_for_that_run_s(untrained_adapter, tiny_sd, people, tmp_path,
+                                                                      capsys, one_thread):
+    from cli_train_runs import run  # tests/sd, on the path as pytest puts it
+
+    out = tmp_path / "o"
+    out.mkdir()
+    shutil.copy(untrained_adapter, out / "adapter.safetensors")
+    command = ("train", "-m", tiny_sd, "--subjects", people, "-o", out, "--steps", 1, "--no-augment")
+    code, text = run(capsys, *command)
+    assert code != 0 and str(out / "adapter.safetensors") in text and "--overwrite" in text, text
+    assert names(out) == ["adapter.safetensors"]
+    code, text = run(capsys, *command, "--overwrite")
+    assert code == 0, text
+    assert names(out) == [f"person{number}.safetensors" for number in range(3)]
+
+
+def made_by_personalize(adapter: Path, to: Path) -> Path:
+    """``adapter`` with personalize's recipe in its header, as personalize writes it."""
+    with safe_open(str(adapter), "pt") as opened:
+        metadata = dict(opened.metadata())
+    metadata["extra"] = json.dumps({"made_by": "lowdim personalize", "image": "face.png"})
+    save_file(load_file(str(adapter)), str(to), metadata=metadata)
+    return to
+
+
+@pytest.mark.parametrize("full, personalized", [(True, True), (False, True), (True, False)],
+                         ids=["full over personalize's", "adapter over personalize's", "full over a train run's"])
+def test_an_overwrite_removes_personalize_s_preview_with_its_adapter(full, personalized, untrained_adapter, tiny_sd,
+                                                                     tmp_path, capsys, one_thread):
+    out = tmp_path / "o"
+    out.mkdir()
+    if personalized:
+        made_by_personalize(untrained_adapter, out / "adapter.safetensors")
+    else:  # a preview.png beside it is no run's of lowdim: the user's, kept
+        shutil.copy(untrained_adapter, out / "adapter.safetensors")
+    (out / "preview.png").write_bytes(b"a grid")
+    code, text = train(capsys, tiny_sd, tmp_path, out, *(["--full"] if full else []), "--overwrite")
+    assert code == 0, text
+    written = "model" if full else "adapter.safetensors"
+    assert names(out) == sorted([written, *([] if personalized else ["preview.png"])])
+    assert (str(out / "preview.png") in text) == personalized, text
