@@ -73,3 +73,11 @@ def test_peft_keywords_to_inject_name_lowdims_own(word, names):
     assert lowdim.Adapters(model).names() == []  # nothing added
     with pytest.raises(TypeError, match="sead"):  # any other unknown keyword is still Python's own error
         lowdim.inject(model, lowdim.get_space("lora"), "0", sead=3)
+
+
+def test_adapters_add_names_lowdims_own_for_a_peft_keyword_too():
+    model = nn.Sequential(nn.Linear(3, 3))
+    adapters = lowdim.inject(model, lowdim.get_space("lora"), "0")
+    with pytest.raises(LowdimError, match=r"^add\(\) takes no 'target_modules' \(peft's name\); here: targets="):
+        adapters.add(lowdim.get_space("lora"), target_modules=["0"], name="second")
+    assert adapters.names() == ["default"]

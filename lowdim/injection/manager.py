@@ -61,6 +61,7 @@ class Adapters:
 
     # -- adding and removing --------------------------------------------------------------
     @makes_normal_tensors  # under torch.inference_mode too: inference tensors would break later forwards
+    @refusing_peft_keywords  # target_modules=, r=, lora_alpha=: one line naming lowdim's way, as inject says it
     def add(
         self,
         name: str,
