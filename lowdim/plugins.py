@@ -51,7 +51,11 @@ class OwnNamesPluginManager(pluggy.PluginManager):
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         if isinstance(plugin, ModuleType) and name not in vars(plugin):
-            return None  # a lazy name, never a hook: resolving it is the import the module deferred
+            if getattr(self.hook, name, None) is not None:  # a hook's name offered lazily: said, not resolved
+                warnings.warn(f"plugin {plugin.__name__}: its hook {name} is offered lazily (its __getattr__), and "
+                              f"lowdim registers the hooks a plugin module defines or imports; import it there",
+                              PluginWarning, stacklevel=2)
+            return None  # a lazy name: resolving it is the import the module deferred
         return super().parse_hookimpl_opts(plugin, name)
 
 

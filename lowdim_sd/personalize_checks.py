@@ -232,15 +232,17 @@ def check_model_word(model: object) -> None:
 
 
 def refuse_an_uncached_bare_word(model: str) -> None:
-    """A bare word (no ``/``) that names no registered model and no path, and that the hub cache does not hold, in
-    the load's own line: the hub keeps SD pipelines under ``owner/name``, so the load would only end there, after
-    seconds of lookup (and, with the crop on, after a face check that blames the photo)."""
+    """A bare word (no ``/``) that names no registered model and no path, that the hub cache does not hold, and
+    that the hub cannot be asked about (offline), in the load's own line, true here: the load would end there, after
+    seconds of imports (and, with the crop on, after a face check that blames the photo). With the hub reachable,
+    the load asks it, as generate's does."""
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
+    from lowdim.hub import hub_reachable
     from lowdim_sd.loading import hub_id_not_found
 
-    if "/" in model:
+    if "/" in model or hub_reachable():
         return
     try:
         cached = try_to_load_from_cache(model, "model_index.json")

@@ -60,3 +60,28 @@ def test_a_fresh_manager_checks_and_registers_it_without_the_import(lazy_plugin)
 
     assert DEFERRED not in sys.modules
     assert manager.get_plugin("fis-ej") is lazy_plugin
+
+
+def test_a_hook_offered_lazily_is_named_in_a_warning_and_left_unread(tmp_path: Path, monkeypatch) -> None:
+    """Review FE 2: a hook the module offers through its __getattr__ is no name the module holds; registering it
+    would import what the module deferred, so it is left out, said in one warning naming the module and hook."""
+    (tmp_path / "fe_hooks.py").write_text(textwrap.dedent('''
+        from lowdim.hookspecs import hookimpl
+
+
+        @hookimpl
+        def register_spaces(register):
+            return None
+    '''))
+    (tmp_path / "fe_lazy_hook.py").write_text('from lowdim.plugins import lazy_exports\n\n'
+                                              '__getattr__, __dir__ = lazy_exports(__name__, '
+                                              '{"fe_hooks": ("register_spaces",)})\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("fe_hooks", "fe_lazy_hook"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("fe_lazy_hook")
+    with pytest.warns(plugins.PluginWarning, match=r"^plugin fe_lazy_hook: its hook register_spaces is offered "
+                                                   r"lazily \(its __getattr__\), .*import it there$"):
+        manager = plugins.build_plugin_manager([module], load_entry_points=False)
+    assert "fe_hooks" not in sys.modules
+    assert module not in [impl.plugin for impl in manager.hook.register_spaces.get_hookimpls()]

@@ -42,6 +42,11 @@ def missing_attribute(owner: str, name: str) -> AttributeError:
     return AttributeError(f"'{owner}' has no '{name}' (peft's name); here: {hint}")
 
 
+class PeftKeywordError(LowdimError, TypeError):
+    """A peft keyword lowdim names otherwise: a TypeError, as any unknown keyword is (a caller falling back to
+    lowdim's keywords on TypeError still does), and a LowdimError, one line for the CLI."""
+
+
 # peft's LoraConfig keywords, as a peft user passes them to inject, with what says the same here.
 PEFT_KEYWORDS = {
     "target_modules": "targets=, glob patterns or re: regexes matched against full dotted layer names "
@@ -61,7 +66,8 @@ def refusing_peft_keywords(function: Callable[Params, Result]) -> Callable[Param
     def call(*args: Params.args, **kwargs: Params.kwargs) -> Result:
         given = next((word for word in PEFT_KEYWORDS if word in kwargs), None)
         if given is not None:
-            raise LowdimError(f"{function.__name__}() takes no '{given}' (peft's name); here: {PEFT_KEYWORDS[given]}")
+            raise PeftKeywordError(f"{function.__qualname__}() takes no '{given}' (peft's name); here: "
+                                   f"{PEFT_KEYWORDS[given]}")
         return function(*args, **kwargs)
 
     return call
