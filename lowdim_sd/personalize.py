@@ -211,7 +211,7 @@ def personalize(job: PersonalizeJob, progress: bool = True, model: SDModel | Non
     return _personalize_into(job, progress, model, photo)
 
 
-@runs.one_run_per_folder(lambda job: job.out, written_files)
+@runs.one_run_per_folder(lambda job: job.out, written_files, stages.refuse_other_runs)
 def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None,
                       photo: Image.Image) -> PersonalizeResult:
     # The describer and the hypernetwork are built from torch's global generator (seeded in-run, so the run is
@@ -220,6 +220,7 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
             status_line.shown_for(progress):  # a terminal's spinner through the waits before the first bar
         run = resolve_run(job)
         found = check_face_found(job, run.crop, photo)  # before the model loads
+        stages.warn_other_adapters(job)  # past every refusal: said once, as the run starts
         result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):
@@ -257,6 +258,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
                         progress=progress and run.steps > 0, continue_with=None)  # no --resume: rerun
         result.losses, result.adapter = trained.losses, trained.outputs[0]
     cleared = clear_earlier(job)  # from here the earlier run's preview and exports would show another adapter
+    stages.remove_other_runs(job)  # an earlier --full run's model would pass for this run's output
     if job.export:
         from lowdim_sd.export import export_adapter
         from lowdim_sd.run_outputs import ADAPTER, export_path

@@ -3,6 +3,9 @@
 Each stage is timed for the stage table. Once the adapter is written, a stop (Ctrl-C) keeps it and says how
 to draw it or start over; and no file an earlier run left there (a preview, an export) may pass for the new
 adapter's: the ones this run rewrites are removed as soon as the adapter is written, the others are pointed out.
+A --full run's model left there is refused, as train's adapter run refuses it, and with --overwrite removed once
+the adapter is written; another lowdim adapter there (a ``train --subjects`` run's NAME.safetensors) is named in a
+warning as the run starts, and left as it is, as train leaves it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from lowdim.option_words import either
 from lowdim_sd import runs, status_line, stopping
-from lowdim_sd.run_outputs import ADAPTER, export_path
+from lowdim_sd.run_outputs import (
+    ADAPTER,
+    export_path,
+    full_run_model,
+    refuse_earlier,
+    remove_earlier,
+    warn_adapters_left,
+)
 
 if TYPE_CHECKING:
     from lowdim_sd.personalize import PersonalizeJob, PersonalizeResult
@@ -67,6 +77,25 @@ def clear_earlier(job: PersonalizeJob) -> list[Path]:
     for path in earlier:
         path.unlink()
     return earlier
+
+
+def refuse_other_runs(job: PersonalizeJob) -> None:
+    """Without --overwrite, an earlier --full run's model in ``job.out`` refused in train's words; where this run's
+    own files are there too, ``runs.refuse_overwrite`` names those instead."""
+    if job.overwrite or any(path.exists() for path in written_files(job)):
+        return
+    refuse_earlier(full_run_model(job.out), "adapter")
+
+
+def warn_other_adapters(job: PersonalizeJob) -> list[Path]:
+    """Name the lowdim adapters other runs left in ``job.out`` (left as they are), as the run starts."""
+    return warn_adapters_left(job.out, [job.out / ADAPTER], own="adapter")
+
+
+def remove_other_runs(job: PersonalizeJob) -> list[Path]:
+    """With --overwrite, once this run's adapter is written (a stop before it leaves the earlier run whole), remove
+    an earlier --full run's model beside it, named in train's warning."""
+    return remove_earlier(full_run_model(job.out)) if job.overwrite else []
 
 
 def earlier_kept(job: PersonalizeJob) -> list[Path]:

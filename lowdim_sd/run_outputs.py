@@ -5,12 +5,11 @@ A script reading ``OUT/adapter.safetensors`` (or ``lowdim show OUT``) must never
 run refuses such a folder in one line, and ``--overwrite`` removes those files. Only what lowdim wrote counts,
 each told by its header or record, never by its name alone: a user's own file at one of these names stays.
 
-An adapter run (train, with or without ``--subjects``) takes every other lowdim adapter in OUT (told by its header)
-for an earlier run's output, with its exports and personalize's preview.png: another run's ``NAME.safetensors``
-beside this run's adapters would pass for one of them. The adapter ``--init`` starts from stays: it is the run's
-input. A --full run, whose model no adapter could pass for, leaves the adapters a ``train --subjects`` run wrote
-(named after the user's subjects, maybe kept on purpose) as they are, naming them (told by header) in one warning as
-it starts (``warn_adapters_left``).
+Other lowdim adapters in OUT (told by header: a ``train --subjects`` run's ``NAME.safetensors``, or adapters a
+user keeps there, which lowdim cannot tell apart) are never removed: a run leaves them as they are and names them
+in one warning as it starts (``warn_adapters_left``; not again as it resumes), so none is taken for this run's. The
+adapter ``--init`` starts from is the run's input, and is not named. personalize's preview.png goes with the
+adapter it shows, where that adapter is replaced or removed.
 
 A ``lowdim train`` job's outputs (``TrainJob``) are named here too: the paths it writes (``written_paths``), those it
 would replace (``output_names``), and the earlier run's files it refuses or removes.
@@ -64,22 +63,23 @@ def earlier_outputs(out: Path, writes_model: bool, adapters: Sequence[Path] = ()
                     start: Path | None = None) -> list[Earlier]:
     """What an earlier run left in ``out`` that this run (writing ``model/`` or the ``adapters``) does not write
     again: for a model, an adapter run's adapter, its exports and personalize's preview of it; for adapters, a
-    --full run's model, every other lowdim adapter with what was made of it, and the exports and preview of the
-    adapters they replace (an export or a preview shows the adapter it was made from, not the new one). ``start``:
-    the adapter the run starts from (--init), kept with what was made of it."""
+    --full run's model, and the exports and preview of the adapters they replace (an export or a preview shows the
+    adapter it was made from, not the new one)."""
     if writes_model:
         adapter = out / ADAPTER
         if _lowdim_adapter(adapter):
             return _with_what_was_made_of_it(adapter)
         return _exports(adapter, "an earlier adapter's export")
-    model = out / MODEL
-    found = [Earlier(model, f"the model of an earlier {either('--full', 'TrainJob(full=True)')} run")] \
-        if trained_model(model) else []
-    written = {adapter.name for adapter in adapters}
-    kept = start.resolve() if start is not None else None
-    others = [path for path in lowdim_adapters(out) if path.name not in written and path.resolve() != kept]
     replaced = [made for adapter in adapters for made in _made_of(adapter, "an earlier adapter's")]
-    return found + [item for other in others for item in _with_what_was_made_of_it(other)] + replaced
+    return full_run_model(out) + replaced
+
+
+def full_run_model(out: Path) -> list[Earlier]:
+    """An earlier --full run's ``model/`` in ``out``, which an adapter run (train's, personalize's) would leave
+    beside its adapter."""
+    model = out / MODEL
+    return [Earlier(model, f"the model of an earlier {either('--full', 'TrainJob(full=True)')} run")] \
+        if trained_model(model) else []
 
 
 def _with_what_was_made_of_it(adapter: Path) -> list[Earlier]:
@@ -126,21 +126,25 @@ def lowdim_adapters(out: Path) -> list[Path]:
     return sorted(path for path in out.glob("*.safetensors") if _lowdim_adapter(path))
 
 
-def adapters_left(out: Path) -> list[Path]:
-    """The lowdim adapters in ``out`` a --full run leaves as they are: each but ``adapter.safetensors`` (refused or
-    removed as ``earlier_outputs`` says), told by its header."""
-    return [path for path in lowdim_adapters(out) if path.name != ADAPTER]
+def adapters_left(out: Path, writes: Sequence[Path] = (), start: Path | None = None) -> list[Path]:
+    """The lowdim adapters in ``out`` a run leaves as they are, told by header: each but those the run ``writes``
+    (a --full run, writing none: ``adapter.safetensors``, refused or removed as ``earlier_outputs`` says) and the
+    one it ``start``s from."""
+    own = {path.name for path in writes} or {ADAPTER}  # a --full run writes none: its adapter is refused or removed
+    kept = start.resolve() if start is not None else None
+    return [path for path in lowdim_adapters(out) if path.name not in own and path.resolve() != kept]
 
 
-def warn_adapters_left(out: Path) -> list[Path]:
-    """Name, in one warning, the lowdim adapters of an earlier run a --full run leaves beside its model (a
-    ``--subjects`` run's NAME.safetensors), so none is taken for this run's; returns them."""
-    left = adapters_left(out)
+def warn_adapters_left(out: Path, writes: Sequence[Path] = (), start: Path | None = None,
+                       own: str = "model") -> list[Path]:
+    """Name, in one warning, the lowdim adapters of an earlier run (a ``--subjects`` run's NAME.safetensors) or of
+    the user's that a run leaves beside its ``own`` output, so none is taken for this run's; returns them."""
+    left = adapters_left(out, writes, start)
     if left:
         listed = ", ".join(map(str, left))
         these = "lowdim adapters of an earlier run, left as they were" if len(left) > 1 \
             else "a lowdim adapter of an earlier run, left as it was"
-        warnings.warn(f"{listed}: {these} beside this run's model", stacklevel=2)
+        warnings.warn(f"{listed}: {these} beside this run's {own}", stacklevel=2)
     return left
 
 
@@ -232,8 +236,19 @@ def replaced_outputs(job: TrainJob) -> list[Earlier]:
 
 
 def _earlier_of(job: TrainJob) -> list[Earlier]:
+    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job))
+
+
+def warn_train_adapters_left(job: TrainJob) -> list[Path]:
+    """``warn_adapters_left`` for a train run as it starts (not as it resumes: its first start said it): the
+    adapters beside its model, or beside its own adapters but for the one ``--init`` starts from."""
+    if continues(job):
+        return []
+    if job.full:
+        return warn_adapters_left(job.out)
     initial = Path(job.initial) if job.initial is not None else None
-    return earlier_outputs(job.out, job.full, [] if job.full else written_paths(job), initial)
+    own = "adapter" if len(written_paths(job)) == 1 else "adapters"
+    return warn_adapters_left(job.out, written_paths(job), initial, own)
 
 
 def refuse_earlier_outputs(job: TrainJob) -> None:

@@ -294,8 +294,8 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
             raise LowdimError(f"{job.out} holds checkpoints of an earlier run (latest {earlier.name}); pass {resume} "
                               f"to continue it, {overwrite} to start over, or choose another {job_option('out')}")
         shutil.rmtree(job.out / checkpoints.FOLDER)  # else they would pass for this run's at --resume
-    if job.full:  # a --subjects run's adapters: maybe the user's own, kept; named, so none passes for this run's
-        run_outputs.warn_adapters_left(job.out)
+    # A --subjects run's adapters: maybe the user's own, kept; named, so none passes for this run's.
+    run_outputs.warn_train_adapters_left(job)
     # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
     dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype
     given = model is not None
