@@ -59,8 +59,7 @@ def export_formats() -> tuple[str, ...]:
     return tuple(dict.fromkeys((*FORMATS, *EXPORT_FORMATS)))
 
 
-def earlier_outputs(out: Path, writes_model: bool, adapters: Sequence[Path] = (),
-                    start: Path | None = None) -> list[Earlier]:
+def earlier_outputs(out: Path, writes_model: bool, adapters: Sequence[Path] = ()) -> list[Earlier]:
     """What an earlier run left in ``out`` that this run (writing ``model/`` or the ``adapters``) does not write
     again: for a model, an adapter run's adapter, its exports and personalize's preview of it; for adapters, a
     --full run's model, and the exports and preview of the adapters they replace (an export or a preview shows the
