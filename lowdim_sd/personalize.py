@@ -220,7 +220,7 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
             status_line.shown_for(progress):  # a terminal's spinner through the waits before the first bar
         run = resolve_run(job)
         found = check_face_found(job, run.crop, photo)  # before the model loads
-        stages.warn_other_adapters(job)  # past every refusal: said once, as the run starts
+        stages.warn_other_adapters(job)  # after the settings and the photo are checked: once, as the run starts
         result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):
