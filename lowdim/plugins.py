@@ -257,9 +257,12 @@ def hook_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:
         return f"implements {', '.join(unknown)}, which is no lowdim hook{hint}, so it is never called"
     if callers:
         return None
-    unmarked = [name for name in hooks if callable(getattr(plugin, name, None))]
+    held = _names_held(plugin)  # a lazy module's other names, read, would import what it defers
+    unmarked = [name for name in hooks if name in held and callable(getattr(plugin, name, None))]
     if unmarked:
         return f"defines {unmarked[0]} without @hookimpl (from lowdim.hookspecs), so it is never called"
+    if any(name in dir(plugin) for name in hooks):
+        return None  # a hook offered lazily: its registration said so (OwnNamesPluginManager)
     return f"implements no lowdim hook ({', '.join(hooks)}), so it adds nothing"
 
 

@@ -220,7 +220,6 @@ def _personalize_into(job: PersonalizeJob, progress: bool, given: SDModel | None
             status_line.shown_for(progress):  # a terminal's spinner through the waits before the first bar
         run = resolve_run(job)
         found = check_face_found(job, run.crop, photo)  # before the model loads
-        stages.warn_other_adapters(job)  # after the settings and the photo are checked: once, as the run starts
         result = PersonalizeResult(adapter=job.out / "adapter.safetensors", prompt=run.prompt)
         if given is None:
             with stage(result, "load model"):
@@ -236,6 +235,7 @@ def _personalize(job: PersonalizeJob, run: PersonalizeRun, result: PersonalizeRe
     the picture as the check decoded it; ``found``: the check's faces in it, which the crop reads."""
     resolution = job.resolution or model.resolution
     warn_about_a_side_read_after_the_load(run.hypernet, resolution)  # resolve_run's, where the config was not at hand
+    stages.warn_other_adapters(job)  # past the load: a run refused for its model or photo says only its own line
     with stage(result, "read image"):
         # The same (cropped) picture is the hypernetwork's input, the finetuning target and the preview's.
         reference = read_reference(job, run.crop, resolution, photo, found)

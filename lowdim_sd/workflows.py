@@ -294,8 +294,6 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
             raise LowdimError(f"{job.out} holds checkpoints of an earlier run (latest {earlier.name}); pass {resume} "
                               f"to continue it, {overwrite} to start over, or choose another {job_option('out')}")
         shutil.rmtree(job.out / checkpoints.FOLDER)  # else they would pass for this run's at --resume
-    # A --subjects run's adapters: maybe the user's own, kept; named, so none passes for this run's.
-    run_outputs.warn_train_adapters_left(job)
     # Full DreamBooth trains the weights themselves: fp32 masters unless the user insists otherwise.
     dtype = "fp32" if job.dtype == "auto" and mode_of(job) == "full" else job.dtype
     given = model is not None
@@ -309,6 +307,9 @@ def _run_train(job: TrainJob, progress: bool, model: SDModel | None) -> TrainRes
         if learns:  # [V] stands for every vector's token in the prompt; the files keep the identifier itself.
             vectors = token_options(lowdim.Adapters(model.modules).info(trainable.name).space).vectors
             config = dataclasses.replace(config, token=prompt_token(config_token(config), vectors))
+        # A --subjects run's adapters: maybe the user's own, kept; named, so none passes for this run's. Past the
+        # load and the images: a run refused for them says only its own line.
+        run_outputs.warn_train_adapters_left(job)
         replaced = run_outputs.replaced_outputs(job)
         job.out.mkdir(parents=True, exist_ok=True)
         result = train(model, subjects, trainable, config, out_dir=job.out, resume=job.resume, progress=progress)

@@ -85,3 +85,7 @@ def test_a_hook_offered_lazily_is_named_in_a_warning_and_left_unread(tmp_path: P
         manager = plugins.build_plugin_manager([module], load_entry_points=False)
     assert "fe_hooks" not in sys.modules
     assert module not in [impl.plugin for impl in manager.hook.register_spaces.get_hookimpls()]
+    # Review FF 1: the check an installed plugin gets next says nothing more (its hook is marked: no "without
+    # @hookimpl"), and reads no lazy name (which imported the hooks' module, and torch with a real plugin's)
+    assert plugins.hook_problem(manager, module) is None
+    assert "fe_hooks" not in sys.modules

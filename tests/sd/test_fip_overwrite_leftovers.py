@@ -105,3 +105,13 @@ def test_an_overwrite_removes_personalize_s_preview_with_its_adapter(full, perso
     written = "model" if full else "adapter.safetensors"
     assert names(out) == sorted([written, *([] if personalized else ["preview.png"])])
     assert (str(out / "preview.png") in text) == personalized, text
+
+
+def test_a_run_refused_for_its_model_names_no_adapter_left(subjects_run, tiny_sd, tmp_path, capsys, one_thread):
+    """Review FF 2: the warning speaks of "this run's adapter"; a run whose model cannot load wrote none, and says
+    only its own line."""
+    empty = tmp_path / "emptym"
+    empty.mkdir()
+    code, text = train(capsys, empty, tmp_path, subjects_run)
+    assert code == 1 and str(empty) in text, text
+    assert "left as" not in text, text

@@ -97,3 +97,12 @@ def test_a_resumed_full_run_does_not_repeat_the_warning_of_adapters_left(untrain
     assert code == 0, text
     assert "left as it was" not in text, text
     assert (out / "other.safetensors").is_file() and (out / "model").is_dir()
+
+
+def test_personalize_refused_for_its_model_names_no_adapter_left(subjects_run, face, tmp_path, capsys, one_thread):
+    """Review FF 2: a run whose model cannot load wrote no adapter, and says only its own line."""
+    empty = tmp_path / "emptym"
+    empty.mkdir()
+    code, text = personalize(capsys, empty, face, subjects_run)
+    assert code == 1 and str(empty) in text, text
+    assert "left as" not in text, text
