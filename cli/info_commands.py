@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -197,6 +198,43 @@ def inspect(
 PASTED_ROWS = ("in diffusers",)
 
 
+# The box's columns around show's two cells: "│ field │ value │".
+SHOW_TABLE_BORDERS = 7
+# What marks a word as a path or a hub id (a user copies it into the next command): a folder separator.
+PATH_SEPARATORS = ("/", "\\")
+
+
+def folds_a_path(rows: list[tuple[str, str]], width: int) -> bool:
+    """Whether show's table at ``width`` columns would fold a path or hub id of some value across lines inside its
+    borders, where no copy takes it whole. Prose wraps at its spaces and a config's JSON is read there as it is."""
+    value_width = width - field_width(rows) - SHOW_TABLE_BORDERS
+    return any(cell_len(word) > value_width and any(sep in word for sep in PATH_SEPARATORS)
+               for _, value in rows for word in value.split())
+
+
+def field_width(rows: list[tuple[str, str]]) -> int:
+    return max((cell_len(name) for name, _ in rows), default=0)
+
+
+def show_lines(title: str, rows: list[tuple[str, str]]) -> None:
+    """Show's rows as the table's columns without its box: each value one line the terminal soft-wraps, copied whole.
+    The field is padded as in the table (no colon), so a row reads as the table's does."""
+    out.print(as_written(title, "table.title"))
+    width = field_width(rows)
+    for name, value in rows:
+        out.print(Text.assemble(as_written(name, "bold"), " " * (width - cell_len(name) + 2), as_written(value)))
+
+
+def show_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=as_written(title, "table.title"), title_justify="left",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in rows:  # what a file says is text: a token "[red]" is no markup to rich
+        table.add_row(as_written(name), as_written(value))
+    out.print(table)
+
+
 def show(
     target: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False,
@@ -226,15 +264,12 @@ def show(
         return
     # A file name may hold a line break or an escape code: the title is one line, the path in it escaped and cut.
     title = f"{one_line(str(info.path))}: {one_line(info.kind)}"
-    table = Table(title=as_written(title, "table.title"), title_justify="left",
-                  show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
     rows = info.table_rows()
-    for name, value in rows:  # what a file says is text: a token "[red]" is no markup to rich
-        if name not in PASTED_ROWS:
-            table.add_row(as_written(name), as_written(value))
-    out.print(table)
+    tabled = [(name, value) for name, value in rows if name not in PASTED_ROWS]
+    if folds_a_path(tabled, out.width):
+        show_lines(title, tabled)
+    else:
+        show_table(title, tabled)
     for name, value in rows:  # one soft-wrapped line, as `use it:` is: copied whole, no border in it
         if name in PASTED_ROWS:
             out.print(as_written(f"{name}: {value}"))

@@ -42,8 +42,8 @@ def test_the_diffusers_line_prints_whole_on_a_line_of_its_own(capsys, monkeypatc
 def test_the_table_and_the_use_line_are_still_there_at_80_columns(capsys, monkeypatch):
     lines = show(capsys, monkeypatch, "tinyfaces", columns=80).splitlines()
 
-    assert any(line.startswith("│ registered by") for line in lines)
-    assert any(line.startswith("│ files") for line in lines)
+    assert any(line.startswith("registered by ") for line in lines)  # its rows without the box there (FIU)
+    assert any(line.startswith("files ") for line in lines)
     assert lines[-1].startswith("use it: lowdim ")
     assert lines[-2].startswith("in diffusers: ")  # under the table, before the command that uses the model
 
