@@ -261,7 +261,7 @@ def hook_problem(manager: pluggy.PluginManager, plugin: object) -> str | None:
     unmarked = [name for name in hooks if name in held and callable(getattr(plugin, name, None))]
     if unmarked:
         return f"defines {unmarked[0]} without @hookimpl (from lowdim.hookspecs), so it is never called"
-    if any(name in dir(plugin) for name in hooks):
+    if set(hooks) & set(dir(plugin)):
         return None  # a hook offered lazily: its registration said so (OwnNamesPluginManager)
     return f"implements no lowdim hook ({', '.join(hooks)}), so it adds nothing"
 

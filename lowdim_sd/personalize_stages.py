@@ -23,6 +23,7 @@ from lowdim.option_words import either
 from lowdim_sd import runs, status_line, stopping
 from lowdim_sd.run_outputs import (
     ADAPTER,
+    PREVIEW,
     export_path,
     full_run_model,
     refuse_earlier,
@@ -64,7 +65,7 @@ def written_files(job: PersonalizeJob) -> list[Path]:
     --overwrite."""
     out = job.out
     return [out / ADAPTER, *(export_path(out / ADAPTER, fmt) for fmt in job.export),
-            *([out / "preview.png"] if job.preview else [])]
+            *([out / PREVIEW] if job.preview else [])]
 
 
 def clear_earlier(job: PersonalizeJob) -> list[Path]:
@@ -105,7 +106,7 @@ def earlier_kept(job: PersonalizeJob) -> list[Path]:
 
     out = job.out
     kept = [*(export_path(out / ADAPTER, fmt) for fmt in FORMATS if fmt not in job.export),
-            *([] if job.preview else [out / "preview.png"])]
+            *([] if job.preview else [out / PREVIEW])]
     return [path for path in kept if path.is_file()]
 
 

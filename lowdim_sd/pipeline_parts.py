@@ -380,16 +380,16 @@ def single_file_error(path: Path, reason: str, config_label: str | None) -> Mode
     unregistered = unregistered_configs(path) if config_label is None else None
     if unregistered is not None:
         return ModelLoadError(f"{path}: its merge read its configs from the registered model {unregistered}, which "
-                              f"is not registered here{plugin_hint(unregistered)}; pass {config_option()}, a local "
+                              f"is not registered here{_plugin_hint(unregistered)}; pass {config_option()}, a local "
                               f"diffusers folder of the same model")
     offline = config_label is None and (constants.HF_HUB_OFFLINE or any(word in reason for word in NETWORK_WORDS))
     hint = f" (offline? pass {config_option()}, a local diffusers folder of the same model)" if offline else ""
     return ModelLoadError(f"{path}: could not load it as an SD1.x checkpoint{hint}: {reason}")
 
 
-def plugin_hint(model: str) -> str:
-    """' (it comes with the plugin lowdim-tinyfaces: pip install lowdim-tinyfaces)' for a first-party model."""
-    from lowdim_sd.registered_models import FIRST_PARTY_MODELS
+def _plugin_hint(model: str) -> str:
+    """': it comes with the plugin lowdim-tinyfaces, which is not installed (...)' for a first-party model."""
+    from lowdim_sd.registered_models import missing_plugin_words
 
-    plugin = FIRST_PARTY_MODELS.get(model.lower())
-    return f" (it comes with the plugin {plugin}: pip install {plugin})" if plugin else ""
+    words = missing_plugin_words(model)
+    return f": {words}" if words else ""

@@ -137,7 +137,9 @@ def registered_model_of(folder: Path) -> str | None:
         return str(entry.value.name)
     if folder.parent.name != "snapshots":  # models--org--name/snapshots/<revision>: the cache's own layout
         return None
-    names = {backend.name for backend in (entry.value for entry in get_registry().backends.values())
+    # The cache folder's name spelt here: huggingface_hub's repo_folder_name refuses a source that is a folder path
+    backends = (registered.value for registered in get_registry().backends.values())
+    names = {backend.name for backend in backends
              if isinstance(backend, SDBackend) and isinstance(getattr(backend, "source", None), str)
              and folder.parent.parent.name == "models--" + backend.source.replace("/", "--")}
     return names.pop() if len(names) == 1 else None

@@ -66,13 +66,22 @@ def refuse_a_bare_word_without_plugins(model: str) -> None:
 FIRST_PARTY_MODELS = {"tinyfaces": "lowdim-tinyfaces"}
 
 
+def missing_plugin_words(model: str) -> str | None:
+    """'it comes with the plugin lowdim-tinyfaces, which is not installed (pip install ...)' for a first-party
+    plugin's model; None for any other name."""
+    plugin = FIRST_PARTY_MODELS.get(model.lower())
+    if plugin is None:
+        return None
+    return (f"it comes with the plugin {plugin}, which is not installed (pip install {plugin}; from a checkout, "
+            f"pip install -e plugins/{plugin})")
+
+
 def refuse_a_model_whose_plugin_is_missing(model: str) -> None:
     """A first-party plugin's model named without its plugin says which distribution brings it."""
-    plugin = FIRST_PARTY_MODELS.get(model.lower())
+    words = missing_plugin_words(model)
     installed = model.lower() in get_registry().backends  # "TinyFaces" with the plugin there: a typo, said so later
-    if plugin is not None and not installed and not expand_user(model).exists():
-        raise LowdimError(f"unknown model '{model}': it comes with the plugin {plugin}, which is not installed "
-                          f"(pip install {plugin}; from a checkout, pip install -e plugins/{plugin})")
+    if words is not None and not installed and not expand_user(model).exists():
+        raise LowdimError(f"unknown model '{model}': {words}")
 
 
 def model_layer_set(name_or_patterns: str | None, model: str | None = None) -> LayerSet:
