@@ -205,11 +205,11 @@ PATH_SEPARATORS = ("/", "\\")
 
 
 def folds_a_path(rows: list[tuple[str, str]], width: int) -> bool:
-    """Whether show's table at ``width`` columns would fold a path or hub id of some value across lines inside its
-    borders, where no copy takes it whole. Prose wraps at its spaces and a config's JSON is read there as it is."""
+    """Whether show's table at ``width`` columns would fold or wrap a path or hub id of some value across lines
+    inside its borders, where no copy takes it whole. A value holding one counts whole, since a path may hold
+    spaces ("My Models/sd15") where the table would wrap it; prose and a config's JSON are read there as they are."""
     value_width = width - field_width(rows) - SHOW_TABLE_BORDERS
-    return any(cell_len(word) > value_width and any(sep in word for sep in PATH_SEPARATORS)
-               for _, value in rows for word in value.split())
+    return any(cell_len(value) > value_width and any(sep in value for sep in PATH_SEPARATORS) for _, value in rows)
 
 
 def field_width(rows: list[tuple[str, str]]) -> int:

@@ -156,7 +156,9 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
             continue
         problem = hook_problem(manager, plugin)
         if problem:
-            warnings.warn(f"plugin '{entry_point.name}' ({entry_point.value}) {problem}", PluginWarning, stacklevel=2)
+            package = f", package {dist}" if dist else ""  # what a user uninstalls: the module is not its name
+            warnings.warn(f"plugin '{entry_point.name}' ({entry_point.value}{package}) {problem}", PluginWarning,
+                          stacklevel=2)
 
 
 def _package_label(entry_point: Any, dist: str | None) -> str:

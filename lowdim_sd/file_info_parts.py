@@ -56,7 +56,6 @@ FILE_TYPES = {
 PROBLEM_ROWS = ("problem", "needs", "damaged", "unfinished", "refused")
 # A use line that is a command (a shell line, or the Python call of a non-SD adapter), not advice in prose.
 COMMAND_STARTS = ("lowdim ", "lowdim.")
-SNAKE_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 _NOT_KEY = re.compile(r"[^a-z0-9]+")
 
 

@@ -141,8 +141,8 @@ def warn_adapters_left(out: Path, writes: Sequence[Path] = (), start: Path | Non
     left = adapters_left(out, writes, start)
     if left:
         listed = ", ".join(map(str, left))
-        these = "lowdim adapters of an earlier run, left as they were" if len(left) > 1 \
-            else "a lowdim adapter of an earlier run, left as it was"
+        these = "lowdim adapters this run does not write, left as they were" if len(left) > 1 \
+            else "a lowdim adapter this run does not write, left as it was"
         warnings.warn(f"{listed}: {these} beside this run's {own}", stacklevel=2)
     return left
 

@@ -67,3 +67,11 @@ def test_json_is_the_same_at_any_width(capsys, monkeypatch):
     wide = show(capsys, monkeypatch, "tinyfaces", "--json", columns=200)
 
     assert narrow == wide and json.loads(narrow)["type"] == "registered_model"
+
+
+def test_a_path_with_spaces_is_measured_whole_and_prose_is_not():
+    from lowdim_cli.info_commands import folds_a_path
+
+    spaced = [("files", "/home/me/My Models/tiny faces/" + "x" * 20)]  # each word fits 48 columns, the path not
+    assert folds_a_path(spaced, 60) and not folds_a_path(spaced, 120)
+    assert not folds_a_path([("note", "a long line of prose " * 5)], 60)

@@ -103,3 +103,18 @@ def test_an_adapter_of_a_plugin_space_names_the_package_a_machine_without_it_mus
         from lowdim_sd.file_info import describe
 
         assert "(package lowdim-vera)" in dict(describe(path).rows)["needs"]
+
+
+def test_a_never_called_hook_s_warning_names_the_package_to_fix_or_uninstall(monkeypatch):
+    # The module is not the distribution's name: a user reading only 'badname' cannot tell what to uninstall.
+    module = types.ModuleType("badname")
+    module.register_spaces = unmarked()
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    point = types.SimpleNamespace(name="my-plugin", value="badname", group="lowdim", load=lambda: module,
+                                  dist=types.SimpleNamespace(name="lowdim-my-plugin"))
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [point])
+    with pytest.warns(plugins.PluginWarning) as caught:
+        lowdim.Registry.from_plugins(load_entry_points=True)
+    assert [str(w.message) for w in caught] == [
+        "plugin 'my-plugin' (badname, package lowdim-my-plugin) defines register_spaces without @hookimpl "
+        "(from lowdim.hookspecs), so it is never called"]

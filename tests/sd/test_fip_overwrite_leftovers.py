@@ -48,8 +48,8 @@ def test_an_adapter_run_names_a_subjects_run_s_adapters_and_leaves_them(subjects
     code, text = train(capsys, tiny_sd, tmp_path, subjects_run, *(["--overwrite"] if overwrite else []))
     assert code == 0, text
     said = " ".join(text.split())
-    assert (f"{subjects_run / 'alice.safetensors'}, {subjects_run / 'bob.safetensors'}: lowdim adapters of an "
-            f"earlier run, left as they were beside this run's adapter") in said, said
+    assert (f"{subjects_run / 'alice.safetensors'}, {subjects_run / 'bob.safetensors'}: lowdim adapters this "
+            f"run does not write, left as they were beside this run's adapter") in said, said
     assert OTHER not in said and "removed" not in said, said
     assert names(subjects_run) == ["adapter.safetensors", "alice.safetensors", "bob.safetensors", OTHER]
 
@@ -60,7 +60,7 @@ def test_the_adapter_init_starts_from_is_not_named(subjects_run, tiny_sd, tmp_pa
     code, text = train(capsys, tiny_sd, tmp_path, subjects_run, "--init", start)
     assert code == 0, text
     said = " ".join(text.split())
-    assert f"{subjects_run / 'bob.safetensors'}: a lowdim adapter of an earlier run, left as it was" in said, said
+    assert f"{subjects_run / 'bob.safetensors'}: a lowdim adapter this run does not write, left as it was" in said, said
     assert str(start) not in said, said
     assert start.read_bytes() == before
 
@@ -75,8 +75,8 @@ def test_a_subjects_run_names_an_adapter_run_s_adapter_and_leaves_it(untrained_a
     code, text = run(capsys, "train", "-m", tiny_sd, "--subjects", people, "-o", out, "--steps", 1, "--no-augment")
     assert code == 0, text
     said = " ".join(text.split())
-    assert f"{out / 'adapter.safetensors'}: a lowdim adapter of an earlier run, left as it was beside this run's " \
-           f"adapters" in said, said
+    assert f"{out / 'adapter.safetensors'}: a lowdim adapter this run does not write, left as it was beside " \
+           f"this run's adapters" in said, said
     assert names(out) == ["adapter.safetensors", *[f"person{number}.safetensors" for number in range(3)]]
 
 

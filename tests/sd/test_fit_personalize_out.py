@@ -46,7 +46,7 @@ def test_personalize_names_a_subjects_run_s_adapter_and_leaves_it(subjects_run, 
     assert code == 0, text
     said = " ".join(text.split())
     alice = subjects_run / "alice.safetensors"
-    assert f"{alice}: a lowdim adapter of an earlier run, left as it was beside this run's adapter" in said, said
+    assert f"{alice}: a lowdim adapter this run does not write, left as it was beside this run's adapter" in said, said
     assert OTHER not in said and "removed" not in said, said
     assert names(subjects_run) == ["adapter.safetensors", "alice.safetensors", OTHER]
 
@@ -89,7 +89,8 @@ def test_a_resumed_full_run_does_not_repeat_the_warning_of_adapters_left(untrain
     shutil.copy(untrained_adapter, out / "other.safetensors")
     command = ["train", "-m", tiny_sd, "-i", one_subject(tmp_path / "refs", side=16), "-o", out, "--no-augment",
                "--full", "--checkpoint-every", 1]
-    warning = f"{out / 'other.safetensors'}: a lowdim adapter of an earlier run, left as it was beside this run's model"
+    warning = (f"{out / 'other.safetensors'}: a lowdim adapter this run does not write, left as it was beside this "
+               f"run's model")
     code, text = run(capsys, *command, "--steps", 1)
     assert code == 0, text
     assert warning in text, text  # the first start names it

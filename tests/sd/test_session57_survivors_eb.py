@@ -90,9 +90,9 @@ def test_a_full_run_names_the_subjects_runs_adapters_it_leaves_beside_its_model(
     assert sorted(contents(out)) == ["ann.safetensors", "bob.safetensors", "carol.safetensors"]
     assert contents(out) == before  # each left as it was
     assert (out / "model").is_dir()
-    assert text.count("lowdim adapters of an earlier run") == 1, text
-    assert (f"{out / 'ann.safetensors'}, {out / 'bob.safetensors'}: lowdim adapters of an earlier run, left as they "
-            f"were beside this run's model") in text, text
+    assert text.count("lowdim adapters this run does not write") == 1, text
+    assert (f"{out / 'ann.safetensors'}, {out / 'bob.safetensors'}: lowdim adapters this run does not write, left "
+            f"as they were beside this run's model") in text, text
     assert "carol.safetensors" not in text, text
 
 
