@@ -197,7 +197,7 @@ def eval_(
     from lowdim_sd.runs import check_folder_target
 
     model = recorded_model(folder)
-    names = metric_names_for(metrics, model)
+    names = metric_names_for(metrics, model, folder)
     typed = typed_options(ctx)
     margin = crop_margin_given(crop_margin, margin, typed)
     check_crop_flags(crop, crop_size, margin, typed)
@@ -223,13 +223,15 @@ def eval_(
         raise LowdimError(failure if model is None else f"{failure}; prompts.json says {model} drew them")
 
 
-def metric_names_for(typed: str | None, model: str | None) -> tuple[str, ...]:
+def metric_names_for(typed: str | None, model: str | None, folder: Path) -> tuple[str, ...]:
     """--metrics as typed; without it, the metrics that can read the pictures of the model that drew them
-    (said in a line when they are not the paper's four, so the table's columns are no surprise)."""
-    from lowdim_sd.eval.job import metrics_model, model_metrics, parse_metric_names
+    (said in a line when they are not the paper's four, so the table's columns are no surprise), or one line
+    when that model's plugin, which brings them, is not installed."""
+    from lowdim_sd.eval.job import metrics_model, model_metrics, parse_metric_names, refuse_a_missing_plugins_pictures
 
     if typed is not None:
         return parse_metric_names(typed)
+    refuse_a_missing_plugins_pictures(folder, model)
     names = model_metrics(model)
     if names != parse_metric_names(DEFAULT_METRICS):
         base = metrics_model(model)

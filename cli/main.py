@@ -9,6 +9,7 @@ script's signal handling, are ``lowdim_cli.errors``'.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
@@ -32,14 +33,67 @@ from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal
 from lowdim_cli.version import show_version
 from lowdim_sd import status_line
 
+# Commands lowdim's own plugins add, by the distribution that brings each (lowdim.space_packages.FIRST_PARTY_SPACES
+# is the same for spaces): without it, `lowdim NAME` says what to install rather than click's bare "No such command".
+# tests/test_fiv_missing_plugin_words.py holds it to what the installed first-party plugins register.
+FIRST_PARTY_COMMANDS = {"tinyfaces-identities": "lowdim-tinyfaces"}
+
+# The command a newcomer wants first, whose summary sits ninth in the list of commands; both lines need START_PLUGIN.
+START_HERE = ("Start here: lowdim personalize -m tinyfaces -i face.jpg -o me  (one face image to a model that draws "
+              "it, offline in under a minute on a CPU; then the `lowdim generate` line it prints). No face at hand? "
+              "`lowdim tinyfaces-identities -o faces --count 1 --split test` writes one of the 32x32 made-up faces "
+              "tinyfaces knows (a photo of a real person comes out as one of them too): -i faces/id-00000.png.")
+START_PLUGIN = "lowdim-tinyfaces"
+
+
+class RootGroup(ValueWordsGroup):
+    """`lowdim` itself: its help's first steps say first what to install when their plugin is missing, and a
+    first-party plugin's command typed without that plugin says which to install, where click says only "No such
+    command". Both are decided when asked, from the plugins' entry points: no torch for --help."""
+
+    def get_command(self, ctx, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        plugin = FIRST_PARTY_COMMANDS.get(cmd_name)
+        if command is None and plugin is not None and not ctx.resilient_parsing and \
+                (words := _absent_plugin_words(plugin)):
+            raise _command_line_error(f"unknown command '{cmd_name}': it comes with {words}")
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        self.epilog = start_here()
+        super().format_help(ctx, formatter)
+
+
+def start_here() -> str:
+    """The root help's epilog: START_HERE, after a line naming its plugin where that is missing."""
+    words = _absent_plugin_words(START_PLUGIN)
+    return START_HERE if words is None else \
+        f"The model tinyfaces and `lowdim tinyfaces-identities` below come with {words}. {START_HERE}"
+
+
+def _absent_plugin_words(plugin: str) -> str | None:
+    """'the plugin P, which is not installed (pip install P; ...)' where no plugin of distribution ``plugin`` is
+    loaded; with LOWDIM_NO_PLUGINS set, that variable instead (P may well be installed). None when it is loaded."""
+    from lowdim.space_packages import absent_plugin_words, loads_a_plugin_of
+
+    return None if loads_a_plugin_of(plugin, _plugins_in_use()) else absent_plugin_words(plugin)
+
+
+def _command_line_error(message: str) -> Exception:
+    """One `Error:` line and status 2, as click's usage errors have, without their usage lines: the command line
+    is fine, the command is not installed. A ClickException of the click typer runs on (its own copy from 0.25)."""
+    import typer.core
+
+    click_module = getattr(typer.core, "_click", None) or importlib.import_module("click")
+    error = click_module.ClickException(message)
+    error.exit_code = 2
+    return error
+
+
 app = typer.Typer(
     name="lowdim",
     help="Tiny, fast personalization of text-to-image models in low-dimensional weight spaces.",
-    # The command a newcomer wants first, whose summary sits ninth in the list below.
-    epilog="Start here: lowdim personalize -m tinyfaces -i face.jpg -o me  (one face image to a model that draws it, "
-           "offline in under a minute on a CPU; then the `lowdim generate` line it prints). No face at hand? "
-           "`lowdim tinyfaces-identities -o faces --count 1 --split test` writes one of the 32x32 made-up faces "
-           "tinyfaces knows (a photo of a real person comes out as one of them too): -i faces/id-00000.png.",
+    epilog=START_HERE,  # RootGroup adds what to install first where the plugin is missing
     no_args_is_help=True,
     # -h as pytest, pip and most tools take it; every command and group under the root inherits it (no command
     # uses -h for anything else: tests/test_help_review_eo.py)
@@ -47,12 +101,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    cls=ValueWordsGroup,
+    cls=RootGroup,
     result_callback=lambda value, **options: None,  # a command's return value is no exit status (main())
 )
 
 if TYPE_CHECKING:
     import click
+    import pluggy
 
 
 class _UsageError(Protocol):
@@ -104,15 +159,22 @@ def _add_plugin_commands() -> None:
 
     The commands of the registry in use (one ``use_registry`` installed), else of the installed plugins,
     without building the registry: that imports torch, which --help and usage errors never need."""
-    from lowdim.plugins import call_each, installed_plugins
-    from lowdim.registry import current_registry
+    from lowdim.plugins import call_each
 
-    registry = current_registry()
-    manager = registry.manager if registry is not None else installed_plugins()
+    manager = _plugins_in_use()
     if manager is not None and id(manager) not in _commands_added_for:
         _commands_added_for.add(id(manager))
         guard = _CommandGuard(app)
         call_each(manager, "register_commands", guard.before, on_success=guard.keep, on_failure=guard.take_back)
+
+
+def _plugins_in_use() -> pluggy.PluginManager | None:
+    """The plugins of the registry in use (one ``use_registry`` installed), else the installed ones."""
+    from lowdim.plugins import installed_plugins
+    from lowdim.registry import current_registry
+
+    registry = current_registry()
+    return registry.manager if registry is not None else installed_plugins()
 
 
 class _CommandGuard:

@@ -16,6 +16,8 @@ from lowdim import json_text
 from lowdim.errors import ConfigError
 
 if TYPE_CHECKING:
+    import pluggy
+
     from lowdim.registry import Registry
     from lowdim.spaces.base import Space
 
@@ -24,13 +26,26 @@ if TYPE_CHECKING:
 FIRST_PARTY_SPACES = {"vera": "lowdim-vera"}
 
 
+def not_installed_words(plugin: str) -> str:
+    """'the plugin P, which is not installed (pip install P; ...)': how every message about a missing first-party
+    plugin (its space, its command, the root help's first steps) names it and what to run, in the same words."""
+    return (f"the plugin {plugin}, which is not installed (pip install {plugin}; from a checkout, pip install -e "
+            f"plugins/{plugin})")
+
+
+def absent_plugin_words(plugin: str) -> str:
+    """``not_installed_words``, or with LOWDIM_NO_PLUGINS set that variable instead, since P may well be installed."""
+    from lowdim.plugins import plugins_disabled
+
+    if plugins_disabled():
+        return f"the plugin {plugin}, and LOWDIM_NO_PLUGINS is set, so no plugin is loaded; unset it, or set it to 0"
+    return not_installed_words(plugin)
+
+
 def first_party_hint(name: str) -> str:
     """': it comes with the plugin P, which is not installed (...)' for a first-party plugin's space; '' else."""
     plugin = FIRST_PARTY_SPACES.get(name)
-    if plugin is None:
-        return ""
-    return (f": it comes with the plugin {plugin}, which is not installed (pip install {plugin}; from a checkout, "
-            f"pip install -e plugins/{plugin})")
+    return f": it comes with {not_installed_words(plugin)}" if plugin is not None else ""
 
 
 def space_names(name: str, config: Any) -> list[str]:
@@ -88,6 +103,8 @@ def missing_space_words(name: str, package: str | None, registry: Registry) -> s
     """Why the file's space ``name`` cannot be made here: plugins switched off, a clash, or not installed."""
     if problem := registry.space_unavailable(name, package) or unloaded_package(name, package, registry):
         return problem
+    if package is not None and package == FIRST_PARTY_SPACES.get(name):  # the words `--space vera` gets
+        return f"its space '{name}' comes with {not_installed_words(package)}"
     provider = f" (package {package})" if package else ""
     return (f"its space '{name}' is not installed here (known: {', '.join(sorted(registry.spaces))}); install the "
             f"plugin that provides it{provider}")
@@ -104,15 +121,16 @@ def unloaded_package(name: str, package: str | None, registry: Registry) -> str 
     if error := failed_to_load().get(package):
         return (f"its space '{name}' comes from package {package}, which is installed but failed to load "
                 f"({' '.join(error.split())}): fix or reinstall it (`lowdim --version` lists plugin errors)")
-    if _loads_a_plugin_of(package, registry):
+    if loads_a_plugin_of(package, registry.manager):
         return (f"its space '{name}' comes from package {package}, which is installed but registers no space "
                 f"'{name}' here: a hook of it raised (the plugin warning says where), or this version of it has none")
     return None
 
 
-def _loads_a_plugin_of(package: str, registry: Registry) -> bool:
-    """Whether ``registry``'s plugins include one installed by distribution ``package``."""
-    from lowdim.registry import plugin_label
+def loads_a_plugin_of(package: str, manager: pluggy.PluginManager | None) -> bool:
+    """Whether ``manager``'s plugins (a registry's, or those the CLI adds commands of) include one installed by
+    distribution ``package``. Reads entry points only: no plugin hook runs, nothing imports torch."""
+    from lowdim.plugin_calling import plugin_label
 
-    loaded = registry.manager.list_name_plugin() if registry.manager is not None else []
+    loaded = manager.list_name_plugin() if manager is not None else []
     return any(plugin_label(plugin).endswith(f"(package {package})") for plugin, _ in loaded if plugin)

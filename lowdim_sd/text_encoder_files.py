@@ -38,7 +38,64 @@ def save_pipeline(pipe: Any, folder: Path, **save_options: Any) -> None:
     with _saving_nested(getattr(pipe, "text_encoder", None)), quiet_libraries():
         pipe.save_pretrained(folder, safe_serialization=True, **save_options)
     load_text_encoder_as_fp32(Path(folder))
+    name_registered_sources(Path(folder))
     readable_per_umask(Path(folder))
+
+
+# The keys diffusers (model_index.json, each part's config.json) and transformers (a tokenizer's) record the folder a
+# pipeline or part was read from by.
+SOURCE_KEYS = ("_name_or_path", "name_or_path")
+
+
+def name_registered_sources(folder: Path) -> None:
+    """Record a registered model's own folder, which diffusers writes as the ``_name_or_path`` of the pipeline and
+    of each part it read from there, by the model's name (``tinyfaces``), as lowdim_merge.json does (docs/sd.md,
+    "Paths in files", policy 2): the folder is where pip put the model (site-packages, a venv in the user's home),
+    which a model handed on or uploaded would otherwise carry. A folder of the user's own keeps the absolute path
+    diffusers writes: it is the user's file, recorded by path as lowdim_merge.json records it (policy 1), and the
+    only note of where the weights came from that other tools read."""
+    for path in sorted(folder.rglob("*.json")):
+        config = _source_config(path)
+        names = {key: name for key in SOURCE_KEYS if isinstance(config.get(key), str)
+                 and (name := _registered_name(config[key])) is not None}
+        if names:
+            _write_json(path, {**config, **names})
+
+
+def _write_json(path: Path, config: dict[str, Any]) -> None:
+    text = json.dumps(config, indent=2) + "\n"  # the keys in the order diffusers wrote them
+    atomic_write(path, lambda name: Path(name).write_text(text))
+
+
+def _registered_name(source: str) -> str | None:
+    """The registered model whose own folder ``source`` is, or a part of (``.../model/unet``), by its hub id where
+    it loads from one (sd15's snapshot in the cache: what any tool reads) and else by its name; None for a name, a
+    hub id or any other folder."""
+    from lowdim_sd.model_names import registered_source
+    from lowdim_sd.recorded_paths import is_recorded_name, registered_model_of
+
+    if is_recorded_name(source):
+        return None
+    try:
+        here = Path(source).resolve()
+    except (OSError, ValueError):  # a NUL in the text: no folder
+        return None
+    name = registered_model_of(here) or registered_model_of(here.parent)
+    hub_id = registered_source(name) if name is not None else None
+    return hub_id if hub_id is not None and is_recorded_name(hub_id) else name
+
+
+def _source_config(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` where it records a source folder (read whole only then: a tokenizer.json is
+    megabytes); empty for any other file."""
+    if not path.is_file() or path.is_symlink():
+        return {}
+    try:
+        text = path.read_text()
+        value = json_text.loads(text) if "name_or_path" in text else {}
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def readable_per_umask(folder: Path) -> None:

@@ -36,8 +36,8 @@ def test_a_stack_with_a_plugin_component_records_its_package_and_names_it_where_
     path = vera_stack_adapter(tmp_path)
     assert json.loads(lowdim.read_adapter(path).metadata["space_packages"]) == {"vera": "lowdim-vera"}
     with lowdim.use_registry(without_plugins()):
-        with pytest.raises(lowdim.errors.LowdimError, match=r"its space 'vera' is not installed here .*; install "
-                                                            r"the plugin that provides it \(package lowdim-vera\)"):
+        with pytest.raises(lowdim.errors.LowdimError, match=r"its space 'vera' comes with the plugin lowdim-vera, "
+                                                            r"which is not installed \(pip install lowdim-vera;"):
             lowdim.read_adapter(path)
         info = describe(path)
     assert "space 'vera' (package lowdim-vera)" in dict(info.rows)["needs"]

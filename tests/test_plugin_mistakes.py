@@ -98,7 +98,8 @@ def test_an_adapter_of_a_plugin_space_names_the_package_a_machine_without_it_mus
     lowdim.inject(plain, lowdim.get_space("lidb"), ["0"])
     assert "space_package" not in lowdim.read_adapter(lowdim.save_adapter(tmp_path / "l.safetensors", plain)).metadata
     with lowdim.use_registry(lowdim.Registry.from_plugins(load_entry_points=False)):  # a machine without it
-        with pytest.raises(lowdim.errors.LowdimError, match=r"plugin that provides it \(package lowdim-vera\)"):
+        with pytest.raises(lowdim.errors.LowdimError, match=r"the plugin lowdim-vera, which is not installed \(pip "
+                                                            r"install lowdim-vera"):
             lowdim.read_adapter(path)
         from lowdim_sd.file_info import describe
 

@@ -217,6 +217,24 @@ def model_metrics(model: str | None) -> tuple[str, ...]:
     return tuple(PAPER_METRICS)
 
 
+def refuse_a_missing_plugins_pictures(folder: PathArg, model: str | None) -> None:
+    """Pictures a first-party plugin's model drew (prompts.json says tinyfaces), scored by default where that plugin
+    is not installed: one line naming the plugin, before any metric loads. The paper's four, the fallback for an
+    unknown model, find nothing in TinyFaces' 32 px pictures, and their errors would send the user after dlib and
+    gigabytes of ViTs. A merge is judged by its recorded base model, as ``model_metrics`` judges it."""
+    from lowdim.paths import expand_user
+    from lowdim.space_packages import absent_plugin_words
+    from lowdim_sd.registered_models import FIRST_PARTY_MODELS
+
+    base = metrics_model(model)
+    plugin = FIRST_PARTY_MODELS.get(base.lower()) if base is not None else None
+    if base is None or plugin is None or base.lower() in get_registry().backends or expand_user(base).exists():
+        return
+    merge = "" if base == model else f" (a merge of {base}, its record says)"
+    raise LowdimError(f"{Path(folder) / 'prompts.json'} says {model} drew these pictures{merge}; its metrics come "
+                      f"with {absent_plugin_words(plugin)}")
+
+
 def nothing_scored(report: EvalReport, requested: tuple[str, ...]) -> str | None:
     """The error line when no metric scored a single image (None when any did), with the likely fix."""
     if any(result.summary.scored for result in report.results):

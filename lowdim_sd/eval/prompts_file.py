@@ -20,6 +20,8 @@ from lowdim_sd.eval.image_files import EvalWarning
 from lowdim_sd.eval.listed_images import listing_problem
 
 PROMPT_FILES = ("prompts.json", "prompts.csv")
+# The format, in the errors about it: a wheel has no docs/ to send the reader to.
+JSON_EXAMPLE = '{"images": [{"image": "000.png", "prompt": "a photo of a sks face"}], "references": ["face.jpg"]}'
 
 
 class EvalFolderError(LowdimError):
@@ -57,8 +59,9 @@ def read_prompts(folder: Path) -> PromptsFile:
     if found:
         path = folder / found[0]
         return _read_json(path) if path.suffix == ".json" else _read_csv(path)
-    raise EvalFolderError(f"{folder} has no {' or '.join(PROMPT_FILES)} saying each image's prompt "
-                          f"(see docs/eval.md; `lowdim generate` writes one)")
+    raise EvalFolderError(f"{folder} has no {' or '.join(PROMPT_FILES)} saying each image's prompt: write "
+                          f"prompts.json as {JSON_EXAMPLE}, or prompts.csv as a header line image,prompt and a row "
+                          f"per image (`lowdim generate` writes one; more in docs/eval.md)")
 
 
 class _RepeatedKey(ValueError):
@@ -91,7 +94,8 @@ def _read_json(path: Path) -> PromptsFile:
     if isinstance(data, list):
         data = {"images": data}
     if not isinstance(data, dict) or "images" not in data:
-        raise EvalFolderError(f"{path} must be an object with an \"images\" list (see docs/eval.md)")
+        raise EvalFolderError(f"{path} must be an object with an \"images\" list, such as {JSON_EXAMPLE} (more "
+                              f"in docs/eval.md)")
     images = data["images"]
     if isinstance(images, dict):
         images = [_mapped_entry(path, key, value) for key, value in images.items()]

@@ -29,6 +29,10 @@ from lowdim_sd.markdown_cells import markdown_cell
 # Errors a metric factory raises when its model files are broken; a plugin's other errors are bugs.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError)
 
+# Metrics lowdim's own plugins register, by the distribution that brings each (as FIRST_PARTY_MODELS is for
+# models, lowdim_sd.registered_models): a wheel install has them only once that plugin is installed.
+FIRST_PARTY_METRICS = dict.fromkeys(("tinyfaces-identity", "tinyfaces-style", "tinyfaces-image"), "lowdim-tinyfaces")
+
 
 @dataclass
 class MetricResult:
@@ -249,6 +253,16 @@ def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str,
     return {k: v for k, v in options.items() if k in params}
 
 
+def unknown_metric(name: str, registered: Sequence[str]) -> str:
+    """The line for a metric name no plugin registered: a first-party plugin's metric says which plugin brings it,
+    in the words a missing model gets."""
+    from lowdim.space_packages import absent_plugin_words
+
+    plugin = FIRST_PARTY_METRICS.get(name)
+    brought = f": it comes with {absent_plugin_words(plugin)}" if plugin else ""
+    return f"unknown metric '{name}'{brought}; registered: {', '.join(registered) or 'none'}"
+
+
 def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None,
                  shared: dict[str, Any] | None = None,
                  owner: str = "EvalJob") -> tuple[dict[str, Metric], dict[str, str]]:
@@ -263,7 +277,7 @@ def load_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None
     registry, options = get_registry(), options or {}
     unknown = [n for n in names if n not in registry.metrics]
     if unknown:
-        raise LowdimError(f"unknown metric '{unknown[0]}'; registered: {', '.join(sorted(registry.metrics)) or 'none'}")
+        raise LowdimError(unknown_metric(unknown[0], sorted(registry.metrics)))
     for name in options:
         if name not in names:
             raise LowdimError(f"options given for metric '{name}', which is not among "

@@ -2,6 +2,9 @@
 
     python -m lowdim_tinyfaces.quality [--model tinyfaces] [--per-style 32] [--out docs/]
 
+``--out`` defaults to the plugin's docs/ in its checkout, and to the current folder when the package is installed
+(a wheel's docs/ would be a stray top-level folder in site-packages that no distribution owns).
+
 * style following: for every style prompt, the share of generated images that the committed style
   classifier assigns to the prompted style (gate: >= 80% for every style);
 * diversity: mean pairwise identity-embedding cosine of generated "a photo of a face" images,
@@ -85,11 +88,13 @@ def write_report(report: dict, samples: dict[str, torch.Tensor], out: Path, colu
 
     text = json.dumps(report, indent=2)
     atomic_write(out / "quality.json", lambda temp: Path(temp).write_text(text))
+    # One row per style: as many columns as the fewest samples a style has, so a row never holds two styles
+    shown = min([columns, *(len(batch) for batch in samples.values())])
     images, labels = [], []
     for style, batch in samples.items():
-        images += to_pil(batch[:columns])
+        images += to_pil(batch[:shown])
         labels.append(prompt_for(style))
-    save_grid(out / "quality_grid.png", images, ncol=columns, row_labels=labels, cell=64)
+    save_grid(out / "quality_grid.png", images, ncol=shown, row_labels=labels, cell=64)
     rows = "\n".join(f"| {style} | `{prompt_for(style)}` | {acc:.0%} |"
                      for style, acc in report["style_accuracy"].items())
     sims = report["photo_mean_pairwise_identity_cosine"]
@@ -102,14 +107,27 @@ def write_report(report: dict, samples: dict[str, torch.Tensor], out: Path, colu
     atomic_write(out / "quality.md", lambda temp: Path(temp).write_text(markdown))
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, a --per-style or --steps below 1 refused in one line before minutes of drawing."""
+    from lowdim_tinyfaces import train_model  # the module attribute, which a test replaces
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tinyfaces")
     parser.add_argument("--per-style", type=int, default=32)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report folder (default: the plugin's docs/ in its checkout, else the current folder)")
+    args = parser.parse_args(argv)
+    for flag, value in (("--per-style", args.per_style), ("--steps", args.steps)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    args.out = args.out or train_model.shipped_folder_default(Path(__file__).resolve().parents[1] / "docs") or Path()
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     report, samples = evaluate(args.model, args.per_style, args.steps, args.guidance)
     write_report(report, samples, args.out)
     print(json.dumps(report, indent=2))

@@ -14,6 +14,7 @@ import argparse
 import calendar
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,31 @@ def run_tokenizer(folder: Path, cfg: TrainConfig, resume: bool):
     return build_tokenizer(folder, cfg.max_text_length, cfg.captions)
 
 
+def in_its_checkout(package: Path = Path(__file__).resolve().parent) -> bool:
+    """Whether the package folder ``package`` is in its source checkout (``plugins/lowdim-tinyfaces``, whose
+    pyproject.toml sits above it), where git restores a shipped file a dev script overwrites. False when installed
+    from a wheel: the folder is then pip's, in site-packages, and nothing would restore what a script wrote there
+    (pip's RECORD hashes go stale too)."""
+    try:
+        pyproject = (package.parent / "pyproject.toml").read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r"""^name\s*=\s*["']lowdim-tinyfaces["']""", pyproject, re.MULTILINE) is not None
+
+
+def shipped_folder_default(shipped: Path) -> Path | None:
+    """A dev script's folder of shipped files (``shipped``) as its default, in the checkout only; None when
+    installed, where the script must be told a folder of its own (``installed_refusal``)."""
+    return shipped if in_its_checkout() else None
+
+
+def installed_refusal(flag: str, what: str) -> str:
+    """One line: an installed package's files are not a dev script's to overwrite by default."""
+    return (f"{flag} is required here: lowdim-tinyfaces is installed (not its checkout), and by default this "
+            f"would overwrite the {what}, which pip installed in {Path(__file__).resolve().parent}; name a folder "
+            f"of your own")
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with every value that cannot train refused in one line before anything is written."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -110,7 +136,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                     help="active minutes for the whole run (stage 1, stage 2 and the export)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--micro", action="store_true", help="toy config for smoke tests")
-    ap.add_argument("--model-dir", type=Path, default=None, help="export folder (default: package)")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="export folder (default: the package's model folder, in the checkout only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deadline", default=None,
                     help="UTC HH:MM by which UNet training must stop (export follows); with --unet-steps "
@@ -130,6 +157,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu",
                     help="where stage 2 trains (cpu, cuda, cuda:1, ...); stage 1 and the renders stay on the CPU")
     args = ap.parse_args(argv)
+    args.model_dir = args.model_dir or shipped_folder_default(model_path())
+    if args.model_dir is None:
+        ap.error(installed_refusal("--model-dir", "model it ships"))
     problem = args.init_from and not_a_model_folder(args.init_from)
     if problem:
         ap.error(f"--init-from {problem}")
@@ -198,8 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                                               tokenizer, device=args.device)
     if not finished:
         return  # paused at --deadline before its --unet-steps: nothing to export yet
-    model_dir = args.model_dir or model_path()
-    export_pipeline(model_dir, vae, unet, text_encoder, tokenizer, out, log)
+    export_pipeline(args.model_dir, vae, unet, text_encoder, tokenizer, out, log)
 
 
 if __name__ == "__main__":

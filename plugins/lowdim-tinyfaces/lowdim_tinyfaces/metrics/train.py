@@ -123,7 +123,8 @@ def train_identity(args: argparse.Namespace, log: Log) -> IdentityEncoder:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/metrics"))
-    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="where the weights go (default: the package's, in the checkout only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--style-steps", type=int, default=300)
@@ -173,8 +174,20 @@ def _identity_report(args: argparse.Namespace, log: Log) -> dict:
     return report
 
 
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; an installed package's weights are overwritten only when named (``--weights-dir``)."""
+    from .. import train_model  # the module attribute, which a test replaces
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.weights_dir = args.weights_dir or train_model.shipped_folder_default(WEIGHTS_DIR)
+    if args.weights_dir is None:
+        parser.error(train_model.installed_refusal("--weights-dir", "metric weights it ships"))
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
