@@ -34,18 +34,22 @@ def not_installed_words(plugin: str) -> str:
 
 
 def absent_plugin_words(plugin: str) -> str:
-    """``not_installed_words``, or with LOWDIM_NO_PLUGINS set that variable instead, since P may well be installed."""
-    from lowdim.plugins import plugins_disabled
+    """``not_installed_words``, unless P may well be installed: with LOWDIM_NO_PLUGINS set, that variable; where its
+    entry point failed to load, that error (reinstalling from pip would be the wrong advice)."""
+    from lowdim.plugins import failed_to_load, plugins_disabled
 
     if plugins_disabled():
         return f"the plugin {plugin}, and LOWDIM_NO_PLUGINS is set, so no plugin is loaded; unset it, or set it to 0"
+    if error := failed_to_load().get(plugin):
+        return (f"the plugin {plugin}, which is installed but failed to load ({' '.join(error.split())}): fix or "
+                f"reinstall it (`lowdim --version` lists plugin errors)")
     return not_installed_words(plugin)
 
 
 def first_party_hint(name: str) -> str:
     """': it comes with the plugin P, which is not installed (...)' for a first-party plugin's space; '' else."""
     plugin = FIRST_PARTY_SPACES.get(name)
-    return f": it comes with {not_installed_words(plugin)}" if plugin is not None else ""
+    return f": it comes with {absent_plugin_words(plugin)}" if plugin is not None else ""
 
 
 def space_names(name: str, config: Any) -> list[str]:

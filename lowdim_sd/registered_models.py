@@ -14,7 +14,7 @@ from lowdim.injection.select import LayerSet
 from lowdim.paths import expand_user
 from lowdim.plugins import NO_PLUGINS_NOTE, plugins_disabled
 from lowdim.registry import Entry, get_registry, plugin_label
-from lowdim.space_packages import not_installed_words
+from lowdim.space_packages import absent_plugin_words
 from lowdim_sd.plugin import SDBackend
 
 
@@ -71,7 +71,7 @@ def missing_plugin_words(model: str) -> str | None:
     """'it comes with the plugin lowdim-tinyfaces, which is not installed (pip install ...)' for a first-party
     plugin's model; None for any other name."""
     plugin = FIRST_PARTY_MODELS.get(model.lower())
-    return None if plugin is None else f"it comes with {not_installed_words(plugin)}"
+    return None if plugin is None else f"it comes with {absent_plugin_words(plugin)}"
 
 
 def refuse_a_model_whose_plugin_is_missing(model: str) -> None:

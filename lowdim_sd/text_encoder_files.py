@@ -51,9 +51,9 @@ def name_registered_sources(folder: Path) -> None:
     """Record a registered model's own folder, which diffusers writes as the ``_name_or_path`` of the pipeline and
     of each part it read from there, by the model's name (``tinyfaces``), as lowdim_merge.json does (docs/sd.md,
     "Paths in files", policy 2): the folder is where pip put the model (site-packages, a venv in the user's home),
-    which a model handed on or uploaded would otherwise carry. A folder of the user's own keeps the absolute path
-    diffusers writes: it is the user's file, recorded by path as lowdim_merge.json records it (policy 1), and the
-    only note of where the weights came from that other tools read."""
+    which a model handed on or uploaded would otherwise carry. A folder of the user's own keeps the path diffusers
+    writes, as the user gave it: it is the user's file, recorded by path as lowdim_merge.json records it (policy 1),
+    and the only note of where the weights came from that other tools read."""
     for path in sorted(folder.rglob("*.json")):
         config = _source_config(path)
         names = {key: name for key in SOURCE_KEYS if isinstance(config.get(key), str)
@@ -86,7 +86,7 @@ def _registered_name(source: str) -> str | None:
 
 
 def _source_config(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path`` where it records a source folder (read whole only then: a tokenizer.json is
+    """The JSON object in ``path`` where it records a source folder (parsed only then: a tokenizer.json is
     megabytes); empty for any other file."""
     if not path.is_file() or path.is_symlink():
         return {}

@@ -144,3 +144,20 @@ def test_a_file_of_a_first_party_space_gives_the_pip_words_that_space_vera_gives
     assert missing_space_words("scalar", "lowdim-scalar", without_plugins()) == (
         "its space 'scalar' is not installed here (known: lidb, lora, stack, ti); install the plugin that provides "
         "it (package lowdim-scalar)")
+
+
+def test_a_first_party_plugin_that_failed_to_load_is_not_called_uninstalled(monkeypatch):
+    # pip install would be the wrong advice: the package is there, and `lowdim --version` says why it broke.
+    from lowdim import plugins
+    from lowdim.space_packages import absent_plugin_words, first_party_hint
+    from lowdim_sd.registered_models import missing_plugin_words
+
+    monkeypatch.delenv("LOWDIM_NO_PLUGINS", raising=False)
+    monkeypatch.setattr(plugins, "failed_to_load", lambda: {"lowdim-tinyfaces": "ImportError: no module named x",
+                                                           "lowdim-vera": "SyntaxError: bad"})
+    said = absent_plugin_words("lowdim-tinyfaces")
+    assert said == ("the plugin lowdim-tinyfaces, which is installed but failed to load (ImportError: no module named "
+                    "x): fix or reinstall it (`lowdim --version` lists plugin errors)")
+    assert missing_plugin_words("tinyfaces") == f"it comes with {said}"
+    assert "installed but failed to load (SyntaxError: bad)" in first_party_hint("vera")
+    assert "not installed" not in first_party_hint("vera")

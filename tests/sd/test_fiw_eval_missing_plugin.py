@@ -179,3 +179,13 @@ def test_the_no_prompts_file_line_names_the_csv_header_too(tmp_path):
 
     with pytest.raises(EvalFolderError, match=r"prompts\.csv as a header line image,prompt"):
         read_prompts(tmp_path)
+
+
+def test_with_plugins_switched_off_any_unknown_metric_names_the_variable(monkeypatch):
+    from lowdim_sd.eval.report import unknown_metric
+
+    monkeypatch.setenv("LOWDIM_NO_PLUGINS", "1")
+    assert unknown_metric("clip-t", []) == ("unknown metric 'clip-t': LOWDIM_NO_PLUGINS is set, so no plugin is "
+                                            "loaded; unset it, or set it to 0; registered: none")
+    monkeypatch.setenv("LOWDIM_NO_PLUGINS", "0")
+    assert unknown_metric("nope", ["dino"]) == "unknown metric 'nope'; registered: dino"
