@@ -3,9 +3,12 @@ token itself, so CLIP-T scores the prompt without the identifier, as the paper d
 
 from __future__ import annotations
 
+import numpy as np
+
 from lowdim.metrics import Sample
 from lowdim_sd.bench import quality
 from lowdim_sd.bench.quality import QualityJob, run_quality
+from lowdim_sd.images import load_image, to_pil
 
 
 class PromptProbe:
@@ -32,3 +35,9 @@ def test_metrics_get_the_prompt_with_the_token_and_clip_t_reads_it_without(tiny_
     assert [(s.prompt, s.token) for s in probe.seen] == [("a zwx face at night", "zwx"),
                                                          ("a pencil sketch of zwx", "zwx")]
     assert [s.clean_prompt() for s in probe.seen] == ["a face at night", "a pencil sketch of"]
+    # each picture is scored against its identity's photo as personalize reads it, never against itself (review FL)
+    side = np.asarray(probe.seen[0].image).shape[0]
+    photo = np.asarray(to_pil(load_image(identities / "id-0.png", side)[None])[0])
+    for sample in probe.seen:
+        assert len(sample.references) == 1 and np.array_equal(np.asarray(sample.references[0]), photo)
+        assert not np.array_equal(photo, np.asarray(sample.image))

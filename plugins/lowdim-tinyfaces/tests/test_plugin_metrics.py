@@ -82,7 +82,10 @@ def test_style_accuracy_is_one_for_the_prompted_style_and_zero_for_another(level
     ("a  pop-art poster of a sks dog", "popart"), ("a sks face at night", "night"),
     ("a sks face on a red background", "red_background"), ("a sks face wearing a hat", "hat"),
     ("a photo of a sks face at night", None),  # two templates fit: no single style asked for
-    ("a sks face in a cyberpunk city", None), ("", None)])
+    ("a sks face in a cyberpunk city", None), ("", None),
+    # a full stop or "!" after a template with words after the subject (review FL, TP9)
+    ("a sks face at night.", "night"), ("a sks face wearing a hat!", "hat"),
+    ("a sks face on a red background .", "red_background"), ("a photo of a sks face.", "photo")])
 def test_the_prompted_style_is_found_with_any_subject(prompt, style):
     assert prompted_style(prompt) == style
 
@@ -96,6 +99,12 @@ def test_image_similarity_uses_vae_latents(levels, references):
     other = metric.score([Sample(g, (references[(i + 1) % COUNT],), "") for i, g in enumerate(generated)])
     assert np.mean(same) > np.mean(other)
     assert metric.latents(references[:2]).shape == (2, 4 * 8 * 8)
+    # the cosine of the VAE encoder's latent means, not of its std, which also scores 1 on itself (review FL, TP8)
+    with torch.no_grad():
+        means = metric.vae.encode(to_tensor([generated[0], *references[:2]])).latent_dist.mean.flatten(1).double()
+    expected = [float(torch.nn.functional.cosine_similarity(means[0], means[k], dim=0)) for k in (1, 2)]
+    assert metric.score([Sample(generated[0], tuple(references[:2]), "")])[0] == pytest.approx(np.mean(expected),
+                                                                                           abs=1e-5)
 
 
 def test_images_of_any_size_are_scaled_to_32px_in_minus_one_to_one():
