@@ -13,6 +13,7 @@ And the layout itself: rich's table from 100 columns, click's plain list on a na
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import textwrap
@@ -130,17 +131,20 @@ def fit_help_to_terminal(app, columns: int | None = None) -> None:
         fit_help_to_terminal(group.typer_instance, columns)
 
 
+def typers_click() -> Any:
+    """The click module typer runs on: its own copy from typer 0.25 (a core install may have no click), else click."""
+    import typer.core
+
+    return getattr(typer.core, "_click", None) or importlib.import_module("click")
+
+
 def _wrap_plain_help_at_spaces_only() -> None:
     """click wraps its plain help with textwrap's default, which also breaks at hyphens: `--batch-subjects` and
     a method such as `ours-described-styles` were split over two lines, and copied so; and inside a word longer
     than the line (`tinyfaces-identity,tinyfaces-image,t` / `inyfaces-style`), which now overflows instead. Its
     wrapper class is looked up at each wrap, so a subclass that keeps every word whole takes its place (a click
     without that module keeps its own)."""
-    import importlib
-
-    import typer.core
-
-    click = getattr(typer.core, "_click", None) or importlib.import_module("click")
+    click = typers_click()
     try:
         module: Any = importlib.import_module(f"{click.__name__}._textwrap")  # whichever click typer uses
     except ImportError:

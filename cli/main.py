@@ -9,7 +9,6 @@ script's signal handling, are ``lowdim_cli.errors``'.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
@@ -29,7 +28,7 @@ from lowdim_cli import (
     ui_command,
 )
 from lowdim_cli.console import err, user_text
-from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal
+from lowdim_cli.help_values import ValueWordsGroup, fit_help_to_terminal, typers_click
 from lowdim_cli.version import show_version
 from lowdim_sd import status_line
 
@@ -82,10 +81,7 @@ def _absent_plugin_words(plugin: str) -> str | None:
 def _command_line_error(message: str) -> Exception:
     """One `Error:` line and status 2, as click's usage errors have, without their usage lines: the command line
     is fine, the command is not installed. A ClickException of the click typer runs on (its own copy from 0.25)."""
-    import typer.core
-
-    click_module = getattr(typer.core, "_click", None) or importlib.import_module("click")
-    error = click_module.ClickException(message)
+    error = typers_click().ClickException(message)
     error.exit_code = 2
     return error
 

@@ -85,6 +85,8 @@ def plugins_disabled() -> bool:
     return os.environ.get("LOWDIM_NO_PLUGINS", "").strip().lower() not in OFF_VALUES
 
 
+# What a line about one missing plugin, metric or command adds when plugins are switched off.
+PLUGINS_OFF = "LOWDIM_NO_PLUGINS is set, so no plugin is loaded; unset it, or set it to 0"
 NO_PLUGINS_NOTE = ("LOWDIM_NO_PLUGINS is set, so no plugin is loaded and no model is registered, not even lowdim's "
                    "own sd15; unset it, or set it to 0, to use them")
 SPACES_NO_PLUGINS_NOTE = ("LOWDIM_NO_PLUGINS is set, so no plugin is loaded and only lowdim's own spaces are "

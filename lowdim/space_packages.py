@@ -36,14 +36,19 @@ def not_installed_words(plugin: str) -> str:
 def absent_plugin_words(plugin: str) -> str:
     """``not_installed_words``, unless P may well be installed: with LOWDIM_NO_PLUGINS set, that variable; where its
     entry point failed to load, that error (reinstalling from pip would be the wrong advice)."""
-    from lowdim.plugins import failed_to_load, plugins_disabled
+    from lowdim.plugins import PLUGINS_OFF, failed_to_load, plugins_disabled
 
     if plugins_disabled():
-        return f"the plugin {plugin}, and LOWDIM_NO_PLUGINS is set, so no plugin is loaded; unset it, or set it to 0"
+        return f"the plugin {plugin}, and {PLUGINS_OFF}"
     if error := failed_to_load().get(plugin):
-        return (f"the plugin {plugin}, which is installed but failed to load ({' '.join(error.split())}): fix or "
-                f"reinstall it (`lowdim --version` lists plugin errors)")
+        return f"the plugin {plugin}, {failed_words(error)}"
     return not_installed_words(plugin)
+
+
+def failed_words(error: str) -> str:
+    """'which is installed but failed to load (ERROR): fix or reinstall it (...)', of a plugin's package."""
+    return (f"which is installed but failed to load ({' '.join(error.split())}): fix or reinstall it "
+            f"(`lowdim --version` lists plugin errors)")
 
 
 def first_party_hint(name: str) -> str:
@@ -123,8 +128,7 @@ def unloaded_package(name: str, package: str | None, registry: Registry) -> str 
     if not package:
         return None
     if error := failed_to_load().get(package):
-        return (f"its space '{name}' comes from package {package}, which is installed but failed to load "
-                f"({' '.join(error.split())}): fix or reinstall it (`lowdim --version` lists plugin errors)")
+        return f"its space '{name}' comes from package {package}, {failed_words(error)}"
     if loads_a_plugin_of(package, registry.manager):
         return (f"its space '{name}' comes from package {package}, which is installed but registers no space "
                 f"'{name}' here: a hook of it raised (the plugin warning says where), or this version of it has none")

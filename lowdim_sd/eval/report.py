@@ -256,12 +256,12 @@ def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str,
 def unknown_metric(name: str, registered: Sequence[str]) -> str:
     """The line for a metric name no plugin registered: a first-party plugin's metric says which plugin brings it,
     in the words a missing model gets."""
-    from lowdim.plugins import plugins_disabled
+    from lowdim.plugins import PLUGINS_OFF, plugins_disabled
     from lowdim.space_packages import absent_plugin_words
 
     plugin = FIRST_PARTY_METRICS.get(name)
     brought = f": it comes with {absent_plugin_words(plugin)}" if plugin else \
-        ": LOWDIM_NO_PLUGINS is set, so no plugin is loaded; unset it, or set it to 0" if plugins_disabled() else ""
+        f": {PLUGINS_OFF}" if plugins_disabled() else ""
     return f"unknown metric '{name}'{brought}; registered: {', '.join(registered) or 'none'}"
 
 

@@ -109,7 +109,7 @@ def write_report(report: dict, samples: dict[str, torch.Tensor], out: Path, colu
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, a --per-style or --steps below 1 refused in one line before minutes of drawing."""
-    from lowdim_tinyfaces import train_model  # the module attribute, which a test replaces
+    from lowdim_tinyfaces import model_files  # the module attribute, which a test replaces
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tinyfaces")
@@ -122,7 +122,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     for flag, value in (("--per-style", args.per_style), ("--steps", args.steps)):
         if value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
-    args.out = args.out or train_model.shipped_folder_default(Path(__file__).resolve().parents[1] / "docs") or Path()
+    args.out = args.out or model_files.shipped_folder_default(Path(__file__).resolve().parents[1] / "docs") or Path()
     return args
 
 

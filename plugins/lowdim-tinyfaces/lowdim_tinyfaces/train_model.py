@@ -14,7 +14,6 @@ import argparse
 import calendar
 import dataclasses
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from lowdim import json_text
 from lowdim_sd.devices import device_problem
 
 from .grid import save_grid
-from .model_files import model_path, not_a_model_folder
+from .model_files import installed_refusal, model_path, not_a_model_folder, shipped_folder_default
 from .train_config import (
     CAPTION_MODES,
     TrainConfig,
@@ -101,31 +100,6 @@ def run_tokenizer(folder: Path, cfg: TrainConfig, resume: bool):
 
         return CLIPTokenizer.from_pretrained(folder)
     return build_tokenizer(folder, cfg.max_text_length, cfg.captions)
-
-
-def in_its_checkout(package: Path = Path(__file__).resolve().parent) -> bool:
-    """Whether the package folder ``package`` is in its source checkout (``plugins/lowdim-tinyfaces``, whose
-    pyproject.toml sits above it), where git restores a shipped file a dev script overwrites. False when installed
-    from a wheel: the folder is then pip's, in site-packages, and nothing would restore what a script wrote there
-    (pip's RECORD hashes go stale too)."""
-    try:
-        pyproject = (package.parent / "pyproject.toml").read_text()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return re.search(r"""^name\s*=\s*["']lowdim-tinyfaces["']""", pyproject, re.MULTILINE) is not None
-
-
-def shipped_folder_default(shipped: Path) -> Path | None:
-    """A dev script's folder of shipped files (``shipped``) as its default, in the checkout only; None when
-    installed, where the script must be told a folder of its own (``installed_refusal``)."""
-    return shipped if in_its_checkout() else None
-
-
-def installed_refusal(flag: str, what: str) -> str:
-    """One line: an installed package's files are not a dev script's to overwrite by default."""
-    return (f"{flag} is required here: lowdim-tinyfaces is installed (not its checkout), and by default this "
-            f"would overwrite the {what}, which pip installed in {Path(__file__).resolve().parent}; name a folder "
-            f"of your own")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lowdim_tinyfaces import quality, train_model
+from lowdim_tinyfaces import model_files, quality, train_model
 from lowdim_tinyfaces.metrics import train as metrics_train
 from lowdim_tinyfaces.metrics.nets import WEIGHTS_DIR
 from lowdim_tinyfaces.model_files import model_path
@@ -23,7 +23,7 @@ TRAIN_MODEL_REQUIRED = ["--out", "run", "--budget-minutes", "1"]
 @pytest.fixture
 def installed(monkeypatch):
     """The package as a wheel installs it: no checkout of lowdim-tinyfaces above its folder."""
-    monkeypatch.setattr(train_model, "in_its_checkout", lambda: False)
+    monkeypatch.setattr(model_files, "in_its_checkout", lambda: False)
 
 
 def refusal(capsys, parse) -> str:
@@ -37,14 +37,14 @@ def refusal(capsys, parse) -> str:
 
 
 def test_the_package_knows_its_checkout_from_an_installed_copy(tmp_path):
-    assert train_model.in_its_checkout()  # these tests run from the checkout
+    assert model_files.in_its_checkout()  # these tests run from the checkout
     site = tmp_path / "site-packages" / "lowdim_tinyfaces"
     site.mkdir(parents=True)
-    assert not train_model.in_its_checkout(site)
+    assert not model_files.in_its_checkout(site)
     (tmp_path / "site-packages" / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
-    assert not train_model.in_its_checkout(site)
+    assert not model_files.in_its_checkout(site)
     (tmp_path / "site-packages" / "pyproject.toml").write_text('[project]\nname = "lowdim-tinyfaces"\n')
-    assert train_model.in_its_checkout(site)
+    assert model_files.in_its_checkout(site)
 
 
 def test_installed_quality_writes_its_report_in_the_current_folder(installed):

@@ -176,13 +176,13 @@ def _identity_report(args: argparse.Namespace, log: Log) -> dict:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     """The command line; an installed package's weights are overwritten only when named (``--weights-dir``)."""
-    from .. import train_model  # the module attribute, which a test replaces
+    from .. import model_files  # the module attribute, which a test replaces
 
     parser = _parser()
     args = parser.parse_args(argv)
-    args.weights_dir = args.weights_dir or train_model.shipped_folder_default(WEIGHTS_DIR)
+    args.weights_dir = args.weights_dir or model_files.shipped_folder_default(WEIGHTS_DIR)
     if args.weights_dir is None:
-        parser.error(train_model.installed_refusal("--weights-dir", "metric weights it ships"))
+        parser.error(model_files.installed_refusal("--weights-dir", "metric weights it ships"))
     return args
 
 
