@@ -11,6 +11,7 @@ on the meta device (no memory) and its size and tensor shapes compared with what
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ SLACK_FACTOR, SLACK_VALUES = 2, 1 << 20
 # How far a --model-config UNet may differ from a checkpoint's and still be its architecture: the conversion
 # keeps every value, so only stray extra tensors (a checkpoint's own additions) make them differ at all.
 ARCHITECTURE_TOLERANCE = 0.1
+# The shapes each part's config describes, by (class, config); a handful of models per process is the most seen.
+MAX_DESCRIBED = 32
+_DESCRIBED: dict[tuple[type, str], dict[str, tuple[int, ...]]] = {}
 
 
 def check_weights_folder(folder: Path) -> None:
@@ -213,6 +217,17 @@ def described_shapes(part: Path, model_class: type[torch.nn.Module]) -> dict[str
     """Each tensor of the model ``part/config.json`` describes, with its shape, built on the meta device."""
     config = read_config_json(part / "config.json")
     check_sizes(config, part / "config.json", "config")
+    # The build is half of a small model's load, and a process loads one model again and again (bench quality's
+    # tasks, the ui's requests): its shapes are kept by what the config says, so an edited config builds anew.
+    key = (model_class, json.dumps(config, sort_keys=True))
+    if key not in _DESCRIBED:
+        if len(_DESCRIBED) >= MAX_DESCRIBED:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = _built_shapes(part, model_class)
+    return dict(_DESCRIBED[key])
+
+
+def _built_shapes(part: Path, model_class: type[torch.nn.Module]) -> dict[str, tuple[int, ...]]:
     try:  # quiet: a config's notes (a bos id past its vocabulary) are the load's to hide or give, not this check's
         with quiet_libraries(), torch.device("meta"):
             model = _build(model_class, part)
