@@ -88,7 +88,8 @@ def component_tree(unet: nn.Module, text_encoder: nn.Module) -> nn.ModuleDict:
 
 def build_components(unet_config: dict, text_config: dict) -> nn.ModuleDict:
     """A fresh UNet and text encoder from their configs, as ``component_tree`` names them."""
-    from diffusers.models import UNet2DConditionModel  # mypy reads the top-level name as a dummy, not a Module
+    # mypy reads the top-level name as a dummy, not a Module
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return component_tree(UNet2DConditionModel(**unet_config), CLIPTextModel(CLIPTextConfig(**text_config)))

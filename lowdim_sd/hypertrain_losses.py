@@ -22,7 +22,8 @@ from lowdim_sd.weight_dataset import WeightDataset
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from diffusers.models import UNet2DConditionModel  # the top-level name types as a dummy, not a Module
+    # the top-level name types as a dummy, not a Module
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     from lowdim.hyper.encoder import ImageEncoder
     from lowdim.hyper.network import HyperNetwork

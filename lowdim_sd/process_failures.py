@@ -27,11 +27,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 
 from lowdim.errors import LowdimError, first_line
 from lowdim_sd import stopping
+
+if TYPE_CHECKING:  # where torch defines them (torch.distributed imports them without exporting them)
+    from torch._C._distributed_c10d import Store
 
 WATCH_SECONDS = 1.0  # how often a working process looks for another's failure
 LINE_SECONDS = 5.0  # how long a broken collective waits for the failed process's line (posted before its end)
@@ -72,7 +76,7 @@ def launched() -> bool:
 class LaunchedRun:
     """This process's part of the launcher's store: the line it posts, and the lines it reads of the others."""
 
-    def __init__(self, rank: int, world: int, store: torch.distributed.Store, prefix: str) -> None:
+    def __init__(self, rank: int, world: int, store: Store, prefix: str) -> None:
         self.rank, self.world, self.store, self.prefix = rank, world, store, prefix
 
     @classmethod
@@ -80,10 +84,12 @@ class LaunchedRun:
         """A new connection to the store of the launcher that started this process; None outside one."""
         if not launched():
             return None
+        from torch._C._distributed_c10d import TCPStore  # there wherever a launcher runs (torch.distributed is)
+
         env = os.environ
         try:
-            store = torch.distributed.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
-                                               timeout=timedelta(seconds=STORE_SECONDS), wait_for_workers=False)
+            store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
+                             timeout=timedelta(seconds=STORE_SECONDS), wait_for_workers=False)
         except (KeyError, ValueError, RuntimeError):
             return None  # no store to reach: the run goes on as it would without this module
         # Keys of this attempt only: torchrun restarts a failed run's processes as a new attempt.

@@ -30,7 +30,7 @@ register_optimizer_step_post_hook(_count_optimizer_step)
 # torch.compiler.is_compiling arrived in torch 2.3; pyproject allows 2.1, where nothing compiles this code anyway.
 is_compiling = getattr(torch.compiler, "is_compiling", None) or (lambda: False)
 # What torch.jit.is_tracing asks, without its TorchScript check: every no_grad forward of every layer asks it.
-_is_tracing = getattr(torch._C, "_is_tracing", None) or torch.jit.is_tracing
+_is_tracing = torch._C._is_tracing
 # torch.amp.is_autocast_available arrived in torch 2.4; before it, meta is the one device torch.autocast refuses.
 _autocast_available = getattr(torch.amp, "is_autocast_available", None) or (lambda device_type: device_type != "meta")
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from lowdim import json_text
 from lowdim.errors import LowdimError, first_line
@@ -57,7 +57,7 @@ def check_photo(path: str | Path, whole: bool = True) -> Path:
         from lowdim_sd.image_limits import bomb_pixels
 
         raise too_large(path.name, bomb_pixels(error)) from None
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # SyntaxError: a bad PNG CRC
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # SyntaxError: a bad PNG CRC
         raise LowdimError(_unreadable_line(path, error)) from None
     return path
 
@@ -66,7 +66,7 @@ def _unreadable_line(path: Path, error: Exception) -> str:
     """The line for a dropped file PIL could not read: a photo cut short is a JPEG or PNG already, so only the
     whole file helps; a lowdim adapter (from a run's folder, beside its preview.png) goes in Draw's box."""
     # PIL says "truncated" of data cut short; its UnidentifiedImageError names the path, which may hold that word
-    if not isinstance(error, Image.UnidentifiedImageError) and "truncated" in str(error).lower():
+    if not isinstance(error, UnidentifiedImageError) and "truncated" in str(error).lower():
         return f"{path.name} is cut short (a partly downloaded or copied photo); drop the whole photo again"
     if path.is_file() and path.stat().st_size == 0:
         return f"{path.name} is empty (0 bytes); drop the photo again"
@@ -105,7 +105,7 @@ def _decode_all(image: Image.Image) -> None:
 def _why_unreadable(error: Exception) -> str:
     """Why PIL could not open a photo, in the page's words: its own text ("cannot identify image file
     '/tmp/gradio/.../notes.txt'", "Truncated File Read") names its internals and the upload's temporary path."""
-    if isinstance(error, Image.UnidentifiedImageError):  # no format PIL knows, or one whose header is broken
+    if isinstance(error, UnidentifiedImageError):  # no format PIL knows, or one whose header is broken
         return "not a picture file, or a damaged one"
     return "the file is damaged"
 

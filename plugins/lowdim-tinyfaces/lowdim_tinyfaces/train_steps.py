@@ -19,7 +19,8 @@ from .styles import STYLES
 from .world import render_tensor
 
 if TYPE_CHECKING:  # the top-level diffusers names type as dummies, not Modules
-    from diffusers.models import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 VAE_STAGE, UNET_STAGE, EVAL_STREAM = 1, 2, 3
 
