@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from test_contract_for_plugins import folders, install_plugin, run_contract
+from test_contract_for_plugins import contract_run, outcomes_in
 from test_contract_messages import failures
 from test_space_checks import UpOnly
 from torch import nn
@@ -223,17 +223,18 @@ FACTORS = RIGHT_BUT_BLAMED[0]
 PROCESS = "test_make_buffers_gives_the_same_tensors_in_a_fresh_process"
 
 
+# The checks each slip fails, and those a wrong delta used to fail: a run of all of them takes minutes. (A bare
+# "delta" would select every check of the gainy-delta space: -k matches the space's name too.) They run in the
+# contract run this module shares with tests/test_contract_for_plugins.py and tests/test_contract_messages.py.
+CHOSEN = ("(gainy-delta and (product_of or factors_and or forward or merge_and or override or embedding))"
+          " or (gainy-batch and leading_batch) or (gainy-f64 and shapes_counts)"
+          " or (gainy-rank and factors_and) or (gainy-hash and fresh_process)")
+
+
 @pytest.mark.slow
-def test_the_contract_names_the_part_of_the_space_that_is_wrong(tmp_path):
-    site, author = folders(tmp_path)
-    install_plugin(site, "gainy_slips", SLIPS)
-    # The checks each slip fails, and those a wrong delta used to fail: a run of all of them takes minutes. (A bare
-    # "delta" would select every check of the gainy-delta space: -k matches the space's name too.)
-    chosen = ("(gainy-delta and (product_of or factors_and or forward or merge_and or override or embedding))"
-              " or (gainy-batch and leading_batch) or (gainy-f64 and shapes_counts)"
-              " or (gainy-rank and factors_and) or (gainy-hash and fresh_process)")
-    outcomes = run_contract(site, author, chosen, "--pyargs", "lowdim.testing.space_contract")
-    said = failures(author / "report.xml")
+def test_the_contract_names_the_part_of_the_space_that_is_wrong(tmp_path_factory):
+    report = contract_run(tmp_path_factory)  # gainy_slips's spaces, SLIPS, are installed there
+    outcomes, said = outcomes_in(report), failures(report)
 
     delta = outcomes["gainy-delta"]
     assert [test for test, outcome in delta.items() if outcome == "failed"] == [DELTA], delta

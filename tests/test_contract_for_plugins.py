@@ -5,11 +5,14 @@ in the author's own folder.
 The plugin is installed the way pip leaves one (a ``*.dist-info`` folder with an entry point) in a
 temporary folder on the subprocess's path, so nothing of this checkout's ``tests/`` is involved. The one
 difference from an author's run: Hypothesis's explain phase, which only annotates a failure's report, is left out
-(WITHOUT_EXPLAIN). Three scenarios share one run (``shared_run``), each with its own plugin and ``-k``.
+(WITHOUT_EXPLAIN), and pytest's collection of unraisable exceptions at exit (`-p no:unraisableexception`). The
+scenarios of this module, tests/test_contract_culprits.py and tests/test_contract_messages.py share one run
+(``contract_run``), each with its own plugin and ``-k``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -99,19 +102,16 @@ WITHOUT_EXPLAIN = textwrap.dedent("""
 """)
 
 
-def run_contract(site: Path, author: Path, space: str, *target: str) -> dict[str, dict[str, str]]:
-    """space -> test -> passed / failed / skipped, from the JUnit report of pytest run on ``target``."""
-    return outcomes_in(run_pytest(site, author, space, *target))
-
-
 def run_pytest(site: Path, author: Path, keywords: str, *target: str) -> Path:
     """Runs pytest on ``target`` with ``-k keywords`` in the author's folder; its JUnit report. The only plugins
-    left out are ones no author's run of the contract needs (parallel runs, benchmarks): they cost start-up time."""
+    left out are ones no author's run of the contract needs (parallel runs, benchmarks: they cost start-up time;
+    unraisable exceptions, which only add a warning to the summary, after a second of full garbage collections)."""
     report = author / "report.xml"
     (site / "hypothesis_without_explain.py").write_text(WITHOUT_EXPLAIN)  # on the path, but no plugin of lowdim's
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-p",
-                    "no:benchmark", "-p", "hypothesis_without_explain", *target, "-k", keywords,
+                    "no:benchmark", "-p", "no:unraisableexception", "-p", "hypothesis_without_explain", *target,
+                    "-k", keywords,
                     f"--junitxml={report}"], cwd=author, env=env, capture_output=True, text=True, timeout=600)
     return report
 
@@ -140,23 +140,60 @@ def documented(name: str) -> str:
     return re.search(rf"```python\n(# {re.escape(name)}\n.*?)```", PAGE.read_text(), re.S).group(1)
 
 
-# One pytest run serves three scenarios, each selected by -k in its own module, with its own spaces: the plugin
-# space with all its checks beside its per-sample-buggy twin (only the checks asserted on it), the plugin that
-# fails to load, and docs/plugins.md's test module over the documented space. Each run starts torch, every plugin
-# and the fresh-process child anew: one run instead of three. The documented module with a wrong formula runs
-# apart: REFERENCE_DELTA is one dict, and the right module's formula would be replaced in the same process.
+def replaced(text: str, old: str, new: str) -> str:
+    assert old in text, f"docs/plugins.md no longer has {old!r}"
+    return text.replace(old, new)
+
+
+# One pytest run serves every scenario of this module, tests/test_contract_culprits.py and
+# tests/test_contract_messages.py, each selected by -k in its own module, with its own spaces: the plugin space
+# with all its checks beside its per-sample-buggy twin (only the checks asserted on it), the plugin that fails to
+# load, docs/plugins.md's test module over the documented space, that module with a wrong formula, and the two
+# plugins of slips (culprits, messages). Each run starts torch, every plugin and the fresh-process child anew: one
+# run instead of five. REFERENCE_DELTA is one dict, so the wrong formula is the documented module's over a copy of
+# the documented space renamed "frozen-down-wrong": the right module's formula for "frozen-down" stays.
 SHARED_RUN = ("(space_contract and (scaled and not buggy or buggy and (override_runs or an_embedding or forward_is)"
-              " or broken_space)) or (test_contract and frozen-down)")
+              " or broken_space)) or (test_contract and frozen-down and not frozen-down-wrong)"
+              " or (test_wrong_formula and frozen-down-wrong and (factors_and_delta or default_init))")
+
+
+def contract_run(tmp_path_factory) -> Path:
+    """The JUnit report of the one shared run, made by the first module of a session (of all xdist workers, which
+    share the session's base folder) to ask: the others wait for it and read it."""
+    from filelock import FileLock  # huggingface_hub's dependency, so there wherever diffusers is
+    from test_contract_culprits import CHOSEN as CULPRITS
+    from test_contract_culprits import SLIPS as GAINY
+    from test_contract_messages import CHOSEN as MESSAGES
+    from test_contract_messages import SLIPS as GATED
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "contract-run"
+    with FileLock(f"{root}.lock"):
+        done = root / "done.json"
+        if done.is_file():
+            return Path(json.loads(done.read_text()))
+        root.mkdir(exist_ok=True)
+        site, author = folders(root)
+        install_plugin(site, "scaled_down", PLUGIN)
+        install_plugin(site, "broken_space", "raise RuntimeError('a bug at import')\n")
+        install_plugin(site, "gainy_slips", GAINY)
+        install_plugin(site, "gated_slips", GATED)
+        space, module = documented("my_space/__init__.py"), documented("tests/test_contract.py")
+        install_plugin(site, "my_space", space)
+        (author / "test_contract.py").write_text(module)
+        install_plugin(site, "my_space_wrong", replaced(space, '"frozen-down"', '"frozen-down-wrong"'))
+        wrong = replaced(replaced(module, '"frozen-down"', '"frozen-down-wrong"'), 'params["up"] @ buffers["down"]',
+                         '2 * params["up"] @ buffers["down"]')
+        (author / "test_wrong_formula.py").write_text(wrong)
+        report = run_pytest(site, author, f"{SHARED_RUN} or (space_contract and ({CULPRITS} or {MESSAGES}))",
+                            "--pyargs", "lowdim.testing.space_contract", "test_contract.py", "test_wrong_formula.py")
+        done.write_text(json.dumps(str(report)))
+        return report
 
 
 @pytest.fixture(scope="module")
 def shared_run(tmp_path_factory) -> Path:
-    site, author = folders(tmp_path_factory.mktemp("shared"))
-    install_plugin(site, "scaled_down", PLUGIN)
-    install_plugin(site, "broken_space", "raise RuntimeError('a bug at import')\n")
-    install_plugin(site, "my_space", documented("my_space/__init__.py"))
-    (author / "test_contract.py").write_text(documented("tests/test_contract.py"))
-    return run_pytest(site, author, SHARED_RUN, "--pyargs", "lowdim.testing.space_contract", "test_contract.py")
+    return contract_run(tmp_path_factory)
 
 
 def test_the_contract_runs_every_check_on_a_plugin_space_and_catches_a_per_sample_bug(shared_run):
@@ -181,13 +218,7 @@ def test_the_documented_test_module_passes_the_documented_space(shared_run):
     assert len(outcomes) >= 12 and set(outcomes.values()) == {"passed"}
 
 
-def test_the_documented_test_module_fails_the_documented_space_against_a_wrong_formula(tmp_path):
-    site, author = folders(tmp_path)
-    install_plugin(site, "my_space", documented("my_space/__init__.py"))
-    module = documented("tests/test_contract.py").replace('params["up"] @ buffers["down"]',
-                                                          '2 * params["up"] @ buffers["down"]')
-    (author / "test_contract.py").write_text(module)
-    chosen = "frozen-down and (factors_and_delta or default_init)"  # two are enough: spare the time
-    outcomes = run_contract(site, author, chosen, "test_contract.py")["frozen-down"]
+def test_the_documented_test_module_fails_the_documented_space_against_a_wrong_formula(shared_run):
+    outcomes = outcomes_in(shared_run, module="test_wrong_formula")["frozen-down-wrong"]
     assert outcomes == {"test_factors_and_delta_give_the_spaces_own_update_within_its_rank": "failed",
                         "test_default_init_leaves_model_output_unchanged": "passed"}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from test_contract_for_plugins import folders, install_plugin, run_contract
+from test_contract_for_plugins import contract_run, outcomes_in
 from test_plugins import ScalarConfig, ScalarSpace, plugin_module
 
 import lowdim
@@ -99,14 +99,19 @@ def failures(report) -> dict[str, str]:
             for case in ET.parse(report).iter("testcase")}
 
 
+# The checks asserted on below, on each space of SLIPS; they run in the contract run this module shares with
+# tests/test_contract_for_plugins.py and tests/test_contract_culprits.py.
+CHOSEN = "gated and (stacks_layers or default_init or zero_update or shapes_counts or leading_batch)"
+
+
 @pytest.mark.slow
-def test_the_contract_names_a_nonzero_init_an_init_ignoring_its_generator_and_factors_dropping_the_batch(tmp_path):
-    site, author = folders(tmp_path)
-    install_plugin(site, "gated_slips", SLIPS)
-    chosen = "gated and (stacks_layers or default_init or zero_update or shapes_counts or leading_batch)"
-    outcomes = run_contract(site, author, chosen, "--pyargs", "lowdim.testing.space_contract")
+def test_the_contract_names_a_nonzero_init_an_init_ignoring_its_generator_and_factors_dropping_the_batch(
+        tmp_path_factory):
+    report = contract_run(tmp_path_factory)  # gated_slips's spaces, SLIPS, are installed there
+    outcomes = outcomes_in(report)
     assert set(outcomes["gated"].values()) == {"passed"}, outcomes["gated"]
-    said = failures(author / "report.xml")
+    assert len(outcomes["gated"]) == 5, outcomes["gated"]
+    said = {test: text for test, text in failures(report).items() if "[gated" in test}  # this module's spaces
     assert "Flaky" not in " ".join(said.values())
     on = outcomes["gated-starts-on"]
     assert on["test_a_space_that_stacks_layers_gives_each_stacked_layer_its_own_factors"] == "passed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -42,9 +43,11 @@ def test_a_folder_without_its_index_is_one_line_naming_the_index(tmp_path):
     assert str(tmp_path / ".identities.json") in done.stderr
 
 
-@pytest.mark.slow  # the metric models score 6 renders: about 20 s
-def test_it_still_scores_a_written_folder(tmp_path):
+@pytest.mark.slow  # the metric models score 6 renders
+def test_it_still_scores_a_written_folder(tmp_path, capsys):
+    # In this process: the tests above run the script as a command; here only its scoring is at stake, and
+    # a subprocess would import torch and diffusers again for it.
     write_identities(tmp_path / "ids", 1, split="test")
-    done = run_script(str(tmp_path / "ids"))
-    assert done.returncode == 0, done.stderr
-    assert "over 1 identities" in done.stdout
+    runpy.run_path(str(SCRIPT))["main"]([str(tmp_path / "ids")])
+    printed = capsys.readouterr().out
+    assert "over 1 identities" in printed
