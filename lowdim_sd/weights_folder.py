@@ -219,12 +219,16 @@ def described_shapes(part: Path, model_class: type[torch.nn.Module]) -> dict[str
     check_sizes(config, part / "config.json", "config")
     # The build is half of a small model's load, and a process loads one model again and again (bench quality's
     # tasks, the ui's requests): its shapes are kept by what the config says, so an edited config builds anew.
+    if "configuration_files" in config:  # transformers then reads another config, which the key would not hold
+        return _built_shapes(part, model_class)
     key = (model_class, json.dumps(config, sort_keys=True))
-    if key not in _DESCRIBED:
+    shapes = _DESCRIBED.get(key)
+    if shapes is None:  # read once: another thread's clear between a check and a read would lose the entry
+        shapes = _built_shapes(part, model_class)
         if len(_DESCRIBED) >= MAX_DESCRIBED:
             _DESCRIBED.clear()
-        _DESCRIBED[key] = _built_shapes(part, model_class)
-    return dict(_DESCRIBED[key])
+        _DESCRIBED[key] = shapes
+    return dict(shapes)
 
 
 def _built_shapes(part: Path, model_class: type[torch.nn.Module]) -> dict[str, tuple[int, ...]]:

@@ -50,3 +50,13 @@ def test_the_kept_shapes_are_the_callers_to_change(tiny_sd, builds):
     first.clear()
     assert weights_folder.described_shapes(tiny_sd / "unet", unet_class) == whole
     assert builds == ["unet"]
+
+
+def test_a_config_naming_other_configuration_files_is_built_every_time(tiny_sd, tmp_path, builds):
+    # transformers reads the file configuration_files names instead: an edit there alone must not find kept shapes.
+    copied = Path(shutil.copytree(tiny_sd, tmp_path / "copy"))
+    config = copied / "text_encoder" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "configuration_files": ["config.json"]}))
+    check_model_folder(copied)
+    check_model_folder(copied)
+    assert builds.count("text_encoder") == 2 and builds.count("unet") == 1
